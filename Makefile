@@ -1,0 +1,53 @@
+# DittoFS front door. `make run` and `make test` work on a fresh Debian machine: they install what
+# they need (npm packages, Debian packages through hack/) and need no other step.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+NODE_TEST := node --import tsx --test --test-reporter=spec
+UNIT_TESTS = $(shell find server/src operator/src -name '*.test.ts' 2>/dev/null | sort)
+E2E_TESTS = $(shell find test/e2e -name '*.test.ts' 2>/dev/null | sort)
+
+.PHONY: help deps deps-test build run test test-unit test-e2e lint format bench clean typecheck
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+node_modules/.package-lock.json: package.json server/package.json operator/package.json package-lock.json
+	hack/install-node-deps.sh
+
+deps: node_modules/.package-lock.json ## Install npm packages (from the lockfile)
+
+deps-test: deps ## Install npm and Debian packages the tests need
+	hack/install-deps.sh test
+
+build: deps ## Compile the server and operator packages
+	npm run build --silent
+
+typecheck: deps ## Type-check everything, tests included
+	npx tsc -p tsconfig.json
+
+run: build ## Build and start the server on the embedded default (NFS 12049, API 8080)
+	hack/install-deps.sh run
+	node server/dist/cli/dittofs.js start $(if $(CONFIG),--config $(CONFIG),)
+
+test: deps-test build typecheck ## Run every test: unit, then end-to-end with real clients
+	$(NODE_TEST) $(UNIT_TESTS) $(E2E_TESTS)
+
+test-unit: deps build ## Unit tests only
+	$(NODE_TEST) $(UNIT_TESTS)
+
+test-e2e: deps-test build ## End-to-end tests with real NFS clients (libnfs, Linux kernel in QEMU)
+	$(NODE_TEST) $(E2E_TESTS)
+
+lint: deps ## ESLint (type-checked rules) and Prettier
+	npx eslint .
+	npx prettier --check .
+
+format: deps ## Rewrite files with Prettier
+	npx prettier --write .
+
+bench: deps build ## Benchmarks against nfs-ganesha in the same run (not a test)
+	hack/install-deps.sh bench
+	npx tsx test/bench/run.ts $(BENCH_ARGS)
+
+clean: ## Remove build output
+	rm -rf server/dist operator/dist

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian packages DittoFS needs to run and test, idempotently.
+# Usage: hack/install-deps.sh [run|node|test|bench|vm|all]   (default: test)
+set -euo pipefail
+what=${1:-test}
+
+run_pkgs=()
+node_pkgs=(nodejs npm)
+test_pkgs=(libnfs-utils)
+vm_pkgs=(qemu-system-x86 busybox-static linux-image-amd64 cpio)
+bench_pkgs=(libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind)
+
+case "$what" in
+  run) pkgs=("${run_pkgs[@]}") ;;
+  node) pkgs=("${node_pkgs[@]}") ;;
+  test) pkgs=("${test_pkgs[@]}" "${vm_pkgs[@]}") ;;
+  vm) pkgs=("${vm_pkgs[@]}") ;;
+  bench) pkgs=("${bench_pkgs[@]}") ;;
+  all) pkgs=("${test_pkgs[@]}" "${vm_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 [run|node|test|bench|vm|all]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "hack/install-deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists at most once an hour.
+if [ ! -f /var/lib/apt/lists/lock ] || [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+  $SUDO apt-get update -qq
+fi
+# Do not let package scripts start daemons (ganesha, rpcbind) on install.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

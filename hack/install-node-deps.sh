@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the npm packages pinned in package-lock.json, idempotently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  hack/install-deps.sh node
+fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "DittoFS needs Node.js 20 or newer (found $(node --version))" >&2
+  exit 1
+fi
+npm ci --no-audit --no-fund --loglevel=error
+touch node_modules/.package-lock.json

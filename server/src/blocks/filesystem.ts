@@ -1,0 +1,91 @@
+// The `filesystem` block engine: one file per object under a root directory. Writes go to a
+// temporary name, are fsynced, then renamed into place, so a crash never leaves a torn object.
+import { randomBytes } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { mkdir, open, rename, rm, statfs, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { BlockStore, BlockStoreCapacity } from './store.js';
+
+const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
+
+export class FilesystemBlockStore implements BlockStore {
+  readonly kind = 'filesystem';
+  private readonly knownDirs = new Set<string>();
+
+  constructor(
+    readonly root: string,
+    private readonly fsync = true,
+  ) {}
+
+  async open(): Promise<void> {
+    await mkdir(this.root, { recursive: true });
+    await rm(path.join(this.root, '.tmp'), { recursive: true, force: true });
+    await mkdir(path.join(this.root, '.tmp'), { recursive: true });
+  }
+
+  async close(): Promise<void> {}
+
+  private pathOf(key: string): string {
+    if (!SAFE_KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid block key ${JSON.stringify(key)}`);
+    return path.join(this.root, key);
+  }
+
+  async put(key: string, data: Buffer): Promise<void> {
+    const dest = this.pathOf(key);
+    const dir = path.dirname(dest);
+    if (!this.knownDirs.has(dir)) {
+      await mkdir(dir, { recursive: true });
+      this.knownDirs.add(dir);
+    }
+    const tmp = path.join(this.root, '.tmp', randomBytes(8).toString('hex'));
+    const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
+    try {
+      let off = 0;
+      while (off < data.length) {
+        const { bytesWritten } = await fh.write(data, off, data.length - off, off);
+        off += bytesWritten;
+      }
+      if (this.fsync) await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, dest);
+  }
+
+  async get(key: string, offset = 0, length?: number): Promise<Buffer | null> {
+    let fh;
+    try {
+      fh = await open(this.pathOf(key), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+    try {
+      const want = length ?? (await fh.stat()).size - offset;
+      if (want <= 0) return Buffer.alloc(0);
+      const buf = Buffer.allocUnsafe(want);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await fh.read(buf, got, want - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return got === want ? buf : buf.subarray(0, got);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await unlink(this.pathOf(key));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+
+  async capacity(): Promise<BlockStoreCapacity> {
+    const s = await statfs(this.root);
+    return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
+  }
+}

@@ -1,0 +1,20 @@
+// The BlockStore contract: immutable objects addressed by key. A key is written once (an overwrite
+// of file data produces a new key), so caches never need invalidation.
+
+export interface BlockStoreCapacity {
+  totalBytes: number;
+  freeBytes: number;
+}
+
+export interface BlockStore {
+  readonly kind: string;
+  open(): Promise<void>;
+  close(): Promise<void>;
+  /** Stores `data` under `key`, durably once the promise resolves. */
+  put(key: string, data: Buffer): Promise<void>;
+  /** Reads `length` bytes at `offset` (fewer at the object's end); NOENT-style null if absent. */
+  get(key: string, offset?: number, length?: number): Promise<Buffer | null>;
+  /** Deletes an object; deleting a missing key is not an error. */
+  delete(key: string): Promise<void>;
+  capacity(): Promise<BlockStoreCapacity>;
+}

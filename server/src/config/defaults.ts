@@ -1,0 +1,90 @@
+// Built-in defaults: what DittoFS runs with when no config file is given.
+import path from 'node:path';
+import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig, ShareConfig } from './types.js';
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
+
+export const DEFAULT_DATA_DIR = './data';
+export const DEFAULT_STORE_NAME = 'default';
+export const DEFAULT_SHARE_NAME = '/export';
+export const DEFAULT_BLOCK_SIZE = 4 * MiB;
+export const MIN_BLOCK_SIZE = 64 * KiB;
+export const MAX_BLOCK_SIZE = 64 * MiB;
+/** uid/gid of `nobody` on Linux, used for squashed and anonymous access. */
+export const NOBODY_ID = 65534;
+
+/**
+ * Defaults for the fields of a share that the file leaves out.
+ *
+ * `root_mode` is 0o777 so that a fresh share is writable by every client user, not only by root:
+ * the root directory is created owned by root_uid/root_gid (0/0), and with 0o755 an NFS client
+ * mounting as an ordinary user could not create anything in it. Tighten it per share when
+ * ownership is managed (e.g. `root_mode: "0755"` with `root_uid`/`root_gid` set to the owner).
+ */
+export const SHARE_DEFAULTS: Readonly<Omit<ShareConfig, 'name'>> = Object.freeze({
+  metadata: DEFAULT_STORE_NAME,
+  blocks: DEFAULT_STORE_NAME,
+  read_only: false,
+  root_squash: false,
+  anonymous_uid: NOBODY_ID,
+  anonymous_gid: NOBODY_ID,
+  root_mode: 0o777,
+  root_uid: 0,
+  root_gid: 0,
+});
+
+/** Where a filesystem block store keeps its objects when the file gives no `path`. */
+export function defaultBlockStorePath(dataDir: string, storeName: string): string {
+  return path.join(dataDir, 'blocks', storeName);
+}
+
+/** The stores supplied when the file defines no stores at all. */
+export function defaultMetadataStores(): Record<string, MetadataStoreConfig> {
+  return { [DEFAULT_STORE_NAME]: { type: 'memory' } };
+}
+
+export function defaultBlockStores(dataDir: string): Record<string, BlockStoreConfig> {
+  return {
+    [DEFAULT_STORE_NAME]: {
+      type: 'filesystem',
+      block_size: DEFAULT_BLOCK_SIZE,
+      path: defaultBlockStorePath(dataDir, DEFAULT_STORE_NAME),
+    },
+  };
+}
+
+/** The share supplied when the file defines no stores and no `shares` key. */
+export function defaultShares(): ShareConfig[] {
+  return [{ name: DEFAULT_SHARE_NAME, ...SHARE_DEFAULTS }];
+}
+
+/**
+ * The complete configuration used when there is no file and no environment override.
+ * Paths are as written here (relative); the loader resolves them against the working directory.
+ * Returns a fresh object each call, safe to mutate.
+ */
+export function defaultConfig(): DittoConfig {
+  return {
+    data_dir: DEFAULT_DATA_DIR,
+    logging: { level: 'info', format: 'json' },
+    adapters: {
+      nfs: {
+        enabled: true,
+        port: 12049,
+        bind: '0.0.0.0',
+        max_record_size: 1 * MiB + 64 * KiB,
+        drc_size: 1024,
+        portmapper: { enabled: false, port: 10111 },
+      },
+      smb: { enabled: true, port: 12445, bind: '0.0.0.0' },
+    },
+    server: { api: { enabled: true, port: 8080, bind: '0.0.0.0' } },
+    metrics: { enabled: true, port: 9090, bind: '0.0.0.0' },
+    cache: { max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB },
+    metadata: { stores: defaultMetadataStores() },
+    blocks: { stores: defaultBlockStores(DEFAULT_DATA_DIR) },
+    shares: defaultShares(),
+  };
+}

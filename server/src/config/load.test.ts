@@ -1,0 +1,635 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { defaultConfig, MiB } from './defaults.js';
+import { NAMED_ENV_OVERRIDES } from './env.js';
+import { ConfigError, type ConfigIssue } from './errors.js';
+import { BUILT_IN_SOURCE, loadConfig, parseConfig, validateConfig } from './load.js';
+import { formatConfig } from './render.js';
+import { SAMPLE_CONFIG_YAML } from './sample.js';
+import { editDistance, suggest } from './schema.js';
+import type { DittoConfig } from './types.js';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const CWD = '/srv/ditto';
+
+/** The config a file with nothing in it gives, with paths resolved against CWD. */
+function expectedDefaults(): DittoConfig {
+  const c = defaultConfig();
+  c.data_dir = path.join(CWD, 'data');
+  const store = c.blocks.stores.default;
+  assert.ok(store);
+  store.path = path.join(CWD, 'data', 'blocks', 'default');
+  return c;
+}
+
+const parse = (yaml: string, env: NodeJS.ProcessEnv = {}): DittoConfig => parseConfig(yaml, env, 'test.yaml', { cwd: CWD });
+
+/** Runs fn, which must throw a ConfigError, and returns its issues. */
+function issuesOf(fn: () => unknown): ConfigIssue[] {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.equal(err.code, 'DITTOFS_CONFIG_INVALID');
+    return [...err.issues];
+  }
+  assert.fail('expected a ConfigError');
+}
+
+const yamlIssues = (yaml: string, env: NodeJS.ProcessEnv = {}): ConfigIssue[] => issuesOf(() => parse(yaml, env));
+
+/** Asserts that exactly one issue has this path, and that its message matches. */
+function assertIssue(issues: ConfigIssue[], p: string, message: RegExp | string): void {
+  const hits = issues.filter((i) => i.path === p);
+  assert.equal(hits.length, 1, `expected one issue at ${p}, got: ${JSON.stringify(issues, null, 1)}`);
+  const hit = hits[0] as ConfigIssue;
+  if (typeof message === 'string') assert.equal(hit.message, message);
+  else assert.match(hit.message, message);
+}
+
+describe('defaults', () => {
+  it('defaultConfig has the documented values', () => {
+    const c = defaultConfig();
+    assert.equal(c.data_dir, './data');
+    assert.deepEqual(c.logging, { level: 'info', format: 'json' });
+    assert.deepEqual(c.adapters.nfs, {
+      enabled: true,
+      port: 12049,
+      bind: '0.0.0.0',
+      max_record_size: 1024 * 1024 + 64 * 1024,
+      drc_size: 1024,
+      portmapper: { enabled: false, port: 10111 },
+    });
+    assert.deepEqual(c.adapters.smb, { enabled: true, port: 12445, bind: '0.0.0.0' });
+    assert.deepEqual(c.server.api, { enabled: true, port: 8080, bind: '0.0.0.0' });
+    assert.deepEqual(c.metrics, { enabled: true, port: 9090, bind: '0.0.0.0' });
+    assert.deepEqual(c.cache, { max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB });
+    assert.deepEqual(c.metadata.stores, { default: { type: 'memory' } });
+    assert.deepEqual(c.blocks.stores, { default: { type: 'filesystem', block_size: 4 * MiB, path: path.join('data', 'blocks', 'default') } });
+    assert.deepEqual(c.shares, [
+      {
+        name: '/export',
+        metadata: 'default',
+        blocks: 'default',
+        read_only: false,
+        root_squash: false,
+        anonymous_uid: 65534,
+        anonymous_gid: 65534,
+        root_mode: 0o777,
+        root_uid: 0,
+        root_gid: 0,
+      },
+    ]);
+  });
+
+  it('returns a fresh object each call', () => {
+    const a = defaultConfig();
+    a.adapters.nfs.port = 1;
+    a.shares.length = 0;
+    assert.equal(defaultConfig().adapters.nfs.port, 12049);
+    assert.equal(defaultConfig().shares.length, 1);
+  });
+
+  it('an empty file, a null document and an empty object give the defaults with resolved paths', () => {
+    assert.deepEqual(parse(''), expectedDefaults());
+    assert.deepEqual(parse('# only a comment\n'), expectedDefaults());
+    assert.deepEqual(parse('~\n'), expectedDefaults());
+    assert.deepEqual(validateConfig({}, { cwd: CWD }), expectedDefaults());
+    assert.deepEqual(validateConfig(undefined, { cwd: CWD }), expectedDefaults());
+  });
+
+  it('validateConfig accepts its own output unchanged', () => {
+    const c = expectedDefaults();
+    assert.deepEqual(validateConfig(c, { cwd: '/elsewhere' }), c);
+  });
+
+  it('merges a partial file over the defaults', () => {
+    const c = parse('adapters:\n  nfs:\n    port: 2049\ncache:\n  read_cache_bytes: 1GiB\n');
+    const want = expectedDefaults();
+    want.adapters.nfs.port = 2049;
+    want.cache.read_cache_bytes = 1024 * MiB;
+    assert.deepEqual(c, want);
+  });
+
+  it('a section left empty (null) takes its defaults', () => {
+    assert.deepEqual(parse('adapters:\n  nfs:\nmetadata:\n  stores:\n'), expectedDefaults());
+  });
+});
+
+describe('default stores and share', () => {
+  it('shares without stores get the default stores', () => {
+    const c = parse('shares:\n  - name: /a\n  - name: /b\n    read_only: true\n');
+    assert.deepEqual(Object.keys(c.metadata.stores), ['default']);
+    assert.deepEqual(Object.keys(c.blocks.stores), ['default']);
+    assert.deepEqual(
+      c.shares.map((s) => [s.name, s.metadata, s.blocks, s.read_only]),
+      [
+        ['/a', 'default', 'default', false],
+        ['/b', 'default', 'default', true],
+      ],
+    );
+  });
+
+  it('an explicit empty shares list means no shares', () => {
+    const c = parse('shares: []\n');
+    assert.deepEqual(c.shares, []);
+    assert.deepEqual(Object.keys(c.blocks.stores), ['default']);
+  });
+
+  it('stores without shares: no default share, no default stores', () => {
+    const c = parse('metadata:\n  stores:\n    m: {type: memory}\nblocks:\n  stores:\n    b: {type: memory}\n');
+    assert.deepEqual(c.shares, []);
+    assert.deepEqual(c.metadata.stores, { m: { type: 'memory' } });
+    assert.deepEqual(c.blocks.stores, { b: { type: 'memory', block_size: 4 * MiB } });
+  });
+
+  it('the default block store follows data_dir, also when set from the environment', () => {
+    assert.equal(parse('data_dir: /var/lib/ditto\n').blocks.stores.default?.path, '/var/lib/ditto/blocks/default');
+    assert.equal(parse('', { DITTOFS_DATA_DIR: '/mnt/x' }).blocks.stores.default?.path, '/mnt/x/blocks/default');
+  });
+
+  it('a filesystem store without path is placed under data_dir by name', () => {
+    const c = parse('metadata: {stores: {m: {type: memory}}}\nblocks: {stores: {fast-ssd: {type: filesystem}}}\n');
+    assert.equal(c.blocks.stores['fast-ssd']?.path, path.join(CWD, 'data', 'blocks', 'fast-ssd'));
+  });
+});
+
+describe('paths', () => {
+  it('relative paths resolve against the working directory; absolute ones are kept', () => {
+    const c = parse('data_dir: state\nblocks:\n  stores:\n    a: {type: filesystem, path: ../blk}\n    b: {type: filesystem, path: /abs/blk}\nmetadata:\n  stores:\n    default: {type: memory}\n');
+    assert.equal(c.data_dir, '/srv/ditto/state');
+    assert.equal(c.blocks.stores.a?.path, '/srv/blk');
+    assert.equal(c.blocks.stores.b?.path, '/abs/blk');
+  });
+
+  it('~/ means the home directory', () => {
+    assert.equal(parse('data_dir: ~/ditto\n').data_dir, path.join(os.homedir(), 'ditto'));
+  });
+
+  it('defaults to process.cwd()', () => {
+    assert.equal(validateConfig({ data_dir: 'x' }).data_dir, path.resolve(process.cwd(), 'x'));
+  });
+});
+
+describe('values', () => {
+  it('accepts human sizes and numbers', () => {
+    const c = parse(
+      'cache:\n  max_dirty_bytes: 1GiB\n  read_cache_bytes: 1048576\nadapters:\n  nfs:\n    max_record_size: "2 MiB"\nblocks:\n  stores:\n    default: {type: filesystem, block_size: 64KiB}\n',
+    );
+    assert.equal(c.cache.max_dirty_bytes, 2 ** 30);
+    assert.equal(c.cache.read_cache_bytes, 2 ** 20);
+    assert.equal(c.adapters.nfs.max_record_size, 2 * 2 ** 20);
+    assert.equal(c.blocks.stores.default?.block_size, 64 * 1024);
+  });
+
+  it('reads root_mode as octal however it is written in the file', () => {
+    const c = parse(
+      'shares:\n  - {name: /a, root_mode: 0755}\n  - {name: /b, root_mode: 755}\n  - {name: /c, root_mode: 0o755}\n  - {name: /d, root_mode: "0755"}\n  - {name: /e, root_mode: \'750\'}\n  - {name: /f, root_mode: 0x1ed}\n  - {name: /g, root_mode: 1777}\n',
+    );
+    assert.deepEqual(
+      c.shares.map((s) => s.root_mode),
+      [0o755, 0o755, 0o755, 0o755, 0o750, 0o755, 0o1777],
+    );
+  });
+
+  it('takes a numeric root_mode in an object at its value', () => {
+    const c = validateConfig({ shares: [{ name: '/a', root_mode: 0o700 }, { name: '/b', root_mode: '0700' }] });
+    assert.equal(c.shares[0]?.root_mode, 0o700);
+    assert.equal(c.shares[1]?.root_mode, 0o700);
+  });
+
+  it('accepts IPv6 and host names as bind addresses', () => {
+    const c = parse('adapters:\n  nfs: {bind: "::"}\n  smb: {bind: localhost}\nmetrics: {bind: "::1"}\nserver: {api: {bind: 10.1.2.3}}\n');
+    assert.deepEqual([c.adapters.nfs.bind, c.adapters.smb.bind, c.metrics.bind, c.server.api.bind], ['::', 'localhost', '::1', '10.1.2.3']);
+  });
+});
+
+describe('the sample config', () => {
+  it('validates and configures exactly the built-in defaults', () => {
+    assert.deepEqual(parse(SAMPLE_CONFIG_YAML), expectedDefaults());
+  });
+
+  it('is checked in as config/dittofs.example.yaml', async () => {
+    const onDisk = await readFile(path.join(REPO_ROOT, 'config', 'dittofs.example.yaml'), 'utf8');
+    assert.equal(
+      onDisk,
+      SAMPLE_CONFIG_YAML,
+      'config/dittofs.example.yaml differs from server/src/config/sample.ts; regenerate it with: ' +
+        'node --import tsx server/src/cli/dittofs.ts config init --force --config config/dittofs.example.yaml',
+    );
+  });
+
+  it('comments every key', () => {
+    // Each key line, sections included, has a comment line right above it.
+    const lines = SAMPLE_CONFIG_YAML.split('\n');
+    const keyRe = /^\s*(?:- )?([a-z_]+):/;
+    let keys = 0;
+    for (const [i, line] of lines.entries()) {
+      if (!keyRe.test(line)) continue;
+      keys++;
+      assert.match(lines[i - 1] ?? '', /^\s*#/, `sample line ${i + 1} has no comment above it: ${line}`);
+    }
+    assert.ok(keys > 40, `only ${keys} keys`);
+  });
+});
+
+describe('environment overrides', () => {
+  const cases: [string, string, (c: DittoConfig) => unknown, unknown][] = [
+    ['DITTOFS_DATA_DIR', '/d', (c) => c.data_dir, '/d'],
+    ['DITTOFS_NFS_PORT', '2049', (c) => c.adapters.nfs.port, 2049],
+    ['DITTOFS_SMB_PORT', '445', (c) => c.adapters.smb.port, 445],
+    ['DITTOFS_API_PORT', '18080', (c) => c.server.api.port, 18080],
+    ['DITTOFS_METRICS_PORT', '19090', (c) => c.metrics.port, 19090],
+    ['DITTOFS_LOG_LEVEL', 'DEBUG', (c) => c.logging.level, 'debug'],
+    ['DITTOFS_NFS_ENABLED', 'false', (c) => c.adapters.nfs.enabled, false],
+    ['DITTOFS_SMB_ENABLED', '0', (c) => c.adapters.smb.enabled, false],
+    ['DITTOFS_API_ENABLED', 'no', (c) => c.server.api.enabled, false],
+    ['DITTOFS_METRICS_ENABLED', 'OFF', (c) => c.metrics.enabled, false],
+    ['DITTOFS_PORTMAPPER_ENABLED', 'yes', (c) => c.adapters.nfs.portmapper.enabled, true],
+    ['DITTOFS_PORTMAPPER_PORT', '111', (c) => c.adapters.nfs.portmapper.port, 111],
+    ['DITTOFS_MAX_DIRTY_BYTES', '1GiB', (c) => c.cache.max_dirty_bytes, 2 ** 30],
+    ['DITTOFS_READ_CACHE_BYTES', '1000000', (c) => c.cache.read_cache_bytes, 1_000_000],
+    ['DITTOFS_ADAPTERS__NFS__DRC_SIZE', '4096', (c) => c.adapters.nfs.drc_size, 4096],
+    ['DITTOFS_ADAPTERS__NFS__MAX_RECORD_SIZE', '2MiB', (c) => c.adapters.nfs.max_record_size, 2 * MiB],
+    ['DITTOFS_LOGGING__LEVEL', 'warn', (c) => c.logging.level, 'warn'],
+    ['DITTOFS_ADAPTERS__NFS__PORTMAPPER__PORT', '1111', (c) => c.adapters.nfs.portmapper.port, 1111],
+    ['DITTOFS_BLOCKS__STORES__DEFAULT__BLOCK_SIZE', '8MiB', (c) => c.blocks.stores.default?.block_size, 8 * MiB],
+    ['DITTOFS_BLOCKS__STORES__DEFAULT__PATH', '/blk', (c) => c.blocks.stores.default?.path, '/blk'],
+    ['DITTOFS_SHARES__0__READ_ONLY', 'true', (c) => c.shares[0]?.read_only, true],
+    ['DITTOFS_SHARES__0__ROOT_MODE', '0750', (c) => c.shares[0]?.root_mode, 0o750],
+    ['DITTOFS_SHARES__0__NAME', '/data', (c) => c.shares[0]?.name, '/data'],
+  ];
+  for (const [name, value, get, want] of cases) {
+    it(`${name}=${value}`, () => {
+      const c = parse('', { [name]: value });
+      assert.deepEqual(get(c), want);
+      // Nothing else changed... except what the variable is documented to change.
+      assert.notDeepEqual(c, expectedDefaults());
+    });
+  }
+
+  it('every named variable is tested above', () => {
+    const tested = new Set(cases.map((c) => c[0]));
+    for (const name of Object.keys(NAMED_ENV_OVERRIDES)) {
+      if (name !== 'DITTOFS_BIND_ADDRESS') assert.ok(tested.has(name), name);
+    }
+  });
+
+  it('override values in the file', () => {
+    const c = parse('adapters:\n  nfs:\n    port: 2049\n', { DITTOFS_NFS_PORT: '3049' });
+    assert.equal(c.adapters.nfs.port, 3049);
+  });
+
+  it('DITTOFS_BIND_ADDRESS sets every listener; the generic form wins for one', () => {
+    const c = parse('', { DITTOFS_BIND_ADDRESS: '127.0.0.1', DITTOFS_ADAPTERS__SMB__BIND: '::1' });
+    assert.deepEqual([c.adapters.nfs.bind, c.adapters.smb.bind, c.server.api.bind, c.metrics.bind], ['127.0.0.1', '::1', '127.0.0.1', '127.0.0.1']);
+  });
+
+  it('addresses named stores by upper-cased name, with other characters as _', () => {
+    const c = parse('metadata: {stores: {m: {type: memory}}}\nblocks: {stores: {fast-ssd: {type: filesystem}}}\n', {
+      DITTOFS_BLOCKS__STORES__FAST_SSD__BLOCK_SIZE: '1MiB',
+    });
+    assert.equal(c.blocks.stores['fast-ssd']?.block_size, MiB);
+  });
+
+  it('ignores empty values, non-override variables and Kubernetes service links', () => {
+    const c = parse('', {
+      DITTOFS_NFS_PORT: '',
+      DITTOFS_NOT_A_THING: '',
+      DITTOFS_CONFIG: '/some/file.yaml',
+      DITTOFS_ADMIN_INITIAL_PASSWORD: 'secret',
+      DITTOFS_TEST_PG_URL: 'postgres://x',
+      DITTOFS_SERVICE_HOST: '10.0.0.1',
+      DITTOFS_SERVICE_PORT: '12049',
+      DITTOFS_SERVICE_PORT_NFS: '12049',
+      DITTOFS_PORT: 'tcp://10.0.0.1:12049',
+      DITTOFS_PORT_12049_TCP: 'tcp://10.0.0.1:12049',
+      DITTOFS_PORT_12049_TCP_ADDR: '10.0.0.1',
+      DITTOFS_SMB_PORT: 'tcp://10.0.0.2:12445',
+      OTHER_VAR: 'x',
+    });
+    assert.deepEqual(c, expectedDefaults());
+  });
+
+  it('reports bad values naming the variable and the key', () => {
+    const issues = yamlIssues('', {
+      DITTOFS_NFS_PORT: 'abc',
+      DITTOFS_SMB_PORT: '70000',
+      DITTOFS_SMB_ENABLED: 'maybe',
+      DITTOFS_LOG_LEVEL: 'loud',
+      DITTOFS_MAX_DIRTY_BYTES: 'lots',
+      DITTOFS_BIND_ADDRESS: 'not an address',
+      DITTOFS_ADAPTERS__NFS__DRC_SIZE: '0',
+    });
+    assertIssue(issues, 'DITTOFS_NFS_PORT', 'expected a port number from 1 to 65535, got "abc" (sets adapters.nfs.port)');
+    assertIssue(issues, 'DITTOFS_SMB_PORT', 'expected a port number from 1 to 65535, got 70000 (sets adapters.smb.port)');
+    assertIssue(issues, 'DITTOFS_SMB_ENABLED', /^expected true or false .*got "maybe" \(sets adapters\.smb\.enabled\)$/);
+    assertIssue(issues, 'DITTOFS_LOG_LEVEL', /^expected one of trace, debug, info, warn, error, fatal, got "loud"/);
+    assertIssue(issues, 'DITTOFS_MAX_DIRTY_BYTES', /^expected a size .*"lots" \(sets cache\.max_dirty_bytes\)$/);
+    assertIssue(issues, 'DITTOFS_BIND_ADDRESS', /expected an IP address .* \(sets adapters\.nfs\.bind, adapters\.smb\.bind, server\.api\.bind, metrics\.bind\)$/);
+    assertIssue(issues, 'DITTOFS_ADAPTERS__NFS__DRC_SIZE', /expected an integer from 1 to 1000000, got 0/);
+    assert.equal(issues.length, 7);
+  });
+
+  it('reports variables that match no setting, with a suggestion', () => {
+    const issues = yamlIssues('', {
+      DITTOFS_NFS_PROT: '1',
+      DITTOFS_ADAPTERS__NFS__DRC: '1',
+      DITTOFS_ADAPTERS__NFS: '1',
+      DITTOFS_ADAPTERS__NFS__PORT__X: '1',
+      DITTOFS_SHARES__5__READ_ONLY: 'true',
+      DITTOFS_BLOCKS__STORES__NOPE__PATH: '/x',
+      DITTOFS_WHATEVER: '1',
+    });
+    assertIssue(issues, 'DITTOFS_NFS_PROT', /^unknown environment override .*did you mean DITTOFS_NFS_PORT\?$/);
+    assertIssue(issues, 'DITTOFS_ADAPTERS__NFS__DRC', /under adapters\.nfs.*did you mean DITTOFS_ADAPTERS__NFS__DRC_SIZE\?$/);
+    assertIssue(issues, 'DITTOFS_ADAPTERS__NFS', /^adapters\.nfs is a section, not a single setting/);
+    assertIssue(issues, 'DITTOFS_ADAPTERS__NFS__PORT__X', /^unknown environment override/);
+    assertIssue(issues, 'DITTOFS_SHARES__5__READ_ONLY', /^shares entries are addressed by index from 0 to 0, got "5"$/);
+    assertIssue(issues, 'DITTOFS_BLOCKS__STORES__NOPE__PATH', /^there is no block store named like "NOPE" .*defined: default/);
+    assertIssue(issues, 'DITTOFS_WHATEVER', /^unknown environment override \(no such setting\)$/);
+    assert.equal(issues.length, 7);
+  });
+
+  it('validateConfig ignores the environment', () => {
+    const prev = process.env.DITTOFS_NFS_PORT;
+    process.env.DITTOFS_NFS_PORT = '1234';
+    try {
+      assert.equal(validateConfig({}).adapters.nfs.port, 12049);
+    } finally {
+      if (prev === undefined) delete process.env.DITTOFS_NFS_PORT;
+      else process.env.DITTOFS_NFS_PORT = prev;
+    }
+  });
+});
+
+describe('validation errors', () => {
+  it('rejects unknown keys with the full path and a suggestion', () => {
+    const issues = yamlIssues('adapters:\n  nfs:\n    prot: 2049\nlogging:\n  levle: info\nshares:\n  - name: /a\n    readonly: true\nzzz: 1\n');
+    assertIssue(issues, 'adapters.nfs.prot', 'unknown key (did you mean "port"?)');
+    assertIssue(issues, 'logging.levle', 'unknown key (did you mean "level"?)');
+    assertIssue(issues, 'shares[0].readonly', 'unknown key (did you mean "read_only"?)');
+    assertIssue(issues, 'zzz', /^unknown key \(expected one of: data_dir, logging, adapters, server, metrics, cache, metadata, blocks, shares\)$/);
+    assert.equal(issues.length, 4);
+  });
+
+  it('rejects wrong types', () => {
+    const issues = yamlIssues(
+      'data_dir: 5\nadapters:\n  nfs:\n    port: "2049"\n    enabled: yes\n  smb: 5\nmetrics: [1]\ncache:\n  max_dirty_bytes: true\nshares: {name: /a}\n',
+    );
+    assertIssue(issues, 'data_dir', 'expected a string, got the number 5');
+    assertIssue(issues, 'adapters.nfs.port', 'expected a port number from 1 to 65535, got the string "2049"');
+    assertIssue(issues, 'adapters.nfs.enabled', 'expected true or false, got the string "yes"');
+    assertIssue(issues, 'adapters.smb', 'expected a mapping of keys, got the number 5');
+    assertIssue(issues, 'metrics', 'expected a mapping of keys, got a list');
+    assertIssue(issues, 'cache.max_dirty_bytes', /^expected a size .* got true$/);
+    assertIssue(issues, 'shares', 'expected a list, got a mapping');
+  });
+
+  it('rejects ports outside 1..65535 and non-integers', () => {
+    const issues = yamlIssues('adapters:\n  nfs:\n    port: 0\n    portmapper: {port: 65536}\n  smb:\n    port: 1.5\nmetrics:\n  port: -1\n');
+    assertIssue(issues, 'adapters.nfs.port', 'expected a port number from 1 to 65535, got 0');
+    assertIssue(issues, 'adapters.nfs.portmapper.port', 'expected a port number from 1 to 65535, got 65536');
+    assertIssue(issues, 'adapters.smb.port', 'expected a port number from 1 to 65535, got the number 1.5');
+    assertIssue(issues, 'metrics.port', 'expected a port number from 1 to 65535, got -1');
+  });
+
+  it('rejects values outside enums', () => {
+    const issues = yamlIssues(
+      'logging:\n  level: warning\n  format: pretty\nmetadata:\n  stores:\n    m: {type: postgress}\nblocks:\n  stores:\n    b: {type: s3}\nshares: []\n',
+    );
+    assertIssue(issues, 'logging.level', 'expected one of trace, debug, info, warn, error, fatal, got "warning" (did you mean "warn"?)');
+    assertIssue(issues, 'logging.format', 'expected "json", got "pretty"');
+    assertIssue(issues, 'metadata.stores.m.type', 'expected "memory", got "postgress"');
+    assertIssue(issues, 'blocks.stores.b.type', 'expected one of memory, filesystem, got "s3"');
+  });
+
+  it('checks share names', () => {
+    const long = `/${'x'.repeat(255)}`;
+    const issues = yamlIssues(
+      `shares:\n  - name: export\n  - name: /a/\n  - name: /a/../b\n  - name: /\n  - name: /a//b\n  - name: ${long}\n  - name: /ok\n  - name: /ok\n  - read_only: true\n  - name: /ünïcödé\n`,
+    );
+    assertIssue(issues, 'shares[0].name', 'must start with "/" (such as "/export"), got "export"');
+    assertIssue(issues, 'shares[1].name', 'must not end with "/", got "/a/"');
+    assertIssue(issues, 'shares[2].name', 'must not contain "..", got "/a/../b"');
+    assertIssue(issues, 'shares[3].name', 'must name a directory below "/", such as "/export"');
+    assertIssue(issues, 'shares[4].name', 'must not contain "//", got "/a//b"');
+    assertIssue(issues, 'shares[5].name', 'must be at most 255 bytes long, got 256');
+    assertIssue(issues, 'shares[7].name', 'duplicate share "/ok" (also shares[6])');
+    assertIssue(issues, 'shares[8].name', 'required key is missing');
+    assert.equal(issues.length, 8);
+  });
+
+  it('counts share name length in UTF-8 bytes', () => {
+    assert.doesNotThrow(() => parse(`shares:\n  - name: /${'é'.repeat(127)}\n`)); // 1 + 254 bytes
+    assertIssue(yamlIssues(`shares:\n  - name: /${'é'.repeat(128)}\n`), 'shares[0].name', 'must be at most 255 bytes long, got 257');
+  });
+
+  it('requires stores named by shares to exist', () => {
+    const issues = yamlIssues('metadata: {stores: {m: {type: memory}}}\nblocks: {stores: {b: {type: memory}}}\nshares:\n  - {name: /a, metadata: m, blocks: nope}\n  - {name: /b, blocks: b}\n');
+    assertIssue(issues, 'shares[0].blocks', 'no block store named "nope" under blocks.stores (defined: b)');
+    assertIssue(issues, 'shares[1].metadata', 'no metadata store named "default" under metadata.stores (defined: m)');
+    assert.equal(issues.length, 2);
+  });
+
+  it('checks block sizes', () => {
+    const issues = yamlIssues(
+      'metadata: {stores: {m: {type: memory}}}\nblocks:\n  stores:\n    a: {type: memory, block_size: 3MiB}\n    b: {type: memory, block_size: 32KiB}\n    c: {type: memory, block_size: 128MiB}\n    d: {type: memory, block_size: 64MiB}\n    e: {type: memory, block_size: 65536}\n',
+    );
+    assertIssue(issues, 'blocks.stores.a.block_size', 'must be a power of two (such as 1MiB or 4MiB), got 3145728');
+    assertIssue(issues, 'blocks.stores.b.block_size', 'must be at least 64KiB, got 32KiB');
+    assertIssue(issues, 'blocks.stores.c.block_size', 'must be at most 64MiB, got 128MiB');
+    assert.equal(issues.length, 3);
+  });
+
+  it('checks sizes and counts', () => {
+    const issues = yamlIssues('cache:\n  max_dirty_bytes: 0\n  read_cache_bytes: 12 parsecs\nadapters:\n  nfs:\n    max_record_size: 1KiB\n    drc_size: 2.5\n');
+    assertIssue(issues, 'cache.max_dirty_bytes', 'must be at least 1B, got 0B');
+    assertIssue(issues, 'cache.read_cache_bytes', /^unknown size unit "parsecs"/);
+    assertIssue(issues, 'adapters.nfs.max_record_size', 'must be at least 8KiB, got 1KiB');
+    assertIssue(issues, 'adapters.nfs.drc_size', 'expected an integer from 1 to 1000000, got the number 2.5');
+  });
+
+  it('checks modes, ids and bind addresses', () => {
+    const issues = yamlIssues(
+      'shares:\n  - {name: /a, root_mode: 0799}\n  - {name: /b, root_mode: 493}\n  - {name: /c, root_mode: 17777, anonymous_uid: -1, root_gid: 4294967295}\nmetrics: {bind: "bad host!"}\n',
+    );
+    assertIssue(issues, 'shares[0].root_mode', 'expected a mode in octal such as "0755" or "0777" (at most 07777), got "0799"');
+    assertIssue(issues, 'shares[1].root_mode', /got "493"$/);
+    assertIssue(issues, 'shares[2].root_mode', /got "17777"$/);
+    assertIssue(issues, 'shares[2].anonymous_uid', 'expected a numeric id from 0 to 4294967294, got -1');
+    assertIssue(issues, 'shares[2].root_gid', 'expected a numeric id from 0 to 4294967294, got 4294967295');
+    assertIssue(issues, 'metrics.bind', /^expected an IP address .* got "bad host!"$/);
+    assert.equal(issues.length, 6);
+  });
+
+  it('rejects a key with no value, saying how to get the default', () => {
+    assertIssue(yamlIssues('adapters:\n  nfs:\n    port:\n'), 'adapters.nfs.port', 'has no value (remove the key to use the default, 12049)');
+  });
+
+  it('checks store names and store options', () => {
+    const issues = yamlIssues('metadata:\n  stores:\n    "bad name": {type: memory}\n    ok: {}\nblocks:\n  stores:\n    m: {type: memory, path: /x}\nshares: []\n');
+    assertIssue(issues, 'metadata.stores["bad name"]', /^invalid metadata store name/);
+    assertIssue(issues, 'metadata.stores.ok.type', 'required key is missing');
+    assertIssue(issues, 'blocks.stores.m.path', "only filesystem block stores have a path (this store's type is memory)");
+    assert.equal(issues.length, 3);
+  });
+
+  it('rejects two enabled listeners on the same port', () => {
+    const issues = yamlIssues('adapters:\n  smb: {port: 12049}\n  nfs:\n    portmapper: {enabled: true, port: 9090}\n');
+    assertIssue(issues, 'adapters.smb.port', 'port 12049 is also used by adapters.nfs.port');
+    assertIssue(issues, 'metrics.port', 'port 9090 is also used by adapters.nfs.portmapper.port');
+    assert.equal(issues.length, 2);
+    // Disabled listeners and distinct specific addresses do not clash.
+    assert.doesNotThrow(() => parse('adapters:\n  smb: {enabled: false, port: 12049}\n'));
+    assert.doesNotThrow(() => parse('adapters:\n  nfs: {bind: 127.0.0.1}\n  smb: {port: 12049, bind: 127.0.0.2}\nserver: {api: {bind: 127.0.0.1}}\nmetrics: {bind: 127.0.0.1}\n'));
+  });
+
+  it('collects every problem, attaches file lines, and lists them in the message', () => {
+    let err: unknown;
+    try {
+      parse('adapters:\n  nfs:\n    prot: 1\nlogging:\n  level: loud\n', { DITTOFS_SMB_PORT: 'x' });
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof ConfigError);
+    assert.ok(err instanceof Error);
+    assert.equal(err.name, 'ConfigError');
+    assert.equal(err.source, 'test.yaml');
+    assert.deepEqual(
+      err.issues.map((i) => [i.path, i.line]),
+      [
+        ['DITTOFS_SMB_PORT', undefined],
+        ['logging.level', 5],
+        ['adapters.nfs.prot', 3],
+      ],
+    );
+    const lines = err.message.split('\n');
+    assert.equal(lines[0], 'invalid configuration (test.yaml), 3 problems:');
+    assert.equal(lines[3], '  adapters.nfs.prot: unknown key (did you mean "port"?) (line 3)');
+    assert.match(lines[2] ?? '', /^ {2}logging\.level: expected one of .* \(line 5\)$/);
+  });
+
+  it('validateConfig reports without lines', () => {
+    const issues = issuesOf(() => validateConfig({ adapters: { nfs: { port: 0 } } }));
+    assert.deepEqual(issues, [{ path: 'adapters.nfs.port', message: 'expected a port number from 1 to 65535, got 0' }]);
+  });
+
+  it('rejects a document that is not a mapping', () => {
+    assert.deepEqual(yamlIssues('- a\n- b\n'), [{ path: '(top level)', message: 'expected a mapping of settings, got a list' }]);
+    assert.deepEqual(yamlIssues('hello\n'), [{ path: '(top level)', message: 'expected a mapping of settings, got the string "hello"' }]);
+  });
+});
+
+describe('YAML syntax errors', () => {
+  it('are reported with line and column', () => {
+    const issues = yamlIssues('adapters:\n  nfs:\n    port: [1\nmetrics: {}\n');
+    assert.equal(issues.length, 1);
+    assert.match(issues[0]?.path ?? '', /^test\.yaml:\d+:\d+$/);
+    assert.match(issues[0]?.message ?? '', /^YAML syntax error: /);
+  });
+
+  it('report the exact position of a bad indent', () => {
+    const issues = yamlIssues('logging:\n  level: info\n format: json\n');
+    assert.match(issues[0]?.path ?? '', /^test\.yaml:3:\d+$/);
+  });
+
+  it('include duplicate keys and multiple documents', () => {
+    const dup = yamlIssues('data_dir: a\ndata_dir: b\n');
+    assert.deepEqual(dup, [{ path: 'test.yaml:2:1', message: 'YAML syntax error: Map keys must be unique' }]);
+    assert.match(yamlIssues('data_dir: a\n---\ndata_dir: b\n')[0]?.message ?? '', /multiple documents/);
+  });
+});
+
+describe('formatConfig', () => {
+  it('yaml and json output load back to the same config', () => {
+    const c = parse('shares:\n  - {name: /a, root_mode: "0750", read_only: true}\ncache: {max_dirty_bytes: 3MiB}\n');
+    for (const format of ['yaml', 'json'] as const) {
+      const text = formatConfig(c, format);
+      assert.deepEqual(parse(text), c, format);
+    }
+    assert.match(formatConfig(c, 'yaml'), /root_mode: "0750"/);
+    assert.equal((JSON.parse(formatConfig(c, 'json')) as { shares: { root_mode: string }[] }).shares[0]?.root_mode, '0750');
+  });
+});
+
+describe('loadConfig', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-config-test-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('uses the built-in defaults when there is no file', async () => {
+    const empty = path.join(dir, 'empty');
+    await mkdir(empty);
+    const r = await loadConfig({ env: {}, cwd: empty });
+    assert.equal(r.source, BUILT_IN_SOURCE);
+    assert.deepEqual(r.overrides, []);
+    assert.equal(r.config.data_dir, path.join(empty, 'data'));
+  });
+
+  it('reads ./dittofs.yaml, then DITTOFS_CONFIG, then the file option', async () => {
+    const cwd = path.join(dir, 'cwd');
+    await mkdir(cwd);
+    await writeFile(path.join(cwd, 'dittofs.yaml'), 'adapters: {nfs: {port: 1001}}\n');
+    await writeFile(path.join(dir, 'env.yaml'), 'adapters: {nfs: {port: 1002}}\n');
+    await writeFile(path.join(dir, 'opt.yaml'), 'adapters: {nfs: {port: 1003}}\n');
+
+    let r = await loadConfig({ env: {}, cwd });
+    assert.equal(r.source, path.join(cwd, 'dittofs.yaml'));
+    assert.equal(r.config.adapters.nfs.port, 1001);
+
+    r = await loadConfig({ env: { DITTOFS_CONFIG: '../env.yaml' }, cwd });
+    assert.equal(r.source, path.join(dir, 'env.yaml'));
+    assert.equal(r.config.adapters.nfs.port, 1002);
+
+    r = await loadConfig({ file: path.join(dir, 'opt.yaml'), env: { DITTOFS_CONFIG: path.join(dir, 'env.yaml') }, cwd });
+    assert.equal(r.source, path.join(dir, 'opt.yaml'));
+    assert.equal(r.config.adapters.nfs.port, 1003);
+
+    r = await loadConfig({ file: 'opt.yaml', env: { DITTOFS_NFS_PORT: '1004', DITTOFS_LOG_LEVEL: 'warn' }, cwd: dir });
+    assert.equal(r.config.adapters.nfs.port, 1004);
+    assert.deepEqual(r.overrides, ['DITTOFS_LOG_LEVEL', 'DITTOFS_NFS_PORT']);
+  });
+
+  it('fails clearly on a missing file or a directory', async () => {
+    await assert.rejects(loadConfig({ file: path.join(dir, 'nope.yaml'), env: {} }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.issues, [{ path: path.join(dir, 'nope.yaml'), message: 'cannot read config file: file not found' }]);
+      return true;
+    });
+    await assert.rejects(loadConfig({ env: { DITTOFS_CONFIG: dir } }), /is a directory, not a file/);
+  });
+
+  it('names the file in errors', async () => {
+    const f = path.join(dir, 'bad.yaml');
+    await writeFile(f, 'adapters:\n  nfs:\n    prot: 1\n');
+    await assert.rejects(loadConfig({ file: f, env: {} }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.source, f);
+      assert.match(err.message, new RegExp(`^invalid configuration \\(${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\), 1 problem:\n {2}adapters\\.nfs\\.prot: unknown key`));
+      return true;
+    });
+  });
+});
+
+describe('suggestions', () => {
+  it('edit distance counts transpositions once', () => {
+    assert.equal(editDistance('port', 'prot'), 1);
+    assert.equal(editDistance('', 'abc'), 3);
+    assert.equal(editDistance('kitten', 'sitting'), 3);
+  });
+  it('suggests close names only', () => {
+    assert.equal(suggest('prot', ['port', 'bind', 'enabled']), 'port');
+    assert.equal(suggest('Port', ['port', 'bind']), 'port');
+    assert.equal(suggest('drc', ['drc_size', 'port']), 'drc_size');
+    assert.equal(suggest('xyz', ['port', 'bind']), undefined);
+  });
+});

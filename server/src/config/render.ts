@@ -1,0 +1,24 @@
+// Printing a configuration (`dittofs config show`) in a form that loads back to the same thing.
+import YAML from 'yaml';
+import type { DittoConfig } from './types.js';
+
+export const OUTPUT_FORMATS = Object.freeze(['yaml', 'json'] as const);
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
+/** Mode bits as the octal string people read and write: 511 -> "0777". */
+export function formatMode(mode: number): string {
+  return `0${mode.toString(8).padStart(3, '0')}`;
+}
+
+/** A plain copy of the config with modes as octal strings: no reader mistakes 511 for a mode. */
+export function toDisplayObject(config: DittoConfig): Record<string, unknown> {
+  return {
+    ...config,
+    shares: config.shares.map((s) => ({ ...s, root_mode: formatMode(s.root_mode) })),
+  };
+}
+
+export function formatConfig(config: DittoConfig, format: OutputFormat): string {
+  const obj = toDisplayObject(config);
+  return format === 'json' ? `${JSON.stringify(obj, null, 2)}\n` : YAML.stringify(obj, { lineWidth: 0 });
+}

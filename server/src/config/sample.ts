@@ -1,0 +1,154 @@
+// The commented sample configuration written by `dittofs config init`. It is also checked in as
+// config/dittofs.example.yaml (a test keeps the two identical; regenerate that file with
+// `node --import tsx server/src/cli/dittofs.ts config init --force --config config/dittofs.example.yaml`).
+// It must configure exactly the built-in defaults (also tested).
+export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
+#
+# Every key is optional: what is left out takes the default shown here, so this file, as written,
+# configures exactly the built-in defaults. Unknown keys are errors (a typo never goes unnoticed).
+# Check a file with "dittofs config validate --config FILE"; see the effective result, after defaults
+# and environment overrides, with "dittofs config show --config FILE".
+#
+# Which file is read: --config FILE, else $DITTOFS_CONFIG, else ./dittofs.yaml if it exists, else
+# none (built-in defaults).
+#
+# Environment overrides are applied over this file. Named ones: DITTOFS_DATA_DIR, DITTOFS_LOG_LEVEL,
+# DITTOFS_BIND_ADDRESS (all listeners), DITTOFS_NFS_ENABLED, DITTOFS_NFS_PORT,
+# DITTOFS_PORTMAPPER_ENABLED, DITTOFS_PORTMAPPER_PORT, DITTOFS_SMB_ENABLED, DITTOFS_SMB_PORT,
+# DITTOFS_API_ENABLED, DITTOFS_API_PORT, DITTOFS_METRICS_ENABLED, DITTOFS_METRICS_PORT,
+# DITTOFS_MAX_DIRTY_BYTES, DITTOFS_READ_CACHE_BYTES. Any single setting can also be set as
+# DITTOFS_ plus its key path upper-cased with "__" between keys, e.g.
+# DITTOFS_ADAPTERS__NFS__DRC_SIZE=4096, DITTOFS_BLOCKS__STORES__DEFAULT__BLOCK_SIZE=8MiB,
+# DITTOFS_SHARES__0__READ_ONLY=true.
+#
+# Sizes are bytes, written as a number or with a unit: 65536, 64KiB, 4MiB, 1.5GiB (KiB/MiB/GiB/TiB
+# and Ki/Mi/Gi/Ti are powers of 1024; kB/MB/GB/TB and k/M/G/T are powers of 1000).
+# Relative paths are resolved against the working directory of the server process (not against
+# this file's directory); "~/" means the home directory.
+
+# Directory for all local state (block files of filesystem stores, and later the WAL and the
+# control-plane database). Env: DITTOFS_DATA_DIR.
+data_dir: ./data
+
+# Logging.
+logging:
+  # trace, debug, info, warn, error or fatal. Env: DITTOFS_LOG_LEVEL.
+  level: info
+  # Logs are always JSON lines on standard output (pipe them through pino-pretty to read them).
+  format: json
+
+# Protocol listeners. Clients mount shares over NFSv3 or SMB2.
+adapters:
+  # NFSv3 with MOUNT v3, over TCP.
+  nfs:
+    # Env: DITTOFS_NFS_ENABLED.
+    enabled: true
+    # NFS and MOUNT share this port. Env: DITTOFS_NFS_PORT.
+    # Linux: mount -t nfs -o vers=3,proto=tcp,port=12049,mountport=12049,mountproto=tcp,nolock HOST:/export /mnt
+    port: 12049
+    # Listen address: 0.0.0.0 (all IPv4), :: (all IPv6 and IPv4), or one address such as 127.0.0.1.
+    # Env: DITTOFS_BIND_ADDRESS (sets every listener's bind).
+    bind: 0.0.0.0
+    # Largest RPC record accepted, in bytes; a client sending a larger one is disconnected.
+    # It bounds READ/WRITE transfer sizes (1MiB of data plus room for headers). 8KiB to 1GiB.
+    max_record_size: 1088KiB
+    # Replies remembered by the duplicate request cache, so that a retransmitted non-idempotent call
+    # (CREATE, REMOVE, RENAME, ...) gets its original reply instead of running twice.
+    drc_size: 1024
+    # An embedded portmapper (rpcbind) for clients that ask it where NFS and MOUNT are. Not needed
+    # when clients are told the ports, as in the mount command above.
+    portmapper:
+      # Env: DITTOFS_PORTMAPPER_ENABLED.
+      enabled: false
+      # The standard port is 111, which needs root; env: DITTOFS_PORTMAPPER_PORT.
+      port: 10111
+  # SMB2 over direct TCP, with NTLM authentication.
+  smb:
+    # Env: DITTOFS_SMB_ENABLED.
+    enabled: true
+    # Env: DITTOFS_SMB_PORT. Example: smbclient //HOST/export -p 12445 -U USER
+    port: 12445
+    # Listen address, as for NFS. Env: DITTOFS_BIND_ADDRESS.
+    bind: 0.0.0.0
+
+# The control plane.
+server:
+  # REST API under /api/v1, with /health and /health/ready.
+  api:
+    # Env: DITTOFS_API_ENABLED.
+    enabled: true
+    # Env: DITTOFS_API_PORT.
+    port: 8080
+    # Listen address, as for NFS. Env: DITTOFS_BIND_ADDRESS.
+    bind: 0.0.0.0
+
+# Prometheus metrics at /metrics on their own port.
+metrics:
+  # Env: DITTOFS_METRICS_ENABLED.
+  enabled: true
+  # Env: DITTOFS_METRICS_PORT.
+  port: 9090
+  # Listen address, as for NFS. Env: DITTOFS_BIND_ADDRESS.
+  bind: 0.0.0.0
+
+# Memory used for file data.
+cache:
+  # Written but not yet flushed data held in memory; past this, writers wait (they do not fail).
+  # Env: DITTOFS_MAX_DIRTY_BYTES.
+  max_dirty_bytes: 256MiB
+  # Clean blocks kept in memory for reads. Env: DITTOFS_READ_CACHE_BYTES.
+  read_cache_bytes: 64MiB
+
+# Named stores, reusable by several shares. Store names: 1 to 63 letters, digits, "-", "_" or ".",
+# starting with a letter or digit. When the file defines no stores at all, the two "default" stores
+# below are supplied, and, if there is no "shares" key either, the "/export" share too.
+# Metadata stores hold the directory tree and file attributes.
+metadata:
+  # Store name -> settings.
+  stores:
+    # A store named "default".
+    default:
+      # memory: kept in RAM, lost on restart (for tests and throwaway shares).
+      type: memory
+
+# Block stores hold file data, cut into blocks.
+blocks:
+  # Store name -> settings.
+  stores:
+    # A store named "default".
+    default:
+      # memory (lost on restart) or filesystem (block files in a directory).
+      type: filesystem
+      # File data is cut into blocks of this size; one block is one object in the store.
+      # A power of two from 64KiB to 64MiB.
+      block_size: 4MiB
+      # Filesystem stores only: the directory for the block files.
+      # Default: <data_dir>/blocks/<store name>, here ./data/blocks/default.
+      # path: /var/lib/dittofs/blocks
+
+# Exports that clients mount. Several shares may use the same stores.
+shares:
+  # The path clients mount: starts with "/", no trailing "/", no "..", at most 255 bytes, unique.
+  - name: /export
+    # A store under metadata.stores (default: "default").
+    metadata: default
+    # A store under blocks.stores (default: "default").
+    blocks: default
+    # Refuse every change to the share.
+    read_only: false
+    # Treat requests from uid 0 (root) as anonymous_uid/anonymous_gid.
+    root_squash: false
+    # The user id for squashed root and for anonymous access (65534 is "nobody").
+    anonymous_uid: 65534
+    # The group id for squashed root and for anonymous access.
+    anonymous_gid: 65534
+    # Mode of the share's root directory when it is first created. Modes are always read as
+    # octal, quoted or not ("0755", 0755, 755 and 0o755 are the same). The default 0777 lets every
+    # client user create files in a fresh share (the root directory is owned by root); use e.g.
+    # "0755" with root_uid/root_gid set to the owning user to restrict it.
+    root_mode: "0777"
+    # Owner of the share's root directory when it is first created.
+    root_uid: 0
+    # Group of the share's root directory when it is first created.
+    root_gid: 0
+`;

@@ -1,0 +1,453 @@
+// The shape of the config file as data: which keys exist, what each accepts, and how to read it from
+// an environment variable. One description drives validation, unknown-key detection with
+// suggestions, and the generic DITTOFS_<PATH> environment overrides.
+import net from 'node:net';
+import {
+  DEFAULT_BLOCK_SIZE,
+  GiB,
+  KiB,
+  MAX_BLOCK_SIZE,
+  MIN_BLOCK_SIZE,
+  MiB,
+  SHARE_DEFAULTS,
+} from './defaults.js';
+import type { ConfigIssue } from './errors.js';
+import { formatByteSize, parseByteSize } from './sizes.js';
+import {
+  BLOCK_STORE_TYPES,
+  LOG_LEVELS,
+  METADATA_STORE_TYPES,
+  type BlockStoreConfig,
+  type DittoConfig,
+  type MetadataStoreConfig,
+  type ShareConfig,
+} from './types.js';
+
+export type Segment = string | number;
+
+/** An issue plus the key path it came from, so the loader can point at the line in the file. */
+export interface Issue extends ConfigIssue {
+  segments?: readonly Segment[];
+}
+
+export type LeafResult = { ok: true; value: unknown } | { ok: false; message: string };
+
+export interface LeafNode {
+  kind: 'leaf';
+  /** The key may be left out and has no default (e.g. a block store's `path`). */
+  optional?: boolean;
+  check(value: unknown): LeafResult;
+  /** Reads the value from an environment variable's text, then checks it. */
+  fromEnv(text: string): LeafResult;
+}
+
+// Keyed by the TypeScript config type, so a key added to types.ts without a schema entry (or a schema
+// entry with no type) does not compile.
+export interface ObjectNode<T = unknown> {
+  kind: 'object';
+  fields: { readonly [K in keyof T]-?: SchemaNode };
+}
+
+/** A mapping from user-chosen names to entries of one shape (named stores). */
+export interface RecordNode {
+  kind: 'record';
+  /** Singular, for messages: `metadata store`. */
+  what: string;
+  entry: ObjectNode;
+  entryDefaults: Readonly<Record<string, unknown>>;
+}
+
+export interface ArrayNode {
+  kind: 'array';
+  element: ObjectNode;
+  elementDefaults: Readonly<Record<string, unknown>>;
+}
+
+export type SchemaNode = LeafNode | ObjectNode | RecordNode | ArrayNode;
+
+// ---------------------------------------------------------------------------------------------
+// Describing values in messages
+
+export function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  switch (typeof v) {
+    case 'string':
+      return `the string ${JSON.stringify(v)}`;
+    case 'number':
+      return `the number ${v}`;
+    case 'boolean':
+      return String(v);
+    case 'object':
+      return 'a mapping';
+    default:
+      return typeof v;
+  }
+}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && !(v instanceof Date);
+}
+
+const PLAIN_KEY_RE = /^[A-Za-z0-9_-]+$/;
+
+/** `adapters.nfs.port`, `shares[0].name`, `blocks.stores["my store"].path`. */
+export function formatPath(segments: readonly Segment[]): string {
+  if (segments.length === 0) return '(top level)';
+  let out = '';
+  for (const s of segments) {
+    if (typeof s === 'number') out += `[${s}]`;
+    else if (PLAIN_KEY_RE.test(s)) out += out === '' ? s : `.${s}`;
+    else out += `[${JSON.stringify(s)}]`;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// "Did you mean": optimal string alignment distance (Levenshtein plus adjacent transpositions).
+
+export function editDistance(a: string, b: string): number {
+  const rows = a.length + 1;
+  const cols = b.length + 1;
+  const d: number[] = new Array<number>(rows * cols).fill(0);
+  const at = (i: number, j: number): number => d[i * cols + j] ?? 0;
+  for (let i = 0; i < rows; i++) d[i * cols] = i;
+  for (let j = 0; j < cols; j++) d[j] = j;
+  for (let i = 1; i < rows; i++) {
+    for (let j = 1; j < cols; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, at(i - 2, j - 2) + 1);
+      d[i * cols + j] = v;
+    }
+  }
+  return at(a.length, b.length);
+}
+
+/** The candidate closest to `input`, if it is close enough to be a likely typo. */
+export function suggest(input: string, candidates: Iterable<string>): string | undefined {
+  const lower = input.toLowerCase();
+  let best: string | undefined;
+  let bestScore = Infinity;
+  for (const c of candidates) {
+    const cl = c.toLowerCase();
+    let score = editDistance(lower, cl);
+    const limit = Math.max(1, Math.floor(Math.max(lower.length, cl.length) / 3));
+    // `warning` for `warn`, `drc` for `drc_size`: a prefix of reasonable length is a fair guess.
+    if (score > limit && Math.min(lower.length, cl.length) >= 3 && (cl.startsWith(lower) || lower.startsWith(cl))) {
+      score = limit;
+    }
+    if (score <= limit && score < bestScore) {
+      best = c;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+function didYouMean(input: string, candidates: readonly string[]): string {
+  const s = suggest(input, candidates);
+  return s === undefined ? '' : ` (did you mean ${JSON.stringify(s)}?)`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leaves
+
+const ok = (value: unknown): LeafResult => ({ ok: true, value });
+const fail = (message: string): LeafResult => ({ ok: false, message });
+
+const BOOL_WORDS: Readonly<Record<string, boolean>> = Object.freeze({
+  true: true,
+  false: false,
+  '1': true,
+  '0': false,
+  yes: true,
+  no: false,
+  on: true,
+  off: false,
+});
+
+export function boolLeaf(): LeafNode {
+  return {
+    kind: 'leaf',
+    check: (v) => (typeof v === 'boolean' ? ok(v) : fail(`expected true or false, got ${describeValue(v)}`)),
+    fromEnv: (text) => {
+      const b = BOOL_WORDS[text.trim().toLowerCase()];
+      return b === undefined ? fail(`expected true or false (or 1/0, yes/no, on/off), got ${JSON.stringify(text)}`) : ok(b);
+    },
+  };
+}
+
+function intLeaf(min: number, max: number, expected: string): LeafNode {
+  const check = (v: unknown): LeafResult => {
+    if (typeof v !== 'number' || !Number.isInteger(v)) return fail(`expected ${expected}, got ${describeValue(v)}`);
+    if (v < min || v > max) return fail(`expected ${expected}, got ${v}`);
+    return ok(v);
+  };
+  return {
+    kind: 'leaf',
+    check,
+    fromEnv: (text) => {
+      const t = text.trim();
+      return /^[+-]?\d+$/.test(t) ? check(Number(t)) : fail(`expected ${expected}, got ${JSON.stringify(text)}`);
+    },
+  };
+}
+
+export const portLeaf = (): LeafNode => intLeaf(1, 65535, 'a port number from 1 to 65535');
+/** uid/gid: 32-bit, excluding 2^32-1, which means "no id" to many system calls. */
+export const idLeaf = (): LeafNode => intLeaf(0, 2 ** 32 - 2, 'a numeric id from 0 to 4294967294');
+export const countLeaf = (min: number, max: number): LeafNode => intLeaf(min, max, `an integer from ${min} to ${max}`);
+
+export function sizeLeaf(opts: { min: number; max?: number; powerOfTwo?: boolean }): LeafNode {
+  const max = opts.max ?? Number.MAX_SAFE_INTEGER;
+  const check = (v: unknown): LeafResult => {
+    if (typeof v !== 'number' && typeof v !== 'string') {
+      return fail(`expected a size such as 4MiB, 256MiB, 1GiB or a number of bytes, got ${describeValue(v)}`);
+    }
+    let n: number;
+    try {
+      n = parseByteSize(v);
+    } catch (err) {
+      return fail((err as Error).message);
+    }
+    if (n < opts.min) return fail(`must be at least ${formatByteSize(opts.min)}, got ${formatByteSize(n)}`);
+    if (n > max) return fail(`must be at most ${formatByteSize(max)}, got ${formatByteSize(n)}`);
+    if (opts.powerOfTwo === true && (n & (n - 1)) !== 0) {
+      return fail(`must be a power of two (such as 1MiB or 4MiB), got ${n}`);
+    }
+    return ok(n);
+  };
+  return { kind: 'leaf', check, fromEnv: (text) => check(text.trim()) };
+}
+
+export function enumLeaf(values: readonly string[]): LeafNode {
+  const check = (v: unknown): LeafResult => {
+    if (typeof v === 'string' && values.includes(v)) return ok(v);
+    const got = typeof v === 'string' ? `${JSON.stringify(v)}${didYouMean(v, values)}` : describeValue(v);
+    return fail(`expected ${values.length === 1 ? JSON.stringify(values[0]) : `one of ${values.join(', ')}`}, got ${got}`);
+  };
+  return { kind: 'leaf', check, fromEnv: (text) => check(text.trim().toLowerCase()) };
+}
+
+function stringLeaf(validate: (s: string) => string | undefined, optional = false): LeafNode {
+  const check = (v: unknown): LeafResult => {
+    if (typeof v !== 'string') return fail(`expected a string, got ${describeValue(v)}`);
+    const problem = validate(v);
+    return problem === undefined ? ok(v) : fail(problem);
+  };
+  return { kind: 'leaf', optional, check, fromEnv: check };
+}
+
+export const pathLeaf = (optional = false): LeafNode =>
+  stringLeaf((s) => {
+    if (s === '') return 'must not be empty';
+    if (s.includes('\0')) return 'must not contain a NUL character';
+    return undefined;
+  }, optional);
+
+const HOSTNAME_RE = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+export const hostLeaf = (): LeafNode =>
+  stringLeaf((s) =>
+    net.isIP(s) !== 0 || HOSTNAME_RE.test(s)
+      ? undefined
+      : `expected an IP address (such as 0.0.0.0, 127.0.0.1 or ::) or a host name, got ${JSON.stringify(s)}`,
+  );
+
+export const storeRefLeaf = (): LeafNode => stringLeaf((s) => (s === '' ? 'must name a store' : undefined));
+
+/** The longest share name, in UTF-8 bytes (the NFS MNTPATHLEN is 1024; 255 keeps SMB paths sane). */
+export const MAX_SHARE_NAME_BYTES = 255;
+
+export function shareNameProblem(s: string): string | undefined {
+  if (!s.startsWith('/')) return `must start with "/" (such as "/export"), got ${JSON.stringify(s)}`;
+  if (s === '/') return 'must name a directory below "/", such as "/export"';
+  if (s.endsWith('/')) return `must not end with "/", got ${JSON.stringify(s)}`;
+  const segs = s.slice(1).split('/');
+  if (segs.includes('..')) return `must not contain "..", got ${JSON.stringify(s)}`;
+  if (segs.includes('.')) return `must not contain "." components, got ${JSON.stringify(s)}`;
+  if (segs.includes('')) return `must not contain "//", got ${JSON.stringify(s)}`;
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f\\]/.test(s)) return 'must not contain control characters or "\\"';
+  const bytes = Buffer.byteLength(s, 'utf8');
+  if (bytes > MAX_SHARE_NAME_BYTES) return `must be at most ${MAX_SHARE_NAME_BYTES} bytes long, got ${bytes}`;
+  return undefined;
+}
+
+export const shareNameLeaf = (): LeafNode => stringLeaf(shareNameProblem);
+
+const MAX_MODE = 0o7777;
+
+/**
+ * File mode bits. A string is always octal: "0755", "755", "0o755". A number is taken as is
+ * (0o755 in JavaScript is 493); the YAML loader turns numbers written in the file into their
+ * source text first, so `root_mode: 0755` and `root_mode: 755` in a file are octal too.
+ */
+export function modeLeaf(): LeafNode {
+  const check = (v: unknown): LeafResult => {
+    const expected = 'expected a mode in octal such as "0755" or "0777" (at most 07777)';
+    if (typeof v === 'number') {
+      return Number.isInteger(v) && v >= 0 && v <= MAX_MODE ? ok(v) : fail(`${expected}, got ${v}`);
+    }
+    if (typeof v === 'string') {
+      const m = /^(?:0o)?([0-7]+)$/i.exec(v.trim());
+      const n = m?.[1] === undefined ? NaN : parseInt(m[1], 8);
+      return Number.isInteger(n) && n <= MAX_MODE ? ok(n) : fail(`${expected}, got ${JSON.stringify(v)}`);
+    }
+    return fail(`${expected}, got ${describeValue(v)}`);
+  };
+  return { kind: 'leaf', check, fromEnv: check };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema
+
+function obj<T>(fields: { readonly [K in keyof T]-?: SchemaNode }): ObjectNode<T> {
+  return { kind: 'object', fields };
+}
+
+/** The largest RPC record accepted: the size of the biggest READ/WRITE plus headers must fit. */
+export const MIN_RECORD_SIZE = 8 * KiB;
+export const MAX_RECORD_SIZE = 1 * GiB;
+
+const listener = () => obj<{ enabled: boolean; port: number; bind: string }>({ enabled: boolLeaf(), port: portLeaf(), bind: hostLeaf() });
+
+export const SHARE_SCHEMA = obj<ShareConfig>({
+  name: shareNameLeaf(),
+  metadata: storeRefLeaf(),
+  blocks: storeRefLeaf(),
+  read_only: boolLeaf(),
+  root_squash: boolLeaf(),
+  anonymous_uid: idLeaf(),
+  anonymous_gid: idLeaf(),
+  root_mode: modeLeaf(),
+  root_uid: idLeaf(),
+  root_gid: idLeaf(),
+});
+
+export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
+  data_dir: pathLeaf(),
+  logging: obj<DittoConfig['logging']>({ level: enumLeaf(LOG_LEVELS), format: enumLeaf(['json']) }),
+  adapters: obj<DittoConfig['adapters']>({
+    nfs: obj<DittoConfig['adapters']['nfs']>({
+      enabled: boolLeaf(),
+      port: portLeaf(),
+      bind: hostLeaf(),
+      max_record_size: sizeLeaf({ min: MIN_RECORD_SIZE, max: MAX_RECORD_SIZE }),
+      drc_size: countLeaf(1, 1_000_000),
+      portmapper: obj<DittoConfig['adapters']['nfs']['portmapper']>({ enabled: boolLeaf(), port: portLeaf() }),
+    }),
+    smb: listener(),
+  }),
+  server: obj<DittoConfig['server']>({ api: listener() }),
+  metrics: listener(),
+  cache: obj<DittoConfig['cache']>({
+    max_dirty_bytes: sizeLeaf({ min: 1 }),
+    read_cache_bytes: sizeLeaf({ min: 1 }),
+  }),
+  metadata: obj<DittoConfig['metadata']>({
+    stores: {
+      kind: 'record',
+      what: 'metadata store',
+      entry: obj<MetadataStoreConfig>({ type: enumLeaf(METADATA_STORE_TYPES) }),
+      entryDefaults: {},
+    },
+  }),
+  blocks: obj<DittoConfig['blocks']>({
+    stores: {
+      kind: 'record',
+      what: 'block store',
+      entry: obj<BlockStoreConfig>({
+        type: enumLeaf(BLOCK_STORE_TYPES),
+        block_size: sizeLeaf({ min: MIN_BLOCK_SIZE, max: MAX_BLOCK_SIZE, powerOfTwo: true }),
+        path: pathLeaf(true),
+      }),
+      entryDefaults: { block_size: DEFAULT_BLOCK_SIZE },
+    },
+  }),
+  shares: { kind: 'array', element: SHARE_SCHEMA, elementDefaults: SHARE_DEFAULTS },
+});
+
+/** Store names become directory names and appear in URLs: keep them plain. */
+export const STORE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+// ---------------------------------------------------------------------------------------------
+// Walking raw input against the schema, filling defaults
+
+export function walk(node: SchemaNode, raw: unknown, def: unknown, segments: readonly Segment[], issues: Issue[]): unknown {
+  const issue = (message: string, at: readonly Segment[] = segments): void => {
+    issues.push({ path: formatPath(at), message, segments: at });
+  };
+  switch (node.kind) {
+    case 'leaf': {
+      if (raw === undefined || raw === null) {
+        if (raw === undefined && def !== undefined) return def;
+        if (node.optional === true) return undefined;
+        if (raw === null) {
+          issue(def === undefined ? 'has no value' : `has no value (remove the key to use the default, ${JSON.stringify(def)})`);
+        } else {
+          issue('required key is missing');
+        }
+        return def;
+      }
+      const r = node.check(raw);
+      if (!r.ok) {
+        issue(r.message);
+        return def;
+      }
+      return r.value;
+    }
+    case 'object': {
+      const input = raw ?? {};
+      if (!isPlainObject(input)) {
+        issue(`expected a mapping of keys, got ${describeValue(input)}`);
+        return def;
+      }
+      const defaults = isPlainObject(def) ? def : {};
+      const known = Object.keys(node.fields);
+      for (const key of Object.keys(input)) {
+        if (!Object.hasOwn(node.fields, key)) {
+          const s = suggest(key, known);
+          issue(
+            s === undefined ? `unknown key (expected one of: ${known.join(', ')})` : `unknown key (did you mean ${JSON.stringify(s)}?)`,
+            [...segments, key],
+          );
+        }
+      }
+      const out: Record<string, unknown> = {};
+      for (const [key, child] of Object.entries<SchemaNode>(node.fields)) {
+        const v = walk(child, input[key], defaults[key], [...segments, key], issues);
+        if (v !== undefined) out[key] = v;
+      }
+      return out;
+    }
+    case 'record': {
+      const input = raw ?? {};
+      if (!isPlainObject(input)) {
+        issue(`expected a mapping of ${node.what} names to settings, got ${describeValue(input)}`);
+        return {};
+      }
+      const out: Record<string, unknown> = {};
+      for (const [name, value] of Object.entries(input)) {
+        if (!STORE_NAME_RE.test(name)) {
+          issue(
+            `invalid ${node.what} name: use 1 to 63 letters, digits, "-", "_" or ".", starting with a letter or digit`,
+            [...segments, name],
+          );
+          continue;
+        }
+        out[name] = walk(node.entry, value, node.entryDefaults, [...segments, name], issues);
+      }
+      return out;
+    }
+    case 'array': {
+      const input = raw ?? [];
+      if (!Array.isArray(input)) {
+        issue(`expected a list, got ${describeValue(input)}`);
+        return [];
+      }
+      return input.map((el, i) => walk(node.element, el, node.elementDefaults, [...segments, i], issues));
+    }
+  }
+}

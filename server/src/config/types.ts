@@ -1,0 +1,102 @@
+// The shape of the DittoFS YAML configuration file, after defaults are applied.
+// Keys are snake_case in YAML, exactly as written here.
+
+export const LOG_LEVELS = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const);
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const METADATA_STORE_TYPES = Object.freeze(['memory'] as const);
+export type MetadataStoreType = (typeof METADATA_STORE_TYPES)[number];
+
+export const BLOCK_STORE_TYPES = Object.freeze(['memory', 'filesystem'] as const);
+export type BlockStoreType = (typeof BLOCK_STORE_TYPES)[number];
+
+export interface MetadataStoreConfig {
+  type: MetadataStoreType;
+}
+
+export interface BlockStoreConfig {
+  type: BlockStoreType;
+  /** Block size in bytes (default 4 MiB); a power of two between 64 KiB and 64 MiB. */
+  block_size: number;
+  /** For `filesystem`: the directory holding block objects (default `<data_dir>/blocks/<name>`). */
+  path?: string;
+}
+
+export interface ShareConfig {
+  /** Export path clients mount, e.g. `/export`. Starts with `/`, no trailing slash, no `..`. */
+  name: string;
+  /** Name of a metadata store under `metadata.stores`. */
+  metadata: string;
+  /** Name of a block store under `blocks.stores`. */
+  blocks: string;
+  read_only: boolean;
+  /** Map uid 0 to `anonymous_uid`/`anonymous_gid`. */
+  root_squash: boolean;
+  anonymous_uid: number;
+  anonymous_gid: number;
+  /** Mode bits of the share's root directory when it is first created (octal in YAML as a string or number). */
+  root_mode: number;
+  root_uid: number;
+  root_gid: number;
+}
+
+export interface DittoConfig {
+  /** Directory for all local state; env DITTOFS_DATA_DIR. Default `./data`. */
+  data_dir: string;
+  logging: {
+    level: LogLevel;
+    /** `json` (default) or `pretty` is not offered: logs are always JSON lines. */
+    format: 'json';
+  };
+  adapters: {
+    nfs: {
+      enabled: boolean;
+      /** env DITTOFS_NFS_PORT, default 12049. NFS and MOUNT share this port. */
+      port: number;
+      /** Listen address, env DITTOFS_BIND_ADDRESS (shared by all listeners). Default 0.0.0.0. */
+      bind: string;
+      /** Largest accepted RPC record in bytes (default 1 MiB + 64 KiB); larger records close the connection. */
+      max_record_size: number;
+      /** Entries kept in the duplicate request cache (default 1024). */
+      drc_size: number;
+      portmapper: {
+        enabled: boolean;
+        /** default 10111 */
+        port: number;
+      };
+    };
+    smb: {
+      enabled: boolean;
+      /** env DITTOFS_SMB_PORT, default 12445. */
+      port: number;
+      bind: string;
+    };
+  };
+  server: {
+    api: {
+      enabled: boolean;
+      /** env DITTOFS_API_PORT, default 8080. */
+      port: number;
+      bind: string;
+    };
+  };
+  metrics: {
+    enabled: boolean;
+    /** env DITTOFS_METRICS_PORT, default 9090. */
+    port: number;
+    bind: string;
+  };
+  cache: {
+    /** Bytes of written-but-unflushed data held in memory before writers wait (default 256 MiB). */
+    max_dirty_bytes: number;
+    /** Bytes of clean blocks kept for reads (default 64 MiB). */
+    read_cache_bytes: number;
+  };
+  metadata: {
+    stores: Record<string, MetadataStoreConfig>;
+  };
+  blocks: {
+    stores: Record<string, BlockStoreConfig>;
+  };
+  shares: ShareConfig[];
+}

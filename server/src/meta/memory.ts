@@ -1,0 +1,321 @@
+// The `memory` metadata engine: everything in process memory, lost on exit. For tests and
+// throwaway shares. It mirrors the SQL engines' tables: inodes, dirents (ordered by cookie), blocks.
+import { VfsError } from '../vfs/errors.js';
+import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../vfs/types.js';
+import { FileType, timespecEqual } from '../vfs/types.js';
+import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from './store.js';
+
+interface Dirent {
+  name: Buffer;
+  cookie: number;
+  child: number;
+  live: boolean;
+}
+
+interface DirState {
+  byName: Map<string, Dirent>;
+  /** Sorted by cookie; removed entries stay (live=false) until compaction. */
+  order: Dirent[];
+  dead: number;
+  nextCookie: number;
+}
+
+/** First cookie handed to a real entry; 1 and 2 belong to "." and "..". */
+export const FIRST_COOKIE = 3;
+
+const key = (name: Buffer): string => name.toString('latin1');
+const copyTs = (t: Timespec): Timespec => ({ sec: t.sec, nsec: t.nsec });
+
+function copyInode(i: Inode): Inode {
+  return {
+    id: i.id,
+    shareId: i.shareId,
+    type: i.type,
+    mode: i.mode,
+    uid: i.uid,
+    gid: i.gid,
+    size: i.size,
+    nlink: i.nlink,
+    rdevMajor: i.rdevMajor,
+    rdevMinor: i.rdevMinor,
+    atime: copyTs(i.atime),
+    mtime: copyTs(i.mtime),
+    ctime: copyTs(i.ctime),
+    generation: i.generation,
+    parent: i.parent,
+    target: i.target,
+    createVerifier: i.createVerifier,
+  };
+}
+
+export class MemoryMetadataStore implements MetadataStore {
+  readonly kind = 'memory';
+  private inodes = new Map<number, Inode>();
+  private dirs = new Map<number, DirState>();
+  private roots = new Map<number, number>();
+  private blocks = new Map<number, Map<number, BlockRef>>();
+  private nextId = 1;
+
+  async open(): Promise<void> {}
+  async close(): Promise<void> {}
+
+  private mustInode(id: number): Inode {
+    const i = this.inodes.get(id);
+    if (!i) throw new VfsError('STALE', `inode ${id} does not exist`);
+    return i;
+  }
+
+  private mustDir(id: number): DirState {
+    const inode = this.mustInode(id);
+    const d = this.dirs.get(id);
+    if (inode.type !== FileType.DIR || !d) throw new VfsError('NOTDIR', `inode ${id} is not a directory`);
+    return d;
+  }
+
+  private newInode(shareId: number, init: NewInode, now: Timespec, parent: number): Inode {
+    const id = this.nextId++;
+    const inode: Inode = {
+      id,
+      shareId,
+      type: init.type,
+      mode: init.mode & 0o7777,
+      uid: init.uid,
+      gid: init.gid,
+      size: init.size,
+      nlink: init.type === FileType.DIR ? 2 : 1,
+      rdevMajor: init.rdevMajor,
+      rdevMinor: init.rdevMinor,
+      atime: copyTs(init.atime ?? now),
+      mtime: copyTs(init.mtime ?? now),
+      ctime: copyTs(now),
+      generation: 1,
+      parent: init.type === FileType.DIR ? (parent === 0 ? id : parent) : 0,
+      target: init.target ? Buffer.from(init.target) : null,
+      createVerifier: init.createVerifier ? Buffer.from(init.createVerifier) : null,
+    };
+    this.inodes.set(id, inode);
+    if (init.type === FileType.DIR) this.dirs.set(id, { byName: new Map(), order: [], dead: 0, nextCookie: FIRST_COOKIE });
+    return inode;
+  }
+
+  async ensureRoot(shareId: number, init: NewInode): Promise<Inode> {
+    const existing = this.roots.get(shareId);
+    if (existing !== undefined) return copyInode(this.mustInode(existing));
+    const root = this.newInode(shareId, { ...init, type: FileType.DIR }, init.mtime ?? { sec: Math.floor(Date.now() / 1000), nsec: 0 }, 0);
+    this.roots.set(shareId, root.id);
+    return copyInode(root);
+  }
+
+  async getInode(id: number): Promise<Inode | null> {
+    const i = this.inodes.get(id);
+    return i ? copyInode(i) : null;
+  }
+
+  async lookup(dirId: number, name: Buffer): Promise<Inode | null> {
+    const d = this.mustDir(dirId);
+    const e = d.byName.get(key(name));
+    return e ? copyInode(this.mustInode(e.child)) : null;
+  }
+
+  async readdir(dirId: number, afterCookie: number, limit: number): Promise<ReaddirPage> {
+    const d = this.mustDir(dirId);
+    // First entry with cookie > afterCookie.
+    let lo = 0;
+    let hi = d.order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (d.order[mid]!.cookie <= afterCookie) lo = mid + 1;
+      else hi = mid;
+    }
+    const entries: DirEntry[] = [];
+    let i = lo;
+    for (; i < d.order.length && entries.length < limit; i++) {
+      const e = d.order[i]!;
+      if (!e.live) continue;
+      entries.push({ name: e.name, cookie: e.cookie, inode: copyInode(this.mustInode(e.child)) });
+    }
+    while (i < d.order.length && !d.order[i]!.live) i++;
+    return { entries, eof: i >= d.order.length };
+  }
+
+  private addEntry(dirId: number, d: DirState, name: Buffer, child: number): void {
+    const e: Dirent = { name: Buffer.from(name), cookie: d.nextCookie++, child, live: true };
+    d.byName.set(key(name), e);
+    d.order.push(e);
+    void dirId;
+  }
+
+  private dropEntry(d: DirState, name: Buffer): void {
+    const e = d.byName.get(key(name));
+    if (!e) return;
+    d.byName.delete(key(name));
+    e.live = false;
+    d.dead++;
+    if (d.dead > 64 && d.dead * 2 > d.order.length) {
+      d.order = d.order.filter((x) => x.live);
+      d.dead = 0;
+    }
+  }
+
+  private touchDir(dir: Inode, now: Timespec): void {
+    dir.mtime = copyTs(now);
+    dir.ctime = copyTs(now);
+  }
+
+  async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
+    const d = this.mustDir(dirId);
+    const dir = this.mustInode(dirId);
+    if (d.byName.has(key(name))) throw new VfsError('EXIST', 'name exists');
+    const inode = this.newInode(dir.shareId, init, now, dirId);
+    this.addEntry(dirId, d, name, inode.id);
+    if (inode.type === FileType.DIR) dir.nlink++;
+    this.touchDir(dir, now);
+    return copyInode(inode);
+  }
+
+  async link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode> {
+    const d = this.mustDir(dirId);
+    const dir = this.mustInode(dirId);
+    const inode = this.mustInode(id);
+    if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
+    if (d.byName.has(key(name))) throw new VfsError('EXIST', 'name exists');
+    this.addEntry(dirId, d, name, id);
+    inode.nlink++;
+    inode.ctime = copyTs(now);
+    this.touchDir(dir, now);
+    return copyInode(inode);
+  }
+
+  /** Unlinks `child` (already looked up) from `dir`, maintaining link counts. */
+  private unlinkChild(dir: Inode, d: DirState, name: Buffer, child: Inode, now: Timespec): RemoveResult {
+    this.dropEntry(d, name);
+    let freed = false;
+    if (child.type === FileType.DIR) {
+      dir.nlink--;
+      child.nlink = 0;
+      freed = true;
+    } else {
+      child.nlink--;
+      freed = child.nlink <= 0;
+    }
+    child.ctime = copyTs(now);
+    this.touchDir(dir, now);
+    const result = { inode: copyInode(child), freed };
+    if (freed) {
+      this.inodes.delete(child.id);
+      this.dirs.delete(child.id);
+      // Block refs stay until the caller has freed the objects and called dropBlocks.
+    }
+    return result;
+  }
+
+  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult> {
+    const d = this.mustDir(dirId);
+    const parent = this.mustInode(dirId);
+    const e = d.byName.get(key(name));
+    if (!e) throw new VfsError('NOENT', 'no such entry');
+    const child = this.mustInode(e.child);
+    if (dir) {
+      if (child.type !== FileType.DIR) throw new VfsError('NOTDIR', 'not a directory');
+      if (this.dirs.get(child.id)!.byName.size > 0) throw new VfsError('NOTEMPTY', 'directory not empty');
+    } else if (child.type === FileType.DIR) {
+      throw new VfsError('ISDIR', 'is a directory');
+    }
+    return this.unlinkChild(parent, d, name, child, now);
+  }
+
+  async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
+    const fd = this.mustDir(fromDir);
+    const td = this.mustDir(toDir);
+    const from = this.mustInode(fromDir);
+    const to = this.mustInode(toDir);
+    const src = fd.byName.get(key(fromName));
+    if (!src) throw new VfsError('NOENT', 'source does not exist');
+    const moving = this.mustInode(src.child);
+    const dst = td.byName.get(key(toName));
+    let replaced: RemoveResult | null = null;
+    if (dst) {
+      if (dst.child === src.child) return { replaced: null }; // two links to one inode: POSIX says do nothing
+      const victim = this.mustInode(dst.child);
+      if (moving.type === FileType.DIR && victim.type !== FileType.DIR) throw new VfsError('NOTDIR', 'cannot replace a non-directory with a directory');
+      if (moving.type !== FileType.DIR && victim.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot replace a directory with a non-directory');
+      if (victim.type === FileType.DIR && this.dirs.get(victim.id)!.byName.size > 0) throw new VfsError('NOTEMPTY', 'destination directory not empty');
+      replaced = this.unlinkChild(to, td, toName, victim, now);
+    }
+    this.dropEntry(fd, fromName);
+    this.addEntry(toDir, td, toName, moving.id);
+    if (moving.type === FileType.DIR && fromDir !== toDir) {
+      from.nlink--;
+      to.nlink++;
+      moving.parent = toDir;
+    }
+    moving.ctime = copyTs(now);
+    this.touchDir(from, now);
+    this.touchDir(to, now);
+    return { replaced };
+  }
+
+  async setAttr(id: number, c: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
+    const i = this.mustInode(id);
+    if (guardCtime && !timespecEqual(guardCtime, i.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
+    if (c.mode !== undefined) i.mode = c.mode & 0o7777;
+    if (c.uid !== undefined) i.uid = c.uid;
+    if (c.gid !== undefined) i.gid = c.gid;
+    if (c.size !== undefined) i.size = c.size;
+    if (c.growTo !== undefined && c.growTo > i.size) i.size = c.growTo;
+    if (c.atime) i.atime = copyTs(c.atime);
+    if (c.mtime) i.mtime = copyTs(c.mtime);
+    if (c.ctime) i.ctime = copyTs(c.ctime);
+    if (c.clearCreateVerifier) i.createVerifier = null;
+    return copyInode(i);
+  }
+
+  async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {
+    const m = this.blocks.get(inodeId);
+    if (!m) return [];
+    const out: BlockRef[] = [];
+    if (to - from <= m.size) {
+      for (let idx = from; idx < to; idx++) {
+        const r = m.get(idx);
+        if (r) out.push({ ...r });
+      }
+    } else {
+      for (const r of m.values()) if (r.index >= from && r.index < to) out.push({ ...r });
+      out.sort((a, b) => a.index - b.index);
+    }
+    return out;
+  }
+
+  async putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null> {
+    let m = this.blocks.get(inodeId);
+    if (!m) this.blocks.set(inodeId, (m = new Map<number, BlockRef>()));
+    const prev = m.get(ref.index) ?? null;
+    m.set(ref.index, { ...ref });
+    return prev;
+  }
+
+  async dropBlocks(inodeId: number, from: number): Promise<BlockRef[]> {
+    const m = this.blocks.get(inodeId);
+    if (!m) return [];
+    const out: BlockRef[] = [];
+    for (const [idx, r] of m) {
+      if (idx >= from) {
+        out.push(r);
+        m.delete(idx);
+      }
+    }
+    if (m.size === 0) this.blocks.delete(inodeId);
+    return out;
+  }
+
+  async usage(shareId: number): Promise<ShareUsage> {
+    let files = 0;
+    let bytes = 0;
+    for (const i of this.inodes.values()) {
+      if (i.shareId !== shareId) continue;
+      files++;
+      bytes += i.size;
+    }
+    return { files, bytes };
+  }
+}

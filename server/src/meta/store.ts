@@ -1,0 +1,73 @@
+// The MetadataStore contract. Every engine (memory, embedded, postgres) implements it and passes the
+// shared conformance suite. Each mutating call is atomic: it either applies completely or not at
+// all, and it reports constraint violations as VfsError (EXIST, NOENT, NOTEMPTY, NOTDIR, ISDIR).
+// Permission checks are the caller's (vfs) business; structural invariants are the store's.
+import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../vfs/types.js';
+
+/** One immutable block object of a file. */
+export interface BlockRef {
+  index: number;
+  key: string;
+  /** Valid bytes in the object (<= block size). */
+  length: number;
+  version: number;
+}
+
+export interface RemoveResult {
+  /** The unlinked inode after its link count was decremented. */
+  inode: Inode;
+  /** True when the last link went away: the caller frees its data. */
+  freed: boolean;
+}
+
+export interface RenameResult {
+  /** An entry that was replaced at the destination, if any. */
+  replaced: RemoveResult | null;
+}
+
+export interface ReaddirPage {
+  entries: DirEntry[];
+  eof: boolean;
+}
+
+export interface ShareUsage {
+  files: number;
+  bytes: number;
+}
+
+export interface MetadataStore {
+  readonly kind: string;
+  /** Opens or creates storage, running migrations. */
+  open(): Promise<void>;
+  close(): Promise<void>;
+
+  /** Returns the root directory of a share, creating it from `init` on first use. */
+  ensureRoot(shareId: number, init: NewInode): Promise<Inode>;
+  getInode(id: number): Promise<Inode | null>;
+  lookup(dirId: number, name: Buffer): Promise<Inode | null>;
+  /** Entries with cookie > afterCookie, in cookie order, at most `limit`. */
+  readdir(dirId: number, afterCookie: number, limit: number): Promise<ReaddirPage>;
+
+  /** Creates an inode and its entry; EXIST if the name is taken. Updates the directory's times (and nlink for a subdirectory). */
+  create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode>;
+  /** Adds a hard link; EXIST if taken. Returns the inode with its new link count. */
+  link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode>;
+  /** Removes an entry. `dir` selects rmdir semantics (NOTDIR / NOTEMPTY) versus unlink (ISDIR). */
+  remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult>;
+  /**
+   * Moves an entry, replacing a compatible destination (file over file, empty directory over
+   * directory). Renaming an entry onto another link of the same inode changes nothing.
+   */
+  rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult>;
+  /** Applies attribute changes; with `guardCtime`, NOT_SYNC unless the inode's ctime matches. */
+  setAttr(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode>;
+
+  /** Block refs with index in [from, to), in index order. */
+  getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]>;
+  /** Records a new block version; returns the ref it replaced, if any. */
+  putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null>;
+  /** Removes refs with index >= from and returns them (truncate, delete). */
+  dropBlocks(inodeId: number, from: number): Promise<BlockRef[]>;
+
+  usage(shareId: number): Promise<ShareUsage>;
+}

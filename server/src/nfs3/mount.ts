@@ -1,0 +1,94 @@
+// RFC 1813 Appendix I: the MOUNT v3 protocol, served on the NFS port so clients need no portmapper.
+import type { Logger } from 'pino';
+import type { RpcCall } from '../rpc/message.js';
+import type { XdrWriter } from '../rpc/xdr.js';
+import { isVfsError } from '../vfs/errors.js';
+import type { FileService } from '../vfs/service.js';
+import { AuthFlavor } from '../rpc/message.js';
+import { MNT_PATH_LEN, MountProc, MountStatus } from './constants.js';
+import { identityOf } from './nfs.js';
+
+interface MountEntry {
+  host: string;
+  dir: string;
+}
+
+export class MountProgram {
+  private readonly mounts = new Map<string, MountEntry>();
+
+  constructor(
+    private readonly fs: FileService,
+    private readonly log?: Logger,
+  ) {}
+
+  static readonly MAX_PROC = MountProc.EXPORT;
+
+  async handle(call: RpcCall, w: XdrWriter, clientHost: string): Promise<undefined> {
+    const r = call.args;
+    switch (call.proc) {
+      case MountProc.NULL:
+        return undefined;
+      case MountProc.MNT: {
+        const path = r.string(MNT_PATH_LEN);
+        await this.mnt(path, call, w, clientHost);
+        return undefined;
+      }
+      case MountProc.DUMP: {
+        for (const m of this.mounts.values()) w.u32(1).string(m.host).string(m.dir);
+        w.u32(0);
+        return undefined;
+      }
+      case MountProc.UMNT: {
+        const path = r.string(MNT_PATH_LEN);
+        this.mounts.delete(`${clientHost}\0${path}`);
+        return undefined;
+      }
+      case MountProc.UMNTALL: {
+        for (const [k, m] of this.mounts) if (m.host === clientHost) this.mounts.delete(k);
+        return undefined;
+      }
+      case MountProc.EXPORT: {
+        for (const s of this.fs.shares()) w.u32(1).string(s.name).u32(0);
+        w.u32(0);
+        return undefined;
+      }
+      default:
+        throw new RangeError('unknown procedure');
+    }
+  }
+
+  // MOUNTPROC3_MNT: the share itself or a directory below it.
+  private async mnt(path: string, call: RpcCall, w: XdrWriter, clientHost: string): Promise<void> {
+    const normalized = path.length > 1 ? path.replace(/\/+$/, '') : path;
+    let best: ReturnType<FileService['share']>;
+    for (const s of this.fs.shares()) {
+      if ((normalized === s.name || normalized.startsWith(s.name + '/')) && (!best || s.name.length > best.name.length)) best = s;
+    }
+    if (!best) {
+      this.log?.info({ client: clientHost, path }, 'mount refused: no such export');
+      w.u32(MountStatus.NOENT);
+      return;
+    }
+    try {
+      let inode = await this.fs.root(best);
+      let fh = this.fs.handleOf(best, inode);
+      const rest = normalized.slice(best.name.length).split('/').filter((c) => c.length > 0);
+      for (const comp of rest) {
+        const found = await this.fs.lookup(fh, Buffer.from(comp, 'utf8'), identityOf(call));
+        inode = found.inode;
+        fh = this.fs.handleOf(best, inode);
+      }
+      if (inode.type !== 2) {
+        w.u32(MountStatus.NOTDIR);
+        return;
+      }
+      this.mounts.set(`${clientHost}\0${normalized}`, { host: clientHost, dir: normalized });
+      this.log?.info({ client: clientHost, path: normalized }, 'client mounted');
+      w.u32(MountStatus.OK).opaque(fh).u32(1).u32(AuthFlavor.AUTH_SYS);
+    } catch (e) {
+      if (!isVfsError(e)) throw e;
+      const st = e.errno === 'NOENT' ? MountStatus.NOENT : e.errno === 'ACCES' ? MountStatus.ACCES : e.errno === 'NOTDIR' ? MountStatus.NOTDIR : MountStatus.SERVERFAULT;
+      w.u32(st);
+    }
+  }
+}

@@ -1,0 +1,512 @@
+// RFC 1813 §3.3 the 22 NFSv3 procedures. Each decodes its arguments (DecodeError -> GARBAGE_ARGS
+// at the dispatcher), calls the file service, and encodes either the resok or the resfail body;
+// VfsErrors become nfsstat3 codes here and nowhere else.
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { RpcCall } from '../rpc/message.js';
+import type { XdrReader, XdrWriter } from '../rpc/xdr.js';
+import { xdrOpaqueSize } from '../rpc/xdr.js';
+import { DecodeError, DecodeErrorCode } from '../wire/errors.js';
+import { isVfsError, VfsError } from '../vfs/errors.js';
+import type { FileService, Share } from '../vfs/service.js';
+import { CreateMode } from '../vfs/service.js';
+import type { Identity, Inode } from '../vfs/types.js';
+import { FileType } from '../vfs/types.js';
+import { Access3, MAX_IO, MAX_PATH, Nfs3Status, NfsProc, nfsStatusOf, StableHow } from './constants.js';
+import { FATTR3_SIZE, readFh, readGuard, readName, readSattr, writeFattr, writePostOpAttr, writePostOpFh, writeWcc } from './xdr.js';
+
+/** What a procedure returns besides what it wrote: extra buffers sent after the writer's bytes (READ data). */
+export type ProcResult = Buffer[] | undefined;
+
+const ANONYMOUS: Identity = Object.freeze({ uid: 65534, gid: 65534, gids: Object.freeze([]) });
+
+export function identityOf(call: RpcCall): Identity {
+  const a = call.authSys;
+  return a ? { uid: a.uid, gid: a.gid, gids: a.gids } : ANONYMOUS;
+}
+
+const ZERO_VERF = Buffer.alloc(8);
+const PAD = Buffer.alloc(4);
+
+export class Nfs3Program {
+  /** Changes on every start so clients resend uncommitted writes after a restart (RFC 1813 §3.3.7). */
+  readonly writeVerifier: Buffer = randomBytes(8);
+
+  constructor(
+    private readonly fs: FileService,
+    private readonly log?: Logger,
+  ) {}
+
+  async handle(call: RpcCall, w: XdrWriter): Promise<ProcResult> {
+    const r = call.args;
+    const id = identityOf(call);
+    switch (call.proc as NfsProc) {
+      case NfsProc.NULL:
+        return undefined;
+      case NfsProc.GETATTR:
+        return this.getattr(r, w);
+      case NfsProc.SETATTR:
+        return this.setattr(r, w, id);
+      case NfsProc.LOOKUP:
+        return this.lookup(r, w, id);
+      case NfsProc.ACCESS:
+        return this.access(r, w, id);
+      case NfsProc.READLINK:
+        return this.readlink(r, w);
+      case NfsProc.READ:
+        return this.read(r, w, id);
+      case NfsProc.WRITE:
+        return this.write(r, w, id);
+      case NfsProc.CREATE:
+        return this.create(r, w, id);
+      case NfsProc.MKDIR:
+        return this.mkdir(r, w, id);
+      case NfsProc.SYMLINK:
+        return this.symlink(r, w, id);
+      case NfsProc.MKNOD:
+        return this.mknod(r, w, id);
+      case NfsProc.REMOVE:
+        return this.remove(r, w, id, false);
+      case NfsProc.RMDIR:
+        return this.remove(r, w, id, true);
+      case NfsProc.RENAME:
+        return this.rename(r, w, id);
+      case NfsProc.LINK:
+        return this.link(r, w, id);
+      case NfsProc.READDIR:
+        return this.readdir(r, w, id, false);
+      case NfsProc.READDIRPLUS:
+        return this.readdir(r, w, id, true);
+      case NfsProc.FSSTAT:
+        return this.fsstat(r, w);
+      case NfsProc.FSINFO:
+        return this.fsinfo(r, w);
+      case NfsProc.PATHCONF:
+        return this.pathconf(r, w);
+      case NfsProc.COMMIT:
+        return this.commit(r, w);
+      default:
+        throw new RangeError('unknown procedure');
+    }
+  }
+
+  static readonly MAX_PROC = NfsProc.COMMIT;
+
+  /** Maps a failure to its status; unexpected errors become SERVERFAULT and are logged. */
+  private statusOf(err: unknown): Nfs3Status {
+    if (isVfsError(err)) return nfsStatusOf(err.errno);
+    if (err instanceof DecodeError) throw err;
+    this.log?.error({ err }, 'NFS operation failed unexpectedly');
+    return Nfs3Status.SERVERFAULT;
+  }
+
+  /** Attributes for a resfail body: best effort, never throws. */
+  private async attrsOf(fh: Buffer): Promise<{ share: Share; inode: Inode } | null> {
+    try {
+      return await this.fs.resolve(fh);
+    } catch {
+      return null;
+    }
+  }
+
+  // §3.3.1 GETATTR
+  private async getattr(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+    const fh = readFh(r);
+    try {
+      const { share, inode } = await this.fs.getattr(fh);
+      w.u32(Nfs3Status.OK);
+      writeFattr(w, share.id, inode);
+    } catch (e) {
+      w.u32(this.statusOf(e));
+    }
+    return undefined;
+  }
+
+  // §3.3.2 SETATTR
+  private async setattr(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const fh = readFh(r);
+    const attrs = readSattr(r);
+    const guard = readGuard(r);
+    try {
+      const { share, before, after } = await this.fs.setattr(fh, id, attrs, guard);
+      w.u32(Nfs3Status.OK);
+      writeWcc(w, share.id, before, after);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const cur = await this.attrsOf(fh);
+      w.u32(status);
+      writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.3 LOOKUP
+  private async lookup(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const dirFh = readFh(r);
+    const name = readName(r);
+    try {
+      const { share, dir, inode } = await this.fs.lookup(dirFh, name, id);
+      w.u32(Nfs3Status.OK).opaque(this.fs.handleOf(share, inode));
+      writePostOpAttr(w, share.id, inode);
+      writePostOpAttr(w, share.id, dir);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const dir = await this.attrsOf(dirFh);
+      w.u32(status);
+      writePostOpAttr(w, dir?.share.id ?? 0, dir?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.4 ACCESS
+  private async access(r: XdrReader, w: XdrWriter, cred: Identity): Promise<ProcResult> {
+    const fh = readFh(r);
+    const want = r.u32();
+    try {
+      const { share, inode } = await this.fs.resolve(fh);
+      const bits = this.fs.accessBits(share, inode, this.fs.identity(share, cred));
+      let granted = 0;
+      if (bits.read) granted |= Access3.READ;
+      if (inode.type === FileType.DIR) {
+        if (bits.exec) granted |= Access3.LOOKUP;
+        if (bits.write && bits.exec) granted |= Access3.MODIFY | Access3.EXTEND | Access3.DELETE;
+      } else {
+        if (bits.write) granted |= Access3.MODIFY | Access3.EXTEND | Access3.DELETE;
+        if (bits.exec) granted |= Access3.EXECUTE;
+      }
+      w.u32(Nfs3Status.OK);
+      writePostOpAttr(w, share.id, inode);
+      w.u32(granted & want);
+    } catch (e) {
+      w.u32(this.statusOf(e)).u32(0);
+    }
+    return undefined;
+  }
+
+  // §3.3.5 READLINK
+  private async readlink(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+    const fh = readFh(r);
+    try {
+      const { inode, target } = await this.fs.readlink(fh);
+      w.u32(Nfs3Status.OK);
+      writePostOpAttr(w, inode.shareId, inode);
+      w.opaque(target);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const cur = await this.attrsOf(fh);
+      w.u32(status);
+      writePostOpAttr(w, cur?.share.id ?? 0, cur?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.6 READ
+  private async read(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const fh = readFh(r);
+    const offset = r.u64Clamped();
+    const count = Math.min(r.u32(), MAX_IO);
+    try {
+      const { inode, data, eof } = await this.fs.read(fh, id, offset, count);
+      w.u32(Nfs3Status.OK);
+      writePostOpAttr(w, inode.shareId, inode);
+      w.u32(data.length).bool(eof).u32(data.length);
+      const pad = (4 - (data.length & 3)) & 3;
+      return pad === 0 ? [data] : [data, PAD.subarray(0, pad)];
+    } catch (e) {
+      const status = this.statusOf(e);
+      const cur = await this.attrsOf(fh);
+      w.u32(status);
+      writePostOpAttr(w, cur?.share.id ?? 0, cur?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.7 WRITE
+  private async write(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const fh = readFh(r);
+    const offset = r.u64();
+    const count = r.u32();
+    const stable = r.u32();
+    if (stable > StableHow.FILE_SYNC) throw new DecodeError(DecodeErrorCode.Invalid, `bad stable_how ${stable}`);
+    let data = r.opaque(MAX_IO);
+    try {
+      if (count > data.length) throw new VfsError('INVAL', `WRITE count ${count} exceeds the ${data.length} data bytes sent`);
+      if (count < data.length) data = data.subarray(0, count);
+      const sync = stable !== StableHow.UNSTABLE;
+      const { before, after } = await this.fs.write(fh, id, offset, data, sync);
+      w.u32(Nfs3Status.OK);
+      writeWcc(w, after.shareId, before, after);
+      w.u32(data.length).u32(sync ? StableHow.FILE_SYNC : StableHow.UNSTABLE).fixed(this.writeVerifier);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const cur = await this.attrsOf(fh);
+      w.u32(status);
+      writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
+    }
+    return undefined;
+  }
+
+  /** Shared reply for CREATE, MKDIR, SYMLINK, MKNOD: diropres3. */
+  private async diropres(w: XdrWriter, dirFh: Buffer, op: () => Promise<{ share: Share; inode: Inode; dirBefore: Inode; dirAfter: Inode | null }>): Promise<ProcResult> {
+    try {
+      const { share, inode, dirBefore, dirAfter } = await op();
+      w.u32(Nfs3Status.OK);
+      writePostOpFh(w, this.fs.handleOf(share, inode));
+      writePostOpAttr(w, share.id, inode);
+      writeWcc(w, share.id, dirBefore, dirAfter);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const dir = await this.attrsOf(dirFh);
+      w.u32(status);
+      writeWcc(w, dir?.share.id ?? 0, dir?.inode, dir?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.8 CREATE
+  private async create(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const dirFh = readFh(r);
+    const name = readName(r);
+    const how = r.u32();
+    if (how > CreateMode.EXCLUSIVE) throw new DecodeError(DecodeErrorCode.Invalid, `bad createmode3 ${how}`);
+    const attrs = how === CreateMode.EXCLUSIVE ? {} : readSattr(r);
+    const verf = how === CreateMode.EXCLUSIVE ? Buffer.from(r.fixed(8)) : null;
+    return this.diropres(w, dirFh, () => this.fs.create(dirFh, name, id, how as CreateMode, attrs, verf));
+  }
+
+  // §3.3.9 MKDIR
+  private async mkdir(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const dirFh = readFh(r);
+    const name = readName(r);
+    const attrs = readSattr(r);
+    return this.diropres(w, dirFh, () => this.fs.mkdir(dirFh, name, id, attrs));
+  }
+
+  // §3.3.10 SYMLINK
+  private async symlink(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const dirFh = readFh(r);
+    const name = readName(r);
+    const attrs = readSattr(r);
+    const target = r.opaque(MAX_PATH);
+    return this.diropres(w, dirFh, () => this.fs.symlink(dirFh, name, id, target, attrs));
+  }
+
+  // §3.3.11 MKNOD
+  private async mknod(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const dirFh = readFh(r);
+    const name = readName(r);
+    const type = r.u32();
+    let attrs = {};
+    let rdev = { major: 0, minor: 0 };
+    if (type === FileType.CHR || type === FileType.BLK) {
+      attrs = readSattr(r);
+      rdev = { major: r.u32(), minor: r.u32() };
+    } else if (type === FileType.SOCK || type === FileType.FIFO) {
+      attrs = readSattr(r);
+    } else {
+      return this.diropres(w, dirFh, () => Promise.reject(new VfsError('BADTYPE', 'MKNOD creates only devices, sockets and FIFOs')));
+    }
+    return this.diropres(w, dirFh, () => this.fs.mknod(dirFh, name, id, type, attrs, rdev));
+  }
+
+  // §3.3.12 REMOVE, §3.3.13 RMDIR
+  private async remove(r: XdrReader, w: XdrWriter, id: Identity, dir: boolean): Promise<ProcResult> {
+    const dirFh = readFh(r);
+    const name = readName(r);
+    try {
+      const { dirBefore, dirAfter } = await this.fs.remove(dirFh, name, id, dir);
+      w.u32(Nfs3Status.OK);
+      writeWcc(w, dirBefore.shareId, dirBefore, dirAfter);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const d = await this.attrsOf(dirFh);
+      w.u32(status);
+      writeWcc(w, d?.share.id ?? 0, d?.inode, d?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.14 RENAME
+  private async rename(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const fromFh = readFh(r);
+    const fromName = readName(r);
+    const toFh = readFh(r);
+    const toName = readName(r);
+    try {
+      const { from, to } = await this.fs.rename(fromFh, fromName, toFh, toName, id);
+      w.u32(Nfs3Status.OK);
+      writeWcc(w, from.dirBefore.shareId, from.dirBefore, from.dirAfter);
+      writeWcc(w, to.dirBefore.shareId, to.dirBefore, to.dirAfter);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const a = await this.attrsOf(fromFh);
+      const b = await this.attrsOf(toFh);
+      w.u32(status);
+      writeWcc(w, a?.share.id ?? 0, a?.inode, a?.inode);
+      writeWcc(w, b?.share.id ?? 0, b?.inode, b?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.15 LINK
+  private async link(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const fh = readFh(r);
+    const dirFh = readFh(r);
+    const name = readName(r);
+    try {
+      const { inode, dirBefore, dirAfter } = await this.fs.link(fh, dirFh, name, id);
+      w.u32(Nfs3Status.OK);
+      writePostOpAttr(w, inode.shareId, inode);
+      writeWcc(w, dirBefore.shareId, dirBefore, dirAfter);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const f = await this.attrsOf(fh);
+      const d = await this.attrsOf(dirFh);
+      w.u32(status);
+      writePostOpAttr(w, f?.share.id ?? 0, f?.inode);
+      writeWcc(w, d?.share.id ?? 0, d?.inode, d?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.16 READDIR, §3.3.17 READDIRPLUS
+  private async readdir(r: XdrReader, w: XdrWriter, id: Identity, plus: boolean): Promise<ProcResult> {
+    const dirFh = readFh(r);
+    const cookie = r.u64Clamped();
+    const verf = r.fixed(8);
+    const dircount = r.u32();
+    const maxcount = plus ? r.u32() : dircount;
+    const start = w.pos;
+    try {
+      // Fixed overhead: status, post_op_attr, cookieverf, list terminator, eof.
+      const overhead = 4 + 4 + FATTR3_SIZE + 8 + 4 + 4;
+      const perEntryGuess = plus ? 24 + 16 + 4 + FATTR3_SIZE + 4 + 4 + 20 : 24 + 16;
+      const limit = Math.max(2, Math.min(4096, Math.ceil((maxcount - overhead) / perEntryGuess) + 2));
+      const storeAfter = cookie <= 2 ? 0 : cookie;
+      const page = await this.fs.readdir(dirFh, id, storeAfter, limit);
+      const { share, dir } = page;
+      const myVerf = cookieVerifier(dir);
+      if (cookie !== 0 && !verf.equals(ZERO_VERF) && !verf.equals(myVerf)) throw new VfsError('BAD_COOKIE', 'cookie verifier does not match');
+      w.u32(Nfs3Status.OK);
+      writePostOpAttr(w, share.id, dir);
+      w.fixed(myVerf);
+      let used = overhead;
+      let dirUsed = 0;
+      let emitted = 0;
+      let truncated = false;
+      const emit = (fileid: number, name: Buffer, ck: number, inode: Inode | null): boolean => {
+        const dirBytes = 4 + 8 + xdrOpaqueSize(name.length) + 8;
+        const size = dirBytes + (plus ? 4 + (inode ? FATTR3_SIZE : 0) + 4 + (inode ? 4 + 20 : 0) : 0);
+        if (used + size > maxcount || (plus && dirUsed + dirBytes > dircount && emitted > 0)) return false;
+        used += size;
+        dirUsed += dirBytes;
+        emitted++;
+        w.u32(1).u64(fileid).opaque(name).u64(ck);
+        if (plus) {
+          writePostOpAttr(w, share.id, inode);
+          writePostOpFh(w, inode ? this.fs.handleOf(share, inode) : null);
+        }
+        return true;
+      };
+      if (cookie === 0 && !emit(dir.id, Buffer.from('.'), 1, dir)) truncated = true;
+      if (!truncated && cookie <= 1) {
+        const parent = await this.fs.parentOf(share, dir);
+        if (!emit(parent.id, Buffer.from('..'), 2, parent)) truncated = true;
+      }
+      if (!truncated) {
+        for (const e of page.entries) {
+          if (!emit(e.inode.id, e.name, e.cookie, e.inode)) {
+            truncated = true;
+            break;
+          }
+        }
+      }
+      if (emitted === 0 && (truncated || !page.eof)) throw new VfsError('TOOSMALL', 'reply size too small for one entry');
+      w.u32(0).bool(!truncated && page.eof);
+    } catch (e) {
+      const status = this.statusOf(e);
+      w.pos = start;
+      const d = await this.attrsOf(dirFh);
+      w.u32(status);
+      writePostOpAttr(w, d?.share.id ?? 0, d?.inode);
+    }
+    return undefined;
+  }
+
+  // §3.3.18 FSSTAT
+  private async fsstat(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+    const fh = readFh(r);
+    try {
+      const { inode, totalBytes, freeBytes, files } = await this.fs.fsstat(fh);
+      const totalFiles = 2 ** 32;
+      const freeFiles = Math.max(0, totalFiles - files);
+      w.u32(Nfs3Status.OK);
+      writePostOpAttr(w, inode.shareId, inode);
+      w.u64(totalBytes).u64(freeBytes).u64(freeBytes).u64(totalFiles).u64(freeFiles).u64(freeFiles).u32(0);
+    } catch (e) {
+      const status = this.statusOf(e);
+      w.u32(status).u32(0);
+    }
+    return undefined;
+  }
+
+  // §3.3.19 FSINFO
+  private async fsinfo(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+    const fh = readFh(r);
+    try {
+      const { share, inode } = await this.fs.resolve(fh);
+      w.u32(Nfs3Status.OK);
+      writePostOpAttr(w, share.id, inode);
+      // rtmax, rtpref, rtmult, wtmax, wtpref, wtmult, dtpref
+      w.u32(MAX_IO).u32(MAX_IO).u32(4096).u32(MAX_IO).u32(MAX_IO).u32(4096).u32(64 * 1024);
+      w.u64(Number.MAX_SAFE_INTEGER);
+      w.u32(0).u32(1); // time_delta: 1 ns
+      // FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME
+      w.u32(0x0001 | 0x0002 | 0x0008 | 0x0010);
+    } catch (e) {
+      w.u32(this.statusOf(e)).u32(0);
+    }
+    return undefined;
+  }
+
+  // §3.3.20 PATHCONF
+  private async pathconf(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+    const fh = readFh(r);
+    try {
+      const { share, inode } = await this.fs.resolve(fh);
+      w.u32(Nfs3Status.OK);
+      writePostOpAttr(w, share.id, inode);
+      w.u32(65000).u32(255).bool(true).bool(true).bool(false).bool(true);
+    } catch (e) {
+      w.u32(this.statusOf(e)).u32(0);
+    }
+    return undefined;
+  }
+
+  // §3.3.21 COMMIT
+  private async commit(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+    const fh = readFh(r);
+    r.u64Clamped();
+    r.u32();
+    try {
+      const inode = await this.fs.commit(fh);
+      w.u32(Nfs3Status.OK);
+      writeWcc(w, inode.shareId, inode, inode);
+      w.fixed(this.writeVerifier);
+    } catch (e) {
+      const status = this.statusOf(e);
+      const cur = await this.attrsOf(fh);
+      w.u32(status);
+      writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
+    }
+    return undefined;
+  }
+}
+
+/** A directory's cookie verifier: constant for the directory's life, since cookies are never reused. */
+export function cookieVerifier(dir: Inode): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32BE(dir.generation >>> 0, 0);
+  b.writeUInt32BE(dir.id >>> 0, 4);
+  return b;
+}

@@ -1,0 +1,331 @@
+// ONC RPC server over TCP (record marking) and UDP: decodes calls, checks RPC version and
+// credentials, dispatches to programs, answers PROG_UNAVAIL / PROG_MISMATCH / PROC_UNAVAIL /
+// GARBAGE_ARGS per RFC 5531 §9, and keeps a duplicate request cache for non-idempotent calls.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { DecodeError } from '../wire/errors.js';
+import { FrameError } from '../wire/errors.js';
+import type { AcceptStat, RpcCall } from './message.js';
+import {
+  AcceptStat as AS,
+  AuthFlavor,
+  AuthStat,
+  decodeAuthSys,
+  decodeCall,
+  encodeAcceptError,
+  encodeAuthError,
+  encodeProgMismatch,
+  encodeRpcMismatch,
+  RPC_VERSION,
+  writeAcceptedHeader,
+} from './message.js';
+import { recordMark, RecordReader } from './record.js';
+import { XdrWriter } from './xdr.js';
+
+export interface RpcConnectionInfo {
+  /** Client IP address (no port): clients reconnect from new ports and retransmit. */
+  host: string;
+  transport: 'tcp' | 'udp';
+}
+
+export interface RpcProgram {
+  readonly prog: number;
+  readonly name: string;
+  readonly lowVersion: number;
+  readonly highVersion: number;
+  readonly maxProc: number;
+  /** Writes the result after the accepted-reply header; may return extra buffers to send after it. */
+  handle(call: RpcCall, w: XdrWriter, conn: RpcConnectionInfo): Promise<Buffer[] | undefined>;
+  /** Procedures whose retransmissions must get the cached original reply. */
+  isNonIdempotent(proc: number): boolean;
+  procName(proc: number): string;
+}
+
+export interface RpcServerOptions {
+  maxRecordSize: number;
+  drcSize: number;
+  /** Requests processed at once per connection before the socket is paused. */
+  maxInFlightPerConnection?: number;
+  log?: Logger;
+  onRequest?: (program: string, proc: string, ms: number, ok: boolean) => void;
+}
+
+interface DrcEntry {
+  done: boolean;
+  /** First bytes of the call's arguments, to tell a retransmission from a reused xid. */
+  argsPrefix: Buffer;
+  reply: Buffer[];
+}
+
+/** LRU duplicate request cache (RFC 5531 leaves it to the server; every real NFS server has one). */
+class DuplicateRequestCache {
+  private entries = new Map<string, DrcEntry>();
+  constructor(private readonly max: number) {}
+
+  get(key: string): DrcEntry | undefined {
+    return this.entries.get(key);
+  }
+
+  begin(key: string, argsPrefix: Buffer): DrcEntry {
+    const e: DrcEntry = { done: false, argsPrefix, reply: [] };
+    this.entries.set(key, e);
+    while (this.entries.size > this.max) {
+      const oldest = this.entries.keys().next();
+      if (oldest.done) break;
+      this.entries.delete(oldest.value);
+    }
+    return e;
+  }
+
+  forget(key: string): void {
+    this.entries.delete(key);
+  }
+}
+
+const MAX_GARBAGE_PER_CONNECTION = 64;
+
+export class RpcServer {
+  private readonly programs = new Map<number, RpcProgram>();
+  private readonly drc: DuplicateRequestCache;
+  private readonly tcpServers: net.Server[] = [];
+  private readonly udpSockets: dgram.Socket[] = [];
+  private readonly sockets = new Set<net.Socket>();
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
+  private closing = false;
+
+  constructor(
+    programs: RpcProgram[],
+    private readonly opts: RpcServerOptions,
+  ) {
+    for (const p of programs) this.programs.set(p.prog, p);
+    this.drc = new DuplicateRequestCache(opts.drcSize);
+  }
+
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  listenTcp(port: number, host: string): Promise<number> {
+    const server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+    this.tcpServers.push(server);
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        const addr = server.address();
+        resolve(typeof addr === 'object' && addr ? addr.port : port);
+      });
+    });
+  }
+
+  listenUdp(port: number, host: string): Promise<number> {
+    const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    this.udpSockets.push(sock);
+    sock.on('message', (msg, rinfo) => {
+      void this.process(msg, { host: rinfo.address, transport: 'udp' }, (parts) => {
+        sock.send(Buffer.concat(parts), rinfo.port, rinfo.address);
+      });
+    });
+    return new Promise((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(port, host, () => {
+        sock.off('error', reject);
+        resolve(sock.address().port);
+      });
+    });
+  }
+
+  private onConnection(socket: net.Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const log = this.opts.log;
+    const host = socket.remoteAddress ?? 'unknown';
+    const peer = `${host}:${socket.remotePort ?? 0}`;
+    this.sockets.add(socket);
+    log?.info({ peer }, 'RPC connection opened');
+    const reader = new RecordReader(this.opts.maxRecordSize);
+    const conn: RpcConnectionInfo = { host, transport: 'tcp' };
+    const maxInFlight = this.opts.maxInFlightPerConnection ?? 64;
+    let active = 0;
+    let garbage = 0;
+    let paused = false;
+    const send = (parts: Buffer[]): void => {
+      if (socket.destroyed) return;
+      let len = 0;
+      for (const p of parts) len += p.length;
+      socket.cork();
+      socket.write(recordMark(len));
+      for (const p of parts) socket.write(p);
+      socket.uncork();
+    };
+    const resumeIfPossible = (): void => {
+      if (paused && active < maxInFlight && socket.writableLength < 16 * 1024 * 1024) {
+        paused = false;
+        socket.resume();
+      }
+    };
+    socket.on('drain', resumeIfPossible);
+    socket.on('data', (chunk: Buffer) => {
+      let records: Buffer[];
+      try {
+        records = reader.push(chunk);
+      } catch (err) {
+        log?.warn({ peer, err: (err as Error).message }, 'closing RPC connection: bad record framing');
+        socket.destroy();
+        return;
+      }
+      for (const record of records) {
+        active++;
+        void this.process(record, conn, send, () => {
+          garbage++;
+          if (garbage === MAX_GARBAGE_PER_CONNECTION) {
+            log?.warn({ peer }, 'closing RPC connection: too many undecodable messages');
+            socket.destroy();
+          }
+        }).finally(() => {
+          active--;
+          resumeIfPossible();
+        });
+      }
+      if (!paused && (active >= maxInFlight || socket.writableLength >= 16 * 1024 * 1024)) {
+        paused = true;
+        socket.pause();
+      }
+    });
+    socket.on('error', (err) => log?.debug({ peer, err: err.message }, 'RPC socket error'));
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      log?.info({ peer }, 'RPC connection closed');
+    });
+  }
+
+  /** Decodes and answers one record. Never rejects. */
+  private async process(record: Buffer, conn: RpcConnectionInfo, send: (parts: Buffer[]) => void, onGarbage?: () => void): Promise<void> {
+    const log = this.opts.log;
+    let call: RpcCall;
+    try {
+      call = decodeCall(record);
+    } catch (err) {
+      // Not an RPC call we can answer (no reply is possible without a valid header).
+      log?.warn({ client: conn.host, err: (err as Error).message, bytes: record.length }, 'dropping undecodable RPC message');
+      onGarbage?.();
+      return;
+    }
+    this.inFlight++;
+    try {
+      const reply = await this.dispatch(call, record, conn);
+      if (reply) send(reply);
+    } catch (err) {
+      log?.error({ err, xid: call.xid }, 'RPC dispatch failed');
+      send([encodeAcceptError(call.xid, AS.SYSTEM_ERR)]);
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0 && this.idleWaiters.length > 0) {
+        const w = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const f of w) f();
+      }
+    }
+  }
+
+  private async dispatch(call: RpcCall, record: Buffer, conn: RpcConnectionInfo): Promise<Buffer[] | null> {
+    const log = this.opts.log;
+    const { xid } = call;
+    if (call.rpcVersion !== RPC_VERSION) return [encodeRpcMismatch(xid)];
+    const program = this.programs.get(call.prog);
+    if (!program) {
+      log?.info({ client: conn.host, prog: call.prog }, 'call for an unknown RPC program');
+      return [encodeAcceptError(xid, AS.PROG_UNAVAIL)];
+    }
+    if (call.vers < program.lowVersion || call.vers > program.highVersion) {
+      log?.info({ client: conn.host, prog: call.prog, vers: call.vers }, 'call for an unsupported program version');
+      return [encodeProgMismatch(xid, program.lowVersion, program.highVersion)];
+    }
+    if (call.proc > program.maxProc) {
+      log?.info({ client: conn.host, prog: call.prog, proc: call.proc }, 'call for an unknown procedure');
+      return [encodeAcceptError(xid, AS.PROC_UNAVAIL)];
+    }
+    if (call.credFlavor === AuthFlavor.AUTH_SYS) {
+      try {
+        call.authSys = decodeAuthSys(call.credBody);
+      } catch (err) {
+        log?.info({ client: conn.host, err: (err as Error).message }, 'rejecting malformed AUTH_SYS credential');
+        return [encodeAuthError(xid, AuthStat.AUTH_BADCRED)];
+      }
+    } else if (call.credFlavor !== AuthFlavor.AUTH_NONE && call.proc !== 0) {
+      return [encodeAuthError(xid, AuthStat.AUTH_TOOWEAK)];
+    }
+
+    let drcKey: string | null = null;
+    let drcEntry: DrcEntry | null = null;
+    if (program.isNonIdempotent(call.proc)) {
+      drcKey = `${conn.host}|${xid}|${call.prog}|${call.vers}|${call.proc}|${record.length}`;
+      const prefix = record.subarray(call.args.pos, Math.min(record.length, call.args.pos + 128));
+      const hit = this.drc.get(drcKey);
+      if (hit && hit.argsPrefix.equals(prefix)) {
+        if (!hit.done) return null; // the original is still being processed: its reply will answer
+        log?.debug({ client: conn.host, xid }, 'duplicate request answered from cache');
+        return hit.reply;
+      }
+      drcEntry = this.drc.begin(drcKey, Buffer.from(prefix));
+    }
+
+    const started = performance.now();
+    const w = new XdrWriter(256);
+    writeAcceptedHeader(w, xid, AS.SUCCESS);
+    const headerEnd = w.pos;
+    let stat: AcceptStat = AS.SUCCESS;
+    let extra: Buffer[] | undefined;
+    try {
+      extra = await program.handle(call, w, conn);
+    } catch (err) {
+      if (err instanceof DecodeError) {
+        log?.info({ client: conn.host, proc: program.procName(call.proc), err: err.message }, 'GARBAGE_ARGS');
+        stat = AS.GARBAGE_ARGS;
+      } else if (err instanceof RangeError && err.message === 'unknown procedure') {
+        stat = AS.PROC_UNAVAIL;
+      } else {
+        log?.error({ err, proc: program.procName(call.proc) }, 'RPC procedure failed');
+        stat = AS.SYSTEM_ERR;
+      }
+    }
+    this.opts.onRequest?.(program.name, program.procName(call.proc), performance.now() - started, stat === AS.SUCCESS);
+    let reply: Buffer[];
+    if (stat !== AS.SUCCESS) {
+      reply = [encodeAcceptError(xid, stat)];
+      if (drcKey) this.drc.forget(drcKey);
+      return reply;
+    }
+    void headerEnd;
+    reply = extra ? [w.finish(), ...extra] : [w.finish()];
+    if (drcEntry) {
+      drcEntry.reply = reply;
+      drcEntry.done = true;
+    }
+    return reply;
+  }
+
+  /** Stops accepting, waits (bounded) for in-flight requests, then closes every connection. */
+  async close(drainMs = 10_000): Promise<void> {
+    this.closing = true;
+    const closed = this.tcpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    for (const u of this.udpSockets) u.close();
+    if (this.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, drainMs);
+        this.idleWaiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    for (const s of this.sockets) s.destroy();
+    await Promise.all(closed);
+  }
+}
+
+export { FrameError };

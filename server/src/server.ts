@@ -1,0 +1,190 @@
+// The composition root: config -> stores -> block services -> file service -> listeners. It owns
+// graceful shutdown: stop accepting, drain requests, flush dirty data, close stores.
+import http from 'node:http';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { BlockCache } from './blocks/cache.js';
+import { FilesystemBlockStore } from './blocks/filesystem.js';
+import { MemoryBlockStore } from './blocks/memory.js';
+import { BlockService, DirtyBudget } from './blocks/service.js';
+import type { BlockStore } from './blocks/store.js';
+import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './config/types.js';
+import { MemoryMetadataStore } from './meta/memory.js';
+import type { MetadataStore } from './meta/store.js';
+import { MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3 } from './nfs3/constants.js';
+import { MountProgram } from './nfs3/mount.js';
+import { Nfs3Program } from './nfs3/nfs.js';
+import { mountRpcProgram, nfsRpcProgram } from './nfs3/programs.js';
+import { IPPROTO_TCP, portmapProgram, type PortMapping } from './rpc/portmap.js';
+import { RpcServer } from './rpc/server.js';
+import { shareIdOf } from './vfs/handle.js';
+import { FileService } from './vfs/service.js';
+
+export interface RunningServer {
+  readonly nfsPort: number | null;
+  readonly apiPort: number | null;
+  readonly fileService: FileService;
+  readonly nfs: Nfs3Program;
+  close(): Promise<void>;
+}
+
+function createMetadataStore(name: string, cfg: MetadataStoreConfig): MetadataStore {
+  switch (cfg.type) {
+    case 'memory':
+      return new MemoryMetadataStore();
+    default:
+      throw new Error(`metadata store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
+  }
+}
+
+function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: string): BlockStore {
+  switch (cfg.type) {
+    case 'memory':
+      return new MemoryBlockStore();
+    case 'filesystem':
+      return new FilesystemBlockStore(path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name)));
+    default:
+      throw new Error(`block store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
+  }
+}
+
+function listenHttp(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const a = server.address();
+      resolve(typeof a === 'object' && a ? a.port : port);
+    });
+  });
+}
+
+export async function startServer(config: DittoConfig, log: Logger): Promise<RunningServer> {
+  const budget = new DirtyBudget(config.cache.max_dirty_bytes);
+  const cache = new BlockCache(config.cache.read_cache_bytes);
+  const metaStores = new Map<string, MetadataStore>();
+  const blockStores = new Map<string, BlockStore>();
+  const cleanups: (() => Promise<void>)[] = [];
+  const fileService = new FileService(log);
+  let ready = false;
+
+  const closeAll = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch (err) {
+        log.error({ err }, 'error during shutdown');
+      }
+    }
+    cleanups.length = 0;
+  };
+
+  try {
+    for (const [name, cfg] of Object.entries(config.metadata.stores)) {
+      const s = createMetadataStore(name, cfg);
+      await s.open();
+      metaStores.set(name, s);
+      cleanups.push(() => s.close());
+    }
+    for (const [name, cfg] of Object.entries(config.blocks.stores)) {
+      const s = createBlockStore(name, cfg, config.data_dir);
+      await s.open();
+      blockStores.set(name, s);
+      cleanups.push(() => s.close());
+    }
+    cleanups.push(() => fileService.close());
+    for (const sh of config.shares) {
+      const meta = metaStores.get(sh.metadata);
+      const blocks = blockStores.get(sh.blocks);
+      const bcfg = config.blocks.stores[sh.blocks];
+      if (!meta || !blocks || !bcfg) throw new Error(`share ${sh.name}: unknown store`);
+      const data = new BlockService(blocks, meta, {
+        keyPrefix: shareIdOf(sh.name).toString(16).padStart(8, '0'),
+        blockSize: bcfg.block_size,
+        budget,
+        cache,
+        log,
+      });
+      await fileService.addShare(
+        {
+          name: sh.name,
+          readOnly: sh.read_only,
+          rootSquash: sh.root_squash,
+          anonymousUid: sh.anonymous_uid,
+          anonymousGid: sh.anonymous_gid,
+          rootMode: sh.root_mode,
+          rootUid: sh.root_uid,
+          rootGid: sh.root_gid,
+        },
+        meta,
+        data,
+      );
+      log.info({ share: sh.name, metadata: `${sh.metadata} (${meta.kind})`, blocks: `${sh.blocks} (${blocks.kind})` }, 'share ready');
+    }
+
+    const nfs = new Nfs3Program(fileService, log);
+    const mount = new MountProgram(fileService, log);
+    let nfsPort: number | null = null;
+    const nfsCfg = config.adapters.nfs;
+    if (nfsCfg.enabled) {
+      const rpc = new RpcServer([nfsRpcProgram(nfs), mountRpcProgram(mount)], {
+        maxRecordSize: nfsCfg.max_record_size,
+        drcSize: nfsCfg.drc_size,
+        log,
+      });
+      nfsPort = await rpc.listenTcp(nfsCfg.port, nfsCfg.bind);
+      cleanups.push(() => rpc.close());
+      log.info({ port: nfsPort, bind: nfsCfg.bind }, 'NFSv3 and MOUNT v3 listening (TCP)');
+      if (nfsCfg.portmapper.enabled) {
+        const port = nfsPort;
+        const mappings = (): PortMapping[] => [
+          { prog: NFS_PROGRAM, vers: NFS_V3, prot: IPPROTO_TCP, port },
+          { prog: MOUNT_PROGRAM, vers: MOUNT_V3, prot: IPPROTO_TCP, port },
+          { prog: 100000, vers: 2, prot: IPPROTO_TCP, port: nfsCfg.portmapper.port },
+        ];
+        const pm = new RpcServer([portmapProgram(mappings)], { maxRecordSize: 64 * 1024, drcSize: 1, log });
+        await pm.listenTcp(nfsCfg.portmapper.port, nfsCfg.bind);
+        await pm.listenUdp(nfsCfg.portmapper.port, nfsCfg.bind);
+        cleanups.push(() => pm.close());
+        log.info({ port: nfsCfg.portmapper.port }, 'portmapper listening (TCP and UDP)');
+      }
+    }
+    if (config.adapters.smb.enabled) {
+      log.warn({ port: config.adapters.smb.port }, 'the SMB adapter is not implemented yet; SMB stays off');
+    }
+
+    let apiPort: number | null = null;
+    if (config.server.api.enabled) {
+      // Health endpoints only, until the REST control plane lands.
+      const api = http.createServer((req, res) => {
+        const url = req.url ?? '/';
+        if (req.method === 'GET' && (url === '/health' || url === '/health/ready')) {
+          const ok = url === '/health' || ready;
+          res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ status: ok ? 'ok' : 'starting' }));
+          return;
+        }
+        res.writeHead(404, { 'content-type': 'application/problem+json' });
+        res.end(JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: `no route for ${req.method ?? ''} ${url}` }));
+      });
+      apiPort = await listenHttp(api, config.server.api.port, config.server.api.bind);
+      cleanups.push(() => new Promise<void>((resolve) => api.close(() => resolve())));
+      log.info({ port: apiPort }, 'API listening (health endpoints)');
+    }
+    ready = true;
+    return {
+      nfsPort,
+      apiPort,
+      fileService,
+      nfs,
+      async close() {
+        log.info('shutting down');
+        await closeAll();
+        log.info('shutdown complete');
+      },
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}

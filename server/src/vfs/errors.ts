@@ -1,0 +1,49 @@
+// One error type for every file-service failure. Engines map `errno` to their protocol's code
+// (NFS3ERR_*, NTSTATUS) at their edge; nothing below the engines knows a protocol.
+
+export const Errno = Object.freeze({
+  PERM: 'PERM',
+  NOENT: 'NOENT',
+  IO: 'IO',
+  NXIO: 'NXIO',
+  ACCES: 'ACCES',
+  EXIST: 'EXIST',
+  XDEV: 'XDEV',
+  NOTDIR: 'NOTDIR',
+  ISDIR: 'ISDIR',
+  INVAL: 'INVAL',
+  FBIG: 'FBIG',
+  NOSPC: 'NOSPC',
+  ROFS: 'ROFS',
+  MLINK: 'MLINK',
+  NAMETOOLONG: 'NAMETOOLONG',
+  NOTEMPTY: 'NOTEMPTY',
+  STALE: 'STALE',
+  BADHANDLE: 'BADHANDLE',
+  NOT_SYNC: 'NOT_SYNC',
+  BAD_COOKIE: 'BAD_COOKIE',
+  NOTSUPP: 'NOTSUPP',
+  TOOSMALL: 'TOOSMALL',
+  SERVERFAULT: 'SERVERFAULT',
+  BADTYPE: 'BADTYPE',
+  JUKEBOX: 'JUKEBOX',
+} as const);
+export type Errno = (typeof Errno)[keyof typeof Errno];
+
+export class VfsError extends Error {
+  override readonly name = 'VfsError';
+  readonly code: `DITTOFS_VFS_${Errno}`;
+  constructor(
+    readonly errno: Errno,
+    message: string = errno,
+  ) {
+    super(message);
+    this.code = `DITTOFS_VFS_${errno}`;
+  }
+}
+
+export const vfsError = (errno: Errno, message?: string): VfsError => new VfsError(errno, message);
+
+export function isVfsError(e: unknown): e is VfsError {
+  return e instanceof VfsError;
+}

@@ -1,0 +1,51 @@
+// POSIX permission checks from an AUTH_SYS-style identity against mode bits.
+import type { Identity, Inode } from './types.js';
+import { FileType } from './types.js';
+
+export const Access = Object.freeze({ R: 4, W: 2, X: 1 } as const);
+
+export const S_ISUID = 0o4000;
+export const S_ISGID = 0o2000;
+export const S_ISVTX = 0o1000;
+
+export function inGroup(id: Identity, gid: number): boolean {
+  return id.gid === gid || id.gids.includes(gid);
+}
+
+/** The rwx triple (0..7) that applies to `id` for `inode`. */
+export function permissionBits(inode: Inode, id: Identity): number {
+  if (id.uid === inode.uid) return (inode.mode >> 6) & 7;
+  if (inGroup(id, inode.gid)) return (inode.mode >> 3) & 7;
+  return inode.mode & 7;
+}
+
+/**
+ * True when `id` may access `inode` for every bit in `want` (Access.R|W|X). Root may do anything
+ * except execute a regular file that has no execute bit at all.
+ */
+export function mayAccess(inode: Inode, id: Identity, want: number): boolean {
+  if (id.uid === 0) {
+    if ((want & Access.X) !== 0 && inode.type !== FileType.DIR && (inode.mode & 0o111) === 0) return false;
+    return true;
+  }
+  return (permissionBits(inode, id) & want) === want;
+}
+
+/**
+ * Data access for READ/WRITE: the owner may always read and write their own file (an NFS client
+ * checks access at open time, so a file created 0444 must still accept the creator's writes), and
+ * execute permission allows reading (clients load executables with READ).
+ */
+export function mayRead(inode: Inode, id: Identity): boolean {
+  return id.uid === inode.uid || mayAccess(inode, id, Access.R) || mayAccess(inode, id, Access.X);
+}
+
+export function mayWrite(inode: Inode, id: Identity): boolean {
+  return id.uid === inode.uid || mayAccess(inode, id, Access.W);
+}
+
+/** In a sticky directory only the owner of the entry, the owner of the directory or root may remove or rename it. */
+export function mayDeleteFromSticky(dir: Inode, child: Inode, id: Identity): boolean {
+  if ((dir.mode & S_ISVTX) === 0) return true;
+  return id.uid === 0 || id.uid === child.uid || id.uid === dir.uid;
+}

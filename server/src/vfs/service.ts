@@ -1,0 +1,479 @@
+// The file service: one protocol-neutral API over shares. It owns handles, identity squashing,
+// permission checks and the operations; the NFS and SMB engines call only this.
+import type { Logger } from 'pino';
+import type { BlockService } from '../blocks/service.js';
+import type { MetadataStore } from '../meta/store.js';
+import { VfsError } from './errors.js';
+import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
+import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID } from './permissions.js';
+import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
+import { FileType, NAME_MAX, nowTimespec } from './types.js';
+
+export interface ShareOptions {
+  name: string;
+  readOnly: boolean;
+  rootSquash: boolean;
+  anonymousUid: number;
+  anonymousGid: number;
+  rootMode: number;
+  rootUid: number;
+  rootGid: number;
+}
+
+export interface Share extends ShareOptions {
+  id: number;
+  meta: MetadataStore;
+  data: BlockService;
+  rootId: number;
+}
+
+export interface Resolved {
+  share: Share;
+  inode: Inode;
+}
+
+/** Attributes a client asks to set (NFS sattr3, SMB SET_INFO). "server" means set to now. */
+export interface SetAttrs {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  atime?: Timespec | 'server';
+  mtime?: Timespec | 'server';
+}
+
+export const CreateMode = Object.freeze({ UNCHECKED: 0, GUARDED: 1, EXCLUSIVE: 2 } as const);
+export type CreateMode = (typeof CreateMode)[keyof typeof CreateMode];
+
+/** Result of an operation that changed a directory: its attributes before and after. */
+export interface DirChange {
+  dirBefore: Inode;
+  dirAfter: Inode | null;
+}
+
+export interface ReaddirResult {
+  dir: Inode;
+  entries: DirEntry[];
+  eof: boolean;
+}
+
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+
+export function checkName(name: Buffer, purpose: 'lookup' | 'create' | 'remove'): void {
+  if (name.length === 0) throw new VfsError('INVAL', 'empty name');
+  if (name.length > NAME_MAX) throw new VfsError('NAMETOOLONG', `name longer than ${NAME_MAX} bytes`);
+  if (name.includes(0x2f) || name.includes(0)) throw new VfsError('INVAL', 'name contains "/" or NUL');
+  if (purpose !== 'lookup' && (name.equals(DOT) || name.equals(DOTDOT))) {
+    throw new VfsError(purpose === 'create' ? 'EXIST' : 'INVAL', `"${name.toString()}" cannot be ${purpose === 'create' ? 'created' : 'removed or renamed'}`);
+  }
+}
+
+export class FileService {
+  private readonly byName = new Map<string, Share>();
+  private readonly byId = new Map<number, Share>();
+
+  constructor(private readonly log?: Logger) {}
+
+  async addShare(opts: ShareOptions, meta: MetadataStore, data: BlockService): Promise<Share> {
+    const id = shareIdOf(opts.name);
+    if (this.byId.has(id)) throw new Error(`share ${opts.name} already exists or collides with another share's id`);
+    const now = nowTimespec();
+    const root = await meta.ensureRoot(id, {
+      type: FileType.DIR,
+      mode: opts.rootMode,
+      uid: opts.rootUid,
+      gid: opts.rootGid,
+      rdevMajor: 0,
+      rdevMinor: 0,
+      target: null,
+      createVerifier: null,
+      size: 4096,
+      atime: now,
+      mtime: now,
+    });
+    const share: Share = { ...opts, id, meta, data, rootId: root.id };
+    this.byName.set(opts.name, share);
+    this.byId.set(id, share);
+    return share;
+  }
+
+  removeShare(name: string): Share | undefined {
+    const s = this.byName.get(name);
+    if (s) {
+      this.byName.delete(name);
+      this.byId.delete(s.id);
+    }
+    return s;
+  }
+
+  shares(): Share[] {
+    return [...this.byName.values()];
+  }
+
+  share(name: string): Share | undefined {
+    return this.byName.get(name);
+  }
+
+  handleOf(share: Share, inode: Inode): Buffer {
+    return encodeHandle({ shareId: share.id, inodeId: inode.id, generation: inode.generation });
+  }
+
+  async root(share: Share): Promise<Inode> {
+    const r = await share.meta.getInode(share.rootId);
+    if (!r) throw new VfsError('STALE', 'share root is gone');
+    return r;
+  }
+
+  /** Resolves a handle to its share and inode: BADHANDLE if malformed, STALE if gone. */
+  async resolve(handle: Buffer): Promise<Resolved> {
+    const p = decodeHandle(handle);
+    const share = this.byId.get(p.shareId);
+    if (!share) throw new VfsError('STALE', 'handle names an unknown share');
+    const inode = await share.meta.getInode(p.inodeId);
+    if (!inode || inode.generation !== p.generation || inode.shareId !== share.id) throw new VfsError('STALE', 'handle names a deleted file');
+    return { share, inode };
+  }
+
+  /** Applies root squash. */
+  identity(share: Share, cred: Identity): Identity {
+    if (share.rootSquash && cred.uid === 0) return { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] };
+    return cred;
+  }
+
+  private mustWritable(share: Share): void {
+    if (share.readOnly) throw new VfsError('ROFS', 'share is read-only');
+  }
+
+  private mustDir(inode: Inode): void {
+    if (inode.type !== FileType.DIR) throw new VfsError('NOTDIR', 'not a directory');
+  }
+
+  private mustAccess(inode: Inode, id: Identity, want: number): void {
+    if (!mayAccess(inode, id, want)) throw new VfsError('ACCES', 'permission denied');
+  }
+
+  // ---- attributes --------------------------------------------------------------------------------
+
+  async getattr(handle: Buffer): Promise<Resolved> {
+    return this.resolve(handle);
+  }
+
+  /** NFS ACCESS: which of the requested bits (ACCESS3_*) the identity holds. */
+  accessBits(share: Share, inode: Inode, id: Identity): { read: boolean; write: boolean; exec: boolean } {
+    const ro = share.readOnly;
+    return {
+      read: mayAccess(inode, id, Access.R),
+      write: !ro && mayAccess(inode, id, Access.W),
+      exec: mayAccess(inode, id, Access.X),
+    };
+  }
+
+  async setattr(handle: Buffer, cred: Identity, attrs: SetAttrs, guardCtime?: Timespec): Promise<{ before: Inode; after: Inode; share: Share }> {
+    const { share, inode } = await this.resolve(handle);
+    const id = this.identity(share, cred);
+    this.mustWritable(share);
+    const isOwner = id.uid === inode.uid;
+    const isRoot = id.uid === 0;
+    const changes: AttrChanges = {};
+    const now = nowTimespec();
+    if (attrs.uid !== undefined && attrs.uid !== inode.uid) {
+      if (!isRoot) throw new VfsError('PERM', 'only root may change a file owner');
+      changes.uid = attrs.uid;
+    }
+    if (attrs.gid !== undefined && attrs.gid !== inode.gid) {
+      if (!isRoot && !(isOwner && inGroup(id, attrs.gid))) throw new VfsError('PERM', 'only the owner may change the group, to one of their groups');
+      changes.gid = attrs.gid;
+    }
+    if (attrs.mode !== undefined) {
+      if (!isRoot && !isOwner) throw new VfsError('PERM', 'only the owner may change the mode');
+      let mode = attrs.mode & 0o7777;
+      // A non-root owner who is not in the file's group cannot set setgid (POSIX chmod).
+      if (!isRoot && (mode & S_ISGID) !== 0 && !inGroup(id, changes.gid ?? inode.gid)) mode &= ~S_ISGID;
+      changes.mode = mode;
+    } else if ((changes.uid !== undefined || changes.gid !== undefined) && inode.type === FileType.REG && !isRoot) {
+      changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
+    }
+    if (attrs.size !== undefined) {
+      if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot set the size of a directory');
+      if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'size applies to regular files only');
+      if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
+      if (attrs.size !== inode.size) {
+        changes.size = attrs.size;
+        changes.mtime = now;
+      }
+    }
+    for (const which of ['atime', 'mtime'] as const) {
+      const t = attrs[which];
+      if (t === undefined) continue;
+      if (t === 'server') {
+        if (!isOwner && !isRoot && !mayAccess(inode, id, Access.W)) throw new VfsError('ACCES', 'permission denied');
+        changes[which] = now;
+      } else {
+        if (!isOwner && !isRoot) throw new VfsError('PERM', 'only the owner may set explicit times');
+        changes[which] = t;
+      }
+    }
+    changes.ctime = now;
+    changes.clearCreateVerifier = true;
+    if (changes.size !== undefined) await share.data.truncate(inode.id, changes.size);
+    const after = await share.meta.setAttr(inode.id, changes, guardCtime);
+    return { before: inode, after, share };
+  }
+
+  // ---- names -------------------------------------------------------------------------------------
+
+  async lookup(dirHandle: Buffer, name: Buffer, cred: Identity): Promise<{ share: Share; dir: Inode; inode: Inode }> {
+    const { share, inode: dir } = await this.resolve(dirHandle);
+    this.mustDir(dir);
+    checkName(name, 'lookup');
+    this.mustAccess(dir, this.identity(share, cred), Access.X);
+    if (name.equals(DOT)) return { share, dir, inode: dir };
+    if (name.equals(DOTDOT)) {
+      const parentId = dir.id === share.rootId ? dir.id : dir.parent;
+      const parent = await share.meta.getInode(parentId);
+      if (!parent) throw new VfsError('STALE', 'parent directory is gone');
+      return { share, dir, inode: parent };
+    }
+    const child = await share.meta.lookup(dir.id, name);
+    if (!child) throw new VfsError('NOENT', 'no such file or directory');
+    return { share, dir, inode: child };
+  }
+
+  async readlink(handle: Buffer): Promise<{ inode: Inode; target: Buffer }> {
+    const { inode } = await this.resolve(handle);
+    if (inode.type !== FileType.LNK || !inode.target) throw new VfsError('INVAL', 'not a symbolic link');
+    return { inode, target: inode.target };
+  }
+
+  // ---- data --------------------------------------------------------------------------------------
+
+  async read(handle: Buffer, cred: Identity, offset: number, count: number): Promise<{ inode: Inode; data: Buffer; eof: boolean }> {
+    const { share, inode } = await this.resolve(handle);
+    if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
+    if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
+    if (!mayRead(inode, this.identity(share, cred))) throw new VfsError('ACCES', 'permission denied');
+    const data = await share.data.read(inode.id, offset, count, inode.size);
+    return { inode, data, eof: offset + data.length >= inode.size };
+  }
+
+  async write(handle: Buffer, cred: Identity, offset: number, data: Buffer, stable: boolean): Promise<{ before: Inode; after: Inode }> {
+    const { share, inode } = await this.resolve(handle);
+    this.mustWritable(share);
+    if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
+    if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
+    const id = this.identity(share, cred);
+    if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
+    if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
+    await share.data.write(inode.id, offset, data);
+    const now = nowTimespec();
+    const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
+    if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
+    const after = await share.meta.setAttr(inode.id, changes);
+    if (stable) await share.data.flush(inode.id);
+    return { before: inode, after };
+  }
+
+  async commit(handle: Buffer): Promise<Inode> {
+    const { share, inode } = await this.resolve(handle);
+    if (inode.type === FileType.REG) await share.data.flush(inode.id);
+    return inode;
+  }
+
+  // ---- creation ----------------------------------------------------------------------------------
+
+  private async prepareCreate(dirHandle: Buffer, name: Buffer, cred: Identity): Promise<{ share: Share; dir: Inode; id: Identity }> {
+    const { share, inode: dir } = await this.resolve(dirHandle);
+    this.mustDir(dir);
+    checkName(name, 'create');
+    this.mustWritable(share);
+    const id = this.identity(share, cred);
+    this.mustAccess(dir, id, Access.W | Access.X);
+    return { share, dir, id };
+  }
+
+  /** New inode attributes: owner from the caller, group from a setgid directory or the caller. */
+  private newInode(dir: Inode, id: Identity, type: FileType, mode: number, extra: Partial<NewInode> = {}): NewInode {
+    const sgidDir = (dir.mode & S_ISGID) !== 0;
+    let m = mode & 0o7777;
+    if (type === FileType.DIR && sgidDir) m |= S_ISGID;
+    return {
+      type,
+      mode: m,
+      uid: id.uid,
+      gid: sgidDir ? dir.gid : id.gid,
+      rdevMajor: 0,
+      rdevMinor: 0,
+      target: null,
+      createVerifier: null,
+      size: type === FileType.DIR ? 4096 : 0,
+      ...extra,
+    };
+  }
+
+  async create(
+    dirHandle: Buffer,
+    name: Buffer,
+    cred: Identity,
+    how: CreateMode,
+    attrs: SetAttrs,
+    verifier: Buffer | null,
+  ): Promise<DirChange & { share: Share; inode: Inode }> {
+    const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
+    const existing = await share.meta.lookup(dir.id, name);
+    if (existing) {
+      if (how === CreateMode.GUARDED) throw new VfsError('EXIST', 'file exists');
+      if (how === CreateMode.EXCLUSIVE) {
+        // A retransmitted exclusive create with the same verifier succeeds (RFC 1813 §3.3.8).
+        if (existing.createVerifier && verifier && existing.createVerifier.equals(verifier)) {
+          return { share, inode: existing, dirBefore: dir, dirAfter: dir };
+        }
+        throw new VfsError('EXIST', 'file exists');
+      }
+      if (existing.type !== FileType.REG) throw new VfsError(existing.type === FileType.DIR ? 'ISDIR' : 'EXIST', 'not a regular file');
+      // UNCHECKED on an existing file: apply the size (truncate) like open(O_CREAT|O_TRUNC).
+      let inode = existing;
+      if (attrs.size !== undefined) {
+        const r = await this.setattr(this.handleOf(share, existing), cred, { size: attrs.size });
+        inode = r.after;
+      }
+      return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+    }
+    const init = this.newInode(dir, id, FileType.REG, attrs.mode ?? 0o644, {
+      createVerifier: how === CreateMode.EXCLUSIVE && verifier ? Buffer.from(verifier) : null,
+    });
+    if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
+    if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
+    const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+  }
+
+  async mkdir(dirHandle: Buffer, name: Buffer, cred: Identity, attrs: SetAttrs): Promise<DirChange & { share: Share; inode: Inode }> {
+    const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
+    const init = this.newInode(dir, id, FileType.DIR, attrs.mode ?? 0o755);
+    if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
+    if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
+    const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+  }
+
+  async symlink(dirHandle: Buffer, name: Buffer, cred: Identity, target: Buffer, attrs: SetAttrs): Promise<DirChange & { share: Share; inode: Inode }> {
+    const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
+    if (target.length === 0) throw new VfsError('INVAL', 'empty symlink target');
+    if (target.length > 4096) throw new VfsError('NAMETOOLONG', 'symlink target longer than 4096 bytes');
+    const init = this.newInode(dir, id, FileType.LNK, attrs.mode ?? 0o777, { target: Buffer.from(target), size: target.length });
+    const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+  }
+
+  async mknod(
+    dirHandle: Buffer,
+    name: Buffer,
+    cred: Identity,
+    type: FileType,
+    attrs: SetAttrs,
+    rdev: { major: number; minor: number },
+  ): Promise<DirChange & { share: Share; inode: Inode }> {
+    const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
+    if ((type === FileType.BLK || type === FileType.CHR) && id.uid !== 0) throw new VfsError('PERM', 'only root may create device files');
+    const init = this.newInode(dir, id, type, attrs.mode ?? 0o644, { rdevMajor: rdev.major, rdevMinor: rdev.minor });
+    const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+  }
+
+  async link(handle: Buffer, dirHandle: Buffer, name: Buffer, cred: Identity): Promise<DirChange & { inode: Inode }> {
+    const target = await this.resolve(handle);
+    const { share, dir } = await this.prepareCreate(dirHandle, name, cred);
+    if (target.share.id !== share.id) throw new VfsError('XDEV', 'cannot link across shares');
+    if (target.inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
+    const inode = await share.meta.link(target.inode.id, dir.id, name, nowTimespec());
+    return { inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+  }
+
+  // ---- removal and rename ------------------------------------------------------------------------
+
+  async remove(dirHandle: Buffer, name: Buffer, cred: Identity, isDir: boolean): Promise<DirChange> {
+    const { share, inode: dir } = await this.resolve(dirHandle);
+    this.mustDir(dir);
+    checkName(name, 'remove');
+    this.mustWritable(share);
+    const id = this.identity(share, cred);
+    this.mustAccess(dir, id, Access.W | Access.X);
+    const child = await share.meta.lookup(dir.id, name);
+    if (!child) throw new VfsError('NOENT', 'no such file or directory');
+    if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+    const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
+    if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id);
+    return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+  }
+
+  async rename(
+    fromHandle: Buffer,
+    fromName: Buffer,
+    toHandle: Buffer,
+    toName: Buffer,
+    cred: Identity,
+  ): Promise<{ from: DirChange; to: DirChange }> {
+    const a = await this.resolve(fromHandle);
+    const b = await this.resolve(toHandle);
+    const share = a.share;
+    if (b.share.id !== share.id) throw new VfsError('XDEV', 'cannot rename across shares');
+    this.mustDir(a.inode);
+    this.mustDir(b.inode);
+    checkName(fromName, 'remove');
+    checkName(toName, 'remove');
+    this.mustWritable(share);
+    const id = this.identity(share, cred);
+    this.mustAccess(a.inode, id, Access.W | Access.X);
+    this.mustAccess(b.inode, id, Access.W | Access.X);
+    const moving = await share.meta.lookup(a.inode.id, fromName);
+    if (!moving) throw new VfsError('NOENT', 'no such file or directory');
+    if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+    const victim = await share.meta.lookup(b.inode.id, toName);
+    if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+    if (moving.type === FileType.DIR && a.inode.id !== b.inode.id) {
+      // A directory cannot move into its own subtree.
+      let cur = b.inode;
+      for (let depth = 0; depth < 4096; depth++) {
+        if (cur.id === moving.id) throw new VfsError('INVAL', 'cannot move a directory into itself');
+        if (cur.id === share.rootId || cur.parent === cur.id) break;
+        const up = await share.meta.getInode(cur.parent);
+        if (!up) break;
+        cur = up;
+      }
+      // Moving a directory rewrites its ".." entry, which needs write permission on it.
+      if (id.uid !== 0) this.mustAccess(moving, id, Access.W);
+    }
+    const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());
+    if (r.replaced?.freed && r.replaced.inode.type === FileType.REG) await share.data.free(r.replaced.inode.id);
+    const fromAfter = await share.meta.getInode(a.inode.id);
+    const toAfter = a.inode.id === b.inode.id ? fromAfter : await share.meta.getInode(b.inode.id);
+    return { from: { dirBefore: a.inode, dirAfter: fromAfter }, to: { dirBefore: b.inode, dirAfter: toAfter } };
+  }
+
+  // ---- directories -------------------------------------------------------------------------------
+
+  async readdir(dirHandle: Buffer, cred: Identity, afterCookie: number, limit: number): Promise<ReaddirResult & { share: Share }> {
+    const { share, inode: dir } = await this.resolve(dirHandle);
+    this.mustDir(dir);
+    this.mustAccess(dir, this.identity(share, cred), Access.R);
+    const page = await share.meta.readdir(dir.id, afterCookie, limit);
+    return { share, dir, entries: page.entries, eof: page.eof };
+  }
+
+  async parentOf(share: Share, dir: Inode): Promise<Inode> {
+    if (dir.id === share.rootId) return dir;
+    return (await share.meta.getInode(dir.parent)) ?? dir;
+  }
+
+  async fsstat(handle: Buffer): Promise<{ inode: Inode; totalBytes: number; freeBytes: number; files: number }> {
+    const { share, inode } = await this.resolve(handle);
+    const [cap, usage] = await Promise.all([share.data.capacity(), share.meta.usage(share.id)]);
+    return { inode, totalBytes: cap.totalBytes, freeBytes: cap.freeBytes, files: usage.files };
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.byName.values()) await s.data.close();
+    this.log?.debug('file service closed');
+  }
+}

@@ -1,0 +1,99 @@
+// Protocol-neutral file model. FileType values equal NFSv3's ftype3 so the NFS edge needs no table.
+
+export const FileType = Object.freeze({
+  REG: 1,
+  DIR: 2,
+  BLK: 3,
+  CHR: 4,
+  LNK: 5,
+  SOCK: 6,
+  FIFO: 7,
+} as const);
+export type FileType = (typeof FileType)[keyof typeof FileType];
+
+export interface Timespec {
+  sec: number;
+  nsec: number;
+}
+
+/** A persistent inode as stored by a MetadataStore. */
+export interface Inode {
+  /** Persistent inode id; also the NFS fileid. Never reused within a store. */
+  id: number;
+  shareId: number;
+  type: FileType;
+  /** Permission bits including setuid/setgid/sticky (07777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
+  /** Bumped if an id could ever be reused; part of the file handle. */
+  generation: number;
+  /** For directories: the parent directory's id (the root's parent is itself). 0 for others. */
+  parent: number;
+  /** Symlink target bytes, else null. */
+  target: Buffer | null;
+  /** EXCLUSIVE CREATE verifier (8 bytes), cleared by the first SETATTR; else null. */
+  createVerifier: Buffer | null;
+}
+
+export interface NewInode {
+  type: FileType;
+  mode: number;
+  uid: number;
+  gid: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  target: Buffer | null;
+  createVerifier: Buffer | null;
+  size: number;
+  atime?: Timespec;
+  mtime?: Timespec;
+}
+
+export interface DirEntry {
+  name: Buffer;
+  /** Stable, never reused within the directory; > 2 (1 and 2 are "." and ".."). */
+  cookie: number;
+  inode: Inode;
+}
+
+/** A changed attribute set; absent fields are left alone. */
+export interface AttrChanges {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  /** size = max(size, growTo), applied atomically (concurrent WRITEs extending a file). */
+  growTo?: number;
+  atime?: Timespec;
+  mtime?: Timespec;
+  ctime?: Timespec;
+  clearCreateVerifier?: boolean;
+}
+
+/** Who is asking: from AUTH_SYS (after squashing) or an SMB session's user. */
+export interface Identity {
+  uid: number;
+  gid: number;
+  gids: readonly number[];
+}
+
+export function nowTimespec(): Timespec {
+  const ms = Date.now();
+  const sec = Math.floor(ms / 1000);
+  // Sub-millisecond precision from the monotonic clock keeps successive changes distinguishable.
+  const sub = Number(process.hrtime.bigint() % 1_000_000n);
+  return { sec, nsec: (ms % 1000) * 1_000_000 + sub };
+}
+
+export const timespecEqual = (a: Timespec, b: Timespec): boolean => a.sec === b.sec && a.nsec === b.nsec;
+
+/** Longest name component, in bytes. */
+export const NAME_MAX = 255;

@@ -1,0 +1,129 @@
+// Starts a real DittoFS server process for cross-process tests and benchmarks.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const DITTOFS_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofs.js');
+
+/** A free TCP port on 127.0.0.1 (bind to 0, read it, close). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      if (addr === null || typeof addr === 'string') return reject(new Error('no port'));
+      const port = addr.port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:port, within timeoutMs. */
+export async function waitForPort(port: number, timeoutMs = 20_000, child?: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; Date.now() < deadline; attempt++) {
+    if (child && child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode} before listening`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ port, host: '127.0.0.1' });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, Math.min(50 * (attempt + 1), 250)));
+  }
+  throw new Error(`nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms`);
+}
+
+export interface DittofsProcess {
+  nfsPort: number;
+  apiPort: number;
+  metricsPort: number;
+  dataDir: string;
+  child: ChildProcess;
+  /** Everything the server wrote to stdout and stderr so far. */
+  output(): string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<void>;
+  /** SIGKILL and wait for exit (crash simulation). */
+  kill(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Reuse a data directory (restart tests); a fresh temp dir otherwise, removed on stop unless keepDataDir. */
+  dataDir?: string;
+  keepDataDir?: boolean;
+  /** Path of a YAML config file passed with --config. */
+  configFile?: string;
+  /** Extra environment (DITTOFS_* overrides). */
+  env?: Record<string, string>;
+  nfsPort?: number;
+}
+
+export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProcess> {
+  const dataDir = opts.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'dittofs-test-')));
+  const nfsPort = opts.nfsPort ?? (await freePort());
+  const apiPort = await freePort();
+  const metricsPort = await freePort();
+  const args = [DITTOFS_CLI, 'start'];
+  if (opts.configFile) args.push('--config', opts.configFile);
+  const child = spawn(process.execPath, args, {
+    cwd: REPO_ROOT,
+    env: {
+      ...process.env,
+      DITTOFS_DATA_DIR: dataDir,
+      DITTOFS_BIND_ADDRESS: '127.0.0.1',
+      DITTOFS_NFS_PORT: String(nfsPort),
+      DITTOFS_API_PORT: String(apiPort),
+      DITTOFS_METRICS_PORT: String(metricsPort),
+      DITTOFS_SMB_ENABLED: 'false',
+      DITTOFS_LOG_LEVEL: process.env.DITTOFS_LOG_LEVEL ?? 'warn',
+      ...opts.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    await waitForPort(nfsPort, 30_000, child);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}\n--- server output ---\n${out}`);
+  }
+  const cleanup = async () => {
+    if (!opts.dataDir && !opts.keepDataDir) await rm(dataDir, { recursive: true, force: true });
+  };
+  return {
+    nfsPort,
+    apiPort,
+    metricsPort,
+    dataDir,
+    child,
+    output: () => out,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(t);
+      }
+      await cleanup();
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}
