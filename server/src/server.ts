@@ -165,7 +165,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
           return;
         }
         res.writeHead(404, { 'content-type': 'application/problem+json' });
-        res.end(JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: `no route for ${req.method ?? ''} ${url}` }));
+        res.end(
+          JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: `no route for ${req.method ?? ''} ${url}` }),
+        );
       });
       apiPort = await listenHttp(api, config.server.api.port, config.server.api.bind);
       cleanups.push(() => new Promise<void>((resolve) => api.close(() => resolve())));

@@ -26,7 +26,8 @@ export class FilesystemBlockStore implements BlockStore {
   async close(): Promise<void> {}
 
   private pathOf(key: string): string {
-    if (!SAFE_KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid block key ${JSON.stringify(key)}`);
+    if (!SAFE_KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..'))
+      throw new Error(`invalid block key ${JSON.stringify(key)}`);
     return path.join(this.root, key);
   }
 

@@ -84,8 +84,7 @@ function overlay(target: Buffer, targetStart: number, layer: DirtyBlock, from: n
   }
 }
 
-const covers = (ranges: Range[], start: number, end: number): boolean =>
-  ranges.some((r) => r[0] <= start && r[1] >= end);
+const covers = (ranges: Range[], start: number, end: number): boolean => ranges.some((r) => r[0] <= start && r[1] >= end);
 
 const rangesEnd = (ranges: Range[]): number => (ranges.length === 0 ? 0 : ranges[ranges.length - 1]![1]);
 

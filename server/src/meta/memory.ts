@@ -237,9 +237,12 @@ export class MemoryMetadataStore implements MetadataStore {
     if (dst) {
       if (dst.child === src.child) return { replaced: null }; // two links to one inode: POSIX says do nothing
       const victim = this.mustInode(dst.child);
-      if (moving.type === FileType.DIR && victim.type !== FileType.DIR) throw new VfsError('NOTDIR', 'cannot replace a non-directory with a directory');
-      if (moving.type !== FileType.DIR && victim.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot replace a directory with a non-directory');
-      if (victim.type === FileType.DIR && this.dirs.get(victim.id)!.byName.size > 0) throw new VfsError('NOTEMPTY', 'destination directory not empty');
+      if (moving.type === FileType.DIR && victim.type !== FileType.DIR)
+        throw new VfsError('NOTDIR', 'cannot replace a non-directory with a directory');
+      if (moving.type !== FileType.DIR && victim.type === FileType.DIR)
+        throw new VfsError('ISDIR', 'cannot replace a directory with a non-directory');
+      if (victim.type === FileType.DIR && this.dirs.get(victim.id)!.byName.size > 0)
+        throw new VfsError('NOTEMPTY', 'destination directory not empty');
       replaced = this.unlinkChild(to, td, toName, victim, now);
     }
     this.dropEntry(fd, fromName);

@@ -72,7 +72,10 @@ export class MountProgram {
     try {
       let inode = await this.fs.root(best);
       let fh = this.fs.handleOf(best, inode);
-      const rest = normalized.slice(best.name.length).split('/').filter((c) => c.length > 0);
+      const rest = normalized
+        .slice(best.name.length)
+        .split('/')
+        .filter((c) => c.length > 0);
       for (const comp of rest) {
         const found = await this.fs.lookup(fh, Buffer.from(comp, 'utf8'), identityOf(call));
         inode = found.inode;
@@ -87,7 +90,14 @@ export class MountProgram {
       w.u32(MountStatus.OK).opaque(fh).u32(1).u32(AuthFlavor.AUTH_SYS);
     } catch (e) {
       if (!isVfsError(e)) throw e;
-      const st = e.errno === 'NOENT' ? MountStatus.NOENT : e.errno === 'ACCES' ? MountStatus.ACCES : e.errno === 'NOTDIR' ? MountStatus.NOTDIR : MountStatus.SERVERFAULT;
+      const st =
+        e.errno === 'NOENT'
+          ? MountStatus.NOENT
+          : e.errno === 'ACCES'
+            ? MountStatus.ACCES
+            : e.errno === 'NOTDIR'
+              ? MountStatus.NOTDIR
+              : MountStatus.SERVERFAULT;
       w.u32(st);
     }
   }

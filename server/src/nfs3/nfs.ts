@@ -236,7 +236,9 @@ export class Nfs3Program {
       const { before, after } = await this.fs.write(fh, id, offset, data, sync);
       w.u32(Nfs3Status.OK);
       writeWcc(w, after.shareId, before, after);
-      w.u32(data.length).u32(sync ? StableHow.FILE_SYNC : StableHow.UNSTABLE).fixed(this.writeVerifier);
+      w.u32(data.length)
+        .u32(sync ? StableHow.FILE_SYNC : StableHow.UNSTABLE)
+        .fixed(this.writeVerifier);
     } catch (e) {
       const status = this.statusOf(e);
       const cur = await this.attrsOf(fh);
@@ -247,7 +249,11 @@ export class Nfs3Program {
   }
 
   /** Shared reply for CREATE, MKDIR, SYMLINK, MKNOD: diropres3. */
-  private async diropres(w: XdrWriter, dirFh: Buffer, op: () => Promise<{ share: Share; inode: Inode; dirBefore: Inode; dirAfter: Inode | null }>): Promise<ProcResult> {
+  private async diropres(
+    w: XdrWriter,
+    dirFh: Buffer,
+    op: () => Promise<{ share: Share; inode: Inode; dirBefore: Inode; dirAfter: Inode | null }>,
+  ): Promise<ProcResult> {
     try {
       const { share, inode, dirBefore, dirAfter } = await op();
       w.u32(Nfs3Status.OK);
@@ -386,7 +392,8 @@ export class Nfs3Program {
       const page = await this.fs.readdir(dirFh, id, storeAfter, limit);
       const { share, dir } = page;
       const myVerf = cookieVerifier(dir);
-      if (cookie !== 0 && !verf.equals(ZERO_VERF) && !verf.equals(myVerf)) throw new VfsError('BAD_COOKIE', 'cookie verifier does not match');
+      if (cookie !== 0 && !verf.equals(ZERO_VERF) && !verf.equals(myVerf))
+        throw new VfsError('BAD_COOKIE', 'cookie verifier does not match');
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, share.id, dir);
       w.fixed(myVerf);
@@ -458,7 +465,13 @@ export class Nfs3Program {
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, share.id, inode);
       // rtmax, rtpref, rtmult, wtmax, wtpref, wtmult, dtpref
-      w.u32(MAX_IO).u32(MAX_IO).u32(4096).u32(MAX_IO).u32(MAX_IO).u32(4096).u32(64 * 1024);
+      w.u32(MAX_IO)
+        .u32(MAX_IO)
+        .u32(4096)
+        .u32(MAX_IO)
+        .u32(MAX_IO)
+        .u32(4096)
+        .u32(64 * 1024);
       w.u64(Number.MAX_SAFE_INTEGER);
       w.u32(0).u32(1); // time_delta: 1 ns
       // FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME

@@ -32,7 +32,11 @@ function readTime(r: XdrReader): Timespec {
 // RFC 1813 §2.6 fattr3
 export function writeFattr(w: XdrWriter, fsid: number, i: Inode): void {
   const used = i.type === FileType.REG ? Math.ceil(i.size / 4096) * 4096 : i.type === FileType.DIR ? 4096 : 0;
-  w.u32(i.type).u32(i.mode & 0o7777).u32(i.nlink).u32(i.uid).u32(i.gid);
+  w.u32(i.type)
+    .u32(i.mode & 0o7777)
+    .u32(i.nlink)
+    .u32(i.uid)
+    .u32(i.gid);
   w.u64(i.size).u64(used);
   w.u32(i.rdevMajor).u32(i.rdevMinor);
   w.u64(fsid).u64(i.id);
@@ -123,5 +127,25 @@ export function decodeFattr(r: XdrReader): Inode & { fsid: number; used: number 
   const atime = readTime(r);
   const mtime = readTime(r);
   const ctime = readTime(r);
-  return { id, shareId: fsid, type, mode, uid, gid, size, nlink, rdevMajor, rdevMinor, atime, mtime, ctime, generation: 0, parent: 0, target: null, createVerifier: null, fsid, used };
+  return {
+    id,
+    shareId: fsid,
+    type,
+    mode,
+    uid,
+    gid,
+    size,
+    nlink,
+    rdevMajor,
+    rdevMinor,
+    atime,
+    mtime,
+    ctime,
+    generation: 0,
+    parent: 0,
+    target: null,
+    createVerifier: null,
+    fsid,
+    used,
+  };
 }

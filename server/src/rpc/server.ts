@@ -205,23 +205,11 @@ export class RpcServer {
 
   /** Decodes and answers one record. Never rejects. */
   private async process(record: Buffer, conn: RpcConnectionInfo, send: (parts: Buffer[]) => void, onGarbage?: () => void): Promise<void> {
-    const log = this.opts.log;
-    let call: RpcCall;
-    try {
-      call = decodeCall(record);
-    } catch (err) {
-      // Not an RPC call we can answer (no reply is possible without a valid header).
-      log?.warn({ client: conn.host, err: (err as Error).message, bytes: record.length }, 'dropping undecodable RPC message');
-      onGarbage?.();
-      return;
-    }
     this.inFlight++;
     try {
-      const reply = await this.dispatch(call, record, conn);
-      if (reply) send(reply);
-    } catch (err) {
-      log?.error({ err, xid: call.xid }, 'RPC dispatch failed');
-      send([encodeAcceptError(call.xid, AS.SYSTEM_ERR)]);
+      const reply = await this.answer(record, conn);
+      if (reply === undefined) onGarbage?.();
+      else if (reply !== null) send(reply);
     } finally {
       this.inFlight--;
       if (this.inFlight === 0 && this.idleWaiters.length > 0) {
@@ -229,6 +217,27 @@ export class RpcServer {
         this.idleWaiters = [];
         for (const f of w) f();
       }
+    }
+  }
+
+  /**
+   * The reply to one RPC record, as buffers to send in order: null when no reply is due (a
+   * retransmission whose original is still in progress), undefined when the record is not an RPC
+   * call at all (no reply is possible without a valid header). Never rejects.
+   */
+  async answer(record: Buffer, conn: RpcConnectionInfo): Promise<Buffer[] | null | undefined> {
+    let call: RpcCall;
+    try {
+      call = decodeCall(record);
+    } catch (err) {
+      this.opts.log?.warn({ client: conn.host, err: (err as Error).message, bytes: record.length }, 'dropping undecodable RPC message');
+      return undefined;
+    }
+    try {
+      return await this.dispatch(call, record, conn);
+    } catch (err) {
+      this.opts.log?.error({ err, xid: call.xid }, 'RPC dispatch failed');
+      return [encodeAcceptError(call.xid, AS.SYSTEM_ERR)];
     }
   }
 

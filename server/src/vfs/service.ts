@@ -65,7 +65,10 @@ export function checkName(name: Buffer, purpose: 'lookup' | 'create' | 'remove')
   if (name.length > NAME_MAX) throw new VfsError('NAMETOOLONG', `name longer than ${NAME_MAX} bytes`);
   if (name.includes(0x2f) || name.includes(0)) throw new VfsError('INVAL', 'name contains "/" or NUL');
   if (purpose !== 'lookup' && (name.equals(DOT) || name.equals(DOTDOT))) {
-    throw new VfsError(purpose === 'create' ? 'EXIST' : 'INVAL', `"${name.toString()}" cannot be ${purpose === 'create' ? 'created' : 'removed or renamed'}`);
+    throw new VfsError(
+      purpose === 'create' ? 'EXIST' : 'INVAL',
+      `"${name.toString()}" cannot be ${purpose === 'create' ? 'created' : 'removed or renamed'}`,
+    );
   }
 }
 
@@ -131,7 +134,8 @@ export class FileService {
     const share = this.byId.get(p.shareId);
     if (!share) throw new VfsError('STALE', 'handle names an unknown share');
     const inode = await share.meta.getInode(p.inodeId);
-    if (!inode || inode.generation !== p.generation || inode.shareId !== share.id) throw new VfsError('STALE', 'handle names a deleted file');
+    if (!inode || inode.generation !== p.generation || inode.shareId !== share.id)
+      throw new VfsError('STALE', 'handle names a deleted file');
     return { share, inode };
   }
 
@@ -169,7 +173,12 @@ export class FileService {
     };
   }
 
-  async setattr(handle: Buffer, cred: Identity, attrs: SetAttrs, guardCtime?: Timespec): Promise<{ before: Inode; after: Inode; share: Share }> {
+  async setattr(
+    handle: Buffer,
+    cred: Identity,
+    attrs: SetAttrs,
+    guardCtime?: Timespec,
+  ): Promise<{ before: Inode; after: Inode; share: Share }> {
     const { share, inode } = await this.resolve(handle);
     const id = this.identity(share, cred);
     this.mustWritable(share);
@@ -182,7 +191,8 @@ export class FileService {
       changes.uid = attrs.uid;
     }
     if (attrs.gid !== undefined && attrs.gid !== inode.gid) {
-      if (!isRoot && !(isOwner && inGroup(id, attrs.gid))) throw new VfsError('PERM', 'only the owner may change the group, to one of their groups');
+      if (!isRoot && !(isOwner && inGroup(id, attrs.gid)))
+        throw new VfsError('PERM', 'only the owner may change the group, to one of their groups');
       changes.gid = attrs.gid;
     }
     if (attrs.mode !== undefined) {
@@ -357,7 +367,13 @@ export class FileService {
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
-  async symlink(dirHandle: Buffer, name: Buffer, cred: Identity, target: Buffer, attrs: SetAttrs): Promise<DirChange & { share: Share; inode: Inode }> {
+  async symlink(
+    dirHandle: Buffer,
+    name: Buffer,
+    cred: Identity,
+    target: Buffer,
+    attrs: SetAttrs,
+  ): Promise<DirChange & { share: Share; inode: Inode }> {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
     if (target.length === 0) throw new VfsError('INVAL', 'empty symlink target');
     if (target.length > 4096) throw new VfsError('NAMETOOLONG', 'symlink target longer than 4096 bytes');
@@ -430,7 +446,8 @@ export class FileService {
     if (!moving) throw new VfsError('NOENT', 'no such file or directory');
     if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
     const victim = await share.meta.lookup(b.inode.id, toName);
-    if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+    if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id))
+      throw new VfsError('ACCES', 'sticky directory: not the owner');
     if (moving.type === FileType.DIR && a.inode.id !== b.inode.id) {
       // A directory cannot move into its own subtree.
       let cur = b.inode;

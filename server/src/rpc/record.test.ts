@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { FrameError } from '../wire/errors.js';
+import { RecordReader } from './record.js';
+
+function frame(payload: Buffer, fragments = 1): Buffer {
+  const parts: Buffer[] = [];
+  const size = Math.ceil(payload.length / fragments) || 0;
+  for (let i = 0; i < fragments; i++) {
+    const piece = payload.subarray(i * size, i === fragments - 1 ? payload.length : (i + 1) * size);
+    const h = Buffer.alloc(4);
+    h.writeUInt32BE(((i === fragments - 1 ? 0x80000000 : 0) | piece.length) >>> 0);
+    parts.push(h, piece);
+  }
+  return Buffer.concat(parts);
+}
+
+describe('RFC 5531 §11 record marking', () => {
+  it('reassembles a record split at every offset', () => {
+    const payload = Buffer.from('0123456789abcdefghijklmnopqrstuv');
+    const wire = frame(payload, 3);
+    for (let cut = 0; cut <= wire.length; cut++) {
+      const r = new RecordReader(1024);
+      const got = [...r.push(wire.subarray(0, cut)), ...r.push(wire.subarray(cut))];
+      assert.equal(got.length, 1, `cut at ${cut}`);
+      assert.deepEqual(got[0], payload);
+      assert.equal(r.pending, 0);
+    }
+  });
+
+  it('returns several records from one chunk, in order', () => {
+    const a = Buffer.from('first record');
+    const b = Buffer.from('second');
+    const got = new RecordReader(1024).push(Buffer.concat([frame(a), frame(b, 2)]));
+    assert.deepEqual(got, [a, b]);
+  });
+
+  it('rejects a record over the cap from its header alone, before buffering the body', () => {
+    const r = new RecordReader(1000);
+    const h = Buffer.alloc(4);
+    h.writeUInt32BE((0x80000000 | 1001) >>> 0);
+    assert.throws(() => r.push(h), FrameError);
+  });
+
+  it('counts every fragment of a record against the cap', () => {
+    const r = new RecordReader(100);
+    assert.throws(() => r.push(frame(Buffer.alloc(150), 3)), FrameError);
+  });
+
+  it('rejects an empty non-final fragment', () => {
+    assert.throws(() => new RecordReader(100).push(Buffer.from([0, 0, 0, 0])), FrameError);
+  });
+
+  it('property: any chunking of a stream of records yields the same records', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.uint8Array({ maxLength: 300 }), fc.integer({ min: 1, max: 4 })), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 }),
+        (records, cuts) => {
+          const payloads = records.map(([p]) => Buffer.from(p));
+          const wire = Buffer.concat(records.map(([p, f]) => frame(Buffer.from(p), Math.max(1, Math.min(f, p.length)))));
+          const r = new RecordReader(4096);
+          const got: Buffer[] = [];
+          let pos = 0;
+          let i = 0;
+          while (pos < wire.length) {
+            const n = cuts[i++ % cuts.length]!;
+            got.push(...r.push(wire.subarray(pos, pos + n)));
+            pos += n;
+          }
+          assert.deepEqual(got, payloads);
+        },
+      ),
+    );
+  });
+});

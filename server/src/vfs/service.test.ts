@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { memoryServer } from '../testing/memory-server.js';
+import { VfsError } from './errors.js';
+import { CreateMode } from './service.js';
+import type { Identity } from './types.js';
+import { FileType } from './types.js';
+
+const root: Identity = { uid: 0, gid: 0, gids: [] };
+const alice: Identity = { uid: 1000, gid: 1000, gids: [] };
+const bob: Identity = { uid: 2000, gid: 2000, gids: [] };
+const n = (s: string) => Buffer.from(s);
+
+async function rejects(p: Promise<unknown>, errno: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => e instanceof VfsError && e.errno === errno);
+}
+
+async function setup(opts = {}) {
+  const srv = await memoryServer(opts);
+  const share = srv.fs.shares()[0]!;
+  const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
+  return { srv, fs: srv.fs, share, rootFh };
+}
+
+describe('file service semantics', () => {
+  it('keeps link counts right across hard links, unlink and rename over a link', async () => {
+    const { fs, share, rootFh } = await setup();
+    const a = await fs.create(rootFh, n('a'), root, CreateMode.GUARDED, {}, null);
+    const fh = fs.handleOf(share, a.inode);
+    const l = await fs.link(fh, rootFh, n('b'), root);
+    assert.equal(l.inode.nlink, 2);
+    await fs.remove(rootFh, n('a'), root, false);
+    assert.equal((await fs.getattr(fh)).inode.nlink, 1);
+    // Renaming onto another link of the same inode changes nothing.
+    await fs.link(fh, rootFh, n('c'), root);
+    await fs.rename(rootFh, n('b'), rootFh, n('c'), root);
+    assert.equal((await fs.getattr(fh)).inode.nlink, 2);
+    assert.ok(await fs.lookup(rootFh, n('b'), root));
+  });
+
+  it('counts subdirectories in a directory link count and refuses to remove non-empty ones', async () => {
+    const { fs, share, rootFh } = await setup();
+    const d = await fs.mkdir(rootFh, n('d'), root, {});
+    const dfh = fs.handleOf(share, d.inode);
+    await fs.mkdir(dfh, n('sub'), root, {});
+    assert.equal((await fs.getattr(dfh)).inode.nlink, 3);
+    await rejects(fs.remove(rootFh, n('d'), root, true), 'NOTEMPTY');
+    await rejects(fs.remove(rootFh, n('d'), root, false), 'ISDIR');
+    await fs.remove(dfh, n('sub'), root, true);
+    await fs.remove(rootFh, n('d'), root, true);
+    await rejects(fs.getattr(dfh), 'STALE');
+  });
+
+  it('refuses to move a directory into its own subtree', async () => {
+    const { fs, share, rootFh } = await setup();
+    const a = await fs.mkdir(rootFh, n('a'), root, {});
+    const afh = fs.handleOf(share, a.inode);
+    const b = await fs.mkdir(afh, n('b'), root, {});
+    await rejects(fs.rename(rootFh, n('a'), fs.handleOf(share, b.inode), n('x'), root), 'INVAL');
+  });
+
+  it('replaces a file on rename and frees its data', async () => {
+    const { srv, fs, share, rootFh } = await setup();
+    const x = await fs.create(rootFh, n('x'), root, CreateMode.UNCHECKED, {}, null);
+    await fs.write(fs.handleOf(share, x.inode), root, 0, Buffer.alloc(10_000, 1), true);
+    const y = await fs.create(rootFh, n('y'), root, CreateMode.UNCHECKED, {}, null);
+    await fs.write(fs.handleOf(share, y.inode), root, 0, Buffer.from('y'), true);
+    const objectsBefore = srv.blocks.size;
+    await fs.rename(rootFh, n('y'), rootFh, n('x'), root);
+    await rejects(fs.getattr(fs.handleOf(share, x.inode)), 'STALE');
+    assert.ok(srv.blocks.size < objectsBefore);
+    const got = await fs.read(fs.handleOf(share, y.inode), root, 0, 10);
+    assert.equal(got.data.toString(), 'y');
+  });
+
+  it('enforces mode bits, the sticky bit and owner-only chmod', async () => {
+    const { fs, share, rootFh } = await setup();
+    const tmp = await fs.mkdir(rootFh, n('tmp'), root, { mode: 0o1777 });
+    const tfh = fs.handleOf(share, tmp.inode);
+    await fs.create(tfh, n('alices'), alice, CreateMode.GUARDED, { mode: 0o644 }, null);
+    await rejects(fs.remove(tfh, n('alices'), bob, false), 'ACCES');
+    await rejects(fs.rename(tfh, n('alices'), tfh, n('stolen'), bob), 'ACCES');
+    const af = await fs.lookup(tfh, n('alices'), bob);
+    const afh = fs.handleOf(share, af.inode);
+    await rejects(fs.setattr(afh, bob, { mode: 0o777 }), 'PERM');
+    await rejects(fs.setattr(afh, alice, { uid: 2000 }), 'PERM');
+    await rejects(fs.write(afh, bob, 0, n('x'), false), 'ACCES');
+    await fs.setattr(afh, alice, { mode: 0o600 });
+    await rejects(fs.read(afh, bob, 0, 1), 'ACCES');
+    await fs.remove(tfh, n('alices'), alice, false);
+    // A 0755 root-owned directory refuses creates by others.
+    const locked = await fs.mkdir(rootFh, n('locked'), root, { mode: 0o755 });
+    await rejects(fs.create(fs.handleOf(share, locked.inode), n('f'), alice, CreateMode.UNCHECKED, {}, null), 'ACCES');
+  });
+
+  it('squashes root to the anonymous identity when root_squash is on', async () => {
+    const { fs, share, rootFh } = await setup({ rootSquash: true, rootMode: 0o755 });
+    await rejects(fs.create(rootFh, n('f'), root, CreateMode.UNCHECKED, {}, null), 'ACCES');
+    assert.deepEqual(fs.identity(share, root), { uid: 65534, gid: 65534, gids: [] });
+  });
+
+  it('answers ROFS for every change on a read-only share', async () => {
+    const { fs, rootFh } = await setup({ readOnly: true });
+    await rejects(fs.create(rootFh, n('f'), root, CreateMode.UNCHECKED, {}, null), 'ROFS');
+    await rejects(fs.mkdir(rootFh, n('d'), root, {}), 'ROFS');
+    await rejects(fs.setattr(rootFh, root, { mode: 0o700 }), 'ROFS');
+  });
+
+  it('validates names', async () => {
+    const { fs, rootFh } = await setup();
+    await rejects(fs.create(rootFh, n('a/b'), root, CreateMode.UNCHECKED, {}, null), 'INVAL');
+    await rejects(fs.create(rootFh, Buffer.from([0x61, 0]), root, CreateMode.UNCHECKED, {}, null), 'INVAL');
+    await rejects(fs.create(rootFh, Buffer.alloc(256, 0x61), root, CreateMode.UNCHECKED, {}, null), 'NAMETOOLONG');
+    await fs.create(rootFh, Buffer.alloc(255, 0x61), root, CreateMode.UNCHECKED, {}, null);
+    await rejects(fs.create(rootFh, n('..'), root, CreateMode.UNCHECKED, {}, null), 'EXIST');
+    await rejects(fs.remove(rootFh, n('.'), root, true), 'INVAL');
+    const up = await fs.lookup(rootFh, n('..'), root);
+    assert.equal(up.inode.id, up.dir.id, '".." at the share root stays at the root');
+  });
+
+  it('implements EXCLUSIVE create with its verifier and the SETATTR ctime guard', async () => {
+    const { fs, share, rootFh } = await setup();
+    const v = Buffer.from('12345678');
+    const a = await fs.create(rootFh, n('ex'), alice, CreateMode.EXCLUSIVE, {}, v);
+    const again = await fs.create(rootFh, n('ex'), alice, CreateMode.EXCLUSIVE, {}, v);
+    assert.equal(again.inode.id, a.inode.id);
+    await rejects(fs.create(rootFh, n('ex'), alice, CreateMode.EXCLUSIVE, {}, Buffer.from('87654321')), 'EXIST');
+    const fh = fs.handleOf(share, a.inode);
+    await rejects(fs.setattr(fh, alice, { mode: 0o600 }, { sec: 1, nsec: 2 }), 'NOT_SYNC');
+    const r = await fs.setattr(fh, alice, { mode: 0o600 }, a.inode.ctime);
+    assert.equal(r.after.mode, 0o600);
+    assert.equal(r.after.createVerifier, null);
+  });
+
+  it('truncates and extends with zeros', async () => {
+    const { fs, share, rootFh } = await setup();
+    const f = await fs.create(rootFh, n('t'), root, CreateMode.UNCHECKED, {}, null);
+    const fh = fs.handleOf(share, f.inode);
+    await fs.write(fh, root, 0, Buffer.alloc(10_000, 0x41), false);
+    await fs.setattr(fh, root, { size: 100 });
+    await fs.setattr(fh, root, { size: 5000 });
+    const got = await fs.read(fh, root, 0, 10_000);
+    assert.equal(got.data.length, 5000);
+    assert.deepEqual(got.data.subarray(0, 100), Buffer.alloc(100, 0x41));
+    assert.deepEqual(got.data.subarray(100), Buffer.alloc(4900));
+    assert.equal(got.eof, true);
+  });
+
+  it('creates symlinks and device nodes as metadata', async () => {
+    const { fs, share, rootFh } = await setup();
+    const s = await fs.symlink(rootFh, n('ln'), root, n('target/path'), {});
+    assert.equal((await fs.readlink(fs.handleOf(share, s.inode))).target.toString(), 'target/path');
+    const d = await fs.mknod(rootFh, n('dev'), root, FileType.CHR, { mode: 0o600 }, { major: 1, minor: 3 });
+    assert.equal(d.inode.rdevMajor, 1);
+    assert.equal(d.inode.rdevMinor, 3);
+    await rejects(fs.mknod(rootFh, n('dev2'), alice, FileType.BLK, {}, { major: 8, minor: 0 }), 'PERM');
+    const fifo = await fs.mknod(rootFh, n('fifo'), alice, FileType.FIFO, {}, { major: 0, minor: 0 });
+    assert.equal(fifo.inode.type, FileType.FIFO);
+  });
+
+  it('answers BADHANDLE for malformed handles and STALE for unknown shares', async () => {
+    const { fs } = await setup();
+    await rejects(fs.getattr(Buffer.alloc(5)), 'BADHANDLE');
+    const forged = Buffer.alloc(20);
+    forged[0] = 1;
+    forged[1] = 1;
+    forged.writeUInt32BE(12345, 4);
+    await rejects(fs.getattr(forged), 'STALE');
+  });
+});
