@@ -139,9 +139,9 @@ export function readFattr(r: XdrReader): Fattr {
   r.u32();
   const fsid = r.u64();
   const fileid = r.u64();
-  r.u64(); // atime
+  r.fixed(8); // atime
   const mtime = { sec: r.u32(), nsec: r.u32() };
-  r.u64(); // ctime
+  r.fixed(8); // ctime
   return { type, mode, nlink, uid, gid, size, used, fsid, fileid, mtime };
 }
 
@@ -184,7 +184,8 @@ export const args = {
     else writeSattr(w, attrs);
     return w.finish();
   },
-  mkdir: (dir: Buffer, name: string | Buffer, attrs: Sattr = {}): Buffer => writeSattr(new XdrWriter(128).opaque(dir).opaque(nameBytes(name)), attrs).finish(),
+  mkdir: (dir: Buffer, name: string | Buffer, attrs: Sattr = {}): Buffer =>
+    writeSattr(new XdrWriter(128).opaque(dir).opaque(nameBytes(name)), attrs).finish(),
   setattr: (fh: Buffer, attrs: Sattr): Buffer => writeSattr(new XdrWriter(128).opaque(fh), attrs).u32(0).finish(),
   write: (fh: Buffer, offset: number, data: Buffer, stable: number = StableHow.FILE_SYNC): Buffer =>
     new XdrWriter(64 + data.length).opaque(fh).u64(offset).u32(data.length).u32(stable).opaque(data).finish(),
@@ -303,7 +304,11 @@ export class RpcConnection {
 
   /** Waits for the first reply record whose xid is `xid`. */
   async recordFor(xid: number, timeoutMs = 5_000): Promise<Buffer> {
-    return this.takeRecord(() => this.replies.findIndex((b) => b.length >= 4 && b.readUInt32BE(0) === xid), timeoutMs, `the reply to xid ${xid}`);
+    return this.takeRecord(
+      () => this.replies.findIndex((b) => b.length >= 4 && b.readUInt32BE(0) === xid),
+      timeoutMs,
+      `the reply to xid ${xid}`,
+    );
   }
 
   private async takeRecord(find: () => number, timeoutMs: number, what: string): Promise<Buffer> {
@@ -327,7 +332,13 @@ export class RpcConnection {
   }
 
   /** Sends a call and waits for its reply. */
-  async call(prog: number, vers: number, proc: number, argBytes: Buffer, opts: { cred?: Cred; xid?: number; timeoutMs?: number } = {}): Promise<RpcReply> {
+  async call(
+    prog: number,
+    vers: number,
+    proc: number,
+    argBytes: Buffer,
+    opts: { cred?: Cred; xid?: number; timeoutMs?: number } = {},
+  ): Promise<RpcReply> {
     const xid = this.sendCall(prog, vers, proc, argBytes, opts);
     return parseReply(await this.recordFor(xid, opts.timeoutMs));
   }
@@ -363,7 +374,9 @@ export class RpcConnection {
 
 function expectSuccess(rep: RpcReply, what: string): XdrReader {
   if (rep.kind !== 'accepted' || rep.acceptStat !== AcceptStat.SUCCESS) {
-    throw new Error(`${what}: RPC not successful: ${JSON.stringify({ kind: rep.kind, stat: rep.kind === 'accepted' ? rep.acceptStat : rep.rejectStat })}`);
+    throw new Error(
+      `${what}: RPC not successful: ${JSON.stringify({ kind: rep.kind, stat: rep.kind === 'accepted' ? rep.acceptStat : rep.rejectStat })}`,
+    );
   }
   return rep.body;
 }

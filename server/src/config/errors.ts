@@ -27,10 +27,7 @@ export class ConfigError extends Error {
 
   constructor(issues: readonly ConfigIssue[], source = 'configuration') {
     const n = issues.length;
-    super(
-      `invalid configuration (${source}), ${n} problem${n === 1 ? '' : 's'}:\n` +
-        issues.map((i) => `  ${formatIssue(i)}`).join('\n'),
-    );
+    super(`invalid configuration (${source}), ${n} problem${n === 1 ? '' : 's'}:\n` + issues.map((i) => `  ${formatIssue(i)}`).join('\n'));
     this.name = 'ConfigError';
     this.issues = issues;
     this.source = source;

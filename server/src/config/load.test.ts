@@ -69,7 +69,9 @@ describe('defaults', () => {
     assert.deepEqual(c.metrics, { enabled: true, port: 9090, bind: '0.0.0.0' });
     assert.deepEqual(c.cache, { max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB });
     assert.deepEqual(c.metadata.stores, { default: { type: 'memory' } });
-    assert.deepEqual(c.blocks.stores, { default: { type: 'filesystem', block_size: 4 * MiB, path: path.join('data', 'blocks', 'default') } });
+    assert.deepEqual(c.blocks.stores, {
+      default: { type: 'filesystem', block_size: 4 * MiB, path: path.join('data', 'blocks', 'default') },
+    });
     assert.deepEqual(c.shares, [
       {
         name: '/export',
@@ -160,7 +162,9 @@ describe('default stores and share', () => {
 
 describe('paths', () => {
   it('relative paths resolve against the working directory; absolute ones are kept', () => {
-    const c = parse('data_dir: state\nblocks:\n  stores:\n    a: {type: filesystem, path: ../blk}\n    b: {type: filesystem, path: /abs/blk}\nmetadata:\n  stores:\n    default: {type: memory}\n');
+    const c = parse(
+      'data_dir: state\nblocks:\n  stores:\n    a: {type: filesystem, path: ../blk}\n    b: {type: filesystem, path: /abs/blk}\nmetadata:\n  stores:\n    default: {type: memory}\n',
+    );
     assert.equal(c.data_dir, '/srv/ditto/state');
     assert.equal(c.blocks.stores.a?.path, '/srv/blk');
     assert.equal(c.blocks.stores.b?.path, '/abs/blk');
@@ -197,9 +201,25 @@ describe('values', () => {
   });
 
   it('takes a numeric root_mode in an object at its value', () => {
-    const c = validateConfig({ shares: [{ name: '/a', root_mode: 0o700 }, { name: '/b', root_mode: '0700' }] });
+    const c = validateConfig({
+      shares: [
+        { name: '/a', root_mode: 0o700 },
+        { name: '/b', root_mode: '0700' },
+      ],
+    });
     assert.equal(c.shares[0]?.root_mode, 0o700);
     assert.equal(c.shares[1]?.root_mode, 0o700);
+  });
+
+  it('supports anchors and << merge keys', () => {
+    const c = parse('shares:\n  - &base {name: /a, read_only: true, root_squash: true}\n  - <<: *base\n    name: /b\n');
+    assert.deepEqual(
+      c.shares.map((s) => [s.name, s.read_only, s.root_squash]),
+      [
+        ['/a', true, true],
+        ['/b', true, true],
+      ],
+    );
   });
 
   it('accepts IPv6 and host names as bind addresses', () => {
@@ -286,7 +306,10 @@ describe('environment overrides', () => {
 
   it('DITTOFS_BIND_ADDRESS sets every listener; the generic form wins for one', () => {
     const c = parse('', { DITTOFS_BIND_ADDRESS: '127.0.0.1', DITTOFS_ADAPTERS__SMB__BIND: '::1' });
-    assert.deepEqual([c.adapters.nfs.bind, c.adapters.smb.bind, c.server.api.bind, c.metrics.bind], ['127.0.0.1', '::1', '127.0.0.1', '127.0.0.1']);
+    assert.deepEqual(
+      [c.adapters.nfs.bind, c.adapters.smb.bind, c.server.api.bind, c.metrics.bind],
+      ['127.0.0.1', '::1', '127.0.0.1', '127.0.0.1'],
+    );
   });
 
   it('addresses named stores by upper-cased name, with other characters as _', () => {
@@ -330,7 +353,11 @@ describe('environment overrides', () => {
     assertIssue(issues, 'DITTOFS_SMB_ENABLED', /^expected true or false .*got "maybe" \(sets adapters\.smb\.enabled\)$/);
     assertIssue(issues, 'DITTOFS_LOG_LEVEL', /^expected one of trace, debug, info, warn, error, fatal, got "loud"/);
     assertIssue(issues, 'DITTOFS_MAX_DIRTY_BYTES', /^expected a size .*"lots" \(sets cache\.max_dirty_bytes\)$/);
-    assertIssue(issues, 'DITTOFS_BIND_ADDRESS', /expected an IP address .* \(sets adapters\.nfs\.bind, adapters\.smb\.bind, server\.api\.bind, metrics\.bind\)$/);
+    assertIssue(
+      issues,
+      'DITTOFS_BIND_ADDRESS',
+      /expected an IP address .* \(sets adapters\.nfs\.bind, adapters\.smb\.bind, server\.api\.bind, metrics\.bind\)$/,
+    );
     assertIssue(issues, 'DITTOFS_ADAPTERS__NFS__DRC_SIZE', /expected an integer from 1 to 1000000, got 0/);
     assert.equal(issues.length, 7);
   });
@@ -369,11 +396,17 @@ describe('environment overrides', () => {
 
 describe('validation errors', () => {
   it('rejects unknown keys with the full path and a suggestion', () => {
-    const issues = yamlIssues('adapters:\n  nfs:\n    prot: 2049\nlogging:\n  levle: info\nshares:\n  - name: /a\n    readonly: true\nzzz: 1\n');
+    const issues = yamlIssues(
+      'adapters:\n  nfs:\n    prot: 2049\nlogging:\n  levle: info\nshares:\n  - name: /a\n    readonly: true\nzzz: 1\n',
+    );
     assertIssue(issues, 'adapters.nfs.prot', 'unknown key (did you mean "port"?)');
     assertIssue(issues, 'logging.levle', 'unknown key (did you mean "level"?)');
     assertIssue(issues, 'shares[0].readonly', 'unknown key (did you mean "read_only"?)');
-    assertIssue(issues, 'zzz', /^unknown key \(expected one of: data_dir, logging, adapters, server, metrics, cache, metadata, blocks, shares\)$/);
+    assertIssue(
+      issues,
+      'zzz',
+      /^unknown key \(expected one of: data_dir, logging, adapters, server, metrics, cache, metadata, blocks, shares\)$/,
+    );
     assert.equal(issues.length, 4);
   });
 
@@ -391,7 +424,9 @@ describe('validation errors', () => {
   });
 
   it('rejects ports outside 1..65535 and non-integers', () => {
-    const issues = yamlIssues('adapters:\n  nfs:\n    port: 0\n    portmapper: {port: 65536}\n  smb:\n    port: 1.5\nmetrics:\n  port: -1\n');
+    const issues = yamlIssues(
+      'adapters:\n  nfs:\n    port: 0\n    portmapper: {port: 65536}\n  smb:\n    port: 1.5\nmetrics:\n  port: -1\n',
+    );
     assertIssue(issues, 'adapters.nfs.port', 'expected a port number from 1 to 65535, got 0');
     assertIssue(issues, 'adapters.nfs.portmapper.port', 'expected a port number from 1 to 65535, got 65536');
     assertIssue(issues, 'adapters.smb.port', 'expected a port number from 1 to 65535, got the number 1.5');
@@ -430,7 +465,9 @@ describe('validation errors', () => {
   });
 
   it('requires stores named by shares to exist', () => {
-    const issues = yamlIssues('metadata: {stores: {m: {type: memory}}}\nblocks: {stores: {b: {type: memory}}}\nshares:\n  - {name: /a, metadata: m, blocks: nope}\n  - {name: /b, blocks: b}\n');
+    const issues = yamlIssues(
+      'metadata: {stores: {m: {type: memory}}}\nblocks: {stores: {b: {type: memory}}}\nshares:\n  - {name: /a, metadata: m, blocks: nope}\n  - {name: /b, blocks: b}\n',
+    );
     assertIssue(issues, 'shares[0].blocks', 'no block store named "nope" under blocks.stores (defined: b)');
     assertIssue(issues, 'shares[1].metadata', 'no metadata store named "default" under metadata.stores (defined: m)');
     assert.equal(issues.length, 2);
@@ -447,7 +484,9 @@ describe('validation errors', () => {
   });
 
   it('checks sizes and counts', () => {
-    const issues = yamlIssues('cache:\n  max_dirty_bytes: 0\n  read_cache_bytes: 12 parsecs\nadapters:\n  nfs:\n    max_record_size: 1KiB\n    drc_size: 2.5\n');
+    const issues = yamlIssues(
+      'cache:\n  max_dirty_bytes: 0\n  read_cache_bytes: 12 parsecs\nadapters:\n  nfs:\n    max_record_size: 1KiB\n    drc_size: 2.5\n',
+    );
     assertIssue(issues, 'cache.max_dirty_bytes', 'must be at least 1B, got 0B');
     assertIssue(issues, 'cache.read_cache_bytes', /^unknown size unit "parsecs"/);
     assertIssue(issues, 'adapters.nfs.max_record_size', 'must be at least 8KiB, got 1KiB');
@@ -468,11 +507,17 @@ describe('validation errors', () => {
   });
 
   it('rejects a key with no value, saying how to get the default', () => {
-    assertIssue(yamlIssues('adapters:\n  nfs:\n    port:\n'), 'adapters.nfs.port', 'has no value (remove the key to use the default, 12049)');
+    assertIssue(
+      yamlIssues('adapters:\n  nfs:\n    port:\n'),
+      'adapters.nfs.port',
+      'has no value (remove the key to use the default, 12049)',
+    );
   });
 
   it('checks store names and store options', () => {
-    const issues = yamlIssues('metadata:\n  stores:\n    "bad name": {type: memory}\n    ok: {}\nblocks:\n  stores:\n    m: {type: memory, path: /x}\nshares: []\n');
+    const issues = yamlIssues(
+      'metadata:\n  stores:\n    "bad name": {type: memory}\n    ok: {}\nblocks:\n  stores:\n    m: {type: memory, path: /x}\nshares: []\n',
+    );
     assertIssue(issues, 'metadata.stores["bad name"]', /^invalid metadata store name/);
     assertIssue(issues, 'metadata.stores.ok.type', 'required key is missing');
     assertIssue(issues, 'blocks.stores.m.path', "only filesystem block stores have a path (this store's type is memory)");
@@ -486,7 +531,11 @@ describe('validation errors', () => {
     assert.equal(issues.length, 2);
     // Disabled listeners and distinct specific addresses do not clash.
     assert.doesNotThrow(() => parse('adapters:\n  smb: {enabled: false, port: 12049}\n'));
-    assert.doesNotThrow(() => parse('adapters:\n  nfs: {bind: 127.0.0.1}\n  smb: {port: 12049, bind: 127.0.0.2}\nserver: {api: {bind: 127.0.0.1}}\nmetrics: {bind: 127.0.0.1}\n'));
+    assert.doesNotThrow(() =>
+      parse(
+        'adapters:\n  nfs: {bind: 127.0.0.1}\n  smb: {port: 12049, bind: 127.0.0.2}\nserver: {api: {bind: 127.0.0.1}}\nmetrics: {bind: 127.0.0.1}\n',
+      ),
+    );
   });
 
   it('collects every problem, attaches file lines, and lists them in the message', () => {
@@ -614,7 +663,12 @@ describe('loadConfig', () => {
     await assert.rejects(loadConfig({ file: f, env: {} }), (err: unknown) => {
       assert.ok(err instanceof ConfigError);
       assert.equal(err.source, f);
-      assert.match(err.message, new RegExp(`^invalid configuration \\(${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\), 1 problem:\n {2}adapters\\.nfs\\.prot: unknown key`));
+      assert.match(
+        err.message,
+        new RegExp(
+          `^invalid configuration \\(${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\), 1 problem:\n {2}adapters\\.nfs\\.prot: unknown key`,
+        ),
+      );
       return true;
     });
   });

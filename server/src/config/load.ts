@@ -10,13 +10,7 @@ import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import YAML, { isMap, isScalar, isSeq, LineCounter, type Document, type Node as YamlNode } from 'yaml';
-import {
-  DEFAULT_SHARE_NAME,
-  DEFAULT_STORE_NAME,
-  defaultBlockStorePath,
-  defaultConfig,
-  defaultMetadataStores,
-} from './defaults.js';
+import { DEFAULT_SHARE_NAME, DEFAULT_STORE_NAME, defaultBlockStorePath, defaultConfig, defaultMetadataStores } from './defaults.js';
 import { applyEnvOverrides } from './env.js';
 import { ConfigError } from './errors.js';
 import { describeValue, formatPath, isPlainObject, SCHEMA, walk, type Issue, type Segment } from './schema.js';
@@ -80,7 +74,13 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const why =
-      e.code === 'ENOENT' ? 'file not found' : e.code === 'EISDIR' ? 'is a directory, not a file' : e.code === 'EACCES' ? 'permission denied' : e.message;
+      e.code === 'ENOENT'
+        ? 'file not found'
+        : e.code === 'EISDIR'
+          ? 'is a directory, not a file'
+          : e.code === 'EACCES'
+            ? 'permission denied'
+            : e.message;
     throw new ConfigError([{ path: file, message: `cannot read config file: ${why}` }], file);
   }
   const r = parseConfigDetailed(text, env, file, { cwd });
@@ -99,7 +99,7 @@ export function parseConfigDetailed(
   opts: ValidateOptions = {},
 ): { config: DittoConfig; overrides: string[] } {
   const lineCounter = new LineCounter();
-  const doc = YAML.parseDocument(yamlText, { lineCounter, prettyErrors: true, uniqueKeys: true });
+  const doc = YAML.parseDocument(yamlText, { lineCounter, prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       doc.errors.map((e) => {
@@ -175,7 +175,10 @@ function isEmptyish(v: unknown): boolean {
 function supplyDefaultStoresAndShare(raw: Record<string, unknown>): void {
   const meta = raw.metadata;
   const blocks = raw.blocks;
-  if ((meta !== undefined && meta !== null && !isPlainObject(meta)) || (blocks !== undefined && blocks !== null && !isPlainObject(blocks))) {
+  if (
+    (meta !== undefined && meta !== null && !isPlainObject(meta)) ||
+    (blocks !== undefined && blocks !== null && !isPlainObject(blocks))
+  ) {
     return; // malformed: validation reports it
   }
   if (!isEmptyish(meta?.stores) || !isEmptyish(blocks?.stores)) return;

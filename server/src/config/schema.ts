@@ -2,15 +2,7 @@
 // an environment variable. One description drives validation, unknown-key detection with
 // suggestions, and the generic DITTOFS_<PATH> environment overrides.
 import net from 'node:net';
-import {
-  DEFAULT_BLOCK_SIZE,
-  GiB,
-  KiB,
-  MAX_BLOCK_SIZE,
-  MIN_BLOCK_SIZE,
-  MiB,
-  SHARE_DEFAULTS,
-} from './defaults.js';
+import { DEFAULT_BLOCK_SIZE, GiB, KiB, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, SHARE_DEFAULTS } from './defaults.js';
 import type { ConfigIssue } from './errors.js';
 import { formatByteSize, parseByteSize } from './sizes.js';
 import {
@@ -71,18 +63,11 @@ export type SchemaNode = LeafNode | ObjectNode | RecordNode | ArrayNode;
 export function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
-  switch (typeof v) {
-    case 'string':
-      return `the string ${JSON.stringify(v)}`;
-    case 'number':
-      return `the number ${v}`;
-    case 'boolean':
-      return String(v);
-    case 'object':
-      return 'a mapping';
-    default:
-      return typeof v;
-  }
+  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
+  if (typeof v === 'number') return `the number ${v}`;
+  if (typeof v === 'boolean') return String(v);
+  if (typeof v === 'object') return v instanceof Uint8Array ? 'binary data' : 'a mapping';
+  return typeof v;
 }
 
 export function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -431,10 +416,10 @@ export function walk(node: SchemaNode, raw: unknown, def: unknown, segments: rea
       const out: Record<string, unknown> = {};
       for (const [name, value] of Object.entries(input)) {
         if (!STORE_NAME_RE.test(name)) {
-          issue(
-            `invalid ${node.what} name: use 1 to 63 letters, digits, "-", "_" or ".", starting with a letter or digit`,
-            [...segments, name],
-          );
+          issue(`invalid ${node.what} name: use 1 to 63 letters, digits, "-", "_" or ".", starting with a letter or digit`, [
+            ...segments,
+            name,
+          ]);
           continue;
         }
         out[name] = walk(node.entry, value, node.entryDefaults, [...segments, name], issues);

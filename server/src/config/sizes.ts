@@ -45,7 +45,9 @@ export function parseByteSize(value: number | string): number {
   const [, num = '', unit = ''] = m;
   const mult = UNITS[unit.toLowerCase()];
   if (mult === undefined) {
-    throw new RangeError(`unknown size unit ${JSON.stringify(unit)} in ${JSON.stringify(value)} (use B, KiB, MiB, GiB, TiB, or kB, MB, GB, TB)`);
+    throw new RangeError(
+      `unknown size unit ${JSON.stringify(unit)} in ${JSON.stringify(value)} (use B, KiB, MiB, GiB, TiB, or kB, MB, GB, TB)`,
+    );
   }
   // Scale fractions exactly: "1.5GiB" is 15 * GiB / 10, never 1.5 * 1073741824 rounded by luck.
   const [whole = '', frac = ''] = num.split('.');

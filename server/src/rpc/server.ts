@@ -272,7 +272,8 @@ export class RpcServer {
     let drcKey: string | null = null;
     let drcEntry: DrcEntry | null = null;
     if (program.isNonIdempotent(call.proc)) {
-      drcKey = `${conn.host}|${xid}|${call.prog}|${call.vers}|${call.proc}|${record.length}`;
+      // The credential is part of the key: two clients behind one address may reuse an xid.
+      drcKey = `${conn.host}|${xid}|${call.prog}|${call.vers}|${call.proc}|${record.length}|${call.credBody.toString('latin1')}`;
       const prefix = record.subarray(call.args.pos, Math.min(record.length, call.args.pos + 128));
       const hit = this.drc.get(drcKey);
       if (hit && hit.argsPrefix.equals(prefix)) {

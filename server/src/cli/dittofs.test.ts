@@ -1,0 +1,235 @@
+// The `dittofs` CLI's configuration commands, run as real subprocesses.
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { SAMPLE_CONFIG_YAML } from '../config/sample.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = path.resolve(HERE, '..', '..', '..');
+const CLI = path.join(HERE, 'dittofs.ts');
+// Absolute, so the CLI can run from any working directory.
+const TSX = import.meta.resolve('tsx');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `dittofs ARGS` with a clean environment (no inherited DITTOFS_* variables). */
+function dittofs(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
+  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DITTOFS_')));
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', TSX, CLI, ...args],
+      { cwd: opts.cwd ?? REPO_ROOT, env: { ...env, ...opts.env }, timeout: 30_000 },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe('dittofs CLI', { concurrency: true }, () => {
+  let dir: string;
+  let good: string;
+  let bad: string;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-cli-test-'));
+    good = path.join(dir, 'good.yaml');
+    bad = path.join(dir, 'bad.yaml');
+    await writeFile(good, 'adapters:\n  nfs:\n    port: 2049\nshares:\n  - name: /data\n    root_mode: 0750\n');
+    await writeFile(bad, 'adapters:\n  nfs:\n    prot: 2049\nlogging:\n  level: loud\n');
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('config validate: exit 0 and "config OK: <file>" for a good file', async () => {
+    const r = await dittofs(['config', 'validate', '--config', good]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `config OK: ${good}\n`);
+    assert.equal(r.stderr, '');
+  });
+
+  it('config validate: exit 1 listing every problem of a bad file', async () => {
+    const r = await dittofs(['config', 'validate', '--config', bad]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.equal(
+      r.stderr,
+      `dittofs: invalid configuration (${bad}), 2 problems:\n` +
+        '  logging.level: expected one of trace, debug, info, warn, error, fatal, got "loud" (line 5)\n' +
+        '  adapters.nfs.prot: unknown key (did you mean "port"?) (line 3)\n',
+    );
+  });
+
+  it('config validate: the global option may come first, and -c is short for --config', async () => {
+    const r = await dittofs(['-c', good, 'config', 'validate']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `config OK: ${good}\n`);
+  });
+
+  it('config validate: built-in defaults when there is no file', async () => {
+    const cwd = path.join(dir, 'nofile');
+    await mkdir(cwd);
+    const r = await dittofs(['config', 'validate'], { cwd });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'config OK: built-in defaults\n');
+  });
+
+  it('config validate: uses DITTOFS_CONFIG, and reports environment overrides', async () => {
+    const r = await dittofs(['config', 'validate'], { env: { DITTOFS_CONFIG: good, DITTOFS_NFS_PORT: '3049' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `config OK: ${good}\nenvironment overrides: DITTOFS_NFS_PORT\n`);
+  });
+
+  it('config validate: a bad environment value names the variable', async () => {
+    const r = await dittofs(['config', 'validate', '--config', good], { env: { DITTOFS_SMB_PORT: 'eighty', DITTOFS_NFS_PROT: '1' } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^ {2}DITTOFS_SMB_PORT: expected a port number from 1 to 65535, got "eighty" \(sets adapters\.smb\.port\)$/m);
+    assert.match(r.stderr, /^ {2}DITTOFS_NFS_PROT: unknown environment override .*did you mean DITTOFS_NFS_PORT\?$/m);
+  });
+
+  it('config validate: a missing file is an error', async () => {
+    const missing = path.join(dir, 'missing.yaml');
+    const r = await dittofs(['config', 'validate', '--config', missing]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`${missing.replace(/[.]/g, '\\.')}: cannot read config file: file not found`));
+  });
+
+  it('config validate: YAML syntax errors give line and column', async () => {
+    const f = path.join(dir, 'syntax.yaml');
+    await writeFile(f, 'adapters:\n  nfs: {port: 1\n');
+    const r = await dittofs(['config', 'validate', '--config', f]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^ {2}${f.replace(/[.]/g, '\\.')}:\\d+:\\d+: YAML syntax error: `, 'm'));
+  });
+
+  it('config show -o json: the effective config, with the file and the environment', async () => {
+    const r = await dittofs(['config', 'show', '-o', 'json', '--config', good], { env: { DITTOFS_SMB_ENABLED: 'false' } });
+    assert.equal(r.code, 0, r.stderr);
+    const c = JSON.parse(r.stdout) as {
+      data_dir: string;
+      adapters: { nfs: { port: number }; smb: { enabled: boolean } };
+      shares: { name: string; root_mode: string }[];
+      cache: { max_dirty_bytes: number };
+    };
+    assert.equal(c.adapters.nfs.port, 2049);
+    assert.equal(c.adapters.smb.enabled, false);
+    assert.equal(c.cache.max_dirty_bytes, 256 * 1024 * 1024);
+    assert.equal(c.data_dir, path.join(REPO_ROOT, 'data'));
+    assert.deepEqual(
+      c.shares.map((s) => [s.name, s.root_mode]),
+      [['/data', '0750']],
+    );
+  });
+
+  it('config show: YAML that validates back to the same config', async () => {
+    const shown = await dittofs(['config', 'show', '--config', good], { env: { DITTOFS_LOG_LEVEL: 'debug' } });
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(
+      shown.stdout,
+      new RegExp(`^# effective configuration from ${good.replace(/[.]/g, '\\.')}\n# environment overrides: DITTOFS_LOG_LEVEL\n`),
+    );
+    const parsed = YAML.parse(shown.stdout) as { logging: { level: string } };
+    assert.equal(parsed.logging.level, 'debug');
+    const again = path.join(dir, 'shown.yaml');
+    await writeFile(again, shown.stdout);
+    const reshown = await dittofs(['config', 'show', '--config', again]);
+    assert.equal(reshown.code, 0, reshown.stderr);
+    const body = (text: string): string => text.replace(/^#.*\n/gm, '');
+    assert.equal(body(reshown.stdout), body(shown.stdout));
+    assert.match(body(shown.stdout), /^data_dir: /);
+  });
+
+  it('config show: rejects an unknown output format', async () => {
+    const r = await dittofs(['config', 'show', '-o', 'xml']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /argument 'xml' is invalid\. Allowed choices are yaml, json/);
+  });
+
+  it('config init: writes the sample, refuses to overwrite without --force', async () => {
+    const target = path.join(dir, 'init', 'nested', 'dittofs.yaml');
+    let r = await dittofs(['config', 'init', '--config', target]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^wrote sample config to ${target.replace(/[.]/g, '\\.')}\n`));
+    assert.equal(await readFile(target, 'utf8'), SAMPLE_CONFIG_YAML);
+    assert.equal((await stat(target)).mode & 0o777, 0o644 & ~process.umask());
+
+    await writeFile(target, 'data_dir: /mine\n');
+    r = await dittofs(['config', 'init', '--config', target]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `dittofs: ${target} already exists (use --force to overwrite it)\n`);
+    assert.equal(await readFile(target, 'utf8'), 'data_dir: /mine\n');
+
+    r = await dittofs(['config', 'init', '--force', '--config', target]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await readFile(target, 'utf8'), SAMPLE_CONFIG_YAML);
+  });
+
+  it('config init then validate in a directory: ./dittofs.yaml is picked up', async () => {
+    const cwd = path.join(dir, 'fresh');
+    await mkdir(cwd);
+    const init = await dittofs(['init'], { cwd });
+    assert.equal(init.code, 0, init.stderr);
+    assert.equal(await readFile(path.join(cwd, 'dittofs.yaml'), 'utf8'), SAMPLE_CONFIG_YAML);
+    const r = await dittofs(['config', 'validate'], { cwd });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `config OK: ${path.join(cwd, 'dittofs.yaml')}\n`);
+  });
+
+  it('start: an invalid config exits 1 with the problems, before starting anything', async () => {
+    const r = await dittofs(['start', '--config', bad]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /^dittofs: invalid configuration .*\n {2}logging\.level: /);
+  });
+
+  it('--help explains where the config comes from', async () => {
+    const r = await dittofs(['--help']);
+    assert.equal(r.code, 0);
+    for (const word of ['start', 'config', '--config', 'DITTOFS_CONFIG', './dittofs.yaml', 'built-in', 'DITTOFS_ADAPTERS__NFS__DRC_SIZE']) {
+      assert.ok(r.stdout.includes(word), `--help lacks ${word}`);
+    }
+    const sub = await dittofs(['config', 'init', '--help']);
+    assert.match(sub.stdout, /--force/);
+    assert.match(sub.stdout, /--config <file>/);
+  });
+
+  it('--version prints the package version', async () => {
+    const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'server', 'package.json'), 'utf8')) as { version: string };
+    const r = await dittofs(['--version']);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, `${pkg.version}\n`);
+  });
+
+  it('an unknown command exits 1', async () => {
+    const r = await dittofs(['frobnicate']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unknown command 'frobnicate'/);
+  });
+
+  it('completion bash prints a script bash accepts', async () => {
+    const r = await dittofs(['completion', 'bash']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /complete -F _dittofs_complete dittofs/);
+    assert.match(r.stdout, /"config show"\) cands="[^"]*--output/);
+    const bash = spawnSync('bash', ['-n'], { input: r.stdout });
+    if (bash.error === undefined) assert.equal(bash.status, 0, bash.stderr.toString());
+    // And it completes: `dittofs config s<TAB>` offers show.
+    const probe = spawnSync('bash', [
+      '-c',
+      `${r.stdout}\nCOMP_WORDS=(dittofs config s); COMP_CWORD=2; _dittofs_complete; echo "\${COMPREPLY[*]}"`,
+    ]);
+    if (probe.error === undefined) assert.equal(probe.stdout.toString().trim(), 'show');
+  });
+});

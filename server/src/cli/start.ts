@@ -1,0 +1,71 @@
+// `dittofs start`: run the server in the foreground and shut it down cleanly on SIGTERM/SIGINT.
+import type { LoadedConfig } from '../config/load.js';
+import { createLogger, type Logger } from '../obs/logger.js';
+
+interface Closable {
+  close(): Promise<void>;
+}
+
+/** The error's message on one line; `code` added when the message does not already say it. */
+function oneLine(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as NodeJS.ErrnoException).code;
+  const msg = err.message.replace(/\s*\n\s*/g, '; ');
+  return typeof code === 'string' && !msg.includes(code) ? `${msg} (${code})` : msg;
+}
+
+function installCrashHandlers(log: Logger): void {
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception');
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (reason) => {
+    log.fatal({ err: reason }, 'unhandled promise rejection');
+    process.exit(1);
+  });
+}
+
+export async function runStart(loaded: LoadedConfig, version: string): Promise<void> {
+  const { config, source, overrides } = loaded;
+  const log = createLogger(config.logging.level);
+  const verbose = log.isLevelEnabled('debug');
+  installCrashHandlers(log);
+
+  let server: Closable | undefined;
+  let stopping = false;
+
+  const shutdown = async (): Promise<void> => {
+    try {
+      await server?.close();
+      log.info('dittofs stopped');
+      process.exit(0);
+    } catch (err) {
+      log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
+  };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting without finishing shutdown');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    // Before startServer resolves there is nothing to close yet: shut down as soon as it does.
+    if (server !== undefined) void shutdown();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  log.info({ version, config: source, overrides, node: process.version }, 'starting dittofs');
+  try {
+    const { startServer } = await import('../server.js');
+    server = await startServer(config, log);
+  } catch (err) {
+    await new Promise<void>((resolve) => log.flush(() => resolve()));
+    process.stderr.write(`dittofs: failed to start: ${oneLine(err)}\n`);
+    if (verbose) log.debug({ err }, 'startup failure');
+    process.exit(1);
+  }
+  if (stopping) await shutdown();
+}
