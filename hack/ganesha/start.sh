@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# Starts a private nfs-ganesha (NFSv3 only, FSAL VFS, TCP, 127.0.0.1) for benchmarks.
+#
+# Usage: hack/ganesha/start.sh DIR PORT [MNT_PORT]
+#
+#   DIR       working directory; created if missing. Holds ganesha.conf, ganesha.log,
+#             ganesha.out, ganesha.pid and the exported directory DIR/export.
+#   PORT      NFS port on 127.0.0.1.
+#   MNT_PORT  MOUNT port on 127.0.0.1 (default PORT+1). It must differ from PORT:
+#             ganesha 4.3 binds one socket per protocol; with MNT_Port = NFS_Port it starts,
+#             but MNT calls on that port get no reply (nfs-ls: "mount_cb: (null)").
+#
+# The export is reachable as nfs://127.0.0.1/export?nfsport=PORT&mountport=MNT_PORT
+# Idempotent: if a ganesha started from DIR is already up and serving, it exits 0.
+# rpcbind is needed only while ganesha starts (it registers its programs and gives up
+# if it cannot); if rpcbind was not running we start it and stop it again afterwards.
+# Stop with hack/ganesha/stop.sh DIR.
+set -euo pipefail
+
+die() {
+  echo "hack/ganesha/start.sh: $*" >&2
+  exit 1
+}
+log() { echo "hack/ganesha/start.sh: $*" >&2; }
+
+[ $# -ge 2 ] && [ $# -le 3 ] || {
+  echo "usage: $0 DIR PORT [MNT_PORT]" >&2
+  exit 2
+}
+[ "$(id -u)" -eq 0 ] || die "must run as root (FSAL VFS uses open_by_handle_at, which needs CAP_DAC_READ_SEARCH)"
+command -v ganesha.nfsd >/dev/null || die "ganesha.nfsd not found; run: hack/install-deps.sh bench"
+[ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so ] || [ -n "$(find /usr/lib* -name libfsalvfs.so -print -quit 2>/dev/null)" ] ||
+  die "FSAL VFS (libfsalvfs.so) not found; install nfs-ganesha-vfs (hack/install-deps.sh bench)"
+command -v rpcbind >/dev/null || die "rpcbind not found; run: hack/install-deps.sh bench"
+command -v rpcinfo >/dev/null || die "rpcinfo not found (package rpcbind)"
+command -v nfs-ls >/dev/null || die "nfs-ls not found; install libnfs-utils"
+
+DIR=$(realpath -m -- "$1")
+PORT=$2
+MNT_PORT=${3:-$((PORT + 1))}
+for p in "$PORT" "$MNT_PORT"; do
+  [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -ge 1 ] && [ "$p" -le 65535 ] || die "invalid port: $p"
+done
+[ "$PORT" -ne "$MNT_PORT" ] || die "PORT and MNT_PORT must differ (ganesha cannot serve MOUNT on the NFS socket)"
+case "$DIR" in *'"'* | *' '*) die "DIR must not contain spaces or quotes: $DIR" ;; esac
+
+URL="nfs://127.0.0.1/export?nfsport=${PORT}&mountport=${MNT_PORT}"
+PIDFILE=$DIR/ganesha.pid
+CONF=$DIR/ganesha.conf
+LOGFILE=$DIR/ganesha.log
+RPCBIND_PIDFILE=$DIR/rpcbind.pid
+# How our processes are recognised (so a recycled pid is never signalled).
+GANESHA_ID="ganesha.nfsd -F -f $CONF "
+RPCBIND_ID="rpcbind -f -w"
+
+# Is pid $1 a live (not zombie) process whose command line contains the string $2?
+# (Our pid 1 may not reap orphans promptly, so a stopped daemon can linger as a zombie.)
+alive() {
+  local pid=$1 name=$2 state
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ "$state" != Z ] && [ "$state" != X ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$name"
+}
+
+# Does something accept TCP connections on 127.0.0.1:$1?
+listening() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# Does the export answer a MOUNT + READDIR?
+serving() { timeout 5 nfs-ls "$URL" >/dev/null 2>&1; }
+
+# Sends SIGTERM to pid $1 (if it is $2), waits up to 10 s, then SIGKILL.
+stop_pid() {
+  local pid=$1 name=$2 i label=${2%% *}
+  alive "$pid" "$name" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    alive "$pid" "$name" || return 0
+    sleep 0.1
+  done
+  log "$label (pid $pid) did not exit on SIGTERM within 10 s; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    alive "$pid" "$name" || return 0
+    sleep 0.1
+  done
+  log "$label (pid $pid) is still alive after SIGKILL"
+  return 1
+}
+
+rpcbind_up() { timeout 5 rpcinfo -p 127.0.0.1 >/dev/null 2>&1; }
+
+# Stops rpcbind if (and only if) this script started it.
+stop_our_rpcbind() {
+  [ -f "$RPCBIND_PIDFILE" ] || return 0
+  stop_pid "$(cat "$RPCBIND_PIDFILE")" "$RPCBIND_ID" || true
+  rm -f "$RPCBIND_PIDFILE"
+}
+
+mkdir -p "$DIR/export" "$DIR/recovery" "$DIR/run"
+
+# Already running?
+if [ -f "$PIDFILE" ]; then
+  oldpid=$(cat "$PIDFILE" 2>/dev/null || true)
+  if alive "$oldpid" "$GANESHA_ID"; then
+    if grep -q "NFS_Port = ${PORT};" "$CONF" 2>/dev/null && grep -q "MNT_Port = ${MNT_PORT};" "$CONF" 2>/dev/null && serving; then
+      log "already running (pid $oldpid) at $URL"
+      exit 0
+    fi
+    die "a ganesha from $DIR is already running (pid $oldpid) but not serving $URL; run hack/ganesha/stop.sh $DIR first"
+  fi
+  rm -f "$PIDFILE"
+fi
+
+for p in "$PORT" "$MNT_PORT"; do
+  ! listening "$p" || die "127.0.0.1:$p is already in use by another process"
+done
+
+cat >"$CONF" <<EOF
+# Generated by hack/ganesha/start.sh; private benchmark instance. Do not edit.
+NFS_CORE_PARAM {
+  Protocols = 3;
+  NFS_Port = ${PORT};
+  MNT_Port = ${MNT_PORT};
+  Bind_addr = 127.0.0.1;
+  Enable_NLM = false;
+  Enable_RQUOTA = false;
+  Enable_UDP = false;
+  # Mount by Pseudo path ("/export") rather than by the server-side Path.
+  mount_path_pseudo = true;
+}
+NFS_KRB5 {
+  Active_krb5 = false;
+  CCacheDir = "${DIR}/run";
+}
+NFSv4 {
+  # NFSv4 is not served (Protocols = 3), but keep its state out of /var/lib/nfs.
+  Graceless = true;
+  RecoveryRoot = "${DIR}/recovery";
+}
+EXPORT {
+  Export_Id = 1;
+  Path = "${DIR}/export";
+  Pseudo = "/export";
+  Access_Type = RW;
+  Squash = No_Root_Squash;
+  Protocols = 3;
+  Transports = TCP;
+  SecType = sys;
+  FSAL {
+    Name = VFS;
+  }
+}
+LOG {
+  Default_Log_Level = EVENT;
+}
+EOF
+
+# rpcbind: ganesha refuses to start if it cannot register NFS/MOUNT with the portmapper.
+# It is a machine-wide singleton, so another user may stop "their" rpcbind while we rely on it;
+# a start that fails that way ("Cannot register") is retried, starting our own rpcbind.
+ensure_rpcbind() {
+  rpcbind_up && return 0
+  log "rpcbind is not answering on 127.0.0.1:111; starting it for ganesha's startup"
+  setsid rpcbind -f -w </dev/null >"$DIR/rpcbind.out" 2>&1 &
+  echo $! >"$RPCBIND_PIDFILE"
+  for ((i = 0; i < 50; i++)); do
+    rpcbind_up && return 0
+    alive "$(cat "$RPCBIND_PIDFILE")" "$RPCBIND_ID" || break
+    sleep 0.1
+  done
+  rpcbind_up && return 0
+  stop_our_rpcbind
+  die "could not start rpcbind: $(cat "$DIR/rpcbind.out" 2>/dev/null)"
+}
+
+gpid=
+fail() {
+  log "$1"
+  log "--- last lines of $LOGFILE ---"
+  grep -v ':DBUS :' "$LOGFILE" 2>/dev/null | tail -n 25 >&2 || true
+  [ -s "$DIR/ganesha.out" ] && { log "--- $DIR/ganesha.out ---"; tail -n 10 "$DIR/ganesha.out" >&2; }
+  [ -n "$gpid" ] && { stop_pid "$gpid" "$GANESHA_ID" || true; }
+  rm -f "$PIDFILE"
+  stop_our_rpcbind
+  exit 1
+}
+
+rm -f "$RPCBIND_PIDFILE"
+ok=0
+for ((attempt = 1; attempt <= 3; attempt++)); do
+  ensure_rpcbind
+  : >"$LOGFILE"
+  # -F keeps it in the foreground so $! is its pid; setsid+nohup detach it from our session.
+  # (Without a system D-Bus, ganesha logs some DBUS CRIT lines and carries on.)
+  setsid nohup ganesha.nfsd -F -f "$CONF" -L "$LOGFILE" -p "$PIDFILE" -N NIV_EVENT \
+    </dev/null >"$DIR/ganesha.out" 2>&1 &
+  gpid=$!
+  echo "$gpid" >"$PIDFILE"
+  for ((i = 0; i < 300; i++)); do # up to ~30 s
+    alive "$gpid" "$GANESHA_ID" || break
+    if listening "$PORT" && listening "$MNT_PORT"; then
+      ok=1
+      break
+    fi
+    sleep 0.1
+  done
+  [ "$ok" -eq 1 ] && break
+  alive "$gpid" "$GANESHA_ID" && fail "ganesha did not listen on 127.0.0.1:$PORT and :$MNT_PORT within 30 s"
+  if [ "$attempt" -lt 3 ] && grep -q 'Cannot register' "$LOGFILE" 2>/dev/null; then
+    log "ganesha could not register with rpcbind (attempt $attempt); retrying"
+    sleep 1
+    continue
+  fi
+  fail "ganesha.nfsd exited during startup"
+done
+[ "$ok" -eq 1 ] || fail "ganesha did not start"
+
+ok=0
+for ((i = 0; i < 10; i++)); do # up to ~55 s
+  if serving; then
+    ok=1
+    break
+  fi
+  alive "$gpid" "$GANESHA_ID" || fail "ganesha.nfsd exited during startup"
+  sleep 0.5
+done
+[ "$ok" -eq 1 ] || fail "ganesha listens but '$URL' does not answer nfs-ls"
+
+stop_our_rpcbind
+log "ganesha running (pid $gpid) at $URL; logs in $DIR"
