@@ -122,7 +122,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       log.info({ share: sh.name, metadata: `${sh.metadata} (${meta.kind})`, blocks: `${sh.blocks} (${blocks.kind})` }, 'share ready');
     }
 
-    const nfs = new Nfs3Program(fileService, log);
+    const nfs = new Nfs3Program(fileService, log, config.adapters.nfs.max_record_size);
     const mount = new MountProgram(fileService, log);
     let nfsPort: number | null = null;
     const nfsCfg = config.adapters.nfs;

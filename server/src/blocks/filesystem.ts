@@ -6,6 +6,15 @@ import { mkdir, open, rename, rm, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
 
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
 export class FilesystemBlockStore implements BlockStore {
@@ -35,7 +44,14 @@ export class FilesystemBlockStore implements BlockStore {
     const dest = this.pathOf(key);
     const dir = path.dirname(dest);
     if (!this.knownDirs.has(dir)) {
-      await mkdir(dir, { recursive: true });
+      const created = await mkdir(dir, { recursive: true });
+      if (created !== undefined && this.fsync) {
+        // Sync every directory from the first one created up to the root.
+        for (let d = path.dirname(dir); d.length >= this.root.length; d = path.dirname(d)) {
+          await syncDir(d);
+          if (d === this.root) break;
+        }
+      }
       this.knownDirs.add(dir);
     }
     const tmp = path.join(this.root, '.tmp', randomBytes(8).toString('hex'));
@@ -51,6 +67,8 @@ export class FilesystemBlockStore implements BlockStore {
       await fh.close();
     }
     await rename(tmp, dest);
+    // The rename (and a new directory) is durable only once the directories holding it are synced.
+    if (this.fsync) await syncDir(dir);
   }
 
   async get(key: string, offset = 0, length?: number): Promise<Buffer | null> {

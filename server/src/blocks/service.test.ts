@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MemoryMetadataStore } from '../meta/memory.js';
+import { FileType } from '../vfs/types.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
 import { BlockService, DirtyBudget } from './service.js';
@@ -18,6 +19,25 @@ function setup(maxDirty = 64 * BS) {
     cache: new BlockCache(8 * BS),
   });
   return { meta, store, svc };
+}
+
+const NEW_FILE = {
+  type: FileType.REG,
+  mode: 0o644,
+  uid: 0,
+  gid: 0,
+  rdevMajor: 0,
+  rdevMinor: 0,
+  target: null,
+  createVerifier: null,
+  size: 0,
+};
+let names = 0;
+
+/** A regular file in the metadata store (uploads for inodes that do not exist are dropped). */
+async function mkfile(meta: MemoryMetadataStore): Promise<number> {
+  const root = await meta.ensureRoot(1, { ...NEW_FILE, type: FileType.DIR, mode: 0o777 });
+  return (await meta.create(root.id, Buffer.from(`f${names++}`), NEW_FILE, { sec: 1, nsec: 0 })).id;
 }
 
 type Op =
@@ -45,7 +65,7 @@ describe('block service data path', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 40 }), fc.boolean(), async (ops, tightBudget) => {
         const { meta, store, svc } = setup(tightBudget ? 2 * BS : 64 * BS);
-        const ino = 42;
+        const ino = await mkfile(meta);
         let model = Buffer.alloc(0);
         const pending: Promise<unknown>[] = [];
         for (const op of ops) {
@@ -82,9 +102,10 @@ describe('block service data path', () => {
 
   it('uploads a block as soon as it is completely written', async () => {
     const { meta, store, svc } = setup();
-    await svc.write(1, 0, Buffer.alloc(BS, 7));
-    await svc.flush(1);
-    const refs = await meta.getBlocks(1, 0, 10);
+    const ino = await mkfile(meta);
+    await svc.write(ino, 0, Buffer.alloc(BS, 7));
+    await svc.flush(ino);
+    const refs = await meta.getBlocks(ino, 0, 10);
     assert.equal(refs.length, 1);
     assert.equal(refs[0]!.length, BS);
     assert.equal(store.size, 1);
@@ -93,29 +114,167 @@ describe('block service data path', () => {
 
   it('replaces a block with a new immutable version and deletes the old object', async () => {
     const { meta, store, svc } = setup();
-    await svc.write(1, 0, Buffer.alloc(BS, 1));
-    await svc.flush(1);
-    const [v1] = await meta.getBlocks(1, 0, 1);
-    await svc.write(1, 10, Buffer.from('new'));
-    await svc.flush(1);
-    const [v2] = await meta.getBlocks(1, 0, 1);
+    const ino = await mkfile(meta);
+    await svc.write(ino, 0, Buffer.alloc(BS, 1));
+    await svc.flush(ino);
+    const [v1] = await meta.getBlocks(ino, 0, 1);
+    await svc.write(ino, 10, Buffer.from('new'));
+    await svc.flush(ino);
+    const [v2] = await meta.getBlocks(ino, 0, 1);
     assert.notEqual(v1!.key, v2!.key);
     assert.equal(v2!.version, v1!.version + 1);
     assert.equal(store.size, 1);
     assert.equal(await store.get(v1!.key), null);
-    const got = await svc.read(1, 0, BS, BS);
+    const got = await svc.read(ino, 0, BS, BS);
     assert.equal(got.subarray(10, 13).toString(), 'new');
     assert.equal(got[0], 1);
     await svc.close();
   });
 
   it('makes writers wait instead of failing when the dirty budget is exhausted', async () => {
-    const { svc } = setup(2 * BS);
+    const { meta, svc } = setup(2 * BS);
+    const ino = await mkfile(meta);
     const data = Buffer.alloc(BS / 2, 3);
-    for (let i = 0; i < 64; i++) await svc.write(9, i * BS, data); // half blocks never fill up
-    await svc.flush(9);
-    const got = await svc.read(9, 63 * BS, BS / 2, 64 * BS);
+    for (let i = 0; i < 64; i++) await svc.write(ino, i * BS, data); // half blocks never fill up
+    await svc.flush(ino);
+    const got = await svc.read(ino, 63 * BS, BS / 2, 64 * BS);
     assert.deepEqual(got, data);
+    await svc.close();
+  });
+});
+
+/** The memory block store with fault injection: puts can be held at a gate and made to fail. */
+class GatedStore extends MemoryBlockStore {
+  gate: Promise<void> | null = null;
+  failPuts = 0;
+  override async put(key: string, data: Buffer): Promise<void> {
+    if (this.gate) await this.gate;
+    if (this.failPuts > 0) {
+      this.failPuts--;
+      throw new Error('injected put failure');
+    }
+    return super.put(key, data);
+  }
+}
+
+function gated(maxDirty = 64 * BS) {
+  const meta = new MemoryMetadataStore();
+  const store = new GatedStore();
+  const budget = new DirtyBudget(maxDirty);
+  const svc = new BlockService(store, meta, { keyPrefix: 't', blockSize: BS, budget, cache: new BlockCache(8 * BS) });
+  let open!: () => void;
+  const hold = (): void => {
+    store.gate = new Promise<void>((r) => (open = r));
+  };
+  const release = (): void => {
+    store.gate = null;
+    open();
+  };
+  return { meta, store, svc, budget, hold, release };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('block service under upload delays and failures', () => {
+  it('never lets an older version whose upload failed win over a newer one', async () => {
+    const { meta, store, svc, hold, release } = gated();
+    const ino = await mkfile(meta);
+    await svc.write(ino, 0, Buffer.from('xxxx'));
+    await svc.flush(ino);
+    hold();
+    store.failPuts = 1;
+    await svc.write(ino, 0, Buffer.from('AAAA'));
+    const first = svc.flush(ino);
+    await tick();
+    await svc.write(ino, 0, Buffer.from('BBBB'));
+    const second = svc.flush(ino);
+    release();
+    await assert.rejects(first);
+    await second.catch(() => undefined);
+    await svc.flush(ino);
+    assert.equal((await svc.read(ino, 0, 4, 4)).toString(), 'BBBB');
+    await svc.close();
+  });
+
+  it('shows every version in flight to reads', async () => {
+    const { meta, svc, hold, release } = gated();
+    const ino = await mkfile(meta);
+    await svc.write(ino, 0, Buffer.from('xxxxxxxx'));
+    await svc.flush(ino);
+    hold();
+    await svc.write(ino, 0, Buffer.from('AA'));
+    const a = svc.flush(ino);
+    await tick();
+    await svc.write(ino, 4, Buffer.from('BB'));
+    const b = svc.flush(ino);
+    await tick();
+    assert.equal((await svc.read(ino, 0, 8, 8)).toString(), 'AAxxBBxx');
+    release();
+    await Promise.all([a, b]);
+    assert.equal((await svc.read(ino, 0, 8, 8)).toString(), 'AAxxBBxx');
+    await svc.close();
+  });
+
+  it('keeps dirty data visible to a read that races its upload', async () => {
+    const { meta, svc } = gated();
+    const ino = await mkfile(meta);
+    await svc.write(ino, 0, Buffer.alloc(BS, 0x61));
+    await svc.flush(ino);
+    await svc.write(ino, BS, Buffer.from('DIRTY'));
+    const reading = svc.read(ino, 0, BS + 5, BS + 5);
+    const flushing = svc.flush(ino);
+    const got = await reading;
+    await flushing;
+    assert.equal(got.subarray(BS).toString(), 'DIRTY');
+    await svc.close();
+  });
+
+  it('returns the dirty budget when a file is deleted during its upload', async () => {
+    const { meta, svc, budget, hold, release } = gated();
+    const ino = await mkfile(meta);
+    hold();
+    await svc.write(ino, 0, Buffer.alloc(BS, 1)); // full block: upload starts and waits at the gate
+    const freeing = svc.free(ino);
+    release();
+    await freeing;
+    assert.equal(budget.used, 0);
+    assert.equal(svc.hasDirty(ino), false);
+    await svc.close();
+  });
+
+  it('does not resurrect data past a truncation when an upload fails', async () => {
+    const { meta, store, svc, hold, release } = gated();
+    const ino = await mkfile(meta);
+    hold();
+    store.failPuts = 2;
+    await svc.write(ino, 0, Buffer.alloc(2 * BS, 7));
+    const cut = svc.truncate(ino, 0);
+    release();
+    await cut;
+    await svc.flush(ino).catch(() => undefined);
+    await svc.flush(ino);
+    assert.deepEqual(await svc.read(ino, 0, 2 * BS, 2 * BS), Buffer.alloc(2 * BS));
+    await svc.close();
+  });
+
+  it('reports a failed upload to every COMMIT that waited for it, and succeeds on retry', async () => {
+    const { meta, store, svc, hold, release } = gated();
+    const ino = await mkfile(meta);
+    await svc.write(ino, 0, Buffer.from('data'));
+    hold();
+    store.failPuts = 1;
+    const a = svc.flush(ino);
+    await tick();
+    const b = svc.flush(ino);
+    release();
+    const results = await Promise.allSettled([a, b]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['rejected', 'rejected'],
+    );
+    await svc.flush(ino);
+    assert.equal((await svc.read(ino, 0, 4, 4)).toString(), 'data');
+    assert.equal((await meta.getBlocks(ino, 0, 1)).length, 1);
     await svc.close();
   });
 });

@@ -3,23 +3,36 @@
 // so clients resend anything uncommitted after a crash). A block is uploaded as a new immutable
 // object as soon as it is completely written, when its file is committed, when it has been idle, or
 // when the dirty budget is exhausted; the `blocks` row is switched afterwards and the previous
-// object deleted. Reads merge, newest first: dirty layer, in-flight layer, stored object, zeros.
+// object deleted. Reads merge, newest last: stored object (or zeros), in-flight versions oldest
+// first, then the dirty version.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BlockRef, MetadataStore } from '../meta/store.js';
+import { VfsError } from '../vfs/errors.js';
 import { BlockCache } from './cache.js';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
 
 /** A half-open byte range [start, end) inside a block. */
 type Range = [number, number];
 
-interface DirtyBlock {
-  index: number;
+/** One version of a block's written bytes. Immutable once it is handed to an upload. */
+interface BlockVersion {
   buf: Buffer;
   /** Written ranges, sorted and merged. */
   ranges: Range[];
   /** When it first became dirty (ms). */
   since: number;
+  /** Once handed to an upload: its outcome (the error, or null once stored). */
+  result?: Promise<Error | null>;
+}
+
+/** Everything in memory about one block of one file. */
+interface BlockState {
+  dirty: BlockVersion | null;
+  /** Versions handed to uploads, oldest first; the head is the one uploading. */
+  inflight: BlockVersion[];
+  /** Tail of the upload chain: uploads of one block run one after another. */
+  chain: Promise<void>;
 }
 
 /** Dirty bytes shared by every block service of a server; writers wait while it is exhausted. */
@@ -41,7 +54,7 @@ export class DirtyBudget {
       for (const f of w) f();
     }
   }
-  /** Resolves once under budget, or after `ms` (the caller then forces a flush itself). */
+  /** Resolves once under budget, or after `ms`. */
   wait(ms: number): Promise<void> {
     if (!this.exhausted) return Promise.resolve();
     return new Promise((resolve) => {
@@ -76,12 +89,26 @@ function addRange(ranges: Range[], start: number, end: number): Range[] {
   return out;
 }
 
-function overlay(target: Buffer, targetStart: number, layer: DirtyBlock, from: number, to: number): void {
-  for (const [s, e] of layer.ranges) {
+/** Copies the bytes `v` wrote in [from, to) of the block into `target` at `targetStart`. */
+function overlay(target: Buffer, targetStart: number, v: BlockVersion, from: number, to: number): void {
+  for (const [s, e] of v.ranges) {
     const a = Math.max(s, from);
     const b = Math.min(e, to);
-    if (a < b) layer.buf.copy(target, targetStart + (a - from), a, b);
+    if (a < b) v.buf.copy(target, targetStart + (a - from), a, b);
   }
+}
+
+/** Puts `older` underneath `newer`: `newer` keeps its bytes and gains the older ones it lacks. */
+function mergeUnder(newer: BlockVersion, older: BlockVersion, blockSize: number): void {
+  overlay(older.buf, 0, newer, 0, blockSize);
+  newer.buf = older.buf;
+  for (const r of older.ranges) newer.ranges = addRange(newer.ranges, r[0], r[1]);
+  newer.since = Math.min(newer.since, older.since);
+}
+
+/** Drops everything at or past `limit` bytes from a version. */
+function clip(v: BlockVersion, limit: number): void {
+  v.ranges = v.ranges.filter((r) => r[0] < limit).map((r): Range => [r[0], Math.min(r[1], limit)]);
 }
 
 const covers = (ranges: Range[], start: number, end: number): boolean => ranges.some((r) => r[0] <= start && r[1] >= end);
@@ -96,15 +123,21 @@ export interface BlockServiceOptions {
   cache: BlockCache;
   /** Upload blocks that have been dirty this long (ms). */
   idleFlushMs?: number;
+  /** How long a writer waits for budget before the write is refused with JUKEBOX (ms). */
+  maxWriteWaitMs?: number;
   log?: Logger;
 }
 
+const MISSING = 'DITTOFS_BLOCK_MISSING';
+
 export class BlockService {
   readonly blockSize: number;
-  private readonly dirty = new Map<number, Map<number, DirtyBlock>>();
-  private readonly inflight = new Map<number, Map<number, DirtyBlock>>();
-  /** Per inode:index, the tail of the chain of uploads (serializes versions of one block). */
-  private readonly chains = new Map<string, Promise<void>>();
+  /** inode -> block index -> state. */
+  private readonly files = new Map<number, Map<number, BlockState>>();
+  /** Inodes being freed or already freed: their data must never be stored again. */
+  private readonly freed = new Set<number>();
+  /** inode -> byte size below which data may live (set by truncate while uploads finish). */
+  private readonly limits = new Map<number, number>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
 
@@ -119,9 +152,26 @@ export class BlockService {
     this.timer.unref();
   }
 
+  private state(inodeId: number, index: number): BlockState {
+    let m = this.files.get(inodeId);
+    if (!m) this.files.set(inodeId, (m = new Map<number, BlockState>()));
+    let s = m.get(index);
+    if (!s) m.set(index, (s = { dirty: null, inflight: [], chain: Promise.resolve() }));
+    return s;
+  }
+
+  private dropStateIfIdle(inodeId: number, index: number, s: BlockState): void {
+    if (s.dirty || s.inflight.length > 0) return;
+    const m = this.files.get(inodeId);
+    if (m?.get(index) !== s) return;
+    m.delete(index);
+    if (m.size === 0) this.files.delete(inodeId);
+  }
+
   // ---- writes ----------------------------------------------------------------------------------
 
   async write(inodeId: number, offset: number, data: Buffer): Promise<void> {
+    if (this.opts.budget.exhausted) await this.relievePressure();
     const bs = this.blockSize;
     let pos = 0;
     while (pos < data.length) {
@@ -129,32 +179,30 @@ export class BlockService {
       const index = Math.floor(abs / bs);
       const inBlock = abs - index * bs;
       const n = Math.min(bs - inBlock, data.length - pos);
-      const blk = this.dirtyBlock(inodeId, index);
-      data.copy(blk.buf, inBlock, pos, pos + n);
-      blk.ranges = addRange(blk.ranges, inBlock, inBlock + n);
-      if (covers(blk.ranges, 0, bs)) void this.startFlush(inodeId, index);
+      const s = this.state(inodeId, index);
+      const v = this.dirtyVersion(s);
+      data.copy(v.buf, inBlock, pos, pos + n);
+      v.ranges = addRange(v.ranges, inBlock, inBlock + n);
+      if (covers(v.ranges, 0, bs)) void this.startUpload(inodeId, index);
       pos += n;
     }
-    if (this.opts.budget.exhausted) await this.relievePressure();
   }
 
-  private dirtyBlock(inodeId: number, index: number): DirtyBlock {
-    let m = this.dirty.get(inodeId);
-    if (!m) this.dirty.set(inodeId, (m = new Map<number, DirtyBlock>()));
-    let blk = m.get(index);
-    if (!blk) {
-      blk = { index, buf: Buffer.allocUnsafe(this.blockSize), ranges: [], since: Date.now() };
-      m.set(index, blk);
+  private dirtyVersion(s: BlockState): BlockVersion {
+    if (!s.dirty) {
+      s.dirty = { buf: Buffer.allocUnsafe(this.blockSize), ranges: [], since: Date.now() };
       this.opts.budget.add(this.blockSize);
     }
-    return blk;
+    return s.dirty;
   }
 
-  /** Writers wait for uploads while the dirty budget is exhausted (backpressure, never failure). */
+  /** Writers wait for uploads while the dirty budget is exhausted (backpressure), then JUKEBOX. */
   private async relievePressure(): Promise<void> {
-    for (let round = 0; round < 1000 && this.opts.budget.exhausted; round++) {
+    const deadline = Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
+    while (this.opts.budget.exhausted) {
+      if (Date.now() >= deadline) throw new VfsError('JUKEBOX', 'write cache full and the block store is not keeping up');
       const oldest = this.oldestDirty();
-      if (oldest) void this.startFlush(oldest[0], oldest[1]);
+      if (oldest) void this.startUpload(oldest[0], oldest[1]);
       await this.opts.budget.wait(50);
     }
   }
@@ -162,11 +210,11 @@ export class BlockService {
   private oldestDirty(): [number, number] | null {
     let best: [number, number] | null = null;
     let since = Infinity;
-    for (const [ino, m] of this.dirty) {
-      for (const b of m.values()) {
-        if (b.since < since) {
-          since = b.since;
-          best = [ino, b.index];
+    for (const [ino, m] of this.files) {
+      for (const [index, s] of m) {
+        if (s.dirty && s.dirty.since < since) {
+          since = s.dirty.since;
+          best = [ino, index];
         }
       }
     }
@@ -175,113 +223,108 @@ export class BlockService {
 
   private flushIdle(idleMs: number): void {
     const cutoff = Date.now() - idleMs;
-    for (const [ino, m] of this.dirty) {
-      for (const b of m.values()) if (b.since <= cutoff) void this.startFlush(ino, b.index);
+    for (const [ino, m] of this.files) {
+      for (const [index, s] of m) if (s.dirty && s.dirty.since <= cutoff) void this.startUpload(ino, index);
     }
   }
 
-  /** Moves a dirty block to the upload chain. Returns the chain's promise (never rejects). */
-  private startFlush(inodeId: number, index: number): Promise<void> {
-    const m = this.dirty.get(inodeId);
-    const blk = m?.get(index);
-    const chainKey = `${inodeId}:${index}`;
-    const tail = this.chains.get(chainKey) ?? Promise.resolve();
-    if (!blk) return tail;
-    m!.delete(index);
-    if (m!.size === 0) this.dirty.delete(inodeId);
-    let f = this.inflight.get(inodeId);
-    if (!f) this.inflight.set(inodeId, (f = new Map<number, DirtyBlock>()));
-    f.set(index, blk);
-    const next = tail.then(() => this.upload(inodeId, blk));
-    this.chains.set(chainKey, next);
-    void next.then(() => {
-      if (this.chains.get(chainKey) === next) this.chains.delete(chainKey);
-    });
-    return next;
+  /**
+   * Hands the dirty version of a block to the upload chain. Resolves with the upload's error, or
+   * null once that version (and every earlier one) is stored. Never rejects.
+   */
+  private startUpload(inodeId: number, index: number): Promise<Error | null> {
+    const s = this.files.get(inodeId)?.get(index);
+    if (!s) return Promise.resolve(null);
+    const v = s.dirty;
+    if (!v) return this.waitInflight(s);
+    s.dirty = null;
+    s.inflight.push(v);
+    const result = s.chain.then(() => this.upload(inodeId, index, s, v));
+    v.result = result;
+    s.chain = result.then(() => undefined);
+    return result;
   }
 
-  private uploadErrors = new Map<number, Error>();
+  /** Resolves when the versions of a block in flight now are settled: their first error, or null. */
+  private async waitInflight(s: BlockState): Promise<Error | null> {
+    const results = await Promise.all(s.inflight.map((v) => v.result ?? Promise.resolve(null)));
+    return results.find((e) => e !== null) ?? null;
+  }
 
-  private async upload(inodeId: number, blk: DirtyBlock): Promise<void> {
-    const bs = this.blockSize;
+  private async upload(inodeId: number, index: number, s: BlockState, v: BlockVersion): Promise<Error | null> {
+    let replaced: BlockRef | null = null;
+    let error: Error | null = null;
     try {
-      const [prev] = await this.meta.getBlocks(inodeId, blk.index, blk.index + 1);
-      let length = rangesEnd(blk.ranges);
-      let content: Buffer;
+      const limit = this.limits.get(inodeId);
+      if (limit !== undefined) clip(v, Math.max(0, limit - index * this.blockSize));
+      if (this.freed.has(inodeId) || v.ranges.length === 0 || !(await this.meta.getInode(inodeId))) return null;
+      const [prev] = await this.meta.getBlocks(inodeId, index, index + 1);
+      let length = rangesEnd(v.ranges);
       if (prev && prev.length > length) length = prev.length;
-      if (covers(blk.ranges, 0, length)) {
-        content = blk.buf.subarray(0, length);
+      let content: Buffer;
+      if (covers(v.ranges, 0, length)) {
+        content = v.buf.subarray(0, length);
       } else {
         content = Buffer.alloc(length);
         if (prev) {
           const base = await this.readObject(prev);
           base.copy(content, 0, 0, Math.min(base.length, length));
         }
-        overlay(content, 0, blk, 0, length);
+        overlay(content, 0, v, 0, length);
       }
-      void bs;
       const version = (prev?.version ?? 0) + 1;
-      const key = `${this.opts.keyPrefix}/${inodeId}/${blk.index}-${version}-${randomBytes(4).toString('hex')}`;
+      const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
       await this.store.put(key, content);
       if (this.freed.has(inodeId)) {
         await this.store.delete(key);
-        return;
+        return null;
       }
-      const replaced = await this.meta.putBlock(inodeId, { index: blk.index, key, length, version });
-      if (replaced && replaced.key !== key) {
-        this.opts.cache.delete(replaced.key);
-        await this.store.delete(replaced.key);
-      }
+      replaced = await this.meta.putBlock(inodeId, { index, key, length, version });
+      if (replaced?.key === key) replaced = null;
+      return null;
     } catch (err) {
-      // Keep the data: put it back under any newer dirty layer and let the next flush retry.
-      const m = this.dirty.get(inodeId);
-      const newer = m?.get(blk.index);
-      if (newer) {
-        overlay(blk.buf, 0, newer, 0, this.blockSize);
-        for (const r of newer.ranges) blk.ranges = addRange(blk.ranges, r[0], r[1]);
+      error = err as Error;
+      this.opts.log?.error({ err, inode: inodeId, block: index }, 'block upload failed; data kept for retry');
+      return error;
+    } finally {
+      const at = s.inflight.indexOf(v);
+      if (at >= 0) s.inflight.splice(at, 1);
+      const limit = this.limits.get(inodeId);
+      if (error && limit !== undefined) clip(v, Math.max(0, limit - index * this.blockSize));
+      if (error && !this.freed.has(inodeId) && v.ranges.length > 0) {
+        // Keep the data: under the next queued version if there is one, else under (or as) the
+        // dirty version, so that newer bytes always win and a later flush retries.
+        const next = (at >= 0 ? s.inflight[at] : undefined) ?? s.dirty;
+        if (next) {
+          mergeUnder(next, v, this.blockSize);
+          this.opts.budget.release(this.blockSize);
+        } else {
+          v.since = Date.now();
+          s.dirty = v;
+        }
+      } else {
         this.opts.budget.release(this.blockSize);
       }
-      let mm = this.dirty.get(inodeId);
-      if (!mm) this.dirty.set(inodeId, (mm = new Map<number, DirtyBlock>()));
-      blk.since = Date.now();
-      mm.set(blk.index, blk);
-      this.uploadErrors.set(inodeId, err as Error);
-      this.opts.log?.error({ err, inode: inodeId, block: blk.index }, 'block upload failed; data kept for retry');
-      const f = this.inflight.get(inodeId);
-      if (f?.get(blk.index) === blk) f.delete(blk.index);
-      return;
+      this.dropStateIfIdle(inodeId, index, s);
+      if (replaced) await this.deleteObjects([replaced]);
     }
-    const f = this.inflight.get(inodeId);
-    if (f?.get(blk.index) === blk) {
-      f.delete(blk.index);
-      if (f.size === 0) this.inflight.delete(inodeId);
-    }
-    this.opts.budget.release(this.blockSize);
   }
 
   /** Uploads every dirty block of a file and waits until all its blocks are stored. */
   async flush(inodeId: number): Promise<void> {
-    this.uploadErrors.delete(inodeId);
-    const waits: Promise<void>[] = [];
-    const m = this.dirty.get(inodeId);
-    if (m) for (const index of [...m.keys()]) waits.push(this.startFlush(inodeId, index));
-    const f = this.inflight.get(inodeId);
-    if (f) for (const index of f.keys()) waits.push(this.chains.get(`${inodeId}:${index}`) ?? Promise.resolve());
-    await Promise.all(waits);
-    const err = this.uploadErrors.get(inodeId);
-    if (err) {
-      this.uploadErrors.delete(inodeId);
-      throw err;
-    }
+    const m = this.files.get(inodeId);
+    if (!m) return;
+    const results = await Promise.all([...m.keys()].map((index) => this.startUpload(inodeId, index)));
+    const err = results.find((e) => e !== null);
+    if (err) throw new VfsError('IO', `could not store file data: ${err.message}`);
   }
 
   async flushAll(): Promise<void> {
-    const inodes = new Set([...this.dirty.keys(), ...this.inflight.keys()]);
-    await Promise.all([...inodes].map((i) => this.flush(i).catch(() => undefined)));
+    await Promise.all([...this.files.keys()].map((i) => this.flush(i).catch(() => undefined)));
   }
 
   hasDirty(inodeId: number): boolean {
-    return this.dirty.has(inodeId) || this.inflight.has(inodeId);
+    return this.files.has(inodeId);
   }
 
   // ---- reads -----------------------------------------------------------------------------------
@@ -290,7 +333,7 @@ export class BlockService {
     const hit = this.opts.cache.get(ref.key);
     if (hit) return hit;
     const data = await this.store.get(ref.key);
-    if (data === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: 'DITTOFS_BLOCK_MISSING' });
+    if (data === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
     this.opts.cache.set(ref.key, data);
     return data;
   }
@@ -299,51 +342,58 @@ export class BlockService {
   async read(inodeId: number, offset: number, count: number, fileSize: number): Promise<Buffer> {
     const end = Math.min(fileSize, offset + count);
     if (end <= offset) return Buffer.alloc(0);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.readOnce(inodeId, offset, end);
+      } catch (err) {
+        // A block switched to a new version between looking up its ref and reading it: retry.
+        if ((err as { code?: string }).code !== MISSING || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  private async readOnce(inodeId: number, offset: number, end: number): Promise<Buffer> {
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((end - 1) / bs);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.readOnce(inodeId, offset, end, first, last);
-      } catch (err) {
-        // A block switched to a new version between looking up its ref and reading it: retry.
-        if ((err as { code?: string }).code !== 'DITTOFS_BLOCK_MISSING' || attempt >= 3) throw err;
+    // Capture the in-memory versions before any await: an upload finishing meanwhile must not
+    // make its bytes vanish from this read.
+    const layers = new Map<number, BlockVersion[]>();
+    const m = this.files.get(inodeId);
+    if (m) {
+      for (let index = first; index <= last; index++) {
+        const s = m.get(index);
+        if (!s) continue;
+        const vs = s.dirty ? [...s.inflight, s.dirty] : [...s.inflight];
+        if (vs.length > 0) layers.set(index, vs);
       }
     }
-    void bs;
-  }
-
-  private async readOnce(inodeId: number, offset: number, end: number, first: number, last: number): Promise<Buffer> {
-    const bs = this.blockSize;
     const refs = await this.meta.getBlocks(inodeId, first, last + 2);
     const refAt = new Map<number, BlockRef>();
     for (const r of refs) refAt.set(r.index, r);
     const out = Buffer.allocUnsafe(end - offset);
-    const dirty = this.dirty.get(inodeId);
-    const inflight = this.inflight.get(inodeId);
     for (let index = first; index <= last; index++) {
       const blockStart = index * bs;
       const from = Math.max(offset, blockStart) - blockStart;
       const to = Math.min(end, blockStart + bs) - blockStart;
       const at = blockStart + from - offset;
-      const ref = refAt.get(index);
-      const d = dirty?.get(index);
-      const fl = inflight?.get(index);
-      if (d && covers(d.ranges, from, to)) {
-        d.buf.copy(out, at, from, to);
+      const vs = layers.get(index);
+      const top = vs?.[vs.length - 1];
+      if (top && covers(top.ranges, from, to)) {
+        top.buf.copy(out, at, from, to);
         continue;
       }
+      const ref = refAt.get(index);
       if (ref) {
         const obj = await this.readObject(ref);
         const n = Math.max(0, Math.min(to, obj.length) - from);
         if (n > 0) obj.copy(out, at, from, from + n);
-        if (n < to - from) out.fill(0, at + n, at + (to - from));
-        if (to === bs || from === 0) this.prefetch(refAt.get(index + 1));
+        if (n < to - from) out.fill(0, at + Math.max(0, n), at + (to - from));
+        if (from === 0 || to === bs) this.prefetch(refAt.get(index + 1));
       } else {
         out.fill(0, at, at + (to - from));
       }
-      if (fl) overlay(out, at, fl, from, to);
-      if (d) overlay(out, at, d, from, to);
+      if (vs) for (const v of vs) overlay(out, at, v, from, to);
     }
     return out;
   }
@@ -359,57 +409,60 @@ export class BlockService {
   async truncate(inodeId: number, newSize: number): Promise<void> {
     const bs = this.blockSize;
     const keepBlocks = Math.ceil(newSize / bs);
-    const m = this.dirty.get(inodeId);
-    if (m) {
-      for (const [index] of m) {
-        if (index >= keepBlocks) {
-          m.delete(index);
-          this.opts.budget.release(bs);
+    this.limits.set(inodeId, Math.min(this.limits.get(inodeId) ?? Infinity, newSize));
+    try {
+      const m = this.files.get(inodeId);
+      const waits: Promise<unknown>[] = [];
+      if (m) {
+        for (const [index, s] of m) {
+          if (index < keepBlocks) continue;
+          if (s.dirty) {
+            s.dirty = null;
+            this.opts.budget.release(bs);
+          }
+          waits.push(s.chain);
+          this.dropStateIfIdle(inodeId, index, s);
         }
       }
-      if (m.size === 0) this.dirty.delete(inodeId);
-    }
-    // Let uploads in flight finish so their rows can be dropped too.
-    await this.flushChainsFrom(inodeId, keepBlocks);
-    const dropped = await this.meta.dropBlocks(inodeId, keepBlocks);
-    await this.deleteObjects(dropped);
-    const tail = newSize % bs;
-    if (tail !== 0) {
-      const index = keepBlocks - 1;
-      const [ref] = await this.meta.getBlocks(inodeId, index, index + 1);
-      const d = this.dirty.get(inodeId)?.get(index);
-      const fl = this.inflight.get(inodeId)?.get(index);
-      const len = Math.max(ref?.length ?? 0, d ? rangesEnd(d.ranges) : 0, fl ? rangesEnd(fl.ranges) : 0);
-      if (len > tail) {
-        const blk = this.dirtyBlock(inodeId, index);
-        blk.buf.fill(0, tail, len);
-        blk.ranges = addRange(blk.ranges, tail, len);
+      // Uploads in flight past the cut finish (clipped by the limit) before their rows go.
+      await Promise.all(waits);
+      await this.deleteObjects(await this.meta.dropBlocks(inodeId, keepBlocks));
+      const tail = newSize % bs;
+      if (tail !== 0) {
+        const index = keepBlocks - 1;
+        const [ref] = await this.meta.getBlocks(inodeId, index, index + 1);
+        const s = this.files.get(inodeId)?.get(index);
+        let len = ref?.length ?? 0;
+        if (s) for (const v of [...s.inflight, ...(s.dirty ? [s.dirty] : [])]) len = Math.max(len, rangesEnd(v.ranges));
+        if (s?.dirty) clip(s.dirty, tail);
+        if (len > tail) {
+          const v = this.dirtyVersion(this.state(inodeId, index));
+          v.buf.fill(0, tail, len);
+          v.ranges = addRange(v.ranges, tail, len);
+        }
       }
+    } finally {
+      // The zeroed tail (a dirty version) now carries the cut; later writes may grow the file again.
+      this.limits.delete(inodeId);
     }
   }
-
-  private async flushChainsFrom(inodeId: number, fromIndex: number): Promise<void> {
-    const f = this.inflight.get(inodeId);
-    if (!f) return;
-    const waits: Promise<void>[] = [];
-    for (const index of f.keys()) if (index >= fromIndex) waits.push(this.chains.get(`${inodeId}:${index}`) ?? Promise.resolve());
-    await Promise.all(waits);
-  }
-
-  private readonly freed = new Set<number>();
 
   /** Frees every block of a deleted file. */
   async free(inodeId: number): Promise<void> {
     this.freed.add(inodeId);
     try {
-      const m = this.dirty.get(inodeId);
+      const m = this.files.get(inodeId);
       if (m) {
-        this.opts.budget.release(m.size * this.blockSize);
-        this.dirty.delete(inodeId);
+        for (const s of m.values()) {
+          if (s.dirty) {
+            s.dirty = null;
+            this.opts.budget.release(this.blockSize);
+          }
+        }
+        await Promise.all([...m.values()].map((s) => s.chain));
+        this.files.delete(inodeId);
       }
-      await this.flushChainsFrom(inodeId, 0);
-      const dropped = await this.meta.dropBlocks(inodeId, 0);
-      await this.deleteObjects(dropped);
+      await this.deleteObjects(await this.meta.dropBlocks(inodeId, 0));
     } finally {
       this.freed.delete(inodeId);
     }
@@ -418,7 +471,12 @@ export class BlockService {
   private async deleteObjects(refs: BlockRef[]): Promise<void> {
     for (const r of refs) {
       this.opts.cache.delete(r.key);
-      await this.store.delete(r.key);
+      try {
+        await this.store.delete(r.key);
+      } catch (err) {
+        // An orphaned object wastes space but loses nothing; it is logged for the operator.
+        this.opts.log?.warn({ err, key: r.key }, 'could not delete an old block object');
+      }
     }
   }
 

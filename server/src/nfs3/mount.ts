@@ -8,6 +8,9 @@ import { AuthFlavor } from '../rpc/message.js';
 import { MNT_PATH_LEN, MountProc, MountStatus } from './constants.js';
 import { identityOf } from './nfs.js';
 
+/** DUMP's table is informational; it is capped so that clients cannot grow it without bound. */
+const MAX_MOUNT_ENTRIES = 4096;
+
 interface MountEntry {
   host: string;
   dir: string;
@@ -39,8 +42,8 @@ export class MountProgram {
         return undefined;
       }
       case MountProc.UMNT: {
-        const path = r.string(MNT_PATH_LEN);
-        this.mounts.delete(`${clientHost}\0${path}`);
+        const path = r.string(MNT_PATH_LEN).replace(/\/+$/, '') || '/';
+        for (const [k, m] of this.mounts) if (m.host === clientHost && m.dir === path) this.mounts.delete(k);
         return undefined;
       }
       case MountProc.UMNTALL: {
@@ -85,7 +88,12 @@ export class MountProgram {
         w.u32(MountStatus.NOTDIR);
         return;
       }
-      this.mounts.set(`${clientHost}\0${normalized}`, { host: clientHost, dir: normalized });
+      const key = `${clientHost}\0${best.name}\0${inode.id}`;
+      if (!this.mounts.has(key) && this.mounts.size >= MAX_MOUNT_ENTRIES) {
+        const oldest = this.mounts.keys().next();
+        if (!oldest.done) this.mounts.delete(oldest.value);
+      }
+      this.mounts.set(key, { host: clientHost, dir: normalized });
       this.log?.info({ client: clientHost, path: normalized }, 'client mounted');
       w.u32(MountStatus.OK).opaque(fh).u32(1).u32(AuthFlavor.AUTH_SYS);
     } catch (e) {

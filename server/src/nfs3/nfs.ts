@@ -32,10 +32,17 @@ export class Nfs3Program {
   /** Changes on every start so clients resend uncommitted writes after a restart (RFC 1813 §3.3.7). */
   readonly writeVerifier: Buffer = randomBytes(8);
 
+  /** Largest READ/WRITE payload: 1 MiB, or less when the RPC record cap leaves less room. */
+  readonly maxIo: number;
+
   constructor(
     private readonly fs: FileService,
     private readonly log?: Logger,
-  ) {}
+    maxRecordSize = MAX_IO + 64 * 1024,
+  ) {
+    // Leave 1 KiB for the RPC and WRITE headers; transfer sizes stay multiples of 4 KiB.
+    this.maxIo = Math.max(4096, Math.min(MAX_IO, Math.floor((maxRecordSize - 1024) / 4096) * 4096));
+  }
 
   async handle(call: RpcCall, w: XdrWriter): Promise<ProcResult> {
     const r = call.args;
@@ -96,6 +103,14 @@ export class Nfs3Program {
   private statusOf(err: unknown): Nfs3Status {
     if (isVfsError(err)) return nfsStatusOf(err.errno);
     if (err instanceof DecodeError) throw err;
+    // Storage failures (a block store or database that errs) are I/O errors to the client.
+    const code = (err as { code?: unknown }).code;
+    if (code === 'ENOSPC') return Nfs3Status.NOSPC;
+    if (code === 'EDQUOT') return Nfs3Status.DQUOT;
+    if (typeof code === 'string' && (/^E[A-Z]+$/.test(code) || code === 'DITTOFS_BLOCK_MISSING')) {
+      this.log?.error({ err }, 'storage error during an NFS operation');
+      return Nfs3Status.IO;
+    }
     this.log?.error({ err }, 'NFS operation failed unexpectedly');
     return Nfs3Status.SERVERFAULT;
   }
@@ -204,7 +219,7 @@ export class Nfs3Program {
   private async read(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
     const offset = r.u64Clamped();
-    const count = Math.min(r.u32(), MAX_IO);
+    const count = Math.min(r.u32(), this.maxIo);
     try {
       const { inode, data, eof } = await this.fs.read(fh, id, offset, count);
       w.u32(Nfs3Status.OK);
@@ -465,11 +480,12 @@ export class Nfs3Program {
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, share.id, inode);
       // rtmax, rtpref, rtmult, wtmax, wtpref, wtmult, dtpref
-      w.u32(MAX_IO)
-        .u32(MAX_IO)
+      const io = this.maxIo;
+      w.u32(io)
+        .u32(io)
         .u32(4096)
-        .u32(MAX_IO)
-        .u32(MAX_IO)
+        .u32(io)
+        .u32(io)
         .u32(4096)
         .u32(64 * 1024);
       w.u64(Number.MAX_SAFE_INTEGER);

@@ -56,6 +56,8 @@ interface DrcEntry {
   /** First bytes of the call's arguments, to tell a retransmission from a reused xid. */
   argsPrefix: Buffer;
   reply: Buffer[];
+  /** Retransmissions that arrived (maybe on a new connection) while the original was running. */
+  waiters: ((reply: Buffer[]) => void)[];
 }
 
 /** LRU duplicate request cache (RFC 5531 leaves it to the server; every real NFS server has one). */
@@ -68,12 +70,15 @@ class DuplicateRequestCache {
   }
 
   begin(key: string, argsPrefix: Buffer): DrcEntry {
-    const e: DrcEntry = { done: false, argsPrefix, reply: [] };
+    const e: DrcEntry = { done: false, argsPrefix, reply: [], waiters: [] };
     this.entries.set(key, e);
-    while (this.entries.size > this.max) {
-      const oldest = this.entries.keys().next();
-      if (oldest.done) break;
-      this.entries.delete(oldest.value);
+    if (this.entries.size > this.max) {
+      // Evict the oldest completed replies; entries still in progress stay (they are few: bounded
+      // by the requests in flight).
+      for (const [k, v] of this.entries) {
+        if (this.entries.size <= this.max) break;
+        if (v.done) this.entries.delete(k);
+      }
     }
     return e;
   }
@@ -125,9 +130,17 @@ export class RpcServer {
     this.udpSockets.push(sock);
     sock.on('message', (msg, rinfo) => {
       void this.process(msg, { host: rinfo.address, transport: 'udp' }, (parts) => {
-        sock.send(Buffer.concat(parts), rinfo.port, rinfo.address);
+        // A spoofed source (port 0, a broadcast address) must not take the process down.
+        try {
+          sock.send(Buffer.concat(parts), rinfo.port, rinfo.address, (err) => {
+            if (err) this.opts.log?.debug({ err: err.message }, 'UDP reply not sent');
+          });
+        } catch (err) {
+          this.opts.log?.debug({ err: (err as Error).message, peer: `${rinfo.address}:${rinfo.port}` }, 'UDP reply not sent');
+        }
       });
     });
+    sock.on('error', (err) => this.opts.log?.warn({ err: err.message }, 'UDP socket error'));
     return new Promise((resolve, reject) => {
       sock.once('error', reject);
       sock.bind(port, host, () => {
@@ -207,7 +220,7 @@ export class RpcServer {
   private async process(record: Buffer, conn: RpcConnectionInfo, send: (parts: Buffer[]) => void, onGarbage?: () => void): Promise<void> {
     this.inFlight++;
     try {
-      const reply = await this.answer(record, conn);
+      const reply = await this.answer(record, conn, send);
       if (reply === undefined) onGarbage?.();
       else if (reply !== null) send(reply);
     } finally {
@@ -225,7 +238,7 @@ export class RpcServer {
    * retransmission whose original is still in progress), undefined when the record is not an RPC
    * call at all (no reply is possible without a valid header). Never rejects.
    */
-  async answer(record: Buffer, conn: RpcConnectionInfo): Promise<Buffer[] | null | undefined> {
+  async answer(record: Buffer, conn: RpcConnectionInfo, lateReply?: (reply: Buffer[]) => void): Promise<Buffer[] | null | undefined> {
     let call: RpcCall;
     try {
       call = decodeCall(record);
@@ -234,14 +247,19 @@ export class RpcServer {
       return undefined;
     }
     try {
-      return await this.dispatch(call, record, conn);
+      return await this.dispatch(call, record, conn, lateReply);
     } catch (err) {
       this.opts.log?.error({ err, xid: call.xid }, 'RPC dispatch failed');
       return [encodeAcceptError(call.xid, AS.SYSTEM_ERR)];
     }
   }
 
-  private async dispatch(call: RpcCall, record: Buffer, conn: RpcConnectionInfo): Promise<Buffer[] | null> {
+  private async dispatch(
+    call: RpcCall,
+    record: Buffer,
+    conn: RpcConnectionInfo,
+    lateReply?: (reply: Buffer[]) => void,
+  ): Promise<Buffer[] | null> {
     const log = this.opts.log;
     const { xid } = call;
     if (call.rpcVersion !== RPC_VERSION) return [encodeRpcMismatch(xid)];
@@ -277,7 +295,12 @@ export class RpcServer {
       const prefix = record.subarray(call.args.pos, Math.min(record.length, call.args.pos + 128));
       const hit = this.drc.get(drcKey);
       if (hit && hit.argsPrefix.equals(prefix)) {
-        if (!hit.done) return null; // the original is still being processed: its reply will answer
+        if (!hit.done) {
+          // The original is still running: answer this retransmission too when it finishes (the
+          // client may have reconnected, so the original's socket may be gone).
+          if (lateReply) hit.waiters.push(lateReply);
+          return null;
+        }
         log?.debug({ client: conn.host, xid }, 'duplicate request answered from cache');
         return hit.reply;
       }
@@ -287,7 +310,6 @@ export class RpcServer {
     const started = performance.now();
     const w = new XdrWriter(256);
     writeAcceptedHeader(w, xid, AS.SUCCESS);
-    const headerEnd = w.pos;
     let stat: AcceptStat = AS.SUCCESS;
     let extra: Buffer[] | undefined;
     try {
@@ -308,13 +330,15 @@ export class RpcServer {
     if (stat !== AS.SUCCESS) {
       reply = [encodeAcceptError(xid, stat)];
       if (drcKey) this.drc.forget(drcKey);
+      if (drcEntry) for (const w of drcEntry.waiters) w(reply);
       return reply;
     }
-    void headerEnd;
     reply = extra ? [w.finish(), ...extra] : [w.finish()];
     if (drcEntry) {
       drcEntry.reply = reply;
       drcEntry.done = true;
+      for (const w of drcEntry.waiters) w(reply);
+      drcEntry.waiters = [];
     }
     return reply;
   }

@@ -4,7 +4,7 @@ import { memoryServer } from '../testing/memory-server.js';
 import { VfsError } from './errors.js';
 import { CreateMode } from './service.js';
 import type { Identity } from './types.js';
-import { FileType } from './types.js';
+import { FileType, nowTimespec } from './types.js';
 
 const root: Identity = { uid: 0, gid: 0, gids: [] };
 const alice: Identity = { uid: 1000, gid: 1000, gids: [] };
@@ -166,5 +166,42 @@ describe('file service semantics', () => {
     forged[1] = 1;
     forged.writeUInt32BE(12345, 4);
     await rejects(fs.getattr(forged), 'STALE');
+  });
+
+  it('serializes crossing directory moves so no cycle can form', async () => {
+    const { fs, share, rootFh } = await setup();
+    const a = await fs.mkdir(rootFh, n('a'), root, {});
+    const b = await fs.mkdir(rootFh, n('b'), root, {});
+    const afh = fs.handleOf(share, a.inode);
+    const bfh = fs.handleOf(share, b.inode);
+    const results = await Promise.allSettled([fs.rename(rootFh, n('a'), bfh, n('a'), root), fs.rename(rootFh, n('b'), afh, n('b'), root)]);
+    assert.deepEqual(results.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+    // Whatever moved, the root still reaches both directories.
+    const top = await fs.readdir(rootFh, root, 0, 10);
+    assert.equal(top.entries.length, 1);
+  });
+
+  it('lets concurrent UNCHECKED creates of one name all succeed on the same file', async () => {
+    const { fs, rootFh } = await setup();
+    const rs = await Promise.all(Array.from({ length: 5 }, () => fs.create(rootFh, n('same'), root, CreateMode.UNCHECKED, {}, null)));
+    assert.equal(new Set(rs.map((r) => r.inode.id)).size, 1);
+  });
+
+  it('leaves data alone when a guarded SETATTR of the size fails its guard', async () => {
+    const { fs, share, rootFh } = await setup();
+    const f = await fs.create(rootFh, n('g'), root, CreateMode.UNCHECKED, {}, null);
+    const fh = fs.handleOf(share, f.inode);
+    await fs.write(fh, root, 0, n('hello world'), false);
+    await rejects(fs.setattr(fh, root, { size: 0 }, { sec: 1, nsec: 1 }), 'NOT_SYNC');
+    assert.equal((await fs.read(fh, root, 0, 100)).data.toString(), 'hello world');
+  });
+
+  it('hands out strictly increasing timestamps', () => {
+    let prev = nowTimespec();
+    for (let i = 0; i < 100_000; i++) {
+      const t = nowTimespec();
+      assert.ok(t.sec > prev.sec || (t.sec === prev.sec && t.nsec > prev.nsec), 'time went backwards or stood still');
+      prev = t;
+    }
   });
 });

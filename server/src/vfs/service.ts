@@ -7,7 +7,7 @@ import { VfsError } from './errors.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
-import { FileType, NAME_MAX, nowTimespec } from './types.js';
+import { FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
 
 export interface ShareOptions {
   name: string;
@@ -226,6 +226,8 @@ export class FileService {
     }
     changes.ctime = now;
     changes.clearCreateVerifier = true;
+    // Check the guard before any data is cut: a failed guarded SETATTR changes nothing.
+    if (guardCtime && !timespecEqual(guardCtime, inode.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
     if (changes.size !== undefined) await share.data.truncate(inode.id, changes.size);
     const after = await share.meta.setAttr(inode.id, changes, guardCtime);
     return { before: inode, after, share };
@@ -354,7 +356,16 @@ export class FileService {
     });
     if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
     if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
-    const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    let inode: Inode;
+    try {
+      inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    } catch (e) {
+      // Lost a race with a concurrent create of the same name: UNCHECKED (and EXCLUSIVE with the
+      // same verifier) must still succeed, so answer as if the file had been there already.
+      if (e instanceof VfsError && e.errno === 'EXIST' && how !== CreateMode.GUARDED)
+        return this.create(dirHandle, name, cred, how, attrs, verifier);
+      throw e;
+    }
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
@@ -449,23 +460,59 @@ export class FileService {
     if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id))
       throw new VfsError('ACCES', 'sticky directory: not the owner');
     if (moving.type === FileType.DIR && a.inode.id !== b.inode.id) {
-      // A directory cannot move into its own subtree.
-      let cur = b.inode;
-      for (let depth = 0; depth < 4096; depth++) {
-        if (cur.id === moving.id) throw new VfsError('INVAL', 'cannot move a directory into itself');
-        if (cur.id === share.rootId || cur.parent === cur.id) break;
-        const up = await share.meta.getInode(cur.parent);
-        if (!up) break;
-        cur = up;
+      // Directory moves between parents are serialized per share (like a kernel's rename mutex),
+      // so two crossing moves cannot both pass the subtree check and build a cycle.
+      const release = await this.renameLock(share);
+      try {
+        return await this.renameDirectory(share, a.inode, fromName, b.inode, toName, moving, id);
+      } finally {
+        release();
       }
-      // Moving a directory rewrites its ".." entry, which needs write permission on it.
-      if (id.uid !== 0) this.mustAccess(moving, id, Access.W);
     }
     const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());
     if (r.replaced?.freed && r.replaced.inode.type === FileType.REG) await share.data.free(r.replaced.inode.id);
     const fromAfter = await share.meta.getInode(a.inode.id);
     const toAfter = a.inode.id === b.inode.id ? fromAfter : await share.meta.getInode(b.inode.id);
     return { from: { dirBefore: a.inode, dirAfter: fromAfter }, to: { dirBefore: b.inode, dirAfter: toAfter } };
+  }
+
+  private readonly renameLocks = new Map<number, Promise<void>>();
+
+  private async renameLock(share: Share): Promise<() => void> {
+    const prev = this.renameLocks.get(share.id) ?? Promise.resolve();
+    let release!: () => void;
+    const next = new Promise<void>((r) => (release = r));
+    const tail = prev.then(() => next);
+    this.renameLocks.set(share.id, tail);
+    await prev;
+    return () => {
+      release();
+      if (this.renameLocks.get(share.id) === tail) this.renameLocks.delete(share.id);
+    };
+  }
+
+  private async renameDirectory(
+    share: Share,
+    fromDir: Inode,
+    fromName: Buffer,
+    toDir: Inode,
+    toName: Buffer,
+    moving: Inode,
+    id: Identity,
+  ): Promise<{ from: DirChange; to: DirChange }> {
+    // A directory cannot move into its own subtree (checked under the lock, from fresh rows).
+    let cur: Inode | null = await share.meta.getInode(toDir.id);
+    for (let depth = 0; cur && depth < 4096; depth++) {
+      if (cur.id === moving.id) throw new VfsError('INVAL', 'cannot move a directory into itself');
+      if (cur.id === share.rootId || cur.parent === cur.id) break;
+      cur = await share.meta.getInode(cur.parent);
+    }
+    // Moving a directory rewrites its ".." entry, which needs write permission on it.
+    if (id.uid !== 0) this.mustAccess(moving, id, Access.W);
+    await share.meta.rename(fromDir.id, fromName, toDir.id, toName, nowTimespec());
+    const fromAfter = await share.meta.getInode(fromDir.id);
+    const toAfter = await share.meta.getInode(toDir.id);
+    return { from: { dirBefore: fromDir, dirAfter: fromAfter }, to: { dirBefore: toDir, dirAfter: toAfter } };
   }
 
   // ---- directories -------------------------------------------------------------------------------

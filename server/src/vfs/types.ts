@@ -85,12 +85,16 @@ export interface Identity {
   gids: readonly number[];
 }
 
+let lastNs = 0n;
+
+/**
+ * The current time with nanoseconds, strictly increasing within the process: clients compare
+ * ctime/mtime to detect change, so two changes must never share a timestamp or go backwards.
+ */
 export function nowTimespec(): Timespec {
-  const ms = Date.now();
-  const sec = Math.floor(ms / 1000);
-  // Sub-millisecond precision from the monotonic clock keeps successive changes distinguishable.
-  const sub = Number(process.hrtime.bigint() % 1_000_000n);
-  return { sec, nsec: (ms % 1000) * 1_000_000 + sub };
+  const wall = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
+  lastNs = wall > lastNs ? wall : lastNs + 1n;
+  return { sec: Number(lastNs / 1_000_000_000n), nsec: Number(lastNs % 1_000_000_000n) };
 }
 
 export const timespecEqual = (a: Timespec, b: Timespec): boolean => a.sec === b.sec && a.nsec === b.nsec;
