@@ -10,6 +10,7 @@ import { BlockService, DirtyBudget } from './blocks/service.js';
 import type { BlockStore } from './blocks/store.js';
 import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './config/types.js';
 import { MemoryMetadataStore } from './meta/memory.js';
+import { createEmbeddedMetadataStore, createPostgresMetadataStore } from './meta/sql/index.js';
 import type { MetadataStore } from './meta/store.js';
 import { MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3 } from './nfs3/constants.js';
 import { MountProgram } from './nfs3/mount.js';
@@ -28,10 +29,24 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-function createMetadataStore(name: string, cfg: MetadataStoreConfig): MetadataStore {
+function createMetadataStore(name: string, cfg: MetadataStoreConfig, dataDir: string, log: Logger): MetadataStore {
+  const logger = log.child({ store: name });
   switch (cfg.type) {
     case 'memory':
       return new MemoryMetadataStore();
+    case 'embedded':
+      return createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger });
+    case 'postgres':
+      if (!cfg.url) throw new Error(`metadata store ${name}: a postgres store needs a url`);
+      return createPostgresMetadataStore({
+        url: cfg.url,
+        ...(cfg.pool_size !== undefined ? { poolSize: cfg.pool_size } : {}),
+        ...(cfg.schema !== undefined ? { schema: cfg.schema } : {}),
+        ...(cfg.connect_timeout !== undefined ? { connectTimeoutMs: cfg.connect_timeout } : {}),
+        ...(cfg.statement_timeout !== undefined ? { statementTimeoutMs: cfg.statement_timeout } : {}),
+        logger,
+        applicationName: `dittofs/${name}`,
+      });
     default:
       throw new Error(`metadata store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
   }
@@ -81,7 +96,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
 
   try {
     for (const [name, cfg] of Object.entries(config.metadata.stores)) {
-      const s = createMetadataStore(name, cfg);
+      const s = createMetadataStore(name, cfg, config.data_dir, log);
       await s.open();
       metaStores.set(name, s);
       cleanups.push(() => s.close());

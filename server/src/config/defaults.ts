@@ -40,6 +40,11 @@ export function defaultBlockStorePath(dataDir: string, storeName: string): strin
   return path.join(dataDir, 'blocks', storeName);
 }
 
+/** Where an embedded metadata store keeps its database when the file gives no `path`. */
+export function defaultMetadataStorePath(dataDir: string, storeName: string): string {
+  return path.join(dataDir, 'metadata', storeName);
+}
+
 /** The stores supplied when the file defines no stores at all. */
 export function defaultMetadataStores(): Record<string, MetadataStoreConfig> {
   return { [DEFAULT_STORE_NAME]: { type: 'memory' } };

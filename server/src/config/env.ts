@@ -129,7 +129,9 @@ function resolveGeneric(name: string, raw: Record<string, unknown>): Resolved {
             ok: false,
             message:
               matches.length === 0
-                ? `there is no ${node.what} named like ${JSON.stringify(part)} under ${formatPath(segments)} (defined: ${names.join(', ') || 'none'})`
+                ? `there is no ${node.what} named like ${JSON.stringify(part)} under ${formatPath(segments)} (defined: ${
+                    names.join(', ') || 'none'
+                  }); environment variables set keys of stores defined in the config file, they cannot add a store`
                 : `${JSON.stringify(part)} matches several ${node.what}s (${matches.join(', ')}); set this in the config file instead`,
           };
         }

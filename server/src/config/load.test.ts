@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { defaultConfig, MiB } from './defaults.js';
 import { NAMED_ENV_OVERRIDES } from './env.js';
-import { ConfigError, type ConfigIssue } from './errors.js';
+import { ConfigError, maskUrlPassword, redactSecrets, type ConfigIssue } from './errors.js';
 import { BUILT_IN_SOURCE, loadConfig, parseConfig, validateConfig } from './load.js';
 import { formatConfig } from './render.js';
 import { SAMPLE_CONFIG_YAML } from './sample.js';
@@ -439,7 +439,7 @@ describe('validation errors', () => {
     );
     assertIssue(issues, 'logging.level', 'expected one of trace, debug, info, warn, error, fatal, got "warning" (did you mean "warn"?)');
     assertIssue(issues, 'logging.format', 'expected "json", got "pretty"');
-    assertIssue(issues, 'metadata.stores.m.type', 'expected "memory", got "postgress"');
+    assertIssue(issues, 'metadata.stores.m.type', 'expected one of memory, embedded, postgres, got "postgress" (did you mean "postgres"?)');
     assertIssue(issues, 'blocks.stores.b.type', 'expected one of memory, filesystem, got "s3"');
   });
 
@@ -571,6 +571,274 @@ describe('validation errors', () => {
   it('rejects a document that is not a mapping', () => {
     assert.deepEqual(yamlIssues('- a\n- b\n'), [{ path: '(top level)', message: 'expected a mapping of settings, got a list' }]);
     assert.deepEqual(yamlIssues('hello\n'), [{ path: '(top level)', message: 'expected a mapping of settings, got the string "hello"' }]);
+  });
+});
+
+describe('metadata stores', () => {
+  const PW = 'Sup3r-s3cret';
+  const URL_PW = `postgres://ditto:${PW}@db.example.com:5432/dittofs`;
+  /** A file with the given metadata stores (flow-style YAML for each) and no shares. */
+  const stores = (entries: Record<string, string>): string =>
+    `metadata:\n  stores:\n${Object.entries(entries)
+      .map(([name, v]) => `    ${name}: ${v}\n`)
+      .join('')}shares: []\n`;
+  const noPassword = (issues: ConfigIssue[]): void => {
+    for (const i of issues) assert.ok(!`${i.path} ${i.message}`.includes(PW.slice(0, 6)), `password leaked: ${i.path}: ${i.message}`);
+  };
+
+  it('accepts embedded and postgres stores with all their keys', () => {
+    const c = parse(
+      stores({
+        m: '{type: memory}',
+        e: '{type: embedded, path: /var/lib/ditto/meta}',
+        p: `{type: postgres, url: "${URL_PW}", pool_size: 20, schema: ditto_a, connect_timeout: 2500, statement_timeout: 60000}`,
+        q: '{type: postgres, url: "postgresql:///dittofs?host=/var/run/postgresql"}',
+      }),
+    );
+    assert.deepEqual(c.metadata.stores, {
+      m: { type: 'memory' },
+      e: { type: 'embedded', path: '/var/lib/ditto/meta' },
+      p: { type: 'postgres', url: URL_PW, pool_size: 20, schema: 'ditto_a', connect_timeout: 2500, statement_timeout: 60000 },
+      q: { type: 'postgres', url: 'postgresql:///dittofs?host=/var/run/postgresql' },
+    });
+  });
+
+  it('the built-in default metadata store is still memory', () => {
+    assert.deepEqual(parse('').metadata.stores, { default: { type: 'memory' } });
+  });
+
+  it('an embedded store without path is placed under data_dir by name, after env overrides', () => {
+    const yaml = stores({ 'meta.one': '{type: embedded}' });
+    assert.equal(parse(yaml).metadata.stores['meta.one']?.path, path.join(CWD, 'data', 'metadata', 'meta.one'));
+    assert.equal(parse(`data_dir: /var/lib/ditto\n${yaml}`).metadata.stores['meta.one']?.path, '/var/lib/ditto/metadata/meta.one');
+    assert.equal(parse(yaml, { DITTOFS_DATA_DIR: '/mnt/x' }).metadata.stores['meta.one']?.path, '/mnt/x/metadata/meta.one');
+    assert.equal(parse(yaml, { DITTOFS_METADATA__STORES__META_ONE__PATH: 'rel' }).metadata.stores['meta.one']?.path, path.join(CWD, 'rel'));
+  });
+
+  it('an embedded path resolves like block store paths: relative to cwd, ~/ to home, absolute kept', () => {
+    const c = parse(
+      stores({ a: '{type: embedded, path: ../meta}', b: '{type: embedded, path: ~/meta}', c: '{type: embedded, path: /abs}' }),
+    );
+    assert.equal(c.metadata.stores.a?.path, '/srv/meta');
+    assert.equal(c.metadata.stores.b?.path, path.join(os.homedir(), 'meta'));
+    assert.equal(c.metadata.stores.c?.path, '/abs');
+    assertIssue(yamlIssues(stores({ a: '{type: embedded, path: ""}' })), 'metadata.stores.a.path', 'must not be empty');
+  });
+
+  it('accepts timeouts as numbers, digit strings and with units', () => {
+    const c = parse(
+      stores({
+        p: `{type: postgres, url: "${URL_PW}", connect_timeout: "1.5s", statement_timeout: 2m}`,
+        q: `{type: postgres, url: "${URL_PW}", connect_timeout: "750", statement_timeout: 1h}`,
+        r: `{type: postgres, url: "${URL_PW}", connect_timeout: 1, statement_timeout: 250ms}`,
+      }),
+    );
+    assert.deepEqual(
+      ['p', 'q', 'r'].map((n) => [c.metadata.stores[n]?.connect_timeout, c.metadata.stores[n]?.statement_timeout]),
+      [
+        [1500, 120_000],
+        [750, 3_600_000],
+        [1, 250],
+      ],
+    );
+  });
+
+  it('checks url, pool_size, schema and timeouts', () => {
+    const issues = yamlIssues(
+      stores({
+        a: `{type: postgres, url: "mysql://ditto:${PW}@db/x"}`,
+        b: `{type: postgres, url: "ditto:${PW}@db:5432/x"}`,
+        c: `{type: postgres, url: "postgres://ditto:${PW}/x@db:5432/x"}`,
+        d: '{type: postgres, url: ""}',
+        e: `{type: postgres, url: "${URL_PW}", pool_size: 0, schema: "Ditto", connect_timeout: 0, statement_timeout: 3600001}`,
+        f: `{type: postgres, url: "${URL_PW}", pool_size: 1001, schema: pg_ditto, connect_timeout: 1.5, statement_timeout: 5 minutes}`,
+        g: `{type: postgres, url: 5, pool_size: "10", schema: 1abc, connect_timeout: -5, statement_timeout: true}`,
+        h: `{type: postgres, url: " ${URL_PW}", schema: "${'a'.repeat(64)}"}`,
+      }),
+    );
+    const EXPECTED = 'expected a postgres:// or postgresql:// URL such as postgres://user@host:5432/dittofs';
+    const DURATION = 'expected a duration in milliseconds from 1 to 3600000 (a number, or with a unit: 500ms, 5s, 2m, 1h)';
+    const SCHEMA = 'expected a schema name of 1 to 63 lower-case letters, digits or "_", not starting with a digit';
+    assertIssue(issues, 'metadata.stores.a.url', `${EXPECTED}, got a URL starting with "mysql://"`);
+    assertIssue(issues, 'metadata.stores.b.url', `${EXPECTED}, got a string that does not start with postgres:// or postgresql://`);
+    assertIssue(
+      issues,
+      'metadata.stores.c.url',
+      `${EXPECTED}, got a string that does not parse as a URL (value not shown, as it may hold a password; ` +
+        'percent-encode special characters in the user name and password, such as "/" as %2F and "@" as %40)',
+    );
+    assertIssue(issues, 'metadata.stores.d.url', `must not be empty (${EXPECTED})`);
+    assertIssue(issues, 'metadata.stores.e.pool_size', 'expected an integer from 1 to 1000, got 0');
+    assertIssue(issues, 'metadata.stores.e.schema', `${SCHEMA}, got "Ditto"`);
+    assertIssue(issues, 'metadata.stores.e.connect_timeout', `${DURATION}, got 0`);
+    assertIssue(issues, 'metadata.stores.e.statement_timeout', `${DURATION}, got 3600001`);
+    assertIssue(issues, 'metadata.stores.f.pool_size', 'expected an integer from 1 to 1000, got 1001');
+    assertIssue(
+      issues,
+      'metadata.stores.f.schema',
+      'must not start with "pg_" (reserved by PostgreSQL for system schemas), got "pg_ditto"',
+    );
+    assertIssue(issues, 'metadata.stores.f.connect_timeout', 'must be a whole number of milliseconds, got the number 1.5');
+    assertIssue(issues, 'metadata.stores.f.statement_timeout', `${DURATION}, got "5 minutes"`);
+    assertIssue(issues, 'metadata.stores.g.url', 'expected a string, got the number 5');
+    assertIssue(issues, 'metadata.stores.g.pool_size', 'expected an integer from 1 to 1000, got the string "10"');
+    assertIssue(issues, 'metadata.stores.g.schema', `${SCHEMA}, got "1abc"`);
+    assertIssue(issues, 'metadata.stores.g.connect_timeout', `${DURATION}, got -5`);
+    assertIssue(issues, 'metadata.stores.g.statement_timeout', `${DURATION}, got true`);
+    assertIssue(issues, 'metadata.stores.h.url', `must not start or end with white space (${EXPECTED})`);
+    assertIssue(issues, 'metadata.stores.h.schema', `${SCHEMA}, got "${'a'.repeat(64)}"`);
+    assert.equal(issues.length, 19);
+    noPassword(issues);
+  });
+
+  it('allows each key only for its store type', () => {
+    const issues = yamlIssues(
+      stores({
+        m: `{type: memory, path: /x, url: "${URL_PW}", pool_size: 5, schema: s, connect_timeout: 1, statement_timeout: 1}`,
+        e: `{type: embedded, url: "${URL_PW}", schema: s}`,
+        p: '{type: postgres, path: /x, pool_size: 5}',
+        'my-pg': '{type: postgres}',
+      }),
+    );
+    assertIssue(issues, 'metadata.stores.m.path', "only embedded metadata stores have a path (this store's type is memory)");
+    assertIssue(issues, 'metadata.stores.m.url', "only postgres metadata stores have a url (this store's type is memory)");
+    assertIssue(issues, 'metadata.stores.m.pool_size', "only postgres metadata stores have pool_size (this store's type is memory)");
+    assertIssue(issues, 'metadata.stores.m.schema', "only postgres metadata stores have schema (this store's type is memory)");
+    assertIssue(
+      issues,
+      'metadata.stores.m.connect_timeout',
+      "only postgres metadata stores have connect_timeout (this store's type is memory)",
+    );
+    assertIssue(
+      issues,
+      'metadata.stores.m.statement_timeout',
+      "only postgres metadata stores have statement_timeout (this store's type is memory)",
+    );
+    assertIssue(issues, 'metadata.stores.e.url', "only postgres metadata stores have a url (this store's type is embedded)");
+    assertIssue(issues, 'metadata.stores.e.schema', "only postgres metadata stores have schema (this store's type is embedded)");
+    assertIssue(issues, 'metadata.stores.p.path', "only embedded metadata stores have a path (this store's type is postgres)");
+    assertIssue(
+      issues,
+      'metadata.stores.p.url',
+      'required for postgres metadata stores: a postgres:// or postgresql:// URL (in the file or from DITTOFS_METADATA__STORES__P__URL)',
+    );
+    assertIssue(
+      issues,
+      'metadata.stores.my-pg.url',
+      'required for postgres metadata stores: a postgres:// or postgresql:// URL (in the file or from DITTOFS_METADATA__STORES__MY_PG__URL)',
+    );
+    assert.equal(issues.length, 11);
+    noPassword(issues);
+    // A store whose type is invalid gets only the type error.
+    const bad = yamlIssues(stores({ x: `{type: postgre, url: "${URL_PW}", path: /x}` }));
+    assert.deepEqual(
+      bad.map((i) => i.path),
+      ['metadata.stores.x.type'],
+    );
+  });
+
+  it('the url of a store in the file can come from the environment', () => {
+    const c = parse(stores({ pg: '{type: postgres, schema: ditto}' }), { DITTOFS_METADATA__STORES__PG__URL: URL_PW });
+    assert.equal(c.metadata.stores.pg?.url, URL_PW);
+    // ...and overrides one in the file.
+    const d = parse(stores({ pg: '{type: postgres, url: "postgres://old@h/db"}' }), { DITTOFS_METADATA__STORES__PG__URL: URL_PW });
+    assert.equal(d.metadata.stores.pg?.url, URL_PW);
+    const e = parse(stores({ pg: `{type: postgres, url: "${URL_PW}"}` }), {
+      DITTOFS_METADATA__STORES__PG__POOL_SIZE: '50',
+      DITTOFS_METADATA__STORES__PG__STATEMENT_TIMEOUT: '10s',
+    });
+    assert.deepEqual([e.metadata.stores.pg?.pool_size, e.metadata.stores.pg?.statement_timeout], [50, 10_000]);
+  });
+
+  it('a url override for a store not in the file is a clear error; a bad one does not echo the password', () => {
+    const issues = yamlIssues('', { DITTOFS_METADATA__STORES__PG__URL: URL_PW });
+    assert.deepEqual(issues, [
+      {
+        path: 'DITTOFS_METADATA__STORES__PG__URL',
+        message:
+          'there is no metadata store named like "PG" under metadata.stores (defined: default); ' +
+          'environment variables set keys of stores defined in the config file, they cannot add a store',
+      },
+    ]);
+    const bad = yamlIssues(stores({ pg: '{type: postgres}' }), { DITTOFS_METADATA__STORES__PG__URL: `http://ditto:${PW}@db/x` });
+    assertIssue(
+      bad,
+      'DITTOFS_METADATA__STORES__PG__URL',
+      'expected a postgres:// or postgresql:// URL such as postgres://user@host:5432/dittofs, got a URL starting with "http://" (sets metadata.stores.pg.url)',
+    );
+    assert.equal(bad.length, 1); // no "required" on top
+    noPassword(bad);
+  });
+
+  it('error messages never show a password, even when a url is written where it does not belong', () => {
+    let err: unknown;
+    try {
+      parse(`metadata:\n  stores:\n    pg: "${URL_PW}"\n    q: {type: "${URL_PW}"}\nshares: []\n`);
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof ConfigError);
+    assert.ok(!err.message.includes(PW), err.message);
+    assertIssue(
+      [...err.issues],
+      'metadata.stores.pg',
+      'expected a mapping of keys, got the string "postgres://ditto:****@db.example.com:5432/dittofs"',
+    );
+    assertIssue(
+      [...err.issues],
+      'metadata.stores.q.type',
+      /got "postgres:\/\/ditto:\*\*\*\*@db\.example\.com:5432\/dittofs" \(did you mean "postgres"\?\)$/,
+    );
+  });
+
+  it('config show masks passwords and the output loads back', () => {
+    const c = parse(
+      stores({
+        p: `{type: postgres, url: "${URL_PW}?sslmode=require&sslpassword=k3y"}`,
+        q: '{type: postgres, url: "postgres://ditto@db/x"}',
+        r: '{type: embedded}',
+      }),
+    );
+    for (const format of ['yaml', 'json'] as const) {
+      const text = formatConfig(c, format);
+      assert.ok(!text.includes(PW) && !text.includes('k3y'), text);
+      assert.ok(text.includes('postgres://ditto:****@db.example.com:5432/dittofs?sslmode=require&sslpassword=****'), text);
+      assert.ok(text.includes('postgres://ditto@db/x'), text);
+      const back = parse(text);
+      assert.equal(back.metadata.stores.p?.url, 'postgres://ditto:****@db.example.com:5432/dittofs?sslmode=require&sslpassword=****');
+      assert.equal(back.metadata.stores.r?.path, c.metadata.stores.r?.path);
+    }
+    // The config itself keeps the real URL.
+    assert.equal(c.metadata.stores.p?.url, `${URL_PW}?sslmode=require&sslpassword=k3y`);
+  });
+
+  it('masking helpers', () => {
+    assert.equal(maskUrlPassword('postgres://u:p%40ss@h:1/db'), 'postgres://u:****@h:1/db');
+    assert.equal(maskUrlPassword('postgres://u:p@ss@h/db?x=a@b'), 'postgres://u:****@h/db?x=a@b');
+    assert.equal(maskUrlPassword('postgres://u@h/db?password=pw&a=b'), 'postgres://u@h/db?password=****&a=b');
+    assert.equal(maskUrlPassword('postgres://h:5432/db'), 'postgres://h:5432/db');
+    assert.equal(redactSecrets('got "postgres://u:pa/ss@h/db" here'), 'got "postgres://u:****@h/db" here');
+    assert.equal(redactSecrets('no url here: a:b@c'), 'no url here: a:b@c');
+  });
+
+  it("the sample's commented-out store examples validate when uncommented", () => {
+    const uncommented = SAMPLE_CONFIG_YAML.split('\n')
+      .map((l) => l.replace(/^( {4})# (?=[a-z]+:$| {2})/, '$1'))
+      .join('\n');
+    assert.notEqual(uncommented, SAMPLE_CONFIG_YAML);
+    const c = parse(uncommented);
+    assert.deepEqual(c.metadata.stores, {
+      default: { type: 'memory' },
+      local: { type: 'embedded', path: '/var/lib/dittofs/metadata/local' },
+      pg: {
+        type: 'postgres',
+        url: 'postgres://dittofs:PASSWORD@db.example.com:5432/dittofs',
+        pool_size: 10,
+        schema: 'dittofs',
+        connect_timeout: 5000,
+        statement_timeout: 30000,
+      },
+    });
   });
 });
 

@@ -4,17 +4,24 @@
 // Which file:  opts.file (the CLI's --config), else $DITTOFS_CONFIG, else ./dittofs.yaml if it
 // exists, else none (built-in defaults). Environment overrides apply in every case.
 //
-// Relative paths (data_dir, block store paths) are resolved against the process's working
+// Relative paths (data_dir, block and embedded metadata store paths) are resolved against the process's working
 // directory, not the file's directory; a leading `~/` means the home directory.
 import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import YAML, { isMap, isScalar, isSeq, LineCounter, type Document, type Node as YamlNode } from 'yaml';
-import { DEFAULT_SHARE_NAME, DEFAULT_STORE_NAME, defaultBlockStorePath, defaultConfig, defaultMetadataStores } from './defaults.js';
-import { applyEnvOverrides } from './env.js';
+import {
+  DEFAULT_SHARE_NAME,
+  DEFAULT_STORE_NAME,
+  defaultBlockStorePath,
+  defaultConfig,
+  defaultMetadataStorePath,
+  defaultMetadataStores,
+} from './defaults.js';
+import { applyEnvOverrides, ENV_PREFIX, envNameOf } from './env.js';
 import { ConfigError } from './errors.js';
 import { describeValue, formatPath, isPlainObject, SCHEMA, walk, type Issue, type Segment } from './schema.js';
-import type { DittoConfig } from './types.js';
+import type { DittoConfig, MetadataStoreConfig } from './types.js';
 
 export { ConfigError, CONFIG_INVALID, type ConfigIssue } from './errors.js';
 
@@ -200,6 +207,7 @@ function checkSemantics(c: DittoConfig, issues: Issue[]): void {
       push(['blocks', 'stores', name, 'path'], `only filesystem block stores have a path (this store's type is ${store.type})`);
     }
   }
+  checkMetadataStores(c, issues, push);
   const metaNames = Object.keys(c.metadata.stores);
   const blockNames = Object.keys(c.blocks.stores);
   const seen = new Map<string, number>();
@@ -247,6 +255,40 @@ function checkSemantics(c: DittoConfig, issues: Issue[]): void {
   }
 }
 
+/** Keys of a metadata store that only `postgres` stores take. */
+const POSTGRES_ONLY_KEYS = [
+  'pool_size',
+  'schema',
+  'connect_timeout',
+  'statement_timeout',
+] as const satisfies readonly (keyof MetadataStoreConfig)[];
+
+/** Each metadata store has the keys of its type only; a postgres store has a url. */
+function checkMetadataStores(c: DittoConfig, issues: readonly Issue[], push: (segments: Segment[], message: string) => void): void {
+  for (const [name, store] of Object.entries(c.metadata.stores)) {
+    // A missing or invalid type was reported already; without it there is nothing to check against.
+    if (typeof store.type !== 'string') continue;
+    const at = (key: string): Segment[] => ['metadata', 'stores', name, key];
+    const typeIs = `this store's type is ${store.type}`;
+    if (store.type !== 'embedded' && store.path !== undefined) {
+      push(at('path'), `only embedded metadata stores have a path (${typeIs})`);
+    }
+    if (store.type === 'postgres') {
+      const envVar = `${ENV_PREFIX}METADATA__STORES__${envNameOf(name)}__URL`;
+      // No "required" on top of an invalid url (in the file or from the environment).
+      const reported = issues.some((i) => i.path === envVar || i.path === formatPath(at('url')));
+      if (store.url === undefined && !reported) {
+        push(at('url'), `required for postgres metadata stores: a postgres:// or postgresql:// URL (in the file or from ${envVar})`);
+      }
+    } else {
+      if (store.url !== undefined) push(at('url'), `only postgres metadata stores have a url (${typeIs})`);
+      for (const key of POSTGRES_ONLY_KEYS) {
+        if (store[key] !== undefined) push(at(key), `only postgres metadata stores have ${key} (${typeIs})`);
+      }
+    }
+  }
+}
+
 function expandPath(p: string, cwd: string): string {
   if (p === '~') return os.homedir();
   if (p.startsWith('~/')) return path.join(os.homedir(), p.slice(2));
@@ -258,6 +300,11 @@ function resolvePaths(c: DittoConfig, cwd: string): void {
   for (const [name, store] of Object.entries(c.blocks.stores)) {
     if (store.type === 'filesystem') {
       store.path = store.path === undefined ? defaultBlockStorePath(c.data_dir, name) : expandPath(store.path, cwd);
+    }
+  }
+  for (const [name, store] of Object.entries(c.metadata.stores)) {
+    if (store.type === 'embedded') {
+      store.path = store.path === undefined ? defaultMetadataStorePath(c.data_dir, name) : expandPath(store.path, cwd);
     }
   }
 }

@@ -1,5 +1,6 @@
 // Printing a configuration (`dittofs config show`) in a form that loads back to the same thing.
 import YAML from 'yaml';
+import { maskUrlPassword } from './errors.js';
 import type { DittoConfig } from './types.js';
 
 export const OUTPUT_FORMATS = Object.freeze(['yaml', 'json'] as const);
@@ -10,10 +11,17 @@ export function formatMode(mode: number): string {
   return `0${mode.toString(8).padStart(3, '0')}`;
 }
 
-/** A plain copy of the config with modes as octal strings: no reader mistakes 511 for a mode. */
+/**
+ * A plain copy of the config with modes as octal strings (no reader mistakes 511 for a mode) and
+ * passwords in URLs masked as `****`.
+ */
 export function toDisplayObject(config: DittoConfig): Record<string, unknown> {
+  const stores = Object.fromEntries(
+    Object.entries(config.metadata.stores).map(([name, s]) => [name, s.url === undefined ? s : { ...s, url: maskUrlPassword(s.url) }]),
+  );
   return {
     ...config,
+    metadata: { ...config.metadata, stores },
     shares: config.shares.map((s) => ({ ...s, root_mode: formatMode(s.root_mode) })),
   };
 }

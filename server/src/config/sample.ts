@@ -19,15 +19,16 @@ export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
 # DITTOFS_MAX_DIRTY_BYTES, DITTOFS_READ_CACHE_BYTES. Any single setting can also be set as
 # DITTOFS_ plus its key path upper-cased with "__" between keys, e.g.
 # DITTOFS_ADAPTERS__NFS__DRC_SIZE=4096, DITTOFS_BLOCKS__STORES__DEFAULT__BLOCK_SIZE=8MiB,
-# DITTOFS_SHARES__0__READ_ONLY=true.
+# DITTOFS_SHARES__0__READ_ONLY=true, DITTOFS_METADATA__STORES__PG__URL=postgres://... (stores by
+# name, shares by position; the environment sets keys of existing stores and shares, never adds one).
 #
 # Sizes are bytes, written as a number or with a unit: 65536, 64KiB, 4MiB, 1.5GiB (KiB/MiB/GiB/TiB
 # and Ki/Mi/Gi/Ti are powers of 1024; kB/MB/GB/TB and k/M/G/T are powers of 1000).
 # Relative paths are resolved against the working directory of the server process (not against
 # this file's directory); "~/" means the home directory.
 
-# Directory for all local state (block files of filesystem stores, and later the WAL and the
-# control-plane database). Env: DITTOFS_DATA_DIR.
+# Directory for all local state (block files of filesystem stores, embedded metadata databases,
+# and later the WAL and the control-plane database). Env: DITTOFS_DATA_DIR.
 data_dir: ./data
 
 # Logging.
@@ -102,14 +103,42 @@ cache:
 # Named stores, reusable by several shares. Store names: 1 to 63 letters, digits, "-", "_" or ".",
 # starting with a letter or digit. When the file defines no stores at all, the two "default" stores
 # below are supplied, and, if there is no "shares" key either, the "/export" share too.
-# Metadata stores hold the directory tree and file attributes.
+# Metadata stores hold the directory tree and file attributes: memory, embedded or postgres.
 metadata:
   # Store name -> settings.
   stores:
     # A store named "default".
     default:
       # memory: kept in RAM, lost on restart (for tests and throwaway shares).
+      # embedded: PostgreSQL (PGlite) inside the server process, in a local directory; survives
+      #   restarts. One server process per directory.
+      # postgres: an external PostgreSQL server, for durability and sharing; needs "url".
       type: memory
+    # An embedded store (uncomment to use; point a share's "metadata" at it):
+    # local:
+    #   type: embedded
+    #   # Embedded stores only: the database directory.
+    #   # Default: <data_dir>/metadata/<store name>, here ./data/metadata/local.
+    #   path: /var/lib/dittofs/metadata/local
+    # A store in a PostgreSQL server (uncomment to use):
+    # pg:
+    #   type: postgres
+    #   # Required: a postgres:// or postgresql:// URL, libpq style (?sslmode=require works);
+    #   # percent-encode special characters in the user name and password ("@" as %40).
+    #   # Better kept out of this file: leave "url" out and set DITTOFS_METADATA__STORES__PG__URL
+    #   # (the store's name upper-cased, other characters as "_"). The environment can only set keys
+    #   # of a store defined here. Passwords are shown as **** by "config show" and in errors.
+    #   url: postgres://dittofs:PASSWORD@db.example.com:5432/dittofs
+    #   # Pooled connections, 1 to 1000 (default 10).
+    #   pool_size: 10
+    #   # Schema holding the tables (created if missing), so several stores can share one
+    #   # database. Default: the connection's search_path, normally "public".
+    #   schema: dittofs
+    #   # Timeouts in milliseconds, 1 to 3600000; units work too: 500ms, 5s, 2m, 1h.
+    #   # Opening one connection (default 5000).
+    #   connect_timeout: 5000
+    #   # Longest a statement may run on the server (default 30000).
+    #   statement_timeout: 30000
 
 # Block stores hold file data, cut into blocks.
 blocks:

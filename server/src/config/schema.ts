@@ -184,6 +184,37 @@ export const portLeaf = (): LeafNode => intLeaf(1, 65535, 'a port number from 1 
 export const idLeaf = (): LeafNode => intLeaf(0, 2 ** 32 - 2, 'a numeric id from 0 to 4294967294');
 export const countLeaf = (min: number, max: number): LeafNode => intLeaf(min, max, `an integer from ${min} to ${max}`);
 
+/** The same leaf, but the key may be left out (and has no default). */
+export const optionalLeaf = (leaf: LeafNode): LeafNode => ({ ...leaf, optional: true });
+
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = Object.freeze({ '': 1, ms: 1, s: 1000, m: 60_000, h: 3_600_000 });
+
+/**
+ * A duration, kept as whole milliseconds: a number (of milliseconds) or a string, either digits
+ * (milliseconds) or with a unit: `500ms`, `5s`, `1.5s`, `2m`, `1h`.
+ */
+export function durationMsLeaf(min: number, max: number): LeafNode {
+  const expected = `expected a duration in milliseconds from ${min} to ${max} (a number, or with a unit: 500ms, 5s, 2m, 1h)`;
+  const check = (v: unknown): LeafResult => {
+    let ms: number;
+    if (typeof v === 'number') {
+      ms = v;
+    } else if (typeof v === 'string') {
+      const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(v.trim());
+      const factor = m === null ? undefined : DURATION_UNITS_MS[(m[2] ?? '').toLowerCase()];
+      if (m === null || factor === undefined) return fail(`${expected}, got ${JSON.stringify(v)}`);
+      ms = Number(m[1]) * factor;
+    } else {
+      return fail(`${expected}, got ${describeValue(v)}`);
+    }
+    const got = typeof v === 'string' ? JSON.stringify(v) : describeValue(v);
+    if (!(ms >= min && ms <= max)) return fail(`${expected}, got ${typeof v === 'number' ? String(v) : got}`);
+    if (!Number.isInteger(ms)) return fail(`must be a whole number of milliseconds, got ${got}`);
+    return ok(ms);
+  };
+  return { kind: 'leaf', check, fromEnv: check };
+}
+
 export function sizeLeaf(opts: { min: number; max?: number; powerOfTwo?: boolean }): LeafNode {
   const max = opts.max ?? Number.MAX_SAFE_INTEGER;
   const check = (v: unknown): LeafResult => {
@@ -230,6 +261,47 @@ export const pathLeaf = (optional = false): LeafNode =>
     if (s.includes('\0')) return 'must not contain a NUL character';
     return undefined;
   }, optional);
+
+// No password in the example: messages mask anything that looks like one.
+export const POSTGRES_URL_EXAMPLE = 'postgres://user@host:5432/dittofs';
+
+/**
+ * A PostgreSQL connection URL. Messages never quote the value, which may hold a password; see also
+ * `maskUrlPassword` for printing it.
+ */
+export function postgresUrlProblem(s: string): string | undefined {
+  const expected = `expected a postgres:// or postgresql:// URL such as ${POSTGRES_URL_EXAMPLE}`;
+  if (s.trim() === '') return `must not be empty (${expected})`;
+  if (s !== s.trim()) return `must not start or end with white space (${expected})`;
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(s)?.[1];
+  if (scheme !== undefined && !/^postgres(?:ql)?$/i.test(scheme)) {
+    return `${expected}, got a URL starting with ${JSON.stringify(`${scheme}://`)}`;
+  }
+  if (!/^postgres(?:ql)?:\/\//i.test(s)) return `${expected}, got a string that does not start with postgres:// or postgresql://`;
+  try {
+    new URL(s);
+  } catch {
+    return (
+      `${expected}, got a string that does not parse as a URL (value not shown, as it may hold a password; ` +
+      'percent-encode special characters in the user name and password, such as "/" as %2F and "@" as %40)'
+    );
+  }
+  return undefined;
+}
+
+export const postgresUrlLeaf = (): LeafNode => stringLeaf(postgresUrlProblem, true);
+
+/** A PostgreSQL schema name, unquoted: lower-case, at most 63 bytes (NAMEDATALEN - 1). */
+export const SQL_SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export const sqlSchemaLeaf = (): LeafNode =>
+  stringLeaf((s) => {
+    if (!SQL_SCHEMA_RE.test(s)) {
+      return `expected a schema name of 1 to 63 lower-case letters, digits or "_", not starting with a digit, got ${JSON.stringify(s)}`;
+    }
+    if (s.startsWith('pg_')) return `must not start with "pg_" (reserved by PostgreSQL for system schemas), got ${JSON.stringify(s)}`;
+    return undefined;
+  }, true);
 
 const HOSTNAME_RE = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -292,6 +364,10 @@ function obj<T>(fields: { readonly [K in keyof T]-?: SchemaNode }): ObjectNode<T
   return { kind: 'object', fields };
 }
 
+/** Postgres metadata store limits. */
+export const MAX_POOL_SIZE = 1000;
+export const MAX_TIMEOUT_MS = 3_600_000;
+
 /** The largest RPC record accepted: the size of the biggest READ/WRITE plus headers must fit. */
 export const MIN_RECORD_SIZE = 8 * KiB;
 export const MAX_RECORD_SIZE = 1 * GiB;
@@ -335,7 +411,15 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
     stores: {
       kind: 'record',
       what: 'metadata store',
-      entry: obj<MetadataStoreConfig>({ type: enumLeaf(METADATA_STORE_TYPES) }),
+      entry: obj<MetadataStoreConfig>({
+        type: enumLeaf(METADATA_STORE_TYPES),
+        path: pathLeaf(true),
+        url: postgresUrlLeaf(),
+        pool_size: optionalLeaf(countLeaf(1, MAX_POOL_SIZE)),
+        schema: sqlSchemaLeaf(),
+        connect_timeout: optionalLeaf(durationMsLeaf(1, MAX_TIMEOUT_MS)),
+        statement_timeout: optionalLeaf(durationMsLeaf(1, MAX_TIMEOUT_MS)),
+      }),
       entryDefaults: {},
     },
   }),

@@ -4,7 +4,7 @@
 export const LOG_LEVELS = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const);
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export const METADATA_STORE_TYPES = Object.freeze(['memory'] as const);
+export const METADATA_STORE_TYPES = Object.freeze(['memory', 'embedded', 'postgres'] as const);
 export type MetadataStoreType = (typeof METADATA_STORE_TYPES)[number];
 
 export const BLOCK_STORE_TYPES = Object.freeze(['memory', 'filesystem'] as const);
@@ -12,6 +12,18 @@ export type BlockStoreType = (typeof BLOCK_STORE_TYPES)[number];
 
 export interface MetadataStoreConfig {
   type: MetadataStoreType;
+  /** `embedded`: the PGlite directory (default `<data_dir>/metadata/<name>`). */
+  path?: string;
+  /** `postgres` (required): a connection URL, e.g. `postgres://user:pass@host:5432/dittofs`. */
+  url?: string;
+  /** `postgres`: pooled connections (default 10). */
+  pool_size?: number;
+  /** `postgres`: schema holding the tables, so several stores can share a database. */
+  schema?: string;
+  /** `postgres`: connect timeout in ms (default 5000). */
+  connect_timeout?: number;
+  /** `postgres`: statement timeout in ms (default 30000). */
+  statement_timeout?: number;
 }
 
 export interface BlockStoreConfig {

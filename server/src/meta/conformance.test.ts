@@ -1,0 +1,1034 @@
+// The MetadataStore conformance suite: one set of tests, run against every engine (memory, embedded
+// PGlite in a temp dir, postgres on a private cluster or DITTOFS_TEST_PG_URL). The memory engine is
+// the reference; a differential test also replays random operation sequences on memory and on each
+// SQL engine and requires identical results.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { postgresForTests, type PostgresInstance } from '../../../test/helpers/postgres.js';
+import { isVfsError } from '../vfs/errors.js';
+import type { Inode, NewInode, Timespec } from '../vfs/types.js';
+import { FileType } from '../vfs/types.js';
+import { MemoryMetadataStore } from './memory.js';
+import { createEmbeddedMetadataStore, createPostgresMetadataStore, PgDriver, SqlMetadataStore } from './sql/index.js';
+import type { BlockRef, MetadataStore } from './store.js';
+
+// ---------------------------------------------------------------------------------------------
+// Engines
+
+interface Fixture {
+  /** The store the tests share (each test works in its own share). */
+  store: MetadataStore;
+  /** For persistent engines: a new, empty place, and a way to open a store on it (again). */
+  place?: () => Promise<() => MetadataStore>;
+  teardown(): Promise<void>;
+}
+
+interface Engine {
+  name: 'memory' | 'embedded' | 'postgres';
+  setup(): Promise<Fixture>;
+}
+
+const engines: Engine[] = [
+  {
+    name: 'memory',
+    async setup() {
+      const store = new MemoryMetadataStore();
+      await store.open();
+      return { store, teardown: () => store.close() };
+    },
+  },
+  {
+    name: 'embedded',
+    async setup() {
+      const root = await mkdtemp(path.join(os.tmpdir(), 'dittofs-meta-'));
+      let n = 0;
+      const store = createEmbeddedMetadataStore({ path: path.join(root, 'main') });
+      await store.open();
+      return {
+        store,
+        place: async () => {
+          const dir = path.join(root, `place-${n++}`);
+          return () => createEmbeddedMetadataStore({ path: dir });
+        },
+        async teardown() {
+          await store.close();
+          await rm(root, { recursive: true, force: true });
+        },
+      };
+    },
+  },
+  {
+    name: 'postgres',
+    async setup() {
+      let pg: PostgresInstance;
+      try {
+        pg = await postgresForTests();
+      } catch (e) {
+        throw new Error(
+          `postgres engine: no database to test against. Install Debian's postgresql or set DITTOFS_TEST_PG_URL. ${(e as Error).message}`,
+        );
+      }
+      // Each store gets its own schema, so an external database is left as it was found.
+      const prefix = `dfs_test_${randomBytes(4).toString('hex')}`;
+      const schemas: string[] = [];
+      const schema = () => {
+        const s = `${prefix}_${schemas.length}`;
+        schemas.push(s);
+        return s;
+      };
+      const store = createPostgresMetadataStore({ url: pg.url, schema: schema(), poolSize: 8 });
+      try {
+        await store.open();
+      } catch (e) {
+        await pg.stop();
+        throw new Error(`postgres engine: cannot open a store on ${pg.url}: ${(e as Error).message}`);
+      }
+      return {
+        store,
+        place: async () => {
+          const s = schema();
+          return () => createPostgresMetadataStore({ url: pg.url, schema: s, poolSize: 4 });
+        },
+        async teardown() {
+          await store.close();
+          if (pg.external) {
+            const d = await PgDriver.open({ url: pg.url });
+            for (const s of schemas) await d.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+            await d.close();
+          }
+          await pg.stop();
+        },
+      };
+    },
+  },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const b = (s: string): Buffer => Buffer.from(s);
+const T = (sec: number, nsec = 0): Timespec => ({ sec, nsec });
+
+function fileInit(over: Partial<NewInode> = {}): NewInode {
+  return {
+    type: FileType.REG,
+    mode: 0o644,
+    uid: 1000,
+    gid: 1000,
+    rdevMajor: 0,
+    rdevMinor: 0,
+    target: null,
+    createVerifier: null,
+    size: 0,
+    ...over,
+  };
+}
+
+const dirInit = (over: Partial<NewInode> = {}): NewInode => fileInit({ type: FileType.DIR, mode: 0o755, size: 4096, ...over });
+
+async function rejectsWith(p: Promise<unknown>, errno: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(isVfsError(e), `expected VfsError ${errno}, got ${String(e)}`);
+    assert.equal(e.errno, errno);
+    return true;
+  });
+}
+
+/** Reads a whole directory in pages of `pageSize`, checking cookie order and that no entry repeats. */
+async function readAll(s: MetadataStore, dir: number, pageSize: number): Promise<{ name: string; cookie: number; id: number }[]> {
+  const out: { name: string; cookie: number; id: number }[] = [];
+  const seen = new Set<number>();
+  let cookie = 0;
+  for (let pages = 0; ; pages++) {
+    assert.ok(pages < 100_000, 'readdir does not terminate');
+    const page = await s.readdir(dir, cookie, pageSize);
+    assert.ok(page.entries.length <= pageSize, 'page larger than the limit');
+    for (const e of page.entries) {
+      assert.ok(e.cookie > cookie, `cookie ${e.cookie} not after ${cookie}`);
+      assert.ok(!seen.has(e.cookie), `cookie ${e.cookie} returned twice`);
+      seen.add(e.cookie);
+      cookie = e.cookie;
+      out.push({ name: e.name.toString('latin1'), cookie: e.cookie, id: e.inode.id });
+    }
+    if (page.eof) return out;
+    assert.ok(page.entries.length > 0, 'an empty page that is not eof');
+  }
+}
+
+const names = (l: { name: string }[]): string[] => l.map((e) => e.name);
+
+function blk(index: number, version = 1, length = 4096): BlockRef {
+  return { index, key: `k/${index}/${version}`, length, version };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+
+for (const engine of engines) {
+  describe(`MetadataStore conformance: ${engine.name}`, () => {
+    let fx: Fixture | undefined;
+    let shareSeq = 1000;
+    let clock = 1_700_000_000;
+    const now = (): Timespec => T(++clock, 123_456_789);
+
+    before(async () => {
+      fx = await engine.setup();
+    });
+    after(async () => {
+      await fx?.teardown();
+    });
+
+    const S = (): MetadataStore => {
+      if (!fx) throw new Error(`${engine.name} engine did not start (see the before hook's error)`);
+      return fx.store;
+    };
+    /** A fresh share's root directory. */
+    const freshRoot = async (): Promise<Inode> => S().ensureRoot(shareSeq++, dirInit({ mtime: T(1000, 5) }));
+
+    it('ensureRoot creates the root once per share', async () => {
+      const s = S();
+      const share = shareSeq++;
+      const root = await s.ensureRoot(share, dirInit({ mode: 0o40755, uid: 7, gid: 8, mtime: T(1000, 5) }));
+      assert.equal(root.type, FileType.DIR);
+      assert.equal(root.mode, 0o755);
+      assert.equal(root.nlink, 2);
+      assert.equal(root.parent, root.id, "the root's parent is itself");
+      assert.equal(root.shareId, share);
+      assert.deepEqual([root.uid, root.gid], [7, 8]);
+      assert.deepEqual(root.mtime, T(1000, 5));
+      assert.deepEqual(root.ctime, T(1000, 5));
+      const again = await s.ensureRoot(share, dirInit({ mode: 0o700, mtime: T(2000) }));
+      assert.deepEqual(again, root);
+      const other = await s.ensureRoot(shareSeq++, dirInit());
+      assert.notEqual(other.id, root.id);
+      assert.deepEqual(await s.getInode(root.id), root);
+      // Concurrent first uses of a share (several pods starting at once) agree on one root.
+      const share2 = shareSeq++;
+      const roots = await Promise.all(Array.from({ length: 10 }, () => s.ensureRoot(share2, dirInit({ mtime: T(1000, 5) }))));
+      for (const r of roots) assert.deepEqual(r, roots[0]);
+      assert.deepEqual(await s.usage(share2), { files: 1, bytes: 4096 });
+    });
+
+    it('create and lookup round-trip every field', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const t = now();
+      const f = await s.create(
+        root.id,
+        b('file'),
+        fileInit({
+          mode: 0o104755,
+          uid: 4_294_967_294,
+          gid: 12,
+          size: 2 ** 40 + 3,
+          atime: T(5, 1),
+          mtime: T(6, 999_999_999),
+          createVerifier: Buffer.from('12345678'),
+        }),
+        t,
+      );
+      assert.equal(f.type, FileType.REG);
+      assert.equal(f.mode, 0o4755, 'mode keeps only the permission bits');
+      assert.deepEqual([f.uid, f.gid, f.size, f.nlink, f.parent, f.generation], [4_294_967_294, 12, 2 ** 40 + 3, 1, 0, 1]);
+      assert.deepEqual([f.atime, f.mtime, f.ctime], [T(5, 1), T(6, 999_999_999), t]);
+      assert.deepEqual(f.createVerifier, Buffer.from('12345678'));
+      assert.equal(f.target, null);
+      assert.equal(f.shareId, root.shareId);
+      assert.deepEqual(await s.lookup(root.id, b('file')), f);
+      assert.deepEqual(await s.getInode(f.id), f);
+
+      const l = await s.create(
+        root.id,
+        b('link'),
+        fileInit({ type: FileType.LNK, mode: 0o777, target: Buffer.from([0x2f, 0xff, 0x00, 0x41]) }),
+        now(),
+      );
+      assert.deepEqual((await s.getInode(l.id))?.target, Buffer.from([0x2f, 0xff, 0x00, 0x41]));
+      assert.deepEqual((await s.getInode(l.id))?.atime, l.ctime, 'times default to now');
+      const dev = await s.create(root.id, b('dev'), fileInit({ type: FileType.CHR, rdevMajor: 4, rdevMinor: 64 }), now());
+      assert.deepEqual([dev.rdevMajor, dev.rdevMinor], [4, 64]);
+
+      const dirAfter = await s.getInode(root.id);
+      assert.deepEqual(dirAfter?.mtime, dev.ctime, 'create touches the directory mtime');
+      assert.deepEqual(dirAfter?.ctime, dev.ctime, 'create touches the directory ctime');
+      assert.equal(dirAfter?.nlink, 2, 'files do not change a directory link count');
+      assert.equal(await s.lookup(root.id, b('nope')), null);
+      assert.equal(await s.getInode(987_654_321), null);
+    });
+
+    it('names are bytes: not UTF-8, case-sensitive, distinct', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const raw = [
+        Buffer.from([0xff]),
+        Buffer.from([0xfe]),
+        Buffer.from([0xc3, 0xa9]),
+        Buffer.from('e\u0301'),
+        b('A'),
+        b('a'),
+        Buffer.alloc(255, 0x61),
+      ];
+      const ids = [];
+      for (const n of raw) ids.push((await s.create(root.id, n, fileInit(), now())).id);
+      for (let i = 0; i < raw.length; i++) assert.equal((await s.lookup(root.id, raw[i]!))?.id, ids[i]);
+      const listed = (await s.readdir(root.id, 0, 100)).entries.map((e) => e.name);
+      assert.deepEqual(listed, raw);
+    });
+
+    it('EXIST, STALE and NOTDIR on create, lookup and readdir', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('x'), fileInit(), now());
+      await s.create(root.id, b('d'), dirInit(), now());
+      await rejectsWith(s.create(root.id, b('x'), fileInit(), now()), 'EXIST');
+      await rejectsWith(s.create(root.id, b('x'), dirInit(), now()), 'EXIST');
+      await rejectsWith(s.create(root.id, b('d'), fileInit(), now()), 'EXIST');
+      await rejectsWith(s.create(f.id, b('y'), fileInit(), now()), 'NOTDIR');
+      await rejectsWith(s.create(999_999_999, b('y'), fileInit(), now()), 'STALE');
+      await rejectsWith(s.lookup(f.id, b('y')), 'NOTDIR');
+      await rejectsWith(s.lookup(999_999_999, b('y')), 'STALE');
+      await rejectsWith(s.readdir(f.id, 0, 10), 'NOTDIR');
+      await rejectsWith(s.readdir(999_999_999, 0, 10), 'STALE');
+      const before = await s.getInode(root.id);
+      await rejectsWith(s.create(root.id, b('x'), fileInit(), now()), 'EXIST');
+      assert.deepEqual(await s.getInode(root.id), before, 'a failed create changes nothing');
+      // ... and uses no cookie: the next entry gets the next one.
+      const cookies = (await s.readdir(root.id, 0, 10)).entries.map((e) => e.cookie);
+      await s.create(root.id, b('z'), fileInit(), now());
+      const after = (await s.readdir(root.id, 0, 10)).entries.map((e) => e.cookie);
+      assert.deepEqual(after, [...cookies, cookies.at(-1)! + 1]);
+    });
+
+    it('directories: nlink, parent, rmdir', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const t = now();
+      const d = await s.create(root.id, b('d'), dirInit({ mode: 0o2775 }), t);
+      assert.deepEqual([d.type, d.mode, d.nlink, d.parent, d.size], [FileType.DIR, 0o2775, 2, root.id, 4096]);
+      assert.equal((await s.getInode(root.id))?.nlink, 3);
+      const sub = await s.create(d.id, b('sub'), dirInit(), now());
+      assert.equal(sub.parent, d.id);
+      assert.equal((await s.getInode(d.id))?.nlink, 3);
+      await s.create(d.id, b('f'), fileInit(), now());
+      assert.equal((await s.getInode(d.id))?.nlink, 3);
+      await rejectsWith(s.remove(root.id, b('d'), true, now()), 'NOTEMPTY');
+      await rejectsWith(s.remove(root.id, b('d'), false, now()), 'ISDIR');
+      await rejectsWith(s.remove(d.id, b('f'), true, now()), 'NOTDIR');
+      await rejectsWith(s.remove(d.id, b('missing'), false, now()), 'NOENT');
+      await rejectsWith(s.remove(d.id, b('missing'), true, now()), 'NOENT');
+      const rf = await s.remove(d.id, b('f'), false, now());
+      assert.equal(rf.freed, true);
+      const t2 = now();
+      const rs = await s.remove(d.id, b('sub'), true, t2);
+      assert.equal(rs.freed, true);
+      assert.equal(rs.inode.nlink, 0);
+      assert.deepEqual(rs.inode.ctime, t2);
+      assert.equal(await s.getInode(sub.id), null);
+      const dAfter = await s.getInode(d.id);
+      assert.equal(dAfter?.nlink, 2);
+      assert.deepEqual([dAfter?.mtime, dAfter?.ctime], [t2, t2]);
+      await s.remove(root.id, b('d'), true, now());
+      assert.equal((await s.getInode(root.id))?.nlink, 2);
+      assert.equal(await s.lookup(root.id, b('d')), null);
+    });
+
+    it('readdir: cookies start at 3, pages of 1, 7 and 1000 over 250 entries', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const empty = await s.readdir(root.id, 0, 10);
+      assert.deepEqual(empty, { entries: [], eof: true });
+      const want: string[] = [];
+      for (let i = 0; i < 250; i++) {
+        const n = `f${String(i).padStart(3, '0')}`;
+        want.push(n);
+        await s.create(root.id, b(n), i % 25 === 0 ? dirInit() : fileInit(), now());
+      }
+      for (const size of [1, 7, 1000]) {
+        const all = await readAll(s, root.id, size);
+        assert.deepEqual(names(all), want, `page size ${size}`);
+        assert.equal(all[0]?.cookie, 3);
+        assert.deepEqual(
+          all.map((e) => e.cookie),
+          want.map((_, i) => 3 + i),
+        );
+      }
+      // Stable: the same cookies every time; any cookie resumes where it left off.
+      const all = await readAll(s, root.id, 1000);
+      const mid = all[99]!;
+      const rest = await s.readdir(root.id, mid.cookie, 3);
+      assert.deepEqual(
+        rest.entries.map((e) => e.name.toString()),
+        want.slice(100, 103),
+      );
+      assert.equal(rest.eof, false);
+      const last = await s.readdir(root.id, all[248]!.cookie, 1);
+      assert.equal(last.entries.length, 1);
+      assert.equal(last.eof, true, 'eof on the page holding the last entry');
+      assert.deepEqual(await s.readdir(root.id, all[249]!.cookie, 10), { entries: [], eof: true });
+      const zero = await s.readdir(root.id, 0, 0);
+      assert.deepEqual(zero, { entries: [], eof: false });
+      const entry = (await s.readdir(root.id, 0, 1)).entries[0]!;
+      assert.deepEqual(entry.inode, await s.lookup(root.id, b('f000')), 'entries carry their inode');
+    });
+
+    it('readdir: deletions and additions between pages', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const alive: string[] = [];
+      for (let i = 0; i < 250; i++) {
+        await s.create(root.id, b(`e${i}`), fileInit(), now());
+        alive.push(`e${i}`);
+      }
+      const seen: string[] = [];
+      const seenSet = new Set<string>();
+      const deleted = new Set<string>();
+      let cookie = 0;
+      let round = 0;
+      for (;;) {
+        const page = await s.readdir(root.id, cookie, 7);
+        for (const e of page.entries) {
+          const n = e.name.toString();
+          assert.ok(!seenSet.has(n), `${n} returned twice`);
+          assert.ok(!deleted.has(n), `${n} returned after its deletion`);
+          seenSet.add(n);
+          seen.push(n);
+          cookie = e.cookie;
+        }
+        if (page.eof) break;
+        round++;
+        // Delete an entry behind the cursor, the next one ahead and one far ahead.
+        const unseen = alive.filter((n) => !seenSet.has(n) && n.startsWith('e'));
+        const victims = [seen.filter((n) => !deleted.has(n)).at(-2), unseen[0], unseen[40]];
+        for (const n of victims) {
+          if (n === undefined || deleted.has(n)) continue;
+          await s.remove(root.id, b(n), false, now());
+          deleted.add(n);
+          alive.splice(alive.indexOf(n), 1);
+        }
+        // Add one: it sorts after every existing cookie, so this listing must reach it.
+        if (round <= 20) {
+          await s.create(root.id, b(`new${round}`), fileInit(), now());
+          alive.push(`new${round}`);
+        }
+      }
+      assert.ok(deleted.size > 40);
+      const remaining = names(await readAll(s, root.id, 1000));
+      for (const n of remaining) assert.ok(seenSet.has(n), `${n} was never returned`);
+      for (let r = 1; r <= 20; r++) assert.ok(seenSet.has(`new${r}`), `new${r} (created after the last cookie) was not returned`);
+      // Cookies are never reused: a new entry after deleting the last one gets a larger cookie.
+      const before = await readAll(s, root.id, 1000);
+      const lastEntry = before.at(-1)!;
+      await s.remove(root.id, b(lastEntry.name), false, now());
+      const again = await s.create(root.id, b(lastEntry.name), fileInit(), now());
+      const afterList = await readAll(s, root.id, 1000);
+      const re = afterList.find((e) => e.id === again.id)!;
+      assert.ok(re.cookie > lastEntry.cookie, 'a cookie was reused');
+    });
+
+    it('rename within a directory and across directories', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const a = await s.create(root.id, b('a'), dirInit(), now());
+      const c = await s.create(root.id, b('c'), dirInit(), now());
+      const f = await s.create(a.id, b('f'), fileInit(), now());
+      const oldCookie = (await s.readdir(a.id, 0, 10)).entries[0]!.cookie;
+
+      const t1 = now();
+      assert.deepEqual(await s.rename(a.id, b('f'), a.id, b('g'), t1), { replaced: null });
+      assert.equal(await s.lookup(a.id, b('f')), null);
+      const g = await s.lookup(a.id, b('g'));
+      assert.equal(g?.id, f.id);
+      assert.deepEqual(g?.ctime, t1, 'rename changes the ctime of what moved');
+      const aAfter = await s.getInode(a.id);
+      assert.deepEqual([aAfter?.mtime, aAfter?.ctime, aAfter?.nlink], [t1, t1, 2]);
+      const page = await s.readdir(a.id, 0, 10);
+      assert.equal(page.entries.length, 1);
+      assert.ok(page.entries[0]!.cookie > oldCookie, 'the new name gets a new cookie');
+
+      const t2 = now();
+      await s.rename(a.id, b('g'), c.id, b('h'), t2);
+      assert.equal(await s.lookup(a.id, b('g')), null);
+      assert.equal((await s.lookup(c.id, b('h')))?.id, f.id);
+      for (const d of [a.id, c.id]) {
+        const x = await s.getInode(d);
+        assert.deepEqual([x?.mtime, x?.ctime], [t2, t2]);
+      }
+
+      // A directory moving between directories moves its ".." link.
+      const sub = await s.create(a.id, b('sub'), dirInit(), now());
+      assert.equal((await s.getInode(a.id))?.nlink, 3);
+      await s.rename(a.id, b('sub'), c.id, b('sub2'), now());
+      assert.equal((await s.getInode(a.id))?.nlink, 2);
+      assert.equal((await s.getInode(c.id))?.nlink, 3);
+      assert.equal((await s.getInode(sub.id))?.parent, c.id);
+      // ... and within one directory changes neither.
+      await s.rename(c.id, b('sub2'), c.id, b('sub3'), now());
+      assert.equal((await s.getInode(c.id))?.nlink, 3);
+      assert.equal((await s.getInode(sub.id))?.parent, c.id);
+      assert.deepEqual(names(await readAll(s, c.id, 10)), ['h', 'sub3']);
+    });
+
+    it('rename over an existing file, over an empty directory', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const x = await s.create(root.id, b('x'), fileInit({ size: 10 }), now());
+      const y = await s.create(root.id, b('y'), fileInit({ size: 20 }), now());
+      const t = now();
+      const r = await s.rename(root.id, b('x'), root.id, b('y'), t);
+      assert.ok(r.replaced);
+      assert.equal(r.replaced.freed, true);
+      assert.equal(r.replaced.inode.id, y.id);
+      assert.equal(r.replaced.inode.nlink, 0);
+      assert.deepEqual(r.replaced.inode.ctime, t);
+      assert.equal(await s.getInode(y.id), null);
+      assert.equal((await s.lookup(root.id, b('y')))?.id, x.id);
+      assert.deepEqual(names(await readAll(s, root.id, 10)), ['y']);
+
+      // The victim has another link: it survives with one link fewer.
+      const v = await s.create(root.id, b('v'), fileInit(), now());
+      await s.link(v.id, root.id, b('v2'), now());
+      const r2 = await s.rename(root.id, b('y'), root.id, b('v'), now());
+      assert.deepEqual([r2.replaced?.freed, r2.replaced?.inode.id, r2.replaced?.inode.nlink], [false, v.id, 1]);
+      assert.equal((await s.getInode(v.id))?.nlink, 1);
+
+      // Directory over an empty directory, within and across directories.
+      const p = await s.create(root.id, b('p'), dirInit(), now());
+      const q = await s.create(root.id, b('q'), dirInit(), now());
+      const d1 = await s.create(p.id, b('d1'), dirInit(), now());
+      const d2 = await s.create(p.id, b('d2'), dirInit(), now());
+      assert.equal((await s.getInode(p.id))?.nlink, 4);
+      const r3 = await s.rename(p.id, b('d1'), p.id, b('d2'), now());
+      assert.deepEqual([r3.replaced?.freed, r3.replaced?.inode.id, r3.replaced?.inode.nlink], [true, d2.id, 0]);
+      assert.equal((await s.getInode(p.id))?.nlink, 3);
+      const e = await s.create(q.id, b('e'), dirInit(), now());
+      assert.equal((await s.getInode(q.id))?.nlink, 3);
+      const r4 = await s.rename(p.id, b('d2'), q.id, b('e'), now());
+      assert.deepEqual([r4.replaced?.freed, r4.replaced?.inode.id], [true, e.id]);
+      assert.equal((await s.getInode(p.id))?.nlink, 2);
+      assert.equal((await s.getInode(q.id))?.nlink, 3);
+      assert.equal((await s.getInode(d1.id))?.parent, q.id);
+      assert.equal(await s.getInode(e.id), null);
+    });
+
+    it('rename errors leave everything as it was', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const d = await s.create(root.id, b('d'), dirInit(), now());
+      const full = await s.create(root.id, b('full'), dirInit(), now());
+      await s.create(full.id, b('child'), fileInit(), now());
+      const f = await s.create(root.id, b('f'), fileInit(), now());
+      const snapshot = async () => [
+        await readAll(s, root.id, 100),
+        await s.getInode(root.id),
+        await s.getInode(d.id),
+        await s.getInode(f.id),
+      ];
+      const before = await snapshot();
+      await rejectsWith(s.rename(root.id, b('d'), root.id, b('full'), now()), 'NOTEMPTY');
+      await rejectsWith(s.rename(root.id, b('d'), root.id, b('f'), now()), 'NOTDIR');
+      await rejectsWith(s.rename(root.id, b('f'), root.id, b('d'), now()), 'ISDIR');
+      await rejectsWith(s.rename(root.id, b('missing'), root.id, b('x'), now()), 'NOENT');
+      await rejectsWith(s.rename(f.id, b('x'), root.id, b('x'), now()), 'NOTDIR');
+      await rejectsWith(s.rename(root.id, b('f'), f.id, b('x'), now()), 'NOTDIR');
+      await rejectsWith(s.rename(999_999_999, b('f'), root.id, b('x'), now()), 'STALE');
+      await rejectsWith(s.rename(root.id, b('f'), 999_999_999, b('x'), now()), 'STALE');
+      assert.deepEqual(await snapshot(), before);
+    });
+
+    it('rename onto another link of the same inode, or onto itself, is a no-op', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const d = await s.create(root.id, b('d'), dirInit(), now());
+      const f = await s.create(root.id, b('f'), fileInit(), now());
+      await s.link(f.id, d.id, b('g'), now());
+      const snapshot = async () => [
+        await readAll(s, root.id, 100),
+        await readAll(s, d.id, 100),
+        await s.getInode(root.id),
+        await s.getInode(d.id),
+        await s.getInode(f.id),
+      ];
+      const before = await snapshot();
+      assert.deepEqual(await s.rename(root.id, b('f'), d.id, b('g'), now()), { replaced: null });
+      assert.deepEqual(await s.rename(root.id, b('f'), root.id, b('f'), now()), { replaced: null });
+      assert.deepEqual(await s.rename(root.id, b('d'), root.id, b('d'), now()), { replaced: null });
+      assert.deepEqual(await snapshot(), before);
+      assert.equal((await s.getInode(f.id))?.nlink, 2);
+    });
+
+    it('hard links and unlink', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const d = await s.create(root.id, b('d'), dirInit(), now());
+      const f = await s.create(root.id, b('f'), fileInit(), now());
+      const t = now();
+      const l = await s.link(f.id, d.id, b('l'), t);
+      assert.equal(l.id, f.id);
+      assert.equal(l.nlink, 2);
+      assert.deepEqual(l.ctime, t);
+      const dAfter = await s.getInode(d.id);
+      assert.deepEqual([dAfter?.mtime, dAfter?.ctime, dAfter?.nlink], [t, t, 2]);
+      assert.equal((await s.lookup(d.id, b('l')))?.id, f.id);
+      assert.deepEqual(await s.getInode(f.id), l);
+      await rejectsWith(s.link(f.id, d.id, b('l'), now()), 'EXIST');
+      await rejectsWith(s.link(f.id, root.id, b('d'), now()), 'EXIST');
+      await rejectsWith(s.link(d.id, root.id, b('dl'), now()), 'ISDIR');
+      await rejectsWith(s.link(f.id, f.id, b('x'), now()), 'NOTDIR');
+      await rejectsWith(s.link(999_999_999, d.id, b('x'), now()), 'STALE');
+      await rejectsWith(s.link(f.id, 999_999_999, b('x'), now()), 'STALE');
+      assert.equal((await s.getInode(f.id))?.nlink, 2);
+
+      const t2 = now();
+      const r1 = await s.remove(root.id, b('f'), false, t2);
+      assert.equal(r1.freed, false, 'another link remains');
+      assert.equal(r1.inode.nlink, 1);
+      assert.deepEqual(r1.inode.ctime, t2);
+      assert.deepEqual(await s.getInode(f.id), r1.inode);
+      const r2 = await s.remove(d.id, b('l'), false, now());
+      assert.equal(r2.freed, true);
+      assert.equal(r2.inode.nlink, 0);
+      assert.equal(await s.getInode(f.id), null);
+    });
+
+    it('setAttr: modes, owners, sizes, growTo, times with nanoseconds, create verifier, ctime guard', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('f'), fileInit({ size: 100, createVerifier: Buffer.from('abcdefgh') }), now());
+      let i = await s.setAttr(f.id, { mode: 0o106750, uid: 0, gid: 4_294_967_295 });
+      assert.deepEqual([i.mode, i.uid, i.gid, i.size], [0o6750, 0, 4_294_967_295, 100]);
+      i = await s.setAttr(f.id, { size: 10 });
+      assert.equal(i.size, 10);
+      i = await s.setAttr(f.id, { growTo: 5 });
+      assert.equal(i.size, 10, 'growTo never shrinks');
+      i = await s.setAttr(f.id, { growTo: 2 ** 53 - 1 });
+      assert.equal(i.size, 2 ** 53 - 1);
+      i = await s.setAttr(f.id, { size: 0 });
+      assert.equal(i.size, 0);
+      i = await s.setAttr(f.id, { size: 50, growTo: 70 });
+      assert.equal(i.size, 70, 'size first, then growTo');
+      i = await s.setAttr(f.id, { size: 50, growTo: 30 });
+      assert.equal(i.size, 50);
+      const at = T(1_600_000_000, 1);
+      const mt = T(1_600_000_001, 999_999_999);
+      const ct = T(1_600_000_002, 500);
+      i = await s.setAttr(f.id, { atime: at, mtime: mt, ctime: ct });
+      assert.deepEqual([i.atime, i.mtime, i.ctime], [at, mt, ct]);
+      assert.deepEqual(i.createVerifier, Buffer.from('abcdefgh'));
+      i = await s.setAttr(f.id, { clearCreateVerifier: true });
+      assert.equal(i.createVerifier, null);
+      assert.deepEqual(await s.getInode(f.id), i);
+
+      // The guard: applies only when the ctime matches, else NOT_SYNC and nothing changes.
+      i = await s.setAttr(f.id, { mode: 0o600, ctime: T(1_600_000_003) }, ct);
+      assert.equal(i.mode, 0o600);
+      const before = await s.getInode(f.id);
+      await rejectsWith(s.setAttr(f.id, { mode: 0o644, size: 1 }, ct), 'NOT_SYNC');
+      await rejectsWith(s.setAttr(f.id, { mode: 0o644 }, T(1_600_000_003, 1)), 'NOT_SYNC');
+      assert.deepEqual(await s.getInode(f.id), before);
+      assert.deepEqual(await s.setAttr(f.id, {}), before, 'no changes, no change');
+      await rejectsWith(s.setAttr(999_999_999, { mode: 0o644 }), 'STALE');
+      await rejectsWith(s.setAttr(999_999_999, { mode: 0o644 }, T(1)), 'STALE');
+    });
+
+    it('block refs: put returns the replaced ref, ranges, drop from an index', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('f'), fileInit(), now());
+      const g = await s.create(root.id, b('g'), fileInit(), now());
+      assert.deepEqual(await s.getBlocks(f.id, 0, 100), []);
+      assert.equal(await s.putBlock(f.id, blk(0)), null);
+      assert.deepEqual(await s.putBlock(f.id, blk(0, 2, 100)), blk(0));
+      assert.deepEqual(await s.putBlock(f.id, blk(0, 3)), blk(0, 2, 100));
+      for (const idx of [5, 1, 2, 1_000_000, 2 ** 40]) assert.equal(await s.putBlock(f.id, blk(idx)), null);
+      await s.putBlock(g.id, blk(1, 9));
+      assert.deepEqual(await s.getBlocks(f.id, 0, 3), [blk(0, 3), blk(1), blk(2)]);
+      assert.deepEqual(await s.getBlocks(f.id, 1, 2), [blk(1)]);
+      assert.deepEqual(await s.getBlocks(f.id, 3, 5), []);
+      assert.deepEqual(await s.getBlocks(f.id, 2, 2), []);
+      assert.deepEqual(await s.getBlocks(f.id, 0, 2 ** 41), [blk(0, 3), blk(1), blk(2), blk(5), blk(1_000_000), blk(2 ** 40)]);
+      const dropped = await s.dropBlocks(f.id, 2);
+      assert.deepEqual(
+        dropped.sort((x, y) => x.index - y.index),
+        [blk(2), blk(5), blk(1_000_000), blk(2 ** 40)],
+      );
+      assert.deepEqual(await s.getBlocks(f.id, 0, 2 ** 41), [blk(0, 3), blk(1)]);
+      assert.deepEqual(await s.dropBlocks(f.id, 2), []);
+      assert.deepEqual(await s.getBlocks(g.id, 0, 10), [blk(1, 9)], 'other inodes are untouched');
+      // Refs outlive their inode until dropped: the caller frees the objects first.
+      await s.remove(root.id, b('f'), false, now());
+      assert.deepEqual(await s.getBlocks(f.id, 0, 10), [blk(0, 3), blk(1)]);
+      assert.deepEqual(
+        (await s.dropBlocks(f.id, 0)).sort((x, y) => x.index - y.index),
+        [blk(0, 3), blk(1)],
+      );
+      assert.deepEqual(await s.getBlocks(f.id, 0, 10), []);
+      assert.deepEqual(await s.dropBlocks(987_654_321, 0), []);
+    });
+
+    it('usage counts the inodes and bytes of one share', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const other = await freshRoot();
+      assert.deepEqual(await s.usage(root.shareId), { files: 1, bytes: 4096 });
+      const f = await s.create(root.id, b('f'), fileInit({ size: 1000 }), now());
+      const d = await s.create(root.id, b('d'), dirInit(), now());
+      await s.create(d.id, b('g'), fileInit({ size: 2 ** 40 }), now());
+      await s.link(f.id, d.id, b('f2'), now());
+      await s.create(other.id, b('x'), fileInit({ size: 5 }), now());
+      assert.deepEqual(await s.usage(root.shareId), { files: 4, bytes: 4096 * 2 + 1000 + 2 ** 40 });
+      await s.setAttr(f.id, { size: 3000 });
+      await s.remove(d.id, b('g'), false, now());
+      assert.deepEqual(await s.usage(root.shareId), { files: 3, bytes: 4096 * 2 + 3000 });
+      assert.deepEqual(await s.usage(other.shareId), { files: 2, bytes: 4096 + 5 });
+      assert.deepEqual(await s.usage(999_999), { files: 0, bytes: 0 });
+    });
+
+    it('concurrent creates of one name: exactly one succeeds, the others get EXIST', async () => {
+      const s = S();
+      const root = await freshRoot();
+      for (const init of [fileInit(), dirInit()]) {
+        const name = b(init.type === FileType.DIR ? 'dir' : 'file');
+        const results = await Promise.allSettled(Array.from({ length: 20 }, () => s.create(root.id, name, init, now())));
+        const ok = results.filter((r) => r.status === 'fulfilled');
+        assert.equal(ok.length, 1, `${ok.length} creates succeeded`);
+        for (const r of results) {
+          if (r.status === 'rejected') assert.equal(isVfsError(r.reason) ? r.reason.errno : String(r.reason), 'EXIST');
+        }
+        assert.equal((await s.lookup(root.id, name))?.id, (ok[0] as PromiseFulfilledResult<Inode>).value.id);
+      }
+      const list = await readAll(s, root.id, 100);
+      assert.deepEqual(names(list), ['file', 'dir']);
+      assert.deepEqual(
+        list.map((e) => e.cookie),
+        [3, 4],
+        'failed creates used no cookie',
+      );
+      assert.equal((await s.getInode(root.id))?.nlink, 3);
+      assert.deepEqual(await s.usage(root.shareId), { files: 3, bytes: 4096 * 2 });
+    });
+
+    it('concurrent creates, renames and links keep directories consistent', async (ctx) => {
+      const s = S();
+      const root = await freshRoot();
+      const a = await s.create(root.id, b('a'), dirInit(), now());
+      const c = await s.create(root.id, b('c'), dirInit(), now());
+      // 30 different names at once: all succeed with distinct cookies.
+      const made = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => s.create(a.id, b(`n${i}`), i % 3 === 0 ? dirInit() : fileInit(), now())),
+      );
+      const list = await readAll(s, a.id, 7);
+      assert.equal(list.length, 30);
+      assert.deepEqual(
+        list.map((e) => e.cookie).sort((x, y) => x - y),
+        Array.from({ length: 30 }, (_, i) => 3 + i),
+      );
+      assert.equal((await s.getInode(a.id))?.nlink, 2 + 10);
+
+      // Opposing cross-directory moves at once (a -> c and c -> a): no deadlock, nothing lost.
+      for (let i = 0; i < 10; i++) await s.create(c.id, b(`m${i}`), i % 2 ? dirInit() : fileInit(), now());
+      await Promise.all([
+        ...Array.from({ length: 15 }, (_, i) => s.rename(a.id, b(`n${i}`), c.id, b(`n${i}`), now())),
+        ...Array.from({ length: 10 }, (_, i) => s.rename(c.id, b(`m${i}`), a.id, b(`m${i}`), now())),
+      ]);
+      const la = names(await readAll(s, a.id, 1000)).sort();
+      const lc = names(await readAll(s, c.id, 1000)).sort();
+      assert.deepEqual(
+        la,
+        [...Array.from({ length: 15 }, (_, i) => `n${i + 15}`), ...Array.from({ length: 10 }, (_, i) => `m${i}`)].sort(),
+      );
+      assert.deepEqual(lc, Array.from({ length: 15 }, (_, i) => `n${i}`).sort());
+      const dirsIn = async (d: number) =>
+        (await readAll(s, d, 1000)).filter((e) => made.some((m) => m.id === e.id && m.type === FileType.DIR)).length;
+      const mDirs = 5;
+      assert.equal((await s.getInode(a.id))?.nlink, 2 + (await dirsIn(a.id)) + mDirs);
+      assert.equal((await s.getInode(c.id))?.nlink, 2 + (await dirsIn(c.id)));
+      for (const m of made.filter((x) => x.type === FileType.DIR)) {
+        const now2 = await s.getInode(m.id);
+        const where = la.includes(`n${made.indexOf(m)}`) ? a.id : c.id;
+        assert.equal(now2?.parent, where);
+      }
+
+      // Many renames onto one name: each replaces the previous; exactly one file is left.
+      const t = await s.create(root.id, b('t'), dirInit(), now());
+      for (let i = 0; i < 12; i++) await s.create(t.id, b(`s${i}`), fileInit(), now());
+      const usageBefore = await s.usage(root.shareId);
+      const rs = await Promise.all(Array.from({ length: 12 }, (_, i) => s.rename(t.id, b(`s${i}`), t.id, b('target'), now())));
+      assert.equal(rs.filter((r) => r.replaced?.freed === true).length, 11);
+      assert.deepEqual(names(await readAll(s, t.id, 100)), ['target']);
+      assert.equal((await s.usage(root.shareId)).files, usageBefore.files - 11);
+
+      // Links and unlinks of one inode at once: the link count follows.
+      const f = await s.create(root.id, b('f'), fileInit(), now());
+      await Promise.all(Array.from({ length: 10 }, (_, i) => s.link(f.id, t.id, b(`l${i}`), now())));
+      assert.equal((await s.getInode(f.id))?.nlink, 11);
+      const un = await Promise.all(Array.from({ length: 10 }, (_, i) => s.remove(t.id, b(`l${i}`), false, now())));
+      assert.ok(un.every((r) => !r.freed));
+      assert.equal((await s.getInode(f.id))?.nlink, 1);
+      // Concurrent removes of one name: one wins, the rest get NOENT.
+      const rm1 = await Promise.allSettled(Array.from({ length: 8 }, () => s.remove(root.id, b('f'), false, now())));
+      assert.equal(rm1.filter((r) => r.status === 'fulfilled').length, 1);
+      for (const r of rm1) if (r.status === 'rejected') assert.equal(isVfsError(r.reason) ? r.reason.errno : String(r.reason), 'NOENT');
+      assert.equal(await s.getInode(f.id), null);
+      if (s instanceof SqlMetadataStore && s.driver instanceof PgDriver) ctx.diagnostic(`pg driver: ${JSON.stringify(s.driver.stats)}`);
+    });
+
+    it('behaves exactly like the memory engine on random operation sequences', async (t) => {
+      if (engine.name === 'memory') {
+        t.diagnostic('memory is the reference');
+        return;
+      }
+      await fc.assert(
+        fc.asyncProperty(fc.array(opArb, { minLength: 10, maxLength: 60, size: 'max' }), async (ops) => differential(S(), shareSeq++, ops)),
+        {
+          numRuns: 40,
+          seed: 20250101,
+        },
+      );
+    });
+
+    it('persists across close and reopen', async (t) => {
+      if (!fx?.place) {
+        t.diagnostic(`${engine.name} is not persistent`);
+        return;
+      }
+      const make = await fx.place();
+      let s = make();
+      await s.open();
+      const share = 7;
+      const root = await s.ensureRoot(share, dirInit({ mtime: T(1000, 5) }));
+      const d = await s.create(root.id, b('d'), dirInit(), T(2000, 1));
+      const f = await s.create(
+        d.id,
+        Buffer.from([0xff, 0x00, 0x41]),
+        fileInit({ size: 12345, createVerifier: Buffer.from('verifier') }),
+        T(2001, 2),
+      );
+      await s.create(root.id, b('ln'), fileInit({ type: FileType.LNK, target: b('/some/where') }), T(2002, 3));
+      await s.link(f.id, root.id, b('hard'), T(2003, 4));
+      await s.setAttr(f.id, { mode: 0o640, atime: T(3000, 999_999_999), mtime: T(3001, 1) });
+      await s.putBlock(f.id, blk(0, 2));
+      await s.putBlock(f.id, blk(3, 1, 77));
+      await s.create(root.id, b('gone'), fileInit(), T(2004, 0));
+      await s.remove(root.id, b('gone'), false, T(2005, 0));
+      const dump = async (st: MetadataStore) => ({
+        root: await st.ensureRoot(share, dirInit({ mode: 0o700 })),
+        rootList: await st.readdir(root.id, 0, 100),
+        dList: await st.readdir(d.id, 0, 100),
+        f: await st.getInode(f.id),
+        blocks: await st.getBlocks(f.id, 0, 10),
+        usage: await st.usage(share),
+      });
+      const before = await dump(s);
+      await s.close();
+
+      s = make();
+      await s.open();
+      try {
+        assert.deepEqual(await dump(s), before);
+        // Counters continue: cookies and ids are not reused after a reopen.
+        const lastCookie = before.rootList.entries.at(-1)!.cookie;
+        const n = await s.create(root.id, b('new'), fileInit(), T(4000, 0));
+        const list = await s.readdir(root.id, lastCookie, 10);
+        assert.deepEqual(
+          list.entries.map((e) => [e.name.toString(), e.cookie]),
+          [['new', lastCookie + 2]],
+          'the cookie of the removed entry stays used',
+        );
+        assert.ok(n.id > f.id, 'inode ids keep growing');
+      } finally {
+        await s.close();
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Differential testing against the memory engine
+
+type Op =
+  | { op: 'create'; dir: number; name: number; kind: 'file' | 'dir' }
+  | { op: 'link'; src: number; srcName: number; dir: number; name: number }
+  | { op: 'remove'; dir: number; name: number; isDir: boolean }
+  | { op: 'rename'; from: number; fromName: number; to: number; toName: number }
+  | { op: 'setattr'; dir: number; name: number; size: number | undefined; growTo: number | undefined; guard: boolean }
+  | { op: 'readdir'; dir: number; after: number; limit: number };
+
+// Directories are addressed by index into the list of directories created so far (0 = root), names
+// by a small index, so that collisions (EXIST, NOTEMPTY, replace) happen often.
+const dirIdx = fc.nat({ max: 5 });
+const nameIdx = fc.nat({ max: 5 });
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      op: fc.constant('create' as const),
+      dir: dirIdx,
+      name: nameIdx,
+      kind: fc.constantFrom('file' as const, 'dir' as const),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('link' as const), src: dirIdx, srcName: nameIdx, dir: dirIdx, name: nameIdx }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('remove' as const), dir: dirIdx, name: nameIdx, isDir: fc.boolean() }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('rename' as const), from: dirIdx, fromName: nameIdx, to: dirIdx, toName: nameIdx }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('setattr' as const),
+      dir: dirIdx,
+      name: nameIdx,
+      size: fc.option(fc.nat({ max: 1000 }), { nil: undefined }),
+      growTo: fc.option(fc.nat({ max: 1000 }), { nil: undefined }),
+      guard: fc.boolean(),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ op: fc.constant('readdir' as const), dir: dirIdx, after: fc.nat({ max: 12 }), limit: fc.nat({ max: 4 }) }),
+  },
+);
+
+/** Replays `ops` on a fresh memory store and on `sut` (share `shareId`); results must match. */
+async function differential(sut: MetadataStore, shareId: number, ops: Op[]): Promise<void> {
+  const ref = new MemoryMetadataStore();
+  const sides = [
+    {
+      s: ref as MetadataStore,
+      root: await ref.ensureRoot(1, dirInit({ mtime: T(10) })),
+      dirs: [] as number[],
+      ids: new Map<number, number>(),
+    },
+    { s: sut, root: await sut.ensureRoot(shareId, dirInit({ mtime: T(10) })), dirs: [] as number[], ids: new Map<number, number>() },
+  ];
+  for (const side of sides) {
+    side.dirs.push(side.root.id);
+    side.ids.set(side.root.id, 0);
+  }
+  let clock = 100;
+  // Inode ids differ between engines: number them in order of first appearance on each side.
+  const canonId = (side: (typeof sides)[number], id: number): number => {
+    let c = side.ids.get(id);
+    if (c === undefined) side.ids.set(id, (c = side.ids.size));
+    return c;
+  };
+  const canonInode = (side: (typeof sides)[number], i: Inode | null) =>
+    i === null ? null : { ...i, id: canonId(side, i.id), parent: i.parent === 0 ? 0 : canonId(side, i.parent), shareId: 0 };
+  const dirOf = (side: (typeof sides)[number], i: number) => side.dirs[i % side.dirs.length]!;
+  // A name in directory `d`: mostly an existing entry (picked on the reference side, the same name
+  // on both), sometimes a fresh one, so that operations hit entries rather than NOENT.
+  const pick = async (d: number, k: number): Promise<Buffer> => {
+    const list = (await ref.readdir(dirOf(sides[0]!, d), 0, 1000)).entries;
+    return list.length > 0 && k < 4 ? list[(k * 7) % list.length]!.name : b(`n${k}`);
+  };
+
+  for (const [step, o] of ops.entries()) {
+    const now = T(++clock, clock % 1000);
+    const results = [];
+    const nameA =
+      o.op === 'create'
+        ? b(`n${o.name}`)
+        : o.op === 'link'
+          ? await pick(o.src, o.srcName)
+          : o.op === 'rename'
+            ? await pick(o.from, o.fromName)
+            : o.op === 'readdir'
+              ? b('')
+              : await pick(o.dir, o.name);
+    const nameB = o.op === 'link' ? await pick(o.dir, o.name) : o.op === 'rename' ? await pick(o.to, o.toName) : b('');
+    for (const side of sides) {
+      const s = side.s;
+      try {
+        switch (o.op) {
+          case 'create': {
+            const i = await s.create(dirOf(side, o.dir), nameA, o.kind === 'dir' ? dirInit() : fileInit(), now);
+            if (i.type === FileType.DIR) side.dirs.push(i.id);
+            results.push(canonInode(side, i));
+            break;
+          }
+          case 'link': {
+            const src = await s.lookup(dirOf(side, o.src), nameA);
+            if (!src) {
+              results.push('no source');
+              break;
+            }
+            results.push(canonInode(side, await s.link(src.id, dirOf(side, o.dir), nameB, now)));
+            break;
+          }
+          case 'remove': {
+            const r = await s.remove(dirOf(side, o.dir), nameA, o.isDir, now);
+            if (r.freed) side.dirs = side.dirs.filter((d) => d !== r.inode.id);
+            results.push({ freed: r.freed, inode: canonInode(side, r.inode) });
+            break;
+          }
+          case 'rename': {
+            // The vfs refuses moving a directory under itself before calling the store; so do we.
+            const moving = await s.lookup(dirOf(side, o.from), nameA);
+            let cur = dirOf(side, o.to);
+            let loop = false;
+            for (let n = 0; moving && moving.type === FileType.DIR && n < 100; n++) {
+              if (cur === moving.id) loop = true;
+              const up = await s.getInode(cur);
+              if (!up || up.parent === cur) break;
+              cur = up.parent;
+            }
+            if (loop) {
+              results.push('loop');
+              break;
+            }
+            const r = await s.rename(dirOf(side, o.from), nameA, dirOf(side, o.to), nameB, now);
+            if (r.replaced?.freed) side.dirs = side.dirs.filter((d) => d !== r.replaced!.inode.id);
+            results.push({ replaced: r.replaced ? { freed: r.replaced.freed, inode: canonInode(side, r.replaced.inode) } : null });
+            break;
+          }
+          case 'setattr': {
+            const i = await s.lookup(dirOf(side, o.dir), nameA);
+            if (!i) {
+              results.push('no inode');
+              break;
+            }
+            const guard = o.guard ? (step % 2 ? i.ctime : T(1)) : undefined;
+            const ch = {
+              ...(o.size === undefined ? {} : { size: o.size }),
+              ...(o.growTo === undefined ? {} : { growTo: o.growTo }),
+              ctime: now,
+            };
+            results.push(canonInode(side, await s.setAttr(i.id, ch, guard)));
+            break;
+          }
+          case 'readdir': {
+            const p = await s.readdir(dirOf(side, o.dir), o.after, o.limit);
+            results.push({
+              eof: p.eof,
+              entries: p.entries.map((e) => ({ name: e.name.toString(), cookie: e.cookie, inode: canonInode(side, e.inode) })),
+            });
+            break;
+          }
+        }
+      } catch (e) {
+        if (!isVfsError(e)) throw e;
+        results.push(`error ${e.errno}`);
+      }
+    }
+    assert.deepEqual(results[1], results[0], `step ${step}: ${JSON.stringify(o)}`);
+  }
+  // Final state: the whole tree, with cookies, link counts and times.
+  const dumpTree = async (side: (typeof sides)[number]) => {
+    const out: unknown[] = [];
+    const walk = async (dir: number, depth: number): Promise<void> => {
+      const p = await side.s.readdir(dir, 0, 1000);
+      for (const e of p.entries) {
+        out.push([depth, e.name.toString(), e.cookie, canonInode(side, e.inode)]);
+        if (e.inode.type === FileType.DIR && depth < 20) await walk(e.inode.id, depth + 1);
+      }
+    };
+    out.push(canonInode(side, await side.s.getInode(side.root.id)));
+    await walk(side.root.id, 0);
+    out.push(await side.s.usage(side === sides[0] ? 1 : shareId).then((u) => u.files));
+    return out;
+  };
+  assert.deepEqual(await dumpTree(sides[1]!), await dumpTree(sides[0]!), 'final trees differ');
+}

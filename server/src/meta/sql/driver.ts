@@ -1,0 +1,190 @@
+// The thin seam between the SQL metadata engine and a PostgreSQL connection: PGlite in process
+// (embedded) or a `pg` pool (postgres). The engine speaks one SQL dialect through it; drivers own
+// connections, transactions, and retries of transient failures.
+
+/** A column value as a driver returns it; `rows.ts` turns them into JS values in one place. */
+export type SqlRow = Record<string, unknown>;
+
+/**
+ * A statement. `name` makes it a named prepared statement where the driver supports that (pg):
+ * give every hot statement a unique, stable name; the same name must never carry another text.
+ */
+export interface Statement {
+  readonly name?: string;
+  readonly text: string;
+}
+
+export interface QueryResult<T> {
+  rows: T[];
+}
+
+export interface SqlExecutor {
+  query<T extends SqlRow = SqlRow>(sql: Statement | string, params?: readonly unknown[]): Promise<QueryResult<T>>;
+}
+
+export interface QueryOptions {
+  /**
+   * May the statement run again when the connection broke while it was in flight and its outcome is
+   * unknown? True (the default) for reads and idempotent writes. Pass false for a write whose second
+   * run would differ from the first; failures before anything was sent are always retried.
+   */
+  retryable?: boolean;
+}
+
+export interface TransactionOptions {
+  /** Default: READ COMMITTED (the engine takes row locks where it needs them). */
+  isolation?: 'read committed' | 'repeatable read' | 'serializable';
+}
+
+export interface SqlDriver {
+  /** `embedded` (PGlite) or `postgres` (pg). */
+  readonly kind: 'embedded' | 'postgres';
+  /** One statement in its own implicit transaction. */
+  query<T extends SqlRow = SqlRow>(sql: Statement | string, params?: readonly unknown[], opts?: QueryOptions): Promise<QueryResult<T>>;
+  /**
+   * Runs `fn` in one transaction: COMMIT when it resolves, ROLLBACK when it throws (the error is
+   * rethrown). On a serialization failure or deadlock (40001, 40P01), or a connection lost before
+   * COMMIT was sent, the whole transaction is run again, with bounded backoff: `fn` must have no
+   * effects outside the database. A connection lost during COMMIT is not retried
+   * (CommitUncertainError). `tx` is valid only until `fn` settles.
+   */
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts?: TransactionOptions): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** Thrown when the connection broke while COMMIT was in flight: the transaction may or may not have applied. */
+export class CommitUncertainError extends Error {
+  override readonly name = 'CommitUncertainError';
+  readonly code = 'DITTOFS_SQL_COMMIT_UNCERTAIN';
+  constructor(override readonly cause: unknown) {
+    super(`connection lost during COMMIT; the transaction may have been applied: ${errorMessage(cause)}`);
+  }
+}
+
+/**
+ * Thrown by transaction code to have the whole transaction run again, like a serialization failure
+ * (e.g. rows it had to lock changed between reading and locking them).
+ */
+export class RetryTransaction extends Error {
+  override readonly name = 'RetryTransaction';
+  readonly code = '40001';
+  constructor(message = 'transaction must be retried') {
+    super(message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error classification
+
+export const SQLSTATE = Object.freeze({
+  UNIQUE_VIOLATION: '23505',
+  FOREIGN_KEY_VIOLATION: '23503',
+  SERIALIZATION_FAILURE: '40001',
+  DEADLOCK_DETECTED: '40P01',
+} as const);
+
+export function sqlState(e: unknown): string | undefined {
+  if (typeof e !== 'object' || e === null) return undefined;
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** A transaction that lost a race and can simply run again. */
+export function isTransientConflict(e: unknown): boolean {
+  const c = sqlState(e);
+  return c === SQLSTATE.SERIALIZATION_FAILURE || c === SQLSTATE.DEADLOCK_DETECTED;
+}
+
+const CONNECTION_SQLSTATES = new Set([
+  '08000', // connection_exception
+  '08001', // sqlclient_unable_to_establish_sqlconnection
+  '08003', // connection_does_not_exist
+  '08004', // sqlserver_rejected_establishment_of_sqlconnection
+  '08006', // connection_failure
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up, shutting down, recovering)
+  '53300', // too_many_connections
+]);
+
+const CONNECTION_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+const CONNECTION_MESSAGES = [
+  'Connection terminated',
+  'connection terminated',
+  'Client has encountered a connection error',
+  'Client was closed and is not queryable',
+  'timeout exceeded when trying to connect',
+  'Connection ended unexpectedly',
+];
+
+/** The connection (or the server behind it) went away: the same work may succeed on a new one. */
+export function isConnectionError(e: unknown): boolean {
+  const c = sqlState(e);
+  if (c !== undefined && (CONNECTION_SQLSTATES.has(c) || CONNECTION_ERRNOS.has(c))) return true;
+  const msg = errorMessage(e);
+  return CONNECTION_MESSAGES.some((m) => msg.includes(m));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded retry
+
+export interface RetryPolicy {
+  /** Attempts in all, the first included. */
+  maxAttempts: number;
+  /** No new attempt starts after this much time since the first. */
+  maxElapsedMs: number;
+  /** First backoff; doubles each retry (capped at maxDelayMs), then jittered to half..all of it. */
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
+  maxAttempts: 12,
+  maxElapsedMs: 20_000,
+  baseDelayMs: 10,
+  maxDelayMs: 1_000,
+});
+
+export interface RetryEvent {
+  attempt: number;
+  delayMs: number;
+  error: unknown;
+}
+
+/**
+ * Runs `fn` until it succeeds, `shouldRetry` says no, or the policy's count or time runs out; then
+ * the last error is thrown.
+ */
+export async function withRetry<T>(
+  policy: RetryPolicy,
+  shouldRetry: (e: unknown) => boolean,
+  fn: (attempt: number) => Promise<T>,
+  onRetry?: (ev: RetryEvent) => void,
+): Promise<T> {
+  const start = Date.now();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn(attempt);
+    } catch (e) {
+      if (!shouldRetry(e) || attempt >= policy.maxAttempts) throw e;
+      const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
+      const delayMs = Math.round(cap / 2 + (Math.random() * cap) / 2);
+      if (Date.now() - start + delayMs > policy.maxElapsedMs) throw e;
+      onRetry?.({ attempt, delayMs, error: e });
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
+}
+
+/** The minimal logger the drivers write to (pino's Logger fits). */
+export interface DriverLogger {
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+export const silentLogger: DriverLogger = { warn() {}, debug() {} };

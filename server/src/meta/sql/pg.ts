@@ -1,0 +1,255 @@
+// The postgres driver: a `pg` connection pool. Hot statements are named prepared statements (each
+// connection prepares a name once, then only binds). Transient failures are retried with bounded
+// exponential backoff: serialization failures and deadlocks (the transaction is run again), and lost
+// connections (the server restarted, a socket died) when running again is safe: before anything
+// was sent, for a retryable statement outside a transaction, or for a transaction before COMMIT.
+// A restart of PostgreSQL therefore costs a few slow calls, not the process.
+import pg from 'pg';
+import {
+  CommitUncertainError,
+  DEFAULT_RETRY_POLICY,
+  RetryTransaction,
+  SQLSTATE,
+  errorMessage,
+  isConnectionError,
+  isTransientConflict,
+  silentLogger,
+  sqlState,
+  withRetry,
+  type DriverLogger,
+  type QueryOptions,
+  type QueryResult,
+  type RetryPolicy,
+  type SqlDriver,
+  type SqlExecutor,
+  type SqlRow,
+  type Statement,
+  type TransactionOptions,
+} from './driver.js';
+
+export interface PgDriverOptions {
+  /** `postgres://user:password@host:port/database?...` (libpq-style URL; sslmode and friends work). */
+  url: string;
+  /** Connections in the pool (default 10). */
+  poolSize?: number;
+  /**
+   * A schema to keep the tables in (created if missing), so that several stores can share one
+   * database. Default: the connection's search_path (normally `public`).
+   */
+  schema?: string;
+  /** Bound on opening one connection (default 5 s). */
+  connectTimeoutMs?: number;
+  /** Server-side statement_timeout (default 30 s; 0 disables). */
+  statementTimeoutMs?: number;
+  /** Idle connections are closed after this long (default 30 s). */
+  idleTimeoutMs?: number;
+  retry?: RetryPolicy;
+  logger?: DriverLogger;
+  applicationName?: string;
+}
+
+/** A schema name we are willing to splice into SQL. */
+export const SCHEMA_NAME_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+const noRetry = new WeakSet<object>();
+
+function markNoRetry(e: unknown): unknown {
+  if (typeof e === 'object' && e !== null) noRetry.add(e);
+  return e;
+}
+
+function config(sql: Statement | string, params: readonly unknown[]): pg.QueryConfig {
+  if (typeof sql === 'string') return { text: sql, values: params as unknown[] };
+  return sql.name === undefined
+    ? { text: sql.text, values: params as unknown[] }
+    : { name: sql.name, text: sql.text, values: params as unknown[] };
+}
+
+export class PgDriver implements SqlDriver {
+  readonly kind = 'postgres' as const;
+  private readonly pool: pg.Pool;
+  private readonly retry: RetryPolicy;
+  private readonly log: DriverLogger;
+  private closed = false;
+  /** Statistics, for tests and metrics. */
+  readonly stats = { retries: 0, connectionErrors: 0, conflicts: 0, poolErrors: 0 };
+
+  private constructor(opts: PgDriverOptions) {
+    this.retry = opts.retry ?? DEFAULT_RETRY_POLICY;
+    this.log = opts.logger ?? silentLogger;
+    const statementTimeout = opts.statementTimeoutMs ?? 30_000;
+    const pgOptions = opts.schema === undefined ? undefined : `-c search_path=${opts.schema}`;
+    this.pool = new pg.Pool({
+      connectionString: opts.url,
+      max: opts.poolSize ?? 10,
+      connectionTimeoutMillis: opts.connectTimeoutMs ?? 5_000,
+      idleTimeoutMillis: opts.idleTimeoutMs ?? 30_000,
+      keepAlive: true,
+      application_name: opts.applicationName ?? 'dittofs',
+      ...(statementTimeout > 0 ? { statement_timeout: statementTimeout } : {}),
+      ...(pgOptions === undefined ? {} : { options: pgOptions }),
+    });
+    // An idle connection that dies (server restart, network) must not crash the process: the pool
+    // drops it and opens a new one on demand.
+    this.pool.on('error', (err) => {
+      this.stats.poolErrors++;
+      this.log.warn({ err: errorMessage(err) }, 'postgres metadata store: idle connection failed');
+    });
+  }
+
+  /** Creates the pool and checks that the database answers (creating `schema` if given). */
+  static async open(opts: PgDriverOptions): Promise<PgDriver> {
+    if (opts.schema !== undefined && !SCHEMA_NAME_RE.test(opts.schema)) {
+      throw new Error(`invalid schema name ${JSON.stringify(opts.schema)} (expected ${String(SCHEMA_NAME_RE)})`);
+    }
+    const d = new PgDriver(opts);
+    try {
+      if (opts.schema !== undefined) {
+        try {
+          await d.query(`CREATE SCHEMA IF NOT EXISTS ${opts.schema}`);
+        } catch (e) {
+          // Two processes creating it at once: one of them sees the other's row. That is fine.
+          if (sqlState(e) !== SQLSTATE.UNIQUE_VIOLATION && sqlState(e) !== '42P06') throw e;
+        }
+      } else {
+        await d.query('SELECT 1');
+      }
+    } catch (e) {
+      await d.pool.end().catch(() => undefined);
+      throw e;
+    }
+    return d;
+  }
+
+  private live(): void {
+    if (this.closed) throw new Error('postgres metadata store is closed');
+  }
+
+  private shouldRetry = (e: unknown): boolean => {
+    if (typeof e === 'object' && e !== null && noRetry.has(e)) return false;
+    if (isConnectionError(e)) {
+      this.stats.connectionErrors++;
+      return true;
+    }
+    if (e instanceof RetryTransaction || isTransientConflict(e)) {
+      this.stats.conflicts++;
+      return true;
+    }
+    return false;
+  };
+
+  private onRetry = (ev: { attempt: number; delayMs: number; error: unknown }): void => {
+    this.stats.retries++;
+    const level = isConnectionError(ev.error) ? 'warn' : 'debug';
+    this.log[level]({ attempt: ev.attempt, delayMs: ev.delayMs, err: errorMessage(ev.error) }, 'postgres metadata store: retrying');
+  };
+
+  /** A pooled client with an error listener for as long as we hold it; `done` releases it. */
+  private async acquire(): Promise<{ client: pg.PoolClient; done: (broken?: unknown) => void }> {
+    const client = await this.pool.connect();
+    const onError = (err: Error): void => this.log.debug({ err: err.message }, 'postgres metadata store: connection error while in use');
+    client.on('error', onError);
+    let released = false;
+    return {
+      client,
+      done: (broken?: unknown) => {
+        if (released) return;
+        released = true;
+        client.removeListener('error', onError);
+        // A connection that failed is destroyed rather than returned to the pool.
+        client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(errorMessage(broken)));
+      },
+    };
+  }
+
+  async query<T extends SqlRow = SqlRow>(
+    sql: Statement | string,
+    params: readonly unknown[] = [],
+    opts: QueryOptions = {},
+  ): Promise<QueryResult<T>> {
+    this.live();
+    const retryable = opts.retryable ?? true;
+    return withRetry(
+      this.retry,
+      this.shouldRetry,
+      async () => {
+        const { client, done } = await this.acquire();
+        let broken: unknown;
+        try {
+          const r = await client.query(config(sql, params));
+          return { rows: r.rows as T[] };
+        } catch (e) {
+          if (isConnectionError(e)) {
+            broken = e;
+            // The statement was sent; only a retryable one may run again.
+            if (!retryable) throw markNoRetry(e);
+          }
+          throw e;
+        } finally {
+          done(broken);
+        }
+      },
+      this.onRetry,
+    );
+  }
+
+  async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
+    this.live();
+    const begin = opts.isolation ? `BEGIN ISOLATION LEVEL ${opts.isolation.toUpperCase()}` : 'BEGIN';
+    return withRetry(
+      this.retry,
+      this.shouldRetry,
+      async () => {
+        const { client, done } = await this.acquire();
+        let broken: unknown;
+        let open = true;
+        const tx: SqlExecutor = {
+          query: async <R extends SqlRow = SqlRow>(sql: Statement | string, params: readonly unknown[] = []) => {
+            if (!open) throw new Error('transaction already finished');
+            const r = await client.query(config(sql, params));
+            return { rows: r.rows as R[] };
+          },
+        };
+        try {
+          await client.query(begin);
+          let result: T;
+          try {
+            result = await fn(tx);
+          } finally {
+            open = false;
+          }
+          try {
+            await client.query('COMMIT');
+          } catch (e) {
+            if (isConnectionError(e)) {
+              broken = e;
+              throw markNoRetry(new CommitUncertainError(e));
+            }
+            // A serialization failure at COMMIT is a definite rollback: safe to run again.
+            throw e;
+          }
+          return result;
+        } catch (e) {
+          if (broken === undefined && isConnectionError(e)) broken = e;
+          if (broken === undefined) {
+            try {
+              await client.query('ROLLBACK');
+            } catch (re) {
+              broken = re;
+            }
+          }
+          throw e;
+        } finally {
+          done(broken);
+        }
+      },
+      this.onRetry,
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}

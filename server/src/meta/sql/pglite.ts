@@ -1,0 +1,180 @@
+// The embedded driver: PostgreSQL compiled to WebAssembly (PGlite) in this process, with its data
+// directory on local disk. PGlite has one connection, so every query and transaction runs alone,
+// in arrival order, through one queue. Directory layout: DIR/pgdata (PGlite's data directory) and
+// DIR/LOCK (the pid of the process that has the store open: two processes must never share DIR).
+import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import {
+  DEFAULT_RETRY_POLICY,
+  RetryTransaction,
+  isTransientConflict,
+  silentLogger,
+  withRetry,
+  type DriverLogger,
+  type QueryResult,
+  type RetryPolicy,
+  type SqlDriver,
+  type SqlExecutor,
+  type SqlRow,
+  type Statement,
+  type TransactionOptions,
+} from './driver.js';
+
+/** A FIFO mutex: `run` calls execute one at a time, in call order. */
+export class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn, fn);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+export interface PgliteDriverOptions {
+  /** The store's directory; created if missing. */
+  dir: string;
+  retry?: RetryPolicy;
+  logger?: DriverLogger;
+}
+
+const heldLocks = new Set<string>();
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Takes DIR/LOCK for this process, replacing a stale one (its process is gone). */
+function acquireLock(file: string): void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, 'wx', 0o644);
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      heldLocks.add(file);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let owner = NaN;
+    try {
+      owner = parseInt(readFileSync(file, 'utf8').trim(), 10);
+    } catch {
+      // Vanished or unreadable: treat as stale.
+    }
+    // The same pid can come back after a restart (pid 1 in a container): ours only if we hold it.
+    const held = owner === process.pid ? heldLocks.has(file) : Number.isInteger(owner) && pidAlive(owner);
+    if (held) throw new Error(`embedded metadata store ${path.dirname(file)} is in use by process ${owner}`);
+    try {
+      unlinkSync(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+  throw new Error(`cannot lock embedded metadata store: ${file}`);
+}
+
+function releaseLock(file: string): void {
+  if (!heldLocks.delete(file)) return;
+  try {
+    unlinkSync(file);
+  } catch {
+    // Already gone.
+  }
+}
+
+function toText(sql: Statement | string): string {
+  return typeof sql === 'string' ? sql : sql.text;
+}
+
+export class PgliteDriver implements SqlDriver {
+  readonly kind = 'embedded' as const;
+  private readonly queue = new SerialQueue();
+  private closed = false;
+
+  private constructor(
+    private readonly db: PGlite,
+    private readonly lockFile: string,
+    private readonly retry: RetryPolicy,
+    private readonly log: DriverLogger,
+  ) {}
+
+  /** Opens (creating if needed) the PGlite database in `opts.dir`. */
+  static async open(opts: PgliteDriverOptions): Promise<PgliteDriver> {
+    const dir = path.resolve(opts.dir);
+    mkdirSync(dir, { recursive: true });
+    const lockFile = path.join(dir, 'LOCK');
+    acquireLock(lockFile);
+    try {
+      const db = await PGlite.create({ dataDir: path.join(dir, 'pgdata') });
+      return new PgliteDriver(db, lockFile, opts.retry ?? DEFAULT_RETRY_POLICY, opts.logger ?? silentLogger);
+    } catch (e) {
+      releaseLock(lockFile);
+      throw e;
+    }
+  }
+
+  private live(): void {
+    if (this.closed) throw new Error('embedded metadata store is closed');
+  }
+
+  async query<T extends SqlRow = SqlRow>(sql: Statement | string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
+    this.live();
+    return this.queue.run(async () => {
+      const r = await this.db.query<T>(toText(sql), params as unknown[]);
+      return { rows: r.rows };
+    });
+  }
+
+  async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
+    this.live();
+    const begin = opts.isolation ? `BEGIN ISOLATION LEVEL ${opts.isolation.toUpperCase()}` : 'BEGIN';
+    // With one connection only RetryTransaction (the engine's own) can ask for another run.
+    return withRetry(
+      this.retry,
+      (e) => e instanceof RetryTransaction || isTransientConflict(e),
+      () =>
+        this.queue.run(async () => {
+          let open = true;
+          const tx: SqlExecutor = {
+            query: async <R extends SqlRow = SqlRow>(sql: Statement | string, params: readonly unknown[] = []) => {
+              if (!open) throw new Error('transaction already finished');
+              const r = await this.db.query<R>(toText(sql), params as unknown[]);
+              return { rows: r.rows };
+            },
+          };
+          await this.db.query(begin);
+          try {
+            const result = await fn(tx);
+            open = false;
+            await this.db.query('COMMIT');
+            return result;
+          } catch (e) {
+            open = false;
+            await this.db.query('ROLLBACK').catch((re: unknown) => this.log.warn({ err: re }, 'embedded metadata store: ROLLBACK failed'));
+            throw e;
+          }
+        }),
+      (ev) => this.log.debug({ attempt: ev.attempt, delayMs: ev.delayMs, err: ev.error }, 'embedded metadata store: retrying transaction'),
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.queue.run(() => this.db.close());
+    } finally {
+      releaseLock(this.lockFile);
+    }
+  }
+}

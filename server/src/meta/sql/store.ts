@@ -1,0 +1,627 @@
+// The SQL metadata engine: one implementation of MetadataStore over a SqlDriver, shared by the
+// `embedded` (PGlite) and `postgres` (pg) engines. Semantics mirror the memory engine exactly.
+//
+// Concurrency: every multi-row change is one transaction at READ COMMITTED that first locks the
+// inode rows it will change (directories and the entries' children) with one
+// `SELECT ... ORDER BY id FOR NO KEY UPDATE`, so locks are always taken in ascending id order and
+// these operations do not deadlock one another (create locks its one directory through the UPDATE
+// that takes a cookie). Entries are read once before locking (to know which children to lock) and
+// again after; if they changed in between, the transaction runs again. A directory's entries change
+// only under its row lock, so once it is held, what we read stays true until COMMIT: concurrent
+// creates of one name give one success and EXIST for the others. NO KEY UPDATE (not UPDATE) lets
+// the foreign-key checks of other transactions' entry inserts proceed without waiting.
+import { VfsError, isVfsError } from '../../vfs/errors.js';
+import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
+import { FileType } from '../../vfs/types.js';
+import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from '../store.js';
+import {
+  CommitUncertainError,
+  RetryTransaction,
+  SQLSTATE,
+  errorMessage,
+  isConnectionError,
+  sqlState,
+  type QueryOptions,
+  type QueryResult,
+  type SqlDriver,
+  type SqlExecutor,
+  type SqlRow,
+  type Statement,
+} from './driver.js';
+import { migrate, type Migration, type MigrationReport } from './migrations.js';
+import { inodeColumns, inodeRow, publicInode, toBuffer, toNumber, type InodeRow } from './rows.js';
+
+const COLS = inodeColumns();
+const DIR = FileType.DIR;
+
+/** Named statements: the pg driver prepares each once per connection. */
+const S = {
+  getInode: { name: 'dfs_get_inode', text: `SELECT ${COLS} FROM inodes WHERE id = $1` },
+  lookup: {
+    name: 'dfs_lookup',
+    text: `SELECT p.type AS p_type, ${inodeColumns('i')}
+           FROM inodes p
+           LEFT JOIN dirents d ON d.parent = p.id AND d.name = $2
+           LEFT JOIN inodes i ON i.id = d.child
+           WHERE p.id = $1`,
+  },
+  readdir: {
+    name: 'dfs_readdir',
+    text: `SELECT p.type AS p_type, e.*
+           FROM inodes p
+           LEFT JOIN LATERAL (
+             SELECT d.name AS d_name, d.cookie AS d_cookie, ${inodeColumns('i')}
+             FROM dirents d JOIN inodes i ON i.id = d.child
+             WHERE d.parent = p.id AND d.cookie > $2
+             ORDER BY d.cookie
+             LIMIT $3
+           ) e ON true
+           WHERE p.id = $1
+           ORDER BY e.d_cookie`,
+  },
+  lockInodes: {
+    name: 'dfs_lock_inodes',
+    text: `SELECT ${COLS} FROM inodes WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE`,
+  },
+  entries2: {
+    name: 'dfs_entries2',
+    text: `SELECT parent, name, child FROM dirents WHERE (parent = $1 AND name = $2) OR (parent = $3 AND name = $4)`,
+  },
+  hasEntries: { name: 'dfs_has_entries', text: `SELECT EXISTS (SELECT 1 FROM dirents WHERE parent = $1) AS e` },
+  insertDirent: { name: 'dfs_insert_dirent', text: `INSERT INTO dirents (parent, name, cookie, child) VALUES ($1, $2, $3, $4)` },
+  deleteDirent: { name: 'dfs_delete_dirent', text: `DELETE FROM dirents WHERE parent = $1 AND name = $2` },
+  deleteInodes: { name: 'dfs_delete_inodes', text: `DELETE FROM inodes WHERE id = ANY($1::bigint[])` },
+  writeInodes: {
+    name: 'dfs_write_inodes',
+    text: `UPDATE inodes AS t
+           SET nlink = v.nlink, parent = v.parent, next_cookie = v.next_cookie,
+               mtime_sec = v.mtime_sec, mtime_nsec = v.mtime_nsec, ctime_sec = v.ctime_sec, ctime_nsec = v.ctime_nsec
+           FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[], $5::bigint[], $6::integer[], $7::bigint[], $8::integer[])
+                AS v (id, nlink, parent, next_cookie, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec)
+           WHERE t.id = v.id`,
+  },
+  // create: lock and update the directory in one statement (rolled back if the name exists) ...
+  createTouchDir: {
+    name: 'dfs_create_touch_dir',
+    text: `UPDATE inodes
+           SET next_cookie = next_cookie + 1, nlink = nlink + $2,
+               mtime_sec = $3, mtime_nsec = $4, ctime_sec = $3, ctime_nsec = $4
+           WHERE id = $1 AND type = ${DIR}
+           RETURNING share_id, next_cookie - 1 AS cookie`,
+  },
+  // ... then the inode and its entry, unless the name is taken (checked under the directory's lock).
+  createInsert: {
+    name: 'dfs_create_insert',
+    text: `WITH i AS (
+             INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
+                                 atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
+                                 generation, parent, target, create_verifier)
+             SELECT $4::bigint, $5::smallint, $6::integer, $7::bigint, $8::bigint, $9::bigint, $10::integer,
+                    $11::integer, $12::integer, $13::bigint, $14::integer, $15::bigint, $16::integer,
+                    $17::bigint, $18::integer, 1, $19::bigint, $20::bytea, $21::bytea
+             WHERE NOT EXISTS (SELECT 1 FROM dirents WHERE parent = $1::bigint AND name = $2::bytea)
+             RETURNING ${COLS}
+           ), d AS (
+             INSERT INTO dirents (parent, name, cookie, child) SELECT $1::bigint, $2::bytea, $3::bigint, id FROM i
+           )
+           SELECT * FROM i`,
+  },
+  rootOf: { name: 'dfs_root_of', text: `SELECT root FROM share_roots WHERE share_id = $1` },
+  insertRootInode: {
+    name: 'dfs_insert_root_inode',
+    text: `INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
+                               atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
+                               generation, parent, target, create_verifier)
+           VALUES ($1, ${DIR}, $2, $3, $4, $5, 2, $6, $7, $8, $9, $10, $11, $12, $13, 1, 0, $14, $15)
+           RETURNING id`,
+  },
+  setRootParent: { name: 'dfs_set_root_parent', text: `UPDATE inodes SET parent = id WHERE id = $1 RETURNING ${COLS}` },
+  insertShareRoot: {
+    name: 'dfs_insert_share_root',
+    text: `INSERT INTO share_roots (share_id, root) VALUES ($1, $2) ON CONFLICT (share_id) DO NOTHING RETURNING root`,
+  },
+  setAttr: {
+    name: 'dfs_set_attr',
+    text: `UPDATE inodes SET
+             mode = coalesce($2::integer, mode),
+             uid = coalesce($3::bigint, uid),
+             gid = coalesce($4::bigint, gid),
+             size = greatest(coalesce($5::bigint, size), $6::bigint),
+             atime_sec = coalesce($7::bigint, atime_sec), atime_nsec = coalesce($8::integer, atime_nsec),
+             mtime_sec = coalesce($9::bigint, mtime_sec), mtime_nsec = coalesce($10::integer, mtime_nsec),
+             ctime_sec = coalesce($11::bigint, ctime_sec), ctime_nsec = coalesce($12::integer, ctime_nsec),
+             create_verifier = CASE WHEN $13::boolean THEN NULL ELSE create_verifier END
+           WHERE id = $1 AND ($14::bigint IS NULL OR (ctime_sec = $14::bigint AND ctime_nsec = $15::integer))
+           RETURNING ${COLS}`,
+  },
+  exists: { name: 'dfs_exists', text: `SELECT 1 AS x FROM inodes WHERE id = $1` },
+  getBlocks: {
+    name: 'dfs_get_blocks',
+    text: `SELECT idx, key, length, version FROM blocks WHERE inode = $1 AND idx >= $2 AND idx < $3 ORDER BY idx`,
+  },
+  lockBlock: { name: 'dfs_lock_block', text: `SELECT key, length, version FROM blocks WHERE inode = $1 AND idx = $2 FOR UPDATE` },
+  updateBlock: { name: 'dfs_update_block', text: `UPDATE blocks SET key = $3, length = $4, version = $5 WHERE inode = $1 AND idx = $2` },
+  insertBlock: {
+    name: 'dfs_insert_block',
+    text: `INSERT INTO blocks (inode, idx, key, length, version) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (inode, idx) DO NOTHING RETURNING idx`,
+  },
+  dropBlocks: {
+    name: 'dfs_drop_blocks',
+    text: `DELETE FROM blocks WHERE inode = $1 AND idx >= $2 RETURNING idx, key, length, version`,
+  },
+  usage: {
+    name: 'dfs_usage',
+    text: `SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes FROM inodes WHERE share_id = $1`,
+  },
+} as const satisfies Record<string, Statement>;
+
+const copyTs = (t: Timespec): Timespec => ({ sec: t.sec, nsec: t.nsec });
+
+function blockRef(r: Record<string, unknown>): BlockRef {
+  return {
+    index: toNumber(r.idx, 'idx'),
+    key: String(r.key),
+    length: toNumber(r.length, 'length'),
+    version: toNumber(r.version, 'version'),
+  };
+}
+
+/**
+ * A database that cannot be reached (after the driver's bounded retries), or a COMMIT whose outcome
+ * is unknown, is JUKEBOX to the file service: "try again later", not a server fault.
+ */
+function unavailable(e: unknown): unknown {
+  if (isVfsError(e)) return e;
+  if (e instanceof CommitUncertainError || isConnectionError(e))
+    return new VfsError('JUKEBOX', `metadata store unavailable: ${errorMessage(e)}`);
+  return e;
+}
+
+/** Runs `fn`, turning a unique violation (a name taken concurrently) into EXIST. */
+async function mapUnique<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (sqlState(e) === SQLSTATE.UNIQUE_VIOLATION) throw new VfsError('EXIST', 'name exists');
+    throw e;
+  }
+}
+
+/**
+ * The locked rows of one transaction and the changes to write back: the SQL twin of the memory
+ * engine's in-place updates. Entry inserts and deletes run at once (their order matters to the
+ * unique key); inode changes are written by flush() in one statement.
+ */
+class Work {
+  private readonly rows = new Map<number, InodeRow>();
+  private readonly dirty = new Set<number>();
+  private readonly freed = new Set<number>();
+
+  constructor(private readonly tx: SqlExecutor) {}
+
+  /** Locks these inodes, in id order; missing ones stay absent (STALE when asked for). */
+  async lock(ids: Iterable<number>): Promise<void> {
+    const want = [...new Set(ids)].filter((id) => !this.rows.has(id)).sort((a, b) => a - b);
+    if (want.length === 0) return;
+    const { rows } = await this.tx.query(S.lockInodes, [want]);
+    for (const r of rows) {
+      const row = inodeRow(r);
+      this.rows.set(row.id, row);
+    }
+  }
+
+  has(id: number): boolean {
+    return this.rows.has(id);
+  }
+
+  inode(id: number): InodeRow {
+    const i = this.rows.get(id);
+    if (!i) throw new VfsError('STALE', `inode ${id} does not exist`);
+    return i;
+  }
+
+  dir(id: number): InodeRow {
+    const i = this.inode(id);
+    if (i.type !== DIR) throw new VfsError('NOTDIR', `inode ${id} is not a directory`);
+    return i;
+  }
+
+  async isEmpty(dirId: number): Promise<boolean> {
+    const { rows } = await this.tx.query(S.hasEntries, [dirId]);
+    return rows[0]?.e !== true;
+  }
+
+  async addEntry(dir: InodeRow, name: Buffer, child: number): Promise<void> {
+    const cookie = dir.nextCookie++;
+    this.dirty.add(dir.id);
+    await mapUnique(() => this.tx.query(S.insertDirent, [dir.id, name, cookie, child]));
+  }
+
+  async dropEntry(dir: InodeRow, name: Buffer): Promise<void> {
+    await this.tx.query(S.deleteDirent, [dir.id, name]);
+  }
+
+  touch(i: InodeRow, now: Timespec, mtime: boolean): void {
+    if (mtime) i.mtime = copyTs(now);
+    i.ctime = copyTs(now);
+    this.dirty.add(i.id);
+  }
+
+  changed(i: InodeRow): void {
+    this.dirty.add(i.id);
+  }
+
+  /** Unlinks `child` (locked, named `name` in `dir`), maintaining link counts; frees it at the last link. */
+  async unlinkChild(dir: InodeRow, name: Buffer, child: InodeRow, now: Timespec): Promise<RemoveResult> {
+    await this.dropEntry(dir, name);
+    let freed = false;
+    if (child.type === DIR) {
+      dir.nlink--;
+      child.nlink = 0;
+      freed = true;
+    } else {
+      child.nlink--;
+      freed = child.nlink <= 0;
+    }
+    this.touch(child, now, false);
+    this.touch(dir, now, true);
+    if (freed) this.freed.add(child.id);
+    // Block refs stay until the caller has freed the objects and called dropBlocks.
+    return { inode: publicInode(child), freed };
+  }
+
+  /** Writes every changed inode back and deletes the freed ones. */
+  async flush(): Promise<void> {
+    if (this.freed.size > 0) await this.tx.query(S.deleteInodes, [[...this.freed]]);
+    const rows = [...this.dirty].filter((id) => !this.freed.has(id)).map((id) => this.inode(id));
+    if (rows.length === 0) return;
+    await this.tx.query(S.writeInodes, [
+      rows.map((r) => r.id),
+      rows.map((r) => r.nlink),
+      rows.map((r) => r.parent),
+      rows.map((r) => r.nextCookie),
+      rows.map((r) => r.mtime.sec),
+      rows.map((r) => r.mtime.nsec),
+      rows.map((r) => r.ctime.sec),
+      rows.map((r) => r.ctime.nsec),
+    ]);
+  }
+}
+
+export interface SqlMetadataStoreOptions {
+  kind: 'embedded' | 'postgres';
+  /** Opens the connection(s); called by open(). */
+  connect: () => Promise<SqlDriver>;
+  /** For tests: a different migration list. */
+  migrations?: readonly Migration[];
+}
+
+export class SqlMetadataStore implements MetadataStore {
+  readonly kind: 'embedded' | 'postgres';
+  private db: SqlDriver | null = null;
+  /** What open() did to the schema. */
+  migration: MigrationReport | null = null;
+
+  constructor(private readonly opts: SqlMetadataStoreOptions) {
+    this.kind = opts.kind;
+  }
+
+  async open(): Promise<void> {
+    if (this.db) return;
+    const db = await this.opts.connect();
+    try {
+      this.migration = await migrate(db, this.opts.migrations);
+    } catch (e) {
+      await db.close().catch(() => undefined);
+      throw e;
+    }
+    this.db = db;
+  }
+
+  async close(): Promise<void> {
+    const db = this.db;
+    this.db = null;
+    if (db) await db.close();
+  }
+
+  /** The driver, for tests and diagnostics. */
+  get driver(): SqlDriver {
+    if (!this.db) throw new Error(`${this.kind} metadata store is not open`);
+    return this.db;
+  }
+
+  async ensureRoot(shareId: number, init: NewInode): Promise<Inode> {
+    return this.tx(async (tx) => {
+      const existing = await tx.query(S.rootOf, [shareId]);
+      if (existing.rows[0]) return this.mustGet(tx, toNumber(existing.rows[0].root, 'root'));
+      const now = init.mtime ?? { sec: Math.floor(Date.now() / 1000), nsec: 0 };
+      const atime = init.atime ?? now;
+      const mtime = init.mtime ?? now;
+      const ins = await tx.query(S.insertRootInode, [
+        shareId,
+        init.mode & 0o7777,
+        init.uid,
+        init.gid,
+        init.size,
+        init.rdevMajor,
+        init.rdevMinor,
+        atime.sec,
+        atime.nsec,
+        mtime.sec,
+        mtime.nsec,
+        now.sec,
+        now.nsec,
+        init.target,
+        init.createVerifier,
+      ]);
+      const id = toNumber(ins.rows[0]?.id, 'id');
+      const root = await tx.query(S.setRootParent, [id]);
+      const claimed = await tx.query(S.insertShareRoot, [shareId, id]);
+      if (claimed.rows.length === 0) {
+        // Another process created the root first (we waited on its key): use that one.
+        await tx.query(S.deleteInodes, [[id]]);
+        const winner = await tx.query(S.rootOf, [shareId]);
+        return this.mustGet(tx, toNumber(winner.rows[0]?.root, 'root'));
+      }
+      return publicInode(inodeRow(root.rows[0]!));
+    });
+  }
+
+  /** A transaction; a database that stays unreachable through the driver's retries is JUKEBOX. */
+  private async tx<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    try {
+      return await this.driver.transaction(fn);
+    } catch (e) {
+      throw unavailable(e);
+    }
+  }
+
+  private async q(sql: Statement, params: readonly unknown[], opts?: QueryOptions): Promise<QueryResult<SqlRow>> {
+    try {
+      return await this.driver.query(sql, params, opts);
+    } catch (e) {
+      throw unavailable(e);
+    }
+  }
+
+  private async mustGet(q: SqlExecutor, id: number): Promise<Inode> {
+    const { rows } = await q.query(S.getInode, [id]);
+    if (!rows[0]) throw new VfsError('STALE', `inode ${id} does not exist`);
+    return publicInode(inodeRow(rows[0]));
+  }
+
+  async getInode(id: number): Promise<Inode | null> {
+    const { rows } = await this.q(S.getInode, [id]);
+    return rows[0] ? publicInode(inodeRow(rows[0])) : null;
+  }
+
+  private static checkDir(id: number, row: Record<string, unknown> | undefined): void {
+    if (!row) throw new VfsError('STALE', `inode ${id} does not exist`);
+    if (toNumber(row.p_type, 'type') !== DIR) throw new VfsError('NOTDIR', `inode ${id} is not a directory`);
+  }
+
+  async lookup(dirId: number, name: Buffer): Promise<Inode | null> {
+    const { rows } = await this.q(S.lookup, [dirId, name]);
+    const r = rows[0];
+    SqlMetadataStore.checkDir(dirId, r);
+    return r && r.id !== null && r.id !== undefined ? publicInode(inodeRow(r)) : null;
+  }
+
+  async readdir(dirId: number, afterCookie: number, limit: number): Promise<ReaddirPage> {
+    const max = Math.max(0, Math.floor(limit));
+    const { rows } = await this.q(S.readdir, [dirId, afterCookie, max + 1]);
+    SqlMetadataStore.checkDir(dirId, rows[0]);
+    const entries: DirEntry[] = [];
+    let more = false;
+    for (const r of rows) {
+      if (r.d_cookie === null || r.d_cookie === undefined) continue; // empty page: one row of NULLs
+      if (entries.length === max) {
+        more = true;
+        break;
+      }
+      entries.push({ name: toBuffer(r.d_name, 'name'), cookie: toNumber(r.d_cookie, 'cookie'), inode: publicInode(inodeRow(r)) });
+    }
+    return { entries, eof: !more };
+  }
+
+  async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
+    return this.tx(async (tx) => {
+      const isDir = init.type === DIR;
+      const dir = await tx.query(S.createTouchDir, [dirId, isDir ? 1 : 0, now.sec, now.nsec]);
+      const d = dir.rows[0];
+      if (!d) {
+        const { rows } = await tx.query(S.getInode, [dirId]);
+        if (!rows[0]) throw new VfsError('STALE', `inode ${dirId} does not exist`);
+        throw new VfsError('NOTDIR', `inode ${dirId} is not a directory`);
+      }
+      const atime = init.atime ?? now;
+      const mtime = init.mtime ?? now;
+      const ins = await mapUnique(() =>
+        tx.query(S.createInsert, [
+          dirId,
+          name,
+          toNumber(d.cookie, 'cookie'),
+          toNumber(d.share_id, 'share_id'),
+          init.type,
+          init.mode & 0o7777,
+          init.uid,
+          init.gid,
+          init.size,
+          isDir ? 2 : 1,
+          init.rdevMajor,
+          init.rdevMinor,
+          atime.sec,
+          atime.nsec,
+          mtime.sec,
+          mtime.nsec,
+          now.sec,
+          now.nsec,
+          isDir ? dirId : 0,
+          init.target,
+          init.createVerifier,
+        ]),
+      );
+      if (!ins.rows[0]) throw new VfsError('EXIST', 'name exists');
+      return publicInode(inodeRow(ins.rows[0]));
+    });
+  }
+
+  async link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode> {
+    return this.tx(async (tx) => {
+      const w = new Work(tx);
+      await w.lock([dirId, id]);
+      const dir = w.dir(dirId);
+      const inode = w.inode(id);
+      if (inode.type === DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
+      const taken = await tx.query(S.entries2, [dirId, name, dirId, name]);
+      if (taken.rows.length > 0) throw new VfsError('EXIST', 'name exists');
+      await w.addEntry(dir, name, id);
+      inode.nlink++;
+      w.touch(inode, now, false);
+      w.touch(dir, now, true);
+      await w.flush();
+      return publicInode(inode);
+    });
+  }
+
+  /** The children named (dirA, nameA) and (dirB, nameB), or null where there is no entry. */
+  private static async entries(
+    tx: SqlExecutor,
+    dirA: number,
+    nameA: Buffer,
+    dirB: number,
+    nameB: Buffer,
+  ): Promise<[number | null, number | null]> {
+    const { rows } = await tx.query(S.entries2, [dirA, nameA, dirB, nameB]);
+    let a: number | null = null;
+    let b: number | null = null;
+    for (const r of rows) {
+      const parent = toNumber(r.parent, 'parent');
+      const name = toBuffer(r.name, 'name');
+      const child = toNumber(r.child, 'child');
+      if (parent === dirA && name.equals(nameA)) a = child;
+      if (parent === dirB && name.equals(nameB)) b = child;
+    }
+    return [a, b];
+  }
+
+  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult> {
+    return this.tx(async (tx) => {
+      const w = new Work(tx);
+      const [guess] = await SqlMetadataStore.entries(tx, dirId, name, dirId, name);
+      await w.lock(guess === null ? [dirId] : [dirId, guess]);
+      const parent = w.dir(dirId);
+      const [childId] = await SqlMetadataStore.entries(tx, dirId, name, dirId, name);
+      if (childId === null) throw new VfsError('NOENT', 'no such entry');
+      if (!w.has(childId)) throw new RetryTransaction('entry changed while locking');
+      const child = w.inode(childId);
+      if (dir) {
+        if (child.type !== DIR) throw new VfsError('NOTDIR', 'not a directory');
+        if (!(await w.isEmpty(child.id))) throw new VfsError('NOTEMPTY', 'directory not empty');
+      } else if (child.type === DIR) {
+        throw new VfsError('ISDIR', 'is a directory');
+      }
+      const result = await w.unlinkChild(parent, name, child, now);
+      await w.flush();
+      return result;
+    });
+  }
+
+  async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
+    return this.tx(async (tx) => {
+      const w = new Work(tx);
+      const guess = await SqlMetadataStore.entries(tx, fromDir, fromName, toDir, toName);
+      await w.lock([fromDir, toDir, ...guess.filter((c): c is number => c !== null)]);
+      const from = w.dir(fromDir);
+      const to = w.dir(toDir);
+      const [srcId, dstId] = await SqlMetadataStore.entries(tx, fromDir, fromName, toDir, toName);
+      if (srcId === null) throw new VfsError('NOENT', 'source does not exist');
+      if (!w.has(srcId) || (dstId !== null && !w.has(dstId))) throw new RetryTransaction('entries changed while locking');
+      const moving = w.inode(srcId);
+      let replaced: RemoveResult | null = null;
+      if (dstId !== null) {
+        if (dstId === srcId) return { replaced: null }; // two links to one inode: POSIX says do nothing
+        const victim = w.inode(dstId);
+        if (moving.type === DIR && victim.type !== DIR) throw new VfsError('NOTDIR', 'cannot replace a non-directory with a directory');
+        if (moving.type !== DIR && victim.type === DIR) throw new VfsError('ISDIR', 'cannot replace a directory with a non-directory');
+        if (victim.type === DIR && !(await w.isEmpty(victim.id))) throw new VfsError('NOTEMPTY', 'destination directory not empty');
+        replaced = await w.unlinkChild(to, toName, victim, now);
+      }
+      await w.dropEntry(from, fromName);
+      await w.addEntry(to, toName, moving.id);
+      if (moving.type === DIR && fromDir !== toDir) {
+        from.nlink--;
+        to.nlink++;
+        moving.parent = toDir;
+        w.changed(from);
+        w.changed(to);
+      }
+      w.touch(moving, now, false);
+      w.touch(from, now, true);
+      w.touch(to, now, true);
+      await w.flush();
+      return { replaced };
+    });
+  }
+
+  async setAttr(id: number, c: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
+    const params = [
+      id,
+      c.mode === undefined ? null : c.mode & 0o7777,
+      c.uid ?? null,
+      c.gid ?? null,
+      c.size ?? null,
+      c.growTo ?? null,
+      c.atime?.sec ?? null,
+      c.atime?.nsec ?? null,
+      c.mtime?.sec ?? null,
+      c.mtime?.nsec ?? null,
+      c.ctime?.sec ?? null,
+      c.ctime?.nsec ?? null,
+      c.clearCreateVerifier === true,
+      guardCtime?.sec ?? null,
+      guardCtime?.nsec ?? null,
+    ];
+    // One statement, so atomic on its own. Without a guard it is idempotent (absolute values and
+    // max(size, growTo)) and may run again after a lost connection; with one, a second run would
+    // report NOT_SYNC for the first run's own change.
+    const { rows } = await this.q(S.setAttr, params, { retryable: guardCtime === undefined });
+    if (rows[0]) return publicInode(inodeRow(rows[0]));
+    const exists = await this.q(S.exists, [id]);
+    if (exists.rows.length === 0) throw new VfsError('STALE', `inode ${id} does not exist`);
+    throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
+  }
+
+  async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {
+    if (to <= from) return [];
+    const { rows } = await this.q(S.getBlocks, [inodeId, from, to]);
+    return rows.map(blockRef);
+  }
+
+  async putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null> {
+    return this.tx(async (tx) => {
+      const values = [inodeId, ref.index, ref.key, ref.length, ref.version];
+      const old = await tx.query(S.lockBlock, [inodeId, ref.index]);
+      if (old.rows[0]) {
+        await tx.query(S.updateBlock, values);
+        return blockRef({ ...old.rows[0], idx: ref.index });
+      }
+      const ins = await tx.query(S.insertBlock, values);
+      // Inserted concurrently since we looked: run again, to lock and replace that one.
+      if (ins.rows.length === 0) throw new RetryTransaction('block row appeared concurrently');
+      return null;
+    });
+  }
+
+  async dropBlocks(inodeId: number, from: number): Promise<BlockRef[]> {
+    // A transaction so that a connection lost before COMMIT runs it again rather than losing refs.
+    const rows = await this.tx(async (tx) => (await tx.query(S.dropBlocks, [inodeId, from])).rows);
+    return rows.map(blockRef).sort((a, b) => a.index - b.index);
+  }
+
+  async usage(shareId: number): Promise<ShareUsage> {
+    const { rows } = await this.q(S.usage, [shareId]);
+    return { files: toNumber(rows[0]?.files ?? 0, 'files'), bytes: toNumber(rows[0]?.bytes ?? 0, 'bytes') };
+  }
+}

@@ -1,0 +1,132 @@
+// A private PostgreSQL cluster for tests: hack/postgres/start.sh in a temp dir, stopped and removed
+// by stop(). A cluster still running when the process exits is stopped from an exit hook.
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const START = path.join(REPO_ROOT, 'hack', 'postgres', 'start.sh');
+const STOP = path.join(REPO_ROOT, 'hack', 'postgres', 'stop.sh');
+
+/** Environment variable naming an external database to use instead of a private cluster. */
+export const EXTERNAL_PG_ENV = 'DITTOFS_TEST_PG_URL';
+
+export interface PostgresInstance {
+  /** `postgres://postgres@127.0.0.1:PORT/dittofs` */
+  url: string;
+  /** True for a database named by DITTOFS_TEST_PG_URL: it cannot be restarted or stopped. */
+  external: boolean;
+  /** Stops the cluster and removes its directory (idempotent). */
+  stop(): Promise<void>;
+  /** Stops and starts the cluster on the same port and data. */
+  restart(): Promise<void>;
+  /** Stops the server, keeping its data and port (resume() starts it again). */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+}
+
+export interface StartPostgresOptions {
+  /** Bound for start.sh, which may have to apt-get install postgresql first (default 300 s). */
+  startTimeoutMs?: number;
+}
+
+function run(script: string, dir: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(script, [dir], { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err) {
+        const why = err.killed ? `timed out after ${timeoutMs} ms` : `failed (${err.message.split('\n')[0]})`;
+        reject(new Error(`${path.relative(REPO_ROOT, script)} ${dir} ${why}\n${stderr.trim()}`));
+      } else {
+        resolve(stdout);
+      }
+    });
+  });
+}
+
+const live = new Set<string>();
+let exitHook = false;
+
+function installExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const dir of live) {
+      try {
+        execFileSync(STOP, [dir], { timeout: 60_000, stdio: 'ignore' });
+      } catch {
+        // Best effort: the process is exiting.
+      }
+    }
+  });
+}
+
+/** Starts a private cluster in a fresh temp dir. Rejects with start.sh's message if it cannot. */
+export async function startPostgres(opts: StartPostgresOptions = {}): Promise<PostgresInstance> {
+  const startTimeout = opts.startTimeoutMs ?? 300_000;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-pg-'));
+  installExitHook();
+  live.add(dir);
+  let out: string;
+  try {
+    out = await run(START, dir, startTimeout);
+  } catch (e) {
+    await run(STOP, dir, 90_000).catch(() => undefined);
+    live.delete(dir);
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`cannot start a private PostgreSQL cluster: ${(e as Error).message}`);
+  }
+  const url = out.trim().split('\n').pop() ?? '';
+  if (!url.startsWith('postgres://')) throw new Error(`hack/postgres/start.sh printed no URL: ${JSON.stringify(out)}`);
+  let stopped = false;
+  return {
+    url,
+    external: false,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      try {
+        await run(STOP, dir, 90_000);
+      } finally {
+        live.delete(dir);
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+    async restart() {
+      if (stopped) throw new Error('cluster was stopped');
+      await run(STOP, dir, 90_000);
+      await run(START, dir, 120_000);
+    },
+    async pause() {
+      if (stopped) throw new Error('cluster was stopped');
+      await run(STOP, dir, 90_000);
+    },
+    async resume() {
+      if (stopped) throw new Error('cluster was stopped');
+      await run(START, dir, 120_000);
+    },
+  };
+}
+
+/** The database tests use: DITTOFS_TEST_PG_URL when set, else a private cluster. */
+export async function postgresForTests(opts: StartPostgresOptions = {}): Promise<PostgresInstance> {
+  const external = process.env[EXTERNAL_PG_ENV];
+  if (external !== undefined && external !== '') {
+    return {
+      url: external,
+      external: true,
+      async stop() {},
+      async restart() {
+        throw new Error(`cannot restart the external database named by ${EXTERNAL_PG_ENV}`);
+      },
+      async pause() {
+        throw new Error(`cannot stop the external database named by ${EXTERNAL_PG_ENV}`);
+      },
+      async resume() {
+        throw new Error(`cannot start the external database named by ${EXTERNAL_PG_ENV}`);
+      },
+    };
+  }
+  return startPostgres(opts);
+}
