@@ -2,7 +2,7 @@
 // throwaway shares. It mirrors the SQL engines' tables: inodes, dirents (ordered by cookie), blocks.
 import { VfsError } from '../vfs/errors.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../vfs/types.js';
-import { FileType, timespecEqual } from '../vfs/types.js';
+import { copyInode, FileType, timespecEqual } from '../vfs/types.js';
 import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from './store.js';
 
 interface Dirent {
@@ -25,28 +25,6 @@ export const FIRST_COOKIE = 3;
 
 const key = (name: Buffer): string => name.toString('latin1');
 const copyTs = (t: Timespec): Timespec => ({ sec: t.sec, nsec: t.nsec });
-
-function copyInode(i: Inode): Inode {
-  return {
-    id: i.id,
-    shareId: i.shareId,
-    type: i.type,
-    mode: i.mode,
-    uid: i.uid,
-    gid: i.gid,
-    size: i.size,
-    nlink: i.nlink,
-    rdevMajor: i.rdevMajor,
-    rdevMinor: i.rdevMinor,
-    atime: copyTs(i.atime),
-    mtime: copyTs(i.mtime),
-    ctime: copyTs(i.ctime),
-    generation: i.generation,
-    parent: i.parent,
-    target: i.target,
-    createVerifier: i.createVerifier,
-  };
-}
 
 export class MemoryMetadataStore implements MetadataStore {
   readonly kind = 'memory';

@@ -43,6 +43,29 @@ export interface Inode {
   createVerifier: Buffer | null;
 }
 
+/** A deep copy holding exactly the Inode fields (engines hand out copies, never their own rows). */
+export function copyInode(i: Inode): Inode {
+  return {
+    id: i.id,
+    shareId: i.shareId,
+    type: i.type,
+    mode: i.mode,
+    uid: i.uid,
+    gid: i.gid,
+    size: i.size,
+    nlink: i.nlink,
+    rdevMajor: i.rdevMajor,
+    rdevMinor: i.rdevMinor,
+    atime: { sec: i.atime.sec, nsec: i.atime.nsec },
+    mtime: { sec: i.mtime.sec, nsec: i.mtime.nsec },
+    ctime: { sec: i.ctime.sec, nsec: i.ctime.nsec },
+    generation: i.generation,
+    parent: i.parent,
+    target: i.target === null ? null : Buffer.from(i.target),
+    createVerifier: i.createVerifier === null ? null : Buffer.from(i.createVerifier),
+  };
+}
+
 export interface NewInode {
   type: FileType;
   mode: number;

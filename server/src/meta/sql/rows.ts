@@ -3,6 +3,7 @@
 // Uint8Array. Everything numeric the engine stores fits a JS safe integer; anything else is a bug
 // or a corrupt row and fails loudly.
 import type { FileType, Inode } from '../../vfs/types.js';
+import { copyInode } from '../../vfs/types.js';
 
 export function toNumber(v: unknown, column = 'value'): number {
   let n: number;
@@ -85,23 +86,5 @@ export function inodeRow(r: Record<string, unknown>): InodeRow {
 
 /** The public Inode: a copy without engine-private fields. */
 export function publicInode(i: InodeRow): Inode {
-  return {
-    id: i.id,
-    shareId: i.shareId,
-    type: i.type,
-    mode: i.mode,
-    uid: i.uid,
-    gid: i.gid,
-    size: i.size,
-    nlink: i.nlink,
-    rdevMajor: i.rdevMajor,
-    rdevMinor: i.rdevMinor,
-    atime: { ...i.atime },
-    mtime: { ...i.mtime },
-    ctime: { ...i.ctime },
-    generation: i.generation,
-    parent: i.parent,
-    target: i.target === null ? null : Buffer.from(i.target),
-    createVerifier: i.createVerifier === null ? null : Buffer.from(i.createVerifier),
-  };
+  return copyInode(i);
 }
