@@ -13,14 +13,8 @@ log() { echo "hack/ganesha/stop.sh: $*" >&2; }
 }
 DIR=$(realpath -m -- "$1")
 
-# Is pid $1 a live (not zombie) process whose command line contains the string $2?
-alive() {
-  local pid=$1 name=$2 state
-  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
-  state=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
-  [ "$state" != Z ] && [ "$state" != X ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$name"
-}
+# shellcheck source=hack/ganesha/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # SIGTERM the process recorded in pidfile $1 (if its command line contains $2), wait up to
 # 15 s, then SIGKILL. $3 names it in messages.

@@ -63,6 +63,24 @@ function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: string):
   }
 }
 
+/** Says which listener could not start and which setting moves it, instead of a bare EADDRINUSE. */
+async function listening<T>(what: string, setting: string, host: string, port: number, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'EADDRINUSE'
+        ? 'the address is already in use (another DittoFS or another server?)'
+        : code === 'EACCES'
+          ? 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'
+          : code === 'EADDRNOTAVAIL'
+            ? 'no network interface has that address'
+            : (err as Error).message;
+    throw new Error(`${what} cannot listen on ${host}:${port}: ${why}; change ${setting}`, { cause: err });
+  }
+}
+
 function listenHttp(server: http.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -147,7 +165,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         drcSize: nfsCfg.drc_size,
         log,
       });
-      nfsPort = await rpc.listenTcp(nfsCfg.port, nfsCfg.bind);
+      nfsPort = await listening('NFS', 'adapters.nfs.port / DITTOFS_NFS_PORT (or the bind address)', nfsCfg.bind, nfsCfg.port, () =>
+        rpc.listenTcp(nfsCfg.port, nfsCfg.bind),
+      );
       cleanups.push(() => rpc.close());
       log.info({ port: nfsPort, bind: nfsCfg.bind }, 'NFSv3 and MOUNT v3 listening (TCP)');
       if (nfsCfg.portmapper.enabled) {
@@ -158,9 +178,14 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
           { prog: 100000, vers: 2, prot: IPPROTO_TCP, port: nfsCfg.portmapper.port },
         ];
         const pm = new RpcServer([portmapProgram(mappings)], { maxRecordSize: 64 * 1024, drcSize: 1, log });
-        await pm.listenTcp(nfsCfg.portmapper.port, nfsCfg.bind);
-        await pm.listenUdp(nfsCfg.portmapper.port, nfsCfg.bind);
         cleanups.push(() => pm.close());
+        const pmSetting = 'adapters.nfs.portmapper.port / DITTOFS_PORTMAPPER_PORT';
+        await listening('the portmapper (TCP)', pmSetting, nfsCfg.bind, nfsCfg.portmapper.port, () =>
+          pm.listenTcp(nfsCfg.portmapper.port, nfsCfg.bind),
+        );
+        await listening('the portmapper (UDP)', pmSetting, nfsCfg.bind, nfsCfg.portmapper.port, () =>
+          pm.listenUdp(nfsCfg.portmapper.port, nfsCfg.bind),
+        );
         log.info({ port: nfsCfg.portmapper.port }, 'portmapper listening (TCP and UDP)');
       }
     }
@@ -184,7 +209,8 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
           JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: `no route for ${req.method ?? ''} ${url}` }),
         );
       });
-      apiPort = await listenHttp(api, config.server.api.port, config.server.api.bind);
+      const { port, bind } = config.server.api;
+      apiPort = await listening('the API', 'server.api.port / DITTOFS_API_PORT', bind, port, () => listenHttp(api, port, bind));
       cleanups.push(() => new Promise<void>((resolve) => api.close(() => resolve())));
       log.info({ port: apiPort }, 'API listening (health endpoints)');
     }

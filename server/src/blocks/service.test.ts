@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MemoryMetadataStore } from '../meta/memory.js';
-import { FileType } from '../vfs/types.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
 import { BlockService, DirtyBudget } from './service.js';
+import { dirInit, fileInit } from '../testing/inodes.js';
 
 const BS = 1024;
 
@@ -21,23 +21,12 @@ function setup(maxDirty = 64 * BS) {
   return { meta, store, svc };
 }
 
-const NEW_FILE = {
-  type: FileType.REG,
-  mode: 0o644,
-  uid: 0,
-  gid: 0,
-  rdevMajor: 0,
-  rdevMinor: 0,
-  target: null,
-  createVerifier: null,
-  size: 0,
-};
 let names = 0;
 
 /** A regular file in the metadata store (uploads for inodes that do not exist are dropped). */
 async function mkfile(meta: MemoryMetadataStore): Promise<number> {
-  const root = await meta.ensureRoot(1, { ...NEW_FILE, type: FileType.DIR, mode: 0o777 });
-  return (await meta.create(root.id, Buffer.from(`f${names++}`), NEW_FILE, { sec: 1, nsec: 0 })).id;
+  const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+  return (await meta.create(root.id, Buffer.from(`f${names++}`), fileInit(), { sec: 1, nsec: 0 })).id;
 }
 
 type Op =

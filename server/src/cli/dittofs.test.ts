@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -231,5 +232,32 @@ describe('dittofs CLI', { concurrency: true }, () => {
       `${r.stdout}\nCOMP_WORDS=(dittofs config s); COMP_CWORD=2; _dittofs_complete; echo "\${COMPREPLY[*]}"`,
     ]);
     if (probe.error === undefined) assert.equal(probe.stdout.toString().trim(), 'show');
+  });
+});
+
+describe('dittofs start', () => {
+  it('names the listener and the setting to change when its port is taken, and exits 1', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as net.AddressInfo).port;
+    const data = await mkdtemp(path.join(os.tmpdir(), 'dittofs-cli-port-'));
+    try {
+      const r = await dittofs(['start'], {
+        env: {
+          DITTOFS_DATA_DIR: data,
+          DITTOFS_BIND_ADDRESS: '127.0.0.1',
+          DITTOFS_NFS_PORT: String(port),
+          DITTOFS_API_ENABLED: 'false',
+          DITTOFS_METRICS_ENABLED: 'false',
+          DITTOFS_SMB_ENABLED: 'false',
+        },
+      });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`NFS cannot listen on 127\\.0\\.0\\.1:${port}: the address is already in use`));
+      assert.match(r.stderr, /DITTOFS_NFS_PORT/);
+    } finally {
+      taken.close();
+      await rm(data, { recursive: true, force: true });
+    }
   });
 });

@@ -11,11 +11,12 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { postgresForTests, type PostgresInstance } from '../../../test/helpers/postgres.js';
 import { isVfsError } from '../vfs/errors.js';
-import type { Inode, NewInode, Timespec } from '../vfs/types.js';
+import type { Inode, Timespec } from '../vfs/types.js';
 import { FileType } from '../vfs/types.js';
 import { MemoryMetadataStore } from './memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore, PgDriver, SqlMetadataStore } from './sql/index.js';
 import type { BlockRef, MetadataStore } from './store.js';
+import { dirInit, fileInit } from '../testing/inodes.js';
 
 // ---------------------------------------------------------------------------------------------
 // Engines
@@ -113,23 +114,6 @@ const engines: Engine[] = [
 
 const b = (s: string): Buffer => Buffer.from(s);
 const T = (sec: number, nsec = 0): Timespec => ({ sec, nsec });
-
-function fileInit(over: Partial<NewInode> = {}): NewInode {
-  return {
-    type: FileType.REG,
-    mode: 0o644,
-    uid: 1000,
-    gid: 1000,
-    rdevMajor: 0,
-    rdevMinor: 0,
-    target: null,
-    createVerifier: null,
-    size: 0,
-    ...over,
-  };
-}
-
-const dirInit = (over: Partial<NewInode> = {}): NewInode => fileInit({ type: FileType.DIR, mode: 0o755, size: 4096, ...over });
 
 async function rejectsWith(p: Promise<unknown>, errno: string): Promise<void> {
   await assert.rejects(p, (e: unknown) => {

@@ -3,6 +3,7 @@
 import { VfsError } from '../vfs/errors.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../vfs/types.js';
 import { copyInode, FileType, timespecEqual } from '../vfs/types.js';
+import { unlinkCounts } from './links.js';
 import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from './store.js';
 
 interface Dirent {
@@ -167,15 +168,7 @@ export class MemoryMetadataStore implements MetadataStore {
   /** Unlinks `child` (already looked up) from `dir`, maintaining link counts. */
   private unlinkChild(dir: Inode, d: DirState, name: Buffer, child: Inode, now: Timespec): RemoveResult {
     this.dropEntry(d, name);
-    let freed = false;
-    if (child.type === FileType.DIR) {
-      dir.nlink--;
-      child.nlink = 0;
-      freed = true;
-    } else {
-      child.nlink--;
-      freed = child.nlink <= 0;
-    }
+    const freed = unlinkCounts(dir, child);
     child.ctime = copyTs(now);
     this.touchDir(dir, now);
     const result = { inode: copyInode(child), freed };

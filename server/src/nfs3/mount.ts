@@ -4,6 +4,7 @@ import type { RpcCall } from '../rpc/message.js';
 import type { XdrWriter } from '../rpc/xdr.js';
 import { isVfsError } from '../vfs/errors.js';
 import type { FileService } from '../vfs/service.js';
+import { FileType } from '../vfs/types.js';
 import { AuthFlavor } from '../rpc/message.js';
 import { MNT_PATH_LEN, MountProc, MountStatus } from './constants.js';
 import { identityOf } from './nfs.js';
@@ -23,8 +24,6 @@ export class MountProgram {
     private readonly fs: FileService,
     private readonly log?: Logger,
   ) {}
-
-  static readonly MAX_PROC = MountProc.EXPORT;
 
   async handle(call: RpcCall, w: XdrWriter, clientHost: string): Promise<undefined> {
     const r = call.args;
@@ -84,7 +83,7 @@ export class MountProgram {
         inode = found.inode;
         fh = this.fs.handleOf(best, inode);
       }
-      if (inode.type !== 2) {
+      if (inode.type !== FileType.DIR) {
         w.u32(MountStatus.NOTDIR);
         return;
       }

@@ -27,6 +27,8 @@ export function identityOf(call: RpcCall): Identity {
 
 const ZERO_VERF = Buffer.alloc(8);
 const PAD = Buffer.alloc(4);
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
 
 export class Nfs3Program {
   /** Changes on every start so clients resend uncommitted writes after a restart (RFC 1813 §3.3.7). */
@@ -96,8 +98,6 @@ export class Nfs3Program {
         throw new RangeError('unknown procedure');
     }
   }
-
-  static readonly MAX_PROC = NfsProc.COMMIT;
 
   /** Maps a failure to its status; unexpected errors become SERVERFAULT and are logged. */
   private statusOf(err: unknown): Nfs3Status {
@@ -430,10 +430,10 @@ export class Nfs3Program {
         }
         return true;
       };
-      if (cookie === 0 && !emit(dir.id, Buffer.from('.'), 1, dir)) truncated = true;
+      if (cookie === 0 && !emit(dir.id, DOT, 1, dir)) truncated = true;
       if (!truncated && cookie <= 1) {
         const parent = await this.fs.parentOf(share, dir);
-        if (!emit(parent.id, Buffer.from('..'), 2, parent)) truncated = true;
+        if (!emit(parent.id, DOTDOT, 2, parent)) truncated = true;
       }
       if (!truncated) {
         for (const e of page.entries) {

@@ -2,7 +2,7 @@
 import type { RpcCall } from '../rpc/message.js';
 import type { RpcConnectionInfo, RpcProgram } from '../rpc/server.js';
 import type { XdrWriter } from '../rpc/xdr.js';
-import { MOUNT_PROGRAM, MOUNT_V3, MountProc, NFS_PROC_NAMES, NFS_PROGRAM, NFS_V3, NON_IDEMPOTENT } from './constants.js';
+import { MOUNT_PROGRAM, MOUNT_V3, MountProc, NFS_PROC_NAMES, NFS_PROGRAM, NFS_V3, NfsProc, NON_IDEMPOTENT } from './constants.js';
 import type { MountProgram } from './mount.js';
 import type { Nfs3Program } from './nfs.js';
 
@@ -14,7 +14,7 @@ export function nfsRpcProgram(nfs: Nfs3Program): RpcProgram {
     name: 'nfs',
     lowVersion: NFS_V3,
     highVersion: NFS_V3,
-    maxProc: 21,
+    maxProc: NfsProc.COMMIT,
     handle: (call: RpcCall, w: XdrWriter) => nfs.handle(call, w),
     isNonIdempotent: (proc) => NON_IDEMPOTENT.has(proc),
     procName: (proc) => NFS_PROC_NAMES[proc] ?? `PROC_${proc}`,

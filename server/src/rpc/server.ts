@@ -5,7 +5,6 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { DecodeError } from '../wire/errors.js';
-import { FrameError } from '../wire/errors.js';
 import type { AcceptStat, RpcCall } from './message.js';
 import {
   AcceptStat as AS,
@@ -361,5 +360,3 @@ export class RpcServer {
     await Promise.all(closed);
   }
 }
-
-export { FrameError };

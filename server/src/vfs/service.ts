@@ -330,6 +330,7 @@ export class FileService {
     how: CreateMode,
     attrs: SetAttrs,
     verifier: Buffer | null,
+    attempt = 0,
   ): Promise<DirChange & { share: Share; inode: Inode }> {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
     const existing = await share.meta.lookup(dir.id, name);
@@ -363,7 +364,7 @@ export class FileService {
       // Lost a race with a concurrent create of the same name: UNCHECKED (and EXCLUSIVE with the
       // same verifier) must still succeed, so answer as if the file had been there already.
       if (e instanceof VfsError && e.errno === 'EXIST' && how !== CreateMode.GUARDED)
-        return this.create(dirHandle, name, cred, how, attrs, verifier);
+        return this.create(dirHandle, name, cred, how, attrs, verifier, attempt + 1);
       throw e;
     }
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };

@@ -14,6 +14,7 @@ import { MIGRATIONS, type Migration } from './migrations.js';
 import { PgDriver } from './pg.js';
 import { PgliteDriver, SerialQueue } from './pglite.js';
 import { SqlMetadataStore } from './store.js';
+import { dirInit } from '../../testing/inodes.js';
 
 const M2: Migration = {
   version: 2,
@@ -26,17 +27,7 @@ const M2: Migration = {
 const V1 = MIGRATIONS.slice(0, 1);
 const V2 = [...V1, M2];
 
-const rootInit: NewInode = {
-  type: FileType.DIR,
-  mode: 0o755,
-  uid: 0,
-  gid: 0,
-  rdevMajor: 0,
-  rdevMinor: 0,
-  target: null,
-  createVerifier: null,
-  size: 0,
-};
+const rootInit: NewInode = dirInit({ uid: 0, gid: 0, size: 0 });
 
 interface Place {
   store(migrations?: readonly Migration[]): SqlMetadataStore;

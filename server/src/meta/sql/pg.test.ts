@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { postgresForTests, type PostgresInstance } from '../../../../test/helpers/postgres.js';
 import { isVfsError } from '../../vfs/errors.js';
-import { FileType } from '../../vfs/types.js';
 import { isConnectionError, isTransientConflict } from './driver.js';
 import { createPostgresMetadataStore } from './index.js';
 import { PgDriver } from './pg.js';
+import { dirInit, fileInit } from '../../testing/inodes.js';
 
 /** A promise and its resolver. */
 function deferred(): { promise: Promise<void>; resolve: () => void } {
@@ -161,12 +161,11 @@ describe('pg driver', () => {
     const store = createPostgresMetadataStore({ url: pg!.url, schema: `dfs_pg_store_${process.pid}`, poolSize: 4 });
     await store.open();
     try {
-      const init = { mode: 0o755, uid: 0, gid: 0, rdevMajor: 0, rdevMinor: 0, target: null, createVerifier: null, size: 0 };
-      const root = await store.ensureRoot(1, { ...init, type: FileType.DIR });
-      const a = await store.create(root.id, Buffer.from('a'), { ...init, type: FileType.REG }, { sec: 1, nsec: 0 });
+      const root = await store.ensureRoot(1, dirInit({ uid: 0, gid: 0 }));
+      const a = await store.create(root.id, Buffer.from('a'), fileInit(), { sec: 1, nsec: 0 });
       await pg!.restart();
       assert.equal((await store.lookup(root.id, Buffer.from('a')))?.id, a.id);
-      const b = await store.create(root.id, Buffer.from('b'), { ...init, type: FileType.REG }, { sec: 2, nsec: 0 });
+      const b = await store.create(root.id, Buffer.from('b'), fileInit(), { sec: 2, nsec: 0 });
       await pg!.restart();
       await store.rename(root.id, Buffer.from('b'), root.id, Buffer.from('c'), { sec: 3, nsec: 0 });
       assert.deepEqual(
@@ -194,17 +193,7 @@ describe('pg driver', () => {
     });
     await store.open();
     try {
-      const root = await store.ensureRoot(1, {
-        type: FileType.DIR,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        rdevMajor: 0,
-        rdevMinor: 0,
-        target: null,
-        createVerifier: null,
-        size: 0,
-      });
+      const root = await store.ensureRoot(1, dirInit({ uid: 0, gid: 0 }));
       await pg!.pause();
       const started = Date.now();
       await assert.rejects(store.getInode(root.id), (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX');

@@ -10,6 +10,7 @@
 // only under its row lock, so once it is held, what we read stays true until COMMIT: concurrent
 // creates of one name give one success and EXIST for the others. NO KEY UPDATE (not UPDATE) lets
 // the foreign-key checks of other transactions' entry inserts proceed without waiting.
+import { unlinkCounts } from '../links.js';
 import { VfsError, isVfsError } from '../../vfs/errors.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
 import { FileType } from '../../vfs/types.js';
@@ -255,15 +256,7 @@ class Work {
   /** Unlinks `child` (locked, named `name` in `dir`), maintaining link counts; frees it at the last link. */
   async unlinkChild(dir: InodeRow, name: Buffer, child: InodeRow, now: Timespec): Promise<RemoveResult> {
     await this.dropEntry(dir, name);
-    let freed = false;
-    if (child.type === DIR) {
-      dir.nlink--;
-      child.nlink = 0;
-      freed = true;
-    } else {
-      child.nlink--;
-      freed = child.nlink <= 0;
-    }
+    const freed = unlinkCounts(dir, child);
     this.touch(child, now, false);
     this.touch(dir, now, true);
     if (freed) this.freed.add(child.id);
