@@ -6,8 +6,10 @@ import type { Logger } from 'pino';
 import { BlockCache } from './blocks/cache.js';
 import { FilesystemBlockStore } from './blocks/filesystem.js';
 import { MemoryBlockStore } from './blocks/memory.js';
-import { BlockService, DirtyBudget } from './blocks/service.js';
+import { S3BlockStore } from './blocks/s3.js';
+import { BlockService } from './blocks/service.js';
 import type { BlockStore } from './blocks/store.js';
+import { FileWal, MemoryWal, type ReplayRecord, type Wal } from './blocks/wal.js';
 import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './config/types.js';
 import { MemoryMetadataStore } from './meta/memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore } from './meta/sql/index.js';
@@ -58,6 +60,19 @@ function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: string):
       return new MemoryBlockStore();
     case 'filesystem':
       return new FilesystemBlockStore(path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name)));
+    case 's3':
+      if (!cfg.bucket) throw new Error(`block store ${name}: an s3 store needs a bucket`);
+      return new S3BlockStore({
+        bucket: cfg.bucket,
+        endpoint: cfg.endpoint,
+        region: cfg.region,
+        prefix: cfg.prefix,
+        forcePathStyle: cfg.force_path_style,
+        accessKeyId: cfg.access_key_id,
+        secretAccessKey: cfg.secret_access_key,
+        requestTimeoutMs: cfg.request_timeout,
+        maxAttempts: cfg.max_attempts,
+      });
     default:
       throw new Error(`block store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
   }
@@ -92,8 +107,60 @@ function listenHttp(server: http.Server, port: number, host: string): Promise<nu
   });
 }
 
+/**
+ * The WAL: segment files under `cache.wal_dir` (default `<data_dir>/wal`) unless every block store
+ * is `memory`, in which case nothing could be recovered anyway and dirty data stays in memory.
+ */
+async function openWal(config: DittoConfig, log: Logger): Promise<{ wal: Wal; records: ReplayRecord[] }> {
+  const used = new Set(config.shares.map((s) => s.blocks));
+  const persistent = [...used].some((name) => config.blocks.stores[name]?.type !== 'memory');
+  if (!persistent) return { wal: new MemoryWal(config.cache.max_dirty_bytes), records: [] };
+  const dir = path.resolve(config.cache.wal_dir ?? path.join(config.data_dir, 'wal'));
+  const started = Date.now();
+  const { wal, records, report } = await FileWal.open(dir, { maxBytes: config.cache.wal_max_bytes, log: log.child({ wal: dir }) });
+  const summary = {
+    dir,
+    segments: report.segments,
+    records: report.records,
+    bytes: report.dataBytes,
+    tornBytes: report.tornBytes,
+    corruptRecords: report.corruptRecords.length,
+    corruptRanges: report.corruptRanges.length,
+    ms: Date.now() - started,
+  };
+  if (report.corruptRecords.length > 0 || report.corruptRanges.length > 0) {
+    log.error(summary, 'WAL has corrupt records: their bytes are not served (details logged above)');
+  } else {
+    log.info(summary, 'WAL opened');
+  }
+  return { wal, records };
+}
+
+/** Hands every share its WAL records; records of a share that is not configured stop the start. */
+async function replayWal(records: ReplayRecord[], services: Map<number, { name: string; data: BlockService }>, log: Logger): Promise<void> {
+  const byShare = new Map<number, ReplayRecord[]>();
+  for (const r of records) {
+    let list = byShare.get(r.share);
+    if (!list) byShare.set(r.share, (list = []));
+    list.push(r);
+  }
+  for (const [share, list] of byShare) {
+    if (!services.has(share)) {
+      throw new Error(
+        `the WAL holds ${list.length} unflushed records of a share (id ${share.toString(16)}) that is not in the config; ` +
+          'add the share back so its data can be stored, or move the WAL directory away to discard that data',
+      );
+    }
+  }
+  for (const [share, list] of byShare) {
+    const svc = services.get(share)!;
+    const started = Date.now();
+    const r = await svc.data.replay(list);
+    log.info({ share: svc.name, ...r, ms: Date.now() - started }, 'WAL replayed');
+  }
+}
+
 export async function startServer(config: DittoConfig, log: Logger): Promise<RunningServer> {
-  const budget = new DirtyBudget(config.cache.max_dirty_bytes);
   const cache = new BlockCache(config.cache.read_cache_bytes);
   const metaStores = new Map<string, MetadataStore>();
   const blockStores = new Map<string, BlockStore>();
@@ -125,19 +192,25 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       blockStores.set(name, s);
       cleanups.push(() => s.close());
     }
+    const wal = await openWal(config, log);
+    cleanups.push(() => wal.wal.close());
     cleanups.push(() => fileService.close());
+    const services = new Map<number, { name: string; data: BlockService }>();
     for (const sh of config.shares) {
       const meta = metaStores.get(sh.metadata);
       const blocks = blockStores.get(sh.blocks);
       const bcfg = config.blocks.stores[sh.blocks];
       if (!meta || !blocks || !bcfg) throw new Error(`share ${sh.name}: unknown store`);
+      const shareId = shareIdOf(sh.name);
       const data = new BlockService(blocks, meta, {
-        keyPrefix: shareIdOf(sh.name).toString(16).padStart(8, '0'),
+        shareId,
+        keyPrefix: shareId.toString(16).padStart(8, '0'),
         blockSize: bcfg.block_size,
-        budget,
+        wal: wal.wal,
         cache,
         log,
       });
+      services.set(shareId, { name: sh.name, data });
       await fileService.addShare(
         {
           name: sh.name,
@@ -154,6 +227,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       );
       log.info({ share: sh.name, metadata: `${sh.metadata} (${meta.kind})`, blocks: `${sh.blocks} (${blocks.kind})` }, 'share ready');
     }
+
+    await replayWal(wal.records, services, log);
+    if (wal.wal instanceof FileWal) wal.wal.tidy();
 
     const nfs = new Nfs3Program(fileService, log, config.adapters.nfs.max_record_size);
     const mount = new MountProgram(fileService, log);

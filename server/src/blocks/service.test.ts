@@ -4,21 +4,35 @@ import fc from 'fast-check';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
-import { BlockService, DirtyBudget } from './service.js';
+import { BlockService } from './service.js';
+import { FileWal, MemoryWal, type Wal } from './wal.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 const BS = 1024;
 
-function setup(maxDirty = 64 * BS) {
+type WalKind = 'memory' | 'file';
+const tmpDirs: string[] = [];
+process.on('exit', () => {
+  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A WAL of `maxBytes`: in memory, or segment files in a fresh temporary directory. */
+async function makeWal(kind: WalKind, maxBytes: number): Promise<Wal> {
+  if (kind === 'memory') return new MemoryWal(maxBytes);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-svc-wal-'));
+  tmpDirs.push(dir);
+  return (await FileWal.open(dir, { maxBytes, segmentBytes: Math.max(4 * BS, Math.floor(maxBytes / 4)) })).wal;
+}
+
+async function setup(maxDirty = 64 * BS, kind: WalKind = 'memory') {
   const meta = new MemoryMetadataStore();
   const store = new MemoryBlockStore();
-  const svc = new BlockService(store, meta, {
-    keyPrefix: 't',
-    blockSize: BS,
-    budget: new DirtyBudget(maxDirty),
-    cache: new BlockCache(8 * BS),
-  });
-  return { meta, store, svc };
+  const wal = await makeWal(kind, maxDirty);
+  const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
+  return { meta, store, svc, wal };
 }
 
 let names = 0;
@@ -50,47 +64,50 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 );
 
 describe('block service data path', () => {
-  it('property: reads always equal a byte-array model under writes, truncates and flushes', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 40 }), fc.boolean(), async (ops, tightBudget) => {
-        const { meta, store, svc } = setup(tightBudget ? 2 * BS : 64 * BS);
-        const ino = await mkfile(meta);
-        let model = Buffer.alloc(0);
-        const pending: Promise<unknown>[] = [];
-        for (const op of ops) {
-          if (op.kind === 'write') {
-            const end = op.offset + op.data.length;
-            if (end > model.length) model = Buffer.concat([model, Buffer.alloc(end - model.length)]);
-            model.set(op.data, op.offset);
-            await svc.write(ino, op.offset, Buffer.from(op.data));
-          } else if (op.kind === 'truncate') {
-            await svc.truncate(ino, op.size);
-            model = op.size <= model.length ? model.subarray(0, op.size) : Buffer.concat([model, Buffer.alloc(op.size - model.length)]);
-          } else if (op.kind === 'flush') {
-            pending.push(svc.flush(ino));
-          } else {
-            const got = await svc.read(ino, op.offset, op.count, model.length);
-            const want = model.subarray(Math.min(op.offset, model.length), Math.min(op.offset + op.count, model.length));
-            assert.deepEqual(got, Buffer.from(want));
+  for (const kind of ['memory', 'file'] as const) {
+    it(`property (${kind} WAL): reads always equal a byte-array model under writes, truncates and flushes`, async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 40 }), fc.boolean(), async (ops, tightBudget) => {
+          const { meta, store, svc, wal } = await setup(tightBudget ? 8 * BS : 64 * BS, kind);
+          const ino = await mkfile(meta);
+          let model = Buffer.alloc(0);
+          const pending: Promise<unknown>[] = [];
+          for (const op of ops) {
+            if (op.kind === 'write') {
+              const end = op.offset + op.data.length;
+              if (end > model.length) model = Buffer.concat([model, Buffer.alloc(end - model.length)]);
+              model.set(op.data, op.offset);
+              await svc.write(ino, op.offset, Buffer.from(op.data));
+            } else if (op.kind === 'truncate') {
+              await svc.truncate(ino, op.size);
+              model = op.size <= model.length ? model.subarray(0, op.size) : Buffer.concat([model, Buffer.alloc(op.size - model.length)]);
+            } else if (op.kind === 'flush') {
+              pending.push(svc.flush(ino));
+            } else {
+              const got = await svc.read(ino, op.offset, op.count, model.length);
+              const want = model.subarray(Math.min(op.offset, model.length), Math.min(op.offset + op.count, model.length));
+              assert.deepEqual(got, Buffer.from(want));
+            }
           }
-        }
-        await Promise.all(pending);
-        await svc.flush(ino);
-        assert.equal(svc.hasDirty(ino), false);
-        // Everything reads back from the store alone, and no object is left behind.
-        assert.deepEqual(await svc.read(ino, 0, model.length + BS, model.length), Buffer.from(model));
-        const refs = await meta.getBlocks(ino, 0, 1000);
-        assert.equal(store.size, refs.length, 'every stored object is referenced by exactly one block row');
-        await svc.free(ino);
-        assert.equal(store.size, 0);
-        await svc.close();
-      }),
-      { numRuns: 300 },
-    );
-  });
+          await Promise.all(pending);
+          await svc.flush(ino);
+          assert.equal(svc.hasDirty(ino), false);
+          // Everything reads back from the store alone, and no object is left behind.
+          assert.deepEqual(await svc.read(ino, 0, model.length + BS, model.length), Buffer.from(model));
+          const refs = await meta.getBlocks(ino, 0, 1000);
+          assert.equal(store.size, refs.length, 'every stored object is referenced by exactly one block row');
+          await svc.free(ino);
+          assert.equal(store.size, 0);
+          await svc.close();
+          await wal.close();
+        }),
+        { numRuns: kind === 'memory' ? 300 : 100 },
+      );
+    });
+  }
 
   it('uploads a block as soon as it is completely written', async () => {
-    const { meta, store, svc } = setup();
+    const { meta, store, svc } = await setup();
     const ino = await mkfile(meta);
     await svc.write(ino, 0, Buffer.alloc(BS, 7));
     await svc.flush(ino);
@@ -102,7 +119,7 @@ describe('block service data path', () => {
   });
 
   it('replaces a block with a new immutable version and deletes the old object', async () => {
-    const { meta, store, svc } = setup();
+    const { meta, store, svc } = await setup();
     const ino = await mkfile(meta);
     await svc.write(ino, 0, Buffer.alloc(BS, 1));
     await svc.flush(ino);
@@ -121,7 +138,7 @@ describe('block service data path', () => {
   });
 
   it('makes writers wait instead of failing when the dirty budget is exhausted', async () => {
-    const { meta, svc } = setup(2 * BS);
+    const { meta, svc } = await setup(2 * BS);
     const ino = await mkfile(meta);
     const data = Buffer.alloc(BS / 2, 3);
     for (let i = 0; i < 64; i++) await svc.write(ino, i * BS, data); // half blocks never fill up
@@ -149,8 +166,8 @@ class GatedStore extends MemoryBlockStore {
 function gated(maxDirty = 64 * BS) {
   const meta = new MemoryMetadataStore();
   const store = new GatedStore();
-  const budget = new DirtyBudget(maxDirty);
-  const svc = new BlockService(store, meta, { keyPrefix: 't', blockSize: BS, budget, cache: new BlockCache(8 * BS) });
+  const wal = new MemoryWal(maxDirty);
+  const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
   let open!: () => void;
   const hold = (): void => {
     store.gate = new Promise<void>((r) => (open = r));
@@ -159,7 +176,7 @@ function gated(maxDirty = 64 * BS) {
     store.gate = null;
     open();
   };
-  return { meta, store, svc, budget, hold, release };
+  return { meta, store, svc, wal, hold, release };
 }
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -219,14 +236,14 @@ describe('block service under upload delays and failures', () => {
   });
 
   it('returns the dirty budget when a file is deleted during its upload', async () => {
-    const { meta, svc, budget, hold, release } = gated();
+    const { meta, svc, wal, hold, release } = gated();
     const ino = await mkfile(meta);
     hold();
     await svc.write(ino, 0, Buffer.alloc(BS, 1)); // full block: upload starts and waits at the gate
     const freeing = svc.free(ino);
     release();
     await freeing;
-    assert.equal(budget.used, 0);
+    assert.equal(wal.usedBytes, 0);
     assert.equal(svc.hasDirty(ino), false);
     await svc.close();
   });

@@ -1,27 +1,44 @@
-// The block service: the data path between the file service and a block store. Writes land in
-// in-memory dirty blocks (acknowledged as UNSTABLE; the NFS write verifier changes on every start,
-// so clients resend anything uncommitted after a crash). A block is uploaded as a new immutable
-// object as soon as it is completely written, when its file is committed, when it has been idle, or
-// when the dirty budget is exhausted; the `blocks` row is switched afterwards and the previous
-// object deleted. Reads merge, newest last: stored object (or zeros), in-flight versions oldest
-// first, then the dirty version.
+// The block service: the data path between the file service and a block store. Every write is
+// appended to the WAL (acknowledged as UNSTABLE once appended; COMMIT and FILE_SYNC wait for a
+// group-commit fsync) and indexed in memory as a dirty extent of a block version, so reads see it
+// at once. A block is uploaded as a new immutable object as soon as it is completely written, when
+// it has been idle, or when the WAL runs short of room; the `blocks` row is switched afterwards, the
+// previous object deleted, and only then does the version let go of its WAL segments. Reads merge,
+// newest last: stored object (or zeros), in-flight versions oldest first, then the dirty version.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BlockRef, MetadataStore } from '../meta/store.js';
 import { VfsError } from '../vfs/errors.js';
 import { BlockCache } from './cache.js';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
+import { RECORD_TRUNCATE, WAL_GONE, type ReplayRecord, type Wal, type WalHolder, type WalSegment } from './wal.js';
 
 /** A half-open byte range [start, end) inside a block. */
 type Range = [number, number];
 
+/**
+ * Bytes [start, end) of a block written by one WAL record: they live in `seg` at `pos`, and in
+ * `mem` until the record is on disk (always, for the memory WAL). A zero extent is a truncate's cut.
+ */
+interface Extent {
+  start: number;
+  end: number;
+  seg: WalSegment | null;
+  pos: number;
+  mem: Buffer | null;
+  zero: boolean;
+}
+
 /** One version of a block's written bytes. Immutable once it is handed to an upload. */
-interface BlockVersion {
-  buf: Buffer;
+interface BlockVersion extends WalHolder {
+  /** Oldest first: later extents win where they overlap. */
+  extents: Extent[];
   /** Written ranges, sorted and merged. */
   ranges: Range[];
   /** When it first became dirty (ms). */
   since: number;
+  /** WAL segments this version holds data in (released once it is stored or dropped). */
+  segs: Set<WalSegment>;
   /** Once handed to an upload: its outcome (the error, or null once stored). */
   result?: Promise<Error | null>;
 }
@@ -33,39 +50,13 @@ interface BlockState {
   inflight: BlockVersion[];
   /** Tail of the upload chain: uploads of one block run one after another. */
   chain: Promise<void>;
+  /** Consecutive failed uploads, and when background retries may start again (backoff). */
+  failures: number;
+  retryAt: number;
 }
 
-/** Dirty bytes shared by every block service of a server; writers wait while it is exhausted. */
-export class DirtyBudget {
-  used = 0;
-  private waiters: (() => void)[] = [];
-  constructor(readonly max: number) {}
-  get exhausted(): boolean {
-    return this.used > this.max;
-  }
-  add(n: number): void {
-    this.used += n;
-  }
-  release(n: number): void {
-    this.used -= n;
-    if (!this.exhausted) {
-      const w = this.waiters;
-      this.waiters = [];
-      for (const f of w) f();
-    }
-  }
-  /** Resolves once under budget, or after `ms`. */
-  wait(ms: number): Promise<void> {
-    if (!this.exhausted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.waiters.push(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
-  }
-}
+/** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
+const MAX_RETRY_DELAY_MS = 10_000;
 
 function addRange(ranges: Range[], start: number, end: number): Range[] {
   const out: Range[] = [];
@@ -89,41 +80,33 @@ function addRange(ranges: Range[], start: number, end: number): Range[] {
   return out;
 }
 
-/** Copies the bytes `v` wrote in [from, to) of the block into `target` at `targetStart`. */
-function overlay(target: Buffer, targetStart: number, v: BlockVersion, from: number, to: number): void {
-  for (const [s, e] of v.ranges) {
-    const a = Math.max(s, from);
-    const b = Math.min(e, to);
-    if (a < b) v.buf.copy(target, targetStart + (a - from), a, b);
-  }
-}
-
-/** Puts `older` underneath `newer`: `newer` keeps its bytes and gains the older ones it lacks. */
-function mergeUnder(newer: BlockVersion, older: BlockVersion, blockSize: number): void {
-  overlay(older.buf, 0, newer, 0, blockSize);
-  newer.buf = older.buf;
-  for (const r of older.ranges) newer.ranges = addRange(newer.ranges, r[0], r[1]);
-  newer.since = Math.min(newer.since, older.since);
-}
-
-/** Drops everything at or past `limit` bytes from a version. */
+/** Drops everything at or past `limit` bytes from a version (extents are cut in place). */
 function clip(v: BlockVersion, limit: number): void {
   v.ranges = v.ranges.filter((r) => r[0] < limit).map((r): Range => [r[0], Math.min(r[1], limit)]);
+  v.extents = v.extents.filter((e) => e.start < limit);
+  for (const e of v.extents) e.end = Math.min(e.end, limit);
 }
 
 const covers = (ranges: Range[], start: number, end: number): boolean => ranges.some((r) => r[0] <= start && r[1] >= end);
 
 const rangesEnd = (ranges: Range[]): number => (ranges.length === 0 ? 0 : ranges[ranges.length - 1]![1]);
 
+const isRetry = (err: unknown): boolean => {
+  const code = (err as { code?: string }).code;
+  return code === MISSING || code === WAL_GONE;
+};
+
 export interface BlockServiceOptions {
+  /** The share's id: WAL records carry it, so one log serves every share. */
+  shareId: number;
   /** Distinguishes this share's objects inside a block store other shares may use too. */
   keyPrefix: string;
   blockSize: number;
-  budget: DirtyBudget;
+  wal: Wal;
   cache: BlockCache;
   /** Upload blocks that have been dirty this long (ms). */
   idleFlushMs?: number;
-  /** How long a writer waits for budget before the write is refused with JUKEBOX (ms). */
+  /** How long a writer waits for WAL room before the write is refused with JUKEBOX (ms). */
   maxWriteWaitMs?: number;
   log?: Logger;
 }
@@ -132,6 +115,7 @@ const MISSING = 'DITTOFS_BLOCK_MISSING';
 
 export class BlockService {
   readonly blockSize: number;
+  private readonly wal: Wal;
   /** inode -> block index -> state. */
   private readonly files = new Map<number, Map<number, BlockState>>();
   /** Inodes being freed or already freed: their data must never be stored again. */
@@ -140,6 +124,8 @@ export class BlockService {
   private readonly limits = new Map<number, number>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  /** Upload failures since start (for metrics and logs). */
+  uploadFailures = 0;
 
   constructor(
     private readonly store: BlockStore,
@@ -147,6 +133,7 @@ export class BlockService {
     private readonly opts: BlockServiceOptions,
   ) {
     this.blockSize = opts.blockSize;
+    this.wal = opts.wal;
     const idle = opts.idleFlushMs ?? 5000;
     this.timer = setInterval(() => this.flushIdle(idle), Math.max(250, Math.floor(idle / 2)));
     this.timer.unref();
@@ -156,7 +143,7 @@ export class BlockService {
     let m = this.files.get(inodeId);
     if (!m) this.files.set(inodeId, (m = new Map<number, BlockState>()));
     let s = m.get(index);
-    if (!s) m.set(index, (s = { dirty: null, inflight: [], chain: Promise.resolve() }));
+    if (!s) m.set(index, (s = { dirty: null, inflight: [], chain: Promise.resolve(), failures: 0, retryAt: 0 }));
     return s;
   }
 
@@ -168,42 +155,100 @@ export class BlockService {
     if (m.size === 0) this.files.delete(inodeId);
   }
 
+  private hold(v: BlockVersion, seg: WalSegment | null): void {
+    if (!seg || v.segs.has(seg)) return;
+    v.segs.add(seg);
+    this.wal.hold(seg, v);
+  }
+
+  /** The version is stored or dropped: its WAL segments may go. */
+  private releaseVersion(v: BlockVersion): void {
+    for (const seg of v.segs) this.wal.release(seg, v);
+    v.segs.clear();
+  }
+
+  /** Puts `older` underneath `newer`: `newer` keeps its bytes and gains the older ones it lacks. */
+  private mergeUnder(newer: BlockVersion, older: BlockVersion): void {
+    newer.extents = older.extents.concat(newer.extents);
+    for (const r of older.ranges) newer.ranges = addRange(newer.ranges, r[0], r[1]);
+    newer.since = Math.min(newer.since, older.since);
+    for (const seg of older.segs) this.hold(newer, seg);
+    this.releaseVersion(older);
+  }
+
   // ---- writes ----------------------------------------------------------------------------------
 
   async write(inodeId: number, offset: number, data: Buffer): Promise<void> {
-    if (this.opts.budget.exhausted) await this.relievePressure();
-    const bs = this.blockSize;
-    let pos = 0;
-    while (pos < data.length) {
-      const abs = offset + pos;
-      const index = Math.floor(abs / bs);
-      const inBlock = abs - index * bs;
-      const n = Math.min(bs - inBlock, data.length - pos);
-      const s = this.state(inodeId, index);
-      const v = this.dirtyVersion(s);
-      data.copy(v.buf, inBlock, pos, pos + n);
-      v.ranges = addRange(v.ranges, inBlock, inBlock + n);
-      if (covers(v.ranges, 0, bs)) void this.startUpload(inodeId, index);
-      pos += n;
+    if (this.wal.full) await this.relievePressure();
+    let a;
+    try {
+      a = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data);
+    } catch (err) {
+      throw new VfsError('IO', `could not append to the WAL: ${(err as Error).message}`);
     }
+    const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, data);
+    try {
+      await a.done;
+    } catch (err) {
+      // The bytes stay indexed (from memory) so they are not lost from view, but the client is told.
+      throw new VfsError('IO', `could not write the WAL: ${(err as Error).message}`);
+    }
+    if (this.wal.persistent) for (const e of exts) e.mem = null;
   }
 
-  private dirtyVersion(s: BlockState): BlockVersion {
-    if (!s.dirty) {
-      s.dirty = { buf: Buffer.allocUnsafe(this.blockSize), ranges: [], since: Date.now() };
-      this.opts.budget.add(this.blockSize);
+  /** Indexes `length` bytes written at `offset`, found in `seg` at `pos` (and in `mem`, if given). */
+  private addWrite(inodeId: number, offset: number, length: number, seg: WalSegment, pos: number, mem: Buffer | null): Extent[] {
+    const bs = this.blockSize;
+    const exts: Extent[] = [];
+    let done = 0;
+    while (done < length) {
+      const abs = offset + done;
+      const index = Math.floor(abs / bs);
+      const inBlock = abs - index * bs;
+      const n = Math.min(bs - inBlock, length - done);
+      const v = this.dirtyVersion(inodeId, index);
+      const e: Extent = {
+        start: inBlock,
+        end: inBlock + n,
+        seg,
+        pos: pos + done,
+        mem: mem ? mem.subarray(done, done + n) : null,
+        zero: false,
+      };
+      v.extents.push(e);
+      exts.push(e);
+      v.ranges = addRange(v.ranges, inBlock, inBlock + n);
+      this.hold(v, seg);
+      if (covers(v.ranges, 0, bs)) void this.startUpload(inodeId, index);
+      done += n;
     }
+    return exts;
+  }
+
+  private dirtyVersion(inodeId: number, index: number): BlockVersion {
+    const s = this.state(inodeId, index);
+    s.dirty ??= {
+      extents: [],
+      ranges: [],
+      since: Date.now(),
+      segs: new Set(),
+      kick: () => void this.startUpload(inodeId, index, true),
+    };
     return s.dirty;
   }
 
-  /** Writers wait for uploads while the dirty budget is exhausted (backpressure), then JUKEBOX. */
+  /** Writers wait while the WAL is full (backpressure) and the oldest data is stored; then JUKEBOX. */
   private async relievePressure(): Promise<void> {
     const deadline = Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
-    while (this.opts.budget.exhausted) {
-      if (Date.now() >= deadline) throw new VfsError('JUKEBOX', 'write cache full and the block store is not keeping up');
-      const oldest = this.oldestDirty();
-      if (oldest) void this.startUpload(oldest[0], oldest[1]);
-      await this.opts.budget.wait(50);
+    while (this.wal.full) {
+      if (Date.now() >= deadline) throw new VfsError('JUKEBOX', 'the WAL is full and the block store is not keeping up');
+      const holders = this.wal.oldestHolders();
+      for (const h of holders) h.kick();
+      if (holders.length === 0) {
+        const oldest = this.oldestDirty();
+        if (oldest) void this.startUpload(oldest[0], oldest[1], true);
+      }
+      await this.wal.waitRoom(50);
     }
   }
 
@@ -224,17 +269,19 @@ export class BlockService {
   private flushIdle(idleMs: number): void {
     const cutoff = Date.now() - idleMs;
     for (const [ino, m] of this.files) {
-      for (const [index, s] of m) if (s.dirty && s.dirty.since <= cutoff) void this.startUpload(ino, index);
+      for (const [index, s] of m) if (s.dirty && s.dirty.since <= cutoff) void this.startUpload(ino, index, true);
     }
   }
 
   /**
    * Hands the dirty version of a block to the upload chain. Resolves with the upload's error, or
-   * null once that version (and every earlier one) is stored. Never rejects.
+   * null once that version (and every earlier one) is stored. Never rejects. A background start
+   * (idle flush, WAL pressure) waits out the backoff after failures; an explicit flush does not.
    */
-  private startUpload(inodeId: number, index: number): Promise<Error | null> {
+  private startUpload(inodeId: number, index: number, background = false): Promise<Error | null> {
     const s = this.files.get(inodeId)?.get(index);
     if (!s) return Promise.resolve(null);
+    if (background && s.dirty && Date.now() < s.retryAt) return Promise.resolve(null);
     const v = s.dirty;
     if (!v) return this.waitInflight(s);
     s.dirty = null;
@@ -251,6 +298,19 @@ export class BlockService {
     return results.find((e) => e !== null) ?? null;
   }
 
+  /** Copies the bytes `v` holds in [from, to) of its block into `target` at `targetStart`. */
+  private async materialize(v: BlockVersion, from: number, to: number, target: Buffer, targetStart: number): Promise<void> {
+    for (const e of v.extents) {
+      const a = Math.max(e.start, from);
+      const b = Math.min(e.end, to);
+      if (a >= b) continue;
+      const t = targetStart + (a - from);
+      if (e.zero) target.fill(0, t, t + (b - a));
+      else if (e.mem) e.mem.copy(target, t, a - e.start, b - e.start);
+      else if (e.seg) await this.wal.read(e.seg, e.pos + (a - e.start), b - a, target, t);
+    }
+  }
+
   private async upload(inodeId: number, index: number, s: BlockState, v: BlockVersion): Promise<Error | null> {
     let replaced: BlockRef | null = null;
     let error: Error | null = null;
@@ -263,15 +323,15 @@ export class BlockService {
       if (prev && prev.length > length) length = prev.length;
       let content: Buffer;
       if (covers(v.ranges, 0, length)) {
-        content = v.buf.subarray(0, length);
+        content = Buffer.allocUnsafe(length);
       } else {
         content = Buffer.alloc(length);
         if (prev) {
           const base = await this.readObject(prev);
           base.copy(content, 0, 0, Math.min(base.length, length));
         }
-        overlay(content, 0, v, 0, length);
       }
+      await this.materialize(v, 0, length, content, 0);
       const version = (prev?.version ?? 0) + 1;
       const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
       await this.store.put(key, content);
@@ -281,10 +341,25 @@ export class BlockService {
       }
       replaced = await this.meta.putBlock(inodeId, { index, key, length, version });
       if (replaced?.key === key) replaced = null;
+      this.opts.cache.set(key, content);
+      if (s.failures > 0)
+        this.opts.log?.info({ inode: inodeId, block: index, failures: s.failures }, 'block upload succeeded after retries');
+      s.failures = 0;
+      s.retryAt = 0;
       return null;
     } catch (err) {
       error = err as Error;
-      this.opts.log?.error({ err, inode: inodeId, block: index }, 'block upload failed; data kept for retry');
+      this.uploadFailures++;
+      s.failures++;
+      const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** Math.min(s.failures - 1, 10));
+      s.retryAt = Date.now() + delay;
+      // One line per block while it keeps failing, then every tenth attempt.
+      if (s.failures === 1 || s.failures % 10 === 0) {
+        this.opts.log?.error(
+          { err, inode: inodeId, block: index, failures: s.failures, retryInMs: delay },
+          'block upload failed; data kept in the WAL for retry',
+        );
+      }
       return error;
     } finally {
       const at = s.inflight.indexOf(v);
@@ -295,15 +370,13 @@ export class BlockService {
         // Keep the data: under the next queued version if there is one, else under (or as) the
         // dirty version, so that newer bytes always win and a later flush retries.
         const next = (at >= 0 ? s.inflight[at] : undefined) ?? s.dirty;
-        if (next) {
-          mergeUnder(next, v, this.blockSize);
-          this.opts.budget.release(this.blockSize);
-        } else {
+        if (next) this.mergeUnder(next, v);
+        else {
           v.since = Date.now();
           s.dirty = v;
         }
       } else {
-        this.opts.budget.release(this.blockSize);
+        this.releaseVersion(v);
       }
       this.dropStateIfIdle(inodeId, index, s);
       if (replaced) await this.deleteObjects([replaced]);
@@ -323,8 +396,56 @@ export class BlockService {
     await Promise.all([...this.files.keys()].map((i) => this.flush(i).catch(() => undefined)));
   }
 
+  /**
+   * Makes a file's written data durable (NFS COMMIT and FILE_SYNC, SMB FLUSH): a group-commit fsync
+   * of the WAL. Without a persistent WAL the data is uploaded instead.
+   */
+  async commit(inodeId: number): Promise<void> {
+    if (!this.wal.persistent) return this.flush(inodeId);
+    try {
+      await this.wal.sync();
+    } catch (err) {
+      throw new VfsError('IO', `could not make the data durable: ${(err as Error).message}`);
+    }
+  }
+
   hasDirty(inodeId: number): boolean {
     return this.files.has(inodeId);
+  }
+
+  // ---- replay ----------------------------------------------------------------------------------
+
+  /**
+   * Rebuilds the dirty index from WAL records of this share, in log order, before any client is
+   * served: writes become dirty extents again (their data stays in the segments), truncates are
+   * applied in their place, and file sizes are brought in line with what the log says.
+   */
+  async replay(records: ReplayRecord[]): Promise<{ files: number; writes: number; dropped: number }> {
+    const sizes = new Map<number, { size: number; metaSize: number }>();
+    let writes = 0;
+    let dropped = 0;
+    for (const r of records) {
+      let sz = sizes.get(r.inode);
+      if (!sz) {
+        const ino = await this.meta.getInode(r.inode);
+        if (!ino) {
+          dropped++;
+          continue; // the file was deleted after these writes
+        }
+        sz = { size: ino.size, metaSize: ino.size };
+        sizes.set(r.inode, sz);
+      }
+      if (r.type === RECORD_TRUNCATE) {
+        await this.truncateData(r.inode, r.offset, r.seg);
+        sz.size = r.offset;
+      } else {
+        this.addWrite(r.inode, r.offset, r.length, r.seg, r.pos, null);
+        sz.size = Math.max(sz.size, r.offset + r.length);
+        writes++;
+      }
+    }
+    for (const [id, sz] of sizes) if (sz.size !== sz.metaSize) await this.meta.setAttr(id, { size: sz.size });
+    return { files: sizes.size, writes, dropped };
   }
 
   // ---- reads -----------------------------------------------------------------------------------
@@ -346,8 +467,9 @@ export class BlockService {
       try {
         return await this.readOnce(inodeId, offset, end);
       } catch (err) {
-        // A block switched to a new version between looking up its ref and reading it: retry.
-        if ((err as { code?: string }).code !== MISSING || attempt >= 3) throw err;
+        // A block switched to a new version (and its WAL segment retired) between looking it up
+        // and reading it: read again.
+        if (!isRetry(err) || attempt >= 3) throw err;
       }
     }
   }
@@ -380,7 +502,7 @@ export class BlockService {
       const vs = layers.get(index);
       const top = vs?.[vs.length - 1];
       if (top && covers(top.ranges, from, to)) {
-        top.buf.copy(out, at, from, to);
+        await this.materialize(top, from, to, out, at);
         continue;
       }
       const ref = refAt.get(index);
@@ -393,7 +515,7 @@ export class BlockService {
       } else {
         out.fill(0, at, at + (to - from));
       }
-      if (vs) for (const v of vs) overlay(out, at, v, from, to);
+      if (vs) for (const v of vs) await this.materialize(v, from, to, out, at);
     }
     return out;
   }
@@ -405,8 +527,24 @@ export class BlockService {
 
   // ---- size changes and deletion -----------------------------------------------------------------
 
-  /** Cuts a file's data to `newSize` bytes; bytes past it read as zeros if the file grows again. */
+  /**
+   * Cuts a file's data to `newSize` bytes; bytes past it read as zeros if the file grows again.
+   * The cut is logged and synced first, so replay never brings cut bytes back.
+   */
   async truncate(inodeId: number, newSize: number): Promise<void> {
+    let seg: WalSegment;
+    try {
+      const a = this.wal.appendTruncate(this.opts.shareId, inodeId, newSize);
+      await a.done;
+      await this.wal.sync();
+      seg = a.seg;
+    } catch (err) {
+      throw new VfsError('IO', `could not log the truncate in the WAL: ${(err as Error).message}`);
+    }
+    await this.truncateData(inodeId, newSize, seg);
+  }
+
+  private async truncateData(inodeId: number, newSize: number, seg: WalSegment): Promise<void> {
     const bs = this.blockSize;
     const keepBlocks = Math.ceil(newSize / bs);
     this.limits.set(inodeId, Math.min(this.limits.get(inodeId) ?? Infinity, newSize));
@@ -417,8 +555,8 @@ export class BlockService {
         for (const [index, s] of m) {
           if (index < keepBlocks) continue;
           if (s.dirty) {
+            this.releaseVersion(s.dirty);
             s.dirty = null;
-            this.opts.budget.release(bs);
           }
           waits.push(s.chain);
           this.dropStateIfIdle(inodeId, index, s);
@@ -436,9 +574,10 @@ export class BlockService {
         if (s) for (const v of [...s.inflight, ...(s.dirty ? [s.dirty] : [])]) len = Math.max(len, rangesEnd(v.ranges));
         if (s?.dirty) clip(s.dirty, tail);
         if (len > tail) {
-          const v = this.dirtyVersion(this.state(inodeId, index));
-          v.buf.fill(0, tail, len);
+          const v = this.dirtyVersion(inodeId, index);
+          v.extents.push({ start: tail, end: len, seg: null, pos: 0, mem: null, zero: true });
           v.ranges = addRange(v.ranges, tail, len);
+          this.hold(v, seg);
         }
       }
     } finally {
@@ -455,8 +594,8 @@ export class BlockService {
       if (m) {
         for (const s of m.values()) {
           if (s.dirty) {
+            this.releaseVersion(s.dirty);
             s.dirty = null;
-            this.opts.budget.release(this.blockSize);
           }
         }
         await Promise.all([...m.values()].map((s) => s.chain));
@@ -484,10 +623,20 @@ export class BlockService {
     return this.store.capacity();
   }
 
+  /**
+   * Stops the idle flusher and waits for uploads in flight. Dirty data stays in a persistent WAL
+   * (replayed at the next start); without one it is uploaded now.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
-    await this.flushAll();
+    if (!this.wal.persistent) {
+      await this.flushAll();
+      return;
+    }
+    const chains: Promise<void>[] = [];
+    for (const m of this.files.values()) for (const s of m.values()) chains.push(s.chain);
+    await Promise.all(chains);
   }
 }

@@ -46,8 +46,8 @@ export function defaultMetadataStorePath(dataDir: string, storeName: string): st
 }
 
 /** The stores supplied when the file defines no stores at all. */
-export function defaultMetadataStores(): Record<string, MetadataStoreConfig> {
-  return { [DEFAULT_STORE_NAME]: { type: 'memory' } };
+export function defaultMetadataStores(dataDir: string): Record<string, MetadataStoreConfig> {
+  return { [DEFAULT_STORE_NAME]: { type: 'embedded', path: defaultMetadataStorePath(dataDir, DEFAULT_STORE_NAME) } };
 }
 
 export function defaultBlockStores(dataDir: string): Record<string, BlockStoreConfig> {
@@ -87,8 +87,8 @@ export function defaultConfig(): DittoConfig {
     },
     server: { api: { enabled: true, port: 8080, bind: '0.0.0.0' } },
     metrics: { enabled: true, port: 9090, bind: '0.0.0.0' },
-    cache: { max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB },
-    metadata: { stores: defaultMetadataStores() },
+    cache: { wal_max_bytes: 1024 * MiB, max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB },
+    metadata: { stores: defaultMetadataStores(DEFAULT_DATA_DIR) },
     blocks: { stores: defaultBlockStores(DEFAULT_DATA_DIR) },
     shares: defaultShares(),
   };

@@ -36,6 +36,8 @@ export const NAMED_ENV_OVERRIDES: Readonly<Record<string, readonly (readonly str
   DITTOFS_API_PORT: [['server', 'api', 'port']],
   DITTOFS_METRICS_ENABLED: [['metrics', 'enabled']],
   DITTOFS_METRICS_PORT: [['metrics', 'port']],
+  DITTOFS_WAL_DIR: [['cache', 'wal_dir']],
+  DITTOFS_WAL_MAX_BYTES: [['cache', 'wal_max_bytes']],
   DITTOFS_MAX_DIRTY_BYTES: [['cache', 'max_dirty_bytes']],
   DITTOFS_READ_CACHE_BYTES: [['cache', 'read_cache_bytes']],
 });

@@ -23,6 +23,9 @@ function expectedDefaults(): DittoConfig {
   const store = c.blocks.stores.default;
   assert.ok(store);
   store.path = path.join(CWD, 'data', 'blocks', 'default');
+  const meta = c.metadata.stores.default;
+  assert.ok(meta);
+  meta.path = path.join(CWD, 'data', 'metadata', 'default');
   return c;
 }
 
@@ -67,8 +70,8 @@ describe('defaults', () => {
     assert.deepEqual(c.adapters.smb, { enabled: true, port: 12445, bind: '0.0.0.0' });
     assert.deepEqual(c.server.api, { enabled: true, port: 8080, bind: '0.0.0.0' });
     assert.deepEqual(c.metrics, { enabled: true, port: 9090, bind: '0.0.0.0' });
-    assert.deepEqual(c.cache, { max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB });
-    assert.deepEqual(c.metadata.stores, { default: { type: 'memory' } });
+    assert.deepEqual(c.cache, { wal_max_bytes: 1024 * MiB, max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB });
+    assert.deepEqual(c.metadata.stores, { default: { type: 'embedded', path: path.join('data', 'metadata', 'default') } });
     assert.deepEqual(c.blocks.stores, {
       default: { type: 'filesystem', block_size: 4 * MiB, path: path.join('data', 'blocks', 'default') },
     });
@@ -271,6 +274,8 @@ describe('environment overrides', () => {
     ['DITTOFS_METRICS_ENABLED', 'OFF', (c) => c.metrics.enabled, false],
     ['DITTOFS_PORTMAPPER_ENABLED', 'yes', (c) => c.adapters.nfs.portmapper.enabled, true],
     ['DITTOFS_PORTMAPPER_PORT', '111', (c) => c.adapters.nfs.portmapper.port, 111],
+    ['DITTOFS_WAL_DIR', '/wal', (c) => c.cache.wal_dir, '/wal'],
+    ['DITTOFS_WAL_MAX_BYTES', '8GiB', (c) => c.cache.wal_max_bytes, 8 * 2 ** 30],
     ['DITTOFS_MAX_DIRTY_BYTES', '1GiB', (c) => c.cache.max_dirty_bytes, 2 ** 30],
     ['DITTOFS_READ_CACHE_BYTES', '1000000', (c) => c.cache.read_cache_bytes, 1_000_000],
     ['DITTOFS_ADAPTERS__NFS__DRC_SIZE', '4096', (c) => c.adapters.nfs.drc_size, 4096],
@@ -370,7 +375,7 @@ describe('environment overrides', () => {
       DITTOFS_ADAPTERS__NFS__PORT__X: '1',
       DITTOFS_SHARES__5__READ_ONLY: 'true',
       DITTOFS_BLOCKS__STORES__NOPE__PATH: '/x',
-      DITTOFS_WHATEVER: '1',
+      DITTOFS_XYZZY_PLUGH: '1',
     });
     assertIssue(issues, 'DITTOFS_NFS_PROT', /^unknown environment override .*did you mean DITTOFS_NFS_PORT\?$/);
     assertIssue(issues, 'DITTOFS_ADAPTERS__NFS__DRC', /under adapters\.nfs.*did you mean DITTOFS_ADAPTERS__NFS__DRC_SIZE\?$/);
@@ -378,7 +383,7 @@ describe('environment overrides', () => {
     assertIssue(issues, 'DITTOFS_ADAPTERS__NFS__PORT__X', /^unknown environment override/);
     assertIssue(issues, 'DITTOFS_SHARES__5__READ_ONLY', /^shares entries are addressed by index from 0 to 0, got "5"$/);
     assertIssue(issues, 'DITTOFS_BLOCKS__STORES__NOPE__PATH', /^there is no block store named like "NOPE" .*defined: default/);
-    assertIssue(issues, 'DITTOFS_WHATEVER', /^unknown environment override \(no such setting\)$/);
+    assertIssue(issues, 'DITTOFS_XYZZY_PLUGH', /^unknown environment override \(no such setting\)$/);
     assert.equal(issues.length, 7);
   });
 
@@ -435,12 +440,12 @@ describe('validation errors', () => {
 
   it('rejects values outside enums', () => {
     const issues = yamlIssues(
-      'logging:\n  level: warning\n  format: pretty\nmetadata:\n  stores:\n    m: {type: postgress}\nblocks:\n  stores:\n    b: {type: s3}\nshares: []\n',
+      'logging:\n  level: warning\n  format: pretty\nmetadata:\n  stores:\n    m: {type: postgress}\nblocks:\n  stores:\n    b: {type: s4}\nshares: []\n',
     );
     assertIssue(issues, 'logging.level', 'expected one of trace, debug, info, warn, error, fatal, got "warning" (did you mean "warn"?)');
     assertIssue(issues, 'logging.format', 'expected "json", got "pretty"');
     assertIssue(issues, 'metadata.stores.m.type', 'expected one of memory, embedded, postgres, got "postgress" (did you mean "postgres"?)');
-    assertIssue(issues, 'blocks.stores.b.type', 'expected one of memory, filesystem, got "s3"');
+    assertIssue(issues, 'blocks.stores.b.type', 'expected one of memory, filesystem, s3, got "s4" (did you mean "s3"?)');
   });
 
   it('checks share names', () => {
@@ -603,8 +608,11 @@ describe('metadata stores', () => {
     });
   });
 
-  it('the built-in default metadata store is still memory', () => {
-    assert.deepEqual(parse('').metadata.stores, { default: { type: 'memory' } });
+  it('the built-in default metadata store is embedded, under data_dir (also when set from the environment)', () => {
+    assert.deepEqual(parse('').metadata.stores, { default: { type: 'embedded', path: path.join(CWD, 'data', 'metadata', 'default') } });
+    assert.deepEqual(parse('', { DITTOFS_DATA_DIR: '/mnt/x' }).metadata.stores, {
+      default: { type: 'embedded', path: '/mnt/x/metadata/default' },
+    });
   });
 
   it('an embedded store without path is placed under data_dir by name, after env overrides', () => {
@@ -823,13 +831,13 @@ describe('metadata stores', () => {
 
   it("the sample's commented-out store examples validate when uncommented", () => {
     const uncommented = SAMPLE_CONFIG_YAML.split('\n')
-      .map((l) => l.replace(/^( {4})# (?=[a-z]+:$| {2})/, '$1'))
+      .map((l) => l.replace(/^( {4})# (?=[a-z0-9]+:$| {2})/, '$1'))
       .join('\n');
     assert.notEqual(uncommented, SAMPLE_CONFIG_YAML);
     const c = parse(uncommented);
     assert.deepEqual(c.metadata.stores, {
-      default: { type: 'memory' },
-      local: { type: 'embedded', path: '/var/lib/dittofs/metadata/local' },
+      default: { type: 'embedded', path: path.join(CWD, 'data', 'metadata', 'default') },
+      scratch: { type: 'memory' },
       pg: {
         type: 'postgres',
         url: 'postgres://dittofs:PASSWORD@db.example.com:5432/dittofs',
@@ -838,6 +846,218 @@ describe('metadata stores', () => {
         connect_timeout: 5000,
         statement_timeout: 30000,
       },
+    });
+  });
+});
+
+describe('block stores', () => {
+  const SECRET = 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYSECRETKEY';
+  /** A file with the given block stores (flow-style YAML for each) and no shares. */
+  const stores = (entries: Record<string, string>): string =>
+    `blocks:\n  stores:\n${Object.entries(entries)
+      .map(([name, v]) => `    ${name}: ${v}\n`)
+      .join('')}shares: []\n`;
+  const noSecret = (issues: ConfigIssue[]): void => {
+    for (const i of issues) assert.ok(!`${i.path} ${i.message}`.includes(SECRET.slice(0, 8)), `secret leaked: ${i.path}: ${i.message}`);
+  };
+
+  it('accepts s3 stores with all their keys, and with the bucket alone', () => {
+    const c = parse(
+      stores({
+        full:
+          `{type: s3, bucket: dittofs-blocks, prefix: cluster-1, endpoint: "http://127.0.0.1:9000", region: eu-central-1, ` +
+          `force_path_style: true, access_key_id: AKIAEXAMPLE, secret_access_key: "${SECRET}", request_timeout: 5s, max_attempts: 5, block_size: 8MiB}`,
+        aws: '{type: s3, bucket: my.bucket-1}',
+      }),
+    );
+    assert.deepEqual(c.blocks.stores, {
+      full: {
+        type: 's3',
+        block_size: 8 * MiB,
+        bucket: 'dittofs-blocks',
+        prefix: 'cluster-1',
+        endpoint: 'http://127.0.0.1:9000',
+        region: 'eu-central-1',
+        force_path_style: true,
+        access_key_id: 'AKIAEXAMPLE',
+        secret_access_key: SECRET,
+        request_timeout: 5000,
+        max_attempts: 5,
+      },
+      aws: { type: 's3', block_size: 4 * MiB, bucket: 'my.bucket-1' },
+    });
+  });
+
+  it('requires a bucket for s3 stores, naming the environment variable that can set it', () => {
+    const issues = yamlIssues(stores({ 'my-s3': '{type: s3}' }));
+    assert.deepEqual(issues, [
+      {
+        path: 'blocks.stores.my-s3.bucket',
+        message: 'required for s3 block stores: the name of an existing bucket (in the file or from DITTOFS_BLOCKS__STORES__MY_S3__BUCKET)',
+      },
+    ]);
+    assert.equal(
+      parse(stores({ 'my-s3': '{type: s3}' }), { DITTOFS_BLOCKS__STORES__MY_S3__BUCKET: 'from-env' }).blocks.stores['my-s3']?.bucket,
+      'from-env',
+    );
+    // An invalid bucket is reported once, without "required" on top.
+    const bad = yamlIssues(stores({ b: '{type: s3}' }), { DITTOFS_BLOCKS__STORES__B__BUCKET: 's3://x' });
+    assert.equal(bad.length, 1);
+    assertIssue(
+      bad,
+      'DITTOFS_BLOCKS__STORES__B__BUCKET',
+      'expected the bucket name alone, without "s3://", got "s3://x" (sets blocks.stores.b.bucket)',
+    );
+  });
+
+  it('allows each key only for its store type', () => {
+    const issues = yamlIssues(
+      stores({
+        f: `{type: filesystem, bucket: bkt, endpoint: "http://h:1", secret_access_key: "${SECRET}", max_attempts: 2}`,
+        m: '{type: memory, region: us-east-1, force_path_style: false, request_timeout: 100, prefix: p, access_key_id: AK}',
+        s: '{type: s3, bucket: bkt, path: /x}',
+      }),
+    );
+    const only = (store: string, key: string, type: string): void =>
+      assertIssue(issues, `blocks.stores.${store}.${key}`, `only s3 block stores have ${key} (this store's type is ${type})`);
+    only('f', 'bucket', 'filesystem');
+    only('f', 'endpoint', 'filesystem');
+    only('f', 'secret_access_key', 'filesystem');
+    only('f', 'max_attempts', 'filesystem');
+    only('m', 'region', 'memory');
+    only('m', 'force_path_style', 'memory');
+    only('m', 'request_timeout', 'memory');
+    only('m', 'prefix', 'memory');
+    only('m', 'access_key_id', 'memory');
+    assertIssue(issues, 'blocks.stores.s.path', "only filesystem block stores have a path (this store's type is s3)");
+    assert.equal(issues.length, 10);
+    noSecret(issues);
+  });
+
+  it('checks endpoint, bucket, region, prefix, timeouts and attempts', () => {
+    const issues = yamlIssues(
+      stores({
+        a: `{type: s3, bucket: "s3://blocks", endpoint: "ftp://h", region: "us east", max_attempts: 0, request_timeout: 0}`,
+        b: `{type: s3, bucket: Bad_Bucket, endpoint: "http://AKIA:${SECRET}@minio:9000", max_attempts: 21, force_path_style: "yes"}`,
+        c: `{type: s3, bucket: ab, endpoint: "minio:9000", prefix: "a\\tb", request_timeout: 2h}`,
+        d: `{type: s3, bucket: "192.168.1.1", endpoint: "http://h:9000/?x=1"}`,
+      }),
+    );
+    const BUCKET =
+      /^expected a bucket name of 3 to 63 lower-case letters, digits, "\." or "-", starting and ending with a letter or digit, got /;
+    assertIssue(issues, 'blocks.stores.a.bucket', 'expected the bucket name alone, without "s3://", got "s3://blocks"');
+    assertIssue(issues, 'blocks.stores.a.endpoint', /^expected an http:\/\/ or https:\/\/ URL .*, got a URL starting with "ftp:\/\/"$/);
+    assertIssue(issues, 'blocks.stores.a.region', 'expected a region such as us-east-1 or eu-central-1, got "us east"');
+    assertIssue(issues, 'blocks.stores.a.max_attempts', 'expected an integer from 1 to 20, got 0');
+    assertIssue(issues, 'blocks.stores.a.request_timeout', /^expected a duration in milliseconds from 1 to 3600000 .*, got 0$/);
+    assertIssue(issues, 'blocks.stores.b.bucket', BUCKET);
+    assertIssue(
+      issues,
+      'blocks.stores.b.endpoint',
+      'must not hold a user name or password (value not shown); give them as access_key_id and secret_access_key',
+    );
+    assertIssue(issues, 'blocks.stores.b.max_attempts', 'expected an integer from 1 to 20, got 21');
+    assertIssue(issues, 'blocks.stores.b.force_path_style', 'expected true or false, got the string "yes"');
+    assertIssue(issues, 'blocks.stores.c.bucket', BUCKET);
+    assertIssue(issues, 'blocks.stores.c.endpoint', /^expected an http:\/\/ or https:\/\/ URL .*, got "minio:9000"$/);
+    assertIssue(issues, 'blocks.stores.c.prefix', 'must not contain control characters');
+    assertIssue(issues, 'blocks.stores.c.request_timeout', /^expected a duration in milliseconds from 1 to 3600000 .*, got "2h"$/);
+    assertIssue(issues, 'blocks.stores.d.bucket', BUCKET);
+    assertIssue(issues, 'blocks.stores.d.endpoint', 'must not have a query or fragment, got "http://h:9000/?x=1"');
+    assert.equal(issues.length, 15);
+    noSecret(issues);
+  });
+
+  it('takes both credentials or neither', () => {
+    const issues = yamlIssues(
+      stores({ a: '{type: s3, bucket: bkt, access_key_id: AK}', b: `{type: s3, bucket: bkt, secret_access_key: "${SECRET}"}` }),
+    );
+    assertIssue(
+      issues,
+      'blocks.stores.a.secret_access_key',
+      'required with access_key_id (in the file or from DITTOFS_BLOCKS__STORES__A__SECRET_ACCESS_KEY); or leave both out to use ' +
+        'the standard AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, web identity, instance role)',
+    );
+    assertIssue(
+      issues,
+      'blocks.stores.b.access_key_id',
+      /^required with secret_access_key \(in the file or from DITTOFS_BLOCKS__STORES__B__ACCESS_KEY_ID\)/,
+    );
+    assert.equal(issues.length, 2);
+    noSecret(issues);
+  });
+
+  it('the secret can come from the environment; a bad one is reported without showing it', () => {
+    const file = stores({ s3: '{type: s3, bucket: bkt, access_key_id: AK}' });
+    const c = parse(file, { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: SECRET });
+    assert.equal(c.blocks.stores.s3?.secret_access_key, SECRET);
+    const bad = yamlIssues(file, { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: ` ${SECRET}` });
+    assert.deepEqual(bad, [
+      {
+        path: 'DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY',
+        message: 'must not start or end with white space (value not shown) (sets blocks.stores.s3.secret_access_key)',
+      },
+    ]);
+  });
+
+  it('error messages never show the secret, whatever is wrong with it', () => {
+    let err: unknown;
+    try {
+      parse(
+        stores({
+          a: `{type: s3, bucket: bkt, access_key_id: AK, secret_access_key: ["${SECRET}"]}`,
+          f: `{type: memory, secret_access_key: "${SECRET}"}`,
+        }),
+      );
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof ConfigError);
+    assert.ok(!err.message.includes(SECRET.slice(0, 8)), err.message);
+    assertIssue([...err.issues], 'blocks.stores.a.secret_access_key', 'expected a string, got a list (value not shown)');
+    assertIssue(
+      [...err.issues],
+      'blocks.stores.f.secret_access_key',
+      "only s3 block stores have secret_access_key (this store's type is memory)",
+    );
+  });
+
+  it('config show masks the secret and the output loads back', () => {
+    const c = parse(
+      stores({ s3: `{type: s3, bucket: bkt, access_key_id: AKIAEXAMPLE, secret_access_key: "${SECRET}"}`, fs: '{type: filesystem}' }),
+    );
+    for (const format of ['yaml', 'json'] as const) {
+      const text = formatConfig(c, format);
+      assert.ok(!text.includes(SECRET.slice(0, 8)), text);
+      assert.ok(text.includes('AKIAEXAMPLE'), text);
+      const back = parse(text);
+      assert.equal(back.blocks.stores.s3?.secret_access_key, '****');
+      assert.equal(back.blocks.stores.fs?.path, c.blocks.stores.fs?.path);
+    }
+    // The config itself keeps the real secret.
+    assert.equal(c.blocks.stores.s3?.secret_access_key, SECRET);
+  });
+
+  it("the sample's commented-out s3 store validates when uncommented", () => {
+    // Only the s3 store's lines: from "    # s3:" to the end of its indented block.
+    const lines = SAMPLE_CONFIG_YAML.split('\n');
+    const first = lines.indexOf('    # s3:');
+    assert.ok(first > 0);
+    let last = first + 1;
+    while (lines[last]?.startsWith('    #   ')) last++;
+    const uncommented = lines.map((l, i) => (i >= first && i < last ? l.replace(/^( {4})# /, '$1') : l)).join('\n');
+    assert.deepEqual(parse(uncommented).blocks.stores.s3, {
+      type: 's3',
+      block_size: 4 * MiB,
+      bucket: 'dittofs-blocks',
+      prefix: 'cluster-1',
+      endpoint: 'http://minio.example.com:9000',
+      region: 'us-east-1',
+      force_path_style: true,
+      access_key_id: 'AKIAIOSFODNN7EXAMPLE',
+      secret_access_key: 'SECRET',
+      request_timeout: 30000,
+      max_attempts: 3,
     });
   });
 });

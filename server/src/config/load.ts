@@ -10,18 +10,11 @@ import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import YAML, { isMap, isScalar, isSeq, LineCounter, type Document, type Node as YamlNode } from 'yaml';
-import {
-  DEFAULT_SHARE_NAME,
-  DEFAULT_STORE_NAME,
-  defaultBlockStorePath,
-  defaultConfig,
-  defaultMetadataStorePath,
-  defaultMetadataStores,
-} from './defaults.js';
+import { DEFAULT_SHARE_NAME, DEFAULT_STORE_NAME, defaultBlockStorePath, defaultConfig, defaultMetadataStorePath } from './defaults.js';
 import { applyEnvOverrides, ENV_PREFIX, envNameOf } from './env.js';
 import { ConfigError } from './errors.js';
 import { describeValue, formatPath, isPlainObject, SCHEMA, walk, type Issue, type Segment } from './schema.js';
-import type { DittoConfig, MetadataStoreConfig } from './types.js';
+import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './types.js';
 
 export { ConfigError, CONFIG_INVALID, type ConfigIssue } from './errors.js';
 
@@ -175,7 +168,7 @@ function isEmptyish(v: unknown): boolean {
 }
 
 /**
- * With no stores at all in the file, supply a `default` memory metadata store and a `default`
+ * With no stores at all in the file, supply a `default` embedded metadata store and a `default`
  * filesystem block store; with no stores and no `shares` key either, also the `/export` share.
  * (Shares that leave out `metadata`/`blocks` use the stores named `default`.)
  */
@@ -189,8 +182,8 @@ function supplyDefaultStoresAndShare(raw: Record<string, unknown>): void {
     return; // malformed: validation reports it
   }
   if (!isEmptyish(meta?.stores) || !isEmptyish(blocks?.stores)) return;
-  raw.metadata = { ...meta, stores: defaultMetadataStores() };
-  // No path: it is derived from the final data_dir, which the environment may still change.
+  // No paths: they are derived from the final data_dir, which the environment may still change.
+  raw.metadata = { ...meta, stores: { [DEFAULT_STORE_NAME]: { type: 'embedded' } } };
   raw.blocks = { ...blocks, stores: { [DEFAULT_STORE_NAME]: { type: 'filesystem' } } };
   if (raw.shares === undefined) raw.shares = [{ name: DEFAULT_SHARE_NAME }];
 }
@@ -202,11 +195,7 @@ function checkSemantics(c: DittoConfig, issues: Issue[]): void {
   const push = (segments: Segment[], message: string): void => {
     issues.push({ path: formatPath(segments), message, segments });
   };
-  for (const [name, store] of Object.entries(c.blocks.stores)) {
-    if (store.type !== 'filesystem' && store.path !== undefined) {
-      push(['blocks', 'stores', name, 'path'], `only filesystem block stores have a path (this store's type is ${store.type})`);
-    }
-  }
+  checkBlockStores(c, issues, push);
   checkMetadataStores(c, issues, push);
   const metaNames = Object.keys(c.metadata.stores);
   const blockNames = Object.keys(c.blocks.stores);
@@ -252,6 +241,55 @@ function checkSemantics(c: DittoConfig, issues: Issue[]): void {
       .slice(0, i)
       .find((a) => a.port === b.port && (a.bind === b.bind || WILDCARD_BINDS.has(a.bind) || WILDCARD_BINDS.has(b.bind)));
     if (clash !== undefined) push(b.segments, `port ${b.port} is also used by ${formatPath(clash.segments)}`);
+  }
+}
+
+/** Keys of a block store that only `s3` stores take. */
+const S3_ONLY_KEYS = [
+  'endpoint',
+  'region',
+  'bucket',
+  'prefix',
+  'force_path_style',
+  'access_key_id',
+  'secret_access_key',
+  'request_timeout',
+  'max_attempts',
+] as const satisfies readonly (keyof BlockStoreConfig)[];
+
+/** Each block store has the keys of its type only; an s3 store has a bucket, and both keys or neither. */
+function checkBlockStores(c: DittoConfig, issues: readonly Issue[], push: (segments: Segment[], message: string) => void): void {
+  for (const [name, store] of Object.entries(c.blocks.stores)) {
+    // A missing or invalid type was reported already; without it there is nothing to check against.
+    if (typeof store.type !== 'string') continue;
+    const at = (key: string): Segment[] => ['blocks', 'stores', name, key];
+    const typeIs = `this store's type is ${store.type}`;
+    const envVar = (key: string): string => `${ENV_PREFIX}BLOCKS__STORES__${envNameOf(name)}__${envNameOf(key)}`;
+    // An invalid value (in the file or from the environment) was reported already: no "required" on top.
+    const reported = (key: string): boolean => issues.some((i) => i.path === formatPath(at(key)) || i.path === envVar(key));
+    if (store.type !== 'filesystem' && store.path !== undefined) {
+      push(at('path'), `only filesystem block stores have a path (${typeIs})`);
+    }
+    if (store.type === 's3') {
+      if (store.bucket === undefined && !reported('bucket')) {
+        push(at('bucket'), `required for s3 block stores: the name of an existing bucket (in the file or from ${envVar('bucket')})`);
+      }
+      const hasId = store.access_key_id !== undefined;
+      if (hasId !== (store.secret_access_key !== undefined)) {
+        const [missing, given] = hasId ? ['secret_access_key', 'access_key_id'] : ['access_key_id', 'secret_access_key'];
+        if (!reported(missing)) {
+          push(
+            at(missing),
+            `required with ${given} (in the file or from ${envVar(missing)}); or leave both out to use the standard AWS ` +
+              'credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, web identity, instance role)',
+          );
+        }
+      }
+    } else {
+      for (const key of S3_ONLY_KEYS) {
+        if (store[key] !== undefined) push(at(key), `only s3 block stores have ${key} (${typeIs})`);
+      }
+    }
   }
 }
 

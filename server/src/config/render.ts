@@ -1,6 +1,6 @@
 // Printing a configuration (`dittofs config show`) in a form that loads back to the same thing.
 import YAML from 'yaml';
-import { maskUrlPassword } from './errors.js';
+import { MASK, maskUrlPassword } from './errors.js';
 import type { DittoConfig } from './types.js';
 
 export const OUTPUT_FORMATS = Object.freeze(['yaml', 'json'] as const);
@@ -12,16 +12,23 @@ export function formatMode(mode: number): string {
 }
 
 /**
- * A plain copy of the config with modes as octal strings (no reader mistakes 511 for a mode) and
- * passwords in URLs masked as `****`.
+ * A plain copy of the config with modes as octal strings (no reader mistakes 511 for a mode), and
+ * passwords in URLs and S3 secret keys masked as `****`.
  */
 export function toDisplayObject(config: DittoConfig): Record<string, unknown> {
   const stores = Object.fromEntries(
     Object.entries(config.metadata.stores).map(([name, s]) => [name, s.url === undefined ? s : { ...s, url: maskUrlPassword(s.url) }]),
   );
+  const blockStores = Object.fromEntries(
+    Object.entries(config.blocks.stores).map(([name, s]) => [
+      name,
+      s.secret_access_key === undefined ? s : { ...s, secret_access_key: MASK },
+    ]),
+  );
   return {
     ...config,
     metadata: { ...config.metadata, stores },
+    blocks: { ...config.blocks, stores: blockStores },
     shares: config.shares.map((s) => ({ ...s, root_mode: formatMode(s.root_mode) })),
   };
 }

@@ -19,8 +19,9 @@ export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
 # DITTOFS_MAX_DIRTY_BYTES, DITTOFS_READ_CACHE_BYTES. Any single setting can also be set as
 # DITTOFS_ plus its key path upper-cased with "__" between keys, e.g.
 # DITTOFS_ADAPTERS__NFS__DRC_SIZE=4096, DITTOFS_BLOCKS__STORES__DEFAULT__BLOCK_SIZE=8MiB,
-# DITTOFS_SHARES__0__READ_ONLY=true, DITTOFS_METADATA__STORES__PG__URL=postgres://... (stores by
-# name, shares by position; the environment sets keys of existing stores and shares, never adds one).
+# DITTOFS_SHARES__0__READ_ONLY=true, DITTOFS_METADATA__STORES__PG__URL=postgres://...,
+# DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY=... (stores by name, shares by position; the
+# environment sets keys of existing stores and shares, never adds one).
 #
 # Sizes are bytes, written as a number or with a unit: 65536, 64KiB, 4MiB, 1.5GiB (KiB/MiB/GiB/TiB
 # and Ki/Mi/Gi/Ti are powers of 1024; kB/MB/GB/TB and k/M/G/T are powers of 1000).
@@ -28,7 +29,7 @@ export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
 # this file's directory); "~/" means the home directory.
 
 # Directory for all local state (block files of filesystem stores, embedded metadata databases,
-# and later the WAL and the control-plane database). Env: DITTOFS_DATA_DIR.
+# the WAL, and later the control-plane database). Env: DITTOFS_DATA_DIR.
 data_dir: ./data
 
 # Logging.
@@ -92,9 +93,15 @@ metrics:
   # Listen address, as for NFS. Env: DITTOFS_BIND_ADDRESS.
   bind: 0.0.0.0
 
-# Memory used for file data.
+# The write-ahead log (WAL) and caches for file data.
 cache:
-  # Written but not yet flushed data held in memory; past this, writers wait (they do not fail).
+  # Every write is appended here before it is acknowledged; COMMIT / FILE_SYNC fsync it, and the
+  # data reaches the block store in the background. Put it on fast persistent storage (the PVC in
+  # Kubernetes). Default: <data_dir>/wal. Env: DITTOFS_WAL_DIR.
+  # wal_dir: /var/lib/dittofs/wal
+  # Data not yet in the block store; past this, writers wait (they do not fail). Env: DITTOFS_WAL_MAX_BYTES.
+  wal_max_bytes: 1GiB
+  # Only when every share uses a "memory" block store (no WAL then): unflushed data held in memory.
   # Env: DITTOFS_MAX_DIRTY_BYTES.
   max_dirty_bytes: 256MiB
   # Clean blocks kept in memory for reads. Env: DITTOFS_READ_CACHE_BYTES.
@@ -113,13 +120,13 @@ metadata:
       # embedded: PostgreSQL (PGlite) inside the server process, in a local directory; survives
       #   restarts. One server process per directory.
       # postgres: an external PostgreSQL server, for durability and sharing; needs "url".
-      type: memory
-    # An embedded store (uncomment to use; point a share's "metadata" at it):
-    # local:
-    #   type: embedded
-    #   # Embedded stores only: the database directory.
-    #   # Default: <data_dir>/metadata/<store name>, here ./data/metadata/local.
-    #   path: /var/lib/dittofs/metadata/local
+      type: embedded
+      # Embedded stores only: the database directory.
+      # Default: <data_dir>/metadata/<store name>, here ./data/metadata/default.
+      # path: /var/lib/dittofs/metadata/default
+    # A store in memory, lost on restart (uncomment to use; point a share's "metadata" at it):
+    # scratch:
+    #   type: memory
     # A store in a PostgreSQL server (uncomment to use):
     # pg:
     #   type: postgres
@@ -140,13 +147,15 @@ metadata:
     #   # Longest a statement may run on the server (default 30000).
     #   statement_timeout: 30000
 
-# Block stores hold file data, cut into blocks.
+# Block stores hold file data, cut into blocks: memory, filesystem or s3.
 blocks:
   # Store name -> settings.
   stores:
     # A store named "default".
     default:
-      # memory (lost on restart) or filesystem (block files in a directory).
+      # memory: kept in RAM, lost on restart (for tests and throwaway shares).
+      # filesystem: one file per block in a local directory.
+      # s3: one object per block in an S3 bucket, on AWS or any S3-compatible server; needs "bucket".
       type: filesystem
       # File data is cut into blocks of this size; one block is one object in the store.
       # A power of two from 64KiB to 64MiB.
@@ -154,6 +163,35 @@ blocks:
       # Filesystem stores only: the directory for the block files.
       # Default: <data_dir>/blocks/<store name>, here ./data/blocks/default.
       # path: /var/lib/dittofs/blocks
+    # A store in an S3 bucket (uncomment to use; point a share's "blocks" at it). At start-up
+    # DittoFS checks that the bucket exists and that the credentials are accepted.
+    # s3:
+    #   type: s3
+    #   # Required: the bucket, which must exist already.
+    #   bucket: dittofs-blocks
+    #   # Objects are stored as PREFIX/KEY, so several stores or clusters can share one bucket.
+    #   # Default: no prefix (the top of the bucket).
+    #   prefix: cluster-1
+    #   # URL of an S3-compatible server (MinIO, Ceph RGW, ...). Leave it out for AWS S3.
+    #   endpoint: http://minio.example.com:9000
+    #   # The region requests are signed for (default us-east-1; most other servers accept any).
+    #   region: us-east-1
+    #   # Address objects as ENDPOINT/BUCKET/KEY instead of BUCKET.ENDPOINT/KEY; MinIO and most
+    #   # self-hosted servers need true (default false).
+    #   force_path_style: true
+    #   # Credentials, both or neither. Leave both out to use the standard AWS chain
+    #   # (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, web identity, the instance role).
+    #   # Better kept out of this file: set DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY (the store's
+    #   # name upper-cased, other characters as "_"). The secret is shown as **** by "config show"
+    #   # and never appears in errors or logs.
+    #   access_key_id: AKIAIOSFODNN7EXAMPLE
+    #   secret_access_key: SECRET
+    #   # Longest one HTTP request may take, in milliseconds, 1 to 3600000; units work too: 30s, 2m
+    #   # (default 30000). Connecting alone gives up after at most 10s.
+    #   request_timeout: 30000
+    #   # Tries per request, 1 to 20, with exponential backoff between them (default 3). S3 has no
+    #   # capacity to report: the store says 1 PiB total and free.
+    #   max_attempts: 3
 
 # Exports that clients mount. Several shares may use the same stores.
 shares:

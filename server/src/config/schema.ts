@@ -303,6 +303,85 @@ export const sqlSchemaLeaf = (): LeafNode =>
     return undefined;
   }, true);
 
+/**
+ * A secret (an S3 secret access key). Messages never quote it, whatever is wrong with it; `config
+ * show` prints it as ****.
+ */
+export const secretLeaf = (): LeafNode => {
+  const check = (v: unknown): LeafResult => {
+    if (typeof v !== 'string')
+      return fail(`expected a string, got ${v === null ? 'null' : Array.isArray(v) ? 'a list' : `a ${typeof v}`} (value not shown)`);
+    if (v === '') return fail('must not be empty');
+    if (v !== v.trim()) return fail('must not start or end with white space (value not shown)');
+    return ok(v);
+  };
+  return { kind: 'leaf', optional: true, check, fromEnv: check };
+};
+
+/** An S3 endpoint: an http:// or https:// URL with a host and no credentials in it. */
+export function s3EndpointProblem(s: string): string | undefined {
+  const expected = 'expected an http:// or https:// URL such as http://minio.example.com:9000 (leave it out for AWS S3)';
+  if (s.trim() === '') return `must not be empty (${expected})`;
+  // Checked before parsing: a secret holding "/" breaks the URL, and the message must not quote it.
+  const credentials = 'must not hold a user name or password (value not shown); give them as access_key_id and secret_access_key';
+  if (/^[a-z][a-z0-9+.-]*:\/\/[^?#]*@/i.test(s)) return credentials;
+  if (!/^https?:\/\//i.test(s)) {
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(s)?.[1];
+    return `${expected}, got ${scheme === undefined ? JSON.stringify(s) : `a URL starting with ${JSON.stringify(`${scheme}://`)}`}`;
+  }
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    return `${expected}, got ${JSON.stringify(s)}`;
+  }
+  if (url.username !== '' || url.password !== '') return credentials;
+  if (url.search !== '' || url.hash !== '') return `must not have a query or fragment, got ${JSON.stringify(s)}`;
+  return undefined;
+}
+
+export const s3EndpointLeaf = (): LeafNode => stringLeaf(s3EndpointProblem, true);
+
+/** S3 bucket naming rules (lower-case DNS-style names; legacy upper-case buckets are not supported). */
+export const S3_BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+export const s3BucketLeaf = (): LeafNode =>
+  stringLeaf((s) => {
+    if (/^s3:\/\//i.test(s)) return `expected the bucket name alone, without "s3://", got ${JSON.stringify(s)}`;
+    if (!S3_BUCKET_RE.test(s) || s.includes('..') || net.isIP(s) !== 0) {
+      return (
+        'expected a bucket name of 3 to 63 lower-case letters, digits, "." or "-", starting and ending with a ' +
+        `letter or digit, got ${JSON.stringify(s)}`
+      );
+    }
+    return undefined;
+  }, true);
+
+/** Object keys are at most 1024 bytes in S3; block keys need about 64 after the prefix. */
+export const MAX_S3_PREFIX_BYTES = 900;
+
+export const s3PrefixLeaf = (): LeafNode =>
+  stringLeaf((s) => {
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f\u007f]/.test(s)) return 'must not contain control characters';
+    const bytes = Buffer.byteLength(s, 'utf8');
+    if (bytes > MAX_S3_PREFIX_BYTES) return `must be at most ${MAX_S3_PREFIX_BYTES} bytes long, got ${bytes}`;
+    return undefined;
+  }, true);
+
+/** A region name: `us-east-1`, `eu-central-1`, or whatever an S3-compatible server calls its own. */
+export const s3RegionLeaf = (): LeafNode =>
+  stringLeaf(
+    (s) => (/^[A-Za-z0-9_-]{1,64}$/.test(s) ? undefined : `expected a region such as us-east-1 or eu-central-1, got ${JSON.stringify(s)}`),
+    true,
+  );
+
+export const s3AccessKeyIdLeaf = (): LeafNode =>
+  stringLeaf(
+    (s) => (/^[\x21-\x7e]{1,256}$/.test(s) ? undefined : 'expected an access key id of 1 to 256 printable characters without spaces'),
+    true,
+  );
+
 const HOSTNAME_RE = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export const hostLeaf = (): LeafNode =>
@@ -367,6 +446,8 @@ function obj<T>(fields: { readonly [K in keyof T]-?: SchemaNode }): ObjectNode<T
 /** Postgres metadata store limits. */
 export const MAX_POOL_SIZE = 1000;
 export const MAX_TIMEOUT_MS = 3_600_000;
+/** S3 block store limit: attempts per request, the first one included. */
+export const MAX_S3_ATTEMPTS = 20;
 
 /** The largest RPC record accepted: the size of the biggest READ/WRITE plus headers must fit. */
 export const MIN_RECORD_SIZE = 8 * KiB;
@@ -404,6 +485,8 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
   server: obj<DittoConfig['server']>({ api: listener() }),
   metrics: listener(),
   cache: obj<DittoConfig['cache']>({
+    wal_dir: pathLeaf(true),
+    wal_max_bytes: sizeLeaf({ min: 4 * 1024 * 1024 }),
     max_dirty_bytes: sizeLeaf({ min: 1 }),
     read_cache_bytes: sizeLeaf({ min: 1 }),
   }),
@@ -431,6 +514,15 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
         type: enumLeaf(BLOCK_STORE_TYPES),
         block_size: sizeLeaf({ min: MIN_BLOCK_SIZE, max: MAX_BLOCK_SIZE, powerOfTwo: true }),
         path: pathLeaf(true),
+        endpoint: s3EndpointLeaf(),
+        region: s3RegionLeaf(),
+        bucket: s3BucketLeaf(),
+        prefix: s3PrefixLeaf(),
+        force_path_style: optionalLeaf(boolLeaf()),
+        access_key_id: s3AccessKeyIdLeaf(),
+        secret_access_key: secretLeaf(),
+        request_timeout: optionalLeaf(durationMsLeaf(1, MAX_TIMEOUT_MS)),
+        max_attempts: optionalLeaf(countLeaf(1, MAX_S3_ATTEMPTS)),
       }),
       entryDefaults: { block_size: DEFAULT_BLOCK_SIZE },
     },

@@ -7,7 +7,7 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const METADATA_STORE_TYPES = Object.freeze(['memory', 'embedded', 'postgres'] as const);
 export type MetadataStoreType = (typeof METADATA_STORE_TYPES)[number];
 
-export const BLOCK_STORE_TYPES = Object.freeze(['memory', 'filesystem'] as const);
+export const BLOCK_STORE_TYPES = Object.freeze(['memory', 'filesystem', 's3'] as const);
 export type BlockStoreType = (typeof BLOCK_STORE_TYPES)[number];
 
 export interface MetadataStoreConfig {
@@ -32,6 +32,24 @@ export interface BlockStoreConfig {
   block_size: number;
   /** For `filesystem`: the directory holding block objects (default `<data_dir>/blocks/<name>`). */
   path?: string;
+  /** `s3`: `http(s)://host[:port]` of an S3-compatible server; absent: AWS S3 for `region`. */
+  endpoint?: string;
+  /** `s3`: the region requests are signed for (default us-east-1). */
+  region?: string;
+  /** `s3` (required): the bucket holding block objects; it must exist. */
+  bucket?: string;
+  /** `s3`: key prefix, so several stores can share a bucket; objects are `PREFIX/KEY`. */
+  prefix?: string;
+  /** `s3`: path-style URLs (`endpoint/bucket/key`), as MinIO and most self-hosted servers need (default false). */
+  force_path_style?: boolean;
+  /** `s3`: with `secret_access_key`; both absent means the standard AWS credential chain. */
+  access_key_id?: string;
+  /** `s3`: never shown: masked in `config show` and in errors. */
+  secret_access_key?: string;
+  /** `s3`: longest one HTTP attempt may take, in ms (default 30000). */
+  request_timeout?: number;
+  /** `s3`: attempts per request, retries with backoff included (default 3). */
+  max_attempts?: number;
 }
 
 export interface ShareConfig {
@@ -99,7 +117,17 @@ export interface DittoConfig {
     bind: string;
   };
   cache: {
-    /** Bytes of written-but-unflushed data held in memory before writers wait (default 256 MiB). */
+    /**
+     * The write-ahead log directory (default `<data_dir>/wal`); on a persistent volume in Kubernetes.
+     * Every write lands here first; COMMIT and FILE_SYNC fsync it.
+     */
+    wal_dir?: string;
+    /** Size limit of the WAL: data not yet in the block store; past it, writers wait (default 1 GiB). */
+    wal_max_bytes: number;
+    /**
+     * Only when every share's block store is `memory` (nothing to recover, so no WAL): bytes of
+     * written-but-unflushed data held in memory before writers wait (default 256 MiB).
+     */
     max_dirty_bytes: number;
     /** Bytes of clean blocks kept for reads (default 64 MiB). */
     read_cache_bytes: number;

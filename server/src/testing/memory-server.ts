@@ -2,7 +2,8 @@
 // programs and RPC dispatcher, without sockets.
 import { BlockCache } from '../blocks/cache.js';
 import { MemoryBlockStore } from '../blocks/memory.js';
-import { BlockService, DirtyBudget } from '../blocks/service.js';
+import { BlockService } from '../blocks/service.js';
+import { MemoryWal } from '../blocks/wal.js';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { MountProgram } from '../nfs3/mount.js';
 import { Nfs3Program } from '../nfs3/nfs.js';
@@ -35,9 +36,10 @@ export async function memoryServer(share: Partial<ShareOptions> = {}, blockSize 
   const meta = new MemoryMetadataStore();
   const blocks = new MemoryBlockStore();
   const data = new BlockService(blocks, meta, {
+    shareId: 1,
     keyPrefix: 'test',
     blockSize,
-    budget: new DirtyBudget(64 * 1024 * 1024),
+    wal: new MemoryWal(64 * 1024 * 1024),
     cache: new BlockCache(1024 * 1024),
   });
   const fs = new FileService();

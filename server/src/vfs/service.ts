@@ -282,13 +282,13 @@ export class FileService {
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
     if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
     const after = await share.meta.setAttr(inode.id, changes);
-    if (stable) await share.data.flush(inode.id);
+    if (stable) await share.data.commit(inode.id);
     return { before: inode, after };
   }
 
   async commit(handle: Buffer): Promise<Inode> {
     const { share, inode } = await this.resolve(handle);
-    if (inode.type === FileType.REG) await share.data.flush(inode.id);
+    if (inode.type === FileType.REG) await share.data.commit(inode.id);
     return inode;
   }
 

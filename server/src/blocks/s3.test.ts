@@ -1,0 +1,304 @@
+// What only the s3 engine does: say precisely why open() fails, survive and report outages, send
+// range GETs, retry through the SDK. The BlockStore contract itself is in store.conformance.test.ts.
+// Runs against a private s3rver, or against DITTOFS_TEST_S3_ENDPOINT (MinIO, AWS) when set.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { externalS3Endpoint, startS3, type S3TestServer } from '../../../test/helpers/s3.js';
+import { S3_ERROR_CODES, S3_REPORTED_CAPACITY_BYTES, S3BlockStore, S3BlockStoreError, type S3ErrorCode } from './s3.js';
+
+const EXTERNAL = externalS3Endpoint() !== undefined;
+const NEEDS_S3RVER = EXTERNAL ? 'needs the private s3rver (it stops, restarts or proxies the server)' : false;
+
+/** Checks the error's class, code and message, and that the message does not carry the secret. */
+function assertS3Error(err: unknown, code: S3ErrorCode, message: RegExp, secret?: string): true {
+  assert.ok(err instanceof S3BlockStoreError, `expected an S3BlockStoreError, got ${String(err)}`);
+  assert.equal(err.code, code, err.message);
+  assert.match(err.message, message);
+  if (secret !== undefined) assert.ok(!err.message.includes(secret), `the secret leaked into: ${err.message}`);
+  return true;
+}
+
+const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** A port nothing listens on (bound, then released). */
+async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+interface Recorded {
+  method: string;
+  path: string;
+  range: string | undefined;
+  status: number;
+  bytes: number;
+}
+
+/**
+ * An HTTP proxy in front of the S3 server that records each request and the size of each response
+ * body, and can answer some requests itself (to inject server errors).
+ */
+async function startProxy(
+  upstream: string,
+  intercept?: (req: http.IncomingMessage) => { status: number; body: string } | undefined,
+): Promise<{ endpoint: string; log: Recorded[]; close(): Promise<void> }> {
+  const target = new URL(upstream);
+  const log: Recorded[] = [];
+  const server = http.createServer((req, res) => {
+    const entry: Recorded = { method: req.method ?? '', path: req.url ?? '', range: req.headers.range, status: 0, bytes: 0 };
+    log.push(entry);
+    const canned = intercept?.(req);
+    if (canned !== undefined) {
+      req.resume();
+      entry.status = canned.status;
+      res.writeHead(canned.status, { 'content-type': 'application/xml' }).end(canned.body);
+      return;
+    }
+    const up = http.request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
+      (ures) => {
+        entry.status = ures.statusCode ?? 0;
+        ures.on('data', (c: Buffer) => (entry.bytes += c.length));
+        res.writeHead(ures.statusCode ?? 502, ures.headers);
+        ures.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    log,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('s3 block store', () => {
+  let s3: S3TestServer;
+  const stores: S3BlockStore[] = [];
+  /** A store on the test server (closed in after()), with option overrides. */
+  const makeStore = (extra: Parameters<S3TestServer['storeOptions']>[0] = {}): S3BlockStore => {
+    const s = new S3BlockStore(s3.storeOptions(extra));
+    stores.push(s);
+    return s;
+  };
+
+  before(async () => {
+    s3 = await startS3();
+  });
+  after(async () => {
+    for (const s of stores) await s.close();
+    await s3?.close();
+  });
+
+  it('stores objects under its prefix, one object per key', async () => {
+    const store = makeStore({ prefix: 'tenant-a' });
+    await store.open();
+    await store.put('0000beef/7/0-1-aa', Buffer.from('x'));
+    await store.put('0000beef/7/1-1-bb', Buffer.from('y'));
+    assert.deepEqual(await s3.listKeys('tenant-a/'), ['tenant-a/0000beef/7/0-1-aa', 'tenant-a/0000beef/7/1-1-bb']);
+    await store.delete('0000beef/7/0-1-aa');
+    assert.deepEqual(await s3.listKeys('tenant-a/'), ['tenant-a/0000beef/7/1-1-bb']);
+  });
+
+  it('reports a fixed capacity (S3 has none to report)', async () => {
+    assert.deepEqual(await makeStore().capacity(), { totalBytes: S3_REPORTED_CAPACITY_BYTES, freeBytes: S3_REPORTED_CAPACITY_BYTES });
+    assert.equal(S3_REPORTED_CAPACITY_BYTES, 1024 ** 5);
+  });
+
+  it('refuses an access key id without a secret (and the reverse)', () => {
+    assert.throws(() => new S3BlockStore({ bucket: 'b', accessKeyId: 'AK' }), /both an access key id and a secret access key, or neither/);
+    assert.throws(
+      () => new S3BlockStore({ bucket: 'b', secretAccessKey: 'sk' }),
+      /both an access key id and a secret access key, or neither/,
+    );
+  });
+
+  describe('open()', () => {
+    it('names a missing bucket and the endpoint', async () => {
+      const bucket = `dittofs-missing-${randomBytes(4).toString('hex')}`;
+      const err = await makeStore({ bucket })
+        .open()
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      assertS3Error(
+        err,
+        S3_ERROR_CODES.BUCKET_NOT_FOUND,
+        new RegExp(`^S3 bucket ${escape(bucket)} does not exist at ${escape(s3.endpoint)}\\b`),
+        s3.secretAccessKey,
+      );
+    });
+
+    it('says the credentials were rejected for an access key id the server does not know', async () => {
+      const secret = `not-the-secret-${randomBytes(8).toString('hex')}`;
+      const err = await makeStore({ accessKeyId: 'AKIADITTOFSNOSUCHKEY', secretAccessKey: secret })
+        .open()
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      assertS3Error(
+        err,
+        S3_ERROR_CODES.CREDENTIALS_REJECTED,
+        new RegExp(`^S3 rejected the credentials for bucket ${escape(s3.bucket)} \\(InvalidAccessKeyId\\) at ${escape(s3.endpoint)}`),
+        secret,
+      );
+    });
+
+    it(
+      'says the credentials were rejected for a wrong secret key (s3rver does not check signatures; runs against DITTOFS_TEST_S3_ENDPOINT)',
+      { skip: EXTERNAL ? false : 's3rver accepts any secret; set DITTOFS_TEST_S3_ENDPOINT to run this against MinIO or AWS' },
+      async () => {
+        const secret = `wrong-${randomBytes(12).toString('hex')}`;
+        const err = await makeStore({ secretAccessKey: secret })
+          .open()
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        assertS3Error(
+          err,
+          S3_ERROR_CODES.CREDENTIALS_REJECTED,
+          /^S3 rejected the credentials for bucket \S+ \((SignatureDoesNotMatch|AccessDenied)\)/,
+          secret,
+        );
+      },
+    );
+
+    it('names an endpoint where nothing listens, after the SDK gives up retrying', { timeout: 30_000 }, async () => {
+      const endpoint = `http://127.0.0.1:${await closedPort()}`;
+      const err = await makeStore({ endpoint, requestTimeoutMs: 2000, maxAttempts: 2 })
+        .open()
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      assertS3Error(
+        err,
+        S3_ERROR_CODES.UNREACHABLE,
+        new RegExp(`^cannot reach the S3 endpoint ${escape(endpoint)}: ECONNREFUSED.*\\(2 attempts\\)$`),
+      );
+    });
+
+    it('names an endpoint that accepts connections but never answers, after request_timeout per attempt', { timeout: 30_000 }, async () => {
+      const held = new Set<net.Socket>();
+      const silent = net.createServer((sock) => {
+        held.add(sock);
+        sock.on('close', () => held.delete(sock));
+      });
+      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+      try {
+        const endpoint = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+        const err = await makeStore({ endpoint, requestTimeoutMs: 300, maxAttempts: 2 })
+          .open()
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        assertS3Error(
+          err,
+          S3_ERROR_CODES.UNREACHABLE,
+          new RegExp(`^cannot reach the S3 endpoint ${escape(endpoint)}: TimeoutError: .*300 ms.*\\(2 attempts\\)$`),
+        );
+      } finally {
+        for (const s of held) s.destroy();
+        await new Promise<void>((resolve) => silent.close(() => resolve()));
+      }
+    });
+  });
+
+  it('reads a range with a Range header, transferring only the bytes asked for', { skip: NEEDS_S3RVER }, async () => {
+    const proxy = await startProxy(s3.endpoint);
+    try {
+      const store = makeStore({ endpoint: proxy.endpoint });
+      const data = randomBytes(1024 * 1024);
+      await store.put('ranged', data);
+      const part = await store.get('ranged', 300_000, 1000);
+      assert.ok(part?.equals(data.subarray(300_000, 301_000)));
+      const gets = proxy.log.filter((r) => r.method === 'GET');
+      assert.equal(gets.length, 1);
+      assert.equal(gets[0]?.range, 'bytes=300000-300999');
+      assert.equal(gets[0]?.status, 206);
+      assert.equal(gets[0]?.bytes, 1000);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('retries a request the server fails with 503, through the SDK retry strategy', { skip: NEEDS_S3RVER }, async () => {
+    let failures = 2;
+    const slowDown =
+      '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>';
+    const proxy = await startProxy(s3.endpoint, (req) =>
+      req.method === 'PUT' && failures-- > 0 ? { status: 503, body: slowDown } : undefined,
+    );
+    try {
+      const data = randomBytes(50_000);
+      await makeStore({ endpoint: proxy.endpoint, maxAttempts: 3 }).put('retried', data);
+      assert.deepEqual(
+        proxy.log.filter((r) => r.method === 'PUT').map((r) => r.status),
+        [503, 503, 200],
+      );
+      assert.ok((await makeStore().get('retried'))?.equals(data), 'the object is there after the retries');
+
+      failures = 1;
+      const err = await makeStore({ endpoint: proxy.endpoint, maxAttempts: 1 })
+        .put('not-retried', data)
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      assertS3Error(err, S3_ERROR_CODES.REQUEST_FAILED, /^S3 PUT s3:\/\/\S+\/not-retried at \S+ failed: SlowDown \(HTTP 503\)/);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it(
+    'fails requests during an outage (an error, never a missing block), and works again after it',
+    { skip: NEEDS_S3RVER, timeout: 60_000 },
+    async () => {
+      const store = makeStore({ prefix: 'outage', requestTimeoutMs: 2000, maxAttempts: 3 });
+      await store.open();
+      const before = randomBytes(200_000);
+      await store.put('before', before);
+
+      await s3.stop();
+      const during = randomBytes(200_000);
+      const putErr = await store.put('during', during).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assertS3Error(
+        putErr,
+        S3_ERROR_CODES.UNREACHABLE,
+        new RegExp(`^S3 PUT s3://${escape(s3.bucket)}/outage/during at ${escape(s3.endpoint)} failed`),
+      );
+      const getErr = await store.get('before').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assertS3Error(getErr, S3_ERROR_CODES.UNREACHABLE, /^S3 GET /);
+
+      await s3.start();
+      await store.put('during', during);
+      assert.ok((await store.get('during'))?.equals(during), 'the put retried after the outage is readable');
+      assert.ok((await store.get('before'))?.equals(before), 'what was written before the outage survived it');
+      assert.deepEqual(await s3.listKeys('outage/'), ['outage/before', 'outage/during']);
+    },
+  );
+});

@@ -1,0 +1,326 @@
+// The `s3` block engine: one object per block in an S3 bucket, on AWS or any S3-compatible server
+// (MinIO, Ceph RGW, ...). Retries with backoff are the SDK's own (standard retry strategy); each
+// attempt is bounded by `requestTimeoutMs`. Errors name the bucket and the endpoint, never the secret.
+import http from 'node:http';
+import https from 'node:https';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { BlockStore, BlockStoreCapacity } from './store.js';
+
+export const DEFAULT_S3_REGION = 'us-east-1';
+export const DEFAULT_S3_REQUEST_TIMEOUT_MS = 30_000;
+/** The SDK's own default: one try and two retries. */
+export const DEFAULT_S3_MAX_ATTEMPTS = 3;
+/** Connecting is quick or not happening: an unreachable endpoint fails in seconds even with long requests allowed. */
+const MAX_CONNECT_TIMEOUT_MS = 10_000;
+/** Parallel connections per store: enough for the transfer manager's parallel uploads and reads. */
+const MAX_SOCKETS = 32;
+
+/**
+ * S3 has no capacity to report. 1 PiB total and free stands for "unbounded"; the real limit is the
+ * account's quota or bill, which the S3 API does not expose.
+ */
+export const S3_REPORTED_CAPACITY_BYTES = 2 ** 50;
+
+export interface S3BlockStoreOptions {
+  /** `http(s)://host[:port]` of an S3-compatible server; absent: AWS S3 for `region`. */
+  endpoint?: string;
+  /** Default us-east-1 (S3-compatible servers mostly ignore it, but it is part of every signature). */
+  region?: string;
+  bucket: string;
+  /** Objects are stored under `prefix/KEY`; a trailing `/` is added when missing, a leading one dropped. */
+  prefix?: string;
+  /** Address buckets as `endpoint/bucket/key` instead of `bucket.endpoint/key` (MinIO and most self-hosted servers need it). */
+  forcePathStyle?: boolean;
+  /** Both or neither; neither: the standard AWS credential chain (AWS_ACCESS_KEY_ID, ~/.aws, web identity, instance role). */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** Longest one HTTP attempt may take, and longest a connection may stay silent (default 30 s). */
+  requestTimeoutMs?: number;
+  /** Attempts per request, retries with backoff included (default 3). */
+  maxAttempts?: number;
+}
+
+export const S3_ERROR_CODES = Object.freeze({
+  BUCKET_NOT_FOUND: 'DITTOFS_S3_BUCKET_NOT_FOUND',
+  CREDENTIALS_REJECTED: 'DITTOFS_S3_CREDENTIALS_REJECTED',
+  NO_CREDENTIALS: 'DITTOFS_S3_NO_CREDENTIALS',
+  UNREACHABLE: 'DITTOFS_S3_UNREACHABLE',
+  REQUEST_FAILED: 'DITTOFS_S3_REQUEST_FAILED',
+} as const);
+export type S3ErrorCode = (typeof S3_ERROR_CODES)[keyof typeof S3_ERROR_CODES];
+
+export class S3BlockStoreError extends Error {
+  override readonly name = 'S3BlockStoreError';
+  constructor(
+    readonly code: S3ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** What the SDK (or node underneath it) throws: a service error, a timeout, or a socket error. */
+interface SdkError {
+  name?: string;
+  code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number; attempts?: number };
+}
+
+const asSdkError = (e: unknown): SdkError => (typeof e === 'object' && e !== null ? e : { message: String(e) });
+const statusOf = (e: SdkError): number | undefined => e.$metadata?.httpStatusCode;
+
+const NETWORK_ERRNOS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/** No HTTP answer at all: refused, reset, timed out, or a host name that does not resolve. */
+function isNetworkError(e: SdkError): boolean {
+  return (e.code !== undefined && NETWORK_ERRNOS.has(e.code)) || (e.name === 'TimeoutError' && statusOf(e) === undefined);
+}
+
+const CREDENTIAL_ERROR_NAMES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'Forbidden', '403']);
+
+/**
+ * Why a request failed, in a few words: `ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:9000 (3 attempts)`,
+ * `NoSuchBucket (HTTP 404): ...`, `TimeoutError: a request has exceeded the configured 300 ms requestTimeout.`
+ */
+function describeSdkError(e: SdkError): string {
+  const status = statusOf(e);
+  const what = e.name === 'TimeoutError' ? e.name : e.code !== undefined && NETWORK_ERRNOS.has(e.code) ? e.code : (e.name ?? 'Error');
+  const message = (e.message ?? '').replace(/^@smithy\/node-http-handler - (?:\[ERROR\] )?/, '');
+  const detail = message !== '' && message !== what && message !== 'UnknownError' ? `: ${message}` : '';
+  const attempts = e.$metadata?.attempts;
+  return `${what}${status !== undefined ? ` (HTTP ${status})` : ''}${detail}${attempts !== undefined && attempts > 1 ? ` (${attempts} attempts)` : ''}`;
+}
+
+function normalizePrefix(prefix: string | undefined): string {
+  const p = (prefix ?? '').replace(/^\/+/, '');
+  return p === '' || p.endsWith('/') ? p : `${p}/`;
+}
+
+export class S3BlockStore implements BlockStore {
+  readonly kind = 's3';
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly region: string;
+  /** The endpoint as shown in messages: the configured URL, or AWS's for the region. */
+  readonly endpointDescription: string;
+  private readonly client: S3Client;
+
+  constructor(opts: S3BlockStoreOptions) {
+    if (opts.bucket === '') throw new Error('an s3 block store needs a bucket');
+    if ((opts.accessKeyId === undefined) !== (opts.secretAccessKey === undefined)) {
+      throw new Error(`s3 block store for bucket ${opts.bucket}: give both an access key id and a secret access key, or neither`);
+    }
+    this.region = opts.region ?? DEFAULT_S3_REGION;
+    const region = this.region;
+    const timeout = opts.requestTimeoutMs ?? DEFAULT_S3_REQUEST_TIMEOUT_MS;
+    this.bucket = opts.bucket;
+    this.prefix = normalizePrefix(opts.prefix);
+    this.endpointDescription = opts.endpoint?.replace(/\/+$/, '') ?? `https://s3.${region}.amazonaws.com (AWS default for ${region})`;
+    const agentOptions = { keepAlive: true, maxSockets: MAX_SOCKETS };
+    const config: S3ClientConfig = {
+      region,
+      forcePathStyle: opts.forcePathStyle ?? false,
+      maxAttempts: opts.maxAttempts ?? DEFAULT_S3_MAX_ATTEMPTS,
+      retryMode: 'standard',
+      requestHandler: new NodeHttpHandler({
+        httpAgent: new http.Agent(agentOptions),
+        httpsAgent: new https.Agent(agentOptions),
+        connectionTimeout: Math.min(timeout, MAX_CONNECT_TIMEOUT_MS),
+        requestTimeout: timeout,
+        throwOnRequestTimeout: true,
+        // A response body that stalls mid-way is caught by the socket idle timeout.
+        socketTimeout: timeout,
+      }),
+    };
+    if (opts.endpoint !== undefined) config.endpoint = opts.endpoint;
+    if (opts.accessKeyId !== undefined && opts.secretAccessKey !== undefined) {
+      config.credentials = { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey };
+    }
+    this.client = new S3Client(config);
+  }
+
+  /** Checks that the bucket is there and the credentials are accepted, with a message saying which is wrong. */
+  async open(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      throw await this.openError(err);
+    }
+  }
+
+  private async openError(err: unknown): Promise<S3BlockStoreError> {
+    const e = asSdkError(err);
+    const status = statusOf(e);
+    const where = `at ${this.endpointDescription}`;
+    if (e.name === 'NotFound' || e.name === 'NoSuchBucket' || status === 404) {
+      return new S3BlockStoreError(
+        S3_ERROR_CODES.BUCKET_NOT_FOUND,
+        `S3 bucket ${this.bucket} does not exist ${where} (create it, or fix the bucket, endpoint or region)`,
+        { cause: err },
+      );
+    }
+    if (status === 403 || (e.name !== undefined && CREDENTIAL_ERROR_NAMES.has(e.name))) {
+      // A HEAD answer has no body, so no error code: ask once more with a GET to learn which it is.
+      const code = await this.probeErrorCode();
+      return new S3BlockStoreError(
+        S3_ERROR_CODES.CREDENTIALS_REJECTED,
+        `S3 rejected the credentials for bucket ${this.bucket} (${code}) ${where}: ${CREDENTIAL_HINTS[code] ?? CREDENTIAL_HINTS.AccessDenied}`,
+        { cause: err },
+      );
+    }
+    if (status === 301 || e.name === 'PermanentRedirect' || e.name === 'AuthorizationHeaderMalformed') {
+      return new S3BlockStoreError(
+        S3_ERROR_CODES.REQUEST_FAILED,
+        `S3 bucket ${this.bucket} ${where} is not in region ${this.region}: set region to the bucket's region (${describeSdkError(e)})`,
+        { cause: err },
+      );
+    }
+    if (e.name === 'CredentialsProviderError') {
+      return new S3BlockStoreError(
+        S3_ERROR_CODES.NO_CREDENTIALS,
+        `no S3 credentials for bucket ${this.bucket} ${where}: set access_key_id and secret_access_key, ` +
+          'or provide them the standard AWS way (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, web identity, instance role)',
+        { cause: err },
+      );
+    }
+    if (isNetworkError(e)) {
+      return new S3BlockStoreError(
+        S3_ERROR_CODES.UNREACHABLE,
+        `cannot reach the S3 endpoint ${this.endpointDescription}: ${describeSdkError(e)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    return new S3BlockStoreError(S3_ERROR_CODES.REQUEST_FAILED, `cannot check S3 bucket ${this.bucket} ${where}: ${describeSdkError(e)}`, {
+      cause: err,
+    });
+  }
+
+  /** The S3 error code of a 403 for this bucket (HeadBucket cannot say), as far as a listing reveals it. */
+  private async probeErrorCode(): Promise<string> {
+    try {
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, MaxKeys: 1, Prefix: this.prefix }));
+    } catch (err) {
+      const name = asSdkError(err).name;
+      if (name !== undefined && CREDENTIAL_HINTS[name] !== undefined) return name;
+    }
+    return 'AccessDenied';
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+
+  private objectKey(key: string): string {
+    if (key === '') throw new Error('invalid block key ""');
+    return this.prefix + key;
+  }
+
+  private requestError(op: string, objectKey: string, err: unknown): S3BlockStoreError {
+    const e = asSdkError(err);
+    const code = isNetworkError(e) ? S3_ERROR_CODES.UNREACHABLE : S3_ERROR_CODES.REQUEST_FAILED;
+    const at = `s3://${this.bucket}/${objectKey} at ${this.endpointDescription}`;
+    return new S3BlockStoreError(code, `S3 ${op} ${at} failed: ${describeSdkError(e)}`, { cause: err });
+  }
+
+  async put(key: string, data: Buffer): Promise<void> {
+    const Key = this.objectKey(key);
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ContentLength: data.length }));
+    } catch (err) {
+      throw this.requestError('PUT', Key, err);
+    }
+  }
+
+  async get(key: string, offset = 0, length?: number): Promise<Buffer | null> {
+    if (length === 0) return (await this.exists(key)) ? Buffer.alloc(0) : null;
+    const ranged = offset > 0 || length !== undefined;
+    const range = ranged ? `bytes=${offset}-${length === undefined ? '' : offset + length - 1}` : undefined;
+    const Key = this.objectKey(key);
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key, Range: range }));
+      if (res.Body === undefined) return Buffer.alloc(0);
+      const bytes = await res.Body.transformToByteArray();
+      const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      if (!ranged) return buf;
+      // Some servers answer more than was asked: the whole object (200, Range ignored) or a wider
+      // range (s3rver reads `bytes=0-0` as `bytes=0-`). Cut the requested bytes out of what came.
+      const start = res.$metadata.httpStatusCode === 206 ? (contentRangeStart(res.ContentRange) ?? offset) : 0;
+      const from = Math.min(Math.max(offset - start, 0), buf.length);
+      return buf.subarray(from, length === undefined ? buf.length : Math.min(buf.length, from + length));
+    } catch (err) {
+      const e = asSdkError(err);
+      if (isMissingObject(e)) return null;
+      // 416: the object exists but is shorter than `offset`, so nothing is there to read.
+      if (e.name === 'InvalidRange' || statusOf(e) === 416) return Buffer.alloc(0);
+      throw this.requestError('GET', Key, err);
+    }
+  }
+
+  private async exists(key: string): Promise<boolean> {
+    const Key = this.objectKey(key);
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
+      return true;
+    } catch (err) {
+      if (isMissingObject(asSdkError(err))) return false;
+      throw this.requestError('HEAD', Key, err);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const Key = this.objectKey(key);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }));
+    } catch (err) {
+      // S3 answers 204 for a missing key; some compatible servers say NoSuchKey instead.
+      if (isMissingObject(asSdkError(err))) return;
+      throw this.requestError('DELETE', Key, err);
+    }
+  }
+
+  /** See S3_REPORTED_CAPACITY_BYTES: S3 reports no capacity, so this is a fixed figure. */
+  async capacity(): Promise<BlockStoreCapacity> {
+    return { totalBytes: S3_REPORTED_CAPACITY_BYTES, freeBytes: S3_REPORTED_CAPACITY_BYTES };
+  }
+}
+
+/** START of a `Content-Range: bytes START-END/SIZE` header. */
+function contentRangeStart(header: string | undefined): number | undefined {
+  const m = header === undefined ? null : /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(header.trim());
+  return m?.[1] === undefined ? undefined : Number(m[1]);
+}
+
+/** A missing object, but not a missing bucket: that is a configuration problem, not an absent block. */
+function isMissingObject(e: SdkError): boolean {
+  if (e.name === 'NoSuchBucket') return false;
+  return e.name === 'NoSuchKey' || e.name === 'NotFound' || statusOf(e) === 404;
+}
+
+const CREDENTIAL_HINTS: Readonly<Record<string, string>> = Object.freeze({
+  InvalidAccessKeyId: 'the access key id is not known to this server',
+  SignatureDoesNotMatch: 'the secret access key does not match the access key id (or the region is wrong)',
+  AccessDenied: 'the credentials are not allowed to list this bucket (s3:ListBucket), or are not valid here',
+});

@@ -1,0 +1,188 @@
+// One BlockStore contract, every engine: memory, filesystem (a temp dir) and s3 (a private s3rver,
+// or DITTOFS_TEST_S3_ENDPOINT). Engine-specific behaviour (S3 errors, outages) is in <engine>.test.ts.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { startS3, type S3TestServer } from '../../../test/helpers/s3.js';
+import { FilesystemBlockStore } from './filesystem.js';
+import { MemoryBlockStore } from './memory.js';
+import { S3BlockStore } from './s3.js';
+import type { BlockStore } from './store.js';
+
+const MiB = 1024 * 1024;
+
+/** Byte equality without assert.deepEqual's element-by-element diff of megabytes on failure. */
+function sameBytes(actual: Buffer | null, expected: Buffer, what = 'bytes'): void {
+  assert.ok(actual !== null, `${what}: got null, expected ${expected.length} bytes`);
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  if (actual.equals(expected)) return;
+  const at = actual.findIndex((b, i) => b !== expected[i]);
+  assert.equal(at, -1, `${what}: first difference at byte ${at}`);
+}
+
+interface Engine {
+  kind: string;
+  /** Whether a new instance over the same backing sees what an earlier one wrote. */
+  persistent: boolean;
+  setup(): Promise<void>;
+  /** A new, unopened instance over the engine's backing (a directory, a bucket). */
+  create(): BlockStore;
+  teardown(): Promise<void>;
+}
+
+function memoryEngine(): Engine {
+  return { kind: 'memory', persistent: false, setup: async () => {}, create: () => new MemoryBlockStore(), teardown: async () => {} };
+}
+
+function filesystemEngine(): Engine {
+  let dir = '';
+  return {
+    kind: 'filesystem',
+    persistent: true,
+    async setup() {
+      dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-blocks-'));
+    },
+    create: () => new FilesystemBlockStore(dir),
+    async teardown() {
+      if (dir !== '') await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function s3Engine(): Engine {
+  let s3: S3TestServer | undefined;
+  return {
+    kind: 's3',
+    persistent: true,
+    async setup() {
+      s3 = await startS3();
+    },
+    create() {
+      if (s3 === undefined) throw new Error('no S3 server (see the before hook)');
+      return new S3BlockStore(s3.storeOptions({ prefix: 'conformance' }));
+    },
+    async teardown() {
+      await s3?.close();
+    },
+  };
+}
+
+for (const engine of [memoryEngine(), filesystemEngine(), s3Engine()]) {
+  describe(`BlockStore conformance: ${engine.kind}`, () => {
+    let store: BlockStore;
+    // Keys like the block service's (`share/inode/index-version-random`), fresh in every test, so
+    // that tests sharing one directory or bucket never see each other's objects.
+    let tests = 0;
+    let base = '';
+    const key = (name: string): string => `${base}/${name}`;
+    const opened: BlockStore[] = [];
+    const open = async (): Promise<BlockStore> => {
+      const s = engine.create();
+      await s.open();
+      opened.push(s);
+      return s;
+    };
+
+    before(() => engine.setup());
+    after(() => engine.teardown());
+    beforeEach(async () => {
+      base = `0000beef/${++tests}`;
+      store = await open();
+    });
+    afterEach(async () => {
+      for (const s of opened.splice(0)) await s.close();
+    });
+
+    it('reads back exactly the bytes written', async () => {
+      const data = randomBytes(100_000);
+      await store.put(key('1-0-a'), data);
+      sameBytes(await store.get(key('1-0-a')), data);
+      if (engine.persistent) {
+        await store.close();
+        const again = await open();
+        sameBytes(await again.get(key('1-0-a')), data, 'a new instance over the same backing sees the object');
+      }
+    });
+
+    it('returns null for a missing key, with or without a range', async () => {
+      assert.equal(await store.get(key('missing')), null);
+      assert.equal(await store.get(key('missing'), 10), null);
+      assert.equal(await store.get(key('missing'), 0, 100), null);
+      assert.equal(await store.get(key('missing'), 0, 0), null);
+    });
+
+    it('reads ranges: inside, to the end, past the end, and empty', async () => {
+      const data = randomBytes(10_000);
+      await store.put(key('r'), data);
+      sameBytes(await store.get(key('r'), 1000, 500), data.subarray(1000, 1500));
+      sameBytes(await store.get(key('r'), 0, 1), data.subarray(0, 1));
+      sameBytes(await store.get(key('r'), 9999, 1), data.subarray(9999));
+      sameBytes(await store.get(key('r'), 4000), data.subarray(4000), 'offset without length reads to the end');
+      sameBytes(await store.get(key('r'), 9000, 5000), data.subarray(9000), 'a range past the end gives fewer bytes');
+      sameBytes(await store.get(key('r'), 10_000, 10), Buffer.alloc(0), 'a range starting at the end is empty');
+      sameBytes(await store.get(key('r'), 20_000, 10), Buffer.alloc(0), 'a range starting past the end is empty');
+      sameBytes(await store.get(key('r'), 500, 0), Buffer.alloc(0), 'length 0 of an object that exists is empty, not null');
+    });
+
+    it('overwriting a key replaces the whole object, a longer one by a shorter one too', async () => {
+      await store.put(key('o'), Buffer.alloc(5000, 1));
+      await store.put(key('o'), Buffer.alloc(100, 2));
+      sameBytes(await store.get(key('o')), Buffer.alloc(100, 2));
+      await store.put(key('o'), Buffer.alloc(300, 3));
+      sameBytes(await store.get(key('o'), 250, 100), Buffer.alloc(50, 3));
+    });
+
+    it('deletes objects; deleting a missing key, or twice, is not an error', async () => {
+      await store.put(key('d'), Buffer.from('gone soon'));
+      await store.put(key('keep'), Buffer.from('stays'));
+      await store.delete(key('d'));
+      assert.equal(await store.get(key('d')), null);
+      await store.delete(key('d'));
+      await store.delete(key('never-written'));
+      sameBytes(await store.get(key('keep')), Buffer.from('stays'), 'a delete touches only its own key');
+    });
+
+    it('keeps keys in nested "directories" apart', async () => {
+      const names = ['7/0-1-aa', '7/0-2-bb', '7/1-1-cc', '8/0-1-dd'];
+      await Promise.all(names.map((n) => store.put(key(n), Buffer.from(n))));
+      for (const n of names) sameBytes(await store.get(key(n)), Buffer.from(n));
+    });
+
+    it('stores an empty object (present, zero bytes, not null)', async () => {
+      await store.put(key('empty'), Buffer.alloc(0));
+      sameBytes(await store.get(key('empty')), Buffer.alloc(0));
+      // Not a ranged read here: s3rver answers a ranged GET of an empty object with a body shorter
+      // than its Content-Length (a bug of s3rver 3.7.1; AWS answers 416 or 200, both handled).
+    });
+
+    it('keeps what was written even when the caller reuses its buffer afterwards', async () => {
+      const data = Buffer.alloc(4096, 7);
+      await store.put(key('reuse'), data);
+      data.fill(9);
+      sameBytes(await store.get(key('reuse')), Buffer.alloc(4096, 7));
+    });
+
+    it('round-trips a large (8 MiB) object, whole and in ranges', async () => {
+      const data = randomBytes(8 * MiB);
+      await store.put(key('big'), data);
+      sameBytes(await store.get(key('big')), data);
+      sameBytes(await store.get(key('big'), 4 * MiB - 10, MiB), data.subarray(4 * MiB - 10, 5 * MiB - 10));
+    });
+
+    it('takes many parallel puts and reads each one back', async () => {
+      const objects = Array.from({ length: 64 }, (_, i) => ({ k: key(`p/${i}-1-x`), data: randomBytes(64 * 1024 + i) }));
+      await Promise.all(objects.map((o) => store.put(o.k, o.data)));
+      const back = await Promise.all(objects.map((o) => store.get(o.k)));
+      objects.forEach((o, i) => sameBytes(back[i] ?? null, o.data, `object ${i}`));
+    });
+
+    it('reports a sane capacity', async () => {
+      const c = await store.capacity();
+      assert.ok(Number.isSafeInteger(c.totalBytes) && c.totalBytes > 0, `total ${c.totalBytes}`);
+      assert.ok(Number.isSafeInteger(c.freeBytes) && c.freeBytes >= 0 && c.freeBytes <= c.totalBytes, `free ${c.freeBytes}`);
+    });
+  });
+}

@@ -1,0 +1,258 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { MemoryMetadataStore } from '../meta/memory.js';
+import { dirInit, fileInit } from '../testing/inodes.js';
+import { BlockCache } from './cache.js';
+import { MemoryBlockStore } from './memory.js';
+import { BlockService } from './service.js';
+import { FileWal, REC_HEADER, SEG_HEADER, type ReplayRecord } from './wal.js';
+
+const BS = 4096;
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tmp(): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'dittofs-wal-'));
+  dirs.push(d);
+  return d;
+}
+
+/**
+ * One "process": a WAL in `dir` and a block service over shared metadata and block stores. A crash
+ * is simulated by abandoning an instance without closing it and opening a new one on the same dir.
+ */
+async function boot(
+  dir: string,
+  meta: MemoryMetadataStore,
+  store: MemoryBlockStore,
+  opts: { maxBytes?: number; segmentBytes?: number } = {},
+) {
+  const { wal, records, report } = await FileWal.open(dir, {
+    maxBytes: opts.maxBytes ?? 64 * BS,
+    segmentBytes: opts.segmentBytes ?? 16 * BS,
+  });
+  const svc = new BlockService(store, meta, {
+    shareId: 7,
+    keyPrefix: 't',
+    blockSize: BS,
+    wal,
+    cache: new BlockCache(16 * BS),
+    idleFlushMs: 3_600_000,
+    maxWriteWaitMs: 10_000,
+  });
+  const replayed = await svc.replay(records.filter((r: ReplayRecord) => r.share === 7));
+  wal.tidy();
+  return { wal, svc, records, report, replayed };
+}
+
+let n = 0;
+async function mkfile(meta: MemoryMetadataStore): Promise<number> {
+  const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+  return (await meta.create(root.id, Buffer.from(`f${n++}`), fileInit(), { sec: 1, nsec: 0 })).id;
+}
+
+const segments = (dir: string): string[] =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith('.log'))
+    .sort();
+
+describe('WAL: crash and replay', () => {
+  it('replays writes and truncates in order after a crash: data, holes and sizes come back exactly', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const ino = await mkfile(meta);
+    const model = Buffer.alloc(5 * BS);
+    const put = async (off: number, data: Buffer): Promise<void> => {
+      await a.svc.write(ino, off, data);
+      data.copy(model, off);
+    };
+    await put(0, randomBytes(BS + 100)); // block 0 complete: uploaded at once
+    await put(3 * BS + 10, randomBytes(300));
+    await put(2 * BS - 50, randomBytes(100)); // straddles blocks 1 and 2
+    await a.svc.truncate(ino, 3 * BS + 200); // cuts the tail of the write at 3*BS+10
+    model.fill(0, 3 * BS + 200);
+    await put(4 * BS, randomBytes(64)); // grows the file again past the cut: zeros in between
+    await a.svc.commit(ino);
+    // crash: `a` is abandoned, its file size never reached the metadata store
+    const b = await boot(dir, meta, store);
+    assert.equal(b.report.corruptRecords.length, 0);
+    assert.ok(b.replayed.writes >= 4, JSON.stringify(b.replayed));
+    const size = (await meta.getInode(ino))!.size;
+    assert.equal(size, 4 * BS + 64, 'the size follows the log: the truncate, then the write that grew the file');
+    assert.deepEqual(await b.svc.read(ino, 0, size, size), model.subarray(0, size));
+    await b.svc.flush(ino);
+    await b.svc.close();
+    await b.wal.close();
+    // everything is in the block store now: a third start replays nothing for this file
+    const c = await boot(dir, meta, store);
+    assert.equal(c.replayed.writes, 0);
+    assert.deepEqual(await c.svc.read(ino, 0, size, size), model.subarray(0, size));
+    await c.wal.close();
+  });
+
+  it('drops records of files deleted before the crash', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+    const ino = (await meta.create(root.id, Buffer.from('gone'), fileInit(), { sec: 1, nsec: 0 })).id;
+    await a.svc.write(ino, 0, Buffer.from('short-lived'));
+    await a.svc.commit(ino);
+    await meta.remove(root.id, Buffer.from('gone'), false, { sec: 2, nsec: 0 });
+    const b = await boot(dir, meta, store);
+    assert.equal(b.replayed.dropped, 1);
+    assert.equal(store.size, 0);
+    await b.wal.close();
+  });
+
+  it('cuts a torn tail and keeps every complete record before it', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, Buffer.from('complete record'));
+    await a.svc.commit(ino);
+    const last = path.join(dir, segments(dir).at(-1)!);
+    const before = readFileSync(last).length;
+    // a record header whose data never made it: the crash interrupted the append
+    const partial = readFileSync(last).subarray(SEG_HEADER, SEG_HEADER + REC_HEADER);
+    appendFileSync(last, Buffer.concat([partial, Buffer.from('few')]));
+    const b = await boot(dir, meta, store);
+    assert.equal(b.report.tornBytes, REC_HEADER + 3);
+    assert.equal(b.report.corruptRecords.length + b.report.corruptRanges.length, 0);
+    assert.equal(readFileSync(last).length, before, 'the torn tail is cut from the segment');
+    assert.equal((await b.svc.read(ino, 0, 15, 15)).toString(), 'complete record');
+    await b.wal.close();
+  });
+
+  it('reports a record whose data fails its CRC, never serves it, and keeps the rest', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, Buffer.from('AAAAAAAA'));
+    await a.svc.write(ino, 100, Buffer.from('BBBBBBBB')); // this one gets corrupted
+    await a.svc.write(ino, 200, Buffer.from('CCCCCCCC'));
+    await a.svc.commit(ino);
+    const seg = path.join(dir, segments(dir).at(-1)!);
+    const bytes = readFileSync(seg);
+    const at = bytes.indexOf('BBBBBBBB');
+    bytes.writeUInt8(bytes.readUInt8(at + 3) ^ 0x20, at + 3); // "BBBbBBBB"
+    writeFileSync(seg, bytes);
+    const b = await boot(dir, meta, store);
+    assert.equal(b.report.corruptRecords.length, 1);
+    assert.deepEqual(
+      { inode: b.report.corruptRecords[0]!.inode, offset: b.report.corruptRecords[0]!.offset, length: b.report.corruptRecords[0]!.length },
+      { inode: ino, offset: 100, length: 8 },
+    );
+    const got = await b.svc.read(ino, 0, 208, 208);
+    assert.equal(got.subarray(0, 8).toString(), 'AAAAAAAA');
+    assert.equal(got.subarray(200, 208).toString(), 'CCCCCCCC');
+    assert.ok(!got.includes('BBBbBBBB'), 'the corrupt bytes are never served');
+    assert.deepEqual(got.subarray(100, 108), Buffer.alloc(8), 'the range keeps its older content (a hole)');
+    await b.wal.close();
+  });
+
+  it('skips a record whose header is damaged, reports the range, and replays the records after it', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, Buffer.from('first'));
+    await a.svc.write(ino, 10, Buffer.from('second'));
+    await a.svc.write(ino, 20, Buffer.from('third'));
+    await a.svc.commit(ino);
+    const seg = path.join(dir, segments(dir).at(-1)!);
+    const bytes = readFileSync(seg);
+    const second = bytes.indexOf('second') - REC_HEADER;
+    bytes.writeUInt8(bytes.readUInt8(second + 20) ^ 0xff, second + 20); // inside the header: its CRC no longer matches
+    writeFileSync(seg, bytes);
+    const b = await boot(dir, meta, store);
+    assert.equal(b.report.corruptRanges.length, 1);
+    assert.equal(b.report.corruptRanges[0]!.from, second);
+    const got = await b.svc.read(ino, 0, 25, 25);
+    assert.equal(got.subarray(0, 5).toString(), 'first');
+    assert.equal(got.subarray(20, 25).toString(), 'third');
+    assert.deepEqual(got.subarray(10, 16), Buffer.alloc(6));
+    await b.wal.close();
+  });
+});
+
+describe('WAL: space', () => {
+  it('retires segments once their data is in the block store, oldest first', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store, { segmentBytes: 4 * BS });
+    const ino = await mkfile(meta);
+    for (let i = 0; i < 16; i++) await a.svc.write(ino, i * BS, randomBytes(BS));
+    assert.ok(segments(dir).length >= 1);
+    await a.svc.flush(ino);
+    for (let i = 0; i < 50 && segments(dir).length > 1; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(segments(dir).length, 1, 'only the active segment is left');
+    assert.ok(a.wal.usedBytes < 4 * BS + 2 * REC_HEADER * 16);
+    await a.wal.close();
+  });
+
+  it('makes writers wait while the WAL is full and the block store is stalled; nothing is lost', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    class Stalled extends MemoryBlockStore {
+      unstall!: () => void;
+      readonly gate = new Promise<void>((r) => (this.unstall = r));
+      override async put(key: string, data: Buffer): Promise<void> {
+        await this.gate;
+        return super.put(key, data);
+      }
+    }
+    const store = new Stalled();
+    const a = await boot(dir, meta, store, { maxBytes: 8 * BS, segmentBytes: 2 * BS });
+    const ino = await mkfile(meta);
+    const data = randomBytes(24 * BS);
+    let written = 0;
+    const writer = (async () => {
+      for (let i = 0; i < 24; i++) {
+        await a.svc.write(ino, i * BS, data.subarray(i * BS, (i + 1) * BS));
+        written++;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(written < 24, `writers wait while the block store is stalled (${written} of 24 written)`);
+    assert.ok(written >= 6, `writes proceed until the WAL is full (${written})`);
+    store.unstall();
+    await writer;
+    await a.svc.flush(ino);
+    assert.deepEqual(await a.svc.read(ino, 0, data.length, data.length), data);
+    await a.wal.close();
+  });
+
+  it('group commit: one fsync covers many concurrent COMMITs', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store, { maxBytes: 1 << 24, segmentBytes: 1 << 22 });
+    const ino = await mkfile(meta);
+    const base = a.wal.syncs;
+    await Promise.all(
+      Array.from({ length: 64 }, async (_, i) => {
+        await a.svc.write(ino, i * 512, randomBytes(512));
+        await a.svc.commit(ino);
+      }),
+    );
+    const syncs = a.wal.syncs - base;
+    assert.ok(syncs >= 1 && syncs < 32, `${syncs} fsync rounds for 64 COMMITs`);
+    await a.wal.close();
+  });
+});
