@@ -1175,3 +1175,45 @@ describe('suggestions', () => {
     assert.equal(suggest('xyz', ['port', 'bind']), undefined);
   });
 });
+
+describe('config/examples', () => {
+  const dir = path.join(REPO_ROOT, 'config', 'examples');
+  // The secrets the examples say to set in the environment.
+  const PG_URL = { DITTOFS_METADATA__STORES__PG__URL: 'postgres://dittofs:pw@db.internal:5432/dittofs' };
+  const S3_SECRET = { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: 'not-a-real-secret' };
+  const want: Record<string, { env: Record<string, string>; meta: string[]; blocks: string[]; shares: string[] }> = {
+    'embedded-filesystem.yaml': { env: {}, meta: ['embedded'], blocks: ['filesystem'], shares: ['/export'] },
+    'embedded-s3.yaml': { env: {}, meta: ['embedded'], blocks: ['s3'], shares: ['/export'] },
+    'memory.yaml': { env: {}, meta: ['memory'], blocks: ['memory'], shares: ['/export'] },
+    'postgres-filesystem-shares.yaml': {
+      env: PG_URL,
+      meta: ['postgres', 'memory'],
+      blocks: ['filesystem', 'memory'],
+      shares: ['/home', '/projects', '/scratch'],
+    },
+    'postgres-s3.yaml': { env: { ...PG_URL, ...S3_SECRET }, meta: ['postgres'], blocks: ['s3'], shares: ['/export'] },
+  };
+
+  it('holds exactly the documented combinations', async () => {
+    const { readdir } = await import('node:fs/promises');
+    assert.deepEqual((await readdir(dir)).sort(), Object.keys(want).sort());
+  });
+
+  for (const [file, w] of Object.entries(want)) {
+    it(`${file} validates and configures what its name says`, async () => {
+      const c = parseConfig(await readFile(path.join(dir, file), 'utf8'), w.env, file, { cwd: CWD });
+      assert.deepEqual(
+        Object.values(c.metadata.stores).map((s) => s.type),
+        w.meta,
+      );
+      assert.deepEqual(
+        Object.values(c.blocks.stores).map((s) => s.type),
+        w.blocks,
+      );
+      assert.deepEqual(
+        c.shares.map((s) => s.name),
+        w.shares,
+      );
+    });
+  }
+});
