@@ -230,6 +230,10 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
 
     await replayWal(wal.records, services, log);
     if (wal.wal instanceof FileWal) wal.wal.tidy();
+    // In the background: objects a crash left unreferenced (older than 10 minutes); hourly after.
+    for (const { name, data } of services.values()) {
+      data.collectGarbage().catch((err: unknown) => log.warn({ err, share: name }, 'block garbage collection failed'));
+    }
 
     const nfs = new Nfs3Program(fileService, log, config.adapters.nfs.max_record_size);
     const mount = new MountProgram(fileService, log);

@@ -2,9 +2,9 @@
 // temporary name, are fsynced, then renamed into place, so a crash never leaves a torn object.
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, rename, rm, statfs, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { BlockStore, BlockStoreCapacity } from './store.js';
+import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 async function syncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
@@ -100,6 +100,33 @@ export class FilesystemBlockStore implements BlockStore {
       await unlink(this.pathOf(key));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+
+  /** Walks the directories under the prefix (the `.tmp` area of unfinished writes excluded). */
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    const slash = prefix.lastIndexOf('/');
+    const base = slash < 0 ? '' : prefix.slice(0, slash);
+    const stack: string[] = [base];
+    while (stack.length > 0) {
+      const rel = stack.pop()!;
+      let entries;
+      try {
+        entries = await readdir(path.join(this.root, rel), { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      for (const e of entries) {
+        const key = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (rel === '' && e.name === '.tmp') continue;
+        if (e.isDirectory()) {
+          if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) stack.push(key);
+        } else if (e.isFile() && key.startsWith(prefix)) {
+          const st = await stat(path.join(this.root, key)).catch(() => null);
+          if (st) yield { key, modifiedMs: st.mtimeMs };
+        }
+      }
     }
   }
 

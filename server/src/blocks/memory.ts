@@ -1,9 +1,10 @@
 // The `memory` block engine: objects in process memory, for tests and throwaway shares.
-import type { BlockStore, BlockStoreCapacity } from './store.js';
+import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 export class MemoryBlockStore implements BlockStore {
   readonly kind = 'memory';
   private objects = new Map<string, Buffer>();
+  private written = new Map<string, number>();
   private bytes = 0;
 
   async open(): Promise<void> {}
@@ -16,6 +17,7 @@ export class MemoryBlockStore implements BlockStore {
     const prev = this.objects.get(key);
     if (prev) this.bytes -= prev.length;
     this.objects.set(key, Buffer.from(data));
+    this.written.set(key, Date.now());
     this.bytes += data.length;
   }
 
@@ -31,7 +33,12 @@ export class MemoryBlockStore implements BlockStore {
     if (prev) {
       this.bytes -= prev.length;
       this.objects.delete(key);
+      this.written.delete(key);
     }
+  }
+
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    for (const key of [...this.objects.keys()]) if (key.startsWith(prefix)) yield { key, modifiedMs: this.written.get(key) };
   }
 
   async capacity(): Promise<BlockStoreCapacity> {

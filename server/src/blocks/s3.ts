@@ -9,12 +9,13 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  paginateListObjectsV2,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import type { BlockStore, BlockStoreCapacity } from './store.js';
+import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 export const DEFAULT_S3_REGION = 'us-east-1';
 export const DEFAULT_S3_REQUEST_TIMEOUT_MS = 30_000;
@@ -276,6 +277,20 @@ export class S3BlockStore implements BlockStore {
       // 416: the object exists but is shorter than `offset`, so nothing is there to read.
       if (e.name === 'InvalidRange' || statusOf(e) === 416) return Buffer.alloc(0);
       throw this.requestError('GET', Key, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    const Prefix = this.prefix + prefix;
+    try {
+      for await (const page of paginateListObjectsV2({ client: this.client }, { Bucket: this.bucket, Prefix })) {
+        for (const o of page.Contents ?? []) {
+          if (o.Key === undefined || !o.Key.startsWith(this.prefix)) continue;
+          yield { key: o.Key.slice(this.prefix.length), modifiedMs: o.LastModified?.getTime() };
+        }
+      }
+    } catch (err) {
+      throw this.requestError('LIST', Prefix, err);
     }
   }
 

@@ -284,3 +284,66 @@ describe('block service under upload delays and failures', () => {
     await svc.close();
   });
 });
+
+describe('block garbage collection', () => {
+  it('deletes unreferenced versions and blocks of files deleted before their blocks were freed, nothing else', async () => {
+    const { meta, store, svc } = await setup();
+    const live = await mkfile(meta);
+    await svc.write(live, 0, Buffer.alloc(BS, 1));
+    await svc.flush(live);
+    const [ref] = await meta.getBlocks(live, 0, 1);
+    // A version uploaded but never switched in (a crash between the two), and a foreign object.
+    await store.put(`t/${live}/0-9-deadbeef`, Buffer.alloc(10));
+    await store.put('t/not-a-block-key', Buffer.alloc(10));
+    // A file whose entry was removed but whose blocks were never freed (a crash in between).
+    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+    const dead = (await meta.create(root.id, Buffer.from('dead'), fileInit(), { sec: 1, nsec: 0 })).id;
+    await svc.write(dead, 0, Buffer.alloc(2 * BS, 2));
+    await svc.flush(dead);
+    await meta.remove(root.id, Buffer.from('dead'), false, { sec: 2, nsec: 0 });
+    assert.equal((await meta.getBlocks(dead, 0, 10)).length, 2);
+
+    assert.equal((await svc.collectGarbage(60_000)).deleted, 0, 'young objects are left alone');
+    const r = await svc.collectGarbage(0);
+    assert.equal(r.deadFiles, 1);
+    assert.equal(r.deleted, 3, 'the stray version and the two blocks of the dead file');
+    assert.equal((await meta.getBlocks(dead, 0, 10)).length, 0, 'the dead file rows are gone');
+    assert.notEqual(await store.get(ref!.key), null, 'the live block stays');
+    assert.notEqual(await store.get('t/not-a-block-key'), null, 'keys that are not ours stay');
+    assert.equal(store.size, 2);
+    await svc.close();
+  });
+
+  it('never deletes an upload whose object is stored but whose row is not switched yet', async () => {
+    /** Stores the object, then holds put() open: the window between the upload and the row switch. */
+    class SlowSwitch extends MemoryBlockStore {
+      stored!: () => void;
+      readonly storedP = new Promise<void>((r) => (this.stored = r));
+      go!: () => void;
+      readonly gate = new Promise<void>((r) => (this.go = r));
+      override async put(key: string, data: Buffer): Promise<void> {
+        await super.put(key, data);
+        this.stored();
+        await this.gate;
+      }
+    }
+    const meta = new MemoryMetadataStore();
+    const store = new SlowSwitch();
+    const svc = new BlockService(store, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: new MemoryWal(64 * BS),
+      cache: new BlockCache(8 * BS),
+    });
+    const ino = await mkfile(meta);
+    await svc.write(ino, 0, Buffer.alloc(BS, 5)); // a full block: its upload starts at once
+    await store.storedP;
+    const r = await svc.collectGarbage(0);
+    assert.deepEqual({ scanned: r.scanned, deleted: r.deleted }, { scanned: 1, deleted: 0 });
+    store.go();
+    await svc.flush(ino);
+    assert.deepEqual(await store.get((await meta.getBlocks(ino, 0, 1))[0]!.key), Buffer.alloc(BS, 5));
+    await svc.close();
+  });
+});

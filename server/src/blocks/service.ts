@@ -108,10 +108,22 @@ export interface BlockServiceOptions {
   idleFlushMs?: number;
   /** How long a writer waits for WAL room before the write is refused with JUKEBOX (ms). */
   maxWriteWaitMs?: number;
+  /** Garbage collection of unreferenced objects runs this often (ms; 0 = only when called). */
+  gcIntervalMs?: number;
   log?: Logger;
 }
 
 const MISSING = 'DITTOFS_BLOCK_MISSING';
+
+/** The part of an object key after the share prefix: `INODE/INDEX-VERSION-RANDOM`. */
+const KEY_RE = /^(\d+)\/(\d+)-\d+-[0-9a-f]+$/;
+
+export interface GcResult {
+  scanned: number;
+  deleted: number;
+  /** Files deleted before their blocks were freed (a crash in between): their rows are dropped too. */
+  deadFiles: number;
+}
 
 export class BlockService {
   readonly blockSize: number;
@@ -126,6 +138,10 @@ export class BlockService {
   private closed = false;
   /** Upload failures since start (for metrics and logs). */
   uploadFailures = 0;
+  /** Keys being uploaded whose `blocks` row is not committed yet: garbage collection skips them. */
+  private readonly uploading = new Set<string>();
+  private readonly gcTimer: NodeJS.Timeout | null;
+  private gcRunning: Promise<GcResult> | null = null;
 
   constructor(
     private readonly store: BlockStore,
@@ -137,6 +153,9 @@ export class BlockService {
     const idle = opts.idleFlushMs ?? 5000;
     this.timer = setInterval(() => this.flushIdle(idle), Math.max(250, Math.floor(idle / 2)));
     this.timer.unref();
+    const gcEvery = opts.gcIntervalMs ?? 3_600_000;
+    this.gcTimer = gcEvery > 0 ? setInterval(() => void this.collectGarbage().catch(() => undefined), gcEvery) : null;
+    this.gcTimer?.unref();
   }
 
   private state(inodeId: number, index: number): BlockState {
@@ -314,6 +333,7 @@ export class BlockService {
   private async upload(inodeId: number, index: number, s: BlockState, v: BlockVersion): Promise<Error | null> {
     let replaced: BlockRef | null = null;
     let error: Error | null = null;
+    let uploadingKey: string | null = null;
     try {
       const limit = this.limits.get(inodeId);
       if (limit !== undefined) clip(v, Math.max(0, limit - index * this.blockSize));
@@ -334,6 +354,8 @@ export class BlockService {
       await this.materialize(v, 0, length, content, 0);
       const version = (prev?.version ?? 0) + 1;
       const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
+      this.uploading.add(key);
+      uploadingKey = key;
       await this.store.put(key, content);
       if (this.freed.has(inodeId)) {
         await this.store.delete(key);
@@ -362,6 +384,7 @@ export class BlockService {
       }
       return error;
     } finally {
+      if (uploadingKey !== null) this.uploading.delete(uploadingKey);
       const at = s.inflight.indexOf(v);
       if (at >= 0) s.inflight.splice(at, 1);
       const limit = this.limits.get(inodeId);
@@ -624,6 +647,65 @@ export class BlockService {
   }
 
   /**
+   * Deletes this share's objects that nothing refers to: versions a crash left behind between
+   * their upload and the switch of their `blocks` row (or between the switch and the deletion of
+   * the version it replaced), and blocks of files deleted before their blocks were freed. Objects
+   * younger than `graceMs` and uploads in progress are left alone. One run at a time.
+   */
+  collectGarbage(graceMs = 10 * 60_000): Promise<GcResult> {
+    this.gcRunning ??= this.gcOnce(graceMs).finally(() => (this.gcRunning = null));
+    return this.gcRunning;
+  }
+
+  private async gcOnce(graceMs: number): Promise<GcResult> {
+    const prefix = `${this.opts.keyPrefix}/`;
+    const started = Date.now();
+    const alive = new Map<number, boolean>();
+    const r: GcResult = { scanned: 0, deleted: 0, deadFiles: 0 };
+    const gone = new Set<string>();
+    try {
+      for await (const o of this.store.list(prefix)) {
+        if (this.closed) break;
+        r.scanned++;
+        // Checked before the row is read: an upload that is not in this set any more has either
+        // committed its row or failed.
+        if (this.uploading.has(o.key)) continue;
+        if (o.modifiedMs !== undefined && started - o.modifiedMs < graceMs) continue;
+        const m = KEY_RE.exec(o.key.slice(prefix.length));
+        if (!m) continue; // not a block object of ours: never touched
+        const inodeId = Number(m[1]);
+        const index = Number(m[2]);
+        if (this.freed.has(inodeId)) continue;
+        let live = alive.get(inodeId);
+        if (live === undefined) {
+          live = this.files.has(inodeId) || (await this.meta.getInode(inodeId)) !== null;
+          alive.set(inodeId, live);
+          if (!live) {
+            r.deadFiles++;
+            const refs = await this.meta.dropBlocks(inodeId, 0);
+            await this.deleteObjects(refs);
+            for (const x of refs) gone.add(x.key);
+            r.deleted += refs.length;
+          }
+        }
+        if (gone.has(o.key)) continue;
+        if (live) {
+          const [ref] = await this.meta.getBlocks(inodeId, index, index + 1);
+          if (ref?.key === o.key) continue;
+        }
+        this.opts.cache.delete(o.key);
+        await this.store.delete(o.key);
+        r.deleted++;
+      }
+    } catch (err) {
+      this.opts.log?.warn({ err, ...r }, 'block garbage collection stopped early; it runs again later');
+      return r;
+    }
+    if (r.deleted > 0) this.opts.log?.info({ ...r, ms: Date.now() - started }, 'unreferenced block objects deleted');
+    return r;
+  }
+
+  /**
    * Stops the idle flusher and waits for uploads in flight. Dirty data stays in a persistent WAL
    * (replayed at the next start); without one it is uploaded now.
    */
@@ -631,6 +713,8 @@ export class BlockService {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    if (this.gcTimer) clearInterval(this.gcTimer);
+    await this.gcRunning;
     if (!this.wal.persistent) {
       await this.flushAll();
       return;

@@ -151,6 +151,24 @@ for (const engine of [memoryEngine(), filesystemEngine(), s3Engine()]) {
       for (const n of names) sameBytes(await store.get(key(n)), Buffer.from(n));
     });
 
+    it('lists exactly the objects under a prefix, with plausible write times', async () => {
+      const names = ['7/0-1-aa', '7/0-2-bb', '7/1-1-cc', '8/0-1-dd', '70/0-1-ee'];
+      const t0 = Date.now();
+      await Promise.all(names.map((n) => store.put(key(n), Buffer.from(n))));
+      await store.delete(key('7/0-1-aa'));
+      const listed = async (prefix: string) => {
+        const out: string[] = [];
+        for await (const o of store.list(prefix)) {
+          out.push(o.key);
+          if (o.modifiedMs !== undefined) assert.ok(Math.abs(o.modifiedMs - t0) < 120_000, `modifiedMs of ${o.key}`);
+        }
+        return out.sort();
+      };
+      assert.deepEqual(await listed(key('7/')), [key('7/0-2-bb'), key('7/1-1-cc')]);
+      assert.deepEqual(await listed(`${base}/`), [key('70/0-1-ee'), key('7/0-2-bb'), key('7/1-1-cc'), key('8/0-1-dd')].sort());
+      assert.deepEqual(await listed(key('9/')), []);
+    });
+
     it('stores an empty object (present, zero bytes, not null)', async () => {
       await store.put(key('empty'), Buffer.alloc(0));
       sameBytes(await store.get(key('empty')), Buffer.alloc(0));

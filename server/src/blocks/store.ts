@@ -17,4 +17,15 @@ export interface BlockStore {
   /** Deletes an object; deleting a missing key is not an error. */
   delete(key: string): Promise<void>;
   capacity(): Promise<BlockStoreCapacity>;
+  /**
+   * Every object whose key starts with `prefix`, in no particular order, with the time it was
+   * written (ms since the epoch) where the engine knows it. For garbage collection.
+   */
+  list(prefix: string): AsyncIterable<StoredObject>;
+}
+
+export interface StoredObject {
+  key: string;
+  /** When the object was written (ms since the epoch); undefined if the engine cannot tell. */
+  modifiedMs?: number;
 }
