@@ -5,8 +5,9 @@ SHELL := /bin/bash
 NODE_TEST := node --import tsx --test --test-reporter=spec
 UNIT_TESTS = $(shell find server/src operator/src -name '*.test.ts' 2>/dev/null | sort)
 E2E_TESTS = $(shell find test/e2e -name '*.test.ts' 2>/dev/null | sort)
+FAULT_TESTS = $(shell find test/fault -name '*.test.ts' 2>/dev/null | sort)
 
-.PHONY: help deps deps-test build run test test-unit test-e2e lint format bench clean typecheck
+.PHONY: help deps deps-test build run test test-unit test-e2e test-fault lint format bench clean typecheck
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,14 +30,17 @@ run: build ## Build and start the server on the embedded default (NFS 12049, API
 	hack/install-deps.sh run
 	node server/dist/cli/dittofs.js start $(if $(CONFIG),--config $(CONFIG),)
 
-test: deps-test build typecheck ## Run every test: unit, then end-to-end with real clients
-	$(NODE_TEST) $(UNIT_TESTS) $(E2E_TESTS)
+test: deps-test build typecheck ## Run every test: unit, end-to-end with real clients, fault injection
+	$(NODE_TEST) $(UNIT_TESTS) $(E2E_TESTS) $(FAULT_TESTS)
 
 test-unit: deps build ## Unit tests only
 	$(NODE_TEST) $(UNIT_TESTS)
 
 test-e2e: deps-test build ## End-to-end tests with real NFS clients (libnfs, Linux kernel in QEMU)
 	$(NODE_TEST) $(E2E_TESTS)
+
+test-fault: deps-test build ## Fault injection: SIGKILL of the server under writes, PostgreSQL restarts
+	$(NODE_TEST) $(FAULT_TESTS)
 
 lint: deps ## ESLint (type-checked rules) and Prettier
 	npx eslint .
@@ -46,6 +50,7 @@ format: deps ## Rewrite files with Prettier
 	npx prettier --write .
 
 bench: deps build ## Benchmarks against nfs-ganesha in the same run (not a test)
+	hack/install-deps.sh test
 	hack/install-deps.sh bench
 	npx tsx test/bench/run.ts $(BENCH_ARGS)
 

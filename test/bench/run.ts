@@ -1,52 +1,110 @@
 // Benchmark: DittoFS vs nfs-ganesha (FSAL VFS), both NFSv3 over TCP on 127.0.0.1, in one run.
 //
-//   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--only both|dittofs|ganesha] [--rounds N] [--json FILE]
+//   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--configs LIST] [--rounds N] [--json FILE]
 //
-// For each server, in turn (fresh server, fresh export):
-//   (a) sequential write: nfs-cp of an N MiB random file (generated once) to the export;
+// Configurations (--configs, comma-separated; default all three):
+//   ganesha      nfs-ganesha with FSAL VFS on a temporary directory (the reference);
+//   embedded-fs  DittoFS, embedded metadata + filesystem block store (the default configuration);
+//   postgres-s3  DittoFS, postgres metadata on a private PostgreSQL cluster + s3 block store on
+//                s3rver (path-style), both started once per run (backends.ts).
+// DittoFS keeps its WAL in the data dir in both. --only both|dittofs|ganesha is the old spelling
+// (dittofs = embedded-fs,postgres-s3).
+//
+// For each configuration, in turn (fresh server, fresh data dir, fresh schema and key prefix):
+//   (a) sequential write: nfs-cp of an N MiB random file (generated once) to the export; then, for
+//       DittoFS, the WAL drain time: from the end of the write until <data dir>/wal holds at most
+//       one segment file (at most 120 s), i.e. how long the block store upload lags behind;
 //   (b) sequential read: nfs-cp of that file back to local disk; sha256 must match, else we fail;
 //   (c) small files: create / stat / remove of --files empty files through test/bench/nfsclient.ts
-//       (one request outstanding; identical workload for both servers, see smallfiles.ts).
-// With --rounds N the whole sequence is repeated N times (server order alternating between rounds)
-// and the table shows the median of each figure.
+//       (one request outstanding; identical workload for every server, see smallfiles.ts).
+// With --rounds N the whole sequence is repeated N times (order reversed every other round) and
+// the table shows the median of each figure (peak RSS: the highest). Targets are printed, not asserted.
 // MiB/s = bytes / 2^20 / seconds, seconds being the wall time of the nfs-cp process (which
-// includes its MOUNT and connection setup, the same for both servers).
-// Needs root, libnfs-utils, nfs-ganesha, nfs-ganesha-vfs, rpcbind (hack/install-deps.sh bench) and,
-// unless --only ganesha, a built server (server/dist/cli/dittofs.js).
+// includes its MOUNT and connection setup, the same for every server).
+// Needs libnfs-utils and, for ganesha, root, nfs-ganesha, nfs-ganesha-vfs, rpcbind
+// (hack/install-deps.sh bench); for DittoFS a built server (server/dist/cli/dittofs.js); for
+// postgres-s3 PostgreSQL (hack/install-deps.sh test; hack/postgres/start.sh installs it if missing).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { DITTOFS_CLI, REPO_ROOT, freePort, startDittofs } from '../helpers/server.js';
+import {
+  EXPORT_PATH,
+  cleanRound,
+  needsBackends,
+  newRunId,
+  roundKeys,
+  roundPlace,
+  startBackends,
+  writeDittoConfig,
+  type Backends,
+  type DittoConfigName,
+  type RoundPlace,
+} from './backends.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 
 const MiB = 1024 * 1024;
 const GANESHA_START = path.join(REPO_ROOT, 'hack', 'ganesha', 'start.sh');
 const GANESHA_STOP = path.join(REPO_ROOT, 'hack', 'ganesha', 'stop.sh');
-const EXPORT_PATH = '/export';
+/** Longest wait for the WAL to drain after a write. */
+const DRAIN_LIMIT_MS = 120_000;
+/** WAL segment file names (server/src/blocks/wal.ts). */
+const WAL_SEGMENT_RE = /^wal-\d{16}\.log$/;
 
-type ServerKind = 'dittofs' | 'ganesha';
+/** Table order; runs go in this order too (reversed every other round). */
+const CONFIGS = ['ganesha', 'embedded-fs', 'postgres-s3'] as const;
+type ConfigName = (typeof CONFIGS)[number];
+const isDitto = (c: ConfigName): c is DittoConfigName => c !== 'ganesha';
+const LABEL: Record<ConfigName, string> = {
+  ganesha: 'ganesha',
+  'embedded-fs': 'DittoFS embedded-fs',
+  'postgres-s3': 'DittoFS postgres-s3',
+};
+
+/** Printed next to the table, never asserted. */
+const TARGETS = { minWriteRatio: 0.5, minReadRatio: 0.5, minPostgresCreates: 1000, maxPeakRssMiB: 400 };
 
 /** An expected failure (bad setup, data mismatch): reported without a stack trace. */
 class BenchError extends Error {}
-const LABEL: Record<ServerKind, string> = { dittofs: 'DittoFS', ganesha: 'ganesha' };
 
 interface Args {
   sizeMib: number;
   files: number;
-  only: 'both' | ServerKind;
+  configs: ConfigName[];
   rounds: number;
   json: string | undefined;
 }
 
+const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--configs LIST] [--rounds N] [--json FILE]
+  --size-mib N    size of the sequential write/read file (default 1024)
+  --files N       files to create / stat / remove (default 10000)
+  --configs LIST  comma-separated, from ${CONFIGS.join(', ')} (default: all)
+  --only WHICH    old spelling: both (= all), dittofs (= embedded-fs,postgres-s3) or ganesha
+  --rounds N      repeat everything N times; the table shows medians (default 1)
+  --json FILE     also write every figure to FILE`;
+
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
-  console.error('usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--only both|dittofs|ganesha] [--rounds N] [--json FILE]');
+  console.error(USAGE);
   process.exit(2);
+}
+
+function parseConfigs(list: string): ConfigName[] {
+  const names = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (names.length === 0) usage('--configs needs at least one configuration');
+  for (const n of names) {
+    if (!(CONFIGS as readonly string[]).includes(n))
+      usage(`unknown configuration ${JSON.stringify(n)} in --configs (known: ${CONFIGS.join(', ')})`);
+  }
+  return CONFIGS.filter((c) => names.includes(c));
 }
 
 function parseCli(): Args {
@@ -56,7 +114,8 @@ function parseCli(): Args {
       options: {
         'size-mib': { type: 'string', default: '1024' },
         files: { type: 'string', default: '10000' },
-        only: { type: 'string', default: 'both' },
+        configs: { type: 'string' },
+        only: { type: 'string' },
         rounds: { type: 'string', default: '1' },
         json: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -73,9 +132,16 @@ function parseCli(): Args {
   if (!Number.isInteger(files) || files < 1 || files > 10_000_000) usage(`--files must be an integer in 1..10000000`);
   const rounds = Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) usage(`--rounds must be an integer in 1..20`);
-  const only = values.only;
-  if (only !== 'both' && only !== 'dittofs' && only !== 'ganesha') usage(`--only must be both, dittofs or ganesha`);
-  return { sizeMib, files, only, rounds, json: values.json };
+  if (values.only !== undefined && values.configs !== undefined) usage('give --configs or --only (its old spelling), not both');
+  let configs: ConfigName[] = [...CONFIGS];
+  if (values.configs !== undefined) configs = parseConfigs(values.configs);
+  if (values.only !== undefined) {
+    const only = values.only;
+    if (only === 'dittofs') configs = ['embedded-fs', 'postgres-s3'];
+    else if (only === 'ganesha') configs = ['ganesha'];
+    else if (only !== 'both') usage(`--only must be both, dittofs or ganesha`);
+  }
+  return { sizeMib, files, configs, rounds, json: values.json };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,10 +313,16 @@ async function versionOf(cmd: string, args: string[], re: RegExp): Promise<strin
 // Servers
 
 interface Server {
-  kind: ServerKind;
+  config: ConfigName;
   nfsPort: number;
   mountPort: number;
   pid: number | undefined;
+  /** DittoFS only: its data directory (the WAL is in wal/ under it). */
+  dataDir?: string;
+  /** DittoFS only: where this round's data lives in PostgreSQL and S3. */
+  place?: RoundPlace;
+  /** DittoFS only: everything the server logged so far. */
+  output?: () => string;
   /** Why the server is no longer usable (it exited), or undefined while it runs. */
   gone: () => string | undefined;
   /** The last lines the server logged, for failure reports. */
@@ -305,58 +377,207 @@ async function startGanesha(workDir: string): Promise<Server> {
     );
   };
   const gone = () => (pid !== undefined && !processRunning(pid) ? `ganesha.nfsd (pid ${pid}) exited` : undefined);
-  return { kind: 'ganesha', nfsPort, mountPort, pid, gone, logTail, stop };
+  return { config: 'ganesha', nfsPort, mountPort, pid, gone, logTail, stop };
 }
 
-async function startDittoServer(): Promise<Server> {
-  const proc = await startDittofs();
-  const stop = defer('stop DittoFS', () => proc.stop());
-  const logTail = async () => lastLines(proc.output(), 20);
+/**
+ * Starts DittoFS on `config` with a YAML file in the work dir and a fresh data dir (and, for
+ * postgres-s3, a fresh schema and key prefix); stop() stops it and removes all of that.
+ */
+async function startDittoServer(config: DittoConfigName, round: number, workDir: string, backends: Backends | undefined): Promise<Server> {
+  const name = `${config}-r${round}`;
+  const dataDir = path.join(workDir, name);
+  await mkdir(dataDir);
+  const removeData = defer(`remove ${dataDir}`, () => rm(dataDir, { recursive: true, force: true }));
+  const place = backends ? roundPlace(config, backends, round) : {};
+  const cleanPlace = defer(`drop the data of ${name} in PostgreSQL / S3`, async () => {
+    if (!backends) return;
+    for (const p of await cleanRound(backends, place)) console.warn(`bench: warning: ${p}`);
+  });
+  const cleanAll = async () => {
+    await cleanPlace();
+    await removeData();
+  };
+  let proc;
+  try {
+    const configFile = await writeDittoConfig(workDir, name, config, dataDir, place, backends);
+    proc = await startDittofs({ configFile, dataDir });
+  } catch (e) {
+    await cleanAll().catch(() => {});
+    throw e;
+  }
+  const p = proc;
+  const stopProc = defer('stop DittoFS', () => p.stop());
+  const logTail = async () => lastLines(p.output(), 20);
   const gone = () => {
-    const { exitCode, signalCode } = proc.child;
+    const { exitCode, signalCode } = p.child;
     return exitCode !== null || signalCode !== null ? `the DittoFS server exited (${exitCode ?? signalCode})` : undefined;
   };
-  return { kind: 'dittofs', nfsPort: proc.nfsPort, mountPort: proc.nfsPort, pid: proc.child.pid, gone, logTail, stop };
+  const stop = async () => {
+    await stopProc();
+    await cleanAll();
+  };
+  return {
+    config,
+    nfsPort: p.nfsPort,
+    mountPort: p.nfsPort,
+    pid: p.child.pid,
+    dataDir,
+    place,
+    output: () => p.output(),
+    gone,
+    logTail,
+    stop,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Benchmark
 
+interface Drain {
+  /** Seconds from the end of the write until the WAL held at most one segment; undefined if it did not within the limit. */
+  seconds: number | undefined;
+  segmentsAfterWrite: number;
+  segmentsLeft: number;
+}
+
+async function walSegments(walDir: string): Promise<number> {
+  try {
+    return (await readdir(walDir)).filter((n) => WAL_SEGMENT_RE.test(n)).length;
+  } catch {
+    return 0;
+  }
+}
+
+/** Polls walDir until it holds at most one segment file, for at most DRAIN_LIMIT_MS from writeEnd. */
+async function waitWalDrain(walDir: string, writeEnd: number, gone: () => string | undefined): Promise<Drain> {
+  const segmentsAfterWrite = await walSegments(walDir);
+  let left = segmentsAfterWrite;
+  for (;;) {
+    const elapsed = performance.now() - writeEnd;
+    if (left <= 1) return { seconds: elapsed / 1000, segmentsAfterWrite, segmentsLeft: left };
+    if (elapsed > DRAIN_LIMIT_MS) return { seconds: undefined, segmentsAfterWrite, segmentsLeft: left };
+    const why = gone();
+    if (why) throw new Error(`while waiting for the WAL to drain: ${why}`);
+    await new Promise((r) => setTimeout(r, 100));
+    left = await walSegments(walDir);
+  }
+}
+
+interface LogSummary {
+  warnings: number;
+  errors: number;
+  /** Distinct messages at warn level or above (and lines that are not JSON), with counts. */
+  messages: { level: string; msg: string; count: number; first: string }[];
+}
+
+/** Warnings and errors in a DittoFS log (pino JSON lines; anything else counts as an error). */
+function summarizeLog(output: string): LogSummary {
+  const byKey = new Map<string, { level: string; msg: string; count: number; first: string }>();
+  let warnings = 0;
+  let errors = 0;
+  for (const raw of output.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    let level: number;
+    let msg: string;
+    try {
+      const rec = JSON.parse(line) as { level?: unknown; msg?: unknown };
+      level = typeof rec.level === 'number' ? rec.level : 0;
+      msg = typeof rec.msg === 'string' ? rec.msg : '';
+    } catch {
+      level = 50;
+      msg = line;
+    }
+    if (level < 40) continue;
+    if (level >= 50) errors++;
+    else warnings++;
+    const name = level >= 60 ? 'fatal' : level >= 50 ? 'error' : 'warn';
+    const key = `${name}\0${msg}`;
+    const m = byKey.get(key);
+    if (m) m.count++;
+    else byKey.set(key, { level: name, msg, count: 1, first: line.length > 600 ? `${line.slice(0, 600)}...` : line });
+  }
+  return { warnings, errors, messages: [...byKey.values()] };
+}
+
 interface Result {
-  kind: ServerKind;
+  config: ConfigName;
+  round: number;
   bytes: number;
   writeSeconds: number;
   readSeconds: number;
   writeMiBps: number;
   readMiBps: number;
+  /** VmHWM of the server process once it is up, before any load, KiB. */
+  peakRssAtStartKiB: number | undefined;
   /** VmHWM of the server process right after the write, KiB. */
   peakRssAfterWriteKiB: number | undefined;
+  /** VmHWM once the WAL drained (DittoFS), KiB. */
+  peakRssAfterDrainKiB?: number;
+  /** VmHWM at the end (after the small-file phases), KiB. */
+  peakRssEndKiB: number | undefined;
+  /** DittoFS only. */
+  walDrain?: Drain;
+  /** postgres-s3 only: objects under the round's prefix once the WAL drained. */
+  s3ObjectsAfterDrain?: number;
   smallFiles: SmallFilesResult;
+  /** DittoFS only. */
+  serverLog?: LogSummary;
 }
 
 async function benchServer(
-  kind: ServerKind,
+  config: ConfigName,
+  round: number,
   workDir: string,
+  backends: Backends | undefined,
   srcFile: string,
   srcSha: string,
   bytes: number,
   files: number,
 ): Promise<Result> {
-  const label = LABEL[kind];
+  const label = LABEL[config];
   console.log(`\n== ${label} ==`);
-  const server = kind === 'ganesha' ? await startGanesha(workDir) : await startDittoServer();
+  const server = isDitto(config) ? await startDittoServer(config, round, workDir, backends) : await startGanesha(workDir);
   try {
-    console.log(`${label}: NFS on 127.0.0.1:${server.nfsPort}, MOUNT on :${server.mountPort}, pid ${server.pid ?? '?'}`);
+    const peakRssAtStartKiB = await vmHwmKiB(server.pid);
+    console.log(
+      `${label}: NFS on 127.0.0.1:${server.nfsPort}, MOUNT on :${server.mountPort}, pid ${server.pid ?? '?'}, ` +
+        `peak RSS after start-up ${fmtMiB(peakRssAtStartKiB)} MiB`,
+    );
     const url = `nfs://127.0.0.1${EXPORT_PATH}/bench.bin?nfsport=${server.nfsPort}&mountport=${server.mountPort}`;
     // At least 2 MiB/s, else something is wrong.
     const cpTimeout = 60_000 + (bytes / MiB) * 500;
 
     const w = await run('nfs-cp', [srcFile, url], cpTimeout, server.gone);
+    const writeEnd = performance.now();
     const peakRssAfterWriteKiB = await vmHwmKiB(server.pid);
     const writeMiBps = bytes / MiB / w.seconds;
-    console.log(`${label}: seq write ${bytes / MiB} MiB in ${w.seconds.toFixed(3)} s = ${writeMiBps.toFixed(1)} MiB/s`);
+    console.log(
+      `${label}: seq write ${bytes / MiB} MiB in ${w.seconds.toFixed(3)} s = ${writeMiBps.toFixed(1)} MiB/s` +
+        `, peak RSS ${fmtMiB(peakRssAfterWriteKiB)} MiB`,
+    );
 
-    const back = path.join(workDir, `readback-${kind}.bin`);
+    let walDrain: Drain | undefined;
+    let peakRssAfterDrainKiB: number | undefined;
+    let s3ObjectsAfterDrain: number | undefined;
+    if (server.dataDir !== undefined) {
+      walDrain = await waitWalDrain(path.join(server.dataDir, 'wal'), writeEnd, server.gone);
+      peakRssAfterDrainKiB = await vmHwmKiB(server.pid);
+      const where =
+        walDrain.seconds === undefined
+          ? `NOT drained after ${DRAIN_LIMIT_MS / 1000} s: ${walDrain.segmentsLeft} segment files left`
+          : `drained (<= 1 segment file) ${walDrain.seconds.toFixed(1)} s after the write`;
+      console.log(`${label}: WAL had ${walDrain.segmentsAfterWrite} segment files at the end of the write; ${where}`);
+      if (backends && server.place?.prefix !== undefined) {
+        s3ObjectsAfterDrain = (await roundKeys(backends, server.place))?.length;
+        console.log(
+          `${label}: ${s3ObjectsAfterDrain ?? '?'} objects under the round's S3 prefix; peak RSS ${fmtMiB(peakRssAfterDrainKiB)} MiB`,
+        );
+      }
+    }
+
+    const back = path.join(workDir, `readback-${config}.bin`);
     const removeBack = defer(`remove ${back}`, () => rm(back, { force: true }));
     let r: CmdResult;
     try {
@@ -376,19 +597,35 @@ async function benchServer(
       mountPort: server.mountPort,
       exportPath: EXPORT_PATH,
       files,
-      timeoutMs: 60_000 + files * 20, // at least 150 files/s per phase overall
+      timeoutMs: 60_000 + files * 40, // at least 75 files/s per phase overall
       callTimeoutMs: 30_000,
       log: (m) => console.log(`${label}: ${m}`),
     });
+    const peakRssEndKiB = await vmHwmKiB(server.pid);
+    let serverLog: LogSummary | undefined;
+    if (server.output) {
+      serverLog = summarizeLog(server.output());
+      if (serverLog.warnings + serverLog.errors > 0) {
+        console.log(`${label}: the server logged ${serverLog.errors} errors and ${serverLog.warnings} warnings:`);
+        for (const m of serverLog.messages.slice(0, 10)) console.log(`  ${m.count} x ${m.level}: ${m.first}`);
+      }
+    }
     return {
-      kind,
+      config,
+      round,
       bytes,
       writeSeconds: w.seconds,
       readSeconds: r.seconds,
       writeMiBps,
       readMiBps,
+      peakRssAtStartKiB,
       peakRssAfterWriteKiB,
+      peakRssAfterDrainKiB,
+      peakRssEndKiB,
+      walDrain,
+      s3ObjectsAfterDrain,
       smallFiles,
+      serverLog,
     };
   } catch (e) {
     const tail = await server.logTail().catch(() => '');
@@ -399,8 +636,15 @@ async function benchServer(
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Report
+
 function fmt(n: number | undefined, digits: number): string {
   return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
+}
+
+function fmtMiB(kib: number | undefined): string {
+  return kib === undefined ? '?' : (kib / 1024).toFixed(1);
 }
 
 function median(xs: number[]): number | undefined {
@@ -410,74 +654,195 @@ function median(xs: number[]): number | undefined {
   return a.length % 2 ? a[mid] : (a[mid - 1]! + a[mid]!) / 2;
 }
 
-function printTable(results: Record<ServerKind, Result[]>, args: Args, meta: string[]): void {
-  const d = results.dittofs.length > 0 ? results.dittofs : undefined;
-  const g = results.ganesha.length > 0 ? results.ganesha : undefined;
-  const rows: Array<[string, (r: Result) => number, number]> = [
-    ['seq write (MiB/s)', (r) => r.writeMiBps, 1],
-    ['seq read (MiB/s)', (r) => r.readMiBps, 1],
-    ['create (ops/s)', (r) => r.smallFiles.create.opsPerSec, 0],
-    ['stat (ops/s)', (r) => r.smallFiles.stat.opsPerSec, 0],
-    ['remove (ops/s)', (r) => r.smallFiles.remove.opsPerSec, 0],
-    ['(null RPC, calls/s)', (r) => r.smallFiles.nullPerSec, 0],
-  ];
-  const header = ['', 'DittoFS', 'ganesha', 'DittoFS/ganesha'];
-  const body = rows.map(([name, get, digits]) => {
-    const dv = d ? median(d.map(get)) : undefined;
-    const gv = g ? median(g.map(get)) : undefined;
-    return [name, fmt(dv, digits), fmt(gv, digits), dv !== undefined && gv !== undefined ? fmt(dv / gv, 2) : '-'];
-  });
+const defined = <T>(xs: (T | undefined)[]): T[] => xs.filter((x): x is T => x !== undefined);
+
+interface Summary {
+  writeMiBps?: number;
+  readMiBps?: number;
+  create?: number;
+  stat?: number;
+  remove?: number;
+  nullPerSec?: number;
+  /** The highest VmHWM after the write over the rounds, MiB. */
+  peakRssMiB?: number;
+  drainSeconds?: number;
+  /** Rounds whose WAL did not drain within the limit. */
+  drainTimeouts: number;
+  /** Highest VmHWM once started, before any load, MiB. */
+  peakRssStartMiB?: number;
+  /** Highest VmHWM at the end of any round (after the small files), MiB. */
+  peakRssEndMiB?: number;
+  logWarnings: number;
+  logErrors: number;
+}
+
+function summarize(rs: Result[]): Summary {
+  const max = (xs: number[]) => (xs.length > 0 ? Math.max(...xs) : undefined);
+  return {
+    writeMiBps: median(rs.map((r) => r.writeMiBps)),
+    readMiBps: median(rs.map((r) => r.readMiBps)),
+    create: median(rs.map((r) => r.smallFiles.create.opsPerSec)),
+    stat: median(rs.map((r) => r.smallFiles.stat.opsPerSec)),
+    remove: median(rs.map((r) => r.smallFiles.remove.opsPerSec)),
+    nullPerSec: median(rs.map((r) => r.smallFiles.nullPerSec)),
+    peakRssMiB: max(defined(rs.map((r) => r.peakRssAfterWriteKiB)).map((k) => k / 1024)),
+    drainSeconds: median(defined(rs.map((r) => r.walDrain?.seconds))),
+    drainTimeouts: rs.filter((r) => r.walDrain !== undefined && r.walDrain.seconds === undefined).length,
+    peakRssStartMiB: max(defined(rs.map((r) => r.peakRssAtStartKiB)).map((k) => k / 1024)),
+    peakRssEndMiB: max(defined(rs.map((r) => r.peakRssEndKiB)).map((k) => k / 1024)),
+    logWarnings: rs.reduce((n, r) => n + (r.serverLog?.warnings ?? 0), 0),
+    logErrors: rs.reduce((n, r) => n + (r.serverLog?.errors ?? 0), 0),
+  };
+}
+
+function printRows(header: string[], body: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('   ');
+  console.log(line(header));
+  console.log(line(widths.map((w) => '-'.repeat(w))));
+  for (const row of body) console.log(line(row));
+}
+
+function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: string[]): void {
   console.log('\n' + meta.join('\n'));
   console.log(
     `Workload: ${args.sizeMib} MiB file via nfs-cp (write, then read back + sha256 check); ` +
       `${args.files} files create / stat / remove, one request outstanding.`,
   );
-  console.log('MiB/s = bytes / 2^20 / seconds (nfs-cp wall time). stat = LOOKUP + GETATTR. Higher is better.');
-  console.log('(null RPC: NULL round trips/s, the ceiling of the one-request-at-a-time client; stat needs 2 RPCs.)');
-  if (args.rounds > 1) console.log(`Each figure is the median of ${args.rounds} rounds.`);
-  console.log('');
-  console.log(line(header));
-  console.log(line(widths.map((w) => '-'.repeat(w))));
-  for (const row of body) console.log(line(row));
-  const maxHwm = (rs: Result[] | undefined) => {
-    const v = (rs ?? []).map((r) => r.peakRssAfterWriteKiB).filter((x): x is number => x !== undefined);
-    return v.length > 0 ? Math.max(...v) : undefined;
-  };
-  const hwm = maxHwm(d);
-  const ghwm = maxHwm(g);
+  console.log('MiB/s = bytes / 2^20 / seconds (nfs-cp wall time). stat = LOOKUP + GETATTR. Higher is better, except RSS and drain.');
+  console.log('peak RSS = VmHWM of the server process right after the write. drain s = seconds from the end of the write until');
   console.log(
-    `\nDittoFS server peak RSS during the write (VmHWM right after it): ${hwm === undefined ? '-' : `${(hwm / 1024).toFixed(1)} MiB`}`,
+    `the WAL (<data dir>/wal) held at most one segment file (the block store upload lag; ">${DRAIN_LIMIT_MS / 1000}" = not within the limit).`,
   );
-  if (ghwm !== undefined) {
-    console.log(`ganesha.nfsd peak RSS during the write, for reference: ${(ghwm / 1024).toFixed(1)} MiB`);
+  console.log('null/s = NULL round trips/s, the ceiling of the one-request-at-a-time client (stat needs 2 RPCs).');
+  if (args.rounds > 1) console.log(`Each figure is the median of ${args.rounds} rounds (peak RSS: the highest).`);
+  console.log('');
+
+  type Col = [string, (s: Summary) => number | undefined, number];
+  const cols: Col[] = [
+    ['write MiB/s', (s) => s.writeMiBps, 1],
+    ['read MiB/s', (s) => s.readMiBps, 1],
+    ['create/s', (s) => s.create, 0],
+    ['stat/s', (s) => s.stat, 0],
+    ['remove/s', (s) => s.remove, 0],
+    ['peak RSS MiB', (s) => s.peakRssMiB, 1],
+  ];
+  const configs = args.configs.filter((c) => summaries.has(c));
+  const body = configs.map((c) => {
+    const s = summaries.get(c)!;
+    const drain = !isDitto(c)
+      ? '-'
+      : s.drainTimeouts > 0 && s.drainSeconds === undefined
+        ? `>${DRAIN_LIMIT_MS / 1000}`
+        : fmt(s.drainSeconds, 1);
+    return [c, ...cols.map(([, get, digits]) => fmt(get(s), digits)), drain, fmt(s.nullPerSec, 0)];
+  });
+  printRows(['config', ...cols.map(([name]) => name), 'drain s', 'null/s'], body);
+
+  const g = summaries.get('ganesha');
+  const dittos = configs.filter(isDitto);
+  if (g && dittos.length > 0) {
+    console.log('\nratio to ganesha');
+    printRows(
+      ['config', ...cols.map(([name]) => name)],
+      dittos.map((c) => {
+        const s = summaries.get(c)!;
+        return [
+          c,
+          ...cols.map(([, get]) => {
+            const v = get(s);
+            const gv = get(g);
+            return v !== undefined && gv !== undefined && gv > 0 ? `${v / gv >= 10 ? (v / gv).toFixed(1) : (v / gv).toFixed(2)}x` : '-';
+          }),
+        ];
+      }),
+    );
   }
+
+  if (dittos.length > 0) {
+    console.log('\nTargets (printed, not asserted):');
+    const mark = (ok: boolean | undefined) => (ok === undefined ? '?' : ok ? 'ok' : 'MISSED');
+    const ratioLine = (what: string, get: (s: Summary) => number | undefined, min: number) => {
+      const parts = dittos.map((c) => {
+        const v = get(summaries.get(c)!);
+        const gv = g ? get(g) : undefined;
+        const ratio = v !== undefined && gv !== undefined && gv > 0 ? v / gv : undefined;
+        return `${c} ${ratio === undefined ? '- (no ganesha figure)' : `${ratio.toFixed(2)}x`} ${mark(ratio === undefined ? undefined : ratio >= min)}`;
+      });
+      console.log(`  ${what} >= ${min}x ganesha: ${parts.join('; ')}`);
+    };
+    ratioLine('write', (s) => s.writeMiBps, TARGETS.minWriteRatio);
+    ratioLine('read ', (s) => s.readMiBps, TARGETS.minReadRatio);
+    const pgs = summaries.get('postgres-s3');
+    if (pgs) {
+      console.log(
+        `  creates >= ${TARGETS.minPostgresCreates}/s on postgres: postgres-s3 ${fmt(pgs.create, 0)}/s ${mark(pgs.create === undefined ? undefined : pgs.create >= TARGETS.minPostgresCreates)}`,
+      );
+    }
+    console.log(
+      `  peak RSS < ${TARGETS.maxPeakRssMiB} MiB: ` +
+        dittos
+          .map((c) => {
+            const s = summaries.get(c)!;
+            return `${c} ${fmt(s.peakRssMiB, 1)} MiB ${mark(s.peakRssMiB === undefined ? undefined : s.peakRssMiB < TARGETS.maxPeakRssMiB)}`;
+          })
+          .join('; '),
+    );
+    const notes = dittos
+      .map((c) => [c, summaries.get(c)!] as const)
+      .map(([c, s]) => `${c} ${fmt(s.peakRssStartMiB, 1)} / ${fmt(s.peakRssEndMiB, 1)} MiB`)
+      .join('; ');
+    console.log(`  (peak RSS right after start-up / at the end of the round, small files included: ${notes})`);
+    for (const c of dittos) {
+      const s = summaries.get(c)!;
+      if (s.logErrors + s.logWarnings > 0)
+        console.log(`  NOTE: ${c}: the server logged ${s.logErrors} errors and ${s.logWarnings} warnings (see above)`);
+      if (s.drainTimeouts > 0)
+        console.log(`  NOTE: ${c}: the WAL did not drain within ${DRAIN_LIMIT_MS / 1000} s in ${s.drainTimeouts} round(s)`);
+    }
+  }
+}
+
+async function versionOfPostgres(): Promise<string> {
+  const bins = await readdir('/usr/lib/postgresql').catch(() => [] as string[]);
+  const newest = bins.sort((a, b) => Number(a) - Number(b)).pop();
+  return newest ? versionOf(path.join('/usr/lib/postgresql', newest, 'bin', 'postgres'), ['--version'], /\(PostgreSQL\)\s*([\w.]+)/) : '?';
+}
+
+function loadAverage(): string {
+  return os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
 }
 
 async function main(): Promise<void> {
   const args = parseCli();
-  const kinds: ServerKind[] = args.only === 'both' ? ['dittofs', 'ganesha'] : [args.only];
+  const configs = args.configs;
+  const withGanesha = configs.includes('ganesha');
+  const withDitto = configs.some(isDitto);
 
   // Preflight, with actionable errors.
-  if (process.getuid?.() !== 0) throw new BenchError('must run as root (ganesha FSAL VFS needs it)');
+  if (withGanesha && process.getuid?.() !== 0)
+    throw new BenchError('must run as root (ganesha FSAL VFS needs it); or leave ganesha out of --configs');
   for (const cmd of ['nfs-cp', 'nfs-ls']) if (!which(cmd)) throw new BenchError(`${cmd} not found: run hack/install-deps.sh bench`);
-  if (kinds.includes('ganesha') && !which('ganesha.nfsd')) throw new BenchError('ganesha.nfsd not found: run hack/install-deps.sh bench');
-  if (kinds.includes('dittofs') && !existsSync(DITTOFS_CLI)) {
+  if (withGanesha && !which('ganesha.nfsd')) throw new BenchError('ganesha.nfsd not found: run hack/install-deps.sh bench');
+  if (withDitto && !existsSync(DITTOFS_CLI)) {
     throw new BenchError(
-      `${path.relative(REPO_ROOT, DITTOFS_CLI)} not found: build the server first (npm run build), or pass --only ganesha`,
+      `${path.relative(REPO_ROOT, DITTOFS_CLI)} not found: build the server first (npm run build), or pass --configs ganesha`,
     );
   }
 
   const bytes = args.sizeMib * MiB;
-  const perServerMs = 2 * (60_000 + args.sizeMib * 500) + (60_000 + args.files * 20) + 180_000;
-  const budgetMs = 120_000 + args.sizeMib * 50 + args.rounds * kinds.length * perServerMs;
+  const perServerMs = 2 * (60_000 + args.sizeMib * 500) + DRAIN_LIMIT_MS + (60_000 + args.files * 40) + 180_000;
+  const budgetMs = 120_000 + args.sizeMib * 50 + (needsBackends(configs) ? 400_000 : 0) + args.rounds * configs.length * perServerMs;
   const watchdog = setTimeout(
     () => finish(124, `bench: the whole run exceeded its ${Math.round(budgetMs / 1000)} s budget; cleaning up`),
     budgetMs,
   );
   watchdog.unref();
 
+  const loadAtStart = loadAverage();
   const [load1] = os.loadavg();
   if (load1 !== undefined && load1 > os.cpus().length * 0.5) {
     console.warn(
@@ -495,25 +860,52 @@ async function main(): Promise<void> {
       `generated ${args.sizeMib} MiB of random data in ${((performance.now() - t0) / 1000).toFixed(1)} s (sha256 ${srcSha.slice(0, 16)}...)`,
     );
 
-    const results: Record<ServerKind, Result[]> = { dittofs: [], ganesha: [] };
-    for (let round = 0; round < args.rounds; round++) {
-      if (args.rounds > 1) console.log(`\n=== round ${round + 1} of ${args.rounds} ===`);
-      for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
-        results[kind].push(await benchServer(kind, workDir, srcFile, srcSha, bytes, args.files));
+    // PostgreSQL and S3: once per run, stopped by the cleanup registry (after every server).
+    let backends: Backends | undefined;
+    if (needsBackends(configs)) {
+      backends = await startBackends(
+        newRunId(),
+        (what, stop) => void defer(what, stop),
+        (m) => console.log(m),
+      );
+    }
+
+    const results = new Map<ConfigName, Result[]>(configs.map((c) => [c, []]));
+    for (let round = 1; round <= args.rounds; round++) {
+      if (args.rounds > 1) console.log(`\n=== round ${round} of ${args.rounds} ===`);
+      for (const config of round % 2 === 1 ? configs : [...configs].reverse()) {
+        results.get(config)!.push(await benchServer(config, round, workDir, backends, srcFile, srcSha, bytes, args.files));
       }
     }
 
+    const summaries = new Map<ConfigName, Summary>([...results].map(([c, rs]) => [c, summarize(rs)]));
+    const cpu = `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM`;
     const meta = [
       `== DittoFS vs nfs-ganesha: NFSv3 over TCP on 127.0.0.1 (${new Date().toISOString()}) ==`,
-      `host: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ` +
-        `node ${process.version}, nfs-ganesha ${await versionOf('ganesha.nfsd', ['-v'], /Release\s*=\s*V?([\w.-]+)/)} ` +
-        `(FSAL VFS on ${os.tmpdir()}), libnfs-utils nfs-cp; 1-min load average at start ${load1?.toFixed(1) ?? '?'}`,
+      `host: ${cpu}, node ${process.version}; load average (1/5/15 min) at start ${loadAtStart}, at end ${loadAverage()}`,
+      ...(withGanesha
+        ? [`ganesha: nfs-ganesha ${await versionOf('ganesha.nfsd', ['-v'], /Release\s*=\s*V?([\w.-]+)/)} (FSAL VFS on ${os.tmpdir()})`]
+        : []),
+      ...(configs.includes('embedded-fs')
+        ? [`embedded-fs: DittoFS, embedded metadata + filesystem blocks (4 MiB), WAL in the data dir on ${os.tmpdir()}`]
+        : []),
+      ...(configs.includes('postgres-s3')
+        ? [
+            `postgres-s3: DittoFS, postgres metadata (PostgreSQL ${backends?.pg?.external ? 'external' : await versionOfPostgres()}, fsync on) + ` +
+              `s3 blocks (4 MiB, ${backends?.s3?.external ? backends.s3.endpoint : 's3rver on loopback'}), WAL in the data dir on ${os.tmpdir()}`,
+          ]
+        : []),
+      'client: libnfs-utils nfs-cp (sequential), test/bench/nfsclient.ts (small files)',
     ];
-    printTable(results, args, meta);
+    printTable(summaries, args, meta);
     if (args.json) {
       await writeFile(
         args.json,
-        JSON.stringify({ args, meta, results }, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v), 2),
+        JSON.stringify(
+          { args, meta, targets: TARGETS, summary: Object.fromEntries(summaries), results: Object.fromEntries(results) },
+          (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
+          2,
+        ),
       );
       console.log(`results written to ${args.json}`);
     }

@@ -1,0 +1,178 @@
+// The DittoFS configurations the benchmark runs, their YAML, and the shared services behind them.
+//
+//   embedded-fs  embedded metadata (PGlite in the data dir) + filesystem block store: the default
+//   postgres-s3  postgres metadata (a private PostgreSQL cluster, test/helpers/postgres.ts) +
+//                s3 block store (s3rver on loopback, test/helpers/s3.ts; force_path_style)
+//
+// Both keep the WAL in <data dir>/wal (the default, cache.wal_dir unset). PostgreSQL and S3 are
+// started once per run; each round gets a schema and a key prefix of its own (dropped / deleted
+// after the round), so no round sees another's data.
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import pg from 'pg';
+import { stringify } from 'yaml';
+import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
+import { startS3, type S3TestServer } from '../helpers/s3.js';
+
+export const DITTO_CONFIGS = ['embedded-fs', 'postgres-s3'] as const;
+export type DittoConfigName = (typeof DITTO_CONFIGS)[number];
+
+/** The export every configuration serves (and ganesha too). */
+export const EXPORT_PATH = '/export';
+
+export interface Backends {
+  pg: PostgresInstance | undefined;
+  s3: S3TestServer | undefined;
+  /** Unique per run, part of every schema name and key prefix. */
+  runId: string;
+}
+
+/** Where one round of one configuration keeps its data: a fresh schema and key prefix. */
+export interface RoundPlace {
+  /** PostgreSQL schema (postgres-s3 only). */
+  schema?: string;
+  /** Prefix of the s3 store as configured (postgres-s3 only), without the helper's own prefix. */
+  prefix?: string;
+}
+
+export function newRunId(): string {
+  return `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+}
+
+export function needsBackends(configs: readonly string[]): boolean {
+  return configs.includes('postgres-s3');
+}
+
+/**
+ * Starts PostgreSQL (a private cluster, or DITTOFS_TEST_PG_URL) and S3 (s3rver, or
+ * DITTOFS_TEST_S3_ENDPOINT). `onStarted` receives each stop function as soon as the service is up,
+ * so that the caller's cleanup registry can stop it whatever happens next.
+ */
+export async function startBackends(
+  runId: string,
+  onStarted: (what: string, stop: () => Promise<void>) => void,
+  log: (msg: string) => void,
+): Promise<Backends> {
+  const t0 = Date.now();
+  const pgInst = await postgresForTests();
+  onStarted('stop PostgreSQL', () => pgInst.stop());
+  log(`PostgreSQL ${pgInst.external ? '(external, DITTOFS_TEST_PG_URL)' : '(private cluster)'} up in ${secs(t0)}`);
+  const t1 = Date.now();
+  const s3 = await startS3({ bucket: 'dittofs-bench' });
+  onStarted('stop S3', () => s3.close());
+  log(`S3 ${s3.external ? '(external, DITTOFS_TEST_S3_ENDPOINT)' : '(s3rver)'} at ${s3.endpoint}, bucket ${s3.bucket}, up in ${secs(t1)}`);
+  return { pg: pgInst, s3, runId };
+}
+
+function secs(since: number): string {
+  return `${((Date.now() - since) / 1000).toFixed(1)} s`;
+}
+
+export function roundPlace(config: DittoConfigName, b: Backends, round: number): RoundPlace {
+  if (config === 'embedded-fs') return {};
+  return { schema: `bench_${b.runId}_r${round}`, prefix: `bench-${b.runId}-r${round}` };
+}
+
+/** The YAML configuration of `config`, written as dir/NAME.yaml; returns the file's path. */
+export async function writeDittoConfig(
+  dir: string,
+  name: string,
+  config: DittoConfigName,
+  dataDir: string,
+  place: RoundPlace,
+  b: Backends | undefined,
+): Promise<string> {
+  let metadata: Record<string, unknown>;
+  let blocks: Record<string, unknown>;
+  switch (config) {
+    case 'embedded-fs':
+      // The built-in defaults, spelled out: <data_dir>/metadata/meta and <data_dir>/blocks/data.
+      metadata = { meta: { type: 'embedded' } };
+      blocks = { data: { type: 'filesystem', block_size: '4MiB' } };
+      break;
+    case 'postgres-s3': {
+      if (!b?.pg || !b.s3 || place.schema === undefined || place.prefix === undefined) {
+        throw new Error('postgres-s3 needs PostgreSQL and S3 started, and a schema and prefix for the round');
+      }
+      metadata = { meta: { type: 'postgres', url: b.pg.url, schema: place.schema } };
+      blocks = {
+        data: {
+          type: 's3',
+          block_size: '4MiB',
+          endpoint: b.s3.endpoint,
+          region: b.s3.region,
+          bucket: b.s3.bucket,
+          prefix: b.s3.prefix + place.prefix,
+          force_path_style: true,
+          access_key_id: b.s3.accessKeyId,
+          secret_access_key: b.s3.secretAccessKey,
+        },
+      };
+      break;
+    }
+  }
+  const doc = {
+    data_dir: dataDir,
+    // cache.wal_dir is left out: the WAL is <data_dir>/wal.
+    cache: { wal_max_bytes: '1GiB' },
+    metadata: { stores: metadata },
+    blocks: { stores: blocks },
+    shares: [{ name: EXPORT_PATH, metadata: 'meta', blocks: 'data' }],
+  };
+  const file = path.join(dir, `${name}.yaml`);
+  const header = `# DittoFS benchmark configuration "${config}" (test/bench/backends.ts)\n`;
+  // 0600: it may hold S3 credentials.
+  await writeFile(file, header + stringify(doc), { mode: 0o600 });
+  return file;
+}
+
+/** Keys the s3 store of a round wrote (relative to the helper's prefix), or undefined without S3. */
+export async function roundKeys(b: Backends, place: RoundPlace): Promise<string[] | undefined> {
+  if (!b.s3 || place.prefix === undefined) return undefined;
+  return b.s3.listKeys(`${place.prefix}/`);
+}
+
+/** Drops the round's schema and deletes its objects; best effort, returns what went wrong. */
+export async function cleanRound(b: Backends, place: RoundPlace): Promise<string[]> {
+  const problems: string[] = [];
+  if (b.pg && place.schema !== undefined) {
+    const client = new pg.Client({ connectionString: b.pg.url, connectionTimeoutMillis: 10_000 });
+    try {
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${place.schema} CASCADE`);
+    } catch (e) {
+      problems.push(`drop schema ${place.schema}: ${(e as Error).message}`);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  if (b.s3 && place.prefix !== undefined) {
+    const s3 = b.s3;
+    const client = new S3Client({
+      endpoint: s3.endpoint,
+      region: s3.region,
+      forcePathStyle: true,
+      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+      maxAttempts: 2,
+    });
+    try {
+      const keys = await s3.listKeys(`${place.prefix}/`);
+      // One DeleteObject per key, 8 at a time (plain calls every S3-compatible server has).
+      let next = 0;
+      const worker = async () => {
+        while (next < keys.length) {
+          const key = keys[next++]!;
+          await client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: s3.prefix + key }));
+        }
+      };
+      await Promise.all(Array.from({ length: 8 }, worker));
+    } catch (e) {
+      problems.push(`delete s3://${s3.bucket}/${s3.prefix}${place.prefix}/: ${(e as Error).message}`);
+    } finally {
+      client.destroy();
+    }
+  }
+  return problems;
+}
