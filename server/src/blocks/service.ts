@@ -136,6 +136,8 @@ export class BlockService {
   private readonly limits = new Map<number, number>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  /** While replaying the WAL no upload starts: each block is uploaded once, with its final content. */
+  private replaying = false;
   /** Upload failures since start (for metrics and logs). */
   uploadFailures = 0;
   /** Keys being uploaded whose `blocks` row is not committed yet: garbage collection skips them. */
@@ -238,7 +240,7 @@ export class BlockService {
       exts.push(e);
       v.ranges = addRange(v.ranges, inBlock, inBlock + n);
       this.hold(v, seg);
-      if (covers(v.ranges, 0, bs)) void this.startUpload(inodeId, index);
+      if (!this.replaying && covers(v.ranges, 0, bs)) void this.startUpload(inodeId, index);
       done += n;
     }
     return exts;
@@ -412,6 +414,8 @@ export class BlockService {
     if (!m) return;
     const results = await Promise.all([...m.keys()].map((index) => this.startUpload(inodeId, index)));
     const err = results.find((e) => e !== null);
+    // A metadata store that is down for now stays a "try again later" for the client.
+    if (err instanceof VfsError && err.errno === 'JUKEBOX') throw err;
     if (err) throw new VfsError('IO', `could not store file data: ${err.message}`);
   }
 
@@ -447,12 +451,32 @@ export class BlockService {
     const sizes = new Map<number, { size: number; metaSize: number }>();
     let writes = 0;
     let dropped = 0;
+    this.replaying = true;
+    try {
+      await this.replayRecords(records, sizes, (w, d) => {
+        writes += w;
+        dropped += d;
+      });
+    } finally {
+      this.replaying = false;
+    }
+    for (const [id, sz] of sizes) if (sz.size !== sz.metaSize) await this.meta.setAttr(id, { size: sz.size });
+    // Everything replayed goes to the block store now, each block once.
+    for (const [ino, m] of this.files) for (const index of m.keys()) void this.startUpload(ino, index, true);
+    return { files: sizes.size, writes, dropped };
+  }
+
+  private async replayRecords(
+    records: ReplayRecord[],
+    sizes: Map<number, { size: number; metaSize: number }>,
+    count: (writes: number, dropped: number) => void,
+  ): Promise<void> {
     for (const r of records) {
       let sz = sizes.get(r.inode);
       if (!sz) {
         const ino = await this.meta.getInode(r.inode);
         if (!ino) {
-          dropped++;
+          count(0, 1);
           continue; // the file was deleted after these writes
         }
         sz = { size: ino.size, metaSize: ino.size };
@@ -464,11 +488,9 @@ export class BlockService {
       } else {
         this.addWrite(r.inode, r.offset, r.length, r.seg, r.pos, null);
         sz.size = Math.max(sz.size, r.offset + r.length);
-        writes++;
+        count(1, 0);
       }
     }
-    for (const [id, sz] of sizes) if (sz.size !== sz.metaSize) await this.meta.setAttr(id, { size: sz.size });
-    return { files: sizes.size, writes, dropped };
   }
 
   // ---- reads -----------------------------------------------------------------------------------
@@ -492,7 +514,9 @@ export class BlockService {
       } catch (err) {
         // A block switched to a new version (and its WAL segment retired) between looking it up
         // and reading it: read again.
-        if (!isRetry(err) || attempt >= 3) throw err;
+        // Versions can follow each other quickly (replay, a busy file): pause a little each time.
+        if (!isRetry(err) || attempt >= 8) throw err;
+        await new Promise((r) => setTimeout(r, 2 ** attempt));
       }
     }
   }

@@ -1,0 +1,147 @@
+// Shared pieces of the fault-injection tests (test/fault/*.test.ts): server start with readiness
+// and log checks, byte-range sets, and small utilities. Not a test file itself.
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { startDittofs, type DittofsProcess, type StartOptions } from '../helpers/server.js';
+
+export const KiB = 1024;
+export const MiB = 1024 * 1024;
+
+export const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** An integer from the environment (for longer or shorter runs), else `dflt`. */
+export function intFromEnv(name: string, dflt: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name}=${v}: expected a non-negative integer`);
+  return n;
+}
+
+/** Writes a YAML config into `dir` and returns its path. */
+export async function writeConfig(dir: string, yaml: string, name = 'dittofs.yaml'): Promise<string> {
+  const file = path.join(dir, name);
+  await writeFile(file, yaml);
+  return file;
+}
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  raw: string;
+}
+
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+
+/** Server log lines (pino JSON) at `minLevel` or above (50 = error, 60 = fatal); non-JSON lines too. */
+export function logLinesAtLeast(output: string, minLevel = 50): LogLine[] {
+  const out: LogLine[] = [];
+  for (const raw of output.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      // Anything not JSON on the server's stdout/stderr (a crash trace, a start-up failure) counts.
+      out.push({ level: 60, msg: line, raw: line });
+      continue;
+    }
+    const rec = parsed as { level?: unknown; msg?: unknown };
+    // pino levels: numbers, or labels when the logger formats them (DittoFS does).
+    const level = typeof rec.level === 'number' ? rec.level : (LEVELS[String(rec.level)] ?? 0);
+    if (level >= minLevel) out.push({ level, msg: typeof rec.msg === 'string' ? rec.msg : '', raw: line });
+  }
+  return out;
+}
+
+/** Polls GET /health/ready until it answers 200, the child exits, or timeoutMs passes. */
+export async function waitReady(server: DittofsProcess, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer';
+  while (Date.now() < deadline) {
+    if (server.child.exitCode !== null || server.child.signalCode !== null) {
+      throw new Error(`server exited (${server.child.exitCode ?? server.child.signalCode}) before it was ready\n${server.output()}`);
+    }
+    try {
+      const res = await fetch(`http://127.0.0.1:${server.apiPort}/health/ready`, { signal: AbortSignal.timeout(2_000) });
+      if (res.status === 200) return;
+      last = `HTTP ${res.status}`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await sleep(50);
+  }
+  throw new Error(`server not ready within ${timeoutMs} ms (${last})\n${server.output()}`);
+}
+
+/**
+ * Starts the server and waits until /health/ready says so. Throws if it does not come up, or if it
+ * logged anything at error level or above while starting.
+ */
+export async function startReady(opts: StartOptions): Promise<DittofsProcess> {
+  const server = await startDittofs(opts);
+  try {
+    await waitReady(server);
+    const bad = logLinesAtLeast(server.output());
+    if (bad.length > 0) throw new Error(`server logged errors while starting:\n${bad.map((l) => l.raw).join('\n')}`);
+  } catch (e) {
+    await server.kill();
+    throw e;
+  }
+  return server;
+}
+
+/** The last `lines` lines of a text. */
+export function tail(text: string, lines = 40): string {
+  return text.split('\n').slice(-lines).join('\n');
+}
+
+/** A set of disjoint half-open byte ranges [start, end), kept sorted and merged. */
+export class RangeSet {
+  ranges: [number, number][] = [];
+
+  add(start: number, end: number): void {
+    if (end <= start) return;
+    const out: [number, number][] = [];
+    let s = start;
+    let e = end;
+    let placed = false;
+    for (const r of this.ranges) {
+      if (r[1] < s) out.push(r);
+      else if (r[0] > e) {
+        if (!placed) {
+          out.push([s, e]);
+          placed = true;
+        }
+        out.push(r);
+      } else {
+        s = Math.min(s, r[0]);
+        e = Math.max(e, r[1]);
+      }
+    }
+    if (!placed) out.push([s, e]);
+    this.ranges = out;
+  }
+
+  /** The end of the last range (0 when empty). */
+  get end(): number {
+    return this.ranges.length === 0 ? 0 : this.ranges[this.ranges.length - 1]![1];
+  }
+
+  get bytes(): number {
+    return this.ranges.reduce((n, r) => n + r[1] - r[0], 0);
+  }
+}
+
+/** Pieces of [s, e) left after removing [cutS, cutE). */
+export function subtractRange(s: number, e: number, cutS: number, cutE: number): [number, number][] {
+  if (cutE <= s || cutS >= e) return [[s, e]];
+  const out: [number, number][] = [];
+  if (cutS > s) out.push([s, cutS]);
+  if (cutE < e) out.push([cutE, e]);
+  return out;
+}
