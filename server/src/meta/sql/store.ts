@@ -82,28 +82,30 @@ const S = {
            WHERE t.id = v.id`,
   },
   // create: lock and update the directory in one statement (rolled back if the name exists) ...
-  createTouchDir: {
-    name: 'dfs_create_touch_dir',
-    text: `UPDATE inodes
-           SET next_cookie = next_cookie + 1, nlink = nlink + $2,
-               mtime_sec = $3, mtime_nsec = $4, ctime_sec = $3, ctime_nsec = $4
-           WHERE id = $1 AND type = ${DIR}
-           RETURNING share_id, next_cookie - 1 AS cookie`,
-  },
-  // ... then the inode and its entry, unless the name is taken (checked under the directory's lock).
-  createInsert: {
-    name: 'dfs_create_insert',
-    text: `WITH i AS (
+  // CREATE in one statement, so in one round trip: the directory row is updated (locked) only
+  // when the name is free, then the inode and its entry are inserted. A concurrent create of the
+  // same name fails on the (parent, name) key and the whole statement is undone. No row back:
+  // the name is taken, or the directory is gone or not a directory (create() tells which).
+  createOne: {
+    name: 'dfs_create_one',
+    text: `WITH d AS (
+             UPDATE inodes
+             SET next_cookie = next_cookie + 1, nlink = nlink + $20::integer,
+                 mtime_sec = $15::bigint, mtime_nsec = $16::integer, ctime_sec = $15::bigint, ctime_nsec = $16::integer
+             WHERE id = $1::bigint AND type = ${DIR}
+               AND NOT EXISTS (SELECT 1 FROM dirents WHERE parent = $1::bigint AND name = $2::bytea)
+             RETURNING share_id, next_cookie - 1 AS cookie
+           ), i AS (
              INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
                                  atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
                                  generation, parent, target, create_verifier)
-             SELECT $4::bigint, $5::smallint, $6::integer, $7::bigint, $8::bigint, $9::bigint, $10::integer,
-                    $11::integer, $12::integer, $13::bigint, $14::integer, $15::bigint, $16::integer,
-                    $17::bigint, $18::integer, 1, $19::bigint, $20::bytea, $21::bytea
-             WHERE NOT EXISTS (SELECT 1 FROM dirents WHERE parent = $1::bigint AND name = $2::bytea)
+             SELECT d.share_id, $3::smallint, $4::integer, $5::bigint, $6::bigint, $7::bigint, $8::integer,
+                    $9::integer, $10::integer, $11::bigint, $12::integer, $13::bigint, $14::integer,
+                    $15::bigint, $16::integer, 1, $17::bigint, $18::bytea, $19::bytea
+             FROM d
              RETURNING ${COLS}
-           ), d AS (
-             INSERT INTO dirents (parent, name, cookie, child) SELECT $1::bigint, $2::bytea, $3::bigint, id FROM i
+           ), e AS (
+             INSERT INTO dirents (parent, name, cookie, child) SELECT $1::bigint, $2::bytea, d.cookie, i.id FROM d, i
            )
            SELECT * FROM i`,
   },
@@ -419,45 +421,38 @@ export class SqlMetadataStore implements MetadataStore {
   }
 
   async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
-    return this.tx(async (tx) => {
-      const isDir = init.type === DIR;
-      const dir = await tx.query(S.createTouchDir, [dirId, isDir ? 1 : 0, now.sec, now.nsec]);
-      const d = dir.rows[0];
-      if (!d) {
-        const { rows } = await tx.query(S.getInode, [dirId]);
-        if (!rows[0]) throw new VfsError('STALE', `inode ${dirId} does not exist`);
-        throw new VfsError('NOTDIR', `inode ${dirId} is not a directory`);
-      }
-      const atime = init.atime ?? now;
-      const mtime = init.mtime ?? now;
-      const ins = await mapUnique(() =>
-        tx.query(S.createInsert, [
-          dirId,
-          name,
-          toNumber(d.cookie, 'cookie'),
-          toNumber(d.share_id, 'share_id'),
-          init.type,
-          init.mode & 0o7777,
-          init.uid,
-          init.gid,
-          init.size,
-          isDir ? 2 : 1,
-          init.rdevMajor,
-          init.rdevMinor,
-          atime.sec,
-          atime.nsec,
-          mtime.sec,
-          mtime.nsec,
-          now.sec,
-          now.nsec,
-          isDir ? dirId : 0,
-          init.target,
-          init.createVerifier,
-        ]),
-      );
-      if (!ins.rows[0]) throw new VfsError('EXIST', 'name exists');
-      return publicInode(inodeRow(ins.rows[0]));
-    });
+    const isDir = init.type === DIR;
+    const atime = init.atime ?? now;
+    const mtime = init.mtime ?? now;
+    const params = [
+      dirId,
+      name,
+      init.type,
+      init.mode & 0o7777,
+      init.uid,
+      init.gid,
+      init.size,
+      isDir ? 2 : 1,
+      init.rdevMajor,
+      init.rdevMinor,
+      atime.sec,
+      atime.nsec,
+      mtime.sec,
+      mtime.nsec,
+      now.sec,
+      now.nsec,
+      isDir ? dirId : 0,
+      init.target,
+      init.createVerifier,
+      isDir ? 1 : 0,
+    ];
+    // Not retried when the connection breaks in flight: a second run would answer EXIST.
+    const ins = await mapUnique(() => this.q(S.createOne, params, { retryable: false }));
+    if (ins.rows[0]) return publicInode(inodeRow(ins.rows[0]));
+    const dir = await this.getInode(dirId);
+    if (!dir) throw new VfsError('STALE', `inode ${dirId} does not exist`);
+    if (dir.type !== DIR) throw new VfsError('NOTDIR', `inode ${dirId} is not a directory`);
+    throw new VfsError('EXIST', 'name exists');
   }
 
   async link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode> {
