@@ -277,11 +277,12 @@ export class FileService {
     const id = this.identity(share, cred);
     if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
-    await share.data.write(inode.id, offset, data);
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
     if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
-    const after = await share.meta.setAttr(inode.id, changes);
+    // The WAL append and the attribute update run side by side (the reply needs both); the WAL
+    // carries the size too, so replay restores it whichever finished first before a crash.
+    const [, after] = await Promise.all([share.data.write(inode.id, offset, data), share.meta.setAttr(inode.id, changes)]);
     if (stable) await share.data.commit(inode.id);
     return { before: inode, after };
   }
