@@ -7,7 +7,8 @@ import { BlockCache } from './blocks/cache.js';
 import { FilesystemBlockStore } from './blocks/filesystem.js';
 import { MemoryBlockStore } from './blocks/memory.js';
 import { S3BlockStore } from './blocks/s3.js';
-import { BlockService } from './blocks/service.js';
+import pLimit from 'p-limit';
+import { BlockService, DEFAULT_PARALLEL_UPLOADS } from './blocks/service.js';
 import type { BlockStore } from './blocks/store.js';
 import { FileWal, MemoryWal, type ReplayRecord, type Wal } from './blocks/wal.js';
 import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './config/types.js';
@@ -162,6 +163,8 @@ async function replayWal(records: ReplayRecord[], services: Map<number, { name: 
 
 export async function startServer(config: DittoConfig, log: Logger): Promise<RunningServer> {
   const cache = new BlockCache(config.cache.read_cache_bytes);
+  // One bound on uploads in flight for the whole server, whatever the number of shares.
+  const uploads = pLimit(DEFAULT_PARALLEL_UPLOADS);
   const metaStores = new Map<string, MetadataStore>();
   const blockStores = new Map<string, BlockStore>();
   const cleanups: (() => Promise<void>)[] = [];
@@ -208,6 +211,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         blockSize: bcfg.block_size,
         wal: wal.wal,
         cache,
+        uploads,
         log,
       });
       services.set(shareId, { name: sh.name, data });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import pLimit from 'p-limit';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
@@ -344,6 +345,38 @@ describe('block garbage collection', () => {
     store.go();
     await svc.flush(ino);
     assert.deepEqual(await store.get((await meta.getBlocks(ino, 0, 1))[0]!.key), Buffer.alloc(BS, 5));
+    await svc.close();
+  });
+});
+
+describe('transfer bounds', () => {
+  it('keeps at most the configured number of uploads in flight', async () => {
+    class Counting extends MemoryBlockStore {
+      now = 0;
+      max = 0;
+      override async put(key: string, data: Buffer): Promise<void> {
+        this.now++;
+        this.max = Math.max(this.max, this.now);
+        await new Promise((r) => setTimeout(r, 2));
+        await super.put(key, data);
+        this.now--;
+      }
+    }
+    const meta = new MemoryMetadataStore();
+    const store = new Counting();
+    const svc = new BlockService(store, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: new MemoryWal(1024 * BS),
+      cache: new BlockCache(8 * BS),
+      uploads: pLimit(3),
+    });
+    const files = await Promise.all([mkfile(meta), mkfile(meta), mkfile(meta)]);
+    for (let i = 0; i < 20; i++) for (const f of files) await svc.write(f, i * BS, Buffer.alloc(BS, i)); // full blocks: uploads start at once
+    for (const f of files) await svc.flush(f);
+    assert.equal(store.size, 60);
+    assert.ok(store.max <= 3 && store.max >= 2, `at most 3 uploads at once (saw ${store.max})`);
     await svc.close();
   });
 });

@@ -6,6 +6,7 @@
 // previous object deleted, and only then does the version let go of its WAL segments. Reads merge,
 // newest last: stored object (or zeros), in-flight versions oldest first, then the dirty version.
 import { randomBytes } from 'node:crypto';
+import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
 import type { BlockRef, MetadataStore } from '../meta/store.js';
 import { VfsError } from '../vfs/errors.js';
@@ -110,10 +111,15 @@ export interface BlockServiceOptions {
   maxWriteWaitMs?: number;
   /** Garbage collection of unreferenced objects runs this often (ms; 0 = only when called). */
   gcIntervalMs?: number;
+  /** Bounds the uploads in flight (share one between the services of a server); default: 16. */
+  uploads?: LimitFunction;
   log?: Logger;
 }
 
 const MISSING = 'DITTOFS_BLOCK_MISSING';
+
+/** Uploads in flight at once per server unless configured: each holds one block in memory. */
+export const DEFAULT_PARALLEL_UPLOADS = 16;
 
 /** The part of an object key after the share prefix: `INODE/INDEX-VERSION-RANDOM`. */
 const KEY_RE = /^(\d+)\/(\d+)-\d+-[0-9a-f]+$/;
@@ -143,6 +149,7 @@ export class BlockService {
   /** Keys being uploaded whose `blocks` row is not committed yet: garbage collection skips them. */
   private readonly uploading = new Set<string>();
   private readonly gcTimer: NodeJS.Timeout | null;
+  private readonly uploads: LimitFunction;
   private gcRunning: Promise<GcResult> | null = null;
 
   constructor(
@@ -152,6 +159,7 @@ export class BlockService {
   ) {
     this.blockSize = opts.blockSize;
     this.wal = opts.wal;
+    this.uploads = opts.uploads ?? pLimit(DEFAULT_PARALLEL_UPLOADS);
     const idle = opts.idleFlushMs ?? 5000;
     this.timer = setInterval(() => this.flushIdle(idle), Math.max(250, Math.floor(idle / 2)));
     this.timer.unref();
@@ -307,7 +315,7 @@ export class BlockService {
     if (!v) return this.waitInflight(s);
     s.dirty = null;
     s.inflight.push(v);
-    const result = s.chain.then(() => this.upload(inodeId, index, s, v));
+    const result = s.chain.then(() => this.uploads(() => this.upload(inodeId, index, s, v)));
     v.result = result;
     s.chain = result.then(() => undefined);
     return result;
