@@ -11,11 +11,11 @@
 //                                   starting DittoFS (E2E_EXTERNAL_MOUNT_PORT=M if MOUNT is
 //                                   on another port), to check the harness against another server.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
-import { DITTOFS_CLI, REPO_ROOT, startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { REPO_ROOT, startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { checkVmPrerequisites } from '../helpers/vm.js';
 
 const RUN_VM = path.join(REPO_ROOT, 'hack', 'vm', 'run-nfs-test.sh');
 const SCRIPT = path.join(REPO_ROOT, 'test', 'e2e', 'posix-kernel.sh');
@@ -131,27 +131,6 @@ const EXPECTED_PASSES = [
   'work dir removed',
 ];
 
-/** Throws with a clear message if something the VM harness needs is missing (never skips). */
-function checkPrerequisites(external: boolean): void {
-  const problems: string[] = [];
-  const onPath = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-  if (!onPath('qemu-system-x86_64')) problems.push('qemu-system-x86_64 not found (Debian package qemu-system-x86)');
-  let kernels: string[] = [];
-  try {
-    kernels = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-'));
-  } catch {
-    // reported below
-  }
-  if (kernels.length === 0) problems.push('no kernel /boot/vmlinuz-* (Debian package linux-image-amd64)');
-  if (!existsSync('/bin/busybox')) problems.push('/bin/busybox not found (Debian package busybox-static)');
-  if (!onPath('cpio')) problems.push('cpio not found');
-  if (!onPath('nfs-cat')) problems.push('nfs-cat not found (Debian package libnfs-utils)');
-  if (!external && !existsSync(DITTOFS_CLI)) problems.push(`${DITTOFS_CLI} not found (build the server: npm run build)`);
-  if (problems.length > 0) {
-    throw new Error(`kernel-client e2e test cannot run:\n  - ${problems.join('\n  - ')}\nInstall with: hack/install-deps.sh vm`);
-  }
-}
-
 interface Run {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -183,7 +162,7 @@ void test(
   { timeout: TEST_TIMEOUT_MS },
   async () => {
     const externalPort = process.env.E2E_EXTERNAL_NFS_PORT;
-    checkPrerequisites(externalPort !== undefined);
+    checkVmPrerequisites('kernel-client e2e test', { nfsCat: true, server: externalPort === undefined });
 
     let server: DittofsProcess | undefined;
     let nfsPort: number;

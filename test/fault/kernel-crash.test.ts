@@ -10,15 +10,15 @@
 // Needs what test/e2e/kernel-client.test.ts needs (hack/install-deps.sh vm) and a built server.
 // FAULT_KERNEL_SIZE_MIB=N changes the file size; E2E_VERBOSE=1 streams the VM console.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import { NfsOps, statusName } from '../helpers/nfs-ops.js';
-import { DITTOFS_CLI, freePort, REPO_ROOT, type DittofsProcess } from '../helpers/server.js';
+import { freePort, REPO_ROOT, type DittofsProcess } from '../helpers/server.js';
+import { checkVmPrerequisites } from '../helpers/vm.js';
 import { intFromEnv, logLinesAtLeast, MiB, sha256, sleep, startReady, tail, writeConfig } from './support.js';
 
 const RUN_VM = path.join(REPO_ROOT, 'hack', 'vm', 'run-nfs-test.sh');
@@ -32,24 +32,6 @@ const FIRST_KILL_AT = Math.floor((SIZE_MIB * MiB) / 4);
 const DOWN_MS = 1_500;
 const VM_TIMEOUT_S = 300;
 const TEST_TIMEOUT_MS = 6 * 60_000;
-
-function checkPrerequisites(): void {
-  const problems: string[] = [];
-  const onPath = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-  if (!onPath('qemu-system-x86_64')) problems.push('qemu-system-x86_64 not found (Debian package qemu-system-x86)');
-  let kernels: string[] = [];
-  try {
-    kernels = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-'));
-  } catch {
-    // reported below
-  }
-  if (kernels.length === 0) problems.push('no kernel /boot/vmlinuz-* (Debian package linux-image-amd64)');
-  if (!existsSync('/bin/busybox')) problems.push('/bin/busybox not found (Debian package busybox-static)');
-  if (!onPath('cpio')) problems.push('cpio not found');
-  if (!existsSync(DITTOFS_CLI)) problems.push(`${DITTOFS_CLI} not found (build the server: npm run build)`);
-  if (problems.length > 0)
-    throw new Error(`kernel-crash test cannot run:\n  - ${problems.join('\n  - ')}\nInstall with: hack/install-deps.sh vm`);
-}
 
 interface Vm {
   child: ChildProcess;
@@ -135,7 +117,7 @@ void describe('kernel-crash: SIGKILL of the server while the Linux kernel client
   });
 
   void it(`a ${SIZE_MIB} MiB dd conv=fsync survives server crashes with identical content`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    checkPrerequisites();
+    checkVmPrerequisites('kernel-crash test', { nfsCat: false, server: true });
     dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fault-kernel-'));
     const dataDir = path.join(dir, 'data');
     const configFile = await writeConfig(
