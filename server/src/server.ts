@@ -145,11 +145,14 @@ async function replayWal(records: ReplayRecord[], services: Map<number, { name: 
     if (!list) byShare.set(r.share, (list = []));
     list.push(r);
   }
+  const hex = (id: number): string => id.toString(16).padStart(8, '0');
   for (const [share, list] of byShare) {
     if (!services.has(share)) {
+      const known = [...services].map(([id, s]) => `${s.name} (${hex(id)})`).join(', ') || 'none';
       throw new Error(
-        `the WAL holds ${list.length} unflushed records of a share (id ${share.toString(16)}) that is not in the config; ` +
-          'add the share back so its data can be stored, or move the WAL directory away to discard that data',
+        `the WAL holds ${list.length} unflushed records of a share with id ${hex(share)} that is not in the config ` +
+          `(configured: ${known}; a share's id is derived from its name, and its block objects are stored under that id); ` +
+          'add the share back under its old name so its data can be stored, or move the WAL directory away to discard that data',
       );
     }
   }

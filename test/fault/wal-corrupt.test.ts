@@ -12,7 +12,7 @@ import { after, describe, it } from 'node:test';
 import { NfsOps } from '../helpers/nfs-ops.js';
 import { NfsStat, StableHow } from '../helpers/rpc-client.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
-import { KiB, logLinesAtLeast, sha256, startReady, waitReady } from './support.js';
+import { KiB, logLinesAtLeast, sha256, startReady, waitReady, writeConfig } from './support.js';
 
 const CHUNK = 64 * KiB;
 
@@ -92,6 +92,46 @@ describe('fault: corrupt WAL record', { timeout: 120_000 }, () => {
       assert.deepEqual(bad, Buffer.alloc(CHUNK), 'the range keeps its older content: nothing had been stored there (zeros)');
     } finally {
       c2.close();
+    }
+  });
+
+  it('holding data of a share that is no longer configured, it refuses to start and says how to recover', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-wal-share-'));
+    try {
+      const dataDir = path.join(dir, 'data');
+      const config = (share: string) => `shares:\n  - name: ${share}\n`;
+      const first = await startReady({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/old'), 'old.yaml') });
+      servers.push(first);
+      const data = randomBytes(CHUNK);
+      const c = await NfsOps.open(first.nfsPort);
+      try {
+        const fh = (await c.create(await c.mount('/old'), 'f')).fh!;
+        assert.equal((await c.writeV(fh, 0, data, StableHow.FILE_SYNC)).status, NfsStat.OK);
+      } finally {
+        c.close();
+      }
+      await first.kill(); // well within the idle flush: the data is only in the WAL
+      await assert.rejects(
+        startDittofs({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/new'), 'new.yaml') }),
+        (err: Error) => {
+          assert.match(err.message, /WAL holds 1 unflushed records of a share with id [0-9a-f]{8} that is not in the config/);
+          assert.match(err.message, /configured: \/new \([0-9a-f]{8}\)/);
+          assert.match(err.message, /add the share back under its old name/);
+          return true;
+        },
+      );
+      // With the share back, the data is served.
+      const again = await startReady({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/old'), 'old.yaml') });
+      servers.push(again);
+      const c2 = await NfsOps.open(again.nfsPort);
+      try {
+        const fh = (await c2.lookup(await c2.mount('/old'), 'f')).fh!;
+        assert.equal(sha256(await c2.readAll(fh, CHUNK)), sha256(data), 'the acknowledged data is served');
+      } finally {
+        c2.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -25,7 +25,9 @@ async function makeWal(kind: WalKind, maxBytes: number): Promise<Wal> {
   if (kind === 'memory') return new MemoryWal(maxBytes);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-svc-wal-'));
   tmpDirs.push(dir);
-  return (await FileWal.open(dir, { maxBytes, segmentBytes: Math.max(4 * BS, Math.floor(maxBytes / 4)) })).wal;
+  const { wal } = await FileWal.open(dir, { maxBytes, segmentBytes: Math.max(4 * BS, Math.floor(maxBytes / 4)) });
+  wal.tidy(); // a fresh directory: nothing to replay
+  return wal;
 }
 
 async function setup(maxDirty = 64 * BS, kind: WalKind = 'memory') {

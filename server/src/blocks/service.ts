@@ -12,7 +12,7 @@ import type { BlockRef, MetadataStore } from '../meta/store.js';
 import { VfsError } from '../vfs/errors.js';
 import { BlockCache } from './cache.js';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
-import { RECORD_TRUNCATE, WAL_GONE, type ReplayRecord, type Wal, type WalHolder, type WalSegment } from './wal.js';
+import { RECORD_TRUNCATE, WAL_GONE, type ReplayRecord, type Wal, type WalAppend, type WalHolder, type WalSegment } from './wal.js';
 
 /** A half-open byte range [start, end) inside a block. */
 type Range = [number, number];
@@ -144,8 +144,6 @@ export class BlockService {
   private closed = false;
   /** While replaying the WAL no upload starts: each block is uploaded once, with its final content. */
   private replaying = false;
-  /** Upload failures since start (for metrics and logs). */
-  uploadFailures = 0;
   /** Keys being uploaded whose `blocks` row is not committed yet: garbage collection skips them. */
   private readonly uploading = new Set<string>();
   private readonly gcTimer: NodeJS.Timeout | null;
@@ -209,7 +207,7 @@ export class BlockService {
 
   async write(inodeId: number, offset: number, data: Buffer): Promise<void> {
     if (this.wal.full) await this.relievePressure();
-    let a;
+    let a: WalAppend;
     try {
       a = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data);
     } catch (err) {
@@ -381,7 +379,6 @@ export class BlockService {
       return null;
     } catch (err) {
       error = err as Error;
-      this.uploadFailures++;
       s.failures++;
       const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** Math.min(s.failures - 1, 10));
       s.retryAt = Date.now() + delay;

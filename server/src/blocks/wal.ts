@@ -43,8 +43,6 @@ export class WalSegment {
   /** Bytes reserved in the segment (header included). */
   size = SEG_HEADER;
   readonly holders = new Set<WalHolder>();
-  /** Set once no more records go into this segment. */
-  sealed = false;
   /** Bytes appended since the last fdatasync. */
   unsynced = false;
   /** A write to this segment failed: nothing more goes into it. */
@@ -161,7 +159,6 @@ export class MemoryWal implements Wal {
   private segment(bytes: number): WalAppend {
     const seg = new WalSegment(this.nextId++, null, null);
     seg.size = bytes;
-    seg.sealed = true;
     this.usedBytes += bytes;
     return { seg, pos: 0, done: MemoryWal.resolved };
   }
@@ -297,7 +294,8 @@ export class FileWal implements Wal {
   private readonly segmentBytes: number;
   private readonly queue: PendingWrite[] = [];
   private writing = false;
-  private readonly idle = new RoomWaiters();
+  /** Woken after every batch written: sync() waits on it for its appends. */
+  private readonly progress = new RoomWaiters();
   private readonly room = new RoomWaiters();
   /** Appends issued / appends written, for group commit. */
   private issued = 0;
@@ -309,6 +307,11 @@ export class FileWal implements Wal {
   private dirDirty = false;
   private retiring = false;
   private retireAgain = false;
+  /**
+   * False until the caller has replayed the records `open` returned and said so (`tidy`): until
+   * then no segment may go, since nothing holds the data of records not yet replayed.
+   */
+  private replayed = false;
   private closed = false;
   private writeError: Error | null = null;
 
@@ -358,7 +361,6 @@ export class FileWal implements Wal {
       }
       const fd = fsc.openSync(file, fsc.constants.O_RDWR);
       const seg = new WalSegment(id, file, fd);
-      seg.sealed = true;
       let at = SEG_HEADER;
       let validEnd = SEG_HEADER;
       while (at < buf.length) {
@@ -434,7 +436,6 @@ export class FileWal implements Wal {
     }
     const seg = new WalSegment(id, file, fd);
     seg.unsynced = true;
-    if (this.active) this.active.sealed = true;
     this.active = seg;
     this.segments.push(seg);
     this.dirDirty = true;
@@ -523,6 +524,8 @@ export class FileWal implements Wal {
           seg.unsynced = true;
           this.written += batch.length;
           for (const p of batch) p.resolve();
+          // A COMMIT waits for the appends issued before it, not for the queue to run dry.
+          this.progress.wake();
         } catch (err) {
           // The segment now has a gap: nothing more goes into it, and replay cuts it there.
           seg.broken = true;
@@ -530,18 +533,18 @@ export class FileWal implements Wal {
           this.written += batch.length;
           this.opts.log?.error({ err, segment: seg.file }, 'WAL write failed');
           for (const p of batch) p.reject(err as Error);
+          this.progress.wake();
         }
       }
     } finally {
       this.writing = false;
-      this.idle.wake();
       const head = this.segments[0];
       if (head && head !== this.active && head.holders.size === 0) void this.retire();
     }
   }
 
   private async allWritten(target: number): Promise<void> {
-    while (this.written < target) await this.idle.wait(1000);
+    while (this.written < target) await this.progress.wait(1000);
   }
 
   async sync(): Promise<void> {
@@ -600,13 +603,15 @@ export class FileWal implements Wal {
     if (seg.holders.delete(h) && seg.holders.size === 0) void this.retire();
   }
 
-  /** Deletes every segment that holds nothing any more (after replay, for instance). */
+  /** Called once every record `open` returned is replayed (held by its block version): segments may go now. */
   tidy(): void {
+    this.replayed = true;
     void this.retire();
   }
 
-  /** Deletes segments from the oldest while they hold nothing, are sealed and fully written. */
+  /** Deletes segments from the oldest while they hold nothing, are not the active one and are fully written. */
   private async retire(): Promise<void> {
+    if (!this.replayed) return;
     if (this.retiring) {
       this.retireAgain = true;
       return;
