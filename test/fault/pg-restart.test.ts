@@ -140,22 +140,29 @@ class Client {
     for (let j = 0; j < DIRS_PER_CLIENT; j++) await this.mkdir(topDir);
   }
 
+  /**
+   * Runs a CREATE or MKDIR of `dir/name` and returns the new object. EXIST is accepted only after
+   * a JUKEBOX (the first attempt may have been applied): the object is then looked up.
+   */
+  private async made(
+    what: string,
+    dir: Dir,
+    name: string,
+    f: () => Promise<{ status: number; fh: Buffer | null; attrs: { fileid: number } | null }>,
+  ): Promise<{ fh: Buffer; fileid: number }> {
+    const { res, hadJukebox } = await this.call(f);
+    if (res.status === 0 && res.fh && res.attrs) return { fh: res.fh, fileid: res.attrs.fileid };
+    if (res.status === NfsStat.EXIST && hadJukebox) {
+      this.ambiguous();
+      const lk = await this.lookup(dir, name);
+      return { fh: lk.fh, fileid: lk.attrs.fileid };
+    }
+    return unexpected(`${what} ${dir.name}/${name}`, res.status);
+  }
+
   private async mkdir(parent: Dir): Promise<void> {
     const name = this.newName('d');
-    const { res, hadJukebox } = await this.call(() => this.nfs.mkdir(parent.inode.fh, name));
-    let fh: Buffer;
-    let fileid: number;
-    if (res.status === 0 && res.fh && res.attrs) {
-      fh = res.fh;
-      fileid = res.attrs.fileid;
-    } else if (res.status === NfsStat.EXIST && hadJukebox) {
-      this.ambiguous();
-      const lk = await this.lookup(parent, name);
-      fh = lk.fh;
-      fileid = lk.attrs.fileid;
-    } else {
-      unexpected(`MKDIR ${parent.name}/${name}`, res.status);
-    }
+    const { fh, fileid } = await this.made('MKDIR', parent, name, () => this.nfs.mkdir(parent.inode.fh, name));
     const inode: Inode = { fileid, fh, type: DIR, mode: 0o755, content: Buffer.alloc(0), names: new Set([`${parent.name}/${name}`]) };
     parent.entries.set(name, inode);
     this.dirs.push({ name: `${parent.name}/${name}`, inode, entries: new Map() });
@@ -178,20 +185,7 @@ class Client {
     const dir = this.randomDir();
     const name = this.newName('f');
     const mode = this.rng.pick([0o644, 0o600, 0o640]);
-    const { res, hadJukebox } = await this.call(() => this.nfs.create(dir.inode.fh, name, { mode }));
-    let fh: Buffer;
-    let fileid: number;
-    if (res.status === 0 && res.fh && res.attrs) {
-      fh = res.fh;
-      fileid = res.attrs.fileid;
-    } else if (res.status === NfsStat.EXIST && hadJukebox) {
-      this.ambiguous();
-      const lk = await this.lookup(dir, name);
-      fh = lk.fh;
-      fileid = lk.attrs.fileid;
-    } else {
-      unexpected(`CREATE ${dir.name}/${name}`, res.status);
-    }
+    const { fh, fileid } = await this.made('CREATE', dir, name, () => this.nfs.create(dir.inode.fh, name, { mode }));
     const inode: Inode = { fileid, fh, type: FILE, mode, content: Buffer.alloc(0), names: new Set([`${dir.name}/${name}`]) };
     dir.entries.set(name, inode);
     this.files.set(fileid, inode);
