@@ -12,6 +12,7 @@ import { BlockService, DEFAULT_PARALLEL_UPLOADS } from './blocks/service.js';
 import type { BlockStore } from './blocks/store.js';
 import { FileWal, MemoryWal, type ReplayRecord, type Wal } from './blocks/wal.js';
 import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './config/types.js';
+import { CachedMetadataStore } from './meta/cached.js';
 import { MemoryMetadataStore } from './meta/memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore } from './meta/sql/index.js';
 import type { MetadataStore } from './meta/store.js';
@@ -32,24 +33,36 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** SQL engines answer inode and block-map lookups from memory and write sizes and times behind. */
+function cachedFor(log: Logger): (store: MetadataStore) => MetadataStore {
+  return (store) =>
+    new CachedMetadataStore(store, {
+      onFlushError: (err, inodeId) =>
+        log.warn({ err, inode: inodeId }, 'could not write file size and times to the metadata store; retrying'),
+    });
+}
+
 function createMetadataStore(name: string, cfg: MetadataStoreConfig, dataDir: string, log: Logger): MetadataStore {
   const logger = log.child({ store: name });
+  const cached = cachedFor(logger);
   switch (cfg.type) {
     case 'memory':
       return new MemoryMetadataStore();
     case 'embedded':
-      return createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger });
+      return cached(createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger }));
     case 'postgres':
       if (!cfg.url) throw new Error(`metadata store ${name}: a postgres store needs a url`);
-      return createPostgresMetadataStore({
-        url: cfg.url,
-        ...(cfg.pool_size !== undefined ? { poolSize: cfg.pool_size } : {}),
-        ...(cfg.schema !== undefined ? { schema: cfg.schema } : {}),
-        ...(cfg.connect_timeout !== undefined ? { connectTimeoutMs: cfg.connect_timeout } : {}),
-        ...(cfg.statement_timeout !== undefined ? { statementTimeoutMs: cfg.statement_timeout } : {}),
-        logger,
-        applicationName: `dittofs/${name}`,
-      });
+      return cached(
+        createPostgresMetadataStore({
+          url: cfg.url,
+          ...(cfg.pool_size !== undefined ? { poolSize: cfg.pool_size } : {}),
+          ...(cfg.schema !== undefined ? { schema: cfg.schema } : {}),
+          ...(cfg.connect_timeout !== undefined ? { connectTimeoutMs: cfg.connect_timeout } : {}),
+          ...(cfg.statement_timeout !== undefined ? { statementTimeoutMs: cfg.statement_timeout } : {}),
+          logger,
+          applicationName: `dittofs/${name}`,
+        }),
+      );
     default:
       throw new Error(`metadata store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
   }

@@ -117,6 +117,8 @@ export interface BlockServiceOptions {
 }
 
 const MISSING = 'DITTOFS_BLOCK_MISSING';
+/** Blocks fetched ahead of a sequential read (4 x 4 MiB by default: enough to hide S3 latency). */
+const READ_AHEAD_BLOCKS = 4;
 
 /** Uploads in flight at once per server unless configured: each holds one block in memory. */
 export const DEFAULT_PARALLEL_UPLOADS = 16;
@@ -146,6 +148,8 @@ export class BlockService {
   private replaying = false;
   /** Keys being uploaded whose `blocks` row is not committed yet: garbage collection skips them. */
   private readonly uploading = new Set<string>();
+  /** Block objects being fetched: a read of one that a prefetch is already loading waits for it. */
+  private readonly loading = new Map<string, Promise<Buffer>>();
   private readonly gcTimer: NodeJS.Timeout | null;
   private readonly uploads: LimitFunction;
   private gcRunning: Promise<GcResult> | null = null;
@@ -500,13 +504,22 @@ export class BlockService {
 
   // ---- reads -----------------------------------------------------------------------------------
 
-  private async readObject(ref: BlockRef): Promise<Buffer> {
+  private readObject(ref: BlockRef): Promise<Buffer> {
     const hit = this.opts.cache.get(ref.key);
-    if (hit) return hit;
-    const data = await this.store.get(ref.key);
-    if (data === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
-    this.opts.cache.set(ref.key, data);
-    return data;
+    if (hit) return Promise.resolve(hit);
+    let p = this.loading.get(ref.key);
+    if (!p) {
+      p = this.store
+        .get(ref.key)
+        .then((data) => {
+          if (data === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
+          this.opts.cache.set(ref.key, data);
+          return data;
+        })
+        .finally(() => this.loading.delete(ref.key));
+      this.loading.set(ref.key, p);
+    }
+    return p;
   }
 
   /** Reads up to `count` bytes at `offset` of a file whose size is `fileSize`. */
@@ -521,6 +534,7 @@ export class BlockService {
         // and reading it: read again.
         // Versions can follow each other quickly (replay, a busy file): pause a little each time.
         if (!isRetry(err) || attempt >= 8) throw err;
+        this.meta.invalidateBlocks?.(inodeId);
         await new Promise((r) => setTimeout(r, 2 ** attempt));
       }
     }
@@ -542,7 +556,7 @@ export class BlockService {
         if (vs.length > 0) layers.set(index, vs);
       }
     }
-    const refs = await this.meta.getBlocks(inodeId, first, last + 2);
+    const refs = await this.meta.getBlocks(inodeId, first, last + 1 + READ_AHEAD_BLOCKS);
     const refAt = new Map<number, BlockRef>();
     for (const r of refs) refAt.set(r.index, r);
     const out = Buffer.allocUnsafe(end - offset);
@@ -563,7 +577,8 @@ export class BlockService {
         const n = Math.max(0, Math.min(to, obj.length) - from);
         if (n > 0) obj.copy(out, at, from, from + n);
         if (n < to - from) out.fill(0, at + Math.max(0, n), at + (to - from));
-        if (from === 0 || to === bs) this.prefetch(refAt.get(index + 1));
+        // A read that starts or ends a block is likely sequential: fetch the next blocks too.
+        if (from === 0 || to === bs) for (let k = 1; k <= READ_AHEAD_BLOCKS; k++) this.prefetch(refAt.get(index + k));
       } else {
         out.fill(0, at, at + (to - from));
       }
@@ -573,7 +588,7 @@ export class BlockService {
   }
 
   private prefetch(ref: BlockRef | undefined): void {
-    if (!ref || this.opts.cache.has(ref.key)) return;
+    if (!ref || this.opts.cache.has(ref.key) || this.loading.has(ref.key)) return;
     this.readObject(ref).catch(() => undefined);
   }
 

@@ -13,6 +13,7 @@ import { postgresForTests, type PostgresInstance } from '../../../test/helpers/p
 import { isVfsError } from '../vfs/errors.js';
 import type { Inode, Timespec } from '../vfs/types.js';
 import { FileType } from '../vfs/types.js';
+import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore, PgDriver, SqlMetadataStore } from './sql/index.js';
 import type { BlockRef, MetadataStore } from './store.js';
@@ -30,7 +31,7 @@ interface Fixture {
 }
 
 interface Engine {
-  name: 'memory' | 'embedded' | 'postgres';
+  name: 'memory' | 'cached' | 'embedded' | 'postgres';
   setup(): Promise<Fixture>;
 }
 
@@ -39,6 +40,16 @@ const engines: Engine[] = [
     name: 'memory',
     async setup() {
       const store = new MemoryMetadataStore();
+      await store.open();
+      return { store, teardown: () => store.close() };
+    },
+  },
+  {
+    // The caching layer the server puts over the SQL engines, here over memory so that the
+    // differential test below compares it with the bare reference.
+    name: 'cached',
+    async setup() {
+      const store = new CachedMetadataStore(new MemoryMetadataStore(), { flushDelayMs: 5 });
       await store.open();
       return { store, teardown: () => store.close() };
     },

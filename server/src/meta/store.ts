@@ -70,4 +70,12 @@ export interface MetadataStore {
   dropBlocks(inodeId: number, from: number): Promise<BlockRef[]>;
 
   usage(shareId: number): Promise<ShareUsage>;
+
+  /**
+   * Engines that write attribute changes behind (the caching layer): make the pending size and
+   * time changes of `id` (of every inode without one) durable. COMMIT and stable writes call it.
+   */
+  flushAttrs?(id?: number): Promise<void>;
+  /** Engines that cache block maps: forget `inodeId`'s (a read found one of its objects missing). */
+  invalidateBlocks?(inodeId: number): void;
 }

@@ -283,13 +283,18 @@ export class FileService {
     // The WAL append and the attribute update run side by side (the reply needs both); the WAL
     // carries the size too, so replay restores it whichever finished first before a crash.
     const [, after] = await Promise.all([share.data.write(inode.id, offset, data), share.meta.setAttr(inode.id, changes)]);
-    if (stable) await share.data.commit(inode.id);
+    if (stable) await this.sync(share, inode.id);
     return { before: inode, after };
+  }
+
+  /** Makes a file's written data and its size and times durable (COMMIT, FILE_SYNC, DATA_SYNC). */
+  private async sync(share: Share, inodeId: number): Promise<void> {
+    await Promise.all([share.data.commit(inodeId), share.meta.flushAttrs?.(inodeId)]);
   }
 
   async commit(handle: Buffer): Promise<Inode> {
     const { share, inode } = await this.resolve(handle);
-    if (inode.type === FileType.REG) await share.data.commit(inode.id);
+    if (inode.type === FileType.REG) await this.sync(share, inode.id);
     return inode;
   }
 

@@ -1,0 +1,124 @@
+// The caching layer's own promises, beyond the conformance suite: what it writes behind reaches the
+// store on flushAttrs and on close, a failed flush keeps the changes, changes made behind its back
+// show after the TTL, and block maps follow putBlock / dropBlocks.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { FileType, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
+import { CachedMetadataStore } from './cached.js';
+import { MemoryMetadataStore } from './memory.js';
+
+const SHARE = 7;
+const T = (sec: number): Timespec => ({ sec, nsec: 0 });
+
+function file(): NewInode {
+  return { type: FileType.REG, mode: 0o644, uid: 1, gid: 1, rdevMajor: 0, rdevMinor: 0, target: null, createVerifier: null, size: 0 };
+}
+
+async function setup(opts: ConstructorParameters<typeof CachedMetadataStore>[1] = {}): Promise<{
+  inner: MemoryMetadataStore;
+  cached: CachedMetadataStore;
+  f: Inode;
+}> {
+  const inner = new MemoryMetadataStore();
+  const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000, ...opts });
+  await cached.open();
+  const root = await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 });
+  const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+  await cached.getInode(f.id);
+  return { inner, cached, f };
+}
+
+describe('CachedMetadataStore', () => {
+  it('answers writes from memory and writes size and times behind on flushAttrs', async () => {
+    const { inner, cached, f } = await setup();
+    const a = await cached.setAttr(f.id, { growTo: 4096, mtime: T(10), ctime: T(10) });
+    const b = await cached.setAttr(f.id, { growTo: 1024, mtime: T(11), ctime: T(11) });
+    assert.equal(a.size, 4096);
+    assert.equal(b.size, 4096, 'growTo never shrinks');
+    assert.deepEqual(b.mtime, T(11));
+    assert.equal((await inner.getInode(f.id))!.size, 0, 'not yet written');
+    assert.equal((await cached.getInode(f.id))!.size, 4096);
+    await cached.flushAttrs(f.id);
+    const stored = (await inner.getInode(f.id))!;
+    assert.equal(stored.size, 4096);
+    assert.deepEqual(stored.mtime, T(11));
+    assert.deepEqual(stored.ctime, T(11));
+    await cached.close();
+  });
+
+  it('shows pending sizes in lookup and readdir, and writes them on close', async () => {
+    const { inner, cached, f } = await setup();
+    await cached.setAttr(f.id, { growTo: 777, mtime: T(20), ctime: T(20) });
+    const root = await cached.ensureRoot(SHARE, file());
+    assert.equal((await cached.lookup(root.id, Buffer.from('f')))!.size, 777);
+    const page = await cached.readdir(root.id, 0, 10);
+    assert.equal(page.entries.find((e) => e.inode.id === f.id)!.inode.size, 777);
+    await cached.close();
+    assert.equal((await inner.getInode(f.id))!.size, 777, 'close wrote the pending change');
+  });
+
+  it('other attribute changes go through at once, after the pending ones, in order', async () => {
+    const { inner, cached, f } = await setup();
+    await cached.setAttr(f.id, { growTo: 5000, mtime: T(30), ctime: T(30) });
+    const cut = await cached.setAttr(f.id, { size: 100, mtime: T(31), ctime: T(31) });
+    assert.equal(cut.size, 100, 'the truncate applies over the pending growth, not under it');
+    assert.equal((await inner.getInode(f.id))!.size, 100);
+    assert.equal((await cached.getInode(f.id))!.size, 100);
+    await cached.close();
+  });
+
+  it('a failed flush keeps the changes and a later flush writes them', async () => {
+    const { inner, cached, f } = await setup();
+    const errors: unknown[] = [];
+    const real = inner.setAttr.bind(inner);
+    let down = true;
+    inner.setAttr = (...args) => (down ? Promise.reject(new Error('database unreachable')) : real(...args));
+    (cached as unknown as { opts: { onFlushError: (e: unknown) => void } }).opts.onFlushError = (e) => errors.push(e);
+    await cached.setAttr(f.id, { growTo: 9000, mtime: T(40), ctime: T(40) });
+    await assert.rejects(cached.flushAttrs(f.id), /database unreachable/);
+    assert.equal(errors.length, 1);
+    assert.equal((await cached.getInode(f.id))!.size, 9000, 'still served from memory');
+    await cached.setAttr(f.id, { growTo: 9500, mtime: T(41), ctime: T(41) });
+    down = false;
+    await cached.flushAttrs(f.id);
+    const stored = (await inner.getInode(f.id))!;
+    assert.equal(stored.size, 9500);
+    assert.deepEqual(stored.mtime, T(41));
+    await cached.close();
+  });
+
+  it('a change made behind its back shows once the TTL has passed', async () => {
+    const { inner, cached, f } = await setup({ ttlMs: 30 });
+    await inner.setAttr(f.id, { mode: 0o600 });
+    assert.equal((await cached.getInode(f.id))!.mode, 0o644, 'cached within the TTL');
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal((await cached.getInode(f.id))!.mode, 0o600);
+    await cached.close();
+  });
+
+  it('block maps follow putBlock and dropBlocks, and a removed file is forgotten', async () => {
+    const { cached, f } = await setup();
+    assert.deepEqual(await cached.getBlocks(f.id, 0, 4), []);
+    await cached.putBlock(f.id, { index: 1, key: 'k1', length: 10, version: 1 });
+    assert.deepEqual(
+      (await cached.getBlocks(f.id, 0, 4)).map((r) => r.key),
+      ['k1'],
+    );
+    await cached.putBlock(f.id, { index: 1, key: 'k1b', length: 10, version: 2 });
+    await cached.putBlock(f.id, { index: 3, key: 'k3', length: 10, version: 1 });
+    assert.deepEqual(
+      (await cached.getBlocks(f.id, 0, 4)).map((r) => r.key),
+      ['k1b', 'k3'],
+    );
+    await cached.dropBlocks(f.id, 2);
+    assert.deepEqual(
+      (await cached.getBlocks(f.id, 0, 4)).map((r) => r.key),
+      ['k1b'],
+    );
+    const root = await cached.ensureRoot(SHARE, file());
+    const r = await cached.remove(root.id, Buffer.from('f'), false, T(50));
+    assert.equal(r.freed, true);
+    assert.equal(await cached.getInode(f.id), null);
+    await cached.close();
+  });
+});

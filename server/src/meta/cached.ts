@@ -1,0 +1,435 @@
+// A caching layer over a MetadataStore whose queries cost a round trip (embedded PGlite on the
+// event loop, PostgreSQL over a socket). Sequential I/O asks the same two questions on every
+// request: "what is this inode?" (to resolve the handle) and "which block objects back this
+// range?" (READ), and every WRITE changes size and times. Answering those from memory and writing
+// size/mtime/ctime behind (coalesced, at most `flushDelayMs` later, and at once on `flushAttrs`,
+// which COMMIT and stable writes call) removes the database from the data path.
+//
+// Coherence: one server owns a share's dirty data (its WAL), so it is the one writer of that
+// share's file sizes and block maps; every change this process makes goes through here and keeps
+// the cache exact. Entries not changed locally are trusted for `ttlMs` only, so a change made by
+// another process (another pod on the same PostgreSQL) shows within that time, as with an NFS
+// client's attribute cache. Namespace changes (create, link, remove, rename) first write every
+// pending attribute change through, then drop the entries they touch.
+//
+// Durability: a pending size change is also in the WAL record of the write that caused it (replay
+// restores sizes), so losing pending changes in a crash loses at most mtime/ctime of writes that
+// were never committed, which NFS allows.
+import { VfsError } from '../vfs/errors.js';
+import type { AttrChanges, Inode, NewInode, Timespec } from '../vfs/types.js';
+import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from './store.js';
+
+export interface CachedMetadataOptions {
+  /** How long an entry not changed by this process is trusted (default 1000 ms). */
+  ttlMs?: number;
+  /** Longest a size/time change waits before it is written to the store (default 1000 ms). */
+  flushDelayMs?: number;
+  /** Inodes kept (default 65536); block maps are bounded by `maxBlockRefs` (default 262144). */
+  maxInodes?: number;
+  maxBlockRefs?: number;
+  /** Reports a background flush that failed (it is retried at the next flush). */
+  onFlushError?: (err: unknown, inodeId: number) => void;
+}
+
+/** Size and time changes of writes, not yet in the store. Monotone: merging keeps the largest. */
+interface PendingAttrs {
+  growTo: number;
+  mtime: Timespec | undefined;
+  ctime: Timespec | undefined;
+}
+
+interface InodeEntry {
+  inode: Inode;
+  /** Date.now() when read from the store (dirty entries never expire). */
+  at: number;
+}
+
+interface BlockMap {
+  /** index -> ref, or null when the store has no ref at that index. */
+  refs: Map<number, BlockRef | null>;
+  at: number;
+}
+
+const later = (a: Timespec | undefined, b: Timespec | undefined): Timespec | undefined => {
+  if (!a) return b;
+  if (!b) return a;
+  return a.sec > b.sec || (a.sec === b.sec && a.nsec >= b.nsec) ? a : b;
+};
+
+/** Changes that may be written behind: exactly what a WRITE does to a file's attributes. */
+function isWriteBehind(c: AttrChanges): boolean {
+  return (
+    c.growTo !== undefined &&
+    c.mode === undefined &&
+    c.uid === undefined &&
+    c.gid === undefined &&
+    c.size === undefined &&
+    c.atime === undefined &&
+    c.clearCreateVerifier !== true
+  );
+}
+
+function withPending(i: Inode, p: PendingAttrs): Inode {
+  const size = Math.max(i.size, p.growTo);
+  const mtime = later(i.mtime, p.mtime) ?? i.mtime;
+  const ctime = later(i.ctime, p.ctime) ?? i.ctime;
+  if (size === i.size && mtime === i.mtime && ctime === i.ctime) return i;
+  return { ...i, size, mtime, ctime };
+}
+
+export class CachedMetadataStore implements MetadataStore {
+  readonly kind: string;
+  private readonly ttlMs: number;
+  private readonly flushDelayMs: number;
+  private readonly maxInodes: number;
+  private readonly maxBlockRefs: number;
+  private readonly inodes = new Map<number, InodeEntry>();
+  private readonly pending = new Map<number, PendingAttrs>();
+  /** Inodes whose pending changes are being written: their entries stay authoritative meanwhile. */
+  private readonly flushing = new Map<number, Promise<void>>();
+  private readonly blocks = new Map<number, BlockMap>();
+  /** Bumped per inode by putBlock/dropBlocks: a getBlocks that raced one must not fill the cache. */
+  private readonly blockGen = new Map<number, number>();
+  private blockCounter = 0;
+  private blockRefs = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  /** Bumped by every namespace change: a read that started before one must not fill the cache. */
+  private epoch = 0;
+
+  constructor(
+    readonly inner: MetadataStore,
+    private readonly opts: CachedMetadataOptions = {},
+  ) {
+    this.kind = inner.kind;
+    this.ttlMs = opts.ttlMs ?? 1000;
+    this.flushDelayMs = opts.flushDelayMs ?? 1000;
+    this.maxInodes = opts.maxInodes ?? 65536;
+    this.maxBlockRefs = opts.maxBlockRefs ?? 262144;
+  }
+
+  open(): Promise<void> {
+    return this.inner.open();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    try {
+      await this.flushAll();
+    } finally {
+      await this.inner.close();
+    }
+  }
+
+  // ---- inodes ------------------------------------------------------------------------------------
+
+  private isDirty(id: number): boolean {
+    return this.pending.has(id) || this.flushing.has(id);
+  }
+
+  private remember(i: Inode, epoch: number): Inode {
+    const p = this.pending.get(i.id);
+    const inode = p ? withPending(i, p) : i;
+    if (epoch !== this.epoch) return inode;
+    this.inodes.delete(i.id);
+    this.inodes.set(i.id, { inode, at: Date.now() });
+    if (this.inodes.size > this.maxInodes) this.evictInodes();
+    return inode;
+  }
+
+  private evictInodes(): void {
+    const target = Math.floor(this.maxInodes * 0.9);
+    for (const id of this.inodes.keys()) {
+      if (this.inodes.size <= target) break;
+      if (!this.isDirty(id)) this.inodes.delete(id);
+    }
+  }
+
+  async getInode(id: number): Promise<Inode | null> {
+    const e = this.inodes.get(id);
+    if (e && (this.isDirty(id) || Date.now() - e.at < this.ttlMs)) return e.inode;
+    const epoch = this.epoch;
+    const i = await this.inner.getInode(id);
+    if (!i) {
+      this.forget(id);
+      return null;
+    }
+    return this.remember(i, epoch);
+  }
+
+  async ensureRoot(shareId: number, init: NewInode): Promise<Inode> {
+    const epoch = this.epoch;
+    return this.remember(await this.inner.ensureRoot(shareId, init), epoch);
+  }
+
+  async lookup(dirId: number, name: Buffer): Promise<Inode | null> {
+    const epoch = this.epoch;
+    const i = await this.inner.lookup(dirId, name);
+    return i ? this.remember(i, epoch) : null;
+  }
+
+  async readdir(dirId: number, afterCookie: number, limit: number): Promise<ReaddirPage> {
+    const page = await this.inner.readdir(dirId, afterCookie, limit);
+    if (this.pending.size === 0 && this.flushing.size === 0) return page;
+    // Files being written: their entries show the sizes and times this process knows.
+    for (const e of page.entries) {
+      const cached = this.isDirty(e.inode.id) ? this.inodes.get(e.inode.id) : undefined;
+      if (cached) e.inode = withPending(e.inode, { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime });
+    }
+    return page;
+  }
+
+  async setAttr(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
+    const e = this.inodes.get(id);
+    if (!guardCtime && isWriteBehind(changes) && e && !this.closed) {
+      const p = this.pending.get(id);
+      const merged: PendingAttrs = {
+        growTo: Math.max(p?.growTo ?? 0, changes.growTo ?? 0),
+        mtime: later(p?.mtime, changes.mtime),
+        ctime: later(p?.ctime, changes.ctime),
+      };
+      this.pending.set(id, merged);
+      const inode = withPending(e.inode, merged);
+      e.inode = inode;
+      this.schedule();
+      return inode;
+    }
+    await this.flushAttrs(id);
+    const epoch = this.epoch;
+    return this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch);
+  }
+
+  // ---- write-behind ------------------------------------------------------------------------------
+
+  private schedule(): void {
+    if (this.timer || this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.flushAll().catch(() => undefined);
+    }, this.flushDelayMs);
+    this.timer.unref();
+  }
+
+  /** Writes the pending size/time changes of one inode (all, without an id) to the store. */
+  async flushAttrs(id?: number): Promise<void> {
+    if (id === undefined) return this.flushAll();
+    for (let rounds = 0; rounds < 1000; rounds++) {
+      const running = this.flushing.get(id);
+      if (running) {
+        // Changes taken by a flush still in flight: they are durable only when it lands.
+        await running.catch(() => undefined);
+        continue;
+      }
+      if (!this.pending.has(id)) return;
+      const p = this.writePending(id);
+      this.flushing.set(id, p);
+      try {
+        await p;
+      } finally {
+        if (this.flushing.get(id) === p) this.flushing.delete(id);
+      }
+    }
+  }
+
+  private async writePending(id: number): Promise<void> {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    try {
+      const changes: AttrChanges = { growTo: p.growTo };
+      if (p.mtime) changes.mtime = p.mtime;
+      if (p.ctime) changes.ctime = p.ctime;
+      const stored = await this.inner.setAttr(id, changes);
+      const e = this.inodes.get(id);
+      if (e) {
+        const now = this.pending.get(id);
+        e.inode = now ? withPending(stored, now) : stored;
+        e.at = Date.now();
+      }
+    } catch (err) {
+      if (err instanceof VfsError) {
+        // The inode is gone (removed by another process): nothing left to update.
+        this.pending.delete(id);
+        this.inodes.delete(id);
+        return;
+      }
+      // Keep the changes for the next flush, merged with any that came meanwhile.
+      const now = this.pending.get(id);
+      this.pending.set(id, {
+        growTo: Math.max(p.growTo, now?.growTo ?? 0),
+        mtime: later(p.mtime, now?.mtime),
+        ctime: later(p.ctime, now?.ctime),
+      });
+      if (!this.closed) this.schedule();
+      this.opts.onFlushError?.(err, id);
+      throw err;
+    }
+  }
+
+  private async flushAll(): Promise<void> {
+    const ids = [...new Set([...this.pending.keys(), ...this.flushing.keys()])];
+    const results = await Promise.allSettled(ids.map((id) => this.flushAttrs(id)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  // ---- namespace changes -------------------------------------------------------------------------
+
+  /** Before a namespace change: pending changes go first, so the store applies them in order. */
+  private async before(): Promise<void> {
+    if (this.pending.size > 0 || this.flushing.size > 0) {
+      await this.flushAll();
+    }
+  }
+
+  private forget(...ids: number[]): void {
+    for (const id of ids) if (!this.isDirty(id)) this.inodes.delete(id);
+  }
+
+  async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
+    await this.before();
+    this.epoch++;
+    try {
+      const i = await this.inner.create(dirId, name, init, now);
+      return this.remember(i, this.epoch);
+    } finally {
+      this.forget(dirId);
+    }
+  }
+
+  async link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode> {
+    await this.before();
+    this.epoch++;
+    try {
+      return await this.inner.link(id, dirId, name, now);
+    } finally {
+      this.forget(id, dirId);
+    }
+  }
+
+  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult> {
+    await this.before();
+    this.epoch++;
+    try {
+      const r = await this.inner.remove(dirId, name, dir, now);
+      this.forget(r.inode.id);
+      if (r.freed) this.dropBlockMap(r.inode.id);
+      return r;
+    } finally {
+      this.forget(dirId);
+    }
+  }
+
+  async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
+    await this.before();
+    this.epoch++;
+    try {
+      const r = await this.inner.rename(fromDir, fromName, toDir, toName, now);
+      if (r.replaced?.freed) this.dropBlockMap(r.replaced.inode.id);
+      return r;
+    } finally {
+      // The moved entry's ctime (and a directory's parent) changed, and its id is not known
+      // here: drop every clean entry. Renames are rare next to reads and writes.
+      for (const id of [...this.inodes.keys()]) this.forget(id);
+    }
+  }
+
+  // ---- block maps --------------------------------------------------------------------------------
+
+  private dropBlockMap(inodeId: number): void {
+    const m = this.blocks.get(inodeId);
+    if (!m) return;
+    this.blockRefs -= m.refs.size;
+    this.blocks.delete(inodeId);
+    this.touchBlocks(inodeId);
+  }
+
+  async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {
+    const m = this.blocks.get(inodeId);
+    if (m && Date.now() - m.at < this.ttlMs && to - from <= 4096) {
+      const out: BlockRef[] = [];
+      let complete = true;
+      for (let idx = from; idx < to; idx++) {
+        const r = m.refs.get(idx);
+        if (r === undefined) {
+          complete = false;
+          break;
+        }
+        if (r) out.push(r);
+      }
+      if (complete) return out.map((r) => ({ ...r }));
+    }
+    const epoch = this.epoch;
+    const gen = this.blockGen.get(inodeId);
+    const refs = await this.inner.getBlocks(inodeId, from, to);
+    if (epoch === this.epoch && gen === this.blockGen.get(inodeId) && to - from <= 4096) {
+      let map = this.blocks.get(inodeId);
+      if (!map || Date.now() - map.at >= this.ttlMs) {
+        if (map) this.dropBlockMap(inodeId);
+        map = { refs: new Map(), at: Date.now() };
+        this.blocks.set(inodeId, map);
+      }
+      const before = map.refs.size;
+      for (let idx = from; idx < to; idx++) map.refs.set(idx, null);
+      for (const r of refs) map.refs.set(r.index, { ...r });
+      this.blockRefs += map.refs.size - before;
+      if (this.blockRefs > this.maxBlockRefs) {
+        this.blocks.clear();
+        this.blockRefs = 0;
+      }
+    }
+    return refs;
+  }
+
+  private touchBlocks(inodeId: number): void {
+    if (this.blockGen.size >= this.maxInodes) {
+      this.blockGen.clear();
+      this.epoch++;
+    }
+    this.blockGen.set(inodeId, ++this.blockCounter);
+  }
+
+  async putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null> {
+    this.touchBlocks(inodeId);
+    try {
+      const prev = await this.inner.putBlock(inodeId, ref);
+      this.touchBlocks(inodeId);
+      const m = this.blocks.get(inodeId);
+      if (m) {
+        if (!m.refs.has(ref.index)) this.blockRefs++;
+        m.refs.set(ref.index, { ...ref });
+      }
+      return prev;
+    } catch (err) {
+      // The outcome is unknown (a lost connection): ask the store next time.
+      this.dropBlockMap(inodeId);
+      throw err;
+    }
+  }
+
+  async dropBlocks(inodeId: number, from: number): Promise<BlockRef[]> {
+    this.touchBlocks(inodeId);
+    try {
+      const dropped = await this.inner.dropBlocks(inodeId, from);
+      this.touchBlocks(inodeId);
+      const m = this.blocks.get(inodeId);
+      if (m) for (const idx of m.refs.keys()) if (idx >= from) m.refs.set(idx, null);
+      return dropped;
+    } catch (err) {
+      this.dropBlockMap(inodeId);
+      throw err;
+    }
+  }
+
+  /** Forgets what is cached of an inode's blocks (a read found an object missing). */
+  invalidateBlocks(inodeId: number): void {
+    this.dropBlockMap(inodeId);
+  }
+
+  async usage(shareId: number): Promise<ShareUsage> {
+    await this.flushAll();
+    return this.inner.usage(shareId);
+  }
+}
