@@ -72,6 +72,8 @@ export class MountProgram {
       return;
     }
     try {
+      // A caller with no permission on the share is refused here already (MNT3ERR_ACCES).
+      this.fs.identity(best, identityOf(call));
       let inode = await this.fs.root(best);
       let fh = this.fs.handleOf(best, inode);
       const rest = normalized

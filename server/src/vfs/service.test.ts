@@ -106,6 +106,45 @@ describe('file service semantics', () => {
     await rejects(fs.setattr(rootFh, root, { mode: 0o700 }), 'ROFS');
   });
 
+  it('applies the share permission policy: none refuses everything, read refuses changes', async () => {
+    const { fs, share, rootFh } = await setup({ rootMode: 0o777 });
+    const f = await fs.create(rootFh, n('f'), alice, CreateMode.UNCHECKED, { mode: 0o666 }, null);
+    const ffh = fs.handleOf(share, f.inode);
+    await fs.write(ffh, alice, 0, n('hello'), true);
+    const levels = new Map<number, 'none' | 'read' | 'read-write'>([
+      [alice.uid, 'read-write'],
+      [bob.uid, 'read'],
+    ]);
+    const seen: string[] = [];
+    fs.setAccessPolicy((name, id) => {
+      seen.push(name);
+      return levels.get(id.uid) ?? 'none';
+    });
+    assert.equal(seen.length, 0);
+    // read: reads and lookups work, every change is refused with ACCES, ACCESS says no write.
+    assert.equal((await fs.read(ffh, bob, 0, 5)).data.toString(), 'hello');
+    await fs.lookup(rootFh, n('f'), bob);
+    await rejects(fs.write(ffh, bob, 0, n('x'), false), 'ACCES');
+    await rejects(fs.create(rootFh, n('g'), bob, CreateMode.UNCHECKED, {}, null), 'ACCES');
+    await rejects(fs.remove(rootFh, n('f'), bob, false), 'ACCES');
+    await rejects(fs.setattr(ffh, bob, { mode: 0o600 }), 'ACCES');
+    assert.deepEqual(fs.accessBits(share, f.inode, bob), { read: true, write: false, exec: false });
+    // none (an unknown uid gets the default, here none): even reads and lookups are refused.
+    const carol: Identity = { uid: 3000, gid: 3000, gids: [] };
+    await rejects(fs.read(ffh, carol, 0, 5), 'ACCES');
+    await rejects(fs.lookup(rootFh, n('f'), carol), 'ACCES');
+    await rejects(fs.readdir(rootFh, carol, 0, 10), 'ACCES');
+    // read-write: as before.
+    await fs.write(ffh, alice, 5, n('!'), true);
+    assert.deepEqual(seen.slice(0, 1), [share.name]);
+    // A permission change holds from the next request.
+    levels.set(bob.uid, 'read-write');
+    await fs.write(ffh, bob, 0, n('H'), true);
+    assert.equal((await fs.read(ffh, alice, 0, 6)).data.toString(), 'Hello!');
+    fs.setAccessPolicy(null);
+    await fs.read(ffh, carol, 0, 5);
+  });
+
   it('validates names', async () => {
     const { fs, rootFh } = await setup();
     await rejects(fs.create(rootFh, n('a/b'), root, CreateMode.UNCHECKED, {}, null), 'INVAL');

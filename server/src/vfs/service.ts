@@ -72,9 +72,15 @@ export function checkName(name: Buffer, purpose: 'lookup' | 'create' | 'remove')
   }
 }
 
+/** A caller's permission on a share, as the control plane grants it. */
+export type ShareLevel = 'none' | 'read' | 'read-write' | 'admin';
+export type AccessPolicy = (shareName: string, id: Identity) => ShareLevel;
+const canWrite = (l: ShareLevel): boolean => l === 'read-write' || l === 'admin';
+
 export class FileService {
   private readonly byName = new Map<string, Share>();
   private readonly byId = new Map<number, Share>();
+  private policy: AccessPolicy | null = null;
 
   constructor(private readonly log?: Logger) {}
 
@@ -139,14 +145,32 @@ export class FileService {
     return { share, inode };
   }
 
-  /** Applies root squash. */
-  identity(share: Share, cred: Identity): Identity {
-    if (share.rootSquash && cred.uid === 0) return { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] };
-    return cred;
+  /**
+   * Who sets each caller's share permission (the control plane: user grant, else best group grant,
+   * else the share's default). Without one, everyone may read and write (the config-only server).
+   */
+  setAccessPolicy(policy: AccessPolicy | null): void {
+    this.policy = policy;
   }
 
-  private mustWritable(share: Share): void {
+  /** The caller's permission on the share, after root squash. */
+  level(share: Share, id: Identity): ShareLevel {
+    return this.policy ? this.policy(share.name, id) : 'read-write';
+  }
+
+  /** Applies root squash and refuses callers without any permission on the share. */
+  identity(share: Share, cred: Identity): Identity {
+    const id = share.rootSquash && cred.uid === 0 ? { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] } : cred;
+    if (this.policy && this.level(share, id) === 'none') throw new VfsError('ACCES', `no permission on share ${share.name}`);
+    return id;
+  }
+
+  /** identity() for a change: the share must be writable and the caller must hold read-write. */
+  private writer(share: Share, cred: Identity): Identity {
     if (share.readOnly) throw new VfsError('ROFS', 'share is read-only');
+    const id = this.identity(share, cred);
+    if (this.policy && !canWrite(this.level(share, id))) throw new VfsError('ACCES', `read-only permission on share ${share.name}`);
+    return id;
   }
 
   private mustDir(inode: Inode): void {
@@ -165,7 +189,7 @@ export class FileService {
 
   /** NFS ACCESS: which of the requested bits (ACCESS3_*) the identity holds. */
   accessBits(share: Share, inode: Inode, id: Identity): { read: boolean; write: boolean; exec: boolean } {
-    const ro = share.readOnly;
+    const ro = share.readOnly || !canWrite(this.level(share, id));
     return {
       read: mayAccess(inode, id, Access.R),
       write: !ro && mayAccess(inode, id, Access.W),
@@ -180,8 +204,7 @@ export class FileService {
     guardCtime?: Timespec,
   ): Promise<{ before: Inode; after: Inode; share: Share }> {
     const { share, inode } = await this.resolve(handle);
-    const id = this.identity(share, cred);
-    this.mustWritable(share);
+    const id = this.writer(share, cred);
     const isOwner = id.uid === inode.uid;
     const isRoot = id.uid === 0;
     const changes: AttrChanges = {};
@@ -271,10 +294,9 @@ export class FileService {
 
   async write(handle: Buffer, cred: Identity, offset: number, data: Buffer, stable: boolean): Promise<{ before: Inode; after: Inode }> {
     const { share, inode } = await this.resolve(handle);
-    this.mustWritable(share);
+    const id = this.writer(share, cred);
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
-    const id = this.identity(share, cred);
     if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
     const now = nowTimespec();
@@ -304,8 +326,7 @@ export class FileService {
     const { share, inode: dir } = await this.resolve(dirHandle);
     this.mustDir(dir);
     checkName(name, 'create');
-    this.mustWritable(share);
-    const id = this.identity(share, cred);
+    const id = this.writer(share, cred);
     this.mustAccess(dir, id, Access.W | Access.X);
     return { share, dir, id };
   }
@@ -430,8 +451,7 @@ export class FileService {
     const { share, inode: dir } = await this.resolve(dirHandle);
     this.mustDir(dir);
     checkName(name, 'remove');
-    this.mustWritable(share);
-    const id = this.identity(share, cred);
+    const id = this.writer(share, cred);
     this.mustAccess(dir, id, Access.W | Access.X);
     const child = await share.meta.lookup(dir.id, name);
     if (!child) throw new VfsError('NOENT', 'no such file or directory');
@@ -456,8 +476,7 @@ export class FileService {
     this.mustDir(b.inode);
     checkName(fromName, 'remove');
     checkName(toName, 'remove');
-    this.mustWritable(share);
-    const id = this.identity(share, cred);
+    const id = this.writer(share, cred);
     this.mustAccess(a.inode, id, Access.W | Access.X);
     this.mustAccess(b.inode, id, Access.W | Access.X);
     const moving = await share.meta.lookup(a.inode.id, fromName);
