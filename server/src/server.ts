@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { BlockCache } from './blocks/cache.js';
 import { FilesystemBlockStore } from './blocks/filesystem.js';
 import { MemoryBlockStore } from './blocks/memory.js';
+import { observeBlockStore } from './blocks/observed.js';
 import { S3BlockStore } from './blocks/s3.js';
 import pLimit from 'p-limit';
 import { BlockService, DEFAULT_PARALLEL_UPLOADS } from './blocks/service.js';
@@ -14,12 +15,15 @@ import { FileWal, MemoryWal, type ReplayRecord, type Wal } from './blocks/wal.js
 import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './config/types.js';
 import { CachedMetadataStore } from './meta/cached.js';
 import { MemoryMetadataStore } from './meta/memory.js';
-import { createEmbeddedMetadataStore, createPostgresMetadataStore } from './meta/sql/index.js';
+import { createEmbeddedMetadataStore, createPostgresMetadataStore, type SqlDriverObserver } from './meta/sql/index.js';
 import type { MetadataStore } from './meta/store.js';
 import { MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3 } from './nfs3/constants.js';
 import { MountProgram } from './nfs3/mount.js';
 import { Nfs3Program } from './nfs3/nfs.js';
 import { mountRpcProgram, nfsRpcProgram } from './nfs3/programs.js';
+import { setLogLevel } from './obs/logger.js';
+import { serveMetrics, ServerMetrics } from './obs/metrics.js';
+import { startTracing } from './obs/tracing.js';
 import { IPPROTO_TCP, portmapProgram, type PortMapping } from './rpc/portmap.js';
 import { RpcServer } from './rpc/server.js';
 import { shareIdOf } from './vfs/handle.js';
@@ -28,8 +32,20 @@ import { FileService } from './vfs/service.js';
 export interface RunningServer {
   readonly nfsPort: number | null;
   readonly apiPort: number | null;
+  readonly metricsPort: number | null;
   readonly fileService: FileService;
   readonly nfs: Nfs3Program;
+  /** The server's Prometheus metrics; null when `metrics.enabled` is false. */
+  readonly metrics: ServerMetrics | null;
+  /** The current log level. */
+  readonly logLevel: string;
+  /** Changes the log level live (every component's logger); a RangeError for an unknown level. */
+  setLogLevel(level: string): void;
+  /**
+   * Graceful shutdown: stops accepting connections and reading calls, lets the calls already read
+   * finish (at most 10 s), fsyncs and closes the WAL, closes stores and listeners, and exports the
+   * last spans.
+   */
   close(): Promise<void>;
 }
 
@@ -42,14 +58,22 @@ function cachedFor(log: Logger): (store: MetadataStore) => MetadataStore {
     });
 }
 
-function createMetadataStore(name: string, cfg: MetadataStoreConfig, dataDir: string, log: Logger): MetadataStore {
+function createMetadataStore(
+  name: string,
+  cfg: MetadataStoreConfig,
+  dataDir: string,
+  log: Logger,
+  observer?: SqlDriverObserver,
+): MetadataStore {
   const logger = log.child({ store: name });
   const cached = cachedFor(logger);
   switch (cfg.type) {
     case 'memory':
       return new MemoryMetadataStore();
     case 'embedded':
-      return cached(createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger }));
+      return cached(
+        createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger, observer }),
+      );
     case 'postgres':
       if (!cfg.url) throw new Error(`metadata store ${name}: a postgres store needs a url`);
       return cached(
@@ -61,6 +85,7 @@ function createMetadataStore(name: string, cfg: MetadataStoreConfig, dataDir: st
           ...(cfg.statement_timeout !== undefined ? { statementTimeoutMs: cfg.statement_timeout } : {}),
           logger,
           applicationName: `dittofs/${name}`,
+          observer,
         }),
       );
     default:
@@ -108,6 +133,18 @@ async function listening<T>(what: string, setting: string, host: string, port: n
             : (err as Error).message;
     throw new Error(`${what} cannot listen on ${host}:${port}: ${why}; change ${setting}`, { cause: err });
   }
+}
+
+/** Closes an HTTP listener: idle keep-alive connections at once, busy ones after 2 s. */
+function closeHttp(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => server.closeAllConnections(), 2_000);
+    server.close(() => {
+      clearTimeout(t);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
 }
 
 function listenHttp(server: http.Server, port: number, host: string): Promise<number> {
@@ -186,6 +223,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   const cleanups: (() => Promise<void>)[] = [];
   const fileService = new FileService(log);
   let ready = false;
+  const metrics = config.metrics.enabled ? new ServerMetrics() : null;
 
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) {
@@ -199,20 +237,46 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   };
 
   try {
+    // First, so that it closes last: the spans of the shutdown are exported too.
+    const tracing = config.tracing.enabled
+      ? await startTracing({
+          endpoint: config.tracing.endpoint,
+          serviceName: config.tracing.service_name,
+          sampleRatio: config.tracing.sample_ratio,
+          log,
+        })
+      : null;
+    if (tracing) {
+      cleanups.push(() => tracing.shutdown());
+      log.info({ endpoint: config.tracing.endpoint, sampleRatio: config.tracing.sample_ratio }, 'tracing on (OTLP/HTTP)');
+    }
+    // Database and block store calls are traced and their failures counted when either is on.
+    const observe = metrics !== null || tracing !== null;
     for (const [name, cfg] of Object.entries(config.metadata.stores)) {
-      const s = createMetadataStore(name, cfg, config.data_dir, log);
+      const observer: SqlDriverObserver | undefined = observe
+        ? { store: name, ...(metrics ? { onError: (reason: string) => metrics.dbError(name, reason) } : {}) }
+        : undefined;
+      const s = createMetadataStore(name, cfg, config.data_dir, log, observer);
       await s.open();
       metaStores.set(name, s);
       cleanups.push(() => s.close());
     }
     for (const [name, cfg] of Object.entries(config.blocks.stores)) {
-      const s = createBlockStore(name, cfg, config.data_dir);
+      const store = createBlockStore(name, cfg, config.data_dir);
+      const s = observe
+        ? observeBlockStore(store, { name, ...(metrics ? { onError: (op: string) => metrics.blockStoreError(name, store.kind, op) } : {}) })
+        : store;
       await s.open();
       blockStores.set(name, s);
       cleanups.push(() => s.close());
     }
     const wal = await openWal(config, log);
     cleanups.push(() => wal.wal.close());
+    if (metrics) {
+      metrics.watchWal(wal.wal, wal.wal.persistent ? config.cache.wal_max_bytes : config.cache.max_dirty_bytes);
+      metrics.watchReadCache(cache);
+      metrics.watchUploads(uploads);
+    }
     cleanups.push(() => fileService.close());
     const services = new Map<number, { name: string; data: BlockService }>();
     for (const sh of config.shares) {
@@ -229,7 +293,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         cache,
         uploads,
         log,
+        ...(metrics ? { onUploadFailed: () => metrics.uploadFailed(sh.name) } : {}),
       });
+      metrics?.watchShare(shareId, sh.name, () => data.pendingBytes());
       services.set(shareId, { name: sh.name, data });
       await fileService.addShare(
         {
@@ -255,7 +321,18 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       data.collectGarbage().catch((err: unknown) => log.warn({ err, share: name }, 'block garbage collection failed'));
     }
 
-    const nfs = new Nfs3Program(fileService, log, config.adapters.nfs.max_record_size);
+    let metricsPort: number | null = null;
+    if (metrics) {
+      const srv = http.createServer((req, res) => serveMetrics(metrics, req, res));
+      const { port, bind } = config.metrics;
+      metricsPort = await listening('the metrics endpoint', 'metrics.port / DITTOFS_METRICS_PORT', bind, port, () =>
+        listenHttp(srv, port, bind),
+      );
+      cleanups.push(() => closeHttp(srv));
+      log.info({ port: metricsPort, bind }, 'metrics listening (GET /metrics)');
+    }
+
+    const nfs = new Nfs3Program(fileService, log, config.adapters.nfs.max_record_size, metrics ?? undefined);
     const mount = new MountProgram(fileService, log);
     let nfsPort: number | null = null;
     const nfsCfg = config.adapters.nfs;
@@ -264,7 +341,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         maxRecordSize: nfsCfg.max_record_size,
         drcSize: nfsCfg.drc_size,
         log,
+        ...(metrics ? { observer: metrics } : {}),
       });
+      metrics?.watchConnections('nfs', () => rpc.connections);
       nfsPort = await listening('NFS', 'adapters.nfs.port / DITTOFS_NFS_PORT (or the bind address)', nfsCfg.bind, nfsCfg.port, () =>
         rpc.listenTcp(nfsCfg.port, nfsCfg.bind),
       );
@@ -315,15 +394,29 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       log.info({ port: apiPort }, 'API listening (health endpoints)');
     }
     ready = true;
+    let closing: Promise<void> | null = null;
     return {
       nfsPort,
       apiPort,
+      metricsPort,
       fileService,
       nfs,
-      async close() {
-        log.info('shutting down');
-        await closeAll();
-        log.info('shutdown complete');
+      metrics,
+      get logLevel() {
+        return log.level;
+      },
+      setLogLevel(level: string) {
+        const from = log.level;
+        setLogLevel(log, level);
+        if (from !== level) log.info({ from, to: level }, 'log level changed');
+      },
+      close() {
+        closing ??= (async () => {
+          log.info('shutting down');
+          await closeAll();
+          log.info('shutdown complete');
+        })();
+        return closing;
       },
     };
   } catch (err) {

@@ -114,6 +114,8 @@ export interface BlockServiceOptions {
   /** Bounds the uploads in flight (share one between the services of a server); default: 16. */
   uploads?: LimitFunction;
   log?: Logger;
+  /** Called when an upload fails (metrics); the data stays dirty and is retried. */
+  onUploadFailed?: (err: Error) => void;
 }
 
 const MISSING = 'DITTOFS_BLOCK_MISSING';
@@ -384,6 +386,7 @@ export class BlockService {
     } catch (err) {
       error = err as Error;
       s.failures++;
+      this.opts.onUploadFailed?.(error);
       const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** Math.min(s.failures - 1, 10));
       s.retryAt = Date.now() + delay;
       // One line per block while it keeps failing, then every tenth attempt.
@@ -443,6 +446,18 @@ export class BlockService {
     } catch (err) {
       throw new VfsError('IO', `could not make the data durable: ${(err as Error).message}`);
     }
+  }
+
+  /** Bytes written and not stored yet: dirty and uploading versions (for metrics; walks the index). */
+  pendingBytes(): number {
+    let n = 0;
+    for (const m of this.files.values()) {
+      for (const s of m.values()) {
+        if (s.dirty) for (const r of s.dirty.ranges) n += r[1] - r[0];
+        for (const v of s.inflight) for (const r of v.ranges) n += r[1] - r[0];
+      }
+    }
+    return n;
   }
 
   hasDirty(inodeId: number): boolean {

@@ -407,6 +407,11 @@ export class FileWal implements Wal {
     return n;
   }
 
+  /** Segment files, the active one included (for metrics). */
+  get segmentCount(): number {
+    return this.segments.length;
+  }
+
   get full(): boolean {
     return this.usedBytes >= this.opts.maxBytes;
   }

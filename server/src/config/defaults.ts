@@ -12,6 +12,8 @@ export const DEFAULT_SHARE_NAME = '/export';
 export const DEFAULT_BLOCK_SIZE = 4 * MiB;
 export const MIN_BLOCK_SIZE = 64 * KiB;
 export const MAX_BLOCK_SIZE = 64 * MiB;
+/** Where spans go when tracing is on and no endpoint is set: an OpenTelemetry collector on the same host. */
+export const DEFAULT_TRACING_ENDPOINT = 'http://127.0.0.1:4318/v1/traces';
 /** uid/gid of `nobody` on Linux, used for squashed and anonymous access. */
 export const NOBODY_ID = 65534;
 
@@ -87,6 +89,7 @@ export function defaultConfig(): DittoConfig {
     },
     server: { api: { enabled: true, port: 8080, bind: '0.0.0.0' } },
     metrics: { enabled: true, port: 9090, bind: '0.0.0.0' },
+    tracing: { enabled: false, endpoint: DEFAULT_TRACING_ENDPOINT, service_name: 'dittofs', sample_ratio: 1 },
     cache: { wal_max_bytes: 1024 * MiB, max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB },
     metadata: { stores: defaultMetadataStores(DEFAULT_DATA_DIR) },
     blocks: { stores: defaultBlockStores(DEFAULT_DATA_DIR) },

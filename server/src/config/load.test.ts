@@ -410,7 +410,7 @@ describe('validation errors', () => {
     assertIssue(
       issues,
       'zzz',
-      /^unknown key \(expected one of: data_dir, logging, adapters, server, metrics, cache, metadata, blocks, shares\)$/,
+      /^unknown key \(expected one of: data_dir, logging, adapters, server, metrics, tracing, cache, metadata, blocks, shares\)$/,
     );
     assert.equal(issues.length, 4);
   });
@@ -1216,4 +1216,45 @@ describe('config/examples', () => {
       );
     });
   }
+});
+
+describe('tracing', () => {
+  it('is off by default, with a local collector as the endpoint', () => {
+    assert.deepEqual(parse('').tracing, {
+      enabled: false,
+      endpoint: 'http://127.0.0.1:4318/v1/traces',
+      service_name: 'dittofs',
+      sample_ratio: 1,
+    });
+  });
+
+  it('takes every key from the file and from the environment', () => {
+    const c = parse(
+      'tracing:\n  enabled: true\n  endpoint: https://otel.example.com/v1/traces\n  service_name: ditto-a\n  sample_ratio: 0.25\n',
+    );
+    assert.deepEqual(c.tracing, {
+      enabled: true,
+      endpoint: 'https://otel.example.com/v1/traces',
+      service_name: 'ditto-a',
+      sample_ratio: 0.25,
+    });
+    const e = parse('', {
+      DITTOFS_TRACING__ENABLED: 'true',
+      DITTOFS_TRACING__ENDPOINT: 'http://collector:4318/v1/traces',
+      DITTOFS_TRACING__SAMPLE_RATIO: '.5',
+    });
+    assert.deepEqual([e.tracing.enabled, e.tracing.endpoint, e.tracing.sample_ratio], [true, 'http://collector:4318/v1/traces', 0.5]);
+  });
+
+  it('rejects a non-HTTP endpoint, a ratio outside 0..1 and a blank service name', () => {
+    const issues = yamlIssues('tracing:\n  endpoint: grpc://collector:4317\n  sample_ratio: 1.5\n  service_name: "my service"\n');
+    assertIssue(issues, 'tracing.endpoint', /^expected the http:\/\/ or https:\/\/ URL of an OTLP\/HTTP traces endpoint/);
+    assertIssue(issues, 'tracing.sample_ratio', 'expected a number from 0 to 1 (such as 0.1 for one in ten), got the number 1.5');
+    assertIssue(issues, 'tracing.service_name', /^expected a name of 1 to 255 printable characters without spaces/);
+    assertIssue(
+      issuesOf(() => parse('', { DITTOFS_TRACING__SAMPLE_RATIO: 'half' })),
+      'DITTOFS_TRACING__SAMPLE_RATIO',
+      /expected a number from 0 to 1/,
+    );
+  });
 });

@@ -93,6 +93,19 @@ metrics:
   # Listen address, as for NFS. Env: DITTOFS_BIND_ADDRESS.
   bind: 0.0.0.0
 
+# OpenTelemetry tracing: a span per NFS and MOUNT call, with child spans for the metadata database
+# and block store calls it makes, exported over OTLP/HTTP (JSON) to a collector (the OpenTelemetry
+# Collector, Jaeger, Tempo, ...).
+tracing:
+  # Off by default; when off nothing of the tracing SDK is loaded. Env: DITTOFS_TRACING__ENABLED.
+  enabled: false
+  # The collector's OTLP/HTTP traces URL. Env: DITTOFS_TRACING__ENDPOINT.
+  endpoint: http://127.0.0.1:4318/v1/traces
+  # The service.name of the spans.
+  service_name: dittofs
+  # Fraction of traces recorded, 0 to 1 (0.1: one call in ten, with all its child spans).
+  sample_ratio: 1
+
 # The write-ahead log (WAL) and caches for file data.
 cache:
   # Every write is appended here before it is acknowledged; COMMIT / FILE_SYNC fsync it, and the

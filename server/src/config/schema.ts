@@ -342,6 +342,43 @@ export function s3EndpointProblem(s: string): string | undefined {
 
 export const s3EndpointLeaf = (): LeafNode => stringLeaf(s3EndpointProblem, true);
 
+/** An OTLP/HTTP endpoint: the full http:// or https:// URL spans are POSTed to. */
+export function otlpEndpointProblem(s: string): string | undefined {
+  const expected = 'expected the http:// or https:// URL of an OTLP/HTTP traces endpoint, such as http://127.0.0.1:4318/v1/traces';
+  if (!/^https?:\/\//i.test(s)) return `${expected}, got ${JSON.stringify(s)}`;
+  try {
+    new URL(s);
+  } catch {
+    return `${expected}, got ${JSON.stringify(s)}`;
+  }
+  return undefined;
+}
+
+export const otlpEndpointLeaf = (): LeafNode => stringLeaf(otlpEndpointProblem);
+
+/** A fraction from 0 to 1 (a sampling ratio). */
+export function ratioLeaf(): LeafNode {
+  const expected = 'expected a number from 0 to 1 (such as 0.1 for one in ten)';
+  const check = (v: unknown): LeafResult =>
+    typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 1 ? ok(v) : fail(`${expected}, got ${describeValue(v)}`);
+  return {
+    kind: 'leaf',
+    check,
+    fromEnv: (text) => {
+      const t = text.trim();
+      return /^(?:\d+(?:\.\d*)?|\.\d+)$/.test(t) ? check(Number(t)) : fail(`${expected}, got ${JSON.stringify(text)}`);
+    },
+  };
+}
+
+/** An OpenTelemetry service name: printable, no spaces. */
+export const serviceNameLeaf = (): LeafNode =>
+  stringLeaf((s) =>
+    /^[\x21-\x7e]{1,255}$/.test(s)
+      ? undefined
+      : `expected a name of 1 to 255 printable characters without spaces, got ${JSON.stringify(s)}`,
+  );
+
 /** S3 bucket naming rules (lower-case DNS-style names; legacy upper-case buckets are not supported). */
 export const S3_BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
@@ -484,6 +521,12 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
   }),
   server: obj<DittoConfig['server']>({ api: listener() }),
   metrics: listener(),
+  tracing: obj<DittoConfig['tracing']>({
+    enabled: boolLeaf(),
+    endpoint: otlpEndpointLeaf(),
+    service_name: serviceNameLeaf(),
+    sample_ratio: ratioLeaf(),
+  }),
   cache: obj<DittoConfig['cache']>({
     wal_dir: pathLeaf(true),
     wal_max_bytes: sizeLeaf({ min: 4 * 1024 * 1024 }),

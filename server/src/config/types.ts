@@ -116,6 +116,17 @@ export interface DittoConfig {
     port: number;
     bind: string;
   };
+  /** OpenTelemetry tracing: spans exported over OTLP/HTTP (JSON). */
+  tracing: {
+    /** Default false: no SDK is loaded. */
+    enabled: boolean;
+    /** OTLP/HTTP traces URL (default http://127.0.0.1:4318/v1/traces: a collector beside the server). */
+    endpoint: string;
+    /** `service.name` of the spans (default dittofs). */
+    service_name: string;
+    /** Fraction of traces recorded, 0 to 1 (default 1: all). */
+    sample_ratio: number;
+  };
   cache: {
     /**
      * The write-ahead log directory (default `<data_dir>/wal`); on a persistent volume in Kubernetes.

@@ -3,11 +3,14 @@
 // VfsErrors become nfsstat3 codes here and nowhere else.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { DataObserver } from '../obs/metrics.js';
+import { setActiveSpanAttribute, tracingEnabled } from '../obs/tracing.js';
 import type { RpcCall } from '../rpc/message.js';
 import type { XdrReader, XdrWriter } from '../rpc/xdr.js';
 import { xdrOpaqueSize } from '../rpc/xdr.js';
 import { DecodeError, DecodeErrorCode } from '../wire/errors.js';
 import { isVfsError, VfsError } from '../vfs/errors.js';
+import { HANDLE_SIZE } from '../vfs/handle.js';
 import type { FileService, Share } from '../vfs/service.js';
 import { CreateMode } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
@@ -41,6 +44,8 @@ export class Nfs3Program {
     private readonly fs: FileService,
     private readonly log?: Logger,
     maxRecordSize = MAX_IO + 64 * 1024,
+    /** Told how many data bytes READ and WRITE move, by share (metrics). */
+    private readonly data?: DataObserver,
   ) {
     // Leave 1 KiB for the RPC and WRITE headers; transfer sizes stay multiples of 4 KiB.
     this.maxIo = Math.max(4096, Math.min(MAX_IO, Math.floor((maxRecordSize - 1024) / 4096) * 4096));
@@ -49,6 +54,7 @@ export class Nfs3Program {
   async handle(call: RpcCall, w: XdrWriter): Promise<ProcResult> {
     const r = call.args;
     const id = identityOf(call);
+    if (call.proc !== NfsProc.NULL && tracingEnabled()) this.traceShare(r);
     switch (call.proc as NfsProc) {
       case NfsProc.NULL:
         return undefined;
@@ -97,6 +103,14 @@ export class Nfs3Program {
       default:
         throw new RangeError('unknown procedure');
     }
+  }
+
+  /** Names the share on the call's span, from the file handle every procedure but NULL starts with. */
+  private traceShare(r: XdrReader): void {
+    if (r.remaining < 4 + HANDLE_SIZE || r.buf.readUInt32BE(r.pos) !== HANDLE_SIZE) return;
+    const id = r.buf.readUInt32BE(r.pos + 4 + 4);
+    const share = this.fs.shares().find((s) => s.id === id);
+    if (share) setActiveSpanAttribute('dittofs.share', share.name);
   }
 
   /** Maps a failure to its status; unexpected errors become SERVERFAULT and are logged. */
@@ -222,6 +236,7 @@ export class Nfs3Program {
     const count = Math.min(r.u32(), this.maxIo);
     try {
       const { inode, data, eof } = await this.fs.read(fh, id, offset, count);
+      this.data?.bytesRead(inode.shareId, data.length);
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, inode.shareId, inode);
       w.u32(data.length).bool(eof).u32(data.length);
@@ -249,6 +264,7 @@ export class Nfs3Program {
       if (count < data.length) data = data.subarray(0, count);
       const sync = stable !== StableHow.UNSTABLE;
       const { before, after } = await this.fs.write(fh, id, offset, data, sync);
+      this.data?.bytesWritten(after.shareId, data.length);
       w.u32(Nfs3Status.OK);
       writeWcc(w, after.shareId, before, after);
       w.u32(data.length)

@@ -2,11 +2,33 @@
 import type { RpcCall } from '../rpc/message.js';
 import type { RpcConnectionInfo, RpcProgram } from '../rpc/server.js';
 import type { XdrWriter } from '../rpc/xdr.js';
-import { MOUNT_PROGRAM, MOUNT_V3, MountProc, NFS_PROC_NAMES, NFS_PROGRAM, NFS_V3, NfsProc, NON_IDEMPOTENT } from './constants.js';
+import {
+  MOUNT_PROGRAM,
+  MOUNT_V3,
+  MountProc,
+  MountStatus,
+  NFS_PROC_NAMES,
+  NFS_PROGRAM,
+  NFS_V3,
+  Nfs3Status,
+  NfsProc,
+  NON_IDEMPOTENT,
+} from './constants.js';
 import type { MountProgram } from './mount.js';
 import type { Nfs3Program } from './nfs.js';
 
 const MOUNT_PROC_NAMES = Object.keys(MountProc);
+
+/** Status labels for metrics and spans: `ok`, `noent`, `jukebox`, ... (nfsstat3 / mountstat3 names, lower case). */
+const statusLabels = (codes: Readonly<Record<string, number>>): ReadonlyMap<number, string> =>
+  new Map(Object.entries(codes).map(([name, code]) => [code, name.toLowerCase()]));
+const NFS_STATUS_LABELS = statusLabels(Nfs3Status);
+const MOUNT_STATUS_LABELS = statusLabels(MountStatus);
+
+/** The status word a result starts with, as a label. */
+function leadingStatus(labels: ReadonlyMap<number, string>, reply: Buffer, at: number, end: number): string {
+  return end < at + 4 ? 'ok' : (labels.get(reply.readUInt32BE(at)) ?? 'unknown');
+}
 
 export function nfsRpcProgram(nfs: Nfs3Program): RpcProgram {
   return {
@@ -18,6 +40,8 @@ export function nfsRpcProgram(nfs: Nfs3Program): RpcProgram {
     handle: (call: RpcCall, w: XdrWriter) => nfs.handle(call, w),
     isNonIdempotent: (proc) => NON_IDEMPOTENT.has(proc),
     procName: (proc) => NFS_PROC_NAMES[proc] ?? `PROC_${proc}`,
+    // Every NFSv3 result but NULL's starts with its nfsstat3.
+    resultStatus: (proc, reply, at, end) => (proc === NfsProc.NULL ? 'ok' : leadingStatus(NFS_STATUS_LABELS, reply, at, end)),
   };
 }
 
@@ -31,5 +55,7 @@ export function mountRpcProgram(mount: MountProgram): RpcProgram {
     handle: (call: RpcCall, w: XdrWriter, conn: RpcConnectionInfo) => mount.handle(call, w, conn.host),
     isNonIdempotent: () => false,
     procName: (proc) => MOUNT_PROC_NAMES[proc] ?? `PROC_${proc}`,
+    // Only MNT answers with a mountstat3.
+    resultStatus: (proc, reply, at, end) => (proc === MountProc.MNT ? leadingStatus(MOUNT_STATUS_LABELS, reply, at, end) : 'ok'),
   };
 }

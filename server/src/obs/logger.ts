@@ -1,6 +1,6 @@
 // The process logger: JSON lines on standard output, one object per event (pino).
 import { pino, type DestinationStream, type Logger } from 'pino';
-import type { LogLevel } from '../config/types.js';
+import { LOG_LEVELS, type LogLevel } from '../config/types.js';
 
 export type { Logger } from 'pino';
 
@@ -18,4 +18,16 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
     formatters: { level: (label: string) => ({ level: label }) },
   };
   return destination === undefined ? pino(options) : pino(options, destination);
+}
+
+/**
+ * Changes the level of a running logger: the root logger and every child made from it (store,
+ * WAL, ... loggers), since pino children that did not set a level of their own inherit it live.
+ * Throws a RangeError naming the levels for anything else.
+ */
+export function setLogLevel(log: Logger, level: string): void {
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new RangeError(`unknown log level ${JSON.stringify(level)} (expected one of ${LOG_LEVELS.join(', ')})`);
+  }
+  log.level = level;
 }

@@ -4,6 +4,8 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Logger } from 'pino';
+import type { RequestObserver } from '../obs/metrics.js';
+import { endSpan, runInSpan, SpanKind, startSpan, tracingEnabled, type Span } from '../obs/tracing.js';
 import { DecodeError } from '../wire/errors.js';
 import type { AcceptStat, RpcCall } from './message.js';
 import {
@@ -39,6 +41,11 @@ export interface RpcProgram {
   /** Procedures whose retransmissions must get the cached original reply. */
   isNonIdempotent(proc: number): boolean;
   procName(proc: number): string;
+  /**
+   * The outcome of a call `handle` completed, as a metrics label from a fixed table (`ok`,
+   * `noent`, ...), read from the result it wrote at `reply[at..end)`. Absent: always `ok`.
+   */
+  resultStatus?(proc: number, reply: Buffer, at: number, end: number): string;
 }
 
 export interface RpcServerOptions {
@@ -47,7 +54,8 @@ export interface RpcServerOptions {
   /** Requests processed at once per connection before the socket is paused. */
   maxInFlightPerConnection?: number;
   log?: Logger;
-  onRequest?: (program: string, proc: string, ms: number, ok: boolean) => void;
+  /** Told about every call answered (metrics); absent, nothing is measured. */
+  observer?: RequestObserver;
 }
 
 interface DrcEntry {
@@ -89,6 +97,21 @@ class DuplicateRequestCache {
 
 const MAX_GARBAGE_PER_CONNECTION = 64;
 
+/** Status labels of calls that failed at the RPC level (RFC 5531 accept_stat). */
+const ACCEPT_STAT_LABELS: Readonly<Record<number, string>> = Object.freeze({
+  [AS.PROG_UNAVAIL]: 'prog_unavail',
+  [AS.PROG_MISMATCH]: 'prog_mismatch',
+  [AS.PROC_UNAVAIL]: 'proc_unavail',
+  [AS.GARBAGE_ARGS]: 'garbage_args',
+  [AS.SYSTEM_ERR]: 'system_err',
+});
+
+/** Outcomes that are the server's failure (an ERROR span), as opposed to an answer such as NOENT. */
+const SERVER_FAILURES: ReadonlySet<string> = new Set(['system_err', 'serverfault', 'io', 'jukebox']);
+
+/** After the drain, how long a closing connection waits for the client to close its side. */
+const CLOSE_LINGER_MS = 2_000;
+
 export class RpcServer {
   private readonly programs = new Map<number, RpcProgram>();
   private readonly drc: DuplicateRequestCache;
@@ -98,6 +121,9 @@ export class RpcServer {
   private inFlight = 0;
   private idleWaiters: (() => void)[] = [];
   private closing = false;
+  private closed: Promise<void> | null = null;
+  /** Span names (`nfs.WRITE`) by program and procedure, made once. */
+  private readonly spanNames = new Map<number, string[]>();
 
   constructor(
     programs: RpcProgram[],
@@ -158,6 +184,8 @@ export class RpcServer {
     const host = socket.remoteAddress ?? 'unknown';
     const peer = `${host}:${socket.remotePort ?? 0}`;
     this.sockets.add(socket);
+    const opened = Date.now();
+    let requests = 0;
     log?.info({ peer }, 'RPC connection opened');
     const reader = new RecordReader(this.opts.maxRecordSize);
     const conn: RpcConnectionInfo = { host, transport: 'tcp' };
@@ -166,7 +194,7 @@ export class RpcServer {
     let garbage = 0;
     let paused = false;
     const send = (parts: Buffer[]): void => {
-      if (socket.destroyed) return;
+      if (socket.destroyed || socket.writableEnded) return;
       let len = 0;
       for (const p of parts) len += p.length;
       socket.cork();
@@ -175,6 +203,8 @@ export class RpcServer {
       socket.uncork();
     };
     const resumeIfPossible = (): void => {
+      // Once closing, nothing new is read (close() reads and drops what is left).
+      if (this.closing) return;
       if (paused && active < maxInFlight && socket.writableLength < 16 * 1024 * 1024) {
         paused = false;
         socket.resume();
@@ -182,6 +212,8 @@ export class RpcServer {
     };
     socket.on('drain', resumeIfPossible);
     socket.on('data', (chunk: Buffer) => {
+      // Calls arriving after close() began are not served; the client resends them elsewhere.
+      if (this.closing) return;
       let records: Buffer[];
       try {
         records = reader.push(chunk);
@@ -190,6 +222,7 @@ export class RpcServer {
         socket.destroy();
         return;
       }
+      requests += records.length;
       for (const record of records) {
         active++;
         void this.process(record, conn, send, () => {
@@ -211,7 +244,7 @@ export class RpcServer {
     socket.on('error', (err) => log?.debug({ peer, err: err.message }, 'RPC socket error'));
     socket.on('close', () => {
       this.sockets.delete(socket);
-      log?.info({ peer }, 'RPC connection closed');
+      log?.info({ peer, requests, ms: Date.now() - opened }, 'RPC connection closed');
     });
   }
 
@@ -309,10 +342,12 @@ export class RpcServer {
     const started = performance.now();
     const w = new XdrWriter(256);
     writeAcceptedHeader(w, xid, AS.SUCCESS);
+    const resultAt = w.pos;
+    const span = tracingEnabled() ? this.startCallSpan(program, call.proc, conn) : null;
     let stat: AcceptStat = AS.SUCCESS;
     let extra: Buffer[] | undefined;
     try {
-      extra = await program.handle(call, w, conn);
+      extra = span === null ? await program.handle(call, w, conn) : await runInSpan(span, () => program.handle(call, w, conn));
     } catch (err) {
       if (err instanceof DecodeError) {
         log?.info({ client: conn.host, proc: program.procName(call.proc), err: err.message }, 'GARBAGE_ARGS');
@@ -324,7 +359,16 @@ export class RpcServer {
         stat = AS.SYSTEM_ERR;
       }
     }
-    this.opts.onRequest?.(program.name, program.procName(call.proc), performance.now() - started, stat === AS.SUCCESS);
+    const observer = this.opts.observer;
+    if (observer !== undefined || span !== null) {
+      const status =
+        stat === AS.SUCCESS ? (program.resultStatus?.(call.proc, w.buf, resultAt, w.pos) ?? 'ok') : (ACCEPT_STAT_LABELS[stat] ?? 'error');
+      observer?.requestDone(program.name, program.procName(call.proc), status, (performance.now() - started) / 1000);
+      if (span !== null) {
+        span.setAttribute('dittofs.status', status);
+        endSpan(span, SERVER_FAILURES.has(status) ? status : undefined);
+      }
+    }
     let reply: Buffer[];
     if (stat !== AS.SUCCESS) {
       reply = [encodeAcceptError(xid, stat)];
@@ -342,11 +386,37 @@ export class RpcServer {
     return reply;
   }
 
-  /** Stops accepting, waits (bounded) for in-flight requests, then closes every connection. */
-  async close(drainMs = 10_000): Promise<void> {
+  /** A SERVER span for one call (`nfs.WRITE`); the caller ends it. */
+  private startCallSpan(program: RpcProgram, proc: number, conn: RpcConnectionInfo): Span | null {
+    let names = this.spanNames.get(program.prog);
+    if (names === undefined) this.spanNames.set(program.prog, (names = []));
+    const name = (names[proc] ??= `${program.name}.${program.procName(proc)}`);
+    return startSpan(name, SpanKind.SERVER, {
+      'rpc.system': 'onc_rpc',
+      'rpc.service': program.name,
+      'rpc.method': program.procName(proc),
+      'client.address': conn.host,
+      'network.transport': conn.transport,
+    });
+  }
+
+  /**
+   * Graceful stop: stops accepting connections and reading calls, waits (at most `drainMs`) for
+   * the calls already read to be answered, then closes every connection from this side once its
+   * replies are written. What clients send meanwhile is read and dropped, so that closing does not
+   * reset a connection (which could discard replies not yet delivered); a client that does not
+   * close its side within a short linger is cut off.
+   */
+  close(drainMs = 10_000): Promise<void> {
+    this.closed ??= this.shutdown(drainMs);
+    return this.closed;
+  }
+
+  private async shutdown(drainMs: number): Promise<void> {
     this.closing = true;
     const closed = this.tcpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const u of this.udpSockets) u.close();
+    for (const s of this.sockets) s.pause();
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, drainMs);
@@ -356,7 +426,21 @@ export class RpcServer {
         });
       });
     }
-    for (const s of this.sockets) s.destroy();
+    await Promise.all([...this.sockets].map((s) => endConnection(s, CLOSE_LINGER_MS)));
     await Promise.all(closed);
   }
+}
+
+/** Half-closes a connection after its pending writes, drops what the peer still sends, and destroys it after `lingerMs`. */
+function endConnection(socket: net.Socket, lingerMs: number): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => socket.destroy(), lingerMs);
+    socket.once('close', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    socket.end();
+    socket.resume();
+  });
 }

@@ -1,6 +1,7 @@
 // The SQL metadata engines: `embedded` (PGlite in this process, data in a local directory) and
 // `postgres` (a pg pool). Both are SqlMetadataStore over a different SqlDriver.
-import type { DriverLogger, RetryPolicy } from './driver.js';
+import type { DriverLogger, RetryPolicy, SqlDriver } from './driver.js';
+import { observeSqlDriver, type SqlDriverObserver } from './observed.js';
 import { PgDriver, type PgDriverOptions } from './pg.js';
 import { PgliteDriver } from './pglite.js';
 import { SqlMetadataStore } from './store.js';
@@ -8,6 +9,7 @@ import { SqlMetadataStore } from './store.js';
 export { SqlMetadataStore } from './store.js';
 export { PgDriver, type PgDriverOptions } from './pg.js';
 export { PgliteDriver } from './pglite.js';
+export { observeSqlDriver, sqlErrorReason, type SqlDriverObserver, type SqlErrorReason } from './observed.js';
 export { MIGRATIONS, migrate, type Migration, type MigrationReport } from './migrations.js';
 export * from './driver.js';
 
@@ -16,18 +18,34 @@ export interface EmbeddedMetadataStoreOptions {
   path: string;
   retry?: RetryPolicy;
   logger?: DriverLogger;
+  /** Traces the driver's calls and counts its failures (the server's metrics and tracing). */
+  observer?: SqlDriverObserver;
 }
+
+const observed = (driver: SqlDriver, observer: SqlDriverObserver | undefined): SqlDriver =>
+  observer === undefined ? driver : observeSqlDriver(driver, observer);
 
 export function createEmbeddedMetadataStore(opts: EmbeddedMetadataStoreOptions): SqlMetadataStore {
   return new SqlMetadataStore({
     kind: 'embedded',
-    connect: () =>
-      PgliteDriver.open({ dir: opts.path, ...(opts.retry ? { retry: opts.retry } : {}), ...(opts.logger ? { logger: opts.logger } : {}) }),
+    connect: async () =>
+      observed(
+        await PgliteDriver.open({
+          dir: opts.path,
+          ...(opts.retry ? { retry: opts.retry } : {}),
+          ...(opts.logger ? { logger: opts.logger } : {}),
+        }),
+        opts.observer,
+      ),
   });
 }
 
-export type PostgresMetadataStoreOptions = PgDriverOptions;
+export interface PostgresMetadataStoreOptions extends PgDriverOptions {
+  /** Traces the driver's calls and counts its failures (the server's metrics and tracing). */
+  observer?: SqlDriverObserver;
+}
 
 export function createPostgresMetadataStore(opts: PostgresMetadataStoreOptions): SqlMetadataStore {
-  return new SqlMetadataStore({ kind: 'postgres', connect: () => PgDriver.open(opts) });
+  const { observer, ...pg } = opts;
+  return new SqlMetadataStore({ kind: 'postgres', connect: async () => observed(await PgDriver.open(pg), observer) });
 }
