@@ -1,0 +1,97 @@
+// Groups and their members (admin or operator). A group created without `gid` gets the next free
+// one from 10000 up. Adding a member twice, or removing one that is not a member, is not an error.
+import { type ApiContext, type App } from '../context.js';
+import { bodies, listOf, params, replies, responses } from '../schemas.js';
+
+interface GroupParams {
+  name: string;
+}
+interface MemberParams {
+  name: string;
+  username: string;
+}
+
+const security = [{ bearerAuth: [] }];
+
+export function groupRoutes(app: App, ctx: ApiContext): void {
+  const { store } = ctx;
+  const config = { access: 'operator' as const };
+
+  app.get(
+    '/api/v1/groups',
+    { config, schema: { tags: ['groups'], summary: 'All groups', security, response: responses({ 200: listOf(replies.group) }) } },
+    async () => store.listGroups(),
+  );
+
+  app.post<{ Body: { name: string; gid?: number } }>(
+    '/api/v1/groups',
+    {
+      config,
+      schema: {
+        tags: ['groups'],
+        summary: 'Create a group',
+        security,
+        body: bodies.createGroup,
+        response: responses({ 201: replies.group }),
+      },
+    },
+    async (req, reply) => reply.status(201).send(await store.createGroup(req.body)),
+  );
+
+  app.get<{ Params: GroupParams }>(
+    '/api/v1/groups/:name',
+    {
+      config,
+      schema: { tags: ['groups'], summary: 'One group', security, params: params.group, response: responses({ 200: replies.group }) },
+    },
+    async (req) => store.read((q) => q.requireGroup(req.params.name)),
+  );
+
+  app.delete<{ Params: GroupParams }>(
+    '/api/v1/groups/:name',
+    {
+      config,
+      schema: {
+        tags: ['groups'],
+        summary: 'Delete a group (its memberships and grants go with it)',
+        security,
+        params: params.group,
+        response: responses({ 204: replies.noContent }),
+      },
+    },
+    async (req, reply) => {
+      await store.deleteGroup(req.params.name);
+      return reply.status(204).send();
+    },
+  );
+
+  app.put<{ Params: MemberParams }>(
+    '/api/v1/groups/:name/members/:username',
+    {
+      config,
+      schema: {
+        tags: ['groups'],
+        summary: 'Add a member',
+        security,
+        params: params.groupMember,
+        response: responses({ 200: replies.group }),
+      },
+    },
+    async (req) => store.addMember(req.params.name, req.params.username),
+  );
+
+  app.delete<{ Params: MemberParams }>(
+    '/api/v1/groups/:name/members/:username',
+    {
+      config,
+      schema: {
+        tags: ['groups'],
+        summary: 'Remove a member',
+        security,
+        params: params.groupMember,
+        response: responses({ 200: replies.group }),
+      },
+    },
+    async (req) => store.removeMember(req.params.name, req.params.username),
+  );
+}

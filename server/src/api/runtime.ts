@@ -1,0 +1,27 @@
+// What the API needs from the running server. The server implements it; tests use a stand-in.
+import type { LogLevel } from '../config/types.js';
+import type { StoreKind } from '../control/types.js';
+
+export interface ReadinessCheck {
+  ok: boolean;
+  detail?: string;
+}
+
+export interface Readiness {
+  ready: boolean;
+  /** By component: `metadata:default`, `blocks:default`, `nfs`, ... */
+  checks: Record<string, ReadinessCheck>;
+}
+
+export interface ApiRuntime {
+  /** For GET /health/ready: 200 when ready, 503 otherwise, with the checks either way. */
+  ready(): Readiness;
+  /**
+   * Checks that a store with these settings can work (the directory is writable, the database or
+   * bucket answers) before the control plane records it. Throws an Error whose message says what
+   * is wrong (it is shown to the client as a 422 problem, secrets masked); resolves when it works.
+   */
+  checkStore(kind: StoreKind, type: string, config: Record<string, unknown>): Promise<void>;
+  /** Applies a new log level at once (PUT /api/v1/settings/logging.level). */
+  setLogLevel(level: LogLevel): void;
+}
