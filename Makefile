@@ -6,11 +6,12 @@ NODE_TEST := node --import tsx --test --test-reporter=spec
 UNIT_TESTS = $(shell find server/src operator/src -name '*.test.ts' 2>/dev/null | sort)
 E2E_TESTS = $(shell find test/e2e -name '*.test.ts' 2>/dev/null | sort)
 FAULT_TESTS = $(shell find test/fault -name '*.test.ts' 2>/dev/null | sort)
+K8S_TESTS = $(shell find test/k8s -name '*.test.ts' 2>/dev/null | sort)
 
-.PHONY: help deps deps-test build run test test-unit test-e2e test-fault lint format bench clean typecheck
+.PHONY: help deps deps-test build run test test-unit test-e2e test-fault test-k8s k8s lint format bench clean typecheck
 
 help: ## Show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 node_modules/.package-lock.json: package.json server/package.json operator/package.json package-lock.json
 	hack/install-node-deps.sh
@@ -30,8 +31,8 @@ run: build ## Build and start the server on the embedded default (NFS 12049, API
 	hack/install-deps.sh run
 	node server/dist/cli/dittofs.js start $(if $(CONFIG),--config $(CONFIG),)
 
-test: deps-test build typecheck ## Run every test: unit, end-to-end with real clients, fault injection
-	$(NODE_TEST) $(UNIT_TESTS) $(E2E_TESTS) $(FAULT_TESTS)
+test: deps-test build typecheck k8s ## Run every test: unit, end-to-end with real clients, fault injection, Kubernetes
+	$(NODE_TEST) $(UNIT_TESTS) $(E2E_TESTS) $(FAULT_TESTS) $(K8S_TESTS)
 
 test-unit: deps build ## Unit tests only
 	$(NODE_TEST) $(UNIT_TESTS)
@@ -41,6 +42,12 @@ test-e2e: deps-test build ## End-to-end tests with real NFS clients (libnfs, Lin
 
 test-fault: deps-test build ## Fault injection: SIGKILL of the server under writes, PostgreSQL restarts
 	$(NODE_TEST) $(FAULT_TESTS)
+
+k8s: ## Build kube-apiserver, controller-manager, kubectl, etcd, helm from pinned Go modules (cached in ~/.cache/dittofs/k8s)
+	hack/k8s/build.sh
+
+test-k8s: deps-test build k8s ## Tests against a real kube-apiserver + etcd + controller-manager, with kubectl and helm
+	$(NODE_TEST) $(K8S_TESTS)
 
 lint: deps ## ESLint (type-checked rules) and Prettier
 	npx eslint .

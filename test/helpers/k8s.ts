@@ -1,0 +1,531 @@
+// A real Kubernetes control plane for tests: etcd, kube-apiserver and kube-controller-manager as
+// child processes on 127.0.0.1 (free ports, a temp directory), built from source by
+// hack/k8s/build.sh into a cache outside the repository. No kubelet runs, so pods are created but
+// never scheduled or started; everything else (CRDs and their schemas, RBAC, admission, the
+// controllers: garbage collection, StatefulSet/Deployment status, service-account tokens) is the
+// real thing. stop() kills the processes and removes the directory; an exit hook does the same for
+// a control plane still running when the process exits.
+//
+// With DITTOFS_TEST_KUBECONFIG set, nothing is started: the tests run against that cluster (any
+// conformant one: kind, k3s, a cloud cluster...) and stop() does nothing. KUBECONFIG alone is
+// deliberately not enough, so that a developer's current cluster is never used by accident.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { constants as fsConstants, rmSync } from 'node:fs';
+import { access, mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import https from 'node:https';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './server.js';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BUILD_SH = path.join(REPO_ROOT, 'hack', 'k8s', 'build.sh');
+
+/** Environment variable naming the kubeconfig of an existing cluster to use instead. */
+export const EXTERNAL_KUBECONFIG_ENV = 'DITTOFS_TEST_KUBECONFIG';
+/** Overrides the directory with the binaries (default: what `hack/k8s/build.sh --print-bin-dir` says). */
+export const K8S_BIN_DIR_ENV = 'DITTOFS_K8S_BIN_DIR';
+
+const SERVICE_CIDR = '10.0.0.0/24';
+const FIRST_SERVICE_IP = '10.0.0.1';
+
+export interface KubeControlPlane {
+  /** Path of an admin kubeconfig (client certificate in group system:masters, or the external one). */
+  kubeconfig: string;
+  /** `https://127.0.0.1:PORT`, or the external cluster's server URL. */
+  server: string;
+  /** Environment for kubectl/helm subprocesses: process.env with KUBECONFIG set and binDir first on PATH. */
+  env: NodeJS.ProcessEnv;
+  /** The directory with kubectl, helm, etcd, kube-apiserver, kube-controller-manager ('' if none is built and the cluster is external). */
+  binDir: string;
+  /** kubectl to run: the one built with the control plane (or, external and not built, `kubectl` on PATH). */
+  kubectl: string;
+  /** helm to run, likewise. */
+  helm: string;
+  /** True for DITTOFS_TEST_KUBECONFIG: nothing was started and stop() does nothing. */
+  external: boolean;
+  /** The temp directory with certificates, data and logs (`logs/<component>.log`); '' if external. */
+  dir: string;
+  /** Kills the processes and removes the directory (idempotent). */
+  stop(): Promise<void>;
+}
+
+export interface StartKubeOptions {
+  /** Start kube-controller-manager too (default true): garbage collection, workload status, SA tokens. */
+  controllerManager?: boolean;
+  /** Bound for each component to become ready (default 120 s: kube-apiserver alone can take ~30 s on a loaded machine). */
+  startTimeoutMs?: number;
+  /** Keep the temp directory (logs, certificates) after stop(), for debugging. */
+  keepDir?: boolean;
+}
+
+// --- binaries ---------------------------------------------------------------------------------
+
+const SERVER_BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm'] as const;
+
+function execText(file: string, args: string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      file,
+      args,
+      { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8', env, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        if (err) {
+          const why = err.killed ? `timed out after ${timeoutMs} ms` : `failed (${err.message.split('\n')[0]})`;
+          reject(new Error(`${path.basename(file)} ${args.join(' ')} ${why}\n${stderr.trim()}`));
+        } else {
+          resolve(stdout);
+        }
+      },
+    );
+  });
+}
+
+async function isExecutable(file: string): Promise<boolean> {
+  return access(file, fsConstants.X_OK).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The directory hack/k8s/build.sh builds into (it computes it from its pinned version and DITTOFS_K8S_CACHE). */
+export async function k8sBinDir(): Promise<string> {
+  const given = process.env[K8S_BIN_DIR_ENV];
+  if (given !== undefined && given !== '') return given;
+  return (await execText(BUILD_SH, ['--print-bin-dir'], 10_000)).trim();
+}
+
+/** Throws, naming hack/k8s/build.sh, unless every binary is built and current. */
+async function requireBinaries(binDir: string): Promise<void> {
+  const missing: string[] = [];
+  for (const b of SERVER_BINARIES) if (!(await isExecutable(path.join(binDir, b)))) missing.push(b);
+  if (missing.length > 0) {
+    throw new Error(
+      `the Kubernetes control plane is not built: ${missing.join(', ')} missing in ${binDir}. ` +
+        `Run hack/k8s/build.sh (it compiles them from the pinned Go modules; the first build takes tens of minutes), ` +
+        `or set ${EXTERNAL_KUBECONFIG_ENV} to the kubeconfig of an existing cluster.`,
+    );
+  }
+  if (process.env[K8S_BIN_DIR_ENV] === undefined || process.env[K8S_BIN_DIR_ENV] === '') {
+    // Built, but from other pins than the checked-out hack/k8s (a stale cache): say so, do not guess.
+    await execText(BUILD_SH, ['--check'], 10_000).catch((e: Error) => {
+      throw new Error(`the Kubernetes binaries in ${binDir} are out of date: run hack/k8s/build.sh\n${e.message}`);
+    });
+  }
+}
+
+// --- certificates (openssl CLI) ------------------------------------------------------------------
+
+async function openssl(dir: string, args: string[]): Promise<void> {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      execFile('openssl', args, { cwd: dir, timeout: 30_000, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, _out, stderr) =>
+        err ? reject(new Error(`${err.message.split('\n')[0]}\n${stderr.trim()}`)) : resolve(),
+      );
+    });
+  } catch (e) {
+    const msg =
+      (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'openssl is not installed (apt-get install openssl)' : (e as Error).message;
+    throw new Error(`openssl ${args.join(' ')}: ${msg}`);
+  }
+}
+
+const ecKey = (dir: string, name: string): Promise<void> =>
+  openssl(dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`]);
+
+/** A certificate for `name`.key signed by the CA, with the given subject and v3 extensions. */
+async function signedCert(dir: string, name: string, subject: string, ext: string[]): Promise<void> {
+  await ecKey(dir, name);
+  await openssl(dir, ['req', '-new', '-key', `${name}.key`, '-subj', subject, '-out', `${name}.csr`]);
+  await writeFile(path.join(dir, `${name}.ext`), ext.join('\n') + '\n');
+  const serial = `0x${Date.now().toString(16)}${Math.floor(Math.random() * 0xffff).toString(16)}`;
+  await openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-set_serial',
+    serial,
+    '-days',
+    '30',
+    '-sha256',
+    '-extfile',
+    `${name}.ext`,
+    '-out',
+    `${name}.crt`,
+  ]);
+}
+
+async function makePki(dir: string): Promise<void> {
+  await ecKey(dir, 'ca');
+  await openssl(dir, [
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    'ca.key',
+    '-subj',
+    '/CN=dittofs-test-kubernetes-ca',
+    '-days',
+    '30',
+    '-sha256',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+    '-out',
+    'ca.crt',
+  ]);
+  const client = ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth'];
+  const sans = [
+    'IP:127.0.0.1',
+    `IP:${FIRST_SERVICE_IP}`,
+    'DNS:localhost',
+    'DNS:kubernetes',
+    'DNS:kubernetes.default',
+    'DNS:kubernetes.default.svc',
+    'DNS:kubernetes.default.svc.cluster.local',
+  ];
+  await signedCert(dir, 'apiserver', '/CN=kube-apiserver', [
+    'basicConstraints=critical,CA:FALSE',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+    'extendedKeyUsage=serverAuth',
+    `subjectAltName=${sans.join(',')}`,
+  ]);
+  await signedCert(dir, 'admin', '/O=system:masters/CN=dittofs-test-admin', client);
+  await signedCert(dir, 'controller-manager', '/CN=system:kube-controller-manager', client);
+  // Service-account tokens: the apiserver signs (TokenRequest) and verifies with this key pair;
+  // the controller-manager's token controller signs legacy tokens with it.
+  await ecKey(dir, 'sa');
+  await openssl(dir, ['pkey', '-in', 'sa.key', '-pubout', '-out', 'sa.pub']);
+}
+
+async function writeKubeconfig(file: string, dir: string, server: string, user: string, certName: string): Promise<void> {
+  const b64 = async (f: string): Promise<string> => (await readFile(path.join(dir, f))).toString('base64');
+  const text = `apiVersion: v1
+kind: Config
+clusters:
+- name: dittofs-test
+  cluster:
+    server: ${server}
+    certificate-authority-data: ${await b64('ca.crt')}
+users:
+- name: ${user}
+  user:
+    client-certificate-data: ${await b64(`${certName}.crt`)}
+    client-key-data: ${await b64(`${certName}.key`)}
+contexts:
+- name: ${user}@dittofs-test
+  context:
+    cluster: dittofs-test
+    user: ${user}
+current-context: ${user}@dittofs-test
+`;
+  await writeFile(file, text, { mode: 0o600 });
+}
+
+// --- processes -------------------------------------------------------------------------------------
+
+interface Proc {
+  name: string;
+  child: ChildProcess;
+  logFile: string;
+}
+
+const live = new Set<Proc>();
+const liveDirs = new Set<string>();
+let exitHook = false;
+
+function installExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const p of live) p.child.kill('SIGKILL');
+    for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
+  });
+}
+
+async function launch(name: string, bin: string, args: string[], logDir: string): Promise<Proc> {
+  const logFile = path.join(logDir, `${name}.log`);
+  const log = await open(logFile, 'a');
+  const env = { ...process.env };
+  delete env.KUBECONFIG;
+  const child = spawn(bin, args, { stdio: ['ignore', log.fd, log.fd], env });
+  await log.close(); // the child has its own copy of the descriptor
+  const proc = { name, child, logFile };
+  live.add(proc);
+  child.once('exit', () => live.delete(proc));
+  child.once('error', () => live.delete(proc));
+  return proc;
+}
+
+async function logTail(p: Proc, lines = 30): Promise<string> {
+  const text = await readFile(p.logFile, 'utf8').catch(() => '');
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+async function kill(p: Proc, graceMs = 10_000): Promise<void> {
+  const { child } = p;
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+interface Probe {
+  status: number;
+  body: string;
+}
+
+function get(url: string, tls: https.RequestOptions | undefined): Promise<Probe> {
+  return new Promise((resolve, reject) => {
+    const mod = url.startsWith('https:') ? https : http;
+    const req = mod.get(url, { ...tls, timeout: 3000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body = (body + c).slice(0, 8000)));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('request timed out')));
+    req.on('error', reject);
+  });
+}
+
+/** Polls `url` until `ok` (every 250 ms, at most timeoutMs); fails early if the process exits. */
+async function waitReady(
+  p: Proc,
+  url: string,
+  tls: https.RequestOptions | undefined,
+  ok: (r: Probe) => boolean,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const maxAttempts = Math.ceil(timeoutMs / 250) + 1;
+  let last = 'no answer yet';
+  for (let attempt = 0; attempt < maxAttempts && Date.now() < deadline; attempt++) {
+    if (p.child.exitCode !== null || p.child.signalCode !== null) {
+      throw new Error(
+        `${p.name} exited (${p.child.signalCode ?? `code ${p.child.exitCode}`}) before it was ready; log ${p.logFile}:\n${await logTail(p)}`,
+      );
+    }
+    try {
+      const r = await get(url, tls);
+      if (ok(r)) return;
+      last = `HTTP ${r.status}: ${
+        r.body
+          .trim()
+          .split('\n')
+          .filter((l) => l.includes('failed'))
+          .join('; ') || r.body.slice(0, 300)
+      }`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await sleep(250);
+  }
+  throw new Error(`${p.name} was not ready at ${url} within ${timeoutMs} ms (last: ${last}); log ${p.logFile}:\n${await logTail(p)}`);
+}
+
+// --- the control plane ---------------------------------------------------------------------------
+
+/**
+ * The cluster for tests: the one named by DITTOFS_TEST_KUBECONFIG if set (nothing is started),
+ * else a private etcd, kube-apiserver and (by default) kube-controller-manager on loopback. Throws,
+ * naming hack/k8s/build.sh, if the binaries are not built.
+ */
+export async function startKubeControlPlane(opts: StartKubeOptions = {}): Promise<KubeControlPlane> {
+  const external = process.env[EXTERNAL_KUBECONFIG_ENV];
+  if (external !== undefined && external !== '') return useExternal(external);
+  return startPrivate(opts);
+}
+
+async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
+  const timeoutMs = opts.startTimeoutMs ?? 120_000;
+  const binDir = await k8sBinDir();
+  await requireBinaries(binDir);
+  installExitHook();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-k8s-'));
+  liveDirs.add(dir);
+  const procs: Proc[] = [];
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    try {
+      // Controllers first, then the apiserver, then its storage.
+      for (const p of [...procs].reverse()) await kill(p);
+    } finally {
+      liveDirs.delete(dir);
+      if (opts.keepDir !== true) await rm(dir, { recursive: true, force: true });
+    }
+  };
+  try {
+    const pki = path.join(dir, 'pki');
+    const logs = path.join(dir, 'logs');
+    await mkdir(pki);
+    await mkdir(logs);
+    await makePki(pki);
+    const f = (name: string): string => path.join(pki, name);
+    const tls: https.RequestOptions = {
+      ca: await readFile(f('ca.crt')),
+      cert: await readFile(f('admin.crt')),
+      key: await readFile(f('admin.key')),
+    };
+
+    // etcd: plain HTTP on loopback, no fsync (test data only).
+    const [etcdClient, etcdPeer] = [await freePort(), await freePort()];
+    const etcd = await launch(
+      'etcd',
+      path.join(binDir, 'etcd'),
+      [
+        '--name=dittofs-test',
+        `--data-dir=${path.join(dir, 'etcd')}`,
+        `--listen-client-urls=http://127.0.0.1:${etcdClient}`,
+        `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
+        `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
+        `--initial-cluster=dittofs-test=http://127.0.0.1:${etcdPeer}`,
+        '--initial-cluster-state=new',
+        '--unsafe-no-fsync',
+        '--log-level=warn',
+        '--quota-backend-bytes=1073741824',
+      ],
+      logs,
+    );
+    procs.push(etcd);
+    await waitReady(
+      etcd,
+      `http://127.0.0.1:${etcdClient}/health`,
+      undefined,
+      (r) => r.status === 200 && r.body.includes('"true"'),
+      timeoutMs,
+    );
+
+    const apiPort = await freePort();
+    const server = `https://127.0.0.1:${apiPort}`;
+    const apiserver = await launch(
+      'kube-apiserver',
+      path.join(binDir, 'kube-apiserver'),
+      [
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        `--secure-port=${apiPort}`,
+        `--cert-dir=${pki}`,
+        `--etcd-servers=http://127.0.0.1:${etcdClient}`,
+        `--client-ca-file=${f('ca.crt')}`,
+        `--tls-cert-file=${f('apiserver.crt')}`,
+        `--tls-private-key-file=${f('apiserver.key')}`,
+        '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+        `--service-account-key-file=${f('sa.pub')}`,
+        `--service-account-signing-key-file=${f('sa.key')}`,
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        '--authorization-mode=Node,RBAC',
+        '--allow-privileged=true',
+        // No kubelet or node answers at the advertise address: nothing to reconcile into the
+        // `kubernetes` Service's endpoints (a loopback endpoint would be rejected anyway).
+        '--endpoint-reconciler-type=none',
+        '--profiling=false',
+        '--v=1',
+      ],
+      logs,
+    );
+    procs.push(apiserver);
+    await waitReady(apiserver, `${server}/readyz`, tls, (r) => r.status === 200, timeoutMs);
+
+    const kubeconfig = path.join(dir, 'admin.kubeconfig');
+    await writeKubeconfig(kubeconfig, pki, server, 'dittofs-test-admin', 'admin');
+
+    if (opts.controllerManager !== false) {
+      const cmKubeconfig = path.join(dir, 'controller-manager.kubeconfig');
+      await writeKubeconfig(cmKubeconfig, pki, server, 'system:kube-controller-manager', 'controller-manager');
+      const cmPort = await freePort();
+      const cm = await launch(
+        'kube-controller-manager',
+        path.join(binDir, 'kube-controller-manager'),
+        [
+          `--kubeconfig=${cmKubeconfig}`,
+          `--authentication-kubeconfig=${cmKubeconfig}`,
+          `--authorization-kubeconfig=${cmKubeconfig}`,
+          // Its own HTTPS endpoint (healthz) trusts our CA; no front proxy is configured, so it need not
+          // look up the request-header CA in the cluster (it would log errors about it forever).
+          `--client-ca-file=${f('ca.crt')}`,
+          '--authentication-skip-lookup=true',
+          '--bind-address=127.0.0.1',
+          `--secure-port=${cmPort}`,
+          `--cert-dir=${path.join(dir, 'controller-manager-certs')}`,
+          '--leader-elect=false',
+          '--use-service-account-credentials=true',
+          `--service-account-private-key-file=${f('sa.key')}`,
+          `--root-ca-file=${f('ca.crt')}`,
+          `--cluster-signing-cert-file=${f('ca.crt')}`,
+          `--cluster-signing-key-file=${f('ca.key')}`,
+          `--service-cluster-ip-range=${SERVICE_CIDR}`,
+          '--cluster-name=dittofs-test',
+          // Every default controller except those that need a cloud provider or node networking.
+          '--controllers=*,-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller,-node-ipam-controller',
+          '--profiling=false',
+          '--v=1',
+        ],
+        logs,
+      );
+      procs.push(cm);
+      await waitReady(cm, `https://127.0.0.1:${cmPort}/healthz`, { rejectUnauthorized: false }, (r) => r.status === 200, timeoutMs);
+    }
+
+    return {
+      kubeconfig,
+      server,
+      env: { ...process.env, KUBECONFIG: kubeconfig, PATH: `${binDir}${path.delimiter}${process.env.PATH ?? ''}` },
+      binDir,
+      kubectl: path.join(binDir, 'kubectl'),
+      helm: path.join(binDir, 'helm'),
+      external: false,
+      dir,
+      stop,
+    };
+  } catch (e) {
+    await stop().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** An existing cluster named by DITTOFS_TEST_KUBECONFIG: nothing is started or stopped. */
+async function useExternal(kubeconfig: string): Promise<KubeControlPlane> {
+  let binDir = '';
+  try {
+    const d = await k8sBinDir();
+    if (await isExecutable(path.join(d, 'kubectl'))) binDir = d;
+  } catch {
+    // No build: kubectl and helm from PATH.
+  }
+  const tool = (name: string): string => (binDir === '' ? name : path.join(binDir, name));
+  const env: NodeJS.ProcessEnv = { ...process.env, KUBECONFIG: kubeconfig };
+  if (binDir !== '') env.PATH = `${binDir}${path.delimiter}${process.env.PATH ?? ''}`;
+  const server = (
+    await execText(
+      tool('kubectl'),
+      ['--kubeconfig', kubeconfig, 'config', 'view', '--minify', '-o', 'jsonpath={.clusters[0].cluster.server}'],
+      30_000,
+      env,
+    )
+  ).trim();
+  return {
+    kubeconfig,
+    server,
+    env,
+    binDir,
+    kubectl: tool('kubectl'),
+    helm: tool('helm'),
+    external: true,
+    dir: '',
+    stop: async () => undefined,
+  };
+}
