@@ -4,19 +4,10 @@ import http from 'node:http';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { BlockCache } from './blocks/cache.js';
-import { FilesystemBlockStore } from './blocks/filesystem.js';
-import { MemoryBlockStore } from './blocks/memory.js';
-import { observeBlockStore } from './blocks/observed.js';
-import { S3BlockStore } from './blocks/s3.js';
 import pLimit from 'p-limit';
-import { BlockService, DEFAULT_PARALLEL_UPLOADS } from './blocks/service.js';
-import type { BlockStore } from './blocks/store.js';
-import { FileWal, MemoryWal, type ReplayRecord, type Wal } from './blocks/wal.js';
-import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './config/types.js';
-import { CachedMetadataStore } from './meta/cached.js';
-import { MemoryMetadataStore } from './meta/memory.js';
-import { createEmbeddedMetadataStore, createPostgresMetadataStore, type SqlDriverObserver } from './meta/sql/index.js';
-import type { MetadataStore } from './meta/store.js';
+import { type BlockService, DEFAULT_PARALLEL_UPLOADS } from './blocks/service.js';
+import type { DittoConfig } from './config/types.js';
+import { FileWal, MemoryWal, RECORD_SHARE_STORED, type ReplayRecord, type Wal } from './blocks/wal.js';
 import { MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3 } from './nfs3/constants.js';
 import { MountProgram } from './nfs3/mount.js';
 import { Nfs3Program } from './nfs3/nfs.js';
@@ -26,8 +17,11 @@ import { serveMetrics, ServerMetrics } from './obs/metrics.js';
 import { startTracing } from './obs/tracing.js';
 import { IPPROTO_TCP, portmapProgram, type PortMapping } from './rpc/portmap.js';
 import { RpcServer } from './rpc/server.js';
-import { shareIdOf } from './vfs/handle.js';
 import { FileService } from './vfs/service.js';
+import { buildApi, type ApiRuntime, type ReadinessCheck } from './api/index.js';
+import { checkStore, controlApplier, desiredFromFile, desiredFromSnapshot, openControlPlane, StoreHealth } from './controlplane.js';
+import { ShareRuntime } from './shares.js';
+import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 
 export interface RunningServer {
   readonly nfsPort: number | null;
@@ -47,74 +41,6 @@ export interface RunningServer {
    * last spans.
    */
   close(): Promise<void>;
-}
-
-/** SQL engines answer inode and block-map lookups from memory and write sizes and times behind. */
-function cachedFor(log: Logger): (store: MetadataStore) => MetadataStore {
-  return (store) =>
-    new CachedMetadataStore(store, {
-      onFlushError: (err, inodeId) =>
-        log.warn({ err, inode: inodeId }, 'could not write file size and times to the metadata store; retrying'),
-    });
-}
-
-function createMetadataStore(
-  name: string,
-  cfg: MetadataStoreConfig,
-  dataDir: string,
-  log: Logger,
-  observer?: SqlDriverObserver,
-): MetadataStore {
-  const logger = log.child({ store: name });
-  const cached = cachedFor(logger);
-  switch (cfg.type) {
-    case 'memory':
-      return new MemoryMetadataStore();
-    case 'embedded':
-      return cached(
-        createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger, observer }),
-      );
-    case 'postgres':
-      if (!cfg.url) throw new Error(`metadata store ${name}: a postgres store needs a url`);
-      return cached(
-        createPostgresMetadataStore({
-          url: cfg.url,
-          ...(cfg.pool_size !== undefined ? { poolSize: cfg.pool_size } : {}),
-          ...(cfg.schema !== undefined ? { schema: cfg.schema } : {}),
-          ...(cfg.connect_timeout !== undefined ? { connectTimeoutMs: cfg.connect_timeout } : {}),
-          ...(cfg.statement_timeout !== undefined ? { statementTimeoutMs: cfg.statement_timeout } : {}),
-          logger,
-          applicationName: `dittofs/${name}`,
-          observer,
-        }),
-      );
-    default:
-      throw new Error(`metadata store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
-  }
-}
-
-function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: string): BlockStore {
-  switch (cfg.type) {
-    case 'memory':
-      return new MemoryBlockStore();
-    case 'filesystem':
-      return new FilesystemBlockStore(path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name)));
-    case 's3':
-      if (!cfg.bucket) throw new Error(`block store ${name}: an s3 store needs a bucket`);
-      return new S3BlockStore({
-        bucket: cfg.bucket,
-        endpoint: cfg.endpoint,
-        region: cfg.region,
-        prefix: cfg.prefix,
-        forcePathStyle: cfg.force_path_style,
-        accessKeyId: cfg.access_key_id,
-        secretAccessKey: cfg.secret_access_key,
-        requestTimeoutMs: cfg.request_timeout,
-        maxAttempts: cfg.max_attempts,
-      });
-    default:
-      throw new Error(`block store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
-  }
 }
 
 /** Says which listener could not start and which setting moves it, instead of a bare EADDRINUSE. */
@@ -159,12 +85,11 @@ function listenHttp(server: http.Server, port: number, host: string): Promise<nu
 }
 
 /**
- * The WAL: segment files under `cache.wal_dir` (default `<data_dir>/wal`) unless every block store
- * is `memory`, in which case nothing could be recovered anyway and dirty data stays in memory.
+ * The WAL: segment files under `cache.wal_dir` (default `<data_dir>/wal`) unless `persistent` is
+ * false (every block store `memory` and no control plane to add others later), in which case
+ * nothing could be recovered anyway and dirty data stays in memory.
  */
-async function openWal(config: DittoConfig, log: Logger): Promise<{ wal: Wal; records: ReplayRecord[] }> {
-  const used = new Set(config.shares.map((s) => s.blocks));
-  const persistent = [...used].some((name) => config.blocks.stores[name]?.type !== 'memory');
+async function openWal(config: DittoConfig, persistent: boolean, log: Logger): Promise<{ wal: Wal; records: ReplayRecord[] }> {
   if (!persistent) return { wal: new MemoryWal(config.cache.max_dirty_bytes), records: [] };
   const dir = path.resolve(config.cache.wal_dir ?? path.join(config.data_dir, 'wal'));
   const started = Date.now();
@@ -188,7 +113,14 @@ async function openWal(config: DittoConfig, log: Logger): Promise<{ wal: Wal; re
 }
 
 /** Hands every share its WAL records; records of a share that is not configured stop the start. */
-async function replayWal(records: ReplayRecord[], services: Map<number, { name: string; data: BlockService }>, log: Logger): Promise<void> {
+async function replayWal(all: ReplayRecord[], services: Map<number, { name: string; data: BlockService }>, log: Logger): Promise<void> {
+  // A share-stored marker says every earlier record of its share is in the block store already.
+  const storedUpTo = new Map<number, number>();
+  all.forEach((r, i) => {
+    if (r.type === RECORD_SHARE_STORED) storedUpTo.set(r.share, i);
+  });
+  const records = all.filter((r, i) => r.type !== RECORD_SHARE_STORED && i > (storedUpTo.get(r.share) ?? -1));
+  if (records.length < all.length) log.info({ skipped: all.length - records.length }, 'WAL records of shares already stored skipped');
   const byShare = new Map<number, ReplayRecord[]>();
   for (const r of records) {
     let list = byShare.get(r.share);
@@ -218,12 +150,11 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   const cache = new BlockCache(config.cache.read_cache_bytes);
   // One bound on uploads in flight for the whole server, whatever the number of shares.
   const uploads = pLimit(DEFAULT_PARALLEL_UPLOADS);
-  const metaStores = new Map<string, MetadataStore>();
-  const blockStores = new Map<string, BlockStore>();
   const cleanups: (() => Promise<void>)[] = [];
   const fileService = new FileService(log);
-  let ready = false;
   const metrics = config.metrics.enabled ? new ServerMetrics() : null;
+  let replayed = false;
+  let nfsListening = !config.adapters.nfs.enabled;
 
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) {
@@ -234,6 +165,12 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       }
     }
     cleanups.length = 0;
+  };
+
+  const changeLogLevel = (level: string): void => {
+    const from = log.level;
+    setLogLevel(log, level);
+    if (from !== level) log.info({ from, to: level }, 'log level changed');
   };
 
   try {
@@ -252,73 +189,55 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     }
     // Database and block store calls are traced and their failures counted when either is on.
     const observe = metrics !== null || tracing !== null;
-    for (const [name, cfg] of Object.entries(config.metadata.stores)) {
-      const observer: SqlDriverObserver | undefined = observe
-        ? { store: name, ...(metrics ? { onError: (reason: string) => metrics.dbError(name, reason) } : {}) }
-        : undefined;
-      const s = createMetadataStore(name, cfg, config.data_dir, log, observer);
-      await s.open();
-      metaStores.set(name, s);
-      cleanups.push(() => s.close());
-    }
-    for (const [name, cfg] of Object.entries(config.blocks.stores)) {
-      const store = createBlockStore(name, cfg, config.data_dir);
-      const s = observe
-        ? observeBlockStore(store, { name, ...(metrics ? { onError: (op: string) => metrics.blockStoreError(name, store.kind, op) } : {}) })
-        : store;
-      await s.open();
-      blockStores.set(name, s);
-      cleanups.push(() => s.close());
-    }
-    const wal = await openWal(config, log);
+
+    // The control plane (API on): its database says which stores and shares to serve.
+    const control = config.server.api.enabled ? await openControlPlane(config, log) : null;
+    if (control) cleanups.push(() => control.store.close());
+    const initial = control ? desiredFromSnapshot(control.snapshot) : desiredFromFile(config);
+
+    const persistentWal = control !== null || initial.shares.some((s) => initial.blockStores[s.blocks]?.type !== 'memory');
+    const wal = await openWal(config, persistentWal, log);
     cleanups.push(() => wal.wal.close());
     if (metrics) {
       metrics.watchWal(wal.wal, wal.wal.persistent ? config.cache.wal_max_bytes : config.cache.max_dirty_bytes);
       metrics.watchReadCache(cache);
       metrics.watchUploads(uploads);
     }
+    const shares = new ShareRuntime({ fileService, wal: wal.wal, cache, uploads, dataDir: config.data_dir, log, metrics, observe });
+    cleanups.push(() => shares.close());
     cleanups.push(() => fileService.close());
-    const services = new Map<number, { name: string; data: BlockService }>();
-    for (const sh of config.shares) {
-      const meta = metaStores.get(sh.metadata);
-      const blocks = blockStores.get(sh.blocks);
-      const bcfg = config.blocks.stores[sh.blocks];
-      if (!meta || !blocks || !bcfg) throw new Error(`share ${sh.name}: unknown store`);
-      const shareId = shareIdOf(sh.name);
-      const data = new BlockService(blocks, meta, {
-        shareId,
-        keyPrefix: shareId.toString(16).padStart(8, '0'),
-        blockSize: bcfg.block_size,
-        wal: wal.wal,
-        cache,
-        uploads,
-        log,
-        ...(metrics ? { onUploadFailed: () => metrics.uploadFailed(sh.name) } : {}),
-      });
-      metrics?.watchShare(shareId, sh.name, () => data.pendingBytes());
-      services.set(shareId, { name: sh.name, data });
-      await fileService.addShare(
-        {
-          name: sh.name,
-          readOnly: sh.read_only,
-          rootSquash: sh.root_squash,
-          anonymousUid: sh.anonymous_uid,
-          anonymousGid: sh.anonymous_gid,
-          rootMode: sh.root_mode,
-          rootUid: sh.root_uid,
-          rootGid: sh.root_gid,
-        },
-        meta,
-        data,
-      );
-      log.info({ share: sh.name, metadata: `${sh.metadata} (${meta.kind})`, blocks: `${sh.blocks} (${blocks.kind})` }, 'share ready');
-    }
+    await shares.apply(initial, { strict: true });
 
-    await replayWal(wal.records, services, log);
+    await replayWal(wal.records, shares.services(), log);
     if (wal.wal instanceof FileWal) wal.wal.tidy();
+    replayed = true;
     // In the background: objects a crash left unreferenced (older than 10 minutes); hourly after.
-    for (const { name, data } of services.values()) {
+    const collect = (name: string, data: BlockService): void => {
       data.collectGarbage().catch((err: unknown) => log.warn({ err, share: name }, 'block garbage collection failed'));
+    };
+    for (const { name, data } of shares.services().values()) collect(name, data);
+
+    let applier: ReturnType<typeof controlApplier> | null = null;
+    if (control) {
+      applier = controlApplier(
+        control.store,
+        fileService,
+        async (snap) => {
+          const before = shares.services();
+          const r = await shares.apply(desiredFromSnapshot(snap));
+          for (const [id, { name, data }] of shares.services()) if (!before.has(id)) collect(name, data);
+          if (r.added.length + r.removed.length + r.updated.length > 0) log.info({ generation: snap.generation, ...r }, 'shares changed');
+        },
+        changeLogLevel,
+        log,
+      );
+      await applier.applySnapshot(control.snapshot);
+      const a = applier;
+      const unsubscribe = control.store.onChange(() => a.schedule());
+      cleanups.push(async () => {
+        unsubscribe();
+        await a.settled();
+      });
     }
 
     let metricsPort: number | null = null;
@@ -347,6 +266,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       nfsPort = await listening('NFS', 'adapters.nfs.port / DITTOFS_NFS_PORT (or the bind address)', nfsCfg.bind, nfsCfg.port, () =>
         rpc.listenTcp(nfsCfg.port, nfsCfg.bind),
       );
+      nfsListening = true;
       cleanups.push(() => rpc.close());
       log.info({ port: nfsPort, bind: nfsCfg.bind }, 'NFSv3 and MOUNT v3 listening (TCP)');
       if (nfsCfg.portmapper.enabled) {
@@ -373,27 +293,45 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     }
 
     let apiPort: number | null = null;
-    if (config.server.api.enabled) {
-      // Health endpoints only, until the REST control plane lands.
-      const api = http.createServer((req, res) => {
-        const url = req.url ?? '/';
-        if (req.method === 'GET' && (url === '/health' || url === '/health/ready')) {
-          const ok = url === '/health' || ready;
-          res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ status: ok ? 'ok' : 'starting' }));
-          return;
-        }
-        res.writeHead(404, { 'content-type': 'application/problem+json' });
-        res.end(
-          JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: `no route for ${req.method ?? ''} ${url}` }),
-        );
+    if (control && applier) {
+      const health = new StoreHealth(shares, log);
+      cleanups.push(async () => health.stop());
+      const settledApplier = applier;
+      const runtime: ApiRuntime = {
+        ready: () => {
+          const checks: Record<string, ReadinessCheck> = {
+            wal: replayed ? { ok: true } : { ok: false, detail: 'replaying the WAL' },
+            nfs: nfsListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
+            ...health.checks(),
+          };
+          return { ready: Object.values(checks).every((c) => c.ok), checks };
+        },
+        checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, config.data_dir, log),
+        setLogLevel: (level) => changeLogLevel(level),
+      };
+      const api = buildApi({
+        store: control.store,
+        auth: { jwtSecret: control.jwtSecret, bcryptCost: config.server.api.bcrypt_cost },
+        runtime,
+        logger: log.child({ component: 'api' }),
+        rateLimit: { max: config.server.api.rate_limit.max, loginMax: config.server.api.rate_limit.login_max },
+        version: SERVER_VERSION,
+      });
+      // A change answers only once the server applies it: a share created is mountable, a
+      // permission revoked is refused, by the time the client reads the response.
+      api.addHook('onSend', async (req, _reply, payload) => {
+        if (req.method !== 'GET' && req.method !== 'HEAD') await settledApplier.settled();
+        return payload;
       });
       const { port, bind } = config.server.api;
-      apiPort = await listening('the API', 'server.api.port / DITTOFS_API_PORT', bind, port, () => listenHttp(api, port, bind));
-      cleanups.push(() => new Promise<void>((resolve) => api.close(() => resolve())));
-      log.info({ port: apiPort }, 'API listening (health endpoints)');
+      apiPort = await listening('the API', 'server.api.port / DITTOFS_API_PORT', bind, port, async () => {
+        await api.listen({ port, host: bind });
+        const a = api.server.address();
+        return typeof a === 'object' && a ? a.port : port;
+      });
+      cleanups.push(() => api.close());
+      log.info({ port: apiPort, bind }, 'API listening (/api/v1, /health)');
     }
-    ready = true;
     let closing: Promise<void> | null = null;
     return {
       nfsPort,
@@ -405,11 +343,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       get logLevel() {
         return log.level;
       },
-      setLogLevel(level: string) {
-        const from = log.level;
-        setLogLevel(log, level);
-        if (from !== level) log.info({ from, to: level }, 'log level changed');
-      },
+      setLogLevel: changeLogLevel,
       close() {
         closing ??= (async () => {
           log.info('shutting down');

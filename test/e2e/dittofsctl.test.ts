@@ -1,4 +1,4 @@
-// dittofsctl as its users run it: a subprocess (node + tsx on the sources, so no build is needed)
+// dittofsctl as its users run it: a subprocess (the built CLI)
 // against the real control API (Fastify, JWT, bcrypt, a PGlite control store) listening on
 // loopback in this process. The contexts file is a temporary one (DITTOFSCTL_CONFIG).
 import assert from 'node:assert/strict';
@@ -19,8 +19,8 @@ import { openTestControlStore } from '../../server/src/control/testing.js';
 import { freePort } from '../helpers/server.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CLI = path.join(REPO_ROOT, 'server', 'src', 'cli', 'dittofsctl.ts');
-const TSX = import.meta.resolve('tsx');
+// The built CLI (make test builds first): what users run, and a second faster per process than tsx.
+const CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofsctl.js');
 const JWT_SECRET = 'dittofsctl-e2e-secret-0123456789abcdef-0123456789';
 const INITIAL_PASSWORD = 'initial-admin-pw';
 const ADMIN_PASSWORD = 'changed-admin-pw';
@@ -55,7 +55,7 @@ describe('dittofsctl against the control API', { timeout: 240_000 }, () => {
   function ctl(args: string[], opts: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
     const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DITTOFSCTL_')));
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
+      const child = spawn(process.execPath, [CLI, ...args], {
         cwd: REPO_ROOT,
         env: { ...env, DITTOFSCTL_CONFIG: config, ...opts.env },
         stdio: ['pipe', 'pipe', 'pipe'],

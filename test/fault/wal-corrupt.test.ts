@@ -99,8 +99,11 @@ describe('fault: corrupt WAL record', { timeout: 120_000 }, () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-wal-share-'));
     try {
       const dataDir = path.join(dir, 'data');
-      const config = (share: string) => `shares:\n  - name: ${share}\n`;
-      const first = await startReady({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/old'), 'old.yaml') });
+      // Shares from the config file alone (API off): with the control plane on, a share once
+      // seeded stays in its database whatever the file says next.
+      const config = (share: string) => `server:\n  api:\n    enabled: false\nshares:\n  - name: ${share}\n`;
+      // No API, so no /health/ready: startDittofs waits for NFS, which listens once replay is done.
+      const first = await startDittofs({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/old'), 'old.yaml') });
       servers.push(first);
       const data = randomBytes(CHUNK);
       const c = await NfsOps.open(first.nfsPort);
@@ -121,7 +124,7 @@ describe('fault: corrupt WAL record', { timeout: 120_000 }, () => {
         },
       );
       // With the share back, the data is served.
-      const again = await startReady({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/old'), 'old.yaml') });
+      const again = await startDittofs({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/old'), 'old.yaml') });
       servers.push(again);
       const c2 = await NfsOps.open(again.nfsPort);
       try {

@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const DITTOFS_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofs.js');
+/** The password test servers give their first admin (it must be changed at first login). */
+export const TEST_ADMIN_PASSWORD = 'dittofs-test-admin';
 
 /** A free TCP port on 127.0.0.1 (bind to 0, read it, close). */
 export async function freePort(): Promise<number> {
@@ -86,6 +88,8 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
       DITTOFS_METRICS_PORT: String(metricsPort),
       DITTOFS_SMB_ENABLED: 'false',
       DITTOFS_LOG_LEVEL: process.env.DITTOFS_LOG_LEVEL ?? 'warn',
+      // A known first admin password: nothing printed on stderr (set '' to see the generated one).
+      DITTOFS_ADMIN_INITIAL_PASSWORD: TEST_ADMIN_PASSWORD,
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

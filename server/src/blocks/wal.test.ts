@@ -10,7 +10,7 @@ import { dirInit, fileInit } from '../testing/inodes.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
 import { BlockService } from './service.js';
-import { FileWal, REC_HEADER, SEG_HEADER, type ReplayRecord } from './wal.js';
+import { FileWal, REC_HEADER, RECORD_SHARE_STORED, RECORD_WRITE, SEG_HEADER, type ReplayRecord } from './wal.js';
 
 const BS = 4096;
 const dirs: string[] = [];
@@ -300,6 +300,29 @@ describe('WAL: refused starts', () => {
     const b = await boot(dir, meta, store);
     assert.equal(b.replayed.writes, 1, 'the record is still there for the next start');
     assert.equal((await b.svc.read(ino, 0, 12, 12)).toString(), 'acknowledged');
+    await b.wal.close();
+  });
+});
+
+describe('WAL: share-stored marks', () => {
+  it('a share-stored mark comes back from replay after the records it covers, and later records after it', async () => {
+    const dir = tmp();
+    const a = await FileWal.open(dir, { maxBytes: 64 * BS, segmentBytes: 16 * BS });
+    await a.wal.appendWrite(9, 5, 0, Buffer.from('stored already')).done;
+    await a.wal.appendShareStored(9).done;
+    await a.wal.appendWrite(9, 5, 0, Buffer.from('after the mark')).done;
+    await a.wal.sync();
+    // A crash: abandon it without closing.
+    const b = await FileWal.open(dir, { maxBytes: 64 * BS, segmentBytes: 16 * BS });
+    assert.deepEqual(
+      b.records.map((r) => [r.type, r.share, r.length]),
+      [
+        [RECORD_WRITE, 9, 14],
+        [RECORD_SHARE_STORED, 9, 0],
+        [RECORD_WRITE, 9, 14],
+      ],
+    );
+    assert.equal(b.report.corruptRecords.length, 0);
     await b.wal.close();
   });
 });

@@ -23,7 +23,12 @@ import type { Logger } from 'pino';
 
 export const RECORD_WRITE = 1;
 export const RECORD_TRUNCATE = 2;
-export type RecordType = typeof RECORD_WRITE | typeof RECORD_TRUNCATE;
+/**
+ * Every earlier record of this share is in the block store: written when a share stops being
+ * served after its data was uploaded, so that replay skips them (the share may be gone for good).
+ */
+export const RECORD_SHARE_STORED = 3;
+export type RecordType = typeof RECORD_WRITE | typeof RECORD_TRUNCATE | typeof RECORD_SHARE_STORED;
 
 const SEG_MAGIC = Buffer.from('DITTOWAL', 'latin1');
 const SEG_VERSION = 1;
@@ -103,6 +108,8 @@ export interface Wal {
   readonly persistent: boolean;
   appendWrite(share: number, inode: number, offset: number, data: Buffer): WalAppend;
   appendTruncate(share: number, inode: number, size: number): WalAppend;
+  /** Marks every record of `share` appended so far as stored (see RECORD_SHARE_STORED). */
+  appendShareStored(share: number): WalAppend;
   /** Reads `length` bytes at `pos` of a segment into `target` at `targetStart`. */
   read(seg: WalSegment, pos: number, length: number, target: Buffer, targetStart: number): Promise<void>;
   hold(seg: WalSegment, h: WalHolder): void;
@@ -168,6 +175,10 @@ export class MemoryWal implements Wal {
   }
 
   appendTruncate(): WalAppend {
+    return this.segment(0);
+  }
+
+  appendShareStored(): WalAppend {
     return this.segment(0);
   }
 
@@ -261,7 +272,7 @@ function parseHeader(buf: Buffer, at: number): ParsedHeader | null {
   const inode = buf.readBigUInt64LE(at + 16);
   const offset = buf.readBigUInt64LE(at + 24);
   const length = buf.readUInt32LE(at + 32);
-  if (type !== RECORD_WRITE && type !== RECORD_TRUNCATE) return null;
+  if (type !== RECORD_WRITE && type !== RECORD_TRUNCATE && type !== RECORD_SHARE_STORED) return null;
   if (inode > BigInt(Number.MAX_SAFE_INTEGER) || offset > BigInt(Number.MAX_SAFE_INTEGER) || length > MAX_RECORD_DATA) return null;
   return {
     type,
@@ -486,6 +497,10 @@ export class FileWal implements Wal {
 
   appendTruncate(share: number, inode: number, size: number): WalAppend {
     return this.append(RECORD_TRUNCATE, share, inode, size, null);
+  }
+
+  appendShareStored(share: number): WalAppend {
+    return this.append(RECORD_SHARE_STORED, share, 0, 0, null);
   }
 
   private enqueue(seg: WalSegment, pos: number, bufs: Buffer[], bytes: number): Promise<void> {

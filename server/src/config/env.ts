@@ -20,6 +20,7 @@ export const ENV_PREFIX = 'DITTOFS_';
 export const NAMED_ENV_OVERRIDES: Readonly<Record<string, readonly (readonly string[])[]>> = Object.freeze({
   DITTOFS_DATA_DIR: [['data_dir']],
   DITTOFS_LOG_LEVEL: [['logging', 'level']],
+  DITTOFS_LOG_FILE: [['logging', 'file']],
   DITTOFS_BIND_ADDRESS: [
     ['adapters', 'nfs', 'bind'],
     ['adapters', 'smb', 'bind'],
@@ -40,6 +41,8 @@ export const NAMED_ENV_OVERRIDES: Readonly<Record<string, readonly (readonly str
   DITTOFS_WAL_MAX_BYTES: [['cache', 'wal_max_bytes']],
   DITTOFS_MAX_DIRTY_BYTES: [['cache', 'max_dirty_bytes']],
   DITTOFS_READ_CACHE_BYTES: [['cache', 'read_cache_bytes']],
+  DITTOFS_JWT_SECRET: [['server', 'api', 'jwt_secret']],
+  DITTOFS_DATABASE_URL: [['database', 'url']],
 });
 
 /**

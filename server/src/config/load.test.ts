@@ -68,7 +68,14 @@ describe('defaults', () => {
       portmapper: { enabled: false, port: 10111 },
     });
     assert.deepEqual(c.adapters.smb, { enabled: true, port: 12445, bind: '0.0.0.0' });
-    assert.deepEqual(c.server.api, { enabled: true, port: 8080, bind: '0.0.0.0' });
+    assert.deepEqual(c.server.api, {
+      enabled: true,
+      port: 8080,
+      bind: '0.0.0.0',
+      bcrypt_cost: 10,
+      rate_limit: { max: 600, login_max: 10 },
+    });
+    assert.deepEqual(c.database, { type: 'embedded' });
     assert.deepEqual(c.metrics, { enabled: true, port: 9090, bind: '0.0.0.0' });
     assert.deepEqual(c.cache, { wal_max_bytes: 1024 * MiB, max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB });
     assert.deepEqual(c.metadata.stores, { default: { type: 'embedded', path: path.join('data', 'metadata', 'default') } });
@@ -268,6 +275,7 @@ describe('environment overrides', () => {
     ['DITTOFS_API_PORT', '18080', (c) => c.server.api.port, 18080],
     ['DITTOFS_METRICS_PORT', '19090', (c) => c.metrics.port, 19090],
     ['DITTOFS_LOG_LEVEL', 'DEBUG', (c) => c.logging.level, 'debug'],
+    ['DITTOFS_LOG_FILE', '/var/log/dittofs.log', (c) => c.logging.file, '/var/log/dittofs.log'],
     ['DITTOFS_NFS_ENABLED', 'false', (c) => c.adapters.nfs.enabled, false],
     ['DITTOFS_SMB_ENABLED', '0', (c) => c.adapters.smb.enabled, false],
     ['DITTOFS_API_ENABLED', 'no', (c) => c.server.api.enabled, false],
@@ -278,6 +286,9 @@ describe('environment overrides', () => {
     ['DITTOFS_WAL_MAX_BYTES', '8GiB', (c) => c.cache.wal_max_bytes, 8 * 2 ** 30],
     ['DITTOFS_MAX_DIRTY_BYTES', '1GiB', (c) => c.cache.max_dirty_bytes, 2 ** 30],
     ['DITTOFS_READ_CACHE_BYTES', '1000000', (c) => c.cache.read_cache_bytes, 1_000_000],
+    ['DITTOFS_JWT_SECRET', 'k'.repeat(40), (c) => c.server.api.jwt_secret, 'k'.repeat(40)],
+    ['DITTOFS_DATABASE_URL', 'postgres://u:p@db:5432/ditto', (c) => c.database.url, 'postgres://u:p@db:5432/ditto'],
+    ['DITTOFS_DATABASE__TYPE', 'postgres', (c) => c.database.type, 'postgres'],
     ['DITTOFS_ADAPTERS__NFS__DRC_SIZE', '4096', (c) => c.adapters.nfs.drc_size, 4096],
     ['DITTOFS_ADAPTERS__NFS__MAX_RECORD_SIZE', '2MiB', (c) => c.adapters.nfs.max_record_size, 2 * MiB],
     ['DITTOFS_LOGGING__LEVEL', 'warn', (c) => c.logging.level, 'warn'],
@@ -410,7 +421,7 @@ describe('validation errors', () => {
     assertIssue(
       issues,
       'zzz',
-      /^unknown key \(expected one of: data_dir, logging, adapters, server, metrics, tracing, cache, metadata, blocks, shares\)$/,
+      /^unknown key \(expected one of: data_dir, logging, adapters, server, database, metrics, tracing, cache, metadata, blocks, shares\)$/,
     );
     assert.equal(issues.length, 4);
   });

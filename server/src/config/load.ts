@@ -335,6 +335,7 @@ function expandPath(p: string, cwd: string): string {
 
 function resolvePaths(c: DittoConfig, cwd: string): void {
   c.data_dir = expandPath(c.data_dir, cwd);
+  if (c.logging.file !== undefined) c.logging.file = expandPath(c.logging.file, cwd);
   for (const [name, store] of Object.entries(c.blocks.stores)) {
     if (store.type === 'filesystem') {
       store.path = store.path === undefined ? defaultBlockStorePath(c.data_dir, name) : expandPath(store.path, cwd);

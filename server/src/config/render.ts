@@ -25,8 +25,12 @@ export function toDisplayObject(config: DittoConfig): Record<string, unknown> {
       s.secret_access_key === undefined ? s : { ...s, secret_access_key: MASK },
     ]),
   );
+  const api = config.server.api.jwt_secret === undefined ? config.server.api : { ...config.server.api, jwt_secret: MASK };
+  const database = config.database.url === undefined ? config.database : { ...config.database, url: maskUrlPassword(config.database.url) };
   return {
     ...config,
+    server: { ...config.server, api },
+    database,
     metadata: { ...config.metadata, stores },
     blocks: { ...config.blocks, stores: blockStores },
     shares: config.shares.map((s) => ({ ...s, root_mode: formatMode(s.root_mode) })),

@@ -13,7 +13,7 @@ export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
 # none (built-in defaults).
 #
 # Environment overrides are applied over this file. Named ones: DITTOFS_DATA_DIR, DITTOFS_LOG_LEVEL,
-# DITTOFS_BIND_ADDRESS (all listeners), DITTOFS_NFS_ENABLED, DITTOFS_NFS_PORT,
+# DITTOFS_LOG_FILE, DITTOFS_BIND_ADDRESS (all listeners), DITTOFS_NFS_ENABLED, DITTOFS_NFS_PORT,
 # DITTOFS_PORTMAPPER_ENABLED, DITTOFS_PORTMAPPER_PORT, DITTOFS_SMB_ENABLED, DITTOFS_SMB_PORT,
 # DITTOFS_API_ENABLED, DITTOFS_API_PORT, DITTOFS_METRICS_ENABLED, DITTOFS_METRICS_PORT,
 # DITTOFS_MAX_DIRTY_BYTES, DITTOFS_READ_CACHE_BYTES. Any single setting can also be set as
@@ -38,6 +38,10 @@ logging:
   level: info
   # Logs are always JSON lines on standard output (pipe them through pino-pretty to read them).
   format: json
+  # Also append the log lines to this file (created with mode 0640). Unset: standard output only,
+  # except for "dittofs start --background", which logs to <data_dir>/dittofs.log ("dittofs logs"
+  # reads this file). Rotate it with logrotate's copytruncate. Env: DITTOFS_LOG_FILE.
+  # file: /var/log/dittofs/dittofs.log
 
 # Protocol listeners. Clients mount shares over NFSv3 or SMB2.
 adapters:
@@ -75,7 +79,9 @@ adapters:
 
 # The control plane.
 server:
-  # REST API under /api/v1, with /health and /health/ready.
+  # The control plane: REST API under /api/v1 (users, groups, stores, shares, permissions,
+  # adapters, settings; OpenAPI at /api/v1/openapi.json), /health and /health/ready. Off: the
+  # server serves this file's stores and shares only, with no users or permissions.
   api:
     # Env: DITTOFS_API_ENABLED.
     enabled: true
@@ -83,6 +89,31 @@ server:
     port: 8080
     # Listen address, as for NFS. Env: DITTOFS_BIND_ADDRESS.
     bind: 0.0.0.0
+    # Key that signs access and refresh tokens (HS256), at least 32 characters. Unset: one is
+    # generated at first start and kept in the control database. Env: DITTOFS_JWT_SECRET.
+    # jwt_secret: "change-me-to-a-long-random-string-of-32+-chars"
+    # bcrypt cost of stored passwords (10 to 15).
+    bcrypt_cost: 10
+    # Rate limits, per minute (429 past them).
+    rate_limit:
+      # API requests per minute per client.
+      max: 600
+      # Login attempts per minute per client address and username.
+      login_max: 10
+
+# The control-plane database. On first start it gets a user "admin" whose password is
+# DITTOFS_ADMIN_INITIAL_PASSWORD or, unset, a generated one printed once on stderr; it must be
+# changed at first login. This file's stores and shares are added to it at every start when
+# their names are missing; after that the database (the API, dittofsctl) is the source of truth.
+database:
+  # embedded (PGlite under data_dir), postgres, or memory (forgotten at exit).
+  type: embedded
+  # Embedded only: the database directory (default <data_dir>/control).
+  # path: ./data/control
+  # Postgres only: the connection URL. Env: DITTOFS_DATABASE_URL.
+  # url: postgres://dittofs:secret@db.example.com:5432/dittofs
+  # Postgres only: schema of the control tables, so they can share a database with metadata stores.
+  # schema: dittofs_control
 
 # Prometheus metrics at /metrics on their own port.
 metrics:

@@ -303,6 +303,18 @@ export const sqlSchemaLeaf = (): LeafNode =>
     return undefined;
   }, true);
 
+/** The API's token key: a secret of at least 32 characters (never quoted in messages). */
+export const jwtSecretLeaf = (): LeafNode => {
+  const base = secretLeaf();
+  const check = (v: unknown): LeafResult => {
+    const r = base.check(v);
+    if (!r.ok) return r;
+    if ((v as string).length < 32) return fail(`must be at least 32 characters long, got ${(v as string).length} (value not shown)`);
+    return r;
+  };
+  return { ...base, check, fromEnv: check };
+};
+
 /**
  * A secret (an S3 secret access key). Messages never quote it, whatever is wrong with it; `config
  * show` prints it as ****.
@@ -507,7 +519,7 @@ export const SHARE_SCHEMA = obj<ShareConfig>({
 
 export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
   data_dir: pathLeaf(),
-  logging: obj<DittoConfig['logging']>({ level: enumLeaf(LOG_LEVELS), format: enumLeaf(['json']) }),
+  logging: obj<DittoConfig['logging']>({ level: enumLeaf(LOG_LEVELS), format: enumLeaf(['json']), file: pathLeaf(true) }),
   adapters: obj<DittoConfig['adapters']>({
     nfs: obj<DittoConfig['adapters']['nfs']>({
       enabled: boolLeaf(),
@@ -519,7 +531,23 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
     }),
     smb: listener(),
   }),
-  server: obj<DittoConfig['server']>({ api: listener() }),
+  server: obj<DittoConfig['server']>({
+    api: obj<DittoConfig['server']['api']>({
+      enabled: boolLeaf(),
+      port: portLeaf(),
+      bind: hostLeaf(),
+      jwt_secret: jwtSecretLeaf(),
+      bcrypt_cost: countLeaf(10, 15),
+      rate_limit: obj<DittoConfig['server']['api']['rate_limit']>({ max: countLeaf(1, 1_000_000), login_max: countLeaf(1, 10_000) }),
+    }),
+  }),
+  database: obj<DittoConfig['database']>({
+    type: enumLeaf(['embedded', 'postgres', 'memory'] as const),
+    path: pathLeaf(true),
+    url: postgresUrlLeaf(),
+    schema: sqlSchemaLeaf(),
+    pool_size: optionalLeaf(countLeaf(1, MAX_POOL_SIZE)),
+  }),
   metrics: listener(),
   tracing: obj<DittoConfig['tracing']>({
     enabled: boolLeaf(),

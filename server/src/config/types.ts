@@ -77,6 +77,11 @@ export interface DittoConfig {
     level: LogLevel;
     /** `json` (default) or `pretty` is not offered: logs are always JSON lines. */
     format: 'json';
+    /**
+     * Also append the log lines to this file (env DITTOFS_LOG_FILE). Unset: stdout only, except
+     * `dittofs start --background`, which logs to `<data_dir>/dittofs.log`.
+     */
+    file?: string;
   };
   adapters: {
     nfs: {
@@ -104,11 +109,44 @@ export interface DittoConfig {
   };
   server: {
     api: {
+      /**
+       * The REST control plane (and its database). Default true. When false, the server serves the
+       * stores and shares of this file only, with no users or permissions.
+       */
       enabled: boolean;
       /** env DITTOFS_API_PORT, default 8080. */
       port: number;
       bind: string;
+      /**
+       * HS256 key for access and refresh tokens, at least 32 characters; env DITTOFS_JWT_SECRET.
+       * Absent: one is generated at first start and kept in the control database.
+       */
+      jwt_secret?: string;
+      /** bcrypt cost of stored passwords, 10 to 15 (default 10). */
+      bcrypt_cost: number;
+      rate_limit: {
+        /** Requests per minute per client on the API (default 600). */
+        max: number;
+        /** Login attempts per minute per client address and username (default 10). */
+        login_max: number;
+      };
     };
+  };
+  /**
+   * The control-plane database: users, groups, stores, shares, permissions, adapters, settings.
+   * The file's stores and shares are added to it at every start when their names are missing.
+   */
+  database: {
+    /** `embedded` (default: PGlite under data_dir), `postgres`, or `memory` (gone at exit). */
+    type: 'embedded' | 'postgres' | 'memory';
+    /** `embedded`: the database directory (default `<data_dir>/control`). */
+    path?: string;
+    /** `postgres` (required): a connection URL; env DITTOFS_DATABASE_URL. */
+    url?: string;
+    /** `postgres`: schema of the control tables (default: the connection's search_path). */
+    schema?: string;
+    /** `postgres`: pooled connections (default 4). */
+    pool_size?: number;
   };
   metrics: {
     enabled: boolean;

@@ -116,6 +116,16 @@ export class FileService {
     return s;
   }
 
+  /** Changes a served share's settings in place; the next request sees them. */
+  updateShare(name: string, opts: Pick<ShareOptions, 'readOnly' | 'rootSquash' | 'anonymousUid' | 'anonymousGid'>): void {
+    const s = this.byName.get(name);
+    if (!s) throw new Error(`share ${name} is not served`);
+    s.readOnly = opts.readOnly;
+    s.rootSquash = opts.rootSquash;
+    s.anonymousUid = opts.anonymousUid;
+    s.anonymousGid = opts.anonymousGid;
+  }
+
   shares(): Share[] {
     return [...this.byName.values()];
   }

@@ -1,0 +1,275 @@
+// The control plane inside a running server: its database opened and seeded at start, the shares,
+// permissions and settings it holds applied to the file service, and re-applied after every change
+// (a new share is mountable, a removed share unserved and a permission in force before the API
+// answers the request that made the change).
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { DEFAULT_BLOCK_SIZE } from './config/defaults.js';
+import type { BlockStoreConfig, DittoConfig, LogLevel, MetadataStoreConfig, ShareConfig } from './config/types.js';
+import { LOG_LEVELS } from './config/types.js';
+import {
+  buildAccessIndex,
+  ensureAdmin,
+  openControlStore,
+  resolveShareAccess,
+  SHARE_SETTINGS_DEFAULTS,
+  type ControlSnapshot,
+  type ControlStore,
+} from './control/index.js';
+import { ensureJwtSecret } from './control/auth.js';
+import { desiredFromConfig } from './control/seed.js';
+import type { ReadinessCheck } from './api/index.js';
+import type { StoreKind } from './control/types.js';
+import type { DesiredShares, ShareRuntime } from './shares.js';
+import { blockStoreFor, metadataStoreFor } from './stores.js';
+import type { FileService } from './vfs/service.js';
+
+/** The stores and shares of the config file, as the share runtime takes them (API off). */
+export function desiredFromFile(config: DittoConfig): DesiredShares {
+  return { metadataStores: config.metadata.stores, blockStores: config.blocks.stores, shares: config.shares };
+}
+
+/** The stores and shares of a control snapshot, as the share runtime takes them. */
+export function desiredFromSnapshot(snap: ControlSnapshot): DesiredShares {
+  const metadataStores: Record<string, MetadataStoreConfig> = {};
+  for (const s of snap.metadata_stores) metadataStores[s.name] = { ...s.config, type: s.type };
+  const blockStores: Record<string, BlockStoreConfig> = {};
+  for (const s of snap.block_stores) blockStores[s.name] = { block_size: DEFAULT_BLOCK_SIZE, ...s.config, type: s.type };
+  const shares: ShareConfig[] = snap.shares.map((s) => ({
+    name: s.name,
+    metadata: s.metadata_store,
+    blocks: s.block_store,
+    read_only: s.read_only,
+    root_squash: s.root_squash,
+    anonymous_uid: s.anonymous_uid,
+    anonymous_gid: s.anonymous_gid,
+    root_mode: s.root_mode,
+    root_uid: s.root_uid,
+    root_gid: s.root_gid,
+  }));
+  return { metadataStores, blockStores, shares };
+}
+
+export interface OpenedControlPlane {
+  store: ControlStore;
+  jwtSecret: string;
+  snapshot: ControlSnapshot;
+}
+
+/**
+ * Opens the control database, adds the config file's stores and shares whose names it lacks,
+ * records the adapters this process runs, creates the first admin, and settles the token key.
+ */
+export async function openControlPlane(config: DittoConfig, log: Logger): Promise<OpenedControlPlane> {
+  const db = config.database;
+  const dbPath = path.resolve(db.path ?? path.join(config.data_dir, 'control'));
+  const started = Date.now();
+  const store = await openControlStore({
+    type: db.type,
+    ...(db.type === 'embedded' ? { path: dbPath } : {}),
+    ...(db.url !== undefined ? { url: db.url } : {}),
+    ...(db.schema !== undefined ? { schema: db.schema } : {}),
+    ...(db.pool_size !== undefined ? { poolSize: db.pool_size } : {}),
+    logger: log.child({ component: 'control' }),
+  });
+  try {
+    const seeded = await seedFromConfig(store, config);
+    // Listeners are infrastructure (the config file and environment): the rows show what runs.
+    await store.mutate(async (q) => {
+      await q.updateAdapter('nfs', { enabled: config.adapters.nfs.enabled, port: config.adapters.nfs.port });
+      await q.updateAdapter('smb', { enabled: config.adapters.smb.enabled, port: config.adapters.smb.port });
+    });
+    const admin = await ensureAdmin(store, {
+      ...(process.env.DITTOFS_ADMIN_INITIAL_PASSWORD ? { initialPassword: process.env.DITTOFS_ADMIN_INITIAL_PASSWORD } : {}),
+      bcryptCost: config.server.api.bcrypt_cost,
+    });
+    if (admin.created) {
+      if (admin.generatedPassword !== undefined) {
+        // Printed once, never logged: the admin must change it at first login.
+        process.stderr.write(
+          `dittofs: created user "${admin.username}" with password ${admin.generatedPassword}\n` +
+            'dittofs: log in (dittofsctl login) and change it; it is not shown again\n',
+        );
+      }
+      log.info({ user: admin.username, generated: admin.generatedPassword !== undefined }, 'first start: admin user created');
+    }
+    const jwtSecret = config.server.api.jwt_secret ?? (await ensureJwtSecret(store));
+    const snapshot = await store.snapshot();
+    log.info(
+      {
+        database: db.type === 'postgres' ? 'postgres' : db.type === 'memory' ? 'memory' : dbPath,
+        generation: snapshot.generation,
+        shares: snapshot.shares.length,
+        users: snapshot.users.length,
+        seeded,
+        ms: Date.now() - started,
+      },
+      'control plane opened',
+    );
+    return { store, jwtSecret, snapshot };
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Adds the config file's stores and shares that the database does not have, in one transaction. */
+async function seedFromConfig(store: ControlStore, config: DittoConfig): Promise<string[]> {
+  const desired = desiredFromConfig(config);
+  return store.mutate(
+    async (q) => {
+      const added: string[] = [];
+      for (const s of desired.metadata_stores) {
+        if (await q.getStore('metadata', s.name)) continue;
+        await q.createStore('metadata', { name: s.name, type: s.type as MetadataStoreConfig['type'], config: s.config ?? {} });
+        added.push(`metadata store ${s.name}`);
+      }
+      for (const s of desired.block_stores) {
+        if (await q.getStore('block', s.name)) continue;
+        await q.createStore('block', { name: s.name, type: s.type as BlockStoreConfig['type'], config: s.config ?? {} });
+        added.push(`block store ${s.name}`);
+      }
+      for (const s of desired.shares) {
+        if (await q.getShare(s.name)) continue;
+        await q.createShare({ ...SHARE_SETTINGS_DEFAULTS, ...s, metadata_store: s.metadata_store, block_store: s.block_store });
+        added.push(`share ${s.name}`);
+      }
+      return added;
+    },
+    { changed: (added) => added.length > 0 },
+  );
+}
+
+export interface ControlApplier {
+  /** Applies the control database's current state (serialized; changes during a run coalesce). */
+  schedule(): void;
+  /** Resolves when every change seen so far is applied. */
+  settled(): Promise<void>;
+}
+
+/**
+ * Applies snapshots: shares through `applyShares`, permissions as the file service's access policy,
+ * settings (logging.level). Runs one at a time; changes that arrive meanwhile are applied once after.
+ */
+export function controlApplier(
+  store: ControlStore,
+  fileService: FileService,
+  applyShares: (snap: ControlSnapshot) => Promise<void>,
+  setLogLevel: (level: LogLevel) => void,
+  log: Logger,
+): ControlApplier & { applySnapshot(snap: ControlSnapshot): Promise<void> } {
+  let running: Promise<void> | null = null;
+  let again = false;
+  const applySnapshot = async (snap: ControlSnapshot): Promise<void> => {
+    const index = buildAccessIndex(snap);
+    fileService.setAccessPolicy((share, id) => resolveShareAccess(index, share, id));
+    const level = snap.settings['logging.level'];
+    if (typeof level === 'string' && (LOG_LEVELS as readonly string[]).includes(level) && level !== log.level)
+      setLogLevel(level as LogLevel);
+    await applyShares(snap);
+  };
+  const run = async (): Promise<void> => {
+    do {
+      again = false;
+      try {
+        await applySnapshot(await store.snapshot());
+      } catch (err) {
+        log.error({ err }, 'could not apply a control-plane change; it is applied with the next one');
+      }
+    } while (again);
+  };
+  return {
+    applySnapshot,
+    schedule() {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = run().finally(() => {
+        running = null;
+      });
+    },
+    async settled() {
+      while (running) await running;
+    },
+  };
+}
+
+/** Probes every open store every few seconds, for GET /health/ready. */
+export class StoreHealth {
+  private readonly results = new Map<string, ReadinessCheck>();
+  private readonly timer: NodeJS.Timeout;
+  private running = false;
+
+  constructor(
+    private readonly shares: ShareRuntime,
+    private readonly log: Logger,
+    intervalMs = 5000,
+  ) {
+    this.timer = setInterval(() => void this.probe(), intervalMs);
+    this.timer.unref();
+    void this.probe();
+  }
+
+  private async probe(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      const { metadata, blocks } = this.shares.openStores();
+      const seen = new Set<string>();
+      const check = async (key: string, fn: () => Promise<unknown>): Promise<void> => {
+        seen.add(key);
+        const before = this.results.get(key);
+        try {
+          await withTimeout(fn(), PROBE_TIMEOUT_MS);
+          this.results.set(key, { ok: true });
+          if (before && !before.ok) this.log.info({ store: key }, 'store reachable again');
+        } catch (err) {
+          const detail = (err as Error).message;
+          this.results.set(key, { ok: false, detail });
+          if (!before || before.ok) this.log.warn({ store: key, err: detail }, 'store unreachable');
+        }
+      };
+      await Promise.all([
+        ...metadata.map(([name, s]) => check(`metadata:${name}`, () => s.getInode(0))),
+        ...blocks.map(([name, s]) => check(`blocks:${name}`, () => s.get(PROBE_KEY))),
+      ]);
+      for (const k of [...this.results.keys()]) if (!seen.has(k)) this.results.delete(k);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  checks(): Record<string, ReadinessCheck> {
+    return Object.fromEntries(this.results);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+const PROBE_TIMEOUT_MS = 5000;
+/** A key no block is stored under: reading it costs one small request. */
+const PROBE_KEY = 'dittofs-health-probe';
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      t = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
+}
+
+/** For the API: can a store with these settings work? Opens it (under a probe name) and closes it. */
+export async function checkStore(kind: StoreKind, type: string, cfg: Record<string, unknown>, dataDir: string, log: Logger): Promise<void> {
+  const o = { metrics: null, observe: false };
+  const store =
+    kind === 'metadata'
+      ? metadataStoreFor('check', { ...cfg, type } as MetadataStoreConfig, dataDir, log, o)
+      : blockStoreFor('check', { block_size: DEFAULT_BLOCK_SIZE, ...cfg, type } as BlockStoreConfig, dataDir, o);
+  await withTimeout(store.open(), 30_000);
+  await store.close();
+}

@@ -1,0 +1,105 @@
+// ShareRuntime: converging the served shares to a desired set, as the control plane changes it.
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import pLimit from 'p-limit';
+import { BlockCache } from './blocks/cache.js';
+import { MemoryWal } from './blocks/wal.js';
+import type { BlockStoreConfig, ShareConfig } from './config/types.js';
+import { ShareRuntime, type DesiredShares } from './shares.js';
+import { FileService, CreateMode } from './vfs/service.js';
+
+const log = pino({ level: 'silent' });
+const root = { uid: 0, gid: 0, gids: [] };
+
+function share(name: string, blocks = 'b', extra: Partial<ShareConfig> = {}): ShareConfig {
+  return {
+    name,
+    metadata: 'm',
+    blocks,
+    read_only: false,
+    root_squash: false,
+    anonymous_uid: 65534,
+    anonymous_gid: 65534,
+    root_mode: 0o777,
+    root_uid: 0,
+    root_gid: 0,
+    ...extra,
+  };
+}
+
+describe('ShareRuntime', () => {
+  let dir: string;
+  let fs: FileService;
+  let rt: ShareRuntime;
+  const fsStore = (sub: string): BlockStoreConfig => ({ type: 'filesystem', block_size: 64 * 1024, path: path.join(dir, sub) });
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-shares-'));
+    fs = new FileService(log);
+    rt = new ShareRuntime({
+      fileService: fs,
+      wal: new MemoryWal(64 * 1024 * 1024),
+      cache: new BlockCache(1024 * 1024),
+      uploads: pLimit(4),
+      dataDir: dir,
+      log,
+      metrics: null,
+      observe: false,
+    });
+  });
+
+  after(async () => {
+    await rt.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const desired = (shares: ShareConfig[], blocks: Record<string, BlockStoreConfig>): DesiredShares => ({
+    metadataStores: { m: { type: 'memory' } },
+    blockStores: blocks,
+    shares,
+  });
+
+  it('adds, updates in place, and removes shares', async () => {
+    const a = await rt.apply(desired([share('/a'), share('/b')], { b: fsStore('one') }));
+    assert.deepEqual(a, { added: ['/a', '/b'], removed: [], updated: [] });
+    assert.deepEqual(
+      fs
+        .shares()
+        .map((s) => s.name)
+        .sort(),
+      ['/a', '/b'],
+    );
+    const b = await rt.apply(desired([share('/a', 'b', { read_only: true }), share('/b')], { b: fsStore('one') }));
+    assert.deepEqual(b, { added: [], removed: [], updated: ['/a'] });
+    assert.equal(fs.share('/a')?.readOnly, true, 'changed in place: the next request sees it');
+    const c = await rt.apply(desired([share('/b')], { b: fsStore('one') }));
+    assert.deepEqual(c, { added: [], removed: ['/a'], updated: [] });
+    assert.equal(fs.share('/a'), undefined);
+    const same = await rt.apply(desired([share('/b')], { b: fsStore('one') }));
+    assert.deepEqual(same, { added: [], removed: [], updated: [] }, 'applying the same set changes nothing');
+  });
+
+  it('a share whose store settings change is served again over the reopened store, its data stored first', async () => {
+    const s = fs.share('/b')!;
+    const rootFh = fs.handleOf(s, await fs.root(s));
+    const f = await fs.create(rootFh, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null);
+    await fs.write(fs.handleOf(s, f.inode), root, 0, Buffer.alloc(100_000, 7), false);
+    const r = await rt.apply(desired([share('/b')], { b: fsStore('two') }));
+    assert.deepEqual(r, { added: [], removed: [], updated: ['/b'] });
+    // The old store got the written data (uploaded before it closed); the new one is in use.
+    const objects = await readdir(path.join(dir, 'one'), { recursive: true });
+    assert.ok(objects.length > 0, 'written data reached the old store before it closed');
+    assert.notEqual(fs.share('/b'), s, 'a new share object over the new store');
+  });
+
+  it('a share naming a missing store is left out (strict: refused)', async () => {
+    const r = await rt.apply(desired([share('/b', 'two-missing')], { b: fsStore('two') }));
+    assert.deepEqual(r.added, []);
+    assert.equal(fs.share('/b'), undefined);
+    await assert.rejects(rt.apply(desired([share('/c', 'nope')], { b: fsStore('two') }), { strict: true }), /no block store named "nope"/);
+  });
+});

@@ -1,0 +1,107 @@
+// Opening stores by name and settings: the metadata engines (the SQL ones behind the caching
+// layer) and the block stores, with tracing and error counting when either is on.
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { FilesystemBlockStore } from './blocks/filesystem.js';
+import { MemoryBlockStore } from './blocks/memory.js';
+import { observeBlockStore } from './blocks/observed.js';
+import { S3BlockStore } from './blocks/s3.js';
+import type { BlockStore } from './blocks/store.js';
+import type { BlockStoreConfig, MetadataStoreConfig } from './config/types.js';
+import { CachedMetadataStore } from './meta/cached.js';
+import { MemoryMetadataStore } from './meta/memory.js';
+import { createEmbeddedMetadataStore, createPostgresMetadataStore, type SqlDriverObserver } from './meta/sql/index.js';
+import type { MetadataStore } from './meta/store.js';
+import type { ServerMetrics } from './obs/metrics.js';
+
+/** SQL engines answer inode and block-map lookups from memory and write sizes and times behind. */
+function cachedFor(log: Logger): (store: MetadataStore) => MetadataStore {
+  return (store) =>
+    new CachedMetadataStore(store, {
+      onFlushError: (err, inodeId) =>
+        log.warn({ err, inode: inodeId }, 'could not write file size and times to the metadata store; retrying'),
+    });
+}
+
+export function createMetadataStore(
+  name: string,
+  cfg: MetadataStoreConfig,
+  dataDir: string,
+  log: Logger,
+  observer?: SqlDriverObserver,
+): MetadataStore {
+  const logger = log.child({ store: name });
+  const cached = cachedFor(logger);
+  switch (cfg.type) {
+    case 'memory':
+      return new MemoryMetadataStore();
+    case 'embedded':
+      return cached(
+        createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger, observer }),
+      );
+    case 'postgres':
+      if (!cfg.url) throw new Error(`metadata store ${name}: a postgres store needs a url`);
+      return cached(
+        createPostgresMetadataStore({
+          url: cfg.url,
+          ...(cfg.pool_size !== undefined ? { poolSize: cfg.pool_size } : {}),
+          ...(cfg.schema !== undefined ? { schema: cfg.schema } : {}),
+          ...(cfg.connect_timeout !== undefined ? { connectTimeoutMs: cfg.connect_timeout } : {}),
+          ...(cfg.statement_timeout !== undefined ? { statementTimeoutMs: cfg.statement_timeout } : {}),
+          logger,
+          applicationName: `dittofs/${name}`,
+          observer,
+        }),
+      );
+    default:
+      throw new Error(`metadata store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
+  }
+}
+
+export function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: string): BlockStore {
+  switch (cfg.type) {
+    case 'memory':
+      return new MemoryBlockStore();
+    case 'filesystem':
+      return new FilesystemBlockStore(path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name)));
+    case 's3':
+      if (!cfg.bucket) throw new Error(`block store ${name}: an s3 store needs a bucket`);
+      return new S3BlockStore({
+        bucket: cfg.bucket,
+        endpoint: cfg.endpoint,
+        region: cfg.region,
+        prefix: cfg.prefix,
+        forcePathStyle: cfg.force_path_style,
+        accessKeyId: cfg.access_key_id,
+        secretAccessKey: cfg.secret_access_key,
+        requestTimeoutMs: cfg.request_timeout,
+        maxAttempts: cfg.max_attempts,
+      });
+    default:
+      throw new Error(`block store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
+  }
+}
+
+export interface StoreObservation {
+  metrics: ServerMetrics | null;
+  /** Trace and count calls (metrics or tracing on). */
+  observe: boolean;
+}
+
+/** A metadata store as the server uses it (not yet opened). */
+export function metadataStoreFor(name: string, cfg: MetadataStoreConfig, dataDir: string, log: Logger, o: StoreObservation): MetadataStore {
+  const metrics = o.metrics;
+  const observer: SqlDriverObserver | undefined = o.observe
+    ? { store: name, ...(metrics ? { onError: (reason: string) => metrics.dbError(name, reason) } : {}) }
+    : undefined;
+  return createMetadataStore(name, cfg, dataDir, log, observer);
+}
+
+/** A block store as the server uses it (not yet opened). */
+export function blockStoreFor(name: string, cfg: BlockStoreConfig, dataDir: string, o: StoreObservation): BlockStore {
+  const store = createBlockStore(name, cfg, dataDir);
+  const metrics = o.metrics;
+  return o.observe
+    ? observeBlockStore(store, { name, ...(metrics ? { onError: (op: string) => metrics.blockStoreError(name, store.kind, op) } : {}) })
+    : store;
+}
