@@ -233,6 +233,140 @@ describe('dittofs CLI', { concurrency: true }, () => {
     ]);
     if (probe.error === undefined) assert.equal(probe.stdout.toString().trim(), 'show');
   });
+
+  it('completion bash covers the lifecycle commands; a flag completes per command', async () => {
+    const r = await dittofs(['completion', 'bash']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /""\) cands="start stop status logs backup restore config init completion /);
+    assert.match(r.stdout, /"restore controlplane"\) cands="--input -f --force --pid-file /);
+    const complete = (words: string[]): string | undefined => {
+      const probe = spawnSync('bash', [
+        '-c',
+        `${r.stdout}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _dittofs_complete; echo "\${COMPREPLY[*]}"`,
+      ]);
+      return probe.error === undefined ? probe.stdout.toString().trim() : undefined;
+    };
+    const cases: [string[], string][] = [
+      [['dittofs', 'status', '-o', ''], 'text json'],
+      [['dittofs', 'config', 'show', '-o', ''], 'yaml json'],
+      [['dittofs', '-c', 'x.yaml', 'st'], 'start stop status'],
+      [['dittofs', 'backup', 'c'], 'controlplane'],
+      [['dittofs', 'logs', '--since', ''], ''],
+    ];
+    for (const [words, want] of cases) {
+      const got = complete(words);
+      if (got !== undefined) assert.equal(got, want, words.join(' '));
+    }
+  });
+
+  it('every lifecycle command has help with examples', async () => {
+    for (const p of [['start'], ['stop'], ['status'], ['logs'], ['backup', 'controlplane'], ['restore', 'controlplane']]) {
+      const r = await dittofs([...p, '--help']);
+      assert.equal(r.code, 0, p.join(' '));
+      assert.match(r.stdout, new RegExp(`^Usage: dittofs ${p.join(' ')}`));
+      assert.match(r.stdout, /\nExamples:\n {2}dittofs /, `${p.join(' ')} has examples`);
+    }
+    const backup = await dittofs(['backup', 'controlplane', '--help']);
+    assert.match(backup.stdout, /holds secrets/);
+    assert.match(backup.stdout, /mode 0600/);
+    const status = await dittofs(['status', '--help']);
+    assert.match(status.stdout, /0 running and ready; 1 running but not ready .*\n3 not running/);
+  });
+});
+
+describe('dittofs lifecycle commands without a server', { concurrency: true }, () => {
+  let dir: string;
+  let env: Record<string, string>;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-cli-life-'));
+    const free = net.createServer();
+    await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));
+    const apiPort = (free.address() as net.AddressInfo).port;
+    await new Promise((resolve) => free.close(resolve));
+    env = { DITTOFS_DATA_DIR: path.join(dir, 'data'), DITTOFS_BIND_ADDRESS: '127.0.0.1', DITTOFS_API_PORT: String(apiPort) };
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('status: not running is exit 3, in text and JSON', async () => {
+    const pidFile = path.join(dir, 'data', 'dittofs.pid');
+    const r = await dittofs(['status'], { env });
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(r.stdout, `dittofs is not running (no pid file at ${pidFile})\n`);
+    const j = await dittofs(['status', '-o', 'json'], { env });
+    assert.equal(j.code, 3);
+    const s = JSON.parse(j.stdout) as { running: boolean; pid: null; pid_file: string; ready: boolean; api: { url: string } };
+    assert.deepEqual([s.running, s.pid, s.pid_file, s.ready], [false, null, pidFile, false]);
+    assert.equal(s.api.url, `http://127.0.0.1:${env.DITTOFS_API_PORT}`);
+  });
+
+  it('stop: no pid file is "not running", exit 0; a stale one is removed', async () => {
+    const r = await dittofs(['stop'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^dittofs is not running \(no pid file at .*dittofs\.pid\)\n$/);
+    const pidFile = path.join(dir, 'stale.pid');
+    await writeFile(pidFile, '999999999\n');
+    const stale = await dittofs(['stop', '--pid-file', pidFile], { env });
+    assert.equal(stale.code, 0, stale.stderr);
+    assert.equal(stale.stdout, `dittofs is not running (process 999999999 is gone; removed the stale pid file ${pidFile})\n`);
+    await assert.rejects(stat(pidFile), { code: 'ENOENT' });
+  });
+
+  it('logs: no log file says where it would be and why; -n reads the last lines of logging.file', async () => {
+    const r = await dittofs(['logs'], { env });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /^dittofs: no log file at .*dittofs\.log: a server started in the foreground logs to stdout only, unless logging\.file/,
+    );
+    const file = path.join(dir, 'some.log');
+    await writeFile(
+      file,
+      [
+        '{"time":"2025-01-01T00:00:00.000Z","msg":"a"}',
+        '{"time":"2025-01-02T00:00:00.000Z","msg":"b"}',
+        '{"time":"2025-01-03T00:00:00.000Z","msg":"c"}',
+        '',
+      ].join('\n'),
+    );
+    const last = await dittofs(['logs', '-n', '2'], { env: { ...env, DITTOFS_LOG_FILE: file } });
+    assert.equal(last.code, 0, last.stderr);
+    assert.equal(last.stdout, '{"time":"2025-01-02T00:00:00.000Z","msg":"b"}\n{"time":"2025-01-03T00:00:00.000Z","msg":"c"}\n');
+    const since = await dittofs(['logs', '--since', '2025-01-01T12:00:00+00:00'], { env: { ...env, DITTOFS_LOG_FILE: file } });
+    assert.equal(since.stdout.split('\n').length, 3, since.stderr);
+    const bad = await dittofs(['logs', '--since', 'yesterday'], { env: { ...env, DITTOFS_LOG_FILE: file } });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /option '--since <time>' argument 'yesterday' is invalid\. expected an RFC 3339 time/);
+  });
+
+  it('start: --foreground and --background together are refused', async () => {
+    const r = await dittofs(['start', '--foreground', '--background'], { env });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /option '--foreground' cannot be used with option '-d, --background'/);
+  });
+
+  it('backup: no control database is an error; restore checks the file before opening anything', async () => {
+    const b = await dittofs(['backup', 'controlplane', '--output', path.join(dir, 'b.json')], { env });
+    assert.equal(b.code, 1);
+    assert.match(b.stderr, /^dittofs: there is no control database at .*control \(a server creates it at its first start/);
+    const bad = path.join(dir, 'bad.json');
+    await writeFile(bad, JSON.stringify({ format: 'dittofs-controlplane-backup', version: 1, users: 'none' }));
+    const r = await dittofs(['restore', 'controlplane', '--input', bad], { env });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      new RegExp(`^dittofs: ${bad.replace(/[.]/g, '\\.')}: the backup is not valid \\(\\d+ problems\\); nothing was changed\n`),
+    );
+    assert.match(r.stderr, /\n {2}users: expected a list, got the string "none"\n/);
+    const yaml = path.join(dir, 'config.yaml');
+    await writeFile(yaml, 'data_dir: ./x\n');
+    const notJson = await dittofs(['restore', 'controlplane', '--input', yaml], { env });
+    assert.equal(notJson.code, 1);
+    assert.match(notJson.stderr, /is not a DittoFS control-plane backup: not JSON/);
+    await assert.rejects(stat(path.join(dir, 'data', 'control')), { code: 'ENOENT' }, 'nothing was created');
+  });
 });
 
 describe('dittofs start', () => {

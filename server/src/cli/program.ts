@@ -2,12 +2,16 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { Command, Option } from 'commander';
+import { existsSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError } from '../config/errors.js';
 import { DEFAULT_CONFIG_FILE, loadConfig, type LoadedConfig } from '../config/load.js';
 import { formatConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/render.js';
 import { SAMPLE_CONFIG_YAML } from '../config/sample.js';
+import { backupControlPlane, restoreControlPlane } from './backup.js';
 import { completionScript, COMPLETION_SHELLS, type CompletionShell } from './completion.js';
+import { CliFailure, formatStatus, logFileOf, pidFileOf, serverStatus, startBackground, statusExitCode, stopServer } from './daemon.js';
+import { parseSince, showLogs } from './logs.js';
 import { runStart } from './start.js';
 
 // Same relative path from src/cli/ (tsx) and dist/cli/ (built).
@@ -17,9 +21,10 @@ export const VERSION = pkg.version;
 const CONFIG_HELP = `
 Configuration file:
   --config FILE, else $DITTOFS_CONFIG, else ./dittofs.yaml if it exists, else the built-in
-  defaults (an in-memory metadata store, block files under ./data, one share "/export").
+  defaults (everything under ./data: an embedded metadata store and control database, block
+  files; one share "/export").
   DITTOFS_* environment variables override the file: DITTOFS_DATA_DIR, DITTOFS_LOG_LEVEL,
-  DITTOFS_BIND_ADDRESS, DITTOFS_{NFS,SMB,API,METRICS,PORTMAPPER}_PORT,
+  DITTOFS_LOG_FILE, DITTOFS_BIND_ADDRESS, DITTOFS_{NFS,SMB,API,METRICS,PORTMAPPER}_PORT,
   DITTOFS_{NFS,SMB,API,METRICS,PORTMAPPER}_ENABLED, DITTOFS_MAX_DIRTY_BYTES,
   DITTOFS_READ_CACHE_BYTES, and any single setting as DITTOFS_<KEY__PATH>, e.g.
   DITTOFS_ADAPTERS__NFS__DRC_SIZE=4096. Relative paths are resolved against the working
@@ -28,6 +33,52 @@ Configuration file:
 interface GlobalOptions {
   config?: string;
 }
+
+/** Runs a command's body; a CliFailure is reported as "dittofs: MESSAGE" with its exit code. */
+async function guarded(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (err) {
+    if (err instanceof CliFailure) fail(err.message, err.exitCode);
+    throw err;
+  }
+}
+
+function parseSeconds(text: string): number {
+  const n = Number(text);
+  if (!/^\d+(?:\.\d+)?$/.test(text.trim()) || !Number.isFinite(n) || n <= 0 || n > 86_400) {
+    throw new InvalidArgumentError('expected a number of seconds from 1 to 86400, such as 30');
+  }
+  return n;
+}
+
+function parseLineCount(text: string): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) > 10_000_000) throw new InvalidArgumentError('expected a number of lines, such as 100');
+  return Number(text);
+}
+
+function parseSinceOption(text: string): Date {
+  try {
+    return parseSince(text);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message.replace(/^--since "[^"]*": /, ''));
+  }
+}
+
+/** Writes to stdout, waiting when the pipe is full; a closed pipe (`| head`) ends the process quietly. */
+function stdoutWriter(): (text: string) => Promise<void> {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+  return (text) =>
+    new Promise((resolve) => {
+      if (process.stdout.write(text)) resolve();
+      else process.stdout.once('drain', resolve);
+    });
+}
+
+const PID_FILE_OPTION = ['--pid-file <file>', 'pid file of the server (default <data_dir>/dittofs.pid)'] as const;
 
 /** Writes a problem to stderr in one place, so every command reports errors the same way. */
 function fail(message: string, code = 1): never {
@@ -72,17 +123,243 @@ export function buildProgram(): Command {
 
   program
     .command('start')
-    .description('run the server in the foreground until SIGTERM or SIGINT')
+    .description('start the server: in the foreground (the default) or detached in the background')
+    .addOption(new Option('--foreground', 'run in this process until SIGTERM or SIGINT (the default)').conflicts('background'))
+    .option('-d, --background', 'run detached: wait until the server is ready, print where it runs, return')
+    .option(
+      '--pid-file <file>',
+      'write the pid to this file while running, refuse to start if it names a running server (default with --background: <data_dir>/dittofs.pid; none in the foreground)',
+    )
+    .option('--timeout <seconds>', 'with --background: the longest wait for the server to be ready', parseSeconds, 60)
     .addHelpText(
       'after',
       `
-Logs are JSON lines on stdout. The first SIGTERM/SIGINT shuts down gracefully (stop accepting,
-drain requests, flush data) and exits 0; a second one exits 1 at once. A startup failure prints
-one line to stderr (with the stack at log level debug) and exits 1.`,
+Foreground: logs are JSON lines on stdout, and also appended to logging.file when it is set
+(DITTOFS_LOG_FILE). The first SIGTERM/SIGINT shuts down gracefully (stop accepting, drain
+requests, flush data) and exits 0; a second one exits 1 at once. A startup failure prints one line
+to stderr (with the stack at log level debug) and exits 1.
+
+Background (-d): the server runs in its own session with stdout and stderr appended to
+logging.file, default <data_dir>/dittofs.log, and its pid in <data_dir>/dittofs.pid (or
+--pid-file). The command returns 0 once GET /health/ready answers 200 (API off: once NFS accepts
+connections), and 1 if the server is already running, exits while starting (its last log lines
+are shown), or is not ready within --timeout. On the first start, the admin's generated password
+is printed (and is in the log file too: set DITTOFS_ADMIN_INITIAL_PASSWORD to avoid that).
+
+Examples:
+  dittofs start                                   # foreground, logs on stdout
+  dittofs start --pid-file /run/dittofs.pid       # foreground, with a pid file for stop/status
+  dittofs start -d                                # background; then: dittofs status, logs -f, stop
+  dittofs start -d --config /etc/dittofs/dittofs.yaml --timeout 120`,
     )
-    .action(async (_opts: unknown, cmd: Command) => {
+    .action(async (opts: { background?: boolean; pidFile?: string; timeout: number }, cmd: Command) => {
       const loaded = await loadOrFail(cmd);
-      await runStart(loaded, VERSION);
+      if (opts.background === true) {
+        await guarded(() =>
+          startBackground({
+            config: loaded.config,
+            configFile: cmd.optsWithGlobals<GlobalOptions>().config,
+            pidFile: pidFileOf(loaded.config, opts.pidFile),
+            timeoutMs: opts.timeout * 1000,
+            out: (t) => process.stdout.write(t),
+          }),
+        );
+        return;
+      }
+      const pidFile = opts.pidFile === undefined || opts.pidFile === '' ? undefined : pidFileOf(loaded.config, opts.pidFile);
+      await runStart(loaded, VERSION, pidFile === undefined ? {} : { pidFile });
+    });
+
+  program
+    .command('stop')
+    .description('stop the server named by the pid file: SIGTERM, then wait until it has exited')
+    .option('-f, --force', 'SIGKILL at once; with --timeout, SIGKILL only if SIGTERM did not stop it in time')
+    .option(...PID_FILE_OPTION)
+    .option('--timeout <seconds>', 'how long to wait for the exit after SIGTERM', parseSeconds, 30)
+    .addHelpText(
+      'after',
+      `
+A graceful stop drains requests and flushes written data to the block store, which can take a
+while. SIGKILL loses nothing acknowledged as stable (the WAL is replayed at the next start) but
+drops requests in flight.
+
+Exit codes: 0 stopped, or not running (no pid file; a stale one, whose process is gone, is
+removed); 1 still running after --timeout, or the pid file names a process that is not DittoFS
+(left alone).
+
+Examples:
+  dittofs stop
+  dittofs stop --timeout 120                      # a big upload to finish first
+  dittofs stop --force                            # SIGKILL now
+  dittofs stop --force --timeout 10               # SIGTERM, SIGKILL after 10 s
+  dittofs stop --pid-file /run/dittofs.pid`,
+    )
+    .action(async (opts: { force?: boolean; pidFile?: string; timeout: number }, cmd: Command) => {
+      const { config } = await loadOrFail(cmd);
+      const explicitTimeout = cmd.getOptionValueSource('timeout') === 'cli';
+      await guarded(async () => {
+        const code = await stopServer({
+          pidFile: pidFileOf(config, opts.pidFile),
+          force: opts.force === true,
+          timeoutMs: opts.force === true && !explicitTimeout ? undefined : opts.timeout * 1000,
+          out: (t) => process.stdout.write(t),
+          err: (t) => process.stderr.write(t),
+        });
+        process.exitCode = code;
+      });
+    });
+
+  program
+    .command('status')
+    .description('is the server running (pid file, process) and ready (GET /health/ready)?')
+    .option(...PID_FILE_OPTION)
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+    .addHelpText(
+      'after',
+      `
+Readiness is GET /health/ready on the API port (at 127.0.0.1 when the API listens on 0.0.0.0),
+with its checks (WAL replayed, NFS listening, each store answering); with the API off, whether
+the NFS port accepts connections.
+
+Exit codes (as LSB init scripts): 0 running and ready; 1 running but not ready (or not answering);
+3 not running (no pid file, or its process is gone or is not DittoFS).
+
+Examples:
+  dittofs status
+  dittofs status -o json | jq .checks
+  dittofs status --pid-file /run/dittofs.pid || echo "not ready"`,
+    )
+    .action(async (opts: { pidFile?: string; output: 'text' | 'json' }, cmd: Command) => {
+      const { config } = await loadOrFail(cmd);
+      const s = await serverStatus(config, pidFileOf(config, opts.pidFile));
+      process.stdout.write(opts.output === 'json' ? `${JSON.stringify(s, null, 2)}\n` : formatStatus(s));
+      process.exitCode = statusExitCode(s);
+    });
+
+  program
+    .command('logs')
+    .description('show the server log file: the last lines, the lines since a time, or follow it')
+    .option('-f, --follow', 'keep printing lines as they are written, until Ctrl-C')
+    .option('-n, --lines <n>', 'the last N lines (default 100; with --since, all lines since)', parseLineCount)
+    .option(
+      '--since <time>',
+      'lines at or after a time: RFC 3339 (2024-01-15T10:00:00Z) or a duration ago (30s, 10m, 2h, 1h30m, 1d)',
+      parseSinceOption,
+    )
+    .addHelpText(
+      'after',
+      `
+The file is logging.file (DITTOFS_LOG_FILE), else <data_dir>/dittofs.log, where
+"dittofs start --background" writes. A server in the foreground without logging.file logs to
+stdout only (in Kubernetes: kubectl logs). Lines are printed as written (JSON; pipe them through
+pino-pretty or jq); --since compares their "time" field.
+
+Examples:
+  dittofs logs                                    # the last 100 lines
+  dittofs logs -n 50
+  dittofs logs -f                                 # follow
+  dittofs logs --since 10m
+  dittofs logs --since 2024-01-15T10:00:00Z -n 20
+  dittofs logs -n 0 -f | jq -r 'select(.level == "error") | .msg'`,
+    )
+    .action(async (opts: { follow?: boolean; lines?: number; since?: Date }, cmd: Command) => {
+      const { config } = await loadOrFail(cmd);
+      const file = logFileOf(config);
+      if (!existsSync(file)) {
+        fail(
+          `no log file at ${file}: a server started in the foreground logs to stdout only, unless logging.file ` +
+            `(DITTOFS_LOG_FILE) is set; "dittofs start --background" logs to ${file}`,
+        );
+      }
+      const controller = new AbortController();
+      const stop = (): void => controller.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      await showLogs({
+        file,
+        lines: opts.lines ?? (opts.since === undefined ? 100 : undefined),
+        since: opts.since,
+        follow: opts.follow === true,
+        write: stdoutWriter(),
+        note: (t) => process.stderr.write(`dittofs: ${t}\n`),
+        signal: controller.signal,
+      });
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    });
+
+  const SECRETS_NOTE = `
+The backup holds secrets: password and NT hashes of every user, store credentials (S3 keys,
+PostgreSQL URLs) and the token signing key when it was generated. It is written with mode 0600;
+keep it as you would keep those secrets.`;
+
+  program
+    .command('backup')
+    .description('back up server state')
+    .command('controlplane')
+    .description('write the control database (users, groups, stores, shares, permissions, adapters, settings) to a JSON file')
+    .requiredOption('--output <file>', 'the backup file, written with mode 0600 ("-": standard output)')
+    .option(...PID_FILE_OPTION)
+    .addHelpText(
+      'after',
+      `${SECRETS_NOTE}
+
+The database is the config's "database" settings. An embedded one (the default) can be opened by
+one process only: stop the server first (the backup refuses while it runs). A PostgreSQL one can be
+backed up while servers run. The document is read in one transaction: it is consistent.
+
+Examples:
+  dittofs backup controlplane --output /var/backups/dittofs-control.json
+  dittofs backup controlplane --output - | gpg -e -r ops > control.json.gpg`,
+    )
+    .action(async (opts: { output: string; pidFile?: string }, cmd: Command) => {
+      const { config } = await loadOrFail(cmd);
+      await guarded(() =>
+        backupControlPlane({
+          config,
+          pidFile: pidFileOf(config, opts.pidFile),
+          output: opts.output,
+          version: VERSION,
+          note: (t) => process.stderr.write(t),
+          stdout: (t) => process.stdout.write(t),
+        }),
+      );
+    });
+
+  program
+    .command('restore')
+    .description('restore server state from a backup')
+    .command('controlplane')
+    .description('replace the whole control database with a backup made by "dittofs backup controlplane"')
+    .requiredOption('--input <file>', 'the backup file ("-": standard input)')
+    .option('-f, --force', 'replace a control database that is not empty')
+    .option(...PID_FILE_OPTION)
+    .addHelpText(
+      'after',
+      `${SECRETS_NOTE}
+
+The file is checked first (format, version, every field and reference); then everything is
+replaced in one transaction, or nothing is. A database that holds anything (a server has started
+on it: it has the admin user) is refused without --force. Stop the servers that use the database
+first. Tokens issued before the restore stop working: users log in again (with the passwords of
+the backup). The config file's stores and shares missing from the backup are added again at the
+next start.
+
+Examples:
+  dittofs restore controlplane --input /var/backups/dittofs-control.json
+  dittofs restore controlplane --input control.json --force --config /etc/dittofs/dittofs.yaml`,
+    )
+    .action(async (opts: { input: string; force?: boolean; pidFile?: string }, cmd: Command) => {
+      const { config } = await loadOrFail(cmd);
+      await guarded(() =>
+        restoreControlPlane({
+          config,
+          pidFile: pidFileOf(config, opts.pidFile),
+          input: opts.input,
+          force: opts.force === true,
+          note: (t) => process.stdout.write(t),
+        }),
+      );
     });
 
   const configCmd = program.command('config').description('create, show and check the configuration file');

@@ -1,6 +1,14 @@
 // `dittofs start`: run the server in the foreground and shut it down cleanly on SIGTERM/SIGINT.
+// With a pid file, it is claimed before anything starts (refused if it names a running server) and
+// removed at exit. `dittofs start --background` (daemon.ts) runs this in a detached child.
 import type { LoadedConfig } from '../config/load.js';
-import { createLogger, type Logger } from '../obs/logger.js';
+import { createProcessLogger, type Logger } from '../obs/logger.js';
+import { AlreadyRunningError, claimPidFile, releasePidFileSync } from './pidfile.js';
+
+export interface StartOptions {
+  /** Absolute path of the pid file to write; none when undefined. */
+  pidFile?: string;
+}
 
 interface Closable {
   close(): Promise<void>;
@@ -25,11 +33,37 @@ function installCrashHandlers(log: Logger): void {
   });
 }
 
-export async function runStart(loaded: LoadedConfig, version: string): Promise<void> {
+export async function runStart(loaded: LoadedConfig, version: string, opts: StartOptions = {}): Promise<void> {
   const { config, source, overrides } = loaded;
-  const log = createLogger(config.logging.level);
+  const logFile = config.logging.file;
+  let log: Logger;
+  try {
+    log = createProcessLogger(config.logging.level, logFile);
+  } catch (err) {
+    process.stderr.write(`dittofs: cannot open the log file ${logFile}: ${oneLine(err)}; change logging.file / DITTOFS_LOG_FILE\n`);
+    process.exit(1);
+  }
   const verbose = log.isLevelEnabled('debug');
   installCrashHandlers(log);
+
+  const { pidFile } = opts;
+  if (pidFile !== undefined) {
+    try {
+      const replaced = await claimPidFile(pidFile);
+      if (replaced !== undefined && replaced.state !== 'missing') {
+        const was =
+          replaced.state === 'invalid' ? 'no pid' : `pid ${replaced.pid} (${replaced.state === 'foreign' ? 'not DittoFS' : 'gone'})`;
+        log.warn({ pidFile, was }, 'replaced a stale pid file');
+      }
+    } catch (err) {
+      const message = err instanceof AlreadyRunningError ? err.message : `cannot write the pid file ${pidFile}: ${oneLine(err)}`;
+      process.stderr.write(`dittofs: ${message}\n`);
+      process.exit(1);
+    }
+    // Every way out (process.exit included) runs 'exit' handlers; SIGKILL leaves a stale file,
+    // which the next start replaces.
+    process.on('exit', () => releasePidFileSync(pidFile));
+  }
 
   let server: Closable | undefined;
   let stopping = false;
@@ -57,7 +91,17 @@ export async function runStart(loaded: LoadedConfig, version: string): Promise<v
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
-  log.info({ version, config: source, overrides, node: process.version }, 'starting dittofs');
+  log.info(
+    {
+      version,
+      config: source,
+      overrides,
+      node: process.version,
+      ...(pidFile === undefined ? {} : { pidFile }),
+      ...(logFile === undefined ? {} : { logFile }),
+    },
+    'starting dittofs',
+  );
   try {
     const { startServer } = await import('../server.js');
     server = await startServer(config, log);

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
+import { closeSync, writeSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { createLogger, setLogLevel } from './logger.js';
+import { createLogger, openLogFile, setLogLevel, stdoutIsFile, teeDestination } from './logger.js';
 
 describe('setLogLevel', () => {
   it('changes the level of the root logger and of children made before the change', () => {
@@ -38,5 +42,56 @@ describe('setLogLevel', () => {
       message: /unknown log level "verbose" \(expected one of trace, debug/,
     });
     assert.equal(root.level, 'info');
+  });
+});
+
+describe('teeDestination and the log file', () => {
+  it('writes every line to each target; the level change applies to all of them', async () => {
+    const a: string[] = [];
+    const b: string[] = [];
+    const sink = (into: string[]) =>
+      new Writable({
+        write(chunk: Buffer, _enc, done) {
+          into.push(
+            ...chunk
+              .toString()
+              .split('\n')
+              .filter((l) => l !== ''),
+          );
+          done();
+        },
+      });
+    const root = createLogger('info', teeDestination(sink(a), sink(b)));
+    const child = root.child({ component: 'x' });
+    child.debug('hidden');
+    setLogLevel(root, 'debug');
+    child.debug('shown');
+    setLogLevel(root, 'warn');
+    root.info('hidden again');
+    root.warn('warned');
+    await new Promise<void>((resolve, reject) => root.flush((err) => (err ? reject(err) : resolve())));
+    const msgs = (lines: string[]) => lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+    assert.deepEqual(msgs(a), ['shown', 'warned']);
+    assert.deepEqual(msgs(b), ['shown', 'warned']);
+  });
+
+  it('openLogFile appends (mode 0640, directory created); stdoutIsFile tells a file from stdout', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-logger-'));
+    try {
+      const file = path.join(dir, 'sub', 'dittofs.log');
+      await mkdir(path.dirname(file));
+      await writeFile(file, 'before\n');
+      const fd = openLogFile(file);
+      writeSync(fd, 'after\n');
+      closeSync(fd);
+      assert.equal(await readFile(file, 'utf8'), 'before\nafter\n');
+      const fresh = path.join(dir, 'new', 'deeper', 'x.log');
+      closeSync(openLogFile(fresh));
+      assert.equal((await stat(fresh)).mode & 0o777, 0o640 & ~process.umask());
+      assert.equal(stdoutIsFile(file), false);
+      assert.equal(stdoutIsFile(path.join(dir, 'missing.log')), false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,4 +1,7 @@
-// The process logger: JSON lines on standard output, one object per event (pino).
+// The process logger: JSON lines on standard output, one object per event (pino), and optionally
+// the same lines appended to a file (`logging.file`).
+import { fstatSync, mkdirSync, openSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { LOG_LEVELS, type LogLevel } from '../config/types.js';
 
@@ -30,4 +33,72 @@ export function setLogLevel(log: Logger, level: string): void {
     throw new RangeError(`unknown log level ${JSON.stringify(level)} (expected one of ${LOG_LEVELS.join(', ')})`);
   }
   log.level = level;
+}
+
+/** A stream a tee writes to: pino's SonicBoom destinations, or any writable with `write`. */
+export interface TeeTarget {
+  write(line: string): unknown;
+  flush?(cb: (err?: Error | null) => void): void;
+  flushSync?(): void;
+}
+
+/**
+ * A destination that writes every line to each target, in order. The logger's level is the only
+ * filter (a multistream would filter again per stream), so `setLogLevel` changes what every target
+ * gets. `flush(cb)` (which pino's `logger.flush` calls) calls back once every target is flushed.
+ */
+export function teeDestination(
+  ...targets: TeeTarget[]
+): DestinationStream & { flush(cb: (err?: Error | null) => void): void; flushSync(): void } {
+  return {
+    write(line: string) {
+      for (const t of targets) t.write(line);
+    },
+    flush(cb) {
+      let pending = targets.length;
+      let first: Error | null = null;
+      const done = (err?: Error | null): void => {
+        first ??= err ?? null;
+        if (--pending === 0) cb(first);
+      };
+      if (pending === 0) cb(null);
+      for (const t of targets) {
+        if (typeof t.flush === 'function') t.flush(done);
+        else done();
+      }
+    },
+    flushSync() {
+      for (const t of targets) t.flushSync?.();
+    },
+  };
+}
+
+/**
+ * Opens `file` for appending log lines (creating it and its directory; mode 0640), synchronously so
+ * that a bad path stops the start with a clear error. Returns the file descriptor.
+ */
+export function openLogFile(file: string): number {
+  mkdirSync(path.dirname(file), { recursive: true });
+  return openSync(file, 'a', 0o640);
+}
+
+/** Whether standard output already is `file` (as in `dittofs start --background`, or `> file`). */
+export function stdoutIsFile(file: string): boolean {
+  try {
+    const out = fstatSync(1);
+    const f = statSync(file);
+    return out.isFile() && out.dev === f.dev && out.ino === f.ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The server's logger: standard output, plus `file` when given (appended, mode 0640), unless
+ * standard output is that file already. Throws (with the errno code) when the file cannot be opened.
+ */
+export function createProcessLogger(level: LogLevel, file?: string): Logger {
+  if (file === undefined || stdoutIsFile(file)) return createLogger(level);
+  const fd = openLogFile(file);
+  return createLogger(level, teeDestination(pino.destination({ dest: 1, sync: false }), pino.destination({ dest: fd, sync: false })));
 }

@@ -1,0 +1,206 @@
+// `dittofs backup controlplane` and `dittofs restore controlplane`: the control database (from the
+// config's `database` settings) to one JSON file and back, with no server involved. An embedded
+// database can be opened by one process only, so those need the server stopped; a PostgreSQL one
+// can be backed up while servers run (a restore still wants them stopped: a running server would
+// keep serving the state it read, and tokens it issued are revoked by the restore).
+import { existsSync } from 'node:fs';
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { DittoConfig } from '../config/types.js';
+import {
+  BackupError,
+  countBackup,
+  describeCounts,
+  dumpControl,
+  loadControl,
+  validateBackup,
+  type ControlBackup,
+} from '../control/backup.js';
+import { openControlStore, type ControlStore } from '../control/store.js';
+import { CliFailure } from './daemon.js';
+import { readPidFile } from './pidfile.js';
+
+/** The embedded control database's directory, as the server computes it. */
+export function controlDbPath(config: DittoConfig): string {
+  return path.resolve(config.database.path ?? path.join(config.data_dir, 'control'));
+}
+
+function describeDatabase(config: DittoConfig): string {
+  const db = config.database;
+  if (db.type === 'embedded') return `the embedded control database ${controlDbPath(config)}`;
+  if (db.type === 'postgres') return `the PostgreSQL control database${db.schema === undefined ? '' : ` (schema ${db.schema})`}`;
+  return 'the in-memory control database';
+}
+
+/** Opens the control database for a backup or restore, or says why it cannot. */
+async function openForTool(config: DittoConfig, pidFile: string, purpose: 'backup' | 'restore'): Promise<ControlStore> {
+  const db = config.database;
+  if (db.type === 'memory') {
+    throw new CliFailure(
+      `database.type is memory: the control plane lives in a temporary directory of the running server and is gone when it stops; nothing to ${purpose === 'backup' ? 'back up' : 'restore into'}`,
+    );
+  }
+  const running = await readPidFile(pidFile);
+  if (running.state === 'running') {
+    if (db.type === 'embedded') {
+      throw new CliFailure(
+        `a server is running on this data directory (pid ${running.pid}; pid file ${pidFile}), and ${describeDatabase(config)} can be opened by one process only: ` +
+          `stop the server first (dittofs stop), or ${purpose === 'backup' ? 'back up' : 'restore'} through a server using PostgreSQL (database.type: postgres)`,
+      );
+    }
+    if (purpose === 'restore') {
+      throw new CliFailure(
+        `a server is running on this control database (pid ${running.pid}; pid file ${pidFile}): stop it, and every other server using the database, ` +
+          'before restoring (a running server keeps serving the state it has read)',
+      );
+    }
+  }
+  const dbPath = controlDbPath(config);
+  if (db.type === 'embedded' && purpose === 'backup' && !existsSync(path.join(dbPath, 'pgdata', 'PG_VERSION'))) {
+    throw new CliFailure(
+      `there is no control database at ${dbPath} (a server creates it at its first start with this data_dir; check --config and database.path)`,
+    );
+  }
+  try {
+    return await openControlStore({
+      type: db.type,
+      ...(db.type === 'embedded' ? { path: dbPath } : {}),
+      ...(db.url !== undefined ? { url: db.url } : {}),
+      ...(db.schema !== undefined ? { schema: db.schema } : {}),
+      ...(db.pool_size !== undefined ? { poolSize: db.pool_size } : {}),
+    });
+  } catch (err) {
+    const msg = (err as Error).message;
+    const inUse = /in use by process (\d+)/.exec(msg);
+    if (inUse !== null) {
+      throw new CliFailure(
+        `${describeDatabase(config)} is in use by process ${inUse[1]} (a server running on it?): ` +
+          `stop the server first, or ${purpose === 'backup' ? 'back up' : 'restore'} through a server using PostgreSQL (database.type: postgres)`,
+      );
+    }
+    throw new CliFailure(`cannot open ${describeDatabase(config)}: ${msg}`);
+  }
+}
+
+/** Writes `text` to `file` with mode 0600, atomically (a temporary file renamed over it). */
+async function writePrivateFile(file: string, text: string): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await fh.close();
+  try {
+    await rename(tmp, file);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
+export interface BackupOptions {
+  config: DittoConfig;
+  pidFile: string;
+  /** A file, or `-` for standard output. */
+  output: string;
+  version: string;
+  /** The summary when the backup goes to standard output (stderr). */
+  note: (text: string) => void;
+  /** The backup itself ("-"), or the summary. */
+  stdout: (text: string) => void;
+}
+
+export async function backupControlPlane(o: BackupOptions): Promise<void> {
+  const store = await openForTool(o.config, o.pidFile, 'backup');
+  let text: string;
+  let summary: string;
+  try {
+    const b = await dumpControl(store, { dittofsVersion: o.version });
+    text = `${JSON.stringify(b, null, 2)}\n`;
+    summary = `${describeCounts(countBackup(b))}; generation ${b.generation}`;
+  } finally {
+    await store.close();
+  }
+  if (o.output === '-') {
+    o.stdout(text);
+    o.note(`backed up the control plane (${summary})\n`);
+    return;
+  }
+  const file = path.resolve(o.output);
+  try {
+    await writePrivateFile(file, text);
+  } catch (err) {
+    throw new CliFailure(`cannot write ${file}: ${(err as Error).message}`);
+  }
+  o.stdout(
+    `backed up the control plane (${summary}) to ${file}\n` +
+      'it holds password hashes, store credentials and the token key: keep it private (written with mode 0600)\n',
+  );
+}
+
+export interface RestoreOptions {
+  config: DittoConfig;
+  pidFile: string;
+  /** A file, or `-` for standard input. */
+  input: string;
+  force: boolean;
+  note: (text: string) => void;
+}
+
+async function readInput(input: string): Promise<string> {
+  if (input !== '-') return readFile(path.resolve(input), 'utf8');
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function restoreControlPlane(o: RestoreOptions): Promise<void> {
+  const where = o.input === '-' ? 'standard input' : path.resolve(o.input);
+  // Everything about the document is checked before the database is touched.
+  let text: string;
+  try {
+    text = await readInput(o.input);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new CliFailure(`cannot read ${where}: ${e.code === 'ENOENT' ? 'file not found' : e.message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new CliFailure(`${where} is not a DittoFS control-plane backup: not JSON (${(err as Error).message})`);
+  }
+  let b: ControlBackup;
+  try {
+    b = validateBackup(doc);
+  } catch (err) {
+    throw asFailure(err, where);
+  }
+  const store = await openForTool(o.config, o.pidFile, 'restore');
+  try {
+    const r = await loadControl(store, b, { force: o.force });
+    const replaced = describeCounts(r.replaced);
+    o.note(
+      `restored the control plane from ${where} (${describeCounts(r.counts)}; backed up ${b.created_at} by DittoFS ${b.dittofs_version}); ` +
+        `generation ${r.generation}\n` +
+        (replaced === 'nothing' ? '' : `it replaced what the database held (${replaced})\n`) +
+        'tokens issued before are no longer accepted: log in again\n',
+    );
+  } catch (err) {
+    throw asFailure(err, where);
+  } finally {
+    await store.close();
+  }
+}
+
+function asFailure(err: unknown, where: string): unknown {
+  if (!(err instanceof BackupError)) return err;
+  const problems = err.problems.map((p) => `\n  ${p}`).join('');
+  return new CliFailure(err.code === 'DITTOFS_BACKUP_INVALID' ? `${where}: ${err.message}${problems}` : err.message);
+}
