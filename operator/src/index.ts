@@ -1,5 +1,7 @@
-// The DittoFS operator. It reconciles DittoFS, Store, Share and User custom resources into
-// StatefulSets, Services and Secrets and pushes desired state to the server pods.
-// This package is a skeleton until the operator issue is taken up.
-export const OPERATOR_GROUP = 'dittofs.io' as const;
-export const OPERATOR_VERSION = 'v1alpha1' as const;
+// The DittoFS operator as a library: what main.ts runs, for tests and embedding.
+export * from './api/types.js';
+export { parseConfig, USAGE, type OperatorConfig } from './config.js';
+export { createLogger, type Logger } from './log.js';
+export { DittofsOperator } from './operator.js';
+export { OPERATOR_VERSION } from './version.js';
+export { main } from './main.js';

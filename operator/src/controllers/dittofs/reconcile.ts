@@ -1,0 +1,159 @@
+// Reconciles one DittoFS: read it, compute its children (desired.ts), apply them with server-side
+// apply, create the once-generated Secrets if missing, and report status. Runs serialized per
+// DittoFS (runtime/workqueue.ts); the children's own events bring it back (operator.ts).
+import type { V1Secret, V1StatefulSet } from '@kubernetes/client-node';
+import { LABELS, MANAGED_BY, splitKey, type DittoFS, type Quantity } from '../../api/types.js';
+import { isAlreadyExists, type KubeClient } from '../../kube/client.js';
+import { mergePatchDiff } from '../../kube/patch.js';
+import { parseQuantityBytes } from '../../kube/quantity.js';
+import { lookupSecret, paths, type SecretObject } from '../../kube/resources.js';
+import type { Logger } from '../../log.js';
+import type { ReconcileResult } from '../../runtime/workqueue.js';
+import {
+  configHash,
+  desiredConfigSecret,
+  desiredServices,
+  desiredStatefulSet,
+  newAdminSecret,
+  newJwtSecret,
+  renderServerConfig,
+  SPEC_DEFAULTS,
+} from './desired.js';
+import { DATA_VOLUME, childNames } from './names.js';
+import { dittofsStatus, type Problem } from './status.js';
+
+export interface DittoFSReconcilerDeps {
+  client: KubeClient;
+  log: Logger;
+  defaultImage: string;
+  clusterDomain: string;
+  /** Called after every reconcile of an existing DittoFS (the state sync of its members follows it). */
+  afterReconcile?: (key: string) => void;
+}
+
+/** How long to wait before looking again at a DittoFS whose Secret reference does not resolve. */
+const MISSING_REFERENCE_RECHECK_MS = 60_000;
+
+export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) => Promise<ReconcileResult> {
+  const { client } = deps;
+  return async (key) => {
+    const { namespace, name } = splitKey(key);
+    const dfs = await client.get<DittoFS>(paths.custom('DittoFS', namespace, name));
+    if (dfs === undefined || dfs.metadata.deletionTimestamp !== undefined) {
+      // Gone or going: the garbage collector removes the children through their owner references.
+      deps.afterReconcile?.(key);
+      return {};
+    }
+    const log = deps.log.child({ dittofs: key });
+    const names = childNames(name);
+    let problem: Problem | undefined;
+    const warnings: Problem[] = [];
+
+    // The PostgreSQL URL, when the database is external.
+    let databaseUrl: string | undefined;
+    const pgRef = dfs.spec.database?.postgres?.urlSecretRef;
+    if ((dfs.spec.database?.type ?? 'embedded') === 'postgres' && pgRef !== undefined) {
+      const secret = await client.get<SecretObject>(paths.secrets(namespace, pgRef.name));
+      const r = lookupSecret(secret, pgRef, 'database.postgres.urlSecretRef');
+      if (r.ok) databaseUrl = r.value;
+      else problem = { reason: r.reason, message: r.message };
+    } else if ((dfs.spec.replicas ?? SPEC_DEFAULTS.replicas) > 1) {
+      warnings.push({
+        reason: 'EmbeddedDatabaseReplicas',
+        message: `the embedded database lives on each pod's own volume: the ${dfs.spec.replicas} pods do not share metadata; use database.type postgres for more than one replica`,
+      });
+    }
+
+    await ensureOnceSecret(client, newJwtSecret(dfs), dfs);
+    await ensureOnceSecret(client, newAdminSecret(dfs), dfs);
+
+    // A StatefulSet's volume claim templates cannot change: keep the size it has.
+    const existing = await client.get<V1StatefulSet>(paths.statefulSets(namespace, names.statefulSet));
+    const wanted: Quantity = dfs.spec.cache?.size ?? SPEC_DEFAULTS.cacheSize;
+    let cacheSize = wanted;
+    const have = existing?.spec?.volumeClaimTemplates?.find((t) => t.metadata?.name === DATA_VOLUME)?.spec?.resources?.requests?.storage;
+    if (have !== undefined && parseQuantityBytes(String(have)) !== parseQuantityBytes(wanted)) {
+      cacheSize = String(have);
+      warnings.push({
+        reason: 'CacheSizeImmutable',
+        message: `cache.size ${String(wanted)} differs from the ${String(have)} of the existing volume claims, which a StatefulSet cannot change: keeping ${String(have)} (expand the PVCs ${DATA_VOLUME}-${names.statefulSet}-N yourself if the storage class allows it)`,
+      });
+    }
+
+    let sts: V1StatefulSet | undefined = existing;
+    let hash: string | undefined;
+    let applyError: Error | undefined;
+    if (problem === undefined) {
+      const inputs = { dfs, defaultImage: deps.defaultImage, cacheSize, ...(databaseUrl === undefined ? {} : { databaseUrl }) };
+      const rendered = renderServerConfig(inputs);
+      hash = configHash(rendered);
+      try {
+        await client.apply(paths.secrets(namespace, names.configSecret), desiredConfigSecret(dfs, rendered));
+        const [headless, clientSvc] = desiredServices(dfs);
+        await client.apply(paths.services(namespace, names.headlessService), headless);
+        await client.apply(paths.services(namespace, names.clientService), clientSvc);
+        sts = await client.apply<V1StatefulSet>(paths.statefulSets(namespace, names.statefulSet), desiredStatefulSet(inputs, hash));
+        log.debug('children applied', { configHash: hash });
+      } catch (e) {
+        applyError = e instanceof Error ? e : new Error(String(e));
+        problem = { reason: 'ApplyFailed', message: applyError.message };
+      }
+    }
+
+    const status = dittofsStatus({
+      dfs,
+      statefulSet: sts,
+      ...(hash === undefined ? {} : { configHash: hash }),
+      ...(problem === undefined ? {} : { problem }),
+      warnings,
+      clusterDomain: deps.clusterDomain,
+    });
+    await writeStatus(client, paths.custom('DittoFS', namespace, name, 'status'), dfs.status, status);
+    deps.afterReconcile?.(key);
+
+    // Retried with backoff by the work queue; the status already says why.
+    if (applyError !== undefined) throw applyError;
+    return problem === undefined ? {} : { requeueAfterMs: MISSING_REFERENCE_RECHECK_MS };
+  };
+}
+
+/** Merge-patches a status subresource with what changed (nothing when nothing did). */
+export async function writeStatus(client: KubeClient, statusPath: string, from: unknown, to: unknown): Promise<boolean> {
+  const diff = mergePatchDiff(from ?? {}, to);
+  if (diff === undefined) return false;
+  await client.mergePatch(statusPath, { status: diff });
+  return true;
+}
+
+/**
+ * Creates a generated Secret if it does not exist. An existing one keeps every key it has (a
+ * password is never regenerated); only keys it lacks are added. One the operator made before but
+ * that lost its owner reference gets it back; one a user made (without our managed-by label) is used
+ * as it is.
+ */
+export async function ensureOnceSecret(client: KubeClient, desired: V1Secret, dfs: DittoFS): Promise<void> {
+  const namespace = dfs.metadata.namespace ?? '';
+  const name = desired.metadata!.name!;
+  let existing = await client.get<SecretObject>(paths.secrets(namespace, name));
+  if (existing === undefined) {
+    try {
+      await client.create(paths.secrets(namespace), desired);
+      return;
+    } catch (e) {
+      if (!isAlreadyExists(e)) throw e;
+      existing = await client.get<SecretObject>(paths.secrets(namespace, name));
+      if (existing === undefined) throw e;
+    }
+  }
+  const missing = Object.entries(desired.data ?? {}).filter(([k]) => existing.data?.[k] === undefined);
+  const ours = existing.metadata.labels?.[LABELS.managedBy] === MANAGED_BY;
+  const owned = existing.metadata.ownerReferences?.some((o) => o.uid === dfs.metadata.uid) ?? false;
+  const patch: { metadata: Record<string, unknown>; data?: Record<string, string> } = {
+    metadata: { resourceVersion: existing.metadata.resourceVersion },
+  };
+  if (missing.length > 0) patch.data = Object.fromEntries(missing);
+  if (ours && !owned)
+    patch.metadata.ownerReferences = [...(existing.metadata.ownerReferences ?? []), ...(desired.metadata!.ownerReferences ?? [])];
+  if (patch.data === undefined && patch.metadata.ownerReferences === undefined) return;
+  await client.mergePatch(paths.secrets(namespace, name), patch);
+}

@@ -1,0 +1,207 @@
+// A client of one or more DittoFS control-plane APIs (one per server pod), logged in as the
+// bootstrap `admin` with the operator's admin Secret.
+//
+// The admin credential, and why the operator cannot lock itself out:
+// - The DittoFS reconciler creates the Secret `<name>-admin` once, with two random passwords:
+//   `initial-password` and `password`. Neither is ever regenerated while the Secret exists.
+// - Pods get `initial-password` as DITTOFS_ADMIN_INITIAL_PASSWORD. A server creates `admin` with it
+//   on its first start (empty control database), flagged must-change-password.
+// - The operator logs in with `password`. Refused (401), it logs in with `initial-password`
+//   instead and, accepted, changes the admin password to `password` (POST
+//   /api/v1/users/me/password), then logs in with `password`.
+// - Both passwords are in the Secret before the first login, so there is no moment at which the
+//   server holds a password the Secret does not: an operator or pod restart at any step, even
+//   between the change and the next login, finds one of the two accepted. A pod whose database was
+//   lost starts over with `initial-password`, and the operator changes it again.
+// - Locked out only if someone changes the admin password by hand or edits the Secret's keys:
+//   then the Synced condition says AdminLoginFailed (see operator/README.md for the way back).
+import type { Logger } from '../log.js';
+import type { ApplyStateResult, CurrentState, DesiredState, Problem, TokenReply } from './types.js';
+
+export const DITTOFS_API_ERROR = Object.freeze({
+  /** The server answered with an error (see status, problem). */
+  API: 'DITTOFS_API_ERROR',
+  /** No answer: connection refused, reset, timeout, DNS. */
+  UNREACHABLE: 'DITTOFS_UNREACHABLE',
+  /** Neither admin password of the Secret is accepted. */
+  LOGIN_FAILED: 'DITTOFS_ADMIN_LOGIN_FAILED',
+} as const);
+export type DittofsApiErrorCode = (typeof DITTOFS_API_ERROR)[keyof typeof DITTOFS_API_ERROR];
+
+export class DittofsApiError extends Error {
+  override readonly name = 'DittofsApiError';
+  constructor(
+    readonly code: DittofsApiErrorCode,
+    message: string,
+    readonly status?: number,
+    readonly problem?: Problem,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+
+  /** The desired-state item the server refused (`shares["/x"]`), if it named one. */
+  get item(): string | undefined {
+    return this.problem?.item;
+  }
+}
+
+export interface AdminCredentials {
+  username: string;
+  /** What the operator logs in with. */
+  password: string;
+  /** The pods' DITTOFS_ADMIN_INITIAL_PASSWORD, tried when `password` is refused. */
+  initialPassword?: string;
+}
+
+export interface DittofsApiClientOptions {
+  log: Logger;
+  /** Per request (default 30 s: a first PUT of S3 stores checks the buckets). */
+  timeoutMs?: number;
+}
+
+interface Session {
+  token: string;
+  expiresAt: number;
+  /** The password the token was obtained with: a changed Secret means a new login. */
+  password: string;
+}
+
+export class DittofsApiClient {
+  private readonly sessions = new Map<string, Session>();
+  private readonly log: Logger;
+  private readonly timeoutMs: number;
+
+  constructor(opts: DittofsApiClientOptions) {
+    this.log = opts.log;
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+  }
+
+  /** PUT /api/v1/state: converge the server to `state`. */
+  putState(baseUrl: string, creds: AdminCredentials, state: DesiredState): Promise<ApplyStateResult> {
+    return this.authed<ApplyStateResult>(baseUrl, creds, 'PUT', '/api/v1/state', state);
+  }
+
+  /** GET /api/v1/state: what the server has (no passwords; store secrets as ****). */
+  getState(baseUrl: string, creds: AdminCredentials): Promise<CurrentState> {
+    return this.authed<CurrentState>(baseUrl, creds, 'GET', '/api/v1/state');
+  }
+
+  /** Forgets the sessions of one server (or of all). */
+  forget(baseUrl?: string): void {
+    if (baseUrl === undefined) this.sessions.clear();
+    else this.sessions.delete(trimSlash(baseUrl));
+  }
+
+  private async authed<T>(baseUrl: string, creds: AdminCredentials, method: string, path: string, body?: unknown): Promise<T> {
+    const base = trimSlash(baseUrl);
+    for (let attempt = 0; ; attempt++) {
+      const token = await this.session(base, creds);
+      try {
+        return await this.http<T>(base, method, path, body, token);
+      } catch (e) {
+        // A revoked or expired token (a password change, a restore): log in again, once.
+        if (attempt === 0 && e instanceof DittofsApiError && e.status === 401) {
+          this.sessions.delete(base);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  private async session(base: string, creds: AdminCredentials): Promise<string> {
+    const s = this.sessions.get(base);
+    if (s !== undefined && s.password === creds.password && s.expiresAt > Date.now()) return s.token;
+    this.sessions.delete(base);
+    const t = await this.adminLogin(base, creds);
+    // Renew a minute before the access token expires.
+    this.sessions.set(base, {
+      token: t.access_token,
+      expiresAt: Date.now() + Math.max(0, t.expires_in - 60) * 1000,
+      password: creds.password,
+    });
+    return t.access_token;
+  }
+
+  /** The login protocol described at the top of this file. */
+  private async adminLogin(base: string, creds: AdminCredentials): Promise<TokenReply> {
+    const first = await this.login(base, creds.username, creds.password);
+    if (first !== undefined) {
+      if (first.must_change_password) {
+        throw new DittofsApiError(
+          DITTOFS_API_ERROR.LOGIN_FAILED,
+          `${base}: the server wants the ${creds.username} password changed, but it is already the one in the admin Secret; someone reset it by hand`,
+          403,
+        );
+      }
+      return first;
+    }
+    const initial = creds.initialPassword;
+    const refused = `${base}: the server refuses the ${creds.username} password of the admin Secret`;
+    if (initial === undefined || initial === '' || initial === creds.password)
+      throw new DittofsApiError(DITTOFS_API_ERROR.LOGIN_FAILED, refused, 401);
+    const boot = await this.login(base, creds.username, initial);
+    if (boot === undefined) {
+      throw new DittofsApiError(
+        DITTOFS_API_ERROR.LOGIN_FAILED,
+        `${refused}, and its initial-password too (was the admin password changed by hand?)`,
+        401,
+      );
+    }
+    await this.http<void>(
+      base,
+      'POST',
+      '/api/v1/users/me/password',
+      { current_password: initial, new_password: creds.password },
+      boot.access_token,
+    );
+    this.log.info('set the server admin password from the admin Secret (first login)', { server: base });
+    const after = await this.login(base, creds.username, creds.password);
+    if (after === undefined) throw new DittofsApiError(DITTOFS_API_ERROR.LOGIN_FAILED, `${refused} right after setting it`, 401);
+    return after;
+  }
+
+  /** POST /api/v1/auth/login; undefined when the password is refused (401). */
+  private async login(base: string, username: string, password: string): Promise<TokenReply | undefined> {
+    try {
+      return await this.http<TokenReply>(base, 'POST', '/api/v1/auth/login', { username, password });
+    } catch (e) {
+      if (e instanceof DittofsApiError && e.status === 401) return undefined;
+      throw e;
+    }
+  }
+
+  private async http<T>(base: string, method: string, path: string, body: unknown, token?: string): Promise<T> {
+    const headers: Record<string, string> = { accept: 'application/json, application/problem+json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
+    let res: Response;
+    try {
+      res = await fetch(`${base}${path}`, {
+        method,
+        headers,
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause?.code ?? cause?.message ?? (e instanceof Error ? e.message : String(e));
+      throw new DittofsApiError(DITTOFS_API_ERROR.UNREACHABLE, `${method} ${base}${path}: ${why}`, undefined, undefined, { cause: e });
+    }
+    const text = await res.text();
+    if (res.ok) return (text === '' ? undefined : JSON.parse(text)) as T;
+    let problem: Problem | undefined;
+    try {
+      const p = JSON.parse(text) as Partial<Problem>;
+      if (typeof p.detail === 'string') problem = p as Problem;
+    } catch {
+      // not a problem document
+    }
+    const detail =
+      problem === undefined ? text.slice(0, 500) : `${problem.detail}${problem.item === undefined ? '' : ` (${problem.item})`}`;
+    throw new DittofsApiError(DITTOFS_API_ERROR.API, `${method} ${base}${path}: ${res.status} ${detail}`, res.status, problem);
+  }
+}
+
+const trimSlash = (s: string): string => s.replace(/\/+$/, '');
