@@ -5,8 +5,8 @@ import type { Logger } from 'pino';
 import { FilesystemBlockStore } from './blocks/filesystem.js';
 import { MemoryBlockStore } from './blocks/memory.js';
 import { observeBlockStore } from './blocks/observed.js';
-import { S3BlockStore } from './blocks/s3.js';
-import type { BlockStore } from './blocks/store.js';
+import type { S3BlockStoreOptions } from './blocks/s3.js';
+import type { BlockStore, BlockStoreCapacity, StoredObject } from './blocks/store.js';
 import type { BlockStoreConfig, MetadataStoreConfig } from './config/types.js';
 import { CachedMetadataStore } from './meta/cached.js';
 import { MemoryMetadataStore } from './meta/memory.js';
@@ -66,7 +66,7 @@ export function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: s
       return new FilesystemBlockStore(path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name)));
     case 's3':
       if (!cfg.bucket) throw new Error(`block store ${name}: an s3 store needs a bucket`);
-      return new S3BlockStore({
+      return new LazyS3BlockStore({
         bucket: cfg.bucket,
         endpoint: cfg.endpoint,
         region: cfg.region,
@@ -79,6 +79,53 @@ export function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: s
       });
     default:
       throw new Error(`block store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
+  }
+}
+
+/**
+ * The s3 store, with the AWS SDK loaded when the store opens: a server without an s3 store never
+ * loads it (about 22 MiB of resident memory).
+ */
+class LazyS3BlockStore implements BlockStore {
+  readonly kind = 's3';
+  private store: BlockStore | null = null;
+
+  constructor(private readonly opts: S3BlockStoreOptions) {}
+
+  private get s3(): BlockStore {
+    if (!this.store) throw new Error('s3 block store used before open()');
+    return this.store;
+  }
+
+  async open(): Promise<void> {
+    const { S3BlockStore } = await import('./blocks/s3.js');
+    const store = new S3BlockStore(this.opts);
+    await store.open();
+    this.store = store;
+  }
+
+  async close(): Promise<void> {
+    await this.store?.close();
+  }
+
+  put(key: string, data: Buffer): Promise<void> {
+    return this.s3.put(key, data);
+  }
+
+  get(key: string, offset?: number, length?: number): Promise<Buffer | null> {
+    return this.s3.get(key, offset, length);
+  }
+
+  delete(key: string): Promise<void> {
+    return this.s3.delete(key);
+  }
+
+  capacity(): Promise<BlockStoreCapacity> {
+    return this.s3.capacity();
+  }
+
+  list(prefix: string): AsyncIterable<StoredObject> {
+    return this.s3.list(prefix);
   }
 }
 
