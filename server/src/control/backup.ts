@@ -11,7 +11,7 @@ import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
 import type { SqlExecutor } from '../meta/sql/driver.js';
 import { toNumber } from '../meta/sql/rows.js';
-import type { ControlStore } from './store.js';
+import { SHARE_COLUMNS, shareRow, type ControlStore } from './store.js';
 import { STORE_NAME_RE } from './store-config.js';
 import {
   ACCOUNT_NAME_RE,
@@ -247,24 +247,8 @@ export async function dumpControl(store: ControlStore, opts: { dittofsVersion: s
         })),
         metadata_stores: await stores('metadata_stores'),
         block_stores: await stores('block_stores'),
-        shares: (
-          await rows(
-            tx,
-            `SELECT name, metadata_store, block_store, read_only, default_permission, root_squash, anonymous_uid,
-               anonymous_gid, root_mode, root_uid, root_gid, created_at, updated_at FROM shares ORDER BY name`,
-          )
-        ).map((r) => ({
-          name: text(r.name, 'name'),
-          metadata_store: text(r.metadata_store, 'metadata_store'),
-          block_store: text(r.block_store, 'block_store'),
-          read_only: r.read_only === true,
-          default_permission: text(r.default_permission, 'default_permission') as PermissionLevel,
-          root_squash: r.root_squash === true,
-          anonymous_uid: toNumber(r.anonymous_uid, 'anonymous_uid'),
-          anonymous_gid: toNumber(r.anonymous_gid, 'anonymous_gid'),
-          root_mode: toNumber(r.root_mode, 'root_mode'),
-          root_uid: toNumber(r.root_uid, 'root_uid'),
-          root_gid: toNumber(r.root_gid, 'root_gid'),
+        shares: (await rows(tx, `SELECT ${SHARE_COLUMNS}, created_at, updated_at FROM shares ORDER BY name`)).map((r) => ({
+          ...shareRow(r),
           permissions: grants.get(text(r.name, 'name')) ?? [],
           created_at: iso(r.created_at, 'created_at'),
           updated_at: iso(r.updated_at, 'updated_at'),

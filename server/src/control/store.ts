@@ -126,10 +126,10 @@ function groupRow(r: Row): Group {
   return { name: text(r.name, 'name'), gid: toNumber(r.gid, 'gid'), members: strings(r.members) };
 }
 
-const SHARE_COLUMNS = `name, metadata_store, block_store, read_only, default_permission, root_squash,
+export const SHARE_COLUMNS = `name, metadata_store, block_store, read_only, default_permission, root_squash,
   anonymous_uid, anonymous_gid, root_mode, root_uid, root_gid`;
 
-function shareRow(r: Row): Share {
+export function shareRow(r: Row): Share {
   return {
     name: text(r.name, 'name'),
     metadata_store: text(r.metadata_store, 'metadata_store'),
