@@ -46,7 +46,7 @@ describe('pid files', () => {
 
   it('recognizes DittoFS command lines, and not dittofsctl', () => {
     assert.ok(isDittofsCommand(['node', '/srv/server/dist/cli/dittofs.js', 'start']));
-    assert.ok(isDittofsCommand(['node', '--import', 'tsx', '/work/server/src/cli/dittofs.ts', 'start', '--foreground']));
+    assert.ok(isDittofsCommand(['node', '--import', 'tsx', 'server/src/cli/dittofs.ts', 'start', '--foreground']));
     assert.ok(isDittofsCommand(['/usr/local/bin/dittofs', 'start']));
     assert.ok(!isDittofsCommand(['node', '/usr/local/bin/dittofsctl', 'status']));
     assert.ok(!isDittofsCommand(['sleep', '100']));
