@@ -11,7 +11,7 @@ import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
 import type { SqlExecutor } from '../meta/sql/driver.js';
 import { toNumber } from '../meta/sql/rows.js';
-import { SHARE_COLUMNS, shareRow, type ControlStore } from './store.js';
+import { SHARE_COLUMNS, shareRow, shareValues, type ControlStore } from './store.js';
 import { STORE_NAME_RE } from './store-config.js';
 import {
   ACCOUNT_NAME_RE,
@@ -725,24 +725,9 @@ export async function loadControl(store: ControlStore, doc: unknown, opts: { for
     }
     for (const s of b.shares) {
       await tx.query(
-        `INSERT INTO shares (name, metadata_store, block_store, read_only, default_permission, root_squash, anonymous_uid,
-           anonymous_gid, root_mode, root_uid, root_gid, created_at, updated_at)
+        `INSERT INTO shares (${SHARE_COLUMNS}, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-        [
-          s.name,
-          s.metadata_store,
-          s.block_store,
-          s.read_only,
-          s.default_permission,
-          s.root_squash,
-          s.anonymous_uid,
-          s.anonymous_gid,
-          s.root_mode,
-          s.root_uid,
-          s.root_gid,
-          at(s.created_at),
-          at(s.updated_at ?? s.created_at),
-        ],
+        [...shareValues(s), at(s.created_at), at(s.updated_at ?? s.created_at)],
       );
       for (const g of s.permissions) {
         await tx.query('INSERT INTO share_permissions (share, username, group_name, level) VALUES ($1, $2, $3, $4)', [

@@ -129,6 +129,23 @@ function groupRow(r: Row): Group {
 export const SHARE_COLUMNS = `name, metadata_store, block_store, read_only, default_permission, root_squash,
   anonymous_uid, anonymous_gid, root_mode, root_uid, root_gid`;
 
+/** A share's values in SHARE_COLUMNS order, for INSERT. */
+export function shareValues(s: Share): unknown[] {
+  return [
+    s.name,
+    s.metadata_store,
+    s.block_store,
+    s.read_only,
+    s.default_permission,
+    s.root_squash,
+    s.anonymous_uid,
+    s.anonymous_gid,
+    s.root_mode,
+    s.root_uid,
+    s.root_gid,
+  ];
+}
+
 export function shareRow(r: Row): Share {
   return {
     name: text(r.name, 'name'),
@@ -505,19 +522,7 @@ export class ControlQueries {
   async createShare(s: Share): Promise<Share> {
     if ((await this.getShare(s.name)) !== undefined) throw alreadyExists(`share ${JSON.stringify(s.name)}`);
     await this.requireStoresOf(s);
-    await this.tx.query(`INSERT INTO shares (${SHARE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, [
-      s.name,
-      s.metadata_store,
-      s.block_store,
-      s.read_only,
-      s.default_permission,
-      s.root_squash,
-      s.anonymous_uid,
-      s.anonymous_gid,
-      s.root_mode,
-      s.root_uid,
-      s.root_gid,
-    ]);
+    await this.tx.query(`INSERT INTO shares (${SHARE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, shareValues(s));
     return this.requireShare(s.name);
   }
 
