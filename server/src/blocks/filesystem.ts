@@ -17,6 +17,8 @@ async function syncDir(dir: string): Promise<void> {
 
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
+const PSEUDO_FS = ['/proc', '/sys', '/dev'];
+
 export class FilesystemBlockStore implements BlockStore {
   readonly kind = 'filesystem';
   private readonly knownDirs = new Set<string>();
@@ -27,6 +29,11 @@ export class FilesystemBlockStore implements BlockStore {
   ) {}
 
   async open(): Promise<void> {
+    // Kernel pseudo file systems hold no files, and Node's recursive mkdir below /proc never
+    // returns (it spins a CPU): refuse them with a message that says what to change.
+    const abs = path.resolve(this.root);
+    const pseudo = PSEUDO_FS.find((p) => abs === p || abs.startsWith(`${p}/`));
+    if (pseudo) throw new Error(`block store directory ${abs} is under ${pseudo}, which cannot hold files; choose another path`);
     await mkdir(this.root, { recursive: true });
     await rm(path.join(this.root, '.tmp'), { recursive: true, force: true });
     await mkdir(path.join(this.root, '.tmp'), { recursive: true });

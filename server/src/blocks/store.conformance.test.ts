@@ -204,3 +204,14 @@ for (const engine of [memoryEngine(), filesystemEngine(), s3Engine()]) {
     });
   });
 }
+
+describe('FilesystemBlockStore: directories that cannot hold files', () => {
+  it('refuses a directory under /proc, /sys or /dev at open, naming it, instead of hanging', async () => {
+    for (const dir of ['/proc/dittofs-blocks', '/sys/kernel/dittofs', '/dev/dittofs']) {
+      await assert.rejects(new FilesystemBlockStore(dir).open(), (e: Error) => {
+        assert.match(e.message, new RegExp(`^block store directory ${dir} is under /(proc|sys|dev), which cannot hold files`));
+        return true;
+      });
+    }
+  });
+});
