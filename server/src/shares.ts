@@ -43,6 +43,8 @@ export interface ApplyResult {
 /** An open store and how many served (or draining) shares use it; closed when none does. */
 interface Opened<T> {
   name: string;
+  /** `metadata:NAME` or `blocks:NAME`: the key of `closing`. */
+  id: string;
   key: string;
   store: T;
   refs: number;
@@ -60,8 +62,6 @@ interface Served {
 }
 
 const keyOf = (cfg: object): string => JSON.stringify(cfg, Object.keys(cfg).sort());
-
-const kindOf = (map: Map<string, unknown>, meta: Map<string, unknown>): string => (map === meta ? 'metadata' : 'blocks');
 
 /** Attempts to upload a removed share's data before giving up (with a pause between them). */
 const DRAIN_ATTEMPTS = 60;
@@ -163,6 +163,7 @@ export class ShareRuntime {
 
   private async acquire<T extends MetadataStore | BlockStore>(
     map: Map<string, Opened<T>>,
+    kind: 'metadata' | 'blocks',
     name: string,
     cfg: object,
     create: () => T,
@@ -170,7 +171,7 @@ export class ShareRuntime {
     const key = keyOf(cfg);
     for (;;) {
       // Two handles on one store (an embedded database above all) must never be open at once.
-      const closing = this.closing.get(`${kindOf(map, this.meta)}:${name}`);
+      const closing = this.closing.get(`${kind}:${name}`);
       if (closing) {
         await closing;
         continue;
@@ -189,7 +190,7 @@ export class ShareRuntime {
     await store.open();
     let onClosed!: () => void;
     const closed = new Promise<void>((r) => (onClosed = r));
-    const o: Opened<T> = { name, key, store, refs: 1, closed, onClosed };
+    const o: Opened<T> = { name, id: `${kind}:${name}`, key, store, refs: 1, closed, onClosed };
     map.set(name, o);
     return o;
   }
@@ -197,7 +198,7 @@ export class ShareRuntime {
   private async release<T extends MetadataStore | BlockStore>(map: Map<string, Opened<T>>, o: Opened<T>): Promise<void> {
     if (--o.refs > 0) return;
     if (map.get(o.name) === o) map.delete(o.name);
-    const id = `${kindOf(map, this.meta)}:${o.name}`;
+    const id = o.id;
     const p = o.store
       .close()
       .catch((err: unknown) => this.deps.log.warn({ err, store: o.name }, 'closing a store failed'))
@@ -215,12 +216,12 @@ export class ShareRuntime {
     const bcfg = desired.blockStores[sh.blocks];
     if (!mcfg) throw new Error(`share ${sh.name}: no metadata store named ${JSON.stringify(sh.metadata)}`);
     if (!bcfg) throw new Error(`share ${sh.name}: no block store named ${JSON.stringify(sh.blocks)}`);
-    const metaRef = await this.acquire(this.meta, sh.metadata, mcfg, () =>
+    const metaRef = await this.acquire(this.meta, 'metadata', sh.metadata, mcfg, () =>
       metadataStoreFor(sh.metadata, mcfg, this.deps.dataDir, this.deps.log, this.observation),
     );
     let blocksRef: Opened<BlockStore>;
     try {
-      blocksRef = await this.acquire(this.blocks, sh.blocks, bcfg, () =>
+      blocksRef = await this.acquire(this.blocks, 'blocks', sh.blocks, bcfg, () =>
         blockStoreFor(sh.blocks, bcfg, this.deps.dataDir, this.observation),
       );
     } catch (err) {
