@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { BlockCache } from './blocks/cache.js';
 import pLimit from 'p-limit';
-import { type BlockService, DEFAULT_PARALLEL_UPLOADS } from './blocks/service.js';
+import { type BlockService, DEFAULT_PARALLEL_UPLOADS, KEPT_BLOCK_BUFFER_BYTES } from './blocks/service.js';
 import type { DittoConfig } from './config/types.js';
 import { FileWal, MemoryWal, RECORD_SHARE_STORED, type ReplayRecord, type Wal } from './blocks/wal.js';
 import { MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3 } from './nfs3/constants.js';
@@ -22,6 +22,7 @@ import { buildApi, type ApiRuntime, type ReadinessCheck } from './api/index.js';
 import { checkStore, controlApplier, desiredFromFile, desiredFromSnapshot, openControlPlane, StoreHealth } from './controlplane.js';
 import { ShareRuntime } from './shares.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
+import { BufferPools } from './wire/buffer-pool.js';
 
 export interface RunningServer {
   readonly nfsPort: number | null;
@@ -150,6 +151,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   const cache = new BlockCache(config.cache.read_cache_bytes);
   // One bound on uploads in flight for the whole server, whatever the number of shares.
   const uploads = pLimit(DEFAULT_PARALLEL_UPLOADS);
+  const buffers = new BufferPools(KEPT_BLOCK_BUFFER_BYTES);
   const cleanups: (() => Promise<void>)[] = [];
   const fileService = new FileService(log);
   const metrics = config.metrics.enabled ? new ServerMetrics() : null;
@@ -203,7 +205,17 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       metrics.watchReadCache(cache);
       metrics.watchUploads(uploads);
     }
-    const shares = new ShareRuntime({ fileService, wal: wal.wal, cache, uploads, dataDir: config.data_dir, log, metrics, observe });
+    const shares = new ShareRuntime({
+      fileService,
+      wal: wal.wal,
+      cache,
+      uploads,
+      buffers,
+      dataDir: config.data_dir,
+      log,
+      metrics,
+      observe,
+    });
     cleanups.push(() => shares.close());
     cleanups.push(() => fileService.close());
     await shares.apply(initial, { strict: true });

@@ -11,6 +11,7 @@ import { MemoryWal } from './blocks/wal.js';
 import type { BlockStoreConfig, ShareConfig } from './config/types.js';
 import { ShareRuntime, type DesiredShares } from './shares.js';
 import { FileService, CreateMode } from './vfs/service.js';
+import { BufferPools } from './wire/buffer-pool.js';
 
 const log = pino({ level: 'silent' });
 const root = { uid: 0, gid: 0, gids: [] };
@@ -45,6 +46,7 @@ describe('ShareRuntime', () => {
       wal: new MemoryWal(64 * 1024 * 1024),
       cache: new BlockCache(1024 * 1024),
       uploads: pLimit(4),
+      buffers: new BufferPools(8 * 1024 * 1024),
       dataDir: dir,
       log,
       metrics: null,

@@ -16,6 +16,7 @@ import { blockStoreFor, metadataStoreFor, type StoreObservation } from './stores
 import { shareIdOf } from './vfs/handle.js';
 import type { FileService } from './vfs/service.js';
 import type pLimit from 'p-limit';
+import { BufferPools } from './wire/buffer-pool.js';
 
 export interface DesiredShares {
   metadataStores: Readonly<Record<string, MetadataStoreConfig>>;
@@ -28,6 +29,8 @@ export interface ShareRuntimeDeps {
   wal: Wal;
   cache: BlockCache;
   uploads: ReturnType<typeof pLimit>;
+  /** Block buffers for uploads, shared by every share. */
+  buffers: BufferPools;
   dataDir: string;
   log: Logger;
   metrics: ServerMetrics | null;
@@ -239,6 +242,7 @@ export class ShareRuntime {
       wal: this.deps.wal,
       cache: this.deps.cache,
       uploads: this.deps.uploads,
+      buffers: this.deps.buffers,
       log,
       ...(metrics ? { onUploadFailed: () => metrics.uploadFailed(sh.name) } : {}),
     });

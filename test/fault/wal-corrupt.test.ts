@@ -103,7 +103,12 @@ describe('fault: corrupt WAL record', { timeout: 120_000 }, () => {
       // seeded stays in its database whatever the file says next.
       const config = (share: string) => `server:\n  api:\n    enabled: false\nshares:\n  - name: ${share}\n`;
       // No API, so no /health/ready: startDittofs waits for NFS, which listens once replay is done.
-      const first = await startDittofs({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/old'), 'old.yaml') });
+      const first = await startDittofs({
+        dataDir,
+        keepDataDir: true,
+        api: false,
+        configFile: await writeConfig(dir, config('/old'), 'old.yaml'),
+      });
       servers.push(first);
       const data = randomBytes(CHUNK);
       const c = await NfsOps.open(first.nfsPort);
@@ -115,7 +120,7 @@ describe('fault: corrupt WAL record', { timeout: 120_000 }, () => {
       }
       await first.kill(); // well within the idle flush: the data is only in the WAL
       await assert.rejects(
-        startDittofs({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/new'), 'new.yaml') }),
+        startDittofs({ dataDir, keepDataDir: true, api: false, configFile: await writeConfig(dir, config('/new'), 'new.yaml') }),
         (err: Error) => {
           assert.match(err.message, /WAL holds 1 unflushed records of a share with id [0-9a-f]{8} that is not in the config/);
           assert.match(err.message, /configured: \/new \([0-9a-f]{8}\)/);
@@ -124,7 +129,12 @@ describe('fault: corrupt WAL record', { timeout: 120_000 }, () => {
         },
       );
       // With the share back, the data is served.
-      const again = await startDittofs({ dataDir, keepDataDir: true, configFile: await writeConfig(dir, config('/old'), 'old.yaml') });
+      const again = await startDittofs({
+        dataDir,
+        keepDataDir: true,
+        api: false,
+        configFile: await writeConfig(dir, config('/old'), 'old.yaml'),
+      });
       servers.push(again);
       const c2 = await NfsOps.open(again.nfsPort);
       try {

@@ -68,6 +68,8 @@ export interface StartOptions {
   /** Extra environment (DITTOFS_* overrides). */
   env?: Record<string, string>;
   nfsPort?: number;
+  /** False when the config turns the API off: start-up then waits for NFS alone. */
+  api?: boolean;
 }
 
 export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProcess> {
@@ -100,6 +102,8 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
     await waitForPort(nfsPort, 30_000, child);
+    // The API listens after NFS: tests that talk to it need it up too.
+    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false') await waitForPort(apiPort, 30_000, child);
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`${(err as Error).message}\n--- server output ---\n${out}`);

@@ -6,7 +6,8 @@ import { MemoryMetadataStore } from '../meta/memory.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
 import { BlockService } from './service.js';
-import { FileWal, MemoryWal, type Wal } from './wal.js';
+import { FileWal, MemoryWal, type Wal, type WalAppend } from './wal.js';
+import { BufferPools } from '../wire/buffer-pool.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -80,7 +81,10 @@ describe('block service data path', () => {
               const end = op.offset + op.data.length;
               if (end > model.length) model = Buffer.concat([model, Buffer.alloc(end - model.length)]);
               model.set(op.data, op.offset);
-              await svc.write(ino, op.offset, Buffer.from(op.data));
+              const buf = Buffer.from(op.data);
+              await svc.write(ino, op.offset, buf);
+              // The RPC layer reuses a WRITE's buffer once the write settles.
+              buf.fill(0xa5);
             } else if (op.kind === 'truncate') {
               await svc.truncate(ino, op.size);
               model = op.size <= model.length ? model.subarray(0, op.size) : Buffer.concat([model, Buffer.alloc(op.size - model.length)]);
@@ -108,6 +112,68 @@ describe('block service data path', () => {
       );
     });
   }
+
+  it('keeps no reference to written data once a write settles, even when the WAL write failed', async () => {
+    for (const kind of ['memory', 'file'] as const) {
+      const meta = new MemoryMetadataStore();
+      const inner = await makeWal(kind, 64 * BS);
+      let fail = false;
+      // The same log, except that appends fail on request (a disk error).
+      const appendWrite = (share: number, inode: number, offset: number, data: Buffer): WalAppend => {
+        const a = inner.appendWrite(share, inode, offset, data);
+        return fail ? { ...a, done: a.done.then(() => Promise.reject(new Error('disk gone'))) } : a;
+      };
+      const wal = new Proxy(inner, {
+        get(target, prop) {
+          if (prop === 'appendWrite') return appendWrite;
+          const v: unknown = Reflect.get(target, prop, target);
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+      const svc = new BlockService(new MemoryBlockStore(), meta, {
+        shareId: 1,
+        keyPrefix: 't',
+        blockSize: BS,
+        wal,
+        cache: new BlockCache(0),
+      });
+      const ino = await mkfile(meta);
+      const a = Buffer.alloc(BS / 2, 1);
+      await svc.write(ino, 0, a);
+      a.fill(0xee);
+      fail = true;
+      const b = Buffer.alloc(BS / 2, 2);
+      await assert.rejects(svc.write(ino, BS / 2, b), /could not write the WAL/);
+      b.fill(0xee);
+      const want = Buffer.concat([Buffer.alloc(BS / 2, 1), Buffer.alloc(BS / 2, 2)]);
+      assert.deepEqual(await svc.read(ino, 0, BS, BS), want, `${kind} WAL`);
+      await svc.close();
+      await inner.close();
+    }
+  });
+
+  it('assembles uploads in reused block buffers', async () => {
+    const meta = new MemoryMetadataStore();
+    const buffers = new BufferPools(4 * BS);
+    const svc = new BlockService(new MemoryBlockStore(), meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: await makeWal('file', 64 * BS),
+      cache: new BlockCache(0),
+      buffers,
+    });
+    const ino = await mkfile(meta);
+    const data = Buffer.alloc(20 * BS);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+    for (let i = 0; i < 20; i++) {
+      await svc.write(ino, i * BS, data.subarray(i * BS, (i + 1) * BS));
+      await svc.flush(ino);
+    }
+    assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
+    assert.equal(buffers.forSize(BS).created, 1, 'one block buffer served 20 uploads made one after another');
+    await svc.close();
+  });
 
   it('uploads a block as soon as it is completely written', async () => {
     const { meta, store, svc } = await setup();

@@ -10,6 +10,7 @@ import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
 import type { BlockRef, MetadataStore } from '../meta/store.js';
 import { VfsError } from '../vfs/errors.js';
+import { BufferPools, type BufferPool } from '../wire/buffer-pool.js';
 import { BlockCache } from './cache.js';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
 import { RECORD_TRUNCATE, WAL_GONE, type ReplayRecord, type Wal, type WalAppend, type WalHolder, type WalSegment } from './wal.js';
@@ -113,6 +114,8 @@ export interface BlockServiceOptions {
   gcIntervalMs?: number;
   /** Bounds the uploads in flight (share one between the services of a server); default: 16. */
   uploads?: LimitFunction;
+  /** Where uploads get their block buffers (share one between the services of a server). */
+  buffers?: BufferPools;
   log?: Logger;
   /** Called when an upload fails (metrics); the data stays dirty and is retried. */
   onUploadFailed?: (err: Error) => void;
@@ -124,6 +127,9 @@ const READ_AHEAD_BLOCKS = 4;
 
 /** Uploads in flight at once per server unless configured: each holds one block in memory. */
 export const DEFAULT_PARALLEL_UPLOADS = 16;
+
+/** Free block buffers kept for the next uploads, per block size (16 MiB: four 4 MiB blocks). */
+export const KEPT_BLOCK_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** The part of an object key after the share prefix: `INODE/INDEX-VERSION-RANDOM`. */
 const KEY_RE = /^(\d+)\/(\d+)-\d+-[0-9a-f]+$/;
@@ -154,6 +160,8 @@ export class BlockService {
   private readonly loading = new Map<string, Promise<Buffer>>();
   private readonly gcTimer: NodeJS.Timeout | null;
   private readonly uploads: LimitFunction;
+  /** Buffers blocks are assembled in for upload, reused once the store has them. */
+  private readonly blockBuffers: BufferPool;
   private gcRunning: Promise<GcResult> | null = null;
 
   constructor(
@@ -164,6 +172,7 @@ export class BlockService {
     this.blockSize = opts.blockSize;
     this.wal = opts.wal;
     this.uploads = opts.uploads ?? pLimit(DEFAULT_PARALLEL_UPLOADS);
+    this.blockBuffers = (opts.buffers ?? new BufferPools(KEPT_BLOCK_BUFFER_BYTES)).forSize(opts.blockSize);
     const idle = opts.idleFlushMs ?? 5000;
     this.timer = setInterval(() => this.flushIdle(idle), Math.max(250, Math.floor(idle / 2)));
     this.timer.unref();
@@ -211,6 +220,10 @@ export class BlockService {
 
   // ---- writes ----------------------------------------------------------------------------------
 
+  /**
+   * Appends `data` to the WAL and indexes it. Once this settles nothing here refers to `data` any
+   * more: the caller may reuse its buffer (the RPC layer does, for the next WRITE's record).
+   */
   async write(inodeId: number, offset: number, data: Buffer): Promise<void> {
     if (this.wal.full) await this.relievePressure();
     let a: WalAppend;
@@ -219,11 +232,14 @@ export class BlockService {
     } catch (err) {
       throw new VfsError('IO', `could not append to the WAL: ${(err as Error).message}`);
     }
-    const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, data);
+    // Without a persistent log the extents keep the bytes for good: they get their own copy.
+    const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, this.wal.persistent ? data : Buffer.from(data));
     try {
       await a.done;
     } catch (err) {
-      // The bytes stay indexed (from memory) so they are not lost from view, but the client is told.
+      // The bytes stay indexed (from a copy in memory) so they are not lost from view, but the
+      // client is told.
+      for (const e of exts) if (e.mem) e.mem = Buffer.from(e.mem);
       throw new VfsError('IO', `could not write the WAL: ${(err as Error).message}`);
     }
     if (this.wal.persistent) for (const e of exts) e.mem = null;
@@ -348,6 +364,8 @@ export class BlockService {
     let replaced: BlockRef | null = null;
     let error: Error | null = null;
     let uploadingKey: string | null = null;
+    let content: Buffer | null = null;
+    let stored = false;
     try {
       const limit = this.limits.get(inodeId);
       if (limit !== undefined) clip(v, Math.max(0, limit - index * this.blockSize));
@@ -355,11 +373,9 @@ export class BlockService {
       const [prev] = await this.meta.getBlocks(inodeId, index, index + 1);
       let length = rangesEnd(v.ranges);
       if (prev && prev.length > length) length = prev.length;
-      let content: Buffer;
-      if (covers(v.ranges, 0, length)) {
-        content = Buffer.allocUnsafe(length);
-      } else {
-        content = Buffer.alloc(length);
+      content = this.blockBuffers.take(length);
+      if (!covers(v.ranges, 0, length)) {
+        content.fill(0);
         if (prev) {
           const base = await this.readObject(prev);
           base.copy(content, 0, 0, Math.min(base.length, length));
@@ -371,13 +387,14 @@ export class BlockService {
       this.uploading.add(key);
       uploadingKey = key;
       await this.store.put(key, content);
+      // Only a completed put is known to be done with the buffer (a failed one may still be sending).
+      stored = true;
       if (this.freed.has(inodeId)) {
         await this.store.delete(key);
         return null;
       }
       replaced = await this.meta.putBlock(inodeId, { index, key, length, version });
       if (replaced?.key === key) replaced = null;
-      this.opts.cache.set(key, content);
       if (s.failures > 0)
         this.opts.log?.info({ inode: inodeId, block: index, failures: s.failures }, 'block upload succeeded after retries');
       s.failures = 0;
@@ -398,6 +415,7 @@ export class BlockService {
       }
       return error;
     } finally {
+      if (content !== null && (stored || uploadingKey === null)) this.blockBuffers.give(content);
       if (uploadingKey !== null) this.uploading.delete(uploadingKey);
       const at = s.inflight.indexOf(v);
       if (at >= 0) s.inflight.splice(at, 1);

@@ -10,7 +10,10 @@ export interface BlockStore {
   readonly kind: string;
   open(): Promise<void>;
   close(): Promise<void>;
-  /** Stores `data` under `key`, durably once the promise resolves. */
+  /**
+   * Stores `data` under `key`, durably once the promise resolves. Nothing refers to `data` once it
+   * has resolved: the caller reuses the buffer.
+   */
   put(key: string, data: Buffer): Promise<void>;
   /** Reads `length` bytes at `offset` (fewer at the object's end); NOENT-style null if absent. */
   get(key: string, offset?: number, length?: number): Promise<Buffer | null>;

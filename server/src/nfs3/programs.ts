@@ -39,6 +39,9 @@ export function nfsRpcProgram(nfs: Nfs3Program): RpcProgram {
     maxProc: NfsProc.COMMIT,
     handle: (call: RpcCall, w: XdrWriter) => nfs.handle(call, w),
     isNonIdempotent: (proc) => NON_IDEMPOTENT.has(proc),
+    // WRITE hands its data to the block service, which keeps none of it once the write settles
+    // (BlockService.write); its record is the only large one, and worth reusing.
+    releasesRecord: (proc) => proc === NfsProc.WRITE,
     procName: (proc) => NFS_PROC_NAMES[proc] ?? `PROC_${proc}`,
     // Every NFSv3 result but NULL's starts with its nfsstat3.
     resultStatus: (proc, reply, at, end) => (proc === NfsProc.NULL ? 'ok' : leadingStatus(NFS_STATUS_LABELS, reply, at, end)),

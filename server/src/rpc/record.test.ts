@@ -52,6 +52,34 @@ describe('RFC 5531 §11 record marking', () => {
     assert.throws(() => new RecordReader(100).push(Buffer.from([0, 0, 0, 0])), FrameError);
   });
 
+  it('keeps nothing of a chunk: the caller may overwrite it at once (a reused socket buffer)', () => {
+    const a = Buffer.from('a record that arrives in pieces');
+    const b = Buffer.from('and another');
+    const wire = Buffer.concat([frame(a, 2), frame(b)]);
+    const r = new RecordReader(1024);
+    const chunk = Buffer.alloc(7);
+    const got: Buffer[] = [];
+    for (let pos = 0; pos < wire.length; pos += chunk.length) {
+      const n = wire.copy(chunk, 0, pos, Math.min(wire.length, pos + chunk.length));
+      got.push(...r.push(chunk.subarray(0, n)));
+      chunk.fill(0xee);
+    }
+    assert.deepEqual(got, [a, b]);
+  });
+
+  it('puts a single-fragment record into a buffer of its exact size from the allocator', () => {
+    const sizes: number[] = [];
+    const r = new RecordReader(1024, (size) => {
+      sizes.push(size);
+      return Buffer.alloc(size, 0xaa);
+    });
+    const one = Buffer.from('single fragment');
+    const two = Buffer.from('two fragments here');
+    assert.deepEqual(r.push(Buffer.concat([frame(one), frame(two, 2)])), [one, two]);
+    // The multi-fragment record is assembled from its parts, not from the allocator.
+    assert.deepEqual(sizes, [one.length]);
+  });
+
   it('property: any chunking of a stream of records yields the same records', () => {
     fc.assert(
       fc.property(

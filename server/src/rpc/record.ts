@@ -1,55 +1,96 @@
 // RFC 5531 §11 Record Marking: each fragment is preceded by a 4-byte header whose top bit marks the
 // last fragment of a record and whose low 31 bits give the fragment length. A record is the
 // concatenation of its fragments. The declared size is checked against a cap before buffering.
-import { ByteQueue } from '../wire/byte-queue.js';
+//
+// The reader copies what it needs out of every chunk it is given, so the caller may reuse the chunk
+// (a socket reading into one buffer over and over). A single-fragment record (what every client
+// sends) is copied straight into a buffer of its final size, taken from `alloc`: one copy per byte
+// from the socket buffer to the record that the program decodes.
 import { FrameError } from '../wire/errors.js';
 
 const LAST_FRAGMENT = 0x80000000;
 
-export class RecordReader {
-  private readonly queue = new ByteQueue();
-  private fragments: Buffer[] = [];
-  private recordSize = 0;
+/** Where records' buffers come from: a pool for large records, say. Contents may be garbage. */
+export type RecordAlloc = (size: number) => Buffer;
 
-  constructor(private readonly maxRecordSize: number) {}
+const allocUnsafe: RecordAlloc = (size) => Buffer.allocUnsafe(size);
+
+export class RecordReader {
+  /** The 4-byte fragment header being read, and how much of it has arrived. */
+  private readonly header = Buffer.alloc(4);
+  private headerFill = 0;
+  /** The fragment being filled (null between fragments), its fill, and whether it ends the record. */
+  private frag: Buffer | null = null;
+  private fragFill = 0;
+  private fragLast = false;
+  /** Earlier fragments of a multi-fragment record, and their total size. */
+  private parts: Buffer[] = [];
+  private partsSize = 0;
+
+  constructor(
+    private readonly maxRecordSize: number,
+    private readonly alloc: RecordAlloc = allocUnsafe,
+  ) {}
 
   /**
-   * Appends a socket chunk and returns every record now complete. Throws FrameError when a record
-   * would exceed the cap or a fragment is empty and not last; the connection must then be closed.
+   * Consumes a socket chunk and returns every record now complete. The chunk is not kept. Throws
+   * FrameError when a record would exceed the cap or a fragment is empty and not last; the
+   * connection must then be closed.
    */
   push(chunk: Buffer): Buffer[] {
-    this.queue.push(chunk);
     const out: Buffer[] = [];
-    for (;;) {
-      if (this.queue.length < 4) break;
-      const header = this.queue.peekUInt32BE(0);
-      const last = (header & LAST_FRAGMENT) !== 0;
-      const len = header & 0x7fffffff;
-      if (this.recordSize + len > this.maxRecordSize) {
-        throw new FrameError(`RPC record of at least ${this.recordSize + len} bytes exceeds the limit of ${this.maxRecordSize}`);
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.frag === null) {
+        const n = Math.min(4 - this.headerFill, chunk.length - at);
+        chunk.copy(this.header, this.headerFill, at, at + n);
+        this.headerFill += n;
+        at += n;
+        if (this.headerFill < 4) break;
+        this.headerFill = 0;
+        this.startFragment(this.header.readUInt32BE(0));
       }
-      if (len === 0 && !last) throw new FrameError('empty non-final RPC fragment');
-      if (this.queue.length < 4 + len) break;
-      this.queue.skip(4);
-      const frag = this.queue.take(len);
-      if (last && this.fragments.length === 0) {
+      const frag = this.frag!;
+      const n = Math.min(frag.length - this.fragFill, chunk.length - at);
+      if (n > 0) {
+        chunk.copy(frag, this.fragFill, at, at + n);
+        this.fragFill += n;
+        at += n;
+      }
+      if (this.fragFill < frag.length) break;
+      this.frag = null;
+      this.fragFill = 0;
+      if (!this.fragLast) {
+        this.parts.push(frag);
+        this.partsSize += frag.length;
+      } else if (this.parts.length === 0) {
         out.push(frag);
-        continue;
-      }
-      this.fragments.push(frag);
-      this.recordSize += len;
-      if (last) {
-        out.push(Buffer.concat(this.fragments, this.recordSize));
-        this.fragments = [];
-        this.recordSize = 0;
+      } else {
+        this.parts.push(frag);
+        out.push(Buffer.concat(this.parts, this.partsSize + frag.length));
+        this.parts = [];
+        this.partsSize = 0;
       }
     }
     return out;
   }
 
+  private startFragment(header: number): void {
+    const last = (header & LAST_FRAGMENT) !== 0;
+    const len = header & 0x7fffffff;
+    if (this.partsSize + len > this.maxRecordSize) {
+      throw new FrameError(`RPC record of at least ${this.partsSize + len} bytes exceeds the limit of ${this.maxRecordSize}`);
+    }
+    if (len === 0 && !last) throw new FrameError('empty non-final RPC fragment');
+    // The only fragment of a record is the record itself: it goes where the record will live.
+    this.frag = last && this.parts.length === 0 ? this.alloc(len) : Buffer.allocUnsafe(len);
+    this.fragFill = 0;
+    this.fragLast = last;
+  }
+
   /** Bytes buffered that do not yet form a record. */
   get pending(): number {
-    return this.queue.length + this.recordSize;
+    return this.headerFill + this.partsSize + this.fragFill;
   }
 }
 

@@ -21,7 +21,9 @@ import {
   RPC_VERSION,
   writeAcceptedHeader,
 } from './message.js';
-import { recordMark, RecordReader } from './record.js';
+import { BufferPool } from '../wire/buffer-pool.js';
+import { readIntoBuffer } from '../wire/socket-read.js';
+import { recordMark, RecordReader, type RecordAlloc } from './record.js';
 import { XdrWriter } from './xdr.js';
 
 export interface RpcConnectionInfo {
@@ -40,6 +42,11 @@ export interface RpcProgram {
   handle(call: RpcCall, w: XdrWriter, conn: RpcConnectionInfo): Promise<Buffer[] | undefined>;
   /** Procedures whose retransmissions must get the cached original reply. */
   isNonIdempotent(proc: number): boolean;
+  /**
+   * True when `handle` keeps no reference into the call's record once it has settled (resolved or
+   * rejected): the record's buffer is then reused for later calls. Absent: never.
+   */
+  releasesRecord?(proc: number): boolean;
   procName(proc: number): string;
   /**
    * The outcome of a call `handle` completed, as a metrics label from a fixed table (`ok`,
@@ -56,6 +63,11 @@ export interface RpcServerOptions {
   log?: Logger;
   /** Told about every call answered (metrics); absent, nothing is measured. */
   observer?: RequestObserver;
+}
+
+/** Whether a record's buffer may be reused once its call is answered. */
+interface RecordLease {
+  reusable: boolean;
 }
 
 interface DrcEntry {
@@ -97,6 +109,14 @@ class DuplicateRequestCache {
 
 const MAX_GARBAGE_PER_CONNECTION = 64;
 
+/** Every connection reads into one buffer of this size (each read is consumed before the next). */
+const READ_BUFFER_BYTES = 256 * 1024;
+/** Records this large or larger come from a pool of buffers (a 1 MiB WRITE and its headers fit one). */
+const POOLED_RECORD_MIN = 64 * 1024;
+const POOLED_RECORD_BYTES = 1024 * 1024 + 4096;
+/** Free record buffers kept for reuse. */
+const POOLED_RECORDS_KEPT = 16;
+
 /** Status labels of calls that failed at the RPC level (RFC 5531 accept_stat). */
 const ACCEPT_STAT_LABELS: Readonly<Record<number, string>> = Object.freeze({
   [AS.PROG_UNAVAIL]: 'prog_unavail',
@@ -124,6 +144,11 @@ export class RpcServer {
   private closed: Promise<void> | null = null;
   /** Span names (`nfs.WRITE`) by program and procedure, made once. */
   private readonly spanNames = new Map<number, string[]>();
+  /** Where every TCP connection reads (see readIntoBuffer), made with the first connection. */
+  private readBuffer: Buffer | null = null;
+  /** Buffers of large records, reused once their call is answered (see RpcProgram.releasesRecord). */
+  readonly recordPool: BufferPool;
+  private readonly allocRecord: RecordAlloc;
 
   constructor(
     programs: RpcProgram[],
@@ -131,6 +156,8 @@ export class RpcServer {
   ) {
     for (const p of programs) this.programs.set(p.prog, p);
     this.drc = new DuplicateRequestCache(opts.drcSize);
+    const pool = (this.recordPool = new BufferPool(Math.min(opts.maxRecordSize, POOLED_RECORD_BYTES), POOLED_RECORDS_KEPT));
+    this.allocRecord = (size) => (size >= POOLED_RECORD_MIN ? pool.take(size) : Buffer.allocUnsafe(size));
   }
 
   get connections(): number {
@@ -138,7 +165,8 @@ export class RpcServer {
   }
 
   listenTcp(port: number, host: string): Promise<number> {
-    const server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+    // Paused until onConnection has chosen how the socket reads.
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.onConnection(socket));
     this.tcpServers.push(server);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -187,7 +215,7 @@ export class RpcServer {
     const opened = Date.now();
     let requests = 0;
     log?.info({ peer }, 'RPC connection opened');
-    const reader = new RecordReader(this.opts.maxRecordSize);
+    const reader = new RecordReader(this.opts.maxRecordSize, this.allocRecord);
     const conn: RpcConnectionInfo = { host, transport: 'tcp' };
     const maxInFlight = this.opts.maxInFlightPerConnection ?? 64;
     let active = 0;
@@ -211,7 +239,7 @@ export class RpcServer {
       }
     };
     socket.on('drain', resumeIfPossible);
-    socket.on('data', (chunk: Buffer) => {
+    const onChunk = (chunk: Buffer): void => {
       // Calls arriving after close() began are not served; the client resends them elsewhere.
       if (this.closing) return;
       let records: Buffer[];
@@ -240,7 +268,10 @@ export class RpcServer {
         paused = true;
         socket.pause();
       }
-    });
+    };
+    this.readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+    if (!readIntoBuffer(socket, this.readBuffer, (n, buf) => onChunk(buf.subarray(0, n)))) socket.on('data', onChunk);
+    socket.resume();
     socket.on('error', (err) => log?.debug({ peer, err: err.message }, 'RPC socket error'));
     socket.on('close', () => {
       this.sockets.delete(socket);
@@ -251,11 +282,13 @@ export class RpcServer {
   /** Decodes and answers one record. Never rejects. */
   private async process(record: Buffer, conn: RpcConnectionInfo, send: (parts: Buffer[]) => void, onGarbage?: () => void): Promise<void> {
     this.inFlight++;
+    const lease: RecordLease = { reusable: true };
     try {
-      const reply = await this.answer(record, conn, send);
+      const reply = await this.answer(record, conn, send, lease);
       if (reply === undefined) onGarbage?.();
       else if (reply !== null) send(reply);
     } finally {
+      if (lease.reusable) this.recordPool.give(record);
       this.inFlight--;
       if (this.inFlight === 0 && this.idleWaiters.length > 0) {
         const w = this.idleWaiters;
@@ -270,7 +303,12 @@ export class RpcServer {
    * retransmission whose original is still in progress), undefined when the record is not an RPC
    * call at all (no reply is possible without a valid header). Never rejects.
    */
-  async answer(record: Buffer, conn: RpcConnectionInfo, lateReply?: (reply: Buffer[]) => void): Promise<Buffer[] | null | undefined> {
+  async answer(
+    record: Buffer,
+    conn: RpcConnectionInfo,
+    lateReply?: (reply: Buffer[]) => void,
+    lease?: RecordLease,
+  ): Promise<Buffer[] | null | undefined> {
     let call: RpcCall;
     try {
       call = decodeCall(record);
@@ -279,7 +317,7 @@ export class RpcServer {
       return undefined;
     }
     try {
-      return await this.dispatch(call, record, conn, lateReply);
+      return await this.dispatch(call, record, conn, lateReply, lease);
     } catch (err) {
       this.opts.log?.error({ err, xid: call.xid }, 'RPC dispatch failed');
       return [encodeAcceptError(call.xid, AS.SYSTEM_ERR)];
@@ -291,6 +329,7 @@ export class RpcServer {
     record: Buffer,
     conn: RpcConnectionInfo,
     lateReply?: (reply: Buffer[]) => void,
+    lease?: RecordLease,
   ): Promise<Buffer[] | null> {
     const log = this.opts.log;
     const { xid } = call;
@@ -346,6 +385,7 @@ export class RpcServer {
     const span = tracingEnabled() ? this.startCallSpan(program, call.proc, conn) : null;
     let stat: AcceptStat = AS.SUCCESS;
     let extra: Buffer[] | undefined;
+    if (lease && program.releasesRecord?.(call.proc) !== true) lease.reusable = false;
     try {
       extra = span === null ? await program.handle(call, w, conn) : await runInSpan(span, () => program.handle(call, w, conn));
     } catch (err) {

@@ -313,8 +313,13 @@ export class FileService {
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
     if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
     // The WAL append and the attribute update run side by side (the reply needs both); the WAL
-    // carries the size too, so replay restores it whichever finished first before a crash.
-    const [, after] = await Promise.all([share.data.write(inode.id, offset, data), share.meta.setAttr(inode.id, changes)]);
+    // carries the size too, so replay restores it whichever finished first before a crash. Both
+    // are waited for even when one fails: until the data write settles it may still read `data`,
+    // whose buffer the caller reuses once this returns.
+    const [written, attrs] = await Promise.allSettled([share.data.write(inode.id, offset, data), share.meta.setAttr(inode.id, changes)]);
+    if (written.status === 'rejected') throw written.reason;
+    if (attrs.status === 'rejected') throw attrs.reason;
+    const after = attrs.value;
     if (stable) await this.sync(share, inode.id);
     return { before: inode, after };
   }

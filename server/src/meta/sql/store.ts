@@ -142,12 +142,14 @@ const S = {
     name: 'dfs_get_blocks',
     text: `SELECT idx, key, length, version FROM blocks WHERE inode = $1 AND idx >= $2 AND idx < $3 ORDER BY idx`,
   },
-  lockBlock: { name: 'dfs_lock_block', text: `SELECT key, length, version FROM blocks WHERE inode = $1 AND idx = $2 FOR UPDATE` },
-  updateBlock: { name: 'dfs_update_block', text: `UPDATE blocks SET key = $3, length = $4, version = $5 WHERE inode = $1 AND idx = $2` },
-  insertBlock: {
-    name: 'dfs_insert_block',
-    text: `INSERT INTO blocks (inode, idx, key, length, version) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (inode, idx) DO NOTHING RETURNING idx`,
+  // One statement (one round trip, atomic on its own): the row as it was, locked, and the new one in
+  // its place. Both parts see the row as it was before the statement.
+  putBlock: {
+    name: 'dfs_put_block',
+    text: `WITH old AS (SELECT key, length, version FROM blocks WHERE inode = $1 AND idx = $2 FOR UPDATE),
+           put AS (INSERT INTO blocks (inode, idx, key, length, version) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (inode, idx) DO UPDATE SET key = EXCLUDED.key, length = EXCLUDED.length, version = EXCLUDED.version)
+           SELECT key, length, version FROM old`,
   },
   dropBlocks: {
     name: 'dfs_drop_blocks',
@@ -588,18 +590,11 @@ export class SqlMetadataStore implements MetadataStore {
   }
 
   async putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null> {
-    return this.tx(async (tx) => {
-      const values = [inodeId, ref.index, ref.key, ref.length, ref.version];
-      const old = await tx.query(S.lockBlock, [inodeId, ref.index]);
-      if (old.rows[0]) {
-        await tx.query(S.updateBlock, values);
-        return blockRef({ ...old.rows[0], idx: ref.index });
-      }
-      const ins = await tx.query(S.insertBlock, values);
-      // Inserted concurrently since we looked: run again, to lock and replace that one.
-      if (ins.rows.length === 0) throw new RetryTransaction('block row appeared concurrently');
-      return null;
-    });
+    // Not run again when the connection breaks in flight: had the first run committed, the second
+    // would report the new key as the one replaced, and the old object would never be deleted. The
+    // caller's upload fails instead and is retried whole.
+    const { rows } = await this.q(S.putBlock, [inodeId, ref.index, ref.key, ref.length, ref.version], { retryable: false });
+    return rows[0] ? blockRef({ ...rows[0], idx: ref.index }) : null;
   }
 
   async dropBlocks(inodeId: number, from: number): Promise<BlockRef[]> {

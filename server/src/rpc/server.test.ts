@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { AuthFlavor, encodeCall } from './message.js';
+import { recordMark, RecordReader } from './record.js';
+import { RpcServer, type RpcProgram } from './server.js';
+import { XdrReader } from './xdr.js';
+
+const PROG = 400_123;
+const HASH = 1; // answers the sha256 of its arguments; keeps nothing of the record
+const KEEP = 2; // keeps a view of its arguments for good (as a careless handler might)
+
+const none = { flavor: AuthFlavor.AUTH_NONE, body: Buffer.alloc(0) };
+const sha = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
+
+/** A TCP client that sends calls one at a time and returns each reply's result bytes. */
+class Client {
+  private readonly reader = new RecordReader(1 << 20);
+  private waiting: ((r: Buffer) => void)[] = [];
+  private constructor(private readonly sock: net.Socket) {
+    sock.on('data', (chunk: Buffer) => {
+      for (const rec of this.reader.push(chunk)) this.waiting.shift()?.(rec);
+    });
+  }
+  static async connect(port: number): Promise<Client> {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise<void>((r) => sock.once('connect', r));
+    return new Client(sock);
+  }
+  call(xid: number, proc: number, args: Buffer): Promise<Buffer> {
+    const rec = encodeCall(xid, PROG, 1, proc, none, args);
+    this.sock.write(Buffer.concat([recordMark(rec.length), rec]));
+    return new Promise<Buffer>((resolve) =>
+      this.waiting.push((reply) => {
+        const r = new XdrReader(reply);
+        r.fixed(20); // xid, REPLY, MSG_ACCEPTED, verifier
+        assert.equal(r.u32(), 0, 'SUCCESS');
+        resolve(r.fixed(r.remaining));
+      }),
+    );
+  }
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+describe('RPC server over TCP: record buffers', () => {
+  const kept: Buffer[] = [];
+  const keptCopies: Buffer[] = [];
+  const program: RpcProgram = {
+    prog: PROG,
+    name: 'test',
+    lowVersion: 1,
+    highVersion: 1,
+    maxProc: KEEP,
+    handle: async (call, w) => {
+      const args = call.args.fixed(call.args.remaining);
+      await new Promise((r) => setImmediate(r));
+      if (call.proc === KEEP) {
+        kept.push(args);
+        keptCopies.push(Buffer.from(args));
+      }
+      w.fixed(sha(args));
+      return undefined;
+    },
+    isNonIdempotent: () => false,
+    releasesRecord: (proc) => proc === HASH,
+    procName: (proc) => String(proc),
+  };
+  const rpc = new RpcServer([program], { maxRecordSize: 1 << 20, drcSize: 16 });
+  let port = 0;
+
+  before(async () => {
+    port = await rpc.listenTcp(0, '127.0.0.1');
+  });
+  after(() => rpc.close(1000));
+
+  const payload = (seed: number, size: number): Buffer => {
+    const b = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) b[i] = (seed * 131 + i * 7 + (i >> 10)) & 0xff;
+    return b;
+  };
+
+  it('reuses the buffer of a large record whose procedure releases it, and every call still sees its own bytes', async () => {
+    const c = await Client.connect(port);
+    try {
+      const before = rpc.recordPool.created;
+      for (let i = 0; i < 40; i++) {
+        const args = payload(i, 300_000);
+        assert.deepEqual(await c.call(i + 1, HASH, args), sha(args), `call ${i}`);
+      }
+      // One call at a time: one buffer serves them all.
+      assert.ok(rpc.recordPool.created - before <= 1, `${rpc.recordPool.created - before} record buffers made for 40 calls`);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('never reuses the record of a procedure that may keep a view of it', async () => {
+    const c = await Client.connect(port);
+    try {
+      for (let i = 0; i < 5; i++) await c.call(100 + i, KEEP, payload(100 + i, 200_000));
+      // Later large records must not land in the kept ones' buffers.
+      for (let i = 0; i < 20; i++) await c.call(200 + i, HASH, payload(200 + i, 200_000));
+      assert.equal(kept.length, 5);
+      for (let i = 0; i < kept.length; i++) assert.ok(kept[i]!.equals(keptCopies[i]!), `kept record ${i} was overwritten`);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('serves calls pipelined on one connection, small and large, each with its own bytes', async () => {
+    const c = await Client.connect(port);
+    try {
+      const sizes = [12, 70_000, 8, 400_000, 65_536, 4, 300_000, 64 * 1024 - 4]; // XDR pads to 4
+      const args = sizes.map((n, i) => payload(300 + i, n));
+      const replies = await Promise.all(args.map((a, i) => c.call(300 + i, HASH, a)));
+      replies.forEach((r, i) => assert.deepEqual(r, sha(args[i]!), `call ${i} of ${sizes[i]} bytes`));
+    } finally {
+      c.close();
+    }
+  });
+});

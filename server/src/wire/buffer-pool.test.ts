@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BufferPool, BufferPools } from './buffer-pool.js';
+
+describe('BufferPool', () => {
+  it('hands a given-back buffer out again instead of making a new one', () => {
+    const pool = new BufferPool(1024, 4);
+    const a = pool.take(1000);
+    assert.equal(a.length, 1000);
+    pool.give(a);
+    const b = pool.take(1024);
+    assert.equal(b.buffer, a.buffer);
+    assert.equal(pool.created, 1);
+  });
+
+  it('ignores a buffer given back twice, so two callers never share one', () => {
+    const pool = new BufferPool(64, 4);
+    const a = pool.take(64);
+    pool.give(a);
+    pool.give(a);
+    assert.equal(pool.idle, 1);
+    const x = pool.take(64);
+    const y = pool.take(64);
+    assert.notEqual(x.buffer, y.buffer);
+  });
+
+  it('ignores buffers it did not make, and serves larger sizes with buffers of their own', () => {
+    const pool = new BufferPool(64, 4);
+    pool.give(Buffer.alloc(64));
+    assert.equal(pool.idle, 0);
+    const big = pool.take(100);
+    assert.equal(big.length, 100);
+    pool.give(big);
+    assert.equal(pool.idle, 0);
+    assert.equal(pool.created, 0);
+  });
+
+  it('keeps at most maxFree idle buffers', () => {
+    const pool = new BufferPool(16, 2);
+    const bufs = [pool.take(16), pool.take(16), pool.take(16)];
+    for (const b of bufs) pool.give(b);
+    assert.equal(pool.idle, 2);
+  });
+
+  it('BufferPools: one pool per size, keeping about keepBytes idle', () => {
+    const pools = new BufferPools(4096);
+    assert.equal(pools.forSize(1024), pools.forSize(1024));
+    const small = pools.forSize(1024);
+    const bufs = Array.from({ length: 6 }, () => small.take(1024));
+    for (const b of bufs) small.give(b);
+    assert.equal(small.idle, 4);
+    // A size larger than keepBytes still keeps one.
+    const big = pools.forSize(8192);
+    big.give(big.take(8192));
+    assert.equal(big.idle, 1);
+  });
+});
