@@ -151,7 +151,8 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   const cache = new BlockCache(config.cache.read_cache_bytes);
   // One bound on uploads in flight for the whole server, whatever the number of shares.
   const uploads = pLimit(DEFAULT_PARALLEL_UPLOADS);
-  const buffers = new BufferPools(KEPT_BLOCK_BUFFER_BYTES);
+  // Shared memory: the S3 client hashes a block for its signature on a worker thread, in place.
+  const buffers = new BufferPools(KEPT_BLOCK_BUFFER_BYTES, true);
   const cleanups: (() => Promise<void>)[] = [];
   const fileService = new FileService(log);
   const metrics = config.metrics.enabled ? new ServerMetrics() : null;

@@ -16,6 +16,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
+import { OffloadedSha256 } from './offload-hash.js';
 
 export const DEFAULT_S3_REGION = 'us-east-1';
 export const DEFAULT_S3_REQUEST_TIMEOUT_MS = 30_000;
@@ -144,6 +145,11 @@ export class S3BlockStore implements BlockStore {
       forcePathStyle: opts.forcePathStyle ?? false,
       maxAttempts: opts.maxAttempts ?? DEFAULT_S3_MAX_ATTEMPTS,
       retryMode: 'standard',
+      // The signature's payload hash already lets S3 check every byte it receives: no CRC32 on top
+      // (the SDK's default for uploads, computed on the main thread), unless an operation needs one.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      // Large bodies in shared memory are hashed for the signature on a worker thread.
+      sha256: OffloadedSha256,
       requestHandler: new NodeHttpHandler({
         httpAgent: new http.Agent(agentOptions),
         httpsAgent: new https.Agent(agentOptions),

@@ -172,7 +172,7 @@ export class BlockService {
     this.blockSize = opts.blockSize;
     this.wal = opts.wal;
     this.uploads = opts.uploads ?? pLimit(DEFAULT_PARALLEL_UPLOADS);
-    this.blockBuffers = (opts.buffers ?? new BufferPools(KEPT_BLOCK_BUFFER_BYTES)).forSize(opts.blockSize);
+    this.blockBuffers = (opts.buffers ?? new BufferPools(KEPT_BLOCK_BUFFER_BYTES, true)).forSize(opts.blockSize);
     const idle = opts.idleFlushMs ?? 5000;
     this.timer = setInterval(() => this.flushIdle(idle), Math.max(250, Math.floor(idle / 2)));
     this.timer.unref();
@@ -592,6 +592,33 @@ export class BlockService {
     const refs = await this.meta.getBlocks(inodeId, first, last + 1 + READ_AHEAD_BLOCKS);
     const refAt = new Map<number, BlockRef>();
     for (const r of refs) refAt.set(r.index, r);
+    if (first === last && !layers.has(first)) {
+      // The common case, a read inside one stored block: the answer is a view of the object (which
+      // is immutable), with no copy and no new buffer.
+      const ref = refAt.get(first);
+      const from = offset - first * bs;
+      const to = end - first * bs;
+      if (ref) {
+        const obj = await this.readObject(ref);
+        if (obj.length >= to) {
+          if (from === 0 || to === bs) this.readAhead(first, refAt);
+          return obj.subarray(from, to);
+        }
+      }
+    }
+    return this.assemble(offset, end, first, last, layers, refAt);
+  }
+
+  /** A read's bytes, merged block by block from stored objects (or zeros) and in-memory versions. */
+  private async assemble(
+    offset: number,
+    end: number,
+    first: number,
+    last: number,
+    layers: Map<number, BlockVersion[]>,
+    refAt: Map<number, BlockRef>,
+  ): Promise<Buffer> {
+    const bs = this.blockSize;
     const out = Buffer.allocUnsafe(end - offset);
     for (let index = first; index <= last; index++) {
       const blockStart = index * bs;
@@ -610,14 +637,18 @@ export class BlockService {
         const n = Math.max(0, Math.min(to, obj.length) - from);
         if (n > 0) obj.copy(out, at, from, from + n);
         if (n < to - from) out.fill(0, at + Math.max(0, n), at + (to - from));
-        // A read that starts or ends a block is likely sequential: fetch the next blocks too.
-        if (from === 0 || to === bs) for (let k = 1; k <= READ_AHEAD_BLOCKS; k++) this.prefetch(refAt.get(index + k));
+        if (from === 0 || to === bs) this.readAhead(index, refAt);
       } else {
         out.fill(0, at, at + (to - from));
       }
       if (vs) for (const v of vs) await this.materialize(v, from, to, out, at);
     }
     return out;
+  }
+
+  /** A read that starts or ends a block is likely sequential: fetch the next blocks too. */
+  private readAhead(index: number, refAt: Map<number, BlockRef>): void {
+    for (let k = 1; k <= READ_AHEAD_BLOCKS; k++) this.prefetch(refAt.get(index + k));
   }
 
   private prefetch(ref: BlockRef | undefined): void {

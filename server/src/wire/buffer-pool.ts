@@ -17,6 +17,8 @@ export class BufferPool {
     readonly bufferSize: number,
     /** Free buffers kept at most; more given back are dropped. */
     private readonly maxFree: number,
+    /** Back the pooled buffers with SharedArrayBuffers (worker threads can read them in place). */
+    private readonly shared = false,
   ) {}
 
   /** A buffer of exactly `size` bytes, with undefined contents. */
@@ -24,7 +26,7 @@ export class BufferPool {
     if (size > this.bufferSize) return Buffer.allocUnsafeSlow(size);
     let b = this.free.pop();
     if (b === undefined) {
-      b = Buffer.allocUnsafeSlow(this.bufferSize);
+      b = this.shared ? Buffer.from(new SharedArrayBuffer(this.bufferSize)) : Buffer.allocUnsafeSlow(this.bufferSize);
       this.created++;
     }
     this.out.add(b.buffer);
@@ -47,11 +49,14 @@ export class BufferPool {
 /** One pool per buffer size (block sizes differ between stores), each keeping about `keepBytes` free. */
 export class BufferPools {
   private readonly pools = new Map<number, BufferPool>();
-  constructor(private readonly keepBytes: number) {}
+  constructor(
+    private readonly keepBytes: number,
+    private readonly shared = false,
+  ) {}
 
   forSize(size: number): BufferPool {
     let p = this.pools.get(size);
-    if (p === undefined) this.pools.set(size, (p = new BufferPool(size, Math.max(1, Math.floor(this.keepBytes / size)))));
+    if (p === undefined) this.pools.set(size, (p = new BufferPool(size, Math.max(1, Math.floor(this.keepBytes / size)), this.shared)));
     return p;
   }
 }

@@ -82,7 +82,8 @@ describe('readIntoBuffer', () => {
 
   it('changes nothing on a socket that already reads into a buffer of its own', () => {
     const own = Buffer.alloc(16);
-    const s = new net.Socket({ onread: { buffer: own, callback: () => undefined } });
+    // `onread` is a documented constructor option that this @types/node does not list.
+    const s = new net.Socket({ onread: { buffer: own, callback: () => undefined } } as net.SocketConstructorOpts);
     assert.equal(
       readIntoBuffer(s, Buffer.alloc(16), () => undefined),
       false,
