@@ -23,6 +23,7 @@ import { checkStore, controlApplier, desiredFromFile, desiredFromSnapshot, openC
 import { ShareRuntime } from './shares.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
+import { DiskBlockCache } from './blocks/disk-cache.js';
 
 export interface RunningServer {
   readonly nfsPort: number | null;
@@ -206,12 +207,18 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       metrics.watchReadCache(cache);
       metrics.watchUploads(uploads);
     }
+    // The read cache on disk (for s3 block stores), next to the WAL on the server's volume.
+    const diskCacheDir = path.resolve(config.cache.disk_cache_dir ?? path.join(config.data_dir, 'cache'));
+    const diskCache =
+      config.cache.disk_cache_bytes > 0 ? await DiskBlockCache.open(diskCacheDir, config.cache.disk_cache_bytes, log) : null;
+    if (metrics && diskCache) metrics.watchDiskCache(diskCache);
     const shares = new ShareRuntime({
       fileService,
       wal: wal.wal,
       cache,
       uploads,
       buffers,
+      diskCache,
       dataDir: config.data_dir,
       log,
       metrics,

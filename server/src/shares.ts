@@ -17,6 +17,7 @@ import { shareIdOf } from './vfs/handle.js';
 import type { FileService } from './vfs/service.js';
 import type pLimit from 'p-limit';
 import { BufferPools } from './wire/buffer-pool.js';
+import type { DiskBlockCache } from './blocks/disk-cache.js';
 
 export interface DesiredShares {
   metadataStores: Readonly<Record<string, MetadataStoreConfig>>;
@@ -31,6 +32,8 @@ export interface ShareRuntimeDeps {
   uploads: ReturnType<typeof pLimit>;
   /** Block buffers for uploads, shared by every share. */
   buffers: BufferPools;
+  /** The read cache on disk, for shares whose block store is s3 (null: off). */
+  diskCache?: DiskBlockCache | null;
   dataDir: string;
   log: Logger;
   metrics: ServerMetrics | null;
@@ -243,6 +246,7 @@ export class ShareRuntime {
       cache: this.deps.cache,
       uploads: this.deps.uploads,
       buffers: this.deps.buffers,
+      ...(bcfg.type === 's3' && this.deps.diskCache ? { diskCache: { cache: this.deps.diskCache, namespace: sh.blocks } } : {}),
       log,
       ...(metrics ? { onUploadFailed: () => metrics.uploadFailed(sh.name) } : {}),
     });

@@ -12,6 +12,7 @@ import type { BlockRef, MetadataStore } from '../meta/store.js';
 import { VfsError } from '../vfs/errors.js';
 import { BufferPools, type BufferPool } from '../wire/buffer-pool.js';
 import { BlockCache } from './cache.js';
+import type { DiskBlockCache } from './disk-cache.js';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
 import { RECORD_TRUNCATE, WAL_GONE, type ReplayRecord, type Wal, type WalAppend, type WalHolder, type WalSegment } from './wal.js';
 
@@ -116,6 +117,11 @@ export interface BlockServiceOptions {
   uploads?: LimitFunction;
   /** Where uploads get their block buffers (share one between the services of a server). */
   buffers?: BufferPools;
+  /**
+   * The read cache on local disk, for a remote block store: objects uploaded or fetched are kept
+   * there, under `namespace` (the block store's name), and read from there before the store.
+   */
+  diskCache?: { cache: DiskBlockCache; namespace: string };
   log?: Logger;
   /** Called when an upload fails (metrics); the data stays dirty and is retried. */
   onUploadFailed?: (err: Error) => void;
@@ -395,6 +401,9 @@ export class BlockService {
       }
       replaced = await this.meta.putBlock(inodeId, { index, key, length, version });
       if (replaced?.key === key) replaced = null;
+      // Reading it back soon is likely: keep a local copy (before the buffer goes back to the pool).
+      const disk = this.opts.diskCache;
+      if (disk) await disk.cache.put(disk.namespace, key, content);
       if (s.failures > 0)
         this.opts.log?.info({ inode: inodeId, block: index, failures: s.failures }, 'block upload succeeded after retries');
       s.failures = 0;
@@ -542,17 +551,25 @@ export class BlockService {
     if (hit) return Promise.resolve(hit);
     let p = this.loading.get(ref.key);
     if (!p) {
-      p = this.store
-        .get(ref.key)
-        .then((data) => {
-          if (data === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
-          this.opts.cache.set(ref.key, data);
-          return data;
-        })
-        .finally(() => this.loading.delete(ref.key));
+      p = this.fetchObject(ref.key).finally(() => this.loading.delete(ref.key));
       this.loading.set(ref.key, p);
     }
     return p;
+  }
+
+  /** An object from the disk read cache, else from the store (then kept in the disk cache too). */
+  private async fetchObject(key: string): Promise<Buffer> {
+    const disk = this.opts.diskCache;
+    const cached = disk ? await disk.cache.get(disk.namespace, key) : null;
+    if (cached) {
+      this.opts.cache.set(key, cached);
+      return cached;
+    }
+    const data = await this.store.get(key);
+    if (data === null) throw Object.assign(new Error(`block object ${key} is missing`), { code: MISSING });
+    this.opts.cache.set(key, data);
+    if (disk) void disk.cache.put(disk.namespace, key, data);
+    return data;
   }
 
   /** Reads up to `count` bytes at `offset` of a file whose size is `fileSize`. */
@@ -740,7 +757,7 @@ export class BlockService {
 
   private async deleteObjects(refs: BlockRef[]): Promise<void> {
     for (const r of refs) {
-      this.opts.cache.delete(r.key);
+      this.forgetCached(r.key);
       try {
         await this.store.delete(r.key);
       } catch (err) {
@@ -748,6 +765,12 @@ export class BlockService {
         this.opts.log?.warn({ err, key: r.key }, 'could not delete an old block object');
       }
     }
+  }
+
+  private forgetCached(key: string): void {
+    this.opts.cache.delete(key);
+    const disk = this.opts.diskCache;
+    disk?.cache.delete(disk.namespace, key);
   }
 
   capacity(): Promise<BlockStoreCapacity> {
@@ -801,7 +824,7 @@ export class BlockService {
           const [ref] = await this.meta.getBlocks(inodeId, index, index + 1);
           if (ref?.key === o.key) continue;
         }
-        this.opts.cache.delete(o.key);
+        this.forgetCached(o.key);
         await this.store.delete(o.key);
         r.deleted++;
       }

@@ -91,7 +91,7 @@ export function defaultConfig(): DittoConfig {
     database: { type: 'embedded' },
     metrics: { enabled: true, port: 9090, bind: '0.0.0.0' },
     tracing: { enabled: false, endpoint: DEFAULT_TRACING_ENDPOINT, service_name: 'dittofs', sample_ratio: 1 },
-    cache: { wal_max_bytes: 1024 * MiB, max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB },
+    cache: { wal_max_bytes: 1024 * MiB, max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB, disk_cache_bytes: 1024 * MiB },
     metadata: { stores: defaultMetadataStores(DEFAULT_DATA_DIR) },
     blocks: { stores: defaultBlockStores(DEFAULT_DATA_DIR) },
     shares: defaultShares(),

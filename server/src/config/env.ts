@@ -41,6 +41,8 @@ export const NAMED_ENV_OVERRIDES: Readonly<Record<string, readonly (readonly str
   DITTOFS_WAL_MAX_BYTES: [['cache', 'wal_max_bytes']],
   DITTOFS_MAX_DIRTY_BYTES: [['cache', 'max_dirty_bytes']],
   DITTOFS_READ_CACHE_BYTES: [['cache', 'read_cache_bytes']],
+  DITTOFS_DISK_CACHE_DIR: [['cache', 'disk_cache_dir']],
+  DITTOFS_DISK_CACHE_BYTES: [['cache', 'disk_cache_bytes']],
   DITTOFS_JWT_SECRET: [['server', 'api', 'jwt_secret']],
   DITTOFS_DATABASE_URL: [['database', 'url']],
 });

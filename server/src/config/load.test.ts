@@ -77,7 +77,12 @@ describe('defaults', () => {
     });
     assert.deepEqual(c.database, { type: 'embedded' });
     assert.deepEqual(c.metrics, { enabled: true, port: 9090, bind: '0.0.0.0' });
-    assert.deepEqual(c.cache, { wal_max_bytes: 1024 * MiB, max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB });
+    assert.deepEqual(c.cache, {
+      wal_max_bytes: 1024 * MiB,
+      max_dirty_bytes: 256 * MiB,
+      read_cache_bytes: 64 * MiB,
+      disk_cache_bytes: 1024 * MiB,
+    });
     assert.deepEqual(c.metadata.stores, { default: { type: 'embedded', path: path.join('data', 'metadata', 'default') } });
     assert.deepEqual(c.blocks.stores, {
       default: { type: 'filesystem', block_size: 4 * MiB, path: path.join('data', 'blocks', 'default') },
@@ -286,6 +291,8 @@ describe('environment overrides', () => {
     ['DITTOFS_WAL_MAX_BYTES', '8GiB', (c) => c.cache.wal_max_bytes, 8 * 2 ** 30],
     ['DITTOFS_MAX_DIRTY_BYTES', '1GiB', (c) => c.cache.max_dirty_bytes, 2 ** 30],
     ['DITTOFS_READ_CACHE_BYTES', '1000000', (c) => c.cache.read_cache_bytes, 1_000_000],
+    ['DITTOFS_DISK_CACHE_DIR', '/cache', (c) => c.cache.disk_cache_dir, '/cache'],
+    ['DITTOFS_DISK_CACHE_BYTES', '0', (c) => c.cache.disk_cache_bytes, 0],
     ['DITTOFS_JWT_SECRET', 'k'.repeat(40), (c) => c.server.api.jwt_secret, 'k'.repeat(40)],
     ['DITTOFS_DATABASE_URL', 'postgres://u:p@db:5432/ditto', (c) => c.database.url, 'postgres://u:p@db:5432/ditto'],
     ['DITTOFS_DATABASE__TYPE', 'postgres', (c) => c.database.type, 'postgres'],

@@ -150,6 +150,12 @@ cache:
   max_dirty_bytes: 256MiB
   # Clean blocks kept in memory for reads. Env: DITTOFS_READ_CACHE_BYTES.
   read_cache_bytes: 64MiB
+  # For s3 block stores: blocks uploaded or fetched are also kept on local disk (the same volume as
+  # the WAL in Kubernetes), so reading recent data does not go back to S3. Least recently used
+  # blocks go first; 0 turns it off. Default dir: <data_dir>/cache. Env: DITTOFS_DISK_CACHE_DIR,
+  # DITTOFS_DISK_CACHE_BYTES.
+  # disk_cache_dir: /var/lib/dittofs/cache
+  disk_cache_bytes: 1GiB
 
 # Named stores, reusable by several shares. Store names: 1 to 63 letters, digits, "-", "_" or ".",
 # starting with a letter or digit. When the file defines no stores at all, the two "default" stores

@@ -560,6 +560,8 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
     wal_max_bytes: sizeLeaf({ min: 4 * 1024 * 1024 }),
     max_dirty_bytes: sizeLeaf({ min: 1 }),
     read_cache_bytes: sizeLeaf({ min: 1 }),
+    disk_cache_dir: pathLeaf(true),
+    disk_cache_bytes: sizeLeaf({ min: 0 }),
   }),
   metadata: obj<DittoConfig['metadata']>({
     stores: {

@@ -178,8 +178,15 @@ export interface DittoConfig {
      * written-but-unflushed data held in memory before writers wait (default 256 MiB).
      */
     max_dirty_bytes: number;
-    /** Bytes of clean blocks kept for reads (default 64 MiB). */
+    /** Bytes of clean blocks kept in memory for reads (default 64 MiB). */
     read_cache_bytes: number;
+    /**
+     * The read cache on disk, for s3 block stores (default `<data_dir>/cache`): blocks uploaded or
+     * fetched are kept there, so reading recent data does not go back to S3.
+     */
+    disk_cache_dir?: string;
+    /** Size limit of the disk read cache, least recently used out first; 0 turns it off (default 1 GiB). */
+    disk_cache_bytes: number;
   };
   metadata: {
     stores: Record<string, MetadataStoreConfig>;

@@ -136,6 +136,7 @@ export class ServerMetrics implements RequestObserver, DataObserver {
   private readonly dbErrors: Counter<'store' | 'reason'>;
   private wal: { source: WalSource; maxBytes: number } | null = null;
   private cache: ReadCacheSource | null = null;
+  private diskCache: ReadCacheSource | null = null;
   private uploads: UploadQueueSource | null = null;
   private readonly dirty = new Map<string, () => number>();
   private readonly connections = new Map<string, () => number>();
@@ -252,32 +253,8 @@ export class ServerMetrics implements RequestObserver, DataObserver {
       labelNames: ['share'] as const,
       registers,
     });
-    const cacheHits: Counter = new Counter({
-      name: 'dittofs_read_cache_hits_total',
-      help: 'Block reads served from the read cache.',
-      registers,
-      collect: () => {
-        cacheHits.reset();
-        cacheHits.inc(this.cache?.hits ?? 0);
-      },
-    });
-    const cacheMisses: Counter = new Counter({
-      name: 'dittofs_read_cache_misses_total',
-      help: 'Block reads the read cache could not serve (read from the block store).',
-      registers,
-      collect: () => {
-        cacheMisses.reset();
-        cacheMisses.inc(this.cache?.misses ?? 0);
-      },
-    });
-    const cacheBytes: Gauge = new Gauge({
-      name: 'dittofs_read_cache_bytes',
-      help: 'Bytes of clean blocks held by the read cache.',
-      registers,
-      collect: () => {
-        cacheBytes.set(this.cache?.size ?? 0);
-      },
-    });
+    cacheMetrics(registers, 'dittofs_read_cache', 'the read cache in memory', () => this.cache);
+    cacheMetrics(registers, 'dittofs_disk_cache', 'the read cache on disk (s3 block stores)', () => this.diskCache);
     this.blockStoreErrors = new Counter({
       name: 'dittofs_block_store_errors_total',
       help: 'Failed block store calls, by store, store type (s3, filesystem, memory) and operation (get, put, delete, list).',
@@ -359,6 +336,10 @@ export class ServerMetrics implements RequestObserver, DataObserver {
     this.cache = cache;
   }
 
+  watchDiskCache(cache: ReadCacheSource): void {
+    this.diskCache = cache;
+  }
+
   watchUploads(queue: UploadQueueSource): void {
     this.uploads = queue;
   }
@@ -371,6 +352,36 @@ export class ServerMetrics implements RequestObserver, DataObserver {
   scrape(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/** PREFIX_hits_total, PREFIX_misses_total and PREFIX_bytes of a block cache, read at each scrape. */
+function cacheMetrics(registers: Registry[], prefix: string, what: string, source: () => ReadCacheSource | null): void {
+  const hits: Counter = new Counter({
+    name: `${prefix}_hits_total`,
+    help: `Block reads served from ${what}.`,
+    registers,
+    collect: () => {
+      hits.reset();
+      hits.inc(source()?.hits ?? 0);
+    },
+  });
+  const misses: Counter = new Counter({
+    name: `${prefix}_misses_total`,
+    help: `Block reads ${what} could not serve.`,
+    registers,
+    collect: () => {
+      misses.reset();
+      misses.inc(source()?.misses ?? 0);
+    },
+  });
+  const bytes: Gauge = new Gauge({
+    name: `${prefix}_bytes`,
+    help: `Bytes of clean blocks held by ${what}.`,
+    registers,
+    collect: () => {
+      bytes.set(source()?.size ?? 0);
+    },
+  });
 }
 
 /** Answers GET /metrics (and HEAD); 404 elsewhere, 405 for other methods. */

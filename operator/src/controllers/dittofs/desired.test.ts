@@ -34,7 +34,12 @@ describe('renderServerConfig', () => {
       server: { api: { enabled: true, port: 8080, bind: '0.0.0.0' } },
       database: { type: 'embedded' },
       metrics: { enabled: true, port: 9090, bind: '0.0.0.0' },
-      cache: { wal_dir: '/data/wal', wal_max_bytes: Math.floor(10 * 2 ** 30 * 0.9) },
+      cache: {
+        wal_dir: '/data/wal',
+        wal_max_bytes: Math.floor(10 * 2 ** 30 * 0.6),
+        disk_cache_dir: '/data/cache',
+        disk_cache_bytes: Math.floor(10 * 2 ** 30 * 0.3),
+      },
       shares: [],
     });
   });
@@ -58,7 +63,7 @@ describe('renderServerConfig', () => {
     assert.equal(cfg.adapters.nfs.port, 2049);
     assert.deepEqual(cfg.adapters.smb, { enabled: true, port: 445, bind: '0.0.0.0' });
     assert.equal(cfg.metrics.enabled, false);
-    assert.equal(cfg.cache.wal_max_bytes, Math.floor(2 * 2 ** 30 * 0.9));
+    assert.equal(cfg.cache.wal_max_bytes, Math.floor(2 * 2 ** 30 * 0.6));
     assert.deepEqual(cfg.database, { type: 'postgres', url: 'postgres://u:p@db:5432/x', schema: 'dfs', pool_size: 8 });
     assert.throws(() => serverConfig(inputs(d)), /needs the URL/);
   });
@@ -69,7 +74,7 @@ describe('renderServerConfig', () => {
       4 * 2 ** 20,
     );
     const cfg = serverConfig(inputs(dfs({ cache: { size: '20Gi' } }), { cacheSize: '10Gi' })) as { cache: { wal_max_bytes: number } };
-    assert.equal(cfg.cache.wal_max_bytes, Math.floor(10 * 2 ** 30 * 0.9));
+    assert.equal(cfg.cache.wal_max_bytes, Math.floor(10 * 2 ** 30 * 0.6));
   });
 
   it('the hash changes exactly when the rendered config does', () => {

@@ -44,8 +44,9 @@ export const SPEC_DEFAULTS = Object.freeze({
 
 /** The server refuses a smaller WAL (server/src/config/schema.ts). */
 export const MIN_WAL_BYTES = 4 * 1024 * 1024;
-/** Share of the cache volume the WAL may fill (the CRD's cache.size says 90%). */
-export const WAL_SHARE_OF_VOLUME = 0.9;
+/** Shares of the cache volume the WAL and the disk read cache may fill (the CRD's cache.size says so). */
+export const WAL_SHARE_OF_VOLUME = 0.6;
+export const DISK_CACHE_SHARE_OF_VOLUME = 0.3;
 
 export interface DesiredInputs {
   dfs: DittoFS;
@@ -103,7 +104,8 @@ export function serverConfig(inputs: DesiredInputs): Record<string, unknown> {
       ...(pg?.poolSize === undefined ? {} : { pool_size: pg.poolSize }),
     };
   }
-  const walBytes = Math.max(MIN_WAL_BYTES, Math.floor(parseQuantityBytes(cacheSizeOf(inputs)) * WAL_SHARE_OF_VOLUME));
+  const volumeBytes = parseQuantityBytes(cacheSizeOf(inputs));
+  const walBytes = Math.max(MIN_WAL_BYTES, Math.floor(volumeBytes * WAL_SHARE_OF_VOLUME));
   return {
     data_dir: DATA_DIR,
     logging: { level: dfs.spec.logLevel ?? SPEC_DEFAULTS.logLevel, format: 'json' },
@@ -114,7 +116,12 @@ export function serverConfig(inputs: DesiredInputs): Record<string, unknown> {
     server: { api: { enabled: true, port: API_PORT, bind: '0.0.0.0' } },
     database,
     metrics: { enabled: a.metrics.enabled, port: a.metrics.port, bind: '0.0.0.0' },
-    cache: { wal_dir: `${DATA_DIR}/wal`, wal_max_bytes: walBytes },
+    cache: {
+      wal_dir: `${DATA_DIR}/wal`,
+      wal_max_bytes: walBytes,
+      disk_cache_dir: `${DATA_DIR}/cache`,
+      disk_cache_bytes: Math.floor(volumeBytes * DISK_CACHE_SHARE_OF_VOLUME),
+    },
     shares: [],
   };
 }

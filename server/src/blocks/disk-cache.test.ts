@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { MemoryMetadataStore } from '../meta/memory.js';
+import { dirInit, fileInit } from '../testing/inodes.js';
+import { BlockCache } from './cache.js';
+import { DiskBlockCache } from './disk-cache.js';
+import { MemoryBlockStore } from './memory.js';
+import { BlockService } from './service.js';
+import { FileWal } from './wal.js';
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+const tmp = (): string => {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'dittofs-dcache-'));
+  dirs.push(d);
+  return d;
+};
+const bytes = (n: number, seed: number): Buffer => {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (seed * 31 + i * 7) & 0xff;
+  return b;
+};
+const entryFiles = (dir: string): string[] => readdirSync(dir).filter((n) => n !== '.tmp');
+
+describe('disk read cache', () => {
+  it('keeps objects across a restart of the server (the index is rebuilt from the directory)', async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 1 << 20);
+    const a = bytes(5000, 1);
+    await c.put('s3', 'share/1/0-1-aa', a);
+    a.fill(0); // the caller reuses its buffer once put resolves
+    assert.deepEqual(await c.get('s3', 'share/1/0-1-aa'), bytes(5000, 1));
+    assert.equal(await c.get('other-store', 'share/1/0-1-aa'), null, 'a key is cached per store');
+    const again = await DiskBlockCache.open(dir, 1 << 20);
+    assert.deepEqual(await again.get('s3', 'share/1/0-1-aa'), bytes(5000, 1));
+    assert.equal(again.size, c.size);
+  });
+
+  it('never serves a torn or corrupt entry: it is a miss, and the file goes', async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 1 << 20);
+    await c.put('s3', 'k1', bytes(4096, 2));
+    await c.put('s3', 'k2', bytes(4096, 3));
+    const [f1, f2] = entryFiles(dir).sort();
+    const flipped = readFileSync(path.join(dir, f1!));
+    flipped[100] = flipped[100]! ^ 0xff;
+    writeFileSync(path.join(dir, f1!), flipped);
+    truncateSync(path.join(dir, f2!), 1000);
+    const reopened = await DiskBlockCache.open(dir, 1 << 20);
+    assert.equal(await reopened.get('s3', 'k1'), null);
+    assert.equal(await reopened.get('s3', 'k2'), null);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(entryFiles(dir), []);
+    assert.equal(reopened.size, 0);
+  });
+
+  it('evicts the least recently used entries beyond its size', async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 3 * (1000 + 16));
+    await c.put('s', 'a', bytes(1000, 1));
+    await c.put('s', 'b', bytes(1000, 2));
+    await c.put('s', 'c', bytes(1000, 3));
+    assert.ok(await c.get('s', 'a')); // a is now the most recently used
+    await c.put('s', 'd', bytes(1000, 4));
+    assert.equal(c.has('s', 'b'), false);
+    for (const k of ['a', 'c', 'd']) assert.ok(c.has('s', k), k);
+    assert.equal(entryFiles(dir).length, 3);
+  });
+
+  it('serves blocks a share uploaded without asking the block store, and falls back to it when an entry is gone', async () => {
+    const BS = 4096;
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    let gets = 0;
+    const counting = Object.assign(Object.create(store) as MemoryBlockStore, {
+      get: (key: string, offset?: number, length?: number) => {
+        gets++;
+        return store.get(key, offset, length);
+      },
+    });
+    const walDir = tmp();
+    const { wal } = await FileWal.open(walDir, { maxBytes: 1 << 20 });
+    wal.tidy();
+    const cacheDir = tmp();
+    const disk = await DiskBlockCache.open(cacheDir, 1 << 20);
+    const svc = new BlockService(counting, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal,
+      cache: new BlockCache(0), // nothing in memory: every read goes to the disk cache or the store
+      diskCache: { cache: disk, namespace: 'remote' },
+    });
+    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+    const ino = (await meta.create(root.id, Buffer.from('f'), fileInit(), { sec: 1, nsec: 0 })).id;
+    const data = bytes(4 * BS, 9);
+    await svc.write(ino, 0, data);
+    await svc.flush(ino);
+    assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
+    assert.equal(gets, 0, 'every block came from the disk cache');
+    for (const f of entryFiles(cacheDir)) rmSync(path.join(cacheDir, f));
+    assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
+    assert.equal(gets, 4, 'with the entries gone, each block came from the store once');
+    await svc.close();
+    await wal.close();
+  });
+});
