@@ -72,6 +72,16 @@ describe('disk read cache', () => {
     assert.equal(entryFiles(dir).length, 3);
   });
 
+  it('a block fetched for a read is kept only if it fits: a sequential read through a full cache still hits', async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 3 * (1000 + 16));
+    for (const k of ['a', 'b', 'c']) await c.put('s', k, bytes(1000, 1));
+    await c.put('s', 'x', bytes(1000, 2), false);
+    assert.equal(c.has('s', 'x'), false, 'not kept: it would have evicted a');
+    for (const k of ['a', 'b', 'c']) assert.ok(await c.get('s', k), k);
+    assert.equal(c.hits, 3);
+  });
+
   it('serves blocks a share uploaded without asking the block store, and falls back to it when an entry is gone', async () => {
     const BS = 4096;
     const meta = new MemoryMetadataStore();

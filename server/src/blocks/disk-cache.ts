@@ -108,11 +108,14 @@ export class DiskBlockCache {
 
   /**
    * Keeps a copy of an object. Resolves once `data` has been written (the caller may then reuse
-   * its buffer); failures are logged and leave the cache without the entry.
+   * its buffer); failures are logged and leave the cache without the entry. With `evict` false
+   * (an object fetched for a read) the copy is kept only if it fits without evicting anything: a
+   * long sequential read through a full cache would otherwise evict each block just before it is
+   * read, and the cache would serve nothing.
    */
-  async put(namespace: string, key: string, data: Buffer): Promise<void> {
+  async put(namespace: string, key: string, data: Buffer, evict = true): Promise<void> {
     const size = HEADER + data.length;
-    if (size > this.maxBytes) return;
+    if (size > this.maxBytes || (!evict && this.bytes + size > this.maxBytes)) return;
     const name = entryName(namespace, key);
     if (this.entries.has(name)) return;
     const header = Buffer.alloc(HEADER);

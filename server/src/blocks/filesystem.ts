@@ -2,7 +2,7 @@
 // temporary name, are fsynced, then renamed into place, so a crash never leaves a torn object.
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
@@ -13,6 +13,17 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/** Reads up to `length` bytes at `offset` into `target`; fewer only at the end of the file. */
+async function readFully(fh: FileHandle, offset: number, target: Buffer, targetStart: number, length: number): Promise<number> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(target, targetStart + got, length - got, offset + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
 }
 
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
@@ -78,8 +89,9 @@ export class FilesystemBlockStore implements BlockStore {
     if (this.fsync) await syncDir(dir);
   }
 
-  async get(key: string, offset = 0, length?: number): Promise<Buffer | null> {
-    let fh;
+  /** Runs `fn` on the object's file, opened for reading; null if there is no such object. */
+  private async withFile<T>(key: string, fn: (fh: FileHandle) => Promise<T>): Promise<T | null> {
+    let fh: FileHandle;
     try {
       fh = await open(this.pathOf(key), 'r');
     } catch (e) {
@@ -87,19 +99,24 @@ export class FilesystemBlockStore implements BlockStore {
       throw e;
     }
     try {
-      const want = length ?? (await fh.stat()).size - offset;
-      if (want <= 0) return Buffer.alloc(0);
-      const buf = Buffer.allocUnsafe(want);
-      let got = 0;
-      while (got < want) {
-        const { bytesRead } = await fh.read(buf, got, want - got, offset + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      return got === want ? buf : buf.subarray(0, got);
+      return await fn(fh);
     } finally {
       await fh.close();
     }
+  }
+
+  async readInto(key: string, offset: number, target: Buffer, targetStart: number, length: number): Promise<number | null> {
+    return this.withFile(key, (fh) => readFully(fh, offset, target, targetStart, length));
+  }
+
+  async get(key: string, offset = 0, length?: number): Promise<Buffer | null> {
+    return this.withFile(key, async (fh) => {
+      const want = length ?? (await fh.stat()).size - offset;
+      if (want <= 0) return Buffer.alloc(0);
+      const buf = Buffer.allocUnsafe(want);
+      const got = await readFully(fh, offset, buf, 0, want);
+      return got === want ? buf : buf.subarray(0, got);
+    });
   }
 
   async delete(key: string): Promise<void> {

@@ -16,6 +16,8 @@ export interface BlockStoreObserver {
 
 class ObservedBlockStore implements BlockStore {
   private readonly spanNames: Readonly<Record<BlockStoreOperation, string>>;
+  /** Present exactly when the inner store has it (a local engine). */
+  readonly readInto?: BlockStore['readInto'];
 
   constructor(
     private readonly inner: BlockStore,
@@ -23,6 +25,11 @@ class ObservedBlockStore implements BlockStore {
   ) {
     const k = inner.kind;
     this.spanNames = { get: `${k}.get`, put: `${k}.put`, delete: `${k}.delete`, list: `${k}.list` };
+    const readInto = inner.readInto?.bind(inner);
+    if (readInto) {
+      this.readInto = (key, offset, target, targetStart, length) =>
+        this.run('get', key, length, () => readInto(key, offset, target, targetStart, length));
+    }
   }
 
   get kind(): string {

@@ -568,17 +568,21 @@ export class BlockService {
     const data = await this.store.get(key);
     if (data === null) throw Object.assign(new Error(`block object ${key} is missing`), { code: MISSING });
     this.opts.cache.set(key, data);
-    if (disk) void disk.cache.put(disk.namespace, key, data);
+    if (disk) void disk.cache.put(disk.namespace, key, data, false);
     return data;
   }
 
-  /** Reads up to `count` bytes at `offset` of a file whose size is `fileSize`. */
-  async read(inodeId: number, offset: number, count: number, fileSize: number): Promise<Buffer> {
+  /**
+   * Reads up to `count` bytes at `offset` of a file whose size is `fileSize`. With a `target` of at
+   * least `count` bytes, the answer is either a view of `target` or a view of an immutable block
+   * object (whichever costs no allocation); without one, a buffer of its own or such a view.
+   */
+  async read(inodeId: number, offset: number, count: number, fileSize: number, target?: Buffer): Promise<Buffer> {
     const end = Math.min(fileSize, offset + count);
     if (end <= offset) return Buffer.alloc(0);
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.readOnce(inodeId, offset, end);
+        return await this.readOnce(inodeId, offset, end, target);
       } catch (err) {
         // A block switched to a new version (and its WAL segment retired) between looking it up
         // and reading it: read again.
@@ -590,7 +594,7 @@ export class BlockService {
     }
   }
 
-  private async readOnce(inodeId: number, offset: number, end: number): Promise<Buffer> {
+  private async readOnce(inodeId: number, offset: number, end: number, target?: Buffer): Promise<Buffer> {
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((end - 1) / bs);
@@ -609,7 +613,7 @@ export class BlockService {
     const refs = await this.meta.getBlocks(inodeId, first, last + 1 + READ_AHEAD_BLOCKS);
     const refAt = new Map<number, BlockRef>();
     for (const r of refs) refAt.set(r.index, r);
-    if (first === last && !layers.has(first)) {
+    if (first === last && !layers.has(first) && this.store.readInto === undefined) {
       // The common case, a read inside one stored block: the answer is a view of the object (which
       // is immutable), with no copy and no new buffer.
       const ref = refAt.get(first);
@@ -623,7 +627,7 @@ export class BlockService {
         }
       }
     }
-    return this.assemble(offset, end, first, last, layers, refAt);
+    return this.assemble(offset, end, first, last, layers, refAt, target);
   }
 
   /** A read's bytes, merged block by block from stored objects (or zeros) and in-memory versions. */
@@ -634,9 +638,10 @@ export class BlockService {
     last: number,
     layers: Map<number, BlockVersion[]>,
     refAt: Map<number, BlockRef>,
+    target?: Buffer,
   ): Promise<Buffer> {
     const bs = this.blockSize;
-    const out = Buffer.allocUnsafe(end - offset);
+    const out = target !== undefined && target.length >= end - offset ? target.subarray(0, end - offset) : Buffer.allocUnsafe(end - offset);
     for (let index = first; index <= last; index++) {
       const blockStart = index * bs;
       const from = Math.max(offset, blockStart) - blockStart;
@@ -649,7 +654,12 @@ export class BlockService {
         continue;
       }
       const ref = refAt.get(index);
-      if (ref) {
+      if (ref && this.store.readInto !== undefined) {
+        // A local store: read just the range, straight into the answer (the OS caches the file).
+        const got = await this.store.readInto(ref.key, from, out, at, to - from);
+        if (got === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
+        if (got < to - from) out.fill(0, at + got, at + (to - from));
+      } else if (ref) {
         const obj = await this.readObject(ref);
         const n = Math.max(0, Math.min(to, obj.length) - from);
         if (n > 0) obj.copy(out, at, from, from + n);

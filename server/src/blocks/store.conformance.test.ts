@@ -127,6 +127,20 @@ for (const engine of [memoryEngine(), filesystemEngine(), s3Engine()]) {
       sameBytes(await store.get(key('r'), 500, 0), Buffer.alloc(0), 'length 0 of an object that exists is empty, not null');
     });
 
+    it('readInto (local engines): ranges straight into a caller buffer, fewer bytes at the end, null if absent', async (t) => {
+      if (!store.readInto) return t.skip(`${engine.kind} is not a local engine`);
+      const data = randomBytes(10_000);
+      await store.put(key('ri'), data);
+      const target = Buffer.alloc(3000, 0xee);
+      assert.equal(await store.readInto(key('ri'), 1000, target, 100, 2000), 2000);
+      sameBytes(target.subarray(100, 2100), data.subarray(1000, 3000));
+      assert.equal(target[99], 0xee, 'nothing before targetStart is touched');
+      assert.equal(target[2100], 0xee, 'nothing after the range is touched');
+      assert.equal(await store.readInto(key('ri'), 9000, target, 0, 2000), 1000, 'fewer bytes at the end of the object');
+      sameBytes(target.subarray(0, 1000), data.subarray(9000));
+      assert.equal(await store.readInto(key('missing'), 0, target, 0, 10), null);
+    });
+
     it('overwriting a key replaces the whole object, a longer one by a shorter one too', async () => {
       await store.put(key('o'), Buffer.alloc(5000, 1));
       await store.put(key('o'), Buffer.alloc(100, 2));

@@ -17,6 +17,12 @@ export interface BlockStore {
   put(key: string, data: Buffer): Promise<void>;
   /** Reads `length` bytes at `offset` (fewer at the object's end); NOENT-style null if absent. */
   get(key: string, offset?: number, length?: number): Promise<Buffer | null>;
+  /**
+   * Local engines only (reading a range costs about what a cache would): reads up to `length`
+   * bytes at `offset` into `target` at `targetStart`; the count read (fewer at the object's end),
+   * or null if the object is absent. Block reads of such stores skip the memory cache.
+   */
+  readInto?(key: string, offset: number, target: Buffer, targetStart: number, length: number): Promise<number | null>;
   /** Deletes an object; deleting a missing key is not an error. */
   delete(key: string): Promise<void>;
   capacity(): Promise<BlockStoreCapacity>;

@@ -17,6 +17,11 @@ import type { Identity, Inode } from '../vfs/types.js';
 import { FileType } from '../vfs/types.js';
 import { Access3, MAX_IO, MAX_PATH, Nfs3Status, NfsProc, nfsStatusOf, StableHow } from './constants.js';
 import { FATTR3_SIZE, readFh, readGuard, readName, readSattr, writeFattr, writePostOpAttr, writePostOpFh, writeWcc } from './xdr.js';
+import { BufferPool } from '../wire/buffer-pool.js';
+
+/** Free READ buffers kept for reuse (1 MiB each), and the smallest READ that uses one. */
+const READ_BUFFERS_KEPT = 8;
+const POOLED_READ_MIN = 64 * 1024;
 
 /** What a procedure returns besides what it wrote: extra buffers sent after the writer's bytes (READ data). */
 export type ProcResult = Buffer[] | undefined;
@@ -39,6 +44,8 @@ export class Nfs3Program {
 
   /** Largest READ/WRITE payload: 1 MiB, or less when the RPC record cap leaves less room. */
   readonly maxIo: number;
+  /** Where READ data is put: reused once each reply is written out. */
+  private readonly readBuffers: BufferPool;
 
   constructor(
     private readonly fs: FileService,
@@ -49,6 +56,7 @@ export class Nfs3Program {
   ) {
     // Leave 1 KiB for the RPC and WRITE headers; transfer sizes stay multiples of 4 KiB.
     this.maxIo = Math.max(4096, Math.min(MAX_IO, Math.floor((maxRecordSize - 1024) / 4096) * 4096));
+    this.readBuffers = new BufferPool(this.maxIo, READ_BUFFERS_KEPT);
   }
 
   async handle(call: RpcCall, w: XdrWriter): Promise<ProcResult> {
@@ -69,7 +77,7 @@ export class Nfs3Program {
       case NfsProc.READLINK:
         return this.readlink(r, w);
       case NfsProc.READ:
-        return this.read(r, w, id);
+        return this.read(call, w, id);
       case NfsProc.WRITE:
         return this.write(r, w, id);
       case NfsProc.CREATE:
@@ -230,12 +238,19 @@ export class Nfs3Program {
   }
 
   // §3.3.6 READ
-  private async read(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
+  private async read(call: RpcCall, w: XdrWriter, id: Identity): Promise<ProcResult> {
+    const r = call.args;
     const fh = readFh(r);
     const offset = r.u64Clamped();
     const count = Math.min(r.u32(), this.maxIo);
+    // Large reads go into a pooled buffer, lent to the reply until it is written out.
+    const target = count >= POOLED_READ_MIN ? this.readBuffers.take(count) : undefined;
     try {
-      const { inode, data, eof } = await this.fs.read(fh, id, offset, count);
+      const { inode, data, eof } = await this.fs.read(fh, id, offset, count, target);
+      if (target !== undefined) {
+        if (data.buffer === target.buffer) call.afterReply = () => this.readBuffers.give(target);
+        else this.readBuffers.give(target);
+      }
       this.data?.bytesRead(inode.shareId, data.length);
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, inode.shareId, inode);
@@ -243,6 +258,7 @@ export class Nfs3Program {
       const pad = (4 - (data.length & 3)) & 3;
       return pad === 0 ? [data] : [data, PAD.subarray(0, pad)];
     } catch (e) {
+      if (target !== undefined && call.afterReply === undefined) this.readBuffers.give(target);
       const status = this.statusOf(e);
       const cur = await this.attrsOf(fh);
       w.u32(status);

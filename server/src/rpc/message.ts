@@ -55,6 +55,12 @@ export interface RpcCall {
   authSys: AuthSys | null;
   /** Reader positioned at the procedure arguments. */
   args: XdrReader;
+  /**
+   * Set by a handler that lent the reply a buffer of its own (a pooled READ buffer): called once the
+   * reply has been written out, or will not be, so the buffer may be reused. Never for replies the
+   * duplicate request cache keeps.
+   */
+  afterReply?: () => void;
 }
 
 /** Decodes the xid only; used to answer garbage with the right xid when possible. */

@@ -45,6 +45,17 @@ class Client {
   }
 }
 
+/** An RPC server for `program` on a loopback port for the tests of the enclosing suite. */
+function serving(program: RpcProgram): { rpc: RpcServer; port: () => number } {
+  const rpc = new RpcServer([program], { maxRecordSize: 1 << 20, drcSize: 16 });
+  let port = 0;
+  before(async () => {
+    port = await rpc.listenTcp(0, '127.0.0.1');
+  });
+  after(() => rpc.close(1000));
+  return { rpc, port: () => port };
+}
+
 describe('RPC server over TCP: record buffers', () => {
   const kept: Buffer[] = [];
   const keptCopies: Buffer[] = [];
@@ -68,13 +79,7 @@ describe('RPC server over TCP: record buffers', () => {
     releasesRecord: (proc) => proc === HASH,
     procName: (proc) => String(proc),
   };
-  const rpc = new RpcServer([program], { maxRecordSize: 1 << 20, drcSize: 16 });
-  let port = 0;
-
-  before(async () => {
-    port = await rpc.listenTcp(0, '127.0.0.1');
-  });
-  after(() => rpc.close(1000));
+  const { rpc, port } = serving(program);
 
   const payload = (seed: number, size: number): Buffer => {
     const b = Buffer.alloc(size);
@@ -83,7 +88,7 @@ describe('RPC server over TCP: record buffers', () => {
   };
 
   it('reuses the buffer of a large record whose procedure releases it, and every call still sees its own bytes', async () => {
-    const c = await Client.connect(port);
+    const c = await Client.connect(port());
     try {
       const before = rpc.recordPool.created;
       for (let i = 0; i < 40; i++) {
@@ -98,7 +103,7 @@ describe('RPC server over TCP: record buffers', () => {
   });
 
   it('never reuses the record of a procedure that may keep a view of it', async () => {
-    const c = await Client.connect(port);
+    const c = await Client.connect(port());
     try {
       for (let i = 0; i < 5; i++) await c.call(100 + i, KEEP, payload(100 + i, 200_000));
       // Later large records must not land in the kept ones' buffers.
@@ -111,7 +116,7 @@ describe('RPC server over TCP: record buffers', () => {
   });
 
   it('serves calls pipelined on one connection, small and large, each with its own bytes', async () => {
-    const c = await Client.connect(port);
+    const c = await Client.connect(port());
     try {
       const sizes = [12, 70_000, 8, 400_000, 65_536, 4, 300_000, 64 * 1024 - 4]; // XDR pads to 4
       const args = sizes.map((n, i) => payload(300 + i, n));
@@ -119,6 +124,62 @@ describe('RPC server over TCP: record buffers', () => {
       replies.forEach((r, i) => assert.deepEqual(r, sha(args[i]!), `call ${i} of ${sizes[i]} bytes`));
     } finally {
       c.close();
+    }
+  });
+});
+
+describe('RPC server over TCP: buffers lent to replies', () => {
+  const LEND = 1;
+  const lent = new Set<Buffer>();
+  const returned: Buffer[] = [];
+  const program: RpcProgram = {
+    prog: PROG + 1,
+    name: 'lend',
+    lowVersion: 1,
+    highVersion: 1,
+    maxProc: LEND,
+    handle: async (call, w) => {
+      const args = call.args.fixed(call.args.remaining);
+      await new Promise((r) => setImmediate(r));
+      const data = Buffer.from(sha(args));
+      lent.add(data);
+      call.afterReply = () => {
+        // By now the reply (which carries `data`) is written out: the handler may reuse it.
+        assert.ok(lent.delete(data), 'handed back once');
+        returned.push(data);
+      };
+      w.u32(data.length);
+      return [data];
+    },
+    isNonIdempotent: () => false,
+    procName: (proc) => String(proc),
+  };
+  const { port } = serving(program);
+
+  it('hands a lent buffer back once its reply is written, with the client seeing the bytes it carried', async () => {
+    const sock = net.connect(port(), '127.0.0.1');
+    await new Promise<void>((r) => sock.once('connect', r));
+    const reader = new RecordReader(1 << 20);
+    const replies: Buffer[] = [];
+    sock.on('data', (c: Buffer) => replies.push(...reader.push(c)));
+    const n = 20;
+    for (let i = 0; i < n; i++) {
+      const rec = encodeCall(i + 1, PROG + 1, 1, LEND, none, Buffer.from(`call ${i}`.padEnd(12)));
+      sock.write(Buffer.concat([recordMark(rec.length), rec]));
+    }
+    const deadline = Date.now() + 5000;
+    while ((replies.length < n || returned.length < n) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    sock.destroy();
+    assert.equal(replies.length, n);
+    assert.equal(returned.length, n, 'every lent buffer came back');
+    assert.equal(lent.size, 0);
+    for (const reply of replies) {
+      const r = new XdrReader(reply);
+      const xid = r.u32();
+      r.fixed(16);
+      assert.equal(r.u32(), 0);
+      assert.equal(r.u32(), 32);
+      assert.deepEqual(r.fixed(32), sha(Buffer.from(`call ${xid - 1}`.padEnd(12))));
     }
   });
 });

@@ -65,10 +65,14 @@ export interface RpcServerOptions {
   observer?: RequestObserver;
 }
 
-/** Whether a record's buffer may be reused once its call is answered. */
+/** Whether a record's buffer may be reused once its call is answered, and what to do once its reply is out. */
 interface RecordLease {
   reusable: boolean;
+  afterReply?: () => void;
 }
+
+/** Sends a reply's buffers; calls `sent` (if any) once they have been written out or dropped. */
+type SendReply = (parts: Buffer[], sent?: () => void) => void;
 
 interface DrcEntry {
   done: boolean;
@@ -182,10 +186,12 @@ export class RpcServer {
     const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
     this.udpSockets.push(sock);
     sock.on('message', (msg, rinfo) => {
-      void this.process(msg, { host: rinfo.address, transport: 'udp' }, (parts) => {
+      void this.process(msg, { host: rinfo.address, transport: 'udp' }, (parts, sent) => {
+        const datagram = Buffer.concat(parts);
+        sent?.();
         // A spoofed source (port 0, a broadcast address) must not take the process down.
         try {
-          sock.send(Buffer.concat(parts), rinfo.port, rinfo.address, (err) => {
+          sock.send(datagram, rinfo.port, rinfo.address, (err) => {
             if (err) this.opts.log?.debug({ err: err.message }, 'UDP reply not sent');
           });
         } catch (err) {
@@ -221,13 +227,18 @@ export class RpcServer {
     let active = 0;
     let garbage = 0;
     let paused = false;
-    const send = (parts: Buffer[]): void => {
-      if (socket.destroyed || socket.writableEnded) return;
+    const send: SendReply = (parts, sent) => {
+      if (socket.destroyed || socket.writableEnded) {
+        sent?.();
+        return;
+      }
       let len = 0;
       for (const p of parts) len += p.length;
       socket.cork();
       socket.write(recordMark(len));
-      for (const p of parts) socket.write(p);
+      // The callback of the last write runs once everything before it is written out, or with
+      // an error once the socket is destroyed: either way the buffers are free again.
+      for (let i = 0; i < parts.length; i++) socket.write(parts[i]!, i === parts.length - 1 && sent ? () => sent() : undefined);
       socket.uncork();
     };
     const resumeIfPossible = (): void => {
@@ -280,14 +291,19 @@ export class RpcServer {
   }
 
   /** Decodes and answers one record. Never rejects. */
-  private async process(record: Buffer, conn: RpcConnectionInfo, send: (parts: Buffer[]) => void, onGarbage?: () => void): Promise<void> {
+  private async process(record: Buffer, conn: RpcConnectionInfo, send: SendReply, onGarbage?: () => void): Promise<void> {
     this.inFlight++;
     const lease: RecordLease = { reusable: true };
+    let sending = false;
     try {
       const reply = await this.answer(record, conn, send, lease);
       if (reply === undefined) onGarbage?.();
-      else if (reply !== null) send(reply);
+      else if (reply !== null) {
+        sending = true;
+        send(reply, lease.afterReply);
+      }
     } finally {
+      if (!sending) lease.afterReply?.();
       if (lease.reusable) this.recordPool.give(record);
       this.inFlight--;
       if (this.inFlight === 0 && this.idleWaiters.length > 0) {
@@ -411,12 +427,16 @@ export class RpcServer {
     }
     let reply: Buffer[];
     if (stat !== AS.SUCCESS) {
+      // The handler's result (and any buffer it lent it) is not sent.
+      call.afterReply?.();
       reply = [encodeAcceptError(xid, stat)];
       if (drcKey) this.drc.forget(drcKey);
       if (drcEntry) for (const w of drcEntry.waiters) w(reply);
       return reply;
     }
     reply = extra ? [w.finish(), ...extra] : [w.finish()];
+    // A reply the cache keeps is sent again later: what it holds is never handed back.
+    if (lease && !drcEntry && call.afterReply) lease.afterReply = call.afterReply;
     if (drcEntry) {
       drcEntry.reply = reply;
       drcEntry.done = true;

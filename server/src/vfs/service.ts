@@ -293,12 +293,19 @@ export class FileService {
 
   // ---- data --------------------------------------------------------------------------------------
 
-  async read(handle: Buffer, cred: Identity, offset: number, count: number): Promise<{ inode: Inode; data: Buffer; eof: boolean }> {
+  /** `target` (optional, at least `count` bytes) is where the data may be put (see BlockService.read). */
+  async read(
+    handle: Buffer,
+    cred: Identity,
+    offset: number,
+    count: number,
+    target?: Buffer,
+  ): Promise<{ inode: Inode; data: Buffer; eof: boolean }> {
     const { share, inode } = await this.resolve(handle);
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
     if (!mayRead(inode, this.identity(share, cred))) throw new VfsError('ACCES', 'permission denied');
-    const data = await share.data.read(inode.id, offset, count, inode.size);
+    const data = await share.data.read(inode.id, offset, count, inode.size, target);
     return { inode, data, eof: offset + data.length >= inode.size };
   }
 
