@@ -59,6 +59,29 @@ describe('disk read cache', () => {
     assert.equal(reopened.size, 0);
   });
 
+  it('reads ranges in place; an entry a previous run left is checked whole first, and a corrupt one is a miss', async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 1 << 20);
+    const data = bytes(10_000, 5);
+    await c.put('s', 'good', data);
+    await c.put('s', 'bad', data);
+    const target = Buffer.alloc(3000, 0xee);
+    assert.equal(await c.readInto('s', 'good', 2000, target, 500, 2000), 2000);
+    assert.deepEqual(target.subarray(500, 2500), data.subarray(2000, 4000));
+    assert.equal(target[2500], 0xee);
+    assert.equal(await c.readInto('s', 'good', 9500, target, 0, 2000), 500, 'fewer bytes at the end');
+    assert.equal(await c.readInto('s', 'missing', 0, target, 0, 10), null);
+    const bad = entryFiles(dir).find((f) => f.endsWith('bad'))!;
+    const b = readFileSync(path.join(dir, bad));
+    b[5000] = b[5000]! ^ 1;
+    writeFileSync(path.join(dir, bad), b);
+    const again = await DiskBlockCache.open(dir, 1 << 20);
+    assert.equal(await again.readInto('s', 'bad', 0, target, 0, 100), null, 'a corrupt entry is never served');
+    assert.equal(again.has('s', 'bad'), false);
+    assert.equal(await again.readInto('s', 'good', 100, target, 0, 1000), 1000);
+    assert.deepEqual(target.subarray(0, 1000), data.subarray(100, 1100));
+  });
+
   it('evicts the least recently used entries beyond its size', async () => {
     const dir = tmp();
     const c = await DiskBlockCache.open(dir, 3 * (1000 + 16));

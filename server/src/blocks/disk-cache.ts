@@ -20,6 +20,11 @@ const TMP_DIR = '.tmp';
 export class DiskBlockCache {
   /** File name -> size on disk, least recently used first. */
   private readonly entries = new Map<string, number>();
+  /**
+   * Entries whose CRC has been checked (or that this process wrote): ranges of these are read in
+   * place; any other is read whole and checked first.
+   */
+  private readonly verified = new Set<string>();
   private bytes = 0;
   hits = 0;
   misses = 0;
@@ -84,6 +89,7 @@ export class DiskBlockCache {
           const len = buf.readUInt32LE(4);
           const body = buf.subarray(HEADER);
           if (len === body.length && crc32c(body) === buf.readUInt32LE(8)) data = body;
+          if (data !== null) this.verified.add(name);
         }
         corrupt = data === null;
       } finally {
@@ -100,6 +106,57 @@ export class DiskBlockCache {
     }
     this.hits++;
     return data;
+  }
+
+  /**
+   * Reads up to `length` bytes at `offset` of a cached object into `target` at `targetStart`
+   * (no new buffer, for an entry already checked); the count read, or null when not cached.
+   */
+  async readInto(
+    namespace: string,
+    key: string,
+    offset: number,
+    target: Buffer,
+    targetStart: number,
+    length: number,
+  ): Promise<number | null> {
+    const name = entryName(namespace, key);
+    const size = this.entries.get(name);
+    if (size === undefined) {
+      this.misses++;
+      return null;
+    }
+    if (!this.verified.has(name)) {
+      const data = await this.get(namespace, key);
+      if (data === null) return null;
+      const n = Math.max(0, Math.min(length, data.length - offset));
+      data.copy(target, targetStart, offset, offset + n);
+      return n;
+    }
+    this.entries.delete(name);
+    this.entries.set(name, size);
+    const want = Math.max(0, Math.min(length, size - HEADER - offset));
+    try {
+      const fh = await open(this.fileOf(name), 'r');
+      try {
+        let got = 0;
+        while (got < want) {
+          const { bytesRead } = await fh.read(target, targetStart + got, want - got, HEADER + offset + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        if (got < want) throw new Error('short');
+      } finally {
+        await fh.close();
+      }
+    } catch {
+      // Evicted meanwhile, or cut short: a miss.
+      this.misses++;
+      this.drop(name);
+      return null;
+    }
+    this.hits++;
+    return want;
   }
 
   has(namespace: string, key: string): boolean {
@@ -139,6 +196,7 @@ export class DiskBlockCache {
     const prev = this.entries.get(name);
     if (prev !== undefined) this.bytes -= prev;
     this.entries.set(name, size);
+    this.verified.add(name);
     this.bytes += size;
     await this.evict();
   }
@@ -152,6 +210,7 @@ export class DiskBlockCache {
     const size = this.entries.get(name);
     if (size === undefined) return;
     this.entries.delete(name);
+    this.verified.delete(name);
     this.bytes -= size;
     unlink(this.fileOf(name)).catch(() => undefined);
   }
@@ -163,6 +222,7 @@ export class DiskBlockCache {
       const name = oldest.value;
       const size = this.entries.get(name)!;
       this.entries.delete(name);
+      this.verified.delete(name);
       this.bytes -= size;
       await unlink(this.fileOf(name)).catch(() => undefined);
     }

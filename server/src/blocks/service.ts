@@ -613,7 +613,7 @@ export class BlockService {
     const refs = await this.meta.getBlocks(inodeId, first, last + 1 + READ_AHEAD_BLOCKS);
     const refAt = new Map<number, BlockRef>();
     for (const r of refs) refAt.set(r.index, r);
-    if (first === last && !layers.has(first) && this.store.readInto === undefined) {
+    if (first === last && !layers.has(first) && this.store.readInto === undefined && !this.onDiskOnly(refAt.get(first))) {
       // The common case, a read inside one stored block: the answer is a view of the object (which
       // is immutable), with no copy and no new buffer.
       const ref = refAt.get(first);
@@ -660,10 +660,12 @@ export class BlockService {
         if (got === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
         if (got < to - from) out.fill(0, at + got, at + (to - from));
       } else if (ref) {
-        const obj = await this.readObject(ref);
-        const n = Math.max(0, Math.min(to, obj.length) - from);
-        if (n > 0) obj.copy(out, at, from, from + n);
-        if (n < to - from) out.fill(0, at + Math.max(0, n), at + (to - from));
+        let n: number | null = null;
+        const disk = this.opts.diskCache;
+        // In the disk read cache (and not in memory): the range straight from there.
+        if (disk && this.onDiskOnly(ref)) n = await disk.cache.readInto(disk.namespace, ref.key, from, out, at, to - from);
+        n ??= await this.copyObject(ref, from, to, out, at);
+        if (n < to - from) out.fill(0, at + n, at + (to - from));
         if (from === 0 || to === bs) this.readAhead(index, refAt);
       } else {
         out.fill(0, at, at + (to - from));
@@ -673,13 +675,34 @@ export class BlockService {
     return out;
   }
 
+  /** True when a block is in the disk read cache and neither in memory nor being fetched. */
+  private onDiskOnly(ref: BlockRef | undefined): boolean {
+    const disk = this.opts.diskCache;
+    return (
+      ref !== undefined &&
+      disk !== undefined &&
+      !this.opts.cache.has(ref.key) &&
+      !this.loading.has(ref.key) &&
+      disk.cache.has(disk.namespace, ref.key)
+    );
+  }
+
+  /** Copies bytes [from, to) of a stored object into `out` at `at`; how many there were. */
+  private async copyObject(ref: BlockRef, from: number, to: number, out: Buffer, at: number): Promise<number> {
+    const obj = await this.readObject(ref);
+    const n = Math.max(0, Math.min(to, obj.length) - from);
+    if (n > 0) obj.copy(out, at, from, from + n);
+    return n;
+  }
+
   /** A read that starts or ends a block is likely sequential: fetch the next blocks too. */
   private readAhead(index: number, refAt: Map<number, BlockRef>): void {
     for (let k = 1; k <= READ_AHEAD_BLOCKS; k++) this.prefetch(refAt.get(index + k));
   }
 
   private prefetch(ref: BlockRef | undefined): void {
-    if (!ref || this.opts.cache.has(ref.key) || this.loading.has(ref.key)) return;
+    // A block in the disk read cache is local already: it is read in ranges when asked for.
+    if (!ref || this.opts.cache.has(ref.key) || this.loading.has(ref.key) || this.onDiskOnly(ref)) return;
     this.readObject(ref).catch(() => undefined);
   }
 
