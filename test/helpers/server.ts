@@ -75,7 +75,8 @@ export interface StartOptions {
 export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProcess> {
   const dataDir = opts.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'dittofs-test-')));
   const nfsPort = opts.nfsPort ?? (await freePort());
-  const apiPort = await freePort();
+  // A caller that sets DITTOFS_API_PORT (a restart on the same address) gets that port.
+  const apiPort = opts.env?.DITTOFS_API_PORT ? Number(opts.env.DITTOFS_API_PORT) : await freePort();
   const metricsPort = await freePort();
   const args = [DITTOFS_CLI, 'start'];
   if (opts.configFile) args.push('--config', opts.configFile);
