@@ -5,7 +5,6 @@
 // accounts, and the controllers (StatefulSet status, garbage collection of owner-referenced
 // children). With DITTOFS_TEST_KUBECONFIG set, the same checks run against that cluster.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -13,46 +12,22 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { runProcess, type Run } from '../helpers/run.js';
 
 const GROUP = 'example.dittofs.io';
 const CRD_NAME = `widgets.${GROUP}`;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 let cp: KubeControlPlane;
 let tmp: string;
 const ns = `dittofs-k8s-${randomBytes(3).toString('hex')}`;
 
-function run(file: string, args: string[], input?: string, timeoutMs = 60_000, env: NodeJS.ProcessEnv = cp.env): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${path.basename(file)} ${args.join(' ')} timed out after ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input ?? '');
-  });
-}
-
 /** kubectl against the test cluster; `input` goes to stdin (for `-f -`). */
 const kubectl = (args: string[], input?: string, timeoutMs?: number): Promise<Run> =>
   run(cp.kubectl, ['--kubeconfig', cp.kubeconfig, ...args], input, timeoutMs);
+
+function run(file: string, args: string[], input?: string, timeoutMs?: number, env: NodeJS.ProcessEnv = cp.env): Promise<Run> {
+  return runProcess(file, args, { env, ...(input === undefined ? {} : { input }), ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+}
 
 /** kubectl that must succeed: its stdout. */
 async function kubectlOk(args: string[], input?: string, timeoutMs?: number): Promise<string> {

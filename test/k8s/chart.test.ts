@@ -7,7 +7,6 @@
 // rest, and `helm uninstall` removes what it installed. No kubelet runs, so the operator pod stays
 // Pending; running the operator itself is the operator tests' business.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -20,6 +19,7 @@ import { ENV as OPERATOR_ENV, parseConfig, type OperatorConfig } from '../../ope
 import { OPERATOR_RBAC_RULES, type PolicyRule } from '../../operator/src/rbac.js';
 import { REPO_ROOT } from '../helpers/server.js';
 import { k8sBinDir, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { runProcess, type Run } from '../helpers/run.js';
 
 const CHART = path.join(REPO_ROOT, 'charts', 'dittofs-operator');
 const IMAGE_REPOSITORY = 'ghcr.io/dittofs/dittofs-operator';
@@ -59,28 +59,8 @@ const expectedTriples = (spec: [string, string[], string[]][]): string[] =>
 
 // --- running helm and kubectl -----------------------------------------------------------------------
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(file: string, args: string[], env: NodeJS.ProcessEnv, input = '', timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { env, stdio: 'pipe' });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
+const run = (file: string, args: string[], env: NodeJS.ProcessEnv, input = '', timeoutMs = 60_000): Promise<Run> =>
+  runProcess(file, args, { env, input, timeoutMs });
 
 let tmp: string;
 let helmBin: string;

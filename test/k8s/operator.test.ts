@@ -37,12 +37,7 @@ import { OPERATOR_RBAC_RULES } from '../../operator/src/rbac.js';
 import { KubeClient } from '../../operator/src/kube/client.js';
 import { LeaderElector } from '../../operator/src/runtime/leader.js';
 import { KubeConfig } from '@kubernetes/client-node';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+import { runProcess, type Run } from '../helpers/run.js';
 
 interface Obj {
   metadata: {
@@ -72,23 +67,8 @@ let operatorKubeconfig: string;
 const ns = `dittofs-op-${randomBytes(3).toString('hex')}`;
 const logLines: string[] = [];
 
-function run(file: string, args: string[], input = '', timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { env: cp.env, stdio: 'pipe' });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
-
+const run = (file: string, args: string[], input = '', timeoutMs = 60_000): Promise<Run> =>
+  runProcess(file, args, { env: cp.env, input, timeoutMs });
 const kubectl = (args: string[], input = ''): Promise<Run> => run(cp.kubectl, ['--kubeconfig', cp.kubeconfig, ...args], input);
 
 async function ok(args: string[], input = ''): Promise<string> {

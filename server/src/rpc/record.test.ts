@@ -67,6 +67,27 @@ describe('RFC 5531 §11 record marking', () => {
     assert.deepEqual(got, [a, b]);
   });
 
+  it('sets aside no more than 64 KiB for a large record whose header arrived without its bytes', () => {
+    const sizes: number[] = [];
+    const r = new RecordReader(4 << 20, (size) => {
+      sizes.push(size);
+      return Buffer.alloc(size);
+    });
+    const payload = Buffer.alloc(1 << 20);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff;
+    const wire = frame(payload);
+    // A header and a trickle of data: only the staging buffer exists.
+    assert.deepEqual(r.push(wire.subarray(0, 4 + 1000)), []);
+    assert.deepEqual(r.push(wire.subarray(4 + 1000, 4 + 30_000)), []);
+    assert.deepEqual(sizes, []);
+    assert.ok(r.reserved <= 64 * 1024, `${r.reserved} bytes set aside`);
+    // Once 64 KiB have come, the record's own buffer is made, with what came before in it.
+    assert.deepEqual(r.push(wire.subarray(4 + 30_000, 4 + 70_000)), []);
+    assert.deepEqual(sizes, [payload.length]);
+    assert.deepEqual(r.push(wire.subarray(4 + 70_000)), [payload]);
+    assert.equal(r.pending, 0);
+  });
+
   it('puts a single-fragment record into a buffer of its exact size from the allocator', () => {
     const sizes: number[] = [];
     const r = new RecordReader(1024, (size) => {
