@@ -78,6 +78,20 @@ export const params = {
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
+/** What a share is made of, every property optional (PATCH); POST requires the stores and a name. */
+const shareProps: Record<string, JsonSchema> = {
+  metadata_store: storeName,
+  block_store: storeName,
+  read_only: { type: 'boolean' },
+  default_permission: level,
+  root_squash: { type: 'boolean' },
+  anonymous_uid: id,
+  anonymous_gid: id,
+  root_mode: mode,
+  root_uid: id,
+  root_gid: id,
+};
+
 export const bodies = {
   login: object({ username: accountName, password: anyPassword }, ['username', 'password']),
   refresh: object({ refresh_token: { type: 'string', minLength: 1, maxLength: MAX_TOKEN_LENGTH } }, ['refresh_token']),
@@ -107,34 +121,8 @@ export const bodies = {
   createGroup: object({ name: accountName, gid: id }, ['name']),
   metadataStore: storeBodySchema('metadata'),
   blockStore: storeBodySchema('block'),
-  createShare: object(
-    {
-      name: shareName,
-      metadata_store: storeName,
-      block_store: storeName,
-      read_only: { type: 'boolean' },
-      default_permission: level,
-      root_squash: { type: 'boolean' },
-      anonymous_uid: id,
-      anonymous_gid: id,
-      root_mode: mode,
-      root_uid: id,
-      root_gid: id,
-    },
-    ['name', 'metadata_store', 'block_store'],
-  ),
-  patchShare: object({
-    metadata_store: storeName,
-    block_store: storeName,
-    read_only: { type: 'boolean' },
-    default_permission: level,
-    root_squash: { type: 'boolean' },
-    anonymous_uid: id,
-    anonymous_gid: id,
-    root_mode: mode,
-    root_uid: id,
-    root_gid: id,
-  }),
+  createShare: object({ name: shareName, ...shareProps }, ['name', 'metadata_store', 'block_store']),
+  patchShare: object(shareProps),
   permission: object({ level }, ['level']),
   patchAdapter: object({ enabled: { type: 'boolean' }, port }),
   setting: object(
