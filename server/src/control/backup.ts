@@ -23,6 +23,7 @@ import {
   type PermissionGrant,
   type PermissionLevel,
   type Role,
+  type Share,
 } from './types.js';
 
 /** The `format` of every backup document. */
@@ -62,18 +63,8 @@ export interface BackupStore {
   updated_at?: string;
 }
 
-export interface BackupShare {
-  name: string;
-  metadata_store: string;
-  block_store: string;
-  read_only: boolean;
-  default_permission: PermissionLevel;
-  root_squash: boolean;
-  anonymous_uid: number;
-  anonymous_gid: number;
-  root_mode: number;
-  root_uid: number;
-  root_gid: number;
+/** A share as the control store keeps it, with its grants and row times. */
+export interface BackupShare extends Share {
   permissions: PermissionGrant[];
   created_at?: string;
   updated_at?: string;
