@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { OffloadedSha256 } from './offload-hash.js';
+import { OffloadedSha256, offloadedDigests } from './offload-hash.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -10,9 +10,11 @@ describe('OffloadedSha256 (the S3 client signature hash)', () => {
     const shared = Buffer.from(new SharedArrayBuffer(4 * 1024 * 1024));
     for (let i = 0; i < shared.length; i++) shared[i] = (i * 13) & 0xff;
     const view = shared.subarray(1000, shared.length - 77);
+    const before = offloadedDigests();
     const h = new OffloadedSha256();
     h.update(view);
     assert.equal(hex(await h.digest()), createHash('sha256').update(view).digest('hex'));
+    assert.equal(offloadedDigests(), before + 1, 'the worker computed it');
     // Several at once each get their own digest.
     const parts = [0, 1, 2].map((k) => shared.subarray(k * 1024 * 1024, (k + 1) * 1024 * 1024));
     const digests = await Promise.all(
@@ -30,12 +32,14 @@ describe('OffloadedSha256 (the S3 client signature hash)', () => {
     h.update('AWS4-HMAC-SHA256\n');
     h.update(Buffer.alloc(1 << 20, 7));
     h.update(new Uint8Array([1, 2, 3]));
+    const before = offloadedDigests();
     const want = createHash('sha256')
       .update('AWS4-HMAC-SHA256\n')
       .update(Buffer.alloc(1 << 20, 7))
       .update(new Uint8Array([1, 2, 3]))
       .digest('hex');
     assert.equal(hex(await h.digest()), want);
+    assert.equal(offloadedDigests(), before, 'several chunks, or ordinary memory: hashed in place');
     h.reset();
     assert.equal(hex(await h.digest()), createHash('sha256').digest('hex'));
   });

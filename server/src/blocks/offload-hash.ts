@@ -37,6 +37,8 @@ class HashWorker {
   private worker: Worker | null = null;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
+  /** Digests the worker delivered (for tests). */
+  delivered = 0;
 
   private start(): Worker {
     const w = new Worker(WORKER_SOURCE, { eval: true });
@@ -46,8 +48,10 @@ class HashWorker {
       this.pending.delete(m.id);
       // Idle, the worker must not keep the process alive; busy, it must (someone awaits it).
       if (this.pending.size === 0) w.unref();
-      if (m.digest) p.resolve(new Uint8Array(m.digest));
-      else p.reject(new Error(`hashing worker: ${m.error ?? 'no digest'}`));
+      if (m.digest) {
+        this.delivered++;
+        p.resolve(new Uint8Array(m.digest));
+      } else p.reject(new Error(`hashing worker: ${m.error ?? 'no digest'}`));
     });
     const fail = (err: Error): void => {
       if (this.worker === w) this.worker = null;
@@ -74,6 +78,11 @@ class HashWorker {
 }
 
 const hashWorker = new HashWorker();
+
+/** How many digests the worker thread has computed so far (tests check that offloading happens). */
+export function offloadedDigests(): number {
+  return hashWorker.delivered;
+}
 
 function bytesOf(data: SourceData, encoding?: string): Uint8Array {
   if (typeof data === 'string') return Buffer.from(data, (encoding as BufferEncoding | undefined) ?? 'utf8');

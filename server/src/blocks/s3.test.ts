@@ -8,6 +8,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { externalS3Endpoint, startS3, type S3TestServer } from '../../../test/helpers/s3.js';
 import { S3_ERROR_CODES, S3_REPORTED_CAPACITY_BYTES, S3BlockStore, S3BlockStoreError, type S3ErrorCode } from './s3.js';
+import { offloadedDigests } from './offload-hash.js';
 
 const EXTERNAL = externalS3Endpoint() !== undefined;
 const NEEDS_S3RVER = EXTERNAL ? 'needs the private s3rver (it stops, restarts or proxies the server)' : false;
@@ -111,6 +112,17 @@ describe('s3 block store', () => {
     assert.deepEqual(await s3.listKeys('tenant-a/'), ['tenant-a/0000beef/7/0-1-aa', 'tenant-a/0000beef/7/1-1-bb']);
     await store.delete('0000beef/7/0-1-aa');
     assert.deepEqual(await s3.listKeys('tenant-a/'), ['tenant-a/0000beef/7/1-1-bb']);
+  });
+
+  it('signs a block in shared memory with a hash computed on the worker thread, and stores it intact', async () => {
+    const store = makeStore({ prefix: 'offload' });
+    await store.open();
+    const block = Buffer.from(new SharedArrayBuffer(1 << 20));
+    for (let i = 0; i < block.length; i++) block[i] = (i * 11) & 0xff;
+    const before = offloadedDigests();
+    await store.put('0000beef/9/0-1-cc', block);
+    assert.ok(offloadedDigests() > before, 'the payload hash came from the worker');
+    assert.deepEqual(await store.get('0000beef/9/0-1-cc'), Buffer.from(block));
   });
 
   it('reports a fixed capacity (S3 has none to report)', async () => {
