@@ -249,8 +249,9 @@ export class CachedMetadataStore implements MetadataStore {
         e.at = Date.now();
       }
     } catch (err) {
-      if (err instanceof VfsError) {
-        // The inode is gone (removed by another process): nothing left to update.
+      if (err instanceof VfsError && (err.errno === 'STALE' || err.errno === 'NOENT')) {
+        // The inode is gone (removed by another process): nothing left to update. Any other
+        // failure (JUKEBOX: the database is unreachable) keeps the changes for the next flush.
         this.pending.delete(id);
         this.inodes.delete(id);
         return;
