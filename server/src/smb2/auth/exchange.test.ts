@@ -1,0 +1,453 @@
+// Full SESSION_SETUP exchanges, raw NTLMSSP (Linux cifs) and SPNEGO-wrapped (smbclient, macOS,
+// Windows), driven by a test-side NTLMv2 client written here from MS-NLMP 3.1.5 / 3.3.2, against
+// users of a real control store (embedded engine).
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { NOBODY_ID } from '../../config/defaults.js';
+import { MIN_BCRYPT_COST, passwordCredentials } from '../../control/auth.js';
+import type { ControlStore } from '../../control/store.js';
+import { openTestControlStore } from '../../control/testing.js';
+import { controlPlaneDirectory } from './directory.js';
+import { SmbAuthExchange, negotiateSecurityBlob } from './exchange.js';
+import { NtlmSigner } from './ntlm-crypto.js';
+import { Rc4 } from './rc4.js';
+import {
+  NEG_STATE,
+  OID,
+  decodeInitialToken,
+  decodeNegTokenResp,
+  encodeInitialToken,
+  encodeMechTypes,
+  encodeNegTokenResp,
+} from './spnego.js';
+import type { AuthStep, SmbAuthOptions, SmbUserDirectory } from './types.js';
+
+// ---------------------------------------------------------------- a test-side NTLMv2 client
+
+const hmac = (key: Uint8Array, ...parts: Uint8Array[]): Buffer => {
+  const h = createHmac('md5', key);
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+const u16 = (s: string): Buffer => Buffer.from(s, 'utf16le');
+
+interface ClientOptions {
+  user: string;
+  password: string;
+  /** The domain the client sends. */
+  domain?: string;
+  /** The domain it keys its response with (a client that sends one domain and used another). */
+  keyDomain?: string;
+  keyExch?: boolean;
+  mic?: boolean;
+  /** Send an NTLMv1-sized (24-byte) NT response instead of NTLMv2. */
+  ntlmV1?: boolean;
+  anonymous?: boolean;
+}
+
+/** NTLM flags of a Windows 10 client (KEY_EXCH, 56/128, VERSION, TARGET_INFO, ESS, ALWAYS_SIGN, NTLM, SEAL, SIGN, REQUEST_TARGET, UNICODE). */
+const CLIENT_FLAGS = 0xe2088235;
+const KEY_EXCH = 0x40000000;
+
+class TestNtlmClient {
+  negotiateMessage = Buffer.alloc(0);
+  exportedKey: Buffer = Buffer.alloc(0);
+  flags = 0;
+
+  constructor(private readonly o: ClientOptions) {}
+
+  async ntHash(): Promise<Buffer> {
+    const { md4 } = await import('hash-wasm');
+    return Buffer.from(await md4(u16(this.o.password)), 'hex');
+  }
+
+  negotiate(): Buffer {
+    const flags = this.o.keyExch === false ? CLIENT_FLAGS & ~KEY_EXCH : CLIENT_FLAGS;
+    const m = Buffer.alloc(40);
+    m.write('NTLMSSP\0', 0, 'latin1');
+    m.writeUInt32LE(1, 8);
+    m.writeUInt32LE(flags >>> 0, 12);
+    // Domain and Workstation fields empty (offset 40); Version 10.0.19041, NTLM revision 15.
+    m.writeUInt32LE(40, 20);
+    m.writeUInt32LE(40, 28);
+    Buffer.from([10, 0, 0x61, 0x4a, 0, 0, 0, 15]).copy(m, 32);
+    this.negotiateMessage = m;
+    return m;
+  }
+
+  /** MS-NLMP 3.1.5.1.2: the AUTHENTICATE_MESSAGE for the server's CHALLENGE_MESSAGE. */
+  async authenticate(challenge: Buffer): Promise<Buffer> {
+    assert.equal(challenge.subarray(0, 8).toString('latin1'), 'NTLMSSP\0');
+    assert.equal(challenge.readUInt32LE(8), 2);
+    const serverFlags = challenge.readUInt32LE(20);
+    const serverChallenge = challenge.subarray(24, 32);
+    const tiLen = challenge.readUInt16LE(40);
+    const tiOff = challenge.readUInt32LE(44);
+    const targetInfo = challenge.subarray(tiOff, tiOff + tiLen);
+    this.flags = (serverFlags & (this.negotiateMessage.readUInt32LE(12) | 0x00800000 | 0x00020000)) >>> 0;
+
+    const domain = this.o.domain ?? 'WORKGROUP';
+    let lm: Buffer;
+    let nt: Buffer;
+    let baseKey: Buffer;
+    if (this.o.anonymous) {
+      lm = Buffer.alloc(1);
+      nt = Buffer.alloc(0);
+      baseKey = Buffer.alloc(16);
+    } else {
+      const responseKey = hmac(await this.ntHash(), u16(this.o.user.toUpperCase() + (this.o.keyDomain ?? domain)));
+      // The server's AV pairs, plus MsvAvFlags = MIC present when sending a MIC, then EOL.
+      let avPairs = targetInfo.subarray(0, targetInfo.length - 4);
+      if (this.o.mic) avPairs = Buffer.concat([avPairs, Buffer.from([6, 0, 4, 0, 2, 0, 0, 0])]);
+      avPairs = Buffer.concat([avPairs, Buffer.alloc(4)]);
+      const time = Buffer.alloc(8);
+      time.writeBigUInt64LE(BigInt(Date.now()) * 10_000n + 116_444_736_000_000_000n);
+      const temp = Buffer.concat([Buffer.from([1, 1, 0, 0, 0, 0, 0, 0]), time, randomBytes(8), Buffer.alloc(4), avPairs, Buffer.alloc(4)]);
+      const proof = hmac(responseKey, serverChallenge, temp);
+      nt = this.o.ntlmV1 ? Buffer.concat([proof, proof]).subarray(0, 24) : Buffer.concat([proof, temp]);
+      lm = Buffer.alloc(24);
+      baseKey = hmac(responseKey, proof);
+    }
+    let encryptedKey: Buffer = Buffer.alloc(0);
+    if (this.flags & KEY_EXCH) {
+      this.exportedKey = randomBytes(16);
+      encryptedKey = new Rc4(baseKey).transform(this.exportedKey);
+    } else {
+      this.exportedKey = baseKey;
+    }
+
+    const user = this.o.anonymous ? Buffer.alloc(0) : u16(this.o.user);
+    const dom = this.o.anonymous ? Buffer.alloc(0) : u16(domain);
+    const ws = u16('TESTCLIENT');
+    const fixed = 64 + 8 + 16; // header, Version, MIC
+    const payload = [dom, user, ws, lm, nt, encryptedKey];
+    const m = Buffer.alloc(fixed + payload.reduce((n, p) => n + p.length, 0));
+    m.write('NTLMSSP\0', 0, 'latin1');
+    m.writeUInt32LE(3, 8);
+    let off = fixed;
+    const put = (at: number, p: Buffer): void => {
+      m.writeUInt16LE(p.length, at);
+      m.writeUInt16LE(p.length, at + 2);
+      m.writeUInt32LE(off, at + 4);
+      p.copy(m, off);
+      off += p.length;
+    };
+    put(28, dom);
+    put(36, user);
+    put(44, ws);
+    put(12, lm);
+    put(20, nt);
+    put(52, encryptedKey);
+    m.writeUInt32LE(this.flags, 60);
+    Buffer.from([10, 0, 0x61, 0x4a, 0, 0, 0, 15]).copy(m, 64);
+    if (this.o.mic) hmac(this.exportedKey, this.negotiateMessage, challenge, m).copy(m, 72);
+    return m;
+  }
+
+  /** GSS_GetMIC over the mechTypes (the mechListMIC a Windows client sends). */
+  mechListMic(mechTypesDer: Buffer): Buffer {
+    return new NtlmSigner(this.exportedKey, this.flags, 'client-to-server').sign(mechTypesDer);
+  }
+
+  /** Checks the server's mechListMIC, as the client does before it trusts the session. */
+  checkServerMic(mechTypesDer: Buffer, mic: Buffer): boolean {
+    return new NtlmSigner(this.exportedKey, this.flags, 'server-to-client').verify(mechTypesDer, mic);
+  }
+}
+
+// ---------------------------------------------------------------- drivers
+
+const OPTS: SmbAuthOptions = { serverName: 'DITTOFS', domain: 'WORKGROUP', allowGuest: false };
+
+function expectContinue(step: AuthStep): Buffer {
+  assert.equal(step.kind, 'continue', step.kind === 'failed' ? step.message : '');
+  assert.ok(step.kind === 'continue');
+  return step.token;
+}
+
+async function rawLogon(dir: SmbUserDirectory, o: ClientOptions, opts = OPTS): Promise<{ step: AuthStep; client: TestNtlmClient }> {
+  const client = new TestNtlmClient(o);
+  const ex = new SmbAuthExchange(dir, opts);
+  const challenge = expectContinue(await ex.step(client.negotiate()));
+  return { step: await ex.step(await client.authenticate(challenge)), client };
+}
+
+interface SpnegoRun {
+  step: AuthStep;
+  client: TestNtlmClient;
+  mechTypesDer: Buffer;
+  first: ReturnType<typeof decodeNegTokenResp>;
+}
+
+async function spnegoLogon(
+  dir: SmbUserDirectory,
+  o: ClientOptions,
+  s: { mechListMic?: boolean; mechTypes?: string[]; tamperMic?: boolean } = {},
+  opts = OPTS,
+): Promise<SpnegoRun> {
+  const client = new TestNtlmClient(o);
+  const ex = new SmbAuthExchange(dir, opts);
+  const mechTypes = s.mechTypes ?? [OID.NTLMSSP];
+  const optimistic = mechTypes[0] === OID.NTLMSSP;
+  const init = encodeInitialToken({ mechTypes, mechToken: optimistic ? client.negotiate() : Buffer.from('not a kerberos AP-REQ') });
+  let resp = decodeNegTokenResp(expectContinue(await ex.step(init)));
+  const first = resp;
+  if (!optimistic) {
+    assert.equal(resp.responseToken, null);
+    resp = decodeNegTokenResp(expectContinue(await ex.step(encodeNegTokenResp({ responseToken: client.negotiate() }))));
+  }
+  assert.ok(resp.responseToken, 'the CHALLENGE');
+  const auth = await client.authenticate(resp.responseToken);
+  const mechTypesDer = encodeMechTypes(mechTypes);
+  const mic = s.mechListMic ? client.mechListMic(mechTypesDer) : undefined;
+  if (mic && s.tamperMic) mic[5]! ^= 1;
+  const step = await ex.step(encodeNegTokenResp({ responseToken: auth, ...(mic ? { mechListMIC: mic } : {}) }));
+  return { step, client, mechTypesDer, first };
+}
+
+function expectDone(step: AuthStep): Extract<AuthStep, { kind: 'done' }> {
+  assert.equal(step.kind, 'done', step.kind === 'failed' ? step.message : '');
+  assert.ok(step.kind === 'done');
+  return step;
+}
+
+function expectFailed(step: AuthStep, reason: 'logon-failure' | 'invalid-token', message: RegExp): void {
+  assert.equal(step.kind, 'failed');
+  assert.ok(step.kind === 'failed');
+  assert.equal(step.reason, reason, step.message);
+  assert.match(step.message, message);
+}
+
+// ---------------------------------------------------------------- the tests
+
+describe('SMB session setup against control-plane users', () => {
+  let store: ControlStore;
+  let dir: SmbUserDirectory;
+  const PASSWORD = 'Corr3ct horse!';
+  const ALICE = { name: 'alice', uid: 1500, gid: 1600, gids: [5000, 5001] };
+
+  before(async () => {
+    store = await openTestControlStore();
+    await store.createGroup({ name: 'staff', gid: 5000 });
+    await store.createGroup({ name: 'video', gid: 5001 });
+    await store.createUser({
+      username: 'alice',
+      uid: 1500,
+      gid: 1600,
+      ...(await passwordCredentials(PASSWORD, MIN_BCRYPT_COST)),
+      groups: ['staff', 'video'],
+    });
+    await store.createUser({ username: 'nfsonly', uid: 1501 }); // no password: cannot log on
+    dir = controlPlaneDirectory(store);
+  });
+  after(async () => {
+    await store.close();
+  });
+
+  describe('raw NTLMSSP (Linux cifs)', () => {
+    for (const keyExch of [true, false])
+      for (const mic of [true, false])
+        it(`logs on with the right password (KEY_EXCH ${keyExch}, MIC ${mic})`, async () => {
+          const { step, client } = await rawLogon(dir, { user: 'alice', password: PASSWORD, keyExch, mic });
+          const done = expectDone(step);
+          assert.deepEqual(done.user, ALICE);
+          assert.deepEqual(done.sessionKey, client.exportedKey, 'the session key is the exported session key');
+          assert.equal(done.sessionKey.length, 16);
+          assert.equal(done.token.length, 0, 'raw NTLMSSP ends with an empty security buffer');
+          assert.equal(done.anonymous, false);
+          assert.equal(done.guest, false);
+        });
+
+    it('user names are case-insensitive', async () => {
+      assert.deepEqual(expectDone((await rawLogon(dir, { user: 'ALICE', password: PASSWORD, mic: true })).step).user, ALICE);
+    });
+
+    it('accepts a response keyed with no domain or the server name while another domain was sent', async () => {
+      for (const keyDomain of ['', 'DITTOFS'])
+        expectDone((await rawLogon(dir, { user: 'alice', password: PASSWORD, domain: 'ELSEWHERE', keyDomain })).step);
+    });
+
+    it('refuses a wrong password, an unknown user and a user without an SMB password', async () => {
+      expectFailed(
+        (await rawLogon(dir, { user: 'alice', password: 'wrong' })).step,
+        'logon-failure',
+        /"WORKGROUP\\\\alice".*wrong password/,
+      );
+      expectFailed(
+        (await rawLogon(dir, { user: 'mallory', password: PASSWORD })).step,
+        'logon-failure',
+        /"WORKGROUP\\\\mallory".*no such user/,
+      );
+      expectFailed((await rawLogon(dir, { user: 'nfsonly', password: '' })).step, 'logon-failure', /no SMB password/);
+    });
+
+    it('never puts the password or the hash in the message', async () => {
+      const { step } = await rawLogon(dir, { user: 'alice', password: 'wrong' });
+      assert.ok(step.kind === 'failed');
+      const hash = (await store.getNtHash('alice')) ?? 'missing';
+      assert.ok(!step.message.includes(PASSWORD) && !step.message.includes('wrong password!') && !step.message.includes(hash));
+    });
+
+    it('refuses NTLMv1 responses', async () => {
+      expectFailed((await rawLogon(dir, { user: 'alice', password: PASSWORD, ntlmV1: true })).step, 'logon-failure', /NTLMv1.*refused/);
+    });
+
+    it('refuses an AUTHENTICATE whose MIC does not match', async () => {
+      const client = new TestNtlmClient({ user: 'alice', password: PASSWORD, mic: true });
+      const ex = new SmbAuthExchange(dir, OPTS);
+      const auth = await client.authenticate(expectContinue(await ex.step(client.negotiate())));
+      auth[80]! ^= 0x40;
+      expectFailed(await ex.step(auth), 'logon-failure', /MIC does not match/);
+    });
+
+    it('anonymous logons only when guest access is on', async () => {
+      expectFailed((await rawLogon(dir, { user: '', password: '', anonymous: true })).step, 'logon-failure', /guest access is off/);
+      const done = expectDone((await rawLogon(dir, { user: '', password: '', anonymous: true }, { ...OPTS, allowGuest: true })).step);
+      assert.equal(done.anonymous, true);
+      assert.deepEqual(done.user, { name: '', uid: NOBODY_ID, gid: NOBODY_ID, gids: [] });
+    });
+  });
+
+  describe('SPNEGO (smbclient, macOS, Windows)', () => {
+    it('NEGOTIATE offers exactly NTLMSSP in a negTokenInit2', () => {
+      const blob = negotiateSecurityBlob();
+      assert.deepEqual(decodeInitialToken(blob).mechTypes, [OID.NTLMSSP]);
+      // DER worked out by hand: [APPLICATION 0] { SPNEGO OID, [0] { [0] {NTLMSSP}, [3] { [0] GeneralString hint } } }
+      assert.equal(
+        blob.toString('hex'),
+        '6048' +
+          '06062b0601050502' +
+          'a03e303c' +
+          'a00e300c060a2b06010401823702020a' +
+          'a32a3028a0261b24' +
+          Buffer.from('not_defined_in_RFC4178@please_ignore').toString('hex'),
+      );
+    });
+
+    it('Windows-style: MIC and mechListMIC; the server answers with its own mechListMIC', async () => {
+      const run = await spnegoLogon(dir, { user: 'alice', password: PASSWORD, mic: true }, { mechListMic: true });
+      assert.equal(run.first.negState, NEG_STATE.ACCEPT_INCOMPLETE);
+      assert.equal(run.first.supportedMech, OID.NTLMSSP);
+      const done = expectDone(run.step);
+      assert.deepEqual(done.user, ALICE);
+      assert.deepEqual(done.sessionKey, run.client.exportedKey);
+      const final = decodeNegTokenResp(done.token);
+      assert.equal(final.negState, NEG_STATE.ACCEPT_COMPLETED);
+      assert.ok(final.mechListMIC, 'a mechListMIC answers the client');
+      assert.ok(run.client.checkServerMic(run.mechTypesDer, final.mechListMIC), 'the client can verify it');
+    });
+
+    it('without KEY_EXCH the mechListMIC still checks out', async () => {
+      const run = await spnegoLogon(dir, { user: 'alice', password: PASSWORD, mic: true, keyExch: false }, { mechListMic: true });
+      const final = decodeNegTokenResp(expectDone(run.step).token);
+      assert.ok(final.mechListMIC && run.client.checkServerMic(run.mechTypesDer, final.mechListMIC));
+    });
+
+    it('sends no mechListMIC when the client sent none', async () => {
+      const run = await spnegoLogon(dir, { user: 'alice', password: PASSWORD });
+      const final = decodeNegTokenResp(expectDone(run.step).token);
+      assert.deepEqual(final, { negState: NEG_STATE.ACCEPT_COMPLETED, supportedMech: null, responseToken: null, mechListMIC: null });
+    });
+
+    it('refuses a mechListMIC that does not match', async () => {
+      const run = await spnegoLogon(dir, { user: 'alice', password: PASSWORD, mic: true }, { mechListMic: true, tamperMic: true });
+      expectFailed(run.step, 'logon-failure', /mechListMIC .* does not match/);
+    });
+
+    it('Kerberos offered first: chooses NTLMSSP, asks for its token, and requires the mechListMIC', async () => {
+      const mechTypes = [OID.MS_KERBEROS, OID.KERBEROS, OID.NTLMSSP];
+      const run = await spnegoLogon(dir, { user: 'alice', password: PASSWORD, mic: true }, { mechTypes, mechListMic: true });
+      assert.equal(run.first.negState, NEG_STATE.REQUEST_MIC);
+      assert.equal(run.first.supportedMech, OID.NTLMSSP);
+      expectDone(run.step);
+      const noMic = await spnegoLogon(dir, { user: 'alice', password: PASSWORD }, { mechTypes });
+      expectFailed(noMic.step, 'logon-failure', /mechListMIC missing/);
+    });
+
+    it('refuses a client that offers no NTLMSSP', async () => {
+      const ex = new SmbAuthExchange(dir, OPTS);
+      expectFailed(await ex.step(encodeInitialToken({ mechTypes: [OID.KERBEROS] })), 'invalid-token', /offers no NTLMSSP/);
+    });
+
+    it('refuses wrong passwords, unknown and password-less users', async () => {
+      expectFailed(
+        (await spnegoLogon(dir, { user: 'alice', password: 'nope', mic: true }, { mechListMic: true })).step,
+        'logon-failure',
+        /wrong password/,
+      );
+      expectFailed((await spnegoLogon(dir, { user: 'bob', password: PASSWORD })).step, 'logon-failure', /no such user/);
+      expectFailed((await spnegoLogon(dir, { user: 'nfsonly', password: '' })).step, 'logon-failure', /no SMB password/);
+    });
+
+    it('an empty first buffer is answered with the mechanism list', async () => {
+      const ex = new SmbAuthExchange(dir, OPTS);
+      assert.deepEqual(expectContinue(await ex.step(Buffer.alloc(0))), negotiateSecurityBlob());
+      expectFailed(await ex.step(Buffer.alloc(0)), 'invalid-token', /second empty/);
+    });
+  });
+
+  describe('control-plane changes are seen by the next logon', () => {
+    it('a new user, a new password, a group change, a deleted user', async () => {
+      expectFailed((await rawLogon(dir, { user: 'carol', password: 'first-pass' })).step, 'logon-failure', /no such user/);
+      await store.createUser({ username: 'carol', uid: 1700, ...(await passwordCredentials('first-pass', MIN_BCRYPT_COST)) });
+      assert.deepEqual(expectDone((await rawLogon(dir, { user: 'carol', password: 'first-pass' })).step).user, {
+        name: 'carol',
+        uid: 1700,
+        gid: 1700,
+        gids: [],
+      });
+      await store.updateUser('carol', { credentials: await passwordCredentials('second-pass', MIN_BCRYPT_COST), groups: ['staff'] });
+      expectFailed((await rawLogon(dir, { user: 'carol', password: 'first-pass' })).step, 'logon-failure', /wrong password/);
+      assert.deepEqual(expectDone((await rawLogon(dir, { user: 'carol', password: 'second-pass' })).step).user.gids, [5000]);
+      await store.updateUser('carol', { credentials: { password_hash: null, nt_hash: null } });
+      expectFailed((await rawLogon(dir, { user: 'carol', password: 'second-pass' })).step, 'logon-failure', /no SMB password/);
+      await store.deleteUser('carol');
+      expectFailed((await rawLogon(dir, { user: 'carol', password: 'second-pass' })).step, 'logon-failure', /no such user/);
+    });
+  });
+
+  describe('protocol misuse and malformed tokens', () => {
+    it('refuses an AUTHENTICATE before a NEGOTIATE, steps after the end, and mixed framings', async () => {
+      const client = new TestNtlmClient({ user: 'alice', password: PASSWORD });
+      const ex1 = new SmbAuthExchange(dir, OPTS);
+      const challenge = expectContinue(await new SmbAuthExchange(dir, OPTS).step(client.negotiate()));
+      expectFailed(await ex1.step(await client.authenticate(challenge)), 'invalid-token', /expected an NTLMSSP NEGOTIATE/);
+
+      const { step } = await rawLogon(dir, { user: 'alice', password: PASSWORD });
+      expectDone(step);
+      const ex2 = new SmbAuthExchange(dir, OPTS);
+      const c2 = new TestNtlmClient({ user: 'alice', password: PASSWORD });
+      const ch2 = expectContinue(await ex2.step(c2.negotiate()));
+      expectDone(await ex2.step(await c2.authenticate(ch2)));
+      expectFailed(await ex2.step(c2.negotiate()), 'invalid-token', /already finished/);
+
+      const ex3 = new SmbAuthExchange(dir, OPTS);
+      const c3 = new TestNtlmClient({ user: 'alice', password: PASSWORD });
+      const ch3 = expectContinue(await ex3.step(c3.negotiate()));
+      expectFailed(
+        await ex3.step(encodeNegTokenResp({ responseToken: await c3.authenticate(ch3) })),
+        'invalid-token',
+        /SPNEGO token in the middle/,
+      );
+    });
+
+    it('arbitrary bytes at any step give a step result, never an exception', async () => {
+      const client = new TestNtlmClient({ user: 'alice', password: PASSWORD });
+      const negotiate = client.negotiate();
+      const prefixes = [Buffer.alloc(0), Buffer.from([0x60]), Buffer.from([0xa1]), Buffer.from('NTLMSSP\0', 'latin1')];
+      await fc.assert(
+        fc.asyncProperty(fc.constantFrom(...prefixes), fc.uint8Array({ maxLength: 200 }), fc.nat(2), async (prefix, bytes, at) => {
+          const ex = new SmbAuthExchange(dir, OPTS);
+          if (at >= 1)
+            expectContinue(await ex.step(at === 1 ? negotiate : encodeInitialToken({ mechTypes: [OID.NTLMSSP], mechToken: negotiate })));
+          const step = await ex.step(Buffer.concat([prefix, bytes]));
+          assert.ok(step.kind === 'failed' || step.kind === 'continue', `unexpected ${step.kind}`);
+          if (step.kind === 'failed') assert.ok(step.message.length > 0);
+        }),
+        { numRuns: 1500 },
+      );
+    });
+  });
+});
