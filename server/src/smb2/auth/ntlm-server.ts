@@ -40,6 +40,8 @@ export type NtlmOutcome =
       anonymous: boolean;
       /** The flags both sides agreed on (CHALLENGE & AUTHENTICATE). */
       flags: number;
+      /** The AUTHENTICATE carried a MIC (MsvAvFlags), which was checked: a client of this age also does mechListMIC. */
+      hadMic: boolean;
     }
   | { ok: false; reason: 'logon-failure' | 'invalid-token'; message: string };
 
@@ -105,7 +107,7 @@ export class NtlmServer {
       if (!this.opts.allowGuest) return { ok: false, reason: 'logon-failure', message: 'anonymous logon refused: guest access is off' };
       const key = this.keyExchange(flags, Buffer.alloc(16), auth);
       if (typeof key === 'string') return { ok: false, reason: 'invalid-token', message: key };
-      return { ok: true, user: { ...ANONYMOUS_USER, gids: [] }, sessionKey: key, anonymous: true, flags };
+      return { ok: true, user: { ...ANONYMOUS_USER, gids: [] }, sessionKey: key, anonymous: true, flags, hadMic: false };
     }
     if (auth.ntResponse.length === 24 || auth.ntResponse.length === 0)
       return { ok: false, reason: 'logon-failure', message: `NTLMv1/LM response from ${who} refused: only NTLMv2 is accepted` };
@@ -146,14 +148,15 @@ export class NtlmServer {
     const key = this.keyExchange(flags, sessionBaseKey(responseKey, v2.ntProofStr), auth);
     if (typeof key === 'string') return { ok: false, reason: 'invalid-token', message: `${key} (${who})` };
 
-    if (avFlags & MSV_AV_FLAG_MIC_PRESENT) {
+    const hadMic = (avFlags & MSV_AV_FLAG_MIC_PRESENT) !== 0;
+    if (hadMic) {
       if (auth.micOffset < 0)
         return { ok: false, reason: 'invalid-token', message: `AUTHENTICATE of ${who} announces a MIC but has no room for one` };
       const mic = computeMic(key, this.negotiate.raw, this.challenge, auth.raw, auth.micOffset);
       if (!safeEqual(mic, auth.raw.subarray(auth.micOffset, auth.micOffset + 16)))
         return { ok: false, reason: 'logon-failure', message: `logon of ${who} refused: the NTLM MIC does not match (messages altered?)` };
     }
-    return { ok: true, user: { ...entry.user, gids: [...entry.user.gids] }, sessionKey: key, anonymous: false, flags };
+    return { ok: true, user: { ...entry.user, gids: [...entry.user.gids] }, sessionKey: key, anonymous: false, flags, hadMic };
   }
 
   /** KEY_EXCH (3.2.5.1.2): the exported session key, or why the EncryptedRandomSessionKey is unusable. */
