@@ -109,8 +109,14 @@ export class NtlmServer {
       if (typeof key === 'string') return { ok: false, reason: 'invalid-token', message: key };
       return { ok: true, user: { ...ANONYMOUS_USER, gids: [] }, sessionKey: key, anonymous: true, flags, hadMic: false };
     }
-    if (auth.ntResponse.length === 24 || auth.ntResponse.length === 0)
-      return { ok: false, reason: 'logon-failure', message: `NTLMv1/LM response from ${who} refused: only NTLMv2 is accepted` };
+    if (auth.ntResponse.length === 0)
+      return {
+        ok: false,
+        reason: 'logon-failure',
+        message: `LM-only response from ${who} (no NT response) refused: only NTLMv2 is accepted`,
+      };
+    if (auth.ntResponse.length === 24)
+      return { ok: false, reason: 'logon-failure', message: `NTLMv1 response from ${who} refused: only NTLMv2 is accepted` };
     const v2 = splitNtlmV2Response(auth.ntResponse);
     if (v2 === null) return { ok: false, reason: 'logon-failure', message: `malformed NTLMv2 response from ${who}` };
 

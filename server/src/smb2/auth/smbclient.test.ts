@@ -50,12 +50,18 @@ interface Session {
 }
 
 /** A test-only SMB2 listener: one connection, NEGOTIATE and SESSION_SETUP through SmbAuthExchange. */
-async function listen(dir: SmbUserDirectory, pinned: boolean): Promise<{ port: number; sessions: Session[]; close(): Promise<void> }> {
+async function listen(
+  dir: SmbUserDirectory,
+  pinned: boolean,
+  opts = OPTS,
+): Promise<{ port: number; sessions: Session[]; close(): Promise<void> }> {
   const sessions: Session[] = [];
   const server = net.createServer((sock) => {
     const s: Session = { tokens: [], answers: [], outcome: null, treeConnectSigned: null, signingRequired: false };
     sessions.push(s);
-    const ex = new SmbAuthExchange(dir, OPTS, pinned ? PINNED : {});
+    // One exchange per session being set up: a client may start over after a failure (smbclient -N
+    // first tries the local user name with an empty password, then anonymous).
+    let ex: SmbAuthExchange | null = null;
     let sessionKey: Buffer | null = null;
     let pending = Buffer.alloc(0);
     let busy = Promise.resolve();
@@ -118,7 +124,9 @@ async function listen(dir: SmbUserDirectory, pinned: boolean): Promise<{ port: n
         s.signingRequired = (body[3]! & 0x02) !== 0;
         const token = Buffer.from(req.subarray(body.readUInt16LE(12), body.readUInt16LE(12) + body.readUInt16LE(14)));
         s.tokens.push(token);
+        ex ??= new SmbAuthExchange(dir, opts, pinned ? PINNED : {});
         const step = await ex.step(token);
+        if (step.kind !== 'continue') ex = null;
         const answer = step.kind === 'failed' ? Buffer.alloc(0) : step.token;
         s.answers.push(answer);
         const r = Buffer.alloc(8 + answer.length);
@@ -161,15 +169,14 @@ function errorBody(): Buffer {
   return b;
 }
 
-async function smbclient(port: number, user: string, password: string, extra: string[], conf: string): Promise<string> {
+async function smbclient(port: number, user: string | null, password: string, extra: string[], conf: string): Promise<string> {
   const args = [
     '-s',
     conf,
     `//127.0.0.1/share`,
     '-p',
     String(port),
-    '-U',
-    `${user}%${password}`,
+    ...(user === null ? ['-N'] : ['-U', `${user}%${password}`]),
     '-m',
     'SMB2_10',
     '--option=client min protocol=SMB2_02',
@@ -275,6 +282,42 @@ describe(
     });
   },
 );
+
+describe('real smbclient without credentials (-N)', { skip: haveSmbclient ? false : 'smbclient is not installed' }, () => {
+  let tmp: string;
+  let conf: string;
+  const nobody: SmbUserDirectory = { lookup: async () => null };
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'smb-auth-'));
+    conf = path.join(tmp, 'smb.conf');
+    await writeFile(conf, '[global]\n  workgroup = WORKGROUP\n  client use kerberos = off\n');
+  });
+  after(async () => {
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('is refused while guest access is off, and logs on anonymously when it is on', async () => {
+    const off = await listen(nobody, false);
+    try {
+      assert.match(await smbclient(off.port, null, '', [], conf), /NT_STATUS_LOGON_FAILURE/);
+      assert.ok(
+        off.sessions.some((s) => s.outcome?.kind === 'failed' && /guest access is off/.test(s.outcome.message)),
+        JSON.stringify(off.sessions.map((s) => s.outcome)),
+      );
+    } finally {
+      await off.close();
+    }
+    const on = await listen(nobody, false, { ...OPTS, allowGuest: true });
+    try {
+      const out = await smbclient(on.port, null, '', [], conf);
+      assert.match(out, /NT_STATUS_BAD_NETWORK_NAME/, out);
+      const done = on.sessions.at(-1)?.outcome;
+      assert.ok(done?.kind === 'done' && done.anonymous, JSON.stringify(done));
+    } finally {
+      await on.close();
+    }
+  });
+});
 
 describe('captured smbclient exchange replays byte for byte', () => {
   it('the same challenge gives the same answers, and the logon succeeds offline', async () => {
