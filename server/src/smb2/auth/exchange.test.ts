@@ -264,6 +264,18 @@ describe('SMB session setup against control-plane users', () => {
       assert.deepEqual(expectDone((await rawLogon(dir, { user: 'ALICE', password: PASSWORD, mic: true })).step).user, ALICE);
     });
 
+    it('accepts a user principal name (alice@server with no domain)', async () => {
+      assert.deepEqual(
+        expectDone((await rawLogon(dir, { user: 'alice@dittofs.example', password: PASSWORD, domain: '' })).step).user,
+        ALICE,
+      );
+      expectFailed(
+        (await rawLogon(dir, { user: 'alice@dittofs.example', password: 'bad', domain: '' })).step,
+        'logon-failure',
+        /wrong password/,
+      );
+    });
+
     it('accepts a response keyed with no domain or the server name while another domain was sent', async () => {
       for (const keyDomain of ['', 'DITTOFS'])
         expectDone((await rawLogon(dir, { user: 'alice', password: PASSWORD, domain: 'ELSEWHERE', keyDomain })).step);

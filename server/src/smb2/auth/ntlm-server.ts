@@ -45,6 +45,16 @@ export type NtlmOutcome =
     }
   | { ok: false; reason: 'logon-failure' | 'invalid-token'; message: string };
 
+/**
+ * The control-plane account an AUTHENTICATE names: its UserName, or the part before '@' of a user
+ * principal name ("alice@dittofs" with an empty DomainName, as Windows sends what the user typed).
+ * The NTLMv2 response is still checked against the UserName as sent, which is what the client keyed.
+ */
+export function accountName(auth: { user: string; domain: string }): string {
+  const at = auth.user.indexOf('@');
+  return auth.domain === '' && at > 0 ? auth.user.slice(0, at) : auth.user;
+}
+
 /** MS-NLMP 3.2.5.1.1: the CHALLENGE flags for a client's NEGOTIATE flags. */
 export function challengeFlags(clientFlags: number): number {
   let flags =
@@ -122,9 +132,9 @@ export class NtlmServer {
 
     let entry: Awaited<ReturnType<SmbUserDirectory['lookup']>>;
     try {
-      entry = await this.dir.lookup(auth.user);
+      entry = await this.dir.lookup(accountName(auth));
       if (entry === null) {
-        const why = this.dir.describeMissing ? await this.dir.describeMissing(auth.user) : 'no such user, or no SMB password';
+        const why = this.dir.describeMissing ? await this.dir.describeMissing(accountName(auth)) : 'no such user, or no SMB password';
         return { ok: false, reason: 'logon-failure', message: `logon of ${who} refused: ${why}` };
       }
     } catch (err) {
