@@ -507,60 +507,15 @@ export class FileService {
     const victim = await share.meta.lookup(b.inode.id, toName);
     if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id))
       throw new VfsError('ACCES', 'sticky directory: not the owner');
-    if (moving.type === FileType.DIR && a.inode.id !== b.inode.id) {
-      // Directory moves between parents are serialized per share (like a kernel's rename mutex),
-      // so two crossing moves cannot both pass the subtree check and build a cycle.
-      const release = await this.renameLock(share);
-      try {
-        return await this.renameDirectory(share, a.inode, fromName, b.inode, toName, moving, id);
-      } finally {
-        release();
-      }
-    }
+    // Moving a directory to another parent rewrites its ".." entry, which needs write permission
+    // on it. Whether the target lies inside the directory (INVAL) is the store's to decide, in the
+    // transaction that moves it: a check made here could be overtaken by a concurrent move.
+    if (moving.type === FileType.DIR && a.inode.id !== b.inode.id && id.uid !== 0) this.mustAccess(moving, id, Access.W);
     const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());
     if (r.replaced?.freed && r.replaced.inode.type === FileType.REG) await share.data.free(r.replaced.inode.id);
     const fromAfter = await share.meta.getInode(a.inode.id);
     const toAfter = a.inode.id === b.inode.id ? fromAfter : await share.meta.getInode(b.inode.id);
     return { from: { dirBefore: a.inode, dirAfter: fromAfter }, to: { dirBefore: b.inode, dirAfter: toAfter } };
-  }
-
-  private readonly renameLocks = new Map<number, Promise<void>>();
-
-  private async renameLock(share: Share): Promise<() => void> {
-    const prev = this.renameLocks.get(share.id) ?? Promise.resolve();
-    let release!: () => void;
-    const next = new Promise<void>((r) => (release = r));
-    const tail = prev.then(() => next);
-    this.renameLocks.set(share.id, tail);
-    await prev;
-    return () => {
-      release();
-      if (this.renameLocks.get(share.id) === tail) this.renameLocks.delete(share.id);
-    };
-  }
-
-  private async renameDirectory(
-    share: Share,
-    fromDir: Inode,
-    fromName: Buffer,
-    toDir: Inode,
-    toName: Buffer,
-    moving: Inode,
-    id: Identity,
-  ): Promise<{ from: DirChange; to: DirChange }> {
-    // A directory cannot move into its own subtree (checked under the lock, from fresh rows).
-    let cur: Inode | null = await share.meta.getInode(toDir.id);
-    for (let depth = 0; cur && depth < 4096; depth++) {
-      if (cur.id === moving.id) throw new VfsError('INVAL', 'cannot move a directory into itself');
-      if (cur.id === share.rootId || cur.parent === cur.id) break;
-      cur = await share.meta.getInode(cur.parent);
-    }
-    // Moving a directory rewrites its ".." entry, which needs write permission on it.
-    if (id.uid !== 0) this.mustAccess(moving, id, Access.W);
-    await share.meta.rename(fromDir.id, fromName, toDir.id, toName, nowTimespec());
-    const fromAfter = await share.meta.getInode(fromDir.id);
-    const toAfter = await share.meta.getInode(toDir.id);
-    return { from: { dirBefore: fromDir, dirAfter: fromAfter }, to: { dirBefore: toDir, dirAfter: toAfter } };
   }
 
   // ---- directories -------------------------------------------------------------------------------
