@@ -15,7 +15,7 @@ import type { FileService, Share } from '../vfs/service.js';
 import { CreateMode } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { FileType } from '../vfs/types.js';
-import { Access3, MAX_IO, MAX_PATH, Nfs3Status, NfsProc, nfsStatusOf, StableHow } from './constants.js';
+import { Access3, MAX_IO, MAX_PATH_DECODE, Nfs3Status, NfsProc, nfsStatusOf, StableHow } from './constants.js';
 import {
   FATTR3_SIZE,
   readFh,
@@ -285,7 +285,7 @@ export class Nfs3Program {
   // §3.3.7 WRITE
   private async write(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
-    const offset = r.u64();
+    const offset = readFileOffset(r);
     const count = r.u32();
     const stable = r.u32();
     if (stable > StableHow.FILE_SYNC) throw new DecodeError(DecodeErrorCode.Invalid, `bad stable_how ${stable}`);
@@ -356,7 +356,7 @@ export class Nfs3Program {
     const dirFh = readFh(r);
     const name = readName(r);
     const attrs = readSattr(r);
-    const target = r.opaque(MAX_PATH);
+    const target = r.opaque(MAX_PATH_DECODE);
     return this.diropres(w, id, dirFh, () => this.fs.symlink(dirFh, name, id, target, attrs));
   }
 

@@ -257,6 +257,7 @@ export class FileService {
       if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot set the size of a directory');
       if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'size applies to regular files only');
       if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
+      if (!Number.isSafeInteger(attrs.size) || attrs.size < 0) throw new VfsError('FBIG', 'size at or past 2^53 bytes');
       if (attrs.size !== inode.size) {
         changes.size = attrs.size;
         changes.mtime = now;
@@ -334,6 +335,7 @@ export class FileService {
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
     if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
+    // An offset at or past 2^53 arrives as Infinity (see the NFS decoder): FBIG too.
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
