@@ -207,7 +207,7 @@ describe('file service semantics', () => {
     await rejects(fs.getattr(forged, root), 'STALE');
   });
 
-  it('serializes crossing directory moves so no cycle can form', async () => {
+  it('lets only one of two crossing directory moves succeed, so no cycle can form', async () => {
     const { fs, share, rootFh } = await setup();
     const a = await fs.mkdir(rootFh, n('a'), root, {});
     const b = await fs.mkdir(rootFh, n('b'), root, {});
