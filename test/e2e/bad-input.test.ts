@@ -469,6 +469,82 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
     await assertNormalClientWorks();
   });
 
+  test(
+    'values the protocol allows but no file can have: FBIG, NAMETOOLONG, MNT INVAL and NAMETOOLONG',
+    { timeout: TEST_TIMEOUT },
+    async () => {
+      const c = await NfsClient.connect(srv.nfsPort, ROOT);
+      try {
+        const fh = await c.writeFile(root, 'big.txt', Buffer.from('small'));
+        /** The nfsstat3 a raw NFS call answers with (SUCCESS at the RPC level is required). */
+        const status = async (proc: number, argBytes: Buffer): Promise<number> => {
+          const { xid, reply } = await rawCall(c.conn, NFS_PROGRAM, NFS_V3, proc, argBytes);
+          const p = parseReply(reply);
+          assert.equal(p.xid, xid);
+          assert.ok(p.kind === 'accepted' && p.acceptStat === AcceptStat.SUCCESS, `RPC not successful: ${reply.toString('hex')}`);
+          return p.body.u32();
+        };
+        const FBIG = 27;
+        // uint64 offsets and sizes at or past 2^53 (hi word 2^21), up to 2^64-1: FBIG, not GARBAGE_ARGS.
+        const huge: [string, number, number][] = [
+          ['2^53', 0x200000, 0],
+          ['2^53+1', 0x200000, 1],
+          ['2^63', 0x80000000, 0],
+          ['2^64-1', 0xffffffff, 0xffffffff],
+        ];
+        for (const [what, hi, lo] of huge) {
+          const write = Buffer.concat([new XdrWriter().opaque(fh).finish(), words(hi, lo, 4, StableHow.FILE_SYNC, 4), Buffer.from('abcd')]);
+          assert.equal(await status(NfsProc.WRITE, write), FBIG, `WRITE at offset ${what}`);
+          // sattr3 with only the size set: mode, uid, gid not set, size set, atime and mtime untouched; no guard.
+          const setattr = Buffer.concat([new XdrWriter().opaque(fh).finish(), words(0, 0, 0, 1, hi, lo, 0, 0, 0)]);
+          assert.equal(await status(NfsProc.SETATTR, setattr), FBIG, `SETATTR size ${what}`);
+        }
+        // Just below: a write that would end past 2^53-1 is FBIG too; nothing above changed the file.
+        assert.equal(await status(NfsProc.WRITE, args.write(fh, Number.MAX_SAFE_INTEGER, Buffer.from('x'))), FBIG);
+        const attrs = await c.getattr(fh);
+        assert.equal(attrs.attrs?.size, 5);
+        assert.deepEqual((await c.read(fh, 0, 100)).data, Buffer.from('small'));
+
+        // SYMLINK targets: 4,096 bytes are fine; longer ones are NAMETOOLONG, and create nothing.
+        const symlink = (name: string, target: Buffer): Buffer =>
+          Buffer.concat([
+            new XdrWriter().opaque(root).string(name).finish(),
+            words(0, 0, 0, 0, 0, 0),
+            new XdrWriter().opaque(target).finish(),
+          ]);
+        assert.equal(await status(10, symlink('link-4096', Buffer.alloc(4096, 0x61))), NfsStat.OK);
+        for (const len of [4097, 65536, 512 * 1024]) {
+          assert.equal(await status(10, symlink(`link-${len}`, Buffer.alloc(len, 0x61))), NfsStat.NAMETOOLONG, `a ${len}-byte target`);
+          assert.equal((await c.lookup(root, `link-${len}`)).status, NfsStat.NOENT);
+        }
+        assert.equal((await c.remove(root, 'link-4096')).status, NfsStat.OK);
+        // A target whose declared length is beyond the bytes sent is still malformed.
+        const cut = Buffer.concat([new XdrWriter().opaque(root).string('cut').finish(), words(0, 0, 0, 0, 0, 0, 8192), Buffer.alloc(100)]);
+        const garbage = await rawCall(c.conn, NFS_PROGRAM, NFS_V3, 10, cut);
+        assert.deepEqual(garbage.reply, acceptedError(garbage.xid, AcceptStat.GARBAGE_ARGS));
+
+        // MNT paths that no directory can have: NUL anywhere is MNT3ERR_INVAL, a component over
+        // 255 bytes MNT3ERR_NAMETOOLONG (not SERVERFAULT); 255 bytes is a name that just is not there.
+        const mnt = async (p: Buffer): Promise<number> => {
+          const { reply } = await rawCall(c.conn, MOUNT_PROGRAM, MOUNT_V3, 1, new XdrWriter().opaque(p).finish());
+          const r = parseReply(reply);
+          assert.ok(r.kind === 'accepted' && r.acceptStat === AcceptStat.SUCCESS);
+          return r.body.u32();
+        };
+        for (const p of ['/export/a\0b', '/exp\0ort', '/export\0', '\0'])
+          assert.equal(await mnt(Buffer.from(p)), 22, `MNT ${JSON.stringify(p)}`);
+        assert.equal(await mnt(Buffer.from(`/export/${'x'.repeat(256)}`)), 63, 'MNT with a 256-byte component');
+        assert.equal(await mnt(Buffer.from(`/${'x'.repeat(300)}`)), 63, 'MNT with a 300-byte share component');
+        assert.equal(await mnt(Buffer.from(`/export/${'x'.repeat(255)}`)), 2, 'MNT with a 255-byte component: NOENT');
+        assert.equal(await mnt(Buffer.from('/export')), 0);
+        assert.equal((await c.remove(root, 'big.txt')).status, NfsStat.OK);
+      } finally {
+        c.close();
+      }
+      await assertNormalClientWorks();
+    },
+  );
+
   test('duplicate request cache: retransmitted CREATE and REMOVE get the original reply', { timeout: TEST_TIMEOUT }, async () => {
     const c = await NfsClient.connect(srv.nfsPort, ROOT);
     try {

@@ -195,6 +195,19 @@ export class MemoryMetadataStore implements MetadataStore {
     return this.unlinkChild(parent, d, name, child, now);
   }
 
+  /**
+   * INVAL when `movingId` is `target` or one of its ancestors: moving it there would cut the
+   * subtree off the share and close a cycle. Walks the parent links up to the root, however deep.
+   */
+  private refuseCycle(movingId: number, target: Inode): void {
+    const seen = new Set<number>();
+    for (let cur: Inode | undefined = target; cur !== undefined; cur = this.inodes.get(cur.parent)) {
+      if (cur.id === movingId) throw new VfsError('INVAL', 'cannot move a directory into its own subtree');
+      if (cur.parent === cur.id || seen.has(cur.id)) return;
+      seen.add(cur.id);
+    }
+  }
+
   async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
     const fd = this.mustDir(fromDir);
     const td = this.mustDir(toDir);
@@ -203,6 +216,7 @@ export class MemoryMetadataStore implements MetadataStore {
     const src = fd.byName.get(key(fromName));
     if (!src) throw new VfsError('NOENT', 'source does not exist');
     const moving = this.mustInode(src.child);
+    if (moving.type === FileType.DIR && fromDir !== toDir) this.refuseCycle(moving.id, to);
     const dst = td.byName.get(key(toName));
     let replaced: RemoveResult | null = null;
     if (dst) {

@@ -56,7 +56,9 @@ export interface MetadataStore {
   remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult>;
   /**
    * Moves an entry, replacing a compatible destination (file over file, empty directory over
-   * directory). Renaming an entry onto another link of the same inode changes nothing.
+   * directory). Renaming an entry onto another link of the same inode changes nothing. Moving a
+   * directory into itself or any of its descendants, at any depth, is INVAL: the check runs in the
+   * same atomic step as the move, so concurrent moves (from other processes too) never close a cycle.
    */
   rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult>;
   /** Applies attribute changes; with `guardCtime`, NOT_SYNC unless the inode's ctime matches. */

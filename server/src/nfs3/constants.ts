@@ -100,6 +100,7 @@ export const MountStatus = Object.freeze({
   NOTSUPP: 10004,
   SERVERFAULT: 10006,
 } as const);
+export type MountStatus = (typeof MountStatus)[keyof typeof MountStatus];
 
 export const MountProc = Object.freeze({ NULL: 0, MNT: 1, DUMP: 2, UMNT: 3, UMNTALL: 4, EXPORT: 5 } as const);
 
@@ -124,5 +125,10 @@ export const FHSIZE3 = 64;
 export const MNT_PATH_LEN = 1024;
 /** Longest path (symlink target) accepted. */
 export const MAX_PATH = 4096;
+/**
+ * Longest symlink target the decoder reads (a view into the record, never copied): a longer one
+ * that is present in the call is NAMETOOLONG from the file service, not GARBAGE_ARGS.
+ */
+export const MAX_PATH_DECODE = 1024 * 1024;
 /** Longest name accepted by the decoder; longer names still decode up to this cap, then NAMETOOLONG. */
 export const MAX_NAME_DECODE = 1024;

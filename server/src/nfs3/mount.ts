@@ -2,9 +2,9 @@
 import type { Logger } from 'pino';
 import type { RpcCall } from '../rpc/message.js';
 import type { XdrWriter } from '../rpc/xdr.js';
-import { isVfsError } from '../vfs/errors.js';
+import { isVfsError, type Errno } from '../vfs/errors.js';
 import type { FileService } from '../vfs/service.js';
-import { FileType } from '../vfs/types.js';
+import { FileType, NAME_MAX } from '../vfs/types.js';
 import { AuthFlavor } from '../rpc/message.js';
 import { MNT_PATH_LEN, MountProc, MountStatus } from './constants.js';
 import { identityOf } from './nfs.js';
@@ -31,7 +31,7 @@ export class MountProgram {
       case MountProc.NULL:
         return undefined;
       case MountProc.MNT: {
-        const path = r.string(MNT_PATH_LEN);
+        const path = r.opaque(MNT_PATH_LEN);
         await this.mnt(path, call, w, clientHost);
         return undefined;
       }
@@ -60,7 +60,16 @@ export class MountProgram {
   }
 
   // MOUNTPROC3_MNT: the share itself or a directory below it.
-  private async mnt(path: string, call: RpcCall, w: XdrWriter, clientHost: string): Promise<void> {
+  private async mnt(raw: Buffer, call: RpcCall, w: XdrWriter, clientHost: string): Promise<void> {
+    // A path no file can have is refused before anything is looked up: NUL is never part of a
+    // name, and no component is longer than NAME_MAX bytes.
+    const bad = raw.includes(0) ? MountStatus.INVAL : componentTooLong(raw) ? MountStatus.NAMETOOLONG : MountStatus.OK;
+    if (bad !== MountStatus.OK) {
+      this.log?.info({ client: clientHost, status: bad }, 'mount refused: invalid path');
+      w.u32(bad);
+      return;
+    }
+    const path = raw.toString('utf8');
     const normalized = path.length > 1 ? path.replace(/\/+$/, '') : path;
     let best: ReturnType<FileService['share']>;
     for (const s of this.fs.shares()) {
@@ -99,15 +108,31 @@ export class MountProgram {
       w.u32(MountStatus.OK).opaque(fh).u32(1).u32(AuthFlavor.AUTH_SYS);
     } catch (e) {
       if (!isVfsError(e)) throw e;
-      const st =
-        e.errno === 'NOENT'
-          ? MountStatus.NOENT
-          : e.errno === 'ACCES'
-            ? MountStatus.ACCES
-            : e.errno === 'NOTDIR'
-              ? MountStatus.NOTDIR
-              : MountStatus.SERVERFAULT;
-      w.u32(st);
+      w.u32(MOUNT_STATUS_OF[e.errno] ?? MountStatus.SERVERFAULT);
     }
+  }
+}
+
+/** The file-service errors MNT can meet, as mountstat3 (RFC 1813 §5.1); anything else is SERVERFAULT. */
+const MOUNT_STATUS_OF: Partial<Record<Errno, MountStatus>> = Object.freeze({
+  PERM: MountStatus.PERM,
+  NOENT: MountStatus.NOENT,
+  IO: MountStatus.IO,
+  ACCES: MountStatus.ACCES,
+  NOTDIR: MountStatus.NOTDIR,
+  INVAL: MountStatus.INVAL,
+  NAMETOOLONG: MountStatus.NAMETOOLONG,
+  STALE: MountStatus.NOENT,
+});
+
+/** True when a component of the path (bytes between "/") is longer than NAME_MAX. */
+function componentTooLong(path: Buffer): boolean {
+  let start = 0;
+  for (;;) {
+    const slash = path.indexOf(0x2f, start);
+    const end = slash < 0 ? path.length : slash;
+    if (end - start > NAME_MAX) return true;
+    if (slash < 0) return false;
+    start = slash + 1;
   }
 }

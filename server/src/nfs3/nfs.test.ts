@@ -8,7 +8,7 @@ import type { MemoryServer } from '../testing/memory-server.js';
 import { memoryServer } from '../testing/memory-server.js';
 import type { SetAttrs } from '../vfs/service.js';
 import { MOUNT_PROGRAM, Nfs3Status, NFS_PROGRAM, NfsProc } from './constants.js';
-import { decodeFattr, readSattr, writeFattr, writeSattr } from './xdr.js';
+import { decodeFattr, readFileOffset, readSattr, writeFattr, writeSattr } from './xdr.js';
 
 const capture = JSON.parse(readFileSync(new URL('./fixtures/libnfs-capture.json', import.meta.url), 'utf8')) as { records: string[] };
 const conn = { host: '127.0.0.1', transport: 'tcp' as const };
@@ -199,6 +199,29 @@ describe('RFC 1813 §2.6 attribute codecs', () => {
         },
       ),
     );
+  });
+
+  it('reads offset3/size3 exactly below 2^53 and as Infinity (FBIG) from 2^53 up to 2^64-1', () => {
+    const at = (hi: number, lo: number): number => {
+      const b = Buffer.alloc(8);
+      b.writeUInt32BE(hi, 0);
+      b.writeUInt32BE(lo, 4);
+      return readFileOffset(new XdrReader(b));
+    };
+    assert.equal(at(0, 0), 0);
+    assert.equal(at(1, 5), 2 ** 32 + 5);
+    assert.equal(at(0x1fffff, 0xffffffff), Number.MAX_SAFE_INTEGER);
+    fc.assert(
+      fc.property(fc.maxSafeNat(), (v) => {
+        assert.equal(at(Math.floor(v / 2 ** 32), v >>> 0), v);
+      }),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 0x200000, max: 0xffffffff }), fc.nat({ max: 0xffffffff }), (hi, lo) => {
+        assert.equal(at(hi, lo), Infinity);
+      }),
+    );
+    assert.throws(() => readFileOffset(new XdrReader(Buffer.alloc(7))), { name: 'DecodeError' });
   });
 
   it('encodes fattr3 in 84 bytes and decodes it back', async () => {

@@ -15,8 +15,19 @@ import type { FileService, Share } from '../vfs/service.js';
 import { CreateMode } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { FileType } from '../vfs/types.js';
-import { Access3, MAX_IO, MAX_PATH, Nfs3Status, NfsProc, nfsStatusOf, StableHow } from './constants.js';
-import { FATTR3_SIZE, readFh, readGuard, readName, readSattr, writeFattr, writePostOpAttr, writePostOpFh, writeWcc } from './xdr.js';
+import { Access3, MAX_IO, MAX_PATH_DECODE, Nfs3Status, NfsProc, nfsStatusOf, StableHow } from './constants.js';
+import {
+  FATTR3_SIZE,
+  readFh,
+  readFileOffset,
+  readGuard,
+  readName,
+  readSattr,
+  writeFattr,
+  writePostOpAttr,
+  writePostOpFh,
+  writeWcc,
+} from './xdr.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 
 /** Free READ buffers kept for reuse (1 MiB each), and the smallest READ that uses one. */
@@ -67,7 +78,7 @@ export class Nfs3Program {
       case NfsProc.NULL:
         return undefined;
       case NfsProc.GETATTR:
-        return this.getattr(r, w);
+        return this.getattr(r, w, id);
       case NfsProc.SETATTR:
         return this.setattr(r, w, id);
       case NfsProc.LOOKUP:
@@ -75,7 +86,7 @@ export class Nfs3Program {
       case NfsProc.ACCESS:
         return this.access(r, w, id);
       case NfsProc.READLINK:
-        return this.readlink(r, w);
+        return this.readlink(r, w, id);
       case NfsProc.READ:
         return this.read(call, w, id);
       case NfsProc.WRITE:
@@ -101,13 +112,13 @@ export class Nfs3Program {
       case NfsProc.READDIRPLUS:
         return this.readdir(r, w, id, true);
       case NfsProc.FSSTAT:
-        return this.fsstat(r, w);
+        return this.fsstat(r, w, id);
       case NfsProc.FSINFO:
-        return this.fsinfo(r, w);
+        return this.fsinfo(r, w, id);
       case NfsProc.PATHCONF:
-        return this.pathconf(r, w);
+        return this.pathconf(r, w, id);
       case NfsProc.COMMIT:
-        return this.commit(r, w);
+        return this.commit(r, w, id);
       default:
         throw new RangeError('unknown procedure');
     }
@@ -137,20 +148,24 @@ export class Nfs3Program {
     return Nfs3Status.SERVERFAULT;
   }
 
-  /** Attributes for a resfail body: best effort, never throws. */
-  private async attrsOf(fh: Buffer): Promise<{ share: Share; inode: Inode } | null> {
+  /**
+   * Attributes for a resfail body: best effort, never throws, and none for a caller without
+   * permission on the share (a refusal must not hand out what the call was refused).
+   */
+  private async attrsOf(fh: Buffer, id: Identity): Promise<{ share: Share; inode: Inode } | null> {
     try {
-      return await this.fs.resolve(fh);
+      const r = await this.fs.resolve(fh);
+      return this.fs.permitted(r.share, id) ? r : null;
     } catch {
       return null;
     }
   }
 
   // §3.3.1 GETATTR
-  private async getattr(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+  private async getattr(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
     try {
-      const { share, inode } = await this.fs.getattr(fh);
+      const { share, inode } = await this.fs.getattr(fh, id);
       w.u32(Nfs3Status.OK);
       writeFattr(w, share.id, inode);
     } catch (e) {
@@ -170,7 +185,7 @@ export class Nfs3Program {
       writeWcc(w, share.id, before, after);
     } catch (e) {
       const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh);
+      const cur = await this.attrsOf(fh, id);
       w.u32(status);
       writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
     }
@@ -188,7 +203,7 @@ export class Nfs3Program {
       writePostOpAttr(w, share.id, dir);
     } catch (e) {
       const status = this.statusOf(e);
-      const dir = await this.attrsOf(dirFh);
+      const dir = await this.attrsOf(dirFh, id);
       w.u32(status);
       writePostOpAttr(w, dir?.share.id ?? 0, dir?.inode);
     }
@@ -221,16 +236,16 @@ export class Nfs3Program {
   }
 
   // §3.3.5 READLINK
-  private async readlink(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+  private async readlink(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
     try {
-      const { inode, target } = await this.fs.readlink(fh);
+      const { inode, target } = await this.fs.readlink(fh, id);
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, inode.shareId, inode);
       w.opaque(target);
     } catch (e) {
       const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh);
+      const cur = await this.attrsOf(fh, id);
       w.u32(status);
       writePostOpAttr(w, cur?.share.id ?? 0, cur?.inode);
     }
@@ -260,7 +275,7 @@ export class Nfs3Program {
     } catch (e) {
       if (target !== undefined && call.afterReply === undefined) this.readBuffers.give(target);
       const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh);
+      const cur = await this.attrsOf(fh, id);
       w.u32(status);
       writePostOpAttr(w, cur?.share.id ?? 0, cur?.inode);
     }
@@ -270,7 +285,7 @@ export class Nfs3Program {
   // §3.3.7 WRITE
   private async write(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
-    const offset = r.u64();
+    const offset = readFileOffset(r);
     const count = r.u32();
     const stable = r.u32();
     if (stable > StableHow.FILE_SYNC) throw new DecodeError(DecodeErrorCode.Invalid, `bad stable_how ${stable}`);
@@ -288,7 +303,7 @@ export class Nfs3Program {
         .fixed(this.writeVerifier);
     } catch (e) {
       const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh);
+      const cur = await this.attrsOf(fh, id);
       w.u32(status);
       writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
     }
@@ -298,6 +313,7 @@ export class Nfs3Program {
   /** Shared reply for CREATE, MKDIR, SYMLINK, MKNOD: diropres3. */
   private async diropres(
     w: XdrWriter,
+    id: Identity,
     dirFh: Buffer,
     op: () => Promise<{ share: Share; inode: Inode; dirBefore: Inode; dirAfter: Inode | null }>,
   ): Promise<ProcResult> {
@@ -309,7 +325,7 @@ export class Nfs3Program {
       writeWcc(w, share.id, dirBefore, dirAfter);
     } catch (e) {
       const status = this.statusOf(e);
-      const dir = await this.attrsOf(dirFh);
+      const dir = await this.attrsOf(dirFh, id);
       w.u32(status);
       writeWcc(w, dir?.share.id ?? 0, dir?.inode, dir?.inode);
     }
@@ -324,7 +340,7 @@ export class Nfs3Program {
     if (how > CreateMode.EXCLUSIVE) throw new DecodeError(DecodeErrorCode.Invalid, `bad createmode3 ${how}`);
     const attrs = how === CreateMode.EXCLUSIVE ? {} : readSattr(r);
     const verf = how === CreateMode.EXCLUSIVE ? Buffer.from(r.fixed(8)) : null;
-    return this.diropres(w, dirFh, () => this.fs.create(dirFh, name, id, how as CreateMode, attrs, verf));
+    return this.diropres(w, id, dirFh, () => this.fs.create(dirFh, name, id, how as CreateMode, attrs, verf));
   }
 
   // §3.3.9 MKDIR
@@ -332,7 +348,7 @@ export class Nfs3Program {
     const dirFh = readFh(r);
     const name = readName(r);
     const attrs = readSattr(r);
-    return this.diropres(w, dirFh, () => this.fs.mkdir(dirFh, name, id, attrs));
+    return this.diropres(w, id, dirFh, () => this.fs.mkdir(dirFh, name, id, attrs));
   }
 
   // §3.3.10 SYMLINK
@@ -340,8 +356,8 @@ export class Nfs3Program {
     const dirFh = readFh(r);
     const name = readName(r);
     const attrs = readSattr(r);
-    const target = r.opaque(MAX_PATH);
-    return this.diropres(w, dirFh, () => this.fs.symlink(dirFh, name, id, target, attrs));
+    const target = r.opaque(MAX_PATH_DECODE);
+    return this.diropres(w, id, dirFh, () => this.fs.symlink(dirFh, name, id, target, attrs));
   }
 
   // §3.3.11 MKNOD
@@ -357,9 +373,9 @@ export class Nfs3Program {
     } else if (type === FileType.SOCK || type === FileType.FIFO) {
       attrs = readSattr(r);
     } else {
-      return this.diropres(w, dirFh, () => Promise.reject(new VfsError('BADTYPE', 'MKNOD creates only devices, sockets and FIFOs')));
+      return this.diropres(w, id, dirFh, () => Promise.reject(new VfsError('BADTYPE', 'MKNOD creates only devices, sockets and FIFOs')));
     }
-    return this.diropres(w, dirFh, () => this.fs.mknod(dirFh, name, id, type, attrs, rdev));
+    return this.diropres(w, id, dirFh, () => this.fs.mknod(dirFh, name, id, type, attrs, rdev));
   }
 
   // §3.3.12 REMOVE, §3.3.13 RMDIR
@@ -372,7 +388,7 @@ export class Nfs3Program {
       writeWcc(w, dirBefore.shareId, dirBefore, dirAfter);
     } catch (e) {
       const status = this.statusOf(e);
-      const d = await this.attrsOf(dirFh);
+      const d = await this.attrsOf(dirFh, id);
       w.u32(status);
       writeWcc(w, d?.share.id ?? 0, d?.inode, d?.inode);
     }
@@ -392,8 +408,8 @@ export class Nfs3Program {
       writeWcc(w, to.dirBefore.shareId, to.dirBefore, to.dirAfter);
     } catch (e) {
       const status = this.statusOf(e);
-      const a = await this.attrsOf(fromFh);
-      const b = await this.attrsOf(toFh);
+      const a = await this.attrsOf(fromFh, id);
+      const b = await this.attrsOf(toFh, id);
       w.u32(status);
       writeWcc(w, a?.share.id ?? 0, a?.inode, a?.inode);
       writeWcc(w, b?.share.id ?? 0, b?.inode, b?.inode);
@@ -413,8 +429,8 @@ export class Nfs3Program {
       writeWcc(w, dirBefore.shareId, dirBefore, dirAfter);
     } catch (e) {
       const status = this.statusOf(e);
-      const f = await this.attrsOf(fh);
-      const d = await this.attrsOf(dirFh);
+      const f = await this.attrsOf(fh, id);
+      const d = await this.attrsOf(dirFh, id);
       w.u32(status);
       writePostOpAttr(w, f?.share.id ?? 0, f?.inode);
       writeWcc(w, d?.share.id ?? 0, d?.inode, d?.inode);
@@ -480,7 +496,7 @@ export class Nfs3Program {
     } catch (e) {
       const status = this.statusOf(e);
       w.pos = start;
-      const d = await this.attrsOf(dirFh);
+      const d = await this.attrsOf(dirFh, id);
       w.u32(status);
       writePostOpAttr(w, d?.share.id ?? 0, d?.inode);
     }
@@ -488,10 +504,10 @@ export class Nfs3Program {
   }
 
   // §3.3.18 FSSTAT
-  private async fsstat(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+  private async fsstat(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
     try {
-      const { inode, totalBytes, freeBytes, files } = await this.fs.fsstat(fh);
+      const { inode, totalBytes, freeBytes, files } = await this.fs.fsstat(fh, id);
       const totalFiles = 2 ** 32;
       const freeFiles = Math.max(0, totalFiles - files);
       w.u32(Nfs3Status.OK);
@@ -505,10 +521,10 @@ export class Nfs3Program {
   }
 
   // §3.3.19 FSINFO
-  private async fsinfo(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+  private async fsinfo(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
     try {
-      const { share, inode } = await this.fs.resolve(fh);
+      const { share, inode } = await this.fs.getattr(fh, id);
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, share.id, inode);
       // rtmax, rtpref, rtmult, wtmax, wtpref, wtmult, dtpref
@@ -531,10 +547,10 @@ export class Nfs3Program {
   }
 
   // §3.3.20 PATHCONF
-  private async pathconf(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+  private async pathconf(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
     try {
-      const { share, inode } = await this.fs.resolve(fh);
+      const { share, inode } = await this.fs.getattr(fh, id);
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, share.id, inode);
       w.u32(65000).u32(255).bool(true).bool(true).bool(false).bool(true);
@@ -545,18 +561,18 @@ export class Nfs3Program {
   }
 
   // §3.3.21 COMMIT
-  private async commit(r: XdrReader, w: XdrWriter): Promise<ProcResult> {
+  private async commit(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
     r.u64Clamped();
     r.u32();
     try {
-      const inode = await this.fs.commit(fh);
+      const inode = await this.fs.commit(fh, id);
       w.u32(Nfs3Status.OK);
       writeWcc(w, inode.shareId, inode, inode);
       w.fixed(this.writeVerifier);
     } catch (e) {
       const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh);
+      const cur = await this.attrsOf(fh, id);
       w.u32(status);
       writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
     }

@@ -74,13 +74,26 @@ export function writePostOpFh(w: XdrWriter, fh: Buffer | null): void {
   w.u32(1).opaque(fh);
 }
 
+/**
+ * An offset3 / size3 (uint64) of a file: a Number, or Infinity for a value at or past 2^53, which no
+ * file here can reach. The file service answers FBIG for it: a value the protocol allows is a
+ * request we refuse, not malformed arguments (GARBAGE_ARGS).
+ */
+export function readFileOffset(r: XdrReader): number {
+  const hi = r.u32();
+  const lo = r.u32();
+  // Exact below 2^53; from hi >= 2^21 on, at least 2^53 (rounding never goes below it).
+  const v = hi * 2 ** 32 + lo;
+  return v > Number.MAX_SAFE_INTEGER ? Infinity : v;
+}
+
 // RFC 1813 §2.6 sattr3
 export function readSattr(r: XdrReader): SetAttrs {
   const a: SetAttrs = {};
   if (r.bool()) a.mode = r.u32();
   if (r.bool()) a.uid = r.u32();
   if (r.bool()) a.gid = r.u32();
-  if (r.bool()) a.size = r.u64();
+  if (r.bool()) a.size = readFileOffset(r);
   for (const which of ['atime', 'mtime'] as const) {
     const how = r.u32();
     if (how === TimeHow.SET_TO_SERVER_TIME) a[which] = 'server';

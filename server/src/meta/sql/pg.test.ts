@@ -180,6 +180,75 @@ describe('pg driver', () => {
     }
   });
 
+  it('crossing directory moves from two stores (two pools) on one database: one wins, never a cycle', async (t) => {
+    // Two servers on one PostgreSQL: each store checks "not into its own subtree" inside its own
+    // transaction. Without the path to the root locked, both checks pass against the tree as it
+    // was, both moves commit, and the two directories end up inside each other, cut off the share.
+    const schema = `dfs_pg_cross_${process.pid}`;
+    const one = createPostgresMetadataStore({ url: pg!.url, schema, poolSize: 4 });
+    const two = createPostgresMetadataStore({ url: pg!.url, schema, poolSize: 4 });
+    await one.open();
+    await two.open();
+    const n = (s: string): Buffer => Buffer.from(s);
+    let clock = 1;
+    const now = () => ({ sec: ++clock, nsec: 0 });
+    try {
+      const root = await one.ensureRoot(1, dirInit({ uid: 0, gid: 0 }));
+      /** Every directory in `ids` reaches the root through its parents, in a bounded number of steps. */
+      const assertNoCycle = async (ids: number[]): Promise<void> => {
+        for (const id of ids) {
+          let cur = (await one.getInode(id))!;
+          for (let steps = 0; cur.id !== root.id; steps++) {
+            assert.ok(steps < 20, `directory ${id} does not reach the root: a cycle`);
+            cur = (await two.getInode(cur.parent))!;
+          }
+        }
+      };
+      const rounds = 12;
+      let deadlocksOrWaits = 0;
+      for (let round = 0; round < rounds; round++) {
+        const base = await one.create(root.id, n(`round${round}`), dirInit(), now());
+        let moves: [() => Promise<unknown>, () => Promise<unknown>];
+        let dirs: number[];
+        if (round % 2 === 0) {
+          // mv p q/ and mv q p/: both lock p and q, so they queue even without the path locks.
+          const p = await one.create(base.id, n('p'), dirInit(), now());
+          const q = await one.create(base.id, n('q'), dirInit(), now());
+          moves = [() => one.rename(base.id, n('p'), q.id, n('p'), now()), () => two.rename(base.id, n('q'), p.id, n('q'), now())];
+          dirs = [p.id, q.id];
+        } else {
+          // mv a/x b/y/d1/ and mv b/y a/x/d2/: no row in common but the paths to the root.
+          const a = await one.create(base.id, n('a'), dirInit(), now());
+          const bb = await one.create(base.id, n('b'), dirInit(), now());
+          const x = await one.create(a.id, n('x'), dirInit(), now());
+          const y = await one.create(bb.id, n('y'), dirInit(), now());
+          const d1 = await one.create(y.id, n('d1'), dirInit(), now());
+          const d2 = await one.create(x.id, n('d2'), dirInit(), now());
+          moves = [() => one.rename(a.id, n('x'), d1.id, n('x'), now()), () => two.rename(bb.id, n('y'), d2.id, n('y'), now())];
+          dirs = [a.id, bb.id, x.id, y.id, d1.id, d2.id];
+        }
+        const conflictsBefore = (one.driver as PgDriver).stats.conflicts + (two.driver as PgDriver).stats.conflicts;
+        const results = await Promise.allSettled(round % 4 < 2 ? [moves[0](), moves[1]()] : [moves[1](), moves[0]()]);
+        deadlocksOrWaits += (one.driver as PgDriver).stats.conflicts + (two.driver as PgDriver).stats.conflicts - conflictsBefore;
+        const won = results.filter((r) => r.status === 'fulfilled').length;
+        assert.equal(won, 1, `round ${round}: exactly one of the crossing moves succeeds (${JSON.stringify(results)})`);
+        for (const r of results) {
+          if (r.status === 'rejected') assert.ok(isVfsError(r.reason) && r.reason.errno === 'INVAL', `round ${round}: ${String(r.reason)}`);
+        }
+        await assertNoCycle(dirs);
+      }
+      t.diagnostic(`${rounds} rounds; transactions run again after a deadlock or conflict: ${deadlocksOrWaits}`);
+    } finally {
+      await one.close();
+      await two.close();
+      if (pg!.external) {
+        const d = await PgDriver.open({ url: pg!.url });
+        await d.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await d.close();
+      }
+    }
+  });
+
   it('a database that stays down is JUKEBOX after bounded retries, and fine once it is back', async (t) => {
     if (pg?.external) {
       t.skip('DITTOFS_TEST_PG_URL names an external database, which this test cannot stop');

@@ -10,6 +10,10 @@
 // only under its row lock, so once it is held, what we read stays true until COMMIT: concurrent
 // creates of one name give one success and EXIST for the others. NO KEY UPDATE (not UPDATE) lets
 // the foreign-key checks of other transactions' entry inserts proceed without waiting.
+//
+// Moving a directory to another parent also locks the target's path to the root FOR SHARE (taken
+// after the rows above, so two such moves can deadlock; PostgreSQL aborts one and it runs again):
+// that is what keeps two crossing moves, in any processes, from both passing the cycle check.
 import { unlinkCounts } from '../links.js';
 import { VfsError, isVfsError } from '../../vfs/errors.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
@@ -34,6 +38,12 @@ import { inodeColumns, inodeRow, publicInode, toBuffer, toNumber, type InodeRow 
 
 const COLS = inodeColumns();
 const DIR = FileType.DIR;
+
+const ANCESTORS = `WITH RECURSIVE up (id) AS (
+    SELECT $1::bigint
+    UNION
+    SELECT p.id FROM up CROSS JOIN LATERAL (SELECT d.parent AS id FROM dirents d WHERE d.child = up.id LIMIT 1) p
+  )`;
 
 /** Named statements: the pg driver prepares each once per connection. */
 const S = {
@@ -67,6 +77,18 @@ const S = {
   entries2: {
     name: 'dfs_entries2',
     text: `SELECT parent, name, child FROM dirents WHERE (parent = $1 AND name = $2) OR (parent = $3 AND name = $4)`,
+  },
+  // A directory and its ancestors up to the share root, along the entries that name them (one per
+  // directory; the root has none). Each step is one probe of the dirents_child index: a LATERAL
+  // subquery with LIMIT (never flattened), because a plain join gets planned as a hash join over
+  // all of dirents, once per level (seconds for a few thousand levels).
+  // UNION (not UNION ALL) ends the walk even on a tree that already holds a cycle.
+  ancestors: { name: 'dfs_ancestors', text: `${ANCESTORS} SELECT id FROM up` },
+  // The same walk, locking every inode on the path FOR SHARE: a move of any of them needs
+  // NO KEY UPDATE on it (rename locks what it moves) and so waits until this transaction ends.
+  lockAncestors: {
+    name: 'dfs_lock_ancestors',
+    text: `${ANCESTORS} SELECT id FROM inodes WHERE id = ANY (ARRAY(SELECT id FROM up)) ORDER BY id FOR SHARE`,
   },
   hasEntries: { name: 'dfs_has_entries', text: `SELECT EXISTS (SELECT 1 FROM dirents WHERE parent = $1) AS e` },
   insertDirent: { name: 'dfs_insert_dirent', text: `INSERT INTO dirents (parent, name, cookie, child) VALUES ($1, $2, $3, $4)` },
@@ -230,6 +252,21 @@ class Work {
     const i = this.inode(id);
     if (i.type !== DIR) throw new VfsError('NOTDIR', `inode ${id} is not a directory`);
     return i;
+  }
+
+  /**
+   * INVAL when `movingId` is `dirId` or one of its ancestors. The path from `dirId` to the root is
+   * locked first and read again afterwards: once the two agree, no directory on it can move until
+   * COMMIT, so a concurrent move elsewhere (in this process or another) cannot close a cycle with
+   * this one. If the path changed while locking, the transaction runs again.
+   */
+  async refuseCycle(movingId: number, dirId: number): Promise<void> {
+    const locked = await this.tx.query(S.lockAncestors, [dirId]);
+    const again = await this.tx.query(S.ancestors, [dirId]);
+    const path = new Set(again.rows.map((r) => toNumber(r.id, 'id')));
+    if (locked.rows.length !== path.size || !locked.rows.every((r) => path.has(toNumber(r.id, 'id'))))
+      throw new RetryTransaction('the path to the root changed while locking it');
+    if (path.has(movingId)) throw new VfsError('INVAL', 'cannot move a directory into its own subtree');
   }
 
   async isEmpty(dirId: number): Promise<boolean> {
@@ -529,6 +566,7 @@ export class SqlMetadataStore implements MetadataStore {
       if (srcId === null) throw new VfsError('NOENT', 'source does not exist');
       if (!w.has(srcId) || (dstId !== null && !w.has(dstId))) throw new RetryTransaction('entries changed while locking');
       const moving = w.inode(srcId);
+      if (moving.type === DIR && fromDir !== toDir) await w.refuseCycle(moving.id, toDir);
       let replaced: RemoveResult | null = null;
       if (dstId !== null) {
         if (dstId === srcId) return { replaced: null }; // two links to one inode: POSIX says do nothing
