@@ -59,7 +59,7 @@ export interface RpcProgram {
 export interface RpcServerOptions {
   maxRecordSize: number;
   drcSize: number;
-  /** Calls of one connection running at once; past this, the connection is not read (default 16). */
+  /** Calls of one connection running at once; past this, the connection is not read (default 8). */
   maxInFlightPerConnection?: number;
   /** Reply bytes of one connection not yet written out past which it is not read (default 2 MiB). */
   maxUnsentReplyBytes?: number;
@@ -80,7 +80,7 @@ export interface RpcServerOptions {
 }
 
 export const RPC_SERVER_DEFAULTS = Object.freeze({
-  maxInFlightPerConnection: 16,
+  maxInFlightPerConnection: 8,
   maxUnsentReplyBytes: 2 * 1024 * 1024,
   maxConnections: 1024,
   idleTimeoutMs: 6 * 60_000,
@@ -296,7 +296,20 @@ export class RpcServer {
       socket.write(recordMark(len));
       // The callback of the last write runs once everything before it is written out, or with
       // an error once the socket is destroyed: either way the buffers are free again.
-      for (let i = 0; i < parts.length; i++) socket.write(parts[i]!, i === parts.length - 1 && sent ? () => sent() : undefined);
+      // Past half the unsent bound, each reply written out lets the next calls start (waiting for
+      // 'drain', which comes only once everything is out, would leave the socket idle meanwhile).
+      const watch = socket.writableLength + len >= maxUnsent / 2;
+      const last = parts.length - 1;
+      for (let i = 0; i < last; i++) socket.write(parts[i]!);
+      socket.write(
+        parts[last]!,
+        watch
+          ? () => {
+              sent?.();
+              pump();
+            }
+          : sent,
+      );
       socket.uncork();
     };
     const onGarbage = (): void => {
