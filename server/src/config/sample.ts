@@ -64,7 +64,7 @@ adapters:
     # Limits on what clients can make the server hold. Connections served at once (more are
     # closed as they arrive):
     max_connections: 1024
-    # A connection with no traffic for this long, while the server owes it no reply, is closed
+    # A connection with no traffic for this long, while none of its calls is running, is closed
     # (also one whose client stops reading its replies). Clients reconnect by themselves. 0: never.
     idle_timeout: 6m
     # RPC records buffered across all connections, being read or being served. Past it,

@@ -96,7 +96,7 @@ export interface DittoConfig {
       drc_size: number;
       /** TCP connections served at once; more are closed as they arrive (default 1024). */
       max_connections: number;
-      /** A connection with no traffic for this long (ms) while the server owes it nothing is closed; 0: never (default 6 minutes). */
+      /** A connection with no traffic for this long (ms) while none of its calls is running is closed; 0: never (default 6 minutes). */
       idle_timeout: number;
       /**
        * Bytes of RPC records buffered across all connections, being read or being served (default

@@ -110,7 +110,8 @@ describe('RFC 5531 §11 record marking', () => {
         (records, cuts) => {
           const payloads = records.map(([p]) => Buffer.from(p));
           const wire = Buffer.concat(records.map(([p, f]) => frame(Buffer.from(p), Math.max(1, Math.min(f, p.length)))));
-          const r = new RecordReader(4096);
+          const budget = new RequestBudget(1 << 20);
+          const r = new RecordReader(4096, undefined, { budget });
           const got: Buffer[] = [];
           let pos = 0;
           let i = 0;
@@ -120,6 +121,9 @@ describe('RFC 5531 §11 record marking', () => {
             pos += n;
           }
           assert.deepEqual(got, payloads);
+          // Each record holds exactly its length of the budget.
+          for (const g of got) budget.release(g.length);
+          assert.equal(budget.used, 0);
         },
       ),
     );

@@ -65,7 +65,7 @@ export interface RpcServerOptions {
   maxUnsentReplyBytes?: number;
   /** TCP connections served at once; more are closed as they arrive (default 1024). */
   maxConnections?: number;
-  /** A connection with no traffic for this long, while it owes nothing, is closed; 0: never (default 6 min). */
+  /** A connection with no traffic for this long, while none of its calls runs, is closed; 0: never (default 6 min). */
   idleTimeoutMs?: number;
   /**
    * Bytes of request records buffered across all TCP connections: records being read and calls

@@ -32,8 +32,6 @@ export const PauseReason = Object.freeze({
   Output: 2,
   /** The request budget is exhausted: this connection waits for its turn. */
   Budget: 4,
-  /** The server is closing. */
-  Closing: 8,
 } as const);
 export type PauseReason = (typeof PauseReason)[keyof typeof PauseReason];
 
