@@ -279,6 +279,10 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       const rpc = new RpcServer([nfsRpcProgram(nfs), mountRpcProgram(mount)], {
         maxRecordSize: nfsCfg.max_record_size,
         drcSize: nfsCfg.drc_size,
+        maxConnections: nfsCfg.max_connections,
+        idleTimeoutMs: nfsCfg.idle_timeout,
+        maxBufferedRequestBytes: nfsCfg.max_buffered_request_bytes,
+        name: 'NFS',
         log,
         ...(metrics ? { observer: metrics } : {}),
       });
@@ -296,7 +300,15 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
           { prog: MOUNT_PROGRAM, vers: MOUNT_V3, prot: IPPROTO_TCP, port },
           { prog: 100000, vers: 2, prot: IPPROTO_TCP, port: nfsCfg.portmapper.port },
         ];
-        const pm = new RpcServer([portmapProgram(mappings)], { maxRecordSize: 64 * 1024, drcSize: 1, log });
+        const pm = new RpcServer([portmapProgram(mappings)], {
+          maxRecordSize: 64 * 1024,
+          drcSize: 1,
+          maxConnections: 64,
+          idleTimeoutMs: 60_000,
+          maxBufferedRequestBytes: 4 * 1024 * 1024,
+          name: 'portmapper',
+          log,
+        });
         cleanups.push(() => pm.close());
         const pmSetting = 'adapters.nfs.portmapper.port / DITTOFS_PORTMAPPER_PORT';
         await listening('the portmapper (TCP)', pmSetting, nfsCfg.bind, nfsCfg.portmapper.port, () =>

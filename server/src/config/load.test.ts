@@ -65,6 +65,9 @@ describe('defaults', () => {
       bind: '0.0.0.0',
       max_record_size: 1024 * 1024 + 64 * 1024,
       drc_size: 1024,
+      max_connections: 1024,
+      idle_timeout: 360_000,
+      max_buffered_request_bytes: 256 * 1024 * 1024,
       portmapper: { enabled: false, port: 10111 },
     });
     assert.deepEqual(c.adapters.smb, { enabled: true, port: 12445, bind: '0.0.0.0' });
@@ -298,6 +301,9 @@ describe('environment overrides', () => {
     ['DITTOFS_DATABASE__TYPE', 'postgres', (c) => c.database.type, 'postgres'],
     ['DITTOFS_ADAPTERS__NFS__DRC_SIZE', '4096', (c) => c.adapters.nfs.drc_size, 4096],
     ['DITTOFS_ADAPTERS__NFS__MAX_RECORD_SIZE', '2MiB', (c) => c.adapters.nfs.max_record_size, 2 * MiB],
+    ['DITTOFS_ADAPTERS__NFS__MAX_CONNECTIONS', '50', (c) => c.adapters.nfs.max_connections, 50],
+    ['DITTOFS_ADAPTERS__NFS__IDLE_TIMEOUT', '5s', (c) => c.adapters.nfs.idle_timeout, 5000],
+    ['DITTOFS_ADAPTERS__NFS__MAX_BUFFERED_REQUEST_BYTES', '64MiB', (c) => c.adapters.nfs.max_buffered_request_bytes, 64 * MiB],
     ['DITTOFS_LOGGING__LEVEL', 'warn', (c) => c.logging.level, 'warn'],
     ['DITTOFS_ADAPTERS__NFS__PORTMAPPER__PORT', '1111', (c) => c.adapters.nfs.portmapper.port, 1111],
     ['DITTOFS_BLOCKS__STORES__DEFAULT__BLOCK_SIZE', '8MiB', (c) => c.blocks.stores.default?.block_size, 8 * MiB],
@@ -545,6 +551,14 @@ describe('validation errors', () => {
     assertIssue(issues, 'metadata.stores.ok.type', 'required key is missing');
     assertIssue(issues, 'blocks.stores.m.path', "only filesystem block stores have a path (this store's type is memory)");
     assert.equal(issues.length, 3);
+  });
+
+  it('rejects a request budget smaller than one record, and a negative idle timeout', () => {
+    const issues = yamlIssues('adapters:\n  nfs: {max_record_size: 2MiB, max_buffered_request_bytes: 1MiB, idle_timeout: -1}\n');
+    assertIssue(issues, 'adapters.nfs.max_buffered_request_bytes', 'must be at least adapters.nfs.max_record_size (2MiB), got 1MiB');
+    assertIssue(issues, 'adapters.nfs.idle_timeout', /^expected a duration/);
+    assert.equal(issues.length, 2);
+    assert.equal(parse('adapters:\n  nfs: {idle_timeout: 0}\n').adapters.nfs.idle_timeout, 0, '0: never');
   });
 
   it('rejects two enabled listeners on the same port', () => {

@@ -13,6 +13,7 @@ import YAML, { isMap, isScalar, isSeq, LineCounter, type Document, type Node as 
 import { DEFAULT_SHARE_NAME, DEFAULT_STORE_NAME, defaultBlockStorePath, defaultConfig, defaultMetadataStorePath } from './defaults.js';
 import { applyEnvOverrides, ENV_PREFIX, envNameOf } from './env.js';
 import { ConfigError } from './errors.js';
+import { formatByteSize } from './sizes.js';
 import { describeValue, formatPath, isPlainObject, SCHEMA, walk, type Issue, type Segment } from './schema.js';
 import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './types.js';
 
@@ -196,6 +197,13 @@ function checkSemantics(c: DittoConfig, issues: Issue[]): void {
     issues.push({ path: formatPath(segments), message, segments });
   };
   checkBlockStores(c, issues, push);
+  const nfsLimits = c.adapters.nfs;
+  if (nfsLimits.max_buffered_request_bytes < nfsLimits.max_record_size) {
+    push(
+      ['adapters', 'nfs', 'max_buffered_request_bytes'],
+      `must be at least adapters.nfs.max_record_size (${formatByteSize(nfsLimits.max_record_size)}), got ${formatByteSize(nfsLimits.max_buffered_request_bytes)}`,
+    );
+  }
   checkMetadataStores(c, issues, push);
   const metaNames = Object.keys(c.metadata.stores);
   const blockNames = Object.keys(c.blocks.stores);

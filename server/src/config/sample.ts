@@ -61,6 +61,15 @@ adapters:
     # Replies remembered by the duplicate request cache, so that a retransmitted non-idempotent call
     # (CREATE, REMOVE, RENAME, ...) gets its original reply instead of running twice.
     drc_size: 1024
+    # Limits on what clients can make the server hold. Connections served at once (more are
+    # closed as they arrive):
+    max_connections: 1024
+    # A connection with no traffic for this long, while none of its calls is running, is closed
+    # (also one whose client stops reading its replies). Clients reconnect by themselves. 0: never.
+    idle_timeout: 6m
+    # RPC records buffered across all connections, being read or being served. Past it,
+    # connections wait before reading more requests. At least max_record_size.
+    max_buffered_request_bytes: 256MiB
     # An embedded portmapper (rpcbind) for clients that ask it where NFS and MOUNT are. Not needed
     # when clients are told the ports, as in the mount command above.
     portmapper:

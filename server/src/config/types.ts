@@ -94,6 +94,15 @@ export interface DittoConfig {
       max_record_size: number;
       /** Entries kept in the duplicate request cache (default 1024). */
       drc_size: number;
+      /** TCP connections served at once; more are closed as they arrive (default 1024). */
+      max_connections: number;
+      /** A connection with no traffic for this long (ms) while none of its calls is running is closed; 0: never (default 6 minutes). */
+      idle_timeout: number;
+      /**
+       * Bytes of RPC records buffered across all connections, being read or being served (default
+       * 256 MiB, at least max_record_size); past it, connections wait before reading more.
+       */
+      max_buffered_request_bytes: number;
       portmapper: {
         enabled: boolean;
         /** default 10111 */

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { FrameError } from '../wire/errors.js';
-import { RecordReader } from './record.js';
+import { RequestBudget } from '../wire/limits.js';
+import { MAX_FRAGMENTS, RecordReader } from './record.js';
 
 function frame(payload: Buffer, fragments = 1): Buffer {
   const parts: Buffer[] = [];
@@ -109,7 +110,8 @@ describe('RFC 5531 §11 record marking', () => {
         (records, cuts) => {
           const payloads = records.map(([p]) => Buffer.from(p));
           const wire = Buffer.concat(records.map(([p, f]) => frame(Buffer.from(p), Math.max(1, Math.min(f, p.length)))));
-          const r = new RecordReader(4096);
+          const budget = new RequestBudget(1 << 20);
+          const r = new RecordReader(4096, undefined, { budget });
           const got: Buffer[] = [];
           let pos = 0;
           let i = 0;
@@ -119,8 +121,75 @@ describe('RFC 5531 §11 record marking', () => {
             pos += n;
           }
           assert.deepEqual(got, payloads);
+          // Each record holds exactly its length of the budget.
+          for (const g of got) budget.release(g.length);
+          assert.equal(budget.used, 0);
         },
       ),
     );
+  });
+
+  it('fragment bomb: counts fragment headers against the cap and caps fragments per record', () => {
+    // 10 one-byte fragments: 10 bytes + 9 further headers = 46 bytes; an 11th makes 51 > 50.
+    const r = new RecordReader(50);
+    const ten = frame(Buffer.alloc(10, 1), 10);
+    assert.deepEqual(r.push(ten), [Buffer.alloc(10, 1)]);
+    assert.throws(() => r.push(frame(Buffer.alloc(11, 1), 11)), /fragment headers/);
+    // Under a large cap the number of fragments is what stops it.
+    const big = new RecordReader(1 << 20);
+    const oneByte = Buffer.from([0, 0, 0, 1, 0x42]);
+    const bomb = Buffer.concat(Array.from({ length: MAX_FRAGMENTS + 1 }, () => oneByte));
+    assert.throws(() => big.push(bomb), /more than 1024 fragments/);
+  });
+
+  it('assembles a multi-fragment record into one buffer, whatever the fragment sizes', () => {
+    const payload = Buffer.alloc(300_000);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 13) & 0xff;
+    const r = new RecordReader(1 << 20);
+    const [rec] = r.push(frame(payload, 1000));
+    assert.deepEqual(rec, payload);
+    // One allocation holds the whole record (not a Buffer per fragment).
+    assert.ok(rec.buffer.byteLength < 2 * payload.length + 8192, `${rec.buffer.byteLength}`);
+  });
+
+  it('reserves each record from the budget until released, and waits when it is exhausted', () => {
+    const budget = new RequestBudget(100_000);
+    const a = new RecordReader(100_000, undefined, { budget });
+    const b = new RecordReader(100_000, undefined, { budget });
+    const big = Buffer.alloc(80_000, 7);
+    const [ra] = a.push(frame(big));
+    assert.equal(ra!.length, 80_000);
+    assert.equal(budget.used, 80_000);
+    // b's record does not fit: b keeps what arrived and waits.
+    let ready = 0;
+    b.onReady = () => ready++;
+    assert.deepEqual(b.push(frame(big)), []);
+    assert.equal(b.blocked, true);
+    assert.equal(budget.pressure, true);
+    assert.ok(budget.used <= 80_000 + 80_004, `${budget.used}`);
+    // More bytes while blocked are kept, not parsed.
+    assert.deepEqual(b.push(frame(Buffer.from('tail'))), []);
+    budget.release(80_000);
+    assert.equal(ready, 1);
+    assert.deepEqual(b.push(Buffer.alloc(0)), [big, Buffer.from('tail')]);
+    assert.equal(budget.used, 80_004);
+    budget.release(80_004);
+    assert.equal(budget.used, 0);
+  });
+
+  it('dispose gives back a partial record, a staging buffer and a waiting request', () => {
+    const budget = new RequestBudget(200_000);
+    const a = new RecordReader(200_000, undefined, { budget });
+    const b = new RecordReader(200_000, undefined, { budget });
+    const c = new RecordReader(200_000, undefined, { budget });
+    a.push(frame(Buffer.alloc(150_000)).subarray(0, 100_000)); // partial, its buffer made
+    assert.equal(a.midRecord, true);
+    b.push(frame(Buffer.alloc(150_000)).subarray(0, 70_000)); // waits: 150 000 + 150 000 > 200 000
+    assert.equal(b.blocked, true);
+    c.push(frame(Buffer.alloc(150_000)).subarray(0, 1000)); // staging only
+    assert.ok(budget.used > 150_000);
+    for (const r of [b, a, c]) r.dispose();
+    assert.equal(budget.used, 0);
+    assert.equal(budget.waiting, 0);
   });
 });

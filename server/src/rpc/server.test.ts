@@ -183,3 +183,81 @@ describe('RPC server over TCP: buffers lent to replies', () => {
     }
   });
 });
+
+describe('RPC server over TCP: what one client can make it hold', () => {
+  const SLOW = 1; // answers after 20 ms
+  const BIG = 2; // answers 256 KiB
+  let started = 0;
+  const program: RpcProgram = {
+    prog: PROG + 2,
+    name: 'limits',
+    lowVersion: 1,
+    highVersion: 1,
+    maxProc: BIG,
+    handle: async (call) => {
+      started++;
+      if (call.proc === SLOW) {
+        await new Promise((r) => setTimeout(r, 20));
+        return undefined;
+      }
+      return [Buffer.alloc(256 * 1024, 0x42)];
+    },
+    isNonIdempotent: () => false,
+    procName: (proc) => String(proc),
+  };
+  const rpc = new RpcServer([program], { maxRecordSize: 1 << 20, drcSize: 16, maxInFlightPerConnection: 4, maxUnsentReplyBytes: 1 << 20 });
+  let port = 0;
+  before(async () => {
+    port = await rpc.listenTcp(0, '127.0.0.1');
+  });
+  after(() => rpc.close(1000));
+
+  const calls = (n: number, proc: number): Buffer =>
+    Buffer.concat(
+      Array.from({ length: n }, (_, i) => {
+        const rec = encodeCall(i + 1, PROG + 2, 1, proc, none, Buffer.alloc(0));
+        return Buffer.concat([recordMark(rec.length), rec]);
+      }),
+    );
+  const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error('timed out');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+
+  it('answers every call of a client that half-closes right after sending them', async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise<void>((r) => sock.once('connect', r));
+    const reader = new RecordReader(1 << 20);
+    const xids = new Set<number>();
+    sock.on('data', (c: Buffer) => {
+      for (const r of reader.push(c)) xids.add(r.readUInt32BE(0));
+    });
+    const ended = new Promise<void>((r) => sock.once('end', () => r()));
+    sock.end(calls(80, SLOW));
+    await ended;
+    sock.destroy();
+    assert.equal(xids.size, 80, `${xids.size} of 80 replies before the server ended its side`);
+  });
+
+  it('stops starting calls for a client that does not read its replies, and serves them all once it does', async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise<void>((r) => sock.once('connect', r));
+    sock.pause();
+    const before = started;
+    sock.write(calls(200, BIG));
+    // It runs at most what fits the unsent bound plus the calls in flight, then waits.
+    await until(() => started - before >= 4);
+    await new Promise((r) => setTimeout(r, 300));
+    const ran = started - before;
+    assert.ok(ran <= 4 + 4 + 16, `${ran} calls of 256 KiB started for a client reading nothing`);
+    let replies = 0;
+    const reader = new RecordReader(1 << 20);
+    sock.on('data', (c: Buffer) => (replies += reader.push(c).length));
+    sock.resume();
+    await until(() => replies === 200);
+    sock.destroy();
+  });
+});

@@ -23,6 +23,7 @@ import {
 } from './message.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { readIntoBuffer } from '../wire/socket-read.js';
+import { ConnectionLimits, LogLimiter, PauseReason } from '../wire/limits.js';
 import { recordMark, RecordReader, type RecordAlloc } from './record.js';
 import { XdrWriter } from './xdr.js';
 
@@ -58,12 +59,33 @@ export interface RpcProgram {
 export interface RpcServerOptions {
   maxRecordSize: number;
   drcSize: number;
-  /** Requests processed at once per connection before the socket is paused. */
+  /** Calls of one connection running at once; past this, the connection is not read (default 8). */
   maxInFlightPerConnection?: number;
+  /** Reply bytes of one connection not yet written out past which it is not read (default 2 MiB). */
+  maxUnsentReplyBytes?: number;
+  /** TCP connections served at once; more are closed as they arrive (default 1024). */
+  maxConnections?: number;
+  /** A connection with no traffic for this long, while none of its calls runs, is closed; 0: never (default 6 min). */
+  idleTimeoutMs?: number;
+  /**
+   * Bytes of request records buffered across all TCP connections: records being read and calls
+   * running (default 256 MiB, at least maxRecordSize). Past it, connections wait before reading more.
+   */
+  maxBufferedRequestBytes?: number;
+  /** Name of the protocol in log lines (default `RPC`). */
+  name?: string;
   log?: Logger;
   /** Told about every call answered (metrics); absent, nothing is measured. */
   observer?: RequestObserver;
 }
+
+export const RPC_SERVER_DEFAULTS = Object.freeze({
+  maxInFlightPerConnection: 8,
+  maxUnsentReplyBytes: 2 * 1024 * 1024,
+  maxConnections: 1024,
+  idleTimeoutMs: 6 * 60_000,
+  maxBufferedRequestBytes: 256 * 1024 * 1024,
+} as const);
 
 /** Whether a record's buffer may be reused once its call is answered, and what to do once its reply is out. */
 interface RecordLease {
@@ -112,6 +134,9 @@ class DuplicateRequestCache {
 }
 
 const MAX_GARBAGE_PER_CONNECTION = 64;
+/** Lines of one kind of client-caused log message per interval; the rest are counted in one summary line. */
+const LOG_BURST = 10;
+const LOG_INTERVAL_MS = 60_000;
 
 /** Every connection reads into one buffer of this size (each read is consumed before the next). */
 const READ_BUFFER_BYTES = 256 * 1024;
@@ -153,6 +178,12 @@ export class RpcServer {
   /** Buffers of large records, reused once their call is answered (see RpcProgram.releasesRecord). */
   readonly recordPool: BufferPool;
   private readonly allocRecord: RecordAlloc;
+  /** Connection cap, idle timeout and the request budget of the TCP listeners. */
+  readonly limits: ConnectionLimits;
+  /** Log lines a hostile client can cause, each at most a few per minute. */
+  private readonly framingLog: LogLimiter;
+  private readonly garbageLog: LogLimiter;
+  private readonly badCallLog: LogLimiter;
 
   constructor(
     programs: RpcProgram[],
@@ -162,6 +193,21 @@ export class RpcServer {
     this.drc = new DuplicateRequestCache(opts.drcSize);
     const pool = (this.recordPool = new BufferPool(Math.min(opts.maxRecordSize, POOLED_RECORD_BYTES), POOLED_RECORDS_KEPT));
     this.allocRecord = (size) => (size >= POOLED_RECORD_MIN ? pool.take(size) : Buffer.allocUnsafe(size));
+    const budget = opts.maxBufferedRequestBytes ?? Math.max(RPC_SERVER_DEFAULTS.maxBufferedRequestBytes, opts.maxRecordSize);
+    if (budget < opts.maxRecordSize) {
+      throw new RangeError(`the request budget (${budget} bytes) must be at least the record cap (${opts.maxRecordSize} bytes)`);
+    }
+    const name = opts.name ?? 'RPC';
+    this.limits = new ConnectionLimits({
+      maxConnections: opts.maxConnections ?? RPC_SERVER_DEFAULTS.maxConnections,
+      idleTimeoutMs: opts.idleTimeoutMs ?? RPC_SERVER_DEFAULTS.idleTimeoutMs,
+      maxBufferedRequestBytes: budget,
+      name,
+      ...(opts.log ? { log: opts.log } : {}),
+    });
+    this.framingLog = new LogLimiter(opts.log, 'warn', LOG_BURST, LOG_INTERVAL_MS);
+    this.garbageLog = new LogLimiter(opts.log, 'warn', LOG_BURST, LOG_INTERVAL_MS);
+    this.badCallLog = new LogLimiter(opts.log, 'info', LOG_BURST, LOG_INTERVAL_MS);
   }
 
   get connections(): number {
@@ -170,7 +216,8 @@ export class RpcServer {
 
   listenTcp(port: number, host: string): Promise<number> {
     // Paused until onConnection has chosen how the socket reads.
-    const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.onConnection(socket));
+    // allowHalfOpen: a client that sends its calls and then shuts down its side still gets the replies.
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (socket) => this.onConnection(socket));
     this.tcpServers.push(server);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -214,6 +261,8 @@ export class RpcServer {
       socket.destroy();
       return;
     }
+    const guard = this.limits.admit(socket);
+    if (guard === null) return;
     const log = this.opts.log;
     const host = socket.remoteAddress ?? 'unknown';
     const peer = `${host}:${socket.remotePort ?? 0}`;
@@ -221,12 +270,21 @@ export class RpcServer {
     const opened = Date.now();
     let requests = 0;
     log?.info({ peer }, 'RPC connection opened');
-    const reader = new RecordReader(this.opts.maxRecordSize, this.allocRecord);
+    const budget = this.limits.budget;
+    const reader = new RecordReader(this.opts.maxRecordSize, this.allocRecord, { budget });
     const conn: RpcConnectionInfo = { host, transport: 'tcp' };
-    const maxInFlight = this.opts.maxInFlightPerConnection ?? 64;
+    const maxInFlight = this.opts.maxInFlightPerConnection ?? RPC_SERVER_DEFAULTS.maxInFlightPerConnection;
+    const maxUnsent = this.opts.maxUnsentReplyBytes ?? RPC_SERVER_DEFAULTS.maxUnsentReplyBytes;
+    /** Records read and not yet started (each holds its budget reservation), and calls running. */
+    const queue: Buffer[] = [];
     let active = 0;
     let garbage = 0;
-    let paused = false;
+    /** The client shut down its side: end ours once every reply is written. */
+    let readEnded = false;
+    /** Inside onChunk (the pressure listener must not pause the connection that caused it). */
+    let reading = false;
+    guard.busy = () => active > 0 || reader.blocked || guard.holds(PauseReason.Budget);
+
     const send: SendReply = (parts, sent) => {
       if (socket.destroyed || socket.writableEnded) {
         sent?.();
@@ -238,54 +296,109 @@ export class RpcServer {
       socket.write(recordMark(len));
       // The callback of the last write runs once everything before it is written out, or with
       // an error once the socket is destroyed: either way the buffers are free again.
-      for (let i = 0; i < parts.length; i++) socket.write(parts[i]!, i === parts.length - 1 && sent ? () => sent() : undefined);
+      // Past half the unsent bound, each reply written out lets the next calls start (waiting for
+      // 'drain', which comes only once everything is out, would leave the socket idle meanwhile).
+      const watch = socket.writableLength + len >= maxUnsent / 2;
+      const last = parts.length - 1;
+      for (let i = 0; i < last; i++) socket.write(parts[i]!);
+      socket.write(
+        parts[last]!,
+        watch
+          ? () => {
+              sent?.();
+              pump();
+            }
+          : sent,
+      );
       socket.uncork();
     };
-    const resumeIfPossible = (): void => {
-      // Once closing, nothing new is read (close() reads and drops what is left).
-      if (this.closing) return;
-      if (paused && active < maxInFlight && socket.writableLength < 16 * 1024 * 1024) {
-        paused = false;
-        socket.resume();
+    const onGarbage = (): void => {
+      garbage++;
+      if (garbage === MAX_GARBAGE_PER_CONNECTION) {
+        this.framingLog.log({ peer }, 'closing RPC connection: too many undecodable messages');
+        socket.destroy();
       }
     };
-    socket.on('drain', resumeIfPossible);
-    const onChunk = (chunk: Buffer): void => {
-      // Calls arriving after close() began are not served; the client resends them elsewhere.
-      if (this.closing) return;
+    const dispatch = (record: Buffer): void => {
+      active++;
+      void this.process(record, conn, send, onGarbage).finally(() => {
+        active--;
+        budget.release(record.length);
+        pump();
+      });
+    };
+    /**
+     * Starts the calls read while fewer than maxInFlight run and the client reads its replies, and
+     * reads the socket only while nothing waits: what one client holds stays bounded.
+     */
+    const pump = (): void => {
+      if (socket.destroyed) return;
+      const outputFull = socket.writableLength >= maxUnsent;
+      while (queue.length > 0 && active < maxInFlight && !outputFull && !this.closing) dispatch(queue.shift()!);
+      if (queue.length > 0 || active >= maxInFlight) guard.hold(PauseReason.InFlight);
+      else guard.release(PauseReason.InFlight);
+      if (outputFull) guard.hold(PauseReason.Output);
+      else guard.release(PauseReason.Output);
+      // A record cut off by the client's shutdown can never complete: it is not waited for.
+      if (readEnded && active === 0 && queue.length === 0 && !reader.blocked) socket.end();
+    };
+    const resumeAfterPressure = (): void => {
+      if (socket.destroyed || reader.blocked) return;
+      guard.release(PauseReason.Budget);
+    };
+    const pauseForPressure = (): void => {
+      if (reading || reader.midRecord || reader.blocked || guard.holds(PauseReason.Budget) || socket.destroyed) return;
+      guard.hold(PauseReason.Budget);
+      budget.queueResume(resumeAfterPressure);
+    };
+    const stopPressure = budget.onPressure(pauseForPressure);
+    const take = (chunk: Buffer): void => {
       let records: Buffer[];
       try {
         records = reader.push(chunk);
       } catch (err) {
-        log?.warn({ peer, err: (err as Error).message }, 'closing RPC connection: bad record framing');
+        this.framingLog.log({ peer, err: (err as Error).message }, 'closing RPC connection: bad record framing');
         socket.destroy();
         return;
       }
       requests += records.length;
-      for (const record of records) {
-        active++;
-        void this.process(record, conn, send, () => {
-          garbage++;
-          if (garbage === MAX_GARBAGE_PER_CONNECTION) {
-            log?.warn({ peer }, 'closing RPC connection: too many undecodable messages');
-            socket.destroy();
-          }
-        }).finally(() => {
-          active--;
-          resumeIfPossible();
-        });
-      }
-      if (!paused && (active >= maxInFlight || socket.writableLength >= 16 * 1024 * 1024)) {
-        paused = true;
-        socket.pause();
-      }
+      for (const r of records) queue.push(r);
+      if (reader.blocked) guard.hold(PauseReason.Budget);
+      pump();
+    };
+    reader.onReady = () => {
+      guard.release(PauseReason.Budget);
+      if (!socket.destroyed) take(Buffer.alloc(0));
+    };
+    const onChunk = (chunk: Buffer): void => {
+      // Calls arriving after close() began are not served; the client resends them elsewhere.
+      if (this.closing) return;
+      reading = true;
+      take(chunk);
+      reading = false;
+      // While others wait for the budget, this connection starts no new record either.
+      if (budget.pressure) pauseForPressure();
     };
     this.readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
     if (!readIntoBuffer(socket, this.readBuffer, (n, buf) => onChunk(buf.subarray(0, n)))) socket.on('data', onChunk);
-    socket.resume();
+    socket.on('drain', pump);
+    socket.on('end', () => {
+      readEnded = true;
+      pump();
+    });
+    if (budget.pressure) pauseForPressure();
+    if (!guard.paused) socket.resume();
     socket.on('error', (err) => log?.debug({ peer, err: err.message }, 'RPC socket error'));
     socket.on('close', () => {
       this.sockets.delete(socket);
+      stopPressure();
+      reader.dispose();
+      // Calls read but never started: nobody will get their replies.
+      for (const r of queue) {
+        budget.release(r.length);
+        this.recordPool.give(r);
+      }
+      queue.length = 0;
       log?.info({ peer, requests, ms: Date.now() - opened }, 'RPC connection closed');
     });
   }
@@ -329,7 +442,7 @@ export class RpcServer {
     try {
       call = decodeCall(record);
     } catch (err) {
-      this.opts.log?.warn({ client: conn.host, err: (err as Error).message, bytes: record.length }, 'dropping undecodable RPC message');
+      this.garbageLog.log({ client: conn.host, err: (err as Error).message, bytes: record.length }, 'dropping undecodable RPC message');
       return undefined;
     }
     try {
@@ -352,22 +465,22 @@ export class RpcServer {
     if (call.rpcVersion !== RPC_VERSION) return [encodeRpcMismatch(xid)];
     const program = this.programs.get(call.prog);
     if (!program) {
-      log?.info({ client: conn.host, prog: call.prog }, 'call for an unknown RPC program');
+      this.badCallLog.log({ client: conn.host, prog: call.prog }, 'call for an unknown RPC program');
       return [encodeAcceptError(xid, AS.PROG_UNAVAIL)];
     }
     if (call.vers < program.lowVersion || call.vers > program.highVersion) {
-      log?.info({ client: conn.host, prog: call.prog, vers: call.vers }, 'call for an unsupported program version');
+      this.badCallLog.log({ client: conn.host, prog: call.prog, vers: call.vers }, 'call for an unsupported program version');
       return [encodeProgMismatch(xid, program.lowVersion, program.highVersion)];
     }
     if (call.proc > program.maxProc) {
-      log?.info({ client: conn.host, prog: call.prog, proc: call.proc }, 'call for an unknown procedure');
+      this.badCallLog.log({ client: conn.host, prog: call.prog, proc: call.proc }, 'call for an unknown procedure');
       return [encodeAcceptError(xid, AS.PROC_UNAVAIL)];
     }
     if (call.credFlavor === AuthFlavor.AUTH_SYS) {
       try {
         call.authSys = decodeAuthSys(call.credBody);
       } catch (err) {
-        log?.info({ client: conn.host, err: (err as Error).message }, 'rejecting malformed AUTH_SYS credential');
+        this.badCallLog.log({ client: conn.host, err: (err as Error).message }, 'rejecting malformed AUTH_SYS credential');
         return [encodeAuthError(xid, AuthStat.AUTH_BADCRED)];
       }
     } else if (call.credFlavor !== AuthFlavor.AUTH_NONE && call.proc !== 0) {
@@ -406,7 +519,7 @@ export class RpcServer {
       extra = span === null ? await program.handle(call, w, conn) : await runInSpan(span, () => program.handle(call, w, conn));
     } catch (err) {
       if (err instanceof DecodeError) {
-        log?.info({ client: conn.host, proc: program.procName(call.proc), err: err.message }, 'GARBAGE_ARGS');
+        this.badCallLog.log({ client: conn.host, proc: program.procName(call.proc), err: err.message }, 'GARBAGE_ARGS');
         stat = AS.GARBAGE_ARGS;
       } else if (err instanceof RangeError && err.message === 'unknown procedure') {
         stat = AS.PROC_UNAVAIL;
@@ -474,6 +587,7 @@ export class RpcServer {
 
   private async shutdown(drainMs: number): Promise<void> {
     this.closing = true;
+    this.limits.close();
     const closed = this.tcpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const u of this.udpSockets) u.close();
     for (const s of this.sockets) s.pause();

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { Writable } from 'node:stream';
+import { describe, it } from 'node:test';
+import pino from 'pino';
+import { ConnectionLimits, LogLimiter, RequestBudget } from './limits.js';
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('RequestBudget', () => {
+  it('grants in FIFO order as bytes come back, and a later small request does not overtake', () => {
+    const b = new RequestBudget(100);
+    const order: string[] = [];
+    assert.equal(
+      b.reserve(60, () => order.push('never')),
+      true,
+    );
+    assert.equal(
+      b.reserve(50, () => order.push('fifty')),
+      false,
+    );
+    assert.equal(
+      b.reserve(10, () => order.push('ten')),
+      false,
+      'a small request waits behind the first waiter',
+    );
+    assert.equal(b.pressure, true);
+    b.release(60);
+    assert.deepEqual(order, ['fifty', 'ten']);
+    assert.equal(b.used, 60);
+    assert.equal(b.pressure, false);
+  });
+
+  it('held bytes count as used but never block a reservation', () => {
+    const b = new RequestBudget(100);
+    b.hold(500);
+    assert.equal(
+      b.reserve(100, () => undefined),
+      true,
+    );
+    assert.equal(b.used, 600);
+    b.unhold(500);
+    b.release(100);
+    assert.equal(b.used, 0);
+  });
+
+  it('tells listeners when pressure begins, and resumes queued connections one per turn once it ends', async () => {
+    const b = new RequestBudget(10);
+    let onsets = 0;
+    const stop = b.onPressure(() => onsets++);
+    b.reserve(10, () => undefined);
+    const granted: number[] = [];
+    b.reserve(5, () => granted.push(5));
+    b.reserve(5, () => granted.push(6));
+    assert.equal(onsets, 1, 'once per onset, not per waiter');
+    const resumed: number[] = [];
+    for (let i = 0; i < 3; i++) b.queueResume(() => resumed.push(i));
+    await turn();
+    assert.deepEqual(resumed, [], 'nothing resumes under pressure');
+    b.release(10);
+    assert.deepEqual(granted, [5, 6]);
+    await turn();
+    assert.deepEqual(resumed, [0]);
+    await turn();
+    await turn();
+    assert.deepEqual(resumed, [0, 1, 2]);
+    stop();
+  });
+
+  it('cancel withdraws a waiter and lets the ones behind it through', () => {
+    const b = new RequestBudget(10);
+    b.reserve(8, () => undefined);
+    const big = (): void => assert.fail('cancelled');
+    let small = 0;
+    b.reserve(9, big);
+    b.reserve(2, () => small++);
+    b.cancel(big);
+    assert.equal(small, 1);
+    assert.equal(b.waiting, 0);
+  });
+});
+
+describe('LogLimiter', () => {
+  it('writes the first lines, then one summary with the count of those left out', () => {
+    const lines: { msg: string; suppressed?: number }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(JSON.parse(chunk.toString()) as { msg: string; suppressed?: number });
+        cb();
+      },
+    });
+    const limiter = new LogLimiter(pino({}, sink), 'warn', 3, 60_000);
+    for (let i = 0; i < 1000; i++) limiter.log({ i }, 'dropping garbage');
+    limiter.flush();
+    assert.equal(lines.length, 4);
+    assert.equal(lines[3]!.suppressed, 997);
+    assert.match(lines[3]!.msg, /997 more/);
+  });
+});
+
+describe('ConnectionLimits', () => {
+  it('refuses connections past the cap and closes idle ones', async () => {
+    const limits = new ConnectionLimits({ maxConnections: 2, idleTimeoutMs: 300, maxBufferedRequestBytes: 1 << 20, name: 'test' });
+    const server = net.createServer((s) => {
+      s.on('error', () => undefined);
+      if (limits.admit(s)) s.resume();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const clients: net.Socket[] = [];
+    const closed: boolean[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = net.connect(port, '127.0.0.1');
+        c.on('error', () => undefined);
+        clients.push(c);
+        closed.push(false);
+        c.on('close', () => (closed[i] = true));
+        await new Promise<void>((r) => {
+          c.once('connect', r);
+          c.once('close', () => r());
+        });
+        const deadline = Date.now() + 5000;
+        while (limits.connections < Math.min(i + 1, 2) && Date.now() < deadline) await turn();
+      }
+      const until = async (cond: () => boolean): Promise<void> => {
+        const deadline = Date.now() + 10_000;
+        while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      };
+      await until(() => closed[2] === true);
+      assert.deepEqual(closed, [false, false, true], 'the third connection is refused');
+      // One keeps talking (the server sees bytes), the other is silent: only the silent one is closed.
+      const talk = setInterval(() => clients[0]!.write('x'), 50);
+      await until(() => closed[1] === true);
+      clearInterval(talk);
+      assert.equal(closed[1], true, 'the idle connection is closed');
+      assert.equal(closed[0], false, 'the busy one stays');
+    } finally {
+      for (const c of clients) c.destroy();
+      limits.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});

@@ -1,0 +1,305 @@
+// What one client may make a TCP protocol engine hold: memory for requests, replies and connections.
+// Protocol-neutral: the ONC RPC engine (rpc/server.ts) uses these, and so can the SMB2 engine.
+//
+//   RequestBudget (one per server): bytes of request buffers across all connections.
+//     reserve(n, granted) -> true when the n bytes are reserved now; otherwise the request waits
+//       in FIFO order and `granted` runs once they are reserved for it. cancel(granted) withdraws
+//       a waiting request. release(n) returns reserved bytes.
+//     hold(n) / unhold(n): bytes already received that must be kept (a partial frame header or the
+//       first bytes of a frame): counted in `used`, never refused, never waited for.
+//     Under pressure (someone waits) new frames should not be read: `onPressure(fn)` tells a
+//       connection when pressure begins; `queueResume(fn)` resumes paused connections one per
+//       event-loop turn once it has ended, so a crowd of them cannot all read at once.
+//   ConnectionLimits (one per listener): the connection cap, the idle timeout and the budget.
+//     admit(socket) -> a ConnectionGuard, or null when the cap is reached (the socket is destroyed).
+//     close() stops the idle sweep.
+//   ConnectionGuard (one per connection): when the socket reads.
+//     hold(reason) / release(reason): reading is paused while any reason holds (PauseReason).
+//     busy: a predicate set by the engine, true while the server (not the client) owes work
+//       (calls in flight, a frame waiting for the budget); the idle timeout skips busy connections.
+//     An idle connection (no byte read and none written out for idleTimeoutMs while not busy) is
+//       destroyed: this also ends one that never reads its replies.
+//   LogLimiter: a message logged at most `burst` times per interval, then one summary line with
+//     the count of those left out.
+import type net from 'node:net';
+import type { Logger } from 'pino';
+
+/** Why a connection is not read. Bits, so that several can hold at once. */
+export const PauseReason = Object.freeze({
+  /** Enough calls of this connection are running. */
+  InFlight: 1,
+  /** The client does not read its replies fast enough. */
+  Output: 2,
+  /** The request budget is exhausted: this connection waits for its turn. */
+  Budget: 4,
+} as const);
+export type PauseReason = (typeof PauseReason)[keyof typeof PauseReason];
+
+interface Waiter {
+  n: number;
+  granted: () => void;
+}
+
+export class RequestBudget {
+  private reserved = 0;
+  private held = 0;
+  private readonly waiters: Waiter[] = [];
+  private readonly pressureListeners = new Set<() => void>();
+  private readonly resumeQueue: (() => void)[] = [];
+  private resumeScheduled = false;
+
+  constructor(
+    /** Bytes that reservations may take in total. */
+    readonly limit: number,
+  ) {
+    if (!(limit > 0)) throw new RangeError(`request budget must be positive, got ${limit}`);
+  }
+
+  /** Bytes reserved plus bytes held. */
+  get used(): number {
+    return this.reserved + this.held;
+  }
+
+  /** Requests waiting for bytes. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /** True while someone waits: connections should not start new frames. */
+  get pressure(): boolean {
+    return this.waiters.length > 0;
+  }
+
+  reserve(n: number, granted: () => void): boolean {
+    if (this.waiters.length === 0 && this.reserved + n <= this.limit) {
+      this.reserved += n;
+      return true;
+    }
+    this.waiters.push({ n, granted });
+    if (this.waiters.length === 1) for (const f of [...this.pressureListeners]) f();
+    return false;
+  }
+
+  /** Withdraws a waiting request (the connection closed); nothing was reserved for it. */
+  cancel(granted: () => void): void {
+    const i = this.waiters.findIndex((w) => w.granted === granted);
+    if (i < 0) return;
+    this.waiters.splice(i, 1);
+    // The head may have been the one blocking the others.
+    if (i === 0) this.grant();
+  }
+
+  release(n: number): void {
+    this.reserved -= n;
+    if (this.reserved < 0) throw new Error(`request budget released ${-this.reserved} bytes more than reserved`);
+    this.grant();
+  }
+
+  hold(n: number): void {
+    this.held += n;
+  }
+
+  unhold(n: number): void {
+    this.held -= n;
+  }
+
+  /** Calls `fn` each time pressure begins; returns the unsubscribe function. */
+  onPressure(fn: () => void): () => void {
+    this.pressureListeners.add(fn);
+    return () => this.pressureListeners.delete(fn);
+  }
+
+  /**
+   * Runs `resume` once there is no pressure, one queued connection per event-loop turn: between
+   * two, the one resumed reads what its client sent, and if that makes it wait the others stay
+   * paused. `resume` may find its connection closed.
+   */
+  queueResume(resume: () => void): void {
+    this.resumeQueue.push(resume);
+    this.scheduleResume();
+  }
+
+  private grant(): void {
+    while (this.waiters.length > 0) {
+      const w = this.waiters[0]!;
+      if (this.reserved + w.n > this.limit) return;
+      this.waiters.shift();
+      this.reserved += w.n;
+      w.granted();
+    }
+    this.scheduleResume();
+  }
+
+  private scheduleResume(): void {
+    if (this.resumeScheduled || this.resumeQueue.length === 0 || this.pressure) return;
+    this.resumeScheduled = true;
+    setImmediate(() => {
+      this.resumeScheduled = false;
+      if (this.pressure) return;
+      this.resumeQueue.shift()?.();
+      this.scheduleResume();
+    });
+  }
+}
+
+export interface ConnectionLimitsOptions {
+  /** Connections served at once; more are closed as they arrive. */
+  maxConnections: number;
+  /** A connection with no traffic for this long while not busy is closed. 0: never. */
+  idleTimeoutMs: number;
+  /** Bytes of request buffers across all connections (RequestBudget). */
+  maxBufferedRequestBytes: number;
+  /** Protocol name for log lines (`NFS`). */
+  name: string;
+  log?: Logger;
+}
+
+export class ConnectionGuard {
+  private reasons = 0;
+  /** True while the server owes this connection work; set by the engine. */
+  busy: () => boolean = () => false;
+  /** Traffic seen at the last sweep, and when it last changed. */
+  lastTraffic = -1;
+  lastChange = Date.now();
+
+  constructor(readonly socket: net.Socket) {}
+
+  hold(reason: PauseReason): void {
+    if (this.reasons === 0) this.socket.pause();
+    this.reasons |= reason;
+  }
+
+  release(reason: PauseReason): void {
+    if ((this.reasons & reason) === 0) return;
+    this.reasons &= ~reason;
+    if (this.reasons === 0 && !this.socket.destroyed) this.socket.resume();
+  }
+
+  holds(reason: PauseReason): boolean {
+    return (this.reasons & reason) !== 0;
+  }
+
+  /** Whether anything holds reading. */
+  get paused(): boolean {
+    return this.reasons !== 0;
+  }
+
+  /** Bytes read plus bytes handed to the kernel: unchanged means no traffic. */
+  traffic(): number {
+    const s = this.socket;
+    return s.bytesRead + s.bytesWritten - s.writableLength;
+  }
+}
+
+export class ConnectionLimits {
+  readonly budget: RequestBudget;
+  private readonly guards = new Set<ConnectionGuard>();
+  private readonly sweep: NodeJS.Timeout | null;
+  private readonly refused: LogLimiter;
+  private readonly idleClosed: LogLimiter;
+
+  constructor(private readonly opts: ConnectionLimitsOptions) {
+    this.budget = new RequestBudget(opts.maxBufferedRequestBytes);
+    this.refused = new LogLimiter(opts.log, 'warn', 5, 60_000);
+    this.idleClosed = new LogLimiter(opts.log, 'info', 5, 60_000);
+    if (opts.idleTimeoutMs > 0) {
+      const every = Math.min(Math.max(Math.floor(opts.idleTimeoutMs / 4), 50), 10_000);
+      this.sweep = setInterval(() => this.closeIdle(), every);
+      this.sweep.unref();
+    } else {
+      this.sweep = null;
+    }
+  }
+
+  get connections(): number {
+    return this.guards.size;
+  }
+
+  /** A guard for a new connection, or null (the socket destroyed) when the cap is reached. */
+  admit(socket: net.Socket): ConnectionGuard | null {
+    if (this.guards.size >= this.opts.maxConnections) {
+      this.refused.log(
+        { peer: `${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? 0}`, max: this.opts.maxConnections },
+        `${this.opts.name} connection refused: too many connections`,
+      );
+      socket.destroy();
+      return null;
+    }
+    const g = new ConnectionGuard(socket);
+    this.guards.add(g);
+    socket.once('close', () => this.guards.delete(g));
+    return g;
+  }
+
+  close(): void {
+    if (this.sweep) clearInterval(this.sweep);
+  }
+
+  private closeIdle(): void {
+    const now = Date.now();
+    for (const g of this.guards) {
+      const t = g.traffic();
+      if (t !== g.lastTraffic || g.busy()) {
+        g.lastTraffic = t;
+        g.lastChange = now;
+      } else if (now - g.lastChange >= this.opts.idleTimeoutMs) {
+        const s = g.socket;
+        this.idleClosed.log(
+          { peer: `${s.remoteAddress ?? 'unknown'}:${s.remotePort ?? 0}`, unsentBytes: s.writableLength, idleMs: now - g.lastChange },
+          `closing idle ${this.opts.name} connection`,
+        );
+        s.destroy();
+        this.guards.delete(g);
+      }
+    }
+  }
+}
+
+/**
+ * One kind of log line, written at most `burst` times per `intervalMs`; past that they are counted
+ * and one summary line (`suppressed: N`) is written when the interval ends.
+ */
+export class LogLimiter {
+  private windowStart = 0;
+  private inWindow = 0;
+  private suppressed = 0;
+  private lastMsg = '';
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly logger: Logger | undefined,
+    private readonly level: 'warn' | 'info',
+    private readonly burst: number,
+    private readonly intervalMs: number,
+  ) {}
+
+  log(obj: object, msg: string): void {
+    if (this.logger === undefined) return;
+    const now = Date.now();
+    if (now - this.windowStart >= this.intervalMs) {
+      this.windowStart = now;
+      this.inWindow = 0;
+    }
+    if (this.inWindow < this.burst) {
+      this.inWindow++;
+      this.logger[this.level](obj, msg);
+      return;
+    }
+    this.suppressed++;
+    this.lastMsg = msg;
+    if (this.timer === null) {
+      this.timer = setTimeout(() => this.flush(), this.windowStart + this.intervalMs - now);
+      this.timer.unref();
+    }
+  }
+
+  /** Writes the summary line now, if any line was left out. */
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.suppressed === 0 || this.logger === undefined) return;
+    const n = this.suppressed;
+    this.suppressed = 0;
+    this.logger[this.level]({ suppressed: n, intervalMs: this.intervalMs }, `${this.lastMsg} (${n} more like this not logged)`);
+  }
+}
