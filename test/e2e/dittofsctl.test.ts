@@ -340,6 +340,12 @@ describe('dittofsctl against the control API', { timeout: SUITE_TIMEOUT_MS }, ()
   it('refreshes an expired access token with the refresh token, and saves the new pair', async () => {
     let r = await ctl(['login', '--server', shortServer, '--username', 'admin', '--context', 'short'], { stdin: `${ADMIN_PASSWORD}\n` });
     assert.equal(r.code, 0, r.stderr);
+    // The saved pair is the short-lived one; the refresh goes to the API with the normal lifetime
+    // (same store and secret), so that the retried call does not depend on the machine's speed: a
+    // refreshed token of one second could expire again before a call on a loaded machine uses it.
+    const saved = await contexts();
+    saved.contexts.short!.server = server;
+    await writeFile(config, JSON.stringify(saved));
     const before = (await contexts()).contexts.short!;
     // Let the access token expire (JWT times are whole seconds).
     await new Promise((resolve) => setTimeout(resolve, (SHORT_ACCESS_TTL_SECONDS + 1) * 1000 + 100));
