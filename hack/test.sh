@@ -55,6 +55,16 @@ k8s_rc=0 build_rc=0
 t_build=$t_local
 if ((with_k8s && ${#k8s_tests[@]})); then
   if [[ -n $build_pid ]]; then
+    # Nothing else of ours runs now: the build no longer needs to yield, except to other work on
+    # the machine. Lowering the niceness needs root; as another user it stays niced.
+    tree() {
+      local c
+      echo "$1"
+      for c in $(pgrep -P "$1" 2>/dev/null); do tree "$c"; done
+    }
+    if kill -0 "$build_pid" 2>/dev/null && renice 0 -p $(tree "$build_pid") >/dev/null 2>&1; then
+      echo "hack/test.sh: the Kubernetes build runs at normal priority now"
+    fi
     echo "hack/test.sh: waiting for the Kubernetes build to finish"
     wait "$build_pid"
     build_rc=$?
