@@ -216,7 +216,7 @@ build_group() { # dir ldflags name...
       next=$((now + PROGRESS_SECS))
       done_pkgs=$(packages_in "$log")
       last=$(grep -E '^[^ #]+$' "$log" | tail -n 1 || true)
-      log "$label: $done_pkgs/$total packages compiled, $(fmt_secs $((now - start))) elapsed${last:+ (last: $last)}"
+      log "$label: $done_pkgs/$total packages compiled (cached ones need none), $(fmt_secs $((now - start))) elapsed${last:+ (last: $last)}"
     fi
   done
   wait "$pid" || rc=$?
