@@ -2,7 +2,9 @@
 # they need (npm packages, Debian packages through hack/) and need no other step.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-NODE_TEST := node --import tsx --test --test-reporter=spec
+# Test files run this many at a time (most of a test's time is waiting on servers, clients, VMs).
+TEST_JOBS ?= 3
+NODE_TEST := node --import tsx --test --test-concurrency=$(TEST_JOBS) --test-reporter=spec
 UNIT_TESTS = $(shell find server/src operator/src -name '*.test.ts' 2>/dev/null | sort)
 E2E_TESTS = $(shell find test/e2e -name '*.test.ts' 2>/dev/null | sort)
 FAULT_TESTS = $(shell find test/fault -name '*.test.ts' 2>/dev/null | sort)
@@ -31,8 +33,8 @@ run: build ## Build and start the server on the embedded default (NFS 12049, API
 	hack/install-deps.sh run
 	node server/dist/cli/dittofs.js start $(if $(CONFIG),--config $(CONFIG),)
 
-test: deps-test build typecheck k8s ## Run every test: unit, end-to-end with real clients, fault injection, Kubernetes
-	$(NODE_TEST) $(UNIT_TESTS) $(E2E_TESTS) $(FAULT_TESTS) $(K8S_TESTS)
+test: deps-test build typecheck ## Run every test: unit, end-to-end with real clients, fault injection, Kubernetes
+	DITTOFS_TEST_JOBS=$(TEST_JOBS) LOCAL_TESTS='$(UNIT_TESTS) $(E2E_TESTS) $(FAULT_TESTS)' K8S_TESTS='$(K8S_TESTS)' hack/test.sh
 
 test-unit: deps build ## Unit tests only
 	$(NODE_TEST) $(UNIT_TESTS)

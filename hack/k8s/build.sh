@@ -6,10 +6,16 @@
 #   ${DITTOFS_K8S_CACHE:-$HOME/.cache/dittofs/k8s}/<k8s-version>/bin/
 #     kube-apiserver  kube-controller-manager  kubectl  etcd  helm
 #
-# Idempotent: a binary is rebuilt only when it is missing or its stamp (name, version, module files)
-# changed. Compiling kube-apiserver takes tens of minutes on 2 cores the first time; later runs take
-# a second. Needs Go >= 1.26 and the Go module proxy, nothing else (no Docker, no downloads of
-# release binaries).
+# Idempotent: a binary is rebuilt only when it is missing or its stamp changed (name, version,
+# go.mod/go.sum, ldflags, the Go toolchain, the build flags). One `go build` per Go module builds
+# all of its commands, so the packages they share are compiled once; it prints a progress line
+# (packages compiled of the total, elapsed time) every 30 s. The first build takes tens of minutes
+# on 2 cores; later runs take a second. Needs Go >= 1.26 and the Go module proxy, nothing else (no
+# Docker, no downloads of release binaries).
+#
+# Environment: DITTOFS_K8S_CACHE (the cache above), DITTOFS_K8S_NICE (niceness of the build, 19:
+# it yields to everything else), DITTOFS_K8S_PROGRESS_SECS (30). Go's own cache (GOCACHE) makes a
+# rebuild after a pin change compile only what changed.
 #
 # Usage: hack/k8s/build.sh                 build what is missing, print the bin dir last
 #        hack/k8s/build.sh NAME...         only these binaries
@@ -43,7 +49,9 @@ spec() {
     kube-apiserver | kube-controller-manager | kubectl)
       S_DIR=$HERE S_PKG=k8s.io/kubernetes/cmd/$1 S_VERSION=$K8S_VERSION S_LDFLAGS="-s -w$k8s_x" ;;
     etcd)
-      S_DIR=$HERE S_PKG=go.etcd.io/etcd/server/v3 S_VERSION=$ETCD_VERSION S_LDFLAGS="-s -w" ;;
+      # The same ldflags as the three above, so that one `go build` makes all four: etcd links
+      # neither version package, and -X of a variable a binary does not link is ignored.
+      S_DIR=$HERE S_PKG=go.etcd.io/etcd/server/v3 S_VERSION=$ETCD_VERSION S_LDFLAGS="-s -w$k8s_x" ;;
     helm)
       local h=helm.sh/helm/v3
       S_DIR=$HERE/helm S_PKG=$h/cmd/helm S_VERSION=$HELM_VERSION
@@ -54,12 +62,40 @@ spec() {
   esac
 }
 
-# What a binary was built from: a changed pin, go.mod, go.sum or ldflags makes it stale.
+# The Go that builds, chosen the same way for --check: a changed toolchain makes every binary stale.
+# A fresh machine of this project's kind has Go 1.26 in /usr/local/go (see the machine notes).
+# Debian bookworm's golang-go is 1.19, too old to build Kubernetes 1.36 and too old to fetch a
+# newer toolchain; a Go >= 1.21 can fetch go1.26 itself from the module proxy (GOTOOLCHAIN).
+# Sets GO, GOV (its version), GOMINOR and GO_USED (the toolchain that builds, "none" if none can).
+find_go() {
+  GO=$(command -v go || true)
+  [[ -n $GO ]] || { [[ -x /usr/local/go/bin/go ]] && GO=/usr/local/go/bin/go; }
+  GOV="" GOMINOR="" GO_USED=none
+  [[ -n $GO ]] || return 0
+  GOV=$(GOTOOLCHAIN=local "$GO" env GOVERSION 2>/dev/null || true)
+  GOMINOR=$(sed -nE 's/^go1\.([0-9]+).*/\1/p' <<<"$GOV")
+  if [[ -z $GOMINOR ]] || ((GOMINOR < 21)); then
+    GO_USED=none
+  elif ((GOMINOR < GO_MIN_MINOR)); then
+    GO_USED=$GO_FALLBACK_TOOLCHAIN
+  else
+    GO_USED=$GOV
+  fi
+}
+
+# How every binary is built, besides its package and ldflags: a change here makes all of them stale.
+BUILD_FLAGS=(-trimpath)
+BUILD_GOFLAGS="-mod=readonly -buildvcs=false"
+BUILD_RECIPE="CGO_ENABLED=0 GOFLAGS=$BUILD_GOFLAGS go build ${BUILD_FLAGS[*]}"
+
+# What a binary was built from: a changed pin, go.mod, go.sum, ldflags, Go toolchain or build recipe
+# makes it stale.
 stamp_of() {
   spec "$1"
-  printf '%s %s %s %s\n' "$1" "$S_VERSION" \
+  printf '%s %s %s %s %s %s\n' "$1" "$S_VERSION" \
     "$(cat "$S_DIR/go.mod" "$S_DIR/go.sum" | sha256sum | cut -c1-16)" \
-    "$(printf '%s' "$S_LDFLAGS" | sha256sum | cut -c1-16)"
+    "$(printf '%s' "$S_LDFLAGS" | sha256sum | cut -c1-16)" \
+    "$GO_USED" "$(printf '%s' "$BUILD_RECIPE" | sha256sum | cut -c1-16)"
 }
 
 is_current() {
@@ -69,6 +105,7 @@ is_current() {
 case ${1:-} in
   --print-bin-dir) echo "$BIN"; exit 0 ;;
   --check)
+    find_go
     missing=()
     for n in "${ALL[@]}"; do is_current "$n" || missing+=("$n"); done
     if ((${#missing[@]})); then
@@ -83,6 +120,7 @@ esac
 WANT=("$@")
 ((${#WANT[@]})) || WANT=("${ALL[@]}")
 for n in "${WANT[@]}"; do spec "$n"; done
+find_go
 
 todo=()
 for n in "${WANT[@]}"; do
@@ -91,32 +129,44 @@ done
 if ((${#todo[@]} == 0)); then echo "$BIN"; exit 0; fi
 
 # --- Go --------------------------------------------------------------------------------------------
-# A fresh machine of this project's kind has Go 1.26 in /usr/local/go (see the machine notes).
-# Debian bookworm's golang-go is 1.19, too old to build Kubernetes 1.36 and too old to fetch a
-# newer toolchain; a Go >= 1.21 can fetch go1.26 itself from the module proxy (GOTOOLCHAIN).
-GO=$(command -v go || true)
-[[ -n $GO ]] || { [[ -x /usr/local/go/bin/go ]] && GO=/usr/local/go/bin/go; }
 [[ -n $GO ]] || die "Go is not installed. Install Go >= 1.$GO_MIN_MINOR (https://go.dev/dl/, e.g. into /usr/local/go); Debian bookworm's golang-go (1.19) is too old for Kubernetes $K8S_VERSION."
-gov=$(GOTOOLCHAIN=local "$GO" env GOVERSION 2>/dev/null || true)
-gominor=$(sed -nE 's/^go1\.([0-9]+).*/\1/p' <<<"$gov")
 export GOTOOLCHAIN=local
-if [[ -z $gominor ]]; then
-  die "cannot tell the version of $GO (got '$gov'); Go >= 1.$GO_MIN_MINOR is needed"
-elif ((gominor < 21)); then
-  die "$GO is $gov; Go >= 1.$GO_MIN_MINOR is needed (install it from https://go.dev/dl/; Debian bookworm's golang-go is too old)"
-elif ((gominor < GO_MIN_MINOR)); then
-  log "$GO is $gov; fetching $GO_FALLBACK_TOOLCHAIN from the Go module proxy (GOTOOLCHAIN)"
+if [[ -z $GOMINOR ]]; then
+  die "cannot tell the version of $GO (got '$GOV'); Go >= 1.$GO_MIN_MINOR is needed"
+elif ((GOMINOR < 21)); then
+  die "$GO is $GOV; Go >= 1.$GO_MIN_MINOR is needed (install it from https://go.dev/dl/; Debian bookworm's golang-go is too old)"
+elif ((GOMINOR < GO_MIN_MINOR)); then
+  log "$GO is $GOV; fetching $GO_FALLBACK_TOOLCHAIN from the Go module proxy (GOTOOLCHAIN)"
   export GOTOOLCHAIN=$GO_FALLBACK_TOOLCHAIN
 fi
 # -mod=readonly: build exactly what go.mod/go.sum pin (go.sum is checked in, so no checksum
 # database is consulted and a mismatch is an error, not an update).
-export GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0
+export GOFLAGS=$BUILD_GOFLAGS CGO_ENABLED=0
 mkdir -p "$BIN/.stamps" "$CACHE/$K8S_VERSION/logs"
 LOGS=$CACHE/$K8S_VERSION/logs
-# One build at a time per cache (two `make` runs at once would otherwise both compile).
+PROGRESS_SECS=${DITTOFS_K8S_PROGRESS_SECS:-30}
+# The build yields the CPU to everything else (tests running beside it, an editor) by default.
+NICE=${DITTOFS_K8S_NICE:-19}
+[[ $NICE =~ ^[0-9]+$ ]] && ((NICE <= 19)) || die "DITTOFS_K8S_NICE=$NICE: expected a niceness from 0 to 19"
+[[ $PROGRESS_SECS =~ ^[1-9][0-9]*$ ]] || die "DITTOFS_K8S_PROGRESS_SECS=$PROGRESS_SECS: expected a positive number of seconds"
+fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+# Package lines `go build -v` wrote to a log so far (errors and "# pkg" headers are not counted).
+packages_in() { grep -c -E '^[^ #]+$' "$1" 2>/dev/null || true; }
+
+# One build at a time per cache (two `make` runs at once would otherwise both compile). A second
+# run waits, saying so every PROGRESS_SECS, for at most two hours.
 if command -v flock >/dev/null; then
   exec 9>"$CACHE/$K8S_VERSION/.lock"
-  flock -w 3600 9 || die "another hack/k8s/build.sh still holds $CACHE/$K8S_VERSION/.lock after an hour"
+  if ! flock -n 9; then
+    log "another hack/k8s/build.sh is building into $CACHE/$K8S_VERSION: waiting for it (its logs: $LOGS)"
+    waited=0
+    until flock -w "$PROGRESS_SECS" 9; do
+      waited=$((waited + PROGRESS_SECS))
+      ((waited < 7200)) || die "another hack/k8s/build.sh still holds $CACHE/$K8S_VERSION/.lock after $(fmt_secs $waited)"
+      other=$(ls -t "$LOGS"/build-*.log 2>/dev/null | head -n 1 || true)
+      log "still waiting for the other build, $(fmt_secs $waited)${other:+ ($(packages_in "$other") packages compiled in $(basename "$other"))}"
+    done
+  fi
   todo2=()
   for n in "${todo[@]}"; do is_current "$n" || todo2+=("$n"); done
   todo=(${todo2[@]+"${todo2[@]}"})
@@ -124,40 +174,105 @@ if command -v flock >/dev/null; then
 fi
 TIME=()
 [[ -x /usr/bin/time ]] && TIME=(/usr/bin/time -v)
-
+total_start=$(date +%s)
 log "Go: $("$GO" version) (GOTOOLCHAIN=$GOTOOLCHAIN); output: $BIN"
 log "downloading modules (Go module proxy: $("$GO" env GOPROXY))"
 for d in "$HERE" "$HERE/helm"; do
-  (cd "$d" && nice -n 19 "$GO" mod download) >"$LOGS/mod-download.log" 2>&1 ||
+  (cd "$d" && nice -n "$NICE" "$GO" mod download) >"$LOGS/mod-download.log" 2>&1 ||
     { tail -n 30 "$LOGS/mod-download.log" >&2; die "go mod download failed in $d (log: $LOGS/mod-download.log)"; }
 done
+log "modules ready after $(fmt_secs $(($(date +%s) - total_start)))"
 
-total_start=$(date +%s)
+# One `go build` per Go module (hack/k8s, hack/k8s/helm) builds all of that module's commands at
+# once: the packages they share (most of k8s.io/*) are compiled once, in parallel over all cores,
+# and one link per command runs in the same job graph. While it runs, a progress line every
+# $DITTOFS_K8S_PROGRESS_SECS (30) seconds tells how many packages are compiled of how many the
+# commands need (`go build -v` prints each one it compiles; packages already in Go's build cache are
+# not printed, so the count can stay below the total).
+build_group() { # dir ldflags name...
+  local dir=$1 ldflags=$2 label
+  shift 2
+  local names=("$@") pkgs=() n
+  for n in "${names[@]}"; do spec "$n"; pkgs+=("$S_PKG"); done
+  label=$(IFS=,; echo "${names[*]}")
+  local out=$BIN/.build-$$ log=$LOGS/build-${names[0]}.log timelog=$LOGS/build-${names[0]}.time
+  rm -rf "$out" "$timelog"
+  mkdir -p "$out"
+  local total
+  total=$(cd "$dir" && nice -n "$NICE" "$GO" list -deps "${pkgs[@]}" 2>/dev/null | wc -l) || total="?"
+  log "$label: building $total packages (go build -v, log: $log) ..."
+  local timer=() start rc=0 now done_pkgs last next
+  ((${#TIME[@]})) && timer=("${TIME[@]}" -o "$timelog")
+  start=$(date +%s)
+  (cd "$dir" && exec nice -n "$NICE" ${timer[@]+"${timer[@]}"} \
+    "$GO" build -v "${BUILD_FLAGS[@]}" -ldflags "$ldflags" -o "$out/" "${pkgs[@]}") >"$log" 2>&1 &
+  local pid=$!
+  BUILD_PID=$pid
+  next=$((start + PROGRESS_SECS))
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    now=$(date +%s)
+    if ((now >= next)); then
+      next=$((now + PROGRESS_SECS))
+      done_pkgs=$(packages_in "$log")
+      last=$(grep -E '^[^ #]+$' "$log" | tail -n 1 || true)
+      log "$label: $done_pkgs/$total packages compiled (cached ones need none), $(fmt_secs $((now - start))) elapsed${last:+ (last: $last)}"
+    fi
+  done
+  wait "$pid" || rc=$?
+  BUILD_PID=""
+  local secs=$(($(date +%s) - start))
+  local missing=()
+  for n in "${names[@]}"; do
+    spec "$n"
+    # go build -o DIR/ names a command after the last path element that is not a major version (/v3).
+    local base=${S_PKG##*/}
+    [[ $base =~ ^v[0-9]+$ ]] && base=$(basename "$(dirname "$S_PKG")")
+    [[ -x $out/$base ]] || missing+=("$n")
+  done
+  if ((rc != 0 || ${#missing[@]})); then
+    grep -v -E '^[^ #]+$' "$log" | tail -n 40 >&2 || true
+    rm -rf "$out"
+    die "$label: go build failed after $(fmt_secs "$secs") (exit $rc${missing[*]:+, not built: ${missing[*]}}; full log: $log)"
+  fi
+  local rss=""
+  [[ -f $timelog ]] && rss=$(awk -F': ' '/Maximum resident set size/ {printf ", largest process %d MiB", $2/1024}' "$timelog")
+  for n in "${names[@]}"; do
+    spec "$n"
+    local base=${S_PKG##*/}
+    [[ $base =~ ^v[0-9]+$ ]] && base=$(basename "$(dirname "$S_PKG")")
+    mv -f "$out/$base" "$BIN/$n"
+    stamp_of "$n" >"$BIN/.stamps/$n"
+    log "$n: $(du -h "$BIN/$n" | cut -f1)"
+  done
+  rm -rf "$out"
+  log "$label: built in $(fmt_secs "$secs")$rss"
+}
+
+# Stopped (Ctrl-C, or make test ending): the go build goes too, with its compilers (by pid).
+BUILD_PID=""
+kill_tree() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$c"; done
+  kill "$1" 2>/dev/null || true
+}
+trap 'if [[ -n $BUILD_PID ]]; then kill_tree "$BUILD_PID"; fi; rm -rf "$BIN/.build-$$"; exit 130' INT TERM
+
+# Group what is to be built by Go module (the binaries of one module share their ldflags).
+declare -A group_names=()
+groups=()
 for n in "${todo[@]}"; do
   spec "$n"
-  log "$n: building $S_PKG ($S_VERSION) ..."
-  start=$(date +%s)
-  tmp=$BIN/.$n.tmp
-  rm -f "$tmp" "$LOGS/$n.time"
-  timer=()
-  ((${#TIME[@]})) && timer=("${TIME[@]}" -o "$LOGS/$n.time")
-  set +e
-  (cd "$S_DIR" && nice -n 19 ${timer[@]+"${timer[@]}"} \
-    "$GO" build -trimpath -ldflags "$S_LDFLAGS" -o "$tmp" "$S_PKG") >"$LOGS/$n.log" 2>&1
-  rc=$?
-  set -e
-  secs=$(($(date +%s) - start))
-  if ((rc != 0)) || [[ ! -x $tmp ]]; then
-    tail -n 40 "$LOGS/$n.log" >&2
-    rm -f "$tmp"
-    die "$n: go build failed after ${secs}s (exit $rc; full log: $LOGS/$n.log)"
-  fi
-  mv -f "$tmp" "$BIN/$n"
-  stamp_of "$n" >"$BIN/.stamps/$n"
-  rss=""
-  [[ -f $LOGS/$n.time ]] && rss=$(awk -F': ' '/Maximum resident set size/ {printf ", largest process %d MiB", $2/1024}' "$LOGS/$n.time")
-  log "$n: built in $((secs / 60))m$((secs % 60))s$rss, $(du -h "$BIN/$n" | cut -f1)"
+  [[ -n ${group_names[$S_DIR]+x} ]] || { groups+=("$S_DIR"); group_names[$S_DIR]=""; }
+  group_names[$S_DIR]+=" $n"
+done
+for g in "${groups[@]}"; do
+  read -r -a names <<<"${group_names[$g]}"
+  spec "${names[0]}"
+  flags=$S_LDFLAGS
+  for n in "${names[@]}"; do spec "$n"; [[ $S_LDFLAGS == "$flags" ]] || die "$n: ldflags differ from ${names[0]}'s in the same module"; done
+  build_group "$g" "$flags" "${names[@]}"
 done
 secs=$(($(date +%s) - total_start))
-log "done in $((secs / 60))m$((secs % 60))s; cache $(du -sh "$CACHE/$K8S_VERSION" | cut -f1) in $CACHE/$K8S_VERSION"
+log "done in $(fmt_secs "$secs"); cache $(du -sh "$CACHE/$K8S_VERSION" | cut -f1) in $CACHE/$K8S_VERSION"
 echo "$BIN"

@@ -263,6 +263,12 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   ]).finally(() => clearTimeout(t));
 }
 
+/**
+ * How long checkStore waits for a store to open. Opening a new embedded store creates a database
+ * (PGlite's initdb), which takes over 30 s on a machine at load 20: a busy machine is slow, not wrong.
+ */
+const CHECK_STORE_TIMEOUT_MS = 2 * 60_000;
+
 /** For the API: can a store with these settings work? Opens it (under a probe name) and closes it. */
 export async function checkStore(kind: StoreKind, type: string, cfg: Record<string, unknown>, dataDir: string, log: Logger): Promise<void> {
   const o = { metrics: null, observe: false };
@@ -270,6 +276,6 @@ export async function checkStore(kind: StoreKind, type: string, cfg: Record<stri
     kind === 'metadata'
       ? metadataStoreFor('check', { ...cfg, type } as MetadataStoreConfig, dataDir, log, o)
       : blockStoreFor('check', { block_size: DEFAULT_BLOCK_SIZE, ...cfg, type } as BlockStoreConfig, dataDir, o);
-  await withTimeout(store.open(), 30_000);
+  await withTimeout(store.open(), CHECK_STORE_TIMEOUT_MS);
   await store.close();
 }

@@ -29,10 +29,9 @@ import {
   StableHow,
   type Cred,
 } from '../helpers/rpc-client.js';
+import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
-const TEST_TIMEOUT = 60_000;
-const TOOL_TIMEOUT = 30_000;
 /** The server's default adapters.nfs.max_record_size. */
 const MAX_RECORD = 1024 * 1024 + 64 * 1024;
 const HELLO = 'hello from dittofs\n';
@@ -45,7 +44,7 @@ interface ToolResult {
 }
 
 /** Runs a client tool with a hard timeout; never throws for a non-zero exit. */
-function runTool(cmd: string, argv: string[], timeoutMs = TOOL_TIMEOUT): Promise<ToolResult> {
+function runTool(cmd: string, argv: string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<ToolResult> {
   return new Promise((resolve) => {
     execFile(cmd, argv, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null;
@@ -77,7 +76,7 @@ const nullOk = (xid: number): Buffer => words(xid, 1, 0, 0, 0, AcceptStat.SUCCES
 
 const ROOT = authSys(0, 0);
 
-describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
+describe('bad input over raw sockets', { timeout: SUITE_TIMEOUT_MS }, () => {
   let srv: DittofsProcess;
   let nfs: NfsClient;
   let root: Buffer;
@@ -142,13 +141,13 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  test('framing: garbage bytes and oversized records close only the offending connection', { timeout: TEST_TIMEOUT }, async () => {
+  test('framing: garbage bytes and oversized records close only the offending connection', { timeout: TEST_TIMEOUT_MS }, async () => {
     const bystander = await connect();
     try {
       // Not RPC at all: "GET " read as a record mark is a 1.2 GB non-final fragment.
       const http = await connect();
       http.sendRaw(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
-      assert.equal(await http.waitClosedByPeer(5_000), true, 'HTTP garbage: connection not closed');
+      assert.equal(await http.waitClosedByPeer(), true, 'HTTP garbage: connection not closed');
       assert.equal(http.pendingReplies, 0);
 
       // Random bytes with the top bit clear and a huge length.
@@ -156,22 +155,22 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
       const junk = randomBytes(64);
       junk.writeUInt32BE(0x7ffffff0, 0);
       rnd.sendRaw(junk);
-      assert.equal(await rnd.waitClosedByPeer(5_000), true, 'random junk: connection not closed');
+      assert.equal(await rnd.waitClosedByPeer(), true, 'random junk: connection not closed');
 
       // A zero-length fragment that is not the last one.
       const empty = await connect();
       empty.sendRaw(words(0, 0x80000000 | 40));
-      assert.equal(await empty.waitClosedByPeer(5_000), true, 'empty non-final fragment: connection not closed');
+      assert.equal(await empty.waitClosedByPeer(), true, 'empty non-final fragment: connection not closed');
 
       // A record of exactly the cap is served (a NULL call whose ignored arguments fill the record)...
       const atCap = await connect();
       const xidCap = atCap.allocXid();
       const head = RpcConnection.encodeCall(xidCap, NFS_PROGRAM, NFS_V3, NfsProc.NULL, AUTH_NONE, Buffer.alloc(0));
       atCap.sendRecord(Buffer.concat([head, Buffer.alloc(MAX_RECORD - head.length)]));
-      assert.deepEqual(await atCap.recordFor(xidCap, 10_000), nullOk(xidCap));
+      assert.deepEqual(await atCap.recordFor(xidCap), nullOk(xidCap));
       // ...and one byte more closes the connection as soon as the record mark arrives.
       atCap.sendRaw(Buffer.concat([words(0x80000000 | (MAX_RECORD + 1)), head]));
-      assert.equal(await atCap.waitClosedByPeer(5_000), true, 'record of cap+1 bytes: connection not closed');
+      assert.equal(await atCap.waitClosedByPeer(), true, 'record of cap+1 bytes: connection not closed');
       assert.equal(atCap.pendingReplies, 0);
 
       // Fragments that are fine alone but add up past the cap.
@@ -179,7 +178,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
       const part = 700 * 1024;
       frags.sendRaw(Buffer.concat([words(part), head, Buffer.alloc(part - head.length)]));
       frags.sendRaw(Buffer.concat([words(part), Buffer.alloc(16)]));
-      assert.equal(await frags.waitClosedByPeer(5_000), true, 'multi-fragment record over the cap: connection not closed');
+      assert.equal(await frags.waitClosedByPeer(), true, 'multi-fragment record over the cap: connection not closed');
 
       // A small record split in three fragments is reassembled and answered.
       const multi = await connect();
@@ -208,7 +207,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
       const flood: Buffer[] = [];
       for (let i = 0; i < 1000; i++) flood.push(words(0x80000000 | 8, i, 7));
       odd.sendRaw(Buffer.concat(flood));
-      assert.equal(await odd.waitClosedByPeer(5_000), true, 'a flood of undecodable records: connection not closed');
+      assert.equal(await odd.waitClosedByPeer(), true, 'a flood of undecodable records: connection not closed');
       assert.equal(odd.pendingReplies, 0);
 
       // The connection opened before all this still works.
@@ -220,7 +219,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
     await assertNormalClientWorks();
   });
 
-  test('truncated or invalid arguments: GARBAGE_ARGS with the same xid', { timeout: TEST_TIMEOUT }, async () => {
+  test('truncated or invalid arguments: GARBAGE_ARGS with the same xid', { timeout: TEST_TIMEOUT_MS }, async () => {
     const c = await connect();
     try {
       const cases: [string, number, Buffer][] = [
@@ -276,7 +275,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
     await assertNormalClientWorks();
   });
 
-  test('RPC-level rejections: program, version, procedure, RPC version, credentials', { timeout: TEST_TIMEOUT }, async () => {
+  test('RPC-level rejections: program, version, procedure, RPC version, credentials', { timeout: TEST_TIMEOUT_MS }, async () => {
     const c = await connect();
     try {
       const none = Buffer.alloc(0);
@@ -343,7 +342,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
     await assertNormalClientWorks();
   });
 
-  test('stale and forged file handles', { timeout: TEST_TIMEOUT }, async () => {
+  test('stale and forged file handles', { timeout: TEST_TIMEOUT_MS }, async () => {
     const c = await NfsClient.connect(srv.nfsPort, ROOT);
     try {
       assert.equal(root.length, 20);
@@ -400,7 +399,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
     await assertNormalClientWorks();
   });
 
-  test('bad names: "/", NUL, too long, ".", ".." and no escape from the share root', { timeout: TEST_TIMEOUT }, async () => {
+  test('bad names: "/", NUL, too long, ".", ".." and no escape from the share root', { timeout: TEST_TIMEOUT_MS }, async () => {
     const c = await NfsClient.connect(srv.nfsPort, ROOT);
     try {
       for (const name of ['a/b', '/', 'hello.txt/', Buffer.from('a\0b'), Buffer.from([0])]) {
@@ -471,7 +470,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
 
   test(
     'values the protocol allows but no file can have: FBIG, NAMETOOLONG, MNT INVAL and NAMETOOLONG',
-    { timeout: TEST_TIMEOUT },
+    { timeout: TEST_TIMEOUT_MS },
     async () => {
       const c = await NfsClient.connect(srv.nfsPort, ROOT);
       try {
@@ -545,7 +544,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
     },
   );
 
-  test('duplicate request cache: retransmitted CREATE and REMOVE get the original reply', { timeout: TEST_TIMEOUT }, async () => {
+  test('duplicate request cache: retransmitted CREATE and REMOVE get the original reply', { timeout: TEST_TIMEOUT_MS }, async () => {
     const c = await NfsClient.connect(srv.nfsPort, ROOT);
     try {
       const conn = c.conn;
@@ -613,7 +612,7 @@ describe('bad input over raw sockets', { timeout: 5 * 60_000 }, () => {
     await assertNormalClientWorks();
   });
 
-  test('afterwards: an nfs-cp round trip works and the server is still alive', { timeout: TEST_TIMEOUT }, async () => {
+  test('afterwards: an nfs-cp round trip works and the server is still alive', { timeout: TEST_TIMEOUT_MS }, async () => {
     const src = path.join(tmp, 'roundtrip.bin');
     const back = path.join(tmp, 'roundtrip.back');
     const data = randomBytes(300_000);

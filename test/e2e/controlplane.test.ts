@@ -4,32 +4,21 @@
 // removed share stops being served; PUT /api/v1/state converges and is idempotent; all of it
 // survives a restart (the control database, not the config file, holds it).
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { REPO_ROOT, startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { runCli } from '../helpers/cli.js';
+import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
+import { runProcess, type Run } from '../helpers/run.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
-const CTL = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofsctl.js');
 const NEW_ADMIN_PASSWORD = 'admin-pass-after-change';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+/** Runs a client tool (nfs-cp, nfs-ls) to its end; a hang is killed after COMMAND_TIMEOUT_MS and fails. */
+const tool = (cmd: string, args: string[]): Promise<Run> => runProcess(cmd, args);
 
-function tool(cmd: string, args: string[], timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: number | string }) | null;
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, stdout, stderr });
-    });
-  });
-}
-
-describe('control plane end to end: dittofsctl, REST, NFS', { timeout: 300_000 }, () => {
+describe('control plane end to end: dittofsctl, REST, NFS', { timeout: SUITE_TIMEOUT_MS }, () => {
   let dir: string;
   let dataDir: string;
   let srv: DittofsProcess;
@@ -37,21 +26,8 @@ describe('control plane end to end: dittofsctl, REST, NFS', { timeout: 300_000 }
   let ctlConfig: string;
 
   function ctl(args: string[], stdin = ''): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DITTOFSCTL_')));
-      const child = spawn(process.execPath, [CTL, ...args], { env: { ...env, DITTOFSCTL_CONFIG: ctlConfig }, stdio: 'pipe' });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(t);
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(stdin);
-    });
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DITTOFSCTL_')));
+    return runCli('dittofsctl', args, { env: { ...env, DITTOFSCTL_CONFIG: ctlConfig }, input: stdin });
   }
 
   async function ok(args: string[], stdin = ''): Promise<string> {

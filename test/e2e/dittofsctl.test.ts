@@ -2,13 +2,11 @@
 // against the real control API (Fastify, JWT, bcrypt, a PGlite control store) listening on
 // loopback in this process. The contexts file is a temporary one (DITTOFSCTL_CONFIG).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import YAML from 'yaml';
 import { buildApi } from '../../server/src/api/index.js';
@@ -16,23 +14,17 @@ import type { ApiRuntime } from '../../server/src/api/runtime.js';
 import { ensureAdmin } from '../../server/src/control/auth.js';
 import type { ControlStore } from '../../server/src/control/store.js';
 import { openTestControlStore } from '../../server/src/control/testing.js';
+import { runCli } from '../helpers/cli.js';
+import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
+import type { Run } from '../helpers/run.js';
 import { freePort } from '../helpers/server.js';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-// The built CLI (make test builds first): what users run, and a second faster per process than tsx.
-const CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofsctl.js');
 const JWT_SECRET = 'dittofsctl-e2e-secret-0123456789abcdef-0123456789';
 const INITIAL_PASSWORD = 'initial-admin-pw';
 const ADMIN_PASSWORD = 'changed-admin-pw';
 const ALICE_PASSWORD = 'alice-password-1';
 /** A short access token lifetime for the second API instance, to see the refresh happen. */
 const SHORT_ACCESS_TTL_SECONDS = 1;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 type Api = ReturnType<typeof buildApi>;
 
@@ -41,7 +33,7 @@ interface Contexts {
   contexts: Record<string, { server: string; username?: string; access_token?: string; refresh_token?: string }>;
 }
 
-describe('dittofsctl against the control API', { timeout: 240_000 }, () => {
+describe('dittofsctl against the control API', { timeout: SUITE_TIMEOUT_MS }, () => {
   let dir: string;
   let config: string;
   let store: ControlStore;
@@ -54,24 +46,7 @@ describe('dittofsctl against the control API', { timeout: 240_000 }, () => {
   /** Runs `dittofsctl ARGS` with `stdin` as its standard input (a pipe, not a terminal). */
   function ctl(args: string[], opts: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
     const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DITTOFSCTL_')));
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, ...args], {
-        cwd: REPO_ROOT,
-        env: { ...env, DITTOFSCTL_CONFIG: config, ...opts.env },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(opts.stdin ?? '');
-    });
+    return runCli('dittofsctl', args, { env: { ...env, DITTOFSCTL_CONFIG: config, ...opts.env }, input: opts.stdin ?? '' });
   }
 
   /** Runs a command that must succeed and parses its -o json output. */
@@ -365,6 +340,12 @@ describe('dittofsctl against the control API', { timeout: 240_000 }, () => {
   it('refreshes an expired access token with the refresh token, and saves the new pair', async () => {
     let r = await ctl(['login', '--server', shortServer, '--username', 'admin', '--context', 'short'], { stdin: `${ADMIN_PASSWORD}\n` });
     assert.equal(r.code, 0, r.stderr);
+    // The saved pair is the short-lived one; the refresh goes to the API with the normal lifetime
+    // (same store and secret), so that the retried call does not depend on the machine's speed: a
+    // refreshed token of one second could expire again before a call on a loaded machine uses it.
+    const saved = await contexts();
+    saved.contexts.short!.server = server;
+    await writeFile(config, JSON.stringify(saved));
     const before = (await contexts()).contexts.short!;
     // Let the access token expire (JWT times are whole seconds).
     await new Promise((resolve) => setTimeout(resolve, (SHORT_ACCESS_TTL_SECONDS + 1) * 1000 + 100));

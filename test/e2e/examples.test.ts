@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
 import { startS3, type S3TestServer } from '../helpers/s3.js';
 import { REPO_ROOT, startDittofs } from '../helpers/server.js';
@@ -17,7 +18,7 @@ const SIZE = 48 * MiB;
 
 function nfsCp(from: string, to: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    execFile('nfs-cp', [from, to], { timeout: 120_000, killSignal: 'SIGKILL' }, (err, _out, stderr) =>
+    execFile('nfs-cp', [from, to], { timeout: COMMAND_TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, _out, stderr) =>
       err ? reject(new Error(`nfs-cp ${from} ${to}: ${err.message} ${stderr}`)) : resolve(),
     );
   });
@@ -28,7 +29,7 @@ const sha = async (file: string): Promise<string> =>
     .update(await readFile(file))
     .digest('hex');
 
-describe('config/examples against real services', { timeout: 600_000 }, () => {
+describe('config/examples against real services', { timeout: SUITE_TIMEOUT_MS }, () => {
   let work = '';
   let src = '';
   let srcSha = '';

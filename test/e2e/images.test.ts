@@ -24,6 +24,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
+import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from '../helpers/limits.js';
 import { freePort, REPO_ROOT } from '../helpers/server.js';
 
 // --- a Dockerfile parser ------------------------------------------------------------------------
@@ -455,7 +456,8 @@ class Replayer {
         npm_config_update_notifier: 'false',
         npm_config_loglevel: 'error',
       },
-      timeoutMs: 150_000,
+      // npm ci on a loaded machine: minutes.
+      timeoutMs: 2 * COMMAND_TIMEOUT_MS,
     });
     assert.equal(res.code, 0, `RUN (line ${line}) ${cmd} failed (exit ${res.code}):\n${res.stderr.slice(-4000)}${res.stdout.slice(-2000)}`);
     this.log.push(`RUN ${cmd} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
@@ -529,7 +531,7 @@ before(async () => {
   ignoreRules = readDockerignore();
   // The replay copies the built dist/ of this checkout in place of the build stage.
   if (!existsSync(path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofs.js'))) {
-    const b = await run('npm', ['run', 'build', '--silent'], { cwd: REPO_ROOT, env: process.env, timeoutMs: 300_000 });
+    const b = await run('npm', ['run', 'build', '--silent'], { cwd: REPO_ROOT, env: process.env, timeoutMs: 2 * COMMAND_TIMEOUT_MS });
     assert.equal(b.code, 0, `npm run build failed:\n${b.stderr}${b.stdout}`);
   }
 });
@@ -761,16 +763,16 @@ for (const spec of IMAGES) {
           const bin = resolveInImage(image, image.entrypoint![0]!);
           const cwd = inRoot(image.root, image.workdir);
           const env = imageEnv(image);
-          const v = await run(bin, ['--version'], { cwd, env, timeoutMs: 30_000 });
+          const v = await run(bin, ['--version'], { cwd, env, timeoutMs: COMMAND_TIMEOUT_MS });
           assert.equal(v.code, 0, v.stderr);
           assert.equal(v.stdout.trim(), pkgJson('server').version);
-          const c = await run(bin, ['config', 'validate'], { cwd, env, timeoutMs: 30_000 });
+          const c = await run(bin, ['config', 'validate'], { cwd, env, timeoutMs: COMMAND_TIMEOUT_MS });
           assert.equal(c.code, 0, `${c.stderr}${c.stdout}`);
           // The image's ENV puts the data directory on the volume.
-          const show = await run(bin, ['config', 'show'], { cwd, env, timeoutMs: 30_000 });
+          const show = await run(bin, ['config', 'show'], { cwd, env, timeoutMs: COMMAND_TIMEOUT_MS });
           assert.equal(show.code, 0, show.stderr);
           assert.match(show.stdout, new RegExp(`^data_dir: ${inRoot(image.root, '/data').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'));
-          const ctl = await run(resolveInImage(image, 'dittofsctl'), ['--help'], { cwd, env, timeoutMs: 30_000 });
+          const ctl = await run(resolveInImage(image, 'dittofsctl'), ['--help'], { cwd, env, timeoutMs: COMMAND_TIMEOUT_MS });
           assert.equal(ctl.code, 0, ctl.stderr);
         });
 
@@ -797,7 +799,7 @@ for (const spec of IMAGES) {
           const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
           try {
             let health: { status: number; body: string } | undefined;
-            for (let i = 0; i < 120 && child.exitCode === null; i++) {
+            for (const deadline = Date.now() + READY_TIMEOUT_MS; Date.now() < deadline && child.exitCode === null;) {
               health = await httpGet(`http://127.0.0.1:${api}/health`).catch(() => undefined);
               if (health?.status === 200) break;
               await sleep(250);
@@ -807,7 +809,7 @@ for (const spec of IMAGES) {
             assert.ok((await readdir(inRoot(image.root, '/data'))).length > 0, 'nothing written to /data');
           } finally {
             child.kill('SIGTERM');
-            const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+            const t = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
             const code = await exited;
             clearTimeout(t);
             assert.equal(code, 0, `exit code after SIGTERM\n--- server output ---\n${out}`);
@@ -819,7 +821,7 @@ for (const spec of IMAGES) {
           const r = await run(resolveInImage(image, image.entrypoint![0]!), ['--help'], {
             cwd: inRoot(image.root, image.workdir),
             env: imageEnv(image),
-            timeoutMs: 30_000,
+            timeoutMs: COMMAND_TIMEOUT_MS,
           });
           assert.equal(r.code, 0, `${r.stderr}${r.stdout}`);
           assert.notEqual(`${r.stdout}${r.stderr}`.trim(), '', 'no help text');

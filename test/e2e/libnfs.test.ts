@@ -10,12 +10,12 @@ import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
 import { authSys, NfsClient, NfsStat } from '../helpers/rpc-client.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
 const BIG_SIZE = 256 * MiB;
-const TOOL_TIMEOUT = 120_000;
 
 interface ToolResult {
   code: number | null;
@@ -25,7 +25,7 @@ interface ToolResult {
 }
 
 /** Runs a client tool with a hard timeout; never throws for a non-zero exit. */
-function runTool(cmd: string, argv: string[], timeoutMs = TOOL_TIMEOUT): Promise<ToolResult> {
+function runTool(cmd: string, argv: string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<ToolResult> {
   return new Promise((resolve) => {
     execFile(cmd, argv, { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'buffer', maxBuffer: 64 * MiB }, (err, stdout, stderr) => {
       const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null;
@@ -82,7 +82,7 @@ async function writeRandomFile(file: string, size: number): Promise<string> {
   return h.digest('hex');
 }
 
-describe('libnfs client against a real server process', { timeout: 10 * 60_000 }, () => {
+describe('libnfs client against a real server process', { timeout: SUITE_TIMEOUT_MS }, () => {
   let srv: DittofsProcess;
   let tmp: string;
   let dataDir: string;
@@ -108,7 +108,7 @@ describe('libnfs client against a real server process', { timeout: 10 * 60_000 }
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
-  test('nfs-cp of a 256 MiB random file in and out keeps every byte', { timeout: 5 * 60_000 }, async () => {
+  test('nfs-cp of a 256 MiB random file in and out keeps every byte', { timeout: TEST_TIMEOUT_MS }, async () => {
     const src = path.join(tmp, 'big.src');
     const out = path.join(tmp, 'big.out');
     const srcHash = await writeRandomFile(src, BIG_SIZE);
@@ -148,7 +148,7 @@ describe('libnfs client against a real server process', { timeout: 10 * 60_000 }
     await rm(out);
   });
 
-  test('nfs-cat of a small text file returns the exact content', { timeout: 60_000 }, async () => {
+  test('nfs-cat of a small text file returns the exact content', { timeout: TEST_TIMEOUT_MS }, async () => {
     const text = 'line one\nzwei: äöü ✓\n\ttabbed line without a final newline';
     const src = path.join(tmp, 'note.txt');
     await writeFile(src, text);
@@ -166,7 +166,7 @@ describe('libnfs client against a real server process', { timeout: 10 * 60_000 }
     assertFails(await runTool('nfs-cat', [url('no-such-file.txt')]), 'nfs-cat of a missing file', /NFS3ERR_NOENT/);
   });
 
-  test('permissions for uid/gid chosen in the URL', { timeout: 120_000 }, async () => {
+  test('permissions for uid/gid chosen in the URL', { timeout: TEST_TIMEOUT_MS }, async () => {
     const u1000 = { uid: 1000, gid: 1000 };
     const u2000 = { uid: 2000, gid: 2000 };
     const payload = path.join(tmp, 'payload.txt');
@@ -249,7 +249,7 @@ describe('libnfs client against a real server process', { timeout: 10 * 60_000 }
     assert.equal(back.stdout.toString(), 'payload\n');
   });
 
-  test('a restart on the same data directory serves again and leaks no old data into new files', { timeout: 120_000 }, async () => {
+  test('a restart on the same data directory serves again and leaks no old data into new files', { timeout: TEST_TIMEOUT_MS }, async () => {
     // Not a persistence test: the default metadata store is in memory.
     raw.close();
     await srv.stop();

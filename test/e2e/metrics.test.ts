@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { COMMAND_TIMEOUT_MS, REPLY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { authSys, NfsClient } from '../helpers/rpc-client.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
@@ -17,7 +18,7 @@ const FILE_SIZE = 6 * MiB + 12345;
 
 function run(cmd: string, argv: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(cmd, argv, { timeout: 120_000, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+    execFile(cmd, argv, { timeout: COMMAND_TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
       const exit = (err as { code?: unknown } | null)?.code;
       resolve({ code: err ? (typeof exit === 'number' ? exit : -1) : 0, stderr });
     });
@@ -57,7 +58,7 @@ const matching = (samples: Sample[], name: string, labels: Record<string, string
 const sum = (samples: Sample[], name: string, labels: Record<string, string> = {}): number =>
   matching(samples, name, labels).reduce((a, s) => a + s.value, 0);
 
-describe('metrics endpoint of a real server', { timeout: 5 * 60_000 }, () => {
+describe('metrics endpoint of a real server', { timeout: SUITE_TIMEOUT_MS }, () => {
   let srv: DittofsProcess;
   let tmp: string;
   const url = (p: string): string => `nfs://127.0.0.1/export/${p}?nfsport=${srv.nfsPort}&mountport=${srv.nfsPort}`;
@@ -139,7 +140,7 @@ describe('metrics endpoint of a real server', { timeout: 5 * 60_000 }, () => {
     const connections = async (): Promise<number> => sum((await scrape()).samples, 'dittofs_open_connections', { adapter: 'nfs' });
     const waitFor = async (want: (n: number) => boolean): Promise<number> => {
       let n = await connections();
-      for (let i = 0; i < 100 && !want(n); i++) {
+      for (const deadline = Date.now() + REPLY_TIMEOUT_MS; !want(n) && Date.now() < deadline;) {
         await new Promise((r) => setTimeout(r, 50));
         n = await connections();
       }
@@ -166,7 +167,7 @@ describe('metrics endpoint of a real server', { timeout: 5 * 60_000 }, () => {
         .map((l) => JSON.parse(l) as Line);
     let lines = parse();
     // The last close may still be on its way to the log (bounded wait).
-    for (let i = 0; i < 50; i++) {
+    for (const deadline = Date.now() + REPLY_TIMEOUT_MS; Date.now() < deadline;) {
       const o = lines.filter((l) => l.msg === 'RPC connection opened').length;
       if (lines.filter((l) => l.msg === 'RPC connection closed').length >= o) break;
       await new Promise((r) => setTimeout(r, 100));

@@ -11,6 +11,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
@@ -110,7 +111,7 @@ async function otlpReceiver(): Promise<{ url: string; exports: OtlpExport[]; con
 
 function run(cmd: string, argv: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(cmd, argv, { timeout: 120_000, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+    execFile(cmd, argv, { timeout: COMMAND_TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
       resolve({ code: err ? -1 : 0, stderr });
     });
   });
@@ -120,7 +121,7 @@ const SPAN_KIND_SERVER = 2;
 const SPAN_KIND_CLIENT = 3;
 const SPAN_STATUS_ERROR = 2;
 
-describe('tracing of a real server', { timeout: 5 * 60_000 }, () => {
+describe('tracing of a real server', { timeout: SUITE_TIMEOUT_MS }, () => {
   let srv: DittofsProcess | undefined;
   let tmp: string | undefined;
   after(async () => {

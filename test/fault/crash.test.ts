@@ -27,6 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { NfsOps, statusName } from '../helpers/nfs-ops.js';
+import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { Prng, seedFrom } from '../helpers/prng.js';
 import { StableHow } from '../helpers/rpc-client.js';
 import { freePort, type DittofsProcess } from '../helpers/server.js';
@@ -43,7 +44,8 @@ const MAX_IO = 1 * MiB;
 const MAX_OPS_PER_ROUND = 400;
 /** The kill comes this long after the workload starts (uniform). */
 const KILL_DELAY_MS: [number, number] = [50, 2_500];
-const TEST_TIMEOUT_MS = 5 * 60_000;
+/** A bound against a hang: twelve restarts of the server take minutes on a loaded machine. */
+const TEST_TIMEOUT_MS = SUITE_TIMEOUT_MS;
 
 /** Appended to every failure message so that it can be reproduced. */
 const REPRO = `(seed ${SEED}; rerun with FAULT_SEED=${SEED})`;

@@ -11,6 +11,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { READY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
 import { NfsStat, StableHow } from '../helpers/rpc-client.js';
 import { startS3, type S3TestServer } from '../helpers/s3.js';
@@ -60,7 +61,7 @@ shares:
 `;
 }
 
-describe('fault: S3 outage', { timeout: (OUTAGE_S + 240) * 1000 }, () => {
+describe('fault: S3 outage', { timeout: OUTAGE_S * 1000 + SUITE_TIMEOUT_MS }, () => {
   let s3: S3TestServer;
   let work: string;
   const servers: DittofsProcess[] = [];
@@ -124,7 +125,7 @@ describe('fault: S3 outage', { timeout: (OUTAGE_S + 240) * 1000 }, () => {
       if (left > 0) await sleep(left);
       assert.ok((await walSegments(server.dataDir)) > 1, 'the WAL holds the data while S3 is down');
       await s3.start();
-      const drainMs = await waitWalDrained(server.dataDir, 120_000);
+      const drainMs = await waitWalDrained(server.dataDir, READY_TIMEOUT_MS);
       t.diagnostic(`outage ${((Date.now() - t0) / 1000).toFixed(0)} s; WAL drained ${drainMs} ms after S3 returned`);
       // Every block of every file is an object in the bucket: 3 blocks of 1 MiB per 2.5 MiB file.
       const keys = await s3.listKeys('outage/');
@@ -171,6 +172,14 @@ describe('fault: S3 outage', { timeout: (OUTAGE_S + 240) * 1000 }, () => {
           written = off + 512 * 1024;
         }
       })();
+      // The writes proceed until the WAL is full (however slow the machine), then stall: 8 s later
+      // the writer has not got further than the WAL holds.
+      let settled = false;
+      writer.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      for (const deadline = Date.now() + READY_TIMEOUT_MS; !settled && written < 4 * MiB && Date.now() < deadline;) await sleep(100);
       await sleep(8_000);
       const stalledAt = written;
       assert.ok(stalledAt < data.length, 'the writer is held back while the WAL is full');
@@ -179,7 +188,7 @@ describe('fault: S3 outage', { timeout: (OUTAGE_S + 240) * 1000 }, () => {
       await writer;
       assert.equal((await c.commit(r.fh!)).status, NfsStat.OK);
       assert.equal(sha256(await c.readAll(r.fh!, data.length)), sha256(data));
-      await waitWalDrained(server.dataDir, 120_000);
+      await waitWalDrained(server.dataDir, READY_TIMEOUT_MS);
       assert.equal((await s3.listKeys('walfull/')).length, 24, 'every 1 MiB block of the file is an object in the bucket');
       t.diagnostic(`writer held at ${(stalledAt / MiB).toFixed(1)} MiB of 24 MiB with an 8 MiB WAL while S3 was down`);
     } finally {

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { startDittofs, type DittofsProcess, type StartOptions } from '../helpers/server.js';
 
 export const KiB = 1024;
@@ -58,8 +59,8 @@ export function logLinesAtLeast(output: string, minLevel = 50): LogLine[] {
   return out;
 }
 
-/** Polls GET /health/ready until it answers 200, the child exits, or timeoutMs passes. */
-export async function waitReady(server: DittofsProcess, timeoutMs = 30_000): Promise<void> {
+/** Polls GET /health/ready until it answers 200; fails at once if the child exits, else after timeoutMs (minutes). */
+export async function waitReady(server: DittofsProcess, timeoutMs = READY_TIMEOUT_MS): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer';
   while (Date.now() < deadline) {

@@ -9,6 +9,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
 import { NfsStat, StableHow } from '../helpers/rpc-client.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
@@ -16,7 +17,7 @@ import { KiB, logLinesAtLeast, sha256, startReady, waitReady, writeConfig } from
 
 const CHUNK = 64 * KiB;
 
-describe('fault: corrupt WAL record', { timeout: 120_000 }, () => {
+describe('fault: corrupt WAL record', { timeout: SUITE_TIMEOUT_MS }, () => {
   let work = '';
   const servers: DittofsProcess[] = [];
   after(async () => {

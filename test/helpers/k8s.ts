@@ -18,10 +18,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from './limits.js';
 import { freePort } from './server.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUILD_SH = path.join(REPO_ROOT, 'hack', 'k8s', 'build.sh');
+
+/**
+ * The --timeout for `kubectl wait` and `helm --wait` in tests: minutes, a bound against a hang (the
+ * command returns as soon as the condition holds). Under the COMMAND_TIMEOUT_MS of the process.
+ */
+export const K8S_WAIT = `${Math.floor((COMMAND_TIMEOUT_MS - 30_000) / 1000)}s`;
 
 /** Environment variable naming the kubeconfig of an existing cluster to use instead. */
 export const EXTERNAL_KUBECONFIG_ENV = 'DITTOFS_TEST_KUBECONFIG';
@@ -55,7 +62,7 @@ export interface KubeControlPlane {
 export interface StartKubeOptions {
   /** Start kube-controller-manager too (default true): garbage collection, workload status, SA tokens. */
   controllerManager?: boolean;
-  /** Bound for each component to become ready (default 120 s: kube-apiserver alone can take ~30 s on a loaded machine). */
+  /** Bound for each component to become ready (default READY_TIMEOUT_MS, minutes: kube-apiserver alone can take ~30 s on a loaded machine); an exit fails at once. */
   startTimeoutMs?: number;
   /** Keep the temp directory (logs, certificates) after stop(), for debugging. */
   keepDir?: boolean;
@@ -94,7 +101,7 @@ async function isExecutable(file: string): Promise<boolean> {
 export async function k8sBinDir(): Promise<string> {
   const given = process.env[K8S_BIN_DIR_ENV];
   if (given !== undefined && given !== '') return given;
-  return (await execText(BUILD_SH, ['--print-bin-dir'], 10_000)).trim();
+  return (await execText(BUILD_SH, ['--print-bin-dir'], COMMAND_TIMEOUT_MS)).trim();
 }
 
 /** Throws, naming hack/k8s/build.sh, unless every binary is built and current. */
@@ -110,7 +117,7 @@ async function requireBinaries(binDir: string): Promise<void> {
   }
   if (process.env[K8S_BIN_DIR_ENV] === undefined || process.env[K8S_BIN_DIR_ENV] === '') {
     // Built, but from other pins than the checked-out hack/k8s (a stale cache): say so, do not guess.
-    await execText(BUILD_SH, ['--check'], 10_000).catch((e: Error) => {
+    await execText(BUILD_SH, ['--check'], COMMAND_TIMEOUT_MS).catch((e: Error) => {
       throw new Error(`the Kubernetes binaries in ${binDir} are out of date: run hack/k8s/build.sh\n${e.message}`);
     });
   }
@@ -121,7 +128,7 @@ async function requireBinaries(binDir: string): Promise<void> {
 async function openssl(dir: string, args: string[]): Promise<void> {
   try {
     await new Promise<void>((resolve, reject) => {
-      execFile('openssl', args, { cwd: dir, timeout: 30_000, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, _out, stderr) =>
+      execFile('openssl', args, { cwd: dir, timeout: COMMAND_TIMEOUT_MS, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, _out, stderr) =>
         err ? reject(new Error(`${err.message.split('\n')[0]}\n${stderr.trim()}`)) : resolve(),
       );
     });
@@ -348,7 +355,7 @@ export async function startKubeControlPlane(opts: StartKubeOptions = {}): Promis
 }
 
 async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
-  const timeoutMs = opts.startTimeoutMs ?? 120_000;
+  const timeoutMs = opts.startTimeoutMs ?? READY_TIMEOUT_MS;
   const binDir = await k8sBinDir();
   await requireBinaries(binDir);
   installExitHook();
@@ -513,7 +520,7 @@ async function useExternal(kubeconfig: string): Promise<KubeControlPlane> {
     await execText(
       tool('kubectl'),
       ['--kubeconfig', kubeconfig, 'config', 'view', '--minify', '-o', 'jsonpath={.clusters[0].cluster.server}'],
-      30_000,
+      COMMAND_TIMEOUT_MS,
       env,
     )
   ).trim();

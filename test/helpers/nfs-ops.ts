@@ -3,6 +3,7 @@
 // way a real client does it (wait, then send the call again under a new xid). Replies are parsed
 // here, independently of the server's encoders.
 import { XdrReader, XdrWriter } from '../../server/src/rpc/xdr.js';
+import { REPLY_TIMEOUT_MS } from './limits.js';
 import {
   AcceptStat,
   args,
@@ -125,9 +126,9 @@ const ZERO8 = Buffer.alloc(8);
 /** NfsClient plus the procedures above. Every method takes an optional per-call timeout. */
 export class NfsOps extends NfsClient {
   /** Per-call reply timeout (ms); a database outage can make single calls slow. */
-  timeoutMs = 30_000;
+  timeoutMs = REPLY_TIMEOUT_MS;
 
-  static async open(port: number, cred: Cred = authSys(0, 0), timeoutMs = 5_000): Promise<NfsOps> {
+  static async open(port: number, cred: Cred = authSys(0, 0), timeoutMs = REPLY_TIMEOUT_MS): Promise<NfsOps> {
     return new NfsOps(await RpcConnection.connect(port, '127.0.0.1', timeoutMs), cred);
   }
 

@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const START = path.join(REPO_ROOT, 'hack', 'postgres', 'start.sh');
@@ -28,7 +29,7 @@ export interface PostgresInstance {
 }
 
 export interface StartPostgresOptions {
-  /** Bound for start.sh, which may have to apt-get install postgresql first (default 300 s). */
+  /** Bound for start.sh, which may have to apt-get install postgresql first (default 10 min). */
   startTimeoutMs?: number;
 }
 
@@ -54,7 +55,7 @@ function installExitHook(): void {
   process.on('exit', () => {
     for (const dir of live) {
       try {
-        execFileSync(STOP, [dir], { timeout: 60_000, stdio: 'ignore' });
+        execFileSync(STOP, [dir], { timeout: STOP_TIMEOUT_MS, stdio: 'ignore' });
       } catch {
         // Best effort: the process is exiting.
       }
@@ -64,7 +65,7 @@ function installExitHook(): void {
 
 /** Starts a private cluster in a fresh temp dir. Rejects with start.sh's message if it cannot. */
 export async function startPostgres(opts: StartPostgresOptions = {}): Promise<PostgresInstance> {
-  const startTimeout = opts.startTimeoutMs ?? 300_000;
+  const startTimeout = opts.startTimeoutMs ?? 2 * READY_TIMEOUT_MS;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-pg-'));
   installExitHook();
   live.add(dir);
@@ -72,7 +73,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
   try {
     out = await run(START, dir, startTimeout);
   } catch (e) {
-    await run(STOP, dir, 90_000).catch(() => undefined);
+    await run(STOP, dir, STOP_TIMEOUT_MS).catch(() => undefined);
     live.delete(dir);
     await rm(dir, { recursive: true, force: true });
     throw new Error(`cannot start a private PostgreSQL cluster: ${(e as Error).message}`);
@@ -87,7 +88,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
       if (stopped) return;
       stopped = true;
       try {
-        await run(STOP, dir, 90_000);
+        await run(STOP, dir, STOP_TIMEOUT_MS);
       } finally {
         live.delete(dir);
         await rm(dir, { recursive: true, force: true });
@@ -95,16 +96,16 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
     },
     async restart() {
       if (stopped) throw new Error('cluster was stopped');
-      await run(STOP, dir, 90_000);
-      await run(START, dir, 120_000);
+      await run(STOP, dir, STOP_TIMEOUT_MS);
+      await run(START, dir, READY_TIMEOUT_MS);
     },
     async pause() {
       if (stopped) throw new Error('cluster was stopped');
-      await run(STOP, dir, 90_000);
+      await run(STOP, dir, STOP_TIMEOUT_MS);
     },
     async resume() {
       if (stopped) throw new Error('cluster was stopped');
-      await run(START, dir, 120_000);
+      await run(START, dir, READY_TIMEOUT_MS);
     },
   };
 }

@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { AuthFlavor, encodeAuthSys, encodeCall } from '../../server/src/rpc/message.js';
 import { XdrReader, XdrWriter } from '../../server/src/rpc/xdr.js';
+import { REPLY_TIMEOUT_MS } from './limits.js';
 
 export const NFS_PROGRAM = 100003;
 export const MOUNT_PROGRAM = 100005;
@@ -226,7 +227,7 @@ export class RpcConnection {
     });
   }
 
-  static connect(port: number, host = '127.0.0.1', timeoutMs = 5_000): Promise<RpcConnection> {
+  static connect(port: number, host = '127.0.0.1', timeoutMs = REPLY_TIMEOUT_MS): Promise<RpcConnection> {
     return new Promise((resolve, reject) => {
       const s = net.connect({ port, host, noDelay: true });
       const t = setTimeout(() => {
@@ -298,12 +299,12 @@ export class RpcConnection {
   }
 
   /** Waits for the next reply record (any xid), or rejects after timeoutMs / on close. */
-  async nextRecord(timeoutMs = 5_000): Promise<Buffer> {
+  async nextRecord(timeoutMs = REPLY_TIMEOUT_MS): Promise<Buffer> {
     return this.takeRecord(() => 0, timeoutMs, 'any reply');
   }
 
   /** Waits for the first reply record whose xid is `xid`. */
-  async recordFor(xid: number, timeoutMs = 5_000): Promise<Buffer> {
+  async recordFor(xid: number, timeoutMs = REPLY_TIMEOUT_MS): Promise<Buffer> {
     return this.takeRecord(
       () => this.replies.findIndex((b) => b.length >= 4 && b.readUInt32BE(0) === xid),
       timeoutMs,
@@ -349,7 +350,7 @@ export class RpcConnection {
   }
 
   /** Resolves true when the peer closes the connection within timeoutMs, false otherwise. */
-  async waitClosedByPeer(timeoutMs = 5_000): Promise<boolean> {
+  async waitClosedByPeer(timeoutMs = REPLY_TIMEOUT_MS): Promise<boolean> {
     let t: NodeJS.Timeout | undefined;
     const timedOut = new Promise<boolean>((resolve) => {
       t = setTimeout(() => resolve(false), timeoutMs);

@@ -18,6 +18,7 @@ import {
   type BucketLocationConstraint,
 } from '@aws-sdk/client-s3';
 import type { S3BlockStoreOptions } from '../../server/src/blocks/s3.js';
+import { READY_TIMEOUT_MS } from './limits.js';
 
 // The AWS SDK's notice about its future Node.js requirement is noise in test output (the server
 // turns it off the same way, in its CLI entry point).
@@ -158,7 +159,7 @@ async function kill(child: ChildProcess): Promise<void> {
 async function startS3rver(opts: StartS3Options): Promise<S3TestServer> {
   installExitHook();
   const bucket = opts.bucket ?? 'dittofs-test';
-  const timeoutMs = opts.startTimeoutMs ?? 30_000;
+  const timeoutMs = opts.startTimeoutMs ?? READY_TIMEOUT_MS;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-s3-'));
   let child: ChildProcess | undefined;
   let port: number;

@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const DITTOFS_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofs.js');
@@ -26,11 +27,17 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Resolves once something accepts TCP connections on 127.0.0.1:port, within timeoutMs. */
-export async function waitForPort(port: number, timeoutMs = 20_000, child?: ChildProcess): Promise<void> {
+/**
+ * Resolves once something accepts TCP connections on 127.0.0.1:port. With `child`, rejects as soon
+ * as that process exits (a real failure, reported at once); the time bound (minutes by default)
+ * only stops a hang, so a slow machine makes this slower, not red.
+ */
+export async function waitForPort(port: number, timeoutMs = READY_TIMEOUT_MS, child?: ChildProcess): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const exited = (): boolean => child !== undefined && (child.exitCode !== null || child.signalCode !== null);
   for (let attempt = 0; Date.now() < deadline; attempt++) {
-    if (child && child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode} before listening`);
+    if (exited())
+      throw new Error(`the process exited (${child!.exitCode ?? child!.signalCode}) before 127.0.0.1:${port} accepted connections`);
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect({ port, host: '127.0.0.1' });
       s.once('connect', () => {
@@ -53,7 +60,7 @@ export interface DittofsProcess {
   child: ChildProcess;
   /** Everything the server wrote to stdout and stderr so far. */
   output(): string;
-  /** SIGTERM and wait for exit. */
+  /** SIGTERM and wait for exit (SIGKILL after STOP_TIMEOUT_MS). */
   stop(): Promise<void>;
   /** SIGKILL and wait for exit (crash simulation). */
   kill(): Promise<void>;
@@ -102,12 +109,13 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
-    await waitForPort(nfsPort, 30_000, child);
+    await waitForPort(nfsPort, READY_TIMEOUT_MS, child);
     // The API listens after NFS: tests that talk to it need it up too.
-    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false') await waitForPort(apiPort, 30_000, child);
+    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false') await waitForPort(apiPort, READY_TIMEOUT_MS, child);
   } catch (err) {
     child.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\n--- server output ---\n${out}`);
+    await exited;
+    throw new Error(`dittofs start: ${(err as Error).message}\n--- server output ---\n${out}`);
   }
   const cleanup = async () => {
     if (!opts.dataDir && !opts.keepDataDir) await rm(dataDir, { recursive: true, force: true });
@@ -122,7 +130,8 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        // A graceful stop flushes the WAL; on a loaded machine that can take a while.
+        const t = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
         await exited;
         clearTimeout(t);
       }

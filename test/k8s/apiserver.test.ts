@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { K8S_WAIT, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { runProcess, type Run } from '../helpers/run.js';
 
 const GROUP = 'example.dittofs.io';
@@ -127,7 +128,7 @@ describe('a real kube-apiserver with etcd and kube-controller-manager', () => {
 
   it('serves a CRD: Established, printer columns in kubectl get, schema validation', async () => {
     await kubectlOk(['apply', '-f', '-'], CRD);
-    await kubectlOk(['wait', '--for=condition=Established', `crd/${CRD_NAME}`, '--timeout=60s'], undefined, 70_000);
+    await kubectlOk(['wait', '--for=condition=Established', `crd/${CRD_NAME}`, `--timeout=${K8S_WAIT}`], undefined, COMMAND_TIMEOUT_MS);
 
     await kubectlOk(['apply', '-f', '-'], widget('alpha', '{ size: medium, replicas: 3 }'));
     await kubectlOk(['apply', '-f', '-'], widget('beta', '{ size: small }'));
@@ -227,7 +228,7 @@ spec:
     );
     // No kubelet runs: the StatefulSet controller still creates the pod (it stays Pending) and
     // reports it in the status.
-    await eventually('StatefulSet status.replicas=1 from the controller', 60_000, async () => {
+    await eventually('StatefulSet status.replicas=1 from the controller', READY_TIMEOUT_MS, async () => {
       const s = await kubectlOk([
         'get',
         'statefulset',
@@ -251,7 +252,7 @@ spec:
     assert.equal(podOwner.trim(), 'StatefulSet/Pending');
 
     await kubectlOk(['delete', 'configmap', 'owner', '-n', ns]);
-    await eventually('the garbage collector deletes the StatefulSet and its pod', 60_000, async () => {
+    await eventually('the garbage collector deletes the StatefulSet and its pod', READY_TIMEOUT_MS, async () => {
       const left = await kubectlOk(['get', 'statefulset,pods', '-n', ns, '-o', 'name']);
       return left.trim() === '' ? true : undefined;
     });
@@ -279,9 +280,9 @@ spec:
     };
     const install = await run(
       cp.helm,
-      ['install', 'demo', chart, '-n', ns, '--kubeconfig', cp.kubeconfig, '--set', 'greeting=hi', '--wait', '--timeout', '60s'],
+      ['install', 'demo', chart, '-n', ns, '--kubeconfig', cp.kubeconfig, '--set', 'greeting=hi', '--wait', '--timeout', K8S_WAIT],
       undefined,
-      90_000,
+      COMMAND_TIMEOUT_MS,
       env,
     );
     assert.equal(install.code, 0, install.stderr);
@@ -291,7 +292,7 @@ spec:
     >;
     assert.equal(data.greeting, 'hi');
     assert.match(data.kube ?? '', /^v1\.\d+\.\d+/);
-    const list = await run(cp.helm, ['list', '-n', ns, '--kubeconfig', cp.kubeconfig, '-o', 'json'], undefined, 30_000, env);
+    const list = await run(cp.helm, ['list', '-n', ns, '--kubeconfig', cp.kubeconfig, '-o', 'json'], undefined, COMMAND_TIMEOUT_MS, env);
     assert.equal((JSON.parse(list.stdout) as { name: string; status: string }[]).find((r) => r.name === 'demo')?.status, 'deployed');
   });
 });

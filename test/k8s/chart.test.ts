@@ -18,7 +18,8 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { ENV as OPERATOR_ENV, parseConfig, type OperatorConfig } from '../../operator/src/config.js';
 import { OPERATOR_RBAC_RULES, type PolicyRule } from '../../operator/src/rbac.js';
 import { REPO_ROOT } from '../helpers/server.js';
-import { k8sBinDir, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { K8S_WAIT, k8sBinDir, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { runProcess, type Run } from '../helpers/run.js';
 
 const CHART = path.join(REPO_ROOT, 'charts', 'dittofs-operator');
@@ -59,7 +60,7 @@ const expectedTriples = (spec: [string, string[], string[]][]): string[] =>
 
 // --- running helm and kubectl -----------------------------------------------------------------------
 
-const run = (file: string, args: string[], env: NodeJS.ProcessEnv, input = '', timeoutMs = 60_000): Promise<Run> =>
+const run = (file: string, args: string[], env: NodeJS.ProcessEnv, input = '', timeoutMs = COMMAND_TIMEOUT_MS): Promise<Run> =>
   runProcess(file, args, { env, input, timeoutMs });
 
 let tmp: string;
@@ -67,7 +68,8 @@ let helmBin: string;
 /** Helm's cache, config and data in the temp dir, not the user's home. */
 let helmEnv: NodeJS.ProcessEnv;
 
-const helm = (args: string[], env: NodeJS.ProcessEnv = helmEnv, timeoutMs = 60_000): Promise<Run> => run(helmBin, args, env, '', timeoutMs);
+const helm = (args: string[], env: NodeJS.ProcessEnv = helmEnv, timeoutMs = COMMAND_TIMEOUT_MS): Promise<Run> =>
+  run(helmBin, args, env, '', timeoutMs);
 
 async function helmOk(args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
   const r = await helm(args, env);
@@ -343,7 +345,7 @@ describe('charts/dittofs-operator: lint and rendered objects (helm template, no 
 
 describe(
   'charts/dittofs-operator on a real kube-apiserver (helm install, kubectl auth can-i, helm uninstall)',
-  { timeout: 240_000 },
+  { timeout: SUITE_TIMEOUT_MS },
   () => {
     let cp: KubeControlPlane;
     let env: NodeJS.ProcessEnv;
@@ -405,11 +407,11 @@ describe(
 
     it('helm install (every namespace): the CRDs, ServiceAccount, RBAC, Deployment and DittoFS exist; the pod passes Pod Security "restricted"', async () => {
       await helmOk(
-        ['install', 'all', CHART, '-n', all, '--kubeconfig', cp.kubeconfig, '--set', 'dittofs.create=true', '--timeout', '90s'],
+        ['install', 'all', CHART, '-n', all, '--kubeconfig', cp.kubeconfig, '--set', 'dittofs.create=true', '--timeout', K8S_WAIT],
         env,
       );
       for (const crd of ['dittofses', 'stores', 'shares', 'users']) {
-        await ok(['wait', '--for=condition=Established', '--timeout=60s', `crd/${crd}.dittofs.io`]);
+        await ok(['wait', '--for=condition=Established', `--timeout=${K8S_WAIT}`, `crd/${crd}.dittofs.io`]);
       }
       assert.deepEqual(await names('serviceaccount', all, 'all'), ['serviceaccount/all-dittofs-operator']);
       assert.deepEqual(await names('clusterrole', undefined, 'all'), ['clusterrole.rbac.authorization.k8s.io/all-dittofs-operator']);
@@ -506,7 +508,7 @@ describe(
           '--set',
           `dittofs.namespace=${b}`,
           '--timeout',
-          '90s',
+          K8S_WAIT,
         ],
         env,
       );
@@ -542,8 +544,8 @@ describe(
     });
 
     it('helm uninstall removes what the chart installed (the CRDs stay: Helm never deletes crds/)', async () => {
-      await helmOk(['uninstall', 'all', '-n', all, '--kubeconfig', cp.kubeconfig, '--wait', '--timeout', '90s'], env);
-      await helmOk(['uninstall', 'scoped', '-n', ops, '--kubeconfig', cp.kubeconfig, '--wait', '--timeout', '90s'], env);
+      await helmOk(['uninstall', 'all', '-n', all, '--kubeconfig', cp.kubeconfig, '--wait', '--timeout', K8S_WAIT], env);
+      await helmOk(['uninstall', 'scoped', '-n', ops, '--kubeconfig', cp.kubeconfig, '--wait', '--timeout', K8S_WAIT], env);
       assert.deepEqual(await names('clusterrole,clusterrolebinding', undefined, 'all'), []);
       for (const [release, ns] of [
         ['all', all],

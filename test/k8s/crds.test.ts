@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { REPO_ROOT } from '../helpers/server.js';
-import { startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { K8S_WAIT, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 
 interface Run {
   code: number | null;
@@ -25,7 +26,7 @@ function kubectl(args: string[], input = ''): Promise<Run> {
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
     child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const t = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const t = setTimeout(() => child.kill('SIGKILL'), COMMAND_TIMEOUT_MS);
     child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(t);
@@ -54,7 +55,7 @@ metadata:
 spec:
 ${spec}`;
 
-describe('DittoFS CRDs on a real kube-apiserver', { timeout: 240_000 }, () => {
+describe('DittoFS CRDs on a real kube-apiserver', { timeout: SUITE_TIMEOUT_MS }, () => {
   before(async () => {
     cp = await startKubeControlPlane();
     await ok(['create', 'namespace', ns]);
@@ -71,7 +72,7 @@ describe('DittoFS CRDs on a real kube-apiserver', { timeout: 240_000 }, () => {
   it('install and become Established', async () => {
     await ok(['apply', '-f', path.join(REPO_ROOT, 'crds')]);
     for (const crd of ['dittofses', 'stores', 'shares', 'users']) {
-      await ok(['wait', '--for=condition=Established', '--timeout=60s', `crd/${crd}.dittofs.io`]);
+      await ok(['wait', '--for=condition=Established', `--timeout=${K8S_WAIT}`, `crd/${crd}.dittofs.io`]);
     }
     const names = await ok(['api-resources', '--api-group=dittofs.io', '-o', 'name']);
     assert.deepEqual(names.trim().split('\n').sort(), [

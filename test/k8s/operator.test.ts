@@ -28,7 +28,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { K8S_WAIT, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { freePort, REPO_ROOT, startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { DittofsOperator } from '../../operator/src/operator.js';
 import { createLogger } from '../../operator/src/log.js';
@@ -67,7 +68,7 @@ let operatorKubeconfig: string;
 const ns = `dittofs-op-${randomBytes(3).toString('hex')}`;
 const logLines: string[] = [];
 
-const run = (file: string, args: string[], input = '', timeoutMs = 60_000): Promise<Run> =>
+const run = (file: string, args: string[], input = '', timeoutMs = COMMAND_TIMEOUT_MS): Promise<Run> =>
   runProcess(file, args, { env: cp.env, input, timeoutMs });
 const kubectl = (args: string[], input = ''): Promise<Run> => run(cp.kubectl, ['--kubeconfig', cp.kubeconfig, ...args], input);
 
@@ -95,7 +96,7 @@ async function mustGet(kind: string, name: string): Promise<Obj> {
 }
 
 /** Polls `probe` until it returns something other than undefined; fails with the last state and the operator log. */
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = READY_TIMEOUT_MS): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -152,7 +153,7 @@ async function startOperator(identity: string): Promise<DittofsOperator> {
   return op;
 }
 
-function tool(cmd: string, args: string[], timeoutMs = 60_000): Promise<Run> {
+function tool(cmd: string, args: string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<Run> {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       const e = err as (NodeJS.ErrnoException & { code?: number | string }) | null;
@@ -218,7 +219,7 @@ async function serverAccepts(yaml: string): Promise<void> {
   assert.equal(r.code, 0, `dittofs config validate refused the rendered config:\n${r.stderr}${r.stdout}\n${yaml}`);
 }
 
-describe('the operator on a real kube-apiserver', { timeout: 300_000 }, () => {
+describe('the operator on a real kube-apiserver', { timeout: SUITE_TIMEOUT_MS }, () => {
   let op: DittofsOperator | undefined;
   let op2: DittofsOperator | undefined;
   let srv: DittofsProcess | undefined;
@@ -228,7 +229,7 @@ describe('the operator on a real kube-apiserver', { timeout: 300_000 }, () => {
     cp = await startKubeControlPlane();
     await ok(['apply', '-f', path.join(REPO_ROOT, 'crds')]);
     for (const crd of ['dittofses', 'stores', 'shares', 'users'])
-      await ok(['wait', '--for=condition=Established', '--timeout=60s', `crd/${crd}.dittofs.io`]);
+      await ok(['wait', '--for=condition=Established', `--timeout=${K8S_WAIT}`, `crd/${crd}.dittofs.io`]);
     await ok(['create', 'namespace', ns]);
     operatorKubeconfig = await restrictedKubeconfig();
     op = await startOperator('op-a');
@@ -539,7 +540,7 @@ stringData: { password: alice-secret-pw }
     assert.equal(op2.isLeader, false, 'the Lease is held by op-a');
     await op!.shutdown();
     op = undefined;
-    await waitFor('op-b to lead', async () => (op2!.isLeader ? true : undefined), 20_000);
+    await waitFor('op-b to lead', async () => (op2!.isLeader ? true : undefined));
     await apply(`apiVersion: dittofs.io/v1alpha1
 kind: User
 metadata: { name: bob }
@@ -630,7 +631,7 @@ spec: { dittofs: main, kind: block, type: filesystem, config: { path: ${file}/bl
       ['secret', 'main-admin'],
       ['secret', 'main-jwt'],
     ] as const) {
-      await waitFor(`${kind} ${name} to be collected`, async () => ((await get(kind, name)) === undefined ? true : undefined), 60_000);
+      await waitFor(`${kind} ${name} to be collected`, async () => ((await get(kind, name)) === undefined ? true : undefined));
     }
     await waitCondition('users.dittofs.io', 'alice', 'Synced', 'False', 'DittoFSNotFound');
     await ok(['delete', 'users.dittofs.io', 'alice', 'bob', '-n', ns, '--wait=false']);
@@ -676,10 +677,10 @@ spec: { dittofs: main, kind: block, type: filesystem, config: { path: ${file}/bl
         '-p',
         JSON.stringify({ spec: { holderIdentity: 'intruder', renewTime } }),
       ]);
-      await waitFor('a to stop leading', async () => (events.includes('stopped') ? true : undefined), 10_000);
+      await waitFor('a to stop leading', async () => (events.includes('stopped') ? true : undefined));
       assert.equal(elector.isLeader, false);
       // Nobody renews for the intruder: after the lease duration a takes it back.
-      await waitFor('a to lead again', async () => (events.filter((e) => e === 'started').length === 2 ? true : undefined), 15_000);
+      await waitFor('a to lead again', async () => (events.filter((e) => e === 'started').length === 2 ? true : undefined));
       const after = await mustGet('lease', 'elector-test');
       assert.equal((after.spec as { holderIdentity: string }).holderIdentity, 'a');
       assert.equal((after.spec as { leaseTransitions: number }).leaseTransitions, 1, 'one change of holder: intruder -> a');

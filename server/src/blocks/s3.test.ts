@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { TEST_TIMEOUT_MS } from '../../../test/helpers/limits.js';
 import { externalS3Endpoint, startS3, type S3TestServer } from '../../../test/helpers/s3.js';
 import { S3_ERROR_CODES, S3_REPORTED_CAPACITY_BYTES, S3BlockStore, S3BlockStoreError, type S3ErrorCode } from './s3.js';
 import { offloadedDigests } from './offload-hash.js';
@@ -191,7 +192,7 @@ describe('s3 block store', () => {
       },
     );
 
-    it('names an endpoint where nothing listens, after the SDK gives up retrying', { timeout: 30_000 }, async () => {
+    it('names an endpoint where nothing listens, after the SDK gives up retrying', { timeout: TEST_TIMEOUT_MS }, async () => {
       const endpoint = `http://127.0.0.1:${await closedPort()}`;
       const err = await makeStore({ endpoint, requestTimeoutMs: 2000, maxAttempts: 2 })
         .open()
@@ -206,31 +207,35 @@ describe('s3 block store', () => {
       );
     });
 
-    it('names an endpoint that accepts connections but never answers, after request_timeout per attempt', { timeout: 30_000 }, async () => {
-      const held = new Set<net.Socket>();
-      const silent = net.createServer((sock) => {
-        held.add(sock);
-        sock.on('close', () => held.delete(sock));
-      });
-      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-      try {
-        const endpoint = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
-        const err = await makeStore({ endpoint, requestTimeoutMs: 300, maxAttempts: 2 })
-          .open()
-          .then(
-            () => undefined,
-            (e: unknown) => e,
+    it(
+      'names an endpoint that accepts connections but never answers, after request_timeout per attempt',
+      { timeout: TEST_TIMEOUT_MS },
+      async () => {
+        const held = new Set<net.Socket>();
+        const silent = net.createServer((sock) => {
+          held.add(sock);
+          sock.on('close', () => held.delete(sock));
+        });
+        await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+        try {
+          const endpoint = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+          const err = await makeStore({ endpoint, requestTimeoutMs: 300, maxAttempts: 2 })
+            .open()
+            .then(
+              () => undefined,
+              (e: unknown) => e,
+            );
+          assertS3Error(
+            err,
+            S3_ERROR_CODES.UNREACHABLE,
+            new RegExp(`^cannot reach the S3 endpoint ${escape(endpoint)}: TimeoutError: .*300 ms.*\\(2 attempts\\)$`),
           );
-        assertS3Error(
-          err,
-          S3_ERROR_CODES.UNREACHABLE,
-          new RegExp(`^cannot reach the S3 endpoint ${escape(endpoint)}: TimeoutError: .*300 ms.*\\(2 attempts\\)$`),
-        );
-      } finally {
-        for (const s of held) s.destroy();
-        await new Promise<void>((resolve) => silent.close(() => resolve()));
-      }
-    });
+        } finally {
+          for (const s of held) s.destroy();
+          await new Promise<void>((resolve) => silent.close(() => resolve()));
+        }
+      },
+    );
   });
 
   it('reads a range with a Range header, transferring only the bytes asked for', { skip: NEEDS_S3RVER }, async () => {
@@ -282,7 +287,7 @@ describe('s3 block store', () => {
 
   it(
     'fails requests during an outage (an error, never a missing block), and works again after it',
-    { skip: NEEDS_S3RVER, timeout: 60_000 },
+    { skip: NEEDS_S3RVER, timeout: TEST_TIMEOUT_MS },
     async () => {
       const store = makeStore({ prefix: 'outage', requestTimeoutMs: 2000, maxAttempts: 3 });
       await store.open();

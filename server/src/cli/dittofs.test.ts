@@ -1,6 +1,6 @@
-// The `dittofs` CLI's configuration commands, run as real subprocesses.
+// The `dittofs` CLI's configuration commands, run as real subprocesses of the built CLI (server/dist).
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -8,34 +8,16 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { runCli } from '../../../test/helpers/cli.js';
+import type { Run } from '../../../test/helpers/run.js';
 import { SAMPLE_CONFIG_YAML } from '../config/sample.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = path.resolve(HERE, '..', '..', '..');
-const CLI = path.join(HERE, 'dittofs.ts');
-// Absolute, so the CLI can run from any working directory.
-const TSX = import.meta.resolve('tsx');
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `dittofs ARGS` with a clean environment (no inherited DITTOFS_* variables). */
+/** Runs `dittofs ARGS` (the built CLI) with a clean environment (no inherited DITTOFS_* variables). */
 function dittofs(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
   const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DITTOFS_')));
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', TSX, CLI, ...args],
-      { cwd: opts.cwd ?? REPO_ROOT, env: { ...env, ...opts.env }, timeout: 30_000 },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+  return runCli('dittofs', args, { cwd: opts.cwd ?? REPO_ROOT, env: { ...env, ...opts.env } });
 }
 
 describe('dittofs CLI', { concurrency: true }, () => {

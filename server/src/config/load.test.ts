@@ -355,6 +355,7 @@ describe('environment overrides', () => {
       DITTOFS_CONFIG: '/some/file.yaml',
       DITTOFS_ADMIN_INITIAL_PASSWORD: 'secret',
       DITTOFS_TEST_PG_URL: 'postgres://x',
+      DITTOFS_K8S_CACHE: '/tmp/k8s-cache',
       DITTOFS_SERVICE_HOST: '10.0.0.1',
       DITTOFS_SERVICE_PORT: '12049',
       DITTOFS_SERVICE_PORT_NFS: '12049',

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { REPLY_TIMEOUT_MS } from '../../../test/helpers/limits.js';
 import { AuthFlavor, encodeCall } from './message.js';
 import { recordMark, RecordReader } from './record.js';
 import { RpcServer, type RpcProgram } from './server.js';
@@ -167,7 +168,7 @@ describe('RPC server over TCP: buffers lent to replies', () => {
       const rec = encodeCall(i + 1, PROG + 1, 1, LEND, none, Buffer.from(`call ${i}`.padEnd(12)));
       sock.write(Buffer.concat([recordMark(rec.length), rec]));
     }
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + REPLY_TIMEOUT_MS;
     while ((replies.length < n || returned.length < n) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     sock.destroy();
     assert.equal(replies.length, n);

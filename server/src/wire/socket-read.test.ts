@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
+import { REPLY_TIMEOUT_MS } from '../../../test/helpers/limits.js';
 import { readIntoBuffer } from './socket-read.js';
 
 /** A server whose accepted sockets read into `buffer`; resolves with the server and its first socket's reads. */
@@ -38,7 +39,7 @@ async function withServer(
   }
 }
 
-const until = async (cond: () => boolean, ms = 5000): Promise<void> => {
+const until = async (cond: () => boolean, ms = REPLY_TIMEOUT_MS): Promise<void> => {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error('timed out');
