@@ -17,12 +17,13 @@ import { XdrWriter } from '../../server/src/rpc/xdr.js';
 import { Prng, seedFrom } from '../helpers/prng.js';
 import { authSys, MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, NfsClient, RpcConnection } from '../helpers/rpc-client.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { REPLY_TIMEOUT_MS, SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
 
 const MiB = 1024 * 1024;
 const RSS_LIMIT = 600 * MiB;
 const FRAMES = Number(process.env.DITTOFS_FUZZ_FRAMES ?? 40_000);
 /** Longest a frame may go unanswered (with its connection open) before it counts as a hang. */
-const FRAME_BOUND_MS = 30_000;
+const FRAME_BOUND_MS = REPLY_TIMEOUT_MS;
 /** Connections sending at once, and frames each sends before a probe. */
 const WORKERS = 6;
 const BATCH = 10;
@@ -184,7 +185,7 @@ function makeFrames(corpus: Buffer[]): Frame[] {
   return frames;
 }
 
-describe('fuzzing the RPC layer with mutated frames', { timeout: 10 * 60_000 }, () => {
+describe('fuzzing the RPC layer with mutated frames', { timeout: SUITE_TIMEOUT_MS }, () => {
   let srv: DittofsProcess;
   let corpus: Buffer[];
 
@@ -220,7 +221,7 @@ describe('fuzzing the RPC layer with mutated frames', { timeout: 10 * 60_000 }, 
     await srv?.stop();
   });
 
-  test(`${FRAMES} mutated frames: no crash, no hang, bounded memory`, { timeout: 8 * 60_000 }, async () => {
+  test(`${FRAMES} mutated frames: no crash, no hang, bounded memory`, { timeout: TEST_TIMEOUT_MS }, async () => {
     const frames = makeFrames(corpus);
     const pid = srv.child.pid!;
     let peak = rssOf(pid);

@@ -23,6 +23,7 @@ import {
   type Cred,
 } from '../helpers/rpc-client.js';
 import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
+import { REPLY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 
 const ALICE = authSys(1000, 1000);
 const CONTENT = Buffer.from('only for alice\n');
@@ -98,7 +99,7 @@ function everyProcedure(f: Fixture): Call[] {
   ];
 }
 
-describe('a `none` share permission refuses every procedure', { timeout: 5 * 60_000 }, () => {
+describe('a `none` share permission refuses every procedure', { timeout: SUITE_TIMEOUT_MS }, () => {
   let srv: DittofsProcess;
   let api: string;
   let conn: RpcConnection;
@@ -130,7 +131,7 @@ describe('a `none` share permission refuses every procedure', { timeout: 5 * 60_
 
   /** The NFS result of one call: its status and the raw result bytes. */
   async function call(cred: Cred, c: Call): Promise<{ status: number; result: Buffer }> {
-    const rep = await conn.call(NFS_PROGRAM, NFS_V3, c.proc, c.args, { cred, timeoutMs: 30_000 });
+    const rep = await conn.call(NFS_PROGRAM, NFS_V3, c.proc, c.args, { cred, timeoutMs: REPLY_TIMEOUT_MS });
     assert.ok(rep.kind === 'accepted' && rep.acceptStat === AcceptStat.SUCCESS, `${c.name}: RPC not successful`);
     const result = rep.body.buf.subarray(rep.body.pos);
     return { status: result.readUInt32BE(0), result };
