@@ -245,4 +245,18 @@ describe('first start: port check, one-time password, status and logs, admin res
     const stopped = await dittofs(['stop']);
     assert.equal(stopped.code, 0, stopped.stderr);
   });
+
+  it('the log file of both servers: one shutdown line per stop, no duplicated keys, failed logins at info', async () => {
+    const lines = (await readFile(path.join(dir, 'data', 'dittofs.log'), 'utf8')).split('\n').filter((l) => l.startsWith('{'));
+    const msgs = lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+    // Two servers, each stopped once with SIGTERM (dittofs stop).
+    assert.equal(msgs.filter((m) => m === 'shutting down').length, 2, msgs.join('\n'));
+    assert.equal(msgs.filter((m) => m === 'shutdown complete').length, 2);
+    assert.equal(msgs.filter((m) => m.startsWith('start-up: listeners up, dittofs ready in ')).length, 2);
+    // JSON.parse keeps the last of a duplicated key: look at the text.
+    assert.equal(lines.filter((l) => /"component":"api".*"component":"api"/.test(l)).length, 0);
+    assert.ok(lines.some((l) => l.includes('"component":"api"')));
+    assert.ok(msgs.includes('login failed'), 'the refused old password is logged at info');
+    assert.ok(msgs.some((m) => m.startsWith('SMB: ')) === false, 'SMB disabled here: no warning');
+  });
 });
