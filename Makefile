@@ -23,14 +23,27 @@ deps: node_modules/.package-lock.json ## Install npm packages (from the lockfile
 deps-test: deps ## Install npm and Debian packages the tests need
 	hack/install-deps.sh test
 
-build: deps ## Compile the server and operator packages
-	npm run build --silent
+# Incremental: a package is compiled only when one of its sources (or a directory: a file added or
+# removed) is newer than its stamp, and tsc itself reuses dist/.tsbuildinfo for what did not change.
+SERVER_SRC = $(shell find server/src -type d -o -name '*.ts' ! -name '*.test.ts' 2>/dev/null) server/package.json server/tsconfig.json server/tsconfig.build.json tsconfig.base.json
+OPERATOR_SRC = $(shell find operator/src -type d -o -name '*.ts' ! -name '*.test.ts' 2>/dev/null) operator/package.json operator/tsconfig.json operator/tsconfig.build.json tsconfig.base.json
+
+server/dist/.build-stamp: node_modules/.package-lock.json $(SERVER_SRC)
+	@echo "make: compiling the server (server/src -> server/dist)..."
+	@t=$$(date +%s); npm run build --silent -w server && touch $@ && echo "make: server compiled in $$(( $$(date +%s) - t )) s"
+
+operator/dist/.build-stamp: node_modules/.package-lock.json $(OPERATOR_SRC)
+	@echo "make: compiling the operator (operator/src -> operator/dist)..."
+	@t=$$(date +%s); npm run build --silent -w operator && touch $@ && echo "make: operator compiled in $$(( $$(date +%s) - t )) s"
+
+build: deps server/dist/.build-stamp operator/dist/.build-stamp ## Compile the server and operator packages (only what changed)
 
 typecheck: deps ## Type-check everything, tests included
 	npx tsc -p tsconfig.json
 
 run: build ## Build and start the server on the embedded default (NFS 12049, API 8080)
-	hack/install-deps.sh run
+	@hack/install-deps.sh run
+	@echo "make: starting dittofs (Ctrl-C stops it; \"start-up:\" lines show each phase, the first start takes a minute or more)"
 	node server/dist/cli/dittofs.js start $(if $(CONFIG),--config $(CONFIG),)
 
 test: deps-test build typecheck ## Run every test: unit, end-to-end with real clients, fault injection, Kubernetes

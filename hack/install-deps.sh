@@ -32,6 +32,7 @@ echo "hack/install-deps.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 # Refresh the package lists at most once an hour.
 if [ ! -f /var/lib/apt/lists/lock ] || [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+  echo "hack/install-deps.sh: refreshing the package lists (apt-get update)" >&2
   $SUDO apt-get update -qq
 fi
 # Do not let package scripts start daemons (ganesha, rpcbind) on install.
@@ -40,4 +41,6 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   $SUDO chmod +x /usr/sbin/policy-rc.d
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
+t=$(date +%s)
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "hack/install-deps.sh: installed ${missing[*]} in $(( $(date +%s) - t )) s" >&2

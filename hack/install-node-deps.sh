@@ -10,5 +10,8 @@ if [ "$major" -lt 20 ]; then
   echo "DittoFS needs Node.js 20 or newer (found $(node --version))" >&2
   exit 1
 fi
+echo "hack/install-node-deps.sh: installing the npm packages of package-lock.json (npm ci; a minute or two the first time)..." >&2
+t=$(date +%s)
 npm ci --no-audit --no-fund --loglevel=error
 touch node_modules/.package-lock.json
+echo "hack/install-node-deps.sh: npm packages installed in $(( $(date +%s) - t )) s" >&2

@@ -2,6 +2,7 @@
 // permissions and settings it holds applied to the file service, and re-applied after every change
 // (a new share is mountable, a removed share unserved and a permission in force before the API
 // answers the request that made the change).
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_BLOCK_SIZE } from './config/defaults.js';
@@ -54,6 +55,12 @@ export interface OpenedControlPlane {
   store: ControlStore;
   jwtSecret: string;
   snapshot: ControlSnapshot;
+  /**
+   * The first admin, when this start created it: the caller prints the generated password once the
+   * server is up, or removes the user again when the start fails (so that the next start creates it
+   * anew and prints a new password, instead of leaving an admin nobody knows the password of).
+   */
+  createdAdmin?: { username: string; generatedPassword?: string };
 }
 
 /**
@@ -64,6 +71,13 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
   const db = config.database;
   const dbPath = path.resolve(db.path ?? path.join(config.data_dir, 'control'));
   const started = Date.now();
+  const creating = db.type === 'embedded' && !existsSync(path.join(dbPath, 'pgdata', 'PG_VERSION'));
+  log.info(
+    { phase: 'control database', database: db.type === 'embedded' ? dbPath : db.type },
+    creating
+      ? 'start-up: creating the control database (first start: this takes a minute or more)'
+      : 'start-up: opening the control database (and applying its migrations)',
+  );
   const store = await openControlStore({
     type: db.type,
     ...(db.type === 'embedded' ? { path: dbPath } : {}),
@@ -72,6 +86,7 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
     ...(db.pool_size !== undefined ? { poolSize: db.pool_size } : {}),
     logger: log.child({ component: 'control' }),
   });
+  let createdUser: string | undefined;
   try {
     const seeded = await seedFromConfig(store, config);
     // Listeners are infrastructure (the config file and environment): the rows show what runs.
@@ -84,13 +99,7 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
       bcryptCost: config.server.api.bcrypt_cost,
     });
     if (admin.created) {
-      if (admin.generatedPassword !== undefined) {
-        // Printed once, never logged: the admin must change it at first login.
-        process.stderr.write(
-          `dittofs: created user "${admin.username}" with password ${admin.generatedPassword}\n` +
-            'dittofs: log in (dittofsctl login) and change it; it is not shown again\n',
-        );
-      }
+      createdUser = admin.username;
       log.info({ user: admin.username, generated: admin.generatedPassword !== undefined }, 'first start: admin user created');
     }
     const jwtSecret = config.server.api.jwt_secret ?? (await ensureJwtSecret(store));
@@ -103,14 +112,25 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
         users: snapshot.users.length,
         seeded,
         ms: Date.now() - started,
+        phase: 'control database',
       },
-      'control plane opened',
+      `start-up: control plane opened in ${seconds(Date.now() - started)}`,
     );
-    return { store, jwtSecret, snapshot };
+    const createdAdmin = admin.created
+      ? { username: admin.username, ...(admin.generatedPassword === undefined ? {} : { generatedPassword: admin.generatedPassword }) }
+      : undefined;
+    return { store, jwtSecret, snapshot, ...(createdAdmin === undefined ? {} : { createdAdmin }) };
   } catch (err) {
+    // Not half a first start: an admin created here is taken back with the rest of the failure.
+    if (createdUser !== undefined) await store.deleteUser(createdUser).catch(() => undefined);
     await store.close().catch(() => undefined);
     throw err;
   }
+}
+
+/** A duration for start-up lines: "0.4 s", "12.0 s". */
+export function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
 }
 
 /** Adds the config file's stores and shares that the database does not have, in one transaction. */

@@ -1,6 +1,8 @@
 // The composition root: config -> stores -> block services -> file service -> listeners. It owns
 // graceful shutdown: stop accepting, drain requests, flush dirty data, close stores.
+import dgram from 'node:dgram';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { BlockCache } from './blocks/cache.js';
@@ -19,7 +21,17 @@ import { IPPROTO_TCP, portmapProgram, type PortMapping } from './rpc/portmap.js'
 import { RpcServer } from './rpc/server.js';
 import { FileService } from './vfs/service.js';
 import { buildApi, type ApiRuntime, type ReadinessCheck } from './api/index.js';
-import { checkStore, controlApplier, desiredFromFile, desiredFromSnapshot, openControlPlane, StoreHealth } from './controlplane.js';
+import {
+  checkStore,
+  controlApplier,
+  desiredFromFile,
+  desiredFromSnapshot,
+  openControlPlane,
+  seconds,
+  StoreHealth,
+} from './controlplane.js';
+import { notServedReason, protocolServed } from './protocols.js';
+import { serveLocalControl } from './local-control.js';
 import { ShareRuntime } from './shares.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
@@ -63,6 +75,86 @@ async function listening<T>(what: string, setting: string, host: string, port: n
   }
 }
 
+/** One address the server is going to listen on, as `checkListenAddresses` checks it. */
+export interface PlannedListener {
+  what: string;
+  setting: string;
+  host: string;
+  port: number;
+  transport: 'tcp' | 'udp';
+}
+
+/** Every address the config makes the server listen on (TCP, and UDP for the portmapper). */
+export function plannedListeners(config: DittoConfig): PlannedListener[] {
+  const out: PlannedListener[] = [];
+  const nfs = config.adapters.nfs;
+  if (nfs.enabled) {
+    out.push({ what: 'NFS', setting: 'adapters.nfs.port / DITTOFS_NFS_PORT', host: nfs.bind, port: nfs.port, transport: 'tcp' });
+    if (nfs.portmapper.enabled) {
+      const setting = 'adapters.nfs.portmapper.port / DITTOFS_PORTMAPPER_PORT';
+      out.push({ what: 'the portmapper (TCP)', setting, host: nfs.bind, port: nfs.portmapper.port, transport: 'tcp' });
+      out.push({ what: 'the portmapper (UDP)', setting, host: nfs.bind, port: nfs.portmapper.port, transport: 'udp' });
+    }
+  }
+  const smb = config.adapters.smb;
+  if (protocolServed('smb', smb.enabled)) {
+    out.push({ what: 'SMB', setting: 'adapters.smb.port / DITTOFS_SMB_PORT', host: smb.bind, port: smb.port, transport: 'tcp' });
+  }
+  if (config.server.api.enabled) {
+    const { bind, port } = config.server.api;
+    out.push({ what: 'the API', setting: 'server.api.port / DITTOFS_API_PORT', host: bind, port, transport: 'tcp' });
+  }
+  if (config.metrics.enabled) {
+    const { bind, port } = config.metrics;
+    out.push({ what: 'the metrics endpoint', setting: 'metrics.port / DITTOFS_METRICS_PORT', host: bind, port, transport: 'tcp' });
+  }
+  return out;
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+
+/**
+ * Checks, before anything is created or opened, that every listener of the config can bind: two
+ * settings naming the same port, or a port another process holds, stop the start here, with the
+ * setting to change, instead of after the control database was created (and the first admin's
+ * password printed) or the WAL replayed. Each address is bound and released at once.
+ */
+export async function checkListenAddresses(config: DittoConfig): Promise<void> {
+  const planned = plannedListeners(config);
+  for (let i = 0; i < planned.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const a = planned[j]!;
+      const b = planned[i]!;
+      const overlap = a.host === b.host || WILDCARDS.has(a.host) || WILDCARDS.has(b.host);
+      if (a.port === b.port && a.transport === b.transport && overlap) {
+        throw new Error(`${b.what} and ${a.what} are both set to port ${b.port}; change ${b.setting} or ${a.setting}`);
+      }
+    }
+  }
+  for (const l of planned) {
+    await listening(l.what, l.setting, l.host, l.port, () => (l.transport === 'tcp' ? probeTcp(l.host, l.port) : probeUdp(l.host, l.port)));
+  }
+}
+
+function probeTcp(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen({ port, host, exclusive: true }, () => srv.close(() => resolve()));
+  });
+}
+
+function probeUdp(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    sock.once('error', (err) => {
+      sock.close();
+      reject(err);
+    });
+    sock.bind({ port, address: host, exclusive: true }, () => sock.close(() => resolve()));
+  });
+}
+
 /** Closes an HTTP listener: idle keep-alive connections at once, busy ones after 2 s. */
 function closeHttp(server: http.Server): Promise<void> {
   return new Promise((resolve) => {
@@ -95,6 +187,7 @@ async function openWal(config: DittoConfig, persistent: boolean, log: Logger): P
   if (!persistent) return { wal: new MemoryWal(config.cache.max_dirty_bytes), records: [] };
   const dir = path.resolve(config.cache.wal_dir ?? path.join(config.data_dir, 'wal'));
   const started = Date.now();
+  log.info({ phase: 'wal', dir }, 'start-up: reading the WAL');
   const { wal, records, report } = await FileWal.open(dir, { maxBytes: config.cache.wal_max_bytes, log: log.child({ wal: dir }) });
   const summary = {
     dir,
@@ -109,7 +202,7 @@ async function openWal(config: DittoConfig, persistent: boolean, log: Logger): P
   if (report.corruptRecords.length > 0 || report.corruptRanges.length > 0) {
     log.error(summary, 'WAL has corrupt records: their bytes are not served (details logged above)');
   } else {
-    log.info(summary, 'WAL opened');
+    log.info({ phase: 'wal', ...summary }, `start-up: WAL read in ${seconds(summary.ms)} (${report.records} records to replay)`);
   }
   return { wal, records };
 }
@@ -149,6 +242,9 @@ async function replayWal(all: ReplayRecord[], services: Map<number, { name: stri
 }
 
 export async function startServer(config: DittoConfig, log: Logger): Promise<RunningServer> {
+  const startedAt = Date.now();
+  // First of all: a port conflict must not leave anything behind (a created admin, a new database).
+  await checkListenAddresses(config);
   const cache = new BlockCache(config.cache.read_cache_bytes);
   // One bound on uploads in flight for the whole server, whatever the number of shares.
   const uploads = pLimit(DEFAULT_PARALLEL_UPLOADS);
@@ -170,6 +266,8 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     }
     cleanups.length = 0;
   };
+
+  let control: Awaited<ReturnType<typeof openControlPlane>> | null = null;
 
   const changeLogLevel = (level: string): void => {
     const from = log.level;
@@ -195,8 +293,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     const observe = metrics !== null || tracing !== null;
 
     // The control plane (API on): its database says which stores and shares to serve.
-    const control = config.server.api.enabled ? await openControlPlane(config, log) : null;
-    if (control) cleanups.push(() => control.store.close());
+    control = config.server.api.enabled ? await openControlPlane(config, log) : null;
+    const openedControl = control;
+    if (openedControl) cleanups.push(() => openedControl.store.close());
     const initial = control ? desiredFromSnapshot(control.snapshot) : desiredFromFile(config);
 
     const persistentWal = control !== null || initial.shares.some((s) => initial.blockStores[s.blocks]?.type !== 'memory');
@@ -226,11 +325,21 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     });
     cleanups.push(() => shares.close());
     cleanups.push(() => fileService.close());
+    let phaseStart = Date.now();
+    log.info({ phase: 'stores', shares: initial.shares.length }, 'start-up: opening the stores of every share');
     await shares.apply(initial, { strict: true });
+    log.info({ phase: 'stores', ms: Date.now() - phaseStart }, `start-up: stores opened in ${seconds(Date.now() - phaseStart)}`);
 
+    phaseStart = Date.now();
     await replayWal(wal.records, shares.services(), log);
     if (wal.wal instanceof FileWal) wal.wal.tidy();
     replayed = true;
+    log.info(
+      { phase: 'wal replay', records: wal.records.length, ms: Date.now() - phaseStart },
+      wal.records.length === 0
+        ? 'start-up: nothing to replay from the WAL'
+        : `start-up: WAL replayed in ${seconds(Date.now() - phaseStart)} (${wal.records.length} records)`,
+    );
     // In the background: objects a crash left unreferenced (older than 10 minutes); hourly after.
     const collect = (name: string, data: BlockService): void => {
       data.collectGarbage().catch((err: unknown) => log.warn({ err, share: name }, 'block garbage collection failed'));
@@ -253,7 +362,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       );
       await applier.applySnapshot(control.snapshot);
       const a = applier;
-      const unsubscribe = control.store.onChange(() => a.schedule());
+      const unsubscribe = openedControl!.store.onChange(() => a.schedule());
       cleanups.push(async () => {
         unsubscribe();
         await a.settled();
@@ -320,9 +429,8 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         log.info({ port: nfsCfg.portmapper.port }, 'portmapper listening (TCP and UDP)');
       }
     }
-    if (config.adapters.smb.enabled) {
-      log.warn({ port: config.adapters.smb.port }, 'the SMB adapter is not implemented yet; SMB stays off');
-    }
+    const smbNotServed = notServedReason('smb', config.adapters.smb.enabled);
+    if (smbNotServed !== undefined) log.warn({ port: config.adapters.smb.port }, `SMB: ${smbNotServed}`);
 
     let apiPort: number | null = null;
     if (control && applier) {
@@ -345,7 +453,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         store: control.store,
         auth: { jwtSecret: control.jwtSecret, bcryptCost: config.server.api.bcrypt_cost },
         runtime,
-        logger: log.child({ component: 'api' }),
+        logger: log, // buildApi adds component: 'api'
         rateLimit: { max: config.server.api.rate_limit.max, loginMax: config.server.api.rate_limit.login_max },
         version: SERVER_VERSION,
       });
@@ -356,6 +464,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         return payload;
       });
       const { port, bind } = config.server.api;
+      printCreatedAdmin(control.createdAdmin);
       apiPort = await listening('the API', 'server.api.port / DITTOFS_API_PORT', bind, port, async () => {
         await api.listen({ port, host: bind });
         const a = api.server.address();
@@ -363,7 +472,16 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       });
       cleanups.push(() => api.close());
       log.info({ port: apiPort, bind }, 'API listening (/api/v1, /health)');
+      // For `dittofs backup controlplane` on this machine while the server runs.
+      // Not worth failing a start for: without it, a backup needs the server stopped.
+      const local = await serveLocalControl(config.data_dir, control.store, SERVER_VERSION, log).catch((err: unknown) => {
+        log.warn({ err }, 'the local control socket could not be opened: "dittofs backup" needs the server stopped');
+        return null;
+      });
+      if (local) cleanups.push(() => local.close());
     }
+    const ms = Date.now() - startedAt;
+    log.info({ phase: 'ready', ms, nfsPort, apiPort, metricsPort }, `start-up: listeners up, dittofs ready in ${seconds(ms)}`);
     let closing: Promise<void> | null = null;
     return {
       nfsPort,
@@ -378,15 +496,34 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       setLogLevel: changeLogLevel,
       close() {
         closing ??= (async () => {
-          log.info('shutting down');
+          const t = Date.now();
           await closeAll();
-          log.info('shutdown complete');
+          log.info({ ms: Date.now() - t }, 'shutdown complete');
         })();
         return closing;
       },
     };
   } catch (err) {
+    // A start that fails after creating the first admin takes it back: the next start creates it
+    // again and prints its password, instead of leaving an admin whose password nobody saw.
+    const created = control?.createdAdmin;
+    if (control && created) {
+      const store = control.store;
+      await store.deleteUser(created.username).then(
+        () => log.info({ user: created.username }, 'start-up failed: the admin user created by this start was removed again'),
+        (e: unknown) => log.warn({ err: e }, 'start-up failed, and the admin user created by this start could not be removed'),
+      );
+    }
     await closeAll();
     throw err;
   }
+}
+
+/** The first admin's generated password, printed once on stderr (never logged). */
+function printCreatedAdmin(admin: { username: string; generatedPassword?: string } | undefined): void {
+  if (admin?.generatedPassword === undefined) return;
+  process.stderr.write(
+    `dittofs: created user "${admin.username}" with password ${admin.generatedPassword}\n` +
+      'dittofs: log in (dittofsctl login) and change it; it is not shown again (lost: dittofs admin reset-password)\n',
+  );
 }

@@ -66,7 +66,8 @@ describe('control plane end to end: dittofsctl, REST, NFS', { timeout: SUITE_TIM
     dataDir = path.join(dir, 'data');
     ctlConfig = path.join(dir, 'ctl.json');
     // No DITTOFS_ADMIN_INITIAL_PASSWORD: the first start prints a generated one, once.
-    srv = await startDittofs({ dataDir, env: { DITTOFS_ADMIN_INITIAL_PASSWORD: '' } });
+    // At info: refused mounts are logged there (checked below).
+    srv = await startDittofs({ dataDir, env: { DITTOFS_ADMIN_INITIAL_PASSWORD: '', DITTOFS_LOG_LEVEL: 'info' } });
     api = `http://127.0.0.1:${srv.apiPort}`;
   });
 
@@ -100,6 +101,17 @@ describe('control plane end to end: dittofsctl, REST, NFS', { timeout: SUITE_TIM
     const stranger = await put('/team', 'x.txt', 2000, 'nope');
     assert.notEqual(stranger.code, 0);
     assert.match(stranger.stderr, /MNT3ERR_ACCES|Permission denied/);
+    // The admin can find out why in the log, at the default level.
+    const refused = srv
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: string; msg: string; path?: string; uid?: number })
+      .filter((l) => l.msg === 'mount refused: no permission on the share');
+    assert.deepEqual(
+      refused.map((l) => [l.level, l.path, l.uid]),
+      [['info', '/team', 2000]],
+    );
   });
 
   it('a permission change holds from the next request', async () => {

@@ -1,6 +1,6 @@
 // The `dittofs` lifecycle commands as an operator runs them, each a separate process of the built
-// CLI: start --background, status, logs, a refused second start, stop; a control-plane backup after
-// the stop, restored into a fresh data directory, served by a new server that has the same users
+// CLI: start --background, status, logs, a refused second start, a backup while it runs, stop; a
+// control-plane backup after the stop, restored into a fresh data directory, served by a new server that has the same users
 // (the admin's changed password included), groups and shares; stop --force.
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
@@ -113,17 +113,24 @@ describe('dittofs start --background, status, logs, stop, backup and restore', {
     }
   });
 
-  it('a second start on the same pid file is refused while it runs; so is a backup of its embedded database', async () => {
+  it('a second start on the same pid file is refused while it runs; a backup of its embedded database works', async () => {
     const again = await dittofs(['start', '--background']);
     assert.equal(again.code, 1);
     assert.match(again.stderr, new RegExp(`^dittofs: already running \\(pid ${pid}; pid file `));
-    const backup = await dittofs(['backup', 'controlplane', '--output', path.join(dir, 'refused.json')]);
-    assert.equal(backup.code, 1);
-    assert.match(
-      backup.stderr,
-      /a server is running on this data directory .*stop the server first \(dittofs stop\), or back up through a server using PostgreSQL/,
+    // The running server holds the embedded database: it is asked for the backup (local socket).
+    const file = path.join(dir, 'while-running.json');
+    const backup = await dittofs(['backup', 'controlplane', '--output', file]);
+    assert.equal(backup.code, 0, backup.stderr);
+    assert.match(backup.stdout, /^backed up the control plane \(1 user, .*1 share, /);
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    const doc = JSON.parse(await readFile(file, 'utf8')) as { format: string; users: { username: string }[] };
+    assert.equal(doc.format, 'dittofs-controlplane-backup');
+    assert.deepEqual(
+      doc.users.map((u) => u.username),
+      ['admin'],
     );
-    await assert.rejects(stat(path.join(dir, 'refused.json')), { code: 'ENOENT' });
+    const logs = await dittofs(['logs', '-n', '50']);
+    assert.match(logs.stdout, /"msg":"control plane backed up through the local socket"/);
   });
 
   it('the state to back up: the admin password changed, a user and a group added', async () => {

@@ -276,8 +276,10 @@ describe('dittofsctl against the control API', { timeout: SUITE_TIMEOUT_MS }, ()
       ['/archive', 'meta1', 'blk1', true, 'read'],
     );
     await ok(['share', 'update', 'archive', '--read-write', '--root-mode', '0750']);
-    const changed = await json<{ read_only: boolean; root_mode: number }>(['share', 'get', 'archive']);
-    assert.deepEqual([changed.read_only, changed.root_mode], [false, 0o750]);
+    // JSON and YAML show the mode in octal, as the table and the config file do.
+    const changed = await json<{ read_only: boolean; root_mode: string }>(['share', 'get', 'archive']);
+    assert.deepEqual([changed.read_only, changed.root_mode], [false, '0750']);
+    assert.match((await ok(['share', 'get', 'archive', '-o', 'yaml'])).stdout, /^root_mode: "0750"$/m);
     r = await ok(['share', 'list']);
     assert.match(r.stdout, /^NAME\s+METADATA\s+BLOCKS\s+READ-ONLY\s+DEFAULT-PERMISSION\s+ROOT-SQUASH\s+ROOT\n/);
     assert.match(r.stdout, /\n\/archive\s+meta1\s+blk1\s+false\s+read\s+\S+\s+0750 0:0\n/);

@@ -13,6 +13,7 @@ import { TokenService, ntHash, passwordCredentials, type PasswordCredentials } f
 import type { ControlStore } from '../control/store.js';
 import { openTestControlStore, resetControlStore } from '../control/testing.js';
 import { SHARE_SETTINGS_DEFAULTS, type Role, type StoreKind } from '../control/types.js';
+import { notServedReason, protocolImplemented } from '../protocols.js';
 import { buildApi, type ApiOptions } from './app.js';
 import type { App } from './context.js';
 import type { ApiRuntime, Readiness } from './runtime.js';
@@ -611,16 +612,24 @@ describe('resources', () => {
 
   it('adapters and settings', async () => {
     const t = await admin();
+    // `served` says what this version serves (protocols.ts): an enabled adapter without an engine is not.
+    const smbServed = protocolImplemented('smb');
     assert.deepEqual(ok(await call('GET', '/api/v1/adapters', { token: t })), [
-      { type: 'nfs', enabled: true, port: 12049 },
-      { type: 'smb', enabled: true, port: 12445 },
+      { type: 'nfs', enabled: true, port: 12049, served: true },
+      { type: 'smb', enabled: true, port: 12445, served: smbServed, ...(smbServed ? {} : { note: notServedReason('smb', true) }) },
     ]);
     assert.deepEqual(ok(await call('PATCH', '/api/v1/adapters/smb', { token: t, body: { enabled: false, port: 1445 } })), {
       type: 'smb',
       enabled: false,
       port: 1445,
+      served: false,
     });
-    assert.deepEqual(ok(await call('GET', '/api/v1/adapters/smb', { token: t })), { type: 'smb', enabled: false, port: 1445 });
+    assert.deepEqual(ok(await call('GET', '/api/v1/adapters/smb', { token: t })), {
+      type: 'smb',
+      enabled: false,
+      port: 1445,
+      served: false,
+    });
     problem(await call('PATCH', '/api/v1/adapters/nfs', { token: t, body: { port: 1445 } }), 409, /used by the smb adapter/);
     problem(await call('GET', '/api/v1/adapters/ftp', { token: t }), 400);
 

@@ -163,7 +163,11 @@ export function buildApi(opts: ApiOptions): App {
   app.setErrorHandler((err, req, reply) => {
     const p = toProblem(err);
     if (p.statusCode >= 500) req.log.error({ err }, 'API request failed');
-    else req.log.debug({ status: p.statusCode, detail: p.detail }, 'API request refused');
+    // Refused credentials, permissions and rate limits are what an admin audits: at info (the login
+    // route logs its own failures, with the username); everything else (validation, 404) at debug.
+    else if (p.statusCode === 429 || ((p.statusCode === 401 || p.statusCode === 403) && req.routeOptions.url !== '/api/v1/auth/login')) {
+      req.log.info({ status: p.statusCode, method: req.method, url: req.url.split('?')[0], detail: p.detail }, 'API request refused');
+    } else req.log.debug({ status: p.statusCode, detail: p.detail }, 'API request refused');
     if (p.statusCode === 401) void reply.header('www-authenticate', 'Bearer');
     return reply
       .status(p.statusCode)

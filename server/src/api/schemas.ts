@@ -238,7 +238,16 @@ export const replies = {
   ]),
   share: object(shareReplyProps, Object.keys(shareReplyProps)),
   grant: grantReply,
-  adapter: object({ type: str, enabled: bool, port: int }, ['type', 'enabled', 'port']),
+  adapter: object(
+    {
+      type: str,
+      enabled: bool,
+      port: int,
+      served: { type: 'boolean', description: 'enabled, and its protocol engine is implemented by this server version' },
+      note: { type: 'string', description: 'why an enabled adapter is not served' },
+    },
+    ['type', 'enabled', 'port', 'served'],
+  ),
   setting: object({ key: str, value: { description: 'null: not set here (the config file applies)' } }, ['key', 'value']),
   settings: { type: 'object', additionalProperties: true, description: 'key -> value of every known setting (null: not set here)' },
   state: object(

@@ -1,8 +1,9 @@
 // `dittofs backup controlplane` and `dittofs restore controlplane`: the control database (from the
-// config's `database` settings) to one JSON file and back, with no server involved. An embedded
-// database can be opened by one process only, so those need the server stopped; a PostgreSQL one
-// can be backed up while servers run (a restore still wants them stopped: a running server would
-// keep serving the state it read, and tokens it issued are revoked by the restore).
+// config's `database` settings) to one JSON file and back. With a server running on the data
+// directory, the backup is asked of it through its local control socket (an embedded database can
+// be opened by one process only); otherwise the database is opened here. A restore wants every
+// server stopped: a running server would keep serving the state it read, and tokens it issued are
+// revoked by the restore.
 import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -17,6 +18,7 @@ import {
   type ControlBackup,
 } from '../control/backup.js';
 import { openControlStore, type ControlStore } from '../control/store.js';
+import { localControlSocket, requestBackup } from '../local-control.js';
 import { CliFailure } from './daemon.js';
 import { readPidFile } from './pidfile.js';
 
@@ -32,20 +34,30 @@ function describeDatabase(config: DittoConfig): string {
   return 'the in-memory control database';
 }
 
-/** Opens the control database for a backup or restore, or says why it cannot. */
-async function openForTool(config: DittoConfig, pidFile: string, purpose: 'backup' | 'restore'): Promise<ControlStore> {
+type ToolPurpose = 'backup' | 'restore' | 'reset-password';
+
+const DOING: Record<ToolPurpose, string> = { backup: 'back up', restore: 'restore', 'reset-password': 'reset a password' };
+
+/** Opens the control database for a backup, a restore or a password reset, or says why it cannot. */
+export async function openForTool(config: DittoConfig, pidFile: string, purpose: ToolPurpose): Promise<ControlStore> {
   const db = config.database;
   if (db.type === 'memory') {
     throw new CliFailure(
-      `database.type is memory: the control plane lives in a temporary directory of the running server and is gone when it stops; nothing to ${purpose === 'backup' ? 'back up' : 'restore into'}`,
+      `database.type is memory: the control plane lives in a temporary directory of the running server and is gone when it stops; nothing to ${purpose === 'restore' ? 'restore into' : DOING[purpose]}`,
     );
   }
   const running = await readPidFile(pidFile);
   if (running.state === 'running') {
+    if (purpose === 'reset-password') {
+      throw new CliFailure(
+        `a server is running on this data directory (pid ${running.pid}; pid file ${pidFile}): stop it first (dittofs stop), ` +
+          'then reset the password, then start it again; while it runs, an admin can set any password with: dittofsctl user update USER --password',
+      );
+    }
     if (db.type === 'embedded') {
       throw new CliFailure(
         `a server is running on this data directory (pid ${running.pid}; pid file ${pidFile}), and ${describeDatabase(config)} can be opened by one process only: ` +
-          `stop the server first (dittofs stop), or ${purpose === 'backup' ? 'back up' : 'restore'} through a server using PostgreSQL (database.type: postgres)`,
+          `stop the server first (dittofs stop), or ${DOING[purpose]} through a server using PostgreSQL (database.type: postgres)`,
       );
     }
     if (purpose === 'restore') {
@@ -56,7 +68,7 @@ async function openForTool(config: DittoConfig, pidFile: string, purpose: 'backu
     }
   }
   const dbPath = controlDbPath(config);
-  if (db.type === 'embedded' && purpose === 'backup' && !existsSync(path.join(dbPath, 'pgdata', 'PG_VERSION'))) {
+  if (db.type === 'embedded' && purpose !== 'restore' && !existsSync(path.join(dbPath, 'pgdata', 'PG_VERSION'))) {
     throw new CliFailure(
       `there is no control database at ${dbPath} (a server creates it at its first start with this data_dir; check --config and database.path)`,
     );
@@ -75,7 +87,7 @@ async function openForTool(config: DittoConfig, pidFile: string, purpose: 'backu
     if (inUse !== null) {
       throw new CliFailure(
         `${describeDatabase(config)} is in use by process ${inUse[1]} (a server running on it?): ` +
-          `stop the server first, or ${purpose === 'backup' ? 'back up' : 'restore'} through a server using PostgreSQL (database.type: postgres)`,
+          `stop the server first, or ${DOING[purpose]} through a server using PostgreSQL (database.type: postgres)`,
       );
     }
     throw new CliFailure(`cannot open ${describeDatabase(config)}: ${msg}`);
@@ -116,17 +128,43 @@ export interface BackupOptions {
   stdout: (text: string) => void;
 }
 
-export async function backupControlPlane(o: BackupOptions): Promise<void> {
-  const store = await openForTool(o.config, o.pidFile, 'backup');
-  let text: string;
-  let summary: string;
-  try {
-    const b = await dumpControl(store, { dittofsVersion: o.version });
-    text = `${JSON.stringify(b, null, 2)}\n`;
-    summary = `${describeCounts(countBackup(b))}; generation ${b.generation}`;
-  } finally {
-    await store.close();
+/** The backup from the running server's local socket, or undefined when no server runs here. */
+async function backupFromRunningServer(o: BackupOptions): Promise<ControlBackup | undefined> {
+  const running = await readPidFile(o.pidFile);
+  if (running.state !== 'running') return undefined;
+  const socket = localControlSocket(o.config.data_dir);
+  if (!existsSync(socket)) {
+    throw new CliFailure(
+      `a server is running on this data directory (pid ${running.pid}; pid file ${o.pidFile}) without its local control socket ${socket} ` +
+        '(an older version, or a data directory path too long for a socket): stop it (dittofs stop) and back up again',
+    );
   }
+  let text: string;
+  try {
+    text = await requestBackup(socket);
+  } catch (err) {
+    throw new CliFailure(`the running server (pid ${running.pid}) did not give a backup through ${socket}: ${(err as Error).message}`);
+  }
+  try {
+    return validateBackup(JSON.parse(text));
+  } catch (err) {
+    throw asFailure(err, `the backup from the running server (pid ${running.pid})`);
+  }
+}
+
+export async function backupControlPlane(o: BackupOptions): Promise<void> {
+  // A running server (its pid file names it) is asked for the backup: it holds the database open.
+  let b = await backupFromRunningServer(o);
+  if (b === undefined) {
+    const store = await openForTool(o.config, o.pidFile, 'backup');
+    try {
+      b = await dumpControl(store, { dittofsVersion: o.version });
+    } finally {
+      await store.close();
+    }
+  }
+  const text = `${JSON.stringify(b, null, 2)}\n`;
+  const summary = `${describeCounts(countBackup(b))}; generation ${b.generation}`;
   if (o.output === '-') {
     o.stdout(text);
     o.note(`backed up the control plane (${summary})\n`);

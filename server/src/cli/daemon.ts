@@ -10,9 +10,16 @@ import { openLogFile } from '../obs/logger.js';
 import { defaultPidFile, processAlive, readPidFile, removeStalePidFile, type PidFileState } from './pidfile.js';
 import { apiBaseUrl, probeHost, probeReadiness, type Readiness } from './probe.js';
 
-/** Where `dittofs logs` looks, and where background mode writes: `logging.file`, else `<data_dir>/dittofs.log`. */
-export function logFileOf(config: DittoConfig): string {
-  return config.logging.file ?? path.join(config.data_dir, 'dittofs.log');
+/** `logging.file` value that means: standard output only, no log file. */
+export const LOG_TO_STDOUT_ONLY = '-';
+
+/**
+ * Where every start appends its log (besides stdout) and `dittofs logs` looks: `logging.file`,
+ * else `<data_dir>/dittofs.log`; undefined when `logging.file` is `-` (stdout only).
+ */
+export function logFileOf(config: DittoConfig): string | undefined {
+  if (config.logging.file === LOG_TO_STDOUT_ONLY) return undefined;
+  return path.resolve(config.logging.file ?? path.join(config.data_dir, 'dittofs.log'));
 }
 
 export function pidFileOf(config: DittoConfig, given: string | undefined): string {
@@ -104,6 +111,11 @@ export async function startBackground(o: BackgroundOptions): Promise<void> {
     throw new CliFailure(`already running (pid ${existing.pid}; pid file ${pidFile}); stop it with: dittofs stop`);
   }
   const logFile = logFileOf(config);
+  if (logFile === undefined) {
+    throw new CliFailure(
+      `logging.file is "${LOG_TO_STDOUT_ONLY}" (standard output only), but a background server has no standard output: set logging.file (DITTOFS_LOG_FILE) to a file, or run in the foreground`,
+    );
+  }
   let fd: number;
   try {
     fd = openLogFile(logFile);
@@ -158,7 +170,9 @@ export async function startBackground(o: BackgroundOptions): Promise<void> {
   const lines = [
     `dittofs started in the background (pid ${pid}), ready`,
     ...(nfs.enabled
-      ? [`  NFS       ${nfs.bind}:${nfs.port}   mount -o vers=3,tcp,port=${nfs.port},mountport=${nfs.port},nolock HOST:/SHARE`]
+      ? [
+          `  NFS       ${nfs.bind}:${nfs.port}   mount -t nfs -o vers=3,proto=tcp,port=${nfs.port},mountport=${nfs.port},mountproto=tcp,nolock HOST:/SHARE /mnt/dittofs`,
+        ]
       : []),
     ...(api.enabled ? [`  API       http://${api.bind}:${api.port}/api/v1   (ready: GET /health/ready)`] : []),
     `  log file  ${logFile}   (dittofs logs -f)`,
@@ -283,7 +297,8 @@ export interface ServerStatus {
   readiness_detail?: string;
   api: { enabled: boolean; url: string | null };
   nfs: { enabled: boolean; port: number; bind: string; address: string | null };
-  log_file: string;
+  /** null: logging.file is `-` (standard output only). */
+  log_file: string | null;
 }
 
 function describePidFile(st: PidFileState, pidFile: string): string {
@@ -315,12 +330,12 @@ export async function serverStatus(config: DittoConfig, pidFile: string, now = n
     checks: {},
     api: { enabled: api.enabled, url: apiBaseUrl(config) ?? null },
     nfs: { enabled: nfs.enabled, port: nfs.port, bind: nfs.bind, address: nfs.enabled ? `${probeHost(nfs.bind)}:${nfs.port}` : null },
-    log_file: logFileOf(config),
+    log_file: logFileOf(config) ?? null,
   };
   if (st.state !== 'running') {
     const s: ServerStatus = { ...base, note: describePidFile(st, pidFile) };
     if (st.state === 'missing' && api.enabled) {
-      // A server started in the foreground without --pid-file: say so rather than only "not running".
+      // A server whose pid file is elsewhere (--pid-file): say so rather than only "not running".
       const r = await probeReadiness(config, 1000);
       if (r.reachable) s.note += `; but a server answers at ${r.target} (started without this pid file?)`;
     }
@@ -355,6 +370,6 @@ export function formatStatus(s: ServerStatus): string {
   lines.push(`  API       ${s.api.url ?? 'off'}`);
   if (s.started_at !== null) lines.push(`  started   ${s.started_at}`);
   lines.push(`  pid file  ${s.pid_file}`);
-  lines.push(`  log file  ${s.log_file}`);
+  lines.push(`  log file  ${s.log_file ?? 'none (logging.file is -: standard output only)'}`);
   return `${lines.join('\n')}\n`;
 }

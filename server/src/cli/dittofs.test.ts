@@ -11,6 +11,7 @@ import YAML from 'yaml';
 import { runCli } from '../../../test/helpers/cli.js';
 import type { Run } from '../../../test/helpers/run.js';
 import { SAMPLE_CONFIG_YAML } from '../config/sample.js';
+import { protocolImplemented } from '../protocols.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -188,6 +189,22 @@ describe('dittofs CLI', { concurrency: true }, () => {
     assert.match(sub.stdout, /--config <file>/);
   });
 
+  it('--help and config show say which protocols this version serves', async () => {
+    const help = await dittofs(['--help']);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /DittoFS server: NFSv3 \+ MOUNT v3/);
+    const show = await dittofs(['config', 'show']);
+    assert.equal(show.code, 0, show.stderr);
+    if (protocolImplemented('smb')) {
+      assert.doesNotMatch(show.stdout, /adapters\.smb: enabled, but/);
+    } else {
+      assert.match(help.stdout, /SMB2:\s+not\s+served\s+by\s+this\s+version/);
+      assert.match(show.stdout, /^# adapters\.smb: enabled, but the SMB2 engine is not implemented in this version: not served$/m);
+      const off = await dittofs(['config', 'show'], { env: { DITTOFS_SMB_ENABLED: 'false' } });
+      assert.doesNotMatch(off.stdout, /adapters\.smb: enabled, but/);
+    }
+  });
+
   it('--version prints the package version', async () => {
     const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'server', 'package.json'), 'utf8')) as { version: string };
     const r = await dittofs(['--version']);
@@ -219,7 +236,7 @@ describe('dittofs CLI', { concurrency: true }, () => {
   it('completion bash covers the lifecycle commands; a flag completes per command', async () => {
     const r = await dittofs(['completion', 'bash']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /""\) cands="start stop status logs backup restore config init completion /);
+    assert.match(r.stdout, /""\) cands="start stop status logs backup restore admin config init completion /);
     assert.match(r.stdout, /"restore controlplane"\) cands="--input -f --force --pid-file /);
     const complete = (words: string[]): string | undefined => {
       const probe = spawnSync('bash', [
@@ -242,7 +259,15 @@ describe('dittofs CLI', { concurrency: true }, () => {
   });
 
   it('every lifecycle command has help with examples', async () => {
-    for (const p of [['start'], ['stop'], ['status'], ['logs'], ['backup', 'controlplane'], ['restore', 'controlplane']]) {
+    for (const p of [
+      ['start'],
+      ['stop'],
+      ['status'],
+      ['logs'],
+      ['backup', 'controlplane'],
+      ['restore', 'controlplane'],
+      ['admin', 'reset-password'],
+    ]) {
       const r = await dittofs([...p, '--help']);
       assert.equal(r.code, 0, p.join(' '));
       assert.match(r.stdout, new RegExp(`^Usage: dittofs ${p.join(' ')}`));
@@ -299,10 +324,10 @@ describe('dittofs lifecycle commands without a server', { concurrency: true }, (
   it('logs: no log file says where it would be and why; -n reads the last lines of logging.file', async () => {
     const r = await dittofs(['logs'], { env });
     assert.equal(r.code, 1);
-    assert.match(
-      r.stderr,
-      /^dittofs: no log file at .*dittofs\.log: a server started in the foreground logs to stdout only, unless logging\.file/,
-    );
+    assert.match(r.stderr, /^dittofs: no log file at .*dittofs\.log: no server has started with this config yet/);
+    const stdoutOnly = await dittofs(['logs'], { env: { ...env, DITTOFS_LOG_FILE: '-' } });
+    assert.equal(stdoutOnly.code, 1);
+    assert.match(stdoutOnly.stderr, /^dittofs: logging\.file is "-": the server logs to standard output only/);
     const file = path.join(dir, 'some.log');
     await writeFile(
       file,

@@ -8,11 +8,15 @@ import { ConfigError } from '../config/errors.js';
 import { DEFAULT_CONFIG_FILE, loadConfig, type LoadedConfig } from '../config/load.js';
 import { formatConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/render.js';
 import { SAMPLE_CONFIG_YAML } from '../config/sample.js';
+import { resetPassword } from './admin.js';
 import { backupControlPlane, restoreControlPlane } from './backup.js';
+import { BOOTSTRAP_ADMIN } from '../control/types.js';
 import { completionScript, COMPLETION_SHELLS, type CompletionShell } from './completion.js';
 import { CliFailure, formatStatus, logFileOf, pidFileOf, serverStatus, startBackground, statusExitCode, stopServer } from './daemon.js';
 import { parseSince, showLogs } from './logs.js';
 import { runStart } from './start.js';
+import { ADAPTER_TYPES } from '../control/types.js';
+import { implementedProtocolTitles, notServedReason, PROTOCOL_ENGINES, protocolImplemented } from '../protocols.js';
 
 // Same relative path from src/cli/ (tsx) and dist/cli/ (built).
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -111,9 +115,18 @@ async function initConfig(cmd: Command, force: boolean): Promise<void> {
   process.stdout.write(`wrote sample config to ${target}\nedit it, then check it with: dittofs config validate --config ${target}\n`);
 }
 
+/** For --help: the adapters the config accepts whose engine this version lacks. */
+function notServedNote(): string {
+  const missing = ADAPTER_TYPES.filter((t) => !protocolImplemented(t)).map((t) => PROTOCOL_ENGINES[t].title);
+  return missing.length === 0 ? '' : ` (${missing.join(', ')}: not served by this version yet; its settings are accepted)`;
+}
+
 export function buildProgram(): Command {
   const program = new Command('dittofs')
-    .description('DittoFS server: NFSv3 and SMB2 file shares over pluggable metadata and block stores.')
+    .description(
+      `DittoFS server: ${implementedProtocolTitles().join(' and ')} file shares over pluggable metadata and block stores.` +
+        notServedNote(),
+    )
     .version(VERSION, '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'show help')
     .option('-c, --config <file>', 'config file (YAML); default $DITTOFS_CONFIG, else ./dittofs.yaml if present, else built-in defaults')
@@ -128,27 +141,31 @@ export function buildProgram(): Command {
     .option('-d, --background', 'run detached: wait until the server is ready, print where it runs, return')
     .option(
       '--pid-file <file>',
-      'write the pid to this file while running, refuse to start if it names a running server (default with --background: <data_dir>/dittofs.pid; none in the foreground)',
+      'write the pid to this file while running, refuse to start if it names a running server (default <data_dir>/dittofs.pid)',
     )
     .option('--timeout <seconds>', 'with --background: the longest wait for the server to be ready', parseSeconds, 60)
     .addHelpText(
       'after',
       `
-Foreground: logs are JSON lines on stdout, and also appended to logging.file when it is set
-(DITTOFS_LOG_FILE). The first SIGTERM/SIGINT shuts down gracefully (stop accepting, drain
-requests, flush data) and exits 0; a second one exits 1 at once. A startup failure prints one line
-to stderr (with the stack at log level debug) and exits 1.
+Every start writes its pid to <data_dir>/dittofs.pid (or --pid-file), removed at exit, and
+appends its log to logging.file, default <data_dir>/dittofs.log (logging.file "-": standard
+output only), so that "dittofs status", "stop" and "logs" find it however it was started. Before
+anything is created, every listen port is checked: a port in use stops the start at once.
 
-Background (-d): the server runs in its own session with stdout and stderr appended to
-logging.file, default <data_dir>/dittofs.log, and its pid in <data_dir>/dittofs.pid (or
---pid-file). The command returns 0 once GET /health/ready answers 200 (API off: once NFS accepts
+Foreground: logs are JSON lines on stdout (and in the log file); each start-up phase logs a
+"start-up:" line with how long it took. The first SIGTERM/SIGINT shuts down gracefully (stop
+accepting, drain requests, flush data) and exits 0; a second one exits 1 at once. A startup
+failure prints one line to stderr (with the stack at log level debug) and exits 1.
+
+Background (-d): the server runs in its own session with stdout and stderr appended to the log
+file. The command returns 0 once GET /health/ready answers 200 (API off: once NFS accepts
 connections), and 1 if the server is already running, exits while starting (its last log lines
 are shown), or is not ready within --timeout. On the first start, the admin's generated password
 is printed (and is in the log file too: set DITTOFS_ADMIN_INITIAL_PASSWORD to avoid that).
 
 Examples:
   dittofs start                                   # foreground, logs on stdout
-  dittofs start --pid-file /run/dittofs.pid       # foreground, with a pid file for stop/status
+  dittofs start --pid-file /run/dittofs.pid       # foreground, the pid file elsewhere
   dittofs start -d                                # background; then: dittofs status, logs -f, stop
   dittofs start -d --config /etc/dittofs/dittofs.yaml --timeout 120`,
     )
@@ -166,8 +183,11 @@ Examples:
         );
         return;
       }
-      const pidFile = opts.pidFile === undefined || opts.pidFile === '' ? undefined : pidFileOf(loaded.config, opts.pidFile);
-      await runStart(loaded, VERSION, pidFile === undefined ? {} : { pidFile });
+      const logFile = logFileOf(loaded.config);
+      await runStart(loaded, VERSION, {
+        pidFile: pidFileOf(loaded.config, opts.pidFile),
+        ...(logFile === undefined ? {} : { logFile }),
+      });
     });
 
   program
@@ -249,10 +269,10 @@ Examples:
     .addHelpText(
       'after',
       `
-The file is logging.file (DITTOFS_LOG_FILE), else <data_dir>/dittofs.log, where
-"dittofs start --background" writes. A server in the foreground without logging.file logs to
-stdout only (in Kubernetes: kubectl logs). Lines are printed as written (JSON; pipe them through
-pino-pretty or jq); --since compares their "time" field.
+The file is logging.file (DITTOFS_LOG_FILE), else <data_dir>/dittofs.log, where every start
+appends its log. With logging.file "-" the server logs to stdout only (as in Kubernetes:
+kubectl logs). Lines are printed as written (JSON; pipe them through jq); --since compares their
+"time" field.
 
 Examples:
   dittofs logs                                    # the last 100 lines
@@ -265,11 +285,11 @@ Examples:
     .action(async (opts: { follow?: boolean; lines?: number; since?: Date }, cmd: Command) => {
       const { config } = await loadOrFail(cmd);
       const file = logFileOf(config);
+      if (file === undefined) {
+        fail('logging.file is "-": the server logs to standard output only (no log file to show); set logging.file to keep one');
+      }
       if (!existsSync(file)) {
-        fail(
-          `no log file at ${file}: a server started in the foreground logs to stdout only, unless logging.file ` +
-            `(DITTOFS_LOG_FILE) is set; "dittofs start --background" logs to ${file}`,
-        );
+        fail(`no log file at ${file}: no server has started with this config yet (every start appends its log there)`);
       }
       const controller = new AbortController();
       const stop = (): void => controller.abort();
@@ -304,9 +324,10 @@ keep it as you would keep those secrets.`;
       'after',
       `${SECRETS_NOTE}
 
-The database is the config's "database" settings. An embedded one (the default) can be opened by
-one process only: stop the server first (the backup refuses while it runs). A PostgreSQL one can be
-backed up while servers run. The document is read in one transaction: it is consistent.
+The database is the config's "database" settings. While a server runs on this data directory
+(its pid file names it), the backup is asked of that server through its local socket
+<data_dir>/dittofs.sock (mode 0600; an embedded database can be opened by one process only);
+otherwise the database is opened here. The document is read in one transaction: it is consistent.
 
 Examples:
   dittofs backup controlplane --output /var/backups/dittofs-control.json
@@ -362,6 +383,46 @@ Examples:
       );
     });
 
+  program
+    .command('admin')
+    .description('offline administration of the control database (server stopped)')
+    .command('reset-password')
+    .description('set a new password for a user (default: admin) in the control database, with the server stopped')
+    .argument('[user]', 'the user whose password to reset', BOOTSTRAP_ADMIN)
+    .option('--password-stdin', 'read the new password from one line of standard input instead of prompting')
+    .option('--must-change', 'the user must change the password at the next login')
+    .option(...PID_FILE_OPTION)
+    .addHelpText(
+      'after',
+      `
+For a lost admin password (the first start prints a generated one once). The server must be
+stopped: with a running server (its pid file names it) the command refuses, as it does when the
+embedded control database is open in another process. The password is 8 characters to 72 bytes;
+on a terminal it is prompted twice without echo. The user's tokens are revoked.
+
+Examples:
+  dittofs stop && dittofs admin reset-password && dittofs start -d
+  echo "$NEW_PASSWORD" | dittofs admin reset-password alice --password-stdin --must-change`,
+    )
+    .action(async (user: string, opts: { passwordStdin?: boolean; mustChange?: boolean; pidFile?: string }, cmd: Command) => {
+      const { config } = await loadOrFail(cmd);
+      await guarded(() =>
+        resetPassword({
+          config,
+          pidFile: pidFileOf(config, opts.pidFile),
+          username: user,
+          passwordStdin: opts.passwordStdin === true,
+          mustChange: opts.mustChange === true,
+          io: {
+            stdin: process.stdin,
+            interactive: opts.passwordStdin !== true && process.stdin.isTTY === true && process.stderr.isTTY === true,
+            promptOutput: process.stderr,
+          },
+          out: (t) => process.stdout.write(t),
+        }),
+      );
+    });
+
   const configCmd = program.command('config').description('create, show and check the configuration file');
 
   const initAction = async (opts: { force?: boolean }, cmd: Command): Promise<void> => {
@@ -382,7 +443,11 @@ Examples:
       let text = formatConfig(config, opts.output);
       if (opts.output === 'yaml') {
         const env = overrides.length > 0 ? `\n# environment overrides: ${overrides.join(', ')}` : '';
-        text = `# effective configuration from ${source}${env}\n${text}`;
+        const notServed = ADAPTER_TYPES.flatMap((t) => {
+          const why = notServedReason(t, config.adapters[t].enabled);
+          return why === undefined ? [] : [`\n# adapters.${t}: enabled, but ${why}`];
+        }).join('');
+        text = `# effective configuration from ${source}${env}${notServed}\n${text}`;
       }
       process.stdout.write(text);
     });

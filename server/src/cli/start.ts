@@ -1,6 +1,9 @@
 // `dittofs start`: run the server in the foreground and shut it down cleanly on SIGTERM/SIGINT.
-// With a pid file, it is claimed before anything starts (refused if it names a running server) and
-// removed at exit. `dittofs start --background` (daemon.ts) runs this in a detached child.
+// Every start claims a pid file (default `<data_dir>/dittofs.pid`) before anything starts (refused
+// if it names a running server) and removes it at exit, and appends its log to a file (default
+// `<data_dir>/dittofs.log`) as well as stdout, so that `dittofs status`, `stop` and `logs` find a
+// server however it was started. `dittofs start --background` (daemon.ts) runs this in a detached
+// child.
 import type { LoadedConfig } from '../config/load.js';
 import { createProcessLogger, type Logger } from '../obs/logger.js';
 import { AlreadyRunningError, claimPidFile, releasePidFileSync } from './pidfile.js';
@@ -8,6 +11,8 @@ import { AlreadyRunningError, claimPidFile, releasePidFileSync } from './pidfile
 export interface StartOptions {
   /** Absolute path of the pid file to write; none when undefined. */
   pidFile?: string;
+  /** The log file to append to besides stdout (`logFileOf`); none when undefined. */
+  logFile?: string;
 }
 
 interface Closable {
@@ -35,7 +40,7 @@ function installCrashHandlers(log: Logger): void {
 
 export async function runStart(loaded: LoadedConfig, version: string, opts: StartOptions = {}): Promise<void> {
   const { config, source, overrides } = loaded;
-  const logFile = config.logging.file;
+  const { logFile } = opts;
   let log: Logger;
   try {
     log = createProcessLogger(config.logging.level, logFile);
@@ -71,7 +76,7 @@ export async function runStart(loaded: LoadedConfig, version: string, opts: Star
   const shutdown = async (): Promise<void> => {
     try {
       await server?.close();
-      log.info('dittofs stopped');
+      await new Promise<void>((resolve) => log.flush(() => resolve()));
       process.exit(0);
     } catch (err) {
       log.error({ err }, 'shutdown failed');

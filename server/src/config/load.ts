@@ -343,7 +343,8 @@ function expandPath(p: string, cwd: string): string {
 
 function resolvePaths(c: DittoConfig, cwd: string): void {
   c.data_dir = expandPath(c.data_dir, cwd);
-  if (c.logging.file !== undefined) c.logging.file = expandPath(c.logging.file, cwd);
+  // `-`: standard output only (no log file), kept as it is.
+  if (c.logging.file !== undefined && c.logging.file !== '-') c.logging.file = expandPath(c.logging.file, cwd);
   for (const [name, store] of Object.entries(c.blocks.stores)) {
     if (store.type === 'filesystem') {
       store.path = store.path === undefined ? defaultBlockStorePath(c.data_dir, name) : expandPath(store.path, cwd);

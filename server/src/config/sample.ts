@@ -2,6 +2,8 @@
 // config/dittofs.example.yaml (a test keeps the two identical; regenerate that file with
 // `node --import tsx server/src/cli/dittofs.ts config init --force --config config/dittofs.example.yaml`).
 // It must configure exactly the built-in defaults (also tested).
+import { protocolImplemented } from '../protocols.js';
+
 export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
 #
 # Every key is optional: what is left out takes the default shown here, so this file, as written,
@@ -36,14 +38,14 @@ data_dir: ./data
 logging:
   # trace, debug, info, warn, error or fatal. Env: DITTOFS_LOG_LEVEL.
   level: info
-  # Logs are always JSON lines on standard output (pipe them through pino-pretty to read them).
+  # Logs are always JSON lines on standard output (read them with jq, e.g. jq -r .msg).
   format: json
-  # Also append the log lines to this file (created with mode 0640). Unset: standard output only,
-  # except for "dittofs start --background", which logs to <data_dir>/dittofs.log ("dittofs logs"
-  # reads this file). Rotate it with logrotate's copytruncate. Env: DITTOFS_LOG_FILE.
+  # Every start also appends the log lines to this file (created with mode 0640), where
+  # "dittofs logs" reads them. Unset: <data_dir>/dittofs.log. "-": standard output only, no file
+  # (as in Kubernetes). Rotate it with logrotate's copytruncate. Env: DITTOFS_LOG_FILE.
   # file: /var/log/dittofs/dittofs.log
 
-# Protocol listeners. Clients mount shares over NFSv3 or SMB2.
+# Protocol listeners. Clients mount shares over NFSv3 (and SMB2 once its engine lands).
 adapters:
   # NFSv3 with MOUNT v3, over TCP.
   nfs:
@@ -77,7 +79,9 @@ adapters:
       enabled: false
       # The standard port is 111, which needs root; env: DITTOFS_PORTMAPPER_PORT.
       port: 10111
-  # SMB2 over direct TCP, with NTLM authentication.
+  # SMB2 over direct TCP, with NTLM authentication.${
+    protocolImplemented('smb') ? '' : '\n  # Not served by this version: the SMB2 engine is not implemented yet, the setting is kept.'
+  }
   smb:
     # Env: DITTOFS_SMB_ENABLED.
     enabled: true
@@ -168,13 +172,15 @@ cache:
 
 # Named stores, reusable by several shares. Store names: 1 to 63 letters, digits, "-", "_" or ".",
 # starting with a letter or digit. When the file defines no stores at all, the two "default" stores
-# below are supplied, and, if there is no "shares" key either, the "/export" share too.
+# below are supplied, and, if there is no "shares" key either, the "/export" share too. Every store
+# you write needs its "type" (there is no default type).
 # Metadata stores hold the directory tree and file attributes: memory, embedded or postgres.
 metadata:
   # Store name -> settings.
   stores:
     # A store named "default".
     default:
+      # type (required): memory, embedded or postgres.
       # memory: kept in RAM, lost on restart (for tests and throwaway shares).
       # embedded: PostgreSQL (PGlite) inside the server process, in a local directory; survives
       #   restarts. One server process per directory.
@@ -212,6 +218,7 @@ blocks:
   stores:
     # A store named "default".
     default:
+      # type (required): memory, filesystem or s3.
       # memory: kept in RAM, lost on restart (for tests and throwaway shares).
       # filesystem: one file per block in a local directory.
       # s3: one object per block in an S3 bucket, on AWS or any S3-compatible server; needs "bucket".

@@ -24,8 +24,8 @@ export const DEFAULT_BCRYPT_COST = 10;
 export const MIN_JWT_SECRET_LENGTH = 32;
 export const ACCESS_TOKEN_TTL_SECONDS = 15 * 60;
 export const REFRESH_TOKEN_TTL_SECONDS = 7 * 24 * 3600;
-export const MIN_PASSWORD_LENGTH = 8;
-export const MAX_PASSWORD_BYTES = 72;
+export { MAX_PASSWORD_BYTES, MIN_PASSWORD_LENGTH, passwordProblem } from './password-rules.js';
+import { passwordProblem } from './password-rules.js';
 /** The JSON schema bound; the byte bound is checked by passwordProblem(). */
 export const MAX_PASSWORD_LENGTH = 72;
 export const TOKEN_ISSUER = 'dittofs';
@@ -57,15 +57,6 @@ export function checkBcryptCost(cost: number): number {
     throw new AuthError(AUTH_ERROR.BAD_CONFIG, `bcrypt cost must be an integer from ${MIN_BCRYPT_COST} to ${MAX_BCRYPT_COST}, got ${cost}`);
   }
   return cost;
-}
-
-/** Why a new password is not acceptable, or undefined. Never quotes the password. */
-export function passwordProblem(password: string): string | undefined {
-  if ([...password].length < MIN_PASSWORD_LENGTH) return `must be at least ${MIN_PASSWORD_LENGTH} characters long`;
-  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) return `must be at most ${MAX_PASSWORD_BYTES} bytes long in UTF-8`;
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(password)) return 'must not contain control characters';
-  return undefined;
 }
 
 export function hashPassword(password: string, cost = DEFAULT_BCRYPT_COST): Promise<string> {

@@ -475,6 +475,29 @@ describe('dittofsctl (in-process)', () => {
       );
     });
 
+    it('share get -o json and -o yaml show root_mode in octal, as the table does', async () => {
+      const share = {
+        name: '/archive',
+        metadata_store: 'm',
+        block_store: 'b',
+        read_only: false,
+        default_permission: 'read-write',
+        root_squash: false,
+        anonymous_uid: 65534,
+        anonymous_gid: 65534,
+        root_mode: 0o777,
+        root_uid: 0,
+        root_gid: 0,
+      };
+      const config = await loggedIn();
+      const asJson = await run(['share', 'get', '/archive', '-o', 'json'], { config, respond: () => jsonResponse(200, share) });
+      assert.equal(asJson.code, 0, asJson.io.stderr);
+      assert.equal((JSON.parse(asJson.io.stdout) as { root_mode: unknown }).root_mode, '0777');
+      const asYaml = await run(['share', 'list', '-o', 'yaml'], { config, respond: () => jsonResponse(200, [share]) });
+      assert.equal(asYaml.code, 0, asYaml.io.stderr);
+      assert.match(asYaml.io.stdout, /^ {2}root_mode: "0777"$/m);
+    });
+
     it('user create --no-password sends no password and prompts for none', async () => {
       const user = {
         username: 'nfs',

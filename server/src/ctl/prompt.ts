@@ -53,9 +53,15 @@ export class Prompter {
     return line;
   }
 
-  /** A new secret, typed twice on a terminal; one line of standard input otherwise. */
-  async newSecret(message: string, what: string, flag?: string): Promise<string> {
+  /**
+   * A new secret, typed twice on a terminal; one line of standard input otherwise. `check` says
+   * what is wrong with it ("must be at least 8 characters long"): a bad one is refused at once,
+   * before it is asked for a second time.
+   */
+  async newSecret(message: string, what: string, flag?: string, check?: (value: string) => string | undefined): Promise<string> {
     const first = await this.secret(message, what, flag);
+    const problem = check?.(first);
+    if (problem !== undefined) throw new UsageError(`the ${what} ${problem}`);
     if (this.io.interactive) {
       const again = await this.secret('Repeat it:', what, flag);
       if (again !== first) throw new UsageError(`the two ${what}s differ`);

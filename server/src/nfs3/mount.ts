@@ -108,6 +108,12 @@ export class MountProgram {
       w.u32(MountStatus.OK).opaque(fh).u32(1).u32(AuthFlavor.AUTH_SYS);
     } catch (e) {
       if (!isVfsError(e)) throw e;
+      // A refused mount is something an admin looks for ("why can't this client mount?").
+      const { uid, gid } = identityOf(call);
+      this.log?.info(
+        { client: clientHost, path: normalized, error: e.errno, uid, gid },
+        e.errno === 'ACCES' ? 'mount refused: no permission on the share' : 'mount refused',
+      );
       w.u32(MOUNT_STATUS_OF[e.errno] ?? MountStatus.SERVERFAULT);
     }
   }

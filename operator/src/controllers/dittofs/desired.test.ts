@@ -29,7 +29,7 @@ describe('renderServerConfig', () => {
     const cfg = loadYaml<Record<string, unknown>>(renderServerConfig(inputs(dfs())));
     assert.deepEqual(cfg, {
       data_dir: '/data',
-      logging: { level: 'info', format: 'json' },
+      logging: { level: 'info', format: 'json', file: '-' },
       adapters: { nfs: { enabled: true, port: 12049, bind: '0.0.0.0' }, smb: { enabled: false, port: 12445, bind: '0.0.0.0' } },
       server: { api: { enabled: true, port: 8080, bind: '0.0.0.0' } },
       database: { type: 'embedded' },

@@ -108,7 +108,8 @@ export function serverConfig(inputs: DesiredInputs): Record<string, unknown> {
   const walBytes = Math.max(MIN_WAL_BYTES, Math.floor(volumeBytes * WAL_SHARE_OF_VOLUME));
   return {
     data_dir: DATA_DIR,
-    logging: { level: dfs.spec.logLevel ?? SPEC_DEFAULTS.logLevel, format: 'json' },
+    // Standard output only (kubectl logs): no log file growing on the WAL's volume.
+    logging: { level: dfs.spec.logLevel ?? SPEC_DEFAULTS.logLevel, format: 'json', file: '-' },
     adapters: {
       nfs: { enabled: a.nfs.enabled, port: a.nfs.port, bind: '0.0.0.0' },
       smb: { enabled: a.smb.enabled, port: a.smb.port, bind: '0.0.0.0' },

@@ -14,12 +14,16 @@ export interface ApiAdapter {
   type: string;
   enabled: boolean;
   port: number;
+  /** Enabled and implemented by the server (older servers do not say). */
+  served?: boolean;
+  note?: string;
 }
 
 export const ADAPTER_COLUMNS: readonly Column<ApiAdapter>[] = [
   { header: 'type', value: (a) => a.type },
   { header: 'enabled', value: (a) => a.enabled },
   { header: 'port', value: (a) => a.port },
+  { header: 'served', value: (a) => (a.served === undefined ? '' : a.served ? 'yes' : a.enabled ? 'no (not implemented)' : 'no') },
 ];
 
 interface UpdateOpts extends Partial<OutputOpts> {

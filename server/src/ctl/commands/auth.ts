@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { ApiClient, type TokenPair } from '../client.js';
 import { CONTEXT_NAME_RE, contextNameFor, selectContext } from '../contexts.js';
 import { ApiError, UsageError } from '../errors.js';
+import { passwordProblem } from '../../control/password-rules.js';
 import type { Session } from '../session.js';
 import { outputOption, withExamples, type OutputOpts } from './common.js';
 import { USER_COLUMNS, type ApiUser } from './user.js';
@@ -123,8 +124,9 @@ tokens in the context. A new password is 8 characters to 72 bytes long.`,
         let username = conn.context?.username;
         if (username === undefined) username = (await conn.client.get<ApiUser>('/auth/me')).username;
         const current = await s.prompter.secret('Current password:', 'current password');
-        const next = await s.prompter.newSecret('New password:', 'new password');
-        if (next === current) throw new UsageError('the new password must differ from the current one');
+        const next = await s.prompter.newSecret('New password:', 'new password', undefined, (p) =>
+          p === current ? 'must differ from the current one' : passwordProblem(p),
+        );
         await conn.client.post('/users/me/password', { current_password: current, new_password: next });
         if (conn.envToken || conn.contextName === undefined) {
           s.done('password changed');

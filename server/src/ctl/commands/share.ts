@@ -32,14 +32,21 @@ export interface ApiGrant {
 
 const octal = (mode: number): string => `0${mode.toString(8).padStart(3, '0')}`;
 
-export const SHARE_COLUMNS: readonly Column<ApiShare>[] = [
+/** A share as dittofsctl prints it (every format): `root_mode` in octal ("0777"), as in the config file. */
+export type ShareView = Omit<ApiShare, 'root_mode'> & { root_mode: string };
+
+export function shareView(x: ApiShare): ShareView {
+  return { ...x, root_mode: octal(x.root_mode) };
+}
+
+export const SHARE_COLUMNS: readonly Column<ShareView>[] = [
   { header: 'name', value: (x) => x.name },
   { header: 'metadata', value: (x) => x.metadata_store },
   { header: 'blocks', value: (x) => x.block_store },
   { header: 'read-only', value: (x) => x.read_only },
   { header: 'default-permission', value: (x) => x.default_permission },
   { header: 'root-squash', value: (x) => x.root_squash },
-  { header: 'root', value: (x) => `${octal(x.root_mode)} ${x.root_uid}:${x.root_gid}` },
+  { header: 'root', value: (x) => `${x.root_mode} ${x.root_uid}:${x.root_gid}` },
 ];
 
 export const GRANT_COLUMNS: readonly Column<ApiGrant>[] = [
@@ -139,7 +146,7 @@ export function registerShareCommands(program: Command, s: Session): void {
       .addOption(outputOption())
       .action(async (opts: OutputOpts, cmd: Command) => {
         const conn = await s.connect(cmd);
-        s.print(opts.output, await conn.client.get<ApiShare[]>('/shares'), SHARE_COLUMNS, 'shares');
+        s.print(opts.output, (await conn.client.get<ApiShare[]>('/shares')).map(shareView), SHARE_COLUMNS, 'shares');
       }),
     'dittofsctl share list',
     'dittofsctl share list -o json',
@@ -153,7 +160,7 @@ export function registerShareCommands(program: Command, s: Session): void {
       .addOption(outputOption())
       .action(async (name: string, opts: OutputOpts, cmd: Command) => {
         const conn = await s.connect(cmd);
-        s.print(opts.output, await conn.client.get<ApiShare>(apiPath`/shares/${normalizeShareName(name)}`), SHARE_COLUMNS);
+        s.print(opts.output, shareView(await conn.client.get<ApiShare>(apiPath`/shares/${normalizeShareName(name)}`)), SHARE_COLUMNS);
       }),
     'dittofsctl share get /export',
     'dittofsctl share get /export -o yaml',
@@ -172,7 +179,7 @@ export function registerShareCommands(program: Command, s: Session): void {
       if (body.block_store === undefined) throw new UsageError("required option '--blocks <store>' not specified");
       const conn = await s.connect(cmd);
       const created = await conn.client.post<ApiShare>('/shares', body);
-      if (opts.output !== undefined) s.print(opts.output, created, SHARE_COLUMNS);
+      if (opts.output !== undefined) s.print(opts.output, shareView(created), SHARE_COLUMNS);
       else s.done(`share "${created.name}" created`);
     });
   withExamples(
@@ -193,7 +200,7 @@ export function registerShareCommands(program: Command, s: Session): void {
       if (Object.keys(body).length === 0) throw new UsageError('nothing to change: give at least one option (see --help)');
       const conn = await s.connect(cmd);
       const updated = await conn.client.patch<ApiShare>(apiPath`/shares/${normalizeShareName(name)}`, body);
-      if (opts.output !== undefined) s.print(opts.output, updated, SHARE_COLUMNS);
+      if (opts.output !== undefined) s.print(opts.output, shareView(updated), SHARE_COLUMNS);
       else s.done(`share "${updated.name}" updated`);
     });
   withExamples(

@@ -4,6 +4,7 @@ import { ROLES, type Role } from '../../control/types.js';
 import { apiPath } from '../client.js';
 import { UsageError } from '../errors.js';
 import type { Column } from '../output.js';
+import { passwordProblem } from '../../control/password-rules.js';
 import type { Session } from '../session.js';
 import { checkAccountName, parseId, parseList } from '../validate.js';
 import { defined, outputOption, resultOutputOption, withExamples, type OutputOpts } from './common.js';
@@ -105,7 +106,12 @@ export function registerUserCommands(program: Command, s: Session): void {
       const conn = await s.connect(cmd);
       if (typeof opts.password === 'string') body.password = opts.password;
       else if (opts.password === undefined)
-        body.password = await s.prompter.newSecret(`Password for ${username}:`, 'password', '--password (or --no-password)');
+        body.password = await s.prompter.newSecret(
+          `Password for ${username}:`,
+          'password',
+          '--password (or --no-password)',
+          passwordProblem,
+        );
       const created = await conn.client.post<ApiUser>('/users', body);
       if (opts.output !== undefined) s.print(opts.output, created, USER_COLUMNS);
       else s.done(`user "${created.username}" created (uid ${created.uid}, gid ${created.gid})`);
@@ -169,7 +175,7 @@ export function registerUserCommands(program: Command, s: Session): void {
       const conn = await s.connect(cmd);
       if (typeof opts.password === 'string') body.password = opts.password;
       else if (opts.password === true)
-        body.password = await s.prompter.newSecret(`New password for ${username}:`, 'password', '--password VALUE');
+        body.password = await s.prompter.newSecret(`New password for ${username}:`, 'password', '--password VALUE', passwordProblem);
       const updated = await conn.client.patch<ApiUser>(apiPath`/users/${username}`, body);
       if (opts.output !== undefined) s.print(opts.output, updated, USER_COLUMNS);
       else s.done(`user "${updated.username}" updated`);

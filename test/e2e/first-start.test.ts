@@ -1,0 +1,262 @@
+// A new user's first start, with the built CLI as separate processes: a port in use stops the start
+// before anything is created (so the admin's one-time password is not spent on a start that
+// fails); the generated password is printed once the server listens, and works; `dittofs status`
+// and `dittofs logs` see a server started in the foreground; `dittofs backup` works while it runs; `dittofs admin reset-password`
+// refuses while it runs, checks the password's rules, and after a stop gives the admin a password
+// that works at the next start (the old one no longer does); the README's control-plane example
+// then runs as written against that server.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DITTOFS_CLI, REPO_ROOT, freePort, waitForPort } from '../helpers/server.js';
+
+const DITTOFSCTL_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofsctl.js');
+
+/** Generous: a first start creates two embedded databases, which takes minutes on a busy machine. */
+const START_MS = 300_000;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+describe('first start: port check, one-time password, status and logs, admin reset-password', { timeout: 1_200_000 }, () => {
+  let dir: string;
+  let env: Record<string, string>;
+  let apiPort: number;
+  let server: ChildProcess | undefined;
+
+  const baseEnv = (): Record<string, string> =>
+    Object.fromEntries(
+      Object.entries(process.env).filter((e): e is [string, string] => !e[0].startsWith('DITTOFS_') && e[1] !== undefined),
+    );
+
+  /** Runs `dittofs ARGS` to completion, with `input` on its standard input. */
+  function dittofs(args: string[], input?: string, extra: Record<string, string> = {}): Promise<Run> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, [DITTOFS_CLI, ...args], { cwd: REPO_ROOT, env: { ...baseEnv(), ...env, ...extra } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), START_MS);
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
+      child.stdin.end(input ?? '');
+    });
+  }
+
+  /** Runs the built `dittofsctl ARGS` with `input` on its standard input. */
+  function ctl(args: string[], input: string, extra: Record<string, string>): Promise<Run> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, [DITTOFSCTL_CLI, ...args], { cwd: REPO_ROOT, env: { ...baseEnv(), ...extra } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), START_MS);
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
+      child.stdin.end(input);
+    });
+  }
+
+  /** Starts `dittofs start` in the foreground; resolves once the API accepts connections. */
+  async function startForeground(): Promise<{ child: ChildProcess; stderr: () => string }> {
+    const child = spawn(process.execPath, [DITTOFS_CLI, 'start'], {
+      cwd: REPO_ROOT,
+      env: { ...baseEnv(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    server = child;
+    let err = '';
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    try {
+      await waitForPort(apiPort, START_MS, child);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n--- stderr ---\n${err}\n--- stdout (tail) ---\n${out.slice(-4000)}`);
+    }
+    return { child, stderr: () => err };
+  }
+
+  async function login(password: string): Promise<{ status: number; mustChange?: boolean }> {
+    const res = await fetch(`http://127.0.0.1:${apiPort}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password }),
+    });
+    const body = (await res.json()) as { must_change_password?: boolean };
+    return { status: res.status, ...(res.ok ? { mustChange: body.must_change_password } : {}) };
+  }
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-first-start-'));
+    apiPort = await freePort();
+    env = {
+      DITTOFS_DATA_DIR: path.join(dir, 'data'),
+      DITTOFS_BIND_ADDRESS: '127.0.0.1',
+      DITTOFS_NFS_PORT: String(await freePort()),
+      DITTOFS_API_PORT: String(apiPort),
+      DITTOFS_METRICS_PORT: String(await freePort()),
+      DITTOFS_SMB_ENABLED: 'false',
+      DITTOFS_LOG_LEVEL: 'info',
+      // No DITTOFS_ADMIN_INITIAL_PASSWORD: the first start generates one and prints it.
+    };
+  });
+  after(async () => {
+    if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a port in use, or two listeners on one port, stop the start before anything is created', async () => {
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(apiPort, '127.0.0.1', resolve));
+    try {
+      const r = await dittofs(['start']);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `^dittofs: failed to start: the API cannot listen on 127\\.0\\.0\\.1:${apiPort}: the address is already in use .*change server\\.api\\.port`,
+          'm',
+        ),
+      );
+      assert.doesNotMatch(r.stderr, /created user/);
+    } finally {
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+    }
+    const same = await dittofs(['start'], undefined, { DITTOFS_METRICS_PORT: String(apiPort) });
+    assert.equal(same.code, 1, same.stderr);
+    assert.match(same.stderr, new RegExp(`metrics\\.port: port ${apiPort} is also used by server\\.api\\.port`));
+    // Nothing was created: no control database (so no admin), no pid file left behind.
+    assert.equal(existsSync(path.join(dir, 'data', 'control')), false);
+    assert.equal(existsSync(path.join(dir, 'data', 'dittofs.pid')), false);
+  });
+
+  let generated = '';
+
+  it('the first start prints the generated password once it listens; status and logs see the foreground server', async () => {
+    const { stderr } = await startForeground();
+    const deadline = Date.now() + START_MS;
+    while (!/created user "admin" with password/.test(stderr()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const m = /created user "admin" with password (\S+)/.exec(stderr());
+    assert.ok(m, `no password printed; stderr:\n${stderr()}`);
+    generated = m[1]!;
+    assert.deepEqual(await login(generated), { status: 200, mustChange: true });
+
+    const status = await dittofs(['status', '-o', 'json']);
+    assert.equal(status.code, 0, status.stdout + status.stderr);
+    const s = JSON.parse(status.stdout) as { running: boolean; pid: number; ready: boolean; log_file: string };
+    assert.deepEqual([s.running, s.pid, s.ready], [true, server!.pid, true]);
+    assert.equal(s.log_file, path.join(dir, 'data', 'dittofs.log'));
+
+    const logs = await dittofs(['logs', '-n', '500']);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /"msg":"start-up: listeners up, dittofs ready in \d+\.\d s"/);
+    assert.match(logs.stdout, /"msg":"start-up: control plane opened in \d+\.\d s"/);
+    // The password is printed, never logged.
+    assert.equal(logs.stdout.includes(generated), false);
+  });
+
+  it('backup controlplane works while the server runs (asked of it through its local socket)', async () => {
+    const file = path.join(dir, 'while-running.json');
+    const b = await dittofs(['backup', 'controlplane', '--output', file]);
+    assert.equal(b.code, 0, b.stderr);
+    assert.match(b.stdout, /^backed up the control plane \(1 user, .*1 share, .*; generation \d+\) to /);
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    const doc = JSON.parse(await readFile(file, 'utf8')) as { users: { username: string; password_hash: string }[] };
+    assert.deepEqual(
+      doc.users.map((u) => u.username),
+      ['admin'],
+    );
+    assert.match(doc.users[0]!.password_hash, /^\$2[aby]\$/);
+    assert.equal((await stat(path.join(dir, 'data', 'dittofs.sock'))).mode & 0o777, 0o600);
+  });
+
+  it('admin reset-password refuses while the server runs', async () => {
+    const r = await dittofs(['admin', 'reset-password', '--password-stdin'], 'a-new-admin-password\n');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^dittofs: a server is running on this data directory \\(pid ${server!.pid}; .*stop it first`, 'm'));
+  });
+
+  it('after a stop, reset-password checks the rules, sets the password, and the next start accepts it', async () => {
+    const stop = await dittofs(['stop']);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.equal(existsSync(path.join(dir, 'data', 'dittofs.pid')), false);
+
+    const short = await dittofs(['admin', 'reset-password', '--password-stdin'], 'short\n');
+    assert.notEqual(short.code, 0);
+    assert.match(short.stderr, /^dittofs: the password must be at least 8 characters long/m);
+    const nobody = await dittofs(['admin', 'reset-password', 'nobody', '--password-stdin'], 'a-new-admin-password\n');
+    assert.equal(nobody.code, 1);
+    assert.match(nobody.stderr, /^dittofs: no user "nobody" in the control database \(users: admin \(admin\)\)/m);
+
+    const r = await dittofs(['admin', 'reset-password', '--password-stdin'], 'a-new-admin-password\n');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^password of "admin" \(admin\) reset; its tokens are revoked$/m);
+
+    const { stderr } = await startForeground();
+    assert.deepEqual(await login('a-new-admin-password'), { status: 200, mustChange: false });
+    assert.equal((await login(generated)).status, 401);
+    assert.doesNotMatch(stderr(), /created user/, 'the admin exists: no second bootstrap');
+  });
+
+  it("the README's control-plane example runs as written, every command succeeding", async () => {
+    const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('\n## Control plane\n'));
+    const block = /```bash\n([\s\S]*?)```/.exec(section)?.[1];
+    assert.ok(block, 'the Control plane section has a bash block');
+    const commands = block
+      .split('\n')
+      .map((l) => l.replace(/\s+#.*$/, '').trim())
+      .filter((l) => l !== '');
+    assert.ok(commands.length >= 10, block);
+    const home = path.join(dir, 'ctl-home');
+    // The one thing the reader changes: the server's address. Passwords come on standard input.
+    const stdinFor: Record<string, string> = {
+      login: 'a-new-admin-password\n',
+      password: 'a-new-admin-password\nreadme-admin-password\n',
+      'user create': 'alice-password-1\n',
+    };
+    for (const line of commands) {
+      assert.match(line, /^npx dittofsctl /, line);
+      const args = line
+        .replace(/^npx dittofsctl /, '')
+        .replace('http://localhost:8080', `http://127.0.0.1:${apiPort}`)
+        .split(/\s+/);
+      const key = args[0] === 'user' ? `${args[0]} ${args[1]}` : args[0]!;
+      const r = await ctl(args, stdinFor[key] ?? '', { XDG_CONFIG_HOME: home });
+      assert.equal(r.code, 0, `${line}\n${r.stdout}${r.stderr}`);
+      if (args[0] === 'adapter') assert.match(r.stdout, /\nnfs\s+true\s+\d+\s+yes\n/);
+    }
+    assert.deepEqual(await login('readme-admin-password'), { status: 200, mustChange: false });
+    const stopped = await dittofs(['stop']);
+    assert.equal(stopped.code, 0, stopped.stderr);
+  });
+
+  it('the log file of both servers: one shutdown line per stop, no duplicated keys, failed logins at info', async () => {
+    const lines = (await readFile(path.join(dir, 'data', 'dittofs.log'), 'utf8')).split('\n').filter((l) => l.startsWith('{'));
+    const msgs = lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+    // Two servers, each stopped once with SIGTERM (dittofs stop).
+    assert.equal(msgs.filter((m) => m === 'shutting down').length, 2, msgs.join('\n'));
+    assert.equal(msgs.filter((m) => m === 'shutdown complete').length, 2);
+    assert.equal(msgs.filter((m) => m.startsWith('start-up: listeners up, dittofs ready in ')).length, 2);
+    // JSON.parse keeps the last of a duplicated key: look at the text.
+    assert.equal(lines.filter((l) => /"component":"api".*"component":"api"/.test(l)).length, 0);
+    assert.ok(lines.some((l) => l.includes('"component":"api"')));
+    assert.ok(msgs.includes('login failed'), 'the refused old password is logged at info');
+    assert.ok(msgs.some((m) => m.startsWith('SMB: ')) === false, 'SMB disabled here: no warning');
+  });
+});
