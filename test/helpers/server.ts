@@ -102,9 +102,11 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
-    await waitForPort(nfsPort, 30_000, child);
+    // Generous: on a loaded machine the embedded databases alone take a minute to open; waitForPort
+    // fails at once if the process exits.
+    await waitForPort(nfsPort, 180_000, child);
     // The API listens after NFS: tests that talk to it need it up too.
-    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false') await waitForPort(apiPort, 30_000, child);
+    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false') await waitForPort(apiPort, 180_000, child);
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`${(err as Error).message}\n--- server output ---\n${out}`);

@@ -424,18 +424,19 @@ describe('resources', () => {
   it('groups and members', async () => {
     const t = await admin();
     await addUser('alice');
+    // Automatic ids: above the admin's (10000) and alice's (10001) uid and gid.
     ok(await call('POST', '/api/v1/groups', { token: t, body: { name: 'devs' } }), 201);
     assert.deepEqual(ok(await call('PUT', '/api/v1/groups/devs/members/alice', { token: t })), {
       name: 'devs',
-      gid: 10000,
+      gid: 10002,
       members: ['alice'],
     });
-    assert.deepEqual(ok(await call('GET', '/api/v1/groups/devs', { token: t })), { name: 'devs', gid: 10000, members: ['alice'] });
-    assert.deepEqual(ok(await call('GET', '/api/v1/groups', { token: t })), [{ name: 'devs', gid: 10000, members: ['alice'] }]);
+    assert.deepEqual(ok(await call('GET', '/api/v1/groups/devs', { token: t })), { name: 'devs', gid: 10002, members: ['alice'] });
+    assert.deepEqual(ok(await call('GET', '/api/v1/groups', { token: t })), [{ name: 'devs', gid: 10002, members: ['alice'] }]);
     problem(await call('PUT', '/api/v1/groups/devs/members/ghost', { token: t }), 404, /user "ghost"/);
     assert.deepEqual(ok(await call('DELETE', '/api/v1/groups/devs/members/alice', { token: t })), {
       name: 'devs',
-      gid: 10000,
+      gid: 10002,
       members: [],
     });
     problem(await call('POST', '/api/v1/groups', { token: t, body: { name: 'devs' } }), 409);
