@@ -13,7 +13,8 @@
 // - Never locks anyone out: the bootstrap `admin` user and the caller are never removed (though
 //   they may be updated if listed), the caller's own role cannot be changed here, and at least one
 //   admin always remains. A caller with role operator cannot list users with role admin or
-//   operator, or change existing ones; users with those roles are left alone by its removals.
+//   operator, or change existing ones; users with those roles are left alone by its removals. Nor
+//   can it create or change a filesystem block store (it writes to the server's file system).
 // - Users: `password` is the plain password (from a Kubernetes Secret). It is hashed again only when
 //   it differs from the stored one (checked with bcrypt, remembered per process so a reconcile loop
 //   does not pay bcrypt each time); a change revokes the user's tokens. Left out, the password is
@@ -28,6 +29,7 @@
 // - Automatic uids and gids come from one counter (above every user's uid and gid and every
 //   group's gid), and a user's primary gid may be a group's gid only if the user is a member.
 import { createHmac, randomBytes } from 'node:crypto';
+import { blockDirProblem } from '../blocks/filesystem.js';
 import { redactSecrets } from '../config/errors.js';
 import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
@@ -292,6 +294,17 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
       const config = normalizeStoreConfig(kind, unmaskStoreConfig(kind, s.config ?? {}, cur?.config, item));
       storeConfigs.set(`${kind}:${s.name}`, config);
       if (cur !== undefined && cur.type === s.type && canonicalJson(cur.config) === canonicalJson(config)) continue;
+      if (kind === 'block' && s.type === 'filesystem') {
+        // Before checkStore, which opens the store (and so creates its directory).
+        if (!callerIsAdmin)
+          throw new ControlError(
+            CONTROL_ERROR.FORBIDDEN,
+            "only an admin can create or change a filesystem block store: it writes to the server's own file system",
+            item,
+          );
+        const dirProblem = typeof config.path === 'string' ? blockDirProblem(config.path) : undefined;
+        if (dirProblem !== undefined) throw unprocessable(item, `config.path: ${dirProblem}`);
+      }
       if (opts.checkStore !== undefined) {
         try {
           await opts.checkStore(kind, s.type, config);
