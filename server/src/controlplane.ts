@@ -11,6 +11,7 @@ import { LOG_LEVELS } from './config/types.js';
 import {
   buildAccessIndex,
   ensureAdmin,
+  gidOverlapsOf,
   openControlStore,
   resolveShareAccess,
   SHARE_SETTINGS_DEFAULTS,
@@ -104,6 +105,13 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
     }
     const jwtSecret = config.server.api.jwt_secret ?? (await ensureJwtSecret(store));
     const snapshot = await store.snapshot();
+    for (const o of gidOverlapsOf(snapshot)) {
+      log.warn(
+        o,
+        `user ${JSON.stringify(o.user)}'s primary gid ${o.gid} is the gid of group ${JSON.stringify(o.group)}, which the user is not a member of: ` +
+          `NFS clients sending the user's own ids get the group's share grants; give the group another gid or add the user to it`,
+      );
+    }
     log.info(
       {
         database: db.type === 'postgres' ? 'postgres' : db.type === 'memory' ? 'memory' : dbPath,

@@ -63,7 +63,7 @@ export function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: s
     case 'memory':
       return new MemoryBlockStore();
     case 'filesystem':
-      return new FilesystemBlockStore(path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name)));
+      return new FilesystemBlockStore(path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name)), { dataDir });
     case 's3':
       if (!cfg.bucket) throw new Error(`block store ${name}: an s3 store needs a bucket`);
       return new LazyS3BlockStore({

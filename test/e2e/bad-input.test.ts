@@ -345,10 +345,10 @@ describe('bad input over raw sockets', { timeout: SUITE_TIMEOUT_MS }, () => {
   test('stale and forged file handles', { timeout: TEST_TIMEOUT_MS }, async () => {
     const c = await NfsClient.connect(srv.nfsPort, ROOT);
     try {
-      assert.equal(root.length, 20);
-      // Random 20-byte handles never resolve.
+      assert.equal(root.length, 24);
+      // Random handles never resolve.
       for (let i = 0; i < 50; i++) {
-        const { status } = await c.getattr(randomBytes(20));
+        const { status } = await c.getattr(randomBytes(i % 2 ? 24 : 20));
         assert.ok(status === NfsStat.BADHANDLE || status === NfsStat.STALE, `random handle gave ${status}`);
       }
       // Well-formed handles naming things that do not exist: STALE.
@@ -359,18 +359,21 @@ describe('bad input over raw sockets', { timeout: SUITE_TIMEOUT_MS }, () => {
       unknownInode.writeUInt32BE(0x00abcdef, 12);
       assert.equal((await c.getattr(unknownInode)).status, NfsStat.STALE, 'unknown inode id');
       const wrongGeneration = Buffer.from(root);
-      wrongGeneration.writeUInt32BE((root.readUInt32BE(16) + 1) >>> 0, 16);
+      wrongGeneration.writeUInt32BE((root.readUInt32BE(20) + 1) >>> 0, 20);
       assert.equal((await c.getattr(wrongGeneration)).status, NfsStat.STALE, 'wrong generation');
+      // A version 1 handle (before random generations) is stale, not malformed.
+      const v1 = Buffer.concat([Buffer.from([1, 1, 0, 0]), root.subarray(4, 16), words(1)]);
+      assert.equal((await c.getattr(v1)).status, NfsStat.STALE, 'version 1 handle');
 
       // Malformed handles: BADHANDLE.
       const badVersion = Buffer.from(root);
-      badVersion[0] = 2;
+      badVersion[0] = 3;
       assert.equal((await c.getattr(badVersion)).status, NfsStat.BADHANDLE, 'wrong version byte');
       const badKind = Buffer.from(root);
       badKind[1] = 9;
       assert.equal((await c.getattr(badKind)).status, NfsStat.BADHANDLE, 'wrong kind byte');
       assert.equal((await c.getattr(Buffer.alloc(0))).status, NfsStat.BADHANDLE, 'empty handle');
-      assert.equal((await c.getattr(Buffer.concat([root, Buffer.alloc(44)]))).status, NfsStat.BADHANDLE, '64-byte handle');
+      assert.equal((await c.getattr(Buffer.concat([root, Buffer.alloc(40)]))).status, NfsStat.BADHANDLE, '64-byte handle');
       assert.equal((await c.lookup(badVersion, 'hello.txt')).status, NfsStat.BADHANDLE, 'LOOKUP in a bad handle');
       assert.equal((await c.create(badVersion, 'x')).status, NfsStat.BADHANDLE, 'CREATE in a bad handle');
 

@@ -6,6 +6,9 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import jwt from 'jsonwebtoken';
 import type { LightMyRequestResponse } from 'fastify';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { pino } from 'pino';
 import type { LogLevel } from '../config/types.js';
 import { buildAccessIndex, resolveShareAccess } from '../control/access.js';
@@ -14,6 +17,7 @@ import type { ControlStore } from '../control/store.js';
 import { openTestControlStore, resetControlStore } from '../control/testing.js';
 import { SHARE_SETTINGS_DEFAULTS, type Role, type StoreKind } from '../control/types.js';
 import { notServedReason, protocolImplemented } from '../protocols.js';
+import { checkStore } from '../controlplane.js';
 import { buildApi, type ApiOptions } from './app.js';
 import type { App } from './context.js';
 import type { ApiRuntime, Readiness } from './runtime.js';
@@ -425,18 +429,19 @@ describe('resources', () => {
   it('groups and members', async () => {
     const t = await admin();
     await addUser('alice');
+    // Automatic ids: above the admin's (10000) and alice's (10001) uid and gid.
     ok(await call('POST', '/api/v1/groups', { token: t, body: { name: 'devs' } }), 201);
     assert.deepEqual(ok(await call('PUT', '/api/v1/groups/devs/members/alice', { token: t })), {
       name: 'devs',
-      gid: 10000,
+      gid: 10002,
       members: ['alice'],
     });
-    assert.deepEqual(ok(await call('GET', '/api/v1/groups/devs', { token: t })), { name: 'devs', gid: 10000, members: ['alice'] });
-    assert.deepEqual(ok(await call('GET', '/api/v1/groups', { token: t })), [{ name: 'devs', gid: 10000, members: ['alice'] }]);
+    assert.deepEqual(ok(await call('GET', '/api/v1/groups/devs', { token: t })), { name: 'devs', gid: 10002, members: ['alice'] });
+    assert.deepEqual(ok(await call('GET', '/api/v1/groups', { token: t })), [{ name: 'devs', gid: 10002, members: ['alice'] }]);
     problem(await call('PUT', '/api/v1/groups/devs/members/ghost', { token: t }), 404, /user "ghost"/);
     assert.deepEqual(ok(await call('DELETE', '/api/v1/groups/devs/members/alice', { token: t })), {
       name: 'devs',
-      gid: 10000,
+      gid: 10002,
       members: [],
     });
     problem(await call('POST', '/api/v1/groups', { token: t, body: { name: 'devs' } }), 409);
@@ -834,6 +839,90 @@ describe('bad input', () => {
     problem(await call('GET', '/api/v1/users?limit=5', { token: t }), 400, /unknown property "limit"/);
     problem(await call('DELETE', '/api/v1/users', { token: t }), 404);
     problem(await call('POST', '/api/v1/groups', { token: t, raw: JSON.stringify({ name: 'x'.repeat(2 * 1024 * 1024) }) }), 413);
+  });
+});
+
+describe('filesystem block stores', () => {
+  const fsBody = (p: string, name = 'local') => ({ name, type: 'filesystem', config: { path: p } });
+
+  it('only an admin creates one: an operator gets 403 before the store is even opened', async () => {
+    const op = await addUser('op', 'operator');
+    const before = await everything();
+    problem(
+      await call('POST', '/api/v1/stores/block', { token: op, body: fsBody('/srv/blocks') }),
+      403,
+      /only an admin can create a filesystem block store/,
+      'forbidden',
+    );
+    problem(
+      await call('PUT', '/api/v1/state', { token: op, body: { block_stores: [fsBody('/srv/blocks')] } }),
+      403,
+      /only an admin can create or change a filesystem block store/,
+    );
+    assert.deepEqual(runtime.checks, [], 'not opened: opening creates the directory');
+    assert.deepEqual(await everything(), before);
+    // Other block stores stay open to operators, and an unchanged filesystem store in a desired
+    // state (one an admin made) is no change.
+    ok(await call('POST', '/api/v1/stores/block', { token: op, body: { name: 'mem', type: 'memory', config: {} } }), 201);
+    ok(await call('POST', '/api/v1/stores/block', { token: await admin(), body: fsBody('/srv/blocks') }), 201);
+    const state = ok<{ block_stores: unknown[] }>(await call('GET', '/api/v1/state', { token: await admin() }));
+    ok(await call('PUT', '/api/v1/state', { token: op, body: { block_stores: state.block_stores } }));
+    problem(
+      await call('PUT', '/api/v1/state', { token: op, body: { block_stores: [fsBody('/srv/other')] } }),
+      403,
+      /filesystem block store/,
+    );
+  });
+
+  it('system directories and pseudo file systems are a 422 problem, for an admin too, and change nothing', async () => {
+    const t = await admin();
+    const before = await everything();
+    for (const dir of ['/', '/etc', '/usr', '/var', '/boot', '/root', '/home', '/etc/../etc/', '/proc/blocks', '/dev/shm/x']) {
+      const p = problem(
+        await call('POST', '/api/v1/stores/block', { token: t, body: fsBody(dir) }),
+        422,
+        /^body\.config\.path: \/\S* (is a system directory|is under \/(proc|dev))/,
+        'unprocessable',
+      );
+      assert.ok(p.detail.length < 200, p.detail);
+    }
+    const st = problem(
+      await call('PUT', '/api/v1/state', { token: t, body: { block_stores: [fsBody('/home', 'h')] } }),
+      422,
+      /\/home is a system directory/,
+    );
+    assert.equal(st.item, 'block_stores["h"]');
+    assert.deepEqual(runtime.checks, []);
+    assert.deepEqual(await everything(), before);
+  });
+
+  it("with the server's own check: the data directory's parents and foreign directories are refused, an empty one is claimed", async () => {
+    const tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-api-fs-'));
+    const dataDir = path.join(tmp, 'srv', 'data');
+    const real = makeApp({
+      runtime: { ...runtime, checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, dataDir, pino({ level: 'silent' })) },
+    });
+    try {
+      await real.ready();
+      const t = await admin();
+      await mkdir(path.join(tmp, 'foreign'));
+      await writeFile(path.join(tmp, 'foreign', 'notes.txt'), 'mine');
+      for (const [dir, why] of [
+        [path.join(tmp, 'srv'), /holds the data directory/],
+        [dataDir, /is the data directory/],
+        [path.join(tmp, 'foreign'), /is not empty \("notes\.txt"\) and has no \.dittofs-block-store file/],
+      ] as const) {
+        problem(await call('POST', '/api/v1/stores/block', { token: t, body: fsBody(dir), on: real }), 422, why, 'unprocessable');
+      }
+      assert.deepEqual(await readdir(path.join(tmp, 'foreign')), ['notes.txt'], 'nothing written to a refused directory');
+      assert.equal(await store.getStore('block', 'local'), undefined);
+      const mine = path.join(tmp, 'blocks');
+      ok(await call('POST', '/api/v1/stores/block', { token: t, body: fsBody(mine), on: real }), 201);
+      assert.ok((await readdir(mine)).includes('.dittofs-block-store'), 'the marker is written');
+    } finally {
+      await real.close();
+      await rm(tmp, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,10 +1,75 @@
 // The `filesystem` block engine: one file per object under a root directory. Writes go to a
 // temporary name, are fsynced, then renamed into place, so a crash never leaves a torn object.
+//
+// The directory is the store's own. open() claims it only when it is empty (a fresh volume's
+// lost+found aside) or already holds the store's marker file (MARKER), and writes the marker when
+// it claims it; a directory made by a DittoFS from before the marker, holding nothing but that
+// layout (`.tmp` and one directory per share, named by 8 hex digits), is adopted. System
+// directories, the data directory and its parents, and kernel pseudo file systems are refused.
+// Nothing is ever deleted outside the layout: at open, only the store's own temporary files
+// (16 hex digits, regular files) in `.tmp`; later, only object files under their keys.
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import {
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  stat,
+  statfs,
+  unlink,
+  writeFile,
+  type FileHandle,
+} from 'node:fs/promises';
 import path from 'node:path';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
+
+/** The marker file that says a directory is a DittoFS filesystem block store. */
+export const MARKER = '.dittofs-block-store';
+const MARKER_KIND = 'dittofs filesystem block store';
+const TMP_DIR = '.tmp';
+/** The names put() gives temporary files. */
+const TMP_NAME = /^[0-9a-f]{16}$/;
+/** Top-level directories of the layout: one per share, its key prefix (8 hex digits). */
+const SHARE_DIR = /^[0-9a-f]{8}$/;
+/** On the root of a fresh ext2/3/4 volume (a Kubernetes PVC): an empty volume still has it. */
+const LOST_FOUND = 'lost+found';
+/** Top-level names that are not objects: no key may start with them. */
+const RESERVED = new Set([MARKER, TMP_DIR, LOST_FOUND]);
+
+/** Directories that hold the system's own files: never a block store, whatever their content. */
+export const SYSTEM_DIRS: readonly string[] = Object.freeze(['/', '/etc', '/usr', '/var', '/boot', '/root', '/home']);
+const PSEUDO_FS = ['/proc', '/sys', '/dev'];
+
+const isUnder = (dir: string, parent: string): boolean => dir === parent || dir.startsWith(parent === '/' ? '/' : `${parent}/`);
+
+/**
+ * Why `dir` can never be a filesystem block store, or undefined. `dataDir` (the server's data
+ * directory): neither it nor any of its parents may be one either.
+ */
+export function blockDirProblem(dir: string, dataDir?: string): string | undefined {
+  const abs = path.resolve(dir);
+  const pseudo = PSEUDO_FS.find((p) => isUnder(abs, p));
+  if (pseudo) return `${abs} is under ${pseudo}, which cannot hold files; choose another path`;
+  if (SYSTEM_DIRS.includes(abs))
+    return `${abs} is a system directory; give the block store a directory of its own, such as /var/lib/dittofs/blocks`;
+  if (dataDir !== undefined) {
+    const data = path.resolve(dataDir);
+    if (isUnder(data, abs))
+      return `${abs} ${abs === data ? 'is' : 'holds'} the data directory ${data}; give the block store a directory of its own, such as ${path.join(data, 'blocks')}`;
+  }
+  return undefined;
+}
+
+export interface FilesystemBlockStoreOptions {
+  /** fsync objects and directories (default true). */
+  fsync?: boolean;
+  /** The server's data directory: it and its parents are refused. */
+  dataDir?: string;
+}
 
 async function syncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
@@ -28,32 +93,105 @@ async function readFully(fh: FileHandle, offset: number, target: Buffer, targetS
 
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
-const PSEUDO_FS = ['/proc', '/sys', '/dev'];
+const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
 
 export class FilesystemBlockStore implements BlockStore {
   readonly kind = 'filesystem';
   private readonly knownDirs = new Set<string>();
 
+  private readonly fsync: boolean;
+  private readonly dataDir: string | undefined;
+
   constructor(
     readonly root: string,
-    private readonly fsync = true,
-  ) {}
+    opts: FilesystemBlockStoreOptions = {},
+  ) {
+    this.fsync = opts.fsync ?? true;
+    this.dataDir = opts.dataDir;
+  }
 
   async open(): Promise<void> {
-    // Kernel pseudo file systems hold no files, and Node's recursive mkdir below /proc never
-    // returns (it spins a CPU): refuse them with a message that says what to change.
+    // Kernel pseudo file systems hold no files (and Node's recursive mkdir below /proc never
+    // returns); system directories and the data directory are not ours to fill. Checked on the
+    // path as given and, when it exists, as symlinks resolve it.
     const abs = path.resolve(this.root);
-    const pseudo = PSEUDO_FS.find((p) => abs === p || abs.startsWith(`${p}/`));
-    if (pseudo) throw new Error(`block store directory ${abs} is under ${pseudo}, which cannot hold files; choose another path`);
-    await mkdir(this.root, { recursive: true });
-    await rm(path.join(this.root, '.tmp'), { recursive: true, force: true });
-    await mkdir(path.join(this.root, '.tmp'), { recursive: true });
+    const problem = blockDirProblem(abs, this.dataDir) ?? (await this.resolvedProblem(abs));
+    if (problem) throw new Error(`block store directory ${problem}`);
+    await mkdir(abs, { recursive: true });
+    await this.claim(abs);
+    await this.cleanTmp(abs);
+  }
+
+  private async resolvedProblem(abs: string): Promise<string | undefined> {
+    const real = await realpath(abs).catch(() => abs);
+    const data = this.dataDir === undefined ? undefined : await realpath(this.dataDir).catch(() => this.dataDir);
+    if (real === abs && data === this.dataDir) return undefined;
+    const p = blockDirProblem(real, data);
+    return p === undefined ? undefined : `${abs} resolves to ${p}`;
+  }
+
+  /** Makes sure the directory is this store's: its marker, or empty, or an unmarked old layout. */
+  private async claim(abs: string): Promise<void> {
+    const entries = await readdir(abs, { withFileTypes: true });
+    if (entries.some((e) => e.name === MARKER)) {
+      const marker = path.join(abs, MARKER);
+      const st = await lstat(marker);
+      let ok = false;
+      if (st.isFile() && st.size < 4096) {
+        try {
+          ok = (JSON.parse(await readFile(marker, 'utf8')) as { kind?: unknown }).kind === MARKER_KIND;
+        } catch {
+          ok = false;
+        }
+      }
+      if (!ok) throw new Error(`block store directory ${abs}: ${MARKER} is not a DittoFS block store marker; choose an empty directory`);
+      return;
+    }
+    const foreign = entries.filter((e) => !(e.isDirectory() && (e.name === TMP_DIR || e.name === LOST_FOUND || SHARE_DIR.test(e.name))));
+    if (foreign.length > 0) {
+      const names = foreign
+        .slice(0, 3)
+        .map((e) => JSON.stringify(e.name))
+        .join(', ');
+      throw new Error(
+        `block store directory ${abs} is not empty (${names}${foreign.length > 3 ? ', ...' : ''}) and has no ${MARKER} file: ` +
+          `it is not a DittoFS block store; choose an empty directory`,
+      );
+    }
+    // Empty, or the layout of a store from before the marker: claim it.
+    const body = `${JSON.stringify({ kind: MARKER_KIND, format: 1, created: new Date().toISOString() })}\n`;
+    try {
+      await writeFile(path.join(abs, MARKER), body, { flag: 'wx', mode: 0o644 });
+    } catch (e) {
+      if (errno(e) !== 'EEXIST') throw e; // another open claimed it at the same time
+    }
+    if (this.fsync) await syncDir(abs);
+  }
+
+  /** Removes temporary files of writes a crash cut short: only the ones put() names. */
+  private async cleanTmp(abs: string): Promise<void> {
+    const tmp = path.join(abs, TMP_DIR);
+    await mkdir(tmp, { recursive: true });
+    const st = await lstat(tmp);
+    if (!st.isDirectory()) throw new Error(`block store directory ${abs}: ${TMP_DIR} is not a directory`);
+    for (const name of await readdir(tmp)) {
+      if (!TMP_NAME.test(name)) continue;
+      const p = path.join(tmp, name);
+      const f = await lstat(p).catch(() => null);
+      if (!f?.isFile()) continue;
+      try {
+        await unlink(p);
+      } catch (e) {
+        if (errno(e) !== 'ENOENT') throw e;
+      }
+    }
   }
 
   async close(): Promise<void> {}
 
   private pathOf(key: string): string {
-    if (!SAFE_KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..'))
+    const parts = key.split('/');
+    if (!SAFE_KEY.test(key) || parts.some((s) => s === '.' || s === '..') || RESERVED.has(parts[0]!))
       throw new Error(`invalid block key ${JSON.stringify(key)}`);
     return path.join(this.root, key);
   }
@@ -72,7 +210,7 @@ export class FilesystemBlockStore implements BlockStore {
       }
       this.knownDirs.add(dir);
     }
-    const tmp = path.join(this.root, '.tmp', randomBytes(8).toString('hex'));
+    const tmp = path.join(this.root, TMP_DIR, randomBytes(8).toString('hex'));
     const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
     try {
       let off = 0;
@@ -143,7 +281,7 @@ export class FilesystemBlockStore implements BlockStore {
       }
       for (const e of entries) {
         const key = rel === '' ? e.name : `${rel}/${e.name}`;
-        if (rel === '' && e.name === '.tmp') continue;
+        if (rel === '' && (e.name === TMP_DIR || e.name === MARKER || e.name === LOST_FOUND)) continue;
         if (e.isDirectory()) {
           if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) stack.push(key);
         } else if (e.isFile() && key.startsWith(prefix)) {

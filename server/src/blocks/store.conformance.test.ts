@@ -2,12 +2,13 @@
 // or DITTOFS_TEST_S3_ENDPOINT). Engine-specific behaviour (S3 errors, outages) is in <engine>.test.ts.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { startS3, type S3TestServer } from '../../../test/helpers/s3.js';
-import { FilesystemBlockStore } from './filesystem.js';
+import { FilesystemBlockStore, MARKER, SYSTEM_DIRS } from './filesystem.js';
 import { MemoryBlockStore } from './memory.js';
 import { S3BlockStore } from './s3.js';
 import type { BlockStore } from './store.js';
@@ -227,5 +228,123 @@ describe('FilesystemBlockStore: directories that cannot hold files', () => {
         return true;
       });
     }
+  });
+});
+
+describe('FilesystemBlockStore: a directory of its own', () => {
+  let tmp = '';
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-own-'));
+  });
+  after(async () => {
+    if (tmp !== '') await rm(tmp, { recursive: true, force: true });
+  });
+  let n = 0;
+  const fresh = async (): Promise<string> => {
+    const d = path.join(tmp, `d${n++}`);
+    await mkdir(d, { recursive: true });
+    return d;
+  };
+  /** Every file under `dir`, relative, sorted. */
+  const files = async (dir: string): Promise<string[]> =>
+    (await readdir(dir, { recursive: true, withFileTypes: true }))
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+      .sort();
+  const marker = (dir: string) => JSON.parse(readFileSync(path.join(dir, MARKER), 'utf8')) as { kind: string; format: number };
+
+  it('refuses system directories, the data directory and its parents, also through a symlink', async () => {
+    for (const dir of SYSTEM_DIRS) {
+      await assert.rejects(new FilesystemBlockStore(dir).open(), (e: Error) => {
+        assert.match(e.message, new RegExp(`^block store directory ${dir} is a system directory`));
+        return true;
+      });
+    }
+    const data = path.join(tmp, 'srv', 'dittofs', 'data');
+    for (const dir of [data, path.dirname(data), path.join(tmp, 'srv')]) {
+      await assert.rejects(new FilesystemBlockStore(dir, { dataDir: data }).open(), /(is|holds) the data directory/);
+    }
+    const link = path.join(tmp, 'looks-harmless');
+    await symlink('/etc', link);
+    await assert.rejects(new FilesystemBlockStore(link).open(), /looks-harmless resolves to \/etc is a system directory/);
+    assert.equal(existsSync(path.join('/etc', MARKER)), false, 'nothing written to /etc');
+    // Below the data directory is where the default stores live.
+    const below = new FilesystemBlockStore(path.join(data, 'blocks', 'default'), { dataDir: data });
+    await below.open();
+    await below.close();
+  });
+
+  it('claims an empty directory with its marker, and opens it again', async () => {
+    const dir = await fresh();
+    await mkdir(path.join(dir, 'lost+found'));
+    const s = new FilesystemBlockStore(dir);
+    await s.open();
+    assert.equal(marker(dir).kind, 'dittofs filesystem block store');
+    await s.put('0000abcd/7/0-1-00000000', Buffer.from('data'));
+    await s.close();
+    const again = new FilesystemBlockStore(dir);
+    await again.open();
+    assert.deepEqual(await again.get('0000abcd/7/0-1-00000000'), Buffer.from('data'));
+    const keys: string[] = [];
+    for await (const o of again.list('')) keys.push(o.key);
+    assert.deepEqual(keys, ['0000abcd/7/0-1-00000000'], 'the marker, .tmp and lost+found are not objects');
+    for (const key of [MARKER, '.tmp/0123456789abcdef', 'lost+found/x'])
+      await assert.rejects(again.put(key, Buffer.from('x')), /invalid block key/, key);
+  });
+
+  it('refuses a directory that holds other files, and deletes nothing in it', async () => {
+    const dir = await fresh();
+    await writeFile(path.join(dir, 'passwd'), 'root:x:0:0\n');
+    await mkdir(path.join(dir, '.tmp'));
+    await writeFile(path.join(dir, '.tmp', '0123456789abcdef'), 'not ours');
+    await writeFile(path.join(dir, '.tmp', 'notes.txt'), 'keep');
+    const before = await files(dir);
+    await assert.rejects(
+      new FilesystemBlockStore(dir).open(),
+      new RegExp(`^Error: block store directory ${dir} is not empty \\("passwd"\\) and has no ${MARKER} file`),
+    );
+    assert.deepEqual(await files(dir), before, 'nothing deleted or added');
+    // A marker that is not ours does not make it ours.
+    await writeFile(path.join(dir, MARKER), 'hello');
+    await assert.rejects(new FilesystemBlockStore(dir).open(), /is not a DittoFS block store marker/);
+    assert.equal(readFileSync(path.join(dir, '.tmp', '0123456789abcdef'), 'utf8'), 'not ours');
+  });
+
+  it('adopts a store made before the marker when it holds only that layout; removes only its own temporary files', async () => {
+    const dir = await fresh();
+    await mkdir(path.join(dir, '.tmp'));
+    await mkdir(path.join(dir, '89abcdef', '12'), { recursive: true });
+    await writeFile(path.join(dir, '89abcdef', '12', '0-3-deadbeef'), 'block');
+    await writeFile(path.join(dir, '.tmp', 'fedcba9876543210'), 'a write cut short');
+    await writeFile(path.join(dir, '.tmp', 'README'), 'someone else put this here');
+    await mkdir(path.join(dir, '.tmp', '0123456789abcdef'));
+    const s = new FilesystemBlockStore(dir);
+    await s.open();
+    assert.equal(marker(dir).format, 1);
+    assert.deepEqual(await s.get('89abcdef/12/0-3-deadbeef'), Buffer.from('block'));
+    assert.deepEqual(await files(dir), [MARKER, '.tmp/README', '89abcdef/12/0-3-deadbeef'].sort());
+    assert.ok(existsSync(path.join(dir, '.tmp', '0123456789abcdef')), 'a directory with a temporary name is not ours to delete');
+    await s.close();
+
+    // The same layout with one stranger in it is not adopted.
+    const other = await fresh();
+    await mkdir(path.join(other, '.tmp'));
+    await mkdir(path.join(other, '89abcdef'));
+    await writeFile(path.join(other, 'id_rsa'), 'secret');
+    await assert.rejects(new FilesystemBlockStore(other).open(), /not empty \("id_rsa"\)/);
+    assert.equal(existsSync(path.join(other, MARKER)), false);
+  });
+
+  it('never follows a .tmp symlink out of the store', async () => {
+    const dir = await fresh();
+    const outside = await fresh();
+    await writeFile(path.join(outside, '0123456789abcdef'), 'outside');
+    const s = new FilesystemBlockStore(dir);
+    await s.open();
+    await s.close();
+    await rm(path.join(dir, '.tmp'), { recursive: true });
+    await symlink(outside, path.join(dir, '.tmp'));
+    await assert.rejects(new FilesystemBlockStore(dir).open(), /\.tmp is not a directory/);
+    assert.equal(readFileSync(path.join(outside, '0123456789abcdef'), 'utf8'), 'outside');
   });
 });

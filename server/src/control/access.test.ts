@@ -2,7 +2,7 @@
 // get the default; unknown shares nothing.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { buildAccessIndex, resolveShareAccess, type AccessSource } from './access.js';
+import { buildAccessIndex, gidOverlapsOf, resolveShareAccess, type AccessSource } from './access.js';
 import { SHARE_SETTINGS_DEFAULTS, bestLevel, type PermissionGrant, type PermissionLevel, type ShareWithPermissions } from './types.js';
 
 function share(name: string, default_permission: PermissionLevel, permissions: PermissionGrant[]): ShareWithPermissions {
@@ -114,5 +114,23 @@ describe('resolveShareAccess', () => {
         for (const gids of gidSets) assert.equal(at(s, uid, gids), reference(s, uid, gids), `${s} uid ${uid} gids ${gids.join(',')}`);
       }
     }
+  });
+});
+
+describe('gidOverlapsOf', () => {
+  it("finds users whose own gid is a group's gid without membership (what an older DittoFS left)", () => {
+    const users = [
+      { username: 'admin', uid: 10000, gid: 10000, groups: [], role: 'admin' as const },
+      { username: 'alice', uid: 1000, gid: 2000, groups: ['devs'], role: 'user' as const },
+    ];
+    const groups = [
+      { name: 'first', gid: 10000, members: [] },
+      { name: 'devs', gid: 2000, members: ['alice'] },
+    ];
+    assert.deepEqual(gidOverlapsOf({ users, groups }), [{ user: 'admin', group: 'first', gid: 10000 }]);
+    // The leak itself: the admin's own ids get the group's grant.
+    const index = buildAccessIndex({ users, groups, shares: [share('/s', 'none', [{ group: 'first', level: 'read' }])] });
+    assert.equal(resolveShareAccess(index, '/s', { uid: 10000, gid: 10000 }), 'read');
+    assert.deepEqual(gidOverlapsOf({ users, groups: [{ name: 'first', gid: 10001, members: [] }] }), []);
   });
 });

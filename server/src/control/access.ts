@@ -76,3 +76,17 @@ export function resolveShareAccess(index: AccessIndex, share: string, cred: Acce
   if (cred.gids !== undefined) for (const gid of cred.gids) consider(index.groupByGid.get(gid));
   return best ?? s.defaultLevel;
 }
+
+/**
+ * Users whose primary gid is the gid of a group they are not a member of: a client sending such a
+ * user's own ids gets that group's grants (rule 3). The control store refuses to create these;
+ * a database from an older DittoFS, whose automatic ids overlapped, may still hold some.
+ */
+export function gidOverlapsOf(snapshot: Pick<ControlSnapshot, 'users' | 'groups'>): { user: string; group: string; gid: number }[] {
+  const out: { user: string; group: string; gid: number }[] = [];
+  for (const g of snapshot.groups) {
+    for (const u of snapshot.users)
+      if (u.gid === g.gid && !g.members.includes(u.username)) out.push({ user: u.username, group: g.name, gid: g.gid });
+  }
+  return out;
+}

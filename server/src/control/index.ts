@@ -15,7 +15,7 @@ export {
   type UserPatch,
 } from './store.js';
 export { CONTROL_MIGRATIONS, migrateControl } from './migrations.js';
-export { buildAccessIndex, resolveShareAccess, type AccessCredential, type AccessIndex } from './access.js';
+export { buildAccessIndex, gidOverlapsOf, resolveShareAccess, type AccessCredential, type AccessIndex } from './access.js';
 export {
   AUTH_ERROR,
   AuthError,

@@ -97,7 +97,8 @@ describe('applyState', () => {
         ['bob', 20000, 100, ['devs']],
       ],
     );
-    assert.equal(snap.groups[0]?.gid, 10000);
+    // One counter for uids and gids: above bob's explicit 20000 and alice's 20001.
+    assert.equal(snap.groups[0]?.gid, 20002);
     const exp = snap.shares.find((s) => s.name === '/export')!;
     assert.equal(exp.default_permission, 'read');
     assert.deepEqual(exp.permissions, [
@@ -178,6 +179,44 @@ describe('applyState', () => {
     );
     assert.deepEqual(snap.shares.find((s) => s.name === '/export')?.permissions, []);
     assert.ok(await verifyPassword('alice-password-1', (await store.getCredentials('alice'))!.password_hash!), 'no password: kept');
+  });
+
+  it("a user's primary gid may be a group's gid only if the user is a member; one id counter", async () => {
+    const r = await applyState(store, { users: [{ username: 'carol' }], groups: [{ name: 'team' }] }, ADMIN);
+    assert.equal(r.created.length, 2);
+    const snap = await store.snapshot();
+    const ids = [...snap.users.flatMap((u) => [u.uid, u.gid]), ...snap.groups.map((g) => g.gid)];
+    assert.deepEqual(ids, [10000, 10000, 10001, 10001, 10002], 'admin, carol, then the group: no overlap');
+    const before = await everything();
+    // The group takes carol's gid, carol not a member.
+    await rejectsWith(
+      applyState(store, { groups: [{ name: 'team', gid: 10001 }] }, ADMIN),
+      CONTROL_ERROR.ALREADY_EXISTS,
+      'groups["team"]',
+      /gid 10001 is the primary gid of user "carol", who is not a member of group "team"/,
+    );
+    // A new user with the group's gid, not a member.
+    await rejectsWith(
+      applyState(store, { users: [{ username: 'carol' }, { username: 'eve', gid: 10002 }] }, ADMIN),
+      CONTROL_ERROR.ALREADY_EXISTS,
+      'users["eve"]',
+      /gid 10002 is the gid of group "team", which user "eve" is not a member of/,
+    );
+    assert.deepEqual(await everything(), before, 'nothing applied');
+    // As members, both are fine.
+    const ok = await applyState(
+      store,
+      { users: [{ username: 'carol' }, { username: 'eve', gid: 10002 }], groups: [{ name: 'team', members: ['eve'] }] },
+      ADMIN,
+    );
+    assert.deepEqual(names(ok.created), ['user:eve']);
+    // Dropping eve from the group while her gid is its gid: refused.
+    await rejectsWith(
+      applyState(store, { groups: [{ name: 'team', members: [] }] }, ADMIN),
+      CONTROL_ERROR.ALREADY_EXISTS,
+      'groups["team"]',
+      /primary gid of user "eve"/,
+    );
   });
 
   it('leaves kinds whose key is absent as they are', async () => {

@@ -13,7 +13,8 @@
 // - Never locks anyone out: the bootstrap `admin` user and the caller are never removed (though
 //   they may be updated if listed), the caller's own role cannot be changed here, and at least one
 //   admin always remains. A caller with role operator cannot list users with role admin or
-//   operator, or change existing ones; users with those roles are left alone by its removals.
+//   operator, or change existing ones; users with those roles are left alone by its removals. Nor
+//   can it create or change a filesystem block store (it writes to the server's file system).
 // - Users: `password` is the plain password (from a Kubernetes Secret). It is hashed again only when
 //   it differs from the stored one (checked with bcrypt, remembered per process so a reconcile loop
 //   does not pay bcrypt each time); a change revokes the user's tokens. Left out, the password is
@@ -25,13 +26,16 @@
 // - Shares: settings left out take their defaults; `permissions` left out means no grants.
 // - Groups: `gid` left out keeps the current gid (new groups: the next free gid from 10000);
 //   `members` left out means no members.
+// - Automatic uids and gids come from one counter (above every user's uid and gid and every
+//   group's gid), and a user's primary gid may be a group's gid only if the user is a member.
 import { createHmac, randomBytes } from 'node:crypto';
+import { blockDirProblem } from '../blocks/filesystem.js';
 import { redactSecrets } from '../config/errors.js';
 import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
 import { DEFAULT_BCRYPT_COST, passwordCredentials, passwordProblem, verifyPassword, type PasswordCredentials } from './auth.js';
 import { CONTROL_ERROR, ControlError } from './errors.js';
-import type { ControlQueries, ControlStore, UserPatch } from './store.js';
+import { gidOverlapError, type ControlQueries, type ControlStore, type UserPatch } from './store.js';
 import {
   canonicalJson,
   maskStoreConfig,
@@ -261,10 +265,10 @@ function shareOf(d: DesiredShare): Share {
 }
 
 /** Ids for new items that give none: above every id in use or asked for, from FIRST_AUTO_ID up. */
-function idAllocator(inUse: Iterable<number>, what: string): () => number {
+function idAllocator(inUse: Iterable<number>): (what: 'uid' | 'gid') => number {
   let next = FIRST_AUTO_ID;
   for (const id of inUse) if (id >= next) next = id + 1;
-  return () => {
+  return (what) => {
     if (next > MAX_ID) throw new ControlError(CONTROL_ERROR.CONFLICT, `no free ${what} left above ${FIRST_AUTO_ID}: give one explicitly`);
     return next++;
   };
@@ -290,6 +294,17 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
       const config = normalizeStoreConfig(kind, unmaskStoreConfig(kind, s.config ?? {}, cur?.config, item));
       storeConfigs.set(`${kind}:${s.name}`, config);
       if (cur !== undefined && cur.type === s.type && canonicalJson(cur.config) === canonicalJson(config)) continue;
+      if (kind === 'block' && s.type === 'filesystem') {
+        // Before checkStore, which opens the store (and so creates its directory).
+        if (!callerIsAdmin)
+          throw new ControlError(
+            CONTROL_ERROR.FORBIDDEN,
+            "only an admin can create or change a filesystem block store: it writes to the server's own file system",
+            item,
+          );
+        const dirProblem = typeof config.path === 'string' ? blockDirProblem(config.path) : undefined;
+        if (dirProblem !== undefined) throw unprocessable(item, `config.path: ${dirProblem}`);
+      }
       if (opts.checkStore !== undefined) {
         try {
           await opts.checkStore(kind, s.type, config);
@@ -345,9 +360,18 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
       const finalUsers = new Set([...cur.users.keys()].filter((n) => !removedUsers.has(n)));
       for (const n of desiredUsers.keys()) finalUsers.add(n);
 
+      // Automatic ids come from one counter above every uid and gid in use or asked for (users'
+      // uids and primary gids, groups' gids), so a new user's own gid is never a group's gid.
+      const desiredGroups = new Map((desired.groups ?? []).map((g) => [g.name, g]));
+      const nextId = idAllocator([
+        ...[...cur.users.values()].flatMap((u) => [u.uid, u.gid]),
+        ...[...cur.groups.values()].map((g) => g.gid),
+        ...[...desiredUsers.values()].flatMap((u) => [u.uid, u.gid].filter((id): id is number => id !== undefined)),
+        ...[...desiredGroups.values()].flatMap((g) => (g.gid === undefined ? [] : [g.gid])),
+      ]);
+      const nextUid = (): number => nextId('uid');
+
       // uids: explicit, kept, or allocated; unique over the final set.
-      const explicitUids = [...desiredUsers.values()].flatMap((u) => (u.uid === undefined ? [] : [u.uid]));
-      const nextUid = idAllocator([...[...cur.users.values()].map((u) => u.uid), ...explicitUids], 'uid');
       const finalUid = new Map<string, number>();
       for (const name of finalUsers) {
         const du = desiredUsers.get(name);
@@ -374,14 +398,11 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
         throw new ControlError(CONTROL_ERROR.CONFLICT, 'at least one user must keep role admin', 'users');
       }
 
-      const desiredGroups = new Map((desired.groups ?? []).map((g) => [g.name, g]));
       const removeGroups = desired.groups === undefined ? [] : [...cur.groups.keys()].filter((n) => !desiredGroups.has(n));
       const finalGroups = new Set([...cur.groups.keys()].filter((n) => !removeGroups.includes(n)));
       for (const n of desiredGroups.keys()) finalGroups.add(n);
-      const explicitGids = [...desiredGroups.values()].flatMap((g) => (g.gid === undefined ? [] : [g.gid]));
-      const nextGid = idAllocator([...[...cur.groups.values()].map((g) => g.gid), ...explicitGids], 'gid');
       const finalGid = new Map<string, number>();
-      for (const name of finalGroups) finalGid.set(name, desiredGroups.get(name)?.gid ?? cur.groups.get(name)?.gid ?? nextGid());
+      for (const name of finalGroups) finalGid.set(name, desiredGroups.get(name)?.gid ?? cur.groups.get(name)?.gid ?? nextId('gid'));
       const gidOwner = new Map<number, string>();
       for (const [name, gid] of finalGid) {
         const other = gidOwner.get(gid);
@@ -403,6 +424,31 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
               `member ${JSON.stringify(m)} is not a user${removedUsers.has(m) ? ' (it is being removed)' : ''}`,
             );
         }
+      }
+
+      // No user's primary gid may be the gid of a group it is not a member of (a client sending
+      // that user's own ids would get the group's grants), unless it was so before this request.
+      const finalMembers = new Map<string, Set<string>>();
+      for (const name of finalGroups) {
+        const d = desiredGroups.get(name);
+        finalMembers.set(
+          name,
+          new Set(d !== undefined ? (d.members ?? []) : (cur.groups.get(name)?.members ?? []).filter((m) => finalUsers.has(m))),
+        );
+      }
+      for (const name of finalUsers) {
+        const existing = cur.users.get(name);
+        const gid = desiredUsers.get(name)?.gid ?? existing?.gid ?? finalUid.get(name)!;
+        const group = gidOwner.get(gid);
+        if (group === undefined || finalMembers.get(group)!.has(name)) continue;
+        const before = cur.groups.get(group);
+        if (existing?.gid === gid && before?.gid === gid && !before.members.includes(name)) continue;
+        const changed = desiredUsers.has(name) && existing?.gid !== gid ? 'user' : 'group';
+        throw gidOverlapError(
+          { user: name, group, gid },
+          changed,
+          changed === 'user' ? itemName('users', name) : itemName('groups', group),
+        );
       }
 
       const finalStores: Record<StoreKind, Set<string>> = { metadata: new Set(), block: new Set() };

@@ -135,7 +135,7 @@ function storeSuite(name: string, setup: () => Promise<{ store: ControlStore; te
       await s.createUser({ username: 'bob' });
       const devs = await s.createGroup({ name: 'devs' });
       const ops = await s.createGroup({ name: 'ops', gid: 30000 });
-      assert.equal(devs.gid, 10000);
+      assert.equal(devs.gid, 10002, "above alice's and bob's uid and gid (10000, 10001): a user's own gid is never a group's");
       assert.equal(ops.gid, 30000);
       assert.equal((await s.createGroup({ name: 'qa' })).gid, 30001);
       await rejectsWith(s.createGroup({ name: 'devs' }), CONTROL_ERROR.ALREADY_EXISTS);
@@ -153,6 +153,69 @@ function storeSuite(name: string, setup: () => Promise<{ store: ControlStore; te
       await s.deleteGroup('ops');
       assert.deepEqual((await s.getUser('bob'))!.groups, []);
       await rejectsWith(s.deleteGroup('ops'), CONTROL_ERROR.NOT_FOUND);
+    });
+
+    it('automatic ids never overlap; a primary gid may be a group gid only for its members', async () => {
+      const s = store();
+      // The bootstrap admin first, then a group: they once both got 10000.
+      const admin = await s.createUser({ username: 'admin', role: 'admin' });
+      const team = await s.createGroup({ name: 'team' });
+      const bob = await s.createUser({ username: 'bob', groups: ['team'] });
+      const carol = await s.createUser({ username: 'carol', uid: 50000 });
+      const later = await s.createGroup({ name: 'later' });
+      const ids = [admin.uid, admin.gid, team.gid, bob.uid, bob.gid, later.gid];
+      assert.deepEqual(ids, [10000, 10000, 10001, 10002, 10002, 50001], 'one counter, above every uid and gid');
+      assert.equal(carol.gid, 50000);
+
+      const before = await s.generation();
+      // A group with a user's primary gid, the user not a member: refused, nothing written.
+      await rejectsWith(
+        s.createGroup({ name: 'clash', gid: 10000 }),
+        CONTROL_ERROR.ALREADY_EXISTS,
+        /gid 10000 is the primary gid of user "admin", who is not a member of group "clash"/,
+      );
+      await rejectsWith(
+        s.mutate((q) => q.updateGroup('team', { gid: 50000 })),
+        CONTROL_ERROR.ALREADY_EXISTS,
+        /primary gid of user "carol"/,
+      );
+      // A user whose primary gid is a group's gid without being a member: refused.
+      await rejectsWith(
+        s.createUser({ username: 'eve', gid: team.gid }),
+        CONTROL_ERROR.ALREADY_EXISTS,
+        /gid 10001 is the gid of group "team", which user "eve" is not a member of/,
+      );
+      await rejectsWith(s.createUser({ username: 'eve', uid: team.gid }), CONTROL_ERROR.ALREADY_EXISTS, /group "team"/);
+      await rejectsWith(s.updateUser('carol', { gid: team.gid }), CONTROL_ERROR.ALREADY_EXISTS, /group "team"/);
+      assert.equal(await s.generation(), before, 'refused changes leave nothing');
+      assert.equal(await s.getUser('eve'), undefined);
+      assert.equal((await s.getGroup('team'))!.gid, 10001);
+      assert.equal((await s.getUser('carol'))!.gid, 50000);
+
+      // As a member it is the ordinary POSIX primary group, and allowed.
+      const dave = await s.createUser({ username: 'dave', gid: team.gid, groups: ['team'] });
+      assert.equal(dave.gid, team.gid);
+      assert.equal((await s.updateUser('carol', { gid: team.gid, groups: ['team'] })).gid, team.gid);
+      const own = await s.createGroup({ name: 'admins', gid: 10000, members: ['admin'] });
+      assert.equal(own.gid, 10000);
+      // ... and then the membership cannot go while the gid stays.
+      await rejectsWith(s.removeMember('team', 'dave'), CONTROL_ERROR.ALREADY_EXISTS, /primary gid of user "dave"/);
+      await rejectsWith(
+        s.mutate((q) => q.setMembers('admins', [])),
+        CONTROL_ERROR.ALREADY_EXISTS,
+        /primary gid of user "admin"/,
+      );
+      await rejectsWith(s.updateUser('carol', { groups: [] }), CONTROL_ERROR.ALREADY_EXISTS, /group "team"/);
+      assert.deepEqual((await s.getGroup('team'))!.members, ['bob', 'carol', 'dave']);
+      // Changing the gid first frees it.
+      await s.updateUser('dave', { gid: 70000 });
+      assert.deepEqual((await s.removeMember('team', 'dave')).members, ['bob', 'carol']);
+
+      // An overlap left by an older DittoFS (written directly here) does not block other changes.
+      await s.driver.query(`INSERT INTO groups (name, gid) VALUES ('legacy', 10002)`);
+      assert.deepEqual((await s.addMember('legacy', 'carol')).members, ['carol']);
+      assert.deepEqual((await s.mutate((q) => q.setMembers('legacy', ['admin'])), (await s.getGroup('legacy'))!.members), ['admin']);
+      assert.equal((await s.updateUser('bob', { email: 'bob@example.com' })).email, 'bob@example.com');
     });
 
     it('stores: create, read, refuse duplicates, and a store a share uses cannot be deleted', async () => {

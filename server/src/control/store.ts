@@ -71,7 +71,28 @@ export interface UserPatch {
 export type SharePatch = Partial<Omit<Share, 'name'>>;
 
 export interface IdCheckOptions {
+  /** The caller has checked the ids against the whole final state (the declarative endpoint, a restore). */
   idsChecked?: boolean;
+}
+
+interface GidOverlap {
+  user: string;
+  group: string;
+  gid: number;
+}
+
+/** The error for a user whose primary gid is the gid of a group it is not a member of. */
+export function gidOverlapError(o: GidOverlap, changed: 'user' | 'group', item?: string): ControlError {
+  const why =
+    `a client that sends user ${JSON.stringify(o.user)}'s own ids would get group ${JSON.stringify(o.group)}'s share grants; ` +
+    `choose another gid, or make the user a member of the group`;
+  return new ControlError(
+    CONTROL_ERROR.ALREADY_EXISTS,
+    changed === 'user'
+      ? `gid ${o.gid} is the gid of group ${JSON.stringify(o.group)}, which user ${JSON.stringify(o.user)} is not a member of: ${why}`
+      : `gid ${o.gid} is the primary gid of user ${JSON.stringify(o.user)}, who is not a member of group ${JSON.stringify(o.group)}: ${why}`,
+    item,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,14 +270,54 @@ export class ControlQueries {
     return toNumber(rows[0]?.n);
   }
 
-  /** The next id from FIRST_AUTO_ID up that is above every id in use in `table` (users or groups). */
-  async nextId(table: 'users' | 'groups'): Promise<number> {
-    const col = table === 'users' ? 'uid' : 'gid';
-    const { rows } = await this.tx.query(`SELECT coalesce(max(${col}), 0) AS m FROM ${table} WHERE ${col} >= $1`, [FIRST_AUTO_ID]);
+  /**
+   * The next automatic id: from FIRST_AUTO_ID up, above every id in use as a user's uid, a user's
+   * primary gid or a group's gid. One counter for both kinds, because AUTH_SYS credentials carry
+   * uids and gids side by side and a client's gid names a group (access.ts): a new user's own gid
+   * (= its uid) must never be some group's gid, or that user gets the group's grants. Ids are never
+   * reused (a deleted user's files keep its uid).
+   */
+  async nextId(what: 'uid' | 'gid'): Promise<number> {
+    const { rows } = await this.tx.query(
+      `SELECT coalesce(max(id), 0) AS m FROM (
+         SELECT uid AS id FROM users UNION ALL SELECT gid FROM users UNION ALL SELECT gid FROM groups
+       ) ids WHERE id >= $1`,
+      [FIRST_AUTO_ID],
+    );
     const m = toNumber(rows[0]?.m);
     const next = Math.max(FIRST_AUTO_ID, m + 1);
-    if (next > MAX_ID) throw new ControlError(CONTROL_ERROR.CONFLICT, `no free ${col} left above ${FIRST_AUTO_ID}: give one explicitly`);
+    if (next > MAX_ID) throw new ControlError(CONTROL_ERROR.CONFLICT, `no free ${what} left above ${FIRST_AUTO_ID}: give one explicitly`);
     return next;
+  }
+
+  /**
+   * Pairs (user, group) where the user's primary gid is the group's gid but the user is not a
+   * member: a client sending that user's own ids would get the group's grants. Scoped to one user
+   * or one group.
+   */
+  private async gidOverlaps(scope: { user: string } | { group: string }): Promise<GidOverlap[]> {
+    const { rows } = await this.tx.query(
+      `SELECT u.username, g.name AS group_name, g.gid FROM users u JOIN groups g ON g.gid = u.gid
+       WHERE ${'user' in scope ? 'u.username' : 'g.name'} = $1
+         AND NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_name = g.name AND m.username = u.username)
+       ORDER BY u.username, g.name`,
+      ['user' in scope ? scope.user : scope.group],
+    );
+    return rows.map((r) => ({ user: text(r.username, 'username'), group: text(r.group_name, 'name'), gid: toNumber(r.gid, 'gid') }));
+  }
+
+  /**
+   * Runs `change`, then refuses it (the transaction rolls back) if it made a user's primary gid the
+   * gid of a group the user is not a member of. Overlaps that were there before (a database from an
+   * older DittoFS) do not block unrelated changes.
+   */
+  private async withoutNewGidOverlap<T>(scope: { user: string } | { group: string }, change: () => Promise<T>): Promise<T> {
+    const key = (o: GidOverlap): string => `${o.user}\0${o.group}`;
+    const before = new Set((await this.gidOverlaps(scope)).map(key));
+    const result = await change();
+    const added = (await this.gidOverlaps(scope)).find((o) => !before.has(key(o)));
+    if (added !== undefined) throw gidOverlapError(added, 'user' in scope ? 'user' : 'group');
+    return result;
   }
 
   private async checkUidFree(uid: number, except?: string): Promise<void> {
@@ -291,10 +352,19 @@ export class ControlQueries {
    */
   async createUser(u: NewUser, opts: IdCheckOptions = {}): Promise<User> {
     if ((await this.getCredentials(u.username)) !== undefined) throw alreadyExists(`user ${JSON.stringify(u.username)}`);
-    const uid = u.uid ?? (await this.nextId('users'));
+    const uid = u.uid ?? (await this.nextId('uid'));
     if (opts.idsChecked !== true) await this.checkUidFree(uid);
     const groups = [...new Set(u.groups ?? [])];
     await this.requireGroups(groups);
+    const insert = async (): Promise<void> => {
+      await this.insertUser(u, uid, groups);
+    };
+    if (opts.idsChecked === true) await insert();
+    else await this.withoutNewGidOverlap({ user: u.username }, insert);
+    return this.requireUser(u.username);
+  }
+
+  private async insertUser(u: NewUser, uid: number, groups: readonly string[]): Promise<void> {
     await this.tx.query(
       `INSERT INTO users (username, uid, gid, email, role, must_change_password, password_hash, nt_hash)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
@@ -310,13 +380,19 @@ export class ControlQueries {
       ],
     );
     for (const g of groups) await this.tx.query('INSERT INTO group_members (group_name, username) VALUES ($1, $2)', [g, u.username]);
-    return this.requireUser(u.username);
   }
 
   async updateUser(username: string, p: UserPatch, opts: IdCheckOptions = {}): Promise<User> {
     await this.requireUser(username);
     if (p.uid !== undefined && opts.idsChecked !== true) await this.checkUidFree(p.uid, username);
     if (p.groups !== undefined) await this.requireGroups(p.groups);
+    const apply = (): Promise<void> => this.applyUserPatch(username, p);
+    if (opts.idsChecked === true || (p.gid === undefined && p.groups === undefined)) await apply();
+    else await this.withoutNewGidOverlap({ user: username }, apply);
+    return this.requireUser(username);
+  }
+
+  private async applyUserPatch(username: string, p: UserPatch): Promise<void> {
     const sets: string[] = [];
     const params: unknown[] = [username];
     const set = (col: string, v: unknown): void => {
@@ -340,7 +416,6 @@ export class ControlQueries {
       for (const g of new Set(p.groups))
         await this.tx.query('INSERT INTO group_members (group_name, username) VALUES ($1, $2)', [g, username]);
     }
-    return this.requireUser(username);
   }
 
   /** Deletes the user with its group memberships and share grants. */
@@ -379,25 +454,35 @@ export class ControlQueries {
 
   async createGroup(g: { name: string; gid?: number; members?: string[] }, opts: IdCheckOptions = {}): Promise<Group> {
     if ((await this.getGroup(g.name)) !== undefined) throw alreadyExists(`group ${JSON.stringify(g.name)}`);
-    const gid = g.gid ?? (await this.nextId('groups'));
+    const gid = g.gid ?? (await this.nextId('gid'));
     if (opts.idsChecked !== true) await this.checkGidFree(gid);
-    await this.tx.query('INSERT INTO groups (name, gid) VALUES ($1, $2)', [g.name, gid]);
-    if (g.members !== undefined) await this.setMembers(g.name, g.members);
+    const insert = async (): Promise<void> => {
+      await this.tx.query('INSERT INTO groups (name, gid) VALUES ($1, $2)', [g.name, gid]);
+      if (g.members !== undefined) await this.replaceMembers(g.name, g.members);
+    };
+    if (opts.idsChecked === true) await insert();
+    else await this.withoutNewGidOverlap({ group: g.name }, insert);
     return this.requireGroup(g.name);
   }
 
   async updateGroup(name: string, p: { gid?: number; members?: string[] }, opts: IdCheckOptions = {}): Promise<Group> {
     await this.requireGroup(name);
-    if (p.gid !== undefined) {
-      if (opts.idsChecked !== true) await this.checkGidFree(p.gid, name);
-      await this.tx.query('UPDATE groups SET gid = $2, updated_at = now() WHERE name = $1', [name, p.gid]);
-    }
-    if (p.members !== undefined) await this.setMembers(name, p.members);
+    if (p.gid !== undefined && opts.idsChecked !== true) await this.checkGidFree(p.gid, name);
+    const apply = async (): Promise<void> => {
+      if (p.gid !== undefined) await this.tx.query('UPDATE groups SET gid = $2, updated_at = now() WHERE name = $1', [name, p.gid]);
+      if (p.members !== undefined) await this.replaceMembers(name, p.members);
+    };
+    if (opts.idsChecked === true) await apply();
+    else await this.withoutNewGidOverlap({ group: name }, apply);
     return this.requireGroup(name);
   }
 
   /** Replaces the members of a group; the users must exist. */
   async setMembers(name: string, members: readonly string[]): Promise<void> {
+    await this.withoutNewGidOverlap({ group: name }, () => this.replaceMembers(name, members));
+  }
+
+  private async replaceMembers(name: string, members: readonly string[]): Promise<void> {
     const wanted = [...new Set(members)];
     if (wanted.length > 0) {
       const { rows } = await this.tx.query('SELECT username FROM users WHERE username = ANY($1::text[])', [wanted]);
@@ -425,7 +510,9 @@ export class ControlQueries {
   async removeMember(group: string, username: string): Promise<Group> {
     await this.requireGroup(group);
     await this.requireUser(username);
-    await this.tx.query('DELETE FROM group_members WHERE group_name = $1 AND username = $2', [group, username]);
+    await this.withoutNewGidOverlap({ group }, async () => {
+      await this.tx.query('DELETE FROM group_members WHERE group_name = $1 AND username = $2', [group, username]);
+    });
     return this.requireGroup(group);
   }
 

@@ -229,7 +229,8 @@ for (const engine of engines) {
       );
       assert.equal(f.type, FileType.REG);
       assert.equal(f.mode, 0o4755, 'mode keeps only the permission bits');
-      assert.deepEqual([f.uid, f.gid, f.size, f.nlink, f.parent, f.generation], [4_294_967_294, 12, 2 ** 40 + 3, 1, 0, 1]);
+      assert.deepEqual([f.uid, f.gid, f.size, f.nlink, f.parent], [4_294_967_294, 12, 2 ** 40 + 3, 1, 0]);
+      assert.ok(Number.isSafeInteger(f.generation) && f.generation >= 1, `generation ${f.generation}`);
       assert.deepEqual([f.atime, f.mtime, f.ctime], [T(5, 1), T(6, 999_999_999), t]);
       assert.deepEqual(f.createVerifier, Buffer.from('12345678'));
       assert.equal(f.target, null);
@@ -828,6 +829,29 @@ for (const engine of engines) {
       );
     });
 
+    it('gives every inode its own random generation', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const other = await freshRoot();
+      const made: Inode[] = [root, other];
+      for (let i = 0; i < 100; i++) made.push(await s.create(root.id, b(`g${i}`), i % 10 === 0 ? dirInit() : fileInit(), now()));
+      const gens = made.map((i) => i.generation);
+      for (const g of gens) assert.ok(Number.isSafeInteger(g) && g >= 1 && g < 2 ** 53, `generation ${g}`);
+      assert.equal(new Set(gens).size, gens.length, 'no two inodes share a generation');
+      // Spread over the whole range, not a counter: with 102 random 53-bit values, at least one
+      // is above 2^48 unless the source is broken (chance of a false alarm: about 2^-510).
+      assert.ok(
+        gens.some((g) => g > 2 ** 48),
+        `generations look small: ${gens.slice(0, 5).join(', ')}`,
+      );
+      // Stable: every read gives the same generation.
+      for (const i of made) assert.equal((await s.getInode(i.id))?.generation, i.generation);
+      // A name removed and created again is a new inode with a new generation.
+      await s.remove(root.id, b('g1'), false, now());
+      const fresh = await s.create(root.id, b('g1'), fileInit(), now());
+      assert.notEqual(fresh.generation, made[3]!.generation);
+    });
+
     it('persists across close and reopen', async (t) => {
       if (!fx?.place) {
         t.diagnostic(`${engine.name} is not persistent`);
@@ -867,6 +891,9 @@ for (const engine of engines) {
       await s.open();
       try {
         assert.deepEqual(await dump(s), before);
+        assert.equal((await s.getInode(d.id))?.generation, d.generation, 'the generation survives a reopen');
+        assert.equal((await s.getInode(f.id))?.generation, f.generation);
+        assert.equal((await s.ensureRoot(share, dirInit())).generation, root.generation);
         // Counters continue: cookies and ids are not reused after a reopen.
         const lastCookie = before.rootList.entries.at(-1)!.cookie;
         const n = await s.create(root.id, b('new'), fileInit(), T(4000, 0));
@@ -953,7 +980,7 @@ async function differential(sut: MetadataStore, shareId: number, ops: Op[]): Pro
     return c;
   };
   const canonInode = (side: (typeof sides)[number], i: Inode | null) =>
-    i === null ? null : { ...i, id: canonId(side, i.id), parent: i.parent === 0 ? 0 : canonId(side, i.parent), shareId: 0 };
+    i === null ? null : { ...i, id: canonId(side, i.id), parent: i.parent === 0 ? 0 : canonId(side, i.parent), shareId: 0, generation: 0 };
   const dirOf = (side: (typeof sides)[number], i: number) => side.dirs[i % side.dirs.length]!;
   // A name in directory `d`: mostly an existing entry (picked on the reference side, the same name
   // on both), sometimes a fresh one, so that operations hit entries rather than NOENT.

@@ -1,6 +1,7 @@
 // The `memory` metadata engine: everything in process memory, lost on exit. For tests and
 // throwaway shares. It mirrors the SQL engines' tables: inodes, dirents (ordered by cookie), blocks.
 import { VfsError } from '../vfs/errors.js';
+import { randomGeneration } from '../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../vfs/types.js';
 import { copyInode, FileType, timespecEqual } from '../vfs/types.js';
 import { unlinkCounts } from './links.js';
@@ -67,7 +68,7 @@ export class MemoryMetadataStore implements MetadataStore {
       atime: copyTs(init.atime ?? now),
       mtime: copyTs(init.mtime ?? now),
       ctime: copyTs(now),
-      generation: 1,
+      generation: randomGeneration(),
       parent: init.type === FileType.DIR ? (parent === 0 ? id : parent) : 0,
       target: init.target ? Buffer.from(init.target) : null,
       createVerifier: init.createVerifier ? Buffer.from(init.createVerifier) : null,

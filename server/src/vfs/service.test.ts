@@ -200,11 +200,29 @@ describe('file service semantics', () => {
   it('answers BADHANDLE for malformed handles and STALE for unknown shares', async () => {
     const { fs } = await setup();
     await rejects(fs.getattr(Buffer.alloc(5), root), 'BADHANDLE');
-    const forged = Buffer.alloc(20);
-    forged[0] = 1;
+    const forged = Buffer.alloc(24);
+    forged[0] = 2;
     forged[1] = 1;
     forged.writeUInt32BE(12345, 4);
     await rejects(fs.getattr(forged, root), 'STALE');
+  });
+
+  it('answers STALE for a handle whose generation is wrong, and for every version 1 handle', async () => {
+    const { fs, share, rootFh } = await setup();
+    const f = await fs.create(rootFh, n('f'), root, CreateMode.UNCHECKED, {}, null);
+    const fh = fs.handleOf(share, f.inode);
+    assert.equal((await fs.getattr(fh, root)).inode.id, f.inode.id);
+    const wrong = Buffer.from(fh);
+    wrong.writeUInt32BE((wrong.readUInt32BE(20) ^ 1) >>> 0, 20);
+    await rejects(fs.getattr(wrong, root), 'STALE');
+    // What DittoFS gave out before generations were random: share, inode, generation 1.
+    const v1 = Buffer.alloc(20);
+    v1[0] = 1;
+    v1[1] = 1;
+    v1.writeUInt32BE(share.id, 4);
+    v1.writeUInt32BE(f.inode.id, 12);
+    v1.writeUInt32BE(1, 16);
+    await rejects(fs.getattr(v1, root), 'STALE');
   });
 
   it('lets only one of two crossing directory moves succeed, so no cycle can form', async () => {

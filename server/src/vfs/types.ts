@@ -33,7 +33,7 @@ export interface Inode {
   atime: Timespec;
   mtime: Timespec;
   ctime: Timespec;
-  /** Bumped if an id could ever be reused; part of the file handle. */
+  /** Random (53 bits, crypto), set at creation and never changed; part of the file handle, so handles cannot be guessed. */
   generation: number;
   /** For directories: the parent directory's id (the root's parent is itself). 0 for others. */
   parent: number;

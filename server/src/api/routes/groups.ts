@@ -1,5 +1,7 @@
-// Groups and their members (admin or operator). A group created without `gid` gets the next free
-// one from 10000 up. Adding a member twice, or removing one that is not a member, is not an error.
+// Groups and their members (admin or operator). A group created without `gid` gets the next id
+// from 10000 up that no user's uid or gid and no group's gid uses. Adding a member twice, or
+// removing one that is not a member, is not an error; a gid that is the primary gid of a user who
+// is not a member (or removing such a member) is a 409 (see control/store.ts).
 import { type ApiContext, type App } from '../context.js';
 import { bodies, listOf, params, replies, responses } from '../schemas.js';
 

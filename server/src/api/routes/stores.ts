@@ -1,4 +1,5 @@
-// Metadata and block stores (admin or operator). A new store's settings are checked by the running
+// Metadata and block stores (admin or operator; filesystem block stores admin only, and never in
+// a system directory: see blocks/filesystem.ts). A new store's settings are checked by the running
 // server (runtime.checkStore) before anything is stored: settings that cannot work are a 422 and
 // nothing changes. Secrets are shown as ****. A store a share uses cannot be deleted (409, naming
 // the shares).
@@ -6,7 +7,8 @@ import { redactSecrets } from '../../config/errors.js';
 import { maskStoreConfig, normalizeStoreConfig, storeConfigProblem, unmaskStoreConfig } from '../../control/store-config.js';
 import type { StoreType } from '../../control/store.js';
 import type { StoreKind, StoreRecord } from '../../control/types.js';
-import { type ApiContext, type App } from '../context.js';
+import { blockDirProblem } from '../../blocks/filesystem.js';
+import { principalOf, type ApiContext, type App } from '../context.js';
 import { ApiProblem } from '../problem.js';
 import { bodies, listOf, params, replies, responses } from '../schemas.js';
 
@@ -55,6 +57,17 @@ export function storeRoutes(app: App, ctx: ApiContext): void {
         if ((await store.getStore(kind, name)) !== undefined)
           throw new ApiProblem('already-exists', `${WHAT[kind]} ${JSON.stringify(name)} already exists`);
         const cfg = normalizeStoreConfig(kind, raw);
+        if (kind === 'block' && type === 'filesystem') {
+          // It writes where it is told, as the server's user: an admin's decision. Checked before
+          // checkStore, which opens the store (and so creates its directory).
+          if (principalOf(req).role !== 'admin')
+            throw new ApiProblem(
+              'forbidden',
+              "only an admin can create a filesystem block store: it writes to the server's own file system",
+            );
+          const dirProblem = typeof cfg.path === 'string' ? blockDirProblem(cfg.path) : undefined;
+          if (dirProblem !== undefined) throw new ApiProblem('unprocessable', `body.config.path: ${dirProblem}`);
+        }
         try {
           await runtime.checkStore(kind, type, cfg);
         } catch (e) {

@@ -1,6 +1,7 @@
 // Users. Admins manage everyone; operators manage users with role `user` only and cannot give or
 // change roles. Nobody can delete themselves, and the last admin can be neither deleted nor demoted.
-// A user created without `uid` gets the next free one from 10000 up; `gid` defaults to the uid.
+// A user created without `uid` gets the next id from 10000 up that no user's uid or gid and no
+// group's gid uses; `gid` defaults to the uid.
 // Setting a password (POST, or PATCH by someone else) sets must_change_password unless the body
 // says otherwise; a new password revokes the user's tokens.
 import { passwordCredentials, passwordProblem } from '../../control/auth.js';

@@ -29,7 +29,7 @@ export function registerGroupCommands(program: Command, s: Session): void {
       .description('create a group')
       .argument('[name]', 'same as --name')
       .option('--name <name>', 'group name')
-      .option('--gid <gid>', 'numeric group id (default: the next free one from 10000)')
+      .option('--gid <gid>', 'numeric group id (default: the next one from 10000 that no user or group uses)')
       .addOption(resultOutputOption())
       .action(async (positional: string | undefined, opts: { name?: string; gid?: string } & Partial<OutputOpts>, cmd: Command) => {
         if (positional !== undefined && opts.name !== undefined && positional !== opts.name) {

@@ -54,7 +54,7 @@ interface UpdateOpts extends UserFieldOpts, Partial<OutputOpts> {
 
 function fieldOptions(cmd: Command): Command {
   return cmd
-    .option('--uid <uid>', 'numeric user id for NFS (default: the next free one from 10000)')
+    .option('--uid <uid>', 'numeric user id for NFS (default: the next one from 10000 that no user or group uses)')
     .option('--gid <gid>', 'primary group id (default: the uid)')
     .option('--email <email>', 'email address ("" to clear)')
     .option('--groups <names>', 'comma-separated groups to be a member of; they must exist ("" for none)')

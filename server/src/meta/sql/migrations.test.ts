@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { postgresForTests, type PostgresInstance } from '../../../../test/helpers/postgres.js';
-import { FileType, type NewInode } from '../../vfs/types.js';
+import { FileType, type Inode, type NewInode } from '../../vfs/types.js';
 import type { SqlDriver } from './driver.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 import { PgDriver } from './pg.js';
@@ -16,16 +16,57 @@ import { PgliteDriver, SerialQueue } from './pglite.js';
 import { SqlMetadataStore } from './store.js';
 import { dirInit } from '../../testing/inodes.js';
 
-const M2: Migration = {
-  version: 2,
+// A test migration after the real ones.
+const NEXT: Migration = {
+  version: MIGRATIONS.length + 1,
   name: 'test: an extra column',
   statements: [
     'ALTER TABLE inodes ADD COLUMN test_extra integer NOT NULL DEFAULT 7',
     'CREATE INDEX inodes_test_extra ON inodes (test_extra)',
   ],
 };
+const CUR = MIGRATIONS;
+const WITH_NEXT = [...CUR, NEXT];
+/** The schema before random generations (migration 2). */
 const V1 = MIGRATIONS.slice(0, 1);
-const V2 = [...V1, M2];
+
+/**
+ * A share as DittoFS wrote it at schema version 1 (every generation 1): a root, a directory, a file
+ * with a block and a symlink. Written in SQL, because today's code writes random generations.
+ */
+async function legacyTree(d: SqlDriver, shareId: number): Promise<{ root: number; dir: number; file: number; link: number }> {
+  const ins = async (type: number, parent: number, size: number, target: Buffer | null): Promise<number> => {
+    const { rows } = await d.query<{ id: string | number }>(
+      `INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, atime_sec, atime_nsec, mtime_sec, mtime_nsec,
+                           ctime_sec, ctime_nsec, parent, target)
+       VALUES ($1, $2, 420, 1000, 1000, $3, $4, 10, 0, 11, 0, 12, 0, $5, $6) RETURNING id`,
+      [shareId, type, size, type === FileType.DIR ? 2 : 1, parent, target],
+    );
+    return Number(rows[0]!.id);
+  };
+  const root = await ins(FileType.DIR, 0, 4096, null);
+  await d.query('UPDATE inodes SET parent = id WHERE id = $1', [root]);
+  await d.query('INSERT INTO share_roots (share_id, root) VALUES ($1, $2)', [shareId, root]);
+  const dir = await ins(FileType.DIR, root, 4096, null);
+  const file = await ins(FileType.REG, 0, 5, null);
+  const link = await ins(FileType.LNK, 0, 11, Buffer.from('/etc/secret'));
+  let cookie = 3;
+  for (const [parent, name, child] of [
+    [root, 'dir', dir],
+    [dir, 'file', file],
+    [root, 'link', link],
+  ] as const) {
+    await d.query('INSERT INTO dirents (parent, name, cookie, child) VALUES ($1, $2, $3, $4)', [
+      parent,
+      Buffer.from(name),
+      cookie++,
+      child,
+    ]);
+  }
+  await d.query('UPDATE inodes SET next_cookie = $1 WHERE id = ANY($2::bigint[])', [cookie, [root, dir]]);
+  await d.query(`INSERT INTO blocks (inode, idx, key, length, version) VALUES ($1, 0, 'k/0', 5, 1)`, [file]);
+  return { root, dir, file, link };
+}
 
 const rootInit: NewInode = dirInit({ uid: 0, gid: 0, size: 0 });
 
@@ -76,42 +117,103 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
       }
     });
 
-    it('an older store gets only the newer migrations and keeps its data', async () => {
+    it('a store from before random generations gets one per inode, keeping everything else', async () => {
       const p = await place();
       let s = p.store(V1);
       await s.open();
       assert.deepEqual(s.migration?.applied, [1]);
+      const ids = await legacyTree(s.driver, 77);
+      const gens = await s.driver.query<{ g: number }>('SELECT generation AS g FROM inodes');
+      assert.ok(gens.rows.length === 4 && gens.rows.every((r) => Number(r.g) === 1), 'version 1 wrote generation 1');
+      await s.close();
+
+      s = p.store();
+      await s.open();
+      let after: Inode[];
+      try {
+        assert.deepEqual(s.migration, { applied: CUR.slice(1).map((m) => m.version), version: CUR.length });
+        const root = await s.ensureRoot(77, rootInit);
+        assert.equal(root.id, ids.root, 'the share keeps its root');
+        const dir = await s.lookup(root.id, Buffer.from('dir'));
+        const file = dir && (await s.lookup(dir.id, Buffer.from('file')));
+        const link = await s.lookup(root.id, Buffer.from('link'));
+        assert.ok(dir && file && link);
+        assert.deepEqual([dir.id, file.id, link.id], [ids.dir, ids.file, ids.link]);
+        assert.deepEqual([file.size, file.mode, file.uid, file.mtime], [5, 0o644, 1000, { sec: 11, nsec: 0 }]);
+        assert.deepEqual(link.target, Buffer.from('/etc/secret'));
+        assert.deepEqual(await s.getBlocks(file.id, 0, 10), [{ index: 0, key: 'k/0', length: 5, version: 1 }]);
+        after = [root, dir, file, link];
+        for (const i of after)
+          assert.ok(Number.isSafeInteger(i.generation) && i.generation > 1 && i.generation < 2 ** 53, `generation ${i.generation}`);
+        assert.equal(new Set(after.map((i) => i.generation)).size, 4, 'each inode its own');
+        // New inodes get theirs from the code, not the column default; both are random.
+        const n = await s.create(root.id, Buffer.from('new'), { ...rootInit, type: FileType.REG }, { sec: 20, nsec: 0 });
+        assert.ok(n.generation > 1 && !after.some((i) => i.generation === n.generation));
+        after.push(n);
+        // The column default (for any insert that names no generation) is random too.
+        const { rows } = await s.driver.query<{ g: string | number }>(
+          `INSERT INTO inodes (share_id, type, mode, uid, gid, nlink, atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec)
+           SELECT 78, 1, 420, 0, 0, 1, 0, 0, 0, 0, 0, 0 FROM generate_series(1, 3) RETURNING generation AS g`,
+        );
+        const defaults = rows.map((r) => Number(r.g));
+        assert.ok(defaults.every((g) => g > 1 && g < 2 ** 53) && new Set(defaults).size === 3, `defaults ${defaults.join(', ')}`);
+        await assert.rejects(s.driver.query('UPDATE inodes SET generation = 0 WHERE id = $1', [n.id]), /inodes_generation_range/);
+      } finally {
+        await s.close();
+      }
+      // Persisted: a reopen runs nothing and reads the same generations.
+      s = p.store();
+      await s.open();
+      try {
+        assert.deepEqual(s.migration?.applied, []);
+        for (const i of after) assert.equal((await s.getInode(i.id))?.generation, i.generation);
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('an older store gets only the newer migrations and keeps its data', async () => {
+      const p = await place();
+      let s = p.store(CUR);
+      await s.open();
+      assert.deepEqual(
+        s.migration?.applied,
+        CUR.map((m) => m.version),
+      );
       const root = await s.ensureRoot(1, rootInit);
       const f = await s.create(root.id, Buffer.from('f'), { ...rootInit, type: FileType.REG }, { sec: 5, nsec: 6 });
       await s.close();
 
-      s = p.store(V2);
+      s = p.store(WITH_NEXT);
       await s.open();
       try {
-        assert.deepEqual(s.migration, { applied: [2], version: 2 });
+        assert.deepEqual(s.migration, { applied: [NEXT.version], version: NEXT.version });
         assert.deepEqual(await s.lookup(root.id, Buffer.from('f')), f);
         const { rows } = await s.driver.query<{ x: number }>('SELECT test_extra AS x FROM inodes WHERE id = $1', [f.id]);
         assert.equal(rows[0]?.x, 7);
         assert.deepEqual(
           (await versions(s.driver)).map((r) => r.version),
-          [1, 2],
+          WITH_NEXT.map((m) => m.version),
         );
       } finally {
         await s.close();
       }
 
       // Code that knows fewer migrations than the store has refuses it.
-      s = p.store(V1);
-      await assert.rejects(s.open(), /schema is at version 2, newer than this DittoFS supports \(1\)/);
+      s = p.store(CUR);
+      await assert.rejects(
+        s.open(),
+        new RegExp(`schema is at version ${NEXT.version}, newer than this DittoFS supports \\(${CUR.length}\\)`),
+      );
       await s.close();
     });
 
-    it('a fresh store with two migrations applies both, in one go', async () => {
+    it('a fresh store applies every migration, in one go', async () => {
       const p = await place();
-      const s = p.store(V2);
+      const s = p.store(WITH_NEXT);
       await s.open();
       try {
-        assert.deepEqual(s.migration, { applied: [1, 2], version: 2 });
+        assert.deepEqual(s.migration, { applied: WITH_NEXT.map((m) => m.version), version: NEXT.version });
       } finally {
         await s.close();
       }
@@ -120,19 +222,19 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
     it('a failing migration leaves the schema as it was', async () => {
       const p = await place();
       const bad: Migration = {
-        version: 2,
+        version: NEXT.version,
         name: 'broken',
         statements: ['ALTER TABLE inodes ADD COLUMN ok integer', 'SELECT * FROM no_such_table'],
       };
-      let s = p.store(V1);
+      let s = p.store(CUR);
       await s.open();
       await s.close();
-      s = p.store([...V1, bad]);
+      s = p.store([...CUR, bad]);
       await assert.rejects(s.open(), /no_such_table/);
-      s = p.store(V2);
+      s = p.store(WITH_NEXT);
       await s.open();
       try {
-        assert.deepEqual(s.migration?.applied, [2]);
+        assert.deepEqual(s.migration?.applied, [NEXT.version]);
         const cols = await s.driver.query("SELECT 1 FROM information_schema.columns WHERE table_name = 'inodes' AND column_name = 'ok'");
         assert.equal(cols.rows.length, 0, 'the failed migration was rolled back whole');
       } finally {

@@ -11,6 +11,9 @@ export interface Migration {
   statements: readonly string[];
 }
 
+/** A crypto-random generation in SQL, 1 to 2^53 - 1 (see migration 2). */
+const RANDOM_GENERATION_SQL = `greatest(1, ('x' || substr(translate(gen_random_uuid()::text, '-', ''), 19, 14))::bit(56)::bigint >> 3)`;
+
 /** Serializes migration runs of several processes on one database (an arbitrary constant). */
 const MIGRATION_LOCK_KEY = 0x0d1770f5;
 
@@ -68,6 +71,29 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
         share_id bigint PRIMARY KEY,
         root     bigint NOT NULL REFERENCES inodes (id)
       )`,
+    ],
+  },
+  {
+    // Handles were guessable: share id (from the public share name), sequential inode id and a
+    // generation that was always 1. Generations become 53 random bits (what a handle carries and
+    // a JavaScript number holds), new inodes get theirs from node:crypto (randomGeneration), and
+    // every existing inode gets one here from gen_random_uuid() (PostgreSQL's strong random
+    // source; PGlite's comes from node:crypto too): 14 hex digits of the UUID's random tail are
+    // 56 bits, shifted down to 53.
+    //
+    // Every handle a client holds from before the upgrade becomes STALE: clients look files up
+    // again, and a client that mounted before the upgrade mounts again. Keeping the old
+    // generation for existing inodes would spare that, but would keep every existing file (the
+    // ones worth reading) open to the handle sweep this closes; a remount once is the lesser cost.
+    version: 2,
+    name: 'random inode generations',
+    // One ALTER, so the table is rewritten once (USING is evaluated per row).
+    statements: [
+      `ALTER TABLE inodes
+         ALTER COLUMN generation DROP DEFAULT,
+         ALTER COLUMN generation TYPE bigint USING ${RANDOM_GENERATION_SQL},
+         ALTER COLUMN generation SET DEFAULT ${RANDOM_GENERATION_SQL},
+         ADD CONSTRAINT inodes_generation_range CHECK (generation BETWEEN 1 AND ${2 ** 53 - 1})`,
     ],
   },
 ]);

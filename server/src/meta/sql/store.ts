@@ -16,6 +16,7 @@
 // that is what keeps two crossing moves, in any processes, from both passing the cycle check.
 import { unlinkCounts } from '../links.js';
 import { VfsError, isVfsError } from '../../vfs/errors.js';
+import { randomGeneration } from '../../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
 import { FileType } from '../../vfs/types.js';
 import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from '../store.js';
@@ -123,7 +124,7 @@ const S = {
                                  generation, parent, target, create_verifier)
              SELECT d.share_id, $3::smallint, $4::integer, $5::bigint, $6::bigint, $7::bigint, $8::integer,
                     $9::integer, $10::integer, $11::bigint, $12::integer, $13::bigint, $14::integer,
-                    $15::bigint, $16::integer, 1, $17::bigint, $18::bytea, $19::bytea
+                    $15::bigint, $16::integer, $21::bigint, $17::bigint, $18::bytea, $19::bytea
              FROM d
              RETURNING ${COLS}
            ), e AS (
@@ -137,7 +138,7 @@ const S = {
     text: `INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
                                atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
                                generation, parent, target, create_verifier)
-           VALUES ($1, ${DIR}, $2, $3, $4, $5, 2, $6, $7, $8, $9, $10, $11, $12, $13, 1, 0, $14, $15)
+           VALUES ($1, ${DIR}, $2, $3, $4, $5, 2, $6, $7, $8, $9, $10, $11, $12, $13, $16, 0, $14, $15)
            RETURNING id`,
   },
   setRootParent: { name: 'dfs_set_root_parent', text: `UPDATE inodes SET parent = id WHERE id = $1 RETURNING ${COLS}` },
@@ -388,6 +389,7 @@ export class SqlMetadataStore implements MetadataStore {
         now.nsec,
         init.target,
         init.createVerifier,
+        randomGeneration(),
       ]);
       const id = toNumber(ins.rows[0]?.id, 'id');
       const root = await tx.query(S.setRootParent, [id]);
@@ -484,6 +486,7 @@ export class SqlMetadataStore implements MetadataStore {
       init.target,
       init.createVerifier,
       isDir ? 1 : 0,
+      randomGeneration(),
     ];
     // Not retried when the connection breaks in flight: a second run would answer EXIST.
     const ins = await mapUnique(() => this.q(S.createOne, params, { retryable: false }));
