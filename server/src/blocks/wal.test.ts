@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -124,7 +124,9 @@ describe('WAL: crash and replay', () => {
     await a.svc.write(ino, 0, Buffer.from('complete record'));
     await a.svc.commit(ino);
     const last = path.join(dir, segments(dir).at(-1)!);
-    const before = readFileSync(last).length;
+    // A segment as an older DittoFS wrote it (not preallocated): it ends with its last record.
+    const before = SEG_HEADER + REC_HEADER + 15;
+    truncateSync(last, before);
     // a record header whose data never made it: the crash interrupted the append
     const partial = readFileSync(last).subarray(SEG_HEADER, SEG_HEADER + REC_HEADER);
     appendFileSync(last, Buffer.concat([partial, Buffer.from('few')]));
@@ -134,6 +136,36 @@ describe('WAL: crash and replay', () => {
     assert.equal(readFileSync(last).length, before, 'the torn tail is cut from the segment');
     assert.equal((await b.svc.read(ino, 0, 15, 15)).toString(), 'complete record');
     await b.wal.close();
+  });
+
+  it('cuts a torn append inside a preallocated segment, and its zeros are not reported', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, Buffer.from('complete record'));
+    await a.svc.commit(ino);
+    const last = path.join(dir, segments(dir).at(-1)!);
+    const bytes = readFileSync(last);
+    assert.equal(bytes.length, 16 * BS, 'the active segment is preallocated to its full size');
+    const end = SEG_HEADER + REC_HEADER + 15;
+    // The crash interrupted the next append: its header and 3 of its 15 data bytes reached the disk.
+    bytes.subarray(SEG_HEADER, SEG_HEADER + REC_HEADER).copy(bytes, end);
+    bytes.write('few', end + REC_HEADER);
+    writeFileSync(last, bytes);
+    const b = await boot(dir, meta, store);
+    assert.equal(b.report.tornBytes, REC_HEADER + 3);
+    assert.equal(b.report.corruptRecords.length + b.report.corruptRanges.length, 0);
+    assert.equal(b.report.records, 1);
+    assert.equal(readFileSync(last).length, end, 'the torn append and the unused space are cut');
+    assert.equal((await b.svc.read(ino, 0, 15, 15)).toString(), 'complete record');
+    await b.wal.close();
+    // A segment that took no record at all (a crash right after it became active) reports nothing.
+    const c = await boot(dir, meta, store);
+    assert.equal(c.report.tornBytes, 0);
+    assert.equal(c.report.corruptRecords.length + c.report.corruptRanges.length, 0);
+    await c.wal.close();
   });
 
   it('reports a record whose data fails its CRC, never serves it, and keeps the rest', async () => {
