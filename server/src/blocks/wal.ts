@@ -266,7 +266,10 @@ interface PendingWrite {
 export interface FileWalOptions {
   /** Size limit of the log: writers wait beyond it. */
   maxBytes: number;
-  /** Segment size (default: 64 MiB, or an eighth of maxBytes if smaller, at least 1 MiB). */
+  /**
+   * Segment size (default: 16 MiB, or an eighth of maxBytes or of the volume if smaller, at least
+   * 1 MiB). Each segment is preallocated in full, so this is also what one preallocation writes.
+   */
   segmentBytes?: number;
   log?: Logger;
 }
@@ -366,6 +369,8 @@ export class FileWal implements Wal {
   private preparing: Promise<void> | null = null;
   /** Why the last attempt to allocate a segment failed; null once one succeeds. */
   private noRoomError: Error | null = null;
+  /** An append was refused for want of a segment since then: the log is not writable. */
+  private refusing = false;
   private noRoomTimer: NodeJS.Timeout | null = null;
   /** Times the volume was found full (metrics). */
   enospc = 0;
@@ -398,7 +403,7 @@ export class FileWal implements Wal {
     readonly dir: string,
     private readonly opts: FileWalOptions,
   ) {
-    this.segmentBytes = opts.segmentBytes ?? Math.max(1 << 20, Math.min(64 << 20, Math.floor(opts.maxBytes / 8)));
+    this.segmentBytes = opts.segmentBytes ?? Math.max(1 << 20, Math.min(16 << 20, Math.floor(opts.maxBytes / 8)));
   }
 
   /**
@@ -543,8 +548,9 @@ export class FileWal implements Wal {
     return this.usedBytes >= this.opts.maxBytes;
   }
 
+  /** False once an append found no room (not merely while the next segment is missing: the active one may have room). */
   get writable(): boolean {
-    return this.noRoomError === null;
+    return this.noRoomError === null || (this.active !== null && !this.refusing);
   }
 
   waitRoom(ms: number): Promise<void> {
@@ -654,6 +660,7 @@ export class FileWal implements Wal {
   private roomAgain(): void {
     if (this.noRoomTimer) clearInterval(this.noRoomTimer);
     this.noRoomTimer = null;
+    this.refusing = false;
     if (this.noRoomError !== null) {
       this.noRoomError = null;
       this.opts.log?.info({ walBytes: this.usedBytes }, 'the WAL has room again: writes resume');
@@ -680,6 +687,7 @@ export class FileWal implements Wal {
     if (a === null || a.broken || (a.size + bytes > this.segmentBytes && a.size > SEG_HEADER)) {
       a = this.roll();
       if (a === null) {
+        if (this.noRoomError !== null) this.refusing = true;
         const why = this.noRoomError
           ? `no room for a new WAL segment: ${this.noRoomError.message}`
           : 'the next WAL segment is not ready yet';
