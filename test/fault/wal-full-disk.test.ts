@@ -1,7 +1,7 @@
 // Fault: the WAL's volume fills up. Real small volumes (tmpfs mounts; the tests run as root), a
 // real server process and a real client (libnfs `nfs-cp`):
 //   - the WAL (`cache.wal_dir`) on a 48 MiB tmpfs, metadata on ordinary disk;
-//   - the whole data directory (WAL, embedded metadata, control database) on a small tmpfs.
+//   - the whole data directory (WAL, embedded metadata, control database) on a 160 MiB tmpfs.
 // In both, the block store lives on a tmpfs of its own that is first filled to the last byte, so
 // that uploads fail and the WAL's volume surely runs full while a 200 MiB copy is in progress; then
 // the filler is deleted and uploads free WAL space. The copy must complete byte for byte (writers
@@ -285,6 +285,7 @@ describe('fault: the WAL volume runs full', { timeout: 15 * 60_000 }, () => {
   });
 
   it('data directory (WAL, embedded metadata, control database) on a small tmpfs: the same', { timeout: 8 * 60_000 }, async (t) => {
+    // 160 MiB: two fresh embedded databases (control plane, metadata) take more than 64 MiB.
     await scenario(t, 'data-dir', '160m', (walVol) => {
       const dataDir = path.join(walVol, 'data');
       return { dataDir, walDir: path.join(dataDir, 'wal'), env: {} };
