@@ -183,8 +183,15 @@ function listenHttp(server: http.Server, port: number, host: string): Promise<nu
  * false (every block store `memory` and no control plane to add others later), in which case
  * nothing could be recovered anyway and dirty data stays in memory.
  */
-async function openWal(config: DittoConfig, persistent: boolean, log: Logger): Promise<{ wal: Wal; records: ReplayRecord[] }> {
-  if (!persistent) return { wal: new MemoryWal(config.cache.max_dirty_bytes), records: [] };
+interface WalOpened {
+  wal: Wal;
+  records: ReplayRecord[];
+  /** What the scan found (persistent WAL only), for the start-up line once replay is done. */
+  summary: { dir: string; segments: number; records: number; bytes: number; tornBytes: number; corrupt: number; started: number } | null;
+}
+
+async function openWal(config: DittoConfig, persistent: boolean, log: Logger): Promise<WalOpened> {
+  if (!persistent) return { wal: new MemoryWal(config.cache.max_dirty_bytes), records: [], summary: null };
   const dir = path.resolve(config.cache.wal_dir ?? path.join(config.data_dir, 'wal'));
   const started = Date.now();
   log.info({ phase: 'wal', dir }, 'start-up: reading the WAL');
@@ -199,12 +206,35 @@ async function openWal(config: DittoConfig, persistent: boolean, log: Logger): P
     corruptRanges: report.corruptRanges.length,
     ms: Date.now() - started,
   };
-  if (report.corruptRecords.length > 0 || report.corruptRanges.length > 0) {
-    log.error(summary, 'WAL has corrupt records: their bytes are not served (details logged above)');
+  const corrupt = report.corruptRecords.length + report.corruptRanges.length;
+  if (corrupt > 0) log.error(summary, 'WAL has corrupt records: their bytes are not served (details logged above)');
+  else log.info({ phase: 'wal', ...summary }, `start-up: WAL read in ${seconds(summary.ms)} (${report.records} records to replay)`);
+  return {
+    wal,
+    records,
+    summary: {
+      dir,
+      segments: report.segments,
+      records: report.records,
+      bytes: report.dataBytes,
+      tornBytes: report.tornBytes,
+      corrupt,
+      started,
+    },
+  };
+}
+
+/** The start-up line about the WAL: after a clean stop there is nothing to replay, and it says so. */
+function logWalReplayed(s: NonNullable<WalOpened['summary']>, log: Logger): void {
+  const ms = Date.now() - s.started;
+  if (s.records === 0 && s.tornBytes === 0 && s.corrupt === 0) {
+    log.info({ phase: 'wal replay', dir: s.dir, ms }, 'WAL clean, nothing to replay');
   } else {
-    log.info({ phase: 'wal', ...summary }, `start-up: WAL read in ${seconds(summary.ms)} (${report.records} records to replay)`);
+    log.info(
+      { phase: 'wal replay', dir: s.dir, segments: s.segments, records: s.records, bytes: s.bytes, tornBytes: s.tornBytes, corrupt: s.corrupt, ms },
+      `WAL replayed: ${s.records} records (${s.bytes} bytes) in ${ms} ms`,
+    );
   }
-  return { wal, records };
 }
 
 /** Hands every share its WAL records; records of a share that is not configured stop the start. */
@@ -325,21 +355,15 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     });
     cleanups.push(() => shares.close());
     cleanups.push(() => fileService.close());
-    let phaseStart = Date.now();
+    const phaseStart = Date.now();
     log.info({ phase: 'stores', shares: initial.shares.length }, 'start-up: opening the stores of every share');
     await shares.apply(initial, { strict: true });
     log.info({ phase: 'stores', ms: Date.now() - phaseStart }, `start-up: stores opened in ${seconds(Date.now() - phaseStart)}`);
 
-    phaseStart = Date.now();
     await replayWal(wal.records, shares.services(), log);
     if (wal.wal instanceof FileWal) wal.wal.tidy();
+    if (wal.summary) logWalReplayed(wal.summary, log);
     replayed = true;
-    log.info(
-      { phase: 'wal replay', records: wal.records.length, ms: Date.now() - phaseStart },
-      wal.records.length === 0
-        ? 'start-up: nothing to replay from the WAL'
-        : `start-up: WAL replayed in ${seconds(Date.now() - phaseStart)} (${wal.records.length} records)`,
-    );
     // In the background: objects a crash left unreferenced (older than 10 minutes); hourly after.
     const collect = (name: string, data: BlockService): void => {
       data.collectGarbage().catch((err: unknown) => log.warn({ err, share: name }, 'block garbage collection failed'));
@@ -440,7 +464,11 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       const runtime: ApiRuntime = {
         ready: () => {
           const checks: Record<string, ReadinessCheck> = {
-            wal: replayed ? { ok: true } : { ok: false, detail: 'replaying the WAL' },
+            wal: !replayed
+              ? { ok: false, detail: 'replaying the WAL' }
+              : wal.wal.writable
+                ? { ok: true }
+                : { ok: false, detail: 'the WAL volume is full: writes wait until uploads free space' },
             nfs: nfsListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
             ...health.checks(),
           };

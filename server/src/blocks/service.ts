@@ -9,12 +9,21 @@ import { randomBytes } from 'node:crypto';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
 import type { BlockRef, MetadataStore } from '../meta/store.js';
-import { VfsError } from '../vfs/errors.js';
+import { storageError, VfsError } from '../vfs/errors.js';
 import { BufferPools, type BufferPool } from '../wire/buffer-pool.js';
 import { BlockCache } from './cache.js';
 import type { DiskBlockCache } from './disk-cache.js';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
-import { RECORD_TRUNCATE, WAL_GONE, type ReplayRecord, type Wal, type WalAppend, type WalHolder, type WalSegment } from './wal.js';
+import {
+  RECORD_TRUNCATE,
+  WAL_GONE,
+  WAL_NO_ROOM,
+  type ReplayRecord,
+  type Wal,
+  type WalAppend,
+  type WalHolder,
+  type WalSegment,
+} from './wal.js';
 
 /** A half-open byte range [start, end) inside a block. */
 type Range = [number, number];
@@ -109,8 +118,13 @@ export interface BlockServiceOptions {
   cache: BlockCache;
   /** Upload blocks that have been dirty this long (ms). */
   idleFlushMs?: number;
-  /** How long a writer waits for WAL room before the write is refused with JUKEBOX (ms). */
+  /**
+   * How long a writer waits for WAL room before the write is refused (ms): JUKEBOX when the log is
+   * at its size limit, NOSPC when its volume is full.
+   */
   maxWriteWaitMs?: number;
+  /** At close, how long dirty data may take to upload so that the WAL is left empty (ms). */
+  closeFlushMs?: number;
   /** Garbage collection of unreferenced objects runs this often (ms; 0 = only when called). */
   gcIntervalMs?: number;
   /** Bounds the uploads in flight (share one between the services of a server); default: 16. */
@@ -130,6 +144,9 @@ export interface BlockServiceOptions {
 const MISSING = 'DITTOFS_BLOCK_MISSING';
 /** Blocks fetched ahead of a sequential read (4 x 4 MiB by default: enough to hide S3 latency). */
 const READ_AHEAD_BLOCKS = 4;
+
+/** At close, dirty data gets this long to reach the block store (the rest is replayed at the next start). */
+const CLOSE_FLUSH_MS = 15_000;
 
 /** Uploads in flight at once per server unless configured: each holds one block in memory. */
 export const DEFAULT_PARALLEL_UPLOADS = 16;
@@ -231,13 +248,8 @@ export class BlockService {
    * more: the caller may reuse its buffer (the RPC layer does, for the next WRITE's record).
    */
   async write(inodeId: number, offset: number, data: Buffer): Promise<void> {
-    if (this.wal.full) await this.relievePressure();
-    let a: WalAppend;
-    try {
-      a = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data);
-    } catch (err) {
-      throw new VfsError('IO', `could not append to the WAL: ${(err as Error).message}`);
-    }
+    // Appended before any await when there is room: appends (and the index) stay in call order.
+    const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data));
     // Without a persistent log the extents keep the bytes for good: they get their own copy.
     const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, this.wal.persistent ? data : Buffer.from(data));
     try {
@@ -246,7 +258,7 @@ export class BlockService {
       // The bytes stay indexed (from a copy in memory) so they are not lost from view, but the
       // client is told.
       for (const e of exts) if (e.mem) e.mem = Buffer.from(e.mem);
-      throw new VfsError('IO', `could not write the WAL: ${(err as Error).message}`);
+      throw storageError('could not write the WAL', err);
     }
     if (this.wal.persistent) for (const e of exts) e.mem = null;
   }
@@ -292,9 +304,50 @@ export class BlockService {
     return s.dirty;
   }
 
+  /**
+   * Appends a record, waiting first while the WAL is at its size limit or has no room for its next
+   * segment (backpressure: the oldest data is uploaded meanwhile, which frees room). Refused with
+   * JUKEBOX when the block store does not keep up in time, and with NOSPC when the WAL's volume is
+   * full and waiting cannot help: nothing left to upload, or the wait ran out.
+   */
+  private async appendWithRoom(append: () => WalAppend): Promise<WalAppend> {
+    let deadline = 0;
+    for (;;) {
+      if (this.wal.full) {
+        deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
+        await this.relievePressure(deadline);
+      }
+      try {
+        return append();
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== WAL_NO_ROOM) throw storageError('could not append to the WAL', err);
+        deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
+        await this.waitForSegment(deadline, err as Error);
+      }
+    }
+  }
+
+  /** One round of waiting for the WAL's next segment (its volume may be full). */
+  private async waitForSegment(deadline: number, why: Error): Promise<void> {
+    if (!this.wal.writable) {
+      const holders = this.wal.oldestHolders();
+      if (holders.length === 0) {
+        // Nothing in the log to upload: only space freed elsewhere on the volume can help.
+        if (!(await this.wal.makeRoom())) throw new VfsError('NOSPC', `the WAL cannot take more data: ${why.message}`);
+        return;
+      }
+      for (const h of holders) h.kick();
+    }
+    if (Date.now() >= deadline) {
+      throw this.wal.writable
+        ? new VfsError('JUKEBOX', `the WAL is not ready for more data: ${why.message}`)
+        : new VfsError('NOSPC', 'the WAL volume is full and uploads did not free space in time');
+    }
+    await this.wal.waitRoom(50);
+  }
+
   /** Writers wait while the WAL is full (backpressure) and the oldest data is stored; then JUKEBOX. */
-  private async relievePressure(): Promise<void> {
-    const deadline = Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
+  private async relievePressure(deadline: number): Promise<void> {
     while (this.wal.full) {
       if (Date.now() >= deadline) throw new VfsError('JUKEBOX', 'the WAL is full and the block store is not keeping up');
       const holders = this.wal.oldestHolders();
@@ -471,7 +524,7 @@ export class BlockService {
     try {
       await this.wal.sync();
     } catch (err) {
-      throw new VfsError('IO', `could not make the data durable: ${(err as Error).message}`);
+      throw storageError('could not make the data durable', err);
     }
   }
 
@@ -715,12 +768,12 @@ export class BlockService {
   async truncate(inodeId: number, newSize: number): Promise<void> {
     let seg: WalSegment;
     try {
-      const a = this.wal.appendTruncate(this.opts.shareId, inodeId, newSize);
+      const a = await this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, newSize));
       await a.done;
       await this.wal.sync();
       seg = a.seg;
     } catch (err) {
-      throw new VfsError('IO', `could not log the truncate in the WAL: ${(err as Error).message}`);
+      throw storageError('could not log the truncate in the WAL', err);
     }
     await this.truncateData(inodeId, newSize, seg);
   }
@@ -870,8 +923,9 @@ export class BlockService {
   }
 
   /**
-   * Stops the idle flusher and waits for uploads in flight. Dirty data stays in a persistent WAL
-   * (replayed at the next start); without one it is uploaded now.
+   * Stops the idle flusher, uploads dirty data and waits for uploads in flight. With a persistent
+   * WAL the uploads get `closeFlushMs`: what is stored lets its segments go, so that a clean stop
+   * leaves nothing to replay; what is not stays in the WAL and is replayed at the next start.
    */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -882,6 +936,19 @@ export class BlockService {
     if (!this.wal.persistent) {
       await this.flushAll();
       return;
+    }
+    if (this.files.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((r) => (timer = setTimeout(r, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS)));
+      await Promise.race([this.flushAll(), timeout]);
+      clearTimeout(timer);
+      const left = this.pendingBytes();
+      if (left > 0) {
+        this.opts.log?.warn(
+          { share: this.opts.keyPrefix, bytes: left },
+          'data not uploaded at shutdown: it stays in the WAL and is replayed at the next start',
+        );
+      }
     }
     const chains: Promise<void>[] = [];
     for (const m of this.files.values()) for (const s of m.values()) chains.push(s.chain);

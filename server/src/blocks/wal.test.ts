@@ -1,6 +1,20 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  appendFileSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -9,12 +23,16 @@ import { MemoryMetadataStore } from '../meta/memory.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
+import { VfsError } from '../vfs/errors.js';
 import { BlockService } from './service.js';
 import { FileWal, REC_HEADER, RECORD_SHARE_STORED, RECORD_WRITE, SEG_HEADER, type ReplayRecord } from './wal.js';
 
 const BS = 4096;
 const dirs: string[] = [];
+/** tmpfs mounts (see `tmpfs`): unmounted before the directories go. */
+const mounts: string[] = [];
 after(() => {
+  for (const m of mounts) execFileSync('umount', ['-l', m]);
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -32,7 +50,7 @@ async function boot(
   dir: string,
   meta: MemoryMetadataStore,
   store: MemoryBlockStore,
-  opts: { maxBytes?: number; segmentBytes?: number } = {},
+  opts: { maxBytes?: number; segmentBytes?: number; maxWriteWaitMs?: number } = {},
 ) {
   const { wal, records, report } = await FileWal.open(dir, {
     maxBytes: opts.maxBytes ?? 64 * BS,
@@ -45,7 +63,7 @@ async function boot(
     wal,
     cache: new BlockCache(16 * BS),
     idleFlushMs: 3_600_000,
-    maxWriteWaitMs: 10_000,
+    maxWriteWaitMs: opts.maxWriteWaitMs ?? 10_000,
   });
   const replayed = await svc.replay(records.filter((r: ReplayRecord) => r.share === 7));
   wal.tidy();
@@ -124,7 +142,9 @@ describe('WAL: crash and replay', () => {
     await a.svc.write(ino, 0, Buffer.from('complete record'));
     await a.svc.commit(ino);
     const last = path.join(dir, segments(dir).at(-1)!);
-    const before = readFileSync(last).length;
+    // A segment as an older DittoFS wrote it (not preallocated): it ends with its last record.
+    const before = SEG_HEADER + REC_HEADER + 15;
+    truncateSync(last, before);
     // a record header whose data never made it: the crash interrupted the append
     const partial = readFileSync(last).subarray(SEG_HEADER, SEG_HEADER + REC_HEADER);
     appendFileSync(last, Buffer.concat([partial, Buffer.from('few')]));
@@ -134,6 +154,36 @@ describe('WAL: crash and replay', () => {
     assert.equal(readFileSync(last).length, before, 'the torn tail is cut from the segment');
     assert.equal((await b.svc.read(ino, 0, 15, 15)).toString(), 'complete record');
     await b.wal.close();
+  });
+
+  it('cuts a torn append inside a preallocated segment, and its zeros are not reported', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, Buffer.from('complete record'));
+    await a.svc.commit(ino);
+    const last = path.join(dir, segments(dir).at(-1)!);
+    const bytes = readFileSync(last);
+    assert.equal(bytes.length, 16 * BS, 'the active segment is preallocated to its full size');
+    const end = SEG_HEADER + REC_HEADER + 15;
+    // The crash interrupted the next append: its header and 3 of its 15 data bytes reached the disk.
+    bytes.subarray(SEG_HEADER, SEG_HEADER + REC_HEADER).copy(bytes, end);
+    bytes.write('few', end + REC_HEADER);
+    writeFileSync(last, bytes);
+    const b = await boot(dir, meta, store);
+    assert.equal(b.report.tornBytes, REC_HEADER + 3);
+    assert.equal(b.report.corruptRecords.length + b.report.corruptRanges.length, 0);
+    assert.equal(b.report.records, 1);
+    assert.equal(readFileSync(last).length, end, 'the torn append and the unused space are cut');
+    assert.equal((await b.svc.read(ino, 0, 15, 15)).toString(), 'complete record');
+    await b.wal.close();
+    // A segment that took no record at all (a crash right after it became active) reports nothing.
+    const c = await boot(dir, meta, store);
+    assert.equal(c.report.tornBytes, 0);
+    assert.equal(c.report.corruptRecords.length + c.report.corruptRanges.length, 0);
+    await c.wal.close();
   });
 
   it('reports a record whose data fails its CRC, never serves it, and keeps the rest', async () => {
@@ -324,5 +374,150 @@ describe('WAL: share-stored marks', () => {
     );
     assert.equal(b.report.corruptRecords.length, 0);
     await b.wal.close();
+  });
+});
+
+/** A tmpfs of `size` (the tests run as root), unmounted after the file's tests. */
+function tmpfs(size: string): string {
+  const d = tmp();
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', d]);
+  mounts.push(d);
+  return d;
+}
+
+/** Takes every free byte of a volume (1 MiB writes, then 4 KiB ones); returns the filler's path. */
+function fillVolume(dir: string): string {
+  const file = path.join(dir, 'filler');
+  const fd = openSync(file, 'w');
+  try {
+    for (const size of [1 << 20, 4096]) {
+      const buf = Buffer.alloc(size, 0x55);
+      for (let i = 0; i < 100_000; i++) {
+        try {
+          writeSync(fd, buf);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+          break;
+        }
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return file;
+}
+
+const isErrno = (errno: string) => (err: unknown) => err instanceof VfsError && err.errno === errno;
+
+describe('WAL: a full volume (tmpfs)', () => {
+  it('writers wait while uploads can free space, get NOSPC when the wait runs out, and resume by themselves', async () => {
+    const vol = tmpfs('6m');
+    const dir = path.join(vol, 'wal');
+    const meta = new MemoryMetadataStore();
+    class Stalled extends MemoryBlockStore {
+      unstall!: () => void;
+      readonly gate = new Promise<void>((r) => (this.unstall = r));
+      override async put(key: string, data: Buffer): Promise<void> {
+        await this.gate;
+        return super.put(key, data);
+      }
+    }
+    const store = new Stalled();
+    const a = await boot(dir, meta, store, { maxBytes: 1 << 30, segmentBytes: 1 << 20, maxWriteWaitMs: 1500 });
+    const filler = fillVolume(vol);
+    const ino = await mkfile(meta);
+    const CH = 64 * 1024;
+    const model = randomBytes(8 << 20);
+    // Uploads are stalled: the WAL keeps every write, uses its spare, cannot allocate another.
+    let refusedAt = -1;
+    for (let off = 0; off < model.length; off += CH) {
+      try {
+        await a.svc.write(ino, off, model.subarray(off, off + CH));
+      } catch (err) {
+        assert.ok(isErrno('NOSPC')(err), `refused as NOSPC: ${String(err)}`);
+        refusedAt = off;
+        break;
+      }
+    }
+    assert.ok(refusedAt >= 1 << 20, `writes were taken until the WAL's own space ran out (refused at ${refusedAt})`);
+    assert.equal(a.wal.writable, false);
+    assert.ok(a.wal.enospc >= 1);
+    // Nothing of the refused write is in the file; no empty segment file was left behind.
+    assert.deepEqual(await a.svc.read(ino, refusedAt, CH, refusedAt + CH), Buffer.alloc(CH));
+    // (A spare being allocated right now may show up: it is removed when that fails.)
+    for (const f of segments(dir)) assert.ok(statSync(path.join(dir, f)).size > SEG_HEADER, `${f} is not empty`);
+    // Uploads resume: their segments go, the next one is allocated, writes go on by themselves
+    // (the filler stays: the WAL lives in its own space).
+    store.unstall();
+    for (let off = refusedAt; off < model.length; off += CH) await a.svc.write(ino, off, model.subarray(off, off + CH));
+    await a.svc.commit(ino);
+    await a.svc.flush(ino);
+    // Stored: the old segments go and the next one can be allocated (in the background).
+    for (let i = 0; i < 200 && !a.wal.writable; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(a.wal.writable, true);
+    assert.deepEqual(await a.svc.read(ino, 0, model.length, model.length), model);
+    rmSync(filler);
+    await a.svc.close();
+    await a.wal.close();
+    assert.deepEqual(readdirSync(dir), [], 'everything stored: a clean close leaves no segment');
+  });
+
+  it(
+    'with nothing to upload, a write on a full volume is refused at once, and taken once space is freed',
+    { timeout: 60_000 },
+    async () => {
+      const vol = tmpfs('2m');
+      const dir = path.join(vol, 'wal');
+      mkdirSync(dir);
+      const filler = fillVolume(vol);
+      const meta = new MemoryMetadataStore();
+      const store = new MemoryBlockStore();
+      // A wait would outlast the test: the refusal must not wait for uploads that cannot come.
+      const a = await boot(dir, meta, store, { segmentBytes: 256 * 1024, maxWriteWaitMs: 10 * 60_000 });
+      assert.equal(a.wal.writable, false, 'opened on a full volume: not writable, not failed');
+      const ino = await mkfile(meta);
+      await assert.rejects(a.svc.write(ino, 0, Buffer.from('no room')), isErrno('NOSPC'));
+      await assert.rejects(a.svc.truncate(ino, 10), isErrno('NOSPC'));
+      assert.deepEqual(readdirSync(dir), [], 'failed attempts leave no file behind');
+      rmSync(filler);
+      await a.svc.write(ino, 0, Buffer.from('room again'));
+      assert.equal(a.wal.writable, true);
+      await a.svc.commit(ino);
+      assert.equal((await a.svc.read(ino, 0, 10, 10)).toString(), 'room again');
+      await a.svc.close();
+      await a.wal.close();
+      const b = await boot(dir, meta, store);
+      assert.equal(b.report.records, 0, 'stored and closed cleanly: nothing to replay');
+      assert.equal((await b.svc.read(ino, 0, 10, 10)).toString(), 'room again');
+      await b.wal.close();
+    },
+  );
+});
+
+describe('WAL: clean close', () => {
+  it('deletes every segment once the data is stored, so the next open replays nothing; unstored data stays', async () => {
+    const dir = tmp();
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, Buffer.from('stored at close'));
+    await a.svc.commit(ino);
+    await a.svc.close(); // uploads what is dirty
+    await a.wal.close();
+    assert.deepEqual(readdirSync(dir), []);
+    const b = await boot(dir, meta, store);
+    assert.equal(b.report.records, 0);
+    assert.equal((await b.svc.read(ino, 0, 15, 15)).toString(), 'stored at close');
+    // Without the block service's close (a crash of the uploads, or a store that is down), the
+    // record stays for the next start.
+    await b.svc.write(ino, 0, Buffer.from('kept in the WAL'));
+    await b.svc.commit(ino);
+    await b.wal.close();
+    const c = await boot(dir, meta, store);
+    assert.equal(c.report.records, 1);
+    assert.equal((await c.svc.read(ino, 0, 15, 15)).toString(), 'kept in the WAL');
+    await c.svc.close();
+    await c.wal.close();
   });
 });

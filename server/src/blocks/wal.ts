@@ -8,7 +8,15 @@
 // group commit (one fdatasync per touched segment covers every append issued before it was called).
 // A segment is deleted only when it is not the active one, no dirty block version still holds data
 // in it, and every older segment is gone: the log on disk is always a suffix of history, which is
-// what makes replay in log order correct.
+// what makes replay in log order correct. A clean close deletes the active segment too when nothing
+// holds data in the log, so that the next start has nothing to replay.
+//
+// Disk space: the next segment (the "spare", `wal-<id>.spare`) is written full of zeros and synced
+// in the background while the active one fills, and renamed into place when the active one is full.
+// An append therefore only ever overwrites space that is already allocated: on a full volume it is
+// refused before anything is written (WAL_NO_ROOM, `writable` false), never half-appended, and no
+// empty segment file is left behind. Once uploads let segments go, the spare is allocated again and
+// writes resume by themselves.
 //
 // Segment file: 24-byte header (magic "DITTOWAL", u32 format version, u32 reserved, u64 segment id),
 // then records. Record: 40-byte header then `length` data bytes:
@@ -20,6 +28,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
+import { isNoSpace } from '../vfs/errors.js';
 
 export const RECORD_WRITE = 1;
 export const RECORD_TRUNCATE = 2;
@@ -66,7 +75,14 @@ const writev = promisify(fsc.writev);
 const pread = promisify(fsc.read);
 const fdatasync = promisify(fsc.fdatasync);
 const fclose = promisify(fsc.close);
+const fopen = promisify(fsc.open);
 const ftruncate = promisify(fsc.ftruncate);
+
+/** Zeros that preallocate segments (shared, never written into). */
+let zeroChunk: Buffer | null = null;
+const ZERO_CHUNK = 1 << 20;
+/** Chunks per writev while preallocating (16 MiB per call). */
+const ZERO_IOVECS = 16;
 
 export interface WalAppend {
   seg: WalSegment;
@@ -103,6 +119,12 @@ export interface ReplayReport {
 /** Thrown by `read` when a segment was retired meanwhile: the data is in the block store now. */
 export const WAL_GONE = 'DITTOFS_WAL_GONE';
 
+/**
+ * Thrown (synchronously, nothing appended) by an append that needs a new segment when none is
+ * ready: the volume is full (`writable` is false then) or the next segment is still being prepared.
+ */
+export const WAL_NO_ROOM = 'DITTOFS_WAL_NO_ROOM';
+
 export interface Wal {
   /** False for the memory WAL: its data lives only in the extents' buffers. */
   readonly persistent: boolean;
@@ -118,8 +140,20 @@ export interface Wal {
   sync(): Promise<void>;
   /** True while the log is at its size limit: writers wait. */
   readonly full: boolean;
-  /** Resolves when there is room again, or after `ms`. */
+  /**
+   * False while the log cannot take a record beyond its active segment because its volume is full
+   * (or a new segment cannot be created): readiness and metrics report it.
+   */
+  readonly writable: boolean;
+  /** Times the log's volume was found full (ENOSPC / EDQUOT), for metrics. */
+  readonly enospc: number;
+  /** Resolves when there is room again (or a new segment is ready), or after `ms`. */
   waitRoom(ms: number): Promise<void>;
+  /**
+   * Tries at once to get room for a new segment (after space was freed elsewhere); resolves true
+   * when the log can take records again.
+   */
+  makeRoom(): Promise<boolean>;
   /** Holders of the oldest data: storing them is what frees room. */
   oldestHolders(): WalHolder[];
   /** Bytes the log holds (for metrics and tests). */
@@ -152,6 +186,8 @@ class RoomWaiters {
  */
 export class MemoryWal implements Wal {
   readonly persistent = false;
+  readonly writable = true;
+  readonly enospc = 0;
   usedBytes = 0;
   private nextId = 1;
   private readonly room = new RoomWaiters();
@@ -205,6 +241,10 @@ export class MemoryWal implements Wal {
     return this.full ? this.room.wait(ms) : Promise.resolve();
   }
 
+  makeRoom(): Promise<boolean> {
+    return Promise.resolve(true);
+  }
+
   oldestHolders(): WalHolder[] {
     return [];
   }
@@ -226,13 +266,35 @@ interface PendingWrite {
 export interface FileWalOptions {
   /** Size limit of the log: writers wait beyond it. */
   maxBytes: number;
-  /** Segment size (default: 64 MiB, or an eighth of maxBytes if smaller, at least 1 MiB). */
+  /**
+   * Segment size (default: 16 MiB, or an eighth of maxBytes or of the volume if smaller, at least
+   * 1 MiB). Each segment is preallocated in full, so this is also what one preallocation writes.
+   */
   segmentBytes?: number;
   log?: Logger;
 }
 
 const segName = (id: number): string => `wal-${String(id).padStart(16, '0')}.log`;
 const SEG_RE = /^wal-(\d{16})\.log$/;
+/** The preallocated next segment, renamed to its `.log` name when it becomes the active one. */
+const spareName = (id: number): string => `wal-${String(id).padStart(16, '0')}.spare`;
+const SPARE_RE = /^wal-\d{16}\.spare$/;
+/** While the volume is full, allocating the next segment is tried again this often (ms). */
+const NO_SPACE_RETRY_MS = 1000;
+
+/** Index just past the last non-zero byte of `buf` at or after `from` (`from` when all are zero). */
+function nonZeroEnd(buf: Buffer, from: number): number {
+  const zeros = (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
+  let end = buf.length;
+  // Whole chunks first (a compare in native code): a preallocated segment is mostly zeros.
+  while (end - from >= 4096) {
+    const n = Math.min(ZERO_CHUNK, end - from);
+    if (!buf.subarray(end - n, end).equals(zeros.subarray(0, n))) break;
+    end -= n;
+  }
+  while (end > from && buf[end - 1] === 0) end--;
+  return end;
+}
 
 function segHeader(id: number): Buffer {
   const b = Buffer.alloc(SEG_HEADER);
@@ -300,9 +362,20 @@ function resync(buf: Buffer, from: number): number {
 export class FileWal implements Wal {
   readonly persistent = true;
   private readonly segments: WalSegment[] = [];
-  private active!: WalSegment;
+  /** Where appends go; null while no segment could be allocated (a full volume). */
+  private active: WalSegment | null = null;
+  /** The next segment, preallocated and synced; null until it is ready. */
+  private spare: WalSegment | null = null;
+  private preparing: Promise<void> | null = null;
+  /** Why the last attempt to allocate a segment failed; null once one succeeds. */
+  private noRoomError: Error | null = null;
+  /** An append was refused for want of a segment since then: the log is not writable. */
+  private refusing = false;
+  private noRoomTimer: NodeJS.Timeout | null = null;
+  /** Times the volume was found full (metrics). */
+  enospc = 0;
   private nextId = 1;
-  private readonly segmentBytes: number;
+  private segmentBytes: number;
   private readonly queue: PendingWrite[] = [];
   private writing = false;
   /** Woken after every batch written: sync() waits on it for its appends. */
@@ -316,7 +389,7 @@ export class FileWal implements Wal {
   /** fsync rounds so far (one round covers every append issued before it). */
   syncs = 0;
   private dirDirty = false;
-  private retiring = false;
+  private retiring: Promise<void> | null = null;
   private retireAgain = false;
   /**
    * False until the caller has replayed the records `open` returned and said so (`tidy`): until
@@ -330,7 +403,7 @@ export class FileWal implements Wal {
     readonly dir: string,
     private readonly opts: FileWalOptions,
   ) {
-    this.segmentBytes = opts.segmentBytes ?? Math.max(1 << 20, Math.min(64 << 20, Math.floor(opts.maxBytes / 8)));
+    this.segmentBytes = opts.segmentBytes ?? Math.max(1 << 20, Math.min(16 << 20, Math.floor(opts.maxBytes / 8)));
   }
 
   /**
@@ -341,7 +414,11 @@ export class FileWal implements Wal {
   static async open(dir: string, opts: FileWalOptions): Promise<{ wal: FileWal; records: ReplayRecord[]; report: ReplayReport }> {
     const wal = new FileWal(dir, opts);
     await fs.mkdir(dir, { recursive: true });
-    const ids = (await fs.readdir(dir))
+    await wal.fitVolume();
+    const names = await fs.readdir(dir);
+    // A spare segment never took a record: one a crash left behind is just space.
+    for (const n of names) if (SPARE_RE.test(n)) await fs.rm(path.join(dir, n), { force: true });
+    const ids = names
       .map((n) => SEG_RE.exec(n))
       .filter((m): m is RegExpExecArray => m !== null)
       .map((m) => Number(m[1]))
@@ -377,6 +454,8 @@ export class FileWal implements Wal {
       while (at < buf.length) {
         const h = parseHeader(buf, at);
         if (!h || at + REC_HEADER + h.length > buf.length) {
+          // Preallocated space past the last record: zeros, nothing was ever written there.
+          if (nonZeroEnd(buf, at) === at) break;
           const next = resync(buf, at + 1);
           if (next < 0) break; // the rest is a torn tail
           report.corruptRanges.push({ segment: id, from: at, to: next });
@@ -385,9 +464,14 @@ export class FileWal implements Wal {
           continue;
         }
         const dataAt = at + REC_HEADER;
-        at = dataAt + h.length;
-        validEnd = at;
-        if (h.length > 0 && crc32c(buf.subarray(dataAt, dataAt + h.length)) !== h.dataCrc) {
+        const end = dataAt + h.length;
+        const intact = h.length === 0 || crc32c(buf.subarray(dataAt, end)) === h.dataCrc;
+        // The last record of a preallocated segment, with only zeros after it: an append the crash
+        // interrupted (part of its data never reached the disk), cut like any torn tail.
+        if (!intact && end < buf.length && nonZeroEnd(buf, end) === end) break;
+        at = end;
+        validEnd = end;
+        if (!intact) {
           const bad = { segment: id, pos: dataAt, share: h.share, inode: h.inode, offset: h.offset, length: h.length };
           report.corruptRecords.push(bad);
           opts.log?.error({ ...bad, file }, 'WAL record failed its CRC: its bytes are not served; the file keeps its older content there');
@@ -397,9 +481,13 @@ export class FileWal implements Wal {
         report.records++;
         report.dataBytes += h.length;
       }
+      const torn = nonZeroEnd(buf, validEnd) - validEnd;
+      if (torn > 0) {
+        report.tornBytes += torn;
+        opts.log?.warn({ segment: file, bytes: torn }, 'WAL segment ends in an interrupted write: cut');
+      }
       if (validEnd < buf.length) {
-        report.tornBytes += buf.length - validEnd;
-        opts.log?.warn({ segment: file, bytes: buf.length - validEnd }, 'WAL segment ends in an interrupted write: cut');
+        // The torn tail and the unused preallocated space: this segment takes no more records.
         await ftruncate(fd, validEnd);
         await fdatasync(fd);
       }
@@ -407,9 +495,37 @@ export class FileWal implements Wal {
       wal.segments.push(seg);
       report.segments++;
     }
+    await wal.prepareSpare();
+    // A full volume is not fatal (writers wait until uploads free space); anything else is.
+    if (wal.noRoomError && !isNoSpace(wal.noRoomError)) {
+      await wal.close();
+      throw wal.noRoomError;
+    }
     wal.roll();
     await wal.syncDir();
     return { wal, records, report };
+  }
+
+  /** Sizes segments for the volume: at most an eighth of it each, so that several always fit. */
+  private async fitVolume(): Promise<void> {
+    let volume: number;
+    try {
+      const st = await fs.statfs(this.dir);
+      volume = st.blocks * st.bsize;
+    } catch {
+      return;
+    }
+    if (!(volume > 0)) return;
+    if (this.opts.segmentBytes === undefined) {
+      const fit = Math.max(1 << 20, Math.floor(volume / 8 / (1 << 20)) * (1 << 20));
+      this.segmentBytes = Math.min(this.segmentBytes, fit);
+    }
+    if (this.opts.maxBytes > volume) {
+      this.opts.log?.warn(
+        { walMaxBytes: this.opts.maxBytes, volumeBytes: volume },
+        'cache.wal_max_bytes is larger than the WAL volume: when the volume fills, writers wait for uploads to free space',
+      );
+    }
   }
 
   get usedBytes(): number {
@@ -423,12 +539,31 @@ export class FileWal implements Wal {
     return this.segments.length;
   }
 
+  /** Bytes of each segment file (preallocated). */
+  get segmentSize(): number {
+    return this.segmentBytes;
+  }
+
   get full(): boolean {
     return this.usedBytes >= this.opts.maxBytes;
   }
 
+  /** False once an append found no room (not merely while the next segment is missing: the active one may have room). */
+  get writable(): boolean {
+    return this.noRoomError === null || (this.active !== null && !this.refusing);
+  }
+
   waitRoom(ms: number): Promise<void> {
-    return this.full ? this.room.wait(ms) : Promise.resolve();
+    return this.full || this.spare === null ? this.room.wait(ms) : Promise.resolve();
+  }
+
+  async makeRoom(): Promise<boolean> {
+    if (this.closed) return false;
+    await this.retire();
+    await this.prepareSpare();
+    // A spare is ready: a failed append's ENOSPC (the spare was allocated before it) is over too.
+    if (this.spare !== null) this.roomAgain();
+    return this.spare !== null;
   }
 
   oldestHolders(): WalHolder[] {
@@ -437,24 +572,100 @@ export class FileWal implements Wal {
   }
 
   /**
-   * Starts a new active segment. Synchronous (one small file creation per segment) so that every
-   * append knows its position at once, which keeps the dirty-extent index in log order.
+   * Makes the spare the active segment. Synchronous (a rename) so that every append knows its
+   * position at once, which keeps the dirty-extent index in log order. Null when no spare is
+   * ready (its preparation is started).
    */
-  private roll(): void {
-    const id = this.nextId++;
-    const file = path.join(this.dir, segName(id));
-    const fd = fsc.openSync(file, fsc.constants.O_RDWR | fsc.constants.O_CREAT | fsc.constants.O_TRUNC, 0o600);
-    try {
-      fsc.writeSync(fd, segHeader(id), 0, SEG_HEADER, 0);
-    } catch (err) {
-      fsc.closeSync(fd);
-      throw err;
+  private roll(): WalSegment | null {
+    const spare = this.spare;
+    if (spare === null || spare.file === null) {
+      void this.prepareSpare();
+      return null;
     }
-    const seg = new WalSegment(id, file, fd);
-    seg.unsynced = true;
+    const file = path.join(this.dir, segName(spare.id));
+    fsc.renameSync(spare.file, file);
+    this.spare = null;
+    const seg = new WalSegment(spare.id, file, spare.fd);
     this.active = seg;
     this.segments.push(seg);
+    // The header is synced with the spare; the rename is made durable by the next sync.
     this.dirDirty = true;
+    void this.prepareSpare();
+    return seg;
+  }
+
+  /** Starts preallocating the next segment unless one is ready or under way; never rejects. */
+  private prepareSpare(): Promise<void> {
+    if (this.spare !== null || this.closed) return Promise.resolve();
+    this.preparing ??= this.allocate().finally(() => (this.preparing = null));
+    return this.preparing;
+  }
+
+  /** Writes the next segment: its header, then zeros to its full size, synced (the space is now the log's). */
+  private async allocate(): Promise<void> {
+    const id = this.nextId++;
+    const file = path.join(this.dir, spareName(id));
+    let fd: number | null = null;
+    try {
+      fd = await fopen(file, fsc.constants.O_RDWR | fsc.constants.O_CREAT | fsc.constants.O_TRUNC, 0o600);
+      const zeros = (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
+      const header = segHeader(id);
+      const size = Math.max(this.segmentBytes, SEG_HEADER);
+      for (let pos = 0; pos < size;) {
+        const bufs: Buffer[] = pos < SEG_HEADER ? [header.subarray(pos)] : [];
+        let n = pos < SEG_HEADER ? SEG_HEADER - pos : 0;
+        while (bufs.length < ZERO_IOVECS && pos + n < size) {
+          const k = Math.min(ZERO_CHUNK, size - pos - n);
+          bufs.push(zeros.subarray(0, k));
+          n += k;
+        }
+        const { bytesWritten } = await writev(fd, bufs, pos);
+        if (bytesWritten <= 0) throw new Error('WAL segment preallocation made no progress');
+        pos += bytesWritten;
+      }
+      await fdatasync(fd);
+      if (this.closed) throw new Error('WAL is closed');
+      this.spare = new WalSegment(id, file, fd);
+      fd = null;
+      this.roomAgain();
+    } catch (err) {
+      if (fd !== null) await fclose(fd).catch(() => undefined);
+      // Never leave a partial segment behind: its space goes back to the volume at once.
+      await fs.rm(file, { force: true }).catch(() => undefined);
+      if (!this.closed) this.noRoom(err as Error);
+    }
+  }
+
+  /** No new segment can be had: writers past the active segment wait; retried every second. */
+  private noRoom(err: Error): void {
+    const first = this.noRoomError === null;
+    this.noRoomError = err;
+    if (first) {
+      if (isNoSpace(err)) {
+        this.enospc++;
+        this.opts.log?.warn(
+          { err: err.message, walBytes: this.usedBytes },
+          'the WAL volume is full: writes wait until uploads free space (the WAL is not writable)',
+        );
+      } else {
+        this.opts.log?.error({ err }, 'could not create the next WAL segment: writes wait; retrying');
+      }
+    }
+    this.noRoomTimer ??= setInterval(() => void this.makeRoom(), NO_SPACE_RETRY_MS);
+    this.noRoomTimer.unref();
+    // Waiters look again: with nothing left to upload they are refused now.
+    this.room.wake();
+  }
+
+  private roomAgain(): void {
+    if (this.noRoomTimer) clearInterval(this.noRoomTimer);
+    this.noRoomTimer = null;
+    this.refusing = false;
+    if (this.noRoomError !== null) {
+      this.noRoomError = null;
+      this.opts.log?.info({ walBytes: this.usedBytes }, 'the WAL has room again: writes resume');
+    }
+    this.room.wake();
   }
 
   private async syncDir(): Promise<void> {
@@ -467,12 +678,21 @@ export class FileWal implements Wal {
     }
   }
 
-  /** Reserves room in the active segment, sealing it and opening the next one when it is full. */
+  /**
+   * Reserves room in the active segment, moving on to the spare when it is full. Throws
+   * WAL_NO_ROOM, having changed nothing, when no spare is ready.
+   */
   private reserve(bytes: number): { seg: WalSegment; at: number } {
     let a = this.active;
-    if (a.broken || (a.size + bytes > this.segmentBytes && a.size > SEG_HEADER)) {
-      this.roll();
-      a = this.active;
+    if (a === null || a.broken || (a.size + bytes > this.segmentBytes && a.size > SEG_HEADER)) {
+      a = this.roll();
+      if (a === null) {
+        if (this.noRoomError !== null) this.refusing = true;
+        const why = this.noRoomError
+          ? `no room for a new WAL segment: ${this.noRoomError.message}`
+          : 'the next WAL segment is not ready yet';
+        throw Object.assign(new Error(why), { code: WAL_NO_ROOM });
+      }
     }
     const at = a.size;
     a.size += bytes;
@@ -482,10 +702,10 @@ export class FileWal implements Wal {
   private append(type: RecordType, share: number, inode: number, offset: number, data: Buffer | null): WalAppend {
     if (this.closed) throw new Error('WAL is closed');
     if (data && data.length > MAX_RECORD_DATA) throw new Error(`WAL record of ${data.length} bytes exceeds ${MAX_RECORD_DATA}`);
-    const header = recordHeader(type, share, inode, offset, data);
     const bytes = REC_HEADER + (data?.length ?? 0);
-    const bufs = data && data.length > 0 ? [header, data] : [header];
     const { seg, at } = this.reserve(bytes);
+    const header = recordHeader(type, share, inode, offset, data);
+    const bufs = data && data.length > 0 ? [header, data] : [header];
     this.issued++;
     const done = this.enqueue(seg, at, bufs, bytes);
     return { seg, pos: at + REC_HEADER, done };
@@ -552,6 +772,8 @@ export class FileWal implements Wal {
           this.writeError = err as Error;
           this.written += batch.length;
           this.opts.log?.error({ err, segment: seg.file }, 'WAL write failed');
+          // Past the preallocated space (a record larger than a segment, a copy-on-write volume).
+          if (isNoSpace(err)) this.noRoom(err as Error);
           for (const p of batch) p.reject(err as Error);
           this.progress.wake();
         }
@@ -629,53 +851,101 @@ export class FileWal implements Wal {
     void this.retire();
   }
 
-  /** Deletes segments from the oldest while they hold nothing, are not the active one and are fully written. */
-  private async retire(): Promise<void> {
-    if (!this.replayed) return;
+  /** Deletes segments from the oldest while they hold nothing; one run at a time, never rejects. */
+  private retire(): Promise<void> {
+    if (!this.replayed) return Promise.resolve();
     if (this.retiring) {
       this.retireAgain = true;
-      return;
+      return this.retiring;
     }
-    this.retiring = true;
-    try {
-      for (let pass = 0; pass < 2; pass++) {
-        for (;;) {
-          const s = this.segments[0];
-          if (!s || s === this.active || s.holders.size > 0 || s.readers > 0 || this.queue.some((p) => p.seg === s)) break;
-          this.segments.shift();
-          const fd = s.fd;
-          s.fd = null;
-          if (fd !== null) await fclose(fd);
-          if (s.file) await fs.rm(s.file, { force: true });
-          this.dirDirty = true;
-          this.room.wake();
+    const run = async (): Promise<void> => {
+      try {
+        do {
+          this.retireAgain = false;
+          await this.retireOnce();
+        } while (this.retireAgain);
+      } catch (err) {
+        this.opts.log?.error({ err }, 'could not retire a WAL segment');
+      } finally {
+        this.retiring = null;
+      }
+    };
+    this.retiring = run();
+    return this.retiring;
+  }
+
+  /**
+   * Deletes segments from the oldest while they hold nothing and are fully written. The active one
+   * goes too when the log closes, or when it holds nothing and the volume has no room for another
+   * (its space is what the next segment needs).
+   */
+  private async retireOnce(): Promise<void> {
+    for (let pass = 0; pass < 2; pass++) {
+      let freed = false;
+      for (;;) {
+        const s = this.segments[0];
+        if (!s || s.holders.size > 0 || s.readers > 0 || this.queue.some((p) => p.seg === s)) break;
+        if (s === this.active) {
+          if (!this.closed && !(this.spare === null && this.noRoomError !== null)) break;
+          this.active = null;
         }
-        // The log is full and the active segment holds nothing live: start a new one so it can go.
-        const a = this.active;
-        const idle = a.holders.size === 0 && a.size > SEG_HEADER && !this.queue.some((p) => p.seg === a);
-        if (!this.full || !idle || this.closed || this.segments[0] !== a) break;
-        this.roll();
+        this.segments.shift();
+        const fd = s.fd;
+        s.fd = null;
+        if (fd !== null) await fclose(fd);
+        if (s.file) await fs.rm(s.file, { force: true });
+        this.dirDirty = true;
+        freed = true;
+        this.room.wake();
       }
-    } catch (err) {
-      this.opts.log?.error({ err }, 'could not retire a WAL segment');
-    } finally {
-      this.retiring = false;
-      if (this.retireAgain) {
-        this.retireAgain = false;
-        void this.retire();
-      }
+      // Space was freed: a segment can be allocated again if none could.
+      if (freed && this.spare === null && !this.closed) void this.prepareSpare();
+      // The log is full and the active segment holds nothing live: move on so that it can go.
+      const a = this.active;
+      if (a === null || this.closed || !this.full || this.segments[0] !== a) break;
+      const idle = a.holders.size === 0 && a.size > SEG_HEADER && !this.queue.some((p) => p.seg === a);
+      if (!idle || this.roll() === null) break;
     }
   }
 
+  /**
+   * Syncs and closes the log. Segments that hold nothing are deleted, the active one included, so
+   * that after a clean stop with every block stored the next start has nothing to replay.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     await this.sync().catch((err: unknown) => this.opts.log?.error({ err }, 'WAL sync at close failed'));
     this.closed = true;
+    if (this.noRoomTimer) clearInterval(this.noRoomTimer);
+    this.noRoomTimer = null;
+    await this.preparing;
     await this.retire();
+    const a = this.active;
+    if (a && !this.replayed && a.size === SEG_HEADER && a.holders.size === 0 && this.segments.at(-1) === a) {
+      // Records not replayed are kept, but this start's own segment holds none.
+      this.segments.pop();
+      this.active = null;
+      if (a.fd !== null) await fclose(a.fd);
+      a.fd = null;
+      if (a.file) await fs.rm(a.file, { force: true });
+      this.dirDirty = true;
+    }
+    const spare = this.spare;
+    this.spare = null;
+    if (spare?.fd != null) await fclose(spare.fd);
+    if (spare?.file) await fs.rm(spare.file, { force: true });
     for (const s of this.segments) {
       const fd = s.fd;
       s.fd = null;
       if (fd !== null) await fclose(fd);
+    }
+    // The deletions too must survive a power loss, or a clean stop would be replayed after all.
+    if (this.dirDirty) await this.syncDir().catch((err: unknown) => this.opts.log?.warn({ err }, 'WAL directory sync at close failed'));
+    if (this.segments.length > 0) {
+      this.opts.log?.info(
+        { segments: this.segments.length, bytes: this.usedBytes },
+        'WAL closed: it holds data not yet in the block store, replayed at the next start',
+      );
     }
   }
 }

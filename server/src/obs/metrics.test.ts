@@ -94,7 +94,7 @@ describe('ServerMetrics', () => {
     // Before anything is watched: zeros, not errors.
     assert.equal(valueOf(s, 'dittofs_wal_bytes'), 0);
     assert.equal(valueOf(s, 'dittofs_upload_queue_depth', { state: 'waiting' }), 0);
-    const wal = { usedBytes: 1000, persistent: true, segmentCount: 3, syncs: 9 };
+    const wal = { usedBytes: 1000, persistent: true, segmentCount: 3, syncs: 9, writable: true, enospc: 0 };
     const cache = { hits: 5, misses: 2, size: 4096 };
     const uploads = { activeCount: 4, pendingCount: 11 };
     let conns = 2;
@@ -107,6 +107,8 @@ describe('ServerMetrics', () => {
     assert.equal(valueOf(s, 'dittofs_wal_max_bytes'), 1 << 30);
     assert.equal(valueOf(s, 'dittofs_wal_segments'), 3);
     assert.equal(valueOf(s, 'dittofs_wal_syncs_total'), 9);
+    assert.equal(valueOf(s, 'dittofs_wal_writable'), 1);
+    assert.equal(valueOf(s, 'dittofs_wal_enospc_total'), 0);
     assert.equal(valueOf(s, 'dittofs_read_cache_hits_total'), 5);
     assert.equal(valueOf(s, 'dittofs_read_cache_misses_total'), 2);
     assert.equal(valueOf(s, 'dittofs_read_cache_bytes'), 4096);
@@ -115,10 +117,14 @@ describe('ServerMetrics', () => {
     assert.equal(valueOf(s, 'dittofs_open_connections', { adapter: 'nfs' }), 2);
     wal.usedBytes = 0;
     wal.segmentCount = 1;
+    wal.writable = false;
+    wal.enospc = 2;
     cache.hits = 6;
     conns = 0;
     s = parseExposition(await m.scrape());
     assert.equal(valueOf(s, 'dittofs_wal_bytes'), 0);
+    assert.equal(valueOf(s, 'dittofs_wal_writable'), 0);
+    assert.equal(valueOf(s, 'dittofs_wal_enospc_total'), 2);
     assert.equal(valueOf(s, 'dittofs_wal_segments'), 1);
     assert.equal(valueOf(s, 'dittofs_read_cache_hits_total'), 6);
     assert.equal(valueOf(s, 'dittofs_open_connections', { adapter: 'nfs' }), 0);

@@ -42,6 +42,10 @@ export interface WalSource {
   readonly segmentCount?: number;
   /** fsync rounds so far (FileWal only). */
   readonly syncs?: number;
+  /** False while the log cannot take more records: its volume is full. */
+  readonly writable: boolean;
+  /** Times the log's volume was found full (ENOSPC / EDQUOT). */
+  readonly enospc: number;
 }
 
 /** The read cache (blocks/cache.ts `BlockCache`, structurally). */
@@ -225,6 +229,23 @@ export class ServerMetrics implements RequestObserver, DataObserver {
       collect: () => {
         walSyncs.reset();
         walSyncs.inc(this.wal?.source.syncs ?? 0);
+      },
+    });
+    const walWritable: Gauge = new Gauge({
+      name: 'dittofs_wal_writable',
+      help: '1 while the write-ahead log accepts writes; 0 while its volume is full (writers wait for uploads to free space, or get NOSPC).',
+      registers,
+      collect: () => {
+        walWritable.set(this.wal === null || this.wal.source.writable ? 1 : 0);
+      },
+    });
+    const walEnospc: Counter = new Counter({
+      name: 'dittofs_wal_enospc_total',
+      help: 'Times the write-ahead log found its volume full (ENOSPC or EDQUOT) while reserving its next segment or writing.',
+      registers,
+      collect: () => {
+        walEnospc.reset();
+        walEnospc.inc(this.wal?.source.enospc ?? 0);
       },
     });
     const dirty: Gauge<'share'> = new Gauge({

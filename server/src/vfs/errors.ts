@@ -47,3 +47,19 @@ export const vfsError = (errno: Errno, message?: string): VfsError => new VfsErr
 export function isVfsError(e: unknown): e is VfsError {
   return e instanceof VfsError;
 }
+
+/** True for a storage failure that means the volume is full or over quota (ENOSPC, EDQUOT). */
+export function isNoSpace(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * A storage failure as the file service reports it: NOSPC when the volume is full (clients hear
+ * "no space left", NFS3ERR_NOSPC or STATUS_DISK_FULL, and can tell it from a broken disk), IO
+ * otherwise. A VfsError passes through unchanged.
+ */
+export function storageError(what: string, e: unknown): VfsError {
+  if (e instanceof VfsError) return e;
+  return new VfsError(isNoSpace(e) ? Errno.NOSPC : Errno.IO, `${what}: ${(e as Error).message}`);
+}
