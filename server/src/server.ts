@@ -231,7 +231,16 @@ function logWalReplayed(s: NonNullable<WalOpened['summary']>, log: Logger): void
     log.info({ phase: 'wal replay', dir: s.dir, ms }, 'WAL clean, nothing to replay');
   } else {
     log.info(
-      { phase: 'wal replay', dir: s.dir, segments: s.segments, records: s.records, bytes: s.bytes, tornBytes: s.tornBytes, corrupt: s.corrupt, ms },
+      {
+        phase: 'wal replay',
+        dir: s.dir,
+        segments: s.segments,
+        records: s.records,
+        bytes: s.bytes,
+        tornBytes: s.tornBytes,
+        corrupt: s.corrupt,
+        ms,
+      },
       `WAL replayed: ${s.records} records (${s.bytes} bytes) in ${ms} ms`,
     );
   }
