@@ -24,6 +24,7 @@ import { ShareRuntime } from './shares.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
 import { DiskBlockCache } from './blocks/disk-cache.js';
+import { PgDriver } from './meta/sql/pg.js';
 
 export interface RunningServer {
   readonly nfsPort: number | null;
@@ -145,6 +146,15 @@ async function replayWal(all: ReplayRecord[], services: Map<number, { name: stri
     const started = Date.now();
     const r = await svc.data.replay(list);
     log.info({ share: svc.name, ...r, ms: Date.now() - started }, 'WAL replayed');
+  }
+}
+
+function fenceCheck(fence: { check(): void }): ReadinessCheck {
+  try {
+    fence.check();
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, detail: (err as Error).message };
   }
 }
 
@@ -317,10 +327,13 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       const health = new StoreHealth(shares, log);
       cleanups.push(async () => health.stop());
       const settledApplier = applier;
+      // A postgres control database is held by this server alone (meta/sql/fence.ts).
+      const controlFence = control.store.driver instanceof PgDriver ? control.store.driver.fence : null;
       const runtime: ApiRuntime = {
         ready: () => {
           const checks: Record<string, ReadinessCheck> = {
             wal: replayed ? { ok: true } : { ok: false, detail: 'replaying the WAL' },
+            ...(controlFence ? { 'control:fence': fenceCheck(controlFence) } : {}),
             nfs: nfsListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
             ...health.checks(),
           };

@@ -70,6 +70,8 @@ export interface StartOptions {
   nfsPort?: number;
   /** False when the config turns the API off: start-up then waits for NFS alone. */
   api?: boolean;
+  /** How long to wait for the listeners (default 30 s; more for a first start on a loaded machine). */
+  startTimeoutMs?: number;
 }
 
 export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProcess> {
@@ -102,9 +104,10 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
-    await waitForPort(nfsPort, 30_000, child);
+    const startTimeout = opts.startTimeoutMs ?? 30_000;
+    await waitForPort(nfsPort, startTimeout, child);
     // The API listens after NFS: tests that talk to it need it up too.
-    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false') await waitForPort(apiPort, 30_000, child);
+    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false') await waitForPort(apiPort, startTimeout, child);
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`${(err as Error).message}\n--- server output ---\n${out}`);

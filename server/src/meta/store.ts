@@ -78,4 +78,9 @@ export interface MetadataStore {
   flushAttrs?(id?: number): Promise<void>;
   /** Engines that cache block maps: forget `inodeId`'s (a read found one of its objects missing). */
   invalidateBlocks?(inodeId: number): void;
+  /**
+   * Engines that may lose the right to serve (a postgres store whose single-server fence is lost):
+   * throws VfsError JUKEBOX while it is lost. Layers that answer from memory ask it first.
+   */
+  assertServing?(): void;
 }

@@ -29,6 +29,7 @@ import {
   type SqlRow,
   type Statement,
 } from './driver.js';
+import { FenceLostError } from './fence.js';
 import { migrate, type Migration, type MigrationReport } from './migrations.js';
 import { inodeColumns, inodeRow, publicInode, toBuffer, toNumber, type InodeRow } from './rows.js';
 
@@ -180,6 +181,8 @@ function unavailable(e: unknown): unknown {
   if (isVfsError(e)) return e;
   if (e instanceof CommitUncertainError || isConnectionError(e))
     return new VfsError('JUKEBOX', `metadata store unavailable: ${errorMessage(e)}`);
+  // Not served by this process now (fence.ts): "try again later" too, never a write.
+  if (e instanceof FenceLostError) return new VfsError('JUKEBOX', e.message);
   return e;
 }
 
@@ -292,6 +295,8 @@ export interface SqlMetadataStoreOptions {
   connect: () => Promise<SqlDriver>;
   /** For tests: a different migration list. */
   migrations?: readonly Migration[];
+  /** Throws (FenceLostError) while this process may not serve the store (postgres: its fence). */
+  serving?: () => void;
 }
 
 export class SqlMetadataStore implements MetadataStore {
@@ -320,6 +325,15 @@ export class SqlMetadataStore implements MetadataStore {
     const db = this.db;
     this.db = null;
     if (db) await db.close();
+  }
+
+  assertServing(): void {
+    if (!this.db || !this.opts.serving) return;
+    try {
+      this.opts.serving();
+    } catch (e) {
+      throw unavailable(e);
+    }
   }
 
   /** The driver, for tests and diagnostics. */
