@@ -93,7 +93,7 @@ describe('one server per PostgreSQL store', { timeout: 1_200_000 }, () => {
     await rm(back);
   }
 
-  async function twoServers(name: string, yaml: string, expected: RegExp): Promise<void> {
+  async function twoServers(name: string, yaml: string, expected: RegExp, diagnostic: (msg: string) => void): Promise<void> {
     const dir = path.join(work, name);
     await mkdir(dir, { recursive: true });
     const configFile = path.join(dir, 'dittofs.yaml');
@@ -104,6 +104,7 @@ describe('one server per PostgreSQL store', { timeout: 1_200_000 }, () => {
       await roundTrip(first);
       const refused = await startExpectingFailure(configFile, path.join(dir, 'b'));
       assert.equal(refused.code, 1, refused.output);
+      diagnostic(refused.output.split('\n').find((l) => l.includes('failed to start')) ?? refused.output);
       assert.match(refused.output, expected);
       assert.match(refused.output, /is already served by another DittoFS process \(advisory lock -?\d+ held by \S+/);
       assert.match(refused.output, /coordination\.redis/);
@@ -119,7 +120,7 @@ describe('one server per PostgreSQL store', { timeout: 1_200_000 }, () => {
     }
   }
 
-  it('a second server on the same metadata store refuses to start; it starts once the first stopped', async () => {
+  it('a second server on the same metadata store refuses to start; it starts once the first stopped', async (t) => {
     await twoServers(
       'metadata',
       `metadata:
@@ -139,10 +140,11 @@ shares:
     blocks: disk
 `,
       /failed to start: metadata store meta \(postgres postgres@127\.0\.0\.1:\d+\/\w+, schema single_meta\)/,
+      (m) => t.diagnostic(m),
     );
   });
 
-  it('a second server on the same control database refuses to start', async () => {
+  it('a second server on the same control database refuses to start', async (t) => {
     await twoServers(
       'control',
       `database:
@@ -163,6 +165,7 @@ shares:
     blocks: disk
 `,
       /failed to start: the control database \(postgres postgres@127\.0\.0\.1:\d+\/\w+, schema single_control\)/,
+      (m) => t.diagnostic(m),
     );
   });
 });

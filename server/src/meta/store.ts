@@ -80,7 +80,8 @@ export interface MetadataStore {
   invalidateBlocks?(inodeId: number): void;
   /**
    * Engines that may lose the right to serve (a postgres store whose single-server fence is lost):
-   * throws VfsError JUKEBOX while it is lost. Layers that answer from memory ask it first.
+   * undefined while they may serve; else a promise that resolves once they may again (waited for
+   * briefly) or rejects with VfsError JUKEBOX. Layers that answer from memory ask it first.
    */
-  assertServing?(): void;
+  whenServing?(): Promise<void> | undefined;
 }

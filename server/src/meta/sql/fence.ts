@@ -15,8 +15,8 @@
 // = low 32 bits of the key); the holder's application_name is `dittofs-fence <host>:<pid>`.
 //
 // Losing the connection (PostgreSQL restarted, the network cut) loses the lock: `held` is false at
-// once, every statement of the store is refused (FenceLostError, JUKEBOX to NFS clients), and the
-// fence is taken again in the background. Each take bumps an epoch in the store's `dittofs_fence`
+// once, no statement of the store runs (each waits up to a few seconds, then FenceLostError:
+// JUKEBOX to NFS clients), and the fence is taken again in the background. Each take bumps an epoch in the store's `dittofs_fence`
 // table; if another process took the lock meanwhile (it holds it now, or the epoch moved while we
 // were away), the fence is lost for good: this process stops serving the store until it restarts,
 // rather than serve from state another writer has changed.
@@ -37,7 +37,7 @@ export interface PgFenceOptions {
   connectTimeoutMs?: number;
   /** A heartbeat on the connection this often (default 5 s), so a dead socket is noticed. */
   heartbeatMs?: number;
-  /** Pause between attempts to take the fence again after the connection was lost (default 1 s, up to 5 s). */
+  /** First pause before taking the fence again after the connection was lost (default 250 ms, doubling up to 5 s). */
   retakeDelayMs?: number;
   logger?: DriverLogger;
   /** Told when the fence is lost for good (another process took the store). */
@@ -96,6 +96,8 @@ export class PgFence {
   private heartbeat: NodeJS.Timeout | null = null;
   private retake: NodeJS.Timeout | null = null;
   private lostReason = '';
+  /** Callers waiting for the fence to be taken again (or lost for good). */
+  private readonly waiters = new Set<() => void>();
   private readonly log: DriverLogger;
 
   private constructor(
@@ -133,6 +135,40 @@ export class PgFence {
           ? `${this.where()}: closed`
           : `${this.where()}: the connection holding its lock was lost (${this.lostReason}); taking it again`,
     );
+  }
+
+  /**
+   * Undefined while the fence is held (the fast path). While it is being taken again: a promise
+   * that resolves once it is, or rejects with FenceLostError once it is lost for good or after
+   * `maxWaitMs` (a short restart of PostgreSQL costs a slow call, not an error). Otherwise rejects.
+   */
+  whenHeld(maxWaitMs: number): Promise<void> | undefined {
+    if (this.state === 'held') return undefined;
+    if (this.state !== 'reconnecting') return Promise.reject(this.lostError() ?? new FenceLostError('fence not held'));
+    return new Promise((resolve, reject) => {
+      const settle = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(settle);
+        const e = this.state === 'held' ? undefined : this.lostError();
+        if (e) reject(e);
+        else resolve();
+      };
+      const timer = setTimeout(settle, maxWaitMs);
+      this.waiters.add(settle);
+    });
+  }
+
+  private wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  private lostError(): FenceLostError | undefined {
+    try {
+      this.check();
+      return undefined;
+    } catch (e) {
+      return e as FenceLostError;
+    }
   }
 
   private static async connect(opts: PgFenceOptions): Promise<pg.Client> {
@@ -235,6 +271,7 @@ export class PgFence {
   private attach(client: pg.Client): void {
     this.client = client;
     this.state = 'held';
+    this.wake();
     const onGone = (why: string) => (): void => this.lost(client, why);
     client.on('error', (e) => this.lost(client, errorMessage(e)));
     client.on('end', onGone('connection closed'));
@@ -262,8 +299,8 @@ export class PgFence {
 
   private scheduleRetake(attempt: number): void {
     if (this.state !== 'reconnecting') return;
-    const base = this.opts.retakeDelayMs ?? 1_000;
-    const delay = Math.min(5 * base, base * 2 ** Math.min(attempt, 3));
+    const base = this.opts.retakeDelayMs ?? 250;
+    const delay = Math.min(Math.max(5_000, base), base * 2 ** Math.min(attempt, 10));
     this.retake = setTimeout(() => void this.tryRetake(attempt), delay);
     this.retake.unref();
   }
@@ -309,6 +346,7 @@ export class PgFence {
   private lose(why: string): void {
     this.state = 'taken';
     this.lostReason = why;
+    this.wake();
     const err = new FenceLostError(
       `${this.where()} is served by another DittoFS process now (${why}); this process stopped serving it: restart it once the other one has stopped`,
     );
@@ -320,6 +358,7 @@ export class PgFence {
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.wake();
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.retake) clearTimeout(this.retake);
     this.heartbeat = this.retake = null;

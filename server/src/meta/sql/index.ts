@@ -46,6 +46,9 @@ export interface PostgresMetadataStoreOptions extends PgDriverOptions {
   observer?: SqlDriverObserver;
 }
 
+/** How long a call waits for a fence being taken again (a PostgreSQL restart) before JUKEBOX. */
+const FENCE_WAIT_MS = 5_000;
+
 /** A postgres store; with `fence`, served by this process alone (see fence.ts). */
 export function createPostgresMetadataStore(opts: PostgresMetadataStoreOptions): SqlMetadataStore {
   const { observer, ...pg } = opts;
@@ -56,6 +59,6 @@ export function createPostgresMetadataStore(opts: PostgresMetadataStoreOptions):
       driver = await PgDriver.open(pg);
       return observed(driver, observer);
     },
-    serving: () => driver?.fence?.check(),
+    serving: () => driver?.fence?.whenHeld(FENCE_WAIT_MS),
   });
 }

@@ -71,6 +71,9 @@ function config(sql: Statement | string, params: readonly unknown[]): pg.QueryCo
     : { name: sql.name, text: sql.text, values: params as unknown[] };
 }
 
+/** How long a statement waits for a fence being taken again before it fails (FenceLostError). */
+const FENCE_WAIT_MS = 5_000;
+
 export class PgDriver implements SqlDriver {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
@@ -142,9 +145,13 @@ export class PgDriver implements SqlDriver {
     if (this.closed) throw new Error('postgres metadata store is closed');
   }
 
-  /** Nothing reaches the database unless this process holds its fence (when it has one). */
-  private fenced(): void {
-    this.fence?.check();
+  /**
+   * Nothing reaches the database unless this process holds its fence (when it has one). A fence
+   * being taken again after a lost connection is waited for, briefly, like a lost connection is.
+   */
+  private async fenced(): Promise<void> {
+    const wait = this.fence?.whenHeld(FENCE_WAIT_MS);
+    if (wait !== undefined) await wait;
   }
 
   private shouldRetry = (e: unknown): boolean => {
@@ -195,11 +202,11 @@ export class PgDriver implements SqlDriver {
       this.retry,
       this.shouldRetry,
       async () => {
-        this.fenced();
+        await this.fenced();
         const { client, done } = await this.acquire();
         let broken: unknown;
         try {
-          this.fenced();
+          this.fence?.check();
           const r = await client.query(config(sql, params));
           return { rows: r.rows as T[] };
         } catch (e) {
@@ -224,7 +231,7 @@ export class PgDriver implements SqlDriver {
       this.retry,
       this.shouldRetry,
       async () => {
-        this.fenced();
+        await this.fenced();
         const { client, done } = await this.acquire();
         let broken: unknown;
         let open = true;
@@ -245,7 +252,7 @@ export class PgDriver implements SqlDriver {
           }
           try {
             // The fence lost while the transaction ran: roll back rather than commit unfenced.
-            this.fenced();
+            this.fence?.check();
             await client.query('COMMIT');
           } catch (e) {
             if (isConnectionError(e)) {

@@ -295,8 +295,8 @@ export interface SqlMetadataStoreOptions {
   connect: () => Promise<SqlDriver>;
   /** For tests: a different migration list. */
   migrations?: readonly Migration[];
-  /** Throws (FenceLostError) while this process may not serve the store (postgres: its fence). */
-  serving?: () => void;
+  /** Undefined while this process may serve the store (postgres: holds its fence); see MetadataStore.whenServing. */
+  serving?: () => Promise<void> | undefined;
 }
 
 export class SqlMetadataStore implements MetadataStore {
@@ -327,13 +327,12 @@ export class SqlMetadataStore implements MetadataStore {
     if (db) await db.close();
   }
 
-  assertServing(): void {
-    if (!this.db || !this.opts.serving) return;
-    try {
-      this.opts.serving();
-    } catch (e) {
+  whenServing(): Promise<void> | undefined {
+    if (!this.db || !this.opts.serving) return undefined;
+    const wait = this.opts.serving();
+    return wait?.catch((e: unknown) => {
       throw unavailable(e);
-    }
+    });
   }
 
   /** The driver, for tests and diagnostics. */
