@@ -86,6 +86,8 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
     ...(db.schema !== undefined ? { schema: db.schema } : {}),
     ...(db.pool_size !== undefined ? { poolSize: db.pool_size } : {}),
     logger: log.child({ component: 'control' }),
+    // Two servers on one control database would each apply only their own changes.
+    fence: true,
   });
   let createdUser: string | undefined;
   try {
@@ -302,7 +304,7 @@ export async function checkStore(kind: StoreKind, type: string, cfg: Record<stri
   const o = { metrics: null, observe: false };
   const store =
     kind === 'metadata'
-      ? metadataStoreFor('check', { ...cfg, type } as MetadataStoreConfig, dataDir, log, o)
+      ? metadataStoreFor('check', { ...cfg, type } as MetadataStoreConfig, dataDir, log, o, false)
       : blockStoreFor('check', { block_size: DEFAULT_BLOCK_SIZE, ...cfg, type } as BlockStoreConfig, dataDir, o);
   await withTimeout(store.open(), CHECK_STORE_TIMEOUT_MS);
   await store.close();

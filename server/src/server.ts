@@ -36,6 +36,7 @@ import { ShareRuntime } from './shares.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
 import { DiskBlockCache } from './blocks/disk-cache.js';
+import { PgDriver } from './meta/sql/pg.js';
 
 export interface RunningServer {
   readonly nfsPort: number | null;
@@ -280,6 +281,15 @@ async function replayWal(all: ReplayRecord[], services: Map<number, { name: stri
   }
 }
 
+function fenceCheck(fence: { check(): void }): ReadinessCheck {
+  try {
+    fence.check();
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, detail: (err as Error).message };
+  }
+}
+
 export async function startServer(config: DittoConfig, log: Logger): Promise<RunningServer> {
   const startedAt = Date.now();
   // First of all: a port conflict must not leave anything behind (a created admin, a new database).
@@ -470,6 +480,8 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       const health = new StoreHealth(shares, log);
       cleanups.push(async () => health.stop());
       const settledApplier = applier;
+      // A postgres control database is held by this server alone (meta/sql/fence.ts).
+      const controlFence = control.store.driver instanceof PgDriver ? control.store.driver.fence : null;
       const runtime: ApiRuntime = {
         ready: () => {
           const checks: Record<string, ReadinessCheck> = {
@@ -478,6 +490,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
               : wal.wal.writable
                 ? { ok: true }
                 : { ok: false, detail: 'the WAL volume is full: writes wait until uploads free space' },
+            ...(controlFence ? { 'control:fence': fenceCheck(controlFence) } : {}),
             nfs: nfsListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
             ...health.checks(),
           };

@@ -29,6 +29,8 @@ export function createMetadataStore(
   dataDir: string,
   log: Logger,
   observer?: SqlDriverObserver,
+  /** postgres: take the store's single-server fence (meta/sql/fence.ts); a probe does not. */
+  fence = false,
 ): MetadataStore {
   const logger = log.child({ store: name });
   const cached = cachedFor(logger);
@@ -51,6 +53,7 @@ export function createMetadataStore(
           logger,
           applicationName: `dittofs/${name}`,
           observer,
+          ...(fence ? { fence: { purpose: 'metadata' as const, label: `metadata store ${name}` } } : {}),
         }),
       );
     default:
@@ -135,13 +138,23 @@ export interface StoreObservation {
   observe: boolean;
 }
 
-/** A metadata store as the server uses it (not yet opened). */
-export function metadataStoreFor(name: string, cfg: MetadataStoreConfig, dataDir: string, log: Logger, o: StoreObservation): MetadataStore {
+/**
+ * A metadata store as the server uses it (not yet opened). A postgres store is fenced (one server
+ * at a time) unless `fence` is false (a probe of settings, which serves nothing).
+ */
+export function metadataStoreFor(
+  name: string,
+  cfg: MetadataStoreConfig,
+  dataDir: string,
+  log: Logger,
+  o: StoreObservation,
+  fence = true,
+): MetadataStore {
   const metrics = o.metrics;
   const observer: SqlDriverObserver | undefined = o.observe
     ? { store: name, ...(metrics ? { onError: (reason: string) => metrics.dbError(name, reason) } : {}) }
     : undefined;
-  return createMetadataStore(name, cfg, dataDir, log, observer);
+  return createMetadataStore(name, cfg, dataDir, log, observer, fence);
 }
 
 /** A block store as the server uses it (not yet opened). */

@@ -77,6 +77,8 @@ export interface StartOptions {
   nfsPort?: number;
   /** False when the config turns the API off: start-up then waits for NFS alone. */
   api?: boolean;
+  /** How long to wait for the listeners (default READY_TIMEOUT_MS). */
+  startTimeoutMs?: number;
 }
 
 export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProcess> {
@@ -109,9 +111,10 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
-    await waitForPort(nfsPort, READY_TIMEOUT_MS, child);
+    await waitForPort(nfsPort, opts.startTimeoutMs ?? READY_TIMEOUT_MS, child);
     // The API listens after NFS: tests that talk to it need it up too.
-    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false') await waitForPort(apiPort, READY_TIMEOUT_MS, child);
+    if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false')
+      await waitForPort(apiPort, opts.startTimeoutMs ?? READY_TIMEOUT_MS, child);
   } catch (err) {
     child.kill('SIGKILL');
     await exited;

@@ -154,6 +154,27 @@ spec: { dittofs: main, path: /x, metadataStore: m, blockStore: b, permissions: [
     );
   });
 
+  it('replicas > 1 needs a PostgreSQL database and a Redis (several servers on one store lose data without both)', async () => {
+    const rule = /replicas > 1 requires database\.type postgres and coordination\.redis/;
+    const pg = '  database: { type: postgres, postgres: { urlSecretRef: { name: pg, key: url } } }\n';
+    const redis = '  coordination: { redis: { urlSecretRef: { name: redis, key: url }, keyPrefix: "dfs/", tls: { enabled: true } } }\n';
+    await refused(dittofs('many1', '  replicas: 3\n'), rule);
+    await refused(dittofs('many2', `  replicas: 3\n${pg}`), rule);
+    await refused(dittofs('many3', `  replicas: 3\n${redis}`), rule);
+    // Accepted with both (the operator still runs one pod in this version: test/k8s/operator.test.ts).
+    await ok(['apply', '-n', ns, '-f', '-'], dittofs('many', `  replicas: 3\n${pg}${redis}`));
+    await refused(dittofs('many', `  replicas: 3\n${pg}`), rule);
+    // Scaling goes through the same rule.
+    await ok(['apply', '-n', ns, '-f', '-'], dittofs('one', '  replicas: 1\n'));
+    const scaled = await kubectl(['scale', 'dittofs', 'one', '-n', ns, '--replicas=2']);
+    assert.notEqual(scaled.code, 0, 'kubectl scale to 2 without PostgreSQL and Redis was accepted');
+    assert.match(scaled.stderr, rule);
+    await refused(
+      dittofs('redis1', `${redis.replace('urlSecretRef: { name: redis, key: url }, ', '')}`),
+      /spec\.coordination\.redis\.urlSecretRef: Required value/,
+    );
+  });
+
   it('CEL transition rules: the storage class, a share path and the owning DittoFS cannot change', async () => {
     await ok(['apply', '-n', ns, '-f', '-'], dittofs('sc', '  cache:\n    storageClassName: fast\n'));
     await refused(dittofs('sc', '  cache:\n    storageClassName: slow\n'), /cache\.storageClassName is immutable/);

@@ -411,6 +411,50 @@ spec:
     await ok(['delete', 'dittofs', 'pg', '-n', ns]);
   });
 
+  it('replicas > 1: never more than one pod in this version, and Ready=False says why (even with the CRD rule bypassed)', async () => {
+    const replicasOf = async (name: string): Promise<number | undefined> =>
+      ((await get('statefulset', name))?.spec as { replicas?: number } | undefined)?.replicas;
+    // With a PostgreSQL database and a Redis the CRD accepts it; the server cannot coordinate yet.
+    await apply(`apiVersion: v1
+kind: Secret
+metadata: { name: many-urls }
+stringData: { pg: 'postgres://dittofs:pw@db:5432/dittofs', redis: 'redis://redis:6379/0' }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: DittoFS
+metadata: { name: many }
+spec:
+  replicas: 3
+  database: { type: postgres, postgres: { urlSecretRef: { name: many-urls, key: pg } } }
+  coordination: { redis: { urlSecretRef: { name: many-urls, key: redis } } }
+`);
+    const many = await waitCondition('dittofs', 'many', 'Ready', 'False', 'CoordinationNotSupported');
+    assert.match(condition(many, 'Ready')?.message ?? '', /replicas > 1 requires coordination, not supported by this server version/);
+    assert.equal(condition(many, 'Synced')?.status, 'True');
+    assert.equal(await replicasOf('many'), 1);
+
+    // Without them the CRD refuses it; with its rule removed (an older CRD, a hand edit), the
+    // operator still runs one pod.
+    const rulePath = '/spec/versions/0/schema/openAPIV3Schema/properties/spec/x-kubernetes-validations';
+    await ok(['patch', 'crd', 'dittofses.dittofs.io', '--type=json', '-p', JSON.stringify([{ op: 'remove', path: rulePath }])]);
+    try {
+      const embedded = `apiVersion: dittofs.io/v1alpha1\nkind: DittoFS\nmetadata: { name: bypass }\nspec: { replicas: 3 }\n`;
+      await waitFor('the DittoFS accepted without the CRD rule', async () =>
+        (await kubectl(['apply', '-n', ns, '-f', '-'], embedded)).code === 0 ? true : undefined,
+      );
+      const bypass = await waitCondition('dittofs', 'bypass', 'Ready', 'False', 'CoordinationRequired');
+      assert.match(condition(bypass, 'Ready')?.message ?? '', /replicas 3 > 1 requires database\.type postgres and coordination\.redis/);
+      assert.equal(await replicasOf('bypass'), 1);
+      // And a StatefulSet scaled past one by hand is brought back to one.
+      await ok(['scale', 'statefulset', 'bypass', '-n', ns, '--replicas=3']);
+      await ok(['annotate', 'dittofs', 'bypass', '-n', ns, '--overwrite', 'test/poke=1']);
+      await waitFor('the StatefulSet back at one pod', async () => ((await replicasOf('bypass')) === 1 ? true : undefined));
+    } finally {
+      await ok(['apply', '-f', path.join(REPO_ROOT, 'crds', 'dittofs.io_dittofses.yaml')]);
+    }
+    await ok(['delete', 'dittofs', 'many', 'bypass', '-n', ns]);
+  });
+
   // ---- the seam: a real server process plays pod main-0
 
   const nfsUrl = (file: string, uid: number, share = '/data'): string =>

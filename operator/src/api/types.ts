@@ -106,6 +106,15 @@ export interface DittoFSSpec {
     type?: 'embedded' | 'postgres';
     postgres?: { urlSecretRef: SecretKeyRef; schema?: string; poolSize?: number };
   };
+  /** Accepted and validated; not supported by this server version (the operator runs one pod). */
+  coordination?: {
+    redis?: {
+      urlSecretRef: SecretKeyRef;
+      passwordSecretRef?: SecretKeyRef;
+      keyPrefix?: string;
+      tls?: { enabled?: boolean; caSecretRef?: SecretKeyRef; serverName?: string };
+    };
+  };
   cache?: { size?: Quantity; storageClassName?: string };
   adapters?: {
     nfs?: { enabled?: boolean; port?: number };

@@ -1080,6 +1080,11 @@ export interface OpenControlStoreOptions {
   /** `postgres`: pooled connections (default 4: the control plane is lightly used). */
   poolSize?: number;
   logger?: DriverLogger;
+  /**
+   * `postgres`: take the database's single-server fence (meta/sql/fence.ts): a server does, so a
+   * second one refuses the database; tools that only read or copy it (backup) do not.
+   */
+  fence?: boolean;
 }
 
 /** Opens (creating and migrating if needed) the control database. */
@@ -1098,6 +1103,7 @@ export async function openControlStore(opts: OpenControlStoreOptions): Promise<C
         logger,
         applicationName: 'dittofs-control',
         ...(opts.schema === undefined ? {} : { schema: opts.schema }),
+        ...(opts.fence === true ? { fence: { purpose: 'control' as const, label: 'the control database' } } : {}),
       });
       return openOn(driver, logger);
     }

@@ -147,7 +147,14 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
+  /** A store that lost its fence answers nothing, not even from memory (another process may be writing it). */
+  whenServing(): Promise<void> | undefined {
+    return this.inner.whenServing?.();
+  }
+
   async getInode(id: number): Promise<Inode | null> {
+    const serving = this.inner.whenServing?.();
+    if (serving !== undefined) await serving;
     const e = this.inodes.get(id);
     if (e && (this.isDirty(id) || Date.now() - e.at < this.ttlMs)) return e.inode;
     const epoch = this.epoch;
@@ -182,6 +189,8 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async setAttr(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
+    const serving = this.inner.whenServing?.();
+    if (serving !== undefined) await serving;
     const e = this.inodes.get(id);
     if (!guardCtime && isWriteBehind(changes) && e && !this.closed) {
       const p = this.pending.get(id);
@@ -348,6 +357,8 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {
+    const serving = this.inner.whenServing?.();
+    if (serving !== undefined) await serving;
     const m = this.blocks.get(inodeId);
     if (m && Date.now() - m.at < this.ttlMs && to - from <= 4096) {
       const out: BlockRef[] = [];

@@ -80,4 +80,10 @@ export interface MetadataStore {
   flushAttrs?(id?: number): Promise<void>;
   /** Engines that cache block maps: forget `inodeId`'s (a read found one of its objects missing). */
   invalidateBlocks?(inodeId: number): void;
+  /**
+   * Engines that may lose the right to serve (a postgres store whose single-server fence is lost):
+   * undefined while they may serve; else a promise that resolves once they may again (waited for
+   * briefly) or rejects with VfsError JUKEBOX. Layers that answer from memory ask it first.
+   */
+  whenServing?(): Promise<void> | undefined;
 }

@@ -11,6 +11,7 @@ import {
   newAdminSecret,
   newJwtSecret,
   renderServerConfig,
+  replicaPlan,
   serverConfig,
 } from './desired.js';
 import { ADMIN_SECRET_KEYS, childNames } from './names.js';
@@ -98,7 +99,8 @@ describe('desiredStatefulSet', () => {
 
   it('runs the image with the config from its Secret and the generated credentials', () => {
     assert.equal(sts.metadata!.name, 'main');
-    assert.equal(sts.spec!.replicas, 2);
+    // Two asked for, without a PostgreSQL database and a Redis: one (see replicaPlan).
+    assert.equal(sts.spec!.replicas, 1);
     assert.equal(sts.spec!.serviceName, 'main-headless');
     assert.equal(c.image, 'dittofs/server:0.1.0');
     assert.deepEqual(c.args, ['start']);
@@ -204,5 +206,40 @@ describe('children', () => {
     assert.ok(dec(a, 'password').length >= 32);
     assert.ok(dec(newJwtSecret(d), 'jwt-secret').length >= 32, 'the server wants at least 32 characters');
     assert.equal(dec(desiredConfigSecret(d, 'a: 1\n'), 'config.yaml'), 'a: 1\n');
+  });
+});
+
+describe('replicaPlan: never more than one pod on one set of stores in this version', () => {
+  const pg = { type: 'postgres' as const, postgres: { urlSecretRef: { name: 'pg', key: 'url' } } };
+  const redis = { redis: { urlSecretRef: { name: 'redis', key: 'url' } } };
+
+  it('0 or 1 replica: as asked, nothing to say', () => {
+    assert.deepEqual(replicaPlan(dfs({})), { replicas: 1 });
+    assert.deepEqual(replicaPlan(dfs({ replicas: 0 })), { replicas: 0 });
+    assert.deepEqual(replicaPlan(dfs({ replicas: 1, database: pg, coordination: redis })), { replicas: 1 });
+  });
+
+  it('more without a PostgreSQL database or a Redis (the CRD rule bypassed): one, naming what is missing', () => {
+    const embedded = replicaPlan(dfs({ replicas: 3 }));
+    assert.equal(embedded.replicas, 1);
+    assert.equal(embedded.limited?.reason, 'CoordinationRequired');
+    assert.match(embedded.limited?.message ?? '', /^replicas 3 > 1 requires database\.type postgres and coordination\.redis /);
+    const noRedis = replicaPlan(dfs({ replicas: 3, database: pg }));
+    assert.equal(noRedis.replicas, 1);
+    assert.match(noRedis.limited?.message ?? '', /requires coordination\.redis \(/);
+    const noPg = replicaPlan(dfs({ replicas: 2, coordination: redis }));
+    assert.match(noPg.limited?.message ?? '', /requires database\.type postgres \(/);
+  });
+
+  it('more with both: still one, since this server version cannot coordinate them', () => {
+    const plan = replicaPlan(dfs({ replicas: 3, database: pg, coordination: redis }));
+    assert.equal(plan.replicas, 1);
+    assert.equal(plan.limited?.reason, 'CoordinationNotSupported');
+    assert.match(plan.limited?.message ?? '', /replicas > 1 requires coordination, not supported by this server version/);
+    const sts = desiredStatefulSet(
+      inputs(dfs({ replicas: 3, database: pg, coordination: redis }), { databaseUrl: 'postgres://db/x' }),
+      'h',
+    );
+    assert.equal(sts.spec!.replicas, 1);
   });
 });

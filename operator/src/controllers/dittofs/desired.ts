@@ -42,6 +42,51 @@ export const SPEC_DEFAULTS = Object.freeze({
   serviceType: 'ClusterIP',
 } as const);
 
+/**
+ * Pods this server version may run on one set of stores: several servers on one store lose data
+ * unless they coordinate (Redis leases and fencing tokens), which it does not do yet (each server
+ * also fences its PostgreSQL stores, so a second pod would not start anyway).
+ */
+export const MAX_UNCOORDINATED_REPLICAS = 1;
+
+export interface ReplicaPlan {
+  /** Pods the StatefulSet runs. */
+  replicas: number;
+  /** Why fewer than spec.replicas (Ready=False with this reason). */
+  limited?: { reason: 'CoordinationRequired' | 'CoordinationNotSupported'; message: string };
+}
+
+/**
+ * How many pods to run for spec.replicas. More than one needs a PostgreSQL database and a Redis
+ * (the CRD's rule says so too; this holds when that rule is bypassed or predates the object), and
+ * even then this server version cannot coordinate them: one pod, and a condition that says why.
+ */
+export function replicaPlan(dfs: DittoFS): ReplicaPlan {
+  const asked = dfs.spec.replicas ?? SPEC_DEFAULTS.replicas;
+  if (asked <= MAX_UNCOORDINATED_REPLICAS) return { replicas: asked };
+  const missing = [
+    ...((dfs.spec.database?.type ?? 'embedded') === 'postgres' ? [] : ['database.type postgres']),
+    ...(dfs.spec.coordination?.redis === undefined ? ['coordination.redis'] : []),
+  ];
+  const replicas = MAX_UNCOORDINATED_REPLICAS;
+  if (missing.length > 0) {
+    return {
+      replicas,
+      limited: {
+        reason: 'CoordinationRequired',
+        message: `replicas ${asked} > 1 requires ${missing.join(' and ')} (several servers on one store lose data without coordination); running ${replicas} pod`,
+      },
+    };
+  }
+  return {
+    replicas,
+    limited: {
+      reason: 'CoordinationNotSupported',
+      message: `replicas > 1 requires coordination, not supported by this server version; running ${replicas} pod of the ${asked} asked for`,
+    },
+  };
+}
+
 /** The server refuses a smaller WAL (server/src/config/schema.ts). */
 export const MIN_WAL_BYTES = 4 * 1024 * 1024;
 /** Shares of the cache volume the WAL and the disk read cache may fill (the CRD's cache.size says so). */
@@ -291,7 +336,7 @@ export function desiredStatefulSet(inputs: DesiredInputs, hash: string): V1State
     kind: 'StatefulSet',
     metadata: meta(dfs, names.statefulSet),
     spec: {
-      replicas: dfs.spec.replicas ?? SPEC_DEFAULTS.replicas,
+      replicas: replicaPlan(dfs).replicas,
       serviceName: names.headlessService,
       // Pods are independent servers: start and replace them all at once.
       podManagementPolicy: 'Parallel',

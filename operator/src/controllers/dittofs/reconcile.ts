@@ -17,6 +17,7 @@ import {
   newAdminSecret,
   newJwtSecret,
   renderServerConfig,
+  replicaPlan,
   SPEC_DEFAULTS,
 } from './desired.js';
 import { DATA_VOLUME, childNames } from './names.js';
@@ -57,12 +58,11 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
       const r = lookupSecret(secret, pgRef, 'database.postgres.urlSecretRef');
       if (r.ok) databaseUrl = r.value;
       else problem = { reason: r.reason, message: r.message };
-    } else if ((dfs.spec.replicas ?? SPEC_DEFAULTS.replicas) > 1) {
-      warnings.push({
-        reason: 'EmbeddedDatabaseReplicas',
-        message: `the embedded database lives on each pod's own volume: the ${dfs.spec.replicas} pods do not share metadata; use database.type postgres for more than one replica`,
-      });
     }
+    // More pods than this server version can run on one set of stores: one, and Ready=False.
+    const plan = replicaPlan(dfs);
+    if (plan.limited !== undefined)
+      log.warn('replicas limited', { asked: dfs.spec.replicas, running: plan.replicas, reason: plan.limited.reason });
 
     await ensureOnceSecret(client, newJwtSecret(dfs), dfs);
     await ensureOnceSecret(client, newAdminSecret(dfs), dfs);
@@ -105,6 +105,7 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
       statefulSet: sts,
       ...(hash === undefined ? {} : { configHash: hash }),
       ...(problem === undefined ? {} : { problem }),
+      ...(plan.limited === undefined ? {} : { replicasLimited: { ...plan.limited, replicas: plan.replicas } }),
       warnings,
       clusterDomain: deps.clusterDomain,
     });

@@ -56,4 +56,22 @@ describe('dittofsStatus', () => {
     assert.equal(warned.phase, 'Running');
     assert.deepEqual([cond(warned, 'Degraded')?.status, cond(warned, 'Degraded')?.reason], ['True', 'CacheSizeImmutable']);
   });
+
+  it('fewer pods than asked (replicas > 1 in this version): Ready=False with the reason, Degraded, Synced', () => {
+    const replicasLimited = {
+      replicas: 1,
+      reason: 'CoordinationNotSupported',
+      message: 'replicas > 1 requires coordination, not supported by this server version; running 1 pod of the 3 asked for',
+    };
+    const s = dittofsStatus({ dfs: dfs({ replicas: 3 }), statefulSet: sts(1), replicasLimited, clusterDomain: 'c' });
+    assert.equal(s.phase, 'Degraded');
+    assert.deepEqual([cond(s, 'Ready')?.status, cond(s, 'Ready')?.reason], ['False', 'CoordinationNotSupported']);
+    assert.match(
+      cond(s, 'Ready')?.message ?? '',
+      /not supported by this server version; running 1 pod of the 3 asked for \(1\/1 pods ready\)/,
+    );
+    assert.deepEqual([cond(s, 'Degraded')?.status, cond(s, 'Degraded')?.reason], ['True', 'CoordinationNotSupported']);
+    assert.equal(cond(s, 'Synced')?.status, 'True');
+    assert.equal(dittofsStatus({ dfs: dfs({ replicas: 3 }), statefulSet: sts(0), replicasLimited, clusterDomain: 'c' }).phase, 'Pending');
+  });
 });

@@ -19,6 +19,8 @@ export interface DittoFSStatusInputs {
   problem?: Problem;
   /** Applied, but something is not as asked (Degraded=True). */
   warnings?: Problem[];
+  /** Fewer pods run than spec.replicas asks for (desired.ts replicaPlan): Ready=False, Degraded=True. */
+  replicasLimited?: Problem & { replicas: number };
   clusterDomain: string;
   now?: Date;
 }
@@ -27,7 +29,8 @@ export function dittofsStatus(inp: DittoFSStatusInputs): DittoFSStatus {
   const { dfs, statefulSet: sts, problem } = inp;
   const warnings = inp.warnings ?? [];
   const generation = dfs.metadata.generation;
-  const desired = dfs.spec.replicas ?? SPEC_DEFAULTS.replicas;
+  const limited = inp.replicasLimited;
+  const desired = limited?.replicas ?? dfs.spec.replicas ?? SPEC_DEFAULTS.replicas;
   const replicas = sts?.status?.replicas ?? 0;
   const ready = sts?.status?.readyReplicas ?? 0;
   const updated = sts?.status?.updatedReplicas ?? 0;
@@ -37,6 +40,7 @@ export function dittofsStatus(inp: DittoFSStatusInputs): DittoFSStatus {
   let phase: DittoFSPhase;
   if (problem !== undefined && sts === undefined) phase = 'Failed';
   else if (problem !== undefined) phase = 'Degraded';
+  else if (limited !== undefined) phase = ready === 0 ? 'Pending' : 'Degraded';
   else if (ready >= desired) phase = 'Running';
   else if (ready === 0) phase = 'Pending';
   else phase = 'Degraded';
@@ -45,16 +49,18 @@ export function dittofsStatus(inp: DittoFSStatusInputs): DittoFSStatus {
   const readyCond: ConditionInput =
     problem !== undefined
       ? { type: CONDITION.Ready, status: false, reason: problem.reason, message: problem.message }
-      : ready >= desired && rolledOut
-        ? { type: CONDITION.Ready, status: true, reason: 'PodsReady', message: podsMsg }
-        : ready >= desired
-          ? {
-              type: CONDITION.Ready,
-              status: false,
-              reason: 'RollingUpdate',
-              message: `${podsMsg}; ${updated}/${desired} on the current revision`,
-            }
-          : { type: CONDITION.Ready, status: false, reason: ready === 0 ? 'PodsPending' : 'PodsNotReady', message: podsMsg };
+      : limited !== undefined
+        ? { type: CONDITION.Ready, status: false, reason: limited.reason, message: `${limited.message} (${podsMsg})` }
+        : ready >= desired && rolledOut
+          ? { type: CONDITION.Ready, status: true, reason: 'PodsReady', message: podsMsg }
+          : ready >= desired
+            ? {
+                type: CONDITION.Ready,
+                status: false,
+                reason: 'RollingUpdate',
+                message: `${podsMsg}; ${updated}/${desired} on the current revision`,
+              }
+            : { type: CONDITION.Ready, status: false, reason: ready === 0 ? 'PodsPending' : 'PodsNotReady', message: podsMsg };
 
   const syncedCond: ConditionInput =
     problem !== undefined
@@ -67,7 +73,7 @@ export function dittofsStatus(inp: DittoFSStatusInputs): DittoFSStatus {
         };
 
   const degradedBy: Problem | undefined =
-    problem ?? warnings[0] ?? (ready > 0 && ready < desired ? { reason: 'PodsNotReady', message: podsMsg } : undefined);
+    problem ?? limited ?? warnings[0] ?? (ready > 0 && ready < desired ? { reason: 'PodsNotReady', message: podsMsg } : undefined);
   const degradedCond: ConditionInput =
     degradedBy !== undefined
       ? {

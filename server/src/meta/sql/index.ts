@@ -9,6 +9,7 @@ import { SqlMetadataStore } from './store.js';
 export { SqlMetadataStore } from './store.js';
 export { PgDriver, type PgDriverOptions } from './pg.js';
 export { PgliteDriver } from './pglite.js';
+export { FenceHeldError, FenceLostError, PgFence, describePgUrl, fenceKey, type FencePurpose } from './fence.js';
 export { observeSqlDriver, sqlErrorReason, type SqlDriverObserver, type SqlErrorReason } from './observed.js';
 export { MIGRATIONS, migrate, type Migration, type MigrationReport } from './migrations.js';
 export * from './driver.js';
@@ -45,7 +46,19 @@ export interface PostgresMetadataStoreOptions extends PgDriverOptions {
   observer?: SqlDriverObserver;
 }
 
+/** How long a call waits for a fence being taken again (a PostgreSQL restart) before JUKEBOX. */
+const FENCE_WAIT_MS = 5_000;
+
+/** A postgres store; with `fence`, served by this process alone (see fence.ts). */
 export function createPostgresMetadataStore(opts: PostgresMetadataStoreOptions): SqlMetadataStore {
   const { observer, ...pg } = opts;
-  return new SqlMetadataStore({ kind: 'postgres', connect: async () => observed(await PgDriver.open(pg), observer) });
+  let driver: PgDriver | null = null;
+  return new SqlMetadataStore({
+    kind: 'postgres',
+    connect: async () => {
+      driver = await PgDriver.open(pg);
+      return observed(driver, observer);
+    },
+    serving: () => driver?.fence?.whenHeld(FENCE_WAIT_MS),
+  });
 }

@@ -26,6 +26,7 @@ import {
   type Statement,
   type TransactionOptions,
 } from './driver.js';
+import { PgFence, type PgFenceOptions } from './fence.js';
 
 export interface PgDriverOptions {
   /** `postgres://user:password@host:port/database?...` (libpq-style URL; sslmode and friends work). */
@@ -46,6 +47,11 @@ export interface PgDriverOptions {
   retry?: RetryPolicy;
   logger?: DriverLogger;
   applicationName?: string;
+  /**
+   * Fence the database for this process (see fence.ts): open() fails with FenceHeldError when
+   * another process holds it, and every statement fails with FenceLostError while it is not held.
+   */
+  fence?: Pick<PgFenceOptions, 'purpose' | 'label' | 'onTaken' | 'heartbeatMs' | 'retakeDelayMs'>;
 }
 
 /** A schema name we are willing to splice into SQL. */
@@ -65,12 +71,17 @@ function config(sql: Statement | string, params: readonly unknown[]): pg.QueryCo
     : { name: sql.name, text: sql.text, values: params as unknown[] };
 }
 
+/** How long a statement waits for a fence being taken again before it fails (FenceLostError). */
+const FENCE_WAIT_MS = 5_000;
+
 export class PgDriver implements SqlDriver {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
   private readonly retry: RetryPolicy;
   private readonly log: DriverLogger;
   private closed = false;
+  /** This process's hold on the database, when asked for (null: not fenced). */
+  fence: PgFence | null = null;
   /** Statistics, for tests and metrics. */
   readonly stats = { retries: 0, connectionErrors: 0, conflicts: 0, poolErrors: 0 };
 
@@ -114,6 +125,15 @@ export class PgDriver implements SqlDriver {
       } else {
         await d.query('SELECT 1');
       }
+      if (opts.fence !== undefined) {
+        d.fence = await PgFence.take({
+          url: opts.url,
+          ...(opts.schema === undefined ? {} : { schema: opts.schema }),
+          ...(opts.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: opts.connectTimeoutMs }),
+          ...(opts.logger === undefined ? {} : { logger: opts.logger }),
+          ...opts.fence,
+        });
+      }
     } catch (e) {
       await d.pool.end().catch(() => undefined);
       throw e;
@@ -123,6 +143,15 @@ export class PgDriver implements SqlDriver {
 
   private live(): void {
     if (this.closed) throw new Error('postgres metadata store is closed');
+  }
+
+  /**
+   * Nothing reaches the database unless this process holds its fence (when it has one). A fence
+   * being taken again after a lost connection is waited for, briefly, like a lost connection is.
+   */
+  private async fenced(): Promise<void> {
+    const wait = this.fence?.whenHeld(FENCE_WAIT_MS);
+    if (wait !== undefined) await wait;
   }
 
   private shouldRetry = (e: unknown): boolean => {
@@ -173,9 +202,11 @@ export class PgDriver implements SqlDriver {
       this.retry,
       this.shouldRetry,
       async () => {
+        await this.fenced();
         const { client, done } = await this.acquire();
         let broken: unknown;
         try {
+          this.fence?.check();
           const r = await client.query(config(sql, params));
           return { rows: r.rows as T[] };
         } catch (e) {
@@ -200,6 +231,7 @@ export class PgDriver implements SqlDriver {
       this.retry,
       this.shouldRetry,
       async () => {
+        await this.fenced();
         const { client, done } = await this.acquire();
         let broken: unknown;
         let open = true;
@@ -219,6 +251,8 @@ export class PgDriver implements SqlDriver {
             open = false;
           }
           try {
+            // The fence lost while the transaction ran: roll back rather than commit unfenced.
+            this.fence?.check();
             await client.query('COMMIT');
           } catch (e) {
             if (isConnectionError(e)) {
@@ -250,6 +284,11 @@ export class PgDriver implements SqlDriver {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.pool.end();
+    try {
+      await this.pool.end();
+    } finally {
+      // Last: released only once no statement of this process can reach the database any more.
+      await this.fence?.close();
+    }
   }
 }

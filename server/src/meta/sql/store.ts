@@ -34,6 +34,7 @@ import {
   type SqlRow,
   type Statement,
 } from './driver.js';
+import { FenceLostError } from './fence.js';
 import { migrate, type Migration, type MigrationReport } from './migrations.js';
 import { inodeColumns, inodeRow, publicInode, toBuffer, toNumber, type InodeRow } from './rows.js';
 
@@ -203,6 +204,8 @@ function unavailable(e: unknown): unknown {
   if (isVfsError(e)) return e;
   if (e instanceof CommitUncertainError || isConnectionError(e))
     return new VfsError('JUKEBOX', `metadata store unavailable: ${errorMessage(e)}`);
+  // Not served by this process now (fence.ts): "try again later" too, never a write.
+  if (e instanceof FenceLostError) return new VfsError('JUKEBOX', e.message);
   return e;
 }
 
@@ -330,6 +333,8 @@ export interface SqlMetadataStoreOptions {
   connect: () => Promise<SqlDriver>;
   /** For tests: a different migration list. */
   migrations?: readonly Migration[];
+  /** Undefined while this process may serve the store (postgres: holds its fence); see MetadataStore.whenServing. */
+  serving?: () => Promise<void> | undefined;
 }
 
 export class SqlMetadataStore implements MetadataStore {
@@ -358,6 +363,14 @@ export class SqlMetadataStore implements MetadataStore {
     const db = this.db;
     this.db = null;
     if (db) await db.close();
+  }
+
+  whenServing(): Promise<void> | undefined {
+    if (!this.db || !this.opts.serving) return undefined;
+    const wait = this.opts.serving();
+    return wait?.catch((e: unknown) => {
+      throw unavailable(e);
+    });
   }
 
   /** The driver, for tests and diagnostics. */
