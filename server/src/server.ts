@@ -1,6 +1,7 @@
 // The composition root: config -> stores -> block services -> file service -> listeners. It owns
 // graceful shutdown: stop accepting, drain requests, flush dirty data, close stores.
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { BlockCache } from './blocks/cache.js';
@@ -24,9 +25,14 @@ import { ShareRuntime } from './shares.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
 import { DiskBlockCache } from './blocks/disk-cache.js';
+import { SmbServer } from './smb2/server.js';
+import { loadServerGuid } from './smb2/guid.js';
+import { controlPlaneDirectory, type SmbUserDirectory } from './smb2/auth/index.js';
 
 export interface RunningServer {
   readonly nfsPort: number | null;
+  /** The SMB2 port; null when `adapters.smb.enabled` is false. */
+  readonly smbPort: number | null;
   readonly apiPort: number | null;
   readonly metricsPort: number | null;
   readonly fileService: FileService;
@@ -159,6 +165,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   const metrics = config.metrics.enabled ? new ServerMetrics() : null;
   let replayed = false;
   let nfsListening = !config.adapters.nfs.enabled;
+  let smbListening = !config.adapters.smb.enabled;
 
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) {
@@ -308,8 +315,31 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         log.info({ port: nfsCfg.portmapper.port }, 'portmapper listening (TCP and UDP)');
       }
     }
-    if (config.adapters.smb.enabled) {
-      log.warn({ port: config.adapters.smb.port }, 'the SMB adapter is not implemented yet; SMB stays off');
+    let smbPort: number | null = null;
+    const smbCfg = config.adapters.smb;
+    if (smbCfg.enabled) {
+      // Users and their NT hashes come from the control plane; without it nobody can log in.
+      const directory: SmbUserDirectory = control ? controlPlaneDirectory(control.store) : { lookup: () => Promise.resolve(null) };
+      const smb = new SmbServer({
+        fs: fileService,
+        directory,
+        serverGuid: await loadServerGuid(config.data_dir),
+        signingRequired: smbCfg.signing_required,
+        serverName: os.hostname().split('.')[0]!.toUpperCase().slice(0, 15) || 'DITTOFS',
+        domain: 'WORKGROUP',
+        log: log.child({ component: 'smb' }),
+        ...(metrics ? { observer: metrics, data: metrics } : {}),
+      });
+      metrics?.watchConnections('smb', () => smb.connections);
+      smbPort = await listening('SMB', 'adapters.smb.port / DITTOFS_SMB_PORT (or the bind address)', smbCfg.bind, smbCfg.port, () =>
+        smb.listen(smbCfg.port, smbCfg.bind),
+      );
+      smbListening = true;
+      cleanups.push(() => smb.close());
+      log.info(
+        { port: smbPort, bind: smbCfg.bind, signingRequired: smbCfg.signing_required },
+        'SMB2 listening (TCP, dialects 2.0.2 and 2.1)',
+      );
     }
 
     let apiPort: number | null = null;
@@ -322,6 +352,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
           const checks: Record<string, ReadinessCheck> = {
             wal: replayed ? { ok: true } : { ok: false, detail: 'replaying the WAL' },
             nfs: nfsListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
+            smb: smbListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
             ...health.checks(),
           };
           return { ready: Object.values(checks).every((c) => c.ok), checks };
@@ -355,6 +386,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     let closing: Promise<void> | null = null;
     return {
       nfsPort,
+      smbPort,
       apiPort,
       metricsPort,
       fileService,

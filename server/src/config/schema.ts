@@ -529,7 +529,7 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       drc_size: countLeaf(1, 1_000_000),
       portmapper: obj<DittoConfig['adapters']['nfs']['portmapper']>({ enabled: boolLeaf(), port: portLeaf() }),
     }),
-    smb: listener(),
+    smb: obj<DittoConfig['adapters']['smb']>({ enabled: boolLeaf(), port: portLeaf(), bind: hostLeaf(), signing_required: boolLeaf() }),
   }),
   server: obj<DittoConfig['server']>({
     api: obj<DittoConfig['server']['api']>({
