@@ -380,7 +380,9 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
   let variable: boolean;
   switch (req.infoType) {
     case InfoType.FILE:
-      if (req.infoClass === FileInfoClass.FileAlternateNameInformation) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'no 8.3 names');
+      // No 8.3 short names are generated (NOT_SUPPORTED is what clients skip quietly; smbclient's
+      // allinfo stops at any other error).
+      if (req.infoClass === FileInfoClass.FileAlternateNameInformation) throw fail(NtStatus.NOT_SUPPORTED, 'no 8.3 names');
       if (req.infoClass === FileInfoClass.FileFullEaInformation) throw fail(NtStatus.NO_EAS_ON_FILE);
       out = encodeFileInfo(req.infoClass, {
         inode,
