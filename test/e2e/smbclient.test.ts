@@ -162,6 +162,15 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     assert.match(r.stdout + r.stderr, /NT_STATUS_LOGON_FAILURE/);
   });
 
+  it('smbclient -L lists the shares through the srvsvc pipe', async () => {
+    for (const dialect of ['SMB2_02', 'SMB2_10']) {
+      const r = await tool('smbclient', ['-L', '//127.0.0.1', '-p', String(srv.smbPort), '-U', `${USER}%${PASSWORD}`, '-m', dialect]);
+      const out = r.stdout + r.stderr;
+      assert.match(out, /^\s*export\s+Disk/m, out);
+      assert.match(out, /^\s*IPC\$\s+IPC\s+IPC Service/m, out);
+    }
+  });
+
   it('share permissions: read refuses changes, none refuses the tree connect', async () => {
     const src = path.join(dir, 'perm-src');
     await writeFile(src, 'shared\n');

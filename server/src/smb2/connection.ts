@@ -17,6 +17,7 @@ import {
   commandName,
   CREDIT_UNIT,
   Dialect,
+  FileAttributes,
   FILE_ALL_ACCESS,
   FILE_ID_ANY,
   FILE_READ_ACCESS,
@@ -55,8 +56,11 @@ import {
   writeSetInfoResponse,
   writeTreeConnectResponse,
   writeWriteResponse,
+  writeCloseResponse,
+  writeCreateResponse,
 } from './messages.js';
-import { Open, openIdOf, type Session, type Tree } from './state.js';
+import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
+import { SrvsvcPipe } from './srvsvc.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
 
 export interface SmbEngineOptions {
@@ -77,6 +81,8 @@ export interface SmbEngineOptions {
 /** MS-SMB2 3.3.5.4: sizes offered per dialect (2.0.2 has no multi-credit requests). */
 const LIMITS_202 = 65536;
 const LIMITS_21 = 1024 * 1024;
+/** FILETIME 0 (a pipe has no times). */
+const ZERO_TIME = Object.freeze({ sec: -11644473600, nsec: 0 });
 /** Elements in one compound frame at most. */
 const MAX_COMPOUND = 128;
 /** Sessions per connection, trees per session, opens per connection at most. */
@@ -110,6 +116,9 @@ export class SmbConnection {
   private readonly credits = new CreditWindow();
   private readonly sessions = new Map<number, Session>();
   private readonly opens = new Map<number, Open>();
+  /** Named pipe opens on IPC$ (srvsvc only), by open id. */
+  private readonly pipes = new Map<number, { id: number; fileId: Buffer; tree: Tree; pipe: SrvsvcPipe }>();
+  private nextPipeId = 2 ** 40;
   private static nextSessionId = 1;
   private warnedMalformed = false;
   closed = false;
@@ -433,16 +442,17 @@ export class SmbConnection {
         break;
     }
     const tree = this.requireTree(session, treeId);
+    if (tree.kind === 'ipc' && h.command !== Command.TREE_DISCONNECT) return this.pipeCommand(h, r, w, tree, chain);
     switch (h.command) {
       case Command.TREE_DISCONNECT:
         decodeEmpty(r, 'TREE_DISCONNECT');
         await this.closeOpens((o) => o.tree === tree);
+        for (const p of this.pipes.values()) if (p.tree === tree) this.pipes.delete(p.id);
         session.trees.delete(tree.id);
         writeEmptyBody(w);
         return ok;
       case Command.CREATE: {
         const req = decodeCreate(r);
-        if (tree.kind === 'ipc') throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no named pipes are served');
         if (this.opens.size >= MAX_OPENS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many opens');
         const open = await files.create(this.fileContext(session, tree), req, w, (o) => this.opens.set(o.id, o));
         chain.fileId = open.fileId;
@@ -512,6 +522,84 @@ export class SmbConnection {
       default:
         throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `unknown command ${h.command}`);
     }
+  }
+
+  /** Commands on IPC$: the srvsvc pipe (CREATE, WRITE, READ, FSCTL_PIPE_TRANSCEIVE, CLOSE) and DFS referrals. */
+  private pipeCommand(h: Smb2Header, r: SmbReader, w: SmbWriter, tree: Tree, chain: ChainState): { status: number; data: Buffer | null } {
+    const ok = { status: NtStatus.SUCCESS as number, data: null };
+    const find = (fileId: Buffer): SrvsvcPipe => {
+      const fid = fileId.equals(FILE_ID_ANY) && chain.fileId ? chain.fileId : fileId;
+      const p = this.pipes.get(openIdOf(fid));
+      if (!p || p.tree !== tree) throw new SmbStatusError(NtStatus.FILE_CLOSED);
+      chain.fileId = p.fileId;
+      return p.pipe;
+    };
+    switch (h.command) {
+      case Command.CREATE: {
+        const req = decodeCreate(r);
+        const name = fromUtf16(req.name, 'CREATE name').replace(/^\\+/, '').toLowerCase();
+        if (name !== 'srvsvc') throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, `no pipe "${name}"`);
+        if (this.pipes.size >= 64) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many pipe opens');
+        const id = this.nextPipeId++;
+        const fileId = fileIdOf(id);
+        this.pipes.set(id, { id, fileId, tree, pipe: new SrvsvcPipe(() => this.shareList()) });
+        chain.fileId = fileId;
+        const info = {
+          creationTime: ZERO_TIME,
+          lastAccessTime: ZERO_TIME,
+          lastWriteTime: ZERO_TIME,
+          changeTime: ZERO_TIME,
+          allocationSize: 0,
+          endOfFile: 0,
+          fileAttributes: FileAttributes.NORMAL,
+        };
+        writeCreateResponse(w, { oplockLevel: 0, createAction: 1, info, fileId, contexts: Buffer.alloc(0) });
+        return ok;
+      }
+      case Command.WRITE: {
+        const req = decodeWrite(r);
+        find(req.fileId).write(req.data);
+        writeWriteResponse(w, req.data.length);
+        return ok;
+      }
+      case Command.READ: {
+        const req = decodeRead(r);
+        const pipe = find(req.fileId);
+        if (pipe.pending === 0) throw new SmbStatusError(NtStatus.PIPE_EMPTY);
+        const more = pipe.pending > req.length;
+        const data = pipe.read(req.length);
+        writeReadResponse(w, data.length);
+        return { status: more ? NtStatus.BUFFER_OVERFLOW : NtStatus.SUCCESS, data };
+      }
+      case Command.IOCTL: {
+        const req = decodeIoctl(r);
+        if (req.ctlCode === Fsctl.DFS_GET_REFERRALS || req.ctlCode === Fsctl.DFS_GET_REFERRALS_EX)
+          throw new SmbStatusError(NtStatus.NOT_FOUND);
+        if (req.ctlCode !== Fsctl.PIPE_TRANSCEIVE) throw new SmbStatusError(NtStatus.NOT_SUPPORTED);
+        const pipe = find(req.fileId);
+        pipe.write(req.input);
+        const more = pipe.pending > req.maxOutputResponse;
+        writeIoctlResponse(w, req.ctlCode, req.fileId, pipe.read(req.maxOutputResponse));
+        return { status: more ? NtStatus.BUFFER_OVERFLOW : NtStatus.SUCCESS, data: null };
+      }
+      case Command.CLOSE: {
+        const req = decodeClose(r);
+        find(req.fileId);
+        this.pipes.delete(openIdOf(chain.fileId ?? req.fileId));
+        writeCloseResponse(w, 0, null);
+        return ok;
+      }
+      default:
+        throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `${commandName(h.command)} on IPC$`);
+    }
+  }
+
+  /** The shares srvsvc lists: every served share (type DISKTREE) and IPC$. */
+  private shareList(): { name: string; type: number; comment: string }[] {
+    return [
+      ...this.opts.fs.shares().map((s) => ({ name: smbShareName(s.name), type: 0, comment: '' })),
+      { name: 'IPC$', type: 0x80000003, comment: 'IPC Service' },
+    ];
   }
 
   // MS-SMB2 3.3.5.4 NEGOTIATE
@@ -671,7 +759,7 @@ export class SmbConnection {
         return { status: NtStatus.SUCCESS, data: null };
       }
       case Fsctl.PIPE_TRANSCEIVE:
-        throw new SmbStatusError(tree.kind === 'ipc' ? NtStatus.FILE_CLOSED : NtStatus.INVALID_DEVICE_REQUEST);
+        throw new SmbStatusError(NtStatus.INVALID_DEVICE_REQUEST);
       default:
         if (tree.kind === 'disk' && !req.fileId.equals(FILE_ID_ANY)) this.findOpen(req.fileId, chain, tree);
         throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `FSCTL 0x${req.ctlCode.toString(16)} is not supported`);
