@@ -118,10 +118,12 @@ export class SmbAuthExchange {
     const outcome = await this.ntlm.authenticate(resp.responseToken);
     if (!outcome.ok || outcome.anonymous) return this.finish(outcome, encodeNegTokenResp({ negState: NEG_STATE.ACCEPT_COMPLETED }));
     // RFC 4178 §5: check the client's mechListMIC over the mechTypes as it sent them and answer with
-    // ours; send none when the client sent none (Windows rejects an unsolicited one).
-    const clientMic = resp.mechListMIC ?? s.init.mechListMIC;
+    // ours; send none when the client sent none (Windows rejects an unsolicited one). After a
+    // downgrade from the client's first choice the MIC is mandatory, unless the client is too old to
+    // do it (no NTLM MIC either: what Samba calls the "new SPNEGO" feature).
+    const clientMic = resp.mechListMIC;
     if (clientMic === null) {
-      if (s.micRequired)
+      if (s.micRequired && outcome.hadMic)
         return { kind: 'failed', reason: 'logon-failure', message: 'SPNEGO: mechListMIC missing after a mechanism downgrade' };
       return this.finish(outcome, encodeNegTokenResp({ negState: NEG_STATE.ACCEPT_COMPLETED }));
     }

@@ -40,8 +40,20 @@ export type NtlmOutcome =
       anonymous: boolean;
       /** The flags both sides agreed on (CHALLENGE & AUTHENTICATE). */
       flags: number;
+      /** The AUTHENTICATE carried a MIC (MsvAvFlags), which was checked: a client of this age also does mechListMIC. */
+      hadMic: boolean;
     }
   | { ok: false; reason: 'logon-failure' | 'invalid-token'; message: string };
+
+/**
+ * The control-plane account an AUTHENTICATE names: its UserName, or the part before '@' of a user
+ * principal name ("alice@dittofs" with an empty DomainName, as Windows sends what the user typed).
+ * The NTLMv2 response is still checked against the UserName as sent, which is what the client keyed.
+ */
+export function accountName(auth: { user: string; domain: string }): string {
+  const at = auth.user.indexOf('@');
+  return auth.domain === '' && at > 0 ? auth.user.slice(0, at) : auth.user;
+}
 
 /** MS-NLMP 3.2.5.1.1: the CHALLENGE flags for a client's NEGOTIATE flags. */
 export function challengeFlags(clientFlags: number): number {
@@ -105,18 +117,24 @@ export class NtlmServer {
       if (!this.opts.allowGuest) return { ok: false, reason: 'logon-failure', message: 'anonymous logon refused: guest access is off' };
       const key = this.keyExchange(flags, Buffer.alloc(16), auth);
       if (typeof key === 'string') return { ok: false, reason: 'invalid-token', message: key };
-      return { ok: true, user: { ...ANONYMOUS_USER, gids: [] }, sessionKey: key, anonymous: true, flags };
+      return { ok: true, user: { ...ANONYMOUS_USER, gids: [] }, sessionKey: key, anonymous: true, flags, hadMic: false };
     }
-    if (auth.ntResponse.length === 24 || auth.ntResponse.length === 0)
-      return { ok: false, reason: 'logon-failure', message: `NTLMv1/LM response from ${who} refused: only NTLMv2 is accepted` };
+    if (auth.ntResponse.length === 0)
+      return {
+        ok: false,
+        reason: 'logon-failure',
+        message: `LM-only response from ${who} (no NT response) refused: only NTLMv2 is accepted`,
+      };
+    if (auth.ntResponse.length === 24)
+      return { ok: false, reason: 'logon-failure', message: `NTLMv1 response from ${who} refused: only NTLMv2 is accepted` };
     const v2 = splitNtlmV2Response(auth.ntResponse);
     if (v2 === null) return { ok: false, reason: 'logon-failure', message: `malformed NTLMv2 response from ${who}` };
 
     let entry: Awaited<ReturnType<SmbUserDirectory['lookup']>>;
     try {
-      entry = await this.dir.lookup(auth.user);
+      entry = await this.dir.lookup(accountName(auth));
       if (entry === null) {
-        const why = this.dir.describeMissing ? await this.dir.describeMissing(auth.user) : 'no such user, or no SMB password';
+        const why = this.dir.describeMissing ? await this.dir.describeMissing(accountName(auth)) : 'no such user, or no SMB password';
         return { ok: false, reason: 'logon-failure', message: `logon of ${who} refused: ${why}` };
       }
     } catch (err) {
@@ -146,14 +164,15 @@ export class NtlmServer {
     const key = this.keyExchange(flags, sessionBaseKey(responseKey, v2.ntProofStr), auth);
     if (typeof key === 'string') return { ok: false, reason: 'invalid-token', message: `${key} (${who})` };
 
-    if (avFlags & MSV_AV_FLAG_MIC_PRESENT) {
+    const hadMic = (avFlags & MSV_AV_FLAG_MIC_PRESENT) !== 0;
+    if (hadMic) {
       if (auth.micOffset < 0)
         return { ok: false, reason: 'invalid-token', message: `AUTHENTICATE of ${who} announces a MIC but has no room for one` };
       const mic = computeMic(key, this.negotiate.raw, this.challenge, auth.raw, auth.micOffset);
       if (!safeEqual(mic, auth.raw.subarray(auth.micOffset, auth.micOffset + 16)))
         return { ok: false, reason: 'logon-failure', message: `logon of ${who} refused: the NTLM MIC does not match (messages altered?)` };
     }
-    return { ok: true, user: { ...entry.user, gids: [...entry.user.gids] }, sessionKey: key, anonymous: false, flags };
+    return { ok: true, user: { ...entry.user, gids: [...entry.user.gids] }, sessionKey: key, anonymous: false, flags, hadMic };
   }
 
   /** KEY_EXCH (3.2.5.1.2): the exported session key, or why the EncryptedRandomSessionKey is unusable. */
