@@ -7,6 +7,7 @@ import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './code
 import { Command, HeaderFlags } from './constants.js';
 import { SmbConnection } from './connection.js';
 import { NtStatus } from './status.js';
+import { smb2Signature, verifySmb2Signature } from './auth/index.js';
 
 async function connection() {
   const srv = await memoryServer();
@@ -252,6 +253,46 @@ describe('SMB2 connection', () => {
       elements(sent[3]!).map((r) => r.status),
       [NtStatus.OBJECT_NAME_NOT_FOUND, NtStatus.OBJECT_NAME_NOT_FOUND, NtStatus.OBJECT_NAME_NOT_FOUND],
     );
+    await srv.close();
+  });
+
+  it('signing: unsigned and badly signed requests are refused on a signing session, good ones answered signed', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const key = Buffer.alloc(16, 0x5a);
+    const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
+    sessions.set(8, {
+      id: 8,
+      state: 'valid',
+      exchange: null,
+      user: { name: 'alice', uid: 1000, gid: 1000, gids: [] },
+      identity: { uid: 1000, gid: 1000, gids: [] },
+      signingKey: key,
+      signingRequired: true,
+      guest: false,
+      anonymous: false,
+      trees: new Map(),
+      nextTreeId: 1,
+    });
+    const signed = (msg: Buffer): Buffer => {
+      msg.writeUInt32LE(msg.readUInt32LE(16) | HeaderFlags.SIGNED, 16);
+      smb2Signature(key, msg).copy(msg, 48);
+      return msg;
+    };
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    await conn.handleFrame(request(Command.TREE_CONNECT, 1, tc, { sessionId: 8 }));
+    assert.equal(decodeHeader(sent[1]!).status, NtStatus.ACCESS_DENIED, 'unsigned');
+    const forged = signed(request(Command.TREE_CONNECT, 2, tc, { sessionId: 8 }));
+    forged[50] = forged[50]! ^ 1;
+    await conn.handleFrame(forged);
+    assert.equal(decodeHeader(sent[2]!).status, NtStatus.ACCESS_DENIED, 'bad signature');
+    assert.equal(decodeHeader(sent[2]!).flags & HeaderFlags.SIGNED, 0, 'a refused signature is not answered signed');
+    await conn.handleFrame(signed(request(Command.TREE_CONNECT, 3, tc, { sessionId: 8 })));
+    const reply = sent[3]!;
+    assert.equal(decodeHeader(reply).status, 0);
+    assert.notEqual(decodeHeader(reply).flags & HeaderFlags.SIGNED, 0);
+    assert.ok(verifySmb2Signature(key, reply), 'the reply carries a valid signature');
     await srv.close();
   });
 
