@@ -249,6 +249,12 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
       await rm(out);
     }
     await smbOk('rm big.bin');
+    // The metrics count SMB as they count NFS: by protocol, command and status, and bytes by share.
+    const metrics = await (await fetch(`http://127.0.0.1:${srv.metricsPort}/metrics`)).text();
+    assert.match(metrics, /dittofs_requests_total\{protocol="smb",procedure="WRITE",status="ok"\} \d+/);
+    assert.match(metrics, /dittofs_requests_total\{protocol="smb",procedure="CREATE",status="object_name_not_found"\} \d+/);
+    const written = /dittofs_written_bytes_total\{share="\/export"\} (\d+)/.exec(metrics);
+    assert.ok(written && Number(written[1]) >= BIG_MIB * 1024 * 1024, 'bytes written counted');
   });
 
   it('a file written by NFS reads back identical by SMB, and the reverse', async () => {
