@@ -1,10 +1,10 @@
 // MS-SMB2 2.1 Direct TCP transport: each message is preceded by a 4-byte header, a zero byte and a
 // 24-bit big-endian length. The length is checked against the cap before anything is buffered, and
-// each frame is copied once, into a buffer of its own size (it outlives the socket chunk).
+// each frame is copied once, into a buffer of its size from `alloc` (it outlives the socket chunk).
 //
 // Memory per connection: one frame being assembled (at most `maxFrame`). The shared server-wide
-// memory budget (wire/ on the `rpc-hardening` branch) plugs in at `onHeader`: reserve `length`
-// there, release when the request is answered.
+// memory budget (wire/ on the `rpc-hardening` branch) plugs in where push() checks the length:
+// reserve `length` there (or wait for it), release when the frame's requests are answered.
 import { FrameError } from '../wire/errors.js';
 
 export const DIRECT_TCP_HEADER = 4;
@@ -18,6 +18,7 @@ export class DirectTcpFramer {
   constructor(
     private readonly maxFrame: number,
     private readonly onFrame: (frame: Buffer) => void,
+    private readonly alloc: (size: number) => Buffer = (n) => Buffer.allocUnsafe(n),
   ) {}
 
   /** Feeds bytes from the socket; throws FrameError for a frame the connection must be closed for. */
@@ -35,7 +36,7 @@ export class DirectTcpFramer {
         const length = this.header.readUIntBE(1, 3);
         if (length < 4) throw new FrameError(`frame of ${length} bytes is too short for any SMB message`);
         if (length > this.maxFrame) throw new FrameError(`frame of ${length} bytes exceeds the ${this.maxFrame}-byte cap`);
-        this.frame = Buffer.allocUnsafe(length);
+        this.frame = this.alloc(length);
         this.frameHave = 0;
       }
       const n = Math.min(this.frame.length - this.frameHave, chunk.length - at);
