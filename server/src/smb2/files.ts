@@ -362,6 +362,11 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
     }
     if (single && count > 0) break;
   }
+  // Entries read ahead are dropped between calls (the next call reads on from `cookie`): an idle
+  // enumeration holds no directory page, however many opens a client keeps.
+  e.page = [];
+  e.pageAt = 0;
+  e.eof = false;
   if (count === 0) {
     if (tooSmall) throw fail(NtStatus.INFO_LENGTH_MISMATCH, 'output buffer too small for one entry');
     const status = e.fresh ? NtStatus.NO_SUCH_FILE : NtStatus.NO_MORE_FILES;

@@ -1,7 +1,7 @@
 // The SMB2 listener: Direct TCP connections (MS-SMB2 2.1), each framed and handed to an
-// SmbConnection. Bounds: a frame cap checked before buffering, requests in flight per connection
-// (the socket pauses beyond them), a connection cap, and an idle timeout. Graceful close: stop
-// accepting, stop reading, let the requests read finish, then close the sockets.
+// SmbConnection. Bounds: a frame cap checked before buffering, frames (and their bytes) in flight
+// per connection (the socket pauses beyond them), a connection cap, and an idle timeout. Graceful
+// close: stop accepting, stop reading, let the requests read finish, then close the sockets.
 import net from 'node:net';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { FrameError } from '../wire/errors.js';
@@ -26,6 +26,8 @@ const DEFAULT_IN_FLIGHT = 64;
 /** Frames this large or larger (1 MiB WRITEs) come from a pool and go back once answered. */
 const POOLED_FRAME_MIN = 64 * 1024;
 const POOLED_FRAMES_KEPT = 16;
+/** Bytes of frames in flight per connection past which it stops reading (a 1 MiB WRITE is one frame). */
+const MAX_FRAME_BYTES_IN_FLIGHT = 16 * 1024 * 1024;
 /** Pending output past which a connection stops reading (a client that does not read its replies). */
 const MAX_PENDING_OUTPUT = 16 * 1024 * 1024;
 
@@ -79,10 +81,12 @@ export class SmbServer {
     const state = {
       conn: null as unknown as SmbConnection,
       active: 0,
+      /** Bytes of the frames being processed. */
+      bytes: 0,
     };
     const resumeIfPossible = (): void => {
       if (this.closing || !paused) return;
-      if (state.active < maxInFlight && socket.writableLength < MAX_PENDING_OUTPUT) {
+      if (state.active < maxInFlight && state.bytes < MAX_FRAME_BYTES_IN_FLIGHT && socket.writableLength < MAX_PENDING_OUTPUT) {
         paused = false;
         socket.resume();
       }
@@ -108,8 +112,9 @@ export class SmbServer {
       this.opts.maxFrameSize ?? DEFAULT_MAX_FRAME,
       (frame) => {
         state.active++;
+        state.bytes += frame.length;
         this.inFlight++;
-        if (state.active >= maxInFlight && !paused) {
+        if ((state.active >= maxInFlight || state.bytes >= MAX_FRAME_BYTES_IN_FLIGHT) && !paused) {
           paused = true;
           socket.pause();
         }
@@ -117,6 +122,7 @@ export class SmbServer {
           .handleFrame(frame)
           .catch((err: unknown) => clog?.error({ err }, 'SMB frame failed unexpectedly'))
           .finally(() => {
+            state.bytes -= frame.length;
             if (frame.length >= POOLED_FRAME_MIN) pool.give(frame);
             state.active--;
             if (--this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();

@@ -39,7 +39,7 @@ export interface Enumeration {
   /** 0: "." next, 1: ".." next, 2: entries after `cookie`. */
   phase: number;
   cookie: number;
-  /** Entries read ahead from the store and not returned yet. */
+  /** Entries read ahead from the store and not returned yet (within one QUERY_DIRECTORY call). */
   page: { name: Buffer; cookie: number; inode: Inode }[];
   pageAt: number;
   eof: boolean;
