@@ -3,6 +3,7 @@
 import dgram from 'node:dgram';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { BlockCache } from './blocks/cache.js';
@@ -30,16 +31,21 @@ import {
   seconds,
   StoreHealth,
 } from './controlplane.js';
-import { notServedReason, protocolServed } from './protocols.js';
+import { protocolServed } from './protocols.js';
 import { serveLocalControl } from './local-control.js';
 import { ShareRuntime } from './shares.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
 import { DiskBlockCache } from './blocks/disk-cache.js';
 import { PgDriver } from './meta/sql/pg.js';
+import { SmbServer } from './smb2/server.js';
+import { loadServerGuid } from './smb2/guid.js';
+import { controlPlaneDirectory, type SmbUserDirectory } from './smb2/auth/index.js';
 
 export interface RunningServer {
   readonly nfsPort: number | null;
+  /** The SMB2 port; null when `adapters.smb.enabled` is false. */
+  readonly smbPort: number | null;
   readonly apiPort: number | null;
   readonly metricsPort: number | null;
   readonly fileService: FileService;
@@ -304,6 +310,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   const metrics = config.metrics.enabled ? new ServerMetrics() : null;
   let replayed = false;
   let nfsListening = !config.adapters.nfs.enabled;
+  let smbListening = !config.adapters.smb.enabled;
 
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) {
@@ -472,8 +479,32 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         log.info({ port: nfsCfg.portmapper.port }, 'portmapper listening (TCP and UDP)');
       }
     }
-    const smbNotServed = notServedReason('smb', config.adapters.smb.enabled);
-    if (smbNotServed !== undefined) log.warn({ port: config.adapters.smb.port }, `SMB: ${smbNotServed}`);
+    let smbPort: number | null = null;
+    const smbCfg = config.adapters.smb;
+    if (smbCfg.enabled) {
+      // Users and their NT hashes come from the control plane; without it nobody can log in.
+      const directory: SmbUserDirectory = control ? controlPlaneDirectory(control.store) : { lookup: () => Promise.resolve(null) };
+      const smb = new SmbServer({
+        fs: fileService,
+        directory,
+        serverGuid: await loadServerGuid(config.data_dir),
+        signingRequired: smbCfg.signing_required,
+        serverName: os.hostname().split('.')[0]!.toUpperCase().slice(0, 15) || 'DITTOFS',
+        domain: 'WORKGROUP',
+        log: log.child({ component: 'smb' }),
+        ...(metrics ? { observer: metrics, data: metrics } : {}),
+      });
+      metrics?.watchConnections('smb', () => smb.connections);
+      smbPort = await listening('SMB', 'adapters.smb.port / DITTOFS_SMB_PORT (or the bind address)', smbCfg.bind, smbCfg.port, () =>
+        smb.listen(smbCfg.port, smbCfg.bind),
+      );
+      smbListening = true;
+      cleanups.push(() => smb.close());
+      log.info(
+        { port: smbPort, bind: smbCfg.bind, signingRequired: smbCfg.signing_required },
+        'SMB2 listening (TCP, dialects 2.0.2 and 2.1)',
+      );
+    }
 
     let apiPort: number | null = null;
     if (control && applier) {
@@ -492,6 +523,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
                 : { ok: false, detail: 'the WAL volume is full: writes wait until uploads free space' },
             ...(controlFence ? { 'control:fence': fenceCheck(controlFence) } : {}),
             nfs: nfsListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
+            smb: smbListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
             ...health.checks(),
           };
           return { ready: Object.values(checks).every((c) => c.ok), checks };
@@ -535,6 +567,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     let closing: Promise<void> | null = null;
     return {
       nfsPort,
+      smbPort,
       apiPort,
       metricsPort,
       fileService,

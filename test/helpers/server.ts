@@ -54,6 +54,8 @@ export async function waitForPort(port: number, timeoutMs = READY_TIMEOUT_MS, ch
 
 export interface DittofsProcess {
   nfsPort: number;
+  /** The SMB2 port (a free one; the server listens there unless DITTOFS_SMB_ENABLED=false). */
+  smbPort: number;
   apiPort: number;
   metricsPort: number;
   dataDir: string;
@@ -87,6 +89,7 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
   // A caller that sets DITTOFS_API_PORT (a restart on the same address) gets that port.
   const apiPort = opts.env?.DITTOFS_API_PORT ? Number(opts.env.DITTOFS_API_PORT) : await freePort();
   const metricsPort = await freePort();
+  const smbPort = opts.env?.DITTOFS_SMB_PORT ? Number(opts.env.DITTOFS_SMB_PORT) : await freePort();
   const args = [DITTOFS_CLI, 'start'];
   if (opts.configFile) args.push('--config', opts.configFile);
   const child = spawn(process.execPath, args, {
@@ -98,7 +101,7 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
       DITTOFS_NFS_PORT: String(nfsPort),
       DITTOFS_API_PORT: String(apiPort),
       DITTOFS_METRICS_PORT: String(metricsPort),
-      DITTOFS_SMB_ENABLED: 'false',
+      DITTOFS_SMB_PORT: String(smbPort),
       DITTOFS_LOG_LEVEL: process.env.DITTOFS_LOG_LEVEL ?? 'warn',
       // A known first admin password: nothing printed on stderr (set '' to see the generated one).
       DITTOFS_ADMIN_INITIAL_PASSWORD: TEST_ADMIN_PASSWORD,
@@ -125,6 +128,7 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
   };
   return {
     nfsPort,
+    smbPort,
     apiPort,
     metricsPort,
     dataDir,

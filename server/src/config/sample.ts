@@ -89,6 +89,9 @@ adapters:
     port: 12445
     # Listen address, as for NFS. Env: DITTOFS_BIND_ADDRESS.
     bind: 0.0.0.0
+    # Require every session to sign its messages (HMAC-SHA256); otherwise sessions sign when the
+    # client asks (Windows 11 always does). Env: DITTOFS_SMB_SIGNING_REQUIRED.
+    signing_required: false
 
 # The control plane.
 server:

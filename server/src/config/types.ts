@@ -114,6 +114,11 @@ export interface DittoConfig {
       /** env DITTOFS_SMB_PORT, default 12445. */
       port: number;
       bind: string;
+      /**
+       * Every SMB session must sign its messages (HMAC-SHA256, SMB 2.x); default false: sessions
+       * sign when the client asks. Env DITTOFS_SMB_SIGNING_REQUIRED.
+       */
+      signing_required: boolean;
     };
   };
   server: {

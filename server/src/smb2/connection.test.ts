@@ -1,0 +1,323 @@
+// One SMB2 connection without sockets: frames in, response frames out. What is checked before any
+// session exists: negotiation, compounds, the credit window, framing errors.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { memoryServer } from '../testing/memory-server.js';
+import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './codec.js';
+import { Command, HeaderFlags } from './constants.js';
+import { SmbConnection } from './connection.js';
+import { NtStatus } from './status.js';
+import { smb2Signature, verifySmb2Signature } from './auth/index.js';
+
+async function connection() {
+  const srv = await memoryServer();
+  const sent: Buffer[] = [];
+  const aborted: string[] = [];
+  const conn = new SmbConnection(
+    {
+      fs: srv.fs,
+      directory: { lookup: () => Promise.resolve(null) },
+      serverGuid: Buffer.alloc(16, 9),
+      signingRequired: false,
+      serverName: 'TEST',
+      domain: 'WORKGROUP',
+    },
+    (parts) => sent.push(Buffer.concat(parts)),
+    (why) => aborted.push(why),
+  );
+  return { srv, conn, sent, aborted };
+}
+
+function request(
+  command: number,
+  messageId: number,
+  body: Buffer,
+  opts: { sessionId?: number; treeId?: number; flags?: number; charge?: number; credits?: number } = {},
+): Buffer {
+  const w = new SmbWriter();
+  writeHeader(w, {
+    creditCharge: opts.charge ?? 1,
+    status: 0,
+    command,
+    creditRequest: opts.credits ?? 10,
+    flags: opts.flags ?? 0,
+    nextCommand: 0,
+    messageId,
+    treeId: opts.treeId ?? 0,
+    sessionId: opts.sessionId ?? 0,
+  });
+  return Buffer.concat([w.finish(), body]);
+}
+
+/** Chains messages into one compound frame (each padded to 8 bytes, NextCommand set). */
+function compound(msgs: Buffer[]): Buffer {
+  const parts = msgs.map((m, i) => {
+    if (i === msgs.length - 1) return m;
+    const padded = Buffer.alloc(Math.ceil(m.length / 8) * 8);
+    m.copy(padded);
+    padded.writeUInt32LE(padded.length, 20);
+    return padded;
+  });
+  return Buffer.concat(parts);
+}
+
+function negotiate(dialects: number[]): Buffer {
+  const w = new SmbWriter();
+  w.u16(36).u16(dialects.length).u16(1).u16(0).u32(0).zeros(16).zeros(8);
+  for (const d of dialects) w.u16(d);
+  return w.finish();
+}
+
+const echo = Buffer.from([4, 0, 0, 0]);
+
+/** MS-SMB2 2.2.13 CREATE: GENERIC_READ|GENERIC_WRITE, the name at offset 120. */
+function createBody(name: string, disposition: number): Buffer {
+  const n = utf16(name);
+  const w = new SmbWriter();
+  w.u16(57)
+    .u8(0)
+    .u8(0)
+    .u32(2)
+    .zeros(16)
+    .u32(0xc0000000)
+    .u32(0)
+    .u32(7)
+    .u32(disposition)
+    .u32(0)
+    .u16(HEADER_SIZE + 56)
+    .u16(n.length)
+    .u32(0)
+    .u32(0)
+    .bytes(n);
+  return w.finish();
+}
+
+/** MS-SMB2 2.2.21 WRITE at offset 0 on FileId all-ones (the previous element's open). */
+function writeBody(data: Buffer): Buffer {
+  const w = new SmbWriter();
+  w.u16(49)
+    .u16(HEADER_SIZE + 48)
+    .u32(data.length)
+    .u64(0)
+    .bytes(Buffer.alloc(16, 0xff))
+    .u32(0)
+    .u32(0)
+    .u16(0)
+    .u16(0)
+    .u32(0)
+    .bytes(data);
+  return w.finish();
+}
+
+function closeBody(): Buffer {
+  const w = new SmbWriter();
+  w.u16(24).u16(0).u32(0).bytes(Buffer.alloc(16, 0xff));
+  return w.finish();
+}
+
+/** The elements of a response frame: header and body. */
+function elements(frame: Buffer): { status: number; command: number; credits: number; body: Buffer; flags: number }[] {
+  const out = [];
+  for (let at = 0; ;) {
+    const h = decodeHeader(frame, at);
+    const end = h.nextCommand ? at + h.nextCommand : frame.length;
+    out.push({
+      status: h.status,
+      command: h.command,
+      credits: h.creditRequest,
+      body: frame.subarray(at + HEADER_SIZE, end),
+      flags: h.flags,
+    });
+    if (!h.nextCommand) return out;
+    assert.equal(h.nextCommand % 8, 0);
+    at = end;
+  }
+}
+
+describe('SMB2 connection', () => {
+  it('answers the SMB1 multi-protocol NEGOTIATE with an SMB2 NEGOTIATE response naming 2.??? ', async () => {
+    const { conn, sent, srv } = await connection();
+    const dialects = Buffer.from('\x02NT LM 0.12\0\x02SMB 2.002\0\x02SMB 2.???\0', 'latin1');
+    const smb1 = Buffer.alloc(35);
+    smb1.writeUInt32LE(0x424d53ff, 0);
+    smb1[4] = 0x72;
+    smb1.writeUInt16LE(dialects.length, 33);
+    await conn.handleFrame(Buffer.concat([smb1, dialects]));
+    const [r] = elements(sent[0]!);
+    assert.equal(r!.status, 0);
+    assert.equal(r!.body.readUInt16LE(4), 0x02ff);
+    assert.ok(r!.credits >= 1);
+    // Then the SMB2 NEGOTIATE, MessageId 1.
+    await conn.handleFrame(request(Command.NEGOTIATE, 1, negotiate([0x0202, 0x0210])));
+    assert.equal(elements(sent[1]!)[0]!.body.readUInt16LE(4), 0x0210);
+    await srv.close();
+  });
+
+  it('picks 2.1 with LARGE_MTU and 1 MiB sizes, 2.0.2 with 64 KiB, and refuses 3.x only', async () => {
+    for (const [dialects, dialect, max, caps] of [
+      [[0x0202, 0x0210, 0x0300], 0x0210, 1 << 20, 4],
+      [[0x0202], 0x0202, 65536, 0],
+    ] as const) {
+      const { conn, sent, srv } = await connection();
+      await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([...dialects])));
+      const body = elements(sent[0]!)[0]!.body;
+      assert.equal(body.readUInt16LE(0), 65);
+      assert.equal(body.readUInt16LE(2) & 1, 1, 'signing enabled');
+      assert.equal(body.readUInt16LE(4), dialect);
+      assert.deepEqual(body.subarray(8, 24), Buffer.alloc(16, 9), 'server GUID');
+      assert.equal(body.readUInt32LE(24), caps);
+      assert.deepEqual([body.readUInt32LE(28), body.readUInt32LE(32), body.readUInt32LE(36)], [max, max, max]);
+      await srv.close();
+    }
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0311])));
+    assert.equal(elements(sent[0]!)[0]!.status, NtStatus.NOT_SUPPORTED);
+    await srv.close();
+  });
+
+  it('answers a compound in one frame, element by element, and an unknown session with USER_SESSION_DELETED', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210])));
+    await conn.handleFrame(
+      compound([
+        request(Command.ECHO, 1, echo),
+        request(Command.ECHO, 2, echo),
+        request(Command.TREE_DISCONNECT, 3, echo, { sessionId: 77 }),
+      ]),
+    );
+    const rs = elements(sent[1]!);
+    assert.deepEqual(
+      rs.map((r) => [r.command, r.status]),
+      [
+        [Command.ECHO, 0],
+        [Command.ECHO, 0],
+        [Command.TREE_DISCONNECT, NtStatus.USER_SESSION_DELETED],
+      ],
+    );
+    assert.ok(rs.every((r) => (r.flags & HeaderFlags.SERVER_TO_REDIR) !== 0));
+    await srv.close();
+  });
+
+  it('related elements use the previous open, and inherit the failure of a CREATE before them', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    // A logged-on session, as SESSION_SETUP leaves it (the NTLM exchange is smb-auth's, tested there).
+    const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
+    sessions.set(5, {
+      id: 5,
+      state: 'valid',
+      exchange: null,
+      user: { name: 'alice', uid: 1000, gid: 1000, gids: [] },
+      identity: { uid: 1000, gid: 1000, gids: [] },
+      signingKey: null,
+      signingRequired: false,
+      guest: false,
+      anonymous: false,
+      trees: new Map(),
+      nextTreeId: 1,
+    });
+    const path = utf16('\\\\127.0.0.1\\EXPORT');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    await conn.handleFrame(request(Command.TREE_CONNECT, 1, tc, { sessionId: 5 }));
+    const treeId = decodeHeader(sent[1]!).treeId;
+    assert.equal(decodeHeader(sent[1]!).status, 0);
+    const related = { flags: HeaderFlags.RELATED_OPERATIONS, sessionId: 0xffffffff };
+    const data = Buffer.from('written in a compound');
+    // CREATE (OPEN_IF) + WRITE + CLOSE, the last two on FileId all-ones.
+    await conn.handleFrame(
+      compound([
+        request(Command.CREATE, 2, createBody('c.txt', 3), { sessionId: 5, treeId }),
+        request(Command.WRITE, 3, writeBody(data), related),
+        request(Command.CLOSE, 4, closeBody(), related),
+      ]),
+    );
+    assert.deepEqual(
+      elements(sent[2]!).map((r) => r.status),
+      [0, 0, 0],
+    );
+    const share = srv.fs.shares()[0]!;
+    const file = await srv.fs.lookup(srv.fs.handleOf(share, await srv.fs.root(share)), Buffer.from('c.txt'), { uid: 0, gid: 0, gids: [] });
+    assert.equal(
+      (await srv.fs.read(srv.fs.handleOf(share, file.inode), { uid: 0, gid: 0, gids: [] }, 0, 100)).data.toString(),
+      data.toString(),
+    );
+    // A CREATE (OPEN) of a missing name: the related WRITE and CLOSE get its status, not FILE_CLOSED.
+    await conn.handleFrame(
+      compound([
+        request(Command.CREATE, 5, createBody('missing', 1), { sessionId: 5, treeId }),
+        request(Command.WRITE, 6, writeBody(data), related),
+        request(Command.CLOSE, 7, closeBody(), related),
+      ]),
+    );
+    assert.deepEqual(
+      elements(sent[3]!).map((r) => r.status),
+      [NtStatus.OBJECT_NAME_NOT_FOUND, NtStatus.OBJECT_NAME_NOT_FOUND, NtStatus.OBJECT_NAME_NOT_FOUND],
+    );
+    await srv.close();
+  });
+
+  it('signing: unsigned and badly signed requests are refused on a signing session, good ones answered signed', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const key = Buffer.alloc(16, 0x5a);
+    const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
+    sessions.set(8, {
+      id: 8,
+      state: 'valid',
+      exchange: null,
+      user: { name: 'alice', uid: 1000, gid: 1000, gids: [] },
+      identity: { uid: 1000, gid: 1000, gids: [] },
+      signingKey: key,
+      signingRequired: true,
+      guest: false,
+      anonymous: false,
+      trees: new Map(),
+      nextTreeId: 1,
+    });
+    const signed = (msg: Buffer): Buffer => {
+      msg.writeUInt32LE(msg.readUInt32LE(16) | HeaderFlags.SIGNED, 16);
+      smb2Signature(key, msg).copy(msg, 48);
+      return msg;
+    };
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    await conn.handleFrame(request(Command.TREE_CONNECT, 1, tc, { sessionId: 8 }));
+    assert.equal(decodeHeader(sent[1]!).status, NtStatus.ACCESS_DENIED, 'unsigned');
+    const forged = signed(request(Command.TREE_CONNECT, 2, tc, { sessionId: 8 }));
+    forged[50] = forged[50]! ^ 1;
+    await conn.handleFrame(forged);
+    assert.equal(decodeHeader(sent[2]!).status, NtStatus.ACCESS_DENIED, 'bad signature');
+    assert.equal(decodeHeader(sent[2]!).flags & HeaderFlags.SIGNED, 0, 'a refused signature is not answered signed');
+    await conn.handleFrame(signed(request(Command.TREE_CONNECT, 3, tc, { sessionId: 8 })));
+    const reply = sent[3]!;
+    assert.equal(decodeHeader(reply).status, 0);
+    assert.notEqual(decodeHeader(reply).flags & HeaderFlags.SIGNED, 0);
+    assert.ok(verifySmb2Signature(key, reply), 'the reply carries a valid signature');
+    await srv.close();
+  });
+
+  it('grants credits within the window and closes the connection for a MessageId never granted or reused', async () => {
+    const { conn, sent, aborted, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 5 }));
+    assert.equal(elements(sent[0]!)[0]!.credits, 5);
+    await conn.handleFrame(request(Command.ECHO, 3, echo));
+    assert.deepEqual(aborted, []);
+    await conn.handleFrame(request(Command.ECHO, 3, echo));
+    assert.equal(aborted.length, 1, 'a reused MessageId');
+    await conn.handleFrame(request(Command.ECHO, 1000, echo));
+    assert.equal(aborted.length, 2, 'an id never granted');
+    await srv.close();
+  });
+
+  it('closes the connection for a malformed frame and answers INVALID_PARAMETER for a malformed body', async () => {
+    const { conn, sent, aborted, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210])));
+    const bad = request(Command.ECHO, 1, echo);
+    bad.writeUInt32LE(12, 20); // NextCommand not a multiple of 8 / inside the header
+    await conn.handleFrame(bad);
+    assert.equal(aborted.length, 1);
+    await conn.handleFrame(request(Command.ECHO, 2, Buffer.from([9, 0, 0, 0])));
+    assert.equal(elements(sent[1]!)[0]!.status, NtStatus.INVALID_PARAMETER);
+    await srv.close();
+  });
+});

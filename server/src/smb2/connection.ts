@@ -1,0 +1,795 @@
+// One SMB2 connection: splits each frame into its compound elements (MS-SMB2 3.3.5.2.7), checks
+// credits and signatures, dispatches the commands, and sends the responses back as one compound
+// frame, each element signed on its own (3.3.4.1.3). NEGOTIATE, SESSION_SETUP, LOGOFF,
+// TREE_CONNECT, TREE_DISCONNECT, ECHO, CANCEL and IOCTL are answered here; the file commands in
+// files.ts.
+import type { Logger } from 'pino';
+import type { DataObserver, RequestObserver } from '../obs/metrics.js';
+import type { FileService } from '../vfs/service.js';
+import { DecodeError } from '../wire/errors.js';
+import type { Identity } from '../vfs/types.js';
+import { nowTimespec } from '../vfs/types.js';
+import { negotiateSecurityBlob, SmbAuthExchange, smb2Signature, type SmbUserDirectory, verifySmb2Signature } from './auth/index.js';
+import { decodeHeader, fromUtf16, HEADER_SIZE, SMB1_MAGIC, SmbReader, SmbWriter, writeHeader, type Smb2Header } from './codec.js';
+import {
+  Capabilities,
+  Command,
+  commandName,
+  CREDIT_UNIT,
+  Dialect,
+  FileAttributes,
+  FILE_ALL_ACCESS,
+  FILE_ID_ANY,
+  FILE_READ_ACCESS,
+  Fsctl,
+  HeaderFlags,
+  IOCTL_IS_FSCTL,
+  SecurityMode,
+  SessionFlags,
+  ShareType,
+} from './constants.js';
+import { CreditWindow } from './credits.js';
+import * as files from './files.js';
+import {
+  decodeClose,
+  decodeCreate,
+  decodeEmpty,
+  decodeFlush,
+  decodeIoctl,
+  decodeNegotiate,
+  decodeQueryDirectory,
+  decodeQueryInfo,
+  decodeRead,
+  decodeSessionSetup,
+  decodeSetInfo,
+  decodeTreeConnect,
+  decodeValidateNegotiate,
+  decodeWrite,
+  encodeValidateNegotiateResponse,
+  writeEmptyBody,
+  writeErrorBody,
+  writeIoctlResponse,
+  writeNegotiateResponse,
+  writeOutputResponse,
+  writeReadResponse,
+  writeSessionSetupResponse,
+  writeSetInfoResponse,
+  writeTreeConnectResponse,
+  writeWriteResponse,
+  writeCloseResponse,
+  writeCreateResponse,
+} from './messages.js';
+import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
+import { SrvsvcPipe } from './srvsvc.js';
+import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
+
+export interface SmbEngineOptions {
+  fs: FileService;
+  directory: SmbUserDirectory;
+  /** 16 bytes, stable for the data directory (MS-SMB2 3.3.1.5 ServerGuid). */
+  serverGuid: Buffer;
+  /** The server requires every session to sign (adapters.smb.signing_required). */
+  signingRequired: boolean;
+  /** NetBIOS-style name and domain the NTLM challenge names. */
+  serverName: string;
+  domain: string;
+  log?: Logger;
+  observer?: RequestObserver;
+  data?: DataObserver;
+}
+
+/** MS-SMB2 3.3.5.4: sizes offered per dialect (2.0.2 has no multi-credit requests). */
+const LIMITS_202 = 65536;
+const LIMITS_21 = 1024 * 1024;
+/** FILETIME 0 (a pipe has no times). */
+const ZERO_TIME = Object.freeze({ sec: -11644473600, nsec: 0 });
+/** Elements in one compound frame at most. */
+const MAX_COMPOUND = 128;
+/** Sessions per connection, trees per session, opens per connection at most. */
+const MAX_SESSIONS = 64;
+const MAX_TREES = 256;
+const MAX_OPENS = 16384;
+
+/** A response element: its header fields and body, then any data buffers after the body. */
+interface Reply {
+  header: Omit<Smb2Header, 'signature' | 'asyncId'>;
+  body: Buffer;
+  data: Buffer | null;
+  /** The session whose key signs it (null: unsigned). */
+  signWith: Session | null;
+}
+
+/** What related elements inherit from the previous one (3.3.5.2.7.2). */
+interface ChainState {
+  sessionId: number;
+  treeId: number;
+  fileId: Buffer | null;
+  /** A failed CREATE's status, answered to the related elements that follow it. */
+  failed: number | null;
+}
+
+export class SmbConnection {
+  private dialect: number | null = null;
+  private clientGuid: Buffer = Buffer.alloc(16);
+  private clientSecurityMode = 0;
+  private clientCapabilities = 0;
+  private readonly credits = new CreditWindow();
+  private readonly sessions = new Map<number, Session>();
+  private readonly opens = new Map<number, Open>();
+  /** Named pipe opens on IPC$ (srvsvc only), by open id. */
+  private readonly pipes = new Map<number, { id: number; fileId: Buffer; tree: Tree; pipe: SrvsvcPipe }>();
+  private nextPipeId = 2 ** 40;
+  private static nextSessionId = 1;
+  private warnedMalformed = false;
+  closed = false;
+
+  constructor(
+    private readonly opts: SmbEngineOptions,
+    /** Sends one whole response frame's parts (without the Direct TCP header). */
+    private readonly send: (parts: Buffer[]) => void,
+    /** Closes the connection (a framing or sequence error). */
+    private readonly abort: (why: string) => void,
+    private readonly log?: Logger,
+  ) {}
+
+  private get largeMtu(): boolean {
+    return this.dialect === Dialect.SMB210;
+  }
+
+  private get maxIo(): number {
+    return this.largeMtu ? LIMITS_21 : LIMITS_202;
+  }
+
+  /** Handles one Direct TCP frame: resolves once its responses are handed to `send`. */
+  async handleFrame(frame: Buffer): Promise<void> {
+    if (frame.length >= 4 && frame.readUInt32LE(0) === SMB1_MAGIC) return this.smb1Negotiate(frame);
+    const elements: { header: Smb2Header; msg: Buffer }[] = [];
+    let at = 0;
+    try {
+      for (;;) {
+        const header = decodeHeader(frame, at);
+        const end = header.nextCommand === 0 ? frame.length : at + header.nextCommand;
+        if (header.nextCommand !== 0 && (header.nextCommand % 8 !== 0 || header.nextCommand < HEADER_SIZE || end > frame.length))
+          throw new DecodeError('DITTOFS_DECODE_INVALID', `bad NextCommand ${header.nextCommand}`);
+        elements.push({ header, msg: frame.subarray(at, end) });
+        if (header.nextCommand === 0) break;
+        if (elements.length >= MAX_COMPOUND) throw new DecodeError('DITTOFS_DECODE_TOO_LARGE', 'too many compound elements');
+        at = end;
+      }
+    } catch (e) {
+      this.abort(`malformed SMB2 frame: ${(e as Error).message}`);
+      return;
+    }
+    const replies: Reply[] = [];
+    const chain: ChainState = { sessionId: 0, treeId: 0, fileId: null, failed: null };
+    for (const el of elements) {
+      const reply = await this.element(el.header, el.msg, chain);
+      if (this.closed) return;
+      if (reply) replies.push(reply);
+    }
+    if (replies.length > 0) this.send(this.assemble(replies));
+  }
+
+  /** Pads, links, signs and lays out the replies of one frame. */
+  private assemble(replies: Reply[]): Buffer[] {
+    const parts: Buffer[] = [];
+    replies.forEach((r, i) => {
+      const last = i === replies.length - 1;
+      const len = HEADER_SIZE + r.body.length + (r.data?.length ?? 0);
+      const padded = last ? len : Math.ceil(len / 8) * 8;
+      const h = { ...r.header, nextCommand: last ? 0 : padded };
+      const key = r.signWith?.signingKey ?? null;
+      if (key) h.flags |= HeaderFlags.SIGNED;
+      const w = new SmbWriter(HEADER_SIZE + r.body.length + (key || !last ? (r.data?.length ?? 0) + 8 : 0));
+      writeHeader(w, h);
+      w.bytes(r.body);
+      if (key || !last) {
+        // Signed or followed by another element: one contiguous message.
+        if (r.data) w.bytes(r.data);
+        w.zeros(padded - len);
+        const msg = w.finish();
+        if (key) smb2Signature(key, msg).copy(msg, 48);
+        parts.push(msg);
+      } else {
+        parts.push(w.finish());
+        if (r.data) parts.push(r.data);
+      }
+    });
+    return parts;
+  }
+
+  /** MS-SMB2 3.3.5.3 an SMB1 NEGOTIATE naming SMB2 dialects gets an SMB2 NEGOTIATE response. */
+  private smb1Negotiate(frame: Buffer): void {
+    if (this.dialect !== null || frame.length < 35 || frame[4] !== 0x72) {
+      this.abort('SMB1 request other than the initial multi-protocol NEGOTIATE');
+      return;
+    }
+    const names = frame
+      .subarray(35)
+      .toString('latin1')
+      .split('\x02')
+      .map((s) => s.replace(/\0.*$/s, ''));
+    let dialect: number;
+    if (names.includes('SMB 2.???')) dialect = Dialect.WILDCARD;
+    else if (names.includes('SMB 2.002')) dialect = Dialect.SMB202;
+    else {
+      this.abort('SMB1 NEGOTIATE without an SMB2 dialect (SMB1 is not served)');
+      return;
+    }
+    if (dialect === Dialect.SMB202) this.dialect = Dialect.SMB202;
+    // MessageId 0 is used by this request (3.3.5.3.1); one credit more is granted.
+    this.credits.consume(0, 1);
+    const granted = this.credits.grant(1);
+    const w = new SmbWriter(256);
+    this.negotiateBody(w, dialect);
+    this.send(
+      this.assemble([
+        {
+          header: {
+            creditCharge: 0,
+            status: 0,
+            command: Command.NEGOTIATE,
+            creditRequest: granted,
+            flags: HeaderFlags.SERVER_TO_REDIR,
+            nextCommand: 0,
+            messageId: 0,
+            treeId: 0,
+            sessionId: 0,
+          },
+          body: w.finish(),
+          data: null,
+          signWith: null,
+        },
+      ]),
+    );
+  }
+
+  private negotiateBody(w: SmbWriter, dialect: number): void {
+    const large = dialect === Dialect.SMB210;
+    const max = large ? LIMITS_21 : LIMITS_202;
+    writeNegotiateResponse(w, {
+      securityMode: SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0),
+      dialect,
+      serverGuid: this.opts.serverGuid,
+      capabilities: large ? Capabilities.LARGE_MTU : 0,
+      maxTransactSize: max,
+      maxReadSize: max,
+      maxWriteSize: max,
+      systemTime: nowTimespec(),
+      securityBuffer: negotiateSecurityBlob(),
+    });
+  }
+
+  /** One compound element: its reply, or null (CANCEL has none). */
+  private async element(h: Smb2Header, msg: Buffer, chain: ChainState): Promise<Reply | null> {
+    const started = process.hrtime.bigint();
+    const related = (h.flags & HeaderFlags.RELATED_OPERATIONS) !== 0;
+    if (h.command === Command.CANCEL) return null;
+    // 3.3.5.2.3 sequence window: a charge of 0 counts as 1; an id outside the window ends the connection.
+    const charge = Math.max(1, h.creditCharge);
+    if (!this.credits.consume(h.messageId, charge)) {
+      this.abort(`MessageId ${h.messageId} (charge ${charge}) outside the credit window`);
+      return null;
+    }
+    const sessionId = related ? chain.sessionId : h.sessionId;
+    const treeId = related ? chain.treeId : h.treeId;
+    const reply: Reply = {
+      header: {
+        creditCharge: h.creditCharge,
+        status: 0,
+        command: h.command,
+        creditRequest: 0,
+        flags: HeaderFlags.SERVER_TO_REDIR | (related ? HeaderFlags.RELATED_OPERATIONS : 0),
+        nextCommand: 0,
+        messageId: h.messageId,
+        treeId,
+        sessionId,
+      },
+      body: Buffer.alloc(0),
+      data: null,
+      signWith: null,
+    };
+    if (!related) {
+      chain.failed = null;
+      chain.fileId = null;
+    }
+    const w = new SmbWriter(128);
+    let status: number;
+    let data: Buffer | null = null;
+    const session = sessionId !== 0 ? this.sessions.get(sessionId) : undefined;
+    const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
+    try {
+      if (related && chain.failed !== null) throw new SmbStatusError(chain.failed as NtStatus);
+      // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never processed.
+      if (session?.signingKey && h.command !== Command.NEGOTIATE) {
+        if (signed) {
+          if (!verifySmb2Signature(session.signingKey, msg)) {
+            this.log?.warn({ command: commandName(h.command), sessionId }, 'SMB2 request with a bad signature refused');
+            throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'bad signature');
+          }
+        } else if (session.signingRequired && h.command !== Command.SESSION_SETUP) {
+          throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'unsigned request on a session that requires signing');
+        }
+      }
+      if (session?.signingKey && (signed || session.signingRequired)) reply.signWith = session;
+      const r = new SmbReader(msg, HEADER_SIZE);
+      const out = await this.dispatch(h, r, w, reply, session, treeId, chain, charge);
+      status = out.status;
+      data = out.data;
+    } catch (e) {
+      status = this.statusOf(e, h);
+    }
+    if (h.command === Command.CREATE && status !== NtStatus.SUCCESS) chain.failed = status;
+    chain.sessionId = reply.header.sessionId;
+    chain.treeId = reply.header.treeId;
+    reply.header.status = status;
+    reply.header.creditRequest = this.credits.grant(h.creditRequest);
+    if (isBodyStatus(status) || w.pos > 0) {
+      reply.body = w.finish();
+      reply.data = data;
+    } else {
+      const e = new SmbWriter(9);
+      writeErrorBody(e);
+      reply.body = e.finish();
+    }
+    // An unknown or deleted session signs nothing (a refused signature never set signWith).
+    if (status === NtStatus.USER_SESSION_DELETED) reply.signWith = null;
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    this.opts.observer?.requestDone('smb', commandName(h.command), statusLabel(status), seconds);
+    return reply;
+  }
+
+  private statusOf(e: unknown, h: Smb2Header): number {
+    if (e instanceof SmbStatusError) return e.status;
+    if (e instanceof DecodeError) {
+      if (!this.warnedMalformed) {
+        this.warnedMalformed = true;
+        this.log?.warn(
+          { command: commandName(h.command), err: e.message },
+          'malformed SMB2 request answered INVALID_PARAMETER (logged once per connection)',
+        );
+      }
+      return NtStatus.INVALID_PARAMETER;
+    }
+    const s = ntStatusOf(e);
+    if (s !== null) {
+      if (s === NtStatus.UNEXPECTED_IO_ERROR)
+        this.log?.error({ err: e, command: commandName(h.command) }, 'storage error during an SMB operation');
+      return s;
+    }
+    this.log?.error({ err: e, command: commandName(h.command) }, 'SMB operation failed unexpectedly');
+    return NtStatus.INTERNAL_ERROR;
+  }
+
+  private requireSession(session: Session | undefined): Session {
+    if (!session || session.state !== 'valid') throw new SmbStatusError(NtStatus.USER_SESSION_DELETED);
+    return session;
+  }
+
+  private requireTree(session: Session, treeId: number): Tree {
+    const t = session.trees.get(treeId);
+    if (!t) throw new SmbStatusError(NtStatus.NETWORK_NAME_DELETED);
+    return t;
+  }
+
+  /** The open a FileId names (all ones in a related element: the previous element's open). */
+  private findOpen(fileId: Buffer, chain: ChainState, tree: Tree): Open {
+    const fid = fileId.equals(FILE_ID_ANY) && chain.fileId ? chain.fileId : fileId;
+    const open = this.opens.get(openIdOf(fid));
+    if (!open || open.tree !== tree) throw new SmbStatusError(NtStatus.FILE_CLOSED);
+    chain.fileId = open.fileId;
+    return open;
+  }
+
+  /** 3.3.5.2.5 a multi-credit request must be charged for its size. */
+  private checkCharge(charge: number, bytes: number): void {
+    if (!this.largeMtu) return;
+    const need = Math.max(1, Math.ceil(bytes / CREDIT_UNIT));
+    if (charge < need) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `CreditCharge ${charge} below the ${need} the size needs`);
+  }
+
+  private fileContext(session: Session, tree: Tree): files.FileContext {
+    if (tree.kind !== 'disk' || !tree.share) throw new SmbStatusError(NtStatus.INVALID_DEVICE_REQUEST);
+    return {
+      fs: this.opts.fs,
+      session,
+      tree,
+      share: tree.share,
+      id: session.identity,
+      maxRead: this.maxIo,
+      maxWrite: this.maxIo,
+      maxTransact: this.maxIo,
+      ...(this.opts.data ? { data: this.opts.data } : {}),
+    };
+  }
+
+  private async dispatch(
+    h: Smb2Header,
+    r: SmbReader,
+    w: SmbWriter,
+    reply: Reply,
+    sessionOrNone: Session | undefined,
+    treeId: number,
+    chain: ChainState,
+    charge: number,
+  ): Promise<{ status: number; data: Buffer | null }> {
+    const ok = { status: NtStatus.SUCCESS as number, data: null };
+    if (h.command !== Command.NEGOTIATE && this.dialect === null) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'no NEGOTIATE yet');
+    switch (h.command) {
+      case Command.NEGOTIATE:
+        this.negotiate(r, w);
+        return ok;
+      case Command.SESSION_SETUP:
+        return { status: await this.sessionSetup(h, r, w, reply), data: null };
+      case Command.ECHO:
+        decodeEmpty(r, 'ECHO');
+        writeEmptyBody(w);
+        return ok;
+      default:
+        break;
+    }
+    const session = this.requireSession(sessionOrNone);
+    switch (h.command) {
+      case Command.LOGOFF:
+        decodeEmpty(r, 'LOGOFF');
+        await this.logoff(session);
+        writeEmptyBody(w);
+        return ok;
+      case Command.TREE_CONNECT:
+        reply.header.treeId = this.treeConnect(session, r, w);
+        return ok;
+      default:
+        break;
+    }
+    const tree = this.requireTree(session, treeId);
+    if (tree.kind === 'ipc' && h.command !== Command.TREE_DISCONNECT) return this.pipeCommand(h, r, w, tree, chain);
+    switch (h.command) {
+      case Command.TREE_DISCONNECT:
+        decodeEmpty(r, 'TREE_DISCONNECT');
+        await this.closeOpens((o) => o.tree === tree);
+        for (const p of this.pipes.values()) if (p.tree === tree) this.pipes.delete(p.id);
+        session.trees.delete(tree.id);
+        writeEmptyBody(w);
+        return ok;
+      case Command.CREATE: {
+        const req = decodeCreate(r);
+        if (this.opens.size >= MAX_OPENS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many opens');
+        const open = await files.create(this.fileContext(session, tree), req, w, (o) => this.opens.set(o.id, o));
+        chain.fileId = open.fileId;
+        return ok;
+      }
+      case Command.CLOSE: {
+        const req = decodeClose(r);
+        const open = this.findOpen(req.fileId, chain, tree);
+        this.opens.delete(open.id);
+        await open.drained();
+        await files.close(this.fileContext(session, tree), open, req.flags, w);
+        return ok;
+      }
+      case Command.FLUSH: {
+        const req = decodeFlush(r);
+        const open = this.findOpen(req.fileId, chain, tree);
+        await open.use(() => files.flush(this.fileContext(session, tree), open));
+        writeEmptyBody(w);
+        return ok;
+      }
+      case Command.READ: {
+        const req = decodeRead(r);
+        this.checkCharge(charge, req.length);
+        const open = this.findOpen(req.fileId, chain, tree);
+        const data = await open.use(() => files.read(this.fileContext(session, tree), open, req));
+        writeReadResponse(w, data.length);
+        return { status: NtStatus.SUCCESS, data };
+      }
+      case Command.WRITE: {
+        const req = decodeWrite(r);
+        this.checkCharge(charge, req.data.length);
+        const open = this.findOpen(req.fileId, chain, tree);
+        const n = await open.use(() => files.write(this.fileContext(session, tree), open, req));
+        writeWriteResponse(w, n);
+        return ok;
+      }
+      case Command.QUERY_DIRECTORY: {
+        const req = decodeQueryDirectory(r);
+        this.checkCharge(charge, req.outputBufferLength);
+        const open = this.findOpen(req.fileId, chain, tree);
+        const out = await open.use(() => files.queryDirectory(this.fileContext(session, tree), open, req));
+        writeOutputResponse(w, out);
+        return ok;
+      }
+      case Command.QUERY_INFO: {
+        const req = decodeQueryInfo(r);
+        this.checkCharge(charge, Math.max(req.outputBufferLength, req.input.length));
+        const open = this.findOpen(req.fileId, chain, tree);
+        const res = await open.use(() => files.queryInfo(this.fileContext(session, tree), open, req));
+        writeOutputResponse(w, res.output);
+        return { status: res.status, data: null };
+      }
+      case Command.SET_INFO: {
+        const req = decodeSetInfo(r);
+        this.checkCharge(charge, req.buffer.length);
+        const open = this.findOpen(req.fileId, chain, tree);
+        await open.use(() => files.setInfo(this.fileContext(session, tree), open, req));
+        writeSetInfoResponse(w);
+        return ok;
+      }
+      case Command.IOCTL:
+        return this.ioctl(r, w, tree, chain, charge);
+      case Command.LOCK:
+      case Command.CHANGE_NOTIFY:
+      case Command.OPLOCK_BREAK:
+        throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `${commandName(h.command)} is not implemented yet`);
+      default:
+        throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `unknown command ${h.command}`);
+    }
+  }
+
+  /** Commands on IPC$: the srvsvc pipe (CREATE, WRITE, READ, FSCTL_PIPE_TRANSCEIVE, CLOSE) and DFS referrals. */
+  private pipeCommand(h: Smb2Header, r: SmbReader, w: SmbWriter, tree: Tree, chain: ChainState): { status: number; data: Buffer | null } {
+    const ok = { status: NtStatus.SUCCESS as number, data: null };
+    const find = (fileId: Buffer): SrvsvcPipe => {
+      const fid = fileId.equals(FILE_ID_ANY) && chain.fileId ? chain.fileId : fileId;
+      const p = this.pipes.get(openIdOf(fid));
+      if (!p || p.tree !== tree) throw new SmbStatusError(NtStatus.FILE_CLOSED);
+      chain.fileId = p.fileId;
+      return p.pipe;
+    };
+    switch (h.command) {
+      case Command.CREATE: {
+        const req = decodeCreate(r);
+        const name = fromUtf16(req.name, 'CREATE name').replace(/^\\+/, '').toLowerCase();
+        if (name !== 'srvsvc') throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, `no pipe "${name}"`);
+        if (this.pipes.size >= 64) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many pipe opens');
+        const id = this.nextPipeId++;
+        const fileId = fileIdOf(id);
+        this.pipes.set(id, { id, fileId, tree, pipe: new SrvsvcPipe(() => this.shareList()) });
+        chain.fileId = fileId;
+        const info = {
+          creationTime: ZERO_TIME,
+          lastAccessTime: ZERO_TIME,
+          lastWriteTime: ZERO_TIME,
+          changeTime: ZERO_TIME,
+          allocationSize: 0,
+          endOfFile: 0,
+          fileAttributes: FileAttributes.NORMAL,
+        };
+        writeCreateResponse(w, { oplockLevel: 0, createAction: 1, info, fileId, contexts: Buffer.alloc(0) });
+        return ok;
+      }
+      case Command.WRITE: {
+        const req = decodeWrite(r);
+        find(req.fileId).write(req.data);
+        writeWriteResponse(w, req.data.length);
+        return ok;
+      }
+      case Command.READ: {
+        const req = decodeRead(r);
+        const pipe = find(req.fileId);
+        if (pipe.pending === 0) throw new SmbStatusError(NtStatus.PIPE_EMPTY);
+        const more = pipe.pending > req.length;
+        const data = pipe.read(req.length);
+        writeReadResponse(w, data.length);
+        return { status: more ? NtStatus.BUFFER_OVERFLOW : NtStatus.SUCCESS, data };
+      }
+      case Command.IOCTL: {
+        const req = decodeIoctl(r);
+        if (req.ctlCode === Fsctl.DFS_GET_REFERRALS || req.ctlCode === Fsctl.DFS_GET_REFERRALS_EX)
+          throw new SmbStatusError(NtStatus.NOT_FOUND);
+        if (req.ctlCode !== Fsctl.PIPE_TRANSCEIVE) throw new SmbStatusError(NtStatus.NOT_SUPPORTED);
+        const pipe = find(req.fileId);
+        pipe.write(req.input);
+        const more = pipe.pending > req.maxOutputResponse;
+        writeIoctlResponse(w, req.ctlCode, req.fileId, pipe.read(req.maxOutputResponse));
+        return { status: more ? NtStatus.BUFFER_OVERFLOW : NtStatus.SUCCESS, data: null };
+      }
+      case Command.CLOSE: {
+        const req = decodeClose(r);
+        find(req.fileId);
+        this.pipes.delete(openIdOf(chain.fileId ?? req.fileId));
+        writeCloseResponse(w, 0, null);
+        return ok;
+      }
+      default:
+        throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `${commandName(h.command)} on IPC$`);
+    }
+  }
+
+  /** The shares srvsvc lists: every served share (type DISKTREE) and IPC$. */
+  private shareList(): { name: string; type: number; comment: string }[] {
+    return [
+      ...this.opts.fs.shares().map((s) => ({ name: smbShareName(s.name), type: 0, comment: '' })),
+      { name: 'IPC$', type: 0x80000003, comment: 'IPC Service' },
+    ];
+  }
+
+  // MS-SMB2 3.3.5.4 NEGOTIATE
+  private negotiate(r: SmbReader, w: SmbWriter): void {
+    if (this.dialect !== null) {
+      this.abort('a second NEGOTIATE on the connection');
+      throw new SmbStatusError(NtStatus.INVALID_PARAMETER);
+    }
+    const req = decodeNegotiate(r);
+    const dialect = req.dialects.includes(Dialect.SMB210) ? Dialect.SMB210 : req.dialects.includes(Dialect.SMB202) ? Dialect.SMB202 : null;
+    if (dialect === null) throw new SmbStatusError(NtStatus.NOT_SUPPORTED, 'no common dialect (2.0.2 and 2.1 are served)');
+    this.dialect = dialect;
+    this.clientGuid = req.clientGuid;
+    this.clientSecurityMode = req.securityMode;
+    this.clientCapabilities = req.capabilities;
+    this.negotiateBody(w, dialect);
+  }
+
+  // MS-SMB2 3.3.5.5 SESSION_SETUP
+  private async sessionSetup(h: Smb2Header, r: SmbReader, w: SmbWriter, reply: Reply): Promise<number> {
+    const req = decodeSessionSetup(r);
+    let session: Session | undefined;
+    let created = false;
+    if (h.sessionId === 0) {
+      if (this.sessions.size >= MAX_SESSIONS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many sessions');
+      const id = SmbConnection.nextSessionId++;
+      session = {
+        id,
+        state: 'in-progress',
+        exchange: null,
+        user: null,
+        identity: { uid: 65534, gid: 65534, gids: [] },
+        signingKey: null,
+        signingRequired: false,
+        guest: false,
+        anonymous: false,
+        trees: new Map(),
+        nextTreeId: 1,
+      };
+      this.sessions.set(id, session);
+      created = true;
+    } else {
+      session = this.sessions.get(h.sessionId);
+      if (!session) throw new SmbStatusError(NtStatus.USER_SESSION_DELETED);
+    }
+    reply.header.sessionId = session.id;
+    // A new exchange for a new session or a re-authentication of a valid one.
+    session.exchange ??= new SmbAuthExchange(this.opts.directory, {
+      serverName: this.opts.serverName,
+      domain: this.opts.domain,
+      allowGuest: false,
+    });
+    let step;
+    try {
+      step = await session.exchange.step(req.securityBuffer);
+    } catch (e) {
+      session.exchange = null;
+      if (created) this.sessions.delete(session.id);
+      throw e;
+    }
+    switch (step.kind) {
+      case 'continue':
+        writeSessionSetupResponse(w, 0, step.token);
+        return NtStatus.MORE_PROCESSING_REQUIRED;
+      case 'failed':
+        session.exchange = null;
+        if (session.state !== 'valid') this.sessions.delete(session.id);
+        this.log?.info({ reason: step.reason, message: step.message }, 'SMB logon refused');
+        return step.reason === 'logon-failure' ? NtStatus.LOGON_FAILURE : NtStatus.INVALID_PARAMETER;
+      case 'done': {
+        session.exchange = null;
+        session.state = 'valid';
+        session.user = step.user;
+        const id: Identity = { uid: step.user.uid, gid: step.user.gid, gids: step.user.gids };
+        session.identity = id;
+        session.guest = step.guest;
+        session.anonymous = step.anonymous;
+        const keyed = !step.guest && !step.anonymous && step.sessionKey.length >= 16;
+        session.signingKey = keyed ? Buffer.from(step.sessionKey.subarray(0, 16)) : null;
+        session.signingRequired =
+          keyed &&
+          (this.opts.signingRequired ||
+            (req.securityMode & SecurityMode.SIGNING_REQUIRED) !== 0 ||
+            (this.clientSecurityMode & SecurityMode.SIGNING_REQUIRED) !== 0);
+        // 3.3.5.5.3: the final response is signed whenever the session has a key.
+        reply.signWith = keyed ? session : null;
+        const flags = step.anonymous ? SessionFlags.IS_NULL : step.guest ? SessionFlags.IS_GUEST : 0;
+        writeSessionSetupResponse(w, flags, step.token);
+        this.log?.info({ user: step.user.name, sessionId: session.id, signing: session.signingRequired }, 'SMB session established');
+        return NtStatus.SUCCESS;
+      }
+    }
+  }
+
+  // MS-SMB2 3.3.5.6 LOGOFF
+  private async logoff(session: Session): Promise<void> {
+    await this.closeOpens((o) => o.tree.session === session);
+    session.trees.clear();
+    this.sessions.delete(session.id);
+  }
+
+  // MS-SMB2 3.3.5.7 TREE_CONNECT
+  private treeConnect(session: Session, r: SmbReader, w: SmbWriter): number {
+    const req = decodeTreeConnect(r);
+    const path = fromUtf16(req.path, 'TREE_CONNECT path');
+    const name = path.slice(path.lastIndexOf('\\') + 1);
+    if (session.trees.size >= MAX_TREES) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many tree connects');
+    const id = session.nextTreeId++;
+    if (name.toUpperCase() === 'IPC$') {
+      session.trees.set(id, { id, session, kind: 'ipc', share: null, name: 'IPC$', readOnly: true, maximalAccess: FILE_READ_ACCESS });
+      writeTreeConnectResponse(w, ShareType.PIPE, 0, FILE_READ_ACCESS);
+      return id;
+    }
+    const lower = name.toLowerCase();
+    const share = this.opts.fs.shares().find((s) => smbShareName(s.name).toLowerCase() === lower);
+    if (!share || lower === '') throw new SmbStatusError(NtStatus.BAD_NETWORK_NAME, `no share "${name}"`);
+    let level;
+    try {
+      const id2 = this.opts.fs.identity(share, session.identity);
+      level = this.opts.fs.level(share, id2);
+    } catch {
+      level = 'none' as const;
+    }
+    if (level === 'none') throw new SmbStatusError(NtStatus.ACCESS_DENIED, `no permission on share ${share.name}`);
+    const readOnly = share.readOnly || level === 'read';
+    const maximalAccess = readOnly ? FILE_READ_ACCESS : FILE_ALL_ACCESS;
+    session.trees.set(id, { id, session, kind: 'disk', share, name: share.name, readOnly, maximalAccess });
+    writeTreeConnectResponse(w, ShareType.DISK, 0, maximalAccess);
+    return id;
+  }
+
+  // MS-SMB2 3.3.5.15 IOCTL
+  private ioctl(r: SmbReader, w: SmbWriter, tree: Tree, chain: ChainState, charge: number): { status: number; data: Buffer | null } {
+    const req = decodeIoctl(r);
+    this.checkCharge(charge, Math.max(req.input.length, req.maxOutputResponse));
+    if ((req.flags & IOCTL_IS_FSCTL) === 0) throw new SmbStatusError(NtStatus.INVALID_DEVICE_REQUEST, 'not an FSCTL');
+    switch (req.ctlCode) {
+      case Fsctl.DFS_GET_REFERRALS:
+      case Fsctl.DFS_GET_REFERRALS_EX:
+        // No DFS namespace here (what smbd answers; clients go on without DFS).
+        throw new SmbStatusError(NtStatus.NOT_FOUND);
+      case Fsctl.VALIDATE_NEGOTIATE_INFO: {
+        // 3.3.5.15.12: the values the connection negotiated, or the connection is dropped.
+        const v = decodeValidateNegotiate(req.input);
+        if (!v.guid.equals(this.clientGuid) || v.securityMode !== this.clientSecurityMode || v.capabilities !== this.clientCapabilities) {
+          this.abort('VALIDATE_NEGOTIATE_INFO does not match the negotiation');
+          throw new SmbStatusError(NtStatus.ACCESS_DENIED);
+        }
+        const mode = SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0);
+        const out = encodeValidateNegotiateResponse(
+          this.largeMtu ? Capabilities.LARGE_MTU : 0,
+          this.opts.serverGuid,
+          mode,
+          this.dialect ?? 0,
+        );
+        writeIoctlResponse(w, req.ctlCode, req.fileId, out);
+        return { status: NtStatus.SUCCESS, data: null };
+      }
+      case Fsctl.PIPE_TRANSCEIVE:
+        throw new SmbStatusError(NtStatus.INVALID_DEVICE_REQUEST);
+      default:
+        if (tree.kind === 'disk' && !req.fileId.equals(FILE_ID_ANY)) this.findOpen(req.fileId, chain, tree);
+        throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `FSCTL 0x${req.ctlCode.toString(16)} is not supported`);
+    }
+  }
+
+  private async closeOpens(which: (o: Open) => boolean): Promise<void> {
+    const victims = [...this.opens.values()].filter(which);
+    for (const o of victims) this.opens.delete(o.id);
+    for (const o of victims) {
+      await o.drained();
+      if (o.deleteOnClose && o.parent && o.name) {
+        await this.opts.fs.remove(o.parent, o.name, o.tree.session.identity, o.isDir).catch(() => undefined);
+      }
+    }
+  }
+
+  /** The connection is gone: its opens are closed (delete-on-close honoured). */
+  async teardown(): Promise<void> {
+    this.closed = true;
+    await this.closeOpens(() => true);
+    this.sessions.clear();
+  }
+
+  get openCount(): number {
+    return this.opens.size;
+  }
+}
+
+/** The SMB name of a share: its name without the leading slash (`/export` -> `export`). */
+export function smbShareName(name: string): string {
+  return name.replace(/^\/+/, '');
+}

@@ -1,0 +1,194 @@
+// The file commands over the real file service (memory stores): what a client sees through CREATE,
+// QUERY_DIRECTORY, SET_INFO and CLOSE, without sockets.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { memoryServer } from '../testing/memory-server.js';
+import { SmbWriter, utf16 } from './codec.js';
+import { Access, CreateDisposition, CreateOptions, FileInfoClass, QueryDirectoryFlags } from './constants.js';
+import * as files from './files.js';
+import type { CreateRequest } from './messages.js';
+import { Open, type Session, type Tree } from './state.js';
+import { NtStatus, SmbStatusError } from './status.js';
+
+const alice = { uid: 1000, gid: 1000, gids: [] };
+
+async function setup(readOnly = false) {
+  const srv = await memoryServer();
+  const share = srv.fs.shares()[0]!;
+  const session = { id: 1, trees: new Map() } as unknown as Session;
+  const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly, maximalAccess: readOnly ? 0x001200a9 : 0x001f01ff };
+  const c: files.FileContext = { fs: srv.fs, session, tree, share, id: alice, maxRead: 1 << 20, maxWrite: 1 << 20, maxTransact: 1 << 20 };
+  const open = async (
+    name: string,
+    disposition: number,
+    options = 0,
+    access = Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
+  ): Promise<Open> => {
+    const req: CreateRequest = {
+      requestedOplockLevel: 0,
+      impersonationLevel: 2,
+      desiredAccess: access,
+      fileAttributes: 0,
+      shareAccess: 7,
+      createDisposition: disposition,
+      createOptions: options,
+      name: utf16(name),
+      contexts: [],
+    };
+    let got: Open | null = null;
+    await files.create(c, req, new SmbWriter(), (o) => (got = o));
+    return got!;
+  };
+  return { srv, c, open };
+}
+
+/** Names in a QUERY_DIRECTORY output buffer (FileNamesInformation), following NextEntryOffset. */
+function names(buf: Buffer): string[] {
+  const out: string[] = [];
+  for (let at = 0; ;) {
+    const next = buf.readUInt32LE(at);
+    const len = buf.readUInt32LE(at + 8);
+    out.push(buf.subarray(at + 12, at + 12 + len).toString('utf16le'));
+    if (next === 0) return out;
+    assert.equal(next % 8, 0, 'entries are 8-byte aligned');
+    at += next;
+  }
+}
+
+async function status(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+    return NtStatus.SUCCESS;
+  } catch (e) {
+    if (e instanceof SmbStatusError) return e.status;
+    throw e;
+  }
+}
+
+describe('SMB2 file commands over the file service', () => {
+  it('lists a large directory exactly once across many small QUERY_DIRECTORY calls, and again after RESTART_SCANS', async () => {
+    const { srv, c, open } = await setup();
+    const want = new Set<string>(['.', '..']);
+    for (let i = 0; i < 700; i++) {
+      const name = `file-${String(i).padStart(4, '0')}.txt`;
+      want.add(name);
+      await files.close(c, await open(name, CreateDisposition.CREATE), 0, new SmbWriter());
+    }
+    const dir = await open('', CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE, Access.GENERIC_READ);
+    const query = (flags: number, len: number, pattern = '*') =>
+      files.queryDirectory(c, dir, {
+        infoClass: FileInfoClass.FileNamesInformation,
+        flags,
+        fileIndex: 0,
+        fileId: dir.fileId,
+        pattern: utf16(pattern),
+        outputBufferLength: len,
+      });
+    for (const flags of [0, QueryDirectoryFlags.RESTART_SCANS]) {
+      const seen: string[] = [];
+      let calls = 0;
+      for (let first = true; calls < 1000; first = false, calls++) {
+        const st = await status(query(first ? flags : 0, 1024).then((b) => seen.push(...names(b))));
+        if (st === NtStatus.NO_MORE_FILES) break;
+        assert.equal(st, NtStatus.SUCCESS);
+      }
+      assert.ok(calls > 10, `${calls} calls`);
+      assert.equal(seen.length, want.size, 'no entry twice');
+      assert.deepEqual(new Set(seen), want);
+    }
+    await srv.close();
+  });
+
+  it('RETURN_SINGLE_ENTRY, patterns, and NO_SUCH_FILE for a pattern nothing matches', async () => {
+    const { srv, c, open } = await setup();
+    for (const n of ['a.txt', 'b.TXT', 'c.md']) await files.close(c, await open(n, CreateDisposition.CREATE), 0, new SmbWriter());
+    const dir = await open('', CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE, Access.GENERIC_READ);
+    const q = (flags: number, pattern: string) =>
+      files.queryDirectory(c, dir, {
+        infoClass: FileInfoClass.FileNamesInformation,
+        flags,
+        fileIndex: 0,
+        fileId: dir.fileId,
+        pattern: utf16(pattern),
+        outputBufferLength: 65536,
+      });
+    assert.deepEqual(names(await q(QueryDirectoryFlags.RESTART_SCANS, '*.txt')).sort(), ['a.txt', 'b.TXT']);
+    assert.deepEqual(names(await q(QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.RETURN_SINGLE_ENTRY, 'c.*')), ['c.md']);
+    assert.equal(await status(q(QueryDirectoryFlags.RESTART_SCANS, 'zzz*')), NtStatus.NO_SUCH_FILE);
+    await srv.close();
+  });
+
+  it('CREATE dispositions: CREATE collides, OPEN of a missing name fails, OVERWRITE_IF truncates', async () => {
+    const { srv, c, open } = await setup();
+    const f = await open('x.bin', CreateDisposition.CREATE);
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('0123456789') });
+    assert.equal(await status(open('x.bin', CreateDisposition.CREATE)), NtStatus.OBJECT_NAME_COLLISION);
+    assert.equal(await status(open('nope', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    assert.equal(await status(open('nope\\x', CreateDisposition.OPEN_IF)), NtStatus.OBJECT_PATH_NOT_FOUND);
+    assert.equal(await status(open('x.bin', CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)), NtStatus.NOT_A_DIRECTORY);
+    const o = await open('x.bin', CreateDisposition.OVERWRITE_IF);
+    assert.equal((await srv.fs.resolve(o.handle)).inode.size, 0);
+    await srv.close();
+  });
+
+  it('rename refuses an existing target unless ReplaceIfExists, and moves across directories', async () => {
+    const { srv, c, open } = await setup();
+    await open('d', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    const a = await open('a', CreateDisposition.CREATE);
+    await open('d\\b', CreateDisposition.CREATE);
+    const info = (replace: boolean, target: string): Buffer => {
+      const n = utf16(target);
+      const b = Buffer.alloc(20 + n.length);
+      b[0] = replace ? 1 : 0;
+      b.writeUInt32LE(n.length, 16);
+      n.copy(b, 20);
+      return b;
+    };
+    const rename = (replace: boolean, target: string) =>
+      status(
+        files.setInfo(c, a, {
+          infoType: 1,
+          infoClass: FileInfoClass.FileRenameInformation,
+          buffer: info(replace, target),
+          additionalInformation: 0,
+          fileId: a.fileId,
+        }),
+      );
+    assert.equal(await rename(false, 'd\\b'), NtStatus.OBJECT_NAME_COLLISION);
+    assert.equal(await rename(true, 'd\\b'), NtStatus.SUCCESS);
+    assert.equal(a.path, 'd\\b');
+    assert.equal(await status(open('a', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    assert.equal((await open('d\\b', CreateDisposition.OPEN)).inodeId, a.inodeId);
+    await srv.close();
+  });
+
+  it('delete on close removes the file; a non-empty directory refuses the delete disposition', async () => {
+    const { srv, c, open } = await setup();
+    const f = await open('gone', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
+    await files.close(c, f, 0, new SmbWriter());
+    assert.equal(await status(open('gone', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    const d = await open('full', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    await open('full\\x', CreateDisposition.CREATE);
+    const disp = Buffer.from([1]);
+    assert.equal(
+      await status(
+        files.setInfo(c, d, {
+          infoType: 1,
+          infoClass: FileInfoClass.FileDispositionInformation,
+          buffer: disp,
+          additionalInformation: 0,
+          fileId: d.fileId,
+        }),
+      ),
+      NtStatus.DIRECTORY_NOT_EMPTY,
+    );
+    await srv.close();
+  });
+
+  it('a read-only tree refuses changes at CREATE', async () => {
+    const { srv, open } = await setup(true);
+    assert.equal(await status(open('new', CreateDisposition.CREATE)), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(open('', CreateDisposition.OPEN, 0, Access.GENERIC_WRITE)), NtStatus.ACCESS_DENIED);
+    await srv.close();
+  });
+});

@@ -1,0 +1,561 @@
+// The file commands of a disk tree: CREATE, CLOSE, READ, WRITE, FLUSH, QUERY_DIRECTORY,
+// QUERY_INFO, SET_INFO (MS-SMB2 3.3.5.9 - 3.3.5.21). They call only the file service; a failure
+// is thrown (SmbStatusError, VfsError) and becomes an NTSTATUS in the dispatcher.
+import type { DataObserver } from '../obs/metrics.js';
+import { VfsError } from '../vfs/errors.js';
+import { CreateMode, type FileService, type Share } from '../vfs/service.js';
+import type { Identity, Inode } from '../vfs/types.js';
+import { FileType } from '../vfs/types.js';
+import { fromUtf16, readFiletime, SmbWriter, utf16 } from './codec.js';
+import {
+  Access,
+  CLOSE_FLAG_POSTQUERY_ATTRIB,
+  CreateAction,
+  CreateDisposition,
+  CreateOptions,
+  FileInfoClass,
+  FILE_ALL_ACCESS,
+  InfoType,
+  QueryDirectoryFlags,
+  WRITE_RIGHTS,
+  WRITEFLAG_WRITE_THROUGH,
+} from './constants.js';
+import {
+  DIRECTORY_CLASSES,
+  dirEntrySize,
+  encodeFileInfo,
+  encodeFsInfo,
+  FILE_CLASS_MIN,
+  fileInfoOf,
+  FS_CLASS_MIN,
+  matchPattern,
+  VARIABLE_FILE_CLASSES,
+  VARIABLE_FS_CLASSES,
+  writeDirEntry,
+} from './fscc.js';
+import {
+  type CreateContext,
+  type CreateRequest,
+  encodeCreateContexts,
+  mxacResponse,
+  qfidResponse,
+  type QueryDirectoryRequest,
+  type QueryInfoRequest,
+  type ReadRequest,
+  type SetInfoRequest,
+  type WriteRequest,
+  writeCloseResponse,
+  writeCreateResponse,
+} from './messages.js';
+import { fileIdOf, Open, type Session, type Tree } from './state.js';
+import { NtStatus, SmbStatusError } from './status.js';
+
+const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
+
+/** MS-SMB2 3.3.5.9 / MS-DTYP 2.4.3: generic rights mapped to file rights. */
+export function mapGenericRights(mask: number): number {
+  let m = mask & 0x0fffffff;
+  if (mask & Access.GENERIC_READ) m |= 0x00120089;
+  if (mask & Access.GENERIC_WRITE) m |= 0x00120116;
+  if (mask & Access.GENERIC_EXECUTE) m |= 0x001200a0;
+  if (mask & Access.GENERIC_ALL) m |= FILE_ALL_ACCESS;
+  return m >>> 0;
+}
+
+/** Characters a path component may not hold (MS-FSCC 2.1.5.2, plus '/' which POSIX names cannot). */
+const INVALID_CHARS = new Set(['"', '*', '/', ':', '<', '>', '?', '|']);
+const invalidName = (p: string): boolean => {
+  for (const ch of p) if (ch.charCodeAt(0) < 0x20 || INVALID_CHARS.has(ch)) return true;
+  return false;
+};
+
+/** A CREATE or rename name: components, with the unnamed data stream suffix removed. */
+export function parsePath(raw: string): string[] {
+  let s = raw;
+  // "file::$DATA" and "file:$DATA" name the file itself; other streams are not stored yet.
+  const colon = s.indexOf(':');
+  if (colon !== -1) {
+    const stream = s.slice(colon).toUpperCase();
+    if (stream !== '::$DATA' && stream !== ':$DATA') throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'named streams are not supported');
+    s = s.slice(0, colon);
+  }
+  while (s.startsWith('\\')) s = s.slice(1);
+  while (s.endsWith('\\')) s = s.slice(0, -1);
+  if (s === '') return [];
+  const parts = s.split('\\');
+  for (const p of parts) {
+    if (p === '' || p === '.' || p === '..' || invalidName(p)) throw fail(NtStatus.OBJECT_NAME_INVALID, `invalid name "${raw}"`);
+    if (Buffer.byteLength(p) > 255) throw fail(NtStatus.OBJECT_NAME_INVALID, 'name component longer than 255 bytes');
+  }
+  return parts;
+}
+
+export interface FileContext {
+  fs: FileService;
+  session: Session;
+  tree: Tree;
+  share: Share;
+  id: Identity;
+  /** Bytes a READ / WRITE / QUERY_* may move (the negotiated maxima). */
+  maxRead: number;
+  maxWrite: number;
+  maxTransact: number;
+  data?: DataObserver;
+}
+
+/** Walks to the parent directory of `parts` (all but the last component). */
+async function walkParent(c: FileContext, parts: string[]): Promise<Buffer> {
+  let dir = c.fs.handleOf(c.share, await c.fs.root(c.share));
+  for (let i = 0; i < parts.length - 1; i++) {
+    try {
+      const r = await c.fs.lookup(dir, Buffer.from(parts[i]!), c.id);
+      if (r.inode.type !== FileType.DIR) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
+      dir = c.fs.handleOf(c.share, r.inode);
+    } catch (e) {
+      if (e instanceof VfsError && (e.errno === 'NOENT' || e.errno === 'NOTDIR')) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
+      throw e;
+    }
+  }
+  return dir;
+}
+
+async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): Promise<Inode | null> {
+  try {
+    return (await c.fs.lookup(dir, name, c.id)).inode;
+  } catch (e) {
+    if (e instanceof VfsError && e.errno === 'NOENT') return null;
+    throw e;
+  }
+}
+
+/** What the caller may do to `inode`: the tree's maximum cut down by the POSIX mode bits. */
+function maximalAccessOf(c: FileContext, inode: Inode): number {
+  const bits = c.fs.accessBits(c.share, inode, c.id);
+  let m = Access.FILE_READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE | Access.FILE_READ_EA;
+  if (bits.read) m |= Access.FILE_READ_DATA;
+  if (bits.exec || inode.type === FileType.DIR) m |= Access.FILE_EXECUTE;
+  if (bits.write && !c.tree.readOnly) m |= FILE_ALL_ACCESS;
+  // The owner may always change attributes and delete (subject to the directory) on a writable tree.
+  if (!c.tree.readOnly && (inode.uid === c.id.uid || c.id.uid === 0)) m |= Access.FILE_WRITE_ATTRIBUTES | Access.DELETE;
+  return (m & c.tree.maximalAccess) >>> 0;
+}
+
+let nextOpenId = 1;
+
+// MS-SMB2 3.3.5.9 CREATE
+export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, register: (o: Open) => void): Promise<Open> {
+  const raw = fromUtf16(req.name, 'CREATE name');
+  const parts = parsePath(raw);
+  const opts = req.createOptions;
+  const wantDir = (opts & CreateOptions.DIRECTORY_FILE) !== 0;
+  const wantFile = (opts & CreateOptions.NON_DIRECTORY_FILE) !== 0;
+  if (wantDir && wantFile) throw fail(NtStatus.INVALID_PARAMETER, 'both DIRECTORY_FILE and NON_DIRECTORY_FILE');
+  const desired = mapGenericRights(req.desiredAccess);
+  const deleteOnClose = (opts & CreateOptions.DELETE_ON_CLOSE) !== 0;
+  if (deleteOnClose && (desired & Access.DELETE) === 0 && (req.desiredAccess & Access.MAXIMUM_ALLOWED) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'DELETE_ON_CLOSE without DELETE access');
+  const disp = req.createDisposition;
+  const changes = disp !== CreateDisposition.OPEN && disp !== CreateDisposition.OPEN_IF;
+  if (c.tree.readOnly && ((desired & WRITE_RIGHTS) !== 0 || deleteOnClose || changes)) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+
+  let parent: Buffer | null = null;
+  let name: Buffer | null = null;
+  let inode: Inode | null;
+  if (parts.length === 0) {
+    inode = await c.fs.root(c.share);
+  } else {
+    parent = await walkParent(c, parts);
+    name = Buffer.from(parts[parts.length - 1]!);
+    inode = await lookupOrNull(c, parent, name);
+  }
+
+  let action: number = CreateAction.OPENED;
+  let granted: number;
+  if (inode) {
+    if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
+    const isDir = inode.type === FileType.DIR;
+    if (wantDir && !isDir) throw fail(NtStatus.NOT_A_DIRECTORY);
+    if (wantFile && isDir) throw fail(NtStatus.FILE_IS_A_DIRECTORY);
+    const max = maximalAccessOf(c, inode);
+    granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
+    // Data access is checked against the mode bits now; the vfs checks again on each call.
+    const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA | Access.FILE_EXECUTE);
+    if ((needs & ~max) !== 0 && !isDir) throw fail(NtStatus.ACCESS_DENIED);
+    if (disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF) {
+      if (isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
+      const r = await c.fs.setattr(c.fs.handleOf(c.share, inode), c.id, { size: 0 });
+      inode = r.after;
+      action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
+    }
+  } else {
+    if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
+    if (parent === null || name === null) throw fail(NtStatus.ACCESS_DENIED);
+    if (wantDir) {
+      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755 })).inode;
+    } else {
+      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644 }, null)).inode;
+    }
+    action = CreateAction.CREATED;
+    granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
+  }
+
+  const id = nextOpenId++;
+  const fileId = fileIdOf(id);
+  const isDir = inode.type === FileType.DIR;
+  const open = new Open(
+    id,
+    fileId,
+    c.tree,
+    c.share,
+    c.fs.handleOf(c.share, inode),
+    inode.id,
+    isDir,
+    parent,
+    name,
+    parts.join('\\'),
+    granted >>> 0,
+  );
+  open.deleteOnClose = deleteOnClose;
+  register(open);
+
+  const contexts: CreateContext[] = [];
+  for (const ctx of req.contexts) {
+    if (ctx.name === 'QFid') contexts.push({ name: 'QFid', data: qfidResponse(inode.id, c.share.id) });
+    else if (ctx.name === 'MxAc') contexts.push({ name: 'MxAc', data: mxacResponse(maximalAccessOf(c, inode)) });
+  }
+  writeCreateResponse(w, {
+    oplockLevel: 0,
+    createAction: action,
+    info: fileInfoOf(inode, parts[parts.length - 1]),
+    fileId,
+    contexts: encodeCreateContexts(contexts),
+  });
+  return open;
+}
+
+// MS-SMB2 3.3.5.10 CLOSE
+export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
+  if (open.deleteOnClose && open.parent && open.name) {
+    try {
+      await c.fs.remove(open.parent, open.name, c.id, open.isDir);
+    } catch (e) {
+      // A directory that filled up meanwhile, or a file already gone, is simply not deleted.
+      if (!(e instanceof VfsError && (e.errno === 'NOTEMPTY' || e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
+    }
+    writeCloseResponse(w, 0, null);
+    return;
+  }
+  if ((flags & CLOSE_FLAG_POSTQUERY_ATTRIB) !== 0) {
+    try {
+      const { inode } = await c.fs.resolve(open.handle);
+      writeCloseResponse(w, CLOSE_FLAG_POSTQUERY_ATTRIB, fileInfoOf(inode));
+      return;
+    } catch {
+      // Deleted meanwhile: answer without attributes.
+    }
+  }
+  writeCloseResponse(w, 0, null);
+}
+
+// MS-SMB2 3.3.5.12 READ: the data is returned as its own buffer (sent after the header).
+export async function read(c: FileContext, open: Open, req: ReadRequest): Promise<Buffer> {
+  if (open.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'READ of a directory');
+  if ((open.grantedAccess & (Access.FILE_READ_DATA | Access.FILE_EXECUTE)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+  if (req.length > c.maxRead) throw fail(NtStatus.INVALID_PARAMETER, `READ of ${req.length} bytes above MaxReadSize`);
+  const r = await c.fs.read(open.handle, c.id, req.offset, req.length);
+  if ((r.data.length === 0 && req.length > 0) || r.data.length < req.minimumCount) throw fail(NtStatus.END_OF_FILE);
+  c.data?.bytesRead(c.share.id, r.data.length);
+  open.position = req.offset + r.data.length;
+  return r.data;
+}
+
+// MS-SMB2 3.3.5.13 WRITE
+export async function write(c: FileContext, open: Open, req: WriteRequest): Promise<number> {
+  if (open.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'WRITE to a directory');
+  if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+  if (req.data.length > c.maxWrite) throw fail(NtStatus.INVALID_PARAMETER, `WRITE of ${req.data.length} bytes above MaxWriteSize`);
+  let offset = req.offset;
+  if (offset < 0) offset = (await c.fs.resolve(open.handle)).inode.size;
+  const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
+  await c.fs.write(open.handle, c.id, offset, req.data, sync);
+  c.data?.bytesWritten(c.share.id, req.data.length);
+  open.position = offset + req.data.length;
+  return req.data.length;
+}
+
+// MS-SMB2 3.3.5.11 FLUSH: the durability of NFS COMMIT (WAL fsync of the data, metadata flushed).
+export async function flush(c: FileContext, open: Open): Promise<void> {
+  await c.fs.commit(open.handle);
+}
+
+// MS-SMB2 3.3.5.18 QUERY_DIRECTORY
+const DIR_PAGE = 256;
+
+export async function queryDirectory(c: FileContext, open: Open, req: QueryDirectoryRequest): Promise<Buffer> {
+  if (!open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'QUERY_DIRECTORY on a file');
+  if (!DIRECTORY_CLASSES.has(req.infoClass)) throw fail(NtStatus.INVALID_INFO_CLASS);
+  const limit = Math.min(req.outputBufferLength, c.maxTransact);
+  const restart = (req.flags & (QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.REOPEN)) !== 0;
+  const patternGiven = req.pattern.length > 0 ? fromUtf16(req.pattern, 'QUERY_DIRECTORY pattern') : null;
+  if (patternGiven !== null && patternGiven.length > 1024) throw fail(NtStatus.OBJECT_NAME_INVALID, 'pattern too long');
+  let e = open.enumeration;
+  if (e === null || restart) {
+    e = open.enumeration = {
+      pattern: patternGiven ?? e?.pattern ?? '*',
+      phase: 0,
+      cookie: 0,
+      page: [],
+      pageAt: 0,
+      eof: false,
+      fresh: true,
+    };
+  }
+  const single = (req.flags & QueryDirectoryFlags.RETURN_SINGLE_ENTRY) !== 0;
+  const dir = await c.fs.resolve(open.handle);
+  const out = Buffer.alloc(limit);
+  let used = 0;
+  let last = -1;
+  let count = 0;
+  let tooSmall = false;
+  for (;;) {
+    // The next candidate, without moving past it until it is written.
+    let name: string;
+    let inode: Inode;
+    if (e.phase === 0) {
+      name = '.';
+      inode = dir.inode;
+    } else if (e.phase === 1) {
+      name = '..';
+      inode = await c.fs.parentOf(dir.share, dir.inode);
+    } else {
+      if (e.pageAt >= e.page.length) {
+        if (e.eof) break;
+        const r = await c.fs.readdir(open.handle, c.id, e.cookie, DIR_PAGE);
+        e.page = r.entries.map((x) => ({ name: x.name, cookie: x.cookie, inode: x.inode }));
+        e.pageAt = 0;
+        e.eof = r.eof || r.entries.length === 0;
+        if (e.page.length === 0) break;
+      }
+      const next = e.page[e.pageAt]!;
+      name = next.name.toString('utf8');
+      inode = next.inode;
+    }
+    if (matchPattern(e.pattern, name)) {
+      const nameBuf = utf16(name);
+      const start = last === -1 ? 0 : Math.ceil(used / 8) * 8;
+      const size = dirEntrySize(req.infoClass, nameBuf);
+      if (start + size > limit) {
+        tooSmall = count === 0;
+        break;
+      }
+      if (last !== -1) out.writeUInt32LE(start - last, last);
+      writeDirEntry(out, start, req.infoClass, inode, nameBuf, name);
+      last = start;
+      used = start + size;
+      count++;
+    }
+    // Move past the candidate.
+    if (e.phase < 2) e.phase++;
+    else {
+      e.cookie = e.page[e.pageAt]!.cookie;
+      e.pageAt++;
+    }
+    if (single && count > 0) break;
+  }
+  // Entries read ahead are dropped between calls (the next call reads on from `cookie`): an idle
+  // enumeration holds no directory page, however many opens a client keeps.
+  e.page = [];
+  e.pageAt = 0;
+  e.eof = false;
+  if (count === 0) {
+    if (tooSmall) throw fail(NtStatus.INFO_LENGTH_MISMATCH, 'output buffer too small for one entry');
+    const status = e.fresh ? NtStatus.NO_SUCH_FILE : NtStatus.NO_MORE_FILES;
+    e.fresh = false;
+    throw fail(status);
+  }
+  e.fresh = false;
+  return out.subarray(0, used);
+}
+
+// MS-SMB2 3.3.5.20 QUERY_INFO
+export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
+  const { inode } = await c.fs.resolve(open.handle);
+  let out: Buffer | null;
+  let min: number | undefined;
+  let variable: boolean;
+  switch (req.infoType) {
+    case InfoType.FILE:
+      // No 8.3 short names are generated (NOT_SUPPORTED is what clients skip quietly; smbclient's
+      // allinfo stops at any other error).
+      if (req.infoClass === FileInfoClass.FileAlternateNameInformation) throw fail(NtStatus.NOT_SUPPORTED, 'no 8.3 names');
+      if (req.infoClass === FileInfoClass.FileFullEaInformation) throw fail(NtStatus.NO_EAS_ON_FILE);
+      out = encodeFileInfo(req.infoClass, {
+        inode,
+        path: '\\' + open.path,
+        grantedAccess: open.grantedAccess,
+        position: open.position,
+        deletePending: open.deleteOnClose,
+      });
+      min = FILE_CLASS_MIN[req.infoClass];
+      variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
+      break;
+    case InfoType.FILESYSTEM: {
+      const st = await c.fs.fsstat(open.handle);
+      const root = await c.fs.root(c.share);
+      out = encodeFsInfo(req.infoClass, {
+        totalBytes: st.totalBytes,
+        freeBytes: st.freeBytes,
+        serial: c.share.id,
+        label: c.share.name.replace(/^\//, ''),
+        created: root.ctime,
+      });
+      min = FS_CLASS_MIN[req.infoClass];
+      variable = VARIABLE_FS_CLASSES.has(req.infoClass);
+      break;
+    }
+    case InfoType.SECURITY:
+      out = securityDescriptor(inode, req.additionalInformation);
+      min = 20;
+      variable = false;
+      if (out.length > req.outputBufferLength) {
+        // MS-SMB2 3.3.5.20.3: tell the client the size it needs.
+        const need = Buffer.alloc(4);
+        need.writeUInt32LE(out.length, 0);
+        return { status: NtStatus.BUFFER_TOO_SMALL, output: need };
+      }
+      break;
+    default:
+      throw fail(NtStatus.NOT_SUPPORTED);
+  }
+  if (out === null || min === undefined) throw fail(NtStatus.INVALID_INFO_CLASS);
+  if (out.length <= req.outputBufferLength) return { status: NtStatus.SUCCESS, output: out };
+  if (variable && req.outputBufferLength >= min)
+    return { status: NtStatus.BUFFER_OVERFLOW, output: out.subarray(0, req.outputBufferLength) };
+  throw fail(NtStatus.INFO_LENGTH_MISMATCH);
+}
+
+/**
+ * MS-DTYP 2.4.6 a self-relative security descriptor with the POSIX owner and group as Samba's
+ * unix SIDs (S-1-22-1-uid, S-1-22-2-gid) and no DACL (full access: the mode bits decide).
+ */
+function securityDescriptor(inode: Inode, info: number): Buffer {
+  const sid = (kind: number, id: number): Buffer => {
+    const b = Buffer.alloc(16);
+    b[0] = 1;
+    b[1] = 2;
+    b[7] = 22;
+    b.writeUInt32LE(kind, 8);
+    b.writeUInt32LE(id >>> 0, 12);
+    return b;
+  };
+  const owner = (info & 0x1) !== 0 ? sid(1, inode.uid) : null;
+  const group = (info & 0x2) !== 0 ? sid(2, inode.gid) : null;
+  const head = Buffer.alloc(20);
+  head[0] = 1;
+  head.writeUInt16LE(0x8000, 2); // SE_SELF_RELATIVE
+  let at = 20;
+  if (owner) {
+    head.writeUInt32LE(at, 4);
+    at += owner.length;
+  }
+  if (group) head.writeUInt32LE(at, 8);
+  return Buffer.concat([head, ...(owner ? [owner] : []), ...(group ? [group] : [])]);
+}
+
+// MS-SMB2 3.3.5.21 SET_INFO
+export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): Promise<void> {
+  if (req.infoType !== InfoType.FILE) throw fail(req.infoType === InfoType.SECURITY ? NtStatus.ACCESS_DENIED : NtStatus.NOT_SUPPORTED);
+  if (c.tree.readOnly && req.infoClass !== FileInfoClass.FilePositionInformation) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  const b = req.buffer;
+  const need = (n: number): void => {
+    if (b.length < n) throw fail(NtStatus.INFO_LENGTH_MISMATCH);
+  };
+  switch (req.infoClass) {
+    case FileInfoClass.FileBasicInformation: {
+      need(40);
+      if ((open.grantedAccess & Access.FILE_WRITE_ATTRIBUTES) === 0) throw fail(NtStatus.ACCESS_DENIED);
+      const atime = readFiletime(b, 8);
+      const mtime = readFiletime(b, 16);
+      if (atime || mtime) await c.fs.setattr(open.handle, c.id, { ...(atime ? { atime } : {}), ...(mtime ? { mtime } : {}) });
+      return;
+    }
+    case FileInfoClass.FileEndOfFileInformation: {
+      need(8);
+      if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+      if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER);
+      const size = readSize(b, 0);
+      await c.fs.setattr(open.handle, c.id, { size });
+      return;
+    }
+    case FileInfoClass.FileAllocationInformation: {
+      need(8);
+      if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+      if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER);
+      const alloc = readSize(b, 0);
+      // Space is not reserved ahead; a smaller allocation cuts the file (MS-FSA 2.1.5.15.1).
+      const { inode } = await c.fs.resolve(open.handle);
+      if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc });
+      return;
+    }
+    case FileInfoClass.FileDispositionInformation: {
+      need(1);
+      if ((open.grantedAccess & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED);
+      const pending = b[0] !== 0;
+      if (pending && open.parent === null) throw fail(NtStatus.ACCESS_DENIED, 'cannot delete the share root');
+      if (pending && open.isDir) {
+        const r = await c.fs.readdir(open.handle, c.id, 0, 1);
+        if (r.entries.length > 0) throw fail(NtStatus.DIRECTORY_NOT_EMPTY);
+      }
+      open.deleteOnClose = pending;
+      return;
+    }
+    case FileInfoClass.FilePositionInformation:
+      need(8);
+      open.position = readSize(b, 0);
+      return;
+    case FileInfoClass.FileModeInformation:
+      need(4);
+      return;
+    case FileInfoClass.FileRenameInformation:
+    case FileInfoClass.FileLinkInformation:
+      await renameOrLink(c, open, b, req.infoClass === FileInfoClass.FileLinkInformation);
+      return;
+    default:
+      throw fail(NtStatus.INVALID_INFO_CLASS);
+  }
+}
+
+function readSize(b: Buffer, at: number): number {
+  const hi = b.readUInt32LE(at + 4);
+  if (hi > 0x1fffff) throw fail(NtStatus.INVALID_PARAMETER, 'size above 2^53');
+  return hi * 2 ** 32 + b.readUInt32LE(at);
+}
+
+/** MS-FSCC 2.4.37.2 FILE_RENAME_INFORMATION_TYPE_2 (and 2.4.21.2 the link form, same layout). */
+async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean): Promise<void> {
+  if (b.length < 20) throw fail(NtStatus.INFO_LENGTH_MISMATCH);
+  const replace = b[0] !== 0;
+  const nameLen = b.readUInt32LE(16);
+  if (nameLen === 0 || 20 + nameLen > b.length) throw fail(NtStatus.INVALID_PARAMETER, 'rename: bad FileNameLength');
+  if (!link && (open.grantedAccess & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED);
+  if (open.parent === null || open.name === null) throw fail(NtStatus.ACCESS_DENIED, 'cannot rename the share root');
+  const parts = parsePath(fromUtf16(b.subarray(20, 20 + nameLen), 'rename target'));
+  if (parts.length === 0) throw fail(NtStatus.OBJECT_NAME_INVALID);
+  const toDir = await walkParent(c, parts);
+  const toName = Buffer.from(parts[parts.length - 1]!);
+  const existing = await lookupOrNull(c, toDir, toName);
+  if (existing && existing.id !== open.inodeId) {
+    if (!replace) throw fail(NtStatus.OBJECT_NAME_COLLISION);
+    if (existing.type === FileType.DIR) throw fail(NtStatus.ACCESS_DENIED, 'cannot replace a directory');
+  }
+  if (link) {
+    if (existing && existing.id === open.inodeId) return;
+    if (existing) await c.fs.remove(toDir, toName, c.id, false);
+    await c.fs.link(open.handle, toDir, toName, c.id);
+    return;
+  }
+  await c.fs.rename(open.parent, open.name, toDir, toName, c.id);
+  open.parent = toDir;
+  open.name = toName;
+  open.path = parts.join('\\');
+}

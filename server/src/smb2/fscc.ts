@@ -1,0 +1,332 @@
+// MS-FSCC 2.4 file information, 2.5 file system information and the directory entry classes, as
+// this server reports them from a vfs Inode. Encoders only: SET_INFO's few inputs are read in
+// the handlers.
+import type { Inode, Timespec } from '../vfs/types.js';
+import { FileType } from '../vfs/types.js';
+import { SmbWriter, utf16, writeFiletime } from './codec.js';
+import { FileAttributes, FileInfoClass } from './constants.js';
+import type { FileTimesAndSizes } from './messages.js';
+
+export const ALLOCATION_UNIT = 4096;
+
+const earliest = (a: Timespec, b: Timespec): Timespec => (a.sec < b.sec || (a.sec === b.sec && a.nsec < b.nsec) ? a : b);
+
+/**
+ * The file's times, sizes and attributes. The vfs keeps no birth time yet, so creation time is the
+ * earliest of the three it keeps; DOS attributes come from the type and mode (no write bit for
+ * anyone: READONLY; a dot name: HIDDEN, as Samba's default).
+ */
+export function fileInfoOf(inode: Inode, name?: string): FileTimesAndSizes {
+  const isDir = inode.type === FileType.DIR;
+  let attrs = isDir ? FileAttributes.DIRECTORY : FileAttributes.ARCHIVE;
+  if (!isDir && (inode.mode & 0o222) === 0) attrs |= FileAttributes.READONLY;
+  if (name !== undefined && name.length > 1 && name.startsWith('.') && name !== '..') attrs |= FileAttributes.HIDDEN;
+  const size = isDir ? 0 : inode.size;
+  return {
+    creationTime: earliest(earliest(inode.atime, inode.mtime), inode.ctime),
+    lastAccessTime: inode.atime,
+    lastWriteTime: inode.mtime,
+    changeTime: inode.ctime,
+    allocationSize: Math.ceil(size / ALLOCATION_UNIT) * ALLOCATION_UNIT,
+    endOfFile: size,
+    fileAttributes: attrs,
+  };
+}
+
+function writeTimes(w: SmbWriter, i: FileTimesAndSizes): void {
+  w.filetime(i.creationTime).filetime(i.lastAccessTime).filetime(i.lastWriteTime).filetime(i.changeTime);
+}
+
+/** What the file-class encoders need besides the inode. */
+export interface OpenView {
+  inode: Inode;
+  /** The path from the share root with backslashes, as FileNameInformation reports it ("\\a\\b"). */
+  path: string;
+  grantedAccess: number;
+  position: number;
+  deletePending: boolean;
+}
+
+/** Fixed sizes of the file classes (the minimum OutputBufferLength; variable ones say so). */
+export const FILE_CLASS_MIN: Readonly<Record<number, number>> = Object.freeze({
+  [FileInfoClass.FileBasicInformation]: 40,
+  [FileInfoClass.FileStandardInformation]: 24,
+  [FileInfoClass.FileInternalInformation]: 8,
+  [FileInfoClass.FileEaInformation]: 4,
+  [FileInfoClass.FileAccessInformation]: 4,
+  [FileInfoClass.FileNameInformation]: 4,
+  [FileInfoClass.FilePositionInformation]: 8,
+  [FileInfoClass.FileModeInformation]: 4,
+  [FileInfoClass.FileAlignmentInformation]: 4,
+  [FileInfoClass.FileAllInformation]: 100,
+  [FileInfoClass.FileAlternateNameInformation]: 4,
+  [FileInfoClass.FileStreamInformation]: 0,
+  [FileInfoClass.FileNetworkOpenInformation]: 56,
+  [FileInfoClass.FileAttributeTagInformation]: 8,
+  [FileInfoClass.FileCompressionInformation]: 16,
+});
+
+/** Classes whose output may be cut short with STATUS_BUFFER_OVERFLOW (the others need their full size). */
+export const VARIABLE_FILE_CLASSES: ReadonlySet<number> = new Set([
+  FileInfoClass.FileAllInformation,
+  FileInfoClass.FileNameInformation,
+  FileInfoClass.FileAlternateNameInformation,
+  FileInfoClass.FileStreamInformation,
+]);
+
+/** Encodes one QUERY_INFO file class; null for a class this server does not answer. */
+export function encodeFileInfo(cls: number, o: OpenView): Buffer | null {
+  const w = new SmbWriter(128);
+  const i = fileInfoOf(o.inode);
+  const isDir = o.inode.type === FileType.DIR;
+  switch (cls) {
+    case FileInfoClass.FileBasicInformation: // 2.4.7
+      writeTimes(w, i);
+      w.u32(i.fileAttributes).u32(0);
+      break;
+    case FileInfoClass.FileStandardInformation: // 2.4.41
+      writeStandard(w, i, o, isDir);
+      break;
+    case FileInfoClass.FileInternalInformation: // 2.4.22
+      w.u64(o.inode.id);
+      break;
+    case FileInfoClass.FileEaInformation: // 2.4.13
+      w.u32(0);
+      break;
+    case FileInfoClass.FileAccessInformation: // 2.4.1
+      w.u32(o.grantedAccess);
+      break;
+    case FileInfoClass.FileNameInformation: {
+      // 2.4.27
+      const n = utf16(o.path);
+      w.u32(n.length).bytes(n);
+      break;
+    }
+    case FileInfoClass.FilePositionInformation: // 2.4.35
+      w.u64(o.position);
+      break;
+    case FileInfoClass.FileModeInformation: // 2.4.26
+      w.u32(0);
+      break;
+    case FileInfoClass.FileAlignmentInformation: // 2.4.3 FILE_BYTE_ALIGNMENT
+      w.u32(0);
+      break;
+    case FileInfoClass.FileAllInformation: {
+      // 2.4.2: Basic, Standard, Internal, Ea, Access, Position, Mode, Alignment, Name
+      writeTimes(w, i);
+      w.u32(i.fileAttributes).u32(0);
+      writeStandard(w, i, o, isDir);
+      w.u64(o.inode.id).u32(0).u32(o.grantedAccess).u64(o.position).u32(0).u32(0);
+      const n = utf16(o.path);
+      w.u32(n.length).bytes(n);
+      break;
+    }
+    case FileInfoClass.FileStreamInformation: // 2.4.43: the unnamed data stream of a file
+      if (!isDir) {
+        const n = utf16('::$DATA');
+        w.u32(0).u32(n.length).u64(i.endOfFile).u64(i.allocationSize).bytes(n);
+      }
+      break;
+    case FileInfoClass.FileNetworkOpenInformation: // 2.4.29
+      writeTimes(w, i);
+      w.u64(i.allocationSize).u64(i.endOfFile).u32(i.fileAttributes).u32(0);
+      break;
+    case FileInfoClass.FileAttributeTagInformation: // 2.4.6
+      w.u32(i.fileAttributes).u32(0);
+      break;
+    case FileInfoClass.FileCompressionInformation: // 2.4.9: not compressed
+      w.u64(i.endOfFile).u16(0).u8(0).u8(0).u8(0).zeros(3);
+      break;
+    default:
+      return null;
+  }
+  return w.finish();
+}
+
+function writeStandard(w: SmbWriter, i: FileTimesAndSizes, o: OpenView, isDir: boolean): void {
+  w.u64(i.allocationSize)
+    .u64(i.endOfFile)
+    .u32(Math.max(1, o.inode.nlink))
+    .u8(o.deletePending ? 1 : 0)
+    .u8(isDir ? 1 : 0)
+    .u16(0);
+}
+
+// ---- 2.5 file system information ------------------------------------------------------------------
+
+export interface FsView {
+  totalBytes: number;
+  freeBytes: number;
+  /** A stable 32-bit serial (the share id). */
+  serial: number;
+  label: string;
+  created: Timespec;
+}
+
+export const FS_CLASS_MIN: Readonly<Record<number, number>> = Object.freeze({ 1: 18, 3: 24, 4: 8, 5: 12, 7: 32, 11: 28 });
+export const VARIABLE_FS_CLASSES: ReadonlySet<number> = new Set([1, 5]);
+
+/** The file system name clients see: Samba answers "NTFS" too, since clients key features off it. */
+const FS_NAME = 'NTFS';
+/** FILE_CASE_SENSITIVE_SEARCH | FILE_CASE_PRESERVED_NAMES | FILE_UNICODE_ON_DISK. */
+const FS_ATTRIBUTES = 0x00000001 | 0x00000002 | 0x00000004;
+
+export function encodeFsInfo(cls: number, fs: FsView): Buffer | null {
+  const w = new SmbWriter(64);
+  const sectorsPerUnit = 8;
+  const bytesPerSector = ALLOCATION_UNIT / sectorsPerUnit;
+  const total = Math.floor(fs.totalBytes / ALLOCATION_UNIT);
+  const free = Math.floor(fs.freeBytes / ALLOCATION_UNIT);
+  switch (cls) {
+    case 1: {
+      // 2.5.9 FileFsVolumeInformation
+      const label = utf16(fs.label);
+      w.filetime(fs.created).u32(fs.serial).u32(label.length).u8(0).u8(0).bytes(label);
+      break;
+    }
+    case 3: // 2.5.8 FileFsSizeInformation
+      w.u64(total).u64(free).u32(sectorsPerUnit).u32(bytesPerSector);
+      break;
+    case 4: // 2.5.10 FileFsDeviceInformation: FILE_DEVICE_DISK, no characteristics
+      w.u32(0x00000007).u32(0);
+      break;
+    case 5: {
+      // 2.5.1 FileFsAttributeInformation
+      const name = utf16(FS_NAME);
+      w.u32(FS_ATTRIBUTES).u32(255).u32(name.length).bytes(name);
+      break;
+    }
+    case 7: // 2.5.4 FileFsFullSizeInformation
+      w.u64(total).u64(free).u64(free).u32(sectorsPerUnit).u32(bytesPerSector);
+      break;
+    case 11: // 2.5.7 FileFsSectorSizeInformation: 512-byte sectors, aligned
+      w.u32(bytesPerSector).u32(bytesPerSector).u32(bytesPerSector).u32(bytesPerSector).u32(0x3).u32(0).u32(0);
+      break;
+    default:
+      return null;
+  }
+  return w.finish();
+}
+
+// ---- 2.4 directory entry classes (QUERY_DIRECTORY) -------------------------------------------------
+
+export const DIRECTORY_CLASSES: ReadonlySet<number> = new Set([
+  FileInfoClass.FileDirectoryInformation,
+  FileInfoClass.FileFullDirectoryInformation,
+  FileInfoClass.FileBothDirectoryInformation,
+  FileInfoClass.FileNamesInformation,
+  FileInfoClass.FileIdBothDirectoryInformation,
+  FileInfoClass.FileIdFullDirectoryInformation,
+]);
+
+/** Fixed part of each directory class (the name follows). */
+function dirFixedSize(cls: number): number {
+  switch (cls) {
+    case FileInfoClass.FileDirectoryInformation: // 2.4.10
+      return 64;
+    case FileInfoClass.FileFullDirectoryInformation: // 2.4.14
+      return 68;
+    case FileInfoClass.FileBothDirectoryInformation: // 2.4.8
+      return 94;
+    case FileInfoClass.FileNamesInformation: // 2.4.28
+      return 12;
+    case FileInfoClass.FileIdBothDirectoryInformation: // 2.4.17
+      return 104;
+    case FileInfoClass.FileIdFullDirectoryInformation: // 2.4.18
+      return 80;
+    default:
+      throw new RangeError(`not a directory class: ${cls}`);
+  }
+}
+
+/** Bytes one entry takes (unpadded). */
+export function dirEntrySize(cls: number, name: Buffer): number {
+  return dirFixedSize(cls) + name.length;
+}
+
+/**
+ * Writes one directory entry at `at` of `buf` (zeroed beforehand by the caller), with
+ * NextEntryOffset 0 (the caller links entries). `name` is UTF-16LE.
+ */
+export function writeDirEntry(buf: Buffer, at: number, cls: number, inode: Inode, name: Buffer, displayName: string): void {
+  if (cls === FileInfoClass.FileNamesInformation) {
+    buf.writeUInt32LE(0, at + 4);
+    buf.writeUInt32LE(name.length, at + 8);
+    name.copy(buf, at + 12);
+    return;
+  }
+  const i = fileInfoOf(inode, displayName);
+  writeFiletime(buf, at + 8, i.creationTime);
+  writeFiletime(buf, at + 16, i.lastAccessTime);
+  writeFiletime(buf, at + 24, i.lastWriteTime);
+  writeFiletime(buf, at + 32, i.changeTime);
+  writeU64(buf, at + 40, i.endOfFile);
+  writeU64(buf, at + 48, i.allocationSize);
+  buf.writeUInt32LE(i.fileAttributes, at + 56);
+  buf.writeUInt32LE(name.length, at + 60);
+  // EaSize (0) at 64 for all but FileDirectoryInformation; ShortName fields stay zero (no 8.3 names).
+  switch (cls) {
+    case FileInfoClass.FileDirectoryInformation:
+      name.copy(buf, at + 64);
+      break;
+    case FileInfoClass.FileFullDirectoryInformation:
+      name.copy(buf, at + 68);
+      break;
+    case FileInfoClass.FileBothDirectoryInformation:
+      name.copy(buf, at + 94);
+      break;
+    case FileInfoClass.FileIdBothDirectoryInformation:
+      writeU64(buf, at + 96, inode.id);
+      name.copy(buf, at + 104);
+      break;
+    case FileInfoClass.FileIdFullDirectoryInformation:
+      writeU64(buf, at + 72, inode.id);
+      name.copy(buf, at + 80);
+      break;
+    default:
+      throw new RangeError(`not a directory class: ${cls}`);
+  }
+}
+
+function writeU64(buf: Buffer, at: number, v: number): void {
+  buf.writeUInt32LE((v % 2 ** 32) >>> 0, at);
+  buf.writeUInt32LE(Math.floor(v / 2 ** 32) >>> 0, at + 4);
+}
+
+// ---- wildcard matching (MS-FSA 2.1.4.4 FsRtlIsNameInExpression, case-insensitive) ------------------
+
+/**
+ * Whether `name` matches `pattern`: `*` any run, `?` one character, and the DOS forms `<` (like `*`
+ * up to the last dot), `>` (like `?`, or nothing at a dot/end), `"` (a dot, or nothing at the end).
+ */
+export function matchPattern(pattern: string, name: string): boolean {
+  if (pattern === '*' || pattern === '' || pattern === '*.*' || pattern === '<.*') return true;
+  const p = pattern.toUpperCase();
+  const n = name.toUpperCase();
+  // Iterative matcher with memo: bounded by |p| * |n| steps.
+  const memo = new Map<number, boolean>();
+  const go = (i: number, j: number): boolean => {
+    const key = i * (n.length + 1) + j;
+    const hit = memo.get(key);
+    if (hit !== undefined) return hit;
+    let r: boolean;
+    if (i === p.length) r = j === n.length;
+    else {
+      const c = p[i]!;
+      if (c === '*') r = go(i + 1, j) || (j < n.length && go(i, j + 1));
+      else if (c === '<') {
+        // Matches up to (not including) the last dot, or everything when no dot remains.
+        const rest = n.slice(j);
+        r =
+          go(i + 1, j) || (j < n.length && (rest.indexOf('.') !== -1 ? n[j] !== '.' || rest.slice(1).includes('.') : true) && go(i, j + 1));
+      } else if (c === '?') r = j < n.length && go(i + 1, j + 1);
+      else if (c === '>') r = (j < n.length && n[j] !== '.' && go(i + 1, j + 1)) || go(i + 1, j);
+      else if (c === '"') r = (j < n.length && n[j] === '.' && go(i + 1, j + 1)) || (j === n.length && go(i + 1, j));
+      else r = j < n.length && n[j] === c && go(i + 1, j + 1);
+    }
+    memo.set(key, r);
+    return r;
+  };
+  if (p.length * (n.length + 1) > 1_000_000) return false;
+  return go(0, 0);
+}

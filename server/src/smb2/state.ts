@@ -1,0 +1,106 @@
+// MS-SMB2 3.3.1 server state: Connection -> Session -> TreeConnect -> Open, each with its own ids.
+// Opens live in their connection's table (3.3.1.10 Connection.OpenTable semantics for 2.x: an
+// open dies with its connection) and point at their tree and session.
+import type { Identity, Inode } from '../vfs/types.js';
+import type { Share } from '../vfs/service.js';
+import type { SmbAuthExchange, SmbUser } from './auth/index.js';
+
+export interface Session {
+  readonly id: number;
+  state: 'in-progress' | 'valid';
+  exchange: SmbAuthExchange | null;
+  user: SmbUser | null;
+  identity: Identity;
+  /** 16-byte signing key (MS-SMB2 3.3.5.5.3: the session key); null for guest and anonymous. */
+  signingKey: Buffer | null;
+  signingRequired: boolean;
+  guest: boolean;
+  anonymous: boolean;
+  readonly trees: Map<number, Tree>;
+  nextTreeId: number;
+}
+
+export interface Tree {
+  readonly id: number;
+  readonly session: Session;
+  /** `ipc` for IPC$ (no files; DFS and pipe requests get their error answers). */
+  readonly kind: 'disk' | 'ipc';
+  readonly share: Share | null;
+  /** The share name the client asked for (metrics, logs). */
+  readonly name: string;
+  /** The share is read-only or the user holds `read`: every change is refused. */
+  readonly readOnly: boolean;
+  readonly maximalAccess: number;
+}
+
+/** Where a directory enumeration stands (MS-SMB2 3.3.1.10 Open.EnumerationLocation and pattern). */
+export interface Enumeration {
+  pattern: string;
+  /** 0: "." next, 1: ".." next, 2: entries after `cookie`. */
+  phase: number;
+  cookie: number;
+  /** Entries read ahead from the store and not returned yet (within one QUERY_DIRECTORY call). */
+  page: { name: Buffer; cookie: number; inode: Inode }[];
+  pageAt: number;
+  eof: boolean;
+  /** Nothing returned yet since the pattern was set (an empty result is NO_SUCH_FILE, not NO_MORE_FILES). */
+  fresh: boolean;
+}
+
+export class Open {
+  /** Requests using this open now; CLOSE waits for them (a CLOSE must not overtake a READ). */
+  private busy = 0;
+  private idle: (() => void)[] = [];
+  position = 0;
+  deleteOnClose = false;
+  enumeration: Enumeration | null = null;
+
+  constructor(
+    /** The FileId: Persistent and Volatile both carry `id`. */
+    readonly id: number,
+    readonly fileId: Buffer,
+    readonly tree: Tree,
+    readonly share: Share,
+    /** The vfs handle of the open file or directory. */
+    readonly handle: Buffer,
+    readonly inodeId: number,
+    readonly isDir: boolean,
+    /** The parent directory's handle and this file's name in it (null for the share root). */
+    public parent: Buffer | null,
+    public name: Buffer | null,
+    /** The path from the share root, backslash-separated, no leading backslash. */
+    public path: string,
+    readonly grantedAccess: number,
+  ) {}
+
+  async use<T>(fn: () => Promise<T>): Promise<T> {
+    this.busy++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.busy === 0) for (const w of this.idle.splice(0)) w();
+    }
+  }
+
+  /** Resolves once no request uses this open. */
+  drained(): Promise<void> {
+    return this.busy === 0 ? Promise.resolve() : new Promise((r) => this.idle.push(r));
+  }
+}
+
+/** FileId bytes for an open id (MS-SMB2 2.2.14.1: Persistent then Volatile, 8 bytes each). */
+export function fileIdOf(id: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE((id % 2 ** 32) >>> 0, 0);
+  b.writeUInt32LE(Math.floor(id / 2 ** 32), 4);
+  b.copy(b, 8, 0, 8);
+  return b;
+}
+
+/** The open id a FileId names, or -1 when its two halves disagree (not one of ours). */
+export function openIdOf(fileId: Buffer): number {
+  if (fileId.length !== 16 || fileId.compare(fileId, 0, 8, 8, 16) !== 0) return -1;
+  const hi = fileId.readUInt32LE(4);
+  if (hi > 0x1fffff) return -1;
+  return hi * 2 ** 32 + fileId.readUInt32LE(0);
+}
