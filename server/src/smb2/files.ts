@@ -285,7 +285,7 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
 
 // MS-SMB2 3.3.5.11 FLUSH: the durability of NFS COMMIT (WAL fsync of the data, metadata flushed).
 export async function flush(c: FileContext, open: Open): Promise<void> {
-  await c.fs.commit(open.handle);
+  await c.fs.commit(open.handle, c.id);
 }
 
 // MS-SMB2 3.3.5.18 QUERY_DIRECTORY
@@ -400,7 +400,7 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
       break;
     case InfoType.FILESYSTEM: {
-      const st = await c.fs.fsstat(open.handle);
+      const st = await c.fs.fsstat(open.handle, c.id);
       const root = await c.fs.root(c.share);
       out = encodeFsInfo(req.infoClass, {
         totalBytes: st.totalBytes,
