@@ -2,7 +2,6 @@
 // truncated arguments, RPC-level rejections, forged handles, bad names and retransmissions. After
 // every group a normal client (libnfs nfs-cat / nfs-ls) must still work against the same process.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -29,34 +28,13 @@ import {
   StableHow,
   type Cred,
 } from '../helpers/rpc-client.js';
-import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
+import { SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
+import { runTool } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
 /** The server's default adapters.nfs.max_record_size. */
 const MAX_RECORD = 1024 * 1024 + 64 * 1024;
 const HELLO = 'hello from dittofs\n';
-
-interface ToolResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a client tool with a hard timeout; never throws for a non-zero exit. */
-function runTool(cmd: string, argv: string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<ToolResult> {
-  return new Promise((resolve) => {
-    execFile(cmd, argv, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null;
-      resolve({
-        code: e ? (typeof e.code === 'number' ? e.code : -1) : 0,
-        signal: e?.signal ?? null,
-        stdout: stdout.toString(),
-        stderr: stderr.toString(),
-      });
-    });
-  });
-}
 
 /** Big-endian u32 words as bytes: the exact reply records the server must send. */
 function words(...ws: number[]): Buffer {

@@ -7,7 +7,8 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { runCli } from '../helpers/cli.js';
+import { adminLogin, apiRequest, type AdminLogin, type ApiReply } from '../helpers/api.js';
+import { cliServerEnv, envWithoutDittofs, runCli } from '../helpers/cli.js';
 import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import type { Run } from '../helpers/run.js';
 import { TEST_ADMIN_PASSWORD, freePort } from '../helpers/server.js';
@@ -28,46 +29,19 @@ describe('dittofs start --background, status, logs, stop, backup and restore', {
 
   /** Runs `dittofs ARGS` (the built CLI) with the test's environment, DITTOFS_* from outside removed. */
   function dittofs(args: string[], extra: Record<string, string> = {}): Promise<Run> {
-    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DITTOFS_')));
     // Longer than the CLI's own --timeout, so that the CLI reports a slow start, not this bound.
-    return runCli('dittofs', args, { env: { ...base, ...env, ...extra }, timeoutMs: 2 * READY_TIMEOUT_MS });
+    return runCli('dittofs', args, { env: { ...envWithoutDittofs(), ...env, ...extra }, timeoutMs: 2 * READY_TIMEOUT_MS });
   }
 
-  async function request<T>(method: string, url: string, body?: unknown, token?: string): Promise<{ status: number; body: T }> {
-    const res = await fetch(`${api}${url}`, {
-      method,
-      headers: {
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    return { status: res.status, body: (text === '' ? undefined : JSON.parse(text)) as T };
-  }
-
-  async function login(password: string): Promise<{ status: number; token: string; mustChange: boolean }> {
-    const r = await request<{ access_token: string; must_change_password: boolean }>('POST', '/api/v1/auth/login', {
-      username: 'admin',
-      password,
-    });
-    return { status: r.status, token: r.body?.access_token, mustChange: r.body?.must_change_password };
-  }
+  const request = <T>(method: string, url: string, body?: unknown, token?: string): Promise<ApiReply<T>> =>
+    apiRequest<T>(api, method, url, body, token);
+  const login = (password: string): Promise<AdminLogin> => adminLogin(api, password);
 
   before(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-cli-e2e-'));
     const apiPort = await freePort();
     api = `http://127.0.0.1:${apiPort}`;
-    env = {
-      DITTOFS_DATA_DIR: path.join(dir, 'data'),
-      DITTOFS_BIND_ADDRESS: '127.0.0.1',
-      DITTOFS_NFS_PORT: String(await freePort()),
-      DITTOFS_API_PORT: String(apiPort),
-      DITTOFS_METRICS_PORT: String(await freePort()),
-      DITTOFS_SMB_ENABLED: 'false',
-      DITTOFS_LOG_LEVEL: 'info',
-      DITTOFS_ADMIN_INITIAL_PASSWORD: TEST_ADMIN_PASSWORD,
-    };
+    env = { ...(await cliServerEnv(path.join(dir, 'data'), apiPort)), DITTOFS_ADMIN_INITIAL_PASSWORD: TEST_ADMIN_PASSWORD };
   });
   after(async () => {
     // Whatever a failed step left running.

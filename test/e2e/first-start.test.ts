@@ -13,18 +13,13 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { adminLogin } from '../helpers/api.js';
+import { cliServerEnv, envWithoutDittofs, runCli } from '../helpers/cli.js';
+import type { Run } from '../helpers/run.js';
 import { DITTOFS_CLI, REPO_ROOT, freePort, waitForPort } from '../helpers/server.js';
-
-const DITTOFSCTL_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofsctl.js');
 
 /** Generous: a first start creates two embedded databases, which takes minutes on a busy machine. */
 const START_MS = 300_000;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 describe('first start: port check, one-time password, status and logs, admin reset-password', { timeout: 1_200_000 }, () => {
   let dir: string;
@@ -32,50 +27,21 @@ describe('first start: port check, one-time password, status and logs, admin res
   let apiPort: number;
   let server: ChildProcess | undefined;
 
-  const baseEnv = (): Record<string, string> =>
-    Object.fromEntries(
-      Object.entries(process.env).filter((e): e is [string, string] => !e[0].startsWith('DITTOFS_') && e[1] !== undefined),
-    );
-
-  /** Runs `dittofs ARGS` to completion, with `input` on its standard input. */
+  /** Runs `dittofs ARGS` (the built CLI) to completion, with `input` on its standard input. */
   function dittofs(args: string[], input?: string, extra: Record<string, string> = {}): Promise<Run> {
-    return new Promise((resolve) => {
-      const child = spawn(process.execPath, [DITTOFS_CLI, ...args], { cwd: REPO_ROOT, env: { ...baseEnv(), ...env, ...extra } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), START_MS);
-      child.once('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(input ?? '');
-    });
+    return runCli('dittofs', args, { env: { ...envWithoutDittofs(), ...env, ...extra }, input, timeoutMs: START_MS });
   }
 
   /** Runs the built `dittofsctl ARGS` with `input` on its standard input. */
   function ctl(args: string[], input: string, extra: Record<string, string>): Promise<Run> {
-    return new Promise((resolve) => {
-      const child = spawn(process.execPath, [DITTOFSCTL_CLI, ...args], { cwd: REPO_ROOT, env: { ...baseEnv(), ...extra } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), START_MS);
-      child.once('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(input);
-    });
+    return runCli('dittofsctl', args, { env: { ...envWithoutDittofs(), ...extra }, input, timeoutMs: START_MS });
   }
 
   /** Starts `dittofs start` in the foreground; resolves once the API accepts connections. */
   async function startForeground(): Promise<{ child: ChildProcess; stderr: () => string }> {
     const child = spawn(process.execPath, [DITTOFS_CLI, 'start'], {
       cwd: REPO_ROOT,
-      env: { ...baseEnv(), ...env },
+      env: { ...envWithoutDittofs(), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     server = child;
@@ -92,28 +58,15 @@ describe('first start: port check, one-time password, status and logs, admin res
   }
 
   async function login(password: string): Promise<{ status: number; mustChange?: boolean }> {
-    const res = await fetch(`http://127.0.0.1:${apiPort}/api/v1/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'admin', password }),
-    });
-    const body = (await res.json()) as { must_change_password?: boolean };
-    return { status: res.status, ...(res.ok ? { mustChange: body.must_change_password } : {}) };
+    const r = await adminLogin(`http://127.0.0.1:${apiPort}`, password);
+    return { status: r.status, ...(r.status >= 200 && r.status < 300 ? { mustChange: r.mustChange } : {}) };
   }
 
   before(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-first-start-'));
     apiPort = await freePort();
-    env = {
-      DITTOFS_DATA_DIR: path.join(dir, 'data'),
-      DITTOFS_BIND_ADDRESS: '127.0.0.1',
-      DITTOFS_NFS_PORT: String(await freePort()),
-      DITTOFS_API_PORT: String(apiPort),
-      DITTOFS_METRICS_PORT: String(await freePort()),
-      DITTOFS_SMB_ENABLED: 'false',
-      DITTOFS_LOG_LEVEL: 'info',
-      // No DITTOFS_ADMIN_INITIAL_PASSWORD: the first start generates one and prints it.
-    };
+    // No DITTOFS_ADMIN_INITIAL_PASSWORD: the first start generates one and prints it.
+    env = await cliServerEnv(path.join(dir, 'data'), apiPort);
   });
   after(async () => {
     if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');

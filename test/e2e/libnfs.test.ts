@@ -3,50 +3,31 @@
 // with the libnfs `uid=` / `gid=` URL parameters (AUTH_SYS). Setup and ownership checks use the raw
 // RPC client.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash, randomBytes, randomFillSync } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
+import { SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
 import { authSys, NfsClient, NfsStat } from '../helpers/rpc-client.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { sha256File, writeRandomFile } from '../helpers/files.js';
+import { runTool as runToolWith, type ToolResult } from '../helpers/run.js';
 
 const MiB = 1024 * 1024;
 const BIG_SIZE = 256 * MiB;
 
-interface ToolResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: Buffer;
-  stderr: string;
-}
-
-/** Runs a client tool with a hard timeout; never throws for a non-zero exit. */
-function runTool(cmd: string, argv: string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<ToolResult> {
-  return new Promise((resolve) => {
-    execFile(cmd, argv, { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'buffer', maxBuffer: 64 * MiB }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null;
-      resolve({
-        code: e ? (typeof e.code === 'number' ? e.code : -1) : 0,
-        signal: e?.signal ?? null,
-        stdout,
-        stderr: stderr.toString(),
-      });
-    });
-  });
-}
+/** The libnfs tools print file content: stdout as bytes. */
+const runTool = (cmd: string, argv: string[]): Promise<ToolResult<Buffer>> => runToolWith(cmd, argv, { binary: true });
 
 /** Asserts the tool ran to completion (not killed by the timeout) with the expected outcome. */
-function assertOk(r: ToolResult, what: string): void {
+function assertOk(r: ToolResult<Buffer>, what: string): void {
   assert.equal(r.signal, null, `${what}: killed (timeout?)`);
   assert.equal(r.code, 0, `${what}: exit ${r.code}: ${r.stderr}`);
 }
 
 /** Asserts the tool failed (not killed by the timeout) for the reason `reason` matches in stderr. */
-function assertFails(r: ToolResult, what: string, reason: RegExp): void {
+function assertFails(r: ToolResult<Buffer>, what: string, reason: RegExp): void {
   assert.equal(r.signal, null, `${what}: killed (timeout?) instead of failing`);
   assert.notEqual(r.code, 0, `${what}: expected failure, got exit 0 (stdout ${JSON.stringify(r.stdout.toString().slice(0, 200))})`);
   assert.match(r.stderr, reason, `${what}: failed for another reason`);
@@ -54,33 +35,6 @@ function assertFails(r: ToolResult, what: string, reason: RegExp): void {
 
 /** How libnfs reports a permission failure: a server ACCES, or its own check of an ACCESS reply. */
 const DENIED = /NFS3ERR_ACCES|ACCESS denied/;
-
-async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 4 * MiB })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
-/** Writes `size` random bytes to `file` one MiB at a time, returning their sha256. */
-async function writeRandomFile(file: string, size: number): Promise<string> {
-  const h = createHash('sha256');
-  const buf = Buffer.allocUnsafe(MiB);
-  const fh = await open(file, 'w');
-  try {
-    for (let done = 0; done < size;) {
-      const n = Math.min(buf.length, size - done);
-      const chunk = buf.subarray(0, n);
-      randomFillSync(chunk);
-      h.update(chunk);
-      let off = 0;
-      while (off < n) off += (await fh.write(chunk, off, n - off)).bytesWritten;
-      done += n;
-    }
-  } finally {
-    await fh.close();
-  }
-  return h.digest('hex');
-}
 
 describe('libnfs client against a real server process', { timeout: SUITE_TIMEOUT_MS }, () => {
   let srv: DittofsProcess;

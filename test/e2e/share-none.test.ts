@@ -22,6 +22,7 @@ import {
   StableHow,
   type Cred,
 } from '../helpers/rpc-client.js';
+import { adminLogin, apiRequest, type ApiReply } from '../helpers/api.js';
 import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
 import { REPLY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 
@@ -104,24 +105,14 @@ describe('a `none` share permission refuses every procedure', { timeout: SUITE_T
   let api: string;
   let conn: RpcConnection;
 
-  async function request(method: string, url: string, body?: unknown, token?: string): Promise<{ status: number; body: unknown }> {
-    const res = await fetch(`${api}${url}`, {
-      method,
-      headers: {
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text === '' ? undefined : (JSON.parse(text) as unknown) };
-  }
-
   async function login(password: string): Promise<string> {
-    const r = await request('POST', '/api/v1/auth/login', { username: 'admin', password });
+    const r = await adminLogin(api, password);
     assert.equal(r.status, 200, JSON.stringify(r.body));
-    return (r.body as { access_token: string }).access_token;
+    assert.ok(r.token, JSON.stringify(r.body));
+    return r.token;
   }
+  const request = (method: string, url: string, body?: unknown, token?: string): Promise<ApiReply<unknown>> =>
+    apiRequest(api, method, url, body, token);
 
   async function mnt(cred: Cred): Promise<number> {
     const rep = await conn.call(MOUNT_PROGRAM, MOUNT_V3, MountProc.MNT, new XdrWriter(32).string('/export').finish(), { cred });

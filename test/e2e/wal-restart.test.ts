@@ -10,8 +10,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { NfsOps } from '../helpers/nfs-ops.js';
-import { NfsStat, StableHow } from '../helpers/rpc-client.js';
+import { readBack, writeCommitted } from '../helpers/nfs-ops.js';
 import { type DittofsProcess } from '../helpers/server.js';
 import { KiB, MiB, sha256, startReady } from '../fault/support.js';
 
@@ -47,29 +46,9 @@ describe('WAL after a clean stop and after a crash', { timeout: 5 * 60_000 }, ()
       return s;
     };
     /** Writes `data` UNSTABLE (partial 4 MiB blocks: nothing is uploaded before the idle flush), then COMMITs. */
-    const writeFile = async (s: DittofsProcess, name: string, data: Buffer): Promise<void> => {
-      const c = await NfsOps.open(s.nfsPort);
-      try {
-        const fh = (await c.create(await c.mount('/export'), name)).fh!;
-        for (let off = 0; off < data.length; off += CHUNK) {
-          assert.equal((await c.writeV(fh, off, data.subarray(off, off + CHUNK), StableHow.UNSTABLE)).status, NfsStat.OK);
-        }
-        assert.equal((await c.commit(fh)).status, NfsStat.OK);
-      } finally {
-        c.close();
-      }
-    };
-    const readFile = async (s: DittofsProcess, name: string, size: number): Promise<Buffer> => {
-      const c = await NfsOps.open(s.nfsPort);
-      try {
-        const found = await c.lookup(await c.mount('/export'), name);
-        assert.equal(found.status, NfsStat.OK, name);
-        assert.equal(found.attrs?.size, size, `${name}: size`);
-        return await c.readAll(found.fh!, size);
-      } finally {
-        c.close();
-      }
-    };
+    const writeFile = (s: DittofsProcess, name: string, data: Buffer): Promise<void> =>
+      writeCommitted(s.nfsPort, name, data, { chunk: CHUNK });
+    const readFile = (s: DittofsProcess, name: string, size: number): Promise<Buffer> => readBack(s.nfsPort, name, size);
 
     const first = await start();
     const a = randomBytes(3 * MiB + 12345);

@@ -10,64 +10,30 @@
 // writes must work again without anyone touching the volume; no empty segment file may be left;
 // and every byte acknowledged as committed must read back, before and after a clean restart.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash, randomBytes, randomFillSync } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
-import { NfsOps } from '../helpers/nfs-ops.js';
-import { NfsStat, StableHow } from '../helpers/rpc-client.js';
+import { sha256File, writeRandomFile } from '../helpers/files.js';
+import { readBack, writeCommitted } from '../helpers/nfs-ops.js';
+import { runTool, type ToolResult } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { KiB, MiB, sha256, sleep, waitReady, writeConfig } from './support.js';
 
 const COPY_BYTES = 200 * MiB;
 /** Bounds of each wait below: generous, a busy machine is slow; each loop stops by itself. */
 const WAIT_MS = 3 * 60_000;
+/** The test's own NFS calls (writes before and after the volume fills, reads after restarts). */
+const NFS_OPTS = { timeoutMs: 60_000 };
 
-interface ToolResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, argv: string[], timeoutMs = WAIT_MS): Promise<ToolResult> {
-  return new Promise((resolve) => {
-    execFile(cmd, argv, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * MiB }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null;
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, signal: e?.signal ?? null, stdout, stderr });
-    });
-  });
-}
+/** A client tool (mount, nfs-cp) bounded by WAIT_MS unless told otherwise. */
+const run = (cmd: string, argv: string[], timeoutMs = WAIT_MS): Promise<ToolResult> => runTool(cmd, argv, { timeoutMs });
 
 async function mountTmpfs(dir: string, size: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   const r = await run('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
   assert.equal(r.code, 0, `mount -t tmpfs ${dir}: ${r.stderr}`);
-}
-
-async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 4 * MiB })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
-async function writeRandomFile(file: string, size: number): Promise<string> {
-  const h = createHash('sha256');
-  const buf = Buffer.allocUnsafe(MiB);
-  const fh = await open(file, 'w');
-  try {
-    for (let done = 0; done < size; done += MiB) {
-      randomFillSync(buf);
-      h.update(buf);
-      await fh.write(buf, 0, MiB);
-    }
-  } finally {
-    await fh.close();
-  }
-  return h.digest('hex');
 }
 
 /** Fills a volume to the last byte with one file (1 MiB writes, then 4 KiB ones) and returns its path. */
@@ -128,33 +94,6 @@ async function walFiles(dir: string): Promise<{ name: string; size: number }[]> 
   return Promise.all(names.map(async (name) => ({ name, size: (await stat(path.join(dir, name))).size })));
 }
 
-/** Writes `data` as UNSTABLE WRITEs and a COMMIT; true once the COMMIT acknowledged all of it. */
-async function writeCommitted(srv: DittofsProcess, name: string, data: Buffer): Promise<void> {
-  const c = await NfsOps.open(srv.nfsPort, undefined, 60_000);
-  try {
-    const fh = (await c.create(await c.mount('/export'), name)).fh!;
-    for (let off = 0; off < data.length; off += 256 * KiB) {
-      const w = await c.writeV(fh, off, data.subarray(off, off + 256 * KiB), StableHow.UNSTABLE);
-      assert.equal(w.status, NfsStat.OK, `WRITE ${name} at ${off}`);
-    }
-    assert.equal((await c.commit(fh)).status, NfsStat.OK, `COMMIT ${name}`);
-  } finally {
-    c.close();
-  }
-}
-
-async function readBack(srv: DittofsProcess, name: string, size: number): Promise<Buffer> {
-  const c = await NfsOps.open(srv.nfsPort, undefined, 60_000);
-  try {
-    const found = await c.lookup(await c.mount('/export'), name);
-    assert.equal(found.status, NfsStat.OK, name);
-    assert.equal(found.attrs?.size, size, `${name}: size`);
-    return await c.readAll(found.fh!, size);
-  } finally {
-    c.close();
-  }
-}
-
 describe('fault: the WAL volume runs full', { timeout: 15 * 60_000 }, () => {
   let work = '';
   const mounts: string[] = [];
@@ -202,7 +141,7 @@ describe('fault: the WAL volume runs full', { timeout: 15 * 60_000 }, () => {
 
     // Committed before the volume fills: must survive everything below.
     const before = randomBytes(6 * MiB + 4321);
-    await writeCommitted(srv, 'before.bin', before);
+    await writeCommitted(srv.nfsPort, 'before.bin', before, NFS_OPTS);
 
     // Uploads now fail (the block store's volume is full): the WAL keeps every write and fills up.
     const filler = await fill(blockVol);
@@ -237,7 +176,7 @@ describe('fault: the WAL volume runs full', { timeout: 15 * 60_000 }, () => {
 
     // Writes work again.
     const afterData = randomBytes(5 * MiB + 999);
-    await writeCommitted(srv, 'after.bin', afterData);
+    await writeCommitted(srv.nfsPort, 'after.bin', afterData, NFS_OPTS);
 
     // Once everything is uploaded (the idle flush), the WAL holds just its active segment and the
     // preallocated next one: no empty segment piles up, whatever happened above.
@@ -249,8 +188,16 @@ describe('fault: the WAL volume runs full', { timeout: 15 * 60_000 }, () => {
       assert.ok(/^wal-\d{16}\.(log|spare)$/.test(f.name) && f.size > 24, `WAL file ${f.name} (${f.size} bytes)`);
 
     const check = async (s: DittofsProcess): Promise<void> => {
-      assert.equal(sha256(await readBack(s, 'before.bin', before.length)), sha256(before), 'committed before the volume filled');
-      assert.equal(sha256(await readBack(s, 'after.bin', afterData.length)), sha256(afterData), 'committed after recovery');
+      assert.equal(
+        sha256(await readBack(s.nfsPort, 'before.bin', before.length, NFS_OPTS)),
+        sha256(before),
+        'committed before the volume filled',
+      );
+      assert.equal(
+        sha256(await readBack(s.nfsPort, 'after.bin', afterData.length, NFS_OPTS)),
+        sha256(afterData),
+        'committed after recovery',
+      );
       if (copied.code === 0) {
         const out = path.join(base, 'big.out');
         const get = await run('nfs-cp', [`nfs://127.0.0.1/export/big.bin?nfsport=${s.nfsPort}&mountport=${s.nfsPort}`, out]);

@@ -5,6 +5,7 @@ import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runNode, type Run, type RunOptions } from './run.js';
+import { freePort } from './server.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -52,4 +53,27 @@ export function builtProgram(workspace: 'server' | 'operator', rel: string): str
 /** Runs `node server/dist/cli/<name>.js ARGS` (bounded in time and in how many run at once). */
 export function runCli(name: 'dittofs' | 'dittofsctl', args: string[], opts: RunOptions = {}): Promise<Run> {
   return runNode(builtProgram('server', `cli/${name}.js`), args, { cwd: REPO_ROOT, ...opts });
+}
+
+/** This process's environment without the DITTOFS_* variables of whoever runs the tests. */
+export function envWithoutDittofs(): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(process.env).filter((e): e is [string, string] => !e[0].startsWith('DITTOFS_') && e[1] !== undefined),
+  );
+}
+
+/**
+ * The DITTOFS_* settings of a server that a test starts with the CLI (`dittofs start`): `dataDir`,
+ * 127.0.0.1, the API on `apiPort` and free ports for the rest, SMB off, logs at info.
+ */
+export async function cliServerEnv(dataDir: string, apiPort: number): Promise<Record<string, string>> {
+  return {
+    DITTOFS_DATA_DIR: dataDir,
+    DITTOFS_BIND_ADDRESS: '127.0.0.1',
+    DITTOFS_NFS_PORT: String(await freePort()),
+    DITTOFS_API_PORT: String(apiPort),
+    DITTOFS_METRICS_PORT: String(await freePort()),
+    DITTOFS_SMB_ENABLED: 'false',
+    DITTOFS_LOG_LEVEL: 'info',
+  };
 }

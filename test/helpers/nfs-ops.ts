@@ -2,6 +2,7 @@
 // its `committed` and write verifier, COMMIT, RENAME, LINK, READDIRPLUS, and JUKEBOX handling the
 // way a real client does it (wait, then send the call again under a new xid). Replies are parsed
 // here, independently of the server's encoders.
+import assert from 'node:assert/strict';
 import { XdrReader, XdrWriter } from '../../server/src/rpc/xdr.js';
 import { REPLY_TIMEOUT_MS } from './limits.js';
 import {
@@ -12,8 +13,10 @@ import {
   NFS_V3,
   NfsClient,
   NfsProc,
+  NfsStat,
   readFattr,
   RpcConnection,
+  StableHow,
   type Cred,
   type Fattr,
   type RpcReply,
@@ -253,5 +256,44 @@ export async function retryJukebox<T extends { status: number }>(f: () => Promis
     opts.onJukebox?.();
     if (Date.now() >= deadline) throw new Error(`still NFS3ERR_JUKEBOX after ${opts.maxWaitMs ?? 120_000} ms`);
     await new Promise((r) => setTimeout(r, opts.delayMs ?? 250));
+  }
+}
+
+export interface FileTransferOptions {
+  /** Bytes per WRITE (default 256 KiB). */
+  chunk?: number;
+  /** Per-call reply timeout (ms). */
+  timeoutMs?: number;
+}
+
+/**
+ * Creates `name` in the share `/export` as root and writes `data` as UNSTABLE WRITEs of `chunk`
+ * bytes, then a COMMIT; returns once the COMMIT acknowledged all of it (asserts every status).
+ */
+export async function writeCommitted(port: number, name: string, data: Buffer, opts: FileTransferOptions = {}): Promise<void> {
+  const chunk = opts.chunk ?? 256 * 1024;
+  const c = await NfsOps.open(port, undefined, opts.timeoutMs);
+  try {
+    const fh = (await c.create(await c.mount('/export'), name)).fh!;
+    for (let off = 0; off < data.length; off += chunk) {
+      const w = await c.writeV(fh, off, data.subarray(off, off + chunk), StableHow.UNSTABLE);
+      assert.equal(w.status, NfsStat.OK, `WRITE ${name} at ${off}`);
+    }
+    assert.equal((await c.commit(fh)).status, NfsStat.OK, `COMMIT ${name}`);
+  } finally {
+    c.close();
+  }
+}
+
+/** Reads `name` of the share `/export` back as root, after checking that it exists with `size` bytes. */
+export async function readBack(port: number, name: string, size: number, opts: FileTransferOptions = {}): Promise<Buffer> {
+  const c = await NfsOps.open(port, undefined, opts.timeoutMs);
+  try {
+    const found = await c.lookup(await c.mount('/export'), name);
+    assert.equal(found.status, NfsStat.OK, name);
+    assert.equal(found.attrs?.size, size, `${name}: size`);
+    return await c.readAll(found.fh!, size);
+  } finally {
+    c.close();
   }
 }

@@ -2,7 +2,7 @@
 // from a string and a time limit (the program is killed and the promise rejects, naming it and
 // showing what it printed). At most SUBPROCESS_SLOTS programs run at once per test file; the time
 // limit counts from the start of the program, not from the call (waiting for a slot is free).
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { COMMAND_TIMEOUT_MS, SUBPROCESS_SLOTS } from './limits.js';
 
@@ -60,4 +60,41 @@ export function runProcess(file: string, args: string[], opts: RunOptions = {}):
 /** Runs a built Node program (server/dist/..., operator/dist/...) with this Node, as runProcess. */
 export function runNode(script: string, args: string[], opts: RunOptions = {}): Promise<Run> {
   return runProcess(process.execPath, [script, ...args], opts);
+}
+
+export interface ToolResult<Out extends string | Buffer = string> {
+  /** The exit code; -1 when the tool could not be started. */
+  code: number | null;
+  /** Set when the tool was killed (the time limit). */
+  signal: NodeJS.Signals | null;
+  stdout: Out;
+  stderr: string;
+}
+
+export interface ToolOptions {
+  /** Default COMMAND_TIMEOUT_MS; then the tool is killed (SIGKILL) and `signal` says so. */
+  timeoutMs?: number;
+  /** stdout as bytes (a tool that prints file content), not as text. */
+  binary?: boolean;
+}
+
+/**
+ * Runs a client tool (nfs-cp, nfs-cat, mount, ...) with a hard time limit. Never throws for a
+ * non-zero exit or a kill: the result says, for the test to assert on.
+ */
+export function runTool(cmd: string, argv: string[], opts: ToolOptions & { binary: true }): Promise<ToolResult<Buffer>>;
+export function runTool(cmd: string, argv: string[], opts?: ToolOptions & { binary?: false }): Promise<ToolResult>;
+export function runTool(cmd: string, argv: string[], opts: ToolOptions = {}): Promise<ToolResult<string | Buffer>> {
+  const timeout = opts.timeoutMs ?? COMMAND_TIMEOUT_MS;
+  return new Promise((resolve) => {
+    execFile(cmd, argv, { timeout, killSignal: 'SIGKILL', encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null;
+      resolve({
+        code: e ? (typeof e.code === 'number' ? e.code : -1) : 0,
+        signal: e?.signal ?? null,
+        stdout: opts.binary === true ? stdout : stdout.toString(),
+        stderr: stderr.toString(),
+      });
+    });
+  });
 }

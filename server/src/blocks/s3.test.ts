@@ -23,6 +23,13 @@ function assertS3Error(err: unknown, code: S3ErrorCode, message: RegExp, secret?
   return true;
 }
 
+/** What `p` rejects with; undefined if it resolves (an assertS3Error on that fails). */
+const rejection = (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+
 const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** A port nothing listens on (bound, then released). */
@@ -142,12 +149,7 @@ describe('s3 block store', () => {
   describe('open()', () => {
     it('names a missing bucket and the endpoint', async () => {
       const bucket = `dittofs-missing-${randomBytes(4).toString('hex')}`;
-      const err = await makeStore({ bucket })
-        .open()
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        );
+      const err = await rejection(makeStore({ bucket }).open());
       assertS3Error(
         err,
         S3_ERROR_CODES.BUCKET_NOT_FOUND,
@@ -158,12 +160,7 @@ describe('s3 block store', () => {
 
     it('says the credentials were rejected for an access key id the server does not know', async () => {
       const secret = `not-the-secret-${randomBytes(8).toString('hex')}`;
-      const err = await makeStore({ accessKeyId: 'AKIADITTOFSNOSUCHKEY', secretAccessKey: secret })
-        .open()
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        );
+      const err = await rejection(makeStore({ accessKeyId: 'AKIADITTOFSNOSUCHKEY', secretAccessKey: secret }).open());
       assertS3Error(
         err,
         S3_ERROR_CODES.CREDENTIALS_REJECTED,
@@ -177,12 +174,7 @@ describe('s3 block store', () => {
       { skip: EXTERNAL ? false : 's3rver accepts any secret; set DITTOFS_TEST_S3_ENDPOINT to run this against MinIO or AWS' },
       async () => {
         const secret = `wrong-${randomBytes(12).toString('hex')}`;
-        const err = await makeStore({ secretAccessKey: secret })
-          .open()
-          .then(
-            () => undefined,
-            (e: unknown) => e,
-          );
+        const err = await rejection(makeStore({ secretAccessKey: secret }).open());
         assertS3Error(
           err,
           S3_ERROR_CODES.CREDENTIALS_REJECTED,
@@ -194,12 +186,7 @@ describe('s3 block store', () => {
 
     it('names an endpoint where nothing listens, after the SDK gives up retrying', { timeout: TEST_TIMEOUT_MS }, async () => {
       const endpoint = `http://127.0.0.1:${await closedPort()}`;
-      const err = await makeStore({ endpoint, requestTimeoutMs: 2000, maxAttempts: 2 })
-        .open()
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        );
+      const err = await rejection(makeStore({ endpoint, requestTimeoutMs: 2000, maxAttempts: 2 }).open());
       assertS3Error(
         err,
         S3_ERROR_CODES.UNREACHABLE,
@@ -219,12 +206,7 @@ describe('s3 block store', () => {
         await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
         try {
           const endpoint = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
-          const err = await makeStore({ endpoint, requestTimeoutMs: 300, maxAttempts: 2 })
-            .open()
-            .then(
-              () => undefined,
-              (e: unknown) => e,
-            );
+          const err = await rejection(makeStore({ endpoint, requestTimeoutMs: 300, maxAttempts: 2 }).open());
           assertS3Error(
             err,
             S3_ERROR_CODES.UNREACHABLE,
@@ -273,12 +255,7 @@ describe('s3 block store', () => {
       assert.ok((await makeStore().get('retried'))?.equals(data), 'the object is there after the retries');
 
       failures = 1;
-      const err = await makeStore({ endpoint: proxy.endpoint, maxAttempts: 1 })
-        .put('not-retried', data)
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        );
+      const err = await rejection(makeStore({ endpoint: proxy.endpoint, maxAttempts: 1 }).put('not-retried', data));
       assertS3Error(err, S3_ERROR_CODES.REQUEST_FAILED, /^S3 PUT s3:\/\/\S+\/not-retried at \S+ failed: SlowDown \(HTTP 503\)/);
     } finally {
       await proxy.close();
@@ -296,19 +273,13 @@ describe('s3 block store', () => {
 
       await s3.stop();
       const during = randomBytes(200_000);
-      const putErr = await store.put('during', during).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const putErr = await rejection(store.put('during', during));
       assertS3Error(
         putErr,
         S3_ERROR_CODES.UNREACHABLE,
         new RegExp(`^S3 PUT s3://${escape(s3.bucket)}/outage/during at ${escape(s3.endpoint)} failed`),
       );
-      const getErr = await store.get('before').then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const getErr = await rejection(store.get('before'));
       assertS3Error(getErr, S3_ERROR_CODES.UNREACHABLE, /^S3 GET /);
 
       await s3.start();

@@ -42,16 +42,17 @@ function tmp(): string {
   return d;
 }
 
+interface BootOptions {
+  maxBytes?: number;
+  segmentBytes?: number;
+  maxWriteWaitMs?: number;
+}
+
 /**
  * One "process": a WAL in `dir` and a block service over shared metadata and block stores. A crash
  * is simulated by abandoning an instance without closing it and opening a new one on the same dir.
  */
-async function boot(
-  dir: string,
-  meta: MemoryMetadataStore,
-  store: MemoryBlockStore,
-  opts: { maxBytes?: number; segmentBytes?: number; maxWriteWaitMs?: number } = {},
-) {
+async function boot(dir: string, meta: MemoryMetadataStore, store: MemoryBlockStore, opts: BootOptions = {}) {
   const { wal, records, report } = await FileWal.open(dir, {
     maxBytes: opts.maxBytes ?? 64 * BS,
     segmentBytes: opts.segmentBytes ?? 16 * BS,
@@ -76,17 +77,51 @@ async function mkfile(meta: MemoryMetadataStore): Promise<number> {
   return (await meta.create(root.id, Buffer.from(`f${n++}`), fileInit(), { sec: 1, nsec: 0 })).id;
 }
 
+/**
+ * The first "process" on new metadata and block stores (`store` if given: a subclass), in `dir`
+ * (a new temporary directory if not given).
+ */
+async function fresh<S extends MemoryBlockStore = MemoryBlockStore>(
+  opts: BootOptions & { dir?: string; store?: S } = {},
+): Promise<{ dir: string; meta: MemoryMetadataStore; store: S; a: Awaited<ReturnType<typeof boot>> }> {
+  const { dir = tmp(), store = new MemoryBlockStore() as S, ...bootOpts } = opts;
+  const meta = new MemoryMetadataStore();
+  const a = await boot(dir, meta, store, bootOpts);
+  return { dir, meta, store, a };
+}
+
+/** A new file holding `text` at offset 0, written and COMMITted (in the WAL, not yet uploaded). */
+async function committedFile(a: { svc: BlockService }, meta: MemoryMetadataStore, text: string): Promise<number> {
+  const ino = await mkfile(meta);
+  await a.svc.write(ino, 0, Buffer.from(text));
+  await a.svc.commit(ino);
+  return ino;
+}
+
+/** A block store whose uploads wait until `unstall()`. */
+class Stalled extends MemoryBlockStore {
+  unstall!: () => void;
+  readonly gate = new Promise<void>((r) => (this.unstall = r));
+  override async put(key: string, data: Buffer): Promise<void> {
+    await this.gate;
+    return super.put(key, data);
+  }
+}
+
 const segments = (dir: string): string[] =>
   readdirSync(dir)
     .filter((f) => f.endsWith('.log'))
     .sort();
 
+/** A WAL of the default size (as `boot`), without a block service: records as a start sees them. */
+const openWal = (dir: string): ReturnType<typeof FileWal.open> => FileWal.open(dir, { maxBytes: 64 * BS, segmentBytes: 16 * BS });
+
+/** The path of the newest (active) segment. */
+const lastSegment = (dir: string): string => path.join(dir, segments(dir).at(-1)!);
+
 describe('WAL: crash and replay', () => {
   it('replays writes and truncates in order after a crash: data, holes and sizes come back exactly', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
+    const { dir, meta, store, a } = await fresh();
     const ino = await mkfile(meta);
     const model = Buffer.alloc(5 * BS);
     const put = async (off: number, data: Buffer): Promise<void> => {
@@ -118,10 +153,7 @@ describe('WAL: crash and replay', () => {
   });
 
   it('drops records of files deleted before the crash', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
+    const { dir, meta, store, a } = await fresh();
     const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
     const ino = (await meta.create(root.id, Buffer.from('gone'), fileInit(), { sec: 1, nsec: 0 })).id;
     await a.svc.write(ino, 0, Buffer.from('short-lived'));
@@ -134,14 +166,9 @@ describe('WAL: crash and replay', () => {
   });
 
   it('cuts a torn tail and keeps every complete record before it', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
-    const ino = await mkfile(meta);
-    await a.svc.write(ino, 0, Buffer.from('complete record'));
-    await a.svc.commit(ino);
-    const last = path.join(dir, segments(dir).at(-1)!);
+    const { dir, meta, store, a } = await fresh();
+    const ino = await committedFile(a, meta, 'complete record');
+    const last = lastSegment(dir);
     // A segment as an older DittoFS wrote it (not preallocated): it ends with its last record.
     const before = SEG_HEADER + REC_HEADER + 15;
     truncateSync(last, before);
@@ -157,14 +184,9 @@ describe('WAL: crash and replay', () => {
   });
 
   it('cuts a torn append inside a preallocated segment, and its zeros are not reported', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
-    const ino = await mkfile(meta);
-    await a.svc.write(ino, 0, Buffer.from('complete record'));
-    await a.svc.commit(ino);
-    const last = path.join(dir, segments(dir).at(-1)!);
+    const { dir, meta, store, a } = await fresh();
+    const ino = await committedFile(a, meta, 'complete record');
+    const last = lastSegment(dir);
     const bytes = readFileSync(last);
     assert.equal(bytes.length, 16 * BS, 'the active segment is preallocated to its full size');
     const end = SEG_HEADER + REC_HEADER + 15;
@@ -187,16 +209,13 @@ describe('WAL: crash and replay', () => {
   });
 
   it('reports a record whose data fails its CRC, never serves it, and keeps the rest', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
+    const { dir, meta, store, a } = await fresh();
     const ino = await mkfile(meta);
     await a.svc.write(ino, 0, Buffer.from('AAAAAAAA'));
     await a.svc.write(ino, 100, Buffer.from('BBBBBBBB')); // this one gets corrupted
     await a.svc.write(ino, 200, Buffer.from('CCCCCCCC'));
     await a.svc.commit(ino);
-    const seg = path.join(dir, segments(dir).at(-1)!);
+    const seg = lastSegment(dir);
     const bytes = readFileSync(seg);
     const at = bytes.indexOf('BBBBBBBB');
     bytes.writeUInt8(bytes.readUInt8(at + 3) ^ 0x20, at + 3); // "BBBbBBBB"
@@ -216,16 +235,13 @@ describe('WAL: crash and replay', () => {
   });
 
   it('skips a record whose header is damaged, reports the range, and replays the records after it', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
+    const { dir, meta, store, a } = await fresh();
     const ino = await mkfile(meta);
     await a.svc.write(ino, 0, Buffer.from('first'));
     await a.svc.write(ino, 10, Buffer.from('second'));
     await a.svc.write(ino, 20, Buffer.from('third'));
     await a.svc.commit(ino);
-    const seg = path.join(dir, segments(dir).at(-1)!);
+    const seg = lastSegment(dir);
     const bytes = readFileSync(seg);
     const second = bytes.indexOf('second') - REC_HEADER;
     bytes.writeUInt8(bytes.readUInt8(second + 20) ^ 0xff, second + 20); // inside the header: its CRC no longer matches
@@ -243,10 +259,7 @@ describe('WAL: crash and replay', () => {
 
 describe('WAL: space', () => {
   it('retires segments once their data is in the block store, oldest first', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store, { segmentBytes: 4 * BS });
+    const { dir, meta, a } = await fresh({ segmentBytes: 4 * BS });
     const ino = await mkfile(meta);
     // Half blocks: nothing is uploaded before the flush, so the data spreads over several segments.
     for (let i = 0; i < 16; i++) await a.svc.write(ino, i * BS, randomBytes(BS / 2));
@@ -259,18 +272,7 @@ describe('WAL: space', () => {
   });
 
   it('makes writers wait while the WAL is full and the block store is stalled; nothing is lost', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    class Stalled extends MemoryBlockStore {
-      unstall!: () => void;
-      readonly gate = new Promise<void>((r) => (this.unstall = r));
-      override async put(key: string, data: Buffer): Promise<void> {
-        await this.gate;
-        return super.put(key, data);
-      }
-    }
-    const store = new Stalled();
-    const a = await boot(dir, meta, store, { maxBytes: 8 * BS, segmentBytes: 2 * BS });
+    const { meta, store, a } = await fresh({ store: new Stalled(), maxBytes: 8 * BS, segmentBytes: 2 * BS });
     const ino = await mkfile(meta);
     const data = randomBytes(24 * BS);
     let written = 0;
@@ -291,10 +293,7 @@ describe('WAL: space', () => {
   });
 
   it('a COMMIT returns once its own writes are on disk, even while other writers keep the log busy', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store, { maxBytes: 1 << 26, segmentBytes: 1 << 22 });
+    const { meta, a } = await fresh({ maxBytes: 1 << 26, segmentBytes: 1 << 22 });
     const ino = await mkfile(meta);
     let stop = false;
     const writers = Array.from({ length: 8 }, async (_, w) => {
@@ -316,10 +315,7 @@ describe('WAL: space', () => {
   });
 
   it('group commit: one fsync covers many concurrent COMMITs', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store, { maxBytes: 1 << 24, segmentBytes: 1 << 22 });
+    const { meta, a } = await fresh({ maxBytes: 1 << 24, segmentBytes: 1 << 22 });
     const ino = await mkfile(meta);
     const base = a.wal.syncs;
     await Promise.all(
@@ -336,15 +332,10 @@ describe('WAL: space', () => {
 
 describe('WAL: refused starts', () => {
   it('keeps every segment when the records were never replayed (a start that stopped before replay)', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
-    const ino = await mkfile(meta);
-    await a.svc.write(ino, 0, Buffer.from('acknowledged'));
-    await a.svc.commit(ino);
+    const { dir, meta, store, a } = await fresh();
+    const ino = await committedFile(a, meta, 'acknowledged');
     // A second process opens the WAL, then gives up before replaying (say, an unknown share).
-    const refused = await FileWal.open(dir, { maxBytes: 64 * BS, segmentBytes: 16 * BS });
+    const refused = await openWal(dir);
     assert.equal(refused.records.length, 1);
     await refused.wal.close();
     const b = await boot(dir, meta, store);
@@ -357,13 +348,13 @@ describe('WAL: refused starts', () => {
 describe('WAL: share-stored marks', () => {
   it('a share-stored mark comes back from replay after the records it covers, and later records after it', async () => {
     const dir = tmp();
-    const a = await FileWal.open(dir, { maxBytes: 64 * BS, segmentBytes: 16 * BS });
+    const a = await openWal(dir);
     await a.wal.appendWrite(9, 5, 0, Buffer.from('stored already')).done;
     await a.wal.appendShareStored(9).done;
     await a.wal.appendWrite(9, 5, 0, Buffer.from('after the mark')).done;
     await a.wal.sync();
     // A crash: abandon it without closing.
-    const b = await FileWal.open(dir, { maxBytes: 64 * BS, segmentBytes: 16 * BS });
+    const b = await openWal(dir);
     assert.deepEqual(
       b.records.map((r) => [r.type, r.share, r.length]),
       [
@@ -412,18 +403,13 @@ const isErrno = (errno: string) => (err: unknown) => err instanceof VfsError && 
 describe('WAL: a full volume (tmpfs)', () => {
   it('writers wait while uploads can free space, get NOSPC when the wait runs out, and resume by themselves', async () => {
     const vol = tmpfs('6m');
-    const dir = path.join(vol, 'wal');
-    const meta = new MemoryMetadataStore();
-    class Stalled extends MemoryBlockStore {
-      unstall!: () => void;
-      readonly gate = new Promise<void>((r) => (this.unstall = r));
-      override async put(key: string, data: Buffer): Promise<void> {
-        await this.gate;
-        return super.put(key, data);
-      }
-    }
-    const store = new Stalled();
-    const a = await boot(dir, meta, store, { maxBytes: 1 << 30, segmentBytes: 1 << 20, maxWriteWaitMs: 1500 });
+    const { dir, meta, store, a } = await fresh({
+      dir: path.join(vol, 'wal'),
+      store: new Stalled(),
+      maxBytes: 1 << 30,
+      segmentBytes: 1 << 20,
+      maxWriteWaitMs: 1500,
+    });
     const filler = fillVolume(vol);
     const ino = await mkfile(meta);
     const CH = 64 * 1024;
@@ -470,10 +456,8 @@ describe('WAL: a full volume (tmpfs)', () => {
       const dir = path.join(vol, 'wal');
       mkdirSync(dir);
       const filler = fillVolume(vol);
-      const meta = new MemoryMetadataStore();
-      const store = new MemoryBlockStore();
       // A wait would outlast the test: the refusal must not wait for uploads that cannot come.
-      const a = await boot(dir, meta, store, { segmentBytes: 256 * 1024, maxWriteWaitMs: 10 * 60_000 });
+      const { meta, store, a } = await fresh({ dir, segmentBytes: 256 * 1024, maxWriteWaitMs: 10 * 60_000 });
       assert.equal(a.wal.writable, false, 'opened on a full volume: not writable, not failed');
       const ino = await mkfile(meta);
       await assert.rejects(a.svc.write(ino, 0, Buffer.from('no room')), isErrno('NOSPC'));
@@ -496,13 +480,8 @@ describe('WAL: a full volume (tmpfs)', () => {
 
 describe('WAL: clean close', () => {
   it('deletes every segment once the data is stored, so the next open replays nothing; unstored data stays', async () => {
-    const dir = tmp();
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
-    const ino = await mkfile(meta);
-    await a.svc.write(ino, 0, Buffer.from('stored at close'));
-    await a.svc.commit(ino);
+    const { dir, meta, store, a } = await fresh();
+    const ino = await committedFile(a, meta, 'stored at close');
     await a.svc.close(); // uploads what is dirty
     await a.wal.close();
     assert.deepEqual(readdirSync(dir), []);
