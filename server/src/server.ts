@@ -133,7 +133,8 @@ export async function checkListenAddresses(config: DittoConfig): Promise<void> {
       const a = planned[j]!;
       const b = planned[i]!;
       const overlap = a.host === b.host || WILDCARDS.has(a.host) || WILDCARDS.has(b.host);
-      if (a.port === b.port && a.transport === b.transport && overlap) {
+      // Port 0 asks the system for any free port: two of those never collide.
+      if (a.port !== 0 && a.port === b.port && a.transport === b.transport && overlap) {
         throw new Error(`${b.what} and ${a.what} are both set to port ${b.port}; change ${b.setting} or ${a.setting}`);
       }
     }

@@ -208,10 +208,12 @@ describe('tracing of a real server', { timeout: SUITE_TIMEOUT_MS }, () => {
     const tx = dbSpans.find((d) => d.name === 'db.transaction' && dbSpans.some((q) => q.parentSpanId === d.spanId));
     assert.ok(tx, 'a db.transaction span with db.query children');
 
-    // The upload of the complete block: a block store span.
+    // The upload of the complete block: a block store span. A clean stop also uploads the dirty
+    // 1 MiB tail (if it finishes in time), so that is the only other put there may be.
     const puts = spans.filter((s) => s.name === 'filesystem.put');
-    assert.ok(puts.length >= 1, 'a filesystem.put span for the uploaded block');
-    assert.equal(puts[0]!.attrs['dittofs.block_store'], 'default');
-    assert.equal(puts[0]!.attrs['dittofs.bytes'], 4 * MiB);
+    const sizes = puts.map((p) => p.attrs['dittofs.bytes']);
+    assert.ok(sizes.includes(4 * MiB), `a filesystem.put span for the complete block (puts: ${sizes.join(', ')})`);
+    assert.ok(sizes.every((n) => n === 4 * MiB || n === 1 * MiB) && puts.length <= 2, `puts: ${sizes.join(', ')}`);
+    for (const p of puts) assert.equal(p.attrs['dittofs.block_store'], 'default');
   });
 });
