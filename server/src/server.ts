@@ -36,6 +36,7 @@ import { serveLocalControl } from './local-control.js';
 import { ShareRuntime } from './shares.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
+import { listenOn } from './wire/listen.js';
 import { DiskBlockCache } from './blocks/disk-cache.js';
 import { PgDriver } from './meta/sql/pg.js';
 import { SmbServer } from './smb2/server.js';
@@ -172,17 +173,6 @@ function closeHttp(server: http.Server): Promise<void> {
       resolve();
     });
     server.closeIdleConnections();
-  });
-}
-
-function listenHttp(server: http.Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      const a = server.address();
-      resolve(typeof a === 'object' && a ? a.port : port);
-    });
   });
 }
 
@@ -425,7 +415,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       const srv = http.createServer((req, res) => serveMetrics(metrics, req, res));
       const { port, bind } = config.metrics;
       metricsPort = await listening('the metrics endpoint', 'metrics.port / DITTOFS_METRICS_PORT', bind, port, () =>
-        listenHttp(srv, port, bind),
+        listenOn(srv, port, bind),
       );
       cleanups.push(() => closeHttp(srv));
       log.info({ port: metricsPort, bind }, 'metrics listening (GET /metrics)');

@@ -26,6 +26,7 @@ import { readIntoBuffer } from '../wire/socket-read.js';
 import { ConnectionLimits, LogLimiter, PauseReason } from '../wire/limits.js';
 import { recordMark, RecordReader, type RecordAlloc } from './record.js';
 import { XdrWriter } from './xdr.js';
+import { listenOn } from '../wire/listen.js';
 
 export interface RpcConnectionInfo {
   /** Client IP address (no port): clients reconnect from new ports and retransmit. */
@@ -219,14 +220,7 @@ export class RpcServer {
     // allowHalfOpen: a client that sends its calls and then shuts down its side still gets the replies.
     const server = net.createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (socket) => this.onConnection(socket));
     this.tcpServers.push(server);
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        const addr = server.address();
-        resolve(typeof addr === 'object' && addr ? addr.port : port);
-      });
-    });
+    return listenOn(server, port, host);
   }
 
   listenUdp(port: number, host: string): Promise<number> {

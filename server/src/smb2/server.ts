@@ -7,6 +7,7 @@ import { BufferPool } from '../wire/buffer-pool.js';
 import { FrameError } from '../wire/errors.js';
 import { SmbConnection, type SmbEngineOptions } from './connection.js';
 import { DirectTcpFramer, directTcpHeader } from './framing.js';
+import { listenOn } from '../wire/listen.js';
 
 export interface SmbServerOptions extends SmbEngineOptions {
   /** Largest Direct TCP frame accepted (default: a 1 MiB WRITE and its headers, plus room for a compound). */
@@ -56,14 +57,7 @@ export class SmbServer {
   listen(port: number, host: string): Promise<number> {
     const server = net.createServer({ noDelay: true }, (s) => this.onConnection(s));
     this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        const a = server.address();
-        resolve(typeof a === 'object' && a ? a.port : port);
-      });
-    });
+    return listenOn(server, port, host);
   }
 
   private onConnection(socket: net.Socket): void {
