@@ -6,7 +6,7 @@
 //
 //   GET /v1/backup/controlplane -> the control-plane backup document (JSON), read in one transaction.
 import { existsSync } from 'node:fs';
-import { chmod, unlink } from 'node:fs/promises';
+import { chmod, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -57,14 +57,26 @@ export async function serveLocalControl(dataDir: string, store: ControlStore, ve
       },
     );
   });
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(file, () => {
-      srv.off('error', reject);
-      resolve();
+  // The socket is bound inside a fresh 0700 directory, made 0600, and only then renamed into place:
+  // bound at its final path it would be open to whoever the umask lets in until the chmod.
+  const privateDir = await mkdtemp(path.join(path.dirname(file), '.ctl'));
+  try {
+    const staging = path.join(privateDir, 's');
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(staging, () => {
+        srv.off('error', reject);
+        resolve();
+      });
     });
-  });
-  await chmod(file, 0o600);
+    await chmod(staging, 0o600);
+    await rename(staging, file);
+  } catch (e) {
+    srv.close();
+    throw e;
+  } finally {
+    await rm(privateDir, { recursive: true, force: true });
+  }
   return {
     path: file,
     close: () =>

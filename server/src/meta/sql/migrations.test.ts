@@ -3,7 +3,7 @@
 // the code is refused. Also the embedded store's directory lock.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -291,10 +291,13 @@ migrationSuite('postgres', async () => {
 });
 
 describe('embedded store directory', () => {
-  it('is locked while open, and a stale lock is taken over', async () => {
+  it('is private (0700), locked while open, and a stale lock is taken over', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-lock-'));
     try {
+      // A directory others could read (the control database in it holds password hashes) is made private.
+      await chmod(dir, 0o755);
       const a = await PgliteDriver.open({ dir });
+      assert.equal((await stat(dir)).mode & 0o777, 0o700);
       await assert.rejects(PgliteDriver.open({ dir }), /in use by process/);
       await a.close();
       // A lock left by a process that is gone (here: a pid that cannot exist).

@@ -4,6 +4,7 @@
 // would keep that memory for the server's whole life.
 //
 //   node pglite-init.js DATA_DIR
+import { inspect } from 'node:util';
 import { PGlite } from '@electric-sql/pglite';
 
 const dataDir = process.argv[2];
@@ -15,6 +16,8 @@ try {
   const db = await PGlite.create({ dataDir });
   await db.close();
 } catch (err) {
-  process.stderr.write(`could not create the embedded database in ${dataDir}: ${(err as Error).message}\n`);
+  // PGlite can throw what is not an Error (an Emscripten exit status): say what it was.
+  const why = err instanceof Error ? err.message : inspect(err, { depth: 2, breakLength: Infinity });
+  process.stderr.write(`could not create the embedded database in ${dataDir}: ${why}\n`);
   process.exit(1);
 }

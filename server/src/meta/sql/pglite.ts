@@ -3,7 +3,7 @@
 // in arrival order, through one queue. Directory layout: DIR/pgdata (PGlite's data directory) and
 // DIR/LOCK (the pid of the process that has the store open: two processes must never share DIR).
 import { execFile } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
@@ -135,10 +135,21 @@ export class PgliteDriver implements SqlDriver {
     private readonly log: DriverLogger,
   ) {}
 
-  /** Opens (creating if needed) the PGlite database in `opts.dir`. */
+  /**
+   * Opens (creating if needed) the PGlite database in `opts.dir`. The directory is made private
+   * (0700), as PostgreSQL requires of its data directories: the control database in it holds the
+   * users' password hashes, and an NT hash is as good as the password to an NTLM client.
+   */
   static async open(opts: PgliteDriverOptions): Promise<PgliteDriver> {
     const dir = path.resolve(opts.dir);
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    try {
+      chmodSync(dir, 0o700);
+    } catch (e) {
+      // A directory this process does not own (a volume's root): it stays as its owner made it.
+      if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+      opts.logger?.warn({ dir }, 'embedded store directory is not ours to make private (0700): check who else can read it');
+    }
     const lockFile = path.join(dir, 'LOCK');
     acquireLock(lockFile);
     try {
