@@ -8,6 +8,7 @@ import { observeBlockStore } from './blocks/observed.js';
 import type { S3BlockStoreOptions } from './blocks/s3.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './blocks/store.js';
 import type { BlockStoreConfig, MetadataStoreConfig } from './config/types.js';
+import { METADATA_STORE_DIR, storeDirProblem } from './config/store-dirs.js';
 import { CachedMetadataStore } from './meta/cached.js';
 import { MemoryMetadataStore } from './meta/memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore, type SqlDriverObserver } from './meta/sql/index.js';
@@ -37,10 +38,15 @@ export function createMetadataStore(
   switch (cfg.type) {
     case 'memory':
       return new MemoryMetadataStore();
-    case 'embedded':
+    case 'embedded': {
+      if (cfg.path !== undefined) {
+        const problem = storeDirProblem(cfg.path, METADATA_STORE_DIR, dataDir);
+        if (problem !== undefined) throw new Error(`metadata store ${name}: ${problem}`);
+      }
       return cached(
         createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger, observer }),
       );
+    }
     case 'postgres':
       if (!cfg.url) throw new Error(`metadata store ${name}: a postgres store needs a url`);
       return cached(

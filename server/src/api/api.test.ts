@@ -896,6 +896,33 @@ describe('filesystem block stores', () => {
     assert.deepEqual(await everything(), before);
   });
 
+  it('an embedded metadata store with a path is the same: admins only, never a system directory', async () => {
+    const op = await addUser('op2', 'operator');
+    const t = await admin();
+    const before = await everything();
+    const emb = (p: string) => ({ name: 'emb', type: 'embedded', config: { path: p } });
+    problem(
+      await call('POST', '/api/v1/stores/metadata', { token: op, body: emb('/srv/meta') }),
+      403,
+      /only an admin can create an embedded metadata store with a path/,
+    );
+    problem(
+      await call('PUT', '/api/v1/state', { token: op, body: { metadata_stores: [emb('/srv/meta')] } }),
+      403,
+      /only an admin can create or change an embedded metadata store with a path/,
+    );
+    for (const dir of ['/', '/etc', '/root', '/proc/x'])
+      problem(
+        await call('POST', '/api/v1/stores/metadata', { token: t, body: emb(dir) }),
+        422,
+        /^body\.config\.path: \/\S* (is a system directory|is under \/proc)/,
+      );
+    assert.deepEqual(runtime.checks, [], 'not opened: opening creates the directory and makes it 0700');
+    assert.deepEqual(await everything(), before);
+    // Without a path it lives under the data directory: operators may create it.
+    ok(await call('POST', '/api/v1/stores/metadata', { token: op, body: { name: 'emb2', type: 'embedded', config: {} } }), 201);
+  });
+
   it("with the server's own check: the data directory's parents and foreign directories are refused, an empty one is claimed", async () => {
     const tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-api-fs-'));
     const dataDir = path.join(tmp, 'srv', 'data');

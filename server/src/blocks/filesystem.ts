@@ -25,6 +25,7 @@ import {
   type FileHandle,
 } from 'node:fs/promises';
 import path from 'node:path';
+import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 /** The marker file that says a directory is a DittoFS filesystem block store. */
@@ -40,28 +41,11 @@ const LOST_FOUND = 'lost+found';
 /** Top-level names that are not objects: no key may start with them. */
 const RESERVED = new Set([MARKER, TMP_DIR, LOST_FOUND]);
 
-/** Directories that hold the system's own files: never a block store, whatever their content. */
-export const SYSTEM_DIRS: readonly string[] = Object.freeze(['/', '/etc', '/usr', '/var', '/boot', '/root', '/home']);
-const PSEUDO_FS = ['/proc', '/sys', '/dev'];
+export { SYSTEM_DIRS };
 
-const isUnder = (dir: string, parent: string): boolean => dir === parent || dir.startsWith(parent === '/' ? '/' : `${parent}/`);
-
-/**
- * Why `dir` can never be a filesystem block store, or undefined. `dataDir` (the server's data
- * directory): neither it nor any of its parents may be one either.
- */
+/** Why `dir` can never be a filesystem block store (see config/store-dirs.ts), or undefined. */
 export function blockDirProblem(dir: string, dataDir?: string): string | undefined {
-  const abs = path.resolve(dir);
-  const pseudo = PSEUDO_FS.find((p) => isUnder(abs, p));
-  if (pseudo) return `${abs} is under ${pseudo}, which cannot hold files; choose another path`;
-  if (SYSTEM_DIRS.includes(abs))
-    return `${abs} is a system directory; give the block store a directory of its own, such as /var/lib/dittofs/blocks`;
-  if (dataDir !== undefined) {
-    const data = path.resolve(dataDir);
-    if (isUnder(data, abs))
-      return `${abs} ${abs === data ? 'is' : 'holds'} the data directory ${data}; give the block store a directory of its own, such as ${path.join(data, 'blocks')}`;
-  }
-  return undefined;
+  return storeDirProblem(dir, BLOCK_STORE_DIR, dataDir);
 }
 
 export interface FilesystemBlockStoreOptions {

@@ -29,7 +29,7 @@
 // - Automatic uids and gids come from one counter (above every user's uid and gid and every
 //   group's gid), and a user's primary gid may be a group's gid only if the user is a member.
 import { createHmac, randomBytes } from 'node:crypto';
-import { blockDirProblem } from '../blocks/filesystem.js';
+import { storeDirKindOf, storeDirProblem } from '../config/store-dirs.js';
 import { redactSecrets } from '../config/errors.js';
 import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
@@ -294,15 +294,16 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
       const config = normalizeStoreConfig(kind, unmaskStoreConfig(kind, s.config ?? {}, cur?.config, item));
       storeConfigs.set(`${kind}:${s.name}`, config);
       if (cur !== undefined && cur.type === s.type && canonicalJson(cur.config) === canonicalJson(config)) continue;
-      if (kind === 'block' && s.type === 'filesystem') {
+      const dirKind = storeDirKindOf(kind, s.type, config);
+      if (dirKind !== undefined) {
         // Before checkStore, which opens the store (and so creates its directory).
         if (!callerIsAdmin)
           throw new ControlError(
             CONTROL_ERROR.FORBIDDEN,
-            "only an admin can create or change a filesystem block store: it writes to the server's own file system",
+            `only an admin can create or change ${dirKind.noun}: it writes to the server's own file system`,
             item,
           );
-        const dirProblem = typeof config.path === 'string' ? blockDirProblem(config.path) : undefined;
+        const dirProblem = typeof config.path === 'string' ? storeDirProblem(config.path, dirKind.dir) : undefined;
         if (dirProblem !== undefined) throw unprocessable(item, `config.path: ${dirProblem}`);
       }
       if (opts.checkStore !== undefined) {

@@ -7,7 +7,7 @@ import { redactSecrets } from '../../config/errors.js';
 import { maskStoreConfig, normalizeStoreConfig, storeConfigProblem, unmaskStoreConfig } from '../../control/store-config.js';
 import type { StoreType } from '../../control/store.js';
 import type { StoreKind, StoreRecord } from '../../control/types.js';
-import { blockDirProblem } from '../../blocks/filesystem.js';
+import { storeDirKindOf, storeDirProblem } from '../../config/store-dirs.js';
 import { principalOf, type ApiContext, type App } from '../context.js';
 import { ApiProblem } from '../problem.js';
 import { bodies, listOf, params, replies, responses } from '../schemas.js';
@@ -57,15 +57,13 @@ export function storeRoutes(app: App, ctx: ApiContext): void {
         if ((await store.getStore(kind, name)) !== undefined)
           throw new ApiProblem('already-exists', `${WHAT[kind]} ${JSON.stringify(name)} already exists`);
         const cfg = normalizeStoreConfig(kind, raw);
-        if (kind === 'block' && type === 'filesystem') {
+        const dirKind = storeDirKindOf(kind, type, cfg);
+        if (dirKind !== undefined) {
           // It writes where it is told, as the server's user: an admin's decision. Checked before
           // checkStore, which opens the store (and so creates its directory).
           if (principalOf(req).role !== 'admin')
-            throw new ApiProblem(
-              'forbidden',
-              "only an admin can create a filesystem block store: it writes to the server's own file system",
-            );
-          const dirProblem = typeof cfg.path === 'string' ? blockDirProblem(cfg.path) : undefined;
+            throw new ApiProblem('forbidden', `only an admin can create ${dirKind.noun}: it writes to the server's own file system`);
+          const dirProblem = typeof cfg.path === 'string' ? storeDirProblem(cfg.path, dirKind.dir) : undefined;
           if (dirProblem !== undefined) throw new ApiProblem('unprocessable', `body.config.path: ${dirProblem}`);
         }
         try {

@@ -310,6 +310,11 @@ describe('embedded store directory', () => {
     }
   });
 
+  it('is never a system directory (it would be made 0700)', async () => {
+    for (const dir of ['/', '/etc', '/usr', '/proc/x'])
+      await assert.rejects(PgliteDriver.open({ dir }), /system directory|is under \/proc/);
+  });
+
   it('runs queued work one at a time, in order', async () => {
     const q = new SerialQueue();
     const log: string[] = [];

@@ -7,6 +7,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, un
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
+import { METADATA_STORE_DIR, storeDirProblem } from '../../config/store-dirs.js';
 import {
   DEFAULT_RETRY_POLICY,
   RetryTransaction,
@@ -142,6 +143,9 @@ export class PgliteDriver implements SqlDriver {
    */
   static async open(opts: PgliteDriverOptions): Promise<PgliteDriver> {
     const dir = path.resolve(opts.dir);
+    // Never a system directory: the store would be made private (0700) below.
+    const problem = storeDirProblem(dir, METADATA_STORE_DIR);
+    if (problem !== undefined) throw new Error(`embedded database: ${problem}`);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     try {
       chmodSync(dir, 0o700);
