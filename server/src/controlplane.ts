@@ -3,6 +3,7 @@
 // (a new share is mountable, a removed share unserved and a permission in force before the API
 // answers the request that made the change).
 import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_BLOCK_SIZE } from './config/defaults.js';
@@ -299,13 +300,36 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  */
 const CHECK_STORE_TIMEOUT_MS = 2 * 60_000;
 
-/** For the API: can a store with these settings work? Opens it (under a probe name) and closes it. */
+/**
+ * For the API: can a store with these settings work? Opens it and closes it. A filesystem or
+ * embedded store without a `path` would live under the data directory by its name: it is probed in
+ * a fresh directory there, removed afterwards, so that a probe neither leaves a store behind nor
+ * opens one the server has open.
+ */
 export async function checkStore(kind: StoreKind, type: string, cfg: Record<string, unknown>, dataDir: string, log: Logger): Promise<void> {
   const o = { metrics: null, observe: false };
-  const store =
-    kind === 'metadata'
-      ? metadataStoreFor('check', { ...cfg, type } as MetadataStoreConfig, dataDir, log, o, false)
-      : blockStoreFor('check', { block_size: DEFAULT_BLOCK_SIZE, ...cfg, type } as BlockStoreConfig, dataDir, o);
-  await withTimeout(store.open(), CHECK_STORE_TIMEOUT_MS);
-  await store.close();
+  const scratch = cfg.path === undefined && (type === 'filesystem' || type === 'embedded');
+  if (scratch) await mkdir(dataDir, { recursive: true });
+  const probeDir = scratch ? await mkdtemp(path.join(dataDir, '.store-check-')) : undefined;
+  const probeCfg = probeDir !== undefined ? { ...cfg, path: probeDir } : cfg;
+  try {
+    const store =
+      kind === 'metadata'
+        ? metadataStoreFor('check', { ...probeCfg, type } as MetadataStoreConfig, dataDir, log, o, false)
+        : blockStoreFor('check', { block_size: DEFAULT_BLOCK_SIZE, ...probeCfg, type } as BlockStoreConfig, dataDir, o);
+    const opened = store.open();
+    try {
+      await withTimeout(opened, CHECK_STORE_TIMEOUT_MS);
+    } catch (e) {
+      // Still opening: close it whenever it does open, not to keep its files locked.
+      void opened.then(
+        () => store.close(),
+        () => undefined,
+      );
+      throw e;
+    }
+    await store.close();
+  } finally {
+    if (probeDir !== undefined) await rm(probeDir, { recursive: true, force: true });
+  }
 }

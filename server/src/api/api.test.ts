@@ -946,6 +946,10 @@ describe('filesystem block stores', () => {
       const mine = path.join(tmp, 'blocks');
       ok(await call('POST', '/api/v1/stores/block', { token: t, body: fsBody(mine), on: real }), 201);
       assert.ok((await readdir(mine)).includes('.dittofs-block-store'), 'the marker is written');
+      // Without a path the store will live under the data directory by its name: the check probes a
+      // scratch directory there and removes it (it used to leave <data>/blocks/check claimed).
+      ok(await call('POST', '/api/v1/stores/block', { token: t, body: { name: 'dflt', type: 'filesystem', config: {} }, on: real }), 201);
+      assert.deepEqual(await readdir(dataDir), [], 'the probe leaves nothing behind');
     } finally {
       await real.close();
       await rm(tmp, { recursive: true, force: true });
