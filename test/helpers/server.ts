@@ -12,8 +12,10 @@ export const DITTOFS_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittof
 /** The password test servers give their first admin (it must be changed at first login). */
 export const TEST_ADMIN_PASSWORD = 'dittofs-test-admin';
 
-/** A free TCP port on 127.0.0.1 (bind to 0, read it, close). */
-export async function freePort(): Promise<number> {
+/** Ports freePort() has handed out in this process: the kernel may offer a closed one again. */
+const handedOut = new Set<number>();
+
+function bindZero(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
@@ -25,6 +27,21 @@ export async function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A free TCP port on 127.0.0.1 (bind to 0, read it, close), never one this process was given
+ * before: a server's NFS and SMB ports picked one after the other once came out equal.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = await bindZero();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('freePort: the kernel kept offering ports this process already uses');
 }
 
 /**
