@@ -137,7 +137,6 @@ EOF
     if [ -n "$(find /usr/lib/*/samba/vfs -name streams_xattr.so 2>/dev/null | head -1)" ]; then
       echo "  vfs objects = streams_xattr"
     fi
-    local s
     for s in "$@"; do
       mkdir -p "$d/shares/$s"
       chown "$user:" "$d/shares/$s"
@@ -145,6 +144,13 @@ EOF
       printf '\n[%s]\n  path = %s\n  read only = no\n  guest ok = no\n' "$s" "$d/shares/$s"
     done
   } >"$d/smb.conf"
+  local s
+  for s in "$@"; do
+    if ! runuser -u "$user" -- test -w "$d/shares/$s" -a -x "$d/shares/$s"; then
+      echo "smb: $user cannot write $d/shares/$s (a parent directory closed to others?)" >&2
+      return 1
+    fi
+  done
   printf '%s\n%s\n' "$pass" "$pass" | smbpasswd -c "$d/smb.conf" -s -a "$user" >"$d/log/smbpasswd.log" 2>&1 || {
     cat "$d/log/smbpasswd.log" >&2
     return 1

@@ -214,8 +214,12 @@ for mode in "${MODES[@]}"; do
     failed+="- $target $mode: ${names:-none}"$'\n'
   done
 done
-commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-header="smbtorture $(smbtorture --version 2>/dev/null | head -1 | awk '{print $2}') on $(date -u '+%Y-%m-%d %H:%M UTC'), DittoFS commit $commit ($DIST), client max protocol $MAXPROTO, user $TUSER (non-root), per-run timeout ${TIMEOUT}s, ${elapsed}s in all. Cells: passed/failed/skipped subtests; **bold** = not all passed; T = a run killed by the timeout (its unfinished subtests count as failed), E = smbtorture failed outside any subtest (no connection, unknown name). Logs: $LOGS"
+if [ -n "$DFS_PORT" ]; then
+  what="the DittoFS on $HOST:$DFS_PORT"
+else
+  what="DittoFS commit $(git -C "$DIST" rev-parse --short HEAD 2>/dev/null || echo unknown) ($DIST)"
+fi
+header="smbtorture $(smbtorture --version 2>/dev/null | head -1 | awk '{print $2}') on $(date -u '+%Y-%m-%d %H:%M UTC'), $what, client max protocol $MAXPROTO, user $TUSER (non-root), per-run timeout ${TIMEOUT}s, ${elapsed}s in all. Cells: passed/failed/skipped subtests; **bold** = not all passed; T = a run killed by the timeout (its unfinished subtests count as failed), E = smbtorture failed outside any subtest (no connection, unknown name). Logs: $LOGS"
 report=$(printf '%s\n\n%s\n\nSubtests that failed:\n%s' "$header" "$table" "$failed")
 printf '%s\n' "$report"
 if [ -n "$OUT" ]; then printf '%s\n' "$report" >"$OUT"; fi
