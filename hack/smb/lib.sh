@@ -133,10 +133,10 @@ smbd_start() {
   ea support = yes
   store dos attributes = yes
 EOF
-    # Named streams in xattrs (Debian samba-vfs-modules), as Samba's own test environment serves them.
-    if [ -n "$(find /usr/lib/*/samba/vfs -name streams_xattr.so 2>/dev/null | head -1)" ]; then
-      echo "  vfs objects = streams_xattr"
-    fi
+    # $SMBD_VFS_OBJECTS: extra modules (Debian samba-vfs-modules), e.g. "acl_xattr streams_xattr"
+    # for NT ACLs and named streams in xattrs as Samba's own test environment serves them. Unset:
+    # Debian's default smbd (none).
+    if [ -n "${SMBD_VFS_OBJECTS:-}" ]; then echo "  vfs objects = $SMBD_VFS_OBJECTS"; fi
     for s in "$@"; do
       mkdir -p "$d/shares/$s"
       chown "$user:" "$d/shares/$s"

@@ -5,6 +5,7 @@
 #     unix user (created if missing) with PASSWORD, shares (default: export) under DIR/shares,
 #     server max protocol MAXPROTO (default SMB2_10). Writes DIR/smbd.port and DIR/smbd.pid and
 #     prints the port; smbd keeps running after this script exits.
+#     SMBD_VFS_OBJECTS="acl_xattr streams_xattr" adds those modules (default: none, Debian's default).
 #   hack/smb/smbd.sh stop DIR
 #     stops that smbd (and the helpers it started) and leaves DIR in place. Idempotent.
 set -euo pipefail

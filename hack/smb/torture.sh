@@ -137,6 +137,13 @@ share_for_job() { if [ "$1" -eq 1 ]; then echo "$SHARE"; else echo "$SHARE$1"; f
 SHARES=()
 for ((j = 1; j <= JOBS; j++)); do SHARES+=("$(share_for_job "$j")"); done
 
+# The reference smbd as Samba's own tests configure it: NT ACLs and named streams in xattrs
+# (smb2.delete-on-close-perms and smb2.streams need them), when samba-vfs-modules is installed.
+if [ -n "$(find /usr/lib/*/samba/vfs -name streams_xattr.so 2>/dev/null | head -1)" ]; then
+  export SMBD_VFS_OBJECTS=${SMBD_VFS_OBJECTS-acl_xattr streams_xattr}
+else
+  echo "torture.sh: samba-vfs-modules missing: smbd serves no named streams or NT ACLs (hack/install-deps.sh bench)" >&2
+fi
 declare -A PORT
 for t in "${TARGETS[@]}"; do
   if [ "$t" = dittofs ]; then
