@@ -48,7 +48,8 @@ Output and limits:
   --timeout S            wall-clock bound per smbtorture run (default 300; a hang is killed and
                          counted as a failure of the subtest it was in)
   --out FILE             also write the table (with date and commit) to FILE
-  --logs DIR             keep each run's smbtorture output there (default: a temp dir, printed)
+  --logs DIR             each run's smbtorture output goes there (default: a new
+                         /tmp/dittofs-torture-logs-* dir, kept and printed)
   --jobs N               suites run N at a time per server (default 1); N>1 needs private
                          per-job shares, so it works only for servers started here
   --keep                 leave the temp dirs (server logs) in place
@@ -119,7 +120,8 @@ TARGETS=()
 
 WORK=$(mktemp -d /tmp/dittofs-torture-XXXXXX)
 chmod 0755 "$WORK"
-[ -n "$LOGS" ] || LOGS="$WORK/logs"
+# Logs outlive the run (servers' state does not, unless --keep): the table points at them.
+[ -n "$LOGS" ] || LOGS=$(mktemp -d /tmp/dittofs-torture-logs-XXXXXX)
 mkdir -p "$LOGS"
 SMB_PIDS="$WORK/pids"
 : >"$SMB_PIDS"
@@ -147,7 +149,9 @@ fi
 declare -A PORT
 for t in "${TARGETS[@]}"; do
   if [ "$t" = dittofs ]; then
-    if [ -n "$DFS_PORT" ]; then PORT[dittofs]=$DFS_PORT; else
+    if [ "$ONLY" = smbd ]; then
+  what="smbd only"
+elif [ -n "$DFS_PORT" ]; then PORT[dittofs]=$DFS_PORT; else
       PORT[dittofs]=$(dittofs_start "$WORK/dittofs" "$DIST" "$TUSER" "$TPASS" "${SHARES[@]}")
     fi
   else
@@ -180,6 +184,7 @@ run_one() {
   timeout -k 10 "$TIMEOUT" smbtorture "${args[@]}" $tests >"$log" 2>&1 || rc=$?
   torture_count "$log" "$rc" >"$result"
   torture_failed_names "$log" >"$result.failed"
+  if grep -q ' E$' "$result"; then echo "$label (no result: see $log)" >>"$result.failed"; fi
 }
 
 RESULTS="$WORK/results"
@@ -205,11 +210,11 @@ run_target() {
   wait
 }
 t0=$(date +%s)
-for mode in "${MODES[@]}"; do
-  # The two servers are independent: run against both at once.
-  for target in "${TARGETS[@]}"; do run_target "$target" "$mode" & done
-  wait
+# The two servers are independent: run against both at once, each mode after the other.
+for target in "${TARGETS[@]}"; do
+  (for mode in "${MODES[@]}"; do run_target "$target" "$mode"; done) &
 done
+wait
 elapsed=$(($(date +%s) - t0))
 
 table=$(torture_table "$PLAN" "$RESULTS" "${MODES[*]}" "${TARGETS[*]}")
@@ -221,7 +226,9 @@ for mode in "${MODES[@]}"; do
     failed+="- $target $mode: ${names:-none}"$'\n'
   done
 done
-if [ -n "$DFS_PORT" ]; then
+if [ "$ONLY" = smbd ]; then
+  what="smbd only"
+elif [ -n "$DFS_PORT" ]; then
   what="the DittoFS on $HOST:$DFS_PORT"
 else
   what="DittoFS commit $(git -C "$DIST" rev-parse --short HEAD 2>/dev/null || echo unknown) ($DIST)"
