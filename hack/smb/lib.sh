@@ -235,11 +235,21 @@ torture_count() {
     }' "$log"
 }
 
-# torture_names LOG: the names of the subtests that did not pass in LOG, one per line.
+# torture_failed_names LOG: one line per subtest in LOG that did not pass: "name: why" (the first
+# line of smbtorture's reason), or "name: unfinished (killed by the timeout)".
 torture_failed_names() {
-  awk '/^(failure|error|uxsuccess): / { name = $0; sub(/^[a-z]+: /, "", name); sub(/ \[.*$/, "", name); print name }
-       /^test: / { t[substr($0, 7)] = 1 } /^(success|failure|error|skip|xfail|uxsuccess): / { n = $0; sub(/^[a-z]+: /, "", n); sub(/ \[.*$/, "", n); delete t[n] }
-       END { for (k in t) print k " (timeout)" }' "$1"
+  awk '
+    /^test: / { t[substr($0, 7)] = 1; next }
+    /^(success|failure|error|skip|xfail|uxsuccess): / {
+      kind = $0; sub(/:.*/, "", kind)
+      n = $0; sub(/^[a-z]+: /, "", n); sub(/ \[.*$/, "", n); delete t[n]
+      if (kind != "failure" && kind != "error" && kind != "uxsuccess") next
+      why = ""
+      if ($0 ~ / \[$/ && (getline l) > 0 && l != "]") why = l
+      sub(/^(\.\.\/)*source4\/torture\//, "", why); sub(/^\((\.\.\/)*source4\/torture\//, "(", why)
+      printf "%s: %s%s\n", n, (kind == "failure" ? "" : kind " "), substr(why, 1, 200)
+    }
+    END { for (k in t) print k ": unfinished (killed by the timeout)" }' "$1"
 }
 
 # torture_table PLAN RESULTS "MODES" "TARGETS": the markdown table. PLAN has "label<TAB>tests" lines

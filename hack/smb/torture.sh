@@ -149,9 +149,7 @@ fi
 declare -A PORT
 for t in "${TARGETS[@]}"; do
   if [ "$t" = dittofs ]; then
-    if [ "$ONLY" = smbd ]; then
-  what="smbd only"
-elif [ -n "$DFS_PORT" ]; then PORT[dittofs]=$DFS_PORT; else
+    if [ -n "$DFS_PORT" ]; then PORT[dittofs]=$DFS_PORT; else
       PORT[dittofs]=$(dittofs_start "$WORK/dittofs" "$DIST" "$TUSER" "$TPASS" "${SHARES[@]}")
     fi
   else
@@ -184,7 +182,7 @@ run_one() {
   timeout -k 10 "$TIMEOUT" smbtorture "${args[@]}" $tests >"$log" 2>&1 || rc=$?
   torture_count "$log" "$rc" >"$result"
   torture_failed_names "$log" >"$result.failed"
-  if grep -q ' E$' "$result"; then echo "$label (no result: see $log)" >>"$result.failed"; fi
+  if grep -q ' E$' "$result"; then echo "$label: no result (see $log)" >>"$result.failed"; fi
 }
 
 RESULTS="$WORK/results"
@@ -218,12 +216,13 @@ wait
 elapsed=$(($(date +%s) - t0))
 
 table=$(torture_table "$PLAN" "$RESULTS" "${MODES[*]}" "${TARGETS[*]}")
-# The subtests that did not pass, per server and mode: what to work on next.
+# The subtests that did not pass, per server and mode, with smbtorture's reason: what to work on.
 failed=""
 for mode in "${MODES[@]}"; do
   for target in "${TARGETS[@]}"; do
-    names=$(cat "$RESULTS/$target.$mode".*.failed 2>/dev/null | sort -u | tr '\n' ' ')
-    failed+="- $target $mode: ${names:-none}"$'\n'
+    names=$(cat "$RESULTS/$target.$mode".*.failed 2>/dev/null | sort -u)
+    failed+=$'\n'"### $target $mode: $(printf '%s' "$names" | grep -c .) not passed"$'\n'
+    [ -z "$names" ] || failed+=$(printf '%s\n' "$names" | sed 's/^/- /')$'\n'
   done
 done
 if [ "$ONLY" = smbd ]; then
@@ -234,6 +233,6 @@ else
   what="DittoFS commit $(git -C "$DIST" rev-parse --short HEAD 2>/dev/null || echo unknown) ($DIST)"
 fi
 header="smbtorture $(smbtorture --version 2>/dev/null | head -1 | awk '{print $2}') on $(date -u '+%Y-%m-%d %H:%M UTC'), $what, client max protocol $MAXPROTO, user $TUSER (non-root), per-run timeout ${TIMEOUT}s, ${elapsed}s in all. Cells: passed/failed/skipped subtests; **bold** = not all passed; T = a run killed by the timeout (its unfinished subtests count as failed), E = smbtorture failed outside any subtest (no connection, unknown name). Logs: $LOGS"
-report=$(printf '%s\n\n%s\n\nSubtests that failed:\n%s' "$header" "$table" "$failed")
+report=$(printf '%s\n\n%s\n\n## Subtests that did not pass (first line of the reason)\n%s' "$header" "$table" "$failed")
 printf '%s\n' "$report"
 if [ -n "$OUT" ]; then printf '%s\n' "$report" >"$OUT"; fi
