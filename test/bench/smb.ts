@@ -13,6 +13,7 @@ import { randomFillSync } from 'node:crypto';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { adminLogin, apiRequest } from '../helpers/api.js';
+import { runTool } from '../helpers/run.js';
 import { REPO_ROOT, TEST_ADMIN_PASSWORD } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
@@ -142,24 +143,18 @@ export interface SmbBenchOptions {
 /** put, get (checked), small-file puts against one server. */
 export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
   const { server, run, bytes } = o;
+  const smbArgs = [
+    '//127.0.0.1/export',
+    '-p',
+    String(server.port),
+    '-U',
+    `${SMB_USER}%${SMB_PASSWORD}`,
+    '-m',
+    'SMB2_10',
+    '--option=client min protocol=SMB2_02',
+  ];
   const smb = (commands: string, timeoutMs: number) =>
-    run(
-      'smbclient',
-      [
-        '//127.0.0.1/export',
-        '-p',
-        String(server.port),
-        '-U',
-        `${SMB_USER}%${SMB_PASSWORD}`,
-        '-m',
-        'SMB2_10',
-        '--option=client min protocol=SMB2_02',
-        '-c',
-        commands,
-      ],
-      timeoutMs,
-      server.gone,
-    ).then((r) => {
+    run('smbclient', [...smbArgs, '-c', commands], timeoutMs, server.gone).then((r) => {
       // smbclient -c goes on after a failed command and may still exit 0: an NT_STATUS_ is a failure.
       const bad = (r.stdout + r.stderr).split('\n').find((l) => /NT_STATUS_/.test(l));
       if (bad) throw new Error(`smbclient -c "${commands}": ${bad}\n${r.stderr}${r.stdout}`);
@@ -190,7 +185,10 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
   const dir = `small-r${o.round}`;
   const small = await smb(`prompt off; mkdir ${dir}; cd ${dir}; lcd ${o.smallDir}; mput *`, 60_000 + o.files * 100);
   const smallPerSec = o.files / small.seconds;
-  const listing = (await smb(`cd ${dir}; ls`, 120_000)).stdout;
+  // Outside the runner, whose output cap (64 KiB) is smaller than the listing.
+  const ls = await runTool('smbclient', [...smbArgs, '-c', `cd ${dir}; ls`], { timeoutMs: 120_000 });
+  if (ls.code !== 0) throw new Error(`${server.target}: smbclient ls exited ${ls.code}: ${ls.stderr}${ls.stdout.slice(-2000)}`);
+  const listing = ls.stdout;
   const sized = listing.split('\n').filter((l) => new RegExp(`^\\s+s\\d{6}\\.bin\\s+A\\s+${SMALL_FILE_BYTES}\\s`).test(l)).length;
   if (sized !== o.files)
     throw new Error(`${server.target}: ${sized} of ${o.files} small files listed with ${SMALL_FILE_BYTES} bytes after mput`);
