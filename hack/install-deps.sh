@@ -6,9 +6,12 @@ what=${1:-test}
 
 run_pkgs=()
 node_pkgs=(nodejs npm)
-test_pkgs=(libnfs-utils postgresql openssl smbclient)
+# samba-testsuite: smbtorture (test/e2e/smbtorture.test.ts); curl and jq: hack/smb/torture.sh.
+test_pkgs=(libnfs-utils postgresql openssl smbclient samba-testsuite curl jq)
 vm_pkgs=(qemu-system-x86 busybox-static linux-image-amd64 cpio)
-bench_pkgs=(libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind)
+# samba (smbd) and samba-vfs-modules (streams_xattr): the SMB reference of test/bench/smb.ts and
+# hack/smb/torture.sh.
+bench_pkgs=(libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind samba samba-vfs-modules)
 
 case "$what" in
   run) pkgs=("${run_pkgs[@]}") ;;
@@ -33,7 +36,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Refresh the package lists at most once an hour.
 if [ ! -f /var/lib/apt/lists/lock ] || [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
   echo "hack/install-deps.sh: refreshing the package lists (apt-get update)" >&2
-  $SUDO apt-get update -qq
+  $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq
 fi
 # Do not let package scripts start daemons (ganesha, rpcbind) on install.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -42,5 +45,5 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 t=$(date +%s)
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+$SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "hack/install-deps.sh: installed ${missing[*]} in $(( $(date +%s) - t )) s" >&2

@@ -1,12 +1,15 @@
-// Benchmark: DittoFS vs nfs-ganesha (FSAL VFS), both NFSv3 over TCP on 127.0.0.1, in one run.
+// Benchmark: DittoFS vs nfs-ganesha (FSAL VFS), both NFSv3 over TCP on 127.0.0.1, and DittoFS vs
+// Samba's smbd, both SMB 2.1 on 127.0.0.1 (smb.ts), in one run.
 //
-//   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--configs LIST] [--rounds N] [--json FILE]
+//   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
 //
-// Configurations (--configs, comma-separated; default all three):
+// Configurations (--configs, comma-separated; default all four):
 //   ganesha      nfs-ganesha with FSAL VFS on a temporary directory (the reference);
 //   embedded-fs  DittoFS, embedded metadata + filesystem block store (the default configuration);
 //   postgres-s3  DittoFS, postgres metadata on a private PostgreSQL cluster + s3 block store on
 //                s3rver (path-style), both started once per run (backends.ts).
+//   smb          the SMB rows: smbclient put/get of the same file and --smb-files small-file puts,
+//                against smbd (hack/smb/smbd.sh) and DittoFS embedded-fs; see smb.ts.
 // DittoFS keeps its WAL in the data dir in both. --only both|dittofs|ganesha is the old spelling
 // (dittofs = embedded-fs,postgres-s3).
 //
@@ -27,7 +30,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -47,6 +50,18 @@ import {
   type RoundPlace,
 } from './backends.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
+import {
+  SMB_MIN_RATIO,
+  SMB_TARGETS,
+  addDittoSmbUser,
+  benchSmb,
+  makeSmallFiles,
+  startSmbd,
+  type SmbResult,
+  type SmbServer,
+  type SmbSummary,
+  type SmbTarget,
+} from './smb.js';
 
 const MiB = 1024 * 1024;
 const GANESHA_START = path.join(REPO_ROOT, 'hack', 'ganesha', 'start.sh');
@@ -75,15 +90,20 @@ class BenchError extends Error {}
 interface Args {
   sizeMib: number;
   files: number;
+  /** NFS configurations to run. */
   configs: ConfigName[];
+  /** Whether the SMB rows run (--configs includes smb). */
+  smb: boolean;
+  smbFiles: number;
   rounds: number;
   json: string | undefined;
 }
 
-const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--configs LIST] [--rounds N] [--json FILE]
-  --size-mib N    size of the sequential write/read file (default 1024)
-  --files N       files to create / stat / remove (default 10000)
-  --configs LIST  comma-separated, from ${CONFIGS.join(', ')} (default: all)
+const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
+  --size-mib N    size of the sequential write/read file, NFS and SMB (default 1024)
+  --files N       files to create / stat / remove over NFS (default 10000)
+  --smb-files N   small files put over SMB in one smbclient session (default 2000)
+  --configs LIST  comma-separated, from ${CONFIGS.join(', ')}, smb (default: all)
   --only WHICH    old spelling: both (= all), dittofs (= embedded-fs,postgres-s3) or ganesha
   --rounds N      repeat everything N times; the table shows medians (default 1)
   --json FILE     also write every figure to FILE`;
@@ -94,17 +114,17 @@ function usage(msg?: string): never {
   process.exit(2);
 }
 
-function parseConfigs(list: string): ConfigName[] {
+function parseConfigs(list: string): { configs: ConfigName[]; smb: boolean } {
   const names = list
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
   if (names.length === 0) usage('--configs needs at least one configuration');
   for (const n of names) {
-    if (!(CONFIGS as readonly string[]).includes(n))
-      usage(`unknown configuration ${JSON.stringify(n)} in --configs (known: ${CONFIGS.join(', ')})`);
+    if (!(CONFIGS as readonly string[]).includes(n) && n !== 'smb')
+      usage(`unknown configuration ${JSON.stringify(n)} in --configs (known: ${CONFIGS.join(', ')}, smb)`);
   }
-  return CONFIGS.filter((c) => names.includes(c));
+  return { configs: CONFIGS.filter((c) => names.includes(c)), smb: names.includes('smb') };
 }
 
 function parseCli(): Args {
@@ -114,6 +134,7 @@ function parseCli(): Args {
       options: {
         'size-mib': { type: 'string', default: '1024' },
         files: { type: 'string', default: '10000' },
+        'smb-files': { type: 'string', default: '2000' },
         configs: { type: 'string' },
         only: { type: 'string' },
         rounds: { type: 'string', default: '1' },
@@ -130,18 +151,22 @@ function parseCli(): Args {
   const files = Number(values.files);
   if (!Number.isInteger(sizeMib) || sizeMib < 1 || sizeMib > 64 * 1024) usage(`--size-mib must be an integer in 1..65536`);
   if (!Number.isInteger(files) || files < 1 || files > 10_000_000) usage(`--files must be an integer in 1..10000000`);
+  const smbFiles = Number(values['smb-files']);
+  if (!Number.isInteger(smbFiles) || smbFiles < 1 || smbFiles > 100_000) usage(`--smb-files must be an integer in 1..100000`);
   const rounds = Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) usage(`--rounds must be an integer in 1..20`);
   if (values.only !== undefined && values.configs !== undefined) usage('give --configs or --only (its old spelling), not both');
   let configs: ConfigName[] = [...CONFIGS];
-  if (values.configs !== undefined) configs = parseConfigs(values.configs);
+  let smb = true;
+  if (values.configs !== undefined) ({ configs, smb } = parseConfigs(values.configs));
   if (values.only !== undefined) {
     const only = values.only;
+    smb = false;
     if (only === 'dittofs') configs = ['embedded-fs', 'postgres-s3'];
     else if (only === 'ganesha') configs = ['ganesha'];
     else if (only !== 'both') usage(`--only must be both, dittofs or ganesha`);
   }
-  return { sizeMib, files, configs, rounds, json: values.json };
+  return { sizeMib, files, configs, smb, smbFiles, rounds, json: values.json };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,6 +344,9 @@ interface Server {
   pid: number | undefined;
   /** DittoFS only: its data directory (the WAL is in wal/ under it). */
   dataDir?: string;
+  /** DittoFS only: its API and SMB ports. */
+  apiPort?: number;
+  smbPort?: number;
   /** DittoFS only: where this round's data lives in PostgreSQL and S3. */
   place?: RoundPlace;
   /** DittoFS only: everything the server logged so far. */
@@ -423,6 +451,8 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
     mountPort: p.nfsPort,
     pid: p.child.pid,
     dataDir,
+    apiPort: p.apiPort,
+    smbPort: p.smbPort,
     place,
     output: () => p.output(),
     gone,
@@ -636,6 +666,58 @@ async function benchServer(
   }
 }
 
+/** The SMB rows against one server (smbd, or a fresh DittoFS embedded-fs): smb.ts does the work. */
+async function benchSmbServer(
+  target: SmbTarget,
+  round: number,
+  workDir: string,
+  srcFile: string,
+  srcSha: string,
+  bytes: number,
+  smallDir: string,
+  files: number,
+): Promise<SmbResult> {
+  const label = SMB_LABEL[target];
+  console.log(`\n== ${label} ==`);
+  let server: SmbServer;
+  if (target === 'smbd') {
+    server = await startSmbd(path.join(workDir, `smbd-r${round}`), run, defer);
+  } else {
+    const d = await startDittoServer('embedded-fs', round, workDir, undefined);
+    server = { target, port: d.smbPort!, pid: d.pid, gone: d.gone, logTail: d.logTail, stop: d.stop };
+    try {
+      await addDittoSmbUser(d.apiPort!);
+    } catch (e) {
+      await d.stop();
+      throw e;
+    }
+  }
+  try {
+    console.log(`${label}: SMB on 127.0.0.1:${server.port}, pid ${server.pid ?? '?'}`);
+    return await benchSmb({
+      server,
+      round,
+      workDir,
+      srcFile,
+      srcSha,
+      bytes,
+      smallDir,
+      files,
+      run,
+      sha256File,
+      log: (m) => console.log(`${label}: ${m}`),
+    });
+  } catch (e) {
+    const tail = await server.logTail().catch(() => '');
+    if (tail && e instanceof Error) e.message += `\n--- last lines of the ${label} server log ---\n${tail}`;
+    throw e;
+  } finally {
+    await server.stop();
+  }
+}
+
+const SMB_LABEL: Record<SmbTarget, string> = { smbd: 'smbd', dittofs: 'DittoFS embedded-fs SMB' };
+
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -803,6 +885,59 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
   }
 }
 
+function summarizeSmb(rs: SmbResult[]): SmbSummary {
+  return {
+    putMiBps: median(rs.map((r) => r.putMiBps)),
+    getMiBps: median(rs.map((r) => r.getMiBps)),
+    smallPerSec: median(rs.map((r) => r.smallPerSec)),
+  };
+}
+
+function printSmbTable(summaries: Map<SmbTarget, SmbSummary>, args: Args, meta: string): void {
+  console.log(`\n${meta}`);
+  console.log(
+    `Workload: smbclient put of a ${args.sizeMib} MiB file, get of it back (size and sha256 checked), ` +
+      `${args.smbFiles} 4 KiB files put with mput in one session.`,
+  );
+  console.log("MiB/s = bytes / 2^20 / seconds and files/s = files / seconds (smbclient's wall time). Higher is better.");
+  if (args.rounds > 1) console.log(`Each figure is the median of ${args.rounds} rounds.`);
+  console.log('');
+  type Col = [string, (s: SmbSummary) => number | undefined, number];
+  const cols: Col[] = [
+    ['put MiB/s', (s) => s.putMiBps, 1],
+    ['get MiB/s', (s) => s.getMiBps, 1],
+    ['small puts/s', (s) => s.smallPerSec, 0],
+  ];
+  const targets = SMB_TARGETS.filter((t) => summaries.has(t));
+  printRows(
+    ['server', ...cols.map(([name]) => name)],
+    targets.map((t) => [t, ...cols.map(([, get, digits]) => fmt(get(summaries.get(t)!), digits))]),
+  );
+  const ref = summaries.get('smbd');
+  const d = summaries.get('dittofs');
+  if (!ref || !d) return;
+  const ratio = (get: (s: SmbSummary) => number | undefined) => {
+    const v = get(d);
+    const r = get(ref);
+    return v !== undefined && r !== undefined && r > 0 ? v / r : undefined;
+  };
+  console.log('\nratio to smbd');
+  printRows(
+    ['server', ...cols.map(([name]) => name)],
+    [['dittofs', ...cols.map(([, get]) => (ratio(get) === undefined ? '-' : `${ratio(get)!.toFixed(2)}x`))]],
+  );
+  console.log('\nTargets (printed, not asserted):');
+  console.log(
+    `  every SMB row >= ${SMB_MIN_RATIO}x smbd: ` +
+      cols
+        .map(([name, get]) => {
+          const r = ratio(get);
+          return `${name} ${r === undefined ? '-' : `${r.toFixed(2)}x`} ${r === undefined ? '?' : r >= SMB_MIN_RATIO ? 'ok' : 'MISSED'}`;
+        })
+        .join('; '),
+  );
+}
+
 async function versionOfPostgres(): Promise<string> {
   const bins = await readdir('/usr/lib/postgresql').catch(() => [] as string[]);
   const newest = bins.sort((a, b) => Number(a) - Number(b)).pop();
@@ -820,12 +955,18 @@ async function main(): Promise<void> {
   const args = parseCli();
   const configs = args.configs;
   const withGanesha = configs.includes('ganesha');
-  const withDitto = configs.some(isDitto);
+  const withDitto = configs.some(isDitto) || args.smb;
 
   // Preflight, with actionable errors.
   if (withGanesha && process.getuid?.() !== 0)
     throw new BenchError('must run as root (ganesha FSAL VFS needs it); or leave ganesha out of --configs');
-  for (const cmd of ['nfs-cp', 'nfs-ls']) if (!which(cmd)) throw new BenchError(`${cmd} not found: run hack/install-deps.sh bench`);
+  if (configs.length > 0)
+    for (const cmd of ['nfs-cp', 'nfs-ls']) if (!which(cmd)) throw new BenchError(`${cmd} not found: run hack/install-deps.sh bench`);
+  if (args.smb && process.getuid?.() !== 0)
+    throw new BenchError('must run as root for the smb rows (smbd switches to its user); or leave smb out of --configs');
+  if (args.smb)
+    for (const cmd of ['smbclient', 'smbd'])
+      if (!which(cmd) && !existsSync(`/usr/sbin/${cmd}`)) throw new BenchError(`${cmd} not found: run hack/install-deps.sh bench`);
   if (withGanesha && !which('ganesha.nfsd')) throw new BenchError('ganesha.nfsd not found: run hack/install-deps.sh bench');
   if (withDitto && !existsSync(DITTOFS_CLI)) {
     throw new BenchError(
@@ -835,7 +976,12 @@ async function main(): Promise<void> {
 
   const bytes = args.sizeMib * MiB;
   const perServerMs = 2 * (60_000 + args.sizeMib * 500) + DRAIN_LIMIT_MS + (60_000 + args.files * 40) + 180_000;
-  const budgetMs = 120_000 + args.sizeMib * 50 + (needsBackends(configs) ? 400_000 : 0) + args.rounds * configs.length * perServerMs;
+  const perSmbServerMs = 2 * (60_000 + args.sizeMib * 500) + (60_000 + args.smbFiles * 100) + 600_000;
+  const budgetMs =
+    120_000 +
+    args.sizeMib * 50 +
+    (needsBackends(configs) ? 400_000 : 0) +
+    args.rounds * (configs.length * perServerMs + (args.smb ? SMB_TARGETS.length * perSmbServerMs : 0));
   const watchdog = setTimeout(
     () => finish(124, `bench: the whole run exceeded its ${Math.round(budgetMs / 1000)} s budget; cleaning up`),
     budgetMs,
@@ -852,6 +998,8 @@ async function main(): Promise<void> {
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-bench-'));
   const removeWork = defer(`remove ${workDir}`, () => rm(workDir, { recursive: true, force: true }));
+  // smbd's share lives below it: its non-root user must be able to reach it.
+  if (args.smb) await chmod(workDir, 0o755);
   try {
     const srcFile = path.join(workDir, 'source.bin');
     const t0 = performance.now();
@@ -878,7 +1026,20 @@ async function main(): Promise<void> {
       }
     }
 
+    const smbResults = new Map<SmbTarget, SmbResult[]>(args.smb ? SMB_TARGETS.map((t) => [t, []]) : []);
+    if (args.smb) {
+      const smallDir = path.join(workDir, 'smb-small');
+      await makeSmallFiles(smallDir, args.smbFiles);
+      for (let round = 1; round <= args.rounds; round++) {
+        if (args.rounds > 1) console.log(`\n=== SMB round ${round} of ${args.rounds} ===`);
+        for (const t of round % 2 === 1 ? SMB_TARGETS : [...SMB_TARGETS].reverse()) {
+          smbResults.get(t)!.push(await benchSmbServer(t, round, workDir, srcFile, srcSha, bytes, smallDir, args.smbFiles));
+        }
+      }
+    }
+
     const summaries = new Map<ConfigName, Summary>([...results].map(([c, rs]) => [c, summarize(rs)]));
+    const smbSummaries = new Map<SmbTarget, SmbSummary>([...smbResults].map(([t, rs]) => [t, summarizeSmb(rs)]));
     const cpu = `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM`;
     const meta = [
       `== DittoFS vs nfs-ganesha: NFSv3 over TCP on 127.0.0.1 (${new Date().toISOString()}) ==`,
@@ -897,12 +1058,33 @@ async function main(): Promise<void> {
         : []),
       'client: libnfs-utils nfs-cp (sequential), test/bench/nfsclient.ts (small files)',
     ];
-    printTable(summaries, args, meta);
+    if (configs.length > 0) printTable(summaries, args, meta);
+    if (args.smb) {
+      const smbd = await versionOf('smbd', ['--version'], /Version\s+([\w.+~-]+)/);
+      const smbclient = await versionOf('smbclient', ['--version'], /Version\s+([\w.+~-]+)/);
+      printSmbTable(
+        smbSummaries,
+        args,
+        [
+          `== DittoFS vs Samba smbd: SMB 2.1 over TCP on 127.0.0.1, unsigned (${new Date().toISOString()}) ==`,
+          ...(configs.length > 0 ? [] : meta.slice(1, 2)),
+          `smbd: Samba ${smbd} (hack/smb/smbd.sh: private smb.conf, non-root user, share on ${os.tmpdir()}); ` +
+            `dittofs: DittoFS embedded metadata + filesystem blocks; client: smbclient ${smbclient} -m SMB2_10`,
+        ].join('\n'),
+      );
+    }
     if (args.json) {
       await writeFile(
         args.json,
         JSON.stringify(
-          { args, meta, targets: TARGETS, summary: Object.fromEntries(summaries), results: Object.fromEntries(results) },
+          {
+            args,
+            meta,
+            targets: TARGETS,
+            summary: Object.fromEntries(summaries),
+            results: Object.fromEntries(results),
+            smb: { summary: Object.fromEntries(smbSummaries), results: Object.fromEntries(smbResults) },
+          },
           (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
           2,
         ),
