@@ -31,6 +31,7 @@ import {
 import { AsyncTable, type FinalResponse, type PendingOp } from './async.js';
 import { CreditWindow } from './credits.js';
 import * as files from './files.js';
+import { decodeLock, lock, releaseLocks } from './lock.js';
 import {
   decodeClose,
   decodeCreate,
@@ -568,6 +569,7 @@ export class SmbConnection {
         const open = this.findOpen(req.fileId, chain, tree);
         this.async.abortWhere((op) => op.request.open === open, 'closed');
         this.opens.delete(open.id);
+        releaseLocks(this.opts.fs.byteRanges, open);
         await open.drained();
         await files.close(this.fileContext(session, tree), open, req.flags, w);
         return ok;
@@ -621,7 +623,17 @@ export class SmbConnection {
       }
       case Command.IOCTL:
         return this.ioctl(r, w, tree, chain, charge);
-      case Command.LOCK:
+      case Command.LOCK: {
+        const req = decodeLock(r);
+        const open = this.findOpen(req.fileId, chain, tree);
+        const status = lock(
+          { locks: this.opts.fs.byteRanges, client: this, goAsync: () => this.goAsync(h, reply, chain, session, tree, open) },
+          open,
+          req,
+          w,
+        );
+        return { status, data: null };
+      }
       case Command.CHANGE_NOTIFY:
       case Command.OPLOCK_BREAK:
         throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `${commandName(h.command)} is not implemented yet`);
@@ -877,7 +889,10 @@ export class SmbConnection {
     const victims = [...this.opens.values()].filter(which);
     const gone = new Set(victims);
     this.async.abortWhere((op) => op.request.open !== null && gone.has(op.request.open), this.closed ? 'disconnected' : 'closed');
-    for (const o of victims) this.opens.delete(o.id);
+    for (const o of victims) {
+      this.opens.delete(o.id);
+      releaseLocks(this.opts.fs.byteRanges, o);
+    }
     for (const o of victims) {
       await o.drained();
       if (o.deleteOnClose && o.parent && o.name) {

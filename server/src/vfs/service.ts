@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
 import type { MetadataStore } from '../meta/store.js';
 import { VfsError } from './errors.js';
+import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
@@ -81,6 +82,8 @@ export class FileService {
   private readonly byName = new Map<string, Share>();
   private readonly byId = new Map<number, Share>();
   private policy: AccessPolicy | null = null;
+  /** Byte-range locks of every protocol (SMB LOCK now; NLM later), by file. */
+  readonly byteRanges = new ByteRangeLocks();
 
   constructor(private readonly log?: Logger) {}
 
