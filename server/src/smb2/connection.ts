@@ -32,6 +32,7 @@ import { AsyncTable, type FinalResponse, type PendingOp } from './async.js';
 import { CreditWindow } from './credits.js';
 import * as files from './files.js';
 import { decodeLock, lock, releaseLocks } from './lock.js';
+import { decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
 import {
   decodeClose,
   decodeCreate,
@@ -131,6 +132,8 @@ export class SmbConnection {
   private warnedMalformed = false;
   /** Requests answered STATUS_PENDING and not yet finally (Connection.AsyncCommandList). */
   private readonly async = new AsyncTable((op, final) => this.sendFinal(op, final));
+  /** CHANGE_NOTIFY watches of this connection's opens (made on first use). */
+  private notifyHub: NotifyHub | null = null;
   closed = false;
 
   constructor(
@@ -570,6 +573,7 @@ export class SmbConnection {
         this.async.abortWhere((op) => op.request.open === open, 'closed');
         this.opens.delete(open.id);
         releaseLocks(this.opts.fs.byteRanges, open);
+        this.notifyHub?.closeOpen(open);
         await open.drained();
         await files.close(this.fileContext(session, tree), open, req.flags, w);
         return ok;
@@ -594,6 +598,7 @@ export class SmbConnection {
         this.checkCharge(charge, req.data.length);
         const open = this.findOpen(req.fileId, chain, tree);
         const n = await open.use(() => files.write(this.fileContext(session, tree), open, req));
+        publishModified(this.opts.fs, open, WRITE_FILTER);
         writeWriteResponse(w, n);
         return ok;
       }
@@ -618,6 +623,7 @@ export class SmbConnection {
         this.checkCharge(charge, req.buffer.length);
         const open = this.findOpen(req.fileId, chain, tree);
         await open.use(() => files.setInfo(this.fileContext(session, tree), open, req));
+        publishModified(this.opts.fs, open, setInfoFilter(req));
         writeSetInfoResponse(w);
         return ok;
       }
@@ -634,7 +640,14 @@ export class SmbConnection {
         );
         return { status, data: null };
       }
-      case Command.CHANGE_NOTIFY:
+      case Command.CHANGE_NOTIFY: {
+        const req = decodeChangeNotify(r);
+        this.checkCharge(charge, req.outputBufferLength);
+        const open = this.findOpen(req.fileId, chain, tree);
+        this.notifyHub ??= new NotifyHub(this.opts.fs);
+        const status = this.notifyHub.request(open, req, this.maxIo, w, () => this.goAsync(h, reply, chain, session, tree, open));
+        return { status, data: null };
+      }
       case Command.OPLOCK_BREAK:
         throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `${commandName(h.command)} is not implemented yet`);
       default:
@@ -784,7 +797,10 @@ export class SmbConnection {
         return NtStatus.MORE_PROCESSING_REQUIRED;
       case 'failed':
         session.exchange = null;
-        if (session.state !== 'valid') this.sessions.delete(session.id);
+        // 3.3.5.5.3: a failed authentication removes the session, a re-authenticated one too
+        // (its opens are closed and its pending requests answered, as at logoff).
+        if (session.state === 'valid') await this.logoff(session);
+        else this.sessions.delete(session.id);
         this.log?.info({ reason: step.reason, message: step.message }, 'SMB logon refused');
         return step.reason === 'logon-failure' ? NtStatus.LOGON_FAILURE : NtStatus.INVALID_PARAMETER;
       case 'done': {
@@ -804,6 +820,11 @@ export class SmbConnection {
             (this.clientSecurityMode & SecurityMode.SIGNING_REQUIRED) !== 0);
         // 3.3.5.5.3: the final response is signed whenever the session has a key.
         reply.signWith = keyed ? session : null;
+        // PreviousSessionId: the same user's earlier session on this connection is ended (its
+        // opens closed, its pending requests answered) as at logoff.
+        const previous =
+          req.previousSessionId !== 0 && req.previousSessionId !== session.id ? this.sessions.get(req.previousSessionId) : undefined;
+        if (previous?.state === 'valid' && previous.user?.name === step.user.name) await this.logoff(previous);
         const flags = step.anonymous ? SessionFlags.IS_NULL : step.guest ? SessionFlags.IS_GUEST : 0;
         writeSessionSetupResponse(w, flags, step.token);
         this.log?.info({ user: step.user.name, sessionId: session.id, signing: session.signingRequired }, 'SMB session established');
@@ -892,6 +913,7 @@ export class SmbConnection {
     for (const o of victims) {
       this.opens.delete(o.id);
       releaseLocks(this.opts.fs.byteRanges, o);
+      this.notifyHub?.closeOpen(o);
     }
     for (const o of victims) {
       await o.drained();
@@ -905,6 +927,7 @@ export class SmbConnection {
   async teardown(): Promise<void> {
     this.closed = true;
     this.async.abortWhere(() => true, 'disconnected');
+    this.notifyHub?.closeAll();
     await this.closeOpens(() => true);
     this.sessions.clear();
   }
