@@ -259,8 +259,14 @@ export function decodeHeader(buf: Buffer, at = 0): Smb2Header {
   };
 }
 
-/** Writes a sync response header (signature zero; signing fills it later). */
-export function writeHeader(w: SmbWriter, h: Omit<Smb2Header, 'signature' | 'asyncId'>): void {
+/**
+ * Writes a response header (signature zero; signing fills it later): the sync form, or with a
+ * nonzero `asyncId` the async form (2.2.1.1: AsyncId where Reserved and TreeId were).
+ */
+export function writeHeader(w: SmbWriter, h: Omit<Smb2Header, 'signature' | 'asyncId'>, asyncId = 0): void {
   w.u32(SMB2_MAGIC).u16(HEADER_SIZE).u16(h.creditCharge).u32(h.status).u16(h.command).u16(h.creditRequest).u32(h.flags);
-  w.u32(h.nextCommand).u64(h.messageId).u32(0).u32(h.treeId).u64(h.sessionId).zeros(16);
+  w.u32(h.nextCommand).u64(h.messageId);
+  if (asyncId !== 0) w.u64(asyncId);
+  else w.u32(0).u32(h.treeId);
+  w.u64(h.sessionId).zeros(16);
 }

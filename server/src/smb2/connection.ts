@@ -28,8 +28,11 @@ import {
   SessionFlags,
   ShareType,
 } from './constants.js';
+import { AsyncTable, type FinalResponse, type PendingOp } from './async.js';
 import { CreditWindow } from './credits.js';
 import * as files from './files.js';
+import { decodeLock, lock, releaseLocks } from './lock.js';
+import { decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
 import {
   decodeClose,
   decodeCreate,
@@ -97,6 +100,10 @@ interface Reply {
   data: Buffer | null;
   /** The session whose key signs it (null: unsigned). */
   signWith: Session | null;
+  /** Set when the request goes async (3.3.4.2): this reply becomes its interim response. */
+  pending?: PendingOp;
+  /** Nonzero: an async header with this AsyncId. */
+  asyncId?: number;
 }
 
 /** What related elements inherit from the previous one (3.3.5.2.7.2). */
@@ -106,6 +113,8 @@ interface ChainState {
   fileId: Buffer | null;
   /** A failed CREATE's status, answered to the related elements that follow it. */
   failed: number | null;
+  /** The element is the last of its frame (only the last may go async: 3.3.4.2). */
+  last: boolean;
 }
 
 export class SmbConnection {
@@ -121,6 +130,10 @@ export class SmbConnection {
   private nextPipeId = 2 ** 40;
   private static nextSessionId = 1;
   private warnedMalformed = false;
+  /** Requests answered STATUS_PENDING and not yet finally (Connection.AsyncCommandList). */
+  private readonly async = new AsyncTable((op, final) => this.sendFinal(op, final));
+  /** CHANGE_NOTIFY watches of this connection's opens (made on first use). */
+  private notifyHub: NotifyHub | null = null;
   closed = false;
 
   constructor(
@@ -161,13 +174,76 @@ export class SmbConnection {
       return;
     }
     const replies: Reply[] = [];
-    const chain: ChainState = { sessionId: 0, treeId: 0, fileId: null, failed: null };
-    for (const el of elements) {
+    const chain: ChainState = { sessionId: 0, treeId: 0, fileId: null, failed: null, last: false };
+    for (let i = 0; i < elements.length; i++) {
+      const el = elements[i]!;
+      chain.last = i === elements.length - 1;
       const reply = await this.element(el.header, el.msg, chain);
-      if (this.closed) return;
+      if (this.closed) {
+        reply?.pending?.abort('disconnected');
+        return;
+      }
       if (reply) replies.push(reply);
     }
     if (replies.length > 0) this.send(this.assemble(replies));
+    // A final response that came while the interim was being built goes out after it.
+    for (const r of replies) r.pending?.interimDone();
+  }
+
+  /**
+   * Registers the request being handled as pending (MS-SMB2 3.3.4.2); the handler arranges for
+   * op.complete() and returns STATUS_PENDING. Only the last element of a compound may go async
+   * (an earlier one is failed with INTERNAL_ERROR, as Samba does); past the per-connection cap the
+   * request fails with INSUFFICIENT_RESOURCES.
+   */
+  private goAsync(h: Smb2Header, reply: Reply, chain: ChainState, session: Session, tree: Tree | null, open: Open | null): PendingOp {
+    if (!chain.last) throw new SmbStatusError(NtStatus.INTERNAL_ERROR, 'only the last request of a compound may go async');
+    const op = this.async.begin({
+      command: h.command,
+      messageId: h.messageId,
+      creditCharge: h.creditCharge,
+      session,
+      tree,
+      open,
+      sign: reply.signWith !== null,
+    });
+    if (!op) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many pending requests on the connection');
+    reply.pending = op;
+    return op;
+  }
+
+  /** MS-SMB2 3.3.4.3/3.3.4.4 the final response of an async request: async header, no credits, signed like the request. */
+  private sendFinal(op: PendingOp, final: FinalResponse): void {
+    const req = op.request;
+    const seconds = Number(process.hrtime.bigint() - op.started) / 1e9;
+    this.opts.observer?.requestDone('smb', commandName(req.command), statusLabel(final.status), seconds);
+    if (this.closed) return;
+    let body = final.body;
+    let data = final.data;
+    if (body === null) {
+      const e = new SmbWriter(9);
+      writeErrorBody(e);
+      body = e.finish();
+      data = null;
+    }
+    const reply: Reply = {
+      header: {
+        creditCharge: req.creditCharge,
+        status: final.status,
+        command: req.command,
+        creditRequest: 0,
+        flags: HeaderFlags.SERVER_TO_REDIR | HeaderFlags.ASYNC_COMMAND,
+        nextCommand: 0,
+        messageId: req.messageId,
+        treeId: 0,
+        sessionId: req.session.id,
+      },
+      body,
+      data,
+      signWith: req.sign ? req.session : null,
+      asyncId: op.asyncId,
+    };
+    this.send(this.assemble([reply]));
   }
 
   /** Pads, links, signs and lays out the replies of one frame. */
@@ -181,7 +257,7 @@ export class SmbConnection {
       const key = r.signWith?.signingKey ?? null;
       if (key) h.flags |= HeaderFlags.SIGNED;
       const w = new SmbWriter(HEADER_SIZE + r.body.length + (key || !last ? (r.data?.length ?? 0) + 8 : 0));
-      writeHeader(w, h);
+      writeHeader(w, h, r.asyncId ?? 0);
       w.bytes(r.body);
       if (key || !last) {
         // Signed or followed by another element: one contiguous message.
@@ -264,7 +340,11 @@ export class SmbConnection {
   private async element(h: Smb2Header, msg: Buffer, chain: ChainState): Promise<Reply | null> {
     const started = process.hrtime.bigint();
     const related = (h.flags & HeaderFlags.RELATED_OPERATIONS) !== 0;
-    if (h.command === Command.CANCEL) return null;
+    if (h.command === Command.CANCEL) {
+      // 3.3.5.16: no response, no credit charged; the cancelled request answers for it.
+      this.async.cancel((h.flags & HeaderFlags.ASYNC_COMMAND) !== 0, h.asyncId, h.messageId, h.sessionId);
+      return null;
+    }
     // 3.3.5.2.3 sequence window: a charge of 0 counts as 1; an id outside the window ends the connection.
     const charge = Math.max(1, h.creditCharge);
     if (!this.credits.consume(h.messageId, charge)) {
@@ -319,12 +399,40 @@ export class SmbConnection {
     } catch (e) {
       status = this.statusOf(e, h);
     }
+    let earlyBody: Buffer | null = null;
+    if (reply.pending) {
+      const op = reply.pending;
+      if (status !== NtStatus.PENDING) op.abort('cancel');
+      else if (this.async.cancelledEarly(h.messageId)) op.abort('cancel');
+      // Completed (or cancelled) before the interim went out: answered synchronously instead.
+      const early = op.takeEarlyResult();
+      if (early) {
+        reply.pending = undefined;
+        if (status === NtStatus.PENDING) {
+          status = early.status;
+          data = early.data;
+          earlyBody = early.body;
+        }
+      }
+    }
     if (h.command === Command.CREATE && status !== NtStatus.SUCCESS) chain.failed = status;
     chain.sessionId = reply.header.sessionId;
     chain.treeId = reply.header.treeId;
     reply.header.status = status;
     reply.header.creditRequest = this.credits.grant(h.creditRequest);
-    if (isBodyStatus(status) || w.pos > 0) {
+    if (reply.pending) {
+      // 3.3.4.2 the interim response: async header with the AsyncId, credits granted now (not
+      // again in the final response), an SMB2 ERROR body, never signed.
+      reply.header.flags |= HeaderFlags.ASYNC_COMMAND;
+      reply.asyncId = reply.pending.asyncId;
+      reply.signWith = null;
+      const e = new SmbWriter(9);
+      writeErrorBody(e);
+      reply.body = e.finish();
+    } else if (earlyBody !== null) {
+      reply.body = earlyBody;
+      reply.data = data;
+    } else if (isBodyStatus(status) || w.pos > 0) {
       reply.body = w.finish();
       reply.data = data;
     } else {
@@ -446,6 +554,7 @@ export class SmbConnection {
     switch (h.command) {
       case Command.TREE_DISCONNECT:
         decodeEmpty(r, 'TREE_DISCONNECT');
+        this.async.abortWhere((op) => op.request.tree === tree, 'closed');
         await this.closeOpens((o) => o.tree === tree);
         for (const p of this.pipes.values()) if (p.tree === tree) this.pipes.delete(p.id);
         session.trees.delete(tree.id);
@@ -461,7 +570,10 @@ export class SmbConnection {
       case Command.CLOSE: {
         const req = decodeClose(r);
         const open = this.findOpen(req.fileId, chain, tree);
+        this.async.abortWhere((op) => op.request.open === open, 'closed');
         this.opens.delete(open.id);
+        releaseLocks(this.opts.fs.byteRanges, open);
+        this.notifyHub?.closeOpen(open);
         await open.drained();
         await files.close(this.fileContext(session, tree), open, req.flags, w);
         return ok;
@@ -486,6 +598,7 @@ export class SmbConnection {
         this.checkCharge(charge, req.data.length);
         const open = this.findOpen(req.fileId, chain, tree);
         const n = await open.use(() => files.write(this.fileContext(session, tree), open, req));
+        publishModified(this.opts.fs, open, WRITE_FILTER);
         writeWriteResponse(w, n);
         return ok;
       }
@@ -510,13 +623,31 @@ export class SmbConnection {
         this.checkCharge(charge, req.buffer.length);
         const open = this.findOpen(req.fileId, chain, tree);
         await open.use(() => files.setInfo(this.fileContext(session, tree), open, req));
+        publishModified(this.opts.fs, open, setInfoFilter(req));
         writeSetInfoResponse(w);
         return ok;
       }
       case Command.IOCTL:
         return this.ioctl(r, w, tree, chain, charge);
-      case Command.LOCK:
-      case Command.CHANGE_NOTIFY:
+      case Command.LOCK: {
+        const req = decodeLock(r);
+        const open = this.findOpen(req.fileId, chain, tree);
+        const status = lock(
+          { locks: this.opts.fs.byteRanges, client: this, goAsync: () => this.goAsync(h, reply, chain, session, tree, open) },
+          open,
+          req,
+          w,
+        );
+        return { status, data: null };
+      }
+      case Command.CHANGE_NOTIFY: {
+        const req = decodeChangeNotify(r);
+        this.checkCharge(charge, req.outputBufferLength);
+        const open = this.findOpen(req.fileId, chain, tree);
+        this.notifyHub ??= new NotifyHub(this.opts.fs);
+        const status = this.notifyHub.request(open, req, this.maxIo, w, () => this.goAsync(h, reply, chain, session, tree, open));
+        return { status, data: null };
+      }
       case Command.OPLOCK_BREAK:
         throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `${commandName(h.command)} is not implemented yet`);
       default:
@@ -666,7 +797,10 @@ export class SmbConnection {
         return NtStatus.MORE_PROCESSING_REQUIRED;
       case 'failed':
         session.exchange = null;
-        if (session.state !== 'valid') this.sessions.delete(session.id);
+        // 3.3.5.5.3: a failed authentication removes the session, a re-authenticated one too
+        // (its opens are closed and its pending requests answered, as at logoff).
+        if (session.state === 'valid') await this.logoff(session);
+        else this.sessions.delete(session.id);
         this.log?.info({ reason: step.reason, message: step.message }, 'SMB logon refused');
         return step.reason === 'logon-failure' ? NtStatus.LOGON_FAILURE : NtStatus.INVALID_PARAMETER;
       case 'done': {
@@ -686,6 +820,11 @@ export class SmbConnection {
             (this.clientSecurityMode & SecurityMode.SIGNING_REQUIRED) !== 0);
         // 3.3.5.5.3: the final response is signed whenever the session has a key.
         reply.signWith = keyed ? session : null;
+        // PreviousSessionId: the same user's earlier session on this connection is ended (its
+        // opens closed, its pending requests answered) as at logoff.
+        const previous =
+          req.previousSessionId !== 0 && req.previousSessionId !== session.id ? this.sessions.get(req.previousSessionId) : undefined;
+        if (previous?.state === 'valid' && previous.user?.name === step.user.name) await this.logoff(previous);
         const flags = step.anonymous ? SessionFlags.IS_NULL : step.guest ? SessionFlags.IS_GUEST : 0;
         writeSessionSetupResponse(w, flags, step.token);
         this.log?.info({ user: step.user.name, sessionId: session.id, signing: session.signingRequired }, 'SMB session established');
@@ -696,6 +835,7 @@ export class SmbConnection {
 
   // MS-SMB2 3.3.5.6 LOGOFF
   private async logoff(session: Session): Promise<void> {
+    this.async.abortWhere((op) => op.request.session === session, 'closed');
     await this.closeOpens((o) => o.tree.session === session);
     session.trees.clear();
     this.sessions.delete(session.id);
@@ -768,7 +908,13 @@ export class SmbConnection {
 
   private async closeOpens(which: (o: Open) => boolean): Promise<void> {
     const victims = [...this.opens.values()].filter(which);
-    for (const o of victims) this.opens.delete(o.id);
+    const gone = new Set(victims);
+    this.async.abortWhere((op) => op.request.open !== null && gone.has(op.request.open), this.closed ? 'disconnected' : 'closed');
+    for (const o of victims) {
+      this.opens.delete(o.id);
+      releaseLocks(this.opts.fs.byteRanges, o);
+      this.notifyHub?.closeOpen(o);
+    }
     for (const o of victims) {
       await o.drained();
       if (o.deleteOnClose && o.parent && o.name) {
@@ -780,12 +926,19 @@ export class SmbConnection {
   /** The connection is gone: its opens are closed (delete-on-close honoured). */
   async teardown(): Promise<void> {
     this.closed = true;
+    this.async.abortWhere(() => true, 'disconnected');
+    this.notifyHub?.closeAll();
     await this.closeOpens(() => true);
     this.sessions.clear();
   }
 
   get openCount(): number {
     return this.opens.size;
+  }
+
+  /** Requests waiting for their final response. */
+  get pendingCount(): number {
+    return this.async.size;
   }
 }
 

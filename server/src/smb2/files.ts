@@ -262,6 +262,8 @@ export async function read(c: FileContext, open: Open, req: ReadRequest): Promis
   if (open.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'READ of a directory');
   if ((open.grantedAccess & (Access.FILE_READ_DATA | Access.FILE_EXECUTE)) === 0) throw fail(NtStatus.ACCESS_DENIED);
   if (req.length > c.maxRead) throw fail(NtStatus.INVALID_PARAMETER, `READ of ${req.length} bytes above MaxReadSize`);
+  if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, req.offset, req.length, false))
+    throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const r = await c.fs.read(open.handle, c.id, req.offset, req.length);
   if ((r.data.length === 0 && req.length > 0) || r.data.length < req.minimumCount) throw fail(NtStatus.END_OF_FILE);
   c.data?.bytesRead(c.share.id, r.data.length);
@@ -276,6 +278,8 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   if (req.data.length > c.maxWrite) throw fail(NtStatus.INVALID_PARAMETER, `WRITE of ${req.data.length} bytes above MaxWriteSize`);
   let offset = req.offset;
   if (offset < 0) offset = (await c.fs.resolve(open.handle)).inode.size;
+  if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, req.data.length, true))
+    throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
   await c.fs.write(open.handle, c.id, offset, req.data, sync);
   c.data?.bytesWritten(c.share.id, req.data.length);

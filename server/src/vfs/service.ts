@@ -4,6 +4,8 @@ import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
 import type { MetadataStore } from '../meta/store.js';
 import { VfsError } from './errors.js';
+import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
+import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
@@ -81,8 +83,30 @@ export class FileService {
   private readonly byName = new Map<string, Share>();
   private readonly byId = new Map<number, Share>();
   private policy: AccessPolicy | null = null;
+  /** Byte-range locks of every protocol (SMB LOCK now; NLM later), by file. */
+  readonly byteRanges = new ByteRangeLocks();
+  /** Directory change events (SMB CHANGE_NOTIFY), from the namespace operations of every protocol. */
+  readonly changes: ChangeFeed;
 
-  constructor(private readonly log?: Logger) {}
+  constructor(private readonly log?: Logger) {
+    this.changes = new ChangeFeed(log);
+  }
+
+  /** Publishes a namespace change when somebody watches the store (one Map lookup otherwise). */
+  private changed(share: Share, dirId: number, name: Buffer, action: ChangeAction, inode: Inode, deleted = false): void {
+    if (!this.changes.watching(share.meta)) return;
+    const isDir = inode.type === FileType.DIR;
+    this.changes.publish({
+      store: share.meta,
+      dirId,
+      name: Buffer.from(name),
+      action,
+      filter: isDir ? ChangeFilter.DIR_NAME : ChangeFilter.FILE_NAME,
+      inodeId: inode.id,
+      isDir,
+      deleted: deleted && isDir,
+    });
+  }
 
   async addShare(opts: ShareOptions, meta: MetadataStore, data: BlockService): Promise<Share> {
     const id = shareIdOf(opts.name);
@@ -438,6 +462,7 @@ export class FileService {
         return this.create(dirHandle, name, cred, how, attrs, verifier, attempt + 1);
       throw e;
     }
+    this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
@@ -447,6 +472,7 @@ export class FileService {
     if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
     if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
     const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
@@ -462,6 +488,7 @@ export class FileService {
     if (target.length > 4096) throw new VfsError('NAMETOOLONG', 'symlink target longer than 4096 bytes');
     const init = this.newInode(dir, id, FileType.LNK, attrs.mode ?? 0o777, { target: Buffer.from(target), size: target.length });
     const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
@@ -477,6 +504,7 @@ export class FileService {
     if ((type === FileType.BLK || type === FileType.CHR) && id.uid !== 0) throw new VfsError('PERM', 'only root may create device files');
     const init = this.newInode(dir, id, type, attrs.mode ?? 0o644, { rdevMajor: rdev.major, rdevMinor: rdev.minor });
     const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
@@ -487,6 +515,7 @@ export class FileService {
     if (target.share.id !== share.id) throw new VfsError('XDEV', 'cannot link across shares');
     if (target.inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
     const inode = await share.meta.link(target.inode.id, dir.id, name, nowTimespec());
+    this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
@@ -502,6 +531,7 @@ export class FileService {
     if (!child) throw new VfsError('NOENT', 'no such file or directory');
     if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
+    this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
     if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id);
     return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
@@ -535,6 +565,13 @@ export class FileService {
     // transaction that moves it: a check made here could be overtaken by a concurrent move.
     if (moving.type === FileType.DIR && a.inode.id !== b.inode.id && id.uid !== 0) this.mustAccess(moving, id, Access.W);
     const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());
+    if (a.inode.id === b.inode.id) {
+      this.changed(share, a.inode.id, fromName, ChangeAction.RENAMED_OLD_NAME, moving);
+      this.changed(share, b.inode.id, toName, ChangeAction.RENAMED_NEW_NAME, moving);
+    } else {
+      this.changed(share, a.inode.id, fromName, ChangeAction.REMOVED, moving);
+      this.changed(share, b.inode.id, toName, ChangeAction.ADDED, moving);
+    }
     if (r.replaced?.freed && r.replaced.inode.type === FileType.REG) await share.data.free(r.replaced.inode.id);
     const fromAfter = await share.meta.getInode(a.inode.id);
     const toAfter = a.inode.id === b.inode.id ? fromAfter : await share.meta.getInode(b.inode.id);
