@@ -65,6 +65,8 @@ function isWriteBehind(c: AttrChanges): boolean {
     c.gid === undefined &&
     c.size === undefined &&
     c.atime === undefined &&
+    c.btime === undefined &&
+    c.dosAttrs === undefined &&
     c.clearCreateVerifier !== true
   );
 }

@@ -673,6 +673,35 @@ for (const engine of engines) {
       await rejectsWith(s.setAttr(999_999_999, { mode: 0o644 }, T(1)), 'STALE');
     });
 
+    it('creation time and DOS attributes: set at create, changed only explicitly', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const t = now();
+      const f = await s.create(root.id, b('f'), fileInit({ btime: T(42, 7), dosAttrs: 0x1 | 0x2 | 0x4 | 0x20 }), t);
+      assert.deepEqual([f.btime, f.dosAttrs], [T(42, 7), 0x27]);
+      const g = await s.create(root.id, b('g'), fileInit(), t);
+      assert.deepEqual([g.btime, g.dosAttrs], [t, 0], 'defaults: the creation time is now, no attributes');
+      assert.deepEqual(root.dosAttrs, 0);
+      // Times of writes and namespace changes leave them alone.
+      let i = await s.setAttr(f.id, { growTo: 10, mtime: now(), ctime: now() });
+      await s.link(f.id, root.id, b('f2'), now());
+      await s.rename(root.id, b('f2'), root.id, b('f3'), now());
+      assert.deepEqual([(await s.getInode(f.id))?.btime, (await s.getInode(f.id))?.dosAttrs], [T(42, 7), 0x27]);
+      i = await s.setAttr(f.id, { btime: T(1_600_000_000, 999_999_900), dosAttrs: 0x2000 | 0x100 | 0x200 | 0x1000 });
+      assert.deepEqual([i.btime, i.dosAttrs], [T(1_600_000_000, 999_999_900), 0x3300]);
+      // DIRECTORY and NORMAL are never stored, nor bits outside MS-FSCC 2.6's settable set.
+      i = await s.setAttr(f.id, { dosAttrs: 0x10 | 0x80 | 0x400 | 0x20 });
+      assert.equal(i.dosAttrs, 0x20);
+      i = await s.setAttr(f.id, { dosAttrs: 0 });
+      assert.equal(i.dosAttrs, 0);
+      assert.deepEqual(await s.getInode(f.id), i);
+      const listed = (await s.readdir(root.id, 0, 10)).entries.find((e) => e.inode.id === f.id);
+      assert.deepEqual(listed?.inode, i, 'readdir carries them too');
+      const d = await s.create(root.id, b('d'), dirInit({ dosAttrs: 0x2 }), now());
+      assert.equal((await s.lookup(root.id, b('d')))?.dosAttrs, 0x2);
+      void d;
+    });
+
     it('block refs: put returns the replaced ref, ranges, drop from an index', async () => {
       const s = S();
       const root = await freshRoot();
@@ -871,7 +900,7 @@ for (const engine of engines) {
       );
       await s.create(root.id, b('ln'), fileInit({ type: FileType.LNK, target: b('/some/where') }), T(2002, 3));
       await s.link(f.id, root.id, b('hard'), T(2003, 4));
-      await s.setAttr(f.id, { mode: 0o640, atime: T(3000, 999_999_999), mtime: T(3001, 1) });
+      await s.setAttr(f.id, { mode: 0o640, atime: T(3000, 999_999_999), mtime: T(3001, 1), btime: T(1, 2), dosAttrs: 0x23 });
       await s.putBlock(f.id, blk(0, 2));
       await s.putBlock(f.id, blk(3, 1, 77));
       await s.create(root.id, b('gone'), fileInit(), T(2004, 0));
@@ -892,6 +921,8 @@ for (const engine of engines) {
       try {
         assert.deepEqual(await dump(s), before);
         assert.equal((await s.getInode(d.id))?.generation, d.generation, 'the generation survives a reopen');
+        const fr = await s.getInode(f.id);
+        assert.deepEqual([fr?.btime, fr?.dosAttrs], [T(1, 2), 0x23], 'creation time and DOS attributes survive a reopen');
         assert.equal((await s.getInode(f.id))?.generation, f.generation);
         assert.equal((await s.ensureRoot(share, dirInit())).generation, root.generation);
         // Counters continue: cookies and ids are not reused after a reopen.

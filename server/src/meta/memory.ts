@@ -3,7 +3,7 @@
 import { VfsError } from '../vfs/errors.js';
 import { randomGeneration } from '../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../vfs/types.js';
-import { copyInode, FileType, timespecEqual } from '../vfs/types.js';
+import { copyInode, DOS_ATTRS_STORED, FileType, timespecEqual } from '../vfs/types.js';
 import { unlinkCounts } from './links.js';
 import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from './store.js';
 
@@ -68,6 +68,8 @@ export class MemoryMetadataStore implements MetadataStore {
       atime: copyTs(init.atime ?? now),
       mtime: copyTs(init.mtime ?? now),
       ctime: copyTs(now),
+      btime: copyTs(init.btime ?? now),
+      dosAttrs: (init.dosAttrs ?? 0) & DOS_ATTRS_STORED,
       generation: randomGeneration(),
       parent: init.type === FileType.DIR ? (parent === 0 ? id : parent) : 0,
       target: init.target ? Buffer.from(init.target) : null,
@@ -255,6 +257,8 @@ export class MemoryMetadataStore implements MetadataStore {
     if (c.atime) i.atime = copyTs(c.atime);
     if (c.mtime) i.mtime = copyTs(c.mtime);
     if (c.ctime) i.ctime = copyTs(c.ctime);
+    if (c.btime) i.btime = copyTs(c.btime);
+    if (c.dosAttrs !== undefined) i.dosAttrs = c.dosAttrs & DOS_ATTRS_STORED;
     if (c.clearCreateVerifier) i.createVerifier = null;
     return copyInode(i);
   }

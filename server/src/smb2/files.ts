@@ -5,8 +5,16 @@ import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { CreateMode, type FileService, type Share } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
-import { FileType } from '../vfs/types.js';
-import { fromUtf16, readFiletime, SmbWriter, utf16 } from './codec.js';
+import { DosAttributes, FileType } from '../vfs/types.js';
+import {
+  basicInfoChanges,
+  checkNewAttributes,
+  checkOpenExisting,
+  decodeBasicInfoSet,
+  newFileAttributes,
+  restoreHeldTimes,
+} from './attrs.js';
+import { fromUtf16, SmbWriter, utf16 } from './codec.js';
 import {
   Access,
   CLOSE_FLAG_POSTQUERY_ATTRIB,
@@ -181,19 +189,25 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
     // Data access is checked against the mode bits now; the vfs checks again on each call.
     const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA | Access.FILE_EXECUTE);
     if ((needs & ~max) !== 0 && !isDir) throw fail(NtStatus.ACCESS_DENIED);
+    const overwriteAttrs = checkOpenExisting(inode, desired, disp, req.fileAttributes, deleteOnClose);
     if (disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF) {
       if (isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
-      const r = await c.fs.setattr(c.fs.handleOf(c.share, inode), c.id, { size: 0 });
+      const r = await c.fs.setattr(c.fs.handleOf(c.share, inode), c.id, {
+        size: 0,
+        ...(overwriteAttrs === null ? {} : { dosAttrs: overwriteAttrs }),
+      });
       inode = r.after;
       action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
     }
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     if (parent === null || name === null) throw fail(NtStatus.ACCESS_DENIED);
+    checkNewAttributes(req.fileAttributes, wantDir);
+    const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     if (wantDir) {
-      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755 })).inode;
+      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs })).inode;
     } else {
-      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644 }, null)).inode;
+      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode;
     }
     action = CreateAction.CREATED;
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
@@ -278,6 +292,7 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   if (offset < 0) offset = (await c.fs.resolve(open.handle)).inode.size;
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
   await c.fs.write(open.handle, c.id, offset, req.data, sync);
+  if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
   open.position = offset + req.data.length;
   return req.data.length;
@@ -472,11 +487,12 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
   };
   switch (req.infoClass) {
     case FileInfoClass.FileBasicInformation: {
-      need(40);
       if ((open.grantedAccess & Access.FILE_WRITE_ATTRIBUTES) === 0) throw fail(NtStatus.ACCESS_DENIED);
-      const atime = readFiletime(b, 8);
-      const mtime = readFiletime(b, 16);
-      if (atime || mtime) await c.fs.setattr(open.handle, c.id, { ...(atime ? { atime } : {}), ...(mtime ? { mtime } : {}) });
+      const set = decodeBasicInfoSet(b);
+      const { inode } = await c.fs.resolve(open.handle);
+      const r = basicInfoChanges(set, inode, open.heldTimes);
+      if (r.changes) await c.fs.setattr(open.handle, c.id, r.attrs);
+      open.heldTimes = r.held;
       return;
     }
     case FileInfoClass.FileEndOfFileInformation: {
@@ -502,6 +518,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if ((open.grantedAccess & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED);
       const pending = b[0] !== 0;
       if (pending && open.parent === null) throw fail(NtStatus.ACCESS_DENIED, 'cannot delete the share root');
+      if (pending && !open.isDir && ((await c.fs.resolve(open.handle)).inode.dosAttrs & DosAttributes.READONLY) !== 0)
+        throw fail(NtStatus.CANNOT_DELETE, 'the file is read-only');
       if (pending && open.isDir) {
         const r = await c.fs.readdir(open.handle, c.id, 0, 1);
         if (r.entries.length > 0) throw fail(NtStatus.DIRECTORY_NOT_EMPTY);

@@ -2,34 +2,26 @@
 // this server reports them from a vfs Inode. Encoders only: SET_INFO's few inputs are read in
 // the handlers.
 import type { Inode, Timespec } from '../vfs/types.js';
+import { reportedAttributes } from './attrs.js';
 import { FileType } from '../vfs/types.js';
 import { SmbWriter, utf16, writeFiletime } from './codec.js';
-import { FileAttributes, FileInfoClass } from './constants.js';
+import { FileInfoClass } from './constants.js';
 import type { FileTimesAndSizes } from './messages.js';
 
 export const ALLOCATION_UNIT = 4096;
 
-const earliest = (a: Timespec, b: Timespec): Timespec => (a.sec < b.sec || (a.sec === b.sec && a.nsec < b.nsec) ? a : b);
-
-/**
- * The file's times, sizes and attributes. The vfs keeps no birth time yet, so creation time is the
- * earliest of the three it keeps; DOS attributes come from the type and mode (no write bit for
- * anyone: READONLY; a dot name: HIDDEN, as Samba's default).
- */
+/** The file's times, sizes and attributes (creation time and DOS attributes as stored; see attrs.ts). */
 export function fileInfoOf(inode: Inode, name?: string): FileTimesAndSizes {
   const isDir = inode.type === FileType.DIR;
-  let attrs = isDir ? FileAttributes.DIRECTORY : FileAttributes.ARCHIVE;
-  if (!isDir && (inode.mode & 0o222) === 0) attrs |= FileAttributes.READONLY;
-  if (name !== undefined && name.length > 1 && name.startsWith('.') && name !== '..') attrs |= FileAttributes.HIDDEN;
   const size = isDir ? 0 : inode.size;
   return {
-    creationTime: earliest(earliest(inode.atime, inode.mtime), inode.ctime),
+    creationTime: inode.btime,
     lastAccessTime: inode.atime,
     lastWriteTime: inode.mtime,
     changeTime: inode.ctime,
     allocationSize: Math.ceil(size / ALLOCATION_UNIT) * ALLOCATION_UNIT,
     endOfFile: size,
-    fileAttributes: attrs,
+    fileAttributes: reportedAttributes(inode, name),
   };
 }
 

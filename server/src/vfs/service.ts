@@ -7,7 +7,7 @@ import { VfsError } from './errors.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
-import { FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
+import { DOS_ATTRS_STORED, DosAttributes, FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
 
 export interface ShareOptions {
   name: string;
@@ -40,6 +40,11 @@ export interface SetAttrs {
   size?: number;
   atime?: Timespec | 'server';
   mtime?: Timespec | 'server';
+  /** SMB: an explicit change time (NFS cannot set it: it is always "now"). */
+  ctime?: Timespec;
+  /** SMB: the creation time, and the DOS attributes (DOS_ATTRS_STORED bits; at creation too). */
+  btime?: Timespec;
+  dosAttrs?: number;
 }
 
 export const CreateMode = Object.freeze({ UNCHECKED: 0, GUARDED: 1, EXCLUSIVE: 2 } as const);
@@ -274,7 +279,14 @@ export class FileService {
         changes[which] = t;
       }
     }
-    changes.ctime = now;
+    if (attrs.btime !== undefined || attrs.dosAttrs !== undefined || attrs.ctime !== undefined) {
+      // Windows lets whoever may write the file's attributes set these (FILE_WRITE_ATTRIBUTES);
+      // here that is its owner, root or anyone who may write it.
+      if (!isOwner && !isRoot && !mayWrite(inode, id)) throw new VfsError('PERM', 'only the owner or a writer may set attributes');
+      if (attrs.btime !== undefined) changes.btime = attrs.btime;
+      if (attrs.dosAttrs !== undefined) changes.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
+    }
+    changes.ctime = attrs.ctime ?? now;
     changes.clearCreateVerifier = true;
     // Check the guard before any data is cut: a failed guarded SETATTR changes nothing.
     if (guardCtime && !timespecEqual(guardCtime, inode.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
@@ -390,6 +402,8 @@ export class FileService {
       target: null,
       createVerifier: null,
       size: type === FileType.DIR ? 4096 : 0,
+      // What Windows gives a new file: ARCHIVE ("changed since the last backup").
+      dosAttrs: type === FileType.DIR ? 0 : DosAttributes.ARCHIVE,
       ...extra,
     };
   }
@@ -428,6 +442,7 @@ export class FileService {
     });
     if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
     if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
+    if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
     let inode: Inode;
     try {
       inode = await share.meta.create(dir.id, name, init, nowTimespec());
@@ -446,6 +461,7 @@ export class FileService {
     const init = this.newInode(dir, id, FileType.DIR, attrs.mode ?? 0o755);
     if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
     if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
+    if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
     const inode = await share.meta.create(dir.id, name, init, nowTimespec());
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }

@@ -18,7 +18,7 @@ import { unlinkCounts } from '../links.js';
 import { VfsError, isVfsError } from '../../vfs/errors.js';
 import { randomGeneration } from '../../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
-import { FileType } from '../../vfs/types.js';
+import { DOS_ATTRS_STORED, FileType } from '../../vfs/types.js';
 import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from '../store.js';
 import {
   CommitUncertainError,
@@ -122,10 +122,11 @@ const S = {
            ), i AS (
              INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
                                  atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
-                                 generation, parent, target, create_verifier)
+                                 generation, parent, target, create_verifier, btime_sec, btime_nsec, dos_attrs)
              SELECT d.share_id, $3::smallint, $4::integer, $5::bigint, $6::bigint, $7::bigint, $8::integer,
                     $9::integer, $10::integer, $11::bigint, $12::integer, $13::bigint, $14::integer,
-                    $15::bigint, $16::integer, $21::bigint, $17::bigint, $18::bytea, $19::bytea
+                    $15::bigint, $16::integer, $21::bigint, $17::bigint, $18::bytea, $19::bytea,
+                    $22::bigint, $23::integer, $24::integer
              FROM d
              RETURNING ${COLS}
            ), e AS (
@@ -138,8 +139,8 @@ const S = {
     name: 'dfs_insert_root_inode',
     text: `INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
                                atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
-                               generation, parent, target, create_verifier)
-           VALUES ($1, ${DIR}, $2, $3, $4, $5, 2, $6, $7, $8, $9, $10, $11, $12, $13, $16, 0, $14, $15)
+                               generation, parent, target, create_verifier, btime_sec, btime_nsec, dos_attrs)
+           VALUES ($1, ${DIR}, $2, $3, $4, $5, 2, $6, $7, $8, $9, $10, $11, $12, $13, $16, 0, $14, $15, $17, $18, $19)
            RETURNING id`,
   },
   setRootParent: { name: 'dfs_set_root_parent', text: `UPDATE inodes SET parent = id WHERE id = $1 RETURNING ${COLS}` },
@@ -157,6 +158,8 @@ const S = {
              atime_sec = coalesce($7::bigint, atime_sec), atime_nsec = coalesce($8::integer, atime_nsec),
              mtime_sec = coalesce($9::bigint, mtime_sec), mtime_nsec = coalesce($10::integer, mtime_nsec),
              ctime_sec = coalesce($11::bigint, ctime_sec), ctime_nsec = coalesce($12::integer, ctime_nsec),
+             btime_sec = coalesce($16::bigint, btime_sec), btime_nsec = coalesce($17::integer, btime_nsec),
+             dos_attrs = coalesce($18::integer, dos_attrs),
              create_verifier = CASE WHEN $13::boolean THEN NULL ELSE create_verifier END
            WHERE id = $1 AND ($14::bigint IS NULL OR (ctime_sec = $14::bigint AND ctime_nsec = $15::integer))
            RETURNING ${COLS}`,
@@ -403,6 +406,9 @@ export class SqlMetadataStore implements MetadataStore {
         init.target,
         init.createVerifier,
         randomGeneration(),
+        (init.btime ?? now).sec,
+        (init.btime ?? now).nsec,
+        (init.dosAttrs ?? 0) & DOS_ATTRS_STORED,
       ]);
       const id = toNumber(ins.rows[0]?.id, 'id');
       const root = await tx.query(S.setRootParent, [id]);
@@ -500,6 +506,9 @@ export class SqlMetadataStore implements MetadataStore {
       init.createVerifier,
       isDir ? 1 : 0,
       randomGeneration(),
+      (init.btime ?? now).sec,
+      (init.btime ?? now).nsec,
+      (init.dosAttrs ?? 0) & DOS_ATTRS_STORED,
     ];
     // Not retried when the connection breaks in flight: a second run would answer EXIST.
     const ins = await mapUnique(() => this.q(S.createOne, params, { retryable: false }));
@@ -626,6 +635,9 @@ export class SqlMetadataStore implements MetadataStore {
       c.clearCreateVerifier === true,
       guardCtime?.sec ?? null,
       guardCtime?.nsec ?? null,
+      c.btime?.sec ?? null,
+      c.btime?.nsec ?? null,
+      c.dosAttrs === undefined ? null : c.dosAttrs & DOS_ATTRS_STORED,
     ];
     // One statement, so atomic on its own. Without a guard it is idempotent (absolute values and
     // max(size, growTo)) and may run again after a lost connection; with one, a second run would
