@@ -17,6 +17,7 @@ import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore, PgDriver, SqlMetadataStore } from './sql/index.js';
 import type { BlockRef, MetadataStore } from './store.js';
+import { MAX_STREAMS_PER_FILE } from './store.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -700,6 +701,70 @@ for (const engine of engines) {
       const d = await s.create(root.id, b('d'), dirInit({ dosAttrs: 0x2 }), now());
       assert.equal((await s.lookup(root.id, b('d')))?.dosAttrs, 0x2);
       void d;
+    });
+
+    it('named streams: own inodes, listed by name, removed alone or with their file', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('f'), fileInit({ mode: 0o640 }), now());
+      assert.deepEqual(await s.listStreams(f.id), []);
+      assert.equal(await s.lookupStream(f.id, b('x')), null);
+      const t = now();
+      const a = await s.createStream(f.id, b('AFP_AfpInfo'), fileInit({ mode: 0o640 }), t);
+      assert.equal(a.type, FileType.REG);
+      assert.deepEqual([a.size, a.nlink, a.mode, a.parent, a.shareId], [0, 1, 0o640, 0, root.shareId]);
+      assert.notEqual(a.id, f.id);
+      assert.deepEqual((await s.getInode(f.id))?.ctime, t, "making a stream changes its file's ctime");
+      const r = await s.createStream(f.id, b('com.apple.ResourceFork'), fileInit(), now());
+      await rejectsWith(s.createStream(f.id, b('AFP_AfpInfo'), fileInit(), now()), 'EXIST');
+      await rejectsWith(s.createStream(987_654_321, b('x'), fileInit(), now()), 'STALE');
+      await rejectsWith(s.listStreams(987_654_321), 'STALE');
+      // A stream's data and size are its own.
+      await s.setAttr(a.id, { growTo: 32 });
+      await s.putBlock(a.id, blk(0, 1, 32));
+      assert.deepEqual(await s.lookupStream(f.id, b('AFP_AfpInfo')), await s.getInode(a.id));
+      assert.equal((await s.getInode(f.id))?.size, 0);
+      const list = await s.listStreams(f.id);
+      assert.deepEqual(
+        list.map((e) => [e.name.toString(), e.inode.id, e.inode.size]),
+        [
+          ['AFP_AfpInfo', a.id, 32],
+          ['com.apple.ResourceFork', r.id, 0],
+        ],
+      );
+      // Streams are not directory entries.
+      assert.deepEqual(names(await readAll(s, root.id, 10)), ['f']);
+      const gone = await s.removeStream(f.id, b('com.apple.ResourceFork'), now());
+      assert.equal(gone.id, r.id);
+      assert.equal(await s.getInode(r.id), null);
+      await rejectsWith(s.removeStream(f.id, b('com.apple.ResourceFork'), now()), 'NOENT');
+      // A hard link keeps them; the last unlink frees them and reports their ids.
+      await s.link(f.id, root.id, b('f2'), now());
+      const first = await s.remove(root.id, b('f'), false, now());
+      assert.deepEqual([first.freed, first.streams], [false, []]);
+      assert.ok(await s.getInode(a.id));
+      const last = await s.remove(root.id, b('f2'), false, now());
+      assert.deepEqual([last.freed, last.streams], [true, [a.id]]);
+      assert.equal(await s.getInode(a.id), null);
+      assert.deepEqual(await s.getBlocks(a.id, 0, 10), [blk(0, 1, 32)], 'block refs stay for the caller to free');
+      // Rename over a file with streams frees them too.
+      const v = await s.create(root.id, b('victim'), fileInit(), now());
+      const vs = await s.createStream(v.id, b('s'), fileInit(), now());
+      await s.create(root.id, b('src'), fileInit(), now());
+      const mv = await s.rename(root.id, b('src'), root.id, b('victim'), now());
+      assert.deepEqual([mv.replaced?.freed, mv.replaced?.streams], [true, [vs.id]]);
+      assert.equal(await s.getInode(vs.id), null);
+    });
+
+    it('named streams: at most MAX_STREAMS_PER_FILE per file', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('many'), fileInit(), now());
+      for (let i = 0; i < MAX_STREAMS_PER_FILE; i++) await s.createStream(f.id, b(`s${i}`), fileInit(), now());
+      await rejectsWith(s.createStream(f.id, b('one-more'), fileInit(), now()), 'NOSPC');
+      assert.equal((await s.listStreams(f.id)).length, MAX_STREAMS_PER_FILE);
+      const r = await s.remove(root.id, b('many'), false, now());
+      assert.equal(r.streams.length, MAX_STREAMS_PER_FILE);
     });
 
     it('block refs: put returns the replaced ref, ranges, drop from an index', async () => {

@@ -15,6 +15,7 @@ import {
   restoreHeldTimes,
 } from './attrs.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
+import { createStreamOpen, deleteStreamOnClose, splitStreamPath, streamInformation, streamView } from './streams.js';
 import {
   Access,
   CLOSE_FLAG_POSTQUERY_ATTRIB,
@@ -79,14 +80,10 @@ const invalidName = (p: string): boolean => {
 
 /** A CREATE or rename name: components, with the unnamed data stream suffix removed. */
 export function parsePath(raw: string): string[] {
-  let s = raw;
-  // "file::$DATA" and "file:$DATA" name the file itself; other streams are not stored yet.
-  const colon = s.indexOf(':');
-  if (colon !== -1) {
-    const stream = s.slice(colon).toUpperCase();
-    if (stream !== '::$DATA' && stream !== ':$DATA') throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'named streams are not supported');
-    s = s.slice(0, colon);
-  }
+  // "file::$DATA" names the file itself; CREATE handles named streams before it gets here.
+  const split = splitStreamPath(raw);
+  if (split.stream !== null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'a named stream is not a file path');
+  let s = split.path;
   while (s.startsWith('\\')) s = s.slice(1);
   while (s.endsWith('\\')) s = s.slice(0, -1);
   if (s === '') return [];
@@ -112,7 +109,7 @@ export interface FileContext {
 }
 
 /** Walks to the parent directory of `parts` (all but the last component). */
-async function walkParent(c: FileContext, parts: string[]): Promise<Buffer> {
+export async function walkParent(c: FileContext, parts: string[]): Promise<Buffer> {
   let dir = c.fs.handleOf(c.share, await c.fs.root(c.share));
   for (let i = 0; i < parts.length - 1; i++) {
     try {
@@ -127,7 +124,7 @@ async function walkParent(c: FileContext, parts: string[]): Promise<Buffer> {
   return dir;
 }
 
-async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): Promise<Inode | null> {
+export async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): Promise<Inode | null> {
   try {
     return (await c.fs.lookup(dir, name, c.id)).inode;
   } catch (e) {
@@ -137,7 +134,7 @@ async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): Promise<
 }
 
 /** What the caller may do to `inode`: the tree's maximum cut down by the POSIX mode bits. */
-function maximalAccessOf(c: FileContext, inode: Inode): number {
+export function maximalAccessOf(c: FileContext, inode: Inode): number {
   const bits = c.fs.accessBits(c.share, inode, c.id);
   let m = Access.FILE_READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE | Access.FILE_READ_EA;
   if (bits.read) m |= Access.FILE_READ_DATA;
@@ -149,11 +146,14 @@ function maximalAccessOf(c: FileContext, inode: Inode): number {
 }
 
 let nextOpenId = 1;
+/** A new open id (CREATE of a file or of a stream). */
+export const allocOpenId = (): number => nextOpenId++;
 
 // MS-SMB2 3.3.5.9 CREATE
 export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, register: (o: Open) => void): Promise<Open> {
   const raw = fromUtf16(req.name, 'CREATE name');
-  const parts = parsePath(raw);
+  const split = splitStreamPath(raw);
+  const parts = parsePath(split.path);
   const opts = req.createOptions;
   const wantDir = (opts & CreateOptions.DIRECTORY_FILE) !== 0;
   const wantFile = (opts & CreateOptions.NON_DIRECTORY_FILE) !== 0;
@@ -165,6 +165,7 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
   const disp = req.createDisposition;
   const changes = disp !== CreateDisposition.OPEN && disp !== CreateDisposition.OPEN_IF;
   if (c.tree.readOnly && ((desired & WRITE_RIGHTS) !== 0 || deleteOnClose || changes)) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  if (split.stream !== null) return createStreamOpen(c, req, w, register, parts, split.stream);
 
   let parent: Buffer | null = null;
   let name: Buffer | null = null;
@@ -249,6 +250,11 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
 
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
+  if (open.deleteOnClose && open.stream) {
+    await deleteStreamOnClose(c, open.stream);
+    writeCloseResponse(w, 0, null);
+    return;
+  }
   if (open.deleteOnClose && open.parent && open.name) {
     try {
       await c.fs.remove(open.parent, open.name, c.id, open.isDir);
@@ -394,7 +400,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
 
 // MS-SMB2 3.3.5.20 QUERY_INFO
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
-  const { inode } = await c.fs.resolve(open.handle);
+  const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
   let out: Buffer | null;
   let min: number | undefined;
   let variable: boolean;
@@ -404,13 +410,16 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       // allinfo stops at any other error).
       if (req.infoClass === FileInfoClass.FileAlternateNameInformation) throw fail(NtStatus.NOT_SUPPORTED, 'no 8.3 names');
       if (req.infoClass === FileInfoClass.FileFullEaInformation) throw fail(NtStatus.NO_EAS_ON_FILE);
-      out = encodeFileInfo(req.infoClass, {
-        inode,
-        path: '\\' + open.path,
-        grantedAccess: open.grantedAccess,
-        position: open.position,
-        deletePending: open.deleteOnClose,
-      });
+      out =
+        req.infoClass === FileInfoClass.FileStreamInformation
+          ? await streamInformation(c, open)
+          : encodeFileInfo(req.infoClass, {
+              inode,
+              path: '\\' + open.path,
+              grantedAccess: open.grantedAccess,
+              position: open.position,
+              deletePending: open.deleteOnClose,
+            });
       min = FILE_CLASS_MIN[req.infoClass];
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
       break;

@@ -519,6 +519,7 @@ export class FileService {
     if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id);
+    for (const s of r.streams) await share.data.free(s);
     return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
@@ -552,6 +553,7 @@ export class FileService {
     if (moving.type === FileType.DIR && a.inode.id !== b.inode.id && id.uid !== 0) this.mustAccess(moving, id, Access.W);
     const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());
     if (r.replaced?.freed && r.replaced.inode.type === FileType.REG) await share.data.free(r.replaced.inode.id);
+    for (const s of r.replaced?.streams ?? []) await share.data.free(s);
     const fromAfter = await share.meta.getInode(a.inode.id);
     const toAfter = a.inode.id === b.inode.id ? fromAfter : await share.meta.getInode(b.inode.id);
     return { from: { dirBefore: a.inode, dirAfter: fromAfter }, to: { dirBefore: b.inode, dirAfter: toAfter } };
