@@ -14,7 +14,8 @@ import {
   type BasicInfoSet,
   type TimeField,
 } from './attrs.js';
-import { Access, CreateDisposition } from './constants.js';
+import { Access, CreateDisposition, FileInfoClass } from './constants.js';
+import { encodeFileInfo, encodeFsInfo, FS_CLASS_MIN, shortNameOf } from './fscc.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const T = (sec: number, nsec = 0) => ({ sec, nsec });
@@ -165,5 +166,32 @@ describe('DOS attributes reported and checked', () => {
     );
     assert.equal(checkOpenExisting(hidden, Access.FILE_WRITE_DATA, CreateDisposition.OVERWRITE_IF, 0x2, false), 0x22);
     assert.equal(checkOpenExisting(inode({ dosAttrs: 0x4 }), 0, CreateDisposition.SUPERSEDE, 0x4 | 0x1, false), 0x25);
+  });
+});
+
+describe('info classes added with the attributes', () => {
+  it('8.3 short names: valid 8.3, stable, the name itself when it is 8.3 already', () => {
+    assert.equal(shortNameOf('bufsize.txt'), 'BUFSIZE.TXT');
+    assert.equal(shortNameOf('torture_search.txt'), shortNameOf('torture_search.txt'));
+    assert.match(shortNameOf('Hello World.docx'), /^HELLO~[0-9A-Z]{2}\.DOC$/);
+    fc.assert(
+      fc.property(fc.string({ minLength: 1, maxLength: 80 }), (name) => {
+        const s = shortNameOf(name);
+        assert.match(s, /^[A-Z0-9!#$%&'()\-@^_`{}~]{1,8}(\.[A-Z0-9!#$%&'()\-@^_`{}~]{1,3})?$/, `${name} -> ${s}`);
+      }),
+    );
+  });
+
+  it('FileAlternateNameInformation, FileFsControlInformation and FileFsObjectIdInformation', () => {
+    const view = { inode: inode(), path: '\\dir\\Long File Name.text', grantedAccess: 0, position: 0, deletePending: false };
+    const alt = encodeFileInfo(FileInfoClass.FileAlternateNameInformation, view)!;
+    assert.equal(alt.readUInt32LE(0), alt.length - 4);
+    assert.equal(alt.subarray(4).toString('utf16le'), shortNameOf('Long File Name.text'));
+    const fs = { totalBytes: 1 << 30, freeBytes: 1 << 29, serial: 7, label: 'export', created: T(1) };
+    const ctl = encodeFsInfo(6, fs)!;
+    assert.equal(ctl.length, FS_CLASS_MIN[6]);
+    assert.deepEqual(ctl.subarray(24, 40), Buffer.alloc(16, 0xff), 'no quota threshold or limit');
+    const oid = encodeFsInfo(8, fs)!;
+    assert.deepEqual([oid.length, oid.readUInt32LE(0)], [64, 7]);
   });
 });

@@ -16,6 +16,7 @@ import {
 } from './attrs.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
 import { createStreamOpen, deleteStreamOnClose, splitStreamPath, streamInformation, streamView } from './streams.js';
+import { FILE_NORMALIZED_NAME_INFORMATION } from './fscc.js';
 import {
   Access,
   CLOSE_FLAG_POSTQUERY_ATTRIB,
@@ -89,7 +90,8 @@ export function parsePath(raw: string): string[] {
   if (s === '') return [];
   const parts = s.split('\\');
   for (const p of parts) {
-    if (p === '' || p === '.' || p === '..' || invalidName(p)) throw fail(NtStatus.OBJECT_NAME_INVALID, `invalid name "${raw}"`);
+    if (p === '..') throw fail(NtStatus.OBJECT_PATH_SYNTAX_BAD, `".." in "${raw}"`);
+    if (p === '' || p === '.' || invalidName(p)) throw fail(NtStatus.OBJECT_NAME_INVALID, `invalid name "${raw}"`);
     if (Buffer.byteLength(p) > 255) throw fail(NtStatus.OBJECT_NAME_INVALID, 'name component longer than 255 bytes');
   }
   return parts;
@@ -151,7 +153,10 @@ export const allocOpenId = (): number => nextOpenId++;
 
 // MS-SMB2 3.3.5.9 CREATE
 export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, register: (o: Open) => void): Promise<Open> {
+  // MS-SMB2 3.3.5.9: ImpersonationLevel past Delegate (3), and a name starting with a backslash, are refused.
+  if (req.impersonationLevel > 3) throw fail(NtStatus.BAD_IMPERSONATION_LEVEL);
   const raw = fromUtf16(req.name, 'CREATE name');
+  if (raw.startsWith('\\')) throw fail(NtStatus.INVALID_PARAMETER, 'CREATE name starts with a backslash');
   const split = splitStreamPath(raw);
   const parts = parsePath(split.path);
   const opts = req.createOptions;
@@ -408,7 +413,8 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
     case InfoType.FILE:
       // No 8.3 short names are generated (NOT_SUPPORTED is what clients skip quietly; smbclient's
       // allinfo stops at any other error).
-      if (req.infoClass === FileInfoClass.FileAlternateNameInformation) throw fail(NtStatus.NOT_SUPPORTED, 'no 8.3 names');
+      // FileNormalizedNameInformation is an SMB 3.1.1 class.
+      if (req.infoClass === FILE_NORMALIZED_NAME_INFORMATION) throw fail(NtStatus.NOT_SUPPORTED, 'not below SMB 3.1.1');
       if (req.infoClass === FileInfoClass.FileFullEaInformation) throw fail(NtStatus.NO_EAS_ON_FILE);
       out =
         req.infoClass === FileInfoClass.FileStreamInformation
@@ -498,9 +504,11 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
     case FileInfoClass.FileBasicInformation: {
       if ((open.grantedAccess & Access.FILE_WRITE_ATTRIBUTES) === 0) throw fail(NtStatus.ACCESS_DENIED);
       const set = decodeBasicInfoSet(b);
-      const { inode } = await c.fs.resolve(open.handle);
+      // Times and attributes are the file's, also through one of its streams.
+      const target = open.stream?.fileHandle ?? open.handle;
+      const { inode } = await c.fs.resolve(target);
       const r = basicInfoChanges(set, inode, open.heldTimes);
-      if (r.changes) await c.fs.setattr(open.handle, c.id, r.attrs);
+      if (r.changes) await c.fs.setattr(target, c.id, r.attrs);
       open.heldTimes = r.held;
       return;
     }
