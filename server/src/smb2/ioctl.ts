@@ -4,7 +4,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { DosAttributes } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
-import { Access, FILE_ID_ANY, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
+import { Access, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
 import type { FileContext } from './files.js';
 import { type IoctlRequest, writeIoctlResponse } from './messages.js';
 import type { Open } from './state.js';
@@ -284,8 +284,8 @@ export async function ioctl(host: IoctlHost, req: IoctlRequest, w: SmbWriter): P
       requireFile(host, req);
       throw fail(NtStatus.NOT_SUPPORTED, 'reparse points are not supported');
     default:
-      // An unknown FSCTL on a handle that is not open is INVALID_HANDLE / FILE_CLOSED first.
-      if (host.fileContext() && !req.fileId.equals(FILE_ID_ANY)) host.findOpen(req.fileId);
+      // An unknown FSCTL on a handle that is not open (also the closed one a compound passes on) is FILE_CLOSED first.
+      if (host.fileContext()) host.findOpen(req.fileId);
       throw fail(NtStatus.NOT_SUPPORTED, `FSCTL 0x${req.ctlCode.toString(16)} is not supported`);
   }
 }
