@@ -135,6 +135,10 @@ describe('FSCTL server-side copy (SRV_REQUEST_RESUME_KEY + SRV_COPYCHUNK)', () =
       assert.equal(r.status, NtStatus.INVALID_PARAMETER);
       assert.deepEqual([r.out.readUInt32LE(0), r.out.readUInt32LE(4), r.out.readUInt32LE(8)], limits);
     }
+    // An input shorter than its ChunkCount says: the limits too.
+    const short = encodeCopyChunkCopy({ sourceKey, chunkCount: 2, chunks: [{ sourceOffset: 0, targetOffset: 0, length: 10 }] });
+    r = await fsctl(dst, FsctlCode.SRV_COPYCHUNK, short, 12);
+    assert.deepEqual([r.status, r.out.readUInt32LE(0)], [NtStatus.INVALID_PARAMETER, COPYCHUNK_LIMITS.maxChunks]);
     const before = await read(dst, 0, 100);
     // A wrong key, a too small output buffer, a target without read access (COPYCHUNK, not _WRITE).
     const bad = Buffer.from(sourceKey);

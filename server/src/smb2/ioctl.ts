@@ -143,8 +143,10 @@ function reply(w: SmbWriter, req: IoctlRequest, out: Buffer, status: number = Nt
 /** MS-SMB2 3.3.5.15.6 server-side copy: chunks read from the source open and written through the target. */
 async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: null }> {
   const { c, open: target } = requireFile(host, req);
+  // In MS-SMB2 3.3.5.15.6's order: the source by its key, the output room, then the limits.
+  const source = req.input.length >= 24 ? openByResumeKey(host, req.input.subarray(0, 24)) : null;
+  if (!source || source.tree.session !== target.tree.session) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'no open with that resume key');
   if (req.maxOutputResponse < 12) throw fail(NtStatus.INVALID_PARAMETER, 'MaxOutputResponse below SRV_COPYCHUNK_RESPONSE');
-  const copy = decodeCopyChunkCopy(req.input);
   const limits = (): { status: number; data: null } =>
     reply(
       w,
@@ -156,6 +158,12 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
       }),
       NtStatus.INVALID_PARAMETER,
     );
+  let copy: CopyChunkCopy;
+  try {
+    copy = decodeCopyChunkCopy(req.input);
+  } catch {
+    return limits(); // an input shorter than its ChunkCount says
+  }
   if (copy.chunkCount > COPYCHUNK_LIMITS.maxChunks) return limits();
   let total = 0;
   for (const ch of copy.chunks) {
@@ -163,8 +171,6 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
     total += ch.length;
   }
   if (total > COPYCHUNK_LIMITS.maxTotal) return limits();
-  const source = openByResumeKey(host, copy.sourceKey);
-  if (!source || source.tree.session !== target.tree.session) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'no open with that resume key');
   if (source.isDir || target.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'copy of a directory');
   if ((source.grantedAccess & Access.FILE_READ_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'source not open for reading');
   // FSCTL_SRV_COPYCHUNK also needs the target readable (3.3.5.15.6); the _WRITE form does not.
