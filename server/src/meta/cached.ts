@@ -17,7 +17,7 @@
 // were never committed, which NFS allows.
 import { VfsError } from '../vfs/errors.js';
 import type { AttrChanges, Inode, NewInode, Timespec } from '../vfs/types.js';
-import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from './store.js';
+import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from './store.js';
 
 export interface CachedMetadataOptions {
   /** How long an entry not changed by this process is trusted (default 1000 ms). */
@@ -65,6 +65,8 @@ function isWriteBehind(c: AttrChanges): boolean {
     c.gid === undefined &&
     c.size === undefined &&
     c.atime === undefined &&
+    c.btime === undefined &&
+    c.dosAttrs === undefined &&
     c.clearCreateVerifier !== true
   );
 }
@@ -324,8 +326,9 @@ export class CachedMetadataStore implements MetadataStore {
     this.epoch++;
     try {
       const r = await this.inner.remove(dirId, name, dir, now);
-      this.forget(r.inode.id);
+      this.forget(r.inode.id, ...r.streams);
       if (r.freed) this.dropBlockMap(r.inode.id);
+      for (const s of r.streams) this.dropBlockMap(s);
       return r;
     } finally {
       this.forget(dirId);
@@ -338,11 +341,53 @@ export class CachedMetadataStore implements MetadataStore {
     try {
       const r = await this.inner.rename(fromDir, fromName, toDir, toName, now);
       if (r.replaced?.freed) this.dropBlockMap(r.replaced.inode.id);
+      for (const s of r.replaced?.streams ?? []) this.dropBlockMap(s);
       return r;
     } finally {
       // The moved entry's ctime (and a directory's parent) changed, and its id is not known
       // here: drop every clean entry. Renames are rare next to reads and writes.
       for (const id of [...this.inodes.keys()]) this.forget(id);
+    }
+  }
+
+  // ---- named streams -----------------------------------------------------------------------------
+
+  async listStreams(fileId: number): Promise<StreamEntry[]> {
+    const list = await this.inner.listStreams(fileId);
+    // Streams being written: their sizes and times as this process knows them.
+    for (const e of list) {
+      const cached = this.isDirty(e.inode.id) ? this.inodes.get(e.inode.id) : undefined;
+      if (cached) e.inode = withPending(e.inode, { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime });
+    }
+    return list;
+  }
+
+  async lookupStream(fileId: number, name: Buffer): Promise<Inode | null> {
+    const epoch = this.epoch;
+    const i = await this.inner.lookupStream(fileId, name);
+    return i ? this.remember(i, epoch) : null;
+  }
+
+  async createStream(fileId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
+    await this.before();
+    this.epoch++;
+    try {
+      return this.remember(await this.inner.createStream(fileId, name, init, now), this.epoch);
+    } finally {
+      this.forget(fileId);
+    }
+  }
+
+  async removeStream(fileId: number, name: Buffer, now: Timespec): Promise<Inode> {
+    await this.before();
+    this.epoch++;
+    try {
+      const i = await this.inner.removeStream(fileId, name, now);
+      this.forget(i.id);
+      this.dropBlockMap(i.id);
+      return i;
+    } finally {
+      this.forget(fileId);
     }
   }
 

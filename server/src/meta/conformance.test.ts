@@ -17,6 +17,7 @@ import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore, PgDriver, SqlMetadataStore } from './sql/index.js';
 import type { BlockRef, MetadataStore } from './store.js';
+import { MAX_STREAMS_PER_FILE } from './store.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -673,6 +674,99 @@ for (const engine of engines) {
       await rejectsWith(s.setAttr(999_999_999, { mode: 0o644 }, T(1)), 'STALE');
     });
 
+    it('creation time and DOS attributes: set at create, changed only explicitly', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const t = now();
+      const f = await s.create(root.id, b('f'), fileInit({ btime: T(42, 7), dosAttrs: 0x1 | 0x2 | 0x4 | 0x20 }), t);
+      assert.deepEqual([f.btime, f.dosAttrs], [T(42, 7), 0x27]);
+      const g = await s.create(root.id, b('g'), fileInit(), t);
+      assert.deepEqual([g.btime, g.dosAttrs], [t, 0], 'defaults: the creation time is now, no attributes');
+      assert.deepEqual(root.dosAttrs, 0);
+      // Times of writes and namespace changes leave them alone.
+      let i = await s.setAttr(f.id, { growTo: 10, mtime: now(), ctime: now() });
+      await s.link(f.id, root.id, b('f2'), now());
+      await s.rename(root.id, b('f2'), root.id, b('f3'), now());
+      assert.deepEqual([(await s.getInode(f.id))?.btime, (await s.getInode(f.id))?.dosAttrs], [T(42, 7), 0x27]);
+      i = await s.setAttr(f.id, { btime: T(1_600_000_000, 999_999_900), dosAttrs: 0x2000 | 0x100 | 0x200 | 0x1000 });
+      assert.deepEqual([i.btime, i.dosAttrs], [T(1_600_000_000, 999_999_900), 0x3300]);
+      // DIRECTORY and NORMAL are never stored, nor bits outside MS-FSCC 2.6's settable set.
+      i = await s.setAttr(f.id, { dosAttrs: 0x10 | 0x80 | 0x400 | 0x20 });
+      assert.equal(i.dosAttrs, 0x20);
+      i = await s.setAttr(f.id, { dosAttrs: 0 });
+      assert.equal(i.dosAttrs, 0);
+      assert.deepEqual(await s.getInode(f.id), i);
+      const listed = (await s.readdir(root.id, 0, 10)).entries.find((e) => e.inode.id === f.id);
+      assert.deepEqual(listed?.inode, i, 'readdir carries them too');
+      const d = await s.create(root.id, b('d'), dirInit({ dosAttrs: 0x2 }), now());
+      assert.equal((await s.lookup(root.id, b('d')))?.dosAttrs, 0x2);
+      void d;
+    });
+
+    it('named streams: own inodes, listed by name, removed alone or with their file', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('f'), fileInit({ mode: 0o640 }), now());
+      assert.deepEqual(await s.listStreams(f.id), []);
+      assert.equal(await s.lookupStream(f.id, b('x')), null);
+      const t = now();
+      const a = await s.createStream(f.id, b('AFP_AfpInfo'), fileInit({ mode: 0o640 }), t);
+      assert.equal(a.type, FileType.REG);
+      assert.deepEqual([a.size, a.nlink, a.mode, a.parent, a.shareId], [0, 1, 0o640, 0, root.shareId]);
+      assert.notEqual(a.id, f.id);
+      assert.deepEqual((await s.getInode(f.id))?.ctime, t, "making a stream changes its file's ctime");
+      const r = await s.createStream(f.id, b('com.apple.ResourceFork'), fileInit(), now());
+      await rejectsWith(s.createStream(f.id, b('AFP_AfpInfo'), fileInit(), now()), 'EXIST');
+      await rejectsWith(s.createStream(987_654_321, b('x'), fileInit(), now()), 'STALE');
+      await rejectsWith(s.listStreams(987_654_321), 'STALE');
+      // A stream's data and size are its own.
+      await s.setAttr(a.id, { growTo: 32 });
+      await s.putBlock(a.id, blk(0, 1, 32));
+      assert.deepEqual(await s.lookupStream(f.id, b('AFP_AfpInfo')), await s.getInode(a.id));
+      assert.equal((await s.getInode(f.id))?.size, 0);
+      const list = await s.listStreams(f.id);
+      assert.deepEqual(
+        list.map((e) => [e.name.toString(), e.inode.id, e.inode.size]),
+        [
+          ['AFP_AfpInfo', a.id, 32],
+          ['com.apple.ResourceFork', r.id, 0],
+        ],
+      );
+      // Streams are not directory entries.
+      assert.deepEqual(names(await readAll(s, root.id, 10)), ['f']);
+      const gone = await s.removeStream(f.id, b('com.apple.ResourceFork'), now());
+      assert.equal(gone.id, r.id);
+      assert.equal(await s.getInode(r.id), null);
+      await rejectsWith(s.removeStream(f.id, b('com.apple.ResourceFork'), now()), 'NOENT');
+      // A hard link keeps them; the last unlink frees them and reports their ids.
+      await s.link(f.id, root.id, b('f2'), now());
+      const first = await s.remove(root.id, b('f'), false, now());
+      assert.deepEqual([first.freed, first.streams], [false, []]);
+      assert.ok(await s.getInode(a.id));
+      const last = await s.remove(root.id, b('f2'), false, now());
+      assert.deepEqual([last.freed, last.streams], [true, [a.id]]);
+      assert.equal(await s.getInode(a.id), null);
+      assert.deepEqual(await s.getBlocks(a.id, 0, 10), [blk(0, 1, 32)], 'block refs stay for the caller to free');
+      // Rename over a file with streams frees them too.
+      const v = await s.create(root.id, b('victim'), fileInit(), now());
+      const vs = await s.createStream(v.id, b('s'), fileInit(), now());
+      await s.create(root.id, b('src'), fileInit(), now());
+      const mv = await s.rename(root.id, b('src'), root.id, b('victim'), now());
+      assert.deepEqual([mv.replaced?.freed, mv.replaced?.streams], [true, [vs.id]]);
+      assert.equal(await s.getInode(vs.id), null);
+    });
+
+    it('named streams: at most MAX_STREAMS_PER_FILE per file', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('many'), fileInit(), now());
+      for (let i = 0; i < MAX_STREAMS_PER_FILE; i++) await s.createStream(f.id, b(`s${i}`), fileInit(), now());
+      await rejectsWith(s.createStream(f.id, b('one-more'), fileInit(), now()), 'NOSPC');
+      assert.equal((await s.listStreams(f.id)).length, MAX_STREAMS_PER_FILE);
+      const r = await s.remove(root.id, b('many'), false, now());
+      assert.equal(r.streams.length, MAX_STREAMS_PER_FILE);
+    });
+
     it('block refs: put returns the replaced ref, ranges, drop from an index', async () => {
       const s = S();
       const root = await freshRoot();
@@ -871,7 +965,7 @@ for (const engine of engines) {
       );
       await s.create(root.id, b('ln'), fileInit({ type: FileType.LNK, target: b('/some/where') }), T(2002, 3));
       await s.link(f.id, root.id, b('hard'), T(2003, 4));
-      await s.setAttr(f.id, { mode: 0o640, atime: T(3000, 999_999_999), mtime: T(3001, 1) });
+      await s.setAttr(f.id, { mode: 0o640, atime: T(3000, 999_999_999), mtime: T(3001, 1), btime: T(1, 2), dosAttrs: 0x23 });
       await s.putBlock(f.id, blk(0, 2));
       await s.putBlock(f.id, blk(3, 1, 77));
       await s.create(root.id, b('gone'), fileInit(), T(2004, 0));
@@ -892,6 +986,8 @@ for (const engine of engines) {
       try {
         assert.deepEqual(await dump(s), before);
         assert.equal((await s.getInode(d.id))?.generation, d.generation, 'the generation survives a reopen');
+        const fr = await s.getInode(f.id);
+        assert.deepEqual([fr?.btime, fr?.dosAttrs], [T(1, 2), 0x23], 'creation time and DOS attributes survive a reopen');
         assert.equal((await s.getInode(f.id))?.generation, f.generation);
         assert.equal((await s.ensureRoot(share, dirInit())).generation, root.generation);
         // Counters continue: cookies and ids are not reused after a reopen.

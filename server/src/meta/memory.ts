@@ -3,9 +3,10 @@
 import { VfsError } from '../vfs/errors.js';
 import { randomGeneration } from '../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../vfs/types.js';
-import { copyInode, FileType, timespecEqual } from '../vfs/types.js';
+import { copyInode, DOS_ATTRS_STORED, FileType, timespecEqual } from '../vfs/types.js';
 import { unlinkCounts } from './links.js';
-import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from './store.js';
+import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from './store.js';
+import { MAX_STREAMS_PER_FILE } from './store.js';
 
 interface Dirent {
   name: Buffer;
@@ -34,6 +35,8 @@ export class MemoryMetadataStore implements MetadataStore {
   private dirs = new Map<number, DirState>();
   private roots = new Map<number, number>();
   private blocks = new Map<number, Map<number, BlockRef>>();
+  /** file id -> stream name (latin1 key) -> stream */
+  private streams = new Map<number, Map<string, { name: Buffer; inode: number }>>();
   private nextId = 1;
 
   async open(): Promise<void> {}
@@ -68,6 +71,8 @@ export class MemoryMetadataStore implements MetadataStore {
       atime: copyTs(init.atime ?? now),
       mtime: copyTs(init.mtime ?? now),
       ctime: copyTs(now),
+      btime: copyTs(init.btime ?? now),
+      dosAttrs: (init.dosAttrs ?? 0) & DOS_ATTRS_STORED,
       generation: randomGeneration(),
       parent: init.type === FileType.DIR ? (parent === 0 ? id : parent) : 0,
       target: init.target ? Buffer.from(init.target) : null,
@@ -172,11 +177,20 @@ export class MemoryMetadataStore implements MetadataStore {
     const freed = unlinkCounts(dir, child);
     child.ctime = copyTs(now);
     this.touchDir(dir, now);
-    const result = { inode: copyInode(child), freed };
+    const result: RemoveResult = { inode: copyInode(child), freed, streams: [] };
     if (freed) {
       this.inodes.delete(child.id);
       this.dirs.delete(child.id);
       // Block refs stay until the caller has freed the objects and called dropBlocks.
+      const streams = this.streams.get(child.id);
+      if (streams) {
+        for (const st of streams.values()) {
+          this.inodes.delete(st.inode);
+          result.streams.push(st.inode);
+        }
+        result.streams.sort((a, b) => a - b);
+        this.streams.delete(child.id);
+      }
     }
     return result;
   }
@@ -255,8 +269,50 @@ export class MemoryMetadataStore implements MetadataStore {
     if (c.atime) i.atime = copyTs(c.atime);
     if (c.mtime) i.mtime = copyTs(c.mtime);
     if (c.ctime) i.ctime = copyTs(c.ctime);
+    if (c.btime) i.btime = copyTs(c.btime);
+    if (c.dosAttrs !== undefined) i.dosAttrs = c.dosAttrs & DOS_ATTRS_STORED;
     if (c.clearCreateVerifier) i.createVerifier = null;
     return copyInode(i);
+  }
+
+  async listStreams(fileId: number): Promise<StreamEntry[]> {
+    this.mustInode(fileId);
+    const m = this.streams.get(fileId);
+    if (!m) return [];
+    return [...m.values()]
+      .sort((a, b) => Buffer.compare(a.name, b.name))
+      .map((st) => ({ name: Buffer.from(st.name), inode: copyInode(this.mustInode(st.inode)) }));
+  }
+
+  async lookupStream(fileId: number, name: Buffer): Promise<Inode | null> {
+    this.mustInode(fileId);
+    const st = this.streams.get(fileId)?.get(key(name));
+    return st ? copyInode(this.mustInode(st.inode)) : null;
+  }
+
+  async createStream(fileId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
+    const file = this.mustInode(fileId);
+    let m = this.streams.get(fileId);
+    if (m?.has(key(name))) throw new VfsError('EXIST', 'stream exists');
+    if ((m?.size ?? 0) >= MAX_STREAMS_PER_FILE) throw new VfsError('NOSPC', 'too many streams on one file');
+    const inode = this.newInode(file.shareId, { ...init, type: FileType.REG }, now, 0);
+    if (!m) this.streams.set(fileId, (m = new Map<string, { name: Buffer; inode: number }>()));
+    m.set(key(name), { name: Buffer.from(name), inode: inode.id });
+    file.ctime = copyTs(now);
+    return copyInode(inode);
+  }
+
+  async removeStream(fileId: number, name: Buffer, now: Timespec): Promise<Inode> {
+    const file = this.mustInode(fileId);
+    const m = this.streams.get(fileId);
+    const st = m?.get(key(name));
+    if (!m || !st) throw new VfsError('NOENT', 'no such stream');
+    m.delete(key(name));
+    if (m.size === 0) this.streams.delete(fileId);
+    const inode = this.mustInode(st.inode);
+    this.inodes.delete(st.inode);
+    file.ctime = copyTs(now);
+    return copyInode(inode);
   }
 
   async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {

@@ -18,7 +18,18 @@ export interface RemoveResult {
   inode: Inode;
   /** True when the last link went away: the caller frees its data. */
   freed: boolean;
+  /** Named streams removed with the freed inode (their inode ids, ascending): the caller frees their data too. */
+  streams: number[];
 }
+
+/** A named stream of a file (MS-FSCC 2.4.43): its name and the inode holding its data. */
+export interface StreamEntry {
+  name: Buffer;
+  inode: Inode;
+}
+
+/** Most named streams one file may hold (a bound on what one client can make the store keep per file). */
+export const MAX_STREAMS_PER_FILE = 256;
 
 export interface RenameResult {
   /** An entry that was replaced at the destination, if any. */
@@ -63,6 +74,18 @@ export interface MetadataStore {
   rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult>;
   /** Applies attribute changes; with `guardCtime`, NOT_SYNC unless the inode's ctime matches. */
   setAttr(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode>;
+
+  /**
+   * Named streams: sub-objects of a file, each an inode of its own (type REG, its data stored like
+   * any file's under its own id) with no directory entry. Names are bytes, compared exactly.
+   * Streams of `fileId`, by name.
+   */
+  listStreams(fileId: number): Promise<StreamEntry[]>;
+  lookupStream(fileId: number, name: Buffer): Promise<Inode | null>;
+  /** EXIST if the name is taken, STALE if the file is gone, NOSPC past MAX_STREAMS_PER_FILE. Changes the file's ctime. */
+  createStream(fileId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode>;
+  /** Removes a stream and its inode (NOENT if there is none); the caller frees its data. Changes the file's ctime. */
+  removeStream(fileId: number, name: Buffer, now: Timespec): Promise<Inode>;
 
   /** Block refs with index in [from, to), in index order. */
   getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]>;

@@ -154,6 +154,9 @@ export function decodeFattr(r: XdrReader): Inode & { fsid: number; used: number 
     atime,
     mtime,
     ctime,
+    // NFSv3 carries neither: the birth time is unknown, no DOS attributes.
+    btime: ctime,
+    dosAttrs: 0,
     generation: 0,
     parent: 0,
     target: null,

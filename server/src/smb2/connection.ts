@@ -23,7 +23,6 @@ import {
   FILE_READ_ACCESS,
   Fsctl,
   HeaderFlags,
-  IOCTL_IS_FSCTL,
   SecurityMode,
   SessionFlags,
   ShareType,
@@ -64,6 +63,7 @@ import {
 } from './messages.js';
 import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
 import { SrvsvcPipe } from './srvsvc.js';
+import { ioctl as smbIoctl } from './ioctl.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
 
 export interface SmbEngineOptions {
@@ -871,39 +871,35 @@ export class SmbConnection {
     return id;
   }
 
-  // MS-SMB2 3.3.5.15 IOCTL
-  private ioctl(r: SmbReader, w: SmbWriter, tree: Tree, chain: ChainState, charge: number): { status: number; data: Buffer | null } {
+  // MS-SMB2 3.3.5.15 IOCTL (ioctl.ts); the negotiation check stays here, with the state it reads.
+  private ioctl(
+    r: SmbReader,
+    w: SmbWriter,
+    tree: Tree,
+    chain: ChainState,
+    charge: number,
+  ): Promise<{ status: number; data: Buffer | null }> {
     const req = decodeIoctl(r);
     this.checkCharge(charge, Math.max(req.input.length, req.maxOutputResponse));
-    if ((req.flags & IOCTL_IS_FSCTL) === 0) throw new SmbStatusError(NtStatus.INVALID_DEVICE_REQUEST, 'not an FSCTL');
-    switch (req.ctlCode) {
-      case Fsctl.DFS_GET_REFERRALS:
-      case Fsctl.DFS_GET_REFERRALS_EX:
-        // No DFS namespace here (what smbd answers; clients go on without DFS).
-        throw new SmbStatusError(NtStatus.NOT_FOUND);
-      case Fsctl.VALIDATE_NEGOTIATE_INFO: {
-        // 3.3.5.15.12: the values the connection negotiated, or the connection is dropped.
-        const v = decodeValidateNegotiate(req.input);
-        if (!v.guid.equals(this.clientGuid) || v.securityMode !== this.clientSecurityMode || v.capabilities !== this.clientCapabilities) {
-          this.abort('VALIDATE_NEGOTIATE_INFO does not match the negotiation');
-          throw new SmbStatusError(NtStatus.ACCESS_DENIED);
-        }
-        const mode = SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0);
-        const out = encodeValidateNegotiateResponse(
-          this.largeMtu ? Capabilities.LARGE_MTU : 0,
-          this.opts.serverGuid,
-          mode,
-          this.dialect ?? 0,
-        );
-        writeIoctlResponse(w, req.ctlCode, req.fileId, out);
-        return { status: NtStatus.SUCCESS, data: null };
-      }
-      case Fsctl.PIPE_TRANSCEIVE:
-        throw new SmbStatusError(NtStatus.INVALID_DEVICE_REQUEST);
-      default:
-        if (tree.kind === 'disk' && !req.fileId.equals(FILE_ID_ANY)) this.findOpen(req.fileId, chain, tree);
-        throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `FSCTL 0x${req.ctlCode.toString(16)} is not supported`);
-    }
+    return smbIoctl(
+      {
+        validateNegotiate: (input) => {
+          // 3.3.5.15.12: the values the connection negotiated, or the connection is dropped.
+          const v = decodeValidateNegotiate(input);
+          if (!v.guid.equals(this.clientGuid) || v.securityMode !== this.clientSecurityMode || v.capabilities !== this.clientCapabilities) {
+            this.abort('VALIDATE_NEGOTIATE_INFO does not match the negotiation');
+            throw new SmbStatusError(NtStatus.ACCESS_DENIED);
+          }
+          const mode = SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0);
+          return encodeValidateNegotiateResponse(this.largeMtu ? Capabilities.LARGE_MTU : 0, this.opts.serverGuid, mode, this.dialect ?? 0);
+        },
+        findOpen: (fileId) => this.findOpen(fileId, chain, tree),
+        openById: (id) => this.opens.get(id),
+        fileContext: () => (tree.kind === 'disk' ? this.fileContext(tree.session, tree) : null),
+      },
+      req,
+      w,
+    );
   }
 
   private async closeOpens(which: (o: Open) => boolean): Promise<void> {

@@ -5,8 +5,18 @@ import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { CreateMode, type FileService, type Share } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
-import { FileType } from '../vfs/types.js';
-import { fromUtf16, readFiletime, SmbWriter, utf16 } from './codec.js';
+import { DosAttributes, FileType } from '../vfs/types.js';
+import {
+  basicInfoChanges,
+  checkNewAttributes,
+  checkOpenExisting,
+  decodeBasicInfoSet,
+  newFileAttributes,
+  restoreHeldTimes,
+} from './attrs.js';
+import { fromUtf16, SmbWriter, utf16 } from './codec.js';
+import { createStreamOpen, deleteStreamOnClose, splitStreamPath, streamInformation, streamView } from './streams.js';
+import { FILE_NORMALIZED_NAME_INFORMATION } from './fscc.js';
 import {
   Access,
   CLOSE_FLAG_POSTQUERY_ATTRIB,
@@ -71,20 +81,17 @@ const invalidName = (p: string): boolean => {
 
 /** A CREATE or rename name: components, with the unnamed data stream suffix removed. */
 export function parsePath(raw: string): string[] {
-  let s = raw;
-  // "file::$DATA" and "file:$DATA" name the file itself; other streams are not stored yet.
-  const colon = s.indexOf(':');
-  if (colon !== -1) {
-    const stream = s.slice(colon).toUpperCase();
-    if (stream !== '::$DATA' && stream !== ':$DATA') throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'named streams are not supported');
-    s = s.slice(0, colon);
-  }
+  // "file::$DATA" names the file itself; CREATE handles named streams before it gets here.
+  const split = splitStreamPath(raw);
+  if (split.stream !== null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'a named stream is not a file path');
+  let s = split.path;
   while (s.startsWith('\\')) s = s.slice(1);
   while (s.endsWith('\\')) s = s.slice(0, -1);
   if (s === '') return [];
   const parts = s.split('\\');
   for (const p of parts) {
-    if (p === '' || p === '.' || p === '..' || invalidName(p)) throw fail(NtStatus.OBJECT_NAME_INVALID, `invalid name "${raw}"`);
+    if (p === '..') throw fail(NtStatus.OBJECT_PATH_SYNTAX_BAD, `".." in "${raw}"`);
+    if (p === '' || p === '.' || invalidName(p)) throw fail(NtStatus.OBJECT_NAME_INVALID, `invalid name "${raw}"`);
     if (Buffer.byteLength(p) > 255) throw fail(NtStatus.OBJECT_NAME_INVALID, 'name component longer than 255 bytes');
   }
   return parts;
@@ -104,7 +111,7 @@ export interface FileContext {
 }
 
 /** Walks to the parent directory of `parts` (all but the last component). */
-async function walkParent(c: FileContext, parts: string[]): Promise<Buffer> {
+export async function walkParent(c: FileContext, parts: string[]): Promise<Buffer> {
   let dir = c.fs.handleOf(c.share, await c.fs.root(c.share));
   for (let i = 0; i < parts.length - 1; i++) {
     try {
@@ -119,7 +126,7 @@ async function walkParent(c: FileContext, parts: string[]): Promise<Buffer> {
   return dir;
 }
 
-async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): Promise<Inode | null> {
+export async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): Promise<Inode | null> {
   try {
     return (await c.fs.lookup(dir, name, c.id)).inode;
   } catch (e) {
@@ -129,7 +136,7 @@ async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): Promise<
 }
 
 /** What the caller may do to `inode`: the tree's maximum cut down by the POSIX mode bits. */
-function maximalAccessOf(c: FileContext, inode: Inode): number {
+export function maximalAccessOf(c: FileContext, inode: Inode): number {
   const bits = c.fs.accessBits(c.share, inode, c.id);
   let m = Access.FILE_READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE | Access.FILE_READ_EA;
   if (bits.read) m |= Access.FILE_READ_DATA;
@@ -141,11 +148,17 @@ function maximalAccessOf(c: FileContext, inode: Inode): number {
 }
 
 let nextOpenId = 1;
+/** A new open id (CREATE of a file or of a stream). */
+export const allocOpenId = (): number => nextOpenId++;
 
 // MS-SMB2 3.3.5.9 CREATE
 export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, register: (o: Open) => void): Promise<Open> {
+  // MS-SMB2 3.3.5.9: ImpersonationLevel past Delegate (3), and a name starting with a backslash, are refused.
+  if (req.impersonationLevel > 3) throw fail(NtStatus.BAD_IMPERSONATION_LEVEL);
   const raw = fromUtf16(req.name, 'CREATE name');
-  const parts = parsePath(raw);
+  if (raw.startsWith('\\')) throw fail(NtStatus.INVALID_PARAMETER, 'CREATE name starts with a backslash');
+  const split = splitStreamPath(raw);
+  const parts = parsePath(split.path);
   const opts = req.createOptions;
   const wantDir = (opts & CreateOptions.DIRECTORY_FILE) !== 0;
   const wantFile = (opts & CreateOptions.NON_DIRECTORY_FILE) !== 0;
@@ -157,6 +170,7 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
   const disp = req.createDisposition;
   const changes = disp !== CreateDisposition.OPEN && disp !== CreateDisposition.OPEN_IF;
   if (c.tree.readOnly && ((desired & WRITE_RIGHTS) !== 0 || deleteOnClose || changes)) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  if (split.stream !== null) return createStreamOpen(c, req, w, register, parts, split.stream);
 
   let parent: Buffer | null = null;
   let name: Buffer | null = null;
@@ -181,19 +195,25 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
     // Data access is checked against the mode bits now; the vfs checks again on each call.
     const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA | Access.FILE_EXECUTE);
     if ((needs & ~max) !== 0 && !isDir) throw fail(NtStatus.ACCESS_DENIED);
+    const overwriteAttrs = checkOpenExisting(inode, desired, disp, req.fileAttributes, deleteOnClose);
     if (disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF) {
       if (isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
-      const r = await c.fs.setattr(c.fs.handleOf(c.share, inode), c.id, { size: 0 });
+      const r = await c.fs.setattr(c.fs.handleOf(c.share, inode), c.id, {
+        size: 0,
+        ...(overwriteAttrs === null ? {} : { dosAttrs: overwriteAttrs }),
+      });
       inode = r.after;
       action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
     }
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     if (parent === null || name === null) throw fail(NtStatus.ACCESS_DENIED);
+    checkNewAttributes(req.fileAttributes, wantDir);
+    const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     if (wantDir) {
-      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755 })).inode;
+      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs })).inode;
     } else {
-      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644 }, null)).inode;
+      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode;
     }
     action = CreateAction.CREATED;
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
@@ -235,6 +255,11 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
 
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
+  if (open.deleteOnClose && open.stream) {
+    await deleteStreamOnClose(c, open.stream);
+    writeCloseResponse(w, 0, null);
+    return;
+  }
   if (open.deleteOnClose && open.parent && open.name) {
     try {
       await c.fs.remove(open.parent, open.name, c.id, open.isDir);
@@ -282,6 +307,7 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
     throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
   await c.fs.write(open.handle, c.id, offset, req.data, sync);
+  if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
   open.position = offset + req.data.length;
   return req.data.length;
@@ -383,7 +409,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
 
 // MS-SMB2 3.3.5.20 QUERY_INFO
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
-  const { inode } = await c.fs.resolve(open.handle);
+  const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
   let out: Buffer | null;
   let min: number | undefined;
   let variable: boolean;
@@ -391,15 +417,19 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
     case InfoType.FILE:
       // No 8.3 short names are generated (NOT_SUPPORTED is what clients skip quietly; smbclient's
       // allinfo stops at any other error).
-      if (req.infoClass === FileInfoClass.FileAlternateNameInformation) throw fail(NtStatus.NOT_SUPPORTED, 'no 8.3 names');
+      // FileNormalizedNameInformation is an SMB 3.1.1 class.
+      if (req.infoClass === FILE_NORMALIZED_NAME_INFORMATION) throw fail(NtStatus.NOT_SUPPORTED, 'not below SMB 3.1.1');
       if (req.infoClass === FileInfoClass.FileFullEaInformation) throw fail(NtStatus.NO_EAS_ON_FILE);
-      out = encodeFileInfo(req.infoClass, {
-        inode,
-        path: '\\' + open.path,
-        grantedAccess: open.grantedAccess,
-        position: open.position,
-        deletePending: open.deleteOnClose,
-      });
+      out =
+        req.infoClass === FileInfoClass.FileStreamInformation
+          ? await streamInformation(c, open)
+          : encodeFileInfo(req.infoClass, {
+              inode,
+              path: '\\' + open.path,
+              grantedAccess: open.grantedAccess,
+              position: open.position,
+              deletePending: open.deleteOnClose,
+            });
       min = FILE_CLASS_MIN[req.infoClass];
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
       break;
@@ -476,11 +506,14 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
   };
   switch (req.infoClass) {
     case FileInfoClass.FileBasicInformation: {
-      need(40);
       if ((open.grantedAccess & Access.FILE_WRITE_ATTRIBUTES) === 0) throw fail(NtStatus.ACCESS_DENIED);
-      const atime = readFiletime(b, 8);
-      const mtime = readFiletime(b, 16);
-      if (atime || mtime) await c.fs.setattr(open.handle, c.id, { ...(atime ? { atime } : {}), ...(mtime ? { mtime } : {}) });
+      const set = decodeBasicInfoSet(b);
+      // Times and attributes are the file's, also through one of its streams.
+      const target = open.stream?.fileHandle ?? open.handle;
+      const { inode } = await c.fs.resolve(target);
+      const r = basicInfoChanges(set, inode, open.heldTimes);
+      if (r.changes) await c.fs.setattr(target, c.id, r.attrs);
+      open.heldTimes = r.held;
       return;
     }
     case FileInfoClass.FileEndOfFileInformation: {
@@ -506,6 +539,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if ((open.grantedAccess & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED);
       const pending = b[0] !== 0;
       if (pending && open.parent === null) throw fail(NtStatus.ACCESS_DENIED, 'cannot delete the share root');
+      if (pending && !open.isDir && ((await c.fs.resolve(open.handle)).inode.dosAttrs & DosAttributes.READONLY) !== 0)
+        throw fail(NtStatus.CANNOT_DELETE, 'the file is read-only');
       if (pending && open.isDir) {
         const r = await c.fs.readdir(open.handle, c.id, 0, 1);
         if (r.entries.length > 0) throw fail(NtStatus.DIRECTORY_NOT_EMPTY);

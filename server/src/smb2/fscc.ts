@@ -2,34 +2,26 @@
 // this server reports them from a vfs Inode. Encoders only: SET_INFO's few inputs are read in
 // the handlers.
 import type { Inode, Timespec } from '../vfs/types.js';
+import { reportedAttributes } from './attrs.js';
 import { FileType } from '../vfs/types.js';
 import { SmbWriter, utf16, writeFiletime } from './codec.js';
-import { FileAttributes, FileInfoClass } from './constants.js';
+import { FileInfoClass } from './constants.js';
 import type { FileTimesAndSizes } from './messages.js';
 
 export const ALLOCATION_UNIT = 4096;
 
-const earliest = (a: Timespec, b: Timespec): Timespec => (a.sec < b.sec || (a.sec === b.sec && a.nsec < b.nsec) ? a : b);
-
-/**
- * The file's times, sizes and attributes. The vfs keeps no birth time yet, so creation time is the
- * earliest of the three it keeps; DOS attributes come from the type and mode (no write bit for
- * anyone: READONLY; a dot name: HIDDEN, as Samba's default).
- */
+/** The file's times, sizes and attributes (creation time and DOS attributes as stored; see attrs.ts). */
 export function fileInfoOf(inode: Inode, name?: string): FileTimesAndSizes {
   const isDir = inode.type === FileType.DIR;
-  let attrs = isDir ? FileAttributes.DIRECTORY : FileAttributes.ARCHIVE;
-  if (!isDir && (inode.mode & 0o222) === 0) attrs |= FileAttributes.READONLY;
-  if (name !== undefined && name.length > 1 && name.startsWith('.') && name !== '..') attrs |= FileAttributes.HIDDEN;
   const size = isDir ? 0 : inode.size;
   return {
-    creationTime: earliest(earliest(inode.atime, inode.mtime), inode.ctime),
+    creationTime: inode.btime,
     lastAccessTime: inode.atime,
     lastWriteTime: inode.mtime,
     changeTime: inode.ctime,
     allocationSize: Math.ceil(size / ALLOCATION_UNIT) * ALLOCATION_UNIT,
     endOfFile: size,
-    fileAttributes: attrs,
+    fileAttributes: reportedAttributes(inode, name),
   };
 }
 
@@ -58,13 +50,18 @@ export const FILE_CLASS_MIN: Readonly<Record<number, number>> = Object.freeze({
   [FileInfoClass.FilePositionInformation]: 8,
   [FileInfoClass.FileModeInformation]: 4,
   [FileInfoClass.FileAlignmentInformation]: 4,
-  [FileInfoClass.FileAllInformation]: 100,
-  [FileInfoClass.FileAlternateNameInformation]: 4,
-  [FileInfoClass.FileStreamInformation]: 0,
+  // The sizes below which Windows answers INFO_LENGTH_MISMATCH (and between which and the full
+  // size BUFFER_OVERFLOW), as smbtorture's getinfo.qfile_buffercheck measures them.
+  [FileInfoClass.FileAllInformation]: 104,
+  [FileInfoClass.FileAlternateNameInformation]: 8,
+  [FileInfoClass.FileStreamInformation]: 32,
   [FileInfoClass.FileNetworkOpenInformation]: 56,
   [FileInfoClass.FileAttributeTagInformation]: 8,
   [FileInfoClass.FileCompressionInformation]: 16,
 });
+
+/** MS-FSCC 2.4.30 FileNormalizedNameInformation: SMB 3.1.1 only. */
+export const FILE_NORMALIZED_NAME_INFORMATION = 48;
 
 /** Classes whose output may be cut short with STATUS_BUFFER_OVERFLOW (the others need their full size). */
 export const VARIABLE_FILE_CLASSES: ReadonlySet<number> = new Set([
@@ -99,6 +96,13 @@ export function encodeFileInfo(cls: number, o: OpenView): Buffer | null {
     case FileInfoClass.FileNameInformation: {
       // 2.4.27
       const n = utf16(o.path);
+      w.u32(n.length).bytes(n);
+      break;
+    }
+    case FileInfoClass.FileAlternateNameInformation: {
+      // 2.4.5 (FILE_NAME_INFORMATION layout): the last component's 8.3 name; the root has none.
+      const last = o.path.slice(o.path.lastIndexOf('\\') + 1).replace(/:.*$/, '');
+      const n = utf16(last === '' ? '' : shortNameOf(last));
       w.u32(n.length).bytes(n);
       break;
     }
@@ -163,7 +167,8 @@ export interface FsView {
   created: Timespec;
 }
 
-export const FS_CLASS_MIN: Readonly<Record<number, number>> = Object.freeze({ 1: 18, 3: 24, 4: 8, 5: 12, 7: 32, 11: 28 });
+/** As FILE_CLASS_MIN, for the file system classes (getinfo.qfs_buffercheck). */
+export const FS_CLASS_MIN: Readonly<Record<number, number>> = Object.freeze({ 1: 24, 3: 24, 4: 8, 5: 16, 6: 48, 7: 32, 8: 64, 11: 28 });
 export const VARIABLE_FS_CLASSES: ReadonlySet<number> = new Set([1, 5]);
 
 /** The file system name clients see: Samba answers "NTFS" too, since clients key features off it. */
@@ -196,6 +201,12 @@ export function encodeFsInfo(cls: number, fs: FsView): Buffer | null {
       w.u32(FS_ATTRIBUTES).u32(255).u32(name.length).bytes(name);
       break;
     }
+    case 6: // 2.5.2 FileFsControlInformation: no quotas (thresholds and limits "none": all ones)
+      w.u64(0).u64(0).u64(0).bytes(Buffer.alloc(16, 0xff)).u32(0).u32(0);
+      break;
+    case 8: // 2.5.6 FileFsObjectIdInformation: the share's serial as its object id, no extended info
+      w.u32(fs.serial).zeros(60);
+      break;
     case 7: // 2.5.4 FileFsFullSizeInformation
       w.u64(total).u64(free).u64(free).u32(sectorsPerUnit).u32(bytesPerSector);
       break;
@@ -273,9 +284,11 @@ export function writeDirEntry(buf: Buffer, at: number, cls: number, inode: Inode
       name.copy(buf, at + 68);
       break;
     case FileInfoClass.FileBothDirectoryInformation:
+      writeShortName(buf, at, displayName);
       name.copy(buf, at + 94);
       break;
     case FileInfoClass.FileIdBothDirectoryInformation:
+      writeShortName(buf, at, displayName);
       writeU64(buf, at + 96, inode.id);
       name.copy(buf, at + 104);
       break;
@@ -286,6 +299,16 @@ export function writeDirEntry(buf: Buffer, at: number, cls: number, inode: Inode
     default:
       throw new RangeError(`not a directory class: ${cls}`);
   }
+}
+
+/** ShortNameLength (at 68) and ShortName (at 70, 24 bytes) of the Both classes: empty when the name is 8.3 already. */
+function writeShortName(buf: Buffer, at: number, displayName: string): void {
+  if (displayName === '.' || displayName === '..') return;
+  const short = shortNameOf(displayName);
+  if (short === displayName) return;
+  const n = utf16(short).subarray(0, 24);
+  buf[at + 68] = n.length;
+  n.copy(buf, at + 70);
 }
 
 function writeU64(buf: Buffer, at: number, v: number): void {
@@ -329,4 +352,30 @@ export function matchPattern(pattern: string, name: string): boolean {
   };
   if (p.length * (n.length + 1) > 1_000_000) return false;
   return go(0, 0);
+}
+
+// ---- 8.3 short names (MS-FSCC 2.1.5.2.1) for FileAlternateNameInformation ------------------------
+
+const SHORT_CHARS = /^[A-Z0-9!#$%&'()\-@^_`{}~]+$/;
+
+/**
+ * The 8.3 name clients see for `name`: the name itself, upper-cased, when it already is a valid
+ * 8.3 name; else the first letters of the base, "~", two characters of a hash of the whole name
+ * (stable: the same name always gets the same short name) and the first three of the extension.
+ * Names are not stored, so two long names may share a short name (unlike NTFS).
+ */
+export function shortNameOf(name: string): string {
+  const up = name.toUpperCase();
+  const dot = up.lastIndexOf('.');
+  const base = dot > 0 ? up.slice(0, dot) : up;
+  const ext = dot > 0 ? up.slice(dot + 1) : '';
+  if (base.length >= 1 && base.length <= 8 && ext.length <= 3 && SHORT_CHARS.test(base) && (ext === '' || SHORT_CHARS.test(ext)))
+    return ext === '' ? base : `${base}.${ext}`;
+  const clean = (s: string): string => [...s].filter((ch) => SHORT_CHARS.test(ch)).join('');
+  let h = 0;
+  for (let i = 0; i < name.length; i++) h = (Math.imul(h, 31) + name.charCodeAt(i)) >>> 0;
+  const tag = (h % 1296).toString(36).toUpperCase().padStart(2, '0');
+  const b = clean(base.replace(/\./g, '')).slice(0, 5) || 'FILE';
+  const e = clean(ext).slice(0, 3);
+  return e === '' ? `${b}~${tag}` : `${b}~${tag}.${e}`;
 }

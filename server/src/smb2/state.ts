@@ -3,6 +3,8 @@
 // open dies with its connection) and point at their tree and session.
 import type { Identity, Inode } from '../vfs/types.js';
 import type { Share } from '../vfs/service.js';
+import type { HeldTimes } from './attrs.js';
+import type { OpenStreamRef } from './streams.js';
 import type { SmbAuthExchange, SmbUser } from './auth/index.js';
 
 export interface Session {
@@ -54,6 +56,10 @@ export class Open {
   position = 0;
   deleteOnClose = false;
   enumeration: Enumeration | null = null;
+  /** Times this open's WRITEs leave as they are (set or frozen by SET_INFO FileBasicInformation). */
+  heldTimes: HeldTimes | null = null;
+  /** For an open of a named stream: its file and the stream's name (handle and inodeId are the stream's). */
+  stream: OpenStreamRef | null = null;
 
   constructor(
     /** The FileId: Persistent and Volatile both carry `id`. */

@@ -9,7 +9,7 @@ import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
-import { FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
+import { DOS_ATTRS_STORED, DosAttributes, FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
 
 export interface ShareOptions {
   name: string;
@@ -42,6 +42,11 @@ export interface SetAttrs {
   size?: number;
   atime?: Timespec | 'server';
   mtime?: Timespec | 'server';
+  /** SMB: an explicit change time (NFS cannot set it: it is always "now"). */
+  ctime?: Timespec;
+  /** SMB: the creation time, and the DOS attributes (DOS_ATTRS_STORED bits; at creation too). */
+  btime?: Timespec;
+  dosAttrs?: number;
 }
 
 export const CreateMode = Object.freeze({ UNCHECKED: 0, GUARDED: 1, EXCLUSIVE: 2 } as const);
@@ -298,7 +303,14 @@ export class FileService {
         changes[which] = t;
       }
     }
-    changes.ctime = now;
+    if (attrs.btime !== undefined || attrs.dosAttrs !== undefined || attrs.ctime !== undefined) {
+      // Windows lets whoever may write the file's attributes set these (FILE_WRITE_ATTRIBUTES);
+      // here that is its owner, root or anyone who may write it.
+      if (!isOwner && !isRoot && !mayWrite(inode, id)) throw new VfsError('PERM', 'only the owner or a writer may set attributes');
+      if (attrs.btime !== undefined) changes.btime = attrs.btime;
+      if (attrs.dosAttrs !== undefined) changes.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
+    }
+    changes.ctime = attrs.ctime ?? now;
     changes.clearCreateVerifier = true;
     // Check the guard before any data is cut: a failed guarded SETATTR changes nothing.
     if (guardCtime && !timespecEqual(guardCtime, inode.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
@@ -414,6 +426,8 @@ export class FileService {
       target: null,
       createVerifier: null,
       size: type === FileType.DIR ? 4096 : 0,
+      // What Windows gives a new file: ARCHIVE ("changed since the last backup").
+      dosAttrs: type === FileType.DIR ? 0 : DosAttributes.ARCHIVE,
       ...extra,
     };
   }
@@ -452,6 +466,7 @@ export class FileService {
     });
     if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
     if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
+    if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
     let inode: Inode;
     try {
       inode = await share.meta.create(dir.id, name, init, nowTimespec());
@@ -471,6 +486,7 @@ export class FileService {
     const init = this.newInode(dir, id, FileType.DIR, attrs.mode ?? 0o755);
     if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
     if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
+    if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
     const inode = await share.meta.create(dir.id, name, init, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
@@ -533,6 +549,7 @@ export class FileService {
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
     if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id);
+    for (const s of r.streams) await share.data.free(s);
     return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
@@ -573,6 +590,7 @@ export class FileService {
       this.changed(share, b.inode.id, toName, ChangeAction.ADDED, moving);
     }
     if (r.replaced?.freed && r.replaced.inode.type === FileType.REG) await share.data.free(r.replaced.inode.id);
+    for (const s of r.replaced?.streams ?? []) await share.data.free(s);
     const fromAfter = await share.meta.getInode(a.inode.id);
     const toAfter = a.inode.id === b.inode.id ? fromAfter : await share.meta.getInode(b.inode.id);
     return { from: { dirBefore: a.inode, dirAfter: fromAfter }, to: { dirBefore: b.inode, dirAfter: toAfter } };

@@ -33,6 +33,10 @@ export interface Inode {
   atime: Timespec;
   mtime: Timespec;
   ctime: Timespec;
+  /** Birth (creation) time: set when the inode is made; only an explicit change (SMB SET_INFO) moves it. */
+  btime: Timespec;
+  /** Stored DOS attributes (DosAttributes bits, MS-FSCC 2.6); DIRECTORY is never stored (the type says it). */
+  dosAttrs: number;
   /** Random (53 bits, crypto), set at creation and never changed; part of the file handle, so handles cannot be guessed. */
   generation: number;
   /** For directories: the parent directory's id (the root's parent is itself). 0 for others. */
@@ -59,6 +63,8 @@ export function copyInode(i: Inode): Inode {
     atime: { sec: i.atime.sec, nsec: i.atime.nsec },
     mtime: { sec: i.mtime.sec, nsec: i.mtime.nsec },
     ctime: { sec: i.ctime.sec, nsec: i.ctime.nsec },
+    btime: { sec: i.btime.sec, nsec: i.btime.nsec },
+    dosAttrs: i.dosAttrs,
     generation: i.generation,
     parent: i.parent,
     target: i.target === null ? null : Buffer.from(i.target),
@@ -78,6 +84,10 @@ export interface NewInode {
   size: number;
   atime?: Timespec;
   mtime?: Timespec;
+  /** Default: the creation time (`now`). */
+  btime?: Timespec;
+  /** Default: 0. */
+  dosAttrs?: number;
 }
 
 export interface DirEntry {
@@ -98,8 +108,44 @@ export interface AttrChanges {
   atime?: Timespec;
   mtime?: Timespec;
   ctime?: Timespec;
+  btime?: Timespec;
+  /** Replaces the stored DOS attributes (masked with DOS_ATTRS_STORED). */
+  dosAttrs?: number;
   clearCreateVerifier?: boolean;
 }
+
+/**
+ * MS-FSCC 2.6 file attributes that both protocols' files carry in the metadata store. Values are
+ * the Windows ones, so SMB needs no table; NFS does not show them (READONLY is not mapped to mode
+ * bits: the SMB edge reports READONLY also for a file nobody may write, see smb2/fscc.ts).
+ */
+export const DosAttributes = Object.freeze({
+  READONLY: 0x00000001,
+  HIDDEN: 0x00000002,
+  SYSTEM: 0x00000004,
+  DIRECTORY: 0x00000010,
+  ARCHIVE: 0x00000020,
+  NORMAL: 0x00000080,
+  TEMPORARY: 0x00000100,
+  SPARSE_FILE: 0x00000200,
+  OFFLINE: 0x00001000,
+  NOT_CONTENT_INDEXED: 0x00002000,
+} as const);
+
+/**
+ * The attributes stored: what MS-FSCC 2.6 lets a client set through FileBasicInformation (READONLY,
+ * HIDDEN, SYSTEM, ARCHIVE, TEMPORARY, OFFLINE, NOT_CONTENT_INDEXED) plus SPARSE_FILE, which
+ * FSCTL_SET_SPARSE sets. DIRECTORY and NORMAL are derived, never stored.
+ */
+export const DOS_ATTRS_STORED =
+  DosAttributes.READONLY |
+  DosAttributes.HIDDEN |
+  DosAttributes.SYSTEM |
+  DosAttributes.ARCHIVE |
+  DosAttributes.TEMPORARY |
+  DosAttributes.SPARSE_FILE |
+  DosAttributes.OFFLINE |
+  DosAttributes.NOT_CONTENT_INDEXED;
 
 /** Who is asking: from AUTH_SYS (after squashing) or an SMB session's user. */
 export interface Identity {

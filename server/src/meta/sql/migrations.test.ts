@@ -29,6 +29,8 @@ const CUR = MIGRATIONS;
 const WITH_NEXT = [...CUR, NEXT];
 /** The schema before random generations (migration 2). */
 const V1 = MIGRATIONS.slice(0, 1);
+/** The schema before creation times, DOS attributes and streams (migration 3). */
+const V2 = MIGRATIONS.slice(0, 2);
 
 /**
  * A share as DittoFS wrote it at schema version 1 (every generation 1): a root, a directory, a file
@@ -152,8 +154,9 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
         after.push(n);
         // The column default (for any insert that names no generation) is random too.
         const { rows } = await s.driver.query<{ g: string | number }>(
-          `INSERT INTO inodes (share_id, type, mode, uid, gid, nlink, atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec)
-           SELECT 78, 1, 420, 0, 0, 1, 0, 0, 0, 0, 0, 0 FROM generate_series(1, 3) RETURNING generation AS g`,
+          `INSERT INTO inodes (share_id, type, mode, uid, gid, nlink, atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
+                              btime_sec, btime_nsec)
+           SELECT 78, 1, 420, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0 FROM generate_series(1, 3) RETURNING generation AS g`,
         );
         const defaults = rows.map((r) => Number(r.g));
         assert.ok(defaults.every((g) => g > 1 && g < 2 ** 53) && new Set(defaults).size === 3, `defaults ${defaults.join(', ')}`);
@@ -167,6 +170,66 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
       try {
         assert.deepEqual(s.migration?.applied, []);
         for (const i of after) assert.equal((await s.getInode(i.id))?.generation, i.generation);
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('a store from before creation times gets what SMB reported before, keeping everything else', async () => {
+      const p = await place();
+      let s = p.store(V2);
+      await s.open();
+      assert.deepEqual(s.migration?.applied, [1, 2]);
+      const ids = await legacyTree(s.driver, 79);
+      // One file whose earliest time is its ctime, one whose times tie on seconds.
+      await s.driver.query('UPDATE inodes SET atime_sec = 50, mtime_sec = 40, ctime_sec = 30, ctime_nsec = 9 WHERE id = $1', [ids.link]);
+      await s.driver.query('UPDATE inodes SET atime_sec = 11, atime_nsec = 5, mtime_sec = 11, mtime_nsec = 4 WHERE id = $1', [ids.file]);
+      const before = await s.driver.query<{ id: string | number; g: string | number }>('SELECT id, generation AS g FROM inodes');
+      await s.close();
+
+      s = p.store();
+      await s.open();
+      try {
+        assert.deepEqual(s.migration, { applied: CUR.slice(2).map((m) => m.version), version: CUR.length });
+        const root = await s.ensureRoot(79, rootInit);
+        const dir = await s.lookup(root.id, Buffer.from('dir'));
+        const file = dir && (await s.lookup(dir.id, Buffer.from('file')));
+        const link = await s.getInode(ids.link);
+        assert.ok(dir && file && link);
+        assert.deepEqual(
+          [root.btime, dir.btime, file.btime, link.btime],
+          [
+            { sec: 10, nsec: 0 },
+            { sec: 10, nsec: 0 },
+            { sec: 11, nsec: 4 },
+            { sec: 30, nsec: 9 },
+          ],
+        );
+        assert.deepEqual([root.dosAttrs, dir.dosAttrs, file.dosAttrs, link.dosAttrs], [0, 0, 0x20, 0x20], 'ARCHIVE on all but directories');
+        assert.deepEqual([file.size, file.mode, file.mtime], [5, 0o644, { sec: 11, nsec: 4 }]);
+        assert.deepEqual(await s.getBlocks(file.id, 0, 10), [{ index: 0, key: 'k/0', length: 5, version: 1 }]);
+        for (const r of before.rows) assert.equal((await s.getInode(Number(r.id)))?.generation, Number(r.g), 'generations kept');
+        // New inodes get theirs; changes stick.
+        const n = await s.create(root.id, Buffer.from('new'), { ...rootInit, type: FileType.REG, dosAttrs: 0x2 }, { sec: 20, nsec: 1 });
+        assert.deepEqual([n.btime, n.dosAttrs], [{ sec: 20, nsec: 1 }, 0x2]);
+        await s.setAttr(file.id, { btime: { sec: 3, nsec: 0 }, dosAttrs: 0x1 });
+        // The columns are required: an insert that names no creation time is refused.
+        await assert.rejects(
+          s.driver.query(
+            `INSERT INTO inodes (share_id, type, mode, uid, gid, nlink, atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec)
+             VALUES (80, 1, 420, 0, 0, 1, 0, 0, 0, 0, 0, 0)`,
+          ),
+          /btime_sec/,
+        );
+      } finally {
+        await s.close();
+      }
+      s = p.store();
+      await s.open();
+      try {
+        assert.deepEqual(s.migration?.applied, []);
+        const f = await s.getInode(ids.file);
+        assert.deepEqual([f?.btime, f?.dosAttrs], [{ sec: 3, nsec: 0 }, 0x1]);
       } finally {
         await s.close();
       }

@@ -96,6 +96,37 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
          ADD CONSTRAINT inodes_generation_range CHECK (generation BETWEEN 1 AND ${2 ** 53 - 1})`,
     ],
   },
+  {
+    // SMB's creation time and DOS attributes, stored once for both protocols (DESIGN.md), and
+    // named streams (file:name:$DATA) as sub-objects of a file. Existing inodes keep what SMB
+    // reported for them before: the earliest of their three times as the creation time, ARCHIVE on
+    // everything that is not a directory. Two plain columns on the row every GETATTR reads already:
+    // no extra query on the NFS paths.
+    //
+    // A stream is an inode of its own (its data goes through the same block store and WAL as any
+    // file's, keyed by that inode id) named in `streams` by its file; it has no directory entry, so
+    // NFS never lists it, and it is freed with its file.
+    version: 3,
+    name: 'creation time, DOS attributes, named streams',
+    statements: [
+      `ALTER TABLE inodes
+         ADD COLUMN btime_sec  bigint,
+         ADD COLUMN btime_nsec integer,
+         ADD COLUMN dos_attrs  integer NOT NULL DEFAULT 0`,
+      `UPDATE inodes SET
+         (btime_sec, btime_nsec) = (SELECT t.s, t.n FROM (VALUES (atime_sec, atime_nsec), (mtime_sec, mtime_nsec), (ctime_sec, ctime_nsec)) AS t (s, n)
+                                    ORDER BY t.s, t.n LIMIT 1),
+         dos_attrs = CASE WHEN type = 2 THEN 0 ELSE 32 END`,
+      `ALTER TABLE inodes ALTER COLUMN btime_sec SET NOT NULL, ALTER COLUMN btime_nsec SET NOT NULL`,
+      `CREATE TABLE streams (
+        file  bigint NOT NULL REFERENCES inodes (id),
+        name  bytea  NOT NULL,
+        inode bigint NOT NULL REFERENCES inodes (id),
+        PRIMARY KEY (file, name)
+      )`,
+      `CREATE UNIQUE INDEX streams_inode ON streams (inode)`,
+    ],
+  },
 ]);
 
 export interface MigrationReport {

@@ -18,8 +18,9 @@ import { unlinkCounts } from '../links.js';
 import { VfsError, isVfsError } from '../../vfs/errors.js';
 import { randomGeneration } from '../../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
-import { FileType } from '../../vfs/types.js';
-import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage } from '../store.js';
+import { DOS_ATTRS_STORED, FileType } from '../../vfs/types.js';
+import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from '../store.js';
+import { MAX_STREAMS_PER_FILE } from '../store.js';
 import {
   CommitUncertainError,
   RetryTransaction,
@@ -122,10 +123,11 @@ const S = {
            ), i AS (
              INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
                                  atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
-                                 generation, parent, target, create_verifier)
+                                 generation, parent, target, create_verifier, btime_sec, btime_nsec, dos_attrs)
              SELECT d.share_id, $3::smallint, $4::integer, $5::bigint, $6::bigint, $7::bigint, $8::integer,
                     $9::integer, $10::integer, $11::bigint, $12::integer, $13::bigint, $14::integer,
-                    $15::bigint, $16::integer, $21::bigint, $17::bigint, $18::bytea, $19::bytea
+                    $15::bigint, $16::integer, $21::bigint, $17::bigint, $18::bytea, $19::bytea,
+                    $22::bigint, $23::integer, $24::integer
              FROM d
              RETURNING ${COLS}
            ), e AS (
@@ -138,8 +140,8 @@ const S = {
     name: 'dfs_insert_root_inode',
     text: `INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
                                atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
-                               generation, parent, target, create_verifier)
-           VALUES ($1, ${DIR}, $2, $3, $4, $5, 2, $6, $7, $8, $9, $10, $11, $12, $13, $16, 0, $14, $15)
+                               generation, parent, target, create_verifier, btime_sec, btime_nsec, dos_attrs)
+           VALUES ($1, ${DIR}, $2, $3, $4, $5, 2, $6, $7, $8, $9, $10, $11, $12, $13, $16, 0, $14, $15, $17, $18, $19)
            RETURNING id`,
   },
   setRootParent: { name: 'dfs_set_root_parent', text: `UPDATE inodes SET parent = id WHERE id = $1 RETURNING ${COLS}` },
@@ -157,11 +159,65 @@ const S = {
              atime_sec = coalesce($7::bigint, atime_sec), atime_nsec = coalesce($8::integer, atime_nsec),
              mtime_sec = coalesce($9::bigint, mtime_sec), mtime_nsec = coalesce($10::integer, mtime_nsec),
              ctime_sec = coalesce($11::bigint, ctime_sec), ctime_nsec = coalesce($12::integer, ctime_nsec),
+             btime_sec = coalesce($16::bigint, btime_sec), btime_nsec = coalesce($17::integer, btime_nsec),
+             dos_attrs = coalesce($18::integer, dos_attrs),
              create_verifier = CASE WHEN $13::boolean THEN NULL ELSE create_verifier END
            WHERE id = $1 AND ($14::bigint IS NULL OR (ctime_sec = $14::bigint AND ctime_nsec = $15::integer))
            RETURNING ${COLS}`,
   },
   exists: { name: 'dfs_exists', text: `SELECT 1 AS x FROM inodes WHERE id = $1` },
+  // Streams: one row with f_id (and NULL stream columns) when the file exists but has none.
+  listStreams: {
+    name: 'dfs_list_streams',
+    text: `SELECT f.id AS f_id, s.name AS s_name, ${inodeColumns('i')}
+           FROM inodes f LEFT JOIN streams s ON s.file = f.id LEFT JOIN inodes i ON i.id = s.inode
+           WHERE f.id = $1 ORDER BY s.name`,
+  },
+  lookupStream: {
+    name: 'dfs_lookup_stream',
+    text: `SELECT f.id AS f_id, ${inodeColumns('i')}
+           FROM inodes f LEFT JOIN streams s ON s.file = f.id AND s.name = $2 LEFT JOIN inodes i ON i.id = s.inode
+           WHERE f.id = $1`,
+  },
+  // One statement: the file row locked (a concurrent remove of the file waits, or has committed
+  // and there is no row), the count checked, the inode and its stream row inserted, the file's
+  // ctime moved. A concurrent create of the same name fails on the (file, name) key.
+  createStream: {
+    name: 'dfs_create_stream',
+    text: `WITH f AS (SELECT id, share_id FROM inodes WHERE id = $1::bigint FOR NO KEY UPDATE),
+           i AS (
+             INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
+                                 atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
+                                 generation, parent, target, create_verifier, btime_sec, btime_nsec, dos_attrs)
+             SELECT f.share_id, ${FileType.REG}, $3::integer, $4::bigint, $5::bigint, 0, 1, 0, 0,
+                    $6::bigint, $7::integer, $6::bigint, $7::integer, $6::bigint, $7::integer,
+                    $8::bigint, 0, NULL, NULL, $6::bigint, $7::integer, $9::integer
+             FROM f
+             WHERE (SELECT count(*) FROM streams WHERE file = $1::bigint) < $10::integer
+               AND NOT EXISTS (SELECT 1 FROM streams WHERE file = $1::bigint AND name = $2::bytea)
+             RETURNING ${COLS}
+           ), s AS (
+             INSERT INTO streams (file, name, inode) SELECT $1::bigint, $2::bytea, i.id FROM i
+           ), u AS (
+             UPDATE inodes SET ctime_sec = $6::bigint, ctime_nsec = $7::integer WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM i)
+           )
+           SELECT * FROM i`,
+  },
+  streamTaken: {
+    name: 'dfs_stream_taken',
+    text: `SELECT EXISTS (SELECT 1 FROM streams WHERE file = $1 AND name = $2) AS taken`,
+  },
+  removeStream: {
+    name: 'dfs_remove_stream',
+    text: `WITH s AS (DELETE FROM streams WHERE file = $1::bigint AND name = $2::bytea RETURNING inode),
+           d AS (DELETE FROM inodes WHERE id IN (SELECT inode FROM s) RETURNING ${COLS}),
+           u AS (UPDATE inodes SET ctime_sec = $3::bigint, ctime_nsec = $4::integer WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM s))
+           SELECT * FROM d`,
+  },
+  deleteStreamsOf: {
+    name: 'dfs_delete_streams_of',
+    text: `DELETE FROM streams WHERE file = ANY($1::bigint[]) RETURNING file, inode`,
+  },
   getBlocks: {
     name: 'dfs_get_blocks',
     text: `SELECT idx, key, length, version FROM blocks WHERE inode = $1 AND idx >= $2 AND idx < $3 ORDER BY idx`,
@@ -228,6 +284,8 @@ class Work {
   private readonly rows = new Map<number, InodeRow>();
   private readonly dirty = new Set<number>();
   private readonly freed = new Set<number>();
+  /** The results handed out for freed inodes: flush() adds the streams removed with them. */
+  private readonly results = new Map<number, RemoveResult>();
 
   constructor(private readonly tx: SqlExecutor) {}
 
@@ -304,14 +362,29 @@ class Work {
     const freed = unlinkCounts(dir, child);
     this.touch(child, now, false);
     this.touch(dir, now, true);
-    if (freed) this.freed.add(child.id);
+    const result: RemoveResult = { inode: publicInode(child), freed, streams: [] };
+    if (freed) {
+      this.freed.add(child.id);
+      this.results.set(child.id, result);
+    }
     // Block refs stay until the caller has freed the objects and called dropBlocks.
-    return { inode: publicInode(child), freed };
+    return result;
   }
 
   /** Writes every changed inode back and deletes the freed ones. */
   async flush(): Promise<void> {
-    if (this.freed.size > 0) await this.tx.query(S.deleteInodes, [[...this.freed]]);
+    if (this.freed.size > 0) {
+      // Streams go with their file (their rows first: they reference both inodes).
+      const st = await this.tx.query(S.deleteStreamsOf, [[...this.freed]]);
+      const gone = [...this.freed];
+      for (const r of st.rows) {
+        const streamId = toNumber(r.inode, 'inode');
+        gone.push(streamId);
+        this.results.get(toNumber(r.file, 'file'))?.streams.push(streamId);
+      }
+      for (const r of this.results.values()) r.streams.sort((a, b) => a - b);
+      await this.tx.query(S.deleteInodes, [gone]);
+    }
     const rows = [...this.dirty].filter((id) => !this.freed.has(id)).map((id) => this.inode(id));
     if (rows.length === 0) return;
     await this.tx.query(S.writeInodes, [
@@ -403,6 +476,9 @@ export class SqlMetadataStore implements MetadataStore {
         init.target,
         init.createVerifier,
         randomGeneration(),
+        (init.btime ?? now).sec,
+        (init.btime ?? now).nsec,
+        (init.dosAttrs ?? 0) & DOS_ATTRS_STORED,
       ]);
       const id = toNumber(ins.rows[0]?.id, 'id');
       const root = await tx.query(S.setRootParent, [id]);
@@ -500,6 +576,9 @@ export class SqlMetadataStore implements MetadataStore {
       init.createVerifier,
       isDir ? 1 : 0,
       randomGeneration(),
+      (init.btime ?? now).sec,
+      (init.btime ?? now).nsec,
+      (init.dosAttrs ?? 0) & DOS_ATTRS_STORED,
     ];
     // Not retried when the connection breaks in flight: a second run would answer EXIST.
     const ins = await mapUnique(() => this.q(S.createOne, params, { retryable: false }));
@@ -626,6 +705,9 @@ export class SqlMetadataStore implements MetadataStore {
       c.clearCreateVerifier === true,
       guardCtime?.sec ?? null,
       guardCtime?.nsec ?? null,
+      c.btime?.sec ?? null,
+      c.btime?.nsec ?? null,
+      c.dosAttrs === undefined ? null : c.dosAttrs & DOS_ATTRS_STORED,
     ];
     // One statement, so atomic on its own. Without a guard it is idempotent (absolute values and
     // max(size, growTo)) and may run again after a lost connection; with one, a second run would
@@ -635,6 +717,52 @@ export class SqlMetadataStore implements MetadataStore {
     const exists = await this.q(S.exists, [id]);
     if (exists.rows.length === 0) throw new VfsError('STALE', `inode ${id} does not exist`);
     throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
+  }
+
+  async listStreams(fileId: number): Promise<StreamEntry[]> {
+    const { rows } = await this.q(S.listStreams, [fileId]);
+    if (rows.length === 0) throw new VfsError('STALE', `inode ${fileId} does not exist`);
+    const out: StreamEntry[] = [];
+    for (const r of rows) {
+      if (r.s_name === null || r.s_name === undefined) continue;
+      out.push({ name: toBuffer(r.s_name, 'name'), inode: publicInode(inodeRow(r)) });
+    }
+    return out;
+  }
+
+  async lookupStream(fileId: number, name: Buffer): Promise<Inode | null> {
+    const { rows } = await this.q(S.lookupStream, [fileId, name]);
+    const r = rows[0];
+    if (!r) throw new VfsError('STALE', `inode ${fileId} does not exist`);
+    return r.id !== null && r.id !== undefined ? publicInode(inodeRow(r)) : null;
+  }
+
+  async createStream(fileId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
+    const params = [
+      fileId,
+      name,
+      init.mode & 0o7777,
+      init.uid,
+      init.gid,
+      now.sec,
+      now.nsec,
+      randomGeneration(),
+      (init.dosAttrs ?? 0) & DOS_ATTRS_STORED,
+      MAX_STREAMS_PER_FILE,
+    ];
+    // Not retried when the connection breaks in flight: a second run would answer EXIST.
+    const ins = await mapUnique(() => this.q(S.createStream, params, { retryable: false }));
+    if (ins.rows[0]) return publicInode(inodeRow(ins.rows[0]));
+    if (!(await this.getInode(fileId))) throw new VfsError('STALE', `inode ${fileId} does not exist`);
+    const taken = await this.q(S.streamTaken, [fileId, name]);
+    if (taken.rows[0]?.taken === true) throw new VfsError('EXIST', 'stream exists');
+    throw new VfsError('NOSPC', 'too many streams on one file');
+  }
+
+  async removeStream(fileId: number, name: Buffer, now: Timespec): Promise<Inode> {
+    const { rows } = await this.tx(async (tx) => tx.query(S.removeStream, [fileId, name, now.sec, now.nsec]));
+    if (!rows[0]) throw new VfsError('NOENT', 'no such stream');
+    return publicInode(inodeRow(rows[0]));
   }
 
   async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {

@@ -1,0 +1,225 @@
+// FSCTLs over the real file service (memory stores): server-side copy with resume keys and the
+// limits of MS-SMB2 3.3.5.15.6, SET_SPARSE, QUERY_ALLOCATED_RANGES; and the SRV_COPYCHUNK codecs.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { memoryServer } from '../testing/memory-server.js';
+import { DosAttributes } from '../vfs/types.js';
+import { SmbWriter, utf16 } from './codec.js';
+import { Access, CreateDisposition, IOCTL_IS_FSCTL } from './constants.js';
+import * as files from './files.js';
+import {
+  COPYCHUNK_LIMITS,
+  decodeCopyChunkCopy,
+  encodeCopyChunkCopy,
+  FsctlCode,
+  ioctl,
+  type CopyChunkCopy,
+  type IoctlHost,
+} from './ioctl.js';
+import type { CreateRequest, IoctlRequest } from './messages.js';
+import type { Open, Session, Tree } from './state.js';
+import { NtStatus, SmbStatusError } from './status.js';
+
+const alice = { uid: 1000, gid: 1000, gids: [] };
+
+async function setup() {
+  const srv = await memoryServer();
+  const share = srv.fs.shares()[0]!;
+  const session = { id: 1, trees: new Map() } as unknown as Session;
+  const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly: false, maximalAccess: 0x001f01ff };
+  const c: files.FileContext = { fs: srv.fs, session, tree, share, id: alice, maxRead: 1 << 20, maxWrite: 1 << 20, maxTransact: 1 << 20 };
+  const opens = new Map<number, Open>();
+  const open = async (name: string, access = Access.GENERIC_READ | Access.GENERIC_WRITE): Promise<Open> => {
+    const req: CreateRequest = {
+      requestedOplockLevel: 0,
+      impersonationLevel: 2,
+      desiredAccess: access,
+      fileAttributes: 0,
+      shareAccess: 7,
+      createDisposition: CreateDisposition.OPEN_IF,
+      createOptions: 0,
+      name: utf16(name),
+      contexts: [],
+    };
+    let got: Open | null = null;
+    await files.create(c, req, new SmbWriter(), (o) => {
+      opens.set(o.id, o);
+      got = o;
+    });
+    return got!;
+  };
+  const host = (target: Open): IoctlHost => ({
+    validateNegotiate: () => Buffer.alloc(0),
+    findOpen: () => target,
+    openById: (id) => opens.get(id),
+    fileContext: () => c,
+  });
+  /** Runs one FSCTL: its status and output buffer (the IOCTL response body's tail). */
+  const fsctl = async (
+    target: Open,
+    ctlCode: number,
+    input: Buffer,
+    maxOutputResponse = 65536,
+  ): Promise<{ status: number; out: Buffer }> => {
+    const req: IoctlRequest = { ctlCode, fileId: target.fileId, input, maxOutputResponse, flags: IOCTL_IS_FSCTL };
+    const w = new SmbWriter();
+    try {
+      const r = await ioctl(host(target), req, w);
+      const body = w.finish();
+      return { status: r.status, out: body.subarray(48, 48 + body.readUInt32LE(36)) };
+    } catch (e) {
+      if (e instanceof SmbStatusError) return { status: e.status, out: Buffer.alloc(0) };
+      throw e;
+    }
+  };
+  const write = (o: Open, data: Buffer, offset = 0) => files.write(c, o, { offset, fileId: o.fileId, flags: 0, data });
+  const read = (o: Open, offset: number, length: number) =>
+    files.read(c, o, { flags: 0, length, offset, fileId: o.fileId, minimumCount: 0 });
+  return { srv, c, open, fsctl, write, read };
+}
+
+const pattern = (n: number, seed = 0): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff));
+
+describe('FSCTL server-side copy (SRV_REQUEST_RESUME_KEY + SRV_COPYCHUNK)', () => {
+  it('copies chunks between files and within one, and answers the limits when asked too much', async () => {
+    const { srv, open, fsctl, write, read } = await setup();
+    const src = await open('src');
+    const data = pattern(10000);
+    await write(src, data);
+    const key = await fsctl(src, FsctlCode.SRV_REQUEST_RESUME_KEY, Buffer.alloc(0), 32);
+    assert.equal(key.status, NtStatus.SUCCESS);
+    assert.equal(key.out.length, 32);
+    const sourceKey = key.out.subarray(0, 24);
+    const dst = await open('dst');
+    const copy = (
+      x: Omit<CopyChunkCopy, 'sourceKey' | 'chunkCount'>,
+      target = dst,
+      code: number = FsctlCode.SRV_COPYCHUNK,
+      k = sourceKey,
+    ) => fsctl(target, code, encodeCopyChunkCopy({ sourceKey: k, chunkCount: x.chunks.length, chunks: x.chunks }), 12);
+    let r = await copy({
+      chunks: [
+        { sourceOffset: 0, targetOffset: 0, length: 4096 },
+        { sourceOffset: 4096, targetOffset: 4096, length: 5904 },
+        { sourceOffset: 0, targetOffset: 20000, length: 100 },
+      ],
+    });
+    assert.equal(r.status, NtStatus.SUCCESS);
+    assert.deepEqual([r.out.readUInt32LE(0), r.out.readUInt32LE(4), r.out.readUInt32LE(8)], [3, 0, 10100]);
+    assert.deepEqual(await read(dst, 0, 10000), data);
+    assert.deepEqual(await read(dst, 10000, 10000), Buffer.alloc(10000), 'the gap reads as zeros');
+    assert.deepEqual(await read(dst, 20000, 100), data.subarray(0, 100));
+    // Within one file, overlapping: the chunk is read whole before it is written.
+    r = await copy({ chunks: [{ sourceOffset: 0, targetOffset: 2040, length: 2048 }] }, src);
+    assert.equal(r.status, NtStatus.SUCCESS);
+    assert.deepEqual(await read(src, 2040, 2048), data.subarray(0, 2048));
+    // Past the source's end: INVALID_VIEW_SIZE, with what was done before.
+    r = await copy({
+      chunks: [
+        { sourceOffset: 0, targetOffset: 0, length: 10 },
+        { sourceOffset: 9000, targetOffset: 0, length: 4096 },
+      ],
+    });
+    assert.equal(r.status, NtStatus.INVALID_VIEW_SIZE);
+    assert.deepEqual([r.out.readUInt32LE(0), r.out.readUInt32LE(8)], [1, 10]);
+    // Past the limits (chunk count, chunk size, total, a zero-length chunk): INVALID_PARAMETER with the limits.
+    const limits = [COPYCHUNK_LIMITS.maxChunks, COPYCHUNK_LIMITS.maxChunkSize, COPYCHUNK_LIMITS.maxTotal];
+    for (const chunks of [
+      [{ sourceOffset: 0, targetOffset: 0, length: 0xffffffff }],
+      [{ sourceOffset: 0, targetOffset: 0, length: 0 }],
+      Array.from({ length: 17 }, () => ({ sourceOffset: 0, targetOffset: 0, length: COPYCHUNK_LIMITS.maxChunkSize })),
+      Array.from({ length: COPYCHUNK_LIMITS.maxChunks + 1 }, () => ({ sourceOffset: 0, targetOffset: 0, length: 1 })),
+    ]) {
+      r = await copy({ chunks });
+      assert.equal(r.status, NtStatus.INVALID_PARAMETER);
+      assert.deepEqual([r.out.readUInt32LE(0), r.out.readUInt32LE(4), r.out.readUInt32LE(8)], limits);
+    }
+    // An input shorter than its ChunkCount says: the limits too.
+    const short = encodeCopyChunkCopy({ sourceKey, chunkCount: 2, chunks: [{ sourceOffset: 0, targetOffset: 0, length: 10 }] });
+    r = await fsctl(dst, FsctlCode.SRV_COPYCHUNK, short, 12);
+    assert.deepEqual([r.status, r.out.readUInt32LE(0)], [NtStatus.INVALID_PARAMETER, COPYCHUNK_LIMITS.maxChunks]);
+    const before = await read(dst, 0, 100);
+    // A wrong key, a too small output buffer, a target without read access (COPYCHUNK, not _WRITE).
+    const bad = Buffer.from(sourceKey);
+    bad[20]! ^= 1;
+    assert.equal(
+      (await copy({ chunks: [{ sourceOffset: 0, targetOffset: 0, length: 10 }] }, dst, FsctlCode.SRV_COPYCHUNK, bad)).status,
+      NtStatus.OBJECT_NAME_NOT_FOUND,
+    );
+    const one = encodeCopyChunkCopy({ sourceKey, chunkCount: 1, chunks: [{ sourceOffset: 0, targetOffset: 0, length: 10 }] });
+    assert.equal((await fsctl(dst, FsctlCode.SRV_COPYCHUNK, one, 11)).status, NtStatus.INVALID_PARAMETER);
+    const writeOnly = await open('dst', Access.FILE_WRITE_DATA);
+    assert.equal((await fsctl(writeOnly, FsctlCode.SRV_COPYCHUNK, one, 12)).status, NtStatus.ACCESS_DENIED);
+    assert.equal((await fsctl(writeOnly, FsctlCode.SRV_COPYCHUNK_WRITE, one, 12)).status, NtStatus.SUCCESS);
+    const readOnlySrc = await open('src', Access.FILE_WRITE_DATA);
+    const k2 = (await fsctl(readOnlySrc, FsctlCode.SRV_REQUEST_RESUME_KEY, Buffer.alloc(0), 32)).out.subarray(0, 24);
+    assert.equal(
+      (
+        await fsctl(
+          dst,
+          FsctlCode.SRV_COPYCHUNK,
+          encodeCopyChunkCopy({ sourceKey: k2, chunkCount: 1, chunks: [{ sourceOffset: 0, targetOffset: 0, length: 10 }] }),
+          12,
+        )
+      ).status,
+      NtStatus.ACCESS_DENIED,
+    );
+    assert.deepEqual(await read(dst, 0, 100), before, 'refused copies changed nothing');
+    await srv.close();
+  });
+
+  it('decodes what it encodes; arbitrary bytes decode or fail with INVALID_PARAMETER', () => {
+    const chunk = fc.record({
+      sourceOffset: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      targetOffset: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      length: fc.integer({ min: 0, max: 0xffffffff }),
+    });
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 24, maxLength: 24 }), fc.array(chunk, { maxLength: 20 }), (key, chunks) => {
+        const x: CopyChunkCopy = { sourceKey: Buffer.from(key), chunkCount: chunks.length, chunks: chunks.map((c) => ({ ...c })) };
+        assert.deepEqual(decodeCopyChunkCopy(encodeCopyChunkCopy(x)), x);
+      }),
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        try {
+          decodeCopyChunkCopy(Buffer.from(bytes));
+        } catch (e) {
+          assert.ok(e instanceof SmbStatusError && e.status === NtStatus.INVALID_PARAMETER, String(e));
+        }
+      }),
+    );
+  });
+});
+
+describe('FSCTL SET_SPARSE, QUERY_ALLOCATED_RANGES, snapshots, reparse points', () => {
+  it('sets and clears the sparse attribute; reports the written range; no snapshots; no reparse points', async () => {
+    const { srv, c, open, fsctl, write } = await setup();
+    const f = await open('f');
+    await write(f, pattern(5000));
+    assert.equal((await fsctl(f, FsctlCode.SET_SPARSE, Buffer.alloc(0))).status, NtStatus.SUCCESS);
+    assert.equal((await c.fs.resolve(f.handle)).inode.dosAttrs & DosAttributes.SPARSE_FILE, DosAttributes.SPARSE_FILE);
+    assert.equal((await fsctl(f, FsctlCode.SET_SPARSE, Buffer.from([0]))).status, NtStatus.SUCCESS);
+    assert.equal((await c.fs.resolve(f.handle)).inode.dosAttrs & DosAttributes.SPARSE_FILE, 0);
+    const range = (offset: number, length: number) => {
+      const b = Buffer.alloc(16);
+      b.writeBigInt64LE(BigInt(offset), 0);
+      b.writeBigInt64LE(BigInt(length), 8);
+      return b;
+    };
+    let r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(1000, 1 << 20));
+    assert.equal(r.status, NtStatus.SUCCESS);
+    assert.deepEqual([Number(r.out.readBigInt64LE(0)), Number(r.out.readBigInt64LE(8))], [1000, 4000]);
+    r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(6000, 10));
+    assert.deepEqual([r.status, r.out.length], [NtStatus.SUCCESS, 0], 'nothing past the end');
+    assert.equal((await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(-1, 10))).status, NtStatus.INVALID_PARAMETER);
+    assert.equal((await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, Buffer.alloc(8))).status, NtStatus.INVALID_PARAMETER);
+    r = await fsctl(f, FsctlCode.SRV_ENUMERATE_SNAPSHOTS, Buffer.alloc(0), 16);
+    assert.deepEqual([r.status, r.out], [NtStatus.SUCCESS, Buffer.alloc(16)]);
+    assert.equal((await fsctl(f, FsctlCode.SRV_ENUMERATE_SNAPSHOTS, Buffer.alloc(0), 15)).status, NtStatus.INVALID_PARAMETER);
+    assert.equal((await fsctl(f, FsctlCode.GET_REPARSE_POINT, Buffer.alloc(0))).status, NtStatus.NOT_A_REPARSE_POINT);
+    assert.equal((await fsctl(f, 0x00090000, Buffer.alloc(0))).status, NtStatus.NOT_SUPPORTED);
+    await srv.close();
+  });
+});

@@ -1,0 +1,297 @@
+// MS-SMB2 3.3.5.15 IOCTL: the FSCTLs of a disk tree (server-side copy with resume keys, sparse
+// files, allocated ranges, snapshots, compression, reparse points) and the connection-level ones
+// (VALIDATE_NEGOTIATE_INFO, DFS referrals) through the IoctlHost the connection provides.
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { DosAttributes } from '../vfs/types.js';
+import { SmbWriter } from './codec.js';
+import { Access, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
+import type { FileContext } from './files.js';
+import { type IoctlRequest, writeIoctlResponse } from './messages.js';
+import type { Open } from './state.js';
+import { NtStatus, SmbStatusError } from './status.js';
+
+const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
+
+/** FSCTL codes of MS-FSCC 2.3 and MS-SMB2 2.2.31 handled here, besides the connection's own (constants.ts). */
+export const FsctlCode = Object.freeze({
+  SRV_REQUEST_RESUME_KEY: 0x00140078,
+  SRV_COPYCHUNK: 0x001440f2,
+  SRV_COPYCHUNK_WRITE: 0x001480f2,
+  SRV_ENUMERATE_SNAPSHOTS: 0x00144064,
+  SET_SPARSE: 0x000900c4,
+  QUERY_ALLOCATED_RANGES: 0x000940cf,
+  GET_COMPRESSION: 0x0009003c,
+  SET_COMPRESSION: 0x0009c040,
+  GET_REPARSE_POINT: 0x000900a8,
+  SET_REPARSE_POINT: 0x000900a4,
+  DELETE_REPARSE_POINT: 0x000900ac,
+} as const);
+
+/**
+ * Server-side copy limits (MS-SMB2 3.3.3: ServerSideCopyMaxNumberofChunks, MaxChunkSize,
+ * MaxDataSize; these are Windows' defaults). A request past them gets STATUS_INVALID_PARAMETER
+ * with the limits in the response (3.3.5.15.6).
+ */
+export const COPYCHUNK_LIMITS = Object.freeze({ maxChunks: 256, maxChunkSize: 1024 * 1024, maxTotal: 16 * 1024 * 1024 });
+
+/** What the IOCTL handler needs from its connection. */
+export interface IoctlHost {
+  /** 3.3.5.15.12: the connection checks its negotiation and answers (or drops itself and throws). */
+  validateNegotiate(input: Buffer): Buffer;
+  /** The open the request's FileId names (compound-aware); throws when there is none. */
+  findOpen(fileId: Buffer): Open;
+  /** Any open of this connection by open id (a copy's source may be on another tree). */
+  openById(id: number): Open | undefined;
+  /** The file context of the request's tree, null on IPC$. */
+  fileContext(): FileContext | null;
+}
+
+// ---- 2.2.31.1 SRV_COPYCHUNK_COPY / 2.2.32.1 SRV_COPYCHUNK_RESPONSE / 2.2.32.3 SRV_REQUEST_RESUME_KEY ----
+
+export interface CopyChunk {
+  sourceOffset: number;
+  targetOffset: number;
+  length: number;
+}
+
+export interface CopyChunkCopy {
+  sourceKey: Buffer;
+  /** The ChunkCount field (may exceed chunks.length only when decoding was stopped at the cap). */
+  chunkCount: number;
+  chunks: CopyChunk[];
+}
+
+export interface CopyChunkResponse {
+  chunksWritten: number;
+  chunkBytesWritten: number;
+  totalBytesWritten: number;
+}
+
+const u64 = (b: Buffer, at: number): number => {
+  const hi = b.readUInt32LE(at + 4);
+  if (hi > 0x1fffff) throw fail(NtStatus.INVALID_PARAMETER, 'offset above 2^53');
+  return hi * 2 ** 32 + b.readUInt32LE(at);
+};
+
+/**
+ * Decodes SRV_COPYCHUNK_COPY. Chunks past COPYCHUNK_LIMITS.maxChunks are not read (the request is
+ * refused with the limits anyway), so a hostile ChunkCount costs nothing.
+ */
+export function decodeCopyChunkCopy(b: Buffer): CopyChunkCopy {
+  if (b.length < 32) throw fail(NtStatus.INVALID_PARAMETER, 'SRV_COPYCHUNK_COPY shorter than 32 bytes');
+  const chunkCount = b.readUInt32LE(24);
+  const chunks: CopyChunk[] = [];
+  if (chunkCount <= COPYCHUNK_LIMITS.maxChunks) {
+    if (b.length < 32 + chunkCount * 24) throw fail(NtStatus.INVALID_PARAMETER, 'SRV_COPYCHUNK_COPY chunks truncated');
+    for (let i = 0; i < chunkCount; i++) {
+      const at = 32 + i * 24;
+      chunks.push({ sourceOffset: u64(b, at), targetOffset: u64(b, at + 8), length: b.readUInt32LE(at + 16) });
+    }
+  }
+  return { sourceKey: Buffer.from(b.subarray(0, 24)), chunkCount, chunks };
+}
+
+export function encodeCopyChunkCopy(x: CopyChunkCopy): Buffer {
+  const w = new SmbWriter(32 + 24 * x.chunks.length);
+  w.bytes(x.sourceKey).u32(x.chunkCount).u32(0);
+  for (const c of x.chunks) w.u64(c.sourceOffset).u64(c.targetOffset).u32(c.length).u32(0);
+  return w.finish();
+}
+
+export function encodeCopyChunkResponse(r: CopyChunkResponse): Buffer {
+  return new SmbWriter(12).u32(r.chunksWritten).u32(r.chunkBytesWritten).u32(r.totalBytesWritten).finish();
+}
+
+// ---- resume keys -------------------------------------------------------------------------------------
+
+/** Resume keys live as long as their open (a WeakMap: nothing to clean up, no table to cap). */
+const resumeKeys = new WeakMap<Open, Buffer>();
+
+/** 24 bytes: the open id (8, so the key finds its open) and 16 random bytes (so keys cannot be guessed). */
+export function resumeKeyOf(open: Open): Buffer {
+  let key = resumeKeys.get(open);
+  if (!key) {
+    key = Buffer.alloc(24);
+    key.writeUInt32LE(open.id % 2 ** 32, 0);
+    key.writeUInt32LE(Math.floor(open.id / 2 ** 32), 4);
+    randomBytes(16).copy(key, 8);
+    resumeKeys.set(open, key);
+  }
+  return key;
+}
+
+function openByResumeKey(host: IoctlHost, key: Buffer): Open | null {
+  const id = key.readUInt32LE(4) * 2 ** 32 + key.readUInt32LE(0);
+  const open = host.openById(id);
+  const want = open && resumeKeys.get(open);
+  return open && want && timingSafeEqual(want, key) ? open : null;
+}
+
+// ---- the FSCTLs ------------------------------------------------------------------------------------
+
+function requireFile(host: IoctlHost, req: IoctlRequest): { c: FileContext; open: Open } {
+  const c = host.fileContext();
+  if (!c) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'not a disk tree');
+  return { c, open: host.findOpen(req.fileId) };
+}
+
+function reply(w: SmbWriter, req: IoctlRequest, out: Buffer, status: number = NtStatus.SUCCESS): { status: number; data: null } {
+  writeIoctlResponse(w, req.ctlCode, req.fileId, out);
+  return { status, data: null };
+}
+
+/** MS-SMB2 3.3.5.15.6 server-side copy: chunks read from the source open and written through the target. */
+async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: null }> {
+  const { c, open: target } = requireFile(host, req);
+  // In MS-SMB2 3.3.5.15.6's order: the source by its key, the output room, then the limits.
+  const source = req.input.length >= 24 ? openByResumeKey(host, req.input.subarray(0, 24)) : null;
+  if (!source || source.tree.session !== target.tree.session) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'no open with that resume key');
+  if (req.maxOutputResponse < 12) throw fail(NtStatus.INVALID_PARAMETER, 'MaxOutputResponse below SRV_COPYCHUNK_RESPONSE');
+  const limits = (): { status: number; data: null } =>
+    reply(
+      w,
+      req,
+      encodeCopyChunkResponse({
+        chunksWritten: COPYCHUNK_LIMITS.maxChunks,
+        chunkBytesWritten: COPYCHUNK_LIMITS.maxChunkSize,
+        totalBytesWritten: COPYCHUNK_LIMITS.maxTotal,
+      }),
+      NtStatus.INVALID_PARAMETER,
+    );
+  let copy: CopyChunkCopy;
+  try {
+    copy = decodeCopyChunkCopy(req.input);
+  } catch {
+    return limits(); // an input shorter than its ChunkCount says
+  }
+  if (copy.chunkCount > COPYCHUNK_LIMITS.maxChunks) return limits();
+  let total = 0;
+  for (const ch of copy.chunks) {
+    if (ch.length === 0 || ch.length > COPYCHUNK_LIMITS.maxChunkSize) return limits();
+    total += ch.length;
+  }
+  if (total > COPYCHUNK_LIMITS.maxTotal) return limits();
+  if (source.isDir || target.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'copy of a directory');
+  if ((source.grantedAccess & Access.FILE_READ_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'source not open for reading');
+  // FSCTL_SRV_COPYCHUNK also needs the target readable (3.3.5.15.6); the _WRITE form does not.
+  const needs = Access.FILE_WRITE_DATA | (req.ctlCode === FsctlCode.SRV_COPYCHUNK ? Access.FILE_READ_DATA : 0);
+  if ((target.grantedAccess & needs) !== needs) throw fail(NtStatus.ACCESS_DENIED, 'target not open for writing');
+  const sourceCtx = source.tree === target.tree ? c : { ...c, tree: source.tree, share: source.share };
+  let chunksWritten = 0;
+  let written = 0;
+  for (const ch of copy.chunks) {
+    // Each chunk is read whole before it is written: an overlapping copy within one file reads
+    // the data as it was (what Windows 2012 does, with its 1 MiB buffer).
+    const r = await sourceCtx.fs.read(source.handle, sourceCtx.id, ch.sourceOffset, ch.length);
+    if (r.data.length < ch.length) {
+      return reply(
+        w,
+        req,
+        encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }),
+        NtStatus.INVALID_VIEW_SIZE,
+      );
+    }
+    await c.fs.write(target.handle, c.id, ch.targetOffset, r.data, false);
+    chunksWritten++;
+    written += ch.length;
+  }
+  return reply(w, req, encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }));
+}
+
+/** MS-FSCC 2.3.64 FSCTL_SET_SPARSE: FILE_SET_SPARSE_BUFFER (optional: no buffer means set). */
+async function setSparse(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: null }> {
+  const { c, open } = requireFile(host, req);
+  if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'a directory cannot be sparse');
+  if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_APPEND_DATA)) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'SET_SPARSE needs write access');
+  const sparse = req.input.length === 0 || req.input[0] !== 0;
+  const { inode } = await c.fs.resolve(open.handle);
+  const dosAttrs = sparse ? inode.dosAttrs | DosAttributes.SPARSE_FILE : inode.dosAttrs & ~DosAttributes.SPARSE_FILE;
+  if (dosAttrs !== inode.dosAttrs) await c.fs.setattr(open.handle, c.id, { dosAttrs });
+  return reply(w, req, Buffer.alloc(0));
+}
+
+/**
+ * MS-FSCC 2.3.51 FSCTL_QUERY_ALLOCATED_RANGES: the requested range cut to the file's size, as one
+ * range. Holes are not reported (data may still sit in the WAL, not in the block map, and the
+ * answer must not call written data a hole); MS-FSCC allows reporting a sparse region as allocated.
+ */
+async function queryAllocatedRanges(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: null }> {
+  const { c, open } = requireFile(host, req);
+  if (req.input.length < 16) throw fail(NtStatus.INVALID_PARAMETER, 'FILE_ALLOCATED_RANGE_BUFFER shorter than 16 bytes');
+  if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'a directory has no ranges');
+  if ((open.grantedAccess & Access.FILE_READ_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED);
+  const offset = Number(req.input.readBigInt64LE(0));
+  const length = Number(req.input.readBigInt64LE(8));
+  if (offset < 0 || length < 0 || offset + length > Number.MAX_SAFE_INTEGER) throw fail(NtStatus.INVALID_PARAMETER, 'bad range');
+  const { inode } = await c.fs.resolve(open.handle);
+  const end = Math.min(offset + length, inode.size);
+  if (end <= offset) return reply(w, req, Buffer.alloc(0));
+  if (req.maxOutputResponse < 16) throw fail(NtStatus.BUFFER_TOO_SMALL, 'no room for one range');
+  return reply(
+    w,
+    req,
+    new SmbWriter(16)
+      .u64(offset)
+      .u64(end - offset)
+      .finish(),
+  );
+}
+
+export async function ioctl(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: Buffer | null }> {
+  if ((req.flags & IOCTL_IS_FSCTL) === 0) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'not an FSCTL');
+  switch (req.ctlCode) {
+    case Fsctl.DFS_GET_REFERRALS:
+    case Fsctl.DFS_GET_REFERRALS_EX:
+      // No DFS namespace here (what smbd answers; clients go on without DFS).
+      throw fail(NtStatus.NOT_FOUND);
+    case Fsctl.VALIDATE_NEGOTIATE_INFO:
+      return reply(w, req, host.validateNegotiate(req.input));
+    case Fsctl.PIPE_TRANSCEIVE:
+      throw fail(NtStatus.INVALID_DEVICE_REQUEST);
+    case FsctlCode.SRV_REQUEST_RESUME_KEY: {
+      const { open } = requireFile(host, req);
+      if (req.maxOutputResponse < 32) throw fail(NtStatus.INVALID_PARAMETER, 'MaxOutputResponse below SRV_REQUEST_RESUME_KEY');
+      // ResumeKey, ContextLength 0, and 4 bytes of (empty) Context, as Windows answers.
+      return reply(w, req, new SmbWriter(32).bytes(resumeKeyOf(open)).u32(0).u32(0).finish());
+    }
+    case FsctlCode.SRV_COPYCHUNK:
+    case FsctlCode.SRV_COPYCHUNK_WRITE:
+      return copyChunk(host, req, w);
+    case FsctlCode.SRV_ENUMERATE_SNAPSHOTS: {
+      // 2.2.32.2 SRV_SNAPSHOT_ARRAY: no snapshots (NumberOfSnapShots, Returned, ArraySize all 0).
+      requireFile(host, req);
+      if (req.maxOutputResponse < 16) throw fail(NtStatus.INVALID_PARAMETER, 'MaxOutputResponse below 16');
+      return reply(w, req, Buffer.alloc(16));
+    }
+    case FsctlCode.SET_SPARSE:
+      return setSparse(host, req, w);
+    case FsctlCode.QUERY_ALLOCATED_RANGES:
+      return queryAllocatedRanges(host, req, w);
+    case FsctlCode.GET_COMPRESSION:
+      // 2.3.22: COMPRESSION_FORMAT_NONE; nothing here is compressed.
+      requireFile(host, req);
+      if (req.maxOutputResponse < 2) throw fail(NtStatus.INVALID_PARAMETER, 'MaxOutputResponse below 2');
+      return reply(w, req, Buffer.alloc(2));
+    case FsctlCode.SET_COMPRESSION: {
+      // 2.3.67: turning compression off is a no-op; turning it on is not supported.
+      const { open } = requireFile(host, req);
+      if (req.input.length < 2) throw fail(NtStatus.INVALID_PARAMETER, 'COMPRESSION_STATE shorter than 2 bytes');
+      if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+      if (req.input.readUInt16LE(0) !== 0) throw fail(NtStatus.NOT_SUPPORTED, 'compression is not supported');
+      return reply(w, req, Buffer.alloc(0));
+    }
+    case FsctlCode.GET_REPARSE_POINT:
+      // Symbolic links are served as links (NFS), not as reparse points.
+      requireFile(host, req);
+      throw fail(NtStatus.NOT_A_REPARSE_POINT);
+    case FsctlCode.SET_REPARSE_POINT:
+    case FsctlCode.DELETE_REPARSE_POINT:
+      requireFile(host, req);
+      throw fail(NtStatus.NOT_SUPPORTED, 'reparse points are not supported');
+    default:
+      // An unknown FSCTL on a handle that is not open (also the closed one a compound passes on) is FILE_CLOSED first.
+      if (host.fileContext()) host.findOpen(req.fileId);
+      throw fail(NtStatus.NOT_SUPPORTED, `FSCTL 0x${req.ctlCode.toString(16)} is not supported`);
+  }
+}

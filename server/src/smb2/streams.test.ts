@@ -1,0 +1,153 @@
+// Named streams through the SMB file commands over the real file service (memory stores), and the
+// FILE_STREAM_INFORMATION codec.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { memoryServer } from '../testing/memory-server.js';
+import { SmbWriter, utf16 } from './codec.js';
+import { Access, CreateDisposition, FileInfoClass, InfoType } from './constants.js';
+import * as files from './files.js';
+import type { CreateRequest } from './messages.js';
+import type { Open, Session, Tree } from './state.js';
+import { NtStatus, SmbStatusError } from './status.js';
+import { decodeStreamInformation, encodeStreamInformation, splitStreamPath } from './streams.js';
+
+const alice = { uid: 1000, gid: 1000, gids: [] };
+
+async function setup() {
+  const srv = await memoryServer();
+  const share = srv.fs.shares()[0]!;
+  const session = { id: 1, trees: new Map() } as unknown as Session;
+  const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly: false, maximalAccess: 0x001f01ff };
+  const c: files.FileContext = { fs: srv.fs, session, tree, share, id: alice, maxRead: 1 << 20, maxWrite: 1 << 20, maxTransact: 1 << 20 };
+  const open = async (name: string, disposition: number, options = 0): Promise<Open> => {
+    const req: CreateRequest = {
+      requestedOplockLevel: 0,
+      impersonationLevel: 2,
+      desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
+      fileAttributes: 0,
+      shareAccess: 7,
+      createDisposition: disposition,
+      createOptions: options,
+      name: utf16(name),
+      contexts: [],
+    };
+    let got: Open | null = null;
+    await files.create(c, req, new SmbWriter(), (o) => (got = o));
+    return got!;
+  };
+  const write = (o: Open, data: string, offset = 0) => files.write(c, o, { offset, fileId: o.fileId, flags: 0, data: Buffer.from(data) });
+  const read = async (o: Open, length = 100) =>
+    (await files.read(c, o, { flags: 0, length, offset: 0, fileId: o.fileId, minimumCount: 0 }).catch(() => Buffer.alloc(0))).toString();
+  const streams = async (o: Open) =>
+    decodeStreamInformation(
+      (
+        await files.queryInfo(c, o, {
+          infoType: InfoType.FILE,
+          infoClass: FileInfoClass.FileStreamInformation,
+          outputBufferLength: 65536,
+          input: Buffer.alloc(0),
+          additionalInformation: 0,
+          flags: 0,
+          fileId: o.fileId,
+        })
+      ).output,
+    ).map((e) => `${e.name}=${e.size}`);
+  const close = (o: Open) => files.close(c, o, 0, new SmbWriter());
+  return { srv, c, open, write, read, streams, close };
+}
+
+async function status(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+    return NtStatus.SUCCESS;
+  } catch (e) {
+    if (e instanceof SmbStatusError) return e.status;
+    throw e;
+  }
+}
+
+describe('named streams over SMB', () => {
+  it('streams hold their own data, are listed, deleted on close and go with their file', async () => {
+    const { srv, open, write, read, streams, close, c } = await setup();
+    const f = await open('f.txt', CreateDisposition.CREATE);
+    await write(f, 'main data');
+    const s1 = await open('f.txt:AFP_AfpInfo:$DATA', CreateDisposition.OPEN_IF);
+    await write(s1, 'afp-info');
+    const s2 = await open('f.txt:com.apple.ResourceFork', CreateDisposition.CREATE);
+    await write(s2, 'fork!');
+    assert.equal(await read(f), 'main data', 'the file keeps its own data');
+    assert.equal(await read(s1), 'afp-info');
+    assert.equal(await read(await open('f.txt:afp_afpinfo', CreateDisposition.OPEN)), 'afp-info', 'names compare without case');
+    assert.deepEqual(await streams(f), ['::$DATA=9', ':AFP_AfpInfo:$DATA=8', ':com.apple.ResourceFork:$DATA=5']);
+    assert.deepEqual(await streams(s2), await streams(f), 'listed from a stream open too');
+    assert.equal(await status(open('f.txt:missing', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    assert.equal(await status(open('f.txt:AFP_AfpInfo', CreateDisposition.CREATE)), NtStatus.OBJECT_NAME_COLLISION);
+    assert.equal(await status(open('f.txt:x:$BAD', CreateDisposition.OPEN_IF)), NtStatus.OBJECT_NAME_INVALID);
+    // Overwrite empties the stream only.
+    await close(await open('f.txt:com.apple.ResourceFork', CreateDisposition.OVERWRITE_IF));
+    assert.deepEqual(await streams(f), ['::$DATA=9', ':AFP_AfpInfo:$DATA=8', ':com.apple.ResourceFork:$DATA=0']);
+    // Delete on close removes the stream, not the file.
+    const del = await open('f.txt:com.apple.ResourceFork', CreateDisposition.OPEN);
+    await files.setInfo(c, del, {
+      infoType: InfoType.FILE,
+      infoClass: FileInfoClass.FileDispositionInformation,
+      buffer: Buffer.from([1]),
+      additionalInformation: 0,
+      fileId: del.fileId,
+    });
+    await close(del);
+    assert.deepEqual(await streams(f), ['::$DATA=9', ':AFP_AfpInfo:$DATA=8']);
+    assert.equal(await read(f), 'main data');
+    // A stream on a file that does not exist yet makes the file.
+    const g = await open('g:s', CreateDisposition.CREATE);
+    await write(g, 'x');
+    assert.deepEqual(await streams(await open('g', CreateDisposition.OPEN)), ['::$DATA=0', ':s:$DATA=1']);
+    // Deleting the file frees its streams: their inodes are gone from the store.
+    const streamInode = s1.inodeId;
+    assert.ok(await srv.meta.getInode(streamInode));
+    const fd = await open('f.txt', CreateDisposition.OPEN);
+    fd.deleteOnClose = true;
+    await close(fd);
+    assert.equal(await srv.meta.getInode(streamInode), null, 'the stream went with its file');
+    assert.equal(await status(open('f.txt:AFP_AfpInfo', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    await srv.close();
+  });
+});
+
+describe('stream names and FILE_STREAM_INFORMATION', () => {
+  it('splits CREATE names', () => {
+    assert.deepEqual(splitStreamPath('a\\f'), { path: 'a\\f', stream: null });
+    assert.deepEqual(splitStreamPath('a\\f::$DATA'), { path: 'a\\f', stream: null });
+    assert.deepEqual(splitStreamPath('a\\f:s'), { path: 'a\\f', stream: 's' });
+    assert.deepEqual(splitStreamPath('a\\f:s:$data'), { path: 'a\\f', stream: 's' });
+    for (const bad of ['f:', 'f:s:$INDEX_ALLOCATION', 'f:a:b:c', 'f:a\\b'])
+      assert.throws(
+        () => splitStreamPath(bad),
+        (e: unknown) => e instanceof SmbStatusError && e.status === NtStatus.OBJECT_NAME_INVALID,
+        bad,
+      );
+  });
+
+  it('round-trips and decodes arbitrary bytes or fails with RangeError', () => {
+    const entry = fc
+      .record({
+        name: fc.string({ maxLength: 40 }).map((s) => `:${s.replace(/[\ud800-\udfff]/g, 'x')}:$DATA`),
+        size: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+        allocationSize: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      })
+      .map((e) => ({ ...e }));
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 10 }), (l) => assert.deepEqual(decodeStreamInformation(encodeStreamInformation(l)), l)),
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        try {
+          decodeStreamInformation(Buffer.from(bytes));
+        } catch (e) {
+          assert.ok(e instanceof RangeError || (e as { code?: string }).code !== undefined, String(e));
+        }
+      }),
+    );
+  });
+});

@@ -1,0 +1,76 @@
+// Named streams of a file (SMB's file:name:$DATA; macOS keeps AFP_AfpInfo and resource forks in
+// them). Each is an inode of its own in the metadata store, reached from its file only (no
+// directory entry: NFS never sees it), whose data goes through the same block store and WAL as any
+// file's, under its own inode id. It is freed with its file. Streams take their file's owner, group
+// and mode when made, and the file's permissions decide who may list, make and remove them.
+import type { StreamEntry } from '../meta/store.js';
+import { VfsError } from './errors.js';
+import type { FileService, Share } from './service.js';
+import type { Identity, Inode } from './types.js';
+import { FileType, nowTimespec } from './types.js';
+
+/** Longest stream name, in bytes (as a file name). */
+export const STREAM_NAME_MAX = 255;
+
+function checkStreamName(name: Buffer): void {
+  if (name.length === 0) throw new VfsError('INVAL', 'empty stream name');
+  if (name.length > STREAM_NAME_MAX) throw new VfsError('NAMETOOLONG', 'stream name longer than 255 bytes');
+}
+
+export interface StreamOpen {
+  share: Share;
+  file: Inode;
+  /** The stream's inode and vfs handle (READ, WRITE and setattr size work on it as on a file). */
+  stream: Inode;
+  handle: Buffer;
+  created: boolean;
+}
+
+/** The named streams of the file behind `fileHandle`. */
+export async function listStreams(fs: FileService, fileHandle: Buffer, cred: Identity): Promise<{ file: Inode; streams: StreamEntry[] }> {
+  const { share, inode } = await fs.resolve(fileHandle);
+  fs.identity(share, cred);
+  return { file: inode, streams: await share.meta.listStreams(inode.id) };
+}
+
+/**
+ * Opens stream `name` of a file, making it (empty) when `create` and it does not exist. Making
+ * one needs write permission on the file.
+ */
+export async function openStream(
+  fs: FileService,
+  fileHandle: Buffer,
+  name: Buffer,
+  cred: Identity,
+  create: boolean,
+): Promise<StreamOpen | null> {
+  checkStreamName(name);
+  const { share, inode: file } = await fs.resolve(fileHandle);
+  const id = fs.identity(share, cred);
+  const existing = await share.meta.lookupStream(file.id, name);
+  if (existing) return { share, file, stream: existing, handle: fs.handleOf(share, existing), created: false };
+  if (!create) return null;
+  if (!fs.accessBits(share, file, id).write) throw new VfsError('ACCES', 'no write permission on the file');
+  const init = {
+    type: FileType.REG,
+    mode: file.mode & 0o7777,
+    uid: file.uid,
+    gid: file.gid,
+    rdevMajor: 0,
+    rdevMinor: 0,
+    target: null,
+    createVerifier: null,
+    size: 0,
+  };
+  const stream = await share.meta.createStream(file.id, name, init, nowTimespec());
+  return { share, file, stream, handle: fs.handleOf(share, stream), created: true };
+}
+
+/** Removes stream `name` of a file and frees its data. */
+export async function removeStream(fs: FileService, fileHandle: Buffer, name: Buffer, cred: Identity): Promise<void> {
+  const { share, inode: file } = await fs.resolve(fileHandle);
+  const id = fs.identity(share, cred);
+  if (!fs.accessBits(share, file, id).write) throw new VfsError('ACCES', 'no write permission on the file');
+  const gone = await share.meta.removeStream(file.id, name, nowTimespec());
+  await share.data.free(gone.id);
+}
