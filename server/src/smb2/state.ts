@@ -4,6 +4,8 @@
 import type { Identity, Inode } from '../vfs/types.js';
 import type { Share } from '../vfs/service.js';
 import type { SmbAuthExchange, SmbUser } from './auth/index.js';
+import type { OpenRecord } from '../vfs/locks/opens.js';
+import type { Lease, NotifySender, OplockHolder } from './oplock.js';
 
 export interface Session {
   readonly id: number;
@@ -54,6 +56,12 @@ export class Open {
   position = 0;
   deleteOnClose = false;
   enumeration: Enumeration | null = null;
+  /** Its entry in the lock manager's table of opens (share modes, delete-pending); null once closed. */
+  record: OpenRecord | null = null;
+  /** Its oplock, or the lease it shares (oplock.ts), and how to reach its connection. */
+  oplock: OplockHolder | null = null;
+  lease: Lease | null = null;
+  notify: NotifySender | null = null;
 
   constructor(
     /** The FileId: Persistent and Volatile both carry `id`. */
