@@ -13,6 +13,7 @@ import {
   type FileOpens,
   type OpenRecord,
   OpenTableError,
+  isStatOpen,
   SHARING_ACCESS,
 } from '../vfs/locks/opens.js';
 import type { Identity, Inode } from '../vfs/types.js';
@@ -272,10 +273,10 @@ function ownLease(fs: FileService, caching: CachingContext | undefined, req: Cre
 }
 
 /**
- * Share access and caching before an open of an existing file (MS-FSA 2.1.5.1.2, 2.1.4.12): other
- * holders lose write caching (all caching for an overwrite); when share modes then refuse the open,
- * holders of handle caching are asked to let go (they may close their cached handles) and the
- * check runs again. Stat opens (no data or delete access) break nothing.
+ * Caching before an open of an existing file (MS-FSA 2.1.5.1.2, 2.1.4.12). When share modes refuse
+ * the open, holders of handle caching (batch oplocks, H leases) are asked to let go first (they may
+ * close their cached handles) and nothing else breaks; an open that share modes admit takes write
+ * caching from the others (all caching for an overwrite). Stat opens break nothing.
  */
 export async function breakForOpen(
   fs: FileService,
@@ -291,15 +292,20 @@ export async function breakForOpen(
   const own = ownLease(fs, caching, req);
   const d = req.createDisposition;
   const overwrite = d === CreateDisposition.SUPERSEDE || d === CreateDisposition.OVERWRITE || d === CreateDisposition.OVERWRITE_IF;
-  if ((access & SHARING_ACCESS) !== 0 || overwrite) {
-    const keep = overwrite ? Caching.NONE : Caching.READ | Caching.HANDLE;
-    await Promise.all(fs.opens.holdersAbove(file, keep, own).map((h) => h.breakTo(h.caching & keep)));
-  }
-  const again = fs.opens.get(meta, inode.id);
-  if (again && again.holders > 0 && fs.opens.conflicting(again, access, req.shareAccess)) {
+  if (isStatOpen(access) && !overwrite) return;
+  if (fs.opens.conflicting(file, access, req.shareAccess)) {
     const keep = Caching.READ | Caching.WRITE;
-    await Promise.all(fs.opens.holdersAbove(again, keep, own).map((h) => h.breakTo(h.caching & keep)));
+    const handles = fs.opens.holdersAbove(file, keep, own);
+    if (handles.length === 0) return;
+    await Promise.all(handles.map((h) => h.breakTo(h.caching & keep)));
+    const again = fs.opens.get(meta, inode.id);
+    // Still refused: CREATE fails with SHARING_VIOLATION, the others keep their read and write caching.
+    if (!again || fs.opens.conflicting(again, access, req.shareAccess)) return;
   }
+  const now = fs.opens.get(meta, inode.id);
+  if (!now || now.holders === 0) return;
+  const keep = overwrite ? Caching.NONE : Caching.READ | Caching.HANDLE;
+  await Promise.all(fs.opens.holdersAbove(now, keep, own).map((h) => h.breakTo(h.caching & keep)));
 }
 
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
@@ -327,36 +333,37 @@ export function grantCaching(
   caching: CachingContext | undefined,
 ): { level: number; lease: Buffer | null } {
   const none = { level: OplockLevel.NONE, lease: null };
-  if (!caching || open.isDir) return none;
-  open.notify = caching.notify;
+  if (!caching) return none;
   const file = rec.file;
   const want = caching.leasing ? leaseRequestOf(req) : null;
+  const table = leaseTableOf(fs);
+  const id = want ? caching.clientGuid.toString('hex') + want.key.toString('hex') : '';
+  let lease = want ? table.leases.get(id) : undefined;
+  // A lease key names one file (MS-SMB2 3.3.5.9.8), directories included.
+  if (lease && lease.file !== file) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
+  if (open.isDir) return none;
+  open.notify = caching.notify;
   if (want) {
-    const table = leaseTableOf(fs);
-    const id = caching.clientGuid.toString('hex') + want.key.toString('hex');
-    let lease = table.leases.get(id);
-    if (lease && lease.file !== file) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
-    // Opens of the file other than this lease's own.
+    // Opens of the file other than this lease's own (stat opens do not count).
     let others = false;
     for (const o of file.opens) {
       const so = o.owner as Open | null;
-      if (o !== rec && (!lease || !so || so.lease !== lease)) others = true;
+      if (o !== rec && !isStatOpen(o.access) && (!lease || !so || so.lease !== lease)) others = true;
     }
     let state = want.state;
     // v1 lease states are R, RH, RW, RWH: nothing without read caching (MS-SMB2 3.3.5.9.8).
     if ((state & Caching.READ) === 0) state = Caching.NONE;
     if (others) state &= ~Caching.WRITE;
     for (const o of file.opens) {
-      // Another holder's handle or write caching leaves this lease without it.
       const h = o.holder;
-      if (h && h !== lease) {
-        if ((h.caching & Caching.WRITE) !== 0) state = Caching.NONE;
-        if (h instanceof OplockHolder && h.level !== OplockLevel.II && h.level !== OplockLevel.NONE) state = Caching.NONE;
-      }
+      if (h === null || h === lease) continue;
+      // Beside an oplock a lease caches reads only; another's write caching leaves it nothing.
+      if (h instanceof OplockHolder && h.level !== OplockLevel.NONE) state &= Caching.READ;
+      if ((h.caching & Caching.WRITE) !== 0) state = Caching.NONE;
     }
     if (lease) {
-      // An existing lease is upgraded when the request asks for more and nothing refuses it.
-      if (!lease.breaking && (state & lease.state) === lease.state) lease.state = state;
+      // An existing lease is upgraded when the request asks for more and no other open shares the file.
+      if (!others && !lease.breaking && (state & lease.state) === lease.state) lease.state = state;
     } else {
       if (table.leases.size >= MAX_LEASES) return none;
       lease = new Lease(table, id, want.key, file, state, caching.breakTimeoutMs);
@@ -372,7 +379,7 @@ export function grantCaching(
   let alone = true;
   let blocked = false;
   for (const o of file.opens) {
-    if (o === rec) continue;
+    if (o === rec || isStatOpen(o.access)) continue;
     alone = false;
     const h = o.holder;
     if (h && (h.caching & (Caching.WRITE | Caching.HANDLE)) !== 0) blocked = true;
@@ -457,8 +464,12 @@ export function deletePendingOf(open: Open): boolean {
   return open.record ? open.record.file.deletePending : open.deleteOnClose;
 }
 
-/** The caching holder of an open (its own changes do not break it). */
-export const holderOf = (open: Open): CacheHolder | null => open.lease ?? open.oplock;
+/**
+ * The caching holder an open's own changes do not break: its lease, or its exclusive or batch
+ * oplock. A Level II oplock breaks to none on its own open's writes too.
+ */
+export const holderOf = (open: Open): CacheHolder | null =>
+  open.lease ?? (open.oplock && open.oplock.level !== OplockLevel.II ? open.oplock : null);
 
 // ---- OPLOCK_BREAK acknowledgments -----------------------------------------------------------------
 
@@ -475,7 +486,8 @@ export function acknowledge(fs: FileService, clientGuid: Buffer, r: SmbReader, w
     r.skip(5);
     const open = findOpen(r.bytes(16));
     const h = open.oplock;
-    if (!h || !h.breaking) throw new SmbStatusError(NtStatus.INVALID_DEVICE_STATE, 'no oplock break in progress');
+    // An acknowledgment with no break to acknowledge (a break from Level II needs none).
+    if (!h || !h.breaking) throw new SmbStatusError(NtStatus.INVALID_OPLOCK_PROTOCOL, 'no oplock break in progress');
     if (level !== OplockLevel.NONE && level !== OplockLevel.II) {
       h.finish(OplockLevel.NONE);
       throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'bad oplock level in acknowledgment');
