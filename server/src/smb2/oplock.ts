@@ -64,8 +64,8 @@ class PendingBreak {
   private readonly timer: NodeJS.Timeout;
   constructor(timeoutMs: number, onTimeout: () => void) {
     this.done = new Promise((r) => (this.resolve = r));
+    // Not unref'd: a request waiting on the break is work in flight.
     this.timer = setTimeout(onTimeout, timeoutMs);
-    this.timer.unref();
   }
   settle(): void {
     clearTimeout(this.timer);
@@ -95,7 +95,8 @@ export class OplockHolder implements CacheHolder {
   }
 
   breakTo(keep: number): Promise<void> {
-    if (this.pending) return this.pending.done;
+    // A break in progress ends first; what it left may then need a further break (II to none).
+    if (this.pending) return this.pending.done.then(() => ((this.caching & ~keep) !== 0 ? this.breakTo(keep) : undefined));
     // An oplock goes to Level II when read caching may stay, else to none (MS-FSA 2.1.4.12).
     const to = (keep & Caching.READ) !== 0 && this.level !== OplockLevel.II ? OplockLevel.II : OplockLevel.NONE;
     if (to === this.level) return Promise.resolve();
@@ -379,7 +380,8 @@ export function grantCaching(
   let alone = true;
   let blocked = false;
   for (const o of file.opens) {
-    if (o === rec || isStatOpen(o.access)) continue;
+    // Any other open, a stat open included, leaves an oplock at Level II at most.
+    if (o === rec) continue;
     alone = false;
     const h = o.holder;
     if (h && (h.caching & (Caching.WRITE | Caching.HANDLE)) !== 0) blocked = true;
