@@ -526,6 +526,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       // Space is not reserved ahead; a smaller allocation cuts the file (MS-FSA 2.1.5.15.1).
       const { inode } = await c.fs.resolve(open.handle);
       if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc }, undefined, oplock.holderOf(open));
+      else await oplock.breakForChange(c.fs, open);
       return;
     }
     case FileInfoClass.FileDispositionInformation: {

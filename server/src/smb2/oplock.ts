@@ -18,7 +18,7 @@ import {
 } from '../vfs/locks/opens.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { HEADER_SIZE, type SmbReader, SmbWriter, writeHeader } from './codec.js';
-import { Command, CreateDisposition, HeaderFlags } from './constants.js';
+import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
 import type { CreateRequest } from './messages.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
@@ -305,7 +305,10 @@ export async function breakForOpen(
   }
   const now = fs.opens.get(meta, inode.id);
   if (!now || now.holders === 0) return;
-  const keep = overwrite ? Caching.NONE : Caching.READ | Caching.HANDLE;
+  // An open that will delete the file on close takes handle caching too (the others must let go of
+  // their cached handles for the delete to happen).
+  const deleting = (req.createOptions & CreateOptions.DELETE_ON_CLOSE) !== 0;
+  const keep = overwrite ? Caching.NONE : deleting ? Caching.READ : Caching.READ | Caching.HANDLE;
   await Promise.all(fs.opens.holdersAbove(now, keep, own).map((h) => h.breakTo(h.caching & keep)));
 }
 
@@ -345,11 +348,11 @@ export function grantCaching(
   if (open.isDir) return none;
   open.notify = caching.notify;
   if (want) {
-    // Opens of the file other than this lease's own (stat opens do not count).
+    // Opens of the file other than this lease's own (stat opens count only when they hold caching).
     let others = false;
     for (const o of file.opens) {
       const so = o.owner as Open | null;
-      if (o !== rec && !isStatOpen(o.access) && (!lease || !so || so.lease !== lease)) others = true;
+      if (o !== rec && (!isStatOpen(o.access) || o.holder) && (!lease || !so || so.lease !== lease)) others = true;
     }
     let state = want.state;
     // v1 lease states are R, RH, RW, RWH: nothing without read caching (MS-SMB2 3.3.5.9.8).
@@ -363,8 +366,9 @@ export function grantCaching(
       if ((h.caching & Caching.WRITE) !== 0) state = Caching.NONE;
     }
     if (lease) {
-      // An existing lease is upgraded when the request asks for more and no other open shares the file.
-      if (!others && !lease.breaking && (state & lease.state) === lease.state) lease.state = state;
+      // A lease broken to none is granted afresh; a held one is upgraded when the request asks for
+      // more and no other open shares the file.
+      if (!lease.breaking && (lease.state === Caching.NONE || (!others && (state & lease.state) === lease.state))) lease.state = state;
     } else {
       if (table.leases.size >= MAX_LEASES) return none;
       lease = new Lease(table, id, want.key, file, state, caching.breakTimeoutMs);
@@ -392,6 +396,11 @@ export function grantCaching(
   open.oplock = holder;
   fs.opens.setHolder(rec, holder);
   return { level, lease: null };
+}
+
+/** Another open's caching breaks to none before a change that does not go through a vfs write (MS-FSA 2.1.5.14.2). */
+export async function breakForChange(fs: FileService, open: Open): Promise<void> {
+  await fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open));
 }
 
 // ---- rename ---------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ const READISH = AccessBits.READ_DATA | AccessBits.EXECUTE;
 const WRITEISH = AccessBits.WRITE_DATA | AccessBits.APPEND_DATA;
 /** An open with none of these bits takes part in no sharing check. */
 export const SHARING_ACCESS = READISH | WRITEISH | AccessBits.DELETE;
-/** FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, SYNCHRONIZE: an open with nothing else is a "stat open". */
-const STAT_ACCESS = 0x00000080 | 0x00000100 | 0x00100000;
+/** FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, READ_CONTROL, SYNCHRONIZE: an open with nothing else is a "stat open". */
+const STAT_ACCESS = 0x00000080 | 0x00000100 | 0x00020000 | 0x00100000;
 /** A stat open breaks no caching and does not keep others from being granted it. */
 export const isStatOpen = (access: number): boolean => (access & ~STAT_ACCESS) === 0;
 
