@@ -32,6 +32,8 @@ const LEASE_FLAG_BREAK_IN_PROGRESS = 0x2;
 /** Leases per server at most (each has at least one open; the open table caps those too). */
 const MAX_LEASES = 65536;
 /** MS-SMB2 3.3.2.1 Oplock Break Acknowledgment Timer: 35 s by default. */
+export /** FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, SYNCHRONIZE: what an open may ask without breaking an oplock. */
+const OPLOCK_STAT_ACCESS = 0x00000080 | 0x00000100 | 0x00100000;
 export const DEFAULT_BREAK_TIMEOUT_MS = 35_000;
 
 /** Sends an unsolicited notification through a holder's connection; false once it is gone. */
@@ -293,10 +295,14 @@ export async function breakForOpen(
   const own = ownLease(fs, caching, req);
   const d = req.createDisposition;
   const overwrite = d === CreateDisposition.SUPERSEDE || d === CreateDisposition.OVERWRITE || d === CreateDisposition.OVERWRITE_IF;
-  if (isStatOpen(access) && !overwrite) return;
+  // A stat open breaks nothing; READ_CONTROL alone counts as one for leases, not for oplocks (as smbd).
+  const leaseStat = !overwrite && isStatOpen(access);
+  const oplockStat = !overwrite && (access & ~OPLOCK_STAT_ACCESS) === 0;
+  if (leaseStat && oplockStat) return;
+  const breakable = (hs: CacheHolder[]): CacheHolder[] => hs.filter((h) => !(h instanceof Lease ? leaseStat : oplockStat));
   if (fs.opens.conflicting(file, access, req.shareAccess)) {
     const keep = Caching.READ | Caching.WRITE;
-    const handles = fs.opens.holdersAbove(file, keep, own);
+    const handles = breakable(fs.opens.holdersAbove(file, keep, own));
     if (handles.length === 0) return;
     await Promise.all(handles.map((h) => h.breakTo(h.caching & keep)));
     const again = fs.opens.get(meta, inode.id);
@@ -309,7 +315,7 @@ export async function breakForOpen(
   // their cached handles for the delete to happen).
   const deleting = (req.createOptions & CreateOptions.DELETE_ON_CLOSE) !== 0;
   const keep = overwrite ? Caching.NONE : deleting ? Caching.READ : Caching.READ | Caching.HANDLE;
-  await Promise.all(fs.opens.holdersAbove(now, keep, own).map((h) => h.breakTo(h.caching & keep)));
+  await Promise.all(breakable(fs.opens.holdersAbove(now, keep, own)).map((h) => h.breakTo(h.caching & keep)));
 }
 
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
