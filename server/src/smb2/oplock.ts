@@ -525,10 +525,8 @@ export function acknowledge(fs: FileService, clientGuid: Buffer, r: SmbReader, w
     const lease = leaseTableOf(fs).leases.get(clientGuid.toString('hex') + key.toString('hex'));
     if (!lease) throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no such lease');
     if (!lease.breaking) throw new SmbStatusError(NtStatus.UNSUCCESSFUL, 'no lease break in progress');
-    if ((state & ~lease.breakingTo) !== 0) {
-      lease.finish(Caching.NONE);
-      throw new SmbStatusError(NtStatus.REQUEST_NOT_ACCEPTED, 'acknowledged more than the break left');
-    }
+    // Refused, and the break goes on: the client may acknowledge again with a state the break allows.
+    if ((state & ~lease.breakingTo) !== 0) throw new SmbStatusError(NtStatus.REQUEST_NOT_ACCEPTED, 'acknowledged more than the break left');
     lease.finish(state);
     w.bytes(leaseAckBody(key, state));
     return;
