@@ -480,6 +480,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         directory,
         serverGuid: await loadServerGuid(config.data_dir),
         signingRequired: smbCfg.signing_required,
+        oplockBreakTimeoutMs: smbCfg.oplock_break_timeout,
         serverName: os.hostname().split('.')[0]!.toUpperCase().slice(0, 15) || 'DITTOFS',
         domain: 'WORKGROUP',
         log: log.child({ component: 'smb' }),

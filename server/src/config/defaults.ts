@@ -88,7 +88,7 @@ export function defaultConfig(): DittoConfig {
         max_buffered_request_bytes: 256 * MiB,
         portmapper: { enabled: false, port: 10111 },
       },
-      smb: { enabled: true, port: 12445, bind: '0.0.0.0', signing_required: false },
+      smb: { enabled: true, port: 12445, bind: '0.0.0.0', signing_required: false, oplock_break_timeout: 35000 },
     },
     server: { api: { enabled: true, port: 8080, bind: '0.0.0.0', bcrypt_cost: 10, rate_limit: { max: 600, login_max: 10 } } },
     database: { type: 'embedded' },

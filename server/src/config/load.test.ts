@@ -70,7 +70,7 @@ describe('defaults', () => {
       max_buffered_request_bytes: 256 * 1024 * 1024,
       portmapper: { enabled: false, port: 10111 },
     });
-    assert.deepEqual(c.adapters.smb, { enabled: true, port: 12445, bind: '0.0.0.0', signing_required: false });
+    assert.deepEqual(c.adapters.smb, { enabled: true, port: 12445, bind: '0.0.0.0', signing_required: false, oplock_break_timeout: 35000 });
     assert.deepEqual(c.server.api, {
       enabled: true,
       port: 8080,
@@ -287,6 +287,7 @@ describe('environment overrides', () => {
     ['DITTOFS_NFS_ENABLED', 'false', (c) => c.adapters.nfs.enabled, false],
     ['DITTOFS_SMB_ENABLED', '0', (c) => c.adapters.smb.enabled, false],
     ['DITTOFS_SMB_SIGNING_REQUIRED', 'true', (c) => c.adapters.smb.signing_required, true],
+    ['DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT', '2s', (c) => c.adapters.smb.oplock_break_timeout, 2000],
     ['DITTOFS_API_ENABLED', 'no', (c) => c.server.api.enabled, false],
     ['DITTOFS_METRICS_ENABLED', 'OFF', (c) => c.metrics.enabled, false],
     ['DITTOFS_PORTMAPPER_ENABLED', 'yes', (c) => c.adapters.nfs.portmapper.enabled, true],

@@ -92,6 +92,9 @@ adapters:
     # Require every session to sign its messages (HMAC-SHA256); otherwise sessions sign when the
     # client asks (Windows 11 always does). Env: DITTOFS_SMB_SIGNING_REQUIRED.
     signing_required: false
+    # How long an open or write (of either protocol) waits for an SMB client to acknowledge an
+    # oplock or lease break before it goes on (MS-SMB2's 35 s at most). Env: DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT.
+    oplock_break_timeout: 35s
 
 # The control plane.
 server:

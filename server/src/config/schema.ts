@@ -532,7 +532,13 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       max_buffered_request_bytes: sizeLeaf({ min: MIN_RECORD_SIZE }),
       portmapper: obj<DittoConfig['adapters']['nfs']['portmapper']>({ enabled: boolLeaf(), port: portLeaf() }),
     }),
-    smb: obj<DittoConfig['adapters']['smb']>({ enabled: boolLeaf(), port: portLeaf(), bind: hostLeaf(), signing_required: boolLeaf() }),
+    smb: obj<DittoConfig['adapters']['smb']>({
+      enabled: boolLeaf(),
+      port: portLeaf(),
+      bind: hostLeaf(),
+      signing_required: boolLeaf(),
+      oplock_break_timeout: durationMsLeaf(100, 35_000),
+    }),
   }),
   server: obj<DittoConfig['server']>({
     api: obj<DittoConfig['server']['api']>({

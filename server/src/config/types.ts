@@ -119,6 +119,11 @@ export interface DittoConfig {
        * sign when the client asks. Env DITTOFS_SMB_SIGNING_REQUIRED.
        */
       signing_required: boolean;
+      /**
+       * How long an open, write or rename waits for a client to acknowledge an oplock or lease
+       * break, in ms (MS-SMB2: 35 s, the default). Env DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT.
+       */
+      oplock_break_timeout: number;
     };
   };
   server: {

@@ -155,7 +155,7 @@ describe('SMB2 connection', () => {
 
   it('picks 2.1 with LARGE_MTU and 1 MiB sizes, 2.0.2 with 64 KiB, and refuses 3.x only', async () => {
     for (const [dialects, dialect, max, caps] of [
-      [[0x0202, 0x0210, 0x0300], 0x0210, 1 << 20, 4],
+      [[0x0202, 0x0210, 0x0300], 0x0210, 1 << 20, 6],
       [[0x0202], 0x0202, 65536, 0],
     ] as const) {
       const { conn, sent, srv } = await connection();

@@ -32,6 +32,7 @@ import { CreditWindow } from './credits.js';
 import * as files from './files.js';
 import { decodeLock, lock, releaseLocks } from './lock.js';
 import { decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
+import * as oplock from './oplock.js';
 import {
   decodeClose,
   decodeCreate,
@@ -73,6 +74,8 @@ export interface SmbEngineOptions {
   serverGuid: Buffer;
   /** The server requires every session to sign (adapters.smb.signing_required). */
   signingRequired: boolean;
+  /** How long a break waits for the client's acknowledgment (default 35 s, MS-SMB2 3.3.2.1). */
+  oplockBreakTimeoutMs?: number;
   /** NetBIOS-style name and domain the NTLM challenge names. */
   serverName: string;
   domain: string;
@@ -143,7 +146,21 @@ export class SmbConnection {
     /** Closes the connection (a framing or sequence error). */
     private readonly abort: (why: string) => void,
     private readonly log?: Logger,
-  ) {}
+  ) {
+    this.caching = {
+      clientGuid: this.clientGuid,
+      leasing: false,
+      breakTimeoutMs: this.opts.oplockBreakTimeoutMs ?? oplock.DEFAULT_BREAK_TIMEOUT_MS,
+      notify: (command, body) => {
+        if (this.closed) return false;
+        this.send([oplock.notificationFrame(command, body)]);
+        return true;
+      },
+    };
+  }
+
+  /** How oplock and lease breaks reach this connection's client (unsolicited, MessageId all ones). */
+  private readonly caching: oplock.CachingContext;
 
   private get largeMtu(): boolean {
     return this.dialect === Dialect.SMB210;
@@ -327,7 +344,7 @@ export class SmbConnection {
       securityMode: SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0),
       dialect,
       serverGuid: this.opts.serverGuid,
-      capabilities: large ? Capabilities.LARGE_MTU : 0,
+      capabilities: large ? Capabilities.LARGE_MTU | Capabilities.LEASING : 0,
       maxTransactSize: max,
       maxReadSize: max,
       maxWriteSize: max,
@@ -508,6 +525,7 @@ export class SmbConnection {
       maxWrite: this.maxIo,
       maxTransact: this.maxIo,
       ...(this.opts.data ? { data: this.opts.data } : {}),
+      caching: this.caching,
     };
   }
 
@@ -564,6 +582,12 @@ export class SmbConnection {
         const req = decodeCreate(r);
         if (this.opens.size >= MAX_OPENS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many opens');
         const open = await files.create(this.fileContext(session, tree), req, w, (o) => this.opens.set(o.id, o));
+        if (this.closed || this.sessions.get(session.id) !== session || session.trees.get(tree.id) !== tree) {
+          // Gone while the CREATE waited for an oplock break: the open must not outlive them.
+          this.opens.delete(open.id);
+          await oplock.releaseOpen(this.opts.fs, open, session.identity);
+          throw new SmbStatusError(NtStatus.NETWORK_NAME_DELETED);
+        }
         chain.fileId = open.fileId;
         return ok;
       }
@@ -649,7 +673,8 @@ export class SmbConnection {
         return { status, data: null };
       }
       case Command.OPLOCK_BREAK:
-        throw new SmbStatusError(NtStatus.NOT_SUPPORTED, `${commandName(h.command)} is not implemented yet`);
+        oplock.acknowledge(this.opts.fs, this.clientGuid, r, w, (fileId) => this.findOpen(fileId, chain, tree));
+        return ok;
       default:
         throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `unknown command ${h.command}`);
     }
@@ -746,6 +771,8 @@ export class SmbConnection {
     this.clientGuid = req.clientGuid;
     this.clientSecurityMode = req.securityMode;
     this.clientCapabilities = req.capabilities;
+    this.caching.clientGuid = req.clientGuid;
+    this.caching.leasing = dialect === Dialect.SMB210;
     this.negotiateBody(w, dialect);
   }
 
@@ -891,7 +918,12 @@ export class SmbConnection {
             throw new SmbStatusError(NtStatus.ACCESS_DENIED);
           }
           const mode = SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0);
-          return encodeValidateNegotiateResponse(this.largeMtu ? Capabilities.LARGE_MTU : 0, this.opts.serverGuid, mode, this.dialect ?? 0);
+          return encodeValidateNegotiateResponse(
+            this.largeMtu ? Capabilities.LARGE_MTU | Capabilities.LEASING : 0,
+            this.opts.serverGuid,
+            mode,
+            this.dialect ?? 0,
+          );
         },
         findOpen: (fileId) => this.findOpen(fileId, chain, tree),
         openById: (id) => this.opens.get(id),
@@ -913,9 +945,7 @@ export class SmbConnection {
     }
     for (const o of victims) {
       await o.drained();
-      if (o.deleteOnClose && o.parent && o.name) {
-        await this.opts.fs.remove(o.parent, o.name, o.tree.session.identity, o.isDir).catch(() => undefined);
-      }
+      await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
     }
   }
 

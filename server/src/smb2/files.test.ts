@@ -135,7 +135,9 @@ describe('SMB2 file commands over the file service', () => {
     const { srv, c, open } = await setup();
     await open('d', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
     const a = await open('a', CreateDisposition.CREATE);
-    await open('d\\b', CreateDisposition.CREATE);
+    // An open file cannot be replaced (ACCESS_DENIED): the target is closed first.
+    const b = await open('d\\b', CreateDisposition.CREATE);
+    await files.close(c, b, 0, new SmbWriter());
     const info = (replace: boolean, target: string): Buffer => {
       const n = utf16(target);
       const b = Buffer.alloc(20 + n.length);

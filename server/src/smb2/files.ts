@@ -58,6 +58,7 @@ import {
   writeCreateResponse,
 } from './messages.js';
 import { fileIdOf, Open, type Session, type Tree } from './state.js';
+import * as oplock from './oplock.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -108,6 +109,8 @@ export interface FileContext {
   maxWrite: number;
   maxTransact: number;
   data?: DataObserver;
+  /** The connection's client GUID and notification path, for oplocks and leases. */
+  caching?: oplock.CachingContext;
 }
 
 /** Walks to the parent directory of `parts` (all but the last component). */
@@ -185,6 +188,8 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
 
   let action: number = CreateAction.OPENED;
   let granted: number;
+  /** The open, registered in the lock manager before an existing file is overwritten. */
+  let pre: Open | null = null;
   if (inode) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     const isDir = inode.type === FileType.DIR;
@@ -196,13 +201,19 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
     const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA | Access.FILE_EXECUTE);
     if ((needs & ~max) !== 0 && !isDir) throw fail(NtStatus.ACCESS_DENIED);
     const overwriteAttrs = checkOpenExisting(inode, desired, disp, req.fileAttributes, deleteOnClose);
-    if (disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF) {
-      if (isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
-      const r = await c.fs.setattr(c.fs.handleOf(c.share, inode), c.id, {
-        size: 0,
-        ...(overwriteAttrs === null ? {} : { dosAttrs: overwriteAttrs }),
-      });
-      inode = r.after;
+    const overwrite =
+      disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
+    if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
+    await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching);
+    pre = newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
+    pre.record = oplock.registerOpen(c.fs, pre, granted >>> 0, req.shareAccess);
+    if (overwrite) {
+      try {
+        inode = (await c.fs.setattr(pre.handle, c.id, { size: 0, ...(overwriteAttrs === null ? {} : { dosAttrs: overwriteAttrs }) })).after;
+      } catch (e) {
+        await oplock.releaseOpen(c.fs, pre, c.id);
+        throw e;
+      }
       action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
     }
   } else {
@@ -219,23 +230,15 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
   }
 
-  const id = nextOpenId++;
-  const fileId = fileIdOf(id);
-  const isDir = inode.type === FileType.DIR;
-  const open = new Open(
-    id,
-    fileId,
-    c.tree,
-    c.share,
-    c.fs.handleOf(c.share, inode),
-    inode.id,
-    isDir,
-    parent,
-    name,
-    parts.join('\\'),
-    granted >>> 0,
-  );
-  open.deleteOnClose = deleteOnClose;
+  const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
+  open.record ??= oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
+  let granting;
+  try {
+    granting = oplock.grantCaching(c.fs, open, open.record, req, c.caching);
+  } catch (e) {
+    await oplock.releaseOpen(c.fs, open, c.id);
+    throw e;
+  }
   register(open);
 
   const contexts: CreateContext[] = [];
@@ -243,13 +246,42 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
     if (ctx.name === 'QFid') contexts.push({ name: 'QFid', data: qfidResponse(inode.id, c.share.id) });
     else if (ctx.name === 'MxAc') contexts.push({ name: 'MxAc', data: mxacResponse(maximalAccessOf(c, inode)) });
   }
+  if (granting.lease) contexts.push({ name: 'RqLs', data: granting.lease });
   writeCreateResponse(w, {
-    oplockLevel: 0,
+    oplockLevel: granting.level,
     createAction: action,
     info: fileInfoOf(inode, parts[parts.length - 1]),
-    fileId,
+    fileId: open.fileId,
     contexts: encodeCreateContexts(contexts),
   });
+  return open;
+}
+
+/** A new Open (not yet in the connection's table nor the lock manager's). */
+function newOpen(
+  c: FileContext,
+  inode: Inode,
+  parent: Buffer | null,
+  name: Buffer | null,
+  parts: string[],
+  granted: number,
+  deleteOnClose: boolean,
+): Open {
+  const id = nextOpenId++;
+  const open = new Open(
+    id,
+    fileIdOf(id),
+    c.tree,
+    c.share,
+    c.fs.handleOf(c.share, inode),
+    inode.id,
+    inode.type === FileType.DIR,
+    parent,
+    name,
+    parts.join('\\'),
+    granted >>> 0,
+  );
+  open.deleteOnClose = deleteOnClose;
   return open;
 }
 
@@ -260,13 +292,9 @@ export async function close(c: FileContext, open: Open, flags: number, w: SmbWri
     writeCloseResponse(w, 0, null);
     return;
   }
-  if (open.deleteOnClose && open.parent && open.name) {
-    try {
-      await c.fs.remove(open.parent, open.name, c.id, open.isDir);
-    } catch (e) {
-      // A directory that filled up meanwhile, or a file already gone, is simply not deleted.
-      if (!(e instanceof VfsError && (e.errno === 'NOTEMPTY' || e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
-    }
+  const pending = oplock.deletePendingOf(open) || open.deleteOnClose;
+  await oplock.releaseOpen(c.fs, open, c.id);
+  if (pending) {
     writeCloseResponse(w, 0, null);
     return;
   }
@@ -306,7 +334,7 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, req.data.length, true))
     throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
-  await c.fs.write(open.handle, c.id, offset, req.data, sync);
+  await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
   if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
   open.position = offset + req.data.length;
@@ -428,7 +456,7 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
               path: '\\' + open.path,
               grantedAccess: open.grantedAccess,
               position: open.position,
-              deletePending: open.deleteOnClose,
+              deletePending: oplock.deletePendingOf(open),
             });
       min = FILE_CLASS_MIN[req.infoClass];
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
@@ -521,7 +549,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
       if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER);
       const size = readSize(b, 0);
-      await c.fs.setattr(open.handle, c.id, { size });
+      await c.fs.setattr(open.handle, c.id, { size }, undefined, oplock.holderOf(open));
       return;
     }
     case FileInfoClass.FileAllocationInformation: {
@@ -531,7 +559,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       const alloc = readSize(b, 0);
       // Space is not reserved ahead; a smaller allocation cuts the file (MS-FSA 2.1.5.15.1).
       const { inode } = await c.fs.resolve(open.handle);
-      if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc });
+      if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc }, undefined, oplock.holderOf(open));
+      else await oplock.breakForChange(c.fs, open);
       return;
     }
     case FileInfoClass.FileDispositionInformation: {
@@ -545,7 +574,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
         const r = await c.fs.readdir(open.handle, c.id, 0, 1);
         if (r.entries.length > 0) throw fail(NtStatus.DIRECTORY_NOT_EMPTY);
       }
-      open.deleteOnClose = pending;
+      oplock.setDeletePending(open, pending);
       return;
     }
     case FileInfoClass.FilePositionInformation:
@@ -587,13 +616,20 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     if (!replace) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     if (existing.type === FileType.DIR) throw fail(NtStatus.ACCESS_DENIED, 'cannot replace a directory');
   }
+  if (!link)
+    oplock.checkRename(
+      c.fs,
+      open,
+      (await c.fs.resolve(open.parent)).inode.id,
+      existing && existing.id !== open.inodeId ? existing.id : null,
+    );
   if (link) {
     if (existing && existing.id === open.inodeId) return;
     if (existing) await c.fs.remove(toDir, toName, c.id, false);
     await c.fs.link(open.handle, toDir, toName, c.id);
     return;
   }
-  await c.fs.rename(open.parent, open.name, toDir, toName, c.id);
+  await c.fs.rename(open.parent, open.name, toDir, toName, c.id, oplock.holderOf(open));
   open.parent = toDir;
   open.name = toName;
   open.path = parts.join('\\');

@@ -41,7 +41,7 @@ async function setup() {
   const dirHandle = srv.fs.handleOf(share, dir.inode);
   const session = { id: 1 } as Session;
   const tree = { session } as Tree;
-  const open = (access = Access.FILE_READ_DATA, isDir = true): Open =>
+  const open = (access: number = Access.FILE_READ_DATA, isDir = true): Open =>
     new Open(1, Buffer.alloc(16), tree, share, dirHandle, dir.inode.id, isDir, rootHandle, Buffer.from('watched'), 'watched', access);
   const finals: FinalResponse[] = [];
   const table = new AsyncTable((_op, f) => finals.push(f));

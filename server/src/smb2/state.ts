@@ -6,6 +6,8 @@ import type { Share } from '../vfs/service.js';
 import type { HeldTimes } from './attrs.js';
 import type { OpenStreamRef } from './streams.js';
 import type { SmbAuthExchange, SmbUser } from './auth/index.js';
+import type { OpenRecord } from '../vfs/locks/opens.js';
+import type { Lease, NotifySender, OplockHolder } from './oplock.js';
 
 export interface Session {
   readonly id: number;
@@ -60,6 +62,12 @@ export class Open {
   heldTimes: HeldTimes | null = null;
   /** For an open of a named stream: its file and the stream's name (handle and inodeId are the stream's). */
   stream: OpenStreamRef | null = null;
+  /** Its entry in the lock manager's table of opens (share modes, delete-pending); null once closed. */
+  record: OpenRecord | null = null;
+  /** Its oplock, or the lease it shares (oplock.ts), and how to reach its connection. */
+  oplock: OplockHolder | null = null;
+  lease: Lease | null = null;
+  notify: NotifySender | null = null;
 
   constructor(
     /** The FileId: Persistent and Volatile both carry `id`. */

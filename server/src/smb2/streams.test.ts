@@ -106,6 +106,8 @@ describe('named streams over SMB', () => {
     // Deleting the file frees its streams: their inodes are gone from the store.
     const streamInode = s1.inodeId;
     assert.ok(await srv.meta.getInode(streamInode));
+    // The file goes when its last open closes (the lock manager's delete-pending rule).
+    await close(f);
     const fd = await open('f.txt', CreateDisposition.OPEN);
     fd.deleteOnClose = true;
     await close(fd);

@@ -7,6 +7,7 @@ import { VfsError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
+import { Caching, type CacheHolder, OpenTable } from './locks/opens.js';
 import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
 import { DOS_ATTRS_STORED, DosAttributes, FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
@@ -92,6 +93,8 @@ export class FileService {
   readonly byteRanges = new ByteRangeLocks();
   /** Directory change events (SMB CHANGE_NOTIFY), from the namespace operations of every protocol. */
   readonly changes: ChangeFeed;
+  /** The lock manager's opens, share modes and caching holders (vfs/locks/opens.ts). */
+  readonly opens = new OpenTable();
 
   constructor(private readonly log?: Logger) {
     this.changes = new ChangeFeed(log);
@@ -257,6 +260,8 @@ export class FileService {
     cred: Identity,
     attrs: SetAttrs,
     guardCtime?: Timespec,
+    /** The caller's own caching holder, not broken by its own change (SMB). */
+    except: CacheHolder | null = null,
   ): Promise<{ before: Inode; after: Inode; share: Share }> {
     const { share, inode } = await this.resolve(handle);
     const id = this.writer(share, cred);
@@ -314,7 +319,11 @@ export class FileService {
     changes.clearCreateVerifier = true;
     // Check the guard before any data is cut: a failed guarded SETATTR changes nothing.
     if (guardCtime && !timespecEqual(guardCtime, inode.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
-    if (changes.size !== undefined) await share.data.truncate(inode.id, changes.size);
+    if (changes.size !== undefined) {
+      // Oplocks and leases caching this file's data break before its size changes (either protocol).
+      await this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except);
+      await share.data.truncate(inode.id, changes.size);
+    }
     const after = await share.meta.setAttr(inode.id, changes, guardCtime);
     return { before: inode, after, share };
   }
@@ -365,7 +374,14 @@ export class FileService {
     return { inode, data, eof: offset + data.length >= inode.size };
   }
 
-  async write(handle: Buffer, cred: Identity, offset: number, data: Buffer, stable: boolean): Promise<{ before: Inode; after: Inode }> {
+  async write(
+    handle: Buffer,
+    cred: Identity,
+    offset: number,
+    data: Buffer,
+    stable: boolean,
+    except: CacheHolder | null = null,
+  ): Promise<{ before: Inode; after: Inode }> {
     const { share, inode } = await this.resolve(handle);
     const id = this.writer(share, cred);
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
@@ -373,6 +389,9 @@ export class FileService {
     if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
     // An offset at or past 2^53 arrives as Infinity (see the NFS decoder): FBIG too.
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
+    // Oplocks and leases of other opens break before the data changes (null: nobody holds any).
+    const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except);
+    if (breaking) await breaking;
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
     if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
@@ -537,7 +556,7 @@ export class FileService {
 
   // ---- removal and rename ------------------------------------------------------------------------
 
-  async remove(dirHandle: Buffer, name: Buffer, cred: Identity, isDir: boolean): Promise<DirChange> {
+  async remove(dirHandle: Buffer, name: Buffer, cred: Identity, isDir: boolean, except: CacheHolder | null = null): Promise<DirChange> {
     const { share, inode: dir } = await this.resolve(dirHandle);
     const id = this.writer(share, cred);
     this.mustDir(dir);
@@ -546,6 +565,7 @@ export class FileService {
     const child = await share.meta.lookup(dir.id, name);
     if (!child) throw new VfsError('NOENT', 'no such file or directory');
     if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+    await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
     if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id);
@@ -559,6 +579,7 @@ export class FileService {
     toHandle: Buffer,
     toName: Buffer,
     cred: Identity,
+    except: CacheHolder | null = null,
   ): Promise<{ from: DirChange; to: DirChange }> {
     const a = await this.resolve(fromHandle);
     const share = a.share;
@@ -581,6 +602,9 @@ export class FileService {
     // on it. Whether the target lies inside the directory (INVAL) is the store's to decide, in the
     // transaction that moves it: a check made here could be overtaken by a concurrent move.
     if (moving.type === FileType.DIR && a.inode.id !== b.inode.id && id.uid !== 0) this.mustAccess(moving, id, Access.W);
+    // Handle caching of the renamed file breaks; a replaced file loses all its caching.
+    await this.opens.breakHolders(share.meta, moving.id, Caching.READ | Caching.WRITE, except);
+    if (victim && victim.id !== moving.id) await this.opens.breakHolders(share.meta, victim.id, Caching.NONE, except);
     const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());
     if (a.inode.id === b.inode.id) {
       this.changed(share, a.inode.id, fromName, ChangeAction.RENAMED_OLD_NAME, moving);

@@ -1,0 +1,243 @@
+// Oplocks and leases through CREATE, WRITE and CLOSE over the real file service (memory stores),
+// two clients seen as two caching contexts that record the notifications they are sent.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { memoryServer } from '../testing/memory-server.js';
+import { Caching } from '../vfs/locks/opens.js';
+import { SmbWriter, utf16 } from './codec.js';
+import { Access, CreateDisposition } from './constants.js';
+import * as files from './files.js';
+import type { CreateRequest } from './messages.js';
+import { acknowledge, OplockLevel, type CachingContext } from './oplock.js';
+import { SmbReader } from './codec.js';
+import type { Open, Session, Tree } from './state.js';
+import { NtStatus, SmbStatusError } from './status.js';
+
+const alice = { uid: 1000, gid: 1000, gids: [] };
+const RWH = Caching.READ | Caching.WRITE | Caching.HANDLE;
+
+interface Client {
+  ctx: files.FileContext;
+  caching: CachingContext;
+  /** Notification bodies sent to this client. */
+  sent: Buffer[];
+  /** What the client does with a notification (acknowledge, close, nothing). */
+  onBreak: (body: Buffer) => void;
+}
+
+async function setup(timeoutMs = 2000) {
+  const srv = await memoryServer();
+  const share = srv.fs.shares()[0]!;
+  const client = (guidByte: number): Client => {
+    const session = { id: guidByte, trees: new Map() } as unknown as Session;
+    const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly: false, maximalAccess: 0x001f01ff };
+    const cl = { sent: [] as Buffer[], onBreak: (_b: Buffer) => undefined } as unknown as Client;
+    cl.caching = {
+      clientGuid: Buffer.alloc(16, guidByte),
+      leasing: true,
+      breakTimeoutMs: timeoutMs,
+      notify: (_cmd, body) => {
+        cl.sent.push(body);
+        queueMicrotask(() => cl.onBreak(body));
+        return true;
+      },
+    };
+    cl.ctx = {
+      fs: srv.fs,
+      session,
+      tree,
+      share,
+      id: alice,
+      maxRead: 1 << 20,
+      maxWrite: 1 << 20,
+      maxTransact: 1 << 20,
+      caching: cl.caching,
+    };
+    return cl;
+  };
+  const open = async (
+    cl: Client,
+    name: string,
+    o: { oplock?: number; lease?: { key: number; state: number }; share?: number; disposition?: number; access?: number } = {},
+  ): Promise<{ open: Open; level: number; leaseState: number | null }> => {
+    const contexts = [];
+    if (o.lease) {
+      const data = Buffer.alloc(32);
+      data.fill(o.lease.key, 0, 16);
+      data.writeUInt32LE(o.lease.state, 16);
+      contexts.push({ name: 'RqLs', data });
+    }
+    const req: CreateRequest = {
+      requestedOplockLevel: o.lease ? OplockLevel.LEASE : (o.oplock ?? 0),
+      impersonationLevel: 2,
+      desiredAccess: o.access ?? Access.GENERIC_READ | Access.GENERIC_WRITE,
+      fileAttributes: 0,
+      shareAccess: o.share ?? 7,
+      createDisposition: o.disposition ?? CreateDisposition.OPEN_IF,
+      createOptions: 0,
+      name: utf16(name),
+      contexts,
+    };
+    let got: Open | null = null;
+    const w = new SmbWriter();
+    await files.create(cl.ctx, req, w, (x) => (got = x));
+    const body = w.finish();
+    const ctxOff = body.readUInt32LE(80);
+    const leaseState = ctxOff ? body.readUInt32LE(ctxOff - 64 + 24 + 16) : null;
+    return { open: got!, level: body[2]!, leaseState };
+  };
+  const close = (cl: Client, o: Open) => files.close(cl.ctx, o, 0, new SmbWriter());
+  return { srv, client, open, close };
+}
+
+const ackOplock = (cl: Client, open: Open, level: number): Buffer => {
+  const b = Buffer.alloc(64 + 24);
+  b.writeUInt16LE(24, 64);
+  b[66] = level;
+  open.fileId.copy(b, 72);
+  const w = new SmbWriter();
+  acknowledge(cl.ctx.fs, cl.caching.clientGuid, new SmbReader(b, 64), w, () => open);
+  return w.finish();
+};
+
+const status = async (p: Promise<unknown>): Promise<number> => {
+  try {
+    await p;
+    return NtStatus.SUCCESS;
+  } catch (e) {
+    if (e instanceof SmbStatusError) return e.status;
+    throw e;
+  }
+};
+
+describe('oplocks', () => {
+  it('a second open breaks a batch oplock to Level II, waits for the ack, and gets Level II', async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1);
+    const b = client(2);
+    const first = await open(a, 'f', { oplock: OplockLevel.BATCH });
+    assert.equal(first.level, OplockLevel.BATCH);
+    let acked = false;
+    a.onBreak = (body) => {
+      assert.equal(body[2], OplockLevel.II, 'broken to Level II');
+      assert.ok(body.subarray(8, 24).equals(first.open.fileId));
+      setTimeout(() => {
+        acked = true;
+        assert.equal(ackOplock(a, first.open, OplockLevel.II)[2], OplockLevel.II);
+      }, 50);
+    };
+    const second = await open(b, 'f', { oplock: OplockLevel.BATCH });
+    assert.ok(acked, 'CREATE returned after the acknowledgment');
+    a.onBreak = () => undefined;
+    assert.equal(second.level, OplockLevel.II);
+    assert.equal(a.sent.length, 1);
+    // Both at Level II: a write by either breaks both to none (no acknowledgment needed).
+    await files.write(b.ctx, second.open, { offset: 0, data: Buffer.from('x'), flags: 0, fileId: second.open.fileId });
+    assert.equal(a.sent.length, 2);
+    assert.equal(a.sent[1]![2], OplockLevel.NONE);
+    assert.equal(b.sent.length, 1, 'the writer loses its own Level II too');
+    assert.throws(
+      () => ackOplock(a, first.open, 0),
+      (e: unknown) => e instanceof SmbStatusError && e.status === NtStatus.INVALID_OPLOCK_PROTOCOL,
+      'a break from Level II takes no acknowledgment',
+    );
+    await srv.close();
+  });
+
+  it('a sharing violation breaks only a batch oplock, and an exclusive one not at all', async () => {
+    const { srv, client, open, close } = await setup();
+    const a = client(1);
+    const b = client(2);
+    const x = await open(a, 'x', { oplock: OplockLevel.EXCLUSIVE, share: 0 });
+    assert.equal(x.level, OplockLevel.EXCLUSIVE);
+    assert.equal(await status(open(b, 'x')), NtStatus.SHARING_VIOLATION);
+    assert.equal(a.sent.length, 0, 'no break for an exclusive oplock');
+    await close(a, x.open);
+    const y = await open(a, 'y', { oplock: OplockLevel.BATCH, share: 0 });
+    // The holder closes its cached handle on the break: the second open then succeeds.
+    a.onBreak = () => void close(a, y.open);
+    const second = await open(b, 'y');
+    assert.equal(a.sent.length, 1);
+    assert.equal(second.level, OplockLevel.NONE);
+    await srv.close();
+  });
+
+  it('a silent holder delays the second open by the break timeout only', async () => {
+    const { srv, client, open } = await setup(300);
+    const a = client(1);
+    const b = client(2);
+    await open(a, 'f', { oplock: OplockLevel.BATCH });
+    const started = Date.now();
+    const second = await open(b, 'f', { oplock: OplockLevel.II });
+    assert.ok(Date.now() - started >= 250);
+    assert.equal(second.level, OplockLevel.II);
+    await srv.close();
+  });
+});
+
+describe('leases', () => {
+  it('RWH broken to RH by another key; the ack completes the open; upgrades only while alone', async () => {
+    const { srv, client, open, close } = await setup();
+    const a = client(1);
+    const b = client(2);
+    const first = await open(a, 'f', { lease: { key: 1, state: RWH } });
+    assert.equal(first.level, OplockLevel.LEASE);
+    assert.equal(first.leaseState, RWH);
+    a.onBreak = (body) => {
+      assert.equal(body.readUInt32LE(4) & 1, 1, 'ack required');
+      assert.equal(body.readUInt32LE(24), RWH);
+      assert.equal(body.readUInt32LE(28), Caching.READ | Caching.HANDLE);
+      const ack = Buffer.alloc(64 + 36);
+      ack.writeUInt16LE(36, 64);
+      body.copy(ack, 72, 8, 24);
+      ack.writeUInt32LE(Caching.READ | Caching.HANDLE, 88);
+      acknowledge(a.ctx.fs, a.caching.clientGuid, new SmbReader(ack, 64), new SmbWriter(), () => first.open);
+    };
+    const second = await open(b, 'f', { lease: { key: 2, state: RWH } });
+    assert.equal(second.leaseState, Caching.READ | Caching.HANDLE);
+    // The first key asks for RWH again: no upgrade while the other lease's open is there.
+    const again = await open(a, 'f', { lease: { key: 1, state: RWH } });
+    assert.equal(again.leaseState, Caching.READ | Caching.HANDLE);
+    await close(b, second.open);
+    const alone = await open(a, 'f', { lease: { key: 1, state: RWH } });
+    assert.equal(alone.leaseState, RWH, 'upgraded once no other open shares the file');
+    // The same key on another file is refused.
+    assert.equal(await status(open(a, 'g', { lease: { key: 1, state: Caching.READ } })), NtStatus.INVALID_PARAMETER);
+    await srv.close();
+  });
+
+  it('an acknowledgment that keeps more than the break allows is refused, and no lease is not found', async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1);
+    const b = client(2);
+    const first = await open(a, 'f', { lease: { key: 1, state: RWH } });
+    const results: number[] = [];
+    a.onBreak = (body) => {
+      // First more than the break leaves (refused, the break goes on), then what it asked for.
+      for (const state of [RWH, body.readUInt32LE(28)]) {
+        const ack = Buffer.alloc(64 + 36);
+        ack.writeUInt16LE(36, 64);
+        body.copy(ack, 72, 8, 24);
+        ack.writeUInt32LE(state, 88);
+        try {
+          acknowledge(a.ctx.fs, a.caching.clientGuid, new SmbReader(ack, 64), new SmbWriter(), () => first.open);
+          results.push(NtStatus.SUCCESS);
+        } catch (e) {
+          results.push((e as SmbStatusError).status);
+        }
+      }
+    };
+    const started = Date.now();
+    await open(b, 'f', { lease: { key: 2, state: Caching.READ } });
+    assert.deepEqual(results, [NtStatus.REQUEST_NOT_ACCEPTED, NtStatus.SUCCESS]);
+    assert.ok(Date.now() - started < 1500, 'the second acknowledgment ended the break, not the timeout');
+    const unknown = Buffer.alloc(64 + 36);
+    unknown.writeUInt16LE(36, 64);
+    unknown.fill(9, 72, 88);
+    assert.throws(
+      () => acknowledge(a.ctx.fs, a.caching.clientGuid, new SmbReader(unknown, 64), new SmbWriter(), () => first.open),
+      (e: unknown) => e instanceof SmbStatusError && e.status === NtStatus.OBJECT_NAME_NOT_FOUND,
+    );
+    await srv.close();
+  });
+});

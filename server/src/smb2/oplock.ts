@@ -1,0 +1,535 @@
+// Share modes, delete-pending, oplocks and v1 leases of SMB opens, over the lock manager's table of
+// opens (vfs/locks/opens.ts), which NFS changes consult too.
+// MS-SMB2 3.3.5.9 (CREATE: share access, RqLs), 3.3.4.6 / 3.3.4.7 (oplock and lease break
+// notifications), 3.3.5.22 (OPLOCK_BREAK acknowledgments); MS-FSA 2.1.5.1.2 (share access),
+// 2.1.4.12 (what breaks an oplock) in the subset described at each function.
+import { VfsError } from '../vfs/errors.js';
+import type { FileService } from '../vfs/service.js';
+import {
+  AccessBits,
+  Caching,
+  ShareAccess,
+  type CacheHolder,
+  type FileOpens,
+  type OpenRecord,
+  OpenTableError,
+  isStatOpen,
+  SHARING_ACCESS,
+} from '../vfs/locks/opens.js';
+import type { Identity, Inode } from '../vfs/types.js';
+import { HEADER_SIZE, type SmbReader, SmbWriter, writeHeader } from './codec.js';
+import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
+import type { CreateRequest } from './messages.js';
+import type { Open } from './state.js';
+import { NtStatus, SmbStatusError } from './status.js';
+
+/** MS-SMB2 2.2.13 RequestedOplockLevel. */
+export const OplockLevel = Object.freeze({ NONE: 0, II: 1, EXCLUSIVE: 8, BATCH: 9, LEASE: 0xff } as const);
+
+/** MS-SMB2 2.2.23.2 Flags; 2.2.14.2.10 LeaseFlags. */
+const LEASE_BREAK_ACK_REQUIRED = 0x1;
+const LEASE_FLAG_BREAK_IN_PROGRESS = 0x2;
+/** Leases per server at most (each has at least one open; the open table caps those too). */
+const MAX_LEASES = 65536;
+/** MS-SMB2 3.3.2.1 Oplock Break Acknowledgment Timer: 35 s by default. */
+export /** FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, SYNCHRONIZE: what an open may ask without breaking an oplock. */
+const OPLOCK_STAT_ACCESS = 0x00000080 | 0x00000100 | 0x00100000;
+export const DEFAULT_BREAK_TIMEOUT_MS = 35_000;
+
+/** Sends an unsolicited notification through a holder's connection; false once it is gone. */
+export type NotifySender = (command: number, body: Buffer) => boolean;
+
+/** What CREATE needs from its connection to grant caching. */
+export interface CachingContext {
+  clientGuid: Buffer;
+  /** Leases exist from SMB 2.1 on. */
+  leasing: boolean;
+  notify: NotifySender;
+  /** How long a break waits for the acknowledgment (adapters.smb.oplock_break_timeout). */
+  breakTimeoutMs: number;
+}
+
+/** The oplock levels as caching bits. */
+const cachingOfLevel = (level: number): number =>
+  level === OplockLevel.BATCH
+    ? Caching.READ | Caching.WRITE | Caching.HANDLE
+    : level === OplockLevel.EXCLUSIVE
+      ? Caching.READ | Caching.WRITE
+      : level === OplockLevel.II
+        ? Caching.READ
+        : Caching.NONE;
+
+/** One pending break: resolved by the acknowledgment, the holder's release, or the timer. */
+class PendingBreak {
+  readonly done: Promise<void>;
+  private resolve!: () => void;
+  private readonly timer: NodeJS.Timeout;
+  constructor(timeoutMs: number, onTimeout: () => void) {
+    this.done = new Promise((r) => (this.resolve = r));
+    // Not unref'd: a request waiting on the break is work in flight.
+    this.timer = setTimeout(onTimeout, timeoutMs);
+  }
+  settle(): void {
+    clearTimeout(this.timer);
+    this.resolve();
+  }
+}
+
+/** MS-SMB2 3.3.1.10 an oplock on one open (Open.OplockLevel / OplockState). */
+export class OplockHolder implements CacheHolder {
+  private pending: PendingBreak | null = null;
+  /** The level the current break goes to. */
+  breakingTo: number = OplockLevel.NONE;
+
+  constructor(
+    public level: number,
+    private readonly open: Open,
+    private readonly notify: NotifySender,
+    private readonly timeoutMs: number,
+  ) {}
+
+  get caching(): number {
+    return cachingOfLevel(this.level);
+  }
+
+  get breaking(): boolean {
+    return this.pending !== null;
+  }
+
+  breakTo(keep: number): Promise<void> {
+    // A break in progress ends first; what it left may then need a further break (II to none).
+    if (this.pending) return this.pending.done.then(() => ((this.caching & ~keep) !== 0 ? this.breakTo(keep) : undefined));
+    // An oplock goes to Level II when read caching may stay, else to none (MS-FSA 2.1.4.12).
+    const to = (keep & Caching.READ) !== 0 && this.level !== OplockLevel.II ? OplockLevel.II : OplockLevel.NONE;
+    if (to === this.level) return Promise.resolve();
+    const body = oplockBreakBody(to, this.open.fileId);
+    if (this.level === OplockLevel.II) {
+      // A break from Level II needs no acknowledgment (MS-SMB2 2.2.24.1).
+      this.level = OplockLevel.NONE;
+      this.notify(Command.OPLOCK_BREAK, body);
+      return Promise.resolve();
+    }
+    this.breakingTo = to;
+    const p = (this.pending = new PendingBreak(this.timeoutMs, () => this.finish(OplockLevel.NONE)));
+    if (!this.notify(Command.OPLOCK_BREAK, body)) this.finish(OplockLevel.NONE);
+    return p.done;
+  }
+
+  /** The break is over at `level` (acknowledged, timed out, or the open is gone). */
+  finish(level: number): void {
+    this.level = level;
+    const p = this.pending;
+    this.pending = null;
+    p?.settle();
+  }
+}
+
+/** MS-SMB2 3.3.1.13 a lease: one per ClientGuid and LeaseKey, shared by that client's opens of a file. */
+export class Lease implements CacheHolder {
+  readonly opens = new Set<Open>();
+  private pending: PendingBreak | null = null;
+  breakingTo = 0;
+
+  constructor(
+    readonly table: LeaseTable,
+    readonly id: string,
+    readonly key: Buffer,
+    readonly file: FileOpens,
+    public state: number,
+    private readonly timeoutMs: number,
+  ) {}
+
+  get caching(): number {
+    return this.state;
+  }
+
+  get breaking(): boolean {
+    return this.pending !== null;
+  }
+
+  breakTo(keep: number): Promise<void> {
+    if (this.pending) return this.pending.done.then(() => ((this.state & ~keep) !== 0 ? this.breakTo(keep) : undefined));
+    const to = this.state & keep;
+    if (to === this.state) return Promise.resolve();
+    // Breaking from read caching alone needs no acknowledgment (MS-SMB2 3.3.4.7).
+    const ack = (this.state & (Caching.WRITE | Caching.HANDLE)) !== 0;
+    const body = leaseBreakBody(this.key, this.state, to, ack);
+    const sent = this.send(body);
+    if (!ack || !sent) {
+      this.state = to;
+      return Promise.resolve();
+    }
+    this.breakingTo = to;
+    const p = (this.pending = new PendingBreak(this.timeoutMs, () => this.finish(this.breakingTo)));
+    return p.done;
+  }
+
+  /** Through the connection of the newest open of the lease that is still there. */
+  private send(body: Buffer): boolean {
+    const opens = [...this.opens];
+    for (let i = opens.length - 1; i >= 0; i--) if (opens[i]!.notify?.(Command.OPLOCK_BREAK, body)) return true;
+    return false;
+  }
+
+  finish(state: number): void {
+    this.state = state;
+    const p = this.pending;
+    this.pending = null;
+    p?.settle();
+  }
+}
+
+/** The leases of the server, by ClientGuid and LeaseKey (MS-SMB2 3.3.1.12 LeaseTableList). */
+export class LeaseTable {
+  readonly leases = new Map<string, Lease>();
+}
+
+const leaseTables = new WeakMap<FileService, LeaseTable>();
+function leaseTableOf(fs: FileService): LeaseTable {
+  let t = leaseTables.get(fs);
+  if (!t) leaseTables.set(fs, (t = new LeaseTable()));
+  return t;
+}
+
+// ---- wire ---------------------------------------------------------------------------------------
+
+/** MS-SMB2 2.2.23.1 Oplock Break Notification (and 2.2.25.1 the response: same layout). */
+export function oplockBreakBody(level: number, fileId: Buffer): Buffer {
+  const w = new SmbWriter(24);
+  w.u16(24).u8(level).u8(0).u32(0).bytes(fileId);
+  return w.finish();
+}
+
+/** MS-SMB2 2.2.23.2 Lease Break Notification. */
+export function leaseBreakBody(key: Buffer, current: number, next: number, ackRequired: boolean): Buffer {
+  const w = new SmbWriter(44);
+  w.u16(44)
+    .u16(0)
+    .u32(ackRequired ? LEASE_BREAK_ACK_REQUIRED : 0)
+    .bytes(key);
+  w.u32(current).u32(next).u32(0).u32(0).u32(0);
+  return w.finish();
+}
+
+/** MS-SMB2 2.2.25.2 Lease Break Response (2.2.24.2 the acknowledgment: same layout). */
+function leaseAckBody(key: Buffer, state: number): Buffer {
+  const w = new SmbWriter(36);
+  w.u16(36).u16(0).u32(0).bytes(key).u32(state).u64(0);
+  return w.finish();
+}
+
+/**
+ * MS-SMB2 3.3.4.6 / 3.3.4.7: an unsolicited OPLOCK_BREAK notification, MessageId all ones, no
+ * session or tree (2.x), unsigned, no credits.
+ */
+export function notificationFrame(command: number, body: Buffer): Buffer {
+  const w = new SmbWriter(HEADER_SIZE + body.length);
+  writeHeader(w, {
+    creditCharge: 0,
+    status: 0,
+    command,
+    creditRequest: 0,
+    flags: HeaderFlags.SERVER_TO_REDIR,
+    nextCommand: 0,
+    messageId: 0,
+    treeId: 0,
+    sessionId: 0,
+  });
+  w.bytes(body);
+  const frame = w.finish();
+  frame.fill(0xff, 24, 32);
+  return frame;
+}
+
+/** MS-SMB2 2.2.13.2.8 SMB2_CREATE_REQUEST_LEASE: LeaseKey, LeaseState (v1 is 32 bytes). */
+function leaseRequestOf(req: CreateRequest): { key: Buffer; state: number } | null {
+  if (req.requestedOplockLevel !== OplockLevel.LEASE) return null;
+  const ctx = req.contexts.find((c) => c.name === 'RqLs');
+  if (!ctx || ctx.data.length < 32) return null;
+  return { key: Buffer.from(ctx.data.subarray(0, 16)), state: ctx.data.readUInt32LE(16) & (Caching.READ | Caching.HANDLE | Caching.WRITE) };
+}
+
+/** MS-SMB2 2.2.14.2.10 SMB2_CREATE_RESPONSE_LEASE. */
+function leaseResponse(lease: Lease): Buffer {
+  const b = Buffer.alloc(32);
+  lease.key.copy(b, 0);
+  b.writeUInt32LE(lease.state, 16);
+  b.writeUInt32LE(lease.breaking ? LEASE_FLAG_BREAK_IN_PROGRESS : 0, 20);
+  return b;
+}
+
+// ---- CREATE -------------------------------------------------------------------------------------
+
+const statusOfRefusal = (e: OpenTableError): NtStatus =>
+  e.reason === 'sharing-violation'
+    ? NtStatus.SHARING_VIOLATION
+    : e.reason === 'delete-pending'
+      ? NtStatus.DELETE_PENDING
+      : NtStatus.INSUFFICIENT_RESOURCES;
+
+/** The lease this client already holds under the request's key, when it is for another file. */
+function ownLease(fs: FileService, caching: CachingContext | undefined, req: CreateRequest): Lease | null {
+  if (!caching?.leasing) return null;
+  const want = leaseRequestOf(req);
+  if (!want) return null;
+  return leaseTableOf(fs).leases.get(caching.clientGuid.toString('hex') + want.key.toString('hex')) ?? null;
+}
+
+/**
+ * Caching before an open of an existing file (MS-FSA 2.1.5.1.2, 2.1.4.12). When share modes refuse
+ * the open, holders of handle caching (batch oplocks, H leases) are asked to let go first (they may
+ * close their cached handles) and nothing else breaks; an open that share modes admit takes write
+ * caching from the others (all caching for an overwrite). Stat opens break nothing.
+ */
+export async function breakForOpen(
+  fs: FileService,
+  meta: FileOpens['meta'],
+  inode: Inode,
+  access: number,
+  req: CreateRequest,
+  caching: CachingContext | undefined,
+): Promise<void> {
+  const file = fs.opens.get(meta, inode.id);
+  if (!file || file.holders === 0) return;
+  if (file.deletePending) throw new SmbStatusError(NtStatus.DELETE_PENDING);
+  const own = ownLease(fs, caching, req);
+  const d = req.createDisposition;
+  const overwrite = d === CreateDisposition.SUPERSEDE || d === CreateDisposition.OVERWRITE || d === CreateDisposition.OVERWRITE_IF;
+  // A stat open breaks nothing; READ_CONTROL alone counts as one for leases, not for oplocks (as smbd).
+  const leaseStat = !overwrite && isStatOpen(access);
+  const oplockStat = !overwrite && (access & ~OPLOCK_STAT_ACCESS) === 0;
+  if (leaseStat && oplockStat) return;
+  const breakable = (hs: CacheHolder[]): CacheHolder[] => hs.filter((h) => !(h instanceof Lease ? leaseStat : oplockStat));
+  if (fs.opens.conflicting(file, access, req.shareAccess)) {
+    const keep = Caching.READ | Caching.WRITE;
+    const handles = breakable(fs.opens.holdersAbove(file, keep, own));
+    if (handles.length === 0) return;
+    await Promise.all(handles.map((h) => h.breakTo(h.caching & keep)));
+    const again = fs.opens.get(meta, inode.id);
+    // Still refused: CREATE fails with SHARING_VIOLATION, the others keep their read and write caching.
+    if (!again || fs.opens.conflicting(again, access, req.shareAccess)) return;
+  }
+  const now = fs.opens.get(meta, inode.id);
+  if (!now || now.holders === 0) return;
+  // An open that will delete the file on close takes handle caching too (the others must let go of
+  // their cached handles for the delete to happen).
+  const deleting = (req.createOptions & CreateOptions.DELETE_ON_CLOSE) !== 0;
+  const keep = overwrite ? Caching.NONE : deleting ? Caching.READ : Caching.READ | Caching.HANDLE;
+  await Promise.all(breakable(fs.opens.holdersAbove(now, keep, own)).map((h) => h.breakTo(h.caching & keep)));
+}
+
+/** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
+export function registerOpen(fs: FileService, open: Open, access: number, shareAccess: number): OpenRecord {
+  try {
+    const rec = fs.opens.add(open.share.meta, open.inodeId, access, shareAccess, open);
+    rec.deleteOnClose = open.deleteOnClose;
+    return rec;
+  } catch (e) {
+    if (e instanceof OpenTableError) throw new SmbStatusError(statusOfRefusal(e));
+    throw e;
+  }
+}
+
+/**
+ * Grants the oplock or lease CREATE asked for, as far as the other opens allow (MS-SMB2 3.3.5.9
+ * steps for RequestedOplockLevel and 3.3.5.9.8 for RqLs). Returns the response's OplockLevel and
+ * lease context (or null).
+ */
+export function grantCaching(
+  fs: FileService,
+  open: Open,
+  rec: OpenRecord,
+  req: CreateRequest,
+  caching: CachingContext | undefined,
+): { level: number; lease: Buffer | null } {
+  const none = { level: OplockLevel.NONE, lease: null };
+  if (!caching) return none;
+  const file = rec.file;
+  const want = caching.leasing ? leaseRequestOf(req) : null;
+  const table = leaseTableOf(fs);
+  const id = want ? caching.clientGuid.toString('hex') + want.key.toString('hex') : '';
+  let lease = want ? table.leases.get(id) : undefined;
+  // A lease key names one file (MS-SMB2 3.3.5.9.8), directories included.
+  if (lease && lease.file !== file) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
+  if (open.isDir) return none;
+  open.notify = caching.notify;
+  if (want) {
+    // Opens of the file other than this lease's own (stat opens count only when they hold caching).
+    let others = false;
+    for (const o of file.opens) {
+      const so = o.owner as Open | null;
+      if (o !== rec && (!isStatOpen(o.access) || o.holder) && (!lease || !so || so.lease !== lease)) others = true;
+    }
+    let state = want.state;
+    // v1 lease states are R, RH, RW, RWH: nothing without read caching (MS-SMB2 3.3.5.9.8).
+    if ((state & Caching.READ) === 0) state = Caching.NONE;
+    if (others) state &= ~Caching.WRITE;
+    for (const o of file.opens) {
+      const h = o.holder;
+      if (h === null || h === lease) continue;
+      // Beside an oplock a lease caches reads only; another's write caching leaves it nothing.
+      if (h instanceof OplockHolder && h.level !== OplockLevel.NONE) state &= Caching.READ;
+      if ((h.caching & Caching.WRITE) !== 0) state = Caching.NONE;
+    }
+    if (lease) {
+      // A lease broken to none is granted afresh; a held one is upgraded when the request asks for
+      // more and no other open shares the file.
+      if (!lease.breaking && (lease.state === Caching.NONE || (!others && (state & lease.state) === lease.state))) lease.state = state;
+    } else {
+      if (table.leases.size >= MAX_LEASES) return none;
+      lease = new Lease(table, id, want.key, file, state, caching.breakTimeoutMs);
+      table.leases.set(id, lease);
+    }
+    lease.opens.add(open);
+    open.lease = lease;
+    fs.opens.setHolder(rec, lease);
+    return { level: OplockLevel.LEASE, lease: leaseResponse(lease) };
+  }
+  let level = req.requestedOplockLevel;
+  if (level !== OplockLevel.II && level !== OplockLevel.EXCLUSIVE && level !== OplockLevel.BATCH) return none;
+  let alone = true;
+  let blocked = false;
+  for (const o of file.opens) {
+    // Any other open, a stat open included, leaves an oplock at Level II at most.
+    if (o === rec) continue;
+    alone = false;
+    const h = o.holder;
+    if (h && (h.caching & (Caching.WRITE | Caching.HANDLE)) !== 0) blocked = true;
+  }
+  if (blocked) return none;
+  if (!alone) level = OplockLevel.II;
+  const holder = new OplockHolder(level, open, caching.notify, caching.breakTimeoutMs);
+  open.oplock = holder;
+  fs.opens.setHolder(rec, holder);
+  return { level, lease: null };
+}
+
+/** Another open's caching breaks to none before a change that does not go through a vfs write (MS-FSA 2.1.5.14.2). */
+export async function breakForChange(fs: FileService, open: Open): Promise<void> {
+  await fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open));
+}
+
+// ---- rename ---------------------------------------------------------------------------------------
+
+/**
+ * What other opens refuse a rename of `open` (MS-FSA 2.1.5.14.11 as Windows behaves): an open of
+ * the source directory holding DELETE access or not sharing delete (SHARING_VIOLATION), an open
+ * of anything beneath a renamed directory, or of the file a rename would replace (ACCESS_DENIED).
+ */
+export function checkRename(fs: FileService, open: Open, parentId: number, replacedId: number | null): void {
+  const meta = open.share.meta;
+  const dir = fs.opens.get(meta, parentId);
+  if (dir) {
+    for (const o of dir.opens) {
+      if ((o.access & SHARING_ACCESS) === 0) continue;
+      if ((o.access & AccessBits.DELETE) !== 0 || (o.shareAccess & ShareAccess.DELETE) === 0)
+        throw new SmbStatusError(NtStatus.SHARING_VIOLATION, 'the directory is open without delete sharing');
+    }
+  }
+  if (replacedId !== null && fs.opens.get(meta, replacedId)) throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'the file replaced is open');
+  if (!open.isDir) return;
+  const prefix = open.path + '\\';
+  for (const o of fs.opens.opensOf(meta)) {
+    const other = o.owner as Open;
+    if (other !== open && other.share === open.share && other.path.startsWith(prefix))
+      throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'a file beneath the directory is open');
+  }
+}
+
+// ---- CLOSE and teardown -------------------------------------------------------------------------
+
+/**
+ * Takes an open out of the lock manager: its oplock or its share of a lease goes (a break waiting on
+ * it ends), and when it was the file's last open and the file is delete-pending, the file is removed.
+ */
+export async function releaseOpen(fs: FileService, open: Open, id: Identity): Promise<void> {
+  const rec = open.record;
+  if (!rec) return;
+  open.record = null;
+  if (open.oplock) {
+    open.oplock.finish(OplockLevel.NONE);
+    open.oplock = null;
+  }
+  const lease = open.lease;
+  if (lease) {
+    open.lease = null;
+    lease.opens.delete(open);
+    if (lease.opens.size === 0) {
+      lease.finish(Caching.NONE);
+      if (lease.table.leases.get(lease.id) === lease) lease.table.leases.delete(lease.id);
+    }
+  }
+  rec.deleteOnClose = open.deleteOnClose;
+  if (!fs.opens.release(rec)) return;
+  if (!open.parent || !open.name) return;
+  try {
+    await fs.remove(open.parent, open.name, id, open.isDir);
+  } catch (e) {
+    // A directory that filled up meanwhile, or a file already gone, is simply not deleted.
+    if (!(e instanceof VfsError && (e.errno === 'NOTEMPTY' || e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
+  }
+}
+
+/** MS-FSA File.PendingDelete as SET_INFO FileDispositionInformation sets it. */
+export function setDeletePending(open: Open, pending: boolean): void {
+  if (open.record) open.record.file.deletePending = pending;
+  else open.deleteOnClose = pending;
+}
+
+/** Is the file delete-pending (FileStandardInformation.DeletePending)? */
+export function deletePendingOf(open: Open): boolean {
+  return open.record ? open.record.file.deletePending : open.deleteOnClose;
+}
+
+/**
+ * The caching holder an open's own changes do not break: its lease, or its exclusive or batch
+ * oplock. A Level II oplock breaks to none on its own open's writes too.
+ */
+export const holderOf = (open: Open): CacheHolder | null =>
+  open.lease ?? (open.oplock && open.oplock.level !== OplockLevel.II ? open.oplock : null);
+
+// ---- OPLOCK_BREAK acknowledgments -----------------------------------------------------------------
+
+/**
+ * MS-SMB2 3.3.5.22.1 / 3.3.5.22.2: an acknowledgment of an oplock break (StructureSize 24) or a
+ * lease break (36). `findOpen` resolves a FileId on the request's tree.
+ */
+export function acknowledge(fs: FileService, clientGuid: Buffer, r: SmbReader, w: SmbWriter, findOpen: (fileId: Buffer) => Open): void {
+  r.need(2, 'OPLOCK_BREAK');
+  const size = r.u16();
+  if (size === 24) {
+    r.need(22, 'OPLOCK_BREAK');
+    const level = r.u8();
+    r.skip(5);
+    const open = findOpen(r.bytes(16));
+    const h = open.oplock;
+    // An acknowledgment with no break to acknowledge (a break from Level II needs none).
+    if (!h || !h.breaking) throw new SmbStatusError(NtStatus.INVALID_OPLOCK_PROTOCOL, 'no oplock break in progress');
+    if (level !== OplockLevel.NONE && level !== OplockLevel.II) {
+      h.finish(OplockLevel.NONE);
+      throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'bad oplock level in acknowledgment');
+    }
+    if (level === OplockLevel.II && h.breakingTo === OplockLevel.NONE) {
+      h.finish(OplockLevel.NONE);
+      throw new SmbStatusError(NtStatus.INVALID_OPLOCK_PROTOCOL);
+    }
+    h.finish(level);
+    w.bytes(oplockBreakBody(level, open.fileId));
+    return;
+  }
+  if (size === 36) {
+    r.need(34, 'LEASE_BREAK');
+    r.skip(6);
+    const key = Buffer.from(r.bytes(16));
+    const state = r.u32();
+    const lease = leaseTableOf(fs).leases.get(clientGuid.toString('hex') + key.toString('hex'));
+    if (!lease) throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no such lease');
+    if (!lease.breaking) throw new SmbStatusError(NtStatus.UNSUCCESSFUL, 'no lease break in progress');
+    // Refused, and the break goes on: the client may acknowledge again with a state the break allows.
+    if ((state & ~lease.breakingTo) !== 0) throw new SmbStatusError(NtStatus.REQUEST_NOT_ACCEPTED, 'acknowledged more than the break left');
+    lease.finish(state);
+    w.bytes(leaseAckBody(key, state));
+    return;
+  }
+  throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `OPLOCK_BREAK StructureSize ${size}`);
+}

@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { MetadataStore } from '../../meta/store.js';
+import { AccessBits, type CacheHolder, Caching, OpenTable, OpenTableError, ShareAccess, sharingConflict } from './opens.js';
+
+const meta = {} as MetadataStore;
+const other = {} as MetadataStore;
+const R = AccessBits.READ_DATA;
+const W = AccessBits.WRITE_DATA;
+const D = AccessBits.DELETE;
+/** FILE_READ_ATTRIBUTES | SYNCHRONIZE: a stat open. */
+const STAT = 0x00100080;
+const { READ: SR, WRITE: SW, DELETE: SD } = ShareAccess;
+
+const refusal = (f: () => unknown): string => {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof OpenTableError) return e.reason;
+    throw e;
+  }
+  return 'ok';
+};
+
+describe('share modes (MS-FSA 2.1.5.1.2.1)', () => {
+  it('every access against every sharing of an existing open, both ways', () => {
+    // [existing access, existing share, new access, new share, conflict]
+    const rows: [number, number, number, number, boolean][] = [
+      [R, SR, R, SR, false],
+      [R, 0, R, SR | SW | SD, true], // existing does not share read
+      [R, SR, W, SR | SW, true], // existing does not share write
+      [W, SW, R, SW, true], // the existing writer does not share read
+      [W, SW | SR, R, SR | SW, false],
+      [R, SR, R, 0, true], // new open refuses read to an existing reader
+      [D, SD, D, SD, false],
+      [D, SR, D, SD, true],
+      [R, SR, D, SR | SD, true], // delete needs the existing open to share delete
+      [D, SD | SR, R, SR, true], // an existing deleter needs the new open to share delete
+      [AccessBits.EXECUTE, 0, R, SR, true], // execute counts as read
+      [AccessBits.APPEND_DATA, 0, W, SW, true], // append counts as write
+      [STAT, 0, R | W | D, 0, false], // stat opens take no part
+      [R | W | D, 0, STAT, 0, false],
+    ];
+    for (const [ea, es, na, ns, want] of rows) {
+      assert.equal(sharingConflict(na, ns, { access: ea, shareAccess: es }), want, JSON.stringify([ea, es, na, ns]));
+    }
+  });
+
+  it('refuses a conflicting open across owners and admits it after the first one closes', () => {
+    const t = new OpenTable();
+    const a = t.add(meta, 7, R | W, SR, 'a');
+    assert.equal(
+      refusal(() => t.add(meta, 7, W, SR | SW, 'b')),
+      'sharing-violation',
+    );
+    assert.equal(t.size, 1, 'a refused open is not registered');
+    // Another inode, and the same inode id in another store, are other files.
+    t.add(meta, 8, W, 0, 'c');
+    t.add(other, 7, W, 0, 'd');
+    assert.equal(t.release(a), false);
+    assert.equal(
+      refusal(() => t.add(meta, 7, W, SR | SW, 'b')),
+      'ok',
+    );
+    assert.equal(t.size, 3);
+  });
+
+  it('delete-pending refuses new opens; the last close says the file must go', () => {
+    const t = new OpenTable();
+    const a = t.add(meta, 1, R | D, SR | SW | SD, 'a');
+    const b = t.add(meta, 1, R, SR | SW | SD, 'b');
+    a.deleteOnClose = true;
+    assert.equal(t.release(a), false, 'b still has it open');
+    assert.equal(t.get(meta, 1)?.deletePending, true);
+    assert.equal(
+      refusal(() => t.add(meta, 1, STAT, SR | SW | SD, 'c')),
+      'delete-pending',
+    );
+    assert.equal(t.release(b), true, 'last close of a delete-pending file');
+    assert.equal(t.get(meta, 1), undefined, 'nothing kept for a file without opens');
+    assert.equal(
+      refusal(() => t.add(meta, 1, R, SR, 'd')),
+      'ok',
+      'a new file under the same id starts clean',
+    );
+  });
+
+  it('caps the number of opens', () => {
+    const t = new OpenTable({ maxOpens: 2 });
+    t.add(meta, 1, R, SR, 'a');
+    t.add(meta, 2, R, SR, 'b');
+    assert.equal(
+      refusal(() => t.add(meta, 3, R, SR, 'c')),
+      'too-many-opens',
+    );
+  });
+});
+
+describe('caching holders', () => {
+  class Holder implements CacheHolder {
+    breaks: number[] = [];
+    constructor(public caching: number) {}
+    breakTo(keep: number): Promise<void> {
+      this.breaks.push(keep);
+      this.caching = keep;
+      return Promise.resolve();
+    }
+  }
+
+  it('breaks every holder but the caller once, and costs nothing without holders', async () => {
+    const t = new OpenTable();
+    assert.equal(t.breakHolders(meta, 1, Caching.NONE), null, 'no opens at all');
+    const a = t.add(meta, 1, R, SR | SW, 'a');
+    assert.equal(t.breakHolders(meta, 1, Caching.NONE), null, 'opens without holders');
+    const lease = new Holder(Caching.READ | Caching.HANDLE);
+    const mine = new Holder(Caching.READ);
+    t.setHolder(a, lease);
+    // A second open of the same lease: one break, not two.
+    t.setHolder(t.add(meta, 1, R, SR | SW, 'a2'), lease);
+    t.setHolder(t.add(meta, 1, R | W, SR | SW, 'b'), mine);
+    const p = t.breakHolders(meta, 1, Caching.READ, mine);
+    assert.ok(p);
+    await p;
+    assert.deepEqual(lease.breaks, [Caching.READ]);
+    assert.deepEqual(mine.breaks, []);
+    assert.equal(t.breakHolders(meta, 1, Caching.READ, mine), null, 'nothing left above read caching');
+    t.release(a);
+    assert.equal(t.get(meta, 1)?.holders, 2);
+  });
+});

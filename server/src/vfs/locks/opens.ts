@@ -1,0 +1,196 @@
+// The lock manager's table of opens per file (DESIGN.md "The SMB engine": one lock manager in vfs/).
+// Every open of either protocol that asks for share modes or caching is registered here, across
+// connections and sessions of the whole server: share access is checked at open (MS-FSA 2.1.5.1.2),
+// delete-pending is a property of the file, and caching holders (SMB oplocks and leases) are asked
+// to break before another open, a write, a truncate, a remove or a rename changes what they cache.
+// The table knows no wire format: a holder is anything that can be told to drop caching bits.
+import type { MetadataStore } from '../../meta/store.js';
+
+/** MS-SMB2 2.2.13.1 / MS-DTYP 2.4.3 access bits that take part in share-mode checks. */
+export const AccessBits = Object.freeze({
+  READ_DATA: 0x00000001,
+  WRITE_DATA: 0x00000002,
+  APPEND_DATA: 0x00000004,
+  EXECUTE: 0x00000020,
+  DELETE: 0x00010000,
+} as const);
+
+/** MS-SMB2 2.2.13 ShareAccess. */
+export const ShareAccess = Object.freeze({ READ: 1, WRITE: 2, DELETE: 4 } as const);
+
+/** MS-SMB2 2.2.13.2.8 lease state bits, also the caching an oplock level stands for. */
+export const Caching = Object.freeze({ NONE: 0, READ: 1, HANDLE: 2, WRITE: 4 } as const);
+
+const READISH = AccessBits.READ_DATA | AccessBits.EXECUTE;
+const WRITEISH = AccessBits.WRITE_DATA | AccessBits.APPEND_DATA;
+/** An open with none of these bits takes part in no sharing check. */
+export const SHARING_ACCESS = READISH | WRITEISH | AccessBits.DELETE;
+/** FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, READ_CONTROL, SYNCHRONIZE: an open with nothing else is a "stat open". */
+const STAT_ACCESS = 0x00000080 | 0x00000100 | 0x00020000 | 0x00100000;
+/** A stat open breaks no caching and does not keep others from being granted it. */
+export const isStatOpen = (access: number): boolean => (access & ~STAT_ACCESS) === 0;
+
+/**
+ * Something holding caching on a file (an oplock on one open, or a lease shared by opens).
+ * `breakTo` must not throw; it resolves once the holder acknowledged, was released, or timed out.
+ */
+export interface CacheHolder {
+  /** The caching bits held now (Caching.*). */
+  readonly caching: number;
+  /** Asks the holder to keep at most `keep` bits; the promise settles when the break is over. */
+  breakTo(keep: number): Promise<void>;
+}
+
+export interface OpenRecord {
+  readonly file: FileOpens;
+  /** Granted access (MS-FSA Open.GrantedAccess) and share access (Open.SharingMode). */
+  readonly access: number;
+  readonly shareAccess: number;
+  /** MS-FSA Open.DeleteOnClose: the file becomes delete-pending when this open closes. */
+  deleteOnClose: boolean;
+  /** The caching this open holds through, or null. Several opens may share one holder (a lease). */
+  holder: CacheHolder | null;
+  /** Whatever the protocol engine needs to find its open (the SMB Open). */
+  readonly owner: unknown;
+}
+
+export class FileOpens {
+  readonly opens = new Set<OpenRecord>();
+  /** MS-FSA File.PendingDelete: new opens fail with DELETE_PENDING; the last close removes the file. */
+  deletePending = false;
+  /** Opens with a caching holder (the no-holder path of a write is one Map lookup and this test). */
+  holders = 0;
+  constructor(
+    readonly table: OpenTable,
+    readonly meta: MetadataStore,
+    readonly inodeId: number,
+  ) {}
+}
+
+/** Why an open or a change was refused (the engine maps it to its status). */
+export type OpenRefusal = 'sharing-violation' | 'delete-pending' | 'too-many-opens';
+
+export class OpenTableError extends Error {
+  readonly code: string;
+  constructor(readonly reason: OpenRefusal) {
+    super(reason);
+    this.code = `DITTOFS_OPEN_${reason.toUpperCase().replace(/-/g, '_')}`;
+  }
+}
+
+export interface OpenTableOptions {
+  /** Opens in the whole table at most (default 65536). */
+  maxOpens?: number;
+}
+
+/** MS-FSA 2.1.5.1.2.1: does a new open with `access`/`share` conflict with an existing one? */
+export function sharingConflict(access: number, share: number, existing: { access: number; shareAccess: number }): boolean {
+  if ((access & SHARING_ACCESS) === 0 || (existing.access & SHARING_ACCESS) === 0) return false;
+  if ((access & READISH) !== 0 && (existing.shareAccess & ShareAccess.READ) === 0) return true;
+  if ((access & WRITEISH) !== 0 && (existing.shareAccess & ShareAccess.WRITE) === 0) return true;
+  if ((access & AccessBits.DELETE) !== 0 && (existing.shareAccess & ShareAccess.DELETE) === 0) return true;
+  if ((existing.access & READISH) !== 0 && (share & ShareAccess.READ) === 0) return true;
+  if ((existing.access & WRITEISH) !== 0 && (share & ShareAccess.WRITE) === 0) return true;
+  if ((existing.access & AccessBits.DELETE) !== 0 && (share & ShareAccess.DELETE) === 0) return true;
+  return false;
+}
+
+export class OpenTable {
+  /** Per metadata store (shares may share one), per inode id. */
+  private readonly files = new Map<MetadataStore, Map<number, FileOpens>>();
+  private count = 0;
+  private readonly maxOpens: number;
+
+  constructor(opts: OpenTableOptions = {}) {
+    this.maxOpens = opts.maxOpens ?? 65536;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** The opens of a file, or undefined when it has none (no allocation). */
+  get(meta: MetadataStore, inodeId: number): FileOpens | undefined {
+    return this.files.get(meta)?.get(inodeId);
+  }
+
+  /** Every open of files of one metadata store (directory renames look for opens beneath). */
+  *opensOf(meta: MetadataStore): Generator<OpenRecord> {
+    const byInode = this.files.get(meta);
+    if (!byInode) return;
+    for (const f of byInode.values()) yield* f.opens;
+  }
+
+  /** The first open of `file` (other than `except`) whose share modes refuse `access`/`share`. */
+  conflicting(file: FileOpens | undefined, access: number, share: number, except?: OpenRecord): OpenRecord | null {
+    if (!file) return null;
+    for (const o of file.opens) if (o !== except && sharingConflict(access, share, o)) return o;
+    return null;
+  }
+
+  /**
+   * Registers an open after the share check (MS-FSA 2.1.5.1.2). Throws OpenTableError
+   * (delete-pending, sharing-violation, too-many-opens) and registers nothing then.
+   */
+  add(meta: MetadataStore, inodeId: number, access: number, shareAccess: number, owner: unknown): OpenRecord {
+    let byInode = this.files.get(meta);
+    let file = byInode?.get(inodeId);
+    if (file?.deletePending) throw new OpenTableError('delete-pending');
+    if (this.conflicting(file, access, shareAccess)) throw new OpenTableError('sharing-violation');
+    if (this.count >= this.maxOpens) throw new OpenTableError('too-many-opens');
+    if (!byInode) this.files.set(meta, (byInode = new Map<number, FileOpens>()));
+    if (!file) byInode.set(inodeId, (file = new FileOpens(this, meta, inodeId)));
+    const rec: OpenRecord = { file, access, shareAccess, deleteOnClose: false, holder: null, owner };
+    file.opens.add(rec);
+    this.count++;
+    return rec;
+  }
+
+  /** Gives an open a caching holder (or takes it away). */
+  setHolder(rec: OpenRecord, holder: CacheHolder | null): void {
+    if (!rec.file.opens.has(rec)) return;
+    if (rec.holder === null && holder !== null) rec.file.holders++;
+    else if (rec.holder !== null && holder === null) rec.file.holders--;
+    rec.holder = holder;
+  }
+
+  /**
+   * Removes an open. Returns true when the file must now be removed: it was (or became, by this
+   * open's delete-on-close) delete-pending and this was its last open.
+   */
+  release(rec: OpenRecord): boolean {
+    const file = rec.file;
+    if (!file.opens.delete(rec)) return false;
+    this.count--;
+    if (rec.holder !== null) file.holders--;
+    if (rec.deleteOnClose) file.deletePending = true;
+    if (file.opens.size > 0) return false;
+    const byInode = this.files.get(file.meta);
+    byInode?.delete(file.inodeId);
+    if (byInode?.size === 0) this.files.delete(file.meta);
+    return file.deletePending;
+  }
+
+  /** The distinct holders of a file other than `except`, that hold more than `keep` allows. */
+  holdersAbove(file: FileOpens, keep: number, except: CacheHolder | null = null): CacheHolder[] {
+    const out: CacheHolder[] = [];
+    for (const o of file.opens) {
+      const h = o.holder;
+      if (h === null || h === except || (h.caching & ~keep) === 0 || out.includes(h)) continue;
+      out.push(h);
+    }
+    return out;
+  }
+
+  /**
+   * Breaks every holder of a file (but `except`) down to `keep` and waits for the breaks. Returns
+   * null without allocating when nothing needs breaking: the path every NFS WRITE takes.
+   */
+  breakHolders(meta: MetadataStore, inodeId: number, keep: number, except: CacheHolder | null = null): Promise<void> | null {
+    const file = this.files.get(meta)?.get(inodeId);
+    if (file === undefined || file.holders === 0) return null;
+    const victims = this.holdersAbove(file, keep, except);
+    if (victims.length === 0) return null;
+    return Promise.all(victims.map((h) => h.breakTo(h.caching & keep))).then(() => undefined);
+  }
+}
