@@ -92,6 +92,14 @@ adapters:
     # Require every session to sign its messages (HMAC-SHA256); otherwise sessions sign when the
     # client asks (Windows 11 always does). Env: DITTOFS_SMB_SIGNING_REQUIRED.
     signing_required: false
+    # Limits, as for NFS: connections served at once (more are closed as they arrive):
+    max_connections: 1024
+    # A connection with no traffic for this long, while none of its requests is running, is closed
+    # (also one whose client stops reading its replies). Clients reconnect by themselves. 0: never.
+    idle_timeout: 15m
+    # SMB2 frames buffered across all connections, being read or being served. Past it,
+    # connections wait before reading more requests. At least 1088KiB (the largest frame).
+    max_buffered_request_bytes: 256MiB
 
 # The control plane.
 server:

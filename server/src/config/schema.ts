@@ -532,7 +532,15 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       max_buffered_request_bytes: sizeLeaf({ min: MIN_RECORD_SIZE }),
       portmapper: obj<DittoConfig['adapters']['nfs']['portmapper']>({ enabled: boolLeaf(), port: portLeaf() }),
     }),
-    smb: obj<DittoConfig['adapters']['smb']>({ enabled: boolLeaf(), port: portLeaf(), bind: hostLeaf(), signing_required: boolLeaf() }),
+    smb: obj<DittoConfig['adapters']['smb']>({
+      enabled: boolLeaf(),
+      port: portLeaf(),
+      bind: hostLeaf(),
+      signing_required: boolLeaf(),
+      max_connections: countLeaf(1, 1_000_000),
+      idle_timeout: durationMsLeaf(0, 24 * MAX_TIMEOUT_MS),
+      max_buffered_request_bytes: sizeLeaf({ min: 1088 * 1024 }),
+    }),
   }),
   server: obj<DittoConfig['server']>({
     api: obj<DittoConfig['server']['api']>({

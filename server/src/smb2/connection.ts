@@ -175,7 +175,7 @@ export class SmbConnection implements SessionOwner {
     const replies: Reply[] = [];
     const chain: ChainState = { sessionId: 0, treeId: 0, fileId: null, failed: null };
     for (const el of elements) {
-      const reply = await this.element(el.header, el.msg, chain);
+      const reply = await this.element(el.header, el.msg, chain, el === elements[0]);
       if (this.closed) return;
       if (reply) replies.push(reply);
     }
@@ -273,7 +273,7 @@ export class SmbConnection implements SessionOwner {
   }
 
   /** One compound element: its reply, or null (CANCEL has none). */
-  private async element(h: Smb2Header, msg: Buffer, chain: ChainState): Promise<Reply | null> {
+  private async element(h: Smb2Header, msg: Buffer, chain: ChainState, first: boolean): Promise<Reply | null> {
     const started = process.hrtime.bigint();
     const related = (h.flags & HeaderFlags.RELATED_OPERATIONS) !== 0;
     if (h.command === Command.CANCEL) return null;
@@ -312,6 +312,11 @@ export class SmbConnection implements SessionOwner {
     const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
     try {
       if (related && chain.failed !== null) throw new SmbStatusError(chain.failed as NtStatus);
+      // 3.3.5.2.7.2: the first element has nothing to be related to; its followers fail with it.
+      if (related && first) {
+        chain.failed = NtStatus.INVALID_PARAMETER;
+        throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'the first element of a compound is marked related');
+      }
       // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never processed.
       if (session?.signingKey && h.command !== Command.NEGOTIATE) {
         if (signed) {
