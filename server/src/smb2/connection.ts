@@ -5,6 +5,7 @@
 // files.ts.
 import type { Logger } from 'pino';
 import type { DataObserver, RequestObserver } from '../obs/metrics.js';
+import { endSpan, runInSpan, SpanKind, startSpan, tracingEnabled } from '../obs/tracing.js';
 import type { FileService } from '../vfs/service.js';
 import { DecodeError } from '../wire/errors.js';
 import type { Identity } from '../vfs/types.js';
@@ -87,6 +88,9 @@ export interface SmbEngineOptions {
   /** Sessions of every connection (PreviousSessionId); default: one table for the process. */
   sessions?: SessionTable;
 }
+
+/** Statuses that are the server's failure (an ERROR span), as opposed to an answer such as OBJECT_NAME_NOT_FOUND. */
+const SERVER_FAILURES: ReadonlySet<number> = new Set([NtStatus.INTERNAL_ERROR, NtStatus.UNEXPECTED_IO_ERROR]);
 
 /** MS-SMB2 3.3.5.4: sizes offered per dialect (2.0.2 has no multi-credit requests). */
 const LIMITS_202 = 65536;
@@ -306,6 +310,14 @@ export class SmbConnection implements SessionOwner {
       chain.fileId = null;
     }
     const w = new SmbWriter(128);
+    // One SERVER span per element (`smb.CREATE`), like the NFS calls (`nfs.CREATE`).
+    const span = tracingEnabled()
+      ? startSpan(`smb.${commandName(h.command)}`, SpanKind.SERVER, {
+          'rpc.system': 'smb2',
+          'rpc.method': commandName(h.command),
+          'dittofs.session_id': sessionId,
+        })
+      : null;
     let status: number;
     let data: Buffer | null = null;
     const session = sessionId !== 0 ? this.sessions.get(sessionId) : undefined;
@@ -330,7 +342,10 @@ export class SmbConnection implements SessionOwner {
       }
       if (session?.signingKey && (signed || session.signingRequired)) reply.signWith = session;
       const r = new SmbReader(msg, HEADER_SIZE);
-      const out = await this.dispatch(h, r, w, reply, session, treeId, chain, charge);
+      const out =
+        span === null
+          ? await this.dispatch(h, r, w, reply, session, treeId, chain, charge)
+          : await runInSpan(span, () => this.dispatch(h, r, w, reply, session, treeId, chain, charge));
       status = out.status;
       data = out.data;
     } catch (e) {
@@ -358,6 +373,14 @@ export class SmbConnection implements SessionOwner {
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.opts.observer?.requestDone('smb', commandName(h.command), statusLabel(status), seconds);
+    if (span !== null) {
+      const label = statusLabel(status);
+      span.setAttribute('dittofs.status', label);
+      const share = session?.trees.get(reply.header.treeId)?.share?.name;
+      if (share !== undefined) span.setAttribute('dittofs.share', share);
+      // An error status is an answer (NOT_FOUND, ACCESS_DENIED); only the server's own failures are ERROR spans.
+      endSpan(span, SERVER_FAILURES.has(status) ? label : undefined);
+    }
     return reply;
   }
 
