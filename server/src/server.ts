@@ -483,6 +483,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         oplockBreakTimeoutMs: smbCfg.oplock_break_timeout,
         serverName: os.hostname().split('.')[0]!.toUpperCase().slice(0, 15) || 'DITTOFS',
         domain: 'WORKGROUP',
+        maxConnections: smbCfg.max_connections,
+        idleTimeoutMs: smbCfg.idle_timeout,
+        maxBufferedRequestBytes: smbCfg.max_buffered_request_bytes,
         log: log.child({ component: 'smb' }),
         ...(metrics ? { observer: metrics, data: metrics } : {}),
       });

@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -18,81 +17,10 @@ import { after, before, describe, test } from 'node:test';
 import { XdrWriter } from '../../server/src/rpc/xdr.js';
 import { AUTH_NONE, NFS_PROGRAM, NFS_V3, NfsClient, NfsProc, RpcConnection, authSys } from '../helpers/rpc-client.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { connectRaw, MiB, mib, RSS_LIMIT, RssSampler, until, untilRssSettles } from '../helpers/hostile.js';
 import { COMMAND_TIMEOUT_MS, REPLY_TIMEOUT_MS, SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
 
-const MiB = 1024 * 1024;
-/** The bound the issue states for the server's resident memory under each attack. */
-const RSS_LIMIT = 600 * MiB;
 const TEST_TIMEOUT = TEST_TIMEOUT_MS;
-
-/** The server process's resident set size in bytes (VmRSS of /proc/PID/status). */
-function rssOf(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (m === null) throw new Error(`no VmRSS for process ${pid}`);
-  return Number(m[1]) * 1024;
-}
-
-/** Samples the server's RSS every 50 ms until stopped; `peak` is the largest seen. */
-class RssSampler {
-  peak = 0;
-  private readonly timer: NodeJS.Timeout;
-  constructor(private readonly pid: number) {
-    this.sample();
-    this.timer = setInterval(() => this.sample(), 50);
-  }
-  sample(): number {
-    let r: number;
-    try {
-      r = rssOf(this.pid);
-    } catch {
-      return this.peak; // the process is gone: the assertions on it will say so
-    }
-    if (r > this.peak) this.peak = r;
-    return r;
-  }
-  stop(): number {
-    clearInterval(this.timer);
-    this.sample();
-    return this.peak;
-  }
-}
-
-const mib = (n: number): string => `${(n / MiB).toFixed(0)} MiB`;
-
-/** Waits until `cond` holds, polling; fails after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/**
- * Waits until the server's RSS has not grown by more than 4 MiB for `quietMs` (the attack has
- * done what it can), at most `maxMs`.
- */
-async function untilRssSettles(s: RssSampler, quietMs: number, maxMs: number): Promise<void> {
-  const deadline = Date.now() + maxMs;
-  let base = s.sample();
-  let since = Date.now();
-  while (Date.now() < deadline && Date.now() - since < quietMs) {
-    await new Promise((r) => setTimeout(r, 100));
-    const now = s.sample();
-    if (now > base + 4 * MiB) {
-      base = now;
-      since = Date.now();
-    }
-  }
-}
-
-function connectRaw(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ port, host: '127.0.0.1', noDelay: true });
-    s.once('connect', () => resolve(s));
-    s.once('error', reject);
-  });
-}
 
 function runTool(cmd: string, argv: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { COMMAND_TIMEOUT_MS, REPLY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { authSys, NfsClient } from '../helpers/rpc-client.js';
+import { runTool } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
@@ -134,6 +135,25 @@ describe('metrics endpoint of a real server', { timeout: SUITE_TIMEOUT_MS }, () 
     // Process metrics of the server's own registry.
     assert.ok(sum(samples, 'process_cpu_user_seconds_total') > 0);
     assert.ok(sum(samples, 'nodejs_heap_size_used_bytes') > 0);
+  });
+
+  test('SMB requests are counted with protocol="smb", the command and the NTSTATUS; a refused logon is logged at info', async () => {
+    const r = await runTool('smbclient', ['//127.0.0.1/export', '-p', String(srv.smbPort), '-U', 'nobody-here%wrong-password', '-c', 'ls']);
+    assert.match(r.stdout + r.stderr, /NT_STATUS_LOGON_FAILURE/);
+    const { samples } = await scrape();
+    assert.ok(sum(samples, 'dittofs_requests_total', { protocol: 'smb', procedure: 'NEGOTIATE', status: 'ok' }) >= 1);
+    assert.ok(
+      sum(samples, 'dittofs_requests_total', { protocol: 'smb', procedure: 'SESSION_SETUP', status: 'more_processing_required' }) >= 1,
+    );
+    assert.ok(sum(samples, 'dittofs_requests_total', { protocol: 'smb', procedure: 'SESSION_SETUP', status: 'logon_failure' }) >= 1);
+    assert.ok(sum(samples, 'dittofs_request_duration_seconds_count', { protocol: 'smb', procedure: 'SESSION_SETUP' }) >= 2);
+    const refused = srv
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('"msg":"SMB logon refused"'));
+    assert.ok(refused.length >= 1, 'a log line for the refused logon');
+    assert.match(refused[0]!, /"level":"info"/);
+    assert.match(refused[0]!, /nobody-here.*no such user/);
   });
 
   test('the open connections gauge follows a client connecting and leaving', async () => {

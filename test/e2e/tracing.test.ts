@@ -12,7 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
-import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { adminLogin, apiRequest } from '../helpers/api.js';
+import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
 
@@ -215,5 +216,64 @@ describe('tracing of a real server', { timeout: SUITE_TIMEOUT_MS }, () => {
     assert.ok(sizes.includes(4 * MiB), `a filesystem.put span for the complete block (puts: ${sizes.join(', ')})`);
     assert.ok(sizes.every((n) => n === 4 * MiB || n === 1 * MiB) && puts.length <= 2, `puts: ${sizes.join(', ')}`);
     for (const p of puts) assert.equal(p.attrs['dittofs.block_store'], 'default');
+  });
+
+  test('SMB requests are spans too: smb.<COMMAND>, their status, share and database children', async () => {
+    const receiver = await otlpReceiver();
+    after(() => receiver.close());
+    tmp ??= await mkdtemp(path.join(os.tmpdir(), 'dittofs-tracing-'));
+    srv = await startDittofs({
+      env: {
+        DITTOFS_TRACING__ENABLED: 'true',
+        DITTOFS_TRACING__ENDPOINT: receiver.url,
+        DITTOFS_TRACING__SERVICE_NAME: 'dittofs-e2e',
+      },
+    });
+    const base = `http://127.0.0.1:${srv.apiPort}`;
+    const first = await adminLogin(base, TEST_ADMIN_PASSWORD);
+    const changed = await apiRequest(
+      base,
+      'POST',
+      '/api/v1/users/me/password',
+      { current_password: TEST_ADMIN_PASSWORD, new_password: 'admin-Passw0rd-changed' },
+      first.token,
+    );
+    assert.equal(changed.status, 204);
+    const token = (await adminLogin(base, 'admin-Passw0rd-changed')).token;
+    const user = { username: 'tracer', password: 'tracer-Passw0rd-1', uid: 1400, gid: 1400, must_change_password: false };
+    assert.equal((await apiRequest(base, 'POST', '/api/v1/users', user, token)).status, 201);
+    assert.equal(
+      (await apiRequest(base, 'PUT', '/api/v1/shares/export/permissions/users/tracer', { level: 'read-write' }, token)).status,
+      200,
+    );
+    const src = path.join(tmp, 'smb-in.bin');
+    await writeFile(src, randomBytes(64 * 1024));
+    const smb = (cmd: string): Promise<{ code: number; stderr: string }> =>
+      run('smbclient', ['//127.0.0.1/export', '-p', String(srv!.smbPort), '-U', 'tracer%tracer-Passw0rd-1', '-c', cmd]);
+    const put = await smb(`put ${src} smb-traced.bin`);
+    assert.equal(put.code, 0, put.stderr);
+    await smb('allinfo no-such-file');
+    await srv.stop();
+    srv = undefined;
+
+    const spans = flatten(receiver.exports);
+    const names = new Set(spans.map((s) => s.name));
+    for (const n of ['smb.NEGOTIATE', 'smb.SESSION_SETUP', 'smb.TREE_CONNECT', 'smb.CREATE', 'smb.WRITE', 'smb.CLOSE'])
+      assert.ok(names.has(n), `a ${n} span (got ${[...names].join(', ')})`);
+    const write = spans.find((s) => s.name === 'smb.WRITE')!;
+    assert.equal(write.kind, SPAN_KIND_SERVER);
+    assert.deepEqual(
+      [write.attrs['rpc.system'], write.attrs['rpc.method'], write.attrs['dittofs.status'], write.attrs['dittofs.share']],
+      ['smb2', 'WRITE', 'ok', '/export'],
+    );
+    // A missing name is an answer, not a server failure.
+    const miss = spans.find((s) => s.name === 'smb.CREATE' && s.attrs['dittofs.status'] === 'object_name_not_found');
+    assert.ok(miss, 'the CREATE of a missing name has a span with its status');
+    assert.notEqual(miss.status, SPAN_STATUS_ERROR);
+    const create = spans.find((s) => s.name === 'smb.CREATE' && s.attrs['dittofs.status'] === 'ok')!;
+    assert.ok(
+      spans.some((d) => d.name.startsWith('db.') && d.traceId === create.traceId),
+      'database spans in the trace of an SMB CREATE',
+    );
   });
 });

@@ -70,7 +70,16 @@ describe('defaults', () => {
       max_buffered_request_bytes: 256 * 1024 * 1024,
       portmapper: { enabled: false, port: 10111 },
     });
-    assert.deepEqual(c.adapters.smb, { enabled: true, port: 12445, bind: '0.0.0.0', signing_required: false, oplock_break_timeout: 35000 });
+    assert.deepEqual(c.adapters.smb, {
+      enabled: true,
+      port: 12445,
+      bind: '0.0.0.0',
+      signing_required: false,
+      oplock_break_timeout: 35000,
+      max_connections: 1024,
+      idle_timeout: 15 * 60_000,
+      max_buffered_request_bytes: 256 * 1024 * 1024,
+    });
     assert.deepEqual(c.server.api, {
       enabled: true,
       port: 8080,

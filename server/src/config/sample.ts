@@ -95,6 +95,14 @@ adapters:
     # How long an open or write (of either protocol) waits for an SMB client to acknowledge an
     # oplock or lease break before it goes on (MS-SMB2's 35 s at most). Env: DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT.
     oplock_break_timeout: 35s
+    # Limits, as for NFS: connections served at once (more are closed as they arrive):
+    max_connections: 1024
+    # A connection with no traffic for this long, while none of its requests is running, is closed
+    # (also one whose client stops reading its replies). Clients reconnect by themselves. 0: never.
+    idle_timeout: 15m
+    # SMB2 frames buffered across all connections, being read or being served. Past it,
+    # connections wait before reading more requests. At least 1088KiB (the largest frame).
+    max_buffered_request_bytes: 256MiB
 
 # The control plane.
 server:

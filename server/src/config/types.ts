@@ -124,6 +124,15 @@ export interface DittoConfig {
        * break, in ms (MS-SMB2: 35 s, the default). Env DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT.
        */
       oplock_break_timeout: number;
+      /** TCP connections served at once; more are closed as they arrive (default 1024). */
+      max_connections: number;
+      /** A connection with no traffic for this long (ms) while none of its requests is running is closed; 0: never (default 15 minutes). */
+      idle_timeout: number;
+      /**
+       * Bytes of SMB2 frames buffered across all connections, being read or being served (default
+       * 256 MiB, at least 1088 KiB: the largest frame); past it, connections wait before reading more.
+       */
+      max_buffered_request_bytes: number;
     };
   };
   server: {

@@ -73,6 +73,8 @@ export class RecordReader {
   private readonly budget: RequestBudget | null;
   private readonly maxFragments: number;
   private disposed = false;
+  /** Records begun so far (a record is begun by its first header byte). */
+  private begun = 0;
 
   /** Called when a reservation the reader waited for is granted: call `push` again. */
   onReady: (() => void) | null = null;
@@ -116,6 +118,7 @@ export class RecordReader {
     let at = 0;
     while (at < chunk.length) {
       if (!this.inFragment) {
+        if (this.headerFill === 0 && this.fragments === 0) this.begun++;
         const n = Math.min(4 - this.headerFill, chunk.length - at);
         chunk.copy(this.header, this.headerFill, at, at + n);
         this.headerFill += n;
@@ -269,6 +272,11 @@ export class RecordReader {
   /** True while a record's buffer is made and being filled (more bytes of it need nothing new). */
   get midRecord(): boolean {
     return this.frag !== null || this.rec !== null;
+  }
+
+  /** The number of the record being received (1, 2, ...), or -1 between records. */
+  get partialRecord(): number {
+    return this.inFragment || this.headerFill > 0 || this.fragments > 0 ? this.begun : -1;
   }
 
   /** Bytes buffered that do not yet form a record. */

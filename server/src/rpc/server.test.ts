@@ -262,3 +262,99 @@ describe('RPC server over TCP: what one client can make it hold', () => {
     sock.destroy();
   });
 });
+
+describe('RPC server over TCP: bounds across connections (issue 11 follow-up)', () => {
+  const BIG = 2; // answers 256 KiB
+  let started = 0;
+  const program: RpcProgram = {
+    prog: PROG + 3,
+    name: 'global',
+    lowVersion: 1,
+    highVersion: 1,
+    maxProc: BIG,
+    handle: () => {
+      started++;
+      return Promise.resolve([Buffer.alloc(256 * 1024, 0x42)]);
+    },
+    isNonIdempotent: () => false,
+    procName: (proc) => String(proc),
+  };
+  // Each connection alone may leave 8 MiB unsent; all of them together only 2 MiB.
+  const rpc = new RpcServer([program], {
+    maxRecordSize: 1 << 20,
+    drcSize: 16,
+    maxInFlightPerConnection: 4,
+    maxUnsentReplyBytes: 8 << 20,
+    maxUnsentReplyBytesTotal: 2 << 20,
+    recordTimeoutMs: 600,
+  });
+  let port = 0;
+  before(async () => {
+    port = await rpc.listenTcp(0, '127.0.0.1');
+  });
+  after(() => rpc.close(1000));
+
+  const calls = (n: number): Buffer =>
+    Buffer.concat(
+      Array.from({ length: n }, (_, i) => {
+        const rec = encodeCall(i + 1, PROG + 3, 1, BIG, none, Buffer.alloc(0));
+        return Buffer.concat([recordMark(rec.length), rec]);
+      }),
+    );
+  const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error('timed out');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const connect = async (): Promise<net.Socket> => {
+    const s = net.connect(port, '127.0.0.1');
+    await new Promise<void>((r) => s.once('connect', r));
+    return s;
+  };
+
+  it('slow readers on many connections together leave at most the global bound unsent, then all are served', async () => {
+    const socks = await Promise.all(Array.from({ length: 8 }, connect));
+    const before = started;
+    for (const s of socks) {
+      s.pause();
+      s.write(calls(100));
+    }
+    await until(() => rpc.replies.over);
+    await new Promise((r) => setTimeout(r, 300));
+    const ran = started - before;
+    // The kernel's socket buffers take a few MiB per connection; beyond them, what runs stops at
+    // the 2 MiB bound plus the calls in flight (8 x 4). Per connection alone it would be 8 x 8 MiB.
+    assert.ok(rpc.replies.used < (2 << 20) + 8 * 4 * 256 * 1024, `${rpc.replies.used} bytes unsent`);
+    assert.ok(ran < 8 * 100, `${ran} calls started while every client reads nothing`);
+    let replies = 0;
+    for (const s of socks) {
+      const reader = new RecordReader(1 << 20);
+      s.on('data', (c: Buffer) => (replies += reader.push(c).length));
+      s.resume();
+    }
+    await until(() => replies === 800);
+    assert.equal(rpc.replies.used, 0);
+    for (const s of socks) s.destroy();
+  });
+
+  it('a client trickling a record a byte at a time is disconnected at the record deadline', async () => {
+    const s = await connect();
+    const rec = encodeCall(1, PROG + 3, 1, BIG, none, Buffer.alloc(0));
+    const wire = Buffer.concat([recordMark(rec.length), rec]);
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    s.on('error', () => undefined);
+    let i = 0;
+    // One byte every 100 ms: never idle, but the record would take seconds to arrive.
+    const t = setInterval(() => {
+      if (i < wire.length - 1 && !s.destroyed) s.write(wire.subarray(i, ++i));
+    }, 100);
+    const t0 = Date.now();
+    await closed;
+    clearInterval(t);
+    const took = Date.now() - t0;
+    assert.ok(took >= 500 && took < 5_000, `closed after ${took} ms (deadline 600 ms)`);
+    assert.ok(i < wire.length - 1, 'closed before the record was complete');
+  });
+});

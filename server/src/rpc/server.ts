@@ -23,7 +23,7 @@ import {
 } from './message.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { readIntoBuffer } from '../wire/socket-read.js';
-import { ConnectionLimits, LogLimiter, PauseReason } from '../wire/limits.js';
+import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/limits.js';
 import { recordMark, RecordReader, type RecordAlloc } from './record.js';
 import { XdrWriter } from './xdr.js';
 import { listenOn } from '../wire/listen.js';
@@ -73,6 +73,10 @@ export interface RpcServerOptions {
    * running (default 256 MiB, at least maxRecordSize). Past it, connections wait before reading more.
    */
   maxBufferedRequestBytes?: number;
+  /** Reply bytes unsent across all TCP connections past which no connection starts a call (default 256 MiB). */
+  maxUnsentReplyBytesTotal?: number;
+  /** A record must arrive whole within this long of its first byte, or the connection is closed; 0: no limit (default 2 min). */
+  recordTimeoutMs?: number;
   /** Name of the protocol in log lines (default `RPC`). */
   name?: string;
   log?: Logger;
@@ -86,6 +90,8 @@ export const RPC_SERVER_DEFAULTS = Object.freeze({
   maxConnections: 1024,
   idleTimeoutMs: 6 * 60_000,
   maxBufferedRequestBytes: 256 * 1024 * 1024,
+  maxUnsentReplyBytesTotal: 256 * 1024 * 1024,
+  recordTimeoutMs: 2 * 60_000,
 } as const);
 
 /** Whether a record's buffer may be reused once its call is answered, and what to do once its reply is out. */
@@ -181,6 +187,8 @@ export class RpcServer {
   private readonly allocRecord: RecordAlloc;
   /** Connection cap, idle timeout and the request budget of the TCP listeners. */
   readonly limits: ConnectionLimits;
+  /** Reply bytes unsent across all TCP connections (issue 11: 1,024 slow readers must not hold 10 GiB). */
+  readonly replies: ReplyBudget;
   /** Log lines a hostile client can cause, each at most a few per minute. */
   private readonly framingLog: LogLimiter;
   private readonly garbageLog: LogLimiter;
@@ -203,9 +211,11 @@ export class RpcServer {
       maxConnections: opts.maxConnections ?? RPC_SERVER_DEFAULTS.maxConnections,
       idleTimeoutMs: opts.idleTimeoutMs ?? RPC_SERVER_DEFAULTS.idleTimeoutMs,
       maxBufferedRequestBytes: budget,
+      recordTimeoutMs: opts.recordTimeoutMs ?? RPC_SERVER_DEFAULTS.recordTimeoutMs,
       name,
       ...(opts.log ? { log: opts.log } : {}),
     });
+    this.replies = new ReplyBudget(opts.maxUnsentReplyBytesTotal ?? RPC_SERVER_DEFAULTS.maxUnsentReplyBytesTotal);
     this.framingLog = new LogLimiter(opts.log, 'warn', LOG_BURST, LOG_INTERVAL_MS);
     this.garbageLog = new LogLimiter(opts.log, 'warn', LOG_BURST, LOG_INTERVAL_MS);
     this.badCallLog = new LogLimiter(opts.log, 'info', LOG_BURST, LOG_INTERVAL_MS);
@@ -278,6 +288,9 @@ export class RpcServer {
     /** Inside onChunk (the pressure listener must not pause the connection that caused it). */
     let reading = false;
     guard.busy = () => active > 0 || reader.blocked || guard.holds(PauseReason.Budget);
+    guard.partialRecord = () => reader.partialRecord;
+    const replies = this.replies;
+    let stopWaitingForReplies: (() => void) | null = null;
 
     const send: SendReply = (parts, sent) => {
       if (socket.destroyed || socket.writableEnded) {
@@ -292,18 +305,15 @@ export class RpcServer {
       // an error once the socket is destroyed: either way the buffers are free again.
       // Past half the unsent bound, each reply written out lets the next calls start (waiting for
       // 'drain', which comes only once everything is out, would leave the socket idle meanwhile).
-      const watch = socket.writableLength + len >= maxUnsent / 2;
+      const watch = socket.writableLength + len >= maxUnsent / 2 || replies.waiting > 0;
       const last = parts.length - 1;
+      replies.add(len);
       for (let i = 0; i < last; i++) socket.write(parts[i]!);
-      socket.write(
-        parts[last]!,
-        watch
-          ? () => {
-              sent?.();
-              pump();
-            }
-          : sent,
-      );
+      socket.write(parts[last]!, () => {
+        replies.sent(len);
+        sent?.();
+        if (watch) pump();
+      });
       socket.uncork();
     };
     const onGarbage = (): void => {
@@ -327,7 +337,13 @@ export class RpcServer {
      */
     const pump = (): void => {
       if (socket.destroyed) return;
-      const outputFull = socket.writableLength >= maxUnsent;
+      const outputFull = socket.writableLength >= maxUnsent || replies.over;
+      // Over the server-wide bound: this connection starts nothing until the replies drain.
+      if (replies.over && stopWaitingForReplies === null)
+        stopWaitingForReplies = replies.whenBelow(() => {
+          stopWaitingForReplies = null;
+          pump();
+        });
       while (queue.length > 0 && active < maxInFlight && !outputFull && !this.closing) dispatch(queue.shift()!);
       if (queue.length > 0 || active >= maxInFlight) guard.hold(PauseReason.InFlight);
       else guard.release(PauseReason.InFlight);
@@ -386,6 +402,7 @@ export class RpcServer {
     socket.on('close', () => {
       this.sockets.delete(socket);
       stopPressure();
+      stopWaitingForReplies?.();
       reader.dispose();
       // Calls read but never started: nobody will get their replies.
       for (const r of queue) {

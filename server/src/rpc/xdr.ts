@@ -65,7 +65,7 @@ export class XdrReader {
 
   /** Fixed-length opaque[n] as a view into the buffer (copy it if it must outlive the request). */
   fixed(n: number): Buffer {
-    const padded = (n + 3) & ~3;
+    const padded = padded4(n);
     this.need(padded);
     const out = this.buf.subarray(this.pos, this.pos + n);
     this.pos += padded;
@@ -131,7 +131,7 @@ export class XdrWriter {
   /** Fixed-length opaque: bytes plus zeroed padding. */
   fixed(data: Uint8Array): this {
     const n = data.length;
-    const padded = (n + 3) & ~3;
+    const padded = padded4(n);
     this.ensure(padded);
     this.buf.set(data, this.pos);
     this.buf.fill(0, this.pos + n, this.pos + padded);
@@ -166,4 +166,10 @@ export class XdrWriter {
 }
 
 /** Bytes an opaque<> of n bytes takes on the wire, length word included. */
-export const xdrOpaqueSize = (n: number): number => 4 + ((n + 3) & ~3);
+export const xdrOpaqueSize = (n: number): number => 4 + padded4(n);
+
+/** `n` rounded up to a multiple of four, in arithmetic (bitwise operators would wrap lengths of 2^31 and up to negative). */
+export function padded4(n: number): number {
+  const r = n % 4;
+  return r === 0 ? n : n + 4 - r;
+}

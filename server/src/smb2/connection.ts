@@ -5,11 +5,19 @@
 // files.ts.
 import type { Logger } from 'pino';
 import type { DataObserver, RequestObserver } from '../obs/metrics.js';
+import { endSpan, runInSpan, SpanKind, startSpan, tracingEnabled } from '../obs/tracing.js';
 import type { FileService } from '../vfs/service.js';
 import { DecodeError } from '../wire/errors.js';
 import type { Identity } from '../vfs/types.js';
 import { nowTimespec } from '../vfs/types.js';
-import { negotiateSecurityBlob, SmbAuthExchange, smb2Signature, type SmbUserDirectory, verifySmb2Signature } from './auth/index.js';
+import {
+  negotiateSecurityBlob,
+  SmbAuthExchange,
+  smb2Signature,
+  type SmbUser,
+  type SmbUserDirectory,
+  verifySmb2Signature,
+} from './auth/index.js';
 import { decodeHeader, fromUtf16, HEADER_SIZE, SMB1_MAGIC, SmbReader, SmbWriter, writeHeader, type Smb2Header } from './codec.js';
 import {
   Capabilities,
@@ -65,6 +73,7 @@ import {
 import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
 import { SrvsvcPipe } from './srvsvc.js';
 import { ioctl as smbIoctl } from './ioctl.js';
+import { defaultSessionTable, SessionTable, type SessionOwner } from './sessions.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
 
 export interface SmbEngineOptions {
@@ -82,7 +91,12 @@ export interface SmbEngineOptions {
   log?: Logger;
   observer?: RequestObserver;
   data?: DataObserver;
+  /** Sessions of every connection (PreviousSessionId); default: one table for the process. */
+  sessions?: SessionTable;
 }
+
+/** Statuses that are the server's failure (an ERROR span), as opposed to an answer such as OBJECT_NAME_NOT_FOUND. */
+const SERVER_FAILURES: ReadonlySet<number> = new Set([NtStatus.INTERNAL_ERROR, NtStatus.UNEXPECTED_IO_ERROR]);
 
 /** MS-SMB2 3.3.5.4: sizes offered per dialect (2.0.2 has no multi-credit requests). */
 const LIMITS_202 = 65536;
@@ -120,7 +134,7 @@ interface ChainState {
   last: boolean;
 }
 
-export class SmbConnection {
+export class SmbConnection implements SessionOwner {
   private dialect: number | null = null;
   private clientGuid: Buffer = Buffer.alloc(16);
   private clientSecurityMode = 0;
@@ -131,13 +145,13 @@ export class SmbConnection {
   /** Named pipe opens on IPC$ (srvsvc only), by open id. */
   private readonly pipes = new Map<number, { id: number; fileId: Buffer; tree: Tree; pipe: SrvsvcPipe }>();
   private nextPipeId = 2 ** 40;
-  private static nextSessionId = 1;
   private warnedMalformed = false;
   /** Requests answered STATUS_PENDING and not yet finally (Connection.AsyncCommandList). */
   private readonly async = new AsyncTable((op, final) => this.sendFinal(op, final));
   /** CHANGE_NOTIFY watches of this connection's opens (made on first use). */
   private notifyHub: NotifyHub | null = null;
   closed = false;
+  private readonly table: SessionTable;
 
   constructor(
     private readonly opts: SmbEngineOptions,
@@ -157,6 +171,7 @@ export class SmbConnection {
         return true;
       },
     };
+    this.table = opts.sessions ?? defaultSessionTable;
   }
 
   /** How oplock and lease breaks reach this connection's client (unsolicited, MessageId all ones). */
@@ -195,7 +210,7 @@ export class SmbConnection {
     for (let i = 0; i < elements.length; i++) {
       const el = elements[i]!;
       chain.last = i === elements.length - 1;
-      const reply = await this.element(el.header, el.msg, chain);
+      const reply = await this.element(el.header, el.msg, chain, i === 0);
       if (this.closed) {
         reply?.pending?.abort('disconnected');
         return;
@@ -354,7 +369,7 @@ export class SmbConnection {
   }
 
   /** One compound element: its reply, or null (CANCEL has none). */
-  private async element(h: Smb2Header, msg: Buffer, chain: ChainState): Promise<Reply | null> {
+  private async element(h: Smb2Header, msg: Buffer, chain: ChainState, first: boolean): Promise<Reply | null> {
     const started = process.hrtime.bigint();
     const related = (h.flags & HeaderFlags.RELATED_OPERATIONS) !== 0;
     if (h.command === Command.CANCEL) {
@@ -391,12 +406,25 @@ export class SmbConnection {
       chain.fileId = null;
     }
     const w = new SmbWriter(128);
+    // One SERVER span per element (`smb.CREATE`), like the NFS calls (`nfs.CREATE`).
+    const span = tracingEnabled()
+      ? startSpan(`smb.${commandName(h.command)}`, SpanKind.SERVER, {
+          'rpc.system': 'smb2',
+          'rpc.method': commandName(h.command),
+          'dittofs.session_id': sessionId,
+        })
+      : null;
     let status: number;
     let data: Buffer | null = null;
     const session = sessionId !== 0 ? this.sessions.get(sessionId) : undefined;
     const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
     try {
       if (related && chain.failed !== null) throw new SmbStatusError(chain.failed as NtStatus);
+      // 3.3.5.2.7.2: the first element has nothing to be related to; its followers fail with it.
+      if (related && first) {
+        chain.failed = NtStatus.INVALID_PARAMETER;
+        throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'the first element of a compound is marked related');
+      }
       // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never processed.
       if (session?.signingKey && h.command !== Command.NEGOTIATE) {
         if (signed) {
@@ -410,7 +438,10 @@ export class SmbConnection {
       }
       if (session?.signingKey && (signed || session.signingRequired)) reply.signWith = session;
       const r = new SmbReader(msg, HEADER_SIZE);
-      const out = await this.dispatch(h, r, w, reply, session, treeId, chain, charge);
+      const out =
+        span === null
+          ? await this.dispatch(h, r, w, reply, session, treeId, chain, charge)
+          : await runInSpan(span, () => this.dispatch(h, r, w, reply, session, treeId, chain, charge));
       status = out.status;
       data = out.data;
     } catch (e) {
@@ -457,10 +488,23 @@ export class SmbConnection {
       writeErrorBody(e);
       reply.body = e.finish();
     }
-    // An unknown or deleted session signs nothing (a refused signature never set signWith).
-    if (status === NtStatus.USER_SESSION_DELETED) reply.signWith = null;
+    // An unknown or deleted session signs nothing (a refused signature never set signWith); the
+    // SIGNED flag of a signed request is kept, with a zero signature, which clients that require
+    // signing accept for this status only (smbd does the same).
+    if (status === NtStatus.USER_SESSION_DELETED) {
+      reply.signWith = null;
+      if (signed) reply.header.flags |= HeaderFlags.SIGNED;
+    }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.opts.observer?.requestDone('smb', commandName(h.command), statusLabel(status), seconds);
+    if (span !== null) {
+      const label = statusLabel(status);
+      span.setAttribute('dittofs.status', label);
+      const share = session?.trees.get(reply.header.treeId)?.share?.name;
+      if (share !== undefined) span.setAttribute('dittofs.share', share);
+      // An error status is an answer (NOT_FOUND, ACCESS_DENIED); only the server's own failures are ERROR spans.
+      endSpan(span, SERVER_FAILURES.has(status) ? label : undefined);
+    }
     return reply;
   }
 
@@ -776,19 +820,20 @@ export class SmbConnection {
     this.negotiateBody(w, dialect);
   }
 
-  // MS-SMB2 3.3.5.5 SESSION_SETUP
+  // MS-SMB2 3.3.5.5 SESSION_SETUP: a new session (SessionId 0), the next leg of one in progress, or
+  // the re-authentication of a valid one (3.3.5.5.2: its session key, hence signing, is kept).
   private async sessionSetup(h: Smb2Header, r: SmbReader, w: SmbWriter, reply: Reply): Promise<number> {
     const req = decodeSessionSetup(r);
     let session: Session | undefined;
-    let created = false;
     if (h.sessionId === 0) {
       if (this.sessions.size >= MAX_SESSIONS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many sessions');
-      const id = SmbConnection.nextSessionId++;
+      const id = SessionTable.allocateId();
       session = {
         id,
         state: 'in-progress',
         exchange: null,
         user: null,
+        owner: null,
         identity: { uid: 65534, gid: 65534, gids: [] },
         signingKey: null,
         signingRequired: false,
@@ -798,74 +843,98 @@ export class SmbConnection {
         nextTreeId: 1,
       };
       this.sessions.set(id, session);
-      created = true;
     } else {
       session = this.sessions.get(h.sessionId);
       if (!session) throw new SmbStatusError(NtStatus.USER_SESSION_DELETED);
     }
     reply.header.sessionId = session.id;
-    // A new exchange for a new session or a re-authentication of a valid one.
+    const reauth = session.state === 'valid';
+    // Anonymous is accepted only to re-authenticate a session (it can only lose rights: what smbd
+    // does, and smbtorture's reauth2-4 expect); a new anonymous session needs guest access.
     session.exchange ??= new SmbAuthExchange(this.opts.directory, {
       serverName: this.opts.serverName,
       domain: this.opts.domain,
-      allowGuest: false,
+      allowGuest: reauth,
     });
-    let step;
-    try {
-      step = await session.exchange.step(req.securityBuffer);
-    } catch (e) {
-      session.exchange = null;
-      if (created) this.sessions.delete(session.id);
-      throw e;
+    const step = await session.exchange.step(req.securityBuffer);
+    if (step.kind === 'continue') {
+      writeSessionSetupResponse(w, 0, step.token);
+      return NtStatus.MORE_PROCESSING_REQUIRED;
     }
-    switch (step.kind) {
-      case 'continue':
-        writeSessionSetupResponse(w, 0, step.token);
-        return NtStatus.MORE_PROCESSING_REQUIRED;
-      case 'failed':
-        session.exchange = null;
-        // 3.3.5.5.3: a failed authentication removes the session, a re-authenticated one too
-        // (its opens are closed and its pending requests answered, as at logoff).
-        if (session.state === 'valid') await this.logoff(session);
-        else this.sessions.delete(session.id);
-        this.log?.info({ reason: step.reason, message: step.message }, 'SMB logon refused');
-        return step.reason === 'logon-failure' ? NtStatus.LOGON_FAILURE : NtStatus.INVALID_PARAMETER;
-      case 'done': {
-        session.exchange = null;
-        session.state = 'valid';
-        session.user = step.user;
-        const id: Identity = { uid: step.user.uid, gid: step.user.gid, gids: step.user.gids };
-        session.identity = id;
-        session.guest = step.guest;
-        session.anonymous = step.anonymous;
-        const keyed = !step.guest && !step.anonymous && step.sessionKey.length >= 16;
-        session.signingKey = keyed ? Buffer.from(step.sessionKey.subarray(0, 16)) : null;
-        session.signingRequired =
-          keyed &&
-          (this.opts.signingRequired ||
-            (req.securityMode & SecurityMode.SIGNING_REQUIRED) !== 0 ||
-            (this.clientSecurityMode & SecurityMode.SIGNING_REQUIRED) !== 0);
-        // 3.3.5.5.3: the final response is signed whenever the session has a key.
-        reply.signWith = keyed ? session : null;
-        // PreviousSessionId: the same user's earlier session on this connection is ended (its
-        // opens closed, its pending requests answered) as at logoff.
-        const previous =
-          req.previousSessionId !== 0 && req.previousSessionId !== session.id ? this.sessions.get(req.previousSessionId) : undefined;
-        if (previous?.state === 'valid' && previous.user?.name === step.user.name) await this.logoff(previous);
-        const flags = step.anonymous ? SessionFlags.IS_NULL : step.guest ? SessionFlags.IS_GUEST : 0;
-        writeSessionSetupResponse(w, flags, step.token);
-        this.log?.info({ user: step.user.name, sessionId: session.id, signing: session.signingRequired }, 'SMB session established');
-        return NtStatus.SUCCESS;
+    session.exchange = null;
+    if (step.kind === 'failed') {
+      // 3.3.5.5.3: an authentication error ends the session, a valid one (re-authentication) too:
+      // its opens are closed and its trees dropped.
+      this.log?.info(
+        { reason: step.reason, message: step.message, sessionId: session.id, reauth },
+        reauth ? 'SMB re-authentication refused: session ended' : 'SMB logon refused',
+      );
+      await this.endSession(session, 'authentication failed');
+      return step.reason === 'logon-failure' ? NtStatus.LOGON_FAILURE : NtStatus.INVALID_PARAMETER;
+    }
+    const flags = step.anonymous ? SessionFlags.IS_NULL : step.guest ? SessionFlags.IS_GUEST : 0;
+    if (reauth) {
+      // The same user (rights refreshed from the control plane) or anonymous (rights dropped); a
+      // different user cannot take over the session and its opens: refused, the session unchanged.
+      const owner = session.owner;
+      if (!step.anonymous && (owner === null || owner.name.toLowerCase() !== step.user.name.toLowerCase())) {
+        this.log?.info(
+          { user: step.user.name, owner: owner?.name, sessionId: session.id },
+          'SMB re-authentication as another user refused',
+        );
+        return NtStatus.ACCESS_DENIED;
       }
+      this.setUser(session, step.user, step.guest, step.anonymous);
+      reply.signWith = session.signingKey ? session : null;
+      writeSessionSetupResponse(w, flags, step.token);
+      this.log?.info({ user: step.user.name, sessionId: session.id, anonymous: step.anonymous }, 'SMB session re-authenticated');
+      return NtStatus.SUCCESS;
     }
+    session.state = 'valid';
+    session.owner = step.anonymous || step.guest ? null : step.user;
+    this.setUser(session, step.user, step.guest, step.anonymous);
+    const keyed = !step.guest && !step.anonymous && step.sessionKey.length >= 16;
+    session.signingKey = keyed ? Buffer.from(step.sessionKey.subarray(0, 16)) : null;
+    session.signingRequired =
+      keyed &&
+      (this.opts.signingRequired ||
+        (req.securityMode & SecurityMode.SIGNING_REQUIRED) !== 0 ||
+        (this.clientSecurityMode & SecurityMode.SIGNING_REQUIRED) !== 0);
+    this.table.add(session, this);
+    // 3.3.5.5.3 a reconnecting client names its lost session: that session (same user) ends.
+    if (session.owner !== null && (await this.table.endPrevious(req.previousSessionId, session, session.owner.name)))
+      this.log?.info({ user: step.user.name, sessionId: session.id, previous: req.previousSessionId }, 'SMB previous session ended');
+    // 3.3.5.5.3: the final response is signed whenever the session has a key.
+    reply.signWith = keyed ? session : null;
+    writeSessionSetupResponse(w, flags, step.token);
+    this.log?.info({ user: step.user.name, sessionId: session.id, signing: session.signingRequired }, 'SMB session established');
+    return NtStatus.SUCCESS;
+  }
+
+  private setUser(session: Session, user: SmbUser, guest: boolean, anonymous: boolean): void {
+    session.user = user;
+    session.identity = { uid: user.uid, gid: user.gid, gids: [...user.gids] } satisfies Identity;
+    session.guest = guest;
+    session.anonymous = anonymous;
+  }
+
+  /** Ends a session of this connection: LOGOFF, a failed authentication, a reconnect elsewhere. */
+  async endSession(session: Session, why: string): Promise<void> {
+    if (this.sessions.get(session.id) !== session) return;
+    this.sessions.delete(session.id);
+    this.table.remove(session);
+    session.state = 'in-progress';
+    session.exchange = null;
+    this.async.abortWhere((op) => op.request.session === session, 'closed');
+    await this.closeOpens((o) => o.tree.session === session);
+    for (const p of this.pipes.values()) if (p.tree.session === session) this.pipes.delete(p.id);
+    session.trees.clear();
+    if (why !== 'logoff') this.log?.debug({ sessionId: session.id, why }, 'SMB session ended');
   }
 
   // MS-SMB2 3.3.5.6 LOGOFF
   private async logoff(session: Session): Promise<void> {
-    this.async.abortWhere((op) => op.request.session === session, 'closed');
-    await this.closeOpens((o) => o.tree.session === session);
-    session.trees.clear();
-    this.sessions.delete(session.id);
+    await this.endSession(session, 'logoff');
   }
 
   // MS-SMB2 3.3.5.7 TREE_CONNECT
@@ -954,8 +1023,9 @@ export class SmbConnection {
     this.closed = true;
     this.async.abortWhere(() => true, 'disconnected');
     this.notifyHub?.closeAll();
-    await this.closeOpens(() => true);
+    for (const s of this.sessions.values()) this.table.remove(s);
     this.sessions.clear();
+    await this.closeOpens(() => true);
   }
 
   get openCount(): number {

@@ -1,12 +1,19 @@
 // The SMB2 listener: Direct TCP connections (MS-SMB2 2.1), each framed and handed to an
-// SmbConnection. Bounds: a frame cap checked before buffering, frames (and their bytes) in flight
-// per connection (the socket pauses beyond them), a connection cap, and an idle timeout. Graceful
-// close: stop accepting, stop reading, let the requests read finish, then close the sockets.
+// SmbConnection. The same hostile-client limits as the ONC RPC listener (wire/limits.ts): a frame
+// cap checked before buffering; one request budget for the bytes of frames buffered or being
+// served across all connections; frames in flight per connection; the replies a connection has not
+// read (each frame counted by the most its replies can take before it starts) and, across all
+// connections, a reply budget; a connection cap; an idle timeout; a deadline for each frame to
+// arrive whole. A connection past any of these is not read until it is back under them. Garbage
+// (framing errors) is logged a few times a minute at most. Graceful close: stop accepting, stop
+// reading, let the requests read finish, then close the sockets.
 import net from 'node:net';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { FrameError } from '../wire/errors.js';
+import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/limits.js';
 import { SmbConnection, type SmbEngineOptions } from './connection.js';
-import { DirectTcpFramer, directTcpHeader } from './framing.js';
+import { DirectTcpFramer, directTcpHeader, replyEstimate } from './framing.js';
+import { SessionTable } from './sessions.js';
 import { listenOn } from '../wire/listen.js';
 
 export interface SmbServerOptions extends SmbEngineOptions {
@@ -14,30 +21,51 @@ export interface SmbServerOptions extends SmbEngineOptions {
   maxFrameSize?: number;
   /** Connections served at once; more are closed at accept (default 1024). */
   maxConnections?: number;
-  /** A connection with nothing in flight and nothing received for this long is closed (default 15 min). */
+  /** A connection with no traffic for this long while none of its requests runs is closed; 0: never (default 15 min). */
   idleTimeoutMs?: number;
   /** Frames processed at once per connection before the socket is paused (default 64). */
   maxInFlightPerConnection?: number;
+  /** Bytes of frames buffered or being served across all connections (default 256 MiB, at least maxFrameSize). */
+  maxBufferedRequestBytes?: number;
+  /** Reply bytes one connection may have unsent (counting those its running frames may still add; default 8 MiB). */
+  maxUnsentReplyBytes?: number;
+  /** Reply bytes unsent across all connections past which no connection starts a frame (default 256 MiB). */
+  maxUnsentReplyBytesTotal?: number;
+  /** A frame must arrive whole within this long of its first byte; 0: no limit (default 2 min). */
+  frameTimeoutMs?: number;
 }
 
 export const DEFAULT_MAX_FRAME = 1024 * 1024 + 64 * 1024;
-const DEFAULT_MAX_CONNECTIONS = 1024;
-const DEFAULT_IDLE_MS = 15 * 60 * 1000;
-const DEFAULT_IN_FLIGHT = 64;
+export const SMB_SERVER_DEFAULTS = Object.freeze({
+  maxConnections: 1024,
+  idleTimeoutMs: 15 * 60 * 1000,
+  maxInFlightPerConnection: 64,
+  maxBufferedRequestBytes: 256 * 1024 * 1024,
+  maxUnsentReplyBytes: 8 * 1024 * 1024,
+  maxUnsentReplyBytesTotal: 256 * 1024 * 1024,
+  frameTimeoutMs: 2 * 60 * 1000,
+} as const);
 /** Frames this large or larger (1 MiB WRITEs) come from a pool and go back once answered. */
 const POOLED_FRAME_MIN = 64 * 1024;
 const POOLED_FRAMES_KEPT = 16;
-/** Bytes of frames in flight per connection past which it stops reading (a 1 MiB WRITE is one frame). */
-const MAX_FRAME_BYTES_IN_FLIGHT = 16 * 1024 * 1024;
-/** Pending output past which a connection stops reading (a client that does not read its replies). */
-const MAX_PENDING_OUTPUT = 16 * 1024 * 1024;
+/** The largest single READ/QUERY output a reply can carry (what NEGOTIATE offers at 2.1). */
+const MAX_IO = 1024 * 1024;
+/** Lines of one kind of client-caused log message per minute; the rest are counted in one summary line. */
+const LOG_BURST = 10;
+const LOG_INTERVAL_MS = 60_000;
 
 export class SmbServer {
   private server: net.Server | null = null;
-  private readonly sockets = new Map<net.Socket, { conn: SmbConnection; active: number }>();
+  private readonly sockets = new Map<net.Socket, { conn: SmbConnection }>();
   private closing = false;
   private inFlight = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Connection cap, idle timeout, frame deadline and the request budget. */
+  readonly limits: ConnectionLimits;
+  /** Unsent reply bytes across all connections. */
+  readonly replies: ReplyBudget;
+  private readonly framingLog: LogLimiter;
+  private readonly engine: SmbEngineOptions;
 
   /**
    * Buffers of large frames, reused: streaming 1 MiB WRITEs through fresh buffers costs V8 a full
@@ -47,7 +75,21 @@ export class SmbServer {
   private readonly framePool: BufferPool;
 
   constructor(private readonly opts: SmbServerOptions) {
-    this.framePool = new BufferPool(opts.maxFrameSize ?? DEFAULT_MAX_FRAME, POOLED_FRAMES_KEPT);
+    const maxFrame = opts.maxFrameSize ?? DEFAULT_MAX_FRAME;
+    this.framePool = new BufferPool(maxFrame, POOLED_FRAMES_KEPT);
+    const budget = opts.maxBufferedRequestBytes ?? Math.max(SMB_SERVER_DEFAULTS.maxBufferedRequestBytes, maxFrame);
+    if (budget < maxFrame) throw new RangeError(`the request budget (${budget} bytes) must be at least the frame cap (${maxFrame} bytes)`);
+    this.limits = new ConnectionLimits({
+      maxConnections: opts.maxConnections ?? SMB_SERVER_DEFAULTS.maxConnections,
+      idleTimeoutMs: opts.idleTimeoutMs ?? SMB_SERVER_DEFAULTS.idleTimeoutMs,
+      maxBufferedRequestBytes: budget,
+      recordTimeoutMs: opts.frameTimeoutMs ?? SMB_SERVER_DEFAULTS.frameTimeoutMs,
+      name: 'SMB',
+      ...(opts.log ? { log: opts.log } : {}),
+    });
+    this.replies = new ReplyBudget(opts.maxUnsentReplyBytesTotal ?? SMB_SERVER_DEFAULTS.maxUnsentReplyBytesTotal);
+    this.framingLog = new LogLimiter(opts.log, 'warn', LOG_BURST, LOG_INTERVAL_MS);
+    this.engine = { ...opts, sessions: opts.sessions ?? new SessionTable() };
   }
 
   get connections(): number {
@@ -55,77 +97,109 @@ export class SmbServer {
   }
 
   listen(port: number, host: string): Promise<number> {
-    const server = net.createServer({ noDelay: true }, (s) => this.onConnection(s));
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (s) => this.onConnection(s));
     this.server = server;
     return listenOn(server, port, host);
   }
 
   private onConnection(socket: net.Socket): void {
-    const log = this.opts.log;
-    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    if (this.closing || this.sockets.size >= (this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS)) {
-      log?.warn({ peer, connections: this.sockets.size }, 'SMB connection refused: connection cap reached or shutting down');
+    if (this.closing) {
       socket.destroy();
       return;
     }
+    const guard = this.limits.admit(socket);
+    if (guard === null) return;
+    const log = this.opts.log;
+    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     const clog = log?.child({ peer, protocol: 'smb' });
     clog?.info('SMB connection opened');
-    const maxInFlight = this.opts.maxInFlightPerConnection ?? DEFAULT_IN_FLIGHT;
-    let paused = false;
-    const state = {
-      conn: null as unknown as SmbConnection,
-      active: 0,
-      /** Bytes of the frames being processed. */
-      bytes: 0,
-    };
-    const resumeIfPossible = (): void => {
-      if (this.closing || !paused) return;
-      if (state.active < maxInFlight && state.bytes < MAX_FRAME_BYTES_IN_FLIGHT && socket.writableLength < MAX_PENDING_OUTPUT) {
-        paused = false;
-        socket.resume();
-      }
-    };
+    const maxInFlight = this.opts.maxInFlightPerConnection ?? SMB_SERVER_DEFAULTS.maxInFlightPerConnection;
+    const maxUnsent = this.opts.maxUnsentReplyBytes ?? SMB_SERVER_DEFAULTS.maxUnsentReplyBytes;
+    const budget = this.limits.budget;
+    const replies = this.replies;
+    /** Frames read and not started (each holds its budget reservation), and what runs. */
+    const queue: Buffer[] = [];
+    let active = 0;
+    /** The most reply bytes the running frames may still produce. */
+    let expected = 0;
+    /** Reply bytes handed to the socket and not yet written out (by our count). */
+    let unsent = 0;
+    let stopWaitingForReplies: (() => void) | null = null;
+    let reading = false;
+
     const send = (parts: Buffer[]): void => {
       if (socket.destroyed || socket.writableEnded) return;
       let len = 0;
       for (const p of parts) len += p.length;
+      unsent += len;
+      replies.add(len);
       socket.cork();
       socket.write(directTcpHeader(len));
-      for (const p of parts) socket.write(p);
+      const last = parts.length - 1;
+      for (let i = 0; i < last; i++) socket.write(parts[i]!);
+      // Runs once written out, or with an error once the socket is destroyed: either way not unsent.
+      socket.write(parts[last]!, () => {
+        unsent -= len;
+        replies.sent(len);
+        pump();
+      });
       socket.uncork();
     };
     const abort = (why: string): void => {
-      clog?.warn({ why }, 'SMB connection closed: protocol error');
+      this.framingLog.log({ peer, why }, 'SMB connection closed: protocol error');
       socket.destroy();
     };
-    state.conn = new SmbConnection(this.opts, send, abort, clog);
-    this.sockets.set(socket, state);
+    const conn = new SmbConnection(this.engine, send, abort, clog);
+    this.sockets.set(socket, { conn });
     const pool = this.framePool;
     const alloc = (n: number): Buffer => (n >= POOLED_FRAME_MIN ? pool.take(n) : Buffer.allocUnsafe(n));
-    const framer = new DirectTcpFramer(
-      this.opts.maxFrameSize ?? DEFAULT_MAX_FRAME,
-      (frame) => {
-        state.active++;
-        state.bytes += frame.length;
-        this.inFlight++;
-        if ((state.active >= maxInFlight || state.bytes >= MAX_FRAME_BYTES_IN_FLIGHT) && !paused) {
-          paused = true;
-          socket.pause();
+
+    const start = (frame: Buffer): void => {
+      const estimate = replyEstimate(frame, MAX_IO);
+      active++;
+      expected += estimate;
+      this.inFlight++;
+      conn
+        .handleFrame(frame)
+        .catch((err: unknown) => clog?.error({ err }, 'SMB frame failed unexpectedly'))
+        .finally(() => {
+          budget.release(frame.length);
+          if (frame.length >= POOLED_FRAME_MIN) pool.give(frame);
+          active--;
+          expected -= estimate;
+          if (--this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+          pump();
+        });
+    };
+    /**
+     * Starts the frames read while fewer than maxInFlight run and the client reads its replies
+     * (this connection's and everyone's), and reads the socket only while nothing waits.
+     */
+    const pump = (): void => {
+      if (socket.destroyed) return;
+      while (queue.length > 0 && active < maxInFlight && !this.closing && !replies.over) {
+        // One frame always may run when nothing else does and nothing is unsent (a lone large compound).
+        if (active > 0 || unsent > 0) {
+          if (unsent + expected + replyEstimate(queue[0]!, MAX_IO) > maxUnsent) break;
         }
-        state.conn
-          .handleFrame(frame)
-          .catch((err: unknown) => clog?.error({ err }, 'SMB frame failed unexpectedly'))
-          .finally(() => {
-            state.bytes -= frame.length;
-            if (frame.length >= POOLED_FRAME_MIN) pool.give(frame);
-            state.active--;
-            if (--this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-            resumeIfPossible();
+        start(queue.shift()!);
+      }
+      if (queue.length > 0 || active >= maxInFlight) guard.hold(PauseReason.InFlight);
+      else guard.release(PauseReason.InFlight);
+      const outputFull = unsent >= maxUnsent || replies.over;
+      if (outputFull) {
+        guard.hold(PauseReason.Output);
+        if (replies.over && stopWaitingForReplies === null)
+          stopWaitingForReplies = replies.whenBelow(() => {
+            stopWaitingForReplies = null;
+            pump();
           });
-      },
-      alloc,
-    );
-    socket.on('data', (chunk: Buffer) => {
+      } else guard.release(PauseReason.Output);
+    };
+    const framer = new DirectTcpFramer(this.opts.maxFrameSize ?? DEFAULT_MAX_FRAME, (frame) => queue.push(frame), { alloc, budget });
+    guard.busy = () => active > 0 || queue.length > 0 || framer.blocked;
+    guard.partialRecord = () => framer.partialFrame;
+    const take = (chunk: Buffer): void => {
       try {
         framer.push(chunk);
       } catch (err) {
@@ -134,19 +208,48 @@ export class SmbServer {
           clog?.error({ err }, 'SMB framing failed unexpectedly');
           socket.destroy();
         }
+        return;
       }
+      if (framer.blocked) guard.hold(PauseReason.Budget);
+      pump();
+    };
+    framer.onReady = () => {
+      guard.release(PauseReason.Budget);
+      if (!socket.destroyed) take(Buffer.alloc(0));
+    };
+    const resumeAfterPressure = (): void => {
+      if (socket.destroyed || framer.blocked) return;
+      guard.release(PauseReason.Budget);
+    };
+    // While others wait for the budget, a connection between frames starts no new frame either.
+    const pauseForPressure = (): void => {
+      if (reading || framer.partialFrame >= 0 || guard.holds(PauseReason.Budget) || socket.destroyed) return;
+      guard.hold(PauseReason.Budget);
+      budget.queueResume(resumeAfterPressure);
+    };
+    const stopPressure = budget.onPressure(pauseForPressure);
+    socket.on('data', (chunk: Buffer) => {
+      if (this.closing) return;
+      reading = true;
+      take(chunk);
+      reading = false;
+      if (budget.pressure) pauseForPressure();
     });
-    socket.on('drain', resumeIfPossible);
-    socket.setTimeout(this.opts.idleTimeoutMs ?? DEFAULT_IDLE_MS, () => {
-      if (state.active === 0) {
-        clog?.info('SMB connection idle: closed');
-        socket.destroy();
-      }
-    });
+    if (budget.pressure) pauseForPressure();
+    if (!guard.paused) socket.resume();
     socket.on('error', (err) => clog?.debug({ err: err.message }, 'SMB socket error'));
     socket.on('close', () => {
       this.sockets.delete(socket);
-      void state.conn.teardown().catch((err: unknown) => clog?.warn({ err }, 'SMB connection teardown failed'));
+      stopPressure();
+      stopWaitingForReplies?.();
+      framer.dispose();
+      // Frames read but never started: nobody will get their replies.
+      for (const f of queue) {
+        budget.release(f.length);
+        if (f.length >= POOLED_FRAME_MIN) pool.give(f);
+      }
+      queue.length = 0;
+      void conn.teardown().catch((err: unknown) => clog?.warn({ err }, 'SMB connection teardown failed'));
       clog?.info('SMB connection closed');
     });
   }
@@ -155,6 +258,7 @@ export class SmbServer {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    this.limits.close();
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     for (const s of this.sockets.keys()) s.pause();
     if (this.inFlight > 0) {

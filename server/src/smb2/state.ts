@@ -14,6 +14,8 @@ export interface Session {
   state: 'in-progress' | 'valid';
   exchange: SmbAuthExchange | null;
   user: SmbUser | null;
+  /** The user who established the session: a re-authentication must be this user (or anonymous). */
+  owner: SmbUser | null;
   identity: Identity;
   /** 16-byte signing key (MS-SMB2 3.3.5.5.3: the session key); null for guest and anonymous. */
   signingKey: Buffer | null;

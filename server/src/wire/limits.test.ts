@@ -3,7 +3,7 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { ConnectionLimits, LogLimiter, RequestBudget } from './limits.js';
+import { ConnectionLimits, LogLimiter, ReplyBudget, RequestBudget } from './limits.js';
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -140,5 +140,27 @@ describe('ConnectionLimits', () => {
       limits.close();
       await new Promise<void>((r) => server.close(() => r()));
     }
+  });
+});
+
+describe('ReplyBudget', () => {
+  it('is over at its limit and tells each waiter once when it drops below', async () => {
+    const b = new ReplyBudget(100);
+    b.add(60);
+    assert.equal(b.over, false);
+    b.add(60);
+    assert.equal(b.over, true);
+    let calls = 0;
+    const cancel = b.whenBelow(() => calls++);
+    let other = 0;
+    b.whenBelow(() => other++);
+    cancel();
+    b.sent(10); // still over
+    await new Promise((r) => setImmediate(r));
+    assert.equal(other, 0);
+    b.sent(60);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual([calls, other, b.used, b.waiting], [0, 1, 50, 0]);
+    assert.throws(() => b.sent(51), /more sent than added/);
   });
 });

@@ -21,6 +21,10 @@
 //       destroyed: this also ends one that never reads its replies.
 //   LogLimiter: a message logged at most `burst` times per interval, then one summary line with
 //     the count of those left out.
+//   ReplyBudget (one per server): bytes of replies handed to sockets and not yet written out,
+//     across all connections. add(n) when a reply is queued, sent(n) once it is written out (or
+//     dropped); while `over`, connections start no new requests, and whenBelow(fn) tells them
+//     when to go on. Each connection also keeps its own, smaller bound.
 import type net from 'node:net';
 import type { Logger } from 'pino';
 
@@ -149,6 +153,11 @@ export interface ConnectionLimitsOptions {
   idleTimeoutMs: number;
   /** Bytes of request buffers across all connections (RequestBudget). */
   maxBufferedRequestBytes: number;
+  /**
+   * A record (frame) must arrive whole within this long of its first byte, or the connection is
+   * closed: a client trickling a byte now and then keeps no budget reservation for ever. 0: never.
+   */
+  recordTimeoutMs?: number;
   /** Protocol name for log lines (`NFS`). */
   name: string;
   log?: Logger;
@@ -161,6 +170,14 @@ export class ConnectionGuard {
   /** Traffic seen at the last sweep, and when it last changed. */
   lastTraffic = -1;
   lastChange = Date.now();
+  /**
+   * The number of the record being received (any number that changes from one record to the
+   * next), or -1 between records; set by the engine. The sweep times each record from when it
+   * first saw it.
+   */
+  partialRecord: () => number = () => -1;
+  seenRecord = -1;
+  seenRecordAt = 0;
 
   constructor(readonly socket: net.Socket) {}
 
@@ -202,8 +219,10 @@ export class ConnectionLimits {
     this.budget = new RequestBudget(opts.maxBufferedRequestBytes);
     this.refused = new LogLimiter(opts.log, 'warn', 5, 60_000);
     this.idleClosed = new LogLimiter(opts.log, 'info', 5, 60_000);
-    if (opts.idleTimeoutMs > 0) {
-      const every = Math.min(Math.max(Math.floor(opts.idleTimeoutMs / 4), 50), 10_000);
+    const recordMs = opts.recordTimeoutMs ?? 0;
+    if (opts.idleTimeoutMs > 0 || recordMs > 0) {
+      const shortest = Math.min(...[opts.idleTimeoutMs, recordMs].filter((t) => t > 0));
+      const every = Math.min(Math.max(Math.floor(shortest / 4), 50), 10_000);
       this.sweep = setInterval(() => this.closeIdle(), every);
       this.sweep.unref();
     } else {
@@ -235,9 +254,36 @@ export class ConnectionLimits {
     if (this.sweep) clearInterval(this.sweep);
   }
 
+  /** Closes (and returns true for) a connection whose current record has taken longer than `limitMs`. */
+  private recordTooSlow(g: ConnectionGuard, now: number, limitMs: number): boolean {
+    // Waiting for the budget is the server's doing, not the client's.
+    const rec = g.holds(PauseReason.Budget) ? -1 : g.partialRecord();
+    if (rec < 0) {
+      g.seenRecord = -1;
+      return false;
+    }
+    if (rec !== g.seenRecord) {
+      g.seenRecord = rec;
+      g.seenRecordAt = now;
+      return false;
+    }
+    if (now - g.seenRecordAt < limitMs) return false;
+    const s = g.socket;
+    this.idleClosed.log(
+      { peer: `${s.remoteAddress ?? 'unknown'}:${s.remotePort ?? 0}`, recordMs: now - g.seenRecordAt },
+      `closing ${this.opts.name} connection: a request took too long to arrive`,
+    );
+    s.destroy();
+    this.guards.delete(g);
+    return true;
+  }
+
   private closeIdle(): void {
     const now = Date.now();
+    const recordMs = this.opts.recordTimeoutMs ?? 0;
     for (const g of this.guards) {
+      if (recordMs > 0 && this.recordTooSlow(g, now, recordMs)) continue;
+      if (this.opts.idleTimeoutMs <= 0) continue;
       const t = g.traffic();
       if (t !== g.lastTraffic || g.busy()) {
         g.lastTraffic = t;
@@ -301,5 +347,59 @@ export class LogLimiter {
     const n = this.suppressed;
     this.suppressed = 0;
     this.logger[this.level]({ suppressed: n, intervalMs: this.intervalMs }, `${this.lastMsg} (${n} more like this not logged)`);
+  }
+}
+
+/** Unsent reply bytes across all connections of a server (see the header). */
+export class ReplyBudget {
+  private unsent = 0;
+  private readonly waiters = new Set<() => void>();
+  private notifying = false;
+
+  constructor(
+    /** Unsent bytes past which connections start nothing new. */
+    readonly limit: number,
+  ) {
+    if (!(limit > 0)) throw new RangeError(`reply budget must be positive, got ${limit}`);
+  }
+
+  get used(): number {
+    return this.unsent;
+  }
+
+  get over(): boolean {
+    return this.unsent >= this.limit;
+  }
+
+  add(n: number): void {
+    this.unsent += n;
+  }
+
+  sent(n: number): void {
+    this.unsent -= n;
+    if (this.unsent < 0) throw new Error(`reply budget: ${-this.unsent} bytes more sent than added`);
+    if (this.unsent < this.limit && this.waiters.size > 0 && !this.notifying) {
+      // Once per drop below the limit, each waiter once: a waiter that goes over again re-registers.
+      this.notifying = true;
+      setImmediate(() => {
+        this.notifying = false;
+        for (const fn of [...this.waiters]) {
+          if (this.over) return;
+          this.waiters.delete(fn);
+          fn();
+        }
+      });
+    }
+  }
+
+  /** Calls `fn` once the budget is below its limit again; returns the cancel function. */
+  whenBelow(fn: () => void): () => void {
+    this.waiters.add(fn);
+    return () => this.waiters.delete(fn);
+  }
+
+  /** Connections waiting for room. */
+  get waiting(): number {
+    return this.waiters.size;
   }
 }

@@ -128,7 +128,15 @@ export class NtlmServer {
     if (auth.ntResponse.length === 24)
       return { ok: false, reason: 'logon-failure', message: `NTLMv1 response from ${who} refused: only NTLMv2 is accepted` };
     const v2 = splitNtlmV2Response(auth.ntResponse);
-    if (v2 === null) return { ok: false, reason: 'logon-failure', message: `malformed NTLMv2 response from ${who}` };
+    if (v2 === null) return { ok: false, reason: 'invalid-token', message: `malformed NTLMv2 response from ${who}` };
+    // The client's AV_PAIR list is checked before anything else (Samba bug 14932: a list that does
+    // not end with MsvAvEOL is INVALID_PARAMETER, whoever the user and whatever the password).
+    let avFlags = 0;
+    try {
+      for (const p of decodeAvPairs(v2.avPairs)) if (p.id === MSV_AV.FLAGS && p.value.length >= 4) avFlags = p.value.readUInt32LE(0);
+    } catch (err) {
+      return { ok: false, reason: 'invalid-token', message: `NTLMv2 response of ${who}: ${(err as Error).message}` };
+    }
 
     let entry: Awaited<ReturnType<SmbUserDirectory['lookup']>>;
     try {
@@ -153,13 +161,6 @@ export class NtlmServer {
       }
     }
     if (responseKey === null) return { ok: false, reason: 'logon-failure', message: `logon of ${who} refused: wrong password` };
-
-    let avFlags = 0;
-    try {
-      for (const p of decodeAvPairs(v2.avPairs)) if (p.id === MSV_AV.FLAGS && p.value.length >= 4) avFlags = p.value.readUInt32LE(0);
-    } catch (err) {
-      return { ok: false, reason: 'invalid-token', message: `NTLMv2 response of ${who}: ${(err as Error).message}` };
-    }
 
     const key = this.keyExchange(flags, sessionBaseKey(responseKey, v2.ntProofStr), auth);
     if (typeof key === 'string') return { ok: false, reason: 'invalid-token', message: `${key} (${who})` };
