@@ -13,6 +13,7 @@ import {
   CreateAction,
   CreateDisposition,
   CreateOptions,
+  FileAttributes,
   FileInfoClass,
   FILE_ALL_ACCESS,
   InfoType,
@@ -476,7 +477,13 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if ((open.grantedAccess & Access.FILE_WRITE_ATTRIBUTES) === 0) throw fail(NtStatus.ACCESS_DENIED);
       const atime = readFiletime(b, 8);
       const mtime = readFiletime(b, 16);
-      if (atime || mtime) await c.fs.setattr(open.handle, c.id, { ...(atime ? { atime } : {}), ...(mtime ? { mtime } : {}) });
+      const mode = await readOnlyMode(c, open, b.readUInt32LE(32));
+      if (atime || mtime || mode !== undefined)
+        await c.fs.setattr(open.handle, c.id, {
+          ...(atime ? { atime } : {}),
+          ...(mtime ? { mtime } : {}),
+          ...(mode !== undefined ? { mode } : {}),
+        });
       return;
     }
     case FileInfoClass.FileEndOfFileInformation: {
@@ -523,6 +530,23 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
     default:
       throw fail(NtStatus.INVALID_INFO_CLASS);
   }
+}
+
+/**
+ * The mode a FileBasicInformation FileAttributes value asks for, or undefined for no change. The
+ * READONLY attribute is what fileInfoOf reports for a file nobody may write, so setting it clears
+ * every write bit and clearing it gives the owner write again (what the Linux client sends for
+ * chmod a-w / u+w without unix extensions). 0 means "leave the attributes"; directories keep their
+ * mode (READONLY on a directory does not stop changes inside it).
+ */
+async function readOnlyMode(c: FileContext, open: Open, attrs: number): Promise<number | undefined> {
+  if (attrs === 0 || open.isDir) return undefined;
+  const { inode } = await c.fs.resolve(open.handle);
+  const readOnly = (attrs & FileAttributes.READONLY) !== 0;
+  const writable = (inode.mode & 0o222) !== 0;
+  if (readOnly && writable) return inode.mode & ~0o222;
+  if (!readOnly && !writable) return inode.mode | 0o200;
+  return undefined;
 }
 
 function readSize(b: Buffer, at: number): number {
