@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds (or reuses from the cache) the boot set of the DittoFS kernel-NFS-client test VM:
+# Builds (or reuses from the cache) the boot set of the DittoFS kernel-client test VM:
 #   OUTDIR/vmlinuz            the host's Debian kernel (/boot/vmlinuz-<ver>)
-#   OUTDIR/initramfs.cpio.gz  busybox-static, the network + NFSv3 client modules, /etc/passwd
+#   OUTDIR/initramfs.cpio.gz  busybox-static, the network, NFSv3 and cifs client modules, /etc/passwd
 #                             and /etc/group (root, tester uid/gid 1000) and hack/vm/init.sh as /init
 #   OUTDIR/kernel-version     the kernel version
 # The set is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/dittofs-vm/<ver>-<hash of the inputs>
@@ -42,9 +42,13 @@ wanted=(
   "E1000 e1000"
   "SUNRPC sunrpc" "GRACE grace" "LOCKD lockd" "NFS_FS nfs" "NFS_V3 nfsv3" "NFS_ACL_SUPPORT nfs_acl"
   "NETFS_SUPPORT netfs" "FSCACHE fscache"
+  # The SMB2 client. cifs's own dependencies (cifs_md4, cifs_arc4, dns_resolver, ...) come from
+  # modules.dep and its soft dependencies (the crypto it asks for by name) from modules.softdep,
+  # below. gcm instantiates ctr(aes) and ghash at run time, which no module file records.
+  "CIFS cifs" "NLS_UTF8 nls_utf8" "CRYPTO_CTR ctr" "CRYPTO_GHASH ghash_generic" "CRYPTO_GF128MUL gf128mul"
 )
 # Options that must be set one way or the other, else the VM cannot work.
-for opt in VIRTIO_PCI NFS_FS NFS_V3 SUNRPC INET BLK_DEV_INITRD RD_GZIP DEVTMPFS TMPFS SERIAL_8250_CONSOLE; do
+for opt in VIRTIO_PCI NFS_FS NFS_V3 CIFS SUNRPC INET BLK_DEV_INITRD RD_GZIP DEVTMPFS TMPFS SERIAL_8250_CONSOLE; do
   grep -Eq "^CONFIG_$opt=(y|m)$" "$config" || die "kernel $kver lacks CONFIG_$opt"
 done
 roots=()
@@ -71,9 +75,43 @@ visit() {
   state[$p]=done
   order+=("$p")
 }
+# Module names use '_' but file names may use '-'.
+path_of_module() { echo "${path_of[$1]:-${path_of[${1//_/-}]:-}}"; }
+
+# Soft dependencies ("softdep cifs pre: ccm gcm ..." in modules.softdep; Debian writes them without
+# "pre:") name crypto algorithms the module looks up at run time. A name is a module's own name
+# or a "crypto-NAME" alias. Only the generic C implementation of an alias is taken: the x86
+# accelerated ones (aesni_intel, sha512_ssse3) need CPU features QEMU's emulated CPU may lack, and
+# an algorithm with no module (aes, sha256, hmac, md5 here) is built into the kernel.
+declare -A alias_of
+while read -r _ a m; do
+  case "$a" in crypto-*) alias_of[$a]+=" $m" ;; esac
+done < <(grep '^alias crypto-' "$moddir/modules.alias" 2>/dev/null || true)
+softdeps_of() {
+  local m=$1 line w c
+  [ -r "$moddir/modules.softdep" ] || return 0
+  while read -r line; do
+    set -- $line
+    [ "${1:-}" = softdep ] && [ "${2:-}" = "$m" ] || continue
+    shift 2
+    for w in "$@"; do
+      case "$w" in pre: | post:) continue ;; esac
+      if [ -n "$(path_of_module "$w")" ]; then echo "$w"; continue; fi
+      for c in ${alias_of[crypto-$w]:-}; do
+        case "$c" in *_generic) [ -n "$(path_of_module "$c")" ] && echo "$c" ;; esac
+      done
+    done
+  done <"$moddir/modules.softdep"
+}
+declare -A is_root
+for m in "${roots[@]}"; do is_root[$m]=1; done
 for m in "${roots[@]}"; do
-  # Module names use '_' but file names may use '-'.
-  p=${path_of[$m]:-${path_of[${m//_/-}]:-}}
+  for d in $(softdeps_of "$m"); do
+    [ -n "${is_root[$d]:-}" ] || { roots+=("$d"); is_root[$d]=1; }
+  done
+done
+for m in "${roots[@]}"; do
+  p=$(path_of_module "$m")
   [ -n "$p" ] || die "module $m is =m in $config but not in $moddir/modules.dep"
   visit "$p"
 done
@@ -86,6 +124,7 @@ key_input=$(
   echo "kernel $kver $(stat -c '%s %Y' "$kernel")"
   sha256sum "${BASH_SOURCE[0]}" "$init_src" "$busybox" | cut -d' ' -f1
   for p in "${order[@]}"; do echo "$p $(stat -c '%s %Y' "$moddir/$p")"; done
+  stat -c '%n %s %Y' "$moddir/modules.dep" "$moddir/modules.softdep" "$moddir/modules.alias" 2>/dev/null || true
 )
 key=$(printf '%s\n' "$key_input" | sha256sum | cut -c1-16)
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/dittofs-vm
@@ -101,7 +140,7 @@ if [ ! -f "$cache/complete" ]; then
   tmp=$(mktemp -d "$cache_root/.build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   root=$tmp/root
-  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,mnt/nfs,root,test,lib/modules}
+  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,mnt/nfs,mnt/cifs,root,test,lib/modules}
   chmod 1777 "$root/tmp"
   cp "$busybox" "$root/bin/busybox"
   # Applet symlinks: busybox --list-full gives paths like usr/bin/awk.

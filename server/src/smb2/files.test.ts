@@ -187,6 +187,36 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('the READONLY attribute in FileBasicInformation clears and restores write bits (Linux chmod a-w / u+w)', async () => {
+    const { srv, c, open } = await setup();
+    const f = await open('ro', CreateDisposition.CREATE);
+    const basic = (o: Open, attributes: number) => {
+      const b = Buffer.alloc(40); // times 0: unchanged
+      b.writeUInt32LE(attributes, 32);
+      return files.setInfo(c, o, {
+        infoType: 1,
+        infoClass: FileInfoClass.FileBasicInformation,
+        buffer: b,
+        additionalInformation: 0,
+        fileId: o.fileId,
+      });
+    };
+    const mode = async (o: Open) => (await srv.fs.resolve(o.handle)).inode.mode & 0o7777;
+    assert.equal(await mode(f), 0o644);
+    await basic(f, 0x21); // READONLY | ARCHIVE
+    assert.equal(await mode(f), 0o444);
+    assert.equal(await status(open('ro', CreateDisposition.OPEN, 0, Access.GENERIC_WRITE)), NtStatus.ACCESS_DENIED);
+    await basic(f, 0); // 0: attributes unchanged
+    assert.equal(await mode(f), 0o444);
+    await basic(f, 0x20); // ARCHIVE alone: no longer read-only, the owner may write
+    assert.equal(await mode(f), 0o644);
+    assert.equal(await status(open('ro', CreateDisposition.OPEN, 0, Access.GENERIC_WRITE)), NtStatus.SUCCESS);
+    const d = await open('dir', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    await basic(d, 0x11); // READONLY | DIRECTORY: a directory keeps its mode
+    assert.equal(await mode(d), 0o755);
+    await srv.close();
+  });
+
   it('a read-only tree refuses changes at CREATE', async () => {
     const { srv, open } = await setup(true);
     assert.equal(await status(open('new', CreateDisposition.CREATE)), NtStatus.ACCESS_DENIED);

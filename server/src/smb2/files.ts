@@ -23,6 +23,7 @@ import {
   CreateAction,
   CreateDisposition,
   CreateOptions,
+  FileAttributes,
   FileInfoClass,
   FILE_ALL_ACCESS,
   InfoType,
@@ -540,6 +541,17 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       const target = open.stream?.fileHandle ?? open.handle;
       const { inode } = await c.fs.resolve(target);
       const r = basicInfoChanges(set, inode, open.heldTimes);
+      // READONLY also moves the write bits, so that NFS clients and the Linux cifs client (whose
+      // chmod a-w / u+w is this call) see the same file: set, every write bit goes; cleared, the
+      // owner may write again. Only the owner (or root) changes modes; others set the attribute alone.
+      const ownerOrRoot = c.id.uid === 0 || c.id.uid === inode.uid;
+      if (set.attributes !== 0 && inode.type !== FileType.DIR && ownerOrRoot) {
+        const readOnly = (set.attributes & FileAttributes.READONLY) !== 0;
+        const writable = (inode.mode & 0o222) !== 0;
+        if (readOnly && writable) r.attrs.mode = inode.mode & ~0o222;
+        else if (!readOnly && !writable) r.attrs.mode = inode.mode | 0o200;
+        if (r.attrs.mode !== undefined) r.changes = true;
+      }
       if (r.changes) await c.fs.setattr(target, c.id, r.attrs);
       open.heldTimes = r.held;
       return;
@@ -593,6 +605,13 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
   }
 }
 
+/**
+ * The mode a FileBasicInformation FileAttributes value asks for, or undefined for no change. The
+ * READONLY attribute is what fileInfoOf reports for a file nobody may write, so setting it clears
+ * every write bit and clearing it gives the owner write again (what the Linux client sends for
+ * chmod a-w / u+w without unix extensions). 0 means "leave the attributes"; directories keep their
+ * mode (READONLY on a directory does not stop changes inside it).
+ */
 function readSize(b: Buffer, at: number): number {
   const hi = b.readUInt32LE(at + 4);
   if (hi > 0x1fffff) throw fail(NtStatus.INVALID_PARAMETER, 'size above 2^53');
