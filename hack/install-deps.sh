@@ -6,7 +6,7 @@ what=${1:-test}
 
 run_pkgs=()
 node_pkgs=(nodejs npm)
-test_pkgs=(libnfs-utils postgresql openssl smbclient)
+test_pkgs=(libnfs-utils postgresql openssl smbclient redis-server)
 vm_pkgs=(qemu-system-x86 busybox-static linux-image-amd64 cpio)
 bench_pkgs=(libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind)
 
