@@ -96,6 +96,27 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
          ADD CONSTRAINT inodes_generation_range CHECK (generation BETWEEN 1 AND ${2 ** 53 - 1})`,
     ],
   },
+  {
+    // Reserved for the creation-time / DOS-attributes migration of another branch (issue 13): when
+    // both are merged, that migration takes this place and this placeholder goes.
+    version: 3,
+    name: 'reserved',
+    statements: [],
+  },
+  {
+    // Several servers on one store (issue 14): every block row records the fencing token of the
+    // write lease its version was written under, a truncate under a lease records its token per
+    // file, and a block switch under an older token than either is refused (meta/sql/store.ts
+    // casBlock). Tokens come from one sequence: strictly increasing and durable, whatever happens
+    // to the Redis that holds the leases.
+    version: 4,
+    name: 'fencing tokens of write leases',
+    statements: [
+      `ALTER TABLE blocks ADD COLUMN token bigint NOT NULL DEFAULT 0`,
+      `CREATE TABLE file_fences (inode bigint PRIMARY KEY, token bigint NOT NULL)`,
+      `CREATE SEQUENCE lease_tokens`,
+    ],
+  },
 ]);
 
 export interface MigrationReport {
