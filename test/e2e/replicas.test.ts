@@ -6,6 +6,8 @@
 //   trial (before leases and compare-and-swap block switches, A's bytes reverted in 9 of 10).
 // - A server killed (SIGKILL) and restarted replays its WAL without undoing a newer write and a
 //   truncate made through the other server since.
+// - Data committed through one server reads back through the other at once (the holder of the
+//   file's lease stores what it acknowledged first).
 // - A server that loses Redis answers JUKEBOX to writes until Redis is back.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -165,6 +167,31 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
       const viaB = await settlesTo(cb, fh, want);
       assert.equal(viaA, 'equal', `trial ${trial} (seed ${SEED}), read through A: ${viaA}`);
       assert.equal(viaB, 'equal', `trial ${trial} (seed ${SEED}), read through B: ${viaB}`);
+    }
+  });
+
+  it('data committed through one server reads back through the other at once, before any upload (10 rounds, alternating)', async () => {
+    const rng = new Prng(SEED + 3);
+    const ca = await open(a);
+    const cb = await open(b);
+    const created = await ca.create(await ca.mount('/export'), 'fresh.bin');
+    assert.equal(created.status, NfsStat.OK);
+    const fh = created.fh!;
+    let want = Buffer.alloc(0);
+    for (let round = 1; round <= 10; round++) {
+      const [writer, reader] = round % 2 === 1 ? [ca, cb] : [cb, ca];
+      // Half over what is there, half past its end: both the bytes and the size must show.
+      const at = Math.floor(want.length / 2);
+      const data = rng.bytes(512 * 1024);
+      await writeCommit(writer, fh, at, data);
+      const next = Buffer.alloc(Math.max(want.length, at + data.length));
+      want.copy(next, 0);
+      data.copy(next, at);
+      want = next;
+      const got = await reader.readAll(fh, want.length);
+      assert.equal(firstDiff(got, want), 'equal', `round ${round}: read at once through the other server`);
+      const attrs = await reader.getattr(fh);
+      assert.equal(attrs.attrs?.size, want.length, `round ${round}: size through the other server`);
     }
   });
 

@@ -165,6 +165,11 @@ export interface BlockServiceOptions {
  */
 export interface WriteLeases {
   token(inodeId: number): number | Promise<number>;
+  /**
+   * Before a read: undefined when this server holds the file's lease; else resolves true once what
+   * another server acknowledged is stored and this server's cache of the file may be dropped.
+   */
+  fresh?(inodeId: number): Promise<boolean> | undefined;
 }
 
 /** A block switch that lost a race with another server is built again on the new row this often at most. */
@@ -631,6 +636,11 @@ export class BlockService {
       }
     }
     return n;
+  }
+
+  /** Several servers: see WriteLeases.fresh (undefined without coordination: nothing to wait for). */
+  ensureFresh(inodeId: number): Promise<boolean> | undefined {
+    return this.opts.leases?.fresh?.(inodeId);
   }
 
   hasDirty(inodeId: number): boolean {

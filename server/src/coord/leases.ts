@@ -56,6 +56,17 @@ const ASK_AGAIN_MS = 1_000;
 
 const RENEW_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
+/**
+ * The file's data changed in the store (KEYS[2], the generation, goes up), then the lease (KEYS[1])
+ * goes if ARGV[1] is still its holder and ARGV[3] is 1. Readers elsewhere compare generations.
+ */
+const STORED_LUA = `redis.call('incr', KEYS[2]); redis.call('pexpire', KEYS[2], ARGV[2])
+if ARGV[3] == '1' and redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0`;
+/** A file's generation key outlives its last change by this long; a reader that finds none drops its cache. */
+const GENERATION_TTL_MS = 3_600_000;
+/** Generations remembered per store (past it, the map starts again: a few more cache drops). */
+const MAX_SEEN = 100_000;
 
 export interface CoordinationOptions {
   url: string;
@@ -180,12 +191,15 @@ export class Coordinator {
     return s;
   }
 
+  /** `<store> <inode>`: hand the lease over; `flush <store> <inode>`: store the file's data, keep the lease. */
   private onHandover(msg: string): void {
-    const at = msg.lastIndexOf(' ');
-    const store = msg.slice(0, at);
-    const inode = Number(msg.slice(at + 1));
+    const flush = msg.startsWith('flush ');
+    const body = flush ? msg.slice(6) : msg;
+    const at = body.lastIndexOf(' ');
+    const store = body.slice(0, at);
+    const inode = Number(body.slice(at + 1));
     if (!Number.isSafeInteger(inode)) return;
-    this.stores.get(store)?.handOver(inode);
+    this.stores.get(store)?.handOver(inode, flush);
   }
 
   private async renewAll(): Promise<void> {
@@ -208,6 +222,8 @@ export class FileLeases {
   private readonly taking = new Map<number, Promise<number>>();
   private readonly participants = new Set<LeaseParticipant>();
   private readonly handing = new Set<number>();
+  /** inode -> the generation of its stored data when this server last read it. */
+  private readonly seen = new Map<number, string | null>();
 
   constructor(
     private readonly c: Coordinator,
@@ -227,7 +243,7 @@ export class FileLeases {
     this.participants.delete(p);
   }
 
-  private fresh(h: Held, now: number): boolean {
+  private usable(h: Held, now: number): boolean {
     // A margin of a third of the ttl: a lease about to expire is renewed first, never used.
     return !h.releasing && now - h.renewedAt < (this.c.opts.leaseTtlMs * 2) / 3;
   }
@@ -236,7 +252,7 @@ export class FileLeases {
   token(inodeId: number): number | Promise<number> {
     const h = this.held.get(inodeId);
     const now = Date.now();
-    if (h && this.fresh(h, now)) {
+    if (h && this.usable(h, now)) {
       h.lastUse = now;
       return h.token;
     }
@@ -311,21 +327,74 @@ export class FileLeases {
     }
   }
 
-  /** Another server asks for a file we hold: store its data, then let the lease go. */
-  handOver(inodeId: number): void {
+  private genKey(inodeId: number): string {
+    return `${this.c.opts.keyPrefix}gen:${this.storeKey}:${inodeId}`;
+  }
+
+  /**
+   * Before a read of a file this server does not hold: undefined when nothing is to be done (we
+   * hold it), else resolves true when what this server had cached of it may be old (then dropped),
+   * after the holder, if another server, stored what it acknowledged. JUKEBOX when it cannot tell.
+   */
+  fresh(inodeId: number): Promise<boolean> | undefined {
+    const h = this.held.get(inodeId);
+    if (h && this.usable(h, Date.now())) return undefined;
+    return this.freshen(inodeId);
+  }
+
+  private async freshen(inodeId: number): Promise<boolean> {
+    const { redis, serverId } = this.c;
+    if (!this.c.ready) throw this.jukebox('Redis is not reachable; cannot prove what this server has of the file is current');
+    const deadline = Date.now() + ACQUIRE_WAIT_MS;
+    const key = this.key(inodeId);
+    const genKey = this.genKey(inodeId);
+    let [holder, gen] = await redis.mget(key, genKey);
+    if (holder !== null && holder !== undefined && holder !== serverId) {
+      // Another server may have acknowledged data it has not stored: it stores it first.
+      const before = gen;
+      let asked = 0;
+      for (;;) {
+        if (Date.now() - asked >= ASK_AGAIN_MS) {
+          asked = Date.now();
+          await redis.publish(this.c.channel, `flush ${this.storeKey} ${inodeId}`);
+        }
+        await sleep(20);
+        [holder, gen] = await redis.mget(key, genKey);
+        if (gen !== before || holder === null || holder === undefined || holder === serverId) break;
+        if (Date.now() >= deadline) throw this.jukebox(`file ${inodeId} is written through another server that did not store it in time`);
+      }
+    }
+    const g = gen ?? null;
+    if (this.seen.has(inodeId) && this.seen.get(inodeId) === g) return false;
+    if (this.seen.size >= MAX_SEEN) this.seen.clear();
+    this.seen.set(inodeId, g);
+    this.meta.invalidateInode?.(inodeId);
+    return true;
+  }
+
+  /** Another server asks for a file we hold: store its data, then (unless only `flush`) let the lease go. */
+  handOver(inodeId: number, flushOnly = false): void {
     const h = this.held.get(inodeId);
     if (!h || this.handing.has(inodeId)) return;
     this.handing.add(inodeId);
-    h.releasing = true;
-    void this.flushAndRelease(inodeId, h).finally(() => this.handing.delete(inodeId));
+    if (!flushOnly) h.releasing = true;
+    void this.flushAndRelease(inodeId, h, !flushOnly).finally(() => this.handing.delete(inodeId));
   }
 
-  private async flushAndRelease(inodeId: number, h: Held): Promise<void> {
+  private async flushAndRelease(inodeId: number, h: Held, release: boolean): Promise<void> {
     try {
       for (const p of this.participants) await p.flush(inodeId);
       await this.meta.flushAttrs?.(inodeId);
-      await this.c.redis.eval(RELEASE_LUA, 1, this.key(inodeId), this.c.serverId);
-      if (this.held.get(inodeId) === h) this.held.delete(inodeId);
+      await this.c.redis.eval(
+        STORED_LUA,
+        2,
+        this.key(inodeId),
+        this.genKey(inodeId),
+        this.c.serverId,
+        GENERATION_TTL_MS,
+        release ? '1' : '0',
+      );
+      if (release && this.held.get(inodeId) === h) this.held.delete(inodeId);
     } catch (e) {
       // Kept (the data could not be stored): the asker waits, then answers JUKEBOX.
       h.releasing = false;
@@ -351,7 +420,8 @@ export class FileLeases {
       if ((over > 0 || now - h.lastUse > idleMs) && !this.dirty(inodeId)) {
         this.held.delete(inodeId);
         over--;
-        await redis.eval(RELEASE_LUA, 1, key, serverId);
+        await this.meta.flushAttrs?.(inodeId);
+        await redis.eval(STORED_LUA, 2, key, this.genKey(inodeId), serverId, GENERATION_TTL_MS, '1');
         continue;
       }
       if ((await redis.eval(RENEW_LUA, 1, key, serverId, opts.leaseTtlMs)) === 1) {
