@@ -424,7 +424,12 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       await applier.applySnapshot(control.snapshot);
       const a = applier;
       const unsubscribe = openedControl!.store.onChange(() => a.schedule());
+      // Several servers on one control database: each change is published, and applied by the others.
+      const unpublish = coordination ? openedControl!.store.onChange((c) => coordination.publishControl(c.generation)) : () => undefined;
+      const unhear = coordination ? coordination.onControlChange(() => a.schedule()) : () => undefined;
       cleanups.push(async () => {
+        unpublish();
+        unhear();
         unsubscribe();
         await a.settled();
       });

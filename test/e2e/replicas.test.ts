@@ -10,6 +10,8 @@
 // - Data committed through one server reads back through the other at once (the holder of the
 //   file's lease stores what it acknowledged first).
 // - A server that loses Redis answers JUKEBOX to writes until Redis is back.
+// - A share created and a default permission of none set through one server's API are applied by
+//   the other (both on one control database).
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -20,9 +22,10 @@ import { NfsOps, NfsStatMore, retryJukebox, statusName } from '../helpers/nfs-op
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
 import { Prng, seedFrom } from '../helpers/prng.js';
 import { startRedis, type RedisInstance } from '../helpers/redis.js';
-import { NfsStat, StableHow } from '../helpers/rpc-client.js';
+import { authSys, NfsClient, NfsStat, StableHow } from '../helpers/rpc-client.js';
 import { startS3, type S3TestServer } from '../helpers/s3.js';
-import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
+import { adminLogin, apiRequest } from '../helpers/api.js';
 import { writeConfig } from '../fault/support.js';
 
 const MiB = 1024 * 1024;
@@ -266,5 +269,83 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     const second = rng.bytes(MiB);
     await writeCommit(cb, fh, 0, second);
     assert.equal(await settlesTo(ca, fh, second), 'equal', 'through A after Redis came back');
+  });
+});
+
+describe('several replicas on one control database (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
+  let pg: PostgresInstance;
+  let s3: S3TestServer;
+  let redis: RedisInstance;
+  let work: string;
+  const servers: DittofsProcess[] = [];
+  const clients: NfsClient[] = [];
+
+  before(async () => {
+    [pg, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
+    work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-control-'));
+    // The API on, its database in the same PostgreSQL (a schema of its own): both servers share it.
+    const yaml = config(pg, s3, redis).replace(
+      'server:\n  api:\n    enabled: false\n',
+      `database:\n  type: postgres\n  url: ${pg.url}\n  schema: control\n`,
+    );
+    const configFile = await writeConfig(work, yaml);
+    for (const name of ['c', 'd']) {
+      servers.push(
+        await startDittofs({
+          configFile,
+          dataDir: path.join(work, name),
+          env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey, DITTOFS_SMB_ENABLED: 'false' },
+        }),
+      );
+    }
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    for (const s of servers) await s.stop().catch(() => undefined);
+    await Promise.all([redis?.stop(), s3?.close(), pg?.stop()]);
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it('a share created and a default permission of none set through one server are applied by the other', async () => {
+    const [c, d] = servers as [DittofsProcess, DittofsProcess];
+    const apiC = `http://127.0.0.1:${c.apiPort}`;
+    const first = await adminLogin(apiC, TEST_ADMIN_PASSWORD);
+    assert.ok(first.token, JSON.stringify(first.body));
+    const changed = await apiRequest(
+      apiC,
+      'POST',
+      '/api/v1/users/me/password',
+      { current_password: TEST_ADMIN_PASSWORD, new_password: 'replicas-admin-2' },
+      first.token,
+    );
+    assert.equal(changed.status, 204, JSON.stringify(changed.body));
+    const token = (await adminLogin(apiC, 'replicas-admin-2')).token;
+    assert.ok(token);
+    // Through D, as an unknown user, /export is writable (default read-write).
+    const nfsD = await NfsClient.connect(d.nfsPort, authSys(4242, 4242));
+    clients.push(nfsD);
+    const root = await nfsD.mount('/export');
+    const file = await nfsD.create(root, 'perm.bin');
+    assert.equal(file.status, NfsStat.OK);
+    assert.equal((await nfsD.write(file.fh!, 0, Buffer.from('before'))).status, NfsStat.OK);
+
+    const created = await apiRequest(apiC, 'POST', '/api/v1/shares', { name: '/second', metadata_store: 'meta', block_store: 's3' }, token);
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const patched = await apiRequest(apiC, 'PATCH', '/api/v1/shares/export', { default_permission: 'none' }, token);
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+
+    // D applies both (published through Redis); bounded wait, checked often.
+    const deadline = Date.now() + 10_000;
+    let mounted = -1;
+    let wrote = -1;
+    while (Date.now() < deadline) {
+      mounted = (await nfsD.mnt('/second')).status;
+      wrote = (await nfsD.write(file.fh!, 0, Buffer.from('after!'))).status;
+      if (mounted === 0 && wrote === NfsStat.ACCES) break;
+      await sleep(50);
+    }
+    assert.equal(mounted, 0, 'the share created through C is mountable through D');
+    assert.equal(statusName(wrote), statusName(NfsStat.ACCES), 'default_permission none set through C is enforced by D');
   });
 });

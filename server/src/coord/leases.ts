@@ -101,6 +101,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class Coordinator {
   readonly serverId = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   private readonly stores = new Map<string, FileLeases>();
+  private readonly controlListeners = new Set<() => void>();
   private timer: NodeJS.Timeout | null = null;
   /** The boot marker of the Redis seen last: a new one means Redis lost its keys. */
   private boot: string | null = null;
@@ -143,8 +144,11 @@ export class Coordinator {
     await c.checkBoot();
     redis.on('ready', () => void c.checkBoot().catch(() => undefined));
     redis.on('close', () => c.disconnected());
-    await sub.subscribe(c.channel);
-    sub.on('message', (_ch: string, msg: string) => c.onHandover(msg));
+    await sub.subscribe(c.channel, c.controlChannel);
+    sub.on('message', (ch: string, msg: string) => {
+      if (ch === c.controlChannel) c.onControl(msg);
+      else c.onHandover(msg);
+    });
     c.timer = setInterval(() => void c.renewAll(), Math.max(200, Math.floor(opts.leaseTtlMs / 3)));
     c.timer.unref();
     return c;
@@ -152,6 +156,29 @@ export class Coordinator {
 
   get channel(): string {
     return `${this.opts.keyPrefix}handover`;
+  }
+
+  /** Control-plane changes: `<server id> <generation>`, published by the server that made one. */
+  get controlChannel(): string {
+    return `${this.opts.keyPrefix}control`;
+  }
+
+  /** Tells the other servers that the control database changed (they read it again and apply it). */
+  publishControl(generation: number): void {
+    this.redis.publish(this.controlChannel, `${this.serverId} ${generation}`).catch((e: unknown) => {
+      this.opts.log.warn({ err: (e as Error).message }, 'could not tell the other servers about a control-plane change');
+    });
+  }
+
+  /** Called when another server changed the control database. */
+  onControlChange(listener: () => void): () => void {
+    this.controlListeners.add(listener);
+    return () => this.controlListeners.delete(listener);
+  }
+
+  private onControl(msg: string): void {
+    if (msg.startsWith(`${this.serverId} `)) return;
+    for (const l of [...this.controlListeners]) l();
   }
 
   get ready(): boolean {
