@@ -7,6 +7,7 @@
 // - A server killed (SIGKILL) and restarted replays its WAL without undoing a newer write and a
 //   truncate made through the other server since.
 // - Overlapping writes through either server in seeded rounds: the last committed write wins.
+// - Crossing directory moves through the two servers: exactly one succeeds.
 // - Data committed through one server reads back through the other at once (the holder of the
 //   file's lease stores what it acknowledged first).
 // - A server that loses Redis answers JUKEBOX to writes until Redis is back.
@@ -218,6 +219,37 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
       const r = rng.int(0, 1);
       const got = await c[r]!.readAll(fh, FILE_SIZE);
       assert.equal(firstDiff(got, want), 'equal', `round ${round} (seed ${SEED}): written through ${'AB'[w]}, read through ${'AB'[r]}`);
+    }
+  });
+
+  it('crossing directory moves through two servers never both succeed: nothing is cut off from the tree (10 rounds)', async () => {
+    const ca = await open(a);
+    const cb = await open(b);
+    const rootA = await ca.mount('/export');
+    const rootB = await cb.mount('/export');
+    for (let round = 1; round <= 10; round++) {
+      const p = `p${round}`;
+      const q = `q${round}`;
+      const dp = await ca.mkdir(rootA, p);
+      const dq = await ca.mkdir(rootA, q);
+      assert.equal(dp.status, NfsStat.OK);
+      assert.equal(dq.status, NfsStat.OK);
+      const qThroughB = await cb.lookup(rootB, q);
+      const pThroughB = await cb.lookup(rootB, p);
+      assert.equal(qThroughB.status, NfsStat.OK);
+      // A: mv p q/   B: mv q p/   at the same time.
+      const [ra, rb] = await Promise.all([ca.rename(rootA, p, dq.fh!, p), cb.rename(rootB, q, pThroughB.fh!, q)]);
+      const ok = [ra.status, rb.status].filter((st) => st === NfsStat.OK).length;
+      assert.equal(ok, 1, `round ${round}: A ${statusName(ra.status)}, B ${statusName(rb.status)}: exactly one move may succeed`);
+      // The survivor is in the root, the other inside it: both reachable from the root.
+      const top = (await ca.readdirplusAll(rootA)).map((e) => e.name);
+      const [outer, inner, outerFh] = ra.status === NfsStat.OK ? [q, p, dq.fh!] : [p, q, dp.fh!];
+      assert.ok(top.includes(outer) && !top.includes(inner), `round ${round}: root holds ${outer} only, got ${top.join(' ')}`);
+      assert.deepEqual(
+        (await cb.readdirplusAll(outerFh)).map((e) => e.name),
+        [inner],
+        `round ${round}: ${inner} inside ${outer}`,
+      );
     }
   });
 
