@@ -130,7 +130,10 @@ export class Coordinator {
     };
     const redis = new Redis(opts.url, ro);
     const sub = new Redis(opts.url, { ...ro, enableOfflineQueue: true, maxRetriesPerRequest: null });
-    redis.on('error', () => undefined);
+    // The reason a connection failed (a refused password) comes as an 'error' event before the
+    // connect() rejection, which only says the connection closed.
+    let why = '';
+    redis.on('error', (e: Error) => (why = e.message));
     sub.on('error', () => undefined);
     try {
       await redis.connect();
@@ -138,7 +141,8 @@ export class Coordinator {
     } catch (e) {
       redis.disconnect();
       sub.disconnect();
-      throw new Error(`coordination.redis: cannot reach ${url.protocol}//${url.host}: ${(e as Error).message}`);
+      const detail = why !== '' && why !== (e as Error).message ? `${why} (${(e as Error).message})` : (e as Error).message;
+      throw new Error(`coordination.redis: cannot reach ${url.protocol}//${url.host}: ${detail}`);
     }
     const c = new Coordinator(redis, sub, opts);
     await c.checkBoot();
