@@ -170,6 +170,8 @@ export interface WriteLeases {
    * another server acknowledged is stored and this server's cache of the file may be dropped.
    */
   fresh?(inodeId: number): Promise<boolean> | undefined;
+  /** True while this server still holds the file's lease under `token` (checked after an append that waited). */
+  holds(inodeId: number, token: number): boolean;
 }
 
 /** A block switch that lost a race with another server is built again on the new row this often at most. */
@@ -290,6 +292,10 @@ export class BlockService {
     }
     // Appended before any await when there is room: appends (and the index) stay in call order.
     const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token));
+    // An append that waited for WAL room may come after the lease was handed over: never acknowledged
+    // then (its bytes may be refused as older than the next holder's); the client sends it again.
+    if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
+      throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server while the write waited for WAL room');
     // Without a persistent log the extents keep the bytes for good: they get their own copy.
     const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, this.wal.persistent ? data : Buffer.from(data), token);
     try {

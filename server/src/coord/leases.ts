@@ -403,6 +403,12 @@ export class FileLeases {
     return true;
   }
 
+  /** True while the lease is held under `token` and not being handed over. */
+  holds(inodeId: number, token: number): boolean {
+    const h = this.held.get(inodeId);
+    return h !== undefined && h.token === token && !h.releasing;
+  }
+
   /** Another server asks for a file we hold: store its data, then (unless only `flush`) let the lease go. */
   handOver(inodeId: number, flushOnly = false): void {
     const h = this.held.get(inodeId);
