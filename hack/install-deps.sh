@@ -7,7 +7,7 @@ what=${1:-test}
 run_pkgs=()
 node_pkgs=(nodejs npm)
 # samba-testsuite: smbtorture (test/e2e/smbtorture.test.ts); curl and jq: hack/smb/torture.sh.
-test_pkgs=(libnfs-utils postgresql openssl smbclient samba-testsuite curl jq)
+test_pkgs=(libnfs-utils postgresql openssl smbclient samba-testsuite curl jq redis-server)
 vm_pkgs=(qemu-system-x86 busybox-static linux-image-amd64 cpio)
 # samba (smbd) and samba-vfs-modules (streams_xattr): the SMB reference of test/bench/smb.ts and
 # hack/smb/torture.sh.

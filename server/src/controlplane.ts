@@ -87,8 +87,9 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
     ...(db.schema !== undefined ? { schema: db.schema } : {}),
     ...(db.pool_size !== undefined ? { poolSize: db.pool_size } : {}),
     logger: log.child({ component: 'control' }),
-    // Two servers on one control database would each apply only their own changes.
-    fence: true,
+    // Two servers on one control database would each apply only their own changes, unless they
+    // tell each other (coordination.redis: server.ts publishes every change).
+    fence: config.coordination.redis.url === undefined,
   });
   let createdUser: string | undefined;
   try {

@@ -34,6 +34,7 @@ import {
 import { protocolServed } from './protocols.js';
 import { serveLocalControl } from './local-control.js';
 import { ShareRuntime } from './shares.js';
+import { Coordinator, redisPassword } from './coord/leases.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
 import { listenOn } from './wire/listen.js';
@@ -358,8 +359,27 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     const diskCache =
       config.cache.disk_cache_bytes > 0 ? await DiskBlockCache.open(diskCacheDir, config.cache.disk_cache_bytes, log) : null;
     if (metrics && diskCache) metrics.watchDiskCache(diskCache);
+    // Several servers on one store: write leases in Redis (closed after the shares have stored
+    // their data, so the leases are let go last).
+    const redisCfg = config.coordination.redis;
+    const coordination =
+      redisCfg.url === undefined
+        ? null
+        : await Coordinator.open({
+            url: redisCfg.url,
+            keyPrefix: redisCfg.key_prefix,
+            tls: redisCfg.tls,
+            leaseTtlMs: redisCfg.lease_ttl,
+            log: log.child({ component: 'coordination' }),
+            ...(await redisPassword(redisCfg).then((password) => (password === undefined ? {} : { password }))),
+          });
+    if (coordination) {
+      cleanups.push(() => coordination.close());
+      log.info({ redis: redisCfg.url, server: coordination.serverId }, 'coordination on: several servers may serve the postgres stores');
+    }
     const shares = new ShareRuntime({
       fileService,
+      coordination,
       wal: wal.wal,
       cache,
       uploads,
@@ -404,7 +424,12 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       await applier.applySnapshot(control.snapshot);
       const a = applier;
       const unsubscribe = openedControl!.store.onChange(() => a.schedule());
+      // Several servers on one control database: each change is published, and applied by the others.
+      const unpublish = coordination ? openedControl!.store.onChange((c) => coordination.publishControl(c.generation)) : () => undefined;
+      const unhear = coordination ? coordination.onControlChange(() => a.schedule()) : () => undefined;
       cleanups.push(async () => {
+        unpublish();
+        unhear();
         unsubscribe();
         await a.settled();
       });
@@ -517,6 +542,14 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
                 ? { ok: true }
                 : { ok: false, detail: 'the WAL volume is full: writes wait until uploads free space' },
             ...(controlFence ? { 'control:fence': fenceCheck(controlFence) } : {}),
+            // Without Redis this server cannot prove it may write: writes answer JUKEBOX.
+            ...(coordination
+              ? {
+                  coordination: coordination.ready
+                    ? { ok: true }
+                    : { ok: false, detail: 'Redis is not reachable: writes wait, then answer JUKEBOX' },
+                }
+              : {}),
             nfs: nfsListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
             smb: smbListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
             ...health.checks(),

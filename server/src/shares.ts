@@ -17,6 +17,26 @@ import { shareIdOf } from './vfs/handle.js';
 import type { FileService } from './vfs/service.js';
 import type pLimit from 'p-limit';
 import { BufferPools } from './wire/buffer-pool.js';
+import { createHash } from 'node:crypto';
+import type { Coordinator, FileLeases, LeaseParticipant } from './coord/leases.js';
+
+/**
+ * The name of a postgres metadata store in Redis keys: the same on every server that serves it
+ * (its database and schema, not its name in one server's config).
+ */
+function storeKeyOf(cfg: MetadataStoreConfig): string {
+  let where = cfg.url ?? '';
+  try {
+    const u = new URL(where);
+    where = `${u.hostname}:${u.port || '5432'}${u.pathname}`;
+  } catch {
+    // validated already; the raw text is as good an identity
+  }
+  return createHash('sha256')
+    .update(`${where}|${cfg.schema ?? ''}`)
+    .digest('hex')
+    .slice(0, 16);
+}
 import type { DiskBlockCache } from './blocks/disk-cache.js';
 
 export interface DesiredShares {
@@ -27,6 +47,8 @@ export interface DesiredShares {
 
 export interface ShareRuntimeDeps {
   fileService: FileService;
+  /** Several servers on the postgres stores (coordination.redis); null: this server alone, fenced. */
+  coordination?: Coordinator | null;
   wal: Wal;
   cache: BlockCache;
   uploads: ReturnType<typeof pLimit>;
@@ -65,6 +87,8 @@ interface Served {
   data: BlockService;
   meta: Opened<MetadataStore>;
   blocks: Opened<BlockStore>;
+  /** Coordinated: the store's write leases and this share's part in handing files over. */
+  leases?: { leases: FileLeases; participant: LeaseParticipant };
 }
 
 const keyOf = (cfg: object): string => JSON.stringify(cfg, Object.keys(cfg).sort());
@@ -222,8 +246,10 @@ export class ShareRuntime {
     const bcfg = desired.blockStores[sh.blocks];
     if (!mcfg) throw new Error(`share ${sh.name}: no metadata store named ${JSON.stringify(sh.metadata)}`);
     if (!bcfg) throw new Error(`share ${sh.name}: no block store named ${JSON.stringify(sh.blocks)}`);
+    // A postgres store is fenced for this server alone, unless servers coordinate (then leases).
+    const coordination = mcfg.type === 'postgres' ? (this.deps.coordination ?? null) : null;
     const metaRef = await this.acquire(this.meta, 'metadata', sh.metadata, mcfg, () =>
-      metadataStoreFor(sh.metadata, mcfg, this.deps.dataDir, this.deps.log, this.observation),
+      metadataStoreFor(sh.metadata, mcfg, this.deps.dataDir, this.deps.log, this.observation, coordination === null),
     );
     let blocksRef: Opened<BlockStore>;
     try {
@@ -238,7 +264,9 @@ export class ShareRuntime {
     const blocks = blocksRef.store;
     const shareId = shareIdOf(sh.name);
     const { metrics, log } = this.deps;
+    const leases = coordination?.leasesFor(storeKeyOf(mcfg), meta);
     const data = new BlockService(blocks, meta, {
+      ...(leases ? { leases } : {}),
       shareId,
       keyPrefix: shareId.toString(16).padStart(8, '0'),
       blockSize: bcfg.block_size,
@@ -272,7 +300,16 @@ export class ShareRuntime {
       throw err;
     }
     metrics?.watchShare(shareId, sh.name, () => data.pendingBytes());
-    this.served.set(sh.name, { cfg: sh, shareId, data, meta: metaRef, blocks: blocksRef });
+    const participant: LeaseParticipant = { flush: (i) => data.flush(i), hasDirty: (i) => data.hasDirty(i) };
+    leases?.join(participant);
+    this.served.set(sh.name, {
+      cfg: sh,
+      shareId,
+      data,
+      meta: metaRef,
+      blocks: blocksRef,
+      ...(leases ? { leases: { leases, participant } } : {}),
+    });
     log.info({ share: sh.name, metadata: `${sh.metadata} (${meta.kind})`, blocks: `${sh.blocks} (${blocks.kind})` }, 'share ready');
   }
 
@@ -302,6 +339,7 @@ export class ShareRuntime {
     }
     const left = s.data.pendingBytes();
     await s.data.close();
+    s.leases?.leases.leave(s.leases.participant);
     if (left > 0) {
       log.error(
         { share: s.cfg.name, bytes: left },
@@ -326,6 +364,7 @@ export class ShareRuntime {
     await Promise.all([...this.draining]);
     for (const s of [...this.served.values()]) {
       await s.data.close();
+      s.leases?.leases.leave(s.leases.participant);
       await this.release(this.blocks, s.blocks);
       await this.release(this.meta, s.meta);
     }

@@ -106,7 +106,7 @@ export interface DittoFSSpec {
     type?: 'embedded' | 'postgres';
     postgres?: { urlSecretRef: SecretKeyRef; schema?: string; poolSize?: number };
   };
-  /** Accepted and validated; not supported by this server version (the operator runs one pod). */
+  /** Rendered into the server config (URL and password as environment variables); the operator still runs one pod. */
   coordination?: {
     redis?: {
       urlSecretRef: SecretKeyRef;

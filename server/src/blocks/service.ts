@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
-import type { BlockRef, MetadataStore } from '../meta/store.js';
+import { BlockConflictError, type BlockRef, type MetadataStore } from '../meta/store.js';
 import { storageError, VfsError } from '../vfs/errors.js';
 import { BufferPools, type BufferPool } from '../wire/buffer-pool.js';
 import { BlockCache } from './cache.js';
@@ -53,6 +53,11 @@ interface BlockVersion extends WalHolder {
   segs: Set<WalSegment>;
   /** Once handed to an upload: its outcome (the error, or null once stored). */
   result?: Promise<Error | null>;
+  /**
+   * The fencing token of the write lease its bytes were written under (0 without coordination):
+   * one per version, so that bytes written under an older lease are never stored under a newer one.
+   */
+  token: number;
 }
 
 /** Everything in memory about one block of one file. */
@@ -65,6 +70,16 @@ interface BlockState {
   /** Consecutive failed uploads, and when background retries may start again (backoff). */
   failures: number;
   retryAt: number;
+}
+
+/** Replay's view of one file: its size (from the log, and as stored) and the fencing tokens. */
+interface ReplaySize {
+  size: number;
+  metaSize: number;
+  /** The newest token the file's data was stored or cut under (0 without coordination). */
+  stored: number;
+  /** The newest token among the file's records. */
+  token: number;
 }
 
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
@@ -139,7 +154,28 @@ export interface BlockServiceOptions {
   log?: Logger;
   /** Called when an upload fails (metrics); the data stays dirty and is retried. */
   onUploadFailed?: (err: Error) => void;
+  /** Several servers on one store: the files' write leases (absent: this server is the only writer). */
+  leases?: WriteLeases;
 }
+
+/**
+ * Write leases of several servers on one store (coord/leases.ts). `token` resolves to the fencing
+ * token under which a write or truncate of the file may be logged now; it answers synchronously
+ * (a number) while this server holds the lease, and rejects with JUKEBOX when it cannot get it.
+ */
+export interface WriteLeases {
+  token(inodeId: number): number | Promise<number>;
+  /**
+   * Before a read: undefined when this server holds the file's lease; else resolves true once what
+   * another server acknowledged is stored and this server's cache of the file may be dropped.
+   */
+  fresh?(inodeId: number): Promise<boolean> | undefined;
+  /** True while this server still holds the file's lease under `token` (checked after an append that waited). */
+  holds(inodeId: number, token: number): boolean;
+}
+
+/** A block switch that lost a race with another server is built again on the new row this often at most. */
+const MAX_SWITCH_ATTEMPTS = 8;
 
 const MISSING = 'DITTOFS_BLOCK_MISSING';
 /** Blocks fetched ahead of a sequential read (4 x 4 MiB by default: enough to hide S3 latency). */
@@ -248,10 +284,20 @@ export class BlockService {
    * more: the caller may reuse its buffer (the RPC layer does, for the next WRITE's record).
    */
   async write(inodeId: number, offset: number, data: Buffer): Promise<void> {
+    let token = 0;
+    if (this.opts.leases) {
+      // Held: a number at once, so that appends stay in call order as below.
+      const t = this.opts.leases.token(inodeId);
+      token = typeof t === 'number' ? t : await t;
+    }
     // Appended before any await when there is room: appends (and the index) stay in call order.
-    const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data));
+    const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token));
+    // An append that waited for WAL room may come after the lease was handed over: never acknowledged
+    // then (its bytes may be refused as older than the next holder's); the client sends it again.
+    if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
+      throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server while the write waited for WAL room');
     // Without a persistent log the extents keep the bytes for good: they get their own copy.
-    const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, this.wal.persistent ? data : Buffer.from(data));
+    const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, this.wal.persistent ? data : Buffer.from(data), token);
     try {
       await a.done;
     } catch (err) {
@@ -264,7 +310,15 @@ export class BlockService {
   }
 
   /** Indexes `length` bytes written at `offset`, found in `seg` at `pos` (and in `mem`, if given). */
-  private addWrite(inodeId: number, offset: number, length: number, seg: WalSegment, pos: number, mem: Buffer | null): Extent[] {
+  private addWrite(
+    inodeId: number,
+    offset: number,
+    length: number,
+    seg: WalSegment,
+    pos: number,
+    mem: Buffer | null,
+    token: number,
+  ): Extent[] {
     const bs = this.blockSize;
     const exts: Extent[] = [];
     let done = 0;
@@ -273,7 +327,7 @@ export class BlockService {
       const index = Math.floor(abs / bs);
       const inBlock = abs - index * bs;
       const n = Math.min(bs - inBlock, length - done);
-      const v = this.dirtyVersion(inodeId, index);
+      const v = this.dirtyVersion(inodeId, index, token);
       const e: Extent = {
         start: inBlock,
         end: inBlock + n,
@@ -292,9 +346,20 @@ export class BlockService {
     return exts;
   }
 
-  private dirtyVersion(inodeId: number, index: number): BlockVersion {
+  private dirtyVersion(inodeId: number, index: number, token: number): BlockVersion {
     const s = this.state(inodeId, index);
+    // Written under another lease than the dirty bytes: those are stored (or refused) on their own
+    // first. While replaying, they wait in line (sealed) until the replay is over.
+    if (s.dirty && s.dirty.token !== token) {
+      if (this.replaying) {
+        s.inflight.push(s.dirty);
+        s.dirty = null;
+      } else {
+        void this.startUpload(inodeId, index);
+      }
+    }
     s.dirty ??= {
+      token,
       extents: [],
       ranges: [],
       since: Date.now(),
@@ -394,6 +459,11 @@ export class BlockService {
     if (!v) return this.waitInflight(s);
     s.dirty = null;
     s.inflight.push(v);
+    return this.chainUpload(inodeId, index, s, v);
+  }
+
+  /** Queues the upload of `v` (already in `s.inflight`) after the block's earlier ones. */
+  private chainUpload(inodeId: number, index: number, s: BlockState, v: BlockVersion): Promise<Error | null> {
     const result = s.chain.then(() => this.uploads(() => this.upload(inodeId, index, s, v)));
     v.result = result;
     s.chain = result.then(() => undefined);
@@ -429,34 +499,68 @@ export class BlockService {
       const limit = this.limits.get(inodeId);
       if (limit !== undefined) clip(v, Math.max(0, limit - index * this.blockSize));
       if (this.freed.has(inodeId) || v.ranges.length === 0 || !(await this.meta.getInode(inodeId))) return null;
-      const [prev] = await this.meta.getBlocks(inodeId, index, index + 1);
-      let length = rangesEnd(v.ranges);
-      if (prev && prev.length > length) length = prev.length;
-      content = this.blockBuffers.take(length);
-      if (!covers(v.ranges, 0, length)) {
-        content.fill(0);
-        if (prev) {
-          const base = await this.readObject(prev);
-          base.copy(content, 0, 0, Math.min(base.length, length));
+      // The switch is a compare-and-swap on the version read here: another server (or a stale
+      // write of this one) that switched the block meanwhile makes it fail, and the block is built
+      // again on the new row, or dropped if that row was written under a newer lease.
+      for (let attempt = 1; ; attempt++) {
+        const [prev] = await this.meta.getBlocks(inodeId, index, index + 1);
+        let length = rangesEnd(v.ranges);
+        if (prev && prev.length > length) length = prev.length;
+        if (content !== null && content.length !== length) {
+          this.blockBuffers.give(content);
+          content = null;
         }
+        content ??= this.blockBuffers.take(length);
+        stored = false;
+        if (!covers(v.ranges, 0, length)) {
+          content.fill(0);
+          if (prev) {
+            const base = await this.readObject(prev);
+            base.copy(content, 0, 0, Math.min(base.length, length));
+          }
+        }
+        await this.materialize(v, 0, length, content, 0);
+        const version = (prev?.version ?? 0) + 1;
+        const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
+        this.uploading.add(key);
+        uploadingKey = key;
+        await this.store.put(key, content);
+        // Only a completed put is known to be done with the buffer (a failed one may still be sending).
+        stored = true;
+        if (this.freed.has(inodeId)) {
+          await this.store.delete(key);
+          return null;
+        }
+        try {
+          replaced = await this.meta.putBlock(
+            inodeId,
+            { index, key, length, version },
+            { prevVersion: prev?.version ?? 0, token: v.token },
+          );
+        } catch (err) {
+          if (!(err instanceof BlockConflictError)) throw err;
+          this.uploading.delete(key);
+          uploadingKey = null;
+          await this.store.delete(key).catch(() => undefined);
+          this.meta.invalidateBlocks?.(inodeId);
+          if (err.stale) {
+            // Written under a lease another server has had since, and stored over: these bytes
+            // are older than what is stored, and must never replace it.
+            this.opts.log?.error(
+              { inode: inodeId, block: index, token: v.token, err: err.message },
+              'dropped data written under an expired write lease: a newer write of another server is stored there',
+            );
+            return null;
+          }
+          if (attempt >= MAX_SWITCH_ATTEMPTS) throw err;
+          continue;
+        }
+        break;
       }
-      await this.materialize(v, 0, length, content, 0);
-      const version = (prev?.version ?? 0) + 1;
-      const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
-      this.uploading.add(key);
-      uploadingKey = key;
-      await this.store.put(key, content);
-      // Only a completed put is known to be done with the buffer (a failed one may still be sending).
-      stored = true;
-      if (this.freed.has(inodeId)) {
-        await this.store.delete(key);
-        return null;
-      }
-      replaced = await this.meta.putBlock(inodeId, { index, key, length, version });
-      if (replaced?.key === key) replaced = null;
+      if (replaced?.key === uploadingKey) replaced = null;
       // Reading it back soon is likely: keep a local copy (before the buffer goes back to the pool).
       const disk = this.opts.diskCache;
-      if (disk) await disk.cache.put(disk.namespace, key, content);
+      if (disk && uploadingKey !== null) await disk.cache.put(disk.namespace, uploadingKey, content);
       if (s.failures > 0)
         this.opts.log?.info({ inode: inodeId, block: index, failures: s.failures }, 'block upload succeeded after retries');
       s.failures = 0;
@@ -540,6 +644,11 @@ export class BlockService {
     return n;
   }
 
+  /** Several servers: see WriteLeases.fresh (undefined without coordination: nothing to wait for). */
+  ensureFresh(inodeId: number): Promise<boolean> | undefined {
+    return this.opts.leases?.fresh?.(inodeId);
+  }
+
   hasDirty(inodeId: number): boolean {
     return this.files.has(inodeId);
   }
@@ -552,7 +661,7 @@ export class BlockService {
    * applied in their place, and file sizes are brought in line with what the log says.
    */
   async replay(records: ReplayRecord[]): Promise<{ files: number; writes: number; dropped: number }> {
-    const sizes = new Map<number, { size: number; metaSize: number }>();
+    const sizes = new Map<number, ReplaySize>();
     let writes = 0;
     let dropped = 0;
     this.replaying = true;
@@ -564,15 +673,21 @@ export class BlockService {
     } finally {
       this.replaying = false;
     }
-    for (const [id, sz] of sizes) if (sz.size !== sz.metaSize) await this.meta.setAttr(id, { size: sz.size });
-    // Everything replayed goes to the block store now, each block once.
-    for (const [ino, m] of this.files) for (const index of m.keys()) void this.startUpload(ino, index, true);
+    // A size the log says, unless another server changed the file under a newer lease since.
+    for (const [id, sz] of sizes) if (sz.size !== sz.metaSize && sz.token >= sz.stored) await this.meta.setAttr(id, { size: sz.size });
+    // Everything replayed goes to the block store now, each block once (once per lease it was written under).
+    for (const [ino, m] of this.files) {
+      for (const [index, s] of m) {
+        for (const v of s.inflight) if (v.result === undefined) void this.chainUpload(ino, index, s, v);
+        void this.startUpload(ino, index, true);
+      }
+    }
     return { files: sizes.size, writes, dropped };
   }
 
   private async replayRecords(
     records: ReplayRecord[],
-    sizes: Map<number, { size: number; metaSize: number }>,
+    sizes: Map<number, ReplaySize>,
     count: (writes: number, dropped: number) => void,
   ): Promise<void> {
     for (const r of records) {
@@ -583,14 +698,22 @@ export class BlockService {
           count(0, 1);
           continue; // the file was deleted after these writes
         }
-        sz = { size: ino.size, metaSize: ino.size };
+        // Several servers: what the file's data was last stored or cut under. Records of an older
+        // lease never cut it or set its size (block switches refuse them block by block).
+        const stored = this.opts.leases && this.meta.fileToken ? await this.meta.fileToken(r.inode) : 0;
+        sz = { size: ino.size, metaSize: ino.size, stored, token: 0 };
         sizes.set(r.inode, sz);
       }
+      sz.token = Math.max(sz.token, r.token);
       if (r.type === RECORD_TRUNCATE) {
-        await this.truncateData(r.inode, r.offset, r.seg);
+        if (r.token < sz.stored) {
+          count(0, 1);
+          continue;
+        }
+        await this.truncateData(r.inode, r.offset, r.seg, r.token);
         sz.size = r.offset;
       } else {
-        this.addWrite(r.inode, r.offset, r.length, r.seg, r.pos, null);
+        this.addWrite(r.inode, r.offset, r.length, r.seg, r.pos, null, r.token);
         sz.size = Math.max(sz.size, r.offset + r.length);
         count(1, 0);
       }
@@ -767,18 +890,19 @@ export class BlockService {
    */
   async truncate(inodeId: number, newSize: number): Promise<void> {
     let seg: WalSegment;
+    const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     try {
-      const a = await this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, newSize));
+      const a = await this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, newSize, token));
       await a.done;
       await this.wal.sync();
       seg = a.seg;
     } catch (err) {
       throw storageError('could not log the truncate in the WAL', err);
     }
-    await this.truncateData(inodeId, newSize, seg);
+    await this.truncateData(inodeId, newSize, seg, token);
   }
 
-  private async truncateData(inodeId: number, newSize: number, seg: WalSegment): Promise<void> {
+  private async truncateData(inodeId: number, newSize: number, seg: WalSegment, token: number): Promise<void> {
     const bs = this.blockSize;
     const keepBlocks = Math.ceil(newSize / bs);
     this.limits.set(inodeId, Math.min(this.limits.get(inodeId) ?? Infinity, newSize));
@@ -792,13 +916,17 @@ export class BlockService {
             this.releaseVersion(s.dirty);
             s.dirty = null;
           }
+          // Replay: versions sealed by a change of lease are not uploading yet; they go too.
+          const sealed = s.inflight.filter((v) => v.result === undefined);
+          for (const v of sealed) this.releaseVersion(v);
+          if (sealed.length > 0) s.inflight = s.inflight.filter((v) => v.result !== undefined);
           waits.push(s.chain);
           this.dropStateIfIdle(inodeId, index, s);
         }
       }
       // Uploads in flight past the cut finish (clipped by the limit) before their rows go.
       await Promise.all(waits);
-      await this.deleteObjects(await this.meta.dropBlocks(inodeId, keepBlocks));
+      await this.deleteObjects(await this.meta.dropBlocks(inodeId, keepBlocks, token));
       const tail = newSize % bs;
       if (tail !== 0) {
         const index = keepBlocks - 1;
@@ -807,8 +935,9 @@ export class BlockService {
         let len = ref?.length ?? 0;
         if (s) for (const v of [...s.inflight, ...(s.dirty ? [s.dirty] : [])]) len = Math.max(len, rangesEnd(v.ranges));
         if (s?.dirty) clip(s.dirty, tail);
+        if (s) for (const v of s.inflight) if (v.result === undefined) clip(v, tail);
         if (len > tail) {
-          const v = this.dirtyVersion(inodeId, index);
+          const v = this.dirtyVersion(inodeId, index, token);
           v.extents.push({ start: tail, end: len, seg: null, pos: 0, mem: null, zero: true });
           v.ranges = addRange(v.ranges, tail, len);
           this.hold(v, seg);

@@ -19,9 +19,13 @@
 // writes resume by themselves.
 //
 // Segment file: 24-byte header (magic "DITTOWAL", u32 format version, u32 reserved, u64 segment id),
-// then records. Record: 40-byte header then `length` data bytes:
-//   0 u32 magic  4 u32 crc32c(header bytes 8..40)  8 u8 type  9..12 reserved  12 u32 share
+// then records. Record: 48-byte header then `length` data bytes:
+//   0 u32 magic  4 u32 crc32c(header bytes 8..48)  8 u8 type  9..12 reserved  12 u32 share
 //   16 u64 inode  24 u64 offset (write) or new size (truncate)  32 u32 length  36 u32 crc32c(data)
+//   40 u64 fencing token: the write lease the record was written under (0 without coordination;
+//      replay never lets a record replace what a newer lease stored, see blocks/service.ts)
+// Format version 1 (before fencing tokens) had the same records without the token (40-byte
+// headers); its segments are still read, with token 0. New segments are always version 2.
 import { crc32c } from '@node-rs/crc32';
 import fsc from 'node:fs';
 import fs from 'node:fs/promises';
@@ -40,10 +44,13 @@ export const RECORD_SHARE_STORED = 3;
 export type RecordType = typeof RECORD_WRITE | typeof RECORD_TRUNCATE | typeof RECORD_SHARE_STORED;
 
 const SEG_MAGIC = Buffer.from('DITTOWAL', 'latin1');
-const SEG_VERSION = 1;
+const SEG_VERSION = 2;
+/** Segments written before records carried a fencing token: 40-byte record headers, token 0. */
+const SEG_VERSION_NO_TOKEN = 1;
 export const SEG_HEADER = 24;
 const REC_MAGIC = 0x44574c52; // "DWLR"
-export const REC_HEADER = 40;
+export const REC_HEADER = 48;
+const REC_HEADER_NO_TOKEN = 40;
 /** Largest data payload of one record (NFS writes are at most 1 MiB; SMB at most 8 MiB). */
 export const MAX_RECORD_DATA = 64 * 1024 * 1024;
 
@@ -102,6 +109,8 @@ export interface ReplayRecord {
   length: number;
   seg: WalSegment;
   pos: number;
+  /** The fencing token of the write lease the record was written under (0: none). */
+  token: number;
 }
 
 export interface ReplayReport {
@@ -128,8 +137,9 @@ export const WAL_NO_ROOM = 'DITTOFS_WAL_NO_ROOM';
 export interface Wal {
   /** False for the memory WAL: its data lives only in the extents' buffers. */
   readonly persistent: boolean;
-  appendWrite(share: number, inode: number, offset: number, data: Buffer): WalAppend;
-  appendTruncate(share: number, inode: number, size: number): WalAppend;
+  /** `token`: the fencing token of the file's write lease (0 without coordination). */
+  appendWrite(share: number, inode: number, offset: number, data: Buffer, token?: number): WalAppend;
+  appendTruncate(share: number, inode: number, size: number, token?: number): WalAppend;
   /** Marks every record of `share` appended so far as stored (see RECORD_SHARE_STORED). */
   appendShareStored(share: number): WalAppend;
   /** Reads `length` bytes at `pos` of a segment into `target` at `targetStart`. */
@@ -304,8 +314,9 @@ function segHeader(id: number): Buffer {
   return b;
 }
 
-function recordHeader(type: RecordType, share: number, inode: number, offset: number, data: Buffer | null): Buffer {
+function recordHeader(type: RecordType, share: number, inode: number, offset: number, data: Buffer | null, token: number): Buffer {
   const h = Buffer.alloc(REC_HEADER);
+  h.writeBigUInt64LE(BigInt(token), 40);
   h.writeUInt32LE(REC_MAGIC, 0);
   h.writeUInt8(type, 8);
   h.writeUInt32LE(share >>> 0, 12);
@@ -324,12 +335,15 @@ interface ParsedHeader {
   offset: number;
   length: number;
   dataCrc: number;
+  token: number;
 }
 
-/** A record header at `at`, or null unless its magic and CRC check out. */
-function parseHeader(buf: Buffer, at: number): ParsedHeader | null {
-  if (at + REC_HEADER > buf.length || buf.readUInt32LE(at) !== REC_MAGIC) return null;
-  if (crc32c(buf.subarray(at + 8, at + REC_HEADER)) !== buf.readUInt32LE(at + 4)) return null;
+/** A record header of `hdr` bytes at `at`, or null unless its magic and CRC check out. */
+function parseHeader(buf: Buffer, at: number, hdr: number): ParsedHeader | null {
+  if (at + hdr > buf.length || buf.readUInt32LE(at) !== REC_MAGIC) return null;
+  if (crc32c(buf.subarray(at + 8, at + hdr)) !== buf.readUInt32LE(at + 4)) return null;
+  const token = hdr === REC_HEADER ? buf.readBigUInt64LE(at + 40) : 0n;
+  if (token > BigInt(Number.MAX_SAFE_INTEGER)) return null;
   const type = buf.readUInt8(at + 8);
   const inode = buf.readBigUInt64LE(at + 16);
   const offset = buf.readBigUInt64LE(at + 24);
@@ -343,18 +357,19 @@ function parseHeader(buf: Buffer, at: number): ParsedHeader | null {
     offset: Number(offset),
     length,
     dataCrc: buf.readUInt32LE(at + 36),
+    token: Number(token),
   };
 }
 
 /** The next offset after `from` where a valid record header starts, or -1. */
-function resync(buf: Buffer, from: number): number {
+function resync(buf: Buffer, from: number, hdr: number): number {
   const magic = Buffer.alloc(4);
   magic.writeUInt32LE(REC_MAGIC, 0);
   let at = from;
   for (;;) {
     at = buf.indexOf(magic, at);
     if (at < 0) return -1;
-    if (parseHeader(buf, at)) return at;
+    if (parseHeader(buf, at, hdr)) return at;
     at += 1;
   }
 }
@@ -444,26 +459,28 @@ export class FileWal implements Wal {
         await fs.rename(file, `${file}.corrupt`);
         continue;
       }
-      if (buf.readUInt32LE(8) !== SEG_VERSION) {
-        throw new Error(`WAL segment ${file} has format version ${buf.readUInt32LE(8)}; this DittoFS reads version ${SEG_VERSION}`);
+      const format = buf.readUInt32LE(8);
+      if (format !== SEG_VERSION && format !== SEG_VERSION_NO_TOKEN) {
+        throw new Error(`WAL segment ${file} has format version ${format}; this DittoFS reads versions 1 and ${SEG_VERSION}`);
       }
+      const hdr = format === SEG_VERSION ? REC_HEADER : REC_HEADER_NO_TOKEN;
       const fd = fsc.openSync(file, fsc.constants.O_RDWR);
       const seg = new WalSegment(id, file, fd);
       let at = SEG_HEADER;
       let validEnd = SEG_HEADER;
       while (at < buf.length) {
-        const h = parseHeader(buf, at);
-        if (!h || at + REC_HEADER + h.length > buf.length) {
+        const h = parseHeader(buf, at, hdr);
+        if (!h || at + hdr + h.length > buf.length) {
           // Preallocated space past the last record: zeros, nothing was ever written there.
           if (nonZeroEnd(buf, at) === at) break;
-          const next = resync(buf, at + 1);
+          const next = resync(buf, at + 1, hdr);
           if (next < 0) break; // the rest is a torn tail
           report.corruptRanges.push({ segment: id, from: at, to: next });
           opts.log?.error({ segment: file, from: at, to: next }, 'WAL bytes with no valid record: skipped, never served');
           at = next;
           continue;
         }
-        const dataAt = at + REC_HEADER;
+        const dataAt = at + hdr;
         const end = dataAt + h.length;
         const intact = h.length === 0 || crc32c(buf.subarray(dataAt, end)) === h.dataCrc;
         // The last record of a preallocated segment, with only zeros after it: an append the crash
@@ -477,7 +494,16 @@ export class FileWal implements Wal {
           opts.log?.error({ ...bad, file }, 'WAL record failed its CRC: its bytes are not served; the file keeps its older content there');
           continue;
         }
-        records.push({ type: h.type, share: h.share, inode: h.inode, offset: h.offset, length: h.length, seg, pos: dataAt });
+        records.push({
+          type: h.type,
+          share: h.share,
+          inode: h.inode,
+          offset: h.offset,
+          length: h.length,
+          seg,
+          pos: dataAt,
+          token: h.token,
+        });
         report.records++;
         report.dataBytes += h.length;
       }
@@ -699,24 +725,24 @@ export class FileWal implements Wal {
     return { seg: a, at };
   }
 
-  private append(type: RecordType, share: number, inode: number, offset: number, data: Buffer | null): WalAppend {
+  private append(type: RecordType, share: number, inode: number, offset: number, data: Buffer | null, token = 0): WalAppend {
     if (this.closed) throw new Error('WAL is closed');
     if (data && data.length > MAX_RECORD_DATA) throw new Error(`WAL record of ${data.length} bytes exceeds ${MAX_RECORD_DATA}`);
     const bytes = REC_HEADER + (data?.length ?? 0);
     const { seg, at } = this.reserve(bytes);
-    const header = recordHeader(type, share, inode, offset, data);
+    const header = recordHeader(type, share, inode, offset, data, token);
     const bufs = data && data.length > 0 ? [header, data] : [header];
     this.issued++;
     const done = this.enqueue(seg, at, bufs, bytes);
     return { seg, pos: at + REC_HEADER, done };
   }
 
-  appendWrite(share: number, inode: number, offset: number, data: Buffer): WalAppend {
-    return this.append(RECORD_WRITE, share, inode, offset, data);
+  appendWrite(share: number, inode: number, offset: number, data: Buffer, token = 0): WalAppend {
+    return this.append(RECORD_WRITE, share, inode, offset, data, token);
   }
 
-  appendTruncate(share: number, inode: number, size: number): WalAppend {
-    return this.append(RECORD_TRUNCATE, share, inode, size, null);
+  appendTruncate(share: number, inode: number, size: number, token = 0): WalAppend {
+    return this.append(RECORD_TRUNCATE, share, inode, size, null, token);
   }
 
   appendShareStored(share: number): WalAppend {

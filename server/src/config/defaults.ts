@@ -101,6 +101,7 @@ export function defaultConfig(): DittoConfig {
     },
     server: { api: { enabled: true, port: 8080, bind: '0.0.0.0', bcrypt_cost: 10, rate_limit: { max: 600, login_max: 10 } } },
     database: { type: 'embedded' },
+    coordination: { redis: { key_prefix: 'dittofs:', tls: false, lease_ttl: 10_000 } },
     metrics: { enabled: true, port: 9090, bind: '0.0.0.0' },
     tracing: { enabled: false, endpoint: DEFAULT_TRACING_ENDPOINT, service_name: 'dittofs', sample_ratio: 1 },
     cache: { wal_max_bytes: 1024 * MiB, max_dirty_bytes: 256 * MiB, read_cache_bytes: 64 * MiB, disk_cache_bytes: 1024 * MiB },

@@ -446,7 +446,7 @@ describe('validation errors', () => {
     assertIssue(
       issues,
       'zzz',
-      /^unknown key \(expected one of: data_dir, logging, adapters, server, database, metrics, tracing, cache, metadata, blocks, shares\)$/,
+      /^unknown key \(expected one of: data_dir, logging, adapters, server, database, coordination, metrics, tracing, cache, metadata, blocks, shares\)$/,
     );
     assert.equal(issues.length, 4);
   });
@@ -1300,5 +1300,65 @@ describe('tracing', () => {
       'DITTOFS_TRACING__SAMPLE_RATIO',
       /expected a number from 0 to 1/,
     );
+  });
+});
+
+describe('coordination.redis', () => {
+  it('is off by default (no url), with a dittofs: prefix and a 10 s lease', () => {
+    assert.deepEqual(parse('').coordination, { redis: { key_prefix: 'dittofs:', tls: false, lease_ttl: 10_000 } });
+  });
+
+  it('takes every key from the file, the url from the environment, and resolves the password file', () => {
+    const c = parse(
+      'coordination:\n  redis:\n    url: rediss://redis.example.com:6380/2\n    key_prefix: "ns/a:"\n    tls: true\n' +
+        '    password_file: secrets/redis\n    lease_ttl: 30s\n',
+    );
+    assert.deepEqual(c.coordination.redis, {
+      url: 'rediss://redis.example.com:6380/2',
+      key_prefix: 'ns/a:',
+      tls: true,
+      password_file: path.join(CWD, 'secrets', 'redis'),
+      lease_ttl: 30_000,
+    });
+    const e = parse('', { DITTOFS_COORDINATION__REDIS__URL: 'redis://10.0.0.5:6379', DITTOFS_COORDINATION__REDIS__PASSWORD_ENV: 'RP' });
+    assert.equal(e.coordination.redis.url, 'redis://10.0.0.5:6379');
+    assert.equal(e.coordination.redis.password_env, 'RP');
+  });
+
+  it('refuses a password in the url without quoting it, other schemes, two password sources, a password without a url', () => {
+    const withPassword = yamlIssues('coordination:\n  redis:\n    url: redis://:hunter2@redis:6379\n');
+    assertIssue(
+      withPassword,
+      'coordination.redis.url',
+      'must not hold a password (value not shown); give it as password_file or password_env',
+    );
+    assert.ok(!JSON.stringify(withPassword).includes('hunter2'));
+    assertIssue(
+      yamlIssues('coordination:\n  redis:\n    url: http://redis:6379\n'),
+      'coordination.redis.url',
+      /^expected a redis:\/\/ or rediss:\/\/ URL/,
+    );
+    assertIssue(yamlIssues('coordination:\n  redis:\n    url: redis://redis:6379/x\n'), 'coordination.redis.url', /database number/);
+    assertIssue(
+      yamlIssues('coordination:\n  redis:\n    url: redis://redis\n    password_file: /p\n    password_env: P\n'),
+      'coordination.redis.password_env',
+      'give the Redis password one way: password_file or password_env, not both',
+    );
+    assertIssue(
+      yamlIssues('coordination:\n  redis:\n    password_env: P\n'),
+      'coordination.redis.password_env',
+      /needs coordination\.redis\.url/,
+    );
+    assertIssue(
+      yamlIssues('coordination:\n  redis:\n    password_env: "1x"\n'),
+      'coordination.redis.password_env',
+      /environment variable name/,
+    );
+    assertIssue(
+      yamlIssues('coordination:\n  redis:\n    key_prefix: "a b"\n'),
+      'coordination.redis.key_prefix',
+      /printable characters without spaces/,
+    );
+    assertIssue(yamlIssues('coordination:\n  redis:\n    lease_ttl: 10ms\n'), 'coordination.redis.lease_ttl', /./);
   });
 });

@@ -205,6 +205,7 @@ function checkSemantics(c: DittoConfig, issues: Issue[]): void {
     );
   }
   checkMetadataStores(c, issues, push);
+  checkCoordination(c, push);
   const metaNames = Object.keys(c.metadata.stores);
   const blockNames = Object.keys(c.blocks.stores);
   const seen = new Map<string, number>();
@@ -335,6 +336,20 @@ function checkMetadataStores(c: DittoConfig, issues: readonly Issue[], push: (se
   }
 }
 
+/** coordination.redis: one password source, and only with a url. */
+function checkCoordination(c: DittoConfig, push: (segments: Segment[], message: string) => void): void {
+  const r = c.coordination.redis;
+  const at = (key: string): Segment[] => ['coordination', 'redis', key];
+  if (r.password_file !== undefined && r.password_env !== undefined)
+    push(at('password_env'), 'give the Redis password one way: password_file or password_env, not both');
+  if (r.url === undefined) {
+    for (const key of ['password_file', 'password_env'] as const) {
+      if (r[key] !== undefined)
+        push(at(key), `a Redis password needs coordination.redis.url (in the file or from ${ENV_PREFIX}COORDINATION__REDIS__URL)`);
+    }
+  }
+}
+
 function expandPath(p: string, cwd: string): string {
   if (p === '~') return os.homedir();
   if (p.startsWith('~/')) return path.join(os.homedir(), p.slice(2));
@@ -345,6 +360,8 @@ function resolvePaths(c: DittoConfig, cwd: string): void {
   c.data_dir = expandPath(c.data_dir, cwd);
   // `-`: standard output only (no log file), kept as it is.
   if (c.logging.file !== undefined && c.logging.file !== '-') c.logging.file = expandPath(c.logging.file, cwd);
+  if (c.coordination.redis.password_file !== undefined)
+    c.coordination.redis.password_file = expandPath(c.coordination.redis.password_file, cwd);
   for (const [name, store] of Object.entries(c.blocks.stores)) {
     if (store.type === 'filesystem') {
       store.path = store.path === undefined ? defaultBlockStorePath(c.data_dir, name) : expandPath(store.path, cwd);

@@ -142,6 +142,25 @@ database:
   # Postgres only: schema of the control tables, so they can share a database with metadata stores.
   # schema: dittofs_control
 
+# Several servers (replicas) serving the same stores: a PostgreSQL metadata store and one block
+# store, with per-file write leases and fencing tokens in a Redis. Without a url each PostgreSQL
+# store is served by one server at a time (a second one refuses to start on it), and nothing of
+# Redis is used.
+coordination:
+  # The Redis all replicas share.
+  redis:
+    # redis://host:6379/0, or rediss:// for TLS. No password in it. Env: DITTOFS_COORDINATION__REDIS__URL.
+    # url: redis://redis.example.com:6379/0
+    # Prefix of every key and channel, so that several DittoFS can share one Redis.
+    key_prefix: "dittofs:"
+    # TLS even with a redis:// URL.
+    tls: false
+    # The password: from a file (a mounted Secret) or from an environment variable, not both.
+    # password_file: /etc/dittofs/redis-password
+    # password_env: REDIS_PASSWORD
+    # A write lease lasts this long unless renewed: a crashed server's files are taken over after it.
+    lease_ttl: 10s
+
 # Prometheus metrics at /metrics on their own port.
 metrics:
   # Env: DITTOFS_METRICS_ENABLED.

@@ -291,6 +291,47 @@ export function postgresUrlProblem(s: string): string | undefined {
 
 export const postgresUrlLeaf = (): LeafNode => stringLeaf(postgresUrlProblem, true);
 
+export const REDIS_URL_EXAMPLE = 'redis://redis.example.com:6379/0';
+
+/** A Redis URL: redis:// or rediss://, a host, no password (password_file or password_env hold it). */
+export function redisUrlProblem(s: string): string | undefined {
+  const expected = `expected a redis:// or rediss:// URL such as ${REDIS_URL_EXAMPLE}`;
+  if (s.trim() === '') return `must not be empty (${expected})`;
+  if (s !== s.trim()) return `must not start or end with white space (${expected})`;
+  // Checked before parsing: the message must not quote a password.
+  if (/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*:[^/?#]*@/i.test(s))
+    return 'must not hold a password (value not shown); give it as password_file or password_env';
+  if (!/^rediss?:\/\//i.test(s)) return `${expected}, got ${JSON.stringify(s)}`;
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return `${expected}, got a string that does not parse as a URL: ${JSON.stringify(s)}`;
+  }
+  if (u.hostname === '') return `${expected}: the URL names no host`;
+  const db = u.pathname.replace(/^\//, '');
+  if (db !== '' && !/^\d{1,5}$/.test(db)) return `the path of the URL is a database number such as /0, got ${JSON.stringify(u.pathname)}`;
+  if (u.search !== '' || u.hash !== '')
+    return `must not have a query or fragment (TLS and the password are keys of their own), got ${JSON.stringify(s)}`;
+  return undefined;
+}
+
+/** A prefix of Redis keys and channels: printable, no spaces, at most 128 characters. */
+export const redisKeyPrefixLeaf = (): LeafNode =>
+  stringLeaf((s) =>
+    /^[\x21-\x7e]{1,128}$/.test(s) ? undefined : `expected 1 to 128 printable characters without spaces, got ${JSON.stringify(s)}`,
+  );
+
+/** The name of an environment variable. */
+export const envNameLeaf = (): LeafNode =>
+  stringLeaf(
+    (s) =>
+      /^[A-Za-z_][A-Za-z0-9_]{0,254}$/.test(s)
+        ? undefined
+        : `expected an environment variable name such as REDIS_PASSWORD, got ${JSON.stringify(s)}`,
+    true,
+  );
+
 /** A PostgreSQL schema name, unquoted: lower-case, at most 63 bytes (NAMEDATALEN - 1). */
 export const SQL_SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -559,6 +600,16 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
     url: postgresUrlLeaf(),
     schema: sqlSchemaLeaf(),
     pool_size: optionalLeaf(countLeaf(1, MAX_POOL_SIZE)),
+  }),
+  coordination: obj<DittoConfig['coordination']>({
+    redis: obj<DittoConfig['coordination']['redis']>({
+      url: stringLeaf(redisUrlProblem, true),
+      key_prefix: redisKeyPrefixLeaf(),
+      tls: boolLeaf(),
+      password_file: pathLeaf(true),
+      password_env: envNameLeaf(),
+      lease_ttl: durationMsLeaf(1_000, 10 * 60_000),
+    }),
   }),
   metrics: listener(),
   tracing: obj<DittoConfig['tracing']>({

@@ -176,6 +176,31 @@ export interface DittoConfig {
     /** `postgres`: pooled connections (default 4). */
     pool_size?: number;
   };
+  /**
+   * Several servers (replicas) serving the same PostgreSQL metadata stores and block stores. Unset
+   * (no `redis.url`): one server per store, enforced by a PostgreSQL advisory lock (the store
+   * fence), and nothing of Redis is loaded.
+   */
+  coordination: {
+    redis: {
+      /**
+       * `redis://host:6379/0` or `rediss://` (TLS); env DITTOFS_COORDINATION__REDIS__URL. Setting it
+       * turns coordination on: per-file write leases with fencing tokens, so that several servers
+       * may serve one store.
+       */
+      url?: string;
+      /** Prefix of every key and channel, so that several DittoFS may share one Redis (default `dittofs:`). */
+      key_prefix: string;
+      /** TLS to Redis even with a redis:// URL (rediss:// always uses it). Default false. */
+      tls: boolean;
+      /** A file holding the password (a mounted Secret); its trailing newline is ignored. */
+      password_file?: string;
+      /** The name of an environment variable holding the password. */
+      password_env?: string;
+      /** How long a write lease lasts unless renewed (default 10 s); a crashed holder's files wait this long. */
+      lease_ttl: number;
+    };
+  };
   metrics: {
     enabled: boolean;
     /** env DITTOFS_METRICS_PORT, default 9090. */

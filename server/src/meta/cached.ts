@@ -17,7 +17,7 @@
 // were never committed, which NFS allows.
 import { VfsError } from '../vfs/errors.js';
 import type { AttrChanges, Inode, NewInode, Timespec } from '../vfs/types.js';
-import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from './store.js';
+import type { BlockRef, BlockSwitch, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from './store.js';
 
 export interface CachedMetadataOptions {
   /** How long an entry not changed by this process is trusted (default 1000 ms). */
@@ -448,10 +448,10 @@ export class CachedMetadataStore implements MetadataStore {
     this.blockGen.set(inodeId, ++this.blockCounter);
   }
 
-  async putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null> {
+  async putBlock(inodeId: number, ref: BlockRef, cas?: BlockSwitch): Promise<BlockRef | null> {
     this.touchBlocks(inodeId);
     try {
-      const prev = await this.inner.putBlock(inodeId, ref);
+      const prev = await this.inner.putBlock(inodeId, ref, cas);
       this.touchBlocks(inodeId);
       const m = this.blocks.get(inodeId);
       if (m) {
@@ -466,10 +466,10 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
-  async dropBlocks(inodeId: number, from: number): Promise<BlockRef[]> {
+  async dropBlocks(inodeId: number, from: number, token?: number): Promise<BlockRef[]> {
     this.touchBlocks(inodeId);
     try {
-      const dropped = await this.inner.dropBlocks(inodeId, from);
+      const dropped = await this.inner.dropBlocks(inodeId, from, token);
       this.touchBlocks(inodeId);
       const m = this.blocks.get(inodeId);
       if (m) for (const idx of m.refs.keys()) if (idx >= from) m.refs.set(idx, null);
@@ -483,6 +483,21 @@ export class CachedMetadataStore implements MetadataStore {
   /** Forgets what is cached of an inode's blocks (a read found an object missing). */
   invalidateBlocks(inodeId: number): void {
     this.dropBlockMap(inodeId);
+  }
+
+  /** Forgets what is cached of an inode not changed here (another server took its write lease). */
+  invalidateInode(inodeId: number): void {
+    if (!this.isDirty(inodeId)) this.inodes.delete(inodeId);
+    this.dropBlockMap(inodeId);
+  }
+
+  nextLeaseToken(): Promise<number> {
+    if (!this.inner.nextLeaseToken) return Promise.reject(new Error(`${this.kind} metadata stores hand out no lease tokens`));
+    return this.inner.nextLeaseToken();
+  }
+
+  fileToken(inodeId: number): Promise<number> {
+    return this.inner.fileToken ? this.inner.fileToken(inodeId) : Promise.resolve(0);
   }
 
   async usage(shareId: number): Promise<ShareUsage> {

@@ -16,8 +16,7 @@ import { FileType } from '../vfs/types.js';
 import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore, PgDriver, SqlMetadataStore } from './sql/index.js';
-import type { BlockRef, MetadataStore } from './store.js';
-import { MAX_STREAMS_PER_FILE } from './store.js';
+import { BlockConflictError, type BlockRef, type MetadataStore, MAX_STREAMS_PER_FILE } from './store.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -800,6 +799,31 @@ for (const engine of engines) {
       );
       assert.deepEqual(await s.getBlocks(f.id, 0, 10), []);
       assert.deepEqual(await s.dropBlocks(987_654_321, 0), []);
+    });
+
+    it('a conditional block switch: applied at the expected version, refused (unchanged) after another switch or under an older token', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('cas'), fileInit(), now());
+      const conflict = async (p: Promise<unknown>, stale: boolean): Promise<void> => {
+        await assert.rejects(p, (e: unknown) => e instanceof BlockConflictError && e.stale === stale);
+      };
+      assert.equal(await s.putBlock(f.id, blk(0), { prevVersion: 0, token: 5 }), null);
+      // A second writer that read the block before that switch: refused, nothing changed.
+      await conflict(s.putBlock(f.id, { ...blk(0), key: 'other' }, { prevVersion: 0, token: 5 }), false);
+      assert.deepEqual(await s.getBlocks(f.id, 0, 1), [blk(0)]);
+      // Built on the new row, under the same or a newer lease: applied.
+      assert.deepEqual(await s.putBlock(f.id, blk(0, 2), { prevVersion: 1, token: 7 }), blk(0));
+      // A writer whose lease is older than the one the row was written under: refused for good.
+      await conflict(s.putBlock(f.id, blk(0, 3), { prevVersion: 2, token: 6 }), true);
+      // Tokens are per row: another block of the file is not held back by this one's.
+      assert.equal(await s.putBlock(f.id, blk(1), { prevVersion: 0, token: 6 }), null);
+      // A truncate under lease 9 refuses any later switch under an older token, even of a new row.
+      await s.dropBlocks(f.id, 0, 9);
+      assert.deepEqual(await s.getBlocks(f.id, 0, 10), []);
+      await conflict(s.putBlock(f.id, blk(0), { prevVersion: 0, token: 8 }), true);
+      assert.equal(await s.putBlock(f.id, blk(0), { prevVersion: 0, token: 9 }), null);
+      assert.deepEqual(await s.getBlocks(f.id, 0, 10), [blk(0)]);
     });
 
     it('usage counts the inodes and bytes of one share', async () => {

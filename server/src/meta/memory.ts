@@ -5,8 +5,18 @@ import { randomGeneration } from '../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../vfs/types.js';
 import { copyInode, DOS_ATTRS_STORED, FileType, timespecEqual } from '../vfs/types.js';
 import { unlinkCounts } from './links.js';
-import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from './store.js';
-import { MAX_STREAMS_PER_FILE } from './store.js';
+import {
+  BlockConflictError,
+  type BlockRef,
+  type BlockSwitch,
+  type MetadataStore,
+  type ReaddirPage,
+  type RemoveResult,
+  type RenameResult,
+  type ShareUsage,
+  type StreamEntry,
+  MAX_STREAMS_PER_FILE,
+} from './store.js';
 
 interface Dirent {
   name: Buffer;
@@ -37,6 +47,10 @@ export class MemoryMetadataStore implements MetadataStore {
   private blocks = new Map<number, Map<number, BlockRef>>();
   /** file id -> stream name (latin1 key) -> stream */
   private streams = new Map<number, Map<string, { name: Buffer; inode: number }>>();
+  /** `inode/index` -> the fencing token its row was switched under (block switches with a condition only). */
+  private readonly blockTokens = new Map<string, number>();
+  /** inode -> the newest token it was truncated under. */
+  private readonly fileFences = new Map<number, number>();
   private nextId = 1;
 
   async open(): Promise<void> {}
@@ -331,15 +345,24 @@ export class MemoryMetadataStore implements MetadataStore {
     return out;
   }
 
-  async putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null> {
+  async putBlock(inodeId: number, ref: BlockRef, cas?: BlockSwitch): Promise<BlockRef | null> {
     let m = this.blocks.get(inodeId);
     if (!m) this.blocks.set(inodeId, (m = new Map<number, BlockRef>()));
     const prev = m.get(ref.index) ?? null;
+    if (cas) {
+      const key = `${inodeId}/${ref.index}`;
+      const rowToken = this.blockTokens.get(key) ?? 0;
+      const stale = rowToken > cas.token || (this.fileFences.get(inodeId) ?? 0) > cas.token;
+      if (stale || (prev?.version ?? 0) !== cas.prevVersion)
+        throw new BlockConflictError(`block ${ref.index} of inode ${inodeId} changed (version ${prev?.version ?? 0})`, stale);
+      this.blockTokens.set(key, cas.token);
+    }
     m.set(ref.index, { ...ref });
     return prev;
   }
 
-  async dropBlocks(inodeId: number, from: number): Promise<BlockRef[]> {
+  async dropBlocks(inodeId: number, from: number, token = 0): Promise<BlockRef[]> {
+    if (token > (this.fileFences.get(inodeId) ?? 0)) this.fileFences.set(inodeId, token);
     const m = this.blocks.get(inodeId);
     if (!m) return [];
     const out: BlockRef[] = [];
@@ -347,6 +370,7 @@ export class MemoryMetadataStore implements MetadataStore {
       if (idx >= from) {
         out.push(r);
         m.delete(idx);
+        this.blockTokens.delete(`${inodeId}/${idx}`);
       }
     }
     if (m.size === 0) this.blocks.delete(inodeId);

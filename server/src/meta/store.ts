@@ -13,6 +13,28 @@ export interface BlockRef {
   version: number;
 }
 
+/**
+ * The condition of a block switch (compare-and-swap): the row must still be at `prevVersion` (0: no
+ * row), and neither the row nor a truncate of the file may have been written under a fencing token
+ * newer than `token` (the write lease the new version was written under; 0 without coordination).
+ */
+export interface BlockSwitch {
+  prevVersion: number;
+  token: number;
+}
+
+/** A block switch refused: the row moved on (`stale` false: build on the new row and try again) or a newer lease wrote it (`stale` true: never). */
+export class BlockConflictError extends Error {
+  override readonly name = 'BlockConflictError';
+  readonly code = 'DITTOFS_BLOCK_CONFLICT';
+  constructor(
+    message: string,
+    readonly stale: boolean,
+  ) {
+    super(message);
+  }
+}
+
 export interface RemoveResult {
   /** The unlinked inode after its link count was decremented. */
   inode: Inode;
@@ -89,10 +111,20 @@ export interface MetadataStore {
 
   /** Block refs with index in [from, to), in index order. */
   getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]>;
-  /** Records a new block version; returns the ref it replaced, if any. */
-  putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null>;
-  /** Removes refs with index >= from and returns them (truncate, delete). */
-  dropBlocks(inodeId: number, from: number): Promise<BlockRef[]>;
+  /**
+   * Records a new block version; returns the ref it replaced, if any. With `cas`, only if the row
+   * is as expected (else BlockConflictError, nothing changed), and the row keeps `cas.token`.
+   */
+  putBlock(inodeId: number, ref: BlockRef, cas?: BlockSwitch): Promise<BlockRef | null>;
+  /**
+   * Removes refs with index >= from and returns them (truncate, delete). With a `token` (a truncate
+   * under a write lease), block switches under older tokens are refused from then on.
+   */
+  dropBlocks(inodeId: number, from: number, token?: number): Promise<BlockRef[]>;
+  /** Engines shared by several servers: the next fencing token of a write lease (strictly increasing, durable). */
+  nextLeaseToken?(): Promise<number>;
+  /** Engines shared by several servers: the newest fencing token the file's data was stored or cut under (0: none). */
+  fileToken?(inodeId: number): Promise<number>;
 
   usage(shareId: number): Promise<ShareUsage>;
 
@@ -103,6 +135,8 @@ export interface MetadataStore {
   flushAttrs?(id?: number): Promise<void>;
   /** Engines that cache block maps: forget `inodeId`'s (a read found one of its objects missing). */
   invalidateBlocks?(inodeId: number): void;
+  /** Engines that cache: forget what is cached of `inodeId` (another server took its write lease). */
+  invalidateInode?(inodeId: number): void;
   /**
    * Engines that may lose the right to serve (a postgres store whose single-server fence is lost):
    * undefined while they may serve; else a promise that resolves once they may again (waited for

@@ -365,7 +365,12 @@ export class FileService {
     count: number,
     target?: Buffer,
   ): Promise<{ inode: Inode; data: Buffer; eof: boolean }> {
-    const { share, inode } = await this.resolve(handle);
+    const resolved = await this.resolve(handle);
+    const { share } = resolved;
+    let { inode } = resolved;
+    // Several servers: what another one acknowledged is stored first, and read afresh.
+    const fresh = share.data.ensureFresh(inode.id);
+    if (fresh !== undefined && (await fresh)) inode = (await share.meta.getInode(inode.id)) ?? inode;
     const id = this.identity(share, cred);
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');

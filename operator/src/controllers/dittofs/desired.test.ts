@@ -69,6 +69,32 @@ describe('renderServerConfig', () => {
     assert.throws(() => serverConfig(inputs(d)), /needs the URL/);
   });
 
+  it('coordination.redis: prefix and TLS in the file, the URL and password from their Secrets in the environment only', () => {
+    const d = dfs({
+      coordination: {
+        redis: {
+          urlSecretRef: { name: 'redis', key: 'url' },
+          passwordSecretRef: { name: 'redis', key: 'password' },
+          tls: { enabled: true },
+        },
+      },
+    });
+    const cfg = serverConfig(inputs(d)) as { coordination?: unknown };
+    assert.deepEqual(cfg.coordination, { redis: { key_prefix: 'storage/main/', tls: true, password_env: 'REDIS_PASSWORD' } });
+    const env = desiredStatefulSet(inputs(d), 'h').spec!.template.spec!.containers[0]!.env!;
+    assert.deepEqual(
+      env.filter((e) => e.name.includes('REDIS')),
+      [
+        { name: 'DITTOFS_COORDINATION__REDIS__URL', valueFrom: { secretKeyRef: { name: 'redis', key: 'url' } } },
+        { name: 'REDIS_PASSWORD', valueFrom: { secretKeyRef: { name: 'redis', key: 'password' } } },
+      ],
+    );
+    const plain = dfs({ coordination: { redis: { urlSecretRef: { name: 'r', key: 'u' }, keyPrefix: 'x:' } } });
+    assert.deepEqual((serverConfig(inputs(plain)) as { coordination?: unknown }).coordination, { redis: { key_prefix: 'x:', tls: false } });
+    assert.equal((serverConfig(inputs(dfs())) as { coordination?: unknown }).coordination, undefined, 'no Redis, no key');
+    assert.ok(!desiredStatefulSet(inputs(dfs()), 'h').spec!.template.spec!.containers[0]!.env!.some((e) => e.name.includes('REDIS')));
+  });
+
   it('the WAL never goes below the server minimum; the size in force wins over the spec', () => {
     assert.equal(
       (serverConfig(inputs(dfs({ cache: { size: '1Mi' } }))) as { cache: { wal_max_bytes: number } }).cache.wal_max_bytes,

@@ -7,6 +7,7 @@ import {
   dumpYaml,
   type V1Container,
   type V1ContainerPort,
+  type V1EnvVar,
   type V1Secret,
   type V1Service,
   type V1StatefulSet,
@@ -151,6 +152,21 @@ export function serverConfig(inputs: DesiredInputs): Record<string, unknown> {
   }
   const volumeBytes = parseQuantityBytes(cacheSizeOf(inputs));
   const walBytes = Math.max(MIN_WAL_BYTES, Math.floor(volumeBytes * WAL_SHARE_OF_VOLUME));
+  // The URL and the password reach the pod from their Secrets as environment variables (see
+  // desiredStatefulSet): never in this rendered file.
+  const redis = dfs.spec.coordination?.redis;
+  const coordination =
+    redis === undefined
+      ? {}
+      : {
+          coordination: {
+            redis: {
+              key_prefix: redis.keyPrefix ?? `${dfs.metadata.namespace ?? ''}/${dfs.metadata.name}/`,
+              tls: redis.tls?.enabled ?? false,
+              ...(redis.passwordSecretRef === undefined ? {} : { password_env: REDIS_PASSWORD_ENV }),
+            },
+          },
+        };
   return {
     data_dir: DATA_DIR,
     // Standard output only (kubectl logs): no log file growing on the WAL's volume.
@@ -161,6 +177,7 @@ export function serverConfig(inputs: DesiredInputs): Record<string, unknown> {
     },
     server: { api: { enabled: true, port: API_PORT, bind: '0.0.0.0' } },
     database,
+    ...coordination,
     metrics: { enabled: a.metrics.enabled, port: a.metrics.port, bind: '0.0.0.0' },
     cache: {
       wal_dir: `${DATA_DIR}/wal`,
@@ -170,6 +187,20 @@ export function serverConfig(inputs: DesiredInputs): Record<string, unknown> {
     },
     shares: [],
   };
+}
+
+/** The variable the server reads the Redis password from (coordination.redis.password_env). */
+export const REDIS_PASSWORD_ENV = 'REDIS_PASSWORD';
+
+/** spec.coordination.redis: its URL and password from their Secrets, as the server reads them. */
+function redisEnv(dfs: DittoFS): V1EnvVar[] {
+  const redis = dfs.spec.coordination?.redis;
+  if (redis === undefined) return [];
+  const ref = (r: { name: string; key: string }) => ({ secretKeyRef: { name: r.name, key: r.key } });
+  return [
+    { name: 'DITTOFS_COORDINATION__REDIS__URL', valueFrom: ref(redis.urlSecretRef) },
+    ...(redis.passwordSecretRef === undefined ? [] : [{ name: REDIS_PASSWORD_ENV, valueFrom: ref(redis.passwordSecretRef) }]),
+  ];
 }
 
 export function renderServerConfig(inputs: DesiredInputs): string {
@@ -308,6 +339,7 @@ export function desiredStatefulSet(inputs: DesiredInputs, hash: string): V1State
         name: 'DITTOFS_ADMIN_INITIAL_PASSWORD',
         valueFrom: { secretKeyRef: { name: names.adminSecret, key: ADMIN_SECRET_KEYS.initialPassword } },
       },
+      ...redisEnv(dfs),
     ],
     ports: containerPorts(a),
     // WAL replay after a crash can take a while: the startup probe gives it up to 10 minutes

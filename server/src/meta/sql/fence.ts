@@ -79,7 +79,7 @@ export class FenceLostError extends Error {
 const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
 
 const REPLICAS_HINT =
-  'several replicas need coordination (coordination.redis), which this version does not support yet: run one server per store';
+  'several servers on one store need coordination.redis (write leases in Redis) set on every one of them; otherwise run one server per store';
 
 type FenceState = 'held' | 'reconnecting' | 'taken' | 'closed';
 

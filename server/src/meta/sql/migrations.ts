@@ -127,6 +127,20 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `CREATE UNIQUE INDEX streams_inode ON streams (inode)`,
     ],
   },
+  {
+    // Several servers on one store (issue 14): every block row records the fencing token of the
+    // write lease its version was written under, a truncate under a lease records its token per
+    // file, and a block switch under an older token than either is refused (meta/sql/store.ts
+    // casBlock). Tokens come from one sequence: strictly increasing and durable, whatever happens
+    // to the Redis that holds the leases.
+    version: 4,
+    name: 'fencing tokens of write leases',
+    statements: [
+      `ALTER TABLE blocks ADD COLUMN token bigint NOT NULL DEFAULT 0`,
+      `CREATE TABLE file_fences (inode bigint PRIMARY KEY, token bigint NOT NULL)`,
+      `CREATE SEQUENCE lease_tokens`,
+    ],
+  },
 ]);
 
 export interface MigrationReport {

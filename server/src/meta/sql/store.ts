@@ -19,8 +19,18 @@ import { VfsError, isVfsError } from '../../vfs/errors.js';
 import { randomGeneration } from '../../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
 import { DOS_ATTRS_STORED, FileType } from '../../vfs/types.js';
-import type { BlockRef, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from '../store.js';
-import { MAX_STREAMS_PER_FILE } from '../store.js';
+import {
+  BlockConflictError,
+  type BlockRef,
+  type BlockSwitch,
+  type MetadataStore,
+  type ReaddirPage,
+  type RemoveResult,
+  type RenameResult,
+  type ShareUsage,
+  type StreamEntry,
+  MAX_STREAMS_PER_FILE,
+} from '../store.js';
 import {
   CommitUncertainError,
   RetryTransaction,
@@ -230,6 +240,37 @@ const S = {
            put AS (INSERT INTO blocks (inode, idx, key, length, version) VALUES ($1, $2, $3, $4, $5)
                    ON CONFLICT (inode, idx) DO UPDATE SET key = EXCLUDED.key, length = EXCLUDED.length, version = EXCLUDED.version)
            SELECT key, length, version FROM old`,
+  },
+  // A block switch as a compare-and-swap (one statement, one round trip): applied only while the
+  // row is at version $7 (0: no row) and neither the row nor the file's last truncate carries a
+  // token newer than $6. A concurrent insert of the same new row fails the ON CONFLICT condition.
+  casBlock: {
+    name: 'dfs_cas_block',
+    text: `WITH old AS (SELECT key, length, version, token FROM blocks WHERE inode = $1 AND idx = $2 FOR UPDATE),
+           fence AS (SELECT coalesce((SELECT token FROM file_fences WHERE inode = $1), 0) AS token),
+           ok AS (SELECT coalesce((SELECT version FROM old), 0) = $7::integer
+                         AND coalesce((SELECT token FROM old), 0) <= $6::bigint
+                         AND (SELECT token FROM fence) <= $6::bigint AS ok),
+           put AS (INSERT INTO blocks (inode, idx, key, length, version, token)
+                   SELECT $1, $2, $3, $4, $5, $6 FROM ok WHERE ok.ok
+                   ON CONFLICT (inode, idx) DO UPDATE SET key = EXCLUDED.key, length = EXCLUDED.length,
+                     version = EXCLUDED.version, token = EXCLUDED.token
+                   WHERE blocks.version = $7::integer AND blocks.token <= EXCLUDED.token
+                   RETURNING 1)
+           SELECT (SELECT count(*) FROM put) AS applied, old.key, old.length, old.version,
+                  (coalesce(old.token, 0) > $6::bigint OR (SELECT token FROM fence) > $6::bigint) AS stale
+           FROM (SELECT 1) one LEFT JOIN old ON true`,
+  },
+  fenceFile: {
+    name: 'dfs_fence_file',
+    text: `INSERT INTO file_fences (inode, token) VALUES ($1, $2)
+           ON CONFLICT (inode) DO UPDATE SET token = greatest(file_fences.token, EXCLUDED.token)`,
+  },
+  nextLeaseToken: { name: 'dfs_next_lease_token', text: `SELECT nextval('lease_tokens') AS t` },
+  fileToken: {
+    name: 'dfs_file_token',
+    text: `SELECT greatest(coalesce((SELECT max(token) FROM blocks WHERE inode = $1), 0),
+                           coalesce((SELECT token FROM file_fences WHERE inode = $1), 0)) AS t`,
   },
   dropBlocks: {
     name: 'dfs_drop_blocks',
@@ -771,7 +812,23 @@ export class SqlMetadataStore implements MetadataStore {
     return rows.map(blockRef);
   }
 
-  async putBlock(inodeId: number, ref: BlockRef): Promise<BlockRef | null> {
+  async putBlock(inodeId: number, ref: BlockRef, cas?: BlockSwitch): Promise<BlockRef | null> {
+    if (cas) {
+      const { rows } = await this.q(S.casBlock, [inodeId, ref.index, ref.key, ref.length, ref.version, cas.token, cas.prevVersion], {
+        retryable: false,
+      });
+      const r = rows[0];
+      if (!r || toNumber(r.applied, 'applied') !== 1) {
+        const stale = r?.stale === true;
+        throw new BlockConflictError(
+          stale
+            ? `block ${ref.index} of inode ${inodeId} was stored or cut under a newer write lease than ${cas.token}`
+            : `block ${ref.index} of inode ${inodeId} is not at version ${cas.prevVersion} any more`,
+          stale,
+        );
+      }
+      return r.key === null || r.key === undefined ? null : blockRef({ ...r, idx: ref.index });
+    }
     // Not run again when the connection breaks in flight: had the first run committed, the second
     // would report the new key as the one replaced, and the old object would never be deleted. The
     // caller's upload fails instead and is retried whole.
@@ -779,10 +836,23 @@ export class SqlMetadataStore implements MetadataStore {
     return rows[0] ? blockRef({ ...rows[0], idx: ref.index }) : null;
   }
 
-  async dropBlocks(inodeId: number, from: number): Promise<BlockRef[]> {
+  async dropBlocks(inodeId: number, from: number, token = 0): Promise<BlockRef[]> {
     // A transaction so that a connection lost before COMMIT runs it again rather than losing refs.
-    const rows = await this.tx(async (tx) => (await tx.query(S.dropBlocks, [inodeId, from])).rows);
+    const rows = await this.tx(async (tx) => {
+      if (token > 0) await tx.query(S.fenceFile, [inodeId, token]);
+      return (await tx.query(S.dropBlocks, [inodeId, from])).rows;
+    });
     return rows.map(blockRef).sort((a, b) => a.index - b.index);
+  }
+
+  async nextLeaseToken(): Promise<number> {
+    const { rows } = await this.q(S.nextLeaseToken, []);
+    return toNumber(rows[0]?.t, 'token');
+  }
+
+  async fileToken(inodeId: number): Promise<number> {
+    const { rows } = await this.q(S.fileToken, [inodeId]);
+    return toNumber(rows[0]?.t ?? 0, 'token');
   }
 
   async usage(shareId: number): Promise<ShareUsage> {

@@ -1,0 +1,93 @@
+// The coordinator against a real redis-server (Debian's, on loopback, started by the test): how it
+// connects (password from a file or the environment, clear errors), and the write lease of one file
+// between two coordinators: one holder at a time, strictly increasing tokens, handover on request.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
+import { freePort } from '../../../test/helpers/server.js';
+import { defaultConfig } from '../config/defaults.js';
+import { isVfsError } from '../vfs/errors.js';
+import { Coordinator, redisPassword, type LeaseStore } from './leases.js';
+
+const log = pino({ level: 'silent' });
+const PASSWORD = 'lease-test-password';
+
+describe('coordination over Redis', () => {
+  let redis: RedisInstance;
+  let dir: string;
+  const open: Coordinator[] = [];
+
+  before(async () => {
+    redis = await startRedis({ password: PASSWORD });
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-coord-'));
+  });
+
+  after(async () => {
+    for (const c of open) await c.close();
+    await redis?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const connect = async (password: string | undefined = PASSWORD, url = redis.url): Promise<Coordinator> => {
+    const c = await Coordinator.open({ url, keyPrefix: 'unit:', tls: false, leaseTtlMs: 1_500, log, ...(password ? { password } : {}) });
+    open.push(c);
+    return c;
+  };
+
+  it('reads the password from a file (trailing newline dropped) or an environment variable, and says what is missing', async () => {
+    const file = path.join(dir, 'pw');
+    await writeFile(file, `${PASSWORD}\n`);
+    const cfg = defaultConfig().coordination.redis;
+    assert.equal(await redisPassword({ ...cfg, password_file: file }), PASSWORD);
+    assert.equal(await redisPassword({ ...cfg, password_env: 'P' }, { P: PASSWORD }), PASSWORD);
+    assert.equal(await redisPassword(cfg), undefined);
+    await assert.rejects(redisPassword({ ...cfg, password_env: 'P' }, {}), /the environment variable P is not set/);
+    await assert.rejects(redisPassword({ ...cfg, password_file: path.join(dir, 'none') }), /password_file: cannot read/);
+  });
+
+  it('refuses to start on a Redis it cannot reach or that refuses its password, naming it', async () => {
+    const port = await freePort();
+    await assert.rejects(connect(PASSWORD, `redis://127.0.0.1:${port}`), new RegExp(`cannot reach redis://127\\.0\\.0\\.1:${port}`));
+    await assert.rejects(connect('wrong'), /coordination\.redis: cannot reach .*(WRONGPASS|invalid)/i);
+  });
+
+  it('one holder per file; tokens increase; the holder stores the data and hands over when asked', async () => {
+    let next = 0;
+    const flushed: string[] = [];
+    const store = (name: string): LeaseStore => ({
+      nextLeaseToken: () => Promise.resolve(++next),
+      flushAttrs: () => {
+        flushed.push(name);
+        return Promise.resolve();
+      },
+    });
+    const a = (await connect()).leasesFor('s', store('a'));
+    const b = (await connect()).leasesFor('s', store('b'));
+    let dirtyInA = true;
+    a.join({ flush: () => ((dirtyInA = false), Promise.resolve()), hasDirty: () => dirtyInA });
+    b.join({ flush: () => Promise.resolve(), hasDirty: () => false });
+    // The grace period of a Redis seen for the first time (one ttl) may delay the first take.
+    const t1 = await a.token(7);
+    assert.equal(a.token(7), t1, 'held: answered at once, same token');
+    const t2 = await b.token(7);
+    assert.ok(t2 > t1, `a later holder gets a newer token (${t1}, then ${t2})`);
+    assert.equal(dirtyInA, false, 'A stored its data before letting the lease go');
+    assert.deepEqual(flushed, ['a'], 'and its size and times');
+    // Another file is independent.
+    assert.ok((await a.token(8)) > t2);
+  });
+
+  it('without Redis a write cannot get a lease: JUKEBOX, not a hang', async () => {
+    const c = (await connect()).leasesFor('s2', { nextLeaseToken: () => Promise.resolve(1) });
+    await redis.pause();
+    try {
+      await assert.rejects(Promise.resolve(c.token(1)), (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX');
+    } finally {
+      await redis.resume();
+    }
+  });
+});

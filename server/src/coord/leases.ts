@@ -1,0 +1,488 @@
+// Per-file write leases of several servers on one store (DESIGN.md "Several replicas"). A server
+// appends a file's writes and truncates to its WAL only while it holds the file's lease in Redis:
+//
+//   <prefix>lease:<store>:<inode> = <server id>   (SET NX PX ttl, renewed every ttl/3)
+//
+// Each take of a lease gets a fencing token from the metadata store's sequence (PostgreSQL, so it
+// keeps increasing whatever happens to Redis); WAL records and block switches carry it, and a block
+// switch under an older token than what is stored is refused (meta/sql/store.ts casBlock).
+//
+// A server that needs a lease another one holds publishes `<store> <inode>` on
+// <prefix>handover; the holder uploads the file's dirty blocks, writes its size and times, and
+// lets the lease go; the asker takes it and forgets what it had cached of the file.
+//
+// Losing Redis: writes wait briefly, then answer JUKEBOX; a lease not renewed within its ttl is not
+// used. When Redis comes back empty (restarted without persistence: its boot marker changed), no
+// server takes a lease for one ttl (a grace period), so the holders' dirty data (under their old
+// tokens) is stored before anyone writes under a newer one.
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import { readFile } from 'node:fs/promises';
+import type { Redis as RedisClient, RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import { VfsError } from '../vfs/errors.js';
+import type { DittoConfig } from '../config/types.js';
+
+/** What a lease holder must do before it hands a file over. */
+export interface LeaseParticipant {
+  /** Uploads the file's dirty data (throws if it cannot: the lease is kept). */
+  flush(inodeId: number): Promise<void>;
+  /** True while the file has data not stored yet. */
+  hasDirty(inodeId: number): boolean;
+}
+
+/** The metadata store calls the leases need. */
+export interface LeaseStore {
+  nextLeaseToken?(): Promise<number>;
+  flushAttrs?(id?: number): Promise<void>;
+  invalidateInode?(inodeId: number): void;
+}
+
+interface Held {
+  token: number;
+  /** Date.now() of the last successful take or renewal. */
+  renewedAt: number;
+  lastUse: number;
+  /** Being handed over: writes take the slow path (and wait for it). */
+  releasing: boolean;
+}
+
+/** Leases this server keeps at most per store (clean ones beyond it are let go at the next renewal). */
+const MAX_HELD = 10_000;
+/** How long a write waits for a lease before JUKEBOX (ms). */
+const ACQUIRE_WAIT_MS = 8_000;
+/** Asking the holder again while waiting (ms). */
+const ASK_AGAIN_MS = 1_000;
+
+const RENEW_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;
+const RELEASE_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
+/**
+ * The file's data changed in the store (KEYS[2], the generation, goes up), then the lease (KEYS[1])
+ * goes if ARGV[1] is still its holder and ARGV[3] is 1. Readers elsewhere compare generations.
+ */
+const STORED_LUA = `redis.call('incr', KEYS[2]); redis.call('pexpire', KEYS[2], ARGV[2])
+if ARGV[3] == '1' and redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0`;
+/** A file's generation key outlives its last change by this long; a reader that finds none drops its cache. */
+const GENERATION_TTL_MS = 3_600_000;
+/** Generations remembered per store (past it, the map starts again: a few more cache drops). */
+const MAX_SEEN = 100_000;
+
+export interface CoordinationOptions {
+  url: string;
+  keyPrefix: string;
+  tls: boolean;
+  password?: string;
+  leaseTtlMs: number;
+  log: Logger;
+}
+
+/** The password of coordination.redis, from its file or its environment variable. */
+export async function redisPassword(cfg: DittoConfig['coordination']['redis'], env = process.env): Promise<string | undefined> {
+  if (cfg.password_file !== undefined) {
+    try {
+      return (await readFile(cfg.password_file, 'utf8')).replace(/\r?\n$/, '');
+    } catch (e) {
+      throw new Error(`coordination.redis.password_file: cannot read ${cfg.password_file}: ${(e as Error).message}`);
+    }
+  }
+  if (cfg.password_env !== undefined) {
+    const v = env[cfg.password_env];
+    if (v === undefined || v === '')
+      throw new Error(`coordination.redis.password_env: the environment variable ${cfg.password_env} is not set`);
+    return v;
+  }
+  return undefined;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** One connection to Redis (and one for pub/sub) for every store of this server. */
+export class Coordinator {
+  readonly serverId = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  private readonly stores = new Map<string, FileLeases>();
+  private readonly controlListeners = new Set<() => void>();
+  private timer: NodeJS.Timeout | null = null;
+  /** The boot marker of the Redis seen last: a new one means Redis lost its keys. */
+  private boot: string | null = null;
+  /** No lease is taken before this (Date.now()): the grace period after Redis lost its keys. */
+  graceUntil = 0;
+  private closed = false;
+
+  private constructor(
+    readonly redis: RedisClient,
+    private readonly sub: RedisClient,
+    readonly opts: CoordinationOptions,
+  ) {}
+
+  static async open(opts: CoordinationOptions): Promise<Coordinator> {
+    const { Redis } = await import('ioredis');
+    const url = new URL(opts.url);
+    const ro: RedisOptions = {
+      lazyConnect: true,
+      // A command while disconnected fails at once (JUKEBOX), never queues.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: 5_000,
+      retryStrategy: (times) => Math.min(100 * times, 2_000),
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
+      ...(opts.tls || url.protocol === 'rediss:' ? { tls: { servername: url.hostname } } : {}),
+    };
+    const redis = new Redis(opts.url, ro);
+    const sub = new Redis(opts.url, { ...ro, enableOfflineQueue: true, maxRetriesPerRequest: null });
+    // The reason a connection failed (a refused password) comes as an 'error' event before the
+    // connect() rejection, which only says the connection closed.
+    let why = '';
+    redis.on('error', (e: Error) => (why = e.message));
+    sub.on('error', () => undefined);
+    try {
+      await redis.connect();
+      await sub.connect();
+    } catch (e) {
+      redis.disconnect();
+      sub.disconnect();
+      const detail = why !== '' && why !== (e as Error).message ? `${why} (${(e as Error).message})` : (e as Error).message;
+      throw new Error(`coordination.redis: cannot reach ${url.protocol}//${url.host}: ${detail}`);
+    }
+    const c = new Coordinator(redis, sub, opts);
+    await c.checkBoot();
+    redis.on('ready', () => void c.checkBoot().catch(() => undefined));
+    redis.on('close', () => c.disconnected());
+    await sub.subscribe(c.channel, c.controlChannel);
+    sub.on('message', (ch: string, msg: string) => {
+      if (ch === c.controlChannel) c.onControl(msg);
+      else c.onHandover(msg);
+    });
+    c.timer = setInterval(() => void c.renewAll(), Math.max(200, Math.floor(opts.leaseTtlMs / 3)));
+    c.timer.unref();
+    return c;
+  }
+
+  get channel(): string {
+    return `${this.opts.keyPrefix}handover`;
+  }
+
+  /** Control-plane changes: `<server id> <generation>`, published by the server that made one. */
+  get controlChannel(): string {
+    return `${this.opts.keyPrefix}control`;
+  }
+
+  /** Tells the other servers that the control database changed (they read it again and apply it). */
+  publishControl(generation: number): void {
+    this.redis.publish(this.controlChannel, `${this.serverId} ${generation}`).catch((e: unknown) => {
+      this.opts.log.warn({ err: (e as Error).message }, 'could not tell the other servers about a control-plane change');
+    });
+  }
+
+  /** Called when another server changed the control database. */
+  onControlChange(listener: () => void): () => void {
+    this.controlListeners.add(listener);
+    return () => this.controlListeners.delete(listener);
+  }
+
+  private onControl(msg: string): void {
+    if (msg.startsWith(`${this.serverId} `)) return;
+    for (const l of [...this.controlListeners]) l();
+  }
+
+  get ready(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  /** Redis lost its keys (a restart without persistence) since we last looked: a grace period starts. */
+  private async checkBoot(): Promise<void> {
+    const key = `${this.opts.keyPrefix}boot`;
+    const mine = randomBytes(8).toString('hex');
+    await this.redis.set(key, mine, 'NX');
+    const boot = await this.redis.get(key);
+    const reset = this.boot !== null ? boot !== this.boot : boot === mine;
+    this.boot = boot;
+    if (reset) {
+      this.graceUntil = Date.now() + this.opts.leaseTtlMs;
+      for (const s of this.stores.values()) s.dropAll();
+      this.opts.log.warn(
+        { graceMs: this.opts.leaseTtlMs },
+        'coordination: Redis has no leases (new or restarted); taking none during a grace period',
+      );
+    }
+  }
+
+  private disconnected(): void {
+    // Nothing renewed from now on: leases are used again only once renewed on the new connection.
+    for (const s of this.stores.values()) s.unconfirmAll();
+  }
+
+  /** The leases of one metadata store (`storeKey`: the same on every server that serves it). */
+  leasesFor(storeKey: string, meta: LeaseStore): FileLeases {
+    let s = this.stores.get(storeKey);
+    if (!s) {
+      s = new FileLeases(this, storeKey, meta);
+      this.stores.set(storeKey, s);
+    }
+    return s;
+  }
+
+  /** `<store> <inode>`: hand the lease over; `flush <store> <inode>`: store the file's data, keep the lease. */
+  private onHandover(msg: string): void {
+    const flush = msg.startsWith('flush ');
+    const body = flush ? msg.slice(6) : msg;
+    const at = body.lastIndexOf(' ');
+    const store = body.slice(0, at);
+    const inode = Number(body.slice(at + 1));
+    if (!Number.isSafeInteger(inode)) return;
+    this.stores.get(store)?.handOver(inode, flush);
+  }
+
+  private async renewAll(): Promise<void> {
+    if (this.closed) return;
+    for (const s of this.stores.values()) await s.renew().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const s of this.stores.values()) await s.releaseAll().catch(() => undefined);
+    this.sub.disconnect();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}
+
+export class FileLeases {
+  private readonly held = new Map<number, Held>();
+  private readonly taking = new Map<number, Promise<number>>();
+  private readonly participants = new Set<LeaseParticipant>();
+  private readonly handing = new Set<number>();
+  /** inode -> the generation of its stored data when this server last read it. */
+  private readonly seen = new Map<number, string | null>();
+
+  constructor(
+    private readonly c: Coordinator,
+    readonly storeKey: string,
+    private readonly meta: LeaseStore,
+  ) {}
+
+  private key(inodeId: number): string {
+    return `${this.c.opts.keyPrefix}lease:${this.storeKey}:${inodeId}`;
+  }
+
+  join(p: LeaseParticipant): void {
+    this.participants.add(p);
+  }
+
+  leave(p: LeaseParticipant): void {
+    this.participants.delete(p);
+  }
+
+  private usable(h: Held, now: number): boolean {
+    // A margin of a third of the ttl: a lease about to expire is renewed first, never used.
+    return !h.releasing && now - h.renewedAt < (this.c.opts.leaseTtlMs * 2) / 3;
+  }
+
+  /** The fencing token to log a write or truncate of `inodeId` under (see WriteLeases). */
+  token(inodeId: number): number | Promise<number> {
+    const h = this.held.get(inodeId);
+    const now = Date.now();
+    if (h && this.usable(h, now)) {
+      h.lastUse = now;
+      return h.token;
+    }
+    let p = this.taking.get(inodeId);
+    if (!p) {
+      p = this.take(inodeId).finally(() => this.taking.delete(inodeId));
+      this.taking.set(inodeId, p);
+    }
+    return p;
+  }
+
+  private jukebox(why: string): VfsError {
+    return new VfsError('JUKEBOX', `write lease: ${why}`);
+  }
+
+  private async take(inodeId: number): Promise<number> {
+    const deadline = Date.now() + ACQUIRE_WAIT_MS;
+    const { redis, serverId, opts } = this.c;
+    const key = this.key(inodeId);
+    let asked = 0;
+    for (let attempt = 0; ; attempt++) {
+      const now = Date.now();
+      if (now >= deadline) throw this.jukebox(`file ${inodeId} is held by another server that did not hand it over in time`);
+      if (!this.c.ready) {
+        // Not a long wait: a client retries JUKEBOX anyway.
+        if (attempt > 20) throw this.jukebox('Redis is not reachable; cannot prove this server may write');
+        await sleep(100);
+        continue;
+      }
+      if (now < this.c.graceUntil) {
+        await sleep(Math.min(200, this.c.graceUntil - now));
+        continue;
+      }
+      try {
+        const h = this.held.get(inodeId);
+        if (h && !h.releasing) {
+          // Ours but not confirmed lately: renewed only if nobody else took it meanwhile.
+          if ((await redis.eval(RENEW_LUA, 1, key, serverId, opts.leaseTtlMs)) === 1) {
+            h.renewedAt = h.lastUse = Date.now();
+            return h.token;
+          }
+          this.held.delete(inodeId);
+        }
+        if (h?.releasing) {
+          await sleep(20);
+          continue;
+        }
+        if ((await redis.set(key, serverId, 'PX', opts.leaseTtlMs, 'NX')) === 'OK') {
+          const taken = Date.now();
+          let token: number;
+          try {
+            if (!this.meta.nextLeaseToken) throw new Error('the metadata store hands out no fencing tokens');
+            token = await this.meta.nextLeaseToken();
+          } catch (e) {
+            await redis.eval(RELEASE_LUA, 1, key, serverId).catch(() => undefined);
+            throw e instanceof VfsError ? e : this.jukebox(`no fencing token: ${(e as Error).message}`);
+          }
+          // Whatever we knew of the file may have been changed by the previous holder.
+          this.meta.invalidateInode?.(inodeId);
+          this.held.set(inodeId, { token, renewedAt: taken, lastUse: taken, releasing: false });
+          return token;
+        }
+        if (Date.now() - asked >= ASK_AGAIN_MS) {
+          asked = Date.now();
+          await redis.publish(this.c.channel, `${this.storeKey} ${inodeId}`);
+        }
+      } catch (e) {
+        if (e instanceof VfsError) throw e;
+        if (Date.now() >= deadline) throw this.jukebox(`Redis: ${(e as Error).message}`);
+      }
+      await sleep(Math.min(100, 5 * 2 ** Math.min(attempt, 5)));
+    }
+  }
+
+  private genKey(inodeId: number): string {
+    return `${this.c.opts.keyPrefix}gen:${this.storeKey}:${inodeId}`;
+  }
+
+  /**
+   * Before a read of a file this server does not hold: undefined when nothing is to be done (we
+   * hold it), else resolves true when what this server had cached of it may be old (then dropped),
+   * after the holder, if another server, stored what it acknowledged. JUKEBOX when it cannot tell.
+   */
+  fresh(inodeId: number): Promise<boolean> | undefined {
+    const h = this.held.get(inodeId);
+    if (h && this.usable(h, Date.now())) return undefined;
+    return this.freshen(inodeId);
+  }
+
+  private async freshen(inodeId: number): Promise<boolean> {
+    const { redis, serverId } = this.c;
+    if (!this.c.ready) throw this.jukebox('Redis is not reachable; cannot prove what this server has of the file is current');
+    const deadline = Date.now() + ACQUIRE_WAIT_MS;
+    const key = this.key(inodeId);
+    const genKey = this.genKey(inodeId);
+    let [holder, gen] = await redis.mget(key, genKey);
+    if (holder !== null && holder !== undefined && holder !== serverId) {
+      // Another server may have acknowledged data it has not stored: it stores it first.
+      const before = gen;
+      let asked = 0;
+      for (;;) {
+        if (Date.now() - asked >= ASK_AGAIN_MS) {
+          asked = Date.now();
+          await redis.publish(this.c.channel, `flush ${this.storeKey} ${inodeId}`);
+        }
+        await sleep(20);
+        [holder, gen] = await redis.mget(key, genKey);
+        if (gen !== before || holder === null || holder === undefined || holder === serverId) break;
+        if (Date.now() >= deadline) throw this.jukebox(`file ${inodeId} is written through another server that did not store it in time`);
+      }
+    }
+    const g = gen ?? null;
+    if (this.seen.has(inodeId) && this.seen.get(inodeId) === g) return false;
+    if (this.seen.size >= MAX_SEEN) this.seen.clear();
+    this.seen.set(inodeId, g);
+    this.meta.invalidateInode?.(inodeId);
+    return true;
+  }
+
+  /** True while the lease is held under `token` and not being handed over. */
+  holds(inodeId: number, token: number): boolean {
+    const h = this.held.get(inodeId);
+    return h !== undefined && h.token === token && !h.releasing;
+  }
+
+  /** Another server asks for a file we hold: store its data, then (unless only `flush`) let the lease go. */
+  handOver(inodeId: number, flushOnly = false): void {
+    const h = this.held.get(inodeId);
+    if (!h || this.handing.has(inodeId)) return;
+    this.handing.add(inodeId);
+    if (!flushOnly) h.releasing = true;
+    void this.flushAndRelease(inodeId, h, !flushOnly).finally(() => this.handing.delete(inodeId));
+  }
+
+  private async flushAndRelease(inodeId: number, h: Held, release: boolean): Promise<void> {
+    try {
+      for (const p of this.participants) await p.flush(inodeId);
+      await this.meta.flushAttrs?.(inodeId);
+      await this.c.redis.eval(
+        STORED_LUA,
+        2,
+        this.key(inodeId),
+        this.genKey(inodeId),
+        this.c.serverId,
+        GENERATION_TTL_MS,
+        release ? '1' : '0',
+      );
+      if (release && this.held.get(inodeId) === h) this.held.delete(inodeId);
+    } catch (e) {
+      // Kept (the data could not be stored): the asker waits, then answers JUKEBOX.
+      h.releasing = false;
+      this.c.opts.log.warn({ inode: inodeId, err: (e as Error).message }, 'could not hand a write lease over; keeping it');
+    }
+  }
+
+  private dirty(inodeId: number): boolean {
+    for (const p of this.participants) if (p.hasDirty(inodeId)) return true;
+    return false;
+  }
+
+  /** Renews the leases in use (or with data to store) and lets the idle clean ones go. */
+  async renew(): Promise<void> {
+    if (!this.c.ready) return;
+    const { redis, serverId, opts } = this.c;
+    const now = Date.now();
+    const idleMs = opts.leaseTtlMs / 3;
+    let over = this.held.size - MAX_HELD;
+    for (const [inodeId, h] of [...this.held]) {
+      if (h.releasing) continue;
+      const key = this.key(inodeId);
+      if ((over > 0 || now - h.lastUse > idleMs) && !this.dirty(inodeId)) {
+        this.held.delete(inodeId);
+        over--;
+        await this.meta.flushAttrs?.(inodeId);
+        await redis.eval(STORED_LUA, 2, key, this.genKey(inodeId), serverId, GENERATION_TTL_MS, '1');
+        continue;
+      }
+      if ((await redis.eval(RENEW_LUA, 1, key, serverId, opts.leaseTtlMs)) === 1) {
+        h.renewedAt = Date.now();
+      } else if (this.held.get(inodeId) === h) {
+        this.held.delete(inodeId);
+        opts.log.warn({ inode: inodeId, token: h.token }, 'write lease lost (expired, or Redis lost it); the next write takes a new one');
+      }
+    }
+  }
+
+  unconfirmAll(): void {
+    for (const h of this.held.values()) h.renewedAt = 0;
+  }
+
+  dropAll(): void {
+    this.held.clear();
+  }
+
+  async releaseAll(): Promise<void> {
+    const { redis, serverId } = this.c;
+    for (const inodeId of [...this.held.keys()]) {
+      this.held.delete(inodeId);
+      await redis.eval(RELEASE_LUA, 1, this.key(inodeId), serverId);
+    }
+  }
+}

@@ -1,0 +1,90 @@
+// A private Redis for tests: Debian's `redis-server` (hack/install-deps.sh test) on 127.0.0.1, a free
+// port and a temp dir, no persistence. stop() ends it and removes the dir; a server still running
+// when the test process exits is killed from an exit hook.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
+import { freePort, waitForPort } from './server.js';
+
+const REDIS_SERVER = '/usr/bin/redis-server';
+
+export interface RedisInstance {
+  /** `redis://127.0.0.1:PORT` */
+  url: string;
+  port: number;
+  /** Stops the server and removes its directory (idempotent). */
+  stop(): Promise<void>;
+  /** Stops the server (its data is gone: no persistence), keeping the port; start() runs it again. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+let exitHook = false;
+
+function installExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const c of live) c.kill('SIGKILL');
+  });
+}
+
+async function launch(port: number, dir: string, password?: string): Promise<ChildProcess> {
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no'];
+  if (password !== undefined) args.push('--requirepass', password);
+  const child = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
+  child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  try {
+    await waitForPort(port, READY_TIMEOUT_MS, child);
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw new Error(`redis-server did not start: ${(e as Error).message}\n${out}`);
+  }
+  return child;
+}
+
+async function halt(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+  await exited;
+  clearTimeout(t);
+}
+
+/** Starts a private redis-server; with `password`, clients must AUTH with it. */
+export async function startRedis(opts: { password?: string } = {}): Promise<RedisInstance> {
+  if (!existsSync(REDIS_SERVER)) throw new Error(`${REDIS_SERVER} is missing: run hack/install-deps.sh test (Debian package redis-server)`);
+  installExitHook();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-redis-'));
+  const port = await freePort();
+  let child: ChildProcess | null = await launch(port, dir, opts.password);
+  let stopped = false;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      if (child) await halt(child);
+      child = null;
+      await rm(dir, { recursive: true, force: true });
+    },
+    async pause() {
+      if (child) await halt(child);
+      child = null;
+    },
+    async resume() {
+      if (stopped) throw new Error('redis was stopped');
+      child ??= await launch(port, dir, opts.password);
+    },
+  };
+}
