@@ -293,7 +293,8 @@ torture_table() {
 torture_list_of() {
   local l
   for l in required smbd-fails report; do
-    if torture_list "$l" | grep -qxF -- "$1"; then echo "$l"; return; fi
+    # Not grep -q: its early exit would fail the pipe (pipefail) by SIGPIPE now and then.
+    if torture_list "$l" | grep -xF -- "$1" >/dev/null; then echo "$l"; return; fi
   done
   echo ""
 }
