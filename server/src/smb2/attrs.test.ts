@@ -14,7 +14,11 @@ import {
   type BasicInfoSet,
   type TimeField,
 } from './attrs.js';
-import { Access, CreateDisposition, FileInfoClass } from './constants.js';
+import { Access, CreateDisposition, FileInfoClass, InfoType } from './constants.js';
+import { memoryServer } from '../testing/memory-server.js';
+import { SmbWriter } from './codec.js';
+import * as files from './files.js';
+import type { Open, Session, Tree } from './state.js';
 import { encodeFileInfo, encodeFsInfo, FS_CLASS_MIN, shortNameOf } from './fscc.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
@@ -193,5 +197,73 @@ describe('info classes added with the attributes', () => {
     assert.deepEqual(ctl.subarray(24, 40), Buffer.alloc(16, 0xff), 'no quota threshold or limit');
     const oid = encodeFsInfo(8, fs)!;
     assert.deepEqual([oid.length, oid.readUInt32LE(0)], [64, 7]);
+  });
+});
+
+describe('FileBasicInformation through SET_INFO over the file service', () => {
+  it('stores times and attributes; a time set or frozen on an open stays through its writes until -2', async () => {
+    const srv = await memoryServer();
+    const share = srv.fs.shares()[0]!;
+    const session = { id: 1, trees: new Map() } as unknown as Session;
+    const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly: false, maximalAccess: 0x001f01ff };
+    const c: files.FileContext = {
+      fs: srv.fs,
+      session,
+      tree,
+      share,
+      id: { uid: 1000, gid: 1000, gids: [] },
+      maxRead: 1 << 20,
+      maxWrite: 1 << 20,
+      maxTransact: 1 << 20,
+    };
+    let o: Open | null = null;
+    await files.create(
+      c,
+      {
+        requestedOplockLevel: 0,
+        impersonationLevel: 2,
+        desiredAccess: 0x001f01ff,
+        fileAttributes: 0x2,
+        shareAccess: 7,
+        createDisposition: CreateDisposition.CREATE,
+        createOptions: 0,
+        name: Buffer.from('f', 'utf16le'),
+        contexts: [],
+      },
+      new SmbWriter(),
+      (x) => (o = x),
+    );
+    const open = o!;
+    const stored = async () => (await srv.fs.resolve(open.handle)).inode;
+    assert.equal((await stored()).dosAttrs, 0x22, 'CREATE stored HIDDEN, plus ARCHIVE');
+    const keep: TimeField = { op: 'keep' };
+    const set = (x: Partial<BasicInfoSet>) =>
+      files.setInfo(c, open, {
+        infoType: InfoType.FILE,
+        infoClass: FileInfoClass.FileBasicInformation,
+        additionalInformation: 0,
+        fileId: open.fileId,
+        buffer: encodeBasicInfoSet({ creation: keep, access: keep, write: keep, change: keep, attributes: 0, ...x }),
+      });
+    const write = () => files.write(c, open, { offset: 0, fileId: open.fileId, flags: 0, data: Buffer.from('data') });
+    await set({
+      creation: { op: 'set', time: T(1_000_000_000, 500) },
+      write: { op: 'set', time: T(1_100_000_000) },
+      attributes: 0x1 | 0x4,
+    });
+    let i = await stored();
+    assert.deepEqual([i.btime, i.mtime, i.dosAttrs], [T(1_000_000_000, 500), T(1_100_000_000), 0x5]);
+    await write();
+    assert.deepEqual((await stored()).mtime, T(1_100_000_000), 'the explicit write time holds through this open');
+    await set({ write: { op: 'thaw' } });
+    await write();
+    i = await stored();
+    assert.ok(i.mtime.sec > 1_100_000_000, 'after -2 writes move it again');
+    await set({ write: { op: 'freeze' } });
+    const frozen = (await stored()).mtime;
+    await write();
+    assert.deepEqual((await stored()).mtime, frozen, '-1 freezes it at its current value');
+    assert.deepEqual((await stored()).btime, T(1_000_000_000, 500), 'writes never move the creation time');
+    await srv.close();
   });
 });

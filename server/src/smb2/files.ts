@@ -562,6 +562,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER);
       const size = readSize(b, 0);
       await c.fs.setattr(open.handle, c.id, { size }, undefined, oplock.holderOf(open));
+      if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
       return;
     }
     case FileInfoClass.FileAllocationInformation: {

@@ -150,7 +150,8 @@ export function encodeFileInfo(cls: number, o: OpenView): Buffer | null {
 function writeStandard(w: SmbWriter, i: FileTimesAndSizes, o: OpenView, isDir: boolean): void {
   w.u64(i.allocationSize)
     .u64(i.endOfFile)
-    .u32(Math.max(1, o.inode.nlink))
+    // A link whose deletion is pending no longer counts (what Windows reports).
+    .u32(o.deletePending ? Math.max(0, o.inode.nlink - 1) : Math.max(1, o.inode.nlink))
     .u8(o.deletePending ? 1 : 0)
     .u8(isDir ? 1 : 0)
     .u16(0);
