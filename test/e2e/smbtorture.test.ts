@@ -20,24 +20,57 @@ import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpe
  * hack/smb/torture.sh --list gate reads this array: keep one quoted entry per line.
  */
 const GATE = [
+  // Left out though they pass (plain and signed): smb2.dir.many and smb2.dir.large-files take
+  // ~100 s per run at load ~6 (file creation is ~15x slower than smbd's), 4 runs that would double
+  // the gate's time. hack/smb/torture.sh --list required still runs them.
+  'smb2.dir.sorted', // the slowest entry left (20-60 s): first, so it starts first
+  'smb2.connect',
   'smb2.read!bug14607', // bug14607 needs an FSCTL only Samba's test build answers: smbd skips it too
   'smb2.credits',
+  'smb2.fileid',
+  'smb2.tcon',
+  'smb2.mkdir',
+  'smb2.session-id',
+  'smb2.openattr',
+  'smb2.winattr',
+  'smb2.sharemode',
+  'smb2.deny',
   'smb2.compound_async',
   'smb2.rw.rw1',
   'smb2.rw.rw2',
+  'smb2.create.brlocked',
   'smb2.create.multi',
   'smb2.create.delete',
+  'smb2.create.leading-slash',
+  'smb2.create.impersonation',
   'smb2.create.mkdir-dup',
   'smb2.create.dir-alloc-size',
+  'smb2.create.dosattr_tmp_dir',
+  'smb2.create.open', // smbd fails it here (ChangeTime); DittoFS must pass
   'smb2.dir.find',
   'smb2.dir.fixed',
+  'smb2.dir.one', // smbd fails it here (ChangeTime); DittoFS must pass
+  'smb2.getinfo.fsinfo',
+  'smb2.getinfo.qfile_buffercheck',
   'smb2.getinfo.granted',
+  'smb2.compound.related5',
   'smb2.compound.related6',
   'smb2.compound.unrelated1',
   'smb2.compound.invalid3',
   'smb2.compound.invalid4',
   'smb2.compound.create-write-close',
+  // replay_* is the issue's exclusion; rw-none (a W2K8 quirk) and ctdb-delrec-deadlock (needs a
+  // ctdb cluster) skip themselves, against smbd too.
+  'smb2.lock!replay_*,rw-none,ctdb-delrec-deadlock',
+  'smb2.session.reconnect1',
+  'smb2.session.reconnect2',
+  'smb2.session.reauth1',
+  'smb2.session.reauth2',
+  'smb2.session.reauth3',
+  'smb2.session.reauth6',
   'smb2.session.two_logoff',
+  'smb2.session.ntlmssp_bug14932',
+  'smb2.rename!simple_nodelete,no_share_delete_no_delete_access',
 ];
 
 const USER = 'tortureuser';
@@ -192,8 +225,9 @@ describe('smbtorture against the SMB2 engine', { timeout: 900_000 }, () => {
 
   // Every (entry, mode) is its own test, JOBS of them at once.
   describe('suites', { concurrency: JOBS }, () => {
-    for (const mode of MODES) {
-      for (const entry of GATE) {
+    // Entry by entry (both modes of one entry back to back), so the slow entries at the top start first.
+    for (const entry of GATE) {
+      for (const mode of MODES) {
         it(`${entry} (${mode})`, async () => {
           const { code, out } = await torture(entry, mode);
           const { passed, notPassed } = parseTorture(out);
