@@ -89,6 +89,9 @@ const EXPECTED_PASSES = [
   'chmod u+w clears the read-only attribute',
   'writable again after cache drop',
   'write after clearing read-only',
+  // UTF-16 names
+  'non-ASCII names listed exactly',
+  'a name with a UTF-16 surrogate pair reads back',
   // truncate
   'truncate -s 10000 (extend)',
   'size after extend',
