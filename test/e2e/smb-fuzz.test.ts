@@ -10,7 +10,7 @@
 // its connection closed within FRAME_BOUND_MS, the server's RSS stays under RSS_LIMIT, and a fresh
 // logon works at the end.
 //
-// Fixed size: DITTOFS_SMB_FUZZ_FRAMES (default 6,000). One seed, printed at the start and in every
+// Fixed size: DITTOFS_FUZZ_SMB_FRAMES (default 6,000). One seed, printed at the start and in every
 // failure; DITTOFS_FUZZ_SEED=N replays it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -21,7 +21,7 @@ import { Prng, seedFrom } from '../helpers/prng.js';
 import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
 import { bodies, SmbCommand, SmbTestClient, smb2Message } from '../helpers/smb-client.js';
 
-const FRAMES = Number(process.env.DITTOFS_SMB_FUZZ_FRAMES ?? 6_000);
+const FRAMES = Number(process.env.DITTOFS_FUZZ_SMB_FRAMES ?? 6_000);
 const FRAME_BOUND_MS = REPLY_TIMEOUT_MS;
 const WORKERS = 4;
 const BATCH = 8;
@@ -31,9 +31,6 @@ const HUGE = [0xffffffff, 0x7fffffff, 0x80000000, 0x00ffffff, 0x10000, 0xfffe];
 
 const seed = seedFrom('DITTOFS_FUZZ_SEED');
 const tag = `seed ${seed} (replay with DITTOFS_FUZZ_SEED=${seed})`;
-// Read: the server refuses DITTOFS_* variables that are not settings, and inherits this environment.
-delete process.env.DITTOFS_FUZZ_SEED;
-delete process.env.DITTOFS_SMB_FUZZ_FRAMES;
 
 /** The valid requests of a logged-on client, as messages without MessageIds of their own yet. */
 function corpus(c: SmbTestClient, fileId: Buffer, worker: number): Buffer[] {
