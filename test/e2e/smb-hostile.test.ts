@@ -11,11 +11,11 @@ import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { adminLogin, apiRequest } from '../helpers/api.js';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { connectRaw, MiB, mib, RSS_LIMIT, RssSampler, until, untilRssSettles } from '../helpers/hostile.js';
 import { SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
 import { runTool } from '../helpers/run.js';
-import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { bodies, SmbCommand, smb2Message, SmbTestClient } from '../helpers/smb-client.js';
 
 const USER = 'hostile';
@@ -76,28 +76,7 @@ describe('hostile SMB clients cannot make the server grow without bound', { time
     srv = await startDittofs({ env: { DITTOFS_LOG_LEVEL: 'info', DITTOFS_ADAPTERS__SMB__MAX_BUFFERED_REQUEST_BYTES: '192MiB' } });
     started = Date.now();
     const base = `http://127.0.0.1:${srv.apiPort}`;
-    const first = await adminLogin(base, TEST_ADMIN_PASSWORD);
-    assert.ok(first.token);
-    const changed = await apiRequest(
-      base,
-      'POST',
-      '/api/v1/users/me/password',
-      { current_password: TEST_ADMIN_PASSWORD, new_password: 'admin-Passw0rd-changed' },
-      first.token,
-    );
-    assert.equal(changed.status, 204);
-    const login = await adminLogin(base, 'admin-Passw0rd-changed');
-    assert.ok(login.token);
-    const created = await apiRequest(
-      base,
-      'POST',
-      '/api/v1/users',
-      { username: USER, password: PASSWORD, uid: 1300, gid: 1300, must_change_password: false },
-      login.token,
-    );
-    assert.equal(created.status, 201, JSON.stringify(created.body));
-    const grant = await apiRequest(base, 'PUT', `/api/v1/shares/export/permissions/users/${USER}`, { level: 'read-write' }, login.token);
-    assert.equal(grant.status, 200, JSON.stringify(grant.body));
+    await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: 1300, gid: 1300 });
     await assertSmbRoundTrip('baseline');
   });
 
