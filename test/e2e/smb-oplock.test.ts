@@ -163,10 +163,10 @@ describe('SMB oplocks and leases broken by NFS', { timeout: 300_000 }, () => {
     const first = await a.create('shared.dat');
     // The raw client asks for share all; a second open with share none is refused.
     const r = await b.request(5, createNoShare('shared.dat'));
-    assert.equal(r.header.status, 0xc0000043, 'STATUS_SHARING_VIOLATION');
+    assert.equal(r.status, 0xc0000043, 'STATUS_SHARING_VIOLATION');
     await a.close(first.fileId);
     const r2 = await b.request(5, createNoShare('shared.dat'));
-    assert.equal(r2.header.status, 0);
+    assert.equal(r2.status, 0);
   });
 });
 

@@ -17,6 +17,7 @@ export const SmbCommand = Object.freeze({
   CANCEL: 12,
   ECHO: 13,
   QUERY_INFO: 16,
+  OPLOCK_BREAK: 18,
 } as const);
 
 export interface SmbReply {
@@ -47,11 +48,12 @@ export function smb2Message(command: number, body: Buffer, ids: { messageId: num
 
 /** Request bodies (2.2.x), laid out for a message whose header is 64 bytes. */
 export const bodies = {
-  negotiate(): Buffer {
+  negotiate(clientGuid?: Buffer): Buffer {
     const b = Buffer.alloc(36 + 4);
     b.writeUInt16LE(36, 0);
     b.writeUInt16LE(2, 2); // DialectCount
     b.writeUInt16LE(1, 4); // SIGNING_ENABLED
+    clientGuid?.copy(b, 12);
     b.writeUInt16LE(0x0202, 36);
     b.writeUInt16LE(0x0210, 38);
     return b;
@@ -153,7 +155,7 @@ export class SmbTestClient {
   closed = false;
   /** Every reply element received, for callers that send frames of their own. */
   onReply: ((r: SmbReply) => void) | null = null;
-  private readonly waiting = new Map<number, (r: SmbReply) => void>();
+  private readonly waiting = new Map<number, { resolve: (r: SmbReply) => void; reject: (e: Error) => void }>();
 
   private constructor(readonly sock: net.Socket) {
     const framer = new DirectTcpFramer(16 * 1024 * 1024, (frame) => {
@@ -162,13 +164,17 @@ export class SmbTestClient {
         const w = this.waiting.get(r.messageId);
         if (w && r.status !== 0x103 /* PENDING */) {
           this.waiting.delete(r.messageId);
-          w(r);
+          w.resolve(r);
         }
       }
     });
     sock.on('data', (c: Buffer) => framer.push(c));
     sock.on('error', () => undefined);
-    sock.on('close', () => (this.closed = true));
+    sock.on('close', () => {
+      this.closed = true;
+      for (const [id, w] of this.waiting) w.reject(new Error(`connection closed before the reply to message ${id}`));
+      this.waiting.clear();
+    });
   }
 
   static async connect(port: number): Promise<SmbTestClient> {
@@ -195,17 +201,15 @@ export class SmbTestClient {
   async request(command: number, body: Buffer): Promise<SmbReply> {
     const msg = this.message(command, body);
     const id = msg.readUInt32LE(24);
-    const reply = new Promise<SmbReply>((resolve, reject) => {
-      this.waiting.set(id, resolve);
-      this.sock.once('close', () => reject(new Error(`connection closed before the reply to ${command}`)));
-    });
+    if (this.closed) throw new Error(`connection closed before the request ${command}`);
+    const reply = new Promise<SmbReply>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
     this.sendFrame(msg);
     return reply;
   }
 
-  /** NEGOTIATE, then a raw-NTLMSSP logon of `user`, then TREE_CONNECT to `share`. */
-  async logon(user: string, password: string, share: string): Promise<void> {
-    const neg = await this.request(SmbCommand.NEGOTIATE, bodies.negotiate());
+  /** NEGOTIATE (with `clientGuid`, default zeros), then a raw-NTLMSSP logon of `user`, then TREE_CONNECT to `share`. */
+  async logon(user: string, password: string, share: string, clientGuid?: Buffer): Promise<void> {
+    const neg = await this.request(SmbCommand.NEGOTIATE, bodies.negotiate(clientGuid));
     if (neg.status !== 0) throw new Error(`NEGOTIATE: status 0x${neg.status.toString(16)}`);
     const ntlm = new TestNtlmClient({ user, password, keyExch: false });
     const first = await this.request(SmbCommand.SESSION_SETUP, bodies.sessionSetup(ntlm.negotiate()));
