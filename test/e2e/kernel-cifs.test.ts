@@ -13,15 +13,14 @@
 //   E2E_VERBOSE=1           stream the VM console to stderr while it runs
 //   E2E_CIFS_DIALECTS=2.1   the dialects to run (comma-separated; default 2.0,2.1)
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { adminLogin, apiRequest } from '../helpers/api.js';
-import { REPO_ROOT, startDittofs, TEST_ADMIN_PASSWORD, waitForPort, type DittofsProcess } from '../helpers/server.js';
-import { checkVmPrerequisites } from '../helpers/vm.js';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
+import { REPO_ROOT, startDittofs, waitForPort } from '../helpers/server.js';
+import { assertPasses, checkVmPrerequisites, POSIX_KERNEL_CHECKS, runCommand, runVm, tail } from '../helpers/vm.js';
 
 const RUN_VM = path.join(REPO_ROOT, 'hack', 'vm', 'run-vm-test.sh');
 const SCRIPT = path.join(REPO_ROOT, 'test', 'e2e', 'posix-kernel.sh');
@@ -45,42 +44,12 @@ const VM_TIMEOUT_S = 7 * 60;
  */
 const CREATE_MANY = 'create 10000 files in one directory';
 const REMOVE_MANY = 'rm -rf of the 10000-entry directory';
+const C = POSIX_KERNEL_CHECKS;
 const EXPECTED_PASSES = [
-  // directories
-  'mkdir -p a/b/c/d/e/f',
-  'deep directory exists',
-  'deep tree visible after cache drop',
-  'mkdir of an existing directory fails',
-  'rmdir of a non-empty directory fails',
-  'rmdir of an empty directory',
-  'removed directory is gone',
-  // regular files
-  'create file and read back',
-  'append to file',
-  'overwrite file (O_TRUNC) with shorter content',
-  'size after overwrite',
-  '32 MiB file sha256 after cache drop',
-  'unaligned overwrite in the middle of a file',
-  'append to a large file',
-  'exclusive create (O_EXCL) of a new file',
-  'exclusive create (O_EXCL) of an existing file fails',
-  'empty file has size 0',
-  'unlink removes files',
-  // rename
-  'rename over an existing file',
-  'renamed source name is gone',
-  'rename target has the new content',
-  'rename a directory',
-  'renamed directory keeps its contents',
-  'rename across directories',
-  'file moved across directories',
-  // hard links
-  'hard link (ln)',
-  'link count 2 after ln',
-  'hard links share the inode number',
-  'write through one link is seen through the other',
-  'link count 1 after removing one link',
-  'remaining link keeps the data',
+  ...C.directories,
+  ...C.regularFiles(32),
+  ...C.rename,
+  ...C.hardLinks,
   // chmod as the DOS read-only attribute
   'chmod a-w sets the read-only attribute',
   'read-only file shows no write bits after cache drop',
@@ -89,69 +58,16 @@ const EXPECTED_PASSES = [
   'chmod u+w clears the read-only attribute',
   'writable again after cache drop',
   'write after clearing read-only',
-  // truncate
-  'truncate -s 10000 (extend)',
-  'size after extend',
-  'extended file: old data then zeros',
-  'extended region reads as zeros',
-  'truncate -s 50 (shrink)',
-  'size after shrink',
-  'shrunk file is the prefix',
-  'truncate to 0',
-  'truncate -s 5G (sparse, 64-bit size)',
-  'size of 5 GiB file',
-  'data at a 64-bit offset',
-  'hole before a 64-bit offset reads as zeros',
-  // 10,000-entry directory
-  CREATE_MANY,
-  'ls of the 10000-entry directory succeeds',
-  'ls | wc -l of the 10000-entry directory',
-  '10000 listed names match exactly',
-  'find sees 10000 files',
-  REMOVE_MANY,
-  // cp -a / diff -r / rm -rf
-  'cp -a of a tree',
-  'diff -r of the copy',
-  'cp -a keeps types, modes, owners, sizes, mtimes',
-  'cp -a keeps an old mtime',
+  // UTF-16 names
+  'non-ASCII names listed exactly',
+  'a name with a UTF-16 surrogate pair reads back',
+  ...C.truncate,
+  ...C.manyEntries,
+  ...C.copyTree,
   'copied file keeps the read-only attribute',
-  'rm -rf of the trees leaves nothing',
-  // df, files for the host, cleanup
-  'df on the mount succeeds',
-  'df shows a size',
-  'df available <= size',
-  'marker file written',
+  ...C.finish,
   'data file for the host written',
-  'work dir removed',
 ];
-
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  output: Buffer;
-}
-
-function runCommand(cmd: string, args: string[], stream: boolean): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    const chunks: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => {
-      chunks.push(d);
-      if (stream) process.stderr.write(d);
-    });
-    const errs: Buffer[] = [];
-    child.stderr.on('data', (d: Buffer) => {
-      errs.push(d);
-      if (stream) process.stderr.write(d);
-    });
-    child.once('error', reject);
-    child.once('close', (code, signal) => resolve({ code, signal, output: Buffer.concat([...chunks, ...errs]) }));
-  });
-}
-
-function tail(text: string, lines = 80): string {
-  return text.split('\n').slice(-lines).join('\n');
-}
 
 /** The console lines of one dialect's run: from its mount to the script's status line. */
 function dialectLines(lines: string[], dialect: string): string[] {
@@ -159,34 +75,6 @@ function dialectLines(lines: string[], dialect: string): string[] {
   if (start === -1) return [];
   const end = lines.findIndex((l, i) => i > start && l.startsWith(`dittofs-vm: cifs vers=${dialect} script status`));
   return lines.slice(start, end === -1 ? lines.length : end + 1);
-}
-
-async function addSmbUser(server: DittofsProcess): Promise<void> {
-  const base = `http://127.0.0.1:${server.apiPort}`;
-  const first = await adminLogin(base, TEST_ADMIN_PASSWORD);
-  assert.equal(first.status, 200, JSON.stringify(first.body));
-  // The initial admin password must be changed before the admin may do anything else.
-  const newAdmin = 'admin-Passw0rd-changed';
-  const changed = await apiRequest(
-    base,
-    'POST',
-    '/api/v1/users/me/password',
-    { current_password: TEST_ADMIN_PASSWORD, new_password: newAdmin },
-    first.token,
-  );
-  assert.equal(changed.status, 204, JSON.stringify(changed.body));
-  const admin = await adminLogin(base, newAdmin);
-  assert.equal(admin.status, 200, JSON.stringify(admin.body));
-  const created = await apiRequest(
-    base,
-    'POST',
-    '/api/v1/users',
-    { username: USER, password: PASSWORD, uid: UID, gid: UID, must_change_password: false },
-    admin.token,
-  );
-  assert.equal(created.status, 201, JSON.stringify(created.body));
-  const granted = await apiRequest(base, 'PUT', `/api/v1/shares/${SHARE}/permissions/users/${USER}`, { level: 'read-write' }, admin.token);
-  assert.equal(granted.status, 200, JSON.stringify(granted.body));
 }
 
 void test(
@@ -199,15 +87,14 @@ void test(
     const serverOutput = () => `\n--- DittoFS output (tail) ---\n${tail(server.output(), 40)}`;
     try {
       await waitForPort(server.smbPort);
-      await addSmbUser(server);
+      const base = `http://127.0.0.1:${server.apiPort}`;
+      await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: UID, gid: UID }, SHARE);
       const credentials = path.join(dir, 'credentials');
       await writeFile(credentials, `username=${USER}\npassword=${PASSWORD}\n`, { mode: 0o600 });
 
-      const started = Date.now();
-      const vm = await runCommand(
-        'bash',
+      const { lines, context } = await runVm(
+        RUN_VM,
         [
-          RUN_VM,
           '--fs',
           'cifs',
           '--port',
@@ -223,49 +110,37 @@ void test(
           '--timeout',
           String(VM_TIMEOUT_S),
         ],
-        process.env.E2E_VERBOSE === '1',
+        serverOutput,
       );
-      const seconds = ((Date.now() - started) / 1000).toFixed(1);
-      const text = vm.output.toString();
-      const lines = text.split('\n').map((l) => l.replace(/\r$/, ''));
-      const context = `\n--- VM console (tail) ---\n${tail(text)}${serverOutput()}`;
-
-      const failures = lines.filter((l) => l.startsWith('FAIL:'));
-      assert.deepEqual(failures, [], `checks failed in the VM (after ${seconds}s):\n${failures.join('\n')}${context}`);
-      assert.equal(vm.code, 0, `hack/vm/run-vm-test.sh exited with ${vm.code ?? vm.signal} after ${seconds}s${context}`);
 
       const nfsUrl = (name: string) => `nfs://127.0.0.1/${SHARE}/${name}?nfsport=${server.nfsPort}&mountport=${server.nfsPort}&version=3`;
-      const listing = await runCommand('nfs-ls', [nfsUrl('')], false);
-      assert.equal(listing.code, 0, `nfs-ls failed:\n${listing.output.toString()}${serverOutput()}`);
+      const listing = await runCommand('nfs-ls', [nfsUrl('')]);
+      assert.equal(listing.code, 0, `nfs-ls failed:\n${listing.output}${serverOutput()}`);
 
       for (const [i, dialect] of DIALECTS.entries()) {
         const own = dialectLines(lines, dialect);
         assert.ok(own.length > 0, `no run at vers=${dialect} in the console${context}`);
         const expected = EXPECTED_PASSES.filter((p) => (p !== CREATE_MANY || i === 0) && (p !== REMOVE_MANY || i === DIALECTS.length - 1));
-        const passed = new Set(own.filter((l) => l.startsWith('PASS: ')).map((l) => l.slice('PASS: '.length)));
-        const missing = expected.filter((p) => !passed.has(p));
-        assert.deepEqual(missing, [], `vers=${dialect}: checks that did not report PASS:\n${missing.join('\n')}${context}`);
-        const unexpected = [...passed].filter((p) => !expected.includes(p));
-        assert.deepEqual(unexpected, [], `vers=${dialect}: PASS lines not in EXPECTED_PASSES (update the test):\n${unexpected.join('\n')}`);
+        assertPasses(own, expected, context, `vers=${dialect}: `);
 
         // What the kernel's SMB client wrote reads back identical through the other protocol.
         const marker = `kernel-cifs-marker-${dialect}`;
-        const cat = await runCommand('nfs-cat', [nfsUrl(marker)], false);
-        assert.equal(cat.code, 0, `nfs-cat ${marker} failed:\n${cat.output.toString()}${serverOutput()}`);
-        assert.equal(cat.output.toString(), `written by the Linux kernel cifs client (vers=${dialect}) in the DittoFS test VM\n`);
+        const cat = await runCommand('nfs-cat', [nfsUrl(marker)]);
+        assert.equal(cat.code, 0, `nfs-cat ${marker} failed:\n${cat.output}${serverOutput()}`);
+        assert.equal(cat.stdout.toString(), `written by the Linux kernel cifs client (vers=${dialect}) in the DittoFS test VM\n`);
         const data = `kernel-cifs-data-${dialect}`;
         const want = own.map((l) => /^DATA-SHA256 (\S+) ([0-9a-f]{64})$/.exec(l)).find((m) => m?.[1] === data)?.[2];
         assert.ok(want, `vers=${dialect}: no DATA-SHA256 line for ${data}${context}`);
-        const got = await runCommand('nfs-cat', [nfsUrl(data)], false);
+        const got = await runCommand('nfs-cat', [nfsUrl(data)]);
         assert.equal(got.code, 0, `nfs-cat ${data} failed${serverOutput()}`);
-        assert.equal(got.output.length, 1048583, `${data} read through NFS has the wrong size`);
-        assert.equal(createHash('sha256').update(got.output).digest('hex'), want, `${data} read through NFS differs`);
+        assert.equal(got.stdout.length, 1048583, `${data} read through NFS has the wrong size`);
+        assert.equal(createHash('sha256').update(got.stdout).digest('hex'), want, `${data} read through NFS differs`);
         // ... and is owned on the server by the SMB session's user, not by the VM's root.
-        const entry = listing.output
+        const entry = listing.stdout
           .toString()
           .split('\n')
           .find((l) => l.trim().endsWith(` ${data}`));
-        assert.ok(entry, `${data} not in the NFS listing:\n${listing.output.toString()}`);
+        assert.ok(entry, `${data} not in the NFS listing:\n${listing.output}`);
         assert.match(entry, new RegExp(`^\\S+\\s+\\d+\\s+${UID}\\s+${UID}\\s`), `${data} is not owned by uid/gid ${UID}: ${entry}`);
       }
     } finally {

@@ -1,6 +1,7 @@
 // Hostile clients against the SMB listener (issue 13: "the same hostile-client limits as NFS"): a
 // length prefix past the frame cap, hundreds of connections each holding a nearly complete 1 MiB
-// frame, and a flood of garbage frames. No credentials are needed for any of them. While each runs
+// frame, a flood of garbage frames (no credentials needed for these), and logged-on clients that
+// queue 1 MiB READs and never read the replies. While each runs
 // the server's resident memory is sampled; it must stay under RSS_LIMIT, garbage must be logged a
 // bounded number of times, and an smbclient round trip must work afterwards.
 import assert from 'node:assert/strict';
@@ -10,11 +11,12 @@ import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { adminLogin, apiRequest } from '../helpers/api.js';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { connectRaw, MiB, mib, RSS_LIMIT, RssSampler, until, untilRssSettles } from '../helpers/hostile.js';
 import { SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
 import { runTool } from '../helpers/run.js';
-import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { bodies, SmbCommand, smb2Message, SmbTestClient } from '../helpers/smb-client.js';
 
 const USER = 'hostile';
 const PASSWORD = 'hostile-Passw0rd-1';
@@ -74,28 +76,7 @@ describe('hostile SMB clients cannot make the server grow without bound', { time
     srv = await startDittofs({ env: { DITTOFS_LOG_LEVEL: 'info', DITTOFS_ADAPTERS__SMB__MAX_BUFFERED_REQUEST_BYTES: '192MiB' } });
     started = Date.now();
     const base = `http://127.0.0.1:${srv.apiPort}`;
-    const first = await adminLogin(base, TEST_ADMIN_PASSWORD);
-    assert.ok(first.token);
-    const changed = await apiRequest(
-      base,
-      'POST',
-      '/api/v1/users/me/password',
-      { current_password: TEST_ADMIN_PASSWORD, new_password: 'admin-Passw0rd-changed' },
-      first.token,
-    );
-    assert.equal(changed.status, 204);
-    const login = await adminLogin(base, 'admin-Passw0rd-changed');
-    assert.ok(login.token);
-    const created = await apiRequest(
-      base,
-      'POST',
-      '/api/v1/users',
-      { username: USER, password: PASSWORD, uid: 1300, gid: 1300, must_change_password: false },
-      login.token,
-    );
-    assert.equal(created.status, 201, JSON.stringify(created.body));
-    const grant = await apiRequest(base, 'PUT', `/api/v1/shares/export/permissions/users/${USER}`, { level: 'read-write' }, login.token);
-    assert.equal(grant.status, 200, JSON.stringify(grant.body));
+    await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: 1300, gid: 1300 });
     await assertSmbRoundTrip('baseline');
   });
 
@@ -170,5 +151,45 @@ describe('hostile SMB clients cannot make the server grow without bound', { time
     assert.ok(lines.length > 0, 'the garbage is logged');
     assert.ok(lines.length <= 11 * minutes, `protocol errors logged ${lines.length} times in ${minutes} minute(s) for 600 connections`);
     await assertSmbRoundTrip('garbage');
+  });
+  test('slow readers: 30 logged-on clients queue 40 READs of 1 MiB each and read nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const CLIENTS = 30;
+    const READS = 40;
+    const clients: SmbTestClient[] = [];
+    const fileIds: Buffer[] = [];
+    for (let i = 0; i < CLIENTS; i++) {
+      const c = await SmbTestClient.connect(srv.smbPort);
+      await c.logon(USER, PASSWORD, 'export');
+      fileIds.push(await c.open('baseline.bin')); // 3 MiB, written by the baseline round trip
+      // Each ECHO asks for 64 credits: enough for 40 READs charged 16 credits each (MS-SMB2 3.3.5.2.5).
+      for (let k = 0; k < 12; k++) await c.request(SmbCommand.ECHO, bodies.echo());
+      clients.push(c);
+    }
+    const rss = new RssSampler(srv.child.pid!);
+    const before = rss.sample();
+    const replies = new Array<number>(CLIENTS).fill(0);
+    clients.forEach((c, i) => {
+      c.onReply = (r) => {
+        if (r.command === SmbCommand.READ) replies[i]!++;
+      };
+      c.sock.pause();
+      for (let k = 0; k < READS; k++) {
+        const msg = smb2Message(SmbCommand.READ, bodies.read(fileIds[i]!, (k % 2) * MiB, MiB), {
+          messageId: c.nextMessageId,
+          sessionId: c.sessionId,
+          treeId: c.treeId,
+        });
+        msg.writeUInt16LE(16, 6); // CreditCharge of a 1 MiB READ
+        c.nextMessageId += 16;
+        c.sendFrame(msg);
+      }
+    });
+    await untilRssSettles(rss, 3_000, 60_000);
+    report(`slow readers, ${CLIENTS} x ${READS} READs of 1 MiB`, before, rss.stop());
+    // Once they read, every READ is answered.
+    for (const c of clients) c.sock.resume();
+    await until(() => replies.every((n) => n === READS), 120_000, 'every READ answered once the clients read');
+    for (const c of clients) c.close();
+    await assertSmbRoundTrip('slow-readers');
   });
 });

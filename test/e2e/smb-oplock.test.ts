@@ -6,10 +6,10 @@
 // data is what NFS wrote.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { apiRequest, adminLogin } from '../helpers/api.js';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
 import { authSys, StableHow } from '../helpers/rpc-client.js';
-import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
 
 const USER = 'oplockuser';
@@ -43,26 +43,7 @@ describe('SMB oplocks and leases broken by NFS', { timeout: 300_000 }, () => {
   before(async () => {
     srv = await startDittofs({ env: { DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT: String(BREAK_TIMEOUT_MS) } });
     const base = `http://127.0.0.1:${srv.apiPort}`;
-    const first = await adminLogin(base, TEST_ADMIN_PASSWORD);
-    const changed = await apiRequest(
-      base,
-      'POST',
-      '/api/v1/users/me/password',
-      { current_password: TEST_ADMIN_PASSWORD, new_password: 'admin-Passw0rd-2' },
-      first.token,
-    );
-    assert.equal(changed.status, 204);
-    const token = (await adminLogin(base, 'admin-Passw0rd-2')).token;
-    const created = await apiRequest(
-      base,
-      'POST',
-      '/api/v1/users',
-      { username: USER, password: PASSWORD, uid: UID, gid: UID, must_change_password: false },
-      token,
-    );
-    assert.equal(created.status, 201, JSON.stringify(created.body));
-    const granted = await apiRequest(base, 'PUT', `/api/v1/shares/export/permissions/users/${USER}`, { level: 'read-write' }, token);
-    assert.equal(granted.status, 200);
+    await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: UID, gid: UID });
     nfs = await NfsOps.open(srv.nfsPort, authSys(UID, UID));
     root = await nfs.mount('/export');
   });
@@ -182,10 +163,10 @@ describe('SMB oplocks and leases broken by NFS', { timeout: 300_000 }, () => {
     const first = await a.create('shared.dat');
     // The raw client asks for share all; a second open with share none is refused.
     const r = await b.request(5, createNoShare('shared.dat'));
-    assert.equal(r.header.status, 0xc0000043, 'STATUS_SHARING_VIOLATION');
+    assert.equal(r.status, 0xc0000043, 'STATUS_SHARING_VIOLATION');
     await a.close(first.fileId);
     const r2 = await b.request(5, createNoShare('shared.dat'));
-    assert.equal(r2.header.status, 0);
+    assert.equal(r2.status, 0);
   });
 });
 

@@ -7,10 +7,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { adminLogin, apiRequest } from '../helpers/api.js';
+import { takeOverAdmin } from '../helpers/api.js';
 import { runCli } from '../helpers/cli.js';
 import { runTool } from '../helpers/run.js';
-import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
 const ADMIN_PASSWORD = 'admin-Passw0rd-changed';
 const CAROL = 'carol';
@@ -75,16 +75,7 @@ describe('SMB logons follow dittofsctl user changes', { timeout: 600_000 }, () =
     config = path.join(dir, 'ctl.json');
     srv = await startDittofs({ env: { DITTOFS_LOG_LEVEL: 'info' } });
     const base = `http://127.0.0.1:${srv.apiPort}`;
-    const first = await adminLogin(base, TEST_ADMIN_PASSWORD);
-    assert.ok(first.token);
-    const changed = await apiRequest(
-      base,
-      'POST',
-      '/api/v1/users/me/password',
-      { current_password: TEST_ADMIN_PASSWORD, new_password: ADMIN_PASSWORD },
-      first.token,
-    );
-    assert.equal(changed.status, 204);
+    await takeOverAdmin(base, ADMIN_PASSWORD);
     await ctlOk(['login', '--server', base, '--username', 'admin'], `${ADMIN_PASSWORD}\n`);
   });
 

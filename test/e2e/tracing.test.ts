@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { COMMAND_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
-import { adminLogin, apiRequest } from '../helpers/api.js';
-import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
 
@@ -230,22 +230,7 @@ describe('tracing of a real server', { timeout: SUITE_TIMEOUT_MS }, () => {
       },
     });
     const base = `http://127.0.0.1:${srv.apiPort}`;
-    const first = await adminLogin(base, TEST_ADMIN_PASSWORD);
-    const changed = await apiRequest(
-      base,
-      'POST',
-      '/api/v1/users/me/password',
-      { current_password: TEST_ADMIN_PASSWORD, new_password: 'admin-Passw0rd-changed' },
-      first.token,
-    );
-    assert.equal(changed.status, 204);
-    const token = (await adminLogin(base, 'admin-Passw0rd-changed')).token;
-    const user = { username: 'tracer', password: 'tracer-Passw0rd-1', uid: 1400, gid: 1400, must_change_password: false };
-    assert.equal((await apiRequest(base, 'POST', '/api/v1/users', user, token)).status, 201);
-    assert.equal(
-      (await apiRequest(base, 'PUT', '/api/v1/shares/export/permissions/users/tracer', { level: 'read-write' }, token)).status,
-      200,
-    );
+    await addShareUser(base, await takeOverAdmin(base), { username: 'tracer', password: 'tracer-Passw0rd-1', uid: 1400, gid: 1400 });
     const src = path.join(tmp, 'smb-in.bin');
     await writeFile(src, randomBytes(64 * 1024));
     const smb = (cmd: string): Promise<{ code: number; stderr: string }> =>

@@ -60,8 +60,13 @@ export const NON_OVERRIDE_ENV_VARS: readonly string[] = Object.freeze([
   'DITTOFS_ADMIN_INITIAL_PASSWORD',
 ]);
 
-/** Prefixes of variables reserved for test and benchmark harnesses, and for hack/k8s/build.sh. */
-export const NON_OVERRIDE_ENV_PREFIXES: readonly string[] = Object.freeze(['DITTOFS_TEST_', 'DITTOFS_BENCH_', 'DITTOFS_K8S_']);
+/** Prefixes of variables reserved for test, fuzz and benchmark harnesses, and for hack/k8s/build.sh. */
+export const NON_OVERRIDE_ENV_PREFIXES: readonly string[] = Object.freeze([
+  'DITTOFS_TEST_',
+  'DITTOFS_FUZZ_',
+  'DITTOFS_BENCH_',
+  'DITTOFS_K8S_',
+]);
 
 /**
  * Kubernetes injects "service link" variables for every Service in the namespace (unless the pod sets

@@ -366,6 +366,7 @@ describe('environment overrides', () => {
       DITTOFS_CONFIG: '/some/file.yaml',
       DITTOFS_ADMIN_INITIAL_PASSWORD: 'secret',
       DITTOFS_TEST_PG_URL: 'postgres://x',
+      DITTOFS_FUZZ_SEED: '12345', // a fuzz test's replay seed, inherited by the servers it starts
       DITTOFS_K8S_CACHE: '/tmp/k8s-cache',
       DITTOFS_SERVICE_HOST: '10.0.0.1',
       DITTOFS_SERVICE_PORT: '12049',

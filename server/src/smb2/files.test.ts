@@ -6,39 +6,20 @@ import { memoryServer } from '../testing/memory-server.js';
 import { SmbWriter, utf16 } from './codec.js';
 import { Access, CreateDisposition, CreateOptions, FileInfoClass, QueryDirectoryFlags } from './constants.js';
 import * as files from './files.js';
-import type { CreateRequest } from './messages.js';
-import { Open, type Session, type Tree } from './state.js';
-import { NtStatus, SmbStatusError } from './status.js';
-
-const alice = { uid: 1000, gid: 1000, gids: [] };
+import type { Open } from './state.js';
+import { NtStatus } from './status.js';
+import { create, createRequest, fileContext, status } from './testing.js';
 
 async function setup(readOnly = false) {
   const srv = await memoryServer();
-  const share = srv.fs.shares()[0]!;
-  const session = { id: 1, trees: new Map() } as unknown as Session;
-  const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly, maximalAccess: readOnly ? 0x001200a9 : 0x001f01ff };
-  const c: files.FileContext = { fs: srv.fs, session, tree, share, id: alice, maxRead: 1 << 20, maxWrite: 1 << 20, maxTransact: 1 << 20 };
+  const c = fileContext(srv, { readOnly });
   const open = async (
     name: string,
     disposition: number,
     options = 0,
     access = Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
-  ): Promise<Open> => {
-    const req: CreateRequest = {
-      requestedOplockLevel: 0,
-      impersonationLevel: 2,
-      desiredAccess: access,
-      fileAttributes: 0,
-      shareAccess: 7,
-      createDisposition: disposition,
-      createOptions: options,
-      name: utf16(name),
-      contexts: [],
-    };
-    let got: Open | null = null;
-    await files.create(c, req, new SmbWriter(), (o) => (got = o));
-    return got!;
-  };
+  ): Promise<Open> =>
+    (await create(c, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }))).open;
   return { srv, c, open };
 }
 
@@ -52,16 +33,6 @@ function names(buf: Buffer): string[] {
     if (next === 0) return out;
     assert.equal(next % 8, 0, 'entries are 8-byte aligned');
     at += next;
-  }
-}
-
-async function status(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return NtStatus.SUCCESS;
-  } catch (e) {
-    if (e instanceof SmbStatusError) return e.status;
-    throw e;
   }
 }
 

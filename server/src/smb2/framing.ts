@@ -74,10 +74,11 @@ export class DirectTcpFramer {
         this.headerHave += n;
         at += n;
         if (this.headerHave < DIRECT_TCP_HEADER) return true;
-        if (this.header[0] !== 0) throw this.refuse(`not a Direct TCP frame (first byte 0x${this.header[0]!.toString(16)})`);
+        this.headerHave = 0;
+        if (this.header[0] !== 0) throw new FrameError(`not a Direct TCP frame (first byte 0x${this.header[0]!.toString(16)})`);
         const length = this.header.readUIntBE(1, 3);
-        if (length < 4) throw this.refuse(`frame of ${length} bytes is too short for any SMB message`);
-        if (length > this.maxFrame) throw this.refuse(`frame of ${length} bytes exceeds the ${this.maxFrame}-byte cap`);
+        if (length < 4) throw new FrameError(`frame of ${length} bytes is too short for any SMB message`);
+        if (length > this.maxFrame) throw new FrameError(`frame of ${length} bytes exceeds the ${this.maxFrame}-byte cap`);
         if (this.budget !== null && !this.budget.reserve(length, this.granted)) {
           this.waitingFor = length;
           this.keep(chunk, at);
@@ -92,7 +93,6 @@ export class DirectTcpFramer {
       at += n;
       if (this.frameHave === frame.length) {
         this.frame = null;
-        this.headerHave = 0;
         this.onFrame(frame);
         if (this.disposed) return true;
       }
@@ -134,19 +134,13 @@ export class DirectTcpFramer {
   }
 
   /** Bytes of a partial frame held now. */
-  /** A refused header: nothing of it is kept (the connection is closed for it). */
-  private refuse(message: string): FrameError {
-    this.headerHave = 0;
-    return new FrameError(message);
-  }
-
   get buffered(): number {
     return this.frame === null ? this.headerHave : this.frameHave;
   }
 
   /** The number of the frame being received (1, 2, ...), or -1 between frames. */
   get partialFrame(): number {
-    return this.frame !== null || this.headerHave > 0 ? this.begun : -1;
+    return this.frame !== null || this.headerHave > 0 || this.waitingFor > 0 ? this.begun : -1;
   }
 
   /** The connection is gone: the partial frame's reservation and everything held go back. */

@@ -5,8 +5,8 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { memoryServer } from '../testing/memory-server.js';
 import { DosAttributes } from '../vfs/types.js';
-import { SmbWriter, utf16 } from './codec.js';
-import { Access, CreateDisposition, IOCTL_IS_FSCTL } from './constants.js';
+import { SmbWriter } from './codec.js';
+import { Access, IOCTL_IS_FSCTL } from './constants.js';
 import * as files from './files.js';
 import {
   COPYCHUNK_LIMITS,
@@ -17,37 +17,19 @@ import {
   type CopyChunkCopy,
   type IoctlHost,
 } from './ioctl.js';
-import type { CreateRequest, IoctlRequest } from './messages.js';
-import type { Open, Session, Tree } from './state.js';
+import type { IoctlRequest } from './messages.js';
+import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
-
-const alice = { uid: 1000, gid: 1000, gids: [] };
+import { create, createRequest, fileContext } from './testing.js';
 
 async function setup() {
   const srv = await memoryServer();
-  const share = srv.fs.shares()[0]!;
-  const session = { id: 1, trees: new Map() } as unknown as Session;
-  const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly: false, maximalAccess: 0x001f01ff };
-  const c: files.FileContext = { fs: srv.fs, session, tree, share, id: alice, maxRead: 1 << 20, maxWrite: 1 << 20, maxTransact: 1 << 20 };
+  const c = fileContext(srv);
   const opens = new Map<number, Open>();
   const open = async (name: string, access = Access.GENERIC_READ | Access.GENERIC_WRITE): Promise<Open> => {
-    const req: CreateRequest = {
-      requestedOplockLevel: 0,
-      impersonationLevel: 2,
-      desiredAccess: access,
-      fileAttributes: 0,
-      shareAccess: 7,
-      createDisposition: CreateDisposition.OPEN_IF,
-      createOptions: 0,
-      name: utf16(name),
-      contexts: [],
-    };
-    let got: Open | null = null;
-    await files.create(c, req, new SmbWriter(), (o) => {
-      opens.set(o.id, o);
-      got = o;
-    });
-    return got!;
+    const { open: o } = await create(c, createRequest(name, { desiredAccess: access }));
+    opens.set(o.id, o);
+    return o;
   };
   const host = (target: Open): IoctlHost => ({
     validateNegotiate: () => Buffer.alloc(0),

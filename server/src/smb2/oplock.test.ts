@@ -4,16 +4,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
 import { Caching } from '../vfs/locks/opens.js';
-import { SmbWriter, utf16 } from './codec.js';
+import { SmbWriter } from './codec.js';
 import { Access, CreateDisposition } from './constants.js';
 import * as files from './files.js';
-import type { CreateRequest } from './messages.js';
 import { acknowledge, OplockLevel, type CachingContext } from './oplock.js';
 import { SmbReader } from './codec.js';
-import type { Open, Session, Tree } from './state.js';
+import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
+import { close as closeOpen, create, createRequest, fileContext, status } from './testing.js';
 
-const alice = { uid: 1000, gid: 1000, gids: [] };
 const RWH = Caching.READ | Caching.WRITE | Caching.HANDLE;
 
 interface Client {
@@ -27,10 +26,7 @@ interface Client {
 
 async function setup(timeoutMs = 2000) {
   const srv = await memoryServer();
-  const share = srv.fs.shares()[0]!;
   const client = (guidByte: number): Client => {
-    const session = { id: guidByte, trees: new Map() } as unknown as Session;
-    const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly: false, maximalAccess: 0x001f01ff };
     const cl = { sent: [] as Buffer[], onBreak: (_b: Buffer) => undefined } as unknown as Client;
     cl.caching = {
       clientGuid: Buffer.alloc(16, guidByte),
@@ -42,17 +38,7 @@ async function setup(timeoutMs = 2000) {
         return true;
       },
     };
-    cl.ctx = {
-      fs: srv.fs,
-      session,
-      tree,
-      share,
-      id: alice,
-      maxRead: 1 << 20,
-      maxWrite: 1 << 20,
-      maxTransact: 1 << 20,
-      caching: cl.caching,
-    };
+    cl.ctx = fileContext(srv, { sessionId: guidByte, caching: cl.caching });
     return cl;
   };
   const open = async (
@@ -67,26 +53,19 @@ async function setup(timeoutMs = 2000) {
       data.writeUInt32LE(o.lease.state, 16);
       contexts.push({ name: 'RqLs', data });
     }
-    const req: CreateRequest = {
+    const req = createRequest(name, {
       requestedOplockLevel: o.lease ? OplockLevel.LEASE : (o.oplock ?? 0),
-      impersonationLevel: 2,
       desiredAccess: o.access ?? Access.GENERIC_READ | Access.GENERIC_WRITE,
-      fileAttributes: 0,
       shareAccess: o.share ?? 7,
       createDisposition: o.disposition ?? CreateDisposition.OPEN_IF,
-      createOptions: 0,
-      name: utf16(name),
       contexts,
-    };
-    let got: Open | null = null;
-    const w = new SmbWriter();
-    await files.create(cl.ctx, req, w, (x) => (got = x));
-    const body = w.finish();
+    });
+    const { open: got, body } = await create(cl.ctx, req);
     const ctxOff = body.readUInt32LE(80);
     const leaseState = ctxOff ? body.readUInt32LE(ctxOff - 64 + 24 + 16) : null;
-    return { open: got!, level: body[2]!, leaseState };
+    return { open: got, level: body[2]!, leaseState };
   };
-  const close = (cl: Client, o: Open) => files.close(cl.ctx, o, 0, new SmbWriter());
+  const close = (cl: Client, o: Open) => closeOpen(cl.ctx, o);
   return { srv, client, open, close };
 }
 
@@ -98,16 +77,6 @@ const ackOplock = (cl: Client, open: Open, level: number): Buffer => {
   const w = new SmbWriter();
   acknowledge(cl.ctx.fs, cl.caching.clientGuid, new SmbReader(b, 64), w, () => open);
   return w.finish();
-};
-
-const status = async (p: Promise<unknown>): Promise<number> => {
-  try {
-    await p;
-    return NtStatus.SUCCESS;
-  } catch (e) {
-    if (e instanceof SmbStatusError) return e.status;
-    throw e;
-  }
 };
 
 describe('oplocks', () => {

@@ -29,7 +29,7 @@ export interface SmbServerOptions extends SmbEngineOptions {
   maxBufferedRequestBytes?: number;
   /** Reply bytes one connection may have unsent (counting those its running frames may still add; default 8 MiB). */
   maxUnsentReplyBytes?: number;
-  /** Reply bytes unsent across all connections past which no connection starts a frame (default 256 MiB). */
+  /** Reply bytes unsent across all connections past which no connection starts a frame (default 128 MiB). */
   maxUnsentReplyBytesTotal?: number;
   /** A frame must arrive whole within this long of its first byte; 0: no limit (default 2 min). */
   frameTimeoutMs?: number;
@@ -42,7 +42,7 @@ export const SMB_SERVER_DEFAULTS = Object.freeze({
   maxInFlightPerConnection: 64,
   maxBufferedRequestBytes: 256 * 1024 * 1024,
   maxUnsentReplyBytes: 8 * 1024 * 1024,
-  maxUnsentReplyBytesTotal: 256 * 1024 * 1024,
+  maxUnsentReplyBytesTotal: 128 * 1024 * 1024,
   frameTimeoutMs: 2 * 60 * 1000,
 } as const);
 /** Frames this large or larger (1 MiB WRITEs) come from a pool and go back once answered. */
@@ -158,6 +158,8 @@ export class SmbServer {
       const estimate = replyEstimate(frame, MAX_IO);
       active++;
       expected += estimate;
+      // Counted server-wide too while it runs: the replies it may still produce.
+      replies.add(estimate);
       this.inFlight++;
       conn
         .handleFrame(frame)
@@ -167,6 +169,7 @@ export class SmbServer {
           if (frame.length >= POOLED_FRAME_MIN) pool.give(frame);
           active--;
           expected -= estimate;
+          replies.sent(estimate);
           if (--this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
           pump();
         });

@@ -4,38 +4,27 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { memoryServer } from '../testing/memory-server.js';
-import { SmbWriter, utf16 } from './codec.js';
 import { Access, CreateDisposition, FileInfoClass, InfoType } from './constants.js';
 import * as files from './files.js';
-import type { CreateRequest } from './messages.js';
-import type { Open, Session, Tree } from './state.js';
+import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { decodeStreamInformation, encodeStreamInformation, splitStreamPath } from './streams.js';
-
-const alice = { uid: 1000, gid: 1000, gids: [] };
+import { close as closeOpen, create, createRequest, fileContext, status } from './testing.js';
 
 async function setup() {
   const srv = await memoryServer();
-  const share = srv.fs.shares()[0]!;
-  const session = { id: 1, trees: new Map() } as unknown as Session;
-  const tree: Tree = { id: 1, session, kind: 'disk', share, name: share.name, readOnly: false, maximalAccess: 0x001f01ff };
-  const c: files.FileContext = { fs: srv.fs, session, tree, share, id: alice, maxRead: 1 << 20, maxWrite: 1 << 20, maxTransact: 1 << 20 };
-  const open = async (name: string, disposition: number, options = 0): Promise<Open> => {
-    const req: CreateRequest = {
-      requestedOplockLevel: 0,
-      impersonationLevel: 2,
-      desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
-      fileAttributes: 0,
-      shareAccess: 7,
-      createDisposition: disposition,
-      createOptions: options,
-      name: utf16(name),
-      contexts: [],
-    };
-    let got: Open | null = null;
-    await files.create(c, req, new SmbWriter(), (o) => (got = o));
-    return got!;
-  };
+  const c = fileContext(srv);
+  const open = async (name: string, disposition: number, options = 0): Promise<Open> =>
+    (
+      await create(
+        c,
+        createRequest(name, {
+          desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
+          createDisposition: disposition,
+          createOptions: options,
+        }),
+      )
+    ).open;
   const write = (o: Open, data: string, offset = 0) => files.write(c, o, { offset, fileId: o.fileId, flags: 0, data: Buffer.from(data) });
   const read = async (o: Open, length = 100) =>
     (await files.read(c, o, { flags: 0, length, offset: 0, fileId: o.fileId, minimumCount: 0 }).catch(() => Buffer.alloc(0))).toString();
@@ -53,18 +42,8 @@ async function setup() {
         })
       ).output,
     ).map((e) => `${e.name}=${e.size}`);
-  const close = (o: Open) => files.close(c, o, 0, new SmbWriter());
+  const close = (o: Open) => closeOpen(c, o);
   return { srv, c, open, write, read, streams, close };
-}
-
-async function status(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return NtStatus.SUCCESS;
-  } catch (e) {
-    if (e instanceof SmbStatusError) return e.status;
-    throw e;
-  }
 }
 
 describe('named streams over SMB', () => {

@@ -161,6 +161,10 @@ describe('ReplyBudget', () => {
     b.sent(60);
     await new Promise((r) => setImmediate(r));
     assert.deepEqual([calls, other, b.used, b.waiting], [0, 1, 50, 0]);
-    assert.throws(() => b.sent(51), /more sent than added/);
+    // An accounting bug does not throw (it would from a socket callback): it is put right, and warned of.
+    const warned = new Promise<Error>((r) => process.once('warning', r));
+    b.sent(51);
+    assert.equal(b.used, 0);
+    assert.match((await warned).message, /more sent than added/);
   });
 });

@@ -44,6 +44,18 @@ interface Waiter {
   granted: () => void;
 }
 
+/**
+ * A budget's books that do not balance are a bug of ours, met in socket callbacks where throwing
+ * would take the whole server down: the count is put back to zero and a process warning says so,
+ * once per process (DITTOFS_BUDGET_ACCOUNTING).
+ */
+let accountingWarned = false;
+function accountingBug(message: string): void {
+  if (accountingWarned) return;
+  accountingWarned = true;
+  process.emitWarning(message, { code: 'DITTOFS_BUDGET_ACCOUNTING' });
+}
+
 export class RequestBudget {
   private reserved = 0;
   private held = 0;
@@ -95,7 +107,10 @@ export class RequestBudget {
 
   release(n: number): void {
     this.reserved -= n;
-    if (this.reserved < 0) throw new Error(`request budget released ${-this.reserved} bytes more than reserved`);
+    if (this.reserved < 0) {
+      accountingBug(`request budget released ${-this.reserved} bytes more than reserved`);
+      this.reserved = 0;
+    }
     this.grant();
   }
 
@@ -377,7 +392,10 @@ export class ReplyBudget {
 
   sent(n: number): void {
     this.unsent -= n;
-    if (this.unsent < 0) throw new Error(`reply budget: ${-this.unsent} bytes more sent than added`);
+    if (this.unsent < 0) {
+      accountingBug(`reply budget: ${-this.unsent} bytes more sent than added`);
+      this.unsent = 0;
+    }
     if (this.unsent < this.limit && this.waiters.size > 0 && !this.notifying) {
       // Once per drop below the limit, each waiter once: a waiter that goes over again re-registers.
       this.notifying = true;
