@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from '../helpers/cli.js';
-import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
+import { until } from '../helpers/hostile.js';
+import { REPLY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { runProcess, type Run } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
@@ -101,13 +102,17 @@ describe('control plane end to end: dittofsctl, REST, NFS', { timeout: SUITE_TIM
     const stranger = await put('/team', 'x.txt', 2000, 'nope');
     assert.notEqual(stranger.code, 0);
     assert.match(stranger.stderr, /MNT3ERR_ACCES|Permission denied/);
-    // The admin can find out why in the log, at the default level.
-    const refused = srv
-      .output()
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { level: string; msg: string; path?: string; uid?: number })
-      .filter((l) => l.msg === 'mount refused: no permission on the share');
+    // The admin can find out why in the log, at the default level. The server's log reaches its
+    // stdout a moment after the reply (a busy machine once read it before it came): wait for it.
+    const refusedLines = () =>
+      srv
+        .output()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { level: string; msg: string; path?: string; uid?: number })
+        .filter((l) => l.msg === 'mount refused: no permission on the share');
+    await until(() => refusedLines().length > 0, REPLY_TIMEOUT_MS, 'the "mount refused" log line');
+    const refused = refusedLines();
     assert.deepEqual(
       refused.map((l) => [l.level, l.path, l.uid]),
       [['info', '/team', 2000]],
