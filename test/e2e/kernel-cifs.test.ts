@@ -31,12 +31,13 @@ const USER = 'cifsuser';
 const PASSWORD = 'cifs-user-Passw0rd';
 const UID = 1000;
 /**
- * The whole test stays under 8 minutes: the VM run took 281 s here (2 cores shared with other
- * work), most of it creating (75 s) and removing (125 s) the 10,000 files. The VM is killed a bit
- * before the test times out, so its console still gets reported.
+ * Bounds that stop a hang, not a slow machine: the VM run took 281 s at normal load and 380 s in a
+ * loaded CI run (software emulation, most of it creating and removing the 10,000 files); the NFS VM
+ * test allows 18 minutes. The VM is killed a bit before the test times out, so its console still
+ * gets reported.
  */
-const TEST_TIMEOUT_MS = 8 * 60_000;
-const VM_TIMEOUT_S = 7 * 60;
+const TEST_TIMEOUT_MS = 16 * 60_000;
+const VM_TIMEOUT_S = 15 * 60;
 
 /**
  * Every check posix-kernel.sh must report as PASS at each dialect (DITTOFS_FS=cifs), but for the
