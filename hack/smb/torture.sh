@@ -57,7 +57,7 @@ Output and limits:
 
 Examples:
   hack/smb/torture.sh smb2.connect smb2.read
-  hack/smb/torture.sh --list all --both-modes --out /work/notes/torture-latest.md
+  hack/smb/torture.sh --list all --both-modes --out /tmp/torture.md
   hack/smb/torture.sh --only dittofs --dittofs-port 12445 --user alice --password secret smb2.lock
 EOF
 }
