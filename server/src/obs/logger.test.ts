@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { createLogger, openLogFile, setLogLevel, stdoutIsFile, teeDestination } from './logger.js';
 
@@ -93,5 +95,27 @@ describe('teeDestination and the log file', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a log file on a full disk', () => {
+  it('stops that log, says so once on stderr, and never takes the process down', () => {
+    // /dev/full answers every write with ENOSPC, as a full data-directory volume does. Without the
+    // error listener the first failed write is an uncaught exception and the child dies.
+    const logger = path.join(path.dirname(fileURLToPath(import.meta.url)), 'logger.ts');
+    const script = `
+      import { createProcessLogger } from ${JSON.stringify(logger)};
+      const log = createProcessLogger('info', '/dev/full');
+      for (let i = 0; i < 200; i++) log.info({ i }, 'a line the disk has no room for');
+      await new Promise((r) => setTimeout(r, 300));
+      for (let i = 0; i < 200; i++) log.info({ i }, 'more lines');
+      process.stderr.write('still alive\\n');
+    `;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /still alive/);
+    const warnings = r.stderr.split('\n').filter((l) => l.includes('writing the log to /dev/full failed'));
+    assert.equal(warnings.length, 1, r.stderr);
+    assert.match(warnings[0]!, /ENOSPC/);
   });
 });

@@ -1,6 +1,6 @@
 // The process logger: JSON lines on standard output, one object per event (pino), and optionally
 // the same lines appended to a file (`logging.file`).
-import { fstatSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { fstatSync, mkdirSync, openSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { LOG_LEVELS, type LogLevel } from '../config/types.js';
@@ -98,7 +98,38 @@ export function stdoutIsFile(file: string): boolean {
  * standard output is that file already. Throws (with the errno code) when the file cannot be opened.
  */
 export function createProcessLogger(level: LogLevel, file?: string): Logger {
-  if (file === undefined || stdoutIsFile(file)) return createLogger(level);
+  if (file === undefined || stdoutIsFile(file))
+    return createLogger(level, survivable(pino.destination({ dest: 1, sync: true }), 'standard output'));
   const fd = openLogFile(file);
-  return createLogger(level, teeDestination(pino.destination({ dest: 1, sync: false }), pino.destination({ dest: fd, sync: false })));
+  return createLogger(
+    level,
+    teeDestination(
+      survivable(pino.destination({ dest: 1, sync: false }), 'standard output'),
+      survivable(pino.destination({ dest: fd, sync: false }), file),
+    ),
+  );
+}
+
+type LogDestination = ReturnType<typeof pino.destination>;
+
+/**
+ * A log destination whose write errors never take the server down. pino re-emits them (all but
+ * EPIPE) as 'error' events, which without a listener are an uncaught exception: a log file on a
+ * full disk killed the server. On the first error the destination stops (what it buffered is
+ * dropped, so nothing grows and exit does not wait on it) and stderr says so once.
+ */
+function survivable(dest: LogDestination, what: string): LogDestination {
+  dest.once('error', (err: NodeJS.ErrnoException) => {
+    dest.write = () => true;
+    dest.flush = (cb?: (err?: Error) => void) => cb?.();
+    dest.flushSync = () => undefined;
+    dest.end = () => undefined;
+    dest.on('error', () => undefined);
+    try {
+      writeSync(2, `dittofs: writing the log to ${what} failed (${err.code ?? err.message}); it stays off until the server restarts\n`);
+    } catch {
+      // stderr is gone too.
+    }
+  });
+  return dest;
 }
