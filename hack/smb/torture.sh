@@ -175,7 +175,7 @@ run_one() {
   local log
   log="$LOGS/$target-$mode-$(printf '%s' "$label" | tr -c 'A-Za-z0-9._-' '_').log"
   local args=("//$HOST/$share" -p "${PORT[$target]}" -U "$TUSER%$TPASS" -s "$WORK/client.conf" --fullname
-    --option=torture:sharedelay=100000 --option=torture:writetimeupdatedelay=500000)
+    --basedir="$WORK" --option=torture:sharedelay=100000 --option=torture:writetimeupdatedelay=500000)
   [ "$mode" = signed ] && args+=("--option=client signing=required")
   local rc=0
   # shellcheck disable=SC2086 # the test list is space-separated names

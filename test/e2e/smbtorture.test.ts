@@ -188,6 +188,9 @@ describe('smbtorture against the SMB2 engine', { timeout: 900_000 }, () => {
             '-s',
             path.join(dir, 'client.conf'),
             '--fullname',
+            // smbtorture makes its scratch directory (smbtortureXXXXXX) there, and leaves it
+            // behind when a run is killed: never in the caller's working directory.
+            `--basedir=${dir}`,
             '--option=torture:sharedelay=100000',
             '--option=torture:writetimeupdatedelay=500000',
             ...(mode === 'signed' ? ['--option=client signing=required'] : []),
