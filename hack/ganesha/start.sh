@@ -190,7 +190,9 @@ for ((attempt = 1; attempt <= 3; attempt++)); do
     </dev/null >"$DIR/ganesha.out" 2>&1 &
   gpid=$!
   echo "$gpid" >"$PIDFILE"
-  for ((i = 0; i < 300; i++)); do # up to ~30 s
+  # A bound, not a wait: the loop ends as soon as both ports listen. A fresh machine under load
+  # (first start: rpcbind just started, ganesha builds its caches) was seen to need more than 30 s.
+  for ((i = 0; i < 1200; i++)); do # up to ~120 s
     alive "$gpid" "$GANESHA_ID" || break
     if listening "$PORT" && listening "$MNT_PORT"; then
       ok=1
@@ -199,7 +201,7 @@ for ((attempt = 1; attempt <= 3; attempt++)); do
     sleep 0.1
   done
   [ "$ok" -eq 1 ] && break
-  alive "$gpid" "$GANESHA_ID" && fail "ganesha did not listen on 127.0.0.1:$PORT and :$MNT_PORT within 30 s"
+  alive "$gpid" "$GANESHA_ID" && fail "ganesha did not listen on 127.0.0.1:$PORT and :$MNT_PORT within 120 s"
   if [ "$attempt" -lt 3 ] && grep -q 'Cannot register' "$LOGFILE" 2>/dev/null; then
     log "ganesha could not register with rpcbind (attempt $attempt); retrying"
     sleep 1
