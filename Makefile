@@ -75,6 +75,7 @@ bench: deps build ## Benchmarks against nfs-ganesha in the same run (not a test)
 	hack/install-deps.sh test
 	hack/install-deps.sh bench
 	npx tsx test/bench/run.ts $(BENCH_ARGS)
+	npx tsx test/bench/replicas.ts $(BENCH_REPLICAS_ARGS)
 
 clean: ## Remove build output
 	rm -rf server/dist operator/dist
