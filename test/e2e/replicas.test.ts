@@ -25,8 +25,8 @@ import { Prng, seedFrom } from '../helpers/prng.js';
 import { startRedis, type RedisInstance } from '../helpers/redis.js';
 import { authSys, NfsClient, NfsStat, StableHow } from '../helpers/rpc-client.js';
 import { startS3, type S3TestServer } from '../helpers/s3.js';
-import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
-import { adminLogin, apiRequest } from '../helpers/api.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { apiRequest, takeOverAdmin } from '../helpers/api.js';
 import { writeConfig } from '../fault/support.js';
 
 const MiB = 1024 * 1024;
@@ -339,21 +339,11 @@ describe('several replicas on one control database (coordination.redis)', { time
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it('a share created and a default permission of none set through one server are applied by the other', async () => {
+  it('a share created and a default permission of none set through one server are applied by the other before the API answers', async () => {
     const [c, d] = servers as [DittofsProcess, DittofsProcess];
     const apiC = `http://127.0.0.1:${c.apiPort}`;
-    const first = await adminLogin(apiC, TEST_ADMIN_PASSWORD);
-    assert.ok(first.token, JSON.stringify(first.body));
-    const changed = await apiRequest(
-      apiC,
-      'POST',
-      '/api/v1/users/me/password',
-      { current_password: TEST_ADMIN_PASSWORD, new_password: 'replicas-admin-2' },
-      first.token,
-    );
-    assert.equal(changed.status, 204, JSON.stringify(changed.body));
-    const token = (await adminLogin(apiC, 'replicas-admin-2')).token;
-    assert.ok(token);
+    const apiD = `http://127.0.0.1:${d.apiPort}`;
+    const token = await takeOverAdmin(apiC, 'replicas-admin-2');
     // Through D, as an unknown user, /export is writable (default read-write).
     const nfsD = await NfsClient.connect(d.nfsPort, authSys(4242, 4242));
     clients.push(nfsD);
@@ -362,22 +352,56 @@ describe('several replicas on one control database (coordination.redis)', { time
     assert.equal(file.status, NfsStat.OK);
     assert.equal((await nfsD.write(file.fh!, 0, Buffer.from('before'))).status, NfsStat.OK);
 
-    const created = await apiRequest(apiC, 'POST', '/api/v1/shares', { name: '/second', metadata_store: 'meta', block_store: 's3' }, token);
-    assert.equal(created.status, 201, JSON.stringify(created.body));
-    const patched = await apiRequest(apiC, 'PATCH', '/api/v1/shares/export', { default_permission: 'none' }, token);
-    assert.equal(patched.status, 200, JSON.stringify(patched.body));
-
-    // D applies both (published through Redis); bounded wait, checked often.
-    const deadline = Date.now() + 10_000;
-    let mounted = -1;
-    let wrote = -1;
-    while (Date.now() < deadline) {
-      mounted = (await nfsD.mnt('/second')).status;
-      wrote = (await nfsD.write(file.fh!, 0, Buffer.from('after!'))).status;
-      if (mounted === 0 && wrote === NfsStat.ACCES) break;
-      await sleep(50);
+    // No waiting after the answers: D applied each change before C answered.
+    for (let round = 1; round <= 5; round++) {
+      const created = await fetch(`${apiC}/api/v1/shares`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ name: `/second${round}`, metadata_store: 'meta', block_store: 's3' }),
+      });
+      assert.equal(created.status, 201, await created.text());
+      assert.equal(created.headers.get('dittofs-pending-replicas'), null, `round ${round}: every server applied it`);
+      assert.equal(
+        (await nfsD.mnt(`/second${round}`)).status,
+        0,
+        `round ${round}: the share created through C is mountable through D at once`,
+      );
     }
-    assert.equal(mounted, 0, 'the share created through C is mountable through D');
-    assert.equal(statusName(wrote), statusName(NfsStat.ACCES), 'default_permission none set through C is enforced by D');
+    const patched = await fetch(`${apiC}/api/v1/shares/export`, {
+      method: 'PATCH',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ default_permission: 'none' }),
+    });
+    assert.equal(patched.status, 200, await patched.text());
+    const generation = Number(patched.headers.get('dittofs-generation'));
+    assert.ok(generation > 0, `the generation of the change: ${patched.headers.get('dittofs-generation')}`);
+    assert.equal(patched.headers.get('dittofs-pending-replicas'), null);
+    assert.notEqual((await nfsD.mnt('/export')).status, 0, 'default_permission none set through C refuses a mount through D at once');
+    const wrote = (await nfsD.write(file.fh!, 0, Buffer.from('after!'))).status;
+    assert.equal(statusName(wrote), statusName(NfsStat.ACCES), 'and a write through D on a handle it had');
+
+    // Each server reports the generation it applied: GET /api/v1/state (headers) and /health/ready.
+    for (const base of [apiC, apiD]) {
+      const state = await fetch(`${base}/api/v1/state`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(state.status, 200);
+      assert.equal(Number(state.headers.get('dittofs-generation')), generation, base);
+      assert.equal(Number(state.headers.get('dittofs-applied-generation')), generation, base);
+      const ready = await apiRequest<{ applied_generation?: number }>(base, 'GET', '/health/ready');
+      assert.equal(ready.body.applied_generation, generation, `${base} /health/ready: ${JSON.stringify(ready.body)}`);
+    }
+
+    // PUT through D of the state as it is: nothing to change, every server at the current generation.
+    const current = await apiRequest<{ shares: unknown[] }>(apiC, 'GET', '/api/v1/state', undefined, token);
+    const put = await apiRequest<{
+      generation: number;
+      created: unknown[];
+      updated: unknown[];
+      removed: unknown[];
+      pending_replicas?: unknown[];
+    }>(apiD, 'PUT', '/api/v1/state', { shares: current.body.shares }, token);
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    assert.deepEqual([put.body.created, put.body.updated, put.body.removed], [[], [], []], JSON.stringify(put.body));
+    assert.equal(put.body.generation, generation);
+    assert.deepEqual(put.body.pending_replicas, []);
   });
 });

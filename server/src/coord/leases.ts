@@ -153,6 +153,10 @@ export class Coordinator {
       if (ch === c.controlChannel) c.onControl(msg);
       else c.onHandover(msg);
     });
+    // Back after a disconnection: changes published meanwhile were not heard; read the database again.
+    sub.on('ready', () => {
+      for (const l of [...c.controlListeners]) l();
+    });
     c.timer = setInterval(() => void c.renewAll(), Math.max(200, Math.floor(opts.leaseTtlMs / 3)));
     c.timer.unref();
     return c;
