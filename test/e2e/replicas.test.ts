@@ -23,7 +23,7 @@ import { NfsOps, NfsStatMore, retryJukebox, statusName } from '../helpers/nfs-op
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
 import { Prng, seedFrom } from '../helpers/prng.js';
 import { startRedis, type RedisInstance } from '../helpers/redis.js';
-import { authSys, NfsClient, NfsStat, StableHow } from '../helpers/rpc-client.js';
+import { authSys, NfsClient, NfsStat, StableHow, type Fattr } from '../helpers/rpc-client.js';
 import { startS3, type S3TestServer } from '../helpers/s3.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { apiRequest, takeOverAdmin } from '../helpers/api.js';
@@ -251,6 +251,115 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
         `round ${round}: ${inner} inside ${outer}`,
       );
     }
+  });
+
+  it('a change through one server is seen by the next call through the other: setattr, write, rename, remove (100 rounds, never stale)', async () => {
+    const ca = await open(a);
+    const cb = await open(b);
+    const rootA = await ca.mount('/export');
+    await cb.mount('/export');
+    const dir = await ca.mkdir(rootA, 'fresh-attrs');
+    assert.equal(dir.status, NfsStat.OK);
+    const f = await ca.create(dir.fh!, 'f0');
+    assert.equal(f.status, NfsStat.OK);
+    const fh = f.fh!;
+    let name = 'f0';
+    let size = 0;
+    const stale: string[] = [];
+    /** B's attributes of `h` against A's (A made the change: its answer is the truth). */
+    const same = async (what: string, h: Buffer): Promise<void> => {
+      const viaB = await cb.getattr(h);
+      const viaA = await ca.getattr(h);
+      const pick = (x: Fattr | null): unknown => x && { mode: x.mode, size: x.size, nlink: x.nlink, mtime: x.mtime, uid: x.uid };
+      if (viaB.status !== viaA.status || JSON.stringify(pick(viaB.attrs)) !== JSON.stringify(pick(viaA.attrs)))
+        stale.push(
+          `${what}: B ${statusName(viaB.status)} ${JSON.stringify(pick(viaB.attrs))}, A ${statusName(viaA.status)} ${JSON.stringify(pick(viaA.attrs))}`,
+        );
+    };
+    for (let round = 1; round <= 100; round++) {
+      // B has the file and the directory cached before each change.
+      await cb.getattr(fh);
+      await cb.getattr(dir.fh!);
+      switch (round % 4) {
+        case 0: {
+          const r = await retryJukebox(() => ca.setattr(fh, { mode: 0o600 | (round % 64) }), { maxWaitMs: 30_000 });
+          assert.equal(r.status, NfsStat.OK);
+          await same(`round ${round} setattr mode`, fh);
+          break;
+        }
+        case 1: {
+          const w = await retryJukebox(() => ca.writeV(fh, size, Buffer.alloc(100, round), StableHow.FILE_SYNC), { maxWaitMs: 30_000 });
+          assert.equal(w.status, NfsStat.OK, `round ${round} WRITE: ${statusName(w.status)}`);
+          size += 100;
+          await same(`round ${round} write to ${size}`, fh);
+          break;
+        }
+        case 2: {
+          const to = `f${round}`;
+          const r = await ca.rename(dir.fh!, name, dir.fh!, to);
+          assert.equal(r.status, NfsStat.OK);
+          name = to;
+          await same(`round ${round} rename (the directory)`, dir.fh!);
+          await same(`round ${round} rename (the file)`, fh);
+          const found = await cb.lookup(dir.fh!, to);
+          if (found.status !== NfsStat.OK) stale.push(`round ${round}: B does not find the new name: ${statusName(found.status)}`);
+          break;
+        }
+        default: {
+          const g = await ca.create(dir.fh!, `gone${round}`);
+          assert.equal(g.status, NfsStat.OK);
+          const before = await cb.getattr(g.fh!);
+          assert.equal(before.status, NfsStat.OK);
+          assert.equal((await ca.remove(dir.fh!, `gone${round}`)).status, NfsStat.OK);
+          const after = await cb.getattr(g.fh!);
+          if (after.status === NfsStat.OK) stale.push(`round ${round}: a removed file still answers through B`);
+          await same(`round ${round} remove (the directory)`, dir.fh!);
+        }
+      }
+    }
+    assert.deepEqual(stale, [], `stale answers through B:\n${stale.slice(0, 10).join('\n')}`);
+  });
+
+  it('Redis stopped and started under load: nothing stale is served, nothing committed is lost', async () => {
+    const ca = await open(a);
+    const cb = await open(b);
+    const created = await ca.create(await ca.mount('/export'), 'redis-restart.bin');
+    assert.equal(created.status, NfsStat.OK);
+    const fh = created.fh!;
+    const want: Buffer[] = [];
+    let size = 0;
+    let jukeboxes = 0;
+    const onJukebox = (): void => void jukeboxes++;
+    const stale: string[] = [];
+    let redisDown: Promise<void> | null = null;
+    const ROUNDS = 60;
+    for (let round = 1; round <= ROUNDS; round++) {
+      // Redis goes away for two seconds (and comes back empty) a third of the way in.
+      if (round === ROUNDS / 3)
+        redisDown = redis
+          .pause()
+          .then(() => sleep(2_000))
+          .then(() => redis.resume());
+      const mode = 0o600 | (round % 64);
+      const m = await retryJukebox(() => ca.setattr(fh, { mode }), { maxWaitMs: 60_000, delayMs: 100, onJukebox });
+      assert.equal(m.status, NfsStat.OK, `round ${round} SETATTR: ${statusName(m.status)}`);
+      const data = Buffer.alloc(4096, round);
+      const w = await retryJukebox(() => ca.writeV(fh, size, data, StableHow.FILE_SYNC), { maxWaitMs: 60_000, delayMs: 100, onJukebox });
+      assert.equal(w.status, NfsStat.OK, `round ${round} WRITE: ${statusName(w.status)}`);
+      want.push(data);
+      size += data.length;
+      // Through B: JUKEBOX (it cannot tell) is allowed, an old answer never.
+      const got = await retryJukebox(() => cb.getattr(fh), { maxWaitMs: 60_000, delayMs: 100, onJukebox });
+      assert.equal(got.status, NfsStat.OK);
+      if (got.attrs?.mode !== undefined && (got.attrs.mode & 0o7777) !== mode)
+        stale.push(`round ${round}: mode ${got.attrs.mode.toString(8)}, expected ${mode.toString(8)}`);
+      if (got.attrs?.size !== size) stale.push(`round ${round}: size ${got.attrs?.size}, expected ${size}`);
+    }
+    await redisDown;
+    assert.deepEqual(stale, [], `stale answers through B (${jukeboxes} JUKEBOX answers):\n${stale.slice(0, 10).join('\n')}`);
+    const all = Buffer.concat(want);
+    assert.equal(await settlesTo(cb, fh, all), 'equal', 'every committed write, read through B');
+    assert.equal(await settlesTo(ca, fh, all), 'equal', 'every committed write, read through A');
   });
 
   it('a server killed and restarted does not replay old writes over a newer write and truncate of the other', async () => {

@@ -22,6 +22,7 @@ import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { VfsError } from '../vfs/errors.js';
 import type { DittoConfig } from '../config/types.js';
+import { StoreCoherence, SubscriberSync, type CoherentCache } from './coherence.js';
 
 /** What a lease holder must do before it hands a file over. */
 export interface LeaseParticipant {
@@ -102,6 +103,10 @@ export class Coordinator {
   readonly serverId = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   private readonly stores = new Map<string, FileLeases>();
   private readonly controlListeners = new Set<() => void>();
+  /** Invalidation channel -> the cache of the store it is about (coord/coherence.ts). */
+  private readonly coherence = new Map<string, Set<StoreCoherence>>();
+  private cacheCount = 0;
+  private subSync!: SubscriberSync;
   private timer: NodeJS.Timeout | null = null;
   /** The boot marker of the Redis seen last: a new one means Redis lost its keys. */
   private boot: string | null = null;
@@ -145,14 +150,17 @@ export class Coordinator {
       throw new Error(`coordination.redis: cannot reach ${url.protocol}//${url.host}: ${detail}`);
     }
     const c = new Coordinator(redis, sub, opts);
+    c.subSync = new SubscriberSync(sub, opts.log);
     await c.checkBoot();
     redis.on('ready', () => void c.checkBoot().catch(() => undefined));
     redis.on('close', () => c.disconnected());
     await sub.subscribe(c.channel, c.controlChannel);
     sub.on('message', (ch: string, msg: string) => {
       if (ch === c.controlChannel) c.onControl(msg);
-      else c.onHandover(msg);
+      else if (ch === c.channel) c.onHandover(msg);
+      else for (const s of c.coherence.get(ch) ?? []) s.onMessage(msg);
     });
+    await c.subSync.recover();
     // Back after a disconnection: changes published meanwhile were not heard; read the database again.
     sub.on('ready', () => {
       for (const l of [...c.controlListeners]) l();
@@ -226,6 +234,49 @@ export class Coordinator {
     return s;
   }
 
+  /**
+   * Cache invalidation for one metadata store among the servers that serve it; `cache` hears the
+   * others' changes from now on (after the subscription is confirmed).
+   */
+  coherenceFor(storeKey: string, cache: CoherentCache): StoreCoherence {
+    const channel = `${this.opts.keyPrefix}inval:${storeKey}`;
+    let set = this.coherence.get(channel);
+    const first = !set;
+    if (!set) this.coherence.set(channel, (set = new Set()));
+    // One sender id per cache: two caches of this server on one store hear each other.
+    const s = new StoreCoherence(
+      this.redis,
+      this.subSync,
+      channel,
+      `${this.serverId}/${++this.cacheCount}`,
+      () => this.ready,
+      this.opts.log,
+      cache,
+    );
+    set.add(s);
+    this.subSync.add(cache);
+    // Not awaited (Redis may be away: ioredis sends it when back). Until it is confirmed, the PING of
+    // a sync comes after it on the same connection; what was cached before it is dropped then.
+    if (first)
+      this.sub.subscribe(channel).then(
+        () => cache.invalidateRemote(null, true),
+        (e: unknown) => this.opts.log.warn({ err: (e as Error).message, channel }, 'could not subscribe to cache invalidations'),
+      );
+    else cache.invalidateRemote(null, true);
+    return s;
+  }
+
+  /** The cache of a store closed here: it hears nothing more. */
+  dropCoherence(s: StoreCoherence): void {
+    const set = this.coherence.get(s.channel);
+    if (!set?.delete(s)) return;
+    this.subSync.remove(s.cache);
+    if (set.size === 0) {
+      this.coherence.delete(s.channel);
+      void this.sub.unsubscribe(s.channel).catch(() => undefined);
+    }
+  }
+
   /** `<store> <inode>`: hand the lease over; `flush <store> <inode>`: store the file's data, keep the lease. */
   private onHandover(msg: string): void {
     const flush = msg.startsWith('flush ');
@@ -246,6 +297,7 @@ export class Coordinator {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    this.subSync.close();
     for (const s of this.stores.values()) await s.releaseAll().catch(() => undefined);
     this.sub.disconnect();
     await this.redis.quit().catch(() => this.redis.disconnect());
