@@ -52,6 +52,8 @@ interface Held {
 const MAX_HELD = 10_000;
 /** How long a write waits for a lease before JUKEBOX (ms). */
 const ACQUIRE_WAIT_MS = 8_000;
+/** Leases taken at once after a WAL replay. */
+const ADOPT_PARALLEL = 16;
 /** Asking the holder again while waiting (ms). */
 const ASK_AGAIN_MS = 1_000;
 
@@ -457,6 +459,31 @@ export class FileLeases {
     this.seen.set(inodeId, g);
     this.meta.invalidateInode?.(inodeId);
     return true;
+  }
+
+  /**
+   * After a WAL replay, before any client is served: the leases of the files whose replayed data is
+   * not stored yet. Readers on the other servers then ask this one to store it first (and the
+   * file's generation goes up when it is stored), instead of reading what the store had before the
+   * crash. A file another server holds is handed over first (its newer data stored, so the replayed
+   * versions written under older tokens are refused block by block). One that cannot be taken
+   * (Redis away, a holder that does not answer) is logged: its data is still uploaded.
+   */
+  async adopt(inodeIds: readonly number[]): Promise<void> {
+    const queue = [...inodeIds];
+    let failed = 0;
+    const worker = async (): Promise<void> => {
+      for (let id = queue.pop(); id !== undefined; id = queue.pop()) {
+        try {
+          await this.token(id);
+        } catch (e) {
+          failed++;
+          if (failed <= 10)
+            this.c.opts.log.warn({ inode: id, err: (e as Error).message }, 'replayed data uploaded without the write lease of its file');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ADOPT_PARALLEL, queue.length) }, worker));
   }
 
   /** True while the lease is held under `token` and not being handed over. */
