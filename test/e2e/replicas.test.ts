@@ -10,15 +10,20 @@
 // - Crossing directory moves through the two servers: exactly one succeeds.
 // - Data committed through one server reads back through the other at once (the holder of the
 //   file's lease stores what it acknowledged first).
+// - A change (setattr, write, rename, remove) through one server is seen by the other's next call
+//   (caches invalidated through Redis, not trusted for a while); Redis stopped and started under
+//   load serves nothing stale and loses nothing.
+// - Data a killed server committed but had not uploaded: after its restart (uploads held up), reads
+//   through the other wait for it instead of returning what the store had.
 // - A server that loses Redis answers JUKEBOX to writes until Redis is back.
 // - A share created and a default permission of none set through one server's API are applied by
-//   the other (both on one control database).
+//   the other before the API answers; each server reports the generation it applied.
+// After every test the PostgreSQL tables are checked: one tree, nlink right, no orphan block rows.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { NfsOps, NfsStatMore, retryJukebox, statusName } from '../helpers/nfs-ops.js';
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
@@ -29,136 +34,13 @@ import { startS3, type S3TestServer } from '../helpers/s3.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { apiRequest, takeOverAdmin } from '../helpers/api.js';
 import { writeConfig } from '../fault/support.js';
+import { firstDiff, holdingProxy, replicaConfig, settlesTo, storeInconsistencies, writeCommit } from '../helpers/replicas.js';
 
 const MiB = 1024 * 1024;
 const FILE_SIZE = 4 * MiB;
 const TRIALS = Number(process.env.REPLICA_TRIALS ?? 10);
 const SEED = seedFrom('REPLICA_SEED');
-/** How long the bytes may take to reach the block store and show through both servers. */
-const SETTLE_MS = 60_000;
-
-function config(pg: PostgresInstance, s3: S3TestServer, redis: RedisInstance): string {
-  return `server:
-  api:
-    enabled: false
-coordination:
-  redis:
-    url: ${redis.url}
-    key_prefix: "replicas-test:"
-    lease_ttl: 3s
-metadata:
-  stores:
-    meta:
-      type: postgres
-      url: ${pg.url}
-blocks:
-  stores:
-    s3:
-      type: s3
-      block_size: 4MiB
-      endpoint: ${s3.endpoint}
-      bucket: ${s3.bucket}
-      prefix: ${s3.prefix}replicas
-      region: ${s3.region}
-      force_path_style: true
-      access_key_id: ${s3.accessKeyId}
-shares:
-  - name: /export
-    metadata: meta
-    blocks: s3
-`;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** UNSTABLE WRITEs of `data` at `offset` in 256 KiB pieces, then a COMMIT (JUKEBOX retried). */
-async function writeCommit(c: NfsOps, fh: Buffer, offset: number, data: Buffer): Promise<void> {
-  const chunk = 256 * 1024;
-  for (let off = 0; off < data.length; off += chunk) {
-    const w = await retryJukebox(() => c.writeV(fh, offset + off, data.subarray(off, off + chunk), StableHow.UNSTABLE), {
-      maxWaitMs: 60_000,
-    });
-    assert.equal(w.status, NfsStat.OK, `WRITE at ${offset + off}: ${statusName(w.status)}`);
-  }
-  const r = await retryJukebox(() => c.commit(fh), { maxWaitMs: 60_000 });
-  assert.equal(r.status, NfsStat.OK, `COMMIT: ${statusName(r.status)}`);
-}
-
-/**
- * A TCP proxy to the block store that holds every HTTP PUT (and whatever its connection sends after)
- * until release(): uploads wait, everything else goes through.
- */
-async function holdingProxy(target: string): Promise<{ endpoint: string; held: number; release(): void; close(): Promise<void> }> {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set<net.Socket>();
-  const waiting: (() => void)[] = [];
-  let holding = true;
-  const state = {
-    endpoint: '',
-    held: 0,
-    release() {
-      holding = false;
-      for (const w of waiting.splice(0)) w();
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(port), hostname);
-    sockets.add(client).add(upstream);
-    let held: Buffer[] | null = null;
-    client.on('data', (chunk: Buffer) => {
-      if (held === null && holding && chunk.subarray(0, 4).toString('latin1') === 'PUT ') {
-        held = [];
-        state.held++;
-        waiting.push(() => {
-          for (const c of held ?? []) upstream.write(c);
-          held = null;
-        });
-      }
-      if (held !== null) held.push(chunk);
-      else upstream.write(chunk);
-    });
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
-    const end = (): void => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  state.endpoint = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
-  return state;
-}
-
-/** The first differing MiB of `got` against `want`, for messages. */
-function firstDiff(got: Buffer, want: Buffer): string {
-  if (got.length !== want.length) return `length ${got.length}, expected ${want.length}`;
-  for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) return `first difference at byte ${i} (MiB ${Math.floor(i / MiB)})`;
-  return 'equal';
-}
-
-/** Reads the file through `c` until it equals `want` (bounded); the last difference otherwise. */
-async function settlesTo(c: NfsOps, fh: Buffer, want: Buffer): Promise<string> {
-  const deadline = Date.now() + SETTLE_MS;
-  let last = '';
-  while (Date.now() < deadline) {
-    const attrs = await c.getattr(fh);
-    if (attrs.status === NfsStat.OK && attrs.attrs?.size === want.length) {
-      const got = await c.readAll(fh, want.length);
-      if (got.equals(want)) return 'equal';
-      last = firstDiff(got, want);
-    } else {
-      last = `size ${attrs.attrs?.size ?? statusName(attrs.status)}, expected ${want.length}`;
-    }
-    await sleep(500);
-  }
-  return last;
-}
 
 describe('several replicas on one store (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
   let pg: PostgresInstance;
@@ -168,6 +50,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   let configFile: string;
   const servers: DittofsProcess[] = [];
   const clients: NfsOps[] = [];
+  const proxies: { close(): Promise<void> }[] = [];
   let a: DittofsProcess;
   let b: DittofsProcess;
 
@@ -191,15 +74,21 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   before(async () => {
     [pg, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-'));
-    configFile = await writeConfig(work, config(pg, s3, redis));
+    configFile = await writeConfig(work, replicaConfig(pg, s3, redis));
     // The first creates the schema; then the second (a fenced store would refuse it).
     a = await start(path.join(work, 'a'));
     b = await start(path.join(work, 'b'));
   });
 
+  // Whatever happened, the tables hold one tree: every entry reaches the root, nlink is right.
+  afterEach(async () => {
+    assert.deepEqual(await storeInconsistencies(pg.url), []);
+  });
+
   after(async () => {
     for (const c of clients) c.close();
     for (const s of servers) await s.stop().catch(() => undefined);
+    for (const p of proxies) await p.close();
     await Promise.all([redis?.stop(), s3?.close(), pg?.stop()]);
     if (work) await rm(work, { recursive: true, force: true });
   });
@@ -474,8 +363,9 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
       await release;
       assert.ok(proxy.held > 0, 'the replayed uploads went through the proxy');
     } finally {
+      // A keeps using it (released: everything goes through) until the suite ends.
       proxy.release();
-      await proxy.close();
+      proxies.push(proxy);
     }
   });
 
@@ -512,7 +402,7 @@ describe('several replicas on one control database (coordination.redis)', { time
     [pg, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-control-'));
     // The API on, its database in the same PostgreSQL (a schema of its own): both servers share it.
-    const yaml = config(pg, s3, redis).replace(
+    const yaml = replicaConfig(pg, s3, redis).replace(
       'server:\n  api:\n    enabled: false\n',
       `database:\n  type: postgres\n  url: ${pg.url}\n  schema: control\n`,
     );
