@@ -24,8 +24,10 @@ export interface CoherentCache {
   invalidateRemote(ids: readonly number[] | null, blocks: boolean): void;
 }
 
-/** A PING unanswered this long means the subscriber connection cannot prove anything. */
+/** A PING unanswered this long means the subscriber connection cannot prove anything (for now). */
 const PING_TIMEOUT_MS = 1_000;
+/** No PONG for this long on a connection ioredis calls ready: it hangs, and is made anew. */
+const HUNG_MS = 5_000;
 /** While incoherent: how often the subscriber connection is tried again. */
 const RETRY_MS = 500;
 /** Inodes per message (a larger change is published as "everything"). */
@@ -49,6 +51,8 @@ const timeout = <T>(p: Promise<T>, ms: number): Promise<T> => {
  */
 export class SubscriberSync {
   private coherent = false;
+  /** Date.now() of the last PONG. */
+  private lastPong = Date.now();
   private current: Promise<boolean> | null = null;
   private next: Promise<boolean> | null = null;
   private retry: NodeJS.Timeout | null = null;
@@ -102,7 +106,9 @@ export class SubscriberSync {
     if (this.sub.status !== 'ready') return this.scheduleRetry();
     try {
       await timeout(this.sub.ping(), PING_TIMEOUT_MS);
+      this.lastPong = Date.now();
     } catch {
+      this.reconnectIfHung();
       return this.scheduleRetry();
     }
     if (this.coherent || this.closed) return;
@@ -115,12 +121,22 @@ export class SubscriberSync {
   private async ping(): Promise<boolean> {
     try {
       await timeout(this.sub.ping(), PING_TIMEOUT_MS);
+      this.lastPong = Date.now();
       return this.coherent;
     } catch (e) {
+      // A slow answer (a busy machine) costs reads from the store until the next PONG, nothing more.
       this.lost(`a PING on the subscriber connection: ${(e as Error).message}`);
-      // A connection that hangs is not noticed by ioredis: start a new one.
-      if (this.sub.status === 'ready') this.sub.disconnect(true);
+      this.reconnectIfHung();
       return false;
+    }
+  }
+
+  /** A connection that hangs is not noticed by ioredis: after HUNG_MS without a PONG, a new one. */
+  private reconnectIfHung(): void {
+    if (this.sub.status === 'ready' && Date.now() - this.lastPong > HUNG_MS) {
+      this.log.warn({ ms: Date.now() - this.lastPong }, 'the subscriber connection to Redis answers nothing: connecting again');
+      this.lastPong = Date.now();
+      this.sub.disconnect(true);
     }
   }
 
