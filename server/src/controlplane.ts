@@ -177,6 +177,13 @@ export interface ControlApplier {
   schedule(): void;
   /** Resolves when every change seen so far is applied. */
   settled(): Promise<void>;
+  /** The generation of the snapshot applied last (-1: none yet). */
+  readonly appliedGeneration: number;
+  /**
+   * Applies until this server runs `generation` or a newer one (another server's change may not
+   * have been heard of yet); bounded by a few rounds. True when it does.
+   */
+  applyUpTo(generation: number): Promise<boolean>;
 }
 
 /**
@@ -189,9 +196,12 @@ export function controlApplier(
   applyShares: (snap: ControlSnapshot) => Promise<void>,
   setLogLevel: (level: LogLevel) => void,
   log: Logger,
+  /** Told each generation applied (several servers: reported in Redis, coord/control.ts). */
+  onApplied: (generation: number) => void = () => undefined,
 ): ControlApplier & { applySnapshot(snap: ControlSnapshot): Promise<void> } {
   let running: Promise<void> | null = null;
   let again = false;
+  let applied = -1;
   const applySnapshot = async (snap: ControlSnapshot): Promise<void> => {
     const index = buildAccessIndex(snap);
     fileService.setAccessPolicy((share, id) => resolveShareAccess(index, share, id));
@@ -199,6 +209,10 @@ export function controlApplier(
     if (typeof level === 'string' && (LOG_LEVELS as readonly string[]).includes(level) && level !== log.level)
       setLogLevel(level as LogLevel);
     await applyShares(snap);
+    if (snap.generation > applied) {
+      applied = snap.generation;
+      onApplied(applied);
+    }
   };
   const run = async (): Promise<void> => {
     do {
@@ -210,19 +224,32 @@ export function controlApplier(
       }
     } while (again);
   };
+  const schedule = (): void => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = run().finally(() => {
+      running = null;
+    });
+  };
+  const settled = async (): Promise<void> => {
+    while (running) await running;
+  };
   return {
     applySnapshot,
-    schedule() {
-      if (running) {
-        again = true;
-        return;
-      }
-      running = run().finally(() => {
-        running = null;
-      });
+    schedule,
+    settled,
+    get appliedGeneration() {
+      return applied;
     },
-    async settled() {
-      while (running) await running;
+    async applyUpTo(generation) {
+      // A failed apply is retried with the next change; three rounds is enough for changes racing this one.
+      for (let round = 0; round < 3 && applied < generation; round++) {
+        schedule();
+        await settled();
+      }
+      return applied >= generation;
     },
   };
 }

@@ -35,6 +35,8 @@ import { protocolServed } from './protocols.js';
 import { serveLocalControl } from './local-control.js';
 import { ShareRuntime } from './shares.js';
 import { Coordinator, redisPassword } from './coord/leases.js';
+import { ControlReplicas, controlScopeOf } from './coord/control.js';
+import { convergeReply } from './api/convergence.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
 import { BufferPools } from './wire/buffer-pool.js';
 import { listenOn } from './wire/listen.js';
@@ -121,6 +123,10 @@ export function plannedListeners(config: DittoConfig): PlannedListener[] {
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+/** Several servers: how long a control-plane change waits for the others to apply it before answering. */
+const CONTROL_CONVERGE_MS = 10_000;
+/** Several servers: how often the control database's generation is compared with the one applied. */
+const CONTROL_CATCH_UP_MS = 5_000;
 
 /**
  * Checks, before anything is created or opened, that every listener of the config can bind: two
@@ -408,6 +414,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     for (const { name, data } of shares.services().values()) collect(name, data);
 
     let applier: ReturnType<typeof controlApplier> | null = null;
+    // Several servers on one control database: each reports the generation it applied (coord/control.ts).
+    const replicas = control && coordination ? new ControlReplicas(coordination, controlScopeOf(config.database)) : null;
+    if (replicas) cleanups.push(() => replicas.close());
     if (control) {
       applier = controlApplier(
         control.store,
@@ -420,6 +429,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         },
         changeLogLevel,
         log,
+        (generation) => void replicas?.record(generation),
       );
       await applier.applySnapshot(control.snapshot);
       const a = applier;
@@ -427,7 +437,20 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       // Several servers on one control database: each change is published, and applied by the others.
       const unpublish = coordination ? openedControl!.store.onChange((c) => coordination.publishControl(c.generation)) : () => undefined;
       const unhear = coordination ? coordination.onControlChange(() => a.schedule()) : () => undefined;
+      // A change published while this server was away from Redis is not heard: the database is asked now and then.
+      const catchUp = coordination
+        ? setInterval(() => {
+            openedControl!.store.generation().then(
+              (g) => {
+                if (g > a.appliedGeneration) a.schedule();
+              },
+              () => undefined,
+            );
+          }, CONTROL_CATCH_UP_MS)
+        : null;
+      catchUp?.unref();
       cleanups.push(async () => {
+        if (catchUp) clearInterval(catchUp);
         unpublish();
         unhear();
         unsubscribe();
@@ -554,10 +577,22 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
             smb: smbListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
             ...health.checks(),
           };
-          return { ready: Object.values(checks).every((c) => c.ok), checks };
+          return { ready: Object.values(checks).every((c) => c.ok), checks, applied_generation: settledApplier.appliedGeneration };
         },
         checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, config.data_dir, log),
         setLogLevel: (level) => changeLogLevel(level),
+        ...(replicas
+          ? {
+              control: {
+                appliedGeneration: () => settledApplier.appliedGeneration,
+                converge: async () => {
+                  const generation = await openedControl!.store.generation();
+                  await settledApplier.applyUpTo(generation);
+                  return replicas.waitApplied(generation, CONTROL_CONVERGE_MS);
+                },
+              },
+            }
+          : {}),
       };
       const api = buildApi({
         store: control.store,
@@ -569,8 +604,12 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       });
       // A change answers only once the server applies it: a share created is mountable, a
       // permission revoked is refused, by the time the client reads the response.
-      api.addHook('onSend', async (req, _reply, payload) => {
-        if (req.method !== 'GET' && req.method !== 'HEAD') await settledApplier.settled();
+      api.addHook('onSend', async (req, reply, payload) => {
+        if (req.method !== 'GET' && req.method !== 'HEAD') {
+          await settledApplier.settled();
+          // Several servers: and every other one applied it too (or the answer names those that did not).
+          await convergeReply(runtime, reply);
+        }
         return payload;
       });
       const { port, bind } = config.server.api;

@@ -19,6 +19,7 @@ import type pLimit from 'p-limit';
 import { BufferPools } from './wire/buffer-pool.js';
 import { createHash } from 'node:crypto';
 import type { Coordinator, FileLeases, LeaseParticipant } from './coord/leases.js';
+import { CachedMetadataStore } from './meta/cached.js';
 
 /**
  * The name of a postgres metadata store in Redis keys: the same on every server that serves it
@@ -265,6 +266,11 @@ export class ShareRuntime {
     const shareId = shareIdOf(sh.name);
     const { metrics, log } = this.deps;
     const leases = coordination?.leasesFor(storeKeyOf(mcfg), meta);
+    // Several servers: its caches hear the others' changes (coord/coherence.ts), once per opened store.
+    if (coordination && meta instanceof CachedMetadataStore && !meta.hasCoherence) {
+      const link = coordination.coherenceFor(storeKeyOf(mcfg), meta);
+      meta.attachCoherence(link, () => coordination.dropCoherence(link));
+    }
     const data = new BlockService(blocks, meta, {
       ...(leases ? { leases } : {}),
       shareId,

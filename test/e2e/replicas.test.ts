@@ -10,103 +10,37 @@
 // - Crossing directory moves through the two servers: exactly one succeeds.
 // - Data committed through one server reads back through the other at once (the holder of the
 //   file's lease stores what it acknowledged first).
+// - A change (setattr, write, rename, remove) through one server is seen by the other's next call
+//   (caches invalidated through Redis, not trusted for a while); Redis stopped and started under
+//   load serves nothing stale and loses nothing.
+// - Data a killed server committed but had not uploaded: after its restart (uploads held up), reads
+//   through the other wait for it instead of returning what the store had.
 // - A server that loses Redis answers JUKEBOX to writes until Redis is back.
 // - A share created and a default permission of none set through one server's API are applied by
-//   the other (both on one control database).
+//   the other before the API answers; each server reports the generation it applied.
+// After every test the PostgreSQL tables are checked: one tree, nlink right, no orphan block rows.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { NfsOps, NfsStatMore, retryJukebox, statusName } from '../helpers/nfs-ops.js';
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
 import { Prng, seedFrom } from '../helpers/prng.js';
 import { startRedis, type RedisInstance } from '../helpers/redis.js';
-import { authSys, NfsClient, NfsStat, StableHow } from '../helpers/rpc-client.js';
+import { authSys, NfsClient, NfsStat, StableHow, type Fattr } from '../helpers/rpc-client.js';
 import { startS3, type S3TestServer } from '../helpers/s3.js';
-import { startDittofs, TEST_ADMIN_PASSWORD, type DittofsProcess } from '../helpers/server.js';
-import { adminLogin, apiRequest } from '../helpers/api.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { apiRequest, takeOverAdmin } from '../helpers/api.js';
 import { writeConfig } from '../fault/support.js';
+import { firstDiff, holdingProxy, replicaConfig, settlesTo, storeInconsistencies, writeCommit } from '../helpers/replicas.js';
 
 const MiB = 1024 * 1024;
 const FILE_SIZE = 4 * MiB;
 const TRIALS = Number(process.env.REPLICA_TRIALS ?? 10);
 const SEED = seedFrom('REPLICA_SEED');
-/** How long the bytes may take to reach the block store and show through both servers. */
-const SETTLE_MS = 60_000;
-
-function config(pg: PostgresInstance, s3: S3TestServer, redis: RedisInstance): string {
-  return `server:
-  api:
-    enabled: false
-coordination:
-  redis:
-    url: ${redis.url}
-    key_prefix: "replicas-test:"
-    lease_ttl: 3s
-metadata:
-  stores:
-    meta:
-      type: postgres
-      url: ${pg.url}
-blocks:
-  stores:
-    s3:
-      type: s3
-      block_size: 4MiB
-      endpoint: ${s3.endpoint}
-      bucket: ${s3.bucket}
-      prefix: ${s3.prefix}replicas
-      region: ${s3.region}
-      force_path_style: true
-      access_key_id: ${s3.accessKeyId}
-shares:
-  - name: /export
-    metadata: meta
-    blocks: s3
-`;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** UNSTABLE WRITEs of `data` at `offset` in 256 KiB pieces, then a COMMIT (JUKEBOX retried). */
-async function writeCommit(c: NfsOps, fh: Buffer, offset: number, data: Buffer): Promise<void> {
-  const chunk = 256 * 1024;
-  for (let off = 0; off < data.length; off += chunk) {
-    const w = await retryJukebox(() => c.writeV(fh, offset + off, data.subarray(off, off + chunk), StableHow.UNSTABLE), {
-      maxWaitMs: 60_000,
-    });
-    assert.equal(w.status, NfsStat.OK, `WRITE at ${offset + off}: ${statusName(w.status)}`);
-  }
-  const r = await retryJukebox(() => c.commit(fh), { maxWaitMs: 60_000 });
-  assert.equal(r.status, NfsStat.OK, `COMMIT: ${statusName(r.status)}`);
-}
-
-/** The first differing MiB of `got` against `want`, for messages. */
-function firstDiff(got: Buffer, want: Buffer): string {
-  if (got.length !== want.length) return `length ${got.length}, expected ${want.length}`;
-  for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) return `first difference at byte ${i} (MiB ${Math.floor(i / MiB)})`;
-  return 'equal';
-}
-
-/** Reads the file through `c` until it equals `want` (bounded); the last difference otherwise. */
-async function settlesTo(c: NfsOps, fh: Buffer, want: Buffer): Promise<string> {
-  const deadline = Date.now() + SETTLE_MS;
-  let last = '';
-  while (Date.now() < deadline) {
-    const attrs = await c.getattr(fh);
-    if (attrs.status === NfsStat.OK && attrs.attrs?.size === want.length) {
-      const got = await c.readAll(fh, want.length);
-      if (got.equals(want)) return 'equal';
-      last = firstDiff(got, want);
-    } else {
-      last = `size ${attrs.attrs?.size ?? statusName(attrs.status)}, expected ${want.length}`;
-    }
-    await sleep(500);
-  }
-  return last;
-}
 
 describe('several replicas on one store (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
   let pg: PostgresInstance;
@@ -116,16 +50,17 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   let configFile: string;
   const servers: DittofsProcess[] = [];
   const clients: NfsOps[] = [];
+  const proxies: { close(): Promise<void> }[] = [];
   let a: DittofsProcess;
   let b: DittofsProcess;
 
-  const start = async (dataDir: string, nfsPort?: number): Promise<DittofsProcess> => {
+  const start = async (dataDir: string, nfsPort?: number, env: Record<string, string> = {}): Promise<DittofsProcess> => {
     const s = await startDittofs({
       configFile,
       dataDir,
       api: false,
       ...(nfsPort !== undefined ? { nfsPort } : {}),
-      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey, DITTOFS_SMB_ENABLED: 'false' },
+      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey, DITTOFS_SMB_ENABLED: 'false', ...env },
     });
     servers.push(s);
     return s;
@@ -139,15 +74,21 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   before(async () => {
     [pg, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-'));
-    configFile = await writeConfig(work, config(pg, s3, redis));
+    configFile = await writeConfig(work, replicaConfig(pg, s3, redis));
     // The first creates the schema; then the second (a fenced store would refuse it).
     a = await start(path.join(work, 'a'));
     b = await start(path.join(work, 'b'));
   });
 
+  // Whatever happened, the tables hold one tree: every entry reaches the root, nlink is right.
+  afterEach(async () => {
+    assert.deepEqual(await storeInconsistencies(pg.url), []);
+  });
+
   after(async () => {
     for (const c of clients) c.close();
     for (const s of servers) await s.stop().catch(() => undefined);
+    for (const p of proxies) await p.close();
     await Promise.all([redis?.stop(), s3?.close(), pg?.stop()]);
     if (work) await rm(work, { recursive: true, force: true });
   });
@@ -253,6 +194,118 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     }
   });
 
+  it('a change through one server is seen by the next call through the other: setattr, write, rename, remove (100 rounds, never stale)', async () => {
+    const ca = await open(a);
+    const cb = await open(b);
+    const rootA = await ca.mount('/export');
+    await cb.mount('/export');
+    const dir = await ca.mkdir(rootA, 'fresh-attrs');
+    assert.equal(dir.status, NfsStat.OK);
+    const f = await ca.create(dir.fh!, 'f0');
+    assert.equal(f.status, NfsStat.OK);
+    const fh = f.fh!;
+    let name = 'f0';
+    let size = 0;
+    const stale: string[] = [];
+    /** B's attributes of `h` against A's (A made the change: its answer is the truth). */
+    const same = async (what: string, h: Buffer): Promise<void> => {
+      const viaB = await cb.getattr(h);
+      const viaA = await ca.getattr(h);
+      const pick = (x: Fattr | null): unknown => x && { mode: x.mode, size: x.size, nlink: x.nlink, mtime: x.mtime, uid: x.uid };
+      if (viaB.status !== viaA.status || JSON.stringify(pick(viaB.attrs)) !== JSON.stringify(pick(viaA.attrs)))
+        stale.push(
+          `${what}: B ${statusName(viaB.status)} ${JSON.stringify(pick(viaB.attrs))}, A ${statusName(viaA.status)} ${JSON.stringify(pick(viaA.attrs))}`,
+        );
+    };
+    for (let round = 1; round <= 100; round++) {
+      // B has the file and the directory cached before each change.
+      await cb.getattr(fh);
+      await cb.getattr(dir.fh!);
+      switch (round % 4) {
+        case 0: {
+          const r = await retryJukebox(() => ca.setattr(fh, { mode: 0o600 | (round % 64) }), { maxWaitMs: 30_000 });
+          assert.equal(r.status, NfsStat.OK);
+          await same(`round ${round} setattr mode`, fh);
+          break;
+        }
+        case 1: {
+          // Every other one UNSTABLE, never committed: acknowledged is enough for the size to show.
+          const how = round % 8 === 1 ? StableHow.UNSTABLE : StableHow.FILE_SYNC;
+          const w = await retryJukebox(() => ca.writeV(fh, size, Buffer.alloc(100, round), how), { maxWaitMs: 30_000 });
+          assert.equal(w.status, NfsStat.OK, `round ${round} WRITE: ${statusName(w.status)}`);
+          size += 100;
+          await same(`round ${round} write to ${size}`, fh);
+          break;
+        }
+        case 2: {
+          const to = `f${round}`;
+          const r = await ca.rename(dir.fh!, name, dir.fh!, to);
+          assert.equal(r.status, NfsStat.OK);
+          name = to;
+          await same(`round ${round} rename (the directory)`, dir.fh!);
+          await same(`round ${round} rename (the file)`, fh);
+          const found = await cb.lookup(dir.fh!, to);
+          if (found.status !== NfsStat.OK) stale.push(`round ${round}: B does not find the new name: ${statusName(found.status)}`);
+          break;
+        }
+        default: {
+          const g = await ca.create(dir.fh!, `gone${round}`);
+          assert.equal(g.status, NfsStat.OK);
+          const before = await cb.getattr(g.fh!);
+          assert.equal(before.status, NfsStat.OK);
+          assert.equal((await ca.remove(dir.fh!, `gone${round}`)).status, NfsStat.OK);
+          const after = await cb.getattr(g.fh!);
+          if (after.status === NfsStat.OK) stale.push(`round ${round}: a removed file still answers through B`);
+          await same(`round ${round} remove (the directory)`, dir.fh!);
+        }
+      }
+    }
+    assert.deepEqual(stale, [], `stale answers through B:\n${stale.slice(0, 10).join('\n')}`);
+  });
+
+  it('Redis stopped and started under load: nothing stale is served, nothing committed is lost', async () => {
+    const ca = await open(a);
+    const cb = await open(b);
+    const created = await ca.create(await ca.mount('/export'), 'redis-restart.bin');
+    assert.equal(created.status, NfsStat.OK);
+    const fh = created.fh!;
+    const want: Buffer[] = [];
+    let size = 0;
+    let jukeboxes = 0;
+    const onJukebox = (): void => void jukeboxes++;
+    const stale: string[] = [];
+    let redisDown: Promise<void> | null = null;
+    const ROUNDS = 60;
+    for (let round = 1; round <= ROUNDS; round++) {
+      // Redis goes away for two seconds (and comes back empty) a third of the way in.
+      if (round === ROUNDS / 3)
+        redisDown = redis
+          .pause()
+          .then(() => sleep(2_000))
+          .then(() => redis.resume());
+      const mode = 0o600 | (round % 64);
+      const m = await retryJukebox(() => ca.setattr(fh, { mode }), { maxWaitMs: 60_000, delayMs: 100, onJukebox });
+      assert.equal(m.status, NfsStat.OK, `round ${round} SETATTR: ${statusName(m.status)}`);
+      const data = Buffer.alloc(4096, round);
+      const w = await retryJukebox(() => ca.writeV(fh, size, data, StableHow.FILE_SYNC), { maxWaitMs: 60_000, delayMs: 100, onJukebox });
+      assert.equal(w.status, NfsStat.OK, `round ${round} WRITE: ${statusName(w.status)}`);
+      want.push(data);
+      size += data.length;
+      // Through B: JUKEBOX (it cannot tell) is allowed, an old answer never.
+      const got = await retryJukebox(() => cb.getattr(fh), { maxWaitMs: 60_000, delayMs: 100, onJukebox });
+      assert.equal(got.status, NfsStat.OK);
+      if (got.attrs?.mode !== undefined && (got.attrs.mode & 0o7777) !== mode)
+        stale.push(`round ${round}: mode ${got.attrs.mode.toString(8)}, expected ${mode.toString(8)}`);
+      if (got.attrs?.size !== size) stale.push(`round ${round}: size ${got.attrs?.size}, expected ${size}`);
+    }
+    await redisDown;
+    assert.ok(jukeboxes > 0, 'the outage fell inside the workload (some calls answered JUKEBOX)');
+    assert.deepEqual(stale, [], `stale answers through B (${jukeboxes} JUKEBOX answers):\n${stale.slice(0, 10).join('\n')}`);
+    const all = Buffer.concat(want);
+    assert.equal(await settlesTo(cb, fh, all), 'equal', 'every committed write, read through B');
+    assert.equal(await settlesTo(ca, fh, all), 'equal', 'every committed write, read through A');
+  });
+
   it('a server killed and restarted does not replay old writes over a newer write and truncate of the other', async () => {
     const rng = new Prng(SEED + 1);
     let ca = await open(a);
@@ -281,6 +334,42 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     // And B still agrees (a stale re-upload would show here once B's cache expires).
     await sleep(2_000);
     assert.equal(await settlesTo(cb, fh, want), 'equal', 'through B after A replayed');
+  });
+
+  it('data committed through a server killed before it uploaded it: after the restart, reads through the other wait for its upload, never old bytes', async () => {
+    const rng = new Prng(SEED + 5);
+    let ca = await open(a);
+    const cb = await open(b);
+    const rootA = await ca.mount('/export');
+    // Partial blocks (uploaded only after 5 s idle): when A dies they are in its WAL alone.
+    const files: { fh: Buffer; data: Buffer }[] = [];
+    for (let i = 0; i < 2; i++) {
+      const created = await ca.create(rootA, `unuploaded${i}.bin`);
+      assert.equal(created.status, NfsStat.OK);
+      files.push({ fh: created.fh!, data: rng.bytes(3 * MiB) });
+    }
+    // B has seen the files (empty) before: nothing it remembers may stand in for what A replays.
+    for (const f of files) assert.equal((await cb.getattr(f.fh)).attrs?.size, 0);
+    await Promise.all(files.map((f) => writeCommit(ca, f.fh, 0, f.data)));
+    const port = a.nfsPort;
+    await a.kill();
+    // A comes back with its uploads held up (a proxy to the block store that holds every PUT).
+    const proxy = await holdingProxy(s3.endpoint);
+    try {
+      a = await start(a.dataDir, port, { DITTOFS_BLOCKS__STORES__S3__ENDPOINT: proxy.endpoint });
+      ca = await open(a);
+      const release = sleep(2_000).then(() => proxy.release());
+      for (const f of files) {
+        const got = await cb.readAll(f.fh, f.data.length);
+        assert.equal(firstDiff(got, f.data), 'equal', `through B right after A's restart\n${a.output().slice(-2000)}`);
+      }
+      await release;
+      assert.ok(proxy.held > 0, 'the replayed uploads went through the proxy');
+    } finally {
+      // A keeps using it (released: everything goes through) until the suite ends.
+      proxy.release();
+      proxies.push(proxy);
+    }
   });
 
   it('a server that loses Redis answers JUKEBOX to writes, never OK, and writes again once Redis is back', async () => {
@@ -316,7 +405,7 @@ describe('several replicas on one control database (coordination.redis)', { time
     [pg, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-control-'));
     // The API on, its database in the same PostgreSQL (a schema of its own): both servers share it.
-    const yaml = config(pg, s3, redis).replace(
+    const yaml = replicaConfig(pg, s3, redis).replace(
       'server:\n  api:\n    enabled: false\n',
       `database:\n  type: postgres\n  url: ${pg.url}\n  schema: control\n`,
     );
@@ -339,21 +428,11 @@ describe('several replicas on one control database (coordination.redis)', { time
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it('a share created and a default permission of none set through one server are applied by the other', async () => {
+  it('a share created and a default permission of none set through one server are applied by the other before the API answers', async () => {
     const [c, d] = servers as [DittofsProcess, DittofsProcess];
     const apiC = `http://127.0.0.1:${c.apiPort}`;
-    const first = await adminLogin(apiC, TEST_ADMIN_PASSWORD);
-    assert.ok(first.token, JSON.stringify(first.body));
-    const changed = await apiRequest(
-      apiC,
-      'POST',
-      '/api/v1/users/me/password',
-      { current_password: TEST_ADMIN_PASSWORD, new_password: 'replicas-admin-2' },
-      first.token,
-    );
-    assert.equal(changed.status, 204, JSON.stringify(changed.body));
-    const token = (await adminLogin(apiC, 'replicas-admin-2')).token;
-    assert.ok(token);
+    const apiD = `http://127.0.0.1:${d.apiPort}`;
+    const token = await takeOverAdmin(apiC, 'replicas-admin-2');
     // Through D, as an unknown user, /export is writable (default read-write).
     const nfsD = await NfsClient.connect(d.nfsPort, authSys(4242, 4242));
     clients.push(nfsD);
@@ -362,22 +441,56 @@ describe('several replicas on one control database (coordination.redis)', { time
     assert.equal(file.status, NfsStat.OK);
     assert.equal((await nfsD.write(file.fh!, 0, Buffer.from('before'))).status, NfsStat.OK);
 
-    const created = await apiRequest(apiC, 'POST', '/api/v1/shares', { name: '/second', metadata_store: 'meta', block_store: 's3' }, token);
-    assert.equal(created.status, 201, JSON.stringify(created.body));
-    const patched = await apiRequest(apiC, 'PATCH', '/api/v1/shares/export', { default_permission: 'none' }, token);
-    assert.equal(patched.status, 200, JSON.stringify(patched.body));
-
-    // D applies both (published through Redis); bounded wait, checked often.
-    const deadline = Date.now() + 10_000;
-    let mounted = -1;
-    let wrote = -1;
-    while (Date.now() < deadline) {
-      mounted = (await nfsD.mnt('/second')).status;
-      wrote = (await nfsD.write(file.fh!, 0, Buffer.from('after!'))).status;
-      if (mounted === 0 && wrote === NfsStat.ACCES) break;
-      await sleep(50);
+    // No waiting after the answers: D applied each change before C answered.
+    for (let round = 1; round <= 5; round++) {
+      const created = await fetch(`${apiC}/api/v1/shares`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ name: `/second${round}`, metadata_store: 'meta', block_store: 's3' }),
+      });
+      assert.equal(created.status, 201, await created.text());
+      assert.equal(created.headers.get('dittofs-pending-replicas'), null, `round ${round}: every server applied it`);
+      assert.equal(
+        (await nfsD.mnt(`/second${round}`)).status,
+        0,
+        `round ${round}: the share created through C is mountable through D at once`,
+      );
     }
-    assert.equal(mounted, 0, 'the share created through C is mountable through D');
-    assert.equal(statusName(wrote), statusName(NfsStat.ACCES), 'default_permission none set through C is enforced by D');
+    const patched = await fetch(`${apiC}/api/v1/shares/export`, {
+      method: 'PATCH',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ default_permission: 'none' }),
+    });
+    assert.equal(patched.status, 200, await patched.text());
+    const generation = Number(patched.headers.get('dittofs-generation'));
+    assert.ok(generation > 0, `the generation of the change: ${patched.headers.get('dittofs-generation')}`);
+    assert.equal(patched.headers.get('dittofs-pending-replicas'), null);
+    assert.notEqual((await nfsD.mnt('/export')).status, 0, 'default_permission none set through C refuses a mount through D at once');
+    const wrote = (await nfsD.write(file.fh!, 0, Buffer.from('after!'))).status;
+    assert.equal(statusName(wrote), statusName(NfsStat.ACCES), 'and a write through D on a handle it had');
+
+    // Each server reports the generation it applied: GET /api/v1/state (headers) and /health/ready.
+    for (const base of [apiC, apiD]) {
+      const state = await fetch(`${base}/api/v1/state`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(state.status, 200);
+      assert.equal(Number(state.headers.get('dittofs-generation')), generation, base);
+      assert.equal(Number(state.headers.get('dittofs-applied-generation')), generation, base);
+      const ready = await apiRequest<{ applied_generation?: number }>(base, 'GET', '/health/ready');
+      assert.equal(ready.body.applied_generation, generation, `${base} /health/ready: ${JSON.stringify(ready.body)}`);
+    }
+
+    // PUT through D of the state as it is: nothing to change, every server at the current generation.
+    const current = await apiRequest<{ shares: unknown[] }>(apiC, 'GET', '/api/v1/state', undefined, token);
+    const put = await apiRequest<{
+      generation: number;
+      created: unknown[];
+      updated: unknown[];
+      removed: unknown[];
+      pending_replicas?: unknown[];
+    }>(apiD, 'PUT', '/api/v1/state', { shares: current.body.shares }, token);
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    assert.deepEqual([put.body.created, put.body.updated, put.body.removed], [[], [], []], JSON.stringify(put.body));
+    assert.equal(put.body.generation, generation);
+    assert.deepEqual(put.body.pending_replicas, []);
   });
 });

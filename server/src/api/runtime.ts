@@ -11,6 +11,25 @@ export interface Readiness {
   ready: boolean;
   /** By component: `metadata:default`, `blocks:default`, `nfs`, ... */
   checks: Record<string, ReadinessCheck>;
+  /** The control-plane generation this server applied (absent: no control plane yet). */
+  applied_generation?: number;
+}
+
+/** A server that did not apply a control-plane change when the call that made it answered. */
+export interface PendingReplica {
+  server: string;
+  /** The generation it had applied. */
+  applied: number | null;
+}
+
+export interface ControlRuntime {
+  /** The control-plane generation this server applied (-1: none yet). */
+  appliedGeneration(): number;
+  /**
+   * After a change: applies the control database's current generation here and waits (bounded)
+   * until every other server on it did; the ones that did not are pending.
+   */
+  converge(): Promise<{ generation: number; pending: PendingReplica[] }>;
 }
 
 export interface ApiRuntime {
@@ -24,4 +43,6 @@ export interface ApiRuntime {
   checkStore(kind: StoreKind, type: string, config: Record<string, unknown>): Promise<void>;
   /** Applies a new log level at once (PUT /api/v1/settings/logging.level). */
   setLogLevel(level: LogLevel): void;
+  /** The running server's control-plane generations (absent in tests' stand-ins). */
+  control?: ControlRuntime;
 }

@@ -203,6 +203,7 @@ export const replies = {
     properties: {
       ready: bool,
       checks: { type: 'object', additionalProperties: { type: 'object', properties: { ok: bool, detail: str }, required: ['ok'] } },
+      applied_generation: { type: 'integer', description: 'the control-plane generation this server applied' },
     },
     required: ['ready', 'checks'],
   },
@@ -267,6 +268,11 @@ export const replies = {
       updated: { type: 'array', items: object({ kind: { type: 'string', enum: [...STATE_KINDS] }, name: str }) },
       removed: { type: 'array', items: object({ kind: { type: 'string', enum: [...STATE_KINDS] }, name: str }) },
       unchanged: int,
+      pending_replicas: {
+        type: 'array',
+        description: 'several servers: those that had not applied the generation when this answered (empty: all had)',
+        items: object({ server: str, applied: { type: ['integer', 'null'] } }, ['server', 'applied']),
+      },
     },
     ['generation', 'created', 'updated', 'removed', 'unchanged'],
   ),

@@ -172,6 +172,8 @@ export interface WriteLeases {
   fresh?(inodeId: number): Promise<boolean> | undefined;
   /** True while this server still holds the file's lease under `token` (checked after an append that waited). */
   holds(inodeId: number, token: number): boolean;
+  /** After a replay: hold the leases of the files with replayed data, so readers elsewhere wait for it. */
+  adopt?(inodeIds: readonly number[]): Promise<void>;
 }
 
 /** A block switch that lost a race with another server is built again on the new row this often at most. */
@@ -675,6 +677,8 @@ export class BlockService {
     }
     // A size the log says, unless another server changed the file under a newer lease since.
     for (const [id, sz] of sizes) if (sz.size !== sz.metaSize && sz.token >= sz.stored) await this.meta.setAttr(id, { size: sz.size });
+    // Several servers: this server holds what it has to store (else the others read what was there before).
+    await this.opts.leases?.adopt?.([...this.files.keys()]);
     // Everything replayed goes to the block store now, each block once (once per lease it was written under).
     for (const [ino, m] of this.files) {
       for (const [index, s] of m) {

@@ -81,6 +81,29 @@ describe('coordination over Redis', () => {
     assert.ok((await a.token(8)) > t2);
   });
 
+  it('a read elsewhere asks the holder to store only what it acknowledged since it last stored: one flush per batch of writes, not per read', async () => {
+    let next = 100;
+    const store: LeaseStore = { nextLeaseToken: () => Promise.resolve(++next) };
+    const a = (await connect()).leasesFor('s3', store);
+    const b = (await connect()).leasesFor('s3', store);
+    let flushes = 0;
+    a.join({ flush: () => (flushes++, Promise.resolve()), hasDirty: () => false });
+    b.join({ flush: () => Promise.resolve(), hasDirty: () => false });
+    const t = await a.token(9);
+    // A acknowledged a write: the first read through B has it stored first.
+    await b.fresh(9);
+    assert.equal(flushes, 1);
+    // Nothing written since: reads through B ask nothing of A (ten reads, no flush).
+    for (let i = 0; i < 10; i++) await b.fresh(9);
+    assert.equal(flushes, 1, 'no flush round trip for reads of a file not written since');
+    // A writes again (still its lease, same token, marked dirty again): the next read flushes once.
+    assert.equal(await a.token(9), t);
+    assert.equal(a.token(9), t, 'marked: answered at once');
+    await b.fresh(9);
+    await b.fresh(9);
+    assert.equal(flushes, 2);
+  });
+
   it('without Redis a write cannot get a lease: JUKEBOX, not a hang', async () => {
     const c = (await connect()).leasesFor('s2', { nextLeaseToken: () => Promise.resolve(1) });
     await redis.pause();

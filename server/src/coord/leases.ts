@@ -11,6 +11,15 @@
 // <prefix>handover; the holder uploads the file's dirty blocks, writes its size and times, and
 // lets the lease go; the asker takes it and forgets what it had cached of the file.
 //
+// A reader elsewhere asks the holder to store what it acknowledged (`flush <store> <inode>`) only
+// when the holder marked the file dirty: before it acknowledges the first write or truncate after
+// a store, the holder sets
+//
+//   <prefix>dirty:<store>:<inode> = <server id>:<n>
+//
+// and storing deletes it if it is still that mark. A read of a file held elsewhere but not written
+// since it was stored costs one MGET, not a flush round trip.
+//
 // Losing Redis: writes wait briefly, then answer JUKEBOX; a lease not renewed within its ttl is not
 // used. When Redis comes back empty (restarted without persistence: its boot marker changed), no
 // server takes a lease for one ttl (a grace period), so the holders' dirty data (under their old
@@ -22,6 +31,7 @@ import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { VfsError } from '../vfs/errors.js';
 import type { DittoConfig } from '../config/types.js';
+import { StoreCoherence, SubscriberSync, type CoherentCache } from './coherence.js';
 
 /** What a lease holder must do before it hands a file over. */
 export interface LeaseParticipant {
@@ -45,12 +55,19 @@ interface Held {
   lastUse: number;
   /** Being handed over: writes take the slow path (and wait for it). */
   releasing: boolean;
+  /** The dirty mark is set in Redis (`mark`): writes are acknowledged without asking Redis. */
+  marked: boolean;
+  /** The dirty mark set last (`<server id>:<n>`), '' for none. */
+  mark: string;
+  seq: number;
 }
 
 /** Leases this server keeps at most per store (clean ones beyond it are let go at the next renewal). */
 const MAX_HELD = 10_000;
 /** How long a write waits for a lease before JUKEBOX (ms). */
 const ACQUIRE_WAIT_MS = 8_000;
+/** Leases taken at once after a WAL replay. */
+const ADOPT_PARALLEL = 16;
 /** Asking the holder again while waiting (ms). */
 const ASK_AGAIN_MS = 1_000;
 
@@ -61,6 +78,7 @@ const RELEASE_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.
  * goes if ARGV[1] is still its holder and ARGV[3] is 1. Readers elsewhere compare generations.
  */
 const STORED_LUA = `redis.call('incr', KEYS[2]); redis.call('pexpire', KEYS[2], ARGV[2])
+if ARGV[4] ~= '' and redis.call('get', KEYS[3]) == ARGV[4] then redis.call('del', KEYS[3]) end
 if ARGV[3] == '1' and redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0`;
 /** A file's generation key outlives its last change by this long; a reader that finds none drops its cache. */
@@ -102,6 +120,10 @@ export class Coordinator {
   readonly serverId = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   private readonly stores = new Map<string, FileLeases>();
   private readonly controlListeners = new Set<() => void>();
+  /** Invalidation channel -> the cache of the store it is about (coord/coherence.ts). */
+  private readonly coherence = new Map<string, Set<StoreCoherence>>();
+  private cacheCount = 0;
+  private subSync!: SubscriberSync;
   private timer: NodeJS.Timeout | null = null;
   /** The boot marker of the Redis seen last: a new one means Redis lost its keys. */
   private boot: string | null = null;
@@ -145,13 +167,20 @@ export class Coordinator {
       throw new Error(`coordination.redis: cannot reach ${url.protocol}//${url.host}: ${detail}`);
     }
     const c = new Coordinator(redis, sub, opts);
+    c.subSync = new SubscriberSync(sub, opts.log);
     await c.checkBoot();
     redis.on('ready', () => void c.checkBoot().catch(() => undefined));
     redis.on('close', () => c.disconnected());
     await sub.subscribe(c.channel, c.controlChannel);
     sub.on('message', (ch: string, msg: string) => {
       if (ch === c.controlChannel) c.onControl(msg);
-      else c.onHandover(msg);
+      else if (ch === c.channel) c.onHandover(msg);
+      else for (const s of c.coherence.get(ch) ?? []) s.onMessage(msg);
+    });
+    await c.subSync.recover();
+    // Back after a disconnection: changes published meanwhile were not heard; read the database again.
+    sub.on('ready', () => {
+      for (const l of [...c.controlListeners]) l();
     });
     c.timer = setInterval(() => void c.renewAll(), Math.max(200, Math.floor(opts.leaseTtlMs / 3)));
     c.timer.unref();
@@ -222,6 +251,49 @@ export class Coordinator {
     return s;
   }
 
+  /**
+   * Cache invalidation for one metadata store among the servers that serve it; `cache` hears the
+   * others' changes from now on (after the subscription is confirmed).
+   */
+  coherenceFor(storeKey: string, cache: CoherentCache): StoreCoherence {
+    const channel = `${this.opts.keyPrefix}inval:${storeKey}`;
+    let set = this.coherence.get(channel);
+    const first = !set;
+    if (!set) this.coherence.set(channel, (set = new Set()));
+    // One sender id per cache: two caches of this server on one store hear each other.
+    const s = new StoreCoherence(
+      this.redis,
+      this.subSync,
+      channel,
+      `${this.serverId}/${++this.cacheCount}`,
+      () => this.ready,
+      this.opts.log,
+      cache,
+    );
+    set.add(s);
+    this.subSync.add(cache);
+    // Not awaited (Redis may be away: ioredis sends it when back). Until it is confirmed, the PING of
+    // a sync comes after it on the same connection; what was cached before it is dropped then.
+    if (first)
+      this.sub.subscribe(channel).then(
+        () => cache.invalidateRemote(null, true),
+        (e: unknown) => this.opts.log.warn({ err: (e as Error).message, channel }, 'could not subscribe to cache invalidations'),
+      );
+    else cache.invalidateRemote(null, true);
+    return s;
+  }
+
+  /** The cache of a store closed here: it hears nothing more. */
+  dropCoherence(s: StoreCoherence): void {
+    const set = this.coherence.get(s.channel);
+    if (!set?.delete(s)) return;
+    this.subSync.remove(s.cache);
+    if (set.size === 0) {
+      this.coherence.delete(s.channel);
+      void this.sub.unsubscribe(s.channel).catch(() => undefined);
+    }
+  }
+
   /** `<store> <inode>`: hand the lease over; `flush <store> <inode>`: store the file's data, keep the lease. */
   private onHandover(msg: string): void {
     const flush = msg.startsWith('flush ');
@@ -242,6 +314,7 @@ export class Coordinator {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    this.subSync.close();
     for (const s of this.stores.values()) await s.releaseAll().catch(() => undefined);
     this.sub.disconnect();
     await this.redis.quit().catch(() => this.redis.disconnect());
@@ -283,16 +356,34 @@ export class FileLeases {
   token(inodeId: number): number | Promise<number> {
     const h = this.held.get(inodeId);
     const now = Date.now();
-    if (h && this.usable(h, now)) {
+    if (h && this.usable(h, now) && h.marked) {
       h.lastUse = now;
       return h.token;
     }
     let p = this.taking.get(inodeId);
     if (!p) {
-      p = this.take(inodeId).finally(() => this.taking.delete(inodeId));
+      p = (h && this.usable(h, now) ? this.markDirty(inodeId, h) : this.take(inodeId)).finally(() => this.taking.delete(inodeId));
       this.taking.set(inodeId, p);
     }
     return p;
+  }
+
+  private dirtyKey(inodeId: number): string {
+    return `${this.c.opts.keyPrefix}dirty:${this.storeKey}:${inodeId}`;
+  }
+
+  /** Before the first write acknowledged since the file was stored: readers elsewhere will ask for a flush. */
+  private async markDirty(inodeId: number, h: Held): Promise<number> {
+    const mark = `${this.c.serverId}:${++h.seq}`;
+    try {
+      await this.c.redis.set(this.dirtyKey(inodeId), mark, 'PX', GENERATION_TTL_MS);
+    } catch (e) {
+      throw this.jukebox(`Redis: ${(e as Error).message}`);
+    }
+    h.mark = mark;
+    h.marked = true;
+    h.lastUse = Date.now();
+    return h.token;
   }
 
   private jukebox(why: string): VfsError {
@@ -323,7 +414,7 @@ export class FileLeases {
           // Ours but not confirmed lately: renewed only if nobody else took it meanwhile.
           if ((await redis.eval(RENEW_LUA, 1, key, serverId, opts.leaseTtlMs)) === 1) {
             h.renewedAt = h.lastUse = Date.now();
-            return h.token;
+            return h.marked ? h.token : await this.markDirty(inodeId, h);
           }
           this.held.delete(inodeId);
         }
@@ -343,8 +434,9 @@ export class FileLeases {
           }
           // Whatever we knew of the file may have been changed by the previous holder.
           this.meta.invalidateInode?.(inodeId);
-          this.held.set(inodeId, { token, renewedAt: taken, lastUse: taken, releasing: false });
-          return token;
+          const held: Held = { token, renewedAt: taken, lastUse: taken, releasing: false, marked: false, mark: '', seq: 0 };
+          this.held.set(inodeId, held);
+          return await this.markDirty(inodeId, held);
         }
         if (Date.now() - asked >= ASK_AGAIN_MS) {
           asked = Date.now();
@@ -379,8 +471,10 @@ export class FileLeases {
     const deadline = Date.now() + ACQUIRE_WAIT_MS;
     const key = this.key(inodeId);
     const genKey = this.genKey(inodeId);
-    let [holder, gen] = await redis.mget(key, genKey);
-    if (holder !== null && holder !== undefined && holder !== serverId) {
+    const [holder0, gen0, dirty] = await redis.mget(key, genKey, this.dirtyKey(inodeId));
+    let [holder, gen] = [holder0, gen0];
+    // Held elsewhere and written since it was stored (else what is stored is what it acknowledged).
+    if (holder !== null && holder !== undefined && holder !== serverId && dirty?.startsWith(`${holder}:`) === true) {
       // Another server may have acknowledged data it has not stored: it stores it first.
       const before = gen;
       let asked = 0;
@@ -403,6 +497,31 @@ export class FileLeases {
     return true;
   }
 
+  /**
+   * After a WAL replay, before any client is served: the leases of the files whose replayed data is
+   * not stored yet. Readers on the other servers then ask this one to store it first (and the
+   * file's generation goes up when it is stored), instead of reading what the store had before the
+   * crash. A file another server holds is handed over first (its newer data stored, so the replayed
+   * versions written under older tokens are refused block by block). One that cannot be taken
+   * (Redis away, a holder that does not answer) is logged: its data is still uploaded.
+   */
+  async adopt(inodeIds: readonly number[]): Promise<void> {
+    const queue = [...inodeIds];
+    let failed = 0;
+    const worker = async (): Promise<void> => {
+      for (let id = queue.pop(); id !== undefined; id = queue.pop()) {
+        try {
+          await this.token(id);
+        } catch (e) {
+          failed++;
+          if (failed <= 10)
+            this.c.opts.log.warn({ inode: id, err: (e as Error).message }, 'replayed data uploaded without the write lease of its file');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ADOPT_PARALLEL, queue.length) }, worker));
+  }
+
   /** True while the lease is held under `token` and not being handed over. */
   holds(inodeId: number, token: number): boolean {
     const h = this.held.get(inodeId);
@@ -419,24 +538,35 @@ export class FileLeases {
   }
 
   private async flushAndRelease(inodeId: number, h: Held, release: boolean): Promise<void> {
+    // A write acknowledged from now on marks the file again (and that mark is not the one deleted).
+    const mark = h.mark;
+    h.marked = false;
     try {
       for (const p of this.participants) await p.flush(inodeId);
       await this.meta.flushAttrs?.(inodeId);
-      await this.c.redis.eval(
-        STORED_LUA,
-        2,
-        this.key(inodeId),
-        this.genKey(inodeId),
-        this.c.serverId,
-        GENERATION_TTL_MS,
-        release ? '1' : '0',
-      );
+      await this.stored(inodeId, mark, release);
       if (release && this.held.get(inodeId) === h) this.held.delete(inodeId);
     } catch (e) {
       // Kept (the data could not be stored): the asker waits, then answers JUKEBOX.
+      if (h.mark === mark) h.marked = true;
       h.releasing = false;
       this.c.opts.log.warn({ inode: inodeId, err: (e as Error).message }, 'could not hand a write lease over; keeping it');
     }
+  }
+
+  /** The file's data is stored: its generation goes up, `mark` (if still the mark) goes, and with `release` the lease. */
+  private async stored(inodeId: number, mark: string, release: boolean): Promise<void> {
+    await this.c.redis.eval(
+      STORED_LUA,
+      3,
+      this.key(inodeId),
+      this.genKey(inodeId),
+      this.dirtyKey(inodeId),
+      this.c.serverId,
+      GENERATION_TTL_MS,
+      release ? '1' : '0',
+      mark,
+    );
   }
 
   private dirty(inodeId: number): boolean {
@@ -458,11 +588,13 @@ export class FileLeases {
         this.held.delete(inodeId);
         over--;
         await this.meta.flushAttrs?.(inodeId);
-        await redis.eval(STORED_LUA, 2, key, this.genKey(inodeId), serverId, GENERATION_TTL_MS, '1');
+        await this.stored(inodeId, h.mark, true);
         continue;
       }
       if ((await redis.eval(RENEW_LUA, 1, key, serverId, opts.leaseTtlMs)) === 1) {
         h.renewedAt = Date.now();
+        // The mark outlives nothing it stands for: renewed with the lease while set.
+        if (h.marked) await redis.pexpire(this.dirtyKey(inodeId), GENERATION_TTL_MS);
       } else if (this.held.get(inodeId) === h) {
         this.held.delete(inodeId);
         opts.log.warn({ inode: inodeId, token: h.token }, 'write lease lost (expired, or Redis lost it); the next write takes a new one');

@@ -5,12 +5,15 @@
 // size/mtime/ctime behind (coalesced, at most `flushDelayMs` later, and at once on `flushAttrs`,
 // which COMMIT and stable writes call) removes the database from the data path.
 //
-// Coherence: one server owns a share's dirty data (its WAL), so it is the one writer of that
-// share's file sizes and block maps; every change this process makes goes through here and keeps
-// the cache exact. Entries not changed locally are trusted for `ttlMs` only, so a change made by
-// another process (another pod on the same PostgreSQL) shows within that time, as with an NFS
-// client's attribute cache. Namespace changes (create, link, remove, rename) first write every
-// pending attribute change through, then drop the entries they touch.
+// Coherence: every change this process makes goes through here and keeps the cache exact.
+// Namespace changes (create, link, remove, rename) first write every pending attribute change
+// through, then drop the entries they touch. Changes made by other processes on the same store:
+// - one server (no coordination): entries not changed locally are trusted for `ttlMs` only, as
+//   with an NFS client's attribute cache;
+// - several servers (coordination.redis, coord/coherence.ts): every change is published before it
+//   is answered, and an answer from memory waits until every change published before the call is
+//   applied here (`CacheCoherenceLink.sync`). Without that proof nothing is answered from memory
+//   or cached: the store is read; a change that could not be published is refused (JUKEBOX).
 //
 // Durability: a pending size change is also in the WAL record of the write that caused it (replay
 // restores sizes), so losing pending changes in a crash loses at most mtime/ctime of writes that
@@ -18,6 +21,16 @@
 import { VfsError } from '../vfs/errors.js';
 import type { AttrChanges, Inode, NewInode, Timespec } from '../vfs/types.js';
 import type { BlockRef, BlockSwitch, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from './store.js';
+
+/** How the cache hears other servers' changes and tells them its own (coord/coherence.ts StoreCoherence). */
+export interface CacheCoherenceLink {
+  /** True once every change published before this call is applied here; false: read the store. */
+  sync(): Promise<boolean>;
+  /** Throws VfsError JUKEBOX when a change could not be published. */
+  checkCanPublish(): void;
+  /** Tells the other servers about a change made here (null: anything); resolves once it is sent. */
+  publish(ids: readonly number[] | null, blocks: boolean): Promise<void>;
+}
 
 export interface CachedMetadataOptions {
   /** How long an entry not changed by this process is trusted (default 1000 ms). */
@@ -81,7 +94,7 @@ function withPending(i: Inode, p: PendingAttrs): Inode {
 
 export class CachedMetadataStore implements MetadataStore {
   readonly kind: string;
-  private readonly ttlMs: number;
+  private ttlMs: number;
   private readonly flushDelayMs: number;
   private readonly maxInodes: number;
   private readonly maxBlockRefs: number;
@@ -98,6 +111,10 @@ export class CachedMetadataStore implements MetadataStore {
   private closed = false;
   /** Bumped by every namespace change: a read that started before one must not fill the cache. */
   private epoch = 0;
+  private coherence: CacheCoherenceLink | null = null;
+  private detach: (() => void) | null = null;
+  /** False while the coherence link cannot prove the cache current: nothing is cached. */
+  private coherent = true;
 
   constructor(
     readonly inner: MetadataStore,
@@ -114,8 +131,64 @@ export class CachedMetadataStore implements MetadataStore {
     return this.inner.open();
   }
 
+  /**
+   * Several servers: from now on entries are trusted until another server's change invalidates
+   * them (not for a ttl), and this cache's changes are published. `detach` runs on close.
+   */
+  attachCoherence(link: CacheCoherenceLink, detach: () => void): void {
+    this.coherence = link;
+    this.detach = detach;
+    this.ttlMs = Number.POSITIVE_INFINITY;
+    this.invalidateRemote(null, true);
+  }
+
+  get hasCoherence(): boolean {
+    return this.coherence !== null;
+  }
+
+  /** Another server changed these inodes (with `blocks`, their block maps too); null: anything. */
+  invalidateRemote(ids: readonly number[] | null, blocks: boolean): void {
+    // Reads in flight (started before the change) must not fill the cache.
+    this.epoch++;
+    if (ids === null) {
+      // Dirty entries go too: getInode reads the store again and lays this server's pending changes over it.
+      this.inodes.clear();
+      this.blocks.clear();
+      this.blockRefs = 0;
+      this.blockGen.clear();
+      return;
+    }
+    for (const id of ids) {
+      this.inodes.delete(id);
+      if (blocks) this.dropBlockMap(id);
+    }
+  }
+
+  /** Several servers: whether the cache may answer now (waits for the sync point). */
+  private async trusted(): Promise<boolean> {
+    if (!this.coherence) return true;
+    this.coherent = await this.coherence.sync();
+    return this.coherent;
+  }
+
+  /** The epoch for a read that may fill the cache (-1 while nothing may be cached). */
+  private fillEpoch(): number {
+    return this.coherence && !this.coherent ? -1 : this.epoch;
+  }
+
+  /** Before a change: the other servers must be able to hear of it. */
+  private checkPublish(): void {
+    this.coherence?.checkCanPublish();
+  }
+
+  private published(ids: readonly number[] | null, blocks = false): Promise<void> | undefined {
+    return this.coherence?.publish(ids, blocks);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    this.detach?.();
+    this.detach = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     try {
@@ -157,9 +230,10 @@ export class CachedMetadataStore implements MetadataStore {
   async getInode(id: number): Promise<Inode | null> {
     const serving = this.inner.whenServing?.();
     if (serving !== undefined) await serving;
+    const trusted = await this.trusted();
     const e = this.inodes.get(id);
-    if (e && (this.isDirty(id) || Date.now() - e.at < this.ttlMs)) return e.inode;
-    const epoch = this.epoch;
+    if (e && trusted && (this.isDirty(id) || Date.now() - e.at < this.ttlMs)) return e.inode;
+    const epoch = this.fillEpoch();
     const i = await this.inner.getInode(id);
     if (!i) {
       this.forget(id);
@@ -169,12 +243,12 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async ensureRoot(shareId: number, init: NewInode): Promise<Inode> {
-    const epoch = this.epoch;
+    const epoch = this.fillEpoch();
     return this.remember(await this.inner.ensureRoot(shareId, init), epoch);
   }
 
   async lookup(dirId: number, name: Buffer): Promise<Inode | null> {
-    const epoch = this.epoch;
+    const epoch = this.fillEpoch();
     const i = await this.inner.lookup(dirId, name);
     return i ? this.remember(i, epoch) : null;
   }
@@ -208,8 +282,11 @@ export class CachedMetadataStore implements MetadataStore {
       return inode;
     }
     await this.flushAttrs(id);
-    const epoch = this.epoch;
-    return this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch);
+    this.checkPublish();
+    const epoch = this.fillEpoch();
+    const i = this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch);
+    await this.published([id], changes.size !== undefined);
+    return i;
   }
 
   // ---- write-behind ------------------------------------------------------------------------------
@@ -252,7 +329,9 @@ export class CachedMetadataStore implements MetadataStore {
       const changes: AttrChanges = { growTo: p.growTo };
       if (p.mtime) changes.mtime = p.mtime;
       if (p.ctime) changes.ctime = p.ctime;
+      this.checkPublish();
       const stored = await this.inner.setAttr(id, changes);
+      await this.published([id]);
       const e = this.inodes.get(id);
       if (e) {
         const now = this.pending.get(id);
@@ -304,8 +383,10 @@ export class CachedMetadataStore implements MetadataStore {
     await this.before();
     this.epoch++;
     try {
+      this.checkPublish();
       const i = await this.inner.create(dirId, name, init, now);
-      return this.remember(i, this.epoch);
+      await this.published([dirId, i.id]);
+      return this.remember(i, this.fillEpoch());
     } finally {
       this.forget(dirId);
     }
@@ -315,7 +396,10 @@ export class CachedMetadataStore implements MetadataStore {
     await this.before();
     this.epoch++;
     try {
-      return await this.inner.link(id, dirId, name, now);
+      this.checkPublish();
+      const i = await this.inner.link(id, dirId, name, now);
+      await this.published([id, dirId]);
+      return i;
     } finally {
       this.forget(id, dirId);
     }
@@ -325,7 +409,9 @@ export class CachedMetadataStore implements MetadataStore {
     await this.before();
     this.epoch++;
     try {
+      this.checkPublish();
       const r = await this.inner.remove(dirId, name, dir, now);
+      await this.published([dirId, r.inode.id, ...r.streams], true);
       this.forget(r.inode.id, ...r.streams);
       if (r.freed) this.dropBlockMap(r.inode.id);
       for (const s of r.streams) this.dropBlockMap(s);
@@ -339,7 +425,10 @@ export class CachedMetadataStore implements MetadataStore {
     await this.before();
     this.epoch++;
     try {
+      this.checkPublish();
       const r = await this.inner.rename(fromDir, fromName, toDir, toName, now);
+      // The moved entry's id is not known here: the others drop everything too.
+      await this.published(null, true);
       if (r.replaced?.freed) this.dropBlockMap(r.replaced.inode.id);
       for (const s of r.replaced?.streams ?? []) this.dropBlockMap(s);
       return r;
@@ -363,7 +452,7 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async lookupStream(fileId: number, name: Buffer): Promise<Inode | null> {
-    const epoch = this.epoch;
+    const epoch = this.fillEpoch();
     const i = await this.inner.lookupStream(fileId, name);
     return i ? this.remember(i, epoch) : null;
   }
@@ -372,7 +461,10 @@ export class CachedMetadataStore implements MetadataStore {
     await this.before();
     this.epoch++;
     try {
-      return this.remember(await this.inner.createStream(fileId, name, init, now), this.epoch);
+      this.checkPublish();
+      const i = await this.inner.createStream(fileId, name, init, now);
+      await this.published([fileId, i.id]);
+      return this.remember(i, this.fillEpoch());
     } finally {
       this.forget(fileId);
     }
@@ -382,7 +474,9 @@ export class CachedMetadataStore implements MetadataStore {
     await this.before();
     this.epoch++;
     try {
+      this.checkPublish();
       const i = await this.inner.removeStream(fileId, name, now);
+      await this.published([fileId, i.id], true);
       this.forget(i.id);
       this.dropBlockMap(i.id);
       return i;
@@ -404,8 +498,9 @@ export class CachedMetadataStore implements MetadataStore {
   async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {
     const serving = this.inner.whenServing?.();
     if (serving !== undefined) await serving;
+    const trusted = await this.trusted();
     const m = this.blocks.get(inodeId);
-    if (m && Date.now() - m.at < this.ttlMs && to - from <= 4096) {
+    if (m && trusted && Date.now() - m.at < this.ttlMs && to - from <= 4096) {
       const out: BlockRef[] = [];
       let complete = true;
       for (let idx = from; idx < to; idx++) {
@@ -418,7 +513,7 @@ export class CachedMetadataStore implements MetadataStore {
       }
       if (complete) return out.map((r) => ({ ...r }));
     }
-    const epoch = this.epoch;
+    const epoch = this.fillEpoch();
     const gen = this.blockGen.get(inodeId);
     const refs = await this.inner.getBlocks(inodeId, from, to);
     if (epoch === this.epoch && gen === this.blockGen.get(inodeId) && to - from <= 4096) {
@@ -452,6 +547,7 @@ export class CachedMetadataStore implements MetadataStore {
     this.touchBlocks(inodeId);
     try {
       const prev = await this.inner.putBlock(inodeId, ref, cas);
+      await this.published([inodeId], true);
       this.touchBlocks(inodeId);
       const m = this.blocks.get(inodeId);
       if (m) {
@@ -470,6 +566,7 @@ export class CachedMetadataStore implements MetadataStore {
     this.touchBlocks(inodeId);
     try {
       const dropped = await this.inner.dropBlocks(inodeId, from, token);
+      await this.published([inodeId], true);
       this.touchBlocks(inodeId);
       const m = this.blocks.get(inodeId);
       if (m) for (const idx of m.refs.keys()) if (idx >= from) m.refs.set(idx, null);

@@ -242,6 +242,11 @@ export class FileService {
   async getattr(handle: Buffer, cred: Identity): Promise<Resolved> {
     const r = await this.resolve(handle);
     this.identity(r.share, cred);
+    // Several servers: the size and times another one acknowledged (stored first, as for a READ).
+    if (r.inode.type === FileType.REG) {
+      const fresh = r.share.data.ensureFresh(r.inode.id);
+      if (fresh !== undefined && (await fresh)) return { share: r.share, inode: (await r.share.meta.getInode(r.inode.id)) ?? r.inode };
+    }
     return r;
   }
 

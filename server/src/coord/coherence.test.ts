@@ -1,0 +1,133 @@
+// Cache invalidation and control-plane generations between two coordinators on a real redis-server
+// (Debian's, on loopback, started by the test).
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
+import { isVfsError } from '../vfs/errors.js';
+import { ControlReplicas } from './control.js';
+import type { CoherentCache } from './coherence.js';
+import { Coordinator } from './leases.js';
+
+const log = pino({ level: 'silent' });
+
+/** A cache that records what it was told to drop. */
+class Recorder implements CoherentCache {
+  readonly heard: string[] = [];
+  invalidateRemote(ids: readonly number[] | null, blocks: boolean): void {
+    this.heard.push(ids === null ? '*' : `${blocks ? 'b' : 'i'}:${ids.join(',')}`);
+  }
+}
+
+const until = async (cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> => {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('cache coherence and control generations over Redis', () => {
+  let redis: RedisInstance;
+  const open: Coordinator[] = [];
+
+  before(async () => {
+    redis = await startRedis();
+  });
+
+  after(async () => {
+    for (const c of open) await c.close();
+    await redis?.stop();
+  });
+
+  const connect = async (): Promise<Coordinator> => {
+    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'coh:', tls: false, leaseTtlMs: 1_500, log });
+    open.push(c);
+    return c;
+  };
+
+  it("a change published by one server is applied by the other before its next sync() resolves (200 rounds), never by the publisher's own cache", async () => {
+    const [a, b] = [await connect(), await connect()];
+    const ra = new Recorder();
+    const rb = new Recorder();
+    const la = a.coherenceFor('store1', ra);
+    const lb = b.coherenceFor('store1', rb);
+    // Subscriptions confirmed: the first sync of each comes after them.
+    assert.equal(await la.sync(), true);
+    assert.equal(await lb.sync(), true);
+    ra.heard.length = 0;
+    rb.heard.length = 0;
+    for (let i = 1; i <= 200; i++) {
+      await la.publish([i, i + 1], i % 2 === 0);
+      // No waiting on anything else: the sync point alone proves it is in.
+      assert.equal(await lb.sync(), true);
+      assert.equal(rb.heard.at(-1), `${i % 2 === 0 ? 'b' : 'i'}:${i},${i + 1}`, `round ${i}`);
+    }
+    await la.publish(null, false);
+    await lb.sync();
+    assert.equal(rb.heard.at(-1), '*');
+    assert.deepEqual(ra.heard, [], 'the publisher does not hear itself');
+    // Another store's channel is not heard.
+    const other = new Recorder();
+    const lo = b.coherenceFor('store2', other);
+    await lo.sync();
+    other.heard.length = 0;
+    await la.publish([7], false);
+    await lb.sync();
+    assert.deepEqual(other.heard, []);
+    b.dropCoherence(lo);
+  });
+
+  it('without Redis: sync() is false (caches dropped), changes are refused with JUKEBOX; once back, true again', async () => {
+    const c = await connect();
+    const r = new Recorder();
+    const link = c.coherenceFor('store3', r);
+    assert.equal(await link.sync(), true);
+    r.heard.length = 0;
+    await redis.pause();
+    try {
+      await until(async () => !(await link.sync()));
+      assert.ok(r.heard.includes('*'), 'everything was dropped when coherence was lost');
+      assert.throws(
+        () => link.checkCanPublish(),
+        (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX',
+      );
+    } finally {
+      await redis.resume();
+    }
+    r.heard.length = 0;
+    await until(() => link.sync(), 15_000);
+    assert.ok(r.heard.includes('*'), 'everything was dropped again when coherence came back');
+    link.checkCanPublish();
+  });
+
+  it('control generations: a change waits for every live server, names the one that lags, forgets the one that left', async () => {
+    const [a, b] = [await connect(), await connect()];
+    const ca = new ControlReplicas(a, 'scope1');
+    const cb = new ControlReplicas(b, 'scope1');
+    try {
+      await ca.record(5);
+      await cb.record(4);
+      const lagging = await ca.waitApplied(5, 200);
+      assert.deepEqual(lagging.pending, [{ server: b.serverId, applied: 4 }]);
+      // B catches up while A waits.
+      setTimeout(() => void cb.record(5), 100);
+      const t = Date.now();
+      assert.deepEqual((await ca.waitApplied(5, 5_000)).pending, []);
+      assert.ok(Date.now() - t < 4_000);
+      // B leaves: not waited for.
+      await cb.close();
+      assert.deepEqual(
+        (await ca.waitApplied(9, 200)).pending.map((p) => p.server),
+        [a.serverId],
+      );
+      assert.deepEqual(
+        (await ca.replicas()).map((r) => r.server),
+        [a.serverId],
+      );
+    } finally {
+      await ca.close();
+      await cb.close();
+    }
+  });
+});
