@@ -146,9 +146,8 @@ async function nfsCp(from: string, to: string): Promise<void> {
 }
 
 /**
- * Waits until `s` accepts a write. A server that finds no boot marker under its Redis key prefix
- * (a new prefix, as every row has) takes no write lease for one lease_ttl (coord/leases.ts) and
- * answers JUKEBOX meanwhile, which nfs-cp (libnfs) does not retry.
+ * Waits until `s` accepts a write (readiness, and a check that a lease can be taken: a server that
+ * cannot prove it may write answers JUKEBOX, which nfs-cp (libnfs) does not retry).
  */
 async function waitWritable(s: DittofsProcess, work: string, i: number): Promise<void> {
   const probe = path.join(work, `probe${i}`);

@@ -104,6 +104,29 @@ describe('coordination over Redis', () => {
     assert.equal(flushes, 2);
   });
 
+  it('after Redis lost its keys, no lease is taken for one ttl unless the store never handed out a token', async () => {
+    const ttl = 4_000;
+    // A key prefix seen for the first time is a Redis without keys: a grace period starts.
+    const open1 = async (prefix: string) => {
+      const c = await Coordinator.open({ url: redis.url, keyPrefix: prefix, tls: false, leaseTtlMs: ttl, log, password: PASSWORD });
+      open.push(c);
+      return c;
+    };
+    const fresh = await open1('grace-new:');
+    const used = await open1('grace-used:');
+    assert.ok(fresh.graceUntil > Date.now() && used.graceUntil > Date.now(), 'both in a grace period');
+    let next = 0;
+    const never = fresh.leasesFor('g', {
+      nextLeaseToken: () => Promise.resolve(++next),
+      leaseTokensIssued: () => Promise.resolve(next > 0),
+    });
+    const issued = used.leasesFor('g', { nextLeaseToken: () => Promise.resolve(1000), leaseTokensIssued: () => Promise.resolve(true) });
+    await never.token(1);
+    assert.ok(Date.now() < fresh.graceUntil, 'a store that never had a lease takes one at once');
+    await issued.token(1);
+    assert.ok(Date.now() >= used.graceUntil, 'a store that had leases waits the grace period out');
+  });
+
   it('without Redis a write cannot get a lease: JUKEBOX, not a hang', async () => {
     const c = (await connect()).leasesFor('s2', { nextLeaseToken: () => Promise.resolve(1) });
     await redis.pause();

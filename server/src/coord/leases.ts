@@ -44,6 +44,8 @@ export interface LeaseParticipant {
 /** The metadata store calls the leases need. */
 export interface LeaseStore {
   nextLeaseToken?(): Promise<number>;
+  /** False while no lease of the store was ever taken (nothing can be dirty under an old one). */
+  leaseTokensIssued?(): Promise<boolean>;
   flushAttrs?(id?: number): Promise<void>;
   invalidateInode?(inodeId: number): void;
 }
@@ -347,6 +349,28 @@ export class FileLeases {
     this.participants.delete(p);
   }
 
+  /** The grace period (graceUntil) this store was last checked for, and whether it may skip it. */
+  private graceChecked = { until: 0, skip: false };
+
+  /**
+   * The grace period after Redis lost its keys lets old holders store what they acknowledged. A store
+   * whose sequence never handed out a token never had a lease, so nothing of it can be dirty under
+   * one: a new deployment takes its first leases at once. Asked once per grace period.
+   */
+  private async graceNotNeeded(): Promise<boolean> {
+    const until = this.c.graceUntil;
+    if (this.graceChecked.until !== until) {
+      let skip = false;
+      try {
+        skip = this.meta.leaseTokensIssued !== undefined && !(await this.meta.leaseTokensIssued());
+      } catch {
+        skip = false; // cannot tell: wait the grace period out
+      }
+      this.graceChecked = { until, skip };
+    }
+    return this.graceChecked.skip;
+  }
+
   private usable(h: Held, now: number): boolean {
     // A margin of a third of the ttl: a lease about to expire is renewed first, never used.
     return !h.releasing && now - h.renewedAt < (this.c.opts.leaseTtlMs * 2) / 3;
@@ -404,7 +428,7 @@ export class FileLeases {
         await sleep(100);
         continue;
       }
-      if (now < this.c.graceUntil) {
+      if (now < this.c.graceUntil && !(await this.graceNotNeeded())) {
         await sleep(Math.min(200, this.c.graceUntil - now));
         continue;
       }

@@ -593,6 +593,11 @@ export class CachedMetadataStore implements MetadataStore {
     return this.inner.nextLeaseToken();
   }
 
+  leaseTokensIssued(): Promise<boolean> {
+    if (!this.inner.leaseTokensIssued) return Promise.reject(new Error(`${this.kind} metadata stores hand out no lease tokens`));
+    return this.inner.leaseTokensIssued();
+  }
+
   fileToken(inodeId: number): Promise<number> {
     return this.inner.fileToken ? this.inner.fileToken(inodeId) : Promise.resolve(0);
   }

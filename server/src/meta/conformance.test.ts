@@ -826,6 +826,20 @@ for (const engine of engines) {
       assert.deepEqual(await s.getBlocks(f.id, 0, 10), [blk(0)]);
     });
 
+    it('fencing tokens: none handed out by a new store, then strictly increasing', async (t) => {
+      if (!S().nextLeaseToken || !fx?.place) return t.skip(`${engine.name} stores hand out no fencing tokens`);
+      const s = (await fx.place())();
+      await s.open();
+      try {
+        assert.equal(await s.leaseTokensIssued!(), false, 'no lease was ever taken on a new store');
+        const t1 = await s.nextLeaseToken!();
+        assert.equal(await s.leaseTokensIssued!(), true);
+        assert.ok((await s.nextLeaseToken!()) > t1);
+      } finally {
+        await s.close();
+      }
+    });
+
     it('usage counts the inodes and bytes of one share', async () => {
       const s = S();
       const root = await freshRoot();

@@ -123,6 +123,8 @@ export interface MetadataStore {
   dropBlocks(inodeId: number, from: number, token?: number): Promise<BlockRef[]>;
   /** Engines shared by several servers: the next fencing token of a write lease (strictly increasing, durable). */
   nextLeaseToken?(): Promise<number>;
+  /** Engines shared by several servers: has any fencing token ever been handed out (any lease ever taken)? */
+  leaseTokensIssued?(): Promise<boolean>;
   /** Engines shared by several servers: the newest fencing token the file's data was stored or cut under (0: none). */
   fileToken?(inodeId: number): Promise<number>;
 

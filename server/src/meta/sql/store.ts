@@ -267,6 +267,7 @@ const S = {
            ON CONFLICT (inode) DO UPDATE SET token = greatest(file_fences.token, EXCLUDED.token)`,
   },
   nextLeaseToken: { name: 'dfs_next_lease_token', text: `SELECT nextval('lease_tokens') AS t` },
+  leaseTokensIssued: { name: 'dfs_lease_tokens_issued', text: `SELECT is_called AS issued FROM lease_tokens` },
   fileToken: {
     name: 'dfs_file_token',
     text: `SELECT greatest(coalesce((SELECT max(token) FROM blocks WHERE inode = $1), 0),
@@ -848,6 +849,11 @@ export class SqlMetadataStore implements MetadataStore {
   async nextLeaseToken(): Promise<number> {
     const { rows } = await this.q(S.nextLeaseToken, []);
     return toNumber(rows[0]?.t, 'token');
+  }
+
+  async leaseTokensIssued(): Promise<boolean> {
+    const { rows } = await this.q(S.leaseTokensIssued, []);
+    return rows[0]?.issued === true;
   }
 
   async fileToken(inodeId: number): Promise<number> {
