@@ -102,6 +102,18 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it("CREATE takes '/' as a path separator, like '\\', and still refuses the characters no name may hold", async () => {
+    const { srv, open } = await setup();
+    await open('d', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    const f = await open('d/f.txt', CreateDisposition.CREATE);
+    assert.equal(f.path, 'd\\f.txt');
+    assert.equal((await open('d\\f.txt', CreateDisposition.OPEN)).inodeId, f.inodeId, 'the same file by either separator');
+    assert.equal(await status(open('nope/x', CreateDisposition.OPEN_IF)), NtStatus.OBJECT_PATH_NOT_FOUND);
+    assert.equal(await status(open('d/a|b', CreateDisposition.CREATE)), NtStatus.OBJECT_NAME_INVALID);
+    assert.equal(await status(open('d//x', CreateDisposition.CREATE)), NtStatus.OBJECT_NAME_INVALID, 'an empty component');
+    await srv.close();
+  });
+
   it('rename refuses an existing target unless ReplaceIfExists, and moves across directories', async () => {
     const { srv, c, open } = await setup();
     await open('d', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);

@@ -81,12 +81,16 @@ const invalidName = (p: string): boolean => {
   return false;
 };
 
-/** A CREATE or rename name: components, with the unnamed data stream suffix removed. */
+/**
+ * A CREATE or rename name: components, with the unnamed data stream suffix removed. '/' separates
+ * components like '\\' (as smbd takes it; smbtorture's timestamps tests open "dir/file"): no
+ * name here can hold a '/', so it cannot mean anything else.
+ */
 export function parsePath(raw: string): string[] {
   // "file::$DATA" names the file itself; CREATE handles named streams before it gets here.
   const split = splitStreamPath(raw);
   if (split.stream !== null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'a named stream is not a file path');
-  let s = split.path;
+  let s = split.path.replaceAll('/', '\\');
   while (s.startsWith('\\')) s = s.slice(1);
   while (s.endsWith('\\')) s = s.slice(0, -1);
   if (s === '') return [];
