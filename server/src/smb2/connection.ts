@@ -41,6 +41,7 @@ import * as files from './files.js';
 import { decodeLock, lock, releaseLocks } from './lock.js';
 import { decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
 import * as oplock from './oplock.js';
+import * as writeTime from './writetime.js';
 import {
   decodeClose,
   decodeCreate,
@@ -1026,6 +1027,7 @@ export class SmbConnection implements SessionOwner {
     }
     for (const o of victims) {
       await o.drained();
+      await writeTime.closed(o, this.opts.fs, o.tree.session.identity);
       await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
     }
   }

@@ -60,6 +60,7 @@ import {
 } from './messages.js';
 import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
+import * as writeTime from './writetime.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -292,6 +293,7 @@ function newOpen(
 
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
+  await writeTime.closed(open, c.fs, c.id);
   if (open.deleteOnClose && open.stream) {
     await deleteStreamOnClose(c, open.stream);
     writeCloseResponse(w, 0, null);
@@ -339,6 +341,7 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, req.data.length, true))
     throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
+  await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
   await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
   if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
@@ -349,6 +352,7 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
 // MS-SMB2 3.3.5.11 FLUSH: the durability of NFS COMMIT (WAL fsync of the data, metadata flushed).
 export async function flush(c: FileContext, open: Open): Promise<void> {
   await c.fs.commit(open.handle, c.id);
+  writeTime.updateNow(open.share.id, open.inodeId);
 }
 
 // MS-SMB2 3.3.5.18 QUERY_DIRECTORY
@@ -543,6 +547,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       const set = decodeBasicInfoSet(b);
       // Times and attributes are the file's, also through one of its streams.
       const target = open.stream?.fileHandle ?? open.handle;
+      // Even one that sets no time makes a pending write time show (what Windows 2016 does).
+      writeTime.updateNow(open.share.id, open.inodeId);
       const { inode } = await c.fs.resolve(target);
       const r = basicInfoChanges(set, inode, open.heldTimes);
       // READONLY also moves the write bits, so that NFS clients and the Linux cifs client (whose
@@ -567,6 +573,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       const size = readSize(b, 0);
       await c.fs.setattr(open.handle, c.id, { size }, undefined, oplock.holderOf(open));
       if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
+      writeTime.updateNow(open.share.id, open.inodeId);
       return;
     }
     case FileInfoClass.FileAllocationInformation: {
