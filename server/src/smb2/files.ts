@@ -61,6 +61,7 @@ import {
 import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
+import { decodeSecurityDescriptor, describePosix, posixChangeOf, SecurityInformation } from './security.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -151,8 +152,10 @@ export function maximalAccessOf(c: FileContext, inode: Inode): number {
   if (bits.read) m |= Access.FILE_READ_DATA;
   if (bits.exec || inode.type === FileType.DIR) m |= Access.FILE_EXECUTE;
   if (bits.write && !c.tree.readOnly) m |= FILE_ALL_ACCESS;
-  // The owner may always change attributes and delete (subject to the directory) on a writable tree.
-  if (!c.tree.readOnly && (inode.uid === c.id.uid || c.id.uid === 0)) m |= Access.FILE_WRITE_ATTRIBUTES | Access.DELETE;
+  // The owner may always change attributes, permissions (chmod, chgrp) and delete (subject to the
+  // directory) on a writable tree.
+  if (!c.tree.readOnly && (inode.uid === c.id.uid || c.id.uid === 0))
+    m |= Access.FILE_WRITE_ATTRIBUTES | Access.DELETE | Access.WRITE_DAC | Access.WRITE_OWNER;
   return (m & c.tree.maximalAccess) >>> 0;
 }
 
@@ -485,7 +488,8 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       break;
     }
     case InfoType.SECURITY:
-      out = securityDescriptor(inode, req.additionalInformation);
+      if ((open.grantedAccess & Access.READ_CONTROL) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no READ_CONTROL');
+      out = describePosix(inode, req.additionalInformation);
       min = 20;
       variable = false;
       if (out.length > req.outputBufferLength) {
@@ -506,37 +510,32 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
 }
 
 /**
- * MS-DTYP 2.4.6 a self-relative security descriptor with the POSIX owner and group as Samba's
- * unix SIDs (S-1-22-1-uid, S-1-22-2-gid) and no DACL (full access: the mode bits decide).
+ * MS-SMB2 3.3.5.21.3 SET_INFO of a security descriptor, as POSIX owner, group and mode
+ * (security.ts). The open needs WRITE_OWNER for the owner and group, WRITE_DAC for the DACL; no
+ * SACL is kept (asking to set one needs ACCESS_SYSTEM_SECURITY, then it is ignored). The vfs
+ * applies its POSIX rules on top (only the owner changes the mode, only root the owner).
  */
-function securityDescriptor(inode: Inode, info: number): Buffer {
-  const sid = (kind: number, id: number): Buffer => {
-    const b = Buffer.alloc(16);
-    b[0] = 1;
-    b[1] = 2;
-    b[7] = 22;
-    b.writeUInt32LE(kind, 8);
-    b.writeUInt32LE(id >>> 0, 12);
-    return b;
-  };
-  const owner = (info & 0x1) !== 0 ? sid(1, inode.uid) : null;
-  const group = (info & 0x2) !== 0 ? sid(2, inode.gid) : null;
-  const head = Buffer.alloc(20);
-  head[0] = 1;
-  head.writeUInt16LE(0x8000, 2); // SE_SELF_RELATIVE
-  let at = 20;
-  if (owner) {
-    head.writeUInt32LE(at, 4);
-    at += owner.length;
-  }
-  if (group) head.writeUInt32LE(at, 8);
-  return Buffer.concat([head, ...(owner ? [owner] : []), ...(group ? [group] : [])]);
+async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Promise<void> {
+  const info = req.additionalInformation;
+  const ownerOrGroup = SecurityInformation.OWNER | SecurityInformation.GROUP;
+  if ((info & ownerOrGroup) !== 0 && (open.grantedAccess & Access.WRITE_OWNER) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no WRITE_OWNER');
+  if ((info & SecurityInformation.DACL) !== 0 && (open.grantedAccess & Access.WRITE_DAC) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'no WRITE_DAC');
+  if ((info & SecurityInformation.SACL) !== 0 && (open.grantedAccess & Access.ACCESS_SYSTEM_SECURITY) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'no ACCESS_SYSTEM_SECURITY');
+  const sd = decodeSecurityDescriptor(req.buffer);
+  const target = open.stream?.fileHandle ?? open.handle;
+  const { inode } = await c.fs.resolve(target);
+  const change = posixChangeOf(sd, info, inode);
+  if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
 }
 
 // MS-SMB2 3.3.5.21 SET_INFO
 export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): Promise<void> {
-  if (req.infoType !== InfoType.FILE) throw fail(req.infoType === InfoType.SECURITY ? NtStatus.ACCESS_DENIED : NtStatus.NOT_SUPPORTED);
-  if (c.tree.readOnly && req.infoClass !== FileInfoClass.FilePositionInformation) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  if (req.infoType !== InfoType.FILE && req.infoType !== InfoType.SECURITY) throw fail(NtStatus.NOT_SUPPORTED);
+  if (c.tree.readOnly && (req.infoType === InfoType.SECURITY || req.infoClass !== FileInfoClass.FilePositionInformation))
+    throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  if (req.infoType === InfoType.SECURITY) return setSecurity(c, open, req);
   const b = req.buffer;
   const need = (n: number): void => {
     if (b.length < n) throw fail(NtStatus.INFO_LENGTH_MISMATCH);
