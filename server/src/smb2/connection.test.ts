@@ -401,6 +401,34 @@ describe('SMB2 connection', () => {
     await srv.close();
   });
 
+  it('a CANCEL on a signing session is checked like any request: a forged one cancels nothing', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const key = Buffer.alloc(16, 0x4d);
+    const { sessionId, treeId } = await signingSession(conn, sent, key);
+    // Open the share root and wait on it with CHANGE_NOTIFY (answered STATUS_PENDING).
+    await conn.handleFrame(signCompound(key, [request(Command.CREATE, 2, createBody('', 1), { sessionId, treeId })]));
+    const created = messages(sent[sent.length - 1]!)[0]!;
+    assert.equal(decodeHeader(created).status, 0);
+    const fileId = created.subarray(HEADER_SIZE + 64, HEADER_SIZE + 80);
+    const notify = new SmbWriter().u16(32).u16(0).u32(4096).bytes(fileId).u32(0x1).u32(0).finish();
+    await conn.handleFrame(signCompound(key, [request(Command.CHANGE_NOTIFY, 3, notify, { sessionId, treeId })]));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.PENDING);
+    assert.equal(conn.pendingCount, 1);
+    const cancel = () => request(Command.CANCEL, 3, Buffer.from([4, 0, 0, 0]), { sessionId, charge: 0 });
+    const forged = signCompound(key, [cancel()]);
+    forged[60] = forged[60]! ^ 1;
+    await conn.handleFrame(forged);
+    await conn.handleFrame(cancel()); // unsigned, on a session that requires signing
+    assert.equal(conn.pendingCount, 1, 'still waiting');
+    await conn.handleFrame(signCompound(key, [cancel()]));
+    assert.equal(conn.pendingCount, 0);
+    const final = sent[sent.length - 1]!;
+    assert.equal(decodeHeader(final).status, NtStatus.CANCELLED);
+    assert.ok(verifySmb2Signature(key, final), 'the final response is signed');
+    await srv.close();
+  });
+
   it('grants credits within the window and closes the connection for a MessageId never granted or reused', async () => {
     const { conn, sent, aborted, srv } = await connection();
     await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 5 }));

@@ -381,7 +381,17 @@ export class SmbConnection implements SessionOwner {
     const started = process.hrtime.bigint();
     const related = (h.flags & HeaderFlags.RELATED_OPERATIONS) !== 0;
     if (h.command === Command.CANCEL) {
-      // 3.3.5.16: no response, no credit charged; the cancelled request answers for it.
+      // 3.3.5.16: no response, no credit charged; the cancelled request answers for it. Its
+      // signature is checked like any request's (3.3.5.2.4) on a session that signs: a forged or
+      // unsigned CANCEL there cancels nothing.
+      const s = this.sessions.get(h.sessionId);
+      if (s?.signingKey) {
+        const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
+        if (signed ? !verifySmb2Signature(s.signingKey, msg) : s.signingRequired) {
+          this.log?.warn({ sessionId: h.sessionId, signed }, 'SMB2 CANCEL with a bad or missing signature ignored');
+          return null;
+        }
+      }
       this.async.cancel((h.flags & HeaderFlags.ASYNC_COMMAND) !== 0, h.asyncId, h.messageId, h.sessionId);
       return null;
     }
