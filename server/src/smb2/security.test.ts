@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { FileType, type Inode } from '../vfs/types.js';
+import { DosAttributes, FileType, type Inode } from '../vfs/types.js';
 import {
   AceType,
   CREATOR_OWNER,
@@ -23,7 +23,21 @@ import { NtStatus, SmbStatusError } from './status.js';
 
 const T = { sec: 0, nsec: 0 };
 const inode = (mode: number, type: FileType = FileType.REG): Inode =>
-  ({ id: 7, shareId: 1, type, mode, uid: 1000, gid: 100, size: 0, nlink: 1, atime: T, mtime: T, ctime: T, btime: T }) as unknown as Inode;
+  ({
+    id: 7,
+    shareId: 1,
+    type,
+    mode,
+    uid: 1000,
+    gid: 100,
+    dosAttrs: 0,
+    size: 0,
+    nlink: 1,
+    atime: T,
+    mtime: T,
+    ctime: T,
+    btime: T,
+  }) as unknown as Inode;
 const ALL = SI.OWNER | SI.GROUP | SI.DACL;
 const allow = (s: ReturnType<typeof sid>, mask: number, flags = 0) => ({ type: AceType.ACCESS_ALLOWED, flags, mask, sid: s });
 const statusOf = (fn: () => unknown): number => {
@@ -75,6 +89,12 @@ describe('security descriptors', () => {
     assert.deepEqual(posixChangeOf(sd([allow(unixGroupSid(100), 0x1, 0x08)]), SI.DACL, inode(0o640)), { mode: 0o000 }, 'inherit-only');
     assert.deepEqual(posixChangeOf(sd(null), SI.DACL, inode(0o4600)), { mode: 0o4777 }, 'a NULL DACL; setuid kept');
     assert.deepEqual(posixChangeOf(sd([allow(unixUserSid(1000), 0x1)]), SI.DACL, inode(0o700, FileType.DIR)), { mode: 0o500 });
+    // READONLY (kept as cleared write bits) is not in the ACL: the owner's write reads the same,
+    // and setting that ACL back leaves the file read-only.
+    const ro = { ...inode(0o444), dosAttrs: DosAttributes.READONLY } as Inode;
+    const rw = decodeSecurityDescriptor(describePosix(inode(0o644), SI.DACL)).dacl;
+    assert.deepEqual(decodeSecurityDescriptor(describePosix(ro, SI.DACL)).dacl, rw);
+    assert.deepEqual(posixChangeOf(sd(rw), SI.DACL, ro), {});
   });
 
   it('owner and group must be unix SIDs; a malformed descriptor is INVALID_SECURITY_DESCR', () => {

@@ -6,7 +6,7 @@
 // counterpart (a Windows user, NT AUTHORITY\ANONYMOUS LOGON) have nothing to map to and are left
 // out; the owner and group are the unix SIDs Samba uses (S-1-22-1-uid, S-1-22-2-gid).
 import type { Inode } from '../vfs/types.js';
-import { FileType } from '../vfs/types.js';
+import { DosAttributes, FileType } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
@@ -215,7 +215,10 @@ export function describePosix(inode: Inode, info: number): Buffer {
   const mode = inode.mode;
   const dacl: Ace[] = [];
   if (info & SecurityInformation.DACL) {
-    const owner = rightsOf((mode >> 6) & 7) | OWNER_RIGHTS | DELETE;
+    // The READONLY attribute is kept as cleared write bits (attrs.ts); on Windows it is no part of
+    // the ACL, and setting it must not change the ACL a client reads (smbtorture smb2.winattr):
+    // the owner's write is described as it was before.
+    const owner = rightsOf(((mode >> 6) & 7) | (readOnly(inode) ? 2 : 0)) | OWNER_RIGHTS | DELETE;
     dacl.push({ type: AceType.ACCESS_ALLOWED, flags: 0, mask: owner >>> 0, sid: unixUserSid(inode.uid) });
     const group = rightsOf((mode >> 3) & 7);
     if (group) dacl.push({ type: AceType.ACCESS_ALLOWED, flags: 0, mask: group, sid: unixGroupSid(inode.gid) });
@@ -280,6 +283,8 @@ export function posixChangeOf(sd: SecurityDescriptor, info: number, inode: Inode
       }
       bits = (((allow[0]! & ~deny[0]!) << 6) | ((allow[1]! & ~deny[1]!) << 3) | (allow[2]! & ~deny[2]!)) & 0o777;
     }
+    // READONLY wins over the DACL's write (clearing the attribute gives the owner write back).
+    if (readOnly(inode)) bits &= ~0o222;
     // A directory keeps its search bit where it has read: a listable directory that cannot be
     // entered is not what a Windows "read" on a folder means.
     if (inode.type === FileType.DIR) for (const s of [6, 3, 0]) if ((bits >> s) & 4) bits |= 1 << s;
@@ -288,6 +293,8 @@ export function posixChangeOf(sd: SecurityDescriptor, info: number, inode: Inode
   }
   return out;
 }
+
+const readOnly = (inode: Inode): boolean => inode.type !== FileType.DIR && (inode.dosAttrs & DosAttributes.READONLY) !== 0;
 
 /** The uid (kind 1) or gid (kind 2) a unix SID names, or null. */
 function unixId(s: Sid, kind: 1 | 2): number | null {
