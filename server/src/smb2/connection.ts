@@ -39,7 +39,7 @@ import { AsyncTable, type FinalResponse, type PendingOp } from './async.js';
 import { CreditWindow } from './credits.js';
 import * as files from './files.js';
 import { decodeLock, lock, releaseLocks } from './lock.js';
-import { decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
+import { announceDeletePending, decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
 import {
@@ -667,6 +667,7 @@ export class SmbConnection implements SessionOwner {
         this.notifyHub?.closeOpen(open);
         await open.drained();
         await files.close(this.fileContext(session, tree), open, req.flags, w);
+        announceDeletePending(this.opts.fs, open);
         return ok;
       }
       case Command.FLUSH: {
@@ -715,6 +716,7 @@ export class SmbConnection implements SessionOwner {
         const open = this.findOpen(req.fileId, chain, tree);
         await open.use(() => files.setInfo(this.fileContext(session, tree), open, req));
         publishModified(this.opts.fs, open, setInfoFilter(req));
+        announceDeletePending(this.opts.fs, open);
         writeSetInfoResponse(w);
         return ok;
       }
