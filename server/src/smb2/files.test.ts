@@ -143,6 +143,19 @@ describe('SMB2 file commands over the file service', () => {
       [0x1],
       'the owner reads, nothing else',
     );
+    const attrsOnly = await open('sd.txt', CreateDisposition.OPEN, 0, Access.FILE_READ_ATTRIBUTES);
+    const query = (o: Open, info: number) =>
+      files.queryInfo(c, o, {
+        infoType: 3,
+        infoClass: 0,
+        outputBufferLength: 4096,
+        additionalInformation: info,
+        flags: 0,
+        fileId: o.fileId,
+        input: Buffer.alloc(0),
+      });
+    assert.equal(await status(query(attrsOnly, SecurityInformation.OWNER)), NtStatus.ACCESS_DENIED, 'no READ_CONTROL');
+    assert.equal((await query(attrsOnly, 0)).output.length, 20, 'nothing asked: an empty descriptor');
     const reader = await open('sd.txt', CreateDisposition.OPEN, 0, Access.GENERIC_READ);
     assert.equal(await status(set(reader, SecurityInformation.DACL, sd)), NtStatus.ACCESS_DENIED, 'no WRITE_DAC on that open');
     assert.equal(await status(set(f, SecurityInformation.DACL, Buffer.alloc(10))), NtStatus.INVALID_SECURITY_DESCR);

@@ -447,6 +447,9 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
   return out.subarray(0, used);
 }
 
+/** The parts of a security descriptor READ_CONTROL guards. */
+const DESCRIPTOR_PARTS = SecurityInformation.OWNER | SecurityInformation.GROUP | SecurityInformation.DACL;
+
 // MS-SMB2 3.3.5.20 QUERY_INFO
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
@@ -488,7 +491,10 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       break;
     }
     case InfoType.SECURITY:
-      if ((open.grantedAccess & Access.READ_CONTROL) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no READ_CONTROL');
+      // Owner, group and DACL need READ_CONTROL; asking for none of them (as Windows answers) gets
+      // an empty descriptor whatever the access.
+      if ((req.additionalInformation & DESCRIPTOR_PARTS) !== 0 && (open.grantedAccess & Access.READ_CONTROL) === 0)
+        throw fail(NtStatus.ACCESS_DENIED, 'no READ_CONTROL');
       out = describePosix(inode, req.additionalInformation);
       min = 20;
       variable = false;
