@@ -53,12 +53,22 @@ const GATE = [
   'smb2.getinfo.fsinfo',
   'smb2.getinfo.qfile_buffercheck',
   'smb2.getinfo.granted',
+  'smb2.timestamps', // ~30 s of the test's own sleeps (delayed write time)
+  'smb2.compound.related3',
+  'smb2.compound.related4', // smbd fails it here (run as root); DittoFS must pass
   'smb2.compound.related5',
   'smb2.compound.related6',
+  'smb2.compound.related7', // smbd fails it here (run as root); DittoFS must pass
+  'smb2.compound.related8',
+  'smb2.compound.related9',
   'smb2.compound.unrelated1',
+  'smb2.compound.invalid1',
   'smb2.compound.invalid3',
   'smb2.compound.invalid4',
+  'smb2.compound.compound-padding',
   'smb2.compound.create-write-close',
+  // smb2.compound_find passes too (plain and signed), but its compound_find_close creates 5,000
+  // files: 2-5 min per run at load ~6, past this gate's budget; --list required runs it.
   // replay_* is the exclusion; rw-none (a W2K8 quirk) and ctdb-delrec-deadlock (needs a
   // ctdb cluster) skip themselves, against smbd too.
   'smb2.lock!replay_*,rw-none,ctdb-delrec-deadlock',
@@ -67,10 +77,16 @@ const GATE = [
   'smb2.session.reauth1',
   'smb2.session.reauth2',
   'smb2.session.reauth3',
+  'smb2.session.reauth4', // smbd fails it here (run as root); DittoFS must pass
   'smb2.session.reauth6',
   'smb2.session.two_logoff',
   'smb2.session.ntlmssp_bug14932',
   'smb2.rename!simple_nodelete,no_share_delete_no_delete_access',
+  // From the reported smb2.notify list: a directory deleted while watched answers DELETE_PENDING.
+  'smb2.notify.rmdir1',
+  'smb2.notify.rmdir2',
+  'smb2.notify.rmdir3',
+  'smb2.notify.rmdir4',
 ];
 
 const USER = 'tortureuser';

@@ -134,6 +134,56 @@ function elements(frame: Buffer): { status: number; command: number; credits: nu
   }
 }
 
+/** The messages of a frame, each with its padding (what its signature covers). */
+function messages(frame: Buffer): Buffer[] {
+  const out = [];
+  for (let at = 0; ;) {
+    const next = decodeHeader(frame, at).nextCommand;
+    out.push(frame.subarray(at, next ? at + next : frame.length));
+    if (!next) return out;
+    at += next;
+  }
+}
+
+/** A valid session with a signing key, as SESSION_SETUP leaves it, and a tree on the export share. */
+async function signingSession(conn: SmbConnection, sent: Buffer[], key: Buffer): Promise<{ sessionId: number; treeId: number }> {
+  const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
+  sessions.set(8, {
+    id: 8,
+    state: 'valid',
+    exchange: null,
+    user: { name: 'alice', uid: 1000, gid: 1000, gids: [] },
+    identity: { uid: 1000, gid: 1000, gids: [] },
+    signingKey: key,
+    signingRequired: true,
+    guest: false,
+    anonymous: false,
+    trees: new Map(),
+    nextTreeId: 1,
+  });
+  const path = utf16('\\\\127.0.0.1\\export');
+  const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+  await conn.handleFrame(signCompound(key, [request(Command.TREE_CONNECT, 1, tc, { sessionId: 8 })]));
+  const reply = decodeHeader(sent[sent.length - 1]!);
+  assert.equal(reply.status, 0);
+  return { sessionId: 8, treeId: reply.treeId };
+}
+
+/** A compound (or a lone message) signed as a client signs it: each element padded, linked, then signed. */
+function signCompound(key: Buffer, msgs: Buffer[]): Buffer {
+  return Buffer.concat(
+    msgs.map((m, i) => {
+      const last = i === msgs.length - 1;
+      const padded = Buffer.alloc(last ? m.length : Math.ceil(m.length / 8) * 8);
+      m.copy(padded);
+      if (!last) padded.writeUInt32LE(padded.length, 20);
+      padded.writeUInt32LE(padded.readUInt32LE(16) | HeaderFlags.SIGNED, 16);
+      smb2Signature(key, padded).copy(padded, 48);
+      return padded;
+    }),
+  );
+}
+
 describe('SMB2 connection', () => {
   it('answers the SMB1 multi-protocol NEGOTIATE with an SMB2 NEGOTIATE response naming 2.??? ', async () => {
     const { conn, sent, srv } = await connection();
@@ -293,6 +343,89 @@ describe('SMB2 connection', () => {
     assert.equal(decodeHeader(reply).status, 0);
     assert.notEqual(decodeHeader(reply).flags & HeaderFlags.SIGNED, 0);
     assert.ok(verifySmb2Signature(key, reply), 'the reply carries a valid signature');
+    await srv.close();
+  });
+
+  it('pads every response of a compound to 8 bytes, the last one too, and a lone response not at all', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210])));
+    await conn.handleFrame(compound([request(Command.ECHO, 1, echo), request(Command.ECHO, 2, echo)]));
+    // An ECHO response is 68 bytes (header and a 4-byte body): 72 with its padding.
+    const frame = sent[1]!;
+    assert.deepEqual(
+      messages(frame).map((m) => m.length),
+      [72, 72],
+    );
+    assert.deepEqual(frame.subarray(72 + 68), Buffer.alloc(4), 'the padding is zeros');
+    await conn.handleFrame(request(Command.ECHO, 3, echo));
+    assert.equal(sent[2]!.length, 68);
+    await srv.close();
+  });
+
+  it('signs the failures passed down a signed compound: a first element marked related, a failed CREATE', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const key = Buffer.alloc(16, 0x3c);
+    const { sessionId, treeId } = await signingSession(conn, sent, key);
+    const related = { flags: HeaderFlags.RELATED_OPERATIONS, sessionId: 0xffffffff };
+    const check = (frame: Buffer, want: number[]) => {
+      const ms = messages(frame);
+      assert.deepEqual(
+        ms.map((m) => decodeHeader(m).status),
+        want,
+      );
+      for (const m of ms) {
+        assert.notEqual(decodeHeader(m).flags & HeaderFlags.SIGNED, 0, 'flagged signed');
+        assert.ok(verifySmb2Signature(key, m), 'a valid signature');
+      }
+    };
+    // The first element marked related (smbtorture's compound.invalid1): it and its related follower
+    // fail with INVALID_PARAMETER, an unrelated one after them is answered on its own.
+    await conn.handleFrame(
+      signCompound(key, [
+        request(Command.CREATE, 2, createBody('x', 3), { flags: HeaderFlags.RELATED_OPERATIONS, sessionId, treeId }),
+        request(Command.CLOSE, 3, closeBody(), related),
+        request(Command.CLOSE, 4, closeBody(), { sessionId, treeId }),
+      ]),
+    );
+    check(sent[sent.length - 1]!, [NtStatus.INVALID_PARAMETER, NtStatus.INVALID_PARAMETER, NtStatus.FILE_CLOSED]);
+    // A CREATE of a missing name (compound.related8): its status goes to the related elements, signed.
+    await conn.handleFrame(
+      signCompound(key, [
+        request(Command.CREATE, 5, createBody('missing', 1), { sessionId, treeId }),
+        request(Command.WRITE, 6, writeBody(Buffer.from('x')), related),
+        request(Command.CLOSE, 7, closeBody(), related),
+      ]),
+    );
+    check(sent[sent.length - 1]!, [NtStatus.OBJECT_NAME_NOT_FOUND, NtStatus.OBJECT_NAME_NOT_FOUND, NtStatus.OBJECT_NAME_NOT_FOUND]);
+    await srv.close();
+  });
+
+  it('a CANCEL on a signing session is checked like any request: a forged one cancels nothing', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const key = Buffer.alloc(16, 0x4d);
+    const { sessionId, treeId } = await signingSession(conn, sent, key);
+    // Open the share root and wait on it with CHANGE_NOTIFY (answered STATUS_PENDING).
+    await conn.handleFrame(signCompound(key, [request(Command.CREATE, 2, createBody('', 1), { sessionId, treeId })]));
+    const created = messages(sent[sent.length - 1]!)[0]!;
+    assert.equal(decodeHeader(created).status, 0);
+    const fileId = created.subarray(HEADER_SIZE + 64, HEADER_SIZE + 80);
+    const notify = new SmbWriter().u16(32).u16(0).u32(4096).bytes(fileId).u32(0x1).u32(0).finish();
+    await conn.handleFrame(signCompound(key, [request(Command.CHANGE_NOTIFY, 3, notify, { sessionId, treeId })]));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.PENDING);
+    assert.equal(conn.pendingCount, 1);
+    const cancel = () => request(Command.CANCEL, 3, Buffer.from([4, 0, 0, 0]), { sessionId, charge: 0 });
+    const forged = signCompound(key, [cancel()]);
+    forged[60] = forged[60]! ^ 1;
+    await conn.handleFrame(forged);
+    await conn.handleFrame(cancel()); // unsigned, on a session that requires signing
+    assert.equal(conn.pendingCount, 1, 'still waiting');
+    await conn.handleFrame(signCompound(key, [cancel()]));
+    assert.equal(conn.pendingCount, 0);
+    const final = sent[sent.length - 1]!;
+    assert.equal(decodeHeader(final).status, NtStatus.CANCELLED);
+    assert.ok(verifySmb2Signature(key, final), 'the final response is signed');
     await srv.close();
   });
 

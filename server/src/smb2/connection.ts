@@ -39,8 +39,9 @@ import { AsyncTable, type FinalResponse, type PendingOp } from './async.js';
 import { CreditWindow } from './credits.js';
 import * as files from './files.js';
 import { decodeLock, lock, releaseLocks } from './lock.js';
-import { decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
+import { announceDeletePending, decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
 import * as oplock from './oplock.js';
+import * as writeTime from './writetime.js';
 import {
   decodeClose,
   decodeCreate,
@@ -103,6 +104,8 @@ const LIMITS_202 = 65536;
 const LIMITS_21 = 1024 * 1024;
 /** FILETIME 0 (a pipe has no times). */
 const ZERO_TIME = Object.freeze({ sec: -11644473600, nsec: 0 });
+/** Zeros that pad a compound's last response when its data goes out as a buffer of its own. */
+const PADDING = Buffer.alloc(8);
 /** Elements in one compound frame at most. */
 const MAX_COMPOUND = 128;
 /** Sessions per connection, trees per session, opens per connection at most. */
@@ -217,7 +220,7 @@ export class SmbConnection implements SessionOwner {
       }
       if (reply) replies.push(reply);
     }
-    if (replies.length > 0) this.send(this.assemble(replies));
+    if (replies.length > 0) this.send(this.assemble(replies, elements.length > 1));
     // A final response that came while the interim was being built goes out after it.
     for (const r of replies) r.pending?.interimDone();
   }
@@ -278,13 +281,17 @@ export class SmbConnection implements SessionOwner {
     this.send(this.assemble([reply]));
   }
 
-  /** Pads, links, signs and lays out the replies of one frame. */
-  private assemble(replies: Reply[]): Buffer[] {
+  /**
+   * Pads, links, signs and lays out the replies of one frame. The replies to a compound request
+   * are each padded to 8 bytes, the last one too (what Windows and smbd send, and what clients
+   * such as smbtorture's compound-padding check); a lone response is not padded.
+   */
+  private assemble(replies: Reply[], compound = false): Buffer[] {
     const parts: Buffer[] = [];
     replies.forEach((r, i) => {
       const last = i === replies.length - 1;
       const len = HEADER_SIZE + r.body.length + (r.data?.length ?? 0);
-      const padded = last ? len : Math.ceil(len / 8) * 8;
+      const padded = compound || !last ? Math.ceil(len / 8) * 8 : len;
       const h = { ...r.header, nextCommand: last ? 0 : padded };
       const key = r.signWith?.signingKey ?? null;
       if (key) h.flags |= HeaderFlags.SIGNED;
@@ -301,6 +308,7 @@ export class SmbConnection implements SessionOwner {
       } else {
         parts.push(w.finish());
         if (r.data) parts.push(r.data);
+        if (padded > len) parts.push(PADDING.subarray(0, padded - len));
       }
     });
     return parts;
@@ -373,7 +381,17 @@ export class SmbConnection implements SessionOwner {
     const started = process.hrtime.bigint();
     const related = (h.flags & HeaderFlags.RELATED_OPERATIONS) !== 0;
     if (h.command === Command.CANCEL) {
-      // 3.3.5.16: no response, no credit charged; the cancelled request answers for it.
+      // 3.3.5.16: no response, no credit charged; the cancelled request answers for it. Its
+      // signature is checked like any request's (3.3.5.2.4) on a session that signs: a forged or
+      // unsigned CANCEL there cancels nothing.
+      const s = this.sessions.get(h.sessionId);
+      if (s?.signingKey) {
+        const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
+        if (signed ? !verifySmb2Signature(s.signingKey, msg) : s.signingRequired) {
+          this.log?.warn({ sessionId: h.sessionId, signed }, 'SMB2 CANCEL with a bad or missing signature ignored');
+          return null;
+        }
+      }
       this.async.cancel((h.flags & HeaderFlags.ASYNC_COMMAND) !== 0, h.asyncId, h.messageId, h.sessionId);
       return null;
     }
@@ -383,8 +401,11 @@ export class SmbConnection implements SessionOwner {
       this.abort(`MessageId ${h.messageId} (charge ${charge}) outside the credit window`);
       return null;
     }
-    const sessionId = related ? chain.sessionId : h.sessionId;
-    const treeId = related ? chain.treeId : h.treeId;
+    // 3.3.5.2.7.2: a related element acts for the previous one's session and tree. The first
+    // element has none before it: its own ids name the session that signs its (failed) response.
+    const inherits = related && !first;
+    const sessionId = inherits ? chain.sessionId : h.sessionId;
+    const treeId = inherits ? chain.treeId : h.treeId;
     const reply: Reply = {
       header: {
         creditCharge: h.creditCharge,
@@ -419,13 +440,9 @@ export class SmbConnection implements SessionOwner {
     const session = sessionId !== 0 ? this.sessions.get(sessionId) : undefined;
     const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
     try {
-      if (related && chain.failed !== null) throw new SmbStatusError(chain.failed as NtStatus);
-      // 3.3.5.2.7.2: the first element has nothing to be related to; its followers fail with it.
-      if (related && first) {
-        chain.failed = NtStatus.INVALID_PARAMETER;
-        throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'the first element of a compound is marked related');
-      }
-      // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never processed.
+      // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never
+      // processed. It comes first: every answer after it, a failure passed down a compound
+      // chain too, is signed (clients that require signing drop an unsigned one).
       if (session?.signingKey && h.command !== Command.NEGOTIATE) {
         if (signed) {
           if (!verifySmb2Signature(session.signingKey, msg)) {
@@ -437,6 +454,12 @@ export class SmbConnection implements SessionOwner {
         }
       }
       if (session?.signingKey && (signed || session.signingRequired)) reply.signWith = session;
+      if (related && chain.failed !== null) throw new SmbStatusError(chain.failed as NtStatus);
+      // 3.3.5.2.7.2: the first element has nothing to be related to; its followers fail with it.
+      if (related && first) {
+        chain.failed = NtStatus.INVALID_PARAMETER;
+        throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'the first element of a compound is marked related');
+      }
       const r = new SmbReader(msg, HEADER_SIZE);
       const out =
         span === null
@@ -644,6 +667,7 @@ export class SmbConnection implements SessionOwner {
         this.notifyHub?.closeOpen(open);
         await open.drained();
         await files.close(this.fileContext(session, tree), open, req.flags, w);
+        announceDeletePending(this.opts.fs, open);
         return ok;
       }
       case Command.FLUSH: {
@@ -692,6 +716,7 @@ export class SmbConnection implements SessionOwner {
         const open = this.findOpen(req.fileId, chain, tree);
         await open.use(() => files.setInfo(this.fileContext(session, tree), open, req));
         publishModified(this.opts.fs, open, setInfoFilter(req));
+        announceDeletePending(this.opts.fs, open);
         writeSetInfoResponse(w);
         return ok;
       }
@@ -1014,6 +1039,7 @@ export class SmbConnection implements SessionOwner {
     }
     for (const o of victims) {
       await o.drained();
+      await writeTime.closed(o, this.opts.fs, o.tree.session.identity);
       await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
     }
   }

@@ -9,6 +9,7 @@ import * as files from './files.js';
 import type { Open } from './state.js';
 import { NtStatus } from './status.js';
 import { create, createRequest, fileContext, status } from './testing.js';
+import { AceType, CREATOR_OWNER, decodeSecurityDescriptor, encodeSecurityDescriptor, SecurityInformation } from './security.js';
 
 async function setup(readOnly = false) {
   const srv = await memoryServer();
@@ -99,6 +100,66 @@ describe('SMB2 file commands over the file service', () => {
     assert.equal(await status(open('x.bin', CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)), NtStatus.NOT_A_DIRECTORY);
     const o = await open('x.bin', CreateDisposition.OVERWRITE_IF);
     assert.equal((await srv.fs.resolve(o.handle)).inode.size, 0);
+    await srv.close();
+  });
+
+  it("CREATE takes '/' as a path separator, like '\\', and still refuses the characters no name may hold", async () => {
+    const { srv, open } = await setup();
+    await open('d', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    const f = await open('d/f.txt', CreateDisposition.CREATE);
+    assert.equal(f.path, 'd\\f.txt');
+    assert.equal((await open('d\\f.txt', CreateDisposition.OPEN)).inodeId, f.inodeId, 'the same file by either separator');
+    assert.equal(await status(open('nope/x', CreateDisposition.OPEN_IF)), NtStatus.OBJECT_PATH_NOT_FOUND);
+    assert.equal(await status(open('d/a|b', CreateDisposition.CREATE)), NtStatus.OBJECT_NAME_INVALID);
+    assert.equal(await status(open('d//x', CreateDisposition.CREATE)), NtStatus.OBJECT_NAME_INVALID, 'an empty component');
+    await srv.close();
+  });
+
+  it('SET_INFO of a DACL becomes the mode: a read-only DACL refuses a later open for writing', async () => {
+    const { srv, c, open } = await setup();
+    const f = await open('sd.txt', CreateDisposition.CREATE, 0, Access.READ_CONTROL | Access.WRITE_DAC | Access.GENERIC_READ);
+    const sd = encodeSecurityDescriptor({
+      control: 0,
+      owner: null,
+      group: null,
+      dacl: [{ type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x001f0089, sid: CREATOR_OWNER }],
+    });
+    const set = (o: Open, info: number, buffer: Buffer) =>
+      files.setInfo(c, o, { infoType: 3, infoClass: 0, additionalInformation: info, fileId: o.fileId, buffer });
+    await set(f, SecurityInformation.DACL, sd);
+    assert.equal((await srv.fs.resolve(f.handle)).inode.mode & 0o777, 0o400);
+    assert.equal(await status(open('sd.txt', CreateDisposition.OPEN, 0, Access.FILE_WRITE_DATA)), NtStatus.ACCESS_DENIED);
+    const q = await files.queryInfo(c, f, {
+      infoType: 3,
+      infoClass: 0,
+      outputBufferLength: 4096,
+      additionalInformation: SecurityInformation.DACL,
+      flags: 0,
+      fileId: f.fileId,
+      input: Buffer.alloc(0),
+    });
+    assert.deepEqual(
+      decodeSecurityDescriptor(q.output).dacl!.map((a) => a.mask & 0x7),
+      [0x1],
+      'the owner reads, nothing else',
+    );
+    const attrsOnly = await open('sd.txt', CreateDisposition.OPEN, 0, Access.FILE_READ_ATTRIBUTES);
+    const query = (o: Open, info: number) =>
+      files.queryInfo(c, o, {
+        infoType: 3,
+        infoClass: 0,
+        outputBufferLength: 4096,
+        additionalInformation: info,
+        flags: 0,
+        fileId: o.fileId,
+        input: Buffer.alloc(0),
+      });
+    assert.equal(await status(query(attrsOnly, SecurityInformation.OWNER)), NtStatus.ACCESS_DENIED, 'no READ_CONTROL');
+    assert.equal((await query(attrsOnly, 0)).output.length, 20, 'nothing asked: an empty descriptor');
+    const reader = await open('sd.txt', CreateDisposition.OPEN, 0, Access.GENERIC_READ);
+    assert.equal(await status(set(reader, SecurityInformation.DACL, sd)), NtStatus.ACCESS_DENIED, 'no WRITE_DAC on that open');
+    assert.equal(await status(set(f, SecurityInformation.DACL, Buffer.alloc(10))), NtStatus.INVALID_SECURITY_DESCR);
+    assert.equal((await srv.fs.resolve(f.handle)).inode.mode & 0o777, 0o400, 'a refused SET_INFO changed nothing');
     await srv.close();
   });
 

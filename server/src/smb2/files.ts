@@ -60,6 +60,8 @@ import {
 } from './messages.js';
 import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
+import * as writeTime from './writetime.js';
+import { decodeSecurityDescriptor, describePosix, posixChangeOf, SecurityInformation } from './security.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -81,12 +83,16 @@ const invalidName = (p: string): boolean => {
   return false;
 };
 
-/** A CREATE or rename name: components, with the unnamed data stream suffix removed. */
+/**
+ * A CREATE or rename name: components, with the unnamed data stream suffix removed. '/' separates
+ * components like '\\' (as smbd takes it; smbtorture's timestamps tests open "dir/file"): no
+ * name here can hold a '/', so it cannot mean anything else.
+ */
 export function parsePath(raw: string): string[] {
   // "file::$DATA" names the file itself; CREATE handles named streams before it gets here.
   const split = splitStreamPath(raw);
   if (split.stream !== null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND, 'a named stream is not a file path');
-  let s = split.path;
+  let s = split.path.replaceAll('/', '\\');
   while (s.startsWith('\\')) s = s.slice(1);
   while (s.endsWith('\\')) s = s.slice(0, -1);
   if (s === '') return [];
@@ -146,8 +152,10 @@ export function maximalAccessOf(c: FileContext, inode: Inode): number {
   if (bits.read) m |= Access.FILE_READ_DATA;
   if (bits.exec || inode.type === FileType.DIR) m |= Access.FILE_EXECUTE;
   if (bits.write && !c.tree.readOnly) m |= FILE_ALL_ACCESS;
-  // The owner may always change attributes and delete (subject to the directory) on a writable tree.
-  if (!c.tree.readOnly && (inode.uid === c.id.uid || c.id.uid === 0)) m |= Access.FILE_WRITE_ATTRIBUTES | Access.DELETE;
+  // The owner may always change attributes, permissions (chmod, chgrp) and delete (subject to the
+  // directory) on a writable tree.
+  if (!c.tree.readOnly && (inode.uid === c.id.uid || c.id.uid === 0))
+    m |= Access.FILE_WRITE_ATTRIBUTES | Access.DELETE | Access.WRITE_DAC | Access.WRITE_OWNER;
   return (m & c.tree.maximalAccess) >>> 0;
 }
 
@@ -288,6 +296,7 @@ function newOpen(
 
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
+  await writeTime.closed(open, c.fs, c.id);
   if (open.deleteOnClose && open.stream) {
     await deleteStreamOnClose(c, open.stream);
     writeCloseResponse(w, 0, null);
@@ -335,6 +344,7 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, req.data.length, true))
     throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
+  await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
   await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
   if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
@@ -345,6 +355,7 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
 // MS-SMB2 3.3.5.11 FLUSH: the durability of NFS COMMIT (WAL fsync of the data, metadata flushed).
 export async function flush(c: FileContext, open: Open): Promise<void> {
   await c.fs.commit(open.handle, c.id);
+  writeTime.updateNow(open.share.id, open.inodeId);
 }
 
 // MS-SMB2 3.3.5.18 QUERY_DIRECTORY
@@ -436,6 +447,9 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
   return out.subarray(0, used);
 }
 
+/** The parts of a security descriptor READ_CONTROL guards. */
+const DESCRIPTOR_PARTS = SecurityInformation.OWNER | SecurityInformation.GROUP | SecurityInformation.DACL;
+
 // MS-SMB2 3.3.5.20 QUERY_INFO
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
@@ -477,7 +491,11 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       break;
     }
     case InfoType.SECURITY:
-      out = securityDescriptor(inode, req.additionalInformation);
+      // Owner, group and DACL need READ_CONTROL; asking for none of them (as Windows answers) gets
+      // an empty descriptor whatever the access.
+      if ((req.additionalInformation & DESCRIPTOR_PARTS) !== 0 && (open.grantedAccess & Access.READ_CONTROL) === 0)
+        throw fail(NtStatus.ACCESS_DENIED, 'no READ_CONTROL');
+      out = describePosix(inode, req.additionalInformation);
       min = 20;
       variable = false;
       if (out.length > req.outputBufferLength) {
@@ -498,37 +516,32 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
 }
 
 /**
- * MS-DTYP 2.4.6 a self-relative security descriptor with the POSIX owner and group as Samba's
- * unix SIDs (S-1-22-1-uid, S-1-22-2-gid) and no DACL (full access: the mode bits decide).
+ * MS-SMB2 3.3.5.21.3 SET_INFO of a security descriptor, as POSIX owner, group and mode
+ * (security.ts). The open needs WRITE_OWNER for the owner and group, WRITE_DAC for the DACL; no
+ * SACL is kept (asking to set one needs ACCESS_SYSTEM_SECURITY, then it is ignored). The vfs
+ * applies its POSIX rules on top (only the owner changes the mode, only root the owner).
  */
-function securityDescriptor(inode: Inode, info: number): Buffer {
-  const sid = (kind: number, id: number): Buffer => {
-    const b = Buffer.alloc(16);
-    b[0] = 1;
-    b[1] = 2;
-    b[7] = 22;
-    b.writeUInt32LE(kind, 8);
-    b.writeUInt32LE(id >>> 0, 12);
-    return b;
-  };
-  const owner = (info & 0x1) !== 0 ? sid(1, inode.uid) : null;
-  const group = (info & 0x2) !== 0 ? sid(2, inode.gid) : null;
-  const head = Buffer.alloc(20);
-  head[0] = 1;
-  head.writeUInt16LE(0x8000, 2); // SE_SELF_RELATIVE
-  let at = 20;
-  if (owner) {
-    head.writeUInt32LE(at, 4);
-    at += owner.length;
-  }
-  if (group) head.writeUInt32LE(at, 8);
-  return Buffer.concat([head, ...(owner ? [owner] : []), ...(group ? [group] : [])]);
+async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Promise<void> {
+  const info = req.additionalInformation;
+  const ownerOrGroup = SecurityInformation.OWNER | SecurityInformation.GROUP;
+  if ((info & ownerOrGroup) !== 0 && (open.grantedAccess & Access.WRITE_OWNER) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no WRITE_OWNER');
+  if ((info & SecurityInformation.DACL) !== 0 && (open.grantedAccess & Access.WRITE_DAC) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'no WRITE_DAC');
+  if ((info & SecurityInformation.SACL) !== 0 && (open.grantedAccess & Access.ACCESS_SYSTEM_SECURITY) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'no ACCESS_SYSTEM_SECURITY');
+  const sd = decodeSecurityDescriptor(req.buffer);
+  const target = open.stream?.fileHandle ?? open.handle;
+  const { inode } = await c.fs.resolve(target);
+  const change = posixChangeOf(sd, info, inode);
+  if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
 }
 
 // MS-SMB2 3.3.5.21 SET_INFO
 export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): Promise<void> {
-  if (req.infoType !== InfoType.FILE) throw fail(req.infoType === InfoType.SECURITY ? NtStatus.ACCESS_DENIED : NtStatus.NOT_SUPPORTED);
-  if (c.tree.readOnly && req.infoClass !== FileInfoClass.FilePositionInformation) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  if (req.infoType !== InfoType.FILE && req.infoType !== InfoType.SECURITY) throw fail(NtStatus.NOT_SUPPORTED);
+  if (c.tree.readOnly && (req.infoType === InfoType.SECURITY || req.infoClass !== FileInfoClass.FilePositionInformation))
+    throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  if (req.infoType === InfoType.SECURITY) return setSecurity(c, open, req);
   const b = req.buffer;
   const need = (n: number): void => {
     if (b.length < n) throw fail(NtStatus.INFO_LENGTH_MISMATCH);
@@ -539,6 +552,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       const set = decodeBasicInfoSet(b);
       // Times and attributes are the file's, also through one of its streams.
       const target = open.stream?.fileHandle ?? open.handle;
+      // Even one that sets no time makes a pending write time show (what Windows 2016 does).
+      writeTime.updateNow(open.share.id, open.inodeId);
       const { inode } = await c.fs.resolve(target);
       const r = basicInfoChanges(set, inode, open.heldTimes);
       // READONLY also moves the write bits, so that NFS clients and the Linux cifs client (whose
@@ -563,6 +578,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       const size = readSize(b, 0);
       await c.fs.setattr(open.handle, c.id, { size }, undefined, oplock.holderOf(open));
       if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
+      writeTime.updateNow(open.share.id, open.inodeId);
       return;
     }
     case FileInfoClass.FileAllocationInformation: {

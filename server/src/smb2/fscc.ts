@@ -7,6 +7,7 @@ import { FileType } from '../vfs/types.js';
 import { SmbWriter, utf16, writeFiletime } from './codec.js';
 import { FileInfoClass } from './constants.js';
 import type { FileTimesAndSizes } from './messages.js';
+import { shownWriteTime } from './writetime.js';
 
 export const ALLOCATION_UNIT = 4096;
 
@@ -17,7 +18,7 @@ export function fileInfoOf(inode: Inode, name?: string): FileTimesAndSizes {
   return {
     creationTime: inode.btime,
     lastAccessTime: inode.atime,
-    lastWriteTime: inode.mtime,
+    lastWriteTime: shownWriteTime(inode),
     changeTime: inode.ctime,
     allocationSize: Math.ceil(size / ALLOCATION_UNIT) * ALLOCATION_UNIT,
     endOfFile: size,

@@ -205,3 +205,24 @@ describe('FSCTL SET_SPARSE, QUERY_ALLOCATED_RANGES, snapshots, reparse points', 
     await srv.close();
   });
 });
+
+describe('FSCTL CREATE_OR_GET_OBJECT_ID', () => {
+  it('gives each file one stable object id, the same on every open, and refuses a buffer below 64 bytes', async () => {
+    const { srv, open, fsctl } = await setup();
+    const a = await open('a');
+    const a2 = await open('a', Access.FILE_READ_ATTRIBUTES);
+    const b = await open('b');
+    const first = await fsctl(a, FsctlCode.CREATE_OR_GET_OBJECT_ID, Buffer.alloc(0), 64);
+    assert.equal(first.status, NtStatus.SUCCESS);
+    assert.equal(first.out.length, 64);
+    assert.deepEqual(first.out.subarray(32, 48), first.out.subarray(0, 16), 'BirthObjectId is the ObjectId');
+    assert.deepEqual(first.out.subarray(48), Buffer.alloc(16), 'no DomainId');
+    const again = await fsctl(a2, FsctlCode.CREATE_OR_GET_OBJECT_ID, Buffer.alloc(0), 64);
+    assert.deepEqual(again, first, 'another open of the same file, with no data access, gets the same id');
+    const other = await fsctl(b, FsctlCode.CREATE_OR_GET_OBJECT_ID, Buffer.alloc(0), 64);
+    assert.notDeepEqual(other.out.subarray(0, 16), first.out.subarray(0, 16));
+    assert.deepEqual(other.out.subarray(16, 32), first.out.subarray(16, 32), 'one BirthVolumeId per share');
+    assert.equal((await fsctl(a, FsctlCode.CREATE_OR_GET_OBJECT_ID, Buffer.alloc(0), 63)).status, NtStatus.INVALID_PARAMETER);
+    await srv.close();
+  });
+});

@@ -25,6 +25,7 @@ export const FsctlCode = Object.freeze({
   GET_REPARSE_POINT: 0x000900a8,
   SET_REPARSE_POINT: 0x000900a4,
   DELETE_REPARSE_POINT: 0x000900ac,
+  CREATE_OR_GET_OBJECT_ID: 0x000900c0,
 } as const);
 
 /**
@@ -238,6 +239,21 @@ async function queryAllocatedRanges(host: IoctlHost, req: IoctlRequest, w: SmbWr
   );
 }
 
+/**
+ * MS-FSCC 2.1.3.1 FILE_OBJECTID_BUFFER (type 1) for FSCTL_CREATE_OR_GET_OBJECT_ID (2.3.2): no
+ * object ids are stored, so each file's is derived from what already names it uniquely and for
+ * good: its inode number and the share's id (the volume serial FileFsVolumeInformation reports).
+ * BirthVolumeId is the share's, BirthObjectId the ObjectId, DomainId empty (MS-FSA 2.1.5.10.1).
+ */
+export function objectIdBuffer(inodeId: number, shareId: number): Buffer {
+  const w = new SmbWriter(64);
+  w.u64(inodeId).u32(shareId).u32(0); // ObjectId
+  w.u32(shareId).zeros(12); // BirthVolumeId
+  w.u64(inodeId).u32(shareId).u32(0); // BirthObjectId
+  w.zeros(16); // DomainId
+  return w.finish();
+}
+
 export async function ioctl(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: Buffer | null }> {
   if ((req.flags & IOCTL_IS_FSCTL) === 0) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'not an FSCTL');
   switch (req.ctlCode) {
@@ -280,6 +296,12 @@ export async function ioctl(host: IoctlHost, req: IoctlRequest, w: SmbWriter): P
       if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES)) === 0) throw fail(NtStatus.ACCESS_DENIED);
       if (req.input.readUInt16LE(0) !== 0) throw fail(NtStatus.NOT_SUPPORTED, 'compression is not supported');
       return reply(w, req, Buffer.alloc(0));
+    }
+    case FsctlCode.CREATE_OR_GET_OBJECT_ID: {
+      // FILE_ANY_ACCESS: any open of a file or directory may ask.
+      const { open } = requireFile(host, req);
+      if (req.maxOutputResponse < 64) throw fail(NtStatus.INVALID_PARAMETER, 'MaxOutputResponse below FILE_OBJECTID_BUFFER');
+      return reply(w, req, objectIdBuffer(open.inodeId, open.share.id));
     }
     case FsctlCode.GET_REPARSE_POINT:
       // Symbolic links are served as links (NFS), not as reparse points.

@@ -9,7 +9,7 @@ import { ChangeAction } from '../vfs/changes.js';
 import { AsyncTable, type FinalResponse } from './async.js';
 import { SmbWriter } from './codec.js';
 import { Access } from './constants.js';
-import { encodeNotifyEntries, NotifyHub, WATCH_TREE, type ChangeNotifyRequest } from './notify.js';
+import { announceDeletePending, encodeNotifyEntries, NotifyHub, WATCH_TREE, type ChangeNotifyRequest } from './notify.js';
 import { Open } from './state.js';
 import type { Session, Tree } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
@@ -164,6 +164,23 @@ describe('CHANGE_NOTIFY', () => {
     assert.equal(t.finals[1]!.status, NtStatus.DELETE_PENDING);
     t.hub.closeOpen(gone);
     assert.equal(t.srv.fs.changes.watching(t.srv.meta), false, 'nobody watches: publishing is free');
+  });
+
+  it('a directory left delete-pending while still open answers its waiting requests DELETE_PENDING', async () => {
+    const t = await setup();
+    const o = t.open();
+    assert.equal(t.ask(o, 100).status, NtStatus.PENDING);
+    // No open of it is delete-pending: nothing is answered.
+    announceDeletePending(t.srv.fs, o);
+    assert.equal(t.finals.length, 0);
+    t.srv.fs.changes.deletePending(t.srv.meta, o.inodeId);
+    assert.equal(t.finals[0]!.status, NtStatus.DELETE_PENDING);
+    assert.throws(
+      () => t.ask(o, 100),
+      (e: unknown) => e instanceof SmbStatusError && e.status === NtStatus.DELETE_PENDING,
+      'and later requests at once',
+    );
+    t.hub.closeOpen(o);
   });
 
   it('FILE_NOTIFY_INFORMATION entries are 4-byte aligned with NextEntryOffset chaining', () => {

@@ -285,6 +285,16 @@ export function publishModified(fs: FileService, open: Open, filter: number): vo
   });
 }
 
+/**
+ * After a CLOSE or SET_INFO of a directory: when that left it delete-pending (still open
+ * elsewhere), its watchers, on any connection, answer their waiting requests DELETE_PENDING
+ * (smbtorture smb2.notify.rmdir1-4 wait for that).
+ */
+export function announceDeletePending(fs: FileService, open: Open): void {
+  if (!open.isDir || !fs.changes.watching(open.share.meta)) return;
+  if (fs.opens.get(open.share.meta, open.inodeId)?.deletePending) fs.changes.deletePending(open.share.meta, open.inodeId);
+}
+
 /** The ChangeFilter bits of a successful SET_INFO (names are published by the file service). */
 export function setInfoFilter(req: SetInfoRequest): number {
   if (req.infoType !== InfoType.FILE) return req.infoType === InfoType.SECURITY ? ChangeFilter.SECURITY : 0;

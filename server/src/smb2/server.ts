@@ -200,7 +200,9 @@ export class SmbServer {
       } else guard.release(PauseReason.Output);
     };
     const framer = new DirectTcpFramer(this.opts.maxFrameSize ?? DEFAULT_MAX_FRAME, (frame) => queue.push(frame), { alloc, budget });
-    guard.busy = () => active > 0 || queue.length > 0 || framer.blocked;
+    // Requests answered STATUS_PENDING (a blocking LOCK, a CHANGE_NOTIFY) are the server's to
+    // finish: a client waiting on them is not idle.
+    guard.busy = () => active > 0 || queue.length > 0 || framer.blocked || conn.pendingCount > 0;
     guard.partialRecord = () => framer.partialFrame;
     const take = (chunk: Buffer): void => {
       try {

@@ -116,6 +116,15 @@ export class ChangeFeed {
     };
   }
 
+  /**
+   * Directory `dirId` of `store` is delete-pending (it goes when its last open closes): its own
+   * watchers are told it is gone now, as Windows answers their waiting requests DELETE_PENDING.
+   */
+  deletePending(store: object, dirId: number): void {
+    const own = this.stores.get(store)?.byDir.get(dirId);
+    if (own) for (const w of [...own]) w.gone();
+  }
+
   /** Tells the watchers of `e.dirId` (and tree watchers above it) about a change. */
   publish(e: DirChangeEvent): void {
     const s = this.stores.get(e.store);

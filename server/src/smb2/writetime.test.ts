@@ -1,0 +1,83 @@
+// The delayed write time SMB clients see (writetime.ts), over the real file service (memory
+// stores): what QUERY_INFO/CLOSE would report against the mtime NFS sees.
+import assert from 'node:assert/strict';
+import { afterEach, describe, it, mock } from 'node:test';
+import { memoryServer } from '../testing/memory-server.js';
+import type { Timespec } from '../vfs/types.js';
+import * as files from './files.js';
+import { fileInfoOf } from './fscc.js';
+import type { Open } from './state.js';
+import { close, create, createRequest, fileContext } from './testing.js';
+import { delayedCount, WRITE_TIME_DELAY_MS } from './writetime.js';
+
+const OLD: Timespec = { sec: 1_000_000, nsec: 0 };
+
+async function setup() {
+  const srv = await memoryServer();
+  const c = fileContext(srv);
+  const { open } = await create(c, createRequest('f'));
+  await srv.fs.setattr(open.handle, c.id, { mtime: OLD });
+  const inode = async (o: Open) => (await srv.fs.resolve(o.handle)).inode;
+  /** The write time an SMB client is shown, and the mtime stored (what NFS sees). */
+  const times = async (o: Open) => {
+    const i = await inode(o);
+    return { shown: fileInfoOf(i).lastWriteTime, stored: i.mtime };
+  };
+  const write = (o: Open) => files.write(c, o, { offset: 0, fileId: o.fileId, flags: 0, data: Buffer.from('x') });
+  return { srv, c, open, times, write };
+}
+
+describe('SMB delayed write time', () => {
+  afterEach(() => mock.timers.reset());
+
+  it('shows the first WRITE after the delay, a later one only at close; NFS sees every WRITE at once', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    const { srv, c, open, times, write } = await setup();
+    await write(open);
+    let t = await times(open);
+    assert.deepEqual(t.shown, OLD, 'not yet shown over SMB');
+    assert.notDeepEqual(t.stored, OLD, 'stored at once');
+    mock.timers.tick(WRITE_TIME_DELAY_MS);
+    t = await times(open);
+    assert.deepEqual(t.shown, t.stored, 'shown after the delay');
+    const before = t.stored;
+    await new Promise((r) => setImmediate(r));
+    await write(open);
+    mock.timers.tick(10 * WRITE_TIME_DELAY_MS);
+    assert.deepEqual((await times(open)).shown, before, 'a second WRITE waits for the close');
+    const written = (await times(open)).stored;
+    const closing = Date.now() + 5;
+    while (Date.now() < closing); // the close comes a few ms after the WRITE
+    await close(c, open);
+    t = await times(open);
+    assert.deepEqual(t.shown, t.stored);
+    assert.ok(t.stored.sec * 1000 + t.stored.nsec / 1e6 >= closing, 'the close set the write time');
+    assert.ok(t.stored.sec * 1e9 + t.stored.nsec > written.sec * 1e9 + written.nsec);
+    assert.equal(delayedCount(), 0, 'nothing left behind');
+    await srv.close();
+  });
+
+  it('FLUSH and SET_INFO of the size show a pending write time at once; a close after them sets nothing', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    const { srv, c, open, times, write } = await setup();
+    await write(open);
+    assert.deepEqual((await times(open)).shown, OLD);
+    await files.flush(c, open);
+    const flushed = await times(open);
+    assert.deepEqual(flushed.shown, flushed.stored);
+    await close(c, open);
+    assert.deepEqual((await times(open)).stored, flushed.stored, 'the close did not move it');
+    const { open: again } = await create(c, createRequest('f'));
+    await srv.fs.setattr(again.handle, c.id, { mtime: OLD });
+    await write(again);
+    assert.deepEqual((await times(again)).shown, OLD);
+    const eof = Buffer.alloc(8);
+    eof.writeUInt32LE(1, 0);
+    await files.setInfo(c, again, { infoType: 1, infoClass: 20, additionalInformation: 0, fileId: again.fileId, buffer: eof });
+    const t = await times(again);
+    assert.deepEqual(t.shown, t.stored);
+    await close(c, again);
+    assert.equal(delayedCount(), 0);
+    await srv.close();
+  });
+});
