@@ -72,6 +72,29 @@ import {
 } from './smb.js';
 
 const MiB = 1024 * 1024;
+/**
+ * Preloaded into DittoFS servers by --cpu-prof (NODE_OPTIONS may hold --import but not --cpu-prof):
+ * profiles the main thread from start-up to exit and writes DIR/dittofs-PID.cpuprofile, as node
+ * --cpu-prof would (open it in Chrome DevTools). Main-thread inspector sessions answer
+ * synchronously, which is what lets it write the profile inside 'exit'.
+ */
+const CPU_PROF_PRELOAD_SOURCE = `import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import path from 'node:path';
+const dir = process.env.DITTOFS_BENCH_CPU_PROF_DIR;
+if (dir) {
+  const session = new Session();
+  session.connect();
+  session.post('Profiler.enable');
+  session.post('Profiler.setSamplingInterval', { interval: 1000 });
+  session.post('Profiler.start');
+  process.on('exit', () => {
+    session.post('Profiler.stop', (err, res) => {
+      if (!err) writeFileSync(path.join(dir, 'dittofs-' + process.pid + '.cpuprofile'), JSON.stringify(res.profile));
+    });
+  });
+}
+`;
 const GANESHA_START = path.join(REPO_ROOT, 'hack', 'ganesha', 'start.sh');
 const GANESHA_STOP = path.join(REPO_ROOT, 'hack', 'ganesha', 'stop.sh');
 /** Longest wait for the WAL to drain after a write. */
@@ -120,7 +143,7 @@ const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--cl
   --only WHICH    old spelling: both (= all), dittofs (= embedded-fs,postgres-s3) or ganesha
   --rounds N      repeat everything N times; the table shows medians (default 1)
   --json FILE     also write every figure to FILE
-  --cpu-prof DIR  DittoFS servers run with node --cpu-prof, writing their profiles to DIR`;
+  --cpu-prof DIR  DittoFS servers write a V8 CPU profile of their main thread to DIR`;
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
@@ -420,6 +443,8 @@ function lastLines(text: string, n: number): string {
 }
 
 let ganeshaInstances = 0;
+/** --cpu-prof: the preload's file name in the profile directory. */
+const PRELOAD_NAME = 'cpu-prof-preload.mjs';
 /** --cpu-prof: where DittoFS servers write their CPU profiles. */
 let cpuProfDir: string | undefined;
 
@@ -478,7 +503,10 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
   try {
     const configFile = await writeDittoConfig(workDir, name, config, dataDir, place, backends);
     // A profile is written when the server exits (stop() sends SIGTERM: a clean exit).
-    const env = cpuProfDir === undefined ? undefined : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${cpuProfDir}` };
+    const env =
+      cpuProfDir === undefined
+        ? undefined
+        : { NODE_OPTIONS: `--import=${path.join(cpuProfDir, PRELOAD_NAME)}`, DITTOFS_BENCH_CPU_PROF_DIR: cpuProfDir };
     proc = await startDittofs({ configFile, dataDir, env });
   } catch (e) {
     await cleanAll().catch(() => {});
@@ -1221,7 +1249,10 @@ function loadAverage(): string {
 async function main(): Promise<void> {
   const args = parseCli();
   cpuProfDir = args.cpuProf;
-  if (cpuProfDir !== undefined) await mkdir(cpuProfDir, { recursive: true });
+  if (cpuProfDir !== undefined) {
+    await mkdir(cpuProfDir, { recursive: true });
+    await writeFile(path.join(cpuProfDir, PRELOAD_NAME), CPU_PROF_PRELOAD_SOURCE);
+  }
   const configs = args.configs;
   const withGanesha = configs.includes('ganesha');
   const withDitto = configs.some(isDitto) || args.smb;
