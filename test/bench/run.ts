@@ -1,7 +1,7 @@
 // Benchmark: DittoFS vs nfs-ganesha (FSAL VFS), both NFSv3 over TCP on 127.0.0.1, and DittoFS vs
 // Samba's smbd, both SMB 2.1 on 127.0.0.1 (smb.ts), in one run.
 //
-//   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
+//   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
 //
 // Configurations (--configs, comma-separated; default all four):
 //   ganesha      nfs-ganesha with FSAL VFS on a temporary directory (the reference);
@@ -19,7 +19,15 @@
 //       one segment file (at most 120 s), i.e. how long the block store upload lags behind;
 //   (b) sequential read: nfs-cp of that file back to local disk; sha256 must match, else we fail;
 //   (c) small files: create / stat / remove of --files empty files through test/bench/nfsclient.ts
-//       (one request outstanding; identical workload for every server, see smallfiles.ts).
+//       (one request outstanding; identical workload for every server, see smallfiles.ts);
+//   (d) with --clients N (default 8; 0 leaves it out) N clients at once: N nfs-cp writes of a
+//       --size-mib/N MiB file each, then N nfs-cp reads of them back (sha256 checked), then N
+//       small-file generators of --files/N files each, in a directory of their own.
+// Beside every figure: the server's CPU seconds (utime + stime of the whole process, all its
+// threads, from /proc/PID/stat) per GiB moved or per 1,000 operations. Unlike wall time it holds
+// on a machine that other work keeps busy. For DittoFS a write's CPU includes the WAL drain (the
+// block store upload is part of the write's cost); PostgreSQL and S3 run in processes of their own
+// and are not counted.
 // With --rounds N the whole sequence is repeated N times (order reversed every other round) and
 // the table shows the median of each figure (peak RSS: the highest). Targets are printed, not asserted.
 // MiB/s = bytes / 2^20 / seconds, seconds being the wall time of the nfs-cp process (which
@@ -64,6 +72,29 @@ import {
 } from './smb.js';
 
 const MiB = 1024 * 1024;
+/**
+ * Preloaded into DittoFS servers by --cpu-prof (NODE_OPTIONS may hold --import but not --cpu-prof):
+ * profiles the main thread from start-up to exit and writes DIR/dittofs-PID.cpuprofile, as node
+ * --cpu-prof would (open it in Chrome DevTools). Main-thread inspector sessions answer
+ * synchronously, which is what lets it write the profile inside 'exit'.
+ */
+const CPU_PROF_PRELOAD_SOURCE = `import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import path from 'node:path';
+const dir = process.env.DITTOFS_BENCH_CPU_PROF_DIR;
+if (dir) {
+  const session = new Session();
+  session.connect();
+  session.post('Profiler.enable');
+  session.post('Profiler.setSamplingInterval', { interval: 1000 });
+  session.post('Profiler.start');
+  process.on('exit', () => {
+    session.post('Profiler.stop', (err, res) => {
+      if (!err) writeFileSync(path.join(dir, 'dittofs-' + process.pid + '.cpuprofile'), JSON.stringify(res.profile));
+    });
+  });
+}
+`;
 const GANESHA_START = path.join(REPO_ROOT, 'hack', 'ganesha', 'start.sh');
 const GANESHA_STOP = path.join(REPO_ROOT, 'hack', 'ganesha', 'stop.sh');
 /** Longest wait for the WAL to drain after a write. */
@@ -82,7 +113,7 @@ const LABEL: Record<ConfigName, string> = {
 };
 
 /** Printed next to the table, never asserted. */
-const TARGETS = { minWriteRatio: 0.5, minReadRatio: 0.5, minPostgresCreates: 1000, maxPeakRssMiB: 400 };
+const TARGETS = { minWriteRatio: 1.0, minReadRatio: 1.0, minParallelRatio: 1.0, minPostgresCreates: 1000, maxPeakRssMiB: 300 };
 
 /** An expected failure (bad setup, data mismatch): reported without a stack trace. */
 class BenchError extends Error {}
@@ -95,18 +126,24 @@ interface Args {
   /** Whether the SMB rows run (--configs includes smb). */
   smb: boolean;
   smbFiles: number;
+  /** Clients of the parallel rows (0: none). */
+  clients: number;
   rounds: number;
   json: string | undefined;
+  /** Directory for V8 CPU profiles of the DittoFS servers (node --cpu-prof), or undefined. */
+  cpuProf: string | undefined;
 }
 
-const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
+const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
   --size-mib N    size of the sequential write/read file, NFS and SMB (default 1024)
   --files N       files to create / stat / remove over NFS (default 10000)
+  --clients N     clients of the parallel rows, each with size-mib/N MiB and files/N files (default 8; 0: no parallel rows)
   --smb-files N   small files put over SMB in one smbclient session (default 2000)
   --configs LIST  comma-separated, from ${CONFIGS.join(', ')}, smb (default: all)
   --only WHICH    old spelling: both (= all), dittofs (= embedded-fs,postgres-s3) or ganesha
   --rounds N      repeat everything N times; the table shows medians (default 1)
-  --json FILE     also write every figure to FILE`;
+  --json FILE     also write every figure to FILE
+  --cpu-prof DIR  DittoFS servers write a V8 CPU profile of their main thread to DIR`;
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
@@ -135,10 +172,12 @@ function parseCli(): Args {
         'size-mib': { type: 'string', default: '1024' },
         files: { type: 'string', default: '10000' },
         'smb-files': { type: 'string', default: '2000' },
+        clients: { type: 'string', default: '8' },
         configs: { type: 'string' },
         only: { type: 'string' },
         rounds: { type: 'string', default: '1' },
         json: { type: 'string' },
+        'cpu-prof': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -153,6 +192,8 @@ function parseCli(): Args {
   if (!Number.isInteger(files) || files < 1 || files > 10_000_000) usage(`--files must be an integer in 1..10000000`);
   const smbFiles = Number(values['smb-files']);
   if (!Number.isInteger(smbFiles) || smbFiles < 1 || smbFiles > 100_000) usage(`--smb-files must be an integer in 1..100000`);
+  const clients = Number(values.clients);
+  if (!Number.isInteger(clients) || clients < 0 || clients > 64) usage(`--clients must be an integer in 0..64`);
   const rounds = Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) usage(`--rounds must be an integer in 1..20`);
   if (values.only !== undefined && values.configs !== undefined) usage('give --configs or --only (its old spelling), not both');
@@ -166,7 +207,8 @@ function parseCli(): Args {
     else if (only === 'ganesha') configs = ['ganesha'];
     else if (only !== 'both') usage(`--only must be both, dittofs or ganesha`);
   }
-  return { sizeMib, files, configs, smb, smbFiles, rounds, json: values.json };
+  const cpuProf = values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']);
+  return { sizeMib, files, configs, smb, smbFiles, clients, rounds, json: values.json, cpuProf };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,6 +367,33 @@ async function vmHwmKiB(pid: number | undefined): Promise<number | undefined> {
   }
 }
 
+/** Clock ticks per second of /proc/PID/stat (getconf CLK_TCK; 100 on every Linux we run on). */
+let clockTicks = 100;
+
+/**
+ * CPU seconds (user + system, every thread) a process has used so far, from /proc/PID/stat, or
+ * undefined if unreadable. Fields 14 and 15, counted after the command name's closing parenthesis
+ * (the name may hold spaces or parentheses).
+ */
+function cpuSeconds(pid: number | undefined): number | undefined {
+  if (!pid) return undefined;
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    const utime = Number(f[11]);
+    const stime = Number(f[12]);
+    return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / clockTicks : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds the process used since `from` (a cpuSeconds reading), or undefined. */
+function cpuSince(pid: number | undefined, from: number | undefined): number | undefined {
+  const now = cpuSeconds(pid);
+  return now === undefined || from === undefined ? undefined : now - from;
+}
+
 async function versionOf(cmd: string, args: string[], re: RegExp): Promise<string> {
   try {
     const r = await run(cmd, args, 10_000);
@@ -374,6 +443,10 @@ function lastLines(text: string, n: number): string {
 }
 
 let ganeshaInstances = 0;
+/** --cpu-prof: the preload's file name in the profile directory. */
+const PRELOAD_NAME = 'cpu-prof-preload.mjs';
+/** --cpu-prof: where DittoFS servers write their CPU profiles. */
+let cpuProfDir: string | undefined;
 
 async function startGanesha(workDir: string): Promise<Server> {
   // A fresh directory (config, logs, export) per instance, removed when it stops.
@@ -429,7 +502,12 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
   let proc;
   try {
     const configFile = await writeDittoConfig(workDir, name, config, dataDir, place, backends);
-    proc = await startDittofs({ configFile, dataDir });
+    // A profile is written when the server exits (stop() sends SIGTERM: a clean exit).
+    const env =
+      cpuProfDir === undefined
+        ? undefined
+        : { NODE_OPTIONS: `--import=${path.join(cpuProfDir, PRELOAD_NAME)}`, DITTOFS_BENCH_CPU_PROF_DIR: cpuProfDir };
+    proc = await startDittofs({ configFile, dataDir, env });
   } catch (e) {
     await cleanAll().catch(() => {});
     throw e;
@@ -552,8 +630,42 @@ interface Result {
   /** postgres-s3 only: objects under the round's prefix once the WAL drained. */
   s3ObjectsAfterDrain?: number;
   smallFiles: SmallFilesResult;
+  /** Server CPU seconds of the write (DittoFS: until the WAL drained), the read and the small files. */
+  writeCpuSeconds: number | undefined;
+  readCpuSeconds: number | undefined;
+  smallCpuSeconds: number | undefined;
+  /** The parallel rows (--clients > 0). */
+  parallel?: ParallelResult;
   /** DittoFS only. */
   serverLog?: LogSummary;
+}
+
+/** What the parallel rows move: one file per client, sent by every client. */
+interface ParallelInput {
+  clients: number;
+  file: string;
+  sha: string;
+  bytes: number;
+  /** Small files per client. */
+  files: number;
+}
+
+interface ParallelResult {
+  clients: number;
+  /** Bytes of all clients together. */
+  bytes: number;
+  writeSeconds: number;
+  readSeconds: number;
+  writeMiBps: number;
+  readMiBps: number;
+  writeCpuSeconds: number | undefined;
+  readCpuSeconds: number | undefined;
+  /** create + stat + remove operations of all clients. */
+  smallOps: number;
+  /** Sum over the clients of each one's operations per second over its timed phases. */
+  smallOpsPerSec: number;
+  smallSeconds: number;
+  smallCpuSeconds: number | undefined;
 }
 
 async function benchServer(
@@ -565,6 +677,7 @@ async function benchServer(
   srcSha: string,
   bytes: number,
   files: number,
+  par: ParallelInput | undefined,
 ): Promise<Result> {
   const label = LABEL[config];
   console.log(`\n== ${label} ==`);
@@ -579,6 +692,7 @@ async function benchServer(
     // At least 2 MiB/s, else something is wrong.
     const cpTimeout = 60_000 + (bytes / MiB) * 500;
 
+    const cpuAtStart = cpuSeconds(server.pid);
     const w = await run('nfs-cp', [srcFile, url], cpTimeout, server.gone);
     const writeEnd = performance.now();
     const peakRssAfterWriteKiB = await vmHwmKiB(server.pid);
@@ -607,11 +721,15 @@ async function benchServer(
       }
     }
 
+    const writeCpuSeconds = cpuSince(server.pid, cpuAtStart);
     const back = path.join(workDir, `readback-${config}.bin`);
     const removeBack = defer(`remove ${back}`, () => rm(back, { force: true }));
     let r: CmdResult;
+    let readCpuSeconds: number | undefined;
     try {
+      const cpuAtRead = cpuSeconds(server.pid);
       r = await run('nfs-cp', [url, back], cpTimeout, server.gone);
+      readCpuSeconds = cpuSince(server.pid, cpuAtRead);
       const got = (await stat(back)).size;
       if (got !== bytes) throw new BenchError(`${label}: READ BACK ${got} bytes, wrote ${bytes}: DATA MISMATCH`);
       const sha = await sha256File(back);
@@ -620,8 +738,12 @@ async function benchServer(
       await removeBack();
     }
     const readMiBps = bytes / MiB / r.seconds;
-    console.log(`${label}: seq read  ${bytes / MiB} MiB in ${r.seconds.toFixed(3)} s = ${readMiBps.toFixed(1)} MiB/s (sha256 ok)`);
+    console.log(
+      `${label}: seq read  ${bytes / MiB} MiB in ${r.seconds.toFixed(3)} s = ${readMiBps.toFixed(1)} MiB/s (sha256 ok); ` +
+        `server CPU ${fmt(writeCpuSeconds, 2)} s for the write, ${fmt(readCpuSeconds, 2)} s for the read`,
+    );
 
+    const cpuAtSmall = cpuSeconds(server.pid);
     const smallFiles = await runSmallFiles({
       nfsPort: server.nfsPort,
       mountPort: server.mountPort,
@@ -631,6 +753,9 @@ async function benchServer(
       callTimeoutMs: 30_000,
       log: (m) => console.log(`${label}: ${m}`),
     });
+    const smallCpuSeconds = cpuSince(server.pid, cpuAtSmall);
+    console.log(`${label}: server CPU ${fmt(smallCpuSeconds, 2)} s for the small files`);
+    const parallel = par ? await benchParallel(server, label, workDir, par) : undefined;
     const peakRssEndKiB = await vmHwmKiB(server.pid);
     let serverLog: LogSummary | undefined;
     if (server.output) {
@@ -655,6 +780,10 @@ async function benchServer(
       walDrain,
       s3ObjectsAfterDrain,
       smallFiles,
+      writeCpuSeconds,
+      readCpuSeconds,
+      smallCpuSeconds,
+      parallel,
       serverLog,
     };
   } catch (e) {
@@ -664,6 +793,101 @@ async function benchServer(
   } finally {
     await server.stop();
   }
+}
+
+/** Awaits every promise; rejects with the first failure once all have settled (nothing left running). */
+async function settleAll<T>(ps: Promise<T>[]): Promise<T[]> {
+  const rs = await Promise.allSettled(ps);
+  const failed = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
+/** The parallel rows: par.clients nfs-cp writes at once, then reads, then small-file generators. */
+async function benchParallel(server: Server, label: string, workDir: string, par: ParallelInput): Promise<ParallelResult> {
+  const n = par.clients;
+  const total = par.bytes * n;
+  const url = (i: number) => `nfs://127.0.0.1${EXPORT_PATH}/par-${i}.bin?nfsport=${server.nfsPort}&mountport=${server.mountPort}`;
+  const ids = Array.from({ length: n }, (_, i) => i);
+  // Every client at least 2 MiB/s of its share, else something is wrong.
+  const cpTimeout = 60_000 + (total / MiB) * 500;
+
+  const cpuAtWrite = cpuSeconds(server.pid);
+  const t0 = performance.now();
+  await settleAll(ids.map((i) => run('nfs-cp', [par.file, url(i)], cpTimeout, server.gone)));
+  const writeEnd = performance.now();
+  const writeSeconds = (writeEnd - t0) / 1000;
+  if (server.dataDir !== undefined) await waitWalDrain(path.join(server.dataDir, 'wal'), writeEnd, server.gone);
+  const writeCpuSeconds = cpuSince(server.pid, cpuAtWrite);
+
+  const backs = ids.map((i) => path.join(workDir, `par-back-${server.config}-${i}.bin`));
+  const removeBacks = defer(`remove ${n} parallel read-back files`, async () => {
+    await Promise.all(backs.map((b) => rm(b, { force: true })));
+  });
+  let readSeconds: number;
+  let readCpuSeconds: number | undefined;
+  try {
+    const cpuAtRead = cpuSeconds(server.pid);
+    const t1 = performance.now();
+    await settleAll(ids.map((i) => run('nfs-cp', [url(i), backs[i]!], cpTimeout, server.gone)));
+    readSeconds = (performance.now() - t1) / 1000;
+    readCpuSeconds = cpuSince(server.pid, cpuAtRead);
+    for (const b of backs) {
+      const got = (await stat(b)).size;
+      if (got !== par.bytes) throw new BenchError(`${label}: parallel read of ${b}: ${got} bytes, wrote ${par.bytes}: DATA MISMATCH`);
+      if ((await sha256File(b)) !== par.sha) throw new BenchError(`${label}: parallel read of ${b}: SHA-256 MISMATCH`);
+    }
+  } finally {
+    await removeBacks();
+  }
+  const writeMiBps = total / MiB / writeSeconds;
+  const readMiBps = total / MiB / readSeconds;
+  console.log(
+    `${label}: ${n} clients: write ${n} x ${par.bytes / MiB} MiB in ${writeSeconds.toFixed(3)} s = ${writeMiBps.toFixed(1)} MiB/s, ` +
+      `read in ${readSeconds.toFixed(3)} s = ${readMiBps.toFixed(1)} MiB/s (sha256 ok); ` +
+      `server CPU ${fmt(writeCpuSeconds, 2)} s write (drain included), ${fmt(readCpuSeconds, 2)} s read`,
+  );
+
+  const cpuAtSmall = cpuSeconds(server.pid);
+  const t2 = performance.now();
+  const smalls = await settleAll(
+    ids.map((i) =>
+      runSmallFiles({
+        nfsPort: server.nfsPort,
+        mountPort: server.mountPort,
+        exportPath: EXPORT_PATH,
+        files: par.files,
+        dirName: `bench-par-${i}`,
+        timeoutMs: 60_000 + par.files * n * 40,
+        callTimeoutMs: 30_000,
+      }),
+    ),
+  );
+  const smallSeconds = (performance.now() - t2) / 1000;
+  const smallCpuSeconds = cpuSince(server.pid, cpuAtSmall);
+  const smallOpsPerSec = smalls.reduce(
+    (sum, r) => sum + (r.create.ops + r.stat.ops + r.remove.ops) / (r.create.seconds + r.stat.seconds + r.remove.seconds),
+    0,
+  );
+  const smallOps = 3 * par.files * n;
+  console.log(
+    `${label}: ${n} clients: ${par.files} files each, create + stat + remove ${smallOpsPerSec.toFixed(0)} ops/s together ` +
+      `(${smallSeconds.toFixed(1)} s wall); server CPU ${fmt(smallCpuSeconds, 2)} s`,
+  );
+  return {
+    clients: n,
+    bytes: total,
+    writeSeconds,
+    readSeconds,
+    writeMiBps,
+    readMiBps,
+    writeCpuSeconds,
+    readCpuSeconds,
+    smallOps,
+    smallOpsPerSec,
+    smallSeconds,
+    smallCpuSeconds,
+  };
 }
 
 /** The SMB rows against one server (smbd, or a fresh DittoFS embedded-fs): smb.ts does the work. */
@@ -756,11 +980,37 @@ interface Summary {
   peakRssEndMiB?: number;
   logWarnings: number;
   logErrors: number;
+  /** Server CPU seconds per GiB written (drain included) / read, per 1,000 small-file operations. */
+  writeCpuPerGiB?: number;
+  readCpuPerGiB?: number;
+  smallCpuPerKop?: number;
+  /** The parallel rows. */
+  parWriteMiBps?: number;
+  parReadMiBps?: number;
+  parSmallOps?: number;
+  parWriteCpuPerGiB?: number;
+  parReadCpuPerGiB?: number;
+  parSmallCpuPerKop?: number;
 }
+
+const GiB = 1024 * MiB;
+/** a / b, or undefined when either is missing. */
+const per = (a: number | undefined, b: number): number | undefined => (a === undefined ? undefined : a / b);
 
 function summarize(rs: Result[]): Summary {
   const max = (xs: number[]) => (xs.length > 0 ? Math.max(...xs) : undefined);
+  const med = (f: (r: Result) => number | undefined) => median(defined(rs.map(f)));
+  const smallOps = (r: Result) => r.smallFiles.create.ops + r.smallFiles.stat.ops + r.smallFiles.remove.ops;
   return {
+    writeCpuPerGiB: med((r) => per(r.writeCpuSeconds, r.bytes / GiB)),
+    readCpuPerGiB: med((r) => per(r.readCpuSeconds, r.bytes / GiB)),
+    smallCpuPerKop: med((r) => per(r.smallCpuSeconds, smallOps(r) / 1000)),
+    parWriteMiBps: med((r) => r.parallel?.writeMiBps),
+    parReadMiBps: med((r) => r.parallel?.readMiBps),
+    parSmallOps: med((r) => r.parallel?.smallOpsPerSec),
+    parWriteCpuPerGiB: med((r) => r.parallel && per(r.parallel.writeCpuSeconds, r.parallel.bytes / GiB)),
+    parReadCpuPerGiB: med((r) => r.parallel && per(r.parallel.readCpuSeconds, r.parallel.bytes / GiB)),
+    parSmallCpuPerKop: med((r) => r.parallel && per(r.parallel.smallCpuSeconds, r.parallel.smallOps / 1000)),
     writeMiBps: median(rs.map((r) => r.writeMiBps)),
     readMiBps: median(rs.map((r) => r.readMiBps)),
     create: median(rs.map((r) => r.smallFiles.create.opsPerSec)),
@@ -841,6 +1091,46 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
     );
   }
 
+  const ratioCell = (v: number | undefined, gv: number | undefined) =>
+    v !== undefined && gv !== undefined && gv > 0 ? `${v / gv >= 10 ? (v / gv).toFixed(1) : (v / gv).toFixed(2)}x` : '-';
+  /** A table of `cols` for every configuration, then (with ganesha in the run) their ratios to it. */
+  const section = (title: string, sectionCols: Col[], ratioTitle: string) => {
+    if (!configs.some((c) => sectionCols.some(([, get]) => get(summaries.get(c)!) !== undefined))) return;
+    console.log(`\n${title}`);
+    printRows(
+      ['config', ...sectionCols.map(([name]) => name)],
+      configs.map((c) => [c, ...sectionCols.map(([, get, digits]) => fmt(get(summaries.get(c)!), digits))]),
+    );
+    if (!g || dittos.length === 0) return;
+    console.log(`\n${ratioTitle}`);
+    printRows(
+      ['config', ...sectionCols.map(([name]) => name)],
+      dittos.map((c) => [c, ...sectionCols.map(([, get]) => ratioCell(get(summaries.get(c)!), get(g)))]),
+    );
+  };
+  section(
+    `${args.clients} clients at once (aggregate; each client ${Math.max(1, Math.floor(args.sizeMib / Math.max(1, args.clients)))} MiB and ` +
+      `${Math.max(1, Math.floor(args.files / Math.max(1, args.clients)))} files; ops/s = create + stat + remove, summed over the clients)`,
+    [
+      ['write MiB/s', (s) => s.parWriteMiBps, 1],
+      ['read MiB/s', (s) => s.parReadMiBps, 1],
+      ['small ops/s', (s) => s.parSmallOps, 0],
+    ],
+    'ratio to ganesha (higher is better)',
+  );
+  section(
+    'server CPU seconds (utime + stime of the server process, all threads; DittoFS writes include the WAL drain)',
+    [
+      ['write s/GiB', (s) => s.writeCpuPerGiB, 2],
+      ['read s/GiB', (s) => s.readCpuPerGiB, 2],
+      ['small s/1k ops', (s) => s.smallCpuPerKop, 3],
+      [`${args.clients}x write s/GiB`, (s) => s.parWriteCpuPerGiB, 2],
+      [`${args.clients}x read s/GiB`, (s) => s.parReadCpuPerGiB, 2],
+      [`${args.clients}x small s/1k ops`, (s) => s.parSmallCpuPerKop, 3],
+    ],
+    'CPU ratio to ganesha (lower is better)',
+  );
+
   if (dittos.length > 0) {
     console.log('\nTargets (printed, not asserted):');
     const mark = (ok: boolean | undefined) => (ok === undefined ? '?' : ok ? 'ok' : 'MISSED');
@@ -855,6 +1145,11 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
     };
     ratioLine('write', (s) => s.writeMiBps, TARGETS.minWriteRatio);
     ratioLine('read ', (s) => s.readMiBps, TARGETS.minReadRatio);
+    if (args.clients > 0) {
+      ratioLine(`${args.clients}-client write`, (s) => s.parWriteMiBps, TARGETS.minParallelRatio);
+      ratioLine(`${args.clients}-client read `, (s) => s.parReadMiBps, TARGETS.minParallelRatio);
+      ratioLine(`${args.clients}-client small`, (s) => s.parSmallOps, TARGETS.minParallelRatio);
+    }
     const pgs = summaries.get('postgres-s3');
     if (pgs) {
       console.log(
@@ -953,6 +1248,11 @@ function loadAverage(): string {
 
 async function main(): Promise<void> {
   const args = parseCli();
+  cpuProfDir = args.cpuProf;
+  if (cpuProfDir !== undefined) {
+    await mkdir(cpuProfDir, { recursive: true });
+    await writeFile(path.join(cpuProfDir, PRELOAD_NAME), CPU_PROF_PRELOAD_SOURCE);
+  }
   const configs = args.configs;
   const withGanesha = configs.includes('ganesha');
   const withDitto = configs.some(isDitto) || args.smb;
@@ -975,7 +1275,10 @@ async function main(): Promise<void> {
   }
 
   const bytes = args.sizeMib * MiB;
-  const perServerMs = 2 * (60_000 + args.sizeMib * 500) + DRAIN_LIMIT_MS + (60_000 + args.files * 40) + 180_000;
+  const ticks = Number((await versionOf('getconf', ['CLK_TCK'], /^(\d+)/)).trim());
+  if (Number.isInteger(ticks) && ticks > 0) clockTicks = ticks;
+  const parallelMs = args.clients > 0 ? 2 * (60_000 + args.sizeMib * 500) + DRAIN_LIMIT_MS + (60_000 + args.files * 40) : 0;
+  const perServerMs = 2 * (60_000 + args.sizeMib * 500) + DRAIN_LIMIT_MS + (60_000 + args.files * 40) + 180_000 + parallelMs;
   const perSmbServerMs = 2 * (60_000 + args.sizeMib * 500) + (60_000 + args.smbFiles * 100) + 600_000;
   const budgetMs =
     120_000 +
@@ -1008,6 +1311,14 @@ async function main(): Promise<void> {
       `generated ${args.sizeMib} MiB of random data in ${((performance.now() - t0) / 1000).toFixed(1)} s (sha256 ${srcSha.slice(0, 16)}...)`,
     );
 
+    let par: ParallelInput | undefined;
+    if (args.clients > 0 && configs.length > 0) {
+      const parMiB = Math.max(1, Math.floor(args.sizeMib / args.clients));
+      const file = path.join(workDir, 'parallel.bin');
+      const sha = await makeRandomFile(file, parMiB * MiB);
+      par = { clients: args.clients, file, sha, bytes: parMiB * MiB, files: Math.max(1, Math.floor(args.files / args.clients)) };
+    }
+
     // PostgreSQL and S3: once per run, stopped by the cleanup registry (after every server).
     let backends: Backends | undefined;
     if (needsBackends(configs)) {
@@ -1022,7 +1333,7 @@ async function main(): Promise<void> {
     for (let round = 1; round <= args.rounds; round++) {
       if (args.rounds > 1) console.log(`\n=== round ${round} of ${args.rounds} ===`);
       for (const config of round % 2 === 1 ? configs : [...configs].reverse()) {
-        results.get(config)!.push(await benchServer(config, round, workDir, backends, srcFile, srcSha, bytes, args.files));
+        results.get(config)!.push(await benchServer(config, round, workDir, backends, srcFile, srcSha, bytes, args.files, par));
       }
     }
 

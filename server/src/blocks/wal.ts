@@ -11,21 +11,31 @@
 // what makes replay in log order correct. A clean close deletes the active segment too when nothing
 // holds data in the log, so that the next start has nothing to replay.
 //
-// Disk space: the next segment (the "spare", `wal-<id>.spare`) is written full of zeros and synced
-// in the background while the active one fills, and renamed into place when the active one is full.
-// An append therefore only ever overwrites space that is already allocated: on a full volume it is
-// refused before anything is written (WAL_NO_ROOM, `writable` false), never half-appended, and no
-// empty segment file is left behind. Once uploads let segments go, the spare is allocated again and
-// writes resume by themselves.
+// Disk space: the next segment (the "spare", `wal-<id>.spare`) is prepared in the background while
+// the active one fills, and renamed into place when the active one is full. A spare is a segment
+// that was retired (its records all stored) and kept for reuse: only its header is rewritten and
+// synced, so a byte written to the log is written to the disk once. A new active segment waits
+// for an older one to retire until it is half full; only then (at start, or while uploads lag) is a
+// new file written full of zeros and synced. Either way the log holds its segments and one spare. An append therefore only
+// ever overwrites space that is already allocated: on a full volume it is refused before anything
+// is written (WAL_NO_ROOM, `writable` false), never half-appended, and no empty segment file is left
+// behind. Once uploads let segments go, the spare is prepared again and writes resume by themselves.
 //
-// Segment file: 24-byte header (magic "DITTOWAL", u32 format version, u32 reserved, u64 segment id),
-// then records. Record: 48-byte header then `length` data bytes:
-//   0 u32 magic  4 u32 crc32c(header bytes 8..48)  8 u8 type  9..12 reserved  12 u32 share
+// A reused segment still holds its earlier records past the new ones. They are never taken for new
+// ones: from format 3 on, a record header's CRC is seeded with the id of the segment it was written
+// to, and a reused segment has a new id. Replay stops where the records of this id stop.
+//
+// Segment file: 24-byte header (magic "DITTOWAL", u32 format version, u32 flags, u64 segment id),
+// then records. Flags (format 3): 1 = reused, the space past its records holds older bytes, not
+// zeros. Record: 48-byte header then `length` data bytes:
+//   0 u32 magic  4 u32 crc32c(header bytes 8..48, seeded with the segment id's low 32 bits from
+//   format 3 on; unseeded before)  8 u8 type  9..12 reserved  12 u32 share
 //   16 u64 inode  24 u64 offset (write) or new size (truncate)  32 u32 length  36 u32 crc32c(data)
 //   40 u64 fencing token: the write lease the record was written under (0 without coordination;
 //      replay never lets a record replace what a newer lease stored, see blocks/service.ts)
 // Format version 1 (before fencing tokens) had the same records without the token (40-byte
-// headers); its segments are still read, with token 0. New segments are always version 2.
+// headers); its segments are still read, with token 0. Version 2 had unseeded header CRCs and no
+// reuse. New segments are always version 3.
 import { crc32c } from '@node-rs/crc32';
 import fsc from 'node:fs';
 import fs from 'node:fs/promises';
@@ -44,9 +54,15 @@ export const RECORD_SHARE_STORED = 3;
 export type RecordType = typeof RECORD_WRITE | typeof RECORD_TRUNCATE | typeof RECORD_SHARE_STORED;
 
 const SEG_MAGIC = Buffer.from('DITTOWAL', 'latin1');
-const SEG_VERSION = 2;
+const SEG_VERSION = 3;
+/** Segments whose record header CRCs are not seeded with the segment id (and never reused). */
+const SEG_VERSION_UNSEEDED = 2;
 /** Segments written before records carried a fencing token: 40-byte record headers, token 0. */
 const SEG_VERSION_NO_TOKEN = 1;
+/** Segment header flag: a reused segment, older bytes (not zeros) past its records. */
+const SEG_FLAG_REUSED = 1;
+/** Retired segments kept to become the next spare, at most. */
+const MAX_REUSABLE = 1;
 export const SEG_HEADER = 24;
 const REC_MAGIC = 0x44574c52; // "DWLR"
 export const REC_HEADER = 48;
@@ -70,6 +86,8 @@ export class WalSegment {
   broken = false;
   /** Reads in progress: the descriptor stays open until they finish (descriptor numbers get reused). */
   readers = 0;
+  /** Made by this process at its full size: once retired, it may become a spare again. */
+  reusable = false;
   constructor(
     readonly id: number,
     readonly file: string | null,
@@ -306,15 +324,27 @@ function nonZeroEnd(buf: Buffer, from: number): number {
   return end;
 }
 
-function segHeader(id: number): Buffer {
+function segHeader(id: number, flags: number): Buffer {
   const b = Buffer.alloc(SEG_HEADER);
   SEG_MAGIC.copy(b, 0);
   b.writeUInt32LE(SEG_VERSION, 8);
+  b.writeUInt32LE(flags, 12);
   b.writeBigUInt64LE(BigInt(id), 16);
   return b;
 }
 
-function recordHeader(type: RecordType, share: number, inode: number, offset: number, data: Buffer | null, token: number): Buffer {
+/** The seed of the record header CRCs of a segment of format 3 (its id's low 32 bits). */
+const crcSeed = (id: number): number => id % 2 ** 32;
+
+function recordHeader(
+  type: RecordType,
+  share: number,
+  inode: number,
+  offset: number,
+  data: Buffer | null,
+  token: number,
+  seed: number,
+): Buffer {
   const h = Buffer.alloc(REC_HEADER);
   h.writeBigUInt64LE(BigInt(token), 40);
   h.writeUInt32LE(REC_MAGIC, 0);
@@ -324,7 +354,7 @@ function recordHeader(type: RecordType, share: number, inode: number, offset: nu
   h.writeBigUInt64LE(BigInt(offset), 24);
   h.writeUInt32LE(data ? data.length : 0, 32);
   h.writeUInt32LE(data && data.length > 0 ? crc32c(data) : 0, 36);
-  h.writeUInt32LE(crc32c(h.subarray(8)), 4);
+  h.writeUInt32LE(crc32c(h.subarray(8), seed), 4);
   return h;
 }
 
@@ -338,10 +368,10 @@ interface ParsedHeader {
   token: number;
 }
 
-/** A record header of `hdr` bytes at `at`, or null unless its magic and CRC check out. */
-function parseHeader(buf: Buffer, at: number, hdr: number): ParsedHeader | null {
+/** A record header of `hdr` bytes at `at`, or null unless its magic and CRC (from `seed`) check out. */
+function parseHeader(buf: Buffer, at: number, hdr: number, seed: number): ParsedHeader | null {
   if (at + hdr > buf.length || buf.readUInt32LE(at) !== REC_MAGIC) return null;
-  if (crc32c(buf.subarray(at + 8, at + hdr)) !== buf.readUInt32LE(at + 4)) return null;
+  if (crc32c(buf.subarray(at + 8, at + hdr), seed) !== buf.readUInt32LE(at + 4)) return null;
   const token = hdr === REC_HEADER ? buf.readBigUInt64LE(at + 40) : 0n;
   if (token > BigInt(Number.MAX_SAFE_INTEGER)) return null;
   const type = buf.readUInt8(at + 8);
@@ -362,14 +392,14 @@ function parseHeader(buf: Buffer, at: number, hdr: number): ParsedHeader | null 
 }
 
 /** The next offset after `from` where a valid record header starts, or -1. */
-function resync(buf: Buffer, from: number, hdr: number): number {
+function resync(buf: Buffer, from: number, hdr: number, seed: number): number {
   const magic = Buffer.alloc(4);
   magic.writeUInt32LE(REC_MAGIC, 0);
   let at = from;
   for (;;) {
     at = buf.indexOf(magic, at);
     if (at < 0) return -1;
-    if (parseHeader(buf, at, hdr)) return at;
+    if (parseHeader(buf, at, hdr, seed)) return at;
     at += 1;
   }
 }
@@ -382,6 +412,11 @@ export class FileWal implements Wal {
   /** The next segment, preallocated and synced; null until it is ready. */
   private spare: WalSegment | null = null;
   private preparing: Promise<void> | null = null;
+  /** Retired segments kept to become spares (open, full size, named as spares of their old id). */
+  private readonly reusable: { fd: number; file: string }[] = [];
+  /** Spares made by reusing a retired segment / by writing zeros (metrics, tests). */
+  sparesReused = 0;
+  sparesWritten = 0;
   /** Why the last attempt to allocate a segment failed; null once one succeeds. */
   private noRoomError: Error | null = null;
   /** An append was refused for want of a segment since then: the log is not writable. */
@@ -460,20 +495,26 @@ export class FileWal implements Wal {
         continue;
       }
       const format = buf.readUInt32LE(8);
-      if (format !== SEG_VERSION && format !== SEG_VERSION_NO_TOKEN) {
-        throw new Error(`WAL segment ${file} has format version ${format}; this DittoFS reads versions 1 and ${SEG_VERSION}`);
+      if (format !== SEG_VERSION && format !== SEG_VERSION_UNSEEDED && format !== SEG_VERSION_NO_TOKEN) {
+        throw new Error(`WAL segment ${file} has format version ${format}; this DittoFS reads versions 1 to ${SEG_VERSION}`);
       }
-      const hdr = format === SEG_VERSION ? REC_HEADER : REC_HEADER_NO_TOKEN;
+      const hdr = format === SEG_VERSION_NO_TOKEN ? REC_HEADER_NO_TOKEN : REC_HEADER;
+      const seed = format === SEG_VERSION ? crcSeed(id) : 0;
+      // Past the records of a reused segment lie those of its earlier life, not zeros: where this
+      // id's records stop, the segment ends (they fail the seeded CRC, like any torn write).
+      const reused = format === SEG_VERSION && (buf.readUInt32LE(12) & SEG_FLAG_REUSED) !== 0;
+      /** Bytes of a record cut as torn, when the rest of a reused segment cannot tell. */
+      let cutRecord = 0;
       const fd = fsc.openSync(file, fsc.constants.O_RDWR);
       const seg = new WalSegment(id, file, fd);
       let at = SEG_HEADER;
       let validEnd = SEG_HEADER;
       while (at < buf.length) {
-        const h = parseHeader(buf, at, hdr);
+        const h = parseHeader(buf, at, hdr, seed);
         if (!h || at + hdr + h.length > buf.length) {
           // Preallocated space past the last record: zeros, nothing was ever written there.
           if (nonZeroEnd(buf, at) === at) break;
-          const next = resync(buf, at + 1, hdr);
+          const next = resync(buf, at + 1, hdr, seed);
           if (next < 0) break; // the rest is a torn tail
           report.corruptRanges.push({ segment: id, from: at, to: next });
           opts.log?.error({ segment: file, from: at, to: next }, 'WAL bytes with no valid record: skipped, never served');
@@ -485,7 +526,11 @@ export class FileWal implements Wal {
         const intact = h.length === 0 || crc32c(buf.subarray(dataAt, end)) === h.dataCrc;
         // The last record of a preallocated segment, with only zeros after it: an append the crash
         // interrupted (part of its data never reached the disk), cut like any torn tail.
-        if (!intact && end < buf.length && nonZeroEnd(buf, end) === end) break;
+        // In a reused segment: no record of this id after it.
+        if (!intact && end < buf.length && (reused ? resync(buf, end, hdr, seed) < 0 : nonZeroEnd(buf, end) === end)) {
+          cutRecord = end - at;
+          break;
+        }
         at = end;
         validEnd = end;
         if (!intact) {
@@ -507,7 +552,8 @@ export class FileWal implements Wal {
         report.records++;
         report.dataBytes += h.length;
       }
-      const torn = nonZeroEnd(buf, validEnd) - validEnd;
+      // A reused segment's tail is older bytes: only a record known to be cut counts.
+      const torn = reused ? cutRecord : nonZeroEnd(buf, validEnd) - validEnd;
       if (torn > 0) {
         report.tornBytes += torn;
         opts.log?.warn({ segment: file, bytes: torn }, 'WAL segment ends in an interrupted write: cut');
@@ -612,11 +658,14 @@ export class FileWal implements Wal {
     fsc.renameSync(spare.file, file);
     this.spare = null;
     const seg = new WalSegment(spare.id, file, spare.fd);
+    seg.reusable = true;
     this.active = seg;
     this.segments.push(seg);
     // The header is synced with the spare; the rename is made durable by the next sync.
     this.dirDirty = true;
-    void this.prepareSpare();
+    // With older segments in the log, one of them is likely to be stored and retired before this
+    // one is half full: it becomes the next spare then, instead of zeros written now (see reserve).
+    if (this.segments.length === 1 || this.reusable.length > 0) void this.prepareSpare();
     return seg;
   }
 
@@ -627,15 +676,40 @@ export class FileWal implements Wal {
     return this.preparing;
   }
 
-  /** Writes the next segment: its header, then zeros to its full size, synced (the space is now the log's). */
+  /**
+   * Prepares the next segment: a retired one with a new header (its space is the log's already), or
+   * else a new file, its header, then zeros to its full size; synced either way.
+   */
   private async allocate(): Promise<void> {
     const id = this.nextId++;
+    const old = this.reusable.pop();
+    if (old !== undefined) {
+      try {
+        // Its rename away from the .log name must be on disk before its header says another id:
+        // else a crash could leave a .log whose header names another segment (set aside as corrupt).
+        if (this.dirDirty) await this.syncDir();
+        const header = segHeader(id, SEG_FLAG_REUSED);
+        const { bytesWritten } = await writev(old.fd, [header], 0);
+        if (bytesWritten !== SEG_HEADER) throw new Error('short write of a WAL segment header');
+        await fdatasync(old.fd);
+        if (this.closed) throw new Error('WAL is closed');
+        this.spare = new WalSegment(id, old.file, old.fd);
+        this.sparesReused++;
+        this.roomAgain();
+        return;
+      } catch {
+        // Not fit for reuse after all: its space goes back to the volume, and a new one is written.
+        await fclose(old.fd).catch(() => undefined);
+        await fs.rm(old.file, { force: true }).catch(() => undefined);
+        if (this.closed) return;
+      }
+    }
     const file = path.join(this.dir, spareName(id));
     let fd: number | null = null;
     try {
       fd = await fopen(file, fsc.constants.O_RDWR | fsc.constants.O_CREAT | fsc.constants.O_TRUNC, 0o600);
       const zeros = (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
-      const header = segHeader(id);
+      const header = segHeader(id, 0);
       const size = Math.max(this.segmentBytes, SEG_HEADER);
       for (let pos = 0; pos < size;) {
         const bufs: Buffer[] = pos < SEG_HEADER ? [header.subarray(pos)] : [];
@@ -652,6 +726,7 @@ export class FileWal implements Wal {
       await fdatasync(fd);
       if (this.closed) throw new Error('WAL is closed');
       this.spare = new WalSegment(id, file, fd);
+      this.sparesWritten++;
       fd = null;
       this.roomAgain();
     } catch (err) {
@@ -660,6 +735,15 @@ export class FileWal implements Wal {
       await fs.rm(file, { force: true }).catch(() => undefined);
       if (!this.closed) this.noRoom(err as Error);
     }
+  }
+
+  /**
+   * Whether a retired segment is kept to become the spare: only when no spare is ready or being
+   * prepared, so that the log never holds more than its segments and one spare (on a volume shared
+   * with the block store, more would be space an upload may need to free them).
+   */
+  private keepForReuse(): boolean {
+    return !this.closed && this.reusable.length < MAX_REUSABLE && this.spare === null && this.preparing === null;
   }
 
   /** No new segment can be had: writers past the active segment wait; retried every second. */
@@ -722,6 +806,8 @@ export class FileWal implements Wal {
     }
     const at = a.size;
     a.size += bytes;
+    // No retired segment came to be reused by half-way: the next one is written now, in time.
+    if (this.spare === null && this.preparing === null && a.size * 2 > this.segmentBytes) void this.prepareSpare();
     return { seg: a, at };
   }
 
@@ -730,7 +816,7 @@ export class FileWal implements Wal {
     if (data && data.length > MAX_RECORD_DATA) throw new Error(`WAL record of ${data.length} bytes exceeds ${MAX_RECORD_DATA}`);
     const bytes = REC_HEADER + (data?.length ?? 0);
     const { seg, at } = this.reserve(bytes);
-    const header = recordHeader(type, share, inode, offset, data, token);
+    const header = recordHeader(type, share, inode, offset, data, token, crcSeed(seg.id));
     const bufs = data && data.length > 0 ? [header, data] : [header];
     this.issued++;
     const done = this.enqueue(seg, at, bufs, bytes);
@@ -918,9 +1004,23 @@ export class FileWal implements Wal {
         this.segments.shift();
         const fd = s.fd;
         s.fd = null;
+        this.dirDirty = true;
+        if (fd !== null && s.file && s.reusable && this.keepForReuse()) {
+          // Kept as a spare-to-be: renamed first, so that after a crash it is not replayed (open
+          // deletes spares); its records are stored, so losing the rename to a crash is harmless too.
+          const kept = path.join(this.dir, spareName(s.id));
+          try {
+            await fs.rename(s.file, kept);
+            this.reusable.push({ fd, file: kept });
+            if (this.spare === null) void this.prepareSpare();
+            this.room.wake();
+            continue;
+          } catch {
+            // Deleted instead, below.
+          }
+        }
         if (fd !== null) await fclose(fd);
         if (s.file) await fs.rm(s.file, { force: true });
-        this.dirDirty = true;
         freed = true;
         this.room.wake();
       }
@@ -960,6 +1060,11 @@ export class FileWal implements Wal {
     this.spare = null;
     if (spare?.fd != null) await fclose(spare.fd);
     if (spare?.file) await fs.rm(spare.file, { force: true });
+    for (const r of this.reusable.splice(0)) {
+      await fclose(r.fd).catch(() => undefined);
+      await fs.rm(r.file, { force: true });
+      this.dirDirty = true;
+    }
     for (const s of this.segments) {
       const fd = s.fd;
       s.fd = null;
