@@ -74,6 +74,7 @@ import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
 import { SrvsvcPipe } from './srvsvc.js';
 import { ioctl as smbIoctl } from './ioctl.js';
 import { defaultSessionTable, SessionTable, type SessionOwner } from './sessions.js';
+import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
 
 export interface SmbEngineOptions {
@@ -93,6 +94,8 @@ export interface SmbEngineOptions {
   data?: DataObserver;
   /** Sessions of every connection (PreviousSessionId); default: one table for the process. */
   sessions?: SessionTable;
+  /** Durable opens kept without a connection (SmbServer makes one); default: one per file service. */
+  durable?: DurableTable;
 }
 
 /** Statuses that are the server's failure (an ERROR span), as opposed to an answer such as OBJECT_NAME_NOT_FOUND. */
@@ -172,7 +175,10 @@ export class SmbConnection implements SessionOwner {
       },
     };
     this.table = opts.sessions ?? defaultSessionTable;
+    this.durable = opts.durable ?? durableTableOf(opts.fs);
   }
+
+  private readonly durable: DurableTable;
 
   /** How oplock and lease breaks reach this connection's client (unsolicited, MessageId all ones). */
   private readonly caching: oplock.CachingContext;
@@ -570,6 +576,7 @@ export class SmbConnection implements SessionOwner {
       maxTransact: this.maxIo,
       ...(this.opts.data ? { data: this.opts.data } : {}),
       caching: this.caching,
+      durable: this.durable,
     };
   }
 
@@ -926,7 +933,8 @@ export class SmbConnection implements SessionOwner {
     session.state = 'in-progress';
     session.exchange = null;
     this.async.abortWhere((op) => op.request.session === session, 'closed');
-    await this.closeOpens((o) => o.tree.session === session);
+    // Durable opens outlive a LOGOFF or a reconnect (MS-SMB2 3.3.5.6), not a refused logon.
+    await this.closeOpens((o) => o.tree.session === session, why !== 'authentication failed');
     for (const p of this.pipes.values()) if (p.tree.session === session) this.pipes.delete(p.id);
     session.trees.clear();
     if (why !== 'logoff') this.log?.debug({ sessionId: session.id, why }, 'SMB session ended');
@@ -1003,17 +1011,23 @@ export class SmbConnection implements SessionOwner {
     );
   }
 
-  private async closeOpens(which: (o: Open) => boolean): Promise<void> {
+  /** Closes opens of this connection; with `preserve`, durable ones are kept without it (durable.ts). */
+  private async closeOpens(which: (o: Open) => boolean, preserve = false): Promise<void> {
     const victims = [...this.opens.values()].filter(which);
     const gone = new Set(victims);
     this.async.abortWhere((op) => op.request.open !== null && gone.has(op.request.open), this.closed ? 'disconnected' : 'closed');
     for (const o of victims) {
       this.opens.delete(o.id);
-      releaseLocks(this.opts.fs.byteRanges, o);
+      // A durable open keeps its byte-range locks while it is preserved.
+      if (!(preserve && o.durable)) releaseLocks(this.opts.fs.byteRanges, o);
       this.notifyHub?.closeOpen(o);
     }
     for (const o of victims) {
       await o.drained();
+      if (preserve && o.durable) {
+        if (this.durable.preserve(o)) continue;
+        releaseLocks(this.opts.fs.byteRanges, o);
+      }
       await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
     }
   }
@@ -1025,7 +1039,7 @@ export class SmbConnection implements SessionOwner {
     this.notifyHub?.closeAll();
     for (const s of this.sessions.values()) this.table.remove(s);
     this.sessions.clear();
-    await this.closeOpens(() => true);
+    await this.closeOpens(() => true, true);
   }
 
   get openCount(): number {

@@ -14,11 +14,14 @@ import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/
 import { SmbConnection, type SmbEngineOptions } from './connection.js';
 import { DirectTcpFramer, directTcpHeader, replyEstimate } from './framing.js';
 import { SessionTable } from './sessions.js';
+import { DurableTable } from './durable.js';
 import { listenOn } from '../wire/listen.js';
 
 export interface SmbServerOptions extends SmbEngineOptions {
   /** Largest Direct TCP frame accepted (default: a 1 MiB WRITE and its headers, plus room for a compound). */
   maxFrameSize?: number;
+  /** How long a durable open waits for its client after a disconnect (default 16 min; adapters.smb.durable_handle_timeout). */
+  durableHandleTimeoutMs?: number;
   /** Connections served at once; more are closed at accept (default 1024). */
   maxConnections?: number;
   /** A connection with no traffic for this long while none of its requests runs is closed; 0: never (default 15 min). */
@@ -89,7 +92,16 @@ export class SmbServer {
     });
     this.replies = new ReplyBudget(opts.maxUnsentReplyBytesTotal ?? SMB_SERVER_DEFAULTS.maxUnsentReplyBytesTotal);
     this.framingLog = new LogLimiter(opts.log, 'warn', LOG_BURST, LOG_INTERVAL_MS);
-    this.engine = { ...opts, sessions: opts.sessions ?? new SessionTable() };
+    this.engine = {
+      ...opts,
+      sessions: opts.sessions ?? new SessionTable(),
+      durable:
+        opts.durable ??
+        new DurableTable(opts.fs, {
+          ...(opts.durableHandleTimeoutMs !== undefined ? { timeoutMs: opts.durableHandleTimeoutMs } : {}),
+          ...(opts.log ? { log: opts.log } : {}),
+        }),
+    };
   }
 
   get connections(): number {
