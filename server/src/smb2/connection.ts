@@ -69,6 +69,7 @@ import {
   writeWriteResponse,
   writeCloseResponse,
   writeCreateResponse,
+  type CreateRequest,
 } from './messages.js';
 import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
 import { SrvsvcPipe } from './srvsvc.js';
@@ -632,15 +633,34 @@ export class SmbConnection implements SessionOwner {
       case Command.CREATE: {
         const req = decodeCreate(r);
         if (this.opens.size >= MAX_OPENS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many opens');
-        const open = await files.create(this.fileContext(session, tree), req, w, (o) => this.opens.set(o.id, o));
-        if (this.closed || this.sessions.get(session.id) !== session || session.trees.get(tree.id) !== tree) {
-          // Gone while the CREATE waited for an oplock break: the open must not outlive them.
-          this.opens.delete(open.id);
-          await oplock.releaseOpen(this.opts.fs, open, session.identity);
-          throw new SmbStatusError(NtStatus.NETWORK_NAME_DELETED);
+        // MS-SMB2 3.3.4.2 / 3.3.5.9: a CREATE waiting for a break acknowledgment goes async (the
+        // client gets an interim STATUS_PENDING and may CANCEL); only the last element of a compound.
+        let op: PendingOp | null = null;
+        let wentAsync: () => void = () => undefined;
+        const asyncNow = new Promise<null>((resolve) => (wentAsync = () => resolve(null)));
+        const ctx: files.FileContext = { ...this.fileContext(session, tree) };
+        if (chain.last)
+          ctx.onBreakWait = () => {
+            if (op !== null) return;
+            op = this.goAsync(h, reply, chain, session, tree, null);
+            wentAsync();
+          };
+        const done = this.createOpen(ctx, req, w, session, tree);
+        const open = await Promise.race([done, asyncNow]);
+        if (open !== null) {
+          chain.fileId = open.fileId;
+          return ok;
         }
-        chain.fileId = open.fileId;
-        return ok;
+        const pending: PendingOp = op!;
+        void done.then(
+          async (o) => {
+            // Cancelled, or its tree or session ended, meanwhile: the client never learns of the open.
+            if (pending.finished) await this.dropOpen(o, session);
+            else pending.complete(NtStatus.SUCCESS, w.finish());
+          },
+          (e: unknown) => pending.complete(this.statusOf(e, h)),
+        );
+        return { status: NtStatus.PENDING, data: null };
       }
       case Command.CLOSE: {
         const req = decodeClose(r);
@@ -1009,6 +1029,22 @@ export class SmbConnection implements SessionOwner {
       req,
       w,
     );
+  }
+
+  private async createOpen(ctx: files.FileContext, req: CreateRequest, w: SmbWriter, session: Session, tree: Tree): Promise<Open> {
+    const open = await files.create(ctx, req, w, (o) => this.opens.set(o.id, o));
+    if (this.closed || this.sessions.get(session.id) !== session || session.trees.get(tree.id) !== tree) {
+      // Gone while the CREATE waited for an oplock break: the open must not outlive them.
+      await this.dropOpen(open, session);
+      throw new SmbStatusError(NtStatus.NETWORK_NAME_DELETED);
+    }
+    return open;
+  }
+
+  /** Closes an open that its client never heard of (its CREATE was cancelled or its session ended). */
+  private async dropOpen(open: Open, session: Session): Promise<void> {
+    this.opens.delete(open.id);
+    await oplock.releaseOpen(this.opts.fs, open, session.identity).catch(() => undefined);
   }
 
   /** Closes opens of this connection; with `preserve`, durable ones are kept without it (durable.ts). */

@@ -115,6 +115,8 @@ export interface FileContext {
   caching?: oplock.CachingContext;
   /** Durable opens without a connection (DHnC reconnects), durable.ts. */
   durable?: DurableTable;
+  /** CREATE: called when it must wait for a client to acknowledge a break (it goes async then). */
+  onBreakWait?: () => void;
 }
 
 /** Walks to the parent directory of `parts` (all but the last component). */
@@ -220,7 +222,7 @@ export async function create(
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
     if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
     // A preserved durable open closed by the break may have taken the file with it: look again (once).
-    if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching)) && !retried)
+    if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.onBreakWait)) && !retried)
       return create(c, req, w, register, true);
     pre = newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
     pre.record = oplock.registerOpen(c.fs, pre, granted >>> 0, req.shareAccess);

@@ -297,6 +297,8 @@ export async function breakForOpen(
   access: number,
   req: CreateRequest,
   caching: CachingContext | undefined,
+  /** Called once a break that waits for an acknowledgment is under way (CREATE goes async then). */
+  onBreakWait?: () => void,
 ): Promise<boolean> {
   const file = fs.opens.get(meta, inode.id);
   if (!file || file.holders === 0) return false;
@@ -317,7 +319,7 @@ export async function breakForOpen(
     const keep = Caching.READ | Caching.WRITE;
     const handles = breakable(fs.opens.holdersAbove(file, keep, own));
     if (handles.length === 0) return false;
-    await Promise.all(handles.map((h) => h.breakTo(h.caching & keep)));
+    await waitFor(handles, keep, onBreakWait);
     const again = fs.opens.get(meta, inode.id);
     // Still refused: CREATE fails with SHARING_VIOLATION, the others keep their read and write caching.
     if (!again || fs.opens.conflicting(again, access, req.shareAccess)) return closed();
@@ -328,8 +330,15 @@ export async function breakForOpen(
   // their cached handles for the delete to happen).
   const deleting = (req.createOptions & CreateOptions.DELETE_ON_CLOSE) !== 0;
   const keep = overwrite ? Caching.NONE : deleting ? Caching.READ : Caching.READ | Caching.HANDLE;
-  await Promise.all(breakable(fs.opens.holdersAbove(now, keep, own)).map((h) => h.breakTo(h.caching & keep)));
+  await waitFor(breakable(fs.opens.holdersAbove(now, keep, own)), keep, onBreakWait);
   return closed();
+}
+
+/** Breaks `holders` to `keep`; tells `onWait` when one of the breaks waits for an acknowledgment. */
+function waitFor(holders: CacheHolder[], keep: number, onWait: (() => void) | undefined): Promise<unknown> {
+  const breaks = holders.map((h) => h.breakTo(h.caching & keep));
+  if (onWait && holders.some((h) => (h instanceof OplockHolder || h instanceof Lease) && h.breaking)) onWait();
+  return Promise.all(breaks);
 }
 
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
