@@ -38,7 +38,7 @@ import {
 import { AsyncTable, type FinalResponse, type PendingOp } from './async.js';
 import { CreditWindow } from './credits.js';
 import * as files from './files.js';
-import { decodeLock, lock, releaseLocks } from './lock.js';
+import { decodeLock, lock, LockFlags, releaseLocks } from './lock.js';
 import { decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
 import * as oplock from './oplock.js';
 import {
@@ -733,6 +733,9 @@ export class SmbConnection implements SessionOwner {
           req,
           w,
         );
+        // MS-FSA 2.1.5.7: a byte-range lock taken breaks the read caching of the file's other holders.
+        if (status === NtStatus.SUCCESS && req.locks.every((l) => (l.flags & LockFlags.UNLOCK) === 0))
+          oplock.breakForLock(this.opts.fs, open);
         return { status, data: null };
       }
       case Command.CHANGE_NOTIFY: {

@@ -126,6 +126,7 @@ export class DurableTable {
     this.byId.set(open.id, { open, user, timer });
     this.perUser.set(user, mine + 1);
     open.expire = () => this.expire(open);
+    this.log?.info({ user, path: open.path, timeoutMs: this.timeoutMs }, 'durable open preserved');
     return true;
   }
 

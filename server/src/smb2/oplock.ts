@@ -395,9 +395,12 @@ export function grantCaching(
       if ((h.caching & Caching.WRITE) !== 0) state = Caching.NONE;
     }
     if (lease) {
-      // A lease broken to none is granted afresh; a held one is upgraded when the request asks for
-      // more and no other open shares the file.
-      if (!lease.breaking && (lease.state === Caching.NONE || (!others && (state & lease.state) === lease.state))) lease.state = state;
+      // A lease broken to none is granted afresh; a held one is upgraded only to the whole state
+      // asked for, when the other opens allow all of it and it keeps what the lease holds (a lease
+      // never shrinks by a request: smbtorture lease.upgrade2/3, as Windows and smbd).
+      const asked = (want.state & Caching.READ) === 0 ? Caching.NONE : want.state;
+      if (!lease.breaking && (lease.state === Caching.NONE || (state === asked && (state & lease.state) === lease.state)))
+        lease.state = state;
     } else {
       if (table.leases.size >= MAX_LEASES) return none;
       lease = new Lease(table, id, want.key, file, state, caching.breakTimeoutMs);
@@ -430,6 +433,16 @@ export function grantCaching(
 /** Another open's caching breaks to none before a change that does not go through a vfs write (MS-FSA 2.1.5.14.2). */
 export async function breakForChange(fs: FileService, open: Open): Promise<void> {
   await fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open));
+}
+
+/**
+ * MS-FSA 2.1.5.7 (as Windows and smbd behave, smbtorture oplock.brl1, lease.lock1): a byte-range
+ * lock breaks every other holder of the file to none, its own Level II oplock included; the LOCK
+ * does not wait for the acknowledgments.
+ */
+export function breakForLock(fs: FileService, open: Open): void {
+  if (open.isDir || open.stream) return;
+  void fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open));
 }
 
 // ---- rename ---------------------------------------------------------------------------------------
