@@ -61,6 +61,7 @@ import {
 import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import { type DurableTable, grantDurable, isReconnect } from './durable.js';
+import { aaplReply } from './aapl.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -173,6 +174,8 @@ export async function create(
     if (!c.durable) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     return c.durable.reconnect(c, req, w, register);
   }
+  // macOS's server query, checked before anything is opened.
+  const aapl = aaplReply(req);
   // MS-SMB2 3.3.5.9: ImpersonationLevel past Delegate (3), and a name starting with a backslash, are refused.
   if (req.impersonationLevel > 3) throw fail(NtStatus.BAD_IMPERSONATION_LEVEL);
   const raw = fromUtf16(req.name, 'CREATE name');
@@ -268,6 +271,7 @@ export async function create(
   if (granting.lease) contexts.push({ name: 'RqLs', data: granting.lease });
   const durable = grantDurable(req, open, granting.level);
   if (durable) contexts.push(durable);
+  if (aapl) contexts.push(aapl);
   writeCreateResponse(w, {
     oplockLevel: granting.level,
     createAction: action,
