@@ -169,7 +169,8 @@ export class Lease implements CacheHolder {
       return Promise.resolve();
     }
     this.breakingTo = to;
-    const p = (this.pending = new PendingBreak(this.timeoutMs, () => this.finish(this.breakingTo)));
+    // An unacknowledged break leaves the lease nothing (as Windows and smbd: smbtorture lease.timeout).
+    const p = (this.pending = new PendingBreak(this.timeoutMs, () => this.finish(Caching.NONE)));
     return p.done;
   }
 
