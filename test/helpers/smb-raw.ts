@@ -128,6 +128,17 @@ export class RawSmbClient {
     await this.ok(SmbCommand.CLOSE, bodies.close(fileId), 'CLOSE');
   }
 
+  /** LOCK of one range (MS-SMB2 2.2.26), exclusive or shared, failing at once on a conflict. */
+  async lock(fileId: Buffer, offset: number, length: number, exclusive = true): Promise<void> {
+    const w = new SmbWriter(48);
+    w.u16(48).u16(1).u32(0).bytes(fileId);
+    w.u64(offset)
+      .u64(length)
+      .u32((exclusive ? 0x02 : 0x01) | 0x10)
+      .u32(0);
+    await this.ok(SmbCommand.LOCK, w.finish(), 'LOCK');
+  }
+
   /** OPLOCK_BREAK acknowledgment of an oplock break (MS-SMB2 2.2.24.1); the granted level. */
   async ackOplock(fileId: Buffer, level: number): Promise<SmbReply> {
     const w = new SmbWriter(24);
