@@ -118,9 +118,7 @@ export class DurableTable {
       return false;
     }
     open.notify = null;
-    const timer = setTimeout(() => {
-      this.expire(open).catch((err: unknown) => this.log?.warn({ err }, 'closing an expired durable open failed'));
-    }, this.timeoutMs);
+    const timer = setTimeout(() => void this.expire(open), this.timeoutMs);
     // A preserved open is not work in flight: it must not keep the process alive.
     timer.unref();
     this.byId.set(open.id, { open, user, timer });
@@ -143,16 +141,23 @@ export class DurableTable {
     return p;
   }
 
-  /** Closes a preserved open exactly as CLOSE would: byte-range locks released, delete-on-close run. */
+  /**
+   * Closes a preserved open exactly as CLOSE would: byte-range locks released, delete-on-close run.
+   * Never rejects (a break waits on it): a storage error is logged, the open is gone all the same.
+   */
   async expire(open: Open): Promise<void> {
     if (!this.take(open.id)) return;
     releaseLocks(this.fs.byteRanges, open);
-    await releaseOpen(this.fs, open, open.tree.session.identity);
+    try {
+      await releaseOpen(this.fs, open, open.tree.session.identity);
+    } catch (err) {
+      this.log?.warn({ err, path: open.path }, 'closing a preserved durable open failed');
+    }
   }
 
   /** Closes every preserved open (server shutdown). */
   async closeAll(): Promise<void> {
-    for (const p of [...this.byId.values()]) await this.expire(p.open).catch(() => undefined);
+    for (const p of [...this.byId.values()]) await this.expire(p.open);
   }
 
   /**
