@@ -5,6 +5,7 @@
 // the file closes the preserved open instead (no break can reach it), and the timer
 // (adapters.smb.durable_handle_timeout) closes one like CLOSE: its delete-on-close runs.
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
@@ -19,6 +20,7 @@ const UID = 1000;
 const DURABLE_TIMEOUT_MS = 3000;
 const BATCH = 9;
 const NAME_NOT_FOUND = 0xc0000034;
+const ENV = { DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT: String(DURABLE_TIMEOUT_MS), DITTOFS_LOG_LEVEL: 'info' };
 const ACCESS_DENIED = 0xc0000022;
 
 describe('SMB durable handles', { timeout: 300_000 }, () => {
@@ -47,7 +49,7 @@ describe('SMB durable handles', { timeout: 300_000 }, () => {
   };
 
   before(async () => {
-    srv = await startDittofs({ env: { DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT: String(DURABLE_TIMEOUT_MS), DITTOFS_LOG_LEVEL: 'info' } });
+    srv = await startDittofs({ env: ENV, keepDataDir: true });
     const base = `http://127.0.0.1:${srv.apiPort}`;
     const token = await takeOverAdmin(base);
     await addShareUser(base, token, { username: USER, password: PASSWORD, uid: UID, gid: UID });
@@ -60,6 +62,7 @@ describe('SMB durable handles', { timeout: 300_000 }, () => {
     for (const c of clients) c.destroy();
     nfs?.close();
     await srv?.stop();
+    if (srv) await rm(srv.dataDir, { recursive: true, force: true });
   });
 
   it('a durable open survives a dropped connection: the same user reconnects it and reads its data', async () => {
@@ -111,6 +114,26 @@ describe('SMB durable handles', { timeout: 300_000 }, () => {
     assert.equal(status, 2, 'NFS3ERR_NOENT: removed when the durable open expired');
     const b = await smb();
     assert.equal(await reconnectStatus(b, 'temp.dat', fileId), NAME_NOT_FOUND);
+  });
+
+  it('a server shutdown closes preserved opens like CLOSE: their delete-on-close runs', async () => {
+    // A timeout far beyond the test, so that only the shutdown can close the open.
+    const restart = async (timeoutMs: number): Promise<void> => {
+      nfs.close();
+      await srv.stop();
+      srv = await startDittofs({ env: { ...ENV, DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT: String(timeoutMs) }, dataDir: srv.dataDir });
+      preserved = 0;
+      nfs = await NfsOps.open(srv.nfsPort, authSys(UID, UID));
+      root = await nfs.mount('/export');
+    };
+    await restart(600_000);
+    const a = await smb();
+    const { durable } = await a.create('shutdown.dat', { oplock: BATCH, durable: true, options: 0x40 | 0x1000 });
+    assert.ok(durable);
+    await drop(a);
+    assert.equal((await nfs.lookup(root, 'shutdown.dat')).status, 0, 'kept while preserved');
+    await restart(DURABLE_TIMEOUT_MS);
+    assert.equal((await nfs.lookup(root, 'shutdown.dat')).status, 2, 'NFS3ERR_NOENT: removed at shutdown');
   });
 });
 

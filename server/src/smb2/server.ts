@@ -69,6 +69,8 @@ export class SmbServer {
   readonly replies: ReplyBudget;
   private readonly framingLog: LogLimiter;
   private readonly engine: SmbEngineOptions;
+  /** Connection teardowns under way (close() waits for them before closing preserved durable opens). */
+  private readonly teardowns = new Set<Promise<void>>();
 
   /**
    * Buffers of large frames, reused: streaming 1 MiB WRITEs through fresh buffers costs V8 a full
@@ -264,7 +266,9 @@ export class SmbServer {
         if (f.length >= POOLED_FRAME_MIN) pool.give(f);
       }
       queue.length = 0;
-      void conn.teardown().catch((err: unknown) => clog?.warn({ err }, 'SMB connection teardown failed'));
+      const down = conn.teardown().catch((err: unknown) => clog?.warn({ err }, 'SMB connection teardown failed'));
+      this.teardowns.add(down);
+      void down.finally(() => this.teardowns.delete(down));
       clog?.info('SMB connection closed');
     });
   }
@@ -281,5 +285,9 @@ export class SmbServer {
     }
     for (const s of this.sockets.keys()) s.destroy();
     await closed;
+    // Durable opens the connections left (and those preserved earlier) close as CLOSE would:
+    // nobody can reconnect them once the server is gone, and their delete-on-close must run.
+    await Promise.all(this.teardowns);
+    await this.engine.durable?.closeAll();
   }
 }
