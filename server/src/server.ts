@@ -529,6 +529,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         serverGuid: await loadServerGuid(config.data_dir),
         signingRequired: smbCfg.signing_required,
         oplockBreakTimeoutMs: smbCfg.oplock_break_timeout,
+        durableHandleTimeoutMs: smbCfg.durable_handle_timeout,
         serverName: os.hostname().split('.')[0]!.toUpperCase().slice(0, 15) || 'DITTOFS',
         domain: 'WORKGROUP',
         maxConnections: smbCfg.max_connections,

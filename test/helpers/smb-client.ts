@@ -14,6 +14,7 @@ export const SmbCommand = Object.freeze({
   CLOSE: 6,
   READ: 8,
   WRITE: 9,
+  LOCK: 10,
   CANCEL: 12,
   ECHO: 13,
   QUERY_INFO: 16,

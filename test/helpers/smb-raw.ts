@@ -84,41 +84,35 @@ export class RawSmbClient {
   }
 
   /**
-   * CREATE (OPEN_IF, a non-directory, all access, share all) asking for `oplock` (0, 1, 8, 9) or,
-   * with `lease`, a v1 lease (OplockLevel 0xFF and an RqLs context). Returns the FileId and what
-   * was granted.
+   * CREATE (OPEN_IF, a non-directory, all access, share all unless `share`) asking for `oplock`
+   * (0, 1, 8, 9) or, with `lease`, a v1 lease (OplockLevel 0xFF and an RqLs context); `durable`
+   * adds a DHnQ context, `reconnect` a DHnC naming that FileId. Returns the FileId and what was
+   * granted; a failure is thrown (see createStatus).
    */
   async create(
     name: string,
-    opts: { oplock?: number; lease?: { key: Buffer; state: number } } = {},
-  ): Promise<{ fileId: Buffer; oplock: number; leaseState: number | null }> {
-    const n = u16(name);
-    const ctx = opts.lease ? rqLs(opts.lease.key, opts.lease.state) : Buffer.alloc(0);
-    const nameEnd = 56 + n.length;
-    const ctxAt = ctx.length ? Math.ceil(nameEnd / 8) * 8 : 0;
-    const w = new SmbWriter(Math.max(ctxAt + ctx.length, nameEnd));
-    w.u16(57)
-      .u8(0)
-      .u8(opts.lease ? 0xff : (opts.oplock ?? 0))
-      .u32(2)
-      .u64(0)
-      .u64(0);
-    w.u32(0x001f01ff).u32(0x80).u32(7).u32(3).u32(0x40);
-    w.u16(HEADER_SIZE + 56)
-      .u16(n.length)
-      .u32(ctx.length ? HEADER_SIZE + ctxAt : 0)
-      .u32(ctx.length);
-    w.bytes(n);
-    if (ctx.length) w.zeros(ctxAt - nameEnd).bytes(ctx);
-    const r = await this.ok(SmbCommand.CREATE, w.finish(), `CREATE ${name}`);
+    opts: CreateOptions = {},
+  ): Promise<{ fileId: Buffer; oplock: number; leaseState: number | null; durable: boolean }> {
+    const r = await this.request(SmbCommand.CREATE, createBody(name, opts));
+    if (r.status !== 0) throw new Error(`CREATE ${name}: NTSTATUS 0x${r.status.toString(16)}`);
     const fileId = Buffer.from(r.body.subarray(64, 80));
     let leaseState: number | null = null;
-    const ctxOff = r.body.readUInt32LE(80);
-    if (ctxOff) {
-      const c = r.body.subarray(ctxOff - HEADER_SIZE);
-      leaseState = c.readUInt32LE(c.readUInt16LE(10) + 16);
+    let durable = false;
+    let at = r.body.readUInt32LE(80);
+    while (at) {
+      const c = r.body.subarray(at - HEADER_SIZE);
+      const tag = c.toString('latin1', c.readUInt16LE(4), c.readUInt16LE(4) + 4);
+      if (tag === 'RqLs') leaseState = c.readUInt32LE(c.readUInt16LE(10) + 16);
+      if (tag === 'DHnQ') durable = true;
+      const next = c.readUInt32LE(0);
+      at = next ? at + next : 0;
     }
-    return { fileId, oplock: r.body[2]!, leaseState };
+    return { fileId, oplock: r.body[2]!, leaseState, durable };
+  }
+
+  /** The NTSTATUS a CREATE gets (0 on success). */
+  async createStatus(name: string, opts: CreateOptions = {}): Promise<number> {
+    return (await this.request(SmbCommand.CREATE, createBody(name, opts))).status;
   }
 
   async write(fileId: Buffer, offset: number, data: Buffer): Promise<void> {
@@ -132,6 +126,17 @@ export class RawSmbClient {
 
   async close(fileId: Buffer): Promise<void> {
     await this.ok(SmbCommand.CLOSE, bodies.close(fileId), 'CLOSE');
+  }
+
+  /** LOCK of one range (MS-SMB2 2.2.26), exclusive or shared, failing at once on a conflict. */
+  async lock(fileId: Buffer, offset: number, length: number, exclusive = true): Promise<void> {
+    const w = new SmbWriter(48);
+    w.u16(48).u16(1).u32(0).bytes(fileId);
+    w.u64(offset)
+      .u64(length)
+      .u32((exclusive ? 0x02 : 0x01) | 0x10)
+      .u32(0);
+    await this.ok(SmbCommand.LOCK, w.finish(), 'LOCK');
   }
 
   /** OPLOCK_BREAK acknowledgment of an oplock break (MS-SMB2 2.2.24.1); the granted level. */
@@ -153,15 +158,66 @@ export class RawSmbClient {
   }
 }
 
-/** MS-SMB2 2.2.13.2.8 SMB2_CREATE_REQUEST_LEASE in its create context. */
-function rqLs(key: Buffer, state: number): Buffer {
-  const c = Buffer.alloc(24 + 32);
-  c.writeUInt16LE(16, 4);
-  c.writeUInt16LE(4, 6);
-  c.writeUInt16LE(24, 10);
-  c.writeUInt32LE(32, 12);
-  c.write('RqLs', 16, 'latin1');
-  key.copy(c, 24);
-  c.writeUInt32LE(state, 40);
-  return c;
+export interface CreateOptions {
+  oplock?: number;
+  lease?: { key: Buffer; state: number };
+  durable?: boolean;
+  reconnect?: Buffer;
+  share?: number;
+  /** CreateOptions (default NON_DIRECTORY_FILE). */
+  options?: number;
+}
+
+/** MS-SMB2 2.2.13 CREATE request body (see RawSmbClient.create). */
+function createBody(name: string, opts: CreateOptions): Buffer {
+  const n = u16(name);
+  const list: [string, Buffer][] = [];
+  if (opts.lease) {
+    const d = Buffer.alloc(32);
+    opts.lease.key.copy(d, 0);
+    d.writeUInt32LE(opts.lease.state, 16);
+    list.push(['RqLs', d]);
+  }
+  if (opts.durable) list.push(['DHnQ', Buffer.alloc(16)]);
+  if (opts.reconnect) list.push(['DHnC', opts.reconnect]);
+  const ctx = createContexts(list);
+  const nameEnd = 56 + n.length;
+  const ctxAt = ctx.length ? Math.ceil(nameEnd / 8) * 8 : 0;
+  const w = new SmbWriter(Math.max(ctxAt + ctx.length, nameEnd));
+  w.u16(57)
+    .u8(0)
+    .u8(opts.lease ? 0xff : (opts.oplock ?? 0))
+    .u32(2)
+    .u64(0)
+    .u64(0);
+  w.u32(0x001f01ff)
+    .u32(0x80)
+    .u32(opts.share ?? 7)
+    .u32(3)
+    .u32(opts.options ?? 0x40);
+  w.u16(HEADER_SIZE + 56)
+    .u16(n.length)
+    .u32(ctx.length ? HEADER_SIZE + ctxAt : 0)
+    .u32(ctx.length);
+  w.bytes(n);
+  if (ctx.length) w.zeros(ctxAt - nameEnd).bytes(ctx);
+  return w.finish();
+}
+
+/** MS-SMB2 2.2.13.2 a chain of create contexts with 4-letter names, each 8-byte aligned. */
+function createContexts(list: [string, Buffer][]): Buffer {
+  const parts = list.map(([tag, data], i) => {
+    const size = 24 + data.length;
+    const padded = i === list.length - 1 ? size : Math.ceil(size / 8) * 8;
+    const c = Buffer.alloc(padded);
+    if (i < list.length - 1) c.writeUInt32LE(padded, 0);
+    c.writeUInt16LE(16, 4);
+    c.writeUInt16LE(4, 6);
+    c.writeUInt16LE(24, 10);
+    c.writeUInt32LE(data.length, 12);
+    c.write(tag, 16, 'latin1');
+    data.copy(c, 24);
+    return c;
+  });
+  return Buffer.concat(parts);
 }

@@ -94,6 +94,7 @@ export function defaultConfig(): DittoConfig {
         bind: '0.0.0.0',
         signing_required: false,
         oplock_break_timeout: 35000,
+        durable_handle_timeout: 16 * 60_000,
         max_connections: 1024,
         idle_timeout: 15 * 60_000,
         max_buffered_request_bytes: 256 * MiB,

@@ -35,6 +35,7 @@ export const NAMED_ENV_OVERRIDES: Readonly<Record<string, readonly (readonly str
   DITTOFS_SMB_PORT: [['adapters', 'smb', 'port']],
   DITTOFS_SMB_SIGNING_REQUIRED: [['adapters', 'smb', 'signing_required']],
   DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT: [['adapters', 'smb', 'oplock_break_timeout']],
+  DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT: [['adapters', 'smb', 'durable_handle_timeout']],
   DITTOFS_API_ENABLED: [['server', 'api', 'enabled']],
   DITTOFS_API_PORT: [['server', 'api', 'port']],
   DITTOFS_METRICS_ENABLED: [['metrics', 'enabled']],

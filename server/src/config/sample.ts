@@ -95,6 +95,10 @@ adapters:
     # How long an open or write (of either protocol) waits for an SMB client to acknowledge an
     # oplock or lease break before it goes on (MS-SMB2's 35 s at most). Env: DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT.
     oplock_break_timeout: 35s
+    # How long an SMB durable open (Windows and Linux clients ask for one on data files) outlives a
+    # dropped connection, waiting for its client to reconnect; a conflicting open or NFS change
+    # closes it sooner. Env: DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT.
+    durable_handle_timeout: 16m
     # Limits, as for NFS: connections served at once (more are closed as they arrive):
     max_connections: 1024
     # A connection with no traffic for this long, while none of its requests is running, is closed

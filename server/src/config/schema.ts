@@ -579,6 +579,7 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       bind: hostLeaf(),
       signing_required: boolLeaf(),
       oplock_break_timeout: durationMsLeaf(100, 35_000),
+      durable_handle_timeout: durationMsLeaf(100, 24 * MAX_TIMEOUT_MS),
       max_connections: countLeaf(1, 1_000_000),
       idle_timeout: durationMsLeaf(0, 24 * MAX_TIMEOUT_MS),
       max_buffered_request_bytes: sizeLeaf({ min: 1088 * 1024 }),

@@ -124,6 +124,11 @@ export interface DittoConfig {
        * break, in ms (MS-SMB2: 35 s, the default). Env DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT.
        */
       oplock_break_timeout: number;
+      /**
+       * How long a durable SMB open (a handle that survives a dropped connection) waits for its
+       * client to reconnect, in ms (default 16 minutes, as Windows). Env DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT.
+       */
+      durable_handle_timeout: number;
       /** TCP connections served at once; more are closed as they arrive (default 1024). */
       max_connections: number;
       /** A connection with no traffic for this long (ms) while none of its requests is running is closed; 0: never (default 15 minutes). */

@@ -49,6 +49,9 @@ const PAD = Buffer.alloc(4);
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
+/** The owner NFS WRITEs have for byte-range checks: any SMB client's lock conflicts with it. */
+const NFS_LOCK_OWNER = Object.freeze({ nfs: true });
+
 export class Nfs3Program {
   /** Changes on every start so clients resend uncommitted writes after a restart (RFC 1813 §3.3.7). */
   readonly writeVerifier: Buffer = randomBytes(8);
@@ -294,7 +297,7 @@ export class Nfs3Program {
       if (count > data.length) throw new VfsError('INVAL', `WRITE count ${count} exceeds the ${data.length} data bytes sent`);
       if (count < data.length) data = data.subarray(0, count);
       const sync = stable !== StableHow.UNSTABLE;
-      const { before, after } = await this.fs.write(fh, id, offset, data, sync);
+      const { before, after } = await this.fs.write(fh, id, offset, data, sync, null, NFS_LOCK_OWNER);
       this.data?.bytesWritten(after.shareId, data.length);
       w.u32(Nfs3Status.OK);
       writeWcc(w, after.shareId, before, after);
@@ -383,7 +386,7 @@ export class Nfs3Program {
     const dirFh = readFh(r);
     const name = readName(r);
     try {
-      const { dirBefore, dirAfter } = await this.fs.remove(dirFh, name, id, dir);
+      const { dirBefore, dirAfter } = await this.fs.remove(dirFh, name, id, dir, null, true);
       w.u32(Nfs3Status.OK);
       writeWcc(w, dirBefore.shareId, dirBefore, dirAfter);
     } catch (e) {
@@ -402,7 +405,7 @@ export class Nfs3Program {
     const toFh = readFh(r);
     const toName = readName(r);
     try {
-      const { from, to } = await this.fs.rename(fromFh, fromName, toFh, toName, id);
+      const { from, to } = await this.fs.rename(fromFh, fromName, toFh, toName, id, null, true);
       w.u32(Nfs3Status.OK);
       writeWcc(w, from.dirBefore.shareId, from.dirBefore, from.dirAfter);
       writeWcc(w, to.dirBefore.shareId, to.dirBefore, to.dirAfter);

@@ -38,7 +38,7 @@ import {
 import { AsyncTable, type FinalResponse, type PendingOp } from './async.js';
 import { CreditWindow } from './credits.js';
 import * as files from './files.js';
-import { decodeLock, lock, releaseLocks } from './lock.js';
+import { decodeLock, lock, LockFlags, releaseLocks } from './lock.js';
 import { announceDeletePending, decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
@@ -70,11 +70,13 @@ import {
   writeWriteResponse,
   writeCloseResponse,
   writeCreateResponse,
+  type CreateRequest,
 } from './messages.js';
 import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
 import { SrvsvcPipe } from './srvsvc.js';
 import { ioctl as smbIoctl } from './ioctl.js';
 import { defaultSessionTable, SessionTable, type SessionOwner } from './sessions.js';
+import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
 
 export interface SmbEngineOptions {
@@ -94,6 +96,8 @@ export interface SmbEngineOptions {
   data?: DataObserver;
   /** Sessions of every connection (PreviousSessionId); default: one table for the process. */
   sessions?: SessionTable;
+  /** Durable opens kept without a connection (SmbServer makes one); default: one per file service. */
+  durable?: DurableTable;
 }
 
 /** Statuses that are the server's failure (an ERROR span), as opposed to an answer such as OBJECT_NAME_NOT_FOUND. */
@@ -175,7 +179,10 @@ export class SmbConnection implements SessionOwner {
       },
     };
     this.table = opts.sessions ?? defaultSessionTable;
+    this.durable = opts.durable ?? durableTableOf(opts.fs);
   }
+
+  private readonly durable: DurableTable;
 
   /** How oplock and lease breaks reach this connection's client (unsolicited, MessageId all ones). */
   private readonly caching: oplock.CachingContext;
@@ -593,6 +600,7 @@ export class SmbConnection implements SessionOwner {
       maxTransact: this.maxIo,
       ...(this.opts.data ? { data: this.opts.data } : {}),
       caching: this.caching,
+      durable: this.durable,
     };
   }
 
@@ -648,15 +656,34 @@ export class SmbConnection implements SessionOwner {
       case Command.CREATE: {
         const req = decodeCreate(r);
         if (this.opens.size >= MAX_OPENS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many opens');
-        const open = await files.create(this.fileContext(session, tree), req, w, (o) => this.opens.set(o.id, o));
-        if (this.closed || this.sessions.get(session.id) !== session || session.trees.get(tree.id) !== tree) {
-          // Gone while the CREATE waited for an oplock break: the open must not outlive them.
-          this.opens.delete(open.id);
-          await oplock.releaseOpen(this.opts.fs, open, session.identity);
-          throw new SmbStatusError(NtStatus.NETWORK_NAME_DELETED);
+        // MS-SMB2 3.3.4.2 / 3.3.5.9: a CREATE waiting for a break acknowledgment goes async (the
+        // client gets an interim STATUS_PENDING and may CANCEL); only the last element of a compound.
+        let op: PendingOp | null = null;
+        let wentAsync: () => void = () => undefined;
+        const asyncNow = new Promise<null>((resolve) => (wentAsync = () => resolve(null)));
+        const ctx: files.FileContext = { ...this.fileContext(session, tree) };
+        if (chain.last)
+          ctx.onBreakWait = () => {
+            if (op !== null) return;
+            op = this.goAsync(h, reply, chain, session, tree, null);
+            wentAsync();
+          };
+        const done = this.createOpen(ctx, req, w, session, tree);
+        const open = await Promise.race([done, asyncNow]);
+        if (open !== null) {
+          chain.fileId = open.fileId;
+          return ok;
         }
-        chain.fileId = open.fileId;
-        return ok;
+        const pending: PendingOp = op!;
+        void done.then(
+          async (o) => {
+            // Cancelled, or its tree or session ended, meanwhile: the client never learns of the open.
+            if (pending.finished) await this.dropOpen(o, session);
+            else pending.complete(NtStatus.SUCCESS, w.finish());
+          },
+          (e: unknown) => pending.complete(this.statusOf(e, h)),
+        );
+        return { status: NtStatus.PENDING, data: null };
       }
       case Command.CLOSE: {
         const req = decodeClose(r);
@@ -731,6 +758,9 @@ export class SmbConnection implements SessionOwner {
           req,
           w,
         );
+        // MS-FSA 2.1.5.7: a byte-range lock taken breaks the read caching of the file's other holders.
+        if (status === NtStatus.SUCCESS && req.locks.every((l) => (l.flags & LockFlags.UNLOCK) === 0))
+          oplock.breakForLock(this.opts.fs, open);
         return { status, data: null };
       }
       case Command.CHANGE_NOTIFY: {
@@ -951,7 +981,8 @@ export class SmbConnection implements SessionOwner {
     session.state = 'in-progress';
     session.exchange = null;
     this.async.abortWhere((op) => op.request.session === session, 'closed');
-    await this.closeOpens((o) => o.tree.session === session);
+    // Durable opens outlive a LOGOFF or a reconnect (MS-SMB2 3.3.5.6), not a refused logon.
+    await this.closeOpens((o) => o.tree.session === session, why !== 'authentication failed');
     for (const p of this.pipes.values()) if (p.tree.session === session) this.pipes.delete(p.id);
     session.trees.clear();
     if (why !== 'logoff') this.log?.debug({ sessionId: session.id, why }, 'SMB session ended');
@@ -1028,17 +1059,39 @@ export class SmbConnection implements SessionOwner {
     );
   }
 
-  private async closeOpens(which: (o: Open) => boolean): Promise<void> {
+  private async createOpen(ctx: files.FileContext, req: CreateRequest, w: SmbWriter, session: Session, tree: Tree): Promise<Open> {
+    const open = await files.create(ctx, req, w, (o) => this.opens.set(o.id, o));
+    if (this.closed || this.sessions.get(session.id) !== session || session.trees.get(tree.id) !== tree) {
+      // Gone while the CREATE waited for an oplock break: the open must not outlive them.
+      await this.dropOpen(open, session);
+      throw new SmbStatusError(NtStatus.NETWORK_NAME_DELETED);
+    }
+    return open;
+  }
+
+  /** Closes an open that its client never heard of (its CREATE was cancelled or its session ended). */
+  private async dropOpen(open: Open, session: Session): Promise<void> {
+    this.opens.delete(open.id);
+    await oplock.releaseOpen(this.opts.fs, open, session.identity).catch(() => undefined);
+  }
+
+  /** Closes opens of this connection; with `preserve`, durable ones are kept without it (durable.ts). */
+  private async closeOpens(which: (o: Open) => boolean, preserve = false): Promise<void> {
     const victims = [...this.opens.values()].filter(which);
     const gone = new Set(victims);
     this.async.abortWhere((op) => op.request.open !== null && gone.has(op.request.open), this.closed ? 'disconnected' : 'closed');
     for (const o of victims) {
       this.opens.delete(o.id);
-      releaseLocks(this.opts.fs.byteRanges, o);
+      // A durable open keeps its byte-range locks while it is preserved.
+      if (!(preserve && o.durable)) releaseLocks(this.opts.fs.byteRanges, o);
       this.notifyHub?.closeOpen(o);
     }
     for (const o of victims) {
       await o.drained();
+      if (preserve && o.durable) {
+        if (this.durable.preserve(o)) continue;
+        releaseLocks(this.opts.fs.byteRanges, o);
+      }
       await writeTime.closed(o, this.opts.fs, o.tree.session.identity);
       await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
     }
@@ -1051,7 +1104,7 @@ export class SmbConnection implements SessionOwner {
     this.notifyHub?.closeAll();
     for (const s of this.sessions.values()) this.table.remove(s);
     this.sessions.clear();
-    await this.closeOpens(() => true);
+    await this.closeOpens(() => true, true);
   }
 
   get openCount(): number {

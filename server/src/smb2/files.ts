@@ -62,6 +62,8 @@ import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
 import { decodeSecurityDescriptor, describePosix, posixChangeOf, SecurityInformation } from './security.js';
+import { type DurableTable, grantDurable, isReconnect } from './durable.js';
+import { aaplReply } from './aapl.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -118,6 +120,10 @@ export interface FileContext {
   data?: DataObserver;
   /** The connection's client GUID and notification path, for oplocks and leases. */
   caching?: oplock.CachingContext;
+  /** Durable opens without a connection (DHnC reconnects), durable.ts. */
+  durable?: DurableTable;
+  /** CREATE: called when it must wait for a client to acknowledge a break (it goes async then). */
+  onBreakWait?: () => void;
 }
 
 /** Walks to the parent directory of `parts` (all but the last component). */
@@ -164,7 +170,20 @@ let nextOpenId = 1;
 export const allocOpenId = (): number => nextOpenId++;
 
 // MS-SMB2 3.3.5.9 CREATE
-export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, register: (o: Open) => void): Promise<Open> {
+export async function create(
+  c: FileContext,
+  req: CreateRequest,
+  w: SmbWriter,
+  register: (o: Open) => void,
+  retried = false,
+): Promise<Open> {
+  // MS-SMB2 3.3.5.9.7: a durable reconnect skips name validation and open execution.
+  if (isReconnect(req)) {
+    if (!c.durable) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
+    return c.durable.reconnect(c, req, w, register);
+  }
+  // macOS's server query, checked before anything is opened.
+  const aapl = aaplReply(req);
   // MS-SMB2 3.3.5.9: ImpersonationLevel past Delegate (3), and a name starting with a backslash, are refused.
   if (req.impersonationLevel > 3) throw fail(NtStatus.BAD_IMPERSONATION_LEVEL);
   const raw = fromUtf16(req.name, 'CREATE name');
@@ -213,7 +232,9 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
     const overwrite =
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
     if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
-    await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching);
+    // A preserved durable open closed by the break may have taken the file with it: look again (once).
+    if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.onBreakWait)) && !retried)
+      return create(c, req, w, register, true);
     pre = newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
     pre.record = oplock.registerOpen(c.fs, pre, granted >>> 0, req.shareAccess);
     if (overwrite) {
@@ -256,6 +277,9 @@ export async function create(c: FileContext, req: CreateRequest, w: SmbWriter, r
     else if (ctx.name === 'MxAc') contexts.push({ name: 'MxAc', data: mxacResponse(maximalAccessOf(c, inode)) });
   }
   if (granting.lease) contexts.push({ name: 'RqLs', data: granting.lease });
+  const durable = grantDurable(req, open, granting.level);
+  if (durable) contexts.push(durable);
+  if (aapl) contexts.push(aapl);
   writeCreateResponse(w, {
     oplockLevel: granting.level,
     createAction: action,

@@ -157,9 +157,11 @@ export function decodeCreate(r: SmbReader): CreateRequest {
   const nameLen = r.u16();
   const ctxOff = r.u32();
   const ctxLen = r.u32();
-  if (createDisposition > 5) throw invalid('CREATE: CreateDisposition out of range');
   const name = r.field(nameOff, nameLen, 'CREATE name');
   const contexts = ctxLen === 0 ? [] : decodeCreateContexts(r.field(ctxOff, ctxLen, 'CREATE contexts'));
+  // A durable reconnect ignores the other fields (MS-SMB2 3.3.5.9.7).
+  if (createDisposition > 5 && !contexts.some((c) => c.name === 'DHnC' || c.name === 'DH2C'))
+    throw invalid('CREATE: CreateDisposition out of range');
   return {
     requestedOplockLevel,
     impersonationLevel,

@@ -84,9 +84,13 @@ export class OplockHolder implements CacheHolder {
   constructor(
     public level: number,
     private readonly open: Open,
-    private readonly notify: NotifySender,
     private readonly timeoutMs: number,
   ) {}
+
+  /** Through the open's connection of the moment (a durable reconnect changes it). */
+  private notify(command: number, body: Buffer): boolean {
+    return this.open.notify?.(command, body) ?? false;
+  }
 
   get caching(): number {
     return cachingOfLevel(this.level);
@@ -97,6 +101,8 @@ export class OplockHolder implements CacheHolder {
   }
 
   breakTo(keep: number): Promise<void> {
+    // A preserved durable open cannot hear the break: it is closed instead (MS-SMB2 3.3.4.6).
+    if (this.open.expire) return this.open.expire();
     // A break in progress ends first; what it left may then need a further break (II to none).
     if (this.pending) return this.pending.done.then(() => ((this.caching & ~keep) !== 0 ? this.breakTo(keep) : undefined));
     // An oplock goes to Level II when read caching may stay, else to none (MS-FSA 2.1.4.12).
@@ -149,6 +155,9 @@ export class Lease implements CacheHolder {
 
   breakTo(keep: number): Promise<void> {
     if (this.pending) return this.pending.done.then(() => ((this.state & ~keep) !== 0 ? this.breakTo(keep) : undefined));
+    // Held only by preserved durable opens, nobody can hear the break: they are closed (MS-SMB2 3.3.4.7).
+    const opens = [...this.opens];
+    if (opens.length > 0 && opens.every((o) => o.expire !== null)) return Promise.all(opens.map((o) => o.expire!())).then(() => undefined);
     const to = this.state & keep;
     if (to === this.state) return Promise.resolve();
     // Breaking from read caching alone needs no acknowledgment (MS-SMB2 3.3.4.7).
@@ -160,7 +169,8 @@ export class Lease implements CacheHolder {
       return Promise.resolve();
     }
     this.breakingTo = to;
-    const p = (this.pending = new PendingBreak(this.timeoutMs, () => this.finish(this.breakingTo)));
+    // An unacknowledged break leaves the lease nothing (as Windows and smbd: smbtorture lease.timeout).
+    const p = (this.pending = new PendingBreak(this.timeoutMs, () => this.finish(Caching.NONE)));
     return p.done;
   }
 
@@ -242,7 +252,7 @@ export function notificationFrame(command: number, body: Buffer): Buffer {
 }
 
 /** MS-SMB2 2.2.13.2.8 SMB2_CREATE_REQUEST_LEASE: LeaseKey, LeaseState (v1 is 32 bytes). */
-function leaseRequestOf(req: CreateRequest): { key: Buffer; state: number } | null {
+export function leaseRequestOf(req: CreateRequest): { key: Buffer; state: number } | null {
   if (req.requestedOplockLevel !== OplockLevel.LEASE) return null;
   const ctx = req.contexts.find((c) => c.name === 'RqLs');
   if (!ctx || ctx.data.length < 32) return null;
@@ -250,7 +260,7 @@ function leaseRequestOf(req: CreateRequest): { key: Buffer; state: number } | nu
 }
 
 /** MS-SMB2 2.2.14.2.10 SMB2_CREATE_RESPONSE_LEASE. */
-function leaseResponse(lease: Lease): Buffer {
+export function leaseResponse(lease: Lease): Buffer {
   const b = Buffer.alloc(32);
   lease.key.copy(b, 0);
   b.writeUInt32LE(lease.state, 16);
@@ -288,9 +298,15 @@ export async function breakForOpen(
   access: number,
   req: CreateRequest,
   caching: CachingContext | undefined,
-): Promise<void> {
+  /** Called once a break that waits for an acknowledgment is under way (CREATE goes async then). */
+  onBreakWait?: () => void,
+): Promise<boolean> {
   const file = fs.opens.get(meta, inode.id);
-  if (!file || file.holders === 0) return;
+  if (!file || file.holders === 0) return false;
+  // A preserved durable open closed by a break may have deleted the file (delete-on-close): the
+  // caller looks again when this returns true.
+  const preserved = [...file.opens].filter((o) => (o.owner as Open | null)?.expire);
+  const closed = (): boolean => preserved.some((o) => !file.opens.has(o));
   if (file.deletePending) throw new SmbStatusError(NtStatus.DELETE_PENDING);
   const own = ownLease(fs, caching, req);
   const d = req.createDisposition;
@@ -298,24 +314,32 @@ export async function breakForOpen(
   // A stat open breaks nothing; READ_CONTROL alone counts as one for leases, not for oplocks (as smbd).
   const leaseStat = !overwrite && isStatOpen(access);
   const oplockStat = !overwrite && (access & ~OPLOCK_STAT_ACCESS) === 0;
-  if (leaseStat && oplockStat) return;
+  if (leaseStat && oplockStat) return false;
   const breakable = (hs: CacheHolder[]): CacheHolder[] => hs.filter((h) => !(h instanceof Lease ? leaseStat : oplockStat));
   if (fs.opens.conflicting(file, access, req.shareAccess)) {
     const keep = Caching.READ | Caching.WRITE;
     const handles = breakable(fs.opens.holdersAbove(file, keep, own));
-    if (handles.length === 0) return;
-    await Promise.all(handles.map((h) => h.breakTo(h.caching & keep)));
+    if (handles.length === 0) return false;
+    await waitFor(handles, keep, onBreakWait);
     const again = fs.opens.get(meta, inode.id);
     // Still refused: CREATE fails with SHARING_VIOLATION, the others keep their read and write caching.
-    if (!again || fs.opens.conflicting(again, access, req.shareAccess)) return;
+    if (!again || fs.opens.conflicting(again, access, req.shareAccess)) return closed();
   }
   const now = fs.opens.get(meta, inode.id);
-  if (!now || now.holders === 0) return;
+  if (!now || now.holders === 0) return closed();
   // An open that will delete the file on close takes handle caching too (the others must let go of
   // their cached handles for the delete to happen).
   const deleting = (req.createOptions & CreateOptions.DELETE_ON_CLOSE) !== 0;
   const keep = overwrite ? Caching.NONE : deleting ? Caching.READ : Caching.READ | Caching.HANDLE;
-  await Promise.all(breakable(fs.opens.holdersAbove(now, keep, own)).map((h) => h.breakTo(h.caching & keep)));
+  await waitFor(breakable(fs.opens.holdersAbove(now, keep, own)), keep, onBreakWait);
+  return closed();
+}
+
+/** Breaks `holders` to `keep`; tells `onWait` when one of the breaks waits for an acknowledgment. */
+function waitFor(holders: CacheHolder[], keep: number, onWait: (() => void) | undefined): Promise<unknown> {
+  const breaks = holders.map((h) => h.breakTo(h.caching & keep));
+  if (onWait && holders.some((h) => (h instanceof OplockHolder || h instanceof Lease) && h.breaking)) onWait();
+  return Promise.all(breaks);
 }
 
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
@@ -372,9 +396,12 @@ export function grantCaching(
       if ((h.caching & Caching.WRITE) !== 0) state = Caching.NONE;
     }
     if (lease) {
-      // A lease broken to none is granted afresh; a held one is upgraded when the request asks for
-      // more and no other open shares the file.
-      if (!lease.breaking && (lease.state === Caching.NONE || (!others && (state & lease.state) === lease.state))) lease.state = state;
+      // A lease broken to none is granted afresh; a held one is upgraded only to the whole state
+      // asked for, when the other opens allow all of it and it keeps what the lease holds (a lease
+      // never shrinks by a request: smbtorture lease.upgrade2/3, as Windows and smbd).
+      const asked = (want.state & Caching.READ) === 0 ? Caching.NONE : want.state;
+      if (!lease.breaking && (lease.state === Caching.NONE || (state === asked && (state & lease.state) === lease.state)))
+        lease.state = state;
     } else {
       if (table.leases.size >= MAX_LEASES) return none;
       lease = new Lease(table, id, want.key, file, state, caching.breakTimeoutMs);
@@ -398,7 +425,7 @@ export function grantCaching(
   }
   if (blocked) return none;
   if (!alone) level = OplockLevel.II;
-  const holder = new OplockHolder(level, open, caching.notify, caching.breakTimeoutMs);
+  const holder = new OplockHolder(level, open, caching.breakTimeoutMs);
   open.oplock = holder;
   fs.opens.setHolder(rec, holder);
   return { level, lease: null };
@@ -407,6 +434,16 @@ export function grantCaching(
 /** Another open's caching breaks to none before a change that does not go through a vfs write (MS-FSA 2.1.5.14.2). */
 export async function breakForChange(fs: FileService, open: Open): Promise<void> {
   await fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open));
+}
+
+/**
+ * MS-FSA 2.1.5.7 (as Windows and smbd behave, smbtorture oplock.brl1, lease.lock1): a byte-range
+ * lock breaks every other holder of the file to none, its own Level II oplock included; the LOCK
+ * does not wait for the acknowledgments.
+ */
+export function breakForLock(fs: FileService, open: Open): void {
+  if (open.isDir || open.stream) return;
+  void fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open));
 }
 
 // ---- rename ---------------------------------------------------------------------------------------

@@ -14,11 +14,14 @@ import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/
 import { SmbConnection, type SmbEngineOptions } from './connection.js';
 import { DirectTcpFramer, directTcpHeader, replyEstimate } from './framing.js';
 import { SessionTable } from './sessions.js';
+import { DurableTable } from './durable.js';
 import { listenOn } from '../wire/listen.js';
 
 export interface SmbServerOptions extends SmbEngineOptions {
   /** Largest Direct TCP frame accepted (default: a 1 MiB WRITE and its headers, plus room for a compound). */
   maxFrameSize?: number;
+  /** How long a durable open waits for its client after a disconnect (default 16 min; adapters.smb.durable_handle_timeout). */
+  durableHandleTimeoutMs?: number;
   /** Connections served at once; more are closed at accept (default 1024). */
   maxConnections?: number;
   /** A connection with no traffic for this long while none of its requests runs is closed; 0: never (default 15 min). */
@@ -66,6 +69,8 @@ export class SmbServer {
   readonly replies: ReplyBudget;
   private readonly framingLog: LogLimiter;
   private readonly engine: SmbEngineOptions;
+  /** Connection teardowns under way (close() waits for them before closing preserved durable opens). */
+  private readonly teardowns = new Set<Promise<void>>();
 
   /**
    * Buffers of large frames, reused: streaming 1 MiB WRITEs through fresh buffers costs V8 a full
@@ -89,7 +94,16 @@ export class SmbServer {
     });
     this.replies = new ReplyBudget(opts.maxUnsentReplyBytesTotal ?? SMB_SERVER_DEFAULTS.maxUnsentReplyBytesTotal);
     this.framingLog = new LogLimiter(opts.log, 'warn', LOG_BURST, LOG_INTERVAL_MS);
-    this.engine = { ...opts, sessions: opts.sessions ?? new SessionTable() };
+    this.engine = {
+      ...opts,
+      sessions: opts.sessions ?? new SessionTable(),
+      durable:
+        opts.durable ??
+        new DurableTable(opts.fs, {
+          ...(opts.durableHandleTimeoutMs !== undefined ? { timeoutMs: opts.durableHandleTimeoutMs } : {}),
+          ...(opts.log ? { log: opts.log } : {}),
+        }),
+    };
   }
 
   get connections(): number {
@@ -254,7 +268,9 @@ export class SmbServer {
         if (f.length >= POOLED_FRAME_MIN) pool.give(f);
       }
       queue.length = 0;
-      void conn.teardown().catch((err: unknown) => clog?.warn({ err }, 'SMB connection teardown failed'));
+      const down = conn.teardown().catch((err: unknown) => clog?.warn({ err }, 'SMB connection teardown failed'));
+      this.teardowns.add(down);
+      void down.finally(() => this.teardowns.delete(down));
       clog?.info('SMB connection closed');
     });
   }
@@ -271,5 +287,9 @@ export class SmbServer {
     }
     for (const s of this.sockets.keys()) s.destroy();
     await closed;
+    // Durable opens the connections left (and those preserved earlier) close as CLOSE would:
+    // nobody can reconnect them once the server is gone, and their delete-on-close must run.
+    await Promise.all(this.teardowns);
+    await this.engine.durable?.closeAll();
   }
 }

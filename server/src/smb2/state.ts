@@ -70,12 +70,17 @@ export class Open {
   oplock: OplockHolder | null = null;
   lease: Lease | null = null;
   notify: NotifySender | null = null;
+  /** MS-SMB2 Open.IsDurable: granted a durable handle v1 (durable.ts); it outlives its connection. */
+  durable = false;
+  /** Set while the open is preserved without a connection: closes it (a break cannot reach it). */
+  expire: (() => Promise<void>) | null = null;
 
   constructor(
     /** The FileId: Persistent and Volatile both carry `id`. */
     readonly id: number,
     readonly fileId: Buffer,
-    readonly tree: Tree,
+    /** Its tree connect; a durable reconnect moves the open to the reconnecting client's tree. */
+    public tree: Tree,
     readonly share: Share,
     /** The vfs handle of the open file or directory. */
     readonly handle: Buffer,

@@ -391,6 +391,8 @@ export class FileService {
     data: Buffer,
     stable: boolean,
     except: CacheHolder | null = null,
+    /** Byte-range locks of others refuse the write (ACCES): an NFS WRITE passes its owner token. */
+    lockOwner: object | null = null,
   ): Promise<{ before: Inode; after: Inode }> {
     const { share, inode } = await this.resolve(handle);
     const id = this.writer(share, cred);
@@ -399,6 +401,8 @@ export class FileService {
     if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
     // An offset at or past 2^53 arrives as Infinity (see the NFS decoder): FBIG too.
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
+    if (lockOwner !== null && this.byteRanges.ioConflict(share.meta, inode.id, lockOwner, offset, data.length, true))
+      throw new VfsError('ACCES', 'the range is locked by an SMB client');
     // Oplocks and leases of other opens break before the data changes (null: nobody holds any).
     const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except);
     if (breaking) await breaking;
@@ -566,7 +570,15 @@ export class FileService {
 
   // ---- removal and rename ------------------------------------------------------------------------
 
-  async remove(dirHandle: Buffer, name: Buffer, cred: Identity, isDir: boolean, except: CacheHolder | null = null): Promise<DirChange> {
+  /** `shareModes`: refused (ACCES) while an SMB open does not share delete access (NFS REMOVE). */
+  async remove(
+    dirHandle: Buffer,
+    name: Buffer,
+    cred: Identity,
+    isDir: boolean,
+    except: CacheHolder | null = null,
+    shareModes = false,
+  ): Promise<DirChange> {
     const { share, inode: dir } = await this.resolve(dirHandle);
     const id = this.writer(share, cred);
     this.mustDir(dir);
@@ -576,6 +588,8 @@ export class FileService {
     if (!child) throw new VfsError('NOENT', 'no such file or directory');
     if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
     await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
+    if (shareModes && this.opens.refusesDelete(share.meta, child.id))
+      throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
     if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id);
@@ -590,6 +604,8 @@ export class FileService {
     toName: Buffer,
     cred: Identity,
     except: CacheHolder | null = null,
+    /** Refused (ACCES) while an SMB open of either file does not share delete access (NFS RENAME). */
+    shareModes = false,
   ): Promise<{ from: DirChange; to: DirChange }> {
     const a = await this.resolve(fromHandle);
     const share = a.share;
@@ -615,6 +631,12 @@ export class FileService {
     // Handle caching of the renamed file breaks; a replaced file loses all its caching.
     await this.opens.breakHolders(share.meta, moving.id, Caching.READ | Caching.WRITE, except);
     if (victim && victim.id !== moving.id) await this.opens.breakHolders(share.meta, victim.id, Caching.NONE, except);
+    if (
+      shareModes &&
+      (this.opens.refusesDelete(share.meta, moving.id) ||
+        (victim && victim.id !== moving.id && this.opens.refusesDelete(share.meta, victim.id)))
+    )
+      throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
     const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());
     if (a.inode.id === b.inode.id) {
       this.changed(share, a.inode.id, fromName, ChangeAction.RENAMED_OLD_NAME, moving);

@@ -171,6 +171,18 @@ export class OpenTable {
     return file.deletePending;
   }
 
+  /**
+   * Does an open of the file refuse its deletion or rename by a client that has no open of its own
+   * (an NFS REMOVE or RENAME)? As a Windows server with NFS does: an open with data or delete
+   * access that does not share delete (MS-FSA 2.1.5.1.2, the check an open for DELETE would meet).
+   */
+  refusesDelete(meta: MetadataStore, inodeId: number): boolean {
+    const file = this.files.get(meta)?.get(inodeId);
+    return (
+      file !== undefined && this.conflicting(file, AccessBits.DELETE, ShareAccess.READ | ShareAccess.WRITE | ShareAccess.DELETE) !== null
+    );
+  }
+
   /** The distinct holders of a file other than `except`, that hold more than `keep` allows. */
   holdersAbove(file: FileOpens, keep: number, except: CacheHolder | null = null): CacheHolder[] {
     const out: CacheHolder[] = [];

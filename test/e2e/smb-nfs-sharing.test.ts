@@ -1,0 +1,77 @@
+// SMB share modes and byte-range locks seen by NFS clients, as on a Windows server with NFS: an
+// NFS REMOVE or RENAME of a file an SMB client holds open without sharing delete is refused
+// (NFS3ERR_ACCES) and the file stays; an NFS WRITE into a range an SMB client has locked is
+// refused and the data stays. Once the SMB client lets go, NFS succeeds. Real clients: a raw SMB
+// 2.1 client over TCP (test/helpers/smb-raw.ts) and the NFSv3 test client over TCP.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
+import { NfsOps } from '../helpers/nfs-ops.js';
+import { authSys, StableHow } from '../helpers/rpc-client.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { RawSmbClient } from '../helpers/smb-raw.js';
+
+const USER = 'shareuser';
+const PASSWORD = 'share-user-Passw0rd';
+const UID = 1000;
+const NFS3ERR_ACCES = 13;
+/** FILE_SHARE_READ | FILE_SHARE_WRITE: everything but delete. */
+const SHARE_RW = 3;
+
+describe('SMB share modes and locks against NFS', { timeout: 300_000 }, () => {
+  let srv: DittofsProcess;
+  let nfs: NfsOps;
+  let root: Buffer;
+  const clients: RawSmbClient[] = [];
+
+  const smb = async (): Promise<RawSmbClient> => {
+    const c = await RawSmbClient.connect(srv.smbPort);
+    clients.push(c);
+    await c.login(USER, PASSWORD, 'export');
+    return c;
+  };
+
+  before(async () => {
+    srv = await startDittofs();
+    const base = `http://127.0.0.1:${srv.apiPort}`;
+    await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: UID, gid: UID });
+    nfs = await NfsOps.open(srv.nfsPort, authSys(UID, UID));
+    root = await nfs.mount('/export');
+  });
+
+  after(async () => {
+    for (const c of clients) c.destroy();
+    nfs?.close();
+    await srv?.stop();
+  });
+
+  it('an SMB open that does not share delete refuses NFS REMOVE and RENAME until it closes', async () => {
+    const c = await smb();
+    const { fileId } = await c.create('held.txt', { share: SHARE_RW });
+    assert.equal((await nfs.remove(root, 'held.txt')).status, NFS3ERR_ACCES);
+    assert.equal((await nfs.rename(root, 'held.txt', root, 'moved.txt')).status, NFS3ERR_ACCES);
+    assert.equal((await nfs.lookup(root, 'held.txt')).status, 0, 'still there');
+    await c.close(fileId);
+    assert.equal((await nfs.rename(root, 'held.txt', root, 'moved.txt')).status, 0);
+    assert.equal((await nfs.remove(root, 'moved.txt')).status, 0);
+  });
+
+  it('an SMB open sharing delete does not refuse NFS REMOVE', async () => {
+    const c = await smb();
+    await c.create('shared.txt', { share: 7 });
+    assert.equal((await nfs.remove(root, 'shared.txt')).status, 0);
+  });
+
+  it('an SMB byte-range lock refuses an NFS WRITE into its range, not beside it', async () => {
+    const c = await smb();
+    const { fileId } = await c.create('locked.txt');
+    await c.write(fileId, 0, Buffer.from('0123456789'));
+    await c.lock(fileId, 0, 4);
+    const fh = (await nfs.lookup(root, 'locked.txt')).fh!;
+    assert.equal((await nfs.write(fh, 2, Buffer.from('XX'), StableHow.FILE_SYNC)).status, NFS3ERR_ACCES);
+    assert.equal((await nfs.write(fh, 6, Buffer.from('YY'), StableHow.FILE_SYNC)).status, 0, 'outside the locked range');
+    assert.equal((await c.read(fileId, 0, 10)).toString(), '012345YY89');
+    await c.close(fileId);
+    assert.equal((await nfs.write(fh, 2, Buffer.from('XX'), StableHow.FILE_SYNC)).status, 0, 'the lock went with the open');
+  });
+});
