@@ -217,8 +217,10 @@ export class DittofsApiClient {
       throw new DittofsApiError(DITTOFS_API_ERROR.UNREACHABLE, `${method} ${base}${path}: ${why}`, undefined, undefined, { cause: e });
     }
     const text = await res.text();
-    if (res.ok) onHeaders?.(res.headers);
-    if (res.ok) return (text === '' ? undefined : JSON.parse(text)) as T;
+    if (res.ok) {
+      onHeaders?.(res.headers);
+      return (text === '' ? undefined : JSON.parse(text)) as T;
+    }
     let problem: Problem | undefined;
     try {
       const p = JSON.parse(text) as Partial<Problem>;
