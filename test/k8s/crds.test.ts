@@ -161,7 +161,7 @@ spec: { dittofs: main, path: /x, metadataStore: m, blockStore: b, permissions: [
     await refused(dittofs('many1', '  replicas: 3\n'), rule);
     await refused(dittofs('many2', `  replicas: 3\n${pg}`), rule);
     await refused(dittofs('many3', `  replicas: 3\n${redis}`), rule);
-    // Accepted with both (the operator still runs one pod in this version: test/k8s/operator.test.ts).
+    // Accepted with both (the operator runs that many pods: test/k8s/operator.test.ts).
     await ok(['apply', '-n', ns, '-f', '-'], dittofs('many', `  replicas: 3\n${pg}${redis}`));
     await refused(dittofs('many', `  replicas: 3\n${pg}`), rule);
     // Scaling goes through the same rule.

@@ -12,6 +12,9 @@
 //   see operator/README.md), started with the admin Secret's initial-password as a pod would be.
 //   Stores, a Share and Users become Synced, and a real NFS client (libnfs nfs-cp) writes and reads
 //   the share as a user's uid.
+// - replicas > 1 with PostgreSQL and Redis is a StatefulSet of that many pods with coordination.redis
+//   rendered (without them, one pod and Ready=False); two real servers on one PostgreSQL and one
+//   Redis play two pods, and a Share is Synced once both report the same generation.
 // - Watches survive dropped connections and a forgotten resource version (410 Gone: relist)
 //   without missing the changes made meanwhile; a second operator waits on the Lease and takes over
 //   when the first stops, logging in with the password the first one set; a leader whose Lease is
@@ -33,12 +36,15 @@ import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpe
 import { freePort, REPO_ROOT, startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { DittofsOperator } from '../../operator/src/operator.js';
 import { createLogger } from '../../operator/src/log.js';
+import { DittofsApiClient } from '../../operator/src/dittofs-api/client.js';
 import type { OperatorConfig } from '../../operator/src/config.js';
 import { OPERATOR_RBAC_RULES } from '../../operator/src/rbac.js';
 import { KubeClient } from '../../operator/src/kube/client.js';
 import { LeaderElector } from '../../operator/src/runtime/leader.js';
-import { KubeConfig } from '@kubernetes/client-node';
+import { dumpYaml, KubeConfig, loadYaml } from '@kubernetes/client-node';
 import { runProcess, type Run } from '../helpers/run.js';
+import { postgresForTests } from '../helpers/postgres.js';
+import { startRedis } from '../helpers/redis.js';
 
 interface Obj {
   metadata: {
@@ -411,10 +417,9 @@ spec:
     await ok(['delete', 'dittofs', 'pg', '-n', ns]);
   });
 
-  it('replicas > 1: never more than one pod in this version, and Ready=False says why (even with the CRD rule bypassed)', async () => {
+  it('replicas > 1 with PostgreSQL and Redis: a StatefulSet of that many pods whose config carries coordination.redis; without them one pod, Ready=False says why (even with the CRD rule bypassed)', async () => {
     const replicasOf = async (name: string): Promise<number | undefined> =>
       ((await get('statefulset', name))?.spec as { replicas?: number } | undefined)?.replicas;
-    // With a PostgreSQL database and a Redis the CRD accepts it; the server cannot coordinate yet.
     await apply(`apiVersion: v1
 kind: Secret
 metadata: { name: many-urls }
@@ -428,10 +433,24 @@ spec:
   database: { type: postgres, postgres: { urlSecretRef: { name: many-urls, key: pg } } }
   coordination: { redis: { urlSecretRef: { name: many-urls, key: redis } } }
 `);
-    const many = await waitCondition('dittofs', 'many', 'Ready', 'False', 'CoordinationNotSupported');
-    assert.match(condition(many, 'Ready')?.message ?? '', /replicas > 1 requires coordination, not supported by this server version/);
-    assert.equal(condition(many, 'Synced')?.status, 'True');
-    assert.equal(await replicasOf('many'), 1);
+    const many = await waitCondition('dittofs', 'many', 'Synced', 'True', 'ChildrenApplied');
+    await waitFor('a StatefulSet of three', async () => ((await replicasOf('many')) === 3 ? true : undefined));
+    // No kubelet: no pod starts, and Ready counts against the three asked for.
+    const pending = await waitCondition('dittofs', 'many', 'Ready', 'False', 'PodsPending');
+    assert.match(condition(pending, 'Ready')?.message ?? '', /^0\/3 pods ready$/);
+    assert.equal(condition(many, 'Degraded')?.status, 'False');
+    const rendered = decode(await mustGet('secret', 'many-config'), 'config.yaml');
+    assert.match(rendered, new RegExp(`^coordination:\\n  redis:\\n    key_prefix: ${ns}/many/\\n    tls: false$`, 'm'));
+    assert.doesNotMatch(rendered, /redis:\/\//, 'the Redis URL reaches the pods from its Secret, never in the file');
+    await serverAccepts(rendered);
+    const env = (
+      (await mustGet('statefulset', 'many')).spec as {
+        template: { spec: { containers: { env: { name: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[] }[] } };
+      }
+    ).template.spec.containers[0]!.env;
+    assert.deepEqual(env.find((e) => e.name === 'DITTOFS_COORDINATION__REDIS__URL')?.valueFrom, {
+      secretKeyRef: { name: 'many-urls', key: 'redis' },
+    });
 
     // Without them the CRD refuses it; with its rule removed (an older CRD, a hand edit), the
     // operator still runs one pod.
@@ -453,6 +472,116 @@ spec:
       await ok(['apply', '-f', path.join(REPO_ROOT, 'crds', 'dittofs.io_dittofses.yaml')]);
     }
     await ok(['delete', 'dittofs', 'many', 'bypass', '-n', ns]);
+  });
+
+  it('two coordinated pods (two real servers on one PostgreSQL and one Redis): a Share is Synced once both applied the same generation', async () => {
+    const [pg, redis] = await Promise.all([postgresForTests(), startRedis()]);
+    const pods: DittofsProcess[] = [];
+    try {
+      await apply(`apiVersion: v1
+kind: Secret
+metadata: { name: duo-urls }
+stringData: { pg: '${pg.url}', redis: '${redis.url}' }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: DittoFS
+metadata: { name: duo }
+spec:
+  replicas: 2
+  database: { type: postgres, postgres: { urlSecretRef: { name: duo-urls, key: pg } } }
+  coordination: { redis: { urlSecretRef: { name: duo-urls, key: redis } } }
+`);
+      await waitFor('a StatefulSet of two', async () =>
+        ((await get('statefulset', 'duo'))?.spec as { replicas?: number } | undefined)?.replicas === 2 ? true : undefined,
+      );
+      // The "pods": what the StatefulSet's pods run, on loopback: the rendered config, with the URLs
+      // the pods would get from the Secret as environment variables.
+      const rendered = decode(await mustGet('secret', 'duo-config'), 'config.yaml');
+      const local = loadYaml<{
+        data_dir?: string;
+        cache?: unknown;
+        adapters: Record<string, { bind: string }>;
+        server: { api: { bind: string } };
+        metrics: { bind: string };
+      }>(rendered);
+      // Paths of the pod's volume and its wildcard binds: a temp dir and loopback here (ports from
+      // startDittofs's environment, which beats the file).
+      delete local.data_dir;
+      delete local.cache;
+      for (const a of Object.values(local.adapters)) a.bind = '127.0.0.1';
+      local.server.api.bind = '127.0.0.1';
+      local.metrics.bind = '127.0.0.1';
+      const configFile = path.join(tmp, 'duo.yaml');
+      await writeFile(configFile, dumpYaml(local));
+      const admin = await mustGet('secret', 'duo-admin');
+      const env = {
+        DITTOFS_ADMIN_INITIAL_PASSWORD: decode(admin, 'initial-password'),
+        DITTOFS_COORDINATION__REDIS__URL: redis.url,
+      };
+      // One after the other: the first creates the control database's schema.
+      for (let i = 0; i < 2; i++) pods.push(await startDittofs({ configFile, env }));
+      await apply(`apiVersion: dittofs.io/v1alpha1
+kind: Store
+metadata: { name: duo-meta }
+spec: { dittofs: duo, kind: metadata, type: memory }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Store
+metadata: { name: duo-blocks }
+spec: { dittofs: duo, kind: block, type: memory, config: { block_size: 1048576 } }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Share
+metadata: { name: duo-data }
+spec: { dittofs: duo, path: /duo, metadataStore: duo-meta, blockStore: duo-blocks, defaultPermission: read-write }
+`);
+      await ok([
+        'annotate',
+        'dittofs',
+        'duo',
+        '-n',
+        ns,
+        `dittofs.io/test-endpoint=${pods.map((p) => `http://127.0.0.1:${p.apiPort}`).join(',')}`,
+      ]);
+      const share = await waitCondition('shares.dittofs.io', 'duo-data', 'Synced', 'True', 'Applied');
+      const reported = share.status?.pods ?? [];
+      assert.deepEqual(
+        reported.map((p) => p.name),
+        ['duo-0', 'duo-1'],
+      );
+      const g = reported[0]!.generation ?? 0;
+      assert.ok(g > 0 && reported[1]!.generation === g, `both pods on one generation: ${JSON.stringify(reported)}`);
+      assert.match(condition(share, 'Synced')?.message ?? '', new RegExp(`^applied by 2 ready pods: duo-0@${g}, duo-1@${g}$`));
+      // And each server says so itself: the share is in its state, at (at least) that generation.
+      for (const p of pods) {
+        const base = `http://127.0.0.1:${p.apiPort}`;
+        const login = await fetch(`${base}/api/v1/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ username: 'admin', password: decode(admin, 'password') }),
+        });
+        assert.equal(login.status, 200, 'the operator set the admin password once, for both servers');
+        const token = ((await login.json()) as { access_token: string }).access_token;
+        const st = await fetch(`${base}/api/v1/state`, { headers: { authorization: `Bearer ${token}` } });
+        assert.equal(st.status, 200);
+        const applied = Number(st.headers.get('dittofs-applied-generation'));
+        assert.ok(applied >= g, `${base} applied ${applied}`);
+        // What the operator asks a pod that answered behind the others (converge.ts).
+        const creds = { username: 'admin', password: decode(admin, 'password') };
+        assert.equal(await new DittofsApiClient({ log: createLogger({ level: 'silent' }) }).appliedGeneration(base, creds), applied);
+        const body = (await st.json()) as { shares: { name: string }[] };
+        assert.deepEqual(
+          body.shares.map((x) => x.name),
+          ['/duo'],
+        );
+      }
+    } finally {
+      await kubectl(['delete', 'shares.dittofs.io', 'duo-data', '-n', ns, '--wait=false']);
+      await kubectl(['delete', 'stores.dittofs.io', 'duo-meta', 'duo-blocks', '-n', ns, '--wait=false']);
+      for (const p of pods) await p.stop();
+      await kubectl(['delete', 'dittofs', 'duo', '-n', ns, '--wait=false']);
+      await Promise.all([redis.stop(), pg.stop()]);
+    }
   });
 
   // ---- the seam: a real server process plays pod main-0

@@ -106,7 +106,7 @@ export interface DittoFSSpec {
     type?: 'embedded' | 'postgres';
     postgres?: { urlSecretRef: SecretKeyRef; schema?: string; poolSize?: number };
   };
-  /** Rendered into the server config (URL and password as environment variables); the operator still runs one pod. */
+  /** Rendered into the server config (URL and password as environment variables); with PostgreSQL, lets the operator run replicas > 1. */
   coordination?: {
     redis?: {
       urlSecretRef: SecretKeyRef;

@@ -87,18 +87,38 @@ export class DittofsApiClient {
     return this.authed<CurrentState>(baseUrl, creds, 'GET', '/api/v1/state');
   }
 
+  /**
+   * The control-plane generation this server applied (GET /api/v1/state, header
+   * dittofs-applied-generation); undefined when it does not say (a server without coordination).
+   */
+  async appliedGeneration(baseUrl: string, creds: AdminCredentials): Promise<number | undefined> {
+    const seen: { header?: string | null } = {};
+    await this.authed<CurrentState>(baseUrl, creds, 'GET', '/api/v1/state', undefined, (h) => {
+      seen.header = h.get(APPLIED_GENERATION_HEADER);
+    });
+    const n = seen.header === undefined || seen.header === null || seen.header === '' ? NaN : Number(seen.header);
+    return Number.isSafeInteger(n) ? n : undefined;
+  }
+
   /** Forgets the sessions of one server (or of all). */
   forget(baseUrl?: string): void {
     if (baseUrl === undefined) this.sessions.clear();
     else this.sessions.delete(trimSlash(baseUrl));
   }
 
-  private async authed<T>(baseUrl: string, creds: AdminCredentials, method: string, path: string, body?: unknown): Promise<T> {
+  private async authed<T>(
+    baseUrl: string,
+    creds: AdminCredentials,
+    method: string,
+    path: string,
+    body?: unknown,
+    onHeaders?: (h: Headers) => void,
+  ): Promise<T> {
     const base = trimSlash(baseUrl);
     for (let attempt = 0; ; attempt++) {
       const token = await this.session(base, creds);
       try {
-        return await this.http<T>(base, method, path, body, token);
+        return await this.http<T>(base, method, path, body, token, onHeaders);
       } catch (e) {
         // A revoked or expired token (a password change, a restore): log in again, once.
         if (attempt === 0 && e instanceof DittofsApiError && e.status === 401) {
@@ -172,7 +192,14 @@ export class DittofsApiClient {
     }
   }
 
-  private async http<T>(base: string, method: string, path: string, body: unknown, token?: string): Promise<T> {
+  private async http<T>(
+    base: string,
+    method: string,
+    path: string,
+    body: unknown,
+    token?: string,
+    onHeaders?: (h: Headers) => void,
+  ): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json, application/problem+json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (token !== undefined) headers.authorization = `Bearer ${token}`;
@@ -190,7 +217,10 @@ export class DittofsApiClient {
       throw new DittofsApiError(DITTOFS_API_ERROR.UNREACHABLE, `${method} ${base}${path}: ${why}`, undefined, undefined, { cause: e });
     }
     const text = await res.text();
-    if (res.ok) return (text === '' ? undefined : JSON.parse(text)) as T;
+    if (res.ok) {
+      onHeaders?.(res.headers);
+      return (text === '' ? undefined : JSON.parse(text)) as T;
+    }
     let problem: Problem | undefined;
     try {
       const p = JSON.parse(text) as Partial<Problem>;
@@ -203,5 +233,8 @@ export class DittofsApiClient {
     throw new DittofsApiError(DITTOFS_API_ERROR.API, `${method} ${base}${path}: ${res.status} ${detail}`, res.status, problem);
   }
 }
+
+/** The server's header (server/src/api/convergence.ts). */
+export const APPLIED_GENERATION_HEADER = 'dittofs-applied-generation';
 
 const trimSlash = (s: string): string => s.replace(/\/+$/, '');

@@ -235,7 +235,7 @@ describe('children', () => {
   });
 });
 
-describe('replicaPlan: never more than one pod on one set of stores in this version', () => {
+describe('replicaPlan: more than one pod only with a PostgreSQL database and a Redis to coordinate them', () => {
   const pg = { type: 'postgres' as const, postgres: { urlSecretRef: { name: 'pg', key: 'url' } } };
   const redis = { redis: { urlSecretRef: { name: 'redis', key: 'url' } } };
 
@@ -257,15 +257,23 @@ describe('replicaPlan: never more than one pod on one set of stores in this vers
     assert.match(noPg.limited?.message ?? '', /requires database\.type postgres \(/);
   });
 
-  it('more with both: still one, since this server version cannot coordinate them', () => {
-    const plan = replicaPlan(dfs({ replicas: 3, database: pg, coordination: redis }));
-    assert.equal(plan.replicas, 1);
-    assert.equal(plan.limited?.reason, 'CoordinationNotSupported');
-    assert.match(plan.limited?.message ?? '', /replicas > 1 requires coordination, not supported by this server version/);
-    const sts = desiredStatefulSet(
-      inputs(dfs({ replicas: 3, database: pg, coordination: redis }), { databaseUrl: 'postgres://db/x' }),
-      'h',
+  it('more with both: every pod asked for, and the config tells each server where Redis is', () => {
+    const d = dfs({ replicas: 3, database: pg, coordination: redis });
+    assert.deepEqual(replicaPlan(d), { replicas: 3 });
+    const sts = desiredStatefulSet(inputs(d, { databaseUrl: 'postgres://db/x' }), 'h');
+    assert.equal(sts.spec!.replicas, 3);
+    // Independent servers: all started at once, each with its own WAL volume.
+    assert.equal(sts.spec!.podManagementPolicy, 'Parallel');
+    assert.deepEqual(
+      sts.spec!.volumeClaimTemplates!.map((t) => t.spec!.accessModes),
+      [['ReadWriteOnce']],
     );
-    assert.equal(sts.spec!.replicas, 1);
+    const cfg = serverConfig(inputs(d, { databaseUrl: 'postgres://db/x' })) as { coordination?: unknown; database?: unknown };
+    assert.deepEqual(cfg.coordination, { redis: { key_prefix: 'storage/main/', tls: false } });
+    assert.deepEqual(cfg.database, { type: 'postgres', url: 'postgres://db/x' });
+    const env = sts.spec!.template.spec!.containers[0]!.env ?? [];
+    assert.deepEqual(env.find((e) => e.name === 'DITTOFS_COORDINATION__REDIS__URL')?.valueFrom, {
+      secretKeyRef: { name: 'redis', key: 'url' },
+    });
   });
 });

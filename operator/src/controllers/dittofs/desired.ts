@@ -44,9 +44,9 @@ export const SPEC_DEFAULTS = Object.freeze({
 } as const);
 
 /**
- * Pods this server version may run on one set of stores: several servers on one store lose data
- * unless they coordinate (Redis leases and fencing tokens), which it does not do yet (each server
- * also fences its PostgreSQL stores, so a second pod would not start anyway).
+ * Pods that may run on one set of stores without coordination: several servers on one store lose
+ * data unless they coordinate (Redis leases and fencing tokens; each server also fences its
+ * PostgreSQL stores, so a second uncoordinated pod would not start anyway).
  */
 export const MAX_UNCOORDINATED_REPLICAS = 1;
 
@@ -54,13 +54,14 @@ export interface ReplicaPlan {
   /** Pods the StatefulSet runs. */
   replicas: number;
   /** Why fewer than spec.replicas (Ready=False with this reason). */
-  limited?: { reason: 'CoordinationRequired' | 'CoordinationNotSupported'; message: string };
+  limited?: { reason: 'CoordinationRequired'; message: string };
 }
 
 /**
  * How many pods to run for spec.replicas. More than one needs a PostgreSQL database and a Redis
- * (the CRD's rule says so too; this holds when that rule is bypassed or predates the object), and
- * even then this server version cannot coordinate them: one pod, and a condition that says why.
+ * (the CRD's rule says so too; this holds when that rule is bypassed or predates the object): with
+ * both, the servers coordinate (write leases, cache invalidation, control-plane generations) and
+ * every pod asked for runs; without, one pod and a condition that says why.
  */
 export function replicaPlan(dfs: DittoFS): ReplicaPlan {
   const asked = dfs.spec.replicas ?? SPEC_DEFAULTS.replicas;
@@ -69,21 +70,13 @@ export function replicaPlan(dfs: DittoFS): ReplicaPlan {
     ...((dfs.spec.database?.type ?? 'embedded') === 'postgres' ? [] : ['database.type postgres']),
     ...(dfs.spec.coordination?.redis === undefined ? ['coordination.redis'] : []),
   ];
+  if (missing.length === 0) return { replicas: asked };
   const replicas = MAX_UNCOORDINATED_REPLICAS;
-  if (missing.length > 0) {
-    return {
-      replicas,
-      limited: {
-        reason: 'CoordinationRequired',
-        message: `replicas ${asked} > 1 requires ${missing.join(' and ')} (several servers on one store lose data without coordination); running ${replicas} pod`,
-      },
-    };
-  }
   return {
     replicas,
     limited: {
-      reason: 'CoordinationNotSupported',
-      message: `replicas > 1 requires coordination, not supported by this server version; running ${replicas} pod of the ${asked} asked for`,
+      reason: 'CoordinationRequired',
+      message: `replicas ${asked} > 1 requires ${missing.join(' and ')} (several servers on one store lose data without coordination); running ${replicas} pod`,
     },
   };
 }

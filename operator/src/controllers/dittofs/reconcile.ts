@@ -59,7 +59,7 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
       if (r.ok) databaseUrl = r.value;
       else problem = { reason: r.reason, message: r.message };
     }
-    // More pods than this server version can run on one set of stores: one, and Ready=False.
+    // More than one pod without a PostgreSQL database and a Redis to coordinate them: one, and Ready=False.
     const plan = replicaPlan(dfs);
     if (plan.limited !== undefined)
       log.warn('replicas limited', { asked: dfs.spec.replicas, running: plan.replicas, reason: plan.limited.reason });

@@ -57,21 +57,28 @@ describe('dittofsStatus', () => {
     assert.deepEqual([cond(warned, 'Degraded')?.status, cond(warned, 'Degraded')?.reason], ['True', 'CacheSizeImmutable']);
   });
 
-  it('fewer pods than asked (replicas > 1 in this version): Ready=False with the reason, Degraded, Synced', () => {
+  it('fewer pods than asked (replicas > 1 without PostgreSQL and Redis): Ready=False with the reason, Degraded, Synced', () => {
     const replicasLimited = {
       replicas: 1,
-      reason: 'CoordinationNotSupported',
-      message: 'replicas > 1 requires coordination, not supported by this server version; running 1 pod of the 3 asked for',
+      reason: 'CoordinationRequired',
+      message: 'replicas 3 > 1 requires coordination.redis (several servers on one store lose data without coordination); running 1 pod',
     };
     const s = dittofsStatus({ dfs: dfs({ replicas: 3 }), statefulSet: sts(1), replicasLimited, clusterDomain: 'c' });
     assert.equal(s.phase, 'Degraded');
-    assert.deepEqual([cond(s, 'Ready')?.status, cond(s, 'Ready')?.reason], ['False', 'CoordinationNotSupported']);
-    assert.match(
-      cond(s, 'Ready')?.message ?? '',
-      /not supported by this server version; running 1 pod of the 3 asked for \(1\/1 pods ready\)/,
-    );
-    assert.deepEqual([cond(s, 'Degraded')?.status, cond(s, 'Degraded')?.reason], ['True', 'CoordinationNotSupported']);
+    assert.deepEqual([cond(s, 'Ready')?.status, cond(s, 'Ready')?.reason], ['False', 'CoordinationRequired']);
+    assert.match(cond(s, 'Ready')?.message ?? '', /requires coordination\.redis .*; running 1 pod \(1\/1 pods ready\)/);
+    assert.deepEqual([cond(s, 'Degraded')?.status, cond(s, 'Degraded')?.reason], ['True', 'CoordinationRequired']);
     assert.equal(cond(s, 'Synced')?.status, 'True');
     assert.equal(dittofsStatus({ dfs: dfs({ replicas: 3 }), statefulSet: sts(0), replicasLimited, clusterDomain: 'c' }).phase, 'Pending');
+  });
+
+  it('three coordinated pods: Running only when all three are ready, counted against the three asked for', () => {
+    const three = dfs({ replicas: 3 });
+    const all = dittofsStatus({ dfs: three, statefulSet: sts(3, 3), clusterDomain: 'c' });
+    assert.deepEqual([all.phase, all.replicas, all.readyReplicas], ['Running', 3, 3]);
+    assert.deepEqual([cond(all, 'Ready')?.status, cond(all, 'Ready')?.message], ['True', '3/3 pods ready']);
+    const two = dittofsStatus({ dfs: three, statefulSet: sts(2, 3), clusterDomain: 'c' });
+    assert.equal(two.phase, 'Degraded');
+    assert.deepEqual([cond(two, 'Ready')?.status, cond(two, 'Ready')?.message], ['False', '2/3 pods ready']);
   });
 });

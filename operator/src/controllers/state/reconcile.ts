@@ -17,6 +17,7 @@ import type { ReconcileResult } from '../../runtime/workqueue.js';
 import { ADMIN_SECRET_KEYS, ADMIN_USERNAME, childNames } from '../dittofs/names.js';
 import { writeStatus } from '../dittofs/reconcile.js';
 import { isDeleting, memberKey, type Member, type SecretResolver } from '../member.js';
+import { confirmApplied, podsBehind } from './converge.js';
 import { computeDesiredState, memberOfItem, needsCurrentState, parseServerItem, withCarryOver, type StatePlan } from './desired.js';
 import { memberStatus, type PodOutcome } from './status.js';
 
@@ -39,6 +40,9 @@ export interface StateReconcilerDeps {
 const MAX_PUSH_ROUNDS = 6;
 /** Resources waiting on something outside the cluster's events (a refused S3 bucket) are looked at again after this. */
 const RECHECK_MS = 60_000;
+
+/** A pod behind the newest generation is asked again after this (it applies within its poll). */
+const CONVERGE_RECHECK_MS = 5_000;
 
 export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Promise<ReconcileResult> {
   const { client, cache } = deps;
@@ -111,7 +115,10 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
       log.info('a server refused an item; pushing again without it', { refused: [...refused.keys()] });
     }
 
-    const allOk = outcomes.every((o) => o.ok);
+    // Every ready pod must run the newest generation any of them reported (converge.ts).
+    outcomes = await confirmApplied(outcomes, (pod) => deps.api.appliedGeneration(pod.url, creds));
+    const behind = podsBehind(outcomes);
+    const allOk = outcomes.every((o) => o.ok) && behind.length === 0;
     const carried = new Set<string>();
     for (const o of outcomes) if (o.ok) for (const c of o.carried) carried.add(c);
     let waiting = refused.size > 0;
@@ -141,6 +148,10 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
       throw new Error(
         `push to ${failedPods.length}/${outcomes.length} pods failed: ${failedPods.map((o) => `${o.pod.name}: ${o.ok ? '' : o.error}`).join('; ')}`,
       );
+    }
+    if (behind.length > 0) {
+      log.info('pods have not applied the newest control-plane generation yet; looking again', { pods: behind.map((o) => o.pod.name) });
+      return { requeueAfterMs: CONVERGE_RECHECK_MS };
     }
     log.debug('synced', { pods: outcomes.length, users: plan.state.users.length, shares: plan.state.shares.length });
     return waiting ? { requeueAfterMs: RECHECK_MS } : {};

@@ -10,14 +10,30 @@ const synced = (s: ReturnType<typeof memberStatus>) => s.conditions?.find((c) =>
 describe('memberStatus', () => {
   const base = { generation: 3, conditions: undefined, dittofs: 'main' };
 
-  it('Synced=True once every ready pod applied it, with the generation each pod reported', () => {
-    const s = memberStatus({ ...base, verdict: { state: 'applied' }, pods: [okPod(0, 7), okPod(1, 9)] });
+  it('Synced=True once every ready pod applied the newest generation, with the generation each pod reported', () => {
+    const s = memberStatus({ ...base, verdict: { state: 'applied' }, pods: [okPod(0, 9), okPod(1, 9)] });
     assert.deepEqual(s.pods, [
-      { name: 'main-0', generation: 7 },
+      { name: 'main-0', generation: 9 },
       { name: 'main-1', generation: 9 },
     ]);
     assert.deepEqual([synced(s)?.status, synced(s)?.reason], ['True', 'Applied']);
     assert.equal(s.observedGeneration, 3);
+  });
+
+  it('a ready pod behind the newest generation: Synced=False Converging naming it, Ready=False, not Degraded', () => {
+    const s = memberStatus({ ...base, verdict: { state: 'applied' }, pods: [okPod(0, 9), okPod(1, 7), okPod(2, 9)] });
+    assert.deepEqual([synced(s)?.status, synced(s)?.reason], ['False', 'Converging']);
+    assert.equal(synced(s)?.message, 'generation 9 applied by 2/3 ready pods; not yet by main-1 (at 7)');
+    const ready = s.conditions?.find((c) => c.type === 'Ready');
+    assert.deepEqual([ready?.status, ready?.reason], ['False', 'Converging']);
+    assert.equal(s.conditions?.find((c) => c.type === 'Degraded')?.status, 'False');
+    assert.deepEqual(
+      s.pods?.map((p) => p.generation),
+      [9, 7, 9],
+    );
+    // A removal is not done either until every pod applied it.
+    const gone = memberStatus({ ...base, verdict: { state: 'removed' }, pods: [okPod(0, 9), okPod(1, 7)] });
+    assert.deepEqual([synced(gone)?.status, synced(gone)?.reason], ['False', 'Converging']);
   });
 
   it('a pod that failed: Synced=False PushFailed naming it, Degraded; no ready pod: NoReadyPods', () => {

@@ -2,6 +2,7 @@
 import { CONDITION, type Condition, type MemberStatus, type StoreStatus } from '../../api/types.js';
 import { setConditions, type ConditionInput } from '../../kube/conditions.js';
 import type { PodEndpoint } from '../../dittofs-api/pods.js';
+import { podsBehind, targetGeneration } from './converge.js';
 import type { Verdict } from './desired.js';
 
 export type PodOutcome =
@@ -66,6 +67,16 @@ export function memberStatus(inp: MemberStatusInputs): MemberStatus & StoreStatu
       cond(CONDITION.Ready, false, 'PushFailed', message),
       cond(CONDITION.Synced, false, 'PushFailed', message),
       cond(CONDITION.Degraded, true, 'PushFailed', message),
+    ];
+  } else if (podsBehind(inp.pods).length > 0) {
+    // One control database: every ready pod must run its newest generation, or a client of the
+    // pod behind sees the old share, user or permission.
+    const behind = podsBehind(inp.pods);
+    const message = `generation ${targetGeneration(inp.pods)} applied by ${ok.length - behind.length}/${inp.pods.length} ready pods; not yet by ${behind.map((p) => `${p.pod.name} (at ${p.generation})`).join(', ')}`;
+    conds = [
+      cond(CONDITION.Ready, false, 'Converging', message),
+      cond(CONDITION.Synced, false, 'Converging', message),
+      cond(CONDITION.Degraded, false, 'Converging', message),
     ];
   } else if (v.state === 'removed') {
     conds = [
