@@ -176,7 +176,10 @@ class PgliteRunner {
     const values = params.map((v, i) => {
       if (v === null || v === undefined) return null;
       const serialize = this.db.serializers[p.paramTypes[i]!];
-      return serialize ? serialize(v) : String(v);
+      if (serialize) return serialize(v);
+      if (typeof v === 'string') return v;
+      if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return String(v);
+      throw new TypeError(`${sql.name}: no serializer for parameter ${i + 1} (type ${p.paramTypes[i]})`);
     });
     // The answer comes as raw bytes (copied: PGlite hands out views of its heap) and is read here.
     const chunks: Buffer[] = [];
