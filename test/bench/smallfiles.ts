@@ -9,6 +9,7 @@
 // as a reference (the round-trip ceiling of this client against that server).
 //
 // Standalone: npx tsx test/bench/smallfiles.ts --port N [--mount-port M] [--export /export] [--files N]
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -28,6 +29,8 @@ export interface SmallFilesOptions {
   /** Bound on each RPC (default 30 s). */
   callTimeoutMs?: number;
   log?: (msg: string) => void;
+  /** Called just before and just after each timed phase (e.g. to read the server's CPU time). */
+  onPhase?: (phase: 'create' | 'stat' | 'remove', edge: 'start' | 'end') => void;
 }
 
 export interface PhaseResult {
@@ -93,13 +96,19 @@ export async function runSmallFiles(opts: SmallFilesOptions): Promise<SmallFiles
     for (const name of warm) await client.getattr((await client.lookup(dir, name)).fh);
     for (const name of warm) await client.remove(dir, name);
 
-    const timePhase = async (phase: string, rpcsPerOp: number, op: (name: string) => Promise<void>): Promise<PhaseResult> => {
+    const timePhase = async (
+      phase: 'create' | 'stat' | 'remove',
+      rpcsPerOp: number,
+      op: (name: string) => Promise<void>,
+    ): Promise<PhaseResult> => {
+      opts.onPhase?.(phase, 'start');
       const t0 = performance.now();
       for (let i = 0; i < files; i++) {
         if ((i & 63) === 0) checkDeadline(phase, i);
         await op(names[i]!);
       }
       const seconds = (performance.now() - t0) / 1000;
+      opts.onPhase?.(phase, 'end');
       const r = { ops: files, rpcs: files * rpcsPerOp, seconds, opsPerSec: files / seconds };
       log(`${phase}: ${files} files in ${seconds.toFixed(3)} s = ${r.opsPerSec.toFixed(0)} ops/s`);
       return r;
@@ -144,6 +153,15 @@ export async function runSmallFiles(opts: SmallFilesOptions): Promise<SmallFiles
   }
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat (Linux). */
+export function processCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces, in parentheses): utime is the 14th
+  // field of the line, stime the 15th; in clock ticks (USER_HZ, 100 on Linux).
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -153,14 +171,30 @@ async function main(): Promise<void> {
       export: { type: 'string', default: '/export' },
       files: { type: 'string', default: '10000' },
       dir: { type: 'string', default: DEFAULT_DIR_NAME },
+      pid: { type: 'string' },
     },
     strict: true,
   });
   if (!values.port) {
-    console.error('usage: npx tsx test/bench/smallfiles.ts --port N [--mount-port M] [--export /export] [--files N] [--dir NAME]');
+    console.error(
+      'usage: npx tsx test/bench/smallfiles.ts --port N [--mount-port M] [--export /export] [--files N] [--dir NAME] [--pid SERVER_PID]',
+    );
     process.exit(2);
   }
+  // With --pid: the server's CPU seconds per 1,000 operations of each phase (holds on a busy machine).
+  const pid = values.pid === undefined ? undefined : Number(values.pid);
+  const cpuAt = new Map<string, number>();
+  const cpu: Record<string, number> = {};
   const r = await runSmallFiles({
+    ...(pid === undefined
+      ? {}
+      : {
+          onPhase: (phase: string, edge: 'start' | 'end') => {
+            const now = processCpuSeconds(pid);
+            if (edge === 'start') cpuAt.set(phase, now);
+            else cpu[phase] = ((now - (cpuAt.get(phase) ?? now)) * 1000) / Number(values.files);
+          },
+        }),
     host: values.host,
     nfsPort: Number(values.port),
     mountPort: values['mount-port'] ? Number(values['mount-port']) : undefined,
@@ -169,7 +203,10 @@ async function main(): Promise<void> {
     dirName: values.dir,
     log: (m) => console.log(m),
   });
-  console.log(JSON.stringify(r));
+  if (pid !== undefined) {
+    for (const [phase, s] of Object.entries(cpu)) console.log(`${phase}: server CPU ${s.toFixed(3)} s per 1,000 ops`);
+  }
+  console.log(JSON.stringify(pid === undefined ? r : { ...r, cpuSecondsPer1000: cpu }));
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
