@@ -25,8 +25,8 @@
 # Usage: hack/k8s/build.sh                 build what is missing, print the bin dir last
 #        hack/k8s/build.sh NAME...         only these binaries
 #        hack/k8s/build.sh --print-bin-dir print the bin dir and exit (builds nothing)
-#        hack/k8s/build.sh --check [NAME...] exit 0 if every control-plane binary (or NAME...) is
-#                                          built and current, else 1
+#        hack/k8s/build.sh --check [NAME...] exit 0 if every binary (or NAME...) is built and
+#                                          current, else 1
 set -euo pipefail
 
 # The pins. Change them together with the go.mod files (see the comment in go.mod).
@@ -126,7 +126,7 @@ case ${1:-} in
     find_go
     shift
     names=("$@")
-    ((${#names[@]})) || names=("${ALL[@]}")
+    ((${#names[@]})) || names=("${ALL[@]}" "${NODE[@]}")
     missing=()
     for n in "${names[@]}"; do spec "$n"; is_current "$n" || missing+=("$n"); done
     if ((${#missing[@]})); then

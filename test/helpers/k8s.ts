@@ -56,7 +56,7 @@ export interface KubeControlPlane {
   /** The temp directory with certificates, data and logs (`logs/<component>.log`); '' if external. */
   dir: string;
   /** With `node`: its directory (hack/k8s/node.sh DIR) and the veth addresses; else undefined. */
-  node?: { dir: string; hostIp: string; nodeIp: string; name: string };
+  node?: { dir: string; hostIp: string; nodeIp: string; hostIf: string; name: string };
   /** Kills the processes and removes the directory (idempotent). */
   stop(): Promise<void>;
 }
@@ -415,9 +415,10 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
       const out = await execText(NODE_SH, ['netns', nodeDir], COMMAND_TIMEOUT_MS);
       const hostIp = /^HOST_IP=(\S+)$/m.exec(out)?.[1];
       const nodeIp = /^NODE_IP=(\S+)$/m.exec(out)?.[1];
-      if (hostIp === undefined || nodeIp === undefined) throw new Error(`node.sh netns said no addresses:\n${out}`);
+      const hostIf = /^HOST_IF=(\S+)$/m.exec(out)?.[1];
+      if (hostIp === undefined || nodeIp === undefined || hostIf === undefined) throw new Error(`node.sh netns said no addresses:\n${out}`);
       host = hostIp;
-      node = { dir: nodeDir, hostIp, nodeIp, name: NODE_NAME };
+      node = { dir: nodeDir, hostIp, nodeIp, hostIf, name: NODE_NAME };
     }
     await makePki(pki, withNode ? host : undefined);
     const f = (name: string): string => path.join(pki, name);
