@@ -124,7 +124,7 @@ image() {
     (cd "$REPO" && nice -n "$NICE" "${BUILDAH[@]}" bud "${BUD_FLAGS[@]}" -q \
       -f "$file" -t "$tag" .) >"$CACHE/images/$name.log" 2>&1 ||
       { tail -n 30 "$CACHE/images/$name.log" >&2; die "$tag: buildah bud failed (log: $CACHE/images/$name.log)"; }
-    rm -f "$CACHE/images/$name"-*.tar
+    rm -f "$CACHE/images/$name"-????????????????.tar  # the older builds of this image (keys are 16 hex digits)
     "${BUILDAH[@]}" push -q "$tag" "docker-archive:$out.tmp:$tag" >>"$CACHE/images/$name.log" 2>&1 ||
       { rm -f "$out.tmp"; die "$tag: buildah push to a docker-archive failed"; }
     mv "$out.tmp" "$out"

@@ -12,6 +12,9 @@
 #                                              certificates signed by the cluster CA
 #   hack/k8s/node.sh import DIR FILE.tar...    docker-archive images into containerd (k8s.io)
 #   hack/k8s/node.sh exec DIR CMD...           a command inside the namespace (debugging)
+#   hack/k8s/node.sh kill-container DIR NS POD CONTAINER
+#                                              SIGKILL of a container's processes (a crash: no
+#                                              clean stop); kubelet restarts it
 #   hack/k8s/node.sh down DIR                  kills every process of the namespace, removes its
 #                                              mounts, link and cgroups, then checks
 #   hack/k8s/node.sh check DIR                 exit 1 (saying what) if anything of DIR is left
@@ -318,6 +321,22 @@ cmd_import() {
   done
 }
 
+cmd_kill_container() {
+  [[ $# -eq 3 ]] || die "kill-container DIR NAMESPACE POD CONTAINER"
+  holder_alive || die "no namespace in $DIR"
+  local ids
+  ids=$(in_ns ctr -a /run/containerd/containerd.sock -n k8s.io containers ls -q \
+    "labels.\"io.kubernetes.pod.namespace\"==$1,labels.\"io.kubernetes.pod.name\"==$2,labels.\"io.kubernetes.container.name\"==$3")
+  [[ -n $ids ]] || die "no container $3 of pod $1/$2"
+  local id killed=0
+  for id in $ids; do
+    # Only the running one (exited containers of earlier restarts have no task).
+    in_ns ctr -a /run/containerd/containerd.sock -n k8s.io tasks kill -a -s SIGKILL "$id" 2>/dev/null && killed=$((killed + 1))
+  done
+  ((killed > 0)) || die "container $3 of pod $1/$2 has no running task"
+  log "SIGKILL to container $3 of pod $1/$2"
+}
+
 # --- down / check ----------------------------------------------------------------------------------
 # Every process in the namespace (daemons, shims, containers): the ones whose network namespace is the holder's.
 ns_pids() {
@@ -328,7 +347,18 @@ ns_pids() {
   done
 }
 
-# The node's own pids by their pid files (the holder's namespace may be gone already).
+# The containers: every process in the node's cgroups (pods have network namespaces of their own,
+# and outlive their shims).
+cgroup_pids() {
+  [[ -n ${CGROUP:-} ]] || return 0
+  local h
+  for h in /sys/fs/cgroup/*/"$CGROUP"; do
+    [[ -d $h ]] && find "$h" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done
+}
+
+node_pids() { { [[ -z $1 ]] || ns_pids "$1" | grep -vx "$1"; cgroup_pids; } | sort -un; }
+
 cmd_down() {
   [[ -f $ENVF ]] && source "$ENVF"
   local h="" i
@@ -336,19 +366,22 @@ cmd_down() {
   if [[ -n $h ]]; then
     # kubelet first (it would restart containers), then the rest, then the holder.
     for n in kubelet kube-proxy; do [[ -f $DIR/run/$n.pid ]] && kill "$(cat "$DIR/run/$n.pid")" 2>/dev/null || true; done
-    local pids
-    for sig in TERM TERM KILL KILL; do
-      pids=$(ns_pids "$h" | grep -vx "$h" || true)
-      [[ -z $pids ]] && break
-      # shellcheck disable=SC2086
-      kill -s "$sig" $pids 2>/dev/null || true
-      for ((i = 0; i < 40; i++)); do
-        [[ -z $(ns_pids "$h" | grep -vx "$h" || true) ]] && break
-        sleep 0.25
-      done
+  fi
+  # Daemons, shims and containers: TERM, then KILL; each round waits up to 10 s for them to go.
+  local pids sig
+  for sig in TERM TERM KILL KILL; do
+    pids=$(node_pids "$h" || true)
+    [[ -z $pids ]] && break
+    # shellcheck disable=SC2086
+    kill -s "$sig" $pids 2>/dev/null || true
+    for ((i = 0; i < 40; i++)); do
+      [[ -z $(node_pids "$h" || true) ]] && break
+      sleep 0.25
     done
+  done
+  if [[ -n $h ]]; then
     kill -KILL "$h" 2>/dev/null || true
-    for ((i = 0; i < 40 && ${#h} > 0; i++)); do [[ -d /proc/$h ]] || break; sleep 0.1; done
+    for ((i = 0; i < 40; i++)); do [[ -d /proc/$h ]] || break; sleep 0.1; done
   fi
   # The host end of the veth goes with the namespace; delete it in case it did not.
   [[ -n ${HOST_IF:-} ]] && ip link del "$HOST_IF" 2>/dev/null || true
@@ -357,7 +390,7 @@ cmd_down() {
     local hdir
     for hdir in /sys/fs/cgroup/*/; do
       [[ -d $hdir$CGROUP ]] || continue
-      for ((i = 0; i < 20; i++)); do
+      for ((i = 0; i < 80; i++)); do
         find "$hdir$CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null || true
         [[ -d $hdir$CGROUP ]] || break
         sleep 0.25
@@ -397,6 +430,7 @@ case $cmd in
   netns) cmd_netns ;;
   start) cmd_start "$@" ;;
   import) cmd_import "$@" ;;
+  kill-container) cmd_kill_container "$@" ;;
   exec) holder_alive || die "no namespace in $DIR"; in_ns "$@" ;;
   down) cmd_down ;;
   check) cmd_check ;;

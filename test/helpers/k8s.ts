@@ -390,11 +390,13 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
     try {
       // The node first (its kubelet would otherwise retry the apiserver), then the controllers,
       // then the apiserver, then its storage. `node.sh down` checks that nothing is left.
+      let nodeError: unknown;
       if (nodeUp) {
-        await execText(NODE_SH, ['down', nodeDir], COMMAND_TIMEOUT_MS);
+        await execText(NODE_SH, ['down', nodeDir], COMMAND_TIMEOUT_MS).catch((e: unknown) => (nodeError = e));
         liveNodes.delete(nodeDir);
       }
       for (const p of [...procs].reverse()) await kill(p);
+      if (nodeError !== undefined) throw nodeError;
     } finally {
       liveDirs.delete(dir);
       if (opts.keepDir !== true) await rm(dir, { recursive: true, force: true });

@@ -56,6 +56,7 @@ describe('EventRecorder', () => {
     assert.deepEqual(b.regarding, { apiVersion: 'dittofs.io/v1alpha1', kind: 'Share', namespace: 'ns', name: 'data', uid: 'u1' });
     assert.equal(b.reportingController, 'dittofs.io/dittofs-operator');
     assert.equal(b.type, 'Warning');
+    assert.match((b.metadata as { name: string }).name, /^data\.[0-9a-f]+$/, 'a valid object name');
   });
 
   it('a refused Event is only logged; the memory of recent events stays bounded', async () => {

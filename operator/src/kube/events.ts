@@ -5,6 +5,7 @@
 //
 // Bounded: the same (object, reason, note) is recorded at most once per DEDUP_MS, and the memory of
 // what was recorded holds at most DEDUP_CAP entries (the oldest go first).
+import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
 import { API_VERSION, type Condition, type KubeObject } from '../api/types.js';
 import type { KubeClient } from './client.js';
@@ -88,7 +89,8 @@ export class EventRecorder {
     const body = {
       apiVersion: 'events.k8s.io/v1',
       kind: 'Event',
-      metadata: { generateName: `${name}.`, namespace },
+      // As client-go names them: the object and the time in hex (a generateName may not end in '.').
+      metadata: { name: `${name}.${(BigInt(now) * 1_000_000n).toString(16)}${randomBytes(2).toString('hex')}`, namespace },
       eventTime: new Date(now).toISOString().replace(/Z$/, '000Z'),
       reportingController: this.controller,
       reportingInstance: this.instance.slice(0, 128),
