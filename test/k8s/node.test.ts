@@ -23,6 +23,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,6 +31,8 @@ import { K8S_WAIT, NODE_NAME, NODE_SH, startKubeControlPlane, type KubeControlPl
 import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { REPO_ROOT } from '../helpers/server.js';
 import { runProcess, type Run } from '../helpers/run.js';
+import { startPostgres } from '../helpers/postgres.js';
+import { startS3 } from '../helpers/s3.js';
 
 const IMAGES_SH = path.join(REPO_ROOT, 'hack', 'k8s', 'images.sh');
 /** The first image build (debootstrap, npm ci and tsc in buildah) takes minutes on a loaded machine. */
@@ -104,27 +107,77 @@ function serverPodReady(notUid?: string, timeoutMs?: number): Promise<Pod> {
   );
 }
 
-async function clusterIp(): Promise<string> {
-  return (await ok(['get', 'service', 'main', '-n', ns, '-o', 'jsonpath={.spec.clusterIP}'])).trim();
+async function clusterIp(service = 'main'): Promise<string> {
+  return (await ok(['get', 'service', service, '-n', ns, '-o', 'jsonpath={.spec.clusterIP}'])).trim();
 }
 
 /** A command in the client pod (libnfs-utils, smbclient). */
 const inClient = (script: string, input = ''): Promise<Run> => kubectl(['exec', '-i', '-n', ns, 'client', '--', 'sh', '-c', script], input);
 
-async function nfsPut(file: string, uid: number, content: string): Promise<Run> {
-  const ip = await clusterIp();
-  return inClient(
-    `cat > /tmp/put && nfs-cp /tmp/put 'nfs://${ip}/data/${file}?nfsport=12049&mountport=12049&uid=${uid}&gid=${uid}'`,
-    content,
+/** An nfs:// URL of a file in a share, through the client Service of a DittoFS. */
+async function nfsUrl(file: string, uid: number, service = 'main', share = '/data'): Promise<string> {
+  return `nfs://${await clusterIp(service)}${share}/${file}?nfsport=12049&mountport=12049&uid=${uid}&gid=${uid}`;
+}
+
+async function nfsPut(file: string, uid: number, content: string, service?: string, share?: string): Promise<Run> {
+  return inClient(`cat > /tmp/put && nfs-cp /tmp/put '${await nfsUrl(file, uid, service, share)}'`, content);
+}
+
+async function nfsGet(file: string, uid: number, service?: string, share?: string): Promise<string | undefined> {
+  const r = await inClient(`rm -f /tmp/get && nfs-cp '${await nfsUrl(file, uid, service, share)}' /tmp/get >/dev/null && cat /tmp/get`);
+  return r.code === 0 ? r.stdout : undefined;
+}
+
+/** A PersistentVolume of the local StorageClass, in a directory of the node's. */
+async function localPv(name: string): Promise<void> {
+  const dir = path.join(cp.node!.dir, 'volumes', name);
+  await mkdir(dir, { recursive: true });
+  await ok(
+    ['apply', '-f', '-'],
+    `apiVersion: v1
+kind: PersistentVolume
+metadata: { name: ${name} }
+spec:
+  capacity: { storage: 2Gi }
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local
+  local: { path: ${dir} }
+  nodeAffinity:
+    required:
+      nodeSelectorTerms: [{ matchExpressions: [{ key: kubernetes.io/hostname, operator: In, values: [${NODE_NAME}] }] }]
+`,
   );
 }
 
-async function nfsGet(file: string, uid: number): Promise<string | undefined> {
-  const ip = await clusterIp();
-  const r = await inClient(
-    `rm -f /tmp/get && nfs-cp 'nfs://${ip}/data/${file}?nfsport=12049&mountport=12049&uid=${uid}&gid=${uid}' /tmp/get >/dev/null && cat /tmp/get`,
-  );
-  return r.code === 0 ? r.stdout : undefined;
+/**
+ * A TCP port on the host end of the node's veth that forwards to 127.0.0.1:port, so that pods reach
+ * a test server (PostgreSQL, s3rver) that listens on loopback only.
+ */
+async function forwardFromNode(port: number): Promise<{ port: number; close(): Promise<void> }> {
+  const socks = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    socks.add(c).add(up);
+    const drop = (): void => {
+      c.destroy();
+      up.destroy();
+      socks.delete(c);
+      socks.delete(up);
+    };
+    c.on('error', drop).on('close', drop);
+    up.on('error', drop).on('close', drop);
+    c.pipe(up).pipe(c);
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, cp.node!.hostIp, resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of socks) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 async function smb(commands: string, user = `${USER.name}%${USER.password}`): Promise<Run> {
@@ -135,7 +188,7 @@ async function smb(commands: string, user = `${USER.name}%${USER.password}`): Pr
 }
 
 describe('DittoFS on a real Kubernetes node (kubelet, containerd, images built here)', { timeout: SUITE_TIMEOUT_MS }, () => {
-  let pvDir: string;
+  const closers: (() => Promise<void>)[] = [];
 
   before(async () => {
     // The images first: nothing runs meanwhile.
@@ -148,8 +201,6 @@ describe('DittoFS on a real Kubernetes node (kubelet, containerd, images built h
     await ok(['create', 'namespace', ns]);
     await waitFor('the default ServiceAccount', () => getJson(['get', 'serviceaccount', 'default', '-n', ns]));
     // A local StorageClass and one PersistentVolume on the node, for the DittoFS cache volume.
-    pvDir = path.join(cp.node!.dir, 'volumes', 'main-0');
-    await mkdir(pvDir, { recursive: true });
     await ok(
       ['apply', '-f', '-'],
       `apiVersion: storage.k8s.io/v1
@@ -157,24 +208,13 @@ kind: StorageClass
 metadata: { name: local }
 provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: { name: dittofs-main-0 }
-spec:
-  capacity: { storage: 2Gi }
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: local
-  local: { path: ${pvDir} }
-  nodeAffinity:
-    required:
-      nodeSelectorTerms: [{ matchExpressions: [{ key: kubernetes.io/hostname, operator: In, values: [${NODE_NAME}] }] }]
 `,
     );
+    await localPv('dittofs-main-0');
   });
 
   after(async () => {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
     await cp?.stop();
   });
 
@@ -323,6 +363,100 @@ spec:
     assert.equal(back.spec.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim?.claimName, 'data-main-0');
     assert.equal(await nfsGet('crash.txt', USER.uid), data);
     assert.equal(await nfsGet('hello.txt', USER.uid), 'written from a pod\n');
+  });
+
+  it('a DittoFS on PostgreSQL and S3 (servers on the host, reached through the veth): the share works from the client pod, its blocks land in the bucket', async () => {
+    const pg = await startPostgres();
+    closers.push(() => pg.stop());
+    const s3 = await startS3();
+    closers.push(() => s3.close());
+    const pgFwd = await forwardFromNode(Number(new URL(pg.url).port));
+    closers.push(() => pgFwd.close());
+    const s3Fwd = await forwardFromNode(Number(new URL(s3.endpoint).port));
+    closers.push(() => s3Fwd.close());
+    const u = new URL(pg.url);
+    u.hostname = cp.node!.hostIp;
+    u.port = String(pgFwd.port);
+    await localPv('dittofs-pgs-0');
+    await apply(`apiVersion: v1
+kind: Secret
+metadata: { name: pgs-db }
+stringData: { url: '${u.toString()}' }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: pgs-s3 }
+stringData: { secret: ${s3.secretAccessKey} }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: DittoFS
+metadata: { name: pgs }
+spec:
+  replicas: 1
+  imagePullPolicy: Never
+  cache: { size: 1Gi, storageClassName: local }
+  database: { type: postgres, postgres: { urlSecretRef: { name: pgs-db, key: url } } }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Store
+metadata: { name: pgs-meta }
+spec: { dittofs: pgs, kind: metadata, type: postgres, config: { schema: share_meta }, secretRefs: { url: { name: pgs-db, key: url } } }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Store
+metadata: { name: pgs-blocks }
+spec:
+  dittofs: pgs
+  kind: block
+  type: s3
+  config:
+    endpoint: 'http://${cp.node!.hostIp}:${s3Fwd.port}'
+    region: ${s3.region}
+    bucket: ${s3.bucket}
+    prefix: '${s3.prefix}k8s/'
+    force_path_style: true
+    access_key_id: ${s3.accessKeyId}
+  secretRefs: { secret_access_key: { name: pgs-s3, key: secret } }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Share
+metadata: { name: pgs-data }
+spec: { dittofs: pgs, path: /data, metadataStore: pgs-meta, blockStore: pgs-blocks, defaultPermission: none, permissions: [{ group: writers, level: read-write }] }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: User
+metadata: { name: pgs-bob }
+spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}, groups: [writers], passwordSecretRef: { name: bob-password, key: password } }
+`);
+    await waitFor('pod pgs-0 Ready', async () => (ready(await getJson<Pod>(['get', 'pod', 'pgs-0', '-n', ns])) ? true : undefined));
+    for (const [kind, name] of [
+      ['stores.dittofs.io', 'pgs-meta'],
+      ['stores.dittofs.io', 'pgs-blocks'],
+      ['users.dittofs.io', 'pgs-bob'],
+      ['shares.dittofs.io', 'pgs-data'],
+    ] as const) {
+      await waitFor(`${kind} ${name} Synced`, async () => {
+        const o = await getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(['get', kind, name, '-n', ns]);
+        return o?.status?.conditions?.some((c) => c.type === 'Synced' && c.status === 'True') ? true : undefined;
+      });
+    }
+    const data = randomBytes(3 * 1024 * 1024).toString('base64');
+    const w = await nfsPut('big.txt', USER.uid, data, 'pgs');
+    assert.equal(w.code, 0, `nfs-cp to the postgres+s3 DittoFS: ${w.stderr}${w.stdout}`);
+    assert.equal(await nfsGet('big.txt', USER.uid, 'pgs'), data);
+    const keys = await waitFor('blocks in the bucket', async () => {
+      const k = await s3.listKeys('k8s/');
+      return k.length > 0 ? k : undefined;
+    });
+    assert.ok(keys.length > 0);
+    // The metadata is in PostgreSQL: the file is there after the pod is replaced (a new, empty volume would do).
+    const old = await getJson<Pod>(['get', 'pod', 'pgs-0', '-n', ns]);
+    await ok(['delete', 'pod', 'pgs-0', '-n', ns, `--timeout=${K8S_WAIT}`]);
+    await waitFor('a new pod pgs-0 Ready', async () => {
+      const p = await getJson<Pod>(['get', 'pod', 'pgs-0', '-n', ns]);
+      return ready(p) && p!.metadata.uid !== old!.metadata.uid ? true : undefined;
+    });
+    assert.equal(await nfsGet('big.txt', USER.uid, 'pgs'), data);
   });
 
   it('the operator emits Events for what it does', async () => {
