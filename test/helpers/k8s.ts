@@ -390,9 +390,9 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
     try {
       // The node first (its kubelet would otherwise retry the apiserver), then the controllers,
       // then the apiserver, then its storage. `node.sh down` checks that nothing is left.
-      let nodeError: unknown;
+      let nodeError: Error | undefined;
       if (nodeUp) {
-        await execText(NODE_SH, ['down', nodeDir], COMMAND_TIMEOUT_MS).catch((e: unknown) => (nodeError = e));
+        await execText(NODE_SH, ['down', nodeDir], COMMAND_TIMEOUT_MS).catch((e: Error) => (nodeError = e));
         liveNodes.delete(nodeDir);
       }
       for (const p of [...procs].reverse()) await kill(p);
@@ -563,24 +563,20 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
       procs.push(sched);
       await waitReady(sched, `https://127.0.0.1:${schedPort}/healthz`, { rejectUnauthorized: false }, (r) => r.status === 200, timeoutMs);
       await execText(NODE_SH, ['start', nodeDir, server, f('ca.crt'), f('ca.key')], timeoutMs);
-      const kenv = { ...process.env, KUBECONFIG: kubeconfig };
-      await execText(
-        path.join(binDir, 'kubectl'),
-        ['wait', '--for=condition=Ready', `node/${NODE_NAME}`, `--timeout=${Math.floor(timeoutMs / 1000)}s`],
-        timeoutMs + 10_000,
-        kenv,
-      ).catch(async (e: Error) => {
-        // Registered yet? `kubectl wait` fails at once on a node that does not exist yet.
-        await sleep(5000);
-        await execText(
+      // Registered and Ready: polled (a `kubectl wait` fails at once on a node not registered yet).
+      const deadline = Date.now() + timeoutMs;
+      let last = '';
+      for (let attempt = 0; attempt < timeoutMs / 500 + 1 && Date.now() < deadline; attempt++) {
+        last = await execText(
           path.join(binDir, 'kubectl'),
-          ['wait', '--for=condition=Ready', `node/${NODE_NAME}`, '--timeout=120s'],
-          130_000,
-          kenv,
-        ).catch(() => {
-          throw e;
-        });
-      });
+          ['--kubeconfig', kubeconfig, 'get', 'node', NODE_NAME, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'],
+          COMMAND_TIMEOUT_MS,
+        ).catch((e: Error) => e.message.split('\n').slice(-1)[0] ?? '');
+        if (last.trim() === 'True') break;
+        await sleep(500);
+      }
+      if (last.trim() !== 'True')
+        throw new Error(`node ${NODE_NAME} not Ready within ${timeoutMs} ms (last: ${last.trim()}); logs in ${nodeDir}/logs`);
     }
 
     return {
