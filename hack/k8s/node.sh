@@ -397,8 +397,12 @@ cmd_down() {
       done
     done
   fi
-  if [[ -f $DIR/run/created-dirs ]]; then
-    while read -r d; do [[ -n $d ]] && rm -d -r "$d" 2>/dev/null || find "$d" -depth -type d -empty -delete 2>/dev/null || true; done <"$DIR/run/created-dirs"
+  # The mount points this node created on the host (empty there), unless another node still runs:
+  # they may be its mount points too.
+  if [[ -f $DIR/run/created-dirs ]] && ! pgrep -f '^dittofs-k8s-node-holder' >/dev/null; then
+    while read -r d; do
+      [[ -n $d && -d $d ]] && find "$d" -depth -type d -empty -delete 2>/dev/null || true
+    done <"$DIR/run/created-dirs"
   fi
   cmd_check
 }
