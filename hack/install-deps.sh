@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages DittoFS needs to run and test, idempotently.
-# Usage: hack/install-deps.sh [run|node|test|bench|vm|all]   (default: test)
+# Usage: hack/install-deps.sh [run|node|test|bench|vm|k8s-node|all]   (default: test)
 set -euo pipefail
 what=${1:-test}
 
@@ -9,6 +9,10 @@ node_pkgs=(nodejs npm)
 # samba-testsuite: smbtorture (test/e2e/smbtorture.test.ts); curl and jq: hack/smb/torture.sh.
 test_pkgs=(libnfs-utils postgresql openssl smbclient samba-testsuite curl jq redis-server)
 vm_pkgs=(qemu-system-x86 busybox-static linux-image-amd64 cpio)
+# The Kubernetes node of test/k8s/node.test.ts (hack/k8s/node.sh: containerd, runc, the CNI
+# plugins, iptables for kube-proxy; gcc + libc6-dev: the static pause binary of hack/k8s/build.sh)
+# and its images (hack/k8s/images.sh: debootstrap, buildah).
+k8s_node_pkgs=(containerd runc containernetworking-plugins iptables buildah debootstrap gcc libc6-dev)
 # samba (smbd) and samba-vfs-modules (streams_xattr): the SMB reference of test/bench/smb.ts and
 # hack/smb/torture.sh.
 bench_pkgs=(libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind samba samba-vfs-modules)
@@ -16,11 +20,12 @@ bench_pkgs=(libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind samba samba-vfs-mod
 case "$what" in
   run) pkgs=("${run_pkgs[@]}") ;;
   node) pkgs=("${node_pkgs[@]}") ;;
-  test) pkgs=("${test_pkgs[@]}" "${vm_pkgs[@]}") ;;
+  test) pkgs=("${test_pkgs[@]}" "${vm_pkgs[@]}" "${k8s_node_pkgs[@]}") ;;
+  k8s-node) pkgs=("${k8s_node_pkgs[@]}") ;;
   vm) pkgs=("${vm_pkgs[@]}") ;;
   bench) pkgs=("${bench_pkgs[@]}") ;;
-  all) pkgs=("${test_pkgs[@]}" "${vm_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "usage: $0 [run|node|test|bench|vm|all]" >&2; exit 2 ;;
+  all) pkgs=("${test_pkgs[@]}" "${vm_pkgs[@]}" "${k8s_node_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 [run|node|test|bench|vm|k8s-node|all]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -4,7 +4,12 @@
 # into a cache outside the repository:
 #
 #   ${DITTOFS_K8S_CACHE:-$HOME/.cache/dittofs/k8s}/<k8s-version>/bin/
-#     kube-apiserver  kube-controller-manager  kubectl  etcd  helm
+#     kube-apiserver  kube-controller-manager  kubectl  etcd  helm          (the control plane)
+#     kube-scheduler  kubelet  kube-proxy  pause                          (the node: hack/k8s/node.sh)
+#
+# The control plane is built first (the tests that need no node can start), then the node binaries
+# in a second `go build` that reuses every package the first one compiled (Go's build cache). pause
+# is the module's own build/pause/linux/pause.c, compiled with `gcc -static`.
 #
 # Idempotent: a binary is rebuilt only when it is missing or its stamp changed (name, version,
 # go.mod/go.sum, ldflags, the Go toolchain, the build flags). One `go build` per Go module builds
@@ -20,7 +25,8 @@
 # Usage: hack/k8s/build.sh                 build what is missing, print the bin dir last
 #        hack/k8s/build.sh NAME...         only these binaries
 #        hack/k8s/build.sh --print-bin-dir print the bin dir and exit (builds nothing)
-#        hack/k8s/build.sh --check         exit 0 if every binary is built and current, else 1
+#        hack/k8s/build.sh --check [NAME...] exit 0 if every binary (or NAME...) is built and
+#                                          current, else 1
 set -euo pipefail
 
 # The pins. Change them together with the go.mod files (see the comment in go.mod).
@@ -34,11 +40,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${DITTOFS_K8S_CACHE:-$HOME/.cache/dittofs/k8s}
 BIN=$CACHE/$K8S_VERSION/bin
 ALL=(kube-apiserver kube-controller-manager kubectl etcd helm)
+NODE=(kube-scheduler kubelet kube-proxy pause)
 
 log() { printf '[k8s-build] %s\n' "$*" >&2; }
 die() { printf '[k8s-build] error: %s\n' "$*" >&2; exit 1; }
 
-# name -> module dir, package, version, ldflags
+# name -> module dir, package, version, ldflags, build group (one `go build` per group)
 spec() {
   local k8s_x="" p minor=${K8S_VERSION#v1.}
   minor=${minor%%.*}
@@ -47,18 +54,24 @@ spec() {
   done
   case $1 in
     kube-apiserver | kube-controller-manager | kubectl)
-      S_DIR=$HERE S_PKG=k8s.io/kubernetes/cmd/$1 S_VERSION=$K8S_VERSION S_LDFLAGS="-s -w$k8s_x" ;;
+      S_DIR=$HERE S_PKG=k8s.io/kubernetes/cmd/$1 S_VERSION=$K8S_VERSION S_LDFLAGS="-s -w$k8s_x" S_GROUP=cp ;;
+    kube-scheduler | kubelet | kube-proxy)
+      S_DIR=$HERE S_PKG=k8s.io/kubernetes/cmd/$1 S_VERSION=$K8S_VERSION S_LDFLAGS="-s -w$k8s_x" S_GROUP=node ;;
+    pause)
+      # Not Go: the C source in the module, compiled statically (a stamp of its hash and gcc's version).
+      S_DIR=$HERE S_PKG=k8s.io/kubernetes/build/pause/linux/pause.c S_VERSION=$K8S_VERSION S_LDFLAGS="-static -Os -DVERSION=$K8S_VERSION" S_GROUP=pause ;;
     etcd)
       # The same ldflags as the three above, so that one `go build` makes all four: etcd links
       # neither version package, and -X of a variable a binary does not link is ignored.
-      S_DIR=$HERE S_PKG=go.etcd.io/etcd/server/v3 S_VERSION=$ETCD_VERSION S_LDFLAGS="-s -w$k8s_x" ;;
+      S_DIR=$HERE S_PKG=go.etcd.io/etcd/server/v3 S_VERSION=$ETCD_VERSION S_LDFLAGS="-s -w$k8s_x" S_GROUP=cp ;;
     helm)
       local h=helm.sh/helm/v3
       S_DIR=$HERE/helm S_PKG=$h/cmd/helm S_VERSION=$HELM_VERSION
       S_LDFLAGS="-s -w -X $h/internal/version.version=$HELM_VERSION -X $h/internal/version.gitTreeState=clean"
       S_LDFLAGS+=" -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=$minor"
-      S_LDFLAGS+=" -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=$minor" ;;
-    *) die "unknown binary '$1' (known: ${ALL[*]})" ;;
+      S_LDFLAGS+=" -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=$minor"
+      S_GROUP=helm ;;
+    *) die "unknown binary '$1' (known: ${ALL[*]} ${NODE[*]})" ;;
   esac
 }
 
@@ -92,6 +105,11 @@ BUILD_RECIPE="CGO_ENABLED=0 GOFLAGS=$BUILD_GOFLAGS go build ${BUILD_FLAGS[*]}"
 # makes it stale.
 stamp_of() {
   spec "$1"
+  if [[ $S_GROUP == pause ]]; then
+    printf '%s %s %s %s %s\n' "$1" "$S_VERSION" "$(printf '%s' "$S_LDFLAGS" | sha256sum | cut -c1-16)" \
+      "$(gcc -dumpfullversion 2>/dev/null || echo no-gcc)" "$(cat "$S_DIR/go.mod" "$S_DIR/go.sum" | sha256sum | cut -c1-16)"
+    return
+  fi
   printf '%s %s %s %s %s %s\n' "$1" "$S_VERSION" \
     "$(cat "$S_DIR/go.mod" "$S_DIR/go.sum" | sha256sum | cut -c1-16)" \
     "$(printf '%s' "$S_LDFLAGS" | sha256sum | cut -c1-16)" \
@@ -106,8 +124,11 @@ case ${1:-} in
   --print-bin-dir) echo "$BIN"; exit 0 ;;
   --check)
     find_go
+    shift
+    names=("$@")
+    ((${#names[@]})) || names=("${ALL[@]}" "${NODE[@]}")
     missing=()
-    for n in "${ALL[@]}"; do is_current "$n" || missing+=("$n"); done
+    for n in "${names[@]}"; do spec "$n"; is_current "$n" || missing+=("$n"); done
     if ((${#missing[@]})); then
       log "not built or out of date in $BIN: ${missing[*]} (run hack/k8s/build.sh)"
       exit 1
@@ -118,7 +139,7 @@ case ${1:-} in
 esac
 
 WANT=("$@")
-((${#WANT[@]})) || WANT=("${ALL[@]}")
+((${#WANT[@]})) || WANT=("${ALL[@]}" "${NODE[@]}")
 for n in "${WANT[@]}"; do spec "$n"; done
 find_go
 
@@ -258,20 +279,39 @@ kill_tree() {
 }
 trap 'if [[ -n $BUILD_PID ]]; then kill_tree "$BUILD_PID"; fi; rm -rf "$BIN/.build-$$"; exit 130' INT TERM
 
-# Group what is to be built by Go module (the binaries of one module share their ldflags).
+# pause: the module's C source (no Go), a static binary of a few hundred KiB.
+build_pause() {
+  spec pause
+  local src
+  src=$(cd "$S_DIR" && "$GO" list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+  [[ -f $src ]] || die "pause: $src not found in the module"
+  command -v gcc >/dev/null || die "pause: gcc is needed (apt-get install gcc libc6-dev)"
+  # shellcheck disable=SC2086 # S_LDFLAGS is a list of flags
+  nice -n "$NICE" gcc $S_LDFLAGS -o "$BIN/pause.tmp" "$src" >"$LOGS/build-pause.log" 2>&1 ||
+    { cat "$LOGS/build-pause.log" >&2; die "pause: gcc failed (log: $LOGS/build-pause.log)"; }
+  strip "$BIN/pause.tmp" 2>/dev/null || true
+  mv -f "$BIN/pause.tmp" "$BIN/pause"
+  stamp_of pause >"$BIN/.stamps/pause"
+  log "pause: $(du -h "$BIN/pause" | cut -f1) (gcc -static $src)"
+}
+
+# Group what is to be built by build group: one `go build` per group (the binaries of one group
+# share their module and ldflags). The control plane comes first, so that its tests can start while
+# the node group builds.
 declare -A group_names=()
 groups=()
 for n in "${todo[@]}"; do
   spec "$n"
-  [[ -n ${group_names[$S_DIR]+x} ]] || { groups+=("$S_DIR"); group_names[$S_DIR]=""; }
-  group_names[$S_DIR]+=" $n"
+  [[ -n ${group_names[$S_GROUP]+x} ]] || { groups+=("$S_GROUP"); group_names[$S_GROUP]=""; }
+  group_names[$S_GROUP]+=" $n"
 done
 for g in "${groups[@]}"; do
   read -r -a names <<<"${group_names[$g]}"
+  if [[ $g == pause ]]; then build_pause; continue; fi
   spec "${names[0]}"
   flags=$S_LDFLAGS
   for n in "${names[@]}"; do spec "$n"; [[ $S_LDFLAGS == "$flags" ]] || die "$n: ldflags differ from ${names[0]}'s in the same module"; done
-  build_group "$g" "$flags" "${names[@]}"
+  build_group "$S_DIR" "$flags" "${names[@]}"
 done
 secs=$(($(date +%s) - total_start))
 log "done in $(fmt_secs "$secs"); cache $(du -sh "$CACHE/$K8S_VERSION" | cut -f1) in $CACHE/$K8S_VERSION"

@@ -9,6 +9,7 @@
 // (kube/informer.ts) re-establishes every watch from where it stopped, relists with a diff when
 // the apiserver has moved past it, and never exits.
 import http from 'node:http';
+import os from 'node:os';
 import k8sOperator, { type ResourceEvent } from '@dot-i/k8s-operator';
 import type { V1Pod } from '@kubernetes/client-node';
 import {
@@ -32,6 +33,7 @@ import { DittofsApiClient } from './dittofs-api/client.js';
 import { podAddressResolver, type PodAddressResolver } from './dittofs-api/pods.js';
 import { KubeClient } from './kube/client.js';
 import { Informer, type InformerEventType } from './kube/informer.js';
+import { EventRecorder } from './kube/events.js';
 import { paths } from './kube/resources.js';
 import { errorFields, type Logger } from './log.js';
 import { LeaderElector } from './runtime/leader.js';
@@ -131,6 +133,7 @@ export class DittofsOperator extends Operator {
         ...errorFields(err, log.level === 'debug' || log.level === 'trace'),
       });
     const api = new DittofsApiClient({ log: log.child({ component: 'dittofs-api' }) });
+    const events = new EventRecorder(this.client, log.child({ component: 'events' }), cfg.leaderElection.identity ?? os.hostname());
     const stateCache: StateCache = {
       dittofs: (ns, name) => this.findIn(this.byKind.DittoFS, ns, name),
       stores: (ns) => this.listIn(this.byKind.Store, ns),
@@ -142,7 +145,14 @@ export class DittofsOperator extends Operator {
       concurrency: cfg.concurrency,
       paused,
       onError: onError('state'),
-      reconcile: stateReconciler({ client: this.client, api, pods: this.pods, cache: stateCache, log: log.child({ controller: 'state' }) }),
+      reconcile: stateReconciler({
+        client: this.client,
+        api,
+        pods: this.pods,
+        cache: stateCache,
+        log: log.child({ controller: 'state' }),
+        events,
+      }),
     });
     const dittofs = new WorkQueue({
       name: 'dittofs',
@@ -155,6 +165,7 @@ export class DittofsOperator extends Operator {
         defaultImage: cfg.defaultImage,
         clusterDomain: cfg.clusterDomain,
         afterReconcile: (key) => state.add(key),
+        events,
       }),
     });
     this.queues = { dittofs, state };

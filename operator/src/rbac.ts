@@ -15,6 +15,7 @@
 //   clusters with the OwnerReferencesPermissionEnforcement admission plugin check.
 // - leases get/create/update: leader election.
 // - pods list/watch: ready pods and their addresses (pod address modes dns and ip only).
+// - events create: an Event per status change of a DittoFS, Store, Share or User (kube/events.ts).
 
 export interface PolicyRule {
   apiGroups: string[];
@@ -32,4 +33,5 @@ export const OPERATOR_RBAC_RULES: readonly PolicyRule[] = Object.freeze([
   { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'list', 'watch', 'create', 'patch'] },
   { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
   { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
+  { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create'] },
 ]);

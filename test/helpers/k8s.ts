@@ -9,7 +9,7 @@
 // With DITTOFS_TEST_KUBECONFIG set, nothing is started: the tests run against that cluster (any
 // conformant one: kind, k3s, a cloud cluster...) and stop() does nothing. KUBECONFIG alone is
 // deliberately not enough, so that a developer's current cluster is never used by accident.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants, rmSync } from 'node:fs';
 import { access, mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
@@ -55,6 +55,8 @@ export interface KubeControlPlane {
   external: boolean;
   /** The temp directory with certificates, data and logs (`logs/<component>.log`); '' if external. */
   dir: string;
+  /** With `node`: its directory (hack/k8s/node.sh DIR) and the veth addresses; else undefined. */
+  node?: { dir: string; hostIp: string; nodeIp: string; hostIf: string; name: string };
   /** Kills the processes and removes the directory (idempotent). */
   stop(): Promise<void>;
 }
@@ -66,11 +68,21 @@ export interface StartKubeOptions {
   startTimeoutMs?: number;
   /** Keep the temp directory (logs, certificates) after stop(), for debugging. */
   keepDir?: boolean;
+  /**
+   * Run a node too (hack/k8s/node.sh: containerd, kubelet, kube-proxy in a namespace of their own,
+   * reached through a veth pair) and kube-scheduler, so pods really run. The apiserver then listens
+   * on the host end of the veth instead of 127.0.0.1. Needs root and the node binaries.
+   */
+  node?: boolean;
 }
 
 // --- binaries ---------------------------------------------------------------------------------
 
 const SERVER_BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm'] as const;
+/** What a node needs besides (hack/k8s/build.sh builds them after the control plane). */
+const NODE_BINARIES = ['kube-scheduler', 'kubelet', 'kube-proxy', 'pause'] as const;
+export const NODE_SH = path.join(REPO_ROOT, 'hack', 'k8s', 'node.sh');
+export const NODE_NAME = 'dittofs-node';
 
 function execText(file: string, args: string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -105,9 +117,10 @@ export async function k8sBinDir(): Promise<string> {
 }
 
 /** Throws, naming hack/k8s/build.sh, unless every binary is built and current. */
-async function requireBinaries(binDir: string): Promise<void> {
+async function requireBinaries(binDir: string, node = false): Promise<void> {
   const missing: string[] = [];
-  for (const b of SERVER_BINARIES) if (!(await isExecutable(path.join(binDir, b)))) missing.push(b);
+  const names: readonly string[] = node ? [...SERVER_BINARIES, ...NODE_BINARIES] : SERVER_BINARIES;
+  for (const b of names) if (!(await isExecutable(path.join(binDir, b)))) missing.push(b);
   if (missing.length > 0) {
     throw new Error(
       `the Kubernetes control plane is not built: ${missing.join(', ')} missing in ${binDir}. ` +
@@ -117,7 +130,7 @@ async function requireBinaries(binDir: string): Promise<void> {
   }
   if (process.env[K8S_BIN_DIR_ENV] === undefined || process.env[K8S_BIN_DIR_ENV] === '') {
     // Built, but from other pins than the checked-out hack/k8s (a stale cache): say so, do not guess.
-    await execText(BUILD_SH, ['--check'], COMMAND_TIMEOUT_MS).catch((e: Error) => {
+    await execText(BUILD_SH, ['--check', ...names], COMMAND_TIMEOUT_MS).catch((e: Error) => {
       throw new Error(`the Kubernetes binaries in ${binDir} are out of date: run hack/k8s/build.sh\n${e.message}`);
     });
   }
@@ -169,7 +182,7 @@ async function signedCert(dir: string, name: string, subject: string, ext: strin
   ]);
 }
 
-async function makePki(dir: string): Promise<void> {
+async function makePki(dir: string, extraIp?: string): Promise<void> {
   await ecKey(dir, 'ca');
   await openssl(dir, [
     'req',
@@ -193,6 +206,7 @@ async function makePki(dir: string): Promise<void> {
   const sans = [
     'IP:127.0.0.1',
     `IP:${FIRST_SERVICE_IP}`,
+    ...(extraIp === undefined ? [] : [`IP:${extraIp}`]),
     'DNS:localhost',
     'DNS:kubernetes',
     'DNS:kubernetes.default',
@@ -207,6 +221,7 @@ async function makePki(dir: string): Promise<void> {
   ]);
   await signedCert(dir, 'admin', '/O=system:masters/CN=dittofs-test-admin', client);
   await signedCert(dir, 'controller-manager', '/CN=system:kube-controller-manager', client);
+  await signedCert(dir, 'scheduler', '/CN=system:kube-scheduler', client);
   // Service-account tokens: the apiserver signs (TokenRequest) and verifies with this key pair;
   // the controller-manager's token controller signs legacy tokens with it.
   await ecKey(dir, 'sa');
@@ -247,6 +262,8 @@ interface Proc {
 
 const live = new Set<Proc>();
 const liveDirs = new Set<string>();
+/** Node directories (hack/k8s/node.sh) to take down if the process exits with them up. */
+const liveNodes = new Set<string>();
 let exitHook = false;
 
 function installExitHook(): void {
@@ -254,6 +271,7 @@ function installExitHook(): void {
   exitHook = true;
   process.on('exit', () => {
     for (const p of live) p.child.kill('SIGKILL');
+    for (const n of liveNodes) spawnSync(NODE_SH, ['down', n], { stdio: 'ignore', timeout: 60_000 });
     for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
   });
 }
@@ -357,18 +375,28 @@ export async function startKubeControlPlane(opts: StartKubeOptions = {}): Promis
 async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
   const timeoutMs = opts.startTimeoutMs ?? READY_TIMEOUT_MS;
   const binDir = await k8sBinDir();
-  await requireBinaries(binDir);
+  const withNode = opts.node === true;
+  await requireBinaries(binDir, withNode);
   installExitHook();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-k8s-'));
   liveDirs.add(dir);
   const procs: Proc[] = [];
   let stopped = false;
+  const nodeDir = path.join(dir, 'node');
+  let nodeUp = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
     try {
-      // Controllers first, then the apiserver, then its storage.
+      // The node first (its kubelet would otherwise retry the apiserver), then the controllers,
+      // then the apiserver, then its storage. `node.sh down` checks that nothing is left.
+      let nodeError: Error | undefined;
+      if (nodeUp) {
+        await execText(NODE_SH, ['down', nodeDir], COMMAND_TIMEOUT_MS).catch((e: Error) => (nodeError = e));
+        liveNodes.delete(nodeDir);
+      }
       for (const p of [...procs].reverse()) await kill(p);
+      if (nodeError !== undefined) throw nodeError;
     } finally {
       liveDirs.delete(dir);
       if (opts.keepDir !== true) await rm(dir, { recursive: true, force: true });
@@ -379,7 +407,22 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
     const logs = path.join(dir, 'logs');
     await mkdir(pki);
     await mkdir(logs);
-    await makePki(pki);
+    // With a node, the apiserver listens on the host end of the node's veth pair: the node's
+    // kubelet and its pods reach it there (127.0.0.1 is the namespace's own loopback).
+    let host = '127.0.0.1';
+    let node: KubeControlPlane['node'];
+    if (withNode) {
+      liveNodes.add(nodeDir);
+      nodeUp = true;
+      const out = await execText(NODE_SH, ['netns', nodeDir], COMMAND_TIMEOUT_MS);
+      const hostIp = /^HOST_IP=(\S+)$/m.exec(out)?.[1];
+      const nodeIp = /^NODE_IP=(\S+)$/m.exec(out)?.[1];
+      const hostIf = /^HOST_IF=(\S+)$/m.exec(out)?.[1];
+      if (hostIp === undefined || nodeIp === undefined || hostIf === undefined) throw new Error(`node.sh netns said no addresses:\n${out}`);
+      host = hostIp;
+      node = { dir: nodeDir, hostIp, nodeIp, hostIf, name: NODE_NAME };
+    }
+    await makePki(pki, withNode ? host : undefined);
     const f = (name: string): string => path.join(pki, name);
     const tls: https.RequestOptions = {
       ca: await readFile(f('ca.crt')),
@@ -417,13 +460,13 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
     );
 
     const apiPort = await freePort();
-    const server = `https://127.0.0.1:${apiPort}`;
+    const server = `https://${host}:${apiPort}`;
     const apiserver = await launch(
       'kube-apiserver',
       path.join(binDir, 'kube-apiserver'),
       [
-        '--bind-address=127.0.0.1',
-        '--advertise-address=127.0.0.1',
+        `--bind-address=${host}`,
+        `--advertise-address=${host}`,
         `--secure-port=${apiPort}`,
         `--cert-dir=${pki}`,
         `--etcd-servers=http://127.0.0.1:${etcdClient}`,
@@ -436,9 +479,17 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
         `--service-cluster-ip-range=${SERVICE_CIDR}`,
         '--authorization-mode=Node,RBAC',
         '--allow-privileged=true',
-        // No kubelet or node answers at the advertise address: nothing to reconcile into the
-        // `kubernetes` Service's endpoints (a loopback endpoint would be rejected anyway).
-        '--endpoint-reconciler-type=none',
+        // Without a node, nothing answers at the advertise address: nothing to reconcile into the
+        // `kubernetes` Service's endpoints (a loopback endpoint would be rejected anyway). With
+        // one, pods reach the apiserver through that Service; the apiserver reaches kubelets
+        // (logs, exec) at their InternalIP with the admin certificate.
+        ...(withNode
+          ? [
+              '--kubelet-preferred-address-types=InternalIP',
+              `--kubelet-client-certificate=${f('admin.crt')}`,
+              `--kubelet-client-key=${f('admin.key')}`,
+            ]
+          : ['--endpoint-reconciler-type=none']),
         '--profiling=false',
         '--v=1',
       ],
@@ -487,6 +538,47 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
       await waitReady(cm, `https://127.0.0.1:${cmPort}/healthz`, { rejectUnauthorized: false }, (r) => r.status === 200, timeoutMs);
     }
 
+    if (withNode) {
+      const schedKubeconfig = path.join(dir, 'scheduler.kubeconfig');
+      await writeKubeconfig(schedKubeconfig, pki, server, 'system:kube-scheduler', 'scheduler');
+      const schedPort = await freePort();
+      const sched = await launch(
+        'kube-scheduler',
+        path.join(binDir, 'kube-scheduler'),
+        [
+          `--kubeconfig=${schedKubeconfig}`,
+          `--authentication-kubeconfig=${schedKubeconfig}`,
+          `--authorization-kubeconfig=${schedKubeconfig}`,
+          `--client-ca-file=${f('ca.crt')}`,
+          '--authentication-skip-lookup=true',
+          '--bind-address=127.0.0.1',
+          `--secure-port=${schedPort}`,
+          `--cert-dir=${path.join(dir, 'scheduler-certs')}`,
+          '--leader-elect=false',
+          '--profiling=false',
+          '--v=1',
+        ],
+        logs,
+      );
+      procs.push(sched);
+      await waitReady(sched, `https://127.0.0.1:${schedPort}/healthz`, { rejectUnauthorized: false }, (r) => r.status === 200, timeoutMs);
+      await execText(NODE_SH, ['start', nodeDir, server, f('ca.crt'), f('ca.key')], timeoutMs);
+      // Registered and Ready: polled (a `kubectl wait` fails at once on a node not registered yet).
+      const deadline = Date.now() + timeoutMs;
+      let last = '';
+      for (let attempt = 0; attempt < timeoutMs / 500 + 1 && Date.now() < deadline; attempt++) {
+        last = await execText(
+          path.join(binDir, 'kubectl'),
+          ['--kubeconfig', kubeconfig, 'get', 'node', NODE_NAME, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'],
+          COMMAND_TIMEOUT_MS,
+        ).catch((e: Error) => e.message.split('\n').slice(-1)[0] ?? '');
+        if (last.trim() === 'True') break;
+        await sleep(500);
+      }
+      if (last.trim() !== 'True')
+        throw new Error(`node ${NODE_NAME} not Ready within ${timeoutMs} ms (last: ${last.trim()}); logs in ${nodeDir}/logs`);
+    }
+
     return {
       kubeconfig,
       server,
@@ -496,6 +588,7 @@ async function startPrivate(opts: StartKubeOptions): Promise<KubeControlPlane> {
       helm: path.join(binDir, 'helm'),
       external: false,
       dir,
+      node,
       stop,
     };
   } catch (e) {

@@ -22,6 +22,7 @@ import {
 } from './desired.js';
 import { DATA_VOLUME, childNames } from './names.js';
 import { dittofsStatus, type Problem } from './status.js';
+import type { EventRecorder, Regarding } from '../../kube/events.js';
 
 export interface DittoFSReconcilerDeps {
   client: KubeClient;
@@ -30,6 +31,8 @@ export interface DittoFSReconcilerDeps {
   clusterDomain: string;
   /** Called after every reconcile of an existing DittoFS (the state sync of its members follows it). */
   afterReconcile?: (key: string) => void;
+  /** Records an Event for each status change (kube/events.ts); none when absent. */
+  events?: EventRecorder;
 }
 
 /** How long to wait before looking again at a DittoFS whose Secret reference does not resolve. */
@@ -109,7 +112,13 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
       warnings,
       clusterDomain: deps.clusterDomain,
     });
-    await writeStatus(client, paths.custom('DittoFS', namespace, name, 'status'), dfs.status, status);
+    await writeStatus(
+      client,
+      paths.custom('DittoFS', namespace, name, 'status'),
+      dfs.status,
+      status,
+      deps.events && { recorder: deps.events, regarding: { kind: 'DittoFS', metadata: dfs.metadata } },
+    );
     deps.afterReconcile?.(key);
 
     // Retried with backoff by the work queue; the status already says why.
@@ -119,10 +128,17 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
 }
 
 /** Merge-patches a status subresource with what changed (nothing when nothing did). */
-export async function writeStatus(client: KubeClient, statusPath: string, from: unknown, to: unknown): Promise<boolean> {
+export async function writeStatus(
+  client: KubeClient,
+  statusPath: string,
+  from: unknown,
+  to: unknown,
+  events?: { recorder: EventRecorder; regarding: Regarding },
+): Promise<boolean> {
   const diff = mergePatchDiff(from ?? {}, to);
   if (diff === undefined) return false;
   await client.mergePatch(statusPath, { status: diff });
+  if (events !== undefined) await events.recorder.statusChanged(events.regarding, from, to);
   return true;
 }
 

@@ -16,6 +16,7 @@ import type { Logger } from '../../log.js';
 import type { ReconcileResult } from '../../runtime/workqueue.js';
 import { ADMIN_SECRET_KEYS, ADMIN_USERNAME, childNames } from '../dittofs/names.js';
 import { writeStatus } from '../dittofs/reconcile.js';
+import type { EventRecorder } from '../../kube/events.js';
 import { isDeleting, memberKey, type Member, type SecretResolver } from '../member.js';
 import { confirmApplied, podsBehind } from './converge.js';
 import { computeDesiredState, memberOfItem, needsCurrentState, parseServerItem, withCarryOver, type StatePlan } from './desired.js';
@@ -34,6 +35,8 @@ export interface StateReconcilerDeps {
   pods: PodAddressResolver;
   cache: StateCache;
   log: Logger;
+  /** Records an Event for each status change (kube/events.ts); none when absent. */
+  events?: EventRecorder;
 }
 
 /** Pushes per run at most: each retry isolates one more refused resource. */
@@ -75,7 +78,8 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
       };
       for (const m of members) {
         if (isDeleting(m.obj)) await removeFinalizer(client, m);
-        else await writeMemberStatus(client, m, memberStatus({ ...statusBase(m, name), verdict: undefined, pods: [], blocked }));
+        else
+          await writeMemberStatus(client, m, memberStatus({ ...statusBase(m, name), verdict: undefined, pods: [], blocked }), deps.events);
       }
       return {};
     }
@@ -88,7 +92,7 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
       };
       for (const m of members) {
         if (!isDeleting(m.obj))
-          await writeMemberStatus(client, m, memberStatus({ ...statusBase(m, name), verdict: undefined, pods: [], blocked }));
+          await writeMemberStatus(client, m, memberStatus({ ...statusBase(m, name), verdict: undefined, pods: [], blocked }), deps.events);
       }
       return { requeueAfterMs: 5_000 };
     }
@@ -140,7 +144,7 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
         pods: outcomes.map(publicOutcome),
         ...(m.kind === 'Store' ? { usedBy: plan.usedBy.get(m.obj.metadata.name) ?? [] } : {}),
       });
-      await writeMemberStatus(client, m, st);
+      await writeMemberStatus(client, m, st, deps.events);
     }
 
     const failedPods = outcomes.filter((o) => !o.ok);
@@ -231,10 +235,16 @@ async function removeFinalizer(client: KubeClient, m: Member): Promise<void> {
   }
 }
 
-async function writeMemberStatus(client: KubeClient, m: Member, status: unknown): Promise<void> {
+async function writeMemberStatus(client: KubeClient, m: Member, status: unknown, events?: EventRecorder): Promise<void> {
   const { namespace, name } = m.obj.metadata;
   try {
-    await writeStatus(client, paths.custom(KIND_OF[m.kind], namespace, name, 'status'), m.obj.status, status);
+    await writeStatus(
+      client,
+      paths.custom(KIND_OF[m.kind], namespace, name, 'status'),
+      m.obj.status,
+      status,
+      events && { recorder: events, regarding: { kind: KIND_OF[m.kind], metadata: m.obj.metadata } },
+    );
   } catch (e) {
     if (!isNotFound(e)) throw e;
   }

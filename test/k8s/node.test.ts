@@ -1,0 +1,492 @@
+// The operator and DittoFS on a real Kubernetes node: the control plane of test/helpers/k8s.ts
+// plus kube-scheduler and a node (hack/k8s/node.sh: containerd, runc, the CNI bridge, kubelet and
+// kube-proxy in a network + mount namespace of their own), and the images built from
+// Dockerfile.server and Dockerfile.operator (hack/k8s/images.sh: buildah, no registry). Nothing here
+// is simulated: the operator runs from its image, installed by helm; the DittoFS pod runs the
+// server image with the operator's pod spec (probes, volumes, securityContext, rendered config) on
+// a PersistentVolume of a local StorageClass; clients run in a pod of their own and reach the
+// server through its client Service (ClusterIP, kube-proxy).
+//
+// - helm install: the operator's Deployment becomes available from its image.
+// - A DittoFS with its cache volume from the local StorageClass: its pod is Running and Ready
+//   through its real probes, as uid 10001; `kubectl get dittofs` shows the phase.
+// - Store, Share and User objects reach the pod; from the client pod, nfs-cp writes and reads the
+//   share as the User's uid, smbclient as the User, and a stranger is refused.
+// - A config change rolls the pod (a new config hash) and the data is still there.
+// - A crash (SIGKILL of the server in its container) is followed by a WAL replay; deleting the pod
+//   brings a new one on the same PVC, with the data.
+// - The operator emits Kubernetes Events for what it does.
+//
+// Needs root, the node binaries (hack/k8s/build.sh builds them after the control plane) and the
+// Debian packages of `hack/install-deps.sh k8s-node`. The first image build needs the network
+// (the Debian mirror once, the npm registry); later runs reuse ~/.cache/dittofs/k8s-node.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { K8S_WAIT, NODE_NAME, NODE_SH, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from '../helpers/limits.js';
+import { REPO_ROOT } from '../helpers/server.js';
+import { runProcess, type Run } from '../helpers/run.js';
+import { startPostgres } from '../helpers/postgres.js';
+import { startS3 } from '../helpers/s3.js';
+
+const IMAGES_SH = path.join(REPO_ROOT, 'hack', 'k8s', 'images.sh');
+/** The first image build (debootstrap, npm ci and tsc in buildah) takes minutes on a loaded machine. */
+const IMAGE_BUILD_TIMEOUT_MS = 40 * 60_000;
+const SUITE_TIMEOUT_MS = IMAGE_BUILD_TIMEOUT_MS + 30 * 60_000;
+const CLIENT_IMAGE = 'localhost/dittofs-test-client:1';
+const SERVER_UID = 10001;
+const ns = `dittofs-node-${randomBytes(3).toString('hex')}`;
+const USER = { name: 'bob', uid: 4002, password: 'bob-Secret-pw-1' };
+
+let cp: KubeControlPlane;
+
+const run = (file: string, args: string[], input = '', timeoutMs = COMMAND_TIMEOUT_MS): Promise<Run> =>
+  runProcess(file, args, { env: cp.env, input, timeoutMs });
+const kubectl = (args: string[], input = ''): Promise<Run> => run(cp.kubectl, ['--kubeconfig', cp.kubeconfig, ...args], input);
+
+async function ok(args: string[], input = ''): Promise<string> {
+  const r = await kubectl(args, input);
+  assert.equal(r.code, 0, `kubectl ${args.join(' ')}: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+const apply = (yaml: string): Promise<string> => ok(['apply', '-n', ns, '-f', '-'], yaml);
+
+interface Pod {
+  metadata: { name: string; uid: string; annotations?: Record<string, string> };
+  spec: { volumes?: { name: string; persistentVolumeClaim?: { claimName: string } }[] };
+  status?: {
+    phase?: string;
+    podIP?: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { restartCount: number; ready: boolean }[];
+  };
+}
+
+async function getJson<T>(args: string[]): Promise<T | undefined> {
+  const r = await kubectl([...args, '-o', 'json']);
+  if (r.code !== 0) {
+    if (/NotFound/.test(r.stderr)) return undefined;
+    assert.fail(`kubectl ${args.join(' ')}: ${r.stderr}`);
+  }
+  return JSON.parse(r.stdout) as T;
+}
+
+/** Polls until `probe` returns something; fails with the last value seen and what the cluster says. */
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = READY_TIMEOUT_MS): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(1000);
+  }
+  const pods = await kubectl(['get', 'pods,pvc,dittofs,events', '-n', ns, '-o', 'wide']);
+  assert.fail(`timed out waiting for ${what}${last instanceof Error ? ` (last: ${last.message})` : ''}\n${pods.stdout}${pods.stderr}`);
+}
+
+const ready = (p: Pod | undefined): boolean => p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+
+/** The server pod main-0 once Ready, optionally other than `notUid` (a replaced pod). */
+function serverPodReady(notUid?: string, timeoutMs?: number): Promise<Pod> {
+  return waitFor(
+    `pod main-0 Ready${notUid === undefined ? '' : ' (a new one)'}`,
+    async () => {
+      const p = await getJson<Pod>(['get', 'pod', 'main-0', '-n', ns]);
+      return ready(p) && p!.metadata.uid !== notUid ? p : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+async function clusterIp(service = 'main'): Promise<string> {
+  return (await ok(['get', 'service', service, '-n', ns, '-o', 'jsonpath={.spec.clusterIP}'])).trim();
+}
+
+/** A command in the client pod (libnfs-utils, smbclient). */
+const inClient = (script: string, input = ''): Promise<Run> => kubectl(['exec', '-i', '-n', ns, 'client', '--', 'sh', '-c', script], input);
+
+/** An nfs:// URL of a file in a share, through the client Service of a DittoFS. */
+async function nfsUrl(file: string, uid: number, service = 'main', share = '/data'): Promise<string> {
+  return `nfs://${await clusterIp(service)}${share}/${file}?nfsport=12049&mountport=12049&uid=${uid}&gid=${uid}`;
+}
+
+async function nfsPut(file: string, uid: number, content: string, service?: string, share?: string): Promise<Run> {
+  return inClient(`cat > /tmp/put && nfs-cp /tmp/put '${await nfsUrl(file, uid, service, share)}'`, content);
+}
+
+async function nfsGet(file: string, uid: number, service?: string, share?: string): Promise<string | undefined> {
+  const r = await inClient(`rm -f /tmp/get && nfs-cp '${await nfsUrl(file, uid, service, share)}' /tmp/get >/dev/null && cat /tmp/get`);
+  return r.code === 0 ? r.stdout : undefined;
+}
+
+/** A PersistentVolume of the local StorageClass, in a directory of the node's. */
+async function localPv(name: string): Promise<void> {
+  const dir = path.join(cp.node!.dir, 'volumes', name);
+  await mkdir(dir, { recursive: true });
+  await ok(
+    ['apply', '-f', '-'],
+    `apiVersion: v1
+kind: PersistentVolume
+metadata: { name: ${name} }
+spec:
+  capacity: { storage: 2Gi }
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local
+  local: { path: ${dir} }
+  nodeAffinity:
+    required:
+      nodeSelectorTerms: [{ matchExpressions: [{ key: kubernetes.io/hostname, operator: In, values: [${NODE_NAME}] }] }]
+`,
+  );
+}
+
+/**
+ * A TCP port on the host end of the node's veth that forwards to 127.0.0.1:port, so that pods reach
+ * a test server (PostgreSQL, s3rver) that listens on loopback only.
+ */
+async function forwardFromNode(port: number): Promise<{ port: number; close(): Promise<void> }> {
+  const socks = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    socks.add(c).add(up);
+    const drop = (): void => {
+      c.destroy();
+      up.destroy();
+      socks.delete(c);
+      socks.delete(up);
+    };
+    c.on('error', drop).on('close', drop);
+    up.on('error', drop).on('close', drop);
+    c.pipe(up).pipe(c);
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, cp.node!.hostIp, resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of socks) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+async function smb(commands: string, user = `${USER.name}%${USER.password}`): Promise<Run> {
+  const ip = await clusterIp();
+  return inClient(
+    `cd /tmp && smbclient //${ip}/data -p 12445 -U '${user}' -m SMB3 --option='client min protocol=SMB2_02' -c '${commands}'`,
+  );
+}
+
+describe('DittoFS on a real Kubernetes node (kubelet, containerd, images built here)', { timeout: SUITE_TIMEOUT_MS }, () => {
+  const closers: (() => Promise<void>)[] = [];
+
+  before(async () => {
+    // The images first: nothing runs meanwhile.
+    const images = await runProcess(IMAGES_SH, [], { timeoutMs: IMAGE_BUILD_TIMEOUT_MS });
+    assert.equal(images.code, 0, `hack/k8s/images.sh:\n${images.stderr}`);
+    const tars = images.stdout.trim().split('\n');
+    cp = await startKubeControlPlane({ node: true });
+    const imp = await runProcess(NODE_SH, ['import', cp.node!.dir, ...tars], { timeoutMs: COMMAND_TIMEOUT_MS });
+    assert.equal(imp.code, 0, `node.sh import:\n${imp.stderr}`);
+    await ok(['create', 'namespace', ns]);
+    await waitFor('the default ServiceAccount', () => getJson(['get', 'serviceaccount', 'default', '-n', ns]));
+    // A local StorageClass and one PersistentVolume on the node, for the DittoFS cache volume.
+    await ok(
+      ['apply', '-f', '-'],
+      `apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: { name: local }
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+`,
+    );
+    await localPv('dittofs-main-0');
+  });
+
+  after(async () => {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
+    await cp?.stop();
+  });
+
+  it('helm install: the operator runs from its image and becomes available', async () => {
+    const r = await run(cp.helm, [
+      '--kubeconfig',
+      cp.kubeconfig,
+      'install',
+      'dittofs-operator',
+      path.join(REPO_ROOT, 'charts', 'dittofs-operator'),
+      '--namespace',
+      ns,
+      '--set',
+      'podAddressMode=ip',
+      '--set',
+      'image.pullPolicy=Never',
+      '--wait',
+      `--timeout=${K8S_WAIT}`,
+    ]);
+    assert.equal(r.code, 0, `helm install: ${r.stderr}${r.stdout}\n${(await kubectl(['get', 'pods,events', '-n', ns])).stdout}`);
+    const dep = await ok([
+      'get',
+      'deployment',
+      '-n',
+      ns,
+      '-l',
+      'app.kubernetes.io/name=dittofs-operator',
+      '-o',
+      'jsonpath={.items[0].status.availableReplicas}',
+    ]);
+    assert.equal(dep.trim(), '1');
+  });
+
+  it('a DittoFS with its cache on a local StorageClass: the pod is Running and Ready through its probes, as uid 10001', async () => {
+    await apply(`apiVersion: dittofs.io/v1alpha1
+kind: DittoFS
+metadata: { name: main }
+spec:
+  replicas: 1
+  imagePullPolicy: Never
+  cache: { size: 1Gi, storageClassName: local }
+  adapters: { smb: { enabled: true } }
+`);
+    const pod = await serverPodReady();
+    assert.equal(pod.status?.phase, 'Running');
+    assert.equal((await ok(['exec', '-n', ns, 'main-0', '--', 'id', '-u'])).trim(), String(SERVER_UID));
+    const claim = pod.spec.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim?.claimName;
+    assert.ok(claim, 'the pod mounts a PVC');
+    assert.equal((await ok(['get', 'pvc', claim, '-n', ns, '-o', 'jsonpath={.spec.volumeName}'])).trim(), 'dittofs-main-0');
+    const table = await waitFor('kubectl get dittofs to say Running', async () => {
+      const out = await ok(['get', 'dittofs', '-n', ns]);
+      return /^main\s+\S+\s+1\s+Running\s/m.test(out) ? out : undefined;
+    });
+    assert.match(table.split('\n')[0]!, /^NAME\s+READY\s+REPLICAS\s+PHASE\s+AGE$/);
+  });
+
+  it('Store, Share and User reach the pod; the client pod writes and reads the share by NFS as the uid and by SMB as the user', async () => {
+    await apply(`apiVersion: dittofs.io/v1alpha1
+kind: Store
+metadata: { name: meta }
+spec: { dittofs: main, kind: metadata, type: embedded }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Store
+metadata: { name: blocks }
+spec: { dittofs: main, kind: block, type: filesystem }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Share
+metadata: { name: data }
+spec: { dittofs: main, path: /data, metadataStore: meta, blockStore: blocks, defaultPermission: none, permissions: [{ group: writers, level: read-write }] }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: bob-password }
+stringData: { password: ${USER.password} }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: User
+metadata: { name: bob }
+spec: { dittofs: main, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}, groups: [writers], passwordSecretRef: { name: bob-password, key: password } }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client }
+spec:
+  containers: [{ name: client, image: ${CLIENT_IMAGE}, imagePullPolicy: Never }]
+  terminationGracePeriodSeconds: 1
+`);
+    for (const [kind, name] of [
+      ['stores.dittofs.io', 'meta'],
+      ['stores.dittofs.io', 'blocks'],
+      ['users.dittofs.io', 'bob'],
+      ['shares.dittofs.io', 'data'],
+    ] as const) {
+      await waitFor(`${kind} ${name} Synced`, async () => {
+        const o = await getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(['get', kind, name, '-n', ns]);
+        return o?.status?.conditions?.some((c) => c.type === 'Synced' && c.status === 'True') ? true : undefined;
+      });
+    }
+    await waitFor('the client pod', async () => (ready(await getJson<Pod>(['get', 'pod', 'client', '-n', ns])) ? true : undefined));
+
+    const w = await nfsPut('hello.txt', USER.uid, 'written from a pod\n');
+    assert.equal(w.code, 0, `nfs-cp as uid ${USER.uid}: ${w.stderr}${w.stdout}`);
+    assert.equal(await nfsGet('hello.txt', USER.uid), 'written from a pod\n');
+    const stranger = await nfsPut('nope.txt', 4999, 'x');
+    assert.notEqual(stranger.code, 0, 'a uid that is no user gets the default permission none');
+
+    const put = await smb('put /etc/hostname smb.txt; get hello.txt smb-got.txt');
+    assert.equal(put.code, 0, `smbclient as ${USER.name}: ${put.stderr}${put.stdout}`);
+    assert.equal((await inClient('cat /tmp/smb-got.txt')).stdout, 'written from a pod\n');
+    assert.equal((await inClient('cat /etc/hostname')).stdout, await nfsGet('smb.txt', USER.uid));
+    const bad = await smb('ls', `${USER.name}%wrong-password`);
+    assert.notEqual(bad.code, 0, 'a wrong password is refused');
+  });
+
+  it('a config change rolls the pod (a new config hash) and the data is still there', async () => {
+    const before = await serverPodReady();
+    const hash = before.metadata.annotations?.['dittofs.io/config-hash'];
+    assert.ok(hash);
+    await ok(['patch', 'dittofs', 'main', '-n', ns, '--type=merge', '-p', '{"spec":{"logLevel":"debug"}}']);
+    const after = await serverPodReady(before.metadata.uid);
+    assert.notEqual(after.metadata.annotations?.['dittofs.io/config-hash'], hash);
+    assert.equal(await nfsGet('hello.txt', USER.uid), 'written from a pod\n');
+  });
+
+  it('a crashed server replays its WAL; a deleted pod comes back on the same PVC with the data', async () => {
+    const data = randomBytes(256 * 1024).toString('base64');
+    const w = await nfsPut('crash.txt', USER.uid, data);
+    assert.equal(w.code, 0, `nfs-cp: ${w.stderr}`);
+    // SIGKILL of the server (every process of its container, from the node): no clean stop.
+    const pod = await serverPodReady();
+    const kill = await runProcess(NODE_SH, ['kill-container', cp.node!.dir, ns, 'main-0', 'dittofs'], { timeoutMs: COMMAND_TIMEOUT_MS });
+    assert.equal(kill.code, 0, `node.sh kill-container: ${kill.stderr}`);
+    await waitFor('the container to restart', async () => {
+      const p = await getJson<Pod>(['get', 'pod', 'main-0', '-n', ns]);
+      return (p?.status?.containerStatuses?.[0]?.restartCount ?? 0) > 0 && ready(p) ? p : undefined;
+    });
+    const log = await ok(['logs', '-n', ns, 'main-0']);
+    assert.match(log, /WAL replayed|WAL records of shares already stored skipped/, 'the restarted server read its WAL');
+    assert.doesNotMatch(log, /WAL clean, nothing to replay/);
+    assert.equal(await nfsGet('crash.txt', USER.uid), data);
+
+    await ok(['delete', 'pod', 'main-0', '-n', ns, `--timeout=${K8S_WAIT}`]);
+    const back = await serverPodReady(pod.metadata.uid);
+    assert.equal(back.spec.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim?.claimName, 'data-main-0');
+    assert.equal(await nfsGet('crash.txt', USER.uid), data);
+    assert.equal(await nfsGet('hello.txt', USER.uid), 'written from a pod\n');
+  });
+
+  it('a DittoFS on PostgreSQL and S3 (servers on the host, reached through the veth): the share works from the client pod, its blocks land in the bucket', async () => {
+    const pg = await startPostgres();
+    closers.push(() => pg.stop());
+    const s3 = await startS3();
+    closers.push(() => s3.close());
+    const pgFwd = await forwardFromNode(Number(new URL(pg.url).port));
+    closers.push(() => pgFwd.close());
+    const s3Fwd = await forwardFromNode(Number(new URL(s3.endpoint).port));
+    closers.push(() => s3Fwd.close());
+    const u = new URL(pg.url);
+    u.hostname = cp.node!.hostIp;
+    u.port = String(pgFwd.port);
+    await localPv('dittofs-pgs-0');
+    await apply(`apiVersion: v1
+kind: Secret
+metadata: { name: pgs-db }
+stringData: { url: '${u.toString()}' }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: pgs-s3 }
+stringData: { secret: ${s3.secretAccessKey} }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: DittoFS
+metadata: { name: pgs }
+spec:
+  replicas: 1
+  imagePullPolicy: Never
+  cache: { size: 1Gi, storageClassName: local }
+  database: { type: postgres, postgres: { urlSecretRef: { name: pgs-db, key: url } } }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Store
+metadata: { name: pgs-meta }
+spec: { dittofs: pgs, kind: metadata, type: postgres, config: { schema: share_meta }, secretRefs: { url: { name: pgs-db, key: url } } }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Store
+metadata: { name: pgs-blocks }
+spec:
+  dittofs: pgs
+  kind: block
+  type: s3
+  config:
+    endpoint: 'http://${cp.node!.hostIp}:${s3Fwd.port}'
+    region: ${s3.region}
+    bucket: ${s3.bucket}
+    prefix: '${s3.prefix}k8s/'
+    force_path_style: true
+    access_key_id: ${s3.accessKeyId}
+  secretRefs: { secret_access_key: { name: pgs-s3, key: secret } }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: Share
+metadata: { name: pgs-data }
+spec: { dittofs: pgs, path: /data, metadataStore: pgs-meta, blockStore: pgs-blocks, defaultPermission: none, permissions: [{ group: writers, level: read-write }] }
+---
+apiVersion: dittofs.io/v1alpha1
+kind: User
+metadata: { name: pgs-bob }
+spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}, groups: [writers], passwordSecretRef: { name: bob-password, key: password } }
+`);
+    await waitFor('pod pgs-0 Ready', async () => (ready(await getJson<Pod>(['get', 'pod', 'pgs-0', '-n', ns])) ? true : undefined));
+    for (const [kind, name] of [
+      ['stores.dittofs.io', 'pgs-meta'],
+      ['stores.dittofs.io', 'pgs-blocks'],
+      ['users.dittofs.io', 'pgs-bob'],
+      ['shares.dittofs.io', 'pgs-data'],
+    ] as const) {
+      await waitFor(`${kind} ${name} Synced`, async () => {
+        const o = await getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(['get', kind, name, '-n', ns]);
+        return o?.status?.conditions?.some((c) => c.type === 'Synced' && c.status === 'True') ? true : undefined;
+      });
+    }
+    const data = randomBytes(3 * 1024 * 1024).toString('base64');
+    const w = await nfsPut('big.txt', USER.uid, data, 'pgs');
+    assert.equal(w.code, 0, `nfs-cp to the postgres+s3 DittoFS: ${w.stderr}${w.stdout}`);
+    assert.equal(await nfsGet('big.txt', USER.uid, 'pgs'), data);
+    const keys = await waitFor('blocks in the bucket', async () => {
+      const k = await s3.listKeys('k8s/');
+      return k.length > 0 ? k : undefined;
+    });
+    assert.ok(keys.length > 0);
+    // The metadata is in PostgreSQL: the file is there after the pod is replaced (a new, empty volume would do).
+    const old = await getJson<Pod>(['get', 'pod', 'pgs-0', '-n', ns]);
+    await ok(['delete', 'pod', 'pgs-0', '-n', ns, `--timeout=${K8S_WAIT}`]);
+    await waitFor('a new pod pgs-0 Ready', async () => {
+      const p = await getJson<Pod>(['get', 'pod', 'pgs-0', '-n', ns]);
+      return ready(p) && p!.metadata.uid !== old!.metadata.uid ? true : undefined;
+    });
+    assert.equal(await nfsGet('big.txt', USER.uid, 'pgs'), data);
+  });
+
+  it('the operator emits Events for what it does', async () => {
+    const out = await waitFor('events from the operator', async () => {
+      const r = await ok([
+        'get',
+        'events',
+        '-n',
+        ns,
+        '--field-selector',
+        'involvedObject.kind=DittoFS',
+        '-o',
+        'jsonpath={range .items[*]}{.reason} {.source.component}{.reportingComponent}{"\\n"}{end}',
+      ]);
+      return /dittofs-operator/.test(r) ? r : undefined;
+    });
+    assert.match(out, /dittofs-operator/);
+  });
+
+  it('teardown leaves no process, mount, link, route, iptables rule or cgroup of the node', async () => {
+    const node = cp.node!;
+    await cp.stop(); // runs `node.sh down`, which fails if its own check finds anything left
+    const link = await runProcess('ip', ['link', 'show', node.hostIf]);
+    assert.notEqual(link.code, 0, `the veth ${node.hostIf} is still there`);
+    const routes = await runProcess('ip', ['route', 'show']);
+    assert.doesNotMatch(routes.stdout, new RegExp(node.hostIp.replace(/\.\d+$/, '').replace(/\./g, '\\.')));
+    const ps = await runProcess('ps', ['-eo', 'pid,args']);
+    assert.doesNotMatch(ps.stdout, new RegExp(node.dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 'a process of the node is left');
+    assert.doesNotMatch(await readFile('/proc/self/mountinfo', 'utf8'), new RegExp(node.dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    const ipt = await runProcess('iptables-save', []);
+    assert.doesNotMatch(ipt.stdout, new RegExp(node.nodeIp.replace(/\./g, '\\.')));
+  });
+});
