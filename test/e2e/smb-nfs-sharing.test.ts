@@ -5,11 +5,10 @@
 // 2.1 client over TCP (test/helpers/smb-raw.ts) and the NFSv3 test client over TCP.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
-import { authSys, StableHow } from '../helpers/rpc-client.js';
-import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { StableHow } from '../helpers/rpc-client.js';
 import { RawSmbClient } from '../helpers/smb-raw.js';
+import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
 
 const USER = 'shareuser';
 const PASSWORD = 'share-user-Passw0rd';
@@ -19,30 +18,18 @@ const NFS3ERR_ACCES = 13;
 const SHARE_RW = 3;
 
 describe('SMB share modes and locks against NFS', { timeout: 300_000 }, () => {
-  let srv: DittofsProcess;
+  let both: BothProtocols;
   let nfs: NfsOps;
   let root: Buffer;
-  const clients: RawSmbClient[] = [];
-
-  const smb = async (): Promise<RawSmbClient> => {
-    const c = await RawSmbClient.connect(srv.smbPort);
-    clients.push(c);
-    await c.login(USER, PASSWORD, 'export');
-    return c;
-  };
+  const smb = (): Promise<RawSmbClient> => both.smb();
 
   before(async () => {
-    srv = await startDittofs();
-    const base = `http://127.0.0.1:${srv.apiPort}`;
-    await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: UID, gid: UID });
-    nfs = await NfsOps.open(srv.nfsPort, authSys(UID, UID));
-    root = await nfs.mount('/export');
+    both = await startBothProtocols([{ username: USER, password: PASSWORD, uid: UID }]);
+    ({ nfs, root } = both);
   });
 
   after(async () => {
-    for (const c of clients) c.destroy();
-    nfs?.close();
-    await srv?.stop();
+    await both?.close();
   });
 
   it('an SMB open that does not share delete refuses NFS REMOVE and RENAME until it closes', async () => {

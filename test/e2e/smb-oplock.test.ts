@@ -6,11 +6,10 @@
 // data is what NFS wrote.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
-import { authSys, StableHow } from '../helpers/rpc-client.js';
-import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { StableHow } from '../helpers/rpc-client.js';
 import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
+import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
 
 const USER = 'oplockuser';
 const PASSWORD = 'oplock-user-Passw0rd';
@@ -19,17 +18,10 @@ const UID = 1000;
 const BREAK_TIMEOUT_MS = 3000;
 
 describe('SMB oplocks and leases broken by NFS', { timeout: 300_000 }, () => {
-  let srv: DittofsProcess;
+  let both: BothProtocols;
   let nfs: NfsOps;
   let root: Buffer;
-  const clients: RawSmbClient[] = [];
-
-  const smb = async (): Promise<RawSmbClient> => {
-    const c = await RawSmbClient.connect(srv.smbPort);
-    clients.push(c);
-    await c.login(USER, PASSWORD, 'export');
-    return c;
-  };
+  const smb = (): Promise<RawSmbClient> => both.smb();
 
   /** An NFS file handle for `name`, created through NFS when missing. */
   const nfsFile = async (name: string): Promise<Buffer> => {
@@ -41,17 +33,14 @@ describe('SMB oplocks and leases broken by NFS', { timeout: 300_000 }, () => {
   };
 
   before(async () => {
-    srv = await startDittofs({ env: { DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT: String(BREAK_TIMEOUT_MS) } });
-    const base = `http://127.0.0.1:${srv.apiPort}`;
-    await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: UID, gid: UID });
-    nfs = await NfsOps.open(srv.nfsPort, authSys(UID, UID));
-    root = await nfs.mount('/export');
+    both = await startBothProtocols([{ username: USER, password: PASSWORD, uid: UID }], {
+      env: { DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT: String(BREAK_TIMEOUT_MS) },
+    });
+    ({ nfs, root } = both);
   });
 
   after(async () => {
-    for (const c of clients) c.destroy();
-    nfs?.close();
-    await srv?.stop();
+    await both?.close();
   });
 
   it('an NFS WRITE breaks a batch oplock, waits for the acknowledgment, and its data is what SMB reads', async () => {
