@@ -18,6 +18,7 @@
 // seconds (utime + stime of every replica, from /proc) per GiB and per 1,000 creates: the honest
 // figure on a shared machine. Nothing is asserted: the targets of issue 14 are read off the table.
 // Needs libnfs-utils, PostgreSQL and redis-server (hack/install-deps.sh test) and a built server.
+import { execFile } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -26,7 +27,6 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { startRedis, type RedisInstance } from '../helpers/redis.js';
-import { runTool } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { EXPORT_PATH, cleanRound, newRunId, startBackends, type Backends, type RoundPlace } from './backends.js';
 import { Nfs3Client } from './nfsclient.js';
@@ -140,9 +140,25 @@ interface Row {
 const url = (s: DittofsProcess, file: string): string =>
   `nfs://127.0.0.1${EXPORT_PATH}/${file}?nfsport=${s.nfsPort}&mountport=${s.nfsPort}`;
 
+/**
+ * Aborted when the benchmark ends: an nfs-cp still running then (its server gone, after another
+ * failed) would otherwise outlive us, reconnecting for ever.
+ */
+const children = new AbortController();
+
+/** Runs nfs-cp (bounded); resolves with its exit code and stderr. */
+function nfsCpRun(from: string, to: string, timeoutMs = CP_TIMEOUT_MS): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('nfs-cp', [from, to], { timeout: timeoutMs, killSignal: 'SIGKILL', signal: children.signal }, (err, _out, stderr) => {
+      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : -1) : 0;
+      resolve({ code, stderr: String(stderr) });
+    });
+  });
+}
+
 async function nfsCp(from: string, to: string): Promise<void> {
-  const r = await runTool('nfs-cp', [from, to], { timeoutMs: CP_TIMEOUT_MS });
-  if (r.code !== 0) throw new Error(`nfs-cp ${from} ${to}: exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+  const r = await nfsCpRun(from, to);
+  if (r.code !== 0) throw new Error(`nfs-cp ${from} ${to}: exit ${r.code}: ${r.stderr.trim()}`);
 }
 
 /**
@@ -154,7 +170,7 @@ async function waitWritable(s: DittofsProcess, work: string, i: number): Promise
   await writeFile(probe, 'x');
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const r = await runTool('nfs-cp', [probe, url(s, `probe${i}`)], { timeoutMs: 30_000 });
+    const r = await nfsCpRun(probe, url(s, `probe${i}`), 30_000);
     if (r.code === 0) return;
     if (Date.now() > deadline)
       throw new Error(`replica ${i} did not accept a write within 60 s: ${r.stderr.trim()}\n${s.output().slice(-2000)}`);
@@ -280,6 +296,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
+    children.abort();
     for (const c of cleanups.reverse()) await c().catch((e: unknown) => log(`cleanup: ${(e as Error).message}`));
   }
 
