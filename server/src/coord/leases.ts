@@ -486,7 +486,11 @@ export class FileLeases {
   fresh(inodeId: number): Promise<boolean> | undefined {
     const h = this.held.get(inodeId);
     if (h && this.usable(h, Date.now())) return undefined;
-    return this.freshen(inodeId);
+    // Redis lost between the readiness check and a command (ioredis: "Connection is closed") is
+    // the same as Redis away: JUKEBOX, never a server fault.
+    return this.freshen(inodeId).catch((e: unknown) => {
+      throw e instanceof VfsError ? e : this.jukebox(`Redis: ${(e as Error).message}`);
+    });
   }
 
   private async freshen(inodeId: number): Promise<boolean> {
