@@ -41,7 +41,6 @@ import * as files from './files.js';
 import { decodeLock, lock, LockFlags, releaseLocks } from './lock.js';
 import { announceDeletePending, decodeChangeNotify, NotifyHub, publishModified, setInfoFilter, WRITE_FILTER } from './notify.js';
 import * as oplock from './oplock.js';
-import * as writeTime from './writetime.js';
 import {
   decodeClose,
   decodeCreate,
@@ -1092,7 +1091,6 @@ export class SmbConnection implements SessionOwner {
         if (this.durable.preserve(o)) continue;
         releaseLocks(this.opts.fs.byteRanges, o);
       }
-      await writeTime.closed(o, this.opts.fs, o.tree.session.identity);
       await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
     }
   }

@@ -19,7 +19,6 @@ import { releaseLocks } from './lock.js';
 import { type CreateContext, type CreateRequest, encodeCreateContexts, writeCreateResponse } from './messages.js';
 import { leaseRequestOf, leaseResponse, OplockLevel, releaseOpen } from './oplock.js';
 import type { Open } from './state.js';
-import * as writeTime from './writetime.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import type { SmbWriter } from './codec.js';
 
@@ -150,7 +149,6 @@ export class DurableTable {
     if (!this.take(open.id)) return;
     releaseLocks(this.fs.byteRanges, open);
     try {
-      await writeTime.closed(open, this.fs, open.tree.session.identity);
       await releaseOpen(this.fs, open, open.tree.session.identity);
     } catch (err) {
       this.log?.warn({ err, path: open.path }, 'closing a preserved durable open failed');

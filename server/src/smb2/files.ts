@@ -320,7 +320,6 @@ function newOpen(
 
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
-  await writeTime.closed(open, c.fs, c.id);
   if (open.deleteOnClose && open.stream) {
     await deleteStreamOnClose(c, open.stream);
     writeCloseResponse(w, 0, null);

@@ -22,6 +22,7 @@ import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './consta
 import type { CreateRequest } from './messages.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
+import * as writeTime from './writetime.js';
 
 /** MS-SMB2 2.2.13 RequestedOplockLevel. */
 export const OplockLevel = Object.freeze({ NONE: 0, II: 1, EXCLUSIVE: 8, BATCH: 9, LEASE: 0xff } as const);
@@ -476,10 +477,13 @@ export function checkRename(fs: FileService, open: Open, parentId: number, repla
 // ---- CLOSE and teardown -------------------------------------------------------------------------
 
 /**
- * Takes an open out of the lock manager: its oplock or its share of a lease goes (a break waiting on
- * it ends), and when it was the file's last open and the file is delete-pending, the file is removed.
+ * Ends an open, whichever way it ends (CLOSE, disconnect, a durable open's expiry, a cancelled
+ * CREATE): its delayed write time is settled (writetime.ts), then it is taken out of the lock
+ * manager: its oplock or its share of a lease goes (a break waiting on it ends), and when it was the
+ * file's last open and the file is delete-pending, the file is removed.
  */
 export async function releaseOpen(fs: FileService, open: Open, id: Identity): Promise<void> {
+  await writeTime.closed(open, fs, id);
   const rec = open.record;
   if (!rec) return;
   open.record = null;
