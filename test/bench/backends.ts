@@ -75,7 +75,10 @@ export function roundPlace(config: DittoConfigName, b: Backends, round: number):
   return { schema: `bench_${b.runId}_r${round}`, prefix: `bench-${b.runId}-r${round}` };
 }
 
-/** The YAML configuration of `config`, written as dir/NAME.yaml; returns the file's path. */
+/**
+ * The YAML configuration of `config`, written as dir/NAME.yaml; returns the file's path. `extra`
+ * adds top-level sections (the replicas benchmark: coordination, the API off).
+ */
 export async function writeDittoConfig(
   dir: string,
   name: string,
@@ -83,6 +86,7 @@ export async function writeDittoConfig(
   dataDir: string,
   place: RoundPlace,
   b: Backends | undefined,
+  extra: Record<string, unknown> = {},
 ): Promise<string> {
   let metadata: Record<string, unknown>;
   let blocks: Record<string, unknown>;
@@ -120,6 +124,7 @@ export async function writeDittoConfig(
     metadata: { stores: metadata },
     blocks: { stores: blocks },
     shares: [{ name: EXPORT_PATH, metadata: 'meta', blocks: 'data' }],
+    ...extra,
   };
   const file = path.join(dir, `${name}.yaml`);
   const header = `# DittoFS benchmark configuration "${config}" (test/bench/backends.ts)\n`;

@@ -21,15 +21,16 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { startRedis, type RedisInstance } from '../helpers/redis.js';
+import { startRedis } from '../helpers/redis.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
-import { EXPORT_PATH, cleanRound, newRunId, startBackends, type Backends, type RoundPlace } from './backends.js';
+import { EXPORT_PATH, cleanRound, newRunId, startBackends, writeDittoConfig } from './backends.js';
 import { Nfs3Client } from './nfsclient.js';
+import { cpuSeconds } from './proc.js';
 
 const MiB = 1024 * 1024;
 /** Bound on one nfs-cp (a stuck server must not hang the benchmark). */
@@ -70,61 +71,12 @@ function parse(): Args {
   };
 }
 
-/** utime + stime of a process in seconds (Linux /proc), or 0 once it is gone. */
-async function cpuSeconds(pid: number | undefined): Promise<number> {
-  if (pid === undefined) return 0;
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return 0;
-  }
-}
-
-const serversCpu = async (servers: DittofsProcess[]): Promise<number> =>
-  (await Promise.all(servers.map((s) => cpuSeconds(s.child.pid)))).reduce((a, b) => a + b, 0);
+const serversCpu = (servers: DittofsProcess[]): number => servers.map((s) => cpuSeconds(s.child.pid) ?? 0).reduce((a, b) => a + b, 0);
 
 async function sha256File(file: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
   return h.digest('hex');
-}
-
-function configYaml(b: Backends, place: Required<RoundPlace>, redis: RedisInstance | undefined, keyPrefix: string): string {
-  const pg = b.pg!;
-  const s3 = b.s3!;
-  const coordination = redis ? `coordination:\n  redis:\n    url: ${redis.url}\n    key_prefix: "${keyPrefix}"\n` : '';
-  return `# DittoFS replicas benchmark (test/bench/replicas.ts)
-server:
-  api:
-    enabled: false
-${coordination}cache:
-  wal_max_bytes: 1GiB
-metadata:
-  stores:
-    meta:
-      type: postgres
-      url: ${pg.url}
-      schema: ${place.schema}
-blocks:
-  stores:
-    data:
-      type: s3
-      block_size: 4MiB
-      endpoint: ${s3.endpoint}
-      bucket: ${s3.bucket}
-      prefix: ${s3.prefix}${place.prefix}
-      region: ${s3.region}
-      force_path_style: true
-      access_key_id: ${s3.accessKeyId}
-      secret_access_key: ${s3.secretAccessKey}
-shares:
-  - name: ${EXPORT_PATH}
-    metadata: meta
-    blocks: data
-`;
 }
 
 interface Row {
@@ -191,13 +143,13 @@ async function workload(
   const via = (i: number): DittofsProcess => servers[i % R]!;
   const bytes = args.clients * args.sizeMib * MiB;
 
-  let cpu0 = await serversCpu(servers);
+  let cpu0 = serversCpu(servers);
   let t0 = performance.now();
   await Promise.all(srcFiles.map((src, i) => nfsCp(src, url(via(i), `w${i}`))));
   const writeS = (performance.now() - t0) / 1000;
-  const writeCpu = (await serversCpu(servers)) - cpu0;
+  const writeCpu = serversCpu(servers) - cpu0;
 
-  cpu0 = await serversCpu(servers);
+  cpu0 = serversCpu(servers);
   t0 = performance.now();
   await Promise.all(
     srcFiles.map(async (_src, i) => {
@@ -210,7 +162,7 @@ async function workload(
     }),
   );
   const readS = (performance.now() - t0) / 1000;
-  const readCpu = (await serversCpu(servers)) - cpu0;
+  const readCpu = serversCpu(servers) - cpu0;
 
   const clients = await Promise.all(
     srcFiles.map((_s, i) => Nfs3Client.connect({ nfsPort: via(i).nfsPort, exportPath: EXPORT_PATH, callTimeoutMs: 60_000 })),
@@ -219,7 +171,7 @@ async function workload(
   let createCpu: number;
   try {
     const dirs = await Promise.all(clients.map(async (c, i) => (await c.mkdir(c.rootFh, `sf${i}`)).fh!));
-    cpu0 = await serversCpu(servers);
+    cpu0 = serversCpu(servers);
     t0 = performance.now();
     await Promise.all(
       clients.map(async (c, i) => {
@@ -227,7 +179,7 @@ async function workload(
       }),
     );
     createS = (performance.now() - t0) / 1000;
-    createCpu = (await serversCpu(servers)) - cpu0;
+    createCpu = serversCpu(servers) - cpu0;
   } finally {
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
   }
@@ -274,9 +226,10 @@ async function main(): Promise<void> {
       const label = plan.coordination
         ? `${plan.replicas} replica${plan.replicas > 1 ? 's' : ''}, coordination on`
         : '1 replica, coordination off';
-      const configFile = path.join(work, `r${round}.yaml`);
-      await writeFile(configFile, configYaml(b, place, plan.coordination ? redis : undefined, `bench-${runId}-r${round}:`), {
-        mode: 0o600,
+      // data_dir is each server's own (startDittofs sets DITTOFS_DATA_DIR, which overrides the file).
+      const configFile = await writeDittoConfig(work, `r${round}`, 'postgres-s3', work, place, b, {
+        server: { api: { enabled: false } },
+        ...(plan.coordination ? { coordination: { redis: { url: redis.url, key_prefix: `bench-${runId}-r${round}:` } } } : {}),
       });
       const servers: DittofsProcess[] = [];
       try {

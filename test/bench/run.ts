@@ -57,6 +57,7 @@ import {
   type DittoConfigName,
   type RoundPlace,
 } from './backends.js';
+import { cpuSeconds, setClockTicks } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import {
   SMB_MIN_RATIO,
@@ -362,27 +363,6 @@ async function vmHwmKiB(pid: number | undefined): Promise<number | undefined> {
   try {
     const m = /^VmHWM:\s+(\d+)\s+kB$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Clock ticks per second of /proc/PID/stat (getconf CLK_TCK; 100 on every Linux we run on). */
-let clockTicks = 100;
-
-/**
- * CPU seconds (user + system, every thread) a process has used so far, from /proc/PID/stat, or
- * undefined if unreadable. Fields 14 and 15, counted after the command name's closing parenthesis
- * (the name may hold spaces or parentheses).
- */
-function cpuSeconds(pid: number | undefined): number | undefined {
-  if (!pid) return undefined;
-  try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    const utime = Number(f[11]);
-    const stime = Number(f[12]);
-    return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / clockTicks : undefined;
   } catch {
     return undefined;
   }
@@ -1275,8 +1255,7 @@ async function main(): Promise<void> {
   }
 
   const bytes = args.sizeMib * MiB;
-  const ticks = Number((await versionOf('getconf', ['CLK_TCK'], /^(\d+)/)).trim());
-  if (Number.isInteger(ticks) && ticks > 0) clockTicks = ticks;
+  setClockTicks(Number((await versionOf('getconf', ['CLK_TCK'], /^(\d+)/)).trim()));
   const parallelMs = args.clients > 0 ? 2 * (60_000 + args.sizeMib * 500) + DRAIN_LIMIT_MS + (60_000 + args.files * 40) : 0;
   const perServerMs = 2 * (60_000 + args.sizeMib * 500) + DRAIN_LIMIT_MS + (60_000 + args.files * 40) + 180_000 + parallelMs;
   const perSmbServerMs = 2 * (60_000 + args.sizeMib * 500) + (60_000 + args.smbFiles * 100) + 600_000;

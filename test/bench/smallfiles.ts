@@ -9,11 +9,11 @@
 // as a reference (the round-trip ceiling of this client against that server).
 //
 // Standalone: npx tsx test/bench/smallfiles.ts --port N [--mount-port M] [--export /export] [--files N]
-import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FileType, NfsError, Nfs3Client } from './nfsclient.js';
+import { cpuSeconds } from './proc.js';
 
 export interface SmallFilesOptions {
   host?: string;
@@ -153,15 +153,6 @@ export async function runSmallFiles(opts: SmallFilesOptions): Promise<SmallFiles
   }
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat (Linux). */
-export function processCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces, in parentheses): utime is the 14th
-  // field of the line, stime the 15th; in clock ticks (USER_HZ, 100 on Linux).
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -190,7 +181,7 @@ async function main(): Promise<void> {
       ? {}
       : {
           onPhase: (phase: string, edge: 'start' | 'end') => {
-            const now = processCpuSeconds(pid);
+            const now = cpuSeconds(pid) ?? NaN;
             if (edge === 'start') cpuAt.set(phase, now);
             else cpu[phase] = ((now - (cpuAt.get(phase) ?? now)) * 1000) / Number(values.files);
           },
