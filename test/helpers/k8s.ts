@@ -9,6 +9,7 @@
 // With DITTOFS_TEST_KUBECONFIG set, nothing is started: the tests run against that cluster (any
 // conformant one: kind, k3s, a cloud cluster...) and stop() does nothing. KUBECONFIG alone is
 // deliberately not enough, so that a developer's current cluster is never used by accident.
+import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants, rmSync } from 'node:fs';
 import { access, mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
@@ -628,4 +629,29 @@ async function useExternal(kubeconfig: string): Promise<KubeControlPlane> {
     dir: '',
     stop: async () => undefined,
   };
+}
+
+/**
+ * Polls `probe` every `intervalMs` until it returns something other than undefined (a throw counts
+ * as "not yet" and is remembered); past `timeoutMs` the test fails naming `what`, the last error and
+ * what `context` says (the cluster's objects, the operator's log).
+ */
+export async function pollUntil<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  opts: { timeoutMs: number; intervalMs: number; context: () => string | Promise<string> },
+): Promise<T> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(opts.intervalMs);
+  }
+  const lastError = last === undefined ? '' : ` (last error: ${last instanceof Error ? last.message : JSON.stringify(last)})`;
+  throw new assert.AssertionError({ message: `timed out waiting for ${what}${lastError}\n${await opts.context()}` });
 }

@@ -26,8 +26,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { K8S_WAIT, NODE_NAME, NODE_SH, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { K8S_WAIT, NODE_NAME, NODE_SH, pollUntil, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
 import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { REPO_ROOT } from '../helpers/server.js';
 import { runProcess, type Run } from '../helpers/run.js';
@@ -77,20 +76,15 @@ async function getJson<T>(args: string[]): Promise<T | undefined> {
 }
 
 /** Polls until `probe` returns something; fails with the last value seen and what the cluster says. */
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = READY_TIMEOUT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(1000);
-  }
-  const pods = await kubectl(['get', 'pods,pvc,dittofs,events', '-n', ns, '-o', 'wide']);
-  assert.fail(`timed out waiting for ${what}${last instanceof Error ? ` (last: ${last.message})` : ''}\n${pods.stdout}${pods.stderr}`);
+function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = READY_TIMEOUT_MS): Promise<T> {
+  return pollUntil(what, probe, {
+    timeoutMs,
+    intervalMs: 1000,
+    context: async () => {
+      const pods = await kubectl(['get', 'pods,pvc,dittofs,events', '-n', ns, '-o', 'wide']);
+      return pods.stdout + pods.stderr;
+    },
+  });
 }
 
 const ready = (p: Pod | undefined): boolean => p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;

@@ -31,7 +31,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { K8S_WAIT, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
+import { K8S_WAIT, pollUntil, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
 import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { freePort, REPO_ROOT, startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { DittofsOperator } from '../../operator/src/operator.js';
@@ -102,21 +102,12 @@ async function mustGet(kind: string, name: string): Promise<Obj> {
 }
 
 /** Polls `probe` until it returns something other than undefined; fails with the last state and the operator log. */
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = READY_TIMEOUT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(250);
-  }
-  assert.fail(
-    `timed out waiting for ${what}${last === undefined ? '' : ` (last error: ${last instanceof Error ? last.message : JSON.stringify(last)})`}\n--- operator log (tail) ---\n${logLines.slice(-40).join('')}`,
-  );
+function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = READY_TIMEOUT_MS): Promise<T> {
+  return pollUntil(what, probe, {
+    timeoutMs,
+    intervalMs: 250,
+    context: () => `--- operator log (tail) ---\n${logLines.slice(-40).join('')}`,
+  });
 }
 
 const condition = (o: Obj | undefined, type: string) => o?.status?.conditions?.find((c) => c.type === type);
