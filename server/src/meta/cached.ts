@@ -207,7 +207,12 @@ export class CachedMetadataStore implements MetadataStore {
   private remember(i: Inode, epoch: number): Inode {
     const p = this.pending.get(i.id);
     const inode = p ? withPending(i, p) : i;
-    if (epoch !== this.epoch) return inode;
+    if (epoch !== this.epoch) {
+      // A change overlapped this read: neither what it read nor what was cached before may answer.
+      // (A dirty entry is read again from the store, with this server's pending changes laid over.)
+      this.inodes.delete(i.id);
+      return inode;
+    }
     this.inodes.delete(i.id);
     this.inodes.set(i.id, { inode, at: Date.now() });
     if (this.inodes.size > this.maxInodes) this.evictInodes();
@@ -283,6 +288,8 @@ export class CachedMetadataStore implements MetadataStore {
     }
     await this.flushAttrs(id);
     this.checkPublish();
+    // Reads in flight (started before the change) must not fill the cache with what it replaces.
+    this.epoch++;
     const epoch = this.fillEpoch();
     const i = this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch);
     await this.published([id], changes.size !== undefined);
