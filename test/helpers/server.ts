@@ -1,5 +1,6 @@
 // Starts a real DittoFS server process for cross-process tests and benchmarks.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -12,36 +13,94 @@ export const DITTOFS_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittof
 /** The password test servers give their first admin (it must be changed at first login). */
 export const TEST_ADMIN_PASSWORD = 'dittofs-test-admin';
 
-/** Ports freePort() has handed out in this process: the kernel may offer a closed one again. */
-const handedOut = new Set<number>();
+// Ports for test servers. Binding to port 0 and handing the number on leaves a window until the
+// server binds it (a start-up takes 30 s on a loaded machine), and in that window the kernel gives
+// the same port to another test process's bind(0) or to any outgoing connection: a CI run once
+// failed with "SMB cannot listen on 127.0.0.1:P: the address is already in use". So ports come
+// from a range below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 here,
+// which outgoing connections and bind(0) use) and below Kubernetes' NodePort range, and each one
+// is reserved across processes by a file named after it, holding the reserving pid; a reservation
+// whose process is gone is taken over.
+const PORT_LOW = 20_000;
+const PORT_HIGH = 29_999;
+const RESERVATIONS = path.join(os.tmpdir(), 'dittofs-test-ports');
+/** Ports this process reserved (removed again at exit). */
+const reserved = new Set<number>();
+let exitHook = false;
 
-function bindZero(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Reserves `port` for this process: true when it was free of other test processes. */
+function reserve(port: number): boolean {
+  const file = path.join(RESERVATIONS, String(port));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' });
+      reserved.add(port);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let owner = NaN;
+      try {
+        owner = Number(readFileSync(file, 'utf8'));
+      } catch {
+        // Removed meanwhile: try again.
+      }
+      if (Number.isInteger(owner) && owner > 0 && alive(owner)) return false;
+      try {
+        unlinkSync(file);
+      } catch {
+        // Another process took it over first; the next attempt finds out.
+      }
+    }
+  }
+  return false;
+}
+
+/** Whether 127.0.0.1:port can be bound now (nothing else on the machine listens there). */
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === 'string') return reject(new Error('no port'));
-      const port = addr.port;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
 /**
- * A free TCP port on 127.0.0.1 (bind to 0, read it, close), never one this process was given
- * before: a server's NFS and SMB ports picked one after the other once came out equal.
+ * A free TCP port on 127.0.0.1 for a test server, reserved for this process until it exits: no
+ * other test process gets it, and the kernel never hands it out on its own (see above).
  */
 export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const port = await bindZero();
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
+  mkdirSync(RESERVATIONS, { recursive: true });
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const port of reserved) {
+        try {
+          unlinkSync(path.join(RESERVATIONS, String(port)));
+        } catch {
+          // Already gone.
+        }
+      }
+    });
   }
-  throw new Error('freePort: the kernel kept offering ports this process already uses');
+  const span = PORT_HIGH - PORT_LOW + 1;
+  const first = Math.floor(Math.random() * span);
+  for (let i = 0; i < span; i++) {
+    const port = PORT_LOW + ((first + i) % span);
+    if (reserved.has(port) || !reserve(port)) continue;
+    if (await bindable(port)) return port;
+    // Something outside the tests listens there: keep it reserved (never offered again here).
+  }
+  throw new Error(`freePort: no free port left in ${PORT_LOW}-${PORT_HIGH}`);
 }
 
 /**
