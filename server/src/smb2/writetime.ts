@@ -21,6 +21,11 @@ interface Delayed {
   shown: Timespec;
   /** The delayed update of an open's first WRITE, if one is due. */
   timer: NodeJS.Timeout | null;
+  /**
+   * When that update is due (Date.now() ms; Infinity: none). Queries compare it with the clock, so
+   * a timer that fires late (a busy event loop, a loaded machine) never shows the old time past it.
+   */
+  dueAt: number;
   /** Opens that wrote since the last update, and whether the update at their close must set the time (a WRITE after an update). */
   writers: Map<Open, boolean>;
 }
@@ -34,7 +39,14 @@ const keyOf = (shareId: number, inodeId: number): string => `${shareId}:${inodeI
 /** The write time SMB reports for the file: a pending delayed one, else the stored mtime. */
 export function shownWriteTime(inode: Inode): Timespec {
   if (delayed.size === 0) return inode.mtime;
-  return delayed.get(keyOf(inode.shareId, inode.id))?.shown ?? inode.mtime;
+  const key = keyOf(inode.shareId, inode.id);
+  const d = delayed.get(key);
+  if (!d) return inode.mtime;
+  if (d.dueAt <= Date.now()) {
+    end(key, d);
+    return inode.mtime;
+  }
+  return d.shown;
 }
 
 /** Files with a delayed write time now (tests, metrics). */
@@ -63,13 +75,14 @@ export async function beforeWrite(open: Open, mtime: () => Promise<Timespec>): P
     const shown = await mtime();
     d = delayed.get(key); // another WRITE may have made it meanwhile
     if (!d) {
-      d = { shown, timer: null, writers: new Map() };
+      d = { shown, timer: null, dueAt: Infinity, writers: new Map() };
       delayed.set(key, d);
     }
   }
   const later = updatedOnce.has(open);
   if (!later && d.timer === null) {
     const entry = d;
+    d.dueAt = Date.now() + WRITE_TIME_DELAY_MS;
     d.timer = setTimeout(() => {
       if (delayed.get(key) === entry) end(key, entry);
     }, WRITE_TIME_DELAY_MS);
