@@ -53,10 +53,8 @@ const GATE = [
   'smb2.getinfo.fsinfo',
   'smb2.getinfo.qfile_buffercheck',
   'smb2.getinfo.granted',
-  // ~30 s of the test's own sleeps (delayed write time). delayed-write-vs-setbasic is left out: it
-  // failed once in three CI runs ("setinfo basicinfo hasn't updated writetime") and passes alone;
-  // a race in the delayed write time, not yet understood (hack/smb/torture.sh runs it).
-  'smb2.timestamps!delayed-write-vs-setbasic',
+  // ~30 s of the test's own sleeps (delayed write time).
+  'smb2.timestamps',
   'smb2.compound.related3',
   'smb2.compound.related4', // smbd fails it here (run as root); DittoFS must pass
   'smb2.compound.related5',

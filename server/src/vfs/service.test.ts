@@ -253,11 +253,13 @@ describe('file service semantics', () => {
     assert.equal((await fs.read(fh, root, 0, 100)).data.toString(), 'hello world');
   });
 
-  it('hands out strictly increasing timestamps', () => {
+  it('hands out strictly increasing timestamps, distinct in SMB 100 ns units too', () => {
+    const filetime = (t: { sec: number; nsec: number }) => BigInt(t.sec) * 10_000_000n + BigInt(Math.floor(t.nsec / 100));
     let prev = nowTimespec();
     for (let i = 0; i < 100_000; i++) {
       const t = nowTimespec();
       assert.ok(t.sec > prev.sec || (t.sec === prev.sec && t.nsec > prev.nsec), 'time went backwards or stood still');
+      assert.ok(filetime(t) > filetime(prev), 'two timestamps an SMB client sees as one');
       prev = t;
     }
   });

@@ -157,12 +157,20 @@ export interface Identity {
 let lastNs = 0n;
 
 /**
+ * Smallest step between two timestamps of this process: SMB shows times in 100 ns units
+ * (FILETIME), so two changes 1 ns apart would look the same to an SMB client (smbtorture's
+ * delayed-write-vs-setbasic failed when a WRITE's time came out 1 ns after its CREATE's).
+ */
+const STEP_NS = 100n;
+
+/**
  * The current time with nanoseconds, strictly increasing within the process: clients compare
- * ctime/mtime to detect change, so two changes must never share a timestamp or go backwards.
+ * ctime/mtime to detect change, so two changes must never share a timestamp or go backwards, in
+ * NFS's nanoseconds and in SMB's 100 ns units alike.
  */
 export function nowTimespec(): Timespec {
   const wall = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
-  lastNs = wall > lastNs ? wall : lastNs + 1n;
+  lastNs = wall >= lastNs + STEP_NS ? wall : lastNs + STEP_NS;
   return { sec: Number(lastNs / 1_000_000_000n), nsec: Number(lastNs % 1_000_000_000n) };
 }
 
