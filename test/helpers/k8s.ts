@@ -267,14 +267,38 @@ const liveDirs = new Set<string>();
 const liveNodes = new Set<string>();
 let exitHook = false;
 
+/** How a test run is stopped from outside (a CI timeout, Ctrl-C, a closed terminal). */
+export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
+/** Kills what is left of every control plane and node (synchronous: it runs on 'exit'). */
+function cleanUpNow(): void {
+  for (const p of live) p.child.kill('SIGKILL');
+  live.clear();
+  for (const n of liveNodes) spawnSync(NODE_SH, ['down', n], { stdio: 'ignore', timeout: 60_000 });
+  liveNodes.clear();
+  for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
+  liveDirs.clear();
+}
+
+/**
+ * 'exit' does not fire when a signal ends the process, so a killed test would leave its control
+ * plane (and its node, with root's network namespace and mounts) running. A signal instead exits
+ * with the shell's code for it (128 + n), which runs this cleanup once, along with the 'exit'
+ * hooks of the other helpers (PostgreSQL, Redis). Further signals meanwhile are ignored: the
+ * cleanup runs to its end.
+ */
 function installExitHook(): void {
   if (exitHook) return;
   exitHook = true;
-  process.on('exit', () => {
-    for (const p of live) p.child.kill('SIGKILL');
-    for (const n of liveNodes) spawnSync(NODE_SH, ['down', n], { stdio: 'ignore', timeout: 60_000 });
-    for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
-  });
+  process.on('exit', cleanUpNow);
+  let exiting = false;
+  for (const sig of STOP_SIGNALS) {
+    process.on(sig, () => {
+      if (exiting) return;
+      exiting = true;
+      process.exit(128 + os.constants.signals[sig]);
+    });
+  }
 }
 
 async function launch(name: string, bin: string, args: string[], logDir: string): Promise<Proc> {
