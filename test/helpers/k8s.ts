@@ -4,7 +4,7 @@
 // never scheduled or started; everything else (CRDs and their schemas, RBAC, admission, the
 // controllers: garbage collection, StatefulSet/Deployment status, service-account tokens) is the
 // real thing. stop() kills the processes and removes the directory; an exit hook does the same for
-// a control plane still running when the process exits.
+// a control plane still running when the process exits, also on SIGTERM, SIGINT or SIGHUP.
 //
 // With DITTOFS_TEST_KUBECONFIG set, nothing is started: the tests run against that cluster (any
 // conformant one: kind, k3s, a cloud cluster...) and stop() does nothing. KUBECONFIG alone is
