@@ -15,6 +15,10 @@
 // - A config change rolls the pod (a new config hash) and the data is still there.
 // - A crash (SIGKILL of the server in its container) is followed by a WAL replay; deleting the pod
 //   brings a new one on the same PVC, with the data.
+// - A DittoFS on PostgreSQL, S3 and Redis (Debian's servers on the host: PostgreSQL and S3 through
+//   a forwarder on the veth's host end, Redis listening there itself); then `replicas: 2` on it:
+//   both pods Ready, Store/Share/User Synced on both, a write through one pod read back through the
+//   other (NFS and SMB), the writer's pod deleted without loss, a permission change held by both.
 // - The operator emits Kubernetes Events for what it does.
 //
 // Needs root, the node binaries (hack/k8s/build.sh builds them after the control plane) and the
@@ -458,6 +462,7 @@ spec:
   cache: { size: 1Gi, storageClassName: local }
   database: { type: postgres, postgres: { urlSecretRef: { name: pgs-db, key: url } } }
   coordination: { redis: { urlSecretRef: { name: pgs-redis, key: url }, passwordSecretRef: { name: pgs-redis, key: password } } }
+  adapters: { smb: { enabled: true } }
 ---
 apiVersion: dittofs.io/v1alpha1
 kind: Store
@@ -536,7 +541,7 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
     const at1 = { ip: p1.status!.podIP! };
     const data = randomBytes(2 * 1024 * 1024).toString('base64');
     const r = await inClient(
-      `cat > /tmp/rep && nfs-cp /tmp/rep '${await nfsUrl('rep.txt', USER.uid, at0)}' && ` +
+      `cat > /tmp/rep && nfs-cp /tmp/rep '${await nfsUrl('rep.txt', USER.uid, at0)}' >/dev/null && ` +
         `rm -f /tmp/rep1 && nfs-cp '${await nfsUrl('rep.txt', USER.uid, at1)}' /tmp/rep1 >/dev/null && sha256sum < /tmp/rep1`,
       data,
     );
@@ -547,10 +552,17 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
     assert.equal(put.code, 0, `smbclient put through pgs-1: ${put.stderr}${put.stdout}`);
     assert.equal(await nfsSha('smb-rep.txt', USER.uid, at0), sha256(data), 'pgs-0 reads the bytes written by SMB through pgs-1');
 
-    // The pod that served the NFS write goes away: its peer and the client Service serve every committed byte.
+    // One more write through pod 0, read by no other pod: acknowledged (nfs-cp closed it), maybe
+    // only in pod 0's WAL. Then that pod goes away: its peer and the client Service serve every
+    // committed byte.
+    const last = randomBytes(1024 * 1024).toString('base64');
+    const lw = await nfsPut('last.txt', USER.uid, last, at0);
+    assert.equal(lw.code, 0, `nfs-cp through pgs-0: ${lw.stderr}`);
     await ok(['delete', 'pod', 'pgs-0', '-n', ns, `--timeout=${K8S_WAIT}`]);
     assert.equal(await nfsSha('rep.txt', USER.uid, at1), sha256(data), 'pgs-1 alone serves what pgs-0 acknowledged');
+    assert.equal(await nfsSha('last.txt', USER.uid, at1), sha256(last), 'pgs-1 alone serves the last write pgs-0 acknowledged');
     for (const [file, sha] of [
+      ['last.txt', sha256(last)],
       ['rep.txt', sha256(data)],
       ['smb-rep.txt', sha256(data)],
       ['big.txt', bigSha],
@@ -582,7 +594,7 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
       ns,
       '--type=merge',
       '-p',
-      '{"spec":{"permissions":[{"group":"writers","level":"read-only"}]}}',
+      '{"spec":{"permissions":[{"group":"writers","level":"read"}]}}',
     ]);
     const after = await syncedOn('shares.dittofs.io', 'pgs-data', ['pgs-0', 'pgs-1']);
     assert.ok(after > before, `a new control-plane generation (${before} -> ${after})`);
@@ -617,8 +629,13 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
 
   it('teardown leaves no process, mount, link, route, iptables rule or cgroup of the node, and no Redis', async () => {
     const node = cp.node!;
-    for (const c of closers.splice(0).reverse()) await c(); // Redis, PostgreSQL, S3 and the forwarders
+    let t = Date.now();
     await cp.stop(); // runs `node.sh down`, which fails if its own check finds anything left
+    console.log(`TIMING cp.stop ${Date.now() - t} ms`);
+    t = Date.now();
+    // Then the servers its pods used: the forwarders, S3, PostgreSQL, Redis.
+    for (const c of closers.splice(0).reverse()) await c();
+    console.log(`TIMING closers ${Date.now() - t} ms`);
     const link = await runProcess('ip', ['link', 'show', node.hostIf]);
     assert.notEqual(link.code, 0, `the veth ${node.hostIf} is still there`);
     const routes = await runProcess('ip', ['route', 'show']);
