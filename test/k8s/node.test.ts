@@ -46,8 +46,6 @@ const CLIENT_IMAGE = 'localhost/dittofs-test-client:1';
 const SERVER_UID = 10001;
 const ns = `dittofs-node-${randomBytes(3).toString('hex')}`;
 const USER = { name: 'bob', uid: 4002, password: 'bob-Secret-pw-1' };
-/** A uid that is no User: it gets the Share's default permission. */
-const STRANGER_UID = 4999;
 const REDIS_PASSWORD = 'redis-Secret-pw-1';
 /** The Redis of the PostgreSQL + S3 DittoFS (teardown checks it is gone). */
 let redisPort: number | undefined;
@@ -538,7 +536,7 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
 
     // Through pod 0 by its IP, then at once through pod 1: nfs-cp closes (COMMIT) before the read.
     const at0 = { ip: p0.status!.podIP! };
-    const at1 = { ip: p1.status!.podIP! };
+    const at1 = { ip: p1.status.podIP! };
     const data = randomBytes(2 * 1024 * 1024).toString('base64');
     const r = await inClient(
       `cat > /tmp/rep && nfs-cp /tmp/rep '${await nfsUrl('rep.txt', USER.uid, at0)}' >/dev/null && ` +
@@ -629,13 +627,9 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
 
   it('teardown leaves no process, mount, link, route, iptables rule or cgroup of the node, and no Redis', async () => {
     const node = cp.node!;
-    let t = Date.now();
     await cp.stop(); // runs `node.sh down`, which fails if its own check finds anything left
-    console.log(`TIMING cp.stop ${Date.now() - t} ms`);
-    t = Date.now();
     // Then the servers its pods used: the forwarders, S3, PostgreSQL, Redis.
     for (const c of closers.splice(0).reverse()) await c();
-    console.log(`TIMING closers ${Date.now() - t} ms`);
     const link = await runProcess('ip', ['link', 'show', node.hostIf]);
     assert.notEqual(link.code, 0, `the veth ${node.hostIf} is still there`);
     const routes = await runProcess('ip', ['route', 'show']);
