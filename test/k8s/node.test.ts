@@ -22,8 +22,9 @@
 // - The operator emits Kubernetes Events for what it does.
 //
 // Needs root, the node binaries (hack/k8s/build.sh builds them after the control plane) and the
-// Debian packages of `hack/install-deps.sh k8s-node`. The first image build needs the network
-// (the Debian mirror once, the npm registry); later runs reuse ~/.cache/dittofs/k8s-node.
+// Debian packages of `hack/install-deps.sh k8s-node` and `test` (postgresql, redis-server). The
+// first image build needs the network (the Debian mirror once, the npm registry); later runs reuse
+// ~/.cache/dittofs/k8s-node.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
