@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from './limits.js';
+import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
 import { freePort } from './server.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -268,13 +268,14 @@ const liveNodes = new Set<string>();
 let exitHook = false;
 
 /** How a test run is stopped from outside (a CI timeout, Ctrl-C, a closed terminal). */
-export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 /** Kills what is left of every control plane and node (synchronous: it runs on 'exit'). */
 function cleanUpNow(): void {
   for (const p of live) p.child.kill('SIGKILL');
   live.clear();
-  for (const n of liveNodes) spawnSync(NODE_SH, ['down', n], { stdio: 'ignore', timeout: 60_000 });
+  // Bounded like a stop (`node.sh down` took over a minute on a loaded machine).
+  for (const n of liveNodes) spawnSync(NODE_SH, ['down', n], { stdio: 'ignore', timeout: STOP_TIMEOUT_MS });
   liveNodes.clear();
   for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
   liveDirs.clear();
