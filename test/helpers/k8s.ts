@@ -4,7 +4,7 @@
 // never scheduled or started; everything else (CRDs and their schemas, RBAC, admission, the
 // controllers: garbage collection, StatefulSet/Deployment status, service-account tokens) is the
 // real thing. stop() kills the processes and removes the directory; an exit hook does the same for
-// a control plane still running when the process exits.
+// a control plane still running when the process exits, also on SIGTERM, SIGINT or SIGHUP.
 //
 // With DITTOFS_TEST_KUBECONFIG set, nothing is started: the tests run against that cluster (any
 // conformant one: kind, k3s, a cloud cluster...) and stop() does nothing. KUBECONFIG alone is
@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from './limits.js';
+import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
 import { freePort } from './server.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -267,14 +267,39 @@ const liveDirs = new Set<string>();
 const liveNodes = new Set<string>();
 let exitHook = false;
 
+/** How a test run is stopped from outside (a CI timeout, Ctrl-C, a closed terminal). */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
+/** Kills what is left of every control plane and node (synchronous: it runs on 'exit'). */
+function cleanUpNow(): void {
+  for (const p of live) p.child.kill('SIGKILL');
+  live.clear();
+  // Bounded like a stop (`node.sh down` took over a minute on a loaded machine).
+  for (const n of liveNodes) spawnSync(NODE_SH, ['down', n], { stdio: 'ignore', timeout: STOP_TIMEOUT_MS });
+  liveNodes.clear();
+  for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
+  liveDirs.clear();
+}
+
+/**
+ * 'exit' does not fire when a signal ends the process, so a killed test would leave its control
+ * plane (and its node, with root's network namespace and mounts) running. A signal instead exits
+ * with the shell's code for it (128 + n), which runs this cleanup once, along with the 'exit'
+ * hooks of the other helpers (PostgreSQL, Redis). Further signals meanwhile are ignored: the
+ * cleanup runs to its end.
+ */
 function installExitHook(): void {
   if (exitHook) return;
   exitHook = true;
-  process.on('exit', () => {
-    for (const p of live) p.child.kill('SIGKILL');
-    for (const n of liveNodes) spawnSync(NODE_SH, ['down', n], { stdio: 'ignore', timeout: 60_000 });
-    for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
-  });
+  process.on('exit', cleanUpNow);
+  let exiting = false;
+  for (const sig of STOP_SIGNALS) {
+    process.on(sig, () => {
+      if (exiting) return;
+      exiting = true;
+      process.exit(128 + os.constants.signals[sig]);
+    });
+  }
 }
 
 async function launch(name: string, bin: string, args: string[], logDir: string): Promise<Proc> {

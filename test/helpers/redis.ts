@@ -33,8 +33,22 @@ function installExitHook(): void {
   });
 }
 
-async function launch(port: number, dir: string, password?: string): Promise<ChildProcess> {
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no'];
+async function launch(port: number, dir: string, password?: string, host?: string): Promise<ChildProcess> {
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    ...(host === undefined ? [] : [host]),
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--daemonize',
+    'no',
+  ];
   if (password !== undefined) args.push('--requirepass', password);
   const child = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -60,13 +74,16 @@ async function halt(child: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
-/** Starts a private redis-server; with `password`, clients must AUTH with it. */
-export async function startRedis(opts: { password?: string } = {}): Promise<RedisInstance> {
+/**
+ * Starts a private redis-server; with `password`, clients must AUTH with it. With `host`, it also
+ * listens on that address (e.g. the host end of a test node's veth, for pods); `url` stays loopback.
+ */
+export async function startRedis(opts: { password?: string; host?: string } = {}): Promise<RedisInstance> {
   if (!existsSync(REDIS_SERVER)) throw new Error(`${REDIS_SERVER} is missing: run hack/install-deps.sh test (Debian package redis-server)`);
   installExitHook();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-redis-'));
   const port = await freePort();
-  let child: ChildProcess | null = await launch(port, dir, opts.password);
+  let child: ChildProcess | null = await launch(port, dir, opts.password, opts.host);
   let stopped = false;
   return {
     url: `redis://127.0.0.1:${port}`,
@@ -84,7 +101,7 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Redi
     },
     async resume() {
       if (stopped) throw new Error('redis was stopped');
-      child ??= await launch(port, dir, opts.password);
+      child ??= await launch(port, dir, opts.password, opts.host);
     },
   };
 }

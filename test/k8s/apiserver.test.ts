@@ -5,7 +5,9 @@
 // accounts, and the controllers (StatefulSet status, garbage collection of owner-referenced
 // children). With DITTOFS_TEST_KUBECONFIG set, the same checks run against that cluster.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { K8S_WAIT, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
 import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { runProcess, type Run } from '../helpers/run.js';
+import { REPO_ROOT } from '../helpers/server.js';
 
 const GROUP = 'example.dittofs.io';
 const CRD_NAME = `widgets.${GROUP}`;
@@ -294,5 +297,66 @@ spec:
     assert.match(data.kube ?? '', /^v1\.\d+\.\d+/);
     const list = await run(cp.helm, ['list', '-n', ns, '--kubeconfig', cp.kubeconfig, '-o', 'json'], undefined, COMMAND_TIMEOUT_MS, env);
     assert.equal((JSON.parse(list.stdout) as { name: string; status: string }[]).find((r) => r.name === 'demo')?.status, 'deployed');
+  });
+});
+
+describe('a test process stopped by a signal', () => {
+  // A CI timeout or Ctrl-C sends SIGTERM/SIGINT, on which Node runs no 'exit' hook by default: the
+  // control plane (and a node's namespace, mounts and veth) would outlive the test.
+  // SIGTERM stands for the others (test/helpers/k8s.ts handles SIGTERM, SIGINT and SIGHUP alike).
+  const signal = 'SIGTERM';
+  it(`${signal}: the helper stops its control plane, removes its directory and exits with 128 + the signal's number`, async (t) => {
+    if (process.env.DITTOFS_TEST_KUBECONFIG) return t.skip('an external cluster: nothing is started');
+    const helper = path.join(REPO_ROOT, 'test', 'helpers', 'k8s.ts');
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `const { startKubeControlPlane } = await import(${JSON.stringify(helper)});
+           const cp = await startKubeControlPlane({ controllerManager: false });
+           console.log('DIR=' + cp.dir);
+           setInterval(() => undefined, 60_000);`,
+      ],
+      { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (out = (out + c).slice(-8000)));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('exit', (code, sig) => resolve({ code, signal: sig })),
+    );
+    let dir: string | undefined;
+    const running = async (): Promise<string[]> =>
+      dir === undefined
+        ? []
+        : (await runProcess('ps', ['-eo', 'pid,args'])).stdout.split('\n').filter((l) => l.includes(dir!) && !l.includes('ps -eo'));
+    try {
+      dir = await eventually('the child to start its control plane', READY_TIMEOUT_MS, async () => {
+        if (child.exitCode !== null) throw new Error(`the child exited (${child.exitCode}): ${out}`);
+        return /^DIR=(\S+)$/m.exec(out)?.[1];
+      });
+      assert.ok(
+        (await running()).some((l) => /kube-apiserver/.test(l)),
+        'the child runs kube-apiserver',
+      );
+      assert.ok(
+        (await running()).some((l) => /etcd/.test(l)),
+        'the child runs etcd',
+      );
+      child.kill(signal);
+      const end = await Promise.race([exited, sleep(COMMAND_TIMEOUT_MS, undefined, { ref: false })]);
+      assert.ok(end !== undefined, `the child did not exit on ${signal}`);
+      assert.deepEqual(end, { code: 128 + os.constants.signals[signal], signal: null }, out);
+      assert.deepEqual(await running(), [], 'no process of the control plane is left');
+      assert.equal(existsSync(dir), false, `${dir} is removed`);
+    } finally {
+      // Without the fix, what the child started outlives it: end those processes (by pid) here.
+      child.kill('SIGKILL');
+      for (const l of await running()) process.kill(Number(l.trim().split(/\s+/)[0]), 'SIGKILL');
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -15,13 +15,18 @@
 // - A config change rolls the pod (a new config hash) and the data is still there.
 // - A crash (SIGKILL of the server in its container) is followed by a WAL replay; deleting the pod
 //   brings a new one on the same PVC, with the data.
+// - A DittoFS on PostgreSQL, S3 and Redis (Debian's servers on the host: PostgreSQL and S3 through
+//   a forwarder on the veth's host end, Redis listening there itself); then `replicas: 2` on it:
+//   both pods Ready, Store/Share/User Synced on both, a write through one pod read back through the
+//   other (NFS and SMB), the writer's pod deleted without loss, a permission change held by both.
 // - The operator emits Kubernetes Events for what it does.
 //
 // Needs root, the node binaries (hack/k8s/build.sh builds them after the control plane) and the
-// Debian packages of `hack/install-deps.sh k8s-node`. The first image build needs the network
-// (the Debian mirror once, the npm registry); later runs reuse ~/.cache/dittofs/k8s-node.
+// Debian packages of `hack/install-deps.sh k8s-node` and `test` (postgresql, redis-server). The
+// first image build needs the network (the Debian mirror once, the npm registry); later runs reuse
+// ~/.cache/dittofs/k8s-node.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -31,6 +36,7 @@ import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { REPO_ROOT } from '../helpers/server.js';
 import { runProcess, type Run } from '../helpers/run.js';
 import { startPostgres } from '../helpers/postgres.js';
+import { startRedis } from '../helpers/redis.js';
 import { startS3 } from '../helpers/s3.js';
 
 const IMAGES_SH = path.join(REPO_ROOT, 'hack', 'k8s', 'images.sh');
@@ -41,6 +47,17 @@ const CLIENT_IMAGE = 'localhost/dittofs-test-client:1';
 const SERVER_UID = 10001;
 const ns = `dittofs-node-${randomBytes(3).toString('hex')}`;
 const USER = { name: 'bob', uid: 4002, password: 'bob-Secret-pw-1' };
+const REDIS_PASSWORD = 'redis-Secret-pw-1';
+/** The Redis of the PostgreSQL + S3 DittoFS (teardown checks it is gone). */
+let redisPort: number | undefined;
+/** The sha256 of big.txt, written to the PostgreSQL + S3 DittoFS. */
+let bigSha: string | undefined;
+const PGS_MEMBERS = [
+  ['stores.dittofs.io', 'pgs-meta'],
+  ['stores.dittofs.io', 'pgs-blocks'],
+  ['users.dittofs.io', 'pgs-bob'],
+  ['shares.dittofs.io', 'pgs-data'],
+] as const;
 
 let cp: KubeControlPlane;
 
@@ -87,6 +104,37 @@ function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs
   });
 }
 
+interface Member {
+  metadata: { generation?: number };
+  status?: {
+    observedGeneration?: number;
+    pods?: { name: string; generation?: number }[];
+    conditions?: { type: string; status: string; reason?: string; message?: string }[];
+  };
+}
+
+/**
+ * Waits until a Store, Share or User of the current spec is Synced, and then checks what that
+ * means: the operator says it was applied (reason Applied) by exactly `pods`, all at one
+ * control-plane generation. Returns that generation.
+ */
+async function syncedOn(kind: string, name: string, pods: string[]): Promise<number> {
+  const o = await waitFor(`${kind} ${name} Synced on ${pods.join(', ')}`, async () => {
+    const m = await getJson<Member>(['get', kind, name, '-n', ns]);
+    const synced = m?.status?.conditions?.find((c) => c.type === 'Synced');
+    if (synced?.status !== 'True' || m!.status!.observedGeneration !== m!.metadata.generation) return undefined;
+    // Synced before the last pod was ready (it then named fewer pods): wait for the next sync.
+    return (m!.status!.pods ?? []).length === pods.length ? m : undefined;
+  });
+  const synced = o.status!.conditions!.find((c) => c.type === 'Synced')!;
+  assert.equal(synced.reason, 'Applied', `${kind} ${name}: ${synced.message}`);
+  const applied = o.status!.pods ?? [];
+  assert.deepEqual(applied.map((p) => p.name).sort(), [...pods].sort(), `${kind} ${name} names the pods that applied it`);
+  const gens = new Set(applied.map((p) => p.generation));
+  assert.equal(gens.size, 1, `${kind} ${name}: every pod at one generation (${JSON.stringify(applied)})`);
+  return [...gens][0]!;
+}
+
 const ready = (p: Pod | undefined): boolean => p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
 
 /** The server pod main-0 once Ready, optionally other than `notUid` (a replaced pod). */
@@ -108,18 +156,31 @@ async function clusterIp(service = 'main'): Promise<string> {
 /** A command in the client pod (libnfs-utils, smbclient). */
 const inClient = (script: string, input = ''): Promise<Run> => kubectl(['exec', '-i', '-n', ns, 'client', '--', 'sh', '-c', script], input);
 
-/** An nfs:// URL of a file in a share, through the client Service of a DittoFS. */
-async function nfsUrl(file: string, uid: number, service = 'main', share = '/data'): Promise<string> {
-  return `nfs://${await clusterIp(service)}${share}/${file}?nfsport=12049&mountport=12049&uid=${uid}&gid=${uid}`;
+/** Where a client connects: the client Service of a DittoFS (by name), or one pod (by its IP). */
+type Target = string | { ip: string };
+
+const hostOf = async (to: Target): Promise<string> => (typeof to === 'string' ? clusterIp(to) : to.ip);
+
+/** An nfs:// URL of a file in a share, through the client Service of a DittoFS or at one pod. */
+async function nfsUrl(file: string, uid: number, to: Target = 'main', share = '/data'): Promise<string> {
+  return `nfs://${await hostOf(to)}${share}/${file}?nfsport=12049&mountport=12049&uid=${uid}&gid=${uid}`;
 }
 
-async function nfsPut(file: string, uid: number, content: string, service?: string, share?: string): Promise<Run> {
-  return inClient(`cat > /tmp/put && nfs-cp /tmp/put '${await nfsUrl(file, uid, service, share)}'`, content);
+async function nfsPut(file: string, uid: number, content: string, to?: Target, share?: string): Promise<Run> {
+  return inClient(`cat > /tmp/put && nfs-cp /tmp/put '${await nfsUrl(file, uid, to, share)}'`, content);
 }
 
-async function nfsGet(file: string, uid: number, service?: string, share?: string): Promise<string | undefined> {
-  const r = await inClient(`rm -f /tmp/get && nfs-cp '${await nfsUrl(file, uid, service, share)}' /tmp/get >/dev/null && cat /tmp/get`);
+async function nfsGet(file: string, uid: number, to?: Target, share?: string): Promise<string | undefined> {
+  const r = await inClient(`rm -f /tmp/get && nfs-cp '${await nfsUrl(file, uid, to, share)}' /tmp/get >/dev/null && cat /tmp/get`);
   return r.code === 0 ? r.stdout : undefined;
+}
+
+const sha256 = (data: string): string => createHash('sha256').update(data).digest('hex');
+
+/** The sha256 of a file read by NFS in the client pod (the bytes stay there); undefined if the read fails. */
+async function nfsSha(file: string, uid: number, to: Target): Promise<string | undefined> {
+  const r = await inClient(`rm -f /tmp/sha && nfs-cp '${await nfsUrl(file, uid, to)}' /tmp/sha >/dev/null && sha256sum < /tmp/sha`);
+  return r.code === 0 ? r.stdout.split(' ')[0] : undefined;
 }
 
 /** A PersistentVolume of the local StorageClass, in a directory of the node's. */
@@ -174,8 +235,8 @@ async function forwardFromNode(port: number): Promise<{ port: number; close(): P
   };
 }
 
-async function smb(commands: string, user = `${USER.name}%${USER.password}`): Promise<Run> {
-  const ip = await clusterIp();
+async function smb(commands: string, user = `${USER.name}%${USER.password}`, to: Target = 'main'): Promise<Run> {
+  const ip = await hostOf(to);
   return inClient(
     `cd /tmp && smbclient //${ip}/data -p 12445 -U '${user}' -m SMB3 --option='client min protocol=SMB2_02' -c '${commands}'`,
   );
@@ -359,7 +420,11 @@ spec:
     assert.equal(await nfsGet('hello.txt', USER.uid), 'written from a pod\n');
   });
 
-  it('a DittoFS on PostgreSQL and S3 (servers on the host, reached through the veth): the share works from the client pod, its blocks land in the bucket', async () => {
+  it('a DittoFS on PostgreSQL, S3 and Redis (servers on the host, reached through the veth): the share works from the client pod, its blocks land in the bucket', async () => {
+    // Redis listens on the host end of the veth itself (no forwarder in the path of every lease).
+    const redis = await startRedis({ host: cp.node!.hostIp, password: REDIS_PASSWORD });
+    redisPort = redis.port;
+    closers.push(() => redis.stop());
     const pg = await startPostgres();
     closers.push(() => pg.stop());
     const s3 = await startS3();
@@ -382,6 +447,11 @@ kind: Secret
 metadata: { name: pgs-s3 }
 stringData: { secret: ${s3.secretAccessKey} }
 ---
+apiVersion: v1
+kind: Secret
+metadata: { name: pgs-redis }
+stringData: { url: 'redis://${cp.node!.hostIp}:${redis.port}', password: ${REDIS_PASSWORD} }
+---
 apiVersion: dittofs.io/v1alpha1
 kind: DittoFS
 metadata: { name: pgs }
@@ -390,6 +460,8 @@ spec:
   imagePullPolicy: Never
   cache: { size: 1Gi, storageClassName: local }
   database: { type: postgres, postgres: { urlSecretRef: { name: pgs-db, key: url } } }
+  coordination: { redis: { urlSecretRef: { name: pgs-redis, key: url }, passwordSecretRef: { name: pgs-redis, key: password } } }
+  adapters: { smb: { enabled: true } }
 ---
 apiVersion: dittofs.io/v1alpha1
 kind: Store
@@ -423,21 +495,12 @@ metadata: { name: pgs-bob }
 spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}, groups: [writers], passwordSecretRef: { name: bob-password, key: password } }
 `);
     await waitFor('pod pgs-0 Ready', async () => (ready(await getJson<Pod>(['get', 'pod', 'pgs-0', '-n', ns])) ? true : undefined));
-    for (const [kind, name] of [
-      ['stores.dittofs.io', 'pgs-meta'],
-      ['stores.dittofs.io', 'pgs-blocks'],
-      ['users.dittofs.io', 'pgs-bob'],
-      ['shares.dittofs.io', 'pgs-data'],
-    ] as const) {
-      await waitFor(`${kind} ${name} Synced`, async () => {
-        const o = await getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(['get', kind, name, '-n', ns]);
-        return o?.status?.conditions?.some((c) => c.type === 'Synced' && c.status === 'True') ? true : undefined;
-      });
-    }
+    for (const [kind, name] of PGS_MEMBERS) await syncedOn(kind, name, ['pgs-0']);
     const data = randomBytes(3 * 1024 * 1024).toString('base64');
     const w = await nfsPut('big.txt', USER.uid, data, 'pgs');
     assert.equal(w.code, 0, `nfs-cp to the postgres+s3 DittoFS: ${w.stderr}${w.stdout}`);
     assert.equal(await nfsGet('big.txt', USER.uid, 'pgs'), data);
+    bigSha = sha256(data);
     const keys = await waitFor('blocks in the bucket', async () => {
       const k = await s3.listKeys('k8s/');
       return k.length > 0 ? k : undefined;
@@ -451,6 +514,99 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
       return ready(p) && p!.metadata.uid !== old!.metadata.uid ? true : undefined;
     });
     assert.equal(await nfsGet('big.txt', USER.uid, 'pgs'), data);
+  });
+
+  it('replicas: 2 (PostgreSQL, S3, Redis): both pods Ready and Synced; a write through one pod reads back through the other; a deleted pod loses nothing; a permission change holds on both', async () => {
+    assert.ok(bigSha !== undefined && redisPort !== undefined, 'the PostgreSQL + S3 DittoFS of the previous test');
+    await localPv('dittofs-pgs-1');
+    const pod0 = await getJson<Pod>(['get', 'pod', 'pgs-0', '-n', ns]);
+    await ok(['patch', 'dittofs', 'pgs', '-n', ns, '--type=merge', '-p', '{"spec":{"replicas":2}}']);
+    const podReady = (name: string, notUid?: string): Promise<Pod> =>
+      waitFor(`pod ${name} Ready${notUid === undefined ? '' : ' (a new one)'}`, async () => {
+        const p = await getJson<Pod>(['get', 'pod', name, '-n', ns]);
+        return ready(p) && p!.metadata.uid !== notUid ? p : undefined;
+      });
+    const [p0, p1] = [await podReady('pgs-0'), await podReady('pgs-1')];
+    assert.equal(p0.metadata.uid, pod0?.metadata.uid, 'scaling up does not roll pgs-0');
+    assert.equal(p1.status?.phase, 'Running');
+    for (const [kind, name] of PGS_MEMBERS) await syncedOn(kind, name, ['pgs-0', 'pgs-1']);
+    await waitFor('kubectl get dittofs pgs to say 2 ready replicas, Running', async () => {
+      const out = await ok(['get', 'dittofs', 'pgs', '-n', ns]);
+      return /^pgs\s+True\s+2\s+Running\s/m.test(out) ? out : undefined;
+    });
+
+    // Through pod 0 by its IP, then at once through pod 1: nfs-cp closes (COMMIT) before the read.
+    const at0 = { ip: p0.status!.podIP! };
+    const at1 = { ip: p1.status.podIP! };
+    const data = randomBytes(2 * 1024 * 1024).toString('base64');
+    const r = await inClient(
+      `cat > /tmp/rep && nfs-cp /tmp/rep '${await nfsUrl('rep.txt', USER.uid, at0)}' >/dev/null && ` +
+        `rm -f /tmp/rep1 && nfs-cp '${await nfsUrl('rep.txt', USER.uid, at1)}' /tmp/rep1 >/dev/null && sha256sum < /tmp/rep1`,
+      data,
+    );
+    assert.equal(r.code, 0, `write through pgs-0, read through pgs-1: ${r.stderr}${r.stdout}`);
+    assert.equal(r.stdout.split(' ')[0], sha256(data), 'pgs-1 reads the bytes pgs-0 acknowledged');
+    // The other way by SMB: smbclient writes through pod 1, NFS reads through pod 0.
+    const put = await smb('put rep smb-rep.txt', `${USER.name}%${USER.password}`, at1);
+    assert.equal(put.code, 0, `smbclient put through pgs-1: ${put.stderr}${put.stdout}`);
+    assert.equal(await nfsSha('smb-rep.txt', USER.uid, at0), sha256(data), 'pgs-0 reads the bytes written by SMB through pgs-1');
+
+    // One more write through pod 0, read by no other pod: acknowledged (nfs-cp closed it), maybe
+    // only in pod 0's WAL. Then that pod goes away: its peer and the client Service serve every
+    // committed byte.
+    const last = randomBytes(1024 * 1024).toString('base64');
+    const lw = await nfsPut('last.txt', USER.uid, last, at0);
+    assert.equal(lw.code, 0, `nfs-cp through pgs-0: ${lw.stderr}`);
+    await ok(['delete', 'pod', 'pgs-0', '-n', ns, `--timeout=${K8S_WAIT}`]);
+    assert.equal(await nfsSha('rep.txt', USER.uid, at1), sha256(data), 'pgs-1 alone serves what pgs-0 acknowledged');
+    assert.equal(await nfsSha('last.txt', USER.uid, at1), sha256(last), 'pgs-1 alone serves the last write pgs-0 acknowledged');
+    for (const [file, sha] of [
+      ['last.txt', sha256(last)],
+      ['rep.txt', sha256(data)],
+      ['smb-rep.txt', sha256(data)],
+      ['big.txt', bigSha],
+    ] as const) {
+      // A client whose pod went away reconnects (the Service's endpoints follow the pods): retried until it reads.
+      const got = await waitFor(`${file} through the client Service`, () => nfsSha(file, USER.uid, 'pgs'));
+      assert.equal(got, sha, `${file} read through the client Service after pgs-0 was deleted`);
+    }
+    const back = await podReady('pgs-0', p0.metadata.uid);
+    assert.equal(back.spec.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim?.claimName, 'data-pgs-0');
+    await waitFor('kubectl get dittofs pgs to say 2 ready replicas again', async () => {
+      const out = await ok(['get', 'dittofs', 'pgs', '-n', ns]);
+      return /^pgs\s+True\s+2\s+Running\s/m.test(out) ? out : undefined;
+    });
+    const before = await syncedOn('shares.dittofs.io', 'pgs-data', ['pgs-0', 'pgs-1']);
+    const atNew0 = { ip: back.status!.podIP! };
+    assert.equal(await nfsSha('rep.txt', USER.uid, atNew0), sha256(data), 'the new pgs-0 serves the data');
+
+    // A permission change through the operator: writers become read-only; once Synced, both pods refuse bob's writes.
+    for (const to of [atNew0, at1]) {
+      const w = await nfsPut(`perm-${to.ip}.txt`, USER.uid, 'allowed\n', to);
+      assert.equal(w.code, 0, `bob writes through ${to.ip} before the change: ${w.stderr}`);
+    }
+    await ok([
+      'patch',
+      'shares.dittofs.io',
+      'pgs-data',
+      '-n',
+      ns,
+      '--type=merge',
+      '-p',
+      '{"spec":{"permissions":[{"group":"writers","level":"read"}]}}',
+    ]);
+    const after = await syncedOn('shares.dittofs.io', 'pgs-data', ['pgs-0', 'pgs-1']);
+    assert.ok(after > before, `a new control-plane generation (${before} -> ${after})`);
+    for (const to of [atNew0, at1]) {
+      const w = await nfsPut(`perm-${to.ip}.txt`, USER.uid, 'refused\n', to);
+      assert.notEqual(w.code, 0, `bob is read-only through ${to.ip} once the change is Synced`);
+      assert.equal(
+        await nfsGet(`perm-${to.ip}.txt`, USER.uid, to),
+        'allowed\n',
+        `the file written before is unchanged and readable through ${to.ip}`,
+      );
+      assert.equal(await nfsSha('rep.txt', USER.uid, to), sha256(data));
+    }
   });
 
   it('the operator emits Events for what it does', async () => {
@@ -470,15 +626,20 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
     assert.match(out, /dittofs-operator/);
   });
 
-  it('teardown leaves no process, mount, link, route, iptables rule or cgroup of the node', async () => {
+  it('teardown leaves no process, mount, link, route, iptables rule or cgroup of the node, and no Redis', async () => {
     const node = cp.node!;
     await cp.stop(); // runs `node.sh down`, which fails if its own check finds anything left
+    // Then the servers its pods used: the forwarders, S3, PostgreSQL, Redis.
+    for (const c of closers.splice(0).reverse()) await c();
     const link = await runProcess('ip', ['link', 'show', node.hostIf]);
     assert.notEqual(link.code, 0, `the veth ${node.hostIf} is still there`);
     const routes = await runProcess('ip', ['route', 'show']);
     assert.doesNotMatch(routes.stdout, new RegExp(node.hostIp.replace(/\.\d+$/, '').replace(/\./g, '\\.')));
     const ps = await runProcess('ps', ['-eo', 'pid,args']);
     assert.doesNotMatch(ps.stdout, new RegExp(node.dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 'a process of the node is left');
+    // redis-server names itself by its address in the process list.
+    if (redisPort !== undefined)
+      assert.doesNotMatch(ps.stdout, new RegExp(`redis-server \\S*:${redisPort}\\b`), 'the Redis of the replicas is left');
     assert.doesNotMatch(await readFile('/proc/self/mountinfo', 'utf8'), new RegExp(node.dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
     const ipt = await runProcess('iptables-save', []);
     assert.doesNotMatch(ipt.stdout, new RegExp(node.nodeIp.replace(/\./g, '\\.')));
