@@ -344,9 +344,9 @@ function waitFor(holders: CacheHolder[], keep: number, onWait: (() => void) | un
 }
 
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
-export function registerOpen(fs: FileService, open: Open, access: number, shareAccess: number): OpenRecord {
+export async function registerOpen(fs: FileService, open: Open, access: number, shareAccess: number): Promise<OpenRecord> {
   try {
-    const rec = fs.opens.add(open.share.meta, open.inodeId, access, shareAccess, open);
+    const rec = await fs.opens.addShared(open.share.meta, open.inodeId, access, shareAccess, open);
     rec.deleteOnClose = open.deleteOnClose;
     return rec;
   } catch (e) {
@@ -501,7 +501,7 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
     }
   }
   rec.deleteOnClose = open.deleteOnClose;
-  if (!fs.opens.release(rec)) return;
+  if (!(await fs.opens.releaseShared(rec))) return;
   if (!open.parent || !open.name) return;
   try {
     await fs.remove(open.parent, open.name, id, open.isDir);
@@ -512,8 +512,8 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
 }
 
 /** MS-FSA File.PendingDelete as SET_INFO FileDispositionInformation sets it. */
-export function setDeletePending(open: Open, pending: boolean): void {
-  if (open.record) open.record.file.deletePending = pending;
+export async function setDeletePending(fs: FileService, open: Open, pending: boolean): Promise<void> {
+  if (open.record) await fs.opens.setDeletePending(open.record.file, pending);
   else open.deleteOnClose = pending;
 }
 

@@ -5,6 +5,7 @@
 // to break before another open, a write, a truncate, a remove or a rename changes what they cache.
 // The table knows no wire format: a holder is anything that can be told to drop caching bits.
 import type { MetadataStore } from '../../meta/store.js';
+import type { ClusterLocks } from './cluster.js';
 
 /** MS-SMB2 2.2.13.1 / MS-DTYP 2.4.3 access bits that take part in share-mode checks. */
 export const AccessBits = Object.freeze({
@@ -100,6 +101,8 @@ export class OpenTable {
   private readonly files = new Map<MetadataStore, Map<number, FileOpens>>();
   private count = 0;
   private readonly maxOpens: number;
+  /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
+  cluster: ClusterLocks | null = null;
 
   constructor(opts: OpenTableOptions = {}) {
     this.maxOpens = opts.maxOpens ?? 65536;
@@ -144,6 +147,59 @@ export class OpenTable {
     file.opens.add(rec);
     this.count++;
     return rec;
+  }
+
+  /** Is the store's state shared with other servers? */
+  private shared(meta: MetadataStore): ClusterLocks | null {
+    const c = this.cluster;
+    return c !== null && c.shares(meta) ? c : null;
+  }
+
+  /**
+   * add(), then checked against the other servers' opens when the store is shared (a refusal
+   * throws OpenTableError, an unreachable cluster state VfsError JUKEBOX; nothing stays registered).
+   */
+  async addShared(meta: MetadataStore, inodeId: number, access: number, shareAccess: number, owner: unknown): Promise<OpenRecord> {
+    const rec = this.add(meta, inodeId, access, shareAccess, owner);
+    const cluster = this.shared(meta);
+    if (cluster === null) return rec;
+    let outcome;
+    try {
+      outcome = await cluster.addOpen(meta, inodeId, rec, access, shareAccess);
+    } catch (e) {
+      this.release(rec);
+      throw e;
+    }
+    if (outcome === 'ok') return rec;
+    this.release(rec);
+    throw new OpenTableError(outcome);
+  }
+
+  /** release(), and for a shared store: true only when the file's last open on any server closed delete-pending. */
+  async releaseShared(rec: OpenRecord): Promise<boolean> {
+    const file = rec.file;
+    if (!file.opens.has(rec)) return false;
+    const pending = rec.deleteOnClose || file.deletePending;
+    const last = this.release(rec);
+    const cluster = this.shared(file.meta);
+    return cluster === null ? last : cluster.releaseOpen(file.meta, file.inodeId, rec, pending);
+  }
+
+  /** MS-FSA File.PendingDelete, for every server when the store is shared (set there first). */
+  async setDeletePending(file: FileOpens, pending: boolean): Promise<void> {
+    const cluster = this.shared(file.meta);
+    if (cluster !== null) await cluster.setDeletePending(file.meta, file.inodeId, pending);
+    file.deletePending = pending;
+  }
+
+  /** refusesDelete() over the opens of every server that shares the store. */
+  async refusesDeleteShared(meta: MetadataStore, inodeId: number): Promise<boolean> {
+    if (this.refusesDelete(meta, inodeId)) return true;
+    const cluster = this.shared(meta);
+    return (
+      cluster !== null &&
+      cluster.remoteConflict(meta, inodeId, AccessBits.DELETE, ShareAccess.READ | ShareAccess.WRITE | ShareAccess.DELETE)
+    );
   }
 
   /** Gives an open a caching holder (or takes it away). */
