@@ -279,7 +279,9 @@ export class RedisClusterLocks implements ClusterLocks {
 
   /** Throws JUKEBOX unless this server is surely still counted alive by the others. */
   private mustBeAlive(): void {
-    if (this.closed || !this.c.ready || Date.now() - this.renewedAt > (this.ttl * 2) / 3)
+    // After Redis lost its keys, the others register their state again within a ttl: nothing is granted before.
+    const now = Date.now();
+    if (this.closed || !this.c.ready || now - this.renewedAt > (this.ttl * 2) / 3 || now < this.c.graceUntil)
       throw new VfsError('JUKEBOX', 'the cluster lock state (Redis) is not reachable');
   }
 

@@ -1,0 +1,221 @@
+// SMB lock state across several servers (issue 14): two DittoFS processes serve /export from one
+// PostgreSQL store, one S3 bucket (s3rver) and one Redis; raw SMB clients (test/helpers/smb-raw.ts)
+// and a raw NFSv3 client talk to either. What one server granted binds the other:
+// - share modes: an open through A that does not share write makes a write-open through B fail
+//   (SHARING_VIOLATION) and an NFS REMOVE through B fail (ACCES); after A's close B opens it;
+// - delete-pending: a delete-on-close open closed through A while B holds an open leaves the file
+//   delete-pending for new opens through A (DELETE_PENDING); B's last close removes it;
+// - byte-range locks: a lock through A refuses B's LOCK, SMB WRITE and READ (FILE_LOCK_CONFLICT)
+//   and an NFS WRITE through B (ACCES); a blocking LOCK through B is granted when A unlocks;
+// - a SIGKILLed server's opens and locks stop refusing the other within the liveness ttl (3 s);
+// - with Redis stopped a server grants no open of a shared file (NETWORK_BUSY) and grants again
+//   once Redis is back.
+// Each of these passes two servers a conflicting grant on the code before coord/locks.ts.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
+import { NfsOps } from '../helpers/nfs-ops.js';
+import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
+import { startRedis, type RedisInstance } from '../helpers/redis.js';
+import { authSys, NfsStat, StableHow } from '../helpers/rpc-client.js';
+import { startS3, type S3TestServer } from '../helpers/s3.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { SmbWriter } from '../../server/src/smb2/codec.js';
+import { RawSmbClient } from '../helpers/smb-raw.js';
+import { bodies, SmbCommand } from '../helpers/smb-client.js';
+import { writeConfig } from '../fault/support.js';
+import { replicaConfig } from '../helpers/replicas.js';
+
+const USER = { username: 'clusteruser', password: 'cluster-user-Passw0rd', uid: 1000, gid: 1000 };
+const STATUS = {
+  SUCCESS: 0,
+  SHARING_VIOLATION: 0xc0000043,
+  DELETE_PENDING: 0xc0000056,
+  LOCK_NOT_GRANTED: 0xc0000055,
+  FILE_LOCK_CONFLICT: 0xc0000054,
+  NETWORK_BUSY: 0xc00000bf,
+};
+const SHARE_READ = 1;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** LOCK (MS-SMB2 2.2.26) of one range with raw flags; the final reply's status. */
+async function lockStatus(c: RawSmbClient, fileId: Buffer, offset: number, length: number, flags: number): Promise<number> {
+  const w = new SmbWriter(48);
+  w.u16(48).u16(1).u32(0).bytes(fileId);
+  w.u64(offset).u64(length).u32(flags).u32(0);
+  return (await c.request(SmbCommand.LOCK, w.finish())).status;
+}
+
+async function writeStatus(c: RawSmbClient, fileId: Buffer, offset: number, data: Buffer): Promise<number> {
+  return (await c.request(SmbCommand.WRITE, bodies.write(fileId, offset, data))).status;
+}
+
+async function readStatus(c: RawSmbClient, fileId: Buffer, offset: number, length: number): Promise<number> {
+  return (await c.request(SmbCommand.READ, bodies.read(fileId, offset, length))).status;
+}
+
+/** Polls `f` until it returns true (bounded). */
+async function until(what: string, f: () => Promise<boolean>, ms = 15_000): Promise<number> {
+  const start = Date.now();
+  while (Date.now() - start < ms) {
+    if (await f()) return Date.now() - start;
+    await sleep(200);
+  }
+  throw new Error(`${what}: not within ${ms} ms`);
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+describe('SMB lock state across several servers (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
+  let pg: PostgresInstance;
+  let s3: S3TestServer;
+  let redis: RedisInstance;
+  let work: string;
+  let configFile: string;
+  const servers: DittofsProcess[] = [];
+  const clients: RawSmbClient[] = [];
+  const nfsClients: NfsOps[] = [];
+  let a: DittofsProcess;
+  let b: DittofsProcess;
+
+  const start = async (name: string): Promise<DittofsProcess> => {
+    const s = await startDittofs({
+      configFile,
+      dataDir: path.join(work, name),
+      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
+    });
+    servers.push(s);
+    return s;
+  };
+  const smb = async (s: DittofsProcess): Promise<RawSmbClient> => {
+    const c = await RawSmbClient.connect(s.smbPort);
+    clients.push(c);
+    await c.login(USER.username, USER.password, 'export');
+    return c;
+  };
+  const nfs = async (s: DittofsProcess): Promise<{ c: NfsOps; root: Buffer }> => {
+    const c = await NfsOps.open(s.nfsPort, authSys(USER.uid, USER.gid));
+    nfsClients.push(c);
+    return { c, root: await c.mount('/export') };
+  };
+
+  before(async () => {
+    [pg, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
+    work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-smb-'));
+    // The API on (SMB users), its database in the same PostgreSQL: both servers share it.
+    const yaml = replicaConfig(pg, s3, redis).replace(
+      'server:\n  api:\n    enabled: false\n',
+      `database:\n  type: postgres\n  url: ${pg.url}\n  schema: control\n`,
+    );
+    configFile = await writeConfig(work, yaml);
+    a = await start('a');
+    b = await start('b');
+    const token = await takeOverAdmin(`http://127.0.0.1:${a.apiPort}`, 'replicas-smb-admin');
+    await addShareUser(`http://127.0.0.1:${a.apiPort}`, token, USER);
+    // The user is applied by B before A's API answered; a login through B proves it.
+    await smb(b);
+  });
+
+  after(async () => {
+    for (const c of clients) c.destroy();
+    for (const c of nfsClients) c.close();
+    for (const s of servers) await s.stop().catch(() => undefined);
+    await Promise.all([redis?.stop(), s3?.close(), pg?.stop()]);
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it('share modes: an open through A that denies write refuses a write-open and an NFS REMOVE through B', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const { fileId } = await ca.create('deny.txt', { share: SHARE_READ });
+    assert.equal(hex(await cb.createStatus('deny.txt')), hex(STATUS.SHARING_VIOLATION), 'write-open through B');
+    const { c: nb, root } = await nfs(b);
+    assert.equal((await nb.remove(root, 'deny.txt')).status, NfsStat.ACCES, 'NFS REMOVE through B');
+    await ca.close(fileId);
+    const opened = await cb.create('deny.txt');
+    await cb.close(opened.fileId);
+    assert.equal((await nb.remove(root, 'deny.txt')).status, NfsStat.OK, 'NFS REMOVE through B once A closed');
+  });
+
+  it('delete-pending: a delete-on-close closed through A while B has the file open; B’s last close removes it', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const held = await cb.create('doc.txt');
+    const doc = await ca.create('doc.txt', { options: 0x40 | 0x1000 });
+    await ca.close(doc.fileId);
+    assert.equal(hex(await ca.createStatus('doc.txt')), hex(STATUS.DELETE_PENDING), 'a new open through A');
+    const { c: na, root } = await nfs(a);
+    assert.equal((await na.lookup(root, 'doc.txt')).status, NfsStat.OK, 'still there while B holds it open');
+    await cb.close(held.fileId);
+    assert.equal((await na.lookup(root, 'doc.txt')).status, NfsStat.NOENT, 'removed by B’s last close');
+  });
+
+  it('byte-range locks: a lock through A refuses LOCK, WRITE and READ through B and an NFS WRITE through B; a blocking LOCK waits for the unlock', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const fa = (await ca.create('brl.bin')).fileId;
+    await ca.write(fa, 0, Buffer.alloc(100, 1));
+    await ca.lock(fa, 0, 10, true);
+    const fb = (await cb.create('brl.bin')).fileId;
+    assert.equal(hex(await lockStatus(cb, fb, 5, 10, 0x02 | 0x10)), hex(STATUS.LOCK_NOT_GRANTED), 'LOCK through B');
+    assert.equal(hex(await writeStatus(cb, fb, 0, Buffer.from('x'))), hex(STATUS.FILE_LOCK_CONFLICT), 'WRITE through B');
+    assert.equal(hex(await readStatus(cb, fb, 0, 4)), hex(STATUS.FILE_LOCK_CONFLICT), 'READ through B');
+    assert.equal(hex(await readStatus(cb, fb, 20, 4)), hex(STATUS.SUCCESS), 'READ through B outside the range');
+    const { c: nb, root } = await nfs(b);
+    const fh = (await nb.lookup(root, 'brl.bin')).fh!;
+    const w = await nb.writeV(fh, 2, Buffer.from('nfs'), StableHow.FILE_SYNC);
+    assert.equal(w.status, NfsStat.ACCES, 'NFS WRITE through B');
+    // A blocking lock through B, granted once A unlocks.
+    const blocked = lockStatus(cb, fb, 0, 10, 0x02);
+    let settled = false;
+    void blocked.then(() => (settled = true));
+    await sleep(500);
+    assert.equal(settled, false, 'the blocking LOCK waits');
+    assert.equal(hex(await lockStatus(ca, fa, 0, 10, 0x04)), hex(STATUS.SUCCESS), 'UNLOCK through A');
+    assert.equal(hex(await blocked), hex(STATUS.SUCCESS), 'the blocking LOCK through B is granted');
+    assert.equal(hex(await writeStatus(ca, fa, 0, Buffer.from('y'))), hex(STATUS.FILE_LOCK_CONFLICT), 'now WRITE through A is refused');
+    await cb.close(fb);
+    assert.equal(hex(await writeStatus(ca, fa, 0, Buffer.from('y'))), hex(STATUS.SUCCESS), 'B closed: WRITE through A');
+    await ca.close(fa);
+  });
+
+  it('a SIGKILLed server’s opens and locks stop refusing the other within the liveness ttl', async () => {
+    const c = await start('c');
+    const cc = await smb(c);
+    const cb = await smb(b);
+    const { fileId } = await cc.create('killed.txt', { share: SHARE_READ });
+    const lockFile = (await cc.create('killed.bin')).fileId;
+    await cc.lock(lockFile, 0, 10, true);
+    assert.equal(hex(await cb.createStatus('killed.txt')), hex(STATUS.SHARING_VIOLATION));
+    const fb = (await cb.create('killed.bin')).fileId;
+    assert.equal(hex(await lockStatus(cb, fb, 0, 10, 0x12)), hex(STATUS.LOCK_NOT_GRANTED));
+    void fileId;
+    await c.kill();
+    const took = await until('B opens the killed server’s file', async () => (await cb.createStatus('killed.txt')) === 0, 10_000);
+    assert.ok(took <= 5_000, `the open through B succeeded ${took} ms after the SIGKILL (ttl 3 s)`);
+    assert.equal(hex(await lockStatus(cb, fb, 0, 10, 0x12)), hex(STATUS.SUCCESS), 'the lock through B');
+  });
+
+  it('Redis stopped: no open of a shared file is granted (NETWORK_BUSY); granted again once Redis is back', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const { fileId } = await ca.create('redis.txt', { share: SHARE_READ });
+    await redis.pause();
+    try {
+      const st = await cb.createStatus('redis.txt');
+      assert.ok(st !== 0, 'never granted a conflicting open');
+      assert.equal(hex(await cb.createStatus('redis-other.txt')), hex(STATUS.NETWORK_BUSY), 'a new open answers NETWORK_BUSY');
+    } finally {
+      await redis.resume();
+    }
+    // Redis came back empty: A registers its open again, so B is still refused, and B opens others.
+    await until('B opens another file after Redis is back', async () => (await cb.createStatus('redis-other.txt')) === 0, 20_000);
+    assert.equal(hex(await cb.createStatus('redis.txt')), hex(STATUS.SHARING_VIOLATION), 'A’s open registered again');
+    await ca.close(fileId);
+    assert.equal(await cb.createStatus('redis.txt'), 0);
+  });
+});
