@@ -385,9 +385,11 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       log.info({ redis: redisCfg.url, server: coordination.serverId }, 'coordination on: several servers may serve the postgres stores');
     }
     // Several servers: share modes, delete-pending and byte-range locks of the shared stores in Redis.
-    const clusterLocks = coordination ? await RedisClusterLocks.open(coordination, log.child({ component: 'cluster-locks' })) : null;
+    const clusterLocks = coordination
+      ? await RedisClusterLocks.open(coordination, log.child({ component: 'cluster-locks' }), config.adapters.smb.oplock_break_timeout)
+      : null;
     if (clusterLocks) {
-      fileService.opens.cluster = clusterLocks;
+      fileService.opens.attachCluster(clusterLocks);
       fileService.byteRanges.attachCluster(clusterLocks);
       cleanups.push(() => clusterLocks.close());
     }

@@ -25,7 +25,7 @@ import { authSys, NfsStat, StableHow } from '../helpers/rpc-client.js';
 import { startS3, type S3TestServer } from '../helpers/s3.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { SmbWriter } from '../../server/src/smb2/codec.js';
-import { RawSmbClient } from '../helpers/smb-raw.js';
+import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
 import { bodies, SmbCommand } from '../helpers/smb-client.js';
 import { writeConfig } from '../fault/support.js';
 import { replicaConfig } from '../helpers/replicas.js';
@@ -181,6 +181,47 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     await cb.close(fb);
     assert.equal(hex(await writeStatus(ca, fa, 0, Buffer.from('y'))), hex(STATUS.SUCCESS), 'B closed: WRITE through A');
     await ca.close(fa);
+  });
+
+  it('oplocks: an open through B breaks a batch oplock held through A and waits for the acknowledgment', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const { fileId, oplock } = await ca.create('oplock.bin', { oplock: 9 });
+    assert.equal(oplock, 9, 'batch oplock through A');
+    let ackedAt = 0;
+    ca.onBreak = (n) => {
+      if (n.kind !== 'oplock') return;
+      setTimeout(() => {
+        ackedAt = Date.now();
+        void ca.ackOplock(n.fileId, n.level);
+      }, 300);
+    };
+    const opened = await cb.create('oplock.bin');
+    const doneAt = Date.now();
+    assert.equal(ca.breaks.length, 1, 'A’s client saw one break');
+    assert.ok(ca.breaks[0]!.kind === 'oplock' && ca.breaks[0]!.level <= 1, 'broken to Level II or none');
+    assert.ok(ackedAt > 0 && doneAt >= ackedAt, 'B’s CREATE answered after the acknowledgment');
+    await cb.close(opened.fileId);
+    await ca.close(fileId);
+  });
+
+  it('leases: an NFS WRITE through B breaks an RWH lease held through A; the data is what NFS wrote', async () => {
+    const ca = await smb(a);
+    const key = Buffer.alloc(16, 7);
+    const { fileId, leaseState } = await ca.create('lease.bin', { lease: { key, state: LEASE_R | LEASE_W | LEASE_H } });
+    assert.equal(leaseState, LEASE_R | LEASE_W | LEASE_H, 'RWH lease through A');
+    ca.onBreak = (n) => {
+      if (n.kind === 'lease' && n.ackRequired) void ca.ackLease(n.key, n.next);
+    };
+    const { c: nb, root } = await nfs(b);
+    const fh = (await nb.lookup(root, 'lease.bin')).fh!;
+    const w = await nb.writeV(fh, 0, Buffer.from('through-b'), StableHow.FILE_SYNC);
+    assert.equal(w.status, NfsStat.OK, 'NFS WRITE through B');
+    assert.equal(ca.breaks.length, 1, 'A’s client saw the lease break');
+    const br = ca.breaks[0]!;
+    assert.ok(br.kind === 'lease' && br.next === 0, 'broken to none');
+    assert.equal((await ca.read(fileId, 0, 9)).toString(), 'through-b');
+    await ca.close(fileId);
   });
 
   it('a SIGKILLed server’s opens and locks stop refusing the other within the liveness ttl', async () => {

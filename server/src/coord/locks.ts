@@ -23,6 +23,14 @@
 // a shared store asks Redis; when it is back, the announcements are rebuilt from the keys (SCAN).
 // Unlocks publish `u <store> <inode>`: blocking locks waiting here try again.
 //
+// Oplocks and leases: a server whose client was granted caching on a file registers itself in
+//   <prefix>cache:<store>:<inode>  hash  <incarnation> = 1
+// and announces it (`c <incarnation> <store> <inode>`) before the CREATE is answered. A server
+// about to open, write, truncate, remove or rename a file announced by another asks each live
+// server of that hash (`b <target> <request id> <store> <inode> <keep>`) to break its clients'
+// caching down to `keep`, and waits for `a <request id>` (or the break timeout, after which the
+// holder has lost its caching anyway); the holder leaves the hash when nothing caches the file there.
+//
 // The scripts read liveness keys they are not given as KEYS: a single Redis (or a primary with
 // replicas), not Redis Cluster.
 import type { Redis as RedisClient } from 'ioredis';
@@ -165,6 +173,21 @@ end
 if others then return 0 end
 return 2`;
 
+/** ARGV: live prefix, incarnation, channel, announcement. Registers this server as caching the file, announces it. */
+const CACHE_ADD = `redis.call('hset', KEYS[1], ARGV[2], '1')
+redis.call('publish', ARGV[3], ARGV[4])
+return 1`;
+
+/** ARGV: live prefix, incarnation. The other live servers caching the file (dead ones are deleted). */
+const CACHE_OTHERS = `${LUA_ALIVE}
+local out = {}
+for _, f in ipairs(redis.call('hkeys', KEYS[1])) do
+  if f ~= ARGV[2] then
+    if redis.call('exists', ARGV[1] .. f) == 1 then out[#out + 1] = f else redis.call('hdel', KEYS[1], f) end
+  end
+end
+return out`;
+
 /** ARGV: channel, message, fields. */
 const RANGE_DROP = `redis.call('hdel', KEYS[1], unpack(ARGV, 3))
 if redis.call('hlen', KEYS[1]) == 0 then redis.call('del', KEYS[1]) end
@@ -178,6 +201,8 @@ interface LockScripts {
   dittoRangeAdd(key: string, ...argv: string[]): Promise<number>;
   dittoRangeCheck(key: string, ...argv: string[]): Promise<number>;
   dittoRangeDrop(key: string, ...argv: string[]): Promise<number>;
+  dittoCacheAdd(key: string, ...argv: string[]): Promise<number>;
+  dittoCacheOthers(key: string, ...argv: string[]): Promise<string[]>;
 }
 
 /** One entry this server registered: its hash, its number (the field is `<incarnation>|<n>`), its value. */
@@ -222,10 +247,20 @@ export class RedisClusterLocks implements ClusterLocks {
   private announcedComplete = true;
   private rebuilding = false;
   private readonly releasedListeners: ((store: object, inodeId: number) => void)[] = [];
+  /** `<store> <inode>` -> announcements heard: another server's clients may cache the file. */
+  private readonly cachedElsewhere = new Map<string, number>();
+  /** `<store key>:<inode>` of the files this server registered as caching (registered again by a resync). */
+  private readonly caching = new Set<string>();
+  private breakHandler: ((store: object, inodeId: number, keep: number) => Promise<boolean>) | null = null;
+  /** Break requests of this server waiting for acknowledgments, by request id. */
+  private readonly breaking = new Map<string, () => void>();
+  private nextRequest = 1;
 
   private constructor(
     private readonly c: Coordinator,
     private readonly log: Logger,
+    /** The servers' oplock break timeout (adapters.smb.oplock_break_timeout): a remote break waits this long and a little. */
+    private readonly breakTimeoutMs: number,
   ) {
     this.redis = c.redis as RedisClient & LockScripts;
     this.prefix = c.opts.keyPrefix;
@@ -233,8 +268,8 @@ export class RedisClusterLocks implements ClusterLocks {
     this.inc = `${c.serverId}#0`;
   }
 
-  static async open(c: Coordinator, log: Logger): Promise<RedisClusterLocks> {
-    const l = new RedisClusterLocks(c, log);
+  static async open(c: Coordinator, log: Logger, breakTimeoutMs: number): Promise<RedisClusterLocks> {
+    const l = new RedisClusterLocks(c, log, breakTimeoutMs);
     const r = c.redis;
     r.defineCommand('dittoOpenAdd', { numberOfKeys: 1, lua: OPEN_ADD });
     r.defineCommand('dittoOpenConflict', { numberOfKeys: 1, lua: OPEN_CONFLICT });
@@ -242,6 +277,8 @@ export class RedisClusterLocks implements ClusterLocks {
     r.defineCommand('dittoRangeAdd', { numberOfKeys: 1, lua: RANGE_ADD });
     r.defineCommand('dittoRangeCheck', { numberOfKeys: 1, lua: RANGE_CHECK });
     r.defineCommand('dittoRangeDrop', { numberOfKeys: 1, lua: RANGE_DROP });
+    r.defineCommand('dittoCacheAdd', { numberOfKeys: 1, lua: CACHE_ADD });
+    r.defineCommand('dittoCacheOthers', { numberOfKeys: 1, lua: CACHE_OTHERS });
     await c.listen(l.channel, (msg) => l.onMessage(msg));
     await l.renew();
     l.timer = setInterval(() => void l.renew(), Math.max(100, Math.floor(l.ttl / 3)));
@@ -316,6 +353,7 @@ export class RedisClusterLocks implements ClusterLocks {
       const p = this.redis.pipeline();
       p.set(this.livePrefix + this.inc, '1', 'PX', this.ttl);
       for (const e of this.entries.values()) p.hset(e.key, this.field(e), e.value);
+      for (const f of this.caching) p.hset(`${this.prefix}cache:${f}`, this.inc, '1');
       // The old incarnation's entries (one that could not be deleted among them) stop counting now.
       p.del(this.livePrefix + old);
       const res = await p.exec();
@@ -484,21 +522,28 @@ export class RedisClusterLocks implements ClusterLocks {
     this.releasedListeners.push(fn);
   }
 
-  private announce(name: string): void {
-    if (this.announced.size >= MAX_ANNOUNCED && !this.announced.has(name)) {
+  private announce(map: Map<string, number>, name: string): void {
+    if (map.size >= MAX_ANNOUNCED && !map.has(name)) {
       // Too many to remember: every I/O asks Redis until the next rebuild finds fewer.
-      this.announced.clear();
+      map.clear();
       this.announcedComplete = false;
       return;
     }
-    this.announced.set(name, (this.announced.get(name) ?? 0) + 1);
+    map.set(name, (map.get(name) ?? 0) + 1);
   }
 
   private onMessage(msg: string): void {
     const parts = msg.split(' ');
     if (parts[0] === 'l' && parts.length === 4) {
       if (parts[1] === this.inc) return;
-      this.announce(`${parts[2]} ${parts[3]}`);
+      this.announce(this.announced, `${parts[2]} ${parts[3]}`);
+    } else if (parts[0] === 'c' && parts.length === 4) {
+      if (parts[1] === this.inc) return;
+      this.announce(this.cachedElsewhere, `${parts[2]} ${parts[3]}`);
+    } else if (parts[0] === 'b' && parts.length === 6) {
+      if (parts[1] === this.inc) void this.breakHere(parts[2]!, parts[3]!, parts[4]!, Number(parts[5]));
+    } else if (parts[0] === 'a' && parts.length === 2) {
+      this.breaking.get(parts[1]!)?.();
     } else if (parts[0] === 'u' && parts.length === 3) {
       const store = this.storesByKey.get(parts[1]!);
       const inodeId = Number(parts[2]);
@@ -512,28 +557,136 @@ export class RedisClusterLocks implements ClusterLocks {
     if (this.rebuilding) return;
     this.rebuilding = true;
     try {
-      const found = new Map<string, number>();
-      const match = `${this.prefix}brl:*`;
-      let cursor = '0';
-      let seen = 0;
-      do {
-        const [next, keys] = await this.redis.scan(cursor, 'MATCH', match, 'COUNT', 1000);
-        cursor = next;
-        for (const k of keys) {
-          const rest = k.slice(this.prefix.length + 4);
-          const at = rest.lastIndexOf(':');
-          found.set(`${rest.slice(0, at)} ${rest.slice(at + 1)}`, 0);
-        }
-        seen += keys.length;
-      } while (cursor !== '0' && seen < MAX_REBUILD_KEYS);
-      if (cursor !== '0' || !this.c.subscriberCoherent) return;
-      // Announcements heard during the scan stay (they only make I/O ask Redis).
-      for (const [name, n] of found) if (!this.announced.has(name)) this.announced.set(name, n);
+      const scan = async (kind: string): Promise<Map<string, number> | null> => {
+        const found = new Map<string, number>();
+        let cursor = '0';
+        let seen = 0;
+        do {
+          const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}${kind}:*`, 'COUNT', 1000);
+          cursor = next;
+          for (const k of keys) {
+            const rest = k.slice(this.prefix.length + kind.length + 1);
+            const at = rest.lastIndexOf(':');
+            found.set(`${rest.slice(0, at)} ${rest.slice(at + 1)}`, 0);
+          }
+          seen += keys.length;
+        } while (cursor !== '0' && seen < MAX_REBUILD_KEYS);
+        return cursor === '0' ? found : null;
+      };
+      const ranges = await scan('brl');
+      const cached = await scan('cache');
+      if (ranges === null || cached === null || !this.c.subscriberCoherent) return;
+      // Announcements heard during the scan stay (they only make calls ask Redis).
+      for (const [name, n] of ranges) if (!this.announced.has(name)) this.announced.set(name, n);
+      for (const [name, n] of cached) if (!this.cachedElsewhere.has(name)) this.cachedElsewhere.set(name, n);
       this.announcedComplete = true;
     } catch {
       // Tried again by the next I/O.
     } finally {
       this.rebuilding = false;
+    }
+  }
+
+  // ---- oplocks and leases -----------------------------------------------------------------------
+
+  async announceCaching(store: object, inodeId: number): Promise<void> {
+    this.mustBeAlive();
+    const storeKey = this.storeKey(store);
+    const f = `${storeKey}:${inodeId}`;
+    this.caching.add(f);
+    try {
+      await this.redis.dittoCacheAdd(
+        `${this.prefix}cache:${f}`,
+        this.livePrefix,
+        this.inc,
+        this.channel,
+        `c ${this.inc} ${storeKey} ${inodeId}`,
+      );
+    } catch (err) {
+      this.caching.delete(f);
+      throw unreachable(err);
+    }
+  }
+
+  breakRemote(store: object, inodeId: number, keep: number, onWait?: () => void): Promise<void> | null {
+    const storeKey = this.stores.get(store);
+    if (storeKey === undefined) return null;
+    if (!this.c.subscriberCoherent) this.announcedComplete = false;
+    else if (!this.announcedComplete) void this.rebuild();
+    const name = `${storeKey} ${inodeId}`;
+    const heard = this.cachedElsewhere.get(name);
+    if (heard === undefined && this.announcedComplete) return null;
+    return this.breakOthers(name, heard, storeKey, inodeId, keep, onWait);
+  }
+
+  private async breakOthers(
+    name: string,
+    heard: number | undefined,
+    storeKey: string,
+    inodeId: number,
+    keep: number,
+    onWait?: () => void,
+  ): Promise<void> {
+    this.mustBeAlive();
+    const key = `${this.prefix}cache:${storeKey}:${inodeId}`;
+    let targets: string[];
+    try {
+      targets = await this.redis.dittoCacheOthers(key, this.livePrefix, this.inc);
+    } catch (err) {
+      throw unreachable(err);
+    }
+    if (targets.length === 0) {
+      if (heard !== undefined && this.cachedElsewhere.get(name) === heard) this.cachedElsewhere.delete(name);
+      return;
+    }
+    onWait?.();
+    await Promise.all(
+      targets.map(async (target) => {
+        const id = `${this.inc}/${this.nextRequest++}`;
+        let timer: NodeJS.Timeout | undefined;
+        const acked = new Promise<void>((resolve) => {
+          this.breaking.set(id, resolve);
+          // The holder's own timer ends the break by then; a lost holder's entry stops counting within the ttl.
+          timer = setTimeout(resolve, this.breakTimeoutMs + 2 * this.ttl);
+        });
+        try {
+          await this.redis.publish(this.channel, `b ${target} ${id} ${storeKey} ${inodeId} ${keep}`);
+          await acked;
+        } catch (err) {
+          throw unreachable(err);
+        } finally {
+          clearTimeout(timer);
+          this.breaking.delete(id);
+        }
+      }),
+    );
+  }
+
+  onBreakRequest(fn: (store: object, inodeId: number, keep: number) => Promise<boolean>): void {
+    this.breakHandler = fn;
+  }
+
+  /** Another server asked for a break of this server's caching of a file: break, leave the hash if nothing caches it now, acknowledge. */
+  private async breakHere(id: string, storeKey: string, inode: string, keep: number): Promise<void> {
+    const store = this.storesByKey.get(storeKey);
+    const inodeId = Number(inode);
+    let still = false;
+    if (store !== undefined && Number.isSafeInteger(inodeId) && Number.isSafeInteger(keep) && this.breakHandler) {
+      try {
+        still = await this.breakHandler(store, inodeId, keep);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, inodeId }, 'cluster locks: a break asked by another server failed');
+      }
+    }
+    const f = `${storeKey}:${inode}`;
+    try {
+      if (!still) {
+        this.caching.delete(f);
+        await this.redis.hdel(`${this.prefix}cache:${f}`, this.inc);
+      }
+      await this.redis.publish(this.channel, `a ${id}`);
+    } catch {
+      // The asker's wait ends with its timer.
     }
   }
 

@@ -265,6 +265,8 @@ export async function create(
   let granting;
   try {
     granting = oplock.grantCaching(c.fs, open, open.record, req, c.caching);
+    // Several servers: the others learn that this file is cached here before the CREATE is answered.
+    await c.fs.opens.announceCaching(open.record);
   } catch (e) {
     await oplock.releaseOpen(c.fs, open, c.id);
     throw e;

@@ -302,6 +302,7 @@ export async function breakForOpen(
   /** Called once a break that waits for an acknowledgment is under way (CREATE goes async then). */
   onBreakWait?: () => void,
 ): Promise<boolean> {
+  await breakRemoteForOpen(fs, meta, inode, access, req, onBreakWait);
   const file = fs.opens.get(meta, inode.id);
   if (!file || file.holders === 0) return false;
   // A preserved durable open closed by a break may have deleted the file (delete-on-close): the
@@ -334,6 +335,28 @@ export async function breakForOpen(
   const keep = overwrite ? Caching.NONE : deleting ? Caching.READ : Caching.READ | Caching.HANDLE;
   await waitFor(breakable(fs.opens.holdersAbove(now, keep, own)), keep, onBreakWait);
   return closed();
+}
+
+/**
+ * Several servers: the caching other servers' clients hold on the file breaks before an open here
+ * (nothing is asked when no other server is known to cache it). Which holders are leases and which
+ * oplocks, and whether share modes refuse the open, is not known here: every open but a stat open
+ * takes write and handle caching from them (a cached handle may be closed, so the open may pass
+ * their share modes), an overwrite all of it.
+ */
+async function breakRemoteForOpen(
+  fs: FileService,
+  meta: FileOpens['meta'],
+  inode: Inode,
+  access: number,
+  req: CreateRequest,
+  onBreakWait: (() => void) | undefined,
+): Promise<void> {
+  const d = req.createDisposition;
+  const overwrite = d === CreateDisposition.SUPERSEDE || d === CreateDisposition.OVERWRITE || d === CreateDisposition.OVERWRITE_IF;
+  if (!overwrite && isStatOpen(access) && (access & ~OPLOCK_STAT_ACCESS) === 0) return;
+  const breaking = fs.opens.breakRemote(meta, inode.id, overwrite ? Caching.NONE : Caching.READ, onBreakWait);
+  if (breaking !== null) await breaking;
 }
 
 /** Breaks `holders` to `keep`; tells `onWait` when one of the breaks waits for an acknowledgment. */
@@ -444,7 +467,8 @@ export async function breakForChange(fs: FileService, open: Open): Promise<void>
  */
 export function breakForLock(fs: FileService, open: Open): void {
   if (open.isDir || open.stream) return;
-  void fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open));
+  // Not waited for; a remote break that cannot be asked (Redis away) is the holder's timer's to end.
+  void fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open))?.catch(() => undefined);
 }
 
 // ---- rename ---------------------------------------------------------------------------------------

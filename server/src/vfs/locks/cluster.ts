@@ -37,6 +37,20 @@ export interface ClusterLocks {
   ioConflict(store: object, inodeId: number, offset: number, length: number, write: boolean): Promise<boolean> | null;
   /** Called when another server released byte-range locks of a file (waiters here try again). */
   onRangesReleased(fn: (store: object, inodeId: number) => void): void;
+
+  /** Makes it known (before the CREATE that granted it is answered) that this server's clients cache the file. */
+  announceCaching(store: object, inodeId: number): Promise<void>;
+  /**
+   * Asks the other servers whose clients cache the file to break their caching down to `keep`
+   * (Caching bits) and waits for them (bounded by their break timeout); null (no cost) when no
+   * other server is known to cache it. `onWait` is told when a break is on its way.
+   */
+  breakRemote(store: object, inodeId: number, keep: number, onWait?: () => void): Promise<void> | null;
+  /**
+   * Another server asks for a break here: `fn` breaks this server's holders of the file to `keep`
+   * and resolves true while some still cache it.
+   */
+  onBreakRequest(fn: (store: object, inodeId: number, keep: number) => Promise<boolean>): void;
 }
 
 /** A byte-range lock as the cluster state holds it (the lock object itself is its identity). */

@@ -102,7 +102,7 @@ export class OpenTable {
   private count = 0;
   private readonly maxOpens: number;
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
-  cluster: ClusterLocks | null = null;
+  private cluster: ClusterLocks | null = null;
 
   constructor(opts: OpenTableOptions = {}) {
     this.maxOpens = opts.maxOpens ?? 65536;
@@ -147,6 +147,29 @@ export class OpenTable {
     file.opens.add(rec);
     this.count++;
     return rec;
+  }
+
+  /** Shares the opens of the stores `cluster` shares; the other servers' break requests reach the holders here. */
+  attachCluster(cluster: ClusterLocks): void {
+    this.cluster = cluster;
+    cluster.onBreakRequest(async (store, inodeId, keep) => {
+      const meta = store as MetadataStore;
+      await this.breakLocal(meta, inodeId, keep, null);
+      const file = this.get(meta, inodeId);
+      return file !== undefined && file.holders > 0 && this.holdersAbove(file, Caching.NONE).length > 0;
+    });
+  }
+
+  /** After an open was granted caching (before its CREATE is answered): the other servers learn of it. */
+  async announceCaching(rec: OpenRecord): Promise<void> {
+    if (rec.holder === null || rec.holder.caching === Caching.NONE) return;
+    const cluster = this.shared(rec.file.meta);
+    if (cluster !== null) await cluster.announceCaching(rec.file.meta, rec.file.inodeId);
+  }
+
+  /** Breaks the other servers' caching of the file down to `keep`; null (no cost) when none is known. */
+  breakRemote(meta: MetadataStore, inodeId: number, keep: number, onWait?: () => void): Promise<void> | null {
+    return this.cluster === null ? null : this.cluster.breakRemote(meta, inodeId, keep, onWait);
   }
 
   /** Is the store's state shared with other servers? */
@@ -255,6 +278,15 @@ export class OpenTable {
    * null without allocating when nothing needs breaking: the path every NFS WRITE takes.
    */
   breakHolders(meta: MetadataStore, inodeId: number, keep: number, except: CacheHolder | null = null): Promise<void> | null {
+    const local = this.breakLocal(meta, inodeId, keep, except);
+    // Several servers: the other servers' clients too (null unless one is known to cache the file).
+    const remote = this.cluster === null ? null : this.cluster.breakRemote(meta, inodeId, keep);
+    if (remote === null) return local;
+    return local === null ? remote : Promise.all([local, remote]).then(() => undefined);
+  }
+
+  /** breakHolders() of this server's holders alone. */
+  private breakLocal(meta: MetadataStore, inodeId: number, keep: number, except: CacheHolder | null): Promise<void> | null {
     const file = this.files.get(meta)?.get(inodeId);
     if (file === undefined || file.holders === 0) return null;
     const victims = this.holdersAbove(file, keep, except);
