@@ -8,17 +8,21 @@
 // - byte-range locks: a lock through A refuses B's LOCK, SMB WRITE and READ (FILE_LOCK_CONFLICT)
 //   and an NFS WRITE through B (ACCES); a blocking LOCK through B is granted when A unlocks;
 // - a SIGKILLed server's opens and locks stop refusing the other within the liveness ttl (3 s);
+// - a server that loses Redis right after a change it could not publish: the others stop trusting
+//   their caches once its liveness key is gone (within the ttl and one renewal);
 // - with Redis stopped a server grants no open of a shared file (NETWORK_BUSY) and grants again
 //   once Redis is back.
 // Each of these passes two servers a conflicting grant on the code before coord/locks.ts.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
+import pg from 'pg';
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
 import { startRedis, type RedisInstance } from '../helpers/redis.js';
 import { authSys, NfsStat, StableHow } from '../helpers/rpc-client.js';
@@ -70,8 +74,45 @@ async function until(what: string, f: () => Promise<boolean>, ms = 15_000): Prom
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
+/** A TCP proxy to a port whose connections cut() drops (and refuses from then on). */
+async function cuttableProxy(port: number): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let refusing = false;
+  const server = net.createServer((client) => {
+    if (refusing) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(port, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    cut() {
+      refusing = true;
+      for (const s of sockets) s.destroy();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        refusing = true;
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
 describe('SMB lock state across several servers (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
-  let pg: PostgresInstance;
+  let pgi: PostgresInstance;
   let s3: S3TestServer;
   let redis: RedisInstance;
   let work: string;
@@ -104,12 +145,12 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
   };
 
   before(async () => {
-    [pg, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
+    [pgi, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-smb-'));
     // The API on (SMB users), its database in the same PostgreSQL: both servers share it.
-    const yaml = replicaConfig(pg, s3, redis).replace(
+    const yaml = replicaConfig(pgi, s3, redis).replace(
       'server:\n  api:\n    enabled: false\n',
-      `database:\n  type: postgres\n  url: ${pg.url}\n  schema: control\n`,
+      `database:\n  type: postgres\n  url: ${pgi.url}\n  schema: control\n`,
     );
     configFile = await writeConfig(work, yaml);
     a = await start('a');
@@ -124,7 +165,7 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     for (const c of clients) c.destroy();
     for (const c of nfsClients) c.close();
     for (const s of servers) await s.stop().catch(() => undefined);
-    await Promise.all([redis?.stop(), s3?.close(), pg?.stop()]);
+    await Promise.all([redis?.stop(), s3?.close(), pgi?.stop()]);
     if (work) await rm(work, { recursive: true, force: true });
   });
 
@@ -239,6 +280,45 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const took = await until('B opens the killed server’s file', async () => (await cb.createStatus('killed.txt')) === 0, 10_000);
     assert.ok(took <= 5_000, `the open through B succeeded ${took} ms after the SIGKILL (ttl 3 s)`);
     assert.equal(hex(await lockStatus(cb, fb, 0, 10, 0x12)), hex(STATUS.SUCCESS), 'the lock through B');
+  });
+
+  it('a server that loses Redis right after a change it could not publish: the others read the store again within the ttl', async () => {
+    // E reaches Redis through a proxy that the test cuts; the change E "could not publish" is made
+    // in PostgreSQL directly (what E committed before its PUBLISH failed).
+    const proxy = await cuttableProxy(redis.port);
+    const eDir = path.join(work, 'e-conf');
+    await mkdir(eDir, { recursive: true });
+    const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));
+    const e = await startDittofs({
+      configFile: eConfig,
+      dataDir: path.join(work, 'e'),
+      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
+    });
+    servers.push(e);
+    try {
+      const { c: nb, root } = await nfs(b);
+      const made = await nb.create(root, 'unheard.txt');
+      assert.equal(made.status, NfsStat.OK);
+      const fh = made.fh!;
+      const before = (await nb.getattr(fh)).attrs!.mode & 0o7777;
+      const db = new pg.Client({ connectionString: pgi.url });
+      await db.connect();
+      try {
+        await db.query(`UPDATE inodes SET mode = (mode & ~4095) | 448 WHERE id = (SELECT child FROM dirents WHERE name = $1)`, [
+          Buffer.from('unheard.txt'),
+        ]);
+      } finally {
+        await db.end();
+      }
+      assert.equal((await nb.getattr(fh)).attrs!.mode & 0o7777, before, 'B answers from its cache (nothing was published)');
+      proxy.cut();
+      // E's liveness key expires within the ttl (3 s); B notices at its next renewal (1 s).
+      const took = await until('B reads the store again', async () => ((await nb.getattr(fh)).attrs!.mode & 0o7777) === 0o700, 15_000);
+      assert.ok(took <= 6_000, `B saw the unheard change ${took} ms after E lost Redis`);
+    } finally {
+      await e.stop();
+      await proxy.close();
+    }
   });
 
   it('Redis stopped: no open of a shared file is granted (NETWORK_BUSY); granted again once Redis is back', async () => {

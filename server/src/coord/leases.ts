@@ -228,6 +228,14 @@ export class Coordinator {
     return this.subSync.isCoherent;
   }
 
+  /**
+   * Every cache of every store forgets everything: a server that may have changed the store without
+   * being heard (it lost Redis between its change and the publication) is gone from Redis.
+   */
+  dropAllCaches(): void {
+    for (const set of this.coherence.values()) for (const s of set) s.cache.invalidateRemote(null, true);
+  }
+
   /** Messages of `channel` go to `fn` from now on (ioredis subscribes again after a reconnection). */
   async listen(channel: string, fn: (msg: string) => void): Promise<void> {
     this.listeners.set(channel, fn);

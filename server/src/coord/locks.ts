@@ -31,6 +31,10 @@
 // caching down to `keep`, and waits for `a <request id>` (or the break timeout, after which the
 // holder has lost its caching anyway); the holder leaves the hash when nothing caches the file there.
 //
+// Every renewal also lists the liveness keys: when another server's goes (it died, stopped, or lost
+// Redis for longer than the ttl, maybe right after a change it could not publish), the metadata
+// caches here forget everything, which bounds that stale window to the ttl and one renewal period.
+//
 // The scripts read liveness keys they are not given as KEYS: a single Redis (or a primary with
 // replicas), not Redis Cluster.
 import type { Redis as RedisClient } from 'ioredis';
@@ -41,6 +45,8 @@ import type { Coordinator } from './leases.js';
 
 /** Files announced as locked by another server, remembered at most (past it: every I/O asks Redis). */
 const MAX_ANNOUNCED = 100_000;
+/** Liveness keys looked at on a renewal (past it: a server gone is not looked for this time). */
+const MAX_SERVERS = 10_000;
 /** Keys looked at when the announcements are rebuilt (past it: every I/O asks Redis until the next). */
 const MAX_REBUILD_KEYS = 100_000;
 
@@ -255,6 +261,8 @@ export class RedisClusterLocks implements ClusterLocks {
   /** Break requests of this server waiting for acknowledgments, by request id. */
   private readonly breaking = new Map<string, () => void>();
   private nextRequest = 1;
+  /** The incarnations whose liveness keys the last renewal saw. */
+  private servers = new Set<string>();
 
   private constructor(
     private readonly c: Coordinator,
@@ -332,6 +340,7 @@ export class RedisClusterLocks implements ClusterLocks {
         const ok = await this.redis.set(this.livePrefix + this.inc, '1', 'PX', this.ttl, 'XX');
         if (ok === 'OK') {
           this.renewedAt = Date.now();
+          await this.watchServers();
           return;
         }
         this.log.warn(
@@ -341,6 +350,32 @@ export class RedisClusterLocks implements ClusterLocks {
       await this.resync();
     } catch (e) {
       this.log.debug({ err: (e as Error).message }, 'cluster locks: could not renew the liveness key');
+    }
+  }
+
+  /**
+   * The other servers' incarnations, looked at on every renewal: one whose liveness key went (it
+   * died, stopped, or lost Redis for longer than the ttl) may have committed a change it could not
+   * publish (coord/coherence.ts), so the metadata caches here forget everything. That bounds the
+   * stale window of a server that lost Redis right after a change to the ttl and one renewal period.
+   */
+  private async watchServers(): Promise<void> {
+    const now = new Set<string>();
+    let cursor = '0';
+    let seen = 0;
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.livePrefix}*`, 'COUNT', 1000);
+      cursor = next;
+      for (const k of keys) now.add(k.slice(this.livePrefix.length));
+      seen += keys.length;
+    } while (cursor !== '0' && seen < MAX_SERVERS);
+    if (cursor !== '0') return;
+    let gone = false;
+    for (const inc of this.servers) if (!now.has(inc) && !inc.startsWith(`${this.c.serverId}#`)) gone = true;
+    this.servers = now;
+    if (gone) {
+      this.log.info('cluster locks: another server is gone from Redis; the metadata caches are read again');
+      this.c.dropAllCaches();
     }
   }
 
