@@ -643,6 +643,13 @@ export class RedisClusterLocks implements ClusterLocks {
     }
   }
 
+  cachingGone(store: object, inodeId: number): void {
+    const f = `${this.storeKey(store)}:${inodeId}`;
+    if (!this.caching.delete(f)) return;
+    // Not waited for: a field left behind only costs another server an acknowledged break request.
+    this.redis.hdel(`${this.prefix}cache:${f}`, this.inc).catch(() => undefined);
+  }
+
   breakRemote(store: object, inodeId: number, keep: number, onWait?: () => void): Promise<void> | null {
     const storeKey = this.stores.get(store);
     if (storeKey === undefined) return null;

@@ -40,6 +40,8 @@ export interface ClusterLocks {
 
   /** Makes it known (before the CREATE that granted it is answered) that this server's clients cache the file. */
   announceCaching(store: object, inodeId: number): Promise<void>;
+  /** The file's last open here closed: this server caches nothing of it any more. */
+  cachingGone(store: object, inodeId: number): void;
   /**
    * Asks the other servers whose clients cache the file to break their caching down to `keep`
    * (Caching bits) and waits for them (bounded by their break timeout); null (no cost) when no

@@ -205,7 +205,9 @@ export class OpenTable {
     const pending = rec.deleteOnClose || file.deletePending;
     const last = this.release(rec);
     const cluster = this.shared(file.meta);
-    return cluster === null ? last : cluster.releaseOpen(file.meta, file.inodeId, rec, pending);
+    if (cluster === null) return last;
+    if (file.opens.size === 0) cluster.cachingGone(file.meta, file.inodeId);
+    return cluster.releaseOpen(file.meta, file.inodeId, rec, pending);
   }
 
   /** MS-FSA File.PendingDelete, for every server when the store is shared (set there first). */
