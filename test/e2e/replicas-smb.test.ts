@@ -5,6 +5,7 @@
 //   (SHARING_VIOLATION) and an NFS REMOVE through B fail (ACCES); after A's close B opens it;
 // - delete-pending: a delete-on-close open closed through A while B holds an open leaves the file
 //   delete-pending for new opens through A (DELETE_PENDING); B's last close removes it;
+// - a rename through B does not replace a file open through A (ACCESS_DENIED);
 // - byte-range locks: a lock through A refuses B's LOCK, SMB WRITE and READ (FILE_LOCK_CONFLICT)
 //   and an NFS WRITE through B (ACCES); a blocking LOCK through B is granted when A unlocks;
 // - a SIGKILLed server's opens and locks stop refusing the other within the liveness ttl (3 s);
@@ -60,6 +61,26 @@ async function writeStatus(c: RawSmbClient, fileId: Buffer, offset: number, data
 
 async function readStatus(c: RawSmbClient, fileId: Buffer, offset: number, length: number): Promise<number> {
   return (await c.request(SmbCommand.READ, bodies.read(fileId, offset, length))).status;
+}
+
+/** SET_INFO FileRenameInformation (MS-SMB2 2.2.39, MS-FSCC 2.4.42.2) of an open to `to`, replacing; the status. */
+async function renameStatus(c: RawSmbClient, fileId: Buffer, to: string): Promise<number> {
+  const name = Buffer.from(to, 'utf16le');
+  const info = Buffer.alloc(20 + name.length);
+  info[0] = 1;
+  info.writeUInt32LE(name.length, 16);
+  name.copy(info, 20);
+  const w = new SmbWriter(32 + info.length);
+  w.u16(33)
+    .u8(1)
+    .u8(10)
+    .u32(info.length)
+    .u16(64 + 32)
+    .u16(0)
+    .u32(0)
+    .bytes(fileId)
+    .bytes(info);
+  return (await c.request(17 /* SET_INFO */, w.finish())).status;
 }
 
 /** Polls `f` until it returns true (bounded). */
@@ -193,6 +214,17 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     assert.equal((await na.lookup(root, 'doc.txt')).status, NfsStat.OK, 'still there while B holds it open');
     await cb.close(held.fileId);
     assert.equal((await na.lookup(root, 'doc.txt')).status, NfsStat.NOENT, 'removed by B’s last close');
+  });
+
+  it('a rename through B does not replace a file open through A (ACCESS_DENIED, as on one server)', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const held = await ca.create('victim.txt');
+    const src = await cb.create('mover.txt');
+    assert.equal(hex(await renameStatus(cb, src.fileId, 'victim.txt')), hex(0xc0000022), 'replacing an open file');
+    await ca.close(held.fileId);
+    assert.equal(hex(await renameStatus(cb, src.fileId, 'victim.txt')), hex(STATUS.SUCCESS), 'once A closed it');
+    await cb.close(src.fileId);
   });
 
   it('byte-range locks: a lock through A refuses LOCK, WRITE and READ through B and an NFS WRITE through B; a blocking LOCK waits for the unlock', async () => {

@@ -688,6 +688,8 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
       (await c.fs.resolve(open.parent)).inode.id,
       existing && existing.id !== open.inodeId ? existing.id : null,
     );
+  if (!link && existing && existing.id !== open.inodeId && (await c.fs.opens.openElsewhere(c.share.meta, existing.id)))
+    throw fail(NtStatus.ACCESS_DENIED, 'the file replaced is open on another server');
   if (link) {
     if (existing && existing.id === open.inodeId) return;
     if (existing) await c.fs.remove(toDir, toName, c.id, false);

@@ -227,6 +227,12 @@ export class OpenTable {
     );
   }
 
+  /** Has another server an open with data or delete access of the file (a rename must not replace it)? */
+  async openElsewhere(meta: MetadataStore, inodeId: number): Promise<boolean> {
+    const cluster = this.shared(meta);
+    return cluster !== null && cluster.remoteConflict(meta, inodeId, AccessBits.DELETE, 0);
+  }
+
   /** Gives an open a caching holder (or takes it away). */
   setHolder(rec: OpenRecord, holder: CacheHolder | null): void {
     if (!rec.file.opens.has(rec)) return;
