@@ -8,7 +8,8 @@
 // - a rename through B does not replace a file open through A (ACCESS_DENIED);
 // - byte-range locks: a lock through A refuses B's LOCK, SMB WRITE and READ (FILE_LOCK_CONFLICT)
 //   and an NFS WRITE through B (ACCES); a blocking LOCK through B is granted when A unlocks;
-// - a SIGKILLed server's opens and locks stop refusing the other within the liveness ttl (3 s);
+// - a SIGKILLed server's opens and locks stop refusing the other within the liveness ttl (3 s), and a
+//   blocking LOCK waiting on its lock is granted;
 // - a server that loses Redis right after a change it could not publish: the others stop trusting
 //   their caches once its liveness key is gone (within the ttl and one renewal);
 // - with Redis stopped a server grants no open of a shared file (NETWORK_BUSY) and grants again
@@ -308,10 +309,15 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const fb = (await cb.create('killed.bin')).fileId;
     assert.equal(hex(await lockStatus(cb, fb, 0, 10, 0x12)), hex(STATUS.LOCK_NOT_GRANTED));
     void fileId;
+    // A blocking LOCK through B waits on the lock of C (no unlock will ever be published).
+    const blocked = lockStatus(cb, fb, 0, 10, 0x02);
+    const killedAt = Date.now();
     await c.kill();
     const took = await until('B opens the killed server’s file', async () => (await cb.createStatus('killed.txt')) === 0, 10_000);
     assert.ok(took <= 5_000, `the open through B succeeded ${took} ms after the SIGKILL (ttl 3 s)`);
-    assert.equal(hex(await lockStatus(cb, fb, 0, 10, 0x12)), hex(STATUS.SUCCESS), 'the lock through B');
+    assert.equal(hex(await blocked), hex(STATUS.SUCCESS), 'the blocking lock through B is granted');
+    const lockTook = Date.now() - killedAt;
+    assert.ok(lockTook <= 6_000, `the blocking lock through B was granted ${lockTook} ms after the SIGKILL`);
   });
 
   it('a server that loses Redis right after a change it could not publish: the others read the store again within the ttl', async () => {
