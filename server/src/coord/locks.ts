@@ -31,7 +31,7 @@
 // caching down to `keep`, and waits for `a <request id>` (or the break timeout, after which the
 // holder has lost its caching anyway); the holder leaves the hash when nothing caches the file there.
 //
-// Every renewal also lists the liveness keys: when another server's goes (it died, stopped, or lost
+// Every renewal also reads the set of servers and their expiries: when another server's passes (it died, stopped, or lost
 // Redis for longer than the ttl, maybe right after a change it could not publish), the metadata
 // caches here forget everything, which bounds that stale window to the ttl and one renewal period.
 //
@@ -45,8 +45,10 @@ import type { Coordinator } from './leases.js';
 
 /** Files announced as locked by another server, remembered at most (past it: every I/O asks Redis). */
 const MAX_ANNOUNCED = 100_000;
-/** Liveness keys looked at on a renewal (past it: a server gone is not looked for this time). */
+/** Servers looked at on a renewal (past it: those beyond are not watched). */
 const MAX_SERVERS = 10_000;
+/** A server that did not renew for this many ttls leaves the watched set. */
+const FORGET_SERVERS_AFTER = 10;
 /** Keys looked at when the announcements are rebuilt (past it: every I/O asks Redis until the next). */
 const MAX_REBUILD_KEYS = 100_000;
 
@@ -263,6 +265,7 @@ export class RedisClusterLocks implements ClusterLocks {
   private nextRequest = 1;
   /** The incarnations whose liveness keys the last renewal saw. */
   private servers = new Set<string>();
+  private renewing = false;
 
   private constructor(
     private readonly c: Coordinator,
@@ -334,13 +337,22 @@ export class RedisClusterLocks implements ClusterLocks {
 
   /** Renews the liveness key; a new epoch (everything registered again) when it was gone or an entry could not be deleted. */
   private async renew(): Promise<void> {
-    if (this.closed || !this.c.ready) return;
+    if (this.closed || !this.c.ready || this.renewing) return;
+    this.renewing = true;
     try {
       if (!this.needResync && this.renewedAt !== 0) {
-        const ok = await this.redis.set(this.livePrefix + this.inc, '1', 'PX', this.ttl, 'XX');
-        if (ok === 'OK') {
-          this.renewedAt = Date.now();
-          await this.watchServers();
+        // The liveness key, and this server's expiry in the set the others watch (one round trip).
+        const now = Date.now();
+        const res = await this.redis
+          .multi()
+          .set(this.livePrefix + this.inc, '1', 'PX', this.ttl, 'XX')
+          .zadd(this.serversKey, now + this.ttl, this.inc)
+          .zremrangebyscore(this.serversKey, '-inf', now - FORGET_SERVERS_AFTER * this.ttl)
+          .zrange(this.serversKey, 0, MAX_SERVERS, 'WITHSCORES')
+          .exec();
+        if (res?.[0]?.[1] === 'OK') {
+          this.renewedAt = now;
+          this.watchServers(now, res[3]?.[1] as string[] | undefined);
           return;
         }
         this.log.warn(
@@ -350,29 +362,29 @@ export class RedisClusterLocks implements ClusterLocks {
       await this.resync();
     } catch (e) {
       this.log.debug({ err: (e as Error).message }, 'cluster locks: could not renew the liveness key');
+    } finally {
+      this.renewing = false;
     }
   }
 
+  private get serversKey(): string {
+    return `${this.prefix}servers`;
+  }
+
   /**
-   * The other servers' incarnations, looked at on every renewal: one whose liveness key went (it
-   * died, stopped, or lost Redis for longer than the ttl) may have committed a change it could not
-   * publish (coord/coherence.ts), so the metadata caches here forget everything. That bounds the
-   * stale window of a server that lost Redis right after a change to the ttl and one renewal period.
+   * The other servers with their expiries (`<prefix>servers`, a sorted set each renews its entry
+   * in), looked at on every renewal: one that did not renew in time (it died, stopped, or lost
+   * Redis for longer than the ttl) may have committed a change it could not publish
+   * (coord/coherence.ts), so the metadata caches here forget everything. That bounds the stale
+   * window of a server that lost Redis right after a change to the ttl and one renewal period.
    */
-  private async watchServers(): Promise<void> {
-    const now = new Set<string>();
-    let cursor = '0';
-    let seen = 0;
-    do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.livePrefix}*`, 'COUNT', 1000);
-      cursor = next;
-      for (const k of keys) now.add(k.slice(this.livePrefix.length));
-      seen += keys.length;
-    } while (cursor !== '0' && seen < MAX_SERVERS);
-    if (cursor !== '0') return;
+  private watchServers(now: number, flat: string[] | undefined): void {
+    if (!Array.isArray(flat)) return;
+    const live = new Set<string>();
+    for (let i = 0; i + 1 < flat.length; i += 2) if (Number(flat[i + 1]) >= now) live.add(flat[i]!);
     let gone = false;
-    for (const inc of this.servers) if (!now.has(inc) && !inc.startsWith(`${this.c.serverId}#`)) gone = true;
-    this.servers = now;
+    for (const inc of this.servers) if (!live.has(inc) && !inc.startsWith(`${this.c.serverId}#`)) gone = true;
+    this.servers = live;
     if (gone) {
       this.log.info('cluster locks: another server is gone from Redis; the metadata caches are read again');
       this.c.dropAllCaches();
@@ -387,6 +399,8 @@ export class RedisClusterLocks implements ClusterLocks {
     try {
       const p = this.redis.pipeline();
       p.set(this.livePrefix + this.inc, '1', 'PX', this.ttl);
+      p.zadd(this.serversKey, Date.now() + this.ttl, this.inc);
+      p.zrem(this.serversKey, old);
       for (const e of this.entries.values()) p.hset(e.key, this.field(e), e.value);
       for (const f of this.caching) p.hset(`${this.prefix}cache:${f}`, this.inc, '1');
       // The old incarnation's entries (one that could not be deleted among them) stop counting now.
@@ -737,6 +751,11 @@ export class RedisClusterLocks implements ClusterLocks {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     // This server's entries stop counting at once.
-    await this.redis.del(this.livePrefix + this.inc).catch(() => undefined);
+    await this.redis
+      .multi()
+      .del(this.livePrefix + this.inc)
+      .zrem(this.serversKey, this.inc)
+      .exec()
+      .catch(() => undefined);
   }
 }
