@@ -35,6 +35,7 @@ import { protocolServed } from './protocols.js';
 import { serveLocalControl } from './local-control.js';
 import { ShareRuntime } from './shares.js';
 import { Coordinator, redisPassword } from './coord/leases.js';
+import { RedisClusterLocks } from './coord/locks.js';
 import { ControlReplicas, controlScopeOf } from './coord/control.js';
 import { convergeReply } from './api/convergence.js';
 import { CTL_VERSION as SERVER_VERSION } from './ctl/version.js';
@@ -383,9 +384,19 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       cleanups.push(() => coordination.close());
       log.info({ redis: redisCfg.url, server: coordination.serverId }, 'coordination on: several servers may serve the postgres stores');
     }
+    // Several servers: share modes, delete-pending and byte-range locks of the shared stores in Redis.
+    const clusterLocks = coordination
+      ? await RedisClusterLocks.open(coordination, log.child({ component: 'cluster-locks' }), config.adapters.smb.oplock_break_timeout)
+      : null;
+    if (clusterLocks) {
+      fileService.opens.attachCluster(clusterLocks);
+      fileService.byteRanges.attachCluster(clusterLocks);
+      cleanups.push(() => clusterLocks.close());
+    }
     const shares = new ShareRuntime({
       fileService,
       coordination,
+      clusterLocks,
       wal: wal.wal,
       cache,
       uploads,

@@ -19,6 +19,7 @@ import type pLimit from 'p-limit';
 import { BufferPools } from './wire/buffer-pool.js';
 import { createHash } from 'node:crypto';
 import type { Coordinator, FileLeases, LeaseParticipant } from './coord/leases.js';
+import type { RedisClusterLocks } from './coord/locks.js';
 import { CachedMetadataStore } from './meta/cached.js';
 
 /**
@@ -50,6 +51,8 @@ export interface ShareRuntimeDeps {
   fileService: FileService;
   /** Several servers on the postgres stores (coordination.redis); null: this server alone, fenced. */
   coordination?: Coordinator | null;
+  /** The lock state of the postgres stores across servers (with coordination). */
+  clusterLocks?: RedisClusterLocks | null;
   wal: Wal;
   cache: BlockCache;
   uploads: ReturnType<typeof pLimit>;
@@ -266,6 +269,7 @@ export class ShareRuntime {
     const shareId = shareIdOf(sh.name);
     const { metrics, log } = this.deps;
     const leases = coordination?.leasesFor(storeKeyOf(mcfg), meta);
+    if (coordination) this.deps.clusterLocks?.bindStore(meta, storeKeyOf(mcfg));
     // Several servers: its caches hear the others' changes (coord/coherence.ts), once per opened store.
     if (coordination && meta instanceof CachedMetadataStore && !meta.hasCoherence) {
       const link = coordination.coherenceFor(storeKeyOf(mcfg), meta);

@@ -125,6 +125,8 @@ export class Coordinator {
   /** Invalidation channel -> the cache of the store it is about (coord/coherence.ts). */
   private readonly coherence = new Map<string, Set<StoreCoherence>>();
   private cacheCount = 0;
+  /** Other channels this server listens to (coord/locks.ts), by name. */
+  private readonly listeners = new Map<string, (msg: string) => void>();
   private subSync!: SubscriberSync;
   private timer: NodeJS.Timeout | null = null;
   /** The boot marker of the Redis seen last: a new one means Redis lost its keys. */
@@ -177,6 +179,7 @@ export class Coordinator {
     sub.on('message', (ch: string, msg: string) => {
       if (ch === c.controlChannel) c.onControl(msg);
       else if (ch === c.channel) c.onHandover(msg);
+      else if (c.listeners.has(ch)) c.listeners.get(ch)!(msg);
       else for (const s of c.coherence.get(ch) ?? []) s.onMessage(msg);
     });
     await c.subSync.recover();
@@ -218,6 +221,25 @@ export class Coordinator {
 
   get ready(): boolean {
     return this.redis.status === 'ready';
+  }
+
+  /** Whether every message published so far may be assumed heard (coherence.ts SubscriberSync). */
+  get subscriberCoherent(): boolean {
+    return this.subSync.isCoherent;
+  }
+
+  /**
+   * Every cache of every store forgets everything: a server that may have changed the store without
+   * being heard (it lost Redis between its change and the publication) is gone from Redis.
+   */
+  dropAllCaches(): void {
+    for (const set of this.coherence.values()) for (const s of set) s.cache.invalidateRemote(null, true);
+  }
+
+  /** Messages of `channel` go to `fn` from now on (ioredis subscribes again after a reconnection). */
+  async listen(channel: string, fn: (msg: string) => void): Promise<void> {
+    this.listeners.set(channel, fn);
+    await this.sub.subscribe(channel);
   }
 
   /** Redis lost its keys (a restart without persistence) since we last looked: a grace period starts. */

@@ -181,4 +181,27 @@ describe('CachedMetadataStore', () => {
     assert.equal((await cached.getInode(f.id))!.mode, 0o600, 'the late read put the old mode back in the cache');
     await cached.close();
   });
+
+  it('several servers: a rename publishes what it touched (both directories, the moved and the replaced inode), not everything', async () => {
+    const { cached, f } = await setup();
+    const published: string[] = [];
+    cached.attachCoherence(
+      {
+        sync: async () => true,
+        checkCanPublish: () => undefined,
+        publish: async (ids, blocks) => void published.push(ids === null ? '*' : `${blocks ? 'b' : 'i'}:${ids.join(',')}`),
+      },
+      () => undefined,
+    );
+    const root = await cached.ensureRoot(SHARE, file());
+    const sub = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
+    const g = await cached.create(root.id, Buffer.from('g'), file(), T(3));
+    published.length = 0;
+    await cached.rename(root.id, Buffer.from('f'), sub.id, Buffer.from('f2'), T(4));
+    assert.deepEqual(published, [`i:${root.id},${sub.id},${f.id}`]);
+    published.length = 0;
+    await cached.rename(root.id, Buffer.from('g'), sub.id, Buffer.from('f2'), T(5));
+    assert.deepEqual(published, [`b:${root.id},${sub.id},${g.id},${f.id}`], 'the replaced inode with its block map');
+    await cached.close();
+  });
 });

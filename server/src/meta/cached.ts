@@ -431,18 +431,24 @@ export class CachedMetadataStore implements MetadataStore {
   async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
     await this.before();
     this.epoch++;
+    let touched: number[] | null = null;
     try {
       this.checkPublish();
       const r = await this.inner.rename(fromDir, fromName, toDir, toName, now);
-      // The moved entry's id is not known here: the others drop everything too.
-      await this.published(null, true);
+      // What the rename touched: both directories, the moved inode (its ctime, a directory's
+      // parent), the replaced one and its streams (with their block maps). A store that does not
+      // say what it moved makes the others drop everything.
+      touched = r.moved === undefined ? null : [fromDir, toDir, r.moved];
+      if (touched && r.replaced) touched.push(r.replaced.inode.id, ...r.replaced.streams);
+      await this.published(touched, r.replaced !== null);
       if (r.replaced?.freed) this.dropBlockMap(r.replaced.inode.id);
       for (const s of r.replaced?.streams ?? []) this.dropBlockMap(s);
       return r;
     } finally {
-      // The moved entry's ctime (and a directory's parent) changed, and its id is not known
-      // here: drop every clean entry. Renames are rare next to reads and writes.
-      for (const id of [...this.inodes.keys()]) this.forget(id);
+      // Failed or not, what the rename may have changed is read again (every clean entry when
+      // the moved inode is not known: renames are rare next to reads and writes).
+      if (touched) this.forget(...touched);
+      else for (const id of [...this.inodes.keys()]) this.forget(id);
     }
   }
 

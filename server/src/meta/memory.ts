@@ -249,7 +249,7 @@ export class MemoryMetadataStore implements MetadataStore {
     const dst = td.byName.get(key(toName));
     let replaced: RemoveResult | null = null;
     if (dst) {
-      if (dst.child === src.child) return { replaced: null }; // two links to one inode: POSIX says do nothing
+      if (dst.child === src.child) return { replaced: null, moved: src.child }; // two links to one inode: POSIX says do nothing
       const victim = this.mustInode(dst.child);
       if (moving.type === FileType.DIR && victim.type !== FileType.DIR)
         throw new VfsError('NOTDIR', 'cannot replace a non-directory with a directory');
@@ -269,7 +269,7 @@ export class MemoryMetadataStore implements MetadataStore {
     moving.ctime = copyTs(now);
     this.touchDir(from, now);
     this.touchDir(to, now);
-    return { replaced };
+    return { replaced, moved: src.child };
   }
 
   async setAttr(id: number, c: AttrChanges, guardCtime?: Timespec): Promise<Inode> {

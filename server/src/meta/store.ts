@@ -56,6 +56,8 @@ export const MAX_STREAMS_PER_FILE = 256;
 export interface RenameResult {
   /** An entry that was replaced at the destination, if any. */
   replaced: RemoveResult | null;
+  /** The inode the rename moved (caches drop what a rename touched; unknown: they drop everything). */
+  moved?: number;
 }
 
 export interface ReaddirPage {

@@ -751,7 +751,7 @@ export class SmbConnection implements SessionOwner {
       case Command.LOCK: {
         const req = decodeLock(r);
         const open = this.findOpen(req.fileId, chain, tree);
-        const status = lock(
+        const status = await lock(
           { locks: this.opts.fs.byteRanges, client: this, goAsync: () => this.goAsync(h, reply, chain, session, tree, open) },
           open,
           req,

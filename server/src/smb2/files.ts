@@ -236,7 +236,7 @@ export async function create(
     if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.onBreakWait)) && !retried)
       return create(c, req, w, register, true);
     pre = newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
-    pre.record = oplock.registerOpen(c.fs, pre, granted >>> 0, req.shareAccess);
+    pre.record = await oplock.registerOpen(c.fs, pre, granted >>> 0, req.shareAccess);
     if (overwrite) {
       try {
         inode = (await c.fs.setattr(pre.handle, c.id, { size: 0, ...(overwriteAttrs === null ? {} : { dosAttrs: overwriteAttrs }) })).after;
@@ -261,10 +261,12 @@ export async function create(
   }
 
   const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
-  open.record ??= oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
+  open.record ??= await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
   let granting;
   try {
     granting = oplock.grantCaching(c.fs, open, open.record, req, c.caching);
+    // Several servers: the others learn that this file is cached here before the CREATE is answered.
+    await c.fs.opens.announceCaching(open.record);
   } catch (e) {
     await oplock.releaseOpen(c.fs, open, c.id);
     throw e;
@@ -350,6 +352,8 @@ export async function read(c: FileContext, open: Open, req: ReadRequest): Promis
   if (req.length > c.maxRead) throw fail(NtStatus.INVALID_PARAMETER, `READ of ${req.length} bytes above MaxReadSize`);
   if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, req.offset, req.length, false))
     throw fail(NtStatus.FILE_LOCK_CONFLICT);
+  const remote = c.fs.byteRanges.remoteIoConflict(open.share.meta, open.inodeId, req.offset, req.length, false);
+  if (remote !== null && (await remote)) throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const r = await c.fs.read(open.handle, c.id, req.offset, req.length);
   if ((r.data.length === 0 && req.length > 0) || r.data.length < req.minimumCount) throw fail(NtStatus.END_OF_FILE);
   c.data?.bytesRead(c.share.id, r.data.length);
@@ -366,6 +370,8 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   if (offset < 0) offset = (await c.fs.resolve(open.handle)).inode.size;
   if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, req.data.length, true))
     throw fail(NtStatus.FILE_LOCK_CONFLICT);
+  const remote = c.fs.byteRanges.remoteIoConflict(open.share.meta, open.inodeId, offset, req.data.length, true);
+  if (remote !== null && (await remote)) throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
   await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
   await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
@@ -626,7 +632,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
         const r = await c.fs.readdir(open.handle, c.id, 0, 1);
         if (r.entries.length > 0) throw fail(NtStatus.DIRECTORY_NOT_EMPTY);
       }
-      oplock.setDeletePending(open, pending);
+      await oplock.setDeletePending(c.fs, open, pending);
       return;
     }
     case FileInfoClass.FilePositionInformation:
@@ -682,6 +688,8 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
       (await c.fs.resolve(open.parent)).inode.id,
       existing && existing.id !== open.inodeId ? existing.id : null,
     );
+  if (!link && existing && existing.id !== open.inodeId && (await c.fs.opens.openElsewhere(c.share.meta, existing.id)))
+    throw fail(NtStatus.ACCESS_DENIED, 'the file replaced is open on another server');
   if (link) {
     if (existing && existing.id === open.inodeId) return;
     if (existing) await c.fs.remove(toDir, toName, c.id, false);

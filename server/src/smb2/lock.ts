@@ -80,7 +80,7 @@ export interface LockContext {
  * 3.3.5.14: returns the status to answer, STATUS_PENDING when the request went async (its final
  * response then comes through the PendingOp), or throws an SmbStatusError.
  */
-export function lock(c: LockContext, open: Open, req: LockRequest, w: SmbWriter): number {
+export async function lock(c: LockContext, open: Open, req: LockRequest, w: SmbWriter): Promise<number> {
   if (open.isDir) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'byte-range locks on a directory');
   const store = open.share.meta;
   const inode = open.inodeId;
@@ -91,8 +91,13 @@ export function lock(c: LockContext, open: Open, req: LockRequest, w: SmbWriter)
     for (const el of req.locks) {
       if (el.flags !== LockFlags.UNLOCK) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'LOCK: lock flags in an unlock request');
       if (invalidRange(el.offset, el.length)) throw new SmbStatusError(NtStatus.INVALID_LOCK_RANGE);
-      if (!c.locks.unlock(store, inode, open, el.offset, el.length)) throw new SmbStatusError(NtStatus.RANGE_NOT_LOCKED);
+      if (!c.locks.unlock(store, inode, open, el.offset, el.length)) {
+        await c.locks.settled();
+        throw new SmbStatusError(NtStatus.RANGE_NOT_LOCKED);
+      }
     }
+    // Several servers: the others see the ranges free before the unlock is answered.
+    await c.locks.settled();
     writeLockResponse(w);
     return NtStatus.SUCCESS;
   }
@@ -125,29 +130,61 @@ export function lock(c: LockContext, open: Open, req: LockRequest, w: SmbWriter)
       giveBack();
       throw new SmbStatusError(NtStatus.LOCK_NOT_GRANTED);
     }
-    return waitFor(c, open, el, exclusive);
+    return waitFor(c, open, el, exclusive, true);
+  }
+  // Several servers: granted only when no other server's lock conflicts (taken back otherwise).
+  if (!(await c.locks.confirmShared(store, inode, taken))) {
+    if (many || (first.flags & LockFlags.FAIL_IMMEDIATELY) !== 0) throw new SmbStatusError(NtStatus.LOCK_NOT_GRANTED);
+    return waitFor(c, open, first, (first.flags & LockFlags.EXCLUSIVE) !== 0, false);
   }
   writeLockResponse(w);
   return NtStatus.SUCCESS;
 }
 
-/** A blocking lock: pending until granted, cancelled (CANCELLED) or its open closes (RANGE_NOT_LOCKED). */
-function waitFor(c: LockContext, open: Open, el: LockElement, exclusive: boolean): number {
+/** How often a lock waiting on another server's lock tries again without an unlock event (a server that died). */
+const REMOTE_RETRY_MS = 1_000;
+
+/**
+ * A blocking lock: pending until granted, cancelled (CANCELLED) or its open closes (RANGE_NOT_LOCKED).
+ * `retryNow` false: another server refused it just now, so it waits for an unlock first. On a
+ * shared store a grant here is confirmed with the other servers; refused, it waits again.
+ */
+function waitFor(c: LockContext, open: Open, el: LockElement, exclusive: boolean, retryNow: boolean): number {
   const op = c.goAsync();
-  const withdraw = c.locks.wait(open.share.meta, open.inodeId, {
+  const store = open.share.meta;
+  const inode = open.inodeId;
+  let finished = false;
+  let withdraw = (): void => undefined;
+  // Another server's lock may go with its server (no unlock event): tried again periodically.
+  const poll = c.locks.isShared(store) ? setInterval(() => c.locks.retry(store, inode), REMOTE_RETRY_MS) : null;
+  const finish = (status: NtStatus, body?: Buffer): void => {
+    if (finished) return;
+    finished = true;
+    if (poll) clearInterval(poll);
+    op.complete(status, body);
+  };
+  const waiter = {
     owner: open,
     client: c.client,
     offset: el.offset,
     length: el.length,
     exclusive,
-    done: (outcome) => {
-      if (outcome === 'granted') op.complete(NtStatus.SUCCESS, lockResponse());
-      else op.complete(NtStatus.INSUFFICIENT_RESOURCES);
+    done: (outcome: 'granted' | 'limit', lock: HeldLock | null) => {
+      if (outcome !== 'granted' || lock === null) return finish(NtStatus.INSUFFICIENT_RESOURCES);
+      c.locks.confirmShared(store, inode, [lock]).then(
+        (ok) => {
+          if (finished) c.locks.remove(store, inode, lock);
+          else if (ok) finish(NtStatus.SUCCESS, lockResponse());
+          else withdraw = c.locks.wait(store, inode, waiter, false);
+        },
+        (e: unknown) => finish(e instanceof SmbStatusError ? e.status : NtStatus.NETWORK_BUSY),
+      );
     },
-  });
+  };
+  withdraw = c.locks.wait(store, inode, waiter, retryNow);
   op.onAbort = (reason) => {
     withdraw();
-    op.complete(reason === 'cancel' ? NtStatus.CANCELLED : NtStatus.RANGE_NOT_LOCKED);
+    finish(reason === 'cancel' ? NtStatus.CANCELLED : NtStatus.RANGE_NOT_LOCKED);
   };
   return NtStatus.PENDING;
 }

@@ -302,6 +302,7 @@ export async function breakForOpen(
   /** Called once a break that waits for an acknowledgment is under way (CREATE goes async then). */
   onBreakWait?: () => void,
 ): Promise<boolean> {
+  await breakRemoteForOpen(fs, meta, inode, access, req, onBreakWait);
   const file = fs.opens.get(meta, inode.id);
   if (!file || file.holders === 0) return false;
   // A preserved durable open closed by a break may have deleted the file (delete-on-close): the
@@ -336,6 +337,28 @@ export async function breakForOpen(
   return closed();
 }
 
+/**
+ * Several servers: the caching other servers' clients hold on the file breaks before an open here
+ * (nothing is asked when no other server is known to cache it). Which holders are leases and which
+ * oplocks, and whether share modes refuse the open, is not known here: every open but a stat open
+ * takes write and handle caching from them (a cached handle may be closed, so the open may pass
+ * their share modes), an overwrite all of it.
+ */
+async function breakRemoteForOpen(
+  fs: FileService,
+  meta: FileOpens['meta'],
+  inode: Inode,
+  access: number,
+  req: CreateRequest,
+  onBreakWait: (() => void) | undefined,
+): Promise<void> {
+  const d = req.createDisposition;
+  const overwrite = d === CreateDisposition.SUPERSEDE || d === CreateDisposition.OVERWRITE || d === CreateDisposition.OVERWRITE_IF;
+  if (!overwrite && isStatOpen(access) && (access & ~OPLOCK_STAT_ACCESS) === 0) return;
+  const breaking = fs.opens.breakRemote(meta, inode.id, overwrite ? Caching.NONE : Caching.READ, onBreakWait);
+  if (breaking !== null) await breaking;
+}
+
 /** Breaks `holders` to `keep`; tells `onWait` when one of the breaks waits for an acknowledgment. */
 function waitFor(holders: CacheHolder[], keep: number, onWait: (() => void) | undefined): Promise<unknown> {
   const breaks = holders.map((h) => h.breakTo(h.caching & keep));
@@ -344,9 +367,9 @@ function waitFor(holders: CacheHolder[], keep: number, onWait: (() => void) | un
 }
 
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
-export function registerOpen(fs: FileService, open: Open, access: number, shareAccess: number): OpenRecord {
+export async function registerOpen(fs: FileService, open: Open, access: number, shareAccess: number): Promise<OpenRecord> {
   try {
-    const rec = fs.opens.add(open.share.meta, open.inodeId, access, shareAccess, open);
+    const rec = await fs.opens.addShared(open.share.meta, open.inodeId, access, shareAccess, open);
     rec.deleteOnClose = open.deleteOnClose;
     return rec;
   } catch (e) {
@@ -444,7 +467,8 @@ export async function breakForChange(fs: FileService, open: Open): Promise<void>
  */
 export function breakForLock(fs: FileService, open: Open): void {
   if (open.isDir || open.stream) return;
-  void fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open));
+  // Not waited for; a remote break that cannot be asked (Redis away) is the holder's timer's to end.
+  void fs.opens.breakHolders(open.share.meta, open.inodeId, Caching.NONE, holderOf(open))?.catch(() => undefined);
 }
 
 // ---- rename ---------------------------------------------------------------------------------------
@@ -501,7 +525,7 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
     }
   }
   rec.deleteOnClose = open.deleteOnClose;
-  if (!fs.opens.release(rec)) return;
+  if (!(await fs.opens.releaseShared(rec))) return;
   if (!open.parent || !open.name) return;
   try {
     await fs.remove(open.parent, open.name, id, open.isDir);
@@ -512,8 +536,8 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
 }
 
 /** MS-FSA File.PendingDelete as SET_INFO FileDispositionInformation sets it. */
-export function setDeletePending(open: Open, pending: boolean): void {
-  if (open.record) open.record.file.deletePending = pending;
+export async function setDeletePending(fs: FileService, open: Open, pending: boolean): Promise<void> {
+  if (open.record) await fs.opens.setDeletePending(open.record.file, pending);
   else open.deleteOnClose = pending;
 }
 

@@ -403,6 +403,8 @@ export class FileService {
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
     if (lockOwner !== null && this.byteRanges.ioConflict(share.meta, inode.id, lockOwner, offset, data.length, true))
       throw new VfsError('ACCES', 'the range is locked by an SMB client');
+    const remote = lockOwner === null ? null : this.byteRanges.remoteIoConflict(share.meta, inode.id, offset, data.length, true);
+    if (remote !== null && (await remote)) throw new VfsError('ACCES', 'the range is locked by an SMB client of another server');
     // Oplocks and leases of other opens break before the data changes (null: nobody holds any).
     const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except);
     if (breaking) await breaking;
@@ -588,7 +590,7 @@ export class FileService {
     if (!child) throw new VfsError('NOENT', 'no such file or directory');
     if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
     await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
-    if (shareModes && this.opens.refusesDelete(share.meta, child.id))
+    if (shareModes && (await this.opens.refusesDeleteShared(share.meta, child.id)))
       throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
@@ -633,8 +635,8 @@ export class FileService {
     if (victim && victim.id !== moving.id) await this.opens.breakHolders(share.meta, victim.id, Caching.NONE, except);
     if (
       shareModes &&
-      (this.opens.refusesDelete(share.meta, moving.id) ||
-        (victim && victim.id !== moving.id && this.opens.refusesDelete(share.meta, victim.id)))
+      ((await this.opens.refusesDeleteShared(share.meta, moving.id)) ||
+        (victim && victim.id !== moving.id && (await this.opens.refusesDeleteShared(share.meta, victim.id))))
     )
       throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
     const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());

@@ -742,7 +742,7 @@ export class SqlMetadataStore implements MetadataStore {
       if (moving.type === DIR && fromDir !== toDir) await w.refuseCycle(moving.id, toDir);
       let replaced: RemoveResult | null = null;
       if (dstId !== null) {
-        if (dstId === srcId) return { replaced: null }; // two links to one inode: POSIX says do nothing
+        if (dstId === srcId) return { replaced: null, moved: srcId }; // two links to one inode: POSIX says do nothing
         const victim = w.inode(dstId);
         if (moving.type === DIR && victim.type !== DIR) throw new VfsError('NOTDIR', 'cannot replace a non-directory with a directory');
         if (moving.type !== DIR && victim.type === DIR) throw new VfsError('ISDIR', 'cannot replace a directory with a non-directory');
@@ -762,7 +762,7 @@ export class SqlMetadataStore implements MetadataStore {
       w.touch(from, now, true);
       w.touch(to, now, true);
       await w.flush();
-      return { replaced };
+      return { replaced, moved: moving.id };
     });
   }
 

@@ -10,6 +10,8 @@
 // goes away, and told once when it is granted. Waiters are bounded by whoever queues them (the SMB
 // engine's pending-request cap); locks are bounded per owner and per client.
 
+import type { ClusterLocks } from './cluster.js';
+
 export const U64_MAX = (1n << 64n) - 1n;
 /** Locks one owner (an open) may hold at most. */
 export const MAX_LOCKS_PER_OWNER = 4096;
@@ -71,6 +73,10 @@ export class ByteRangeLocks {
   private readonly stores = new Map<object, Map<number, FileLocks>>();
   private readonly perOwner = new Map<object, number>();
   private readonly perClient = new Map<object, number>();
+  /** The other servers' locks of shared stores (coord/locks.ts), or null: this server alone. */
+  private cluster: ClusterLocks | null = null;
+  /** Removals on their way to the cluster state (settled() waits for them). */
+  private readonly dropping = new Set<Promise<void>>();
 
   constructor(
     private readonly maxPerOwner = MAX_LOCKS_PER_OWNER,
@@ -105,6 +111,52 @@ export class ByteRangeLocks {
     const n = (map.get(key) ?? 0) + delta;
     if (n <= 0) map.delete(key);
     else map.set(key, n);
+  }
+
+  /** Shares the locks of the stores `cluster` shares; its unlock events wake the waiters here. */
+  attachCluster(cluster: ClusterLocks): void {
+    this.cluster = cluster;
+    cluster.onRangesReleased((store, inodeId) => this.retry(store, inodeId));
+  }
+
+  /** Is the store's state shared with other servers? */
+  isShared(store: object): boolean {
+    return this.cluster !== null && this.cluster.shares(store);
+  }
+
+  /**
+   * Registers locks just granted here with the other servers (shared stores). False when another
+   * server's lock conflicts: they are removed here too. Throws (JUKEBOX) with them removed as well.
+   */
+  async confirmShared(store: object, inodeId: number, locks: readonly HeldLock[]): Promise<boolean> {
+    const cluster = this.cluster;
+    if (cluster === null || locks.length === 0 || !cluster.shares(store)) return true;
+    let ok = false;
+    try {
+      ok = await cluster.addRanges(store, inodeId, locks);
+    } finally {
+      if (!ok) for (const l of locks) this.remove(store, inodeId, l);
+    }
+    return ok;
+  }
+
+  /** Resolves once every removal so far reached the cluster state (an unlock is answered after). */
+  async settled(): Promise<void> {
+    if (this.dropping.size > 0) await Promise.all([...this.dropping]);
+  }
+
+  /**
+   * ioConflict() against the other servers' locks: null (no cost) unless the store is shared and
+   * another server may hold a lock on the file.
+   */
+  remoteIoConflict(store: object, inodeId: number, offset: number, length: number, write: boolean): Promise<boolean> | null {
+    return this.cluster === null ? null : this.cluster.ioConflict(store, inodeId, offset, length, write);
+  }
+
+  /** Tries the waiters of a file again (another server let go of a lock, or a periodic retry). */
+  retry(store: object, inodeId: number): void {
+    const f = this.file(store, inodeId, false);
+    if (f && f.waiters.length > 0) this.retryWaiters(store, inodeId, f);
   }
 
   /** Locks `owner` holds now (all files). */
@@ -145,11 +197,12 @@ export class ByteRangeLocks {
    * Queues a request that conflicted; it is retried whenever a lock of the file goes away.
    * Returns the function that withdraws it (a cancel, its open closing).
    */
-  wait(store: object, inodeId: number, waiter: LockWaiter): () => void {
+  wait(store: object, inodeId: number, waiter: LockWaiter, retryNow = true): () => void {
     const f = this.file(store, inodeId, true);
     f.waiters.push(waiter);
-    // A lock released between the caller's attempt and now must not be missed.
-    this.retryWaiters(store, inodeId, f);
+    // A lock released between the caller's attempt and now must not be missed (false: the caller
+    // was just refused by another server, and waits for its unlock).
+    if (retryNow) this.retryWaiters(store, inodeId, f);
     return () => {
       const g = this.file(store, inodeId, false);
       if (!g) return;
@@ -172,7 +225,7 @@ export class ByteRangeLocks {
       }
     }
     if (found === -1) return false;
-    this.removeAt(f, found);
+    this.removeAt(store, inodeId, f, found);
     this.retryWaiters(store, inodeId, f);
     return true;
   }
@@ -183,7 +236,7 @@ export class ByteRangeLocks {
     if (!f) return;
     const i = f.held.indexOf(lock);
     if (i === -1) return;
-    this.removeAt(f, i);
+    this.removeAt(store, inodeId, f, i);
     this.retryWaiters(store, inodeId, f);
   }
 
@@ -192,7 +245,7 @@ export class ByteRangeLocks {
     const f = this.file(store, inodeId, false);
     if (!f) return;
     const before = f.held.length;
-    for (let i = f.held.length - 1; i >= 0; i--) if (f.held[i]!.owner === owner) this.removeAt(f, i);
+    for (let i = f.held.length - 1; i >= 0; i--) if (f.held[i]!.owner === owner) this.removeAt(store, inodeId, f, i);
     if (f.held.length !== before) this.retryWaiters(store, inodeId, f);
     else this.dropIfEmpty(store, inodeId, f);
   }
@@ -212,9 +265,13 @@ export class ByteRangeLocks {
     return false;
   }
 
-  private removeAt(f: FileLocks, i: number): void {
+  private removeAt(store: object, inodeId: number, f: FileLocks, i: number): void {
     const l = f.held[i]!;
     f.held.splice(i, 1);
+    if (this.cluster !== null && this.cluster.shares(store)) {
+      const p: Promise<void> = this.cluster.dropRanges(store, inodeId, [l]).finally(() => this.dropping.delete(p));
+      this.dropping.add(p);
+    }
     this.count(this.perOwner, l.owner, -1);
     this.count(this.perClient, l.client, -1);
   }

@@ -5,6 +5,7 @@
 // to break before another open, a write, a truncate, a remove or a rename changes what they cache.
 // The table knows no wire format: a holder is anything that can be told to drop caching bits.
 import type { MetadataStore } from '../../meta/store.js';
+import type { ClusterLocks } from './cluster.js';
 
 /** MS-SMB2 2.2.13.1 / MS-DTYP 2.4.3 access bits that take part in share-mode checks. */
 export const AccessBits = Object.freeze({
@@ -100,6 +101,8 @@ export class OpenTable {
   private readonly files = new Map<MetadataStore, Map<number, FileOpens>>();
   private count = 0;
   private readonly maxOpens: number;
+  /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
+  private cluster: ClusterLocks | null = null;
 
   constructor(opts: OpenTableOptions = {}) {
     this.maxOpens = opts.maxOpens ?? 65536;
@@ -144,6 +147,90 @@ export class OpenTable {
     file.opens.add(rec);
     this.count++;
     return rec;
+  }
+
+  /** Shares the opens of the stores `cluster` shares; the other servers' break requests reach the holders here. */
+  attachCluster(cluster: ClusterLocks): void {
+    this.cluster = cluster;
+    cluster.onBreakRequest(async (store, inodeId, keep) => {
+      const meta = store as MetadataStore;
+      await this.breakLocal(meta, inodeId, keep, null);
+      const file = this.get(meta, inodeId);
+      return file !== undefined && file.holders > 0 && this.holdersAbove(file, Caching.NONE).length > 0;
+    });
+  }
+
+  /** After an open was granted caching (before its CREATE is answered): the other servers learn of it. */
+  async announceCaching(rec: OpenRecord): Promise<void> {
+    if (rec.holder === null || rec.holder.caching === Caching.NONE) return;
+    const cluster = this.shared(rec.file.meta);
+    if (cluster !== null) await cluster.announceCaching(rec.file.meta, rec.file.inodeId);
+  }
+
+  /** Breaks the other servers' caching of the file down to `keep`; null (no cost) when none is known. */
+  breakRemote(meta: MetadataStore, inodeId: number, keep: number, onWait?: () => void): Promise<void> | null {
+    return this.cluster === null ? null : this.cluster.breakRemote(meta, inodeId, keep, onWait);
+  }
+
+  /** Is the store's state shared with other servers? */
+  private shared(meta: MetadataStore): ClusterLocks | null {
+    const c = this.cluster;
+    return c !== null && c.shares(meta) ? c : null;
+  }
+
+  /**
+   * add(), then checked against the other servers' opens when the store is shared (a refusal
+   * throws OpenTableError, an unreachable cluster state VfsError JUKEBOX; nothing stays registered).
+   */
+  async addShared(meta: MetadataStore, inodeId: number, access: number, shareAccess: number, owner: unknown): Promise<OpenRecord> {
+    const rec = this.add(meta, inodeId, access, shareAccess, owner);
+    const cluster = this.shared(meta);
+    if (cluster === null) return rec;
+    let outcome;
+    try {
+      outcome = await cluster.addOpen(meta, inodeId, rec, access, shareAccess);
+    } catch (e) {
+      this.release(rec);
+      throw e;
+    }
+    if (outcome === 'ok') return rec;
+    this.release(rec);
+    throw new OpenTableError(outcome);
+  }
+
+  /** release(), and for a shared store: true only when the file's last open on any server closed delete-pending. */
+  async releaseShared(rec: OpenRecord): Promise<boolean> {
+    const file = rec.file;
+    if (!file.opens.has(rec)) return false;
+    const pending = rec.deleteOnClose || file.deletePending;
+    const last = this.release(rec);
+    const cluster = this.shared(file.meta);
+    if (cluster === null) return last;
+    if (file.opens.size === 0) cluster.cachingGone(file.meta, file.inodeId);
+    return cluster.releaseOpen(file.meta, file.inodeId, rec, pending);
+  }
+
+  /** MS-FSA File.PendingDelete, for every server when the store is shared (set there first). */
+  async setDeletePending(file: FileOpens, pending: boolean): Promise<void> {
+    const cluster = this.shared(file.meta);
+    if (cluster !== null) await cluster.setDeletePending(file.meta, file.inodeId, pending);
+    file.deletePending = pending;
+  }
+
+  /** refusesDelete() over the opens of every server that shares the store. */
+  async refusesDeleteShared(meta: MetadataStore, inodeId: number): Promise<boolean> {
+    if (this.refusesDelete(meta, inodeId)) return true;
+    const cluster = this.shared(meta);
+    return (
+      cluster !== null &&
+      cluster.remoteConflict(meta, inodeId, AccessBits.DELETE, ShareAccess.READ | ShareAccess.WRITE | ShareAccess.DELETE)
+    );
+  }
+
+  /** Has another server an open with data or delete access of the file (a rename must not replace it)? */
+  async openElsewhere(meta: MetadataStore, inodeId: number): Promise<boolean> {
+    const cluster = this.shared(meta);
+    return cluster !== null && cluster.remoteConflict(meta, inodeId, AccessBits.DELETE, 0);
   }
 
   /** Gives an open a caching holder (or takes it away). */
@@ -199,6 +286,15 @@ export class OpenTable {
    * null without allocating when nothing needs breaking: the path every NFS WRITE takes.
    */
   breakHolders(meta: MetadataStore, inodeId: number, keep: number, except: CacheHolder | null = null): Promise<void> | null {
+    const local = this.breakLocal(meta, inodeId, keep, except);
+    // Several servers: the other servers' clients too (null unless one is known to cache the file).
+    const remote = this.cluster === null ? null : this.cluster.breakRemote(meta, inodeId, keep);
+    if (remote === null) return local;
+    return local === null ? remote : Promise.all([local, remote]).then(() => undefined);
+  }
+
+  /** breakHolders() of this server's holders alone. */
+  private breakLocal(meta: MetadataStore, inodeId: number, keep: number, except: CacheHolder | null): Promise<void> | null {
     const file = this.files.get(meta)?.get(inodeId);
     if (file === undefined || file.holders === 0) return null;
     const victims = this.holdersAbove(file, keep, except);

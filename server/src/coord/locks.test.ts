@@ -1,0 +1,151 @@
+// The cluster lock state (coord/locks.ts) of two coordinators on one real redis-server, through the
+// lock manager's tables (vfs/locks) as the protocol engines use them: share modes and delete-pending
+// across servers, byte-range conflicts at the edges of the 64-bit range and for zero-length ranges,
+// I/O checks only for files another server announced, a closed server's entries gone at once.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
+import type { MetadataStore } from '../meta/store.js';
+import { ByteRangeLocks, U64_MAX } from '../vfs/locks/byte-range.js';
+import { AccessBits, OpenTable, OpenTableError, ShareAccess } from '../vfs/locks/opens.js';
+import { isVfsError } from '../vfs/errors.js';
+import { Coordinator } from './leases.js';
+import { RedisClusterLocks } from './locks.js';
+
+const log = pino({ level: 'silent' });
+const RW = AccessBits.READ_DATA | AccessBits.WRITE_DATA;
+const ALL = ShareAccess.READ | ShareAccess.WRITE | ShareAccess.DELETE;
+
+interface Server {
+  c: Coordinator;
+  locks: RedisClusterLocks;
+  opens: OpenTable;
+  ranges: ByteRangeLocks;
+  store: MetadataStore;
+}
+
+describe('cluster lock state in Redis', () => {
+  let redis: RedisInstance;
+  const servers: Server[] = [];
+
+  before(async () => {
+    redis = await startRedis();
+  });
+
+  after(async () => {
+    for (const s of servers) {
+      await s.locks.close();
+      await s.c.close();
+    }
+    await redis?.stop();
+  });
+
+  /** A server: its own tables and its own object for the store, bound to one store key. */
+  const server = async (): Promise<Server> => {
+    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'unit-locks:', tls: false, leaseTtlMs: 1_500, log });
+    const locks = await RedisClusterLocks.open(c, log, 1_000);
+    const opens = new OpenTable();
+    const ranges = new ByteRangeLocks();
+    opens.attachCluster(locks);
+    ranges.attachCluster(locks);
+    const store = {} as MetadataStore;
+    locks.bindStore(store, 'store1');
+    const s = { c, locks, opens, ranges, store };
+    servers.push(s);
+    // Redis started empty: nothing is granted for one ttl (the others register their state again).
+    const wait = c.graceUntil - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait + 50));
+    return s;
+  };
+
+  const refusal = async (p: Promise<unknown>): Promise<string> => {
+    try {
+      await p;
+      return 'granted';
+    } catch (e) {
+      if (e instanceof OpenTableError) return e.reason;
+      throw e;
+    }
+  };
+
+  it('share modes and delete-pending count across servers; a release lets the other in', async () => {
+    const a = await server();
+    const b = await server();
+    const ra = await a.opens.addShared(a.store, 10, RW, ShareAccess.READ, 'a1');
+    assert.equal(await refusal(b.opens.addShared(b.store, 10, RW, ALL, 'b1')), 'sharing-violation');
+    // A reader that shares everything passes A's share modes (A's open reads and writes, shares read only).
+    await b.opens.releaseShared(await b.opens.addShared(b.store, 10, AccessBits.READ_DATA, ALL, 'b2'));
+    assert.equal(await b.opens.refusesDeleteShared(b.store, 10), true, 'NFS REMOVE through B is refused');
+    assert.equal(b.opens.size, 0, 'a refused open leaves nothing behind');
+    assert.equal(await a.opens.releaseShared(ra), false);
+    const rb = await b.opens.addShared(b.store, 10, RW, ALL, 'b3');
+    assert.equal(await b.opens.refusesDeleteShared(b.store, 10), false);
+    // Delete-pending set through B: A's new opens are refused; B's last close says "remove it".
+    await b.opens.setDeletePending(rb.file, true);
+    assert.equal(await refusal(a.opens.addShared(a.store, 10, AccessBits.READ_DATA, ALL, 'a2')), 'delete-pending');
+    assert.equal(await b.opens.releaseShared(rb), true, 'the last open of a delete-pending file');
+    await a.opens.releaseShared(await a.opens.addShared(a.store, 10, RW, ALL, 'a3'));
+  });
+
+  it('a delete-on-close closed on one server while the other has the file open: the other’s last close removes it', async () => {
+    const [a, b] = servers as [Server, Server];
+    const rb = await b.opens.addShared(b.store, 11, RW, ALL, 'b');
+    const ra = await a.opens.addShared(a.store, 11, RW | AccessBits.DELETE, ALL, 'a');
+    ra.deleteOnClose = true;
+    assert.equal(await a.opens.releaseShared(ra), false, 'B still has it open');
+    assert.equal(await refusal(a.opens.addShared(a.store, 11, RW, ALL, 'a2')), 'delete-pending');
+    assert.equal(await b.opens.releaseShared(rb), true);
+  });
+
+  it('byte-range locks: conflicts across servers at the edges of the range, zero-length ranges, I/O only where announced', async () => {
+    const [a, b] = servers as [Server, Server];
+    const oa = {};
+    const ob = {};
+    const take = async (s: Server, owner: object, offset: bigint, length: bigint, exclusive: boolean): Promise<boolean> => {
+      const r = s.ranges.tryLock(s.store, 20, owner, s, offset, length, exclusive);
+      assert.equal(r.kind, 'granted', 'granted locally');
+      return s.ranges.confirmShared(s.store, 20, r.kind === 'granted' ? [r.lock] : []);
+    };
+    assert.equal(b.ranges.remoteIoConflict(b.store, 20, 0, 10, true), null, 'nothing announced: no round trip');
+    assert.equal(await take(a, oa, U64_MAX - 9n, 10n, true), true, 'the last 10 bytes of the 64-bit range');
+    assert.equal(await take(b, ob, U64_MAX, 1n, false), false, 'the very last byte conflicts');
+    assert.equal(b.ranges.locksOf(b.store, 20).length, 0, 'a refused lock is taken back here too');
+    assert.equal(await take(b, ob, U64_MAX - 19n, 11n, true), false, 'an overlap of one byte');
+    assert.equal(await take(b, ob, U64_MAX - 20n, 11n, true), true, 'adjacent below');
+    // A shared lock of A: B may read and take shared locks there, not write.
+    assert.equal(await take(a, oa, 100n, 10n, false), true);
+    assert.equal(await take(b, ob, 105n, 10n, false), true, 'shared with shared');
+    // The announcement arrives through pub/sub: B asks Redis for file 20 from then on.
+    const deadline = Date.now() + 5_000;
+    while (b.ranges.remoteIoConflict(b.store, 20, 0, 1, true) === null && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await b.ranges.remoteIoConflict(b.store, 20, 100, 1, false), false, 'a read under a shared lock');
+    assert.equal(await b.ranges.remoteIoConflict(b.store, 20, 109, 1, true), true, 'a write under a shared lock');
+    assert.equal(await b.ranges.remoteIoConflict(b.store, 20, 110, 100, true), false, 'a write next to it');
+    // A zero-length lock at 200 is the point between 199 and 200: it conflicts with [199, 201).
+    assert.equal(await take(a, oa, 199n, 2n, true), true);
+    assert.equal(await take(b, ob, 200n, 0n, true), false, 'zero-length inside an exclusive lock');
+    assert.equal(await take(b, ob, 201n, 0n, true), true, 'zero-length at its end');
+    assert.equal(await take(b, ob, 0n, 0n, true), true, '{0, 0} conflicts with nothing');
+    // A's locks go when A's open closes: B's I/O no longer conflicts once the removal settled.
+    a.ranges.releaseOwner(a.store, 20, oa);
+    await a.ranges.settled();
+    assert.equal(await b.ranges.remoteIoConflict(b.store, 20, 109, 1, true), false);
+    b.ranges.releaseOwner(b.store, 20, ob);
+    await b.ranges.settled();
+  });
+
+  it('a server that closes (or whose liveness key is gone) stops counting at once; one that cannot reach Redis grants nothing', async () => {
+    const [a] = servers as [Server, Server];
+    const c = await server();
+    await c.opens.addShared(c.store, 30, RW, 0, 'c');
+    assert.equal(await refusal(a.opens.addShared(a.store, 30, RW, ALL, 'a')), 'sharing-violation');
+    await c.locks.close();
+    const ra = await a.opens.addShared(a.store, 30, RW, ALL, 'a');
+    await a.opens.releaseShared(ra);
+    // Closed: JUKEBOX, and nothing is registered.
+    await assert.rejects(c.opens.addShared(c.store, 31, RW, ALL, 'c2'), (e) => isVfsError(e) && e.errno === 'JUKEBOX');
+    assert.equal(c.opens.get(c.store, 31), undefined);
+  });
+});

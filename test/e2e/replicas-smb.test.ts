@@ -1,0 +1,384 @@
+// SMB lock state across several servers (issue 14): two DittoFS processes serve /export from one
+// PostgreSQL store, one S3 bucket (s3rver) and one Redis; raw SMB clients (test/helpers/smb-raw.ts)
+// and a raw NFSv3 client talk to either. What one server granted binds the other:
+// - share modes: an open through A that does not share write makes a write-open through B fail
+//   (SHARING_VIOLATION) and an NFS REMOVE through B fail (ACCES); after A's close B opens it;
+// - delete-pending: a delete-on-close open closed through A while B holds an open leaves the file
+//   delete-pending for new opens through A (DELETE_PENDING); B's last close removes it;
+// - a rename through B does not replace a file open through A (ACCESS_DENIED);
+// - byte-range locks: a lock through A refuses B's LOCK, SMB WRITE and READ (FILE_LOCK_CONFLICT)
+//   and an NFS WRITE through B (ACCES); a blocking LOCK through B is granted when A unlocks;
+// - a SIGKILLed server's opens and locks stop refusing the other within the liveness ttl (3 s), and a
+//   blocking LOCK waiting on its lock is granted;
+// - a server that loses Redis right after a change it could not publish: the others stop trusting
+//   their caches once its liveness key is gone (within the ttl and one renewal);
+// - with Redis stopped a server grants no open of a shared file (NETWORK_BUSY) and grants again
+//   once Redis is back.
+// Each of these passes two servers a conflicting grant on the code before coord/locks.ts.
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
+import { NfsOps } from '../helpers/nfs-ops.js';
+import pg from 'pg';
+import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
+import { startRedis, type RedisInstance } from '../helpers/redis.js';
+import { authSys, NfsStat, StableHow } from '../helpers/rpc-client.js';
+import { startS3, type S3TestServer } from '../helpers/s3.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { SmbWriter } from '../../server/src/smb2/codec.js';
+import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
+import { bodies, SmbCommand } from '../helpers/smb-client.js';
+import { writeConfig } from '../fault/support.js';
+import { replicaConfig } from '../helpers/replicas.js';
+
+const USER = { username: 'clusteruser', password: 'cluster-user-Passw0rd', uid: 1000, gid: 1000 };
+const STATUS = {
+  SUCCESS: 0,
+  SHARING_VIOLATION: 0xc0000043,
+  DELETE_PENDING: 0xc0000056,
+  LOCK_NOT_GRANTED: 0xc0000055,
+  FILE_LOCK_CONFLICT: 0xc0000054,
+  NETWORK_BUSY: 0xc00000bf,
+};
+const SHARE_READ = 1;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** LOCK (MS-SMB2 2.2.26) of one range with raw flags; the final reply's status. */
+async function lockStatus(c: RawSmbClient, fileId: Buffer, offset: number, length: number, flags: number): Promise<number> {
+  const w = new SmbWriter(48);
+  w.u16(48).u16(1).u32(0).bytes(fileId);
+  w.u64(offset).u64(length).u32(flags).u32(0);
+  return (await c.request(SmbCommand.LOCK, w.finish())).status;
+}
+
+async function writeStatus(c: RawSmbClient, fileId: Buffer, offset: number, data: Buffer): Promise<number> {
+  return (await c.request(SmbCommand.WRITE, bodies.write(fileId, offset, data))).status;
+}
+
+async function readStatus(c: RawSmbClient, fileId: Buffer, offset: number, length: number): Promise<number> {
+  return (await c.request(SmbCommand.READ, bodies.read(fileId, offset, length))).status;
+}
+
+/** SET_INFO FileRenameInformation (MS-SMB2 2.2.39, MS-FSCC 2.4.42.2) of an open to `to`, replacing; the status. */
+async function renameStatus(c: RawSmbClient, fileId: Buffer, to: string): Promise<number> {
+  const name = Buffer.from(to, 'utf16le');
+  const info = Buffer.alloc(20 + name.length);
+  info[0] = 1;
+  info.writeUInt32LE(name.length, 16);
+  name.copy(info, 20);
+  const w = new SmbWriter(32 + info.length);
+  w.u16(33)
+    .u8(1)
+    .u8(10)
+    .u32(info.length)
+    .u16(64 + 32)
+    .u16(0)
+    .u32(0)
+    .bytes(fileId)
+    .bytes(info);
+  return (await c.request(17 /* SET_INFO */, w.finish())).status;
+}
+
+/** Polls `f` until it returns true (bounded). */
+async function until(what: string, f: () => Promise<boolean>, ms = 15_000): Promise<number> {
+  const start = Date.now();
+  while (Date.now() - start < ms) {
+    if (await f()) return Date.now() - start;
+    await sleep(200);
+  }
+  throw new Error(`${what}: not within ${ms} ms`);
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/** A TCP proxy to a port whose connections cut() drops (and refuses from then on). */
+async function cuttableProxy(port: number): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let refusing = false;
+  const server = net.createServer((client) => {
+    if (refusing) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(port, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    cut() {
+      refusing = true;
+      for (const s of sockets) s.destroy();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        refusing = true;
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('SMB lock state across several servers (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
+  let pgi: PostgresInstance;
+  let s3: S3TestServer;
+  let redis: RedisInstance;
+  let work: string;
+  let configFile: string;
+  const servers: DittofsProcess[] = [];
+  const clients: RawSmbClient[] = [];
+  const nfsClients: NfsOps[] = [];
+  let a: DittofsProcess;
+  let b: DittofsProcess;
+
+  const start = async (name: string): Promise<DittofsProcess> => {
+    const s = await startDittofs({
+      configFile,
+      dataDir: path.join(work, name),
+      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
+    });
+    servers.push(s);
+    return s;
+  };
+  const smb = async (s: DittofsProcess): Promise<RawSmbClient> => {
+    const c = await RawSmbClient.connect(s.smbPort);
+    clients.push(c);
+    await c.login(USER.username, USER.password, 'export');
+    return c;
+  };
+  const nfs = async (s: DittofsProcess): Promise<{ c: NfsOps; root: Buffer }> => {
+    const c = await NfsOps.open(s.nfsPort, authSys(USER.uid, USER.gid));
+    nfsClients.push(c);
+    return { c, root: await c.mount('/export') };
+  };
+
+  before(async () => {
+    [pgi, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
+    work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-smb-'));
+    // The API on (SMB users), its database in the same PostgreSQL: both servers share it.
+    const yaml = replicaConfig(pgi, s3, redis).replace(
+      'server:\n  api:\n    enabled: false\n',
+      `database:\n  type: postgres\n  url: ${pgi.url}\n  schema: control\n`,
+    );
+    configFile = await writeConfig(work, yaml);
+    a = await start('a');
+    b = await start('b');
+    const token = await takeOverAdmin(`http://127.0.0.1:${a.apiPort}`, 'replicas-smb-admin');
+    await addShareUser(`http://127.0.0.1:${a.apiPort}`, token, USER);
+    // The user is applied by B before A's API answered; a login through B proves it.
+    const viaB = await smb(b);
+    const viaA = await smb(a);
+    // Redis started empty: the first server grants no open for one ttl (the others register their state again).
+    for (const c of [viaA, viaB])
+      await until('the grace period after Redis started empty', async () => (await c.createStatus('grace.txt')) === 0, 15_000);
+  });
+
+  after(async () => {
+    for (const c of clients) c.destroy();
+    for (const c of nfsClients) c.close();
+    for (const s of servers) await s.stop().catch(() => undefined);
+    await Promise.all([redis?.stop(), s3?.close(), pgi?.stop()]);
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it('share modes: an open through A that denies write refuses a write-open and an NFS REMOVE through B', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const { fileId } = await ca.create('deny.txt', { share: SHARE_READ });
+    assert.equal(hex(await cb.createStatus('deny.txt')), hex(STATUS.SHARING_VIOLATION), 'write-open through B');
+    const { c: nb, root } = await nfs(b);
+    assert.equal((await nb.remove(root, 'deny.txt')).status, NfsStat.ACCES, 'NFS REMOVE through B');
+    await ca.close(fileId);
+    const opened = await cb.create('deny.txt');
+    await cb.close(opened.fileId);
+    assert.equal((await nb.remove(root, 'deny.txt')).status, NfsStat.OK, 'NFS REMOVE through B once A closed');
+  });
+
+  it('delete-pending: a delete-on-close closed through A while B has the file open; B’s last close removes it', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const held = await cb.create('doc.txt');
+    const doc = await ca.create('doc.txt', { options: 0x40 | 0x1000 });
+    await ca.close(doc.fileId);
+    assert.equal(hex(await ca.createStatus('doc.txt')), hex(STATUS.DELETE_PENDING), 'a new open through A');
+    const { c: na, root } = await nfs(a);
+    assert.equal((await na.lookup(root, 'doc.txt')).status, NfsStat.OK, 'still there while B holds it open');
+    await cb.close(held.fileId);
+    assert.equal((await na.lookup(root, 'doc.txt')).status, NfsStat.NOENT, 'removed by B’s last close');
+  });
+
+  it('a rename through B does not replace a file open through A (ACCESS_DENIED, as on one server)', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const held = await ca.create('victim.txt');
+    const src = await cb.create('mover.txt');
+    assert.equal(hex(await renameStatus(cb, src.fileId, 'victim.txt')), hex(0xc0000022), 'replacing an open file');
+    await ca.close(held.fileId);
+    assert.equal(hex(await renameStatus(cb, src.fileId, 'victim.txt')), hex(STATUS.SUCCESS), 'once A closed it');
+    await cb.close(src.fileId);
+  });
+
+  it('byte-range locks: a lock through A refuses LOCK, WRITE and READ through B and an NFS WRITE through B; a blocking LOCK waits for the unlock', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const fa = (await ca.create('brl.bin')).fileId;
+    await ca.write(fa, 0, Buffer.alloc(100, 1));
+    await ca.lock(fa, 0, 10, true);
+    const fb = (await cb.create('brl.bin')).fileId;
+    assert.equal(hex(await lockStatus(cb, fb, 5, 10, 0x02 | 0x10)), hex(STATUS.LOCK_NOT_GRANTED), 'LOCK through B');
+    assert.equal(hex(await writeStatus(cb, fb, 0, Buffer.from('x'))), hex(STATUS.FILE_LOCK_CONFLICT), 'WRITE through B');
+    assert.equal(hex(await readStatus(cb, fb, 0, 4)), hex(STATUS.FILE_LOCK_CONFLICT), 'READ through B');
+    assert.equal(hex(await readStatus(cb, fb, 20, 4)), hex(STATUS.SUCCESS), 'READ through B outside the range');
+    const { c: nb, root } = await nfs(b);
+    const fh = (await nb.lookup(root, 'brl.bin')).fh!;
+    const w = await nb.writeV(fh, 2, Buffer.from('nfs'), StableHow.FILE_SYNC);
+    assert.equal(w.status, NfsStat.ACCES, 'NFS WRITE through B');
+    // A blocking lock through B, granted once A unlocks.
+    const blocked = lockStatus(cb, fb, 0, 10, 0x02);
+    let settled = false;
+    void blocked.then(() => (settled = true));
+    await sleep(500);
+    assert.equal(settled, false, 'the blocking LOCK waits');
+    assert.equal(hex(await lockStatus(ca, fa, 0, 10, 0x04)), hex(STATUS.SUCCESS), 'UNLOCK through A');
+    assert.equal(hex(await blocked), hex(STATUS.SUCCESS), 'the blocking LOCK through B is granted');
+    assert.equal(hex(await writeStatus(ca, fa, 0, Buffer.from('y'))), hex(STATUS.FILE_LOCK_CONFLICT), 'now WRITE through A is refused');
+    await cb.close(fb);
+    assert.equal(hex(await writeStatus(ca, fa, 0, Buffer.from('y'))), hex(STATUS.SUCCESS), 'B closed: WRITE through A');
+    await ca.close(fa);
+  });
+
+  it('oplocks: an open through B breaks a batch oplock held through A and waits for the acknowledgment', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const { fileId, oplock } = await ca.create('oplock.bin', { oplock: 9 });
+    assert.equal(oplock, 9, 'batch oplock through A');
+    let ackedAt = 0;
+    ca.onBreak = (n) => {
+      if (n.kind !== 'oplock') return;
+      setTimeout(() => {
+        ackedAt = Date.now();
+        void ca.ackOplock(n.fileId, n.level);
+      }, 300);
+    };
+    const opened = await cb.create('oplock.bin');
+    const doneAt = Date.now();
+    assert.equal(ca.breaks.length, 1, 'A’s client saw one break');
+    assert.ok(ca.breaks[0]!.kind === 'oplock' && ca.breaks[0]!.level <= 1, 'broken to Level II or none');
+    assert.ok(ackedAt > 0 && doneAt >= ackedAt, 'B’s CREATE answered after the acknowledgment');
+    await cb.close(opened.fileId);
+    await ca.close(fileId);
+  });
+
+  it('leases: an NFS WRITE through B breaks an RWH lease held through A; the data is what NFS wrote', async () => {
+    const ca = await smb(a);
+    const key = Buffer.alloc(16, 7);
+    const { fileId, leaseState } = await ca.create('lease.bin', { lease: { key, state: LEASE_R | LEASE_W | LEASE_H } });
+    assert.equal(leaseState, LEASE_R | LEASE_W | LEASE_H, 'RWH lease through A');
+    ca.onBreak = (n) => {
+      if (n.kind === 'lease' && n.ackRequired) void ca.ackLease(n.key, n.next);
+    };
+    const { c: nb, root } = await nfs(b);
+    const fh = (await nb.lookup(root, 'lease.bin')).fh!;
+    const w = await nb.writeV(fh, 0, Buffer.from('through-b'), StableHow.FILE_SYNC);
+    assert.equal(w.status, NfsStat.OK, 'NFS WRITE through B');
+    assert.equal(ca.breaks.length, 1, 'A’s client saw the lease break');
+    const br = ca.breaks[0]!;
+    assert.ok(br.kind === 'lease' && br.next === 0, 'broken to none');
+    assert.equal((await ca.read(fileId, 0, 9)).toString(), 'through-b');
+    await ca.close(fileId);
+  });
+
+  it('a SIGKILLed server’s opens and locks stop refusing the other within the liveness ttl', async () => {
+    const c = await start('c');
+    const cc = await smb(c);
+    const cb = await smb(b);
+    const { fileId } = await cc.create('killed.txt', { share: SHARE_READ });
+    const lockFile = (await cc.create('killed.bin')).fileId;
+    await cc.lock(lockFile, 0, 10, true);
+    assert.equal(hex(await cb.createStatus('killed.txt')), hex(STATUS.SHARING_VIOLATION));
+    const fb = (await cb.create('killed.bin')).fileId;
+    assert.equal(hex(await lockStatus(cb, fb, 0, 10, 0x12)), hex(STATUS.LOCK_NOT_GRANTED));
+    void fileId;
+    // A blocking LOCK through B waits on the lock of C (no unlock will ever be published).
+    const blocked = lockStatus(cb, fb, 0, 10, 0x02);
+    const killedAt = Date.now();
+    await c.kill();
+    const took = await until('B opens the killed server’s file', async () => (await cb.createStatus('killed.txt')) === 0, 10_000);
+    assert.ok(took <= 5_000, `the open through B succeeded ${took} ms after the SIGKILL (ttl 3 s)`);
+    assert.equal(hex(await blocked), hex(STATUS.SUCCESS), 'the blocking lock through B is granted');
+    const lockTook = Date.now() - killedAt;
+    assert.ok(lockTook <= 6_000, `the blocking lock through B was granted ${lockTook} ms after the SIGKILL`);
+  });
+
+  it('a server that loses Redis right after a change it could not publish: the others read the store again within the ttl', async () => {
+    // E reaches Redis through a proxy that the test cuts; the change E "could not publish" is made
+    // in PostgreSQL directly (what E committed before its PUBLISH failed).
+    const proxy = await cuttableProxy(redis.port);
+    const eDir = path.join(work, 'e-conf');
+    await mkdir(eDir, { recursive: true });
+    const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));
+    const e = await startDittofs({
+      configFile: eConfig,
+      dataDir: path.join(work, 'e'),
+      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
+    });
+    servers.push(e);
+    try {
+      const { c: nb, root } = await nfs(b);
+      const made = await nb.create(root, 'unheard.txt');
+      assert.equal(made.status, NfsStat.OK);
+      const fh = made.fh!;
+      const before = (await nb.getattr(fh)).attrs!.mode & 0o7777;
+      const db = new pg.Client({ connectionString: pgi.url });
+      await db.connect();
+      try {
+        await db.query(`UPDATE inodes SET mode = (mode & ~4095) | 448 WHERE id = (SELECT child FROM dirents WHERE name = $1)`, [
+          Buffer.from('unheard.txt'),
+        ]);
+      } finally {
+        await db.end();
+      }
+      assert.equal((await nb.getattr(fh)).attrs!.mode & 0o7777, before, 'B answers from its cache (nothing was published)');
+      proxy.cut();
+      // E's liveness key expires within the ttl (3 s); B notices at its next renewal (1 s).
+      const took = await until('B reads the store again', async () => ((await nb.getattr(fh)).attrs!.mode & 0o7777) === 0o700, 15_000);
+      assert.ok(took <= 6_000, `B saw the unheard change ${took} ms after E lost Redis`);
+    } finally {
+      await e.stop();
+      await proxy.close();
+    }
+  });
+
+  it('Redis stopped: no open of a shared file is granted (NETWORK_BUSY); granted again once Redis is back', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const { fileId } = await ca.create('redis.txt', { share: SHARE_READ });
+    await redis.pause();
+    try {
+      const st = await cb.createStatus('redis.txt');
+      assert.ok(st !== 0, 'never granted a conflicting open');
+      assert.equal(hex(await cb.createStatus('redis-other.txt')), hex(STATUS.NETWORK_BUSY), 'a new open answers NETWORK_BUSY');
+    } finally {
+      await redis.resume();
+    }
+    // Redis came back empty: A registers its open again, so B is still refused, and B opens others.
+    await until('B opens another file after Redis is back', async () => (await cb.createStatus('redis-other.txt')) === 0, 20_000);
+    assert.equal(hex(await cb.createStatus('redis.txt')), hex(STATUS.SHARING_VIOLATION), 'A’s open registered again');
+    await ca.close(fileId);
+    assert.equal(await cb.createStatus('redis.txt'), 0);
+  });
+});
