@@ -41,6 +41,7 @@ import type { Redis as RedisClient } from 'ioredis';
 import type { Logger } from 'pino';
 import { VfsError } from '../vfs/errors.js';
 import type { ClusterLocks, RangeLock, RemoteOpenOutcome } from '../vfs/locks/cluster.js';
+import type { MetadataStore } from '../meta/store.js';
 import type { Coordinator } from './leases.js';
 
 /** Files announced as locked by another server, remembered at most (past it: every I/O asks Redis). */
@@ -325,12 +326,56 @@ export class RedisClusterLocks implements ClusterLocks {
     return `${this.inc}|${e.n}`;
   }
 
-  /** Throws JUKEBOX unless this server is surely still counted alive by the others. */
-  private mustBeAlive(): void {
-    // After Redis lost its keys, the others register their state again within a ttl: nothing is granted before.
+  /**
+   * Throws JUKEBOX unless this server is surely still counted alive by the others, and no state the
+   * others may still have to register again (after Redis lost its keys) can be missing for `store`.
+   */
+  private async mustBeAlive(store: object | undefined): Promise<void> {
     const now = Date.now();
-    if (this.closed || !this.c.ready || now - this.renewedAt > (this.ttl * 2) / 3 || now < this.c.graceUntil)
+    if (this.closed || !this.c.ready || now - this.renewedAt > (this.ttl * 2) / 3)
       throw new VfsError('JUKEBOX', 'the cluster lock state (Redis) is not reachable');
+    // After Redis lost its keys, the others register their state again within a ttl: nothing is granted before.
+    if (now < this.c.graceUntil && !(store !== undefined && (await this.graceNotNeeded(store))))
+      throw new VfsError('JUKEBOX', 'the cluster lock state (Redis) is being rebuilt after Redis lost its keys');
+  }
+
+  /** Per store: the grace period (graceUntil) it was last checked for, and whether it may skip it. */
+  private readonly graceChecked = new Map<object, { until: number; skip: boolean }>();
+  /** Per store: this process's mark that it keeps lock state of the store (once per process). */
+  private readonly marked = new Map<object, Promise<void>>();
+
+  /**
+   * A store whose fencing-token sequence never handed out a token never had lock state in Redis (a
+   * server marks a store, by taking a token, before it registers its first entry), so nothing of it
+   * can be missing: a new deployment grants its first opens at once instead of after one lease_ttl.
+   */
+  private async graceNotNeeded(store: object): Promise<boolean> {
+    const until = this.c.graceUntil;
+    const seen = this.graceChecked.get(store);
+    if (seen?.until === until) return seen.skip;
+    let skip = false;
+    try {
+      const meta = store as Partial<Pick<MetadataStore, 'leaseTokensIssued'>>;
+      skip = meta.leaseTokensIssued !== undefined && !(await meta.leaseTokensIssued());
+    } catch {
+      skip = false; // cannot tell: wait the grace period out
+    }
+    this.graceChecked.set(store, { until, skip });
+    return skip;
+  }
+
+  /** Marks `store` as having lock state (see graceNotNeeded) before this process registers any. */
+  private mark(store: object): Promise<void> {
+    let p = this.marked.get(store);
+    if (p === undefined) {
+      const meta = store as Partial<Pick<MetadataStore, 'nextLeaseToken'>>;
+      p = meta.nextLeaseToken ? meta.nextLeaseToken().then(() => undefined) : Promise.resolve();
+      this.marked.set(store, p);
+      p.catch(() => {
+        if (this.marked.get(store) === p) this.marked.delete(store); // tried again by the next registration
+      });
+    }
+    return p;
   }
 
   // ---- liveness ---------------------------------------------------------------------------------
@@ -421,7 +466,8 @@ export class RedisClusterLocks implements ClusterLocks {
   }
 
   async addOpen(store: object, inodeId: number, rec: object, access: number, shareAccess: number): Promise<RemoteOpenOutcome> {
-    this.mustBeAlive();
+    await this.mustBeAlive(store);
+    await this.mark(store);
     const e: Entry = { key: this.openKey(store, inodeId), n: this.nextN++, value: `${access >>> 0} ${shareAccess >>> 0}` };
     // Registered before the script runs: a resync meanwhile writes it too (deleted below if refused).
     this.entries.set(rec, e);
@@ -455,7 +501,7 @@ export class RedisClusterLocks implements ClusterLocks {
   }
 
   async setDeletePending(store: object, inodeId: number, pending: boolean): Promise<void> {
-    this.mustBeAlive();
+    await this.mustBeAlive(store);
     const key = this.openKey(store, inodeId);
     try {
       if (pending) await this.redis.hset(key, 'dp', '1');
@@ -466,7 +512,7 @@ export class RedisClusterLocks implements ClusterLocks {
   }
 
   async remoteConflict(store: object, inodeId: number, access: number, shareAccess: number): Promise<boolean> {
-    this.mustBeAlive();
+    await this.mustBeAlive(store);
     try {
       return (
         (await this.redis.dittoOpenConflict(
@@ -489,7 +535,8 @@ export class RedisClusterLocks implements ClusterLocks {
   }
 
   async addRanges(store: object, inodeId: number, locks: readonly RangeLock[]): Promise<boolean> {
-    this.mustBeAlive();
+    await this.mustBeAlive(store);
+    await this.mark(store);
     const key = this.rangeKey(store, inodeId);
     const argv = [this.livePrefix, this.inc, this.channel, `l ${this.inc} ${this.storeKey(store)} ${inodeId}`];
     const added: object[] = [];
@@ -543,10 +590,11 @@ export class RedisClusterLocks implements ClusterLocks {
     const name = `${storeKey} ${inodeId}`;
     const heard = this.announced.get(name);
     if (heard === undefined && this.announcedComplete) return null;
-    return this.checkIo(name, heard, this.rangeKey(store, inodeId), offset, length, write);
+    return this.checkIo(store, name, heard, this.rangeKey(store, inodeId), offset, length, write);
   }
 
   private async checkIo(
+    store: object,
     name: string,
     heard: number | undefined,
     key: string,
@@ -554,7 +602,7 @@ export class RedisClusterLocks implements ClusterLocks {
     length: number,
     write: boolean,
   ): Promise<boolean> {
-    this.mustBeAlive();
+    await this.mustBeAlive(store);
     const b = bounds(BigInt(offset), BigInt(length))!;
     let r: number;
     try {
@@ -639,7 +687,8 @@ export class RedisClusterLocks implements ClusterLocks {
   // ---- oplocks and leases -----------------------------------------------------------------------
 
   async announceCaching(store: object, inodeId: number): Promise<void> {
-    this.mustBeAlive();
+    await this.mustBeAlive(store);
+    await this.mark(store);
     const storeKey = this.storeKey(store);
     const f = `${storeKey}:${inodeId}`;
     this.caching.add(f);
@@ -683,7 +732,7 @@ export class RedisClusterLocks implements ClusterLocks {
     keep: number,
     onWait?: () => void,
   ): Promise<void> {
-    this.mustBeAlive();
+    await this.mustBeAlive(this.storesByKey.get(storeKey));
     const key = `${this.prefix}cache:${storeKey}:${inodeId}`;
     let targets: string[];
     try {
