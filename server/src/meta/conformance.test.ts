@@ -31,7 +31,7 @@ interface Fixture {
 }
 
 interface Engine {
-  name: 'memory' | 'cached' | 'embedded' | 'postgres';
+  name: 'memory' | 'cached' | 'embedded' | 'embedded-sqlite' | 'postgres';
   setup(): Promise<Fixture>;
 }
 
@@ -66,6 +66,26 @@ const engines: Engine[] = [
         place: async () => {
           const dir = path.join(root, `place-${n++}`);
           return () => createEmbeddedMetadataStore({ path: dir });
+        },
+        async teardown() {
+          await store.close();
+          await rm(root, { recursive: true, force: true });
+        },
+      };
+    },
+  },
+  {
+    name: 'embedded-sqlite',
+    async setup() {
+      const root = await mkdtemp(path.join(os.tmpdir(), 'dittofs-meta-sqlite-'));
+      let n = 0;
+      const store = createEmbeddedMetadataStore({ path: path.join(root, 'main'), engine: 'sqlite' });
+      await store.open();
+      return {
+        store,
+        place: async () => {
+          const dir = path.join(root, `place-${n++}`);
+          return () => createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' });
         },
         async teardown() {
           await store.close();

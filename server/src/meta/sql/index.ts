@@ -1,22 +1,31 @@
-// The SQL metadata engines: `embedded` (PGlite in this process, data in a local directory) and
-// `postgres` (a pg pool). Both are SqlMetadataStore over a different SqlDriver.
+// The SQL metadata engines: `embedded` (PGlite or SQLite in this process, data in a local directory)
+// and `postgres` (a pg pool). All are SqlMetadataStore over a different SqlDriver.
 import type { DriverLogger, RetryPolicy, SqlDriver } from './driver.js';
 import { observeSqlDriver, type SqlDriverObserver } from './observed.js';
 import { PgDriver, type PgDriverOptions } from './pg.js';
 import { PgliteDriver } from './pglite.js';
-import { SqlMetadataStore } from './store.js';
+import { SqliteDriver } from './sqlite.js';
+import { sqliteStatementsByName } from './sqlite-dialect.js';
+import { S, SqlMetadataStore } from './store.js';
 
 export { SqlMetadataStore } from './store.js';
 export { PgDriver, type PgDriverOptions } from './pg.js';
 export { PgliteDriver } from './pglite.js';
+export { SqliteDriver, SqliteError, SQLITE_FILE } from './sqlite.js';
 export { FenceHeldError, FenceLostError, PgFence, describePgUrl, fenceKey, type FencePurpose } from './fence.js';
 export { observeSqlDriver, sqlErrorReason, type SqlDriverObserver, type SqlErrorReason } from './observed.js';
 export { MIGRATIONS, migrate, type Migration, type MigrationReport } from './migrations.js';
 export * from './driver.js';
 
+/** The engines an embedded store can run on (config key `engine`). */
+export const EMBEDDED_ENGINES = Object.freeze(['pglite', 'sqlite'] as const);
+export type EmbeddedEngine = (typeof EMBEDDED_ENGINES)[number];
+
 export interface EmbeddedMetadataStoreOptions {
   /** The store's directory (created if missing); one process at a time. */
   path: string;
+  /** Default `pglite`. */
+  engine?: EmbeddedEngine;
   retry?: RetryPolicy;
   logger?: DriverLogger;
   /** Traces the driver's calls and counts its failures (the server's metrics and tracing). */
@@ -27,6 +36,23 @@ const observed = (driver: SqlDriver, observer: SqlDriverObserver | undefined): S
   observer === undefined ? driver : observeSqlDriver(driver, observer);
 
 export function createEmbeddedMetadataStore(opts: EmbeddedMetadataStoreOptions): SqlMetadataStore {
+  if (opts.engine === 'sqlite') {
+    return new SqlMetadataStore({
+      kind: 'embedded',
+      connect: () =>
+        Promise.resolve(
+          observed(
+            SqliteDriver.open({
+              dir: opts.path,
+              statements: sqliteStatementsByName(S),
+              ...(opts.retry ? { retry: opts.retry } : {}),
+              ...(opts.logger ? { logger: opts.logger } : {}),
+            }),
+            opts.observer,
+          ),
+        ),
+    });
+  }
   return new SqlMetadataStore({
     kind: 'embedded',
     connect: async () =>
