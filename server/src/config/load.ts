@@ -320,6 +320,9 @@ function checkMetadataStores(c: DittoConfig, issues: readonly Issue[], push: (se
     if (store.type !== 'embedded' && store.path !== undefined) {
       push(at('path'), `only embedded metadata stores have a path (${typeIs})`);
     }
+    if (store.type !== 'embedded' && store.engine !== undefined) {
+      push(at('engine'), `only embedded metadata stores have an engine (${typeIs})`);
+    }
     if (store.type === 'postgres') {
       const envVar = `${ENV_PREFIX}METADATA__STORES__${envNameOf(name)}__URL`;
       // No "required" on top of an invalid url (in the file or from the environment).

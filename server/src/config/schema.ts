@@ -7,6 +7,7 @@ import type { ConfigIssue } from './errors.js';
 import { formatByteSize, parseByteSize } from './sizes.js';
 import {
   BLOCK_STORE_TYPES,
+  EMBEDDED_ENGINES,
   LOG_LEVELS,
   METADATA_STORE_TYPES,
   type BlockStoreConfig,
@@ -634,6 +635,7 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       entry: obj<MetadataStoreConfig>({
         type: enumLeaf(METADATA_STORE_TYPES),
         path: pathLeaf(true),
+        engine: optionalLeaf(enumLeaf(EMBEDDED_ENGINES)),
         url: postgresUrlLeaf(),
         pool_size: optionalLeaf(countLeaf(1, MAX_POOL_SIZE)),
         schema: sqlSchemaLeaf(),

@@ -7,13 +7,18 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const METADATA_STORE_TYPES = Object.freeze(['memory', 'embedded', 'postgres'] as const);
 export type MetadataStoreType = (typeof METADATA_STORE_TYPES)[number];
 
+export const EMBEDDED_ENGINES = Object.freeze(['pglite', 'sqlite'] as const);
+export type EmbeddedEngine = (typeof EMBEDDED_ENGINES)[number];
+
 export const BLOCK_STORE_TYPES = Object.freeze(['memory', 'filesystem', 's3'] as const);
 export type BlockStoreType = (typeof BLOCK_STORE_TYPES)[number];
 
 export interface MetadataStoreConfig {
   type: MetadataStoreType;
-  /** `embedded`: the PGlite directory (default `<data_dir>/metadata/<name>`). */
+  /** `embedded`: the store's directory (default `<data_dir>/metadata/<name>`). */
   path?: string;
+  /** `embedded`: the engine, `pglite` (default) or `sqlite`. A directory keeps the engine it was created with. */
+  engine?: EmbeddedEngine;
   /** `postgres` (required): a connection URL, e.g. `postgres://user:pass@host:5432/dittofs`. */
   url?: string;
   /** `postgres`: pooled connections (default 10). */

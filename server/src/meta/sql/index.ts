@@ -1,10 +1,13 @@
 // The SQL metadata engines: `embedded` (PGlite or SQLite in this process, data in a local directory)
 // and `postgres` (a pg pool). All are SqlMetadataStore over a different SqlDriver.
+import path from 'node:path';
+import type { EmbeddedEngine } from '../../config/types.js';
 import type { DriverLogger, RetryPolicy, SqlDriver } from './driver.js';
 import { observeSqlDriver, type SqlDriverObserver } from './observed.js';
 import { PgDriver, type PgDriverOptions } from './pg.js';
 import { PgliteDriver } from './pglite.js';
-import { SqliteDriver } from './sqlite.js';
+import { SQLITE_FILE, SqliteDriver } from './sqlite.js';
+import { PGLITE_BACKUP_DIR, embeddedLayout, finishMove, migratePgliteToSqlite } from './embedded.js';
 import { sqliteStatementsByName } from './sqlite-dialect.js';
 import { S, SqlMetadataStore } from './store.js';
 
@@ -16,10 +19,6 @@ export { FenceHeldError, FenceLostError, PgFence, describePgUrl, fenceKey, type 
 export { observeSqlDriver, sqlErrorReason, type SqlDriverObserver, type SqlErrorReason } from './observed.js';
 export { MIGRATIONS, migrate, type Migration, type MigrationReport } from './migrations.js';
 export * from './driver.js';
-
-/** The engines an embedded store can run on (config key `engine`). */
-export const EMBEDDED_ENGINES = Object.freeze(['pglite', 'sqlite'] as const);
-export type EmbeddedEngine = (typeof EMBEDDED_ENGINES)[number];
 
 export interface EmbeddedMetadataStoreOptions {
   /** The store's directory (created if missing); one process at a time. */
@@ -39,31 +38,40 @@ export function createEmbeddedMetadataStore(opts: EmbeddedMetadataStoreOptions):
   if (opts.engine === 'sqlite') {
     return new SqlMetadataStore({
       kind: 'embedded',
-      connect: () =>
-        Promise.resolve(
-          observed(
-            SqliteDriver.open({
-              dir: opts.path,
-              statements: sqliteStatementsByName(S),
-              ...(opts.retry ? { retry: opts.retry } : {}),
-              ...(opts.logger ? { logger: opts.logger } : {}),
-            }),
-            opts.observer,
-          ),
-        ),
+      connect: async () => {
+        const statements = sqliteStatementsByName(S);
+        const dir = path.resolve(opts.path);
+        const layout = embeddedLayout(dir);
+        if (layout === 'pglite') await migratePgliteToSqlite(dir, statements, opts.logger);
+        else if (layout === 'sqlite') finishMove(dir);
+        return observed(
+          SqliteDriver.open({
+            dir,
+            statements,
+            ...(opts.retry ? { retry: opts.retry } : {}),
+            ...(opts.logger ? { logger: opts.logger } : {}),
+          }),
+          opts.observer,
+        );
+      },
     });
   }
   return new SqlMetadataStore({
     kind: 'embedded',
-    connect: async () =>
-      observed(
+    connect: async () => {
+      if (embeddedLayout(path.resolve(opts.path)) === 'sqlite')
+        throw new Error(
+          `embedded metadata store ${opts.path} holds a SQLite database (${SQLITE_FILE}): set its engine to sqlite; a PGlite store it was moved from is in ${PGLITE_BACKUP_DIR}`,
+        );
+      return observed(
         await PgliteDriver.open({
           dir: opts.path,
           ...(opts.retry ? { retry: opts.retry } : {}),
           ...(opts.logger ? { logger: opts.logger } : {}),
         }),
         opts.observer,
-      ),
+      );
+    },
   });
 }
 
