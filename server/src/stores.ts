@@ -47,6 +47,7 @@ export function createMetadataStore(
         createEmbeddedMetadataStore({
           path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)),
           ...(cfg.engine !== undefined ? { engine: cfg.engine } : {}),
+          ...(cfg.sync !== undefined ? { sync: cfg.sync } : {}),
           logger,
           observer,
         }),

@@ -59,13 +59,13 @@ const engines: Engine[] = [
     async setup() {
       const root = await mkdtemp(path.join(os.tmpdir(), 'dittofs-meta-'));
       let n = 0;
-      const store = createEmbeddedMetadataStore({ path: path.join(root, 'main') });
+      const store = createEmbeddedMetadataStore({ path: path.join(root, 'main'), engine: 'pglite' });
       await store.open();
       return {
         store,
         place: async () => {
           const dir = path.join(root, `place-${n++}`);
-          return () => createEmbeddedMetadataStore({ path: dir });
+          return () => createEmbeddedMetadataStore({ path: dir, engine: 'pglite' });
         },
         async teardown() {
           await store.close();

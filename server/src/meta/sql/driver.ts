@@ -53,6 +53,11 @@ export interface SqlDriver {
    * (CommitUncertainError). `tx` is valid only until `fn` settles.
    */
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts?: TransactionOptions): Promise<T>;
+  /**
+   * Drivers that answer a change before it is on disk (SQLite with sync `commit`): settles once
+   * every change answered so far is. Absent: every change is durable when its call settles.
+   */
+  sync?(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -61,7 +61,7 @@ describe('embedded store: the move from PGlite to SQLite', () => {
 
   it('keeps every inode, entry, link, stream, DOS attribute, block ref and token; the PGlite store stays as a backup', async () => {
     const dir = path.join(tmp, 'store');
-    const pg = createEmbeddedMetadataStore({ path: dir });
+    const pg = createEmbeddedMetadataStore({ path: dir, engine: 'pglite' });
     await pg.open();
     const root = await pg.ensureRoot(7, dirInit());
     const sub = await pg.create(root.id, b('sub'), dirInit({ uid: 5 }), T(1_700_000_001, 5));
@@ -99,7 +99,7 @@ describe('embedded store: the move from PGlite to SQLite', () => {
       await lite.close();
     }
     // Once moved, the store is SQLite's: PGlite refuses it rather than open the stale backup.
-    await assert.rejects(createEmbeddedMetadataStore({ path: dir }).open(), /holds a SQLite database/);
+    await assert.rejects(createEmbeddedMetadataStore({ path: dir, engine: 'pglite' }).open(), /holds a SQLite database/);
     const again = createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' });
     await again.open();
     assert.equal((await again.lookup(root.id, b('new')))?.type, FileType.REG);
@@ -108,7 +108,7 @@ describe('embedded store: the move from PGlite to SQLite', () => {
 
   it('a move that cannot be done changes nothing and says why', async () => {
     const dir = path.join(tmp, 'newer');
-    const pg = createEmbeddedMetadataStore({ path: dir });
+    const pg = createEmbeddedMetadataStore({ path: dir, engine: 'pglite' });
     await pg.open();
     const root = await pg.ensureRoot(1, dirInit());
     await pg.create(root.id, b('kept'), fileInit(), T(1_700_000_000));

@@ -1,12 +1,12 @@
 // The SQL metadata engines: `embedded` (PGlite or SQLite in this process, data in a local directory)
 // and `postgres` (a pg pool). All are SqlMetadataStore over a different SqlDriver.
 import path from 'node:path';
-import type { EmbeddedEngine } from '../../config/types.js';
+import { DEFAULT_EMBEDDED_ENGINE, type EmbeddedEngine } from '../../config/types.js';
 import type { DriverLogger, RetryPolicy, SqlDriver } from './driver.js';
 import { observeSqlDriver, type SqlDriverObserver } from './observed.js';
 import { PgDriver, type PgDriverOptions } from './pg.js';
 import { PgliteDriver } from './pglite.js';
-import { SQLITE_FILE, SqliteDriver } from './sqlite.js';
+import { SQLITE_FILE, SqliteDriver, type SqliteSync } from './sqlite.js';
 import { PGLITE_BACKUP_DIR, embeddedLayout, finishMove, migratePgliteToSqlite } from './embedded.js';
 import { sqliteStatementsByName } from './sqlite-dialect.js';
 import { S, SqlMetadataStore } from './store.js';
@@ -14,7 +14,7 @@ import { S, SqlMetadataStore } from './store.js';
 export { SqlMetadataStore } from './store.js';
 export { PgDriver, type PgDriverOptions } from './pg.js';
 export { PgliteDriver } from './pglite.js';
-export { SqliteDriver, SqliteError, SQLITE_FILE } from './sqlite.js';
+export { SqliteDriver, SqliteError, SQLITE_FILE, SQLITE_SYNC_MODES, type SqliteSync } from './sqlite.js';
 export { FenceHeldError, FenceLostError, PgFence, describePgUrl, fenceKey, type FencePurpose } from './fence.js';
 export { observeSqlDriver, sqlErrorReason, type SqlDriverObserver, type SqlErrorReason } from './observed.js';
 export { MIGRATIONS, migrate, type Migration, type MigrationReport } from './migrations.js';
@@ -23,8 +23,10 @@ export * from './driver.js';
 export interface EmbeddedMetadataStoreOptions {
   /** The store's directory (created if missing); one process at a time. */
   path: string;
-  /** Default `pglite`. */
+  /** Default DEFAULT_EMBEDDED_ENGINE. */
   engine?: EmbeddedEngine;
+  /** SQLite: when changes reach the disk (sqlite.ts; default `commit`). */
+  sync?: SqliteSync;
   retry?: RetryPolicy;
   logger?: DriverLogger;
   /** Traces the driver's calls and counts its failures (the server's metrics and tracing). */
@@ -35,7 +37,7 @@ const observed = (driver: SqlDriver, observer: SqlDriverObserver | undefined): S
   observer === undefined ? driver : observeSqlDriver(driver, observer);
 
 export function createEmbeddedMetadataStore(opts: EmbeddedMetadataStoreOptions): SqlMetadataStore {
-  if (opts.engine === 'sqlite') {
+  if ((opts.engine ?? DEFAULT_EMBEDDED_ENGINE) === 'sqlite') {
     return new SqlMetadataStore({
       kind: 'embedded',
       connect: async () => {
@@ -48,6 +50,7 @@ export function createEmbeddedMetadataStore(opts: EmbeddedMetadataStoreOptions):
           SqliteDriver.open({
             dir,
             statements,
+            ...(opts.sync ? { sync: opts.sync } : {}),
             ...(opts.retry ? { retry: opts.retry } : {}),
             ...(opts.logger ? { logger: opts.logger } : {}),
           }),

@@ -71,6 +71,10 @@ class ObservedSqlDriver implements SqlDriver {
     return this.inner.dialect;
   }
 
+  sync(): Promise<void> {
+    return this.inner.sync?.() ?? Promise.resolve();
+  }
+
   private attributes(sql: Statement | string): Attributes {
     return {
       'db.system.name': dbSystem(this.inner.dialect),

@@ -6,14 +6,22 @@
 // the same statement (by name) in SQLite's SQL or as a short program of SQLite statements, run
 // atomically. Unnamed statements (migrations) are run as written, with `$n` read as `?n`.
 //
-// Durability (DESIGN.md: nothing acknowledged as stable is lost, power loss included): the WAL is
-// written at every COMMIT but synced by a group commit, not by SQLite. SQLite runs with
+// Durability (DESIGN.md: COMMIT, FILE_SYNC and SMB FLUSH return only after an fsync covering the
+// data and its metadata; nothing acknowledged as stable is lost, power loss included). The WAL is
+// written at every COMMIT but synced by this driver, not by SQLite: SQLite runs with
 // synchronous=NORMAL (it syncs the WAL before each checkpoint and the database after it, so a
-// checkpoint never loses a frame), and no call's promise settles until an fdatasync of the WAL
-// issued after its statements ran has completed: an fsync covers every frame written before it,
-// so one fsync acknowledges every change made while the previous one was in flight. A read waits
-// too, so that no answer reveals a change that a power loss could still take back. If an fsync
-// fails, the store refuses all further work (what was written may or may not be on disk).
+// checkpoint never loses a frame, and a power loss never corrupts the database), and the driver
+// fdatasyncs the WAL. An fsync covers every frame written before it, so one fsync makes every
+// change made while the previous one was in flight durable (group commit). Two policies (`sync`):
+// - `change`: no call settles until an fsync issued after its statements ran has completed, reads
+//   included (no answer reveals a change that a power loss could still take back). Every NFS
+//   CREATE or REMOVE waits for the disk: one client stream runs at the disk's fsync rate.
+// - `commit` (the default): a change is answered once it is in the WAL; sync() (called by COMMIT,
+//   stable writes and SMB FLUSH through MetadataStore.flushAttrs) waits for an fsync covering every
+//   change answered so far, and the WAL is synced at most SYNC_DELAY_MS after any change anyway.
+//   A power loss can take back namespace changes of that last moment that no COMMIT covered, as
+//   with a local file system; never one that a COMMIT, FILE_SYNC or FLUSH acknowledged.
+// If an fsync fails, the store refuses all further work (what was written may or may not be on disk).
 import { fdatasync, fsyncSync, openSync, closeSync, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -49,9 +57,18 @@ export interface SqliteRunner {
  */
 export type SqliteForm = string | ((db: SqliteRunner, params: readonly unknown[]) => SqlRow[]);
 
+/** When changes reach the disk (see the head of this file). */
+export const SQLITE_SYNC_MODES = Object.freeze(['commit', 'change'] as const);
+export type SqliteSync = (typeof SQLITE_SYNC_MODES)[number];
+
+/** `commit`: the longest a change stays in the WAL unsynced. */
+export const SYNC_DELAY_MS = 100;
+
 export interface SqliteDriverOptions {
   /** The store's directory; created if missing. */
   dir: string;
+  /** Default `commit`. */
+  sync?: SqliteSync;
   /** The SQLite forms of named statements, by name (sqlite-dialect.ts). */
   statements: Readonly<Record<string, SqliteForm>>;
   retry?: RetryPolicy;
@@ -126,8 +143,11 @@ export class SqliteDriver implements SqlDriver {
   private syncing = false;
   private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   private walFd: number | null = null;
+  private fsyncs = 0;
   /** Changes made by the transaction open now (counted at its COMMIT). */
   private dirtyTx = false;
+  /** `commit`: the timer that syncs what is still unsynced. */
+  private syncTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly db: Database.Database,
@@ -136,6 +156,7 @@ export class SqliteDriver implements SqlDriver {
     private readonly statements: Readonly<Record<string, SqliteForm>>,
     private readonly retry: RetryPolicy,
     private readonly log: DriverLogger,
+    private readonly syncEveryChange: boolean,
   ) {
     this.runner = {
       all: (text, params = []) => this.exec(text, params),
@@ -172,7 +193,15 @@ export class SqliteDriver implements SqlDriver {
         db.close();
         throw e;
       }
-      return new SqliteDriver(db, file, lockFile, opts.statements, opts.retry ?? DEFAULT_RETRY_POLICY, opts.logger ?? silentLogger);
+      return new SqliteDriver(
+        db,
+        file,
+        lockFile,
+        opts.statements,
+        opts.retry ?? DEFAULT_RETRY_POLICY,
+        opts.logger ?? silentLogger,
+        opts.sync === 'change',
+      );
     } catch (e) {
       releaseLock(lockFile);
       throw translate(e);
@@ -231,11 +260,11 @@ export class SqliteDriver implements SqlDriver {
     if (seq <= this.synced) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.waiters.push({ seq, resolve, reject });
-      this.sync();
+      this.startSync();
     });
   }
 
-  private sync(): void {
+  private startSync(): void {
     if (this.syncing) return;
     this.syncing = true;
     const target = this.written;
@@ -249,12 +278,13 @@ export class SqliteDriver implements SqlDriver {
         for (const x of w) x.reject(this.broken);
         return;
       }
+      this.fsyncs++;
       this.synced = target;
       const waiting = this.waiters.filter((w) => w.seq > target);
       const ready = this.waiters.filter((w) => w.seq <= target);
       this.waiters = waiting;
       for (const w of ready) w.resolve();
-      if (waiting.length > 0) this.sync();
+      if (waiting.length > 0) this.startSync();
     };
     try {
       // The WAL exists from the first write on, and SQLite keeps it (no journal_size_limit)
@@ -267,12 +297,36 @@ export class SqliteDriver implements SqlDriver {
     fdatasync(this.walFd, done);
   }
 
+  /** Committed changes, how many of them are on disk, and the fsyncs that put them there (fewer: group commit). */
+  get stats(): { commits: number; synced: number; fsyncs: number } {
+    return { commits: this.written, synced: this.synced, fsyncs: this.fsyncs };
+  }
+
   /** Counts a committed change for the group commit. */
   private committed(): void {
     if (this.dirtyTx) {
       this.dirtyTx = false;
       this.written++;
+      if (!this.syncEveryChange && this.syncTimer === null) {
+        this.syncTimer = setTimeout(() => {
+          this.syncTimer = null;
+          // A failure marks the store broken (sync); nobody is waiting on this one.
+          this.durable().catch(() => undefined);
+        }, SYNC_DELAY_MS);
+        this.syncTimer.unref();
+      }
     }
+  }
+
+  /** `change`: what every call waits for before it settles; `commit`: nothing. */
+  private settled(): Promise<void> {
+    return this.syncEveryChange ? this.durable() : Promise.resolve();
+  }
+
+  /** Settles once every change answered so far is on disk (COMMIT, stable writes, SMB FLUSH). */
+  sync(): Promise<void> {
+    if (this.broken) return Promise.reject(this.broken);
+    return this.durable();
   }
 
   async query<T extends SqlRow = SqlRow>(sql: Statement | string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
@@ -285,7 +339,7 @@ export class SqliteDriver implements SqlDriver {
         this.committed();
       }
     });
-    await this.durable();
+    await this.settled();
     return { rows: rows as T[] };
   }
 
@@ -330,13 +384,15 @@ export class SqliteDriver implements SqlDriver {
         }),
       (ev) => this.log.debug({ attempt: ev.attempt, delayMs: ev.delayMs, err: ev.error }, 'embedded metadata store: retrying transaction'),
     );
-    await this.durable();
+    await this.settled();
     return result;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
     try {
       await this.queue.run(async () => {
         if (!this.broken) await this.durable().catch(() => undefined);

@@ -507,6 +507,12 @@ export class SqlMetadataStore implements MetadataStore {
     if (db) await db.close();
   }
 
+  /** COMMIT, stable writes and SMB FLUSH: every change answered so far is made durable (see SqlDriver.sync). */
+  async flushAttrs(): Promise<void> {
+    const db = this.db;
+    if (db?.sync) await db.sync();
+  }
+
   whenServing(): Promise<void> | undefined {
     if (!this.db || !this.opts.serving) return undefined;
     const wait = this.opts.serving();
