@@ -20,7 +20,7 @@ export function toNumber(v: unknown, column = 'value'): number {
 export function toBool(v: unknown, column = 'value'): boolean {
   if (v === true || v === 1) return true;
   if (v === false || v === 0 || v === null || v === undefined) return false;
-  throw new TypeError(`${column}: expected a boolean from the database, got ${typeof v} ${String(v)}`);
+  throw new TypeError(`${column}: expected a boolean from the database, got ${typeof v}`);
 }
 
 export function toBuffer(v: unknown, column = 'value'): Buffer {
