@@ -76,6 +76,13 @@ describe('SQLite metadata engine', () => {
       await s.flushAttrs();
       const flushed = d.stats;
       assert.equal(flushed.synced, flushed.commits, 'COMMIT: every change answered before it is on disk');
+      // Block map changes are on disk when answered: the data's WAL segment may go once they are.
+      const f = await s.create(root.id, Buffer.from('blocks'), fileInit(), T(1_700_000_050));
+      await s.putBlock(f.id, { index: 0, key: 'k/0', length: 4096, version: 1 });
+      assert.equal(d.stats.synced, d.stats.commits, 'putBlock answered before its fsync');
+      await s.create(root.id, Buffer.from('blocks2'), fileInit(), T(1_700_000_051));
+      await s.dropBlocks(f.id, 0);
+      assert.equal(d.stats.synced, d.stats.commits, 'dropBlocks answered before its fsync');
       // Without a COMMIT: the timer syncs within SYNC_DELAY_MS (waited for with a generous bound).
       await s.create(root.id, Buffer.from('late'), fileInit(), T(1_700_000_100));
       const deadline = Date.now() + 50 * SYNC_DELAY_MS;

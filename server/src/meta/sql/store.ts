@@ -509,8 +509,23 @@ export class SqlMetadataStore implements MetadataStore {
 
   /** COMMIT, stable writes and SMB FLUSH: every change answered so far is made durable (see SqlDriver.sync). */
   async flushAttrs(): Promise<void> {
+    await this.durable();
+  }
+
+  /**
+   * On drivers that answer before their fsync (SqlDriver.sync), waits for it. Block map changes and
+   * lease tokens always do: once putBlock answers, the WAL segment holding the data may be deleted,
+   * once dropBlocks answers, the objects it returns are; a token must never be handed out twice.
+   */
+  private async durable(): Promise<void> {
     const db = this.db;
-    if (db?.sync) await db.sync();
+    if (db?.sync) {
+      try {
+        await db.sync();
+      } catch (e) {
+        throw unavailable(e);
+      }
+    }
   }
 
   whenServing(): Promise<void> | undefined {
@@ -873,12 +888,14 @@ export class SqlMetadataStore implements MetadataStore {
           stale,
         );
       }
+      await this.durable();
       return r.key === null || r.key === undefined ? null : blockRef({ ...r, idx: ref.index });
     }
     // Not run again when the connection breaks in flight: had the first run committed, the second
     // would report the new key as the one replaced, and the old object would never be deleted. The
     // caller's upload fails instead and is retried whole.
     const { rows } = await this.q(S.putBlock, [inodeId, ref.index, ref.key, ref.length, ref.version], { retryable: false });
+    await this.durable();
     return rows[0] ? blockRef({ ...rows[0], idx: ref.index }) : null;
   }
 
@@ -888,11 +905,13 @@ export class SqlMetadataStore implements MetadataStore {
       if (token > 0) await tx.query(S.fenceFile, [inodeId, token]);
       return (await tx.query(S.dropBlocks, [inodeId, from])).rows;
     });
+    await this.durable();
     return rows.map(blockRef).sort((a, b) => a.index - b.index);
   }
 
   async nextLeaseToken(): Promise<number> {
     const { rows } = await this.q(S.nextLeaseToken, []);
+    await this.durable();
     return toNumber(rows[0]?.t, 'token');
   }
 
