@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages DittoFS needs to run and test, idempotently.
-# Usage: hack/install-deps.sh [run|node|test|bench|vm|k8s-node|all]   (default: test)
+# Usage: hack/install-deps.sh [run|node|build|test|bench|vm|k8s-node|all]   (default: test)
 set -euo pipefail
 what=${1:-test}
 
 run_pkgs=()
 node_pkgs=(nodejs npm)
+# npm builds the native module better-sqlite3 (the embedded SQLite metadata engine) from source
+# where its prebuilt binary cannot be fetched: python3, make and g++ (node-gyp), against the
+# installed Node's headers (npm_config_nodedir, e.g. /usr for Debian's or NodeSource's nodejs).
+build_pkgs=(python3 make g++)
 # samba-testsuite: smbtorture (test/e2e/smbtorture.test.ts); curl and jq: hack/smb/torture.sh.
 test_pkgs=(libnfs-utils postgresql openssl smbclient samba-testsuite curl jq redis-server)
 vm_pkgs=(qemu-system-x86 busybox-static linux-image-amd64 cpio)
@@ -20,12 +24,13 @@ bench_pkgs=(libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind samba samba-vfs-mod
 case "$what" in
   run) pkgs=("${run_pkgs[@]}") ;;
   node) pkgs=("${node_pkgs[@]}") ;;
-  test) pkgs=("${test_pkgs[@]}" "${vm_pkgs[@]}" "${k8s_node_pkgs[@]}") ;;
+  build) pkgs=("${build_pkgs[@]}") ;;
+  test) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}" "${vm_pkgs[@]}" "${k8s_node_pkgs[@]}") ;;
   k8s-node) pkgs=("${k8s_node_pkgs[@]}") ;;
   vm) pkgs=("${vm_pkgs[@]}") ;;
   bench) pkgs=("${bench_pkgs[@]}") ;;
-  all) pkgs=("${test_pkgs[@]}" "${vm_pkgs[@]}" "${k8s_node_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "usage: $0 [run|node|test|bench|vm|k8s-node|all]" >&2; exit 2 ;;
+  all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}" "${vm_pkgs[@]}" "${k8s_node_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 [run|node|build|test|bench|vm|k8s-node|all]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -44,7 +44,13 @@ export function createMetadataStore(
         if (problem !== undefined) throw new Error(`metadata store ${name}: ${problem}`);
       }
       return cached(
-        createEmbeddedMetadataStore({ path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)), logger, observer }),
+        createEmbeddedMetadataStore({
+          path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)),
+          ...(cfg.engine !== undefined ? { engine: cfg.engine } : {}),
+          ...(cfg.sync !== undefined ? { sync: cfg.sync } : {}),
+          logger,
+          observer,
+        }),
       );
     }
     case 'postgres':

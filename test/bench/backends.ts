@@ -1,6 +1,7 @@
 // The DittoFS configurations the benchmark runs, their YAML, and the shared services behind them.
 //
-//   embedded-fs  embedded metadata (PGlite in the data dir) + filesystem block store: the default
+//   embedded-fs  embedded metadata (SQLite in the data dir) + filesystem block store: the default
+//   pglite-fs    the same on the former embedded engine, PGlite (engine: pglite), for comparison
 //   postgres-s3  postgres metadata (a private PostgreSQL cluster, test/helpers/postgres.ts) +
 //                s3 block store (s3rver on loopback, test/helpers/s3.ts; force_path_style)
 //
@@ -16,7 +17,7 @@ import { stringify } from 'yaml';
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
 import { startS3, type S3TestServer } from '../helpers/s3.js';
 
-export const DITTO_CONFIGS = ['embedded-fs', 'postgres-s3'] as const;
+export const DITTO_CONFIGS = ['embedded-fs', 'pglite-fs', 'postgres-s3'] as const;
 export type DittoConfigName = (typeof DITTO_CONFIGS)[number];
 
 /** The export every configuration serves (and ganesha too). */
@@ -71,7 +72,7 @@ function secs(since: number): string {
 }
 
 export function roundPlace(config: DittoConfigName, b: Backends, round: number): RoundPlace {
-  if (config === 'embedded-fs') return {};
+  if (config === 'embedded-fs' || config === 'pglite-fs') return {};
   return { schema: `bench_${b.runId}_r${round}`, prefix: `bench-${b.runId}-r${round}` };
 }
 
@@ -94,6 +95,10 @@ export async function writeDittoConfig(
     case 'embedded-fs':
       // The built-in defaults, spelled out: <data_dir>/metadata/meta and <data_dir>/blocks/data.
       metadata = { meta: { type: 'embedded' } };
+      blocks = { data: { type: 'filesystem', block_size: '4MiB' } };
+      break;
+    case 'pglite-fs':
+      metadata = { meta: { type: 'embedded', engine: 'pglite' } };
       blocks = { data: { type: 'filesystem', block_size: '4MiB' } };
       break;
     case 'postgres-s3': {

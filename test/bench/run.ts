@@ -3,9 +3,10 @@
 //
 //   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
 //
-// Configurations (--configs, comma-separated; default all four):
+// Configurations (--configs, comma-separated; default all):
 //   ganesha      nfs-ganesha with FSAL VFS on a temporary directory (the reference);
 //   embedded-fs  DittoFS, embedded metadata + filesystem block store (the default configuration);
+//   pglite-fs    the same on the former embedded engine, PGlite (metadata engine: pglite);
 //   postgres-s3  DittoFS, postgres metadata on a private PostgreSQL cluster + s3 block store on
 //                s3rver (path-style), both started once per run (backends.ts).
 //   smb          the SMB rows: smbclient put/get of the same file and --smb-files small-file puts,
@@ -104,12 +105,13 @@ const DRAIN_LIMIT_MS = 120_000;
 const WAL_SEGMENT_RE = /^wal-\d{16}\.log$/;
 
 /** Table order; runs go in this order too (reversed every other round). */
-const CONFIGS = ['ganesha', 'embedded-fs', 'postgres-s3'] as const;
+const CONFIGS = ['ganesha', 'embedded-fs', 'pglite-fs', 'postgres-s3'] as const;
 type ConfigName = (typeof CONFIGS)[number];
 const isDitto = (c: ConfigName): c is DittoConfigName => c !== 'ganesha';
 const LABEL: Record<ConfigName, string> = {
   ganesha: 'ganesha',
   'embedded-fs': 'DittoFS embedded-fs',
+  'pglite-fs': 'DittoFS pglite-fs',
   'postgres-s3': 'DittoFS postgres-s3',
 };
 
@@ -1339,6 +1341,9 @@ async function main(): Promise<void> {
         : []),
       ...(configs.includes('embedded-fs')
         ? [`embedded-fs: DittoFS, embedded metadata + filesystem blocks (4 MiB), WAL in the data dir on ${os.tmpdir()}`]
+        : []),
+      ...(configs.includes('pglite-fs')
+        ? [`pglite-fs: DittoFS, embedded PGlite metadata + filesystem blocks (4 MiB), WAL in the data dir on ${os.tmpdir()}`]
         : []),
       ...(configs.includes('postgres-s3')
         ? [

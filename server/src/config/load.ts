@@ -15,7 +15,7 @@ import { applyEnvOverrides, ENV_PREFIX, envNameOf } from './env.js';
 import { ConfigError } from './errors.js';
 import { formatByteSize } from './sizes.js';
 import { describeValue, formatPath, isPlainObject, SCHEMA, walk, type Issue, type Segment } from './schema.js';
-import type { BlockStoreConfig, DittoConfig, MetadataStoreConfig } from './types.js';
+import { DEFAULT_EMBEDDED_ENGINE, type BlockStoreConfig, type DittoConfig, type MetadataStoreConfig } from './types.js';
 
 export { ConfigError, CONFIG_INVALID, type ConfigIssue } from './errors.js';
 
@@ -319,6 +319,15 @@ function checkMetadataStores(c: DittoConfig, issues: readonly Issue[], push: (se
     const typeIs = `this store's type is ${store.type}`;
     if (store.type !== 'embedded' && store.path !== undefined) {
       push(at('path'), `only embedded metadata stores have a path (${typeIs})`);
+    }
+    if (store.type !== 'embedded' && store.engine !== undefined) {
+      push(at('engine'), `only embedded metadata stores have an engine (${typeIs})`);
+    }
+    if (store.sync !== undefined && (store.type !== 'embedded' || (store.engine ?? DEFAULT_EMBEDDED_ENGINE) !== 'sqlite')) {
+      push(
+        at('sync'),
+        `only embedded metadata stores on the sqlite engine have sync (${typeIs}${store.engine ? `, engine ${store.engine}` : ''})`,
+      );
     }
     if (store.type === 'postgres') {
       const envVar = `${ENV_PREFIX}METADATA__STORES__${envNameOf(name)}__URL`;

@@ -219,13 +219,19 @@ metadata:
     default:
       # type (required): memory, embedded or postgres.
       # memory: kept in RAM, lost on restart (for tests and throwaway shares).
-      # embedded: PostgreSQL (PGlite) inside the server process, in a local directory; survives
-      #   restarts. One server process per directory.
+      # embedded: a database inside the server process (SQLite; PGlite with engine: pglite), in a
+      #   local directory; survives restarts. One server process per directory.
       # postgres: an external PostgreSQL server, for durability and sharing; needs "url".
       type: embedded
       # Embedded stores only: the database directory.
       # Default: <data_dir>/metadata/<store name>, here ./data/metadata/default.
       # path: /var/lib/dittofs/metadata/default
+      # Embedded stores only: sqlite (default) or pglite. A PGlite store opened as sqlite is moved
+      # to SQLite at start-up; its PGlite files are kept in <path>/pgdata.pglite-backup.
+      # engine: sqlite
+      # Embedded SQLite stores only: commit (default): changes are on disk by the reply to the next
+      # COMMIT / stable WRITE / SMB FLUSH and within 100 ms anyway; change: each before its reply.
+      # sync: commit
     # A store in memory, lost on restart (uncomment to use; point a share's "metadata" at it):
     # scratch:
     #   type: memory

@@ -7,13 +7,31 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const METADATA_STORE_TYPES = Object.freeze(['memory', 'embedded', 'postgres'] as const);
 export type MetadataStoreType = (typeof METADATA_STORE_TYPES)[number];
 
+export const EMBEDDED_ENGINES = Object.freeze(['pglite', 'sqlite'] as const);
+export type EmbeddedEngine = (typeof EMBEDDED_ENGINES)[number];
+/** SQLite: microseconds per metadata change, fsync'd by a group commit; a PGlite store moves to it at open. */
+export const DEFAULT_EMBEDDED_ENGINE: EmbeddedEngine = 'sqlite';
+/** When an embedded SQLite store's changes reach the disk (meta/sql/sqlite.ts). */
+export const EMBEDDED_SYNC_MODES = Object.freeze(['commit', 'change'] as const);
+export type EmbeddedSync = (typeof EMBEDDED_SYNC_MODES)[number];
+
 export const BLOCK_STORE_TYPES = Object.freeze(['memory', 'filesystem', 's3'] as const);
 export type BlockStoreType = (typeof BLOCK_STORE_TYPES)[number];
 
 export interface MetadataStoreConfig {
   type: MetadataStoreType;
-  /** `embedded`: the PGlite directory (default `<data_dir>/metadata/<name>`). */
+  /** `embedded`: the store's directory (default `<data_dir>/metadata/<name>`). */
   path?: string;
+  /**
+   * `embedded`: the engine, `sqlite` (default) or `pglite`. A PGlite store opened as `sqlite` is moved to
+   * SQLite once (its PGlite files kept as a backup); a SQLite store does not open as `pglite`.
+   */
+  engine?: EmbeddedEngine;
+  /**
+   * `embedded` on `sqlite`: `commit` (default): changes are on disk by the reply to the next NFS
+   * COMMIT / stable WRITE / SMB FLUSH and within 100 ms anyway; `change`: each before its reply.
+   */
+  sync?: EmbeddedSync;
   /** `postgres` (required): a connection URL, e.g. `postgres://user:pass@host:5432/dittofs`. */
   url?: string;
   /** `postgres`: pooled connections (default 10). */

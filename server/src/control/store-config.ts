@@ -22,7 +22,15 @@ import {
   sqlSchemaLeaf,
   type LeafNode,
 } from '../config/schema.js';
-import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES, type BlockStoreType, type MetadataStoreType } from '../config/types.js';
+import {
+  BLOCK_STORE_TYPES,
+  DEFAULT_EMBEDDED_ENGINE,
+  EMBEDDED_ENGINES,
+  EMBEDDED_SYNC_MODES,
+  METADATA_STORE_TYPES,
+  type BlockStoreType,
+  type MetadataStoreType,
+} from '../config/types.js';
 import { CONTROL_ERROR, ControlError } from './errors.js';
 import type { StoreKind } from './types.js';
 
@@ -50,7 +58,11 @@ const blockSizeProp = { type: 'integer', enum: BLOCK_SIZES, description: `bytes,
 
 export const METADATA_CONFIG_SCHEMAS: Readonly<Record<MetadataStoreType, JsonSchema>> = Object.freeze({
   memory: objectOf({}),
-  embedded: objectOf({ path: pathProp }),
+  embedded: objectOf({
+    path: pathProp,
+    engine: { type: 'string', enum: [...EMBEDDED_ENGINES], description: `default ${DEFAULT_EMBEDDED_ENGINE}` },
+    sync: { type: 'string', enum: [...EMBEDDED_SYNC_MODES], description: 'sqlite: commit (default) or change' },
+  }),
   postgres: objectOf(
     {
       url: str(2048, { description: 'postgres://user:password@host:5432/db (the password is shown as ****)' }),

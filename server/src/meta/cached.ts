@@ -286,7 +286,7 @@ export class CachedMetadataStore implements MetadataStore {
       this.schedule();
       return inode;
     }
-    await this.flushAttrs(id);
+    await this.flushPending(id);
     this.checkPublish();
     // Reads in flight (started before the change) must not fill the cache with what it replaces.
     this.epoch++;
@@ -307,8 +307,16 @@ export class CachedMetadataStore implements MetadataStore {
     this.timer.unref();
   }
 
-  /** Writes the pending size/time changes of one inode (all, without an id) to the store. */
+  /**
+   * Writes the pending size/time changes of one inode (all, without an id) to the store, then has
+   * the store make what it answered durable (engines that answer before their fsync: SQLite).
+   */
   async flushAttrs(id?: number): Promise<void> {
+    await this.flushPending(id);
+    await this.inner.flushAttrs?.(id);
+  }
+
+  private async flushPending(id?: number): Promise<void> {
     if (id === undefined) return this.flushAll();
     for (let rounds = 0; rounds < 1000; rounds++) {
       const running = this.flushing.get(id);
@@ -368,7 +376,7 @@ export class CachedMetadataStore implements MetadataStore {
 
   private async flushAll(): Promise<void> {
     const ids = [...new Set([...this.pending.keys(), ...this.flushing.keys()])];
-    const results = await Promise.allSettled(ids.map((id) => this.flushAttrs(id)));
+    const results = await Promise.allSettled(ids.map((id) => this.flushPending(id)));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
   }

@@ -31,7 +31,7 @@ interface Fixture {
 }
 
 interface Engine {
-  name: 'memory' | 'cached' | 'embedded' | 'postgres';
+  name: 'memory' | 'cached' | 'embedded' | 'embedded-sqlite' | 'postgres';
   setup(): Promise<Fixture>;
 }
 
@@ -59,13 +59,33 @@ const engines: Engine[] = [
     async setup() {
       const root = await mkdtemp(path.join(os.tmpdir(), 'dittofs-meta-'));
       let n = 0;
-      const store = createEmbeddedMetadataStore({ path: path.join(root, 'main') });
+      const store = createEmbeddedMetadataStore({ path: path.join(root, 'main'), engine: 'pglite' });
       await store.open();
       return {
         store,
         place: async () => {
           const dir = path.join(root, `place-${n++}`);
-          return () => createEmbeddedMetadataStore({ path: dir });
+          return () => createEmbeddedMetadataStore({ path: dir, engine: 'pglite' });
+        },
+        async teardown() {
+          await store.close();
+          await rm(root, { recursive: true, force: true });
+        },
+      };
+    },
+  },
+  {
+    name: 'embedded-sqlite',
+    async setup() {
+      const root = await mkdtemp(path.join(os.tmpdir(), 'dittofs-meta-sqlite-'));
+      let n = 0;
+      const store = createEmbeddedMetadataStore({ path: path.join(root, 'main'), engine: 'sqlite' });
+      await store.open();
+      return {
+        store,
+        place: async () => {
+          const dir = path.join(root, `place-${n++}`);
+          return () => createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' });
         },
         async teardown() {
           await store.close();

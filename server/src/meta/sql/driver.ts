@@ -36,9 +36,13 @@ export interface TransactionOptions {
   isolation?: 'read committed' | 'repeatable read' | 'serializable';
 }
 
+/** The SQL a driver speaks: PostgreSQL's (pg, PGlite) or SQLite's (see sqlite-dialect.ts). */
+export type SqlDialect = 'postgres' | 'sqlite';
+
 export interface SqlDriver {
-  /** `embedded` (PGlite) or `postgres` (pg). */
+  /** `embedded` (PGlite or SQLite in this process) or `postgres` (pg). */
   readonly kind: 'embedded' | 'postgres';
+  readonly dialect: SqlDialect;
   /** One statement in its own implicit transaction. */
   query<T extends SqlRow = SqlRow>(sql: Statement | string, params?: readonly unknown[], opts?: QueryOptions): Promise<QueryResult<T>>;
   /**
@@ -49,6 +53,11 @@ export interface SqlDriver {
    * (CommitUncertainError). `tx` is valid only until `fn` settles.
    */
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts?: TransactionOptions): Promise<T>;
+  /**
+   * Drivers that answer a change before it is on disk (SQLite with sync `commit`): settles once
+   * every change answered so far is. Absent: every change is durable when its call settles.
+   */
+  sync?(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -2,13 +2,18 @@
 // Append new migrations to MIGRATIONS with the next version; never edit one that has shipped. A
 // store created by an older DittoFS opens in a newer one (the missing versions are applied); a store
 // whose schema is newer than this DittoFS knows is refused rather than misread.
+//
+// Each migration is written twice, in PostgreSQL's SQL (pg and PGlite) and in SQLite's: the same
+// versions mean the same schema on every engine, so a store can be copied between them.
 import type { SqlDriver } from './driver.js';
 
 export interface Migration {
   version: number;
   name: string;
-  /** Statements run in order, in the same transaction as the version record. */
+  /** PostgreSQL: statements run in order, in the same transaction as the version record. */
   statements: readonly string[];
+  /** SQLite (sqlite.ts): the same change in SQLite's dialect. */
+  sqlite: readonly string[];
 }
 
 /** A crypto-random generation in SQL, 1 to 2^53 - 1 (see migration 2). */
@@ -72,6 +77,54 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
         root     bigint NOT NULL REFERENCES inodes (id)
       )`,
     ],
+    // AUTOINCREMENT: an inode id is never used twice, as with PostgreSQL's identity column.
+    sqlite: [
+      `CREATE TABLE inodes (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        share_id        integer NOT NULL,
+        type            integer NOT NULL,
+        mode            integer NOT NULL,
+        uid             integer NOT NULL,
+        gid             integer NOT NULL,
+        size            integer NOT NULL DEFAULT 0 CHECK (size >= 0),
+        nlink           integer NOT NULL,
+        rdev_major      integer NOT NULL DEFAULT 0,
+        rdev_minor      integer NOT NULL DEFAULT 0,
+        atime_sec       integer NOT NULL,
+        atime_nsec      integer NOT NULL,
+        mtime_sec       integer NOT NULL,
+        mtime_nsec      integer NOT NULL,
+        ctime_sec       integer NOT NULL,
+        ctime_nsec      integer NOT NULL,
+        generation      integer NOT NULL DEFAULT 1,
+        parent          integer NOT NULL DEFAULT 0,
+        target          blob,
+        create_verifier blob,
+        next_cookie     integer NOT NULL DEFAULT 3
+      )`,
+      `CREATE INDEX inodes_share_id ON inodes (share_id)`,
+      `CREATE TABLE dirents (
+        parent integer NOT NULL REFERENCES inodes (id),
+        name   blob    NOT NULL,
+        cookie integer NOT NULL,
+        child  integer NOT NULL REFERENCES inodes (id),
+        PRIMARY KEY (parent, name)
+      ) WITHOUT ROWID`,
+      `CREATE UNIQUE INDEX dirents_parent_cookie ON dirents (parent, cookie)`,
+      `CREATE INDEX dirents_child ON dirents (child)`,
+      `CREATE TABLE blocks (
+        inode   integer NOT NULL,
+        idx     integer NOT NULL,
+        key     text    NOT NULL,
+        length  integer NOT NULL,
+        version integer NOT NULL,
+        PRIMARY KEY (inode, idx)
+      ) WITHOUT ROWID`,
+      `CREATE TABLE share_roots (
+        share_id integer PRIMARY KEY,
+        root     integer NOT NULL REFERENCES inodes (id)
+      )`,
+    ],
   },
   {
     // Handles were guessable: share id (from the public share name), sequential inode id and a
@@ -95,6 +148,9 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
          ALTER COLUMN generation SET DEFAULT ${RANDOM_GENERATION_SQL},
          ADD CONSTRAINT inodes_generation_range CHECK (generation BETWEEN 1 AND ${2 ** 53 - 1})`,
     ],
+    // SQLite cannot change a column's type, default or checks; its integers are 64-bit already, and
+    // every insert gives a generation (randomGeneration). random() is SQLite's CSPRNG (ChaCha20).
+    sqlite: [`UPDATE inodes SET generation = max(1, random() & ${2 ** 53 - 1})`],
   },
   {
     // SMB's creation time and DOS attributes, stored once for both protocols (DESIGN.md), and
@@ -126,6 +182,25 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       )`,
       `CREATE UNIQUE INDEX streams_inode ON streams (inode)`,
     ],
+    sqlite: [
+      // SQLite adds a NOT NULL column only with a default; the UPDATE below sets the real values.
+      `ALTER TABLE inodes ADD COLUMN btime_sec integer NOT NULL DEFAULT 0`,
+      `ALTER TABLE inodes ADD COLUMN btime_nsec integer NOT NULL DEFAULT 0`,
+      `ALTER TABLE inodes ADD COLUMN dos_attrs integer NOT NULL DEFAULT 0`,
+      `UPDATE inodes SET
+         (btime_sec, btime_nsec) = (SELECT s, n FROM (SELECT atime_sec AS s, atime_nsec AS n
+                                                      UNION ALL SELECT mtime_sec, mtime_nsec
+                                                      UNION ALL SELECT ctime_sec, ctime_nsec)
+                                    ORDER BY s, n LIMIT 1),
+         dos_attrs = CASE WHEN type = 2 THEN 0 ELSE 32 END`,
+      `CREATE TABLE streams (
+        file  integer NOT NULL REFERENCES inodes (id),
+        name  blob    NOT NULL,
+        inode integer NOT NULL REFERENCES inodes (id),
+        PRIMARY KEY (file, name)
+      ) WITHOUT ROWID`,
+      `CREATE UNIQUE INDEX streams_inode ON streams (inode)`,
+    ],
   },
   {
     // Several servers on one store (issue 14): every block row records the fencing token of the
@@ -139,6 +214,13 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `ALTER TABLE blocks ADD COLUMN token bigint NOT NULL DEFAULT 0`,
       `CREATE TABLE file_fences (inode bigint PRIMARY KEY, token bigint NOT NULL)`,
       `CREATE SEQUENCE lease_tokens`,
+    ],
+    sqlite: [
+      `ALTER TABLE blocks ADD COLUMN token integer NOT NULL DEFAULT 0`,
+      `CREATE TABLE file_fences (inode integer PRIMARY KEY, token integer NOT NULL)`,
+      // A sequence as PostgreSQL keeps one: the last value handed out, and whether any was.
+      `CREATE TABLE lease_tokens (last_value integer NOT NULL, is_called integer NOT NULL)`,
+      `INSERT INTO lease_tokens (last_value, is_called) VALUES (1, 0)`,
     ],
   },
 ]);
@@ -156,14 +238,16 @@ export async function migrate(driver: SqlDriver, migrations: readonly Migration[
     if (migrations[i]!.version !== i + 1)
       throw new Error(`migration versions must be 1, 2, 3, ...; found ${migrations[i]!.version} at position ${i + 1}`);
   }
+  const sqlite = driver.dialect === 'sqlite';
   return driver.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
+    // SQLite's transaction holds the database's one write lock already.
+    if (!sqlite) await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
     await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version    integer PRIMARY KEY,
       name       text NOT NULL,
-      applied_at timestamptz NOT NULL DEFAULT now()
+      applied_at timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP
     )`);
-    const { rows } = await tx.query<{ v: unknown }>('SELECT coalesce(max(version), 0)::integer AS v FROM schema_migrations');
+    const { rows } = await tx.query<{ v: unknown }>('SELECT coalesce(max(version), 0) AS v FROM schema_migrations');
     const current = Number(rows[0]?.v ?? 0);
     const newest = migrations.length;
     if (current > newest) {
@@ -171,7 +255,7 @@ export async function migrate(driver: SqlDriver, migrations: readonly Migration[
     }
     const applied: number[] = [];
     for (const m of migrations.slice(current)) {
-      for (const s of m.statements) await tx.query(s);
+      for (const s of sqlite ? m.sqlite : m.statements) await tx.query(s);
       await tx.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
       applied.push(m.version);
     }

@@ -14,6 +14,7 @@ import {
   SQLSTATE,
   type QueryOptions,
   type QueryResult,
+  type SqlDialect,
   type SqlDriver,
   type SqlExecutor,
   type SqlRow,
@@ -53,8 +54,8 @@ function statementName(sql: Statement | string): string {
   return /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'SQL';
 }
 
-/** Both engines are PostgreSQL (PGlite is PostgreSQL compiled to WebAssembly). */
-const DB_SYSTEM = 'postgresql';
+/** OpenTelemetry's name of the database system (PGlite is PostgreSQL compiled to WebAssembly). */
+const dbSystem = (d: SqlDialect): string => (d === 'sqlite' ? 'sqlite' : 'postgresql');
 
 class ObservedSqlDriver implements SqlDriver {
   constructor(
@@ -66,9 +67,17 @@ class ObservedSqlDriver implements SqlDriver {
     return this.inner.kind;
   }
 
+  get dialect(): SqlDialect {
+    return this.inner.dialect;
+  }
+
+  sync(): Promise<void> {
+    return this.inner.sync?.() ?? Promise.resolve();
+  }
+
   private attributes(sql: Statement | string): Attributes {
     return {
-      'db.system.name': DB_SYSTEM,
+      'db.system.name': dbSystem(this.inner.dialect),
       'db.namespace': this.obs.store,
       'db.query.summary': statementName(sql),
       'db.query.text': typeof sql === 'string' ? sql : sql.text,
@@ -93,7 +102,7 @@ class ObservedSqlDriver implements SqlDriver {
 
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts?: TransactionOptions): Promise<T> {
     if (!tracingEnabled()) return this.counted(this.inner.transaction(fn, opts));
-    const attributes: Attributes = { 'db.system.name': DB_SYSTEM, 'db.namespace': this.obs.store };
+    const attributes: Attributes = { 'db.system.name': dbSystem(this.inner.dialect), 'db.namespace': this.obs.store };
     return this.counted(
       traced('db.transaction', SpanKind.CLIENT, attributes, () =>
         this.inner.transaction(

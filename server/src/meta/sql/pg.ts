@@ -76,6 +76,7 @@ const FENCE_WAIT_MS = 5_000;
 
 export class PgDriver implements SqlDriver {
   readonly kind = 'postgres' as const;
+  readonly dialect = 'postgres' as const;
   private readonly pool: pg.Pool;
   private readonly retry: RetryPolicy;
   private readonly log: DriverLogger;

@@ -3,11 +3,11 @@
 // in arrival order, through one queue. Directory layout: DIR/pgdata (PGlite's data directory) and
 // DIR/LOCK (the pid of the process that has the store open: two processes must never share DIR).
 import { execFile } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite, protocol, types } from '@electric-sql/pglite';
-import { METADATA_STORE_DIR, storeDirProblem } from '../../config/store-dirs.js';
+import { releaseLock, takeStoreDir } from './lockfile.js';
 import { bindExecuteSync, dataRows } from './pgwire.js';
 import {
   DEFAULT_RETRY_POLICY,
@@ -41,59 +41,6 @@ export interface PgliteDriverOptions {
   dir: string;
   retry?: RetryPolicy;
   logger?: DriverLogger;
-}
-
-const heldLocks = new Set<string>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Takes DIR/LOCK for this process, replacing a stale one (its process is gone). */
-function acquireLock(file: string): void {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, 'wx', 0o644);
-      try {
-        writeSync(fd, `${process.pid}\n`);
-      } finally {
-        closeSync(fd);
-      }
-      heldLocks.add(file);
-      return;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    let owner = NaN;
-    try {
-      owner = parseInt(readFileSync(file, 'utf8').trim(), 10);
-    } catch {
-      // Vanished or unreadable: treat as stale.
-    }
-    // The same pid can come back after a restart (pid 1 in a container): ours only if we hold it.
-    const held = owner === process.pid ? heldLocks.has(file) : Number.isInteger(owner) && pidAlive(owner);
-    if (held) throw new Error(`embedded metadata store ${path.dirname(file)} is in use by process ${owner}`);
-    try {
-      unlinkSync(file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-  }
-  throw new Error(`cannot lock embedded metadata store: ${file}`);
-}
-
-function releaseLock(file: string): void {
-  if (!heldLocks.delete(file)) return;
-  try {
-    unlinkSync(file);
-  } catch {
-    // Already gone.
-  }
 }
 
 /**
@@ -233,6 +180,7 @@ const TX = {
 
 export class PgliteDriver implements SqlDriver {
   readonly kind = 'embedded' as const;
+  readonly dialect = 'postgres' as const;
   private readonly queue = new SerialQueue();
   private readonly runner: PgliteRunner;
   private closed = false;
@@ -252,20 +200,7 @@ export class PgliteDriver implements SqlDriver {
    * users' password hashes, and an NT hash is as good as the password to an NTLM client.
    */
   static async open(opts: PgliteDriverOptions): Promise<PgliteDriver> {
-    const dir = path.resolve(opts.dir);
-    // Never a system directory: the store would be made private (0700) below.
-    const problem = storeDirProblem(dir, METADATA_STORE_DIR);
-    if (problem !== undefined) throw new Error(`embedded database: ${problem}`);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    try {
-      chmodSync(dir, 0o700);
-    } catch (e) {
-      // A directory this process does not own (a volume's root): it stays as its owner made it.
-      if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
-      opts.logger?.warn({ dir }, 'embedded store directory is not ours to make private (0700): check who else can read it');
-    }
-    const lockFile = path.join(dir, 'LOCK');
-    acquireLock(lockFile);
+    const { dir, lockFile } = takeStoreDir(opts.dir, opts.logger);
     try {
       const dataDir = path.join(dir, 'pgdata');
       if (!existsSync(path.join(dataDir, 'PG_VERSION'))) await createInChild(dataDir);

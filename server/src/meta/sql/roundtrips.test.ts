@@ -21,6 +21,7 @@ function init(type: FileType): NewInode {
 function counting(inner: SqlDriver): SqlDriver & { queries: number; transactions: number } {
   const d = {
     kind: inner.kind,
+    dialect: inner.dialect,
     queries: 0,
     transactions: 0,
     query: ((sql, params, opts) => {

@@ -1,6 +1,7 @@
 // Column values -> JS values, in one place. pg returns bigint (int8) and numeric as strings and bytea
 // as Buffer; PGlite returns int8 as a number (a bigint past 2^53), numeric as a string and bytea as
-// Uint8Array. Everything numeric the engine stores fits a JS safe integer; anything else is a bug
+// Uint8Array; SQLite returns integers as numbers, blobs as Buffer and booleans as 1 or 0.
+// Everything numeric the engine stores fits a JS safe integer; anything else is a bug
 // or a corrupt row and fails loudly.
 import type { FileType, Inode } from '../../vfs/types.js';
 import { copyInode } from '../../vfs/types.js';
@@ -13,6 +14,13 @@ export function toNumber(v: unknown, column = 'value'): number {
   else throw new TypeError(`${column}: expected an integer from the database, got ${typeof v} ${String(v)}`);
   if (!Number.isSafeInteger(n)) throw new RangeError(`${column}: ${String(v)} is not a safe integer`);
   return n;
+}
+
+/** PostgreSQL's boolean; SQLite has none and answers 1 or 0. */
+export function toBool(v: unknown, column = 'value'): boolean {
+  if (v === true || v === 1) return true;
+  if (v === false || v === 0 || v === null || v === undefined) return false;
+  throw new TypeError(`${column}: expected a boolean from the database, got ${typeof v}`);
 }
 
 export function toBuffer(v: unknown, column = 'value'): Buffer {

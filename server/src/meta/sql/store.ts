@@ -47,7 +47,7 @@ import {
 } from './driver.js';
 import { FenceLostError } from './fence.js';
 import { migrate, type Migration, type MigrationReport } from './migrations.js';
-import { inodeColumns, inodeRow, publicInode, toBuffer, toNumber, type InodeRow } from './rows.js';
+import { inodeColumns, inodeRow, publicInode, toBool, toBuffer, toNumber, type InodeRow } from './rows.js';
 
 const COLS = inodeColumns();
 const DIR = FileType.DIR;
@@ -58,8 +58,11 @@ const ANCESTORS = `WITH RECURSIVE up (id) AS (
     SELECT p.id FROM up CROSS JOIN LATERAL (SELECT d.parent AS id FROM dirents d WHERE d.child = up.id LIMIT 1) p
   )`;
 
-/** Named statements: the pg driver prepares each once per connection. */
-const S = {
+/**
+ * Named statements: the pg driver prepares each once per connection. sqlite-dialect.ts has each in
+ * SQLite's dialect, under the same key.
+ */
+export const S = {
   getInode: { name: 'dfs_get_inode', text: `SELECT ${COLS} FROM inodes WHERE id = $1` },
   lookup: {
     name: 'dfs_lookup',
@@ -399,7 +402,7 @@ class Work {
 
   async isEmpty(dirId: number): Promise<boolean> {
     const { rows } = await this.tx.query(S.hasEntries, [dirId]);
-    return rows[0]?.e !== true;
+    return !toBool(rows[0]?.e, 'e');
   }
 
   async addEntry(dir: InodeRow, name: Buffer, child: number): Promise<void> {
@@ -502,6 +505,27 @@ export class SqlMetadataStore implements MetadataStore {
     const db = this.db;
     this.db = null;
     if (db) await db.close();
+  }
+
+  /** COMMIT, stable writes and SMB FLUSH: every change answered so far is made durable (see SqlDriver.sync). */
+  async flushAttrs(): Promise<void> {
+    await this.durable();
+  }
+
+  /**
+   * On drivers that answer before their fsync (SqlDriver.sync), waits for it. Block map changes and
+   * lease tokens always do: once putBlock answers, the WAL segment holding the data may be deleted,
+   * once dropBlocks answers, the objects it returns are; a token must never be handed out twice.
+   */
+  private async durable(): Promise<void> {
+    const db = this.db;
+    if (db?.sync) {
+      try {
+        await db.sync();
+      } catch (e) {
+        throw unavailable(e);
+      }
+    }
   }
 
   whenServing(): Promise<void> | undefined {
@@ -833,7 +857,7 @@ export class SqlMetadataStore implements MetadataStore {
     if (ins.rows[0]) return publicInode(inodeRow(ins.rows[0]));
     if (!(await this.getInode(fileId))) throw new VfsError('STALE', `inode ${fileId} does not exist`);
     const taken = await this.q(S.streamTaken, [fileId, name]);
-    if (taken.rows[0]?.taken === true) throw new VfsError('EXIST', 'stream exists');
+    if (toBool(taken.rows[0]?.taken, 'taken')) throw new VfsError('EXIST', 'stream exists');
     throw new VfsError('NOSPC', 'too many streams on one file');
   }
 
@@ -856,7 +880,7 @@ export class SqlMetadataStore implements MetadataStore {
       });
       const r = rows[0];
       if (!r || toNumber(r.applied, 'applied') !== 1) {
-        const stale = r?.stale === true;
+        const stale = r !== undefined && toBool(r.stale, 'stale');
         throw new BlockConflictError(
           stale
             ? `block ${ref.index} of inode ${inodeId} was stored or cut under a newer write lease than ${cas.token}`
@@ -864,12 +888,14 @@ export class SqlMetadataStore implements MetadataStore {
           stale,
         );
       }
+      await this.durable();
       return r.key === null || r.key === undefined ? null : blockRef({ ...r, idx: ref.index });
     }
     // Not run again when the connection breaks in flight: had the first run committed, the second
     // would report the new key as the one replaced, and the old object would never be deleted. The
     // caller's upload fails instead and is retried whole.
     const { rows } = await this.q(S.putBlock, [inodeId, ref.index, ref.key, ref.length, ref.version], { retryable: false });
+    await this.durable();
     return rows[0] ? blockRef({ ...rows[0], idx: ref.index }) : null;
   }
 
@@ -879,17 +905,19 @@ export class SqlMetadataStore implements MetadataStore {
       if (token > 0) await tx.query(S.fenceFile, [inodeId, token]);
       return (await tx.query(S.dropBlocks, [inodeId, from])).rows;
     });
+    await this.durable();
     return rows.map(blockRef).sort((a, b) => a.index - b.index);
   }
 
   async nextLeaseToken(): Promise<number> {
     const { rows } = await this.q(S.nextLeaseToken, []);
+    await this.durable();
     return toNumber(rows[0]?.t, 'token');
   }
 
   async leaseTokensIssued(): Promise<boolean> {
     const { rows } = await this.q(S.leaseTokensIssued, []);
-    return rows[0]?.issued === true;
+    return toBool(rows[0]?.issued, 'issued');
   }
 
   async fileToken(inodeId: number): Promise<number> {

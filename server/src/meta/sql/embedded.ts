@@ -1,0 +1,156 @@
+// Which engine an embedded store's directory holds, and the one-way move of a PGlite store to
+// SQLite. A directory holds DIR/pgdata (PGlite) or DIR/metadata.sqlite (SQLite); after a move,
+// DIR/pgdata.pglite-backup is the PGlite store as it was, kept for the administrator to delete.
+//
+// The move copies every row into a new SQLite database built beside the store
+// (DIR/sqlite-migrating/), checks the row counts, and only then renames it into place, then renames
+// pgdata to the backup. Until the first rename nothing the server reads has changed: a failure
+// removes the half-built copy and says why, and the PGlite store opens as before. (Opening it does
+// apply PGlite's own schema migrations first, as any upgrade would.) A crash between the two
+// renames is finished at the next open.
+import { closeSync, constants as fsConstants, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { errorMessage, silentLogger, type DriverLogger, type SqlDriver, type SqlExecutor, type SqlRow } from './driver.js';
+import { MIGRATIONS, migrate } from './migrations.js';
+import { PgliteDriver } from './pglite.js';
+import { INODE_COLUMNS } from './rows.js';
+import { SQLITE_FILE, SqliteDriver, type SqliteForm } from './sqlite.js';
+
+export const PGLITE_DIR = 'pgdata';
+export const PGLITE_BACKUP_DIR = 'pgdata.pglite-backup';
+const MIGRATING_DIR = 'sqlite-migrating';
+
+/** Rows copied per query: bounds the memory a move of a large store holds. */
+const PAGE = 2_000;
+
+export type EmbeddedLayout = 'empty' | 'pglite' | 'sqlite';
+
+export function embeddedLayout(dir: string): EmbeddedLayout {
+  if (existsSync(path.join(dir, SQLITE_FILE))) return 'sqlite';
+  if (existsSync(path.join(dir, PGLITE_DIR, 'PG_VERSION'))) return 'pglite';
+  return 'empty';
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, fsConstants.O_RDONLY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A table and how to page through it in key order. */
+interface TableCopy {
+  table: string;
+  columns: readonly string[];
+  key: readonly string[];
+}
+
+const TABLES: readonly TableCopy[] = [
+  { table: 'inodes', columns: INODE_COLUMNS, key: ['id'] },
+  { table: 'dirents', columns: ['parent', 'name', 'cookie', 'child'], key: ['parent', 'name'] },
+  { table: 'streams', columns: ['file', 'name', 'inode'], key: ['file', 'name'] },
+  { table: 'share_roots', columns: ['share_id', 'root'], key: ['share_id'] },
+  { table: 'blocks', columns: ['inode', 'idx', 'key', 'length', 'version', 'token'], key: ['inode', 'idx'] },
+  { table: 'file_fences', columns: ['inode', 'token'], key: ['inode'] },
+];
+
+async function copyTable(from: SqlDriver, to: SqlExecutor, t: TableCopy): Promise<number> {
+  const cols = t.columns.join(', ');
+  const keys = t.key.join(', ');
+  const after = `(${keys}) > (${t.key.map((_, i) => `$${i + 1}`).join(', ')})`;
+  const insert = `INSERT INTO ${t.table} (${cols}) VALUES (${t.columns.map((_, i) => `$${i + 1}`).join(', ')})`;
+  let last: unknown[] | null = null;
+  let n = 0;
+  for (;;) {
+    const where: string = last === null ? '' : `WHERE ${after}`;
+    const { rows }: { rows: SqlRow[] } = await from.query(
+      `SELECT ${cols} FROM ${t.table} ${where} ORDER BY ${keys} LIMIT ${PAGE}`,
+      last ?? [],
+    );
+    for (const r of rows)
+      await to.query(
+        insert,
+        t.columns.map((c) => r[c]),
+      );
+    n += rows.length;
+    if (rows.length < PAGE) return n;
+    const end: SqlRow = rows[rows.length - 1]!;
+    last = t.key.map((k): unknown => end[k]);
+  }
+}
+
+async function count(q: { query: SqlDriver['query'] | SqlExecutor['query'] }, table: string): Promise<number> {
+  const { rows } = await q.query(`SELECT count(*) AS n FROM ${table}`);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * Moves the PGlite store in `dir` to SQLite (see the file's head). Throws, with the PGlite store in
+ * place, when it cannot.
+ */
+export async function migratePgliteToSqlite(
+  dir: string,
+  statements: Readonly<Record<string, SqliteForm>>,
+  log: DriverLogger = silentLogger,
+): Promise<void> {
+  const work = path.join(dir, MIGRATING_DIR);
+  // A move that a crash interrupted before its rename: start again.
+  rmSync(work, { recursive: true, force: true });
+  const t0 = Date.now();
+  let pg: PgliteDriver | null = null;
+  let lite: SqliteDriver | null = null;
+  const counts: Record<string, number> = {};
+  try {
+    pg = await PgliteDriver.open({ dir, logger: log });
+    await migrate(pg);
+    lite = SqliteDriver.open({ dir: work, statements, logger: log });
+    const report = await migrate(lite);
+    if (report.version !== MIGRATIONS.length) throw new Error(`the new database is at schema version ${report.version}`);
+    const from = pg;
+    const seq = await from.query<{ last_value: unknown; is_called: unknown }>('SELECT last_value, is_called FROM lease_tokens');
+    const s = seq.rows[0];
+    await lite.transaction(async (tx) => {
+      for (const t of TABLES) counts[t.table] = await copyTable(from, tx, t);
+      if (s) await tx.query('UPDATE lease_tokens SET last_value = $1, is_called = $2', [s.last_value, s.is_called === true]);
+      for (const t of TABLES) {
+        const n = await count(tx, t.table);
+        if (n !== counts[t.table]) throw new Error(`${t.table}: ${counts[t.table]} rows read, ${n} in the new database`);
+      }
+    });
+    for (const t of TABLES) {
+      const n = await count(from, t.table);
+      if (n !== counts[t.table]) throw new Error(`${t.table} changed during the move (${n} rows, ${counts[t.table]} copied)`);
+    }
+    await lite.close();
+    lite = null;
+    await pg.close();
+    pg = null;
+  } catch (e) {
+    await lite?.close().catch(() => undefined);
+    await pg?.close().catch(() => undefined);
+    rmSync(work, { recursive: true, force: true });
+    throw new Error(
+      `embedded metadata store ${dir}: the move from PGlite to SQLite failed; the PGlite store is unchanged: ${errorMessage(e)}`,
+    );
+  }
+  renameSync(path.join(work, SQLITE_FILE), path.join(dir, SQLITE_FILE));
+  fsyncDir(dir);
+  finishMove(dir);
+  log.warn(
+    { dir, rows: counts, ms: Date.now() - t0, backup: path.join(dir, PGLITE_BACKUP_DIR) },
+    'embedded metadata store moved from PGlite to SQLite; the PGlite store is kept as a backup',
+  );
+}
+
+/** The second half of a move: pgdata becomes the backup; the work directory goes. */
+export function finishMove(dir: string): void {
+  if (existsSync(path.join(dir, PGLITE_DIR))) {
+    if (existsSync(path.join(dir, PGLITE_BACKUP_DIR)))
+      throw new Error(`embedded metadata store ${dir}: both ${PGLITE_DIR} and ${PGLITE_BACKUP_DIR} exist; move one away`);
+    renameSync(path.join(dir, PGLITE_DIR), path.join(dir, PGLITE_BACKUP_DIR));
+    fsyncDir(dir);
+  }
+  rmSync(path.join(dir, MIGRATING_DIR), { recursive: true, force: true });
+}

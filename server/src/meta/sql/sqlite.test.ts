@@ -1,0 +1,135 @@
+// The SQLite driver on its own: the group commit, the schema migrations in SQLite's dialect, and
+// the store directory's lock.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { dirInit, fileInit } from '../../testing/inodes.js';
+import { MIGRATIONS, type Migration } from './migrations.js';
+import { SYNC_DELAY_MS, SqliteDriver, type SqliteSync } from './sqlite.js';
+import { sqliteStatementsByName } from './sqlite-dialect.js';
+import { S, SqlMetadataStore } from './store.js';
+
+const T = (sec: number) => ({ sec, nsec: 0 });
+
+function sqliteStore(dir: string, migrations?: readonly Migration[], sync?: SqliteSync): SqlMetadataStore {
+  return new SqlMetadataStore({
+    kind: 'embedded',
+    connect: () => Promise.resolve(SqliteDriver.open({ dir, statements: sqliteStatementsByName(S), ...(sync ? { sync } : {}) })),
+    ...(migrations ? { migrations } : {}),
+  });
+}
+
+describe('SQLite metadata engine', () => {
+  let tmp: string;
+  let n = 0;
+  const place = () => path.join(tmp, `s${n++}`);
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-sqlite-'));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('sync change: answers a change only after an fsync, and concurrent changes share fsyncs', async () => {
+    const s = sqliteStore(place(), undefined, 'change');
+    await s.open();
+    try {
+      const d = s.driver as SqliteDriver;
+      const root = await s.ensureRoot(1, dirInit());
+      const before = d.stats;
+      assert.ok(before.fsyncs >= 1 && before.commits >= 1);
+      // One at a time: every change has its own fsync before its answer.
+      for (let i = 0; i < 5; i++) await s.create(root.id, Buffer.from(`serial-${i}`), fileInit(), T(1_700_000_000 + i));
+      const serial = d.stats;
+      assert.equal(serial.commits - before.commits, 5);
+      assert.equal(serial.fsyncs - before.fsyncs, 5);
+      assert.equal(serial.synced, serial.commits);
+      // Side by side: all are answered, every one after an fsync that covers it, with fewer fsyncs.
+      await Promise.all(Array.from({ length: 200 }, (_, i) => s.create(root.id, Buffer.from(`par-${i}`), fileInit(), T(1_700_000_100))));
+      const par = d.stats;
+      assert.equal(par.commits - serial.commits, 200);
+      assert.ok(par.fsyncs - serial.fsyncs < 200, `200 concurrent creates took ${par.fsyncs - serial.fsyncs} fsyncs`);
+      assert.ok(par.fsyncs > serial.fsyncs);
+      // Reads change nothing and need no fsync.
+      await s.lookup(root.id, Buffer.from('par-7'));
+      assert.deepEqual(d.stats, par);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('sync commit: answers changes before their fsync; flushAttrs (COMMIT) and the timer make them durable', async () => {
+    const s = sqliteStore(place());
+    await s.open();
+    try {
+      const d = s.driver as SqliteDriver;
+      const root = await s.ensureRoot(1, dirInit());
+      await s.flushAttrs();
+      const before = d.stats;
+      assert.equal(before.synced, before.commits);
+      for (let i = 0; i < 20; i++) await s.create(root.id, Buffer.from(`c-${i}`), fileInit(), T(1_700_000_000 + i));
+      const answered = d.stats;
+      assert.equal(answered.commits - before.commits, 20);
+      assert.ok(answered.fsyncs - before.fsyncs < 20, `20 creates waited for ${answered.fsyncs - before.fsyncs} fsyncs`);
+      await s.flushAttrs();
+      const flushed = d.stats;
+      assert.equal(flushed.synced, flushed.commits, 'COMMIT: every change answered before it is on disk');
+      // Block map changes are on disk when answered: the data's WAL segment may go once they are.
+      const f = await s.create(root.id, Buffer.from('blocks'), fileInit(), T(1_700_000_050));
+      await s.putBlock(f.id, { index: 0, key: 'k/0', length: 4096, version: 1 });
+      assert.equal(d.stats.synced, d.stats.commits, 'putBlock answered before its fsync');
+      await s.create(root.id, Buffer.from('blocks2'), fileInit(), T(1_700_000_051));
+      await s.dropBlocks(f.id, 0);
+      assert.equal(d.stats.synced, d.stats.commits, 'dropBlocks answered before its fsync');
+      // Without a COMMIT: the timer syncs within SYNC_DELAY_MS (waited for with a generous bound).
+      await s.create(root.id, Buffer.from('late'), fileInit(), T(1_700_000_100));
+      const deadline = Date.now() + 50 * SYNC_DELAY_MS;
+      while (d.stats.synced < d.stats.commits && Date.now() < deadline) await new Promise((r) => setTimeout(r, SYNC_DELAY_MS / 4));
+      assert.equal(d.stats.synced, d.stats.commits);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('applies every migration once, in SQLite DDL; a failing migration leaves the schema as it was', async () => {
+    const dir = place();
+    let s = sqliteStore(dir);
+    await s.open();
+    assert.deepEqual(s.migration, { applied: MIGRATIONS.map((m) => m.version), version: MIGRATIONS.length });
+    const root = await s.ensureRoot(1, dirInit());
+    await s.close();
+    const bad: Migration = {
+      version: MIGRATIONS.length + 1,
+      name: 'broken',
+      statements: [],
+      sqlite: ['ALTER TABLE inodes ADD COLUMN ok integer', 'SELECT * FROM no_such_table'],
+    };
+    await assert.rejects(sqliteStore(dir, [...MIGRATIONS, bad]).open(), /no such table/);
+    s = sqliteStore(dir);
+    await s.open();
+    try {
+      assert.deepEqual(s.migration, { applied: [], version: MIGRATIONS.length });
+      const cols = await s.driver.query<{ name: string }>(`SELECT name FROM pragma_table_info('inodes')`);
+      assert.ok(!cols.rows.some((c) => c.name === 'ok'), 'the failed migration added no column');
+      assert.deepEqual(await s.getInode(root.id), root);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('one process per directory', async () => {
+    const dir = place();
+    const a = sqliteStore(dir);
+    await a.open();
+    try {
+      await assert.rejects(sqliteStore(dir).open(), /in use by process/);
+    } finally {
+      await a.close();
+    }
+    const b = sqliteStore(dir);
+    await b.open();
+    await b.close();
+  });
+});

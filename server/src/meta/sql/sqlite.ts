@@ -1,0 +1,409 @@
+// The SQLite driver: an embedded engine in this process through better-sqlite3 (synchronous calls
+// into SQLite's C library). Directory layout: DIR/metadata.sqlite (+ its -wal and -shm files) and
+// DIR/LOCK (lockfile.ts). One connection: every query and transaction runs alone, in arrival order.
+//
+// The engine's statements are PostgreSQL's; where SQLite's SQL differs, sqlite-dialect.ts gives
+// the same statement (by name) in SQLite's SQL or as a short program of SQLite statements, run
+// atomically. Unnamed statements (migrations) are run as written, with `$n` read as `?n`.
+//
+// Durability (DESIGN.md: COMMIT, FILE_SYNC and SMB FLUSH return only after an fsync covering the
+// data and its metadata; nothing acknowledged as stable is lost, power loss included). The WAL is
+// written at every COMMIT but synced by this driver, not by SQLite: SQLite runs with
+// synchronous=NORMAL (it syncs the WAL before each checkpoint and the database after it, so a
+// checkpoint never loses a frame, and a power loss never corrupts the database), and the driver
+// fdatasyncs the WAL. An fsync covers every frame written before it, so one fsync makes every
+// change made while the previous one was in flight durable (group commit). Two policies (`sync`):
+// - `change`: no call settles until an fsync issued after its statements ran has completed, reads
+//   included (no answer reveals a change that a power loss could still take back). Every NFS
+//   CREATE or REMOVE waits for the disk: one client stream runs at the disk's fsync rate.
+// - `commit` (the default): a change is answered once it is in the WAL; sync() (called by COMMIT,
+//   stable writes and SMB FLUSH through MetadataStore.flushAttrs) waits for an fsync covering every
+//   change answered so far, and the WAL is synced at most SYNC_DELAY_MS after any change anyway.
+//   A power loss can take back namespace changes of that last moment that no COMMIT covered, as
+//   with a local file system; never one that a COMMIT, FILE_SYNC or FLUSH acknowledged.
+// If an fsync fails, the store refuses all further work (what was written may or may not be on disk).
+import { fdatasync, fsyncSync, openSync, closeSync, constants as fsConstants } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { SerialQueue } from './pglite.js';
+import { releaseLock, takeStoreDir } from './lockfile.js';
+import {
+  DEFAULT_RETRY_POLICY,
+  RetryTransaction,
+  SQLSTATE,
+  silentLogger,
+  withRetry,
+  type DriverLogger,
+  type QueryResult,
+  type RetryPolicy,
+  type SqlDriver,
+  type SqlExecutor,
+  type SqlRow,
+  type Statement,
+} from './driver.js';
+
+/** Runs SQLite statements for a program (see SqliteForm); parameters are `?n` positional. */
+export interface SqliteRunner {
+  all(text: string, params?: readonly unknown[]): SqlRow[];
+  get(text: string, params?: readonly unknown[]): SqlRow | undefined;
+  /** The number of rows changed. */
+  run(text: string, params?: readonly unknown[]): number;
+}
+
+/**
+ * A statement in SQLite's dialect: SQL with `?n` parameters (arrays are passed as JSON text, read
+ * with json_each), or a program of several statements that the driver runs atomically (a
+ * savepoint), given the statement's parameters as they are.
+ */
+export type SqliteForm = string | ((db: SqliteRunner, params: readonly unknown[]) => SqlRow[]);
+
+/** When changes reach the disk (see the head of this file). */
+export const SQLITE_SYNC_MODES = Object.freeze(['commit', 'change'] as const);
+export type SqliteSync = (typeof SQLITE_SYNC_MODES)[number];
+
+/** `commit`: the longest a change stays in the WAL unsynced. */
+export const SYNC_DELAY_MS = 100;
+
+export interface SqliteDriverOptions {
+  /** The store's directory; created if missing. */
+  dir: string;
+  /** Default `commit`. */
+  sync?: SqliteSync;
+  /** The SQLite forms of named statements, by name (sqlite-dialect.ts). */
+  statements: Readonly<Record<string, SqliteForm>>;
+  retry?: RetryPolicy;
+  logger?: DriverLogger;
+}
+
+/** The database file in the store's directory. */
+export const SQLITE_FILE = 'metadata.sqlite';
+
+/** Prepared statements kept; the engine's own fixed set is far smaller, so this never evicts in use. */
+const MAX_PREPARED = 512;
+
+/** SQLite's extended result codes -> the SQLSTATEs the engine reacts to. */
+const SQLSTATE_OF: Readonly<Record<string, string>> = Object.freeze({
+  SQLITE_CONSTRAINT_PRIMARYKEY: SQLSTATE.UNIQUE_VIOLATION,
+  SQLITE_CONSTRAINT_UNIQUE: SQLSTATE.UNIQUE_VIOLATION,
+  SQLITE_CONSTRAINT_FOREIGNKEY: SQLSTATE.FOREIGN_KEY_VIOLATION,
+});
+
+/** An error from SQLite, carrying the SQLSTATE the engine checks (`code`) and SQLite's own (`sqliteCode`). */
+export class SqliteError extends Error {
+  override readonly name = 'SqliteError';
+  readonly code: string;
+  constructor(
+    readonly sqliteCode: string,
+    message: string,
+  ) {
+    super(message);
+    this.code = SQLSTATE_OF[sqliteCode] ?? sqliteCode;
+  }
+}
+
+function translate(e: unknown): unknown {
+  if (e instanceof Database.SqliteError) return new SqliteError(e.code, e.message);
+  return e;
+}
+
+/** PostgreSQL's `$n` parameters as SQLite's `?n` (statements the engine writes for both). */
+const positional = (text: string): string => text.replace(/\$(\d+)/g, '?$1');
+
+/**
+ * The parameters as better-sqlite3 binds `?n`: by name, `n` (it reads `?1` as a named parameter).
+ */
+function bindings(params: readonly unknown[]): [Record<number, unknown>] | [] {
+  if (params.length === 0) return [];
+  const o: Record<number, unknown> = {};
+  for (let i = 0; i < params.length; i++) o[i + 1] = bindable(params[i]);
+  return [o];
+}
+
+/** A parameter as SQLite binds it. */
+function bindable(v: unknown): unknown {
+  if (v === undefined || v === null) return null;
+  if (typeof v === 'boolean') return v ? 1 : 0;
+  if (Array.isArray(v)) return JSON.stringify(v);
+  if (v instanceof Uint8Array && !Buffer.isBuffer(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  return v;
+}
+
+export class SqliteDriver implements SqlDriver {
+  readonly kind = 'embedded' as const;
+  readonly dialect = 'sqlite' as const;
+  private readonly queue = new SerialQueue();
+  private readonly prepared = new Map<string, Database.Statement>();
+  private readonly runner: SqliteRunner;
+  private closed = false;
+  /** Set when an fsync failed: nothing more is served. */
+  private broken: Error | null = null;
+  // Group commit: `written` counts committed changes, `synced` the ones an fsync has covered.
+  private written = 0;
+  private synced = 0;
+  private syncing = false;
+  private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private walFd: number | null = null;
+  private fsyncs = 0;
+  /** Changes made by the transaction open now (counted at its COMMIT). */
+  private dirtyTx = false;
+  /** `commit`: the timer that syncs what is still unsynced. */
+  private syncTimer: NodeJS.Timeout | null = null;
+
+  private constructor(
+    private readonly db: Database.Database,
+    private readonly file: string,
+    private readonly lockFile: string,
+    private readonly statements: Readonly<Record<string, SqliteForm>>,
+    private readonly retry: RetryPolicy,
+    private readonly log: DriverLogger,
+    private readonly syncEveryChange: boolean,
+  ) {
+    this.runner = {
+      all: (text, params = []) => this.exec(text, params),
+      get: (text, params = []) => this.exec(text, params)[0],
+      run: (text, params = []) => {
+        const s = this.prepare(text);
+        if (!s.readonly) this.dirtyTx = true;
+        return s.run(...bindings(params)).changes;
+      },
+    };
+  }
+
+  /** Opens (creating if needed) the SQLite database in `opts.dir`. */
+  static open(opts: SqliteDriverOptions): SqliteDriver {
+    const { dir, lockFile } = takeStoreDir(opts.dir, opts.logger);
+    try {
+      const file = path.join(dir, SQLITE_FILE);
+      const db = new Database(file);
+      try {
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = NORMAL');
+        db.pragma('foreign_keys = ON');
+        // 16 MiB of page cache: the metadata working set of a large tree; the page cache of the
+        // operating system holds the rest.
+        db.pragma('cache_size = -16384');
+        // The new database file and its WAL must be found again after a power loss.
+        const fd = openSync(dir, fsConstants.O_RDONLY);
+        try {
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+      } catch (e) {
+        db.close();
+        throw e;
+      }
+      return new SqliteDriver(
+        db,
+        file,
+        lockFile,
+        opts.statements,
+        opts.retry ?? DEFAULT_RETRY_POLICY,
+        opts.logger ?? silentLogger,
+        opts.sync === 'change',
+      );
+    } catch (e) {
+      releaseLock(lockFile);
+      throw translate(e);
+    }
+  }
+
+  private live(): void {
+    if (this.broken) throw this.broken;
+    if (this.closed) throw new Error('embedded metadata store is closed');
+  }
+
+  private prepare(text: string): Database.Statement {
+    let s = this.prepared.get(text);
+    if (s === undefined) {
+      if (this.prepared.size >= MAX_PREPARED) this.prepared.clear();
+      s = this.db.prepare(text);
+      this.prepared.set(text, s);
+    }
+    return s;
+  }
+
+  private exec(text: string, params: readonly unknown[]): SqlRow[] {
+    const s = this.prepare(text);
+    if (!s.readonly) this.dirtyTx = true;
+    if (s.reader) return s.all(...bindings(params)) as SqlRow[];
+    s.run(...bindings(params));
+    return [];
+  }
+
+  /** One statement, inside the current transaction or as its own. */
+  private run(sql: Statement | string, params: readonly unknown[]): SqlRow[] {
+    try {
+      if (typeof sql === 'string' || sql.name === undefined) {
+        const text = positional(typeof sql === 'string' ? sql : sql.text);
+        // DDL and other statements SQLite cannot prepare once (migrations) run through exec().
+        if (params.length === 0 && !/^\s*(select|insert|update|delete|with)\b/i.test(text)) {
+          this.db.exec(text);
+          this.dirtyTx = true;
+          return [];
+        }
+        return this.exec(text, params);
+      }
+      const form = this.statements[sql.name];
+      if (form === undefined) throw new Error(`statement ${sql.name} has no SQLite form (meta/sql/sqlite-dialect.ts)`);
+      if (typeof form === 'string') return this.exec(form, params);
+      // A savepoint inside a transaction, a transaction of its own outside one.
+      return this.db.transaction(() => form(this.runner, params))();
+    } catch (e) {
+      throw translate(e);
+    }
+  }
+
+  /** Settles once every change committed so far is on disk. */
+  private durable(): Promise<void> {
+    const seq = this.written;
+    if (seq <= this.synced) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ seq, resolve, reject });
+      this.startSync();
+    });
+  }
+
+  private startSync(): void {
+    if (this.syncing) return;
+    this.syncing = true;
+    const target = this.written;
+    const done = (err: Error | null) => {
+      this.syncing = false;
+      if (err) {
+        this.broken = new Error(`embedded metadata store: fsync of the WAL failed, serving stops: ${err.message}`);
+        this.log.warn({ err }, 'embedded metadata store: fsync failed');
+        const w = this.waiters;
+        this.waiters = [];
+        for (const x of w) x.reject(this.broken);
+        return;
+      }
+      this.fsyncs++;
+      this.synced = target;
+      const waiting = this.waiters.filter((w) => w.seq > target);
+      const ready = this.waiters.filter((w) => w.seq <= target);
+      this.waiters = waiting;
+      for (const w of ready) w.resolve();
+      if (waiting.length > 0) this.startSync();
+    };
+    try {
+      // The WAL exists from the first write on, and SQLite keeps it (no journal_size_limit)
+      // until the database closes: one descriptor serves every fsync.
+      this.walFd ??= openSync(`${this.file}-wal`, fsConstants.O_RDONLY);
+    } catch (e) {
+      done(e as Error);
+      return;
+    }
+    fdatasync(this.walFd, done);
+  }
+
+  /** Committed changes, how many of them are on disk, and the fsyncs that put them there (fewer: group commit). */
+  get stats(): { commits: number; synced: number; fsyncs: number } {
+    return { commits: this.written, synced: this.synced, fsyncs: this.fsyncs };
+  }
+
+  /** Counts a committed change for the group commit. */
+  private committed(): void {
+    if (this.dirtyTx) {
+      this.dirtyTx = false;
+      this.written++;
+      if (!this.syncEveryChange && this.syncTimer === null) {
+        this.syncTimer = setTimeout(() => {
+          this.syncTimer = null;
+          // A failure marks the store broken (sync); nobody is waiting on this one.
+          this.durable().catch(() => undefined);
+        }, SYNC_DELAY_MS);
+        this.syncTimer.unref();
+      }
+    }
+  }
+
+  /** `change`: what every call waits for before it settles; `commit`: nothing. */
+  private settled(): Promise<void> {
+    return this.syncEveryChange ? this.durable() : Promise.resolve();
+  }
+
+  /** Settles once every change answered so far is on disk (COMMIT, stable writes, SMB FLUSH). */
+  sync(): Promise<void> {
+    if (this.broken) return Promise.reject(this.broken);
+    return this.durable();
+  }
+
+  async query<T extends SqlRow = SqlRow>(sql: Statement | string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
+    this.live();
+    const rows = await this.queue.run(async () => {
+      this.live();
+      try {
+        return this.run(sql, params);
+      } finally {
+        this.committed();
+      }
+    });
+    await this.settled();
+    return { rows: rows as T[] };
+  }
+
+  async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    this.live();
+    // One connection: only RetryTransaction (the engine's own) can ask for another run.
+    const result = await withRetry(
+      this.retry,
+      (e) => e instanceof RetryTransaction,
+      () =>
+        this.queue.run(async () => {
+          this.live();
+          let open = true;
+          const tx: SqlExecutor = {
+            query: <R extends SqlRow = SqlRow>(sql: Statement | string, params: readonly unknown[] = []) => {
+              if (!open) return Promise.reject(new Error('transaction already finished'));
+              try {
+                return Promise.resolve({ rows: this.run(sql, params) as R[] });
+              } catch (e) {
+                return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+              }
+            },
+          };
+          this.dirtyTx = false;
+          this.db.exec('BEGIN IMMEDIATE');
+          try {
+            const r = await fn(tx);
+            open = false;
+            this.db.exec('COMMIT');
+            this.committed();
+            return r;
+          } catch (e) {
+            open = false;
+            this.dirtyTx = false;
+            try {
+              if (this.db.inTransaction) this.db.exec('ROLLBACK');
+            } catch (re) {
+              this.log.warn({ err: re }, 'embedded metadata store: ROLLBACK failed');
+            }
+            throw translate(e);
+          }
+        }),
+      (ev) => this.log.debug({ attempt: ev.attempt, delayMs: ev.delayMs, err: ev.error }, 'embedded metadata store: retrying transaction'),
+    );
+    await this.settled();
+    return result;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
+    try {
+      await this.queue.run(async () => {
+        if (!this.broken) await this.durable().catch(() => undefined);
+      });
+      if (this.walFd !== null) closeSync(this.walFd);
+      this.walFd = null;
+      this.prepared.clear();
+      // Checkpoints the WAL into the database file (synced) and removes it.
+      this.db.close();
+    } finally {
+      releaseLock(this.lockFile);
+    }
+  }
+}
