@@ -221,7 +221,7 @@ failed=""
 for mode in "${MODES[@]}"; do
   for target in "${TARGETS[@]}"; do
     names=$(cat "$RESULTS/$target.$mode".*.failed 2>/dev/null | sort -u)
-    failed+=$'\n'"### $target $mode: $(printf '%s' "$names" | grep -c .) not passed"$'\n'
+    failed+=$'\n'"### $target $mode: $(printf '%s' "$names" | { grep -c . || true; }) not passed"$'\n'
     [ -z "$names" ] || failed+=$(printf '%s\n' "$names" | sed 's/^/- /')$'\n'
   done
 done

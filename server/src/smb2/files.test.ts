@@ -216,6 +216,15 @@ describe('SMB2 file commands over the file service', () => {
       ),
       NtStatus.DIRECTORY_NOT_EMPTY,
     );
+    // A new file asked READONLY and delete-on-close at once is refused, and not created.
+    const roDoc = createRequest('ro', {
+      desiredAccess: Access.GENERIC_ALL,
+      createDisposition: CreateDisposition.CREATE,
+      createOptions: CreateOptions.DELETE_ON_CLOSE | CreateOptions.NON_DIRECTORY_FILE,
+      fileAttributes: 0x1,
+    });
+    assert.equal(await status(create(c, roDoc)), NtStatus.CANNOT_DELETE);
+    assert.equal(await status(open('ro', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
     await srv.close();
   });
 

@@ -15,7 +15,7 @@ import {
   restoreHeldTimes,
 } from './attrs.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
-import { createStreamOpen, deleteStreamOnClose, splitStreamPath, streamInformation, streamView } from './streams.js';
+import { createStreamOpen, splitStreamPath, streamInformation, streamView } from './streams.js';
 import { FILE_NORMALIZED_NAME_INFORMATION } from './fscc.js';
 import {
   Access,
@@ -249,7 +249,7 @@ export async function create(
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     if (parent === null || name === null) throw fail(NtStatus.ACCESS_DENIED);
-    checkNewAttributes(req.fileAttributes, wantDir);
+    checkNewAttributes(req.fileAttributes, wantDir, deleteOnClose);
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     if (wantDir) {
       inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs })).inode;
@@ -320,11 +320,6 @@ function newOpen(
 
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
-  if (open.deleteOnClose && open.stream) {
-    await deleteStreamOnClose(c, open.stream);
-    writeCloseResponse(w, 0, null);
-    return;
-  }
   const pending = oplock.deletePendingOf(open) || open.deleteOnClose;
   await oplock.releaseOpen(c.fs, open, c.id);
   if (pending) {

@@ -16,6 +16,7 @@ import {
   isStatOpen,
   SHARING_ACCESS,
 } from '../vfs/locks/opens.js';
+import { removeStream } from '../vfs/streams.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { HEADER_SIZE, type SmbReader, SmbWriter, writeHeader } from './codec.js';
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
@@ -485,7 +486,12 @@ export function checkRename(fs: FileService, open: Open, parentId: number, repla
 export async function releaseOpen(fs: FileService, open: Open, id: Identity): Promise<void> {
   await writeTime.closed(open, fs, id);
   const rec = open.record;
-  if (!rec) return;
+  if (!rec) {
+    // A stream open (no lock-manager record): delete on close takes the stream, not its file, at
+    // CLOSE and at logoff/disconnect alike.
+    if (open.deleteOnClose && open.stream) await removeStreamOnClose(fs, open.stream.fileHandle, open.stream.name, id);
+    return;
+  }
   open.record = null;
   if (open.oplock) {
     open.oplock.finish(OplockLevel.NONE);
@@ -508,6 +514,15 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
   } catch (e) {
     // A directory that filled up meanwhile, or a file already gone, is simply not deleted.
     if (!(e instanceof VfsError && (e.errno === 'NOTEMPTY' || e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
+  }
+}
+
+async function removeStreamOnClose(fs: FileService, fileHandle: Buffer, name: Buffer, id: Identity): Promise<void> {
+  try {
+    await removeStream(fs, fileHandle, name, id);
+  } catch (e) {
+    // The stream or its file already gone.
+    if (!(e instanceof VfsError && (e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
   }
 }
 

@@ -3,7 +3,7 @@
 // FileStreamInformation ("::$DATA" for a file's own data, then ":name:$DATA" per named stream).
 import { VfsError } from '../vfs/errors.js';
 import { CreateMode } from '../vfs/service.js';
-import { listStreams, openStream, removeStream } from '../vfs/streams.js';
+import { listStreams, openStream } from '../vfs/streams.js';
 import type { Inode } from '../vfs/types.js';
 import { DosAttributes, FileType } from '../vfs/types.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
@@ -183,15 +183,6 @@ export async function createStreamOpen(
     contexts: encodeCreateContexts(contexts),
   });
   return open;
-}
-
-/** CLOSE of a stream open marked delete-on-close: the stream goes, not its file. */
-export async function deleteStreamOnClose(c: FileContext, ref: OpenStreamRef): Promise<void> {
-  try {
-    await removeStream(c.fs, ref.fileHandle, ref.name, c.id);
-  } catch (e) {
-    if (!(e instanceof VfsError && (e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
-  }
 }
 
 export interface StreamInfoEntry {

@@ -155,14 +155,30 @@ export interface Identity {
 }
 
 let lastNs = 0n;
+/** The wall clock (ns) at `anchorHr` on the monotonic clock: now = anchorWall + (hrtime - anchorHr). */
+let anchorWall = BigInt(Date.now()) * 1_000_000n;
+let anchorHr = process.hrtime.bigint();
+/** Past this gap between the two clocks (the wall clock stepped, or drifted) the anchor moves. */
+const REANCHOR_NS = 5_000_000n;
 
 /**
  * The current time with nanoseconds, strictly increasing within the process: clients compare
  * ctime/mtime to detect change, so two changes must never share a timestamp or go backwards.
+ * The wall clock gives only milliseconds: the nanoseconds come from the monotonic clock's
+ * distance to an anchor taken on the wall clock (not from the monotonic clock's own sub-ms digits,
+ * which run out of phase with the wall clock's and left the time standing still for up to 1 ms
+ * in every ms: changes 200 us apart then shared a 100 ns SMB time).
  */
 export function nowTimespec(): Timespec {
-  const wall = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
-  lastNs = wall > lastNs ? wall : lastNs + 1n;
+  const hr = process.hrtime.bigint();
+  let t = anchorWall + (hr - anchorHr);
+  const wall = BigInt(Date.now()) * 1_000_000n;
+  if (t - wall > REANCHOR_NS || wall - t > REANCHOR_NS) {
+    anchorWall = wall;
+    anchorHr = hr;
+    t = wall;
+  }
+  lastNs = t > lastNs ? t : lastNs + 1n;
   return { sec: Number(lastNs / 1_000_000_000n), nsec: Number(lastNs % 1_000_000_000n) };
 }
 
