@@ -15,6 +15,7 @@ import {
   restoreHeldTimes,
 } from './attrs.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
+import { lookupCaseless } from './names.js';
 import { createStreamOpen, splitStreamPath, streamInformation, streamView } from './streams.js';
 import { FILE_NORMALIZED_NAME_INFORMATION } from './fscc.js';
 import {
@@ -131,11 +132,12 @@ export async function walkParent(c: FileContext, parts: string[]): Promise<Buffe
   let dir = c.fs.handleOf(c.share, await c.fs.root(c.share));
   for (let i = 0; i < parts.length - 1; i++) {
     try {
-      const r = await c.fs.lookup(dir, Buffer.from(parts[i]!), c.id);
-      if (r.inode.type !== FileType.DIR) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
-      dir = c.fs.handleOf(c.share, r.inode);
+      const name = Buffer.from(parts[i]!);
+      const inode = (await lookupOrNull(c, dir, name)) ?? (await lookupCaseless(c, dir, name))?.inode;
+      if (!inode || inode.type !== FileType.DIR) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
+      dir = c.fs.handleOf(c.share, inode);
     } catch (e) {
-      if (e instanceof VfsError && (e.errno === 'NOENT' || e.errno === 'NOTDIR')) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
+      if (e instanceof VfsError && e.errno === 'NOTDIR') throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
       throw e;
     }
   }
@@ -212,6 +214,10 @@ export async function create(
     parent = await walkParent(c, parts);
     name = Buffer.from(parts[parts.length - 1]!);
     inode = await lookupOrNull(c, parent, name);
+    if (!inode && (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE)) {
+      const found = await lookupCaseless(c, parent, name);
+      if (found) ({ name, inode } = found);
+    }
   }
 
   let action: number = CreateAction.OPENED;

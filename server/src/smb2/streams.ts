@@ -19,6 +19,7 @@ import {
   writeCreateResponse,
 } from './messages.js';
 import { allocOpenId, type FileContext, lookupOrNull, mapGenericRights, maximalAccessOf, walkParent } from './files.js';
+import { lookupCaseless } from './names.js';
 import { fileIdOf, Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
@@ -108,6 +109,10 @@ export async function createStreamOpen(
     parent = await walkParent(c, parts);
     name = Buffer.from(parts[parts.length - 1]!);
     file = await lookupOrNull(c, parent, name);
+    if (!file && !mayCreate) {
+      const found = await lookupCaseless(c, parent, name);
+      if (found) ({ name, inode: file } = found);
+    }
   }
   if (!file) {
     if (!mayCreate || parent === null || name === null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
