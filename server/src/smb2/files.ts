@@ -227,6 +227,9 @@ export async function create(
   if (inode) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     const isDir = inode.type === FileType.DIR;
+    // A directory has no data stream: "dir::$DATA" names nothing to open (MS-FSA 2.1.5.1).
+    if (isDir && split.dataStream)
+      throw fail(wantDir ? NtStatus.NOT_A_DIRECTORY : NtStatus.FILE_IS_A_DIRECTORY, 'the data stream of a directory');
     if (wantDir && !isDir) throw fail(NtStatus.NOT_A_DIRECTORY);
     if (wantFile && isDir) throw fail(NtStatus.FILE_IS_A_DIRECTORY);
     const max = maximalAccessOf(c, inode);
@@ -256,6 +259,7 @@ export async function create(
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     if (parent === null || name === null) throw fail(NtStatus.ACCESS_DENIED);
     checkNewAttributes(req.fileAttributes, wantDir, deleteOnClose);
+    if (oplock.leaseKeyInUse(c.fs, c.caching, req)) throw fail(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     if (wantDir) {
       inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs })).inode;

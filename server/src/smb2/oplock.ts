@@ -288,6 +288,15 @@ function ownLease(fs: FileService, caching: CachingContext | undefined, req: Cre
 }
 
 /**
+ * Does CREATE ask for a lease key this client already holds? Checked before a new file is made:
+ * the key is then on another file, and the CREATE fails (INVALID_PARAMETER) without leaving the
+ * file behind (smbtorture smb2.lease.request, run twice).
+ */
+export function leaseKeyInUse(fs: FileService, caching: CachingContext | undefined, req: CreateRequest): boolean {
+  return ownLease(fs, caching, req) !== null;
+}
+
+/**
  * Caching before an open of an existing file (MS-FSA 2.1.5.1.2, 2.1.4.12). When share modes refuse
  * the open, holders of handle caching (batch oplocks, H leases) are asked to let go first (they may
  * close their cached handles) and nothing else breaks; an open that share modes admit takes write
@@ -486,12 +495,7 @@ export function checkRename(fs: FileService, open: Open, parentId: number, repla
 export async function releaseOpen(fs: FileService, open: Open, id: Identity): Promise<void> {
   await writeTime.closed(open, fs, id);
   const rec = open.record;
-  if (!rec) {
-    // A stream open (no lock-manager record): delete on close takes the stream, not its file, at
-    // CLOSE and at logoff/disconnect alike.
-    if (open.deleteOnClose && open.stream) await removeStreamOnClose(fs, open.stream.fileHandle, open.stream.name, id);
-    return;
-  }
+  if (!rec) return;
   open.record = null;
   if (open.oplock) {
     open.oplock.finish(OplockLevel.NONE);
@@ -508,6 +512,8 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
   }
   rec.deleteOnClose = open.deleteOnClose;
   if (!fs.opens.release(rec)) return;
+  // Delete on close of a stream takes the stream, not its file (at CLOSE and logoff/disconnect alike).
+  if (open.stream) return removeStreamOnClose(fs, open.stream.fileHandle, open.stream.name, id);
   if (!open.parent || !open.name) return;
   try {
     await fs.remove(open.parent, open.name, id, open.isDir);

@@ -20,6 +20,7 @@ import {
 } from './messages.js';
 import { allocOpenId, type FileContext, lookupOrNull, mapGenericRights, maximalAccessOf, walkParent } from './files.js';
 import { lookupCaseless } from './names.js';
+import * as oplock from './oplock.js';
 import { fileIdOf, Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
@@ -36,9 +37,9 @@ export interface OpenStreamRef {
  * "a\\f::$DATA" and "a\\f" the file itself (stream null). Other stream types, a third colon, an
  * empty name without a type or a name with a path separator are OBJECT_NAME_INVALID.
  */
-export function splitStreamPath(raw: string): { path: string; stream: string | null } {
+export function splitStreamPath(raw: string): { path: string; stream: string | null; dataStream: boolean } {
   const colon = raw.indexOf(':');
-  if (colon === -1) return { path: raw, stream: null };
+  if (colon === -1) return { path: raw, stream: null, dataStream: false };
   const path = raw.slice(0, colon);
   const rest = raw.slice(colon + 1).split(':');
   if (rest.length > 2) throw fail(NtStatus.OBJECT_NAME_INVALID, 'too many colons in a stream name');
@@ -47,14 +48,14 @@ export function splitStreamPath(raw: string): { path: string; stream: string | n
   if (type !== undefined && type.toUpperCase() !== '$DATA') throw fail(NtStatus.OBJECT_NAME_INVALID, `stream type ${type}`);
   if (name === '') {
     if (type === undefined) throw fail(NtStatus.OBJECT_NAME_INVALID, 'empty stream name');
-    return { path, stream: null };
+    return { path, stream: null, dataStream: true };
   }
   for (const ch of name) {
     const code = ch.charCodeAt(0);
     if (ch === '\\' || ch === '/' || code === 0) throw fail(NtStatus.OBJECT_NAME_INVALID, 'invalid character in a stream name');
   }
   if (Buffer.byteLength(name) > 255) throw fail(NtStatus.OBJECT_NAME_INVALID, 'stream name longer than 255 bytes');
-  return { path, stream: name };
+  return { path, stream: name, dataStream: false };
 }
 
 /** The stored name of `name` on a file (stream names compare without case, as on Windows), or the name as given. */
@@ -145,11 +146,6 @@ export async function createStreamOpen(
   let action: number = CreateAction.OPENED;
   if (s) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
-    if (disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF) {
-      const r = await c.fs.setattr(s.handle, c.id, { size: 0 });
-      s = { ...s, stream: r.after };
-      action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
-    }
   } else {
     if (!mayCreate) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     s = await openStream(c.fs, fileHandle, stored, c.id, true);
@@ -174,14 +170,33 @@ export async function createStreamOpen(
   );
   open.stream = { fileHandle, name: stored };
   open.deleteOnClose = deleteOnClose;
+  // A stream has share modes and oplocks of its own, apart from its file's (MS-FSA keeps them per
+  // Stream): its opens are registered under the stream's inode.
+  await oplock.breakForOpen(c.fs, c.share.meta, s.stream, open.grantedAccess, req, c.caching, c.onBreakWait);
+  open.record = oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
+  let granting;
+  try {
+    if (
+      action === CreateAction.OPENED &&
+      (disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF)
+    ) {
+      s = { ...s, stream: (await c.fs.setattr(s.handle, c.id, { size: 0 })).after };
+      action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
+    }
+    granting = oplock.grantCaching(c.fs, open, open.record, req, c.caching);
+  } catch (e) {
+    await oplock.releaseOpen(c.fs, open, c.id);
+    throw e;
+  }
   register(open);
   const contexts: CreateContext[] = [];
   for (const ctx of req.contexts) {
     if (ctx.name === 'QFid') contexts.push({ name: 'QFid', data: qfidResponse(file.id, c.share.id) });
     else if (ctx.name === 'MxAc') contexts.push({ name: 'MxAc', data: mxacResponse(max) });
   }
+  if (granting.lease) contexts.push({ name: 'RqLs', data: granting.lease });
   writeCreateResponse(w, {
-    oplockLevel: 0,
+    oplockLevel: granting.level,
     createAction: action,
     info: streamInfoOf(file, s.stream),
     fileId,
