@@ -258,6 +258,41 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('QUERY_INFO of attributes and times needs FILE_READ_ATTRIBUTES; the size does not', async () => {
+    const { srv, c, open } = await setup();
+    await files.close(c, await open('f', CreateDisposition.CREATE), 0, new SmbWriter());
+    const o = await open('f', CreateDisposition.OPEN, 0, Access.FILE_READ_DATA);
+    const query = (infoClass: number) =>
+      files.queryInfo(c, o, {
+        infoType: 1,
+        infoClass,
+        outputBufferLength: 4096,
+        input: Buffer.alloc(0),
+        additionalInformation: 0,
+        flags: 0,
+        fileId: o.fileId,
+      });
+    for (const cls of [FileInfoClass.FileBasicInformation, FileInfoClass.FileAllInformation, FileInfoClass.FileNetworkOpenInformation])
+      assert.equal(await status(query(cls)), NtStatus.ACCESS_DENIED, `class ${cls}`);
+    assert.equal(await status(query(FileInfoClass.FileStandardInformation)), 0);
+    const withAttrs = await open('f', CreateDisposition.OPEN, 0, Access.FILE_READ_DATA | Access.FILE_READ_ATTRIBUTES);
+    assert.equal(
+      await status(
+        files.queryInfo(c, withAttrs, {
+          infoType: 1,
+          infoClass: FileInfoClass.FileBasicInformation,
+          outputBufferLength: 4096,
+          input: Buffer.alloc(0),
+          additionalInformation: 0,
+          flags: 0,
+          fileId: withAttrs.fileId,
+        }),
+      ),
+      0,
+    );
+    await srv.close();
+  });
+
   it('a read-only tree refuses changes at CREATE', async () => {
     const { srv, open } = await setup(true);
     assert.equal(await status(open('new', CreateDisposition.CREATE)), NtStatus.ACCESS_DENIED);

@@ -479,6 +479,13 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
 const DESCRIPTOR_PARTS = SecurityInformation.OWNER | SecurityInformation.GROUP | SecurityInformation.DACL;
 
 // MS-SMB2 3.3.5.20 QUERY_INFO
+const READ_ATTRIBUTES_CLASSES: ReadonlySet<number> = new Set([
+  FileInfoClass.FileBasicInformation,
+  FileInfoClass.FileAllInformation,
+  FileInfoClass.FileNetworkOpenInformation,
+  FileInfoClass.FileAttributeTagInformation,
+]);
+
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
   let out: Buffer | null;
@@ -491,6 +498,9 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       // FileNormalizedNameInformation is an SMB 3.1.1 class.
       if (req.infoClass === FILE_NORMALIZED_NAME_INFORMATION) throw fail(NtStatus.NOT_SUPPORTED, 'not below SMB 3.1.1');
       if (req.infoClass === FileInfoClass.FileFullEaInformation) throw fail(NtStatus.NO_EAS_ON_FILE);
+      // MS-FSA 2.1.5.11: the classes that carry attributes and times need FILE_READ_ATTRIBUTES.
+      if (READ_ATTRIBUTES_CLASSES.has(req.infoClass) && (open.grantedAccess & Access.FILE_READ_ATTRIBUTES) === 0)
+        throw fail(NtStatus.ACCESS_DENIED, 'no FILE_READ_ATTRIBUTES');
       out =
         req.infoClass === FileInfoClass.FileStreamInformation
           ? await streamInformation(c, open)
