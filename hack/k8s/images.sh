@@ -53,9 +53,14 @@ context_hash() { # paths COPY can reach besides the manifests
 }
 
 # --- the base: debootstrap minbase + this machine's Node.js ---------------------------------------
+# The Node headers go in too (/usr/local/include/node, where the official node images have them):
+# Dockerfile.server's deps stage builds better-sqlite3 from source against them (node-gyp would
+# otherwise download them from nodejs.org, which this machine cannot reach).
+NODE_HEADERS=/usr/include/node
 base_key() {
-  printf '%s %s %s %s\n' "$BASE_NAME" "$(sha256sum /usr/bin/node | cut -c1-16)" \
-    "$(cat /usr/lib/node_modules/npm/package.json | sha256sum | cut -c1-16)" "$(hash_files /etc/ssl/certs/ca-certificates.crt)" | sha256sum | cut -c1-16
+  printf '%s %s %s %s %s\n' "$BASE_NAME" "$(sha256sum /usr/bin/node | cut -c1-16)" \
+    "$(cat /usr/lib/node_modules/npm/package.json | sha256sum | cut -c1-16)" "$(hash_files /etc/ssl/certs/ca-certificates.crt)" \
+    "$(cd "$NODE_HEADERS" && find . -type f | sort | xargs -d '\n' sha256sum | sha256sum | cut -c1-16)" | sha256sum | cut -c1-16
 }
 
 rootfs() {
@@ -94,6 +99,9 @@ ensure_base() {
   cp -a /usr/lib/node_modules/npm "$mnt/usr/local/lib/node_modules/npm"
   ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$mnt/usr/local/bin/npm"
   ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$mnt/usr/local/bin/npx"
+  [[ -f $NODE_HEADERS/node_version.h ]] || die "no Node headers in $NODE_HEADERS (Debian: libnode-dev, or the Node.js package that ships them)"
+  mkdir -p "$mnt/usr/local/include"
+  cp -a "$NODE_HEADERS" "$mnt/usr/local/include/node"
   mkdir -p "$mnt/etc/ssl/certs"
   cp /etc/ssl/certs/ca-certificates.crt "$mnt/etc/ssl/certs/ca-certificates.crt"
   "${BUILDAH[@]}" umount "$c" >/dev/null

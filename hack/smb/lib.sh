@@ -170,7 +170,7 @@ EOF
 # dittofs_start DIR DIST USER PASSWORD SHARE...: a DittoFS server from DIST (server/dist) with its
 # data under DIR on free loopback ports, USER (non-root control-plane user, uid 2000+) with
 # read-write on every SHARE (created when it is not /export). Prints the SMB port; writes the API
-# port to DIR/api-port.
+# port to DIR/api-port. TORTURE_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") go to its node.
 dittofs_start() {
   local d=$1 dist=$2 user=$3 pass=$4
   shift 4
@@ -181,7 +181,7 @@ dittofs_start() {
   local admin='dittofs-torture-admin' admin2='dittofs-torture-Admin2'
   DITTOFS_DATA_DIR="$d/data" DITTOFS_BIND_ADDRESS=127.0.0.1 DITTOFS_NFS_PORT=$nfs DITTOFS_API_PORT=$api \
     DITTOFS_METRICS_PORT=$metrics DITTOFS_SMB_PORT=$smb DITTOFS_LOG_LEVEL=${DITTOFS_LOG_LEVEL:-warn} \
-    DITTOFS_ADMIN_INITIAL_PASSWORD=$admin node "$dist/cli/dittofs.js" start </dev/null >"$d/dittofs.log" 2>&1 &
+    DITTOFS_ADMIN_INITIAL_PASSWORD=$admin node ${TORTURE_NODE_ARGS:-} "$dist/cli/dittofs.js" start </dev/null >"$d/dittofs.log" 2>&1 &
   local pid=$!
   _smb_register "$pid" dittofs
   smb_wait_port "$api" "$pid" 600 dittofs && smb_wait_port "$smb" "$pid" 60 dittofs || {

@@ -17,13 +17,26 @@ import { startDittofs, type DittofsProcess } from '../helpers/server.js';
  * today, plain and signed. Grow it toward the issue's full list (hack/smb/suites.sh: "required"
  * and "smbd-fails"); an entry is in only when all its subtests pass. `SUITE!GLOB,GLOB` runs a suite
  * minus the subtests whose name matches a glob (the exclusions the issue itself makes).
- * hack/smb/torture.sh --list gate reads this array: keep one quoted entry per line.
+ * `ENTRY@plain` runs only without signing. hack/smb/torture.sh --list gate reads this array (and
+ * runs every entry in the modes it is asked for): keep one quoted entry per line.
  */
 const GATE = [
-  // Left out though they pass (plain and signed): smb2.dir.many and smb2.dir.large-files take
-  // ~100 s per run at load ~6 (file creation is ~15x slower than smbd's), 4 runs that would double
-  // the gate's time. hack/smb/torture.sh --list required still runs them.
-  'smb2.dir.sorted', // the slowest entry left (20-60 s): first, so it starts first
+  // Longest first (JOBS at once: the last to start sets the tail). Seconds per run are from a
+  // gate run here at load ~10.
+  // ~150 s per run. Not yet: a CREATE waiting for the whole chain of breaks (breaking3/4),
+  // rename_wait; the v2_* tests, break_twice and dynamic_share skip below SMB 3.
+  'smb2.lease!breaking3,breaking4,rename_wait,break_twice,v2_*,dynamic_share',
+  // ~110 s per run. batch22b fails against smbd too (smbd fails stream1 here, DittoFS passes it).
+  'smb2.oplock!batch22b',
+  // `@plain`: run without signing only. These suites make thousands of files (creation is ~15x
+  // slower than smbd's), and what they test (the open table's cap, directory enumeration across
+  // many QUERY_DIRECTORY calls) does not depend on signing, which every other entry checks on
+  // the same commands (CREATE, QUERY_DIRECTORY, CLOSE, compounds) in its signed run. Slowest first.
+  'smb2.maxfid@plain', // 16,384 opens until INSUFFICIENT_RESOURCES: ~140 s
+  'smb2.compound_find@plain', // compound_find_close creates 5,000 files: ~80 s
+  'smb2.dir.large-files@plain', // ~50 s
+  'smb2.dir.many@plain', // ~25 s
+  'smb2.dir.sorted', // the slowest entry run in both modes (20-60 s): first of them, so it starts early
   'smb2.connect',
   'smb2.read!bug14607', // bug14607 needs an FSCTL only Samba's test build answers: smbd skips it too
   'smb2.credits',
@@ -50,10 +63,13 @@ const GATE = [
   'smb2.dir.find',
   'smb2.dir.fixed',
   'smb2.dir.one', // smbd fails it here (ChangeTime); DittoFS must pass
+  'smb2.dir.modify', // smbd fails it here (ChangeTime); needs names compared without case
   'smb2.getinfo.fsinfo',
   'smb2.getinfo.qfile_buffercheck',
   'smb2.getinfo.granted',
-  // ~30 s of the test's own sleeps (delayed write time).
+  // ~30 s of the test's own sleeps (delayed write time). delayed-write-vs-setbasic once failed one
+  // CI run in three: the server's clock stood still for part of every millisecond (nowTimespec),
+  // so a WRITE 200 us after the CREATE could share its 100 ns write time.
   'smb2.timestamps',
   'smb2.compound.related3',
   'smb2.compound.related4', // smbd fails it here (run as root); DittoFS must pass
@@ -68,8 +84,6 @@ const GATE = [
   'smb2.compound.invalid4',
   'smb2.compound.compound-padding',
   'smb2.compound.create-write-close',
-  // smb2.compound_find passes too (plain and signed), but its compound_find_close creates 5,000
-  // files: 2-5 min per run at load ~6, past this gate's budget; --list required runs it.
   // replay_* is the issue's exclusion; rw-none (a W2K8 quirk) and ctdb-delrec-deadlock (needs a
   // ctdb cluster) skip themselves, against smbd too.
   'smb2.lock!replay_*,rw-none,ctdb-delrec-deadlock',
@@ -83,6 +97,10 @@ const GATE = [
   'smb2.session.two_logoff',
   'smb2.session.ntlmssp_bug14932',
   'smb2.rename!simple_nodelete,no_share_delete_no_delete_access',
+  // Not yet: OVERWRITE_IF Existing and CREATE_IF Existing set a DACL without DELETE and expect it
+  // inherited and enforced (stored NT ACLs: smbd keeps them in an xattr). The glob also leaves out
+  // CREATE Existing, which passes: names with spaces do not go through hack/smb/torture.sh.
+  'smb2.delete-on-close-perms!*Existing',
   // From the reported smb2.notify list: a directory deleted while watched answers DELETE_PENDING.
   'smb2.notify.rmdir1',
   'smb2.notify.rmdir2',
@@ -90,11 +108,6 @@ const GATE = [
   'smb2.notify.rmdir4',
   // smbd fails alloc-size and reopen2-lease-v2 here too (allocation size rounding; a v2 lease at 2.1).
   'smb2.durable-open!alloc-size,reopen2-lease-v2',
-  // ~2 min per run. batch22b fails against smbd too; batch26 and stream1 need oplocks on streams.
-  'smb2.oplock!batch22b,batch26,stream1',
-  // ~3 min per run. Not yet: leases on streams (request), a CREATE waiting for the whole chain of
-  // breaks (breaking3/4), rename_wait; the v2_* tests, break_twice and dynamic_share skip below SMB 3.
-  'smb2.lease!request,breaking3,breaking4,rename_wait,break_twice,v2_*,dynamic_share',
 ];
 
 const USER = 'tortureuser';
@@ -105,6 +118,8 @@ const UID = 1000;
 const JOBS = 3;
 /** One smbtorture run: a hang is killed and fails its test. */
 const RUN_TIMEOUT_MS = 240_000;
+/** The same for an `@plain` entry (thousands of files: maxfid took 233 s here at load ~25). */
+const SLOW_RUN_TIMEOUT_MS = 480_000;
 const MODES = ['plain', 'signed'] as const;
 
 interface Outcome {
@@ -155,7 +170,7 @@ async function expand(entry: string): Promise<string[]> {
   return names;
 }
 
-describe('smbtorture against the SMB2 engine', { timeout: 900_000 }, () => {
+describe('smbtorture against the SMB2 engine', { timeout: 1_500_000 }, () => {
   let dir: string;
   let srv: DittofsProcess;
   const shares = Array.from({ length: JOBS }, (_, i) => (i === 0 ? 'export' : `torture${i + 1}`));
@@ -196,7 +211,7 @@ describe('smbtorture against the SMB2 engine', { timeout: 900_000 }, () => {
   });
 
   /** Runs one GATE entry in a free share; resolves with smbtorture's exit code and output. */
-  async function torture(entry: string, mode: (typeof MODES)[number]): Promise<{ code: number | null; out: string }> {
+  async function torture(entry: string, mode: (typeof MODES)[number], timeoutMs: number): Promise<{ code: number | null; out: string }> {
     const tests = await expand(entry);
     return slots.run(async () => {
       const share = free.pop()!;
@@ -220,9 +235,9 @@ describe('smbtorture against the SMB2 engine', { timeout: 900_000 }, () => {
             ...(mode === 'signed' ? ['--option=client signing=required'] : []),
             ...tests,
           ],
-          { timeoutMs: RUN_TIMEOUT_MS },
+          { timeoutMs },
         );
-        const killed = r.signal ? `\n(killed by ${r.signal} after ${RUN_TIMEOUT_MS} ms)` : '';
+        const killed = r.signal ? `\n(killed by ${r.signal} after ${timeoutMs} ms)` : '';
         return { code: r.code, out: r.stdout + r.stderr + killed };
       } finally {
         free.push(share);
@@ -233,10 +248,11 @@ describe('smbtorture against the SMB2 engine', { timeout: 900_000 }, () => {
   // Every (entry, mode) is its own test, JOBS of them at once.
   describe('suites', { concurrency: JOBS }, () => {
     // Entry by entry (both modes of one entry back to back), so the slow entries at the top start first.
-    for (const entry of GATE) {
-      for (const mode of MODES) {
+    for (const spec of GATE) {
+      const entry = spec.replace(/@plain$/, '');
+      for (const mode of spec.endsWith('@plain') ? (['plain'] as const) : MODES) {
         it(`${entry} (${mode})`, async () => {
-          const { code, out } = await torture(entry, mode);
+          const { code, out } = await torture(entry, mode, spec.endsWith('@plain') ? SLOW_RUN_TIMEOUT_MS : RUN_TIMEOUT_MS);
           const { passed, notPassed } = parseTorture(out);
           const tail = out.length > 6000 ? `...${out.slice(-6000)}` : out;
           assert.deepEqual(notPassed, [], `${entry} ${mode}: subtests that did not pass\n${tail}`);

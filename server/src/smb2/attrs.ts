@@ -149,10 +149,16 @@ export function newFileAttributes(requested: number, dir: boolean): number {
   return dir ? a & ~DosAttributes.TEMPORARY : a | DosAttributes.ARCHIVE;
 }
 
-/** CREATE of a directory with FILE_ATTRIBUTE_TEMPORARY is INVALID_PARAMETER (MS-FSA 2.1.5.1). */
-export function checkNewAttributes(requested: number, dir: boolean): void {
+/**
+ * MS-FSA 2.1.5.1: CREATE of a directory with FILE_ATTRIBUTE_TEMPORARY is INVALID_PARAMETER; a new
+ * file made READONLY and delete-on-close at once is CANNOT_DELETE (as opening an existing
+ * read-only file for delete on close is, checkOpenExisting).
+ */
+export function checkNewAttributes(requested: number, dir: boolean, deleteOnClose = false): void {
   if (dir && (requested & DosAttributes.TEMPORARY) !== 0)
     throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'a directory cannot be FILE_ATTRIBUTE_TEMPORARY');
+  if (!dir && deleteOnClose && (requested & DosAttributes.READONLY) !== 0)
+    throw new SmbStatusError(NtStatus.CANNOT_DELETE, 'a new read-only file cannot be delete-on-close');
 }
 
 const WRITE_ACCESS = Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA;

@@ -4,10 +4,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
 import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './codec.js';
-import { Command, HeaderFlags } from './constants.js';
+import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
 import { SmbConnection } from './connection.js';
 import { NtStatus } from './status.js';
 import { smb2Signature, verifySmb2Signature } from './auth/index.js';
+import { listStreams } from '../vfs/streams.js';
+import { alice, create, createRequest, fileContext } from './testing.js';
 
 async function connection() {
   const srv = await memoryServer();
@@ -70,8 +72,8 @@ function negotiate(dialects: number[]): Buffer {
 
 const echo = Buffer.from([4, 0, 0, 0]);
 
-/** MS-SMB2 2.2.13 CREATE: GENERIC_READ|GENERIC_WRITE, the name at offset 120. */
-function createBody(name: string, disposition: number): Buffer {
+/** MS-SMB2 2.2.13 CREATE: GENERIC_READ|GENERIC_WRITE unless told, the name at offset 120. */
+function createBody(name: string, disposition: number, access = 0xc0000000, options = 0): Buffer {
   const n = utf16(name);
   const w = new SmbWriter();
   w.u16(57)
@@ -79,11 +81,11 @@ function createBody(name: string, disposition: number): Buffer {
     .u8(0)
     .u32(2)
     .zeros(16)
-    .u32(0xc0000000)
+    .u32(access)
     .u32(0)
     .u32(7)
     .u32(disposition)
-    .u32(0)
+    .u32(options)
     .u16(HEADER_SIZE + 56)
     .u16(n.length)
     .u32(0)
@@ -398,6 +400,41 @@ describe('SMB2 connection', () => {
       ]),
     );
     check(sent[sent.length - 1]!, [NtStatus.OBJECT_NAME_NOT_FOUND, NtStatus.OBJECT_NAME_NOT_FOUND, NtStatus.OBJECT_NAME_NOT_FOUND]);
+    await srv.close();
+  });
+
+  it('a stream open left delete-on-close loses its stream, not its file, when the connection drops', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const key = Buffer.alloc(16, 0x2d);
+    const { sessionId, treeId } = await signingSession(conn, sent, key);
+    const related = { flags: HeaderFlags.RELATED_OPERATIONS, sessionId: 0xffffffff };
+    await conn.handleFrame(
+      signCompound(key, [
+        request(Command.CREATE, 2, createBody('f:s', CreateDisposition.CREATE), { sessionId, treeId }),
+        request(Command.WRITE, 3, writeBody(Buffer.from('stream data')), related),
+        request(Command.CLOSE, 4, closeBody(), related),
+      ]),
+    );
+    assert.deepEqual(
+      elements(sent[sent.length - 1]!).map((r) => r.status),
+      [0, 0, 0],
+    );
+    // GENERIC_READ|GENERIC_WRITE|DELETE, FILE_DELETE_ON_CLOSE; never closed.
+    const doc = createBody('f:s', CreateDisposition.OPEN, 0xc0010000, CreateOptions.DELETE_ON_CLOSE);
+    await conn.handleFrame(signCompound(key, [request(Command.CREATE, 5, doc, { sessionId, treeId })]));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, 0);
+    const c = fileContext(srv);
+    const file = (await create(c, createRequest('f', { createDisposition: CreateDisposition.OPEN }))).open;
+    const streamNames = async () => (await listStreams(srv.fs, file.handle, alice)).streams.map((e) => e.name.toString());
+    assert.deepEqual(await streamNames(), ['s']);
+    await conn.teardown();
+    assert.deepEqual(await streamNames(), [], 'the stream went at disconnect, as at CLOSE');
+    assert.equal(
+      file.inodeId,
+      (await create(c, createRequest('f', { createDisposition: CreateDisposition.OPEN }))).open.inodeId,
+      'the file stays',
+    );
     await srv.close();
   });
 

@@ -216,6 +216,15 @@ describe('SMB2 file commands over the file service', () => {
       ),
       NtStatus.DIRECTORY_NOT_EMPTY,
     );
+    // A new file asked READONLY and delete-on-close at once is refused, and not created.
+    const roDoc = createRequest('ro', {
+      desiredAccess: Access.GENERIC_ALL,
+      createDisposition: CreateDisposition.CREATE,
+      createOptions: CreateOptions.DELETE_ON_CLOSE | CreateOptions.NON_DIRECTORY_FILE,
+      fileAttributes: 0x1,
+    });
+    assert.equal(await status(create(c, roDoc)), NtStatus.CANNOT_DELETE);
+    assert.equal(await status(open('ro', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
     await srv.close();
   });
 
@@ -246,6 +255,41 @@ describe('SMB2 file commands over the file service', () => {
     const d = await open('dir', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
     await basic(d, 0x11); // READONLY | DIRECTORY: a directory keeps its mode
     assert.equal(await mode(d), 0o755);
+    await srv.close();
+  });
+
+  it('QUERY_INFO of attributes and times needs FILE_READ_ATTRIBUTES; the size does not', async () => {
+    const { srv, c, open } = await setup();
+    await files.close(c, await open('f', CreateDisposition.CREATE), 0, new SmbWriter());
+    const o = await open('f', CreateDisposition.OPEN, 0, Access.FILE_READ_DATA);
+    const query = (infoClass: number) =>
+      files.queryInfo(c, o, {
+        infoType: 1,
+        infoClass,
+        outputBufferLength: 4096,
+        input: Buffer.alloc(0),
+        additionalInformation: 0,
+        flags: 0,
+        fileId: o.fileId,
+      });
+    for (const cls of [FileInfoClass.FileBasicInformation, FileInfoClass.FileAllInformation, FileInfoClass.FileNetworkOpenInformation])
+      assert.equal(await status(query(cls)), NtStatus.ACCESS_DENIED, `class ${cls}`);
+    assert.equal(await status(query(FileInfoClass.FileStandardInformation)), 0);
+    const withAttrs = await open('f', CreateDisposition.OPEN, 0, Access.FILE_READ_DATA | Access.FILE_READ_ATTRIBUTES);
+    assert.equal(
+      await status(
+        files.queryInfo(c, withAttrs, {
+          infoType: 1,
+          infoClass: FileInfoClass.FileBasicInformation,
+          outputBufferLength: 4096,
+          input: Buffer.alloc(0),
+          additionalInformation: 0,
+          flags: 0,
+          fileId: withAttrs.fileId,
+        }),
+      ),
+      0,
+    );
     await srv.close();
   });
 

@@ -15,7 +15,8 @@ import {
   restoreHeldTimes,
 } from './attrs.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
-import { createStreamOpen, deleteStreamOnClose, splitStreamPath, streamInformation, streamView } from './streams.js';
+import { lookupCaseless } from './names.js';
+import { createStreamOpen, splitStreamPath, streamInformation, streamView } from './streams.js';
 import { FILE_NORMALIZED_NAME_INFORMATION } from './fscc.js';
 import {
   Access,
@@ -131,11 +132,12 @@ export async function walkParent(c: FileContext, parts: string[]): Promise<Buffe
   let dir = c.fs.handleOf(c.share, await c.fs.root(c.share));
   for (let i = 0; i < parts.length - 1; i++) {
     try {
-      const r = await c.fs.lookup(dir, Buffer.from(parts[i]!), c.id);
-      if (r.inode.type !== FileType.DIR) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
-      dir = c.fs.handleOf(c.share, r.inode);
+      const name = Buffer.from(parts[i]!);
+      const inode = (await lookupOrNull(c, dir, name)) ?? (await lookupCaseless(c, dir, name))?.inode;
+      if (!inode || inode.type !== FileType.DIR) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
+      dir = c.fs.handleOf(c.share, inode);
     } catch (e) {
-      if (e instanceof VfsError && (e.errno === 'NOENT' || e.errno === 'NOTDIR')) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
+      if (e instanceof VfsError && e.errno === 'NOTDIR') throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
       throw e;
     }
   }
@@ -212,6 +214,10 @@ export async function create(
     parent = await walkParent(c, parts);
     name = Buffer.from(parts[parts.length - 1]!);
     inode = await lookupOrNull(c, parent, name);
+    if (!inode && (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE)) {
+      const found = await lookupCaseless(c, parent, name);
+      if (found) ({ name, inode } = found);
+    }
   }
 
   let action: number = CreateAction.OPENED;
@@ -221,6 +227,9 @@ export async function create(
   if (inode) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     const isDir = inode.type === FileType.DIR;
+    // A directory has no data stream: "dir::$DATA" names nothing to open (MS-FSA 2.1.5.1).
+    if (isDir && split.dataStream)
+      throw fail(wantDir ? NtStatus.NOT_A_DIRECTORY : NtStatus.FILE_IS_A_DIRECTORY, 'the data stream of a directory');
     if (wantDir && !isDir) throw fail(NtStatus.NOT_A_DIRECTORY);
     if (wantFile && isDir) throw fail(NtStatus.FILE_IS_A_DIRECTORY);
     const max = maximalAccessOf(c, inode);
@@ -249,7 +258,8 @@ export async function create(
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     if (parent === null || name === null) throw fail(NtStatus.ACCESS_DENIED);
-    checkNewAttributes(req.fileAttributes, wantDir);
+    checkNewAttributes(req.fileAttributes, wantDir, deleteOnClose);
+    if (oplock.leaseKeyInUse(c.fs, c.caching, req)) throw fail(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     if (wantDir) {
       inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs })).inode;
@@ -322,11 +332,6 @@ function newOpen(
 
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
-  if (open.deleteOnClose && open.stream) {
-    await deleteStreamOnClose(c, open.stream);
-    writeCloseResponse(w, 0, null);
-    return;
-  }
   const pending = oplock.deletePendingOf(open) || open.deleteOnClose;
   await oplock.releaseOpen(c.fs, open, c.id);
   if (pending) {
@@ -480,6 +485,13 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
 const DESCRIPTOR_PARTS = SecurityInformation.OWNER | SecurityInformation.GROUP | SecurityInformation.DACL;
 
 // MS-SMB2 3.3.5.20 QUERY_INFO
+const READ_ATTRIBUTES_CLASSES: ReadonlySet<number> = new Set([
+  FileInfoClass.FileBasicInformation,
+  FileInfoClass.FileAllInformation,
+  FileInfoClass.FileNetworkOpenInformation,
+  FileInfoClass.FileAttributeTagInformation,
+]);
+
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
   let out: Buffer | null;
@@ -492,6 +504,9 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       // FileNormalizedNameInformation is an SMB 3.1.1 class.
       if (req.infoClass === FILE_NORMALIZED_NAME_INFORMATION) throw fail(NtStatus.NOT_SUPPORTED, 'not below SMB 3.1.1');
       if (req.infoClass === FileInfoClass.FileFullEaInformation) throw fail(NtStatus.NO_EAS_ON_FILE);
+      // MS-FSA 2.1.5.11: the classes that carry attributes and times need FILE_READ_ATTRIBUTES.
+      if (READ_ATTRIBUTES_CLASSES.has(req.infoClass) && (open.grantedAccess & Access.FILE_READ_ATTRIBUTES) === 0)
+        throw fail(NtStatus.ACCESS_DENIED, 'no FILE_READ_ATTRIBUTES');
       out =
         req.infoClass === FileInfoClass.FileStreamInformation
           ? await streamInformation(c, open)

@@ -175,6 +175,28 @@ describe('leases', () => {
     await srv.close();
   });
 
+  it('a lease key on one file: a CREATE of a new file under it fails and makes nothing', async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1);
+    assert.equal((await open(a, 'f', { lease: { key: 7, state: RWH } })).leaseState, RWH);
+    assert.equal(await status(open(a, 'g', { lease: { key: 7, state: RWH } })), NtStatus.INVALID_PARAMETER);
+    assert.equal(await status(open(a, 'g', { disposition: CreateDisposition.OPEN })), NtStatus.OBJECT_NAME_NOT_FOUND, 'no file made');
+    await srv.close();
+  });
+
+  it('a stream has oplocks of its own: its file and it both hold batch, a second open of either breaks only that one', async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1);
+    const b = client(2);
+    assert.equal((await open(a, 'h', { oplock: OplockLevel.BATCH })).level, OplockLevel.BATCH);
+    assert.equal((await open(a, 'h:s', { oplock: OplockLevel.BATCH })).level, OplockLevel.BATCH, 'no contention with the file');
+    assert.equal(a.sent.length, 0);
+    assert.equal((await open(b, 'h:s', { oplock: OplockLevel.BATCH })).level, OplockLevel.II);
+    assert.equal(a.sent.length, 1, 'the stream holder was broken');
+    assert.equal(a.sent[0]![2], OplockLevel.II);
+    await srv.close();
+  });
+
   it('an acknowledgment that keeps more than the break allows is refused, and no lease is not found', async () => {
     const { srv, client, open } = await setup();
     const a = client(1);

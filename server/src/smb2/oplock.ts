@@ -16,6 +16,7 @@ import {
   isStatOpen,
   SHARING_ACCESS,
 } from '../vfs/locks/opens.js';
+import { removeStream } from '../vfs/streams.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { HEADER_SIZE, type SmbReader, SmbWriter, writeHeader } from './codec.js';
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
@@ -287,6 +288,15 @@ function ownLease(fs: FileService, caching: CachingContext | undefined, req: Cre
 }
 
 /**
+ * Does CREATE ask for a lease key this client already holds? Checked before a new file is made:
+ * the key is then on another file, and the CREATE fails (INVALID_PARAMETER) without leaving the
+ * file behind (smbtorture smb2.lease.request, run twice).
+ */
+export function leaseKeyInUse(fs: FileService, caching: CachingContext | undefined, req: CreateRequest): boolean {
+  return ownLease(fs, caching, req) !== null;
+}
+
+/**
  * Caching before an open of an existing file (MS-FSA 2.1.5.1.2, 2.1.4.12). When share modes refuse
  * the open, holders of handle caching (batch oplocks, H leases) are asked to let go first (they may
  * close their cached handles) and nothing else breaks; an open that share modes admit takes write
@@ -526,12 +536,23 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
   }
   rec.deleteOnClose = open.deleteOnClose;
   if (!(await fs.opens.releaseShared(rec))) return;
+  // Delete on close of a stream takes the stream, not its file (at CLOSE and logoff/disconnect alike).
+  if (open.stream) return removeStreamOnClose(fs, open.stream.fileHandle, open.stream.name, id);
   if (!open.parent || !open.name) return;
   try {
     await fs.remove(open.parent, open.name, id, open.isDir);
   } catch (e) {
     // A directory that filled up meanwhile, or a file already gone, is simply not deleted.
     if (!(e instanceof VfsError && (e.errno === 'NOTEMPTY' || e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
+  }
+}
+
+async function removeStreamOnClose(fs: FileService, fileHandle: Buffer, name: Buffer, id: Identity): Promise<void> {
+  try {
+    await removeStream(fs, fileHandle, name, id);
+  } catch (e) {
+    // The stream or its file already gone.
+    if (!(e instanceof VfsError && (e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
   }
 }
 

@@ -66,7 +66,8 @@ describe('named streams over SMB', () => {
     // Overwrite empties the stream only.
     await close(await open('f.txt:com.apple.ResourceFork', CreateDisposition.OVERWRITE_IF));
     assert.deepEqual(await streams(f), ['::$DATA=9', ':AFP_AfpInfo:$DATA=8', ':com.apple.ResourceFork:$DATA=0']);
-    // Delete on close removes the stream, not the file.
+    // Delete on close removes the stream, not the file, once its last open is closed.
+    await close(s2);
     const del = await open('f.txt:com.apple.ResourceFork', CreateDisposition.OPEN);
     await files.setInfo(c, del, {
       infoType: InfoType.FILE,
@@ -96,12 +97,43 @@ describe('named streams over SMB', () => {
   });
 });
 
+describe('share modes of streams', () => {
+  it('a stream has share modes of its own: a second open of it conflicts, its file does not', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const req = (name: string, shareAccess: number) =>
+      createRequest(name, {
+        desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE,
+        createDisposition: CreateDisposition.OPEN_IF,
+        shareAccess,
+      });
+    const s = (await create(c, req('f:s', 0))).open;
+    assert.equal(await status(create(c, req('f:s', 7))), NtStatus.SHARING_VIOLATION);
+    const f = (await create(c, req('f', 7))).open;
+    assert.equal(await status(create(c, req('f:t', 7))), 0, 'another stream of the file');
+    await closeOpen(c, s);
+    await closeOpen(c, (await create(c, req('f:s', 7))).open);
+    await closeOpen(c, f);
+    // A directory has no data stream to open.
+    await closeOpen(c, (await create(c, createRequest('d', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open);
+    assert.equal(
+      await status(create(c, createRequest('d::$DATA', { createDisposition: CreateDisposition.OPEN }))),
+      NtStatus.FILE_IS_A_DIRECTORY,
+    );
+    assert.equal(
+      await status(create(c, createRequest('d::$DATA', { createDisposition: CreateDisposition.OPEN, createOptions: 1 }))),
+      NtStatus.NOT_A_DIRECTORY,
+    );
+    await srv.close();
+  });
+});
+
 describe('stream names and FILE_STREAM_INFORMATION', () => {
   it('splits CREATE names', () => {
-    assert.deepEqual(splitStreamPath('a\\f'), { path: 'a\\f', stream: null });
-    assert.deepEqual(splitStreamPath('a\\f::$DATA'), { path: 'a\\f', stream: null });
-    assert.deepEqual(splitStreamPath('a\\f:s'), { path: 'a\\f', stream: 's' });
-    assert.deepEqual(splitStreamPath('a\\f:s:$data'), { path: 'a\\f', stream: 's' });
+    assert.deepEqual(splitStreamPath('a\\f'), { path: 'a\\f', stream: null, dataStream: false });
+    assert.deepEqual(splitStreamPath('a\\f::$DATA'), { path: 'a\\f', stream: null, dataStream: true });
+    assert.deepEqual(splitStreamPath('a\\f:s'), { path: 'a\\f', stream: 's', dataStream: false });
+    assert.deepEqual(splitStreamPath('a\\f:s:$data'), { path: 'a\\f', stream: 's', dataStream: false });
     for (const bad of ['f:', 'f:s:$INDEX_ALLOCATION', 'f:a:b:c', 'f:a\\b'])
       assert.throws(
         () => splitStreamPath(bad),

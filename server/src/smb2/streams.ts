@@ -3,7 +3,7 @@
 // FileStreamInformation ("::$DATA" for a file's own data, then ":name:$DATA" per named stream).
 import { VfsError } from '../vfs/errors.js';
 import { CreateMode } from '../vfs/service.js';
-import { listStreams, openStream, removeStream } from '../vfs/streams.js';
+import { listStreams, openStream } from '../vfs/streams.js';
 import type { Inode } from '../vfs/types.js';
 import { DosAttributes, FileType } from '../vfs/types.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
@@ -19,6 +19,8 @@ import {
   writeCreateResponse,
 } from './messages.js';
 import { allocOpenId, type FileContext, lookupOrNull, mapGenericRights, maximalAccessOf, walkParent } from './files.js';
+import { lookupCaseless } from './names.js';
+import * as oplock from './oplock.js';
 import { fileIdOf, Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
@@ -35,9 +37,9 @@ export interface OpenStreamRef {
  * "a\\f::$DATA" and "a\\f" the file itself (stream null). Other stream types, a third colon, an
  * empty name without a type or a name with a path separator are OBJECT_NAME_INVALID.
  */
-export function splitStreamPath(raw: string): { path: string; stream: string | null } {
+export function splitStreamPath(raw: string): { path: string; stream: string | null; dataStream: boolean } {
   const colon = raw.indexOf(':');
-  if (colon === -1) return { path: raw, stream: null };
+  if (colon === -1) return { path: raw, stream: null, dataStream: false };
   const path = raw.slice(0, colon);
   const rest = raw.slice(colon + 1).split(':');
   if (rest.length > 2) throw fail(NtStatus.OBJECT_NAME_INVALID, 'too many colons in a stream name');
@@ -46,14 +48,14 @@ export function splitStreamPath(raw: string): { path: string; stream: string | n
   if (type !== undefined && type.toUpperCase() !== '$DATA') throw fail(NtStatus.OBJECT_NAME_INVALID, `stream type ${type}`);
   if (name === '') {
     if (type === undefined) throw fail(NtStatus.OBJECT_NAME_INVALID, 'empty stream name');
-    return { path, stream: null };
+    return { path, stream: null, dataStream: true };
   }
   for (const ch of name) {
     const code = ch.charCodeAt(0);
     if (ch === '\\' || ch === '/' || code === 0) throw fail(NtStatus.OBJECT_NAME_INVALID, 'invalid character in a stream name');
   }
   if (Buffer.byteLength(name) > 255) throw fail(NtStatus.OBJECT_NAME_INVALID, 'stream name longer than 255 bytes');
-  return { path, stream: name };
+  return { path, stream: name, dataStream: false };
 }
 
 /** The stored name of `name` on a file (stream names compare without case, as on Windows), or the name as given. */
@@ -108,6 +110,10 @@ export async function createStreamOpen(
     parent = await walkParent(c, parts);
     name = Buffer.from(parts[parts.length - 1]!);
     file = await lookupOrNull(c, parent, name);
+    if (!file && !mayCreate) {
+      const found = await lookupCaseless(c, parent, name);
+      if (found) ({ name, inode: file } = found);
+    }
   }
   if (!file) {
     if (!mayCreate || parent === null || name === null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -140,11 +146,6 @@ export async function createStreamOpen(
   let action: number = CreateAction.OPENED;
   if (s) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
-    if (disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF) {
-      const r = await c.fs.setattr(s.handle, c.id, { size: 0 });
-      s = { ...s, stream: r.after };
-      action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
-    }
   } else {
     if (!mayCreate) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     s = await openStream(c.fs, fileHandle, stored, c.id, true);
@@ -169,29 +170,40 @@ export async function createStreamOpen(
   );
   open.stream = { fileHandle, name: stored };
   open.deleteOnClose = deleteOnClose;
+  // A stream has share modes and oplocks of its own, apart from its file's (MS-FSA keeps them per
+  // Stream): its opens are registered under the stream's inode.
+  await oplock.breakForOpen(c.fs, c.share.meta, s.stream, open.grantedAccess, req, c.caching, c.onBreakWait);
+  const record = await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
+  open.record = record;
+  let granting;
+  try {
+    if (
+      action === CreateAction.OPENED &&
+      (disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF)
+    ) {
+      s = { ...s, stream: (await c.fs.setattr(s.handle, c.id, { size: 0 })).after };
+      action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
+    }
+    granting = oplock.grantCaching(c.fs, open, record, req, c.caching);
+  } catch (e) {
+    await oplock.releaseOpen(c.fs, open, c.id);
+    throw e;
+  }
   register(open);
   const contexts: CreateContext[] = [];
   for (const ctx of req.contexts) {
     if (ctx.name === 'QFid') contexts.push({ name: 'QFid', data: qfidResponse(file.id, c.share.id) });
     else if (ctx.name === 'MxAc') contexts.push({ name: 'MxAc', data: mxacResponse(max) });
   }
+  if (granting.lease) contexts.push({ name: 'RqLs', data: granting.lease });
   writeCreateResponse(w, {
-    oplockLevel: 0,
+    oplockLevel: granting.level,
     createAction: action,
     info: streamInfoOf(file, s.stream),
     fileId,
     contexts: encodeCreateContexts(contexts),
   });
   return open;
-}
-
-/** CLOSE of a stream open marked delete-on-close: the stream goes, not its file. */
-export async function deleteStreamOnClose(c: FileContext, ref: OpenStreamRef): Promise<void> {
-  try {
-    await removeStream(c.fs, ref.fileHandle, ref.name, c.id);
-  } catch (e) {
-    if (!(e instanceof VfsError && (e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;
-  }
 }
 
 export interface StreamInfoEntry {

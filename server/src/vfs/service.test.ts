@@ -263,4 +263,16 @@ describe('file service semantics', () => {
       prev = t;
     }
   });
+
+  it('timestamps move with real time below the millisecond (SMB shows 100 ns units)', () => {
+    // 200 pairs 200 us apart cover 40 ms: every phase of the wall clock's millisecond.
+    for (let i = 0; i < 200; i++) {
+      const a = nowTimespec();
+      const h0 = process.hrtime.bigint();
+      while (process.hrtime.bigint() - h0 < 200_000n);
+      const b = nowTimespec();
+      const apart = (b.sec - a.sec) * 1e9 + (b.nsec - a.nsec);
+      assert.ok(apart >= 150_000, `two changes 200 us apart are ${apart} ns apart`);
+    }
+  });
 });

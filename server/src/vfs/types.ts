@@ -155,22 +155,56 @@ export interface Identity {
 }
 
 let lastNs = 0n;
+/** The wall-clock time (ns) at `anchorHr` on the monotonic clock: now = anchorWall + (hrtime - anchorHr). */
+let anchorWall = 0n;
+let anchorHr = 0n;
+/** Past this gap from the wall clock (stepped, or drifted) the anchor is taken again. */
+const REANCHOR_NS = 5_000_000n;
+
+/**
+ * Anchors the monotonic clock to the wall clock at the edge of a wall-clock millisecond (found
+ * to a few us by waiting for it, at most ~1 ms, at start and after a clock step): Date.now() has
+ * whole milliseconds only, and a clock up to 1 ms behind it made a CLOSE's write time earlier than
+ * the client's clock when it sent the CLOSE (smbtorture smb2.timestamps.delayed-2write).
+ */
+function anchor(): void {
+  const start = Date.now();
+  // Read before a Date.now() that still showed `start`: never after the edge, so the clock is
+  // never behind the wall clock (at most a few us ahead, unless descheduled right there).
+  let safe = process.hrtime.bigint();
+  let now = start;
+  for (let i = 0; now === start && i < 10_000_000; i++) {
+    const hr = process.hrtime.bigint();
+    now = Date.now();
+    if (now === start) safe = hr;
+  }
+  anchorWall = BigInt(now) * 1_000_000n;
+  anchorHr = safe;
+}
+anchor();
 
 /**
  * Smallest step between two timestamps of this process: SMB shows times in 100 ns units
- * (FILETIME), so two changes 1 ns apart would look the same to an SMB client (smbtorture's
- * delayed-write-vs-setbasic failed when a WRITE's time came out 1 ns after its CREATE's).
+ * (FILETIME), so two changes 1 ns apart would look the same to an SMB client.
  */
 const STEP_NS = 100n;
 
 /**
  * The current time with nanoseconds, strictly increasing within the process: clients compare
- * ctime/mtime to detect change, so two changes must never share a timestamp or go backwards, in
- * NFS's nanoseconds and in SMB's 100 ns units alike.
+ * ctime/mtime to detect change, so two changes must never share a timestamp or go backwards.
+ * The sub-ms digits come from the monotonic clock's distance to the anchor (not from its own
+ * sub-ms digits, which run out of phase with the wall clock's: the time then stood still for up
+ * to 1 ms in every ms, and changes 200 us apart shared a 100 ns SMB time).
  */
 export function nowTimespec(): Timespec {
-  const wall = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
-  lastNs = wall >= lastNs + STEP_NS ? wall : lastNs + STEP_NS;
+  let t = anchorWall + (process.hrtime.bigint() - anchorHr);
+  // Date.now() is the start of the current ms: t is within [wall, wall + 1 ms) while in step.
+  const wall = BigInt(Date.now()) * 1_000_000n;
+  if (t - wall > REANCHOR_NS || wall - t > REANCHOR_NS) {
+    anchor();
+    t = anchorWall + (process.hrtime.bigint() - anchorHr);
+  }
+  lastNs = t >= lastNs + STEP_NS ? t : lastNs + STEP_NS;
   return { sec: Number(lastNs / 1_000_000_000n), nsec: Number(lastNs % 1_000_000_000n) };
 }
 

@@ -1,0 +1,40 @@
+// Names compare without case at SMB: CREATE of an existing name in other case opens that file.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { memoryServer } from '../testing/memory-server.js';
+import { Access, CreateDisposition, CreateOptions } from './constants.js';
+import { NtStatus } from './status.js';
+import { close, create, createRequest, fileContext, status } from './testing.js';
+
+describe('case-insensitive names', () => {
+  it('OPEN and OVERWRITE find a name in other case, in the path too; a new name is still created as given', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const open = async (name: string, disposition: number, options = 0) =>
+      (
+        await create(
+          c,
+          createRequest(name, {
+            desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
+            createDisposition: disposition,
+            createOptions: options,
+          }),
+        )
+      ).open;
+    await close(c, await open('Dir', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE));
+    const f = await open('Dir\\t017-17.txt', CreateDisposition.CREATE);
+    await close(c, f);
+    const g = await open('DIR\\T017-17.TXT', CreateDisposition.OPEN);
+    assert.equal(g.inodeId, f.inodeId, 'the same file');
+    await close(c, g);
+    const h = await open('dir\\T017-17.txt', CreateDisposition.OVERWRITE);
+    assert.equal(h.inodeId, f.inodeId);
+    await close(c, h);
+    assert.equal(await status(open('dir\\T018.txt', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    assert.equal(await status(open('nodir\\x', CreateDisposition.OPEN)), NtStatus.OBJECT_PATH_NOT_FOUND);
+    // Delete on close through the other-case name removes the stored name.
+    await close(c, await open('DIR\\T017-17.TXT', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE));
+    assert.equal(await status(open('Dir\\t017-17.txt', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    await srv.close();
+  });
+});
