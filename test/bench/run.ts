@@ -1165,6 +1165,9 @@ function summarizeSmb(rs: SmbResult[]): SmbSummary {
     putMiBps: median(rs.map((r) => r.putMiBps)),
     getMiBps: median(rs.map((r) => r.getMiBps)),
     smallPerSec: median(rs.map((r) => r.smallPerSec)),
+    putCpuPerGiB: median(rs.flatMap((r) => (r.putCpuPerGiB === undefined ? [] : [r.putCpuPerGiB]))),
+    getCpuPerGiB: median(rs.flatMap((r) => (r.getCpuPerGiB === undefined ? [] : [r.getCpuPerGiB]))),
+    smallCpuPer1k: median(rs.flatMap((r) => (r.smallCpuPer1k === undefined ? [] : [r.smallCpuPer1k]))),
   };
 }
 
@@ -1200,6 +1203,16 @@ function printSmbTable(summaries: Map<SmbTarget, SmbSummary>, args: Args, meta: 
   printRows(
     ['server', ...cols.map(([name]) => name)],
     [['dittofs', ...cols.map(([, get]) => (ratio(get) === undefined ? '-' : `${ratio(get)!.toFixed(2)}x`))]],
+  );
+  console.log('\nserver CPU seconds (utime + stime of the server and its child processes, all threads)');
+  const cpuCols: Col[] = [
+    ['put s/GiB', (s) => s.putCpuPerGiB, 2],
+    ['get s/GiB', (s) => s.getCpuPerGiB, 2],
+    ['small s/1k puts', (s) => s.smallCpuPer1k, 3],
+  ];
+  printRows(
+    ['server', ...cpuCols.map(([name]) => name)],
+    targets.map((t) => [t, ...cpuCols.map(([, get, digits]) => fmt(get(summaries.get(t)!), digits))]),
   );
   console.log('\nTargets (printed, not asserted):');
   console.log(

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { adminLogin, apiRequest } from '../helpers/api.js';
 import { runTool } from '../helpers/run.js';
 import { REPO_ROOT, TEST_ADMIN_PASSWORD } from '../helpers/server.js';
+import { treeCpuSeconds } from './proc.js';
 
 const MiB = 1024 * 1024;
 const SMBD = path.join(REPO_ROOT, 'hack', 'smb', 'smbd.sh');
@@ -52,6 +53,10 @@ export interface SmbResult {
   files: number;
   smallSeconds: number;
   smallPerSec: number;
+  /** Server CPU seconds (its process tree) per GiB put / got, and per 1,000 small-file puts. */
+  putCpuPerGiB?: number;
+  getCpuPerGiB?: number;
+  smallCpuPer1k?: number;
 }
 
 /** smbd from hack/smb/smbd.sh in `dir`; stop() stops it. `defer` registers the cleanup first. */
@@ -161,16 +166,31 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
       return r;
     });
   const name = `bench-r${o.round}.bin`;
+  const GiB = 1024 * MiB;
+  let cpuMark = treeCpuSeconds(server.pid);
+  /** Server CPU seconds since the last call, times `scale`. */
+  const cpuSpent = (scale: number): number | undefined => {
+    const now = treeCpuSeconds(server.pid);
+    const d = now === undefined || cpuMark === undefined ? undefined : (now - cpuMark) * scale;
+    cpuMark = now;
+    return d;
+  };
   // At least 2 MiB/s, else something is wrong.
   const cpTimeout = 60_000 + (bytes / MiB) * 500;
   const put = await smb(`put ${o.srcFile} ${name}`, cpTimeout);
   const putMiBps = bytes / MiB / put.seconds;
-  o.log(`put ${bytes / MiB} MiB in ${put.seconds.toFixed(3)} s = ${putMiBps.toFixed(1)} MiB/s`);
+  const putCpuPerGiB = cpuSpent(GiB / bytes);
+  o.log(
+    `put ${bytes / MiB} MiB in ${put.seconds.toFixed(3)} s = ${putMiBps.toFixed(1)} MiB/s, server CPU ${putCpuPerGiB?.toFixed(2) ?? '?'} s/GiB`,
+  );
 
   const back = path.join(o.workDir, `smb-readback-${server.target}.bin`);
   let get;
+  let getCpuPerGiB: number | undefined;
   try {
+    cpuSpent(0);
     get = await smb(`get ${name} ${back}`, cpTimeout);
+    getCpuPerGiB = cpuSpent(GiB / bytes);
     const got = (await stat(back)).size;
     if (got !== bytes) throw new Error(`${server.target}: smbclient got ${got} bytes back, put ${bytes}: DATA MISMATCH`);
     const sha = await o.sha256File(back);
@@ -179,12 +199,16 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     await rm(back, { force: true });
   }
   const getMiBps = bytes / MiB / get.seconds;
-  o.log(`get ${bytes / MiB} MiB in ${get.seconds.toFixed(3)} s = ${getMiBps.toFixed(1)} MiB/s (size and sha256 ok)`);
+  o.log(
+    `get ${bytes / MiB} MiB in ${get.seconds.toFixed(3)} s = ${getMiBps.toFixed(1)} MiB/s (size and sha256 ok), server CPU ${getCpuPerGiB?.toFixed(2) ?? '?'} s/GiB`,
+  );
   await smb(`rm ${name}`, 120_000);
 
   const dir = `small-r${o.round}`;
+  cpuSpent(0);
   const small = await smb(`prompt off; mkdir ${dir}; cd ${dir}; lcd ${o.smallDir}; mput *`, 60_000 + o.files * 100);
   const smallPerSec = o.files / small.seconds;
+  const smallCpuPer1k = cpuSpent(1000 / o.files);
   // Outside the runner, whose output cap (64 KiB) is smaller than the listing.
   const ls = await runTool('smbclient', [...smbArgs, '-c', `cd ${dir}; ls`], { timeoutMs: 120_000 });
   if (ls.code !== 0) throw new Error(`${server.target}: smbclient ls exited ${ls.code}: ${ls.stderr}${ls.stdout.slice(-2000)}`);
@@ -192,7 +216,9 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
   const sized = listing.split('\n').filter((l) => new RegExp(`^\\s+s\\d{6}\\.bin\\s+A\\s+${SMALL_FILE_BYTES}\\s`).test(l)).length;
   if (sized !== o.files)
     throw new Error(`${server.target}: ${sized} of ${o.files} small files listed with ${SMALL_FILE_BYTES} bytes after mput`);
-  o.log(`${o.files} small-file puts (one session) in ${small.seconds.toFixed(3)} s = ${smallPerSec.toFixed(0)} files/s (all listed)`);
+  o.log(
+    `${o.files} small-file puts (one session) in ${small.seconds.toFixed(3)} s = ${smallPerSec.toFixed(0)} files/s (all listed), server CPU ${smallCpuPer1k?.toFixed(3) ?? '?'} s per 1,000`,
+  );
   await smb(`deltree ${dir}`, 300_000);
   return {
     target: server.target,
@@ -205,6 +231,9 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     files: o.files,
     smallSeconds: small.seconds,
     smallPerSec,
+    putCpuPerGiB,
+    getCpuPerGiB,
+    smallCpuPer1k,
   };
 }
 
@@ -212,6 +241,9 @@ export interface SmbSummary {
   putMiBps?: number;
   getMiBps?: number;
   smallPerSec?: number;
+  putCpuPerGiB?: number;
+  getCpuPerGiB?: number;
+  smallCpuPer1k?: number;
 }
 
 /** First target of issue 13: at least this fraction of smbd on every row. */
