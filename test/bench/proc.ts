@@ -28,13 +28,13 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
   }
 }
 
-/** utime, stime, cutime, cstime of a process in clock ticks (fields 14 to 17), or undefined. */
-function statTicks(pid: number): number[] | undefined {
+/** utime + stime of a process in clock ticks (fields 14 and 15), or undefined. */
+function ownTicks(pid: number): number | undefined {
   try {
     const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    const t = [Number(f[11]), Number(f[12]), Number(f[13]), Number(f[14])];
-    return t.every(Number.isFinite) ? t : undefined;
+    const t = Number(f[11]) + Number(f[12]);
+    return Number.isFinite(t) ? t : undefined;
   } catch {
     return undefined;
   }
@@ -49,28 +49,54 @@ function childPids(pid: number): number[] {
       if (list !== '') for (const c of list.split(' ')) out.push(Number(c));
     }
   } catch {
-    // gone meanwhile: counted by its parent's cutime once reaped
+    // gone meanwhile
   }
   return out;
 }
 
+/** Processes a TreeCpuWatch follows at most. */
+const MAX_WATCHED = 10_000;
+
 /**
- * CPU seconds of a process and of all its descendants, live or reaped (cutime/cstime), or
- * undefined if the process is unreadable: the figure for a server that forks a process per client
- * (smbd), taken before and after a workload. Bounded: at most 10,000 processes are visited.
+ * CPU seconds a process and its descendants use during a workload: for a server that forks a
+ * process per client (smbd), whose child may exit (and be reaped, its time lost to us when the
+ * parent does not wait for it) right after the client does. The tree is read every `everyMs`, and
+ * each process counts with the last figure seen, so a child's last few milliseconds may be missed.
  */
-export function treeCpuSeconds(pid: number | undefined): number | undefined {
-  if (!pid) return undefined;
-  const own = statTicks(pid);
-  if (!own) return undefined;
-  let ticks = own[0]! + own[1]! + own[2]! + own[3]!;
-  const todo = childPids(pid);
-  for (let visited = 0; todo.length > 0 && visited < 10_000; visited++) {
-    const c = todo.pop()!;
-    const t = statTicks(c);
-    if (!t) continue;
-    ticks += t[0]! + t[1]! + t[2]! + t[3]!;
-    todo.push(...childPids(c));
+export class TreeCpuWatch {
+  private readonly first = new Map<number, number>();
+  private readonly last = new Map<number, number>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly pid: number,
+    everyMs = 50,
+  ) {
+    this.poll(this.first);
+    this.timer = setInterval(() => this.poll(), everyMs);
   }
-  return ticks / clockTicks;
+
+  private poll(into?: Map<number, number>): void {
+    const todo = [this.pid];
+    for (let visited = 0; todo.length > 0 && visited < MAX_WATCHED; visited++) {
+      const p = todo.pop()!;
+      const t = ownTicks(p);
+      if (t === undefined) continue;
+      if (into !== undefined) into.set(p, t);
+      // A process first seen now started during the workload: all its time counts.
+      else if (!this.first.has(p)) this.first.set(p, 0);
+      this.last.set(p, t);
+      todo.push(...childPids(p));
+    }
+  }
+
+  /** Stops watching: the CPU seconds used since the start (undefined if the process was unreadable). */
+  stop(): number | undefined {
+    clearInterval(this.timer);
+    this.poll();
+    if (!this.last.has(this.pid)) return undefined;
+    let ticks = 0;
+    for (const [p, t] of this.last) ticks += t - (this.first.get(p) ?? 0);
+    return ticks / clockTicks;
+  }
 }

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { adminLogin, apiRequest } from '../helpers/api.js';
 import { runTool } from '../helpers/run.js';
 import { REPO_ROOT, TEST_ADMIN_PASSWORD } from '../helpers/server.js';
-import { treeCpuSeconds } from './proc.js';
+import { TreeCpuWatch } from './proc.js';
 
 const MiB = 1024 * 1024;
 const SMBD = path.join(REPO_ROOT, 'hack', 'smb', 'smbd.sh');
@@ -167,19 +167,24 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     });
   const name = `bench-r${o.round}.bin`;
   const GiB = 1024 * MiB;
-  let cpuMark = treeCpuSeconds(server.pid);
-  /** Server CPU seconds since the last call, times `scale`. */
-  const cpuSpent = (scale: number): number | undefined => {
-    const now = treeCpuSeconds(server.pid);
-    const d = now === undefined || cpuMark === undefined ? undefined : (now - cpuMark) * scale;
-    cpuMark = now;
-    return d;
+  /** Runs a workload, with the server's CPU seconds (its process tree) times `scale`. */
+  const measured = async <T>(scale: number, fn: () => Promise<T>): Promise<[T, number | undefined]> => {
+    const watch = server.pid === undefined ? undefined : new TreeCpuWatch(server.pid);
+    let r: T;
+    try {
+      r = await fn();
+    } catch (e) {
+      watch?.stop();
+      throw e;
+    }
+    const cpu = watch?.stop();
+    return [r, cpu === undefined ? undefined : cpu * scale];
   };
+
   // At least 2 MiB/s, else something is wrong.
   const cpTimeout = 60_000 + (bytes / MiB) * 500;
-  const put = await smb(`put ${o.srcFile} ${name}`, cpTimeout);
+  const [put, putCpuPerGiB] = await measured(GiB / bytes, () => smb(`put ${o.srcFile} ${name}`, cpTimeout));
   const putMiBps = bytes / MiB / put.seconds;
-  const putCpuPerGiB = cpuSpent(GiB / bytes);
   o.log(
     `put ${bytes / MiB} MiB in ${put.seconds.toFixed(3)} s = ${putMiBps.toFixed(1)} MiB/s, server CPU ${putCpuPerGiB?.toFixed(2) ?? '?'} s/GiB`,
   );
@@ -188,9 +193,7 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
   let get;
   let getCpuPerGiB: number | undefined;
   try {
-    cpuSpent(0);
-    get = await smb(`get ${name} ${back}`, cpTimeout);
-    getCpuPerGiB = cpuSpent(GiB / bytes);
+    [get, getCpuPerGiB] = await measured(GiB / bytes, () => smb(`get ${name} ${back}`, cpTimeout));
     const got = (await stat(back)).size;
     if (got !== bytes) throw new Error(`${server.target}: smbclient got ${got} bytes back, put ${bytes}: DATA MISMATCH`);
     const sha = await o.sha256File(back);
@@ -205,10 +208,10 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
   await smb(`rm ${name}`, 120_000);
 
   const dir = `small-r${o.round}`;
-  cpuSpent(0);
-  const small = await smb(`prompt off; mkdir ${dir}; cd ${dir}; lcd ${o.smallDir}; mput *`, 60_000 + o.files * 100);
+  const [small, smallCpuPer1k] = await measured(1000 / o.files, () =>
+    smb(`prompt off; mkdir ${dir}; cd ${dir}; lcd ${o.smallDir}; mput *`, 60_000 + o.files * 100),
+  );
   const smallPerSec = o.files / small.seconds;
-  const smallCpuPer1k = cpuSpent(1000 / o.files);
   // Outside the runner, whose output cap (64 KiB) is smaller than the listing.
   const ls = await runTool('smbclient', [...smbArgs, '-c', `cd ${dir}; ls`], { timeoutMs: 120_000 });
   if (ls.code !== 0) throw new Error(`${server.target}: smbclient ls exited ${ls.code}: ${ls.stderr}${ls.stdout.slice(-2000)}`);
