@@ -738,12 +738,15 @@ export class FileWal implements Wal {
   }
 
   /**
-   * Whether a retired segment is kept to become the spare: only when no spare is ready or being
-   * prepared, so that the log never holds more than its segments and one spare (on a volume shared
-   * with the block store, more would be space an upload may need to free them).
+   * Whether a retired segment is kept to become a later spare: one at most, besides the spare,
+   * while the volume has room. When uploads lag behind writes, the spare is ready long before the
+   * oldest segment retires; a retired segment deleted then means the spare after the next one is
+   * written full of zeros again (a second write of every logged byte: 69 of 70 spares were, in a
+   * 1 GiB stream). Kept, it is that spare. So the log holds its segments, one spare and at most one
+   * retired segment; on a full volume nothing is kept (an upload may need the space).
    */
   private keepForReuse(): boolean {
-    return !this.closed && this.reusable.length < MAX_REUSABLE && this.spare === null && this.preparing === null;
+    return !this.closed && this.noRoomError === null && this.reusable.length < MAX_REUSABLE;
   }
 
   /** No new segment can be had: writers past the active segment wait; retried every second. */
