@@ -28,6 +28,21 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
   }
 }
 
+/**
+ * Bytes a process has passed to write calls so far (`wchar` of /proc/PID/io: files and sockets),
+ * or undefined. Per byte a client wrote, it is the server's write amplification: it does not swing
+ * with the machine's load the way CPU seconds do.
+ */
+export function writtenBytes(pid: number | undefined): number | undefined {
+  if (!pid) return undefined;
+  try {
+    const m = /^wchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** utime + stime of a process in clock ticks (fields 14 and 15), or undefined. */
 function ownTicks(pid: number): number | undefined {
   try {
@@ -66,6 +81,8 @@ const MAX_WATCHED = 10_000;
 export class TreeCpuWatch {
   private readonly first = new Map<number, number>();
   private readonly last = new Map<number, number>();
+  private readonly firstWritten = new Map<number, number>();
+  private readonly lastWritten = new Map<number, number>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -82,21 +99,33 @@ export class TreeCpuWatch {
       const p = todo.pop()!;
       const t = ownTicks(p);
       if (t === undefined) continue;
-      if (into !== undefined) into.set(p, t);
-      // A process first seen now started during the workload: all its time counts.
-      else if (!this.first.has(p)) this.first.set(p, 0);
+      const w = writtenBytes(p) ?? 0;
+      if (into !== undefined) {
+        into.set(p, t);
+        this.firstWritten.set(p, w);
+      } else if (!this.first.has(p)) {
+        // A process first seen now started during the workload: all its time counts.
+        this.first.set(p, 0);
+        this.firstWritten.set(p, 0);
+      }
       this.last.set(p, t);
+      this.lastWritten.set(p, w);
       todo.push(...childPids(p));
     }
   }
 
-  /** Stops watching: the CPU seconds used since the start (undefined if the process was unreadable). */
-  stop(): number | undefined {
+  /**
+   * Stops watching: the CPU seconds used and the bytes passed to write calls since the start
+   * (undefined if the process was unreadable).
+   */
+  stop(): { cpuSeconds: number; written: number } | undefined {
     clearInterval(this.timer);
     this.poll();
     if (!this.last.has(this.pid)) return undefined;
     let ticks = 0;
     for (const [p, t] of this.last) ticks += t - (this.first.get(p) ?? 0);
-    return ticks / clockTicks;
+    let written = 0;
+    for (const [p, w] of this.lastWritten) written += w - (this.firstWritten.get(p) ?? 0);
+    return { cpuSeconds: ticks / clockTicks, written };
   }
 }

@@ -55,6 +55,8 @@ export interface SmbResult {
   smallPerSec: number;
   /** Server CPU seconds (its process tree) per GiB put / got, and per 1,000 small-file puts. */
   putCpuPerGiB?: number;
+  /** Bytes the server passed to write calls per byte put (its write amplification). */
+  putWrittenPerByte?: number;
   getCpuPerGiB?: number;
   smallCpuPer1k?: number;
 }
@@ -167,8 +169,8 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     });
   const name = `bench-r${o.round}.bin`;
   const GiB = 1024 * MiB;
-  /** Runs a workload, with the server's CPU seconds (its process tree) times `scale`. */
-  const measured = async <T>(scale: number, fn: () => Promise<T>): Promise<[T, number | undefined]> => {
+  /** Runs a workload, with the server's CPU seconds (its process tree) times `scale`, and the bytes it wrote. */
+  const measured = async <T>(scale: number, fn: () => Promise<T>): Promise<[T, number | undefined, number | undefined]> => {
     const watch = server.pid === undefined ? undefined : new TreeCpuWatch(server.pid);
     let r: T;
     try {
@@ -177,16 +179,17 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
       watch?.stop();
       throw e;
     }
-    const cpu = watch?.stop();
-    return [r, cpu === undefined ? undefined : cpu * scale];
+    const used = watch?.stop();
+    return [r, used === undefined ? undefined : used.cpuSeconds * scale, used?.written];
   };
 
   // At least 2 MiB/s, else something is wrong.
   const cpTimeout = 60_000 + (bytes / MiB) * 500;
-  const [put, putCpuPerGiB] = await measured(GiB / bytes, () => smb(`put ${o.srcFile} ${name}`, cpTimeout));
+  const [put, putCpuPerGiB, putWritten] = await measured(GiB / bytes, () => smb(`put ${o.srcFile} ${name}`, cpTimeout));
   const putMiBps = bytes / MiB / put.seconds;
   o.log(
-    `put ${bytes / MiB} MiB in ${put.seconds.toFixed(3)} s = ${putMiBps.toFixed(1)} MiB/s, server CPU ${putCpuPerGiB?.toFixed(2) ?? '?'} s/GiB`,
+    `put ${bytes / MiB} MiB in ${put.seconds.toFixed(3)} s = ${putMiBps.toFixed(1)} MiB/s, server CPU ${putCpuPerGiB?.toFixed(2) ?? '?'} s/GiB` +
+      `, server wrote ${putWritten === undefined ? '?' : (putWritten / bytes).toFixed(2)} bytes per byte put (write calls: files and sockets)`,
   );
 
   const back = path.join(o.workDir, `smb-readback-${server.target}.bin`);
@@ -235,6 +238,7 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     smallSeconds: small.seconds,
     smallPerSec,
     putCpuPerGiB,
+    putWrittenPerByte: putWritten === undefined ? undefined : putWritten / bytes,
     getCpuPerGiB,
     smallCpuPer1k,
   };
@@ -245,6 +249,8 @@ export interface SmbSummary {
   getMiBps?: number;
   smallPerSec?: number;
   putCpuPerGiB?: number;
+  /** Bytes the server passed to write calls per byte put (its write amplification). */
+  putWrittenPerByte?: number;
   getCpuPerGiB?: number;
   smallCpuPer1k?: number;
 }
