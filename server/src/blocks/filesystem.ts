@@ -51,11 +51,6 @@ export function blockDirProblem(dir: string, dataDir?: string): string | undefin
 export interface FilesystemBlockStoreOptions {
   /** fsync objects and directories (default true). */
   fsync?: boolean;
-  /**
-   * Write whole-block objects with O_DIRECT when the volume and the buffer allow it (default true):
-   * see `put`.
-   */
-  directIo?: boolean;
   /** The server's data directory: it and its parents are refused. */
   dataDir?: string;
 }
@@ -80,10 +75,6 @@ async function readFully(fh: FileHandle, offset: number, target: Buffer, targetS
   return got;
 }
 
-/** O_DIRECT needs the buffer's address, the length and the offset aligned to the device's blocks. */
-const DIRECT_ALIGN = 4096;
-const O_DIRECT = (fsc as { O_DIRECT?: number }).O_DIRECT ?? 0;
-
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
 const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
@@ -94,11 +85,6 @@ export class FilesystemBlockStore implements BlockStore {
 
   private readonly fsync: boolean;
   private readonly dataDir: string | undefined;
-  /** False once the volume refused O_DIRECT (tmpfs), or when configured off. */
-  private direct: boolean;
-  /** Objects written with O_DIRECT / through the page cache (metrics, tests). */
-  directPuts = 0;
-  bufferedPuts = 0;
 
   constructor(
     readonly root: string,
@@ -106,7 +92,6 @@ export class FilesystemBlockStore implements BlockStore {
   ) {
     this.fsync = opts.fsync ?? true;
     this.dataDir = opts.dataDir;
-    this.direct = (opts.directIo ?? true) && O_DIRECT !== 0;
   }
 
   async open(): Promise<void> {
@@ -210,51 +195,6 @@ export class FilesystemBlockStore implements BlockStore {
       this.knownDirs.add(dir);
     }
     const tmp = path.join(this.root, TMP_DIR, randomBytes(8).toString('hex'));
-    if (!(this.direct && data.length > 0 && data.length % DIRECT_ALIGN === 0 && (await this.writeDirect(tmp, data)))) {
-      await this.writeBuffered(tmp, data);
-      this.bufferedPuts++;
-    }
-    await rename(tmp, dest);
-    // The rename (and a new directory) is durable only once the directories holding it are synced.
-    if (this.fsync) await syncDir(dir);
-  }
-
-  /**
-   * Writes a whole-block object with O_DIRECT: straight from the caller's buffer to the device,
-   * with no copy into the page cache. Copying into fresh page-cache pages was 42% of the server's
-   * CPU during an SMB put (and as much of an NFS write), and the block is not read back soon: the
-   * WAL and the read cache serve what was just written. False, having left nothing to clean up but
-   * `tmp`, when the volume (tmpfs) or the buffer's alignment refuses it: write it buffered then.
-   */
-  private async writeDirect(tmp: string, data: Buffer): Promise<boolean> {
-    let fh: FileHandle;
-    try {
-      fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | O_DIRECT, 0o600);
-    } catch (e) {
-      if (errno(e) !== 'EINVAL') throw e;
-      this.direct = false; // the volume cannot: never asked again
-      return false;
-    }
-    try {
-      let off = 0;
-      while (off < data.length) {
-        const { bytesWritten } = await fh.write(data, off, data.length - off, off);
-        if (bytesWritten <= 0) throw new Error('block object write made no progress');
-        off += bytesWritten;
-      }
-      if (this.fsync) await fh.datasync();
-    } catch (e) {
-      // An unaligned buffer (not from the block buffer pool): this object goes through the page cache.
-      if (errno(e) === 'EINVAL') return false;
-      throw e;
-    } finally {
-      await fh.close();
-    }
-    this.directPuts++;
-    return true;
-  }
-
-  private async writeBuffered(tmp: string, data: Buffer): Promise<void> {
     const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
     try {
       let off = 0;
@@ -266,6 +206,9 @@ export class FilesystemBlockStore implements BlockStore {
     } finally {
       await fh.close();
     }
+    await rename(tmp, dest);
+    // The rename (and a new directory) is durable only once the directories holding it are synced.
+    if (this.fsync) await syncDir(dir);
   }
 
   /** Runs `fn` on the object's file, opened for reading; null if there is no such object. */

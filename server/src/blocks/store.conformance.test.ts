@@ -2,8 +2,8 @@
 // or DITTOFS_TEST_S3_ENDPOINT). Engine-specific behaviour (S3 errors, outages) is in <engine>.test.ts.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants, existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
@@ -12,7 +12,6 @@ import { FilesystemBlockStore, MARKER, SYSTEM_DIRS } from './filesystem.js';
 import { MemoryBlockStore } from './memory.js';
 import { S3BlockStore } from './s3.js';
 import type { BlockStore } from './store.js';
-import { BufferPool } from '../wire/buffer-pool.js';
 
 const MiB = 1024 * 1024;
 
@@ -347,61 +346,5 @@ describe('FilesystemBlockStore: a directory of its own', () => {
     await symlink(outside, path.join(dir, '.tmp'));
     await assert.rejects(new FilesystemBlockStore(dir).open(), /\.tmp is not a directory/);
     assert.equal(readFileSync(path.join(outside, '0123456789abcdef'), 'utf8'), 'outside');
-  });
-});
-
-describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
-  let tmp: string;
-  beforeEach(async () => {
-    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-direct-'));
-  });
-  afterEach(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
-
-  /** Whether the volume under `dir` takes O_DIRECT opens (tmpfs does not). */
-  async function volumeTakesDirect(dir: string): Promise<boolean> {
-    const O_DIRECT = (fsConstants as { O_DIRECT?: number }).O_DIRECT;
-    if (O_DIRECT === undefined) return false;
-    try {
-      const fh = await open(path.join(dir, 'probe'), fsConstants.O_WRONLY | fsConstants.O_CREAT | O_DIRECT, 0o600);
-      await fh.close();
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  it('writes pool blocks with O_DIRECT and anything else through the page cache; every object reads back', async (t) => {
-    const store = new FilesystemBlockStore(path.join(tmp, 'blocks'));
-    await store.open();
-    const pool = new BufferPool(64 * 1024, 2, true);
-    const whole = pool.take(64 * 1024);
-    randomBytes(whole.length).copy(whole);
-    // Same length, but 1 byte into its memory: O_DIRECT refuses the address.
-    const unaligned = Buffer.alloc(64 * 1024 + 1).subarray(1);
-    randomBytes(unaligned.length).copy(unaligned);
-    // A file's last, partial block: a length O_DIRECT refuses.
-    const partial = pool.take(1000);
-    randomBytes(partial.length).copy(partial);
-    await store.put('00000001/7/0-1-aa', whole);
-    await store.put('00000001/7/1-1-bb', unaligned);
-    await store.put('00000001/7/2-1-cc', partial);
-    assert.deepEqual(await store.get('00000001/7/0-1-aa'), whole);
-    assert.deepEqual(await store.get('00000001/7/1-1-bb'), unaligned);
-    assert.deepEqual(await store.get('00000001/7/2-1-cc'), partial);
-    assert.deepEqual(await readdir(path.join(tmp, 'blocks', '.tmp')), [], 'no temporary file left behind');
-    if (!(await volumeTakesDirect(tmp))) {
-      t.skip(`${os.tmpdir()} does not take O_DIRECT: only the buffered path ran`);
-      return;
-    }
-    assert.equal(store.directPuts, 1, 'the pool block went straight to the device');
-    assert.equal(store.bufferedPuts, 2);
-    // Turned off: every object through the page cache.
-    const off = new FilesystemBlockStore(path.join(tmp, 'blocks'), { directIo: false });
-    await off.open();
-    await off.put('00000001/7/3-1-dd', whole);
-    assert.equal(off.directPuts, 0);
-    assert.deepEqual(await off.get('00000001/7/3-1-dd'), whole);
   });
 });
