@@ -1,6 +1,6 @@
 // The CPU time of a server process, from /proc (Linux): the figure the benchmarks report beside
 // wall-clock time, because unlike wall time it holds on a busy machine.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Clock ticks per second of /proc/PID/stat (getconf CLK_TCK; 100 on every Linux we run on). */
 let clockTicks = 100;
@@ -25,5 +25,107 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
     return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / clockTicks : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Bytes a process has passed to write calls so far (`wchar` of /proc/PID/io: files and sockets),
+ * or undefined. Per byte a client wrote, it is the server's write amplification: it does not swing
+ * with the machine's load the way CPU seconds do.
+ */
+export function writtenBytes(pid: number | undefined): number | undefined {
+  if (!pid) return undefined;
+  try {
+    const m = /^wchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** utime + stime of a process in clock ticks (fields 14 and 15), or undefined. */
+function ownTicks(pid: number): number | undefined {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    const t = Number(f[11]) + Number(f[12]);
+    return Number.isFinite(t) ? t : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pids of a process's children (every thread's), from /proc/PID/task/TID/children. */
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const list = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
+      if (list !== '') for (const c of list.split(' ')) out.push(Number(c));
+    }
+  } catch {
+    // gone meanwhile
+  }
+  return out;
+}
+
+/** Processes a TreeCpuWatch follows at most. */
+const MAX_WATCHED = 10_000;
+
+/**
+ * CPU seconds a process and its descendants use during a workload: for a server that forks a
+ * process per client (smbd), whose child may exit (and be reaped, its time lost to us when the
+ * parent does not wait for it) right after the client does. The tree is read every `everyMs`, and
+ * each process counts with the last figure seen, so a child's last few milliseconds may be missed.
+ */
+export class TreeCpuWatch {
+  private readonly first = new Map<number, number>();
+  private readonly last = new Map<number, number>();
+  private readonly firstWritten = new Map<number, number>();
+  private readonly lastWritten = new Map<number, number>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly pid: number,
+    everyMs = 50,
+  ) {
+    this.poll(this.first);
+    this.timer = setInterval(() => this.poll(), everyMs);
+  }
+
+  private poll(into?: Map<number, number>): void {
+    const todo = [this.pid];
+    for (let visited = 0; todo.length > 0 && visited < MAX_WATCHED; visited++) {
+      const p = todo.pop()!;
+      const t = ownTicks(p);
+      if (t === undefined) continue;
+      const w = writtenBytes(p) ?? 0;
+      if (into !== undefined) {
+        into.set(p, t);
+        this.firstWritten.set(p, w);
+      } else if (!this.first.has(p)) {
+        // A process first seen now started during the workload: all its time counts.
+        this.first.set(p, 0);
+        this.firstWritten.set(p, 0);
+      }
+      this.last.set(p, t);
+      this.lastWritten.set(p, w);
+      todo.push(...childPids(p));
+    }
+  }
+
+  /**
+   * Stops watching: the CPU seconds used and the bytes passed to write calls since the start
+   * (undefined if the process was unreadable).
+   */
+  stop(): { cpuSeconds: number; written: number } | undefined {
+    clearInterval(this.timer);
+    this.poll();
+    if (!this.last.has(this.pid)) return undefined;
+    let ticks = 0;
+    for (const [p, t] of this.last) ticks += t - (this.first.get(p) ?? 0);
+    let written = 0;
+    for (const [p, w] of this.lastWritten) written += w - (this.firstWritten.get(p) ?? 0);
+    return { cpuSeconds: ticks / clockTicks, written };
   }
 }

@@ -58,7 +58,7 @@ import {
   type DittoConfigName,
   type RoundPlace,
 } from './backends.js';
-import { cpuSeconds, setClockTicks } from './proc.js';
+import { cpuSeconds, setClockTicks, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import {
   SMB_MIN_RATIO,
@@ -675,6 +675,7 @@ async function benchServer(
     const cpTimeout = 60_000 + (bytes / MiB) * 500;
 
     const cpuAtStart = cpuSeconds(server.pid);
+    const writtenAtStart = writtenBytes(server.pid);
     const w = await run('nfs-cp', [srcFile, url], cpTimeout, server.gone);
     const writeEnd = performance.now();
     const peakRssAfterWriteKiB = await vmHwmKiB(server.pid);
@@ -704,6 +705,11 @@ async function benchServer(
     }
 
     const writeCpuSeconds = cpuSince(server.pid, cpuAtStart);
+    const writtenNow = writtenBytes(server.pid);
+    if (writtenNow !== undefined && writtenAtStart !== undefined)
+      console.log(
+        `${label}: the server wrote ${((writtenNow - writtenAtStart) / bytes).toFixed(2)} bytes per byte written (write calls: files and sockets; WAL drain included)`,
+      );
     const back = path.join(workDir, `readback-${config}.bin`);
     const removeBack = defer(`remove ${back}`, () => rm(back, { force: true }));
     let r: CmdResult;
@@ -1167,6 +1173,10 @@ function summarizeSmb(rs: SmbResult[]): SmbSummary {
     putMiBps: median(rs.map((r) => r.putMiBps)),
     getMiBps: median(rs.map((r) => r.getMiBps)),
     smallPerSec: median(rs.map((r) => r.smallPerSec)),
+    putCpuPerGiB: median(rs.flatMap((r) => (r.putCpuPerGiB === undefined ? [] : [r.putCpuPerGiB]))),
+    putWrittenPerByte: median(rs.flatMap((r) => (r.putWrittenPerByte === undefined ? [] : [r.putWrittenPerByte]))),
+    getCpuPerGiB: median(rs.flatMap((r) => (r.getCpuPerGiB === undefined ? [] : [r.getCpuPerGiB]))),
+    smallCpuPer1k: median(rs.flatMap((r) => (r.smallCpuPer1k === undefined ? [] : [r.smallCpuPer1k]))),
   };
 }
 
@@ -1202,6 +1212,17 @@ function printSmbTable(summaries: Map<SmbTarget, SmbSummary>, args: Args, meta: 
   printRows(
     ['server', ...cols.map(([name]) => name)],
     [['dittofs', ...cols.map(([, get]) => (ratio(get) === undefined ? '-' : `${ratio(get)!.toFixed(2)}x`))]],
+  );
+  console.log('\nserver CPU seconds (utime + stime of the server and its child processes, all threads)');
+  const cpuCols: Col[] = [
+    ['put s/GiB', (s) => s.putCpuPerGiB, 2],
+    ['put bytes written/byte', (s) => s.putWrittenPerByte, 2],
+    ['get s/GiB', (s) => s.getCpuPerGiB, 2],
+    ['small s/1k puts', (s) => s.smallCpuPer1k, 3],
+  ];
+  printRows(
+    ['server', ...cpuCols.map(([name]) => name)],
+    targets.map((t) => [t, ...cpuCols.map(([, get, digits]) => fmt(get(summaries.get(t)!), digits))]),
   );
   console.log('\nTargets (printed, not asserted):');
   console.log(

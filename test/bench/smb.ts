@@ -15,6 +15,7 @@ import path from 'node:path';
 import { adminLogin, apiRequest } from '../helpers/api.js';
 import { runTool } from '../helpers/run.js';
 import { REPO_ROOT, TEST_ADMIN_PASSWORD } from '../helpers/server.js';
+import { TreeCpuWatch } from './proc.js';
 
 const MiB = 1024 * 1024;
 const SMBD = path.join(REPO_ROOT, 'hack', 'smb', 'smbd.sh');
@@ -52,6 +53,12 @@ export interface SmbResult {
   files: number;
   smallSeconds: number;
   smallPerSec: number;
+  /** Server CPU seconds (its process tree) per GiB put / got, and per 1,000 small-file puts. */
+  putCpuPerGiB?: number;
+  /** Bytes the server passed to write calls per byte put (its write amplification). */
+  putWrittenPerByte?: number;
+  getCpuPerGiB?: number;
+  smallCpuPer1k?: number;
 }
 
 /** smbd from hack/smb/smbd.sh in `dir`; stop() stops it. `defer` registers the cleanup first. */
@@ -161,16 +168,35 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
       return r;
     });
   const name = `bench-r${o.round}.bin`;
+  const GiB = 1024 * MiB;
+  /** Runs a workload, with the server's CPU seconds (its process tree) times `scale`, and the bytes it wrote. */
+  const measured = async <T>(scale: number, fn: () => Promise<T>): Promise<[T, number | undefined, number | undefined]> => {
+    const watch = server.pid === undefined ? undefined : new TreeCpuWatch(server.pid);
+    let r: T;
+    try {
+      r = await fn();
+    } catch (e) {
+      watch?.stop();
+      throw e;
+    }
+    const used = watch?.stop();
+    return [r, used === undefined ? undefined : used.cpuSeconds * scale, used?.written];
+  };
+
   // At least 2 MiB/s, else something is wrong.
   const cpTimeout = 60_000 + (bytes / MiB) * 500;
-  const put = await smb(`put ${o.srcFile} ${name}`, cpTimeout);
+  const [put, putCpuPerGiB, putWritten] = await measured(GiB / bytes, () => smb(`put ${o.srcFile} ${name}`, cpTimeout));
   const putMiBps = bytes / MiB / put.seconds;
-  o.log(`put ${bytes / MiB} MiB in ${put.seconds.toFixed(3)} s = ${putMiBps.toFixed(1)} MiB/s`);
+  o.log(
+    `put ${bytes / MiB} MiB in ${put.seconds.toFixed(3)} s = ${putMiBps.toFixed(1)} MiB/s, server CPU ${putCpuPerGiB?.toFixed(2) ?? '?'} s/GiB` +
+      `, server wrote ${putWritten === undefined ? '?' : (putWritten / bytes).toFixed(2)} bytes per byte put (write calls: files and sockets)`,
+  );
 
   const back = path.join(o.workDir, `smb-readback-${server.target}.bin`);
   let get;
+  let getCpuPerGiB: number | undefined;
   try {
-    get = await smb(`get ${name} ${back}`, cpTimeout);
+    [get, getCpuPerGiB] = await measured(GiB / bytes, () => smb(`get ${name} ${back}`, cpTimeout));
     const got = (await stat(back)).size;
     if (got !== bytes) throw new Error(`${server.target}: smbclient got ${got} bytes back, put ${bytes}: DATA MISMATCH`);
     const sha = await o.sha256File(back);
@@ -179,11 +205,15 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     await rm(back, { force: true });
   }
   const getMiBps = bytes / MiB / get.seconds;
-  o.log(`get ${bytes / MiB} MiB in ${get.seconds.toFixed(3)} s = ${getMiBps.toFixed(1)} MiB/s (size and sha256 ok)`);
+  o.log(
+    `get ${bytes / MiB} MiB in ${get.seconds.toFixed(3)} s = ${getMiBps.toFixed(1)} MiB/s (size and sha256 ok), server CPU ${getCpuPerGiB?.toFixed(2) ?? '?'} s/GiB`,
+  );
   await smb(`rm ${name}`, 120_000);
 
   const dir = `small-r${o.round}`;
-  const small = await smb(`prompt off; mkdir ${dir}; cd ${dir}; lcd ${o.smallDir}; mput *`, 60_000 + o.files * 100);
+  const [small, smallCpuPer1k] = await measured(1000 / o.files, () =>
+    smb(`prompt off; mkdir ${dir}; cd ${dir}; lcd ${o.smallDir}; mput *`, 60_000 + o.files * 100),
+  );
   const smallPerSec = o.files / small.seconds;
   // Outside the runner, whose output cap (64 KiB) is smaller than the listing.
   const ls = await runTool('smbclient', [...smbArgs, '-c', `cd ${dir}; ls`], { timeoutMs: 120_000 });
@@ -192,7 +222,9 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
   const sized = listing.split('\n').filter((l) => new RegExp(`^\\s+s\\d{6}\\.bin\\s+A\\s+${SMALL_FILE_BYTES}\\s`).test(l)).length;
   if (sized !== o.files)
     throw new Error(`${server.target}: ${sized} of ${o.files} small files listed with ${SMALL_FILE_BYTES} bytes after mput`);
-  o.log(`${o.files} small-file puts (one session) in ${small.seconds.toFixed(3)} s = ${smallPerSec.toFixed(0)} files/s (all listed)`);
+  o.log(
+    `${o.files} small-file puts (one session) in ${small.seconds.toFixed(3)} s = ${smallPerSec.toFixed(0)} files/s (all listed), server CPU ${smallCpuPer1k?.toFixed(3) ?? '?'} s per 1,000`,
+  );
   await smb(`deltree ${dir}`, 300_000);
   return {
     target: server.target,
@@ -205,6 +237,10 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     files: o.files,
     smallSeconds: small.seconds,
     smallPerSec,
+    putCpuPerGiB,
+    putWrittenPerByte: putWritten === undefined ? undefined : putWritten / bytes,
+    getCpuPerGiB,
+    smallCpuPer1k,
   };
 }
 
@@ -212,6 +248,11 @@ export interface SmbSummary {
   putMiBps?: number;
   getMiBps?: number;
   smallPerSec?: number;
+  putCpuPerGiB?: number;
+  /** Bytes the server passed to write calls per byte put (its write amplification). */
+  putWrittenPerByte?: number;
+  getCpuPerGiB?: number;
+  smallCpuPer1k?: number;
 }
 
 /** First target of issue 13: at least this fraction of smbd on every row. */

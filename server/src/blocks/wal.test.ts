@@ -26,7 +26,17 @@ import { MemoryBlockStore } from './memory.js';
 import { VfsError } from '../vfs/errors.js';
 import { BlockService } from './service.js';
 import { crc32c } from '@node-rs/crc32';
-import { FileWal, REC_HEADER, RECORD_SHARE_STORED, RECORD_WRITE, SEG_HEADER, type ReplayRecord } from './wal.js';
+import {
+  FileWal,
+  REC_HEADER,
+  RECORD_SHARE_STORED,
+  RECORD_WRITE,
+  SEG_HEADER,
+  WAL_NO_ROOM,
+  type ReplayRecord,
+  type WalHolder,
+  type WalSegment,
+} from './wal.js';
 
 const BS = 4096;
 const dirs: string[] = [];
@@ -306,6 +316,47 @@ describe('WAL: crash and replay', () => {
 });
 
 describe('WAL: space', () => {
+  it('keeps a retired segment for reuse while uploads lag: zeros are written only while the lag grows', async () => {
+    const dir = tmp();
+    const segmentBytes = 16 * BS;
+    const { wal } = await FileWal.open(dir, { maxBytes: 64 * segmentBytes, segmentBytes });
+    wal.tidy();
+    // Records of one block each, 15 to a segment; a record is "stored" (let go) 40 records after
+    // it was written: the spare is always ready long before the oldest segment retires.
+    const data = randomBytes(BS - REC_HEADER);
+    const LAG = 40;
+    const held: { seg: WalSegment; h: WalHolder }[] = [];
+    for (let i = 0; i < 600; i++) {
+      let a;
+      for (let tries = 0; ; tries++) {
+        try {
+          a = wal.appendWrite(1, 7, i * data.length, data);
+          break;
+        } catch (err) {
+          if ((err as { code?: string }).code !== WAL_NO_ROOM || tries > 200) throw err;
+          await wal.waitRoom(50);
+        }
+      }
+      const h = { kick: (): void => undefined };
+      wal.hold(a.seg, h);
+      held.push({ seg: a.seg, h });
+      await a.done;
+      if (held.length > LAG) {
+        const old = held.shift()!;
+        wal.release(old.seg, old.h);
+      }
+    }
+    for (const x of held.splice(0)) wal.release(x.seg, x.h);
+    // Uploads caught up: the log goes back to its active segment and one spare, nothing kept besides.
+    for (let i = 0; i < 100 && readdirSync(dir).length > 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(readdirSync(dir).length, 2, `left: ${readdirSync(dir).join(', ')}`);
+    const rolls = wal.sparesReused + wal.sparesWritten;
+    assert.ok(rolls >= 35, `${rolls} spares made`);
+    // The lag is 40 records, under three segments: a few spares of zeros until the first retires.
+    assert.ok(wal.sparesWritten <= 6, `${wal.sparesReused} spares reused, ${wal.sparesWritten} written full of zeros`);
+    await wal.close();
+  });
+
   it('reuses retired segments as spares: bytes go to the disk once; a crash replays only the new records', async () => {
     const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
     const ino = await mkfile(meta);

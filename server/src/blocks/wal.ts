@@ -738,12 +738,16 @@ export class FileWal implements Wal {
   }
 
   /**
-   * Whether a retired segment is kept to become the spare: only when no spare is ready or being
-   * prepared, so that the log never holds more than its segments and one spare (on a volume shared
-   * with the block store, more would be space an upload may need to free them).
+   * Whether a retired segment is kept to become a later spare: one at most, besides the spare,
+   * while the volume has room. When uploads lag behind writes, the spare is ready long before the
+   * oldest segment retires; a retired segment deleted then means the spare after the next one is
+   * written full of zeros again (a second write of every logged byte: 69 of 70 spares were, in a
+   * 1 GiB stream). Kept, it is that spare. So the log holds its segments, one spare and at most one
+   * retired segment, and that one only while uploads lag (see retireOnce); on a full volume nothing
+   * is kept (an upload may need the space).
    */
   private keepForReuse(): boolean {
-    return !this.closed && this.reusable.length < MAX_REUSABLE && this.spare === null && this.preparing === null;
+    return !this.closed && this.noRoomError === null && this.reusable.length < MAX_REUSABLE;
   }
 
   /** No new segment can be had: writers past the active segment wait; retried every second. */
@@ -1026,6 +1030,15 @@ export class FileWal implements Wal {
       }
       // Space was freed: a segment can be allocated again if none could.
       if (freed && this.spare === null && !this.closed) void this.prepareSpare();
+      // Uploads caught up (nothing behind the active segment) and a spare is ready: a retired
+      // segment kept for a lag that is gone is only disk space now.
+      if (!this.closed && this.spare !== null && this.segments.length <= 1 && this.reusable.length > 0) {
+        for (const r of this.reusable.splice(0)) {
+          await fclose(r.fd).catch(() => undefined);
+          await fs.rm(r.file, { force: true });
+          this.dirDirty = true;
+        }
+      }
       // The log is full and the active segment holds nothing live: move on so that it can go.
       const a = this.active;
       if (a === null || this.closed || !this.full || this.segments[0] !== a) break;

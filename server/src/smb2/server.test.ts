@@ -46,8 +46,8 @@ function closed(s: net.Socket): Promise<void> {
   });
 }
 
-/** Sends an SMB2 NEGOTIATE and resolves with the first response frame's length. */
-function negotiate(s: net.Socket): Promise<number> {
+/** An SMB2 NEGOTIATE request (2.1) with its Direct TCP header. */
+function negotiateFrame(): Buffer {
   const w = new SmbWriter();
   writeHeader(w, {
     creditCharge: 0,
@@ -62,6 +62,27 @@ function negotiate(s: net.Socket): Promise<number> {
   });
   w.u16(36).u16(1).u16(1).u16(0).u32(0).zeros(24).u16(0x0210);
   const msg = w.finish();
+  return Buffer.concat([directTcpHeader(msg.length), msg]);
+}
+
+/** Resolves with the first response frame a socket receives. */
+function reply(s: net.Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    const onData = (d: Buffer): void => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= 4 && got.length >= 4 + got.readUIntBE(1, 3)) {
+        s.off('data', onData);
+        resolve(got.subarray(4, 4 + got.readUIntBE(1, 3)));
+      }
+    };
+    s.on('data', onData);
+    s.once('close', () => reject(new Error('closed before a reply')));
+  });
+}
+
+/** Sends an SMB2 NEGOTIATE and resolves with the first response frame's length. */
+function negotiate(s: net.Socket): Promise<number> {
   return new Promise((resolve, reject) => {
     let got = Buffer.alloc(0);
     const onData = (d: Buffer): void => {
@@ -73,7 +94,7 @@ function negotiate(s: net.Socket): Promise<number> {
     };
     s.on('data', onData);
     s.once('close', () => reject(new Error('closed before a reply')));
-    s.write(Buffer.concat([directTcpHeader(msg.length), msg]));
+    s.write(negotiateFrame());
   });
 }
 
@@ -86,6 +107,26 @@ describe('SMB2 listener', () => {
     await closed(bad);
     assert.ok((await negotiate(good)) > 64);
     good.destroy();
+    await close();
+  });
+
+  it('frames each connection whole when their bytes arrive interleaved, a few at a time', async () => {
+    // Every connection reads into one shared buffer: nothing of a read may be kept by reference.
+    const { port, close } = await listening();
+    const socks = await Promise.all([connect(port), connect(port), connect(port)]);
+    for (const s of socks) s.setNoDelay(true);
+    const frame = negotiateFrame();
+    const replies = socks.map((s) => reply(s));
+    for (let at = 0; at < frame.length; at += 7) {
+      for (const s of socks) s.write(frame.subarray(at, at + 7));
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    for (const r of await Promise.all(replies)) {
+      assert.equal(r.readUInt32LE(0), 0x424d53fe, 'an SMB2 header');
+      assert.equal(r.readUInt32LE(8), 0, 'STATUS_SUCCESS');
+      assert.equal(r.readUInt16LE(64 + 4), 0x0210, 'the dialect asked for');
+    }
+    for (const s of socks) s.destroy();
     await close();
   });
 
