@@ -202,7 +202,7 @@ describe('tracing of a real server', { timeout: SUITE_TIMEOUT_MS }, () => {
     assert.ok(createChildren.length > 0, 'CREATE made database calls in its trace');
     for (const d of createChildren) {
       assert.equal(d.kind, SPAN_KIND_CLIENT);
-      assert.equal(d.attrs['db.system.name'], 'postgresql');
+      assert.equal(d.attrs['db.system.name'], 'sqlite', 'the embedded default engine');
       assert.equal(d.attrs['db.namespace'], 'default');
     }
     // A transaction's statements are its children.

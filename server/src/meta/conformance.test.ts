@@ -455,7 +455,7 @@ for (const engine of engines) {
       const oldCookie = (await s.readdir(a.id, 0, 10)).entries[0]!.cookie;
 
       const t1 = now();
-      assert.deepEqual(await s.rename(a.id, b('f'), a.id, b('g'), t1), { replaced: null });
+      assert.deepEqual(await s.rename(a.id, b('f'), a.id, b('g'), t1), { replaced: null, moved: f.id });
       assert.equal(await s.lookup(a.id, b('f')), null);
       const g = await s.lookup(a.id, b('g'));
       assert.equal(g?.id, f.id);
@@ -612,9 +612,15 @@ for (const engine of engines) {
         await s.getInode(f.id),
       ];
       const before = await snapshot();
-      assert.deepEqual(await s.rename(root.id, b('f'), d.id, b('g'), now()), { replaced: null });
-      assert.deepEqual(await s.rename(root.id, b('f'), root.id, b('f'), now()), { replaced: null });
-      assert.deepEqual(await s.rename(root.id, b('d'), root.id, b('d'), now()), { replaced: null });
+      // A no-op replaces nothing; what it names as moved (if anything) is the entry's own inode.
+      const noop = async (from: number, name: string, to: number, toName: string, id: number) => {
+        const r = await s.rename(from, b(name), to, b(toName), now());
+        assert.equal(r.replaced, null);
+        assert.ok(r.moved === undefined || r.moved === id, `moved ${r.moved}, expected ${id} or nothing`);
+      };
+      await noop(root.id, 'f', d.id, 'g', f.id);
+      await noop(root.id, 'f', root.id, 'f', f.id);
+      await noop(root.id, 'd', root.id, 'd', d.id);
       assert.deepEqual(await snapshot(), before);
       assert.equal((await s.getInode(f.id))?.nlink, 2);
     });
