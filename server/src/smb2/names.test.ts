@@ -2,25 +2,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
-import { Access, CreateDisposition, CreateOptions } from './constants.js';
+import { CreateDisposition, CreateOptions } from './constants.js';
 import { NtStatus } from './status.js';
-import { close, create, createRequest, fileContext, status } from './testing.js';
+import { close, fileContext, openRwd, status } from './testing.js';
 
 describe('case-insensitive names', () => {
   it('OPEN and OVERWRITE find a name in other case, in the path too; a new name is still created as given', async () => {
     const srv = await memoryServer();
     const c = fileContext(srv);
-    const open = async (name: string, disposition: number, options = 0) =>
-      (
-        await create(
-          c,
-          createRequest(name, {
-            desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
-            createDisposition: disposition,
-            createOptions: options,
-          }),
-        )
-      ).open;
+    const open = (name: string, disposition: number, options = 0) => openRwd(c, name, disposition, options);
     await close(c, await open('Dir', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE));
     const f = await open('Dir\\t017-17.txt', CreateDisposition.CREATE);
     await close(c, f);

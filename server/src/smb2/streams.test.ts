@@ -9,22 +9,12 @@ import * as files from './files.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { decodeStreamInformation, encodeStreamInformation, splitStreamPath } from './streams.js';
-import { close as closeOpen, create, createRequest, fileContext, status } from './testing.js';
+import { close as closeOpen, create, createRequest, fileContext, openRwd, status } from './testing.js';
 
 async function setup() {
   const srv = await memoryServer();
   const c = fileContext(srv);
-  const open = async (name: string, disposition: number, options = 0): Promise<Open> =>
-    (
-      await create(
-        c,
-        createRequest(name, {
-          desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
-          createDisposition: disposition,
-          createOptions: options,
-        }),
-      )
-    ).open;
+  const open = (name: string, disposition: number, options = 0) => openRwd(c, name, disposition, options);
   const write = (o: Open, data: string, offset = 0) => files.write(c, o, { offset, fileId: o.fileId, flags: 0, data: Buffer.from(data) });
   const read = async (o: Open, length = 100) =>
     (await files.read(c, o, { flags: 0, length, offset: 0, fileId: o.fileId, minimumCount: 0 }).catch(() => Buffer.alloc(0))).toString();

@@ -54,6 +54,16 @@ export async function create(c: files.FileContext, req: CreateRequest): Promise<
 /** Runs CLOSE without flags. */
 export const close = (c: files.FileContext, o: Open) => files.close(c, o, 0, new SmbWriter());
 
+/** CREATE of `name` with read, write and delete access and the given disposition: the open. */
+export async function openRwd(c: files.FileContext, name: string, disposition: number, options = 0): Promise<Open> {
+  const req = createRequest(name, {
+    desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE | Access.DELETE,
+    createDisposition: disposition,
+    createOptions: options,
+  });
+  return (await create(c, req)).open;
+}
+
 /** The NT status a command's promise settles with: SUCCESS, or the status of its SmbStatusError. */
 export async function status(p: Promise<unknown>): Promise<number> {
   try {
