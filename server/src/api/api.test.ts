@@ -513,6 +513,15 @@ describe('resources', () => {
       400,
       /both/,
     );
+    // PGlite has no sync policy: refused with the reason, as the config file refuses it.
+    problem(
+      await call('POST', '/api/v1/stores/metadata', {
+        token: t,
+        body: { name: 'emb-sync', type: 'embedded', config: { engine: 'pglite', sync: 'change' } },
+      }),
+      400,
+      /config\.sync: only the sqlite engine has a sync policy \(this store's engine is pglite\)/,
+    );
     problem(
       await call('POST', '/api/v1/stores/metadata', {
         token: t,

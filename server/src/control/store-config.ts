@@ -148,6 +148,10 @@ export function storeConfigProblem(kind: StoreKind, type: string, config: Record
     const r = leaf.check(value);
     if (!r.ok) return `config.${key}: ${r.message}`;
   }
+  // The same rule as the config file (config/load.ts): only SQLite has a sync policy; PGlite would ignore it.
+  if (kind === 'metadata' && type === 'embedded' && config.sync !== undefined && (config.engine ?? DEFAULT_EMBEDDED_ENGINE) !== 'sqlite') {
+    return `config.sync: only the sqlite engine has a sync policy (this store's engine is ${String(config.engine)}); remove sync or use engine sqlite`;
+  }
   if (kind === 'block' && type === 's3' && (config.access_key_id === undefined) !== (config.secret_access_key === undefined)) {
     return 'config: give both access_key_id and secret_access_key, or neither (then the standard AWS credential chain is used)';
   }
