@@ -1112,9 +1112,14 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
       ['write s/GiB', (s) => s.writeCpuPerGiB, 2],
       ['read s/GiB', (s) => s.readCpuPerGiB, 2],
       ['small s/1k ops', (s) => s.smallCpuPerKop, 3],
-      [`${args.clients}x write s/GiB`, (s) => s.parWriteCpuPerGiB, 2],
-      [`${args.clients}x read s/GiB`, (s) => s.parReadCpuPerGiB, 2],
-      [`${args.clients}x small s/1k ops`, (s) => s.parSmallCpuPerKop, 3],
+      // The parallel rows' columns only when there were parallel rows (--clients 0: none).
+      ...(args.clients > 0
+        ? ([
+            [`${args.clients}x write s/GiB`, (s) => s.parWriteCpuPerGiB, 2],
+            [`${args.clients}x read s/GiB`, (s) => s.parReadCpuPerGiB, 2],
+            [`${args.clients}x small s/1k ops`, (s) => s.parSmallCpuPerKop, 3],
+          ] satisfies Col[])
+        : []),
     ],
     'CPU ratio to ganesha (lower is better)',
   );
