@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
 import { freePort } from './server.js';
+import { onProcessExit } from './exit.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUILD_SH = path.join(REPO_ROOT, 'hack', 'k8s', 'build.sh');
@@ -265,10 +266,6 @@ const live = new Set<Proc>();
 const liveDirs = new Set<string>();
 /** Node directories (hack/k8s/node.sh) to take down if the process exits with them up. */
 const liveNodes = new Set<string>();
-let exitHook = false;
-
-/** How a test run is stopped from outside (a CI timeout, Ctrl-C, a closed terminal). */
-const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 /** Kills what is left of every control plane and node (synchronous: it runs on 'exit'). */
 function cleanUpNow(): void {
@@ -281,25 +278,12 @@ function cleanUpNow(): void {
   liveDirs.clear();
 }
 
-/**
- * 'exit' does not fire when a signal ends the process, so a killed test would leave its control
- * plane (and its node, with root's network namespace and mounts) running. A signal instead exits
- * with the shell's code for it (128 + n), which runs this cleanup once, along with the 'exit'
- * hooks of the other helpers (PostgreSQL, Redis). Further signals meanwhile are ignored: the
- * cleanup runs to its end.
- */
+let exitHook = false;
+/** A killed test must not leave its control plane (and its node: root's network namespace and mounts) running: exit.ts. */
 function installExitHook(): void {
   if (exitHook) return;
   exitHook = true;
-  process.on('exit', cleanUpNow);
-  let exiting = false;
-  for (const sig of STOP_SIGNALS) {
-    process.on(sig, () => {
-      if (exiting) return;
-      exiting = true;
-      process.exit(128 + os.constants.signals[sig]);
-    });
-  }
+  onProcessExit(cleanUpNow);
 }
 
 async function launch(name: string, bin: string, args: string[], logDir: string): Promise<Proc> {

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
+import { onProcessExit } from './exit.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const START = path.join(REPO_ROOT, 'hack', 'postgres', 'start.sh');
@@ -52,7 +53,7 @@ let exitHook = false;
 function installExitHook(): void {
   if (exitHook) return;
   exitHook = true;
-  process.on('exit', () => {
+  onProcessExit(() => {
     for (const dir of live) {
       try {
         execFileSync(STOP, [dir], { timeout: STOP_TIMEOUT_MS, stdio: 'ignore' });

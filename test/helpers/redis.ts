@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
 import { freePort, waitForPort } from './server.js';
+import { onProcessExit } from './exit.js';
 
 const REDIS_SERVER = '/usr/bin/redis-server';
 
@@ -28,7 +29,7 @@ let exitHook = false;
 function installExitHook(): void {
   if (exitHook) return;
   exitHook = true;
-  process.on('exit', () => {
+  onProcessExit(() => {
     for (const c of live) c.kill('SIGKILL');
   });
 }

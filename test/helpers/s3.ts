@@ -19,6 +19,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { S3BlockStoreOptions } from '../../server/src/blocks/s3.js';
 import { READY_TIMEOUT_MS } from './limits.js';
+import { onProcessExit } from './exit.js';
 
 // The AWS SDK's notice about its future Node.js requirement is noise in test output (the server
 // turns it off the same way, in its CLI entry point).
@@ -90,7 +91,7 @@ let exitHook = false;
 function installExitHook(): void {
   if (exitHook) return;
   exitHook = true;
-  process.on('exit', () => {
+  onProcessExit(() => {
     for (const child of live) child.kill('SIGKILL');
   });
 }

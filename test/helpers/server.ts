@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
+import { onProcessExit } from './exit.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const DITTOFS_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofs.js');
@@ -82,7 +83,7 @@ export async function freePort(): Promise<number> {
   mkdirSync(RESERVATIONS, { recursive: true });
   if (!exitHook) {
     exitHook = true;
-    process.once('exit', () => {
+    onProcessExit(() => {
       for (const port of reserved) {
         try {
           unlinkSync(path.join(RESERVATIONS, String(port)));
