@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import {
   appendFileSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -239,6 +240,33 @@ describe('WAL: crash and replay', () => {
     assert.equal(readFileSync(last).length, before, 'the torn tail is cut from the segment');
     assert.equal((await b.svc.read(ino, 0, 15, 15)).toString(), 'complete record');
     await b.wal.close();
+  });
+
+  // A CI run once failed the test below with ENOENT on a segment: an instance whose replay uploads
+  // finished after its close deleted segments that the next instance on the directory used.
+  it('a closed WAL touches its directory no more, whatever its uploads do afterwards', async () => {
+    const { dir, meta, a } = await fresh();
+    const ino = await committedFile(a, meta, 'held by an upload');
+    // A crash of `a`; `b` replays into a store whose uploads wait, and is closed before they finish.
+    const stalled = new Stalled();
+    let stored = 0;
+    const put = stalled.put.bind(stalled);
+    stalled.put = async (key, data) => {
+      await put(key, data);
+      stored++;
+    };
+    const b = await boot(dir, meta, stalled);
+    await b.wal.close();
+    // `c` replays the same records (its uploads never finish: it holds every segment it opened).
+    const c = await boot(dir, meta, new Stalled());
+    const segments = readdirSync(dir).filter((n) => n.endsWith('.log'));
+    assert.ok(segments.length > 0);
+    stalled.unstall(); // b's uploads finish and release their records
+    for (let i = 0; i < 250 && stored === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(stored > 0, "b's upload finished");
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r)); // its release and retire run
+    for (const n of segments) assert.ok(existsSync(path.join(dir, n)), `the closed instance deleted ${n}, which the next one uses`);
+    assert.equal((await c.svc.read(ino, 0, 17, 17)).toString(), 'held by an upload');
   });
 
   it('cuts a torn append inside a preallocated segment, and its zeros are not reported', async () => {

@@ -447,6 +447,8 @@ export class FileWal implements Wal {
    */
   private replayed = false;
   private closed = false;
+  /** close() has run to its end: this instance changes nothing in the directory any more. */
+  private finished = false;
   private writeError: Error | null = null;
 
   private constructor(
@@ -969,7 +971,9 @@ export class FileWal implements Wal {
 
   /** Deletes segments from the oldest while they hold nothing; one run at a time, never rejects. */
   private retire(): Promise<void> {
-    if (!this.replayed) return Promise.resolve();
+    // After close() nothing of this instance touches the directory: records released later (uploads
+    // that finish after the close) are another instance's to retire, which may have opened it by then.
+    if (!this.replayed || this.finished) return Promise.resolve();
     if (this.retiring) {
       this.retireAgain = true;
       return this.retiring;
@@ -1085,6 +1089,7 @@ export class FileWal implements Wal {
     }
     // The deletions too must survive a power loss, or a clean stop would be replayed after all.
     if (this.dirDirty) await this.syncDir().catch((err: unknown) => this.opts.log?.warn({ err }, 'WAL directory sync at close failed'));
+    this.finished = true;
     if (this.segments.length > 0) {
       this.opts.log?.info(
         { segments: this.segments.length, bytes: this.usedBytes },
