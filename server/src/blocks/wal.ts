@@ -1087,9 +1087,12 @@ export class FileWal implements Wal {
       s.fd = null;
       if (fd !== null) await fclose(fd);
     }
+    // A record released during the awaits above started another run: it ends before the close
+    // does, and none starts after (finished is set with no await between).
+    while (this.retiring !== null) await this.retiring;
+    this.finished = true;
     // The deletions too must survive a power loss, or a clean stop would be replayed after all.
     if (this.dirDirty) await this.syncDir().catch((err: unknown) => this.opts.log?.warn({ err }, 'WAL directory sync at close failed'));
-    this.finished = true;
     if (this.segments.length > 0) {
       this.opts.log?.info(
         { segments: this.segments.length, bytes: this.usedBytes },
