@@ -1178,10 +1178,10 @@ function summarizeSmb(rs: SmbResult[]): SmbSummary {
     putMiBps: median(rs.map((r) => r.putMiBps)),
     getMiBps: median(rs.map((r) => r.getMiBps)),
     smallPerSec: median(rs.map((r) => r.smallPerSec)),
-    putCpuPerGiB: median(rs.flatMap((r) => (r.putCpuPerGiB === undefined ? [] : [r.putCpuPerGiB]))),
-    putWrittenPerByte: median(rs.flatMap((r) => (r.putWrittenPerByte === undefined ? [] : [r.putWrittenPerByte]))),
-    getCpuPerGiB: median(rs.flatMap((r) => (r.getCpuPerGiB === undefined ? [] : [r.getCpuPerGiB]))),
-    smallCpuPer1k: median(rs.flatMap((r) => (r.smallCpuPer1k === undefined ? [] : [r.smallCpuPer1k]))),
+    putCpuPerGiB: median(defined(rs.map((r) => r.putCpuPerGiB))),
+    putWrittenPerByte: median(defined(rs.map((r) => r.putWrittenPerByte))),
+    getCpuPerGiB: median(defined(rs.map((r) => r.getCpuPerGiB))),
+    smallCpuPer1k: median(defined(rs.map((r) => r.smallCpuPer1k))),
   };
 }
 
