@@ -262,34 +262,26 @@ describe('SMB2 file commands over the file service', () => {
     const { srv, c, open } = await setup();
     await files.close(c, await open('f', CreateDisposition.CREATE), 0, new SmbWriter());
     const o = await open('f', CreateDisposition.OPEN, 0, Access.FILE_READ_DATA);
-    const query = (infoClass: number) =>
-      files.queryInfo(c, o, {
+    const query = (infoClass: number, on = o) =>
+      files.queryInfo(c, on, {
         infoType: 1,
         infoClass,
         outputBufferLength: 4096,
         input: Buffer.alloc(0),
         additionalInformation: 0,
         flags: 0,
-        fileId: o.fileId,
+        fileId: on.fileId,
       });
-    for (const cls of [FileInfoClass.FileBasicInformation, FileInfoClass.FileAllInformation, FileInfoClass.FileNetworkOpenInformation])
+    for (const cls of [
+      FileInfoClass.FileBasicInformation,
+      FileInfoClass.FileAllInformation,
+      FileInfoClass.FileNetworkOpenInformation,
+      FileInfoClass.FileAttributeTagInformation,
+    ])
       assert.equal(await status(query(cls)), NtStatus.ACCESS_DENIED, `class ${cls}`);
     assert.equal(await status(query(FileInfoClass.FileStandardInformation)), 0);
     const withAttrs = await open('f', CreateDisposition.OPEN, 0, Access.FILE_READ_DATA | Access.FILE_READ_ATTRIBUTES);
-    assert.equal(
-      await status(
-        files.queryInfo(c, withAttrs, {
-          infoType: 1,
-          infoClass: FileInfoClass.FileBasicInformation,
-          outputBufferLength: 4096,
-          input: Buffer.alloc(0),
-          additionalInformation: 0,
-          flags: 0,
-          fileId: withAttrs.fileId,
-        }),
-      ),
-      0,
-    );
+    assert.equal(await status(query(FileInfoClass.FileBasicInformation, withAttrs)), 0);
     await srv.close();
   });
 
