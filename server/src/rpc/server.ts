@@ -22,7 +22,7 @@ import {
   writeAcceptedHeader,
 } from './message.js';
 import { BufferPool } from '../wire/buffer-pool.js';
-import { readIntoBuffer } from '../wire/socket-read.js';
+import { readSocket } from '../wire/socket-read.js';
 import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/limits.js';
 import { recordMark, RecordReader, type RecordAlloc } from './record.js';
 import { XdrWriter } from './xdr.js';
@@ -145,8 +145,6 @@ const MAX_GARBAGE_PER_CONNECTION = 64;
 const LOG_BURST = 10;
 const LOG_INTERVAL_MS = 60_000;
 
-/** Every connection reads into one buffer of this size (each read is consumed before the next). */
-const READ_BUFFER_BYTES = 256 * 1024;
 /** Records this large or larger come from a pool of buffers (a 1 MiB WRITE and its headers fit one). */
 const POOLED_RECORD_MIN = 64 * 1024;
 const POOLED_RECORD_BYTES = 1024 * 1024 + 4096;
@@ -180,8 +178,6 @@ export class RpcServer {
   private closed: Promise<void> | null = null;
   /** Span names (`nfs.WRITE`) by program and procedure, made once. */
   private readonly spanNames = new Map<number, string[]>();
-  /** Where every TCP connection reads (see readIntoBuffer), made with the first connection. */
-  private readBuffer: Buffer | null = null;
   /** Buffers of large records, reused once their call is answered (see RpcProgram.releasesRecord). */
   readonly recordPool: BufferPool;
   private readonly allocRecord: RecordAlloc;
@@ -389,8 +385,7 @@ export class RpcServer {
       // While others wait for the budget, this connection starts no new record either.
       if (budget.pressure) pauseForPressure();
     };
-    this.readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
-    if (!readIntoBuffer(socket, this.readBuffer, (n, buf) => onChunk(buf.subarray(0, n)))) socket.on('data', onChunk);
+    readSocket(socket, onChunk);
     socket.on('drain', pump);
     socket.on('end', () => {
       readEnded = true;

@@ -10,7 +10,7 @@
 import net from 'node:net';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { FrameError } from '../wire/errors.js';
-import { readIntoBuffer } from '../wire/socket-read.js';
+import { readSocket } from '../wire/socket-read.js';
 import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/limits.js';
 import { SmbConnection, type SmbEngineOptions } from './connection.js';
 import { DirectTcpFramer, directTcpHeader, replyEstimate } from './framing.js';
@@ -52,8 +52,6 @@ export const SMB_SERVER_DEFAULTS = Object.freeze({
 /** Frames this large or larger (1 MiB WRITEs) come from a pool and go back once answered. */
 const POOLED_FRAME_MIN = 64 * 1024;
 const POOLED_FRAMES_KEPT = 16;
-/** Every connection reads into one buffer of this size (each read is framed before the next). */
-const READ_BUFFER_BYTES = 256 * 1024;
 /** The largest single READ/QUERY output a reply can carry (what NEGOTIATE offers at 2.1). */
 const MAX_IO = 1024 * 1024;
 /** Lines of one kind of client-caused log message per minute; the rest are counted in one summary line. */
@@ -81,11 +79,6 @@ export class SmbServer {
    * service has copied WRITE data into the WAL by then; nothing else keeps a view of a large frame).
    */
   private readonly framePool: BufferPool;
-  /**
-   * Where every connection reads (see wire/socket-read.ts), made with the first connection: a
-   * fresh 64 KiB Buffer per socket read is external memory too, and V8 collects it in full.
-   */
-  private readBuffer: Buffer | null = null;
 
   constructor(private readonly opts: SmbServerOptions) {
     const maxFrame = opts.maxFrameSize ?? DEFAULT_MAX_FRAME;
@@ -263,8 +256,7 @@ export class SmbServer {
       reading = false;
       if (budget.pressure) pauseForPressure();
     };
-    this.readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
-    if (!readIntoBuffer(socket, this.readBuffer, (n, buf) => onChunk(buf.subarray(0, n)))) socket.on('data', onChunk);
+    readSocket(socket, onChunk);
     if (budget.pressure) pauseForPressure();
     if (!guard.paused) socket.resume();
     socket.on('error', (err) => clog?.debug({ err: err.message }, 'SMB socket error'));

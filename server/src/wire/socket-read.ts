@@ -41,3 +41,18 @@ export function readIntoBuffer(socket: net.Socket, buffer: Buffer, onRead: ReadC
   handle.useUserBuffer(buffer);
   return true;
 }
+
+/** Size of the buffer that every accepted connection of the process reads into (readSocket). */
+const SHARED_READ_BYTES = 256 * 1024;
+let sharedReadBuffer: Buffer | null = null;
+
+/**
+ * Delivers what `socket` reads to `onChunk`: views of one buffer that every connection of the
+ * process (NFS and SMB alike) reads into where this Node allows it (readIntoBuffer), else its
+ * 'data' events. A view is overwritten by the next read of any connection: what outlives the call
+ * must be copied.
+ */
+export function readSocket(socket: net.Socket, onChunk: (chunk: Buffer) => void): void {
+  sharedReadBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_BYTES);
+  if (!readIntoBuffer(socket, sharedReadBuffer, (n, buf) => onChunk(buf.subarray(0, n)))) socket.on('data', onChunk);
+}
