@@ -21,6 +21,12 @@ describe('case-insensitive names', () => {
     assert.equal(h.inodeId, f.inodeId);
     await close(c, h);
     assert.equal(await status(open('dir\\T018.txt', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    // A new name under a directory named in other case: made in that directory, spelt as given.
+    await close(c, await open('DIR\\New.TXT', CreateDisposition.CREATE));
+    const d = await open('dir', CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE);
+    const names = (await c.fs.readdir(d.handle, c.id, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    assert.deepEqual(names, ['New.TXT', 't017-17.txt']);
+    await close(c, d);
     assert.equal(await status(open('nodir\\x', CreateDisposition.OPEN)), NtStatus.OBJECT_PATH_NOT_FOUND);
     // Delete on close through the other-case name removes the stored name.
     await close(c, await open('DIR\\T017-17.TXT', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE));
