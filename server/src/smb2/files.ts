@@ -137,7 +137,8 @@ export async function walkParent(c: FileContext, parts: string[]): Promise<Buffe
       if (!inode || inode.type !== FileType.DIR) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
       dir = c.fs.handleOf(c.share, inode);
     } catch (e) {
-      if (e instanceof VfsError && e.errno === 'NOTDIR') throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
+      // NOENT: the directory went between the lookup and the scan of it (lookupCaseless).
+      if (e instanceof VfsError && (e.errno === 'NOENT' || e.errno === 'NOTDIR')) throw fail(NtStatus.OBJECT_PATH_NOT_FOUND);
       throw e;
     }
   }

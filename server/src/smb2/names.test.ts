@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
+import { VfsError } from '../vfs/errors.js';
 import { CreateDisposition, CreateOptions } from './constants.js';
 import { NtStatus } from './status.js';
 import { close, fileContext, openRwd, status } from './testing.js';
@@ -31,6 +32,17 @@ describe('case-insensitive names', () => {
     // Delete on close through the other-case name removes the stored name.
     await close(c, await open('DIR\\T017-17.TXT', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE));
     assert.equal(await status(open('Dir\\t017-17.txt', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    await srv.close();
+  });
+
+  it('a directory removed while its path is walked is OBJECT_PATH_NOT_FOUND, not the name of the file', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    await close(c, await openRwd(c, 'Dir', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE));
+    // The exact lookup of "dir" misses; the directory it scans next is gone by then.
+    const fs = Object.create(srv.fs) as typeof srv.fs;
+    fs.readdir = () => Promise.reject(new VfsError('NOENT', 'no such file or directory'));
+    assert.equal(await status(openRwd({ ...c, fs }, 'dir\\x', CreateDisposition.OPEN)), NtStatus.OBJECT_PATH_NOT_FOUND);
     await srv.close();
   });
 });
