@@ -89,19 +89,20 @@ export class TreeCpuWatch {
     private readonly pid: number,
     everyMs = 50,
   ) {
-    this.poll(this.first);
+    this.poll(true);
     this.timer = setInterval(() => this.poll(), everyMs);
   }
 
-  private poll(into?: Map<number, number>): void {
+  /** `initial`: the figures at the start; else a process not seen before counts from zero. */
+  private poll(initial = false): void {
     const todo = [this.pid];
     for (let visited = 0; todo.length > 0 && visited < MAX_WATCHED; visited++) {
       const p = todo.pop()!;
       const t = ownTicks(p);
       if (t === undefined) continue;
       const w = writtenBytes(p) ?? 0;
-      if (into !== undefined) {
-        into.set(p, t);
+      if (initial) {
+        this.first.set(p, t);
         this.firstWritten.set(p, w);
       } else if (!this.first.has(p)) {
         // A process first seen now started during the workload: all its time counts.
