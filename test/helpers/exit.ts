@@ -25,12 +25,7 @@ export function onProcessExit(hook: () => void): void {
       }
     }
   });
-  let exiting = false;
-  for (const sig of STOP_SIGNALS) {
-    process.on(sig, () => {
-      if (exiting) return;
-      exiting = true;
-      process.exit(128 + os.constants.signals[sig]);
-    });
-  }
+  // process.exit() runs the hooks synchronously and never returns, so no second signal's handler
+  // can run meanwhile: it waits in the event loop, which does not turn again.
+  for (const sig of STOP_SIGNALS) process.on(sig, () => process.exit(128 + os.constants.signals[sig]));
 }
