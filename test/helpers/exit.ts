@@ -20,8 +20,9 @@ export function onProcessExit(hook: () => void): void {
     for (const h of hooks.splice(0)) {
       try {
         h();
-      } catch {
-        // Best effort: the process is exiting; the other hooks still run.
+      } catch (e) {
+        // The other hooks still run; what this one should have ended may be left: say so.
+        process.stderr.write(`test clean-up at exit failed (something may be left running): ${String(e)}\n`);
       }
     }
   });
