@@ -188,6 +188,10 @@ export interface StartOptions {
   startTimeoutMs?: number;
 }
 
+/** Servers started here and not exited yet: killed if the test process ends with them up. */
+const liveServers = new Set<ChildProcess>();
+let serversExitHook = false;
+
 export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProcess> {
   const dataDir = opts.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'dittofs-test-')));
   const nfsPort = opts.nfsPort ?? (await freePort());
@@ -214,10 +218,22 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  if (!serversExitHook) {
+    serversExitHook = true;
+    onProcessExit(() => {
+      for (const c of liveServers) c.kill('SIGKILL');
+    });
+  }
+  liveServers.add(child);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      liveServers.delete(child);
+      resolve();
+    }),
+  );
   try {
     await waitForPort(nfsPort, opts.startTimeoutMs ?? READY_TIMEOUT_MS, child);
     // The API listens after NFS: tests that talk to it need it up too.
