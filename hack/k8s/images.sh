@@ -84,6 +84,9 @@ rootfs() {
 
 ensure_base() {
   local key stamp=$CACHE/images/base.stamp
+  # Before base_key hashes them, and before a working container is made and mounted (a die
+  # further down leaves it behind).
+  [[ -f $NODE_HEADERS/node_version.h ]] || die "no Node headers in $NODE_HEADERS (Debian: libnode-dev, or the Node.js package that ships them)"
   key=$(base_key)
   if [[ -f $stamp && $(cat "$stamp") == "$key" ]] && "${BUILDAH[@]}" inspect --type image "$BASE_NAME" >/dev/null 2>&1; then
     return
@@ -99,7 +102,6 @@ ensure_base() {
   cp -a /usr/lib/node_modules/npm "$mnt/usr/local/lib/node_modules/npm"
   ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$mnt/usr/local/bin/npm"
   ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$mnt/usr/local/bin/npx"
-  [[ -f $NODE_HEADERS/node_version.h ]] || die "no Node headers in $NODE_HEADERS (Debian: libnode-dev, or the Node.js package that ships them)"
   mkdir -p "$mnt/usr/local/include"
   cp -a "$NODE_HEADERS" "$mnt/usr/local/include/node"
   mkdir -p "$mnt/etc/ssl/certs"

@@ -343,8 +343,9 @@ ns_pids() {
   local ns
   ns=$(readlink "/proc/$1/ns/net" 2>/dev/null) || return 0
   # One stat for all processes: a readlink each is hundreds of forks per poll of cmd_down's loops,
-  # seconds per poll on a loaded machine.
-  stat -c '%N' /proc/[0-9]*/ns/net 2>/dev/null | grep -F -- "-> '$ns'" | sed -E "s|^'/proc/([0-9]+)/.*|\1|" || true
+  # seconds per poll on a loaded machine. %N quotes as QUOTING_STYLE says: pinned to the default the
+  # pattern expects (with QUOTING_STYLE=literal nothing matched, and down saw no process to kill).
+  QUOTING_STYLE=shell-escape-always stat -c '%N' /proc/[0-9]*/ns/net 2>/dev/null | grep -F -- "-> '$ns'" | sed -E "s|^'/proc/([0-9]+)/.*|\1|" || true
 }
 
 # The containers: every process in the node's cgroups (pods have network namespaces of their own,

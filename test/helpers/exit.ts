@@ -20,17 +20,13 @@ export function onProcessExit(hook: () => void): void {
     for (const h of hooks.splice(0)) {
       try {
         h();
-      } catch {
-        // Best effort: the process is exiting; the other hooks still run.
+      } catch (e) {
+        // The other hooks still run; what this one should have ended may be left: say so.
+        process.stderr.write(`test clean-up at exit failed (something may be left running): ${String(e)}\n`);
       }
     }
   });
-  let exiting = false;
-  for (const sig of STOP_SIGNALS) {
-    process.on(sig, () => {
-      if (exiting) return;
-      exiting = true;
-      process.exit(128 + os.constants.signals[sig]);
-    });
-  }
+  // process.exit() runs the hooks synchronously and never returns, so no second signal's handler
+  // can run meanwhile: it waits in the event loop, which does not turn again.
+  for (const sig of STOP_SIGNALS) process.on(sig, () => process.exit(128 + os.constants.signals[sig]));
 }

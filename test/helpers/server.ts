@@ -1,6 +1,6 @@
 // Starts a real DittoFS server process for cross-process tests and benchmarks.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -41,28 +41,49 @@ function alive(pid: number): boolean {
 /** Reserves `port` for this process: true when it was free of other test processes. */
 function reserve(port: number): boolean {
   const file = path.join(RESERVATIONS, String(port));
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      writeFileSync(file, String(process.pid), { flag: 'wx' });
-      reserved.add(port);
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      let owner = NaN;
-      try {
-        owner = Number(readFileSync(file, 'utf8'));
-      } catch {
-        // Removed meanwhile: try again.
-      }
-      if (Number.isInteger(owner) && owner > 0 && alive(owner)) return false;
-      try {
-        unlinkSync(file);
-      } catch {
-        // Another process took it over first; the next attempt finds out.
-      }
-    }
+  if (create(file)) {
+    reserved.add(port);
+    return true;
   }
-  return false;
+  // Taken. A reservation whose process is gone is taken over, by one process at a time: two that
+  // both saw it stale and each removed it and created their own would both hold the port (the
+  // second removing the first's new file). Only the holder of `<port>.takeover` removes it; a
+  // takeover file left by a process killed in that moment costs this one port.
+  const lock = `${file}.takeover`;
+  if (!create(lock)) return false;
+  try {
+    let owner = NaN;
+    try {
+      owner = Number(readFileSync(file, 'utf8'));
+    } catch {
+      // Removed by its owner meanwhile: create it below.
+    }
+    if (Number.isInteger(owner) && owner > 0 && alive(owner)) return false;
+    try {
+      unlinkSync(file);
+    } catch {
+      // Gone already, or another user's in the sticky directory: create() below finds out.
+    }
+    if (!create(file)) return false;
+    reserved.add(port);
+    return true;
+  } finally {
+    unlinkSync(lock);
+  }
+}
+
+/** Creates `file` holding this process's pid; false if it exists. */
+function create(file: string): boolean {
+  try {
+    writeFileSync(file, String(process.pid), { flag: 'wx' });
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code === 'EACCES' || code === 'EPERM')
+      throw new Error(`freePort: cannot reserve ports in ${RESERVATIONS} (${code}): another user made it; chmod 1777 it (or remove it)`);
+    throw e;
+  }
 }
 
 /** Whether 127.0.0.1:port can be bound now (nothing else on the machine listens there). */
@@ -83,6 +104,13 @@ export async function freePort(): Promise<number> {
   mkdirSync(RESERVATIONS, { recursive: true });
   if (!exitHook) {
     exitHook = true;
+    // Shared by every user's tests (the node tests run as root, the others need not): world-writable
+    // and sticky like /tmp, or the first user to make it locks the others out (EACCES).
+    try {
+      chmodSync(RESERVATIONS, 0o1777);
+    } catch {
+      // Another user's: create() says what to do if it cannot be written.
+    }
     onProcessExit(() => {
       for (const port of reserved) {
         try {
@@ -160,6 +188,10 @@ export interface StartOptions {
   startTimeoutMs?: number;
 }
 
+/** Servers started here and not exited yet: killed if the test process ends with them up. */
+const liveServers = new Set<ChildProcess>();
+let serversExitHook = false;
+
 export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProcess> {
   const dataDir = opts.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'dittofs-test-')));
   const nfsPort = opts.nfsPort ?? (await freePort());
@@ -186,10 +218,22 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  if (!serversExitHook) {
+    serversExitHook = true;
+    onProcessExit(() => {
+      for (const c of liveServers) c.kill('SIGKILL');
+    });
+  }
+  liveServers.add(child);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      liveServers.delete(child);
+      resolve();
+    }),
+  );
   try {
     await waitForPort(nfsPort, opts.startTimeoutMs ?? READY_TIMEOUT_MS, child);
     // The API listens after NFS: tests that talk to it need it up too.

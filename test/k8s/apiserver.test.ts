@@ -303,7 +303,7 @@ spec:
 describe('a test process stopped by a signal', () => {
   // A CI timeout or Ctrl-C sends SIGTERM/SIGINT, on which Node runs no 'exit' hook by default: the
   // control plane (and a node's namespace, mounts and veth) would outlive the test.
-  // SIGTERM stands for the others (test/helpers/k8s.ts handles SIGTERM, SIGINT and SIGHUP alike).
+  // SIGTERM stands for the others (test/helpers/exit.ts handles SIGTERM, SIGINT and SIGHUP alike).
   const signal = 'SIGTERM';
   it(`${signal}: the helper stops its control plane, removes its directory and exits with 128 + the signal's number`, async (t) => {
     if (process.env.DITTOFS_TEST_KUBECONFIG) return t.skip('an external cluster: nothing is started');

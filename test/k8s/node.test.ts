@@ -269,8 +269,13 @@ volumeBindingMode: WaitForFirstConsumer
   });
 
   after(async () => {
-    for (const c of closers.reverse()) await c().catch(() => undefined);
-    await cp?.stop();
+    // The node first, then the servers its pods used, as the teardown test does: pods stopping
+    // meanwhile still reach PostgreSQL, S3 and Redis.
+    try {
+      await cp?.stop();
+    } finally {
+      for (const c of closers.reverse()) await c().catch(() => undefined);
+    }
   });
 
   it('helm install: the operator runs from its image and becomes available', async () => {
