@@ -7,7 +7,7 @@
 // pgdata to the backup. Until the first rename nothing the server reads has changed: a failure
 // removes the half-built copy and says why, and the PGlite store opens as before. (Opening it does
 // apply PGlite's own schema migrations first, as any upgrade would.) A crash between the two
-// renames is finished at the next open.
+// renames is finished at the next open. Every step runs with DIR/LOCK held (lockfile.ts).
 import { closeSync, constants as fsConstants, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { errorMessage, silentLogger, type DriverLogger, type SqlDriver, type SqlExecutor, type SqlRow } from './driver.js';
@@ -18,7 +18,7 @@ import { SQLITE_FILE, SqliteDriver, type SqliteForm } from './sqlite.js';
 
 export const PGLITE_DIR = 'pgdata';
 export const PGLITE_BACKUP_DIR = 'pgdata.pglite-backup';
-const MIGRATING_DIR = 'sqlite-migrating';
+export const MIGRATING_DIR = 'sqlite-migrating';
 
 /** Rows copied per query: bounds the memory a move of a large store holds. */
 const PAGE = 2_000;
@@ -96,14 +96,16 @@ export async function migratePgliteToSqlite(
   log: DriverLogger = silentLogger,
 ): Promise<void> {
   const work = path.join(dir, MIGRATING_DIR);
-  // A move that a crash interrupted before its rename: start again.
-  rmSync(work, { recursive: true, force: true });
   const t0 = Date.now();
   let pg: PgliteDriver | null = null;
   let lite: SqliteDriver | null = null;
   const counts: Record<string, number> = {};
   try {
+    // The PGlite driver holds DIR/LOCK until the new database is in place: a second process
+    // neither removes this move's work directory nor renames anything under it.
     pg = await PgliteDriver.open({ dir, logger: log });
+    // A move that a crash interrupted before its rename: start again.
+    rmSync(work, { recursive: true, force: true });
     await migrate(pg);
     lite = SqliteDriver.open({ dir: work, statements, logger: log });
     const report = await migrate(lite);
@@ -125,26 +127,31 @@ export async function migratePgliteToSqlite(
     }
     await lite.close();
     lite = null;
-    await pg.close();
-    pg = null;
   } catch (e) {
     await lite?.close().catch(() => undefined);
+    // Only while this process holds DIR/LOCK: otherwise the work directory may be another's move.
+    if (pg !== null) rmSync(work, { recursive: true, force: true });
     await pg?.close().catch(() => undefined);
-    rmSync(work, { recursive: true, force: true });
     throw new Error(
       `embedded metadata store ${dir}: the move from PGlite to SQLite failed; the PGlite store is unchanged: ${errorMessage(e)}`,
     );
   }
-  renameSync(path.join(work, SQLITE_FILE), path.join(dir, SQLITE_FILE));
-  fsyncDir(dir);
-  finishMove(dir);
+  try {
+    renameSync(path.join(work, SQLITE_FILE), path.join(dir, SQLITE_FILE));
+    fsyncDir(dir);
+  } finally {
+    await pg.close();
+  }
   log.warn(
     { dir, rows: counts, ms: Date.now() - t0, backup: path.join(dir, PGLITE_BACKUP_DIR) },
     'embedded metadata store moved from PGlite to SQLite; the PGlite store is kept as a backup',
   );
 }
 
-/** The second half of a move: pgdata becomes the backup; the work directory goes. */
+/**
+ * The second half of a move: pgdata becomes the backup; the work directory goes. Call it only with
+ * DIR/LOCK held (a SqliteDriver open on `dir`).
+ */
 export function finishMove(dir: string): void {
   if (existsSync(path.join(dir, PGLITE_DIR))) {
     if (existsSync(path.join(dir, PGLITE_BACKUP_DIR)))
