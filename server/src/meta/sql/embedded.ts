@@ -127,6 +127,10 @@ export async function migratePgliteToSqlite(
     }
     await lite.close();
     lite = null;
+    // Closing checkpoints the WAL into the database file and removes it. A checkpoint that failed
+    // (a full disk) leaves the WAL behind, and the file alone is then incomplete: never moved in.
+    if (existsSync(path.join(work, `${SQLITE_FILE}-wal`)))
+      throw new Error(`the new database's WAL could not be written into ${SQLITE_FILE} (is the disk full?)`);
   } catch (e) {
     await lite?.close().catch(() => undefined);
     // Only while this process holds DIR/LOCK: otherwise the work directory may be another's move.
