@@ -134,6 +134,11 @@ export class SqliteDriver implements SqlDriver {
   private readonly queue = new SerialQueue();
   private readonly prepared = new Map<string, Database.Statement>();
   private readonly runner: SqliteRunner;
+  /**
+   * The named statements: SQL, or a program wrapped in its transaction once here (db.transaction()
+   * builds four wrapper functions each time it is called: too much for every CREATE and REMOVE).
+   */
+  private readonly forms = new Map<string, string | ((params: readonly unknown[]) => SqlRow[])>();
   private closed = false;
   /** Set when an fsync failed: nothing more is served. */
   private broken: Error | null = null;
@@ -153,7 +158,7 @@ export class SqliteDriver implements SqlDriver {
     private readonly db: Database.Database,
     private readonly file: string,
     private readonly lockFile: string,
-    private readonly statements: Readonly<Record<string, SqliteForm>>,
+    statements: Readonly<Record<string, SqliteForm>>,
     private readonly retry: RetryPolicy,
     private readonly log: DriverLogger,
     private readonly syncEveryChange: boolean,
@@ -167,6 +172,8 @@ export class SqliteDriver implements SqlDriver {
         return s.run(...bindings(params)).changes;
       },
     };
+    for (const [name, form] of Object.entries(statements))
+      this.forms.set(name, typeof form === 'string' ? form : db.transaction((params: readonly unknown[]) => form(this.runner, params)));
   }
 
   /** Opens (creating if needed) the SQLite database in `opts.dir`. */
@@ -244,11 +251,11 @@ export class SqliteDriver implements SqlDriver {
         }
         return this.exec(text, params);
       }
-      const form = this.statements[sql.name];
+      const form = this.forms.get(sql.name);
       if (form === undefined) throw new Error(`statement ${sql.name} has no SQLite form (meta/sql/sqlite-dialect.ts)`);
       if (typeof form === 'string') return this.exec(form, params);
       // A savepoint inside a transaction, a transaction of its own outside one.
-      return this.db.transaction(() => form(this.runner, params))();
+      return form(params);
     } catch (e) {
       throw translate(e);
     }
