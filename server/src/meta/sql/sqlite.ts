@@ -75,6 +75,16 @@ export interface SqliteDriverOptions {
   logger?: DriverLogger;
 }
 
+/** Makes the entries of a directory (files created or renamed in it) survive a power loss. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, fsConstants.O_RDONLY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The database file in the store's directory. */
 export const SQLITE_FILE = 'metadata.sqlite';
 
@@ -190,12 +200,7 @@ export class SqliteDriver implements SqlDriver {
         // operating system holds the rest.
         db.pragma('cache_size = -16384');
         // The new database file and its WAL must be found again after a power loss.
-        const fd = openSync(dir, fsConstants.O_RDONLY);
-        try {
-          fsyncSync(fd);
-        } finally {
-          closeSync(fd);
-        }
+        fsyncDir(dir);
       } catch (e) {
         db.close();
         throw e;
@@ -296,7 +301,12 @@ export class SqliteDriver implements SqlDriver {
     try {
       // The WAL exists from the first write on, and SQLite keeps it (no journal_size_limit)
       // until the database closes: one descriptor serves every fsync.
-      this.walFd ??= openSync(`${this.file}-wal`, fsConstants.O_RDONLY);
+      if (this.walFd === null) {
+        this.walFd = openSync(`${this.file}-wal`, fsConstants.O_RDONLY);
+        // A new database's WAL is created by its first write, after open() synced the directory:
+        // SQLite would sync its entry at its first sync of the WAL, which this driver does instead.
+        fsyncDir(path.dirname(this.file));
+      }
     } catch (e) {
       done(e as Error);
       return;
