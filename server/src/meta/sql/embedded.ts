@@ -8,13 +8,13 @@
 // removes the half-built copy and says why, and the PGlite store opens as before. (Opening it does
 // apply PGlite's own schema migrations first, as any upgrade would.) A crash between the two
 // renames is finished at the next open. Every step runs with DIR/LOCK held (lockfile.ts).
-import { closeSync, constants as fsConstants, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { errorMessage, silentLogger, type DriverLogger, type SqlDriver, type SqlExecutor, type SqlRow } from './driver.js';
 import { MIGRATIONS, migrate } from './migrations.js';
 import { PgliteDriver } from './pglite.js';
 import { INODE_COLUMNS } from './rows.js';
-import { SQLITE_FILE, SqliteDriver, type SqliteForm } from './sqlite.js';
+import { SQLITE_FILE, SqliteDriver, fsyncDir, type SqliteForm } from './sqlite.js';
 
 export const PGLITE_DIR = 'pgdata';
 export const PGLITE_BACKUP_DIR = 'pgdata.pglite-backup';
@@ -29,15 +29,6 @@ export function embeddedLayout(dir: string): EmbeddedLayout {
   if (existsSync(path.join(dir, SQLITE_FILE))) return 'sqlite';
   if (existsSync(path.join(dir, PGLITE_DIR, 'PG_VERSION'))) return 'pglite';
   return 'empty';
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, fsConstants.O_RDONLY);
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** A table and how to page through it in key order. */
