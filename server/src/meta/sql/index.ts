@@ -14,7 +14,7 @@ import { S, SqlMetadataStore } from './store.js';
 export { SqlMetadataStore } from './store.js';
 export { PgDriver, type PgDriverOptions } from './pg.js';
 export { PgliteDriver } from './pglite.js';
-export { SqliteDriver, SqliteError, SQLITE_FILE, SQLITE_SYNC_MODES, type SqliteSync } from './sqlite.js';
+export { SqliteDriver, SqliteError, SQLITE_FILE, type SqliteSync } from './sqlite.js';
 export { FenceHeldError, FenceLostError, PgFence, describePgUrl, fenceKey, type FencePurpose } from './fence.js';
 export { observeSqlDriver, sqlErrorReason, type SqlDriverObserver, type SqlErrorReason } from './observed.js';
 export { MIGRATIONS, migrate, type Migration, type MigrationReport } from './migrations.js';
