@@ -77,6 +77,9 @@ describe('embedded store: the move from PGlite to SQLite', () => {
     const token = await pg.nextLeaseToken();
     await pg.putBlock(f.id, { index: 1, key: 'k/1', length: 10, version: 2 }, { token, prevVersion: 0 });
     await pg.dropBlocks(f.id, 5, token);
+    // The newest inode, gone: its id is not handed out again.
+    const gone = await pg.create(root.id, b('gone'), fileInit(), T(1_700_000_102));
+    await pg.remove(root.id, b('gone'), false, T(1_700_000_103));
     const before = await snapshot(pg, 7, root.id);
     await pg.close();
     assert.equal(embeddedLayout(dir), 'pglite');
@@ -93,7 +96,7 @@ describe('embedded store: the move from PGlite to SQLite', () => {
       assert.equal(await lite.leaseTokensIssued(), true);
       assert.ok((await lite.nextLeaseToken()) > token);
       const n = await lite.create(root.id, b('new'), fileInit(), T(1_700_000_200));
-      assert.ok(n.id > f.id);
+      assert.ok(n.id > gone.id, `inode id ${n.id} handed out again`);
       await assert.rejects(lite.create(sub.id, b('many-4'), fileInit(), T(1_700_000_201)), /exists/);
     } finally {
       await lite.close();

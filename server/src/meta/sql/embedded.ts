@@ -104,9 +104,16 @@ export async function migratePgliteToSqlite(
     const from = pg;
     const seq = await from.query<{ last_value: unknown; is_called: unknown }>('SELECT last_value, is_called FROM lease_tokens');
     const s = seq.rows[0];
+    // The inode ids handed out, deleted ones included: none is handed out again (AUTOINCREMENT).
+    const ids = await from.query<{ v: unknown }>(`SELECT pg_sequence_last_value(pg_get_serial_sequence('inodes', 'id')::regclass) AS v`);
+    const lastId = Number(ids.rows[0]?.v ?? 0);
     await lite.transaction(async (tx) => {
       for (const t of TABLES) counts[t.table] = await copyTable(from, tx, t);
       if (s) await tx.query('UPDATE lease_tokens SET last_value = $1, is_called = $2', [s.last_value, s.is_called === true]);
+      await tx.query(`DELETE FROM sqlite_sequence WHERE name = 'inodes'`);
+      await tx.query(`INSERT INTO sqlite_sequence (name, seq) SELECT 'inodes', max($1, coalesce((SELECT max(id) FROM inodes), 0))`, [
+        lastId,
+      ]);
       for (const t of TABLES) {
         const n = await count(tx, t.table);
         if (n !== counts[t.table]) throw new Error(`${t.table}: ${counts[t.table]} rows read, ${n} in the new database`);
