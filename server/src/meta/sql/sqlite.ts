@@ -31,6 +31,7 @@ import { releaseLock, takeStoreDir } from './lockfile.js';
 import {
   DEFAULT_RETRY_POLICY,
   RetryTransaction,
+  errorMessage,
   SQLSTATE,
   silentLogger,
   withRetry,
@@ -138,6 +139,21 @@ function bindable(v: unknown): unknown {
   return v;
 }
 
+/** Opens the database file; a native module that does not load says what to do about it. */
+function openDatabase(file: string): Database.Database {
+  try {
+    return new Database(file);
+  } catch (e) {
+    // better-sqlite3 loads its compiled module at the first open.
+    const failed = (e as NodeJS.ErrnoException).code === 'ERR_DLOPEN_FAILED' || /Could not locate the bindings file/.test(errorMessage(e));
+    if (!failed) throw e;
+    throw new Error(
+      `the SQLite engine's native module (better-sqlite3) did not load: ${errorMessage(e)}. Build it for this Node.js ` +
+        `(npm rebuild better-sqlite3, with python3, make and g++: hack/install-deps.sh build), or open a store not yet moved to SQLite with engine: pglite`,
+    );
+  }
+}
+
 export class SqliteDriver implements SqlDriver {
   readonly kind = 'embedded' as const;
   readonly dialect = 'sqlite' as const;
@@ -191,7 +207,7 @@ export class SqliteDriver implements SqlDriver {
     const { dir, lockFile } = takeStoreDir(opts.dir, opts.logger);
     try {
       const file = path.join(dir, SQLITE_FILE);
-      const db = new Database(file);
+      const db = openDatabase(file);
       try {
         db.pragma('journal_mode = WAL');
         db.pragma('synchronous = NORMAL');
