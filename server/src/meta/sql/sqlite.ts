@@ -299,7 +299,10 @@ export class SqliteDriver implements SqlDriver {
     const done = (err: Error | null) => {
       this.syncing = false;
       if (err) {
-        this.broken = new Error(`embedded metadata store: fsync of the WAL failed, serving stops: ${err.message}`);
+        this.broken = new Error(
+          `embedded metadata store ${path.dirname(this.file)}: fsync of the WAL failed (${err.message}); it serves nothing more until ` +
+            'the server is restarted, which recovers the changes that reached the disk (check the disk and its free space first)',
+        );
         this.log.warn({ err }, 'embedded metadata store: fsync failed');
         const w = this.waiters;
         this.waiters = [];
