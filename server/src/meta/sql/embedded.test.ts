@@ -2,7 +2,7 @@
 // with everything a client can see intact, the PGlite store kept as a backup; a move that cannot
 // be done leaves the PGlite store as it was and says why.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { SqlMetadataStore } from './store.js';
 import { FileType, type Inode } from '../../vfs/types.js';
 import { dirInit, fileInit } from '../../testing/inodes.js';
-import { PGLITE_BACKUP_DIR, PGLITE_DIR, embeddedLayout } from './embedded.js';
+import { MIGRATING_DIR, PGLITE_BACKUP_DIR, PGLITE_DIR, embeddedLayout } from './embedded.js';
 import { MIGRATIONS } from './migrations.js';
 import { PgliteDriver } from './pglite.js';
 import { SQLITE_FILE } from './sqlite.js';
@@ -77,6 +77,9 @@ describe('embedded store: the move from PGlite to SQLite', () => {
     const token = await pg.nextLeaseToken();
     await pg.putBlock(f.id, { index: 1, key: 'k/1', length: 10, version: 2 }, { token, prevVersion: 0 });
     await pg.dropBlocks(f.id, 5, token);
+    // The newest inode, gone: its id is not handed out again.
+    const gone = await pg.create(root.id, b('gone'), fileInit(), T(1_700_000_102));
+    await pg.remove(root.id, b('gone'), false, T(1_700_000_103));
     const before = await snapshot(pg, 7, root.id);
     await pg.close();
     assert.equal(embeddedLayout(dir), 'pglite');
@@ -93,7 +96,7 @@ describe('embedded store: the move from PGlite to SQLite', () => {
       assert.equal(await lite.leaseTokensIssued(), true);
       assert.ok((await lite.nextLeaseToken()) > token);
       const n = await lite.create(root.id, b('new'), fileInit(), T(1_700_000_200));
-      assert.ok(n.id > f.id);
+      assert.ok(n.id > gone.id, `inode id ${n.id} handed out again`);
       await assert.rejects(lite.create(sub.id, b('many-4'), fileInit(), T(1_700_000_201)), /exists/);
     } finally {
       await lite.close();
@@ -131,5 +134,37 @@ describe('embedded store: the move from PGlite to SQLite', () => {
     const { rows } = await d2.query('SELECT count(*)::integer AS n FROM dirents');
     assert.equal(rows[0]?.n, 1);
     await d2.close();
+  });
+
+  it('a store another process holds is left alone: neither its move under way nor its PGlite files', async () => {
+    const dir = path.join(tmp, 'held');
+    const pg = createEmbeddedMetadataStore({ path: dir, engine: 'pglite' });
+    await pg.open();
+    await pg.ensureRoot(1, dirInit());
+    await pg.close();
+    // Another live process (this test's parent) has the store, mid-move.
+    const lock = path.join(dir, 'LOCK');
+    const work = path.join(dir, MIGRATING_DIR);
+    writeFileSync(lock, `${process.ppid}\n`);
+    mkdirSync(work);
+    writeFileSync(path.join(work, 'theirs'), '');
+    await assert.rejects(createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' }).open(), /in use by process/);
+    assert.ok(existsSync(path.join(work, 'theirs')), "the other process's move is not removed");
+    assert.equal(embeddedLayout(dir), 'pglite');
+    // Its move done up to the second rename: the PGlite files stay where they are until it lets go.
+    unlinkSync(lock);
+    const lite = createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' });
+    await lite.open();
+    await lite.close();
+    renameSync(path.join(dir, PGLITE_BACKUP_DIR), path.join(dir, PGLITE_DIR));
+    writeFileSync(lock, `${process.ppid}\n`);
+    await assert.rejects(createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' }).open(), /in use by process/);
+    assert.ok(existsSync(path.join(dir, PGLITE_DIR, 'PG_VERSION')), 'pgdata is not renamed under another process');
+    unlinkSync(lock);
+    const again = createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' });
+    await again.open();
+    await again.close();
+    assert.ok(!existsSync(path.join(dir, PGLITE_DIR)), 'the move is finished by the next open');
+    assert.ok(existsSync(path.join(dir, PGLITE_BACKUP_DIR, 'PG_VERSION')));
   });
 });

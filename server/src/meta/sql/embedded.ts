@@ -7,18 +7,18 @@
 // pgdata to the backup. Until the first rename nothing the server reads has changed: a failure
 // removes the half-built copy and says why, and the PGlite store opens as before. (Opening it does
 // apply PGlite's own schema migrations first, as any upgrade would.) A crash between the two
-// renames is finished at the next open.
-import { closeSync, constants as fsConstants, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+// renames is finished at the next open. Every step runs with DIR/LOCK held (lockfile.ts).
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { errorMessage, silentLogger, type DriverLogger, type SqlDriver, type SqlExecutor, type SqlRow } from './driver.js';
 import { MIGRATIONS, migrate } from './migrations.js';
 import { PgliteDriver } from './pglite.js';
 import { INODE_COLUMNS } from './rows.js';
-import { SQLITE_FILE, SqliteDriver, type SqliteForm } from './sqlite.js';
+import { SQLITE_FILE, SqliteDriver, fsyncDir, type SqliteForm } from './sqlite.js';
 
 export const PGLITE_DIR = 'pgdata';
 export const PGLITE_BACKUP_DIR = 'pgdata.pglite-backup';
-const MIGRATING_DIR = 'sqlite-migrating';
+export const MIGRATING_DIR = 'sqlite-migrating';
 
 /** Rows copied per query: bounds the memory a move of a large store holds. */
 const PAGE = 2_000;
@@ -29,15 +29,6 @@ export function embeddedLayout(dir: string): EmbeddedLayout {
   if (existsSync(path.join(dir, SQLITE_FILE))) return 'sqlite';
   if (existsSync(path.join(dir, PGLITE_DIR, 'PG_VERSION'))) return 'pglite';
   return 'empty';
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, fsConstants.O_RDONLY);
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** A table and how to page through it in key order. */
@@ -96,14 +87,16 @@ export async function migratePgliteToSqlite(
   log: DriverLogger = silentLogger,
 ): Promise<void> {
   const work = path.join(dir, MIGRATING_DIR);
-  // A move that a crash interrupted before its rename: start again.
-  rmSync(work, { recursive: true, force: true });
   const t0 = Date.now();
   let pg: PgliteDriver | null = null;
   let lite: SqliteDriver | null = null;
   const counts: Record<string, number> = {};
   try {
+    // The PGlite driver holds DIR/LOCK until the new database is in place: a second process
+    // neither removes this move's work directory nor renames anything under it.
     pg = await PgliteDriver.open({ dir, logger: log });
+    // A move that a crash interrupted before its rename: start again.
+    rmSync(work, { recursive: true, force: true });
     await migrate(pg);
     lite = SqliteDriver.open({ dir: work, statements, logger: log });
     const report = await migrate(lite);
@@ -111,9 +104,16 @@ export async function migratePgliteToSqlite(
     const from = pg;
     const seq = await from.query<{ last_value: unknown; is_called: unknown }>('SELECT last_value, is_called FROM lease_tokens');
     const s = seq.rows[0];
+    // The inode ids handed out, deleted ones included: none is handed out again (AUTOINCREMENT).
+    const ids = await from.query<{ v: unknown }>(`SELECT pg_sequence_last_value(pg_get_serial_sequence('inodes', 'id')::regclass) AS v`);
+    const lastId = Number(ids.rows[0]?.v ?? 0);
     await lite.transaction(async (tx) => {
       for (const t of TABLES) counts[t.table] = await copyTable(from, tx, t);
       if (s) await tx.query('UPDATE lease_tokens SET last_value = $1, is_called = $2', [s.last_value, s.is_called === true]);
+      await tx.query(`DELETE FROM sqlite_sequence WHERE name = 'inodes'`);
+      await tx.query(`INSERT INTO sqlite_sequence (name, seq) SELECT 'inodes', max($1, coalesce((SELECT max(id) FROM inodes), 0))`, [
+        lastId,
+      ]);
       for (const t of TABLES) {
         const n = await count(tx, t.table);
         if (n !== counts[t.table]) throw new Error(`${t.table}: ${counts[t.table]} rows read, ${n} in the new database`);
@@ -125,26 +125,35 @@ export async function migratePgliteToSqlite(
     }
     await lite.close();
     lite = null;
-    await pg.close();
-    pg = null;
+    // Closing checkpoints the WAL into the database file and removes it. A checkpoint that failed
+    // (a full disk) leaves the WAL behind, and the file alone is then incomplete: never moved in.
+    if (existsSync(path.join(work, `${SQLITE_FILE}-wal`)))
+      throw new Error(`the new database's WAL could not be written into ${SQLITE_FILE} (is the disk full?)`);
   } catch (e) {
     await lite?.close().catch(() => undefined);
+    // Only while this process holds DIR/LOCK: otherwise the work directory may be another's move.
+    if (pg !== null) rmSync(work, { recursive: true, force: true });
     await pg?.close().catch(() => undefined);
-    rmSync(work, { recursive: true, force: true });
     throw new Error(
       `embedded metadata store ${dir}: the move from PGlite to SQLite failed; the PGlite store is unchanged: ${errorMessage(e)}`,
     );
   }
-  renameSync(path.join(work, SQLITE_FILE), path.join(dir, SQLITE_FILE));
-  fsyncDir(dir);
-  finishMove(dir);
+  try {
+    renameSync(path.join(work, SQLITE_FILE), path.join(dir, SQLITE_FILE));
+    fsyncDir(dir);
+  } finally {
+    await pg.close();
+  }
   log.warn(
     { dir, rows: counts, ms: Date.now() - t0, backup: path.join(dir, PGLITE_BACKUP_DIR) },
     'embedded metadata store moved from PGlite to SQLite; the PGlite store is kept as a backup',
   );
 }
 
-/** The second half of a move: pgdata becomes the backup; the work directory goes. */
+/**
+ * The second half of a move: pgdata becomes the backup; the work directory goes. Call it only with
+ * DIR/LOCK held (a SqliteDriver open on `dir`).
+ */
 export function finishMove(dir: string): void {
   if (existsSync(path.join(dir, PGLITE_DIR))) {
     if (existsSync(path.join(dir, PGLITE_BACKUP_DIR)))

@@ -14,7 +14,7 @@ import { S, SqlMetadataStore } from './store.js';
 export { SqlMetadataStore } from './store.js';
 export { PgDriver, type PgDriverOptions } from './pg.js';
 export { PgliteDriver } from './pglite.js';
-export { SqliteDriver, SqliteError, SQLITE_FILE, SQLITE_SYNC_MODES, type SqliteSync } from './sqlite.js';
+export { SqliteDriver, SqliteError, SQLITE_FILE, type SqliteSync } from './sqlite.js';
 export { FenceHeldError, FenceLostError, PgFence, describePgUrl, fenceKey, type FencePurpose } from './fence.js';
 export { observeSqlDriver, sqlErrorReason, type SqlDriverObserver, type SqlErrorReason } from './observed.js';
 export { MIGRATIONS, migrate, type Migration, type MigrationReport } from './migrations.js';
@@ -43,19 +43,22 @@ export function createEmbeddedMetadataStore(opts: EmbeddedMetadataStoreOptions):
       connect: async () => {
         const statements = sqliteStatementsByName(S);
         const dir = path.resolve(opts.path);
-        const layout = embeddedLayout(dir);
-        if (layout === 'pglite') await migratePgliteToSqlite(dir, statements, opts.logger);
-        else if (layout === 'sqlite') finishMove(dir);
-        return observed(
-          SqliteDriver.open({
-            dir,
-            statements,
-            ...(opts.sync ? { sync: opts.sync } : {}),
-            ...(opts.retry ? { retry: opts.retry } : {}),
-            ...(opts.logger ? { logger: opts.logger } : {}),
-          }),
-          opts.observer,
-        );
+        if (embeddedLayout(dir) === 'pglite') await migratePgliteToSqlite(dir, statements, opts.logger);
+        const driver = SqliteDriver.open({
+          dir,
+          statements,
+          ...(opts.sync ? { sync: opts.sync } : {}),
+          ...(opts.retry ? { retry: opts.retry } : {}),
+          ...(opts.logger ? { logger: opts.logger } : {}),
+        });
+        // With DIR/LOCK held (the driver's): a move's PGlite files become the backup.
+        try {
+          finishMove(dir);
+        } catch (e) {
+          await driver.close();
+          throw e;
+        }
+        return observed(driver, opts.observer);
       },
     });
   }

@@ -25,11 +25,13 @@
 import { fdatasync, fsyncSync, openSync, closeSync, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import type { EmbeddedSync } from '../../config/types.js';
 import { SerialQueue } from './pglite.js';
 import { releaseLock, takeStoreDir } from './lockfile.js';
 import {
   DEFAULT_RETRY_POLICY,
   RetryTransaction,
+  errorMessage,
   SQLSTATE,
   silentLogger,
   withRetry,
@@ -57,9 +59,8 @@ export interface SqliteRunner {
  */
 export type SqliteForm = string | ((db: SqliteRunner, params: readonly unknown[]) => SqlRow[]);
 
-/** When changes reach the disk (see the head of this file). */
-export const SQLITE_SYNC_MODES = Object.freeze(['commit', 'change'] as const);
-export type SqliteSync = (typeof SQLITE_SYNC_MODES)[number];
+/** When changes reach the disk (see the head of this file): the config's `sync`. */
+export type SqliteSync = EmbeddedSync;
 
 /** `commit`: the longest a change stays in the WAL unsynced. */
 export const SYNC_DELAY_MS = 100;
@@ -73,6 +74,16 @@ export interface SqliteDriverOptions {
   statements: Readonly<Record<string, SqliteForm>>;
   retry?: RetryPolicy;
   logger?: DriverLogger;
+}
+
+/** Makes the entries of a directory (files created or renamed in it) survive a power loss. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, fsConstants.O_RDONLY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** The database file in the store's directory. */
@@ -128,12 +139,32 @@ function bindable(v: unknown): unknown {
   return v;
 }
 
+/** Opens the database file; a native module that does not load says what to do about it. */
+function openDatabase(file: string): Database.Database {
+  try {
+    return new Database(file);
+  } catch (e) {
+    // better-sqlite3 loads its compiled module at the first open.
+    const failed = (e as NodeJS.ErrnoException).code === 'ERR_DLOPEN_FAILED' || /Could not locate the bindings file/.test(errorMessage(e));
+    if (!failed) throw e;
+    throw new Error(
+      `the SQLite engine's native module (better-sqlite3) did not load: ${errorMessage(e)}. Build it for this Node.js ` +
+        `(npm rebuild better-sqlite3, with python3, make and g++: hack/install-deps.sh build), or open a store not yet moved to SQLite with engine: pglite`,
+    );
+  }
+}
+
 export class SqliteDriver implements SqlDriver {
   readonly kind = 'embedded' as const;
   readonly dialect = 'sqlite' as const;
   private readonly queue = new SerialQueue();
   private readonly prepared = new Map<string, Database.Statement>();
   private readonly runner: SqliteRunner;
+  /**
+   * The named statements: SQL, or a program wrapped in its transaction once here (db.transaction()
+   * builds four wrapper functions each time it is called: too much for every CREATE and REMOVE).
+   */
+  private readonly forms = new Map<string, string | ((params: readonly unknown[]) => SqlRow[])>();
   private closed = false;
   /** Set when an fsync failed: nothing more is served. */
   private broken: Error | null = null;
@@ -153,7 +184,7 @@ export class SqliteDriver implements SqlDriver {
     private readonly db: Database.Database,
     private readonly file: string,
     private readonly lockFile: string,
-    private readonly statements: Readonly<Record<string, SqliteForm>>,
+    statements: Readonly<Record<string, SqliteForm>>,
     private readonly retry: RetryPolicy,
     private readonly log: DriverLogger,
     private readonly syncEveryChange: boolean,
@@ -167,6 +198,8 @@ export class SqliteDriver implements SqlDriver {
         return s.run(...bindings(params)).changes;
       },
     };
+    for (const [name, form] of Object.entries(statements))
+      this.forms.set(name, typeof form === 'string' ? form : db.transaction((params: readonly unknown[]) => form(this.runner, params)));
   }
 
   /** Opens (creating if needed) the SQLite database in `opts.dir`. */
@@ -174,7 +207,7 @@ export class SqliteDriver implements SqlDriver {
     const { dir, lockFile } = takeStoreDir(opts.dir, opts.logger);
     try {
       const file = path.join(dir, SQLITE_FILE);
-      const db = new Database(file);
+      const db = openDatabase(file);
       try {
         db.pragma('journal_mode = WAL');
         db.pragma('synchronous = NORMAL');
@@ -183,12 +216,7 @@ export class SqliteDriver implements SqlDriver {
         // operating system holds the rest.
         db.pragma('cache_size = -16384');
         // The new database file and its WAL must be found again after a power loss.
-        const fd = openSync(dir, fsConstants.O_RDONLY);
-        try {
-          fsyncSync(fd);
-        } finally {
-          closeSync(fd);
-        }
+        fsyncDir(dir);
       } catch (e) {
         db.close();
         throw e;
@@ -244,11 +272,11 @@ export class SqliteDriver implements SqlDriver {
         }
         return this.exec(text, params);
       }
-      const form = this.statements[sql.name];
+      const form = this.forms.get(sql.name);
       if (form === undefined) throw new Error(`statement ${sql.name} has no SQLite form (meta/sql/sqlite-dialect.ts)`);
       if (typeof form === 'string') return this.exec(form, params);
       // A savepoint inside a transaction, a transaction of its own outside one.
-      return this.db.transaction(() => form(this.runner, params))();
+      return form(params);
     } catch (e) {
       throw translate(e);
     }
@@ -271,7 +299,10 @@ export class SqliteDriver implements SqlDriver {
     const done = (err: Error | null) => {
       this.syncing = false;
       if (err) {
-        this.broken = new Error(`embedded metadata store: fsync of the WAL failed, serving stops: ${err.message}`);
+        this.broken = new Error(
+          `embedded metadata store ${path.dirname(this.file)}: fsync of the WAL failed (${err.message}); it serves nothing more until ` +
+            'the server is restarted, which recovers the changes that reached the disk (check the disk and its free space first)',
+        );
         this.log.warn({ err }, 'embedded metadata store: fsync failed');
         const w = this.waiters;
         this.waiters = [];
@@ -289,7 +320,12 @@ export class SqliteDriver implements SqlDriver {
     try {
       // The WAL exists from the first write on, and SQLite keeps it (no journal_size_limit)
       // until the database closes: one descriptor serves every fsync.
-      this.walFd ??= openSync(`${this.file}-wal`, fsConstants.O_RDONLY);
+      if (this.walFd === null) {
+        this.walFd = openSync(`${this.file}-wal`, fsConstants.O_RDONLY);
+        // A new database's WAL is created by its first write, after open() synced the directory:
+        // SQLite would sync its entry at its first sync of the WAL, which this driver does instead.
+        fsyncDir(path.dirname(this.file));
+      }
     } catch (e) {
       done(e as Error);
       return;
