@@ -136,6 +136,29 @@ describe('cluster lock state in Redis', () => {
     await b.ranges.settled();
   });
 
+  it('an open refused while a resync registered it again leaves nothing in Redis', async () => {
+    const [a, b] = servers as [Server, Server];
+    const ra = await a.opens.addShared(a.store, 40, RW, 0, 'a');
+    // B's script reaches Redis after a resync wrote B's entries under a new incarnation, unchecked.
+    const inner = b.locks as unknown as {
+      redis: { dittoOpenAdd: (...argv: string[]) => Promise<string> };
+      resync(): Promise<void>;
+    };
+    const add = inner.redis.dittoOpenAdd;
+    inner.redis.dittoOpenAdd = async (...argv) => {
+      await inner.resync();
+      return add.apply(inner.redis, argv);
+    };
+    try {
+      assert.equal(await refusal(b.opens.addShared(b.store, 40, RW, ALL, 'b')), 'sharing-violation');
+    } finally {
+      inner.redis.dittoOpenAdd = add;
+    }
+    await a.opens.releaseShared(ra);
+    // B's refused open would refuse an open that shares nothing.
+    await a.opens.releaseShared(await a.opens.addShared(a.store, 40, RW, 0, 'a2'));
+  });
+
   it('a server that closes (or whose liveness key is gone) stops counting at once; one that cannot reach Redis grants nothing', async () => {
     const [a] = servers as [Server, Server];
     const c = await server();

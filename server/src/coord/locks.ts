@@ -267,6 +267,8 @@ export class RedisClusterLocks implements ClusterLocks {
   /** The incarnations whose liveness keys the last renewal saw. */
   private servers = new Set<string>();
   private renewing = false;
+  /** Resyncs so far: a refusal that overlapped one must delete what the resync registered. */
+  private resyncs = 0;
 
   private constructor(
     private readonly c: Coordinator,
@@ -441,6 +443,7 @@ export class RedisClusterLocks implements ClusterLocks {
     this.renewedAt = 0;
     this.inc = `${this.c.serverId}#${++this.epoch}`;
     this.needResync = false;
+    this.resyncs++;
     try {
       const p = this.redis.pipeline();
       p.set(this.livePrefix + this.inc, '1', 'PX', this.ttl);
@@ -471,6 +474,7 @@ export class RedisClusterLocks implements ClusterLocks {
     const e: Entry = { key: this.openKey(store, inodeId), n: this.nextN++, value: `${access >>> 0} ${shareAccess >>> 0}` };
     // Registered before the script runs: a resync meanwhile writes it too (deleted below if refused).
     this.entries.set(rec, e);
+    const resyncs = this.resyncs;
     let r: string;
     try {
       r = await this.redis.dittoOpenAdd(e.key, this.livePrefix, this.inc, String(access >>> 0), String(shareAccess >>> 0), this.field(e));
@@ -481,6 +485,7 @@ export class RedisClusterLocks implements ClusterLocks {
     }
     if (r === 'ok') return 'ok';
     this.entries.delete(rec);
+    await this.unregister(resyncs, [e]);
     return r === 'dp' ? 'delete-pending' : 'sharing-violation';
   }
 
@@ -549,6 +554,7 @@ export class RedisClusterLocks implements ClusterLocks {
       argv.push(this.field(e), b[0], b[1], l.exclusive ? 'x' : 's');
     }
     if (added.length === 0) return true;
+    const resyncs = this.resyncs;
     let r: number;
     try {
       r = await this.redis.dittoRangeAdd(key, ...argv);
@@ -557,8 +563,27 @@ export class RedisClusterLocks implements ClusterLocks {
       this.needResync = true;
       throw unreachable(err);
     }
-    if (r !== 1) for (const l of added) this.entries.delete(l);
-    return r === 1;
+    if (r === 1) return true;
+    const refused: Entry[] = [];
+    for (const l of added) {
+      refused.push(this.entries.get(l)!);
+      this.entries.delete(l);
+    }
+    await this.unregister(resyncs, refused);
+    return false;
+  }
+
+  /**
+   * Entries refused by a script that a resync overlapped: the resync wrote them under the new
+   * incarnation unchecked, where they would count until the next epoch. Not deleted: a new epoch.
+   */
+  private async unregister(resyncs: number, refused: readonly Entry[]): Promise<void> {
+    if (this.resyncs === resyncs || refused.length === 0) return;
+    try {
+      await this.redis.hdel(refused[0]!.key, ...refused.map((e) => this.field(e)));
+    } catch {
+      this.needResync = true;
+    }
   }
 
   async dropRanges(store: object, inodeId: number, locks: readonly RangeLock[]): Promise<void> {
