@@ -445,9 +445,11 @@ export class RedisClusterLocks implements ClusterLocks {
     this.needResync = false;
     this.resyncs++;
     try {
+      // The key may expire a ttl after it was sent, not after the answer came (as renew() counts).
+      const sent = Date.now();
       const p = this.redis.pipeline();
       p.set(this.livePrefix + this.inc, '1', 'PX', this.ttl);
-      p.zadd(this.serversKey, Date.now() + this.ttl, this.inc);
+      p.zadd(this.serversKey, sent + this.ttl, this.inc);
       p.zrem(this.serversKey, old);
       for (const e of this.entries.values()) p.hset(e.key, this.field(e), e.value);
       for (const f of this.caching) p.hset(`${this.prefix}cache:${f}`, this.inc, '1');
@@ -455,7 +457,7 @@ export class RedisClusterLocks implements ClusterLocks {
       p.del(this.livePrefix + old);
       const res = await p.exec();
       for (const [err] of res ?? []) if (err) throw err;
-      this.renewedAt = Date.now();
+      this.renewedAt = sent;
     } catch (e) {
       this.needResync = true;
       throw e;
