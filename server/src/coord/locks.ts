@@ -255,6 +255,8 @@ export class RedisClusterLocks implements ClusterLocks {
   /** False until the announcements are known complete (after a subscriber outage: rebuilt). */
   private announcedComplete = true;
   private rebuilding = false;
+  /** No rebuild starts before this Date.now() (one per renewal period: see rebuild()). */
+  private rebuildAfter = 0;
   private readonly releasedListeners: ((store: object, inodeId: number) => void)[] = [];
   /** `<store> <inode>` -> announcements heard: another server's clients may cache the file. */
   private readonly cachedElsewhere = new Map<string, number>();
@@ -678,8 +680,11 @@ export class RedisClusterLocks implements ClusterLocks {
 
   /** After the subscriber connection was away: which files have locks, from the keys themselves. */
   private async rebuild(): Promise<void> {
-    if (this.rebuilding) return;
+    if (this.rebuilding || Date.now() < this.rebuildAfter) return;
     this.rebuilding = true;
+    // Started by I/O: one that cannot finish (more than MAX_REBUILD_KEYS keys, SCAN failing) is not
+    // started again by the next I/O at once, which would SCAN the keyspace without pause.
+    this.rebuildAfter = Date.now() + this.ttl / 3;
     try {
       const scan = async (kind: string): Promise<Map<string, number> | null> => {
         const found = new Map<string, number>();
