@@ -132,8 +132,12 @@ describe('cluster lock state in Redis', () => {
     a.ranges.releaseOwner(a.store, 20, oa);
     await a.ranges.settled();
     assert.equal(await b.ranges.remoteIoConflict(b.store, 20, 109, 1, true), false);
+    const key = 'unit-locks:brl:store1:20';
+    // Left: B's locks but {0, 0}, which conflicts with nothing and is not registered.
+    assert.equal(await a.c.redis.hlen(key), 3, "every lock of A's open went");
     b.ranges.releaseOwner(b.store, 20, ob);
     await b.ranges.settled();
+    assert.equal(await a.c.redis.exists(key), 0, 'no locks left: nothing stays in Redis');
   });
 
   it('an open refused while a resync registered it again leaves nothing in Redis', async () => {
