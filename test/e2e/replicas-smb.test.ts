@@ -145,9 +145,9 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
   let a: DittofsProcess;
   let b: DittofsProcess;
 
-  const start = async (name: string): Promise<DittofsProcess> => {
+  const start = async (name: string, config = configFile): Promise<DittofsProcess> => {
     const s = await startDittofs({
-      configFile,
+      configFile: config,
       dataDir: path.join(work, name),
       env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
     });
@@ -170,11 +170,7 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     [pgi, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-smb-'));
     // The API on (SMB users), its database in the same PostgreSQL: both servers share it.
-    const yaml = replicaConfig(pgi, s3, redis).replace(
-      'server:\n  api:\n    enabled: false\n',
-      `database:\n  type: postgres\n  url: ${pgi.url}\n  schema: control\n`,
-    );
-    configFile = await writeConfig(work, yaml);
+    configFile = await writeConfig(work, replicaConfig(pgi, s3, redis, { controlDatabase: true }));
     a = await start('a');
     b = await start('b');
     const token = await takeOverAdmin(`http://127.0.0.1:${a.apiPort}`, 'replicas-smb-admin');
@@ -334,12 +330,7 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const eDir = path.join(work, 'e-conf');
     await mkdir(eDir, { recursive: true });
     const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));
-    const e = await startDittofs({
-      configFile: eConfig,
-      dataDir: path.join(work, 'e'),
-      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
-    });
-    servers.push(e);
+    const e = await start('e', eConfig);
     try {
       const { c: nb, root } = await nfs(b);
       const made = await nb.create(root, 'unheard.txt');
