@@ -168,6 +168,14 @@ describe('cluster lock state in Redis', () => {
     const c = await server();
     await c.opens.addShared(c.store, 30, RW, 0, 'c');
     assert.equal(await refusal(a.opens.addShared(a.store, 30, RW, ALL, 'a')), 'sharing-violation');
+    // C's liveness key gone (Redis lost it, C was away): C's open stops counting; C's next renewal
+    // finds its key gone and registers the open again, which counts again. (C's timer stopped: the renewal is the test's.)
+    const inner = c.locks as unknown as { inc: string; timer: NodeJS.Timeout; renew(): Promise<void> };
+    clearInterval(inner.timer);
+    await a.c.redis.del(`unit-locks:live:${inner.inc}`);
+    await a.opens.releaseShared(await a.opens.addShared(a.store, 30, RW, ALL, 'a0'));
+    await inner.renew();
+    assert.equal(await refusal(a.opens.addShared(a.store, 30, RW, ALL, 'a1')), 'sharing-violation', 'registered again');
     await c.locks.close();
     const ra = await a.opens.addShared(a.store, 30, RW, ALL, 'a');
     await a.opens.releaseShared(ra);
