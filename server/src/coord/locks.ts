@@ -245,8 +245,8 @@ export class RedisClusterLocks implements ClusterLocks {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private nextN = 1;
-  /** Metadata store object -> its name in keys (the same on every server). */
-  private readonly stores = new Map<object, string>();
+  /** Metadata store object -> its name in keys (the same on every server); weak: a closed store (its share removed) goes. */
+  private readonly stores = new WeakMap<object, string>();
   private readonly storesByKey = new Map<string, object>();
   /** Everything this server registered, by the object it stands for (an open record or a lock). */
   private readonly entries = new Map<object, Entry>();
@@ -344,9 +344,9 @@ export class RedisClusterLocks implements ClusterLocks {
   }
 
   /** Per store: the grace period (graceUntil) it was last checked for, and whether it may skip it. */
-  private readonly graceChecked = new Map<object, { until: number; skip: boolean }>();
+  private readonly graceChecked = new WeakMap<object, { until: number; skip: boolean }>();
   /** Per store: this process's mark that it keeps lock state of the store (once per process). */
-  private readonly marked = new Map<object, Promise<void>>();
+  private readonly marked = new WeakMap<object, Promise<void>>();
 
   /**
    * A store whose fencing-token sequence never handed out a token never had lock state in Redis (a
