@@ -163,6 +163,32 @@ describe('cluster lock state in Redis', () => {
     await a.opens.releaseShared(await a.opens.addShared(a.store, 40, RW, 0, 'a2'));
   });
 
+  it('a server registered again after its liveness key was gone announces its byte-range locks again', async () => {
+    const b = servers[1]!;
+    const d = await server();
+    const od = {};
+    const r = d.ranges.tryLock(d.store, 50, od, d, 0n, 10n, true);
+    assert.equal(r.kind, 'granted');
+    assert.equal(await d.ranges.confirmShared(d.store, 50, r.kind === 'granted' ? [r.lock] : []), true);
+    const heard = async (): Promise<void> => {
+      const deadline = Date.now() + 5_000;
+      while (b.ranges.remoteIoConflict(b.store, 50, 0, 1, true) === null && Date.now() < deadline)
+        await new Promise((res) => setTimeout(res, 20));
+    };
+    await heard();
+    const inner = d.locks as unknown as { inc: string; timer: NodeJS.Timeout; renew(): Promise<void> };
+    clearInterval(inner.timer);
+    await b.c.redis.del(`unit-locks:live:${inner.inc}`);
+    assert.equal(await b.ranges.remoteIoConflict(b.store, 50, 0, 1, true), false, 'D counts as gone');
+    assert.equal(b.ranges.remoteIoConflict(b.store, 50, 0, 1, true), null, 'B forgot the file');
+    await inner.renew();
+    await heard();
+    assert.equal(await b.ranges.remoteIoConflict(b.store, 50, 0, 1, true), true, 'D’s lock binds B’s I/O again');
+    d.ranges.releaseOwner(d.store, 50, od);
+    await d.ranges.settled();
+    await d.locks.close();
+  });
+
   it('a server that closes (or whose liveness key is gone) stops counting at once; one that cannot reach Redis grants nothing', async () => {
     const [a] = servers as [Server, Server];
     const c = await server();

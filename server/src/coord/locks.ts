@@ -230,6 +230,12 @@ function bounds(offset: bigint, length: bigint): [string, string] | null {
   return [hex64(offset), hex64(offset + length - 1n)];
 }
 
+/** `<store key>:<inode>` (a key's tail) as announcements name a file: `<store key> <inode>`. */
+function spaced(f: string): string {
+  const at = f.lastIndexOf(':');
+  return `${f.slice(0, at)} ${f.slice(at + 1)}`;
+}
+
 const unreachable = (e: unknown): VfsError =>
   e instanceof VfsError ? e : new VfsError('JUKEBOX', `the cluster lock state (Redis) is not reachable: ${(e as Error).message}`);
 
@@ -453,10 +459,19 @@ export class RedisClusterLocks implements ClusterLocks {
       p.set(this.livePrefix + this.inc, '1', 'PX', this.ttl);
       p.zadd(this.serversKey, sent + this.ttl, this.inc);
       p.zrem(this.serversKey, old);
-      for (const e of this.entries.values()) p.hset(e.key, this.field(e), e.value);
+      const ranges = `${this.prefix}brl:`;
+      const lockedFiles = new Set<string>();
+      for (const e of this.entries.values()) {
+        p.hset(e.key, this.field(e), e.value);
+        if (e.key.startsWith(ranges)) lockedFiles.add(e.key.slice(ranges.length));
+      }
       for (const f of this.caching) p.hset(`${this.prefix}cache:${f}`, this.inc, '1');
       // The old incarnation's entries (one that could not be deleted among them) stop counting now.
       p.del(this.livePrefix + old);
+      // Announced again: while this server counted as gone, the others forgot its files (a check
+      // found no live lock or caching there), and would not ask Redis about them any more.
+      for (const f of lockedFiles) p.publish(this.channel, `l ${this.inc} ${spaced(f)}`);
+      for (const f of this.caching) p.publish(this.channel, `c ${this.inc} ${spaced(f)}`);
       const res = await p.exec();
       for (const [err] of res ?? []) if (err) throw err;
       this.renewedAt = sent;
