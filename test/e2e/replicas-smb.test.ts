@@ -305,13 +305,12 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const c = await start('c');
     const cc = await smb(c);
     const cb = await smb(b);
-    const { fileId } = await cc.create('killed.txt', { share: SHARE_READ });
+    await cc.create('killed.txt', { share: SHARE_READ });
     const lockFile = (await cc.create('killed.bin')).fileId;
     await cc.lock(lockFile, 0, 10, true);
     assert.equal(hex(await cb.createStatus('killed.txt')), hex(STATUS.SHARING_VIOLATION));
     const fb = (await cb.create('killed.bin')).fileId;
     assert.equal(hex(await lockStatus(cb, fb, 0, 10, 0x12)), hex(STATUS.LOCK_NOT_GRANTED));
-    void fileId;
     // A blocking LOCK through B waits on the lock of C (no unlock will ever be published).
     const blocked = lockStatus(cb, fb, 0, 10, 0x02);
     const killedAt = Date.now();
