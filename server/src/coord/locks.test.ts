@@ -189,6 +189,28 @@ describe('cluster lock state in Redis', () => {
     await d.locks.close();
   });
 
+  it('the entries a gone server left on files nobody touches again are swept from Redis', async () => {
+    const [a] = servers as [Server, Server];
+    const e = await server();
+    await e.opens.addShared(e.store, 60, RW, ALL, 'e');
+    const r = e.ranges.tryLock(e.store, 60, {}, e, 0n, 10n, true);
+    assert.equal(r.kind, 'granted');
+    assert.equal(await e.ranges.confirmShared(e.store, 60, r.kind === 'granted' ? [r.lock] : []), true);
+    await e.locks.announceCaching(e.store, 60);
+    const keys = ['opens', 'brl', 'cache'].map((k) => `unit-locks:${k}:store1:60`);
+    assert.equal(await a.c.redis.exists(...keys), 3);
+    const ra = await a.opens.addShared(a.store, 60, RW, ALL, 'a');
+    // E is killed: its liveness key goes, nothing of it is deleted.
+    const inner = e.locks as unknown as { inc: string; timer: NodeJS.Timeout };
+    clearInterval(inner.timer);
+    await a.c.redis.del(`unit-locks:live:${inner.inc}`);
+    await (a.locks as unknown as { sweep(): Promise<void> }).sweep();
+    assert.equal(await a.c.redis.hlen(keys[0]!), 1, 'of the opens, A’s (alive) is left');
+    assert.equal(await a.c.redis.exists(...keys.slice(1)), 0, 'nothing of E is left');
+    await a.opens.releaseShared(ra);
+    assert.equal(await a.c.redis.exists(keys[0]!), 0);
+  });
+
   it('a server that closes (or whose liveness key is gone) stops counting at once; one that cannot reach Redis grants nothing', async () => {
     const [a] = servers as [Server, Server];
     const c = await server();

@@ -9,7 +9,7 @@
 //
 // An entry counts only while its incarnation's liveness key exists: the entries of a server that
 // died (SIGKILL, a lost node) stop counting within lease_ttl, and any script that meets them deletes
-// them. An incarnation is `<server id>#<epoch>`: when this server finds its liveness key gone (Redis
+// them (the rest: a sweep, see watchServers). An incarnation is `<server id>#<epoch>`: when this server finds its liveness key gone (Redis
 // restarted empty, or it was away longer than the ttl), or could not delete an entry, it starts a
 // new epoch and registers everything it holds again, so nothing it let go of can count again.
 //
@@ -203,6 +203,29 @@ if redis.call('hlen', KEYS[1]) == 0 then redis.call('del', KEYS[1]) end
 redis.call('publish', ARGV[1], ARGV[2])
 return 1`;
 
+/**
+ * ARGV: live prefix. Deletes the entries of dead incarnations from one hash (opens, brl: `<inc>|<n>`;
+ * cache: `<inc>`), and a delete-pending no live open is left to act on, as the scripts above do
+ * when they meet them. The hash is gone once nothing is left.
+ */
+const SWEEP = `
+local alive_cache = {}
+local any, dp = false, false
+for _, f in ipairs(redis.call('hkeys', KEYS[1])) do
+  if f == 'dp' then dp = true
+  else
+    local inc = string.match(f, '^([^|]+)|') or f
+    local v = alive_cache[inc]
+    if v == nil then
+      v = redis.call('exists', ARGV[1] .. inc) == 1
+      alive_cache[inc] = v
+    end
+    if v then any = true else redis.call('hdel', KEYS[1], f) end
+  end
+end
+if dp and not any then redis.call('hdel', KEYS[1], 'dp') end
+return 0`;
+
 interface LockScripts {
   dittoOpenAdd(key: string, ...argv: string[]): Promise<string>;
   dittoOpenConflict(key: string, ...argv: string[]): Promise<number>;
@@ -212,6 +235,7 @@ interface LockScripts {
   dittoRangeDrop(key: string, ...argv: string[]): Promise<number>;
   dittoCacheAdd(key: string, ...argv: string[]): Promise<number>;
   dittoCacheOthers(key: string, ...argv: string[]): Promise<string[]>;
+  dittoSweep(key: string, livePrefix: string): Promise<number>;
 }
 
 /** One entry this server registered: its hash, its number (the field is `<incarnation>|<n>`), its value. */
@@ -301,6 +325,7 @@ export class RedisClusterLocks implements ClusterLocks {
     r.defineCommand('dittoRangeDrop', { numberOfKeys: 1, lua: RANGE_DROP });
     r.defineCommand('dittoCacheAdd', { numberOfKeys: 1, lua: CACHE_ADD });
     r.defineCommand('dittoCacheOthers', { numberOfKeys: 1, lua: CACHE_OTHERS });
+    r.defineCommand('dittoSweep', { numberOfKeys: 1, lua: SWEEP });
     await c.listen(l.channel, (msg) => l.onMessage(msg));
     await l.renew();
     l.timer = setInterval(() => void l.renew(), Math.max(100, Math.floor(l.ttl / 3)));
@@ -443,6 +468,36 @@ export class RedisClusterLocks implements ClusterLocks {
     if (gone) {
       this.log.info('cluster locks: another server is gone from Redis; the metadata caches are read again');
       this.c.dropAllCaches();
+      // Its entries count no more, but stay in the hashes of files nobody opens or locks again
+      // (the scripts delete them only when they meet them): one server, the first of the live
+      // ones, sweeps them once the gone server's liveness key surely expired.
+      let first = this.inc;
+      for (const inc of live) if (inc < first) first = inc;
+      if (first === this.inc) setTimeout(() => void this.sweep(), this.ttl).unref();
+    }
+  }
+
+  private sweeping = false;
+
+  /** Deletes dead incarnations' entries from every lock hash (up to MAX_REBUILD_KEYS of each kind). */
+  private async sweep(): Promise<void> {
+    if (this.sweeping || this.closed) return;
+    this.sweeping = true;
+    try {
+      for (const kind of ['opens', 'brl', 'cache']) {
+        let cursor = '0';
+        let seen = 0;
+        do {
+          const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}${kind}:*`, 'COUNT', 1000);
+          cursor = next;
+          await Promise.all(keys.map((k) => this.redis.dittoSweep(k, this.livePrefix)));
+          seen += keys.length;
+        } while (cursor !== '0' && seen < MAX_REBUILD_KEYS && !this.closed);
+      }
+    } catch (e) {
+      this.log.debug({ err: (e as Error).message }, 'cluster locks: could not sweep the entries of gone servers');
+    } finally {
+      this.sweeping = false;
     }
   }
 
