@@ -145,9 +145,9 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
   let a: DittofsProcess;
   let b: DittofsProcess;
 
-  const start = async (name: string): Promise<DittofsProcess> => {
+  const start = async (name: string, config = configFile): Promise<DittofsProcess> => {
     const s = await startDittofs({
-      configFile,
+      configFile: config,
       dataDir: path.join(work, name),
       env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
     });
@@ -170,11 +170,7 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     [pgi, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-smb-'));
     // The API on (SMB users), its database in the same PostgreSQL: both servers share it.
-    const yaml = replicaConfig(pgi, s3, redis).replace(
-      'server:\n  api:\n    enabled: false\n',
-      `database:\n  type: postgres\n  url: ${pgi.url}\n  schema: control\n`,
-    );
-    configFile = await writeConfig(work, yaml);
+    configFile = await writeConfig(work, replicaConfig(pgi, s3, redis, { controlDatabase: true }));
     a = await start('a');
     b = await start('b');
     const token = await takeOverAdmin(`http://127.0.0.1:${a.apiPort}`, 'replicas-smb-admin');
@@ -309,13 +305,12 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const c = await start('c');
     const cc = await smb(c);
     const cb = await smb(b);
-    const { fileId } = await cc.create('killed.txt', { share: SHARE_READ });
+    await cc.create('killed.txt', { share: SHARE_READ });
     const lockFile = (await cc.create('killed.bin')).fileId;
     await cc.lock(lockFile, 0, 10, true);
     assert.equal(hex(await cb.createStatus('killed.txt')), hex(STATUS.SHARING_VIOLATION));
     const fb = (await cb.create('killed.bin')).fileId;
     assert.equal(hex(await lockStatus(cb, fb, 0, 10, 0x12)), hex(STATUS.LOCK_NOT_GRANTED));
-    void fileId;
     // A blocking LOCK through B waits on the lock of C (no unlock will ever be published).
     const blocked = lockStatus(cb, fb, 0, 10, 0x02);
     const killedAt = Date.now();
@@ -334,12 +329,7 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const eDir = path.join(work, 'e-conf');
     await mkdir(eDir, { recursive: true });
     const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));
-    const e = await startDittofs({
-      configFile: eConfig,
-      dataDir: path.join(work, 'e'),
-      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
-    });
-    servers.push(e);
+    const e = await start('e', eConfig);
     try {
       const { c: nb, root } = await nfs(b);
       const made = await nb.create(root, 'unheard.txt');

@@ -405,11 +405,7 @@ describe('several replicas on one control database (coordination.redis)', { time
     [pg, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-control-'));
     // The API on, its database in the same PostgreSQL (a schema of its own): both servers share it.
-    const yaml = replicaConfig(pg, s3, redis).replace(
-      'server:\n  api:\n    enabled: false\n',
-      `database:\n  type: postgres\n  url: ${pg.url}\n  schema: control\n`,
-    );
-    const configFile = await writeConfig(work, yaml);
+    const configFile = await writeConfig(work, replicaConfig(pg, s3, redis, { controlDatabase: true }));
     for (const name of ['c', 'd']) {
       servers.push(
         await startDittofs({

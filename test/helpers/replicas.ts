@@ -16,11 +16,22 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** How long the bytes may take to reach the block store and show through both servers. */
 const SETTLE_MS = 60_000;
 
-export function replicaConfig(pg: PostgresInstance, s3: S3TestServer, redis: RedisInstance): string {
-  return `server:
+/**
+ * The servers' config. `controlDatabase`: the API on, its database a schema of the same PostgreSQL
+ * (the servers share it: users added through one apply on all); otherwise the API off.
+ */
+export function replicaConfig(pg: PostgresInstance, s3: S3TestServer, redis: RedisInstance, { controlDatabase = false } = {}): string {
+  const head = controlDatabase
+    ? `database:
+  type: postgres
+  url: ${pg.url}
+  schema: control
+`
+    : `server:
   api:
     enabled: false
-coordination:
+`;
+  return `${head}coordination:
   redis:
     url: ${redis.url}
     key_prefix: "replicas-test:"

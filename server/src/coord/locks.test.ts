@@ -132,8 +132,83 @@ describe('cluster lock state in Redis', () => {
     a.ranges.releaseOwner(a.store, 20, oa);
     await a.ranges.settled();
     assert.equal(await b.ranges.remoteIoConflict(b.store, 20, 109, 1, true), false);
+    const key = 'unit-locks:brl:store1:20';
+    // Left: B's locks but {0, 0}, which conflicts with nothing and is not registered.
+    assert.equal(await a.c.redis.hlen(key), 3, "every lock of A's open went");
     b.ranges.releaseOwner(b.store, 20, ob);
     await b.ranges.settled();
+    assert.equal(await a.c.redis.exists(key), 0, 'no locks left: nothing stays in Redis');
+  });
+
+  it('an open refused while a resync registered it again leaves nothing in Redis', async () => {
+    const [a, b] = servers as [Server, Server];
+    const ra = await a.opens.addShared(a.store, 40, RW, 0, 'a');
+    // B's script reaches Redis after a resync wrote B's entries under a new incarnation, unchecked.
+    const inner = b.locks as unknown as {
+      redis: { dittoOpenAdd: (...argv: string[]) => Promise<string> };
+      resync(): Promise<void>;
+    };
+    const add = inner.redis.dittoOpenAdd;
+    inner.redis.dittoOpenAdd = async (...argv) => {
+      await inner.resync();
+      return add.apply(inner.redis, argv);
+    };
+    try {
+      assert.equal(await refusal(b.opens.addShared(b.store, 40, RW, ALL, 'b')), 'sharing-violation');
+    } finally {
+      inner.redis.dittoOpenAdd = add;
+    }
+    await a.opens.releaseShared(ra);
+    // B's refused open would refuse an open that shares nothing.
+    await a.opens.releaseShared(await a.opens.addShared(a.store, 40, RW, 0, 'a2'));
+  });
+
+  it('a server registered again after its liveness key was gone announces its byte-range locks again', async () => {
+    const b = servers[1]!;
+    const d = await server();
+    const od = {};
+    const r = d.ranges.tryLock(d.store, 50, od, d, 0n, 10n, true);
+    assert.equal(r.kind, 'granted');
+    assert.equal(await d.ranges.confirmShared(d.store, 50, r.kind === 'granted' ? [r.lock] : []), true);
+    const heard = async (): Promise<void> => {
+      const deadline = Date.now() + 5_000;
+      while (b.ranges.remoteIoConflict(b.store, 50, 0, 1, true) === null && Date.now() < deadline)
+        await new Promise((res) => setTimeout(res, 20));
+    };
+    await heard();
+    const inner = d.locks as unknown as { inc: string; timer: NodeJS.Timeout; renew(): Promise<void> };
+    clearInterval(inner.timer);
+    await b.c.redis.del(`unit-locks:live:${inner.inc}`);
+    assert.equal(await b.ranges.remoteIoConflict(b.store, 50, 0, 1, true), false, 'D counts as gone');
+    assert.equal(b.ranges.remoteIoConflict(b.store, 50, 0, 1, true), null, 'B forgot the file');
+    await inner.renew();
+    await heard();
+    assert.equal(await b.ranges.remoteIoConflict(b.store, 50, 0, 1, true), true, 'D’s lock binds B’s I/O again');
+    d.ranges.releaseOwner(d.store, 50, od);
+    await d.ranges.settled();
+    await d.locks.close();
+  });
+
+  it('the entries a gone server left on files nobody touches again are swept from Redis', async () => {
+    const [a] = servers as [Server, Server];
+    const e = await server();
+    await e.opens.addShared(e.store, 60, RW, ALL, 'e');
+    const r = e.ranges.tryLock(e.store, 60, {}, e, 0n, 10n, true);
+    assert.equal(r.kind, 'granted');
+    assert.equal(await e.ranges.confirmShared(e.store, 60, r.kind === 'granted' ? [r.lock] : []), true);
+    await e.locks.announceCaching(e.store, 60);
+    const keys = ['opens', 'brl', 'cache'].map((k) => `unit-locks:${k}:store1:60`);
+    assert.equal(await a.c.redis.exists(...keys), 3);
+    const ra = await a.opens.addShared(a.store, 60, RW, ALL, 'a');
+    // E is killed: its liveness key goes, nothing of it is deleted.
+    const inner = e.locks as unknown as { inc: string; timer: NodeJS.Timeout };
+    clearInterval(inner.timer);
+    await a.c.redis.del(`unit-locks:live:${inner.inc}`);
+    await (a.locks as unknown as { sweep(): Promise<void> }).sweep();
+    assert.equal(await a.c.redis.hlen(keys[0]!), 1, 'of the opens, A’s (alive) is left');
+    assert.equal(await a.c.redis.exists(...keys.slice(1)), 0, 'nothing of E is left');
+    await a.opens.releaseShared(ra);
+    assert.equal(await a.c.redis.exists(keys[0]!), 0);
   });
 
   it('a server that closes (or whose liveness key is gone) stops counting at once; one that cannot reach Redis grants nothing', async () => {
@@ -141,6 +216,14 @@ describe('cluster lock state in Redis', () => {
     const c = await server();
     await c.opens.addShared(c.store, 30, RW, 0, 'c');
     assert.equal(await refusal(a.opens.addShared(a.store, 30, RW, ALL, 'a')), 'sharing-violation');
+    // C's liveness key gone (Redis lost it, C was away): C's open stops counting; C's next renewal
+    // finds its key gone and registers the open again, which counts again. (C's timer stopped: the renewal is the test's.)
+    const inner = c.locks as unknown as { inc: string; timer: NodeJS.Timeout; renew(): Promise<void> };
+    clearInterval(inner.timer);
+    await a.c.redis.del(`unit-locks:live:${inner.inc}`);
+    await a.opens.releaseShared(await a.opens.addShared(a.store, 30, RW, ALL, 'a0'));
+    await inner.renew();
+    assert.equal(await refusal(a.opens.addShared(a.store, 30, RW, ALL, 'a1')), 'sharing-violation', 'registered again');
     await c.locks.close();
     const ra = await a.opens.addShared(a.store, 30, RW, ALL, 'a');
     await a.opens.releaseShared(ra);

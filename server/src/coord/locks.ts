@@ -9,7 +9,7 @@
 //
 // An entry counts only while its incarnation's liveness key exists: the entries of a server that
 // died (SIGKILL, a lost node) stop counting within lease_ttl, and any script that meets them deletes
-// them. An incarnation is `<server id>#<epoch>`: when this server finds its liveness key gone (Redis
+// them (the rest: a sweep, see watchServers). An incarnation is `<server id>#<epoch>`: when this server finds its liveness key gone (Redis
 // restarted empty, or it was away longer than the ttl), or could not delete an entry, it starts a
 // new epoch and registers everything it holds again, so nothing it let go of can count again.
 //
@@ -203,6 +203,29 @@ if redis.call('hlen', KEYS[1]) == 0 then redis.call('del', KEYS[1]) end
 redis.call('publish', ARGV[1], ARGV[2])
 return 1`;
 
+/**
+ * ARGV: live prefix. Deletes the entries of dead incarnations from one hash (opens, brl: `<inc>|<n>`;
+ * cache: `<inc>`), and a delete-pending no live open is left to act on, as the scripts above do
+ * when they meet them. The hash is gone once nothing is left.
+ */
+const SWEEP = `
+local alive_cache = {}
+local any, dp = false, false
+for _, f in ipairs(redis.call('hkeys', KEYS[1])) do
+  if f == 'dp' then dp = true
+  else
+    local inc = string.match(f, '^([^|]+)|') or f
+    local v = alive_cache[inc]
+    if v == nil then
+      v = redis.call('exists', ARGV[1] .. inc) == 1
+      alive_cache[inc] = v
+    end
+    if v then any = true else redis.call('hdel', KEYS[1], f) end
+  end
+end
+if dp and not any then redis.call('hdel', KEYS[1], 'dp') end
+return 0`;
+
 interface LockScripts {
   dittoOpenAdd(key: string, ...argv: string[]): Promise<string>;
   dittoOpenConflict(key: string, ...argv: string[]): Promise<number>;
@@ -212,6 +235,7 @@ interface LockScripts {
   dittoRangeDrop(key: string, ...argv: string[]): Promise<number>;
   dittoCacheAdd(key: string, ...argv: string[]): Promise<number>;
   dittoCacheOthers(key: string, ...argv: string[]): Promise<string[]>;
+  dittoSweep(key: string, livePrefix: string): Promise<number>;
 }
 
 /** One entry this server registered: its hash, its number (the field is `<incarnation>|<n>`), its value. */
@@ -230,6 +254,12 @@ function bounds(offset: bigint, length: bigint): [string, string] | null {
   return [hex64(offset), hex64(offset + length - 1n)];
 }
 
+/** `<store key>:<inode>` (a key's tail) as announcements name a file: `<store key> <inode>`. */
+function spaced(f: string): string {
+  const at = f.lastIndexOf(':');
+  return `${f.slice(0, at)} ${f.slice(at + 1)}`;
+}
+
 const unreachable = (e: unknown): VfsError =>
   e instanceof VfsError ? e : new VfsError('JUKEBOX', `the cluster lock state (Redis) is not reachable: ${(e as Error).message}`);
 
@@ -245,8 +275,8 @@ export class RedisClusterLocks implements ClusterLocks {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private nextN = 1;
-  /** Metadata store object -> its name in keys (the same on every server). */
-  private readonly stores = new Map<object, string>();
+  /** Metadata store object -> its name in keys (the same on every server); weak: a closed store (its share removed) goes. */
+  private readonly stores = new WeakMap<object, string>();
   private readonly storesByKey = new Map<string, object>();
   /** Everything this server registered, by the object it stands for (an open record or a lock). */
   private readonly entries = new Map<object, Entry>();
@@ -255,6 +285,8 @@ export class RedisClusterLocks implements ClusterLocks {
   /** False until the announcements are known complete (after a subscriber outage: rebuilt). */
   private announcedComplete = true;
   private rebuilding = false;
+  /** No rebuild starts before this Date.now() (one per renewal period: see rebuild()). */
+  private rebuildAfter = 0;
   private readonly releasedListeners: ((store: object, inodeId: number) => void)[] = [];
   /** `<store> <inode>` -> announcements heard: another server's clients may cache the file. */
   private readonly cachedElsewhere = new Map<string, number>();
@@ -267,6 +299,8 @@ export class RedisClusterLocks implements ClusterLocks {
   /** The incarnations whose liveness keys the last renewal saw. */
   private servers = new Set<string>();
   private renewing = false;
+  /** Resyncs so far: a refusal that overlapped one must delete what the resync registered. */
+  private resyncs = 0;
 
   private constructor(
     private readonly c: Coordinator,
@@ -291,6 +325,7 @@ export class RedisClusterLocks implements ClusterLocks {
     r.defineCommand('dittoRangeDrop', { numberOfKeys: 1, lua: RANGE_DROP });
     r.defineCommand('dittoCacheAdd', { numberOfKeys: 1, lua: CACHE_ADD });
     r.defineCommand('dittoCacheOthers', { numberOfKeys: 1, lua: CACHE_OTHERS });
+    r.defineCommand('dittoSweep', { numberOfKeys: 1, lua: SWEEP });
     await c.listen(l.channel, (msg) => l.onMessage(msg));
     await l.renew();
     l.timer = setInterval(() => void l.renew(), Math.max(100, Math.floor(l.ttl / 3)));
@@ -340,9 +375,9 @@ export class RedisClusterLocks implements ClusterLocks {
   }
 
   /** Per store: the grace period (graceUntil) it was last checked for, and whether it may skip it. */
-  private readonly graceChecked = new Map<object, { until: number; skip: boolean }>();
+  private readonly graceChecked = new WeakMap<object, { until: number; skip: boolean }>();
   /** Per store: this process's mark that it keeps lock state of the store (once per process). */
-  private readonly marked = new Map<object, Promise<void>>();
+  private readonly marked = new WeakMap<object, Promise<void>>();
 
   /**
    * A store whose fencing-token sequence never handed out a token never had lock state in Redis (a
@@ -433,6 +468,36 @@ export class RedisClusterLocks implements ClusterLocks {
     if (gone) {
       this.log.info('cluster locks: another server is gone from Redis; the metadata caches are read again');
       this.c.dropAllCaches();
+      // Its entries count no more, but stay in the hashes of files nobody opens or locks again
+      // (the scripts delete them only when they meet them): one server, the first of the live
+      // ones, sweeps them once the gone server's liveness key surely expired.
+      let first = this.inc;
+      for (const inc of live) if (inc < first) first = inc;
+      if (first === this.inc) setTimeout(() => void this.sweep(), this.ttl).unref();
+    }
+  }
+
+  private sweeping = false;
+
+  /** Deletes dead incarnations' entries from every lock hash (up to MAX_REBUILD_KEYS of each kind). */
+  private async sweep(): Promise<void> {
+    if (this.sweeping || this.closed) return;
+    this.sweeping = true;
+    try {
+      for (const kind of ['opens', 'brl', 'cache']) {
+        let cursor = '0';
+        let seen = 0;
+        do {
+          const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}${kind}:*`, 'COUNT', 1000);
+          cursor = next;
+          await Promise.all(keys.map((k) => this.redis.dittoSweep(k, this.livePrefix)));
+          seen += keys.length;
+        } while (cursor !== '0' && seen < MAX_REBUILD_KEYS && !this.closed);
+      }
+    } catch (e) {
+      this.log.debug({ err: (e as Error).message }, 'cluster locks: could not sweep the entries of gone servers');
+    } finally {
+      this.sweeping = false;
     }
   }
 
@@ -441,18 +506,30 @@ export class RedisClusterLocks implements ClusterLocks {
     this.renewedAt = 0;
     this.inc = `${this.c.serverId}#${++this.epoch}`;
     this.needResync = false;
+    this.resyncs++;
     try {
+      // The key may expire a ttl after it was sent, not after the answer came (as renew() counts).
+      const sent = Date.now();
       const p = this.redis.pipeline();
       p.set(this.livePrefix + this.inc, '1', 'PX', this.ttl);
-      p.zadd(this.serversKey, Date.now() + this.ttl, this.inc);
+      p.zadd(this.serversKey, sent + this.ttl, this.inc);
       p.zrem(this.serversKey, old);
-      for (const e of this.entries.values()) p.hset(e.key, this.field(e), e.value);
+      const ranges = `${this.prefix}brl:`;
+      const lockedFiles = new Set<string>();
+      for (const e of this.entries.values()) {
+        p.hset(e.key, this.field(e), e.value);
+        if (e.key.startsWith(ranges)) lockedFiles.add(e.key.slice(ranges.length));
+      }
       for (const f of this.caching) p.hset(`${this.prefix}cache:${f}`, this.inc, '1');
       // The old incarnation's entries (one that could not be deleted among them) stop counting now.
       p.del(this.livePrefix + old);
+      // Announced again: while this server counted as gone, the others forgot its files (a check
+      // found no live lock or caching there), and would not ask Redis about them any more.
+      for (const f of lockedFiles) p.publish(this.channel, `l ${this.inc} ${spaced(f)}`);
+      for (const f of this.caching) p.publish(this.channel, `c ${this.inc} ${spaced(f)}`);
       const res = await p.exec();
       for (const [err] of res ?? []) if (err) throw err;
-      this.renewedAt = Date.now();
+      this.renewedAt = sent;
     } catch (e) {
       this.needResync = true;
       throw e;
@@ -471,6 +548,7 @@ export class RedisClusterLocks implements ClusterLocks {
     const e: Entry = { key: this.openKey(store, inodeId), n: this.nextN++, value: `${access >>> 0} ${shareAccess >>> 0}` };
     // Registered before the script runs: a resync meanwhile writes it too (deleted below if refused).
     this.entries.set(rec, e);
+    const resyncs = this.resyncs;
     let r: string;
     try {
       r = await this.redis.dittoOpenAdd(e.key, this.livePrefix, this.inc, String(access >>> 0), String(shareAccess >>> 0), this.field(e));
@@ -481,6 +559,7 @@ export class RedisClusterLocks implements ClusterLocks {
     }
     if (r === 'ok') return 'ok';
     this.entries.delete(rec);
+    await this.unregister(resyncs, [e]);
     return r === 'dp' ? 'delete-pending' : 'sharing-violation';
   }
 
@@ -549,6 +628,7 @@ export class RedisClusterLocks implements ClusterLocks {
       argv.push(this.field(e), b[0], b[1], l.exclusive ? 'x' : 's');
     }
     if (added.length === 0) return true;
+    const resyncs = this.resyncs;
     let r: number;
     try {
       r = await this.redis.dittoRangeAdd(key, ...argv);
@@ -557,8 +637,27 @@ export class RedisClusterLocks implements ClusterLocks {
       this.needResync = true;
       throw unreachable(err);
     }
-    if (r !== 1) for (const l of added) this.entries.delete(l);
-    return r === 1;
+    if (r === 1) return true;
+    const refused: Entry[] = [];
+    for (const l of added) {
+      refused.push(this.entries.get(l)!);
+      this.entries.delete(l);
+    }
+    await this.unregister(resyncs, refused);
+    return false;
+  }
+
+  /**
+   * Entries refused by a script that a resync overlapped: the resync wrote them under the new
+   * incarnation unchecked, where they would count until the next epoch. Not deleted: a new epoch.
+   */
+  private async unregister(resyncs: number, refused: readonly Entry[]): Promise<void> {
+    if (this.resyncs === resyncs || refused.length === 0) return;
+    try {
+      await this.redis.hdel(refused[0]!.key, ...refused.map((e) => this.field(e)));
+    } catch {
+      this.needResync = true;
+    }
   }
 
   async dropRanges(store: object, inodeId: number, locks: readonly RangeLock[]): Promise<void> {
@@ -651,8 +750,11 @@ export class RedisClusterLocks implements ClusterLocks {
 
   /** After the subscriber connection was away: which files have locks, from the keys themselves. */
   private async rebuild(): Promise<void> {
-    if (this.rebuilding) return;
+    if (this.rebuilding || Date.now() < this.rebuildAfter) return;
     this.rebuilding = true;
+    // Started by I/O: one that cannot finish (more than MAX_REBUILD_KEYS keys, SCAN failing) is not
+    // started again by the next I/O at once, which would SCAN the keyspace without pause.
+    this.rebuildAfter = Date.now() + this.ttl / 3;
     try {
       const scan = async (kind: string): Promise<Map<string, number> | null> => {
         const found = new Map<string, number>();

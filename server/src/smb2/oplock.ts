@@ -312,7 +312,8 @@ export async function breakForOpen(
   /** Called once a break that waits for an acknowledgment is under way (CREATE goes async then). */
   onBreakWait?: () => void,
 ): Promise<boolean> {
-  await breakRemoteForOpen(fs, meta, inode, access, req, onBreakWait);
+  const remote = breakRemoteForOpen(fs, meta, inode, access, req, onBreakWait);
+  if (remote !== null) await remote;
   const file = fs.opens.get(meta, inode.id);
   if (!file || file.holders === 0) return false;
   // A preserved durable open closed by a break may have deleted the file (delete-on-close): the
@@ -352,21 +353,20 @@ export async function breakForOpen(
  * (nothing is asked when no other server is known to cache it). Which holders are leases and which
  * oplocks, and whether share modes refuse the open, is not known here: every open but a stat open
  * takes write and handle caching from them (a cached handle may be closed, so the open may pass
- * their share modes), an overwrite all of it.
+ * their share modes), an overwrite all of it. null (no promise, no await) when nothing is asked.
  */
-async function breakRemoteForOpen(
+function breakRemoteForOpen(
   fs: FileService,
   meta: FileOpens['meta'],
   inode: Inode,
   access: number,
   req: CreateRequest,
   onBreakWait: (() => void) | undefined,
-): Promise<void> {
+): Promise<void> | null {
   const d = req.createDisposition;
   const overwrite = d === CreateDisposition.SUPERSEDE || d === CreateDisposition.OVERWRITE || d === CreateDisposition.OVERWRITE_IF;
-  if (!overwrite && isStatOpen(access) && (access & ~OPLOCK_STAT_ACCESS) === 0) return;
-  const breaking = fs.opens.breakRemote(meta, inode.id, overwrite ? Caching.NONE : Caching.READ, onBreakWait);
-  if (breaking !== null) await breaking;
+  if (!overwrite && isStatOpen(access) && (access & ~OPLOCK_STAT_ACCESS) === 0) return null;
+  return fs.opens.breakRemote(meta, inode.id, overwrite ? Caching.NONE : Caching.READ, onBreakWait);
 }
 
 /** Breaks `holders` to `keep`; tells `onWait` when one of the breaks waits for an acknowledgment. */

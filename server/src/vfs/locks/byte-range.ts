@@ -244,9 +244,11 @@ export class ByteRangeLocks {
   releaseOwner(store: object, inodeId: number, owner: object): void {
     const f = this.file(store, inodeId, false);
     if (!f) return;
-    const before = f.held.length;
-    for (let i = f.held.length - 1; i >= 0; i--) if (f.held[i]!.owner === owner) this.removeAt(store, inodeId, f, i);
-    if (f.held.length !== before) this.retryWaiters(store, inodeId, f);
+    const gone: HeldLock[] = [];
+    for (let i = f.held.length - 1; i >= 0; i--) if (f.held[i]!.owner === owner) gone.push(this.takeOut(f, i));
+    // Shared: one round trip (and one unlock event) for all of them, not one per lock.
+    this.dropShared(store, inodeId, gone);
+    if (gone.length > 0) this.retryWaiters(store, inodeId, f);
     else this.dropIfEmpty(store, inodeId, f);
   }
 
@@ -266,14 +268,22 @@ export class ByteRangeLocks {
   }
 
   private removeAt(store: object, inodeId: number, f: FileLocks, i: number): void {
+    this.dropShared(store, inodeId, [this.takeOut(f, i)]);
+  }
+
+  private takeOut(f: FileLocks, i: number): HeldLock {
     const l = f.held[i]!;
     f.held.splice(i, 1);
-    if (this.cluster !== null && this.cluster.shares(store)) {
-      const p: Promise<void> = this.cluster.dropRanges(store, inodeId, [l]).finally(() => this.dropping.delete(p));
-      this.dropping.add(p);
-    }
     this.count(this.perOwner, l.owner, -1);
     this.count(this.perClient, l.client, -1);
+    return l;
+  }
+
+  /** Shared stores: the cluster state forgets locks removed here (settled() waits for it). */
+  private dropShared(store: object, inodeId: number, locks: HeldLock[]): void {
+    if (locks.length === 0 || this.cluster === null || !this.cluster.shares(store)) return;
+    const p: Promise<void> = this.cluster.dropRanges(store, inodeId, locks).finally(() => this.dropping.delete(p));
+    this.dropping.add(p);
   }
 
   private retryWaiters(store: object, inodeId: number, f: FileLocks): void {

@@ -7,7 +7,7 @@
 // Every method that can grant throws VfsError('JUKEBOX') when the cluster state cannot be reached
 // or this server cannot prove it is still counted as alive: nothing is granted then.
 
-/** A sharing check against the other servers: `conflict` when one of their opens refuses it. */
+/** An open checked against the other servers: refused by one of their opens' share modes, or by the file's delete-pending. */
 export type RemoteOpenOutcome = 'ok' | 'sharing-violation' | 'delete-pending';
 
 export interface ClusterLocks {
