@@ -18,12 +18,31 @@ export const TEST_ADMIN_PASSWORD = 'dittofs-test-admin';
 // server binds it (a start-up takes 30 s on a loaded machine), and in that window the kernel gives
 // the same port to another test process's bind(0) or to any outgoing connection: a CI run once
 // failed with "SMB cannot listen on 127.0.0.1:P: the address is already in use". So ports come
-// from a range below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 here,
-// which outgoing connections and bind(0) use) and below Kubernetes' NodePort range, and each one
+// from a range below the kernel's ephemeral range (net.ipv4.ip_local_port_range, which outgoing
+// connections and bind(0) use) and below Kubernetes' NodePort range, and each one
 // is reserved across processes by a file named after it, holding the reserving pid; a reservation
 // whose process is gone is taken over.
-const PORT_LOW = 20_000;
-const PORT_HIGH = 29_999;
+/**
+ * Up to 10,000 ports below both the kernel's ephemeral range (read, not assumed) and 30000, where
+ * Kubernetes' NodePort range starts.
+ */
+function portRange(): [low: number, high: number] {
+  let ephemeralLow = 32_768;
+  try {
+    ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch {
+    // Not Linux: the IANA default.
+  }
+  const high = Math.min(29_999, ephemeralLow - 1);
+  if (!Number.isInteger(high) || high < 2_023) {
+    throw new Error(
+      `freePort: the kernel's ephemeral ports start at ${ephemeralLow} (net.ipv4.ip_local_port_range): ` +
+        'no room below them for test servers; raise its lower bound (e.g. sysctl net.ipv4.ip_local_port_range="32768 60999")',
+    );
+  }
+  return [Math.max(1_024, high - 9_999), high];
+}
+const [PORT_LOW, PORT_HIGH] = portRange();
 const RESERVATIONS = path.join(os.tmpdir(), 'dittofs-test-ports');
 /** Ports this process reserved (removed again at exit). */
 const reserved = new Set<number>();
