@@ -17,7 +17,6 @@
 // Each of these passes two servers a conflicting grant on the code before coord/locks.ts.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -35,6 +34,7 @@ import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
 import { bodies, SmbCommand } from '../helpers/smb-client.js';
 import { writeConfig } from '../fault/support.js';
 import { replicaConfig } from '../helpers/replicas.js';
+import { tcpForward } from '../helpers/proxy.js';
 
 const USER = { username: 'clusteruser', password: 'cluster-user-Passw0rd', uid: 1000, gid: 1000 };
 const STATUS = {
@@ -95,43 +95,6 @@ async function until(what: string, f: () => Promise<boolean>, ms = 15_000): Prom
 }
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
-
-/** A TCP proxy to a port whose connections cut() drops (and refuses from then on). */
-async function cuttableProxy(port: number): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  let refusing = false;
-  const server = net.createServer((client) => {
-    if (refusing) {
-      client.destroy();
-      return;
-    }
-    const upstream = net.connect(port, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.pipe(upstream).pipe(client);
-    const end = (): void => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    cut() {
-      refusing = true;
-      for (const s of sockets) s.destroy();
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        refusing = true;
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 describe('SMB lock state across several servers (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
   let pgi: PostgresInstance;
@@ -325,7 +288,7 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
   it('a server that loses Redis right after a change it could not publish: the others read the store again within the ttl', async () => {
     // E reaches Redis through a proxy that the test cuts; the change E "could not publish" is made
     // in PostgreSQL directly (what E committed before its PUBLISH failed).
-    const proxy = await cuttableProxy(redis.port);
+    const proxy = await tcpForward(redis.port);
     const eDir = path.join(work, 'e-conf');
     await mkdir(eDir, { recursive: true });
     const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));

@@ -28,7 +28,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { K8S_WAIT, NODE_NAME, NODE_SH, pollUntil, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
@@ -38,6 +37,7 @@ import { runProcess, type Run } from '../helpers/run.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { startRedis } from '../helpers/redis.js';
 import { startS3 } from '../helpers/s3.js';
+import { tcpForward } from '../helpers/proxy.js';
 
 const IMAGES_SH = path.join(REPO_ROOT, 'hack', 'k8s', 'images.sh');
 /** The first image build (debootstrap, npm ci and tsc in buildah) takes minutes on a loaded machine. */
@@ -203,36 +203,6 @@ spec:
       nodeSelectorTerms: [{ matchExpressions: [{ key: kubernetes.io/hostname, operator: In, values: [${NODE_NAME}] }] }]
 `,
   );
-}
-
-/**
- * A TCP port on the host end of the node's veth that forwards to 127.0.0.1:port, so that pods reach
- * a test server (PostgreSQL, s3rver) that listens on loopback only.
- */
-async function forwardFromNode(port: number): Promise<{ port: number; close(): Promise<void> }> {
-  const socks = new Set<net.Socket>();
-  const server = net.createServer((c) => {
-    const up = net.connect(port, '127.0.0.1');
-    socks.add(c).add(up);
-    const drop = (): void => {
-      c.destroy();
-      up.destroy();
-      socks.delete(c);
-      socks.delete(up);
-    };
-    c.on('error', drop).on('close', drop);
-    up.on('error', drop).on('close', drop);
-    c.pipe(up).pipe(c);
-  });
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, cp.node!.hostIp, resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of socks) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 async function smb(commands: string, user = `${USER.name}%${USER.password}`, to: Target = 'main'): Promise<Run> {
@@ -434,9 +404,10 @@ spec:
     closers.push(() => pg.stop());
     const s3 = await startS3();
     closers.push(() => s3.close());
-    const pgFwd = await forwardFromNode(Number(new URL(pg.url).port));
+    // Pods reach these loopback-only test servers through ports on the host end of the node's veth.
+    const pgFwd = await tcpForward(Number(new URL(pg.url).port), cp.node!.hostIp);
     closers.push(() => pgFwd.close());
-    const s3Fwd = await forwardFromNode(Number(new URL(s3.endpoint).port));
+    const s3Fwd = await tcpForward(Number(new URL(s3.endpoint).port), cp.node!.hostIp);
     closers.push(() => s3Fwd.close());
     const u = new URL(pg.url);
     u.hostname = cp.node!.hostIp;
