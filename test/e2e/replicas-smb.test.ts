@@ -267,6 +267,9 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
   it('a SIGKILLed server’s opens and locks stop refusing the other within the liveness ttl', async () => {
     const c = await start('c');
     const cc = await smb(c);
+    // Listening is not yet granting: until its first liveness renewal is fresh, a new server answers
+    // NETWORK_BUSY (a CI run at load ~14 saw that on C's first open).
+    await until('C grants SMB opens', async () => (await cc.createStatus('c-ready.txt')) === 0, 15_000);
     const cb = await smb(b);
     await cc.create('killed.txt', { share: SHARE_READ });
     const lockFile = (await cc.create('killed.bin')).fileId;
