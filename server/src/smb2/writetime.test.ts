@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it, mock } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
-import type { Timespec } from '../vfs/types.js';
+import { nowTimespec, type Timespec } from '../vfs/types.js';
 import * as files from './files.js';
 import { fileInfoOf } from './fscc.js';
 import type { Open } from './state.js';
@@ -46,13 +46,15 @@ describe('SMB delayed write time', () => {
     mock.timers.tick(10 * WRITE_TIME_DELAY_MS);
     assert.deepEqual((await times(open)).shown, before, 'a second WRITE waits for the close');
     const written = (await times(open)).stored;
-    const closing = Date.now() + 5;
-    while (Date.now() < closing); // the close comes a few ms after the WRITE
+    // The server's own clock (strictly increasing), not Date.now(): the two may be a few ms apart
+    // when the wall clock is stepped (a freshly booted CI machine), which once failed this check.
+    const closing = nowTimespec();
     await close(c, open);
     t = await times(open);
     assert.deepEqual(t.shown, t.stored);
-    assert.ok(t.stored.sec * 1000 + t.stored.nsec / 1e6 >= closing, 'the close set the write time');
-    assert.ok(t.stored.sec * 1e9 + t.stored.nsec > written.sec * 1e9 + written.nsec);
+    const ns = (x: Timespec) => BigInt(x.sec) * 1_000_000_000n + BigInt(x.nsec);
+    assert.ok(ns(t.stored) > ns(closing), 'the close set the write time');
+    assert.ok(ns(closing) > ns(written));
     assert.equal(delayedCount(), 0, 'nothing left behind');
     await srv.close();
   });
