@@ -114,7 +114,11 @@ async function committedFile(a: { svc: BlockService }, meta: MemoryMetadataStore
 class Stalled extends MemoryBlockStore {
   unstall!: () => void;
   readonly gate = new Promise<void>((r) => (this.unstall = r));
+  private entered!: () => void;
+  /** Resolves once an upload is waiting at the gate. */
+  readonly waiting = new Promise<void>((r) => (this.entered = r));
   override async put(key: string, data: Buffer): Promise<void> {
+    this.entered();
     await this.gate;
     return super.put(key, data);
   }
@@ -256,13 +260,16 @@ describe('WAL: crash and replay', () => {
       stored++;
     };
     const b = await boot(dir, meta, stalled);
+    // Closed while an upload is in flight (on a loaded machine the upload reaches the store only after
+    // its WAL read: closing before that left nothing to finish, and the test failed at load 12).
+    await stalled.waiting;
     await b.wal.close();
     // `c` replays the same records (its uploads never finish: it holds every segment it opened).
     const c = await boot(dir, meta, new Stalled());
     const segments = readdirSync(dir).filter((n) => n.endsWith('.log'));
     assert.ok(segments.length > 0);
     stalled.unstall(); // b's uploads finish and release their records
-    for (let i = 0; i < 250 && stored === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && stored === 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.ok(stored > 0, "b's upload finished");
     for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r)); // its release and retire run
     for (const n of segments) assert.ok(existsSync(path.join(dir, n)), `the closed instance deleted ${n}, which the next one uses`);
@@ -376,7 +383,7 @@ describe('WAL: space', () => {
     }
     for (const x of held.splice(0)) wal.release(x.seg, x.h);
     // Uploads caught up: the log goes back to its active segment and one spare, nothing kept besides.
-    for (let i = 0; i < 100 && readdirSync(dir).length > 2; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && readdirSync(dir).length > 2; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(readdirSync(dir).length, 2, `left: ${readdirSync(dir).join(', ')}`);
     const rolls = wal.sparesReused + wal.sparesWritten;
     assert.ok(rolls >= 35, `${rolls} spares made`);
@@ -465,7 +472,7 @@ describe('WAL: space', () => {
     for (let i = 0; i < 16; i++) await a.svc.write(ino, i * BS, randomBytes(BS / 2));
     assert.ok(segments(dir).length >= 3, `${segments(dir).length} segments before the upload`);
     await a.svc.flush(ino);
-    for (let i = 0; i < 50 && segments(dir).length > 1; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 3000 && segments(dir).length > 1; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(segments(dir).length, 1, 'only the active segment is left');
     assert.ok(a.wal.usedBytes <= 4 * BS, `${a.wal.usedBytes} bytes left in the WAL`);
     await a.wal.close();
@@ -639,7 +646,7 @@ describe('WAL: a full volume (tmpfs)', () => {
     await a.svc.commit(ino);
     await a.svc.flush(ino);
     // Stored: the old segments go and the next one can be allocated (in the background).
-    for (let i = 0; i < 200 && !a.wal.writable; i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 1200 && !a.wal.writable; i++) await new Promise((r) => setTimeout(r, 25));
     assert.equal(a.wal.writable, true);
     assert.deepEqual(await a.svc.read(ino, 0, model.length, model.length), model);
     rmSync(filler);

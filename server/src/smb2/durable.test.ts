@@ -112,8 +112,8 @@ describe('durable handles v1', () => {
     const open = await durableOpen(a, 'doomed', CreateOptions.DELETE_ON_CLOSE);
     assert.ok(table.preserve(open));
     assert.ok(await exists(srv, a, 'doomed'));
-    for (let i = 0; i < 100 && table.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
-    for (let i = 0; i < 100 && (await exists(srv, a, 'doomed')); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && table.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && (await exists(srv, a, 'doomed')); i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(table.size, 0);
     assert.equal(await exists(srv, a, 'doomed'), false, 'delete-on-close ran');
     assert.equal(srv.fs.opens.size, 0);
