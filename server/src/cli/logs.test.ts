@@ -182,7 +182,7 @@ describe('reading a log file', () => {
     const controller = new AbortController();
     const waitFor = async (n: number): Promise<void> => {
       for (let i = 0; got.length < n; i++) {
-        if (i > 400) assert.fail(`only ${got.length} lines: ${JSON.stringify(got)}`);
+        if (i > 3000) assert.fail(`only ${got.length} lines: ${JSON.stringify(got)}`);
         await new Promise((r) => setTimeout(r, 10));
       }
     };
