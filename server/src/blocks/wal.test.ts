@@ -489,9 +489,11 @@ describe('WAL: space', () => {
         written++;
       }
     })();
+    // Waited on progress, not a fixed time (at load 12, 300 ms saw only 5 writes).
+    for (let i = 0; i < 1500 && written < 6; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(written >= 6, `writes proceed until the WAL is full (${written})`);
     await new Promise((r) => setTimeout(r, 300));
     assert.ok(written < 24, `writers wait while the block store is stalled (${written} of 24 written)`);
-    assert.ok(written >= 6, `writes proceed until the WAL is full (${written})`);
     store.unstall();
     await writer;
     await a.svc.flush(ino);
@@ -642,7 +644,17 @@ describe('WAL: a full volume (tmpfs)', () => {
     // Uploads resume: their segments go, the next one is allocated, writes go on by themselves
     // (the filler stays: the WAL lives in its own space).
     store.unstall();
-    for (let off = refusedAt; off < model.length; off += CH) await a.svc.write(ino, off, model.subarray(off, off + CH));
+    // A client retries a NOSPC; on a loaded machine the uploads may take longer than this test's
+    // 1.5 s write wait to free the first segment (bounded: 60 s).
+    const retryUntil = Date.now() + 60_000;
+    for (let off = refusedAt; off < model.length; off += CH) {
+      try {
+        await a.svc.write(ino, off, model.subarray(off, off + CH));
+      } catch (err) {
+        if (!isErrno('NOSPC')(err) || Date.now() > retryUntil) throw err;
+        off -= CH;
+      }
+    }
     await a.svc.commit(ino);
     await a.svc.flush(ino);
     // Stored: the old segments go and the next one can be allocated (in the background).

@@ -698,6 +698,7 @@ export class FileWal implements Wal {
         this.spare = new WalSegment(id, old.file, old.fd);
         this.sparesReused++;
         this.roomAgain();
+        this.spareReady();
         return;
       } catch {
         // Not fit for reuse after all: its space goes back to the volume, and a new one is written.
@@ -731,12 +732,22 @@ export class FileWal implements Wal {
       this.sparesWritten++;
       fd = null;
       this.roomAgain();
+      this.spareReady();
     } catch (err) {
       if (fd !== null) await fclose(fd).catch(() => undefined);
       // Never leave a partial segment behind: its space goes back to the volume at once.
       await fs.rm(file, { force: true }).catch(() => undefined);
       if (!this.closed) this.noRoom(err as Error);
     }
+  }
+
+  /**
+   * A spare became ready. If uploads caught up while it was being prepared, the retire pass that saw
+   * them did not drop the kept segments (it needs a ready spare for that): run it again, or they
+   * stay on the disk until the next write (seen at load 12: two spares and the active segment).
+   */
+  private spareReady(): void {
+    if (this.reusable.length > 0 && this.segments.length <= 1) void this.retire();
   }
 
   /**
