@@ -16,7 +16,7 @@
 // Version 1 handles (20 bytes, a 32-bit generation that was always 1) were given out before
 // generations were random; the metadata migration that made them random retired them all, so they
 // answer STALE (the client looks the name up again or remounts), not BADHANDLE.
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { VfsError } from './errors.js';
 
 export const HANDLE_VERSION = 2;
@@ -38,11 +38,23 @@ export interface HandleParts {
   generation: number;
 }
 
+/**
+ * Crypto-random bytes for generations, drawn 4 KiB at a time: one call into the CSPRNG per 512 new
+ * inodes instead of one per create (about 10 us of each CREATE on a loaded machine).
+ */
+const generationPool = Buffer.alloc(4096);
+let generationAt = generationPool.length;
+
 /** A new inode's generation: crypto-random, 1 to 2^53 - 1. */
 export function randomGeneration(): number {
   for (;;) {
-    const b = randomBytes(8);
-    const g = (b.readUInt32BE(0) & 0x1fffff) * 2 ** 32 + b.readUInt32BE(4);
+    if (generationAt + 8 > generationPool.length) {
+      randomFillSync(generationPool);
+      generationAt = 0;
+    }
+    const b = generationPool;
+    const g = (b.readUInt32BE(generationAt) & 0x1fffff) * 2 ** 32 + b.readUInt32BE(generationAt + 4);
+    generationAt += 8;
     if (g !== 0) return g;
   }
 }

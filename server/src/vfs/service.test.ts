@@ -38,6 +38,27 @@ describe('file service semantics', () => {
     assert.ok(await fs.lookup(rootFh, n('b'), root));
   });
 
+  it('CREATE of a taken name answers by mode (RFC 1813 3.3.8) and makes no second file', async () => {
+    const { fs, share, rootFh } = await setup();
+    const verf = Buffer.from('verifier');
+    const a = await fs.create(rootFh, n('a'), root, CreateMode.UNCHECKED, { mode: 0o600 }, null);
+    await fs.write(fs.handleOf(share, a.inode), root, 0, Buffer.from('data'), true);
+    await rejects(fs.create(rootFh, n('a'), root, CreateMode.GUARDED, {}, null), 'EXIST');
+    // UNCHECKED: the same file, truncated when a size is given.
+    const again = await fs.create(rootFh, n('a'), root, CreateMode.UNCHECKED, { size: 0 }, null);
+    assert.equal(again.inode.id, a.inode.id);
+    assert.equal(again.inode.size, 0);
+    assert.equal(again.inode.mode & 0o777, 0o600);
+    const x = await fs.create(rootFh, n('x'), root, CreateMode.EXCLUSIVE, {}, verf);
+    // A retransmitted EXCLUSIVE create (same verifier) gets the same file; another verifier does not.
+    assert.equal((await fs.create(rootFh, n('x'), root, CreateMode.EXCLUSIVE, {}, Buffer.from(verf))).inode.id, x.inode.id);
+    await rejects(fs.create(rootFh, n('x'), root, CreateMode.EXCLUSIVE, {}, Buffer.from('other-vf')), 'EXIST');
+    await fs.mkdir(rootFh, n('d'), root, {});
+    await rejects(fs.create(rootFh, n('d'), root, CreateMode.UNCHECKED, {}, null), 'ISDIR');
+    const names = (await fs.readdir(rootFh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    assert.deepEqual(names, ['a', 'd', 'x']);
+  });
+
   it('counts subdirectories in a directory link count and refuses to remove non-empty ones', async () => {
     const { fs, share, rootFh } = await setup();
     const d = await fs.mkdir(rootFh, n('d'), root, {});

@@ -65,6 +65,8 @@ export interface ReaddirResult {
   eof: boolean;
 }
 
+/** A create whose name is taken, then free again by the time it is looked at, is tried this many times. */
+const MAX_CREATE_ATTEMPTS = 4;
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
@@ -477,42 +479,41 @@ export class FileService {
     attempt = 0,
   ): Promise<DirChange & { share: Share; inode: Inode }> {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
-    const existing = await share.meta.lookup(dir.id, name);
-    if (existing) {
-      if (how === CreateMode.GUARDED) throw new VfsError('EXIST', 'file exists');
-      if (how === CreateMode.EXCLUSIVE) {
-        // A retransmitted exclusive create with the same verifier succeeds (RFC 1813 §3.3.8).
-        if (existing.createVerifier && verifier && existing.createVerifier.equals(verifier)) {
-          return { share, inode: existing, dirBefore: dir, dirAfter: dir };
-        }
-        throw new VfsError('EXIST', 'file exists');
-      }
-      if (existing.type !== FileType.REG) throw new VfsError(existing.type === FileType.DIR ? 'ISDIR' : 'EXIST', 'not a regular file');
-      // UNCHECKED on an existing file: apply the size (truncate) like open(O_CREAT|O_TRUNC).
-      let inode = existing;
-      if (attrs.size !== undefined) {
-        const r = await this.setattr(this.handleOf(share, existing), cred, { size: attrs.size });
-        inode = r.after;
-      }
-      return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
-    }
+    // The name is usually free (an untar, a build): create first, and look at what holds the name
+    // only when it is taken, rather than a lookup before every create.
     const init = this.newInode(dir, id, FileType.REG, attrs.mode ?? 0o644, {
       createVerifier: how === CreateMode.EXCLUSIVE && verifier ? Buffer.from(verifier) : null,
     });
     if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
     if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
     if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
-    let inode: Inode;
     try {
-      inode = await share.meta.create(dir.id, name, init, nowTimespec());
+      const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+      this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
+      return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
     } catch (e) {
-      // Lost a race with a concurrent create of the same name: UNCHECKED (and EXCLUSIVE with the
-      // same verifier) must still succeed, so answer as if the file had been there already.
-      if (e instanceof VfsError && e.errno === 'EXIST' && how !== CreateMode.GUARDED)
-        return this.create(dirHandle, name, cred, how, attrs, verifier, attempt + 1);
-      throw e;
+      if (!(e instanceof VfsError && e.errno === 'EXIST') || how === CreateMode.GUARDED) throw e;
     }
-    this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
+    const existing = await share.meta.lookup(dir.id, name);
+    if (!existing) {
+      // Removed again since the create failed: try once more, a bounded number of times.
+      if (attempt + 1 >= MAX_CREATE_ATTEMPTS) throw new VfsError('JUKEBOX', 'the name keeps appearing and disappearing; try again');
+      return this.create(dirHandle, name, cred, how, attrs, verifier, attempt + 1);
+    }
+    if (how === CreateMode.EXCLUSIVE) {
+      // A retransmitted exclusive create with the same verifier succeeds (RFC 1813 §3.3.8).
+      if (existing.createVerifier && verifier && existing.createVerifier.equals(verifier)) {
+        return { share, inode: existing, dirBefore: dir, dirAfter: dir };
+      }
+      throw new VfsError('EXIST', 'file exists');
+    }
+    if (existing.type !== FileType.REG) throw new VfsError(existing.type === FileType.DIR ? 'ISDIR' : 'EXIST', 'not a regular file');
+    // UNCHECKED on an existing file: apply the size (truncate) like open(O_CREAT|O_TRUNC).
+    let inode = existing;
+    if (attrs.size !== undefined) {
+      const r = await this.setattr(this.handleOf(share, existing), cred, { size: attrs.size });
+      inode = r.after;
+    }
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 

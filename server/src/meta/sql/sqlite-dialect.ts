@@ -94,7 +94,9 @@ function removeFile(db: SqliteRunner, p: readonly unknown[]) {
   } else {
     streams = db.all(`DELETE FROM streams WHERE file = ?1 RETURNING inode`, [c.id]).map((r) => num(r.inode, 'inode'));
     streams.sort((a, b) => a - b);
-    db.run(`DELETE FROM inodes WHERE id IN ${inJson(1)}`, [[c.id, ...streams]]);
+    // The usual file has no streams: its row alone, without a JSON array to parse.
+    if (streams.length === 0) db.run(`DELETE FROM inodes WHERE id = ?1`, [c.id]);
+    else db.run(`DELETE FROM inodes WHERE id IN ${inJson(1)}`, [[c.id, ...streams]]);
   }
   return [{ ...c, removed: 1, streams }];
 }

@@ -1,13 +1,15 @@
 // The SQLite driver on its own: the group commit, the schema migrations in SQLite's dialect, and
 // the store directory's lock.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { dirInit, fileInit } from '../../testing/inodes.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
-import { SYNC_DELAY_MS, SqliteDriver, type SqliteSync } from './sqlite.js';
+import { CHECKPOINT_EVERY_COMMITS } from './sqlite-checkpoint.js';
+import { SQLITE_FILE, SYNC_DELAY_MS, SqliteDriver, type SqliteSync } from './sqlite.js';
 import { sqliteStatementsByName } from './sqlite-dialect.js';
 import { S, SqlMetadataStore } from './store.js';
 
@@ -83,11 +85,57 @@ describe('SQLite metadata engine', () => {
       await s.create(root.id, Buffer.from('blocks2'), fileInit(), T(1_700_000_051));
       await s.dropBlocks(f.id, 0);
       assert.equal(d.stats.synced, d.stats.commits, 'dropBlocks answered before its fsync');
+      // A file that never had data (every empty file removed): no object to delete, so no wait.
+      // (The timer may sync in between on a slow machine: a few tries, one without an fsync is enough.)
+      let waited = 0;
+      for (let i = 0; i < 5; i++) {
+        const empty = await s.create(root.id, Buffer.from(`empty-${i}`), fileInit(), T(1_700_000_060 + i));
+        const unsynced = d.stats.fsyncs;
+        assert.deepEqual(await s.dropBlocks(empty.id, 0), []);
+        if (d.stats.fsyncs === unsynced) break;
+        waited++;
+      }
+      assert.ok(waited < 5, 'dropBlocks of nothing waited for an fsync');
       // Without a COMMIT: the timer syncs within SYNC_DELAY_MS (waited for with a generous bound).
       await s.create(root.id, Buffer.from('late'), fileInit(), T(1_700_000_100));
       const deadline = Date.now() + 50 * SYNC_DELAY_MS;
       while (d.stats.synced < d.stats.commits && Date.now() < deadline) await new Promise((r) => setTimeout(r, SYNC_DELAY_MS / 4));
       assert.equal(d.stats.synced, d.stats.commits);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('checkpoints the WAL on a worker thread: the WAL stays small, and close still removes it', async () => {
+    const dir = place();
+    let s = sqliteStore(dir);
+    await s.open();
+    const wal = path.join(dir, `${SQLITE_FILE}-wal`);
+    const names = 20 * CHECKPOINT_EVERY_COMMITS;
+    try {
+      const d = s.driver as SqliteDriver;
+      const root = await s.ensureRoot(1, dirInit());
+      let largest = 0;
+      for (let i = 0; i < names; i++) {
+        await s.create(root.id, Buffer.from(`w-${i}`), fileInit(), T(1_700_000_000 + i));
+        if (i % CHECKPOINT_EVERY_COMMITS === 0) largest = Math.max(largest, (await stat(wal)).size);
+      }
+      // The worker answers asynchronously: wait (bounded) for one it completed.
+      const deadline = Date.now() + 30_000;
+      while (d.workerCheckpoints === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(d.workerCheckpoints > 0, 'no checkpoint ran on the worker');
+      // A WAL the worker never quite catches up with (a tight loop) is checkpointed by the main
+      // connection at its safety threshold (16 MiB): bounded either way.
+      assert.ok(largest < 32 * 2 ** 20, `the WAL grew to ${largest} bytes`);
+    } finally {
+      await s.close();
+    }
+    assert.equal(existsSync(wal), false, 'the WAL is still there after close');
+    s = sqliteStore(dir);
+    await s.open();
+    try {
+      const root = await s.ensureRoot(1, dirInit());
+      assert.ok(await s.lookup(root.id, Buffer.from(`w-${names - 1}`)), 'the last create is lost');
     } finally {
       await s.close();
     }

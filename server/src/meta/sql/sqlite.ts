@@ -22,12 +22,20 @@
 //   A power loss can take back namespace changes of that last moment that no COMMIT covered, as
 //   with a local file system; never one that a COMMIT, FILE_SYNC or FLUSH acknowledged.
 // If an fsync fails, the store refuses all further work (what was written may or may not be on disk).
+// Checkpoints (the WAL copied back into the database file, with their own two fsyncs) run on a
+// worker thread's connection, off the request path (sqlite-checkpoint.ts).
 import { fdatasync, fsyncSync, openSync, closeSync, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { EmbeddedSync } from '../../config/types.js';
 import { SerialQueue } from './pglite.js';
 import { releaseLock, takeStoreDir } from './lockfile.js';
+import {
+  CHECKPOINT_EVERY_COMMITS,
+  DEFAULT_AUTOCHECKPOINT_PAGES,
+  MAIN_AUTOCHECKPOINT_PAGES,
+  SqliteCheckpointer,
+} from './sqlite-checkpoint.js';
 import {
   DEFAULT_RETRY_POLICY,
   RetryTransaction,
@@ -74,6 +82,8 @@ export interface SqliteDriverOptions {
   statements: Readonly<Record<string, SqliteForm>>;
   retry?: RetryPolicy;
   logger?: DriverLogger;
+  /** Checkpoints on a worker thread (sqlite-checkpoint.ts; default true). */
+  checkpointWorker?: boolean;
 }
 
 /** Makes the entries of a directory (files created or renamed in it) survive a power loss. */
@@ -179,6 +189,10 @@ export class SqliteDriver implements SqlDriver {
   private dirtyTx = false;
   /** `commit`: the timer that syncs what is still unsynced. */
   private syncTimer: NodeJS.Timeout | null = null;
+  /** Runs the WAL's checkpoints off the main thread; null: SQLite's own, in COMMIT. */
+  private checkpointer: SqliteCheckpointer | null = null;
+  /** `written` when a checkpoint was last asked for. */
+  private checkpointAskedAt = 0;
 
   private constructor(
     private readonly db: Database.Database,
@@ -221,7 +235,7 @@ export class SqliteDriver implements SqlDriver {
         db.close();
         throw e;
       }
-      return new SqliteDriver(
+      const driver = new SqliteDriver(
         db,
         file,
         lockFile,
@@ -230,10 +244,26 @@ export class SqliteDriver implements SqlDriver {
         opts.logger ?? silentLogger,
         opts.sync === 'change',
       );
+      if (opts.checkpointWorker !== false) driver.startCheckpointer();
+      return driver;
     } catch (e) {
       releaseLock(lockFile);
       throw translate(e);
     }
+  }
+
+  private startCheckpointer(): void {
+    const lost = (): void => {
+      this.checkpointer = null;
+      if (!this.closed) this.db.pragma(`wal_autocheckpoint = ${DEFAULT_AUTOCHECKPOINT_PAGES}`);
+    };
+    this.checkpointer = SqliteCheckpointer.start(this.file, this.log, lost);
+    if (this.checkpointer) this.db.pragma(`wal_autocheckpoint = ${MAIN_AUTOCHECKPOINT_PAGES}`);
+  }
+
+  /** Checkpoints the worker thread completed (for tests and diagnostics). */
+  get workerCheckpoints(): number {
+    return this.checkpointer?.stats.done ?? 0;
   }
 
   private live(): void {
@@ -343,6 +373,10 @@ export class SqliteDriver implements SqlDriver {
     if (this.dirtyTx) {
       this.dirtyTx = false;
       this.written++;
+      if (this.checkpointer !== null && this.written - this.checkpointAskedAt >= CHECKPOINT_EVERY_COMMITS) {
+        this.checkpointAskedAt = this.written;
+        this.checkpointer.request();
+      }
       if (!this.syncEveryChange && this.syncTimer === null) {
         this.syncTimer = setTimeout(() => {
           this.syncTimer = null;
@@ -435,6 +469,9 @@ export class SqliteDriver implements SqlDriver {
       });
       if (this.walFd !== null) closeSync(this.walFd);
       this.walFd = null;
+      // The worker's connection goes first: the last one to close checkpoints and removes the WAL.
+      await this.checkpointer?.close();
+      this.checkpointer = null;
       this.prepared.clear();
       // Checkpoints the WAL into the database file (synced) and removes it.
       this.db.close();
