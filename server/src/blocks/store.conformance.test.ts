@@ -446,6 +446,16 @@ describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
     }
     assert.equal(await store.readInto('00000001/9/12-1-aa', 0, target, 0, 256 * 1024), 5000);
     assert.deepEqual(target.subarray(0, 5000), tail);
+    // Every place taken: a read-ahead loads nothing (it would evict what another reader is using).
+    const loads = store.directGets;
+    store.prefetch('00000001/9/0-1-aa');
+    store.prefetch('00000001/9/1-1-aa');
+    assert.equal(await store.readInto('00000001/9/12-1-aa', 4990, target, 0, 100), 10, 'fewer at the end of a staged object');
+    assert.deepEqual(target.subarray(0, 10), tail.subarray(4990));
+    // (Had the read-ahead loaded it, this range would come from the whole copy, one more load.)
+    assert.equal(await store.readInto('00000001/9/1-1-aa', 8192, target, 0, 4096), 4096);
+    assert.deepEqual(target.subarray(0, 4096), blocks[1]!.subarray(8192, 12288));
+    assert.equal(store.directGets, loads);
     // A range in the middle of an object not loaded: just that range (no whole copy).
     const before = store.directGets;
     assert.equal(await store.readInto('00000001/9/0-1-aa', 4096, target, 0, 4096), 4096);
