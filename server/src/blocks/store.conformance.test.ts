@@ -2,8 +2,8 @@
 // or DITTOFS_TEST_S3_ENDPOINT). Engine-specific behaviour (S3 errors, outages) is in <engine>.test.ts.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { constants as fsConstants, existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
@@ -12,6 +12,7 @@ import { FilesystemBlockStore, MARKER, SYSTEM_DIRS } from './filesystem.js';
 import { MemoryBlockStore } from './memory.js';
 import { S3BlockStore } from './s3.js';
 import type { BlockStore } from './store.js';
+import { BufferPool } from '../wire/buffer-pool.js';
 
 const MiB = 1024 * 1024;
 
@@ -346,5 +347,124 @@ describe('FilesystemBlockStore: a directory of its own', () => {
     await symlink(outside, path.join(dir, '.tmp'));
     await assert.rejects(new FilesystemBlockStore(dir).open(), /\.tmp is not a directory/);
     assert.equal(readFileSync(path.join(outside, '0123456789abcdef'), 'utf8'), 'outside');
+  });
+});
+
+describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
+  let tmp: string;
+  beforeEach(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-direct-'));
+  });
+  afterEach(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  /** Whether the volume under `dir` takes O_DIRECT opens (tmpfs does not). */
+  async function volumeTakesDirect(dir: string): Promise<boolean> {
+    const O_DIRECT = (fsConstants as { O_DIRECT?: number }).O_DIRECT;
+    if (O_DIRECT === undefined) return false;
+    try {
+      const fh = await open(path.join(dir, 'probe'), fsConstants.O_WRONLY | fsConstants.O_CREAT | O_DIRECT, 0o600);
+      await fh.close();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  it('writes pool blocks with O_DIRECT and anything else through the page cache; every object reads back', async (t) => {
+    const store = new FilesystemBlockStore(path.join(tmp, 'blocks'));
+    await store.open();
+    const pool = new BufferPool(64 * 1024, 2, true);
+    const whole = pool.take(64 * 1024);
+    randomBytes(whole.length).copy(whole);
+    // Same length, but 1 byte into its memory: O_DIRECT refuses the address.
+    const unaligned = Buffer.alloc(64 * 1024 + 1).subarray(1);
+    randomBytes(unaligned.length).copy(unaligned);
+    // A file's last, partial block: a length O_DIRECT refuses.
+    const partial = pool.take(1000);
+    randomBytes(partial.length).copy(partial);
+    await store.put('00000001/7/0-1-aa', whole);
+    await store.put('00000001/7/1-1-bb', unaligned);
+    await store.put('00000001/7/2-1-cc', partial);
+    assert.deepEqual(await store.get('00000001/7/0-1-aa'), whole);
+    assert.deepEqual(await store.get('00000001/7/1-1-bb'), unaligned);
+    assert.deepEqual(await store.get('00000001/7/2-1-cc'), partial);
+    assert.deepEqual(await readdir(path.join(tmp, 'blocks', '.tmp')), [], 'no temporary file left behind');
+    if (!(await volumeTakesDirect(tmp))) {
+      t.skip(`${os.tmpdir()} does not take O_DIRECT: only the buffered path ran`);
+      return;
+    }
+    assert.equal(store.directPuts, 1, 'the pool block went straight to the device');
+    assert.equal(store.bufferedPuts, 2);
+    // Turned off: every object through the page cache.
+    const off = new FilesystemBlockStore(path.join(tmp, 'blocks'), { directIo: false });
+    await off.open();
+    await off.put('00000001/7/3-1-dd', whole);
+    assert.equal(off.directPuts, 0);
+    assert.deepEqual(await off.get('00000001/7/3-1-dd'), whole);
+  });
+
+  it('reads objects written past the page cache from whole copies read with O_DIRECT: ranges, ends, read-ahead, deletes', async (t) => {
+    const store = new FilesystemBlockStore(path.join(tmp, 'blocks'));
+    await store.open();
+    if (!(await volumeTakesDirect(tmp))) return t.skip(`${os.tmpdir()} does not take O_DIRECT`);
+    const pool = new BufferPool(256 * 1024, 12, true);
+    const blocks: Buffer[] = [];
+    for (let i = 0; i < 12; i++) {
+      const b = pool.take(256 * 1024);
+      randomBytes(b.length).copy(b);
+      blocks.push(Buffer.from(b));
+      await store.put(`00000001/9/${i}-1-aa`, b);
+    }
+    // The last block of a file: its length is not a multiple of the device's blocks.
+    const tail = pool.take(5000);
+    randomBytes(tail.length).copy(tail);
+    await store.put('00000001/9/12-1-aa', tail);
+    assert.equal(store.directPuts, 12);
+    const target = Buffer.alloc(300 * 1024);
+    // A read from an object's start loads it whole; the rest of it comes from that copy.
+    assert.equal(await store.readInto('00000001/9/0-1-aa', 0, target, 10, 100_000), 100_000);
+    assert.deepEqual(target.subarray(10, 100_010), blocks[0]!.subarray(0, 100_000));
+    assert.equal(await store.readInto('00000001/9/0-1-aa', 200_000, target, 0, 100_000), 256 * 1024 - 200_000, 'fewer at the end');
+    assert.deepEqual(target.subarray(0, 256 * 1024 - 200_000), blocks[0]!.subarray(200_000));
+    assert.equal(store.directGets, 1);
+    // Read ahead, then read: one load each.
+    for (let i = 1; i <= 4; i++) store.prefetch(`00000001/9/${i}-1-aa`);
+    for (let i = 1; i <= 4; i++) {
+      assert.equal(await store.readInto(`00000001/9/${i}-1-aa`, 0, target, 0, 256 * 1024), 256 * 1024);
+      assert.deepEqual(target.subarray(0, 256 * 1024), blocks[i]);
+    }
+    assert.equal(store.directGets, 5);
+    // More objects than are kept: every byte still right (evicted buffers are reused by later loads).
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 12; i++) {
+        const n = await store.readInto(`00000001/9/${i}-1-aa`, 0, target, 0, 256 * 1024);
+        assert.equal(n, 256 * 1024);
+        assert.deepEqual(target.subarray(0, n), blocks[i], `object ${i}, round ${round}`);
+      }
+    }
+    assert.equal(await store.readInto('00000001/9/12-1-aa', 0, target, 0, 256 * 1024), 5000);
+    assert.deepEqual(target.subarray(0, 5000), tail);
+    // Every place taken: a read-ahead loads nothing (it would evict what another reader is using).
+    const loads = store.directGets;
+    store.prefetch('00000001/9/0-1-aa');
+    store.prefetch('00000001/9/1-1-aa');
+    assert.equal(await store.readInto('00000001/9/12-1-aa', 4990, target, 0, 100), 10, 'fewer at the end of a staged object');
+    assert.deepEqual(target.subarray(0, 10), tail.subarray(4990));
+    // (Had the read-ahead loaded it, this range would come from the whole copy, one more load.)
+    assert.equal(await store.readInto('00000001/9/1-1-aa', 8192, target, 0, 4096), 4096);
+    assert.deepEqual(target.subarray(0, 4096), blocks[1]!.subarray(8192, 12288));
+    assert.equal(store.directGets, loads);
+    // A range in the middle of an object not loaded: just that range (no whole copy).
+    const before = store.directGets;
+    assert.equal(await store.readInto('00000001/9/0-1-aa', 4096, target, 0, 4096), 4096);
+    assert.deepEqual(target.subarray(0, 4096), blocks[0]!.subarray(4096, 8192));
+    assert.equal(store.directGets, before);
+    // A deleted object is gone, staged or not.
+    assert.equal(await store.readInto('00000001/9/11-1-aa', 0, target, 0, 10), 10);
+    await store.delete('00000001/9/11-1-aa');
+    assert.equal(await store.readInto('00000001/9/11-1-aa', 0, target, 0, 10), null);
+    assert.equal(await store.readInto('00000001/9/99-1-aa', 0, target, 0, 10), null, 'never written');
   });
 });

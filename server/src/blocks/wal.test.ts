@@ -354,7 +354,7 @@ describe('WAL: space', () => {
   it('keeps a retired segment for reuse while uploads lag: zeros are written only while the lag grows', async () => {
     const dir = tmp();
     const segmentBytes = 16 * BS;
-    const { wal } = await FileWal.open(dir, { maxBytes: 64 * segmentBytes, segmentBytes });
+    const { wal } = await FileWal.open(dir, { maxBytes: 64 * segmentBytes, segmentBytes, keptIdleMs: 200 });
     wal.tidy();
     // Records of one block each, 15 to a segment; a record is "stored" (let go) 40 records after
     // it was written: the spare is always ready long before the oldest segment retires.
@@ -389,6 +389,41 @@ describe('WAL: space', () => {
     assert.ok(rolls >= 35, `${rolls} spares made`);
     // The lag is 40 records, under three segments: a few spares of zeros until the first retires.
     assert.ok(wal.sparesWritten <= 6, `${wal.sparesReused} spares reused, ${wal.sparesWritten} written full of zeros`);
+    await wal.close();
+  });
+
+  it('keeps retired segments for reuse when uploads finish in bursts: zeros are written only while the lag grows', async () => {
+    const dir = tmp();
+    const segmentBytes = 16 * BS;
+    const { wal } = await FileWal.open(dir, { maxBytes: 64 * segmentBytes, segmentBytes, keptIdleMs: 200 });
+    wal.tidy();
+    // Records of one block each, 15 to a segment. Uploads finish in bursts, as parallel block
+    // uploads do: nothing is let go until 60 records are held, then the oldest 45 (three segments) at once.
+    const data = randomBytes(BS - REC_HEADER);
+    const held: { seg: WalSegment; h: WalHolder }[] = [];
+    for (let i = 0; i < 600; i++) {
+      let a;
+      for (let tries = 0; ; tries++) {
+        try {
+          a = wal.appendWrite(1, 7, i * data.length, data);
+          break;
+        } catch (err) {
+          if ((err as { code?: string }).code !== WAL_NO_ROOM || tries > 200) throw err;
+          await wal.waitRoom(50);
+        }
+      }
+      const h = { kick: (): void => undefined };
+      wal.hold(a.seg, h);
+      held.push({ seg: a.seg, h });
+      await a.done;
+      if (held.length >= 60) for (const old of held.splice(0, 45)) wal.release(old.seg, old.h);
+    }
+    for (const x of held.splice(0)) wal.release(x.seg, x.h);
+    // Uploads caught up for good: after keptIdleMs, the active segment and one spare, nothing kept besides.
+    for (let i = 0; i < 100 && readdirSync(dir).length > 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(readdirSync(dir).length, 2, `left: ${readdirSync(dir).join(', ')}`);
+    // The lag is at most four segments: spares of zeros only until the first burst of retirements.
+    assert.ok(wal.sparesWritten <= 8, `${wal.sparesReused} spares reused, ${wal.sparesWritten} written full of zeros`);
     await wal.close();
   });
 

@@ -16,7 +16,8 @@
 // that was retired (its records all stored) and kept for reuse: only its header is rewritten and
 // synced, so a byte written to the log is written to the disk once. A new active segment waits
 // for an older one to retire until it is half full; only then (at start, or while uploads lag) is a
-// new file written full of zeros and synced. Either way the log holds its segments and one spare. An append therefore only
+// new file written full of zeros and synced. Either way the log holds its segments, one spare and, while uploads lag,
+// up to four retired segments kept for reuse (see keepForReuse). An append therefore only
 // ever overwrites space that is already allocated: on a full volume it is refused before anything
 // is written (WAL_NO_ROOM, `writable` false), never half-appended, and no empty segment file is left
 // behind. Once uploads let segments go, the spare is prepared again and writes resume by themselves.
@@ -61,8 +62,8 @@ const SEG_VERSION_UNSEEDED = 2;
 const SEG_VERSION_NO_TOKEN = 1;
 /** Segment header flag: a reused segment, older bytes (not zeros) past its records. */
 const SEG_FLAG_REUSED = 1;
-/** Retired segments kept to become the next spare, at most. */
-const MAX_REUSABLE = 1;
+/** Retired segments kept to become the next spares, at most (and only while they fit the size limit). */
+const MAX_REUSABLE = 4;
 export const SEG_HEADER = 24;
 const REC_MAGIC = 0x44574c52; // "DWLR"
 export const REC_HEADER = 48;
@@ -299,8 +300,16 @@ export interface FileWalOptions {
    * 1 MiB). Each segment is preallocated in full, so this is also what one preallocation writes.
    */
   segmentBytes?: number;
+  /**
+   * How long uploads must have stayed caught up (nothing in the log behind the active segment)
+   * before retired segments kept for reuse are deleted (ms; default 5000): parallel uploads catch
+   * up for a moment after every burst, and a stream's lag grows again right after.
+   */
+  keptIdleMs?: number;
   log?: Logger;
 }
+
+const KEPT_IDLE_MS = 5000;
 
 const segName = (id: number): string => `wal-${String(id).padStart(16, '0')}.log`;
 const SEG_RE = /^wal-(\d{16})\.log$/;
@@ -422,6 +431,10 @@ export class FileWal implements Wal {
   /** An append was refused for want of a segment since then: the log is not writable. */
   private refusing = false;
   private noRoomTimer: NodeJS.Timeout | null = null;
+  /** Deletes the kept segments if uploads stay caught up (see dropKeptIfCaughtUp). */
+  private keptTimer: NodeJS.Timeout | null = null;
+  /** Set by keptTimer: the next retireOnce deletes the kept segments if uploads are still caught up. */
+  private dropKept = false;
   /** Times the volume was found full (metrics). */
   enospc = 0;
   private nextId = 1;
@@ -698,7 +711,7 @@ export class FileWal implements Wal {
         this.spare = new WalSegment(id, old.file, old.fd);
         this.sparesReused++;
         this.roomAgain();
-        this.spareReady();
+        this.dropKeptIfCaughtUp();
         return;
       } catch {
         // Not fit for reuse after all: its space goes back to the volume, and a new one is written.
@@ -732,7 +745,7 @@ export class FileWal implements Wal {
       this.sparesWritten++;
       fd = null;
       this.roomAgain();
-      this.spareReady();
+      this.dropKeptIfCaughtUp();
     } catch (err) {
       if (fd !== null) await fclose(fd).catch(() => undefined);
       // Never leave a partial segment behind: its space goes back to the volume at once.
@@ -742,25 +755,39 @@ export class FileWal implements Wal {
   }
 
   /**
-   * A spare became ready. If uploads caught up while it was being prepared, the retire pass that saw
-   * them did not drop the kept segments (it needs a ready spare for that): run it again, or they
-   * stay on the disk until the next write (seen at load 12: two spares and the active segment).
+   * Whether a retired segment is kept to become a later spare: MAX_REUSABLE at most, besides the
+   * spare, while they fit under the size limit with the log and the volume has room. When uploads
+   * lag behind writes, the spare is ready long before the oldest segment retires; a retired segment
+   * deleted then means the spare after the next one is written full of zeros again (a second write
+   * of every logged byte: 69 of 70 spares were, in a 1 GiB stream). Kept, it is that spare. Parallel
+   * block uploads finish in bursts that retire several segments at once, and the lag grows again
+   * after each: one kept segment left 15 of 36 spares in a 512 MiB stream written full of zeros,
+   * four left 5 (and zeros go into fresh page-cache pages, the dearest write on a VM). So the log
+   * holds its segments, one spare and at most MAX_REUSABLE retired segments, those only while
+   * uploads lag (see retireOnce); on a full volume nothing is kept (an upload may need the space).
    */
-  private spareReady(): void {
-    if (this.reusable.length > 0 && this.segments.length <= 1) void this.retire();
+  private keepForReuse(): boolean {
+    return (
+      !this.closed &&
+      this.noRoomError === null &&
+      this.reusable.length < MAX_REUSABLE &&
+      this.usedBytes + (this.reusable.length + 1) * this.segmentBytes <= this.opts.maxBytes
+    );
   }
 
   /**
-   * Whether a retired segment is kept to become a later spare: one at most, besides the spare,
-   * while the volume has room. When uploads lag behind writes, the spare is ready long before the
-   * oldest segment retires; a retired segment deleted then means the spare after the next one is
-   * written full of zeros again (a second write of every logged byte: 69 of 70 spares were, in a
-   * 1 GiB stream). Kept, it is that spare. So the log holds its segments, one spare and at most one
-   * retired segment, and that one only while uploads lag (see retireOnce); on a full volume nothing
-   * is kept (an upload may need the space).
+   * Uploads caught up: segments kept for reuse are deleted (by retireOnce) if they still are after
+   * keptIdleMs. One timer at a time; it does nothing if the lag is back by then.
    */
-  private keepForReuse(): boolean {
-    return !this.closed && this.noRoomError === null && this.reusable.length < MAX_REUSABLE;
+  private dropKeptIfCaughtUp(): void {
+    if (this.keptTimer !== null || this.closed || this.reusable.length === 0 || this.segments.length > 1) return;
+    this.keptTimer = setTimeout(() => {
+      this.keptTimer = null;
+      if (this.closed || this.segments.length > 1) return;
+      this.dropKept = true;
+      void this.retire();
+    }, this.opts.keptIdleMs ?? KEPT_IDLE_MS);
+    this.keptTimer.unref();
   }
 
   /** No new segment can be had: writers past the active segment wait; retried every second. */
@@ -1045,15 +1072,17 @@ export class FileWal implements Wal {
       }
       // Space was freed: a segment can be allocated again if none could.
       if (freed && this.spare === null && !this.closed) void this.prepareSpare();
-      // Uploads caught up (nothing behind the active segment) and a spare is ready: a retired
-      // segment kept for a lag that is gone is only disk space now.
-      if (!this.closed && this.spare !== null && this.segments.length <= 1 && this.reusable.length > 0) {
+      // Uploads caught up (nothing behind the active segment) and a spare is ready: retired
+      // segments kept for a lag that is gone are only disk space, once it stays gone a while.
+      if (!this.closed && this.spare !== null && this.segments.length <= 1 && this.reusable.length > 0 && this.dropKept) {
         for (const r of this.reusable.splice(0)) {
           await fclose(r.fd).catch(() => undefined);
           await fs.rm(r.file, { force: true });
           this.dirDirty = true;
         }
       }
+      this.dropKept = false;
+      this.dropKeptIfCaughtUp();
       // The log is full and the active segment holds nothing live: move on so that it can go.
       const a = this.active;
       if (a === null || this.closed || !this.full || this.segments[0] !== a) break;
@@ -1070,6 +1099,8 @@ export class FileWal implements Wal {
     if (this.closed) return;
     await this.sync().catch((err: unknown) => this.opts.log?.error({ err }, 'WAL sync at close failed'));
     this.closed = true;
+    if (this.keptTimer) clearTimeout(this.keptTimer);
+    this.keptTimer = null;
     if (this.noRoomTimer) clearInterval(this.noRoomTimer);
     this.noRoomTimer = null;
     await this.preparing;

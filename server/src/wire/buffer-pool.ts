@@ -5,6 +5,31 @@
 // A buffer goes back with `give` only when nothing refers to it any more: the next `take` hands it
 // out again and overwrites it. A buffer that is never given back is simply collected.
 
+/** WebAssembly pages: 64 KiB each, and a memory made of them starts on a page boundary. */
+const WASM_PAGE = 64 * 1024;
+
+/** The part of the WebAssembly global used here (the server's TypeScript lib has no DOM types). */
+type SharedWasmMemory = new (d: { initial: number; maximum: number; shared: true }) => { buffer: ArrayBufferLike };
+const WasmMemory = (globalThis as unknown as { WebAssembly?: { Memory?: SharedWasmMemory } }).WebAssembly?.Memory;
+
+/**
+ * Shared memory of `size` bytes. A multiple of 64 KiB (a block) is a shared WebAssembly memory's
+ * buffer: a SharedArrayBuffer like any other, but page-aligned, which is what lets the filesystem
+ * block store write it with O_DIRECT (a plain SharedArrayBuffer starts 16 bytes into a page).
+ */
+function sharedMemory(size: number): SharedArrayBuffer {
+  if (WasmMemory !== undefined && size > 0 && size % WASM_PAGE === 0) {
+    const pages = size / WASM_PAGE;
+    try {
+      const b = new WasmMemory({ initial: pages, maximum: pages, shared: true }).buffer;
+      if (b instanceof SharedArrayBuffer) return b;
+    } catch {
+      // No shared WebAssembly memory here: unaligned, still shared.
+    }
+  }
+  return new SharedArrayBuffer(size);
+}
+
 export class BufferPool {
   private readonly free: Buffer[] = [];
   /** Buffers handed out and not given back: anything else given is ignored (and never reused twice). */
@@ -26,7 +51,7 @@ export class BufferPool {
     if (size > this.bufferSize) return Buffer.allocUnsafeSlow(size);
     let b = this.free.pop();
     if (b === undefined) {
-      b = this.shared ? Buffer.from(new SharedArrayBuffer(this.bufferSize)) : Buffer.allocUnsafeSlow(this.bufferSize);
+      b = this.shared ? Buffer.from(sharedMemory(this.bufferSize)) : Buffer.allocUnsafeSlow(this.bufferSize);
       this.created++;
     }
     this.out.add(b.buffer);
