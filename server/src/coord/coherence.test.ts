@@ -6,7 +6,7 @@ import pino from 'pino';
 import { startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
 import { isVfsError } from '../vfs/errors.js';
 import { ControlReplicas } from './control.js';
-import type { CoherentCache } from './coherence.js';
+import { PENDING_MAX_AGE_MS, type CoherentCache } from './coherence.js';
 import { Coordinator } from './leases.js';
 
 const log = pino({ level: 'silent' });
@@ -16,6 +16,15 @@ class Recorder implements CoherentCache {
   readonly heard: string[] = [];
   invalidateRemote(ids: readonly number[] | null, blocks: boolean): void {
     this.heard.push(ids === null ? '*' : `${blocks ? 'b' : 'i'}:${ids.join(',')}`);
+  }
+  /** Inodes another server announced and did not finish changing (counted; '*': anything). */
+  readonly uncertain = new Map<string, number>();
+  uncertainRemote(ids: readonly number[] | null, on: boolean): void {
+    for (const k of ids === null ? ['*'] : ids.map(String)) {
+      const n = (this.uncertain.get(k) ?? 0) + (on ? 1 : -1);
+      if (n === 0) this.uncertain.delete(k);
+      else this.uncertain.set(k, n);
+    }
   }
 }
 
@@ -78,6 +87,42 @@ describe('cache coherence and control generations over Redis', () => {
     b.dropCoherence(lo);
   });
 
+  it('an announced change: the other server caches none of its inodes from the announcement until it is done, even when the end is lost', async () => {
+    const [a, b] = [await connect(), await connect()];
+    const ra = new Recorder();
+    const rb = new Recorder();
+    const la = a.coherenceFor('store4', ra);
+    const lb = b.coherenceFor('store4', rb);
+    assert.equal(await la.sync(), true);
+    assert.equal(await lb.sync(), true);
+    rb.heard.length = 0;
+    const t1 = await la.announce([11, 12], false);
+    // Heard by B before the announcement resolved: B's next sync proves it applied.
+    assert.equal(await lb.sync(), true);
+    assert.deepEqual(
+      [...rb.uncertain],
+      [
+        ['11', 1],
+        ['12', 1],
+      ],
+    );
+    assert.deepEqual(rb.heard, ['i:11,12']);
+    const t2 = await la.announce([12], true);
+    await lb.sync();
+    assert.equal(rb.uncertain.get('12'), 2, 'announcements nest');
+    la.done(t1, [11, 12, 13], false);
+    await until(async () => (await lb.sync()) && !rb.uncertain.has('11'));
+    assert.equal(rb.heard.at(-1), 'i:11,12,13', 'the end drops everything the change touched');
+    assert.equal(rb.uncertain.get('12'), 1, 'the other change of 12 is not done yet');
+    // The end of t2 never comes: 12 stays uncertain until the announcement is old.
+    assert.equal(lb.pendingRemote, 1);
+    lb.sweep(Date.now() + PENDING_MAX_AGE_MS + 1);
+    assert.equal(lb.pendingRemote, 0);
+    assert.deepEqual([...rb.uncertain], []);
+    assert.equal(rb.heard.at(-1), '*', 'an announcement given up on drops everything');
+    void t2;
+  });
+
   it('without Redis: sync() is false (caches dropped), changes are refused with JUKEBOX; once back, true again', async () => {
     const c = await connect();
     const r = new Recorder();
@@ -92,6 +137,7 @@ describe('cache coherence and control generations over Redis', () => {
         () => link.checkCanPublish(),
         (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX',
       );
+      await assert.rejects(link.announce([1], false), (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX');
     } finally {
       await redis.resume();
     }
