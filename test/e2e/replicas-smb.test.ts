@@ -13,13 +13,16 @@
 // - a server that loses Redis right after a change it could not publish: the others stop trusting
 //   their caches once its liveness key is gone (within the ttl and one renewal);
 // - with Redis stopped a server grants no open of a shared file (NETWORK_BUSY) and grants again
-//   once Redis is back.
+//   once Redis is back;
+// - an open whose caching cannot be announced (Redis lost right then) is granted without an oplock,
+//   not refused.
+// After every test the PostgreSQL tables are checked: one tree, nlink right, no orphan block rows.
 // Each of these passes two servers a conflicting grant on the code before coord/locks.ts.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
@@ -33,7 +36,7 @@ import { SmbWriter } from '../../server/src/smb2/codec.js';
 import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
 import { bodies, SmbCommand } from '../helpers/smb-client.js';
 import { writeConfig } from '../fault/support.js';
-import { replicaConfig } from '../helpers/replicas.js';
+import { replicaConfig, storeInconsistencies } from '../helpers/replicas.js';
 import { tcpForward } from '../helpers/proxy.js';
 
 const USER = { username: 'clusteruser', password: 'cluster-user-Passw0rd', uid: 1000, gid: 1000 };
@@ -147,6 +150,11 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     // B looks after A marked the store, so it cannot tell A's state from lost state: it waits the
     // grace period out (the others register their state again meanwhile).
     await until('the grace period after Redis started empty', async () => (await viaB.createStatus('grace.txt')) === 0, 15_000);
+  });
+
+  // Whatever happened, the tables hold one tree: every entry reaches the root, nlink is right.
+  afterEach(async () => {
+    assert.deepEqual(await storeInconsistencies(pgi.url), []);
   });
 
   after(async () => {
@@ -316,6 +324,36 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
       // E's liveness key expires within the ttl (3 s); B notices at its next renewal (1 s).
       const took = await until('B reads the store again', async () => ((await nb.getattr(fh)).attrs!.mode & 0o7777) === 0o700, 15_000);
       assert.ok(took <= 6_000, `B saw the unheard change ${took} ms after E lost Redis`);
+    } finally {
+      await e.stop();
+      await proxy.close();
+    }
+  });
+
+  it('an open whose caching cannot be announced (Redis lost right then) is granted without an oplock, not refused (NETWORK_BUSY before)', async () => {
+    // E reaches Redis through a proxy that cuts E's connections the moment E announces that its
+    // client caches a file (after the open itself was registered).
+    const proxy = await tcpForward(redis.port);
+    const eDir = path.join(work, 'e2-conf');
+    await mkdir(eDir, { recursive: true });
+    const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));
+    const e = await start('e2', eConfig);
+    try {
+      const ce = await smb(e);
+      // A new server grants opens once it may (its grace period); opens without caching announce nothing.
+      await until('E grants opens', async () => (await ce.createStatus('e2-ready.txt')) === 0, 20_000);
+      const cut = proxy.cutAt('replicas-test:cache:', 1);
+      // Before: STATUS_NETWORK_BUSY (the CREATE failed on the announcement); the open was registered.
+      const granted = await ce.create('uncached.bin', { oplock: 9 });
+      assert.equal(granted.oplock, 0, 'granted without an oplock');
+      await Promise.race([cut, sleep(5_000)]);
+      proxy.heal();
+      // E, back on Redis, grants a batch oplock again.
+      await until(
+        'E grants an oplock again',
+        async () => (await ce.create(`cached-${Date.now()}.bin`, { oplock: 9 }).catch(() => ({ oplock: -1 }))).oplock === 9,
+        20_000,
+      );
     } finally {
       await e.stop();
       await proxy.close();

@@ -142,7 +142,8 @@ describe('cache coherence and control generations over Redis', () => {
       await redis.resume();
     }
     r.heard.length = 0;
-    await until(() => link.sync(), 15_000);
+    // Both connections back (the subscriber one may come back first: changes wait for the other).
+    await until(async () => (await link.sync()) && c.ready, 15_000);
     assert.ok(r.heard.includes('*'), 'everything was dropped again when coherence came back');
     link.checkCanPublish();
   });

@@ -275,9 +275,12 @@ export async function create(
   open.record ??= await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
   let granting;
   try {
-    granting = oplock.grantCaching(c.fs, open, open.record, req, c.caching);
-    // Several servers: the others learn that this file is cached here before the CREATE is answered.
-    await c.fs.opens.announceCaching(open.record);
+    // Several servers: the others learn that this file may be cached here before caching is
+    // granted. When they cannot (Redis went away since the open was registered), the open is granted
+    // without an oplock or lease (MS-SMB2 3.3.5.9: a lower level than asked may be granted).
+    const wants = c.caching !== undefined && !open.isDir && req.requestedOplockLevel !== oplock.OplockLevel.NONE;
+    const caching = wants && !(await c.fs.opens.mayCache(open.record)) ? undefined : c.caching;
+    granting = oplock.grantCaching(c.fs, open, open.record, req, caching);
   } catch (e) {
     await oplock.releaseOpen(c.fs, open, c.id);
     throw e;

@@ -6,6 +6,7 @@
 // The table knows no wire format: a holder is anything that can be told to drop caching bits.
 import type { MetadataStore } from '../../meta/store.js';
 import type { ClusterLocks } from './cluster.js';
+import { isVfsError } from '../errors.js';
 
 /** MS-SMB2 2.2.13.1 / MS-DTYP 2.4.3 access bits that take part in share-mode checks. */
 export const AccessBits = Object.freeze({
@@ -160,11 +161,21 @@ export class OpenTable {
     });
   }
 
-  /** After an open was granted caching (before its CREATE is answered): the other servers learn of it. */
-  async announceCaching(rec: OpenRecord): Promise<void> {
-    if (rec.holder === null || rec.holder.caching === Caching.NONE) return;
+  /**
+   * Before an open that asks for caching is granted any: the other servers learn that this server's
+   * clients may cache the file. False when they cannot (the cluster state is unreachable): the open
+   * is then granted without caching, which is always allowed, instead of failing.
+   */
+  async mayCache(rec: OpenRecord): Promise<boolean> {
     const cluster = this.shared(rec.file.meta);
-    if (cluster !== null) await cluster.announceCaching(rec.file.meta, rec.file.inodeId);
+    if (cluster === null) return true;
+    try {
+      await cluster.announceCaching(rec.file.meta, rec.file.inodeId);
+      return true;
+    } catch (e) {
+      if (isVfsError(e) && e.errno === 'JUKEBOX') return false;
+      throw e;
+    }
   }
 
   /** Breaks the other servers' caching of the file down to `keep`; null (no cost) when none is known. */
