@@ -185,6 +185,11 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const doc = await ca.create('doc.txt', { options: 0x40 | 0x1000 });
     await ca.close(doc.fileId);
     assert.equal(hex(await ca.createStatus('doc.txt')), hex(STATUS.DELETE_PENDING), 'a new open through A');
+    // B's own open reports it (FileAllInformation: FileStandardInformation.DeletePending at 40 + 20).
+    const q = await cb.request(SmbCommand.QUERY_INFO, bodies.queryInfo(held.fileId));
+    assert.equal(hex(q.status), hex(0));
+    const info = q.body.subarray(q.body.readUInt16LE(2) - 64);
+    assert.equal(info[60], 1, 'DeletePending through B');
     const { c: na, root } = await nfs(a);
     assert.equal((await na.lookup(root, 'doc.txt')).status, NfsStat.OK, 'still there while B holds it open');
     await cb.close(held.fileId);

@@ -496,6 +496,9 @@ const READ_ATTRIBUTES_CLASSES: ReadonlySet<number> = new Set([
   FileInfoClass.FileAttributeTagInformation,
 ]);
 
+/** The classes that carry DeletePending (MS-FSCC 2.4.41, 2.4.2). */
+const DELETE_PENDING_CLASSES: ReadonlySet<number> = new Set([FileInfoClass.FileStandardInformation, FileInfoClass.FileAllInformation]);
+
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
   let out: Buffer | null;
@@ -519,7 +522,10 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
               path: '\\' + open.path,
               grantedAccess: open.grantedAccess,
               position: open.position,
-              deletePending: oplock.deletePendingOf(open),
+              deletePending:
+                oplock.deletePendingOf(open) ||
+                // Several servers: another one may have made the file delete-pending.
+                (DELETE_PENDING_CLASSES.has(req.infoClass) && open.record !== null && (await c.fs.opens.deletePendingShared(open.record))),
             });
       min = FILE_CLASS_MIN[req.infoClass];
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);

@@ -162,6 +162,16 @@ export class OpenTable {
   }
 
   /**
+   * Whether the open's file is delete-pending, set through this server or another (what
+   * FileStandardInformation reports). One Redis round trip when the store is shared.
+   */
+  async deletePendingShared(rec: OpenRecord): Promise<boolean> {
+    if (rec.file.deletePending) return true;
+    const cluster = this.shared(rec.file.meta);
+    return cluster !== null && cluster.isDeletePending(rec.file.meta, rec.file.inodeId);
+  }
+
+  /**
    * Before an open that asks for caching is granted any: the other servers learn that this server's
    * clients may cache the file. False when they cannot (the cluster state is unreachable): the open
    * is then granted without caching, which is always allowed, instead of failing.
