@@ -5,7 +5,8 @@
 //   (SHARING_VIOLATION) and an NFS REMOVE through B fail (ACCES); after A's close B opens it;
 // - delete-pending: a delete-on-close open closed through A while B holds an open leaves the file
 //   delete-pending for new opens through A (DELETE_PENDING); B's last close removes it;
-// - a rename through B does not replace a file open through A (ACCESS_DENIED);
+// - a rename through B does not replace a file open through A (ACCESS_DENIED), nor renames a file
+//   in a directory open through A with DELETE access (SHARING_VIOLATION);
 // - byte-range locks: a lock through A refuses B's LOCK, SMB WRITE and READ (FILE_LOCK_CONFLICT)
 //   and an NFS WRITE through B (ACCES); a blocking LOCK through B is granted when A unlocks;
 // - a SIGKILLed server's opens and locks stop refusing the other within the liveness ttl (3 s), and a
@@ -205,6 +206,17 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     await ca.close(held.fileId);
     assert.equal(hex(await renameStatus(cb, src.fileId, 'victim.txt')), hex(STATUS.SUCCESS), 'once A closed it');
     await cb.close(src.fileId);
+  });
+
+  it('a rename through B of a file in a directory open through A with DELETE access: SHARING_VIOLATION, as on one server', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const dir = await ca.create('rdir', { options: 0x1 });
+    const f = await cb.create('rdir\\f.txt');
+    assert.equal(hex(await renameStatus(cb, f.fileId, 'rdir\\g.txt')), hex(STATUS.SHARING_VIOLATION), 'the directory is open through A');
+    await ca.close(dir.fileId);
+    assert.equal(hex(await renameStatus(cb, f.fileId, 'rdir\\g.txt')), hex(0), 'once A closed it');
+    await cb.close(f.fileId);
   });
 
   it('byte-range locks: a lock through A refuses LOCK, WRITE and READ through B and an NFS WRITE through B; a blocking LOCK waits for the unlock', async () => {

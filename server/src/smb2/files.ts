@@ -706,13 +706,12 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     if (!replace) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     if (existing.type === FileType.DIR) throw fail(NtStatus.ACCESS_DENIED, 'cannot replace a directory');
   }
-  if (!link)
-    oplock.checkRename(
-      c.fs,
-      open,
-      (await c.fs.resolve(open.parent)).inode.id,
-      existing && existing.id !== open.inodeId ? existing.id : null,
-    );
+  if (!link) {
+    const parentId = (await c.fs.resolve(open.parent)).inode.id;
+    oplock.checkRename(c.fs, open, parentId, existing && existing.id !== open.inodeId ? existing.id : null);
+    if (await c.fs.opens.dirRefusesRenameElsewhere(c.share.meta, parentId))
+      throw fail(NtStatus.SHARING_VIOLATION, 'the directory is open on another server without delete sharing');
+  }
   if (!link && existing && existing.id !== open.inodeId && (await c.fs.opens.openElsewhere(c.share.meta, existing.id)))
     throw fail(NtStatus.ACCESS_DENIED, 'the file replaced is open on another server');
   if (link) {

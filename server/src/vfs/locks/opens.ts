@@ -254,6 +254,15 @@ export class OpenTable {
     return cluster !== null && cluster.remoteConflict(meta, inodeId, AccessBits.DELETE, 0);
   }
 
+  /**
+   * Has another server an open of the directory that refuses a rename of a file in it: one with
+   * DELETE access, or one that does not share delete (oplock.ts checkRename, on this server)?
+   */
+  async dirRefusesRenameElsewhere(meta: MetadataStore, dirId: number): Promise<boolean> {
+    const cluster = this.shared(meta);
+    return cluster !== null && cluster.remoteConflict(meta, dirId, AccessBits.DELETE, ShareAccess.READ | ShareAccess.WRITE);
+  }
+
   /** Gives an open a caching holder (or takes it away). */
   setHolder(rec: OpenRecord, holder: CacheHolder | null): void {
     if (!rec.file.opens.has(rec)) return;
