@@ -10,6 +10,7 @@ import { PENDING_MAX_AGE_MS, type CoherentCache } from './coherence.js';
 import { Coordinator } from './leases.js';
 
 const log = pino({ level: 'silent' });
+const GRACE_MS = 1_000;
 
 /** A cache that records what it was told to drop. */
 class Recorder implements CoherentCache {
@@ -50,8 +51,10 @@ describe('cache coherence and control generations over Redis', () => {
   });
 
   const connect = async (): Promise<Coordinator> => {
-    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'coh:', tls: false, leaseTtlMs: 1_500, log });
+    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'coh:', tls: false, leaseTtlMs: 1_500, log, recoveryGraceMs: GRACE_MS });
     open.push(c);
+    // After the grace that follows a subscription (nothing cached), so tests see only their own messages.
+    await until(() => !c.cachesSettling);
     return c;
   };
 
@@ -123,6 +126,26 @@ describe('cache coherence and control generations over Redis', () => {
     void t2;
   });
 
+  it('after a resubscription nothing is cached for the grace (announcements made meanwhile were not heard), then everything is dropped once more', async () => {
+    const c = await connect();
+    const r = new Recorder();
+    const link = c.coherenceFor('store5', r);
+    assert.equal(await link.sync(), true);
+    assert.deepEqual([...r.uncertain], []);
+    await redis.pause();
+    try {
+      await until(async () => !(await link.sync()));
+    } finally {
+      await redis.resume();
+    }
+    await until(() => link.sync(), 15_000);
+    assert.equal(r.uncertain.get('*'), 1, 'nothing cached right after the resubscription');
+    r.heard.length = 0;
+    await until(() => !c.cachesSettling);
+    assert.deepEqual([...r.uncertain], [], 'cached again after the grace');
+    assert.deepEqual(r.heard, ['*'], 'and what was read meanwhile is dropped');
+  });
+
   it('without Redis: sync() is false (caches dropped), changes are refused with JUKEBOX; once back, true again', async () => {
     const c = await connect();
     const r = new Recorder();
@@ -144,6 +167,8 @@ describe('cache coherence and control generations over Redis', () => {
     r.heard.length = 0;
     // Both connections back (the subscriber one may come back first: changes wait for the other).
     await until(async () => (await link.sync()) && c.ready, 15_000);
+    // (Dropped at the resubscription, and at the end of the grace that follows it.)
+    await until(() => !c.cachesSettling);
     assert.ok(r.heard.includes('*'), 'everything was dropped again when coherence came back');
     link.checkCanPublish();
   });

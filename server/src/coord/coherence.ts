@@ -46,6 +46,11 @@ const PING_TIMEOUT_MS = 1_000;
 const HUNG_MS = 5_000;
 /** While incoherent: how often the subscriber connection is tried again. */
 const RETRY_MS = 500;
+/**
+ * After (re)subscribing: nothing is cached this long. A change announced while this server was not
+ * listening may still be committing; it is assumed done (or given up) by then.
+ */
+export const RECOVERY_GRACE_MS = 5_000;
 /** Inodes per message (a larger change is published as "everything"). */
 const MAX_IDS = 256;
 /** Invalidations kept to publish again when Redis is back (beyond: "everything" once). */
@@ -86,17 +91,44 @@ export class SubscriberSync {
   private retry: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly caches = new Set<CoherentCache>();
+  /** Set while nothing is cached after a (re)subscription (RECOVERY_GRACE_MS). */
+  private grace: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly sub: RedisClient,
     private readonly log: Logger,
+    private readonly graceMs = RECOVERY_GRACE_MS,
   ) {
     sub.on('close', () => this.lost('the subscriber connection to Redis closed'));
     sub.on('ready', () => void this.recover());
   }
 
   add(cache: CoherentCache): void {
+    if (this.caches.has(cache)) return;
     this.caches.add(cache);
+    // A new cache starts as after a resubscription: it missed whatever was announced before.
+    if (this.grace) cache.uncertainRemote(null, true);
+  }
+
+  /** Whether the grace after a (re)subscription is running (nothing is cached meanwhile). */
+  get settling(): boolean {
+    return this.grace !== null;
+  }
+
+  /** Announcements made before this server listened were not heard: cache nothing for a while. */
+  private startGrace(): void {
+    if (this.closed) return;
+    // Running already (a second outage): it lasts from now on.
+    if (this.grace) clearTimeout(this.grace);
+    else for (const c of this.caches) c.uncertainRemote(null, true);
+    this.grace = setTimeout(() => {
+      this.grace = null;
+      for (const c of this.caches) {
+        c.uncertainRemote(null, false);
+        c.invalidateRemote(null, true);
+      }
+    }, this.graceMs);
+    this.grace.unref();
   }
 
   remove(cache: CoherentCache): void {
@@ -140,8 +172,10 @@ export class SubscriberSync {
       return this.scheduleRetry();
     }
     if (this.coherent || this.closed) return;
-    // Whatever was published while we were away is lost: start from nothing.
+    // Whatever was published while we were away is lost: start from nothing, and cache nothing
+    // until the changes announced meanwhile are surely done.
     this.dropAll();
+    this.startGrace();
     this.coherent = true;
     this.log.info('cache coherence (Redis) established');
   }
@@ -194,6 +228,8 @@ export class SubscriberSync {
     this.coherent = false;
     if (this.retry) clearTimeout(this.retry);
     this.retry = null;
+    if (this.grace) clearTimeout(this.grace);
+    this.grace = null;
   }
 }
 

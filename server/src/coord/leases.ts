@@ -95,6 +95,8 @@ export interface CoordinationOptions {
   password?: string;
   leaseTtlMs: number;
   log: Logger;
+  /** Nothing is cached this long after (re)subscribing (default coherence.ts RECOVERY_GRACE_MS; tests shorten it). */
+  recoveryGraceMs?: number;
 }
 
 /** The password of coordination.redis, from its file or its environment variable. */
@@ -178,7 +180,7 @@ export class Coordinator {
       throw new Error(`coordination.redis: cannot reach ${url.protocol}//${url.host}: ${detail}`);
     }
     const c = new Coordinator(redis, sub, opts);
-    c.subSync = new SubscriberSync(sub, opts.log);
+    c.subSync = new SubscriberSync(sub, opts.log, opts.recoveryGraceMs);
     await c.checkBoot();
     redis.on('ready', () => void c.checkBoot().catch(() => undefined));
     redis.on('close', () => c.disconnected());
@@ -228,6 +230,11 @@ export class Coordinator {
 
   get ready(): boolean {
     return this.redis.status === 'ready';
+  }
+
+  /** Whether nothing is cached for now, after a (re)subscription (coherence.ts SubscriberSync). */
+  get cachesSettling(): boolean {
+    return this.subSync.settling;
   }
 
   /** Whether every message published so far may be assumed heard (coherence.ts SubscriberSync). */
