@@ -70,12 +70,12 @@ describe('cache coherence and control generations over Redis', () => {
     ra.heard.length = 0;
     rb.heard.length = 0;
     for (let i = 1; i <= 200; i++) {
-      await la.publish([i, i + 1], i % 2 === 0);
+      la.done(await la.announce([i, i + 1], i % 2 === 0), [i, i + 1], i % 2 === 0);
       // No waiting on anything else: the sync point alone proves it is in.
       assert.equal(await lb.sync(), true);
       assert.equal(rb.heard.at(-1), `${i % 2 === 0 ? 'b' : 'i'}:${i},${i + 1}`, `round ${i}`);
     }
-    await la.publish(null, false);
+    la.done(await la.announce(null, false), null, false);
     await lb.sync();
     assert.equal(rb.heard.at(-1), '*');
     assert.deepEqual(ra.heard, [], 'the publisher does not hear itself');
@@ -84,7 +84,7 @@ describe('cache coherence and control generations over Redis', () => {
     const lo = b.coherenceFor('store2', other);
     await lo.sync();
     other.heard.length = 0;
-    await la.publish([7], false);
+    la.done(await la.announce([7], false), [7], false);
     await lb.sync();
     assert.deepEqual(other.heard, []);
     b.dropCoherence(lo);

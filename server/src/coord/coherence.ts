@@ -294,17 +294,6 @@ export class StoreCoherence {
     });
   }
 
-  /** Tells the other servers about a change already made (awaited). null: everything. */
-  async publish(ids: readonly number[] | null, blocks: boolean): Promise<void> {
-    const msg = `${this.serverId} ${body(ids, blocks)}`;
-    try {
-      await this.redis.publish(this.channel, msg);
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'could not publish a metadata change; retrying');
-      this.queue(msg);
-    }
-  }
-
   private queue(msg: string): void {
     // Changed in the store already: published as soon as Redis answers again.
     if (this.unsent.length >= MAX_UNSENT) this.unsent = [`${this.serverId} *`];
