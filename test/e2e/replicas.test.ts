@@ -507,6 +507,10 @@ describe('several replicas on one control database (coordination.redis)', { time
     }
   });
 
+  afterEach(async () => {
+    assert.deepEqual(await storeInconsistencies(pg.url), []);
+  });
+
   after(async () => {
     for (const c of clients) c.close();
     for (const s of servers) await s.stop().catch(() => undefined);
