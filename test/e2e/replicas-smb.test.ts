@@ -5,7 +5,8 @@
 //   (SHARING_VIOLATION) and an NFS REMOVE through B fail (ACCES); after A's close B opens it;
 // - delete-pending: a delete-on-close open closed through A while B holds an open leaves the file
 //   delete-pending for new opens through A (DELETE_PENDING); B's last close removes it;
-// - a rename through B does not replace a file open through A (ACCESS_DENIED);
+// - a rename through B does not replace a file open through A (ACCESS_DENIED), nor renames a file
+//   in a directory open through A with DELETE access (SHARING_VIOLATION);
 // - byte-range locks: a lock through A refuses B's LOCK, SMB WRITE and READ (FILE_LOCK_CONFLICT)
 //   and an NFS WRITE through B (ACCES); a blocking LOCK through B is granted when A unlocks;
 // - a SIGKILLed server's opens and locks stop refusing the other within the liveness ttl (3 s), and a
@@ -13,13 +14,16 @@
 // - a server that loses Redis right after a change it could not publish: the others stop trusting
 //   their caches once its liveness key is gone (within the ttl and one renewal);
 // - with Redis stopped a server grants no open of a shared file (NETWORK_BUSY) and grants again
-//   once Redis is back.
+//   once Redis is back;
+// - an open whose caching cannot be announced (Redis lost right then) is granted without an oplock,
+//   not refused.
+// After every test the PostgreSQL tables are checked: one tree, nlink right, no orphan block rows.
 // Each of these passes two servers a conflicting grant on the code before coord/locks.ts.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
@@ -33,7 +37,7 @@ import { SmbWriter } from '../../server/src/smb2/codec.js';
 import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
 import { bodies, SmbCommand } from '../helpers/smb-client.js';
 import { writeConfig } from '../fault/support.js';
-import { replicaConfig } from '../helpers/replicas.js';
+import { replicaConfig, storeInconsistencies } from '../helpers/replicas.js';
 import { tcpForward } from '../helpers/proxy.js';
 
 const USER = { username: 'clusteruser', password: 'cluster-user-Passw0rd', uid: 1000, gid: 1000 };
@@ -149,6 +153,11 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     await until('the grace period after Redis started empty', async () => (await viaB.createStatus('grace.txt')) === 0, 15_000);
   });
 
+  // Whatever happened, the tables hold one tree: every entry reaches the root, nlink is right.
+  afterEach(async () => {
+    assert.deepEqual(await storeInconsistencies(pgi.url), []);
+  });
+
   after(async () => {
     for (const c of clients) c.destroy();
     for (const c of nfsClients) c.close();
@@ -177,6 +186,11 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const doc = await ca.create('doc.txt', { options: 0x40 | 0x1000 });
     await ca.close(doc.fileId);
     assert.equal(hex(await ca.createStatus('doc.txt')), hex(STATUS.DELETE_PENDING), 'a new open through A');
+    // B's own open reports it (FileAllInformation: FileStandardInformation.DeletePending at 40 + 20).
+    const q = await cb.request(SmbCommand.QUERY_INFO, bodies.queryInfo(held.fileId));
+    assert.equal(hex(q.status), hex(0));
+    const info = q.body.subarray(q.body.readUInt16LE(2) - 64);
+    assert.equal(info[60], 1, 'DeletePending through B');
     const { c: na, root } = await nfs(a);
     assert.equal((await na.lookup(root, 'doc.txt')).status, NfsStat.OK, 'still there while B holds it open');
     await cb.close(held.fileId);
@@ -192,6 +206,17 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     await ca.close(held.fileId);
     assert.equal(hex(await renameStatus(cb, src.fileId, 'victim.txt')), hex(STATUS.SUCCESS), 'once A closed it');
     await cb.close(src.fileId);
+  });
+
+  it('a rename through B of a file in a directory open through A with DELETE access: SHARING_VIOLATION, as on one server', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const dir = await ca.create('rdir', { options: 0x1 });
+    const f = await cb.create('rdir\\f.txt');
+    assert.equal(hex(await renameStatus(cb, f.fileId, 'rdir\\g.txt')), hex(STATUS.SHARING_VIOLATION), 'the directory is open through A');
+    await ca.close(dir.fileId);
+    assert.equal(hex(await renameStatus(cb, f.fileId, 'rdir\\g.txt')), hex(0), 'once A closed it');
+    await cb.close(f.fileId);
   });
 
   it('byte-range locks: a lock through A refuses LOCK, WRITE and READ through B and an NFS WRITE through B; a blocking LOCK waits for the unlock', async () => {
@@ -316,6 +341,36 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
       // E's liveness key expires within the ttl (3 s); B notices at its next renewal (1 s).
       const took = await until('B reads the store again', async () => ((await nb.getattr(fh)).attrs!.mode & 0o7777) === 0o700, 15_000);
       assert.ok(took <= 6_000, `B saw the unheard change ${took} ms after E lost Redis`);
+    } finally {
+      await e.stop();
+      await proxy.close();
+    }
+  });
+
+  it('an open whose caching cannot be announced (Redis lost right then) is granted without an oplock, not refused (NETWORK_BUSY before)', async () => {
+    // E reaches Redis through a proxy that cuts E's connections the moment E announces that its
+    // client caches a file (after the open itself was registered).
+    const proxy = await tcpForward(redis.port);
+    const eDir = path.join(work, 'e2-conf');
+    await mkdir(eDir, { recursive: true });
+    const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));
+    const e = await start('e2', eConfig);
+    try {
+      const ce = await smb(e);
+      // A new server grants opens once it may (its grace period); opens without caching announce nothing.
+      await until('E grants opens', async () => (await ce.createStatus('e2-ready.txt')) === 0, 20_000);
+      const cut = proxy.cutAt('replicas-test:cache:', 1);
+      // Before: STATUS_NETWORK_BUSY (the CREATE failed on the announcement); the open was registered.
+      const granted = await ce.create('uncached.bin', { oplock: 9 });
+      assert.equal(granted.oplock, 0, 'granted without an oplock');
+      await Promise.race([cut, sleep(5_000)]);
+      proxy.heal();
+      // E, back on Redis, grants a batch oplock again.
+      await until(
+        'E grants an oplock again',
+        async () => (await ce.create(`cached-${Date.now()}.bin`, { oplock: 9 }).catch(() => ({ oplock: -1 }))).oplock === 9,
+        20_000,
+      );
     } finally {
       await e.stop();
       await proxy.close();

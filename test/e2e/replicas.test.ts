@@ -16,11 +16,14 @@
 // - Data a killed server committed but had not uploaded: after its restart (uploads held up), reads
 //   through the other wait for it instead of returning what the store had.
 // - A server that loses Redis answers JUKEBOX to writes until Redis is back.
+// - A server that loses Redis in the middle of a change: a change it acknowledged is what the other
+//   server's very next call sees (the change was announced before it was made); one it could not
+//   announce is refused and not made.
 // - A share created and a default permission of none set through one server's API are applied by
 //   the other before the API answers; each server reports the generation it applied.
 // After every test the PostgreSQL tables are checked: one tree, nlink right, no orphan block rows.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -34,6 +37,8 @@ import { startS3, type S3TestServer } from '../helpers/s3.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { apiRequest, takeOverAdmin } from '../helpers/api.js';
 import { writeConfig } from '../fault/support.js';
+import { tcpForward } from '../helpers/proxy.js';
+import pgClient from 'pg';
 import { firstDiff, holdingProxy, replicaConfig, settlesTo, storeInconsistencies, writeCommit } from '../helpers/replicas.js';
 
 const MiB = 1024 * 1024;
@@ -372,6 +377,91 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     }
   });
 
+  it('a server that loses Redis during a change: what it acknowledged is what the next call through the other sees; what it could not announce is not made', async () => {
+    // E reaches Redis and PostgreSQL through proxies: one phase cuts E's Redis connections the moment
+    // E sends its SETATTR's UPDATE to PostgreSQL (E committed, then could not publish), the other
+    // the moment E publishes a cache invalidation. F reaches PostgreSQL through the same proxy (the
+    // servers that share a store name it by the same address) and Redis directly.
+    const redisProxy = await tcpForward(redis.port);
+    const pgPort = Number(new URL(pg.url).port);
+    const pgProxy = await tcpForward(pgPort);
+    proxies.push(redisProxy, pgProxy);
+    const saved = configFile;
+    const startVia = async (name: string, redisPort: number): Promise<DittofsProcess> => {
+      const dir = path.join(work, `${name}-conf`);
+      await mkdir(dir, { recursive: true });
+      configFile = await writeConfig(
+        dir,
+        replicaConfig(pg, s3, redis)
+          .replace(redis.url, `redis://127.0.0.1:${redisPort}`)
+          .replace(`127.0.0.1:${pgPort}`, `127.0.0.1:${pgProxy.port}`),
+      );
+      try {
+        return await start(path.join(work, name));
+      } finally {
+        configFile = saved;
+      }
+    };
+    const e = await startVia('e', redisProxy.port);
+    const f = await startVia('f', redis.port);
+    const ce = await open(e);
+    // A server that never answers fails the test here, not after two minutes.
+    ce.timeoutMs = 30_000;
+    const cb = await open(f);
+    const made = await cb.create(await cb.mount('/export'), 'acked-then-cut.txt');
+    assert.equal(made.status, NfsStat.OK);
+    const fh = made.fh!;
+    await ce.mount('/export');
+    const stored = async (): Promise<number> => {
+      const db = new pgClient.Client({ connectionString: pg.url });
+      await db.connect();
+      try {
+        const r = await db.query<{ mode: number }>('SELECT i.mode FROM inodes i JOIN dirents d ON d.child = i.id WHERE d.name = $1', [
+          Buffer.from('acked-then-cut.txt'),
+        ]);
+        return r.rows[0]!.mode & 0o7777;
+      } finally {
+        await db.end();
+      }
+    };
+    const mode = async (c: NfsOps): Promise<string> => {
+      const r = await c.getattr(fh);
+      assert.equal(r.status, NfsStat.OK);
+      return (r.attrs!.mode & 0o7777).toString(8);
+    };
+    const phases = [
+      { what: 'Redis cut while the UPDATE commits', to: 0o600, arm: () => pgProxy.whenSent('dfs_set_attr', 1, () => redisProxy.cut()) },
+      { what: 'Redis cut at the first publication', to: 0o640, arm: () => void redisProxy.cutAt('inval:', 1) },
+    ];
+    const outcomes: string[] = [];
+    for (const phase of phases) {
+      // E is coherent again (after the previous cut) and B has the file's attributes cached.
+      const ok = await retryJukebox(() => ce.setattr(fh, { mode: 0o644 }), { maxWaitMs: 30_000 });
+      assert.equal(ok.status, NfsStat.OK);
+      assert.equal(await mode(cb), '644');
+      assert.equal(await mode(cb), '644');
+      phase.arm();
+      const r = await ce.setattr(fh, { mode: phase.to });
+      const viaB = await mode(cb);
+      const inStore = (await stored()).toString(8);
+      const outcome = `${phase.what}: E ${statusName(r.status)}, then B ${viaB}, the store ${inStore}`;
+      outcomes.push(outcome);
+      if (r.status === NfsStat.OK) {
+        assert.equal(viaB, phase.to.toString(8), `E acknowledged; B's next GETATTR is stale (${outcome})`);
+      } else {
+        assert.equal(statusName(r.status), statusName(NfsStatMore.JUKEBOX), outcome);
+        assert.equal(inStore, '644', `a refused change is not made (${outcome})`);
+        assert.equal(viaB, '644', outcome);
+      }
+      redisProxy.heal();
+    }
+    // The change committed before Redis went is acknowledged; the one that could not be announced is not.
+    assert.match(outcomes[0]!, /E NFS3ERR_OK/, outcomes.join('; '));
+    assert.match(outcomes[1]!, /E NFS3ERR_JUKEBOX/, outcomes.join('; '));
+    await e.stop();
+    await f.stop();
+  });
+
   it('a server that loses Redis answers JUKEBOX to writes, never OK, and writes again once Redis is back', async () => {
     const rng = new Prng(SEED + 2);
     const ca = await open(a);
@@ -415,6 +505,10 @@ describe('several replicas on one control database (coordination.redis)', { time
         }),
       );
     }
+  });
+
+  afterEach(async () => {
+    assert.deepEqual(await storeInconsistencies(pg.url), []);
   });
 
   after(async () => {

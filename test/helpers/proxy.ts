@@ -1,5 +1,7 @@
 // A TCP forwarder for tests: connections to its port are piped to 127.0.0.1:target. `cut()` drops
-// every connection and refuses new ones (a network cut between a server and Redis); `close()` ends it.
+// every connection and refuses new ones (a network cut between a server and Redis), `cutAt()` does
+// it the moment a client sends given bytes (that chunk is not forwarded), `heal()` lets connections
+// in again; `close()` ends it.
 import net from 'node:net';
 
 export interface TcpForward {
@@ -7,6 +9,18 @@ export interface TcpForward {
   port: number;
   /** Drops every connection and refuses new ones from now on. */
   cut(): void;
+  /**
+   * Cuts (as `cut()`) when a client's chunk holds `pattern` for the `nth` time from now on; that
+   * chunk is dropped. Resolves when it happened.
+   */
+  cutAt(pattern: string, nth?: number): Promise<void>;
+  /**
+   * Calls `fn` when a client's chunk holds `pattern` for the `nth` time from now on, before the
+   * chunk is forwarded.
+   */
+  whenSent(pattern: string, nth: number, fn: () => void): void;
+  /** New connections are forwarded again. */
+  heal(): void;
   close(): Promise<void>;
 }
 
@@ -14,6 +28,7 @@ export interface TcpForward {
 export async function tcpForward(target: number, host = '127.0.0.1'): Promise<TcpForward> {
   const sockets = new Set<net.Socket>();
   let refusing = false;
+  let trigger: { pattern: Buffer; left: number; fired: () => void; drop: boolean } | null = null;
   const server = net.createServer((client) => {
     if (refusing) {
       client.destroy();
@@ -29,7 +44,21 @@ export async function tcpForward(target: number, host = '127.0.0.1'): Promise<Tc
     };
     client.on('close', end).on('error', end);
     upstream.on('close', end).on('error', end);
-    client.pipe(upstream).pipe(client);
+    client.on('data', (chunk: Buffer) => {
+      if (trigger && chunk.includes(trigger.pattern) && --trigger.left === 0) {
+        const t = trigger;
+        trigger = null;
+        t.fired();
+        if (t.drop) {
+          refusing = true;
+          dropAll();
+          return;
+        }
+      }
+      if (!upstream.write(chunk)) client.pause();
+    });
+    upstream.on('drain', () => client.resume());
+    upstream.pipe(client);
   });
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, host, resolve));
   const dropAll = (): void => {
@@ -40,6 +69,17 @@ export async function tcpForward(target: number, host = '127.0.0.1'): Promise<Tc
     cut() {
       refusing = true;
       dropAll();
+    },
+    cutAt(pattern: string, nth = 1) {
+      return new Promise<void>((fired) => {
+        trigger = { pattern: Buffer.from(pattern), left: nth, fired, drop: true };
+      });
+    },
+    whenSent(pattern: string, nth: number, fn: () => void) {
+      trigger = { pattern: Buffer.from(pattern), left: nth, fired: fn, drop: false };
+    },
+    heal() {
+      refusing = false;
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -34,10 +34,28 @@ function installExitHook(): void {
   });
 }
 
-async function launch(port: number, dir: string, password?: string, host?: string): Promise<ChildProcess> {
+/** A certificate and its key (PEM files): the server then speaks TLS only. */
+export interface RedisTls {
+  certFile: string;
+  keyFile: string;
+}
+
+async function launch(port: number, dir: string, password?: string, host?: string, tls?: RedisTls): Promise<ChildProcess> {
   const args = [
-    '--port',
-    String(port),
+    ...(tls === undefined
+      ? ['--port', String(port)]
+      : [
+          '--port',
+          '0',
+          '--tls-port',
+          String(port),
+          '--tls-cert-file',
+          tls.certFile,
+          '--tls-key-file',
+          tls.keyFile,
+          '--tls-auth-clients',
+          'no',
+        ]),
     '--bind',
     '127.0.0.1',
     ...(host === undefined ? [] : [host]),
@@ -78,16 +96,17 @@ async function halt(child: ChildProcess): Promise<void> {
 /**
  * Starts a private redis-server; with `password`, clients must AUTH with it. With `host`, it also
  * listens on that address (e.g. the host end of a test node's veth, for pods); `url` stays loopback.
+ * With `tls`, it speaks TLS only (`url` is rediss://).
  */
-export async function startRedis(opts: { password?: string; host?: string } = {}): Promise<RedisInstance> {
+export async function startRedis(opts: { password?: string; host?: string; tls?: RedisTls } = {}): Promise<RedisInstance> {
   if (!existsSync(REDIS_SERVER)) throw new Error(`${REDIS_SERVER} is missing: run hack/install-deps.sh test (Debian package redis-server)`);
   installExitHook();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-redis-'));
   const port = await freePort();
-  let child: ChildProcess | null = await launch(port, dir, opts.password, opts.host);
+  let child: ChildProcess | null = await launch(port, dir, opts.password, opts.host, opts.tls);
   let stopped = false;
   return {
-    url: `redis://127.0.0.1:${port}`,
+    url: `${opts.tls ? 'rediss' : 'redis'}://127.0.0.1:${port}`,
     port,
     async stop() {
       if (stopped) return;
@@ -102,7 +121,7 @@ export async function startRedis(opts: { password?: string; host?: string } = {}
     },
     async resume() {
       if (stopped) throw new Error('redis was stopped');
-      child ??= await launch(port, dir, opts.password, opts.host);
+      child ??= await launch(port, dir, opts.password, opts.host, opts.tls);
     },
   };
 }

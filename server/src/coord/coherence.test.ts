@@ -6,16 +6,26 @@ import pino from 'pino';
 import { startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
 import { isVfsError } from '../vfs/errors.js';
 import { ControlReplicas } from './control.js';
-import type { CoherentCache } from './coherence.js';
+import { PENDING_MAX_AGE_MS, type CoherentCache } from './coherence.js';
 import { Coordinator } from './leases.js';
 
 const log = pino({ level: 'silent' });
+const GRACE_MS = 1_000;
 
 /** A cache that records what it was told to drop. */
 class Recorder implements CoherentCache {
   readonly heard: string[] = [];
   invalidateRemote(ids: readonly number[] | null, blocks: boolean): void {
     this.heard.push(ids === null ? '*' : `${blocks ? 'b' : 'i'}:${ids.join(',')}`);
+  }
+  /** Inodes another server announced and did not finish changing (counted; '*': anything). */
+  readonly uncertain = new Map<string, number>();
+  uncertainRemote(ids: readonly number[] | null, on: boolean): void {
+    for (const k of ids === null ? ['*'] : ids.map(String)) {
+      const n = (this.uncertain.get(k) ?? 0) + (on ? 1 : -1);
+      if (n === 0) this.uncertain.delete(k);
+      else this.uncertain.set(k, n);
+    }
   }
 }
 
@@ -41,8 +51,10 @@ describe('cache coherence and control generations over Redis', () => {
   });
 
   const connect = async (): Promise<Coordinator> => {
-    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'coh:', tls: false, leaseTtlMs: 1_500, log });
+    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'coh:', tls: false, leaseTtlMs: 1_500, log, recoveryGraceMs: GRACE_MS });
     open.push(c);
+    // After the grace that follows a subscription (nothing cached), so tests see only their own messages.
+    await until(() => !c.cachesSettling);
     return c;
   };
 
@@ -58,12 +70,12 @@ describe('cache coherence and control generations over Redis', () => {
     ra.heard.length = 0;
     rb.heard.length = 0;
     for (let i = 1; i <= 200; i++) {
-      await la.publish([i, i + 1], i % 2 === 0);
+      la.done(await la.announce([i, i + 1], i % 2 === 0), [i, i + 1], i % 2 === 0);
       // No waiting on anything else: the sync point alone proves it is in.
       assert.equal(await lb.sync(), true);
       assert.equal(rb.heard.at(-1), `${i % 2 === 0 ? 'b' : 'i'}:${i},${i + 1}`, `round ${i}`);
     }
-    await la.publish(null, false);
+    la.done(await la.announce(null, false), null, false);
     await lb.sync();
     assert.equal(rb.heard.at(-1), '*');
     assert.deepEqual(ra.heard, [], 'the publisher does not hear itself');
@@ -72,10 +84,66 @@ describe('cache coherence and control generations over Redis', () => {
     const lo = b.coherenceFor('store2', other);
     await lo.sync();
     other.heard.length = 0;
-    await la.publish([7], false);
+    la.done(await la.announce([7], false), [7], false);
     await lb.sync();
     assert.deepEqual(other.heard, []);
     b.dropCoherence(lo);
+  });
+
+  it('an announced change: the other server caches none of its inodes from the announcement until it is done, even when the end is lost', async () => {
+    const [a, b] = [await connect(), await connect()];
+    const ra = new Recorder();
+    const rb = new Recorder();
+    const la = a.coherenceFor('store4', ra);
+    const lb = b.coherenceFor('store4', rb);
+    assert.equal(await la.sync(), true);
+    assert.equal(await lb.sync(), true);
+    rb.heard.length = 0;
+    const t1 = await la.announce([11, 12], false);
+    // Heard by B before the announcement resolved: B's next sync proves it applied.
+    assert.equal(await lb.sync(), true);
+    assert.deepEqual(
+      [...rb.uncertain],
+      [
+        ['11', 1],
+        ['12', 1],
+      ],
+    );
+    assert.deepEqual(rb.heard, ['i:11,12']);
+    const t2 = await la.announce([12], true);
+    await lb.sync();
+    assert.equal(rb.uncertain.get('12'), 2, 'announcements nest');
+    la.done(t1, [11, 12, 13], false);
+    await until(async () => (await lb.sync()) && !rb.uncertain.has('11'));
+    assert.equal(rb.heard.at(-1), 'i:11,12,13', 'the end drops everything the change touched');
+    assert.equal(rb.uncertain.get('12'), 1, 'the other change of 12 is not done yet');
+    // The end of t2 never comes: 12 stays uncertain until the announcement is old.
+    assert.equal(lb.pendingRemote, 1);
+    lb.sweep(Date.now() + PENDING_MAX_AGE_MS + 1);
+    assert.equal(lb.pendingRemote, 0);
+    assert.deepEqual([...rb.uncertain], []);
+    assert.equal(rb.heard.at(-1), '*', 'an announcement given up on drops everything');
+    void t2;
+  });
+
+  it('after a resubscription nothing is cached for the grace (announcements made meanwhile were not heard), then everything is dropped once more', async () => {
+    const c = await connect();
+    const r = new Recorder();
+    const link = c.coherenceFor('store5', r);
+    assert.equal(await link.sync(), true);
+    assert.deepEqual([...r.uncertain], []);
+    await redis.pause();
+    try {
+      await until(async () => !(await link.sync()));
+    } finally {
+      await redis.resume();
+    }
+    await until(() => link.sync(), 15_000);
+    assert.equal(r.uncertain.get('*'), 1, 'nothing cached right after the resubscription');
+    r.heard.length = 0;
+    await until(() => !c.cachesSettling);
+    assert.deepEqual([...r.uncertain], [], 'cached again after the grace');
+    assert.deepEqual(r.heard, ['*'], 'and what was read meanwhile is dropped');
   });
 
   it('without Redis: sync() is false (caches dropped), changes are refused with JUKEBOX; once back, true again', async () => {
@@ -92,13 +160,17 @@ describe('cache coherence and control generations over Redis', () => {
         () => link.checkCanPublish(),
         (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX',
       );
+      await assert.rejects(link.announce([1], false), (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX');
     } finally {
       // Counted from before the restart: the link may recover (and drop) while resume() still waits
       // for the new redis-server to answer, which at load 12 came before a count taken after it.
       r.heard.length = 0;
       await redis.resume();
     }
-    await until(() => link.sync(), 15_000);
+    // Both connections back (the subscriber one may come back first: changes wait for the other).
+    await until(async () => (await link.sync()) && c.ready, 15_000);
+    // (Dropped at the resubscription, and at the end of the grace that follows it.)
+    await until(() => !c.cachesSettling);
     assert.ok(r.heard.includes('*'), 'everything was dropped again when coherence came back');
     link.checkCanPublish();
   });

@@ -95,6 +95,8 @@ export interface CoordinationOptions {
   password?: string;
   leaseTtlMs: number;
   log: Logger;
+  /** Nothing is cached this long after (re)subscribing (default coherence.ts RECOVERY_GRACE_MS; tests shorten it). */
+  recoveryGraceMs?: number;
 }
 
 /** The password of coordination.redis, from its file or its environment variable. */
@@ -116,6 +118,9 @@ export async function redisPassword(cfg: DittoConfig['coordination']['redis'], e
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The longest a command on the command connection waits for Redis's answer. */
+const COMMAND_TIMEOUT_MS = 5_000;
 
 /** One connection to Redis (and one for pub/sub) for every store of this server. */
 export class Coordinator {
@@ -149,13 +154,17 @@ export class Coordinator {
       // A command while disconnected fails at once (JUKEBOX), never queues.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
+      // A command whose connection died is kept to be sent again after a reconnection: it fails
+      // (JUKEBOX) after this instead of holding the call that waits on it until Redis is back.
+      commandTimeout: COMMAND_TIMEOUT_MS,
       connectTimeout: 5_000,
       retryStrategy: (times) => Math.min(100 * times, 2_000),
       ...(opts.password !== undefined ? { password: opts.password } : {}),
       ...(opts.tls || url.protocol === 'rediss:' ? { tls: { servername: url.hostname } } : {}),
     };
     const redis = new Redis(opts.url, ro);
-    const sub = new Redis(opts.url, { ...ro, enableOfflineQueue: true, maxRetriesPerRequest: null });
+    // The subscriber connection's PINGs have their own bound (coherence.ts SubscriberSync).
+    const sub = new Redis(opts.url, { ...ro, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
     // The reason a connection failed (a refused password) comes as an 'error' event before the
     // connect() rejection, which only says the connection closed.
     let why = '';
@@ -171,7 +180,7 @@ export class Coordinator {
       throw new Error(`coordination.redis: cannot reach ${url.protocol}//${url.host}: ${detail}`);
     }
     const c = new Coordinator(redis, sub, opts);
-    c.subSync = new SubscriberSync(sub, opts.log);
+    c.subSync = new SubscriberSync(sub, opts.log, opts.recoveryGraceMs);
     await c.checkBoot();
     redis.on('ready', () => void c.checkBoot().catch(() => undefined));
     redis.on('close', () => c.disconnected());
@@ -221,6 +230,11 @@ export class Coordinator {
 
   get ready(): boolean {
     return this.redis.status === 'ready';
+  }
+
+  /** Whether nothing is cached for now, after a (re)subscription (coherence.ts SubscriberSync). */
+  get cachesSettling(): boolean {
+    return this.subSync.settling;
   }
 
   /** Whether every message published so far may be assumed heard (coherence.ts SubscriberSync). */

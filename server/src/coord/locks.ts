@@ -590,6 +590,15 @@ export class RedisClusterLocks implements ClusterLocks {
     }
   }
 
+  async isDeletePending(store: object, inodeId: number): Promise<boolean> {
+    await this.mustBeAlive(store);
+    try {
+      return (await this.redis.hget(this.openKey(store, inodeId), 'dp')) === '1';
+    } catch (err) {
+      throw unreachable(err);
+    }
+  }
+
   async remoteConflict(store: object, inodeId: number, access: number, shareAccess: number): Promise<boolean> {
     await this.mustBeAlive(store);
     try {

@@ -182,14 +182,38 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('several servers: an inode another server announced is read from the store, not cached, until that change is done', async () => {
+    const { cached, inner, f } = await setup();
+    cached.attachCoherence({ sync: async () => true, announce: async () => 1, done: () => undefined }, () => undefined);
+    assert.equal((await cached.getInode(f.id))!.mode, 0o644);
+    cached.invalidateRemote([f.id], false);
+    cached.uncertainRemote([f.id], true);
+    let reads = 0;
+    const getInode = inner.getInode.bind(inner);
+    inner.getInode = async (id) => {
+      reads++;
+      return getInode(id);
+    };
+    await cached.getInode(f.id);
+    // The other server commits (and its end is not heard yet): this server sees it at once.
+    await inner.setAttr(f.id, { mode: 0o600 });
+    assert.equal((await cached.getInode(f.id))!.mode, 0o600, 'read from the store, not from what was cached while uncertain');
+    assert.equal(reads, 2);
+    cached.uncertainRemote([f.id], false);
+    await cached.getInode(f.id);
+    await cached.getInode(f.id);
+    assert.equal(reads, 3, 'cached again once the change is done');
+    await cached.close();
+  });
+
   it('several servers: a rename publishes what it touched (both directories, the moved and the replaced inode), not everything', async () => {
     const { cached, f } = await setup();
     const published: string[] = [];
     cached.attachCoherence(
       {
         sync: async () => true,
-        checkCanPublish: () => undefined,
-        publish: async (ids, blocks) => void published.push(ids === null ? '*' : `${blocks ? 'b' : 'i'}:${ids.join(',')}`),
+        announce: async () => 1,
+        done: (_t, ids, blocks) => void published.push(ids === null ? '*' : `${blocks ? 'b' : 'i'}:${ids.join(',')}`),
       },
       () => undefined,
     );

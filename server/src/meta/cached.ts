@@ -10,10 +10,11 @@
 // through, then drop the entries they touch. Changes made by other processes on the same store:
 // - one server (no coordination): entries not changed locally are trusted for `ttlMs` only, as
 //   with an NFS client's attribute cache;
-// - several servers (coordination.redis, coord/coherence.ts): every change is published before it
-//   is answered, and an answer from memory waits until every change published before the call is
-//   applied here (`CacheCoherenceLink.sync`). Without that proof nothing is answered from memory
-//   or cached: the store is read; a change that could not be published is refused (JUKEBOX).
+// - several servers (coordination.redis, coord/coherence.ts): every change is announced before it
+//   is made (the others cache none of the inodes it touches until it is done), and an answer from
+//   memory waits until every announcement published before the call is applied here
+//   (`CacheCoherenceLink.sync`). Without that proof nothing is answered from memory or cached: the
+//   store is read; a change that could not be announced is refused (JUKEBOX) and not made.
 //
 // Durability: a pending size change is also in the WAL record of the write that caused it (replay
 // restores sizes), so losing pending changes in a crash loses at most mtime/ctime of writes that
@@ -26,10 +27,13 @@ import type { BlockRef, BlockSwitch, MetadataStore, ReaddirPage, RemoveResult, R
 export interface CacheCoherenceLink {
   /** True once every change published before this call is applied here; false: read the store. */
   sync(): Promise<boolean>;
-  /** Throws VfsError JUKEBOX when a change could not be published. */
-  checkCanPublish(): void;
-  /** Tells the other servers about a change made here (null: anything); resolves once it is sent. */
-  publish(ids: readonly number[] | null, blocks: boolean): Promise<void>;
+  /**
+   * Tells the other servers that a change of these inodes (null: anything) is about to be made
+   * here; throws VfsError JUKEBOX when they could not hear it (then it is not made).
+   */
+  announce(ids: readonly number[] | null, blocks: boolean): Promise<number>;
+  /** The change announced as `ticket` is made or failed; `ids`: all it touched (not awaited). */
+  done(ticket: number, ids: readonly number[] | null, blocks: boolean): void;
 }
 
 export interface CachedMetadataOptions {
@@ -115,6 +119,9 @@ export class CachedMetadataStore implements MetadataStore {
   private detach: (() => void) | null = null;
   /** False while the coherence link cannot prove the cache current: nothing is cached. */
   private coherent = true;
+  /** Inodes another server is changing (announced, not yet done), counted; and changes of anything. */
+  private readonly uncertain = new Map<number, number>();
+  private uncertainAll = 0;
 
   constructor(
     readonly inner: MetadataStore,
@@ -164,6 +171,25 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
+  /** Another server is about to change these inodes (null: anything): none is cached until it is done. */
+  uncertainRemote(ids: readonly number[] | null, on: boolean): void {
+    this.epoch++;
+    if (ids === null) {
+      this.uncertainAll = Math.max(0, this.uncertainAll + (on ? 1 : -1));
+      return;
+    }
+    for (const id of ids) {
+      const n = (this.uncertain.get(id) ?? 0) + (on ? 1 : -1);
+      if (n > 0) this.uncertain.set(id, n);
+      else this.uncertain.delete(id);
+    }
+  }
+
+  /** Whether another server may be changing the inode right now (then it is read, not cached). */
+  private isUncertain(id: number): boolean {
+    return this.uncertainAll > 0 || (this.uncertain.size > 0 && this.uncertain.has(id));
+  }
+
   /** Several servers: whether the cache may answer now (waits for the sync point). */
   private async trusted(): Promise<boolean> {
     if (!this.coherence) return true;
@@ -176,13 +202,14 @@ export class CachedMetadataStore implements MetadataStore {
     return this.coherence && !this.coherent ? -1 : this.epoch;
   }
 
-  /** Before a change: the other servers must be able to hear of it. */
-  private checkPublish(): void {
-    this.coherence?.checkCanPublish();
+  /** Before a change: the other servers hear of it (or it is refused, JUKEBOX). -1: one server. */
+  private async announce(ids: readonly number[] | null, blocks = false): Promise<number> {
+    return this.coherence ? this.coherence.announce(ids, blocks) : -1;
   }
 
-  private published(ids: readonly number[] | null, blocks = false): Promise<void> | undefined {
-    return this.coherence?.publish(ids, blocks);
+  /** After a change (made or failed): what it touched, for the others. */
+  private done(ticket: number, ids: readonly number[] | null, blocks = false): void {
+    if (ticket >= 0) this.coherence?.done(ticket, ids, blocks);
   }
 
   async close(): Promise<void> {
@@ -207,7 +234,7 @@ export class CachedMetadataStore implements MetadataStore {
   private remember(i: Inode, epoch: number): Inode {
     const p = this.pending.get(i.id);
     const inode = p ? withPending(i, p) : i;
-    if (epoch !== this.epoch) {
+    if (epoch !== this.epoch || this.isUncertain(i.id)) {
       // A change overlapped this read: neither what it read nor what was cached before may answer.
       // (A dirty entry is read again from the store, with this server's pending changes laid over.)
       this.inodes.delete(i.id);
@@ -287,13 +314,16 @@ export class CachedMetadataStore implements MetadataStore {
       return inode;
     }
     await this.flushPending(id);
-    this.checkPublish();
+    const blocks = changes.size !== undefined;
+    const ticket = await this.announce([id], blocks);
     // Reads in flight (started before the change) must not fill the cache with what it replaces.
     this.epoch++;
     const epoch = this.fillEpoch();
-    const i = this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch);
-    await this.published([id], changes.size !== undefined);
-    return i;
+    try {
+      return this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch);
+    } finally {
+      this.done(ticket, [id], blocks);
+    }
   }
 
   // ---- write-behind ------------------------------------------------------------------------------
@@ -344,9 +374,13 @@ export class CachedMetadataStore implements MetadataStore {
       const changes: AttrChanges = { growTo: p.growTo };
       if (p.mtime) changes.mtime = p.mtime;
       if (p.ctime) changes.ctime = p.ctime;
-      this.checkPublish();
-      const stored = await this.inner.setAttr(id, changes);
-      await this.published([id]);
+      const ticket = await this.announce([id]);
+      let stored: Inode;
+      try {
+        stored = await this.inner.setAttr(id, changes);
+      } finally {
+        this.done(ticket, [id]);
+      }
       const e = this.inodes.get(id);
       if (e) {
         const now = this.pending.get(id);
@@ -396,63 +430,77 @@ export class CachedMetadataStore implements MetadataStore {
 
   async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
     await this.before();
+    const ticket = await this.announce([dirId]);
     this.epoch++;
+    let made: Inode | undefined;
     try {
-      this.checkPublish();
-      const i = await this.inner.create(dirId, name, init, now);
-      await this.published([dirId, i.id]);
-      return this.remember(i, this.fillEpoch());
+      made = await this.inner.create(dirId, name, init, now);
+      return this.remember(made, this.fillEpoch());
     } finally {
+      this.done(ticket, made ? [dirId, made.id] : [dirId]);
       this.forget(dirId);
     }
   }
 
   async link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode> {
     await this.before();
+    const ticket = await this.announce([id, dirId]);
     this.epoch++;
     try {
-      this.checkPublish();
-      const i = await this.inner.link(id, dirId, name, now);
-      await this.published([id, dirId]);
-      return i;
+      return await this.inner.link(id, dirId, name, now);
     } finally {
+      this.done(ticket, [id, dirId]);
       this.forget(id, dirId);
     }
   }
 
   async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult> {
     await this.before();
+    // Several servers: the inode the name holds is announced with the directory.
+    const victim = this.coherence ? await this.inner.lookup(dirId, name) : null;
+    const announced = victim ? [dirId, victim.id] : [dirId];
+    const ticket = await this.announce(announced, true);
     this.epoch++;
+    let touched = announced;
     try {
-      this.checkPublish();
       const r = await this.inner.remove(dirId, name, dir, now);
-      await this.published([dirId, r.inode.id, ...r.streams], true);
+      touched = [dirId, r.inode.id, ...r.streams];
       this.forget(r.inode.id, ...r.streams);
       if (r.freed) this.dropBlockMap(r.inode.id);
       for (const s of r.streams) this.dropBlockMap(s);
       return r;
     } finally {
+      this.done(ticket, touched, true);
       this.forget(dirId);
     }
   }
 
   async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
     await this.before();
+    // What the rename touches: both directories, the moved inode (its ctime, a directory's parent),
+    // the replaced one and its streams (with their block maps). Several servers: announced as the
+    // names hold them now; a store that does not say what it moved makes the others drop everything.
+    const announced: number[] = [fromDir, toDir];
+    let blocks = false;
+    if (this.coherence) {
+      const [moved, replaced] = await Promise.all([this.inner.lookup(fromDir, fromName), this.inner.lookup(toDir, toName)]);
+      if (moved) announced.push(moved.id);
+      if (replaced) announced.push(replaced.id);
+      blocks = replaced !== null;
+    }
+    const ticket = await this.announce(announced, blocks);
     this.epoch++;
     let touched: number[] | null = null;
     try {
-      this.checkPublish();
       const r = await this.inner.rename(fromDir, fromName, toDir, toName, now);
-      // What the rename touched: both directories, the moved inode (its ctime, a directory's
-      // parent), the replaced one and its streams (with their block maps). A store that does not
-      // say what it moved makes the others drop everything.
       touched = r.moved === undefined ? null : [fromDir, toDir, r.moved];
       if (touched && r.replaced) touched.push(r.replaced.inode.id, ...r.replaced.streams);
-      await this.published(touched, r.replaced !== null);
+      blocks = r.replaced !== null;
       if (r.replaced?.freed) this.dropBlockMap(r.replaced.inode.id);
       for (const s of r.replaced?.streams ?? []) this.dropBlockMap(s);
       return r;
     } finally {
+      this.done(ticket, touched ?? announced, blocks);
       // Failed or not, what the rename may have changed is read again (every clean entry when
       // the moved inode is not known: renames are rare next to reads and writes).
       if (touched) this.forget(...touched);
@@ -480,28 +528,33 @@ export class CachedMetadataStore implements MetadataStore {
 
   async createStream(fileId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
     await this.before();
+    const ticket = await this.announce([fileId]);
     this.epoch++;
+    let made: Inode | undefined;
     try {
-      this.checkPublish();
-      const i = await this.inner.createStream(fileId, name, init, now);
-      await this.published([fileId, i.id]);
-      return this.remember(i, this.fillEpoch());
+      made = await this.inner.createStream(fileId, name, init, now);
+      return this.remember(made, this.fillEpoch());
     } finally {
+      this.done(ticket, made ? [fileId, made.id] : [fileId]);
       this.forget(fileId);
     }
   }
 
   async removeStream(fileId: number, name: Buffer, now: Timespec): Promise<Inode> {
     await this.before();
+    const stream = this.coherence ? await this.inner.lookupStream(fileId, name) : null;
+    const announced = stream ? [fileId, stream.id] : [fileId];
+    const ticket = await this.announce(announced, true);
     this.epoch++;
+    let touched = announced;
     try {
-      this.checkPublish();
       const i = await this.inner.removeStream(fileId, name, now);
-      await this.published([fileId, i.id], true);
+      touched = [fileId, i.id];
       this.forget(i.id);
       this.dropBlockMap(i.id);
       return i;
     } finally {
+      this.done(ticket, touched, true);
       this.forget(fileId);
     }
   }
@@ -537,7 +590,7 @@ export class CachedMetadataStore implements MetadataStore {
     const epoch = this.fillEpoch();
     const gen = this.blockGen.get(inodeId);
     const refs = await this.inner.getBlocks(inodeId, from, to);
-    if (epoch === this.epoch && gen === this.blockGen.get(inodeId) && to - from <= 4096) {
+    if (epoch === this.epoch && gen === this.blockGen.get(inodeId) && to - from <= 4096 && !this.isUncertain(inodeId)) {
       let map = this.blocks.get(inodeId);
       if (!map || Date.now() - map.at >= this.ttlMs) {
         if (map) this.dropBlockMap(inodeId);
@@ -565,10 +618,11 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async putBlock(inodeId: number, ref: BlockRef, cas?: BlockSwitch): Promise<BlockRef | null> {
+    const ticket = await this.announce([inodeId], true);
     this.touchBlocks(inodeId);
     try {
       const prev = await this.inner.putBlock(inodeId, ref, cas);
-      await this.published([inodeId], true);
+      this.done(ticket, [inodeId], true);
       this.touchBlocks(inodeId);
       const m = this.blocks.get(inodeId);
       if (m) {
@@ -577,6 +631,7 @@ export class CachedMetadataStore implements MetadataStore {
       }
       return prev;
     } catch (err) {
+      this.done(ticket, [inodeId], true);
       // The outcome is unknown (a lost connection): ask the store next time.
       this.dropBlockMap(inodeId);
       throw err;
@@ -584,15 +639,17 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async dropBlocks(inodeId: number, from: number, token?: number): Promise<BlockRef[]> {
+    const ticket = await this.announce([inodeId], true);
     this.touchBlocks(inodeId);
     try {
       const dropped = await this.inner.dropBlocks(inodeId, from, token);
-      await this.published([inodeId], true);
+      this.done(ticket, [inodeId], true);
       this.touchBlocks(inodeId);
       const m = this.blocks.get(inodeId);
       if (m) for (const idx of m.refs.keys()) if (idx >= from) m.refs.set(idx, null);
       return dropped;
     } catch (err) {
+      this.done(ticket, [inodeId], true);
       this.dropBlockMap(inodeId);
       throw err;
     }

@@ -275,9 +275,12 @@ export async function create(
   open.record ??= await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
   let granting;
   try {
-    granting = oplock.grantCaching(c.fs, open, open.record, req, c.caching);
-    // Several servers: the others learn that this file is cached here before the CREATE is answered.
-    await c.fs.opens.announceCaching(open.record);
+    // Several servers: the others learn that this file may be cached here before caching is
+    // granted. When they cannot (Redis went away since the open was registered), the open is granted
+    // without an oplock or lease (MS-SMB2 3.3.5.9: a lower level than asked may be granted).
+    const wants = c.caching !== undefined && !open.isDir && req.requestedOplockLevel !== oplock.OplockLevel.NONE;
+    const caching = wants && !(await c.fs.opens.mayCache(open.record)) ? undefined : c.caching;
+    granting = oplock.grantCaching(c.fs, open, open.record, req, caching);
   } catch (e) {
     await oplock.releaseOpen(c.fs, open, c.id);
     throw e;
@@ -493,6 +496,9 @@ const READ_ATTRIBUTES_CLASSES: ReadonlySet<number> = new Set([
   FileInfoClass.FileAttributeTagInformation,
 ]);
 
+/** The classes that carry DeletePending (MS-FSCC 2.4.41, 2.4.2). */
+const DELETE_PENDING_CLASSES: ReadonlySet<number> = new Set([FileInfoClass.FileStandardInformation, FileInfoClass.FileAllInformation]);
+
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
   let out: Buffer | null;
@@ -516,7 +522,10 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
               path: '\\' + open.path,
               grantedAccess: open.grantedAccess,
               position: open.position,
-              deletePending: oplock.deletePendingOf(open),
+              deletePending:
+                oplock.deletePendingOf(open) ||
+                // Several servers: another one may have made the file delete-pending.
+                (DELETE_PENDING_CLASSES.has(req.infoClass) && open.record !== null && (await c.fs.opens.deletePendingShared(open.record))),
             });
       min = FILE_CLASS_MIN[req.infoClass];
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
@@ -697,13 +706,12 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     if (!replace) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     if (existing.type === FileType.DIR) throw fail(NtStatus.ACCESS_DENIED, 'cannot replace a directory');
   }
-  if (!link)
-    oplock.checkRename(
-      c.fs,
-      open,
-      (await c.fs.resolve(open.parent)).inode.id,
-      existing && existing.id !== open.inodeId ? existing.id : null,
-    );
+  if (!link) {
+    const parentId = (await c.fs.resolve(open.parent)).inode.id;
+    oplock.checkRename(c.fs, open, parentId, existing && existing.id !== open.inodeId ? existing.id : null);
+    if (await c.fs.opens.dirRefusesRenameElsewhere(c.share.meta, parentId))
+      throw fail(NtStatus.SHARING_VIOLATION, 'the directory is open on another server without delete sharing');
+  }
   if (!link && existing && existing.id !== open.inodeId && (await c.fs.opens.openElsewhere(c.share.meta, existing.id)))
     throw fail(NtStatus.ACCESS_DENIED, 'the file replaced is open on another server');
   if (link) {

@@ -23,6 +23,8 @@ export interface ClusterLocks {
   releaseOpen(store: object, inodeId: number, rec: object, deletePending: boolean): Promise<boolean>;
   /** Sets or clears the file's delete-pending (MS-FSA File.PendingDelete) for every server. */
   setDeletePending(store: object, inodeId: number, pending: boolean): Promise<void>;
+  /** Is the file delete-pending (set through any server)? */
+  isDeletePending(store: object, inodeId: number): Promise<boolean>;
   /** Does an open on another server refuse `access` / `shareAccess`? */
   remoteConflict(store: object, inodeId: number, access: number, shareAccess: number): Promise<boolean>;
 

@@ -6,6 +6,7 @@
 // The table knows no wire format: a holder is anything that can be told to drop caching bits.
 import type { MetadataStore } from '../../meta/store.js';
 import type { ClusterLocks } from './cluster.js';
+import { isVfsError } from '../errors.js';
 
 /** MS-SMB2 2.2.13.1 / MS-DTYP 2.4.3 access bits that take part in share-mode checks. */
 export const AccessBits = Object.freeze({
@@ -160,11 +161,31 @@ export class OpenTable {
     });
   }
 
-  /** After an open was granted caching (before its CREATE is answered): the other servers learn of it. */
-  async announceCaching(rec: OpenRecord): Promise<void> {
-    if (rec.holder === null || rec.holder.caching === Caching.NONE) return;
+  /**
+   * Whether the open's file is delete-pending, set through this server or another (what
+   * FileStandardInformation reports). One Redis round trip when the store is shared.
+   */
+  async deletePendingShared(rec: OpenRecord): Promise<boolean> {
+    if (rec.file.deletePending) return true;
     const cluster = this.shared(rec.file.meta);
-    if (cluster !== null) await cluster.announceCaching(rec.file.meta, rec.file.inodeId);
+    return cluster !== null && cluster.isDeletePending(rec.file.meta, rec.file.inodeId);
+  }
+
+  /**
+   * Before an open that asks for caching is granted any: the other servers learn that this server's
+   * clients may cache the file. False when they cannot (the cluster state is unreachable): the open
+   * is then granted without caching, which is always allowed, instead of failing.
+   */
+  async mayCache(rec: OpenRecord): Promise<boolean> {
+    const cluster = this.shared(rec.file.meta);
+    if (cluster === null) return true;
+    try {
+      await cluster.announceCaching(rec.file.meta, rec.file.inodeId);
+      return true;
+    } catch (e) {
+      if (isVfsError(e) && e.errno === 'JUKEBOX') return false;
+      throw e;
+    }
   }
 
   /** Breaks the other servers' caching of the file down to `keep`; null (no cost) when none is known. */
@@ -231,6 +252,15 @@ export class OpenTable {
   async openElsewhere(meta: MetadataStore, inodeId: number): Promise<boolean> {
     const cluster = this.shared(meta);
     return cluster !== null && cluster.remoteConflict(meta, inodeId, AccessBits.DELETE, 0);
+  }
+
+  /**
+   * Has another server an open of the directory that refuses a rename of a file in it: one with
+   * DELETE access, or one that does not share delete (oplock.ts checkRename, on this server)?
+   */
+  async dirRefusesRenameElsewhere(meta: MetadataStore, dirId: number): Promise<boolean> {
+    const cluster = this.shared(meta);
+    return cluster !== null && cluster.remoteConflict(meta, dirId, AccessBits.DELETE, ShareAccess.READ | ShareAccess.WRITE);
   }
 
   /** Gives an open a caching holder (or takes it away). */
