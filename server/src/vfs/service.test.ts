@@ -285,6 +285,16 @@ describe('file service semantics', () => {
     }
   });
 
+  it('timestamps are never behind the wall clock read just before them', () => {
+    // A CLOSE's write time earlier than the client's clock when it sent the CLOSE fails
+    // smbtorture smb2.timestamps.delayed-2write; 200,000 readings cover every phase of the ms.
+    for (let i = 0; i < 200_000; i++) {
+      const wall = Date.now();
+      const t = nowTimespec();
+      assert.ok(t.sec * 1000 + Math.floor(t.nsec / 1e6) >= wall, `${t.sec}.${t.nsec} is behind ${wall} ms`);
+    }
+  });
+
   it('timestamps move with real time below the millisecond (SMB shows 100 ns units)', () => {
     // 200 pairs 200 us apart cover 40 ms: every phase of the wall clock's millisecond.
     for (let i = 0; i < 200; i++) {

@@ -168,18 +168,24 @@ const REANCHOR_NS = 5_000_000n;
  * the client's clock when it sent the CLOSE (smbtorture smb2.timestamps.delayed-2write).
  */
 function anchor(): void {
-  const start = Date.now();
-  // Read before a Date.now() that still showed `start`: never after the edge, so the clock is
-  // never behind the wall clock (at most a few us ahead, unless descheduled right there).
+  // Every hr reading kept as `safe` is taken before a Date.now() that still showed `start`, so it
+  // lies before the edge of start + 1 ms; the anchor is an edge at or after that one: the clock is
+  // never behind the wall clock, even when the process is descheduled anywhere in here (a loaded
+  // machine: it then runs ahead for a while, which the re-anchoring corrects).
   let safe = process.hrtime.bigint();
+  const start = Date.now();
   // The edge comes within 1 ms; past 2 ms the wall clock is not moving (a mocked Date): give up.
   const giveUp = safe + 2_000_000n;
   let now = start;
-  while (now === start) {
+  for (;;) {
     const hr = process.hrtime.bigint();
-    if (hr > giveUp) break;
     now = Date.now();
-    if (now === start) safe = hr;
+    if (now !== start) break;
+    safe = hr;
+    if (hr > giveUp) {
+      now = start + 1;
+      break;
+    }
   }
   anchorWall = BigInt(now) * 1_000_000n;
   anchorHr = safe;
@@ -200,10 +206,11 @@ const STEP_NS = 100n;
  * to 1 ms in every ms, and changes 200 us apart shared a 100 ns SMB time).
  */
 export function nowTimespec(): Timespec {
-  let t = anchorWall + (process.hrtime.bigint() - anchorHr);
-  // Date.now() is the start of the current ms: t is within [wall, wall + 1 ms) while in step.
+  // Date.now() is the start of the current ms, read first: t, read after it, is at or past it while
+  // in step, so a t behind it is behind for sure (anchor again at once, never serve a time behind).
   const wall = BigInt(Date.now()) * 1_000_000n;
-  if (t - wall > REANCHOR_NS || wall - t > REANCHOR_NS) {
+  let t = anchorWall + (process.hrtime.bigint() - anchorHr);
+  if (t - wall > REANCHOR_NS || t < wall) {
     anchor();
     t = anchorWall + (process.hrtime.bigint() - anchorHr);
   }
