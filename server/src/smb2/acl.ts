@@ -132,6 +132,10 @@ export async function daclMask(
   const sd = await storedDacl(meta, inode.id);
   if (sd === null || sd.dacl === null) return 0xffffffff;
   const token = tokenSids(id);
+  // CREATOR OWNER / CREATOR GROUP on the object itself stand for its owner and group, as in the
+  // POSIX mapping of a DACL (security.ts posixChangeOf), so that both read a DACL alike.
+  if (id.uid === inode.uid) token.push(CREATOR_OWNER);
+  if (id.gid === inode.gid || id.gids.includes(inode.gid)) token.push(CREATOR_GROUP);
   let mask = daclGrants(sd.dacl, token, id.uid === inode.uid) | NOT_BY_DACL;
   if ((mask & DELETE) === 0 && parent !== null) {
     const dir = await parent();
