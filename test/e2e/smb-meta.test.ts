@@ -22,6 +22,7 @@ import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
 const USER = 'metauser';
 const PASSWORD = 'meta-user-Passw0rd';
 const UID = 1000;
+const OTHER = 'metaother';
 const INFO_FILE = 1;
 const INFO_SECURITY = 3;
 const FILE_EA_INFORMATION = 7;
@@ -38,7 +39,10 @@ describe('SMB EAs and stored DACLs against NFS', { timeout: 300_000 }, () => {
   let root: Buffer;
 
   before(async () => {
-    both = await startBothProtocols([{ username: USER, password: PASSWORD, uid: UID }]);
+    both = await startBothProtocols([
+      { username: USER, password: PASSWORD, uid: UID },
+      { username: OTHER, password: PASSWORD, uid: UID + 1 },
+    ]);
     ({ nfs, root } = both);
   });
 
@@ -80,6 +84,14 @@ describe('SMB EAs and stored DACLs against NFS', { timeout: 300_000 }, () => {
     const bad = encodeFullEaList([{ flags: 0, name: Buffer.from('a*b'), value: Buffer.from('x') }]);
     assert.equal(await c.setInfo(moved.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, bad), 0x80000013);
     await c.close(moved.fileId);
+    // Another user, who may only read the file (0644), cannot write its EAs nor replace its DACL,
+    // whatever access his open asked for.
+    const o = await both.smb({ username: OTHER, password: PASSWORD, uid: UID + 1 });
+    const theirs = await o.create('ea-moved.txt', { access: READ | 0x10 | 0x00040000 });
+    assert.equal(await o.setInfo(theirs.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, eas), ACCESS_DENIED, 'EAs');
+    const deny = encodeSecurityDescriptor({ control: 0, owner: null, group: null, dacl: [] });
+    assert.equal(await o.setInfo(theirs.fileId, INFO_SECURITY, 0, deny, DACL), ACCESS_DENIED, 'DACL');
+    assert.equal(await c.createStatus('ea-moved.txt', { access: READ }), 0, 'the owner still opens it');
   });
 
   it('a DACL refusing writes refuses the SMB open, NFS follows the mode; it survives a rename; chmod drops it', async () => {

@@ -657,6 +657,9 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   const sd = decodeSecurityDescriptor(req.buffer);
   const target = open.stream?.fileHandle ?? open.handle;
   const { inode } = await c.fs.resolve(target);
+  // Only the owner (or root) replaces a DACL, as only they change the mode.
+  if ((info & SecurityInformation.DACL) !== 0 && c.id.uid !== 0 && c.id.uid !== inode.uid)
+    throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
   const change = posixChangeOf(sd, info, inode);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
   // The DACL as given is kept (a NULL DACL: none kept, the mode says all); the mode change above
@@ -718,6 +721,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       // MS-FSA 2.1.5.14.3: a smaller allocation cuts the file; the size set is kept and reported
       // (no space is reserved ahead: the block store allocates on write).
       const { inode } = await c.fs.resolve(open.handle);
+      if (!c.fs.accessBits(c.share, inode, c.id).write) throw fail(NtStatus.ACCESS_DENIED, 'no write permission');
       if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc }, undefined, oplock.holderOf(open));
       else await oplock.breakForChange(c.fs, open);
       await setAllocation(c, inode.id, alloc);
@@ -728,6 +732,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if ((open.grantedAccess & Access.FILE_WRITE_EA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no FILE_WRITE_EA');
       const target = open.stream?.fileHandle ?? open.handle;
       const { inode } = await c.fs.resolve(target);
+      // As user xattrs on Linux: writing them needs write permission on the file.
+      if (!c.fs.accessBits(c.share, inode, c.id).write) throw fail(NtStatus.ACCESS_DENIED, 'no write permission for EAs');
       await putEas(c, inode.id, eaChanges(decodeFullEaList(b)));
       return;
     }
