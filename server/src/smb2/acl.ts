@@ -68,12 +68,17 @@ export async function storedDacl(meta: MetadataStore, inodeId: number): Promise<
   return sd.dacl === null ? null : sd;
 }
 
+/** The stored form of a DACL: INVALID_SECURITY_DESCR past the caps (checked before anything changes). */
+export function storedForm(sd: { control: number; dacl: Ace[] }): Buffer {
+  if (sd.dacl.length > SD_ACES_MAX) throw new SmbStatusError(NtStatus.INVALID_SECURITY_DESCR, 'more than 1024 ACEs');
+  const value = encodeSecurityDescriptor({ control: sd.control, owner: null, group: null, dacl: sd.dacl });
+  if (value.length > SD_BYTES_MAX) throw new SmbStatusError(NtStatus.INVALID_SECURITY_DESCR, 'descriptor past 64 KiB');
+  return value;
+}
+
 /** Keeps `dacl` (with the descriptor's control bits) as the inode's; null drops the stored one. */
 export async function storeDacl(meta: MetadataStore, inodeId: number, sd: { control: number; dacl: Ace[] } | null): Promise<void> {
-  if (sd !== null && sd.dacl.length > SD_ACES_MAX) throw new SmbStatusError(NtStatus.INVALID_SECURITY_DESCR, 'more than 1024 ACEs');
-  const value = sd === null ? null : encodeSecurityDescriptor({ control: sd.control, owner: null, group: null, dacl: sd.dacl });
-  if (value !== null && value.length > SD_BYTES_MAX) throw new SmbStatusError(NtStatus.INVALID_SECURITY_DESCR, 'descriptor past 64 KiB');
-  await meta.putMeta(inodeId, InodeMetaKind.SECURITY, [{ name: NAME, value }], SD_LIMITS);
+  await meta.putMeta(inodeId, InodeMetaKind.SECURITY, [{ name: NAME, value: sd === null ? null : storedForm(sd) }], SD_LIMITS);
 }
 
 /**

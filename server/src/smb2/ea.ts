@@ -125,7 +125,8 @@ export function eaSizeOf(records: readonly InodeMetaRecord[]): number {
 
 /**
  * The store changes a set of EAs stands for (a zero-length value removes the EA), after checking
- * every name (INVALID_EA_NAME) and what the list adds up to (EA_TOO_LARGE past 64 KiB).
+ * every name (INVALID_EA_NAME) and what the list adds up to (EA_TOO_LARGE past the caps), so
+ * that a CREATE's ExtA is refused before the file is made.
  */
 export function eaChanges(eas: readonly FullEa[]): InodeMetaChange[] {
   let bytes = 0;
@@ -135,7 +136,7 @@ export function eaChanges(eas: readonly FullEa[]): InodeMetaChange[] {
     bytes += e.name.length + e.value.length;
     out.push({ name: eaKey(e.name), value: e.value.length === 0 ? null : e.value });
   }
-  if (bytes > EA_BYTES_MAX) throw new SmbStatusError(NtStatus.EA_TOO_LARGE, 'EAs larger than 64 KiB');
+  if (bytes > EA_BYTES_MAX || out.length > EA_COUNT_MAX) throw new SmbStatusError(NtStatus.EA_TOO_LARGE, 'EAs past 64 KiB or 4,096 names');
   return out;
 }
 

@@ -63,7 +63,7 @@ import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
 import { decodeSecurityDescriptor, posixChangeOf, SecurityInformation } from './security.js';
-import { daclMask, describe, newInodeDacl, storedDacl, storeDacl } from './acl.js';
+import { daclMask, describe, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
 import { type DurableTable, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
 import { decodeFullEaList, EA_KIND, EA_LIMITS, eaChanges, eaSizeOf, queryEas } from './ea.js';
@@ -214,6 +214,7 @@ export async function create(
   // MS-SMB2 2.2.13.2 SecD: a security descriptor for a file this CREATE makes.
   const secDCtx = req.contexts.find((x) => x.name === 'SecD');
   const secD = secDCtx ? decodeSecurityDescriptor(secDCtx.data) : null;
+  if (secD?.dacl) storedForm({ control: secD.control, dacl: secD.dacl });
 
   let parent: Buffer | null = null;
   let name: Buffer | null = null;
@@ -660,6 +661,7 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   // Only the owner (or root) replaces a DACL, as only they change the mode.
   if ((info & SecurityInformation.DACL) !== 0 && c.id.uid !== 0 && c.id.uid !== inode.uid)
     throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
+  if ((info & SecurityInformation.DACL) !== 0 && sd.dacl !== null) storedForm({ control: sd.control, dacl: sd.dacl });
   const change = posixChangeOf(sd, info, inode);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
   // The DACL as given is kept (a NULL DACL: none kept, the mode says all); the mode change above
