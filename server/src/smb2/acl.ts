@@ -60,24 +60,36 @@ const WRITE_DAC = 0x00040000;
 /** Access bits the DACL does not decide (MAXIMUM_ALLOWED is a request, ACCESS_SYSTEM_SECURITY a privilege). */
 const NOT_BY_DACL = 0x02000000 | 0x01000000;
 
-/** The DACL stored for an inode (null: none, the POSIX mapping applies). */
+/** SE_DACL_PRESENT: with no DACL, a NULL DACL (nobody refused), which a client may set and read back. */
+const SE_DACL_PRESENT = 0x0004;
+
+/**
+ * The DACL stored for an inode (null: none, the POSIX mapping applies). A stored NULL DACL comes
+ * back with `dacl` null and SE_DACL_PRESENT in `control`.
+ */
 export async function storedDacl(meta: MetadataStore, inodeId: number): Promise<SecurityDescriptor | null> {
   const r = (await meta.getMeta(inodeId, InodeMetaKind.SECURITY))[0];
-  if (!r) return null;
-  const sd = decodeSecurityDescriptor(r.value);
-  return sd.dacl === null ? null : sd;
+  return r ? decodeSecurityDescriptor(r.value) : null;
+}
+
+/** encodeSecurityDescriptor, with SE_DACL_PRESENT kept for a NULL DACL. */
+function encodeWithNullDacl(sd: SecurityDescriptor): Buffer {
+  const b = encodeSecurityDescriptor(sd);
+  if (sd.dacl === null && (sd.control & SE_DACL_PRESENT) !== 0) b.writeUInt16LE(b.readUInt16LE(2) | SE_DACL_PRESENT, 2);
+  return b;
 }
 
 /** The stored form of a DACL: INVALID_SECURITY_DESCR past the caps (checked before anything changes). */
-export function storedForm(sd: { control: number; dacl: Ace[] }): Buffer {
-  if (sd.dacl.length > SD_ACES_MAX) throw new SmbStatusError(NtStatus.INVALID_SECURITY_DESCR, 'more than 1024 ACEs');
-  const value = encodeSecurityDescriptor({ control: sd.control, owner: null, group: null, dacl: sd.dacl });
+export function storedForm(sd: { control: number; dacl: Ace[] | null }): Buffer {
+  if (sd.dacl !== null && sd.dacl.length > SD_ACES_MAX) throw new SmbStatusError(NtStatus.INVALID_SECURITY_DESCR, 'more than 1024 ACEs');
+  const control = sd.dacl === null ? sd.control | SE_DACL_PRESENT : sd.control;
+  const value = encodeWithNullDacl({ control, owner: null, group: null, dacl: sd.dacl });
   if (value.length > SD_BYTES_MAX) throw new SmbStatusError(NtStatus.INVALID_SECURITY_DESCR, 'descriptor past 64 KiB');
   return value;
 }
 
-/** Keeps `dacl` (with the descriptor's control bits) as the inode's; null drops the stored one. */
-export async function storeDacl(meta: MetadataStore, inodeId: number, sd: { control: number; dacl: Ace[] } | null): Promise<void> {
+/** Keeps `dacl` (with the descriptor's control bits; a null `dacl` is a NULL DACL) as the inode's; null drops the stored one. */
+export async function storeDacl(meta: MetadataStore, inodeId: number, sd: { control: number; dacl: Ace[] | null } | null): Promise<void> {
   await meta.putMeta(inodeId, InodeMetaKind.SECURITY, [{ name: NAME, value: sd === null ? null : storedForm(sd) }], SD_LIMITS);
 }
 
@@ -87,7 +99,7 @@ export async function storeDacl(meta: MetadataStore, inodeId: number, sd: { cont
  */
 export function describe(inode: Inode, stored: SecurityDescriptor | null, info: number): Buffer {
   if (stored === null || (info & SecurityInformation.DACL) === 0) return describePosix(inode, info);
-  return encodeSecurityDescriptor({
+  return encodeWithNullDacl({
     control: stored.control,
     owner: info & SecurityInformation.OWNER ? unixUserSid(inode.uid) : null,
     group: info & SecurityInformation.GROUP ? unixGroupSid(inode.gid) : null,

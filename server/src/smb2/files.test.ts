@@ -232,6 +232,21 @@ describe('SMB2 file commands over the file service', () => {
       buffer: alloc,
     });
     assert.equal((await q(FileInfoClass.FileStandardInformation, g)).output.readUInt32LE(0), 8192);
+    // AlSi: the allocation size of a new file, in the CREATE response (AllocationSize at 40) and after.
+    const alSi = Buffer.alloc(8);
+    alSi.writeUInt32LE(0x100000, 0);
+    const h = await create(
+      c,
+      createRequest('h', { createDisposition: CreateDisposition.CREATE, contexts: [{ name: 'AlSi', data: alSi }] }),
+    );
+    assert.equal(h.body.readUInt32LE(40), 0x100000);
+    assert.equal((await q(FileInfoClass.FileStandardInformation, h.open)).output.readUInt32LE(0), 0x100000);
+    assert.equal(
+      await status(
+        create(c, createRequest('i', { createDisposition: CreateDisposition.CREATE, contexts: [{ name: 'AlSi', data: Buffer.alloc(4) }] })),
+      ),
+      NtStatus.INVALID_PARAMETER,
+    );
     await srv.close();
   });
 

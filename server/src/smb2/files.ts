@@ -67,7 +67,8 @@ import { daclMask, describe, newInodeDacl, storedDacl, storeDacl, storedForm } f
 import { type DurableTable, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
 import { decodeFullEaList, EA_KIND, EA_LIMITS, eaChanges, eaSizeOf, queryEas } from './ea.js';
-import { InodeMetaKind, type InodeMetaChange } from '../meta/store.js';
+import type { InodeMetaChange } from '../meta/store.js';
+import { allocationOf, setAllocation } from './allocation.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -215,6 +216,11 @@ export async function create(
   const secDCtx = req.contexts.find((x) => x.name === 'SecD');
   const secD = secDCtx ? decodeSecurityDescriptor(secDCtx.data) : null;
   if (secD?.dacl) storedForm({ control: secD.control, dacl: secD.dacl });
+  // MS-SMB2 2.2.13.2.6 AlSi: the allocation size of a file this CREATE makes or overwrites.
+  const alSi = req.contexts.find((x) => x.name === 'AlSi');
+  if (alSi && alSi.data.length < 8) throw fail(NtStatus.INVALID_PARAMETER, 'AlSi context shorter than 8 bytes');
+  const initialAllocation = alSi ? readSize(alSi.data, 0) : 0;
+  let allocation = 0;
 
   let parent: Buffer | null = null;
   let name: Buffer | null = null;
@@ -277,6 +283,7 @@ export async function create(
       action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
       // MS-FSA 2.1.5.1.2.1: an overwrite replaces the file's EAs with the ExtA ones.
       if (eas) await replaceEas(c, inode.id, eas);
+      if (initialAllocation > 0 && !isDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
     }
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -291,6 +298,7 @@ export async function create(
     }
     action = CreateAction.CREATED;
     if (eas) await putEas(c, inode.id, eas);
+    if (initialAllocation > 0 && !wantDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
     // The DACL of the SecD context, else what the directory's stored DACL passes on.
     await newInodeDacl(c.share.meta, (await c.fs.resolve(parent)).inode.id, inode, secD);
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
@@ -321,7 +329,7 @@ export async function create(
   writeCreateResponse(w, {
     oplockLevel: granting.level,
     createAction: action,
-    info: fileInfoOf(inode, parts[parts.length - 1]),
+    info: fileInfoOf(inode, parts[parts.length - 1], allocation),
     fileId: open.fileId,
     contexts: encodeCreateContexts(contexts),
   });
@@ -541,23 +549,6 @@ async function fileInodeId(c: FileContext, open: Open, inode: Inode): Promise<nu
   return open.stream ? (await c.fs.resolve(open.stream.fileHandle)).inode.id : inode.id;
 }
 
-/** The allocation size a client set on `inodeId` (0: none). */
-async function allocationOf(c: FileContext, inodeId: number): Promise<number> {
-  const r = (await c.share.meta.getMeta(inodeId, InodeMetaKind.ALLOCATION))[0];
-  return r && r.value.length === 8 ? r.value.readUInt32LE(0) + r.value.readUInt32LE(4) * 2 ** 32 : 0;
-}
-
-/** Keeps (or with 0 drops) the allocation size a client set. */
-async function setAllocation(c: FileContext, inodeId: number, alloc: number): Promise<void> {
-  let value: Buffer | null = null;
-  if (alloc > 0) {
-    value = Buffer.alloc(8);
-    value.writeUInt32LE(alloc % 2 ** 32, 0);
-    value.writeUInt32LE(Math.floor(alloc / 2 ** 32), 4);
-  }
-  await c.share.meta.putMeta(inodeId, InodeMetaKind.ALLOCATION, [{ name: Buffer.alloc(0), value }], { count: 1, bytes: 8 });
-}
-
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
   let out: Buffer | null;
@@ -591,7 +582,7 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
               eaSize: EA_SIZE_CLASSES.has(req.infoClass)
                 ? eaSizeOf(await c.share.meta.getMeta(await fileInodeId(c, open, inode), EA_KIND))
                 : 0,
-              allocation: ALLOCATION_CLASSES.has(req.infoClass) ? await allocationOf(c, inode.id) : 0,
+              allocation: ALLOCATION_CLASSES.has(req.infoClass) ? await allocationOf(c.share.meta, inode.id) : 0,
             });
       min = FILE_CLASS_MIN[req.infoClass];
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
@@ -661,13 +652,12 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   // Only the owner (or root) replaces a DACL, as only they change the mode.
   if ((info & SecurityInformation.DACL) !== 0 && c.id.uid !== 0 && c.id.uid !== inode.uid)
     throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
-  if ((info & SecurityInformation.DACL) !== 0 && sd.dacl !== null) storedForm({ control: sd.control, dacl: sd.dacl });
+  if ((info & SecurityInformation.DACL) !== 0) storedForm({ control: sd.control, dacl: sd.dacl });
   const change = posixChangeOf(sd, info, inode);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
-  // The DACL as given is kept (a NULL DACL: none kept, the mode says all); the mode change above
-  // dropped the one stored before.
-  if ((info & SecurityInformation.DACL) !== 0)
-    await storeDacl(c.share.meta, inode.id, sd.dacl === null ? null : { control: sd.control, dacl: sd.dacl });
+  // The DACL as given is kept (a NULL DACL too: a client reads back what it set, and nobody is
+  // refused beyond the mode, 0777 by the mapping); the mode change above dropped the one stored before.
+  if ((info & SecurityInformation.DACL) !== 0) await storeDacl(c.share.meta, inode.id, { control: sd.control, dacl: sd.dacl });
 }
 
 // MS-SMB2 3.3.5.21 SET_INFO
@@ -726,7 +716,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if (!c.fs.accessBits(c.share, inode, c.id).write) throw fail(NtStatus.ACCESS_DENIED, 'no write permission');
       if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc }, undefined, oplock.holderOf(open));
       else await oplock.breakForChange(c.fs, open);
-      await setAllocation(c, inode.id, alloc);
+      await setAllocation(c.share.meta, inode.id, alloc);
       return;
     }
     case FileInfoClass.FileFullEaInformation: {
