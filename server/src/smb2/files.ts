@@ -3,6 +3,7 @@
 // is thrown (SmbStatusError, VfsError) and becomes an NTSTATUS in the dispatcher.
 import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
+import { decodeHandle } from '../vfs/handle.js';
 import { CreateMode, type FileService, type Share } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { DosAttributes, FileType, nowTimespec } from '../vfs/types.js';
@@ -300,7 +301,7 @@ export async function create(
     if (eas) await putEas(c, inode.id, eas);
     if (initialAllocation > 0 && !wantDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
     // The DACL of the SecD context, else what the directory's stored DACL passes on.
-    await newInodeDacl(c.share.meta, (await c.fs.resolve(parent)).inode.id, inode, secD);
+    await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, inode, secD);
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
   }
 
