@@ -306,6 +306,8 @@ export async function create(
   }
 
   const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
+  open.openerIsOwner = c.id.uid === 0 || c.id.uid === inode.uid;
+  open.openerMayWrite = c.fs.accessBits(c.share, inode, c.id).write;
   open.record ??= await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
   let granting;
   try {
@@ -650,9 +652,8 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   const sd = decodeSecurityDescriptor(req.buffer);
   const target = open.stream?.fileHandle ?? open.handle;
   const { inode } = await c.fs.resolve(target);
-  // Only the owner (or root) replaces a DACL, as only they change the mode.
-  if ((info & SecurityInformation.DACL) !== 0 && c.id.uid !== 0 && c.id.uid !== inode.uid)
-    throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
+  // Only the owner (or root) replaces a DACL, as only they change the mode (decided at CREATE).
+  if ((info & SecurityInformation.DACL) !== 0 && !open.openerIsOwner) throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
   if ((info & SecurityInformation.DACL) !== 0) storedForm({ control: sd.control, dacl: sd.dacl });
   const change = posixChangeOf(sd, info, inode);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
@@ -714,7 +715,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       // MS-FSA 2.1.5.14.3: a smaller allocation cuts the file; the size set is kept and reported
       // (no space is reserved ahead: the block store allocates on write).
       const { inode } = await c.fs.resolve(open.handle);
-      if (!c.fs.accessBits(c.share, inode, c.id).write) throw fail(NtStatus.ACCESS_DENIED, 'no write permission');
+      if (!open.openerMayWrite) throw fail(NtStatus.ACCESS_DENIED, 'no write permission');
       if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc }, undefined, oplock.holderOf(open));
       else await oplock.breakForChange(c.fs, open);
       await setAllocation(c.share.meta, inode.id, alloc);
@@ -725,8 +726,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if ((open.grantedAccess & Access.FILE_WRITE_EA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no FILE_WRITE_EA');
       const target = open.stream?.fileHandle ?? open.handle;
       const { inode } = await c.fs.resolve(target);
-      // As user xattrs on Linux: writing them needs write permission on the file.
-      if (!c.fs.accessBits(c.share, inode, c.id).write) throw fail(NtStatus.ACCESS_DENIED, 'no write permission for EAs');
+      // As user xattrs on Linux: writing them needs write permission on the file (decided at CREATE).
+      if (!open.openerMayWrite) throw fail(NtStatus.ACCESS_DENIED, 'no write permission for EAs');
       await putEas(c, inode.id, eaChanges(decodeFullEaList(b)));
       return;
     }

@@ -62,6 +62,13 @@ export class Open {
   eaIndex = 0;
   /** MS-FSCC 2.4.26 FileModeInformation as SET_INFO set it. */
   mode = 0;
+  /**
+   * What the POSIX rules let the opener do, decided at CREATE as Windows decides access at open (a
+   * later re-authentication as someone else does not change it): replace the DACL (owner or root),
+   * write the file's EAs (write permission). A stream's open has its file's.
+   */
+  openerIsOwner = false;
+  openerMayWrite = false;
   deleteOnClose = false;
   enumeration: Enumeration | null = null;
   /** Times this open's WRITEs leave as they are (set or frozen by SET_INFO FileBasicInformation). */
