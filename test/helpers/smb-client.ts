@@ -18,6 +18,7 @@ export const SmbCommand = Object.freeze({
   CANCEL: 12,
   ECHO: 13,
   QUERY_INFO: 16,
+  SET_INFO: 17,
   OPLOCK_BREAK: 18,
 } as const);
 

@@ -153,6 +153,47 @@ export class RawSmbClient {
     return this.request(SmbCommand.OPLOCK_BREAK, w.finish());
   }
 
+  /** QUERY_INFO (MS-SMB2 2.2.37): the status and the output buffer. */
+  async queryInfo(
+    fileId: Buffer,
+    infoType: number,
+    infoClass: number,
+    opts: { additional?: number; flags?: number; outputLength?: number; input?: Buffer } = {},
+  ): Promise<{ status: number; output: Buffer }> {
+    const input = opts.input ?? Buffer.alloc(0);
+    const w = new SmbWriter(40 + input.length);
+    w.u16(41)
+      .u8(infoType)
+      .u8(infoClass)
+      .u32(opts.outputLength ?? 65536)
+      .u16(input.length ? HEADER_SIZE + 40 : 0)
+      .u16(0)
+      .u32(input.length)
+      .u32(opts.additional ?? 0)
+      .u32(opts.flags ?? 0)
+      .bytes(fileId)
+      .bytes(input);
+    const r = await this.request(SmbCommand.QUERY_INFO, input.length ? w.finish() : Buffer.concat([w.finish(), Buffer.alloc(1)]));
+    if (r.body.length < 8) return { status: r.status, output: Buffer.alloc(0) };
+    const at = r.body.readUInt16LE(2) - HEADER_SIZE;
+    return { status: r.status, output: Buffer.from(r.body.subarray(at, at + r.body.readUInt32LE(4))) };
+  }
+
+  /** SET_INFO (MS-SMB2 2.2.39): the status. */
+  async setInfo(fileId: Buffer, infoType: number, infoClass: number, buffer: Buffer, additional = 0): Promise<number> {
+    const w = new SmbWriter(32 + buffer.length);
+    w.u16(33)
+      .u8(infoType)
+      .u8(infoClass)
+      .u32(buffer.length)
+      .u16(HEADER_SIZE + 32)
+      .u16(0)
+      .u32(additional)
+      .bytes(fileId)
+      .bytes(buffer);
+    return (await this.request(SmbCommand.SET_INFO, w.finish())).status;
+  }
+
   destroy(): void {
     this.smb.close();
   }
@@ -166,6 +207,10 @@ export interface CreateOptions {
   share?: number;
   /** CreateOptions (default NON_DIRECTORY_FILE). */
   options?: number;
+  /** DesiredAccess (default 0x001f01ff, all file rights). */
+  access?: number;
+  /** More create contexts (4-letter tag, data). */
+  contexts?: [string, Buffer][];
 }
 
 /** MS-SMB2 2.2.13 CREATE request body (see RawSmbClient.create). */
@@ -180,6 +225,7 @@ function createBody(name: string, opts: CreateOptions): Buffer {
   }
   if (opts.durable) list.push(['DHnQ', Buffer.alloc(16)]);
   if (opts.reconnect) list.push(['DHnC', opts.reconnect]);
+  if (opts.contexts) list.push(...opts.contexts);
   const ctx = createContexts(list);
   const nameEnd = 56 + n.length;
   const ctxAt = ctx.length ? Math.ceil(nameEnd / 8) * 8 : 0;
@@ -190,7 +236,7 @@ function createBody(name: string, opts: CreateOptions): Buffer {
     .u32(2)
     .u64(0)
     .u64(0);
-  w.u32(0x001f01ff)
+  w.u32(opts.access ?? 0x001f01ff)
     .u32(0x80)
     .u32(opts.share ?? 7)
     .u32(3)

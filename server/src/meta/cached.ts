@@ -21,7 +21,20 @@
 // were never committed, which NFS allows.
 import { VfsError } from '../vfs/errors.js';
 import type { AttrChanges, Inode, NewInode, Timespec } from '../vfs/types.js';
-import type { BlockRef, BlockSwitch, MetadataStore, ReaddirPage, RemoveResult, RenameResult, ShareUsage, StreamEntry } from './store.js';
+import type {
+  BlockRef,
+  BlockSwitch,
+  InodeMetaChange,
+  InodeMetaKind,
+  InodeMetaLimits,
+  InodeMetaRecord,
+  MetadataStore,
+  ReaddirPage,
+  RemoveResult,
+  RenameResult,
+  ShareUsage,
+  StreamEntry,
+} from './store.js';
 
 /** How the cache hears other servers' changes and tells them its own (coord/coherence.ts StoreCoherence). */
 export interface CacheCoherenceLink {
@@ -557,6 +570,37 @@ export class CachedMetadataStore implements MetadataStore {
       this.done(ticket, touched, true);
       this.forget(fileId);
     }
+  }
+
+  // ---- per-inode records (EAs, security descriptors): not cached ----------------------------------
+
+  async getMeta(inodeId: number, kind: InodeMetaKind): Promise<InodeMetaRecord[]> {
+    return this.inner.getMeta(inodeId, kind);
+  }
+
+  async putMeta(
+    inodeId: number,
+    kind: InodeMetaKind,
+    changes: readonly InodeMetaChange[],
+    limits: InodeMetaLimits,
+    now?: Timespec,
+  ): Promise<InodeMetaRecord[]> {
+    if (!now) return this.inner.putMeta(inodeId, kind, changes, limits);
+    // The change moves the ctime: pending attribute changes go first, the cached inode after.
+    await this.before();
+    this.epoch++;
+    try {
+      this.checkPublish();
+      const r = await this.inner.putMeta(inodeId, kind, changes, limits, now);
+      await this.published([inodeId]);
+      return r;
+    } finally {
+      this.forget(inodeId);
+    }
+  }
+
+  metaSizes(inodeIds: readonly number[], kind: InodeMetaKind): Promise<Map<number, number>> {
+    return this.inner.metaSizes(inodeIds, kind);
   }
 
   // ---- block maps --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import { FileType } from '../vfs/types.js';
 import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore, PgDriver, SqlMetadataStore } from './sql/index.js';
-import { BlockConflictError, type BlockRef, type MetadataStore, MAX_STREAMS_PER_FILE } from './store.js';
+import { BlockConflictError, type BlockRef, InodeMetaKind, type MetadataStore, MAX_STREAMS_PER_FILE, metaRecordSize } from './store.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -785,6 +785,82 @@ for (const engine of engines) {
       assert.equal((await s.listStreams(f.id)).length, MAX_STREAMS_PER_FILE);
       const r = await s.remove(root.id, b('many'), false, now());
       assert.equal(r.streams.length, MAX_STREAMS_PER_FILE);
+    });
+
+    it('inode records (EAs, security descriptors): per kind, replaced and removed atomically, capped, freed with the inode', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('f'), fileInit(), now());
+      const g = await s.create(root.id, b('g'), fileInit(), now());
+      const { EA, SECURITY } = InodeMetaKind;
+      const lim = { count: 3, bytes: 40 };
+      const rec = (list: { name: Buffer; value: Buffer }[]): string[][] =>
+        list.map((r) => [r.name.toString('latin1'), r.value.toString('latin1')]);
+      assert.deepEqual(await s.getMeta(f.id, EA), []);
+      await rejectsWith(s.getMeta(987_654_321, EA), 'STALE');
+      await rejectsWith(s.putMeta(987_654_321, EA, [{ name: b('A'), value: b('1') }], lim), 'STALE');
+      const t = now();
+      const after1 = await s.putMeta(
+        f.id,
+        EA,
+        [
+          { name: b('B'), value: b('two') },
+          { name: b('A'), value: Buffer.from([0, 255, 1]) },
+        ],
+        lim,
+        t,
+      );
+      assert.deepEqual(rec(after1), [
+        ['A', '\x00\xff\x01'],
+        ['B', 'two'],
+      ]);
+      assert.deepEqual((await s.getInode(f.id))?.ctime, t, 'a change with `now` moves the ctime');
+      await s.putMeta(f.id, SECURITY, [{ name: b(''), value: b('sd-bytes') }], lim);
+      assert.deepEqual(rec(await s.getMeta(f.id, SECURITY)), [['', 'sd-bytes']], 'kinds are apart');
+      assert.deepEqual(rec(await s.getMeta(f.id, EA)), rec(after1));
+      assert.deepEqual(await s.getMeta(g.id, EA), [], 'inodes are apart');
+      // Replace one, remove another, in one call; a removal of a name that is not there is no error.
+      const after2 = await s.putMeta(
+        f.id,
+        EA,
+        [
+          { name: b('B'), value: b('2') },
+          { name: b('A'), value: null },
+          { name: b('Z'), value: null },
+        ],
+        lim,
+      );
+      assert.deepEqual(rec(after2), [['B', '2']]);
+      // Over a cap: refused, nothing changed.
+      await rejectsWith(s.putMeta(f.id, EA, [{ name: b('C'), value: Buffer.alloc(38) }], lim), 'NOSPC');
+      await rejectsWith(
+        s.putMeta(
+          f.id,
+          EA,
+          ['C', 'D', 'E'].map((n) => ({ name: b(n), value: b('x') })),
+          lim,
+        ),
+        'NOSPC',
+      );
+      assert.deepEqual(rec(await s.getMeta(f.id, EA)), [['B', '2']]);
+      await s.putMeta(g.id, EA, [{ name: b('LONGER'), value: b('0123456') }], lim);
+      const sizes = await s.metaSizes([f.id, g.id, root.id], EA);
+      assert.deepEqual(
+        [...sizes].sort((x, y) => x[0] - y[0]),
+        [
+          [f.id, metaRecordSize(1, 1)],
+          [g.id, metaRecordSize(6, 7)],
+        ],
+      );
+      assert.deepEqual(await s.metaSizes([], EA), new Map());
+      // Records survive a rename and go with the last link.
+      await s.rename(root.id, b('f'), root.id, b('f-moved'), now());
+      assert.deepEqual(rec(await s.getMeta(f.id, EA)), [['B', '2']]);
+      await s.remove(root.id, b('f-moved'), false, now());
+      await rejectsWith(s.getMeta(f.id, SECURITY), 'STALE');
+      await s.create(root.id, b('src'), fileInit(), now());
+      await s.rename(root.id, b('src'), root.id, b('g'), now());
+      assert.deepEqual(await s.metaSizes([g.id], EA), new Map(), 'a file replaced by a rename takes its records along');
     });
 
     it('block refs: put returns the replaced ref, ranges, drop from an index', async () => {

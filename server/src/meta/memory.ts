@@ -9,7 +9,12 @@ import {
   BlockConflictError,
   type BlockRef,
   type BlockSwitch,
+  type InodeMetaChange,
+  type InodeMetaKind,
+  type InodeMetaLimits,
+  type InodeMetaRecord,
   type MetadataStore,
+  metaRecordSize,
   type ReaddirPage,
   type RemoveResult,
   type RenameResult,
@@ -52,6 +57,8 @@ export class MemoryMetadataStore implements MetadataStore {
   /** inode -> the newest token it was truncated under. */
   private readonly fileFences = new Map<number, number>();
   private nextId = 1;
+  /** inode -> `kind/name (latin1)` -> record (migration 5's inode_meta). */
+  private readonly meta = new Map<number, Map<string, InodeMetaRecord & { kind: number }>>();
 
   async open(): Promise<void> {}
   async close(): Promise<void> {}
@@ -195,6 +202,7 @@ export class MemoryMetadataStore implements MetadataStore {
     if (freed) {
       this.inodes.delete(child.id);
       this.dirs.delete(child.id);
+      this.meta.delete(child.id);
       // Block refs stay until the caller has freed the objects and called dropBlocks.
       const streams = this.streams.get(child.id);
       if (streams) {
@@ -327,6 +335,56 @@ export class MemoryMetadataStore implements MetadataStore {
     this.inodes.delete(st.inode);
     file.ctime = copyTs(now);
     return copyInode(inode);
+  }
+
+  private metaOf(inodeId: number, kind: InodeMetaKind): InodeMetaRecord[] {
+    const out: InodeMetaRecord[] = [];
+    for (const r of this.meta.get(inodeId)?.values() ?? [])
+      if (r.kind === kind) out.push({ name: Buffer.from(r.name), value: Buffer.from(r.value) });
+    return out.sort((a, b) => Buffer.compare(a.name, b.name));
+  }
+
+  async getMeta(inodeId: number, kind: InodeMetaKind): Promise<InodeMetaRecord[]> {
+    this.mustInode(inodeId);
+    return this.metaOf(inodeId, kind);
+  }
+
+  async putMeta(
+    inodeId: number,
+    kind: InodeMetaKind,
+    changes: readonly InodeMetaChange[],
+    limits: InodeMetaLimits,
+    now?: Timespec,
+  ): Promise<InodeMetaRecord[]> {
+    const inode = this.mustInode(inodeId);
+    const next = new Map(this.meta.get(inodeId));
+    for (const c of changes) {
+      const k = `${kind}/${key(c.name)}`;
+      if (c.value === null) next.delete(k);
+      else next.set(k, { kind, name: Buffer.from(c.name), value: Buffer.from(c.value) });
+    }
+    let count = 0;
+    let bytes = 0;
+    for (const r of next.values()) {
+      if (r.kind !== kind) continue;
+      count++;
+      bytes += r.name.length + r.value.length;
+    }
+    if (count > limits.count || bytes > limits.bytes) throw new VfsError('NOSPC', 'too much metadata on one file');
+    if (next.size === 0) this.meta.delete(inodeId);
+    else this.meta.set(inodeId, next);
+    if (now) inode.ctime = copyTs(now);
+    return this.metaOf(inodeId, kind);
+  }
+
+  async metaSizes(inodeIds: readonly number[], kind: InodeMetaKind): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    for (const id of inodeIds) {
+      let size = 0;
+      for (const r of this.meta.get(id)?.values() ?? []) if (r.kind === kind) size += metaRecordSize(r.name.length, r.value.length);
+      if (size > 0) out.set(id, size);
+    }
+    return out;
   }
 
   async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {

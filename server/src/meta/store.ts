@@ -53,6 +53,36 @@ export interface StreamEntry {
 /** Most named streams one file may hold (a bound on what one client can make the store keep per file). */
 export const MAX_STREAMS_PER_FILE = 256;
 
+/**
+ * Per-inode records that one protocol edge interprets and the store only keeps (migration 5):
+ * SMB extended attributes (one record per EA name), a stored security descriptor and a client-set
+ * allocation size (one record each, empty name). Freed with their inode.
+ */
+export const InodeMetaKind = Object.freeze({ EA: 1, SECURITY: 2, ALLOCATION: 3 } as const);
+export type InodeMetaKind = (typeof InodeMetaKind)[keyof typeof InodeMetaKind];
+
+export interface InodeMetaRecord {
+  name: Buffer;
+  value: Buffer;
+}
+
+/** A record's size in a packed list: an 8-byte header, the name, a NUL, the value, padded to 4. */
+export const metaRecordSize = (nameLength: number, valueLength: number): number => (9 + nameLength + valueLength + 3) & ~3;
+
+/** A change to one record: a null value removes it. */
+export interface InodeMetaChange {
+  name: Buffer;
+  value: Buffer | null;
+}
+
+/** What one inode may hold of one kind after a change (else NOSPC and nothing changed). */
+export interface InodeMetaLimits {
+  /** Records. */
+  count: number;
+  /** Sum of name and value bytes. */
+  bytes: number;
+}
+
 export interface RenameResult {
   /** An entry that was replaced at the destination, if any. */
   replaced: RemoveResult | null;
@@ -110,6 +140,26 @@ export interface MetadataStore {
   createStream(fileId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode>;
   /** Removes a stream and its inode (NOENT if there is none); the caller frees its data. Changes the file's ctime. */
   removeStream(fileId: number, name: Buffer, now: Timespec): Promise<Inode>;
+
+  /** The records of one kind of an inode, by name (bytes, ascending). STALE if the inode is gone. */
+  getMeta(inodeId: number, kind: InodeMetaKind): Promise<InodeMetaRecord[]>;
+  /**
+   * Applies `changes` atomically (later changes of a name win), checked against `limits` (NOSPC,
+   * nothing changed); with `now`, the inode's ctime moves. Returns the records after the change.
+   */
+  putMeta(
+    inodeId: number,
+    kind: InodeMetaKind,
+    changes: readonly InodeMetaChange[],
+    limits: InodeMetaLimits,
+    now?: Timespec,
+  ): Promise<InodeMetaRecord[]>;
+  /**
+   * For several inodes at once (a directory page), those that have records: inode id -> the size of
+   * their records as a packed list, each record taking metaRecordSize() bytes (MS-FSCC 2.4.15's
+   * FILE_FULL_EA_INFORMATION entries: SMB's EaSize).
+   */
+  metaSizes(inodeIds: readonly number[], kind: InodeMetaKind): Promise<Map<number, number>>;
 
   /** Block refs with index in [from, to), in index order. */
   getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]>;

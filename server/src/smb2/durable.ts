@@ -15,6 +15,7 @@ import { fromUtf16 } from './codec.js';
 import { CreateAction } from './constants.js';
 import type { FileContext } from './files.js';
 import { fileInfoOf } from './fscc.js';
+import { allocationOf } from './allocation.js';
 import { releaseLocks } from './lock.js';
 import { type CreateContext, type CreateRequest, encodeCreateContexts, writeCreateResponse } from './messages.js';
 import { leaseRequestOf, leaseResponse, OplockLevel, releaseOpen } from './oplock.js';
@@ -207,7 +208,7 @@ export class DurableTable {
     writeCreateResponse(w, {
       oplockLevel: open.lease ? OplockLevel.LEASE : (open.oplock?.level ?? OplockLevel.NONE),
       createAction: CreateAction.OPENED,
-      info: fileInfoOf(inode, parts[parts.length - 1]),
+      info: fileInfoOf(inode, parts[parts.length - 1], await allocationOf(c.share.meta, inode.id)),
       fileId: open.fileId,
       contexts: encodeCreateContexts(contexts),
     });

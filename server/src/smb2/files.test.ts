@@ -9,7 +9,9 @@ import * as files from './files.js';
 import type { Open } from './state.js';
 import { NtStatus } from './status.js';
 import { create, createRequest, fileContext, status } from './testing.js';
-import { AceType, CREATOR_OWNER, decodeSecurityDescriptor, encodeSecurityDescriptor, SecurityInformation } from './security.js';
+import { AceType, CREATOR_OWNER, decodeSecurityDescriptor, encodeSecurityDescriptor, EVERYONE, SecurityInformation } from './security.js';
+import { decodeFullEaList, encodeFullEaList } from './ea.js';
+import { AceFlags } from './acl.js';
 
 async function setup(readOnly = false) {
   const srv = await memoryServer();
@@ -160,6 +162,91 @@ describe('SMB2 file commands over the file service', () => {
     assert.equal(await status(set(reader, SecurityInformation.DACL, sd)), NtStatus.ACCESS_DENIED, 'no WRITE_DAC on that open');
     assert.equal(await status(set(f, SecurityInformation.DACL, Buffer.alloc(10))), NtStatus.INVALID_SECURITY_DESCR);
     assert.equal((await srv.fs.resolve(f.handle)).inode.mode & 0o777, 0o400, 'a refused SET_INFO changed nothing');
+    await srv.close();
+  });
+
+  it('ExtA and SecD contexts, inherited DACLs, EaSize in directory entries, the allocation size kept', async () => {
+    const { srv, c, open } = await setup();
+    const eas = encodeFullEaList([{ flags: 0, name: Buffer.from('Color'), value: Buffer.from('red') }]);
+    // The directory passes writing on to files (OBJECT_INHERIT) but neither DELETE nor FILE_DELETE_CHILD.
+    const dirSd = encodeSecurityDescriptor({
+      control: 0,
+      owner: null,
+      group: null,
+      dacl: [{ type: AceType.ACCESS_ALLOWED, flags: AceFlags.OBJECT_INHERIT, mask: 0x001f01ff & ~0x10040, sid: EVERYONE }],
+    });
+    await create(
+      c,
+      createRequest('d', {
+        createDisposition: CreateDisposition.CREATE,
+        createOptions: CreateOptions.DIRECTORY_FILE,
+        contexts: [{ name: 'SecD', data: dirSd }],
+      }),
+    );
+    const f = (
+      await create(c, createRequest('d\\f', { createDisposition: CreateDisposition.CREATE, contexts: [{ name: 'ExtA', data: eas }] }))
+    ).open;
+    const q = (cls: number, o: Open, info = 0) =>
+      files.queryInfo(c, o, {
+        infoType: cls === -1 ? 3 : 1,
+        infoClass: cls === -1 ? 0 : cls,
+        outputBufferLength: 4096,
+        additionalInformation: info,
+        flags: 1,
+        fileId: o.fileId,
+        input: Buffer.alloc(0),
+      });
+    assert.deepEqual(
+      decodeFullEaList((await q(FileInfoClass.FileFullEaInformation, f)).output).map((e) => [e.name.toString(), e.value.toString()]),
+      [['COLOR', 'red']],
+    );
+    const inherited = decodeSecurityDescriptor((await q(-1, f, SecurityInformation.DACL)).output).dacl!;
+    assert.deepEqual(
+      inherited.map((a) => [a.flags, a.mask]),
+      [[AceFlags.INHERITED, 0x001f01ff & ~0x10040]],
+    );
+    await files.close(c, f, 0, new SmbWriter());
+    // Opening it for DELETE: neither the file's DACL nor the directory's (FILE_DELETE_CHILD) allows it.
+    assert.equal(await status(open('d\\f', CreateDisposition.OPEN, 0, Access.DELETE)), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(open('d\\f', CreateDisposition.OPEN, 0, Access.GENERIC_READ)), NtStatus.SUCCESS);
+    // EaSize in a directory listing (FileFullDirectoryInformation: EaSize at 64).
+    const d = await open('d', CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE, Access.GENERIC_READ);
+    const list = await files.queryDirectory(c, d, {
+      infoClass: FileInfoClass.FileFullDirectoryInformation,
+      flags: QueryDirectoryFlags.RESTART_SCANS,
+      fileIndex: 0,
+      fileId: d.fileId,
+      pattern: utf16('f'),
+      outputBufferLength: 4096,
+    });
+    assert.equal(list.readUInt32LE(64), 20, 'one EA: 8 + 5 + 1 + 3 bytes, padded to 4');
+    // Allocation: kept when larger than the data, reported by FileStandardInformation.
+    const g = await open('g', CreateDisposition.CREATE);
+    const alloc = Buffer.alloc(8);
+    alloc.writeUInt32LE(8192, 0);
+    await files.setInfo(c, g, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileAllocationInformation,
+      additionalInformation: 0,
+      fileId: g.fileId,
+      buffer: alloc,
+    });
+    assert.equal((await q(FileInfoClass.FileStandardInformation, g)).output.readUInt32LE(0), 8192);
+    // AlSi: the allocation size of a new file, in the CREATE response (AllocationSize at 40) and after.
+    const alSi = Buffer.alloc(8);
+    alSi.writeUInt32LE(0x100000, 0);
+    const h = await create(
+      c,
+      createRequest('h', { createDisposition: CreateDisposition.CREATE, contexts: [{ name: 'AlSi', data: alSi }] }),
+    );
+    assert.equal(h.body.readUInt32LE(40), 0x100000);
+    assert.equal((await q(FileInfoClass.FileStandardInformation, h.open)).output.readUInt32LE(0), 0x100000);
+    assert.equal(
+      await status(
+        create(c, createRequest('i', { createDisposition: CreateDisposition.CREATE, contexts: [{ name: 'AlSi', data: Buffer.alloc(4) }] })),
+      ),
+      NtStatus.INVALID_PARAMETER,
+    );
     await srv.close();
   });
 

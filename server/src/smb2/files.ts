@@ -3,9 +3,10 @@
 // is thrown (SmbStatusError, VfsError) and becomes an NTSTATUS in the dispatcher.
 import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
+import { decodeHandle } from '../vfs/handle.js';
 import { CreateMode, type FileService, type Share } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
-import { DosAttributes, FileType } from '../vfs/types.js';
+import { DosAttributes, FileType, nowTimespec } from '../vfs/types.js';
 import {
   basicInfoChanges,
   checkNewAttributes,
@@ -62,9 +63,13 @@ import {
 import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
-import { decodeSecurityDescriptor, describePosix, posixChangeOf, SecurityInformation } from './security.js';
+import { decodeSecurityDescriptor, posixChangeOf, SecurityInformation } from './security.js';
+import { daclMask, describe, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
 import { type DurableTable, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
+import { decodeFullEaList, EA_KIND, EA_LIMITS, eaChanges, eaSizeOf, queryEas } from './ea.js';
+import type { InodeMetaChange } from '../meta/store.js';
+import { allocationOf, setAllocation } from './allocation.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -205,6 +210,18 @@ export async function create(
   const changes = disp !== CreateDisposition.OPEN && disp !== CreateDisposition.OPEN_IF;
   if (c.tree.readOnly && ((desired & WRITE_RIGHTS) !== 0 || deleteOnClose || changes)) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
   if (split.stream !== null) return createStreamOpen(c, req, w, register, parts, split.stream);
+  // MS-SMB2 2.2.13.2.1 ExtA: EAs for a file this CREATE makes or overwrites, checked before anything changes.
+  const extA = req.contexts.find((x) => x.name === 'ExtA');
+  const eas = extA ? eaChanges(decodeFullEaList(extA.data)) : null;
+  // MS-SMB2 2.2.13.2 SecD: a security descriptor for a file this CREATE makes.
+  const secDCtx = req.contexts.find((x) => x.name === 'SecD');
+  const secD = secDCtx ? decodeSecurityDescriptor(secDCtx.data) : null;
+  if (secD?.dacl) storedForm({ control: secD.control, dacl: secD.dacl });
+  // MS-SMB2 2.2.13.2.6 AlSi: the allocation size of a file this CREATE makes or overwrites.
+  const alSi = req.contexts.find((x) => x.name === 'AlSi');
+  if (alSi && alSi.data.length < 8) throw fail(NtStatus.INVALID_PARAMETER, 'AlSi context shorter than 8 bytes');
+  const initialAllocation = alSi ? readSize(alSi.data, 0) : 0;
+  let allocation = 0;
 
   let parent: Buffer | null = null;
   let name: Buffer | null = null;
@@ -233,7 +250,17 @@ export async function create(
       throw fail(wantDir ? NtStatus.NOT_A_DIRECTORY : NtStatus.FILE_IS_A_DIRECTORY, 'the data stream of a directory');
     if (wantDir && !isDir) throw fail(NtStatus.NOT_A_DIRECTORY);
     if (wantFile && isDir) throw fail(NtStatus.FILE_IS_A_DIRECTORY);
-    const max = maximalAccessOf(c, inode);
+    // A stored DACL takes away what it does not grant (acl.ts); the POSIX check below stays.
+    const dirHandle = parent;
+    const acl = await daclMask(
+      c.share.meta,
+      inode,
+      c.id,
+      dirHandle === null ? null : async () => (await c.fs.resolve(dirHandle)).inode,
+      (dir) => c.fs.accessBits(c.share, dir, c.id).write,
+    );
+    if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'refused by the stored DACL');
+    const max = (maximalAccessOf(c, inode) & acl) >>> 0;
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
     // Data access is checked against the mode bits now; the vfs checks again on each call.
     const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA | Access.FILE_EXECUTE);
@@ -255,6 +282,9 @@ export async function create(
         throw e;
       }
       action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
+      // MS-FSA 2.1.5.1.2.1: an overwrite replaces the file's EAs with the ExtA ones.
+      if (eas) await replaceEas(c, inode.id, eas);
+      if (initialAllocation > 0 && !isDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
     }
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -268,10 +298,16 @@ export async function create(
       inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode;
     }
     action = CreateAction.CREATED;
+    if (eas) await putEas(c, inode.id, eas);
+    if (initialAllocation > 0 && !wantDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
+    // The DACL of the SecD context, else what the directory's stored DACL passes on.
+    await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, inode, secD);
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
   }
 
   const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
+  open.openerIsOwner = c.id.uid === 0 || c.id.uid === inode.uid;
+  open.openerMayWrite = c.fs.accessBits(c.share, inode, c.id).write;
   open.record ??= await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
   let granting;
   try {
@@ -299,7 +335,7 @@ export async function create(
   writeCreateResponse(w, {
     oplockLevel: granting.level,
     createAction: action,
-    info: fileInfoOf(inode, parts[parts.length - 1]),
+    info: fileInfoOf(inode, parts[parts.length - 1], allocation),
     fileId: open.fileId,
     contexts: encodeCreateContexts(contexts),
   });
@@ -419,6 +455,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
     };
   }
   const single = (req.flags & QueryDirectoryFlags.RETURN_SINGLE_ENTRY) !== 0;
+  const withEaSize = req.infoClass !== FileInfoClass.FileDirectoryInformation && req.infoClass !== FileInfoClass.FileNamesInformation;
   const dir = await c.fs.resolve(open.handle);
   const out = Buffer.alloc(limit);
   let used = 0;
@@ -429,6 +466,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
     // The next candidate, without moving past it until it is written.
     let name: string;
     let inode: Inode;
+    let eaSize = 0;
     if (e.phase === 0) {
       name = '.';
       inode = dir.inode;
@@ -439,7 +477,14 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
       if (e.pageAt >= e.page.length) {
         if (e.eof) break;
         const r = await c.fs.readdir(open.handle, c.id, e.cookie, DIR_PAGE);
-        e.page = r.entries.map((x) => ({ name: x.name, cookie: x.cookie, inode: x.inode }));
+        // EaSize of the page's entries, in one query (the classes that carry it).
+        const eaSizes = withEaSize
+          ? await dir.share.meta.metaSizes(
+              r.entries.map((x) => x.inode.id),
+              EA_KIND,
+            )
+          : null;
+        e.page = r.entries.map((x) => ({ name: x.name, cookie: x.cookie, inode: x.inode, eaSize: eaSizes?.get(x.inode.id) ?? 0 }));
         e.pageAt = 0;
         e.eof = r.eof || r.entries.length === 0;
         if (e.page.length === 0) break;
@@ -447,6 +492,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
       const next = e.page[e.pageAt]!;
       name = next.name.toString('utf8');
       inode = next.inode;
+      eaSize = next.eaSize;
     }
     if (matchPattern(e.pattern, name)) {
       const nameBuf = utf16(name);
@@ -457,7 +503,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
         break;
       }
       if (last !== -1) out.writeUInt32LE(start - last, last);
-      writeDirEntry(out, start, req.infoClass, inode, nameBuf, name);
+      writeDirEntry(out, start, req.infoClass, inode, nameBuf, name, eaSize);
       last = start;
       used = start + size;
       count++;
@@ -498,6 +544,18 @@ const READ_ATTRIBUTES_CLASSES: ReadonlySet<number> = new Set([
 
 /** The classes that carry DeletePending (MS-FSCC 2.4.41, 2.4.2). */
 const DELETE_PENDING_CLASSES: ReadonlySet<number> = new Set([FileInfoClass.FileStandardInformation, FileInfoClass.FileAllInformation]);
+/** File classes that carry EaSize / AllocationSize: only they read the store's records. */
+const EA_SIZE_CLASSES: ReadonlySet<number> = new Set([FileInfoClass.FileEaInformation, FileInfoClass.FileAllInformation]);
+const ALLOCATION_CLASSES: ReadonlySet<number> = new Set([
+  FileInfoClass.FileStandardInformation,
+  FileInfoClass.FileAllInformation,
+  FileInfoClass.FileNetworkOpenInformation,
+]);
+
+/** The inode whose EAs and security descriptor an open reaches: a stream's are its file's. */
+async function fileInodeId(c: FileContext, open: Open, inode: Inode): Promise<number> {
+  return open.stream ? (await c.fs.resolve(open.stream.fileHandle)).inode.id : inode.id;
+}
 
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
@@ -510,7 +568,12 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       // allinfo stops at any other error).
       // FileNormalizedNameInformation is an SMB 3.1.1 class.
       if (req.infoClass === FILE_NORMALIZED_NAME_INFORMATION) throw fail(NtStatus.NOT_SUPPORTED, 'not below SMB 3.1.1');
-      if (req.infoClass === FileInfoClass.FileFullEaInformation) throw fail(NtStatus.NO_EAS_ON_FILE);
+      if (req.infoClass === FileInfoClass.FileFullEaInformation) {
+        if ((open.grantedAccess & Access.FILE_READ_EA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no FILE_READ_EA');
+        const r = queryEas(await c.share.meta.getMeta(await fileInodeId(c, open, inode), EA_KIND), req, open.eaIndex);
+        open.eaIndex = r.nextIndex;
+        return { status: r.status, output: r.output };
+      }
       // MS-FSA 2.1.5.11: the classes that carry attributes and times need FILE_READ_ATTRIBUTES.
       if (READ_ATTRIBUTES_CLASSES.has(req.infoClass) && (open.grantedAccess & Access.FILE_READ_ATTRIBUTES) === 0)
         throw fail(NtStatus.ACCESS_DENIED, 'no FILE_READ_ATTRIBUTES');
@@ -526,6 +589,11 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
                 oplock.deletePendingOf(open) ||
                 // Several servers: another one may have made the file delete-pending.
                 (DELETE_PENDING_CLASSES.has(req.infoClass) && open.record !== null && (await c.fs.opens.deletePendingShared(open.record))),
+              mode: open.mode,
+              eaSize: EA_SIZE_CLASSES.has(req.infoClass)
+                ? eaSizeOf(await c.share.meta.getMeta(await fileInodeId(c, open, inode), EA_KIND))
+                : 0,
+              allocation: ALLOCATION_CLASSES.has(req.infoClass) ? await allocationOf(c.share.meta, inode.id) : 0,
             });
       min = FILE_CLASS_MIN[req.infoClass];
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
@@ -549,7 +617,13 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       // an empty descriptor whatever the access.
       if ((req.additionalInformation & DESCRIPTOR_PARTS) !== 0 && (open.grantedAccess & Access.READ_CONTROL) === 0)
         throw fail(NtStatus.ACCESS_DENIED, 'no READ_CONTROL');
-      out = describePosix(inode, req.additionalInformation);
+      out = describe(
+        inode,
+        (req.additionalInformation & SecurityInformation.DACL) !== 0
+          ? await storedDacl(c.share.meta, await fileInodeId(c, open, inode))
+          : null,
+        req.additionalInformation,
+      );
       min = 20;
       variable = false;
       if (out.length > req.outputBufferLength) {
@@ -586,8 +660,14 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   const sd = decodeSecurityDescriptor(req.buffer);
   const target = open.stream?.fileHandle ?? open.handle;
   const { inode } = await c.fs.resolve(target);
+  // Only the owner (or root) replaces a DACL, as only they change the mode (decided at CREATE).
+  if ((info & SecurityInformation.DACL) !== 0 && !open.openerIsOwner) throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
+  if ((info & SecurityInformation.DACL) !== 0) storedForm({ control: sd.control, dacl: sd.dacl });
   const change = posixChangeOf(sd, info, inode);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
+  // The DACL as given is kept (a NULL DACL too: a client reads back what it set, and nobody is
+  // refused beyond the mode, 0777 by the mapping); the mode change above dropped the one stored before.
+  if ((info & SecurityInformation.DACL) !== 0) await storeDacl(c.share.meta, inode.id, { control: sd.control, dacl: sd.dacl });
 }
 
 // MS-SMB2 3.3.5.21 SET_INFO
@@ -640,10 +720,23 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
       if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER);
       const alloc = readSize(b, 0);
-      // Space is not reserved ahead; a smaller allocation cuts the file (MS-FSA 2.1.5.15.1).
+      // MS-FSA 2.1.5.14.3: a smaller allocation cuts the file; the size set is kept and reported
+      // (no space is reserved ahead: the block store allocates on write).
       const { inode } = await c.fs.resolve(open.handle);
+      if (!open.openerMayWrite) throw fail(NtStatus.ACCESS_DENIED, 'no write permission');
       if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc }, undefined, oplock.holderOf(open));
       else await oplock.breakForChange(c.fs, open);
+      await setAllocation(c.share.meta, inode.id, alloc);
+      return;
+    }
+    case FileInfoClass.FileFullEaInformation: {
+      // MS-SMB2 3.3.5.21.1, MS-FSA 2.1.5.14.2: set or (an empty value) remove each EA listed.
+      if ((open.grantedAccess & Access.FILE_WRITE_EA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no FILE_WRITE_EA');
+      const target = open.stream?.fileHandle ?? open.handle;
+      const { inode } = await c.fs.resolve(target);
+      // As user xattrs on Linux: writing them needs write permission on the file (decided at CREATE).
+      if (!open.openerMayWrite) throw fail(NtStatus.ACCESS_DENIED, 'no write permission for EAs');
+      await putEas(c, inode.id, eaChanges(decodeFullEaList(b)));
       return;
     }
     case FileInfoClass.FileDispositionInformation: {
@@ -664,15 +757,41 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       need(8);
       open.position = readSize(b, 0);
       return;
-    case FileInfoClass.FileModeInformation:
+    case FileInfoClass.FileModeInformation: {
+      // MS-FSA 2.1.5.14.7: WRITE_THROUGH, SEQUENTIAL_ONLY and NO_INTERMEDIATE_BUFFERING may be set;
+      // anything else (the synchronous-I/O bits an SMB2 open never has among them) is refused.
       need(4);
+      const mode = b.readUInt32LE(0);
+      if ((mode & ~SETTABLE_MODE) !== 0) throw fail(NtStatus.INVALID_PARAMETER, 'FileModeInformation bits that cannot be set');
+      open.mode = mode;
       return;
+    }
     case FileInfoClass.FileRenameInformation:
     case FileInfoClass.FileLinkInformation:
       await renameOrLink(c, open, b, req.infoClass === FileInfoClass.FileLinkInformation);
       return;
     default:
       throw fail(NtStatus.INVALID_INFO_CLASS);
+  }
+}
+
+/** Replaces every EA of a file by `eas`. */
+async function replaceEas(c: FileContext, inodeId: number, eas: InodeMetaChange[]): Promise<void> {
+  const keep = new Set(eas.map((e) => e.name.toString('latin1')));
+  const drop = (await c.share.meta.getMeta(inodeId, EA_KIND)).filter((r) => !keep.has(r.name.toString('latin1')));
+  await putEas(c, inodeId, [...drop.map((r) => ({ name: r.name, value: null })), ...eas]);
+}
+
+/** FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY | FILE_NO_INTERMEDIATE_BUFFERING. */
+const SETTABLE_MODE = 0x2 | 0x4 | 0x8;
+
+/** Applies EA changes to a file (EA_TOO_LARGE past the caps, nothing changed). */
+async function putEas(c: FileContext, inodeId: number, changes: InodeMetaChange[]): Promise<void> {
+  try {
+    await c.share.meta.putMeta(inodeId, EA_KIND, changes, EA_LIMITS, nowTimespec());
+  } catch (e) {
+    if (e instanceof VfsError && e.errno === 'NOSPC') throw fail(NtStatus.EA_TOO_LARGE, 'the EAs of a file past 64 KiB');
+    throw e;
   }
 }
 

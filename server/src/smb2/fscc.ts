@@ -12,15 +12,17 @@ import { shownWriteTime } from './writetime.js';
 export const ALLOCATION_UNIT = 4096;
 
 /** The file's times, sizes and attributes (creation time and DOS attributes as stored; see attrs.ts). */
-export function fileInfoOf(inode: Inode, name?: string): FileTimesAndSizes {
+export function fileInfoOf(inode: Inode, name?: string, allocation = 0): FileTimesAndSizes {
   const isDir = inode.type === FileType.DIR;
   const size = isDir ? 0 : inode.size;
+  // A client-set allocation size (SET_INFO FileAllocationInformation, kept in the store) shows
+  // while the data takes less.
   return {
     creationTime: inode.btime,
     lastAccessTime: inode.atime,
     lastWriteTime: shownWriteTime(inode),
     changeTime: inode.ctime,
-    allocationSize: Math.ceil(size / ALLOCATION_UNIT) * ALLOCATION_UNIT,
+    allocationSize: Math.max(Math.ceil(size / ALLOCATION_UNIT) * ALLOCATION_UNIT, isDir ? 0 : allocation),
     endOfFile: size,
     fileAttributes: reportedAttributes(inode, name),
   };
@@ -38,6 +40,12 @@ export interface OpenView {
   grantedAccess: number;
   position: number;
   deletePending: boolean;
+  /** EaSize (ea.ts eaSizeOf); 0 when not given. */
+  eaSize?: number;
+  /** FileModeInformation of the open (0 when not given). */
+  mode?: number;
+  /** The allocation size a client set (0: none). */
+  allocation?: number;
 }
 
 /** Fixed sizes of the file classes (the minimum OutputBufferLength; variable ones say so). */
@@ -75,7 +83,7 @@ export const VARIABLE_FILE_CLASSES: ReadonlySet<number> = new Set([
 /** Encodes one QUERY_INFO file class; null for a class this server does not answer. */
 export function encodeFileInfo(cls: number, o: OpenView): Buffer | null {
   const w = new SmbWriter(128);
-  const i = fileInfoOf(o.inode);
+  const i = fileInfoOf(o.inode, undefined, o.allocation);
   const isDir = o.inode.type === FileType.DIR;
   switch (cls) {
     case FileInfoClass.FileBasicInformation: // 2.4.7
@@ -89,7 +97,7 @@ export function encodeFileInfo(cls: number, o: OpenView): Buffer | null {
       w.u64(o.inode.id);
       break;
     case FileInfoClass.FileEaInformation: // 2.4.13
-      w.u32(0);
+      w.u32(o.eaSize ?? 0);
       break;
     case FileInfoClass.FileAccessInformation: // 2.4.1
       w.u32(o.grantedAccess);
@@ -111,7 +119,7 @@ export function encodeFileInfo(cls: number, o: OpenView): Buffer | null {
       w.u64(o.position);
       break;
     case FileInfoClass.FileModeInformation: // 2.4.26
-      w.u32(0);
+      w.u32(o.mode ?? 0);
       break;
     case FileInfoClass.FileAlignmentInformation: // 2.4.3 FILE_BYTE_ALIGNMENT
       w.u32(0);
@@ -121,7 +129,12 @@ export function encodeFileInfo(cls: number, o: OpenView): Buffer | null {
       writeTimes(w, i);
       w.u32(i.fileAttributes).u32(0);
       writeStandard(w, i, o, isDir);
-      w.u64(o.inode.id).u32(0).u32(o.grantedAccess).u64(o.position).u32(0).u32(0);
+      w.u64(o.inode.id)
+        .u32(o.eaSize ?? 0)
+        .u32(o.grantedAccess)
+        .u64(o.position)
+        .u32(o.mode ?? 0)
+        .u32(0);
       const n = utf16(o.path);
       w.u32(n.length).bytes(n);
       break;
@@ -261,7 +274,7 @@ export function dirEntrySize(cls: number, name: Buffer): number {
  * Writes one directory entry at `at` of `buf` (zeroed beforehand by the caller), with
  * NextEntryOffset 0 (the caller links entries). `name` is UTF-16LE.
  */
-export function writeDirEntry(buf: Buffer, at: number, cls: number, inode: Inode, name: Buffer, displayName: string): void {
+export function writeDirEntry(buf: Buffer, at: number, cls: number, inode: Inode, name: Buffer, displayName: string, eaSize = 0): void {
   if (cls === FileInfoClass.FileNamesInformation) {
     buf.writeUInt32LE(0, at + 4);
     buf.writeUInt32LE(name.length, at + 8);
@@ -277,7 +290,8 @@ export function writeDirEntry(buf: Buffer, at: number, cls: number, inode: Inode
   writeU64(buf, at + 48, i.allocationSize);
   buf.writeUInt32LE(i.fileAttributes, at + 56);
   buf.writeUInt32LE(name.length, at + 60);
-  // EaSize (0) at 64 for all but FileDirectoryInformation; ShortName fields stay zero (no 8.3 names).
+  // EaSize at 64 for all but FileDirectoryInformation.
+  if (cls !== FileInfoClass.FileDirectoryInformation) buf.writeUInt32LE(eaSize, at + 64);
   switch (cls) {
     case FileInfoClass.FileDirectoryInformation:
       name.copy(buf, at + 64);

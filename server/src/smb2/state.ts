@@ -46,7 +46,7 @@ export interface Enumeration {
   phase: number;
   cookie: number;
   /** Entries read ahead from the store and not returned yet (within one QUERY_DIRECTORY call). */
-  page: { name: Buffer; cookie: number; inode: Inode }[];
+  page: { name: Buffer; cookie: number; inode: Inode; eaSize: number }[];
   pageAt: number;
   eof: boolean;
   /** Nothing returned yet since the pattern was set (an empty result is NO_SUCH_FILE, not NO_MORE_FILES). */
@@ -58,6 +58,17 @@ export class Open {
   private busy = 0;
   private idle: (() => void)[] = [];
   position = 0;
+  /** Where a FileFullEaInformation query without RESTART_SCAN goes on (0-based, ea.ts). */
+  eaIndex = 0;
+  /** MS-FSCC 2.4.26 FileModeInformation as SET_INFO set it. */
+  mode = 0;
+  /**
+   * What the POSIX rules let the opener do, decided at CREATE as Windows decides access at open (a
+   * later re-authentication as someone else does not change it): replace the DACL (owner or root),
+   * write the file's EAs (write permission). A stream's open has its file's.
+   */
+  openerIsOwner = false;
+  openerMayWrite = false;
   deleteOnClose = false;
   enumeration: Enumeration | null = null;
   /** Times this open's WRITEs leave as they are (set or frozen by SET_INFO FileBasicInformation). */

@@ -170,6 +170,9 @@ export async function createStreamOpen(
   );
   open.stream = { fileHandle, name: stored };
   open.deleteOnClose = deleteOnClose;
+  // The file's EAs and DACL are reached through its streams too (files.ts).
+  open.openerIsOwner = c.id.uid === 0 || c.id.uid === file.uid;
+  open.openerMayWrite = c.fs.accessBits(c.share, file, c.id).write;
   // A stream has share modes and oplocks of its own, apart from its file's (MS-FSA keeps them per
   // Stream): its opens are registered under the stream's inode.
   await oplock.breakForOpen(c.fs, c.share.meta, s.stream, open.grantedAccess, req, c.caching, c.onBreakWait);

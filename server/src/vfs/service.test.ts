@@ -5,6 +5,7 @@ import { VfsError } from './errors.js';
 import { CreateMode } from './service.js';
 import type { Identity } from './types.js';
 import { FileType, nowTimespec } from './types.js';
+import { InodeMetaKind } from '../meta/store.js';
 
 const root: Identity = { uid: 0, gid: 0, gids: [] };
 const alice: Identity = { uid: 1000, gid: 1000, gids: [] };
@@ -70,6 +71,18 @@ describe('file service semantics', () => {
     await fs.remove(dfh, n('sub'), root, true);
     await fs.remove(rootFh, n('d'), root, true);
     await rejects(fs.getattr(dfh, root), 'STALE');
+  });
+
+  it('a change of the mode bits drops a stored NT DACL; other changes keep it', async () => {
+    const { fs, share, rootFh } = await setup();
+    const a = await fs.create(rootFh, n('acl'), alice, CreateMode.GUARDED, { mode: 0o644 }, null);
+    const fh = fs.handleOf(share, a.inode);
+    const sd = [{ name: Buffer.alloc(0), value: n('a stored descriptor') }];
+    await share.meta.putMeta(a.inode.id, InodeMetaKind.SECURITY, sd, { count: 1, bytes: 100 });
+    await fs.setattr(fh, alice, { mode: 0o644, atime: 'server' });
+    assert.equal((await share.meta.getMeta(a.inode.id, InodeMetaKind.SECURITY)).length, 1, 'the same mode: kept');
+    await fs.setattr(fh, alice, { mode: 0o600 });
+    assert.deepEqual(await share.meta.getMeta(a.inode.id, InodeMetaKind.SECURITY), [], 'a chmod: dropped');
   });
 
   it('refuses to move a directory into its own subtree', async () => {

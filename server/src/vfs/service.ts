@@ -2,7 +2,7 @@
 // permission checks and the operations; the NFS and SMB engines call only this.
 import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
-import type { MetadataStore } from '../meta/store.js';
+import { InodeMetaKind, type MetadataStore } from '../meta/store.js';
 import { VfsError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
@@ -11,6 +11,8 @@ import { Caching, type CacheHolder, OpenTable } from './locks/opens.js';
 import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
 import { DOS_ATTRS_STORED, DosAttributes, FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
+
+const NO_NAME = Buffer.alloc(0);
 
 export interface ShareOptions {
   name: string;
@@ -332,6 +334,9 @@ export class FileService {
       await share.data.truncate(inode.id, changes.size);
     }
     const after = await share.meta.setAttr(inode.id, changes, guardCtime);
+    // New permission bits replace an NT DACL an SMB client stored (smb2/acl.ts): the mode is the truth again.
+    if ((after.mode & 0o7777) !== (inode.mode & 0o7777))
+      await share.meta.putMeta(inode.id, InodeMetaKind.SECURITY, [{ name: NO_NAME, value: null }], { count: 1, bytes: 0 });
     return { before: inode, after, share };
   }
 

@@ -223,6 +223,33 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `INSERT INTO lease_tokens (last_value, is_called) VALUES (1, 0)`,
     ],
   },
+  {
+    // Records of an inode that SMB interprets and the store only keeps (store.ts InodeMetaKind):
+    // extended attributes (a row per EA name), a security descriptor set by a client, the
+    // allocation size a client set. A table of their own, not columns: NFS paths never read them,
+    // and a file that has none costs nothing. They go with their inode (ON DELETE CASCADE, also
+    // from the one-statement remove).
+    version: 5,
+    name: 'inode_meta: extended attributes, security descriptors, allocation sizes',
+    statements: [
+      `CREATE TABLE inode_meta (
+        inode bigint   NOT NULL REFERENCES inodes (id) ON DELETE CASCADE,
+        kind  smallint NOT NULL,
+        name  bytea    NOT NULL,
+        value bytea    NOT NULL,
+        PRIMARY KEY (inode, kind, name)
+      )`,
+    ],
+    sqlite: [
+      `CREATE TABLE inode_meta (
+        inode integer NOT NULL REFERENCES inodes (id) ON DELETE CASCADE,
+        kind  integer NOT NULL,
+        name  blob    NOT NULL,
+        value blob    NOT NULL,
+        PRIMARY KEY (inode, kind, name)
+      ) WITHOUT ROWID`,
+    ],
+  },
 ]);
 
 export interface MigrationReport {

@@ -234,6 +234,17 @@ export const SQLITE_STATEMENTS: Readonly<Record<keyof typeof S, SqliteForm>> = O
   streamTaken: `SELECT EXISTS (SELECT 1 FROM streams WHERE file = ?1 AND name = ?2) AS taken`,
   removeStream,
   deleteStreamsOf: `DELETE FROM streams WHERE file IN ${inJson(1)} RETURNING file, inode`,
+  getMeta: `SELECT f.id AS f_id, m.name AS m_name, m.value AS m_value
+            FROM inodes f LEFT JOIN inode_meta m ON m.inode = f.id AND m.kind = ?2
+            WHERE f.id = ?1 ORDER BY m.name`,
+  lockInode: `SELECT id FROM inodes WHERE id = ?1`,
+  putMeta: `INSERT INTO inode_meta (inode, kind, name, value) VALUES (?1, ?2, ?3, ?4)
+            ON CONFLICT (inode, kind, name) DO UPDATE SET value = excluded.value`,
+  deleteMeta: `DELETE FROM inode_meta WHERE inode = ?1 AND kind = ?2 AND name = ?3`,
+  metaTotals: `SELECT count(*) AS n, coalesce(sum(length(name) + length(value)), 0) AS bytes FROM inode_meta WHERE inode = ?1 AND kind = ?2`,
+  touchCtime: `UPDATE inodes SET ctime_sec = ?2, ctime_nsec = ?3 WHERE id = ?1`,
+  metaSizes: `SELECT inode, sum((9 + length(name) + length(value) + 3) / 4 * 4) AS size
+              FROM inode_meta WHERE inode IN ${inJson(1)} AND kind = ?2 GROUP BY inode`,
   getBlocks: `SELECT idx, key, length, version FROM blocks WHERE inode = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx`,
   putBlock,
   casBlock,

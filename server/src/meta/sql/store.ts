@@ -23,6 +23,10 @@ import {
   BlockConflictError,
   type BlockRef,
   type BlockSwitch,
+  type InodeMetaChange,
+  type InodeMetaKind,
+  type InodeMetaLimits,
+  type InodeMetaRecord,
   type MetadataStore,
   type ReaddirPage,
   type RemoveResult,
@@ -255,6 +259,31 @@ export const S = {
     name: 'dfs_delete_streams_of',
     text: `DELETE FROM streams WHERE file = ANY($1::bigint[]) RETURNING file, inode`,
   },
+  // Per-inode records (migration 5). One row with f_id (and NULL record columns) when the inode exists but has none.
+  getMeta: {
+    name: 'dfs_get_meta',
+    text: `SELECT f.id AS f_id, m.name AS m_name, m.value AS m_value
+           FROM inodes f LEFT JOIN inode_meta m ON m.inode = f.id AND m.kind = $2
+           WHERE f.id = $1 ORDER BY m.name`,
+  },
+  lockInode: { name: 'dfs_lock_inode', text: `SELECT id FROM inodes WHERE id = $1 FOR NO KEY UPDATE` },
+  putMeta: {
+    name: 'dfs_put_meta',
+    text: `INSERT INTO inode_meta (inode, kind, name, value) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (inode, kind, name) DO UPDATE SET value = excluded.value`,
+  },
+  deleteMeta: { name: 'dfs_delete_meta', text: `DELETE FROM inode_meta WHERE inode = $1 AND kind = $2 AND name = $3` },
+  metaTotals: {
+    name: 'dfs_meta_totals',
+    text: `SELECT count(*) AS n, coalesce(sum(length(name) + length(value)), 0) AS bytes FROM inode_meta WHERE inode = $1 AND kind = $2`,
+  },
+  touchCtime: { name: 'dfs_touch_ctime', text: `UPDATE inodes SET ctime_sec = $2, ctime_nsec = $3 WHERE id = $1` },
+  // store.ts metaRecordSize, summed per inode.
+  metaSizes: {
+    name: 'dfs_meta_sizes',
+    text: `SELECT inode, sum((9 + length(name) + length(value) + 3) / 4 * 4) AS size
+           FROM inode_meta WHERE inode = ANY($1::bigint[]) AND kind = $2 GROUP BY inode`,
+  },
   getBlocks: {
     name: 'dfs_get_blocks',
     text: `SELECT idx, key, length, version FROM blocks WHERE inode = $1 AND idx >= $2 AND idx < $3 ORDER BY idx`,
@@ -332,6 +361,17 @@ function unavailable(e: unknown): unknown {
   // Not served by this process now (fence.ts): "try again later" too, never a write.
   if (e instanceof FenceLostError) return new VfsError('JUKEBOX', e.message);
   return e;
+}
+
+/** The records of a getMeta row set (STALE when there is no row: no such inode). */
+function metaRecords(rows: readonly SqlRow[], inodeId: number): InodeMetaRecord[] {
+  if (rows.length === 0) throw new VfsError('STALE', `inode ${inodeId} does not exist`);
+  const out: InodeMetaRecord[] = [];
+  for (const r of rows) {
+    if (r.m_name === null || r.m_name === undefined) continue;
+    out.push({ name: toBuffer(r.m_name, 'name'), value: toBuffer(r.m_value, 'value') });
+  }
+  return out;
 }
 
 /** Runs `fn`, turning a unique violation (a name taken concurrently) into EXIST. */
@@ -865,6 +905,43 @@ export class SqlMetadataStore implements MetadataStore {
     const { rows } = await this.tx(async (tx) => tx.query(S.removeStream, [fileId, name, now.sec, now.nsec]));
     if (!rows[0]) throw new VfsError('NOENT', 'no such stream');
     return publicInode(inodeRow(rows[0]));
+  }
+
+  async getMeta(inodeId: number, kind: InodeMetaKind): Promise<InodeMetaRecord[]> {
+    return metaRecords((await this.q(S.getMeta, [inodeId, kind])).rows, inodeId);
+  }
+
+  async putMeta(
+    inodeId: number,
+    kind: InodeMetaKind,
+    changes: readonly InodeMetaChange[],
+    limits: InodeMetaLimits,
+    now?: Timespec,
+  ): Promise<InodeMetaRecord[]> {
+    const rows = await this.tx(async (tx) => {
+      // The inode locked: a concurrent change of its records waits, a remove has committed (no row).
+      if ((await tx.query(S.lockInode, [inodeId])).rows.length === 0) throw new VfsError('STALE', `inode ${inodeId} does not exist`);
+      for (const c of changes) {
+        if (c.value === null) await tx.query(S.deleteMeta, [inodeId, kind, c.name]);
+        else await tx.query(S.putMeta, [inodeId, kind, c.name, c.value]);
+      }
+      const t = (await tx.query(S.metaTotals, [inodeId, kind])).rows[0];
+      // Thrown inside the transaction: it rolls back, nothing changed.
+      if (toNumber(t?.n ?? 0, 'n') > limits.count || toNumber(t?.bytes ?? 0, 'bytes') > limits.bytes)
+        throw new VfsError('NOSPC', 'too much metadata on one file');
+      if (now) await tx.query(S.touchCtime, [inodeId, now.sec, now.nsec]);
+      return (await tx.query(S.getMeta, [inodeId, kind])).rows;
+    });
+    await this.durable();
+    return metaRecords(rows, inodeId);
+  }
+
+  async metaSizes(inodeIds: readonly number[], kind: InodeMetaKind): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    if (inodeIds.length === 0) return out;
+    const { rows } = await this.q(S.metaSizes, [[...inodeIds], kind]);
+    for (const r of rows) out.set(toNumber(r.inode, 'inode'), toNumber(r.size, 'size'));
+    return out;
   }
 
   async getBlocks(inodeId: number, from: number, to: number): Promise<BlockRef[]> {

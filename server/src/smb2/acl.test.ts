@@ -1,0 +1,161 @@
+// Stored DACLs (acl.ts): the MS-DTYP 2.5.3.2 evaluation, 2.5.3.4 inheritance as simplified here,
+// the store round trip with its caps, and the rule that a stored DACL only takes away.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { MemoryMetadataStore } from '../meta/memory.js';
+import { dirInit, fileInit } from '../testing/inodes.js';
+import type { Identity } from '../vfs/types.js';
+import {
+  AceFlags,
+  daclGrants,
+  daclMask,
+  describe as describeSd,
+  inheritDacl,
+  SD_ACES_MAX,
+  storedDacl,
+  storeDacl,
+  tokenSids,
+} from './acl.js';
+import {
+  type Ace,
+  AceType,
+  CREATOR_OWNER,
+  decodeSecurityDescriptor,
+  encodeSecurityDescriptor,
+  EVERYONE,
+  SecurityInformation as SI,
+  sid,
+  unixGroupSid,
+  unixUserSid,
+} from './security.js';
+import { NtStatus, SmbStatusError } from './status.js';
+
+const ALLOW = AceType.ACCESS_ALLOWED;
+const DENY = AceType.ACCESS_DENIED;
+const me: Identity = { uid: 1000, gid: 100, gids: [100, 200] };
+const token = tokenSids(me);
+const ace = (type: number, mask: number, s = unixUserSid(1000), flags = 0): Ace => ({ type, flags, mask, sid: s });
+const DELETE = 0x10000;
+const READ_DATA = 0x1;
+const WRITE_DATA = 0x2;
+const DELETE_CHILD = 0x40;
+
+describe('DACL evaluation (MS-DTYP 2.5.3.2)', () => {
+  it('ACEs in order: an earlier deny wins over a later allow and the reverse; other SIDs and inherit-only ACEs do not count', () => {
+    assert.equal(daclGrants([ace(DENY, WRITE_DATA), ace(ALLOW, READ_DATA | WRITE_DATA)], token, false), READ_DATA);
+    assert.equal(daclGrants([ace(ALLOW, READ_DATA | WRITE_DATA), ace(DENY, WRITE_DATA)], token, false), READ_DATA | WRITE_DATA);
+    assert.equal(daclGrants([ace(ALLOW, READ_DATA, unixUserSid(5))], token, false), 0);
+    assert.equal(daclGrants([ace(ALLOW, READ_DATA, unixUserSid(1000), AceFlags.INHERIT_ONLY)], token, false), 0);
+    // Groups of the token, Everyone; generic rights mapped.
+    assert.equal(daclGrants([ace(ALLOW, READ_DATA, unixGroupSid(200))], token, false), READ_DATA);
+    assert.equal(daclGrants([ace(ALLOW, 0x80000000, EVERYONE)], token, false), 0x00120089);
+    // The owner keeps READ_CONTROL and WRITE_DAC.
+    assert.equal(daclGrants([], token, true), 0x00020000 | 0x00040000);
+  });
+
+  it('a stored DACL only takes away; DELETE also comes from the directory', async () => {
+    const m = new MemoryMetadataStore();
+    const root = await m.ensureRoot(1, dirInit());
+    const dir = await m.create(root.id, Buffer.from('d'), dirInit({ uid: 1000, gid: 100 }), { sec: 1, nsec: 0 });
+    const f = await m.create(dir.id, Buffer.from('f'), fileInit({ uid: 1000, gid: 100 }), { sec: 1, nsec: 0 });
+    const parent = async () => dir;
+    assert.equal(await daclMask(m, f, me, parent, () => true), 0xffffffff, 'no stored DACL: nothing taken');
+    await storeDacl(m, f.id, { control: 0, dacl: [ace(ALLOW, READ_DATA | WRITE_DATA)] });
+    // The directory has no DACL: its POSIX write permission decides FILE_DELETE_CHILD.
+    assert.equal((await daclMask(m, f, me, parent, () => true)) & DELETE, DELETE);
+    assert.equal((await daclMask(m, f, me, parent, () => false)) & DELETE, 0);
+    await storeDacl(m, dir.id, { control: 0, dacl: [ace(ALLOW, READ_DATA)] });
+    const mask = await daclMask(m, f, me, parent, () => true);
+    assert.equal(mask & DELETE, 0, 'the directory DACL does not grant FILE_DELETE_CHILD');
+    assert.equal(mask & (READ_DATA | WRITE_DATA), READ_DATA | WRITE_DATA);
+    await storeDacl(m, dir.id, { control: 0, dacl: [ace(ALLOW, DELETE_CHILD)] });
+    assert.equal((await daclMask(m, f, me, parent, () => false)) & DELETE, DELETE);
+  });
+});
+
+describe('inheritance (MS-DTYP 2.5.3.4, simplified)', () => {
+  const owner = unixUserSid(7);
+  const group = unixGroupSid(8);
+  const parent = (dacl: Ace[]) => ({ control: 0, owner: null, group: null, dacl });
+  const { OBJECT_INHERIT: OI, CONTAINER_INHERIT: CI, NO_PROPAGATE_INHERIT: NP, INHERIT_ONLY: IO, INHERITED } = AceFlags;
+
+  it('files take OBJECT_INHERIT ACEs, directories CONTAINER_INHERIT ones (and OI-only as inherit-only)', () => {
+    const p = parent([
+      ace(ALLOW, 1, EVERYONE, OI),
+      ace(ALLOW, 2, EVERYONE, CI),
+      ace(DENY, 4, EVERYONE, 0),
+      ace(ALLOW, 8, EVERYONE, OI | CI | NP),
+    ]);
+    assert.deepEqual(
+      inheritDacl(p, false, owner, group)?.map((a) => [a.mask, a.flags]),
+      [
+        [1, INHERITED],
+        [8, INHERITED],
+      ],
+    );
+    assert.deepEqual(
+      inheritDacl(p, true, owner, group)?.map((a) => [a.mask, a.flags]),
+      [
+        [1, INHERITED | IO | OI],
+        [2, INHERITED | CI],
+        [8, INHERITED],
+      ],
+    );
+    assert.equal(inheritDacl(parent([ace(ALLOW, 1, EVERYONE, 0)]), false, owner, group), null, 'nothing inheritable');
+    assert.equal(inheritDacl(null, false, owner, group), null);
+  });
+
+  it('CREATOR OWNER becomes the new owner (and stays inheritable on directories)', () => {
+    const p = parent([ace(ALLOW, 1, CREATOR_OWNER, OI | CI)]);
+    assert.deepEqual(inheritDacl(p, false, owner, group), [{ type: ALLOW, flags: INHERITED, mask: 1, sid: owner }]);
+    assert.deepEqual(inheritDacl(p, true, owner, group), [
+      { type: ALLOW, flags: INHERITED, mask: 1, sid: owner },
+      { type: ALLOW, flags: INHERITED | IO | OI | CI, mask: 1, sid: CREATOR_OWNER },
+    ]);
+  });
+});
+
+describe('stored descriptors', () => {
+  it('round-trip through the store; QUERY_INFO shows the stored DACL with the inode owner and group; caps', async () => {
+    const m = new MemoryMetadataStore();
+    const root = await m.ensureRoot(1, dirInit());
+    const f = await m.create(root.id, Buffer.from('f'), fileInit({ uid: 1000, gid: 100, mode: 0o644 }), { sec: 1, nsec: 0 });
+    assert.equal(await storedDacl(m, f.id), null);
+    const dacl = [ace(ALLOW, 0x1f01ff, sid(5, 32, 1234, 5432)), ace(DENY, WRITE_DATA, EVERYONE, AceFlags.INHERITED)];
+    await storeDacl(m, f.id, { control: 0x1000, dacl });
+    const got = decodeSecurityDescriptor(describeSd(f, await storedDacl(m, f.id), SI.OWNER | SI.GROUP | SI.DACL));
+    assert.deepEqual(got.dacl, dacl);
+    assert.deepEqual([got.owner, got.group], [unixUserSid(1000), unixGroupSid(100)]);
+    assert.equal(got.control & 0x1000, 0x1000, 'DACL_PROTECTED kept');
+    // Without DACL in AdditionalInformation: none returned.
+    assert.equal(decodeSecurityDescriptor(describeSd(f, await storedDacl(m, f.id), SI.OWNER)).dacl, null);
+    await storeDacl(m, f.id, null);
+    assert.equal(await storedDacl(m, f.id), null);
+    const many = Array.from({ length: SD_ACES_MAX + 1 }, () => ace(ALLOW, 1));
+    await assert.rejects(
+      storeDacl(m, f.id, { control: 0, dacl: many }),
+      (e) => e instanceof SmbStatusError && e.status === NtStatus.INVALID_SECURITY_DESCR,
+    );
+    assert.equal(await storedDacl(m, f.id), null, 'nothing kept');
+  });
+
+  it('the descriptor codec round-trips any DACL of allowed/denied ACEs', () => {
+    const aceArb = fc.record({
+      type: fc.constantFrom(ALLOW, DENY),
+      flags: fc.integer({ min: 0, max: 0x1f }),
+      mask: fc.integer({ min: 0, max: 0xffffffff }),
+      sid: fc.record({
+        authority: fc.integer({ min: 0, max: 2 ** 48 - 1 }),
+        subAuthorities: fc.array(fc.integer({ min: 0, max: 0xffffffff }), { maxLength: 15 }),
+      }),
+    });
+    fc.assert(
+      fc.property(fc.array(aceArb, { maxLength: 20 }), (dacl) => {
+        const plain = dacl.map((a) => ({ ...a, sid: { ...a.sid } }));
+        const sd = decodeSecurityDescriptor(encodeSecurityDescriptor({ control: 0, owner: null, group: null, dacl: plain }));
+        assert.deepEqual(sd.dacl, plain);
+      }),
+    );
+  });
+});

@@ -1,0 +1,137 @@
+// Extended attributes and stored NT ACLs across protocols: what an SMB client sets on a file stays
+// with it when NFS renames it; a stored DACL that refuses writing refuses the SMB open while NFS,
+// which follows the mode bits alone, writes; an NFS chmod drops the stored DACL (the mode is the
+// truth again). Real clients: a raw SMB 2.1 client over TCP and the NFSv3 test client.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { decodeFullEaList, encodeFullEaList } from '../../server/src/smb2/ea.js';
+import {
+  AceType,
+  decodeSecurityDescriptor,
+  encodeSecurityDescriptor,
+  EVERYONE,
+  sid,
+  sidString,
+  unixGroupSid,
+  unixUserSid,
+} from '../../server/src/smb2/security.js';
+import { NfsOps } from '../helpers/nfs-ops.js';
+import { StableHow } from '../helpers/rpc-client.js';
+import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
+
+const USER = 'metauser';
+const PASSWORD = 'meta-user-Passw0rd';
+const UID = 1000;
+const OTHER = 'metaother';
+const INFO_FILE = 1;
+const INFO_SECURITY = 3;
+const FILE_EA_INFORMATION = 7;
+const FILE_FULL_EA_INFORMATION = 15;
+const DACL = 4;
+const ACCESS_DENIED = 0xc0000022;
+const READ = 0x00120089;
+const WRITE_DATA = 0x2;
+const APPEND_DATA = 0x4;
+
+describe('SMB EAs and stored DACLs against NFS', { timeout: 300_000 }, () => {
+  let both: BothProtocols;
+  let nfs: NfsOps;
+  let root: Buffer;
+
+  before(async () => {
+    both = await startBothProtocols([
+      { username: USER, password: PASSWORD, uid: UID },
+      { username: OTHER, password: PASSWORD, uid: UID + 1 },
+    ]);
+    ({ nfs, root } = both);
+  });
+
+  after(async () => {
+    await both?.close();
+  });
+
+  it('EAs set over SMB survive an NFS rename', async () => {
+    const c = await both.smb();
+    const { fileId } = await c.create('ea.txt');
+    const eas = encodeFullEaList([
+      { flags: 0, name: Buffer.from('user.color'), value: Buffer.from('blue') },
+      { flags: 0, name: Buffer.from('Second'), value: Buffer.from([0, 1, 2]) },
+    ]);
+    assert.equal(await c.setInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, eas), 0);
+    await c.close(fileId);
+    assert.equal((await nfs.rename(root, 'ea.txt', root, 'ea-moved.txt')).status, 0);
+    const moved = await c.create('ea-moved.txt');
+    const q = await c.queryInfo(moved.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, { flags: 1 });
+    assert.equal(q.status, 0);
+    assert.deepEqual(
+      decodeFullEaList(q.output).map((e) => [e.name.toString(), e.value.toString('hex')]),
+      [
+        ['SECOND', '000102'],
+        ['USER.COLOR', Buffer.from('blue').toString('hex')],
+      ],
+    );
+    const size = await c.queryInfo(moved.fileId, INFO_FILE, FILE_EA_INFORMATION);
+    assert.ok(size.output.readUInt32LE(0) > 0, 'EaSize counts them');
+    // A zero-length value removes one.
+    const drop = encodeFullEaList([{ flags: 0, name: Buffer.from('second'), value: Buffer.alloc(0) }]);
+    assert.equal(await c.setInfo(moved.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, drop), 0);
+    const after1 = await c.queryInfo(moved.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, { flags: 1 });
+    assert.deepEqual(
+      decodeFullEaList(after1.output).map((e) => e.name.toString()),
+      ['USER.COLOR'],
+    );
+    // A bad name changes nothing and says why.
+    const bad = encodeFullEaList([{ flags: 0, name: Buffer.from('a*b'), value: Buffer.from('x') }]);
+    assert.equal(await c.setInfo(moved.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, bad), 0x80000013);
+    await c.close(moved.fileId);
+    // Another user, who may only read the file (0644), cannot write its EAs nor replace its DACL,
+    // whatever access his open asked for.
+    const o = await both.smb({ username: OTHER, password: PASSWORD, uid: UID + 1 });
+    const theirs = await o.create('ea-moved.txt', { access: READ | 0x10 | 0x00040000 });
+    assert.equal(await o.setInfo(theirs.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, eas), ACCESS_DENIED, 'EAs');
+    const deny = encodeSecurityDescriptor({ control: 0, owner: null, group: null, dacl: [] });
+    assert.equal(await o.setInfo(theirs.fileId, INFO_SECURITY, 0, deny, DACL), ACCESS_DENIED, 'DACL');
+    assert.equal(await c.createStatus('ea-moved.txt', { access: READ }), 0, 'the owner still opens it');
+  });
+
+  it('a DACL refusing writes refuses the SMB open, NFS follows the mode; it survives a rename; chmod drops it', async () => {
+    const c = await both.smb();
+    const { fileId } = await c.create('acl.txt');
+    // Everything for the owner but execute, read for the group and everyone (mode 0644 as it is)
+    // and writing denied to Authenticated Users, a SID with no POSIX counterpart: the mode stays.
+    const sd = encodeSecurityDescriptor({
+      control: 0,
+      owner: null,
+      group: null,
+      dacl: [
+        { type: AceType.ACCESS_DENIED, flags: 0, mask: WRITE_DATA | APPEND_DATA, sid: sid(5, 11) },
+        { type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x001f019f, sid: unixUserSid(UID) },
+        { type: AceType.ACCESS_ALLOWED, flags: 0, mask: READ, sid: unixGroupSid(UID) },
+        { type: AceType.ACCESS_ALLOWED, flags: 0, mask: READ, sid: EVERYONE },
+      ],
+    });
+    assert.equal(await c.setInfo(fileId, INFO_SECURITY, 0, sd, DACL), 0);
+    await c.close(fileId);
+    const fh = (await nfs.lookup(root, 'acl.txt')).fh!;
+    assert.equal(((await nfs.getattr(fh)).attrs?.mode ?? 0) & 0o777, 0o644, 'the mode did not change');
+
+    assert.equal(await c.createStatus('acl.txt', { access: WRITE_DATA }), ACCESS_DENIED, 'the stored DACL refuses SMB writers');
+    assert.equal(await c.createStatus('acl.txt', { access: READ }), 0, 'readers are let in');
+    assert.equal((await nfs.write(fh, 0, Buffer.from('nfs'), StableHow.FILE_SYNC)).status, 0, 'NFS follows the mode bits');
+
+    assert.equal((await nfs.rename(root, 'acl.txt', root, 'acl-moved.txt')).status, 0);
+    assert.equal(await c.createStatus('acl-moved.txt', { access: WRITE_DATA }), ACCESS_DENIED, 'the DACL moved with the file');
+    const r = await c.create('acl-moved.txt', { access: READ | 0x00020000 });
+    const q = await c.queryInfo(r.fileId, INFO_SECURITY, 0, { additional: DACL });
+    assert.equal(q.status, 0);
+    assert.deepEqual(
+      decodeSecurityDescriptor(q.output).dacl?.map((a) => sidString(a.sid)),
+      ['S-1-5-11', `S-1-22-1-${UID}`, `S-1-22-2-${UID}`, 'S-1-1-0'],
+    );
+    await c.close(r.fileId);
+
+    // A chmod over NFS: the mode is the whole truth again.
+    assert.equal((await nfs.setattr(fh, { mode: 0o600 })).status, 0);
+    assert.equal(await c.createStatus('acl-moved.txt', { access: WRITE_DATA }), 0, 'chmod dropped the stored DACL');
+  });
+});
