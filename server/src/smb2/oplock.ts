@@ -337,10 +337,45 @@ function breakRemoteForOpen(
 
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
 export async function registerOpen(fs: FileService, open: Open, access: number, shareAccess: number): Promise<OpenRecord> {
+  // MS-FSA 2.1.5.1.2: an open of a file's own data asking for DELETE also meets the opens of its
+  // named streams: one that does not share delete refuses it (smbtorture streams.delete).
+  if (!open.stream && (access & AccessBits.DELETE) !== 0) {
+    const file = fs.opens.get(open.share.meta, open.inodeId);
+    if (file)
+      for (const o of file.opens)
+        if (o.owner instanceof StreamOfFile && (o.shareAccess & ShareAccess.DELETE) === 0)
+          throw new SmbStatusError(NtStatus.SHARING_VIOLATION, 'a stream of the file is open without delete sharing');
+  }
   try {
     const rec = await fs.opens.addShared(open.share.meta, open.inodeId, access, shareAccess, open);
     rec.deleteOnClose = open.deleteOnClose;
     return rec;
+  } catch (e) {
+    if (e instanceof OpenTableError) throw new SmbStatusError(statusOfRefusal(e));
+    throw e;
+  }
+}
+
+/**
+ * The record a stream open keeps among its file's opens (owner of an OpenRecord with no access:
+ * it takes part in no share check and breaks nothing). While one is there the file is open: it
+ * stays delete-pending, refuses new opens with DELETE_PENDING, and is removed only when the last
+ * open of the file or of any of its streams goes (MS-FSA: a file's delete waits for its streams'
+ * opens). Its share access is the stream open's, for the DELETE check of registerOpen.
+ */
+class StreamOfFile {
+  constructor(readonly open: Open) {}
+}
+
+const streamRecords = new WeakMap<Open, OpenRecord>();
+
+/**
+ * Registers a stream open among the opens of its file (`fileId`), before the stream's own record:
+ * DELETE_PENDING when the file is delete-pending.
+ */
+export async function registerStreamOfFile(fs: FileService, open: Open, fileId: number, shareAccess: number): Promise<void> {
+  try {
+    streamRecords.set(open, await fs.opens.addShared(open.share.meta, fileId, 0, shareAccess, new StreamOfFile(open)));
   } catch (e) {
     if (e instanceof OpenTableError) throw new SmbStatusError(statusOfRefusal(e));
     throw e;
@@ -410,8 +445,9 @@ export function grantCaching(
   let alone = true;
   let blocked = false;
   for (const o of file.opens) {
-    // Any other open, a stat open included, leaves an oplock at Level II at most.
-    if (o === rec) continue;
+    // Any other open, a stat open included, leaves an oplock at Level II at most (an open of one
+    // of the file's streams does not: streams have oplocks of their own).
+    if (o === rec || o.owner instanceof StreamOfFile) continue;
     alone = false;
     const h = o.holder;
     if (h && (h.caching & (Caching.WRITE | Caching.HANDLE)) !== 0) blocked = true;
@@ -491,7 +527,13 @@ export function checkRename(fs: FileService, open: Open, parentId: number, repla
 export async function releaseOpen(fs: FileService, open: Open, id: Identity): Promise<void> {
   await writeTime.closed(open, fs, id);
   const rec = open.record;
-  if (!rec) return;
+  if (!rec) {
+    // A stream open refused after it was counted among its file's opens (registerStreamOfFile).
+    const ofFile = streamRecords.get(open);
+    streamRecords.delete(open);
+    if (ofFile) await fs.opens.releaseShared(ofFile);
+    return;
+  }
   open.record = null;
   if (open.oplock) {
     open.oplock.finish(OplockLevel.NONE);
@@ -507,9 +549,15 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
     }
   }
   rec.deleteOnClose = open.deleteOnClose;
-  if (!(await fs.opens.releaseShared(rec))) return;
-  // Delete on close of a stream takes the stream, not its file (at CLOSE and logoff/disconnect alike).
-  if (open.stream) return removeStreamOnClose(fs, open.stream.fileHandle, open.stream.name, id);
+  const last = await fs.opens.releaseShared(rec);
+  if (open.stream) {
+    // Delete on close of a stream takes the stream, not its file (at CLOSE and logoff/disconnect alike).
+    if (last) await removeStreamOnClose(fs, open.stream.fileHandle, open.stream.name, id);
+    const ofFile = streamRecords.get(open);
+    streamRecords.delete(open);
+    // The file's last open was this stream's, and the file is delete-pending: it goes now.
+    if (!ofFile || !(await fs.opens.releaseShared(ofFile))) return;
+  } else if (!last) return;
   if (!open.parent || !open.name) return;
   try {
     await fs.remove(open.parent, open.name, id, open.isDir);
