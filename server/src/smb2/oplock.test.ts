@@ -44,7 +44,14 @@ async function setup(timeoutMs = 2000) {
   const open = async (
     cl: Client,
     name: string,
-    o: { oplock?: number; lease?: { key: number; state: number }; share?: number; disposition?: number; access?: number } = {},
+    o: {
+      oplock?: number;
+      lease?: { key: number; state: number };
+      share?: number;
+      disposition?: number;
+      access?: number;
+      options?: number;
+    } = {},
   ): Promise<{ open: Open; level: number; leaseState: number | null }> => {
     const contexts = [];
     if (o.lease) {
@@ -58,6 +65,7 @@ async function setup(timeoutMs = 2000) {
       desiredAccess: o.access ?? Access.GENERIC_READ | Access.GENERIC_WRITE,
       shareAccess: o.share ?? 7,
       createDisposition: o.disposition ?? CreateDisposition.OPEN_IF,
+      createOptions: o.options ?? 0,
       contexts,
     });
     const { open: got, body } = await create(cl.ctx, req);
@@ -302,6 +310,60 @@ describe('leases', () => {
     ackLease(a, h2.open, a.sent[0]!, Caching.READ);
     await rename;
     await open(a, 'dst', { disposition: CreateDisposition.OPEN });
+    await srv.close();
+  });
+});
+
+describe('directory rename with opens beneath', () => {
+  const renameInfo = (to: string): Buffer => {
+    const name = Buffer.from(to, 'utf16le');
+    const info = Buffer.alloc(20 + name.length);
+    info.writeUInt32LE(name.length, 16);
+    name.copy(info, 20);
+    return info;
+  };
+  const rename = (cl: Client, dir: Open, to: string) =>
+    files.setInfo(cl.ctx, dir, { infoType: 1, infoClass: 10, additionalInformation: 0, fileId: dir.fileId, buffer: renameInfo(to) });
+  const RH = Caching.READ | Caching.HANDLE;
+
+  it('breaks the handle leases beneath one at a time and goes on once their holders close; an ack that keeps the open fails it', async () => {
+    const { srv, client, open, close } = await setup(30_000);
+    const a = client(1);
+    const b = client(2);
+    const dir = (await open(a, 'd', { options: 1, access: Access.GENERIC_ALL, disposition: CreateDisposition.CREATE })).open;
+    const f1 = await open(b, 'd\\f1', { lease: { key: 1, state: RH } });
+    const f2 = await open(b, 'd\\f2', { lease: { key: 2, state: RH } });
+    assert.equal(f1.leaseState, RH);
+    // The holder closes what it is told to let go of.
+    const byKey = new Map([
+      [1, f1.open],
+      [2, f2.open],
+    ]);
+    b.onBreak = (body) => {
+      assert.deepEqual(leaseBreakOf(body), { from: RH, to: Caching.READ, ack: true });
+      void close(b, byKey.get(body[8]!)!);
+    };
+    await rename(a, dir, 'e');
+    assert.equal(b.sent.length, 2, 'one break per lease');
+    await close(b, (await open(b, 'e\\f1', { disposition: CreateDisposition.OPEN })).open);
+
+    // This time the holder acknowledges and keeps its open: the rename is refused.
+    const g = await open(b, 'e\\g', { lease: { key: 3, state: RH } });
+    b.onBreak = (body) => ackLease(b, g.open, body, Caching.READ);
+    assert.equal(await status(rename(a, dir, 'h')), NtStatus.ACCESS_DENIED);
+    assert.equal(b.sent.length, 3);
+    await srv.close();
+  });
+
+  it('an open beneath without a handle lease fails the rename at once, with no break', async () => {
+    const { srv, client, open } = await setup(30_000);
+    const a = client(1);
+    const b = client(2);
+    const dir = (await open(a, 'd', { options: 1, access: Access.GENERIC_ALL, disposition: CreateDisposition.CREATE })).open;
+    await open(b, 'd\\f1');
+    await open(b, 'd\\f2', { lease: { key: 2, state: RH } });
+    assert.equal(await status(rename(a, dir, 'e')), NtStatus.ACCESS_DENIED);
+    assert.equal(b.sent.length, 0);
     await srv.close();
   });
 });

@@ -491,6 +491,34 @@ export function breakForRename(fs: FileService, open: Open): void {
   for (const h of fs.opens.holdersAbove(file, keep, holderOf(open))) void h.breakTo(h.caching & keep);
 }
 
+/** Handle breaks one directory rename goes through at most (one at a time, each bounded by the break timeout). */
+const MAX_TREE_BREAKS = 64;
+
+/**
+ * A rename of a directory with opens beneath it (MS-FSA 2.1.5.14.11 as Windows behaves; Samba's
+ * later smbtorture lease.rename_dir_openfile): while every such open holds a handle lease, their
+ * leases are broken to give up handle caching, one at a time, and the rename waits, so that a
+ * client caching handles may close them. An open left (acknowledged but kept, or holding no
+ * handle lease) makes checkRename refuse the rename with ACCESS_DENIED. The first break goes out
+ * before the first await (see breakForRename).
+ */
+export async function breakTreeForRename(fs: FileService, open: Open): Promise<void> {
+  const prefix = open.path + '\\';
+  for (let i = 0; i < MAX_TREE_BREAKS; i++) {
+    let next: Lease | null = null;
+    for (const o of fs.opens.opensOf(open.share.meta)) {
+      const other = o.owner as Open;
+      if (other === open || other.share !== open.share || !other.path.startsWith(prefix)) continue;
+      const h = o.holder;
+      // Nothing to wait for: the rename fails.
+      if (!(h instanceof Lease) || (h.state & Caching.HANDLE) === 0) return;
+      next ??= h;
+    }
+    if (next === null) return;
+    await next.breakTo(next.state & ~Caching.HANDLE);
+  }
+}
+
 /**
  * What other opens refuse a rename of `open` (MS-FSA 2.1.5.14.11 as Windows behaves): an open of
  * the source directory holding DELETE access or not sharing delete (SHARING_VIOLATION), an open
