@@ -138,7 +138,8 @@ export class Lease implements CacheHolder {
     later(() => {
       // Still the same step (not released, timed out or acknowledged meanwhile)?
       if (!this.breaking || this.state !== state || this.requested !== next) return;
-      if (!this.send(state, next, true)) this.finish(next);
+      // Nobody can hear it any more: the lease ends where the break had to.
+      if (!this.send(state, next, true)) this.finish(this.required);
     });
   }
 
