@@ -289,6 +289,20 @@ describe('leases', () => {
     },
   );
 
+  it('an open waiting on a break goes on as soon as the holder closes (not at the timeout)', { timeout: 20_000 }, async () => {
+    const { srv, client, open, close } = await setup(60_000);
+    const a = client(1);
+    const b = client(2);
+    const first = await open(a, 'f', { lease: { key: 1, state: RWH } });
+    const second = open(b, 'f');
+    await until(() => a.sent.length === 1);
+    assert.ok(first.open.lease?.breaking);
+    // The holder never acknowledges; its open goes (a CLOSE, or its logoff or disconnect).
+    await close(a, first.open);
+    assert.equal((await second).level, OplockLevel.NONE);
+    await srv.close();
+  });
+
   it('a rename sends its handle break before it awaits anything, and waits for the ack', async () => {
     const { srv, client, open } = await setup(30_000);
     const a = client(1);
