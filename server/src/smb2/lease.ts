@@ -73,14 +73,20 @@ export class Lease implements CacheHolder {
     return this.state;
   }
 
+  /** Held only by preserved durable opens: nobody can hear a break (MS-SMB2 3.3.4.7). */
+  get unreachable(): boolean {
+    if (this.opens.size === 0) return false;
+    for (const o of this.opens) if (o.expire === null) return false;
+    return true;
+  }
+
   /**
    * Asks the lease to keep at most `keep`; resolves once none of the bits in `wait` that it must
    * give up is held (by default: once it holds nothing beyond `keep`). Never rejects.
    */
   breakTo(keep: number, wait: number = Caching.READ | Caching.WRITE | Caching.HANDLE): Promise<void> {
     // Held only by preserved durable opens, nobody can hear the break: they are closed (MS-SMB2 3.3.4.7).
-    const opens = [...this.opens];
-    if (opens.length > 0 && opens.every((o) => o.expire !== null)) return Promise.all(opens.map((o) => o.expire!())).then(() => undefined);
+    if (this.unreachable) return Promise.all([...this.opens].map((o) => o.expire!())).then(() => undefined);
     if (this.breaking) {
       // No second notification: the break in progress will end at the narrower state (3.3.4.7).
       this.required &= keep;

@@ -267,9 +267,10 @@ export async function breakForOpen(
         : deleting
           ? Caching.READ
           : Caching.READ | Caching.HANDLE;
-    const waits = breakRound(fs.opens.holdersAbove(file, Caching.NONE, own), keep, conflict, round, leaseStat, oplockStat);
+    const { waits, acking } = breakRound(fs.opens.holdersAbove(file, Caching.NONE, own), keep, conflict, round, leaseStat, oplockStat);
     if (waits.length === 0) return closed();
-    onBreakWait?.();
+    // Waiting for a client's acknowledgment: the CREATE goes async.
+    if (acking) onBreakWait?.();
     await Promise.all(waits);
   }
   return closed();
@@ -292,9 +293,10 @@ function breakRound(
   round: number,
   leaseStat: boolean,
   oplockStat: boolean,
-): Promise<void>[] {
+): { waits: Promise<void>[]; acking: boolean } {
   const waitMask = conflict ? Caching.HANDLE : Caching.WRITE;
   const waits: Promise<void>[] = [];
+  let acking = false;
   for (const h of holders) {
     if (h instanceof Lease) {
       if (leaseStat) continue;
@@ -302,16 +304,23 @@ function breakRound(
       const wasBreaking = h.breaking;
       if ((from & ~keep) === 0) {
         if (wasBreaking) waits.push(h.idle());
+        acking ||= wasBreaking;
         continue;
       }
-      void h.breakTo(keep);
-      if ((from & waitMask) !== 0 || (wasBreaking && round > 0)) waits.push(h.idle());
+      // Held by preserved durable opens alone, the lease is not broken: they are closed, and
+      // that is waited for (the file may go with them).
+      const unreachable = h.unreachable;
+      const done = h.breakTo(keep);
+      if (unreachable) waits.push(done);
+      else if ((from & waitMask) !== 0 || (wasBreaking && round > 0)) waits.push(h.idle());
+      acking ||= h.breaking;
     } else {
       if (oplockStat || (h.caching & ~keep) === 0) continue;
       waits.push(h.breakTo(h.caching & keep));
+      acking ||= h instanceof OplockHolder && h.breaking;
     }
   }
-  return waits;
+  return { waits, acking };
 }
 
 /**
