@@ -23,9 +23,8 @@ import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 const GATE = [
   // Longest first (JOBS at once: the last to start sets the tail). Seconds per run are from a
   // gate run here at load ~10.
-  // ~150 s per run. Not yet: a CREATE waiting for the whole chain of breaks (breaking3/4),
-  // rename_wait; the v2_* tests, break_twice and dynamic_share skip below SMB 3.
-  'smb2.lease!breaking3,breaking4,rename_wait,break_twice,v2_*,dynamic_share',
+  // ~150 s per run. The v2_* tests, break_twice and dynamic_share skip below SMB 3.
+  'smb2.lease!break_twice,v2_*,dynamic_share',
   // ~110 s per run. batch22b fails against smbd too (smbd fails stream1 here, DittoFS passes it).
   'smb2.oplock!batch22b',
   // `@plain`: run without signing only. These suites make thousands of files (creation is ~15x
@@ -110,6 +109,13 @@ const GATE = [
   // smbd fails reopen2-lease-v2 here too (a v2 lease at 2.1); alloc-size (smbd fails it: rounding)
   // passes with the allocation size kept (smb2/allocation.ts).
   'smb2.durable-open!reopen2-lease-v2',
+  // rename and rename2 (renaming a stream) fail against smbd here too (SHARING_VIOLATION).
+  'smb2.streams!rename,rename2',
+  // bug14769 fails against smbd too; the others skip on both (sparse files, compression,
+  // duplicate extents and interface info are not offered; bug14607 needs Samba's test build)
+  // but compress_notsup_*, left out with them; "copy-chunk streams" passes, but its name has a
+  // space (see delete-on-close-perms).
+  'smb2.ioctl!bug14*,VALIDATE*,*INTERFACE,*interface*,sparse_*,trim_*,dup_*,compress_*,copy-chunk*',
 ];
 
 const USER = 'tortureuser';

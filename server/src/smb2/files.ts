@@ -818,6 +818,10 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
   if (open.parent === null || open.name === null) throw fail(NtStatus.ACCESS_DENIED, 'cannot rename the share root');
   const parts = parsePath(fromUtf16(b.subarray(20, 20 + nameLen), 'rename target'));
   if (parts.length === 0) throw fail(NtStatus.OBJECT_NAME_INVALID);
+  // The handle leases of the file's other opens (of the opens beneath a directory) break before
+  // anything else the rename does.
+  if (!link && open.isDir) await oplock.breakTreeForRename(c.fs, open);
+  else if (!link) oplock.breakForRename(c.fs, open);
   const toDir = await walkParent(c, parts);
   const toName = Buffer.from(parts[parts.length - 1]!);
   const existing = await lookupOrNull(c, toDir, toName);

@@ -151,6 +151,33 @@ describe('FSCTL server-side copy (SRV_REQUEST_RESUME_KEY + SRV_COPYCHUNK)', () =
     await srv.close();
   });
 
+  it("another open's byte-range lock on a source or target range refuses the chunk (FILE_LOCK_CONFLICT); an execute-only source copies", async () => {
+    const { srv, c, open, fsctl, write, read } = await setup();
+    const src = await open('src');
+    await write(src, pattern(4096));
+    const dst = await open('dst');
+    const one = async (from: Open): Promise<{ status: number; out: Buffer }> => {
+      const key = (await fsctl(from, FsctlCode.SRV_REQUEST_RESUME_KEY, Buffer.alloc(0), 32)).out.subarray(0, 24);
+      const input = encodeCopyChunkCopy({ sourceKey: key, chunkCount: 1, chunks: [{ sourceOffset: 0, targetOffset: 0, length: 4096 }] });
+      return fsctl(dst, FsctlCode.SRV_COPYCHUNK, input, 12);
+    };
+    const locker = await open('src');
+    const locks = c.fs.byteRanges;
+    assert.equal(locks.tryLock(c.share.meta, src.inodeId, locker, {}, 0n, 4096n, true).kind, 'granted');
+    let r = await one(src);
+    assert.equal(r.status, NtStatus.FILE_LOCK_CONFLICT);
+    assert.deepEqual([r.out.readUInt32LE(0), r.out.readUInt32LE(4), r.out.readUInt32LE(8)], [0, 0, 0]);
+    locks.unlock(c.share.meta, src.inodeId, locker, 0n, 4096n);
+    const dstLocker = await open('dst');
+    assert.equal(locks.tryLock(c.share.meta, dst.inodeId, dstLocker, {}, 100n, 1n, false).kind, 'granted');
+    assert.equal((await one(src)).status, NtStatus.FILE_LOCK_CONFLICT, 'a shared lock on the target refuses the write');
+    locks.unlock(c.share.meta, dst.inodeId, dstLocker, 100n, 1n);
+    r = await one(await open('src', Access.FILE_EXECUTE | Access.FILE_READ_ATTRIBUTES));
+    assert.equal(r.status, NtStatus.SUCCESS);
+    assert.deepEqual(await read(dst, 0, 4096), pattern(4096));
+    await srv.close();
+  });
+
   it('decodes what it encodes; arbitrary bytes decode or fail with INVALID_PARAMETER', () => {
     const chunk = fc.record({
       sourceOffset: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),

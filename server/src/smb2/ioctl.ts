@@ -173,7 +173,9 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
   }
   if (total > COPYCHUNK_LIMITS.maxTotal) return limits();
   if (source.isDir || target.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'copy of a directory');
-  if ((source.grantedAccess & Access.FILE_READ_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'source not open for reading');
+  // The source is read as a READ would read it: read or execute access (smbtorture ioctl.copy_chunk_bad_access).
+  if ((source.grantedAccess & (Access.FILE_READ_DATA | Access.FILE_EXECUTE)) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'source not open for reading');
   // FSCTL_SRV_COPYCHUNK also needs the target readable (3.3.5.15.6); the _WRITE form does not.
   const needs = Access.FILE_WRITE_DATA | (req.ctlCode === FsctlCode.SRV_COPYCHUNK ? Access.FILE_READ_DATA : 0);
   if ((target.grantedAccess & needs) !== needs) throw fail(NtStatus.ACCESS_DENIED, 'target not open for writing');
@@ -181,6 +183,18 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
   let chunksWritten = 0;
   let written = 0;
   for (const ch of copy.chunks) {
+    // Byte-range locks of other opens refuse the chunk as they refuse a READ of the source and a
+    // WRITE of the target (Windows 2012 on: smbtorture ioctl.copy_chunk_src_lock / dest_lock).
+    if (
+      (await lockConflict(sourceCtx, source, ch.sourceOffset, ch.length, false)) ||
+      (await lockConflict(c, target, ch.targetOffset, ch.length, true))
+    )
+      return reply(
+        w,
+        req,
+        encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }),
+        NtStatus.FILE_LOCK_CONFLICT,
+      );
     // Each chunk is read whole before it is written: an overlapping copy within one file reads
     // the data as it was (what Windows 2012 does, with its 1 MiB buffer).
     const r = await sourceCtx.fs.read(source.handle, sourceCtx.id, ch.sourceOffset, ch.length);
@@ -197,6 +211,13 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
     written += ch.length;
   }
   return reply(w, req, encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }));
+}
+
+/** Does another open's byte-range lock (on this server or another) refuse this I/O of `open`? */
+async function lockConflict(c: FileContext, open: Open, offset: number, length: number, write: boolean): Promise<boolean> {
+  if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, length, write)) return true;
+  const remote = c.fs.byteRanges.remoteIoConflict(open.share.meta, open.inodeId, offset, length, write);
+  return remote !== null && (await remote);
 }
 
 /** MS-FSCC 2.3.64 FSCTL_SET_SPARSE: FILE_SET_SPARSE_BUFFER (optional: no buffer means set). */

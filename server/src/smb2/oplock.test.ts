@@ -44,7 +44,14 @@ async function setup(timeoutMs = 2000) {
   const open = async (
     cl: Client,
     name: string,
-    o: { oplock?: number; lease?: { key: number; state: number }; share?: number; disposition?: number; access?: number } = {},
+    o: {
+      oplock?: number;
+      lease?: { key: number; state: number };
+      share?: number;
+      disposition?: number;
+      access?: number;
+      options?: number;
+    } = {},
   ): Promise<{ open: Open; level: number; leaseState: number | null }> => {
     const contexts = [];
     if (o.lease) {
@@ -58,6 +65,7 @@ async function setup(timeoutMs = 2000) {
       desiredAccess: o.access ?? Access.GENERIC_READ | Access.GENERIC_WRITE,
       shareAccess: o.share ?? 7,
       createDisposition: o.disposition ?? CreateDisposition.OPEN_IF,
+      createOptions: o.options ?? 0,
       contexts,
     });
     const { open: got, body } = await create(cl.ctx, req);
@@ -231,4 +239,164 @@ describe('leases', () => {
     );
     await srv.close();
   });
+
+  it('a break asked during a break waits for it; the ack goes on in steps (RH, R, none) and only then do the waiting opens complete', async () => {
+    const { srv, client, open } = await setup(30_000);
+    const a = client(1);
+    const b = client(2);
+    const first = await open(a, 'f', { lease: { key: 1, state: RWH } });
+    const plain = open(b, 'f');
+    await until(() => a.sent.length === 1);
+    assert.deepEqual(leaseBreakOf(a.sent[0]!), { from: RWH, to: Caching.READ | Caching.HANDLE, ack: true });
+    const overwrite = open(b, 'f', { disposition: CreateDisposition.OVERWRITE });
+    let done = 0;
+    void plain.then(() => done++);
+    void overwrite.then(() => done++);
+    // The overwrite has asked for its break (merged into the one outstanding: nothing sent).
+    await until(() => first.open.lease?.required === Caching.NONE);
+    assert.equal(a.sent.length, 1);
+    ackLease(a, first.open, a.sent[0]!, Caching.READ | Caching.HANDLE);
+    // The overwrite asked for more meanwhile: a further break, with no new open answered.
+    await until(() => a.sent.length === 2);
+    assert.deepEqual(leaseBreakOf(a.sent[1]!), { from: Caching.READ | Caching.HANDLE, to: Caching.READ, ack: true });
+    assert.equal(done, 0, 'both opens still wait');
+    ackLease(a, first.open, a.sent[1]!, Caching.READ);
+    const [p, o] = await Promise.all([plain, overwrite]);
+    assert.equal(p.level, OplockLevel.NONE);
+    assert.equal(o.open.record?.file.opens.size, 3);
+    await until(() => a.sent.length === 3);
+    assert.deepEqual(leaseBreakOf(a.sent[2]!), { from: Caching.READ, to: Caching.NONE, ack: false });
+    await srv.close();
+  });
+
+  it(
+    'an overwrite does not wait for the ack of a lease without write caching (the lease stays breaking)',
+    { timeout: 20_000 },
+    async () => {
+      const { srv, client, open } = await setup(60_000);
+      const a = client(1);
+      const b = client(2);
+      const first = await open(a, 'f', { lease: { key: 1, state: Caching.READ | Caching.HANDLE } });
+      // Never acknowledged: the old code waited here for the 60 s break timeout.
+      await open(b, 'f', { disposition: CreateDisposition.OVERWRITE });
+      assert.deepEqual(leaseBreakOf(a.sent[0]!), { from: Caching.READ | Caching.HANDLE, to: Caching.NONE, ack: true });
+      assert.ok(first.open.lease?.breaking, 'the break is still outstanding');
+      await open(b, 'f', { disposition: CreateDisposition.OVERWRITE });
+      assert.equal(a.sent.length, 1, 'no second notification while the first is unanswered');
+      ackLease(a, first.open, a.sent[0]!, Caching.NONE);
+      assert.ok(!first.open.lease?.breaking);
+      await srv.close();
+    },
+  );
+
+  it('an open waiting on a break goes on as soon as the holder closes (not at the timeout)', { timeout: 20_000 }, async () => {
+    const { srv, client, open, close } = await setup(60_000);
+    const a = client(1);
+    const b = client(2);
+    const first = await open(a, 'f', { lease: { key: 1, state: RWH } });
+    const second = open(b, 'f');
+    await until(() => a.sent.length === 1);
+    assert.ok(first.open.lease?.breaking);
+    // The holder never acknowledges; its open goes (a CLOSE, or its logoff or disconnect).
+    await close(a, first.open);
+    assert.equal((await second).level, OplockLevel.NONE);
+    await srv.close();
+  });
+
+  it('a rename sends its handle break before it awaits anything, and waits for the ack', async () => {
+    const { srv, client, open } = await setup(30_000);
+    const a = client(1);
+    const h1 = await open(a, 'src', { lease: { key: 1, state: Caching.READ | Caching.HANDLE }, access: Access.GENERIC_ALL });
+    const h2 = await open(a, 'src', { lease: { key: 2, state: Caching.READ | Caching.HANDLE } });
+    const name = Buffer.from('dst', 'utf16le');
+    const info = Buffer.alloc(20 + name.length);
+    info[0] = 1;
+    info.writeUInt32LE(name.length, 16);
+    name.copy(info, 20);
+    let renamed = false;
+    const rename = files
+      .setInfo(a.ctx, h1.open, { infoType: 1, infoClass: 10, additionalInformation: 0, fileId: h1.open.fileId, buffer: info })
+      .then(() => (renamed = true));
+    assert.equal(a.sent.length, 1, 'the break went out synchronously');
+    assert.deepEqual(leaseBreakOf(a.sent[0]!), { from: Caching.READ | Caching.HANDLE, to: Caching.READ, ack: true });
+    assert.equal(await status(open(a, 'dst', { disposition: CreateDisposition.OPEN })), NtStatus.OBJECT_NAME_NOT_FOUND);
+    assert.ok(!renamed, 'the rename waits for the ack');
+    ackLease(a, h2.open, a.sent[0]!, Caching.READ);
+    await rename;
+    await open(a, 'dst', { disposition: CreateDisposition.OPEN });
+    await srv.close();
+  });
 });
+
+describe('directory rename with opens beneath', () => {
+  const renameInfo = (to: string): Buffer => {
+    const name = Buffer.from(to, 'utf16le');
+    const info = Buffer.alloc(20 + name.length);
+    info.writeUInt32LE(name.length, 16);
+    name.copy(info, 20);
+    return info;
+  };
+  const rename = (cl: Client, dir: Open, to: string) =>
+    files.setInfo(cl.ctx, dir, { infoType: 1, infoClass: 10, additionalInformation: 0, fileId: dir.fileId, buffer: renameInfo(to) });
+  const RH = Caching.READ | Caching.HANDLE;
+
+  it('breaks the handle leases beneath one at a time and goes on once their holders close; an ack that keeps the open fails it', async () => {
+    const { srv, client, open, close } = await setup(30_000);
+    const a = client(1);
+    const b = client(2);
+    const dir = (await open(a, 'd', { options: 1, access: Access.GENERIC_ALL, disposition: CreateDisposition.CREATE })).open;
+    const f1 = await open(b, 'd\\f1', { lease: { key: 1, state: RH } });
+    const f2 = await open(b, 'd\\f2', { lease: { key: 2, state: RH } });
+    assert.equal(f1.leaseState, RH);
+    // The holder closes what it is told to let go of.
+    const byKey = new Map([
+      [1, f1.open],
+      [2, f2.open],
+    ]);
+    b.onBreak = (body) => {
+      assert.deepEqual(leaseBreakOf(body), { from: RH, to: Caching.READ, ack: true });
+      void close(b, byKey.get(body[8]!)!);
+    };
+    await rename(a, dir, 'e');
+    assert.equal(b.sent.length, 2, 'one break per lease');
+    await close(b, (await open(b, 'e\\f1', { disposition: CreateDisposition.OPEN })).open);
+
+    // This time the holder acknowledges and keeps its open: the rename is refused.
+    const g = await open(b, 'e\\g', { lease: { key: 3, state: RH } });
+    b.onBreak = (body) => ackLease(b, g.open, body, Caching.READ);
+    assert.equal(await status(rename(a, dir, 'h')), NtStatus.ACCESS_DENIED);
+    assert.equal(b.sent.length, 3);
+    await srv.close();
+  });
+
+  it('an open beneath without a handle lease fails the rename at once, with no break', async () => {
+    const { srv, client, open } = await setup(30_000);
+    const a = client(1);
+    const b = client(2);
+    const dir = (await open(a, 'd', { options: 1, access: Access.GENERIC_ALL, disposition: CreateDisposition.CREATE })).open;
+    await open(b, 'd\\f1');
+    await open(b, 'd\\f2', { lease: { key: 2, state: RH } });
+    assert.equal(await status(rename(a, dir, 'e')), NtStatus.ACCESS_DENIED);
+    assert.equal(b.sent.length, 0);
+    await srv.close();
+  });
+});
+
+/** Polls (bounded) until `cond` holds. */
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  for (const end = Date.now() + ms; !cond();) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const leaseBreakOf = (body: Buffer) => ({ from: body.readUInt32LE(24), to: body.readUInt32LE(28), ack: (body.readUInt32LE(4) & 1) === 1 });
+
+/** Acknowledges the lease break `body` with `state`. */
+function ackLease(cl: Client, open: Open, body: Buffer, state: number): void {
+  const ack = Buffer.alloc(64 + 36);
+  ack.writeUInt16LE(36, 64);
+  body.copy(ack, 72, 8, 24);
+  ack.writeUInt32LE(state, 88);
+  acknowledge(cl.ctx.fs, cl.caching.clientGuid, new SmbReader(ack, 64), new SmbWriter(), () => open);
+}

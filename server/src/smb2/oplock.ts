@@ -24,18 +24,20 @@ import type { CreateRequest } from './messages.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import * as writeTime from './writetime.js';
+import { Lease, leaseAckBody, LeaseTable } from './lease.js';
+
+export { Lease, leaseBreakBody, LeaseTable } from './lease.js';
 
 /** MS-SMB2 2.2.13 RequestedOplockLevel. */
 export const OplockLevel = Object.freeze({ NONE: 0, II: 1, EXCLUSIVE: 8, BATCH: 9, LEASE: 0xff } as const);
 
-/** MS-SMB2 2.2.23.2 Flags; 2.2.14.2.10 LeaseFlags. */
-const LEASE_BREAK_ACK_REQUIRED = 0x1;
+/** MS-SMB2 2.2.14.2.10 LeaseFlags. */
 const LEASE_FLAG_BREAK_IN_PROGRESS = 0x2;
 /** Leases per server at most (each has at least one open; the open table caps those too). */
 const MAX_LEASES = 65536;
-/** MS-SMB2 3.3.2.1 Oplock Break Acknowledgment Timer: 35 s by default. */
-export /** FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, SYNCHRONIZE: what an open may ask without breaking an oplock. */
+/** FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, SYNCHRONIZE: what an open may ask without breaking an oplock. */
 const OPLOCK_STAT_ACCESS = 0x00000080 | 0x00000100 | 0x00100000;
+/** MS-SMB2 3.3.2.1 Oplock Break Acknowledgment Timer: 35 s by default. */
 export const DEFAULT_BREAK_TIMEOUT_MS = 35_000;
 
 /** Sends an unsolicited notification through a holder's connection; false once it is gone. */
@@ -132,70 +134,6 @@ export class OplockHolder implements CacheHolder {
   }
 }
 
-/** MS-SMB2 3.3.1.13 a lease: one per ClientGuid and LeaseKey, shared by that client's opens of a file. */
-export class Lease implements CacheHolder {
-  readonly opens = new Set<Open>();
-  private pending: PendingBreak | null = null;
-  breakingTo = 0;
-
-  constructor(
-    readonly table: LeaseTable,
-    readonly id: string,
-    readonly key: Buffer,
-    readonly file: FileOpens,
-    public state: number,
-    private readonly timeoutMs: number,
-  ) {}
-
-  get caching(): number {
-    return this.state;
-  }
-
-  get breaking(): boolean {
-    return this.pending !== null;
-  }
-
-  breakTo(keep: number): Promise<void> {
-    if (this.pending) return this.pending.done.then(() => ((this.state & ~keep) !== 0 ? this.breakTo(keep) : undefined));
-    // Held only by preserved durable opens, nobody can hear the break: they are closed (MS-SMB2 3.3.4.7).
-    const opens = [...this.opens];
-    if (opens.length > 0 && opens.every((o) => o.expire !== null)) return Promise.all(opens.map((o) => o.expire!())).then(() => undefined);
-    const to = this.state & keep;
-    if (to === this.state) return Promise.resolve();
-    // Breaking from read caching alone needs no acknowledgment (MS-SMB2 3.3.4.7).
-    const ack = (this.state & (Caching.WRITE | Caching.HANDLE)) !== 0;
-    const body = leaseBreakBody(this.key, this.state, to, ack);
-    const sent = this.send(body);
-    if (!ack || !sent) {
-      this.state = to;
-      return Promise.resolve();
-    }
-    this.breakingTo = to;
-    // An unacknowledged break leaves the lease nothing (as Windows and smbd: smbtorture lease.timeout).
-    const p = (this.pending = new PendingBreak(this.timeoutMs, () => this.finish(Caching.NONE)));
-    return p.done;
-  }
-
-  /** Through the connection of the newest open of the lease that is still there. */
-  private send(body: Buffer): boolean {
-    const opens = [...this.opens];
-    for (let i = opens.length - 1; i >= 0; i--) if (opens[i]!.notify?.(Command.OPLOCK_BREAK, body)) return true;
-    return false;
-  }
-
-  finish(state: number): void {
-    this.state = state;
-    const p = this.pending;
-    this.pending = null;
-    p?.settle();
-  }
-}
-
-/** The leases of the server, by ClientGuid and LeaseKey (MS-SMB2 3.3.1.12 LeaseTableList). */
-export class LeaseTable {
-  readonly leases = new Map<string, Lease>();
-}
-
 const leaseTables = new WeakMap<FileService, LeaseTable>();
 function leaseTableOf(fs: FileService): LeaseTable {
   let t = leaseTables.get(fs);
@@ -209,24 +147,6 @@ function leaseTableOf(fs: FileService): LeaseTable {
 export function oplockBreakBody(level: number, fileId: Buffer): Buffer {
   const w = new SmbWriter(24);
   w.u16(24).u8(level).u8(0).u32(0).bytes(fileId);
-  return w.finish();
-}
-
-/** MS-SMB2 2.2.23.2 Lease Break Notification. */
-export function leaseBreakBody(key: Buffer, current: number, next: number, ackRequired: boolean): Buffer {
-  const w = new SmbWriter(44);
-  w.u16(44)
-    .u16(0)
-    .u32(ackRequired ? LEASE_BREAK_ACK_REQUIRED : 0)
-    .bytes(key);
-  w.u32(current).u32(next).u32(0).u32(0).u32(0);
-  return w.finish();
-}
-
-/** MS-SMB2 2.2.25.2 Lease Break Response (2.2.24.2 the acknowledgment: same layout). */
-function leaseAckBody(key: Buffer, state: number): Buffer {
-  const w = new SmbWriter(36);
-  w.u16(36).u16(0).u32(0).bytes(key).u32(state).u64(0);
   return w.finish();
 }
 
@@ -314,13 +234,12 @@ export async function breakForOpen(
 ): Promise<boolean> {
   const remote = breakRemoteForOpen(fs, meta, inode, access, req, onBreakWait);
   if (remote !== null) await remote;
-  const file = fs.opens.get(meta, inode.id);
-  if (!file || file.holders === 0) return false;
+  const first = fs.opens.get(meta, inode.id);
+  if (!first || first.holders === 0) return false;
   // A preserved durable open closed by a break may have deleted the file (delete-on-close): the
   // caller looks again when this returns true.
-  const preserved = [...file.opens].filter((o) => (o.owner as Open | null)?.expire);
-  const closed = (): boolean => preserved.some((o) => !file.opens.has(o));
-  if (file.deletePending) throw new SmbStatusError(NtStatus.DELETE_PENDING);
+  const preserved = [...first.opens].filter((o) => (o.owner as Open | null)?.expire);
+  const closed = (): boolean => preserved.some((o) => !first.opens.has(o));
   const own = ownLease(fs, caching, req);
   const d = req.createDisposition;
   const overwrite = d === CreateDisposition.SUPERSEDE || d === CreateDisposition.OVERWRITE || d === CreateDisposition.OVERWRITE_IF;
@@ -328,24 +247,80 @@ export async function breakForOpen(
   const leaseStat = !overwrite && isStatOpen(access);
   const oplockStat = !overwrite && (access & ~OPLOCK_STAT_ACCESS) === 0;
   if (leaseStat && oplockStat) return false;
-  const breakable = (hs: CacheHolder[]): CacheHolder[] => hs.filter((h) => !(h instanceof Lease ? leaseStat : oplockStat));
-  if (fs.opens.conflicting(file, access, req.shareAccess)) {
-    const keep = Caching.READ | Caching.WRITE;
-    const handles = breakable(fs.opens.holdersAbove(file, keep, own));
-    if (handles.length === 0) return false;
-    await waitFor(handles, keep, onBreakWait);
-    const again = fs.opens.get(meta, inode.id);
-    // Still refused: CREATE fails with SHARING_VIOLATION, the others keep their read and write caching.
-    if (!again || fs.opens.conflicting(again, access, req.shareAccess)) return closed();
-  }
-  const now = fs.opens.get(meta, inode.id);
-  if (!now || now.holders === 0) return closed();
   // An open that will delete the file on close takes handle caching too (the others must let go of
   // their cached handles for the delete to happen).
   const deleting = (req.createOptions & CreateOptions.DELETE_ON_CLOSE) !== 0;
-  const keep = overwrite ? Caching.NONE : deleting ? Caching.READ : Caching.READ | Caching.HANDLE;
-  await waitFor(breakable(fs.opens.holdersAbove(now, keep, own)), keep, onBreakWait);
+  // Each round breaks what the open needs broken and waits where it must; what it waited for may
+  // have changed the picture (a holder closed, a break went on in steps), so it looks again.
+  for (let round = 0; round < MAX_BREAK_ROUNDS; round++) {
+    const file = fs.opens.get(meta, inode.id);
+    if (!file || file.holders === 0) return closed();
+    if (file.deletePending) throw new SmbStatusError(NtStatus.DELETE_PENDING);
+    // Refused by share modes: only handle caching is asked for (the holders may close their cached
+    // handles); if the open is still refused after that, CREATE fails with SHARING_VIOLATION and
+    // the others keep their read and write caching.
+    const conflict = fs.opens.conflicting(file, access, req.shareAccess) !== null;
+    const keep = conflict
+      ? Caching.READ | Caching.WRITE
+      : overwrite
+        ? Caching.NONE
+        : deleting
+          ? Caching.READ
+          : Caching.READ | Caching.HANDLE;
+    const { waits, acking } = breakRound(fs.opens.holdersAbove(file, Caching.NONE, own), keep, conflict, round, leaseStat, oplockStat);
+    if (waits.length === 0) return closed();
+    // Waiting for a client's acknowledgment: the CREATE goes async.
+    if (acking) onBreakWait?.();
+    await Promise.all(waits);
+  }
   return closed();
+}
+
+/** Rounds of breaks one CREATE goes through at most (each bounded by the break timeout). */
+const MAX_BREAK_ROUNDS = 8;
+
+/**
+ * One round of breaks for an open (MS-FSA 2.1.4.12 as Windows and smbd behave, smbtorture
+ * lease.breaking1-5): each holder is asked to keep at most `keep`. The open waits for a holder
+ * that gives up write caching (its dirty data), or handle caching when share modes refuse the open;
+ * a lease that loses only read or handle caching is not waited for, unless it was already in the
+ * middle of a break (the open then waits until that break is over, as on a second look).
+ */
+function breakRound(
+  holders: CacheHolder[],
+  keep: number,
+  conflict: boolean,
+  round: number,
+  leaseStat: boolean,
+  oplockStat: boolean,
+): { waits: Promise<void>[]; acking: boolean } {
+  const waitMask = conflict ? Caching.HANDLE : Caching.WRITE;
+  const waits: Promise<void>[] = [];
+  let acking = false;
+  for (const h of holders) {
+    if (h instanceof Lease) {
+      if (leaseStat) continue;
+      const from = h.state;
+      const wasBreaking = h.breaking;
+      if ((from & ~keep) === 0) {
+        if (wasBreaking) waits.push(h.idle());
+        acking ||= wasBreaking;
+        continue;
+      }
+      // Held by preserved durable opens alone, the lease is not broken: they are closed, and
+      // that is waited for (the file may go with them).
+      const unreachable = h.unreachable;
+      const done = h.breakTo(keep);
+      if (unreachable) waits.push(done);
+      else if ((from & waitMask) !== 0 || (wasBreaking && round > 0)) waits.push(h.idle());
+      acking ||= h.breaking;
+    } else {
+      if (oplockStat || (h.caching & ~keep) === 0) continue;
+      waits.push(h.breakTo(h.caching & keep));
+      acking ||= h instanceof OplockHolder && h.breaking;
+    }
+  }
+  return { waits, acking };
 }
 
 /**
@@ -369,19 +344,47 @@ function breakRemoteForOpen(
   return fs.opens.breakRemote(meta, inode.id, overwrite ? Caching.NONE : Caching.READ, onBreakWait);
 }
 
-/** Breaks `holders` to `keep`; tells `onWait` when one of the breaks waits for an acknowledgment. */
-function waitFor(holders: CacheHolder[], keep: number, onWait: (() => void) | undefined): Promise<unknown> {
-  const breaks = holders.map((h) => h.breakTo(h.caching & keep));
-  if (onWait && holders.some((h) => (h instanceof OplockHolder || h instanceof Lease) && h.breaking)) onWait();
-  return Promise.all(breaks);
-}
-
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
 export async function registerOpen(fs: FileService, open: Open, access: number, shareAccess: number): Promise<OpenRecord> {
+  // MS-FSA 2.1.5.1.2: an open of a file's own data asking for DELETE also meets the opens of its
+  // named streams: one that does not share delete refuses it (smbtorture streams.delete).
+  if (!open.stream && (access & AccessBits.DELETE) !== 0) {
+    const file = fs.opens.get(open.share.meta, open.inodeId);
+    if (file)
+      for (const o of file.opens)
+        if (o.owner instanceof StreamOfFile && (o.shareAccess & ShareAccess.DELETE) === 0)
+          throw new SmbStatusError(NtStatus.SHARING_VIOLATION, 'a stream of the file is open without delete sharing');
+  }
   try {
     const rec = await fs.opens.addShared(open.share.meta, open.inodeId, access, shareAccess, open);
     rec.deleteOnClose = open.deleteOnClose;
     return rec;
+  } catch (e) {
+    if (e instanceof OpenTableError) throw new SmbStatusError(statusOfRefusal(e));
+    throw e;
+  }
+}
+
+/**
+ * The record a stream open keeps among its file's opens (owner of an OpenRecord with no access:
+ * it takes part in no share check and breaks nothing). While one is there the file is open: it
+ * stays delete-pending, refuses new opens with DELETE_PENDING, and is removed only when the last
+ * open of the file or of any of its streams goes (MS-FSA: a file's delete waits for its streams'
+ * opens). Its share access is the stream open's, for the DELETE check of registerOpen.
+ */
+class StreamOfFile {
+  constructor(readonly open: Open) {}
+}
+
+const streamRecords = new WeakMap<Open, OpenRecord>();
+
+/**
+ * Registers a stream open among the opens of its file (`fileId`), before the stream's own record:
+ * DELETE_PENDING when the file is delete-pending.
+ */
+export async function registerStreamOfFile(fs: FileService, open: Open, fileId: number, shareAccess: number): Promise<void> {
+  try {
+    streamRecords.set(open, await fs.opens.addShared(open.share.meta, fileId, 0, shareAccess, new StreamOfFile(open)));
   } catch (e) {
     if (e instanceof OpenTableError) throw new SmbStatusError(statusOfRefusal(e));
     throw e;
@@ -451,8 +454,9 @@ export function grantCaching(
   let alone = true;
   let blocked = false;
   for (const o of file.opens) {
-    // Any other open, a stat open included, leaves an oplock at Level II at most.
-    if (o === rec) continue;
+    // Any other open, a stat open included, leaves an oplock at Level II at most (an open of one
+    // of the file's streams does not: streams have oplocks of their own).
+    if (o === rec || o.owner instanceof StreamOfFile) continue;
     alone = false;
     const h = o.holder;
     if (h && (h.caching & (Caching.WRITE | Caching.HANDLE)) !== 0) blocked = true;
@@ -482,6 +486,47 @@ export function breakForLock(fs: FileService, open: Open): void {
 }
 
 // ---- rename ---------------------------------------------------------------------------------------
+
+/**
+ * MS-FSA 2.1.5.14.11 (as Windows behaves, smbtorture lease.rename_wait): a rename takes handle
+ * caching from the renamed file's other holders. Started at once, before the rename's first
+ * await, so that the notification goes out before the replies to requests that follow the rename
+ * on the connection; the rename itself (FileService.rename) then waits for those breaks.
+ */
+export function breakForRename(fs: FileService, open: Open): void {
+  const file = fs.opens.get(open.share.meta, open.inodeId);
+  if (!file || file.holders === 0) return;
+  const keep = Caching.READ | Caching.WRITE;
+  for (const h of fs.opens.holdersAbove(file, keep, holderOf(open))) void h.breakTo(h.caching & keep);
+}
+
+/** Handle breaks one directory rename goes through at most (one at a time, each bounded by the break timeout). */
+const MAX_TREE_BREAKS = 64;
+
+/**
+ * A rename of a directory with opens beneath it (MS-FSA 2.1.5.14.11 as Windows behaves; Samba's
+ * later smbtorture lease.rename_dir_openfile): while every such open holds a handle lease, their
+ * leases are broken to give up handle caching, one at a time, and the rename waits, so that a
+ * client caching handles may close them. An open left (acknowledged but kept, or holding no
+ * handle lease) makes checkRename refuse the rename with ACCESS_DENIED. The first break goes out
+ * before the first await (see breakForRename).
+ */
+export async function breakTreeForRename(fs: FileService, open: Open): Promise<void> {
+  const prefix = open.path + '\\';
+  for (let i = 0; i < MAX_TREE_BREAKS; i++) {
+    let next: Lease | null = null;
+    for (const o of fs.opens.opensOf(open.share.meta)) {
+      const other = o.owner as Open;
+      if (other === open || other.share !== open.share || !other.path.startsWith(prefix)) continue;
+      const h = o.holder;
+      // Nothing to wait for: the rename fails.
+      if (!(h instanceof Lease) || (h.state & Caching.HANDLE) === 0) return;
+      next ??= h;
+    }
+    if (next === null) return;
+    await next.breakTo(next.state & ~Caching.HANDLE);
+  }
+}
 
 /**
  * What other opens refuse a rename of `open` (MS-FSA 2.1.5.14.11 as Windows behaves): an open of
@@ -519,7 +564,13 @@ export function checkRename(fs: FileService, open: Open, parentId: number, repla
 export async function releaseOpen(fs: FileService, open: Open, id: Identity): Promise<void> {
   await writeTime.closed(open, fs, id);
   const rec = open.record;
-  if (!rec) return;
+  if (!rec) {
+    // A stream open refused after it was counted among its file's opens (registerStreamOfFile).
+    const ofFile = streamRecords.get(open);
+    streamRecords.delete(open);
+    if (ofFile) await fs.opens.releaseShared(ofFile);
+    return;
+  }
   open.record = null;
   if (open.oplock) {
     open.oplock.finish(OplockLevel.NONE);
@@ -535,9 +586,15 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
     }
   }
   rec.deleteOnClose = open.deleteOnClose;
-  if (!(await fs.opens.releaseShared(rec))) return;
-  // Delete on close of a stream takes the stream, not its file (at CLOSE and logoff/disconnect alike).
-  if (open.stream) return removeStreamOnClose(fs, open.stream.fileHandle, open.stream.name, id);
+  const last = await fs.opens.releaseShared(rec);
+  if (open.stream) {
+    // Delete on close of a stream takes the stream, not its file (at CLOSE and logoff/disconnect alike).
+    if (last) await removeStreamOnClose(fs, open.stream.fileHandle, open.stream.name, id);
+    const ofFile = streamRecords.get(open);
+    streamRecords.delete(open);
+    // The file's last open was this stream's, and the file is delete-pending: it goes now.
+    if (!ofFile || !(await fs.opens.releaseShared(ofFile))) return;
+  } else if (!last) return;
   if (!open.parent || !open.name) return;
   try {
     await fs.remove(open.parent, open.name, id, open.isDir);
@@ -610,10 +667,9 @@ export function acknowledge(fs: FileService, clientGuid: Buffer, r: SmbReader, w
     const state = r.u32();
     const lease = leaseTableOf(fs).leases.get(clientGuid.toString('hex') + key.toString('hex'));
     if (!lease) throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no such lease');
-    if (!lease.breaking) throw new SmbStatusError(NtStatus.UNSUCCESSFUL, 'no lease break in progress');
-    // Refused, and the break goes on: the client may acknowledge again with a state the break allows.
-    if ((state & ~lease.breakingTo) !== 0) throw new SmbStatusError(NtStatus.REQUEST_NOT_ACCEPTED, 'acknowledged more than the break left');
-    lease.finish(state);
+    // A further step of the break goes out after this response (setImmediate: the response is
+    // written when this returns).
+    lease.acknowledge(state, (send) => void setImmediate(send));
     w.bytes(leaseAckBody(key, state));
     return;
   }

@@ -47,7 +47,8 @@ describe('named streams over SMB', () => {
     await write(s2, 'fork!');
     assert.equal(await read(f), 'main data', 'the file keeps its own data');
     assert.equal(await read(s1), 'afp-info');
-    assert.equal(await read(await open('f.txt:afp_afpinfo', CreateDisposition.OPEN)), 'afp-info', 'names compare without case');
+    const s1b = await open('f.txt:afp_afpinfo', CreateDisposition.OPEN);
+    assert.equal(await read(s1b), 'afp-info', 'names compare without case');
     assert.deepEqual(await streams(f), ['::$DATA=9', ':AFP_AfpInfo:$DATA=8', ':com.apple.ResourceFork:$DATA=5']);
     assert.deepEqual(await streams(s2), await streams(f), 'listed from a stream open too');
     assert.equal(await status(open('f.txt:missing', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -81,6 +82,12 @@ describe('named streams over SMB', () => {
     const fd = await open('f.txt', CreateDisposition.OPEN);
     fd.deleteOnClose = true;
     await close(fd);
+    // Its streams' opens hold the delete (MS-FSA): delete-pending until the last one closes.
+    assert.ok(await srv.meta.getInode(streamInode), 'kept while a stream is open');
+    assert.equal(await status(open('f.txt', CreateDisposition.OPEN)), NtStatus.DELETE_PENDING);
+    await close(s1);
+    assert.ok(await srv.meta.getInode(streamInode));
+    await close(s1b);
     assert.equal(await srv.meta.getInode(streamInode), null, 'the stream went with its file');
     assert.equal(await status(open('f.txt:AFP_AfpInfo', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
     await srv.close();
@@ -114,6 +121,46 @@ describe('share modes of streams', () => {
       await status(create(c, createRequest('d::$DATA', { createDisposition: CreateDisposition.OPEN, createOptions: 1 }))),
       NtStatus.NOT_A_DIRECTORY,
     );
+    await srv.close();
+  });
+});
+
+describe('deleting a file whose stream is open', () => {
+  it('a stream not sharing delete refuses DELETE on its file; one sharing it holds the delete until it closes', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const req = (name: string, o: { access?: number; share?: number; disposition?: number; options?: number } = {}) =>
+      createRequest(name, {
+        desiredAccess: o.access ?? Access.GENERIC_READ | Access.GENERIC_WRITE,
+        createDisposition: o.disposition ?? CreateDisposition.OPEN_IF,
+        shareAccess: o.share ?? 7,
+        createOptions: o.options ?? 0,
+      });
+    const DELETE_ON_CLOSE = 0x1000;
+    const s1 = (await create(c, req('f:s', { share: 0 }))).open;
+    await files.write(c, s1, { offset: 0, fileId: s1.fileId, flags: 0, data: Buffer.from('test data') });
+    assert.equal(
+      await status(create(c, req('f', { access: Access.DELETE, disposition: CreateDisposition.OPEN }))),
+      NtStatus.SHARING_VIOLATION,
+    );
+    await closeOpen(c, s1);
+    // Shared for delete: the file's delete-on-close open passes, and its close leaves the file delete-pending.
+    const s2 = (await create(c, req('f:s', { share: 7 }))).open;
+    await closeOpen(
+      c,
+      (await create(c, req('f', { access: Access.DELETE, disposition: CreateDisposition.OPEN, options: DELETE_ON_CLOSE }))).open,
+    );
+    const data = await files.read(c, s2, { flags: 0, length: 9, offset: 0, fileId: s2.fileId, minimumCount: 0 });
+    assert.equal(data.toString(), 'test data', 'the open stream still reads');
+    assert.equal(await status(create(c, req('f'))), NtStatus.DELETE_PENDING);
+    assert.equal(await status(create(c, req('f:s'))), NtStatus.DELETE_PENDING);
+    await closeOpen(c, s2);
+    assert.equal(
+      await status(create(c, req('f', { disposition: CreateDisposition.OPEN }))),
+      NtStatus.OBJECT_NAME_NOT_FOUND,
+      'gone with the last stream open',
+    );
+    assert.equal(c.fs.opens.size, 0, 'nothing left in the open table');
     await srv.close();
   });
 });

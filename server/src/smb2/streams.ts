@@ -141,6 +141,8 @@ export async function createStreamOpen(
   checkOpenExisting(file, desired, CreateDisposition.OPEN, req.fileAttributes, false);
   const granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
 
+  // A delete-pending file (its delete waiting for opens of it or its streams) gets no new stream opens.
+  if (c.fs.opens.get(c.share.meta, file.id)?.deletePending) throw fail(NtStatus.DELETE_PENDING);
   const stored = await storedName(c, fileHandle, streamName);
   let s = await openStream(c.fs, fileHandle, stored, c.id, false);
   let action: number = CreateAction.OPENED;
@@ -174,9 +176,16 @@ export async function createStreamOpen(
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === file.uid;
   open.openerMayWrite = c.fs.accessBits(c.share, file, c.id).write;
   // A stream has share modes and oplocks of its own, apart from its file's (MS-FSA keeps them per
-  // Stream): its opens are registered under the stream's inode.
+  // Stream): its opens are registered under the stream's inode, and among its file's opens too.
   await oplock.breakForOpen(c.fs, c.share.meta, s.stream, open.grantedAccess, req, c.caching, c.onBreakWait);
-  const record = await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
+  await oplock.registerStreamOfFile(c.fs, open, file.id, req.shareAccess);
+  let record;
+  try {
+    record = await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
+  } catch (e) {
+    await oplock.releaseOpen(c.fs, open, c.id);
+    throw e;
+  }
   open.record = record;
   let granting;
   try {

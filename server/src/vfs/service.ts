@@ -329,8 +329,9 @@ export class FileService {
     // Check the guard before any data is cut: a failed guarded SETATTR changes nothing.
     if (guardCtime && !timespecEqual(guardCtime, inode.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
     if (changes.size !== undefined) {
-      // Oplocks and leases caching this file's data break before its size changes (either protocol).
-      await this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except);
+      // Oplocks and leases caching this file's data break before its size changes (either protocol);
+      // only dirty data (write caching) is waited for, as Windows (smbtorture lease.breaking4).
+      await this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
       await share.data.truncate(inode.id, changes.size);
     }
     const after = await share.meta.setAttr(inode.id, changes, guardCtime);

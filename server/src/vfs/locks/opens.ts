@@ -39,8 +39,11 @@ export const isStatOpen = (access: number): boolean => (access & ~STAT_ACCESS) =
 export interface CacheHolder {
   /** The caching bits held now (Caching.*). */
   readonly caching: number;
-  /** Asks the holder to keep at most `keep` bits; the promise settles when the break is over. */
-  breakTo(keep: number): Promise<void>;
+  /**
+   * Asks the holder to keep at most `keep` bits; the promise settles when the break is over, or
+   * as soon as none of the bits in `wait` (default: all) that it gives up is still held.
+   */
+  breakTo(keep: number, wait?: number): Promise<void>;
 }
 
 export interface OpenRecord {
@@ -315,8 +318,15 @@ export class OpenTable {
    * Breaks every holder of a file (but `except`) down to `keep` and waits for the breaks. Returns
    * null without allocating when nothing needs breaking: the path every NFS WRITE takes.
    */
-  breakHolders(meta: MetadataStore, inodeId: number, keep: number, except: CacheHolder | null = null): Promise<void> | null {
-    const local = this.breakLocal(meta, inodeId, keep, except);
+  breakHolders(
+    meta: MetadataStore,
+    inodeId: number,
+    keep: number,
+    except: CacheHolder | null = null,
+    /** The bits given up that the caller waits for (a data change needs only write caching gone). */
+    wait?: number,
+  ): Promise<void> | null {
+    const local = this.breakLocal(meta, inodeId, keep, except, wait);
     // Several servers: the other servers' clients too (null unless one is known to cache the file).
     const remote = this.cluster === null ? null : this.cluster.breakRemote(meta, inodeId, keep);
     if (remote === null) return local;
@@ -324,11 +334,11 @@ export class OpenTable {
   }
 
   /** breakHolders() of this server's holders alone. */
-  private breakLocal(meta: MetadataStore, inodeId: number, keep: number, except: CacheHolder | null): Promise<void> | null {
+  private breakLocal(meta: MetadataStore, inodeId: number, keep: number, except: CacheHolder | null, wait?: number): Promise<void> | null {
     const file = this.files.get(meta)?.get(inodeId);
     if (file === undefined || file.holders === 0) return null;
     const victims = this.holdersAbove(file, keep, except);
     if (victims.length === 0) return null;
-    return Promise.all(victims.map((h) => h.breakTo(h.caching & keep))).then(() => undefined);
+    return Promise.all(victims.map((h) => h.breakTo(h.caching & keep, wait))).then(() => undefined);
   }
 }
