@@ -588,14 +588,13 @@ export class CachedMetadataStore implements MetadataStore {
     if (!now) return this.inner.putMeta(inodeId, kind, changes, limits);
     // The change moves the ctime: pending attribute changes go first, the cached inode after.
     await this.before();
+    const ticket = await this.announce([inodeId]);
     this.epoch++;
     try {
-      this.checkPublish();
-      const r = await this.inner.putMeta(inodeId, kind, changes, limits, now);
-      await this.published([inodeId]);
-      return r;
+      return await this.inner.putMeta(inodeId, kind, changes, limits, now);
     } finally {
       this.forget(inodeId);
+      this.done(ticket, [inodeId]);
     }
   }
 
