@@ -350,6 +350,24 @@ describe('WAL: crash and replay', () => {
   });
 });
 
+/** Appends a record (waiting for room while there is none), holds it and waits until it is on disk. */
+async function appendHeld(wal: FileWal, offset: number, data: Buffer): Promise<{ seg: WalSegment; h: WalHolder }> {
+  let a;
+  for (let tries = 0; ; tries++) {
+    try {
+      a = wal.appendWrite(1, 7, offset, data);
+      break;
+    } catch (err) {
+      if ((err as { code?: string }).code !== WAL_NO_ROOM || tries > 200) throw err;
+      await wal.waitRoom(50);
+    }
+  }
+  const h = { kick: (): void => undefined };
+  wal.hold(a.seg, h);
+  await a.done;
+  return { seg: a.seg, h };
+}
+
 describe('WAL: space', () => {
   it('keeps a retired segment for reuse while uploads lag: zeros are written only while the lag grows', async () => {
     const dir = tmp();
@@ -362,20 +380,7 @@ describe('WAL: space', () => {
     const LAG = 40;
     const held: { seg: WalSegment; h: WalHolder }[] = [];
     for (let i = 0; i < 600; i++) {
-      let a;
-      for (let tries = 0; ; tries++) {
-        try {
-          a = wal.appendWrite(1, 7, i * data.length, data);
-          break;
-        } catch (err) {
-          if ((err as { code?: string }).code !== WAL_NO_ROOM || tries > 200) throw err;
-          await wal.waitRoom(50);
-        }
-      }
-      const h = { kick: (): void => undefined };
-      wal.hold(a.seg, h);
-      held.push({ seg: a.seg, h });
-      await a.done;
+      held.push(await appendHeld(wal, i * data.length, data));
       if (held.length > LAG) {
         const old = held.shift()!;
         wal.release(old.seg, old.h);
@@ -402,20 +407,7 @@ describe('WAL: space', () => {
     const data = randomBytes(BS - REC_HEADER);
     const held: { seg: WalSegment; h: WalHolder }[] = [];
     for (let i = 0; i < 600; i++) {
-      let a;
-      for (let tries = 0; ; tries++) {
-        try {
-          a = wal.appendWrite(1, 7, i * data.length, data);
-          break;
-        } catch (err) {
-          if ((err as { code?: string }).code !== WAL_NO_ROOM || tries > 200) throw err;
-          await wal.waitRoom(50);
-        }
-      }
-      const h = { kick: (): void => undefined };
-      wal.hold(a.seg, h);
-      held.push({ seg: a.seg, h });
-      await a.done;
+      held.push(await appendHeld(wal, i * data.length, data));
       if (held.length >= 60) for (const old of held.splice(0, 45)) wal.release(old.seg, old.h);
     }
     for (const x of held.splice(0)) wal.release(x.seg, x.h);
