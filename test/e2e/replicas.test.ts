@@ -445,8 +445,8 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   it('a server that loses Redis during a change: what it acknowledged is what the next call through the other sees; what it could not announce is not made', async () => {
     // E reaches Redis and PostgreSQL through proxies: one phase cuts E's Redis connections the moment
     // E sends its SETATTR's UPDATE to PostgreSQL (E committed, then could not publish), the other
-    // the moment E publishes a cache invalidation. F reaches PostgreSQL through the same proxy (the
-    // servers that share a store name it by the same address) and Redis directly.
+    // the moment E publishes a cache invalidation. F reaches PostgreSQL through the same proxy and
+    // Redis directly.
     const redisProxy = await tcpForward(redis.port);
     const pgPort = Number(new URL(pg.url).port);
     const pgProxy = await tcpForward(pgPort);
