@@ -23,21 +23,14 @@ import type { RedisClusterLocks } from './coord/locks.js';
 import { CachedMetadataStore } from './meta/cached.js';
 
 /**
- * The name of a postgres metadata store in Redis keys: the same on every server that serves it
- * (its database and schema, not its name in one server's config).
+ * The name of a postgres metadata store in Redis keys: the same on every server that serves it,
+ * whatever address each reaches it by (a Service name, an IP, a pooler): the identity kept in the
+ * store itself, read when it was opened.
  */
-function storeKeyOf(cfg: MetadataStoreConfig): string {
-  let where = cfg.url ?? '';
-  try {
-    const u = new URL(where);
-    where = `${u.hostname}:${u.port || '5432'}${u.pathname}`;
-  } catch {
-    // validated already; the raw text is as good an identity
-  }
-  return createHash('sha256')
-    .update(`${where}|${cfg.schema ?? ''}`)
-    .digest('hex')
-    .slice(0, 16);
+function storeKeyOf(meta: MetadataStore, name: string): string {
+  const id = meta.storeId;
+  if (!id) throw new Error(`metadata store ${name}: no identity read at open; servers cannot coordinate on it`);
+  return createHash('sha256').update(`store:${id}`).digest('hex').slice(0, 16);
 }
 import type { DiskBlockCache } from './blocks/disk-cache.js';
 
@@ -268,11 +261,19 @@ export class ShareRuntime {
     const blocks = blocksRef.store;
     const shareId = shareIdOf(sh.name);
     const { metrics, log } = this.deps;
-    const leases = coordination?.leasesFor(storeKeyOf(mcfg), meta);
-    if (coordination) this.deps.clusterLocks?.bindStore(meta, storeKeyOf(mcfg));
+    let storeKey = '';
+    try {
+      if (coordination) storeKey = storeKeyOf(meta, sh.metadata);
+    } catch (err) {
+      await this.release(this.blocks, blocksRef);
+      await this.release(this.meta, metaRef);
+      throw err;
+    }
+    const leases = coordination?.leasesFor(storeKey, meta);
+    if (coordination) this.deps.clusterLocks?.bindStore(meta, storeKey);
     // Several servers: its caches hear the others' changes (coord/coherence.ts), once per opened store.
     if (coordination && meta instanceof CachedMetadataStore && !meta.hasCoherence) {
-      const link = coordination.coherenceFor(storeKeyOf(mcfg), meta);
+      const link = coordination.coherenceFor(storeKey, meta);
       meta.attachCoherence(link, () => coordination.dropCoherence(link));
     }
     const data = new BlockService(blocks, meta, {

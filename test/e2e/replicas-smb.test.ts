@@ -15,6 +15,9 @@
 //   their caches once its liveness key is gone (within the ttl and one renewal);
 // - with Redis stopped a server grants no open of a shared file (NETWORK_BUSY) and grants again
 //   once Redis is back;
+// - durable handles: an open preserved through A (its client gone) is closed by an open through B;
+//   one reconnected through A keeps its batch oplock, which an open through B breaks (B then gets
+//   no batch oplock: an open elsewhere counts like a local one, and a lease beside it caches no writes);
 // - an open whose caching cannot be announced (Redis lost right then) is granted without an oplock,
 //   not refused.
 // After every test the PostgreSQL tables are checked: one tree, nlink right, no orphan block rows.
@@ -116,7 +119,8 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const s = await startDittofs({
       configFile: config,
       dataDir: path.join(work, name),
-      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey },
+      // info: the durable handles test waits for "durable open preserved".
+      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey, DITTOFS_LOG_LEVEL: 'info' },
     });
     servers.push(s);
     return s;
@@ -268,6 +272,60 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     assert.ok(ackedAt > 0 && doneAt >= ackedAt, 'B’s CREATE answered after the acknowledgment');
     await cb.close(opened.fileId);
     await ca.close(fileId);
+  });
+
+  it('durable handles: an open preserved through A is closed by an open through B; one reconnected through A is broken by it', async () => {
+    const BATCH = 9;
+    const preservedOn = async (c: RawSmbClient, n: number): Promise<void> => {
+      c.destroy();
+      await until('A preserves the durable open', async () => a.output().split('durable open preserved').length - 1 >= n);
+    };
+    const already = a.output().split('durable open preserved').length - 1;
+    // Preserved, nobody reconnects: B's open closes it (no break can reach it) without waiting for a break timeout.
+    const c1 = await smb(a);
+    const first = await c1.create('durable1.bin', { oplock: BATCH, durable: true });
+    assert.ok(first.oplock === BATCH && first.durable, 'a durable batch open through A');
+    await preservedOn(c1, already + 1);
+    const cb = await smb(b);
+    const t0 = Date.now();
+    const opened = await cb.create('durable1.bin', { oplock: BATCH });
+    assert.ok(Date.now() - t0 < 5_000, 'B did not wait for a break timeout');
+    await cb.close(opened.fileId);
+    const c2 = await smb(a);
+    assert.notEqual(
+      hex(await c2.createStatus('durable1.bin', { reconnect: first.fileId })),
+      hex(STATUS.SUCCESS),
+      'the preserved open was closed',
+    );
+    // Preserved and reconnected: the batch oplock it got back binds B as before the drop.
+    const second = await c2.create('durable2.bin', { oplock: BATCH, durable: true });
+    assert.ok(second.oplock === BATCH && second.durable);
+    await preservedOn(c2, already + 2);
+    const c3 = await smb(a);
+    const again = await c3.create('durable2.bin', { reconnect: second.fileId });
+    assert.equal(again.oplock, BATCH, 'the batch oplock is restored');
+    c3.onBreak = (n) => {
+      if (n.kind === 'oplock') void c3.ackOplock(n.fileId, n.level);
+    };
+    const viaB = await cb.create('durable2.bin', { oplock: BATCH });
+    assert.equal(c3.breaks.length, 1, 'the reconnected client saw a break');
+    assert.ok(viaB.oplock !== BATCH, 'B got no batch oplock over it');
+    await cb.close(viaB.fileId);
+    await c3.close(again.fileId);
+  });
+
+  it('leases: beside an open through A, a lease through B caches no writes (as beside a local open)', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    ca.onBreak = (n) => {
+      if (n.kind === 'lease' && n.ackRequired) void ca.ackLease(n.key, n.next);
+    };
+    const held = await ca.create('lease-beside.bin', { lease: { key: Buffer.alloc(16, 1), state: LEASE_R | LEASE_H } });
+    assert.equal(held.leaseState, LEASE_R | LEASE_H);
+    const viaB = await cb.create('lease-beside.bin', { lease: { key: Buffer.alloc(16, 2), state: LEASE_R | LEASE_W | LEASE_H } });
+    assert.equal((viaB.leaseState ?? 0) & LEASE_W, 0, `B was granted write caching (${viaB.leaseState}) while A has the file open`);
+    await cb.close(viaB.fileId);
+    await ca.close(held.fileId);
   });
 
   it('leases: an NFS WRITE through B breaks an RWH lease held through A; the data is what NFS wrote', async () => {

@@ -8,6 +8,9 @@
 //   truncate made through the other server since.
 // - Overlapping writes through either server in seeded rounds: the last committed write wins.
 // - Crossing directory moves through the two servers: exactly one succeeds.
+// - Two servers reaching PostgreSQL by different addresses (one through a TCP proxy) coordinate:
+//   the store is named in Redis by an identity kept in the store, not by the URL (before, their
+//   disjoint writes to one block lost one of them).
 // - Data committed through one server reads back through the other at once (the holder of the
 //   file's lease stores what it acknowledged first).
 // - A change (setattr, write, rename, remove) through one server is seen by the other's next call
@@ -46,6 +49,36 @@ const FILE_SIZE = 4 * MiB;
 const TRIALS = Number(process.env.REPLICA_TRIALS ?? 10);
 const SEED = seedFrom('REPLICA_SEED');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Crossing directory moves through two servers (10 rounds): exactly one of each pair succeeds. */
+async function crossingMoves(ca: NfsOps, cb: NfsOps, prefix: string): Promise<void> {
+  const rootA = await ca.mount('/export');
+  const rootB = await cb.mount('/export');
+  for (let round = 1; round <= 10; round++) {
+    const p = `${prefix}p${round}`;
+    const q = `${prefix}q${round}`;
+    const dp = await ca.mkdir(rootA, p);
+    const dq = await ca.mkdir(rootA, q);
+    assert.equal(dp.status, NfsStat.OK);
+    assert.equal(dq.status, NfsStat.OK);
+    const qThroughB = await cb.lookup(rootB, q);
+    const pThroughB = await cb.lookup(rootB, p);
+    assert.equal(qThroughB.status, NfsStat.OK);
+    // A: mv p q/   B: mv q p/   at the same time.
+    const [ra, rb] = await Promise.all([ca.rename(rootA, p, dq.fh!, p), cb.rename(rootB, q, pThroughB.fh!, q)]);
+    const ok = [ra.status, rb.status].filter((st) => st === NfsStat.OK).length;
+    assert.equal(ok, 1, `round ${round}: A ${statusName(ra.status)}, B ${statusName(rb.status)}: exactly one move may succeed`);
+    // The survivor is in the root, the other inside it: both reachable from the root.
+    const top = (await ca.readdirplusAll(rootA)).map((e) => e.name);
+    const [outer, inner, outerFh] = ra.status === NfsStat.OK ? [q, p, dq.fh!] : [p, q, dp.fh!];
+    assert.ok(top.includes(outer) && !top.includes(inner), `round ${round}: root holds ${outer} only, got ${top.join(' ')}`);
+    assert.deepEqual(
+      (await cb.readdirplusAll(outerFh)).map((e) => e.name),
+      [inner],
+      `round ${round}: ${inner} inside ${outer}`,
+    );
+  }
+}
 
 describe('several replicas on one store (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
   let pg: PostgresInstance;
@@ -169,34 +202,66 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   });
 
   it('crossing directory moves through two servers never both succeed: nothing is cut off from the tree (10 rounds)', async () => {
-    const ca = await open(a);
-    const cb = await open(b);
-    const rootA = await ca.mount('/export');
-    const rootB = await cb.mount('/export');
-    for (let round = 1; round <= 10; round++) {
-      const p = `p${round}`;
-      const q = `q${round}`;
-      const dp = await ca.mkdir(rootA, p);
-      const dq = await ca.mkdir(rootA, q);
-      assert.equal(dp.status, NfsStat.OK);
-      assert.equal(dq.status, NfsStat.OK);
-      const qThroughB = await cb.lookup(rootB, q);
-      const pThroughB = await cb.lookup(rootB, p);
-      assert.equal(qThroughB.status, NfsStat.OK);
-      // A: mv p q/   B: mv q p/   at the same time.
-      const [ra, rb] = await Promise.all([ca.rename(rootA, p, dq.fh!, p), cb.rename(rootB, q, pThroughB.fh!, q)]);
-      const ok = [ra.status, rb.status].filter((st) => st === NfsStat.OK).length;
-      assert.equal(ok, 1, `round ${round}: A ${statusName(ra.status)}, B ${statusName(rb.status)}: exactly one move may succeed`);
-      // The survivor is in the root, the other inside it: both reachable from the root.
-      const top = (await ca.readdirplusAll(rootA)).map((e) => e.name);
-      const [outer, inner, outerFh] = ra.status === NfsStat.OK ? [q, p, dq.fh!] : [p, q, dp.fh!];
-      assert.ok(top.includes(outer) && !top.includes(inner), `round ${round}: root holds ${outer} only, got ${top.join(' ')}`);
-      assert.deepEqual(
-        (await cb.readdirplusAll(outerFh)).map((e) => e.name),
-        [inner],
-        `round ${round}: ${inner} inside ${outer}`,
-      );
+    await crossingMoves(await open(a), await open(b), '');
+  });
+
+  it('two servers reaching PostgreSQL by different addresses coordinate: a change through one is seen at once through the other; crossing moves are refused', async () => {
+    // C names the database by a proxy's port, A by PostgreSQL's own: the store's identity is kept
+    // in the store, not derived from the URL (before, C and A used different Redis keys).
+    const pgPort = Number(new URL(pg.url).port);
+    const pgProxy = await tcpForward(pgPort);
+    proxies.push(pgProxy);
+    const dir = path.join(work, 'c-conf');
+    await mkdir(dir, { recursive: true });
+    const saved = configFile;
+    configFile = await writeConfig(dir, replicaConfig(pg, s3, redis).replace(`127.0.0.1:${pgPort}`, `127.0.0.1:${pgProxy.port}`));
+    let c: DittofsProcess;
+    try {
+      c = await start(path.join(work, 'c'));
+    } finally {
+      configFile = saved;
     }
+    const ca = await open(a);
+    const cc = await open(c);
+    const rootA = await ca.mount('/export');
+    const rootC = await cc.mount('/export');
+    // A directory's attributes: A answers from its cache unless C's change reached it.
+    const made = await ca.mkdir(rootA, 'by-two-addresses');
+    assert.equal(made.status, NfsStat.OK);
+    const dh = made.fh!;
+    assert.equal((await cc.lookup(rootC, 'by-two-addresses')).status, NfsStat.OK);
+    const stale: string[] = [];
+    for (let round = 1; round <= 10; round++) {
+      const want = 0o700 | round;
+      assert.equal((await ca.getattr(dh)).status, NfsStat.OK);
+      const r = await retryJukebox(() => cc.setattr(dh, { mode: want }), { maxWaitMs: 30_000 });
+      assert.equal(r.status, NfsStat.OK);
+      const got = ((await ca.getattr(dh)).attrs?.mode ?? 0) & 0o7777;
+      if (got !== want) stale.push(`round ${round}: C set ${want.toString(8)}, A answers ${got.toString(8)}`);
+      // A name C made is found through A (A looked it up, and missed, just before).
+      assert.equal((await ca.lookup(dh, `n${round}`)).status, NfsStat.NOENT);
+      assert.equal((await cc.create(dh, `n${round}`)).status, NfsStat.OK);
+      const found = await ca.lookup(dh, `n${round}`);
+      if (found.status !== NfsStat.OK) stale.push(`round ${round}: A does not find n${round}: ${statusName(found.status)}`);
+    }
+    assert.deepEqual(stale, [], 'A serves what C changed');
+    // Disjoint writes to one block through both, at once: both survive (one write lease).
+    const rng = new Prng(SEED + 11);
+    const file = await ca.create(rootA, 'by-two-addresses.bin');
+    assert.equal(file.status, NfsStat.OK);
+    const want = rng.bytes(FILE_SIZE);
+    await writeCommit(ca, file.fh!, 0, want);
+    for (let trial = 1; trial <= 3; trial++) {
+      const x = rng.bytes(MiB);
+      const y = rng.bytes(MiB);
+      await Promise.all([writeCommit(ca, file.fh!, 0, x), writeCommit(cc, file.fh!, 2 * MiB, y)]);
+      x.copy(want, 0);
+      y.copy(want, 2 * MiB);
+      assert.equal(await settlesTo(ca, file.fh!, want), 'equal', `trial ${trial} (seed ${SEED}), read through A`);
+      assert.equal(await settlesTo(cc, file.fh!, want), 'equal', `trial ${trial} (seed ${SEED}), read through C`);
+    }
+    await crossingMoves(ca, cc, 'addr-');
+    await c.stop();
   });
 
   it('a change through one server is seen by the next call through the other: setattr, write, rename, remove (100 rounds, never stale)', async () => {
@@ -380,8 +445,8 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   it('a server that loses Redis during a change: what it acknowledged is what the next call through the other sees; what it could not announce is not made', async () => {
     // E reaches Redis and PostgreSQL through proxies: one phase cuts E's Redis connections the moment
     // E sends its SETATTR's UPDATE to PostgreSQL (E committed, then could not publish), the other
-    // the moment E publishes a cache invalidation. F reaches PostgreSQL through the same proxy (the
-    // servers that share a store name it by the same address) and Redis directly.
+    // the moment E publishes a cache invalidation. F reaches PostgreSQL through the same proxy and
+    // Redis directly.
     const redisProxy = await tcpForward(redis.port);
     const pgPort = Number(new URL(pg.url).port);
     const pgProxy = await tcpForward(pgPort);

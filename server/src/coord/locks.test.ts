@@ -211,6 +211,31 @@ describe('cluster lock state in Redis', () => {
     assert.equal(await a.c.redis.exists(keys[0]!), 0);
   });
 
+  it('a killed server: its delete-pending counts only while a live open is left, its opens no longer limit caching', async () => {
+    const [a] = servers as [Server, Server];
+    const e = await server();
+    const key = 'unit-locks:opens:store1:70';
+    const re = await e.opens.addShared(e.store, 70, RW | AccessBits.DELETE, ALL, 'e');
+    await e.opens.setDeletePending(re.file, true);
+    assert.equal(await a.locks.isDeletePending(a.store, 70), true, 'E is alive and has the file open');
+    assert.equal(await a.locks.anyOpenElsewhere(a.store, 70), true, 'an open elsewhere (caching here is limited)');
+    assert.equal(await e.locks.anyOpenElsewhere(e.store, 70), false, 'E’s own open is not elsewhere for E');
+    // A opens file 71 before E marks it: that delete-pending is the file's, A's last close acts on it.
+    const ra = await a.opens.addShared(a.store, 71, AccessBits.READ_DATA, ALL, 'a');
+    const re2 = await e.opens.addShared(e.store, 71, RW | AccessBits.DELETE, ALL, 'e2');
+    await e.opens.setDeletePending(re2.file, true);
+    // E is killed: its liveness key goes, nothing of it is deleted.
+    const inner = e.locks as unknown as { inc: string; timer: NodeJS.Timeout };
+    clearInterval(inner.timer);
+    await a.c.redis.del(`unit-locks:live:${inner.inc}`);
+    assert.equal(await a.locks.anyOpenElsewhere(a.store, 72), false, 'nothing open');
+    assert.equal(await a.locks.isDeletePending(a.store, 70), false, 'no live open is left to act on it');
+    assert.equal(await a.c.redis.exists(key), 0, 'and the flag and E’s entry are gone');
+    assert.equal(await a.locks.isDeletePending(a.store, 71), true, 'A’s open is left: still delete-pending');
+    assert.equal(await a.locks.anyOpenElsewhere(a.store, 71), false, 'a killed server’s open is not elsewhere');
+    assert.equal(await a.opens.releaseShared(ra), true, 'A’s close is the last: it removes the file');
+  });
+
   it('a server that closes (or whose liveness key is gone) stops counting at once; one that cannot reach Redis grants nothing', async () => {
     const [a] = servers as [Server, Server];
     const c = await server();

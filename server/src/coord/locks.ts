@@ -117,6 +117,25 @@ const OPEN_CONFLICT = `${LUA_ALIVE}${LUA_SHARING}${LUA_SCAN_OPENS}
 if conflict then return 1 end
 return 0`;
 
+/**
+ * ARGV: live prefix, incarnation, 0, 0 (an access that conflicts with nothing). 1 when the file is
+ * delete-pending: the flag counts only while a live open of any server is left, as in the scripts
+ * above (a dead server's entries are deleted, and then a flag no live open is left to act on).
+ */
+const OPEN_DELETE_PENDING = `${LUA_ALIVE}${LUA_SHARING}${LUA_SCAN_OPENS}
+if dp then return 1 end
+return 0`;
+
+/** ARGV: live prefix, incarnation. 1 when another server has a live open of the file (dead ones are deleted). */
+const OPEN_ELSEWHERE = `${LUA_ALIVE}
+for _, f in ipairs(redis.call('hkeys', KEYS[1])) do
+  if f ~= 'dp' and not mine(f) then
+    if alive(f) then return 1 end
+    redis.call('hdel', KEYS[1], f)
+  end
+end
+return 0`;
+
 /** ARGV: live prefix, incarnation, field, 1 when the file is delete-pending. 1: the last open, delete it. */
 const OPEN_RELEASE = `${LUA_ALIVE}
 redis.call('hdel', KEYS[1], ARGV[3])
@@ -230,6 +249,8 @@ interface LockScripts {
   dittoOpenAdd(key: string, ...argv: string[]): Promise<string>;
   dittoOpenConflict(key: string, ...argv: string[]): Promise<number>;
   dittoOpenRelease(key: string, ...argv: string[]): Promise<number>;
+  dittoOpenDeletePending(key: string, ...argv: string[]): Promise<number>;
+  dittoOpenElsewhere(key: string, ...argv: string[]): Promise<number>;
   dittoRangeAdd(key: string, ...argv: string[]): Promise<number>;
   dittoRangeCheck(key: string, ...argv: string[]): Promise<number>;
   dittoRangeDrop(key: string, ...argv: string[]): Promise<number>;
@@ -320,6 +341,8 @@ export class RedisClusterLocks implements ClusterLocks {
     r.defineCommand('dittoOpenAdd', { numberOfKeys: 1, lua: OPEN_ADD });
     r.defineCommand('dittoOpenConflict', { numberOfKeys: 1, lua: OPEN_CONFLICT });
     r.defineCommand('dittoOpenRelease', { numberOfKeys: 1, lua: OPEN_RELEASE });
+    r.defineCommand('dittoOpenDeletePending', { numberOfKeys: 1, lua: OPEN_DELETE_PENDING });
+    r.defineCommand('dittoOpenElsewhere', { numberOfKeys: 1, lua: OPEN_ELSEWHERE });
     r.defineCommand('dittoRangeAdd', { numberOfKeys: 1, lua: RANGE_ADD });
     r.defineCommand('dittoRangeCheck', { numberOfKeys: 1, lua: RANGE_CHECK });
     r.defineCommand('dittoRangeDrop', { numberOfKeys: 1, lua: RANGE_DROP });
@@ -593,7 +616,16 @@ export class RedisClusterLocks implements ClusterLocks {
   async isDeletePending(store: object, inodeId: number): Promise<boolean> {
     await this.mustBeAlive(store);
     try {
-      return (await this.redis.hget(this.openKey(store, inodeId), 'dp')) === '1';
+      return (await this.redis.dittoOpenDeletePending(this.openKey(store, inodeId), this.livePrefix, this.inc, '0', '0')) === 1;
+    } catch (err) {
+      throw unreachable(err);
+    }
+  }
+
+  async anyOpenElsewhere(store: object, inodeId: number): Promise<boolean> {
+    await this.mustBeAlive(store);
+    try {
+      return (await this.redis.dittoOpenElsewhere(this.openKey(store, inodeId), this.livePrefix, this.inc)) === 1;
     } catch (err) {
       throw unreachable(err);
     }

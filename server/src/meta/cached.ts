@@ -136,6 +136,10 @@ export class CachedMetadataStore implements MetadataStore {
   private readonly uncertain = new Map<number, number>();
   private uncertainAll = 0;
 
+  get storeId(): string | undefined {
+    return this.inner.storeId;
+  }
+
   constructor(
     readonly inner: MetadataStore,
     private readonly opts: CachedMetadataOptions = {},

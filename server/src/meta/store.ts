@@ -102,6 +102,8 @@ export interface ShareUsage {
 
 export interface MetadataStore {
   readonly kind: string;
+  /** SQL stores, once open: the identity kept in the store (migrations.ts), the same through any address. */
+  readonly storeId?: string;
   /** Opens or creates storage, running migrations. */
   open(): Promise<void>;
   close(): Promise<void>;

@@ -97,7 +97,7 @@ export async function migratePgliteToSqlite(
     pg = await PgliteDriver.open({ dir, logger: log });
     // A move that a crash interrupted before its rename: start again.
     rmSync(work, { recursive: true, force: true });
-    await migrate(pg);
+    const fromReport = await migrate(pg);
     lite = SqliteDriver.open({ dir: work, statements, logger: log });
     const report = await migrate(lite);
     if (report.version !== MIGRATIONS.length) throw new Error(`the new database is at schema version ${report.version}`);
@@ -109,6 +109,7 @@ export async function migratePgliteToSqlite(
     const lastId = Number(ids.rows[0]?.v ?? 0);
     await lite.transaction(async (tx) => {
       for (const t of TABLES) counts[t.table] = await copyTable(from, tx, t);
+      await tx.query('UPDATE dittofs_store_id SET id = $1', [fromReport.storeId]);
       if (s) await tx.query('UPDATE lease_tokens SET last_value = $1, is_called = $2', [s.last_value, s.is_called === true]);
       await tx.query(`DELETE FROM sqlite_sequence WHERE name = 'inodes'`);
       await tx.query(`INSERT INTO sqlite_sequence (name, seq) SELECT 'inodes', max($1, coalesce((SELECT max(id) FROM inodes), 0))`, [

@@ -27,6 +27,8 @@ const NEXT: Migration = {
   sqlite: ['ALTER TABLE inodes ADD COLUMN test_extra integer NOT NULL DEFAULT 7', 'CREATE INDEX inodes_test_extra ON inodes (test_extra)'],
 };
 const CUR = MIGRATIONS;
+/** What a store's open() did to its schema (its identity aside). */
+const versionsRun = (s: SqlMetadataStore) => s.migration && { applied: s.migration.applied, version: s.migration.version };
 const WITH_NEXT = [...CUR, NEXT];
 /** The schema before random generations (migration 2). */
 const V1 = MIGRATIONS.slice(0, 1);
@@ -101,18 +103,21 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
       const p = await place();
       let s = p.store();
       await s.open();
-      assert.deepEqual(s.migration, { applied: MIGRATIONS.map((m) => m.version), version: MIGRATIONS.length });
+      assert.deepEqual(versionsRun(s), { applied: MIGRATIONS.map((m) => m.version), version: MIGRATIONS.length });
       const first = await versions(s.driver);
       assert.deepEqual(
         first.map((r) => [r.version, r.name]),
         MIGRATIONS.map((m) => [m.version, m.name]),
       );
+      const id = s.migration?.storeId;
+      assert.match(id ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a store gets its identity when created');
       const root = await s.ensureRoot(1, rootInit);
       await s.close();
       s = p.store();
       await s.open();
       try {
-        assert.deepEqual(s.migration, { applied: [], version: MIGRATIONS.length });
+        assert.deepEqual(versionsRun(s), { applied: [], version: MIGRATIONS.length });
+        assert.equal(s.migration?.storeId, id, 'and keeps it');
         assert.deepEqual(await versions(s.driver), first, 'applied_at unchanged: nothing ran again');
         assert.deepEqual(await s.getInode(root.id), root);
       } finally {
@@ -134,7 +139,7 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
       await s.open();
       let after: Inode[];
       try {
-        assert.deepEqual(s.migration, { applied: CUR.slice(1).map((m) => m.version), version: CUR.length });
+        assert.deepEqual(versionsRun(s), { applied: CUR.slice(1).map((m) => m.version), version: CUR.length });
         const root = await s.ensureRoot(77, rootInit);
         assert.equal(root.id, ids.root, 'the share keeps its root');
         const dir = await s.lookup(root.id, Buffer.from('dir'));
@@ -191,7 +196,7 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
       s = p.store();
       await s.open();
       try {
-        assert.deepEqual(s.migration, { applied: CUR.slice(2).map((m) => m.version), version: CUR.length });
+        assert.deepEqual(versionsRun(s), { applied: CUR.slice(2).map((m) => m.version), version: CUR.length });
         const root = await s.ensureRoot(79, rootInit);
         const dir = await s.lookup(root.id, Buffer.from('dir'));
         const file = dir && (await s.lookup(dir.id, Buffer.from('file')));
@@ -251,7 +256,7 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
       s = p.store(WITH_NEXT);
       await s.open();
       try {
-        assert.deepEqual(s.migration, { applied: [NEXT.version], version: NEXT.version });
+        assert.deepEqual(versionsRun(s), { applied: [NEXT.version], version: NEXT.version });
         assert.deepEqual(await s.lookup(root.id, Buffer.from('f')), f);
         const { rows } = await s.driver.query<{ x: number }>('SELECT test_extra AS x FROM inodes WHERE id = $1', [f.id]);
         assert.equal(rows[0]?.x, 7);
@@ -277,7 +282,7 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
       const s = p.store(WITH_NEXT);
       await s.open();
       try {
-        assert.deepEqual(s.migration, { applied: WITH_NEXT.map((m) => m.version), version: NEXT.version });
+        assert.deepEqual(versionsRun(s), { applied: WITH_NEXT.map((m) => m.version), version: NEXT.version });
       } finally {
         await s.close();
       }

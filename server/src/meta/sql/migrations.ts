@@ -5,6 +5,7 @@
 //
 // Each migration is written twice, in PostgreSQL's SQL (pg and PGlite) and in SQLite's: the same
 // versions mean the same schema on every engine, so a store can be copied between them.
+import { randomUUID } from 'node:crypto';
 import type { SqlDriver } from './driver.js';
 
 export interface Migration {
@@ -257,6 +258,12 @@ export interface MigrationReport {
   applied: number[];
   /** The schema version after the run. */
   version: number;
+  /**
+   * The store's identity: made once, when the store is first opened, and kept in it
+   * (`dittofs_store_id`). Servers that reach one database by different addresses (a Service name,
+   * an IP, a pooler) name it alike in Redis by this, never by their URL.
+   */
+  storeId: string;
 }
 
 /** Brings the database to the newest version in `migrations` (default MIGRATIONS), atomically. */
@@ -286,6 +293,17 @@ export async function migrate(driver: SqlDriver, migrations: readonly Migration[
       await tx.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
       applied.push(m.version);
     }
-    return { applied, version: Math.max(current, newest) };
+    // Not a numbered migration (no version to collide with others'): created by whichever run
+    // comes first, under the same lock, and never changed.
+    await tx.query(`CREATE TABLE IF NOT EXISTS dittofs_store_id (
+      one boolean PRIMARY KEY DEFAULT true CHECK (one),
+      id  text NOT NULL
+    )`);
+    // A UUID is hex and dashes only: safe as a literal in both dialects.
+    await tx.query(`INSERT INTO dittofs_store_id (one, id) VALUES (true, '${randomUUID()}') ON CONFLICT DO NOTHING`);
+    const ids = await tx.query<{ id: unknown }>('SELECT id FROM dittofs_store_id');
+    const storeId = ids.rows[0]?.id;
+    if (typeof storeId !== 'string' || storeId === '') throw new Error('the metadata store has no identity (dittofs_store_id is empty)');
+    return { applied, version: Math.max(current, newest), storeId };
   });
 }

@@ -145,7 +145,9 @@ describe('SQLite metadata engine', () => {
     const dir = place();
     let s = sqliteStore(dir);
     await s.open();
-    assert.deepEqual(s.migration, { applied: MIGRATIONS.map((m) => m.version), version: MIGRATIONS.length });
+    const id = s.migration?.storeId;
+    assert.ok(id, 'the store gets an identity');
+    assert.deepEqual(s.migration, { applied: MIGRATIONS.map((m) => m.version), version: MIGRATIONS.length, storeId: id });
     const root = await s.ensureRoot(1, dirInit());
     await s.close();
     const bad: Migration = {
@@ -158,7 +160,7 @@ describe('SQLite metadata engine', () => {
     s = sqliteStore(dir);
     await s.open();
     try {
-      assert.deepEqual(s.migration, { applied: [], version: MIGRATIONS.length });
+      assert.deepEqual(s.migration, { applied: [], version: MIGRATIONS.length, storeId: id }, 'and keeps it');
       const cols = await s.driver.query<{ name: string }>(`SELECT name FROM pragma_table_info('inodes')`);
       assert.ok(!cols.rows.some((c) => c.name === 'ok'), 'the failed migration added no column');
       assert.deepEqual(await s.getInode(root.id), root);

@@ -529,6 +529,10 @@ export class SqlMetadataStore implements MetadataStore {
     this.kind = opts.kind;
   }
 
+  get storeId(): string | undefined {
+    return this.migration?.storeId;
+  }
+
   async open(): Promise<void> {
     if (this.db) return;
     const db = await this.opts.connect();

@@ -25,6 +25,8 @@ export interface ClusterLocks {
   setDeletePending(store: object, inodeId: number, pending: boolean): Promise<void>;
   /** Is the file delete-pending (set through any server)? */
   isDeletePending(store: object, inodeId: number): Promise<boolean>;
+  /** Has another (live) server the file open? Then an oplock here is Level II at most, a lease caches no writes. */
+  anyOpenElsewhere(store: object, inodeId: number): Promise<boolean>;
   /** Does an open on another server refuse `access` / `shareAccess`? */
   remoteConflict(store: object, inodeId: number, access: number, shareAccess: number): Promise<boolean>;
 

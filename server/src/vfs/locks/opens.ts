@@ -191,6 +191,15 @@ export class OpenTable {
     }
   }
 
+  /**
+   * Before caching is granted: has another server the file open (MS-FSA: an oplock beside another
+   * open is Level II at most)? False when the store is not shared; JUKEBOX when Redis cannot tell.
+   */
+  cachingSharedElsewhere(rec: OpenRecord): Promise<boolean> {
+    const cluster = this.shared(rec.file.meta);
+    return cluster === null ? Promise.resolve(false) : cluster.anyOpenElsewhere(rec.file.meta, rec.file.inodeId);
+  }
+
   /** Breaks the other servers' caching of the file down to `keep`; null (no cost) when none is known. */
   breakRemote(meta: MetadataStore, inodeId: number, keep: number, onWait?: () => void): Promise<void> | null {
     return this.cluster === null ? null : this.cluster.breakRemote(meta, inodeId, keep, onWait);
