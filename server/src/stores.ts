@@ -58,6 +58,8 @@ export function createMetadataStore(
       return cached(
         createPostgresMetadataStore({
           url: cfg.url,
+          // The metadata store calls sync() where DESIGN.md needs a flush (SqlMetadataStore.durable).
+          sync: cfg.sync ?? 'commit',
           ...(cfg.pool_size !== undefined ? { poolSize: cfg.pool_size } : {}),
           ...(cfg.schema !== undefined ? { schema: cfg.schema } : {}),
           ...(cfg.connect_timeout !== undefined ? { connectTimeoutMs: cfg.connect_timeout } : {}),

@@ -35,6 +35,7 @@ import {
   CommitUncertainError,
   RetryTransaction,
   SQLSTATE,
+  SyncLostError,
   errorMessage,
   isConnectionError,
   sqlState,
@@ -331,6 +332,8 @@ function unavailable(e: unknown): unknown {
     return new VfsError('JUKEBOX', `metadata store unavailable: ${errorMessage(e)}`);
   // Not served by this process now (fence.ts): "try again later" too, never a write.
   if (e instanceof FenceLostError) return new VfsError('JUKEBOX', e.message);
+  // Changes answered earlier may be gone: an error, never "try again" (a retried COMMIT would pass).
+  if (e instanceof SyncLostError) return new VfsError('IO', e.message);
   return e;
 }
 
