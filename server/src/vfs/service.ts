@@ -3,7 +3,7 @@
 import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
 import type { MetadataStore } from '../meta/store.js';
-import { VfsError } from './errors.js';
+import { VfsError, expectedError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
@@ -351,7 +351,7 @@ export class FileService {
       return { share, dir, inode: parent };
     }
     const child = await share.meta.lookup(dir.id, name);
-    if (!child) throw new VfsError('NOENT', 'no such file or directory');
+    if (!child) throw expectedError('NOENT', 'no such file or directory');
     return { share, dir, inode: child };
   }
 
@@ -588,7 +588,7 @@ export class FileService {
     checkName(name, 'remove');
     this.mustAccess(dir, id, Access.W | Access.X);
     const child = await share.meta.lookup(dir.id, name);
-    if (!child) throw new VfsError('NOENT', 'no such file or directory');
+    if (!child) throw expectedError('NOENT', 'no such file or directory');
     if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
     await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
     if (shareModes && (await this.opens.refusesDeleteShared(share.meta, child.id)))

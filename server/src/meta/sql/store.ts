@@ -15,7 +15,7 @@
 // after the rows above, so two such moves can deadlock; PostgreSQL aborts one and it runs again):
 // that is what keeps two crossing moves, in any processes, from both passing the cycle check.
 import { unlinkCounts } from '../links.js';
-import { VfsError, isVfsError } from '../../vfs/errors.js';
+import { VfsError, expectedError, isVfsError } from '../../vfs/errors.js';
 import { randomGeneration } from '../../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
 import { DOS_ATTRS_STORED, FileType } from '../../vfs/types.js';
@@ -342,7 +342,7 @@ async function mapUnique<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
-    if (sqlState(e) === SQLSTATE.UNIQUE_VIOLATION) throw new VfsError('EXIST', 'name exists');
+    if (sqlState(e) === SQLSTATE.UNIQUE_VIOLATION) throw expectedError('EXIST', 'name exists');
     throw e;
   }
 }
@@ -679,7 +679,7 @@ export class SqlMetadataStore implements MetadataStore {
     const dir = await this.getInode(dirId);
     if (!dir) throw new VfsError('STALE', `inode ${dirId} does not exist`);
     if (dir.type !== DIR) throw new VfsError('NOTDIR', `inode ${dirId} is not a directory`);
-    throw new VfsError('EXIST', 'name exists');
+    throw expectedError('EXIST', 'name exists');
   }
 
   async link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode> {
@@ -690,7 +690,7 @@ export class SqlMetadataStore implements MetadataStore {
       const inode = w.inode(id);
       if (inode.type === DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
       const taken = await tx.query(S.entries2, [dirId, name, dirId, name]);
-      if (taken.rows.length > 0) throw new VfsError('EXIST', 'name exists');
+      if (taken.rows.length > 0) throw expectedError('EXIST', 'name exists');
       await w.addEntry(dir, name, id);
       inode.nlink++;
       w.touch(inode, now, false);
