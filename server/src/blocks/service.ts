@@ -953,8 +953,12 @@ export class BlockService {
     }
   }
 
-  /** Frees every block of a deleted file. */
-  async free(inodeId: number): Promise<void> {
+  /**
+   * Frees every block of a deleted file. `noBlocks`: the store found none at the removal, so with
+   * nothing in flight here there is nothing to drop (an empty file's REMOVE saves a store call).
+   */
+  async free(inodeId: number, noBlocks = false): Promise<void> {
+    if (noBlocks && !this.files.has(inodeId)) return;
     this.freed.add(inodeId);
     try {
       const m = this.files.get(inodeId);

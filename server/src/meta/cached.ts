@@ -422,7 +422,8 @@ export class CachedMetadataStore implements MetadataStore {
 
   async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult> {
     await this.before();
-    this.epoch++;
+    const epoch = ++this.epoch;
+    let dirAfter: Inode | undefined;
     try {
       this.checkPublish();
       const r = await this.inner.remove(dirId, name, dir, now);
@@ -430,9 +431,14 @@ export class CachedMetadataStore implements MetadataStore {
       this.forget(r.inode.id, ...r.streams);
       if (r.freed) this.dropBlockMap(r.inode.id);
       for (const s of r.streams) this.dropBlockMap(s);
+      dirAfter = r.dir;
       return r;
     } finally {
       this.forget(dirId);
+      // The directory as the store changed it, kept only if no other change overlapped this one
+      // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
+      // handle need not read it again.
+      if (dirAfter !== undefined && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
     }
   }
 

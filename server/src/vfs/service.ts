@@ -595,7 +595,7 @@ export class FileService {
       throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
-    if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id);
+    if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id, r.noBlocks === true);
     for (const s of r.streams) await share.data.free(s);
     return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
