@@ -258,9 +258,8 @@ export class PgDriver implements SqlDriver {
         let broken: unknown;
         try {
           // A simple query (no parameters): four statements, four results, one round trip.
-          const results = (await client.query(FLUSH_SQL)) as unknown as pg.QueryResult[];
-          const row = (Array.isArray(results) ? results : [results]).find((r) => r.rows?.[0]?.started !== undefined)?.rows[0] as
-            { started?: unknown } | undefined;
+          const results = (await client.query(FLUSH_SQL)) as unknown as pg.QueryResult<{ started?: unknown }>[];
+          const row = (Array.isArray(results) ? results : [results]).map((r) => r.rows?.[0]).find((r) => r?.started !== undefined);
           return typeof row?.started === 'string' ? row.started : null;
         } catch (e) {
           // Any failure may leave the connection inside the aborted transaction: never reuse it.
