@@ -593,9 +593,10 @@ export class FileService {
     await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
     if (shareModes && (await this.opens.refusesDeleteShared(share.meta, child.id)))
       throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
+    const mark = share.data.putMark();
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
-    if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id, r.noBlocks === true);
+    if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id, r.noBlocks === true ? mark : undefined);
     for (const s of r.streams) await share.data.free(s);
     return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
