@@ -38,6 +38,20 @@ describe('postgres store, sync: commit', () => {
     assert.equal(await show(await open('change', `${SCHEMA}_change`)), 'on');
   });
 
+  it('a clean PostgreSQL restart loses nothing and fails no COMMIT', async (t) => {
+    if (pg!.external) {
+      t.skip('DITTOFS_TEST_PG_URL names an external database, which this test cannot restart');
+      return;
+    }
+    const s = await open('commit', `${SCHEMA}_clean`);
+    const root = await s.ensureRoot(1, dirInit());
+    const f = await s.create(root.id, Buffer.from('answered'), fileInit(), now());
+    await pg!.pause(); // pg_ctl stop -m fast: the WAL is flushed
+    await pg!.resume();
+    await s.flushAttrs();
+    assert.equal((await s.lookup(root.id, Buffer.from('answered')))?.id, f.id);
+  });
+
   it('a change answered and then COMMITted survives an immediate PostgreSQL crash', async (t) => {
     if (pg!.external) {
       t.skip('DITTOFS_TEST_PG_URL names an external database, which this test cannot crash');

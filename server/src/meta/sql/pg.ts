@@ -17,8 +17,9 @@
 //   the same WAL, so one flush covers them all. The store calls sync() for COMMIT, stable writes,
 //   SMB FLUSH, and after every block-map change and lease token (SqlMetadataStore.durable), so
 //   those are never answered before they are on disk. The fence (fence.ts) has its own connection
-//   and stays synchronous. A PostgreSQL that restarted while changes were answered but unflushed
-//   may have lost them: the next sync() fails (SyncLostError) rather than pretend they are durable.
+//   and stays synchronous. A PostgreSQL that crashed and restarted while changes were answered but
+//   unflushed may have lost them: the next sync() fails (SyncLostError) rather than pretend they are
+//   durable. A clean restart (its shutdown checkpoint predates the start) lost nothing and passes.
 import pg from 'pg';
 import {
   CommitUncertainError,
@@ -273,12 +274,32 @@ export class PgDriver implements SqlDriver {
     );
     const before = this.serverStarted;
     this.serverStarted = started;
-    const lost = before !== null && started !== before && this.flushedCalls < upTo;
+    const restarted = before !== null && started !== before && this.flushedCalls < upTo;
     this.flushedCalls = Math.max(this.flushedCalls, upTo);
-    if (lost) {
+    if (restarted && !(await this.restartedCleanly())) {
       throw new SyncLostError(
-        `PostgreSQL restarted (started ${before}, now ${started}) while metadata changes answered before it were not yet flushed; they may be lost`,
+        `PostgreSQL restarted after a crash (started ${before}, now ${started}) while metadata changes answered before it were not yet flushed; they may be lost`,
       );
+    }
+  }
+
+  /**
+   * After a restart: did the server stop cleanly? A clean stop (fast or smart) flushes the WAL and
+   * ends with a shutdown checkpoint taken before the server started again; crash recovery ends
+   * with a checkpoint taken after the start (checkpoint_time has whole seconds, hence the second).
+   * A checkpoint since (checkpoint_timeout) or a failed look reads as a crash: the caller then
+   * reports changes as possibly lost, never the other way round. Not seen: a crash followed by a
+   * clean restart before this process looked.
+   */
+  private async restartedCleanly(): Promise<boolean> {
+    try {
+      const { rows } = await this.query<{ clean: unknown }>(
+        `SELECT pg_postmaster_start_time() >= checkpoint_time + interval '1 second' AS clean FROM pg_control_checkpoint()`,
+      );
+      return rows[0]?.clean === true;
+    } catch (e) {
+      this.log.warn({ err: errorMessage(e) }, 'postgres metadata store: cannot tell how PostgreSQL stopped; assuming a crash');
+      return false;
     }
   }
 
