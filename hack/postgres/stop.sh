@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Stops the private PostgreSQL cluster that hack/postgres/start.sh started in DIR.
-# Usage: hack/postgres/stop.sh DIR
+# Usage: hack/postgres/stop.sh DIR [immediate]
+# With "immediate": pg_ctl stop -m immediate at once (a crash: WAL not yet flushed is lost), for tests.
 # Idempotent: a cluster that is not running (or a DIR without one) is fine. A fast shutdown that
 # does not finish in 30 s is followed by an immediate one. DIR itself is left in place.
 set -euo pipefail
 
 log() { echo "hack/postgres/stop.sh: $*" >&2; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || {
-  log "usage: $0 DIR"
+[ $# -ge 1 ] && [ $# -le 2 ] && [ -n "$1" ] && { [ $# -eq 1 ] || [ "$2" = immediate ]; } || {
+  log "usage: $0 DIR [immediate]"
   exit 2
 }
+MODE=${2:-fast}
 [ -d "$1" ] || exit 0
 DIR=$(cd "$1" && pwd -P)
 DATA="$DIR/data"
@@ -29,7 +31,9 @@ else
 fi
 
 as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 || exit 0
-if ! as_pg timeout 45 "$BIN/pg_ctl" -D "$DATA" -m fast -w -t 30 stop >/dev/null 2>&1; then
+if [ "$MODE" = immediate ]; then
+  as_pg timeout 45 "$BIN/pg_ctl" -D "$DATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+elif ! as_pg timeout 45 "$BIN/pg_ctl" -D "$DATA" -m fast -w -t 30 stop >/dev/null 2>&1; then
   log "fast shutdown did not finish; shutting down immediately"
   as_pg timeout 45 "$BIN/pg_ctl" -D "$DATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
 fi

@@ -58,6 +58,10 @@ export function createMetadataStore(
       return cached(
         createPostgresMetadataStore({
           url: cfg.url,
+          // The metadata store calls sync() where DESIGN.md needs a flush (SqlMetadataStore.durable).
+          // Default change: every change durable at its reply. commit is opt-in: its crash detection
+          // (pg_control_checkpoint) can also fail one COMMIT after a clean restart and a checkpoint.
+          sync: cfg.sync ?? 'change',
           ...(cfg.pool_size !== undefined ? { poolSize: cfg.pool_size } : {}),
           ...(cfg.schema !== undefined ? { schema: cfg.schema } : {}),
           ...(cfg.connect_timeout !== undefined ? { connectTimeoutMs: cfg.connect_timeout } : {}),

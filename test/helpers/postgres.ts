@@ -26,6 +26,8 @@ export interface PostgresInstance {
   restart(): Promise<void>;
   /** Stops the server, keeping its data and port (resume() starts it again). */
   pause(): Promise<void>;
+  /** Stops the server as a crash would (pg_ctl stop -m immediate: unflushed WAL is lost); resume() starts it. */
+  crash(): Promise<void>;
   resume(): Promise<void>;
 }
 
@@ -34,9 +36,9 @@ export interface StartPostgresOptions {
   startTimeoutMs?: number;
 }
 
-function run(script: string, dir: string, timeoutMs: number): Promise<string> {
+function run(script: string, dir: string, timeoutMs: number, extra: string[] = []): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(script, [dir], { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
+    execFile(script, [dir, ...extra], { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
       if (err) {
         const why = err.killed ? `timed out after ${timeoutMs} ms` : `failed (${err.message.split('\n')[0]})`;
         reject(new Error(`${path.relative(REPO_ROOT, script)} ${dir} ${why}\n${stderr.trim()}`));
@@ -104,6 +106,10 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
       if (stopped) throw new Error('cluster was stopped');
       await run(STOP, dir, STOP_TIMEOUT_MS);
     },
+    async crash() {
+      if (stopped) throw new Error('cluster was stopped');
+      await run(STOP, dir, STOP_TIMEOUT_MS, ['immediate']);
+    },
     async resume() {
       if (stopped) throw new Error('cluster was stopped');
       await run(START, dir, READY_TIMEOUT_MS);
@@ -123,6 +129,9 @@ export async function postgresForTests(opts: StartPostgresOptions = {}): Promise
         throw new Error(`cannot restart the external database named by ${EXTERNAL_PG_ENV}`);
       },
       async pause() {
+        throw new Error(`cannot stop the external database named by ${EXTERNAL_PG_ENV}`);
+      },
+      async crash() {
         throw new Error(`cannot stop the external database named by ${EXTERNAL_PG_ENV}`);
       },
       async resume() {

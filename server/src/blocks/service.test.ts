@@ -187,6 +187,32 @@ describe('block service data path', () => {
     await svc.close();
   });
 
+  it("free trusts a store's 'no blocks' only when no block was stored since the removal began", async () => {
+    const { meta, store, svc } = await setup();
+    const empty = await mkfile(meta);
+    const ino = await mkfile(meta);
+    // The removal of `ino` began here; a block landed before free() was called.
+    const mark = svc.putMark();
+    await svc.write(ino, 0, Buffer.alloc(BS, 7));
+    await svc.flush(ino);
+    assert.equal(store.size, 1);
+    await svc.free(ino, mark);
+    assert.deepEqual(await meta.getBlocks(ino, 0, 10), [], 'the late block is dropped');
+    assert.equal(store.size, 0, 'and its object deleted');
+    // Nothing stored since the mark: the store's word stands, and no store call is made.
+    let drops = 0;
+    const drop = meta.dropBlocks.bind(meta);
+    meta.dropBlocks = (...a) => {
+      drops++;
+      return drop(...a);
+    };
+    await svc.free(empty, svc.putMark());
+    assert.equal(drops, 0);
+    await svc.free(empty);
+    assert.equal(drops, 1);
+    await svc.close();
+  });
+
   it('replaces a block with a new immutable version and deletes the old object', async () => {
     const { meta, store, svc } = await setup();
     const ino = await mkfile(meta);

@@ -209,6 +209,8 @@ export class BlockService {
   private readonly files = new Map<number, Map<number, BlockState>>();
   /** Inodes being freed or already freed: their data must never be stored again. */
   private readonly freed = new Set<number>();
+  /** Block-map switches (putBlock) begun plus finished: see putMark() and free(). */
+  private putEvents = 0;
   /** inode -> byte size below which data may live (set by truncate while uploads finish). */
   private readonly limits = new Map<number, number>();
   private readonly timer: NodeJS.Timeout;
@@ -533,6 +535,7 @@ export class BlockService {
           await this.store.delete(key);
           return null;
         }
+        this.putEvents++;
         try {
           replaced = await this.meta.putBlock(
             inodeId,
@@ -556,6 +559,8 @@ export class BlockService {
           }
           if (attempt >= MAX_SWITCH_ATTEMPTS) throw err;
           continue;
+        } finally {
+          this.putEvents++;
         }
         break;
       }
@@ -959,8 +964,19 @@ export class BlockService {
     }
   }
 
-  /** Frees every block of a deleted file. */
-  async free(inodeId: number): Promise<void> {
+  /** A mark taken before a removal, for free(): block-map switches begun or finished so far. */
+  putMark(): number {
+    return this.putEvents;
+  }
+
+  /**
+   * Frees every block of a deleted file. `noBlocksSince`: the store found no block at the removal,
+   * which began at that putMark(). With no switch begun or finished since (none could have landed
+   * after the store looked) and nothing held here for the file, there is nothing to drop: an empty
+   * file's REMOVE saves a store call.
+   */
+  async free(inodeId: number, noBlocksSince?: number): Promise<void> {
+    if (noBlocksSince === this.putEvents && !this.files.has(inodeId)) return;
     this.freed.add(inodeId);
     try {
       const m = this.files.get(inodeId);

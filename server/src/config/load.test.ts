@@ -655,6 +655,19 @@ describe('metadata stores', () => {
     });
   });
 
+  it('sync is a key of postgres stores and embedded sqlite ones only', () => {
+    const c = parse(stores({ p: `{type: postgres, url: "${URL_PW}", sync: change}`, e: '{type: embedded, path: /e, sync: change}' }));
+    assert.equal(c.metadata.stores.p?.sync, 'change');
+    assert.equal(c.metadata.stores.e?.sync, 'change');
+    assertIssue(
+      yamlIssues(stores({ m: '{type: memory, sync: commit}' })),
+      'metadata.stores.m.sync',
+      /^only postgres metadata stores and embedded ones on the sqlite engine have sync/,
+    );
+    assertIssue(yamlIssues(stores({ g: '{type: embedded, engine: pglite, sync: commit}' })), 'metadata.stores.g.sync', /engine pglite/);
+    assertIssue(yamlIssues(stores({ p: `{type: postgres, url: "${URL_PW}", sync: never}` })), 'metadata.stores.p.sync', /commit/);
+  });
+
   it('the built-in default metadata store is embedded, under data_dir (also when set from the environment)', () => {
     assert.deepEqual(parse('').metadata.stores, { default: { type: 'embedded', path: path.join(CWD, 'data', 'metadata', 'default') } });
     assert.deepEqual(parse('', { DITTOFS_DATA_DIR: '/mnt/x' }).metadata.stores, {
@@ -892,6 +905,7 @@ describe('metadata stores', () => {
         schema: 'dittofs',
         connect_timeout: 5000,
         statement_timeout: 30000,
+        sync: 'change',
       },
     });
   });

@@ -323,10 +323,14 @@ function checkMetadataStores(c: DittoConfig, issues: readonly Issue[], push: (se
     if (store.type !== 'embedded' && store.engine !== undefined) {
       push(at('engine'), `only embedded metadata stores have an engine (${typeIs})`);
     }
-    if (store.sync !== undefined && (store.type !== 'embedded' || (store.engine ?? DEFAULT_EMBEDDED_ENGINE) !== 'sqlite')) {
+    if (
+      store.sync !== undefined &&
+      store.type !== 'postgres' &&
+      (store.type !== 'embedded' || (store.engine ?? DEFAULT_EMBEDDED_ENGINE) !== 'sqlite')
+    ) {
       push(
         at('sync'),
-        `only embedded metadata stores on the sqlite engine have sync (${typeIs}${store.engine ? `, engine ${store.engine}` : ''})`,
+        `only postgres metadata stores and embedded ones on the sqlite engine have sync (${typeIs}${store.engine ? `, engine ${store.engine}` : ''})`,
       );
     }
     if (store.type === 'postgres') {

@@ -254,6 +254,12 @@ metadata:
     #   connect_timeout: 5000
     #   # Longest a statement may run on the server (default 30000).
     #   statement_timeout: 30000
+    #   # change (default): every change waits for PostgreSQL's WAL flush before its reply.
+    #   # commit: changes are committed with synchronous_commit off, on disk by the reply to the
+    #   # next COMMIT / stable WRITE / SMB FLUSH (block maps and lease tokens always before their
+    #   # reply) and within 3 x the server's wal_writer_delay anyway; after a PostgreSQL crash in
+    #   # between, that COMMIT fails with an I/O error.
+    #   sync: change
 
 # Block stores hold file data, cut into blocks: memory, filesystem or s3.
 blocks:

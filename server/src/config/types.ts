@@ -11,7 +11,7 @@ export const EMBEDDED_ENGINES = Object.freeze(['pglite', 'sqlite'] as const);
 export type EmbeddedEngine = (typeof EMBEDDED_ENGINES)[number];
 /** SQLite: microseconds per metadata change, fsync'd by a group commit; a PGlite store moves to it at open. */
 export const DEFAULT_EMBEDDED_ENGINE: EmbeddedEngine = 'sqlite';
-/** When an embedded SQLite store's changes reach the disk (meta/sql/sqlite.ts). */
+/** When an embedded SQLite store's or a postgres store's changes reach the disk (meta/sql/sqlite.ts, pg.ts). */
 export const EMBEDDED_SYNC_MODES = Object.freeze(['commit', 'change'] as const);
 export type EmbeddedSync = (typeof EMBEDDED_SYNC_MODES)[number];
 
@@ -28,8 +28,9 @@ export interface MetadataStoreConfig {
    */
   engine?: EmbeddedEngine;
   /**
-   * `embedded` on `sqlite`: `commit` (default): changes are on disk by the reply to the next NFS
-   * COMMIT / stable WRITE / SMB FLUSH and within 100 ms anyway; `change`: each before its reply.
+   * `embedded` on `sqlite`, and `postgres`: `commit` (default): changes are on disk by the reply to
+   * the next NFS COMMIT / stable WRITE / SMB FLUSH and within 100 ms anyway (postgres: within
+   * 3 x its wal_writer_delay, synchronous_commit off); `change`: each before its reply.
    */
   sync?: EmbeddedSync;
   /** `postgres` (required): a connection URL, e.g. `postgres://user:pass@host:5432/dittofs`. */

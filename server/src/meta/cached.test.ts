@@ -114,6 +114,33 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('a remove that returns the directory keeps it: the next read of it is not a store call', async () => {
+    const { inner, cached } = await setup();
+    const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;
+    const innerRemove = inner.remove.bind(inner);
+    // The memory engine does not return the directory; here it does, as the SQL engines do.
+    inner.remove = async (...a) => ({ ...(await innerRemove(...a)), dir: (await inner.getInode(dirId))! });
+    let reads = 0;
+    const innerGet = inner.getInode.bind(inner);
+    inner.getInode = (id) => {
+      reads++;
+      return innerGet(id);
+    };
+    await cached.remove(dirId, Buffer.from('f'), false, T(5));
+    reads = 0;
+    const dir = await cached.getInode(dirId);
+    assert.deepEqual(dir!.mtime, T(5));
+    assert.equal(reads, 0, 'answered from the entry the remove left');
+    // Without it (another store, or an overlapping change), the directory is read again.
+    inner.remove = innerRemove;
+    await cached.create(dirId, Buffer.from('g'), file(), T(6));
+    await cached.remove(dirId, Buffer.from('g'), false, T(7));
+    reads = 0;
+    assert.deepEqual((await cached.getInode(dirId))!.mtime, T(7));
+    assert.equal(reads, 1);
+    await cached.close();
+  });
+
   it('block maps follow putBlock and dropBlocks, and a removed file is forgotten', async () => {
     const { cached, f } = await setup();
     assert.deepEqual(await cached.getBlocks(f.id, 0, 4), []);

@@ -477,18 +477,24 @@ export class CachedMetadataStore implements MetadataStore {
     const victim = this.coherence ? await this.inner.lookup(dirId, name) : null;
     const announced = victim ? [dirId, victim.id] : [dirId];
     const ticket = await this.announce(announced, true);
-    this.epoch++;
+    const epoch = ++this.epoch;
     let touched = announced;
+    let dirAfter: Inode | undefined;
     try {
       const r = await this.inner.remove(dirId, name, dir, now);
       touched = [dirId, r.inode.id, ...r.streams];
       this.forget(r.inode.id, ...r.streams);
       if (r.freed) this.dropBlockMap(r.inode.id);
       for (const s of r.streams) this.dropBlockMap(s);
+      dirAfter = r.dir;
       return r;
     } finally {
       this.done(ticket, touched, true);
       this.forget(dirId);
+      // The directory as the store changed it, kept only if no other change overlapped this one
+      // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
+      // handle need not read it again.
+      if (dirAfter !== undefined && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
     }
   }
 

@@ -339,6 +339,16 @@ for (const engine of engines) {
       await rejectsWith(s.remove(d.id, b('missing'), true, now()), 'NOENT');
       const rf = await s.remove(d.id, b('f'), false, now());
       assert.equal(rf.freed, true);
+      // The SQL stores hand back the directory as changed (one read less per REMOVE): exactly the stored one.
+      if (engine.name === 'embedded-sqlite' || engine.name === 'postgres') assert.ok(rf.dir, 'remove returns the directory');
+      if (rf.dir) assert.deepEqual(rf.dir, await s.getInode(d.id));
+      assert.equal(rf.noBlocks ?? true, true, 'an empty file has no blocks');
+      const withData = await s.create(d.id, b('data'), fileInit(), now());
+      await s.putBlock(withData.id, blk(0));
+      const rd = await s.remove(d.id, b('data'), false, now());
+      assert.equal(rd.freed, true);
+      assert.notEqual(rd.noBlocks, true, 'a file with a block must have it freed');
+      assert.deepEqual(await s.dropBlocks(withData.id, 0), [blk(0)]);
       const t2 = now();
       const rs = await s.remove(d.id, b('sub'), true, t2);
       assert.equal(rs.freed, true);

@@ -42,6 +42,10 @@ export interface RemoveResult {
   freed: boolean;
   /** Named streams removed with the freed inode (their inode ids, ascending): the caller frees their data too. */
   streams: number[];
+  /** The directory's attributes after the change, where the store has them at no extra cost. */
+  dir?: Inode;
+  /** True when the freed inode had no blocks at its removal: nothing to free but what is in flight. */
+  noBlocks?: boolean;
 }
 
 /** A named stream of a file (MS-FSCC 2.4.43): its name and the inode holding its data. */

@@ -3,7 +3,7 @@
 import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
 import { InodeMetaKind, type MetadataStore } from '../meta/store.js';
-import { VfsError } from './errors.js';
+import { VfsError, expectedError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
@@ -357,7 +357,7 @@ export class FileService {
       return { share, dir, inode: parent };
     }
     const child = await share.meta.lookup(dir.id, name);
-    if (!child) throw new VfsError('NOENT', 'no such file or directory');
+    if (!child) throw expectedError('NOENT', 'no such file or directory');
     return { share, dir, inode: child };
   }
 
@@ -594,14 +594,15 @@ export class FileService {
     checkName(name, 'remove');
     this.mustAccess(dir, id, Access.W | Access.X);
     const child = await share.meta.lookup(dir.id, name);
-    if (!child) throw new VfsError('NOENT', 'no such file or directory');
+    if (!child) throw expectedError('NOENT', 'no such file or directory');
     if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
     await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
     if (shareModes && (await this.opens.refusesDeleteShared(share.meta, child.id)))
       throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
+    const mark = share.data.putMark();
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
-    if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id);
+    if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id, r.noBlocks === true ? mark : undefined);
     for (const s of r.streams) await share.data.free(s);
     return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }

@@ -71,6 +71,15 @@ export class CommitUncertainError extends Error {
 }
 
 /**
+ * sync() cannot vouch for changes answered earlier: the database restarted (crash, failover) while
+ * some were answered but perhaps not yet on its disk, so they may be gone.
+ */
+export class SyncLostError extends Error {
+  override readonly name = 'SyncLostError';
+  readonly code = 'DITTOFS_SQL_SYNC_LOST';
+}
+
+/**
  * Thrown by transaction code to have the whole transaction run again, like a serialization failure
  * (e.g. rows it had to lock changed between reading and locking them).
  */

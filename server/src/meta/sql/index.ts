@@ -12,7 +12,7 @@ import { sqliteStatementsByName } from './sqlite-dialect.js';
 import { S, SqlMetadataStore } from './store.js';
 
 export { SqlMetadataStore } from './store.js';
-export { PgDriver, type PgDriverOptions } from './pg.js';
+export { PgDriver, type PgDriverOptions, type PgSync } from './pg.js';
 export { PgliteDriver } from './pglite.js';
 export { SqliteDriver, SqliteError, SQLITE_FILE, type SqliteSync } from './sqlite.js';
 export { FenceHeldError, FenceLostError, PgFence, describePgUrl, fenceKey, type FencePurpose } from './fence.js';

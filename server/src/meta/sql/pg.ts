@@ -4,12 +4,29 @@
 // connections (the server restarted, a socket died) when running again is safe: before anything
 // was sent, for a retryable statement outside a transaction, or for a transaction before COMMIT.
 // A restart of PostgreSQL therefore costs a few slow calls, not the process.
+//
+// Durability (DESIGN.md: COMMIT, FILE_SYNC and SMB FLUSH return only after an fsync covering that
+// data and its metadata), two policies (`sync`), as for SQLite (sqlite.ts):
+// - `change` (the driver's default, and the control plane's): every commit waits for PostgreSQL's
+//   WAL flush (synchronous_commit on): one client stream runs at the database's fsync rate.
+// - `commit` (the metadata store's default): the pool's connections run with synchronous_commit
+//   off, so a change is answered once its commit record is in PostgreSQL's WAL buffers (the WAL
+//   writer flushes it within 3 x wal_writer_delay anyway). sync() commits a transaction of its own
+//   with synchronous_commit on: PostgreSQL returns only after flushing its WAL up to that commit
+//   record, and every change answered before sync() was called has its commit record earlier in
+//   the same WAL, so one flush covers them all. The store calls sync() for COMMIT, stable writes,
+//   SMB FLUSH, and after every block-map change and lease token (SqlMetadataStore.durable), so
+//   those are never answered before they are on disk. The fence (fence.ts) has its own connection
+//   and stays synchronous. A PostgreSQL that crashed and restarted while changes were answered but
+//   unflushed may have lost them: the next sync() fails (SyncLostError) rather than pretend they are
+//   durable. A clean restart (its shutdown checkpoint predates the start) lost nothing and passes.
 import pg from 'pg';
 import {
   CommitUncertainError,
   DEFAULT_RETRY_POLICY,
   RetryTransaction,
   SQLSTATE,
+  SyncLostError,
   errorMessage,
   isConnectionError,
   isTransientConflict,
@@ -52,7 +69,22 @@ export interface PgDriverOptions {
    * another process holds it, and every statement fails with FenceLostError while it is not held.
    */
   fence?: Pick<PgFenceOptions, 'purpose' | 'label' | 'onTaken' | 'heartbeatMs' | 'retakeDelayMs'>;
+  /** When changes reach the disk (see the head of this file); default `change`. */
+  sync?: PgSync;
 }
+
+/** `commit`: changes are answered before their WAL flush, sync() waits for it; `change`: each waits. */
+export type PgSync = 'commit' | 'change';
+
+/**
+ * One round trip. PostgreSQL flushes the WAL at a synchronous commit only when the transaction
+ * wrote WAL (an xid alone does not): a transactional logical message writes one record (and takes
+ * an xid) without touching a table, so its commit flushes the WAL up to its commit record, which
+ * lies after every commit record answered before this was sent. The server's start time tells a
+ * restart apart.
+ */
+const FLUSH_SQL =
+  "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(true, 'dittofs', '') AS lsn, pg_postmaster_start_time()::text AS started; COMMIT";
 
 /** A schema name we are willing to splice into SQL. */
 export const SCHEMA_NAME_RE = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -84,13 +116,25 @@ export class PgDriver implements SqlDriver {
   /** This process's hold on the database, when asked for (null: not fenced). */
   fence: PgFence | null = null;
   /** Statistics, for tests and metrics. */
-  readonly stats = { retries: 0, connectionErrors: 0, conflicts: 0, poolErrors: 0 };
+  readonly stats = { retries: 0, connectionErrors: 0, conflicts: 0, poolErrors: 0, flushes: 0 };
+  /** `commit`: changes are answered before PostgreSQL flushes them (see the head of this file). */
+  private readonly lazy: boolean;
+  /** `commit`: calls settled so far, and how many of them the last flush covered. */
+  private settledCalls = 0;
+  private flushedCalls = 0;
+  /** `commit`: the server's start time when the last flush (or open) ran: a change means a restart. */
+  private serverStarted: string | null = null;
 
   private constructor(opts: PgDriverOptions) {
     this.retry = opts.retry ?? DEFAULT_RETRY_POLICY;
     this.log = opts.logger ?? silentLogger;
+    this.lazy = opts.sync === 'commit';
     const statementTimeout = opts.statementTimeoutMs ?? 30_000;
-    const pgOptions = opts.schema === undefined ? undefined : `-c search_path=${opts.schema}`;
+    const settings = [
+      ...(opts.schema === undefined ? [] : [`-c search_path=${opts.schema}`]),
+      ...(this.lazy ? ['-c synchronous_commit=off'] : []),
+    ];
+    const pgOptions = settings.length === 0 ? undefined : settings.join(' ');
     this.pool = new pg.Pool({
       connectionString: opts.url,
       max: opts.poolSize ?? 10,
@@ -125,6 +169,10 @@ export class PgDriver implements SqlDriver {
         }
       } else {
         await d.query('SELECT 1');
+      }
+      if (d.lazy) {
+        const { rows } = await d.query<{ started: string }>('SELECT pg_postmaster_start_time()::text AS started');
+        d.serverStarted = rows[0]?.started ?? null;
       }
       if (opts.fence !== undefined) {
         d.fence = await PgFence.take({
@@ -192,10 +240,85 @@ export class PgDriver implements SqlDriver {
     };
   }
 
+  /**
+   * `commit`: settles once every change answered before the call is flushed to PostgreSQL's disk
+   * (COMMIT, stable writes, SMB FLUSH, block-map changes). Fails with SyncLostError when the server
+   * restarted while such changes were not known to be flushed. `change`: nothing to wait for.
+   */
+  async sync(): Promise<void> {
+    if (!this.lazy) return;
+    this.live();
+    const upTo = this.settledCalls;
+    if (upTo <= this.flushedCalls) return;
+    this.stats.flushes++;
+    const started = await withRetry(
+      this.retry,
+      this.shouldRetry,
+      async () => {
+        const { client, done } = await this.acquire();
+        let broken: unknown;
+        try {
+          // A simple query (no parameters): four statements, four results, one round trip.
+          const results = (await client.query(FLUSH_SQL)) as unknown as pg.QueryResult<{ started?: unknown }>[];
+          const row = (Array.isArray(results) ? results : [results]).map((r) => r.rows?.[0]).find((r) => r?.started !== undefined);
+          return typeof row?.started === 'string' ? row.started : null;
+        } catch (e) {
+          // Any failure may leave the connection inside the aborted transaction: never reuse it.
+          broken = e;
+          throw e;
+        } finally {
+          done(broken);
+        }
+      },
+      this.onRetry,
+    );
+    const before = this.serverStarted;
+    this.serverStarted = started;
+    const restarted = before !== null && started !== before && this.flushedCalls < upTo;
+    this.flushedCalls = Math.max(this.flushedCalls, upTo);
+    if (restarted && !(await this.restartedCleanly())) {
+      throw new SyncLostError(
+        `PostgreSQL restarted after a crash (started ${before}, now ${started}) while metadata changes answered before it were not yet flushed; they may be lost`,
+      );
+    }
+  }
+
+  /**
+   * After a restart: did the server stop cleanly? A clean stop (fast or smart) flushes the WAL and
+   * ends with a shutdown checkpoint taken before the server started again; crash recovery ends
+   * with a checkpoint taken after the start (checkpoint_time has whole seconds, hence the second).
+   * A checkpoint since (checkpoint_timeout) or a failed look reads as a crash: the caller then
+   * reports changes as possibly lost, never the other way round. Not seen: a crash followed by a
+   * clean restart before this process looked.
+   */
+  private async restartedCleanly(): Promise<boolean> {
+    try {
+      const { rows } = await this.query<{ clean: unknown }>(
+        `SELECT pg_postmaster_start_time() >= checkpoint_time + interval '1 second' AS clean FROM pg_control_checkpoint()`,
+      );
+      return rows[0]?.clean === true;
+    } catch (e) {
+      this.log.warn({ err: errorMessage(e) }, 'postgres metadata store: cannot tell how PostgreSQL stopped; assuming a crash');
+      return false;
+    }
+  }
+
   async query<T extends SqlRow = SqlRow>(
     sql: Statement | string,
     params: readonly unknown[] = [],
     opts: QueryOptions = {},
+  ): Promise<QueryResult<T>> {
+    try {
+      return await this.queryOnce<T>(sql, params, opts);
+    } finally {
+      this.settledCalls++;
+    }
+  }
+
+  private queryOnce<T extends SqlRow = SqlRow>(
+    sql: Statement | string,
+    params: readonly unknown[],
+    opts: QueryOptions,
   ): Promise<QueryResult<T>> {
     this.live();
     const retryable = opts.retryable ?? true;
@@ -226,6 +349,14 @@ export class PgDriver implements SqlDriver {
   }
 
   async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
+    try {
+      return await this.transactionOnce(fn, opts);
+    } finally {
+      this.settledCalls++;
+    }
+  }
+
+  private transactionOnce<T>(fn: (tx: SqlExecutor) => Promise<T>, opts: TransactionOptions): Promise<T> {
     this.live();
     const begin = opts.isolation ? `BEGIN ISOLATION LEVEL ${opts.isolation.toUpperCase()}` : 'BEGIN';
     return withRetry(

@@ -54,8 +54,12 @@ describe('SQLite metadata engine', () => {
       assert.equal(par.commits - serial.commits, 200);
       assert.ok(par.fsyncs - serial.fsyncs < 200, `200 concurrent creates took ${par.fsyncs - serial.fsyncs} fsyncs`);
       assert.ok(par.fsyncs > serial.fsyncs);
-      // Reads change nothing and need no fsync.
+      // Reads change nothing and need no fsync; nor do writes that change no row.
       await s.lookup(root.id, Buffer.from('par-7'));
+      assert.deepEqual(d.stats, par);
+      await assert.rejects(s.remove(root.id, Buffer.from('absent'), false, T(1_700_000_200)), /no such entry/);
+      await assert.rejects(s.setAttr(999_999, { mode: 0o600 }), /does not exist/);
+      await s.dropBlocks(root.id, 0);
       assert.deepEqual(d.stats, par);
     } finally {
       await s.close();

@@ -208,8 +208,9 @@ export class SqliteDriver implements SqlDriver {
       get: (text, params = []) => this.exec(text, params)[0],
       run: (text, params = []) => {
         const s = this.prepare(text);
-        if (!s.readonly) this.dirtyTx = true;
-        return s.run(...bindings(params)).changes;
+        const changes = s.run(...bindings(params)).changes;
+        if (changes > 0) this.dirtyTx = true;
+        return changes;
       },
     };
     for (const [name, form] of Object.entries(statements))
@@ -281,11 +282,18 @@ export class SqliteDriver implements SqlDriver {
     return s;
   }
 
+  /**
+   * A write that changed no row (an UPDATE or DELETE that matched nothing, an INSERT that met its
+   * conflict) is no change: no commit counted, no fsync for it. RETURNING gives a row per row changed.
+   */
   private exec(text: string, params: readonly unknown[]): SqlRow[] {
     const s = this.prepare(text);
-    if (!s.readonly) this.dirtyTx = true;
-    if (s.reader) return s.all(...bindings(params)) as SqlRow[];
-    s.run(...bindings(params));
+    if (s.reader) {
+      const rows = s.all(...bindings(params)) as SqlRow[];
+      if (!s.readonly && rows.length > 0) this.dirtyTx = true;
+      return rows;
+    }
+    if (s.run(...bindings(params)).changes > 0) this.dirtyTx = true;
     return [];
   }
 

@@ -15,7 +15,7 @@
 // after the rows above, so two such moves can deadlock; PostgreSQL aborts one and it runs again):
 // that is what keeps two crossing moves, in any processes, from both passing the cycle check.
 import { unlinkCounts } from '../links.js';
-import { VfsError, isVfsError } from '../../vfs/errors.js';
+import { VfsError, expectedError, isVfsError } from '../../vfs/errors.js';
 import { randomGeneration } from '../../vfs/handle.js';
 import type { AttrChanges, DirEntry, Inode, NewInode, Timespec } from '../../vfs/types.js';
 import { DOS_ATTRS_STORED, FileType } from '../../vfs/types.js';
@@ -39,6 +39,7 @@ import {
   CommitUncertainError,
   RetryTransaction,
   SQLSTATE,
+  SyncLostError,
   errorMessage,
   isConnectionError,
   sqlState,
@@ -155,11 +156,12 @@ export const S = {
   // REMOVE of a non-directory in one statement (one round trip): the entry is read, the directory
   // and the child locked in id order (as Work.lock does), then the entry deleted only if it still
   // names that child; the directory's times, the child's link count, and at its last link the
-  // child, its streams and their inodes, all depend on that delete. The row returned is the child
-  // as locked, before the change, with `removed` 0 when nothing was done (no such entry, a
+  // child, its streams and their inodes, all depend on that delete. The first row returned is the
+  // child as locked, before the change (`blocks`: whether it had any), with `removed` 0 when nothing was done (no such entry, a
   // directory, or the entry changed since the statement's snapshot): remove() then takes the
   // transactional path, which gives the exact answer. Foreign keys are checked at the statement's
-  // end, when the entry and stream rows are gone with their inodes. Every row is reached through an
+  // end, when the entry and stream rows are gone with their inodes. A second row (`removed` 2) is
+  // the directory as changed, so that the caller need not read it again. Every row is reached through an
   // index (`= ANY (ARRAY(...))`, not `OR ... IN`, which plans as a scan of all inodes).
   removeFile: {
     name: 'dfs_remove_file',
@@ -169,12 +171,14 @@ export const S = {
                   WHERE c.id = (SELECT child FROM e) AND c.id <> $1::bigint AND c.type <> ${DIR}),
            d AS (DELETE FROM dirents WHERE parent = $1::bigint AND name = $2::bytea AND child = (SELECT id FROM ok) RETURNING child),
            pu AS (UPDATE inodes SET mtime_sec = $3::bigint, mtime_nsec = $4::integer, ctime_sec = $3::bigint, ctime_nsec = $4::integer
-                  WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM d)),
+                  WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM d) RETURNING ${COLS}),
            cu AS (UPDATE inodes SET nlink = nlink - 1, ctime_sec = $3::bigint, ctime_nsec = $4::integer
                   WHERE id = (SELECT child FROM d) AND (SELECT nlink FROM ok) > 1),
            st AS (DELETE FROM streams WHERE file = (SELECT child FROM d) AND (SELECT nlink FROM ok) <= 1 RETURNING inode),
            ci AS (DELETE FROM inodes WHERE id = ANY (ARRAY(SELECT child FROM d WHERE (SELECT nlink FROM ok) <= 1 UNION ALL SELECT inode FROM st)))
-           SELECT ok.*, (SELECT count(*) FROM d) AS removed, ARRAY(SELECT inode FROM st ORDER BY inode) AS streams FROM ok`,
+           SELECT ok.*, (SELECT count(*) FROM d) AS removed, ARRAY(SELECT inode FROM st ORDER BY inode) AS streams,
+                  EXISTS (SELECT 1 FROM blocks WHERE inode = (SELECT child FROM d)) AS blocks FROM ok
+           UNION ALL SELECT pu.*, 2, NULL, NULL FROM pu`,
   },
   rootOf: { name: 'dfs_root_of', text: `SELECT root FROM share_roots WHERE share_id = $1` },
   insertRootInode: {
@@ -360,6 +364,8 @@ function unavailable(e: unknown): unknown {
     return new VfsError('JUKEBOX', `metadata store unavailable: ${errorMessage(e)}`);
   // Not served by this process now (fence.ts): "try again later" too, never a write.
   if (e instanceof FenceLostError) return new VfsError('JUKEBOX', e.message);
+  // Changes answered earlier may be gone: an error, never "try again" (a retried COMMIT would pass).
+  if (e instanceof SyncLostError) return new VfsError('IO', e.message);
   return e;
 }
 
@@ -379,7 +385,7 @@ async function mapUnique<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
-    if (sqlState(e) === SQLSTATE.UNIQUE_VIOLATION) throw new VfsError('EXIST', 'name exists');
+    if (sqlState(e) === SQLSTATE.UNIQUE_VIOLATION) throw expectedError('EXIST', 'name exists');
     throw e;
   }
 }
@@ -720,7 +726,7 @@ export class SqlMetadataStore implements MetadataStore {
     const dir = await this.getInode(dirId);
     if (!dir) throw new VfsError('STALE', `inode ${dirId} does not exist`);
     if (dir.type !== DIR) throw new VfsError('NOTDIR', `inode ${dirId} is not a directory`);
-    throw new VfsError('EXIST', 'name exists');
+    throw expectedError('EXIST', 'name exists');
   }
 
   async link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode> {
@@ -731,7 +737,7 @@ export class SqlMetadataStore implements MetadataStore {
       const inode = w.inode(id);
       if (inode.type === DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
       const taken = await tx.query(S.entries2, [dirId, name, dirId, name]);
-      if (taken.rows.length > 0) throw new VfsError('EXIST', 'name exists');
+      if (taken.rows.length > 0) throw expectedError('EXIST', 'name exists');
       await w.addEntry(dir, name, id);
       inode.nlink++;
       w.touch(inode, now, false);
@@ -766,13 +772,20 @@ export class SqlMetadataStore implements MetadataStore {
     if (!dir) {
       // Not run again when the connection breaks in flight: a second run would answer NOENT.
       const { rows } = await this.q(S.removeFile, [dirId, name, now.sec, now.nsec], { retryable: false });
-      const r = rows[0];
+      const r = rows.find((row) => toNumber(row.removed, 'removed') !== 2);
       if (r && toNumber(r.removed, 'removed') === 1) {
         const child = inodeRow(r);
         const freed = unlinkCounts({ nlink: 0 }, child);
         child.ctime = copyTs(now);
         const streams = Array.isArray(r.streams) ? r.streams.map((v: unknown) => toNumber(v, 'stream')) : [];
-        return { inode: publicInode(child), freed, streams: freed ? streams : [] };
+        const d = rows.find((row) => toNumber(row.removed, 'removed') === 2);
+        return {
+          inode: publicInode(child),
+          freed,
+          streams: freed ? streams : [],
+          ...(d ? { dir: publicInode(inodeRow(d)) } : {}),
+          ...(freed && r.blocks !== undefined && !toBool(r.blocks, 'blocks') ? { noBlocks: true } : {}),
+        };
       }
     }
     return this.tx(async (tx) => {
