@@ -1106,7 +1106,11 @@ export class SmbConnection implements SessionOwner {
   private async finishOpen(o: Open, preserve: boolean): Promise<void> {
     await o.drained();
     if (preserve && o.durable) {
-      if (this.durable.preserve(o)) return;
+      if (this.durable.preserve(o)) {
+        // Preserved, not closing: it may be reconnected (a break closes it, oplock.breakForOpen).
+        o.closing = null;
+        return;
+      }
       releaseLocks(this.opts.fs.byteRanges, o);
     }
     await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
