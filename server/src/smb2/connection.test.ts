@@ -6,7 +6,8 @@ import { memoryServer } from '../testing/memory-server.js';
 import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './codec.js';
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
 import { SmbConnection } from './connection.js';
-import { NtStatus } from './status.js';
+import { NtStatus, SmbStatusError } from './status.js';
+import type { Open } from './state.js';
 import { smb2Signature, verifySmb2Signature } from './auth/index.js';
 import { listStreams } from '../vfs/streams.js';
 import { alice, create, createRequest, fileContext } from './testing.js';
@@ -435,6 +436,37 @@ describe('SMB2 connection', () => {
       (await create(c, createRequest('f', { createDisposition: CreateDisposition.OPEN }))).open.inodeId,
       'the file stays',
     );
+    await srv.close();
+  });
+
+  it('an open of a dropped connection still closing makes a new CREATE wait, not fail with SHARING_VIOLATION', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const key = Buffer.alloc(16, 0x3d);
+    const { sessionId, treeId } = await signingSession(conn, sent, key);
+    // Read and write access, sharing read and write but not delete (as a fuzzed CREATE left it).
+    const body = createBody('f', CreateDisposition.OPEN_IF);
+    body.writeUInt32LE(3, 32);
+    await conn.handleFrame(signCompound(key, [request(Command.CREATE, 2, body, { sessionId, treeId })]));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, 0);
+    // A request still in flight on the open (a READ waiting on storage) when the connection drops.
+    const [open] = [...(conn as unknown as { opens: Map<number, Open> }).opens.values()];
+    let finish!: () => void;
+    const inFlight = open!.use(() => new Promise<void>((r) => (finish = r)));
+    const down = conn.teardown();
+    // A fresh session opens the file asking for DELETE too: refused only while the old open lives.
+    let outcome: string | null = null;
+    const again = create(fileContext(srv, { sessionId: 99 }), createRequest('f', { desiredAccess: 0xc0010000 })).then(
+      () => (outcome = 'opened'),
+      (e: unknown) => (outcome = e instanceof SmbStatusError ? `status 0x${e.status.toString(16)}` : String(e)),
+    );
+    for (let i = 0; i < 20 && outcome === null; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(outcome, null, 'the CREATE waits for the closing open');
+    finish();
+    await inFlight;
+    await down;
+    await again;
+    assert.equal(outcome, 'opened');
     await srv.close();
   });
 

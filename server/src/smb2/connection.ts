@@ -1059,10 +1059,20 @@ export class SmbConnection implements SessionOwner {
   }
 
   private async createOpen(ctx: files.FileContext, req: CreateRequest, w: SmbWriter, session: Session, tree: Tree): Promise<Open> {
-    const open = await files.create(ctx, req, w, (o) => this.opens.set(o.id, o));
+    // Registered after the connection went: a CREATE it refuses meanwhile waits until it is dropped.
+    let dropped: (() => void) | undefined;
+    const open = await files
+      .create(ctx, req, w, (o) => {
+        this.opens.set(o.id, o);
+        if (this.closed) o.closing = new Promise<void>((r) => (dropped = r));
+      })
+      .catch((e: unknown) => {
+        dropped?.();
+        throw e;
+      });
     if (this.closed || this.sessions.get(session.id) !== session || session.trees.get(tree.id) !== tree) {
       // Gone while the CREATE waited for an oplock break: the open must not outlive them.
-      await this.dropOpen(open, session);
+      await this.dropOpen(open, session).finally(dropped);
       throw new SmbStatusError(NtStatus.NETWORK_NAME_DELETED);
     }
     return open;
@@ -1071,7 +1081,7 @@ export class SmbConnection implements SessionOwner {
   /** Closes an open that its client never heard of (its CREATE was cancelled or its session ended). */
   private async dropOpen(open: Open, session: Session): Promise<void> {
     this.opens.delete(open.id);
-    await oplock.releaseOpen(this.opts.fs, open, session.identity).catch(() => undefined);
+    await (open.closing = oplock.releaseOpen(this.opts.fs, open, session.identity).catch(() => undefined));
   }
 
   /** Closes opens of this connection; with `preserve`, durable ones are kept without it (durable.ts). */
@@ -1079,20 +1089,31 @@ export class SmbConnection implements SessionOwner {
     const victims = [...this.opens.values()].filter(which);
     const gone = new Set(victims);
     this.async.abortWhere((op) => op.request.open !== null && gone.has(op.request.open), this.closed ? 'disconnected' : 'closed');
+    // Each open is released in turn (after its requests in flight): a CREATE that one of them
+    // refuses meanwhile waits for its `closing` (oplock.registerOpen) instead of failing.
+    let prev: Promise<void> = Promise.resolve();
     for (const o of victims) {
       this.opens.delete(o.id);
       // A durable open keeps its byte-range locks while it is preserved.
       if (!(preserve && o.durable)) releaseLocks(this.opts.fs.byteRanges, o);
       this.notifyHub?.closeOpen(o);
+      prev = o.closing = prev.then(() => this.finishOpen(o, preserve));
     }
-    for (const o of victims) {
-      await o.drained();
-      if (preserve && o.durable) {
-        if (this.durable.preserve(o)) continue;
-        releaseLocks(this.opts.fs.byteRanges, o);
+    await prev;
+  }
+
+  /** The second half of closeOpens for one open: preserved when durable, else released. */
+  private async finishOpen(o: Open, preserve: boolean): Promise<void> {
+    await o.drained();
+    if (preserve && o.durable) {
+      if (this.durable.preserve(o)) {
+        // Preserved, not closing: it may be reconnected (a break closes it, oplock.breakForOpen).
+        o.closing = null;
+        return;
       }
-      await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
+      releaseLocks(this.opts.fs.byteRanges, o);
     }
+    await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
   }
 
   /** The connection is gone: its opens are closed (delete-on-close honoured). */

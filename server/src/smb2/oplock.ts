@@ -346,6 +346,31 @@ function breakRemoteForOpen(
 
 /** Registers an SMB open in the lock manager (share check, delete-pending); a refusal is its NTSTATUS. */
 export async function registerOpen(fs: FileService, open: Open, access: number, shareAccess: number): Promise<OpenRecord> {
+  // An open refused by opens whose connection or session went (closed one by one, asynchronously)
+  // is tried again once they are closed: a client that reconnects sees them gone (MS-SMB2 3.3.7.1).
+  for (let round = 0; ; round++) {
+    try {
+      return await tryRegisterOpen(fs, open, access, shareAccess);
+    } catch (e) {
+      if (round >= MAX_CLOSING_ROUNDS || !(e instanceof SmbStatusError) || e.status !== NtStatus.SHARING_VIOLATION) throw e;
+      const file = fs.opens.get(open.share.meta, open.inodeId);
+      const closing: Promise<void>[] = [];
+      for (const o of file?.opens ?? []) {
+        const owner = o.owner instanceof StreamOfFile ? o.owner.open : (o.owner as Open | null);
+        // One going with delete-on-close may take the file: the refusal stands then.
+        if (owner?.closing && (o.deleteOnClose || owner.deleteOnClose || file!.deletePending)) throw e;
+        if (owner?.closing) closing.push(owner.closing);
+      }
+      if (closing.length === 0) throw e;
+      await Promise.all(closing);
+    }
+  }
+}
+
+/** Waits for closing opens at most this often per CREATE (each wait is bounded by their close). */
+const MAX_CLOSING_ROUNDS = 2;
+
+async function tryRegisterOpen(fs: FileService, open: Open, access: number, shareAccess: number): Promise<OpenRecord> {
   // MS-FSA 2.1.5.1.2: an open of a file's own data asking for DELETE also meets the opens of its
   // named streams: one that does not share delete refuses it (smbtorture streams.delete).
   if (!open.stream && (access & AccessBits.DELETE) !== 0) {

@@ -85,6 +85,11 @@ export class Open {
   durable = false;
   /** Set while the open is preserved without a connection: closes it (a break cannot reach it). */
   expire: (() => Promise<void>) | null = null;
+  /**
+   * Set when its connection or session went and the open is being closed (connection.ts): resolves
+   * once its share modes are released (or it is preserved). A CREATE refused by it waits for that.
+   */
+  closing: Promise<void> | null = null;
 
   constructor(
     /** The FileId: Persistent and Volatile both carry `id`. */
