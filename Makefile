@@ -41,7 +41,7 @@ build: deps server/dist/.build-stamp operator/dist/.build-stamp ## Compile the s
 typecheck: deps ## Type-check everything, tests included
 	npx tsc -p tsconfig.json
 
-run: build ## Build and start the server on the embedded default (NFS 12049, API 8080)
+run: build ## Build and start the server on the embedded default (NFS 12049, SMB 12445, API 8080, metrics 9090)
 	@hack/install-deps.sh run
 	@echo "make: starting dittofs (Ctrl-C stops it; \"start-up:\" lines show each phase, the first start takes a minute or more)"
 	node server/dist/cli/dittofs.js start $(if $(CONFIG),--config $(CONFIG),)
