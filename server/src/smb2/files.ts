@@ -397,15 +397,23 @@ export async function close(c: FileContext, open: Open, flags: number, w: SmbWri
   writeCloseResponse(w, 0, null);
 }
 
+/**
+ * Whether another owner's byte-range lock, on this server or (several servers) another, refuses
+ * this READ or WRITE range of `open`: READ, WRITE and copychunk. Synchronous unless a remote check
+ * is needed, so the common path awaits nothing.
+ */
+export function ioLocked(c: FileContext, open: Open, offset: number, length: number, write: boolean): boolean | Promise<boolean> {
+  if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, length, write)) return true;
+  return c.fs.byteRanges.remoteIoConflict(open.share.meta, open.inodeId, offset, length, write) ?? false;
+}
+
 // MS-SMB2 3.3.5.12 READ: the data is returned as its own buffer (sent after the header).
 export async function read(c: FileContext, open: Open, req: ReadRequest): Promise<Buffer> {
   if (open.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'READ of a directory');
   if ((open.grantedAccess & (Access.FILE_READ_DATA | Access.FILE_EXECUTE)) === 0) throw fail(NtStatus.ACCESS_DENIED);
   if (req.length > c.maxRead) throw fail(NtStatus.INVALID_PARAMETER, `READ of ${req.length} bytes above MaxReadSize`);
-  if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, req.offset, req.length, false))
-    throw fail(NtStatus.FILE_LOCK_CONFLICT);
-  const remote = c.fs.byteRanges.remoteIoConflict(open.share.meta, open.inodeId, req.offset, req.length, false);
-  if (remote !== null && (await remote)) throw fail(NtStatus.FILE_LOCK_CONFLICT);
+  const locked = ioLocked(c, open, req.offset, req.length, false);
+  if (locked === true || (locked !== false && (await locked))) throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const r = await c.fs.read(open.handle, c.id, req.offset, req.length);
   if ((r.data.length === 0 && req.length > 0) || r.data.length < req.minimumCount) throw fail(NtStatus.END_OF_FILE);
   c.data?.bytesRead(c.share.id, r.data.length);
@@ -420,10 +428,8 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   if (req.data.length > c.maxWrite) throw fail(NtStatus.INVALID_PARAMETER, `WRITE of ${req.data.length} bytes above MaxWriteSize`);
   let offset = req.offset;
   if (offset < 0) offset = (await c.fs.resolve(open.handle)).inode.size;
-  if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, req.data.length, true))
-    throw fail(NtStatus.FILE_LOCK_CONFLICT);
-  const remote = c.fs.byteRanges.remoteIoConflict(open.share.meta, open.inodeId, offset, req.data.length, true);
-  if (remote !== null && (await remote)) throw fail(NtStatus.FILE_LOCK_CONFLICT);
+  const locked = ioLocked(c, open, offset, req.data.length, true);
+  if (locked === true || (locked !== false && (await locked))) throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
   await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
   await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));

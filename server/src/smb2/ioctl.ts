@@ -5,7 +5,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { DosAttributes } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
 import { Access, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
-import type { FileContext } from './files.js';
+import { type FileContext, ioLocked } from './files.js';
 import { type IoctlRequest, writeIoctlResponse } from './messages.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
@@ -186,8 +186,8 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
     // Byte-range locks of other opens refuse the chunk as they refuse a READ of the source and a
     // WRITE of the target (Windows 2012 on: smbtorture ioctl.copy_chunk_src_lock / dest_lock).
     if (
-      (await lockConflict(sourceCtx, source, ch.sourceOffset, ch.length, false)) ||
-      (await lockConflict(c, target, ch.targetOffset, ch.length, true))
+      (await ioLocked(sourceCtx, source, ch.sourceOffset, ch.length, false)) ||
+      (await ioLocked(c, target, ch.targetOffset, ch.length, true))
     )
       return reply(
         w,
@@ -211,13 +211,6 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
     written += ch.length;
   }
   return reply(w, req, encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }));
-}
-
-/** Does another open's byte-range lock (on this server or another) refuse this I/O of `open`? */
-async function lockConflict(c: FileContext, open: Open, offset: number, length: number, write: boolean): Promise<boolean> {
-  if (c.fs.byteRanges.ioConflict(open.share.meta, open.inodeId, open, offset, length, write)) return true;
-  const remote = c.fs.byteRanges.remoteIoConflict(open.share.meta, open.inodeId, offset, length, write);
-  return remote !== null && (await remote);
 }
 
 /** MS-FSCC 2.3.64 FSCTL_SET_SPARSE: FILE_SET_SPARSE_BUFFER (optional: no buffer means set). */
