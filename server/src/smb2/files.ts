@@ -70,7 +70,6 @@ import { aaplReply } from './aapl.js';
 import { decodeFullEaList, EA_KIND, EA_LIMITS, eaChanges, eaSizeOf, queryEas } from './ea.js';
 import type { InodeMetaChange } from '../meta/store.js';
 import { allocationOf, setAllocation } from './allocation.js';
-import { cachingBesideRemoteOpens } from './remote-caching.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -317,13 +316,9 @@ export async function create(
     // without an oplock or lease (MS-SMB2 3.3.5.9: a lower level than asked may be granted).
     const wants = c.caching !== undefined && !open.isDir && req.requestedOplockLevel !== oplock.OplockLevel.NONE;
     const caching = wants && !(await c.fs.opens.mayCache(open.record)) ? undefined : c.caching;
-    granting = oplock.grantCaching(
-      c.fs,
-      open,
-      open.record,
-      wants && caching ? await cachingBesideRemoteOpens(c.fs, open.record, req) : req,
-      caching,
-    );
+    const remote = wants && caching !== undefined ? oplock.openElsewhere(c.fs, open.record, req) : false;
+    const elsewhere = remote !== false && (await remote);
+    granting = oplock.grantCaching(c.fs, open, open.record, req, caching, elsewhere);
   } catch (e) {
     await oplock.releaseOpen(c.fs, open, c.id);
     throw e;

@@ -181,6 +181,20 @@ export function leaseRequestOf(req: CreateRequest): { key: Buffer; state: number
   return { key: Buffer.from(ctx.data.subarray(0, 16)), state: ctx.data.readUInt32LE(16) & (Caching.READ | Caching.HANDLE | Caching.WRITE) };
 }
 
+/**
+ * Several servers on one store (issue 14): whether another server has the file open, for
+ * grantCaching, which sees this server's opens only (MS-FSA 2.1.5.17: beside another open an
+ * oplock is Level II at most and a lease caches no writes). Before, B granted a batch oplock while
+ * A's client held the file open, and A's client read what B's client had cached. Asked only for a
+ * batch or exclusive oplock or a lease (one Redis round trip); when Redis cannot tell, assumed.
+ */
+export function openElsewhere(fs: FileService, rec: OpenRecord, req: CreateRequest): false | Promise<boolean> {
+  const level = req.requestedOplockLevel;
+  if (level !== OplockLevel.BATCH && level !== OplockLevel.EXCLUSIVE && level !== OplockLevel.LEASE) return false;
+  const shared = fs.opens.cachingSharedElsewhere(rec);
+  return shared === false ? false : shared.catch(() => true);
+}
+
 /** MS-SMB2 2.2.14.2.10 SMB2_CREATE_RESPONSE_LEASE. */
 export function leaseResponse(lease: Lease): Buffer {
   const b = Buffer.alloc(32);
@@ -427,11 +441,15 @@ export function grantCaching(
   rec: OpenRecord,
   req: CreateRequest,
   caching: CachingContext | undefined,
+  openElsewhere = false,
 ): { level: number; lease: Buffer | null } {
   const none = { level: OplockLevel.NONE, lease: null };
   if (!caching) return none;
   const file = rec.file;
   const want = caching.leasing ? leaseRequestOf(req) : null;
+  // Another server has the file open (openElsewhere, below): counted like an open here, it leaves
+  // a lease no write caching (also in what counts as asked for) and an oplock Level II at most.
+  if (want && openElsewhere) want.state &= ~Caching.WRITE;
   const table = leaseTableOf(fs);
   const id = want ? caching.clientGuid.toString('hex') + want.key.toString('hex') : '';
   let lease = want ? table.leases.get(id) : undefined;
@@ -476,7 +494,7 @@ export function grantCaching(
   }
   let level = req.requestedOplockLevel;
   if (level !== OplockLevel.II && level !== OplockLevel.EXCLUSIVE && level !== OplockLevel.BATCH) return none;
-  let alone = true;
+  let alone = !openElsewhere;
   let blocked = false;
   for (const o of file.opens) {
     // Any other open, a stat open included, leaves an oplock at Level II at most (an open of one

@@ -193,11 +193,12 @@ export class OpenTable {
 
   /**
    * Before caching is granted: has another server the file open (MS-FSA: an oplock beside another
-   * open is Level II at most)? False when the store is not shared; JUKEBOX when Redis cannot tell.
+   * open is Level II at most)? False at once (no await) when the store is not shared; JUKEBOX
+   * when Redis cannot tell.
    */
-  cachingSharedElsewhere(rec: OpenRecord): Promise<boolean> {
+  cachingSharedElsewhere(rec: OpenRecord): false | Promise<boolean> {
     const cluster = this.shared(rec.file.meta);
-    return cluster === null ? Promise.resolve(false) : cluster.anyOpenElsewhere(rec.file.meta, rec.file.inodeId);
+    return cluster === null ? false : cluster.anyOpenElsewhere(rec.file.meta, rec.file.inodeId);
   }
 
   /** Breaks the other servers' caching of the file down to `keep`; null (no cost) when none is known. */
