@@ -17,6 +17,12 @@ import { errorMessage, type DriverLogger } from './driver.js';
 export const CHECKPOINT_EVERY_COMMITS = 100;
 /** The main connection's autocheckpoint while the worker runs (pages: 16 MiB of 4 KiB pages). */
 export const MAIN_AUTOCHECKPOINT_PAGES = 4_096;
+/**
+ * The size the WAL file is cut back to when SQLite starts it over after a complete checkpoint
+ * (journal_size_limit): a burst of writes that outran the checkpoints (a slow disk) grows the file,
+ * and without a limit SQLite keeps that size until the database closes.
+ */
+export const WAL_SIZE_LIMIT_BYTES = MAIN_AUTOCHECKPOINT_PAGES * 4_096;
 /** SQLite's default, restored when the worker is gone. */
 export const DEFAULT_AUTOCHECKPOINT_PAGES = 1_000;
 /** The longest close() waits for the worker to close its connection before terminating it. */

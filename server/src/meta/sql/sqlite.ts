@@ -34,6 +34,7 @@ import {
   CHECKPOINT_EVERY_COMMITS,
   DEFAULT_AUTOCHECKPOINT_PAGES,
   MAIN_AUTOCHECKPOINT_PAGES,
+  WAL_SIZE_LIMIT_BYTES,
   SqliteCheckpointer,
 } from './sqlite-checkpoint.js';
 import {
@@ -230,6 +231,7 @@ export class SqliteDriver implements SqlDriver {
         // 16 MiB of page cache: the metadata working set of a large tree; the page cache of the
         // operating system holds the rest.
         db.pragma('cache_size = -16384');
+        db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
         // The new database file and its WAL must be found again after a power loss.
         fsyncDir(dir);
       } catch (e) {
@@ -260,6 +262,13 @@ export class SqliteDriver implements SqlDriver {
     };
     this.checkpointer = SqliteCheckpointer.start(this.file, this.log, lost);
     if (this.checkpointer) this.db.pragma(`wal_autocheckpoint = ${MAIN_AUTOCHECKPOINT_PAGES}`);
+  }
+
+  /** A PASSIVE checkpoint on this connection now (tests and diagnostics): SQLite's answer. */
+  checkpointNow(): { busy: number; log: number; checkpointed: number } {
+    this.live();
+    const rows = this.db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
+    return rows[0] ?? { busy: 1, log: -1, checkpointed: -1 };
   }
 
   /** Checkpoints the worker thread completed (for tests and diagnostics). */
@@ -356,8 +365,8 @@ export class SqliteDriver implements SqlDriver {
       if (waiting.length > 0) this.startSync();
     };
     try {
-      // The WAL exists from the first write on, and SQLite keeps it (no journal_size_limit)
-      // until the database closes: one descriptor serves every fsync.
+      // The WAL exists from the first write on, and SQLite keeps it until the database closes
+      // (journal_size_limit only truncates it, the file stays): one descriptor serves every fsync.
       if (this.walFd === null) {
         this.walFd = openSync(`${this.file}-wal`, fsConstants.O_RDONLY);
         // A new database's WAL is created by its first write, after open() synced the directory:
