@@ -69,7 +69,7 @@ import { type DurableTable, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
 import { decodeFullEaList, EA_KIND, EA_LIMITS, eaChanges, eaSizeOf, queryEas } from './ea.js';
 import type { InodeMetaChange } from '../meta/store.js';
-import { allocationOf, setAllocation } from './allocation.js';
+import { allocationOf, resetAllocation, setAllocation } from './allocation.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -284,7 +284,8 @@ export async function create(
       action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
       // MS-FSA 2.1.5.1.2.1: an overwrite replaces the file's EAs with the ExtA ones.
       if (eas) await replaceEas(c, inode.id, eas);
-      if (initialAllocation > 0 && !isDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
+      // MS-FSA 2.1.5.1.2.1: an overwrite sets the allocation size to the AlSi one, or none.
+      if (!isDir) await resetAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
     }
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
