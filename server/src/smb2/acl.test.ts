@@ -30,6 +30,9 @@ import {
   unixUserSid,
 } from './security.js';
 import { NtStatus, SmbStatusError } from './status.js';
+import { memoryServer } from '../testing/memory-server.js';
+import { Access, CreateDisposition } from './constants.js';
+import { alice, close, create, createRequest, fileContext, status } from './testing.js';
 
 const ALLOW = AceType.ACCESS_ALLOWED;
 const DENY = AceType.ACCESS_DENIED;
@@ -157,5 +160,33 @@ describe('stored descriptors', () => {
         assert.deepEqual(sd.dacl, plain);
       }),
     );
+  });
+});
+
+describe('stored DACLs over CREATE', () => {
+  it('an open of file:stream is refused where an open of the file with the same access is', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const f = (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open;
+    const st = (await create(c, createRequest('f:s', { createDisposition: CreateDisposition.CREATE }))).open;
+    await close(c, st);
+    await close(c, f);
+    // The owner (alice) may read, not write: the mode would let her write.
+    await storeDacl(srv.fs.shares()[0]!.meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120089, unixUserSid(alice.uid))] });
+    const openAs = (name: string, desiredAccess: number, createDisposition: number = CreateDisposition.OPEN) =>
+      create(c, createRequest(name, { desiredAccess, createDisposition }));
+    for (const name of ['f', 'f:s', 'f:s:$DATA']) {
+      assert.equal(await status(openAs(name, Access.GENERIC_WRITE)), NtStatus.ACCESS_DENIED, `${name} for writing`);
+      assert.equal(await status(openAs(name, Access.GENERIC_WRITE, CreateDisposition.OPEN_IF)), NtStatus.ACCESS_DENIED, `${name} OPEN_IF`);
+      const r = await openAs(name, Access.GENERIC_READ);
+      await close(c, r.open);
+      const max = await openAs(name, Access.MAXIMUM_ALLOWED);
+      assert.equal(max.open.grantedAccess & WRITE_DATA, 0, `${name}: MAXIMUM_ALLOWED grants no write`);
+      assert.equal(max.open.grantedAccess & READ_DATA, READ_DATA);
+      await close(c, max.open);
+    }
+    // A new stream of that file is refused too (making one writes the file).
+    assert.equal(await status(openAs('f:new', Access.GENERIC_WRITE, CreateDisposition.CREATE)), NtStatus.ACCESS_DENIED);
+    await srv.close();
   });
 });
