@@ -63,7 +63,7 @@ import {
 import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
-import { decodeSecurityDescriptor, posixChangeOf, SecurityInformation } from './security.js';
+import { checkOwnerChange, decodeSecurityDescriptor, newFileOwner, posixChangeOf, SecurityInformation } from './security.js';
 import { daclMask, describe, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
 import { type DurableTable, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
@@ -293,10 +293,12 @@ export async function create(
     checkNewAttributes(req.fileAttributes, wantDir, deleteOnClose);
     if (oplock.leaseKeyInUse(c.fs, c.caching, req)) throw fail(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
+    // The owner and group a SecD context gives (INVALID_OWNER / INVALID_PRIMARY_GROUP first).
+    const owner = secD ? newFileOwner(secD, c.id) : null;
     if (wantDir) {
-      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs })).inode;
+      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs, ...owner })).inode;
     } else {
-      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode;
+      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs, ...owner }, null)).inode;
     }
     action = CreateAction.CREATED;
     if (eas) await putEas(c, inode.id, eas);
@@ -673,6 +675,7 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   if ((info & SecurityInformation.DACL) !== 0 && !open.openerIsOwner) throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
   if ((info & SecurityInformation.DACL) !== 0) storedForm({ control: sd.control, dacl: sd.dacl });
   const change = posixChangeOf(sd, info, inode);
+  checkOwnerChange(change, c.id, inode.uid);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
   // The DACL as given is kept (a NULL DACL too: a client reads back what it set, and nobody is
   // refused beyond the mode, 0777 by the mapping); the mode change above dropped the one stored before.
