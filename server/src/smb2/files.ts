@@ -67,8 +67,7 @@ import { checkOwnerChange, decodeSecurityDescriptor, newFileOwner, posixChangeOf
 import { daclMask, describe, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
 import { type DurableTable, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
-import { decodeFullEaList, EA_KIND, EA_LIMITS, eaChanges, eaSizeOf, queryEas } from './ea.js';
-import type { InodeMetaChange } from '../meta/store.js';
+import { checkEaKnowledge, decodeFullEaList, EA_KIND, type EaChange, eaChanges, eaRecords, eaSizeOf, queryEas, storeEas } from './ea.js';
 import { allocationOf, resetAllocation, setAllocation } from './allocation.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
@@ -260,6 +259,7 @@ export async function create(
       (dir) => c.fs.accessBits(c.share, dir, c.id).write,
     );
     if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'refused by the stored DACL');
+    await checkEaKnowledge(c.share.meta, inode.id, opts);
     const max = (maximalAccessOf(c, inode) & acl) >>> 0;
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
     // Data access is checked against the mode bits now; the vfs checks again on each call.
@@ -581,7 +581,7 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       if (req.infoClass === FILE_NORMALIZED_NAME_INFORMATION) throw fail(NtStatus.NOT_SUPPORTED, 'not below SMB 3.1.1');
       if (req.infoClass === FileInfoClass.FileFullEaInformation) {
         if ((open.grantedAccess & Access.FILE_READ_EA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no FILE_READ_EA');
-        const r = queryEas(await c.share.meta.getMeta(await fileInodeId(c, open, inode), EA_KIND), req, open.eaIndex);
+        const r = queryEas(await eaRecords(c.share.meta, await fileInodeId(c, open, inode)), req, open.eaIndex);
         open.eaIndex = r.nextIndex;
         return { status: r.status, output: r.output };
       }
@@ -788,19 +788,19 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
 }
 
 /** Replaces every EA of a file by `eas`. */
-async function replaceEas(c: FileContext, inodeId: number, eas: InodeMetaChange[]): Promise<void> {
+async function replaceEas(c: FileContext, inodeId: number, eas: EaChange[]): Promise<void> {
   const keep = new Set(eas.map((e) => e.name.toString('latin1')));
   const drop = (await c.share.meta.getMeta(inodeId, EA_KIND)).filter((r) => !keep.has(r.name.toString('latin1')));
-  await putEas(c, inodeId, [...drop.map((r) => ({ name: r.name, value: null })), ...eas]);
+  await putEas(c, inodeId, [...drop.map((r) => ({ name: r.name, value: null, flags: 0 })), ...eas]);
 }
 
 /** FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY | FILE_NO_INTERMEDIATE_BUFFERING. */
 const SETTABLE_MODE = 0x2 | 0x4 | 0x8;
 
 /** Applies EA changes to a file (EA_TOO_LARGE past the caps, nothing changed). */
-async function putEas(c: FileContext, inodeId: number, changes: InodeMetaChange[]): Promise<void> {
+async function putEas(c: FileContext, inodeId: number, changes: EaChange[]): Promise<void> {
   try {
-    await c.share.meta.putMeta(inodeId, EA_KIND, changes, EA_LIMITS, nowTimespec());
+    await storeEas(c.share.meta, inodeId, changes, nowTimespec());
   } catch (e) {
     if (e instanceof VfsError && e.errno === 'NOSPC') throw fail(NtStatus.EA_TOO_LARGE, 'the EAs of a file past 64 KiB');
     throw e;
