@@ -82,8 +82,9 @@ interface ReplaySize {
   token: number;
 }
 
-/** Blocks of the block map dataRanges() reads at a time. */
+/** Blocks of the block map dataRanges() reads at a time: at first, and at most (past empty windows). */
 const DATA_RANGES_WINDOW = 4096;
+const DATA_RANGES_WINDOW_MAX = 1 << 20;
 
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
 const MAX_RETRY_DELAY_MS = 10_000;
@@ -1056,13 +1057,16 @@ export class BlockService {
       if (top && top[1] >= s) top[1] = Math.max(top[1], e);
       else out.push([s, e]);
     };
-    // The block map is read in windows, so that a huge file costs memory by the window only.
-    for (let from = first; from <= last && out.length <= max; from += DATA_RANGES_WINDOW) {
-      const to = Math.min(last + 1, from + DATA_RANGES_WINDOW);
+    // The block map is read in windows, so that a huge file costs memory by the window; a window
+    // with nothing in it doubles the next one, so that a vast hole costs few lookups.
+    let window = DATA_RANGES_WINDOW;
+    for (let from = first, to = first; from <= last && out.length <= max; from = to) {
+      to = Math.min(last + 1, from + window);
       const stored = new Map<number, number>();
       for (const r of await this.meta.getBlocks(inodeId, from, to)) stored.set(r.index, r.length);
       const indexes = new Set(stored.keys());
       for (const index of pending.keys()) if (index >= from && index < to) indexes.add(index);
+      window = indexes.size === 0 ? Math.min(window * 2, DATA_RANGES_WINDOW_MAX) : DATA_RANGES_WINDOW;
       for (const index of [...indexes].sort((a, b) => a - b)) {
         const length = stored.get(index) ?? 0;
         let ranges: Range[] = length > 0 ? [[0, length]] : [];

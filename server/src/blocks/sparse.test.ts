@@ -184,3 +184,36 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
     await b.wal.close();
   });
 });
+
+describe('data ranges of a vast sparse file', () => {
+  it('finds data past long holes, in few block-map reads', async () => {
+    const meta = new MemoryMetadataStore();
+    let reads = 0;
+    const getBlocks = meta.getBlocks.bind(meta);
+    meta.getBlocks = (...a: Parameters<typeof meta.getBlocks>) => {
+      reads++;
+      return getBlocks(...a);
+    };
+    const svc = new BlockService(new MemoryBlockStore(), meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: new MemoryWal(64 * BS),
+      cache: new BlockCache(8 * BS),
+    });
+    const ino = await mkfile(meta);
+    const far = 2 ** 40; // a terabyte of 1 KiB blocks: 2^30 blocks
+    for (const at of [5 * BS, 4096 * BS + 1, 70_000 * BS, far]) await svc.write(ino, at, Buffer.from('x'));
+    await svc.flush(ino);
+    await svc.write(ino, 300_000 * BS, Buffer.from('y')); // not stored yet
+    assert.deepEqual(await svc.dataRanges(ino, 0, far + 1, 100), [
+      [5 * BS, 5 * BS + 1],
+      [4096 * BS, 4096 * BS + 2],
+      [70_000 * BS, 70_000 * BS + 1],
+      [300_000 * BS, 300_000 * BS + 1],
+      [far, far + 1],
+    ]);
+    assert.ok(reads < 1200, `${reads} block-map reads`);
+    await svc.close();
+  });
+});
