@@ -15,6 +15,7 @@ export const SmbCommand = Object.freeze({
   READ: 8,
   WRITE: 9,
   LOCK: 10,
+  IOCTL: 11,
   CANCEL: 12,
   ECHO: 13,
   QUERY_INFO: 16,

@@ -194,6 +194,29 @@ export class RawSmbClient {
     return (await this.request(SmbCommand.SET_INFO, w.finish())).status;
   }
 
+  /** IOCTL of an FSCTL (MS-SMB2 2.2.31, SMB2_0_IOCTL_IS_FSCTL): the status and the output buffer. */
+  async fsctl(fileId: Buffer, ctlCode: number, input: Buffer, maxOutput = 65536): Promise<{ status: number; output: Buffer }> {
+    const w = new SmbWriter(56 + input.length);
+    w.u16(57)
+      .u16(0)
+      .u32(ctlCode)
+      .bytes(fileId)
+      .u32(input.length ? HEADER_SIZE + 56 : 0)
+      .u32(input.length)
+      .u32(0)
+      .u32(0)
+      .u32(0)
+      .u32(maxOutput)
+      .u32(1)
+      .u32(0)
+      .bytes(input);
+    const r = await this.request(SmbCommand.IOCTL, input.length ? w.finish() : Buffer.concat([w.finish(), Buffer.alloc(1)]));
+    const count = r.body.length >= 48 ? r.body.readUInt32LE(36) : 0;
+    if (count === 0) return { status: r.status, output: Buffer.alloc(0) };
+    const at = r.body.readUInt32LE(32) - HEADER_SIZE;
+    return { status: r.status, output: Buffer.from(r.body.subarray(at, at + count)) };
+  }
+
   destroy(): void {
     this.smb.close();
   }

@@ -82,6 +82,10 @@ interface ReplaySize {
   token: number;
 }
 
+/** Blocks of the block map dataRanges() reads at a time: at first, and at most (past empty windows). */
+const DATA_RANGES_WINDOW = 4096;
+const DATA_RANGES_WINDOW_MAX = 1 << 20;
+
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
 const MAX_RETRY_DELAY_MS = 10_000;
 
@@ -115,6 +119,26 @@ function clip(v: BlockVersion, limit: number): void {
 }
 
 const covers = (ranges: Range[], start: number, end: number): boolean => ranges.some((r) => r[0] <= start && r[1] >= end);
+
+/** Where the zeros that end `b[0, length)` begin (0 for all zeros). */
+function zeroTrimmed(b: Buffer, length: number): number {
+  let n = length;
+  while (n > 0 && b[n - 1] === 0) n--;
+  return n;
+}
+
+/** `ranges` without [start, end). */
+function cutRange(ranges: Range[], start: number, end: number): Range[] {
+  const out: Range[] = [];
+  for (const r of ranges) {
+    if (r[1] <= start || r[0] >= end) out.push(r);
+    else {
+      if (r[0] < start) out.push([r[0], start]);
+      if (r[1] > end) out.push([end, r[1]]);
+    }
+  }
+  return out;
+}
 
 const rangesEnd = (ranges: Range[]): number => (ranges.length === 0 ? 0 : ranges[ranges.length - 1]![1]);
 
@@ -498,6 +522,7 @@ export class BlockService {
     let error: Error | null = null;
     let uploadingKey: string | null = null;
     let content: Buffer | null = null;
+    let storedLength = 0;
     let stored = false;
     try {
       const limit = this.limits.get(inodeId);
@@ -524,11 +549,16 @@ export class BlockService {
           }
         }
         await this.materialize(v, 0, length, content, 0);
+        // A cut (truncate, or a zeroed range up to the end of the file) leaves zeros at the end of
+        // the block: they are not stored (past its object a block reads as zeros), so that a zeroed
+        // range stays a hole (FSCTL_QUERY_ALLOCATED_RANGES).
+        if (v.extents.some((e) => e.zero)) length = zeroTrimmed(content, length);
         const version = (prev?.version ?? 0) + 1;
         const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
         this.uploading.add(key);
         uploadingKey = key;
-        await this.store.put(key, content);
+        storedLength = length;
+        await this.store.put(key, length === content.length ? content : content.subarray(0, length));
         // Only a completed put is known to be done with the buffer (a failed one may still be sending).
         stored = true;
         if (this.freed.has(inodeId)) {
@@ -567,7 +597,8 @@ export class BlockService {
       if (replaced?.key === uploadingKey) replaced = null;
       // Reading it back soon is likely: keep a local copy (before the buffer goes back to the pool).
       const disk = this.opts.diskCache;
-      if (disk && uploadingKey !== null) await disk.cache.put(disk.namespace, uploadingKey, content);
+      if (disk && uploadingKey !== null)
+        await disk.cache.put(disk.namespace, uploadingKey, storedLength === content.length ? content : content.subarray(0, storedLength));
       if (s.failures > 0)
         this.opts.log?.info({ inode: inodeId, block: index, failures: s.failures }, 'block upload succeeded after retries');
       s.failures = 0;
@@ -962,6 +993,90 @@ export class BlockService {
       // The zeroed tail (a dirty version) now carries the cut; later writes may grow the file again.
       this.limits.delete(inodeId);
     }
+  }
+
+  /**
+   * Zeroes a file's data from byte `from` to its end, its size staying `size` (FSCTL_SET_ZERO_DATA
+   * up to the end of a file): stored blocks past the cut are freed, the cut block keeps its bytes
+   * before `from`, and the range reads as zeros. Logged as a cut to `from` and a growth back to
+   * `size`, appended in one tick (so they reach the disk in one write): replay applies both.
+   * False (nothing done) when the file holds data past `size`.
+   */
+  async cutKeepingSize(inodeId: number, from: number, size: number): Promise<boolean> {
+    if (from >= size) return true;
+    const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
+    // A write past `size` (the file grew since the caller looked) would be cut too: the caller
+    // zeroes the range another way. Checked just before the cut is logged.
+    const m = this.files.get(inodeId);
+    if (m)
+      for (const [index, s] of m)
+        for (const v of s.dirty ? [...s.inflight, s.dirty] : s.inflight)
+          if (index * this.blockSize + rangesEnd(v.ranges) > size) return false;
+    let seg: WalSegment;
+    try {
+      const cut = this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, from, token));
+      const grow = this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, size, token));
+      const [a, b] = await Promise.all([cut, grow]);
+      await Promise.all([a.done, b.done]);
+      await this.wal.sync();
+      seg = a.seg;
+    } catch (err) {
+      throw storageError('could not log the zeroed range in the WAL', err);
+    }
+    await this.truncateData(inodeId, from, seg, token);
+    return true;
+  }
+
+  /**
+   * The byte ranges of [offset, end) that hold data (FSCTL_QUERY_ALLOCATED_RANGES): stored blocks
+   * up to their object's length, with the bytes written since and not stored yet, less the ranges
+   * cut since (they read as zeros). The rest of the file is holes, which read as zeros. Ascending
+   * and merged; at most `max` + 1 ranges (one more than `max` says there are more).
+   */
+  async dataRanges(inodeId: number, offset: number, end: number, max: number): Promise<Range[]> {
+    const out: Range[] = [];
+    if (end <= offset) return out;
+    const bs = this.blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((end - 1) / bs);
+    // The in-memory versions, captured before any await (as a read does): an upload finishing
+    // meanwhile has its row in the block map by the time that is read.
+    const pending = new Map<number, BlockVersion[]>();
+    const m = this.files.get(inodeId);
+    if (m)
+      for (const [index, s] of m) {
+        if (index < first || index > last) continue;
+        const vs = s.dirty ? [...s.inflight, s.dirty] : [...s.inflight];
+        if (vs.length > 0) pending.set(index, vs);
+      }
+    const push = (start: number, stop: number): void => {
+      const s = Math.max(start, offset);
+      const e = Math.min(stop, end);
+      if (e <= s) return;
+      const top = out[out.length - 1];
+      if (top && top[1] >= s) top[1] = Math.max(top[1], e);
+      else out.push([s, e]);
+    };
+    // The block map is read in windows, so that a huge file costs memory by the window; a window
+    // with nothing in it doubles the next one, so that a vast hole costs few lookups.
+    let window = DATA_RANGES_WINDOW;
+    for (let from = first, to = first; from <= last && out.length <= max; from = to) {
+      to = Math.min(last + 1, from + window);
+      const stored = new Map<number, number>();
+      for (const r of await this.meta.getBlocks(inodeId, from, to)) stored.set(r.index, r.length);
+      const indexes = new Set(stored.keys());
+      for (const index of pending.keys()) if (index >= from && index < to) indexes.add(index);
+      window = indexes.size === 0 ? Math.min(window * 2, DATA_RANGES_WINDOW_MAX) : DATA_RANGES_WINDOW;
+      for (const index of [...indexes].sort((a, b) => a - b)) {
+        const length = stored.get(index) ?? 0;
+        let ranges: Range[] = length > 0 ? [[0, length]] : [];
+        for (const v of pending.get(index) ?? [])
+          for (const x of v.extents) ranges = x.zero ? cutRange(ranges, x.start, x.end) : addRange(ranges, x.start, x.end);
+        for (const r of ranges) push(index * bs + r[0], index * bs + r[1]);
+        if (out.length > max) break;
+      }
+    }
+    return out;
   }
 
   /** A mark taken before a removal, for free(): block-map switches begun or finished so far. */

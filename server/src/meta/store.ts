@@ -60,9 +60,10 @@ export const MAX_STREAMS_PER_FILE = 256;
 /**
  * Per-inode records that one protocol edge interprets and the store only keeps (migration 5):
  * SMB extended attributes (one record per EA name), a stored security descriptor and a client-set
- * allocation size (one record each, empty name). Freed with their inode.
+ * allocation size (one record each, empty name), the flags of the EAs that have any (one record
+ * per such EA name). Freed with their inode.
  */
-export const InodeMetaKind = Object.freeze({ EA: 1, SECURITY: 2, ALLOCATION: 3 } as const);
+export const InodeMetaKind = Object.freeze({ EA: 1, SECURITY: 2, ALLOCATION: 3, EA_FLAGS: 4 } as const);
 export type InodeMetaKind = (typeof InodeMetaKind)[keyof typeof InodeMetaKind];
 
 export interface InodeMetaRecord {

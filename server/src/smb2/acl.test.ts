@@ -30,6 +30,10 @@ import {
   unixUserSid,
 } from './security.js';
 import { NtStatus, SmbStatusError } from './status.js';
+import { memoryServer } from '../testing/memory-server.js';
+import { Access, CreateDisposition } from './constants.js';
+import * as files from './files.js';
+import { alice, close, create, createRequest, fileContext, status } from './testing.js';
 
 const ALLOW = AceType.ACCESS_ALLOWED;
 const DENY = AceType.ACCESS_DENIED;
@@ -157,5 +161,102 @@ describe('stored descriptors', () => {
         assert.deepEqual(sd.dacl, plain);
       }),
     );
+  });
+});
+
+describe('stored DACLs over CREATE', () => {
+  it('an open of file:stream is refused where an open of the file with the same access is', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const f = (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open;
+    const st = (await create(c, createRequest('f:s', { createDisposition: CreateDisposition.CREATE }))).open;
+    await close(c, st);
+    await close(c, f);
+    // The owner (alice) may read, not write: the mode would let her write.
+    await storeDacl(srv.fs.shares()[0]!.meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120089, unixUserSid(alice.uid))] });
+    const openAs = (name: string, desiredAccess: number, createDisposition: number = CreateDisposition.OPEN) =>
+      create(c, createRequest(name, { desiredAccess, createDisposition }));
+    for (const name of ['f', 'f:s', 'f:s:$DATA']) {
+      assert.equal(await status(openAs(name, Access.GENERIC_WRITE)), NtStatus.ACCESS_DENIED, `${name} for writing`);
+      assert.equal(await status(openAs(name, Access.GENERIC_WRITE, CreateDisposition.OPEN_IF)), NtStatus.ACCESS_DENIED, `${name} OPEN_IF`);
+      const r = await openAs(name, Access.GENERIC_READ);
+      await close(c, r.open);
+      const max = await openAs(name, Access.MAXIMUM_ALLOWED);
+      assert.equal(max.open.grantedAccess & WRITE_DATA, 0, `${name}: MAXIMUM_ALLOWED grants no write`);
+      assert.equal(max.open.grantedAccess & READ_DATA, READ_DATA);
+      await close(c, max.open);
+    }
+    // A new stream of that file is refused too (making one writes the file).
+    assert.equal(await status(openAs('f:new', Access.GENERIC_WRITE, CreateDisposition.CREATE)), NtStatus.ACCESS_DENIED);
+    await srv.close();
+  });
+});
+
+describe('owner and group from a SecD context or a SET_INFO descriptor', () => {
+  const sd = (owner: ReturnType<typeof sid> | null, group: ReturnType<typeof sid> | null): Buffer =>
+    encodeSecurityDescriptor({ control: 0, owner, group, dacl: null });
+
+  it('CREATE gives the file the SecD owner and group the creator may give, else INVALID_OWNER / INVALID_PRIMARY_GROUP and no file', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    c.id = { uid: 1000, gid: 1000, gids: [1000, 2000] };
+    const make = (name: string, data: Buffer, options = 0) =>
+      create(
+        c,
+        createRequest(name, {
+          desiredAccess: Access.GENERIC_ALL,
+          createDisposition: CreateDisposition.CREATE,
+          createOptions: options,
+          contexts: [{ name: 'SecD', data }],
+        }),
+      );
+    const f = (await make('f', sd(unixUserSid(1000), unixGroupSid(2000)))).open;
+    assert.deepEqual([(await srv.fs.resolve(f.handle)).inode.uid, (await srv.fs.resolve(f.handle)).inode.gid], [1000, 2000]);
+    const d = (await make('d', sd(null, unixGroupSid(2000)), 1)).open;
+    assert.equal((await srv.fs.resolve(d.handle)).inode.gid, 2000, 'a directory too');
+    const refused: Array<[string, Buffer, number]> = [
+      ['another user', sd(unixUserSid(5), null), NtStatus.INVALID_OWNER],
+      ['a Windows SID', sd(sid(5, 21, 1, 2, 3, 500), null), NtStatus.INVALID_OWNER],
+      ['a group not his', sd(null, unixGroupSid(3000)), NtStatus.INVALID_PRIMARY_GROUP],
+      ['a SID that is no unix group', sd(null, EVERYONE), NtStatus.INVALID_PRIMARY_GROUP],
+    ];
+    for (const [what, data, want] of refused) {
+      assert.equal(await status(make('g', data)), want, what);
+      assert.equal(
+        await status(create(c, createRequest('g', { createDisposition: CreateDisposition.OPEN }))),
+        NtStatus.OBJECT_NAME_NOT_FOUND,
+        `${what}: no file made`,
+      );
+    }
+    // root gives any owner.
+    c.id = { uid: 0, gid: 0, gids: [] };
+    const r = (await make('r', sd(unixUserSid(5), unixGroupSid(3000)))).open;
+    assert.deepEqual([(await srv.fs.resolve(r.handle)).inode.uid, (await srv.fs.resolve(r.handle)).inode.gid], [5, 3000]);
+    await srv.close();
+  });
+
+  it('SET_INFO chowns as NFS SETATTR would: INVALID_OWNER / INVALID_PRIMARY_GROUP for what the caller may not give', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const me = { uid: 1000, gid: 1000, gids: [1000, 2000] };
+    c.id = me;
+    const f = (await create(c, createRequest('f', { desiredAccess: Access.GENERIC_ALL, createDisposition: CreateDisposition.CREATE })))
+      .open;
+    const set = (info: number, data: Buffer) =>
+      files.setInfo(c, f, { infoType: 3, infoClass: 0, additionalInformation: info, fileId: f.fileId, buffer: data });
+    const owner = async () => {
+      const { inode } = await srv.fs.getattr(f.handle, me);
+      return [inode.uid, inode.gid];
+    };
+    assert.equal(await status(set(SI.OWNER, sd(unixUserSid(5), null))), NtStatus.INVALID_OWNER);
+    assert.equal(await status(set(SI.GROUP, sd(null, unixGroupSid(3000)))), NtStatus.INVALID_PRIMARY_GROUP);
+    assert.equal(await status(set(SI.OWNER, sd(sid(5, 21, 1, 2, 3, 500), null))), NtStatus.INVALID_OWNER);
+    assert.deepEqual(await owner(), [1000, 1000], 'nothing changed');
+    assert.equal(await status(set(SI.OWNER | SI.GROUP, sd(unixUserSid(1000), unixGroupSid(2000)))), NtStatus.SUCCESS);
+    assert.deepEqual(await owner(), [1000, 2000], 'his own group; NFS sees it');
+    c.id = { uid: 0, gid: 0, gids: [] };
+    assert.equal(await status(set(SI.OWNER | SI.GROUP, sd(unixUserSid(5), unixGroupSid(3000)))), NtStatus.SUCCESS);
+    assert.deepEqual(await owner(), [5, 3000], 'root gives it away');
+    await srv.close();
   });
 });

@@ -23,3 +23,12 @@ export async function setAllocation(meta: MetadataStore, inodeId: number, size: 
   }
   await meta.putMeta(inodeId, InodeMetaKind.ALLOCATION, [{ name: NAME, value }], LIMITS);
 }
+
+/**
+ * What an overwrite leaves (MS-FSA 2.1.5.1.2.1: the allocation the CREATE asked for, or none):
+ * the store is written only when that changes what it holds, so an overwrite of a file without a
+ * kept allocation costs one read.
+ */
+export async function resetAllocation(meta: MetadataStore, inodeId: number, size: number): Promise<void> {
+  if (size > 0 || (await allocationOf(meta, inodeId)) > 0) await setAllocation(meta, inodeId, size);
+}

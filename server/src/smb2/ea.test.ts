@@ -18,9 +18,15 @@ import {
   type FullEa,
 } from './ea.js';
 import { NtStatus, SmbStatusError } from './status.js';
+import { memoryServer } from '../testing/memory-server.js';
+import { FileInfoClass } from './constants.js';
+import * as files from './files.js';
+import type { CreateRequest } from './messages.js';
+import type { Open } from './state.js';
+import { close, create, createRequest, fileContext, status } from './testing.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
-const rec = (name: string, value: string) => ({ name: b(name), value: b(value) });
+const rec = (name: string, value: string, flags = 0) => ({ flags, name: b(name), value: b(value) });
 const statusOf = (fn: () => unknown): number => {
   try {
     fn();
@@ -103,7 +109,7 @@ describe('FILE_FULL_EA_INFORMATION codec', () => {
       statusOf(() => decodeFullEaList(noNul)),
       NtStatus.EA_LIST_INCONSISTENT,
     );
-    const two = encodeFullEaList([rec('A', 'x'), rec('B', 'y')].map((r) => ({ flags: 0, ...r })));
+    const two = encodeFullEaList([rec('A', 'x'), rec('B', 'y')]);
     for (const next of [4, 6]) {
       const bad = Buffer.from(two);
       bad.writeUInt32LE(next, 0);
@@ -133,12 +139,12 @@ describe('EA names and changes', () => {
   it('upper-cases names, turns an empty value into a removal, refuses bad names and lists past 64 KiB', () => {
     assert.deepEqual(eaKey(b('SecondEa.x')), b('SECONDEA.X'));
     const ch = eaChanges([
-      { flags: 0, name: b('one'), value: b('1') },
+      { flags: 0x80, name: b('one'), value: b('1') },
       { flags: 0, name: b('Two'), value: Buffer.alloc(0) },
     ]);
     assert.deepEqual(ch, [
-      { name: b('ONE'), value: b('1') },
-      { name: b('TWO'), value: null },
+      { name: b('ONE'), value: b('1'), flags: 0x80 },
+      { name: b('TWO'), value: null, flags: 0 },
     ]);
     assert.equal(
       statusOf(() => eaChanges([{ flags: 0, name: b('bad*'), value: b('1') }])),
@@ -220,5 +226,75 @@ describe('FileFullEaInformation query rules', () => {
     );
     const part = queryEas(recs, q(EaQueryFlags.RESTART_SCAN, { out: 24 }), 0);
     assert.deepEqual([part.status, names(part.output), part.nextIndex], [NtStatus.BUFFER_OVERFLOW, ['A'], 1]);
+  });
+});
+
+describe('EA flags (FILE_NEED_EA) over CREATE, SET_INFO and QUERY_INFO', () => {
+  it('keeps FILE_NEED_EA, returns it in FileFullEaInformation, and refuses FILE_NO_EA_KNOWLEDGE opens while an EA has it', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const NO_EA_KNOWLEDGE = 0x200;
+    const query = async (o: Open, input = Buffer.alloc(0)): Promise<Array<[string, number, string]>> => {
+      const r = await files.queryInfo(c, o, {
+        infoType: 1,
+        infoClass: FileInfoClass.FileFullEaInformation,
+        outputBufferLength: 65536,
+        additionalInformation: 0,
+        flags: EaQueryFlags.RESTART_SCAN,
+        fileId: o.fileId,
+        input,
+      });
+      return decodeFullEaList(r.output).map((e) => [e.name.toString('latin1'), e.flags, e.value.toString('latin1')]);
+    };
+    const setEas = (o: Open, eas: FullEa[]) =>
+      files.setInfo(c, o, {
+        infoType: 1,
+        infoClass: FileInfoClass.FileFullEaInformation,
+        additionalInformation: 0,
+        fileId: o.fileId,
+        buffer: encodeFullEaList(eas),
+      });
+    const openFile = (name: string, options = 0, contexts: CreateRequest['contexts'] = []) =>
+      create(c, createRequest(name, { createOptions: options, contexts }));
+
+    // ExtA at CREATE: the flag is kept.
+    const extA = encodeFullEaList([{ flags: 0x80, name: b('Need'), value: b('v') }]);
+    const f = (await openFile('f', 0, [{ name: 'ExtA', data: extA }])).open;
+    await setEas(f, [{ flags: 0, name: b('Plain'), value: b('p') }]);
+    assert.deepEqual(await query(f), [
+      ['NEED', 0x80, 'v'],
+      ['PLAIN', 0, 'p'],
+    ]);
+    // By name, too.
+    const list = Buffer.alloc(12);
+    list[4] = 4;
+    b('need').copy(list, 5);
+    assert.deepEqual(await query(f, list), [['need', 0x80, 'v']]);
+    await close(c, f);
+
+    assert.equal(await status(openFile('f', NO_EA_KNOWLEDGE)), NtStatus.ACCESS_DENIED);
+    // A named stream is not the file's data stream (MS-FSA 2.1.5.1.2): it opens.
+    await close(c, (await openFile('f:s', NO_EA_KNOWLEDGE)).open);
+    const g = (await openFile('f')).open;
+    // The same EA set again without the flag clears it.
+    await setEas(g, [{ flags: 0, name: b('NEED'), value: b('w') }]);
+    assert.deepEqual(await query(g), [
+      ['NEED', 0, 'w'],
+      ['PLAIN', 0, 'p'],
+    ]);
+    await close(c, (await openFile('f', NO_EA_KNOWLEDGE)).open);
+    // Flagged, then removed: nothing needs EA knowledge any more.
+    await setEas(g, [{ flags: 0x80, name: b('Other'), value: b('o') }]);
+    assert.equal(await status(openFile('f', NO_EA_KNOWLEDGE)), NtStatus.ACCESS_DENIED);
+    await setEas(g, [{ flags: 0x80, name: b('Other'), value: Buffer.alloc(0) }]);
+    await close(c, (await openFile('f', NO_EA_KNOWLEDGE)).open);
+    // A directory's EAs count too.
+    const d = (await create(c, createRequest('d', { createOptions: 1, createDisposition: 2 }))).open;
+    await setEas(d, [{ flags: 0x80, name: b('x'), value: b('1') }]);
+    assert.equal(
+      await status(create(c, createRequest('d', { createOptions: 1 | NO_EA_KNOWLEDGE, createDisposition: 1 }))),
+      NtStatus.ACCESS_DENIED,
+    );
+    await srv.close();
   });
 });

@@ -4,7 +4,8 @@
 // (InodeMetaKind.EA: a record per name, the value as given) with MS-FSCC's limits: a name is 1 to
 // 255 ASCII bytes without the characters FsRtlIsEaNameValid refuses, and a file holds at most
 // 64 KiB of them. Names are kept upper-cased, as NTFS keeps them, so that lookups ignore case.
-import { InodeMetaKind, type InodeMetaChange, type InodeMetaRecord, metaRecordSize } from '../meta/store.js';
+import { InodeMetaKind, type InodeMetaChange, type InodeMetaRecord, type MetadataStore, metaRecordSize } from '../meta/store.js';
+import type { Timespec } from '../vfs/types.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 /** Longest EA name (EaNameLength is one byte). */
@@ -128,19 +129,75 @@ export function eaSizeOf(records: readonly InodeMetaRecord[]): number {
  * every name (INVALID_EA_NAME) and what the list adds up to (EA_TOO_LARGE past the caps), so
  * that a CREATE's ExtA is refused before the file is made.
  */
-export function eaChanges(eas: readonly FullEa[]): InodeMetaChange[] {
+export function eaChanges(eas: readonly FullEa[]): EaChange[] {
   let bytes = 0;
-  const out: InodeMetaChange[] = [];
+  const out: EaChange[] = [];
   for (const e of eas) {
     if (!validEaName(e.name)) throw new SmbStatusError(NtStatus.INVALID_EA_NAME, 'invalid EA name');
     bytes += e.name.length + e.value.length;
-    out.push({ name: eaKey(e.name), value: e.value.length === 0 ? null : e.value });
+    out.push({ name: eaKey(e.name), value: e.value.length === 0 ? null : e.value, flags: e.flags & FILE_NEED_EA });
   }
   if (bytes > EA_BYTES_MAX || out.length > EA_COUNT_MAX) throw new SmbStatusError(NtStatus.EA_TOO_LARGE, 'EAs past 64 KiB or 4,096 names');
   return out;
 }
 
 export const EA_KIND = InodeMetaKind.EA;
+
+/**
+ * MS-FSCC 2.4.15 Flags: FILE_NEED_EA ("the file cannot be interpreted without understanding its
+ * EAs"), the only flag there is; other bits are not kept.
+ */
+export const FILE_NEED_EA = 0x80;
+
+/** An EA change with the flags the EA is to have. */
+export interface EaChange extends InodeMetaChange {
+  flags: number;
+}
+
+// The flags of EAs that have any are records of their own (InodeMetaKind.EA_FLAGS: the EA's stored
+// name, one byte of flags), so that EA records, and the EaSize summed from them, stay as they are.
+const FLAG_LIMITS = Object.freeze({ count: EA_COUNT_MAX, bytes: EA_BYTES_MAX + EA_COUNT_MAX });
+const NEED_EA_VALUE = Buffer.from([FILE_NEED_EA]);
+
+/**
+ * Applies EA changes, then the flags they carry (NOSPC past the caps, nothing changed). The flags
+ * follow in a second store change: a crash between the two can leave an EA with its old flags,
+ * never a flag on an EA that is gone (flags are read only for EAs that exist).
+ */
+export async function storeEas(meta: MetadataStore, inodeId: number, changes: readonly EaChange[], now: Timespec): Promise<void> {
+  await meta.putMeta(inodeId, EA_KIND, changes, EA_LIMITS, now);
+  const have = new Set((await meta.getMeta(inodeId, InodeMetaKind.EA_FLAGS)).map((r) => r.name.toString('latin1')));
+  const flagChanges: InodeMetaChange[] = [];
+  for (const c of changes) {
+    const want = c.value !== null && (c.flags & FILE_NEED_EA) !== 0;
+    const has = have.has(c.name.toString('latin1'));
+    if (want && !has) flagChanges.push({ name: c.name, value: NEED_EA_VALUE });
+    else if (!want && has) flagChanges.push({ name: c.name, value: null });
+  }
+  if (flagChanges.length > 0) await meta.putMeta(inodeId, InodeMetaKind.EA_FLAGS, flagChanges, FLAG_LIMITS);
+}
+
+/** A file's EAs with their flags, in the store's (name) order. */
+export async function eaRecords(meta: MetadataStore, inodeId: number): Promise<FullEa[]> {
+  const [records, flags] = await Promise.all([meta.getMeta(inodeId, EA_KIND), meta.getMeta(inodeId, InodeMetaKind.EA_FLAGS)]);
+  const byName = new Map(flags.map((r) => [r.name.toString('latin1'), r.value[0] ?? 0]));
+  return records.map((r) => ({ flags: (byName.get(r.name.toString('latin1')) ?? 0) & FILE_NEED_EA, name: r.name, value: r.value }));
+}
+
+/**
+ * MS-FSA 2.1.5.1.2: an open with FILE_NO_EA_KNOWLEDGE of a file (or directory) one of whose EAs
+ * has FILE_NEED_EA is refused with ACCESS_DENIED. Costs a store read only with that option.
+ */
+export async function checkEaKnowledge(meta: MetadataStore, inodeId: number, createOptions: number): Promise<void> {
+  if ((createOptions & FILE_NO_EA_KNOWLEDGE) === 0) return;
+  const flags = await meta.getMeta(inodeId, InodeMetaKind.EA_FLAGS);
+  if (flags.length === 0) return;
+  if ((await eaRecords(meta, inodeId)).some((e) => (e.flags & FILE_NEED_EA) !== 0))
+    throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'FILE_NO_EA_KNOWLEDGE, and the file has an EA with FILE_NEED_EA');
+}
+
+/** MS-SMB2 2.2.13 CreateOptions FILE_NO_EA_KNOWLEDGE. */
+export const FILE_NO_EA_KNOWLEDGE = 0x00000200;
 
 /** What a FileFullEaInformation query answers, and where the open's scan goes on from. */
 export interface EaQueryResult {
@@ -158,7 +215,7 @@ export interface EaQueryResult {
  * fitting: BUFFER_TOO_SMALL; some left out: BUFFER_OVERFLOW with those that fit.
  */
 export function queryEas(
-  records: readonly InodeMetaRecord[],
+  records: readonly FullEa[],
   req: { flags: number; input: Buffer; additionalInformation: number; outputBufferLength: number },
   scanIndex: number,
 ): EaQueryResult {
@@ -168,10 +225,11 @@ export function queryEas(
   let listed = false;
   if (req.input.length > 0) {
     listed = true;
-    const byName = new Map(records.map((r) => [r.name.toString('latin1'), r.value]));
+    const byName = new Map(records.map((r) => [r.name.toString('latin1'), r]));
     chosen = decodeGetEaList(req.input).map((name) => {
       if (!validEaName(name)) throw new SmbStatusError(NtStatus.INVALID_EA_NAME, 'invalid EA name');
-      return { flags: 0, name, value: byName.get(eaKey(name).toString('latin1')) ?? Buffer.alloc(0) };
+      const r = byName.get(eaKey(name).toString('latin1'));
+      return { flags: r?.flags ?? 0, name, value: r?.value ?? Buffer.alloc(0) };
     });
   } else {
     if (records.length === 0) throw new SmbStatusError(NtStatus.NO_EAS_ON_FILE);
@@ -180,7 +238,7 @@ export function queryEas(
       start = req.additionalInformation - 1;
     } else if ((req.flags & EaQueryFlags.RESTART_SCAN) === 0) start = scanIndex;
     if (start >= records.length) throw new SmbStatusError(NtStatus.NO_MORE_EAS);
-    chosen = records.slice(start).map((r) => ({ flags: 0, name: r.name, value: r.value }));
+    chosen = records.slice(start);
   }
   // Whole entries while they fit.
   let used = 0;

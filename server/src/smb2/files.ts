@@ -63,13 +63,12 @@ import {
 import { fileIdOf, Open, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
-import { decodeSecurityDescriptor, posixChangeOf, SecurityInformation } from './security.js';
+import { checkOwnerChange, decodeSecurityDescriptor, newFileOwner, posixChangeOf, SecurityInformation } from './security.js';
 import { daclMask, describe, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
 import { type DurableTable, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
-import { decodeFullEaList, EA_KIND, EA_LIMITS, eaChanges, eaSizeOf, queryEas } from './ea.js';
-import type { InodeMetaChange } from '../meta/store.js';
-import { allocationOf, setAllocation } from './allocation.js';
+import { checkEaKnowledge, decodeFullEaList, EA_KIND, type EaChange, eaChanges, eaRecords, eaSizeOf, queryEas, storeEas } from './ea.js';
+import { allocationOf, resetAllocation, setAllocation } from './allocation.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -260,6 +259,7 @@ export async function create(
       (dir) => c.fs.accessBits(c.share, dir, c.id).write,
     );
     if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'refused by the stored DACL');
+    await checkEaKnowledge(c.share.meta, inode.id, opts);
     const max = (maximalAccessOf(c, inode) & acl) >>> 0;
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
     // Data access is checked against the mode bits now; the vfs checks again on each call.
@@ -284,7 +284,8 @@ export async function create(
       action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
       // MS-FSA 2.1.5.1.2.1: an overwrite replaces the file's EAs with the ExtA ones.
       if (eas) await replaceEas(c, inode.id, eas);
-      if (initialAllocation > 0 && !isDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
+      // MS-FSA 2.1.5.1.2.1: an overwrite sets the allocation size to the AlSi one, or none.
+      if (!isDir) await resetAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
     }
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -292,10 +293,12 @@ export async function create(
     checkNewAttributes(req.fileAttributes, wantDir, deleteOnClose);
     if (oplock.leaseKeyInUse(c.fs, c.caching, req)) throw fail(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
+    // The owner and group a SecD context gives (INVALID_OWNER / INVALID_PRIMARY_GROUP first).
+    const owner = secD ? newFileOwner(secD, c.id) : null;
     if (wantDir) {
-      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs })).inode;
+      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs, ...owner })).inode;
     } else {
-      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode;
+      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs, ...owner }, null)).inode;
     }
     action = CreateAction.CREATED;
     if (eas) await putEas(c, inode.id, eas);
@@ -578,7 +581,7 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       if (req.infoClass === FILE_NORMALIZED_NAME_INFORMATION) throw fail(NtStatus.NOT_SUPPORTED, 'not below SMB 3.1.1');
       if (req.infoClass === FileInfoClass.FileFullEaInformation) {
         if ((open.grantedAccess & Access.FILE_READ_EA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no FILE_READ_EA');
-        const r = queryEas(await c.share.meta.getMeta(await fileInodeId(c, open, inode), EA_KIND), req, open.eaIndex);
+        const r = queryEas(await eaRecords(c.share.meta, await fileInodeId(c, open, inode)), req, open.eaIndex);
         open.eaIndex = r.nextIndex;
         return { status: r.status, output: r.output };
       }
@@ -672,6 +675,7 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   if ((info & SecurityInformation.DACL) !== 0 && !open.openerIsOwner) throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
   if ((info & SecurityInformation.DACL) !== 0) storedForm({ control: sd.control, dacl: sd.dacl });
   const change = posixChangeOf(sd, info, inode);
+  checkOwnerChange(change, c.id, inode.uid);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
   // The DACL as given is kept (a NULL DACL too: a client reads back what it set, and nobody is
   // refused beyond the mode, 0777 by the mapping); the mode change above dropped the one stored before.
@@ -784,19 +788,19 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
 }
 
 /** Replaces every EA of a file by `eas`. */
-async function replaceEas(c: FileContext, inodeId: number, eas: InodeMetaChange[]): Promise<void> {
+async function replaceEas(c: FileContext, inodeId: number, eas: EaChange[]): Promise<void> {
   const keep = new Set(eas.map((e) => e.name.toString('latin1')));
   const drop = (await c.share.meta.getMeta(inodeId, EA_KIND)).filter((r) => !keep.has(r.name.toString('latin1')));
-  await putEas(c, inodeId, [...drop.map((r) => ({ name: r.name, value: null })), ...eas]);
+  await putEas(c, inodeId, [...drop.map((r) => ({ name: r.name, value: null, flags: 0 })), ...eas]);
 }
 
 /** FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY | FILE_NO_INTERMEDIATE_BUFFERING. */
 const SETTABLE_MODE = 0x2 | 0x4 | 0x8;
 
 /** Applies EA changes to a file (EA_TOO_LARGE past the caps, nothing changed). */
-async function putEas(c: FileContext, inodeId: number, changes: InodeMetaChange[]): Promise<void> {
+async function putEas(c: FileContext, inodeId: number, changes: EaChange[]): Promise<void> {
   try {
-    await c.share.meta.putMeta(inodeId, EA_KIND, changes, EA_LIMITS, nowTimespec());
+    await storeEas(c.share.meta, inodeId, changes, nowTimespec());
   } catch (e) {
     if (e instanceof VfsError && e.errno === 'NOSPC') throw fail(NtStatus.EA_TOO_LARGE, 'the EAs of a file past 64 KiB');
     throw e;

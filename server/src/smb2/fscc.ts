@@ -188,8 +188,11 @@ export const VARIABLE_FS_CLASSES: ReadonlySet<number> = new Set([1, 5]);
 
 /** The file system name clients see: Samba answers "NTFS" too, since clients key features off it. */
 const FS_NAME = 'NTFS';
-/** FILE_CASE_SENSITIVE_SEARCH | FILE_CASE_PRESERVED_NAMES | FILE_UNICODE_ON_DISK. */
-const FS_ATTRIBUTES = 0x00000001 | 0x00000002 | 0x00000004;
+/**
+ * FILE_CASE_SENSITIVE_SEARCH | FILE_CASE_PRESERVED_NAMES | FILE_UNICODE_ON_DISK |
+ * FILE_SUPPORTS_SPARSE_FILES (holes are unwritten blocks: ioctl.ts, vfs/sparse.ts).
+ */
+const FS_ATTRIBUTES = 0x00000001 | 0x00000002 | 0x00000004 | 0x00000040;
 
 export function encodeFsInfo(cls: number, fs: FsView): Buffer | null {
   const w = new SmbWriter(64);

@@ -18,6 +18,7 @@ import {
   type IoctlHost,
 } from './ioctl.js';
 import type { IoctlRequest } from './messages.js';
+import { encodeFsInfo } from './fscc.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { create, createRequest, fileContext } from './testing.js';
@@ -229,6 +230,118 @@ describe('FSCTL SET_SPARSE, QUERY_ALLOCATED_RANGES, snapshots, reparse points', 
     assert.equal((await fsctl(f, FsctlCode.SRV_ENUMERATE_SNAPSHOTS, Buffer.alloc(0), 15)).status, NtStatus.INVALID_PARAMETER);
     assert.equal((await fsctl(f, FsctlCode.GET_REPARSE_POINT, Buffer.alloc(0))).status, NtStatus.NOT_A_REPARSE_POINT);
     assert.equal((await fsctl(f, 0x00090000, Buffer.alloc(0))).status, NtStatus.NOT_SUPPORTED);
+    await srv.close();
+  });
+});
+
+describe('sparse files: QUERY_ALLOCATED_RANGES and SET_ZERO_DATA (MS-FSCC 2.3.51, 2.3.67)', () => {
+  const range = (offset: number, length: number): Buffer => {
+    const b = Buffer.alloc(16);
+    b.writeBigInt64LE(BigInt(offset), 0);
+    b.writeBigInt64LE(BigInt(length), 8);
+    return b;
+  };
+  const ranges = (out: Buffer): number[][] => {
+    const r: number[][] = [];
+    for (let at = 0; at + 16 <= out.length; at += 16) r.push([Number(out.readBigInt64LE(at)), Number(out.readBigInt64LE(at + 8))]);
+    return r;
+  };
+
+  it('the volume says it supports sparse files; a sparse file reports its holes, a plain one none', async () => {
+    const { srv, open, fsctl, write } = await setup();
+    assert.equal(
+      encodeFsInfo(5, { totalBytes: 0, freeBytes: 0, serial: 1, label: 'x', created: { sec: 0, nsec: 0 } })!.readUInt32LE(0) & 0x40,
+      0x40,
+    );
+    const f = await open('f');
+    await write(f, pattern(1024));
+    await write(f, pattern(1024, 3), 16384); // blocks are 4 KiB here: blocks 1-3 are a hole
+    let r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(0, 1 << 20));
+    assert.deepEqual([r.status, ranges(r.out)], [NtStatus.SUCCESS, [[0, 17408]]], 'not sparse: allocated throughout');
+    assert.equal((await fsctl(f, FsctlCode.SET_SPARSE, Buffer.alloc(0))).status, NtStatus.SUCCESS);
+    r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(0, 1 << 20));
+    assert.deepEqual(ranges(r.out), [
+      [0, 1024],
+      [16384, 1024],
+    ]);
+    r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(512, 16384));
+    assert.deepEqual(
+      ranges(r.out),
+      [
+        [512, 512],
+        [16384, 512],
+      ],
+      'cut to the range asked',
+    );
+    r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(0, 1 << 20), 31);
+    assert.deepEqual([r.status, ranges(r.out)], [NtStatus.BUFFER_OVERFLOW, [[0, 1024]]], 'room for one range');
+    assert.equal((await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(0, 1 << 20), 0)).status, NtStatus.BUFFER_TOO_SMALL);
+    r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(2048, 4096), 0);
+    assert.deepEqual([r.status, r.out.length], [NtStatus.SUCCESS, 0], 'a hole needs no room');
+    await srv.close();
+  });
+
+  it('SET_ZERO_DATA zeroes a range for every reader, frees it up to the end of a sparse file, keeps the size', async () => {
+    const { srv, c, open, fsctl, write, read } = await setup();
+    const f = await open('f');
+    const data = pattern(20000, 5);
+    await write(f, data);
+    const zero = (from: number, beyond: number, o: Open = f) => {
+      const b = Buffer.alloc(16);
+      b.writeBigInt64LE(BigInt(from), 0);
+      b.writeBigInt64LE(BigInt(beyond), 8);
+      return fsctl(o, FsctlCode.SET_ZERO_DATA, b);
+    };
+    // Inside the file: zeros there, the rest as it was.
+    assert.equal((await zero(100, 5000)).status, NtStatus.SUCCESS);
+    const want = Buffer.from(data);
+    want.fill(0, 100, 5000);
+    assert.deepEqual(await read(f, 0, 20000), want);
+    // NFS reads through the same file service: zeros too.
+    assert.deepEqual((await c.fs.read(f.handle, { uid: 0, gid: 0, gids: [] }, 0, 20000)).data, want);
+    // Past the end, and empty ranges: nothing changes, the size neither.
+    assert.equal((await zero(20000, 30000)).status, NtStatus.SUCCESS);
+    assert.equal((await zero(300, 300)).status, NtStatus.SUCCESS);
+    assert.equal((await c.fs.resolve(f.handle)).inode.size, 20000);
+    // Up to the end of a sparse file: the range becomes a hole (before and after the upload).
+    assert.equal((await fsctl(f, FsctlCode.SET_SPARSE, Buffer.alloc(0))).status, NtStatus.SUCCESS);
+    assert.equal((await zero(9000, 1 << 30)).status, NtStatus.SUCCESS);
+    want.fill(0, 9000);
+    assert.deepEqual(await read(f, 0, 20000), want);
+    assert.equal((await c.fs.resolve(f.handle)).inode.size, 20000, 'the size stays');
+    const qar = async () => ranges((await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(0, 1 << 20))).out);
+    assert.deepEqual(await qar(), [[0, 9000]]);
+    await c.share.data.flush(f.inodeId);
+    assert.deepEqual(await qar(), [[0, 9000]], 'after the upload');
+    assert.deepEqual(await read(f, 0, 20000), want);
+    assert.equal((await zero(0, 20000)).status, NtStatus.SUCCESS);
+    assert.deepEqual(await qar(), [], 'the whole file is a hole');
+    assert.deepEqual(await read(f, 0, 20000), Buffer.alloc(20000));
+    await srv.close();
+  });
+
+  it('SET_ZERO_DATA refuses bad input, opens without FILE_WRITE_DATA and locked ranges, changing nothing', async () => {
+    const { srv, c, open, fsctl, write, read } = await setup();
+    const f = await open('f');
+    await write(f, pattern(8192));
+    const zero = (o: Open, from: number, beyond: number) => {
+      const b = Buffer.alloc(16);
+      b.writeBigInt64LE(BigInt(from), 0);
+      b.writeBigInt64LE(BigInt(beyond), 8);
+      return fsctl(o, FsctlCode.SET_ZERO_DATA, b);
+    };
+    assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, Buffer.alloc(8))).status, NtStatus.INVALID_PARAMETER);
+    assert.equal((await zero(f, 4096, 4095)).status, NtStatus.INVALID_PARAMETER, 'FileOffset past BeyondFinalZero');
+    assert.equal((await zero(f, -1, 10)).status, NtStatus.INVALID_PARAMETER);
+    for (const access of [Access.FILE_WRITE_ATTRIBUTES, Access.FILE_APPEND_DATA, Access.GENERIC_READ]) {
+      const o = await open('f', access | Access.FILE_READ_ATTRIBUTES);
+      assert.equal((await zero(o, 0, 8192)).status, NtStatus.ACCESS_DENIED);
+    }
+    const locker = await open('f');
+    assert.equal(c.fs.byteRanges.tryLock(c.share.meta, f.inodeId, locker, {}, 100n, 10n, false).kind, 'granted');
+    assert.equal((await zero(f, 0, 4096)).status, NtStatus.FILE_LOCK_CONFLICT);
+    assert.equal((await zero(f, 4096, 8192)).status, NtStatus.SUCCESS, 'outside the lock');
+    assert.deepEqual(await read(f, 0, 4096), pattern(8192).subarray(0, 4096), 'nothing zeroed by the refused ones');
     await srv.close();
   });
 });

@@ -2,11 +2,13 @@
 // files, allocated ranges, snapshots, compression, reparse points) and the connection-level ones
 // (VALIDATE_NEGOTIATE_INFO, DFS referrals) through the IoctlHost the connection provides.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { dataRanges, zeroRange } from '../vfs/sparse.js';
 import { DosAttributes } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
 import { Access, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
 import { type FileContext, ioLocked } from './files.js';
 import { type IoctlRequest, writeIoctlResponse } from './messages.js';
+import * as oplock from './oplock.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
@@ -20,6 +22,7 @@ export const FsctlCode = Object.freeze({
   SRV_ENUMERATE_SNAPSHOTS: 0x00144064,
   SET_SPARSE: 0x000900c4,
   QUERY_ALLOCATED_RANGES: 0x000940cf,
+  SET_ZERO_DATA: 0x000980c8,
   GET_COMPRESSION: 0x0009003c,
   SET_COMPRESSION: 0x0009c040,
   GET_REPARSE_POINT: 0x000900a8,
@@ -226,31 +229,57 @@ async function setSparse(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
   return reply(w, req, Buffer.alloc(0));
 }
 
+/** MS-FSCC 2.3.52 FILE_ALLOCATED_RANGE_BUFFER: FileOffset and Length (signed, so at most 2^63 - 1). */
+function decodeRange(b: Buffer, what: string): { offset: number; length: number } {
+  if (b.length < 16) throw fail(NtStatus.INVALID_PARAMETER, `${what} shorter than 16 bytes`);
+  const offset = Number(b.readBigInt64LE(0));
+  const length = Number(b.readBigInt64LE(8));
+  if (offset < 0 || length < 0) throw fail(NtStatus.INVALID_PARAMETER, `${what}: a negative offset or length`);
+  return { offset, length };
+}
+
 /**
- * MS-FSCC 2.3.51 FSCTL_QUERY_ALLOCATED_RANGES: the requested range cut to the file's size, as one
- * range. Holes are not reported (data may still sit in the WAL, not in the block map, and the
- * answer must not call written data a hole); MS-FSCC allows reporting a sparse region as allocated.
+ * MS-FSCC 2.3.51 FSCTL_QUERY_ALLOCATED_RANGES: the ranges of the requested one, cut to the file's
+ * size, that hold data. A file not marked sparse is reported allocated throughout (as NTFS does);
+ * a sparse one as its blocks hold data (vfs/sparse.ts; holes are blocks never written or cut).
+ * Ranges past MaxOutputResponse: BUFFER_OVERFLOW with those that fit (2.3.52), none fitting
+ * BUFFER_TOO_SMALL.
  */
 async function queryAllocatedRanges(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: null }> {
   const { c, open } = requireFile(host, req);
-  if (req.input.length < 16) throw fail(NtStatus.INVALID_PARAMETER, 'FILE_ALLOCATED_RANGE_BUFFER shorter than 16 bytes');
+  const { offset, length } = decodeRange(req.input, 'FILE_ALLOCATED_RANGE_BUFFER');
   if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'a directory has no ranges');
   if ((open.grantedAccess & Access.FILE_READ_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED);
-  const offset = Number(req.input.readBigInt64LE(0));
-  const length = Number(req.input.readBigInt64LE(8));
-  if (offset < 0 || length < 0 || offset + length > Number.MAX_SAFE_INTEGER) throw fail(NtStatus.INVALID_PARAMETER, 'bad range');
   const { inode } = await c.fs.resolve(open.handle);
   const end = Math.min(offset + length, inode.size);
   if (end <= offset) return reply(w, req, Buffer.alloc(0));
-  if (req.maxOutputResponse < 16) throw fail(NtStatus.BUFFER_TOO_SMALL, 'no room for one range');
-  return reply(
-    w,
-    req,
-    new SmbWriter(16)
-      .u64(offset)
-      .u64(end - offset)
-      .finish(),
-  );
+  const room = Math.floor(Math.min(req.maxOutputResponse, c.maxTransact) / 16);
+  const ranges =
+    (inode.dosAttrs & DosAttributes.SPARSE_FILE) === 0
+      ? [[offset, end] as [number, number]]
+      : await dataRanges(c.fs, open.handle, c.id, offset, end - offset, Math.max(room, 1));
+  if (ranges.length === 0) return reply(w, req, Buffer.alloc(0));
+  if (room === 0) throw fail(NtStatus.BUFFER_TOO_SMALL, 'no room for one range');
+  const n = Math.min(room, ranges.length);
+  const out = new SmbWriter(16 * n);
+  for (let i = 0; i < n; i++) out.u64(ranges[i]![0]).u64(ranges[i]![1] - ranges[i]![0]);
+  return reply(w, req, out.finish(), n < ranges.length ? NtStatus.BUFFER_OVERFLOW : NtStatus.SUCCESS);
+}
+
+/**
+ * MS-FSCC 2.3.67 FSCTL_SET_ZERO_DATA: FILE_ZERO_DATA_INFORMATION (FileOffset, BeyondFinalZero).
+ * The part inside the file reads as zeros afterwards (vfs/sparse.ts frees what it can); the size
+ * never changes. Needs FILE_WRITE_DATA; another open's byte-range lock on the range refuses it.
+ */
+async function setZeroData(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: null }> {
+  const { c, open } = requireFile(host, req);
+  const { offset, length: beyond } = decodeRange(req.input, 'FILE_ZERO_DATA_INFORMATION');
+  if (offset > beyond) throw fail(NtStatus.INVALID_PARAMETER, 'FileOffset past BeyondFinalZero');
+  if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'a directory has no data');
+  if ((open.grantedAccess & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'SET_ZERO_DATA needs FILE_WRITE_DATA');
+  if (beyond > offset && (await ioLocked(c, open, offset, beyond - offset, true))) throw fail(NtStatus.FILE_LOCK_CONFLICT);
+  if (beyond > offset) await zeroRange(c.fs, open.handle, c.id, offset, Math.min(beyond, Number.MAX_SAFE_INTEGER), oplock.holderOf(open));
+  return reply(w, req, Buffer.alloc(0));
 }
 
 /**
@@ -298,6 +327,8 @@ export async function ioctl(host: IoctlHost, req: IoctlRequest, w: SmbWriter): P
       return setSparse(host, req, w);
     case FsctlCode.QUERY_ALLOCATED_RANGES:
       return queryAllocatedRanges(host, req, w);
+    case FsctlCode.SET_ZERO_DATA:
+      return setZeroData(host, req, w);
     case FsctlCode.GET_COMPRESSION:
       // 2.3.22: COMPRESSION_FORMAT_NONE; nothing here is compressed.
       requireFile(host, req);

@@ -5,7 +5,8 @@
 // (owner, group, Everyone), SET_INFO turns a DACL back into mode bits. ACEs for SIDs with no POSIX
 // counterpart (a Windows user, NT AUTHORITY\ANONYMOUS LOGON) have nothing to map to and are left
 // out; the owner and group are the unix SIDs Samba uses (S-1-22-1-uid, S-1-22-2-gid).
-import type { Inode } from '../vfs/types.js';
+import { inGroup } from '../vfs/permissions.js';
+import type { Identity, Inode } from '../vfs/types.js';
 import { DosAttributes, FileType } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
 import { NtStatus, SmbStatusError } from './status.js';
@@ -291,6 +292,41 @@ export function posixChangeOf(sd: SecurityDescriptor, info: number, inode: Inode
     const mode = (inode.mode & ~0o777) | bits;
     if (mode !== inode.mode) out.mode = mode;
   }
+  return out;
+}
+
+/**
+ * Refuses an owner or group change `id` may not make, with the status Windows gives for an owner
+ * (INVALID_OWNER) or primary group (INVALID_PRIMARY_GROUP) the caller may not assign, before the
+ * vfs would refuse it as NFS SETATTR does: root gives any owner and group; anyone else keeps the
+ * owner (chown(2)) and, owning the file, gives it one of their own groups.
+ */
+export function checkOwnerChange(change: PosixChange, id: Identity, fileUid: number): void {
+  if (id.uid === 0) return;
+  if (change.uid !== undefined && change.uid !== fileUid)
+    throw new SmbStatusError(NtStatus.INVALID_OWNER, `only root gives a file to uid ${change.uid}`);
+  if (change.gid !== undefined && (id.uid !== fileUid || !inGroup(id, change.gid)))
+    throw new SmbStatusError(NtStatus.INVALID_PRIMARY_GROUP, `gid ${change.gid} is not a group of the owner`);
+}
+
+/**
+ * The owner and group a SecD create context gives a new file (MS-SMB2 2.2.13.2.2): unix SIDs
+ * only, and only what checkOwnerChange lets the creator (the default owner) give; else the
+ * status, before anything is made.
+ */
+export function newFileOwner(sd: SecurityDescriptor, id: Identity): PosixChange {
+  const out: PosixChange = {};
+  if (sd.owner) {
+    const uid = unixId(sd.owner, 1);
+    if (uid === null) throw new SmbStatusError(NtStatus.INVALID_OWNER, `owner ${sidString(sd.owner)} is not a unix user`);
+    out.uid = uid;
+  }
+  if (sd.group) {
+    const gid = unixId(sd.group, 2);
+    if (gid === null) throw new SmbStatusError(NtStatus.INVALID_PRIMARY_GROUP, `group ${sidString(sd.group)} is not a unix group`);
+    out.gid = gid;
+  }
+  checkOwnerChange(out, id, id.uid);
   return out;
 }
 

@@ -9,6 +9,8 @@ import { DosAttributes, FileType } from '../vfs/types.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
 import { Access, CreateAction, CreateDisposition, CreateOptions } from './constants.js';
 import { checkOpenExisting, newFileAttributes } from './attrs.js';
+import { daclMask, newInodeDacl } from './acl.js';
+import { decodeHandle } from '../vfs/handle.js';
 import { ALLOCATION_UNIT, fileInfoOf } from './fscc.js';
 import {
   type CreateContext,
@@ -115,6 +117,7 @@ export async function createStreamOpen(
       if (found) ({ name, inode: file } = found);
     }
   }
+  let created = false;
   if (!file) {
     if (!mayCreate || parent === null || name === null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     try {
@@ -128,6 +131,9 @@ export async function createStreamOpen(
           null,
         )
       ).inode;
+      created = true;
+      // What the directory's stored DACL passes on, as for a file CREATE makes (files.ts).
+      await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, file, null);
     } catch (e) {
       if (!(e instanceof VfsError && e.errno === 'EXIST')) throw e;
       file = await lookupOrNull(c, parent, name);
@@ -135,7 +141,19 @@ export async function createStreamOpen(
     }
   }
   const fileHandle = c.fs.handleOf(c.share, file);
-  const max = maximalAccessOf(c, file);
+  // A stream is guarded by its file's stored DACL, as an open of the file itself is (files.ts).
+  const dirHandle = parent;
+  const acl = created
+    ? 0xffffffff
+    : await daclMask(
+        c.share.meta,
+        file,
+        c.id,
+        dirHandle === null ? null : async () => (await c.fs.resolve(dirHandle)).inode,
+        (dir) => c.fs.accessBits(c.share, dir, c.id).write,
+      );
+  if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, "refused by the file's stored DACL");
+  const max = (maximalAccessOf(c, file) & acl) >>> 0;
   const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA);
   if ((needs & ~max) !== 0) throw fail(NtStatus.ACCESS_DENIED);
   checkOpenExisting(file, desired, CreateDisposition.OPEN, req.fileAttributes, false);

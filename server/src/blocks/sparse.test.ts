@@ -1,0 +1,219 @@
+// Holes in a file's blocks (BlockService.dataRanges, cutKeepingSize): what SMB's
+// FSCTL_QUERY_ALLOCATED_RANGES and FSCTL_SET_ZERO_DATA rest on. A byte outside the data ranges
+// must read as zero, whatever was written, cut, uploaded or replayed; a cut keeps the size.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { MemoryMetadataStore } from '../meta/memory.js';
+import { dirInit, fileInit } from '../testing/inodes.js';
+import { BlockCache } from './cache.js';
+import { MemoryBlockStore } from './memory.js';
+import { BlockService } from './service.js';
+import { FileWal, MemoryWal } from './wal.js';
+
+const BS = 1024;
+const dirs: string[] = [];
+process.on('exit', () => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+let names = 0;
+async function mkfile(meta: MemoryMetadataStore): Promise<number> {
+  const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+  return (await meta.create(root.id, Buffer.from(`f${names++}`), fileInit(), { sec: 1, nsec: 0 })).id;
+}
+
+/** A block service over a WAL in `dir` (crash: abandon one, boot another on the same directory). */
+async function boot(dir: string, meta: MemoryMetadataStore, store: MemoryBlockStore) {
+  const { wal, records } = await FileWal.open(dir, { maxBytes: 64 * BS, segmentBytes: 16 * BS });
+  const svc = new BlockService(store, meta, {
+    shareId: 7,
+    keyPrefix: 't',
+    blockSize: BS,
+    wal,
+    cache: new BlockCache(16 * BS),
+    idleFlushMs: 3_600_000,
+  });
+  await svc.replay(records.filter((r) => r.share === 7));
+  wal.tidy();
+  return { wal, svc };
+}
+
+/** Bytes of `model` outside `ranges` that are not zero (there must be none). */
+function dataOutside(model: Buffer, ranges: Array<[number, number]>): number {
+  let n = 0;
+  let at = 0;
+  for (const [s, e] of [...ranges, [model.length, model.length] as [number, number]]) {
+    for (let i = at; i < s; i++) if (model[i] !== 0) n++;
+    at = e;
+  }
+  return n;
+}
+
+type Op =
+  | { kind: 'write'; offset: number; data: Uint8Array }
+  | { kind: 'zeroTail'; from: number }
+  | { kind: 'flush' }
+  | { kind: 'ranges'; offset: number; length: number };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant('write' as const),
+      offset: fc.nat(6 * BS),
+      data: fc.uint8Array({ minLength: 1, maxLength: 2 * BS }),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('zeroTail' as const), from: fc.nat(7 * BS) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('flush' as const) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('ranges' as const), offset: fc.nat(8 * BS), length: fc.nat(8 * BS) }) },
+);
+
+describe('block holes (data ranges, cuts that keep the size)', () => {
+  it('property: every byte outside the data ranges reads as zero; a cut reads as zeros and keeps the size', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 30 }), async (ops) => {
+        const meta = new MemoryMetadataStore();
+        const svc = new BlockService(new MemoryBlockStore(), meta, {
+          shareId: 1,
+          keyPrefix: 't',
+          blockSize: BS,
+          wal: new MemoryWal(64 * BS),
+          cache: new BlockCache(8 * BS),
+        });
+        const ino = await mkfile(meta);
+        let model = Buffer.alloc(0);
+        const check = async (offset: number, length: number): Promise<void> => {
+          const end = Math.min(model.length, offset + length);
+          const ranges = await svc.dataRanges(ino, offset, end, 1000);
+          for (const [s, e] of ranges) assert.ok(s >= offset && e <= end && s < e, `range [${s}, ${e}) inside [${offset}, ${end})`);
+          for (let i = 1; i < ranges.length; i++) assert.ok(ranges[i]![0] > ranges[i - 1]![1], 'ascending, merged');
+          const part = Buffer.alloc(model.length);
+          if (end > offset) model.copy(part, offset, offset, end);
+          assert.equal(dataOutside(part, ranges), 0, `data outside ${JSON.stringify(ranges)}`);
+        };
+        for (const op of ops) {
+          if (op.kind === 'write') {
+            const end = op.offset + op.data.length;
+            if (end > model.length) model = Buffer.concat([model, Buffer.alloc(end - model.length)]);
+            model.set(op.data, op.offset);
+            await svc.write(ino, op.offset, Buffer.from(op.data));
+          } else if (op.kind === 'zeroTail') {
+            if (op.from < model.length) {
+              assert.equal(await svc.cutKeepingSize(ino, op.from, model.length), true);
+              model.fill(0, op.from);
+            }
+          } else if (op.kind === 'flush') {
+            await svc.flush(ino);
+          } else {
+            await check(op.offset, op.length);
+          }
+        }
+        assert.deepEqual(await svc.read(ino, 0, model.length, model.length), model);
+        await check(0, model.length);
+        await svc.flush(ino);
+        assert.deepEqual(await svc.read(ino, 0, model.length, model.length), model, 'after the uploads');
+        await check(0, model.length);
+        await svc.close();
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('a cut of a written tail frees its blocks: no data ranges there, stored or not, and none in the store', async () => {
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const svc = new BlockService(store, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: new MemoryWal(64 * BS),
+      cache: new BlockCache(8 * BS),
+    });
+    const ino = await mkfile(meta);
+    const data = randomBytes(5 * BS);
+    await svc.write(ino, 0, data);
+    await svc.flush(ino);
+    assert.equal(store.size, 5);
+    assert.deepEqual(await svc.dataRanges(ino, 0, 5 * BS, 10), [[0, 5 * BS]]);
+    assert.equal(await svc.cutKeepingSize(ino, BS + 100, 5 * BS), true);
+    assert.deepEqual(await svc.dataRanges(ino, 0, 5 * BS, 10), [[0, BS + 100]], 'before the cut block is stored again');
+    await svc.flush(ino);
+    assert.deepEqual(await svc.dataRanges(ino, 0, 5 * BS, 10), [[0, BS + 100]], 'after: the zeros ending the block are not stored');
+    assert.equal(store.size, 2, 'blocks 2-4 freed');
+    const want = Buffer.concat([data.subarray(0, BS + 100), Buffer.alloc(4 * BS - 100)]);
+    assert.deepEqual(await svc.read(ino, 0, 5 * BS, 5 * BS), want);
+    // A write past the size the caller gave: the cut is refused (it would cut that write too).
+    await svc.write(ino, 6 * BS, Buffer.from('late'));
+    assert.equal(await svc.cutKeepingSize(ino, 0, 5 * BS), false);
+    assert.deepEqual(await svc.read(ino, 6 * BS, 4, 6 * BS + 4), Buffer.from('late'));
+    // Ranges past `max`: one more than asked says there are more.
+    const many = await mkfile(meta);
+    for (let i = 0; i < 6; i++) await svc.write(many, i * 2 * BS, Buffer.from('x'));
+    assert.equal((await svc.dataRanges(many, 0, 12 * BS, 3)).length, 4);
+    await svc.close();
+  });
+
+  it('a cut comes back after a crash: the bytes past it read as zeros, the size is what it was', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-sparse-'));
+    dirs.push(dir);
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const a = await boot(dir, meta, store);
+    const ino = await mkfile(meta);
+    const data = randomBytes(4 * BS);
+    await a.svc.write(ino, 0, data);
+    await meta.setAttr(ino, { size: 4 * BS });
+    await a.svc.flush(ino);
+    await a.svc.write(ino, 2 * BS, randomBytes(BS)); // in the WAL only: replay must not bring it back
+    await a.svc.commit(ino);
+    assert.equal(await a.svc.cutKeepingSize(ino, BS / 2, 4 * BS), true);
+    // crash: `a` is abandoned
+    const b = await boot(dir, meta, store);
+    assert.equal((await meta.getInode(ino))!.size, 4 * BS, 'the size stays');
+    const want = Buffer.concat([data.subarray(0, BS / 2), Buffer.alloc(4 * BS - BS / 2)]);
+    assert.deepEqual(await b.svc.read(ino, 0, 4 * BS, 4 * BS), want);
+    await b.svc.flush(ino);
+    assert.deepEqual(await b.svc.dataRanges(ino, 0, 4 * BS, 10), [[0, BS / 2]]);
+    await b.svc.close();
+    await b.wal.close();
+  });
+});
+
+describe('data ranges of a vast sparse file', () => {
+  it('finds data past long holes, in few block-map reads', async () => {
+    const meta = new MemoryMetadataStore();
+    let reads = 0;
+    const getBlocks = meta.getBlocks.bind(meta);
+    meta.getBlocks = (...a: Parameters<typeof meta.getBlocks>) => {
+      reads++;
+      return getBlocks(...a);
+    };
+    const svc = new BlockService(new MemoryBlockStore(), meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: new MemoryWal(64 * BS),
+      cache: new BlockCache(8 * BS),
+    });
+    const ino = await mkfile(meta);
+    const far = 2 ** 40; // a terabyte of 1 KiB blocks: 2^30 blocks
+    for (const at of [5 * BS, 4096 * BS + 1, 70_000 * BS, far]) await svc.write(ino, at, Buffer.from('x'));
+    await svc.flush(ino);
+    await svc.write(ino, 300_000 * BS, Buffer.from('y')); // not stored yet
+    assert.deepEqual(await svc.dataRanges(ino, 0, far + 1, 100), [
+      [5 * BS, 5 * BS + 1],
+      [4096 * BS, 4096 * BS + 2],
+      [70_000 * BS, 70_000 * BS + 1],
+      [300_000 * BS, 300_000 * BS + 1],
+      [far, far + 1],
+    ]);
+    assert.ok(reads < 1200, `${reads} block-map reads`);
+    await svc.close();
+  });
+});
