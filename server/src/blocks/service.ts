@@ -999,7 +999,10 @@ export class BlockService {
    * Zeroes a file's data from byte `from` to its end, its size staying `size` (FSCTL_SET_ZERO_DATA
    * up to the end of a file): stored blocks past the cut are freed, the cut block keeps its bytes
    * before `from`, and the range reads as zeros. Logged as a cut to `from` and a growth back to
-   * `size`, appended in one tick (so they reach the disk in one write): replay applies both.
+   * `size`, appended in one tick: replay applies both. Known limit: the two records may reach the
+   * disk in two writes (the WAL writer was idle); a crash between them replays the cut alone and
+   * the file comes back `from` bytes long (what it loses was being zeroed). One record carrying
+   * both sizes (a WAL format change) would close that window.
    * False (nothing done) when the file holds data past `size`.
    */
   async cutKeepingSize(inodeId: number, from: number, size: number): Promise<boolean> {
