@@ -198,6 +198,24 @@ describe('info classes added with the attributes', () => {
     const oid = encodeFsInfo(8, fs)!;
     assert.deepEqual([oid.length, oid.readUInt32LE(0)], [64, 7]);
   });
+
+  it('FileFsAttributeInformation announces what works: ACLs, sparse files, named streams, hard links, EAs', () => {
+    const a = encodeFsInfo(5, { totalBytes: 0, freeBytes: 0, serial: 1, label: 'x', created: T(1) })!;
+    const flags = a.readUInt32LE(0);
+    // macOS keeps resource forks and Finder info in named streams only when NAMED_STREAMS is set
+    // (else ._ AppleDouble files); Explorer shows the Security tab for PERSISTENT_ACLS.
+    const expected: Record<string, number> = {
+      PERSISTENT_ACLS: 0x8,
+      SUPPORTS_SPARSE_FILES: 0x40,
+      NAMED_STREAMS: 0x40000,
+      SUPPORTS_HARD_LINKS: 0x400000,
+      SUPPORTS_EXTENDED_ATTRIBUTES: 0x800000,
+    };
+    for (const [name, bit] of Object.entries(expected)) assert.equal(flags & bit, bit, name);
+    assert.equal(flags & 0x8000, 0, 'no FILE_SUPPORTS_ENCRYPTION: nothing here encrypts files');
+    assert.equal(a.readUInt32LE(4), 255, 'longest component name');
+    assert.equal(a.subarray(12, 12 + a.readUInt32LE(8)).toString('utf16le'), 'NTFS');
+  });
 });
 
 describe('FileBasicInformation through SET_INFO over the file service', () => {

@@ -188,11 +188,23 @@ export const VARIABLE_FS_CLASSES: ReadonlySet<number> = new Set([1, 5]);
 
 /** The file system name clients see: Samba answers "NTFS" too, since clients key features off it. */
 const FS_NAME = 'NTFS';
-/**
- * FILE_CASE_SENSITIVE_SEARCH | FILE_CASE_PRESERVED_NAMES | FILE_UNICODE_ON_DISK |
- * FILE_SUPPORTS_SPARSE_FILES (holes are unwritten blocks: ioctl.ts, vfs/sparse.ts).
- */
-const FS_ATTRIBUTES = 0x00000001 | 0x00000002 | 0x00000004 | 0x00000040;
+/** MS-FSCC 2.5.1 FileSystemAttributes: what clients may count on here. */
+export const FsAttributes = Object.freeze({
+  CASE_SENSITIVE_SEARCH: 0x00000001,
+  CASE_PRESERVED_NAMES: 0x00000002,
+  UNICODE_ON_DISK: 0x00000004,
+  /** Security descriptors are kept (stored DACLs: acl.ts); Explorer shows its Security tab. */
+  PERSISTENT_ACLS: 0x00000008,
+  /** Holes are unwritten blocks: ioctl.ts, vfs/sparse.ts. */
+  SUPPORTS_SPARSE_FILES: 0x00000040,
+  /** Named streams (streams.ts): macOS keeps AFP_AfpInfo and resource forks there, not in ._ files. */
+  NAMED_STREAMS: 0x00040000,
+  /** FileLinkInformation makes hard links. */
+  SUPPORTS_HARD_LINKS: 0x00400000,
+  /** Extended attributes (ea.ts). */
+  SUPPORTS_EXTENDED_ATTRIBUTES: 0x00800000,
+});
+const FS_ATTRIBUTES = Object.values(FsAttributes).reduce((a, b) => a | b, 0);
 
 export function encodeFsInfo(cls: number, fs: FsView): Buffer | null {
   const w = new SmbWriter(64);
