@@ -2,6 +2,7 @@
 // Samba's smbd, both SMB 2.1 on 127.0.0.1 (smb.ts), in one run.
 //
 //   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
+//                             [--dir-sizes L] [--restart-files N] [--vm-untar N]
 //
 // Configurations (--configs, comma-separated; default all):
 //   ganesha      nfs-ganesha with FSAL VFS on a temporary directory (the reference);
@@ -29,6 +30,10 @@
 // on a machine that other work keeps busy. For DittoFS a write's CPU includes the WAL drain (the
 // block store upload is part of the write's cost); PostgreSQL and S3 run in processes of their own
 // and are not counted.
+//   (e) with --dir-sizes L (opt-in): one directory filled to each size in turn, a sample of REMOVEs
+//       timed at each (dirscale.ts): does REMOVE slow down as a directory grows?
+//   (f) DittoFS, with --restart-files N (default --files; 0 leaves it out): N empty files left on
+//       the share, a clean stop, and the start to ready on that data dir timed (restart.ts).
 // With --rounds N the whole sequence is repeated N times (order reversed every other round) and
 // the table shows the median of each figure (peak RSS: the highest). Targets are printed, not asserted.
 // MiB/s = bytes / 2^20 / seconds, seconds being the wall time of the nfs-cp process (which
@@ -60,6 +65,8 @@ import {
 } from './backends.js';
 import { cpuSeconds, setClockTicks, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
+import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
+import { checkFilled, fillDirectory, RESTART_TARGET_SECONDS, type RestartResult } from './restart.js';
 import {
   SMB_MIN_RATIO,
   SMB_TARGETS,
@@ -135,6 +142,10 @@ interface Args {
   json: string | undefined;
   /** Directory for V8 CPU profiles of the DittoFS servers (node --cpu-prof), or undefined. */
   cpuProf: string | undefined;
+  /** --dir-sizes: REMOVE and CREATE timed as one directory grows to each size (dirscale.ts); undefined: not run. */
+  dirSizes: number[] | undefined;
+  /** Files left on DittoFS servers before the timed restart (0: no restart row). */
+  restartFiles: number;
 }
 
 const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
@@ -146,7 +157,10 @@ const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--cl
   --only WHICH    old spelling: both (= all), dittofs (= embedded-fs,postgres-s3) or ganesha
   --rounds N      repeat everything N times; the table shows medians (default 1)
   --json FILE     also write every figure to FILE
-  --cpu-prof DIR  DittoFS servers write a V8 CPU profile of their main thread to DIR`;
+  --cpu-prof DIR  DittoFS servers write a V8 CPU profile of their main thread to DIR
+  --dir-sizes L   also time REMOVE and CREATE while one directory grows to each size (e.g. ${DEFAULT_DIR_SIZES.join(',')})
+  --restart-files N  DittoFS: N files stay on the share, then the server is stopped and its restart to ready
+                  is timed (default: --files; 0: no restart row)`;
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
@@ -181,6 +195,8 @@ function parseCli(): Args {
         rounds: { type: 'string', default: '1' },
         json: { type: 'string' },
         'cpu-prof': { type: 'string' },
+        'dir-sizes': { type: 'string' },
+        'restart-files': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -211,7 +227,16 @@ function parseCli(): Args {
     else if (only !== 'both') usage(`--only must be both, dittofs or ganesha`);
   }
   const cpuProf = values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']);
-  return { sizeMib, files, configs, smb, smbFiles, clients, rounds, json: values.json, cpuProf };
+  let dirSizes: number[] | undefined;
+  if (values['dir-sizes'] !== undefined) {
+    const parsed = parseDirSizes(values['dir-sizes']);
+    if (typeof parsed === 'string') usage(`--dir-sizes: ${parsed}`);
+    dirSizes = parsed;
+  }
+  const restartFiles = values['restart-files'] === undefined ? files : Number(values['restart-files']);
+  if (!Number.isInteger(restartFiles) || restartFiles < 0 || restartFiles > 1_000_000)
+    usage(`--restart-files must be an integer in 0..1000000`);
+  return { sizeMib, files, configs, smb, smbFiles, clients, rounds, json: values.json, cpuProf, dirSizes, restartFiles };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,6 +432,8 @@ interface Server {
   /** The last lines the server logged, for failure reports. */
   logTail: () => Promise<string>;
   stop: () => Promise<void>;
+  /** DittoFS only: a clean stop, then a start on the same data, timed (the server keeps running). */
+  restart?: () => Promise<{ stopSeconds: number; startSeconds: number }>;
 }
 
 /** True if pid exists and is not a zombie (our pid 1 may be slow to reap orphans). */
@@ -482,19 +509,19 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
     await removeData();
   };
   let proc;
+  // A profile is written when the server exits (stop() sends SIGTERM: a clean exit).
+  const env: Record<string, string> =
+    cpuProfDir === undefined
+      ? {}
+      : { NODE_OPTIONS: `--import=${path.join(cpuProfDir, PRELOAD_NAME)}`, DITTOFS_BENCH_CPU_PROF_DIR: cpuProfDir };
   try {
     const configFile = await writeDittoConfig(workDir, name, config, dataDir, place, backends);
-    // A profile is written when the server exits (stop() sends SIGTERM: a clean exit).
-    const env =
-      cpuProfDir === undefined
-        ? undefined
-        : { NODE_OPTIONS: `--import=${path.join(cpuProfDir, PRELOAD_NAME)}`, DITTOFS_BENCH_CPU_PROF_DIR: cpuProfDir };
     proc = await startDittofs({ configFile, dataDir, env });
   } catch (e) {
     await cleanAll().catch(() => {});
     throw e;
   }
-  const p = proc;
+  let p = proc;
   const stopProc = defer('stop DittoFS', () => p.stop());
   const logTail = async () => lastLines(p.output(), 20);
   const gone = () => {
@@ -505,19 +532,40 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
     await stopProc();
     await cleanAll();
   };
+  // What the servers before a restart logged (summarizeLog reads it all).
+  let earlierOutput = '';
+  // The same ports again (clients keep their URLs); "ready" is what tests wait for: NFS and API listening.
+  const restart = async () => {
+    const t0 = performance.now();
+    await p.stop();
+    earlierOutput += p.output();
+    const t1 = performance.now();
+    p = await startDittofs({
+      configFile: path.join(workDir, `${name}.yaml`),
+      dataDir,
+      nfsPort: p.nfsPort,
+      env: { ...env, DITTOFS_API_PORT: String(p.apiPort), DITTOFS_SMB_PORT: String(p.smbPort) },
+    });
+    const t2 = performance.now();
+    return { stopSeconds: (t1 - t0) / 1000, startSeconds: (t2 - t1) / 1000 };
+  };
   return {
     config,
     nfsPort: p.nfsPort,
     mountPort: p.nfsPort,
-    pid: p.child.pid,
+    // A getter: a restart changes it.
+    get pid() {
+      return p.child.pid;
+    },
     dataDir,
     apiPort: p.apiPort,
     smbPort: p.smbPort,
     place,
-    output: () => p.output(),
+    output: () => earlierOutput + p.output(),
     gone,
     logTail,
     stop,
+    restart,
   };
 }
 
@@ -620,6 +668,10 @@ interface Result {
   parallel?: ParallelResult;
   /** DittoFS only. */
   serverLog?: LogSummary;
+  /** --dir-sizes: REMOVE and CREATE as one directory grows. */
+  dirScale?: DirScaleStep[];
+  /** DittoFS only (--restart-files > 0): a clean stop and a start on the round's data, timed. */
+  restart?: RestartResult;
 }
 
 /** What the parallel rows move: one file per client, sent by every client. */
@@ -660,6 +712,7 @@ async function benchServer(
   bytes: number,
   files: number,
   par: ParallelInput | undefined,
+  extra: { dirSizes: number[] | undefined; restartFiles: number },
 ): Promise<Result> {
   const label = LABEL[config];
   console.log(`\n== ${label} ==`);
@@ -744,7 +797,30 @@ async function benchServer(
     const smallCpuSeconds = cpuSince(server.pid, cpuAtSmall);
     console.log(`${label}: server CPU ${fmt(smallCpuSeconds, 2)} s for the small files`);
     const parallel = par ? await benchParallel(server, label, workDir, par) : undefined;
+    const dirScale =
+      extra.dirSizes === undefined
+        ? undefined
+        : await runDirScale({
+            nfsPort: server.nfsPort,
+            mountPort: server.mountPort,
+            exportPath: EXPORT_PATH,
+            sizes: extra.dirSizes,
+            ...(server.pid === undefined ? {} : { pid: server.pid }),
+            log: (m) => console.log(`${label}: ${m}`),
+          });
     const peakRssEndKiB = await vmHwmKiB(server.pid);
+    let restart: RestartResult | undefined;
+    if (server.restart && extra.restartFiles > 0) {
+      const target = { nfsPort: server.nfsPort, mountPort: server.mountPort, exportPath: EXPORT_PATH };
+      const fillSeconds = await fillDirectory(target, extra.restartFiles, 60_000 + extra.restartFiles * 40);
+      const { stopSeconds, startSeconds } = await server.restart();
+      await checkFilled(target, extra.restartFiles);
+      restart = { files: extra.restartFiles, fillSeconds, stopSeconds, startSeconds };
+      console.log(
+        `${label}: restart: ${extra.restartFiles} more files left on the share (${fillSeconds.toFixed(1)} s), clean stop in ` +
+          `${stopSeconds.toFixed(2)} s, start to ready (NFS and API listening) in ${startSeconds.toFixed(2)} s; files there after it`,
+      );
+    }
     let serverLog: LogSummary | undefined;
     if (server.output) {
       serverLog = summarizeLog(server.output());
@@ -773,6 +849,8 @@ async function benchServer(
       smallCpuSeconds,
       parallel,
       serverLog,
+      dirScale,
+      restart,
     };
   } catch (e) {
     const tail = await server.logTail().catch(() => '');
@@ -979,6 +1057,11 @@ interface Summary {
   parWriteCpuPerGiB?: number;
   parReadCpuPerGiB?: number;
   parSmallCpuPerKop?: number;
+  /** Start to ready on the round's data (DittoFS), s. */
+  restartSeconds?: number;
+  stopSeconds?: number;
+  /** --dir-sizes, per size: REMOVE ms/op and server CPU ms/op, creates/s while growing to it. */
+  dirScale: { size: number; removeMs?: number; removeCpuMs?: number; createPerSec?: number }[];
 }
 
 const GiB = 1024 * MiB;
@@ -1012,6 +1095,14 @@ function summarize(rs: Result[]): Summary {
     peakRssEndMiB: max(defined(rs.map((r) => r.peakRssEndKiB)).map((k) => k / 1024)),
     logWarnings: rs.reduce((n, r) => n + (r.serverLog?.warnings ?? 0), 0),
     logErrors: rs.reduce((n, r) => n + (r.serverLog?.errors ?? 0), 0),
+    restartSeconds: med((r) => r.restart?.startSeconds),
+    stopSeconds: med((r) => r.restart?.stopSeconds),
+    dirScale: (rs[0]?.dirScale ?? []).map((step, k) => ({
+      size: step.size,
+      removeMs: med((r) => r.dirScale?.[k]?.removeMsPerOp),
+      removeCpuMs: med((r) => r.dirScale?.[k]?.removeCpuMsPerOp),
+      createPerSec: med((r) => r.dirScale?.[k]?.createPerSec),
+    })),
   };
 }
 
@@ -1124,6 +1215,37 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
     'CPU ratio to ganesha (lower is better)',
   );
 
+  if (args.dirSizes !== undefined) {
+    const sizes = args.dirSizes;
+    const at = (s: Summary, size: number) => s.dirScale.find((d) => d.size === size);
+    console.log(
+      `\none directory growing (dirscale.ts): REMOVE ms/op (server CPU ms/op) of a sample spread over the directory at each size; ` +
+        `creates/s while it grew to that size`,
+    );
+    printRows(
+      ['config', ...sizes.map((n) => `rm ms @${n}`), ...sizes.map((n) => `create/s to ${n}`)],
+      configs.map((c) => {
+        const s = summaries.get(c)!;
+        return [
+          c,
+          ...sizes.map((n) => `${fmt(at(s, n)?.removeMs, 3)} (${fmt(at(s, n)?.removeCpuMs, 3)})`),
+          ...sizes.map((n) => fmt(at(s, n)?.createPerSec, 0)),
+        ];
+      }),
+    );
+  }
+  const restarted = dittos.filter((c) => summaries.get(c)!.restartSeconds !== undefined);
+  if (restarted.length > 0) {
+    console.log(
+      `\nrestart on the round's data (${args.sizeMib} MiB file${args.clients > 0 ? ', the parallel files' : ''}, ${args.restartFiles} more files): ` +
+        `clean stop (SIGTERM to exit), then start to ready (NFS and API listening), s`,
+    );
+    printRows(
+      ['config', 'stop s', 'start to ready s'],
+      restarted.map((c) => [c, fmt(summaries.get(c)!.stopSeconds, 2), fmt(summaries.get(c)!.restartSeconds, 2)]),
+    );
+  }
+
   if (dittos.length > 0) {
     console.log('\nTargets (printed, not asserted):');
     const mark = (ok: boolean | undefined) => (ok === undefined ? '?' : ok ? 'ok' : 'MISSED');
@@ -1149,6 +1271,16 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
         `  creates >= ${TARGETS.minPostgresCreates}/s on postgres: postgres-s3 ${fmt(pgs.create, 0)}/s ${mark(pgs.create === undefined ? undefined : pgs.create >= TARGETS.minPostgresCreates)}`,
       );
     }
+    if (restarted.length > 0)
+      console.log(
+        `  start-up to ready < ${RESTART_TARGET_SECONDS} s on existing data: ` +
+          restarted
+            .map((c) => {
+              const v = summaries.get(c)!.restartSeconds;
+              return `${c} ${fmt(v, 2)} s ${mark(v === undefined ? undefined : v < RESTART_TARGET_SECONDS)}`;
+            })
+            .join('; '),
+      );
     console.log(
       `  peak RSS < ${TARGETS.maxPeakRssMiB} MiB: ` +
         dittos
@@ -1340,7 +1472,12 @@ async function main(): Promise<void> {
     for (let round = 1; round <= args.rounds; round++) {
       if (args.rounds > 1) console.log(`\n=== round ${round} of ${args.rounds} ===`);
       for (const config of round % 2 === 1 ? configs : [...configs].reverse()) {
-        results.get(config)!.push(await benchServer(config, round, workDir, backends, srcFile, srcSha, bytes, args.files, par));
+        results.get(config)!.push(
+          await benchServer(config, round, workDir, backends, srcFile, srcSha, bytes, args.files, par, {
+            dirSizes: args.dirSizes,
+            restartFiles: args.restartFiles,
+          }),
+        );
       }
     }
 
