@@ -50,6 +50,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { DITTOFS_CLI, REPO_ROOT, freePort, startDittofs } from '../helpers/server.js';
+import { checkVmPrerequisites } from '../helpers/vm.js';
 import {
   EXPORT_PATH,
   cleanRound,
@@ -67,6 +68,7 @@ import { cpuSeconds, setClockTicks, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
 import { checkFilled, fillDirectory, RESTART_TARGET_SECONDS, type RestartResult } from './restart.js';
+import { runVmUntar, type VmUntarResult } from './vmuntar.js';
 import {
   SMB_MIN_RATIO,
   SMB_TARGETS,
@@ -146,6 +148,8 @@ interface Args {
   dirSizes: number[] | undefined;
   /** Files left on DittoFS servers before the timed restart (0: no restart row). */
   restartFiles: number;
+  /** --vm-untar: files of the tree untarred by the kernel client in the VM (0: no untar row). */
+  vmUntar: number;
 }
 
 const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
@@ -160,7 +164,9 @@ const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--cl
   --cpu-prof DIR  DittoFS servers write a V8 CPU profile of their main thread to DIR
   --dir-sizes L   also time REMOVE and CREATE while one directory grows to each size (e.g. ${DEFAULT_DIR_SIZES.join(',')})
   --restart-files N  DittoFS: N files stay on the share, then the server is stopped and its restart to ready
-                  is timed (default: --files; 0: no restart row)`;
+                  is timed (default: --files; 0: no restart row)
+  --vm-untar N    also untar an N-file tree through the Linux kernel client in the QEMU VM (hack/vm) onto
+                  ganesha and DittoFS embedded-fs, one VM boot each (slow under emulation: minutes)`;
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
@@ -197,6 +203,7 @@ function parseCli(): Args {
         'cpu-prof': { type: 'string' },
         'dir-sizes': { type: 'string' },
         'restart-files': { type: 'string' },
+        'vm-untar': { type: 'string', default: '0' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -236,7 +243,9 @@ function parseCli(): Args {
   const restartFiles = values['restart-files'] === undefined ? files : Number(values['restart-files']);
   if (!Number.isInteger(restartFiles) || restartFiles < 0 || restartFiles > 1_000_000)
     usage(`--restart-files must be an integer in 0..1000000`);
-  return { sizeMib, files, configs, smb, smbFiles, clients, rounds, json: values.json, cpuProf, dirSizes, restartFiles };
+  const vmUntar = Number(values['vm-untar']);
+  if (!Number.isInteger(vmUntar) || vmUntar < 0 || vmUntar > 100_000) usage(`--vm-untar must be an integer in 0..100000`);
+  return { sizeMib, files, configs, smb, smbFiles, clients, rounds, json: values.json, cpuProf, dirSizes, restartFiles, vmUntar };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1305,6 +1314,43 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
   }
 }
 
+/** The untar row: seconds of tar -x in the VM per server (medians), and DittoFS's ratio to ganesha. */
+function printUntar(results: Map<ConfigName, VmUntarResult[]>, args: Args): void {
+  console.log(
+    `\nuntar through the Linux kernel NFSv3 client in the QEMU VM (hack/vm, ${accelOfVm()}): busybox tar -x of a ` +
+      `${args.vmUntar}-file tree (100 files a directory, ~30 bytes each), timed in the guest. Lower is better.`,
+  );
+  if (args.rounds > 1) console.log(`Each figure is the median of ${args.rounds} rounds.`);
+  const secs = (c: ConfigName) => median(results.get(c)?.map((r) => r.seconds) ?? []);
+  const rows = [...results.keys()].map((c) => {
+    const s = secs(c);
+    return [c, fmt(s, 2), s === undefined ? '-' : `${(args.vmUntar / s).toFixed(0)}`];
+  });
+  printRows(['config', 'tar -x s', 'files/s'], rows);
+  const g = secs('ganesha');
+  const d = secs('embedded-fs');
+  const ratio = g !== undefined && d !== undefined && d > 0 ? g / d : undefined;
+  console.log('\nTargets (printed, not asserted):');
+  console.log(
+    `  untar in the VM no slower than on ganesha: embedded-fs ${ratio === undefined ? '-' : `${ratio.toFixed(2)}x ganesha's speed`} ` +
+      `${ratio === undefined ? '?' : ratio >= 1 ? 'ok' : 'MISSED'}`,
+  );
+}
+
+/** How hack/vm/run-vm-test.sh will run QEMU (the same test it makes). */
+function accelOfVm(): string {
+  const env = process.env.E2E_VM_KVM;
+  if (env === '1') return 'KVM';
+  if (env === '0') return 'software emulation (TCG)';
+  let cpuinfo = '';
+  try {
+    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    // treated as no virtualization
+  }
+  return existsSync('/dev/kvm') && /\b(vmx|svm)\b/.test(cpuinfo) ? 'KVM' : 'software emulation (TCG)';
+}
+
 function summarizeSmb(rs: SmbResult[]): SmbSummary {
   return {
     putMiBps: median(rs.map((r) => r.putMiBps)),
@@ -1408,6 +1454,14 @@ async function main(): Promise<void> {
     for (const cmd of ['smbclient', 'smbd'])
       if (!which(cmd) && !existsSync(`/usr/sbin/${cmd}`)) throw new BenchError(`${cmd} not found: run hack/install-deps.sh bench`);
   if (withGanesha && !which('ganesha.nfsd')) throw new BenchError('ganesha.nfsd not found: run hack/install-deps.sh bench');
+  if (args.vmUntar > 0) {
+    try {
+      checkVmPrerequisites('the untar row (--vm-untar)', { nfsCat: false, server: true });
+    } catch (e) {
+      throw new BenchError((e as Error).message);
+    }
+    if (process.getuid?.() === 0 && !which('ganesha.nfsd')) throw new BenchError('ganesha.nfsd not found: run hack/install-deps.sh bench');
+  }
   if (withDitto && !existsSync(DITTOFS_CLI)) {
     throw new BenchError(
       `${path.relative(REPO_ROOT, DITTOFS_CLI)} not found: build the server first (npm run build), or pass --configs ganesha`,
@@ -1423,7 +1477,8 @@ async function main(): Promise<void> {
     120_000 +
     args.sizeMib * 50 +
     (needsBackends(configs) ? 400_000 : 0) +
-    args.rounds * (configs.length * perServerMs + (args.smb ? SMB_TARGETS.length * perSmbServerMs : 0));
+    args.rounds * (configs.length * perServerMs + (args.smb ? SMB_TARGETS.length * perSmbServerMs : 0)) +
+    (args.vmUntar > 0 ? args.rounds * 2 * (360_000 + args.vmUntar * 100) : 0);
   const watchdog = setTimeout(
     () => finish(124, `bench: the whole run exceeded its ${Math.round(budgetMs / 1000)} s budget; cleaning up`),
     budgetMs,
@@ -1493,6 +1548,34 @@ async function main(): Promise<void> {
       }
     }
 
+    const untarTargets = (['ganesha', 'embedded-fs'] as const).filter((c) => c !== 'ganesha' || process.getuid?.() === 0);
+    const untarResults = new Map<ConfigName, VmUntarResult[]>(args.vmUntar > 0 ? untarTargets.map((c) => [c, []]) : []);
+    if (args.vmUntar > 0) {
+      if (!untarTargets.includes('ganesha')) console.warn('bench: warning: not root: the untar row runs without ganesha');
+      for (let round = 1; round <= args.rounds; round++) {
+        for (const c of round % 2 === 1 ? untarTargets : [...untarTargets].reverse()) {
+          console.log(`\n== untar through the kernel client in the VM: ${LABEL[c]} (round ${round}) ==`);
+          const server = isDitto(c) ? await startDittoServer(c, 100 + round, workDir, undefined) : await startGanesha(workDir);
+          try {
+            const r = await runVmUntar(
+              { nfsPort: server.nfsPort, mountPort: server.mountPort, exportPath: EXPORT_PATH, files: args.vmUntar, gone: server.gone },
+              run,
+            );
+            console.log(
+              `${LABEL[c]}: tar -x of ${r.files} files in ${r.seconds.toFixed(2)} s in the VM (${r.found} found; VM run ${r.vmSeconds.toFixed(0)} s)`,
+            );
+            untarResults.get(c)!.push(r);
+          } catch (e) {
+            const tail = await server.logTail().catch(() => '');
+            if (tail && e instanceof Error) e.message += `\n--- last lines of the ${LABEL[c]} server log ---\n${tail}`;
+            throw e;
+          } finally {
+            await server.stop();
+          }
+        }
+      }
+    }
+
     const summaries = new Map<ConfigName, Summary>([...results].map(([c, rs]) => [c, summarize(rs)]));
     const smbSummaries = new Map<SmbTarget, SmbSummary>([...smbResults].map(([t, rs]) => [t, summarizeSmb(rs)]));
     const cpu = `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM`;
@@ -1517,6 +1600,7 @@ async function main(): Promise<void> {
       'client: libnfs-utils nfs-cp (sequential), test/bench/nfsclient.ts (small files)',
     ];
     if (configs.length > 0) printTable(summaries, args, meta);
+    if (untarResults.size > 0) printUntar(untarResults, args);
     if (args.smb) {
       const smbd = await versionOf('smbd', ['--version'], /Version\s+([\w.+~-]+)/);
       const smbclient = await versionOf('smbclient', ['--version'], /Version\s+([\w.+~-]+)/);
@@ -1542,6 +1626,7 @@ async function main(): Promise<void> {
             summary: Object.fromEntries(summaries),
             results: Object.fromEntries(results),
             smb: { summary: Object.fromEntries(smbSummaries), results: Object.fromEntries(smbResults) },
+            untar: Object.fromEntries(untarResults),
           },
           (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
           2,
