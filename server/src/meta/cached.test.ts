@@ -141,6 +141,44 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('a create that returns the directory keeps it, unless another namespace change overlapped it', async () => {
+    const { inner, cached } = await setup();
+    const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;
+    // The memory engine has no createIn; here it has one, as the postgres engine does. `hold`
+    // keeps a create from finishing until the test lets it.
+    let hold: Promise<void> | undefined = undefined;
+    const storeCreate = async (...a: Parameters<MemoryMetadataStore['create']>) => {
+      const inode = await inner.create(...a);
+      const dir = (await inner.getInode(dirId))!;
+      await hold;
+      return { inode, dir };
+    };
+    Object.assign(inner, { createIn: storeCreate });
+    let reads = 0;
+    const innerGet = inner.getInode.bind(inner);
+    inner.getInode = (id) => {
+      reads++;
+      return innerGet(id);
+    };
+    await cached.create(dirId, Buffer.from('a'), file(), T(5));
+    reads = 0;
+    assert.deepEqual((await cached.getInode(dirId))!.mtime, T(5));
+    assert.equal(reads, 0, 'answered from the directory the create returned');
+
+    // Two creates at once: the first to finish may hold a directory older than the store's.
+    let release!: () => void;
+    hold = new Promise((r) => (release = r));
+    const b = cached.create(dirId, Buffer.from('b'), file(), T(6));
+    const c = cached.create(dirId, Buffer.from('c'), file(), T(7));
+    await new Promise((r) => setImmediate(r));
+    release();
+    await Promise.all([b, c]);
+    reads = 0;
+    assert.deepEqual((await cached.getInode(dirId))!.mtime, T(7));
+    assert.equal(reads, 1, 'read again after overlapping creates');
+    await cached.close();
+  });
+
   it('block maps follow putBlock and dropBlocks, and a removed file is forgotten', async () => {
     const { cached, f } = await setup();
     assert.deepEqual(await cached.getBlocks(f.id, 0, 4), []);
