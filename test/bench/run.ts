@@ -1562,7 +1562,7 @@ async function main(): Promise<void> {
               run,
             );
             console.log(
-              `${LABEL[c]}: tar -x of ${r.files} files in ${r.seconds.toFixed(2)} s in the VM (${r.found} found; VM run ${r.vmSeconds.toFixed(0)} s)`,
+              `${LABEL[c]}: tar -x of ${r.files} files in ${r.seconds.toFixed(2)} s in the VM (${r.found} found; VM run ${r.vmSeconds.toFixed(0)} s); NFS calls of the whole run: ${r.nfsOps}`,
             );
             untarResults.get(c)!.push(r);
           } catch (e) {

@@ -21,6 +21,8 @@ export interface VmUntarResult {
   found: number;
   /** Seconds the whole VM run took (boot, making the tree, tar, unmount). */
   vmSeconds: number;
+  /** The NFS calls the guest's client sent over the whole run (hack/vm/init.sh), e.g. "CREATE=10000 ...". */
+  nfsOps: string;
 }
 
 /** The guest script (busybox sh); its working directory is the mount. */
@@ -95,7 +97,8 @@ export async function runVmUntar(
     if (!m) throw new Error(`VM untar: no UNTAR-RESULT line in the VM console:\n${out.stdout.split('\n').slice(-30).join('\n')}`);
     const found = Number(m[2]);
     if (found !== opts.files) throw new Error(`VM untar: ${found} files on the mount after tar -x of ${opts.files}`);
-    return { files: opts.files, seconds: Number(m[3]), found, vmSeconds: out.seconds };
+    const ops = /dittofs-vm: NFS ops sent:(.*)/.exec(out.stdout)?.[1]?.trim() ?? '?';
+    return { files: opts.files, seconds: Number(m[3]), found, vmSeconds: out.seconds, nfsOps: ops };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
