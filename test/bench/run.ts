@@ -1333,11 +1333,12 @@ function printUntar(results: Map<ConfigName, VmUntarResult[]>, args: Args): void
   );
   if (args.rounds > 1) console.log(`Each figure is the median of ${args.rounds} rounds.`);
   const secs = (c: ConfigName) => median(results.get(c)?.map((r) => r.seconds) ?? []);
+  const cpuPerFile = (c: ConfigName) => median(defined(results.get(c)?.map((r) => per(r.serverCpuSeconds, r.files / 1000)) ?? []));
   const rows = [...results.keys()].map((c) => {
     const s = secs(c);
-    return [c, fmt(s, 2), s === undefined ? '-' : `${(args.vmUntar / s).toFixed(0)}`];
+    return [c, fmt(s, 2), s === undefined ? '-' : `${(args.vmUntar / s).toFixed(0)}`, fmt(cpuPerFile(c), 3)];
   });
-  printRows(['config', 'tar -x s', 'files/s'], rows);
+  printRows(['config', 'tar -x s', 'files/s', 'server CPU s/1k files'], rows);
   const g = secs('ganesha');
   const d = secs('embedded-fs');
   const ratio = g !== undefined && d !== undefined && d > 0 ? g / d : undefined;
@@ -1568,12 +1569,16 @@ async function main(): Promise<void> {
           console.log(`\n== untar through the kernel client in the VM: ${LABEL[c]} (round ${round}) ==`);
           const server = isDitto(c) ? await startDittoServer(c, 100 + round, workDir, undefined) : await startGanesha(workDir);
           try {
+            const cpuAtStart = cpuSeconds(server.pid);
             const r = await runVmUntar(
               { nfsPort: server.nfsPort, mountPort: server.mountPort, exportPath: EXPORT_PATH, files: args.vmUntar, gone: server.gone },
               run,
             );
+            // The server's CPU over the whole VM run: it serves nothing but the mount and the untar.
+            r.serverCpuSeconds = cpuSince(server.pid, cpuAtStart);
             console.log(
-              `${LABEL[c]}: tar -x of ${r.files} files in ${r.seconds.toFixed(2)} s in the VM (${r.found} found; VM run ${r.vmSeconds.toFixed(0)} s); NFS calls of the whole run: ${r.nfsOps}`,
+              `${LABEL[c]}: tar -x of ${r.files} files in ${r.seconds.toFixed(2)} s in the VM (${r.found} found; VM run ${r.vmSeconds.toFixed(0)} s); ` +
+                `server CPU ${fmt(r.serverCpuSeconds, 2)} s; NFS calls of the whole run: ${r.nfsOps}`,
             );
             untarResults.get(c)!.push(r);
           } catch (e) {

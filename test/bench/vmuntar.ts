@@ -23,6 +23,8 @@ export interface VmUntarResult {
   vmSeconds: number;
   /** The NFS calls the guest's client sent over the whole run (hack/vm/init.sh), e.g. "CREATE=10000 ...". */
   nfsOps: string;
+  /** The server's CPU seconds over the whole VM run (the caller fills it in). */
+  serverCpuSeconds?: number;
 }
 
 /** The guest script (busybox sh); its working directory is the mount. */
