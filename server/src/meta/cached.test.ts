@@ -179,6 +179,48 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('a remove that began while another namespace change was in flight does not keep the directory it returns', async () => {
+    const { inner, cached } = await setup();
+    const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;
+    await cached.create(dirId, Buffer.from('g'), file(), T(2));
+    // A create in flight; the remove begins, changes the store and reads its directory (mtime 5);
+    // then the create changes it (mtime 9) and finishes; the remove's answer arrives last.
+    let releaseCreate!: () => void;
+    const createHeld = new Promise<void>((r) => (releaseCreate = r));
+    let releaseRemove!: () => void;
+    const removeHeld = new Promise<void>((r) => (releaseRemove = r));
+    const innerCreate = inner.create.bind(inner);
+    inner.create = async (...a) => {
+      await createHeld;
+      return innerCreate(...a);
+    };
+    const innerRemove = inner.remove.bind(inner);
+    let removed!: () => void;
+    const storeRemoved = new Promise<void>((r) => (removed = r));
+    inner.remove = async (...a) => {
+      const r = { ...(await innerRemove(...a)), dir: (await inner.getInode(dirId))! };
+      removed();
+      await removeHeld;
+      return r;
+    };
+    const making = cached.create(dirId, Buffer.from('h'), file(), T(9));
+    const removing = cached.remove(dirId, Buffer.from('g'), false, T(5));
+    await storeRemoved;
+    releaseCreate();
+    await making;
+    releaseRemove();
+    await removing;
+    let reads = 0;
+    const innerGet = inner.getInode.bind(inner);
+    inner.getInode = (id) => {
+      reads++;
+      return innerGet(id);
+    };
+    assert.deepEqual((await cached.getInode(dirId))!.mtime, T(9), 'not the directory the remove saw');
+    assert.equal(reads, 1);
+    await cached.close();
+  });
+
   it('block maps follow putBlock and dropBlocks, and a removed file is forgotten', async () => {
     const { cached, f } = await setup();
     assert.deepEqual(await cached.getBlocks(f.id, 0, 4), []);

@@ -491,7 +491,8 @@ export class CachedMetadataStore implements MetadataStore {
     const announced = victim ? [dirId, victim.id] : [dirId];
     const ticket = await this.announce(announced, true);
     const epoch = ++this.epoch;
-    this.namespaceChanges++;
+    // Alone: as in create(); a change that began before this one could commit after it.
+    const alone = this.namespaceChanges++ === 0;
     let touched = announced;
     let dirAfter: Inode | undefined;
     try {
@@ -509,7 +510,7 @@ export class CachedMetadataStore implements MetadataStore {
       // The directory as the store changed it, kept only if no other change overlapped this one
       // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
       // handle need not read it again.
-      if (dirAfter !== undefined && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
+      if (dirAfter !== undefined && alone && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
     }
   }
 
