@@ -2,6 +2,7 @@
 // Samba's smbd, both SMB 2.1 on 127.0.0.1 (smb.ts), in one run.
 //
 //   npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
+//                             [--dir-sizes L] [--restart-files N] [--vm-untar N]
 //
 // Configurations (--configs, comma-separated; default all):
 //   ganesha      nfs-ganesha with FSAL VFS on a temporary directory (the reference);
@@ -29,6 +30,10 @@
 // on a machine that other work keeps busy. For DittoFS a write's CPU includes the WAL drain (the
 // block store upload is part of the write's cost); PostgreSQL and S3 run in processes of their own
 // and are not counted.
+//   (e) with --dir-sizes L (opt-in): one directory filled to each size in turn, a sample of REMOVEs
+//       timed at each (dirscale.ts): does REMOVE slow down as a directory grows?
+//   (f) DittoFS, with --restart-files N (default --files; 0 leaves it out): N empty files left on
+//       the share, a clean stop, and the start to ready on that data dir timed (restart.ts).
 // With --rounds N the whole sequence is repeated N times (order reversed every other round) and
 // the table shows the median of each figure (peak RSS: the highest). Targets are printed, not asserted.
 // MiB/s = bytes / 2^20 / seconds, seconds being the wall time of the nfs-cp process (which
@@ -45,6 +50,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { DITTOFS_CLI, REPO_ROOT, freePort, startDittofs } from '../helpers/server.js';
+import { checkVmPrerequisites } from '../helpers/vm.js';
 import {
   EXPORT_PATH,
   cleanRound,
@@ -60,6 +66,9 @@ import {
 } from './backends.js';
 import { cpuSeconds, setClockTicks, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
+import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
+import { checkFilled, fillDirectory, RESTART_TARGET_SECONDS, type RestartResult } from './restart.js';
+import { runVmUntar, type VmUntarResult } from './vmuntar.js';
 import {
   SMB_MIN_RATIO,
   SMB_TARGETS,
@@ -135,6 +144,12 @@ interface Args {
   json: string | undefined;
   /** Directory for V8 CPU profiles of the DittoFS servers (node --cpu-prof), or undefined. */
   cpuProf: string | undefined;
+  /** --dir-sizes: REMOVE and CREATE timed as one directory grows to each size (dirscale.ts); undefined: not run. */
+  dirSizes: number[] | undefined;
+  /** Files left on DittoFS servers before the timed restart (0: no restart row). */
+  restartFiles: number;
+  /** --vm-untar: files of the tree untarred by the kernel client in the VM (0: no untar row). */
+  vmUntar: number;
 }
 
 const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
@@ -146,7 +161,12 @@ const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--cl
   --only WHICH    old spelling: both (= all), dittofs (= embedded-fs,postgres-s3) or ganesha
   --rounds N      repeat everything N times; the table shows medians (default 1)
   --json FILE     also write every figure to FILE
-  --cpu-prof DIR  DittoFS servers write a V8 CPU profile of their main thread to DIR`;
+  --cpu-prof DIR  DittoFS servers write a V8 CPU profile of their main thread to DIR
+  --dir-sizes L   also time REMOVE and CREATE while one directory grows to each size (e.g. ${DEFAULT_DIR_SIZES.join(',')})
+  --restart-files N  DittoFS: N files stay on the share, then the server is stopped and its restart to ready
+                  is timed (default: --files; 0: no restart row)
+  --vm-untar N    also untar an N-file tree through the Linux kernel client in the QEMU VM (hack/vm) onto
+                  ganesha and DittoFS embedded-fs, one VM boot each (slow under emulation: minutes)`;
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
@@ -181,6 +201,9 @@ function parseCli(): Args {
         rounds: { type: 'string', default: '1' },
         json: { type: 'string' },
         'cpu-prof': { type: 'string' },
+        'dir-sizes': { type: 'string' },
+        'restart-files': { type: 'string' },
+        'vm-untar': { type: 'string', default: '0' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -211,7 +234,18 @@ function parseCli(): Args {
     else if (only !== 'both') usage(`--only must be both, dittofs or ganesha`);
   }
   const cpuProf = values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']);
-  return { sizeMib, files, configs, smb, smbFiles, clients, rounds, json: values.json, cpuProf };
+  let dirSizes: number[] | undefined;
+  if (values['dir-sizes'] !== undefined) {
+    const parsed = parseDirSizes(values['dir-sizes']);
+    if (typeof parsed === 'string') usage(`--dir-sizes: ${parsed}`);
+    dirSizes = parsed;
+  }
+  const restartFiles = values['restart-files'] === undefined ? files : Number(values['restart-files']);
+  if (!Number.isInteger(restartFiles) || restartFiles < 0 || restartFiles > 1_000_000)
+    usage(`--restart-files must be an integer in 0..1000000`);
+  const vmUntar = Number(values['vm-untar']);
+  if (!Number.isInteger(vmUntar) || vmUntar < 0 || vmUntar > 100_000) usage(`--vm-untar must be an integer in 0..100000`);
+  return { sizeMib, files, configs, smb, smbFiles, clients, rounds, json: values.json, cpuProf, dirSizes, restartFiles, vmUntar };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,6 +441,8 @@ interface Server {
   /** The last lines the server logged, for failure reports. */
   logTail: () => Promise<string>;
   stop: () => Promise<void>;
+  /** DittoFS only: a clean stop, then a start on the same data, timed (the server keeps running). */
+  restart?: () => Promise<{ stopSeconds: number; startSeconds: number; phases: string[] }>;
 }
 
 /** True if pid exists and is not a zombie (our pid 1 may be slow to reap orphans). */
@@ -482,19 +518,19 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
     await removeData();
   };
   let proc;
+  // A profile is written when the server exits (stop() sends SIGTERM: a clean exit).
+  const env: Record<string, string> =
+    cpuProfDir === undefined
+      ? {}
+      : { NODE_OPTIONS: `--import=${path.join(cpuProfDir, PRELOAD_NAME)}`, DITTOFS_BENCH_CPU_PROF_DIR: cpuProfDir };
   try {
     const configFile = await writeDittoConfig(workDir, name, config, dataDir, place, backends);
-    // A profile is written when the server exits (stop() sends SIGTERM: a clean exit).
-    const env =
-      cpuProfDir === undefined
-        ? undefined
-        : { NODE_OPTIONS: `--import=${path.join(cpuProfDir, PRELOAD_NAME)}`, DITTOFS_BENCH_CPU_PROF_DIR: cpuProfDir };
     proc = await startDittofs({ configFile, dataDir, env });
   } catch (e) {
     await cleanAll().catch(() => {});
     throw e;
   }
-  const p = proc;
+  let p = proc;
   const stopProc = defer('stop DittoFS', () => p.stop());
   const logTail = async () => lastLines(p.output(), 20);
   const gone = () => {
@@ -505,19 +541,50 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
     await stopProc();
     await cleanAll();
   };
+  // What the servers before a restart logged (summarizeLog reads it all).
+  let earlierOutput = '';
+  // The same ports again (clients keep their URLs); "ready" is what tests wait for: NFS and API listening.
+  const restart = async () => {
+    const t0 = performance.now();
+    await p.stop();
+    earlierOutput += p.output();
+    const t1 = performance.now();
+    p = await startDittofs({
+      configFile: path.join(workDir, `${name}.yaml`),
+      dataDir,
+      nfsPort: p.nfsPort,
+      // info: the server's own "start-up: ... in N s" lines say where the time went.
+      env: { ...env, DITTOFS_API_PORT: String(p.apiPort), DITTOFS_SMB_PORT: String(p.smbPort), DITTOFS_LOG_LEVEL: 'info' },
+    });
+    const t2 = performance.now();
+    const phases: string[] = [];
+    for (const line of p.output().split('\n')) {
+      try {
+        const msg = (JSON.parse(line) as { msg?: unknown }).msg;
+        if (typeof msg === 'string' && /^start-up: .* in [\d.]+ m?s/.test(msg)) phases.push(msg.slice('start-up: '.length));
+      } catch {
+        // not a log record
+      }
+    }
+    return { stopSeconds: (t1 - t0) / 1000, startSeconds: (t2 - t1) / 1000, phases };
+  };
   return {
     config,
     nfsPort: p.nfsPort,
     mountPort: p.nfsPort,
-    pid: p.child.pid,
+    // A getter: a restart changes it.
+    get pid() {
+      return p.child.pid;
+    },
     dataDir,
     apiPort: p.apiPort,
     smbPort: p.smbPort,
     place,
-    output: () => p.output(),
+    output: () => earlierOutput + p.output(),
     gone,
     logTail,
     stop,
+    restart,
   };
 }
 
@@ -620,6 +687,10 @@ interface Result {
   parallel?: ParallelResult;
   /** DittoFS only. */
   serverLog?: LogSummary;
+  /** --dir-sizes: REMOVE and CREATE as one directory grows. */
+  dirScale?: DirScaleStep[];
+  /** DittoFS only (--restart-files > 0): a clean stop and a start on the round's data, timed. */
+  restart?: RestartResult;
 }
 
 /** What the parallel rows move: one file per client, sent by every client. */
@@ -660,6 +731,7 @@ async function benchServer(
   bytes: number,
   files: number,
   par: ParallelInput | undefined,
+  extra: { dirSizes: number[] | undefined; restartFiles: number },
 ): Promise<Result> {
   const label = LABEL[config];
   console.log(`\n== ${label} ==`);
@@ -744,7 +816,31 @@ async function benchServer(
     const smallCpuSeconds = cpuSince(server.pid, cpuAtSmall);
     console.log(`${label}: server CPU ${fmt(smallCpuSeconds, 2)} s for the small files`);
     const parallel = par ? await benchParallel(server, label, workDir, par) : undefined;
+    const dirScale =
+      extra.dirSizes === undefined
+        ? undefined
+        : await runDirScale({
+            nfsPort: server.nfsPort,
+            mountPort: server.mountPort,
+            exportPath: EXPORT_PATH,
+            sizes: extra.dirSizes,
+            ...(server.pid === undefined ? {} : { pid: server.pid }),
+            log: (m) => console.log(`${label}: ${m}`),
+          });
     const peakRssEndKiB = await vmHwmKiB(server.pid);
+    let restart: RestartResult | undefined;
+    if (server.restart && extra.restartFiles > 0) {
+      const target = { nfsPort: server.nfsPort, mountPort: server.mountPort, exportPath: EXPORT_PATH };
+      const fillSeconds = await fillDirectory(target, extra.restartFiles, 60_000 + extra.restartFiles * 40);
+      const { stopSeconds, startSeconds, phases } = await server.restart();
+      await checkFilled(target, extra.restartFiles);
+      restart = { files: extra.restartFiles, fillSeconds, stopSeconds, startSeconds };
+      console.log(
+        `${label}: restart: ${extra.restartFiles} more files left on the share (${fillSeconds.toFixed(1)} s), clean stop in ` +
+          `${stopSeconds.toFixed(2)} s, start to ready (NFS and API listening) in ${startSeconds.toFixed(2)} s; files there after it`,
+      );
+      console.log(`${label}: restart: the server's start-up phases: ${phases.join('; ') || '?'}`);
+    }
     let serverLog: LogSummary | undefined;
     if (server.output) {
       serverLog = summarizeLog(server.output());
@@ -773,6 +869,8 @@ async function benchServer(
       smallCpuSeconds,
       parallel,
       serverLog,
+      dirScale,
+      restart,
     };
   } catch (e) {
     const tail = await server.logTail().catch(() => '');
@@ -979,6 +1077,11 @@ interface Summary {
   parWriteCpuPerGiB?: number;
   parReadCpuPerGiB?: number;
   parSmallCpuPerKop?: number;
+  /** Start to ready on the round's data (DittoFS), s. */
+  restartSeconds?: number;
+  stopSeconds?: number;
+  /** --dir-sizes, per size: REMOVE ms/op and server CPU ms/op, creates/s while growing to it. */
+  dirScale: { size: number; removeMs?: number; removeCpuMs?: number; createPerSec?: number }[];
 }
 
 const GiB = 1024 * MiB;
@@ -1012,6 +1115,14 @@ function summarize(rs: Result[]): Summary {
     peakRssEndMiB: max(defined(rs.map((r) => r.peakRssEndKiB)).map((k) => k / 1024)),
     logWarnings: rs.reduce((n, r) => n + (r.serverLog?.warnings ?? 0), 0),
     logErrors: rs.reduce((n, r) => n + (r.serverLog?.errors ?? 0), 0),
+    restartSeconds: med((r) => r.restart?.startSeconds),
+    stopSeconds: med((r) => r.restart?.stopSeconds),
+    dirScale: (rs[0]?.dirScale ?? []).map((step, k) => ({
+      size: step.size,
+      removeMs: med((r) => r.dirScale?.[k]?.removeMsPerOp),
+      removeCpuMs: med((r) => r.dirScale?.[k]?.removeCpuMsPerOp),
+      createPerSec: med((r) => r.dirScale?.[k]?.createPerSec),
+    })),
   };
 }
 
@@ -1124,6 +1235,37 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
     'CPU ratio to ganesha (lower is better)',
   );
 
+  if (args.dirSizes !== undefined) {
+    const sizes = args.dirSizes;
+    const at = (s: Summary, size: number) => s.dirScale.find((d) => d.size === size);
+    console.log(
+      `\none directory growing (dirscale.ts): REMOVE ms/op (server CPU ms/op) of a sample spread over the directory at each size; ` +
+        `creates/s while it grew to that size`,
+    );
+    printRows(
+      ['config', ...sizes.map((n) => `rm ms @${n}`), ...sizes.map((n) => `create/s to ${n}`)],
+      configs.map((c) => {
+        const s = summaries.get(c)!;
+        return [
+          c,
+          ...sizes.map((n) => `${fmt(at(s, n)?.removeMs, 3)} (${fmt(at(s, n)?.removeCpuMs, 3)})`),
+          ...sizes.map((n) => fmt(at(s, n)?.createPerSec, 0)),
+        ];
+      }),
+    );
+  }
+  const restarted = dittos.filter((c) => summaries.get(c)!.restartSeconds !== undefined);
+  if (restarted.length > 0) {
+    console.log(
+      `\nrestart on the round's data (${args.sizeMib} MiB file${args.clients > 0 ? ', the parallel files' : ''}, ${args.restartFiles} more files): ` +
+        `clean stop (SIGTERM to exit), then start to ready (NFS and API listening), s`,
+    );
+    printRows(
+      ['config', 'stop s', 'start to ready s'],
+      restarted.map((c) => [c, fmt(summaries.get(c)!.stopSeconds, 2), fmt(summaries.get(c)!.restartSeconds, 2)]),
+    );
+  }
+
   if (dittos.length > 0) {
     console.log('\nTargets (printed, not asserted):');
     const mark = (ok: boolean | undefined) => (ok === undefined ? '?' : ok ? 'ok' : 'MISSED');
@@ -1149,6 +1291,16 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
         `  creates >= ${TARGETS.minPostgresCreates}/s on postgres: postgres-s3 ${fmt(pgs.create, 0)}/s ${mark(pgs.create === undefined ? undefined : pgs.create >= TARGETS.minPostgresCreates)}`,
       );
     }
+    if (restarted.length > 0)
+      console.log(
+        `  start-up to ready < ${RESTART_TARGET_SECONDS} s on existing data: ` +
+          restarted
+            .map((c) => {
+              const v = summaries.get(c)!.restartSeconds;
+              return `${c} ${fmt(v, 2)} s ${mark(v === undefined ? undefined : v < RESTART_TARGET_SECONDS)}`;
+            })
+            .join('; '),
+      );
     console.log(
       `  peak RSS < ${TARGETS.maxPeakRssMiB} MiB: ` +
         dittos
@@ -1171,6 +1323,44 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
         console.log(`  NOTE: ${c}: the WAL did not drain within ${DRAIN_LIMIT_MS / 1000} s in ${s.drainTimeouts} round(s)`);
     }
   }
+}
+
+/** The untar row: seconds of tar -x in the VM per server (medians), and DittoFS's ratio to ganesha. */
+function printUntar(results: Map<ConfigName, VmUntarResult[]>, args: Args): void {
+  console.log(
+    `\nuntar through the Linux kernel NFSv3 client in the QEMU VM (hack/vm, ${accelOfVm()}): busybox tar -x of a ` +
+      `${args.vmUntar}-file tree (100 files a directory, ~30 bytes each), timed in the guest. Lower is better.`,
+  );
+  if (args.rounds > 1) console.log(`Each figure is the median of ${args.rounds} rounds.`);
+  const secs = (c: ConfigName) => median(results.get(c)?.map((r) => r.seconds) ?? []);
+  const cpuPerFile = (c: ConfigName) => median(defined(results.get(c)?.map((r) => per(r.serverCpuSeconds, r.files / 1000)) ?? []));
+  const rows = [...results.keys()].map((c) => {
+    const s = secs(c);
+    return [c, fmt(s, 2), s === undefined ? '-' : `${(args.vmUntar / s).toFixed(0)}`, fmt(cpuPerFile(c), 3)];
+  });
+  printRows(['config', 'tar -x s', 'files/s', 'server CPU s/1k files'], rows);
+  const g = secs('ganesha');
+  const d = secs('embedded-fs');
+  const ratio = g !== undefined && d !== undefined && d > 0 ? g / d : undefined;
+  console.log('\nTargets (printed, not asserted):');
+  console.log(
+    `  untar in the VM no slower than on ganesha: embedded-fs ${ratio === undefined ? '-' : `${ratio.toFixed(2)}x ganesha's speed`} ` +
+      `${ratio === undefined ? '?' : ratio >= 1 ? 'ok' : 'MISSED'}`,
+  );
+}
+
+/** How hack/vm/run-vm-test.sh will run QEMU (the same test it makes). */
+function accelOfVm(): string {
+  const env = process.env.E2E_VM_KVM;
+  if (env === '1') return 'KVM';
+  if (env === '0') return 'software emulation (TCG)';
+  let cpuinfo = '';
+  try {
+    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    // treated as no virtualization
+  }
+  return existsSync('/dev/kvm') && /\b(vmx|svm)\b/.test(cpuinfo) ? 'KVM' : 'software emulation (TCG)';
 }
 
 function summarizeSmb(rs: SmbResult[]): SmbSummary {
@@ -1276,6 +1466,14 @@ async function main(): Promise<void> {
     for (const cmd of ['smbclient', 'smbd'])
       if (!which(cmd) && !existsSync(`/usr/sbin/${cmd}`)) throw new BenchError(`${cmd} not found: run hack/install-deps.sh bench`);
   if (withGanesha && !which('ganesha.nfsd')) throw new BenchError('ganesha.nfsd not found: run hack/install-deps.sh bench');
+  if (args.vmUntar > 0) {
+    try {
+      checkVmPrerequisites('the untar row (--vm-untar)', { nfsCat: false, server: true });
+    } catch (e) {
+      throw new BenchError((e as Error).message);
+    }
+    if (process.getuid?.() === 0 && !which('ganesha.nfsd')) throw new BenchError('ganesha.nfsd not found: run hack/install-deps.sh bench');
+  }
   if (withDitto && !existsSync(DITTOFS_CLI)) {
     throw new BenchError(
       `${path.relative(REPO_ROOT, DITTOFS_CLI)} not found: build the server first (npm run build), or pass --configs ganesha`,
@@ -1291,7 +1489,8 @@ async function main(): Promise<void> {
     120_000 +
     args.sizeMib * 50 +
     (needsBackends(configs) ? 400_000 : 0) +
-    args.rounds * (configs.length * perServerMs + (args.smb ? SMB_TARGETS.length * perSmbServerMs : 0));
+    args.rounds * (configs.length * perServerMs + (args.smb ? SMB_TARGETS.length * perSmbServerMs : 0)) +
+    (args.vmUntar > 0 ? args.rounds * 2 * (360_000 + args.vmUntar * 100) : 0);
   const watchdog = setTimeout(
     () => finish(124, `bench: the whole run exceeded its ${Math.round(budgetMs / 1000)} s budget; cleaning up`),
     budgetMs,
@@ -1340,7 +1539,12 @@ async function main(): Promise<void> {
     for (let round = 1; round <= args.rounds; round++) {
       if (args.rounds > 1) console.log(`\n=== round ${round} of ${args.rounds} ===`);
       for (const config of round % 2 === 1 ? configs : [...configs].reverse()) {
-        results.get(config)!.push(await benchServer(config, round, workDir, backends, srcFile, srcSha, bytes, args.files, par));
+        results.get(config)!.push(
+          await benchServer(config, round, workDir, backends, srcFile, srcSha, bytes, args.files, par, {
+            dirSizes: args.dirSizes,
+            restartFiles: args.restartFiles,
+          }),
+        );
       }
     }
 
@@ -1352,6 +1556,38 @@ async function main(): Promise<void> {
         if (args.rounds > 1) console.log(`\n=== SMB round ${round} of ${args.rounds} ===`);
         for (const t of round % 2 === 1 ? SMB_TARGETS : [...SMB_TARGETS].reverse()) {
           smbResults.get(t)!.push(await benchSmbServer(t, round, workDir, srcFile, srcSha, bytes, smallDir, args.smbFiles));
+        }
+      }
+    }
+
+    const untarTargets = (['ganesha', 'embedded-fs'] as const).filter((c) => c !== 'ganesha' || process.getuid?.() === 0);
+    const untarResults = new Map<ConfigName, VmUntarResult[]>(args.vmUntar > 0 ? untarTargets.map((c) => [c, []]) : []);
+    if (args.vmUntar > 0) {
+      if (!untarTargets.includes('ganesha')) console.warn('bench: warning: not root: the untar row runs without ganesha');
+      for (let round = 1; round <= args.rounds; round++) {
+        for (const c of round % 2 === 1 ? untarTargets : [...untarTargets].reverse()) {
+          console.log(`\n== untar through the kernel client in the VM: ${LABEL[c]} (round ${round}) ==`);
+          const server = isDitto(c) ? await startDittoServer(c, 100 + round, workDir, undefined) : await startGanesha(workDir);
+          try {
+            const cpuAtStart = cpuSeconds(server.pid);
+            const r = await runVmUntar(
+              { nfsPort: server.nfsPort, mountPort: server.mountPort, exportPath: EXPORT_PATH, files: args.vmUntar, gone: server.gone },
+              run,
+            );
+            // The server's CPU over the whole VM run: it serves nothing but the mount and the untar.
+            r.serverCpuSeconds = cpuSince(server.pid, cpuAtStart);
+            console.log(
+              `${LABEL[c]}: tar -x of ${r.files} files in ${r.seconds.toFixed(2)} s in the VM (${r.found} found; VM run ${r.vmSeconds.toFixed(0)} s); ` +
+                `server CPU ${fmt(r.serverCpuSeconds, 2)} s; NFS calls of the whole run: ${r.nfsOps}`,
+            );
+            untarResults.get(c)!.push(r);
+          } catch (e) {
+            const tail = await server.logTail().catch(() => '');
+            if (tail && e instanceof Error) e.message += `\n--- last lines of the ${LABEL[c]} server log ---\n${tail}`;
+            throw e;
+          } finally {
+            await server.stop();
+          }
         }
       }
     }
@@ -1380,6 +1616,7 @@ async function main(): Promise<void> {
       'client: libnfs-utils nfs-cp (sequential), test/bench/nfsclient.ts (small files)',
     ];
     if (configs.length > 0) printTable(summaries, args, meta);
+    if (untarResults.size > 0) printUntar(untarResults, args);
     if (args.smb) {
       const smbd = await versionOf('smbd', ['--version'], /Version\s+([\w.+~-]+)/);
       const smbclient = await versionOf('smbclient', ['--version'], /Version\s+([\w.+~-]+)/);
@@ -1405,6 +1642,7 @@ async function main(): Promise<void> {
             summary: Object.fromEntries(summaries),
             results: Object.fromEntries(results),
             smb: { summary: Object.fromEntries(smbSummaries), results: Object.fromEntries(smbResults) },
+            untar: Object.fromEntries(untarResults),
           },
           (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
           2,

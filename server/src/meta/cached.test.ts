@@ -141,6 +141,86 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('a create that returns the directory keeps it, unless another namespace change overlapped it', async () => {
+    const { inner, cached } = await setup();
+    const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;
+    // The memory engine has no createIn; here it has one, as the postgres engine does. `hold`
+    // keeps a create from finishing until the test lets it.
+    let hold: Promise<void> | undefined = undefined;
+    const storeCreate = async (...a: Parameters<MemoryMetadataStore['create']>) => {
+      const inode = await inner.create(...a);
+      const dir = (await inner.getInode(dirId))!;
+      await hold;
+      return { inode, dir };
+    };
+    Object.assign(inner, { createIn: storeCreate });
+    let reads = 0;
+    const innerGet = inner.getInode.bind(inner);
+    inner.getInode = (id) => {
+      reads++;
+      return innerGet(id);
+    };
+    await cached.create(dirId, Buffer.from('a'), file(), T(5));
+    reads = 0;
+    assert.deepEqual((await cached.getInode(dirId))!.mtime, T(5));
+    assert.equal(reads, 0, 'answered from the directory the create returned');
+
+    // Two creates at once: the first to finish may hold a directory older than the store's.
+    let release!: () => void;
+    hold = new Promise((r) => (release = r));
+    const b = cached.create(dirId, Buffer.from('b'), file(), T(6));
+    const c = cached.create(dirId, Buffer.from('c'), file(), T(7));
+    await new Promise((r) => setImmediate(r));
+    release();
+    await Promise.all([b, c]);
+    reads = 0;
+    assert.deepEqual((await cached.getInode(dirId))!.mtime, T(7));
+    assert.equal(reads, 1, 'read again after overlapping creates');
+    await cached.close();
+  });
+
+  it('a remove that began while another namespace change was in flight does not keep the directory it returns', async () => {
+    const { inner, cached } = await setup();
+    const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;
+    await cached.create(dirId, Buffer.from('g'), file(), T(2));
+    // A create in flight; the remove begins, changes the store and reads its directory (mtime 5);
+    // then the create changes it (mtime 9) and finishes; the remove's answer arrives last.
+    let releaseCreate!: () => void;
+    const createHeld = new Promise<void>((r) => (releaseCreate = r));
+    let releaseRemove!: () => void;
+    const removeHeld = new Promise<void>((r) => (releaseRemove = r));
+    const innerCreate = inner.create.bind(inner);
+    inner.create = async (...a) => {
+      await createHeld;
+      return innerCreate(...a);
+    };
+    const innerRemove = inner.remove.bind(inner);
+    let removed!: () => void;
+    const storeRemoved = new Promise<void>((r) => (removed = r));
+    inner.remove = async (...a) => {
+      const r = { ...(await innerRemove(...a)), dir: (await inner.getInode(dirId))! };
+      removed();
+      await removeHeld;
+      return r;
+    };
+    const making = cached.create(dirId, Buffer.from('h'), file(), T(9));
+    const removing = cached.remove(dirId, Buffer.from('g'), false, T(5));
+    await storeRemoved;
+    releaseCreate();
+    await making;
+    releaseRemove();
+    await removing;
+    let reads = 0;
+    const innerGet = inner.getInode.bind(inner);
+    inner.getInode = (id) => {
+      reads++;
+      return innerGet(id);
+    };
+    assert.deepEqual((await cached.getInode(dirId))!.mtime, T(9), 'not the directory the remove saw');
+    assert.equal(reads, 1);
+    await cached.close();
+  });
+
   it('block maps follow putBlock and dropBlocks, and a removed file is forgotten', async () => {
     const { cached, f } = await setup();
     assert.deepEqual(await cached.getBlocks(f.id, 0, 4), []);

@@ -128,6 +128,8 @@ export class CachedMetadataStore implements MetadataStore {
   private closed = false;
   /** Bumped by every namespace change: a read that started before one must not fill the cache. */
   private epoch = 0;
+  /** Namespace changes in flight (create, link, remove, rename). */
+  private namespaceChanges = 0;
   private coherence: CacheCoherenceLink | null = null;
   private detach: (() => void) | null = null;
   /** False while the coherence link cannot prove the cache current: nothing is cached. */
@@ -448,14 +450,23 @@ export class CachedMetadataStore implements MetadataStore {
   async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
     await this.before();
     const ticket = await this.announce([dirId]);
-    this.epoch++;
+    const epoch = ++this.epoch;
+    // Alone: no namespace change in flight now, and none starts before this one ends (the epoch).
+    const alone = this.namespaceChanges++ === 0;
     let made: Inode | undefined;
+    let dirAfter: Inode | undefined;
     try {
-      made = await this.inner.create(dirId, name, init, now);
+      if (this.inner.createIn) ({ inode: made, dir: dirAfter } = await this.inner.createIn(dirId, name, init, now));
+      else made = await this.inner.create(dirId, name, init, now);
       return this.remember(made, this.fillEpoch());
     } finally {
+      this.namespaceChanges--;
       this.done(ticket, made ? [dirId, made.id] : [dirId]);
       this.forget(dirId);
+      // The directory as the store changed it (the reply's post-op attributes and the next call's
+      // handle then need no read): kept only when no other namespace change ran meanwhile (its change could
+      // have committed after this one's), and only while coherent.
+      if (dirAfter !== undefined && alone && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
     }
   }
 
@@ -463,9 +474,11 @@ export class CachedMetadataStore implements MetadataStore {
     await this.before();
     const ticket = await this.announce([id, dirId]);
     this.epoch++;
+    this.namespaceChanges++;
     try {
       return await this.inner.link(id, dirId, name, now);
     } finally {
+      this.namespaceChanges--;
       this.done(ticket, [id, dirId]);
       this.forget(id, dirId);
     }
@@ -478,6 +491,8 @@ export class CachedMetadataStore implements MetadataStore {
     const announced = victim ? [dirId, victim.id] : [dirId];
     const ticket = await this.announce(announced, true);
     const epoch = ++this.epoch;
+    // Alone: as in create(); a change that began before this one could commit after it.
+    const alone = this.namespaceChanges++ === 0;
     let touched = announced;
     let dirAfter: Inode | undefined;
     try {
@@ -489,12 +504,13 @@ export class CachedMetadataStore implements MetadataStore {
       dirAfter = r.dir;
       return r;
     } finally {
+      this.namespaceChanges--;
       this.done(ticket, touched, true);
       this.forget(dirId);
       // The directory as the store changed it, kept only if no other change overlapped this one
       // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
       // handle need not read it again.
-      if (dirAfter !== undefined && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
+      if (dirAfter !== undefined && alone && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
     }
   }
 
@@ -513,6 +529,7 @@ export class CachedMetadataStore implements MetadataStore {
     }
     const ticket = await this.announce(announced, blocks);
     this.epoch++;
+    this.namespaceChanges++;
     let touched: number[] | null = null;
     try {
       const r = await this.inner.rename(fromDir, fromName, toDir, toName, now);
@@ -523,6 +540,7 @@ export class CachedMetadataStore implements MetadataStore {
       for (const s of r.replaced?.streams ?? []) this.dropBlockMap(s);
       return r;
     } finally {
+      this.namespaceChanges--;
       this.done(ticket, touched ?? announced, blocks);
       // Failed or not, what the rename may have changed is read again (every clean entry when
       // the moved inode is not known: renames are rare next to reads and writes).

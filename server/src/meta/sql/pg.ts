@@ -7,9 +7,9 @@
 //
 // Durability (DESIGN.md: COMMIT, FILE_SYNC and SMB FLUSH return only after an fsync covering that
 // data and its metadata), two policies (`sync`), as for SQLite (sqlite.ts):
-// - `change` (the driver's default, and the control plane's): every commit waits for PostgreSQL's
+// - `change` (the default, of metadata stores and of the control plane): every commit waits for PostgreSQL's
 //   WAL flush (synchronous_commit on): one client stream runs at the database's fsync rate.
-// - `commit` (the metadata store's default): the pool's connections run with synchronous_commit
+// - `commit` (opt-in, `sync: commit` in the config): the pool's connections run with synchronous_commit
 //   off, so a change is answered once its commit record is in PostgreSQL's WAL buffers (the WAL
 //   writer flushes it within 3 x wal_writer_delay anyway). sync() commits a transaction of its own
 //   with synchronous_commit on: PostgreSQL returns only after flushing its WAL up to that commit

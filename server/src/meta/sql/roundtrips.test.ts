@@ -1,4 +1,4 @@
-// The embedded driver's prepared-statement path and the one-statement REMOVE: answers identical to
+// The embedded driver's prepared-statement path and the one-statement CREATE and REMOVE: answers identical to
 // the plain paths, in the number of calls that makes small files fast (issue 16).
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -121,6 +121,24 @@ describe('embedded engine: prepared statements and one-statement REMOVE', () => 
     assert.equal(driver.transactions, 0);
     assert.equal(await store.getInode(s.id), null);
     assert.equal(await store.getInode(f.id), null);
+  });
+
+  it('CREATE is one statement that also returns the directory as it changed it', async () => {
+    const d = await store.create(root, Buffer.from('d4'), init(FileType.DIR), now);
+    const later = { sec: now.sec + 20, nsec: 9 };
+    driver.queries = driver.transactions = 0;
+    const sub = await store.createIn(d.id, Buffer.from('sub'), init(FileType.DIR), later);
+    const f = await store.createIn(d.id, Buffer.from('f'), init(FileType.REG), { ...later, nsec: 10 });
+    assert.deepEqual([driver.queries, driver.transactions], [2, 0]);
+    assert.deepEqual(f.inode, await store.getInode(f.inode.id));
+    assert.equal((await store.lookup(d.id, Buffer.from('sub')))?.id, sub.inode.id);
+    // Each answer is the directory right after that create: a subdirectory adds a link.
+    assert.deepEqual([sub.dir!.nlink, sub.dir!.mtime, sub.dir!.ctime], [3, later, later]);
+    assert.deepEqual(f.dir, await store.getInode(d.id));
+    assert.deepEqual(f.dir?.mtime, { ...later, nsec: 10 });
+    // A taken name changes nothing and answers EXIST.
+    await rejectsWith(store.createIn(d.id, Buffer.from('f'), init(FileType.REG), { sec: now.sec + 99, nsec: 0 }), 'EXIST');
+    assert.deepEqual(await store.getInode(d.id), f.dir);
   });
 
   it('REMOVE answers NOENT, ISDIR, NOTDIR and STALE exactly and changes nothing', async () => {

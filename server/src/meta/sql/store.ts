@@ -23,6 +23,7 @@ import {
   BlockConflictError,
   type BlockRef,
   type BlockSwitch,
+  type CreateResult,
   type InodeMetaChange,
   type InodeMetaKind,
   type InodeMetaLimits,
@@ -129,6 +130,8 @@ export const S = {
   // when the name is free, then the inode and its entry are inserted. A concurrent create of the
   // same name fails on the (parent, name) key and the whole statement is undone. No row back:
   // the name is taken, or the directory is gone or not a directory (create() tells which).
+  // Otherwise the new inode (`made` 1), then the directory as changed (`made` 0), so that the
+  // caller need not read it again for the reply (SQLite's form returns the inode alone).
   createOne: {
     name: 'dfs_create_one',
     text: `WITH d AS (
@@ -137,7 +140,7 @@ export const S = {
                  mtime_sec = $15::bigint, mtime_nsec = $16::integer, ctime_sec = $15::bigint, ctime_nsec = $16::integer
              WHERE id = $1::bigint AND type = ${DIR}
                AND NOT EXISTS (SELECT 1 FROM dirents WHERE parent = $1::bigint AND name = $2::bytea)
-             RETURNING share_id, next_cookie - 1 AS cookie
+             RETURNING ${COLS}, next_cookie - 1 AS cookie
            ), i AS (
              INSERT INTO inodes (share_id, type, mode, uid, gid, size, nlink, rdev_major, rdev_minor,
                                  atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec,
@@ -151,7 +154,8 @@ export const S = {
            ), e AS (
              INSERT INTO dirents (parent, name, cookie, child) SELECT $1::bigint, $2::bytea, d.cookie, i.id FROM d, i
            )
-           SELECT * FROM i`,
+           SELECT i.*, 1 AS made FROM i
+           UNION ALL SELECT ${COLS}, 0 FROM d WHERE EXISTS (SELECT 1 FROM i)`,
   },
   // REMOVE of a non-directory in one statement (one round trip): the entry is read, the directory
   // and the child locked in id order (as Work.lock does), then the entry deleted only if it still
@@ -691,6 +695,10 @@ export class SqlMetadataStore implements MetadataStore {
   }
 
   async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
+    return (await this.createIn(dirId, name, init, now)).inode;
+  }
+
+  async createIn(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<CreateResult> {
     const isDir = init.type === DIR;
     const atime = init.atime ?? now;
     const mtime = init.mtime ?? now;
@@ -722,7 +730,12 @@ export class SqlMetadataStore implements MetadataStore {
     ];
     // Not retried when the connection breaks in flight: a second run would answer EXIST.
     const ins = await mapUnique(() => this.q(S.createOne, params, { retryable: false }));
-    if (ins.rows[0]) return publicInode(inodeRow(ins.rows[0]));
+    // `made` is 0 on the directory's row only (SQLite's form has no such column and no such row).
+    const made = ins.rows.find((r) => r.made === undefined || toNumber(r.made, 'made') === 1);
+    if (made) {
+      const d = ins.rows.find((r) => r.made !== undefined && toNumber(r.made, 'made') === 0);
+      return { inode: publicInode(inodeRow(made)), ...(d ? { dir: publicInode(inodeRow(d)) } : {}) };
+    }
     const dir = await this.getInode(dirId);
     if (!dir) throw new VfsError('STALE', `inode ${dirId} does not exist`);
     if (dir.type !== DIR) throw new VfsError('NOTDIR', `inode ${dirId} is not a directory`);
