@@ -844,12 +844,6 @@ export class BlockService {
         const got = await this.store.readInto(ref.key, from, out, at, to - from);
         if (got === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
         if (got < to - from) out.fill(0, at + got, at + (to - from));
-        // A store that keeps its objects out of the OS cache reads the next ones ahead itself.
-        if (this.store.prefetch !== undefined && (from === 0 || to === bs))
-          for (let k = 1; k <= READ_AHEAD_BLOCKS; k++) {
-            const next = refAt.get(index + k);
-            if (next) this.store.prefetch(next.key);
-          }
       } else if (ref) {
         let n: number | null = null;
         const disk = this.opts.diskCache;
