@@ -194,6 +194,8 @@ export const KEPT_BLOCK_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** The part of an object key after the share prefix: `INODE/INDEX-VERSION-RANDOM`. */
 const KEY_RE = /^(\d+)\/(\d+)-\d+-[0-9a-f]+$/;
+/** Frees of removed files running in the background at most (freeInBackground); more wait for room. */
+export const MAX_BACKGROUND_FREES = 64;
 
 export interface GcResult {
   scanned: number;
@@ -226,6 +228,8 @@ export class BlockService {
   /** Buffers blocks are assembled in for upload, reused once the store has them. */
   private readonly blockBuffers: BufferPool;
   private gcRunning: Promise<GcResult> | null = null;
+  /** free() calls running in the background (freeInBackground), at most MAX_BACKGROUND_FREES. */
+  private readonly freeing = new Set<Promise<void>>();
 
   constructor(
     private readonly store: BlockStore,
@@ -990,6 +994,26 @@ export class BlockService {
     }
   }
 
+  /**
+   * free() without the caller waiting for it (a REMOVE is answered once the metadata change is
+   * made): settles as soon as the free has started, or at once when there is nothing to free. At
+   * most MAX_BACKGROUND_FREES run at a time; beyond that this waits for room, so a mass delete
+   * cannot pile up work. A failure is logged. If the process dies first, the file's `blocks` rows
+   * and objects stay behind an inode that is gone: garbage collection (at every start, then hourly)
+   * frees them as blocks of a deleted file (collectGarbage: deadFiles). close() waits for these.
+   */
+  async freeInBackground(inodeId: number, noBlocksSince?: number): Promise<void> {
+    if (noBlocksSince === this.putEvents && !this.files.has(inodeId)) return;
+    while (this.freeing.size >= MAX_BACKGROUND_FREES) await Promise.race(this.freeing);
+    // free() marks the inode freed before its first await: no upload of it starts after this.
+    const p: Promise<void> = this.free(inodeId, noBlocksSince)
+      .catch((err: unknown) =>
+        this.opts.log?.warn({ err, inode: inodeId }, 'could not free the blocks of a deleted file; garbage collection will'),
+      )
+      .finally(() => this.freeing.delete(p));
+    this.freeing.add(p);
+  }
+
   private async deleteObjects(refs: BlockRef[]): Promise<void> {
     for (const r of refs) {
       this.forgetCached(r.key);
@@ -1082,6 +1106,7 @@ export class BlockService {
     clearInterval(this.timer);
     if (this.gcTimer) clearInterval(this.gcTimer);
     await this.gcRunning;
+    while (this.freeing.size > 0) await Promise.all(this.freeing);
     if (!this.wal.persistent) {
       await this.flushAll();
       return;

@@ -118,7 +118,7 @@ describe('file service semantics', () => {
     const names = async () => (await fs.readdir(rootFh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
     assert.deepEqual(await names(), ['a', 'd']);
     const r = await fs.remove(rootFh, n('a'), root, false);
-    assert.ok(r.dirAfter.mtime.sec >= r.dirBefore.mtime.sec);
+    assert.ok(r.dirAfter !== null && r.dirAfter.mtime.sec >= r.dirBefore.mtime.sec);
     assert.deepEqual(await names(), ['d']);
     await rejects(fs.remove(rootFh, n('a'), root, false), 'NOENT');
   });

@@ -606,8 +606,10 @@ export class FileService {
     const mark = share.data.putMark();
     const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
-    if (r.freed && r.inode.type === FileType.REG) await share.data.free(r.inode.id, r.noBlocks === true ? mark : undefined);
-    for (const s of r.streams) await share.data.free(s);
+    // The file's data is freed in the background: the removal is made, and a crash before the
+    // blocks are gone leaves them to garbage collection (BlockService.freeInBackground).
+    if (r.freed && r.inode.type === FileType.REG) await share.data.freeInBackground(r.inode.id, r.noBlocks === true ? mark : undefined);
+    for (const s of r.streams) await share.data.freeInBackground(s);
     return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
   }
 
