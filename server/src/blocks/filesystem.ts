@@ -26,7 +26,6 @@ import {
 } from 'node:fs/promises';
 import path from 'node:path';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
-import { BufferPool } from '../wire/buffer-pool.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 /** The marker file that says a directory is a DittoFS filesystem block store. */
@@ -83,17 +82,6 @@ async function readFully(fh: FileHandle, offset: number, target: Buffer, targetS
 
 /** O_DIRECT needs the buffer's address, the length and the offset aligned to the device's blocks. */
 const DIRECT_ALIGN = 4096;
-/** Staging buffers are powers of two from this size (the pool makes those page-aligned: see wire/buffer-pool.ts). */
-const STAGE_UNIT = 64 * 1024;
-/** Whole objects kept staged for reads: the one being read and a read-ahead of four, with room to spare. */
-const STAGED_OBJECTS = 8;
-
-/** A whole object read with O_DIRECT: its first `length` bytes of `buf`. */
-interface StagedObject {
-  buf: Buffer;
-  length: number;
-  pool: BufferPool;
-}
 const O_DIRECT = (fsc as { O_DIRECT?: number }).O_DIRECT ?? 0;
 
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
@@ -111,16 +99,6 @@ export class FilesystemBlockStore implements BlockStore {
   /** Objects written with O_DIRECT / through the page cache (metrics, tests). */
   directPuts = 0;
   bufferedPuts = 0;
-  /** Whole objects read with O_DIRECT (metrics, tests). */
-  directGets = 0;
-  /**
-   * Objects written with O_DIRECT are on the device, not in the page cache: sequential reads are
-   * served from whole objects read with O_DIRECT into page-aligned pooled buffers, the last few
-   * kept here (LRU, loads in flight included). Reads copy out of them, so a buffer never escapes.
-   */
-  private readonly staged = new Map<string, Promise<StagedObject | null | undefined>>();
-  /** The staged objects' buffers, one pool per (power-of-two) size, each never dropping a buffer. */
-  private readonly stageBuffers = new Map<number, BufferPool>();
 
   constructor(
     readonly root: string,
@@ -245,7 +223,9 @@ export class FilesystemBlockStore implements BlockStore {
    * Writes a whole-block object with O_DIRECT: straight from the caller's buffer to the device,
    * with no copy into the page cache. Copying into fresh page-cache pages was 42% of the server's
    * CPU during an SMB put (and as much of an NFS write), and the block is not read back soon: the
-   * WAL and the read cache serve what was just written. False, having left nothing to clean up but
+   * WAL and the read cache serve what was just written. Measured again when reads moved to the page
+   * cache (512 MiB over NFS, same run): through the page cache a write cost 13 s of server CPU per
+   * GiB against 1.7, at 78-93 against 400-553 MiB/s. False, having left nothing to clean up but
    * `tmp`, when the volume (tmpfs) or the buffer's alignment refuses it: write it buffered then.
    */
   private async writeDirect(tmp: string, data: Buffer): Promise<boolean> {
@@ -306,113 +286,16 @@ export class FilesystemBlockStore implements BlockStore {
     }
   }
 
+  /**
+   * Reads go through the page cache, also for objects written with O_DIRECT (see `put`): a first
+   * read comes from the device with the kernel's read-ahead, and a re-read from memory. Reading
+   * whole objects with O_DIRECT instead (a 4-block read-ahead into pooled buffers) saved about 15%
+   * of the CPU per GiB read but was slower on first reads (236 against 292 MiB/s) and half as fast on
+   * re-reads (321-486 against 611-866 MiB/s over NFS, 512 MiB, same run), since every re-read went
+   * to the device again.
+   */
   async readInto(key: string, offset: number, target: Buffer, targetStart: number, length: number): Promise<number | null> {
-    // An object's start (a sequential read, most likely) or one staged already: from its whole copy.
-    // Anything else (random access) reads just its range, through the page cache.
-    if (this.direct && (offset === 0 || this.staged.has(key))) {
-      const s = await this.stage(key);
-      if (s === null) return null;
-      if (s !== undefined) {
-        // Synchronous from here on: the buffer goes back to its pool only after this microtask (see evict).
-        const n = Math.max(0, Math.min(length, s.length - offset));
-        if (n > 0) s.buf.copy(target, targetStart, offset, offset + n);
-        return n;
-      }
-    }
     return this.withFile(key, (fh) => readFully(fh, offset, target, targetStart, length));
-  }
-
-  /**
-   * Starts reading a whole object that a sequential read will likely ask for next (see readInto),
-   * if there is room: a read-ahead never evicts. With several sequential readers (8 clients: 40
-   * objects wanted) evicting ones read ahead for the others only loaded them twice.
-   */
-  prefetch(key: string): void {
-    if (this.direct && this.staged.size < STAGED_OBJECTS && !this.staged.has(key)) this.stage(key).catch(() => undefined);
-  }
-
-  /** The staged copy of an object (read now if it is not), null if absent, undefined if O_DIRECT is refused. */
-  private stage(key: string): Promise<StagedObject | null | undefined> {
-    let p = this.staged.get(key);
-    if (p !== undefined) {
-      this.staged.delete(key); // most recently used: last
-      this.staged.set(key, p);
-      return p;
-    }
-    p = this.loadDirect(key);
-    const mine = p;
-    this.staged.set(key, p);
-    // Nothing to keep (no such object, O_DIRECT refused, an error): not staged.
-    p.then(
-      (s) => {
-        if (s == null && this.staged.get(key) === mine) this.staged.delete(key);
-      },
-      () => {
-        if (this.staged.get(key) === mine) this.staged.delete(key);
-      },
-    );
-    this.evict();
-    return p;
-  }
-
-  /**
-   * Drops the least recently used staged objects beyond STAGED_OBJECTS. A dropped buffer goes back
-   * to its pool on the next turn of the event loop: every read that awaited it has copied out of it
-   * by then (the copy follows the await synchronously), and no new read can find it.
-   */
-  private evict(): void {
-    while (this.staged.size > STAGED_OBJECTS) this.unstage(this.staged.keys().next().value as string);
-  }
-
-  private unstage(key: string): void {
-    const p = this.staged.get(key);
-    if (p === undefined) return;
-    this.staged.delete(key);
-    p.then(
-      (s) => {
-        if (s) setImmediate(() => s.pool.give(s.buf));
-      },
-      () => undefined,
-    );
-  }
-
-  /** Reads a whole object with O_DIRECT into a pooled page-aligned buffer. */
-  private async loadDirect(key: string): Promise<StagedObject | null | undefined> {
-    let fh: FileHandle;
-    try {
-      fh = await open(this.pathOf(key), fsc.O_RDONLY | O_DIRECT);
-    } catch (e) {
-      if (errno(e) === 'ENOENT') return null;
-      if (errno(e) === 'EINVAL') return undefined;
-      throw e;
-    }
-    try {
-      const size = (await fh.stat()).size;
-      let unit = STAGE_UNIT;
-      while (unit < size) unit *= 2;
-      let pool = this.stageBuffers.get(unit);
-      if (pool === undefined) this.stageBuffers.set(unit, (pool = new BufferPool(unit, STAGED_OBJECTS + 1, true)));
-      const buf = pool.take(unit);
-      let got = 0;
-      try {
-        // Every read starts at an aligned offset: a short one is the end of the object.
-        while (got < size) {
-          const { bytesRead } = await fh.read(buf, got, unit - got, got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-          if (got % DIRECT_ALIGN !== 0) break;
-        }
-      } catch (e) {
-        pool.give(buf);
-        // A buffer the pool could not align: this object is read through the page cache.
-        if (errno(e) === 'EINVAL') return undefined;
-        throw e;
-      }
-      this.directGets++;
-      return { buf, length: got, pool };
-    } finally {
-      await fh.close();
-    }
   }
 
   async get(key: string, offset = 0, length?: number): Promise<Buffer | null> {
@@ -426,7 +309,6 @@ export class FilesystemBlockStore implements BlockStore {
   }
 
   async delete(key: string): Promise<void> {
-    this.unstage(key);
     try {
       await unlink(this.pathOf(key));
     } catch (e) {

@@ -18,7 +18,6 @@ class ObservedBlockStore implements BlockStore {
   private readonly spanNames: Readonly<Record<BlockStoreOperation, string>>;
   /** Present exactly when the inner store has it (a local engine). */
   readonly readInto?: BlockStore['readInto'];
-  readonly prefetch?: BlockStore['prefetch'];
 
   constructor(
     private readonly inner: BlockStore,
@@ -31,7 +30,6 @@ class ObservedBlockStore implements BlockStore {
       this.readInto = (key, offset, target, targetStart, length) =>
         this.run('get', key, length, () => readInto(key, offset, target, targetStart, length));
     }
-    this.prefetch = inner.prefetch?.bind(inner);
   }
 
   get kind(): string {

@@ -5,7 +5,7 @@ import pLimit from 'p-limit';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
-import { BlockService } from './service.js';
+import { BlockService, MAX_BACKGROUND_FREES } from './service.js';
 import { FileWal, MemoryWal, type Wal, type WalAppend } from './wal.js';
 import { BufferPools } from '../wire/buffer-pool.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
@@ -407,6 +407,65 @@ describe('block garbage collection', () => {
     assert.notEqual(await store.get('t/not-a-block-key'), null, 'keys that are not ours stay');
     assert.equal(store.size, 2);
     await svc.close();
+  });
+
+  it('frees a removed file in the background: bounded, finished by close(), left to garbage collection by a crash', async () => {
+    const { meta, store, svc } = await setup();
+    // Deletes of objects wait until released: the frees stay running.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const storeDelete = store.delete.bind(store);
+    store.delete = async (key: string) => {
+      await gate;
+      return storeDelete(key);
+    };
+    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+    const files: number[] = [];
+    for (let i = 0; i <= MAX_BACKGROUND_FREES; i++) {
+      const id = (await meta.create(root.id, Buffer.from(`bg${i}`), fileInit(), { sec: 1, nsec: 0 })).id;
+      await svc.write(id, 0, Buffer.alloc(BS, i + 1));
+      await svc.flush(id);
+      await meta.remove(root.id, Buffer.from(`bg${i}`), false, { sec: 2, nsec: 0 });
+      files.push(id);
+    }
+    assert.equal(store.size, MAX_BACKGROUND_FREES + 1);
+    // Up to the bound, each call returns while its free still runs.
+    for (const id of files.slice(0, MAX_BACKGROUND_FREES)) await svc.freeInBackground(id);
+    assert.equal(store.size, MAX_BACKGROUND_FREES + 1, 'nothing deleted yet');
+    // One more waits for room.
+    let started = false;
+    const last = svc.freeInBackground(files[MAX_BACKGROUND_FREES]!).then(() => (started = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(started, false, 'beyond the bound, the caller waits');
+    release();
+    await last;
+    await svc.close();
+    assert.equal(store.size, 0, 'close() waited for every background free');
+    for (const id of files) assert.equal((await meta.getBlocks(id, 0, 10)).length, 0);
+
+    // A crash before the free: a restarted service's garbage collection frees the blocks.
+    const again = await setup();
+    const id = (
+      await again.meta.create((await again.meta.ensureRoot(1, dirInit({ mode: 0o777 }))).id, Buffer.from('x'), fileInit(), {
+        sec: 1,
+        nsec: 0,
+      })
+    ).id;
+    await again.svc.write(id, 0, Buffer.alloc(BS, 9));
+    await again.svc.flush(id);
+    await again.meta.remove((await again.meta.ensureRoot(1, dirInit({ mode: 0o777 }))).id, Buffer.from('x'), false, { sec: 2, nsec: 0 });
+    await again.svc.close(); // the process ends without freeing
+    const restarted = new BlockService(again.store, again.meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: new MemoryWal(BS * 4),
+      cache: new BlockCache(BS),
+    });
+    const r = await restarted.collectGarbage(0);
+    assert.equal(r.deadFiles, 1);
+    assert.equal(again.store.size, 0, 'the leaked block is found and deleted');
+    await restarted.close();
   });
 
   it('never deletes an upload whose object is stored but whose row is not switched yet', async () => {

@@ -218,6 +218,8 @@ export const KEPT_BLOCK_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** The part of an object key after the share prefix: `INODE/INDEX-VERSION-RANDOM`. */
 const KEY_RE = /^(\d+)\/(\d+)-\d+-[0-9a-f]+$/;
+/** Frees of removed files running in the background at most (freeInBackground); more wait for room. */
+export const MAX_BACKGROUND_FREES = 64;
 
 export interface GcResult {
   scanned: number;
@@ -250,6 +252,8 @@ export class BlockService {
   /** Buffers blocks are assembled in for upload, reused once the store has them. */
   private readonly blockBuffers: BufferPool;
   private gcRunning: Promise<GcResult> | null = null;
+  /** free() calls running in the background (freeInBackground), at most MAX_BACKGROUND_FREES. */
+  private readonly freeing = new Set<Promise<void>>();
 
   constructor(
     private readonly store: BlockStore,
@@ -875,12 +879,6 @@ export class BlockService {
         const got = await this.store.readInto(ref.key, from, out, at, to - from);
         if (got === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
         if (got < to - from) out.fill(0, at + got, at + (to - from));
-        // A store that keeps its objects out of the OS cache reads the next ones ahead itself.
-        if (this.store.prefetch !== undefined && (from === 0 || to === bs))
-          for (let k = 1; k <= READ_AHEAD_BLOCKS; k++) {
-            const next = refAt.get(index + k);
-            if (next) this.store.prefetch(next.key);
-          }
       } else if (ref) {
         let n: number | null = null;
         const disk = this.opts.diskCache;
@@ -1114,6 +1112,26 @@ export class BlockService {
     }
   }
 
+  /**
+   * free() without the caller waiting for it (a REMOVE is answered once the metadata change is
+   * made): settles as soon as the free has started, or at once when there is nothing to free. At
+   * most MAX_BACKGROUND_FREES run at a time; beyond that this waits for room, so a mass delete
+   * cannot pile up work. A failure is logged. If the process dies first, the file's `blocks` rows
+   * and objects stay behind an inode that is gone: garbage collection (at every start, then hourly)
+   * frees them as blocks of a deleted file (collectGarbage: deadFiles). close() waits for these.
+   */
+  async freeInBackground(inodeId: number, noBlocksSince?: number): Promise<void> {
+    if (noBlocksSince === this.putEvents && !this.files.has(inodeId)) return;
+    while (this.freeing.size >= MAX_BACKGROUND_FREES) await Promise.race(this.freeing);
+    // free() marks the inode freed before its first await: no upload of it starts after this.
+    const p: Promise<void> = this.free(inodeId, noBlocksSince)
+      .catch((err: unknown) =>
+        this.opts.log?.warn({ err, inode: inodeId }, 'could not free the blocks of a deleted file; garbage collection will'),
+      )
+      .finally(() => this.freeing.delete(p));
+    this.freeing.add(p);
+  }
+
   private async deleteObjects(refs: BlockRef[]): Promise<void> {
     for (const r of refs) {
       this.forgetCached(r.key);
@@ -1206,6 +1224,7 @@ export class BlockService {
     clearInterval(this.timer);
     if (this.gcTimer) clearInterval(this.gcTimer);
     await this.gcRunning;
+    while (this.freeing.size > 0) await Promise.all(this.freeing);
     if (!this.wal.persistent) {
       await this.flushAll();
       return;

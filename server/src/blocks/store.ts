@@ -23,8 +23,6 @@ export interface BlockStore {
    * or null if the object is absent. Block reads of such stores skip the memory cache.
    */
   readInto?(key: string, offset: number, target: Buffer, targetStart: number, length: number): Promise<number | null>;
-  /** Local engines that keep objects out of the OS cache: starts loading one a sequential read will want next. */
-  prefetch?(key: string): void;
   /** Deletes an object; deleting a missing key is not an error. */
   delete(key: string): Promise<void>;
   capacity(): Promise<BlockStoreCapacity>;

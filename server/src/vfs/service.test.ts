@@ -107,6 +107,22 @@ describe('file service semantics', () => {
     assert.equal(got.data.toString(), 'y');
   });
 
+  it('REMOVE with no file open (no lookup first): NOENT, ISDIR and NOTDIR from the store, nothing else removed', async () => {
+    const { fs, share, rootFh } = await setup();
+    await fs.create(rootFh, n('a'), root, CreateMode.GUARDED, {}, null);
+    await fs.mkdir(rootFh, n('d'), root, {});
+    assert.equal(fs.opens.mayHaveOpens(share.meta), false);
+    await rejects(fs.remove(rootFh, n('missing'), root, false), 'NOENT');
+    await rejects(fs.remove(rootFh, n('d'), root, false), 'ISDIR');
+    await rejects(fs.remove(rootFh, n('a'), root, true), 'NOTDIR');
+    const names = async () => (await fs.readdir(rootFh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    assert.deepEqual(await names(), ['a', 'd']);
+    const r = await fs.remove(rootFh, n('a'), root, false);
+    assert.ok(r.dirAfter !== null && r.dirAfter.mtime.sec >= r.dirBefore.mtime.sec);
+    assert.deepEqual(await names(), ['d']);
+    await rejects(fs.remove(rootFh, n('a'), root, false), 'NOENT');
+  });
+
   it('enforces mode bits, the sticky bit and owner-only chmod', async () => {
     const { fs, share, rootFh } = await setup();
     const tmp = await fs.mkdir(rootFh, n('tmp'), root, { mode: 0o1777 });

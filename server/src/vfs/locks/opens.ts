@@ -302,6 +302,14 @@ export class OpenTable {
   }
 
   /**
+   * Could any file of this store be open (here, or, with several servers, on another one)? False
+   * lets a removal skip the checks of the file's opens, and the lookup that finds the file for them.
+   */
+  mayHaveOpens(meta: MetadataStore): boolean {
+    return this.cluster !== null || this.files.has(meta);
+  }
+
+  /**
    * Does an open of the file refuse its deletion or rename by a client that has no open of its own
    * (an NFS REMOVE or RENAME)? As a Windows server with NFS does: an open with data or delete
    * access that does not share delete (MS-FSA 2.1.5.1.2, the check an open for DELETE would meet).
