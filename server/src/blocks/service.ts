@@ -15,6 +15,8 @@ import { BlockCache } from './cache.js';
 import type { DiskBlockCache } from './disk-cache.js';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
 import {
+  RECORD_CUT,
+  nonZeroEnd,
   RECORD_TRUNCATE,
   WAL_GONE,
   WAL_NO_ROOM,
@@ -119,13 +121,6 @@ function clip(v: BlockVersion, limit: number): void {
 }
 
 const covers = (ranges: Range[], start: number, end: number): boolean => ranges.some((r) => r[0] <= start && r[1] >= end);
-
-/** Where the zeros that end `b[0, length)` begin (0 for all zeros). */
-function zeroTrimmed(b: Buffer, length: number): number {
-  let n = length;
-  while (n > 0 && b[n - 1] === 0) n--;
-  return n;
-}
 
 /** `ranges` without [start, end). */
 function cutRange(ranges: Range[], start: number, end: number): Range[] {
@@ -552,7 +547,7 @@ export class BlockService {
         // A cut (truncate, or a zeroed range up to the end of the file) leaves zeros at the end of
         // the block: they are not stored (past its object a block reads as zeros), so that a zeroed
         // range stays a hole (FSCTL_QUERY_ALLOCATED_RANGES).
-        if (v.extents.some((e) => e.zero)) length = zeroTrimmed(content, length);
+        if (v.extents.some((e) => e.zero)) length = nonZeroEnd(content.subarray(0, length), 0);
         const version = (prev?.version ?? 0) + 1;
         const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
         this.uploading.add(key);
@@ -745,13 +740,14 @@ export class BlockService {
         sizes.set(r.inode, sz);
       }
       sz.token = Math.max(sz.token, r.token);
-      if (r.type === RECORD_TRUNCATE) {
+      if (r.type === RECORD_TRUNCATE || r.type === RECORD_CUT) {
         if (r.token < sz.stored) {
           count(0, 1);
           continue;
         }
         await this.truncateData(r.inode, r.offset, r.seg, r.token);
-        sz.size = r.offset;
+        // A cut zeroes the data from there on and leaves the size alone.
+        if (r.type === RECORD_TRUNCATE) sz.size = r.offset;
       } else {
         this.addWrite(r.inode, r.offset, r.length, r.seg, r.pos, null, r.token);
         sz.size = Math.max(sz.size, r.offset + r.length);
@@ -998,11 +994,8 @@ export class BlockService {
   /**
    * Zeroes a file's data from byte `from` to its end, its size staying `size` (FSCTL_SET_ZERO_DATA
    * up to the end of a file): stored blocks past the cut are freed, the cut block keeps its bytes
-   * before `from`, and the range reads as zeros. Logged as a cut to `from` and a growth back to
-   * `size`, appended in one tick: replay applies both. Known limit: the two records may reach the
-   * disk in two writes (the WAL writer was idle); a crash between them replays the cut alone and
-   * the file comes back `from` bytes long (what it loses was being zeroed). One record carrying
-   * both sizes (a WAL format change) would close that window.
+   * before `from`, and the range reads as zeros. Logged as one record (RECORD_CUT: replay zeroes
+   * the data and leaves the size alone), so a crash keeps all of it or none.
    * False (nothing done) when the file holds data past `size`.
    */
   async cutKeepingSize(inodeId: number, from: number, size: number): Promise<boolean> {
@@ -1017,10 +1010,8 @@ export class BlockService {
           if (index * this.blockSize + rangesEnd(v.ranges) > size) return false;
     let seg: WalSegment;
     try {
-      const cut = this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, from, token));
-      const grow = this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, size, token));
-      const [a, b] = await Promise.all([cut, grow]);
-      await Promise.all([a.done, b.done]);
+      const a = await this.appendWithRoom(() => this.wal.appendCut(this.opts.shareId, inodeId, from, token));
+      await a.done;
       await this.wal.sync();
       seg = a.seg;
     } catch (err) {
