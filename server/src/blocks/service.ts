@@ -232,6 +232,12 @@ export class BlockService {
   private putEvents = 0;
   /** inode -> byte size below which data may live (set by truncate while uploads finish). */
   private readonly limits = new Map<number, number>();
+  /**
+   * inode -> a truncate or cut in progress, settled once its data is cut in memory: writes of the
+   * file wait for it, so that memory is cut where the log is (replay keeps a write logged after
+   * the cut; the cut must not drop it from memory meanwhile).
+   */
+  private readonly cuts = new Map<number, Promise<void>>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
   /** While replaying the WAL no upload starts: each block is uploaded once, with its final content. */
@@ -313,6 +319,7 @@ export class BlockService {
       const t = this.opts.leases.token(inodeId);
       token = typeof t === 'number' ? t : await t;
     }
+    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
     // Appended before any await when there is room: appends (and the index) stay in call order.
     const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token));
     // An append that waited for WAL room may come after the lease was handed over: never acknowledged
@@ -930,7 +937,24 @@ export class BlockService {
    * Cuts a file's data to `newSize` bytes; bytes past it read as zeros if the file grows again.
    * The cut is logged and synced first, so replay never brings cut bytes back.
    */
-  async truncate(inodeId: number, newSize: number): Promise<void> {
+  truncate(inodeId: number, newSize: number): Promise<void> {
+    return this.withWritesHeld(inodeId, () => this.truncateLogged(inodeId, newSize));
+  }
+
+  /** Runs a truncate or cut of a file while its writes wait (see `cuts`); one at a time per file. */
+  private async withWritesHeld<T>(inodeId: number, run: () => Promise<T>): Promise<T> {
+    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
+    let settle!: () => void;
+    this.cuts.set(inodeId, new Promise<void>((resolve) => (settle = resolve)));
+    try {
+      return await run();
+    } finally {
+      this.cuts.delete(inodeId);
+      settle();
+    }
+  }
+
+  private async truncateLogged(inodeId: number, newSize: number): Promise<void> {
     let seg: WalSegment;
     const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     try {
@@ -998,8 +1022,12 @@ export class BlockService {
    * the data and leaves the size alone), so a crash keeps all of it or none.
    * False (nothing done) when the file holds data past `size`.
    */
-  async cutKeepingSize(inodeId: number, from: number, size: number): Promise<boolean> {
-    if (from >= size) return true;
+  cutKeepingSize(inodeId: number, from: number, size: number): Promise<boolean> {
+    if (from >= size) return Promise.resolve(true);
+    return this.withWritesHeld(inodeId, () => this.cutLogged(inodeId, from, size));
+  }
+
+  private async cutLogged(inodeId: number, from: number, size: number): Promise<boolean> {
     const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     // A write past `size` (the file grew since the caller looked) would be cut too: the caller
     // zeroes the range another way. Checked just before the cut is logged.
