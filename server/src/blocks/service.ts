@@ -238,6 +238,11 @@ export class BlockService {
    * the cut; the cut must not drop it from memory meanwhile).
    */
   private readonly cuts = new Map<number, Promise<void>>();
+  /**
+   * inode -> writes of the file waiting for WAL room (past the gate above, not appended yet), and
+   * who waits for them: a truncate or cut is logged after them, as memory has them first.
+   */
+  private readonly roomWaits = new Map<number, { n: number; idle: (() => void)[] }>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
   /** While replaying the WAL no upload starts: each block is uploaded once, with its final content. */
@@ -321,7 +326,7 @@ export class BlockService {
     }
     for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
     // Appended before any await when there is room: appends (and the index) stay in call order.
-    const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token));
+    const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token), inodeId);
     // An append that waited for WAL room may come after the lease was handed over: never acknowledged
     // then (its bytes may be refused as older than the next holder's); the client sends it again.
     if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
@@ -405,21 +410,40 @@ export class BlockService {
    * JUKEBOX when the block store does not keep up in time, and with NOSPC when the WAL's volume is
    * full and waiting cannot help: nothing left to upload, or the wait ran out.
    */
-  private async appendWithRoom(append: () => WalAppend): Promise<WalAppend> {
+  private async appendWithRoom(append: () => WalAppend, writeOf?: number): Promise<WalAppend> {
     let deadline = 0;
-    for (;;) {
-      if (this.wal.full) {
-        deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
-        await this.relievePressure(deadline);
+    let waits: { n: number; idle: (() => void)[] } | undefined;
+    try {
+      for (;;) {
+        if (this.wal.full) {
+          deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
+          waits ??= this.waitingForRoom(writeOf);
+          await this.relievePressure(deadline);
+        }
+        try {
+          return append();
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== WAL_NO_ROOM) throw storageError('could not append to the WAL', err);
+          deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
+          waits ??= this.waitingForRoom(writeOf);
+          await this.waitForSegment(deadline, err as Error);
+        }
       }
-      try {
-        return append();
-      } catch (err) {
-        if ((err as { code?: unknown }).code !== WAL_NO_ROOM) throw storageError('could not append to the WAL', err);
-        deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
-        await this.waitForSegment(deadline, err as Error);
+    } finally {
+      if (waits && --waits.n === 0) {
+        this.roomWaits.delete(writeOf!);
+        for (const f of waits.idle) f();
       }
     }
+  }
+
+  /** Counts a write of `inodeId` (if any) as waiting for WAL room (see `roomWaits`). */
+  private waitingForRoom(inodeId: number | undefined): { n: number; idle: (() => void)[] } | undefined {
+    if (inodeId === undefined) return undefined;
+    let w = this.roomWaits.get(inodeId);
+    if (!w) this.roomWaits.set(inodeId, (w = { n: 0, idle: [] }));
+    w.n++;
+    return w;
   }
 
   /** One round of waiting for the WAL's next segment (its volume may be full). */
@@ -947,6 +971,9 @@ export class BlockService {
     let settle!: () => void;
     this.cuts.set(inodeId, new Promise<void>((resolve) => (settle = resolve)));
     try {
+      // Writes that passed the gate before it closed and wait for WAL room are logged first.
+      const waits = this.roomWaits.get(inodeId);
+      if (waits) await new Promise<void>((resolve) => waits.idle.push(resolve));
       return await run();
     } finally {
       this.cuts.delete(inodeId);

@@ -220,6 +220,58 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
     await b.wal.close();
   });
 
+  it('a write waiting for WAL room when a cut begins: memory keeps or cuts it as the log ordered them', async () => {
+    // A memory WAL held full by the test, which also picks the order waiters wake in (the cut's
+    // first): what the log says (records in append order) is what replay would rebuild.
+    class HeldWal extends MemoryWal {
+      held = false;
+      readonly order: string[] = [];
+      readonly waiters: Array<() => void> = [];
+      override get full(): boolean {
+        return this.held;
+      }
+      override waitRoom(): Promise<void> {
+        return this.held ? new Promise((resolve) => this.waiters.push(resolve)) : Promise.resolve();
+      }
+      override appendWrite(share: number, inode: number, offset: number, data: Buffer) {
+        this.order.push(`write ${offset}`);
+        return super.appendWrite(share, inode, offset, data);
+      }
+      override appendCut() {
+        this.order.push('cut');
+        return super.appendCut();
+      }
+    }
+    const meta = new MemoryMetadataStore();
+    const wal = new HeldWal(64 * BS);
+    const svc = new BlockService(new MemoryBlockStore(), meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal,
+      cache: new BlockCache(8 * BS),
+    });
+    const ino = await mkfile(meta);
+    const data = randomBytes(4 * BS);
+    await svc.write(ino, 0, data);
+    await svc.flush(ino);
+    wal.held = true;
+    const w = randomBytes(BS);
+    const write = svc.write(ino, 2 * BS + 10, w);
+    await new Promise((r) => setImmediate(r));
+    const cut = svc.cutKeepingSize(ino, BS / 2, 4 * BS);
+    await new Promise((r) => setImmediate(r));
+    wal.held = false;
+    for (const wake of wal.waiters.reverse()) wake();
+    await write;
+    assert.equal(await cut, true);
+    const logged = wal.order.slice(-2);
+    const kept = logged[0] === 'cut';
+    const got = await svc.read(ino, 0, 4 * BS, 4 * BS);
+    assert.deepEqual(got.subarray(2 * BS + 10, 3 * BS + 10), kept ? w : Buffer.alloc(BS), `logged: ${logged.join(', ')}`);
+    await svc.close();
+  });
+
   it('a crash that keeps only part of what a cut logged never changes the size', async () => {
     // The WAL writer may be busy with the cut's first bytes when the rest is queued: a crash may
     // keep the start of what the cut logged and lose its end. Lose the last record it wrote.
