@@ -15,6 +15,8 @@ import { BlockCache } from './cache.js';
 import type { DiskBlockCache } from './disk-cache.js';
 import type { BlockStore, BlockStoreCapacity } from './store.js';
 import {
+  RECORD_CUT,
+  nonZeroEnd,
   RECORD_TRUNCATE,
   WAL_GONE,
   WAL_NO_ROOM,
@@ -119,13 +121,6 @@ function clip(v: BlockVersion, limit: number): void {
 }
 
 const covers = (ranges: Range[], start: number, end: number): boolean => ranges.some((r) => r[0] <= start && r[1] >= end);
-
-/** Where the zeros that end `b[0, length)` begin (0 for all zeros). */
-function zeroTrimmed(b: Buffer, length: number): number {
-  let n = length;
-  while (n > 0 && b[n - 1] === 0) n--;
-  return n;
-}
 
 /** `ranges` without [start, end). */
 function cutRange(ranges: Range[], start: number, end: number): Range[] {
@@ -239,6 +234,17 @@ export class BlockService {
   private putEvents = 0;
   /** inode -> byte size below which data may live (set by truncate while uploads finish). */
   private readonly limits = new Map<number, number>();
+  /**
+   * inode -> a truncate or cut in progress, settled once its data is cut in memory: writes of the
+   * file wait for it, so that memory is cut where the log is (replay keeps a write logged after
+   * the cut; the cut must not drop it from memory meanwhile).
+   */
+  private readonly cuts = new Map<number, Promise<void>>();
+  /**
+   * inode -> writes of the file waiting for WAL room (past the gate above, not appended yet), and
+   * who waits for them: a truncate or cut is logged after them, as memory has them first.
+   */
+  private readonly roomWaits = new Map<number, { n: number; idle: (() => void)[] }>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
   /** While replaying the WAL no upload starts: each block is uploaded once, with its final content. */
@@ -322,8 +328,9 @@ export class BlockService {
       const t = this.opts.leases.token(inodeId);
       token = typeof t === 'number' ? t : await t;
     }
+    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
     // Appended before any await when there is room: appends (and the index) stay in call order.
-    const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token));
+    const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token), inodeId);
     // An append that waited for WAL room may come after the lease was handed over: never acknowledged
     // then (its bytes may be refused as older than the next holder's); the client sends it again.
     if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
@@ -407,21 +414,40 @@ export class BlockService {
    * JUKEBOX when the block store does not keep up in time, and with NOSPC when the WAL's volume is
    * full and waiting cannot help: nothing left to upload, or the wait ran out.
    */
-  private async appendWithRoom(append: () => WalAppend): Promise<WalAppend> {
+  private async appendWithRoom(append: () => WalAppend, writeOf?: number): Promise<WalAppend> {
     let deadline = 0;
-    for (;;) {
-      if (this.wal.full) {
-        deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
-        await this.relievePressure(deadline);
+    let waits: { n: number; idle: (() => void)[] } | undefined;
+    try {
+      for (;;) {
+        if (this.wal.full) {
+          deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
+          waits ??= this.waitingForRoom(writeOf);
+          await this.relievePressure(deadline);
+        }
+        try {
+          return append();
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== WAL_NO_ROOM) throw storageError('could not append to the WAL', err);
+          deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
+          waits ??= this.waitingForRoom(writeOf);
+          await this.waitForSegment(deadline, err as Error);
+        }
       }
-      try {
-        return append();
-      } catch (err) {
-        if ((err as { code?: unknown }).code !== WAL_NO_ROOM) throw storageError('could not append to the WAL', err);
-        deadline ||= Date.now() + (this.opts.maxWriteWaitMs ?? 60_000);
-        await this.waitForSegment(deadline, err as Error);
+    } finally {
+      if (waits && --waits.n === 0) {
+        this.roomWaits.delete(writeOf!);
+        for (const f of waits.idle) f();
       }
     }
+  }
+
+  /** Counts a write of `inodeId` (if any) as waiting for WAL room (see `roomWaits`). */
+  private waitingForRoom(inodeId: number | undefined): { n: number; idle: (() => void)[] } | undefined {
+    if (inodeId === undefined) return undefined;
+    let w = this.roomWaits.get(inodeId);
+    if (!w) this.roomWaits.set(inodeId, (w = { n: 0, idle: [] }));
+    w.n++;
+    return w;
   }
 
   /** One round of waiting for the WAL's next segment (its volume may be full). */
@@ -556,7 +582,7 @@ export class BlockService {
         // A cut (truncate, or a zeroed range up to the end of the file) leaves zeros at the end of
         // the block: they are not stored (past its object a block reads as zeros), so that a zeroed
         // range stays a hole (FSCTL_QUERY_ALLOCATED_RANGES).
-        if (v.extents.some((e) => e.zero)) length = zeroTrimmed(content, length);
+        if (v.extents.some((e) => e.zero)) length = nonZeroEnd(content.subarray(0, length), 0);
         const version = (prev?.version ?? 0) + 1;
         const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
         this.uploading.add(key);
@@ -749,13 +775,14 @@ export class BlockService {
         sizes.set(r.inode, sz);
       }
       sz.token = Math.max(sz.token, r.token);
-      if (r.type === RECORD_TRUNCATE) {
+      if (r.type === RECORD_TRUNCATE || r.type === RECORD_CUT) {
         if (r.token < sz.stored) {
           count(0, 1);
           continue;
         }
         await this.truncateData(r.inode, r.offset, r.seg, r.token);
-        sz.size = r.offset;
+        // A cut zeroes the data from there on and leaves the size alone.
+        if (r.type === RECORD_TRUNCATE) sz.size = r.offset;
       } else {
         this.addWrite(r.inode, r.offset, r.length, r.seg, r.pos, null, r.token);
         sz.size = Math.max(sz.size, r.offset + r.length);
@@ -932,7 +959,27 @@ export class BlockService {
    * Cuts a file's data to `newSize` bytes; bytes past it read as zeros if the file grows again.
    * The cut is logged and synced first, so replay never brings cut bytes back.
    */
-  async truncate(inodeId: number, newSize: number): Promise<void> {
+  truncate(inodeId: number, newSize: number): Promise<void> {
+    return this.withWritesHeld(inodeId, () => this.truncateLogged(inodeId, newSize));
+  }
+
+  /** Runs a truncate or cut of a file while its writes wait (see `cuts`); one at a time per file. */
+  private async withWritesHeld<T>(inodeId: number, run: () => Promise<T>): Promise<T> {
+    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
+    let settle!: () => void;
+    this.cuts.set(inodeId, new Promise<void>((resolve) => (settle = resolve)));
+    try {
+      // Writes that passed the gate before it closed and wait for WAL room are logged first.
+      const waits = this.roomWaits.get(inodeId);
+      if (waits) await new Promise<void>((resolve) => waits.idle.push(resolve));
+      return await run();
+    } finally {
+      this.cuts.delete(inodeId);
+      settle();
+    }
+  }
+
+  private async truncateLogged(inodeId: number, newSize: number): Promise<void> {
     let seg: WalSegment;
     const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     try {
@@ -996,15 +1043,16 @@ export class BlockService {
   /**
    * Zeroes a file's data from byte `from` to its end, its size staying `size` (FSCTL_SET_ZERO_DATA
    * up to the end of a file): stored blocks past the cut are freed, the cut block keeps its bytes
-   * before `from`, and the range reads as zeros. Logged as a cut to `from` and a growth back to
-   * `size`, appended in one tick: replay applies both. Known limit: the two records may reach the
-   * disk in two writes (the WAL writer was idle); a crash between them replays the cut alone and
-   * the file comes back `from` bytes long (what it loses was being zeroed). One record carrying
-   * both sizes (a WAL format change) would close that window.
+   * before `from`, and the range reads as zeros. Logged as one record (RECORD_CUT: replay zeroes
+   * the data and leaves the size alone), so a crash keeps all of it or none.
    * False (nothing done) when the file holds data past `size`.
    */
-  async cutKeepingSize(inodeId: number, from: number, size: number): Promise<boolean> {
-    if (from >= size) return true;
+  cutKeepingSize(inodeId: number, from: number, size: number): Promise<boolean> {
+    if (from >= size) return Promise.resolve(true);
+    return this.withWritesHeld(inodeId, () => this.cutLogged(inodeId, from, size));
+  }
+
+  private async cutLogged(inodeId: number, from: number, size: number): Promise<boolean> {
     const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     // A write past `size` (the file grew since the caller looked) would be cut too: the caller
     // zeroes the range another way. Checked just before the cut is logged.
@@ -1015,10 +1063,8 @@ export class BlockService {
           if (index * this.blockSize + rangesEnd(v.ranges) > size) return false;
     let seg: WalSegment;
     try {
-      const cut = this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, from, token));
-      const grow = this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, size, token));
-      const [a, b] = await Promise.all([cut, grow]);
-      await Promise.all([a.done, b.done]);
+      const a = await this.appendWithRoom(() => this.wal.appendCut(this.opts.shareId, inodeId, from, token));
+      await a.done;
       await this.wal.sync();
       seg = a.seg;
     } catch (err) {

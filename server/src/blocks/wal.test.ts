@@ -30,6 +30,7 @@ import { crc32c } from '@node-rs/crc32';
 import {
   FileWal,
   REC_HEADER,
+  RECORD_CUT,
   RECORD_SHARE_STORED,
   RECORD_WRITE,
   SEG_HEADER,
@@ -174,15 +175,17 @@ describe('WAL: crash and replay', () => {
     await first.wal.appendWrite(1, 7, 0, Buffer.from('leased'), 42).done;
     await first.wal.appendTruncate(1, 7, 3, 2 ** 40).done;
     await first.wal.appendWrite(1, 8, 0, Buffer.from('alone')).done;
+    await first.wal.appendCut(1, 8, 2, 5).done;
     await first.wal.sync();
     // A crash: the log is left as it is (close() would retire what nothing holds).
     const again = await openWal(dir);
     assert.deepEqual(
-      again.records.map((r) => [r.inode, r.type, r.token]),
+      again.records.map((r) => [r.inode, r.type, r.token, r.offset]),
       [
-        [7, RECORD_WRITE, 42],
-        [7, 2, 2 ** 40],
-        [8, RECORD_WRITE, 0],
+        [7, RECORD_WRITE, 42, 0],
+        [7, 2, 2 ** 40, 3],
+        [8, RECORD_WRITE, 0, 0],
+        [8, RECORD_CUT, 5, 2],
       ],
     );
     await again.wal.close();

@@ -31,12 +31,15 @@
 // zeros. Record: 48-byte header then `length` data bytes:
 //   0 u32 magic  4 u32 crc32c(header bytes 8..48, seeded with the segment id's low 32 bits from
 //   format 3 on; unseeded before)  8 u8 type  9..12 reserved  12 u32 share
-//   16 u64 inode  24 u64 offset (write) or new size (truncate)  32 u32 length  36 u32 crc32c(data)
+//   16 u64 inode  24 u64 offset (write), new size (truncate) or where the zeros begin (cut)
+//   32 u32 length  36 u32 crc32c(data)
 //   40 u64 fencing token: the write lease the record was written under (0 without coordination;
 //      replay never lets a record replace what a newer lease stored, see blocks/service.ts)
 // Format version 1 (before fencing tokens) had the same records without the token (40-byte
 // headers); its segments are still read, with token 0. Version 2 had unseeded header CRCs and no
-// reuse. New segments are always version 3.
+// reuse. New segments are always version 3. Record type 4 (cut) came later within version 3: a
+// DittoFS from before reads one as bytes with no valid record (logged, skipped), so after a crash
+// it would not replay a cut; it reads every other record as before.
 import { crc32c } from '@node-rs/crc32';
 import fsc from 'node:fs';
 import fs from 'node:fs/promises';
@@ -52,7 +55,13 @@ export const RECORD_TRUNCATE = 2;
  * served after its data was uploaded, so that replay skips them (the share may be gone for good).
  */
 export const RECORD_SHARE_STORED = 3;
-export type RecordType = typeof RECORD_WRITE | typeof RECORD_TRUNCATE | typeof RECORD_SHARE_STORED;
+/**
+ * The file's data from `offset` on reads as zeros, its size unchanged (SMB FSCTL_SET_ZERO_DATA up
+ * to the end of a file). One record, so that a crash never keeps half of it (as it could a
+ * truncate to `offset` logged with a truncate back to the size: the file would come back shorter).
+ */
+export const RECORD_CUT = 4;
+export type RecordType = typeof RECORD_WRITE | typeof RECORD_TRUNCATE | typeof RECORD_SHARE_STORED | typeof RECORD_CUT;
 
 const SEG_MAGIC = Buffer.from('DITTOWAL', 'latin1');
 const SEG_VERSION = 3;
@@ -123,7 +132,7 @@ export interface ReplayRecord {
   type: RecordType;
   share: number;
   inode: number;
-  /** Write: the file offset; truncate: the new size. */
+  /** Write: the file offset; truncate: the new size; cut: where the zeros begin. */
   offset: number;
   length: number;
   seg: WalSegment;
@@ -159,6 +168,8 @@ export interface Wal {
   /** `token`: the fencing token of the file's write lease (0 without coordination). */
   appendWrite(share: number, inode: number, offset: number, data: Buffer, token?: number): WalAppend;
   appendTruncate(share: number, inode: number, size: number, token?: number): WalAppend;
+  /** See RECORD_CUT. */
+  appendCut(share: number, inode: number, from: number, token?: number): WalAppend;
   /** Marks every record of `share` appended so far as stored (see RECORD_SHARE_STORED). */
   appendShareStored(share: number): WalAppend;
   /** Reads `length` bytes at `pos` of a segment into `target` at `targetStart`. */
@@ -243,6 +254,10 @@ export class MemoryWal implements Wal {
     return this.segment(0);
   }
 
+  appendCut(): WalAppend {
+    return this.segment(0);
+  }
+
   appendShareStored(): WalAppend {
     return this.segment(0);
   }
@@ -320,7 +335,7 @@ const SPARE_RE = /^wal-\d{16}\.spare$/;
 const NO_SPACE_RETRY_MS = 1000;
 
 /** Index just past the last non-zero byte of `buf` at or after `from` (`from` when all are zero). */
-function nonZeroEnd(buf: Buffer, from: number): number {
+export function nonZeroEnd(buf: Buffer, from: number): number {
   const zeros = (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
   let end = buf.length;
   // Whole chunks first (a compare in native code): a preallocated segment is mostly zeros.
@@ -387,7 +402,7 @@ function parseHeader(buf: Buffer, at: number, hdr: number, seed: number): Parsed
   const inode = buf.readBigUInt64LE(at + 16);
   const offset = buf.readBigUInt64LE(at + 24);
   const length = buf.readUInt32LE(at + 32);
-  if (type !== RECORD_WRITE && type !== RECORD_TRUNCATE && type !== RECORD_SHARE_STORED) return null;
+  if (type !== RECORD_WRITE && type !== RECORD_TRUNCATE && type !== RECORD_SHARE_STORED && type !== RECORD_CUT) return null;
   if (inode > BigInt(Number.MAX_SAFE_INTEGER) || offset > BigInt(Number.MAX_SAFE_INTEGER) || length > MAX_RECORD_DATA) return null;
   return {
     type,
@@ -873,6 +888,10 @@ export class FileWal implements Wal {
 
   appendTruncate(share: number, inode: number, size: number, token = 0): WalAppend {
     return this.append(RECORD_TRUNCATE, share, inode, size, null, token);
+  }
+
+  appendCut(share: number, inode: number, from: number, token = 0): WalAppend {
+    return this.append(RECORD_CUT, share, inode, from, null, token);
   }
 
   appendShareStored(share: number): WalAppend {

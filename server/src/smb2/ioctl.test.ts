@@ -344,6 +344,53 @@ describe('sparse files: QUERY_ALLOCATED_RANGES and SET_ZERO_DATA (MS-FSCC 2.3.51
     assert.deepEqual(await read(f, 0, 4096), pattern(8192).subarray(0, 4096), 'nothing zeroed by the refused ones');
     await srv.close();
   });
+
+  it('ranges at the 2^63 - 1 limit: answered at once, the size never changes, nothing past the file is zeroed', async () => {
+    const { srv, c, open, fsctl, write, read } = await setup();
+    const f = await open('f');
+    await write(f, pattern(8192));
+    const MAX = 2n ** 63n - 1n;
+    const buf = (a: bigint, b: bigint): Buffer => {
+      const x = Buffer.alloc(16);
+      x.writeBigInt64LE(a, 0);
+      x.writeBigInt64LE(b, 8);
+      return x;
+    };
+    const qar = async (offset: bigint, length: bigint) => {
+      const r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, buf(offset, length));
+      return [r.status, ranges(r.out)];
+    };
+    const size = async () => (await c.fs.resolve(f.handle)).inode.size;
+    assert.deepEqual(await qar(MAX, MAX), [NtStatus.SUCCESS, []], 'offset + length past 2^64');
+    assert.deepEqual(await qar(0n, MAX), [NtStatus.SUCCESS, [[0, 8192]]]);
+    assert.deepEqual(await qar(4096n, MAX), [NtStatus.SUCCESS, [[4096, 4096]]]);
+    for (const [a, b] of [
+      [MAX, MAX],
+      [MAX - 1n, MAX],
+      [2n ** 53n + 1n, MAX],
+      [8192n, MAX],
+    ])
+      assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, buf(a!, b!))).status, NtStatus.SUCCESS);
+    assert.equal(await size(), 8192);
+    assert.deepEqual(await read(f, 0, 8192), pattern(8192), 'past the end: nothing to zero');
+    assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, buf(6000n, MAX))).status, NtStatus.SUCCESS);
+    assert.equal(await size(), 8192, 'the size stays');
+    assert.deepEqual(await read(f, 0, 8192), Buffer.concat([pattern(8192).subarray(0, 6000), Buffer.alloc(2192)]));
+    // A sparse file a terabyte long (2^28 blocks of 4 KiB here): its holes cost few block-map reads.
+    assert.equal((await fsctl(f, FsctlCode.SET_SPARSE, Buffer.alloc(0))).status, NtStatus.SUCCESS);
+    await write(f, Buffer.from('end'), 2 ** 40);
+    assert.deepEqual(await qar(0n, MAX), [
+      NtStatus.SUCCESS,
+      [
+        [0, 6000],
+        [2 ** 40, 3],
+      ],
+    ]);
+    assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, buf(0n, MAX))).status, NtStatus.SUCCESS);
+    assert.deepEqual(await qar(0n, MAX), [NtStatus.SUCCESS, []], 'all of it a hole');
+    assert.equal(await size(), 2 ** 40 + 3);
+    await srv.close();
+  });
 });
 
 describe('FSCTL CREATE_OR_GET_OBJECT_ID', () => {

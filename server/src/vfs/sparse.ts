@@ -36,7 +36,8 @@ export async function dataRanges(
 ): Promise<Array<[number, number]>> {
   const r = await regularFile(fs, handle);
   const { share } = r;
-  fs.identity(share, cred);
+  // Which bytes are data tells about the content: read permission, as for a READ.
+  if (!fs.accessBits(share, r.inode, fs.identity(share, cred)).read) throw new VfsError('ACCES', 'permission denied');
   // Several servers: what another one acknowledged is stored first (as for a READ).
   const fresh = share.data.ensureFresh(r.inode.id);
   const inode = fresh !== undefined && (await fresh) ? ((await share.meta.getInode(r.inode.id)) ?? r.inode) : r.inode;
