@@ -69,6 +69,7 @@ import { type DurableTable, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
 import { checkEaKnowledge, decodeFullEaList, EA_KIND, type EaChange, eaChanges, eaRecords, eaSizeOf, queryEas, storeEas } from './ea.js';
 import { allocationOf, resetAllocation, setAllocation } from './allocation.js';
+import { createFirst } from './create-first.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -225,12 +226,15 @@ export async function create(
   let parent: Buffer | null = null;
   let name: Buffer | null = null;
   let inode: Inode | null;
+  /** The file made at once when the name was free (create-first.ts). */
+  let made: Inode | null = null;
   if (parts.length === 0) {
     inode = await c.fs.root(c.share);
   } else {
     parent = await walkParent(c, parts);
     name = Buffer.from(parts[parts.length - 1]!);
-    inode = await lookupOrNull(c, parent, name);
+    made = await createFirst(c, req, parent, name, wantDir, deleteOnClose, !extA && !secDCtx && initialAllocation === 0);
+    inode = made ?? (await lookupOrNull(c, parent, name));
     if (!inode && (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE)) {
       const found = await lookupCaseless(c, parent, name);
       if (found) ({ name, inode } = found);
@@ -241,7 +245,13 @@ export async function create(
   let granted: number;
   /** The open, registered in the lock manager before an existing file is overwritten. */
   let pre: Open | null = null;
-  if (inode) {
+  if (made) {
+    // What the new-file branch below does after it creates, for a request without contexts to apply.
+    inode = made;
+    action = CreateAction.CREATED;
+    await newInodeDacl(c.share.meta, decodeHandle(parent!).inodeId, made, null);
+    granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
+  } else if (inode) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     const isDir = inode.type === FileType.DIR;
     // A directory has no data stream: "dir::$DATA" names nothing to open (MS-FSA 2.1.5.1).

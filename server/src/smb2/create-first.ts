@@ -1,0 +1,49 @@
+// MS-SMB2 3.3.5.9 CREATE of a name that is usually free: a put (OVERWRITE_IF, what smbclient and
+// the Linux client send for O_CREAT|O_TRUNC), a new file (CREATE) or a SUPERSEDE. The file is made
+// at once, as the vfs does for NFS (vfs/service.ts create), instead of a lookup that answers "no
+// such name" before every create: one metadata statement less per new file. When the name is
+// taken, or anything else stops the create (permissions, a read-only share, a full disk), nothing
+// has changed and the caller takes the ordinary path (lookup, then open or create), which answers
+// exactly as before.
+import { VfsError } from '../vfs/errors.js';
+import { CreateMode } from '../vfs/service.js';
+import type { Inode } from '../vfs/types.js';
+import { checkNewAttributes, newFileAttributes } from './attrs.js';
+import { CreateDisposition } from './constants.js';
+import type { FileContext } from './files.js';
+import type { CreateRequest } from './messages.js';
+import * as oplock from './oplock.js';
+
+/** Dispositions whose client expects to make (or replace) the file: OPEN_IF usually opens one. */
+const CREATING: ReadonlySet<number> = new Set([CreateDisposition.CREATE, CreateDisposition.OVERWRITE_IF, CreateDisposition.SUPERSEDE]);
+
+/**
+ * Creates `name` in `parent` as a new regular file when that is what the request most likely does,
+ * or returns null (not tried, or the create failed: nothing changed). `plain`: the request carries
+ * nothing that must be applied or checked before the file exists (no ExtA, SecD or AlSi context).
+ */
+export async function createFirst(
+  c: FileContext,
+  req: CreateRequest,
+  parent: Buffer,
+  name: Buffer,
+  wantDir: boolean,
+  deleteOnClose: boolean,
+  plain: boolean,
+): Promise<Inode | null> {
+  if (!plain || wantDir || !CREATING.has(req.createDisposition)) return null;
+  // The checks the ordinary path makes before it creates; a refusal is answered there, in its order.
+  try {
+    checkNewAttributes(req.fileAttributes, false, deleteOnClose);
+  } catch {
+    return null;
+  }
+  if (oplock.leaseKeyInUse(c.fs, c.caching, req)) return null;
+  const dosAttrs = newFileAttributes(req.fileAttributes, false);
+  try {
+    return (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode;
+  } catch (e) {
+    if (e instanceof VfsError) return null;
+    throw e;
+  }
+}
