@@ -1,4 +1,4 @@
-// The control store on both engines: embedded (PGlite, the `memory` type) and a private
+// The control store on both engines: embedded (SQLite, the `memory` type) and a private
 // PostgreSQL. CRUD of every table, the rules the database keeps (unique names and ids, a used store
 // cannot go), one generation bump and one notification per change, snapshots, tokens revoked for
 // good, and the first-start admin.
@@ -53,7 +53,9 @@ function storeSuite(name: string, setup: () => Promise<{ store: ControlStore; te
       await store().createStore('block', { name: 'blocks', type: 'memory', config: { block_size: 65536 } });
     };
 
-    it('control and metadata migrations apply side by side, each with its own version table', async () => {
+    it('control and metadata migrations apply side by side, each with its own version table', async (t) => {
+      // Only PostgreSQL shares one database between both; the embedded control database is its own file.
+      if (store().dialect.name === 'sqlite') return t.skip('the embedded control database holds no metadata store');
       const d = store().driver;
       await migrate(d);
       assert.deepEqual(await migrateControl(d), { applied: [], version: 1 });
