@@ -145,7 +145,11 @@ export async function movePgliteControl(dir: string, log: DriverLogger = silentL
       for (const t of TABLES) {
         const { rows } = await from.query<SqlRow>(`SELECT ${t.columns.join(', ')} FROM ${t.table} ORDER BY ${t.order}`);
         const insert = `INSERT INTO ${t.table} (${t.columns.join(', ')}) VALUES (${t.columns.map((_, i) => `$${i + 1}`).join(', ')})`;
-        for (const r of rows) await tx.query(insert, t.columns.map((c) => sqliteValue(r[c], t.json?.includes(c) === true)));
+        for (const r of rows)
+          await tx.query(
+            insert,
+            t.columns.map((c) => sqliteValue(r[c], t.json?.includes(c) === true)),
+          );
         counts[t.table] = rows.length;
       }
       await tx.query('UPDATE control_state SET generation = $1 WHERE id = 1', [Number(state[0]?.generation ?? 0)]);

@@ -157,6 +157,43 @@ function storeSuite(name: string, setup: () => Promise<{ store: ControlStore; te
       await rejectsWith(s.deleteGroup('ops'), CONTROL_ERROR.NOT_FOUND);
     });
 
+    it('ids the caller checked are still unique when the change ends: a duplicate is refused, a swap is not', async () => {
+      const s = store();
+      const gen = await s.generation();
+      await rejectsWith(
+        s.mutate(async (q) => {
+          await q.createUser({ username: 'a', uid: 5000 }, { idsChecked: true });
+          await q.createUser({ username: 'b', uid: 5000 }, { idsChecked: true });
+        }),
+        CONTROL_ERROR.ALREADY_EXISTS,
+        /uid or gid in use/,
+      );
+      await rejectsWith(
+        s.mutate(async (q) => {
+          await q.createGroup({ name: 'g1', gid: 6000 }, { idsChecked: true });
+          await q.createGroup({ name: 'g2', gid: 6000 }, { idsChecked: true });
+        }),
+        CONTROL_ERROR.ALREADY_EXISTS,
+        /uid or gid in use/,
+      );
+      assert.deepEqual(await s.listUsers(), []);
+      assert.deepEqual(await s.listGroups(), []);
+      assert.equal(await s.generation(), gen, 'a refused change bumps nothing');
+      await s.createUser({ username: 'a', uid: 5000 });
+      await s.createUser({ username: 'b', uid: 5001 });
+      await s.mutate(async (q) => {
+        await q.updateUser('a', { uid: 5001 }, { idsChecked: true });
+        await q.updateUser('b', { uid: 5000 }, { idsChecked: true });
+      });
+      assert.deepEqual(
+        (await s.listUsers()).map((u) => [u.username, u.uid]),
+        [
+          ['a', 5001],
+          ['b', 5000],
+        ],
+      );
+    });
+
     it('automatic ids never overlap; a primary gid may be a group gid only for its members', async () => {
       const s = store();
       // The bootstrap admin first, then a group: they once both got 10000.
