@@ -2,7 +2,6 @@
 // permissions and settings it holds applied to the file service, and re-applied after every change
 // (a new share is mountable, a removed share unserved and a permission in force before the API
 // answers the request that made the change).
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
