@@ -221,7 +221,8 @@ export function defaultAdapters(): Adapter[] {
 export class ControlQueries {
   constructor(
     private readonly tx: SqlExecutor,
-    private readonly d: ControlDialect = controlDialect('postgres'),
+    /** The SQL of the engine underneath (dialect.ts). */
+    private readonly d: ControlDialect,
   ) {}
 
   async generation(): Promise<number> {
