@@ -2,7 +2,6 @@
 // permissions and settings it holds applied to the file service, and re-applied after every change
 // (a new share is mountable, a removed share unserved and a permission in force before the API
 // answers the request that made the change).
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -20,6 +19,7 @@ import {
   type ControlStore,
 } from './control/index.js';
 import { ensureJwtSecret } from './control/auth.js';
+import { controlLayout } from './control/embedded.js';
 import { desiredFromConfig } from './control/seed.js';
 import type { ReadinessCheck } from './api/index.js';
 import type { StoreKind } from './control/types.js';
@@ -73,12 +73,14 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
   const db = config.database;
   const dbPath = path.resolve(db.path ?? path.join(config.data_dir, 'control'));
   const started = Date.now();
-  const creating = db.type === 'embedded' && !existsSync(path.join(dbPath, 'pgdata', 'PG_VERSION'));
+  const layout = db.type === 'embedded' ? controlLayout(dbPath) : 'sqlite';
   log.info(
     { phase: 'control database', database: db.type === 'embedded' ? dbPath : db.type },
-    creating
-      ? 'start-up: creating the control database (first start: this takes a minute or more)'
-      : 'start-up: opening the control database (and applying its migrations)',
+    layout === 'empty'
+      ? 'start-up: creating the control database (first start)'
+      : layout === 'pglite'
+        ? 'start-up: moving the control database from PGlite to SQLite (once; the PGlite files are kept as a backup)'
+        : 'start-up: opening the control database (and applying its migrations)',
   );
   const store = await openControlStore({
     type: db.type,

@@ -1,5 +1,5 @@
 // dittofsctl as its users run it: a subprocess (the built CLI)
-// against the real control API (Fastify, JWT, bcrypt, a PGlite control store) listening on
+// against the real control API (Fastify, JWT, bcrypt, a SQLite control store) listening on
 // loopback in this process. The contexts file is a temporary one (DITTOFSCTL_CONFIG).
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';

@@ -1,4 +1,4 @@
-// The REST API through app.inject() against a real control store (PGlite): authentication and the
+// The REST API through app.inject() against a real control store (SQLite): authentication and the
 // password-change gate, tokens that must be refused, roles, every resource, bad input that must be
 // a 400 problem and change nothing, problem+json everywhere, no secret in any response or log line,
 // rate limits, the OpenAPI document, and one pass over real HTTP.

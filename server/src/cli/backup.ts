@@ -18,6 +18,7 @@ import {
   type ControlBackup,
 } from '../control/backup.js';
 import { openControlStore, type ControlStore } from '../control/store.js';
+import { controlLayout } from '../control/embedded.js';
 import { localControlSocket, requestBackup } from '../local-control.js';
 import { CliFailure } from './daemon.js';
 import { readPidFile } from './pidfile.js';
@@ -68,7 +69,7 @@ export async function openForTool(config: DittoConfig, pidFile: string, purpose:
     }
   }
   const dbPath = controlDbPath(config);
-  if (db.type === 'embedded' && purpose !== 'restore' && !existsSync(path.join(dbPath, 'pgdata', 'PG_VERSION'))) {
+  if (db.type === 'embedded' && purpose !== 'restore' && controlLayout(dbPath) === 'empty') {
     throw new CliFailure(
       `there is no control database at ${dbPath} (a server creates it at its first start with this data_dir; check --config and database.path)`,
     );

@@ -137,7 +137,7 @@ server:
 # changed at first login. This file's stores and shares are added to it at every start when
 # their names are missing; after that the database (the API, dittofsctl) is the source of truth.
 database:
-  # embedded (PGlite under data_dir), postgres, or memory (forgotten at exit).
+  # embedded (SQLite under data_dir), postgres, or memory (forgotten at exit).
   type: embedded
   # Embedded only: the database directory (default <data_dir>/control).
   # path: ./data/control

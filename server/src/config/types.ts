@@ -189,7 +189,7 @@ export interface DittoConfig {
    * The file's stores and shares are added to it at every start when their names are missing.
    */
   database: {
-    /** `embedded` (default: PGlite under data_dir), `postgres`, or `memory` (gone at exit). */
+    /** `embedded` (default: SQLite under data_dir), `postgres`, or `memory` (gone at exit). */
     type: 'embedded' | 'postgres' | 'memory';
     /** `embedded`: the database directory (default `<data_dir>/control`). */
     path?: string;

@@ -1,5 +1,5 @@
 // Control-plane backups: the document's validation (every problem named, no secret quoted), and a
-// dump -> change -> load round trip on a real control database (PGlite) that brings back every row,
+// dump -> change -> load round trip on a real control database (SQLite) that brings back every row,
 // refuses a non-empty database without force, and revokes the tokens issued before.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

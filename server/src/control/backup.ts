@@ -10,8 +10,8 @@
 import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
 import type { SqlExecutor } from '../meta/sql/driver.js';
-import { toNumber } from '../meta/sql/rows.js';
-import { SHARE_COLUMNS, shareRow, shareValues, type ControlStore } from './store.js';
+import { toBool, toNumber } from '../meta/sql/rows.js';
+import { SHARE_COLUMNS, checkUniqueIds, shareRow, shareValues, type ControlStore } from './store.js';
 import { STORE_NAME_RE } from './store-config.js';
 import {
   ACCOUNT_NAME_RE,
@@ -159,6 +159,7 @@ function iso(v: unknown, column: string): string {
 }
 
 function jsonObject(v: unknown): Record<string, unknown> {
+  if (typeof v === 'string') v = JSON.parse(v) as unknown; // SQLite: JSON text
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 }
 
@@ -168,6 +169,7 @@ async function rows(tx: SqlExecutor, sql: string): Promise<Row[]> {
 
 /** The whole control database, read in one consistent transaction. */
 export async function dumpControl(store: ControlStore, opts: { dittofsVersion: string; now?: Date }): Promise<ControlBackup> {
+  const d = store.dialect;
   return store.driver.transaction(
     async (tx) => {
       const [state] = await rows(
@@ -202,7 +204,7 @@ export async function dumpControl(store: ControlStore, opts: { dittofsVersion: s
           updated_at: iso(r.updated_at, 'updated_at'),
         }));
       const settings: Record<string, unknown> = {};
-      for (const r of await rows(tx, 'SELECT key, value FROM settings ORDER BY key')) settings[text(r.key, 'key')] = r.value;
+      for (const r of await rows(tx, 'SELECT key, value FROM settings ORDER BY key')) settings[text(r.key, 'key')] = d.fromJson(r.value);
       return {
         format: BACKUP_FORMAT,
         version: BACKUP_VERSION,
@@ -223,7 +225,7 @@ export async function dumpControl(store: ControlStore, opts: { dittofsVersion: s
           gid: toNumber(r.gid, 'gid'),
           email: textOrNull(r.email, 'email'),
           role: text(r.role, 'role') as Role,
-          must_change_password: r.must_change_password === true,
+          must_change_password: toBool(r.must_change_password, 'must_change_password'),
           password_hash: textOrNull(r.password_hash, 'password_hash'),
           nt_hash: textOrNull(r.nt_hash, 'nt_hash'),
           created_at: iso(r.created_at, 'created_at'),
@@ -246,7 +248,7 @@ export async function dumpControl(store: ControlStore, opts: { dittofsVersion: s
         })),
         adapters: (await rows(tx, 'SELECT type, enabled, port FROM adapters ORDER BY type')).map((r) => ({
           type: text(r.type, 'type') as AdapterType,
-          enabled: r.enabled === true,
+          enabled: toBool(r.enabled, 'enabled'),
           port: toNumber(r.port, 'port'),
         })),
         settings,
@@ -616,7 +618,7 @@ const TABLES_IN_DELETE_ORDER = [
 
 /** Rows in each control table (a fresh database has none). */
 export async function countControlRows(tx: SqlExecutor): Promise<Record<(typeof TABLES_IN_DELETE_ORDER)[number], number>> {
-  const sql = `SELECT ${TABLES_IN_DELETE_ORDER.map((t) => `(SELECT count(*) FROM ${t})::integer AS ${t}`).join(', ')}`;
+  const sql = `SELECT ${TABLES_IN_DELETE_ORDER.map((t) => `(SELECT count(*) FROM ${t}) AS ${t}`).join(', ')}`;
   const r = (await tx.query(sql)).rows[0] ?? {};
   return Object.fromEntries(TABLES_IN_DELETE_ORDER.map((t) => [t, toNumber(r[t], t)])) as Record<
     (typeof TABLES_IN_DELETE_ORDER)[number],
@@ -646,10 +648,11 @@ export async function loadControl(store: ControlStore, doc: unknown, opts: { for
     );
   }
   const at = (v: string | undefined): string => v ?? new Date().toISOString();
+  const d = store.dialect;
   return store.driver.transaction(async (tx) => {
     // As every change does: lock the state row first, so changes of other processes (PostgreSQL)
     // wait for this one.
-    await tx.query('SELECT generation FROM control_state WHERE id = 1 FOR UPDATE');
+    await tx.query(d.lockState);
     const before = await countControlRows(tx);
     const replaced: Partial<BackupCounts> = {
       users: before.users,
@@ -675,7 +678,7 @@ export async function loadControl(store: ControlStore, doc: unknown, opts: { for
       ['block_stores', b.block_stores],
     ] as const) {
       for (const s of list) {
-        await tx.query(`INSERT INTO ${table} (name, type, config, created_at, updated_at) VALUES ($1, $2, $3::jsonb, $4, $5)`, [
+        await tx.query(`INSERT INTO ${table} (name, type, config, created_at, updated_at) VALUES ($1, $2, ${d.json(3)}, $4, $5)`, [
           s.name,
           s.type,
           JSON.stringify(s.config),
@@ -686,7 +689,12 @@ export async function loadControl(store: ControlStore, doc: unknown, opts: { for
     }
     // Token versions restart above every version either database gave out: no token issued before
     // the restore matches a user afterwards.
-    await tx.query(`SELECT setval('token_versions', greatest($1::bigint, (SELECT last_value FROM token_versions), 1))`, [b.token_version]);
+    await tx.query(
+      d.name === 'sqlite'
+        ? 'UPDATE token_versions SET last_value = max($1, last_value, 1)'
+        : `SELECT setval('token_versions', greatest($1::bigint, (SELECT last_value FROM token_versions), 1))`,
+      [b.token_version],
+    );
     for (const u of b.users) {
       await tx.query(
         `INSERT INTO users (username, uid, gid, email, role, must_change_password, password_hash, nt_hash, created_at, updated_at)
@@ -732,13 +740,14 @@ export async function loadControl(store: ControlStore, doc: unknown, opts: { for
     for (const a of b.adapters)
       await tx.query('INSERT INTO adapters (type, enabled, port) VALUES ($1, $2, $3)', [a.type, a.enabled, a.port]);
     for (const [key, value] of Object.entries(b.settings)) {
-      await tx.query('INSERT INTO settings (key, value) VALUES ($1, $2::jsonb)', [key, JSON.stringify(value)]);
+      await tx.query(`INSERT INTO settings (key, value) VALUES ($1, ${d.json(2)})`, [key, JSON.stringify(value)]);
     }
     for (const s of b.secrets) {
       await tx.query('INSERT INTO control_secrets (name, value, created_at) VALUES ($1, $2, $3)', [s.name, s.value, at(s.created_at)]);
     }
+    await checkUniqueIds(tx, d);
     const { rows: gen } = await tx.query(
-      'UPDATE control_state SET generation = greatest(generation, $1::bigint) + 1 WHERE id = 1 RETURNING generation',
+      `UPDATE control_state SET generation = ${d.greatest('generation', d.name === 'sqlite' ? '$1' : '$1::bigint')} + 1 WHERE id = 1 RETURNING generation`,
       [b.generation],
     );
     return { generation: toNumber(gen[0]?.generation, 'generation'), counts: countBackup(b), replaced };

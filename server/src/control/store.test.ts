@@ -1,4 +1,4 @@
-// The control store on both engines: embedded (PGlite, the `memory` type) and a private
+// The control store on both engines: embedded (SQLite, the `memory` type) and a private
 // PostgreSQL. CRUD of every table, the rules the database keeps (unique names and ids, a used store
 // cannot go), one generation bump and one notification per change, snapshots, tokens revoked for
 // good, and the first-start admin.
@@ -53,7 +53,9 @@ function storeSuite(name: string, setup: () => Promise<{ store: ControlStore; te
       await store().createStore('block', { name: 'blocks', type: 'memory', config: { block_size: 65536 } });
     };
 
-    it('control and metadata migrations apply side by side, each with its own version table', async () => {
+    it('control and metadata migrations apply side by side, each with its own version table', async (t) => {
+      // Only PostgreSQL shares one database between both; the embedded control database is its own file.
+      if (store().dialect.name === 'sqlite') return t.skip('the embedded control database holds no metadata store');
       const d = store().driver;
       await migrate(d);
       assert.deepEqual(await migrateControl(d), { applied: [], version: 1 });
@@ -153,6 +155,43 @@ function storeSuite(name: string, setup: () => Promise<{ store: ControlStore; te
       await s.deleteGroup('ops');
       assert.deepEqual((await s.getUser('bob'))!.groups, []);
       await rejectsWith(s.deleteGroup('ops'), CONTROL_ERROR.NOT_FOUND);
+    });
+
+    it('ids the caller checked are still unique when the change ends: a duplicate is refused, a swap is not', async () => {
+      const s = store();
+      const gen = await s.generation();
+      await rejectsWith(
+        s.mutate(async (q) => {
+          await q.createUser({ username: 'a', uid: 5000 }, { idsChecked: true });
+          await q.createUser({ username: 'b', uid: 5000 }, { idsChecked: true });
+        }),
+        CONTROL_ERROR.ALREADY_EXISTS,
+        /uid or gid in use/,
+      );
+      await rejectsWith(
+        s.mutate(async (q) => {
+          await q.createGroup({ name: 'g1', gid: 6000 }, { idsChecked: true });
+          await q.createGroup({ name: 'g2', gid: 6000 }, { idsChecked: true });
+        }),
+        CONTROL_ERROR.ALREADY_EXISTS,
+        /uid or gid in use/,
+      );
+      assert.deepEqual(await s.listUsers(), []);
+      assert.deepEqual(await s.listGroups(), []);
+      assert.equal(await s.generation(), gen, 'a refused change bumps nothing');
+      await s.createUser({ username: 'a', uid: 5000 });
+      await s.createUser({ username: 'b', uid: 5001 });
+      await s.mutate(async (q) => {
+        await q.updateUser('a', { uid: 5001 }, { idsChecked: true });
+        await q.updateUser('b', { uid: 5000 }, { idsChecked: true });
+      });
+      assert.deepEqual(
+        (await s.listUsers()).map((u) => [u.username, u.uid]),
+        [
+          ['a', 5001],
+          ['b', 5000],
+        ],
+      );
     });
 
     it('automatic ids never overlap; a primary gid may be a group gid only for its members', async () => {

@@ -1,10 +1,12 @@
 // The control-plane database: users, groups, stores, shares, permissions, adapters and settings,
-// on the SQL driver seam of the metadata engine (PGlite embedded, `pg` for PostgreSQL).
+// on the SQL driver seam of the metadata engine (SQLite embedded, `pg` for PostgreSQL; the SQL that
+// differs between them is in dialect.ts).
 //
 // Every change runs in one transaction that first locks the single `control_state` row, so changes
 // are applied one at a time (checks such as "is this uid free?" stay true until COMMIT), and bumps
 // its generation; listeners registered with onChange() hear about it after COMMIT. Reads run in a
-// REPEATABLE READ transaction, so a snapshot is consistent.
+// REPEATABLE READ transaction, so a snapshot is consistent. On SQLite every transaction runs alone
+// on the one connection (BEGIN IMMEDIATE), which gives both.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,8 +14,9 @@ import { defaultConfig } from '../config/defaults.js';
 import type { BlockStoreType, MetadataStoreType } from '../config/types.js';
 import { SQLSTATE, silentLogger, sqlState, type DriverLogger, type SqlDriver, type SqlExecutor } from '../meta/sql/driver.js';
 import { PgDriver } from '../meta/sql/pg.js';
-import { PgliteDriver } from '../meta/sql/pglite.js';
-import { toNumber } from '../meta/sql/rows.js';
+import { toBool, toNumber } from '../meta/sql/rows.js';
+import { controlDialect, type ControlDialect } from './dialect.js';
+import { openControlSqlite, openEmbeddedControl } from './embedded.js';
 import { CONTROL_ERROR, ControlError, alreadyExists, notFound } from './errors.js';
 import { migrateControl, type ControlMigrationReport } from './migrations.js';
 import {
@@ -114,17 +117,21 @@ function iso(v: unknown): string {
   return d.toISOString();
 }
 
+/** A PostgreSQL array, or SQLite's JSON array text. */
 function strings(v: unknown): string[] {
-  return Array.isArray(v) ? v.map(String) : [];
+  const a = typeof v === 'string' ? (JSON.parse(v) as unknown) : v;
+  return Array.isArray(a) ? a.map(String) : [];
 }
 
-/** Both drivers return jsonb parsed. */
+/** PostgreSQL's drivers return jsonb parsed; SQLite returns JSON text. */
 function json(v: unknown): Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  const o = typeof v === 'string' ? (JSON.parse(v) as unknown) : v;
+  return typeof o === 'object' && o !== null && !Array.isArray(o) ? (o as Record<string, unknown>) : {};
 }
 
-const USER_COLUMNS = `u.username, u.uid, u.gid, u.email, u.role, u.must_change_password, u.created_at, u.updated_at,
-  coalesce((SELECT array_agg(m.group_name ORDER BY m.group_name) FROM group_members m WHERE m.username = u.username), '{}') AS groups`;
+const userColumns = (d: ControlDialect): string =>
+  `u.username, u.uid, u.gid, u.email, u.role, u.must_change_password, u.created_at, u.updated_at,
+  ${d.agg('m.group_name', 'FROM group_members m WHERE m.username = u.username')} AS groups`;
 
 function userRow(r: Row): User {
   return {
@@ -134,14 +141,14 @@ function userRow(r: Row): User {
     groups: strings(r.groups),
     email: textOrNull(r.email, 'email'),
     role: text(r.role, 'role') as Role,
-    must_change_password: r.must_change_password === true,
+    must_change_password: toBool(r.must_change_password, 'must_change_password'),
     created_at: iso(r.created_at),
     updated_at: iso(r.updated_at),
   };
 }
 
-const GROUP_COLUMNS = `g.name, g.gid,
-  coalesce((SELECT array_agg(m.username ORDER BY m.username) FROM group_members m WHERE m.group_name = g.name), '{}') AS members`;
+const groupColumns = (d: ControlDialect): string =>
+  `g.name, g.gid, ${d.agg('m.username', 'FROM group_members m WHERE m.group_name = g.name')} AS members`;
 
 function groupRow(r: Row): Group {
   return { name: text(r.name, 'name'), gid: toNumber(r.gid, 'gid'), members: strings(r.members) };
@@ -172,9 +179,9 @@ export function shareRow(r: Row): Share {
     name: text(r.name, 'name'),
     metadata_store: text(r.metadata_store, 'metadata_store'),
     block_store: text(r.block_store, 'block_store'),
-    read_only: r.read_only === true,
+    read_only: toBool(r.read_only, 'read_only'),
     default_permission: text(r.default_permission, 'default_permission') as PermissionLevel,
-    root_squash: r.root_squash === true,
+    root_squash: toBool(r.root_squash, 'root_squash'),
     anonymous_uid: toNumber(r.anonymous_uid, 'anonymous_uid'),
     anonymous_gid: toNumber(r.anonymous_gid, 'anonymous_gid'),
     root_mode: toNumber(r.root_mode, 'root_mode'),
@@ -212,7 +219,11 @@ export function defaultAdapters(): Adapter[] {
 
 /** The control tables, through one transaction. Obtained from ControlStore.read() / mutate(). */
 export class ControlQueries {
-  constructor(private readonly tx: SqlExecutor) {}
+  constructor(
+    private readonly tx: SqlExecutor,
+    /** The SQL of the engine underneath (dialect.ts). */
+    private readonly d: ControlDialect,
+  ) {}
 
   async generation(): Promise<number> {
     const { rows } = await this.tx.query('SELECT generation FROM control_state WHERE id = 1');
@@ -222,12 +233,12 @@ export class ControlQueries {
   // ---- users
 
   async listUsers(): Promise<User[]> {
-    const { rows } = await this.tx.query(`SELECT ${USER_COLUMNS} FROM users u ORDER BY u.username`);
+    const { rows } = await this.tx.query(`SELECT ${userColumns(this.d)} FROM users u ORDER BY u.username`);
     return rows.map(userRow);
   }
 
   async getUser(username: string): Promise<User | undefined> {
-    const { rows } = await this.tx.query(`SELECT ${USER_COLUMNS} FROM users u WHERE u.username = $1`, [username]);
+    const { rows } = await this.tx.query(`SELECT ${userColumns(this.d)} FROM users u WHERE u.username = $1`, [username]);
     return rows[0] === undefined ? undefined : userRow(rows[0]);
   }
 
@@ -250,7 +261,7 @@ export class ControlQueries {
       password_hash: textOrNull(r.password_hash, 'password_hash'),
       nt_hash: textOrNull(r.nt_hash, 'nt_hash'),
       token_version: toNumber(r.token_version, 'token_version'),
-      must_change_password: r.must_change_password === true,
+      must_change_password: toBool(r.must_change_password, 'must_change_password'),
     };
   }
 
@@ -261,12 +272,12 @@ export class ControlQueries {
   }
 
   async countUsers(): Promise<number> {
-    const { rows } = await this.tx.query('SELECT count(*)::integer AS n FROM users');
+    const { rows } = await this.tx.query('SELECT count(*) AS n FROM users');
     return toNumber(rows[0]?.n);
   }
 
   async countAdmins(): Promise<number> {
-    const { rows } = await this.tx.query(`SELECT count(*)::integer AS n FROM users WHERE role = 'admin'`);
+    const { rows } = await this.tx.query(`SELECT count(*) AS n FROM users WHERE role = 'admin'`);
     return toNumber(rows[0]?.n);
   }
 
@@ -335,7 +346,7 @@ export class ControlQueries {
 
   private async requireGroups(names: readonly string[]): Promise<void> {
     if (names.length === 0) return;
-    const { rows } = await this.tx.query('SELECT name FROM groups WHERE name = ANY($1::text[])', [names]);
+    const { rows } = await this.tx.query(`SELECT name FROM groups WHERE ${this.d.inList('name', 1)}`, [names]);
     const found = new Set(rows.map((r) => text(r.name, 'name')));
     const missing = [...new Set(names)].filter((n) => !found.has(n));
     if (missing.length > 0) {
@@ -408,14 +419,20 @@ export class ControlQueries {
       set('password_hash', p.credentials.password_hash);
       set('nt_hash', p.credentials.nt_hash);
     }
-    if (p.credentials !== undefined || p.revoke_tokens === true) sets.push(`token_version = nextval('token_versions')`);
-    if (sets.length > 0 || p.groups !== undefined) sets.push('updated_at = now()');
+    if (p.credentials !== undefined || p.revoke_tokens === true) set('token_version', await this.nextTokenVersion());
+    if (sets.length > 0 || p.groups !== undefined) sets.push(`updated_at = ${this.d.now}`);
     if (sets.length > 0) await this.tx.query(`UPDATE users SET ${sets.join(', ')} WHERE username = $1`, params);
     if (p.groups !== undefined) {
       await this.tx.query('DELETE FROM group_members WHERE username = $1', [username]);
       for (const g of new Set(p.groups))
         await this.tx.query('INSERT INTO group_members (group_name, username) VALUES ($1, $2)', [g, username]);
     }
+  }
+
+  /** A token version never handed out before (user deleted and created again included). */
+  private async nextTokenVersion(): Promise<number> {
+    const { rows } = await this.tx.query(this.d.nextTokenVersion);
+    return toNumber(rows[0]?.v, 'token_version');
   }
 
   /** Deletes the user with its group memberships and share grants. */
@@ -427,12 +444,12 @@ export class ControlQueries {
   // ---- groups
 
   async listGroups(): Promise<Group[]> {
-    const { rows } = await this.tx.query(`SELECT ${GROUP_COLUMNS} FROM groups g ORDER BY g.name`);
+    const { rows } = await this.tx.query(`SELECT ${groupColumns(this.d)} FROM groups g ORDER BY g.name`);
     return rows.map(groupRow);
   }
 
   async getGroup(name: string): Promise<Group | undefined> {
-    const { rows } = await this.tx.query(`SELECT ${GROUP_COLUMNS} FROM groups g WHERE g.name = $1`, [name]);
+    const { rows } = await this.tx.query(`SELECT ${groupColumns(this.d)} FROM groups g WHERE g.name = $1`, [name]);
     return rows[0] === undefined ? undefined : groupRow(rows[0]);
   }
 
@@ -469,7 +486,7 @@ export class ControlQueries {
     await this.requireGroup(name);
     if (p.gid !== undefined && opts.idsChecked !== true) await this.checkGidFree(p.gid, name);
     const apply = async (): Promise<void> => {
-      if (p.gid !== undefined) await this.tx.query('UPDATE groups SET gid = $2, updated_at = now() WHERE name = $1', [name, p.gid]);
+      if (p.gid !== undefined) await this.tx.query(`UPDATE groups SET gid = $2, updated_at = ${this.d.now} WHERE name = $1`, [name, p.gid]);
       if (p.members !== undefined) await this.replaceMembers(name, p.members);
     };
     if (opts.idsChecked === true) await apply();
@@ -485,7 +502,7 @@ export class ControlQueries {
   private async replaceMembers(name: string, members: readonly string[]): Promise<void> {
     const wanted = [...new Set(members)];
     if (wanted.length > 0) {
-      const { rows } = await this.tx.query('SELECT username FROM users WHERE username = ANY($1::text[])', [wanted]);
+      const { rows } = await this.tx.query(`SELECT username FROM users WHERE ${this.d.inList('username', 1)}`, [wanted]);
       const found = new Set(rows.map((r) => text(r.username, 'username')));
       const missing = wanted.filter((u) => !found.has(u));
       if (missing.length > 0)
@@ -494,7 +511,7 @@ export class ControlQueries {
           `user${missing.length === 1 ? '' : 's'} ${quoteList(missing)} do${missing.length === 1 ? 'es' : ''} not exist`,
         );
     }
-    await this.tx.query('DELETE FROM group_members WHERE group_name = $1 AND NOT (username = ANY($2::text[]))', [name, wanted]);
+    await this.tx.query(`DELETE FROM group_members WHERE group_name = $1 AND NOT (${this.d.inList('username', 2)})`, [name, wanted]);
     for (const u of wanted) {
       await this.tx.query('INSERT INTO group_members (group_name, username) VALUES ($1, $2) ON CONFLICT DO NOTHING', [name, u]);
     }
@@ -543,7 +560,7 @@ export class ControlQueries {
 
   async createStore<K extends StoreKind>(kind: K, s: StoreRecord<StoreType<K>>): Promise<StoreRecord<StoreType<K>>> {
     if ((await this.getStore(kind, s.name)) !== undefined) throw alreadyExists(`${STORE_WHAT[kind]} ${JSON.stringify(s.name)}`);
-    await this.tx.query(`INSERT INTO ${STORE_TABLE[kind]} (name, type, config) VALUES ($1, $2, $3::jsonb)`, [
+    await this.tx.query(`INSERT INTO ${STORE_TABLE[kind]} (name, type, config) VALUES ($1, $2, ${this.d.json(3)})`, [
       s.name,
       s.type,
       JSON.stringify(s.config),
@@ -553,7 +570,7 @@ export class ControlQueries {
 
   async updateStore<K extends StoreKind>(kind: K, s: StoreRecord<StoreType<K>>): Promise<StoreRecord<StoreType<K>>> {
     const { rows } = await this.tx.query(
-      `UPDATE ${STORE_TABLE[kind]} SET type = $2, config = $3::jsonb, updated_at = now() WHERE name = $1 RETURNING name`,
+      `UPDATE ${STORE_TABLE[kind]} SET type = $2, config = ${this.d.json(3)}, updated_at = ${this.d.now} WHERE name = $1 RETURNING name`,
       [s.name, s.type, JSON.stringify(s.config)],
     );
     if (rows.length === 0) throw notFound(`${STORE_WHAT[kind]} ${JSON.stringify(s.name)}`);
@@ -619,7 +636,7 @@ export class ControlQueries {
     const s: Share = { ...cur, ...p, name };
     await this.tx.query(
       `UPDATE shares SET metadata_store = $2, block_store = $3, read_only = $4, default_permission = $5, root_squash = $6,
-         anonymous_uid = $7, anonymous_gid = $8, root_mode = $9, root_uid = $10, root_gid = $11, updated_at = now()
+         anonymous_uid = $7, anonymous_gid = $8, root_mode = $9, root_uid = $10, root_gid = $11, updated_at = ${this.d.now}
        WHERE name = $1`,
       [
         name,
@@ -727,7 +744,7 @@ export class ControlQueries {
     const stored = new Map(
       rows.map((r) => [
         text(r.type, 'type'),
-        { type: text(r.type, 'type') as AdapterType, enabled: r.enabled === true, port: toNumber(r.port) },
+        { type: text(r.type, 'type') as AdapterType, enabled: toBool(r.enabled, 'enabled'), port: toNumber(r.port) },
       ]),
     );
     return defaultAdapters().map((d) => stored.get(d.type) ?? d);
@@ -748,7 +765,7 @@ export class ControlQueries {
     if (clash !== undefined) throw new ControlError(CONTROL_ERROR.ALREADY_EXISTS, `port ${next.port} is used by the ${clash.type} adapter`);
     await this.tx.query(
       `INSERT INTO adapters (type, enabled, port) VALUES ($1, $2, $3)
-       ON CONFLICT (type) DO UPDATE SET enabled = EXCLUDED.enabled, port = EXCLUDED.port, updated_at = now()`,
+       ON CONFLICT (type) DO UPDATE SET enabled = EXCLUDED.enabled, port = EXCLUDED.port, updated_at = ${this.d.now}`,
       [type, next.enabled, next.port],
     );
     return next;
@@ -773,19 +790,19 @@ export class ControlQueries {
   async listSettings(): Promise<Record<string, unknown>> {
     const { rows } = await this.tx.query('SELECT key, value FROM settings ORDER BY key');
     const out: Record<string, unknown> = {};
-    for (const r of rows) out[text(r.key, 'key')] = r.value;
+    for (const r of rows) out[text(r.key, 'key')] = this.d.fromJson(r.value);
     return out;
   }
 
   async getSetting(key: string): Promise<{ value: unknown } | undefined> {
     const { rows } = await this.tx.query('SELECT value FROM settings WHERE key = $1', [key]);
-    return rows[0] === undefined ? undefined : { value: rows[0].value };
+    return rows[0] === undefined ? undefined : { value: this.d.fromJson(rows[0].value) };
   }
 
   async putSetting(key: string, value: unknown): Promise<void> {
     await this.tx.query(
-      `INSERT INTO settings (key, value) VALUES ($1, $2::jsonb)
-       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()`,
+      `INSERT INTO settings (key, value) VALUES ($1, ${this.d.json(2)})
+       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = ${this.d.now}`,
       [key, JSON.stringify(value)],
     );
   }
@@ -848,9 +865,24 @@ function translateSqlError(e: unknown): unknown {
   return e;
 }
 
+/**
+ * SQLite: uid and gid uniqueness at the end of a change (PostgreSQL checks its deferred UNIQUE
+ * constraints at COMMIT), so one change can still swap two ids; the same error either way.
+ */
+export async function checkUniqueIds(tx: SqlExecutor, d: ControlDialect): Promise<void> {
+  if (d.duplicateIds === null) return;
+  const { rows } = await tx.query(d.duplicateIds);
+  if (rows[0] !== undefined)
+    throw Object.assign(new Error(`${text(rows[0].what, 'what')} ${toNumber(rows[0].id, 'id')} is held twice`), {
+      code: SQLSTATE.UNIQUE_VIOLATION,
+    });
+}
+
 export class ControlStore {
   private readonly listeners = new Set<ControlListener>();
   private closed = false;
+  /** The SQL of the engine underneath. */
+  readonly dialect: ControlDialect;
 
   constructor(
     /** The connection, for tests and diagnostics; go through read() and mutate() otherwise. */
@@ -859,7 +891,9 @@ export class ControlStore {
     readonly migration: ControlMigrationReport,
     private readonly log: DriverLogger = silentLogger,
     private readonly onClose: () => Promise<void> = async () => {},
-  ) {}
+  ) {
+    this.dialect = controlDialect(driver.dialect);
+  }
 
   /** Migrates the control tables on `driver` and returns a store over it (closing it closes the driver). */
   static async open(driver: SqlDriver, opts: { logger?: DriverLogger; onClose?: () => Promise<void> } = {}): Promise<ControlStore> {
@@ -874,7 +908,7 @@ export class ControlStore {
 
   /** Runs `fn` in one consistent (REPEATABLE READ) read transaction. */
   read<T>(fn: (q: ControlQueries) => Promise<T>): Promise<T> {
-    return this.driver.transaction((tx) => fn(new ControlQueries(tx)), { isolation: 'repeatable read' });
+    return this.driver.transaction((tx) => fn(new ControlQueries(tx, this.dialect)), { isolation: 'repeatable read' });
   }
 
   /**
@@ -893,8 +927,9 @@ export class ControlStore {
     let outcome: { result: T; generation: number; changed: boolean };
     try {
       outcome = await this.driver.transaction(async (tx) => {
-        const locked = await tx.query('SELECT generation FROM control_state WHERE id = 1 FOR UPDATE');
-        const result = await fn(new ControlQueries(tx));
+        const locked = await tx.query(this.dialect.lockState);
+        const result = await fn(new ControlQueries(tx, this.dialect));
+        await checkUniqueIds(tx, this.dialect);
         if (opts.changed !== undefined && !opts.changed(result)) {
           return { result, generation: toNumber(locked.rows[0]?.generation, 'generation'), changed: false };
         }
@@ -1067,8 +1102,9 @@ export type ControlStoreType = (typeof CONTROL_STORE_TYPES)[number];
 
 export interface OpenControlStoreOptions {
   /**
-   * `embedded`: PGlite in `path` (one process at a time); `postgres`: a pool on `url`;
-   * `memory`: PGlite in a fresh temporary directory, deleted by close() (tests, throwaway servers).
+   * `embedded`: SQLite in `path` (one process at a time; a PGlite database found there is moved
+   * to SQLite first, see embedded.ts); `postgres`: a pool on `url`;
+   * `memory`: SQLite in a fresh temporary directory, deleted by close() (tests, throwaway servers).
    */
   type: ControlStoreType;
   /** `embedded` (required): the database directory, e.g. `<data_dir>/control`. */
@@ -1093,7 +1129,7 @@ export async function openControlStore(opts: OpenControlStoreOptions): Promise<C
   switch (opts.type) {
     case 'embedded': {
       if (opts.path === undefined || opts.path === '') throw new Error('control store: type embedded needs a path');
-      return openOn(await PgliteDriver.open({ dir: opts.path, logger }), logger);
+      return openOn(await openEmbeddedControl(opts.path, logger), logger);
     }
     case 'postgres': {
       if (opts.url === undefined || opts.url === '') throw new Error('control store: type postgres needs a url');
@@ -1108,13 +1144,12 @@ export async function openControlStore(opts: OpenControlStoreOptions): Promise<C
       return openOn(driver, logger);
     }
     case 'memory': {
-      // PGlite in a temporary directory rather than PGlite's in-memory mode: the database is created
-      // in a child process (see meta/sql/pglite-init.ts), which keeps this process about 500 MiB
-      // smaller than creating it in memory here.
+      // SQLite in a temporary directory (the driver keeps its lock and WAL beside the database);
+      // nothing of it is synced to disk on purpose: it is gone when the server stops.
       const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-control-'));
       const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
       try {
-        return await openOn(await PgliteDriver.open({ dir, logger }), logger, cleanup);
+        return await openOn(openControlSqlite(dir, logger, 'commit'), logger, cleanup);
       } catch (e) {
         await cleanup();
         throw e;

@@ -1,5 +1,4 @@
-// Test support: one control store per test file (opening PGlite takes seconds), emptied between
-// tests. Not used by the server.
+// Test support: one control store per test file, emptied between tests. Not used by the server.
 import { openControlStore, type ControlStore } from './store.js';
 
 const TABLES = [
@@ -20,5 +19,12 @@ export async function openTestControlStore(): Promise<ControlStore> {
 
 /** Deletes every row (the generation keeps counting). */
 export async function resetControlStore(store: ControlStore): Promise<void> {
+  if (store.dialect.name === 'sqlite') {
+    // SQLite has no TRUNCATE; deleting children first keeps the foreign keys satisfied.
+    await store.driver.transaction(async (tx) => {
+      for (const t of TABLES) await tx.query(`DELETE FROM ${t}`);
+    });
+    return;
+  }
   await store.driver.query(`TRUNCATE ${TABLES.join(', ')}`);
 }

@@ -85,6 +85,8 @@ export interface SqliteDriverOptions {
   logger?: DriverLogger;
   /** Checkpoints on a worker thread (sqlite-checkpoint.ts; default true). */
   checkpointWorker?: boolean;
+  /** The database file's name in `dir` (default SQLITE_FILE). */
+  file?: string;
 }
 
 /** Makes the entries of a directory (files created or renamed in it) survive a power loss. */
@@ -222,7 +224,7 @@ export class SqliteDriver implements SqlDriver {
   static open(opts: SqliteDriverOptions): SqliteDriver {
     const { dir, lockFile } = takeStoreDir(opts.dir, opts.logger);
     try {
-      const file = path.join(dir, SQLITE_FILE);
+      const file = path.join(dir, opts.file ?? SQLITE_FILE);
       const db = openDatabase(file);
       try {
         db.pragma('journal_mode = WAL');
