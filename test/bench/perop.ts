@@ -1,0 +1,129 @@
+// Per-procedure server CPU of the metadata calls on one DittoFS server (embedded-fs): NULL,
+// GETATTR, LOOKUP and SETATTR (mode, then times: what an untar sends per file after its CREATE),
+// one request outstanding, each phase's CPU from /proc/PID/stat (utime + stime, all threads).
+// NULL is measured three times: right after start-up, right after the SETATTRs, and after an idle pause.
+//
+//   npx tsx test/bench/perop.ts [--calls N] [--cpu-prof DIR]
+// Run under `flock /work/wt/bench.lock`. --cpu-prof DIR: the server writes a V8 CPU profile there.
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { startDittofs } from '../helpers/server.js';
+import { EXPORT_PATH, writeDittoConfig } from './backends.js';
+import { Nfs3Client, NfsError, XdrWriter, type XdrReader } from './nfsclient.js';
+import { cpuSeconds } from './proc.js';
+
+const NFSPROC3_SETATTR = 2;
+const IDLE_MS = 5000;
+
+const PRELOAD = `import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import path from 'node:path';
+const dir = process.env.DITTOFS_BENCH_CPU_PROF_DIR;
+const session = new Session();
+session.connect();
+session.post('Profiler.enable');
+session.post('Profiler.setSamplingInterval', { interval: 200 });
+process.on('SIGUSR2', () => session.post('Profiler.start'));
+process.on('exit', () => {
+  session.post('Profiler.stop', (err, res) => {
+    if (!err) writeFileSync(path.join(dir, 'perop-' + process.pid + '.cpuprofile'), JSON.stringify(res.profile));
+  });
+});
+`;
+
+/** sattr3 with the given fields set (RFC 1813 §2.6). */
+function setattrArgs(fh: Buffer, mode: number | undefined, mtimeSec: number | undefined): Buffer {
+  const w = new XdrWriter(128).opaque(fh);
+  if (mode === undefined) w.u32(0);
+  else w.u32(1).u32(mode);
+  w.u32(0).u32(0).u32(0); // uid, gid, size
+  if (mtimeSec === undefined) w.u32(0).u32(0);
+  else w.u32(2).u32(mtimeSec).u32(0).u32(2).u32(mtimeSec).u32(0); // atime, mtime SET_TO_CLIENT_TIME
+  w.u32(0); // no guard
+  return w.toBuffer();
+}
+
+/** CPU seconds of each thread of a process, by thread name and id. */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      out.set(`${name}/${tid}`, (Number(f[11]) + Number(f[12])) / 100);
+    } catch {
+      // The thread ended.
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { calls: { type: 'string' }, 'cpu-prof': { type: 'string' } } });
+  const calls = Number(values.calls ?? 5000);
+  const work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-perop-'));
+  const dataDir = path.join(work, 'data');
+  const env: Record<string, string> = {};
+  const prof = values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']);
+  if (prof) {
+    await writeFile(path.join(work, 'preload.mjs'), PRELOAD);
+    env.NODE_OPTIONS = `--import=${path.join(work, 'preload.mjs')}`;
+    env.DITTOFS_BENCH_CPU_PROF_DIR = prof;
+  }
+  const configFile = await writeDittoConfig(work, 'perop', 'embedded-fs', dataDir, {}, undefined);
+  const srv = await startDittofs({ configFile, dataDir, env });
+  const pid = srv.child.pid!;
+  const c = await Nfs3Client.connect({ nfsPort: srv.nfsPort, exportPath: EXPORT_PATH });
+  const call = (proc: number, args: Buffer, what: string): Promise<XdrReader> =>
+    (c as unknown as { call(p: number, a: Buffer, w: string): Promise<XdrReader> }).call(proc, args, what);
+  const rows: string[] = [];
+  const phase = async (name: string, n: number, op: (i: number) => Promise<void>) => {
+    const threads0 = threadCpu(pid);
+    const cpu0 = cpuSeconds(pid)!;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) await op(i);
+    const secs = (performance.now() - t0) / 1000;
+    const cpu = cpuSeconds(pid)! - cpu0;
+    const busy: string[] = [];
+    for (const [t, v] of threadCpu(pid)) {
+      const d = v - (threads0.get(t) ?? 0);
+      if (d >= 0.01) busy.push(`${t} ${d.toFixed(2)}`);
+    }
+    rows.push(
+      `${name.padEnd(22)} ${String(n).padStart(6)}  ${((cpu / n) * 1e6).toFixed(1).padStart(8)} us CPU/op  ${Math.round(n / secs)}/s  [${busy.join(', ')}]`,
+    );
+  };
+  try {
+    await phase('NULL (after start-up)', calls, () => c.null());
+    const dir = (await c.mkdir(c.rootFh, 'perop')).fh!;
+    const fhs: Buffer[] = [];
+    const names = Array.from({ length: calls }, (_, i) => `f${String(i).padStart(6, '0')}`);
+    await phase('CREATE', calls, async (i) => void fhs.push((await c.create(dir, names[i]!)).fh!));
+    if (prof) srv.child.kill('SIGUSR2');
+    await phase('GETATTR', calls, async (i) => void (await c.getattr(fhs[i]!)));
+    await phase('LOOKUP', calls, async (i) => void (await c.lookup(dir, names[i]!)));
+    const now = Math.floor(Date.now() / 1000) - 3600;
+    const setattr = async (args: Buffer) => {
+      const r = await call(NFSPROC3_SETATTR, args, 'SETATTR');
+      const st = r.u32();
+      if (st !== 0) throw new NfsError('SETATTR', st);
+    };
+    await phase('SETATTR mode', calls, (i) => setattr(setattrArgs(fhs[i]!, 0o600, undefined)));
+    await phase('SETATTR times', calls, (i) => setattr(setattrArgs(fhs[i]!, undefined, now)));
+    await phase('NULL (after SETATTRs)', calls, () => c.null());
+    await new Promise((r) => setTimeout(r, IDLE_MS));
+    await phase(`NULL (after ${IDLE_MS / 1000} s idle)`, calls, () => c.null());
+  } finally {
+    await c.close();
+    await srv.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+  console.log(rows.join('\n'));
+}
+
+await main();
