@@ -1,10 +1,13 @@
 // Per-procedure server CPU of the metadata calls on one DittoFS server (embedded-fs): NULL,
 // GETATTR, LOOKUP and SETATTR (mode, then times: what an untar sends per file after its CREATE),
 // one request outstanding, each phase's CPU from /proc/PID/stat (utime + stime, all threads).
-// NULL is measured three times: right after start-up, right after the SETATTRs, and after an idle pause.
+// NULL is measured three times: right after start-up, right after the SETATTRs, and after an idle
+// pause; GETATTR twice: right after the CREATEs and, last, of files untouched for seconds.
 //
-//   npx tsx test/bench/perop.ts [--calls N] [--cpu-prof DIR]
-// Run under `flock /work/wt/bench.lock`. --cpu-prof DIR: the server writes a V8 CPU profile there.
+//   npx tsx test/bench/perop.ts [--calls N] [--cpu-prof DIR] [--trace-gc]
+// Run under `flock /work/wt/bench.lock`. --cpu-prof DIR: the server writes a V8 CPU profile there
+// (of the calls after CREATE); --trace-gc: each phase's row also counts the server's garbage
+// collections (V8 --trace-gc lines: scavenges, mark-compacts) and their milliseconds.
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -18,6 +21,10 @@ import { cpuSeconds } from './proc.js';
 
 const NFSPROC3_SETATTR = 2;
 const IDLE_MS = 5000;
+
+const GC_PRELOAD = `import v8 from 'node:v8';
+v8.setFlagsFromString('--trace-gc');
+`;
 
 const PRELOAD = `import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
@@ -64,7 +71,7 @@ function threadCpu(pid: number): Map<string, number> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { calls: { type: 'string' }, 'cpu-prof': { type: 'string' } } });
+  const { values } = parseArgs({ options: { calls: { type: 'string' }, 'cpu-prof': { type: 'string' }, 'trace-gc': { type: 'boolean' } } });
   const calls = Number(values.calls ?? 5000);
   const work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-perop-'));
   const dataDir = path.join(work, 'data');
@@ -75,6 +82,10 @@ async function main(): Promise<void> {
     env.NODE_OPTIONS = `--import=${path.join(work, 'preload.mjs')}`;
     env.DITTOFS_BENCH_CPU_PROF_DIR = prof;
   }
+  if (values['trace-gc']) {
+    await writeFile(path.join(work, 'gc.mjs'), GC_PRELOAD);
+    env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --import=${path.join(work, 'gc.mjs')}`.trim();
+  }
   const configFile = await writeDittoConfig(work, 'perop', 'embedded-fs', dataDir, {}, undefined);
   const srv = await startDittofs({ configFile, dataDir, env });
   const pid = srv.child.pid!;
@@ -84,6 +95,7 @@ async function main(): Promise<void> {
   const rows: string[] = [];
   const phase = async (name: string, n: number, op: (i: number) => Promise<void>) => {
     const threads0 = threadCpu(pid);
+    const out0 = srv.output().length;
     const cpu0 = cpuSeconds(pid)!;
     const t0 = performance.now();
     for (let i = 0; i < n; i++) await op(i);
@@ -94,8 +106,17 @@ async function main(): Promise<void> {
       const d = v - (threads0.get(t) ?? 0);
       if (d >= 0.01) busy.push(`${t} ${d.toFixed(2)}`);
     }
+    let gc = '';
+    if (values['trace-gc']) {
+      const lines = srv.output().slice(out0).split('\n');
+      const count = (kind: string) => lines.filter((l) => l.includes(kind));
+      const ms = (ls: string[]) => ls.reduce((a, l) => a + Number(/, ([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0), 0);
+      const sc = count('Scavenge');
+      const mc = count('Mark-Compact');
+      gc = `  gc: ${sc.length} scavenges ${ms(sc).toFixed(1)} ms, ${mc.length} mark-compacts ${ms(mc).toFixed(1)} ms`;
+    }
     rows.push(
-      `${name.padEnd(22)} ${String(n).padStart(6)}  ${((cpu / n) * 1e6).toFixed(1).padStart(8)} us CPU/op  ${Math.round(n / secs)}/s  [${busy.join(', ')}]`,
+      `${name.padEnd(22)} ${String(n).padStart(6)}  ${((cpu / n) * 1e6).toFixed(1).padStart(8)} us CPU/op  ${Math.round(n / secs)}/s  [${busy.join(', ')}]${gc}`,
     );
   };
   try {
@@ -118,6 +139,8 @@ async function main(): Promise<void> {
     await phase('NULL (after SETATTRs)', calls, () => c.null());
     await new Promise((r) => setTimeout(r, IDLE_MS));
     await phase(`NULL (after ${IDLE_MS / 1000} s idle)`, calls, () => c.null());
+    // Files last read or changed seconds ago: what a client's attribute revalidation asks.
+    await phase('GETATTR (cold)', calls, async (i) => void (await c.getattr(fhs[i]!)));
   } finally {
     await c.close();
     await srv.stop();
