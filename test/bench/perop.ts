@@ -20,6 +20,10 @@ import { Nfs3Client, NfsError, XdrWriter, type XdrReader } from './nfsclient.js'
 import { cpuSeconds } from './proc.js';
 
 const NFSPROC3_SETATTR = 2;
+const NFSPROC3_WRITE = 7;
+const FILE_SYNC = 2;
+/** Files of the untar-like phase: what the kernel client sent per file in the VM's untar. */
+const UNTAR_DATA = Buffer.from('thirty bytes of file content.\n');
 const IDLE_MS = 5000;
 
 const GC_PRELOAD = `import v8 from 'node:v8';
@@ -139,6 +143,33 @@ async function main(): Promise<void> {
     await phase('NULL (after SETATTRs)', calls, () => c.null());
     await new Promise((r) => setTimeout(r, IDLE_MS));
     await phase(`NULL (after ${IDLE_MS / 1000} s idle)`, calls, () => c.null());
+    // Per file, what the kernel client sent in the VM's untar (vmuntar.ts: ~3 LOOKUP, 1 CREATE,
+    // 1 stable WRITE, ~4 SETATTR): LOOKUP (not there), CREATE, WRITE FILE_SYNC, SETATTR owner,
+    // mode, times, and LOOKUP + GETATTR of the result.
+    const untarDir = (await c.mkdir(c.rootFh, 'untar')).fh!;
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
+    await phase('untar-like (per file)', Math.max(1, Math.floor(calls / 10)), async (i) => {
+      const name = names[i]!;
+      await c.lookup(untarDir, name).then(
+        () => {
+          throw new Error(`${name} exists`);
+        },
+        (e: unknown) => {
+          if (!(e instanceof NfsError)) throw e;
+        },
+      );
+      const fh = (await c.create(untarDir, name, 0o644, 'GUARDED')).fh!;
+      const w = new XdrWriter(128).opaque(fh).u64(0).u32(UNTAR_DATA.length).u32(FILE_SYNC).opaque(UNTAR_DATA);
+      const r = await call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE');
+      const st = r.u32();
+      if (st !== 0) throw new NfsError('WRITE', st);
+      const owner = new XdrWriter(128).opaque(fh).u32(0).u32(1).u32(uid).u32(1).u32(gid).u32(0).u32(0).u32(0).u32(0).toBuffer();
+      await setattr(owner);
+      await setattr(setattrArgs(fh, 0o600, undefined));
+      await setattr(setattrArgs(fh, undefined, now));
+      await c.getattr((await c.lookup(untarDir, name)).fh);
+    });
     // Files last read or changed seconds ago: what a client's attribute revalidation asks.
     await phase('GETATTR (cold)', calls, async (i) => void (await c.getattr(fhs[i]!)));
   } finally {
