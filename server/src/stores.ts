@@ -16,9 +16,10 @@ import type { MetadataStore } from './meta/store.js';
 import type { ServerMetrics } from './obs/metrics.js';
 
 /** SQL engines answer inode and block-map lookups from memory and write sizes and times behind. */
-function cachedFor(log: Logger): (store: MetadataStore) => MetadataStore {
-  return (store) =>
+function cachedFor(log: Logger): (store: MetadataStore, ttlMs?: number) => MetadataStore {
+  return (store, ttlMs) =>
     new CachedMetadataStore(store, {
+      ...(ttlMs !== undefined ? { ttlMs } : {}),
       onFlushError: (err, inodeId) =>
         log.warn({ err, inode: inodeId }, 'could not write file size and times to the metadata store; retrying'),
     });
@@ -43,6 +44,9 @@ export function createMetadataStore(
         const problem = storeDirProblem(cfg.path, METADATA_STORE_DIR, dataDir);
         if (problem !== undefined) throw new Error(`metadata store ${name}: ${problem}`);
       }
+      // Written by this process alone (the store directory's lock, meta/sql/lockfile.ts) and only
+      // through the cache, which keeps itself exact (as it does for several coordinated servers):
+      // an entry is trusted until this process changes it, not re-read every second (GETATTR).
       return cached(
         createEmbeddedMetadataStore({
           path: path.resolve(cfg.path ?? path.join(dataDir, 'metadata', name)),
@@ -51,6 +55,7 @@ export function createMetadataStore(
           logger,
           observer,
         }),
+        Number.POSITIVE_INFINITY,
       );
     }
     case 'postgres':

@@ -83,6 +83,14 @@ describe('file service semantics', () => {
     assert.equal((await share.meta.getMeta(a.inode.id, InodeMetaKind.SECURITY)).length, 1, 'the same mode: kept');
     await fs.setattr(fh, alice, { mode: 0o600 });
     assert.deepEqual(await share.meta.getMeta(a.inode.id, InodeMetaKind.SECURITY), [], 'a chmod: dropped');
+    // Without a stored descriptor a chmod (an untar's SETATTR after each CREATE) writes no records:
+    // putMeta is a transaction of its own that waits for an fsync on the embedded engine.
+    const puts: number[] = [];
+    const putMeta = share.meta.putMeta.bind(share.meta);
+    share.meta.putMeta = (id, ...rest) => (puts.push(id), putMeta(id, ...rest));
+    const after = await fs.setattr(fh, alice, { mode: 0o640 });
+    assert.equal(after.after.mode & 0o7777, 0o640);
+    assert.deepEqual(puts, [], 'a chmod of a file without a descriptor: no record change');
   });
 
   it('refuses to move a directory into its own subtree', async () => {

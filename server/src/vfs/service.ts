@@ -336,7 +336,9 @@ export class FileService {
     }
     const after = await share.meta.setAttr(inode.id, changes, guardCtime);
     // New permission bits replace an NT DACL an SMB client stored (smb2/acl.ts): the mode is the truth again.
-    if ((after.mode & 0o7777) !== (inode.mode & 0o7777))
+    // Looked for first (one read): putMeta is a transaction that waits for an fsync, and most files
+    // (every one an NFS client chmods after CREATE, an untar's bulk) have no stored descriptor.
+    if ((after.mode & 0o7777) !== (inode.mode & 0o7777) && (await share.meta.metaSizes([inode.id], InodeMetaKind.SECURITY)).size > 0)
       await share.meta.putMeta(inode.id, InodeMetaKind.SECURITY, [{ name: NO_NAME, value: null }], { count: 1, bytes: 0 });
     return { before: inode, after, share };
   }

@@ -1,0 +1,183 @@
+// Per-procedure server CPU of the metadata calls on one DittoFS server (embedded-fs): NULL,
+// GETATTR, LOOKUP and SETATTR (mode, then times: what an untar sends per file after its CREATE),
+// one request outstanding, each phase's CPU from /proc/PID/stat (utime + stime, all threads).
+// NULL is measured three times: right after start-up, right after the SETATTRs, and after an idle
+// pause; GETATTR twice: right after the CREATEs and, last, of files untouched for seconds.
+//
+//   npx tsx test/bench/perop.ts [--calls N] [--cpu-prof DIR] [--trace-gc]
+// Run under `flock /work/wt/bench.lock`. --cpu-prof DIR: the server writes a V8 CPU profile there
+// (of the calls after CREATE); --trace-gc: each phase's row also counts the server's garbage
+// collections (V8 --trace-gc lines: scavenges, mark-compacts) and their milliseconds.
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { startDittofs } from '../helpers/server.js';
+import { EXPORT_PATH, writeDittoConfig } from './backends.js';
+import { Nfs3Client, NfsError, XdrWriter, type XdrReader } from './nfsclient.js';
+import { cpuSeconds } from './proc.js';
+
+const NFSPROC3_SETATTR = 2;
+const NFSPROC3_WRITE = 7;
+const FILE_SYNC = 2;
+/** Files of the untar-like phase: what the kernel client sent per file in the VM's untar. */
+const UNTAR_DATA = Buffer.from('thirty bytes of file content.\n');
+const IDLE_MS = 5000;
+
+const GC_PRELOAD = `import v8 from 'node:v8';
+v8.setFlagsFromString('--trace-gc');
+`;
+
+const PRELOAD = `import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import path from 'node:path';
+const dir = process.env.DITTOFS_BENCH_CPU_PROF_DIR;
+const session = new Session();
+session.connect();
+session.post('Profiler.enable');
+session.post('Profiler.setSamplingInterval', { interval: 200 });
+process.on('SIGUSR2', () => session.post('Profiler.start'));
+process.on('exit', () => {
+  session.post('Profiler.stop', (err, res) => {
+    if (!err) writeFileSync(path.join(dir, 'perop-' + process.pid + '.cpuprofile'), JSON.stringify(res.profile));
+  });
+});
+`;
+
+/** sattr3 with the given fields set (RFC 1813 §2.6). */
+function setattrArgs(fh: Buffer, mode: number | undefined, mtimeSec: number | undefined): Buffer {
+  const w = new XdrWriter(128).opaque(fh);
+  if (mode === undefined) w.u32(0);
+  else w.u32(1).u32(mode);
+  w.u32(0).u32(0).u32(0); // uid, gid, size
+  if (mtimeSec === undefined) w.u32(0).u32(0);
+  else w.u32(2).u32(mtimeSec).u32(0).u32(2).u32(mtimeSec).u32(0); // atime, mtime SET_TO_CLIENT_TIME
+  w.u32(0); // no guard
+  return w.toBuffer();
+}
+
+/** CPU seconds of each thread of a process, by thread name and id. */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      out.set(`${name}/${tid}`, (Number(f[11]) + Number(f[12])) / 100);
+    } catch {
+      // The thread ended.
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { calls: { type: 'string' }, 'cpu-prof': { type: 'string' }, 'trace-gc': { type: 'boolean' } } });
+  const calls = Number(values.calls ?? 5000);
+  const work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-perop-'));
+  const dataDir = path.join(work, 'data');
+  const env: Record<string, string> = {};
+  const prof = values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']);
+  if (prof) {
+    await writeFile(path.join(work, 'preload.mjs'), PRELOAD);
+    env.NODE_OPTIONS = `--import=${path.join(work, 'preload.mjs')}`;
+    env.DITTOFS_BENCH_CPU_PROF_DIR = prof;
+  }
+  if (values['trace-gc']) {
+    await writeFile(path.join(work, 'gc.mjs'), GC_PRELOAD);
+    env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --import=${path.join(work, 'gc.mjs')}`.trim();
+  }
+  const configFile = await writeDittoConfig(work, 'perop', 'embedded-fs', dataDir, {}, undefined);
+  const srv = await startDittofs({ configFile, dataDir, env });
+  const pid = srv.child.pid!;
+  const c = await Nfs3Client.connect({ nfsPort: srv.nfsPort, exportPath: EXPORT_PATH });
+  const call = (proc: number, args: Buffer, what: string): Promise<XdrReader> =>
+    (c as unknown as { call(p: number, a: Buffer, w: string): Promise<XdrReader> }).call(proc, args, what);
+  const rows: string[] = [];
+  const phase = async (name: string, n: number, op: (i: number) => Promise<void>) => {
+    const threads0 = threadCpu(pid);
+    const out0 = srv.output().length;
+    const cpu0 = cpuSeconds(pid)!;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) await op(i);
+    const secs = (performance.now() - t0) / 1000;
+    const cpu = cpuSeconds(pid)! - cpu0;
+    const busy: string[] = [];
+    for (const [t, v] of threadCpu(pid)) {
+      const d = v - (threads0.get(t) ?? 0);
+      if (d >= 0.01) busy.push(`${t} ${d.toFixed(2)}`);
+    }
+    let gc = '';
+    if (values['trace-gc']) {
+      const lines = srv.output().slice(out0).split('\n');
+      const count = (kind: string) => lines.filter((l) => l.includes(kind));
+      const ms = (ls: string[]) => ls.reduce((a, l) => a + Number(/, ([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0), 0);
+      const sc = count('Scavenge');
+      const mc = count('Mark-Compact');
+      gc = `  gc: ${sc.length} scavenges ${ms(sc).toFixed(1)} ms, ${mc.length} mark-compacts ${ms(mc).toFixed(1)} ms`;
+    }
+    rows.push(
+      `${name.padEnd(22)} ${String(n).padStart(6)}  ${((cpu / n) * 1e6).toFixed(1).padStart(8)} us CPU/op  ${Math.round(n / secs)}/s  [${busy.join(', ')}]${gc}`,
+    );
+  };
+  try {
+    await phase('NULL (after start-up)', calls, () => c.null());
+    const dir = (await c.mkdir(c.rootFh, 'perop')).fh!;
+    const fhs: Buffer[] = [];
+    const names = Array.from({ length: calls }, (_, i) => `f${String(i).padStart(6, '0')}`);
+    await phase('CREATE', calls, async (i) => void fhs.push((await c.create(dir, names[i]!)).fh!));
+    if (prof) srv.child.kill('SIGUSR2');
+    await phase('GETATTR', calls, async (i) => void (await c.getattr(fhs[i]!)));
+    await phase('LOOKUP', calls, async (i) => void (await c.lookup(dir, names[i]!)));
+    const now = Math.floor(Date.now() / 1000) - 3600;
+    const setattr = async (args: Buffer) => {
+      const r = await call(NFSPROC3_SETATTR, args, 'SETATTR');
+      const st = r.u32();
+      if (st !== 0) throw new NfsError('SETATTR', st);
+    };
+    await phase('SETATTR mode', calls, (i) => setattr(setattrArgs(fhs[i]!, 0o600, undefined)));
+    await phase('SETATTR times', calls, (i) => setattr(setattrArgs(fhs[i]!, undefined, now)));
+    await phase('NULL (after SETATTRs)', calls, () => c.null());
+    await new Promise((r) => setTimeout(r, IDLE_MS));
+    await phase(`NULL (after ${IDLE_MS / 1000} s idle)`, calls, () => c.null());
+    // Per file, what the kernel client sent in the VM's untar (vmuntar.ts: ~3 LOOKUP, 1 CREATE,
+    // 1 stable WRITE, ~4 SETATTR): LOOKUP (not there), CREATE, WRITE FILE_SYNC, SETATTR owner,
+    // mode, times, and LOOKUP + GETATTR of the result.
+    const untarDir = (await c.mkdir(c.rootFh, 'untar')).fh!;
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
+    await phase('untar-like (per file)', Math.max(1, Math.floor(calls / 10)), async (i) => {
+      const name = names[i]!;
+      await c.lookup(untarDir, name).then(
+        () => {
+          throw new Error(`${name} exists`);
+        },
+        (e: unknown) => {
+          if (!(e instanceof NfsError)) throw e;
+        },
+      );
+      const fh = (await c.create(untarDir, name, 0o644, 'GUARDED')).fh!;
+      const w = new XdrWriter(128).opaque(fh).u64(0).u32(UNTAR_DATA.length).u32(FILE_SYNC).opaque(UNTAR_DATA);
+      const r = await call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE');
+      const st = r.u32();
+      if (st !== 0) throw new NfsError('WRITE', st);
+      const owner = new XdrWriter(128).opaque(fh).u32(0).u32(1).u32(uid).u32(1).u32(gid).u32(0).u32(0).u32(0).u32(0).toBuffer();
+      await setattr(owner);
+      await setattr(setattrArgs(fh, 0o600, undefined));
+      await setattr(setattrArgs(fh, undefined, now));
+      await c.getattr((await c.lookup(untarDir, name)).fh);
+    });
+    // Files last read or changed seconds ago: what a client's attribute revalidation asks.
+    await phase('GETATTR (cold)', calls, async (i) => void (await c.getattr(fhs[i]!)));
+  } finally {
+    await c.close();
+    await srv.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+  console.log(rows.join('\n'));
+}
+
+await main();
