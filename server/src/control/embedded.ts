@@ -6,12 +6,11 @@
 // DIR/pgdata.pglite-backup (kept for the administrator to delete). Until the first rename nothing
 // the server reads has changed: a failed move removes its half-built copy, says why, and the PGlite
 // database stays as it was. A crash between the renames is finished at the next open.
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { errorMessage, silentLogger, type DriverLogger, type SqlDriver, type SqlExecutor, type SqlRow } from '../meta/sql/driver.js';
-import { MIGRATING_DIR, PGLITE_BACKUP_DIR, PGLITE_DIR, finishMove } from '../meta/sql/embedded.js';
-import { PgliteDriver } from '../meta/sql/pglite.js';
-import { SqliteDriver, fsyncDir, type SqliteSync } from '../meta/sql/sqlite.js';
+import { silentLogger, type DriverLogger, type SqlDriver, type SqlRow } from '../meta/sql/driver.js';
+import { PGLITE_DIR, finishMove, moveToSqlite } from '../meta/sql/embedded.js';
+import { SqliteDriver, type SqliteSync } from '../meta/sql/sqlite.js';
 import { CONTROL_MIGRATIONS, migrateControl } from './migrations.js';
 
 /** The control database's file in its directory. */
@@ -112,80 +111,55 @@ function sqliteValue(v: unknown, json: boolean): unknown {
   return v;
 }
 
-async function count(q: SqlExecutor | SqlDriver, table: string): Promise<number> {
-  const { rows } = await q.query(`SELECT count(*) AS n FROM ${table}`);
-  return Number(rows[0]?.n ?? 0);
-}
-
 /**
- * Moves the PGlite control database in `dir` to SQLite (see the file's head). Throws, with the
- * PGlite database in place, when it cannot. The control plane is small (users, groups, shares):
- * each table is read in one query.
+ * Moves the PGlite control database in `dir` to SQLite (see the file's head; the steps are the
+ * metadata store's, meta/sql/embedded.ts moveToSqlite). Throws, with the PGlite database in
+ * place, when it cannot. The control plane is small (users, groups, shares): each table is read
+ * in one query.
  */
 export async function movePgliteControl(dir: string, log: DriverLogger = silentLogger): Promise<void> {
-  const work = path.join(dir, MIGRATING_DIR);
-  const t0 = Date.now();
-  let pg: PgliteDriver | null = null;
-  let lite: SqliteDriver | null = null;
-  const counts: Record<string, number> = {};
-  try {
-    // The PGlite driver holds DIR/LOCK until the new database is in place.
-    pg = await PgliteDriver.open({ dir, logger: log });
-    rmSync(work, { recursive: true, force: true });
-    await migrateControl(pg);
-    lite = openControlSqlite(work, log, 'commit');
-    const report = await migrateControl(lite);
-    if (report.version !== CONTROL_MIGRATIONS.length) throw new Error(`the new database is at schema version ${report.version}`);
-    const from = pg;
-    const { rows: state } = await from.query<{ generation: unknown }>('SELECT generation FROM control_state WHERE id = 1');
-    const { rows: seq } = await from.query<{ last_value: unknown; is_called: unknown }>('SELECT last_value, is_called FROM token_versions');
-    // The last version handed out (none yet: one below the sequence's first value).
-    const lastToken = Number(seq[0]?.last_value ?? 1) - (seq[0]?.is_called === true ? 0 : 1);
-    await lite.transaction(async (tx) => {
-      for (const t of TABLES) {
-        const { rows } = await from.query<SqlRow>(`SELECT ${t.columns.join(', ')} FROM ${t.table} ORDER BY ${t.order}`);
-        const insert = `INSERT INTO ${t.table} (${t.columns.join(', ')}) VALUES (${t.columns.map((_, i) => `$${i + 1}`).join(', ')})`;
-        for (const r of rows)
-          await tx.query(
-            insert,
-            t.columns.map((c) => sqliteValue(r[c], t.json?.includes(c) === true)),
-          );
-        counts[t.table] = rows.length;
-      }
-      await tx.query('UPDATE control_state SET generation = $1 WHERE id = 1', [Number(state[0]?.generation ?? 0)]);
-      await tx.query('UPDATE token_versions SET last_value = max($1, (SELECT coalesce(max(token_version), 0) FROM users))', [lastToken]);
-      for (const t of TABLES) {
-        const n = await count(tx, t.table);
-        if (n !== counts[t.table]) throw new Error(`${t.table}: ${counts[t.table]} rows read, ${n} in the new database`);
-      }
-    });
-    for (const t of TABLES) {
-      const n = await count(from, t.table);
-      if (n !== counts[t.table]) throw new Error(`${t.table} changed during the move (${n} rows, ${counts[t.table]} copied)`);
-    }
-    await lite.close();
-    lite = null;
-    // Closing checkpoints the WAL into the file and removes it; a WAL left behind (a full disk)
-    // means the file alone is incomplete: never moved in.
-    if (existsSync(path.join(work, `${CONTROL_SQLITE_FILE}-wal`)))
-      throw new Error(`the new database's WAL could not be written into ${CONTROL_SQLITE_FILE} (is the disk full?)`);
-  } catch (e) {
-    await lite?.close().catch(() => undefined);
-    // Only while this process holds DIR/LOCK: otherwise the work directory may be another's move.
-    if (pg !== null) rmSync(work, { recursive: true, force: true });
-    await pg?.close().catch(() => undefined);
-    throw new Error(
-      `embedded control database ${dir}: the move from PGlite to SQLite failed; the PGlite database is unchanged: ${errorMessage(e)}`,
-    );
-  }
-  try {
-    renameSync(path.join(work, CONTROL_SQLITE_FILE), path.join(dir, CONTROL_SQLITE_FILE));
-    fsyncDir(dir);
-  } finally {
-    await pg.close();
-  }
-  log.warn(
-    { dir, rows: counts, ms: Date.now() - t0, backup: path.join(dir, PGLITE_BACKUP_DIR) },
-    'embedded control database moved from PGlite to SQLite; the PGlite database is kept as a backup',
+  await moveToSqlite(
+    dir,
+    {
+      what: 'embedded control database',
+      noun: 'database',
+      file: CONTROL_SQLITE_FILE,
+      tables: TABLES.map((t) => t.table),
+      prepare: async (pg) => {
+        await migrateControl(pg);
+      },
+      openNew: async (work) => {
+        const lite = openControlSqlite(work, log, 'commit');
+        const report = await migrateControl(lite);
+        if (report.version !== CONTROL_MIGRATIONS.length) {
+          await lite.close();
+          throw new Error(`the new database is at schema version ${report.version}`);
+        }
+        return lite;
+      },
+      copy: async (from, tx) => {
+        const { rows: state } = await from.query<{ generation: unknown }>('SELECT generation FROM control_state WHERE id = 1');
+        const { rows: seq } = await from.query<{ last_value: unknown; is_called: unknown }>(
+          'SELECT last_value, is_called FROM token_versions',
+        );
+        // The last version handed out (none yet: one below the sequence's first value).
+        const lastToken = Number(seq[0]?.last_value ?? 1) - (seq[0]?.is_called === true ? 0 : 1);
+        const counts: Record<string, number> = {};
+        for (const t of TABLES) {
+          const { rows } = await from.query<SqlRow>(`SELECT ${t.columns.join(', ')} FROM ${t.table} ORDER BY ${t.order}`);
+          const insert = `INSERT INTO ${t.table} (${t.columns.join(', ')}) VALUES (${t.columns.map((_, i) => `$${i + 1}`).join(', ')})`;
+          for (const r of rows)
+            await tx.query(
+              insert,
+              t.columns.map((c) => sqliteValue(r[c], t.json?.includes(c) === true)),
+            );
+          counts[t.table] = rows.length;
+        }
+        await tx.query('UPDATE control_state SET generation = $1 WHERE id = 1', [Number(state[0]?.generation ?? 0)]);
+        await tx.query('UPDATE token_versions SET last_value = max($1, (SELECT coalesce(max(token_version), 0) FROM users))', [lastToken]);
+        return counts;
+      },
+    },
+    log,
   );
 }

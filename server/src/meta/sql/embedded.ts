@@ -77,6 +77,80 @@ async function count(q: { query: SqlDriver['query'] | SqlExecutor['query'] }, ta
   return Number(rows[0]?.n ?? 0);
 }
 
+/** What a move of one kind of embedded database (metadata store, control database) supplies. */
+export interface SqliteMove {
+  /** How errors and the log name it: `embedded metadata store`. */
+  what: string;
+  /** The PGlite side in the messages: `store`, `database`. */
+  noun: string;
+  /** The SQLite file in the directory. */
+  file: string;
+  /** Every table copied (row counts checked on both sides). */
+  tables: readonly string[];
+  /** Brings the PGlite side to the newest schema. */
+  prepare(pg: PgliteDriver): Promise<void>;
+  /** Opens (and migrates) the new SQLite database in the work directory. */
+  openNew(work: string): Promise<SqliteDriver>;
+  /** Copies every row inside the new database's one transaction; rows copied per table. */
+  copy(from: PgliteDriver, to: SqlExecutor): Promise<Record<string, number>>;
+}
+
+/**
+ * Moves a PGlite database in `dir` to SQLite (see the file's head): copied in one transaction,
+ * row counts checked in the new database and again in the old one, then renamed into place.
+ * Throws, with the PGlite database in place, when it cannot.
+ */
+export async function moveToSqlite(dir: string, m: SqliteMove, log: DriverLogger = silentLogger): Promise<void> {
+  const work = path.join(dir, MIGRATING_DIR);
+  const t0 = Date.now();
+  let pg: PgliteDriver | null = null;
+  let lite: SqliteDriver | null = null;
+  let counts: Record<string, number> = {};
+  try {
+    // The PGlite driver holds DIR/LOCK until the new database is in place: a second process
+    // neither removes this move's work directory nor renames anything under it.
+    pg = await PgliteDriver.open({ dir, logger: log });
+    // A move that a crash interrupted before its rename: start again.
+    rmSync(work, { recursive: true, force: true });
+    await m.prepare(pg);
+    lite = await m.openNew(work);
+    const from = pg;
+    await lite.transaction(async (tx) => {
+      counts = await m.copy(from, tx);
+      for (const t of m.tables) {
+        const n = await count(tx, t);
+        if (n !== counts[t]) throw new Error(`${t}: ${counts[t]} rows read, ${n} in the new database`);
+      }
+    });
+    for (const t of m.tables) {
+      const n = await count(from, t);
+      if (n !== counts[t]) throw new Error(`${t} changed during the move (${n} rows, ${counts[t]} copied)`);
+    }
+    await lite.close();
+    lite = null;
+    // Closing checkpoints the WAL into the database file and removes it. A checkpoint that failed
+    // (a full disk) leaves the WAL behind, and the file alone is then incomplete: never moved in.
+    if (existsSync(path.join(work, `${m.file}-wal`)))
+      throw new Error(`the new database's WAL could not be written into ${m.file} (is the disk full?)`);
+  } catch (e) {
+    await lite?.close().catch(() => undefined);
+    // Only while this process holds DIR/LOCK: otherwise the work directory may be another's move.
+    if (pg !== null) rmSync(work, { recursive: true, force: true });
+    await pg?.close().catch(() => undefined);
+    throw new Error(`${m.what} ${dir}: the move from PGlite to SQLite failed; the PGlite ${m.noun} is unchanged: ${errorMessage(e)}`);
+  }
+  try {
+    renameSync(path.join(work, m.file), path.join(dir, m.file));
+    fsyncDir(dir);
+  } finally {
+    await pg.close();
+  }
+  log.warn(
+    { dir, rows: counts, ms: Date.now() - t0, backup: path.join(dir, PGLITE_BACKUP_DIR) },
+    `${m.what} moved from PGlite to SQLite; the PGlite ${m.noun} is kept as a backup`,
+  );
+}
+
 /**
  * Moves the PGlite store in `dir` to SQLite (see the file's head). Throws, with the PGlite store in
  * place, when it cannot.
@@ -86,68 +160,46 @@ export async function migratePgliteToSqlite(
   statements: Readonly<Record<string, SqliteForm>>,
   log: DriverLogger = silentLogger,
 ): Promise<void> {
-  const work = path.join(dir, MIGRATING_DIR);
-  const t0 = Date.now();
-  let pg: PgliteDriver | null = null;
-  let lite: SqliteDriver | null = null;
-  const counts: Record<string, number> = {};
-  try {
-    // The PGlite driver holds DIR/LOCK until the new database is in place: a second process
-    // neither removes this move's work directory nor renames anything under it.
-    pg = await PgliteDriver.open({ dir, logger: log });
-    // A move that a crash interrupted before its rename: start again.
-    rmSync(work, { recursive: true, force: true });
-    const fromReport = await migrate(pg);
-    lite = SqliteDriver.open({ dir: work, statements, logger: log });
-    const report = await migrate(lite);
-    if (report.version !== MIGRATIONS.length) throw new Error(`the new database is at schema version ${report.version}`);
-    const from = pg;
-    const seq = await from.query<{ last_value: unknown; is_called: unknown }>('SELECT last_value, is_called FROM lease_tokens');
-    const s = seq.rows[0];
-    // The inode ids handed out, deleted ones included: none is handed out again (AUTOINCREMENT).
-    const ids = await from.query<{ v: unknown }>(`SELECT pg_sequence_last_value(pg_get_serial_sequence('inodes', 'id')::regclass) AS v`);
-    const lastId = Number(ids.rows[0]?.v ?? 0);
-    await lite.transaction(async (tx) => {
-      for (const t of TABLES) counts[t.table] = await copyTable(from, tx, t);
-      await tx.query('UPDATE dittofs_store_id SET id = $1', [fromReport.storeId]);
-      if (s) await tx.query('UPDATE lease_tokens SET last_value = $1, is_called = $2', [s.last_value, s.is_called === true]);
-      await tx.query(`DELETE FROM sqlite_sequence WHERE name = 'inodes'`);
-      await tx.query(`INSERT INTO sqlite_sequence (name, seq) SELECT 'inodes', max($1, coalesce((SELECT max(id) FROM inodes), 0))`, [
-        lastId,
-      ]);
-      for (const t of TABLES) {
-        const n = await count(tx, t.table);
-        if (n !== counts[t.table]) throw new Error(`${t.table}: ${counts[t.table]} rows read, ${n} in the new database`);
-      }
-    });
-    for (const t of TABLES) {
-      const n = await count(from, t.table);
-      if (n !== counts[t.table]) throw new Error(`${t.table} changed during the move (${n} rows, ${counts[t.table]} copied)`);
-    }
-    await lite.close();
-    lite = null;
-    // Closing checkpoints the WAL into the database file and removes it. A checkpoint that failed
-    // (a full disk) leaves the WAL behind, and the file alone is then incomplete: never moved in.
-    if (existsSync(path.join(work, `${SQLITE_FILE}-wal`)))
-      throw new Error(`the new database's WAL could not be written into ${SQLITE_FILE} (is the disk full?)`);
-  } catch (e) {
-    await lite?.close().catch(() => undefined);
-    // Only while this process holds DIR/LOCK: otherwise the work directory may be another's move.
-    if (pg !== null) rmSync(work, { recursive: true, force: true });
-    await pg?.close().catch(() => undefined);
-    throw new Error(
-      `embedded metadata store ${dir}: the move from PGlite to SQLite failed; the PGlite store is unchanged: ${errorMessage(e)}`,
-    );
-  }
-  try {
-    renameSync(path.join(work, SQLITE_FILE), path.join(dir, SQLITE_FILE));
-    fsyncDir(dir);
-  } finally {
-    await pg.close();
-  }
-  log.warn(
-    { dir, rows: counts, ms: Date.now() - t0, backup: path.join(dir, PGLITE_BACKUP_DIR) },
-    'embedded metadata store moved from PGlite to SQLite; the PGlite store is kept as a backup',
+  let fromReport: Awaited<ReturnType<typeof migrate>> | null = null;
+  await moveToSqlite(
+    dir,
+    {
+      what: 'embedded metadata store',
+      noun: 'store',
+      file: SQLITE_FILE,
+      tables: TABLES.map((t) => t.table),
+      prepare: async (pg) => {
+        fromReport = await migrate(pg);
+      },
+      openNew: async (work) => {
+        const lite = SqliteDriver.open({ dir: work, statements, logger: log });
+        const report = await migrate(lite);
+        if (report.version !== MIGRATIONS.length) {
+          await lite.close();
+          throw new Error(`the new database is at schema version ${report.version}`);
+        }
+        return lite;
+      },
+      copy: async (from, tx) => {
+        const seq = await from.query<{ last_value: unknown; is_called: unknown }>('SELECT last_value, is_called FROM lease_tokens');
+        const s = seq.rows[0];
+        // The inode ids handed out, deleted ones included: none is handed out again (AUTOINCREMENT).
+        const ids = await from.query<{ v: unknown }>(
+          `SELECT pg_sequence_last_value(pg_get_serial_sequence('inodes', 'id')::regclass) AS v`,
+        );
+        const lastId = Number(ids.rows[0]?.v ?? 0);
+        const counts: Record<string, number> = {};
+        for (const t of TABLES) counts[t.table] = await copyTable(from, tx, t);
+        await tx.query('UPDATE dittofs_store_id SET id = $1', [fromReport!.storeId]);
+        if (s) await tx.query('UPDATE lease_tokens SET last_value = $1, is_called = $2', [s.last_value, s.is_called === true]);
+        await tx.query(`DELETE FROM sqlite_sequence WHERE name = 'inodes'`);
+        await tx.query(`INSERT INTO sqlite_sequence (name, seq) SELECT 'inodes', max($1, coalesce((SELECT max(id) FROM inodes), 0))`, [
+          lastId,
+        ]);
+        return counts;
+      },
+    },
+    log,
   );
 }
 
