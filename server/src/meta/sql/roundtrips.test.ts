@@ -1,4 +1,4 @@
-// The embedded driver's prepared-statement path and the one-statement CREATE and REMOVE: answers identical to
+// The embedded driver's prepared-statement path and the one-statement CREATE (PGlite and SQLite) and REMOVE: answers identical to
 // the plain paths, in the number of calls that makes small files fast (issue 16).
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -6,10 +6,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isVfsError } from '../../vfs/errors.js';
+import { CachedMetadataStore } from '../cached.js';
 import { FileType, type NewInode } from '../../vfs/types.js';
 import { sqlState, type SqlDriver } from './driver.js';
 import { PgliteDriver } from './pglite.js';
-import { SqlMetadataStore } from './store.js';
+import { SqliteDriver } from './sqlite.js';
+import { sqliteStatementsByName } from './sqlite-dialect.js';
+import { S, SqlMetadataStore } from './store.js';
 
 const now = { sec: 1_700_000_000, nsec: 5 };
 
@@ -39,6 +42,25 @@ function counting(inner: SqlDriver): SqlDriver & { queries: number; transactions
 
 async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(p, (e: unknown) => isVfsError(e) && e.errno === code);
+}
+
+/** CREATE in one call to the driver, answering the new inode and the directory as that create left it. */
+async function createReturnsDir(store: SqlMetadataStore, driver: ReturnType<typeof counting>, root: number): Promise<void> {
+  const d = await store.create(root, Buffer.from('d4'), init(FileType.DIR), now);
+  const later = { sec: now.sec + 20, nsec: 9 };
+  driver.queries = driver.transactions = 0;
+  const sub = await store.createIn(d.id, Buffer.from('sub'), init(FileType.DIR), later);
+  const f = await store.createIn(d.id, Buffer.from('f'), init(FileType.REG), { ...later, nsec: 10 });
+  assert.deepEqual([driver.queries, driver.transactions], [2, 0]);
+  assert.deepEqual(f.inode, await store.getInode(f.inode.id));
+  assert.equal((await store.lookup(d.id, Buffer.from('sub')))?.id, sub.inode.id);
+  // Each answer is the directory right after that create: a subdirectory adds a link.
+  assert.deepEqual([sub.dir!.nlink, sub.dir!.mtime, sub.dir!.ctime], [3, later, later]);
+  assert.deepEqual(f.dir, await store.getInode(d.id));
+  assert.deepEqual(f.dir?.mtime, { ...later, nsec: 10 });
+  // A taken name changes nothing and answers EXIST.
+  await rejectsWith(store.createIn(d.id, Buffer.from('f'), init(FileType.REG), { sec: now.sec + 99, nsec: 0 }), 'EXIST');
+  assert.deepEqual(await store.getInode(d.id), f.dir);
 }
 
 describe('embedded engine: prepared statements and one-statement REMOVE', () => {
@@ -123,23 +145,7 @@ describe('embedded engine: prepared statements and one-statement REMOVE', () => 
     assert.equal(await store.getInode(f.id), null);
   });
 
-  it('CREATE is one statement that also returns the directory as it changed it', async () => {
-    const d = await store.create(root, Buffer.from('d4'), init(FileType.DIR), now);
-    const later = { sec: now.sec + 20, nsec: 9 };
-    driver.queries = driver.transactions = 0;
-    const sub = await store.createIn(d.id, Buffer.from('sub'), init(FileType.DIR), later);
-    const f = await store.createIn(d.id, Buffer.from('f'), init(FileType.REG), { ...later, nsec: 10 });
-    assert.deepEqual([driver.queries, driver.transactions], [2, 0]);
-    assert.deepEqual(f.inode, await store.getInode(f.inode.id));
-    assert.equal((await store.lookup(d.id, Buffer.from('sub')))?.id, sub.inode.id);
-    // Each answer is the directory right after that create: a subdirectory adds a link.
-    assert.deepEqual([sub.dir!.nlink, sub.dir!.mtime, sub.dir!.ctime], [3, later, later]);
-    assert.deepEqual(f.dir, await store.getInode(d.id));
-    assert.deepEqual(f.dir?.mtime, { ...later, nsec: 10 });
-    // A taken name changes nothing and answers EXIST.
-    await rejectsWith(store.createIn(d.id, Buffer.from('f'), init(FileType.REG), { sec: now.sec + 99, nsec: 0 }), 'EXIST');
-    assert.deepEqual(await store.getInode(d.id), f.dir);
-  });
+  it('CREATE is one statement that also returns the directory as it changed it', () => createReturnsDir(store, driver, root));
 
   it('REMOVE answers NOENT, ISDIR, NOTDIR and STALE exactly and changes nothing', async () => {
     const d = await store.create(root, Buffer.from('d3'), init(FileType.DIR), now);
@@ -153,5 +159,44 @@ describe('embedded engine: prepared statements and one-statement REMOVE', () => 
     assert.deepEqual(await store.getInode(d.id), before);
     assert.equal((await store.lookup(d.id, Buffer.from('sub')))?.id, sub.id);
     assert.equal((await store.lookup(d.id, Buffer.from('f')))?.id, f.id);
+  });
+});
+
+describe('SQLite engine: one-statement CREATE', () => {
+  let dir: string;
+  let driver: ReturnType<typeof counting>;
+  let store: SqlMetadataStore;
+  let root: number;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-roundtrips-sqlite-'));
+    store = new SqlMetadataStore({
+      kind: 'embedded',
+      connect: () => Promise.resolve((driver = counting(SqliteDriver.open({ dir, statements: sqliteStatementsByName(S) })))),
+    });
+    await store.open();
+    root = (await store.ensureRoot(1, init(FileType.DIR))).id;
+  });
+
+  after(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('CREATE is one statement that also returns the directory as it changed it', () => createReturnsDir(store, driver, root));
+
+  it('behind the cache, a create leaves the directory known: reading it again is no call into SQLite', async () => {
+    const cached = new CachedMetadataStore(store, { ttlMs: Number.POSITIVE_INFINITY });
+    await cached.open();
+    const d = await cached.create(root, Buffer.from('d5'), init(FileType.DIR), now);
+    await cached.getInode(d.id);
+    const later = { sec: now.sec + 30, nsec: 1 };
+    driver.queries = driver.transactions = 0;
+    const f = await cached.create(d.id, Buffer.from('f'), init(FileType.REG), later);
+    const dirNow = await cached.getInode(d.id);
+    assert.deepEqual([driver.queries, driver.transactions], [1, 0]);
+    assert.deepEqual([dirNow?.mtime, dirNow?.ctime], [later, later]);
+    assert.equal((await cached.lookup(d.id, Buffer.from('f')))?.id, f.id);
+    await cached.close();
   });
 });

@@ -42,7 +42,7 @@ function createOne(db: SqliteRunner, p: readonly unknown[]) {
     `UPDATE inodes
      SET next_cookie = next_cookie + 1, nlink = nlink + ?3, mtime_sec = ?4, mtime_nsec = ?5, ctime_sec = ?4, ctime_nsec = ?5
      WHERE id = ?1 AND type = ${DIR} AND NOT EXISTS (SELECT 1 FROM dirents WHERE parent = ?1 AND name = ?2)
-     RETURNING share_id, next_cookie - 1 AS cookie`,
+     RETURNING ${COLS}, next_cookie - 1 AS cookie`,
     [p[0], p[1], p[19], p[14], p[15]],
   );
   if (d === undefined) return [];
@@ -75,7 +75,12 @@ function createOne(db: SqliteRunner, p: readonly unknown[]) {
     ],
   );
   db.run(`INSERT INTO dirents (parent, name, cookie, child) VALUES (?1, ?2, ?3, ?4)`, [p[0], p[1], d.cookie, i!.id]);
-  return [i!];
+  // As PostgreSQL's form: the inode (`made` 1), then the directory as changed (`made` 0), which
+  // saves the caller a read of it.
+  return [
+    { ...i!, made: 1 },
+    { ...d, made: 0 },
+  ];
 }
 
 function removeFile(db: SqliteRunner, p: readonly unknown[]) {

@@ -131,7 +131,7 @@ export const S = {
   // same name fails on the (parent, name) key and the whole statement is undone. No row back:
   // the name is taken, or the directory is gone or not a directory (create() tells which).
   // Otherwise the new inode (`made` 1), then the directory as changed (`made` 0), so that the
-  // caller need not read it again for the reply (SQLite's form returns the inode alone).
+  // caller need not read it again for the reply (SQLite's form returns the same two rows).
   createOne: {
     name: 'dfs_create_one',
     text: `WITH d AS (
@@ -730,7 +730,7 @@ export class SqlMetadataStore implements MetadataStore {
     ];
     // Not retried when the connection breaks in flight: a second run would answer EXIST.
     const ins = await mapUnique(() => this.q(S.createOne, params, { retryable: false }));
-    // `made` is 0 on the directory's row only (SQLite's form has no such column and no such row).
+    // `made` is 0 on the directory's row only.
     const made = ins.rows.find((r) => r.made === undefined || toNumber(r.made, 'made') === 1);
     if (made) {
       const d = ins.rows.find((r) => r.made !== undefined && toNumber(r.made, 'made') === 0);
