@@ -5,7 +5,7 @@
 // pause; GETATTR twice: right after the CREATEs and, last, of files untouched for seconds.
 //
 //   npx tsx test/bench/perop.ts [--calls N] [--cpu-prof DIR] [--trace-gc]
-// Run under `flock /work/wt/bench.lock`. --cpu-prof DIR: the server writes a V8 CPU profile there
+// Run it alone on the machine (no other benchmark at once). --cpu-prof DIR: the server writes a V8 CPU profile there
 // (of the calls after CREATE); --trace-gc: each phase's row also counts the server's garbage
 // collections (V8 --trace-gc lines: scavenges, mark-compacts) and their milliseconds.
 import { readdirSync, readFileSync } from 'node:fs';
