@@ -1055,12 +1055,16 @@ export class BlockService {
   private async cutLogged(inodeId: number, from: number, size: number): Promise<boolean> {
     const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     // A write past `size` (the file grew since the caller looked) would be cut too: the caller
-    // zeroes the range another way. Checked just before the cut is logged.
+    // zeroes the range another way. Checked just before the cut is logged (later writes wait at
+    // the gate), in memory and then in the block map: memory first, as an upload finishing
+    // meanwhile has its row in the block map by the time that is read.
+    const bs = this.blockSize;
     const m = this.files.get(inodeId);
     if (m)
       for (const [index, s] of m)
-        for (const v of s.dirty ? [...s.inflight, s.dirty] : s.inflight)
-          if (index * this.blockSize + rangesEnd(v.ranges) > size) return false;
+        for (const v of s.dirty ? [...s.inflight, s.dirty] : s.inflight) if (index * bs + rangesEnd(v.ranges) > size) return false;
+    for (const r of await this.meta.getBlocks(inodeId, Math.floor(size / bs), Number.MAX_SAFE_INTEGER))
+      if (r.index * bs + r.length > size) return false;
     let seg: WalSegment;
     try {
       const a = await this.appendWithRoom(() => this.wal.appendCut(this.opts.shareId, inodeId, from, token));

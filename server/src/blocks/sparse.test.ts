@@ -152,6 +152,10 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
     await svc.write(ino, 6 * BS, Buffer.from('late'));
     assert.equal(await svc.cutKeepingSize(ino, 0, 5 * BS), false);
     assert.deepEqual(await svc.read(ino, 6 * BS, 4, 6 * BS + 4), Buffer.from('late'));
+    // Once that write is stored (only in the block map, no longer in memory), just as much.
+    await svc.flush(ino);
+    assert.equal(await svc.cutKeepingSize(ino, 0, 5 * BS), false, 'stored past the size');
+    assert.deepEqual(await svc.read(ino, 6 * BS, 4, 6 * BS + 4), Buffer.from('late'), 'the stored write stays');
     // Ranges past `max`: one more than asked says there are more.
     const many = await mkfile(meta);
     for (let i = 0; i < 6; i++) await svc.write(many, i * 2 * BS, Buffer.from('x'));
