@@ -8,6 +8,7 @@ import { MemoryBlockStore } from './memory.js';
 import { BlockService, MAX_BACKGROUND_FREES } from './service.js';
 import { FileWal, MemoryWal, type Wal, type WalAppend } from './wal.js';
 import { BufferPools } from '../wire/buffer-pool.js';
+import { mkfile } from '../testing/blocks.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -37,14 +38,6 @@ async function setup(maxDirty = 64 * BS, kind: WalKind = 'memory') {
   const wal = await makeWal(kind, maxDirty);
   const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
   return { meta, store, svc, wal };
-}
-
-let names = 0;
-
-/** A regular file in the metadata store (uploads for inodes that do not exist are dropped). */
-async function mkfile(meta: MemoryMetadataStore): Promise<number> {
-  const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
-  return (await meta.create(root.id, Buffer.from(`f${names++}`), fileInit(), { sec: 1, nsec: 0 })).id;
 }
 
 type Op =

@@ -9,11 +9,11 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MemoryMetadataStore } from '../meta/memory.js';
-import { dirInit, fileInit } from '../testing/inodes.js';
+import { boot, mkfile } from '../testing/blocks.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
 import { BlockService } from './service.js';
-import { FileWal, MemoryWal } from './wal.js';
+import { MemoryWal } from './wal.js';
 
 const BS = 1024;
 const dirs: string[] = [];
@@ -21,26 +21,30 @@ process.on('exit', () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-let names = 0;
-async function mkfile(meta: MemoryMetadataStore): Promise<number> {
-  const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
-  return (await meta.create(root.id, Buffer.from(`f${names++}`), fileInit(), { sec: 1, nsec: 0 })).id;
-}
+/** A block service over a WAL in memory (no crash to come). */
+const memoryService = (meta: MemoryMetadataStore, store = new MemoryBlockStore(), wal = new MemoryWal(64 * BS)): BlockService =>
+  new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
 
-/** A block service over a WAL in `dir` (crash: abandon one, boot another on the same directory). */
-async function boot(dir: string, meta: MemoryMetadataStore, store: MemoryBlockStore) {
-  const { wal, records } = await FileWal.open(dir, { maxBytes: 64 * BS, segmentBytes: 16 * BS });
-  const svc = new BlockService(store, meta, {
-    shareId: 7,
-    keyPrefix: 't',
-    blockSize: BS,
-    wal,
-    cache: new BlockCache(16 * BS),
-    idleFlushMs: 3_600_000,
-  });
-  await svc.replay(records.filter((r) => r.share === 7));
-  wal.tidy();
-  return { wal, svc };
+/**
+ * A "process" on a new WAL directory and new stores (a crash: boot another on `dir`), with `count`
+ * files each holding `data` (4 blocks), stored and with that size.
+ */
+async function storedFiles(count: number) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-sparse-'));
+  dirs.push(dir);
+  const meta = new MemoryMetadataStore();
+  const store = new MemoryBlockStore();
+  const a = await boot(dir, meta, store, { blockSize: BS });
+  const data = randomBytes(4 * BS);
+  const files: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, data);
+    await meta.setAttr(ino, { size: 4 * BS });
+    await a.svc.flush(ino);
+    files.push(ino);
+  }
+  return { dir, meta, store, a, data, files };
 }
 
 /** Bytes of `model` outside `ranges` that are not zero (there must be none). */
@@ -79,13 +83,7 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 30 }), async (ops) => {
         const meta = new MemoryMetadataStore();
-        const svc = new BlockService(new MemoryBlockStore(), meta, {
-          shareId: 1,
-          keyPrefix: 't',
-          blockSize: BS,
-          wal: new MemoryWal(64 * BS),
-          cache: new BlockCache(8 * BS),
-        });
+        const svc = memoryService(meta);
         const ino = await mkfile(meta);
         let model = Buffer.alloc(0);
         const check = async (offset: number, length: number): Promise<void> => {
@@ -128,13 +126,7 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
   it('a cut of a written tail frees its blocks: no data ranges there, stored or not, and none in the store', async () => {
     const meta = new MemoryMetadataStore();
     const store = new MemoryBlockStore();
-    const svc = new BlockService(store, meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal: new MemoryWal(64 * BS),
-      cache: new BlockCache(8 * BS),
-    });
+    const svc = memoryService(meta, store);
     const ino = await mkfile(meta);
     const data = randomBytes(5 * BS);
     await svc.write(ino, 0, data);
@@ -164,21 +156,13 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
   });
 
   it('a cut comes back after a crash: the bytes past it read as zeros, the size is what it was', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-sparse-'));
-    dirs.push(dir);
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
-    const ino = await mkfile(meta);
-    const data = randomBytes(4 * BS);
-    await a.svc.write(ino, 0, data);
-    await meta.setAttr(ino, { size: 4 * BS });
-    await a.svc.flush(ino);
+    const { dir, meta, store, a, data, files } = await storedFiles(1);
+    const ino = files[0]!;
     await a.svc.write(ino, 2 * BS, randomBytes(BS)); // in the WAL only: replay must not bring it back
     await a.svc.commit(ino);
     assert.equal(await a.svc.cutKeepingSize(ino, BS / 2, 4 * BS), true);
     // crash: `a` is abandoned
-    const b = await boot(dir, meta, store);
+    const b = await boot(dir, meta, store, { blockSize: BS });
     assert.equal((await meta.getInode(ino))!.size, 4 * BS, 'the size stays');
     const want = Buffer.concat([data.subarray(0, BS / 2), Buffer.alloc(4 * BS - BS / 2)]);
     assert.deepEqual(await b.svc.read(ino, 0, 4 * BS, 4 * BS), want);
@@ -188,19 +172,8 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
     await b.wal.close();
   });
   it('a write racing a cut or a truncate reads the same before and after a crash (memory follows the log)', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-sparse-'));
-    dirs.push(dir);
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
-    const cutFile = await mkfile(meta);
-    const truncFile = await mkfile(meta);
-    const data = randomBytes(4 * BS);
-    for (const ino of [cutFile, truncFile]) {
-      await a.svc.write(ino, 0, data);
-      await meta.setAttr(ino, { size: 4 * BS });
-      await a.svc.flush(ino);
-    }
+    const { dir, meta, store, a, files } = await storedFiles(2);
+    const [cutFile, truncFile] = files as [number, number];
     // The cut is logged first, the write while the cut waits for its sync: the write comes after it.
     const w = randomBytes(BS);
     const cut = a.svc.cutKeepingSize(cutFile, BS / 2, 4 * BS);
@@ -215,7 +188,7 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
     const truncBefore = await a.svc.read(truncFile, 0, 4 * BS, 4 * BS);
     assert.deepEqual(truncBefore.subarray(2 * BS + 10, 3 * BS + 10), w, 'the write, after the truncate, stays');
     // crash: `a` is abandoned
-    const b = await boot(dir, meta, store);
+    const b = await boot(dir, meta, store, { blockSize: BS });
     assert.deepEqual(await b.svc.read(cutFile, 0, 4 * BS, 4 * BS), before, 'the same bytes after replay');
     assert.deepEqual(await b.svc.read(truncFile, 0, 4 * BS, 4 * BS), truncBefore, 'the same bytes after replay');
     await b.svc.flush(cutFile);
@@ -248,13 +221,7 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
     }
     const meta = new MemoryMetadataStore();
     const wal = new HeldWal(64 * BS);
-    const svc = new BlockService(new MemoryBlockStore(), meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal,
-      cache: new BlockCache(8 * BS),
-    });
+    const svc = memoryService(meta, new MemoryBlockStore(), wal);
     const ino = await mkfile(meta);
     const data = randomBytes(4 * BS);
     await svc.write(ino, 0, data);
@@ -279,16 +246,8 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
   it('a crash that keeps only part of what a cut logged never changes the size', async () => {
     // The WAL writer may be busy with the cut's first bytes when the rest is queued: a crash may
     // keep the start of what the cut logged and lose its end. Lose the last record it wrote.
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-sparse-'));
-    dirs.push(dir);
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const a = await boot(dir, meta, store);
-    const ino = await mkfile(meta);
-    const data = randomBytes(4 * BS);
-    await a.svc.write(ino, 0, data);
-    await meta.setAttr(ino, { size: 4 * BS });
-    await a.svc.flush(ino);
+    const { dir, meta, store, a, data, files } = await storedFiles(1);
+    const ino = files[0]!;
     await a.svc.commit(ino);
     assert.equal(await a.svc.cutKeepingSize(ino, BS / 2, 4 * BS), true);
     // crash, the last record header never reached the disk (the segment is preallocated zeros)
@@ -298,7 +257,7 @@ describe('block holes (data ranges, cuts that keep the size)', () => {
     assert.ok(last > 0);
     buf.fill(0, last, last + 48);
     writeFileSync(path.join(dir, seg), buf);
-    const b = await boot(dir, meta, store);
+    const b = await boot(dir, meta, store, { blockSize: BS });
     assert.equal((await meta.getInode(ino))!.size, 4 * BS, 'the size stays');
     const got = await b.svc.read(ino, 0, 4 * BS, 4 * BS);
     assert.deepEqual(got.subarray(0, BS / 2), data.subarray(0, BS / 2), 'the bytes before the cut stay');
@@ -318,13 +277,7 @@ describe('data ranges of a vast sparse file', () => {
       reads++;
       return getBlocks(...a);
     };
-    const svc = new BlockService(new MemoryBlockStore(), meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal: new MemoryWal(64 * BS),
-      cache: new BlockCache(8 * BS),
-    });
+    const svc = memoryService(meta);
     const ino = await mkfile(meta);
     const far = 2 ** 40; // a terabyte of 1 KiB blocks: 2^30 blocks
     for (const at of [5 * BS, 4096 * BS + 1, 70_000 * BS, far]) await svc.write(ino, at, Buffer.from('x'));

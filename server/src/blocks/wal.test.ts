@@ -21,8 +21,8 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, describe, it } from 'node:test';
 import { MemoryMetadataStore } from '../meta/memory.js';
+import { boot as bootBlocks, type BootOptions, mkfile } from '../testing/blocks.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
-import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
 import { VfsError } from '../vfs/errors.js';
 import { BlockService } from './service.js';
@@ -35,7 +35,6 @@ import {
   RECORD_WRITE,
   SEG_HEADER,
   WAL_NO_ROOM,
-  type ReplayRecord,
   type WalHolder,
   type WalSegment,
 } from './wal.js';
@@ -55,47 +54,16 @@ function tmp(): string {
   return d;
 }
 
-interface BootOptions {
-  maxBytes?: number;
-  segmentBytes?: number;
-  maxWriteWaitMs?: number;
-}
-
-/**
- * One "process": a WAL in `dir` and a block service over shared metadata and block stores. A crash
- * is simulated by abandoning an instance without closing it and opening a new one on the same dir.
- */
-async function boot(dir: string, meta: MemoryMetadataStore, store: MemoryBlockStore, opts: BootOptions = {}) {
-  const { wal, records, report } = await FileWal.open(dir, {
-    maxBytes: opts.maxBytes ?? 64 * BS,
-    segmentBytes: opts.segmentBytes ?? 16 * BS,
-  });
-  const svc = new BlockService(store, meta, {
-    shareId: 7,
-    keyPrefix: 't',
-    blockSize: BS,
-    wal,
-    cache: new BlockCache(16 * BS),
-    idleFlushMs: 3_600_000,
-    maxWriteWaitMs: opts.maxWriteWaitMs ?? 10_000,
-  });
-  const replayed = await svc.replay(records.filter((r: ReplayRecord) => r.share === 7));
-  wal.tidy();
-  return { wal, svc, records, report, replayed };
-}
-
-let n = 0;
-async function mkfile(meta: MemoryMetadataStore): Promise<number> {
-  const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
-  return (await meta.create(root.id, Buffer.from(`f${n++}`), fileInit(), { sec: 1, nsec: 0 })).id;
-}
+/** One "process" on `dir` (testing/blocks.ts) with this file's block size. */
+const boot = (dir: string, meta: MemoryMetadataStore, store: MemoryBlockStore, opts: Omit<BootOptions, 'blockSize'> = {}) =>
+  bootBlocks(dir, meta, store, { blockSize: BS, ...opts });
 
 /**
  * The first "process" on new metadata and block stores (`store` if given: a subclass), in `dir`
  * (a new temporary directory if not given).
  */
 async function fresh<S extends MemoryBlockStore = MemoryBlockStore>(
-  opts: BootOptions & { dir?: string; store?: S } = {},
+  opts: Omit<BootOptions, 'blockSize'> & { dir?: string; store?: S } = {},
 ): Promise<{ dir: string; meta: MemoryMetadataStore; store: S; a: Awaited<ReturnType<typeof boot>> }> {
   const { dir = tmp(), store = new MemoryBlockStore() as S, ...bootOpts } = opts;
   const meta = new MemoryMetadataStore();
