@@ -235,7 +235,8 @@ describe('FSCTL SET_SPARSE, QUERY_ALLOCATED_RANGES, snapshots, reparse points', 
 });
 
 describe('sparse files: QUERY_ALLOCATED_RANGES and SET_ZERO_DATA (MS-FSCC 2.3.51, 2.3.67)', () => {
-  const range = (offset: number, length: number): Buffer => {
+  /** FILE_ALLOCATED_RANGE_BUFFER, or FILE_ZERO_DATA_INFORMATION (FileOffset, BeyondFinalZero). */
+  const range = (offset: number | bigint, length: number | bigint): Buffer => {
     const b = Buffer.alloc(16);
     b.writeBigInt64LE(BigInt(offset), 0);
     b.writeBigInt64LE(BigInt(length), 8);
@@ -286,12 +287,7 @@ describe('sparse files: QUERY_ALLOCATED_RANGES and SET_ZERO_DATA (MS-FSCC 2.3.51
     const f = await open('f');
     const data = pattern(20000, 5);
     await write(f, data);
-    const zero = (from: number, beyond: number, o: Open = f) => {
-      const b = Buffer.alloc(16);
-      b.writeBigInt64LE(BigInt(from), 0);
-      b.writeBigInt64LE(BigInt(beyond), 8);
-      return fsctl(o, FsctlCode.SET_ZERO_DATA, b);
-    };
+    const zero = (from: number, beyond: number) => fsctl(f, FsctlCode.SET_ZERO_DATA, range(from, beyond));
     // Inside the file: zeros there, the rest as it was.
     assert.equal((await zero(100, 5000)).status, NtStatus.SUCCESS);
     const want = Buffer.from(data);
@@ -324,12 +320,7 @@ describe('sparse files: QUERY_ALLOCATED_RANGES and SET_ZERO_DATA (MS-FSCC 2.3.51
     const { srv, c, open, fsctl, write, read } = await setup();
     const f = await open('f');
     await write(f, pattern(8192));
-    const zero = (o: Open, from: number, beyond: number) => {
-      const b = Buffer.alloc(16);
-      b.writeBigInt64LE(BigInt(from), 0);
-      b.writeBigInt64LE(BigInt(beyond), 8);
-      return fsctl(o, FsctlCode.SET_ZERO_DATA, b);
-    };
+    const zero = (o: Open, from: number, beyond: number) => fsctl(o, FsctlCode.SET_ZERO_DATA, range(from, beyond));
     assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, Buffer.alloc(8))).status, NtStatus.INVALID_PARAMETER);
     assert.equal((await zero(f, 4096, 4095)).status, NtStatus.INVALID_PARAMETER, 'FileOffset past BeyondFinalZero');
     assert.equal((await zero(f, -1, 10)).status, NtStatus.INVALID_PARAMETER);
@@ -350,14 +341,8 @@ describe('sparse files: QUERY_ALLOCATED_RANGES and SET_ZERO_DATA (MS-FSCC 2.3.51
     const f = await open('f');
     await write(f, pattern(8192));
     const MAX = 2n ** 63n - 1n;
-    const buf = (a: bigint, b: bigint): Buffer => {
-      const x = Buffer.alloc(16);
-      x.writeBigInt64LE(a, 0);
-      x.writeBigInt64LE(b, 8);
-      return x;
-    };
     const qar = async (offset: bigint, length: bigint) => {
-      const r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, buf(offset, length));
+      const r = await fsctl(f, FsctlCode.QUERY_ALLOCATED_RANGES, range(offset, length));
       return [r.status, ranges(r.out)];
     };
     const size = async () => (await c.fs.resolve(f.handle)).inode.size;
@@ -370,10 +355,10 @@ describe('sparse files: QUERY_ALLOCATED_RANGES and SET_ZERO_DATA (MS-FSCC 2.3.51
       [2n ** 53n + 1n, MAX],
       [8192n, MAX],
     ])
-      assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, buf(a!, b!))).status, NtStatus.SUCCESS);
+      assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, range(a!, b!))).status, NtStatus.SUCCESS);
     assert.equal(await size(), 8192);
     assert.deepEqual(await read(f, 0, 8192), pattern(8192), 'past the end: nothing to zero');
-    assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, buf(6000n, MAX))).status, NtStatus.SUCCESS);
+    assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, range(6000n, MAX))).status, NtStatus.SUCCESS);
     assert.equal(await size(), 8192, 'the size stays');
     assert.deepEqual(await read(f, 0, 8192), Buffer.concat([pattern(8192).subarray(0, 6000), Buffer.alloc(2192)]));
     // A sparse file a terabyte long (2^28 blocks of 4 KiB here): its holes cost few block-map reads.
@@ -386,7 +371,7 @@ describe('sparse files: QUERY_ALLOCATED_RANGES and SET_ZERO_DATA (MS-FSCC 2.3.51
         [2 ** 40, 3],
       ],
     ]);
-    assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, buf(0n, MAX))).status, NtStatus.SUCCESS);
+    assert.equal((await fsctl(f, FsctlCode.SET_ZERO_DATA, range(0n, MAX))).status, NtStatus.SUCCESS);
     assert.deepEqual(await qar(0n, MAX), [NtStatus.SUCCESS, []], 'all of it a hole');
     assert.equal(await size(), 2 ** 40 + 3);
     await srv.close();
