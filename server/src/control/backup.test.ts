@@ -1,6 +1,7 @@
 // Control-plane backups: the document's validation (every problem named, no secret quoted), and a
-// dump -> change -> load round trip on a real control database (SQLite) that brings back every row,
-// refuses a non-empty database without force, and revokes the tokens issued before.
+// dump -> change -> load round trip on a real control database of each engine (SQLite embedded, a
+// private PostgreSQL) that brings back every row, refuses a non-empty database without force, and
+// revokes the tokens issued before.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ensureJwtSecret } from './auth.js';
@@ -15,7 +16,9 @@ import {
   validateBackup,
   type ControlBackup,
 } from './backup.js';
-import type { ControlStore } from './store.js';
+import { postgresForTests, type PostgresInstance } from '../../../test/helpers/postgres.js';
+import { PgDriver } from '../meta/sql/pg.js';
+import { openControlStore, type ControlStore } from './store.js';
 import { openTestControlStore } from './testing.js';
 import { SHARE_SETTINGS_DEFAULTS } from './types.js';
 
@@ -141,133 +144,167 @@ describe('validateBackup', () => {
   });
 });
 
-describe('dumpControl and loadControl', () => {
-  let store: ControlStore;
+/** The round trip on one engine: the SQL of dumpControl and loadControl differs between them. */
+function roundTripSuite(name: string, setup: () => Promise<{ store: ControlStore; teardown: () => Promise<void> }>): void {
+  describe(`dumpControl and loadControl: ${name}`, () => {
+    let store: ControlStore;
+    let teardown: () => Promise<void>;
 
-  before(async () => {
-    store = await openTestControlStore();
-  });
-  after(async () => {
-    await store.close();
-  });
-
-  /** The backup minus what differs between two dumps of the same state. */
-  const content = (b: ControlBackup): Partial<ControlBackup> => {
-    const { created_at: _c, generation: _g, token_version: _t, ...rest } = b;
-    return rest;
-  };
-
-  it('round trip: every row comes back as it was, in one transaction; tokens issued before are revoked', async () => {
-    await store.mutate(async (q) => {
-      await q.createStore('metadata', { name: 'meta', type: 'memory', config: {} });
-      await q.createStore('block', { name: 'blocks', type: 's3', config: { bucket: 'b', access_key_id: 'AK', secret_access_key: 'SK' } });
-      await q.createUser({ username: 'admin', role: 'admin', password_hash: SECRET_HASH, nt_hash: NT });
-      await q.createUser({ username: 'alice', uid: 1000, email: 'alice@example.com', must_change_password: true });
-      await q.createGroup({ name: 'editors', gid: 2000, members: ['alice'] });
-      await q.createShare({ ...SHARE_SETTINGS_DEFAULTS, name: '/export', metadata_store: 'meta', block_store: 'blocks', root_mode: 0o750 });
-      await q.setPermission('/export', { user: 'alice' }, 'read');
-      await q.setPermission('/export', { group: 'editors' }, 'read-write');
-      await q.updateAdapter('nfs', { enabled: true, port: 2049 });
-      await q.putSetting('logging.level', 'debug');
+    before(async () => {
+      ({ store, teardown } = await setup());
     });
-    const jwt = await ensureJwtSecret(store);
-    const tokenBefore = (await store.getCredentials('alice'))!.token_version;
-
-    const saved = await dumpControl(store, { dittofsVersion: '9.9.9', now: new Date('2025-06-01T12:00:00Z') });
-    assert.equal(saved.created_at, '2025-06-01T12:00:00.000Z');
-    assert.equal(saved.dittofs_version, '9.9.9');
-    assert.deepEqual(
-      saved.users.map((u) => [u.username, u.uid, u.password_hash, u.nt_hash, u.email, u.must_change_password]),
-      [
-        ['admin', 10000, SECRET_HASH, NT, null, false],
-        ['alice', 1000, null, null, 'alice@example.com', true],
-      ],
-    );
-    assert.deepEqual(saved.block_stores[0]?.config, { bucket: 'b', access_key_id: 'AK', secret_access_key: 'SK' }, 'secrets in clear');
-    assert.deepEqual(saved.shares[0]?.permissions, [
-      { user: 'alice', level: 'read' },
-      { group: 'editors', level: 'read-write' },
-    ]);
-    assert.deepEqual(saved.settings, { 'logging.level': 'debug' });
-    assert.deepEqual(
-      saved.secrets.map((s) => s.value),
-      [jwt],
-    );
-    assert.equal(describeCounts({ users: 2, shares: 1, groups: 0 }), '2 users, 1 share');
-    validateBackup(JSON.parse(JSON.stringify(saved)));
-
-    // Change everything, then restore.
-    await store.mutate(async (q) => {
-      await q.deleteShare('/export');
-      await q.deleteUser('alice');
-      await q.createUser({ username: 'mallory', uid: 666 });
-      await q.putSetting('logging.level', 'error');
+    after(async () => {
+      await teardown();
     });
-    const genBefore = await store.generation();
-    await assert.rejects(loadControl(store, saved), (e: unknown) => {
-      assert.ok(e instanceof BackupError);
-      assert.equal(e.code, BACKUP_ERROR.NOT_EMPTY);
-      assert.equal(
-        e.message,
-        'the control database is not empty (2 users, 1 group, 1 metadata store, 1 block store, 1 adapter, 1 setting, 1 generated secret); ' +
-          'restoring replaces all of it: use --force to do so',
+
+    /** The backup minus what differs between two dumps of the same state. */
+    const content = (b: ControlBackup): Partial<ControlBackup> => {
+      const { created_at: _c, generation: _g, token_version: _t, ...rest } = b;
+      return rest;
+    };
+
+    it('round trip: every row comes back as it was, in one transaction; tokens issued before are revoked', async () => {
+      await store.mutate(async (q) => {
+        await q.createStore('metadata', { name: 'meta', type: 'memory', config: {} });
+        await q.createStore('block', { name: 'blocks', type: 's3', config: { bucket: 'b', access_key_id: 'AK', secret_access_key: 'SK' } });
+        await q.createUser({ username: 'admin', role: 'admin', password_hash: SECRET_HASH, nt_hash: NT });
+        await q.createUser({ username: 'alice', uid: 1000, email: 'alice@example.com', must_change_password: true });
+        await q.createGroup({ name: 'editors', gid: 2000, members: ['alice'] });
+        await q.createShare({
+          ...SHARE_SETTINGS_DEFAULTS,
+          name: '/export',
+          metadata_store: 'meta',
+          block_store: 'blocks',
+          root_mode: 0o750,
+        });
+        await q.setPermission('/export', { user: 'alice' }, 'read');
+        await q.setPermission('/export', { group: 'editors' }, 'read-write');
+        await q.updateAdapter('nfs', { enabled: true, port: 2049 });
+        await q.putSetting('logging.level', 'debug');
+      });
+      const jwt = await ensureJwtSecret(store);
+      const tokenBefore = (await store.getCredentials('alice'))!.token_version;
+
+      const saved = await dumpControl(store, { dittofsVersion: '9.9.9', now: new Date('2025-06-01T12:00:00Z') });
+      assert.equal(saved.created_at, '2025-06-01T12:00:00.000Z');
+      assert.equal(saved.dittofs_version, '9.9.9');
+      assert.deepEqual(
+        saved.users.map((u) => [u.username, u.uid, u.password_hash, u.nt_hash, u.email, u.must_change_password]),
+        [
+          ['admin', 10000, SECRET_HASH, NT, null, false],
+          ['alice', 1000, null, null, 'alice@example.com', true],
+        ],
       );
-      return true;
+      assert.deepEqual(saved.block_stores[0]?.config, { bucket: 'b', access_key_id: 'AK', secret_access_key: 'SK' }, 'secrets in clear');
+      assert.deepEqual(saved.shares[0]?.permissions, [
+        { user: 'alice', level: 'read' },
+        { group: 'editors', level: 'read-write' },
+      ]);
+      assert.deepEqual(saved.settings, { 'logging.level': 'debug' });
+      assert.deepEqual(
+        saved.secrets.map((s) => s.value),
+        [jwt],
+      );
+      assert.equal(describeCounts({ users: 2, shares: 1, groups: 0 }), '2 users, 1 share');
+      validateBackup(JSON.parse(JSON.stringify(saved)));
+
+      // Change everything, then restore.
+      await store.mutate(async (q) => {
+        await q.deleteShare('/export');
+        await q.deleteUser('alice');
+        await q.createUser({ username: 'mallory', uid: 666 });
+        await q.putSetting('logging.level', 'error');
+      });
+      const genBefore = await store.generation();
+      await assert.rejects(loadControl(store, saved), (e: unknown) => {
+        assert.ok(e instanceof BackupError);
+        assert.equal(e.code, BACKUP_ERROR.NOT_EMPTY);
+        assert.equal(
+          e.message,
+          'the control database is not empty (2 users, 1 group, 1 metadata store, 1 block store, 1 adapter, 1 setting, 1 generated secret); ' +
+            'restoring replaces all of it: use --force to do so',
+        );
+        return true;
+      });
+      assert.equal(await store.generation(), genBefore, 'a refused restore changes nothing');
+      assert.ok(await store.getUser('mallory'));
+
+      const r = await loadControl(store, JSON.parse(JSON.stringify(saved)), { force: true });
+      assert.ok(r.generation > genBefore && r.generation > saved.generation);
+      assert.equal(r.counts.users, 2);
+      assert.equal(r.replaced.users, 2);
+      const again = await dumpControl(store, { dittofsVersion: '9.9.9', now: new Date('2025-06-01T12:00:00Z') });
+      assert.deepEqual(content(again), content(saved));
+      assert.equal(await store.getUser('mallory'), undefined);
+      const tokenAfter = (await store.getCredentials('alice'))!.token_version;
+      assert.ok(tokenAfter > tokenBefore && tokenAfter > saved.token_version, 'tokens issued before the restore no longer match');
+      assert.equal(await ensureJwtSecret(store), jwt, 'the generated token key is restored');
     });
-    assert.equal(await store.generation(), genBefore, 'a refused restore changes nothing');
-    assert.ok(await store.getUser('mallory'));
 
-    const r = await loadControl(store, JSON.parse(JSON.stringify(saved)), { force: true });
-    assert.ok(r.generation > genBefore && r.generation > saved.generation);
-    assert.equal(r.counts.users, 2);
-    assert.equal(r.replaced.users, 2);
-    const again = await dumpControl(store, { dittofsVersion: '9.9.9', now: new Date('2025-06-01T12:00:00Z') });
-    assert.deepEqual(content(again), content(saved));
-    assert.equal(await store.getUser('mallory'), undefined);
-    const tokenAfter = (await store.getCredentials('alice'))!.token_version;
-    assert.ok(tokenAfter > tokenBefore && tokenAfter > saved.token_version, 'tokens issued before the restore no longer match');
-    assert.equal(await ensureJwtSecret(store), jwt, 'the generated token key is restored');
-  });
-
-  it('refuses a backup from a newer control schema, changing nothing', async () => {
-    const gen = await store.generation();
-    await assert.rejects(
-      loadControl(store, { ...goodBackup(), schema_version: 99 }, { force: true }),
-      /schema version 99, newer than this DittoFS supports \(1\): upgrade DittoFS/,
-    );
-    assert.equal(await store.generation(), gen);
-  });
-
-  it('restores into an empty database without force', async () => {
-    await loadControl(
-      store,
-      {
-        ...goodBackup(),
-        users: [],
-        groups: [],
-        shares: [],
-        metadata_stores: [],
-        block_stores: [],
-        adapters: [],
-        settings: {},
-        secrets: [],
-      },
-      { force: true },
-    );
-    const r = await loadControl(store, goodBackup());
-    assert.equal(r.counts.permissions, 2);
-    assert.deepEqual(r.replaced, {
-      users: 0,
-      groups: 0,
-      metadata_stores: 0,
-      block_stores: 0,
-      shares: 0,
-      permissions: 0,
-      adapters: 0,
-      settings: 0,
-      secrets: 0,
+    it('refuses a backup from a newer control schema, changing nothing', async () => {
+      const gen = await store.generation();
+      await assert.rejects(
+        loadControl(store, { ...goodBackup(), schema_version: 99 }, { force: true }),
+        /schema version 99, newer than this DittoFS supports \(1\): upgrade DittoFS/,
+      );
+      assert.equal(await store.generation(), gen);
     });
-    assert.deepEqual((await store.getGroup('editors'))?.members, ['alice']);
-    assert.equal((await store.getShare('/export'))?.block_store, 'blocks');
+
+    it('restores into an empty database without force', async () => {
+      await loadControl(
+        store,
+        {
+          ...goodBackup(),
+          users: [],
+          groups: [],
+          shares: [],
+          metadata_stores: [],
+          block_stores: [],
+          adapters: [],
+          settings: {},
+          secrets: [],
+        },
+        { force: true },
+      );
+      const r = await loadControl(store, goodBackup());
+      assert.equal(r.counts.permissions, 2);
+      assert.deepEqual(r.replaced, {
+        users: 0,
+        groups: 0,
+        metadata_stores: 0,
+        block_stores: 0,
+        shares: 0,
+        permissions: 0,
+        adapters: 0,
+        settings: 0,
+        secrets: 0,
+      });
+      assert.deepEqual((await store.getGroup('editors'))?.members, ['alice']);
+      assert.equal((await store.getShare('/export'))?.block_store, 'blocks');
+    });
   });
+}
+
+roundTripSuite('embedded (SQLite)', async () => {
+  const store = await openTestControlStore();
+  return { store, teardown: () => store.close() };
+});
+
+let pg: PostgresInstance | undefined;
+const SCHEMA = `dfs_backup_test_${process.pid}`;
+roundTripSuite('postgres', async () => {
+  pg = await postgresForTests();
+  const store = await openControlStore({ type: 'postgres', url: pg.url, schema: SCHEMA });
+  return {
+    store,
+    async teardown() {
+      await store.close();
+      if (pg?.external) {
+        const d = await PgDriver.open({ url: pg.url });
+        await d.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
+        await d.close();
+      }
+      await pg?.stop();
+    },
+  };
 });

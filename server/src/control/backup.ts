@@ -689,12 +689,7 @@ export async function loadControl(store: ControlStore, doc: unknown, opts: { for
     }
     // Token versions restart above every version either database gave out: no token issued before
     // the restore matches a user afterwards.
-    await tx.query(
-      d.name === 'sqlite'
-        ? 'UPDATE token_versions SET last_value = max($1, last_value, 1)'
-        : `SELECT setval('token_versions', greatest($1::bigint, (SELECT last_value FROM token_versions), 1))`,
-      [b.token_version],
-    );
+    await tx.query(d.raiseTokenVersions, [b.token_version]);
     for (const u of b.users) {
       await tx.query(
         `INSERT INTO users (username, uid, gid, email, role, must_change_password, password_hash, nt_hash, created_at, updated_at)
@@ -747,7 +742,7 @@ export async function loadControl(store: ControlStore, doc: unknown, opts: { for
     }
     await checkUniqueIds(tx, d);
     const { rows: gen } = await tx.query(
-      `UPDATE control_state SET generation = ${d.greatest('generation', d.name === 'sqlite' ? '$1' : '$1::bigint')} + 1 WHERE id = 1 RETURNING generation`,
+      `UPDATE control_state SET generation = ${d.greatest('generation', '$1')} + 1 WHERE id = 1 RETURNING generation`,
       [b.generation],
     );
     return { generation: toNumber(gen[0]?.generation, 'generation'), counts: countBackup(b), replaced };

@@ -27,6 +27,8 @@ export interface ControlDialect {
   readonly lockState: string;
   /** A new token version (never handed out before): one row, column `v`. */
   readonly nextTokenVersion: string;
+  /** Token versions handed out from now on are above `$1` and above every one handed out before. */
+  readonly raiseTokenVersions: string;
   /** The larger of two values. */
   greatest(a: string, b: string): string;
   /**
@@ -45,6 +47,7 @@ const POSTGRES: ControlDialect = {
   agg: (column, from) => `coalesce((SELECT array_agg(${column} ORDER BY ${column}) ${from}), '{}')`,
   lockState: 'SELECT generation FROM control_state WHERE id = 1 FOR UPDATE',
   nextTokenVersion: `SELECT nextval('token_versions') AS v`,
+  raiseTokenVersions: `SELECT setval('token_versions', greatest($1::bigint, (SELECT last_value FROM token_versions), 1))`,
   greatest: (a, b) => `greatest(${a}, ${b})`,
   duplicateIds: null,
 };
@@ -61,6 +64,7 @@ const SQLITE: ControlDialect = {
   agg: (column, from) => `(SELECT json_group_array(v) FROM (SELECT ${column} AS v ${from} ORDER BY v))`,
   lockState: 'SELECT generation FROM control_state WHERE id = 1',
   nextTokenVersion: 'UPDATE token_versions SET last_value = last_value + 1 RETURNING last_value AS v',
+  raiseTokenVersions: 'UPDATE token_versions SET last_value = max($1, last_value, 1)',
   greatest: (a, b) => `max(${a}, ${b})`,
   duplicateIds: `SELECT 'uid' AS what, uid AS id FROM users GROUP BY uid HAVING count(*) > 1
     UNION ALL SELECT 'gid', gid FROM groups GROUP BY gid HAVING count(*) > 1 LIMIT 1`,

@@ -3,13 +3,14 @@
 // document), token versions go on above every one handed out, and the PGlite files are kept; a
 // move that cannot be done leaves the PGlite database as it was and says why.
 import assert from 'node:assert/strict';
-import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PGLITE_BACKUP_DIR, PGLITE_DIR } from '../meta/sql/embedded.js';
+import { MIGRATING_DIR, PGLITE_BACKUP_DIR, PGLITE_DIR } from '../meta/sql/embedded.js';
 import { PgliteDriver } from '../meta/sql/pglite.js';
+import { SqliteDriver } from '../meta/sql/sqlite.js';
 import { dumpControl } from './backup.js';
 import { CONTROL_SQLITE_FILE, controlLayout } from './embedded.js';
 import { CONTROL_MIGRATIONS } from './migrations.js';
@@ -17,6 +18,20 @@ import { ControlStore, openControlStore } from './store.js';
 import { SHARE_SETTINGS_DEFAULTS } from './types.js';
 
 const NOW = new Date('2026-01-02T03:04:05.000Z');
+
+/** The files under `dir` this process holds open (Linux: /proc/self/fd), deleted ones included. */
+function openFilesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target.startsWith(dir + path.sep)) out.push(target);
+    } catch {
+      // Closed meanwhile (the descriptor readdir itself used).
+    }
+  }
+  return out;
+}
 
 /** A control database on PGlite, as DittoFS wrote it before the SQLite engine. */
 async function pgliteControl(dir: string): Promise<ControlStore> {
@@ -106,6 +121,29 @@ describe('embedded control database: the move from PGlite to SQLite', () => {
     const { rows } = await d2.query('SELECT username FROM users');
     assert.deepEqual(rows, [{ username: 'kept' }]);
     await d2.close();
+  });
+
+  it('a new database that cannot be built is closed again, and the PGlite one stays', async (t) => {
+    if (!existsSync('/proc/self/fd')) return t.skip('needs /proc/self/fd');
+    const dir = path.join(tmp, 'unbuilt');
+    const pg = await pgliteControl(dir);
+    await pg.createUser({ username: 'kept' });
+    await pg.close();
+    // The new database's first transaction (its migrations) fails, as on a full disk.
+    t.mock.method(SqliteDriver.prototype, 'transaction', () => Promise.reject(new Error('disk I/O error')), { times: 1 });
+    await assert.rejects(openControlStore({ type: 'embedded', path: dir }), /the PGlite database is unchanged: disk I\/O error/);
+    t.mock.restoreAll();
+    assert.deepEqual(openFilesUnder(path.join(dir, MIGRATING_DIR)), [], 'the half-built database is still open');
+    assert.equal(controlLayout(dir), 'pglite');
+    const lite = await openControlStore({ type: 'embedded', path: dir });
+    try {
+      assert.deepEqual(
+        (await lite.listUsers()).map((u) => u.username),
+        ['kept'],
+      );
+    } finally {
+      await lite.close();
+    }
   });
 
   it('a database another process holds is neither moved nor opened', async () => {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { silentLogger, type DriverLogger, type SqlDriver, type SqlRow } from '../meta/sql/driver.js';
 import { PGLITE_DIR, finishMove, moveToSqlite } from '../meta/sql/embedded.js';
 import { SqliteDriver, type SqliteSync } from '../meta/sql/sqlite.js';
-import { CONTROL_MIGRATIONS, migrateControl } from './migrations.js';
+import { migrateControl } from './migrations.js';
 
 /** The control database's file in its directory. */
 export const CONTROL_SQLITE_FILE = 'control.sqlite';
@@ -125,18 +125,8 @@ export async function movePgliteControl(dir: string, log: DriverLogger = silentL
       noun: 'database',
       file: CONTROL_SQLITE_FILE,
       tables: TABLES.map((t) => t.table),
-      prepare: async (pg) => {
-        await migrateControl(pg);
-      },
-      openNew: async (work) => {
-        const lite = openControlSqlite(work, log, 'commit');
-        const report = await migrateControl(lite);
-        if (report.version !== CONTROL_MIGRATIONS.length) {
-          await lite.close();
-          throw new Error(`the new database is at schema version ${report.version}`);
-        }
-        return lite;
-      },
+      migrate: migrateControl,
+      open: (work) => openControlSqlite(work, log, 'commit'),
       copy: async (from, tx) => {
         const { rows: state } = await from.query<{ generation: unknown }>('SELECT generation FROM control_state WHERE id = 1');
         const { rows: seq } = await from.query<{ last_value: unknown; is_called: unknown }>(

@@ -11,7 +11,7 @@
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { errorMessage, silentLogger, type DriverLogger, type SqlDriver, type SqlExecutor, type SqlRow } from './driver.js';
-import { MIGRATIONS, migrate } from './migrations.js';
+import { migrate } from './migrations.js';
 import { PgliteDriver } from './pglite.js';
 import { INODE_COLUMNS } from './rows.js';
 import { SQLITE_FILE, SqliteDriver, fsyncDir, type SqliteForm } from './sqlite.js';
@@ -87,10 +87,10 @@ export interface SqliteMove {
   file: string;
   /** Every table copied (row counts checked on both sides). */
   tables: readonly string[];
-  /** Brings the PGlite side to the newest schema. */
-  prepare(pg: PgliteDriver): Promise<void>;
-  /** Opens (and migrates) the new SQLite database in the work directory. */
-  openNew(work: string): Promise<SqliteDriver>;
+  /** Brings a database to the newest schema: the PGlite one, then the new one. */
+  migrate(d: SqlDriver): Promise<unknown>;
+  /** Opens the new SQLite database in the work directory. */
+  open(work: string): SqliteDriver;
   /** Copies every row inside the new database's one transaction; rows copied per table. */
   copy(from: PgliteDriver, to: SqlExecutor): Promise<Record<string, number>>;
 }
@@ -112,8 +112,9 @@ export async function moveToSqlite(dir: string, m: SqliteMove, log: DriverLogger
     pg = await PgliteDriver.open({ dir, logger: log });
     // A move that a crash interrupted before its rename: start again.
     rmSync(work, { recursive: true, force: true });
-    await m.prepare(pg);
-    lite = await m.openNew(work);
+    await m.migrate(pg);
+    lite = m.open(work);
+    await m.migrate(lite);
     const from = pg;
     await lite.transaction(async (tx) => {
       counts = await m.copy(from, tx);
@@ -160,7 +161,6 @@ export async function migratePgliteToSqlite(
   statements: Readonly<Record<string, SqliteForm>>,
   log: DriverLogger = silentLogger,
 ): Promise<void> {
-  let fromReport: Awaited<ReturnType<typeof migrate>> | null = null;
   await moveToSqlite(
     dir,
     {
@@ -168,19 +168,10 @@ export async function migratePgliteToSqlite(
       noun: 'store',
       file: SQLITE_FILE,
       tables: TABLES.map((t) => t.table),
-      prepare: async (pg) => {
-        fromReport = await migrate(pg);
-      },
-      openNew: async (work) => {
-        const lite = SqliteDriver.open({ dir: work, statements, logger: log });
-        const report = await migrate(lite);
-        if (report.version !== MIGRATIONS.length) {
-          await lite.close();
-          throw new Error(`the new database is at schema version ${report.version}`);
-        }
-        return lite;
-      },
+      migrate,
+      open: (work) => SqliteDriver.open({ dir: work, statements, logger: log }),
       copy: async (from, tx) => {
+        const { rows: storeId } = await from.query<{ id: unknown }>('SELECT id FROM dittofs_store_id');
         const seq = await from.query<{ last_value: unknown; is_called: unknown }>('SELECT last_value, is_called FROM lease_tokens');
         const s = seq.rows[0];
         // The inode ids handed out, deleted ones included: none is handed out again (AUTOINCREMENT).
@@ -190,7 +181,7 @@ export async function migratePgliteToSqlite(
         const lastId = Number(ids.rows[0]?.v ?? 0);
         const counts: Record<string, number> = {};
         for (const t of TABLES) counts[t.table] = await copyTable(from, tx, t);
-        await tx.query('UPDATE dittofs_store_id SET id = $1', [fromReport!.storeId]);
+        await tx.query('UPDATE dittofs_store_id SET id = $1', [storeId[0]?.id]);
         if (s) await tx.query('UPDATE lease_tokens SET last_value = $1, is_called = $2', [s.last_value, s.is_called === true]);
         await tx.query(`DELETE FROM sqlite_sequence WHERE name = 'inodes'`);
         await tx.query(`INSERT INTO sqlite_sequence (name, seq) SELECT 'inodes', max($1, coalesce((SELECT max(id) FROM inodes), 0))`, [
