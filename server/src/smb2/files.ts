@@ -173,6 +173,23 @@ export function maximalAccessOf(c: FileContext, inode: Inode): number {
   return (m & c.tree.maximalAccess) >>> 0;
 }
 
+/**
+ * What the stored DACL of `inode` (acl.ts) lets the caller have, DELETE also by the directory
+ * `dir` holds it in (null: the share root); ACCESS_DENIED when `desired` asks for more. For an
+ * open of a file and of one of its streams alike (streams.ts): the file's DACL guards both.
+ */
+export async function storedDaclAccess(c: FileContext, inode: Inode, dir: Buffer | null, desired: number): Promise<number> {
+  const acl = await daclMask(
+    c.share.meta,
+    inode,
+    c.id,
+    dir === null ? null : async () => (await c.fs.resolve(dir)).inode,
+    (d) => c.fs.accessBits(c.share, d, c.id).write,
+  );
+  if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'refused by the stored DACL');
+  return acl;
+}
+
 let nextOpenId = 1;
 /** A new open id (CREATE of a file or of a stream). */
 export const allocOpenId = (): number => nextOpenId++;
@@ -260,15 +277,7 @@ export async function create(
     if (wantDir && !isDir) throw fail(NtStatus.NOT_A_DIRECTORY);
     if (wantFile && isDir) throw fail(NtStatus.FILE_IS_A_DIRECTORY);
     // A stored DACL takes away what it does not grant (acl.ts); the POSIX check below stays.
-    const dirHandle = parent;
-    const acl = await daclMask(
-      c.share.meta,
-      inode,
-      c.id,
-      dirHandle === null ? null : async () => (await c.fs.resolve(dirHandle)).inode,
-      (dir) => c.fs.accessBits(c.share, dir, c.id).write,
-    );
-    if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'refused by the stored DACL');
+    const acl = await storedDaclAccess(c, inode, parent, desired);
     await checkEaKnowledge(c.share.meta, inode.id, opts);
     const max = (maximalAccessOf(c, inode) & acl) >>> 0;
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
