@@ -313,7 +313,7 @@ export async function create(
     if (oplock.leaseKeyInUse(c.fs, c.caching, req)) throw fail(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     // The owner and group a SecD context gives (INVALID_OWNER / INVALID_PRIMARY_GROUP first).
-    const owner = secD ? newFileOwner(secD, c.id) : null;
+    const owner = secD ? newFileOwner(secD, c.fs.identity(c.share, c.id)) : null;
     if (wantDir) {
       inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs, ...owner })).inode;
     } else {
@@ -694,7 +694,7 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   if ((info & SecurityInformation.DACL) !== 0 && !open.openerIsOwner) throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
   if ((info & SecurityInformation.DACL) !== 0) storedForm({ control: sd.control, dacl: sd.dacl });
   const change = posixChangeOf(sd, info, inode);
-  checkOwnerChange(change, c.id, inode.uid);
+  checkOwnerChange(change, c.fs.identity(c.share, c.id), inode.uid);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
   // The DACL as given is kept (a NULL DACL too: a client reads back what it set, and nobody is
   // refused beyond the mode, 0777 by the mapping); the mode change above dropped the one stored before.
