@@ -235,6 +235,36 @@ describe('owner and group from a SecD context or a SET_INFO descriptor', () => {
     await srv.close();
   });
 
+  it('a root the share squashes gives what the anonymous user may give: INVALID_OWNER, no file made', async () => {
+    const srv = await memoryServer({ rootSquash: true });
+    const c = fileContext(srv);
+    c.id = { uid: 0, gid: 0, gids: [] };
+    const make = (name: string, data: Buffer) =>
+      create(
+        c,
+        createRequest(name, {
+          desiredAccess: Access.GENERIC_ALL,
+          createDisposition: CreateDisposition.CREATE,
+          contexts: [{ name: 'SecD', data }],
+        }),
+      );
+    assert.equal(await status(make('g', sd(unixUserSid(5), null))), NtStatus.INVALID_OWNER);
+    assert.equal(
+      await status(create(c, createRequest('g', { createDisposition: CreateDisposition.OPEN }))),
+      NtStatus.OBJECT_NAME_NOT_FOUND,
+      'no file made',
+    );
+    // What the anonymous user may give, it gives.
+    const f = (await make('f', sd(unixUserSid(65534), unixGroupSid(65534)))).open;
+    const { inode } = await srv.fs.resolve(f.handle);
+    assert.deepEqual([inode.uid, inode.gid], [65534, 65534]);
+    const set = (info: number, data: Buffer) =>
+      files.setInfo(c, f, { infoType: 3, infoClass: 0, additionalInformation: info, fileId: f.fileId, buffer: data });
+    assert.equal(await status(set(SI.OWNER, sd(unixUserSid(5), null))), NtStatus.INVALID_OWNER);
+    assert.equal((await srv.fs.resolve(f.handle)).inode.uid, 65534, 'nothing changed');
+    await srv.close();
+  });
+
   it('SET_INFO chowns as NFS SETATTR would: INVALID_OWNER / INVALID_PRIMARY_GROUP for what the caller may not give', async () => {
     const srv = await memoryServer();
     const c = fileContext(srv);

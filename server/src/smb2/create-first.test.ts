@@ -6,6 +6,8 @@ import { memoryServer } from '../testing/memory-server.js';
 import { SmbWriter } from './codec.js';
 import { Access, CreateAction, CreateDisposition, CreateOptions } from './constants.js';
 import * as files from './files.js';
+import { AceFlags, storedDacl } from './acl.js';
+import { AceType, encodeSecurityDescriptor, EVERYONE } from './security.js';
 import { NtStatus } from './status.js';
 import { create, createRequest, fileContext, status } from './testing.js';
 
@@ -51,6 +53,33 @@ describe('SMB2 CREATE of a name that is usually free', () => {
     // OPEN_IF usually opens an existing file: it looks first, as before.
     assert.equal(action((await open('openif.bin', CreateDisposition.OPEN_IF)).body), CreateAction.CREATED);
     assert.deepEqual(lookups, ['openif.bin']);
+    await srv.close();
+  });
+
+  it('a file made at once takes what the stored DACL of its directory passes on, as one made on the ordinary path', async () => {
+    const { srv, c, lookups, open } = await setup();
+    const dacl = [{ type: AceType.ACCESS_ALLOWED, flags: AceFlags.OBJECT_INHERIT, mask: 0x001200a9, sid: EVERYONE }];
+    const secD = encodeSecurityDescriptor({ control: 0, owner: null, group: null, dacl });
+    const d = await create(
+      c,
+      createRequest('d', {
+        createDisposition: CreateDisposition.CREATE,
+        createOptions: CreateOptions.DIRECTORY_FILE,
+        contexts: [{ name: 'SecD', data: secD }],
+      }),
+    );
+    await files.close(c, d.open, 0, new SmbWriter());
+    lookups.length = 0;
+    const f = await open('d\\put.bin', CreateDisposition.OVERWRITE_IF);
+    assert.deepEqual(lookups, ['d'], 'made at once (only the directory looked up)');
+    const sd = await storedDacl(c.share.meta, f.open.inodeId);
+    assert.deepEqual(
+      sd?.dacl?.map((a) => [a.flags, a.mask]),
+      [[AceFlags.INHERITED, 0x001200a9]],
+    );
+    await files.close(c, f.open, 0, new SmbWriter());
+    // The DACL guards the next open: it grants reading only.
+    assert.equal(await status(open('d\\put.bin', CreateDisposition.OPEN)), NtStatus.ACCESS_DENIED);
     await srv.close();
   });
 

@@ -190,9 +190,11 @@ export async function eaRecords(meta: MetadataStore, inodeId: number): Promise<F
  */
 export async function checkEaKnowledge(meta: MetadataStore, inodeId: number, createOptions: number): Promise<void> {
   if ((createOptions & FILE_NO_EA_KNOWLEDGE) === 0) return;
-  const flags = await meta.getMeta(inodeId, InodeMetaKind.EA_FLAGS);
-  if (flags.length === 0) return;
-  if ((await eaRecords(meta, inodeId)).some((e) => (e.flags & FILE_NEED_EA) !== 0))
+  const needed = (await meta.getMeta(inodeId, InodeMetaKind.EA_FLAGS)).filter((r) => ((r.value[0] ?? 0) & FILE_NEED_EA) !== 0);
+  if (needed.length === 0) return;
+  // A flag counts only for an EA that exists (storeEas can leave one behind a removed EA).
+  const names = new Set((await meta.getMeta(inodeId, EA_KIND)).map((r) => r.name.toString('latin1')));
+  if (needed.some((r) => names.has(r.name.toString('latin1'))))
     throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'FILE_NO_EA_KNOWLEDGE, and the file has an EA with FILE_NEED_EA');
 }
 

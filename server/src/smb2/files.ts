@@ -173,6 +173,23 @@ export function maximalAccessOf(c: FileContext, inode: Inode): number {
   return (m & c.tree.maximalAccess) >>> 0;
 }
 
+/**
+ * What the stored DACL of `inode` (acl.ts) lets the caller have, DELETE also by the directory
+ * `dir` holds it in (null: the share root); ACCESS_DENIED when `desired` asks for more. For an
+ * open of a file and of one of its streams alike (streams.ts): the file's DACL guards both.
+ */
+export async function storedDaclAccess(c: FileContext, inode: Inode, dir: Buffer | null, desired: number): Promise<number> {
+  const acl = await daclMask(
+    c.share.meta,
+    inode,
+    c.id,
+    dir === null ? null : async () => (await c.fs.resolve(dir)).inode,
+    (d) => c.fs.accessBits(c.share, d, c.id).write,
+  );
+  if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'refused by the stored DACL');
+  return acl;
+}
+
 let nextOpenId = 1;
 /** A new open id (CREATE of a file or of a stream). */
 export const allocOpenId = (): number => nextOpenId++;
@@ -260,15 +277,7 @@ export async function create(
     if (wantDir && !isDir) throw fail(NtStatus.NOT_A_DIRECTORY);
     if (wantFile && isDir) throw fail(NtStatus.FILE_IS_A_DIRECTORY);
     // A stored DACL takes away what it does not grant (acl.ts); the POSIX check below stays.
-    const dirHandle = parent;
-    const acl = await daclMask(
-      c.share.meta,
-      inode,
-      c.id,
-      dirHandle === null ? null : async () => (await c.fs.resolve(dirHandle)).inode,
-      (dir) => c.fs.accessBits(c.share, dir, c.id).write,
-    );
-    if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'refused by the stored DACL');
+    const acl = await storedDaclAccess(c, inode, parent, desired);
     await checkEaKnowledge(c.share.meta, inode.id, opts);
     const max = (maximalAccessOf(c, inode) & acl) >>> 0;
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
@@ -304,7 +313,7 @@ export async function create(
     if (oplock.leaseKeyInUse(c.fs, c.caching, req)) throw fail(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     // The owner and group a SecD context gives (INVALID_OWNER / INVALID_PRIMARY_GROUP first).
-    const owner = secD ? newFileOwner(secD, c.id) : null;
+    const owner = secD ? newFileOwner(secD, c.fs.identity(c.share, c.id)) : null;
     if (wantDir) {
       inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs, ...owner })).inode;
     } else {
@@ -685,7 +694,7 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   if ((info & SecurityInformation.DACL) !== 0 && !open.openerIsOwner) throw fail(NtStatus.ACCESS_DENIED, 'only the owner sets the DACL');
   if ((info & SecurityInformation.DACL) !== 0) storedForm({ control: sd.control, dacl: sd.dacl });
   const change = posixChangeOf(sd, info, inode);
-  checkOwnerChange(change, c.id, inode.uid);
+  checkOwnerChange(change, c.fs.identity(c.share, c.id), inode.uid);
   if (change.uid !== undefined || change.gid !== undefined || change.mode !== undefined) await c.fs.setattr(target, c.id, change);
   // The DACL as given is kept (a NULL DACL too: a client reads back what it set, and nobody is
   // refused beyond the mode, 0777 by the mapping); the mode change above dropped the one stored before.

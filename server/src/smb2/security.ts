@@ -299,7 +299,8 @@ export function posixChangeOf(sd: SecurityDescriptor, info: number, inode: Inode
  * Refuses an owner or group change `id` may not make, with the status Windows gives for an owner
  * (INVALID_OWNER) or primary group (INVALID_PRIMARY_GROUP) the caller may not assign, before the
  * vfs would refuse it as NFS SETATTR does: root gives any owner and group; anyone else keeps the
- * owner (chown(2)) and, owning the file, gives it one of their own groups.
+ * owner (chown(2)) and, owning the file, gives it one of their own groups. `id` is the caller as
+ * the vfs sees it (FileService.identity: after the share's root squash).
  */
 export function checkOwnerChange(change: PosixChange, id: Identity, fileUid: number): void {
   if (id.uid === 0) return;

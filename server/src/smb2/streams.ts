@@ -9,7 +9,7 @@ import { DosAttributes, FileType } from '../vfs/types.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
 import { Access, CreateAction, CreateDisposition, CreateOptions } from './constants.js';
 import { checkOpenExisting, newFileAttributes } from './attrs.js';
-import { daclMask, newInodeDacl } from './acl.js';
+import { newInodeDacl } from './acl.js';
 import { decodeHandle } from '../vfs/handle.js';
 import { ALLOCATION_UNIT, fileInfoOf } from './fscc.js';
 import {
@@ -20,7 +20,7 @@ import {
   qfidResponse,
   writeCreateResponse,
 } from './messages.js';
-import { allocOpenId, type FileContext, lookupOrNull, mapGenericRights, maximalAccessOf, walkParent } from './files.js';
+import { allocOpenId, type FileContext, lookupOrNull, mapGenericRights, maximalAccessOf, storedDaclAccess, walkParent } from './files.js';
 import { lookupCaseless } from './names.js';
 import * as oplock from './oplock.js';
 import { fileIdOf, Open } from './state.js';
@@ -141,18 +141,8 @@ export async function createStreamOpen(
     }
   }
   const fileHandle = c.fs.handleOf(c.share, file);
-  // A stream is guarded by its file's stored DACL, as an open of the file itself is (files.ts).
-  const dirHandle = parent;
-  const acl = created
-    ? 0xffffffff
-    : await daclMask(
-        c.share.meta,
-        file,
-        c.id,
-        dirHandle === null ? null : async () => (await c.fs.resolve(dirHandle)).inode,
-        (dir) => c.fs.accessBits(c.share, dir, c.id).write,
-      );
-  if ((desired & ~acl & ~Access.MAXIMUM_ALLOWED) !== 0) throw fail(NtStatus.ACCESS_DENIED, "refused by the file's stored DACL");
+  // A stream is guarded by its file's stored DACL, as an open of the file itself is.
+  const acl = created ? 0xffffffff : await storedDaclAccess(c, file, parent, desired);
   const max = (maximalAccessOf(c, file) & acl) >>> 0;
   const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA);
   if ((needs & ~max) !== 0) throw fail(NtStatus.ACCESS_DENIED);
