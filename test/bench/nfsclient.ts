@@ -599,7 +599,8 @@ export class Nfs3Client {
     }
   }
 
-  private call(proc: number, args: Buffer | null, what: string): Promise<XdrReader> {
+  /** A raw NFSv3 call (a procedure this client has no method for); the reply from its status on. */
+  call(proc: number, args: Buffer | null, what: string): Promise<XdrReader> {
     return this.nfs.call(NFS_PROGRAM, NFS_V3, proc, args, what);
   }
 
