@@ -638,6 +638,20 @@ export class Nfs3Client {
     return this.createLike(NFSPROC3_MKDIR, w.toBuffer(), `MKDIR ${name}`);
   }
 
+  /**
+   * MKDIR in the export's root of the directory a workload owns; the handle. One already there (a
+   * previous run's) is an error that says so, rather than a workload mixed with old files.
+   */
+  async mkdirFresh(name: string, hint = ''): Promise<Buffer> {
+    try {
+      const made = await this.mkdir(this.rootFh, name, 0o755);
+      return made.fh ?? (await this.lookup(this.rootFh, name)).fh;
+    } catch (e) {
+      if (e instanceof NfsError && e.status === 17) throw new Error(`${this.exportPath}/${name} already exists on the server${hint}`);
+      throw e;
+    }
+  }
+
   private async createLike(proc: number, args: Buffer, what: string): Promise<CreateResult> {
     const r = await this.call(proc, args, what);
     const status = r.u32();
