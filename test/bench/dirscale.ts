@@ -13,7 +13,7 @@
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { NfsError, Nfs3Client } from './nfsclient.js';
+import { Nfs3Client } from './nfsclient.js';
 import { cpuSeconds } from './proc.js';
 
 export const DEFAULT_DIR_SIZES = [1_000, 10_000, 50_000] as const;
@@ -78,14 +78,7 @@ export async function runDirScale(opts: DirScaleOptions): Promise<DirScaleStep[]
     return now === undefined || from === undefined || ops === 0 ? undefined : ((now - from) * 1000) / ops;
   };
   try {
-    let dir: Buffer;
-    try {
-      const made = await client.mkdir(client.rootFh, DIRSCALE_DIR, 0o755);
-      dir = made.fh ?? (await client.lookup(client.rootFh, DIRSCALE_DIR)).fh;
-    } catch (e) {
-      if (e instanceof NfsError && e.status === 17) throw new Error(`${opts.exportPath}/${DIRSCALE_DIR} already exists on the server`);
-      throw e;
-    }
+    const dir = await client.mkdirFresh(DIRSCALE_DIR);
     const present = new Uint8Array(largest);
     let entries = 0;
     let next = 0; // names below `next` were created (some removed since)

@@ -599,7 +599,8 @@ export class Nfs3Client {
     }
   }
 
-  private call(proc: number, args: Buffer | null, what: string): Promise<XdrReader> {
+  /** A raw NFSv3 call (a procedure this client has no method for); the reply from its status on. */
+  call(proc: number, args: Buffer | null, what: string): Promise<XdrReader> {
     return this.nfs.call(NFS_PROGRAM, NFS_V3, proc, args, what);
   }
 
@@ -635,6 +636,20 @@ export class Nfs3Client {
     const w = diropargs(dir, name);
     writeSattrMode(w, mode);
     return this.createLike(NFSPROC3_MKDIR, w.toBuffer(), `MKDIR ${name}`);
+  }
+
+  /**
+   * MKDIR in the export's root of the directory a workload owns; the handle. One already there (a
+   * previous run's) is an error that says so, rather than a workload mixed with old files.
+   */
+  async mkdirFresh(name: string, hint = ''): Promise<Buffer> {
+    try {
+      const made = await this.mkdir(this.rootFh, name, 0o755);
+      return made.fh ?? (await this.lookup(this.rootFh, name)).fh;
+    } catch (e) {
+      if (e instanceof NfsError && e.status === 17) throw new Error(`${this.exportPath}/${name} already exists on the server${hint}`);
+      throw e;
+    }
   }
 
   private async createLike(proc: number, args: Buffer, what: string): Promise<CreateResult> {

@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { startDittofs } from '../helpers/server.js';
 import { EXPORT_PATH, writeDittoConfig } from './backends.js';
-import { Nfs3Client, NfsError, XdrWriter, type XdrReader } from './nfsclient.js';
+import { Nfs3Client, NfsError, XdrWriter } from './nfsclient.js';
 import { cpuSeconds } from './proc.js';
 
 const NFSPROC3_SETATTR = 2;
@@ -94,8 +94,6 @@ async function main(): Promise<void> {
   const srv = await startDittofs({ configFile, dataDir, env });
   const pid = srv.child.pid!;
   const c = await Nfs3Client.connect({ nfsPort: srv.nfsPort, exportPath: EXPORT_PATH });
-  const call = (proc: number, args: Buffer, what: string): Promise<XdrReader> =>
-    (c as unknown as { call(p: number, a: Buffer, w: string): Promise<XdrReader> }).call(proc, args, what);
   const rows: string[] = [];
   const phase = async (name: string, n: number, op: (i: number) => Promise<void>) => {
     const threads0 = threadCpu(pid);
@@ -134,7 +132,7 @@ async function main(): Promise<void> {
     await phase('LOOKUP', calls, async (i) => void (await c.lookup(dir, names[i]!)));
     const now = Math.floor(Date.now() / 1000) - 3600;
     const setattr = async (args: Buffer) => {
-      const r = await call(NFSPROC3_SETATTR, args, 'SETATTR');
+      const r = await c.call(NFSPROC3_SETATTR, args, 'SETATTR');
       const st = r.u32();
       if (st !== 0) throw new NfsError('SETATTR', st);
     };
@@ -161,7 +159,7 @@ async function main(): Promise<void> {
       );
       const fh = (await c.create(untarDir, name, 0o644, 'GUARDED')).fh!;
       const w = new XdrWriter(128).opaque(fh).u64(0).u32(UNTAR_DATA.length).u32(FILE_SYNC).opaque(UNTAR_DATA);
-      const r = await call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE');
+      const r = await c.call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE');
       const st = r.u32();
       if (st !== 0) throw new NfsError('WRITE', st);
       const owner = new XdrWriter(128).opaque(fh).u32(0).u32(1).u32(uid).u32(1).u32(gid).u32(0).u32(0).u32(0).u32(0).toBuffer();

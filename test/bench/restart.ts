@@ -5,7 +5,7 @@
 // until it is ready: its NFS and API ports accept connections, the readiness every test waits
 // for (test/helpers/server.ts startDittofs). Issue 16's target: under 3 s.
 import { performance } from 'node:perf_hooks';
-import { NfsError, Nfs3Client } from './nfsclient.js';
+import { Nfs3Client } from './nfsclient.js';
 
 export const RESTART_TARGET_SECONDS = 3;
 export const RESTART_DIR = 'bench-restart';
@@ -36,14 +36,7 @@ export async function fillDirectory(t: Target, files: number, timeoutMs: number)
   const client = await Nfs3Client.connect({ nfsPort: t.nfsPort, mountPort: t.mountPort, exportPath: t.exportPath, callTimeoutMs: 30_000 });
   try {
     const t0 = performance.now();
-    let dir: Buffer;
-    try {
-      const made = await client.mkdir(client.rootFh, RESTART_DIR, 0o755);
-      dir = made.fh ?? (await client.lookup(client.rootFh, RESTART_DIR)).fh;
-    } catch (e) {
-      if (e instanceof NfsError && e.status === 17) throw new Error(`${t.exportPath}/${RESTART_DIR} already exists on the server`);
-      throw e;
-    }
+    const dir = await client.mkdirFresh(RESTART_DIR);
     for (let i = 0; i < files; i++) {
       if ((i & 255) === 0 && performance.now() > deadline) throw new Error(`restart row: filling ${RESTART_DIR} took over ${timeoutMs} ms`);
       await client.create(dir, name(i), 0o644, 'UNCHECKED');

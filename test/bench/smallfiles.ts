@@ -78,16 +78,7 @@ export async function runSmallFiles(opts: SmallFilesOptions): Promise<SmallFiles
   });
   try {
     for (let i = 0; i < 20; i++) await client.null(); // warm the connection up
-    let dir: Buffer;
-    try {
-      const made = await client.mkdir(client.rootFh, dirName, 0o755);
-      dir = made.fh ?? (await client.lookup(client.rootFh, dirName)).fh;
-    } catch (e) {
-      if (e instanceof NfsError && e.status === 17) {
-        throw new Error(`${opts.exportPath}/${dirName} already exists on the server; remove it or pass another dirName`);
-      }
-      throw e;
-    }
+    const dir = await client.mkdirFresh(dirName, '; remove it or pass another dirName');
 
     // Untimed warm-up of the same calls (JIT of this client, server-side caches and threads),
     // identical for every server.

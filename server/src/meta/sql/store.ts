@@ -730,10 +730,10 @@ export class SqlMetadataStore implements MetadataStore {
     ];
     // Not retried when the connection breaks in flight: a second run would answer EXIST.
     const ins = await mapUnique(() => this.q(S.createOne, params, { retryable: false }));
-    // `made` is 0 on the directory's row only.
-    const made = ins.rows.find((r) => r.made === undefined || toNumber(r.made, 'made') === 1);
+    // Both forms (PostgreSQL's and SQLite's) mark their rows: `made` 1 the inode, 0 the directory.
+    const made = ins.rows.find((r) => toNumber(r.made, 'made') === 1);
     if (made) {
-      const d = ins.rows.find((r) => r.made !== undefined && toNumber(r.made, 'made') === 0);
+      const d = ins.rows.find((r) => toNumber(r.made, 'made') === 0);
       return { inode: publicInode(inodeRow(made)), ...(d ? { dir: publicInode(inodeRow(d)) } : {}) };
     }
     const dir = await this.getInode(dirId);
