@@ -60,7 +60,7 @@ export interface FilesystemBlockStoreOptions {
   dataDir?: string;
 }
 
-async function syncDir(dir: string): Promise<void> {
+async function syncDirNow(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
@@ -84,15 +84,33 @@ async function readFully(fh: FileHandle, offset: number, target: Buffer, targetS
 const DIRECT_ALIGN = 4096;
 const O_DIRECT = (fsc as { O_DIRECT?: number }).O_DIRECT ?? 0;
 
+/** Directories put() remembers as made (see knownDirs). */
+const KNOWN_DIRS_MAX = 4096;
+
+const noop = (): void => {};
+
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
 const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
 
 export class FilesystemBlockStore implements BlockStore {
   readonly kind = 'filesystem';
+  /**
+   * Directories known to exist with their entries on disk, most recent last (at most
+   * KNOWN_DIRS_MAX: one per file written, so never all of them; a directory forgotten costs one
+   * mkdir that finds it there, and a sync of its parent).
+   */
   private readonly knownDirs = new Set<string>();
+  /** Directories being made and synced into their parents now: every put into one waits for it. */
+  private readonly making = new Map<string, Promise<void>>();
+  /** Directory fsyncs running now, and the one queued after each (see syncDir). */
+  private readonly dirSyncs = new Map<string, { running: Promise<void>; next: Promise<void> | null }>();
+  /** fsyncs of directories issued (metrics, tests). */
+  dirFsyncs = 0;
 
   private readonly fsync: boolean;
+  /** The root as path.join writes it (the prefix of every object's path). */
+  private readonly rootDir: string;
   private readonly dataDir: string | undefined;
   /** False once the volume refused O_DIRECT (tmpfs), or when configured off. */
   private direct: boolean;
@@ -105,6 +123,7 @@ export class FilesystemBlockStore implements BlockStore {
     opts: FilesystemBlockStoreOptions = {},
   ) {
     this.fsync = opts.fsync ?? true;
+    this.rootDir = path.join(root);
     this.dataDir = opts.dataDir;
     this.direct = (opts.directIo ?? true) && O_DIRECT !== 0;
   }
@@ -164,7 +183,7 @@ export class FilesystemBlockStore implements BlockStore {
     } catch (e) {
       if (errno(e) !== 'EEXIST') throw e; // another open claimed it at the same time
     }
-    if (this.fsync) await syncDir(abs);
+    if (this.fsync) await syncDirNow(abs);
   }
 
   /** Removes temporary files of writes a crash cut short: only the ones put() names. */
@@ -198,25 +217,76 @@ export class FilesystemBlockStore implements BlockStore {
   async put(key: string, data: Buffer): Promise<void> {
     const dest = this.pathOf(key);
     const dir = path.dirname(dest);
-    if (!this.knownDirs.has(dir)) {
-      const created = await mkdir(dir, { recursive: true });
-      if (created !== undefined && this.fsync) {
-        // Sync every directory from the first one created up to the root.
-        for (let d = path.dirname(dir); d.length >= this.root.length; d = path.dirname(d)) {
-          await syncDir(d);
-          if (d === this.root) break;
-        }
-      }
-      this.knownDirs.add(dir);
-    }
+    if (!this.knownDirs.has(dir)) await this.ensureDir(dir);
     const tmp = path.join(this.root, TMP_DIR, randomBytes(8).toString('hex'));
     if (!(this.direct && data.length > 0 && data.length % DIRECT_ALIGN === 0 && (await this.writeDirect(tmp, data)))) {
       await this.writeBuffered(tmp, data);
       this.bufferedPuts++;
     }
     await rename(tmp, dest);
-    // The rename (and a new directory) is durable only once the directories holding it are synced.
-    if (this.fsync) await syncDir(dir);
+    // The rename (and a new directory) is durable only once the directory holding it is synced.
+    if (this.fsync) await this.syncDir(dir);
+  }
+
+  /**
+   * Makes `dir` (and its missing parents) with its entry on disk. Puts into a directory being made
+   * wait for the same promise: none may count on a directory whose entry is not synced yet.
+   */
+  private ensureDir(dir: string): Promise<void> {
+    let p = this.making.get(dir);
+    if (p === undefined) {
+      const made = this.makeDir(dir);
+      p = made;
+      this.making.set(dir, made);
+      const clear = (): void => {
+        if (this.making.get(dir) === made) this.making.delete(dir);
+      };
+      made.then(clear, clear);
+    }
+    return p;
+  }
+
+  private async makeDir(dir: string): Promise<void> {
+    const created = await mkdir(dir, { recursive: true });
+    if (this.fsync) {
+      // The directories that gained an entry: from dir's parent up to the parent of the first
+      // directory made (the root's entries are not touched when only a file's directory is new).
+      // dir itself is synced after the object's rename. A directory that was already there may
+      // have been made by a process that stopped before syncing its parent: that parent is
+      // synced too (once per directory this process remembers).
+      const top = created ?? dir;
+      const syncs: Promise<void>[] = [];
+      for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+        syncs.push(this.syncDir(d));
+        if (d === path.dirname(top) || d.length <= this.rootDir.length) break;
+      }
+      await Promise.all(syncs);
+    }
+    if (this.knownDirs.size >= KNOWN_DIRS_MAX) this.knownDirs.delete(this.knownDirs.values().next().value as string);
+    this.knownDirs.add(dir);
+  }
+
+  /**
+   * fsyncs a directory, sharing fsyncs between callers: a caller that comes while one runs (which
+   * may have started before the caller's change) waits for the next, which all callers that
+   * came meanwhile share. Many objects stored at once (the idle flush of many small files) cost
+   * a few syncs of their common parent, not one each.
+   */
+  private syncDir(dir: string): Promise<void> {
+    const s = this.dirSyncs.get(dir);
+    if (s !== undefined) return (s.next ??= s.running.then(noop, noop).then(() => this.startDirSync(dir)));
+    return this.startDirSync(dir);
+  }
+
+  private startDirSync(dir: string): Promise<void> {
+    this.dirFsyncs++;
+    const entry: { running: Promise<void>; next: Promise<void> | null } = { running: syncDirNow(dir), next: null };
+    this.dirSyncs.set(dir, entry);
+    const done = (): void => {
+      if (this.dirSyncs.get(dir) === entry && entry.next === null) this.dirSyncs.delete(dir);
+    };
+    entry.running.then(done, done);
+    return entry.running;
   }
 
   /**

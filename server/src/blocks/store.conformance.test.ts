@@ -440,3 +440,56 @@ describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
     assert.equal(await store.readInto('00000001/9/99-1-aa', 0, target, 0, 10), null, 'never written');
   });
 });
+
+describe('FilesystemBlockStore: directory syncs', () => {
+  let tmp: string;
+  beforeEach(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-dirsync-'));
+  });
+  afterEach(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('syncs only the directories that gained an entry, sharing syncs of a common parent: every object reads back', async () => {
+    const store = new FilesystemBlockStore(path.join(tmp, 'blocks'));
+    await store.open();
+    // The share's directory is new: the root gains it, the share directory gains the file's, and
+    // the file's directory gains the object.
+    await store.put('0000000a/1/0-1-aa', Buffer.from('first'));
+    const first = store.dirFsyncs;
+    assert.ok(first >= 3 && first <= 4, `first object (share directory new): ${first} directory syncs (the open's marker sync included)`);
+    // 40 files at once, each in a directory of its own under the existing share directory: at most
+    // two syncs each (the share directory's, shared when they overlap, and the file's own), where
+    // syncing every directory up to the root took three.
+    const n = 40;
+    const objs = Array.from({ length: n }, (_, i) => [`0000000a/${100 + i}/0-1-${i}`, randomBytes(512 + i)] as const);
+    const before = store.dirFsyncs;
+    await Promise.all(objs.map(([k, b]) => store.put(k, b)));
+    const used = store.dirFsyncs - before;
+    assert.ok(used >= n + 1 && used <= 2 * n, `${n} objects in new directories: ${used} directory syncs`);
+    for (const [k, b] of objs) sameBytes(await store.get(k), b, k);
+    // More objects of a file whose directory exists: one sync each at most, none of the parents'.
+    const again = store.dirFsyncs;
+    await Promise.all([1, 2, 3].map((v) => store.put(`0000000a/100/${v}-1-b`, Buffer.from(`v${v}`))));
+    assert.ok(store.dirFsyncs - again <= 3, `3 objects in a known directory: ${store.dirFsyncs - again} syncs`);
+    sameBytes(await store.get('0000000a/100/2-1-b'), Buffer.from('v2'));
+  });
+
+  it('fails every put waiting on a directory that cannot be made, and makes it on a later put', async () => {
+    const root = path.join(tmp, 'blocks');
+    const store = new FilesystemBlockStore(root);
+    await store.open();
+    await store.put('0000000b/1/0-1-x', Buffer.from('x'));
+    // A regular file where the next file's directory would go.
+    await writeFile(path.join(root, '0000000b', '7'), 'in the way');
+    const results = await Promise.allSettled([1, 2, 3, 4].map((i) => store.put(`0000000b/7/${i}-1-y`, Buffer.from(`y${i}`))));
+    for (const r of results) {
+      assert.equal(r.status, 'rejected');
+      if (r.status === 'rejected') assert.match(String((r.reason as NodeJS.ErrnoException).code), /^(EEXIST|ENOTDIR)$/);
+    }
+    await rm(path.join(root, '0000000b', '7'));
+    await store.put('0000000b/7/5-1-y', Buffer.from('y5'));
+    sameBytes(await store.get('0000000b/7/5-1-y'), Buffer.from('y5'));
+    assert.equal(await store.get('0000000b/7/1-1-y'), null);
+  });
+});
