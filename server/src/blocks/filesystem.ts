@@ -18,6 +18,7 @@ import {
   readFile,
   realpath,
   rename,
+  rmdir,
   stat,
   statfs,
   unlink,
@@ -223,7 +224,24 @@ export class FilesystemBlockStore implements BlockStore {
       await this.writeBuffered(tmp, data);
       this.bufferedPuts++;
     }
-    await rename(tmp, dest);
+    try {
+      await rename(tmp, dest);
+    } catch (e) {
+      if (errno(e) !== 'ENOENT') {
+        await unlink(tmp).catch(noop);
+        throw e;
+      }
+      // The directory went with its file's last object (delete) after it was looked up: made
+      // again, once (a later failure is the upload's, retried as any other).
+      this.knownDirs.delete(dir);
+      try {
+        await this.ensureDir(dir);
+        await rename(tmp, dest);
+      } catch (e2) {
+        await unlink(tmp).catch(noop);
+        throw e2;
+      }
+    }
     // The rename (and a new directory) is durable only once the directory holding it is synced.
     if (this.fsync) await this.syncDir(dir);
   }
@@ -379,11 +397,25 @@ export class FilesystemBlockStore implements BlockStore {
   }
 
   async delete(key: string): Promise<void> {
+    const p = this.pathOf(key);
     try {
-      await unlink(this.pathOf(key));
+      await unlink(p);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
+    await this.pruneFileDir(path.dirname(p));
+  }
+
+  /**
+   * Removes a file's directory (SHARE/INODE) once it holds no object: else every file ever deleted
+   * leaves an empty directory behind, and uses one of the volume's inodes for good. A put that
+   * meets the directory gone makes it again (see put). Nothing to sync: an rmdir lost in a crash
+   * leaves an empty directory, which the next listing prunes.
+   */
+  private async pruneFileDir(dir: string): Promise<void> {
+    if (path.dirname(path.dirname(dir)) !== this.rootDir) return;
+    this.knownDirs.delete(dir);
+    await rmdir(dir).catch(noop); // ENOTEMPTY: the file has other objects
   }
 
   /** Walks the directories under the prefix (the `.tmp` area of unfinished writes excluded). */
@@ -400,6 +432,8 @@ export class FilesystemBlockStore implements BlockStore {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
       }
+      // An empty file directory (left by a DittoFS from before pruneFileDir, or by a crash) goes.
+      if (entries.length === 0 && rel.split('/').length === 2) await this.pruneFileDir(path.join(this.root, rel));
       for (const e of entries) {
         const key = rel === '' ? e.name : `${rel}/${e.name}`;
         if (rel === '' && (e.name === TMP_DIR || e.name === MARKER || e.name === LOST_FOUND)) continue;

@@ -441,7 +441,7 @@ describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
   });
 });
 
-describe('FilesystemBlockStore: directory syncs', () => {
+describe('FilesystemBlockStore: the directories of files', () => {
   let tmp: string;
   beforeEach(async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-dirsync-'));
@@ -473,6 +473,44 @@ describe('FilesystemBlockStore: directory syncs', () => {
     await Promise.all([1, 2, 3].map((v) => store.put(`0000000a/100/${v}-1-b`, Buffer.from(`v${v}`))));
     assert.ok(store.dirFsyncs - again <= 3, `3 objects in a known directory: ${store.dirFsyncs - again} syncs`);
     sameBytes(await store.get('0000000a/100/2-1-b'), Buffer.from('v2'));
+  });
+
+  it("removes a file's directory with its last object, and makes it again for the next put", async () => {
+    const root = path.join(tmp, 'blocks');
+    const store = new FilesystemBlockStore(root);
+    await store.open();
+    await store.put('0000000c/5/0-1-a', Buffer.from('a'));
+    await store.put('0000000c/5/1-1-b', Buffer.from('b'));
+    await store.delete('0000000c/5/0-1-a');
+    assert.ok(existsSync(path.join(root, '0000000c', '5')), 'the directory stays while it holds an object');
+    await store.delete('0000000c/5/1-1-b');
+    assert.ok(!existsSync(path.join(root, '0000000c', '5')), 'the directory goes with its last object');
+    assert.ok(existsSync(path.join(root, '0000000c')), 'the share directory stays');
+    // The store still remembers the directory as made: the put finds it gone and makes it again.
+    await store.put('0000000c/5/2-1-c', Buffer.from('c'));
+    sameBytes(await store.get('0000000c/5/2-1-c'), Buffer.from('c'));
+    // A put racing the delete of its directory's last object, many times: every put lands.
+    for (let i = 0; i < 20; i++) {
+      const next = `0000000c/5/${3 + i}-1-r`;
+      const last = i === 0 ? '0000000c/5/2-1-c' : `0000000c/5/${2 + i}-1-r`;
+      await Promise.all([store.delete(last), store.put(next, Buffer.from(next))]);
+      sameBytes(await store.get(next), Buffer.from(next), next);
+      assert.equal(await store.get(last), null);
+    }
+    assert.deepEqual(await readdir(path.join(root, '.tmp')), [], 'no temporary file left behind');
+  });
+
+  it('prunes empty file directories it lists (left by an older version or a crash), and nothing else', async () => {
+    const root = path.join(tmp, 'blocks');
+    const store = new FilesystemBlockStore(root);
+    await store.open();
+    await store.put('0000000d/1/0-1-x', Buffer.from('x'));
+    for (const d of ['7', '8', '9']) await mkdir(path.join(root, '0000000d', d));
+    const keys: string[] = [];
+    for await (const o of store.list('0000000d/')) keys.push(o.key);
+    assert.deepEqual(keys, ['0000000d/1/0-1-x']);
+    assert.deepEqual((await readdir(path.join(root, '0000000d'))).sort(), ['1']);
+    sameBytes(await store.get('0000000d/1/0-1-x'), Buffer.from('x'));
   });
 
   it('fails every put waiting on a directory that cannot be made, and makes it on a later put', async () => {
