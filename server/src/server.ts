@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { BlockCache } from './blocks/cache.js';
 import pLimit from 'p-limit';
-import { type BlockService, DEFAULT_PARALLEL_UPLOADS, KEPT_BLOCK_BUFFER_BYTES } from './blocks/service.js';
+import { BLOCK_BUFFERS_IDLE_MS, type BlockService, DEFAULT_PARALLEL_UPLOADS, KEPT_BLOCK_BUFFER_BYTES } from './blocks/service.js';
 import type { DittoConfig } from './config/types.js';
 import { FileWal, MemoryWal, RECORD_SHARE_STORED, type ReplayRecord, type Wal } from './blocks/wal.js';
 import { MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3 } from './nfs3/constants.js';
@@ -303,8 +303,16 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   // One bound on uploads in flight for the whole server, whatever the number of shares.
   const uploads = pLimit(DEFAULT_PARALLEL_UPLOADS);
   // Shared memory: the S3 client hashes a block for its signature on a worker thread, in place.
-  const buffers = new BufferPools(KEPT_BLOCK_BUFFER_BYTES, true);
-  const cleanups: (() => Promise<void>)[] = [];
+  // Up to one buffer per upload in flight is kept while uploads run, fewer once they have stopped.
+  const buffers = new BufferPools(KEPT_BLOCK_BUFFER_BYTES, true, DEFAULT_PARALLEL_UPLOADS);
+  const trimBuffers = setInterval(() => buffers.trimIdle(BLOCK_BUFFERS_IDLE_MS), BLOCK_BUFFERS_IDLE_MS);
+  trimBuffers.unref();
+  const cleanups: (() => Promise<void>)[] = [
+    () => {
+      clearInterval(trimBuffers);
+      return Promise.resolve();
+    },
+  ];
   const fileService = new FileService(log);
   const metrics = config.metrics.enabled ? new ServerMetrics() : null;
   let replayed = false;

@@ -168,6 +168,30 @@ describe('block service data path', () => {
     await svc.close();
   });
 
+  it('makes no more block buffers than uploads run at once, burst after burst', async () => {
+    const meta = new MemoryMetadataStore();
+    const buffers = new BufferPools(BS, true, 4);
+    const svc = new BlockService(new MemoryBlockStore(), meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: await makeWal('file', 64 * BS),
+      cache: new BlockCache(0),
+      buffers,
+      uploads: pLimit(4),
+    });
+    const files = await Promise.all(Array.from({ length: 8 }, () => mkfile(meta)));
+    // Half blocks: nothing is stored before the flushes, which then run 4 at a time.
+    for (let round = 0; round < 3; round++) {
+      for (const [i, ino] of files.entries()) await svc.write(ino, 0, Buffer.alloc(BS / 2, round * 16 + i));
+      await Promise.all(files.map((ino) => svc.flush(ino)));
+    }
+    for (const [i, ino] of files.entries()) assert.deepEqual(await svc.read(ino, 0, BS / 2, BS / 2), Buffer.alloc(BS / 2, 32 + i));
+    const created = buffers.forSize(BS).created;
+    assert.ok(created <= 4, `${created} block buffers made for 24 uploads, 4 at a time`);
+    await svc.close();
+  });
+
   it('uploads a block as soon as it is completely written', async () => {
     const { meta, store, svc } = await setup();
     const ino = await mkfile(meta);

@@ -210,6 +210,8 @@ export const DEFAULT_PARALLEL_UPLOADS = 16;
 
 /** Free block buffers kept for the next uploads, per block size (16 MiB: four 4 MiB blocks). */
 export const KEPT_BLOCK_BUFFER_BYTES = 16 * 1024 * 1024;
+/** Block buffers of the server are trimmed to KEPT_BLOCK_BUFFER_BYTES after this long unused. */
+export const BLOCK_BUFFERS_IDLE_MS = 30_000;
 
 /** The part of an object key after the share prefix: `INODE/INDEX-VERSION-RANDOM`. */
 const KEY_RE = /^(\d+)\/(\d+)-\d+-[0-9a-f]+$/;
@@ -269,7 +271,7 @@ export class BlockService {
     this.blockSize = opts.blockSize;
     this.wal = opts.wal;
     this.uploads = opts.uploads ?? pLimit(DEFAULT_PARALLEL_UPLOADS);
-    this.blockBuffers = (opts.buffers ?? new BufferPools(KEPT_BLOCK_BUFFER_BYTES, true)).forSize(opts.blockSize);
+    this.blockBuffers = (opts.buffers ?? new BufferPools(KEPT_BLOCK_BUFFER_BYTES, true, DEFAULT_PARALLEL_UPLOADS)).forSize(opts.blockSize);
     const idle = opts.idleFlushMs ?? 5000;
     this.timer = setInterval(() => this.flushIdle(idle), Math.max(250, Math.floor(idle / 2)));
     this.timer.unref();

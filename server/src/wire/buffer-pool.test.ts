@@ -54,4 +54,27 @@ describe('BufferPool', () => {
     big.give(big.take(8192));
     assert.equal(big.idle, 1);
   });
+
+  it('BufferPools: keeps as many as are busy at once while busy, and about keepBytes once idle', () => {
+    const pools = new BufferPools(2048, false, 6);
+    const pool = pools.forSize(1024);
+    // Two bursts of 6 buffers at once: the second is served by the first's buffers.
+    for (let round = 0; round < 2; round++) {
+      const bufs = Array.from({ length: 6 }, () => pool.take(1024));
+      for (const b of bufs) pool.give(b);
+    }
+    assert.equal(pool.created, 6);
+    assert.equal(pool.idle, 6);
+    // Not idle long enough: all kept; idle long enough: down to keepBytes (2 of 1 KiB).
+    const now = Date.now();
+    assert.equal(pools.trimIdle(60_000, now), 0);
+    assert.equal(pool.idle, 6);
+    assert.equal(pools.trimIdle(60_000, now + 60_000), 4);
+    assert.equal(pool.idle, 2);
+    // Busy again: the pool grows back to what is in use, and no further.
+    const again = Array.from({ length: 6 }, () => pool.take(1024));
+    for (const b of again) pool.give(b);
+    assert.equal(pool.created, 10);
+    assert.equal(pool.idle, 6);
+  });
 });
