@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { COMMAND_TIMEOUT_MS, REPLY_TIMEOUT_MS, SUITE_TIMEOUT_MS } from '../helpers/limits.js';
+import { until } from '../helpers/hostile.js';
 import { authSys, NfsClient } from '../helpers/rpc-client.js';
 import { runTool } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
@@ -147,11 +148,14 @@ describe('metrics endpoint of a real server', { timeout: SUITE_TIMEOUT_MS }, () 
     );
     assert.ok(sum(samples, 'dittofs_requests_total', { protocol: 'smb', procedure: 'SESSION_SETUP', status: 'logon_failure' }) >= 1);
     assert.ok(sum(samples, 'dittofs_request_duration_seconds_count', { protocol: 'smb', procedure: 'SESSION_SETUP' }) >= 2);
-    const refused = srv
-      .output()
-      .split('\n')
-      .filter((l) => l.includes('"msg":"SMB logon refused"'));
-    assert.ok(refused.length >= 1, 'a log line for the refused logon');
+    // The server's log reaches this process through a pipe, after smbclient has its answer.
+    const refusedLines = (): string[] =>
+      srv
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"SMB logon refused"'));
+    await until(() => refusedLines().length >= 1, REPLY_TIMEOUT_MS, 'a log line for the refused logon');
+    const refused = refusedLines();
     assert.match(refused[0]!, /"level":"info"/);
     assert.match(refused[0]!, /nobody-here.*no such user/);
   });
