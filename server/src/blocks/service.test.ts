@@ -145,17 +145,23 @@ describe('block service data path', () => {
     }
   });
 
-  it('assembles uploads in reused block buffers', async () => {
-    const meta = new MemoryMetadataStore();
-    const buffers = new BufferPools(4 * BS);
-    const svc = new BlockService(new MemoryBlockStore(), meta, {
+  /** A service on a file WAL that takes its block buffers from `buffers`. */
+  async function withBuffers(meta: MemoryMetadataStore, buffers: BufferPools, uploads?: number): Promise<BlockService> {
+    return new BlockService(new MemoryBlockStore(), meta, {
       shareId: 1,
       keyPrefix: 't',
       blockSize: BS,
       wal: await makeWal('file', 64 * BS),
       cache: new BlockCache(0),
       buffers,
+      ...(uploads === undefined ? {} : { uploads: pLimit(uploads) }),
     });
+  }
+
+  it('assembles uploads in reused block buffers', async () => {
+    const meta = new MemoryMetadataStore();
+    const buffers = new BufferPools(4 * BS);
+    const svc = await withBuffers(meta, buffers);
     const ino = await mkfile(meta);
     const data = Buffer.alloc(20 * BS);
     for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
@@ -171,15 +177,7 @@ describe('block service data path', () => {
   it('makes no more block buffers than uploads run at once, burst after burst', async () => {
     const meta = new MemoryMetadataStore();
     const buffers = new BufferPools(BS, true, 4);
-    const svc = new BlockService(new MemoryBlockStore(), meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal: await makeWal('file', 64 * BS),
-      cache: new BlockCache(0),
-      buffers,
-      uploads: pLimit(4),
-    });
+    const svc = await withBuffers(meta, buffers, 4);
     const files = await Promise.all(Array.from({ length: 8 }, () => mkfile(meta)));
     // Half blocks: nothing is stored before the flushes, which then run 4 at a time.
     for (let round = 0; round < 3; round++) {
