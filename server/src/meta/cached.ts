@@ -137,6 +137,21 @@ export class CachedMetadataStore implements MetadataStore {
   /** Inodes another server is changing (announced, not yet done), counted; and changes of anything. */
   private readonly uncertain = new Map<number, number>();
   private uncertainAll = 0;
+  /**
+   * Names looked up: directory id -> (name as latin1 -> the inode id it holds), with when the
+   * directory's map was started. The path walk of every SMB CREATE ("d0\\file") and NFS LOOKUPs
+   * ask the same names again. Only removes and renames take a name away (a create or link adds one),
+   * and those drop the directories' maps here, as does another server's change of the directory.
+   */
+  private readonly names = new Map<number, { at: number; ids: Map<string, number> }>();
+  private nameCount = 0;
+  /**
+   * Bumped when a remove, rename or putMeta ends (`epoch` moves when it starts): a lookup or getMeta
+   * that overlapped it (a pooled store may have read the state before it) must not fill the cache.
+   */
+  private endEpoch = 0;
+  /** Inodes known to hold no records of some kinds (bit 1 << kind): most files have no DACL or EA. */
+  private readonly noMeta = new Map<number, { kinds: number; at: number }>();
 
   get storeId(): string | undefined {
     return this.inner.storeId;
@@ -182,10 +197,14 @@ export class CachedMetadataStore implements MetadataStore {
       this.blocks.clear();
       this.blockRefs = 0;
       this.blockGen.clear();
+      this.clearNames();
+      this.noMeta.clear();
       return;
     }
     for (const id of ids) {
       this.inodes.delete(id);
+      this.dropNames(id);
+      this.noMeta.delete(id);
       if (blocks) this.dropBlockMap(id);
     }
   }
@@ -299,9 +318,59 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async lookup(dirId: number, name: Buffer): Promise<Inode | null> {
+    const key = name.toString('latin1');
+    if (this.names.get(dirId)?.ids.has(key)) {
+      const hit = await this.cachedName(dirId, key);
+      if (hit) return hit;
+    }
     const epoch = this.fillEpoch();
+    const ended = this.endEpoch;
     const i = await this.inner.lookup(dirId, name);
-    return i ? this.remember(i, epoch) : null;
+    if (!i) return null;
+    const inode = this.remember(i, epoch);
+    if (epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(dirId)) this.rememberName(dirId, key, i.id);
+    return inode;
+  }
+
+  /** The inode a cached name holds, when both the name and the inode may answer from memory. */
+  private async cachedName(dirId: number, key: string): Promise<Inode | null> {
+    const serving = this.inner.whenServing?.();
+    if (serving !== undefined) await serving;
+    if (!(await this.trusted()) || this.isUncertain(dirId)) return null;
+    const d = this.names.get(dirId);
+    const id = d !== undefined && Date.now() - d.at < this.ttlMs ? d.ids.get(key) : undefined;
+    if (id === undefined) return null;
+    const e = this.inodes.get(id);
+    if (!e || this.isUncertain(id) || (!this.isDirty(id) && Date.now() - e.at >= this.ttlMs)) return null;
+    return e.inode;
+  }
+
+  private rememberName(dirId: number, key: string, id: number): void {
+    let d = this.names.get(dirId);
+    if (d && Date.now() - d.at >= this.ttlMs) {
+      this.dropNames(dirId);
+      d = undefined;
+    }
+    if (!d) {
+      d = { at: Date.now(), ids: new Map() };
+      this.names.set(dirId, d);
+    }
+    if (!d.ids.has(key)) this.nameCount++;
+    d.ids.set(key, id);
+    if (this.nameCount > this.maxInodes) this.clearNames();
+  }
+
+  /** Forgets the names cached in a directory (a remove or rename there, or another server's change). */
+  private dropNames(dirId: number): void {
+    const d = this.names.get(dirId);
+    if (!d) return;
+    this.nameCount -= d.ids.size;
+    this.names.delete(dirId);
+  }
+
+  private clearNames(): void {
+    this.names.clear();
+    this.nameCount = 0;
   }
 
   async readdir(dirId: number, afterCookie: number, limit: number): Promise<ReaddirPage> {
@@ -499,6 +568,8 @@ export class CachedMetadataStore implements MetadataStore {
       const r = await this.inner.remove(dirId, name, dir, now);
       touched = [dirId, r.inode.id, ...r.streams];
       this.forget(r.inode.id, ...r.streams);
+      this.dropNames(r.inode.id);
+      this.noMeta.delete(r.inode.id);
       if (r.freed) this.dropBlockMap(r.inode.id);
       for (const s of r.streams) this.dropBlockMap(s);
       dirAfter = r.dir;
@@ -507,6 +578,9 @@ export class CachedMetadataStore implements MetadataStore {
       this.namespaceChanges--;
       this.done(ticket, touched, true);
       this.forget(dirId);
+      // Failed or not: the name may be gone.
+      this.dropNames(dirId);
+      this.endEpoch++;
       // The directory as the store changed it, kept only if no other change overlapped this one
       // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
       // handle need not read it again.
@@ -538,9 +612,17 @@ export class CachedMetadataStore implements MetadataStore {
       blocks = r.replaced !== null;
       if (r.replaced?.freed) this.dropBlockMap(r.replaced.inode.id);
       for (const s of r.replaced?.streams ?? []) this.dropBlockMap(s);
+      if (r.replaced) {
+        this.dropNames(r.replaced.inode.id);
+        this.noMeta.delete(r.replaced.inode.id);
+      }
       return r;
     } finally {
       this.namespaceChanges--;
+      // Failed or not: both names may hold something else now.
+      this.dropNames(fromDir);
+      this.dropNames(toDir);
+      this.endEpoch++;
       this.done(ticket, touched ?? announced, blocks);
       // Failed or not, what the rename may have changed is read again (every clean entry when
       // the moved inode is not known: renames are rare next to reads and writes).
@@ -600,10 +682,28 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
-  // ---- per-inode records (EAs, security descriptors): not cached ----------------------------------
+  // ---- per-inode records (EAs, security descriptors): only their absence is cached -----------------
 
   async getMeta(inodeId: number, kind: InodeMetaKind): Promise<InodeMetaRecord[]> {
-    return this.inner.getMeta(inodeId, kind);
+    const bit = 1 << kind;
+    if (((this.noMeta.get(inodeId)?.kinds ?? 0) & bit) !== 0) {
+      const serving = this.inner.whenServing?.();
+      if (serving !== undefined) await serving;
+      const n = (await this.trusted()) && !this.isUncertain(inodeId) ? this.noMeta.get(inodeId) : undefined;
+      if (n !== undefined && (n.kinds & bit) !== 0 && Date.now() - n.at < this.ttlMs) return [];
+    }
+    const epoch = this.fillEpoch();
+    const ended = this.endEpoch;
+    const records = await this.inner.getMeta(inodeId, kind);
+    if (records.length === 0 && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId)) {
+      const n = this.noMeta.get(inodeId);
+      if (n && Date.now() - n.at < this.ttlMs) n.kinds |= bit;
+      else {
+        if (this.noMeta.size >= this.maxInodes) this.noMeta.clear();
+        this.noMeta.set(inodeId, { kinds: bit, at: Date.now() });
+      }
+    }
+    return records;
   }
 
   async putMeta(
@@ -613,15 +713,19 @@ export class CachedMetadataStore implements MetadataStore {
     limits: InodeMetaLimits,
     now?: Timespec,
   ): Promise<InodeMetaRecord[]> {
-    if (!now) return this.inner.putMeta(inodeId, kind, changes, limits);
-    // The change moves the ctime: pending attribute changes go first, the cached inode after.
-    await this.before();
+    // With `now` the change moves the ctime: pending attribute changes go first, the cached inode
+    // after. Either way the other servers hear of it: they may cache that the inode has no records.
+    if (now) await this.before();
     const ticket = await this.announce([inodeId]);
+    // A getMeta in flight (started before the change) must not cache what it read.
     this.epoch++;
+    this.noMeta.delete(inodeId);
     try {
       return await this.inner.putMeta(inodeId, kind, changes, limits, now);
     } finally {
-      this.forget(inodeId);
+      if (now) this.forget(inodeId);
+      this.noMeta.delete(inodeId);
+      this.endEpoch++;
       this.done(ticket, [inodeId]);
     }
   }
