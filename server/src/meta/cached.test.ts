@@ -475,4 +475,62 @@ describe('CachedMetadataStore', () => {
     assert.equal((await cached.getMeta(f.id, InodeMetaKind.EA)).length, 1);
     await cached.close();
   });
+
+  it('sizes written behind reach the store together in one setAttrMany; a create does not write them first', async () => {
+    const { inner, cached, f } = await setup();
+    const root = await cached.ensureRoot(SHARE, file());
+    const calls: number[] = [];
+    let single = 0;
+    let inMany = false;
+    const innerMany = inner.setAttrMany.bind(inner);
+    inner.setAttrMany = async (list) => {
+      calls.push(list.length);
+      inMany = true;
+      try {
+        return await innerMany(list);
+      } finally {
+        inMany = false;
+      }
+    };
+    const innerSet = inner.setAttr.bind(inner);
+    inner.setAttr = (...a) => {
+      if (!inMany) single++;
+      return innerSet(...a);
+    };
+    const files = [f];
+    for (let k = 0; k < 4; k++) {
+      const g = await cached.create(root.id, Buffer.from(`g${k}`), file(), T(2));
+      await cached.getInode(g.id);
+      files.push(g);
+    }
+    for (const [k, x] of files.entries()) {
+      await cached.setAttr(x.id, { growTo: 100 + k, mtime: T(3), ctime: T(3) });
+      // The next file's create leaves this one's size pending.
+      await cached.create(root.id, Buffer.from(`h${k}`), file(), T(4));
+    }
+    assert.equal(single, 0);
+    assert.deepEqual(calls, []);
+    assert.equal((await inner.getInode(f.id))!.size, 0, 'not yet written');
+    await cached.flushAttrs();
+    assert.deepEqual(calls, [5], 'one call for all of them');
+    assert.equal(single, 0);
+    for (const [k, x] of files.entries()) assert.equal((await inner.getInode(x.id))!.size, 100 + k);
+    // A failed batch keeps every change for the next flush.
+    await cached.setAttr(files[1]!.id, { growTo: 500, mtime: T(5), ctime: T(5) });
+    await cached.setAttr(files[2]!.id, { growTo: 600, mtime: T(5), ctime: T(5) });
+    inner.setAttrMany = () => Promise.reject(new VfsError('JUKEBOX', 'database unreachable'));
+    await assert.rejects(cached.flushAttrs());
+    assert.equal((await cached.getInode(files[2]!.id))!.size, 600);
+    inner.setAttrMany = innerMany;
+    await cached.flushAttrs();
+    assert.equal((await inner.getInode(files[1]!.id))!.size, 500);
+    assert.equal((await inner.getInode(files[2]!.id))!.size, 600);
+    // A file removed behind its back: the others are written, its change is dropped.
+    await cached.setAttr(files[3]!.id, { growTo: 700, mtime: T(6), ctime: T(6) });
+    await cached.setAttr(files[4]!.id, { growTo: 800, mtime: T(6), ctime: T(6) });
+    await inner.remove(root.id, Buffer.from('g2'), false, T(6));
+    await cached.flushAttrs();
+    assert.equal((await inner.getInode(files[4]!.id))!.size, 800);
+    await cached.close();
+  });
 });

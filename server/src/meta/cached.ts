@@ -6,8 +6,10 @@
 // which COMMIT and stable writes call) removes the database from the data path.
 //
 // Coherence: every change this process makes goes through here and keeps the cache exact.
-// Namespace changes (create, link, remove, rename) first write every pending attribute change
-// through, then drop the entries they touch. Changes made by other processes on the same store:
+// Namespace changes (link, remove, rename) first write every pending attribute change through
+// (a create only its directory's), then drop the entries they touch. Pending changes are written
+// in batches (setAttrMany: one commit for many files) where the store can. Changes made by other
+// processes on the same store:
 // - one server (no coordination): entries not changed locally are trusted for `ttlMs` only, as
 //   with an NFS client's attribute cache;
 // - several servers (coordination.redis, coord/coherence.ts): every change is announced before it
@@ -80,6 +82,11 @@ interface BlockMap {
   at: number;
 }
 
+/** Written-behind changes per setAttrMany call (one transaction each; others' statements run between). */
+const FLUSH_BATCH = 256;
+/** Inodes with changes waiting at most: past this, a flush starts at once (memory stays bounded). */
+const MAX_PENDING = 4096;
+
 const later = (a: Timespec | undefined, b: Timespec | undefined): Timespec | undefined => {
   if (!a) return b;
   if (!b) return a;
@@ -99,6 +106,13 @@ function isWriteBehind(c: AttrChanges): boolean {
     c.dosAttrs === undefined &&
     c.clearCreateVerifier !== true
   );
+}
+
+function changesOf(p: PendingAttrs): AttrChanges {
+  const changes: AttrChanges = { growTo: p.growTo };
+  if (p.mtime) changes.mtime = p.mtime;
+  if (p.ctime) changes.ctime = p.ctime;
+  return changes;
 }
 
 function withPending(i: Inode, p: PendingAttrs): Inode {
@@ -125,6 +139,8 @@ export class CachedMetadataStore implements MetadataStore {
   private blockCounter = 0;
   private blockRefs = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** A flush started because MAX_PENDING inodes wait is running. */
+  private forcedFlush = false;
   private closed = false;
   /** Bumped by every namespace change: a read that started before one must not fill the cache. */
   private epoch = 0;
@@ -398,7 +414,12 @@ export class CachedMetadataStore implements MetadataStore {
       this.pending.set(id, merged);
       const inode = withPending(e.inode, merged);
       e.inode = inode;
-      this.schedule();
+      if (this.pending.size >= MAX_PENDING && !this.forcedFlush) {
+        this.forcedFlush = true;
+        this.flushAll()
+          .catch(() => undefined)
+          .finally(() => (this.forcedFlush = false));
+      } else this.schedule();
       return inode;
     }
     await this.flushPending(id);
@@ -459,9 +480,7 @@ export class CachedMetadataStore implements MetadataStore {
     if (!p) return;
     this.pending.delete(id);
     try {
-      const changes: AttrChanges = { growTo: p.growTo };
-      if (p.mtime) changes.mtime = p.mtime;
-      if (p.ctime) changes.ctime = p.ctime;
+      const changes = changesOf(p);
       const ticket = await this.announce([id]);
       let stored: Inode;
       try {
@@ -483,20 +502,83 @@ export class CachedMetadataStore implements MetadataStore {
         this.inodes.delete(id);
         return;
       }
-      // Keep the changes for the next flush, merged with any that came meanwhile.
-      const now = this.pending.get(id);
-      this.pending.set(id, {
-        growTo: Math.max(p.growTo, now?.growTo ?? 0),
-        mtime: later(p.mtime, now?.mtime),
-        ctime: later(p.ctime, now?.ctime),
-      });
+      this.keepPending(id, p);
       if (!this.closed) this.schedule();
       this.opts.onFlushError?.(err, id);
       throw err;
     }
   }
 
+  /** Keeps changes that could not be written for the next flush, merged with any that came meanwhile. */
+  private keepPending(id: number, p: PendingAttrs): void {
+    const now = this.pending.get(id);
+    this.pending.set(id, {
+      growTo: Math.max(p.growTo, now?.growTo ?? 0),
+      mtime: later(p.mtime, now?.mtime),
+      ctime: later(p.ctime, now?.ctime),
+    });
+  }
+
+  /**
+   * Writes the pending changes of these inodes (none being flushed) with one setAttrMany: a put of
+   * many small files commits their sizes together, not once per file.
+   */
+  private async writeMany(ids: readonly number[]): Promise<void> {
+    const setAttrMany = this.inner.setAttrMany!.bind(this.inner);
+    const taken: [number, PendingAttrs][] = [];
+    for (const id of ids) {
+      const p = this.pending.get(id);
+      if (p) taken.push([id, p]);
+      this.pending.delete(id);
+    }
+    try {
+      const ticket = await this.announce(ids);
+      let stored: (Inode | null)[];
+      try {
+        stored = await setAttrMany(taken.map(([id, p]) => ({ id, changes: changesOf(p) })));
+      } finally {
+        this.done(ticket, ids);
+      }
+      for (let k = 0; k < taken.length; k++) {
+        const id = taken[k]![0];
+        const inode = stored[k] ?? null;
+        if (inode === null) {
+          // Removed by another process: nothing left to update.
+          this.pending.delete(id);
+          this.inodes.delete(id);
+          continue;
+        }
+        const e = this.inodes.get(id);
+        if (e) {
+          const now = this.pending.get(id);
+          e.inode = now ? withPending(inode, now) : inode;
+          e.at = Date.now();
+        }
+      }
+    } catch (err) {
+      for (const [id, p] of taken) this.keepPending(id, p);
+      if (!this.closed) this.schedule();
+      this.opts.onFlushError?.(err, taken[0]?.[0] ?? -1);
+      throw err;
+    }
+  }
+
   private async flushAll(): Promise<void> {
+    if (this.inner.setAttrMany && this.pending.size > 1) {
+      // In batches of inodes no flush is writing now (those are waited for below), in id order.
+      const free = [...this.pending.keys()].filter((id) => !this.flushing.has(id)).sort((a, b) => a - b);
+      for (let at = 0; at < free.length; at += FLUSH_BATCH) {
+        const batch = free.slice(at, at + FLUSH_BATCH).filter((id) => this.pending.has(id) && !this.flushing.has(id));
+        if (batch.length === 0) continue;
+        const p = this.writeMany(batch);
+        for (const id of batch) this.flushing.set(id, p);
+        try {
+          await p;
+        } finally {
+          for (const id of batch) if (this.flushing.get(id) === p) this.flushing.delete(id);
+        }
+      }
+    }
     const ids = [...new Set([...this.pending.keys(), ...this.flushing.keys()])];
     const results = await Promise.allSettled(ids.map((id) => this.flushPending(id)));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -517,7 +599,9 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
-    await this.before();
+    // Only the directory's own pending changes go first (it is the one existing inode a create
+    // touches): a put of many small files does not write each file's size with the next create.
+    if (this.isDirty(dirId)) await this.flushPending(dirId);
     const ticket = await this.announce([dirId]);
     const epoch = ++this.epoch;
     // Alone: no namespace change in flight now, and none starts before this one ends (the epoch).
