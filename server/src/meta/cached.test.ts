@@ -533,4 +533,27 @@ describe('CachedMetadataStore', () => {
     assert.equal((await inner.getInode(files[4]!.id))!.size, 800);
     await cached.close();
   });
+
+  it('at most 4096 inodes wait with changes: past that a flush starts without waiting for the timer', async () => {
+    const { inner, cached } = await setup();
+    const root = await cached.ensureRoot(SHARE, file());
+    const ids: number[] = [];
+    for (let k = 0; k < 4100; k++) {
+      const g = await cached.create(root.id, Buffer.from(`p${k}`), file(), T(2));
+      await cached.getInode(g.id);
+      ids.push(g.id);
+    }
+    let batches = 0;
+    const innerMany = inner.setAttrMany.bind(inner);
+    inner.setAttrMany = (list) => {
+      batches++;
+      return innerMany(list);
+    };
+    for (const id of ids) await cached.setAttr(id, { growTo: 10, mtime: T(3), ctime: T(3) });
+    const last = ids[4095]!;
+    for (let k = 0; k < 1000 && (await inner.getInode(last))!.size === 0; k++) await new Promise((r) => setImmediate(r));
+    assert.equal((await inner.getInode(last))!.size, 10, 'written long before the 60 s timer');
+    assert.equal(batches, 16, 'in batches of 256');
+    await cached.close();
+  });
 });
