@@ -16,6 +16,7 @@ const UID = 1000;
 const NFS3ERR_ACCES = 13;
 /** FILE_SHARE_READ | FILE_SHARE_WRITE: everything but delete. */
 const SHARE_RW = 3;
+const STATUS_OBJECT_PATH_NOT_FOUND = 0xc000003a;
 
 describe('SMB share modes and locks against NFS', { timeout: 300_000 }, () => {
   let both: BothProtocols;
@@ -47,6 +48,29 @@ describe('SMB share modes and locks against NFS', { timeout: 300_000 }, () => {
     const c = await smb();
     await c.create('shared.txt', { share: 7 });
     assert.equal((await nfs.remove(root, 'shared.txt')).status, 0);
+  });
+
+  // The server caches the names an SMB path walk resolves (meta/cached.ts): an NFS rename or
+  // remove of a directory must show in the very next SMB CREATE under it.
+  it('a directory renamed or removed by NFS is seen at once by the next SMB CREATE below it', async () => {
+    const c = await smb();
+    assert.equal((await nfs.mkdir(root, 'walk')).status, 0);
+    await c.close((await c.create('walk\\a.txt')).fileId);
+    await c.close((await c.create('walk\\a2.txt')).fileId);
+    assert.equal((await nfs.rename(root, 'walk', root, 'walked')).status, 0);
+    // The directory itself is looked at again (its attributes cached anew) before the CREATE.
+    const walked = (await nfs.lookup(root, 'walked')).fh!;
+    assert.equal((await nfs.getattr(walked)).status, 0);
+    assert.equal(await c.createStatus('walk\\b.txt'), STATUS_OBJECT_PATH_NOT_FOUND, 'the old name is gone');
+    await c.close((await c.create('walked\\b.txt')).fileId);
+    assert.equal((await nfs.lookup(walked, 'b.txt')).status, 0, 'made in the renamed directory');
+    for (const name of ['a.txt', 'a2.txt', 'b.txt']) assert.equal((await nfs.remove(walked, name)).status, 0);
+    assert.equal((await nfs.rmdir(root, 'walked')).status, 0);
+    assert.equal(await c.createStatus('walked\\c.txt'), STATUS_OBJECT_PATH_NOT_FOUND, 'the removed directory is gone');
+    // A new directory of the same name: the next CREATE lands in it.
+    const again = (await nfs.mkdir(root, 'walked')).fh!;
+    await c.close((await c.create('walked\\c.txt')).fileId);
+    assert.equal((await nfs.lookup(again, 'c.txt')).status, 0, 'made in the new directory');
   });
 
   it('an SMB byte-range lock refuses an NFS WRITE into its range, not beside it', async () => {

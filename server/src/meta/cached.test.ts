@@ -7,6 +7,7 @@ import { FileType, type Inode, type NewInode, type Timespec } from '../vfs/types
 import { VfsError } from '../vfs/errors.js';
 import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
+import { InodeMetaKind } from './store.js';
 
 const SHARE = 7;
 const T = (sec: number): Timespec => ({ sec, nsec: 0 });
@@ -333,6 +334,226 @@ describe('CachedMetadataStore', () => {
     published.length = 0;
     await cached.rename(root.id, Buffer.from('g'), sub.id, Buffer.from('f2'), T(5));
     assert.deepEqual(published, [`b:${root.id},${sub.id},${g.id},${f.id}`], 'the replaced inode with its block map');
+    await cached.close();
+  });
+
+  it('a name looked up is answered from memory until a remove or rename in its directory takes it away', async () => {
+    const { inner, cached } = await setup();
+    const root = await cached.ensureRoot(SHARE, file());
+    const d = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
+    let lookups = 0;
+    const innerLookup = inner.lookup.bind(inner);
+    inner.lookup = (dirId, name) => {
+      lookups++;
+      return innerLookup(dirId, name);
+    };
+    assert.equal((await cached.lookup(root.id, Buffer.from('d')))!.id, d.id);
+    assert.equal((await cached.lookup(root.id, Buffer.from('d')))!.id, d.id);
+    assert.equal(lookups, 1, 'the second lookup is answered from memory');
+    // A create in the directory adds a name: the cached ones still hold.
+    await cached.create(root.id, Buffer.from('g'), file(), T(3));
+    assert.equal((await cached.lookup(root.id, Buffer.from('d')))!.id, d.id);
+    assert.equal(lookups, 1);
+    await cached.rename(root.id, Buffer.from('d'), root.id, Buffer.from('e'), T(4));
+    // The directory itself is read again (cached anew) before the next lookup of its old name.
+    await cached.getInode(d.id);
+    assert.equal(await cached.lookup(root.id, Buffer.from('d')), null, 'the renamed name is gone at once');
+    assert.equal((await cached.lookup(root.id, Buffer.from('e')))!.id, d.id);
+    await cached.lookup(root.id, Buffer.from('e'));
+    lookups = 0;
+    await cached.remove(root.id, Buffer.from('e'), true, T(5));
+    assert.equal(await cached.lookup(root.id, Buffer.from('e')), null, 'the removed name is gone at once');
+    assert.equal(lookups, 1);
+    // A file renamed over a cached name: the name holds the moved file.
+    const f = (await cached.lookup(root.id, Buffer.from('f')))!;
+    await cached.rename(root.id, Buffer.from('g'), root.id, Buffer.from('f'), T(6));
+    await cached.getInode(f.id).catch(() => null);
+    assert.notEqual((await cached.lookup(root.id, Buffer.from('f')))!.id, f.id);
+    await cached.close();
+  });
+
+  it('a lookup that overlapped a remove does not cache the name it read before the remove', async () => {
+    const { inner, cached } = await setup();
+    const root = await cached.ensureRoot(SHARE, file());
+    // A pooled store: a lookup that starts while the remove is in flight reads the name before the
+    // remove commits, and answers after it.
+    const innerLookup = inner.lookup.bind(inner);
+    const innerRemove = inner.remove.bind(inner);
+    let removing!: () => void;
+    const removeGate = new Promise<void>((r) => (removing = r));
+    let answer!: () => void;
+    const lookupGate = new Promise<void>((r) => (answer = r));
+    let inRemove = false;
+    inner.remove = async (...a) => {
+      inRemove = true;
+      await removeGate;
+      return innerRemove(...a);
+    };
+    inner.lookup = async (dirId, name) => {
+      const i = await innerLookup(dirId, name);
+      await lookupGate;
+      return i;
+    };
+    const removed = cached.remove(root.id, Buffer.from('f'), false, T(5));
+    for (let i = 0; i < 100 && !inRemove; i++) await new Promise((r) => setImmediate(r));
+    assert.ok(inRemove);
+    const late = cached.lookup(root.id, Buffer.from('f'));
+    await new Promise((r) => setImmediate(r));
+    removing();
+    await removed;
+    answer();
+    assert.ok(await late, 'the late lookup saw the file before the remove');
+    inner.lookup = innerLookup;
+    assert.equal(await cached.lookup(root.id, Buffer.from('f')), null, 'the late lookup cached the removed name');
+    await cached.close();
+  });
+
+  it('a rename made behind its back shows once the TTL has passed', async () => {
+    const { inner, cached, f } = await setup({ ttlMs: 30 });
+    const root = await cached.ensureRoot(SHARE, file());
+    assert.equal((await cached.lookup(root.id, Buffer.from('f')))!.id, f.id);
+    await inner.rename(root.id, Buffer.from('f'), root.id, Buffer.from('f2'), T(2));
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal(await cached.lookup(root.id, Buffer.from('f')), null);
+    await cached.close();
+  });
+
+  it('several servers: a name in a directory another server changed, or is changing, is read from the store', async () => {
+    const { cached, inner, f } = await setup();
+    cached.attachCoherence({ sync: async () => true, announce: async () => 1, done: () => undefined }, () => undefined);
+    const root = await cached.ensureRoot(SHARE, file());
+    let lookups = 0;
+    const innerLookup = inner.lookup.bind(inner);
+    inner.lookup = (dirId, name) => {
+      lookups++;
+      return innerLookup(dirId, name);
+    };
+    await cached.lookup(root.id, Buffer.from('f'));
+    await cached.lookup(root.id, Buffer.from('f'));
+    assert.equal(lookups, 1);
+    // The other server announces a change of the directory: until it is done, the store answers.
+    cached.uncertainRemote([root.id], true);
+    await inner.rename(root.id, Buffer.from('f'), root.id, Buffer.from('f2'), T(2));
+    assert.equal(await cached.lookup(root.id, Buffer.from('f')), null);
+    cached.uncertainRemote([root.id], false);
+    cached.invalidateRemote([root.id, f.id], false);
+    assert.equal((await cached.lookup(root.id, Buffer.from('f2')))!.id, f.id);
+    // Its rename back, heard when done: the cached name goes.
+    await inner.rename(root.id, Buffer.from('f2'), root.id, Buffer.from('f'), T(3));
+    cached.invalidateRemote([root.id, f.id], false);
+    assert.equal(await cached.lookup(root.id, Buffer.from('f2')), null);
+    await cached.close();
+  });
+
+  it('that an inode has no records is remembered, until a putMeta here or another server changes it', async () => {
+    const { cached, inner, f } = await setup();
+    const published: string[] = [];
+    cached.attachCoherence(
+      { sync: async () => true, announce: async () => 1, done: (_t, ids) => void published.push(ids === null ? '*' : ids.join(',')) },
+      () => undefined,
+    );
+    let reads = 0;
+    const innerGet = inner.getMeta.bind(inner);
+    inner.getMeta = (id, kind) => {
+      reads++;
+      return innerGet(id, kind);
+    };
+    const sd = { name: Buffer.alloc(0), value: Buffer.from('sd') };
+    const limits = { count: 4, bytes: 1024 };
+    assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
+    assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
+    assert.equal(reads, 1, 'the absence is answered from memory');
+    // A putMeta without a ctime change (a stored DACL) is published too: the others may cache the absence.
+    await cached.putMeta(f.id, InodeMetaKind.SECURITY, [sd], limits);
+    assert.deepEqual(published, [String(f.id)]);
+    assert.equal((await cached.getMeta(f.id, InodeMetaKind.SECURITY)).length, 1);
+    assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.EA), []);
+    // Another server stores an EA: heard as done, the absence goes.
+    await inner.putMeta(f.id, InodeMetaKind.EA, [{ name: Buffer.from('X'), value: Buffer.from('1') }], limits);
+    assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.EA), [], 'not heard yet');
+    cached.invalidateRemote([f.id], false);
+    assert.equal((await cached.getMeta(f.id, InodeMetaKind.EA)).length, 1);
+    await cached.close();
+  });
+
+  it('sizes written behind reach the store together in one setAttrMany; a create does not write them first', async () => {
+    const { inner, cached, f } = await setup();
+    const root = await cached.ensureRoot(SHARE, file());
+    const calls: number[] = [];
+    let single = 0;
+    let inMany = false;
+    const innerMany = inner.setAttrMany.bind(inner);
+    inner.setAttrMany = async (list) => {
+      calls.push(list.length);
+      inMany = true;
+      try {
+        return await innerMany(list);
+      } finally {
+        inMany = false;
+      }
+    };
+    const innerSet = inner.setAttr.bind(inner);
+    inner.setAttr = (...a) => {
+      if (!inMany) single++;
+      return innerSet(...a);
+    };
+    const files = [f];
+    for (let k = 0; k < 4; k++) {
+      const g = await cached.create(root.id, Buffer.from(`g${k}`), file(), T(2));
+      await cached.getInode(g.id);
+      files.push(g);
+    }
+    for (const [k, x] of files.entries()) {
+      await cached.setAttr(x.id, { growTo: 100 + k, mtime: T(3), ctime: T(3) });
+      // The next file's create leaves this one's size pending.
+      await cached.create(root.id, Buffer.from(`h${k}`), file(), T(4));
+    }
+    assert.equal(single, 0);
+    assert.deepEqual(calls, []);
+    assert.equal((await inner.getInode(f.id))!.size, 0, 'not yet written');
+    await cached.flushAttrs();
+    assert.deepEqual(calls, [5], 'one call for all of them');
+    assert.equal(single, 0);
+    for (const [k, x] of files.entries()) assert.equal((await inner.getInode(x.id))!.size, 100 + k);
+    // A failed batch keeps every change for the next flush.
+    await cached.setAttr(files[1]!.id, { growTo: 500, mtime: T(5), ctime: T(5) });
+    await cached.setAttr(files[2]!.id, { growTo: 600, mtime: T(5), ctime: T(5) });
+    inner.setAttrMany = () => Promise.reject(new VfsError('JUKEBOX', 'database unreachable'));
+    await assert.rejects(cached.flushAttrs());
+    assert.equal((await cached.getInode(files[2]!.id))!.size, 600);
+    inner.setAttrMany = innerMany;
+    await cached.flushAttrs();
+    assert.equal((await inner.getInode(files[1]!.id))!.size, 500);
+    assert.equal((await inner.getInode(files[2]!.id))!.size, 600);
+    // A file removed behind its back: the others are written, its change is dropped.
+    await cached.setAttr(files[3]!.id, { growTo: 700, mtime: T(6), ctime: T(6) });
+    await cached.setAttr(files[4]!.id, { growTo: 800, mtime: T(6), ctime: T(6) });
+    await inner.remove(root.id, Buffer.from('g2'), false, T(6));
+    await cached.flushAttrs();
+    assert.equal((await inner.getInode(files[4]!.id))!.size, 800);
+    await cached.close();
+  });
+
+  it('at most 4096 inodes wait with changes: past that a flush starts without waiting for the timer', async () => {
+    const { inner, cached } = await setup();
+    const root = await cached.ensureRoot(SHARE, file());
+    const ids: number[] = [];
+    for (let k = 0; k < 4100; k++) {
+      const g = await cached.create(root.id, Buffer.from(`p${k}`), file(), T(2));
+      await cached.getInode(g.id);
+      ids.push(g.id);
+    }
+    let batches = 0;
+    const innerMany = inner.setAttrMany.bind(inner);
+    inner.setAttrMany = (list) => {
+      batches++;
+      return innerMany(list);
+    };
+    for (const id of ids) await cached.setAttr(id, { growTo: 10, mtime: T(3), ctime: T(3) });
+    const last = ids[4095]!;
+    for (let k = 0; k < 1000 && (await inner.getInode(last))!.size === 0; k++) await new Promise((r) => setImmediate(r));
+    assert.equal((await inner.getInode(last))!.size, 10, 'written long before the 60 s timer');
+    assert.equal(batches, 16, 'in batches of 256');
     await cached.close();
   });
 });

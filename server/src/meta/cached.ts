@@ -6,8 +6,10 @@
 // which COMMIT and stable writes call) removes the database from the data path.
 //
 // Coherence: every change this process makes goes through here and keeps the cache exact.
-// Namespace changes (create, link, remove, rename) first write every pending attribute change
-// through, then drop the entries they touch. Changes made by other processes on the same store:
+// Namespace changes (link, remove, rename) first write every pending attribute change through
+// (a create only its directory's), then drop the entries they touch. Pending changes are written
+// in batches (setAttrMany: one commit for many files) where the store can. Changes made by other
+// processes on the same store:
 // - one server (no coordination): entries not changed locally are trusted for `ttlMs` only, as
 //   with an NFS client's attribute cache;
 // - several servers (coordination.redis, coord/coherence.ts): every change is announced before it
@@ -80,6 +82,11 @@ interface BlockMap {
   at: number;
 }
 
+/** Written-behind changes per setAttrMany call (one transaction each; others' statements run between). */
+const FLUSH_BATCH = 256;
+/** Inodes with changes waiting at most: past this, a flush starts at once (memory stays bounded). */
+const MAX_PENDING = 4096;
+
 const later = (a: Timespec | undefined, b: Timespec | undefined): Timespec | undefined => {
   if (!a) return b;
   if (!b) return a;
@@ -99,6 +106,13 @@ function isWriteBehind(c: AttrChanges): boolean {
     c.dosAttrs === undefined &&
     c.clearCreateVerifier !== true
   );
+}
+
+function changesOf(p: PendingAttrs): AttrChanges {
+  const changes: AttrChanges = { growTo: p.growTo };
+  if (p.mtime) changes.mtime = p.mtime;
+  if (p.ctime) changes.ctime = p.ctime;
+  return changes;
 }
 
 function withPending(i: Inode, p: PendingAttrs): Inode {
@@ -125,6 +139,8 @@ export class CachedMetadataStore implements MetadataStore {
   private blockCounter = 0;
   private blockRefs = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** A flush started because MAX_PENDING inodes wait is running. */
+  private forcedFlush = false;
   private closed = false;
   /** Bumped by every namespace change: a read that started before one must not fill the cache. */
   private epoch = 0;
@@ -137,6 +153,21 @@ export class CachedMetadataStore implements MetadataStore {
   /** Inodes another server is changing (announced, not yet done), counted; and changes of anything. */
   private readonly uncertain = new Map<number, number>();
   private uncertainAll = 0;
+  /**
+   * Names looked up: directory id -> (name as latin1 -> the inode id it holds), with when the
+   * directory's map was started. The path walk of every SMB CREATE ("d0\\file") and NFS LOOKUPs
+   * ask the same names again. Only removes and renames take a name away (a create or link adds one),
+   * and those drop the directories' maps here, as does another server's change of the directory.
+   */
+  private readonly names = new Map<number, { at: number; ids: Map<string, number> }>();
+  private nameCount = 0;
+  /**
+   * Bumped when a remove, rename or putMeta ends (`epoch` moves when it starts): a lookup or getMeta
+   * that overlapped it (a pooled store may have read the state before it) must not fill the cache.
+   */
+  private endEpoch = 0;
+  /** Inodes known to hold no records of some kinds (bit 1 << kind): most files have no DACL or EA. */
+  private readonly noMeta = new Map<number, { kinds: number; at: number }>();
 
   get storeId(): string | undefined {
     return this.inner.storeId;
@@ -182,10 +213,14 @@ export class CachedMetadataStore implements MetadataStore {
       this.blocks.clear();
       this.blockRefs = 0;
       this.blockGen.clear();
+      this.clearNames();
+      this.noMeta.clear();
       return;
     }
     for (const id of ids) {
       this.inodes.delete(id);
+      this.dropNames(id);
+      this.noMeta.delete(id);
       if (blocks) this.dropBlockMap(id);
     }
   }
@@ -299,9 +334,59 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async lookup(dirId: number, name: Buffer): Promise<Inode | null> {
+    const key = name.toString('latin1');
+    if (this.names.get(dirId)?.ids.has(key)) {
+      const hit = await this.cachedName(dirId, key);
+      if (hit) return hit;
+    }
     const epoch = this.fillEpoch();
+    const ended = this.endEpoch;
     const i = await this.inner.lookup(dirId, name);
-    return i ? this.remember(i, epoch) : null;
+    if (!i) return null;
+    const inode = this.remember(i, epoch);
+    if (epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(dirId)) this.rememberName(dirId, key, i.id);
+    return inode;
+  }
+
+  /** The inode a cached name holds, when both the name and the inode may answer from memory. */
+  private async cachedName(dirId: number, key: string): Promise<Inode | null> {
+    const serving = this.inner.whenServing?.();
+    if (serving !== undefined) await serving;
+    if (!(await this.trusted()) || this.isUncertain(dirId)) return null;
+    const d = this.names.get(dirId);
+    const id = d !== undefined && Date.now() - d.at < this.ttlMs ? d.ids.get(key) : undefined;
+    if (id === undefined) return null;
+    const e = this.inodes.get(id);
+    if (!e || this.isUncertain(id) || (!this.isDirty(id) && Date.now() - e.at >= this.ttlMs)) return null;
+    return e.inode;
+  }
+
+  private rememberName(dirId: number, key: string, id: number): void {
+    let d = this.names.get(dirId);
+    if (d && Date.now() - d.at >= this.ttlMs) {
+      this.dropNames(dirId);
+      d = undefined;
+    }
+    if (!d) {
+      d = { at: Date.now(), ids: new Map() };
+      this.names.set(dirId, d);
+    }
+    if (!d.ids.has(key)) this.nameCount++;
+    d.ids.set(key, id);
+    if (this.nameCount > this.maxInodes) this.clearNames();
+  }
+
+  /** Forgets the names cached in a directory (a remove or rename there, or another server's change). */
+  private dropNames(dirId: number): void {
+    const d = this.names.get(dirId);
+    if (!d) return;
+    this.nameCount -= d.ids.size;
+    this.names.delete(dirId);
+  }
+
+  private clearNames(): void {
+    this.names.clear();
+    this.nameCount = 0;
   }
 
   async readdir(dirId: number, afterCookie: number, limit: number): Promise<ReaddirPage> {
@@ -329,7 +414,12 @@ export class CachedMetadataStore implements MetadataStore {
       this.pending.set(id, merged);
       const inode = withPending(e.inode, merged);
       e.inode = inode;
-      this.schedule();
+      if (this.pending.size >= MAX_PENDING && !this.forcedFlush) {
+        this.forcedFlush = true;
+        this.flushAll()
+          .catch(() => undefined)
+          .finally(() => (this.forcedFlush = false));
+      } else this.schedule();
       return inode;
     }
     await this.flushPending(id);
@@ -390,9 +480,7 @@ export class CachedMetadataStore implements MetadataStore {
     if (!p) return;
     this.pending.delete(id);
     try {
-      const changes: AttrChanges = { growTo: p.growTo };
-      if (p.mtime) changes.mtime = p.mtime;
-      if (p.ctime) changes.ctime = p.ctime;
+      const changes = changesOf(p);
       const ticket = await this.announce([id]);
       let stored: Inode;
       try {
@@ -414,20 +502,83 @@ export class CachedMetadataStore implements MetadataStore {
         this.inodes.delete(id);
         return;
       }
-      // Keep the changes for the next flush, merged with any that came meanwhile.
-      const now = this.pending.get(id);
-      this.pending.set(id, {
-        growTo: Math.max(p.growTo, now?.growTo ?? 0),
-        mtime: later(p.mtime, now?.mtime),
-        ctime: later(p.ctime, now?.ctime),
-      });
+      this.keepPending(id, p);
       if (!this.closed) this.schedule();
       this.opts.onFlushError?.(err, id);
       throw err;
     }
   }
 
+  /** Keeps changes that could not be written for the next flush, merged with any that came meanwhile. */
+  private keepPending(id: number, p: PendingAttrs): void {
+    const now = this.pending.get(id);
+    this.pending.set(id, {
+      growTo: Math.max(p.growTo, now?.growTo ?? 0),
+      mtime: later(p.mtime, now?.mtime),
+      ctime: later(p.ctime, now?.ctime),
+    });
+  }
+
+  /**
+   * Writes the pending changes of these inodes (none being flushed) with one setAttrMany: a put of
+   * many small files commits their sizes together, not once per file.
+   */
+  private async writeMany(ids: readonly number[]): Promise<void> {
+    const setAttrMany = this.inner.setAttrMany!.bind(this.inner);
+    const taken: [number, PendingAttrs][] = [];
+    for (const id of ids) {
+      const p = this.pending.get(id);
+      if (p) taken.push([id, p]);
+      this.pending.delete(id);
+    }
+    try {
+      const ticket = await this.announce(ids);
+      let stored: (Inode | null)[];
+      try {
+        stored = await setAttrMany(taken.map(([id, p]) => ({ id, changes: changesOf(p) })));
+      } finally {
+        this.done(ticket, ids);
+      }
+      for (let k = 0; k < taken.length; k++) {
+        const id = taken[k]![0];
+        const inode = stored[k] ?? null;
+        if (inode === null) {
+          // Removed by another process: nothing left to update.
+          this.pending.delete(id);
+          this.inodes.delete(id);
+          continue;
+        }
+        const e = this.inodes.get(id);
+        if (e) {
+          const now = this.pending.get(id);
+          e.inode = now ? withPending(inode, now) : inode;
+          e.at = Date.now();
+        }
+      }
+    } catch (err) {
+      for (const [id, p] of taken) this.keepPending(id, p);
+      if (!this.closed) this.schedule();
+      this.opts.onFlushError?.(err, taken[0]?.[0] ?? -1);
+      throw err;
+    }
+  }
+
   private async flushAll(): Promise<void> {
+    if (this.inner.setAttrMany && this.pending.size > 1) {
+      // In batches of inodes no flush is writing now (those are waited for below), in id order.
+      const free = [...this.pending.keys()].filter((id) => !this.flushing.has(id)).sort((a, b) => a - b);
+      for (let at = 0; at < free.length; at += FLUSH_BATCH) {
+        const batch = free.slice(at, at + FLUSH_BATCH).filter((id) => this.pending.has(id) && !this.flushing.has(id));
+        if (batch.length === 0) continue;
+        const p = this.writeMany(batch);
+        for (const id of batch) this.flushing.set(id, p);
+        try {
+          await p;
+        } finally {
+          for (const id of batch) if (this.flushing.get(id) === p) this.flushing.delete(id);
+        }
+      }
+    }
     const ids = [...new Set([...this.pending.keys(), ...this.flushing.keys()])];
     const results = await Promise.allSettled(ids.map((id) => this.flushPending(id)));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -448,7 +599,9 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
-    await this.before();
+    // Only the directory's own pending changes go first (it is the one existing inode a create
+    // touches): a put of many small files does not write each file's size with the next create.
+    if (this.isDirty(dirId)) await this.flushPending(dirId);
     const ticket = await this.announce([dirId]);
     const epoch = ++this.epoch;
     // Alone: no namespace change in flight now, and none starts before this one ends (the epoch).
@@ -499,6 +652,8 @@ export class CachedMetadataStore implements MetadataStore {
       const r = await this.inner.remove(dirId, name, dir, now);
       touched = [dirId, r.inode.id, ...r.streams];
       this.forget(r.inode.id, ...r.streams);
+      this.dropNames(r.inode.id);
+      this.noMeta.delete(r.inode.id);
       if (r.freed) this.dropBlockMap(r.inode.id);
       for (const s of r.streams) this.dropBlockMap(s);
       dirAfter = r.dir;
@@ -507,6 +662,9 @@ export class CachedMetadataStore implements MetadataStore {
       this.namespaceChanges--;
       this.done(ticket, touched, true);
       this.forget(dirId);
+      // Failed or not: the name may be gone.
+      this.dropNames(dirId);
+      this.endEpoch++;
       // The directory as the store changed it, kept only if no other change overlapped this one
       // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
       // handle need not read it again.
@@ -538,9 +696,17 @@ export class CachedMetadataStore implements MetadataStore {
       blocks = r.replaced !== null;
       if (r.replaced?.freed) this.dropBlockMap(r.replaced.inode.id);
       for (const s of r.replaced?.streams ?? []) this.dropBlockMap(s);
+      if (r.replaced) {
+        this.dropNames(r.replaced.inode.id);
+        this.noMeta.delete(r.replaced.inode.id);
+      }
       return r;
     } finally {
       this.namespaceChanges--;
+      // Failed or not: both names may hold something else now.
+      this.dropNames(fromDir);
+      this.dropNames(toDir);
+      this.endEpoch++;
       this.done(ticket, touched ?? announced, blocks);
       // Failed or not, what the rename may have changed is read again (every clean entry when
       // the moved inode is not known: renames are rare next to reads and writes).
@@ -600,10 +766,28 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
-  // ---- per-inode records (EAs, security descriptors): not cached ----------------------------------
+  // ---- per-inode records (EAs, security descriptors): only their absence is cached -----------------
 
   async getMeta(inodeId: number, kind: InodeMetaKind): Promise<InodeMetaRecord[]> {
-    return this.inner.getMeta(inodeId, kind);
+    const bit = 1 << kind;
+    if (((this.noMeta.get(inodeId)?.kinds ?? 0) & bit) !== 0) {
+      const serving = this.inner.whenServing?.();
+      if (serving !== undefined) await serving;
+      const n = (await this.trusted()) && !this.isUncertain(inodeId) ? this.noMeta.get(inodeId) : undefined;
+      if (n !== undefined && (n.kinds & bit) !== 0 && Date.now() - n.at < this.ttlMs) return [];
+    }
+    const epoch = this.fillEpoch();
+    const ended = this.endEpoch;
+    const records = await this.inner.getMeta(inodeId, kind);
+    if (records.length === 0 && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId)) {
+      const n = this.noMeta.get(inodeId);
+      if (n && Date.now() - n.at < this.ttlMs) n.kinds |= bit;
+      else {
+        if (this.noMeta.size >= this.maxInodes) this.noMeta.clear();
+        this.noMeta.set(inodeId, { kinds: bit, at: Date.now() });
+      }
+    }
+    return records;
   }
 
   async putMeta(
@@ -613,15 +797,19 @@ export class CachedMetadataStore implements MetadataStore {
     limits: InodeMetaLimits,
     now?: Timespec,
   ): Promise<InodeMetaRecord[]> {
-    if (!now) return this.inner.putMeta(inodeId, kind, changes, limits);
-    // The change moves the ctime: pending attribute changes go first, the cached inode after.
-    await this.before();
+    // With `now` the change moves the ctime: pending attribute changes go first, the cached inode
+    // after. Either way the other servers hear of it: they may cache that the inode has no records.
+    if (now) await this.before();
     const ticket = await this.announce([inodeId]);
+    // A getMeta in flight (started before the change) must not cache what it read.
     this.epoch++;
+    this.noMeta.delete(inodeId);
     try {
       return await this.inner.putMeta(inodeId, kind, changes, limits, now);
     } finally {
-      this.forget(inodeId);
+      if (now) this.forget(inodeId);
+      this.noMeta.delete(inodeId);
+      this.endEpoch++;
       this.done(ticket, [inodeId]);
     }
   }

@@ -664,6 +664,27 @@ for (const engine of engines) {
       assert.equal(await s.getInode(f.id), null);
     });
 
+    it('setAttrMany: the changes of several inodes, each as after; null for one that does not exist', async () => {
+      const s = S();
+      if (!s.setAttrMany) return;
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('f'), fileInit({ size: 100 }), now());
+      const g = await s.create(root.id, b('g'), fileInit(), now());
+      const mt = T(1_600_000_001, 999_999_999);
+      const out = await s.setAttrMany([
+        { id: f.id, changes: { growTo: 50, mtime: mt, ctime: mt } },
+        { id: 987_654_321, changes: { growTo: 1 } },
+        { id: g.id, changes: { growTo: 4096, mtime: mt, ctime: mt } },
+      ]);
+      assert.equal(out.length, 3);
+      assert.equal(out[0]!.size, 100, 'growTo never shrinks');
+      assert.deepEqual(out[0]!.mtime, mt);
+      assert.equal(out[1], null);
+      assert.equal(out[2]!.size, 4096);
+      assert.deepEqual(await s.getInode(g.id), out[2]);
+      assert.deepEqual(await s.setAttrMany([]), []);
+    });
+
     it('setAttr: modes, owners, sizes, growTo, times with nanoseconds, create verifier, ctime guard', async () => {
       const s = S();
       const root = await freshRoot();

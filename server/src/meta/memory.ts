@@ -296,6 +296,12 @@ export class MemoryMetadataStore implements MetadataStore {
     if (c.clearCreateVerifier) i.createVerifier = null;
     return copyInode(i);
   }
+  async setAttrMany(changes: readonly { id: number; changes: AttrChanges }[]): Promise<(Inode | null)[]> {
+    // Nothing awaits in between: atomic, as the SQL engines' transaction.
+    const out: (Inode | null)[] = [];
+    for (const x of changes) out.push(this.inodes.has(x.id) ? await this.setAttr(x.id, x.changes) : null);
+    return out;
+  }
 
   async listStreams(fileId: number): Promise<StreamEntry[]> {
     this.mustInode(fileId);

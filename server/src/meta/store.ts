@@ -143,6 +143,11 @@ export interface MetadataStore {
   rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult>;
   /** Applies attribute changes; with `guardCtime`, NOT_SYNC unless the inode's ctime matches. */
   setAttr(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode>;
+  /**
+   * setAttr of several inodes (no guard), atomically and in one commit: the caching layer's
+   * written-behind sizes and times. Each inode as it is after, or null when it does not exist.
+   */
+  setAttrMany?(changes: readonly { id: number; changes: AttrChanges }[]): Promise<(Inode | null)[]>;
 
   /**
    * Named streams: sub-objects of a file, each an inode of its own (type REG, its data stored like

@@ -529,6 +529,30 @@ export interface SqlMetadataStoreOptions {
   serving?: () => Promise<void> | undefined;
 }
 
+/** The parameters of S.setAttr. */
+function setAttrParams(id: number, c: AttrChanges, guardCtime?: Timespec): unknown[] {
+  return [
+    id,
+    c.mode === undefined ? null : c.mode & 0o7777,
+    c.uid ?? null,
+    c.gid ?? null,
+    c.size ?? null,
+    c.growTo ?? null,
+    c.atime?.sec ?? null,
+    c.atime?.nsec ?? null,
+    c.mtime?.sec ?? null,
+    c.mtime?.nsec ?? null,
+    c.ctime?.sec ?? null,
+    c.ctime?.nsec ?? null,
+    c.clearCreateVerifier === true,
+    guardCtime?.sec ?? null,
+    guardCtime?.nsec ?? null,
+    c.btime?.sec ?? null,
+    c.btime?.nsec ?? null,
+    c.dosAttrs === undefined ? null : c.dosAttrs & DOS_ATTRS_STORED,
+  ];
+}
+
 export class SqlMetadataStore implements MetadataStore {
   readonly kind: 'embedded' | 'postgres';
   private db: SqlDriver | null = null;
@@ -861,26 +885,7 @@ export class SqlMetadataStore implements MetadataStore {
   }
 
   async setAttr(id: number, c: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
-    const params = [
-      id,
-      c.mode === undefined ? null : c.mode & 0o7777,
-      c.uid ?? null,
-      c.gid ?? null,
-      c.size ?? null,
-      c.growTo ?? null,
-      c.atime?.sec ?? null,
-      c.atime?.nsec ?? null,
-      c.mtime?.sec ?? null,
-      c.mtime?.nsec ?? null,
-      c.ctime?.sec ?? null,
-      c.ctime?.nsec ?? null,
-      c.clearCreateVerifier === true,
-      guardCtime?.sec ?? null,
-      guardCtime?.nsec ?? null,
-      c.btime?.sec ?? null,
-      c.btime?.nsec ?? null,
-      c.dosAttrs === undefined ? null : c.dosAttrs & DOS_ATTRS_STORED,
-    ];
+    const params = setAttrParams(id, c, guardCtime);
     // One statement, so atomic on its own. Without a guard it is idempotent (absolute values and
     // max(size, growTo)) and may run again after a lost connection; with one, a second run would
     // report NOT_SYNC for the first run's own change.
@@ -889,6 +894,18 @@ export class SqlMetadataStore implements MetadataStore {
     const exists = await this.q(S.exists, [id]);
     if (exists.rows.length === 0) throw new VfsError('STALE', `inode ${id} does not exist`);
     throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
+  }
+
+  async setAttrMany(changes: readonly { id: number; changes: AttrChanges }[]): Promise<(Inode | null)[]> {
+    // One transaction: one commit (and, on the embedded engine, one WAL append) for all of them.
+    return this.tx(async (tx) => {
+      const out: (Inode | null)[] = [];
+      for (const x of changes) {
+        const { rows } = await tx.query(S.setAttr, setAttrParams(x.id, x.changes));
+        out.push(rows[0] ? publicInode(inodeRow(rows[0])) : null);
+      }
+      return out;
+    });
   }
 
   async listStreams(fileId: number): Promise<StreamEntry[]> {
