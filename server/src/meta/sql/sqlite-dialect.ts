@@ -77,10 +77,9 @@ function createOne(db: SqliteRunner, p: readonly unknown[]) {
   db.run(`INSERT INTO dirents (parent, name, cookie, child) VALUES (?1, ?2, ?3, ?4)`, [p[0], p[1], d.cookie, i!.id]);
   // As PostgreSQL's form: the inode (`made` 1), then the directory as changed (`made` 0), which
   // saves the caller a read of it.
-  return [
-    { ...i!, made: 1 },
-    { ...d, made: 0 },
-  ];
+  i!.made = 1;
+  d.made = 0;
+  return [i!, d];
 }
 
 function removeFile(db: SqliteRunner, p: readonly unknown[]) {
@@ -118,10 +117,13 @@ function removeFile(db: SqliteRunner, p: readonly unknown[]) {
       db.run(`DELETE FROM inodes WHERE id IN ${inJson(1)}`, [[c.id, ...streams]]);
     }
   }
-  return [
-    { ...c, removed: 1, streams, blocks },
-    { ...dir, removed: 2 },
-  ];
+  // Set on the rows SQLite made for this call (a spread copies every column again).
+  c.removed = 1;
+  c.streams = streams;
+  c.blocks = blocks;
+  if (dir === undefined) return [c];
+  dir.removed = 2;
+  return [c, dir];
 }
 
 function writeInodes(db: SqliteRunner, p: readonly unknown[]) {
