@@ -165,10 +165,11 @@ interface Prepared {
  * better-sqlite3 builds each row object by setting every column by name from C++ (a string made
  * and interned per column and row): 3 us of a REMOVE's two 25-column rows, one object literal
  * here. The names are the statement's own columns (the engine's SQL, not a client's), quoted as
- * JSON string literals, which are JavaScript string literals.
+ * JSON string literals, which are JavaScript string literals (sqlite.test.ts tries odd ones).
  */
 function rowMaker(columns: readonly string[]): (values: unknown[]) => SqlRow {
-  const props = columns.map((name, i) => `${JSON.stringify(name)}: v[${i}]`).join(', ');
+  // `"__proto__": x` in a literal sets the prototype; computed, it is a property like the others.
+  const props = columns.map((name, i) => (name === '__proto__' ? `["__proto__"]: v[${i}]` : `${JSON.stringify(name)}: v[${i}]`)).join(', ');
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- generated from column names, see above
   return new Function('v', `return { ${props} };`) as (values: unknown[]) => SqlRow;
 }
