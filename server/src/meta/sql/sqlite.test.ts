@@ -189,7 +189,7 @@ describe('SQLite metadata engine', () => {
     }
   });
 
-  it('rows carry every column under its own name, whatever the name; a later column of the same name wins', async () => {
+  it('rows carry every column under its own name, whatever the name (a later one of the same name wins); parameters bind by number', async () => {
     const d = SqliteDriver.open({ dir: place(), statements: {}, checkpointWorker: false });
     try {
       await d.query('CREATE TABLE t (a integer, b blob)');
@@ -211,6 +211,10 @@ describe('SQLite metadata engine', () => {
       const ret = await d.query('UPDATE t SET a = a + 10 WHERE a = $1 RETURNING a, b', [2]);
       assert.deepEqual(ret.rows, [{ a: 12, b: null }]);
       assert.deepEqual((await d.query('DELETE FROM t WHERE a = $1', [12])).rows, []);
+      // Parameters: one used twice, one only after another, none taken from a literal or a comment.
+      const p = await d.query(`SELECT $2 AS x, 'a?1' AS "?1", $1 AS y /* ?3 it's */, $2 AS z -- ?4 it's`, [1, 'two']);
+      assert.deepEqual(p.rows, [{ x: 'two', '?1': 'a?1', y: 1, z: 'two' }]);
+      await assert.rejects(d.query('SELECT $1 AS a, $2 AS b', [1]), /\?2 not given/);
     } finally {
       await d.close();
     }
