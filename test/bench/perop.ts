@@ -8,6 +8,7 @@
 // Run it alone on the machine (no other benchmark at once). --cpu-prof DIR: the server writes a V8 CPU profile there
 // (of the calls after CREATE); --trace-gc: each phase's row also counts the server's garbage
 // collections (V8 --trace-gc lines: scavenges, mark-compacts) and their milliseconds.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -75,8 +76,19 @@ function threadCpu(pid: number): Map<string, number> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { calls: { type: 'string' }, 'cpu-prof': { type: 'string' }, 'trace-gc': { type: 'boolean' } } });
+  const { values } = parseArgs({
+    options: {
+      calls: { type: 'string' },
+      phases: { type: 'string' },
+      'cpu-prof': { type: 'string' },
+      'trace-gc': { type: 'boolean' },
+      attach: { type: 'string' },
+    },
+  });
   const calls = Number(values.calls ?? 5000);
+  const PHASES = ['getattr', 'lookup', 'setattr', 'null', 'untar', 'cold', 'remove'];
+  const phases = new Set((values.phases ?? PHASES.join(',')).split(','));
+  for (const p of phases) if (!PHASES.includes(p)) throw new Error(`--phases: unknown phase ${p} (of ${PHASES.join(',')})`);
   const work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-perop-'));
   const dataDir = path.join(work, 'data');
   const env: Record<string, string> = {};
@@ -90,6 +102,7 @@ async function main(): Promise<void> {
     await writeFile(path.join(work, 'gc.mjs'), GC_PRELOAD);
     env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --import=${path.join(work, 'gc.mjs')}`.trim();
   }
+  if (values.attach !== undefined) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
   const configFile = await writeDittoConfig(work, 'perop', 'embedded-fs', dataDir, {}, undefined);
   const srv = await startDittofs({ configFile, dataDir, env });
   const pid = srv.child.pid!;
@@ -128,48 +141,66 @@ async function main(): Promise<void> {
     const names = Array.from({ length: calls }, (_, i) => `f${String(i).padStart(6, '0')}`);
     await phase('CREATE', calls, async (i) => void fhs.push((await c.create(dir, names[i]!)).fh!));
     if (prof) srv.child.kill('SIGUSR2');
-    await phase('GETATTR', calls, async (i) => void (await c.getattr(fhs[i]!)));
-    await phase('LOOKUP', calls, async (i) => void (await c.lookup(dir, names[i]!)));
+    if (phases.has('getattr')) await phase('GETATTR', calls, async (i) => void (await c.getattr(fhs[i]!)));
+    if (phases.has('lookup')) await phase('LOOKUP', calls, async (i) => void (await c.lookup(dir, names[i]!)));
     const now = Math.floor(Date.now() / 1000) - 3600;
     const setattr = async (args: Buffer) => {
       const r = await c.call(NFSPROC3_SETATTR, args, 'SETATTR');
       const st = r.u32();
       if (st !== 0) throw new NfsError('SETATTR', st);
     };
-    await phase('SETATTR mode', calls, (i) => setattr(setattrArgs(fhs[i]!, 0o600, undefined)));
-    await phase('SETATTR times', calls, (i) => setattr(setattrArgs(fhs[i]!, undefined, now)));
-    await phase('NULL (after SETATTRs)', calls, () => c.null());
-    await new Promise((r) => setTimeout(r, IDLE_MS));
-    await phase(`NULL (after ${IDLE_MS / 1000} s idle)`, calls, () => c.null());
+    if (phases.has('setattr')) {
+      await phase('SETATTR mode', calls, (i) => setattr(setattrArgs(fhs[i]!, 0o600, undefined)));
+      await phase('SETATTR times', calls, (i) => setattr(setattrArgs(fhs[i]!, undefined, now)));
+      await phase('NULL (after SETATTRs)', calls, () => c.null());
+    }
+    if (phases.has('null')) {
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      await phase(`NULL (after ${IDLE_MS / 1000} s idle)`, calls, () => c.null());
+    }
     // Per file, what the kernel client sent in the VM's untar (vmuntar.ts: ~3 LOOKUP, 1 CREATE,
     // 1 stable WRITE, ~4 SETATTR): LOOKUP (not there), CREATE, WRITE FILE_SYNC, SETATTR owner,
     // mode, times, and LOOKUP + GETATTR of the result.
     const untarDir = (await c.mkdir(c.rootFh, 'untar')).fh!;
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;
-    await phase('untar-like (per file)', Math.max(1, Math.floor(calls / 10)), async (i) => {
-      const name = names[i]!;
-      await c.lookup(untarDir, name).then(
-        () => {
-          throw new Error(`${name} exists`);
-        },
-        (e: unknown) => {
-          if (!(e instanceof NfsError)) throw e;
-        },
-      );
-      const fh = (await c.create(untarDir, name, 0o644, 'GUARDED')).fh!;
-      const w = new XdrWriter(128).opaque(fh).u64(0).u32(UNTAR_DATA.length).u32(FILE_SYNC).opaque(UNTAR_DATA);
-      const r = await c.call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE');
-      const st = r.u32();
-      if (st !== 0) throw new NfsError('WRITE', st);
-      const owner = new XdrWriter(128).opaque(fh).u32(0).u32(1).u32(uid).u32(1).u32(gid).u32(0).u32(0).u32(0).u32(0).toBuffer();
-      await setattr(owner);
-      await setattr(setattrArgs(fh, 0o600, undefined));
-      await setattr(setattrArgs(fh, undefined, now));
-      await c.getattr((await c.lookup(untarDir, name)).fh);
-    });
+    if (phases.has('untar'))
+      await phase('untar-like (per file)', Math.max(1, Math.floor(calls / 10)), async (i) => {
+        const name = names[i]!;
+        await c.lookup(untarDir, name).then(
+          () => {
+            throw new Error(`${name} exists`);
+          },
+          (e: unknown) => {
+            if (!(e instanceof NfsError)) throw e;
+          },
+        );
+        const fh = (await c.create(untarDir, name, 0o644, 'GUARDED')).fh!;
+        const w = new XdrWriter(128).opaque(fh).u64(0).u32(UNTAR_DATA.length).u32(FILE_SYNC).opaque(UNTAR_DATA);
+        const r = await c.call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE');
+        const st = r.u32();
+        if (st !== 0) throw new NfsError('WRITE', st);
+        const owner = new XdrWriter(128).opaque(fh).u32(0).u32(1).u32(uid).u32(1).u32(gid).u32(0).u32(0).u32(0).u32(0).toBuffer();
+        await setattr(owner);
+        await setattr(setattrArgs(fh, 0o600, undefined));
+        await setattr(setattrArgs(fh, undefined, now));
+        await c.getattr((await c.lookup(untarDir, name)).fh);
+      });
     // Files last read or changed seconds ago: what a client's attribute revalidation asks.
-    await phase('GETATTR (cold)', calls, async (i) => void (await c.getattr(fhs[i]!)));
+    if (phases.has('cold')) await phase('GETATTR (cold)', calls, async (i) => void (await c.getattr(fhs[i]!)));
+    // Files without data, in one directory: what `rm -rf` of a small-file tree sends per file.
+    let attached: ChildProcess | undefined;
+    if (values.attach !== undefined) {
+      attached = spawn('sh', ['-c', values.attach.replaceAll('PID', String(pid))], { stdio: 'inherit' });
+      // Time for the tool to attach (perf and strace say nothing when they have).
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    if (phases.has('remove')) await phase('REMOVE', calls, (i) => c.remove(dir, names[i]!));
+    if (attached && attached.exitCode === null) {
+      const exited = new Promise((r) => attached.once('exit', r));
+      attached.kill('SIGINT');
+      await exited;
+    }
   } finally {
     await c.close();
     await srv.stop();

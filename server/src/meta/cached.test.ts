@@ -142,6 +142,42 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('an inode the store keeps answering for stays cached while many others pass through (least recently used goes first)', async () => {
+    // A small cache: 16 entries. The hot inode is changed (and so put in the cache again) at every
+    // step, between reads of inodes not seen before: a cache that kept the order of first use
+    // would have evicted it after 16 steps; updated in place or moved, it must be there at the end.
+    const { inner, cached, f: hot } = await setup({ maxInodes: 16, ttlMs: 60_000 });
+    const root = await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 });
+    const others: number[] = [];
+    for (let i = 0; i < 100; i++) others.push((await inner.create(root.id, Buffer.from(`o${i}`), file(), T(2))).id);
+    let reads = 0;
+    const innerGet = inner.getInode.bind(inner);
+    inner.getInode = (id) => {
+      if (id === hot.id) reads++;
+      return innerGet(id);
+    };
+    for (let i = 0; i < others.length; i++) {
+      assert.ok(await cached.getInode(others[i]!));
+      assert.equal((await cached.getInode(hot.id))!.mode, i === 0 ? 0o644 : 0o600 + ((i - 1) % 2));
+      await cached.setAttr(hot.id, { mode: 0o600 + (i % 2) });
+    }
+    assert.equal(reads, 0, 'the hot inode was never evicted');
+    // And the cache stayed within its bound.
+    let cachedOthers = 0;
+    reads = 0;
+    inner.getInode = (id) => {
+      reads++;
+      return innerGet(id);
+    };
+    for (const id of others) {
+      const before = reads;
+      await cached.getInode(id);
+      if (reads === before) cachedOthers++;
+    }
+    assert.ok(cachedOthers < 16, `${cachedOthers} of the others still cached`);
+    await cached.close();
+  });
+
   it('a create that returns the directory keeps it, unless another namespace change overlapped it', async () => {
     const { inner, cached } = await setup();
     const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;

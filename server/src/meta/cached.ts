@@ -74,6 +74,8 @@ interface InodeEntry {
   inode: Inode;
   /** Date.now() when read from the store (dirty entries never expire). */
   at: number;
+  /** `inodeSeq` when the entry was last put at the map's end (its place in the LRU order). */
+  seq: number;
 }
 
 interface BlockMap {
@@ -130,6 +132,8 @@ export class CachedMetadataStore implements MetadataStore {
   private readonly maxInodes: number;
   private readonly maxBlockRefs: number;
   private readonly inodes = new Map<number, InodeEntry>();
+  /** Entries put at the end of `inodes` so far (see remember()). */
+  private inodeSeq = 0;
   private readonly pending = new Map<number, PendingAttrs>();
   /** Inodes whose pending changes are being written: their entries stay authoritative meanwhile. */
   private readonly flushing = new Map<number, Promise<void>>();
@@ -294,8 +298,19 @@ export class CachedMetadataStore implements MetadataStore {
       this.inodes.delete(i.id);
       return inode;
     }
+    // An entry put at the end within the last maxInodes / 2 entries is updated where it is: none
+    // of those is evicted (evictInodes stops at 90%). Moving it on every call would cost more than
+    // the cache saves: V8's Map keeps a deleted key in its hash chain until the table is rebuilt,
+    // so a key deleted and set again per call (a directory, at every CREATE and REMOVE in it)
+    // makes its own chain, and each lookup of it, thousands of entries long.
+    const e = this.inodes.get(i.id);
+    if (e !== undefined && this.inodeSeq - e.seq < this.maxInodes / 2) {
+      e.inode = inode;
+      e.at = Date.now();
+      return inode;
+    }
     this.inodes.delete(i.id);
-    this.inodes.set(i.id, { inode, at: Date.now() });
+    this.inodes.set(i.id, { inode, at: Date.now(), seq: ++this.inodeSeq });
     if (this.inodes.size > this.maxInodes) this.evictInodes();
     return inode;
   }
@@ -615,11 +630,12 @@ export class CachedMetadataStore implements MetadataStore {
     } finally {
       this.namespaceChanges--;
       this.done(ticket, made ? [dirId, made.id] : [dirId]);
-      this.forget(dirId);
       // The directory as the store changed it (the reply's post-op attributes and the next call's
       // handle then need no read): kept only when no other namespace change ran meanwhile (its change could
-      // have committed after this one's), and only while coherent.
+      // have committed after this one's), and only while coherent. remember() replaces the entry
+      // in place, or drops it: forgotten first, its key would be deleted and set again per call.
       if (dirAfter !== undefined && alone && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
+      else this.forget(dirId);
     }
   }
 
@@ -661,14 +677,14 @@ export class CachedMetadataStore implements MetadataStore {
     } finally {
       this.namespaceChanges--;
       this.done(ticket, touched, true);
-      this.forget(dirId);
       // Failed or not: the name may be gone.
       this.dropNames(dirId);
       this.endEpoch++;
       // The directory as the store changed it, kept only if no other change overlapped this one
       // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
-      // handle need not read it again.
+      // handle need not read it again. (remember() replaces or drops the entry, as in create().)
       if (dirAfter !== undefined && alone && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
+      else this.forget(dirId);
     }
   }
 

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { FrameError } from '../wire/errors.js';
 import { RequestBudget } from '../wire/limits.js';
-import { MAX_FRAGMENTS, RecordReader } from './record.js';
+import { markedRecord, MAX_FRAGMENTS, RecordReader, recordMark } from './record.js';
 
 function frame(payload: Buffer, fragments = 1): Buffer {
   const parts: Buffer[] = [];
@@ -27,6 +27,18 @@ describe('RFC 5531 §11 record marking', () => {
       assert.equal(got.length, 1, `cut at ${cut}`);
       assert.deepEqual(got[0], payload);
       assert.equal(r.pending, 0);
+    }
+  });
+
+  it('a reply marked in one buffer is the same bytes as its mark and body, and reads back', () => {
+    for (const len of [0, 1, 3, 4, 150, 4096]) {
+      const body = Buffer.from(Array.from({ length: len }, (_, i) => (i * 7) & 0xff));
+      const one = markedRecord(body);
+      assert.deepEqual(one, Buffer.concat([recordMark(len), body]));
+      assert.deepEqual(one, frame(body));
+      const got = new RecordReader(8192).push(one);
+      assert.equal(got.length, 1);
+      assert.deepEqual(got[0], body);
     }
   });
 

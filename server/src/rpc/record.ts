@@ -309,6 +309,14 @@ export class RecordReader {
 }
 
 /** The 4-byte record mark for a single-fragment record of `len` bytes. */
+/** A one-buffer record behind its record mark, copied into one buffer (one write for a small reply). */
+export function markedRecord(body: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(4 + body.length);
+  b.writeUInt32BE((LAST_FRAGMENT | body.length) >>> 0, 0);
+  body.copy(b, 4);
+  return b;
+}
+
 export function recordMark(len: number): Buffer {
   const b = Buffer.allocUnsafe(4);
   b.writeUInt32BE((LAST_FRAGMENT | len) >>> 0, 0);

@@ -24,7 +24,7 @@ import {
 import { BufferPool } from '../wire/buffer-pool.js';
 import { readSocket } from '../wire/socket-read.js';
 import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/limits.js';
-import { recordMark, RecordReader, type RecordAlloc } from './record.js';
+import { markedRecord, recordMark, RecordReader, type RecordAlloc } from './record.js';
 import { XdrWriter } from './xdr.js';
 import { listenOn } from '../wire/listen.js';
 
@@ -141,6 +141,8 @@ class DuplicateRequestCache {
 }
 
 const MAX_GARBAGE_PER_CONNECTION = 64;
+/** Replies up to this size are copied behind their record mark and written as one buffer. */
+const SMALL_REPLY_BYTES = 4096;
 /** Lines of one kind of client-caused log message per interval; the rest are counted in one summary line. */
 const LOG_BURST = 10;
 const LOG_INTERVAL_MS = 60_000;
@@ -295,21 +297,28 @@ export class RpcServer {
       }
       let len = 0;
       for (const p of parts) len += p.length;
-      socket.cork();
-      socket.write(recordMark(len));
       // The callback of the last write runs once everything before it is written out, or with
       // an error once the socket is destroyed: either way the buffers are free again.
       // Past half the unsent bound, each reply written out lets the next calls start (waiting for
       // 'drain', which comes only once everything is out, would leave the socket idle meanwhile).
       const watch = socket.writableLength + len >= maxUnsent / 2 || replies.waiting > 0;
-      const last = parts.length - 1;
-      replies.add(len);
-      for (let i = 0; i < last; i++) socket.write(parts[i]!);
-      socket.write(parts[last]!, () => {
+      const done = (): void => {
         replies.sent(len);
         sent?.();
         if (watch) pump();
-      });
+      };
+      replies.add(len);
+      // A small reply (all but READ's) goes out as one buffer behind its record mark: one write,
+      // without cork/uncork and a writev of two buffers.
+      if (parts.length === 1 && len <= SMALL_REPLY_BYTES) {
+        socket.write(markedRecord(parts[0]!), done);
+        return;
+      }
+      socket.cork();
+      socket.write(recordMark(len));
+      const last = parts.length - 1;
+      for (let i = 0; i < last; i++) socket.write(parts[i]!);
+      socket.write(parts[last]!, done);
       socket.uncork();
     };
     const onGarbage = (): void => {

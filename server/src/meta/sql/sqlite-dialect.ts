@@ -36,74 +36,70 @@ const ANCESTORS = `WITH RECURSIVE up (id) AS (
 
 const num = (v: unknown, what: string): number => toNumber(v, what);
 
-function createOne(db: SqliteRunner, p: readonly unknown[]) {
-  // The directory takes a cookie only while the name is free; then the inode and its entry.
-  const d = db.get(
-    `UPDATE inodes
+// The programs' statements with substitutions, made once: the driver finds its prepared statement
+// by the text, and a template evaluated per call is a new string to hash in full every time.
+const CREATE_TAKE_COOKIE = `UPDATE inodes
      SET next_cookie = next_cookie + 1, nlink = nlink + ?3, mtime_sec = ?4, mtime_nsec = ?5, ctime_sec = ?4, ctime_nsec = ?5
      WHERE id = ?1 AND type = ${DIR} AND NOT EXISTS (SELECT 1 FROM dirents WHERE parent = ?1 AND name = ?2)
-     RETURNING ${COLS}, next_cookie - 1 AS cookie`,
-    [p[0], p[1], p[19], p[14], p[15]],
-  );
+     RETURNING ${COLS}, next_cookie - 1 AS cookie`;
+const CREATE_INSERT_INODE = `${INSERT_INODE} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+     RETURNING ${COLS}`;
+const REMOVE_FIND = `SELECT ${COLS_C}, (SELECT type FROM inodes WHERE id = ?1) AS parent_type,
+            EXISTS (SELECT 1 FROM streams WHERE file = c.id) AS has_streams,
+            EXISTS (SELECT 1 FROM blocks WHERE inode = c.id) AS has_blocks
+     FROM dirents d JOIN inodes c ON c.id = d.child
+     WHERE d.parent = ?1 AND d.name = ?2`;
+const REMOVE_TOUCH_DIR = `UPDATE inodes SET mtime_sec = ?2, mtime_nsec = ?3, ctime_sec = ?2, ctime_nsec = ?3 WHERE id = ?1 RETURNING ${COLS}`;
+const STREAM_INSERT_INODE = `${INSERT_INODE} VALUES (?1, ${FileType.REG}, ?2, ?3, ?4, 0, 1, 0, 0, ?5, ?6, ?5, ?6, ?5, ?6, ?7, 0, NULL, NULL, ?5, ?6, ?8)
+     RETURNING ${COLS}`;
+const STREAM_DELETE_INODE = `DELETE FROM inodes WHERE id = ?1 RETURNING ${COLS}`;
+
+function createOne(db: SqliteRunner, p: readonly unknown[]) {
+  // The directory takes a cookie only while the name is free; then the inode and its entry.
+  const d = db.get(CREATE_TAKE_COOKIE, [p[0], p[1], p[19], p[14], p[15]]);
   if (d === undefined) return [];
-  const i = db.get(
-    `${INSERT_INODE} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
-     RETURNING ${COLS}`,
-    [
-      d.share_id,
-      p[2],
-      p[3],
-      p[4],
-      p[5],
-      p[6],
-      p[7],
-      p[8],
-      p[9],
-      p[10],
-      p[11],
-      p[12],
-      p[13],
-      p[14],
-      p[15],
-      p[20],
-      p[16],
-      p[17],
-      p[18],
-      p[21],
-      p[22],
-      p[23],
-    ],
-  );
+  const i = db.get(CREATE_INSERT_INODE, [
+    d.share_id,
+    p[2],
+    p[3],
+    p[4],
+    p[5],
+    p[6],
+    p[7],
+    p[8],
+    p[9],
+    p[10],
+    p[11],
+    p[12],
+    p[13],
+    p[14],
+    p[15],
+    p[20],
+    p[16],
+    p[17],
+    p[18],
+    p[21],
+    p[22],
+    p[23],
+  ]);
   db.run(`INSERT INTO dirents (parent, name, cookie, child) VALUES (?1, ?2, ?3, ?4)`, [p[0], p[1], d.cookie, i!.id]);
   // As PostgreSQL's form: the inode (`made` 1), then the directory as changed (`made` 0), which
   // saves the caller a read of it.
-  return [
-    { ...i!, made: 1 },
-    { ...d, made: 0 },
-  ];
+  i!.made = 1;
+  d.made = 0;
+  return [i!, d];
 }
 
 function removeFile(db: SqliteRunner, p: readonly unknown[]) {
   const [dirId, name, sec, nsec] = p;
   // The entry's file, its directory's type and whether the file has streams or blocks: one
   // statement (each costs a call into SQLite and a row object; a REMOVE made eight of them).
-  const c = db.get(
-    `SELECT ${COLS_C}, (SELECT type FROM inodes WHERE id = ?1) AS parent_type,
-            EXISTS (SELECT 1 FROM streams WHERE file = c.id) AS has_streams,
-            EXISTS (SELECT 1 FROM blocks WHERE inode = c.id) AS has_blocks
-     FROM dirents d JOIN inodes c ON c.id = d.child
-     WHERE d.parent = ?1 AND d.name = ?2`,
-    [dirId, name],
-  );
+  const c = db.get(REMOVE_FIND, [dirId, name]);
   // Anything but a plain file in a directory: the store's transactional path gives the exact answer.
   if (c === undefined || c.parent_type !== DIR || c.id === dirId || num(c.type, 'type') === DIR) return [];
   db.run(`DELETE FROM dirents WHERE parent = ?1 AND name = ?2`, [dirId, name]);
   // The directory as changed: a second row (`removed` 2), which saves the caller a read of it.
-  const dir = db.get(`UPDATE inodes SET mtime_sec = ?2, mtime_nsec = ?3, ctime_sec = ?2, ctime_nsec = ?3 WHERE id = ?1 RETURNING ${COLS}`, [
-    dirId,
-    sec,
-    nsec,
-  ]);
+  const dir = db.get(REMOVE_TOUCH_DIR, [dirId, sec, nsec]);
   let streams: number[] = [];
   let blocks = 1;
   if (num(c.nlink, 'nlink') > 1) {
@@ -118,10 +114,13 @@ function removeFile(db: SqliteRunner, p: readonly unknown[]) {
       db.run(`DELETE FROM inodes WHERE id IN ${inJson(1)}`, [[c.id, ...streams]]);
     }
   }
-  return [
-    { ...c, removed: 1, streams, blocks },
-    { ...dir, removed: 2 },
-  ];
+  // Set on the rows SQLite made for this call (a spread copies every column again).
+  c.removed = 1;
+  c.streams = streams;
+  c.blocks = blocks;
+  if (dir === undefined) return [c];
+  dir.removed = 2;
+  return [c, dir];
 }
 
 function writeInodes(db: SqliteRunner, p: readonly unknown[]) {
@@ -143,11 +142,7 @@ function createStream(db: SqliteRunner, p: readonly unknown[]) {
   if (f === undefined) return [];
   const n = db.get(`SELECT count(*) AS n, max(name = ?2) AS taken FROM streams WHERE file = ?1`, [fileId, name]);
   if (num(n?.n ?? 0, 'n') >= num(maxStreams, 'max') || n?.taken === 1) return [];
-  const i = db.get(
-    `${INSERT_INODE} VALUES (?1, ${FileType.REG}, ?2, ?3, ?4, 0, 1, 0, 0, ?5, ?6, ?5, ?6, ?5, ?6, ?7, 0, NULL, NULL, ?5, ?6, ?8)
-     RETURNING ${COLS}`,
-    [f.share_id, mode, uid, gid, sec, nsec, generation, num(dosAttrs, 'dos_attrs') & DOS_ATTRS_STORED],
-  );
+  const i = db.get(STREAM_INSERT_INODE, [f.share_id, mode, uid, gid, sec, nsec, generation, num(dosAttrs, 'dos_attrs') & DOS_ATTRS_STORED]);
   db.run(`INSERT INTO streams (file, name, inode) VALUES (?1, ?2, ?3)`, [fileId, name, i!.id]);
   db.run(`UPDATE inodes SET ctime_sec = ?2, ctime_nsec = ?3 WHERE id = ?1`, [fileId, sec, nsec]);
   return [i!];
@@ -157,7 +152,7 @@ function removeStream(db: SqliteRunner, p: readonly unknown[]) {
   const [fileId, name, sec, nsec] = p;
   const s = db.get(`DELETE FROM streams WHERE file = ?1 AND name = ?2 RETURNING inode`, [fileId, name]);
   if (s === undefined) return [];
-  const rows = db.all(`DELETE FROM inodes WHERE id = ?1 RETURNING ${COLS}`, [s.inode]);
+  const rows = db.all(STREAM_DELETE_INODE, [s.inode]);
   db.run(`UPDATE inodes SET ctime_sec = ?2, ctime_nsec = ?3 WHERE id = ?1`, [fileId, sec, nsec]);
   return rows;
 }

@@ -189,6 +189,37 @@ describe('SQLite metadata engine', () => {
     }
   });
 
+  it('rows carry every column under its own name, whatever the name (a later one of the same name wins); parameters bind by number', async () => {
+    const d = SqliteDriver.open({ dir: place(), statements: {}, checkpointWorker: false });
+    try {
+      await d.query('CREATE TABLE t (a integer, b blob)');
+      await d.query('INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)', [1, Buffer.from('x'), 2, null]);
+      const odd = ['a"b', '}; throw 1; //', 'back\\slash', 'line\nbreak', '\u2028', '__proto__', 'constructor'];
+      const cols = odd.map((n, i) => `a + ${i} AS "${n.replaceAll('"', '""')}"`).join(', ');
+      const { rows } = await d.query(`SELECT ${cols}, b, a AS k, b AS k FROM t ORDER BY a`);
+      assert.equal(rows.length, 2);
+      odd.forEach((n, i) => {
+        assert.ok(Object.hasOwn(rows[0]!, n), `column ${JSON.stringify(n)}`);
+        assert.equal(rows[0]![n], 1 + i);
+        assert.equal(rows[1]![n], 2 + i);
+      });
+      assert.deepEqual(rows[0]!.b, Buffer.from('x'));
+      assert.equal(rows[1]!.b, null);
+      assert.deepEqual(rows[0]!.k, Buffer.from('x'), 'the second k');
+      assert.deepEqual(Object.keys(rows[0]!), [...odd, 'b', 'k']);
+      // RETURNING rows come the same way; a write without RETURNING gives none.
+      const ret = await d.query('UPDATE t SET a = a + 10 WHERE a = $1 RETURNING a, b', [2]);
+      assert.deepEqual(ret.rows, [{ a: 12, b: null }]);
+      assert.deepEqual((await d.query('DELETE FROM t WHERE a = $1', [12])).rows, []);
+      // Parameters: one used twice, one only after another, none taken from a literal or a comment.
+      const p = await d.query(`SELECT $2 AS x, 'a?1' AS "?1", $1 AS y /* ?3 it's */, $2 AS z -- ?4 it's`, [1, 'two']);
+      assert.deepEqual(p.rows, [{ x: 'two', '?1': 'a?1', y: 1, z: 'two' }]);
+      await assert.rejects(d.query('SELECT $1 AS a, $2 AS b', [1]), /\?2 not given/);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('one process per directory', async () => {
     const dir = place();
     const a = sqliteStore(dir);
