@@ -503,12 +503,7 @@ export class CachedMetadataStore implements MetadataStore {
       } finally {
         this.done(ticket, [id]);
       }
-      const e = this.inodes.get(id);
-      if (e) {
-        const now = this.pending.get(id);
-        e.inode = now ? withPending(stored, now) : stored;
-        e.at = Date.now();
-      }
+      this.written(id, stored);
     } catch (err) {
       if (err instanceof VfsError && (err.errno === 'STALE' || err.errno === 'NOENT')) {
         // The inode is gone (removed by another process): nothing left to update. Any other
@@ -522,6 +517,15 @@ export class CachedMetadataStore implements MetadataStore {
       this.opts.onFlushError?.(err, id);
       throw err;
     }
+  }
+
+  /** The entry of an inode whose pending changes were written: as stored, with any changes that came meanwhile. */
+  private written(id: number, stored: Inode): void {
+    const e = this.inodes.get(id);
+    if (!e) return;
+    const now = this.pending.get(id);
+    e.inode = now ? withPending(stored, now) : stored;
+    e.at = Date.now();
   }
 
   /** Keeps changes that could not be written for the next flush, merged with any that came meanwhile. */
@@ -563,12 +567,7 @@ export class CachedMetadataStore implements MetadataStore {
           this.inodes.delete(id);
           continue;
         }
-        const e = this.inodes.get(id);
-        if (e) {
-          const now = this.pending.get(id);
-          e.inode = now ? withPending(inode, now) : inode;
-          e.at = Date.now();
-        }
+        this.written(id, inode);
       }
     } catch (err) {
       for (const [id, p] of taken) this.keepPending(id, p);
