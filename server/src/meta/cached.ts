@@ -289,10 +289,15 @@ export class CachedMetadataStore implements MetadataStore {
     return this.pending.has(id) || this.flushing.has(id);
   }
 
-  private remember(i: Inode, epoch: number): Inode {
+  /**
+   * Caches what a read returned, unless a change overlapped the read: `epoch` (fillEpoch() when it
+   * started) moves when a change starts, `ended` (endEpoch then) when a remove, rename or putMeta
+   * ends; a pooled store may have read the row before such a change committed and answer after it.
+   */
+  private remember(i: Inode, epoch: number, ended = this.endEpoch): Inode {
     const p = this.pending.get(i.id);
     const inode = p ? withPending(i, p) : i;
-    if (epoch !== this.epoch || this.isUncertain(i.id)) {
+    if (epoch !== this.epoch || ended !== this.endEpoch || this.isUncertain(i.id)) {
       // A change overlapped this read: neither what it read nor what was cached before may answer.
       // (A dirty entry is read again from the store, with this server's pending changes laid over.)
       this.inodes.delete(i.id);
@@ -335,12 +340,13 @@ export class CachedMetadataStore implements MetadataStore {
     const e = this.inodes.get(id);
     if (e && trusted && (this.isDirty(id) || Date.now() - e.at < this.ttlMs)) return e.inode;
     const epoch = this.fillEpoch();
+    const ended = this.endEpoch;
     const i = await this.inner.getInode(id);
     if (!i) {
       this.forget(id);
       return null;
     }
-    return this.remember(i, epoch);
+    return this.remember(i, epoch, ended);
   }
 
   async ensureRoot(shareId: number, init: NewInode): Promise<Inode> {
@@ -358,7 +364,7 @@ export class CachedMetadataStore implements MetadataStore {
     const ended = this.endEpoch;
     const i = await this.inner.lookup(dirId, name);
     if (!i) return null;
-    const inode = this.remember(i, epoch);
+    const inode = this.remember(i, epoch, ended);
     if (epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(dirId)) this.rememberName(dirId, key, i.id);
     return inode;
   }
@@ -419,7 +425,15 @@ export class CachedMetadataStore implements MetadataStore {
     const serving = this.inner.whenServing?.();
     if (serving !== undefined) await serving;
     const e = this.inodes.get(id);
-    if (!guardCtime && isWriteBehind(changes) && e && !this.closed) {
+    // Written behind while fewer than MAX_PENDING inodes wait (or this one already does); past
+    // that, written through: the flush started at the cap may be failing (the database down).
+    if (
+      !guardCtime &&
+      isWriteBehind(changes) &&
+      e &&
+      !this.closed &&
+      (this.pending.size + this.flushing.size < MAX_PENDING || this.pending.has(id))
+    ) {
       const p = this.pending.get(id);
       const merged: PendingAttrs = {
         growTo: Math.max(p?.growTo ?? 0, changes.growTo ?? 0),
@@ -430,6 +444,7 @@ export class CachedMetadataStore implements MetadataStore {
       const inode = withPending(e.inode, merged);
       e.inode = inode;
       if (this.pending.size >= MAX_PENDING && !this.forcedFlush) {
+        // Full: written now, in batches, rather than when the timer fires.
         this.forcedFlush = true;
         this.flushAll()
           .catch(() => undefined)
@@ -588,6 +603,9 @@ export class CachedMetadataStore implements MetadataStore {
         for (const id of batch) this.flushing.set(id, p);
         try {
           await p;
+        } catch {
+          // Kept pending (writeMany): the pass below tries each of them on its own, as it does
+          // everything else (one failed batch, e.g. a database failover, must not skip the rest).
         } finally {
           for (const id of batch) if (this.flushing.get(id) === p) this.flushing.delete(id);
         }
@@ -744,8 +762,9 @@ export class CachedMetadataStore implements MetadataStore {
 
   async lookupStream(fileId: number, name: Buffer): Promise<Inode | null> {
     const epoch = this.fillEpoch();
+    const ended = this.endEpoch;
     const i = await this.inner.lookupStream(fileId, name);
-    return i ? this.remember(i, epoch) : null;
+    return i ? this.remember(i, epoch, ended) : null;
   }
 
   async createStream(fileId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
@@ -794,7 +813,10 @@ export class CachedMetadataStore implements MetadataStore {
     const epoch = this.fillEpoch();
     const ended = this.endEpoch;
     const records = await this.inner.getMeta(inodeId, kind);
-    if (records.length === 0 && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId)) {
+    // One server only: with several, a server of an earlier release stores a DACL without
+    // announcing it (putMeta without a ctime change was not announced before), and an absence
+    // trusted for good would leave that DACL unenforced here.
+    if (records.length === 0 && !this.coherence && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId)) {
       const n = this.noMeta.get(inodeId);
       if (n && Date.now() - n.at < this.ttlMs) n.kinds |= bit;
       else {
@@ -892,6 +914,9 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async putBlock(inodeId: number, ref: BlockRef, cas?: BlockSwitch): Promise<BlockRef | null> {
+    // The file's written-behind size goes to the store before its block: the WAL segment that held
+    // the data retires once the block row is in, and replay could then no longer restore the size.
+    if (this.isDirty(inodeId)) await this.flushPending(inodeId);
     const ticket = await this.announce([inodeId], true);
     this.touchBlocks(inodeId);
     try {

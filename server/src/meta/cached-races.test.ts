@@ -1,0 +1,175 @@
+// The caching layer under races and failures: reads that overlap a change, another server's
+// changes, a server of an earlier release, a store that fails while sizes wait to be written.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { FileType, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
+import { VfsError } from '../vfs/errors.js';
+import { CachedMetadataStore } from './cached.js';
+import { MemoryMetadataStore } from './memory.js';
+import { InodeMetaKind } from './store.js';
+
+const SHARE = 7;
+const T = (sec: number): Timespec => ({ sec, nsec: 0 });
+const file = (): NewInode => ({
+  type: FileType.REG,
+  mode: 0o644,
+  uid: 1,
+  gid: 1,
+  rdevMajor: 0,
+  rdevMinor: 0,
+  target: null,
+  createVerifier: null,
+  size: 0,
+});
+const dirInit = (): NewInode => ({ ...file(), type: FileType.DIR, mode: 0o755 });
+const link = { sync: async () => true, announce: async () => 1, done: () => undefined };
+
+async function setup(coherent: boolean): Promise<{ inner: MemoryMetadataStore; cached: CachedMetadataStore; root: Inode; f: Inode }> {
+  const inner = new MemoryMetadataStore();
+  const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000 });
+  await cached.open();
+  if (coherent) cached.attachCoherence(link, () => undefined);
+  const root = await cached.ensureRoot(SHARE, dirInit());
+  const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+  await cached.getInode(f.id);
+  return { inner, cached, root, f };
+}
+
+describe('CachedMetadataStore: races and failures', () => {
+  it('several servers: a DACL stored by a server of an earlier release (not announced) is seen, never hidden by a cached absence', async () => {
+    const { inner, cached, f } = await setup(true);
+    assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
+    // The old pod: SMB SET_INFO security -> storeDacl -> putMeta(..., no now) -> no announce on main.
+    await inner.putMeta(f.id, InodeMetaKind.SECURITY, [{ name: Buffer.alloc(0), value: Buffer.from('deny-everyone') }], {
+      count: 1,
+      bytes: 1024,
+    });
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal((await cached.getMeta(f.id, InodeMetaKind.SECURITY)).length, 1, 'stored DACL not seen: access checked without it');
+    await cached.close();
+  });
+
+  it('several servers: a lookup that read before a remove committed does not cache the removed file (GETATTR says STALE)', async () => {
+    const { inner, cached, root, f } = await setup(true);
+    const innerLookup = inner.lookup.bind(inner);
+    const innerRemove = inner.remove.bind(inner);
+    let letRemove!: () => void;
+    const removeGate = new Promise<void>((r) => (letRemove = r));
+    let letLookup!: () => void;
+    const lookupGate = new Promise<void>((r) => (letLookup = r));
+    let inRemove = false;
+    inner.remove = async (...a) => {
+      inRemove = true;
+      await removeGate;
+      return innerRemove(...a);
+    };
+    const removed = cached.remove(root.id, Buffer.from('f'), false, T(5));
+    for (let i = 0; i < 100 && !inRemove; i++) await new Promise((r) => setImmediate(r));
+    assert.ok(inRemove);
+    inner.lookup = async (d, n) => {
+      const i = await innerLookup(d, n); // a pooled connection: read before the remove commits
+      await lookupGate;
+      return i;
+    };
+    const late = cached.lookup(root.id, Buffer.from('f'));
+    await new Promise((r) => setImmediate(r));
+    letRemove();
+    await removed;
+    letLookup();
+    await late;
+    assert.equal(await inner.getInode(f.id), null, 'removed in the store');
+    assert.equal(await cached.getInode(f.id), null, 'GETATTR/WRITE on the removed file must be STALE, not answered from memory');
+    await cached.close();
+  });
+
+  it('another server moved a name away: the moved inode read again by its handle does not revive the old name', async () => {
+    const { inner, cached, root, f } = await setup(true);
+    const e = await cached.create(root.id, Buffer.from('e'), dirInit(), T(1));
+    assert.equal((await cached.lookup(root.id, Buffer.from('f')))!.id, f.id);
+    await inner.rename(root.id, Buffer.from('f'), e.id, Buffer.from('g'), T(2));
+    cached.invalidateRemote([root.id, e.id, f.id], false);
+    await cached.getInode(f.id); // GETATTR by handle
+    assert.equal(await cached.lookup(root.id, Buffer.from('f')), null);
+    await cached.close();
+  });
+
+  it("a rename to another directory drops the source directory's cached name", async () => {
+    const { cached, root, f } = await setup(false);
+    const e = await cached.create(root.id, Buffer.from('e'), dirInit(), T(1));
+    await cached.lookup(root.id, Buffer.from('f'));
+    await cached.rename(root.id, Buffer.from('f'), e.id, Buffer.from('g'), T(2));
+    await cached.getInode(f.id);
+    assert.equal(await cached.lookup(root.id, Buffer.from('f')), null);
+    await cached.close();
+  });
+
+  it('a getMeta that read before a putMeta committed does not cache the absence: the stored DACL is enforced', async () => {
+    const { inner, cached, f } = await setup(false);
+    const innerGet = inner.getMeta.bind(inner);
+    const innerPut = inner.putMeta.bind(inner);
+    let letPut!: () => void;
+    const putGate = new Promise<void>((r) => (letPut = r));
+    let letGet!: () => void;
+    const getGate = new Promise<void>((r) => (letGet = r));
+    let inPut = false;
+    inner.putMeta = async (...a) => {
+      inPut = true;
+      await putGate;
+      return innerPut(...a);
+    };
+    inner.getMeta = async (id, k) => {
+      const r = await innerGet(id, k);
+      await getGate;
+      return r;
+    };
+    const put = cached.putMeta(f.id, InodeMetaKind.SECURITY, [{ name: Buffer.alloc(0), value: Buffer.from('sd') }], {
+      count: 1,
+      bytes: 1024,
+    });
+    for (let i = 0; i < 100 && !inPut; i++) await new Promise((r) => setImmediate(r));
+    const late = cached.getMeta(f.id, InodeMetaKind.SECURITY);
+    await new Promise((r) => setImmediate(r));
+    letPut();
+    await put;
+    letGet();
+    assert.deepEqual(await late, []);
+    inner.getMeta = innerGet;
+    assert.equal((await cached.getMeta(f.id, InodeMetaKind.SECURITY)).length, 1, 'stored DACL must be enforced');
+    await cached.close();
+  });
+
+  it('with the store failing, at most MAX_PENDING inodes wait with written-behind changes (memory stays bounded)', async () => {
+    const { inner, cached, root } = await setup(false);
+    const ids: number[] = [];
+    for (let k = 0; k < 6000; k++) {
+      const g = await cached.create(root.id, Buffer.from(`p${k}`), file(), T(2));
+      await cached.getInode(g.id);
+      ids.push(g.id);
+    }
+    inner.setAttrMany = () => Promise.reject(new VfsError('JUKEBOX', 'database unreachable'));
+    inner.setAttr = () => Promise.reject(new VfsError('JUKEBOX', 'database unreachable'));
+    let refused = 0;
+    for (const id of ids) await cached.setAttr(id, { growTo: 10, mtime: T(3), ctime: T(3) }).catch(() => refused++);
+    const pending = (cached as unknown as { pending: Map<number, unknown> }).pending.size;
+    assert.ok(pending <= 4096, `pending ${pending} > 4096`);
+    assert.ok(refused >= 6000 - 4096, `${refused} changes past the cap refused (written through to a failing store)`);
+  });
+  it('a batch that fails at close does not skip the others: every size is written', async () => {
+    const { inner, cached, root } = await setup(false);
+    const ids: number[] = [];
+    for (let k = 0; k < 600; k++) {
+      const g = await cached.create(root.id, Buffer.from(`q${k}`), file(), T(2));
+      await cached.getInode(g.id);
+      ids.push(g.id);
+    }
+    for (const id of ids) await cached.setAttr(id, { growTo: 10, mtime: T(3), ctime: T(3) });
+    const many = inner.setAttrMany.bind(inner);
+    let calls = 0;
+    inner.setAttrMany = (l) => (++calls === 1 ? Promise.reject(new VfsError('JUKEBOX', 'failover blip')) : many(l));
+    await cached.close();
+    let written = 0;
+    for (const id of ids) if ((await inner.getInode(id))!.size === 10) written++;
+    assert.equal(calls, 3, 'every batch tried');
+    assert.equal(written, 600, `sizes written at close: ${written} of 600`);
+  });
+});
