@@ -481,18 +481,24 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
-  it('one server: that an inode has no records is remembered until a putMeta changes it', async () => {
-    const { cached, inner, f } = await setup();
-    let reads = 0;
+  /** Counts the getMeta calls that reach the store. */
+  function countMetaReads(inner: MemoryMetadataStore): { reads: number } {
+    const counter = { reads: 0 };
     const innerGet = inner.getMeta.bind(inner);
     inner.getMeta = (id, kind) => {
-      reads++;
+      counter.reads++;
       return innerGet(id, kind);
     };
+    return counter;
+  }
+
+  it('one server: that an inode has no records is remembered until a putMeta changes it', async () => {
+    const { cached, inner, f } = await setup();
+    const counter = countMetaReads(inner);
     const sd = { name: Buffer.alloc(0), value: Buffer.from('sd') };
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
-    assert.equal(reads, 1, 'the absence is answered from memory');
+    assert.equal(counter.reads, 1, 'the absence is answered from memory');
     await cached.putMeta(f.id, InodeMetaKind.SECURITY, [sd], { count: 4, bytes: 1024 });
     assert.equal((await cached.getMeta(f.id, InodeMetaKind.SECURITY)).length, 1);
     await cached.close();
@@ -505,17 +511,12 @@ describe('CachedMetadataStore', () => {
       { sync: async () => true, announce: async () => 1, done: (_t, ids) => void published.push(ids === null ? '*' : ids.join(',')) },
       () => undefined,
     );
-    let reads = 0;
-    const innerGet = inner.getMeta.bind(inner);
-    inner.getMeta = (id, kind) => {
-      reads++;
-      return innerGet(id, kind);
-    };
+    const counter = countMetaReads(inner);
     const sd = { name: Buffer.alloc(0), value: Buffer.from('sd') };
     const limits = { count: 4, bytes: 1024 };
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
-    assert.equal(reads, 2, 'each asks the store (a server of an earlier release does not announce a stored DACL)');
+    assert.equal(counter.reads, 2, 'each asks the store (a server of an earlier release does not announce a stored DACL)');
     // A putMeta without a ctime change (a stored DACL) is published too.
     await cached.putMeta(f.id, InodeMetaKind.SECURITY, [sd], limits);
     assert.deepEqual(published, [String(f.id)]);
