@@ -16,9 +16,8 @@ import {
   validateBackup,
   type ControlBackup,
 } from './backup.js';
-import { postgresForTests, type PostgresInstance } from '../../../test/helpers/postgres.js';
-import { PgDriver } from '../meta/sql/pg.js';
-import { openControlStore, type ControlStore } from './store.js';
+import { postgresControlStore } from '../../../test/helpers/control-store.js';
+import type { ControlStore } from './store.js';
 import { openTestControlStore } from './testing.js';
 import { SHARE_SETTINGS_DEFAULTS } from './types.js';
 
@@ -290,21 +289,4 @@ roundTripSuite('embedded (SQLite)', async () => {
   return { store, teardown: () => store.close() };
 });
 
-let pg: PostgresInstance | undefined;
-const SCHEMA = `dfs_backup_test_${process.pid}`;
-roundTripSuite('postgres', async () => {
-  pg = await postgresForTests();
-  const store = await openControlStore({ type: 'postgres', url: pg.url, schema: SCHEMA });
-  return {
-    store,
-    async teardown() {
-      await store.close();
-      if (pg?.external) {
-        const d = await PgDriver.open({ url: pg.url });
-        await d.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
-        await d.close();
-      }
-      await pg?.stop();
-    },
-  };
-});
+roundTripSuite('postgres', () => postgresControlStore(`dfs_backup_test_${process.pid}`));

@@ -4,9 +4,8 @@
 // good, and the first-start admin.
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { postgresForTests, type PostgresInstance } from '../../../test/helpers/postgres.js';
+import { postgresControlStore } from '../../../test/helpers/control-store.js';
 import { migrate } from '../meta/sql/migrations.js';
-import { PgDriver } from '../meta/sql/pg.js';
 import { MIN_JWT_SECRET_LENGTH, ensureAdmin, ensureJwtSecret, verifyPassword } from './auth.js';
 import { CONTROL_ERROR, ControlError, type ControlErrorCode } from './errors.js';
 import { migrateControl } from './migrations.js';
@@ -459,24 +458,7 @@ storeSuite('embedded (memory)', async () => {
   return { store, teardown: () => store.close() };
 });
 
-let pg: PostgresInstance | undefined;
-const SCHEMA = `dfs_control_test_${process.pid}`;
-storeSuite('postgres', async () => {
-  pg = await postgresForTests();
-  const store = await openControlStore({ type: 'postgres', url: pg.url, schema: SCHEMA });
-  return {
-    store,
-    async teardown() {
-      await store.close();
-      if (pg?.external) {
-        const d = await PgDriver.open({ url: pg.url });
-        await d.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
-        await d.close();
-      }
-      await pg?.stop();
-    },
-  };
-});
+storeSuite('postgres', () => postgresControlStore(`dfs_control_test_${process.pid}`));
 
 describe('openControlStore', () => {
   it('refuses a missing path or url', async () => {
