@@ -251,17 +251,15 @@ export class FilesystemBlockStore implements BlockStore {
    * wait for the same promise: none may count on a directory whose entry is not synced yet.
    */
   private ensureDir(dir: string): Promise<void> {
-    let p = this.making.get(dir);
-    if (p === undefined) {
-      const made = this.makeDir(dir);
-      p = made;
-      this.making.set(dir, made);
-      const clear = (): void => {
-        if (this.making.get(dir) === made) this.making.delete(dir);
-      };
-      made.then(clear, clear);
-    }
-    return p;
+    const making = this.making.get(dir);
+    if (making !== undefined) return making;
+    const made = this.makeDir(dir);
+    this.making.set(dir, made);
+    const clear = (): void => {
+      if (this.making.get(dir) === made) this.making.delete(dir);
+    };
+    made.then(clear, clear);
+    return made;
   }
 
   private async makeDir(dir: string): Promise<void> {

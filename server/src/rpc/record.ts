@@ -308,17 +308,22 @@ export class RecordReader {
   }
 }
 
-/** The 4-byte record mark for a single-fragment record of `len` bytes. */
+/** Writes the mark of a single-fragment record of `len` bytes at the start of `b`. */
+function writeMark(b: Buffer, len: number): void {
+  b.writeUInt32BE((LAST_FRAGMENT | len) >>> 0, 0);
+}
+
 /** A one-buffer record behind its record mark, copied into one buffer (one write for a small reply). */
 export function markedRecord(body: Buffer): Buffer {
   const b = Buffer.allocUnsafe(4 + body.length);
-  b.writeUInt32BE((LAST_FRAGMENT | body.length) >>> 0, 0);
+  writeMark(b, body.length);
   body.copy(b, 4);
   return b;
 }
 
+/** The 4-byte record mark for a single-fragment record of `len` bytes. */
 export function recordMark(len: number): Buffer {
   const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE((LAST_FRAGMENT | len) >>> 0, 0);
+  writeMark(b, len);
   return b;
 }
