@@ -6,6 +6,8 @@ import { after, describe, it } from 'node:test';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 import { BlockCache } from './cache.js';
+import { volumeTakesDirect } from '../testing/direct-io.js';
+import { BufferPool } from '../wire/buffer-pool.js';
 import { DiskBlockCache } from './disk-cache.js';
 import { MemoryBlockStore } from './memory.js';
 import { BlockService } from './service.js';
@@ -80,6 +82,65 @@ describe('disk read cache', () => {
     assert.equal(again.has('s', 'bad'), false);
     assert.equal(await again.readInto('s', 'good', 100, target, 0, 1000), 1000);
     assert.deepEqual(target.subarray(0, 1000), data.subarray(100, 1100));
+  });
+
+  it('writes whole pool blocks with O_DIRECT (a 4 KiB header), anything else with a 16-byte one; both read back, also after a restart', async (t) => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 4 << 20);
+    const pool = new BufferPool(64 * 1024, 2, true);
+    const whole = pool.take(64 * 1024);
+    bytes(whole.length, 9).copy(whole);
+    const tail = bytes(5000, 10); // a file's last, partial block
+    await c.put('s3', 'share/1/0-1-aa', whole);
+    await c.put('s3', 'share/1/1-1-bb', tail);
+    whole.fill(0); // the caller reuses its buffer once put resolves
+    const direct = await volumeTakesDirect(dir);
+    if (direct) assert.deepEqual([c.directPuts, c.bufferedPuts], [1, 1]);
+    const sizes = Object.fromEntries(entryFiles(dir).map((f) => [f.slice(-2), readFileSync(path.join(dir, f)).length]));
+    assert.deepEqual(sizes, { aa: (direct ? 4096 : 16) + 64 * 1024, bb: 16 + 5000 });
+    assert.equal(c.size, (sizes.aa ?? 0) + (sizes.bb ?? 0));
+    const target = Buffer.alloc(4000);
+    for (const cache of [c, await DiskBlockCache.open(dir, 4 << 20)]) {
+      assert.deepEqual(await cache.get('s3', 'share/1/0-1-aa'), bytes(64 * 1024, 9));
+      assert.deepEqual(await cache.get('s3', 'share/1/1-1-bb'), tail);
+      assert.equal(await cache.readInto('s3', 'share/1/0-1-aa', 64 * 1024 - 1000, target, 0, 4000), 1000);
+      assert.deepEqual(target.subarray(0, 1000), bytes(64 * 1024, 9).subarray(64 * 1024 - 1000));
+      assert.equal(await cache.readInto('s3', 'share/1/1-1-bb', 10, target, 0, 100), 100);
+      assert.deepEqual(target.subarray(0, 100), tail.subarray(10, 110));
+    }
+    assert.deepEqual(readdirSync(path.join(dir, '.tmp')), [], 'no temporary file left behind');
+    if (!direct) t.skip(`${dir} does not take O_DIRECT: only the buffered path ran`);
+  });
+
+  it('writes one entry when the same object is put twice at once (an upload and a read), whatever its header', async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 4 << 20);
+    const pool = new BufferPool(64 * 1024, 2, true);
+    const whole = pool.take(64 * 1024);
+    bytes(whole.length, 12).copy(whole);
+    const fetched = Buffer.from(whole); // the same object from the store: not aligned
+    await Promise.all([c.put('s3', 'k', whole), c.put('s3', 'k', fetched, false)]);
+    assert.equal(entryFiles(dir).length, 1);
+    assert.equal(c.size, readFileSync(path.join(dir, entryFiles(dir)[0]!)).length);
+    const target = Buffer.alloc(1000);
+    assert.equal(await c.readInto('s3', 'k', 5000, target, 0, 1000), 1000);
+    assert.deepEqual(target, bytes(64 * 1024, 12).subarray(5000, 6000));
+  });
+
+  it('drops an O_DIRECT entry whose data does not match its header', async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 4 << 20);
+    const pool = new BufferPool(64 * 1024, 2, true);
+    const whole = pool.take(64 * 1024);
+    bytes(whole.length, 11).copy(whole);
+    await c.put('s3', 'k', whole);
+    const [f] = entryFiles(dir);
+    const b = readFileSync(path.join(dir, f!));
+    b[b.length - 1] = b[b.length - 1]! ^ 0xff;
+    writeFileSync(path.join(dir, f!), b);
+    const again = await DiskBlockCache.open(dir, 4 << 20);
+    assert.equal(await again.get('s3', 'k'), null);
+    assert.equal(again.has('s3', 'k'), false);
   });
 
   it('evicts the least recently used entries beyond its size', async () => {

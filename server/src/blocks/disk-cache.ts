@@ -3,8 +3,10 @@
 // Block keys are immutable, so an entry never goes stale; entries only age out, least recently
 // used first, once the cache holds more than its size limit.
 //
-// One file per object: a 16-byte header (magic "DFRC", u32 data length, u32 CRC32C of the data,
-// u32 reserved) and the data. Files are written under a temporary name and renamed, without fsync:
+// One file per object: a header (magic, u32 data length, u32 CRC32C of the data, zeros) and the
+// data. The header is 16 bytes (magic "DFRC"), or 4,096 (magic "DFRD") for an entry written with
+// O_DIRECT (a whole block from the block buffer pool: header and data then stay aligned; see
+// direct-io.ts for why). Files are written under a temporary name and renamed, without fsync:
 // a cache may lose entries in a crash, but a torn or corrupt file fails its length or CRC check and
 // is dropped, never served. The index is rebuilt from the directory at start (oldest first).
 import { crc32c } from '@node-rs/crc32';
@@ -12,19 +14,38 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { BufferPool } from '../wire/buffer-pool.js';
+import { directLengths, O_DIRECT, writeDirect } from './direct-io.js';
 
 const MAGIC = 0x43524644; // "DFRC" little-endian
 const HEADER = 16;
+const MAGIC_DIRECT = 0x44524644; // "DFRD" little-endian
+const DIRECT_HEADER = 4096;
+
+/** The header's length of an entry starting with `magic`, or 0 when it is no entry's. */
+const headerOf = (magic: number): number => (magic === MAGIC ? HEADER : magic === MAGIC_DIRECT ? DIRECT_HEADER : 0);
 const TMP_DIR = '.tmp';
 
 export class DiskBlockCache {
   /** File name -> size on disk, least recently used first. */
   private readonly entries = new Map<string, number>();
   /**
-   * Entries whose CRC has been checked (or that this process wrote): ranges of these are read in
-   * place; any other is read whole and checked first.
+   * Entries whose CRC has been checked (or that this process wrote), with their header's length:
+   * ranges of these are read in place; any other is read whole and checked first.
    */
-  private readonly verified = new Set<string>();
+  private readonly verified = new Map<string, number>();
+  /**
+   * Entries being written: a second put of the same object meanwhile (an upload's copy and a read's
+   * fetch) is skipped, as the two may differ in header (one with O_DIRECT, one without).
+   */
+  private readonly putting = new Set<string>();
+  /** Page-aligned headers of entries written with O_DIRECT. */
+  private readonly headers = new BufferPool(64 * 1024, 4, true);
+  /** False once the volume refused O_DIRECT (tmpfs). */
+  private direct = O_DIRECT !== 0;
+  /** Entries written with O_DIRECT / through the page cache (tests). */
+  directPuts = 0;
+  bufferedPuts = 0;
   private bytes = 0;
   hits = 0;
   misses = 0;
@@ -85,11 +106,14 @@ export class DiskBlockCache {
       try {
         const buf = Buffer.allocUnsafe(size);
         const { bytesRead } = await fh.read(buf, 0, size, 0);
-        if (bytesRead === size && size >= HEADER && buf.readUInt32LE(0) === MAGIC) {
+        const hdr = size >= HEADER ? headerOf(buf.readUInt32LE(0)) : 0;
+        if (bytesRead === size && hdr > 0 && size >= hdr) {
           const len = buf.readUInt32LE(4);
-          const body = buf.subarray(HEADER);
+          const body = buf.subarray(hdr);
           if (len === body.length && crc32c(body) === buf.readUInt32LE(8)) data = body;
-          if (data !== null) this.verified.add(name);
+          // Only for the file the index describes (an entry dropped and written again meanwhile
+          // may have the other header).
+          if (data !== null && this.entries.get(name) === size) this.verified.set(name, hdr);
         }
         corrupt = data === null;
       } finally {
@@ -126,7 +150,8 @@ export class DiskBlockCache {
       this.misses++;
       return null;
     }
-    if (!this.verified.has(name)) {
+    const hdr = this.verified.get(name);
+    if (hdr === undefined) {
       const data = await this.get(namespace, key);
       if (data === null) return null;
       const n = Math.max(0, Math.min(length, data.length - offset));
@@ -135,13 +160,13 @@ export class DiskBlockCache {
     }
     this.entries.delete(name);
     this.entries.set(name, size);
-    const want = Math.max(0, Math.min(length, size - HEADER - offset));
+    const want = Math.max(0, Math.min(length, size - hdr - offset));
     try {
       const fh = await open(this.fileOf(name), 'r');
       try {
         let got = 0;
         while (got < want) {
-          const { bytesRead } = await fh.read(target, targetStart + got, want - got, HEADER + offset + got);
+          const { bytesRead } = await fh.read(target, targetStart + got, want - got, hdr + offset + got);
           if (bytesRead === 0) break;
           got += bytesRead;
         }
@@ -171,34 +196,60 @@ export class DiskBlockCache {
    * read, and the cache would serve nothing.
    */
   async put(namespace: string, key: string, data: Buffer, evict = true): Promise<void> {
-    const size = HEADER + data.length;
-    if (size > this.maxBytes || (!evict && this.bytes + size > this.maxBytes)) return;
+    if (HEADER + data.length > this.maxBytes || (!evict && this.bytes + HEADER + data.length > this.maxBytes)) return;
     const name = entryName(namespace, key);
-    if (this.entries.has(name)) return;
-    const header = Buffer.alloc(HEADER);
-    header.writeUInt32LE(MAGIC, 0);
-    header.writeUInt32LE(data.length, 4);
-    header.writeUInt32LE(crc32c(data), 8);
-    const tmp = path.join(this.dir, TMP_DIR, randomBytes(8).toString('hex'));
+    if (this.entries.has(name) || this.putting.has(name)) return;
+    this.putting.add(name);
     try {
-      const fh = await open(tmp, 'w', 0o600);
-      try {
-        await fh.writev([header, data]);
-      } finally {
-        await fh.close();
+      await this.write(name, data);
+    } finally {
+      this.putting.delete(name);
+    }
+    await this.evict();
+  }
+
+  /** Writes the entry `name` and indexes it; failures are logged and leave no entry. */
+  private async write(name: string, data: Buffer): Promise<void> {
+    const crc = crc32c(data);
+    const tmp = path.join(this.dir, TMP_DIR, randomBytes(8).toString('hex'));
+    let hdr = 0;
+    try {
+      if (this.direct && directLengths([data])) {
+        const header = this.headers.take(DIRECT_HEADER).fill(0);
+        writeHeader(header, MAGIC_DIRECT, data.length, crc);
+        try {
+          const how = await writeDirect(tmp, [header, data], false);
+          if (how === 'refused') this.direct = false;
+          if (how === 'written') hdr = DIRECT_HEADER;
+        } finally {
+          this.headers.give(header);
+        }
+      }
+      if (hdr === 0) {
+        const header = writeHeader(Buffer.alloc(HEADER), MAGIC, data.length, crc);
+        const fh = await open(tmp, 'w', 0o600);
+        try {
+          await fh.writev([header, data]);
+        } finally {
+          await fh.close();
+        }
+        hdr = HEADER;
+        this.bufferedPuts++;
+      } else {
+        this.directPuts++;
       }
       await rename(tmp, this.fileOf(name));
     } catch (err) {
-      this.log?.warn({ err, key, namespace }, 'could not write a read cache entry');
+      this.log?.warn({ err, entry: name }, 'could not write a read cache entry');
       await rm(tmp, { force: true });
       return;
     }
+    const size = hdr + data.length;
     const prev = this.entries.get(name);
     if (prev !== undefined) this.bytes -= prev;
     this.entries.set(name, size);
-    this.verified.add(name);
+    this.verified.set(name, hdr);
     this.bytes += size;
-    await this.evict();
   }
 
   /** Forgets an object (deleted from its store). */
@@ -227,6 +278,13 @@ export class DiskBlockCache {
       await unlink(this.fileOf(name)).catch(() => undefined);
     }
   }
+}
+
+function writeHeader(h: Buffer, magic: number, length: number, crc: number): Buffer {
+  h.writeUInt32LE(magic, 0);
+  h.writeUInt32LE(length, 4);
+  h.writeUInt32LE(crc, 8);
+  return h;
 }
 
 /** A file name for `key` of store `namespace`: reversible, no separators. */

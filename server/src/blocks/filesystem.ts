@@ -27,6 +27,7 @@ import {
 } from 'node:fs/promises';
 import path from 'node:path';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
+import { directLengths, O_DIRECT, writeDirect } from './direct-io.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 /** The marker file that says a directory is a DittoFS filesystem block store. */
@@ -80,10 +81,6 @@ async function readFully(fh: FileHandle, offset: number, target: Buffer, targetS
   }
   return got;
 }
-
-/** O_DIRECT needs the buffer's address, the length and the offset aligned to the device's blocks. */
-const DIRECT_ALIGN = 4096;
-const O_DIRECT = (fsc as { O_DIRECT?: number }).O_DIRECT ?? 0;
 
 /** Directories put() remembers as made (see knownDirs). */
 const KNOWN_DIRS_MAX = 4096;
@@ -220,7 +217,7 @@ export class FilesystemBlockStore implements BlockStore {
     const dir = path.dirname(dest);
     if (!this.knownDirs.has(dir)) await this.ensureDir(dir);
     const tmp = path.join(this.root, TMP_DIR, randomBytes(8).toString('hex'));
-    if (!(this.direct && data.length > 0 && data.length % DIRECT_ALIGN === 0 && (await this.writeDirect(tmp, data)))) {
+    if (!(this.direct && directLengths([data]) && (await this.putDirect(tmp, data)))) {
       await this.writeBuffered(tmp, data);
       this.bufferedPuts++;
     }
@@ -306,38 +303,17 @@ export class FilesystemBlockStore implements BlockStore {
   }
 
   /**
-   * Writes a whole-block object with O_DIRECT: straight from the caller's buffer to the device,
-   * with no copy into the page cache. Copying into fresh page-cache pages was 42% of the server's
-   * CPU during an SMB put (and as much of an NFS write), and the block is not read back soon: the
-   * WAL and the read cache serve what was just written. Measured again when reads moved to the page
-   * cache (512 MiB over NFS, same run): through the page cache a write cost 13 s of server CPU per
-   * GiB against 1.7, at 78-93 against 400-553 MiB/s. False, having left nothing to clean up but
-   * `tmp`, when the volume (tmpfs) or the buffer's alignment refuses it: write it buffered then.
+   * Writes a whole-block object with O_DIRECT (direct-io.ts): copying into fresh page-cache pages
+   * was 42% of the server's CPU during an SMB put (and as much of an NFS write), and the block is
+   * not read back soon: the WAL and the read cache serve what was just written. Measured again when
+   * reads moved to the page cache (512 MiB over NFS, same run): through the page cache a write cost
+   * 13 s of server CPU per GiB against 1.7, at 78-93 against 400-553 MiB/s. False, having left
+   * nothing to clean up but `tmp`, when the volume (tmpfs) or the buffer's alignment refuses it.
    */
-  private async writeDirect(tmp: string, data: Buffer): Promise<boolean> {
-    let fh: FileHandle;
-    try {
-      fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | O_DIRECT, 0o600);
-    } catch (e) {
-      if (errno(e) !== 'EINVAL') throw e;
-      this.direct = false; // the volume cannot: never asked again
-      return false;
-    }
-    try {
-      let off = 0;
-      while (off < data.length) {
-        const { bytesWritten } = await fh.write(data, off, data.length - off, off);
-        if (bytesWritten <= 0) throw new Error('block object write made no progress');
-        off += bytesWritten;
-      }
-      if (this.fsync) await fh.datasync();
-    } catch (e) {
-      // An unaligned buffer (not from the block buffer pool): this object goes through the page cache.
-      if (errno(e) === 'EINVAL') return false;
-      throw e;
-    } finally {
-      await fh.close();
-    }
+  private async putDirect(tmp: string, data: Buffer): Promise<boolean> {
+    const how = await writeDirect(tmp, [data], this.fsync);
+    if (how === 'refused') this.direct = false; // the volume cannot: never asked again
+    if (how !== 'written') return false;
     this.directPuts++;
     return true;
   }

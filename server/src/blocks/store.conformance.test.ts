@@ -2,8 +2,8 @@
 // or DITTOFS_TEST_S3_ENDPOINT). Engine-specific behaviour (S3 errors, outages) is in <engine>.test.ts.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants, existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
@@ -12,6 +12,7 @@ import { FilesystemBlockStore, MARKER, SYSTEM_DIRS } from './filesystem.js';
 import { MemoryBlockStore } from './memory.js';
 import { S3BlockStore } from './s3.js';
 import type { BlockStore } from './store.js';
+import { volumeTakesDirect } from '../testing/direct-io.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 
 const MiB = 1024 * 1024;
@@ -360,18 +361,6 @@ describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
   });
 
   /** Whether the volume under `dir` takes O_DIRECT opens (tmpfs does not). */
-  async function volumeTakesDirect(dir: string): Promise<boolean> {
-    const O_DIRECT = (fsConstants as { O_DIRECT?: number }).O_DIRECT;
-    if (O_DIRECT === undefined) return false;
-    try {
-      const fh = await open(path.join(dir, 'probe'), fsConstants.O_WRONLY | fsConstants.O_CREAT | O_DIRECT, 0o600);
-      await fh.close();
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
   it('writes pool blocks with O_DIRECT and anything else through the page cache; every object reads back', async (t) => {
     const store = new FilesystemBlockStore(path.join(tmp, 'blocks'));
     await store.open();
