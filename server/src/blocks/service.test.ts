@@ -312,6 +312,23 @@ describe('block service under upload delays and failures', () => {
     await svc.close();
   });
 
+  it('a write that lands while a removed file is being freed holds no WAL space afterwards', async () => {
+    const { meta, svc, wal, hold, release } = gated();
+    const ino = await mkfile(meta);
+    hold();
+    await svc.write(ino, 0, Buffer.alloc(BS, 1)); // a whole block: its upload starts, held at the gate
+    await tick();
+    const freeing = svc.free(ino); // waits for that upload
+    await tick();
+    // Another client's WRITE, resolved before the REMOVE, lands now.
+    await svc.write(ino, BS, Buffer.from('late'));
+    release();
+    await freeing;
+    await svc.flushAll();
+    assert.equal(wal.usedBytes, 0, 'every record of the freed file is released');
+    await svc.close();
+  });
+
   it('shows every version in flight to reads', async () => {
     const { meta, svc, hold, release } = gated();
     const ino = await mkfile(meta);

@@ -1149,13 +1149,20 @@ export class BlockService {
     try {
       const m = this.files.get(inodeId);
       if (m) {
-        for (const s of m.values()) {
-          if (s.dirty) {
-            this.releaseVersion(s.dirty);
-            s.dirty = null;
+        const dropDirty = (): void => {
+          for (const s of m.values()) {
+            if (s.dirty) {
+              this.releaseVersion(s.dirty);
+              s.dirty = null;
+            }
           }
-        }
+        };
+        dropDirty();
         await Promise.all([...m.values()].map((s) => s.chain));
+        // A write that resolved the file before its removal may have landed meanwhile (another
+        // client's): its bytes are dropped with the file, and its WAL records released (forgotten
+        // with the map, they would hold their segment, and the log's room, for good).
+        dropDirty();
         this.files.delete(inodeId);
       }
       await this.deleteObjects(await this.meta.dropBlocks(inodeId, 0));
