@@ -263,6 +263,19 @@ describe('block service data path', () => {
 class GatedStore extends MemoryBlockStore {
   gate: Promise<void> | null = null;
   failPuts = 0;
+  private deleteGate: ReturnType<typeof makeGate> | null = null;
+  /** The next delete waits at a gate. */
+  gateDeletes(): Gate {
+    const g = makeGate();
+    this.deleteGate = g;
+    return g;
+  }
+  override async delete(key: string): Promise<void> {
+    const g = this.deleteGate;
+    this.deleteGate = null;
+    if (g) await g.wait();
+    return super.delete(key);
+  }
   override async put(key: string, data: Buffer): Promise<void> {
     if (this.gate) await this.gate;
     if (this.failPuts > 0) {
@@ -270,6 +283,61 @@ class GatedStore extends MemoryBlockStore {
       throw new Error('injected put failure');
     }
     return super.put(key, data);
+  }
+}
+
+/** A gate a call waits at: `reached` once one arrived, `open()` lets it (and later ones) through. */
+interface Gate {
+  reached: Promise<void>;
+  open(): void;
+}
+
+function makeGate(): Gate & { wait(): Promise<void> } {
+  let arrived!: () => void;
+  let opened!: () => void;
+  const reached = new Promise<void>((r) => (arrived = r));
+  const passed = new Promise<void>((r) => (opened = r));
+  return {
+    reached,
+    open: () => opened(),
+    wait: () => {
+      arrived();
+      return passed;
+    },
+  };
+}
+
+/** The memory metadata store with block map switches and reads that can wait at a gate (after reading). */
+class GatedMeta extends MemoryMetadataStore {
+  private readonly gates = new Map<string, ReturnType<typeof makeGate>>();
+  gate(call: 'putBlock' | 'getBlocks'): Gate {
+    const g = makeGate();
+    this.gates.set(call, g);
+    return g;
+  }
+  private async pass(call: string): Promise<void> {
+    const g = this.gates.get(call);
+    if (!g) return;
+    this.gates.delete(call);
+    await g.wait();
+  }
+  override async putBlock(...a: Parameters<MemoryMetadataStore['putBlock']>): ReturnType<MemoryMetadataStore['putBlock']> {
+    await this.pass('putBlock');
+    return super.putBlock(...a);
+  }
+  /** The next this many getInode calls fail (a connection blip). */
+  failGetInode = 0;
+  override async getInode(...a: Parameters<MemoryMetadataStore['getInode']>): ReturnType<MemoryMetadataStore['getInode']> {
+    if (this.failGetInode > 0) {
+      this.failGetInode--;
+      throw new Error('injected metadata failure');
+    }
+    return super.getInode(...a);
+  }
+  override async getBlocks(...a: Parameters<MemoryMetadataStore['getBlocks']>): ReturnType<MemoryMetadataStore['getBlocks']> {
+    const r = await super.getBlocks(...a);
+    await this.pass('getBlocks');
+    return r;
   }
 }
 
@@ -326,6 +394,86 @@ describe('block service under upload delays and failures', () => {
     await freeing;
     await svc.flushAll();
     assert.equal(wal.usedBytes, 0, 'every record of the freed file is released');
+    await svc.close();
+  });
+
+  it('a late write whose block map was made again while the last upload deleted the object it replaced holds no WAL space', async () => {
+    const meta = new GatedMeta();
+    const store = new GatedStore();
+    const wal = new MemoryWal(64 * BS);
+    const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
+    const ino = await mkfile(meta);
+    await svc.write(ino, 0, Buffer.alloc(BS, 1));
+    await svc.flush(ino); // block 0 has an object: the next upload replaces it
+    const putBlock = meta.gate('putBlock');
+    await svc.write(ino, 0, Buffer.alloc(BS, 2)); // a whole block: uploading, held in its block map switch
+    await putBlock.reached;
+    const del = store.gateDeletes();
+    const freeing = svc.free(ino);
+    await tick();
+    putBlock.open(); // the upload ends: its block map goes, then it deletes the replaced object
+    await del.reached;
+    await svc.write(ino, BS, Buffer.from('late')); // another client's WRITE lands now
+    del.open();
+    await freeing;
+    await svc.flushAll();
+    assert.equal(wal.usedBytes, 0, 'every record of the freed file is released');
+    await svc.close();
+  });
+
+  it('an upload of a freed file that fails after the free is over releases its data instead of keeping it where nothing reaches it', async () => {
+    const meta = new GatedMeta();
+    const store = new GatedStore();
+    const wal = new MemoryWal(64 * BS);
+    const svc = new BlockService(store, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal,
+      cache: new BlockCache(8 * BS),
+      uploads: pLimit(1),
+    });
+    const [a, b, c] = [await mkfile(meta), await mkfile(meta), await mkfile(meta)];
+    const first = meta.gate('putBlock');
+    await svc.write(a, 0, Buffer.alloc(BS, 1)); // holds the one upload slot
+    await first.reached;
+    await svc.write(b, 0, Buffer.alloc(BS, 2)); // queued
+    const freeing = svc.free(b); // waits for that upload
+    await tick();
+    await svc.write(c, 0, Buffer.alloc(BS, 3)); // queued
+    await svc.write(b, BS, Buffer.alloc(BS, 4)); // another client's late WRITE: queued last
+    const second = meta.gate('putBlock');
+    first.open();
+    await freeing; // over before the late write's upload runs
+    await second.reached; // c's upload holds the slot
+    meta.failGetInode = 1; // the metadata store has a blip when the late write's upload starts
+    second.open();
+    await svc.flushAll();
+    assert.equal(meta.failGetInode, 0, 'the late upload ran after the free');
+    assert.equal(wal.usedBytes, 0, 'nothing of the freed file stays held');
+    await svc.close();
+  });
+
+  it('a truncate that overlaps the end of an upload of its last block still zeroes what that upload stored past the cut', async () => {
+    const meta = new GatedMeta();
+    const store = new GatedStore();
+    const wal = new MemoryWal(64 * BS);
+    const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
+    const ino = await mkfile(meta);
+    const putBlock = meta.gate('putBlock');
+    await svc.write(ino, 0, Buffer.alloc(BS, 0x41)); // a whole block: uploading, held in its block map switch
+    await putBlock.reached;
+    const getBlocks = meta.gate('getBlocks'); // the truncate reads the block map, then waits
+    const truncating = svc.truncate(ino, BS / 2);
+    await getBlocks.reached;
+    putBlock.open(); // the upload's row lands after that read
+    await tick();
+    await tick();
+    getBlocks.open();
+    await truncating;
+    await svc.flush(ino);
+    const got = await svc.read(ino, 0, BS, BS); // the file grown back to BS
+    assert.deepEqual(got, Buffer.concat([Buffer.alloc(BS / 2, 0x41), Buffer.alloc(BS / 2)]), 'the cut half reads as zeros');
     await svc.close();
   });
 

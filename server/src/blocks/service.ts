@@ -500,6 +500,8 @@ export class BlockService {
   }
 
   private flushIdle(idleMs: number): void {
+    // While replaying, versions set aside under older leases go first once it is over.
+    if (this.replaying) return;
     const cutoff = Date.now() - idleMs;
     for (const [ino, m] of this.files) {
       for (const [index, s] of m) if (s.dirty && s.dirty.since <= cutoff) void this.startUpload(ino, index, true);
@@ -657,7 +659,10 @@ export class BlockService {
       if (at >= 0) s.inflight.splice(at, 1);
       const limit = this.limits.get(inodeId);
       if (error && limit !== undefined) clip(v, Math.max(0, limit - index * this.blockSize));
-      if (error && !this.freed.has(inodeId) && v.ranges.length > 0) {
+      // A state no longer in the map belongs to a freed file (free() forgets it with versions in
+      // flight): nothing could ever upload or release a version kept there.
+      const orphaned = this.files.get(inodeId)?.get(index) !== s;
+      if (error && !this.freed.has(inodeId) && !orphaned && v.ranges.length > 0) {
         // Keep the data: under the next queued version if there is one, else under (or as) the
         // dirty version, so that newer bytes always win and a later flush retries.
         const next = (at >= 0 ? s.inflight[at] : undefined) ?? s.dirty;
@@ -1023,10 +1028,18 @@ export class BlockService {
       const tail = newSize % bs;
       if (tail !== 0) {
         const index = keepBlocks - 1;
+        // Memory first, as an upload finishing meanwhile has its row in the block map by the time
+        // that is read (and is gone from memory after): the longest of both is what may hold bytes.
+        const memLength = (): number => {
+          const st = this.files.get(inodeId)?.get(index);
+          let n = 0;
+          if (st) for (const v of [...st.inflight, ...(st.dirty ? [st.dirty] : [])]) n = Math.max(n, rangesEnd(v.ranges));
+          return n;
+        };
+        const before = memLength();
         const [ref] = await this.meta.getBlocks(inodeId, index, index + 1);
         const s = this.files.get(inodeId)?.get(index);
-        let len = ref?.length ?? 0;
-        if (s) for (const v of [...s.inflight, ...(s.dirty ? [s.dirty] : [])]) len = Math.max(len, rangesEnd(v.ranges));
+        const len = Math.max(ref?.length ?? 0, before, memLength());
         if (s?.dirty) clip(s.dirty, tail);
         if (s) for (const v of s.inflight) if (v.result === undefined) clip(v, tail);
         if (len > tail) {
@@ -1149,20 +1162,24 @@ export class BlockService {
     try {
       const m = this.files.get(inodeId);
       if (m) {
-        const dropDirty = (): void => {
-          for (const s of m.values()) {
+        const dropDirty = (map: Map<number, BlockState> | undefined): void => {
+          for (const s of map?.values() ?? []) {
             if (s.dirty) {
               this.releaseVersion(s.dirty);
               s.dirty = null;
             }
           }
         };
-        dropDirty();
+        dropDirty(m);
         await Promise.all([...m.values()].map((s) => s.chain));
         // A write that resolved the file before its removal may have landed meanwhile (another
         // client's): its bytes are dropped with the file, and its WAL records released (forgotten
-        // with the map, they would hold their segment, and the log's room, for good).
-        dropDirty();
+        // with the map, they would hold their segment, and the log's room, for good). It may have
+        // made a new map: the last upload's end drops an idle one before deleting the object it
+        // replaced.
+        dropDirty(m);
+        const now = this.files.get(inodeId);
+        if (now !== m) dropDirty(now);
         this.files.delete(inodeId);
       }
       await this.deleteObjects(await this.meta.dropBlocks(inodeId, 0));
