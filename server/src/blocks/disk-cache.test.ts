@@ -28,6 +28,12 @@ const bytes = (n: number, seed: number): Buffer => {
   return b;
 };
 const entryFiles = (dir: string): string[] => readdirSync(dir).filter((n) => n !== '.tmp');
+/** A whole 64 KiB block in a page-aligned buffer of the block buffer pool (O_DIRECT takes it). */
+const poolBlock = (seed: number): Buffer => {
+  const b = new BufferPool(64 * 1024, 2, true).take(64 * 1024);
+  bytes(b.length, seed).copy(b);
+  return b;
+};
 
 describe('disk read cache', () => {
   it('keeps objects across a restart of the server (the index is rebuilt from the directory)', async () => {
@@ -87,9 +93,7 @@ describe('disk read cache', () => {
   it('writes whole pool blocks with O_DIRECT (a 4 KiB header), anything else with a 16-byte one; both read back, also after a restart', async (t) => {
     const dir = tmp();
     const c = await DiskBlockCache.open(dir, 4 << 20);
-    const pool = new BufferPool(64 * 1024, 2, true);
-    const whole = pool.take(64 * 1024);
-    bytes(whole.length, 9).copy(whole);
+    const whole = poolBlock(9);
     const tail = bytes(5000, 10); // a file's last, partial block
     await c.put('s3', 'share/1/0-1-aa', whole);
     await c.put('s3', 'share/1/1-1-bb', tail);
@@ -115,9 +119,7 @@ describe('disk read cache', () => {
   it('writes one entry when the same object is put twice at once (an upload and a read), whatever its header', async () => {
     const dir = tmp();
     const c = await DiskBlockCache.open(dir, 4 << 20);
-    const pool = new BufferPool(64 * 1024, 2, true);
-    const whole = pool.take(64 * 1024);
-    bytes(whole.length, 12).copy(whole);
+    const whole = poolBlock(12);
     const fetched = Buffer.from(whole); // the same object from the store: not aligned
     await Promise.all([c.put('s3', 'k', whole), c.put('s3', 'k', fetched, false)]);
     assert.equal(entryFiles(dir).length, 1);
@@ -130,9 +132,7 @@ describe('disk read cache', () => {
   it('drops an O_DIRECT entry whose data does not match its header', async () => {
     const dir = tmp();
     const c = await DiskBlockCache.open(dir, 4 << 20);
-    const pool = new BufferPool(64 * 1024, 2, true);
-    const whole = pool.take(64 * 1024);
-    bytes(whole.length, 11).copy(whole);
+    const whole = poolBlock(11);
     await c.put('s3', 'k', whole);
     const [f] = entryFiles(dir);
     const b = readFileSync(path.join(dir, f!));

@@ -341,11 +341,18 @@ class GatedMeta extends MemoryMetadataStore {
   }
 }
 
-function gated(maxDirty = 64 * BS) {
-  const meta = new MemoryMetadataStore();
+function gated(maxDirty = 64 * BS, uploads?: number) {
+  const meta = new GatedMeta();
   const store = new GatedStore();
   const wal = new MemoryWal(maxDirty);
-  const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
+  const svc = new BlockService(store, meta, {
+    shareId: 1,
+    keyPrefix: 't',
+    blockSize: BS,
+    wal,
+    cache: new BlockCache(8 * BS),
+    ...(uploads === undefined ? {} : { uploads: pLimit(uploads) }),
+  });
   let open!: () => void;
   const hold = (): void => {
     store.gate = new Promise<void>((r) => (open = r));
@@ -398,10 +405,7 @@ describe('block service under upload delays and failures', () => {
   });
 
   it('a late write whose block map was made again while the last upload deleted the object it replaced holds no WAL space', async () => {
-    const meta = new GatedMeta();
-    const store = new GatedStore();
-    const wal = new MemoryWal(64 * BS);
-    const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
+    const { meta, store, svc, wal } = gated();
     const ino = await mkfile(meta);
     await svc.write(ino, 0, Buffer.alloc(BS, 1));
     await svc.flush(ino); // block 0 has an object: the next upload replaces it
@@ -422,17 +426,7 @@ describe('block service under upload delays and failures', () => {
   });
 
   it('an upload of a freed file that fails after the free is over releases its data instead of keeping it where nothing reaches it', async () => {
-    const meta = new GatedMeta();
-    const store = new GatedStore();
-    const wal = new MemoryWal(64 * BS);
-    const svc = new BlockService(store, meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal,
-      cache: new BlockCache(8 * BS),
-      uploads: pLimit(1),
-    });
+    const { meta, svc, wal } = gated(64 * BS, 1);
     const [a, b, c] = [await mkfile(meta), await mkfile(meta), await mkfile(meta)];
     const first = meta.gate('putBlock');
     await svc.write(a, 0, Buffer.alloc(BS, 1)); // holds the one upload slot
@@ -455,10 +449,7 @@ describe('block service under upload delays and failures', () => {
   });
 
   it('a truncate that overlaps the end of an upload of its last block still zeroes what that upload stored past the cut', async () => {
-    const meta = new GatedMeta();
-    const store = new GatedStore();
-    const wal = new MemoryWal(64 * BS);
-    const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
+    const { meta, svc } = gated();
     const ino = await mkfile(meta);
     const putBlock = meta.gate('putBlock');
     await svc.write(ino, 0, Buffer.alloc(BS, 0x41)); // a whole block: uploading, held in its block map switch
