@@ -427,6 +427,46 @@ describe('WAL: space', () => {
     await a.wal.close();
   });
 
+  it("never takes bytes of a reused segment's earlier life for records, even ones a client wrote to pass for them", async () => {
+    const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
+    const ino = await mkfile(meta);
+    for (let i = 0; i < 24 && a.wal.sparesReused === 0; i++) {
+      await a.svc.write(ino, i * BS, randomBytes(BS));
+      await a.svc.commit(ino);
+      for (let k = 0; k < 50 && a.wal.usedBytes > 8 * BS; k++) await new Promise((r) => setTimeout(r, 10));
+    }
+    for (let i = 0; i < 8 && (readFileSync(lastSegment(dir)).readUInt32LE(12) & 1) === 0; i++) {
+      await a.svc.write(ino, (30 + i) * BS, randomBytes(BS));
+      await a.svc.commit(ino);
+    }
+    const last = lastSegment(dir);
+    assert.equal(readFileSync(last).readUInt32LE(12) & 1, 1, 'the active segment is a reused one');
+    const text = 'a committed file';
+    const victim = await mkfile(meta);
+    await a.svc.write(victim, 0, Buffer.from(text));
+    await a.svc.commit(victim);
+    const bytes = readFileSync(last);
+    const at = bytes.indexOf(text) - REC_HEADER;
+    const end = at + REC_HEADER + text.length;
+    // Past this id's records: older bytes, then a truncate of the victim to nothing whose header
+    // checks out under this segment's id (what a client could have written as WRITE data there).
+    const forged = Buffer.from(bytes.subarray(at, at + REC_HEADER));
+    forged.writeUInt8(2, 8); // truncate
+    forged.writeBigUInt64LE(0n, 24); // to size 0
+    forged.writeUInt32LE(0, 32);
+    forged.writeUInt32LE(0, 36);
+    forged.writeUInt32LE(crc32c(forged.subarray(8), Number(bytes.readBigUInt64LE(16) % 2n ** 32n)), 4);
+    bytes.fill(0x5a, end, end + 100);
+    forged.copy(bytes, end + 100);
+    writeFileSync(last, bytes);
+    const b = await boot(dir, meta, store, { segmentBytes: 4 * BS });
+    assert.equal(b.report.corruptRecords.length + b.report.corruptRanges.length, 0);
+    assert.equal((await b.svc.read(victim, 0, text.length, text.length)).toString(), text, 'the forged truncate is not replayed');
+    assert.equal((await meta.getInode(victim))?.size, text.length);
+    await b.wal.close();
+    await a.wal.close();
+  });
+
   it('cuts a torn append in a reused segment as torn, not as corruption', async () => {
     const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
     const ino = await mkfile(meta);

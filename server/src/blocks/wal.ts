@@ -456,6 +456,9 @@ export class FileWal implements Wal {
   private segmentBytes: number;
   private readonly queue: PendingWrite[] = [];
   private writing = false;
+  /** The directory fsync running now, and the one queued after it (see syncDir). */
+  private dirSyncRunning: Promise<void> | null = null;
+  private dirSyncNext: Promise<void> | null = null;
   /** Woken after every batch written: sync() waits on it for its appends. */
   private readonly progress = new RoomWaiters();
   private readonly room = new RoomWaiters();
@@ -544,6 +547,10 @@ export class FileWal implements Wal {
         if (!h || at + hdr + h.length > buf.length) {
           // Preallocated space past the last record: zeros, nothing was ever written there.
           if (nonZeroEnd(buf, at) === at) break;
+          // A reused segment: past this id's records lie its earlier life's bytes, client data
+          // among them, which must never be searched for records (a client could write bytes that
+          // pass for a record of a later id).
+          if (reused) break;
           const next = resync(buf, at + 1, hdr, seed);
           if (next < 0) break; // the rest is a torn tail
           report.corruptRanges.push({ segment: id, from: at, to: next });
@@ -556,8 +563,8 @@ export class FileWal implements Wal {
         const intact = h.length === 0 || crc32c(buf.subarray(dataAt, end)) === h.dataCrc;
         // The last record of a preallocated segment, with only zeros after it: an append the crash
         // interrupted (part of its data never reached the disk), cut like any torn tail.
-        // In a reused segment: no record of this id after it.
-        if (!intact && end < buf.length && (reused ? resync(buf, end, hdr, seed) < 0 : nonZeroEnd(buf, end) === end)) {
+        // In a reused segment: always (what follows is not searched, see above).
+        if (!intact && end < buf.length && (reused || nonZeroEnd(buf, end) === end)) {
           cutRecord = end - at;
           break;
         }
@@ -837,14 +844,41 @@ export class FileWal implements Wal {
     this.room.wake();
   }
 
-  private async syncDir(): Promise<void> {
+  /**
+   * fsyncs the log's directory. A caller that comes while one runs (which may have begun before the
+   * caller's change) waits for the next, shared by all that came meanwhile; a failed sync leaves
+   * `dirDirty` set, so that the next COMMIT syncs again.
+   */
+  private syncDir(): Promise<void> {
+    if (this.dirSyncRunning !== null)
+      return (this.dirSyncNext ??= this.dirSyncRunning
+        .catch(() => undefined)
+        .then(() => {
+          this.dirSyncNext = null;
+          return this.startDirSync();
+        }));
+    return this.startDirSync();
+  }
+
+  private startDirSync(): Promise<void> {
     this.dirDirty = false;
-    const d = await fs.open(this.dir, fsc.constants.O_RDONLY);
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
+    const run = (async (): Promise<void> => {
+      const d = await fs.open(this.dir, fsc.constants.O_RDONLY);
+      try {
+        await d.sync();
+      } finally {
+        await d.close();
+      }
+    })();
+    this.dirSyncRunning = run;
+    const done = (): void => {
+      if (this.dirSyncRunning === run) this.dirSyncRunning = null;
+    };
+    run.then(done, () => {
+      this.dirDirty = true;
+      done();
+    });
+    return run;
   }
 
   /**
@@ -923,6 +957,9 @@ export class FileWal implements Wal {
         }
         this.queue.splice(0, batch.length);
         const seg = first.seg;
+        // Out of the queue but not written yet: retire must not close the segment under it (its
+        // records may have no holder left, an upload having stored them from memory meanwhile).
+        seg.readers++;
         try {
           if (seg.broken || seg.fd === null) throw this.writeError ?? new Error('WAL segment is unavailable');
           const bufs = batch.flatMap((p) => p.bufs);
@@ -951,6 +988,8 @@ export class FileWal implements Wal {
           if (isNoSpace(err)) this.noRoom(err as Error);
           for (const p of batch) p.reject(err as Error);
           this.progress.wake();
+        } finally {
+          seg.readers--;
         }
       }
     } finally {
@@ -980,14 +1019,24 @@ export class FileWal implements Wal {
   private async syncOnce(target: number): Promise<void> {
     await this.allWritten(target);
     const segs = this.segments.filter((s) => s.unsynced && s.fd !== null && !s.broken);
-    for (const s of segs) s.unsynced = false;
+    for (const s of segs) {
+      s.unsynced = false;
+      s.readers++; // retire must not close it while its fdatasync is queued
+    }
     this.syncs++;
     try {
       await Promise.all(segs.map((s) => fdatasync(s.fd!)));
+      // A rename of a segment is durable once a directory sync that began after it is over: the
+      // one running now (allocate's, begun after the roll) may be the one that covers it.
       if (this.dirDirty) await this.syncDir();
+      else await this.dirSyncRunning;
     } catch (err) {
       for (const s of segs) s.unsynced = true;
       throw err;
+    } finally {
+      for (const s of segs) s.readers--;
+      const head = this.segments[0];
+      if (head && head !== this.active && head.holders.size === 0 && head.readers === 0) void this.retire();
     }
     if (this.segments.some((s) => s.broken && s.holders.size > 0)) {
       throw new Error(`the WAL could not write data: ${this.writeError?.message ?? 'unknown error'}`);
@@ -1069,13 +1118,13 @@ export class FileWal implements Wal {
         this.segments.shift();
         const fd = s.fd;
         s.fd = null;
-        this.dirDirty = true;
         if (fd !== null && s.file && s.reusable && this.keepForReuse()) {
           // Kept as a spare-to-be: renamed first, so that after a crash it is not replayed (open
           // deletes spares); its records are stored, so losing the rename to a crash is harmless too.
           const kept = path.join(this.dir, spareName(s.id));
           try {
             await fs.rename(s.file, kept);
+            this.dirDirty = true; // once renamed: a directory sync begun before would not cover it
             this.reusable.push({ fd, file: kept });
             if (this.spare === null) void this.prepareSpare();
             this.room.wake();
@@ -1086,6 +1135,7 @@ export class FileWal implements Wal {
         }
         if (fd !== null) await fclose(fd);
         if (s.file) await fs.rm(s.file, { force: true });
+        this.dirDirty = true;
         freed = true;
         this.room.wake();
       }
