@@ -966,8 +966,14 @@ export class BlockService {
    * Cuts a file's data to `newSize` bytes; bytes past it read as zeros if the file grows again.
    * The cut is logged and synced first, so replay never brings cut bytes back.
    */
-  truncate(inodeId: number, newSize: number): Promise<void> {
-    return this.withWritesHeld(inodeId, () => this.truncateLogged(inodeId, newSize));
+  /**
+   * Cuts or extends a file's data to `newSize`. `commit` (storing the new size) runs once the data
+   * is cut, with the truncate's WAL record still held: until then a crash replays the record (the
+   * data past the cut is gone from the block map already; without the record the file would come
+   * back with its old size over those zeros).
+   */
+  truncate<T>(inodeId: number, newSize: number, commit?: () => Promise<T>): Promise<T | undefined> {
+    return this.withWritesHeld(inodeId, () => this.truncateLogged(inodeId, newSize, commit));
   }
 
   /** Runs a truncate or cut of a file while its writes wait (see `cuts`); one at a time per file. */
@@ -986,18 +992,28 @@ export class BlockService {
     }
   }
 
-  private async truncateLogged(inodeId: number, newSize: number): Promise<void> {
-    let seg: WalSegment;
+  private async truncateLogged<T>(inodeId: number, newSize: number, commit?: () => Promise<T>): Promise<T | undefined> {
+    let seg: WalSegment | null = null;
+    const record: WalHolder = { kick: () => undefined };
     const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     try {
-      const a = await this.appendWithRoom(() => this.wal.appendTruncate(this.opts.shareId, inodeId, newSize, token));
-      await a.done;
-      await this.wal.sync();
-      seg = a.seg;
-    } catch (err) {
-      throw storageError('could not log the truncate in the WAL', err);
+      try {
+        const a = await this.appendWithRoom(() => {
+          const appended = this.wal.appendTruncate(this.opts.shareId, inodeId, newSize, token);
+          this.wal.hold(appended.seg, record);
+          seg = appended.seg;
+          return appended;
+        });
+        await a.done;
+        await this.wal.sync();
+      } catch (err) {
+        throw storageError('could not log the truncate in the WAL', err);
+      }
+      await this.truncateData(inodeId, newSize, seg!, token);
+      return await commit?.();
+    } finally {
+      if (seg !== null) this.wal.release(seg, record);
     }
-    await this.truncateData(inodeId, newSize, seg, token);
   }
 
   private async truncateData(inodeId: number, newSize: number, seg: WalSegment, token: number): Promise<void> {

@@ -427,6 +427,38 @@ describe('WAL: space', () => {
     await a.wal.close();
   });
 
+  it('keeps a truncate record until the new size is stored: a crash in between replays it', async () => {
+    const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
+    const ino = await mkfile(meta);
+    const first = randomBytes(BS);
+    await a.svc.write(ino, 0, Buffer.concat([first, randomBytes(7 * BS)]));
+    await meta.setAttr(ino, { size: 8 * BS });
+    await a.svc.flush(ino);
+    let storing!: () => void;
+    const reached = new Promise<void>((r) => (storing = r));
+    // The new size is never stored: the process dies while storing it.
+    void a.svc.truncate(ino, BS, () => {
+      storing();
+      return new Promise<never>(() => undefined);
+    });
+    await reached;
+    const truncated = segments(dir).at(-1)!; // the record went to the active segment
+    // Meanwhile other writes move the log on, and their uploads let older segments go.
+    const other = await mkfile(meta);
+    for (let i = 0; i < 24; i++) {
+      await a.svc.write(other, i * BS, randomBytes(BS));
+      await a.svc.commit(other);
+    }
+    await a.svc.flush(other);
+    for (let k = 0; k < 100 && segments(dir).length > 2; k++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(segments(dir).includes(truncated), 'the segment holding the truncate is kept');
+    const b = await boot(dir, meta, store, { segmentBytes: 4 * BS });
+    assert.equal((await meta.getInode(ino))?.size, BS, 'replay stored the size');
+    assert.deepEqual(await b.svc.read(ino, 0, BS, BS), first);
+    await b.wal.close();
+    await a.wal.close();
+  });
+
   it("never takes bytes of a reused segment's earlier life for records, even ones a client wrote to pass for them", async () => {
     const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
     const ino = await mkfile(meta);

@@ -328,13 +328,17 @@ export class FileService {
     changes.clearCreateVerifier = true;
     // Check the guard before any data is cut: a failed guarded SETATTR changes nothing.
     if (guardCtime && !timespecEqual(guardCtime, inode.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
+    const store = (): Promise<Inode> => share.meta.setAttr(inode.id, changes, guardCtime);
+    let after: Inode;
     if (changes.size !== undefined) {
       // Oplocks and leases caching this file's data break before its size changes (either protocol);
       // only dirty data (write caching) is waited for, as Windows (smbtorture lease.breaking4).
       await this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
-      await share.data.truncate(inode.id, changes.size);
+      // The size is stored while the truncate's WAL record is held (see BlockService.truncate).
+      after = (await share.data.truncate(inode.id, changes.size, store))!;
+    } else {
+      after = await store();
     }
-    const after = await share.meta.setAttr(inode.id, changes, guardCtime);
     // New permission bits replace an NT DACL an SMB client stored (smb2/acl.ts): the mode is the truth again.
     // Looked for first (one read): putMeta is a transaction that waits for an fsync, and most files
     // (every one an NFS client chmods after CREATE, an untar's bulk) have no stored descriptor.
