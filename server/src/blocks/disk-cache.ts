@@ -196,7 +196,8 @@ export class DiskBlockCache {
    * read, and the cache would serve nothing.
    */
   async put(namespace: string, key: string, data: Buffer, evict = true): Promise<void> {
-    if (HEADER + data.length > this.maxBytes || (!evict && this.bytes + HEADER + data.length > this.maxBytes)) return;
+    const size = (this.mayWriteDirect(data) ? DIRECT_HEADER : HEADER) + data.length;
+    if (size > this.maxBytes || (!evict && this.bytes + size > this.maxBytes)) return;
     const name = entryName(namespace, key);
     if (this.entries.has(name) || this.putting.has(name)) return;
     this.putting.add(name);
@@ -208,13 +209,22 @@ export class DiskBlockCache {
     await this.evict();
   }
 
+  /**
+   * Whether `data` is tried with O_DIRECT: a whole block in a block buffer of the pool (shared
+   * memory, page-aligned). An object fetched from the store lives in an ordinary buffer, which
+   * O_DIRECT would refuse only after the header went to the device.
+   */
+  private mayWriteDirect(data: Buffer): boolean {
+    return this.direct && data.buffer instanceof SharedArrayBuffer && data.byteOffset % DIRECT_HEADER === 0 && directLengths([data]);
+  }
+
   /** Writes the entry `name` and indexes it; failures are logged and leave no entry. */
   private async write(name: string, data: Buffer): Promise<void> {
     const crc = crc32c(data);
     const tmp = path.join(this.dir, TMP_DIR, randomBytes(8).toString('hex'));
     let hdr = 0;
     try {
-      if (this.direct && directLengths([data])) {
+      if (this.mayWriteDirect(data)) {
         const header = this.headers.take(DIRECT_HEADER).fill(0);
         writeHeader(header, MAGIC_DIRECT, data.length, crc);
         try {

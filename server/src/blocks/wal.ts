@@ -724,7 +724,9 @@ export class FileWal implements Wal {
       try {
         // Its rename away from the .log name must be on disk before its header says another id:
         // else a crash could leave a .log whose header names another segment (set aside as corrupt).
+        // A directory sync running now may be the one that covers it.
         if (this.dirDirty) await this.syncDir();
+        else await this.dirSyncRunning;
         const header = segHeader(id, SEG_FLAG_REUSED);
         const { bytesWritten } = await writev(old.fd, [header], 0);
         if (bytesWritten !== SEG_HEADER) throw new Error('short write of a WAL segment header');
@@ -1025,7 +1027,10 @@ export class FileWal implements Wal {
     }
     this.syncs++;
     try {
-      await Promise.all(segs.map((s) => fdatasync(s.fd!)));
+      // Every fdatasync settles before their segments may be closed (finally, below).
+      const synced = await Promise.allSettled(segs.map((s) => fdatasync(s.fd!)));
+      const failed = synced.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
       // A rename of a segment is durable once a directory sync that began after it is over: the
       // one running now (allocate's, begun after the roll) may be the one that covers it.
       if (this.dirDirty) await this.syncDir();
