@@ -79,6 +79,26 @@ async function committedFile(a: { svc: BlockService }, meta: MemoryMetadataStore
   return ino;
 }
 
+/**
+ * Writes and COMMITs whole blocks of a new file (uploads keep up) until the log appends to a reused
+ * segment; returns that segment's file.
+ */
+async function untilReusedSegment(dir: string, meta: MemoryMetadataStore, a: Awaited<ReturnType<typeof boot>>): Promise<string> {
+  const ino = await mkfile(meta);
+  for (let i = 0; i < 24 && a.wal.sparesReused === 0; i++) {
+    await a.svc.write(ino, i * BS, randomBytes(BS));
+    await a.svc.commit(ino);
+    for (let k = 0; k < 50 && a.wal.usedBytes > 8 * BS; k++) await new Promise((r) => setTimeout(r, 10));
+  }
+  for (let i = 0; i < 8 && (readFileSync(lastSegment(dir)).readUInt32LE(12) & 1) === 0; i++) {
+    await a.svc.write(ino, (30 + i) * BS, randomBytes(BS));
+    await a.svc.commit(ino);
+  }
+  const last = lastSegment(dir);
+  assert.equal(readFileSync(last).readUInt32LE(12) & 1, 1, 'the active segment is a reused one');
+  return last;
+}
+
 /** A block store whose uploads wait until `unstall()`. */
 class Stalled extends MemoryBlockStore {
   unstall!: () => void;
@@ -461,18 +481,7 @@ describe('WAL: space', () => {
 
   it("never takes bytes of a reused segment's earlier life for records, even ones a client wrote to pass for them", async () => {
     const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
-    const ino = await mkfile(meta);
-    for (let i = 0; i < 24 && a.wal.sparesReused === 0; i++) {
-      await a.svc.write(ino, i * BS, randomBytes(BS));
-      await a.svc.commit(ino);
-      for (let k = 0; k < 50 && a.wal.usedBytes > 8 * BS; k++) await new Promise((r) => setTimeout(r, 10));
-    }
-    for (let i = 0; i < 8 && (readFileSync(lastSegment(dir)).readUInt32LE(12) & 1) === 0; i++) {
-      await a.svc.write(ino, (30 + i) * BS, randomBytes(BS));
-      await a.svc.commit(ino);
-    }
-    const last = lastSegment(dir);
-    assert.equal(readFileSync(last).readUInt32LE(12) & 1, 1, 'the active segment is a reused one');
+    const last = await untilReusedSegment(dir, meta, a);
     const text = 'a committed file';
     const victim = await mkfile(meta);
     await a.svc.write(victim, 0, Buffer.from(text));
@@ -501,19 +510,7 @@ describe('WAL: space', () => {
 
   it('cuts a torn append in a reused segment as torn, not as corruption', async () => {
     const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
-    const ino = await mkfile(meta);
-    for (let i = 0; i < 24 && a.wal.sparesReused === 0; i++) {
-      await a.svc.write(ino, i * BS, randomBytes(BS));
-      await a.svc.commit(ino);
-      for (let k = 0; k < 50 && a.wal.usedBytes > 8 * BS; k++) await new Promise((r) => setTimeout(r, 10));
-    }
-    // Fill the current segment so that the next record goes to a reused one.
-    for (let i = 0; i < 8 && (readFileSync(lastSegment(dir)).readUInt32LE(12) & 1) === 0; i++) {
-      await a.svc.write(ino, (30 + i) * BS, randomBytes(BS));
-      await a.svc.commit(ino);
-    }
-    const last = lastSegment(dir);
-    assert.equal(readFileSync(last).readUInt32LE(12) & 1, 1, 'the active segment is a reused one');
+    const last = await untilReusedSegment(dir, meta, a);
     const text = 'complete record';
     const other = await mkfile(meta);
     await a.svc.write(other, 0, Buffer.from(text));
