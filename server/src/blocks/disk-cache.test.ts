@@ -122,6 +122,7 @@ describe('disk read cache', () => {
     const whole = poolBlock(12);
     const fetched = Buffer.from(whole); // the same object from the store: not aligned
     await Promise.all([c.put('s3', 'k', whole), c.put('s3', 'k', fetched, false)]);
+    assert.equal(c.directPuts + c.bufferedPuts, 1, 'the second put while the first is written is skipped');
     assert.equal(entryFiles(dir).length, 1);
     assert.equal(c.size, readFileSync(path.join(dir, entryFiles(dir)[0]!)).length);
     const target = Buffer.alloc(1000);

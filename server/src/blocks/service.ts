@@ -302,6 +302,13 @@ export class BlockService {
     this.wal.hold(seg, v);
   }
 
+  /** Where the bytes a block's versions in memory hold end (0 for none). */
+  private writtenEnd(s: BlockState | undefined): number {
+    let end = 0;
+    if (s) for (const v of s.dirty ? [...s.inflight, s.dirty] : s.inflight) end = Math.max(end, rangesEnd(v.ranges));
+    return end;
+  }
+
   /** The version is stored or dropped: its WAL segments may go. */
   private releaseVersion(v: BlockVersion): void {
     for (const seg of v.segs) this.wal.release(seg, v);
@@ -1046,16 +1053,10 @@ export class BlockService {
         const index = keepBlocks - 1;
         // Memory first, as an upload finishing meanwhile has its row in the block map by the time
         // that is read (and is gone from memory after): the longest of both is what may hold bytes.
-        const memLength = (): number => {
-          const st = this.files.get(inodeId)?.get(index);
-          let n = 0;
-          if (st) for (const v of [...st.inflight, ...(st.dirty ? [st.dirty] : [])]) n = Math.max(n, rangesEnd(v.ranges));
-          return n;
-        };
-        const before = memLength();
+        const before = this.writtenEnd(this.files.get(inodeId)?.get(index));
         const [ref] = await this.meta.getBlocks(inodeId, index, index + 1);
         const s = this.files.get(inodeId)?.get(index);
-        const len = Math.max(ref?.length ?? 0, before, memLength());
+        const len = Math.max(ref?.length ?? 0, before, this.writtenEnd(s));
         if (s?.dirty) clip(s.dirty, tail);
         if (s) for (const v of s.inflight) if (v.result === undefined) clip(v, tail);
         if (len > tail) {
@@ -1092,8 +1093,7 @@ export class BlockService {
     const bs = this.blockSize;
     const m = this.files.get(inodeId);
     if (m)
-      for (const [index, s] of m)
-        for (const v of s.dirty ? [...s.inflight, s.dirty] : s.inflight) if (index * bs + rangesEnd(v.ranges) > size) return false;
+      for (const [index, s] of m) if ((s.dirty !== null || s.inflight.length > 0) && index * bs + this.writtenEnd(s) > size) return false;
     for (const r of await this.meta.getBlocks(inodeId, Math.floor(size / bs), Number.MAX_SAFE_INTEGER))
       if (r.index * bs + r.length > size) return false;
     let seg: WalSegment;

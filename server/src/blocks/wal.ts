@@ -724,9 +724,7 @@ export class FileWal implements Wal {
       try {
         // Its rename away from the .log name must be on disk before its header says another id:
         // else a crash could leave a .log whose header names another segment (set aside as corrupt).
-        // A directory sync running now may be the one that covers it.
-        if (this.dirDirty) await this.syncDir();
-        else await this.dirSyncRunning;
+        await this.dirSynced();
         const header = segHeader(id, SEG_FLAG_REUSED);
         const { bytesWritten } = await writev(old.fd, [header], 0);
         if (bytesWritten !== SEG_HEADER) throw new Error('short write of a WAL segment header');
@@ -844,6 +842,22 @@ export class FileWal implements Wal {
       this.opts.log?.info({ walBytes: this.usedBytes }, 'the WAL has room again: writes resume');
     }
     this.room.wake();
+  }
+
+  /** Retires the oldest segment once nothing holds, reads, writes or syncs it (and it is not the active one). */
+  private retireIfIdle(): void {
+    const head = this.segments[0];
+    if (head && head !== this.active && head.holders.size === 0 && head.readers === 0) void this.retire();
+  }
+
+  /**
+   * Resolves once every change to the log's directory made so far is on disk: a segment's rename is
+   * durable once a directory sync that began after it is over, and the one running now (allocate's,
+   * begun after a roll) may be that sync, though it cleared `dirDirty` when it began.
+   */
+  private async dirSynced(): Promise<void> {
+    if (this.dirDirty) await this.syncDir();
+    else await this.dirSyncRunning;
   }
 
   /**
@@ -996,8 +1010,7 @@ export class FileWal implements Wal {
       }
     } finally {
       this.writing = false;
-      const head = this.segments[0];
-      if (head && head !== this.active && head.holders.size === 0) void this.retire();
+      this.retireIfIdle();
     }
   }
 
@@ -1031,17 +1044,13 @@ export class FileWal implements Wal {
       const synced = await Promise.allSettled(segs.map((s) => fdatasync(s.fd!)));
       const failed = synced.find((r) => r.status === 'rejected');
       if (failed) throw failed.reason;
-      // A rename of a segment is durable once a directory sync that began after it is over: the
-      // one running now (allocate's, begun after the roll) may be the one that covers it.
-      if (this.dirDirty) await this.syncDir();
-      else await this.dirSyncRunning;
+      await this.dirSynced();
     } catch (err) {
       for (const s of segs) s.unsynced = true;
       throw err;
     } finally {
       for (const s of segs) s.readers--;
-      const head = this.segments[0];
-      if (head && head !== this.active && head.holders.size === 0 && head.readers === 0) void this.retire();
+      this.retireIfIdle();
     }
     if (this.segments.some((s) => s.broken && s.holders.size > 0)) {
       throw new Error(`the WAL could not write data: ${this.writeError?.message ?? 'unknown error'}`);
