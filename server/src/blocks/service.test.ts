@@ -6,7 +6,7 @@ import { MemoryMetadataStore } from '../meta/memory.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
 import { BlockService, MAX_BACKGROUND_FREES } from './service.js';
-import { FileWal, MemoryWal, type Wal, type WalAppend } from './wal.js';
+import { FileWal, MemoryWal, REC_HEADER, SEG_HEADER, type Wal, type WalAppend } from './wal.js';
 import { BufferPools } from '../wire/buffer-pool.js';
 import { mkfile } from '../testing/blocks.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
@@ -157,6 +157,28 @@ describe('block service data path', () => {
       ...(uploads === undefined ? {} : { uploads: pLimit(uploads) }),
     });
   }
+
+  it("keeps a small write's WAL segment until the write holds it, when another write rolls past it at once", async () => {
+    // 16 KiB segments (setup's file WAL of 64 KiB). A first record fills the segment to within
+    // 200 bytes of its end, is stored and lets go of it: the segment is held by nothing.
+    const { meta, svc } = await setup(64 * BS, 'file');
+    const x = await mkfile(meta);
+    const y = await mkfile(meta);
+    const segmentBytes = 16 * BS;
+    const fill = segmentBytes - SEG_HEADER - REC_HEADER - 200;
+    await svc.write(x, 1000 * BS, Buffer.alloc(fill, 1));
+    await svc.flush(x);
+    // A small write that fits, and at once (no await between) one that rolls to a new segment:
+    // small records are written before append() returns, so the first write has not held the
+    // old segment yet when the second one's roll makes it retirable.
+    const a = Buffer.alloc(100, 0x41);
+    const b = Buffer.alloc(100, 0x42);
+    await Promise.all([svc.write(x, 0, a), svc.write(y, 0, b)]);
+    assert.deepEqual(await svc.read(x, 0, 100, 100), a);
+    assert.deepEqual(await svc.read(y, 0, 100, 100), b);
+    await svc.flush(x);
+    assert.deepEqual(await svc.read(x, 0, 100, 100), a);
+  });
 
   it('assembles uploads in reused block buffers', async () => {
     const meta = new MemoryMetadataStore();

@@ -1000,13 +1000,29 @@ export class BlockService {
   }
 
   private async truncateLogged<T>(inodeId: number, newSize: number, commit?: () => Promise<T>): Promise<T | undefined> {
+    const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
+    return this.withSyncedRecord(
+      () => this.wal.appendTruncate(this.opts.shareId, inodeId, newSize, token),
+      'could not log the truncate in the WAL',
+      async (seg) => {
+        await this.truncateData(inodeId, newSize, seg, token);
+        return await commit?.();
+      },
+    );
+  }
+
+  /**
+   * Appends a record and syncs it, then runs `apply` with its segment, which the record holds
+   * from the moment it is appended until `apply` is over: a segment no version holds yet may
+   * otherwise retire (once rolled past) while the sync or `apply` runs.
+   */
+  private async withSyncedRecord<T>(append: () => WalAppend, failure: string, apply: (seg: WalSegment) => Promise<T>): Promise<T> {
     let seg: WalSegment | null = null;
     const record: WalHolder = { kick: () => undefined };
-    const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     try {
       try {
         const a = await this.appendWithRoom(() => {
-          const appended = this.wal.appendTruncate(this.opts.shareId, inodeId, newSize, token);
+          const appended = append();
           this.wal.hold(appended.seg, record);
           seg = appended.seg;
           return appended;
@@ -1014,10 +1030,9 @@ export class BlockService {
         await a.done;
         await this.wal.sync();
       } catch (err) {
-        throw storageError('could not log the truncate in the WAL', err);
+        throw storageError(failure, err);
       }
-      await this.truncateData(inodeId, newSize, seg!, token);
-      return await commit?.();
+      return await apply(seg!);
     } finally {
       if (seg !== null) this.wal.release(seg, record);
     }
@@ -1096,16 +1111,11 @@ export class BlockService {
       for (const [index, s] of m) if ((s.dirty !== null || s.inflight.length > 0) && index * bs + this.writtenEnd(s) > size) return false;
     for (const r of await this.meta.getBlocks(inodeId, Math.floor(size / bs), Number.MAX_SAFE_INTEGER))
       if (r.index * bs + r.length > size) return false;
-    let seg: WalSegment;
-    try {
-      const a = await this.appendWithRoom(() => this.wal.appendCut(this.opts.shareId, inodeId, from, token));
-      await a.done;
-      await this.wal.sync();
-      seg = a.seg;
-    } catch (err) {
-      throw storageError('could not log the zeroed range in the WAL', err);
-    }
-    await this.truncateData(inodeId, from, seg, token);
+    await this.withSyncedRecord(
+      () => this.wal.appendCut(this.opts.shareId, inodeId, from, token),
+      'could not log the zeroed range in the WAL',
+      (seg) => this.truncateData(inodeId, from, seg, token),
+    );
     return true;
   }
 

@@ -981,18 +981,18 @@ export class FileWal implements Wal {
         // Out of the queue but not written yet: retire must not close the segment under it (its
         // records may have no holder left, an upload having stored them from memory meanwhile).
         seg.readers++;
+        // A small batch is copied into the page cache here, on the calling thread: ~10 us, where
+        // the thread pool's round trip (two thread wake-ups) took ~100 us per call.
+        const inline = end - first.pos <= INLINE_WRITE_MAX;
         try {
           if (seg.broken || seg.fd === null) throw this.writeError ?? new Error('WAL segment is unavailable');
           const bufs = batch.flatMap((p) => p.bufs);
           let written = 0;
           while (written < end - first.pos) {
             const rest = written === 0 ? bufs : [Buffer.concat(bufs).subarray(written)];
-            // A small batch is copied into the page cache here, on the calling thread: ~10 us,
-            // where the thread pool's round trip (two thread wake-ups) took ~100 us per call.
-            const n =
-              end - first.pos <= INLINE_WRITE_MAX
-                ? fsc.writevSync(seg.fd, rest, first.pos + written)
-                : (await writev(seg.fd, rest, first.pos + written)).bytesWritten;
+            const n = inline
+              ? fsc.writevSync(seg.fd, rest, first.pos + written)
+              : (await writev(seg.fd, rest, first.pos + written)).bytesWritten;
             if (n <= 0) throw new Error('WAL write made no progress');
             written += n;
           }
@@ -1012,7 +1012,15 @@ export class FileWal implements Wal {
           for (const p of batch) p.reject(err as Error);
           this.progress.wake();
         } finally {
-          seg.readers--;
+          // Written inline, the records are settled before append() has returned, and their
+          // writers hold the segment only in the microtasks after that: until then it counts as
+          // read, or another write's roll could retire it under them (their data gone).
+          if (inline)
+            setImmediate(() => {
+              seg.readers--;
+              this.retireIfIdle();
+            });
+          else seg.readers--;
         }
       }
     } finally {
