@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { pbkdf2 } from 'node:crypto';
+import { promisify } from 'node:util';
+import { crc32c } from '@node-rs/crc32';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -88,6 +91,30 @@ describe('disk read cache', () => {
     assert.equal(again.has('s', 'bad'), false);
     assert.equal(await again.readInto('s', 'good', 100, target, 0, 1000), 1000);
     assert.deepEqual(target.subarray(0, 1000), data.subarray(100, 1100));
+  });
+
+  it("never serves a later entry's bytes from the earlier entry's offset (dropped and put again with the other header during a read)", async (t) => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 4 << 20);
+    await c.put('s3', 'share/3/0-1-aa', poolBlock(21));
+    if (!(await volumeTakesDirect(dir)) || c.directPuts !== 1) return t.skip(`${os.tmpdir()} does not take O_DIRECT: one header only`);
+    const want = bytes(64 * 1024, 21);
+    const file = path.join(dir, entryFiles(dir)[0]!);
+    // The thread pool's threads all busy: the read's open() waits behind them.
+    const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+    const busy = Array.from({ length: threads }, () => promisify(pbkdf2)('x', 'y', 300_000, 32, 'sha256'));
+    const target = Buffer.alloc(8192);
+    const reading = c.readInto('s3', 'share/3/0-1-aa', 0, target, 0, 8192);
+    // Meanwhile the file becomes another copy of the same object with the 16-byte header (the
+    // entry evicted and the object fetched and put again: a buffer O_DIRECT cannot take).
+    const header = Buffer.alloc(16);
+    header.writeUInt32LE(0x43524644, 0); // "DFRC"
+    header.writeUInt32LE(want.length, 4);
+    header.writeUInt32LE(crc32c(want), 8);
+    writeFileSync(file, Buffer.concat([header, want]));
+    const got = await reading;
+    await Promise.all(busy);
+    assert.ok(got === null || target.subarray(0, got).equals(want.subarray(0, got)), 'bytes of the object at another offset were served');
   });
 
   it('writes whole pool blocks with O_DIRECT (a 4 KiB header), anything else with a 16-byte one; both read back, also after a restart', async (t) => {

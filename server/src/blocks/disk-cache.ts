@@ -164,6 +164,9 @@ export class DiskBlockCache {
     try {
       const fh = await open(this.fileOf(name), 'r');
       try {
+        // The file opened may be a later entry for the key (this one dropped, the object put again
+        // meanwhile), with the other header: the same bytes at another offset. Its size tells.
+        if ((await fh.stat()).size !== size) throw new Error('replaced');
         let got = 0;
         while (got < want) {
           const { bytesRead } = await fh.read(target, targetStart + got, want - got, hdr + offset + got);
