@@ -970,15 +970,15 @@ export class BlockService {
   // ---- size changes and deletion -----------------------------------------------------------------
 
   /**
-   * Cuts a file's data to `newSize` bytes; bytes past it read as zeros if the file grows again.
-   * The cut is logged and synced first, so replay never brings cut bytes back.
+   * Cuts or extends a file's data to `newSize`; bytes past it read as zeros if the file grows
+   * again. The cut is logged and synced first, so replay never brings cut bytes back. `commit`
+   * (storing the new size) runs once the data is cut, with the truncate's WAL record still held:
+   * until then a crash replays the record (the data past the cut is gone from the block map
+   * already; without the record the file would come back with its old size over those zeros).
+   * Resolves with what `commit` resolved with.
    */
-  /**
-   * Cuts or extends a file's data to `newSize`. `commit` (storing the new size) runs once the data
-   * is cut, with the truncate's WAL record still held: until then a crash replays the record (the
-   * data past the cut is gone from the block map already; without the record the file would come
-   * back with its old size over those zeros).
-   */
+  truncate(inodeId: number, newSize: number): Promise<void>;
+  truncate<T>(inodeId: number, newSize: number, commit: () => Promise<T>): Promise<T>;
   truncate<T>(inodeId: number, newSize: number, commit?: () => Promise<T>): Promise<T | undefined> {
     return this.withWritesHeld(inodeId, () => this.truncateLogged(inodeId, newSize, commit));
   }

@@ -335,7 +335,7 @@ export class FileService {
       // only dirty data (write caching) is waited for, as Windows (smbtorture lease.breaking4).
       await this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
       // The size is stored while the truncate's WAL record is held (see BlockService.truncate).
-      after = (await share.data.truncate(inode.id, changes.size, store))!;
+      after = await share.data.truncate(inode.id, changes.size, store);
     } else {
       after = await store();
     }
