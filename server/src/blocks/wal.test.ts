@@ -80,6 +80,22 @@ async function committedFile(a: { svc: BlockService }, meta: MemoryMetadataStore
 }
 
 /**
+ * A committed file holding `text` in the reused segment `last` (untilReusedSegment): the segment's
+ * bytes, and where the file's record starts and ends in them.
+ */
+async function committedInReused(
+  a: { svc: BlockService },
+  meta: MemoryMetadataStore,
+  last: string,
+  text: string,
+): Promise<{ ino: number; bytes: Buffer; at: number; end: number }> {
+  const ino = await committedFile(a, meta, text);
+  const bytes = readFileSync(last);
+  const at = bytes.indexOf(text) - REC_HEADER;
+  return { ino, bytes, at, end: at + REC_HEADER + text.length };
+}
+
+/**
  * Writes and COMMITs whole blocks of a new file (uploads keep up) until the log appends to a reused
  * segment; returns that segment's file.
  */
@@ -483,12 +499,7 @@ describe('WAL: space', () => {
     const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
     const last = await untilReusedSegment(dir, meta, a);
     const text = 'a committed file';
-    const victim = await mkfile(meta);
-    await a.svc.write(victim, 0, Buffer.from(text));
-    await a.svc.commit(victim);
-    const bytes = readFileSync(last);
-    const at = bytes.indexOf(text) - REC_HEADER;
-    const end = at + REC_HEADER + text.length;
+    const { ino: victim, bytes, at, end } = await committedInReused(a, meta, last, text);
     // Past this id's records: older bytes, then a truncate of the victim to nothing whose header
     // checks out under this segment's id (what a client could have written as WRITE data there).
     const forged = Buffer.from(bytes.subarray(at, at + REC_HEADER));
@@ -512,12 +523,7 @@ describe('WAL: space', () => {
     const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
     const last = await untilReusedSegment(dir, meta, a);
     const text = 'complete record';
-    const other = await mkfile(meta);
-    await a.svc.write(other, 0, Buffer.from(text));
-    await a.svc.commit(other);
-    const bytes = readFileSync(last);
-    const at = bytes.indexOf(text) - REC_HEADER;
-    const end = at + REC_HEADER + text.length;
+    const { ino: other, bytes, at, end } = await committedInReused(a, meta, last, text);
     // The next append was interrupted: its header (a copy of the last one: same segment, valid CRC)
     // and 3 of its data bytes reached the disk; what follows is the segment's earlier life.
     bytes.copy(bytes, end, at, at + REC_HEADER);
