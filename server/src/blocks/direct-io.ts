@@ -4,6 +4,7 @@
 // read cache's entries are not read back soon, and nothing else in the process wants those pages.
 import { constants as fsc } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { isPageAligned } from '../wire/buffer-pool.js';
 
 /** O_DIRECT needs the buffers' addresses, their lengths and the offset aligned to the device's blocks. */
 export const DIRECT_ALIGN = 4096;
@@ -16,9 +17,13 @@ export const O_DIRECT = (fsc as { O_DIRECT?: number }).O_DIRECT ?? 0;
  */
 export type DirectWrite = 'written' | 'refused' | 'unaligned';
 
-/** True when `bufs` may be written with O_DIRECT as far as lengths go (addresses are checked by the kernel). */
-export function directLengths(bufs: readonly Buffer[]): boolean {
-  return O_DIRECT !== 0 && bufs.length > 0 && bufs.every((b) => b.length > 0 && b.length % DIRECT_ALIGN === 0);
+/**
+ * True when `bufs` may be written with O_DIRECT: lengths in whole pages, memory from a page-aligned
+ * pool (BufferPool's shared buffers of a multiple of 64 KiB; isPageAligned). Anything else would
+ * be refused by the kernel only once the file is open (writeDirect then says `unaligned`).
+ */
+export function directBuffers(bufs: readonly Buffer[]): boolean {
+  return O_DIRECT !== 0 && bufs.length > 0 && bufs.every((b) => b.length > 0 && b.length % DIRECT_ALIGN === 0 && isPageAligned(b));
 }
 
 /** Writes `bufs` one after another as the new file `file` with O_DIRECT; fdatasync when `sync`. */

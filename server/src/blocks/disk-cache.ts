@@ -15,7 +15,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { BufferPool } from '../wire/buffer-pool.js';
-import { DIRECT_ALIGN, directLengths, O_DIRECT, writeDirect } from './direct-io.js';
+import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
 
 const MAGIC = 0x43524644; // "DFRC" little-endian
 const HEADER = 16;
@@ -218,7 +218,7 @@ export class DiskBlockCache {
    * O_DIRECT would refuse only after the header went to the device.
    */
   private mayWriteDirect(data: Buffer): boolean {
-    return this.direct && data.buffer instanceof SharedArrayBuffer && data.byteOffset % DIRECT_ALIGN === 0 && directLengths([data]);
+    return this.direct && directBuffers([data]);
   }
 
   /** Writes the entry `name` and indexes it; failures are logged and leave no entry. */

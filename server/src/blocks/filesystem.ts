@@ -27,7 +27,7 @@ import {
 } from 'node:fs/promises';
 import path from 'node:path';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
-import { directLengths, O_DIRECT, writeDirect } from './direct-io.js';
+import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 /** The marker file that says a directory is a DittoFS filesystem block store. */
@@ -217,7 +217,7 @@ export class FilesystemBlockStore implements BlockStore {
     const dir = path.dirname(dest);
     if (!this.knownDirs.has(dir)) await this.ensureDir(dir);
     const tmp = path.join(this.root, TMP_DIR, randomBytes(8).toString('hex'));
-    if (!(this.direct && directLengths([data]) && (await this.putDirect(tmp, data)))) {
+    if (!(this.direct && directBuffers([data]) && (await this.putDirect(tmp, data)))) {
       await this.writeBuffered(tmp, data);
       this.bufferedPuts++;
     }

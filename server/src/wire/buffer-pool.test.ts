@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BufferPool, BufferPools } from './buffer-pool.js';
+import { BufferPool, BufferPools, isPageAligned } from './buffer-pool.js';
 
 describe('BufferPool', () => {
   it('hands a given-back buffer out again instead of making a new one', () => {
@@ -11,6 +11,16 @@ describe('BufferPool', () => {
     const b = pool.take(1024);
     assert.equal(b.buffer, a.buffer);
     assert.equal(pool.created, 1);
+  });
+
+  it('says which buffers are page-aligned (what O_DIRECT takes): shared pool buffers of a multiple of 64 KiB', () => {
+    const b = new BufferPool(64 * 1024, 1, true).take(64 * 1024);
+    assert.equal(isPageAligned(b), true);
+    assert.equal(isPageAligned(b.subarray(4096)), true, 'a view at a whole page');
+    assert.equal(isPageAligned(b.subarray(512)), false, 'a view inside a page');
+    assert.equal(isPageAligned(new BufferPool(32 * 1024, 1, true).take(32 * 1024)), false, 'a plain SharedArrayBuffer');
+    assert.equal(isPageAligned(new BufferPool(64 * 1024, 1).take(64 * 1024)), false, 'not shared');
+    assert.equal(isPageAligned(Buffer.from(new SharedArrayBuffer(64 * 1024))), false, 'shared, not from a pool');
   });
 
   it('ignores a buffer given back twice, so two callers never share one', () => {

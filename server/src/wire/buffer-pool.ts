@@ -12,6 +12,14 @@ const WASM_PAGE = 64 * 1024;
 type SharedWasmMemory = new (d: { initial: number; maximum: number; shared: true }) => { buffer: ArrayBufferLike };
 const WasmMemory = (globalThis as unknown as { WebAssembly?: { Memory?: SharedWasmMemory } }).WebAssembly?.Memory;
 
+/** Memory sharedMemory() made page-aligned (a plain SharedArrayBuffer is not). */
+const pageAlignedMemory = new WeakSet<ArrayBufferLike>();
+
+/** True when `b` starts on a page boundary: a view at a multiple of 4 KiB into page-aligned pool memory. */
+export function isPageAligned(b: Buffer): boolean {
+  return pageAlignedMemory.has(b.buffer) && b.byteOffset % 4096 === 0;
+}
+
 /**
  * Shared memory of `size` bytes. A multiple of 64 KiB (a block) is a shared WebAssembly memory's
  * buffer: a SharedArrayBuffer like any other, but page-aligned, which is what lets the filesystem
@@ -22,7 +30,10 @@ function sharedMemory(size: number): SharedArrayBuffer {
     const pages = size / WASM_PAGE;
     try {
       const b = new WasmMemory({ initial: pages, maximum: pages, shared: true }).buffer;
-      if (b instanceof SharedArrayBuffer) return b;
+      if (b instanceof SharedArrayBuffer) {
+        pageAlignedMemory.add(b);
+        return b;
+      }
     } catch {
       // No shared WebAssembly memory here: unaligned, still shared.
     }
