@@ -796,3 +796,54 @@ describe('WAL: clean close', () => {
     await c.wal.close();
   });
 });
+
+describe('WAL: a segment that cannot be deleted', () => {
+  it('is never replayed over newer data: the segments after it stay until it goes', async (t) => {
+    const { dir, meta, store, a } = await fresh({ segmentBytes: 4 * BS });
+    const ino = await mkfile(meta);
+    const other = await mkfile(meta);
+    // The old bytes, in the first segment; then whole blocks of another file until it is full.
+    await a.svc.write(ino, 0, Buffer.alloc(100, 'o'));
+    await a.svc.commit(ino);
+    const first = path.join(dir, segments(dir)[0]!);
+    for (let i = 0; i < 5; i++) await a.svc.write(other, i * BS, randomBytes(BS));
+    await a.svc.commit(other);
+    assert.ok(segments(dir).length >= 2 && lastSegment(dir) !== first, 'the first segment is full');
+    try {
+      // Immutable: unlink (and rename) fail with EPERM, as on a volume that refuses deletes.
+      execFileSync('chattr', ['+i', first], { stdio: 'pipe' });
+    } catch (e) {
+      t.skip(`chattr +i refused on ${os.tmpdir()}: ${String(e)}`);
+      await a.svc.close();
+      await a.wal.close();
+      return;
+    }
+    try {
+      // Newer bytes for the same range, then more blocks to roll past their segment; all stored.
+      await a.svc.write(ino, 0, Buffer.alloc(100, 'n'));
+      await a.svc.commit(ino);
+      for (let i = 5; i < 15; i++) await a.svc.write(other, i * BS, randomBytes(BS));
+      await a.svc.commit(other);
+      // Stored while the server runs: every upload's end tries to retire the oldest segments, the
+      // first in vain. More uploads (20 at most) give the segments after it every chance to go.
+      await a.svc.flush(ino);
+      await a.svc.flush(other);
+      const second = path.join(dir, segments(dir)[1]!);
+      for (let i = 0; i < 20 && existsSync(second); i++) {
+        await a.svc.write(other, (15 + i) * BS, randomBytes(BS));
+        await a.svc.flush(other);
+      }
+      await a.svc.close();
+      await a.wal.close();
+      assert.ok(existsSync(first));
+    } finally {
+      execFileSync('chattr', ['-i', first]);
+    }
+    // The next start replays the first segment: the later ones with it, or the old bytes come back.
+    const b = await boot(dir, meta, store);
+    assert.equal((await b.svc.read(ino, 0, 100, 100)).toString(), 'n'.repeat(100));
+    await b.svc.close();
+    await b.wal.close();
+    assert.deepEqual(segments(dir), [], 'the first segment, and those after it, go once they can');
+  });
+});

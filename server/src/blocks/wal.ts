@@ -1163,7 +1163,20 @@ export class FileWal implements Wal {
           }
         }
         if (fd !== null) await fclose(fd);
-        if (s.file) await fs.rm(s.file, { force: true });
+        if (s.file) {
+          try {
+            // unlink, not rm: refused (EPERM, EIO), rm would report its directory fallback instead.
+            await fs.unlink(s.file).catch((e: NodeJS.ErrnoException) => {
+              if (e.code !== 'ENOENT') throw e;
+            });
+          } catch (err) {
+            // Left on disk, its records would be replayed at the next start over what later
+            // segments stored: it stays the head of the log, and they stay behind it, until a
+            // later run deletes it (the log on disk stays a suffix of history).
+            this.segments.unshift(s);
+            throw err;
+          }
+        }
         this.dirDirty = true;
         freed = true;
         this.room.wake();
