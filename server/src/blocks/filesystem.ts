@@ -244,8 +244,9 @@ export class FilesystemBlockStore implements BlockStore {
   }
 
   /**
-   * Makes `dir` (and its missing parents) with its entry on disk. Puts into a directory being made
-   * wait for the same promise: none may count on a directory whose entry is not synced yet.
+   * Makes `dir` (and its missing parents) with its entry, and theirs, on disk. Puts into a
+   * directory being made wait for the same promise: none may count on a directory whose entry is
+   * not synced yet.
    */
   private ensureDir(dir: string): Promise<void> {
     const making = this.making.get(dir);
@@ -260,47 +261,39 @@ export class FilesystemBlockStore implements BlockStore {
   }
 
   private async makeDir(dir: string): Promise<void> {
-    const created = await this.mkdirs(dir);
-    if (this.fsync) {
-      // The directories that gained an entry: from dir's parent up to the parent of the first
-      // directory made (the root's entries are not touched when only a file's directory is new).
-      // dir itself is synced after the object's rename. A directory that was already there may
-      // have been made by a process that stopped before syncing its parent: that parent is
-      // synced too (once per directory this process remembers).
-      const top = created ?? dir;
-      const syncs: Promise<void>[] = [];
-      for (let d = path.dirname(dir); ; d = path.dirname(d)) {
-        syncs.push(this.syncDir(d));
-        if (d === path.dirname(top) || d.length <= this.rootDir.length) break;
-      }
-      await Promise.all(syncs);
-    }
+    await this.mkdirs(dir);
+    // A parent another put is making now may not have its own entry on disk yet: wait for it.
+    await this.making.get(path.dirname(dir));
+    // The entry of dir in its parent (dir itself is synced after the object's rename). Also when
+    // dir was there: a process may have made it and stopped before syncing its parent (synced
+    // once per directory this process remembers).
+    if (this.fsync) await this.syncDir(path.dirname(dir));
+    this.remember(dir);
+  }
+
+  private remember(dir: string): void {
     if (this.knownDirs.size >= KNOWN_DIRS_MAX) this.knownDirs.delete(this.knownDirs.values().next().value as string);
     this.knownDirs.add(dir);
   }
 
   /**
-   * Makes `dir`, and its parents if they are missing; the first directory it made, if any. Not
-   * `mkdir -p` on dir: finding dir there, that checks it is a directory with a second call, and
-   * fails with ENOENT when the delete of the file's last object removes dir in between (1 to 6 puts
-   * in 2,000 such races failed so). Only file directories are removed (pruneFileDir), never
-   * their parents; one removed after this found it is made again by put's rename retry.
+   * Makes `dir` unless it is there. A missing parent is made first through ensureDir, so that
+   * puts under it share its making and the sync of its entry. Not `mkdir -p` on dir: finding dir
+   * there, that checks it is a directory with a second call, and fails with ENOENT when the delete
+   * of the file's last object removes dir in between (1 to 6 puts in 2,000 such races failed so).
+   * A dir removed after this found it is made again by put's rename retry.
    */
-  private async mkdirs(dir: string): Promise<string | undefined> {
-    try {
-      await mkdir(dir);
-      return dir;
-    } catch (e) {
-      if (errno(e) === 'EEXIST') return undefined;
-      if (errno(e) !== 'ENOENT') throw e;
+  private async mkdirs(dir: string): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await mkdir(dir);
+        return;
+      } catch (e) {
+        if (errno(e) === 'EEXIST') return;
+        if (errno(e) !== 'ENOENT' || attempt > 0 || path.dirname(dir).length <= this.rootDir.length) throw e;
+      }
+      await this.ensureDir(path.dirname(dir));
     }
-    const created = await mkdir(path.dirname(dir), { recursive: true });
-    try {
-      await mkdir(dir);
-    } catch (e) {
-      if (errno(e) !== 'EEXIST') throw e; // another put made it meanwhile
-    }
-    return created ?? dir;
   }
 
   /**
@@ -419,7 +412,9 @@ export class FilesystemBlockStore implements BlockStore {
       // ENOTEMPTY: the file has other objects, and the directory stays as known as it was (else
       // the file's next put would make and sync it again). Should another delete remove it now,
       // a put that finds it gone makes it again.
-      if (known && errno(e) === 'ENOTEMPTY') this.knownDirs.add(dir);
+      // Not while a put makes it again (after another delete removed it): that put adds it once
+      // its entry is synced, and puts until then must wait for it.
+      if (known && errno(e) === 'ENOTEMPTY' && !this.making.has(dir)) this.remember(dir);
     }
   }
 

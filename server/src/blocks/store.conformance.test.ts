@@ -480,7 +480,7 @@ describe('FilesystemBlockStore: the directories of files', () => {
     await store.delete('0000000c/5/1-1-b');
     assert.ok(!existsSync(path.join(root, '0000000c', '5')), 'the directory goes with its last object');
     assert.ok(existsSync(path.join(root, '0000000c')), 'the share directory stays');
-    // The store still remembers the directory as made: the put finds it gone and makes it again.
+    // The directory is gone: the next put makes it again.
     await store.put('0000000c/5/2-1-c', Buffer.from('c'));
     sameBytes(await store.get('0000000c/5/2-1-c'), Buffer.from('c'));
     // A put racing the delete of its directory's last object, many times: every put lands.
@@ -495,22 +495,25 @@ describe('FilesystemBlockStore: the directories of files', () => {
   });
 
   it('never fails a put that races the removal of its directory by the delete of its last object (2,000 races)', async () => {
-    // Without fsyncs, so the races are many and quick; with mkdir -p each race had about one
-    // chance in 500 of failing the put with ENOENT.
-    const store = new FilesystemBlockStore(path.join(tmp, 'blocks'), { fsync: false });
+    // Without fsyncs, so the races are many and quick. Each put goes through a store of its own
+    // (the same directory, opened once), which does not know the file's directory: it makes it
+    // while the other store's delete removes it. With mkdir -p, 1 to 6 of 2,000 puts failed.
+    const root = path.join(tmp, 'blocks');
+    const store = new FilesystemBlockStore(root, { fsync: false });
     await store.open();
     let last = '0000000e/5/0-1-r';
     await store.put(last, Buffer.from(last));
     const failed: string[] = [];
     for (let i = 1; i <= 2000; i++) {
       const next = `0000000e/5/${i}-1-r`;
-      const [, put] = await Promise.allSettled([store.delete(last), store.put(next, Buffer.from(next))]);
+      const putter = new FilesystemBlockStore(root, { fsync: false });
+      const [, put] = await Promise.allSettled([store.delete(last), putter.put(next, Buffer.from(next))]);
       if (put.status === 'rejected') failed.push(`${next}: ${String(put.reason)}`);
       else last = next;
     }
     assert.deepEqual(failed.slice(0, 3), [], `${failed.length} of 2,000 puts failed`);
     sameBytes(await store.get(last), Buffer.from(last));
-    assert.deepEqual(await readdir(path.join(tmp, 'blocks', '0000000e', '5')), [path.basename(last)]);
+    assert.deepEqual(await readdir(path.join(root, '0000000e', '5')), [path.basename(last)]);
   });
 
   it('prunes empty file directories it lists (left by an older version or a crash), and nothing else', async () => {

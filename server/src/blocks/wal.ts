@@ -73,6 +73,8 @@ const SEG_VERSION_NO_TOKEN = 1;
 const SEG_FLAG_REUSED = 1;
 /** Retired segments kept to become the next spares, at most (and only while they fit the size limit). */
 const MAX_REUSABLE = 4;
+/** The longest wait before a failed retire (a segment's file that could not be deleted) is tried again. */
+const RETIRE_RETRY_MAX_MS = 30_000;
 export const SEG_HEADER = 24;
 const REC_MAGIC = 0x44574c52; // "DWLR"
 export const REC_HEADER = 48;
@@ -477,6 +479,9 @@ export class FileWal implements Wal {
   private dirDirty = false;
   private retiring: Promise<void> | null = null;
   private retireAgain = false;
+  /** Failed retire runs in a row, and the time (Date.now()) before which none is tried again. */
+  private retireFailures = 0;
+  private retireRetryAt = 0;
   /**
    * False until the caller has replayed the records `open` returned and said so (`tidy`): until
    * then no segment may go, since nothing holds the data of records not yet replayed.
@@ -1109,6 +1114,9 @@ export class FileWal implements Wal {
     // After close() nothing of this instance touches the directory: records released later (uploads
     // that finish after the close) are another instance's to retire, which may have opened it by then.
     if (!this.replayed || this.finished) return Promise.resolve();
+    // After a failure (a segment's file that could not be deleted): tried again after a backoff,
+    // not at every append; close tries once more in any case.
+    if (!this.closed && Date.now() < this.retireRetryAt) return Promise.resolve();
     if (this.retiring) {
       this.retireAgain = true;
       return this.retiring;
@@ -1119,8 +1127,13 @@ export class FileWal implements Wal {
           this.retireAgain = false;
           await this.retireOnce();
         } while (this.retireAgain);
+        this.retireFailures = 0;
+        this.retireRetryAt = 0;
       } catch (err) {
-        this.opts.log?.error({ err }, 'could not retire a WAL segment');
+        this.retireFailures++;
+        const retryMs = Math.min(RETIRE_RETRY_MAX_MS, 1000 * 2 ** Math.min(this.retireFailures - 1, 16));
+        this.retireRetryAt = Date.now() + retryMs;
+        this.opts.log?.error({ err, retryMs }, 'could not retire a WAL segment: the log keeps it and every later segment until it goes');
       } finally {
         this.retiring = null;
       }
@@ -1135,7 +1148,8 @@ export class FileWal implements Wal {
    * (its space is what the next segment needs).
    */
   private async retireOnce(): Promise<void> {
-    for (let pass = 0; pass < 2; pass++) {
+    let stuck: Error | null = null;
+    for (let pass = 0; pass < 2 && stuck === null; pass++) {
       let freed = false;
       for (;;) {
         const s = this.segments[0];
@@ -1162,20 +1176,24 @@ export class FileWal implements Wal {
             // Deleted instead, below.
           }
         }
-        if (fd !== null) await fclose(fd);
-        if (s.file) {
-          try {
-            // unlink, not rm: refused (EPERM, EIO), rm would report its directory fallback instead.
-            await fs.unlink(s.file).catch((e: NodeJS.ErrnoException) => {
-              if (e.code !== 'ENOENT') throw e;
-            });
-          } catch (err) {
-            // Left on disk, its records would be replayed at the next start over what later
-            // segments stored: it stays the head of the log, and they stay behind it, until a
-            // later run deletes it (the log on disk stays a suffix of history).
-            this.segments.unshift(s);
-            throw err;
-          }
+        // Its records are all stored: a failed close (a late write-back error) loses nothing, and
+        // the descriptor is released all the same.
+        if (fd !== null) await fclose(fd).catch(() => undefined);
+        // unlink, not rm: a refused delete (EPERM, EIO) would be reported as rm's directory fallback.
+        const gone =
+          s.file === null
+            ? null
+            : await fs.unlink(s.file).then(
+                () => null,
+                (e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : e),
+              );
+        if (gone !== null) {
+          // Left on disk, its records would be replayed at the next start over what later
+          // segments stored: it stays the head of the log, and they stay behind it, until a later
+          // run deletes it (the log on disk stays a suffix of history).
+          this.segments.unshift(s);
+          stuck = gone;
+          break;
         }
         this.dirDirty = true;
         freed = true;
@@ -1188,7 +1206,7 @@ export class FileWal implements Wal {
       if (!this.closed && this.spare !== null && this.segments.length <= 1 && this.reusable.length > 0 && this.dropKept) {
         for (const r of this.reusable.splice(0)) {
           await fclose(r.fd).catch(() => undefined);
-          await fs.rm(r.file, { force: true });
+          await fs.rm(r.file, { force: true }).catch(() => undefined); // a spare: open deletes it
           this.dirDirty = true;
         }
       }
@@ -1200,6 +1218,7 @@ export class FileWal implements Wal {
       const idle = a.holders.size === 0 && a.size > SEG_HEADER && !this.queue.some((p) => p.seg === a);
       if (!idle || this.roll() === null) break;
     }
+    if (stuck !== null) throw stuck;
   }
 
   /**
@@ -1232,7 +1251,7 @@ export class FileWal implements Wal {
     if (spare?.file) await fs.rm(spare.file, { force: true });
     for (const r of this.reusable.splice(0)) {
       await fclose(r.fd).catch(() => undefined);
-      await fs.rm(r.file, { force: true });
+      await fs.rm(r.file, { force: true }).catch(() => undefined); // a spare: the next open deletes it
       this.dirDirty = true;
     }
     for (const s of this.segments) {
