@@ -82,6 +82,8 @@ async function readFully(fh: FileHandle, offset: number, target: Buffer, targetS
   return got;
 }
 
+/** Renames of a put into its file's directory, each after making the directory again if it was gone. */
+const RENAME_ATTEMPTS = 3;
 /** Directories put() remembers as made (see knownDirs). */
 const KNOWN_DIRS_MAX = 4096;
 
@@ -221,32 +223,38 @@ export class FilesystemBlockStore implements BlockStore {
       await this.writeBuffered(tmp, data);
       this.bufferedPuts++;
     }
-    try {
-      await rename(tmp, dest);
-    } catch (e) {
-      if (errno(e) !== 'ENOENT') {
-        await unlink(tmp).catch(noop);
-        throw e;
+    // The directory can go with its file's last object (a delete, or a listing's prune) after it
+    // was looked up: made again, a few times at most (a making still in flight may have found it
+    // before it went). A later failure is the upload's, retried as any other.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await rename(tmp, dest);
+        break;
+      } catch (e) {
+        if (errno(e) !== 'ENOENT' || attempt >= RENAME_ATTEMPTS - 1) {
+          await unlink(tmp).catch(noop);
+          throw e;
+        }
       }
-      // The directory went with its file's last object (delete) after it was looked up: made
-      // again, once (a later failure is the upload's, retried as any other).
       this.knownDirs.delete(dir);
       try {
         await this.ensureDir(dir);
-        await rename(tmp, dest);
-      } catch (e2) {
+      } catch (e) {
         await unlink(tmp).catch(noop);
-        throw e2;
+        throw e;
       }
     }
+    // Another put may be making the directory again now (after a delete removed it): its entry
+    // in the parent is on disk only once that making is done.
+    await this.making.get(dir);
     // The rename (and a new directory) is durable only once the directory holding it is synced.
     if (this.fsync) await this.syncDir(dir);
   }
 
   /**
-   * Makes `dir` (and its missing parents) with its entry, and theirs, on disk. Puts into a
-   * directory being made wait for the same promise: none may count on a directory whose entry is
-   * not synced yet.
+   * Makes `dir` (and its missing parents): the entry of each in its parent is on disk when this
+   * settles (dir's even if it was there). Puts into a directory being made wait for the same
+   * promise: none may count on a directory whose entry is not synced yet.
    */
   private ensureDir(dir: string): Promise<void> {
     const making = this.making.get(dir);

@@ -44,6 +44,7 @@ import { crc32c } from '@node-rs/crc32';
 import fsc from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { isNoSpace } from '../vfs/errors.js';
@@ -479,9 +480,13 @@ export class FileWal implements Wal {
   private dirDirty = false;
   private retiring: Promise<void> | null = null;
   private retireAgain = false;
-  /** Failed retire runs in a row, and the time (Date.now()) before which none is tried again. */
+  /**
+   * Failed retire runs in a row; the time (performance.now()) before which none is tried again,
+   * and the timer that tries again then.
+   */
   private retireFailures = 0;
   private retireRetryAt = 0;
+  private retireTimer: NodeJS.Timeout | null = null;
   /**
    * False until the caller has replayed the records `open` returned and said so (`tidy`): until
    * then no segment may go, since nothing holds the data of records not yet replayed.
@@ -678,6 +683,7 @@ export class FileWal implements Wal {
 
   async makeRoom(): Promise<boolean> {
     if (this.closed) return false;
+    this.retireRetryAt = 0; // out of room: worth a try even during a failed retire's backoff
     await this.retire();
     await this.prepareSpare();
     // A spare is ready: a failed append's ENOSPC (the spare was allocated before it) is over too.
@@ -714,6 +720,16 @@ export class FileWal implements Wal {
     // one is half full: it becomes the next spare then, instead of zeros written now (see reserve).
     if (this.segments.length === 1 || this.reusable.length > 0) void this.prepareSpare();
     return seg;
+  }
+
+  /** roll(), or null when the spare cannot be renamed into place (it stays the spare). */
+  private tryRoll(): WalSegment | null {
+    try {
+      return this.roll();
+    } catch (err) {
+      this.opts.log?.warn({ err }, 'could not rename the WAL spare into place');
+      return null;
+    }
   }
 
   /** Starts preallocating the next segment unless one is ready or under way; never rejects. */
@@ -1116,7 +1132,7 @@ export class FileWal implements Wal {
     if (!this.replayed || this.finished) return Promise.resolve();
     // After a failure (a segment's file that could not be deleted): tried again after a backoff,
     // not at every append; close tries once more in any case.
-    if (!this.closed && Date.now() < this.retireRetryAt) return Promise.resolve();
+    if (!this.closed && performance.now() < this.retireRetryAt) return Promise.resolve();
     if (this.retiring) {
       this.retireAgain = true;
       return this.retiring;
@@ -1132,7 +1148,17 @@ export class FileWal implements Wal {
       } catch (err) {
         this.retireFailures++;
         const retryMs = Math.min(RETIRE_RETRY_MAX_MS, 1000 * 2 ** Math.min(this.retireFailures - 1, 16));
-        this.retireRetryAt = Date.now() + retryMs;
+        this.retireRetryAt = performance.now() + retryMs;
+        // Tried again then even if nothing else asks (writers waiting for room only poll `full`).
+        if (!this.closed) {
+          if (this.retireTimer) clearTimeout(this.retireTimer);
+          this.retireTimer = setTimeout(() => {
+            this.retireTimer = null;
+            this.retireRetryAt = 0;
+            void this.retire();
+          }, retryMs);
+          this.retireTimer.unref();
+        }
         this.opts.log?.error({ err, retryMs }, 'could not retire a WAL segment: the log keeps it and every later segment until it goes');
       } finally {
         this.retiring = null;
@@ -1180,19 +1206,19 @@ export class FileWal implements Wal {
         // the descriptor is released all the same.
         if (fd !== null) await fclose(fd).catch(() => undefined);
         // unlink, not rm: a refused delete (EPERM, EIO) would be reported as rm's directory fallback.
-        const gone =
+        const refused =
           s.file === null
             ? null
             : await fs.unlink(s.file).then(
                 () => null,
                 (e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : e),
               );
-        if (gone !== null) {
+        if (refused !== null) {
           // Left on disk, its records would be replayed at the next start over what later
           // segments stored: it stays the head of the log, and they stay behind it, until a later
           // run deletes it (the log on disk stays a suffix of history).
           this.segments.unshift(s);
-          stuck = gone;
+          stuck = refused;
           break;
         }
         this.dirDirty = true;
@@ -1216,7 +1242,8 @@ export class FileWal implements Wal {
       const a = this.active;
       if (a === null || this.closed || !this.full || this.segments[0] !== a) break;
       const idle = a.holders.size === 0 && a.size > SEG_HEADER && !this.queue.some((p) => p.seg === a);
-      if (!idle || this.roll() === null) break;
+      // A spare that cannot be renamed into place stays the spare; the next append tries again.
+      if (!idle || this.tryRoll() === null) break;
     }
     if (stuck !== null) throw stuck;
   }
@@ -1233,22 +1260,26 @@ export class FileWal implements Wal {
     this.keptTimer = null;
     if (this.noRoomTimer) clearInterval(this.noRoomTimer);
     this.noRoomTimer = null;
+    if (this.retireTimer) clearTimeout(this.retireTimer);
+    this.retireTimer = null;
     await this.preparing;
     await this.retire();
     const a = this.active;
     if (a && !this.replayed && a.size === SEG_HEADER && a.holders.size === 0 && this.segments.at(-1) === a) {
-      // Records not replayed are kept, but this start's own segment holds none.
+      // Records not replayed are kept, but this start's own segment holds none (left behind if
+      // it cannot be deleted: it replays nothing). Nothing here may stop the close before
+      // `finished` is set.
       this.segments.pop();
       this.active = null;
-      if (a.fd !== null) await fclose(a.fd);
+      if (a.fd !== null) await fclose(a.fd).catch(() => undefined);
       a.fd = null;
-      if (a.file) await fs.rm(a.file, { force: true });
+      if (a.file) await fs.rm(a.file, { force: true }).catch(() => undefined);
       this.dirDirty = true;
     }
     const spare = this.spare;
     this.spare = null;
-    if (spare?.fd != null) await fclose(spare.fd);
-    if (spare?.file) await fs.rm(spare.file, { force: true });
+    if (spare?.fd != null) await fclose(spare.fd).catch(() => undefined);
+    if (spare?.file) await fs.rm(spare.file, { force: true }).catch(() => undefined); // the next open deletes it
     for (const r of this.reusable.splice(0)) {
       await fclose(r.fd).catch(() => undefined);
       await fs.rm(r.file, { force: true }).catch(() => undefined); // a spare: the next open deletes it
@@ -1257,7 +1288,7 @@ export class FileWal implements Wal {
     for (const s of this.segments) {
       const fd = s.fd;
       s.fd = null;
-      if (fd !== null) await fclose(fd);
+      if (fd !== null) await fclose(fd).catch(() => undefined);
     }
     // A record released during the awaits above started another run: it ends before the close
     // does, and none starts after (finished is set with no await between).
