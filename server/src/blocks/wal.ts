@@ -487,6 +487,8 @@ export class FileWal implements Wal {
   private retireFailures = 0;
   private retireRetryAt = 0;
   private retireTimer: NodeJS.Timeout | null = null;
+  /** When the last retire run failed (performance.now()). */
+  private retireFailedAt = -Infinity;
   /**
    * False until the caller has replayed the records `open` returned and said so (`tidy`): until
    * then no segment may go, since nothing holds the data of records not yet replayed.
@@ -683,7 +685,9 @@ export class FileWal implements Wal {
 
   async makeRoom(): Promise<boolean> {
     if (this.closed) return false;
-    this.retireRetryAt = 0; // out of room: worth a try even during a failed retire's backoff
+    // Out of room: worth a try during a failed retire's backoff, once a second at most (the
+    // no-room timer and every refused writer call this).
+    if (performance.now() - this.retireFailedAt >= NO_SPACE_RETRY_MS) this.retireRetryAt = 0;
     await this.retire();
     await this.prepareSpare();
     // A spare is ready: a failed append's ENOSPC (the spare was allocated before it) is over too.
@@ -728,6 +732,7 @@ export class FileWal implements Wal {
       return this.roll();
     } catch (err) {
       this.opts.log?.warn({ err }, 'could not rename the WAL spare into place');
+      this.retireLater(NO_SPACE_RETRY_MS); // the log may be full, its writers only polling
       return null;
     }
   }
@@ -1147,25 +1152,38 @@ export class FileWal implements Wal {
         this.retireRetryAt = 0;
       } catch (err) {
         this.retireFailures++;
+        this.retireFailedAt = performance.now();
         const retryMs = Math.min(RETIRE_RETRY_MAX_MS, 1000 * 2 ** Math.min(this.retireFailures - 1, 16));
-        this.retireRetryAt = performance.now() + retryMs;
-        // Tried again then even if nothing else asks (writers waiting for room only poll `full`).
-        if (!this.closed) {
-          if (this.retireTimer) clearTimeout(this.retireTimer);
-          this.retireTimer = setTimeout(() => {
-            this.retireTimer = null;
-            this.retireRetryAt = 0;
-            void this.retire();
-          }, retryMs);
-          this.retireTimer.unref();
-        }
-        this.opts.log?.error({ err, retryMs }, 'could not retire a WAL segment: the log keeps it and every later segment until it goes');
+        this.retireRetryAt = this.retireFailedAt + retryMs;
+        this.retireLater(retryMs);
+        // The 1st, 2nd, 4th, 8th... failure in a row at error level; the others at debug.
+        const n = this.retireFailures;
+        this.opts.log?.[(n & (n - 1)) === 0 ? 'error' : 'debug'](
+          { err, retryMs, failures: n },
+          'could not retire a WAL segment: the log keeps it and every later segment until it goes',
+        );
       } finally {
         this.retiring = null;
       }
     };
     this.retiring = run();
     return this.retiring;
+  }
+
+  /**
+   * Tries retire again in `ms` even if nothing else asks (writers waiting for room only poll
+   * `full`); null: no such try pending. Never once the log is closed.
+   */
+  private retireLater(ms: number | null): void {
+    if (this.retireTimer) clearTimeout(this.retireTimer);
+    this.retireTimer = null;
+    if (ms === null || this.closed) return;
+    this.retireTimer = setTimeout(() => {
+      this.retireTimer = null;
+      this.retireRetryAt = 0;
+      void this.retire();
+    }, ms);
+    this.retireTimer.unref();
   }
 
   /**
@@ -1260,8 +1278,7 @@ export class FileWal implements Wal {
     this.keptTimer = null;
     if (this.noRoomTimer) clearInterval(this.noRoomTimer);
     this.noRoomTimer = null;
-    if (this.retireTimer) clearTimeout(this.retireTimer);
-    this.retireTimer = null;
+    this.retireLater(null);
     await this.preparing;
     await this.retire();
     const a = this.active;
