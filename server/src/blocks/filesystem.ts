@@ -226,27 +226,25 @@ export class FilesystemBlockStore implements BlockStore {
     // The directory can go with its file's last object (a delete, or a listing's prune) after it
     // was looked up: made again, a few times at most (a making still in flight may have found it
     // before it went). A later failure is the upload's, retried as any other.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await rename(tmp, dest);
-        break;
-      } catch (e) {
-        if (errno(e) !== 'ENOENT' || attempt >= RENAME_ATTEMPTS - 1) {
-          await unlink(tmp).catch(noop);
-          throw e;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await rename(tmp, dest);
+          break;
+        } catch (e) {
+          if (errno(e) !== 'ENOENT' || attempt === RENAME_ATTEMPTS) throw e;
         }
-      }
-      this.knownDirs.delete(dir);
-      try {
+        this.knownDirs.delete(dir);
         await this.ensureDir(dir);
-      } catch (e) {
-        await unlink(tmp).catch(noop);
-        throw e;
       }
+    } catch (e) {
+      await unlink(tmp).catch(noop);
+      throw e;
     }
     // Another put may be making the directory again now (after a delete removed it): its entry
     // in the parent is on disk only once that making is done.
-    await this.making.get(dir);
+    const making = this.making.get(dir);
+    if (making) await making;
     // The rename (and a new directory) is durable only once the directory holding it is synced.
     if (this.fsync) await this.syncDir(dir);
   }
@@ -271,7 +269,8 @@ export class FilesystemBlockStore implements BlockStore {
   private async makeDir(dir: string): Promise<void> {
     await this.mkdirs(dir);
     // A parent another put is making now may not have its own entry on disk yet: wait for it.
-    await this.making.get(path.dirname(dir));
+    const parent = this.making.get(path.dirname(dir));
+    if (parent) await parent;
     // The entry of dir in its parent (dir itself is synced after the object's rename). Also when
     // dir was there: a process may have made it and stopped before syncing its parent (synced
     // once per directory this process remembers).
@@ -418,10 +417,9 @@ export class FilesystemBlockStore implements BlockStore {
       await rmdir(dir);
     } catch (e) {
       // ENOTEMPTY: the file has other objects, and the directory stays as known as it was (else
-      // the file's next put would make and sync it again). Should another delete remove it now,
-      // a put that finds it gone makes it again.
-      // Not while a put makes it again (after another delete removed it): that put adds it once
-      // its entry is synced, and puts until then must wait for it.
+      // the file's next put would make and sync it again), unless a put is making it again after
+      // another delete removed it: that put remembers it once its entry is synced, and puts until
+      // then must wait for it. Should another delete remove it later, a put makes it again.
       if (known && errno(e) === 'ENOTEMPTY' && !this.making.has(dir)) this.remember(dir);
     }
   }

@@ -481,11 +481,10 @@ export class FileWal implements Wal {
   private retiring: Promise<void> | null = null;
   private retireAgain = false;
   /**
-   * Failed retire runs in a row; the time (performance.now()) before which none is tried again,
-   * and the timer that tries again then.
+   * Failed retire runs in a row, and the timer that tries again after the last one's backoff:
+   * while it is set, no other caller starts a run (close excepted).
    */
   private retireFailures = 0;
-  private retireRetryAt = 0;
   private retireTimer: NodeJS.Timeout | null = null;
   /** When the last retire run failed (performance.now()). */
   private retireFailedAt = -Infinity;
@@ -687,7 +686,7 @@ export class FileWal implements Wal {
     if (this.closed) return false;
     // Out of room: worth a try during a failed retire's backoff, once a second at most (the
     // no-room timer and every refused writer call this).
-    if (performance.now() - this.retireFailedAt >= NO_SPACE_RETRY_MS) this.retireRetryAt = 0;
+    if (performance.now() - this.retireFailedAt >= NO_SPACE_RETRY_MS) this.retireLater(null);
     await this.retire();
     await this.prepareSpare();
     // A spare is ready: a failed append's ENOSPC (the spare was allocated before it) is over too.
@@ -1137,7 +1136,7 @@ export class FileWal implements Wal {
     if (!this.replayed || this.finished) return Promise.resolve();
     // After a failure (a segment's file that could not be deleted): tried again after a backoff,
     // not at every append; close tries once more in any case.
-    if (!this.closed && performance.now() < this.retireRetryAt) return Promise.resolve();
+    if (!this.closed && this.retireTimer !== null) return Promise.resolve();
     if (this.retiring) {
       this.retireAgain = true;
       return this.retiring;
@@ -1149,12 +1148,10 @@ export class FileWal implements Wal {
           await this.retireOnce();
         } while (this.retireAgain);
         this.retireFailures = 0;
-        this.retireRetryAt = 0;
       } catch (err) {
         this.retireFailures++;
         this.retireFailedAt = performance.now();
         const retryMs = Math.min(RETIRE_RETRY_MAX_MS, 1000 * 2 ** Math.min(this.retireFailures - 1, 16));
-        this.retireRetryAt = this.retireFailedAt + retryMs;
         this.retireLater(retryMs);
         // The 1st, 2nd, 4th, 8th... failure in a row at error level; the others at debug.
         const n = this.retireFailures;
@@ -1172,7 +1169,7 @@ export class FileWal implements Wal {
 
   /**
    * Tries retire again in `ms` even if nothing else asks (writers waiting for room only poll
-   * `full`); null: no such try pending. Never once the log is closed.
+   * `full`); null: none (the backoff is over). Never once the log is closed.
    */
   private retireLater(ms: number | null): void {
     if (this.retireTimer) clearTimeout(this.retireTimer);
@@ -1180,7 +1177,6 @@ export class FileWal implements Wal {
     if (ms === null || this.closed) return;
     this.retireTimer = setTimeout(() => {
       this.retireTimer = null;
-      this.retireRetryAt = 0;
       void this.retire();
     }, ms);
     this.retireTimer.unref();
@@ -1260,7 +1256,7 @@ export class FileWal implements Wal {
       const a = this.active;
       if (a === null || this.closed || !this.full || this.segments[0] !== a) break;
       const idle = a.holders.size === 0 && a.size > SEG_HEADER && !this.queue.some((p) => p.seg === a);
-      // A spare that cannot be renamed into place stays the spare; the next append tries again.
+      // A spare that cannot be renamed into place stays the spare, tried again by a later run.
       if (!idle || this.tryRoll() === null) break;
     }
     if (stuck !== null) throw stuck;
