@@ -358,3 +358,76 @@ describe('RPC server over TCP: bounds across connections (issue 11 follow-up)', 
     assert.ok(i < wire.length - 1, 'closed before the record was complete');
   });
 });
+
+describe('RPC server over TCP: retransmissions of a call still running (duplicate request cache)', () => {
+  const HELD = 1; // non-idempotent; answers once the test opens the gate
+  let runs = 0;
+  let open: () => void = () => undefined;
+  let gate = Promise.resolve();
+  const program: RpcProgram = {
+    prog: PROG + 4,
+    name: 'held',
+    lowVersion: 1,
+    highVersion: 1,
+    maxProc: HELD,
+    handle: async (call) => {
+      if (call.proc !== HELD) return undefined;
+      runs++;
+      await gate;
+      return [Buffer.from('done')];
+    },
+    isNonIdempotent: (proc) => proc === HELD,
+    procName: (proc) => String(proc),
+  };
+  const rpc = new RpcServer([program], { maxRecordSize: 1 << 20, drcSize: 16 });
+  let port = 0;
+  before(async () => {
+    port = await rpc.listenTcp(0, '127.0.0.1');
+  });
+  after(() => rpc.close(1000));
+
+  /** A socket counting the replies it receives. */
+  const counting = async (): Promise<{ sock: net.Socket; replies: () => number }> => {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise<void>((r) => sock.once('connect', r));
+    const reader = new RecordReader(1 << 20);
+    let n = 0;
+    sock.on('data', (c: Buffer) => (n += reader.push(c).length));
+    return { sock, replies: () => n };
+  };
+  const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error('timed out');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+
+  it('answers a client that resends a call in a loop once per connection, not once per copy', async () => {
+    gate = new Promise<void>((r) => (open = r));
+    const rec = encodeCall(77, PROG + 4, 1, HELD, none, Buffer.from('same arguments'));
+    const wire = Buffer.concat([recordMark(rec.length), rec]);
+    const a = await counting();
+    a.sock.write(wire);
+    await until(() => runs === 1);
+    // 2,000 copies on the same connection while the original waits (a REMOVE held by a lease
+    // break), then one from a second connection (a client that reconnected).
+    a.sock.write(Buffer.concat(Array.from({ length: 2000 }, () => wire)));
+    const b = await counting();
+    b.sock.write(wire);
+    // Every copy has been read and decoded once the call after them is answered.
+    const probe = encodeCall(78, PROG + 4, 1, 0, none, Buffer.alloc(0));
+    a.sock.write(Buffer.concat([recordMark(probe.length), probe]));
+    await until(() => a.replies() === 1);
+    open();
+    await until(() => b.replies() === 1);
+    await until(() => a.replies() >= 3);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(runs, 1, 'the call ran once');
+    // The original's reply and one for the connection's retransmissions (not 2,000).
+    assert.equal(a.replies(), 3, `${a.replies() - 1} replies to the held call on the first connection`);
+    assert.equal(b.replies(), 1);
+    a.sock.destroy();
+    b.sock.destroy();
+  });
+});
