@@ -160,6 +160,59 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
     assert.equal(byAlice.r.u32(), Nfs3Status.OK);
   });
 
+  it('READDIRPLUS gives handles and attributes of entries only to a caller who may search the directory', async () => {
+    const root = await rootFh(srv);
+    const alice = cred(1000, 1000);
+    const bob = cred(2000, 2000);
+    const mk = await call(
+      srv,
+      NFS_PROGRAM,
+      NfsProc.MKDIR,
+      (w) => {
+        w.opaque(root).string('listable-only');
+        writeSattr(w, { mode: 0o744 }); // others: r, no x
+      },
+      alice,
+    );
+    assert.equal(mk.r.u32(), 0);
+    mk.r.u32();
+    const dir = Buffer.from(mk.r.opaque(64));
+    assert.equal((await create(srv, dir, 'secret', 0o644, alice)).status, 0);
+    /** READDIRPLUS of `dir` as `who`: each entry's name, and whether it came with attributes and a handle. */
+    const list = async (who: ReturnType<typeof cred>) => {
+      const { r } = await call(
+        srv,
+        NFS_PROGRAM,
+        NfsProc.READDIRPLUS,
+        (w) => w.opaque(dir).u64(0).fixed(Buffer.alloc(8)).u32(4096).u32(8192),
+        who,
+      );
+      assert.equal(r.u32(), 0);
+      skipPostOp(r);
+      r.fixed(8);
+      const out = new Map<string, { attrs: boolean; fh: Buffer | null }>();
+      while (r.bool()) {
+        r.u64();
+        const name = r.string(255);
+        r.u64();
+        const attrs = r.bool();
+        if (attrs) decodeFattr(r);
+        out.set(name, { attrs, fh: r.bool() ? Buffer.from(r.opaque(64)) : null });
+      }
+      return out;
+    };
+    const asBob = await list(bob);
+    assert.deepEqual(asBob.get('secret'), { attrs: false, fh: null }, 'names only without x');
+    const lookup = await call(srv, NFS_PROGRAM, NfsProc.LOOKUP, (w) => w.opaque(dir).string('secret'), bob);
+    assert.equal(lookup.r.u32(), Nfs3Status.ACCES, 'as LOOKUP refuses it');
+    const asAlice = await list(alice);
+    assert.equal(asAlice.get('secret')?.attrs, true);
+    const fh = asAlice.get('secret')?.fh;
+    assert.ok(fh);
+    const read = await call(srv, NFS_PROGRAM, NfsProc.READ, (w) => w.opaque(fh).u64(0).u32(10), alice);
+    assert.equal(read.r.u32(), Nfs3Status.OK);
+  });
+
   it('property: arbitrary argument bytes give a reply or GARBAGE_ARGS, never SYSTEM_ERR', async () => {
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 0, max: 21 }), fc.uint8Array({ maxLength: 200 }), async (proc, bytes) => {

@@ -487,8 +487,10 @@ export class Nfs3Program {
         if (!emit(parent.id, DOTDOT, 2, parent)) truncated = true;
       }
       if (!truncated) {
+        // Without search permission on the directory an entry comes without its handle and
+        // attributes (as from Linux's nfsd): a handle is what LOOKUP would have refused.
         for (const e of page.entries) {
-          if (!emit(e.inode.id, e.name, e.cookie, e.inode)) {
+          if (!emit(e.inode.id, e.name, e.cookie, page.searchable ? e.inode : null)) {
             truncated = true;
             break;
           }

@@ -157,6 +157,18 @@ describe('file service semantics', () => {
     assert.deepEqual(fs.identity(share, root), { uid: 65534, gid: 65534, gids: [] });
   });
 
+  it('squashes group 0 of any caller too when root_squash is on (a client root can send uid 1000, gid 0)', async () => {
+    const { fs, share, rootFh } = await setup({ rootSquash: false, rootMode: 0o775 });
+    const squashing = await setup({ rootSquash: true, rootMode: 0o775 });
+    const posingAsGroupRoot = { uid: 1000, gid: 0, gids: [0, 1000] };
+    // The root directory is root:root 0775: group root may create in it.
+    await fs.create(rootFh, n('f'), posingAsGroupRoot, CreateMode.UNCHECKED, {}, null);
+    await rejects(squashing.fs.create(squashing.rootFh, n('f'), posingAsGroupRoot, CreateMode.UNCHECKED, {}, null), 'ACCES');
+    assert.deepEqual(squashing.fs.identity(squashing.share, posingAsGroupRoot), { uid: 1000, gid: 65534, gids: [65534, 1000] });
+    assert.deepEqual(fs.identity(share, posingAsGroupRoot), posingAsGroupRoot);
+    assert.deepEqual(squashing.fs.identity(squashing.share, alice), alice, 'others unchanged');
+  });
+
   it('answers ROFS for every change on a read-only share', async () => {
     const { fs, rootFh } = await setup({ readOnly: true });
     await rejects(fs.create(rootFh, n('f'), root, CreateMode.UNCHECKED, {}, null), 'ROFS');

@@ -65,6 +65,11 @@ export interface ReaddirResult {
   dir: Inode;
   entries: DirEntry[];
   eof: boolean;
+  /**
+   * The caller may search the directory (x): only then may it be given the entries' handles and
+   * attributes (READDIRPLUS), which LOOKUP would refuse it. Listing the names needs only r.
+   */
+  searchable: boolean;
 }
 
 /** A create whose name is taken, then free again by the time it is looked at, is tried this many times. */
@@ -204,8 +209,16 @@ export class FileService {
     return this.policy ? this.policy(share.name, id) : 'read-write';
   }
 
+  /**
+   * Root squash, as Linux's nfsd does it: a client's root is not trusted with uid 0, nor with group
+   * 0, which it can put in any AUTH_SYS credential (uid 1000, gid 0) to reach root's group's files.
+   */
   private squash(share: Share, cred: Identity): Identity {
-    return share.rootSquash && cred.uid === 0 ? { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] } : cred;
+    if (!share.rootSquash) return cred;
+    if (cred.uid === 0) return { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] };
+    if (cred.gid !== 0 && !cred.gids.includes(0)) return cred;
+    const anon = share.anonymousGid;
+    return { uid: cred.uid, gid: cred.gid === 0 ? anon : cred.gid, gids: cred.gids.map((g) => (g === 0 ? anon : g)) };
   }
 
   /** May this caller see anything of the share at all (a permission other than `none`)? */
@@ -682,7 +695,7 @@ export class FileService {
     this.mustDir(dir);
     this.mustAccess(dir, id, Access.R);
     const page = await share.meta.readdir(dir.id, afterCookie, limit);
-    return { share, dir, entries: page.entries, eof: page.eof };
+    return { share, dir, entries: page.entries, eof: page.eof, searchable: mayAccess(dir, id, Access.X) };
   }
 
   async parentOf(share: Share, dir: Inode): Promise<Inode> {
