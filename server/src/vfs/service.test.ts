@@ -157,6 +157,20 @@ describe('file service semantics', () => {
     assert.deepEqual(fs.identity(share, root), { uid: 65534, gid: 65534, gids: [] });
   });
 
+  it('a SETATTR that sets nothing changes nothing: not the ctime another user guards on', async () => {
+    const { fs, share, rootFh } = await setup({ rootMode: 0o777 });
+    const f = await fs.create(rootFh, n('alices'), alice, CreateMode.UNCHECKED, { mode: 0o600 }, null);
+    const fh = fs.handleOf(share, f.inode);
+    const ctime = (await fs.getattr(fh, alice)).inode.ctime;
+    await new Promise((r) => setTimeout(r, 5));
+    const r = await fs.setattr(fh, bob, {});
+    assert.deepEqual(r.after.ctime, ctime);
+    assert.deepEqual((await fs.getattr(fh, alice)).inode.ctime, ctime);
+    // The owner's guarded change, made against the ctime it read, still goes through.
+    await fs.setattr(fh, alice, { mode: 0o640 }, ctime);
+    await rejects(fs.setattr(fh, bob, {}, ctime), 'NOT_SYNC');
+  });
+
   it('squashes group 0 of any caller too when root_squash is on (a client root can send uid 1000, gid 0)', async () => {
     const { fs, share, rootFh } = await setup({ rootSquash: false, rootMode: 0o775 });
     const squashing = await setup({ rootSquash: true, rootMode: 0o775 });

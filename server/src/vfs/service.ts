@@ -287,6 +287,13 @@ export class FileService {
   ): Promise<{ before: Inode; after: Inode; share: Share }> {
     const { share, inode } = await this.resolve(handle);
     const id = this.writer(share, cred);
+    if (Object.values(attrs).every((v) => v === undefined)) {
+      // Nothing to set: nothing changes, not even ctime or a pending EXCLUSIVE create's verifier
+      // (as Linux's nfsd answers). Else anyone who may write the share could move the ctime of any
+      // file, failing its owner's guarded SETATTRs.
+      if (guardCtime && !timespecEqual(guardCtime, inode.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
+      return { before: inode, after: inode, share };
+    }
     const isOwner = id.uid === inode.uid;
     const isRoot = id.uid === 0;
     const changes: AttrChanges = {};
