@@ -619,7 +619,11 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         auth: { jwtSecret: control.jwtSecret, bcryptCost: config.server.api.bcrypt_cost },
         runtime,
         logger: log, // buildApi adds component: 'api'
-        rateLimit: { max: config.server.api.rate_limit.max, loginMax: config.server.api.rate_limit.login_max },
+        rateLimit: {
+          max: config.server.api.rate_limit.max,
+          loginMax: config.server.api.rate_limit.login_max,
+          loginAddressMax: config.server.api.rate_limit.login_address_max,
+        },
         version: SERVER_VERSION,
       });
       // A change answers only once the server applies it: a share created is mountable, a

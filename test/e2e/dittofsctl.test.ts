@@ -85,7 +85,7 @@ describe('dittofsctl against the control API', { timeout: SUITE_TIMEOUT_MS }, ()
       setLogLevel: (level) => void logLevels.push(level),
     };
     const logger = pino({ level: 'silent' });
-    const rateLimit = { max: 100_000, loginMax: 1000 };
+    const rateLimit = { max: 100_000, loginMax: 1000, loginAddressMax: 100_000 };
     api = buildApi({ store, auth: { jwtSecret: JWT_SECRET }, runtime, logger, rateLimit });
     // The same control store and secret: tokens of one instance are good at the other.
     shortApi = buildApi({ store, auth: { jwtSecret: JWT_SECRET, accessTtlSeconds: SHORT_ACCESS_TTL_SECONDS }, runtime, logger, rateLimit });

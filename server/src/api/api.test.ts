@@ -73,7 +73,7 @@ function makeApp(over: Partial<ApiOptions> = {}): App {
     runtime,
     auth: { jwtSecret: SECRET },
     logger: pino({ level: 'trace' }, { write: (line: string) => void logs.push(line) }),
-    rateLimit: { max: 100_000, loginMax: 100_000 },
+    rateLimit: { max: 100_000, loginMax: 100_000, loginAddressMax: 100_000 },
     ...over,
   });
 }
@@ -116,6 +116,8 @@ interface CallOptions {
   raw?: string;
   headers?: Record<string, string>;
   on?: App;
+  /** The client address (default 127.0.0.1). */
+  from?: string;
 }
 
 async function call(method: string, url: string, o: CallOptions = {}): Promise<LightMyRequestResponse> {
@@ -129,7 +131,13 @@ async function call(method: string, url: string, o: CallOptions = {}): Promise<L
     payload = JSON.stringify(o.body);
     headers['content-type'] ??= 'application/json';
   }
-  const res = await (o.on ?? app).inject({ method: method as 'GET', url, headers, ...(payload === undefined ? {} : { payload }) });
+  const res = await (o.on ?? app).inject({
+    method: method as 'GET',
+    url,
+    headers,
+    ...(payload === undefined ? {} : { payload }),
+    ...(o.from === undefined ? {} : { remoteAddress: o.from }),
+  });
   responses.push(res.body, JSON.stringify(res.headers));
   return res;
 }
@@ -997,6 +1005,24 @@ describe('rate limits', () => {
       );
       assert.equal(p.type, 'urn:dittofs:problem:rate-limited');
       problem(await call('POST', '/api/v1/auth/login', { on: limited, body: { username: 'other', password: 'whatever-1' } }), 401);
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('login and password change: 429 past the limit per address, whatever the usernames; other addresses unaffected', async () => {
+    const limited = makeApp({ rateLimit: { loginMax: 3, loginAddressMax: 5, max: 1000 } });
+    try {
+      // Cycling usernames stays under the per-username limit but not under the per-address one.
+      for (let i = 0; i < 5; i++)
+        problem(await call('POST', '/api/v1/auth/login', { on: limited, body: { username: `ghost-${i}`, password: 'wrong-pw-1' } }), 401);
+      const r = await call('POST', '/api/v1/auth/login', { on: limited, body: { username: 'admin', password: ADMIN_PW } });
+      problem(r, 429, /too many requests/, 'rate-limited');
+      assert.ok(Number(r.headers['retry-after']) > 0, 'retry-after says when');
+      const t = await admin();
+      const body = { current_password: ADMIN_PW, new_password: 'new-password-2' };
+      problem(await call('POST', '/api/v1/users/me/password', { on: limited, token: t, body }), 429);
+      ok(await call('POST', '/api/v1/auth/login', { on: limited, from: '10.0.0.2', body: { username: 'admin', password: ADMIN_PW } }));
     } finally {
       await limited.close();
     }

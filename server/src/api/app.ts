@@ -3,8 +3,8 @@
 // document. buildApi() returns it without listening; the server decides where.
 //
 // Request lifecycle: onRequest -> rate limit (per verified user, else per client address; login
-// and password changes have their own stricter limit per address and username, counted after the
-// body is read) -> preParsing: authentication and authorization (so a request without a valid token
+// and password changes instead have their own stricter limits: per address, and per address and
+// username, counted after the body is read) -> preParsing: authentication and authorization (so a request without a valid token
 // gets 401 before its body is even parsed) -> body parsing and validation -> handler.
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -46,6 +46,8 @@ export interface ApiRateLimitOptions {
   timeWindowMs?: number;
   /** Login and password-change attempts per window per client address and username. Default 10. */
   loginMax?: number;
+  /** Login and password-change attempts per window per client address, any username. Default 60. */
+  loginAddressMax?: number;
   /** Default 60000. */
   loginTimeWindowMs?: number;
 }
@@ -131,7 +133,11 @@ export function buildApi(opts: ApiOptions): App {
     max: opts.rateLimit?.loginMax ?? 10,
     timeWindowMs: opts.rateLimit?.loginTimeWindowMs ?? 60_000,
   };
-  const ctx: ApiContext = { store: opts.store, tokens, runtime: opts.runtime, bcryptCost, credentialsLimit };
+  const credentialsAddressLimit: RateLimitRule = {
+    max: opts.rateLimit?.loginAddressMax ?? 60,
+    timeWindowMs: opts.rateLimit?.loginTimeWindowMs ?? 60_000,
+  };
+  const ctx: ApiContext = { store: opts.store, tokens, runtime: opts.runtime, bcryptCost, credentialsLimit, credentialsAddressLimit };
 
   const logger = opts.logger.child({ component: 'api' }, { redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } });
   const app = Fastify({

@@ -30,6 +30,8 @@ export interface ApiContext {
   bcryptCost: number;
   /** For login and password changes: per client address and username. */
   credentialsLimit: RateLimitRule;
+  /** For login and password changes together: per client address, whatever the username. */
+  credentialsAddressLimit: RateLimitRule;
 }
 
 declare module 'fastify' {

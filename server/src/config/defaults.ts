@@ -100,7 +100,9 @@ export function defaultConfig(): DittoConfig {
         max_buffered_request_bytes: 256 * MiB,
       },
     },
-    server: { api: { enabled: true, port: 8080, bind: '0.0.0.0', bcrypt_cost: 10, rate_limit: { max: 600, login_max: 10 } } },
+    server: {
+      api: { enabled: true, port: 8080, bind: '0.0.0.0', bcrypt_cost: 10, rate_limit: { max: 600, login_max: 10, login_address_max: 60 } },
+    },
     database: { type: 'embedded' },
     coordination: { redis: { key_prefix: 'dittofs:', tls: false, lease_ttl: 10_000 } },
     metrics: { enabled: true, port: 9090, bind: '0.0.0.0' },

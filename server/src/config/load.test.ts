@@ -86,7 +86,7 @@ describe('defaults', () => {
       port: 8080,
       bind: '0.0.0.0',
       bcrypt_cost: 10,
-      rate_limit: { max: 600, login_max: 10 },
+      rate_limit: { max: 600, login_max: 10, login_address_max: 60 },
     });
     assert.deepEqual(c.database, { type: 'embedded' });
     assert.deepEqual(c.metrics, { enabled: true, port: 9090, bind: '0.0.0.0' });

@@ -131,6 +131,8 @@ server:
       max: 600
       # Login attempts per minute per client address and username.
       login_max: 10
+      # Login attempts per minute per client address, whatever the username.
+      login_address_max: 60
 
 # The control-plane database. On first start it gets a user "admin" whose password is
 # DITTOFS_ADMIN_INITIAL_PASSWORD or, unset, a generated one printed once on stderr; it must be

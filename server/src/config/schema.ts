@@ -594,7 +594,11 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       bind: hostLeaf(),
       jwt_secret: jwtSecretLeaf(),
       bcrypt_cost: countLeaf(10, 15),
-      rate_limit: obj<DittoConfig['server']['api']['rate_limit']>({ max: countLeaf(1, 1_000_000), login_max: countLeaf(1, 10_000) }),
+      rate_limit: obj<DittoConfig['server']['api']['rate_limit']>({
+        max: countLeaf(1, 1_000_000),
+        login_max: countLeaf(1, 10_000),
+        login_address_max: countLeaf(1, 100_000),
+      }),
     }),
   }),
   database: obj<DittoConfig['database']>({

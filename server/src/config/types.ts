@@ -181,6 +181,8 @@ export interface DittoConfig {
         max: number;
         /** Login attempts per minute per client address and username (default 10). */
         login_max: number;
+        /** Login attempts per minute per client address, whatever the username (default 60). */
+        login_address_max: number;
       };
     };
   };

@@ -6,7 +6,7 @@
 import { MAX_PASSWORD_BYTES, burnPasswordCheck, passwordCredentials, passwordProblem, verifyPassword } from '../../control/auth.js';
 import type { UserCredentials } from '../../control/types.js';
 import { principalOf, type ApiContext, type App } from '../context.js';
-import { credentialsRateLimit } from '../limits.js';
+import { credentialsAddressLimit, credentialsRateLimit } from '../limits.js';
 import { ApiProblem } from '../problem.js';
 import { bodies, replies, responses } from '../schemas.js';
 
@@ -28,11 +28,14 @@ const security = [{ bearerAuth: [] }];
 export function authRoutes(app: App, ctx: ApiContext): void {
   const { store, tokens } = ctx;
   const tokenReply = (c: UserCredentials) => ({ ...tokens.issue(c), must_change_password: c.must_change_password });
+  // One budget per address for both routes, counted before the body is even parsed.
+  const perAddress = credentialsAddressLimit(app, ctx.credentialsAddressLimit);
 
   app.post<{ Body: LoginBody }>(
     '/api/v1/auth/login',
     {
       config: { access: 'public', rateLimit: credentialsRateLimit(ctx.credentialsLimit, (req) => (req.body as LoginBody).username) },
+      onRequest: perAddress,
       schema: {
         tags: ['auth'],
         summary: 'Log in: an access token (15 min) and a refresh token (7 days)',
@@ -99,6 +102,7 @@ export function authRoutes(app: App, ctx: ApiContext): void {
         duringPasswordChange: true,
         rateLimit: credentialsRateLimit(ctx.credentialsLimit, (req) => req.principal?.username ?? ''),
       },
+      onRequest: perAddress,
       schema: {
         tags: ['auth'],
         summary: 'Change your password; revokes your tokens (log in again)',
