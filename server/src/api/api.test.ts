@@ -3,7 +3,8 @@
 // a 400 problem and change nothing, problem+json everywhere, no secret in any response or log line,
 // rate limits, the OpenAPI document, and one pass over real HTTP.
 import assert from 'node:assert/strict';
-import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, it, mock } from 'node:test';
+import bcrypt from 'bcryptjs';
 import jwt from 'jsonwebtoken';
 import type { LightMyRequestResponse } from 'fastify';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -249,6 +250,32 @@ describe('authentication', () => {
       401,
       /invalid username or password/,
     );
+  });
+
+  it('every failed login costs one bcrypt check at the configured cost: unknown, without password, or too long a password', async () => {
+    const costly = makeApp({ auth: { jwtSecret: SECRET, bcryptCost: 11 } });
+    const compare = mock.method(bcrypt, 'compare');
+    try {
+      await store.createUser({ username: 'nopw' });
+      const tooLong = 'é'.repeat(72); // 144 bytes: never anyone's password
+      for (const [username, password] of [
+        ['ghost', 'wrong-password'],
+        ['nopw', 'anything1'],
+        ['admin', tooLong],
+        ['ghost', tooLong],
+      ] as const) {
+        compare.mock.resetCalls();
+        problem(await call('POST', '/api/v1/auth/login', { on: costly, body: { username, password } }), 401);
+        assert.equal(compare.mock.callCount(), 1, `${username}: one bcrypt check`);
+        assert.ok(/^\$2[aby]\$11\$/.test(String(compare.mock.calls[0]?.arguments[1])), `${username}: at the configured cost`);
+      }
+      compare.mock.resetCalls();
+      problem(await call('POST', '/api/v1/auth/login', { on: costly, body: { username: 'admin', password: 'wrong-password' } }), 401);
+      assert.equal(compare.mock.callCount(), 1, 'a wrong password: one bcrypt check, against the stored hash');
+    } finally {
+      compare.mock.restore();
+      await costly.close();
+    }
   });
 
   it('refresh gives a new pair; an access token is not a refresh token', async () => {

@@ -91,15 +91,17 @@ export function generatePassword(): string {
   return randomBytes(18).toString('base64url');
 }
 
-let dummyHash: Promise<string> | undefined;
+const dummyHashes = new Map<number, Promise<string>>();
 
 /**
- * Spends about as long as checking a real password: login answers as slowly for an unknown user
- * as for a wrong password, so timing does not reveal which usernames exist.
+ * Spends about as long as checking a real password hashed at `cost` (the configured one, which
+ * real hashes have): login answers as slowly for an unknown user as for a wrong password, so
+ * timing does not reveal which usernames exist.
  */
-export async function burnPasswordCheck(password: string): Promise<void> {
-  dummyHash ??= bcrypt.hash(generatePassword(), DEFAULT_BCRYPT_COST);
-  await verifyPassword(password, await dummyHash);
+export async function burnPasswordCheck(password: string, cost = DEFAULT_BCRYPT_COST): Promise<void> {
+  let dummy = dummyHashes.get(cost);
+  if (dummy === undefined) dummyHashes.set(cost, (dummy = hashPassword(generatePassword(), cost)));
+  await verifyPassword(password, await dummy);
 }
 
 // ---------------------------------------------------------------------------------------------

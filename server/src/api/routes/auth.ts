@@ -46,13 +46,13 @@ export function authRoutes(app: App, ctx: ApiContext): void {
     async (req) => {
       const { username, password } = req.body;
       const creds = await store.getCredentials(username);
-      const ok =
-        creds !== undefined &&
-        creds.password_hash !== null &&
-        Buffer.byteLength(password, 'utf8') <= MAX_PASSWORD_BYTES &&
-        (await verifyPassword(password, creds.password_hash));
+      // Every attempt costs one bcrypt check at the configured cost, whether the user exists, has
+      // a password, or sent one too long to be theirs: timing must not tell usernames apart.
+      const hash = Buffer.byteLength(password, 'utf8') <= MAX_PASSWORD_BYTES ? creds?.password_hash : undefined;
+      let ok = false;
+      if (hash == null) await burnPasswordCheck(password, ctx.bcryptCost);
+      else ok = await verifyPassword(password, hash);
       if (!ok || creds === undefined) {
-        if (creds?.password_hash == null) await burnPasswordCheck(password);
         req.log.info({ username }, 'login failed');
         throw new ApiProblem('unauthorized', BAD_LOGIN);
       }
