@@ -716,6 +716,26 @@ describe('resources', () => {
     assert.ok(state.users.every((u) => !('password' in u)));
     const r3 = ok<{ generation: number }>(await call('PUT', '/api/v1/state', { token: t, body: state }));
     assert.equal(r3.generation, r1.generation, 'GET then PUT changes nothing');
+
+    // The mask keeps the secret only where it was given: not for another endpoint, bucket, region
+    // or key id (an operator could otherwise send an admin's secret to a server of its own).
+    const op = await addUser('op', 'operator');
+    const masked = state.block_stores[0]?.config;
+    for (const moved of [
+      { endpoint: 'https://attacker.example' },
+      { bucket: 'other-bucket' },
+      { region: 'eu-west-9' },
+      { access_key_id: 'AKIA2' },
+    ]) {
+      const stored = await everything();
+      const body = { block_stores: [{ name: 's3', type: 's3', config: { ...masked, ...moved } }] };
+      const refused = problem(await call('PUT', '/api/v1/state', { token: op, body }), 400, /give the secret again/);
+      assert.equal(refused.item, 'block_stores["s3"]');
+      assert.deepEqual(await everything(), stored, `${Object.keys(moved)[0]}: nothing changed`);
+    }
+    const elsewhere = { block_stores: [{ name: 's3', type: 's3', config: { ...masked, prefix: 'p/' } }] };
+    ok(await call('PUT', '/api/v1/state', { token: op, body: elsewhere }));
+    assert.equal((await store.getStore('block', 's3'))?.config.secret_access_key, S3_SECRET, 'a new prefix keeps the secret');
     ok(await call('POST', '/api/v1/auth/login', { body: { username: 'alice', password: 'state-password-1' } }));
 
     const before = await everything();

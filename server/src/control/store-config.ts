@@ -4,7 +4,8 @@
 // a store is valid through the API exactly when it would be valid in the file. In JSON, sizes are
 // bytes and durations milliseconds (no "4MiB" or "5s" strings). Secrets (an S3 secret key, the
 // password in a postgres URL) are shown as **** in every response; **** sent back for a store
-// that exists means "keep the stored secret".
+// that exists means "keep the stored secret", as long as what the secret is for (the rest of the
+// URL; an S3 store's endpoint, bucket, region and access key id) is unchanged.
 import { DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from '../config/defaults.js';
 import { MASK, maskUrlPassword } from '../config/errors.js';
 import {
@@ -137,6 +138,12 @@ const BLOCK_LEAVES: Readonly<Record<string, LeafNode>> = {
 const SECRET_KEYS: Readonly<Record<StoreKind, readonly string[]>> = { metadata: ['url'], block: ['secret_access_key'] };
 
 /**
+ * What a masked S3 secret is tied to, as a postgres URL's masked password is tied to the rest of
+ * the URL: otherwise whoever may edit stores (an operator) could send an admin's secret elsewhere.
+ */
+const S3_SECRET_SCOPE = ['endpoint', 'bucket', 'region', 'access_key_id'] as const;
+
+/**
  * The value checks the config file applies, beyond the JSON schema: URL syntax, bucket names,
  * credentials given in pairs. Returns `config.KEY: message`, never quoting a secret.
  */
@@ -189,6 +196,14 @@ export function unmaskStoreConfig(
     if (typeof v !== 'string' || !v.includes(MASK)) continue;
     const old = existing?.[key];
     if (typeof old === 'string' && (key === 'url' ? maskUrlPassword(old) === v : v === MASK)) {
+      const moved = key === 'secret_access_key' ? S3_SECRET_SCOPE.filter((k) => incoming[k] !== existing?.[k]) : [];
+      if (moved.length > 0) {
+        throw new ControlError(
+          CONTROL_ERROR.INVALID,
+          `config.${key} holds the mask ${JSON.stringify(MASK)} but ${moved.map((k) => `config.${k}`).join(', ')} changed: give the secret again`,
+          item,
+        );
+      }
       out[key] = old;
     } else {
       throw new ControlError(
