@@ -6,6 +6,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_BLOCK_SIZE } from './config/defaults.js';
+import { redactSecrets } from './config/errors.js';
 import type { BlockStoreConfig, DittoConfig, LogLevel, MetadataStoreConfig, ShareConfig } from './config/types.js';
 import { LOG_LEVELS } from './config/types.js';
 import {
@@ -286,7 +287,8 @@ export class StoreHealth {
           this.results.set(key, { ok: true });
           if (before && !before.ok) this.log.info({ store: key }, 'store reachable again');
         } catch (err) {
-          const detail = (err as Error).message;
+          // Shown by the unauthenticated /health/ready and logged: a driver's message may quote the URL.
+          const detail = redactSecrets((err as Error).message);
           this.results.set(key, { ok: false, detail });
           if (!before || before.ok) this.log.warn({ store: key, err: detail }, 'store unreachable');
         }

@@ -218,6 +218,20 @@ describe('health', () => {
     assert.deepEqual(r.json(), { ready: false, checks: { 'blocks:s3': { ok: false, detail: 'bucket unreachable' } } });
   });
 
+  it('readiness masks secrets in a failing check, as every other answer does', async () => {
+    const detail = `connect ECONNREFUSED: postgres://dittofs:${PG_PASSWORD}@db:5432/meta?sslpassword=${PG_PASSWORD}`;
+    runtime.readiness = { ready: false, checks: { 'metadata:pg': { ok: false, detail }, nfs: { ok: true } } };
+    const r = await call('GET', '/health/ready');
+    assert.equal(r.statusCode, 503);
+    assert.deepEqual(r.json(), {
+      ready: false,
+      checks: {
+        'metadata:pg': { ok: false, detail: 'connect ECONNREFUSED: postgres://dittofs:****@db:5432/meta?sslpassword=****' },
+        nfs: { ok: true },
+      },
+    });
+  });
+
   it('a failure inside a handler is a 500 problem that leaks nothing', async () => {
     runtime.ready = () => {
       throw new Error('SELECT password_hash FROM users failed at pg.ts:42');

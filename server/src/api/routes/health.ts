@@ -1,4 +1,5 @@
 // Liveness, readiness and the OpenAPI document: no authentication, no rate limit (probes poll them).
+import { redactSecrets } from '../../config/errors.js';
 import type { ApiContext, App } from '../context.js';
 import { replies, responses } from '../schemas.js';
 
@@ -24,7 +25,12 @@ export function healthRoutes(app: App, ctx: ApiContext): void {
     },
     async (_req, reply) => {
       const r = ctx.runtime.ready();
-      return reply.status(r.ready ? 200 : 503).send(r);
+      // A check's detail is a store's own error message, which may quote its URL with the password;
+      // anyone can read this route. The detail itself stays: it is how an operator learns why.
+      const checks = Object.fromEntries(
+        Object.entries(r.checks).map(([k, c]) => [k, c.detail === undefined ? c : { ...c, detail: redactSecrets(c.detail) }]),
+      );
+      return reply.status(r.ready ? 200 : 503).send({ ...r, checks });
     },
   );
 
