@@ -424,6 +424,51 @@ describe('roles', () => {
     ok(await call('GET', '/api/v1/state', { token: t }));
   });
 
+  it("operator: group memberships of users with role user only, not admins' or operators' (API and state)", async () => {
+    const t = await addUser('op', 'operator');
+    await addUser('op2', 'operator');
+    await addUser('carol');
+    const members = async (g: string): Promise<string[]> => (await store.read((q) => q.requireGroup(g))).members;
+    ok(await call('POST', '/api/v1/groups', { token: t, body: { name: 'devs' } }), 201);
+    ok(await call('PUT', '/api/v1/groups/devs/members/carol', { token: t }));
+    for (const who of ['admin', 'op2']) {
+      problem(await call('PUT', `/api/v1/groups/devs/members/${who}`, { token: t }), 403, /only an admin can add to groups/);
+      await store.addMember('devs', who);
+      problem(await call('DELETE', `/api/v1/groups/devs/members/${who}`, { token: t }), 403, /only an admin can remove from groups/);
+      problem(await call('DELETE', '/api/v1/groups/devs', { token: t }), 403, /only an admin/);
+      await store.removeMember('devs', who);
+    }
+    assert.deepEqual(await members('devs'), ['carol']);
+
+    const state = (groups: unknown[]) => ({ groups });
+    for (const body of [
+      state([{ name: 'devs', members: ['carol', 'admin'] }]),
+      state([
+        { name: 'devs', members: ['carol'] },
+        { name: 'new', members: ['op2'] },
+      ]),
+    ]) {
+      const p = problem(
+        await call('PUT', '/api/v1/state', { token: t, body }),
+        403,
+        /cannot add or remove users with role admin or operator/,
+      );
+      assert.match(p.item ?? '', /^groups\["(devs|new)"\]$/);
+    }
+    await store.addMember('devs', 'admin');
+    problem(await call('PUT', '/api/v1/state', { token: t, body: state([{ name: 'devs', members: ['carol'] }]) }), 403);
+    problem(await call('PUT', '/api/v1/state', { token: t, body: state([]) }), 403, /"admin"/);
+    assert.deepEqual((await members('devs')).sort(), ['admin', 'carol']);
+    // Its own users' memberships, with the admin's left as they are, are fine.
+    ok(await call('PUT', '/api/v1/state', { token: t, body: state([{ name: 'devs', members: ['admin'] }]) }));
+    assert.deepEqual(await members('devs'), ['admin']);
+    // An admin may do all of it.
+    const a = await admin();
+    ok(await call('DELETE', '/api/v1/groups/devs/members/admin', { token: a }));
+    ok(await call('PUT', '/api/v1/groups/devs/members/op2', { token: a }));
+    ok(await call('DELETE', '/api/v1/groups/devs', { token: a }), 204);
+  });
+
   it('admin: cannot delete itself, nor demote or delete the last admin', async () => {
     const t = await admin();
     problem(await call('DELETE', '/api/v1/users/admin', { token: t }), 409, /yourself/);

@@ -48,6 +48,9 @@ declare module 'fastify' {
 
 export type App = FastifyInstance;
 
+/** May `p` manage a user with `role` (edit, delete, change group memberships)? An operator: only role user. */
+export const mayManage = (p: Principal, role: Role): boolean => p.role === 'admin' || role === 'user';
+
 /** The principal of a route whose access is not public (the guard has set it). */
 export function principalOf(req: { principal: Principal | null }): Principal {
   if (req.principal === null) throw new Error('route without authentication asked for its principal');

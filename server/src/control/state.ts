@@ -13,8 +13,10 @@
 // - Never locks anyone out: the bootstrap `admin` user and the caller are never removed (though
 //   they may be updated if listed), the caller's own role cannot be changed here, and at least one
 //   admin always remains. A caller with role operator cannot list users with role admin or
-//   operator, or change existing ones; users with those roles are left alone by its removals. Nor
-//   can it create or change a filesystem block store (it writes to the server's file system).
+//   operator, or change existing ones (their group memberships included: it cannot add them to or
+//   remove them from a group, nor remove a group they are in); users with those roles are left
+//   alone by its removals. Nor can it create or change a filesystem block store (it writes to the
+//   server's file system).
 // - Users: `password` is the plain password (from a Kubernetes Secret). It is hashed again only when
 //   it differs from the stored one (checked with bcrypt, remembered per process so a reconcile loop
 //   does not pay bcrypt each time); a change revokes the user's tokens. Left out, the password is
@@ -137,6 +139,12 @@ const ID_CHECKED = { idsChecked: true } as const;
 const itemName = (list: string, name: string): string => `${list}[${JSON.stringify(name)}]`;
 const invalid = (item: string, message: string): ControlError => new ControlError(CONTROL_ERROR.INVALID, message, item);
 const unprocessable = (item: string, message: string): ControlError => new ControlError(CONTROL_ERROR.UNPROCESSABLE, message, item);
+const operatorMembership = (username: string, item: string): ControlError =>
+  new ControlError(
+    CONTROL_ERROR.FORBIDDEN,
+    `a caller with role operator cannot add or remove users with role admin or operator (${JSON.stringify(username)}) in groups`,
+    item,
+  );
 
 // ---------------------------------------------------------------------------------------------
 // Passwords already known to match their stored hash, so a repeated PUT costs no bcrypt. Keyed by
@@ -424,6 +432,25 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
               itemName('groups', g.name),
               `member ${JSON.stringify(m)} is not a user${removedUsers.has(m) ? ' (it is being removed)' : ''}`,
             );
+        }
+      }
+      // Group memberships are part of a user's rights: an operator may change them only for users
+      // it manages, in a group it changes or removes.
+      if (!callerIsAdmin) {
+        const unmanaged = (names: Iterable<string>): string | undefined =>
+          [...names].find((n) => {
+            const role = cur.users.get(n)?.role;
+            return role !== undefined && !manageable(role);
+          });
+        for (const g of desiredGroups.values()) {
+          const was = new Set(cur.groups.get(g.name)?.members ?? []);
+          const now = new Set(g.members ?? []);
+          const who = unmanaged([...[...now].filter((m) => !was.has(m)), ...[...was].filter((m) => !now.has(m))]);
+          if (who !== undefined) throw operatorMembership(who, itemName('groups', g.name));
+        }
+        for (const name of removeGroups) {
+          const who = unmanaged(cur.groups.get(name)?.members ?? []);
+          if (who !== undefined) throw operatorMembership(who, itemName('groups', name));
         }
       }
 

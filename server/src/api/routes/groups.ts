@@ -1,8 +1,12 @@
 // Groups and their members (admin or operator). A group created without `gid` gets the next id
 // from 10000 up that no user's uid or gid and no group's gid uses. Adding a member twice, or
 // removing one that is not a member, is not an error; a gid that is the primary gid of a user who
-// is not a member (or removing such a member) is a 409 (see control/store.ts).
-import { type ApiContext, type App } from '../context.js';
+// is not a member (or removing such a member) is a 409 (see control/store.ts). An operator may add
+// or remove only users with role user, as it may edit only those (routes/users.ts), and may delete
+// only a group with no other members.
+import type { ControlQueries } from '../../control/store.js';
+import { mayManage, principalOf, type ApiContext, type App, type Principal } from '../context.js';
+import { ApiProblem } from '../problem.js';
 import { bodies, listOf, params, replies, responses } from '../schemas.js';
 
 interface GroupParams {
@@ -14,6 +18,14 @@ interface MemberParams {
 }
 
 const security = [{ bearerAuth: [] }];
+
+/** Group memberships are part of a user's rights: changing them is managing that user. */
+async function checkMembers(q: ControlQueries, me: Principal, usernames: readonly string[], what: string): Promise<void> {
+  for (const username of usernames) {
+    const u = await q.getUser(username);
+    if (u !== undefined && !mayManage(me, u.role)) throw new ApiProblem('forbidden', `only an admin can ${what} users with role ${u.role}`);
+  }
+}
 
 export function groupRoutes(app: App, ctx: ApiContext): void {
   const { store } = ctx;
@@ -62,7 +74,11 @@ export function groupRoutes(app: App, ctx: ApiContext): void {
       },
     },
     async (req, reply) => {
-      await store.deleteGroup(req.params.name);
+      await store.mutate(async (q) => {
+        const group = await q.requireGroup(req.params.name);
+        await checkMembers(q, principalOf(req), group.members, 'remove from groups');
+        await q.deleteGroup(req.params.name);
+      });
       return reply.status(204).send();
     },
   );
@@ -79,7 +95,11 @@ export function groupRoutes(app: App, ctx: ApiContext): void {
         response: responses({ 200: replies.group }),
       },
     },
-    async (req) => store.addMember(req.params.name, req.params.username),
+    async (req) =>
+      store.mutate(async (q) => {
+        await checkMembers(q, principalOf(req), [req.params.username], 'add to groups');
+        return q.addMember(req.params.name, req.params.username);
+      }),
   );
 
   app.delete<{ Params: MemberParams }>(
@@ -94,6 +114,10 @@ export function groupRoutes(app: App, ctx: ApiContext): void {
         response: responses({ 200: replies.group }),
       },
     },
-    async (req) => store.removeMember(req.params.name, req.params.username),
+    async (req) =>
+      store.mutate(async (q) => {
+        await checkMembers(q, principalOf(req), [req.params.username], 'remove from groups');
+        return q.removeMember(req.params.name, req.params.username);
+      }),
   );
 }

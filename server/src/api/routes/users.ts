@@ -7,7 +7,7 @@
 import { passwordCredentials, passwordProblem } from '../../control/auth.js';
 import type { ControlQueries, UserPatch } from '../../control/store.js';
 import type { Role } from '../../control/types.js';
-import { principalOf, type ApiContext, type App, type Principal } from '../context.js';
+import { mayManage, principalOf, type ApiContext, type App } from '../context.js';
 import { ApiProblem } from '../problem.js';
 import { bodies, listOf, params, replies, responses } from '../schemas.js';
 
@@ -27,9 +27,6 @@ interface UserParams {
 }
 
 const security = [{ bearerAuth: [] }];
-
-/** May `p` manage a user with `role`? */
-const mayManage = (p: Principal, role: Role): boolean => p.role === 'admin' || role === 'user';
 
 function checkPassword(password: string | undefined): void {
   if (password === undefined) return;
