@@ -1,7 +1,8 @@
 // SMB users are control-plane users: the NT hash stored beside the bcrypt hash (control/auth.ts
 // ntHash) checks their NTLMv2 responses; uid, gid and the gids of their groups are the identity the
 // session acts as. Nothing is cached: a user created, re-passworded, removed from a group or
-// deleted with dittofsctl is seen by the next logon.
+// deleted with dittofsctl is seen by the next logon. A user who must change their password (a new
+// user or a reset by an admin) cannot log on with it until they change it through the API.
 import type { ControlStore } from '../../control/store.js';
 import type { SmbUser, SmbUserDirectory } from './types.js';
 
@@ -9,7 +10,7 @@ const NT_HASH_HEX = /^[0-9a-f]{32}$/i;
 
 export function controlPlaneDirectory(store: ControlStore): SmbUserDirectory {
   return {
-    async lookup(username: string): Promise<{ user: SmbUser; ntHash: Buffer } | null> {
+    async lookup(username: string): Promise<{ user: SmbUser; ntHash: Buffer; mustChangePassword: boolean } | null> {
       // Account names are stored lower case; SMB compares them case-insensitively.
       const name = username.toLowerCase();
       return store.read(async (q) => {
@@ -22,7 +23,11 @@ export function controlPlaneDirectory(store: ControlStore): SmbUserDirectory {
           const group = await q.getGroup(g);
           if (group !== undefined && !gids.includes(group.gid)) gids.push(group.gid);
         }
-        return { user: { name: u.username, uid: u.uid, gid: u.gid, gids }, ntHash: Buffer.from(creds.nt_hash, 'hex') };
+        return {
+          user: { name: u.username, uid: u.uid, gid: u.gid, gids },
+          ntHash: Buffer.from(creds.nt_hash, 'hex'),
+          mustChangePassword: creds.must_change_password,
+        };
       });
     },
     async describeMissing(username: string): Promise<string> {
