@@ -372,6 +372,49 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it("CREATE refuses rights the caller may not have: DELETE of another's file needs the directory's write permission", async () => {
+    const { srv, c } = await setup();
+    const bob = { ...fileContext(srv, { sessionId: 2 }), id: { uid: 2000, gid: 2000, gids: [] } };
+    const as = (ctx: files.FileContext, name: string, access: number, disposition: number = CreateDisposition.OPEN, options = 0) =>
+      create(ctx, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }));
+    // Bob's directory (0755) and his files in it: 0644, and one anybody may write (0666).
+    await as(bob, 'd', Access.GENERIC_ALL, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    const f = (await as(bob, 'd\\f', Access.GENERIC_ALL, CreateDisposition.CREATE)).open;
+    const w = (await as(bob, 'd\\w', Access.GENERIC_ALL, CreateDisposition.CREATE)).open;
+    await srv.fs.setattr(w.handle, bob.id, { mode: 0o666 });
+    for (const name of ['d\\f', 'd\\w']) {
+      assert.equal(await status(as(c, name, Access.DELETE)), NtStatus.ACCESS_DENIED, `${name}: DELETE`);
+      assert.equal(await status(as(c, name, Access.GENERIC_ALL)), NtStatus.ACCESS_DENIED, `${name}: GENERIC_ALL`);
+      assert.equal(
+        await status(as(c, name, Access.MAXIMUM_ALLOWED, CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE)),
+        NtStatus.ACCESS_DENIED,
+        `${name}: delete on close`,
+      );
+      const maximal = (await as(c, name, Access.MAXIMUM_ALLOWED)).open;
+      assert.equal(maximal.grantedAccess & Access.DELETE, 0, `${name}: MAXIMUM_ALLOWED grants no DELETE`);
+      await files.close(c, maximal, 0, new SmbWriter());
+    }
+    assert.equal(await status(as(c, 'd\\f', Access.FILE_WRITE_ATTRIBUTES)), NtStatus.ACCESS_DENIED, 'not the owner, may not write');
+    assert.equal(await status(as(c, 'd\\f', Access.WRITE_DAC)), NtStatus.ACCESS_DENIED);
+    await files.close(bob, (await as(bob, 'd\\f:s', Access.GENERIC_ALL, CreateDisposition.CREATE)).open, 0, new SmbWriter());
+    assert.equal(await status(as(c, 'd\\f:s', Access.DELETE)), NtStatus.ACCESS_DENIED, 'a stream of it');
+    // What clients ask to read or stat a file they may read is granted as asked.
+    const read = Access.FILE_READ_DATA | Access.FILE_READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE;
+    const r = (await as(c, 'd\\f', read)).open;
+    assert.equal(r.grantedAccess, read);
+    await files.close(c, r, 0, new SmbWriter());
+    // Bob's open of his file stays, and the file with it.
+    await files.close(bob, f, 0, new SmbWriter());
+    assert.equal(await status(as(bob, 'd\\f', Access.GENERIC_READ)), NtStatus.SUCCESS);
+    // In a directory Alice may write (the share root, 0777), she may delete Bob's file, as over NFS.
+    const g = (await as(bob, 'g', Access.GENERIC_ALL, CreateDisposition.CREATE)).open;
+    await files.close(bob, g, 0, new SmbWriter());
+    const del = (await as(c, 'g', Access.DELETE, CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE)).open;
+    await files.close(c, del, 0, new SmbWriter());
+    assert.equal(await status(as(bob, 'g', Access.GENERIC_READ)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    await srv.close();
+  });
+
   it('a read-only tree refuses changes at CREATE', async () => {
     const { srv, open } = await setup(true);
     assert.equal(await status(open('new', CreateDisposition.CREATE)), NtStatus.ACCESS_DENIED);

@@ -4,6 +4,7 @@
 import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { decodeHandle } from '../vfs/handle.js';
+import { mayDeleteFromSticky } from '../vfs/permissions.js';
 import { CreateMode, type FileService, type Share } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { DosAttributes, FileType, nowTimespec } from '../vfs/types.js';
@@ -190,6 +191,19 @@ export async function storedDaclAccess(c: FileContext, inode: Inode, dir: Buffer
   return acl;
 }
 
+/** The rights a directory open asks for what it holds (list, add file, add subdirectory, traverse). */
+const DIRECTORY_DATA = Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA | Access.FILE_EXECUTE;
+
+/**
+ * May the caller remove `inode` from the directory `dir`? The vfs rule for REMOVE and RENAME: write
+ * and search permission on the directory, and in a sticky one ownership of the file or directory.
+ */
+async function mayUnlink(c: FileContext, dir: Buffer, inode: Inode): Promise<boolean> {
+  const d = (await c.fs.resolve(dir)).inode;
+  const bits = c.fs.accessBits(c.share, d, c.id);
+  return bits.write && bits.exec && mayDeleteFromSticky(d, inode, c.id);
+}
+
 let nextOpenId = 1;
 /** A new open id (CREATE of a file or of a stream). */
 export const allocOpenId = (): number => nextOpenId++;
@@ -279,11 +293,21 @@ export async function create(
     // A stored DACL takes away what it does not grant (acl.ts); the POSIX check below stays.
     const acl = await storedDaclAccess(c, inode, parent, desired);
     await checkEaKnowledge(c.share.meta, inode.id, opts);
-    const max = (maximalAccessOf(c, inode) & acl) >>> 0;
-    granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
-    // Data access is checked against the mode bits now; the vfs checks again on each call.
-    const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA | Access.FILE_EXECUTE);
-    if ((needs & ~max) !== 0 && !isDir) throw fail(NtStatus.ACCESS_DENIED);
+    const maxAllowed = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0;
+    let max = (maximalAccessOf(c, inode) & acl) >>> 0;
+    // DELETE of a name is its directory's to give, as for NFS REMOVE: granted on the file alone,
+    // another user's delete-pending would later be carried out by the owner's CLOSE, as the owner.
+    if (parent !== null) {
+      const mayDelete = ((desired & Access.DELETE) !== 0 || maxAllowed) && (await mayUnlink(c, parent, inode));
+      max = ((max & ~Access.DELETE) | (mayDelete ? Access.DELETE & acl & c.tree.maximalAccess : 0)) >>> 0;
+    }
+    // MS-FSA 2.1.5.1.2.1: a right asked and not granted refuses the open (with MAXIMUM_ALLOWED
+    // too), as Windows does: what an open holds is what later commands check. The rights of a
+    // directory's contents (listing, adding) are left to the vfs calls that use them.
+    const judged = isDir ? FILE_ALL_ACCESS & ~DIRECTORY_DATA : FILE_ALL_ACCESS;
+    if ((desired & judged & ~max) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'a right asked is not granted');
+    granted = maxAllowed ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
+    if (deleteOnClose && (granted & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED, 'DELETE_ON_CLOSE without DELETE granted');
     const overwriteAttrs = checkOpenExisting(inode, desired, disp, req.fileAttributes, deleteOnClose);
     const overwrite =
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;

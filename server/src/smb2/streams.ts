@@ -7,7 +7,7 @@ import { listStreams, openStream } from '../vfs/streams.js';
 import type { Inode } from '../vfs/types.js';
 import { DosAttributes, FileType } from '../vfs/types.js';
 import { fromUtf16, SmbWriter, utf16 } from './codec.js';
-import { Access, CreateAction, CreateDisposition, CreateOptions } from './constants.js';
+import { Access, CreateAction, CreateDisposition, CreateOptions, FILE_ALL_ACCESS } from './constants.js';
 import { checkOpenExisting, newFileAttributes } from './attrs.js';
 import { newInodeDacl } from './acl.js';
 import { decodeHandle } from '../vfs/handle.js';
@@ -144,8 +144,8 @@ export async function createStreamOpen(
   // A stream is guarded by its file's stored DACL, as an open of the file itself is.
   const acl = created ? 0xffffffff : await storedDaclAccess(c, file, parent, desired);
   const max = (maximalAccessOf(c, file) & acl) >>> 0;
-  const needs = desired & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA);
-  if ((needs & ~max) !== 0) throw fail(NtStatus.ACCESS_DENIED);
+  // Every right asked must be granted (files.ts), FILE_EXECUTE aside: a stream is not run.
+  if ((desired & FILE_ALL_ACCESS & ~Access.FILE_EXECUTE & ~max) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'a right asked is not granted');
   checkOpenExisting(file, desired, CreateDisposition.OPEN, req.fileAttributes, false);
   const granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
 
