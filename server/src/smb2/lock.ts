@@ -8,6 +8,7 @@ import { invalidRange } from '../vfs/locks/byte-range.js';
 import type { SmbReader } from './codec.js';
 import { SmbWriter } from './codec.js';
 import type { PendingOp } from './async.js';
+import { Access } from './constants.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { DecodeError, DecodeErrorCode } from '../wire/errors.js';
@@ -82,6 +83,10 @@ export interface LockContext {
  */
 export async function lock(c: LockContext, open: Open, req: LockRequest, w: SmbWriter): Promise<number> {
   if (open.isDir) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'byte-range locks on a directory');
+  // MS-FSA 2.1.5.7: an open without read or write data access may not lock: otherwise one that may
+  // only see the file's attributes could lock out the file's readers and writers.
+  if ((open.grantedAccess & (Access.FILE_READ_DATA | Access.FILE_WRITE_DATA)) === 0)
+    throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'LOCK without FILE_READ_DATA or FILE_WRITE_DATA');
   const store = open.share.meta;
   const inode = open.inodeId;
   const first = req.locks[0]!;
