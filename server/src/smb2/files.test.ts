@@ -415,6 +415,42 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('a directory the caller may not read: no FILE_LIST_DIRECTORY at CREATE, no QUERY_DIRECTORY without it', async () => {
+    const { srv, c } = await setup();
+    const bob = { ...fileContext(srv, { sessionId: 2 }), id: { uid: 2000, gid: 2000, gids: [] } };
+    const as = (ctx: files.FileContext, name: string, access: number, disposition: number = CreateDisposition.OPEN, options = 0) =>
+      create(ctx, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }));
+    // Bob's directory others may pass through (0711) but not list, with a file in it they may read.
+    const p = (await as(bob, 'p', Access.GENERIC_ALL, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE)).open;
+    await files.close(bob, (await as(bob, 'p\\secret-name', Access.GENERIC_ALL, CreateDisposition.CREATE)).open, 0, new SmbWriter());
+    await srv.fs.setattr(p.handle, bob.id, { mode: 0o711 });
+    const list = Access.FILE_READ_DATA | Access.SYNCHRONIZE; // FILE_LIST_DIRECTORY, as Windows and macOS open to list or watch
+    assert.equal(await status(as(c, 'p', list, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)), NtStatus.ACCESS_DENIED);
+    assert.equal(
+      await status(as(c, 'p', Access.GENERIC_READ, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)),
+      NtStatus.ACCESS_DENIED,
+    );
+    // Stat and traverse stay open to Alice, and so does the file she may read.
+    const attrs = (
+      await as(c, 'p', Access.FILE_READ_ATTRIBUTES | Access.FILE_EXECUTE, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)
+    ).open;
+    assert.equal(await status(as(c, 'p\\secret-name', Access.GENERIC_READ)), NtStatus.SUCCESS);
+    const query = (ctx: files.FileContext, o: Open) =>
+      files.queryDirectory(ctx, o, {
+        infoClass: FileInfoClass.FileNamesInformation,
+        flags: QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.RETURN_SINGLE_ENTRY,
+        fileIndex: 0,
+        fileId: o.fileId,
+        pattern: utf16('*'),
+        outputBufferLength: 4096,
+      });
+    assert.equal(await status(query(c, attrs)), NtStatus.ACCESS_DENIED, 'an open without FILE_LIST_DIRECTORY lists nothing');
+    // Bob lists his own directory.
+    const own = (await as(bob, 'p', list, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)).open;
+    assert.deepEqual(names(await query(bob, own)), ['.']);
+    await srv.close();
+  });
+
   it('a read-only tree refuses changes at CREATE', async () => {
     const { srv, open } = await setup(true);
     assert.equal(await status(open('new', CreateDisposition.CREATE)), NtStatus.ACCESS_DENIED);

@@ -191,8 +191,8 @@ export async function storedDaclAccess(c: FileContext, inode: Inode, dir: Buffer
   return acl;
 }
 
-/** The rights a directory open asks for what it holds (list, add file, add subdirectory, traverse). */
-const DIRECTORY_DATA = Access.FILE_READ_DATA | Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA | Access.FILE_EXECUTE;
+/** FILE_ADD_FILE and FILE_ADD_SUBDIRECTORY, a directory's FILE_WRITE_DATA and FILE_APPEND_DATA. */
+const DIRECTORY_ADD = Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA;
 
 /**
  * May the caller remove `inode` from the directory `dir`? The vfs rule for REMOVE and RENAME: write
@@ -302,9 +302,10 @@ export async function create(
       max = ((max & ~Access.DELETE) | (mayDelete ? Access.DELETE & acl & c.tree.maximalAccess : 0)) >>> 0;
     }
     // MS-FSA 2.1.5.1.2.1: a right asked and not granted refuses the open (with MAXIMUM_ALLOWED
-    // too), as Windows does: what an open holds is what later commands check. The rights of a
-    // directory's contents (listing, adding) are left to the vfs calls that use them.
-    const judged = isDir ? FILE_ALL_ACCESS & ~DIRECTORY_DATA : FILE_ALL_ACCESS;
+    // too), as Windows does: what an open holds is what later commands check (CHANGE_NOTIFY and
+    // QUERY_DIRECTORY need FILE_LIST_DIRECTORY, the directory's read permission). Adding to a
+    // directory is left to the vfs, which checks its write permission on each create.
+    const judged = isDir ? FILE_ALL_ACCESS & ~DIRECTORY_ADD : FILE_ALL_ACCESS;
     if ((desired & judged & ~max) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'a right asked is not granted');
     granted = maxAllowed ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
     if (deleteOnClose && (granted & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED, 'DELETE_ON_CLOSE without DELETE granted');
@@ -491,6 +492,8 @@ const DIR_PAGE = 256;
 
 export async function queryDirectory(c: FileContext, open: Open, req: QueryDirectoryRequest): Promise<Buffer> {
   if (!open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'QUERY_DIRECTORY on a file');
+  // MS-SMB2 3.3.5.18: without it, "." (the directory's own entry) would still be answered.
+  if ((open.grantedAccess & Access.FILE_READ_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no FILE_LIST_DIRECTORY access');
   if (!DIRECTORY_CLASSES.has(req.infoClass)) throw fail(NtStatus.INVALID_INFO_CLASS);
   const limit = Math.min(req.outputBufferLength, c.maxTransact);
   const restart = (req.flags & (QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.REOPEN)) !== 0;
