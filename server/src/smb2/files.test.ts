@@ -283,6 +283,41 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('a link with ReplaceIfExists does not replace a file that is open, as a rename does not', async () => {
+    const { srv, c, open } = await setup();
+    const src = await open('src', CreateDisposition.CREATE);
+    const x = await open('x', CreateDisposition.CREATE);
+    await files.write(c, x, { offset: 0, fileId: x.fileId, flags: 0, data: Buffer.from('kept') });
+    await files.close(c, x, 0, new SmbWriter());
+    // An open of x that shares nothing (another client's, say).
+    const victim = (
+      await create(c, createRequest('x', { desiredAccess: Access.GENERIC_READ, createDisposition: CreateDisposition.OPEN, shareAccess: 0 }))
+    ).open;
+    const n = utf16('x');
+    const b = Buffer.alloc(20 + n.length);
+    b[0] = 1; // ReplaceIfExists
+    b.writeUInt32LE(n.length, 16);
+    n.copy(b, 20);
+    const link = () =>
+      files.setInfo(c, src, {
+        infoType: 1,
+        infoClass: FileInfoClass.FileLinkInformation,
+        buffer: b,
+        additionalInformation: 0,
+        fileId: src.fileId,
+      });
+    assert.equal(await status(link()), NtStatus.ACCESS_DENIED);
+    assert.equal(
+      (await files.read(c, victim, { flags: 0, length: 4, offset: 0, fileId: victim.fileId, minimumCount: 0 })).toString(),
+      'kept',
+    );
+    assert.equal((await srv.fs.lookup(src.parent!, Buffer.from('x'), c.id)).inode.id, victim.inodeId, 'x is still the file open');
+    await files.close(c, victim, 0, new SmbWriter());
+    assert.equal(await status(link()), NtStatus.SUCCESS, 'closed, it may be replaced');
+    assert.equal((await srv.fs.lookup(src.parent!, Buffer.from('x'), c.id)).inode.id, src.inodeId);
+    await srv.close();
+  });
+
   it('delete on close removes the file; a non-empty directory refuses the delete disposition', async () => {
     const { srv, c, open } = await setup();
     const f = await open('gone', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);

@@ -887,13 +887,17 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     if (!replace) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     if (existing.type === FileType.DIR) throw fail(NtStatus.ACCESS_DENIED, 'cannot replace a directory');
   }
+  const replaced = existing && existing.id !== open.inodeId ? existing.id : null;
   if (!link) {
     const parentId = (await c.fs.resolve(open.parent)).inode.id;
-    oplock.checkRename(c.fs, open, parentId, existing && existing.id !== open.inodeId ? existing.id : null);
+    oplock.checkRename(c.fs, open, parentId, replaced);
     if (await c.fs.opens.dirRefusesRenameElsewhere(c.share.meta, parentId))
       throw fail(NtStatus.SHARING_VIOLATION, 'the directory is open on another server without delete sharing');
+  } else if (replaced !== null) {
+    // A link replaces the file under the name as a rename does: not while that file is open.
+    oplock.checkReplace(c.fs, open, replaced);
   }
-  if (!link && existing && existing.id !== open.inodeId && (await c.fs.opens.openElsewhere(c.share.meta, existing.id)))
+  if (replaced !== null && (await c.fs.opens.openElsewhere(c.share.meta, replaced)))
     throw fail(NtStatus.ACCESS_DENIED, 'the file replaced is open on another server');
   if (link) {
     if (existing && existing.id === open.inodeId) return;

@@ -586,7 +586,7 @@ export function checkRename(fs: FileService, open: Open, parentId: number, repla
         throw new SmbStatusError(NtStatus.SHARING_VIOLATION, 'the directory is open without delete sharing');
     }
   }
-  if (replacedId !== null && fs.opens.get(meta, replacedId)) throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'the file replaced is open');
+  if (replacedId !== null) checkReplace(fs, open, replacedId);
   if (!open.isDir) return;
   const prefix = open.path + '\\';
   for (const o of fs.opens.opensOf(meta)) {
@@ -594,6 +594,14 @@ export function checkRename(fs: FileService, open: Open, parentId: number, repla
     if (other !== open && other.share === open.share && other.path.startsWith(prefix))
       throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'a file beneath the directory is open');
   }
+}
+
+/**
+ * MS-FSA 2.1.5.14.6 / 2.1.5.14.11: a rename or link with ReplaceIfExists refuses (ACCESS_DENIED)
+ * to replace a file that has opens, whatever they share: the name would go from under them.
+ */
+export function checkReplace(fs: FileService, open: Open, replacedId: number): void {
+  if (fs.opens.get(open.share.meta, replacedId)) throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'the file replaced is open');
 }
 
 // ---- CLOSE and teardown -------------------------------------------------------------------------
