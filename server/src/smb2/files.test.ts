@@ -315,6 +315,21 @@ describe('SMB2 file commands over the file service', () => {
     await files.close(c, victim, 0, new SmbWriter());
     assert.equal(await status(link()), NtStatus.SUCCESS, 'closed, it may be replaced');
     assert.equal((await srv.fs.lookup(src.parent!, Buffer.from('x'), c.id)).inode.id, src.inodeId);
+    // A named stream is no file to link (MS-FSA): INVALID_PARAMETER, and no name made.
+    const stream = await open('src:s', CreateDisposition.CREATE);
+    const n2 = utf16('y');
+    const b2 = Buffer.alloc(20 + n2.length);
+    b2.writeUInt32LE(n2.length, 16);
+    n2.copy(b2, 20);
+    const linkStream = files.setInfo(c, stream, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileLinkInformation,
+      buffer: b2,
+      additionalInformation: 0,
+      fileId: stream.fileId,
+    });
+    assert.equal(await status(linkStream), NtStatus.INVALID_PARAMETER);
+    assert.equal(await status(open('y', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
     await srv.close();
   });
 

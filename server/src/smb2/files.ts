@@ -869,6 +869,9 @@ function readSize(b: Buffer, at: number): number {
 /** MS-FSCC 2.4.37.2 FILE_RENAME_INFORMATION_TYPE_2 (and 2.4.21.2 the link form, same layout). */
 async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean): Promise<void> {
   if (b.length < 20) throw fail(NtStatus.INFO_LENGTH_MISMATCH);
+  // MS-FSA 2.1.5.14.6: a named stream cannot be linked (its handle is the stream's own inode,
+  // which a link would give a name in a directory).
+  if (link && open.stream) throw fail(NtStatus.INVALID_PARAMETER, 'link of a named stream');
   const replace = b[0] !== 0;
   const nameLen = b.readUInt32LE(16);
   if (nameLen === 0 || 20 + nameLen > b.length) throw fail(NtStatus.INVALID_PARAMETER, 'rename: bad FileNameLength');
