@@ -11,6 +11,7 @@ import type { Open } from './state.js';
 import { smb2Signature, verifySmb2Signature } from './auth/index.js';
 import { listStreams } from '../vfs/streams.js';
 import { alice, create, createRequest, fileContext } from './testing.js';
+import { TestNtlmClient } from '../../../test/helpers/ntlm-client.js';
 
 async function connection() {
   const srv = await memoryServer();
@@ -92,6 +93,21 @@ function createBody(name: string, disposition: number, access = 0xc0000000, opti
     .u32(0)
     .u32(0)
     .bytes(n);
+  return w.finish();
+}
+
+/** MS-SMB2 2.2.5 SESSION_SETUP carrying `token` (the buffer at offset 88). */
+function sessionSetupBody(token: Buffer, securityMode = 1): Buffer {
+  const w = new SmbWriter();
+  w.u16(25)
+    .u8(0)
+    .u8(securityMode)
+    .u32(0)
+    .u32(0)
+    .u16(HEADER_SIZE + 24)
+    .u16(token.length)
+    .u64(0)
+    .bytes(token);
   return w.finish();
 }
 
@@ -495,6 +511,30 @@ describe('SMB2 connection', () => {
     const final = sent[sent.length - 1]!;
     assert.equal(decodeHeader(final).status, NtStatus.CANCELLED);
     assert.ok(verifySmb2Signature(key, final), 'the final response is signed');
+    await srv.close();
+  });
+
+  it('a re-authentication on a signing session must be signed: an unsigned one neither ends nor changes it', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const key = Buffer.alloc(16, 0x3c);
+    const { sessionId, treeId } = await signingSession(conn, sent, key);
+    const sessions = (conn as unknown as { sessions: Map<number, { user: { name: string } | null }> }).sessions;
+    // What an on-path attacker can inject without the key: a junk token (which would end the
+    // session) and the NTLM NEGOTIATE that starts an anonymous logon (which would switch its user).
+    const ntlmNegotiate = new TestNtlmClient({ user: '', password: '', anonymous: true }).negotiate();
+    let id = 2;
+    for (const token of [Buffer.from('junk'), ntlmNegotiate]) {
+      await conn.handleFrame(request(Command.SESSION_SETUP, id++, sessionSetupBody(token), { sessionId }));
+      assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.ACCESS_DENIED);
+    }
+    assert.equal(sessions.get(sessionId)?.user?.name, 'alice', 'the session keeps its user');
+    await conn.handleFrame(signCompound(key, [request(Command.CREATE, id++, createBody('', 1), { sessionId, treeId })]));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, 0, 'and still works');
+    // Signed by the key holder, a bad token is processed, and ends the session (3.3.5.5.3).
+    await conn.handleFrame(signCompound(key, [request(Command.SESSION_SETUP, id++, sessionSetupBody(Buffer.from('junk')), { sessionId })]));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.INVALID_PARAMETER);
+    assert.equal(sessions.has(sessionId), false);
     await srv.close();
   });
 

@@ -463,7 +463,10 @@ export class SmbConnection implements SessionOwner {
             this.log?.warn({ command: commandName(h.command), sessionId }, 'SMB2 request with a bad signature refused');
             throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'bad signature');
           }
-        } else if (session.signingRequired && h.command !== Command.SESSION_SETUP) {
+        } else if (session.signingRequired) {
+          // SESSION_SETUP too: only a session with a key gets here, so this is a re-authentication,
+          // which a client signs like any request (3.2.4.1.1). Unsigned, it could come from anyone
+          // on the path, and would end the session (a bad token) or switch its user (anonymous).
           throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'unsigned request on a session that requires signing');
         }
       }
