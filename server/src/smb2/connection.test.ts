@@ -538,6 +538,31 @@ describe('SMB2 connection', () => {
     await srv.close();
   });
 
+  it('at most 8 logons in progress on a connection: unauthenticated sessions are bounded', async () => {
+    const { conn, sent, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    let id = 1;
+    const started: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      // An empty first buffer: the server answers its mechanism list and keeps the session.
+      await conn.handleFrame(request(Command.SESSION_SETUP, id++, sessionSetupBody(Buffer.alloc(0))));
+      const h = decodeHeader(sent[sent.length - 1]!);
+      assert.equal(h.status, NtStatus.MORE_PROCESSING_REQUIRED);
+      started.push(h.sessionId);
+    }
+    await conn.handleFrame(request(Command.SESSION_SETUP, id++, sessionSetupBody(Buffer.alloc(0))));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.INSUFFICIENT_RESOURCES);
+    const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
+    assert.equal(sessions.size, 8);
+    // One that fails ends, and makes room for another.
+    await conn.handleFrame(request(Command.SESSION_SETUP, id++, sessionSetupBody(Buffer.from('junk')), { sessionId: started[0]! }));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.INVALID_PARAMETER);
+    await conn.handleFrame(request(Command.SESSION_SETUP, id++, sessionSetupBody(Buffer.alloc(0))));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.MORE_PROCESSING_REQUIRED);
+    assert.equal(sessions.size, 8);
+    await srv.close();
+  });
+
   it('grants credits within the window and closes the connection for a MessageId never granted or reused', async () => {
     const { conn, sent, aborted, srv } = await connection();
     await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 5 }));

@@ -121,6 +121,12 @@ const PADDING = Buffer.alloc(8);
 const MAX_COMPOUND = 128;
 /** Sessions per connection, trees per session, opens per connection at most. */
 const MAX_SESSIONS = 64;
+/**
+ * Sessions of a connection still authenticating at most (SessionId 0 makes one, unauthenticated):
+ * a client logs on once, Windows twice at a time (Explorer and an elevated prompt). Each keeps an
+ * exchange until it ends, a bounded one (spnego.ts, ntlm.ts limits): this bounds how many.
+ */
+const MAX_LOGONS_IN_PROGRESS = 8;
 const MAX_TREES = 256;
 const MAX_OPENS = 16384;
 
@@ -892,6 +898,10 @@ export class SmbConnection implements SessionOwner {
     let session: Session | undefined;
     if (h.sessionId === 0) {
       if (this.sessions.size >= MAX_SESSIONS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many sessions');
+      let inProgress = 0;
+      for (const s of this.sessions.values()) if (s.state === 'in-progress') inProgress++;
+      if (inProgress >= MAX_LOGONS_IN_PROGRESS)
+        throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many logons in progress on the connection');
       const id = SessionTable.allocateId();
       session = {
         id,

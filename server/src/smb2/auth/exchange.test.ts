@@ -245,6 +245,22 @@ describe('SMB session setup against control-plane users', () => {
       expectDone((await spnegoLogon(dir, { user: 'alice', password: PASSWORD }, { mechTypes })).step);
     });
 
+    it('keeps only the mechTypes DER of a negTokenInit, not its optimistic token or OID strings', async () => {
+      // Every in-progress session holds its exchange: what a first leg leaves must be small, what
+      // ever the client sent (here a 10 KB Kerberos-sized optimistic token and four mechanisms).
+      const mechTypes = [OID.MS_KERBEROS, OID.KERBEROS, OID.NEGOEX, OID.NTLMSSP];
+      const ex = new SmbAuthExchange(dir, OPTS);
+      expectContinue(await ex.step(encodeInitialToken({ mechTypes, mechToken: Buffer.alloc(10_000, 0x41) })));
+      const state = (ex as unknown as { state: unknown }).state;
+      assert.deepEqual(state, { at: 'spnego-negotiate', spnego: { mechTypesDer: encodeMechTypes(mechTypes), micRequired: true } });
+      // And the logon still completes from there, mechListMIC checked over those bytes.
+      const client = new TestNtlmClient({ user: 'alice', password: PASSWORD, mic: true });
+      const resp = decodeNegTokenResp(expectContinue(await ex.step(encodeNegTokenResp({ responseToken: client.negotiate() }))));
+      const auth = await client.authenticate(resp.responseToken!);
+      const mic = client.mechListMic(encodeMechTypes(mechTypes));
+      expectDone(await ex.step(encodeNegTokenResp({ responseToken: auth, mechListMIC: mic })));
+    });
+
     it('refuses a client that offers no NTLMSSP', async () => {
       const ex = new SmbAuthExchange(dir, OPTS);
       expectFailed(await ex.step(encodeInitialToken({ mechTypes: [OID.KERBEROS] })), 'invalid-token', /offers no NTLMSSP/);

@@ -4,15 +4,7 @@
 import { NTLM_MESSAGE, NTLMSSP_SIGNATURE, decodeNegotiate, ntlmMessageType } from './ntlm.js';
 import { NtlmSigner } from './ntlm-crypto.js';
 import { NtlmServer, type NtlmOutcome } from './ntlm-server.js';
-import {
-  NEG_STATE,
-  OID,
-  decodeInitialToken,
-  decodeNegTokenResp,
-  encodeNegTokenInit2,
-  encodeNegTokenResp,
-  type NegTokenInit,
-} from './spnego.js';
+import { NEG_STATE, OID, decodeInitialToken, decodeNegTokenResp, encodeNegTokenInit2, encodeNegTokenResp } from './spnego.js';
 import { AuthTokenError, type AuthStep, type SmbAuthOptions, type SmbUserDirectory } from './types.js';
 
 /** Security buffer for the SMB2 NEGOTIATE response: SPNEGO negTokenInit2 offering NTLMSSP. */
@@ -20,11 +12,21 @@ export function negotiateSecurityBlob(): Buffer {
   return encodeNegTokenInit2([OID.NTLMSSP]);
 }
 
+/**
+ * What the later legs of a SPNEGO exchange need of the client's negTokenInit: the MechTypeList DER
+ * (the mechListMIC covers it) and whether NTLMSSP was not its first choice. Nothing more is kept:
+ * an exchange lives as long as its session is in progress, and unauthenticated clients make them.
+ */
+interface SpnegoContext {
+  mechTypesDer: Buffer;
+  micRequired: boolean;
+}
+
 type State =
   | { at: 'start' }
   /** SPNEGO: NTLMSSP chosen, waiting for the client's NTLM NEGOTIATE in a negTokenResp. */
-  | { at: 'spnego-negotiate'; init: NegTokenInit; micRequired: boolean }
-  | { at: 'authenticate'; spnego: { init: NegTokenInit; micRequired: boolean } | null }
+  | { at: 'spnego-negotiate'; spnego: SpnegoContext }
+  | { at: 'authenticate'; spnego: SpnegoContext | null }
   | { at: 'finished' };
 
 export class SmbAuthExchange {
@@ -73,7 +75,7 @@ export class SmbAuthExchange {
         const resp = decodeNegTokenResp(buf);
         if (resp.responseToken === null) return invalid('negTokenResp without the NTLMSSP NEGOTIATE');
         const challenge = this.ntlm.challengeFor(decodeNegotiateOnly(resp.responseToken));
-        this.state = { at: 'authenticate', spnego: { init: state.init, micRequired: state.micRequired } };
+        this.state = { at: 'authenticate', spnego: state.spnego };
         return { kind: 'continue', token: encodeNegTokenResp({ negState: NEG_STATE.ACCEPT_INCOMPLETE, responseToken: challenge }) };
       }
       case 'authenticate':
@@ -92,16 +94,17 @@ export class SmbAuthExchange {
     if (index < 0) return invalid(`the client offers no NTLMSSP (mechTypes ${init.mechTypes.join(', ') || 'empty'})`);
     // A mechanism other than the client's first choice must be confirmed by mechListMIC (§5 d).
     const micRequired = index !== 0;
+    const spnego: SpnegoContext = { mechTypesDer: init.mechTypesDer, micRequired };
     if (index === 0 && init.mechToken !== null) {
       const challenge = this.ntlm.challengeFor(decodeNegotiateOnly(init.mechToken));
-      this.state = { at: 'authenticate', spnego: { init, micRequired } };
+      this.state = { at: 'authenticate', spnego };
       return {
         kind: 'continue',
         token: encodeNegTokenResp({ negState: NEG_STATE.ACCEPT_INCOMPLETE, supportedMech: OID.NTLMSSP, responseToken: challenge }),
       };
     }
     // The optimistic token (if any) is for another mechanism: choose NTLMSSP and ask for its first token.
-    this.state = { at: 'spnego-negotiate', init, micRequired };
+    this.state = { at: 'spnego-negotiate', spnego };
     return {
       kind: 'continue',
       token: encodeNegTokenResp({
@@ -111,7 +114,7 @@ export class SmbAuthExchange {
     };
   }
 
-  private async spnegoAuthenticate(buf: Buffer, s: { init: NegTokenInit; micRequired: boolean }): Promise<AuthStep> {
+  private async spnegoAuthenticate(buf: Buffer, s: SpnegoContext): Promise<AuthStep> {
     if (isRawNtlm(buf)) return invalid('raw NTLMSSP in the middle of a SPNEGO exchange');
     const resp = decodeNegTokenResp(buf);
     if (resp.responseToken === null) return invalid('negTokenResp without the NTLMSSP AUTHENTICATE');
@@ -128,13 +131,13 @@ export class SmbAuthExchange {
       return this.finish(outcome, encodeNegTokenResp({ negState: NEG_STATE.ACCEPT_COMPLETED }));
     }
     const fromClient = new NtlmSigner(outcome.sessionKey, outcome.flags, 'client-to-server');
-    if (!fromClient.verify(s.init.mechTypesDer, clientMic))
+    if (!fromClient.verify(s.mechTypesDer, clientMic))
       return {
         kind: 'failed',
         reason: 'logon-failure',
         message: `SPNEGO: mechListMIC of ${JSON.stringify(outcome.user.name)} does not match`,
       };
-    const ours = new NtlmSigner(outcome.sessionKey, outcome.flags, 'server-to-client').sign(s.init.mechTypesDer);
+    const ours = new NtlmSigner(outcome.sessionKey, outcome.flags, 'server-to-client').sign(s.mechTypesDer);
     return this.finish(outcome, encodeNegTokenResp({ negState: NEG_STATE.ACCEPT_COMPLETED, mechListMIC: ours }));
   }
 

@@ -3,6 +3,8 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ntHash } from '../../control/auth.js';
 import {
+  MAX_NTLM_MESSAGE,
+  MAX_NTLM_NEGOTIATE,
   MSV_AV,
   NTLMSSP,
   decodeAuthenticate,
@@ -248,5 +250,16 @@ describe('NTLMSSP decoders on malformed input', () => {
     assert.throws(() => decodeAuthenticate(CHALLENGE_4_2_4_3), { message: /expected an NTLMSSP AUTHENTICATE/ });
     assert.throws(() => decodeAvPairs(hex('0100ff00')), { message: /runs past the end/ });
     assert.throws(() => decodeAvPairs(hex('01000000')), { message: /without MsvAvEOL/ });
+  });
+
+  it('refuses oversized messages before reading them: a NEGOTIATE (kept for the MIC) past 1 KiB, any past MAX_NTLM_MESSAGE', () => {
+    const negotiate = Buffer.alloc(MAX_NTLM_NEGOTIATE + 1);
+    hex('4e544c4d5353500001000000358208e2000000000000000000000000000000000a0063450000000f').copy(negotiate);
+    assert.throws(() => decodeNegotiate(negotiate), { name: 'AuthTokenError', message: /NEGOTIATE message of 1025 bytes/ });
+    assert.equal(decodeNegotiate(negotiate.subarray(0, MAX_NTLM_NEGOTIATE)).raw.length, MAX_NTLM_NEGOTIATE);
+    const authenticate = Buffer.alloc(MAX_NTLM_MESSAGE + 1);
+    AUTHENTICATE_4_2_4_3.copy(authenticate);
+    assert.throws(() => decodeAuthenticate(authenticate), { name: 'AuthTokenError', message: /larger than/ });
+    assert.ok(MAX_NTLM_MESSAGE <= 8 * 1024);
   });
 });

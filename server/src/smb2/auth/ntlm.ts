@@ -51,8 +51,17 @@ export const MSV_AV = Object.freeze({
 /** MsvAvFlags bit: the AUTHENTICATE_MESSAGE carries a MIC. */
 export const MSV_AV_FLAG_MIC_PRESENT = 0x00000002;
 
-/** Security buffers bigger than this are refused before parsing (real ones are a few hundred bytes). */
-export const MAX_NTLM_MESSAGE = 64 * 1024;
+/**
+ * Security buffers bigger than this are refused before parsing. Real ones are a few hundred bytes;
+ * an AUTHENTICATE with 256-character names and a Windows client's AV pairs stays under 3 KiB.
+ */
+export const MAX_NTLM_MESSAGE = 8 * 1024;
+
+/**
+ * A NEGOTIATE is 40 bytes plus optional OEM domain and workstation names. It is kept for the whole
+ * exchange (the MIC covers it), so it gets a tighter limit than the other messages.
+ */
+export const MAX_NTLM_NEGOTIATE = 1024;
 
 export interface NtlmNegotiate {
   flags: number;
@@ -112,6 +121,7 @@ function text(b: Buffer, unicode: boolean, name: string): string {
 export function decodeNegotiate(buf: Buffer): NtlmNegotiate {
   const type = ntlmMessageType(buf);
   if (type !== NTLM_MESSAGE.NEGOTIATE) fail(`expected an NTLMSSP NEGOTIATE message, got type ${type}`);
+  if (buf.length > MAX_NTLM_NEGOTIATE) fail(`NTLMSSP NEGOTIATE message of ${buf.length} bytes is larger than ${MAX_NTLM_NEGOTIATE}`);
   if (buf.length < 16) fail('NTLMSSP NEGOTIATE message is cut off before its flags');
   const flags = buf.readUInt32LE(12);
   if (buf.length >= 32) {

@@ -11,6 +11,8 @@ import {
   encodeMechTypes,
   encodeNegTokenInit2,
   encodeNegTokenResp,
+  MAX_MECH_TYPES,
+  MAX_SPNEGO_TOKEN,
 } from './spnego.js';
 import { AuthTokenError } from './types.js';
 
@@ -80,6 +82,35 @@ describe('SPNEGO (RFC 4178, MS-SPNG)', () => {
     assert.throws(() => decodeInitialToken(Buffer.alloc(70 * 1024, 0x30)), { message: /larger than/ });
   });
 
+  it('refuses a hostile negTokenInit before it costs much: its size, its node count, its mechTypes count', () => {
+    // Thousands of one-arc OIDs (06 01 xx, 3 bytes each): 65 ms of parsing for a 30 KB token, and a
+    // string per OID kept with the exchange. Too big, then too many DER nodes, then too many mechs.
+    const manyOids = (n: number): Buffer => {
+      const oids = Buffer.alloc(3 * n);
+      for (let i = 0; i < n; i++) oids.set([0x06, 0x01, 0x2a], 3 * i);
+      const der = (tag: number, body: Buffer): Buffer => {
+        const len = body.length < 0x80 ? Buffer.from([body.length]) : Buffer.from([0x82, body.length >> 8, body.length & 0xff]);
+        return Buffer.concat([Buffer.from([tag]), len, body]);
+      };
+      const negTokenInit = der(0xa0, der(0x30, der(0xa0, der(0x30, oids))));
+      return der(0x60, Buffer.concat([Buffer.from('06062b0601050502', 'hex'), negTokenInit]));
+    };
+    assert.ok(manyOids(9990).length > MAX_SPNEGO_TOKEN);
+    assert.throws(() => decodeInitialToken(manyOids(9990)), { name: 'AuthTokenError', message: /larger than/ });
+    assert.ok(manyOids(1000).length <= MAX_SPNEGO_TOKEN);
+    assert.throws(() => decodeInitialToken(manyOids(1000)), { name: 'AuthTokenError', message: /node count/ });
+    assert.throws(() => decodeInitialToken(manyOids(MAX_MECH_TYPES + 1)), { name: 'AuthTokenError', message: /17 mechanisms/ });
+    assert.equal(decodeInitialToken(manyOids(MAX_MECH_TYPES)).mechTypes.length, MAX_MECH_TYPES);
+  });
+
+  it('an NTLM token inside is not parsed as DER (it would count against the node limit)', () => {
+    // A mechToken that happens to be DER of many nodes, as a Kerberos AP-REQ is: one node here.
+    const nodes = Buffer.from(new asn1.Sequence({ value: Array.from({ length: 200 }, () => new asn1.Null()) }).toBER());
+    const t = decodeInitialToken(encodeInitialToken({ mechTypes: [OID.MS_KERBEROS, OID.NTLMSSP], mechToken: nodes }));
+    assert.deepEqual(t.mechToken, nodes);
+    assert.deepEqual(decodeNegTokenResp(encodeNegTokenResp({ negState: 1, responseToken: nodes })).responseToken, nodes);
+  });
+
   const decoders = [decodeInitialToken, decodeNegTokenResp];
   function onlyTokenErrors(b: Buffer): void {
     for (const d of decoders) {
@@ -122,8 +153,8 @@ describe('SPNEGO (RFC 4178, MS-SPNG)', () => {
   });
 
   it('deep nesting is refused, not a stack overflow', () => {
-    const deep = Buffer.alloc(60000);
-    for (let i = 0; i < 30000; i++) deep.writeUInt16BE(0x3080, 2 * i);
+    const deep = Buffer.alloc(10000); // under MAX_SPNEGO_TOKEN: the nesting limit refuses it
+    for (let i = 0; i < 5000; i++) deep.writeUInt16BE(0x3080, 2 * i);
     assert.throws(() => decodeInitialToken(deep), AuthTokenError);
     assert.throws(() => decodeNegTokenResp(Buffer.concat([Buffer.from([0xa1, 0x80]), deep])), AuthTokenError);
   });

@@ -22,8 +22,23 @@ export const OID = Object.freeze({
 /** RFC 4178 §4.2.2 negState. */
 export const NEG_STATE = Object.freeze({ ACCEPT_COMPLETED: 0, ACCEPT_INCOMPLETE: 1, REJECT: 2, REQUEST_MIC: 3 } as const);
 
-/** Tokens bigger than this are refused before parsing (an NTLM AUTHENTICATE in SPNEGO is well under 4 KiB). */
-export const MAX_SPNEGO_TOKEN = 64 * 1024;
+/**
+ * Tokens bigger than this are refused before parsing. An NTLM AUTHENTICATE in SPNEGO is well under
+ * 4 KiB (MAX_NTLM_MESSAGE is the most it may be); only an optimistic Kerberos ticket in a
+ * negTokenInit can be bigger (up to 48 KB with a large PAC), and this server cannot use one. A
+ * client holding such a ticket for this host is refused instead of being steered to NTLMSSP.
+ */
+export const MAX_SPNEGO_TOKEN = 12 * 1024;
+
+/** Mechanisms a negTokenInit may offer (Windows offers 4: MS-KRB5, KRB5, NEGOEX, NTLMSSP). */
+export const MAX_MECH_TYPES = 16;
+
+/**
+ * asn1js limits for a client's token: DER nodes and nesting. A negTokenInit of MAX_MECH_TYPES has
+ * about 35 nodes and 7 levels; the limit stops a token of thousands of tiny OIDs early, as parsing
+ * costs microseconds per node and the event loop waits for it.
+ */
+const PARSE_LIMITS = Object.freeze({ maxNodes: 64, maxDepth: 16, parseEmbedded: false });
 
 /** MS-SPNG 3.2.5.2: the hintName Windows and Samba put in negTokenInit2. */
 const NEG_HINT_NAME = 'not_defined_in_RFC4178@please_ignore';
@@ -55,7 +70,9 @@ function parse(buf: Buffer): asn1.AsnType {
   if (buf.length > MAX_SPNEGO_TOKEN) fail(`token of ${buf.length} bytes is larger than ${MAX_SPNEGO_TOKEN}`);
   let r: ReturnType<typeof asn1.fromBER>;
   try {
-    r = asn1.fromBER(new Uint8Array(buf));
+    // parseEmbedded off: asn1js would otherwise parse every OCTET STRING (the NTLM or Kerberos
+    // token inside) as DER too, spending nodes and time on bytes it is not asked to read.
+    r = asn1.fromBER(new Uint8Array(buf), PARSE_LIMITS);
   } catch (err) {
     // asn1js reports malformed input through `offset`; this catches what it did not foresee (deep nesting).
     fail(`undecodable DER (${(err as Error).message})`);
@@ -106,10 +123,13 @@ function decodeNegTokenInitBody(seq: asn1.AsnType): NegTokenInit {
     if (el.idBlock.tagClass !== CONTEXT) fail('NegTokenInit holds an untagged value');
     const inner = explicit(el, `NegTokenInit [${el.idBlock.tagNumber}]`);
     switch (el.idBlock.tagNumber) {
-      case 0:
-        mechTypes = sequence(inner, 'mechTypes').map((m) => oid(m, 'a mechType'));
+      case 0: {
+        const list = sequence(inner, 'mechTypes');
+        if (list.length > MAX_MECH_TYPES) fail(`negTokenInit offers ${list.length} mechanisms, more than ${MAX_MECH_TYPES}`);
+        mechTypes = list.map((m) => oid(m, 'a mechType'));
         mechTypesDer = Buffer.from(inner.valueBeforeDecodeView);
         break;
+      }
       case 2:
         mechToken = octets(inner, 'mechToken');
         break;
