@@ -12,6 +12,7 @@ import { smb2Signature, verifySmb2Signature } from './auth/index.js';
 import { listStreams } from '../vfs/streams.js';
 import { alice, create, createRequest, fileContext } from './testing.js';
 import { TestNtlmClient } from '../../../test/helpers/ntlm-client.js';
+import { LogonLimiter } from './auth/logon-limiter.js';
 
 async function connection() {
   const srv = await memoryServer();
@@ -560,6 +561,70 @@ describe('SMB2 connection', () => {
     await conn.handleFrame(request(Command.SESSION_SETUP, id++, sessionSetupBody(Buffer.alloc(0))));
     assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.MORE_PROCESSING_REQUIRED);
     assert.equal(sessions.size, 8);
+    await srv.close();
+  });
+
+  it('failed logons are limited per address and user: past it the right password fails too', async () => {
+    const srv = await memoryServer();
+    const sent: Buffer[] = [];
+    const ntHash = await new TestNtlmClient({ user: 'alice', password: 'right' }).ntHash();
+    const users = new Map([
+      ['alice', 1000],
+      ['bob', 1001],
+    ]);
+    let lookups = 0;
+    const logons = new LogonLimiter({ perUser: 3, perAddress: 50, windowMs: 60_000, maxKeys: 100 });
+    const connect = (address: string) =>
+      new SmbConnection(
+        {
+          fs: srv.fs,
+          directory: {
+            lookup: (name) => {
+              lookups++;
+              const uid = users.get(name.toLowerCase());
+              return Promise.resolve(uid === undefined ? null : { user: { name, uid, gid: uid, gids: [] }, ntHash });
+            },
+          },
+          serverGuid: Buffer.alloc(16, 9),
+          signingRequired: false,
+          serverName: 'TEST',
+          domain: 'WORKGROUP',
+          logons,
+        },
+        (parts) => sent.push(Buffer.concat(parts)),
+        () => undefined,
+        undefined,
+        address,
+      );
+    /** A raw NTLMSSP logon (Linux cifs): its final status. */
+    const logon = async (conn: SmbConnection, user: string, password: string, id: { next: number }): Promise<number> => {
+      const client = new TestNtlmClient({ user, password });
+      await conn.handleFrame(request(Command.SESSION_SETUP, id.next++, sessionSetupBody(client.negotiate())));
+      const first = sent[sent.length - 1]!;
+      const h = decodeHeader(first);
+      if (h.status !== NtStatus.MORE_PROCESSING_REQUIRED) return h.status;
+      const challenge = first.subarray(
+        first.readUInt16LE(HEADER_SIZE + 4),
+        first.readUInt16LE(HEADER_SIZE + 4) + first.readUInt16LE(HEADER_SIZE + 6),
+      );
+      const auth = await client.authenticate(challenge);
+      await conn.handleFrame(request(Command.SESSION_SETUP, id.next++, sessionSetupBody(auth), { sessionId: h.sessionId }));
+      return decodeHeader(sent[sent.length - 1]!).status;
+    };
+    const a = connect('192.0.2.1');
+    const ida = { next: 1 };
+    await a.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    assert.equal(await logon(a, 'alice', 'right', ida), NtStatus.SUCCESS);
+    for (let i = 0; i < 3; i++) assert.equal(await logon(a, 'alice', `guess${i}`, ida), NtStatus.LOGON_FAILURE);
+    const before = lookups;
+    assert.equal(await logon(a, 'alice', 'right', ida), NtStatus.LOGON_FAILURE, 'blocked: the right password is refused too');
+    assert.equal(lookups, before, 'refused before the directory and the password check');
+    assert.equal(await logon(a, 'ALICE', 'right', ida), NtStatus.LOGON_FAILURE);
+    assert.equal(await logon(a, 'bob', 'right', ida), NtStatus.SUCCESS, 'another user from the same address');
+    // Another address (a new connection) is not affected.
+    const b = connect('192.0.2.2');
+    await b.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    assert.equal(await logon(b, 'alice', 'right', { next: 1 }), NtStatus.SUCCESS);
     await srv.close();
   });
 

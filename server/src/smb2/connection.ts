@@ -76,6 +76,7 @@ import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
 import { SrvsvcPipe } from './srvsvc.js';
 import { ioctl as smbIoctl } from './ioctl.js';
 import { defaultSessionTable, SessionTable, type SessionOwner } from './sessions.js';
+import { LogonLimiter } from './auth/logon-limiter.js';
 import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
 
@@ -105,7 +106,11 @@ export interface SmbEngineOptions {
   sessions?: SessionTable;
   /** Durable opens kept without a connection (SmbServer makes one); default: one per file service. */
   durable?: DurableTable;
+  /** Failed logons per client address and user (SmbServer makes one); default: one for the process. */
+  logons?: LogonLimiter;
 }
+
+const defaultLogonLimiter = new LogonLimiter();
 
 /** Statuses that are the server's failure (an ERROR span), as opposed to an answer such as OBJECT_NAME_NOT_FOUND. */
 const SERVER_FAILURES: ReadonlySet<number> = new Set([NtStatus.INTERNAL_ERROR, NtStatus.UNEXPECTED_IO_ERROR]);
@@ -172,6 +177,7 @@ export class SmbConnection implements SessionOwner {
   private notifyHub: NotifyHub | null = null;
   closed = false;
   private readonly table: SessionTable;
+  private readonly logons: LogonLimiter;
 
   constructor(
     private readonly opts: SmbEngineOptions,
@@ -180,6 +186,8 @@ export class SmbConnection implements SessionOwner {
     /** Closes the connection (a framing or sequence error). */
     private readonly abort: (why: string) => void,
     private readonly log?: Logger,
+    /** The client's IP address: failed logons are counted per address (and user). */
+    private readonly clientAddress = '',
   ) {
     this.caching = {
       clientGuid: this.clientGuid,
@@ -192,6 +200,7 @@ export class SmbConnection implements SessionOwner {
       },
     };
     this.table = opts.sessions ?? defaultSessionTable;
+    this.logons = opts.logons ?? defaultLogonLimiter;
     this.durable = opts.durable ?? durableTableOf(opts.fs);
   }
 
@@ -902,6 +911,10 @@ export class SmbConnection implements SessionOwner {
       for (const s of this.sessions.values()) if (s.state === 'in-progress') inProgress++;
       if (inProgress >= MAX_LOGONS_IN_PROGRESS)
         throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many logons in progress on the connection');
+      if (this.logons.blocked(this.clientAddress)) {
+        this.log?.info({ address: this.clientAddress }, 'SMB logon refused: too many failed logons from this address');
+        throw new SmbStatusError(NtStatus.LOGON_FAILURE, 'too many failed logons from this address');
+      }
       const id = SessionTable.allocateId();
       session = {
         id,
@@ -926,17 +939,24 @@ export class SmbConnection implements SessionOwner {
     const reauth = session.state === 'valid';
     // Anonymous is accepted only to re-authenticate a session (it can only lose rights: what smbd
     // does, and smbtorture's reauth2-4 expect); a new anonymous session needs guest access.
-    session.exchange ??= new SmbAuthExchange(this.opts.directory, {
+    const exchange = (session.exchange ??= new SmbAuthExchange(this.opts.directory, {
       serverName: this.opts.serverName,
       domain: this.opts.domain,
       allowGuest: reauth,
-    });
-    const step = await session.exchange.step(req.securityBuffer);
+      // Past the failed-logon limits, refused before the password is checked (README: SMB logons).
+      refuseAccount: (account) =>
+        this.logons.blocked(this.clientAddress, account) ? 'too many failed logons for this user from this address' : null,
+    }));
+    const step = await exchange.step(req.securityBuffer);
     if (step.kind === 'continue') {
       writeSessionSetupResponse(w, 0, step.token);
       return NtStatus.MORE_PROCESSING_REQUIRED;
     }
     session.exchange = null;
+    if (exchange.account) {
+      if (step.kind === 'done') this.logons.succeeded(this.clientAddress, exchange.account);
+      else if (step.reason === 'logon-failure') this.logons.failed(this.clientAddress, exchange.account);
+    }
     if (step.kind === 'failed') {
       // 3.3.5.5.3: an authentication error ends the session, a valid one (re-authentication) too:
       // its opens are closed and its trees dropped.

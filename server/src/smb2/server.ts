@@ -15,6 +15,7 @@ import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/
 import { SmbConnection, type SmbEngineOptions } from './connection.js';
 import { DirectTcpFramer, directTcpHeader, replyEstimate } from './framing.js';
 import { SessionTable } from './sessions.js';
+import { LogonLimiter } from './auth/logon-limiter.js';
 import { DurableTable } from './durable.js';
 import { listenOn } from '../wire/listen.js';
 
@@ -98,6 +99,7 @@ export class SmbServer {
     this.engine = {
       ...opts,
       sessions: opts.sessions ?? new SessionTable(),
+      logons: opts.logons ?? new LogonLimiter(),
       durable:
         opts.durable ??
         new DurableTable(opts.fs, {
@@ -164,7 +166,7 @@ export class SmbServer {
       this.framingLog.log({ peer, why }, 'SMB connection closed: protocol error');
       socket.destroy();
     };
-    const conn = new SmbConnection(this.engine, send, abort, clog);
+    const conn = new SmbConnection(this.engine, send, abort, clog, socket.remoteAddress ?? '');
     this.sockets.set(socket, { conn });
     const pool = this.framePool;
     const alloc = (n: number): Buffer => (n >= POOLED_FRAME_MIN ? pool.take(n) : Buffer.allocUnsafe(n));

@@ -1,9 +1,9 @@
 // One SESSION_SETUP authentication (MS-SMB2 3.3.5.5.3): the security buffers of successive
 // SESSION_SETUP requests fed to step(), either raw NTLMSSP (Linux cifs) or NTLMSSP inside SPNEGO
 // (smbclient, macOS, Windows). step() never throws: a malformed token is 'invalid-token'.
-import { NTLM_MESSAGE, NTLMSSP_SIGNATURE, decodeNegotiate, ntlmMessageType } from './ntlm.js';
+import { NTLM_MESSAGE, NTLMSSP_SIGNATURE, decodeAuthenticate, decodeNegotiate, ntlmMessageType } from './ntlm.js';
 import { NtlmSigner } from './ntlm-crypto.js';
-import { NtlmServer, type NtlmOutcome } from './ntlm-server.js';
+import { NtlmServer, accountName, type NtlmOutcome } from './ntlm-server.js';
 import { NEG_STATE, OID, decodeInitialToken, decodeNegTokenResp, encodeNegTokenInit2, encodeNegTokenResp } from './spnego.js';
 import { AuthTokenError, type AuthStep, type SmbAuthOptions, type SmbUserDirectory } from './types.js';
 
@@ -32,10 +32,14 @@ type State =
 export class SmbAuthExchange {
   private state: State = { at: 'start' };
   private readonly ntlm: NtlmServer;
+  private readonly refuseAccount: SmbAuthOptions['refuseAccount'];
   private emptyStarts = 0;
+  /** The account the AUTHENTICATE named, lower case ('' for anonymous), once one arrived: what logon limits count. */
+  account: string | null = null;
 
   constructor(dir: SmbUserDirectory, opts: SmbAuthOptions, testing: ConstructorParameters<typeof NtlmServer>[2] = {}) {
     this.ntlm = new NtlmServer(dir, opts, testing);
+    this.refuseAccount = opts.refuseAccount;
   }
 
   /** Feed one SESSION_SETUP security buffer: SPNEGO (0x60 / 0xa1) or raw NTLMSSP ("NTLMSSP\0"). */
@@ -81,7 +85,7 @@ export class SmbAuthExchange {
       case 'authenticate':
         if (state.spnego === null) {
           if (!raw) return invalid('SPNEGO token in the middle of a raw NTLMSSP exchange');
-          return this.finish(await this.ntlm.authenticate(buf), Buffer.alloc(0)); // raw NTLMSSP ends with an empty buffer
+          return this.finish(await this.authenticate(buf), Buffer.alloc(0)); // raw NTLMSSP ends with an empty buffer
         }
         return this.spnegoAuthenticate(buf, state.spnego);
     }
@@ -118,7 +122,7 @@ export class SmbAuthExchange {
     if (isRawNtlm(buf)) return invalid('raw NTLMSSP in the middle of a SPNEGO exchange');
     const resp = decodeNegTokenResp(buf);
     if (resp.responseToken === null) return invalid('negTokenResp without the NTLMSSP AUTHENTICATE');
-    const outcome = await this.ntlm.authenticate(resp.responseToken);
+    const outcome = await this.authenticate(resp.responseToken);
     if (!outcome.ok || outcome.anonymous) return this.finish(outcome, encodeNegTokenResp({ negState: NEG_STATE.ACCEPT_COMPLETED }));
     // RFC 4178 §5: check the client's mechListMIC over the mechTypes as it sent them and answer with
     // ours; send none when the client sent none (Windows rejects an unsolicited one). After a
@@ -139,6 +143,18 @@ export class SmbAuthExchange {
       };
     const ours = new NtlmSigner(outcome.sessionKey, outcome.flags, 'server-to-client').sign(s.mechTypesDer);
     return this.finish(outcome, encodeNegTokenResp({ negState: NEG_STATE.ACCEPT_COMPLETED, mechListMIC: ours }));
+  }
+
+  private async authenticate(token: Buffer): Promise<NtlmOutcome> {
+    try {
+      this.account = accountName(decodeAuthenticate(token)).toLowerCase();
+    } catch {
+      // Malformed: authenticate() says why, and no account was named.
+    }
+    // Before the response is checked: a refused account costs no directory look-up or HMAC.
+    const refused = this.account ? (this.refuseAccount?.(this.account) ?? null) : null;
+    if (refused !== null) return { ok: false, reason: 'logon-failure', message: refused };
+    return this.ntlm.authenticate(token);
   }
 
   private finish(outcome: NtlmOutcome, token: Buffer): AuthStep {

@@ -30,6 +30,11 @@ export interface SmbAuthOptions {
   domain: string;
   /** Accept anonymous (NTLM with empty responses) logons. */
   allowGuest: boolean;
+  /**
+   * Optional: called with the (lower-case) account an AUTHENTICATE names before its response is
+   * checked; a string refuses the logon (STATUS_LOGON_FAILURE) for that reason (a logon limit).
+   */
+  refuseAccount?: (account: string) => string | null;
 }
 
 export type AuthStep =
