@@ -7,7 +7,7 @@ import { decodeHeader, HEADER_SIZE, readFiletime, SmbReader, SmbWriter, utf16, w
 import { Command, HeaderFlags } from './constants.js';
 import { CreditWindow } from './credits.js';
 import { DirectTcpFramer, directTcpHeader } from './framing.js';
-import { matchPattern } from './fscc.js';
+import { matchPattern, MAX_PATTERN_LENGTH } from './fscc.js';
 import {
   decodeClose,
   decodeCreate,
@@ -368,4 +368,80 @@ describe('wildcards (MS-FSA 2.1.4.4)', () => {
     assert.ok(matchPattern('exact', 'EXACT'));
     assert.ok(!matchPattern('exact', 'exact2'));
   });
+
+  it('the DOS wildcards < > " keep their meaning', () => {
+    const table: [string, string, boolean][] = [
+      ['<.txt', 'a.b.txt', true],
+      ['<', 'a.b', false],
+      ['<.b', 'a.b', true],
+      ['<b', 'a.b', false],
+      ['a>>', 'a', true],
+      ['a>>', 'abc', true],
+      ['a>>', 'abcd', false],
+      ['a>.txt', 'ab.txt', true],
+      ['a>.txt', 'a.txt', true],
+      ['a>', 'a.', false],
+      ['a"txt', 'a.txt', true],
+      ['a"', 'a', true],
+      ['a"', 'ab', false],
+      ['*<*<b', 'x.y.b', true],
+    ];
+    for (const [p, n, want] of table) assert.equal(matchPattern(p, n), want, `${p} vs ${n}`);
+  });
+
+  it('matches as the former memoised recursion did (random small patterns and names)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom('a', 'B', '.', '*', '?', '<', '>', '"'), { maxLength: 8 }),
+        fc.array(fc.constantFrom('a', 'b', '.'), { maxLength: 8 }),
+        (p, n) => matchPattern(p.join(''), n.join('')) === referenceMatch(p.join(''), n.join('')),
+      ),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('the worst patterns cost at most |pattern| * |name| steps, runs of * once', () => {
+    const name = 'a'.repeat(255);
+    for (const p of ['*'.repeat(254) + 'b', '<'.repeat(254) + 'b', '*<'.repeat(127) + 'b']) {
+      const meter = { steps: 0 };
+      assert.equal(matchPattern(p, name, meter), false);
+      // The run collapses to one wildcard: two rows of the name.
+      assert.ok(meter.steps > 0 && meter.steps <= 2 * (name.length + 1), `${p.slice(0, 4)}...: ${meter.steps} steps`);
+    }
+    for (const p of ['?'.repeat(255), '>'.repeat(255), '*a'.repeat(127) + 'b', '"'.repeat(255)]) {
+      const meter = { steps: 0 };
+      matchPattern(p, name, meter);
+      assert.ok(meter.steps > 0 && meter.steps <= MAX_PATTERN_LENGTH * (name.length + 1), `${p.slice(0, 4)}...: ${meter.steps} steps`);
+    }
+  });
 });
+
+/** The matcher as it was before the dynamic program (exponential memo, kept here as the oracle). */
+function referenceMatch(pattern: string, name: string): boolean {
+  if (pattern === '*' || pattern === '' || pattern === '*.*' || pattern === '<.*') return true;
+  const p = pattern.toUpperCase();
+  const n = name.toUpperCase();
+  const memo = new Map<number, boolean>();
+  const go = (i: number, j: number): boolean => {
+    const key = i * (n.length + 1) + j;
+    const hit = memo.get(key);
+    if (hit !== undefined) return hit;
+    let r: boolean;
+    if (i === p.length) r = j === n.length;
+    else {
+      const c = p[i]!;
+      if (c === '*') r = go(i + 1, j) || (j < n.length && go(i, j + 1));
+      else if (c === '<') {
+        const rest = n.slice(j);
+        r =
+          go(i + 1, j) || (j < n.length && (rest.indexOf('.') !== -1 ? n[j] !== '.' || rest.slice(1).includes('.') : true) && go(i, j + 1));
+      } else if (c === '?') r = j < n.length && go(i + 1, j + 1);
+      else if (c === '>') r = (j < n.length && n[j] !== '.' && go(i + 1, j + 1)) || go(i + 1, j);
+      else if (c === '"') r = (j < n.length && n[j] === '.' && go(i + 1, j + 1)) || (j === n.length && go(i + 1, j));
+      else r = j < n.length && n[j] === c && go(i + 1, j + 1);
+    }
+    memo.set(key, r);
+    return r;
+  };
+  return go(0, 0);
+}

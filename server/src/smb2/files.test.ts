@@ -89,6 +89,9 @@ describe('SMB2 file commands over the file service', () => {
     assert.deepEqual(names(await q(QueryDirectoryFlags.RESTART_SCANS, '*.txt')).sort(), ['a.txt', 'b.TXT']);
     assert.deepEqual(names(await q(QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.RETURN_SINGLE_ENTRY, 'c.*')), ['c.md']);
     assert.equal(await status(q(QueryDirectoryFlags.RESTART_SCANS, 'zzz*')), NtStatus.NO_SUCH_FILE);
+    // A pattern is a file name with wildcards (MS-FSA 2.1.5.6.3): 255 characters at most.
+    assert.equal(await status(q(QueryDirectoryFlags.RESTART_SCANS, '*'.repeat(254) + 'd')), NtStatus.SUCCESS);
+    assert.equal(await status(q(QueryDirectoryFlags.RESTART_SCANS, '*'.repeat(255) + 'd')), NtStatus.OBJECT_NAME_INVALID);
     await srv.close();
   });
 

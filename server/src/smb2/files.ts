@@ -43,6 +43,7 @@ import {
   fileInfoOf,
   FS_CLASS_MIN,
   matchPattern,
+  MAX_PATTERN_LENGTH,
   VARIABLE_FILE_CLASSES,
   VARIABLE_FS_CLASSES,
   writeDirEntry,
@@ -498,7 +499,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
   const limit = Math.min(req.outputBufferLength, c.maxTransact);
   const restart = (req.flags & (QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.REOPEN)) !== 0;
   const patternGiven = req.pattern.length > 0 ? fromUtf16(req.pattern, 'QUERY_DIRECTORY pattern') : null;
-  if (patternGiven !== null && patternGiven.length > 1024) throw fail(NtStatus.OBJECT_NAME_INVALID, 'pattern too long');
+  if (patternGiven !== null && patternGiven.length > MAX_PATTERN_LENGTH) throw fail(NtStatus.OBJECT_NAME_INVALID, 'pattern too long');
   let e = open.enumeration;
   if (e === null || restart) {
     e = open.enumeration = {

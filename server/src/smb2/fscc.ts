@@ -350,39 +350,82 @@ function writeU64(buf: Buffer, at: number, v: number): void {
 // ---- wildcard matching (MS-FSA 2.1.4.4 FsRtlIsNameInExpression, case-insensitive) ------------------
 
 /**
+ * The longest QUERY_DIRECTORY pattern: MS-FSA 2.1.5.6.3 requires a valid filename component
+ * (wildcards allowed), and MS-FSCC 2.1.5.2 caps those at 255 characters.
+ */
+export const MAX_PATTERN_LENGTH = 255;
+
+const STAR = 0x2a; // '*'
+const DOS_STAR = 0x3c; // '<'
+const QUESTION = 0x3f; // '?'
+const DOS_QM = 0x3e; // '>'
+const DOS_DOT = 0x22; // '"'
+const DOT = 0x2e; // '.'
+
+/**
  * Whether `name` matches `pattern`: `*` any run, `?` one character, and the DOS forms `<` (like `*`
  * up to the last dot), `>` (like `?`, or nothing at a dot/end), `"` (a dot, or nothing at the end).
+ * A dynamic program over the pattern from its end: at most (pattern length + 1) * (name length + 1)
+ * steps and two rows of memory, whatever the pattern (`meter.steps` counts them, for tests).
  */
-export function matchPattern(pattern: string, name: string): boolean {
+export function matchPattern(pattern: string, name: string, meter?: { steps: number }): boolean {
   if (pattern === '*' || pattern === '' || pattern === '*.*' || pattern === '<.*') return true;
-  const p = pattern.toUpperCase();
+  const p = collapseStars(pattern.toUpperCase());
   const n = name.toUpperCase();
-  // Iterative matcher with memo: bounded by |p| * |n| steps.
-  const memo = new Map<number, boolean>();
-  const go = (i: number, j: number): boolean => {
-    const key = i * (n.length + 1) + j;
-    const hit = memo.get(key);
-    if (hit !== undefined) return hit;
-    let r: boolean;
-    if (i === p.length) r = j === n.length;
-    else {
-      const c = p[i]!;
-      if (c === '*') r = go(i + 1, j) || (j < n.length && go(i, j + 1));
-      else if (c === '<') {
-        // Matches up to (not including) the last dot, or everything when no dot remains.
-        const rest = n.slice(j);
-        r =
-          go(i + 1, j) || (j < n.length && (rest.indexOf('.') !== -1 ? n[j] !== '.' || rest.slice(1).includes('.') : true) && go(i, j + 1));
-      } else if (c === '?') r = j < n.length && go(i + 1, j + 1);
-      else if (c === '>') r = (j < n.length && n[j] !== '.' && go(i + 1, j + 1)) || go(i + 1, j);
-      else if (c === '"') r = (j < n.length && n[j] === '.' && go(i + 1, j + 1)) || (j === n.length && go(i + 1, j));
-      else r = j < n.length && n[j] === c && go(i + 1, j + 1);
+  const len = n.length;
+  // '<' may not consume the name's last dot (it matches up to it).
+  const lastDot = n.lastIndexOf('.');
+  // next[j]: whether p[i + 1..] matches n[j..]; cur[j]: whether p[i..] does.
+  let next = new Uint8Array(len + 1);
+  let cur = new Uint8Array(len + 1);
+  next[len] = 1;
+  let steps = 0;
+  for (let i = p.length - 1; i >= 0; i--) {
+    const c = p.charCodeAt(i);
+    let any = 0;
+    for (let j = len; j >= 0; j--) {
+      const ch = j < len ? n.charCodeAt(j) : -1;
+      let r: number;
+      if (c === STAR) r = next[j]! | (j < len ? cur[j + 1]! : 0);
+      else if (c === DOS_STAR) r = next[j]! | (j < len && j !== lastDot ? cur[j + 1]! : 0);
+      else if (c === QUESTION) r = j < len ? next[j + 1]! : 0;
+      else if (c === DOS_QM) r = (j < len && ch !== DOT ? next[j + 1]! : 0) | next[j]!;
+      else if (c === DOS_DOT) r = j < len ? (ch === DOT ? next[j + 1]! : 0) : next[j]!;
+      else r = ch === c ? next[j + 1]! : 0;
+      cur[j] = r;
+      any |= r;
     }
-    memo.set(key, r);
-    return r;
-  };
-  if (p.length * (n.length + 1) > 1_000_000) return false;
-  return go(0, 0);
+    steps += len + 1;
+    // Nothing of the name matches this suffix of the pattern: no longer one can either.
+    if (any === 0) {
+      if (meter) meter.steps += steps;
+      return false;
+    }
+    const t = next;
+    next = cur;
+    cur = t;
+  }
+  if (meter) meter.steps += steps;
+  return next[0] === 1;
+}
+
+/**
+ * A run of `*` and `<` matches what one `*` does if it holds a `*`, else what one `<` does: each
+ * matches any run (`<` one without the last dot) including the empty one, and such runs join.
+ */
+function collapseStars(p: string): string {
+  let out = '';
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i]!;
+    if (c !== '*' && c !== '<') {
+      out += c;
+      continue;
+    }
+    let star = c === '*';
+    while (i + 1 < p.length && (p[i + 1] === '*' || p[i + 1] === '<')) if (p[++i] === '*') star = true;
+    out += star ? '*' : '<';
+  }
+  return out;
 }
 
 // ---- 8.3 short names (MS-FSCC 2.1.5.2.1) for FileAlternateNameInformation ------------------------
