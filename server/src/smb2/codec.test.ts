@@ -206,7 +206,10 @@ describe('command codecs (MS-SMB2 2.2.3 - 2.2.39)', () => {
       { name: 'QFid', data: Buffer.alloc(0) },
       { name: 'MxAc', data: Buffer.from([1, 2, 3]) },
     ]);
-    const r = decodeCreate(reader(message(Command.CREATE, build.create('dir\\file.txt', ctx))));
+    const frame = message(Command.CREATE, build.create('dir\\file.txt', ctx));
+    const r = decodeCreate(reader(frame));
+    // A CREATE waiting on a break outlives its frame, which a pool may hand to another request.
+    frame.fill(0xee);
     assert.equal(r.name.toString('utf16le'), 'dir\\file.txt');
     assert.equal(r.createDisposition, 3);
     assert.equal(r.createOptions, 0x40);

@@ -157,8 +157,11 @@ export function decodeCreate(r: SmbReader): CreateRequest {
   const nameLen = r.u16();
   const ctxOff = r.u32();
   const ctxLen = r.u32();
-  const name = r.field(nameOff, nameLen, 'CREATE name');
-  const contexts = ctxLen === 0 ? [] : decodeCreateContexts(r.field(ctxOff, ctxLen, 'CREATE contexts'));
+  // Copied out of the frame: a CREATE that goes async on a break wait reads its name and contexts
+  // (the lease key, SecD, ExtA, durable GUIDs) after handleFrame resolved and its frame, when large,
+  // went back to the pool for another connection's WRITE; leases and durable handles keep them longer.
+  const name = Buffer.from(r.field(nameOff, nameLen, 'CREATE name'));
+  const contexts = ctxLen === 0 ? [] : decodeCreateContexts(Buffer.from(r.field(ctxOff, ctxLen, 'CREATE contexts')));
   // A durable reconnect ignores the other fields (MS-SMB2 3.3.5.9.7).
   if (createDisposition > 5 && !contexts.some((c) => c.name === 'DHnC' || c.name === 'DH2C'))
     throw invalid('CREATE: CreateDisposition out of range');

@@ -11,6 +11,8 @@ import { openTestControlStore } from '../../control/testing.js';
 import { controlPlaneDirectory } from './directory.js';
 import { TestNtlmClient, type ClientOptions } from '../../../../test/helpers/ntlm-client.js';
 import { SmbAuthExchange, negotiateSecurityBlob } from './exchange.js';
+import { decodeNegotiate } from './ntlm.js';
+import { NtlmServer } from './ntlm-server.js';
 import {
   NEG_STATE,
   OID,
@@ -112,6 +114,18 @@ describe('SMB session setup against control-plane users', () => {
   });
 
   describe('raw NTLMSSP (Linux cifs)', () => {
+    it('checks the MIC against the NEGOTIATE as sent, after its frame buffer was reused', async () => {
+      const client = new TestNtlmClient({ user: 'alice', password: PASSWORD, mic: true });
+      const server = new NtlmServer(dir, OPTS);
+      // The server's own view of the first SESSION_SETUP frame (large frames come from a pool).
+      const frame = Buffer.from(client.negotiate());
+      const challenge = server.challengeFor(decodeNegotiate(frame));
+      frame.fill(0xee);
+      const outcome = await server.authenticate(await client.authenticate(challenge));
+      assert.ok(outcome.ok, outcome.ok ? '' : outcome.message);
+      assert.equal(outcome.hadMic, true);
+    });
+
     for (const keyExch of [true, false])
       for (const mic of [true, false])
         it(`logs on with the right password (KEY_EXCH ${keyExch}, MIC ${mic})`, async () => {

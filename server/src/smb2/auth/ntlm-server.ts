@@ -84,7 +84,9 @@ export class NtlmServer {
   challengeFor(negotiate: NtlmNegotiate): Buffer {
     const serverName = this.opts.serverName.toUpperCase();
     const domain = this.opts.domain.toUpperCase();
-    this.negotiate = negotiate;
+    // Copied: the MIC is checked against it a request later, and its SESSION_SETUP frame may be a
+    // pooled buffer that another request has overwritten by then.
+    this.negotiate = { flags: negotiate.flags, raw: Buffer.from(negotiate.raw) };
     this.flags = challengeFlags(negotiate.flags);
     this.serverChallenge = this.testing.serverChallenge ?? randomBytes(8);
     const u16 = (s: string): Buffer => Buffer.from(s, 'utf16le');
