@@ -636,8 +636,23 @@ describe('SMB2 connection', () => {
     assert.deepEqual(aborted, []);
     await conn.handleFrame(request(Command.ECHO, 3, echo));
     assert.equal(aborted.length, 1, 'a reused MessageId');
-    await conn.handleFrame(request(Command.ECHO, 1000, echo));
-    assert.equal(aborted.length, 2, 'an id never granted');
+    const other = await connection();
+    await other.conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 5 }));
+    await other.conn.handleFrame(request(Command.ECHO, 1000, echo));
+    assert.equal(other.aborted.length, 1, 'an id never granted');
+    await other.srv.close();
+    await srv.close();
+  });
+
+  it('runs nothing after an abort: not the rest of the compound, not a later frame', async () => {
+    const { conn, sent, aborted, srv } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 5 }));
+    // The first element's MessageId is outside the window: the connection is dropped there.
+    await conn.handleFrame(compound([request(Command.ECHO, 1000, echo), request(Command.ECHO, 1, echo)]));
+    assert.equal(aborted.length, 1);
+    assert.equal(sent.length, 1, 'no response after the abort');
+    await conn.handleFrame(request(Command.ECHO, 2, echo));
+    assert.equal(sent.length, 1, 'a frame read before the socket closed is not run');
     await srv.close();
   });
 
@@ -648,8 +663,13 @@ describe('SMB2 connection', () => {
     bad.writeUInt32LE(12, 20); // NextCommand not a multiple of 8 / inside the header
     await conn.handleFrame(bad);
     assert.equal(aborted.length, 1);
-    await conn.handleFrame(request(Command.ECHO, 2, Buffer.from([9, 0, 0, 0])));
-    assert.equal(elements(sent[1]!)[0]!.status, NtStatus.INVALID_PARAMETER);
+    assert.equal(sent.length, 1);
+    const other = await connection();
+    await other.conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210])));
+    await other.conn.handleFrame(request(Command.ECHO, 1, Buffer.from([9, 0, 0, 0])));
+    assert.equal(elements(other.sent[1]!)[0]!.status, NtStatus.INVALID_PARAMETER);
+    assert.deepEqual(other.aborted, []);
+    await other.srv.close();
     await srv.close();
   });
 });

@@ -184,7 +184,7 @@ export class SmbConnection implements SessionOwner {
     /** Sends one whole response frame's parts (without the Direct TCP header). */
     private readonly send: (parts: Buffer[]) => void,
     /** Closes the connection (a framing or sequence error). */
-    private readonly abort: (why: string) => void,
+    private readonly abortConnection: (why: string) => void,
     private readonly log?: Logger,
     /** The client's IP address: failed logons are counted per address (and user). */
     private readonly clientAddress = '',
@@ -206,6 +206,18 @@ export class SmbConnection implements SessionOwner {
 
   private readonly durable: DurableTable;
 
+  /**
+   * Set by abort(): nothing more of the connection runs, not the rest of a compound, not a frame
+   * already read. `closed` comes only with the socket's 'close', after the next await.
+   */
+  private aborted = false;
+
+  /** Ends the connection for a protocol error (MS-SMB2 says disconnect). */
+  private abort(why: string): void {
+    this.aborted = true;
+    this.abortConnection(why);
+  }
+
   /** How oplock and lease breaks reach this connection's client (unsolicited, MessageId all ones). */
   private readonly caching: oplock.CachingContext;
 
@@ -219,6 +231,7 @@ export class SmbConnection implements SessionOwner {
 
   /** Handles one Direct TCP frame: resolves once its responses are handed to `send`. */
   async handleFrame(frame: Buffer): Promise<void> {
+    if (this.aborted) return;
     if (frame.length >= 4 && frame.readUInt32LE(0) === SMB1_MAGIC) return this.smb1Negotiate(frame);
     const elements: { header: Smb2Header; msg: Buffer }[] = [];
     let at = 0;
@@ -243,7 +256,7 @@ export class SmbConnection implements SessionOwner {
       const el = elements[i]!;
       chain.last = i === elements.length - 1;
       const reply = await this.element(el.header, el.msg, chain, i === 0);
-      if (this.closed) {
+      if (this.closed || this.aborted) {
         reply?.pending?.abort('disconnected');
         return;
       }
