@@ -807,6 +807,16 @@ for (const engine of engines) {
       assert.equal(await s.getInode(vs.id), null);
     });
 
+    it('named streams: never hard-linked into a directory', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('f'), fileInit(), now());
+      const a = await s.createStream(f.id, b('ads'), fileInit(), now());
+      await rejectsWith(s.link(a.id, root.id, b('alias'), now()), 'INVAL');
+      assert.equal(await s.lookup(root.id, b('alias')), null);
+      assert.equal((await s.getInode(a.id))?.nlink, 1);
+    });
+
     it('named streams: at most MAX_STREAMS_PER_FILE per file', async () => {
       const s = S();
       const root = await freshRoot();

@@ -184,6 +184,9 @@ export class MemoryMetadataStore implements MetadataStore {
     const dir = this.mustInode(dirId);
     const inode = this.mustInode(id);
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
+    // A named stream is reached through its file only; an entry would outlive the file's removal.
+    for (const m of this.streams.values())
+      for (const st of m.values()) if (st.inode === id) throw new VfsError('INVAL', 'cannot link a named stream');
     if (d.byName.has(key(name))) throw new VfsError('EXIST', 'name exists');
     this.addEntry(dirId, d, name, id);
     inode.nlink++;

@@ -6,6 +6,7 @@ import { CreateMode } from './service.js';
 import type { Identity } from './types.js';
 import { FileType, nowTimespec } from './types.js';
 import { InodeMetaKind } from '../meta/store.js';
+import { openStream } from './streams.js';
 
 const root: Identity = { uid: 0, gid: 0, gids: [] };
 const alice: Identity = { uid: 1000, gid: 1000, gids: [] };
@@ -37,6 +38,18 @@ describe('file service semantics', () => {
     await fs.rename(rootFh, n('b'), rootFh, n('c'), root);
     assert.equal((await fs.getattr(fh, root)).inode.nlink, 2);
     assert.ok(await fs.lookup(rootFh, n('b'), root));
+  });
+
+  it('refuses to hard-link a named stream: it gets no directory entry, whatever the protocol', async () => {
+    const { fs, share, rootFh } = await setup();
+    const f = await fs.create(rootFh, n('f'), root, CreateMode.GUARDED, {}, null);
+    const s = await openStream(fs, fs.handleOf(share, f.inode), n('ads'), root, true);
+    assert.ok(s);
+    await rejects(fs.link(s.handle, rootFh, n('alias'), root), 'INVAL');
+    await rejects(fs.lookup(rootFh, n('alias'), root), 'NOENT');
+    // Removing the file still frees the stream with it.
+    await fs.remove(rootFh, n('f'), root, false);
+    await rejects(fs.getattr(s.handle, root), 'STALE');
   });
 
   it('CREATE of a taken name answers by mode (RFC 1813 3.3.8) and makes no second file', async () => {

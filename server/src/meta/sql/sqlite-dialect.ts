@@ -249,6 +249,7 @@ export const SQLITE_STATEMENTS: Readonly<Record<keyof typeof S, SqliteForm>> = O
                  FROM inodes f LEFT JOIN streams s ON s.file = f.id AND s.name = ?2 LEFT JOIN inodes i ON i.id = s.inode
                  WHERE f.id = ?1`,
   createStream,
+  isStream: `SELECT EXISTS (SELECT 1 FROM streams WHERE inode = ?1) AS stream`,
   streamTaken: `SELECT EXISTS (SELECT 1 FROM streams WHERE file = ?1 AND name = ?2) AS taken`,
   removeStream,
   deleteStreamsOf: `DELETE FROM streams WHERE file IN ${inJson(1)} RETURNING file, inode`,

@@ -252,6 +252,10 @@ export const S = {
            )
            SELECT * FROM i`,
   },
+  isStream: {
+    name: 'dfs_is_stream',
+    text: `SELECT EXISTS (SELECT 1 FROM streams WHERE inode = $1) AS stream`,
+  },
   streamTaken: {
     name: 'dfs_stream_taken',
     text: `SELECT EXISTS (SELECT 1 FROM streams WHERE file = $1 AND name = $2) AS taken`,
@@ -773,6 +777,9 @@ export class SqlMetadataStore implements MetadataStore {
       const dir = w.dir(dirId);
       const inode = w.inode(id);
       if (inode.type === DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
+      // A named stream is reached through its file only; an entry would outlive the file's removal.
+      const stream = await tx.query(S.isStream, [id]);
+      if (toBool(stream.rows[0]?.stream, 'stream')) throw expectedError('INVAL', 'cannot link a named stream');
       const taken = await tx.query(S.entries2, [dirId, name, dirId, name]);
       if (taken.rows.length > 0) throw expectedError('EXIST', 'name exists');
       await w.addEntry(dir, name, id);
