@@ -382,18 +382,28 @@ export function matchPattern(pattern: string, name: string, meter?: { steps: num
   let steps = 0;
   for (let i = p.length - 1; i >= 0; i--) {
     const c = p.charCodeAt(i);
-    let any = 0;
-    for (let j = len; j >= 0; j--) {
-      const ch = j < len ? n.charCodeAt(j) : -1;
-      let r: number;
-      if (c === STAR) r = next[j]! | (j < len ? cur[j + 1]! : 0);
-      else if (c === DOS_STAR) r = next[j]! | (j < len && j !== lastDot ? cur[j + 1]! : 0);
-      else if (c === QUESTION) r = j < len ? next[j + 1]! : 0;
-      else if (c === DOS_QM) r = (j < len && ch !== DOT ? next[j + 1]! : 0) | next[j]!;
-      else if (c === DOS_DOT) r = j < len ? (ch === DOT ? next[j + 1]! : 0) : next[j]!;
-      else r = ch === c ? next[j + 1]! : 0;
-      cur[j] = r;
-      any |= r;
+    // The cell past the name's end, then one tight loop per kind of pattern character.
+    const empty = c === STAR || c === DOS_STAR || c === DOS_QM || c === DOS_DOT ? next[len]! : 0;
+    cur[len] = empty;
+    let any = empty;
+    switch (c) {
+      case STAR:
+        for (let j = len - 1; j >= 0; j--) any |= cur[j] = next[j]! | cur[j + 1]!;
+        break;
+      case DOS_STAR:
+        for (let j = len - 1; j >= 0; j--) any |= cur[j] = next[j]! | (j !== lastDot ? cur[j + 1]! : 0);
+        break;
+      case QUESTION:
+        for (let j = len - 1; j >= 0; j--) any |= cur[j] = next[j + 1]!;
+        break;
+      case DOS_QM:
+        for (let j = len - 1; j >= 0; j--) any |= cur[j] = (n.charCodeAt(j) !== DOT ? next[j + 1]! : 0) | next[j]!;
+        break;
+      case DOS_DOT:
+        for (let j = len - 1; j >= 0; j--) any |= cur[j] = n.charCodeAt(j) === DOT ? next[j + 1]! : 0;
+        break;
+      default:
+        for (let j = len - 1; j >= 0; j--) any |= cur[j] = n.charCodeAt(j) === c ? next[j + 1]! : 0;
     }
     steps += len + 1;
     // Nothing of the name matches this suffix of the pattern: no longer one can either.
