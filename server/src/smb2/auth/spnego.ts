@@ -23,12 +23,13 @@ export const OID = Object.freeze({
 export const NEG_STATE = Object.freeze({ ACCEPT_COMPLETED: 0, ACCEPT_INCOMPLETE: 1, REJECT: 2, REQUEST_MIC: 3 } as const);
 
 /**
- * Tokens bigger than this are refused before parsing. An NTLM AUTHENTICATE in SPNEGO is well under
- * 4 KiB (MAX_NTLM_MESSAGE is the most it may be); only an optimistic Kerberos ticket in a
- * negTokenInit can be bigger (up to 48 KB with a large PAC), and this server cannot use one. A
- * client holding such a ticket for this host is refused instead of being steered to NTLMSSP.
+ * Tokens bigger than this are refused before parsing: what a SESSION_SETUP's 16-bit buffer length
+ * allows anyway. An NTLM AUTHENTICATE in SPNEGO is well under 4 KiB (MAX_NTLM_MESSAGE is the most
+ * it may be); an optimistic Kerberos ticket in a negTokenInit can reach 48 KB (a large PAC), and
+ * its client must still be steered to NTLMSSP. What bounds a hostile token's cost is PARSE_LIMITS
+ * (the ticket inside is one node) and that the exchange keeps none of it.
  */
-export const MAX_SPNEGO_TOKEN = 12 * 1024;
+export const MAX_SPNEGO_TOKEN = 64 * 1024;
 
 /** Mechanisms a negTokenInit may offer (Windows offers 4: MS-KRB5, KRB5, NEGOEX, NTLMSSP). */
 export const MAX_MECH_TYPES = 16;
