@@ -14,7 +14,6 @@ import {
   negotiateSecurityBlob,
   SmbAuthExchange,
   smb2Signature,
-  type AuthFailure,
   type SmbUser,
   type SmbUserDirectory,
   verifySmb2Signature,
@@ -79,13 +78,6 @@ import { defaultSessionTable, SessionTable, type SessionOwner } from './sessions
 import { LogonLimiter } from './auth/logon-limiter.js';
 import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
-
-/** MS-SMB2 3.3.5.5.3: the status a refused SESSION_SETUP answers. */
-const AUTH_FAILURE_STATUS: Readonly<Record<AuthFailure, NtStatus>> = Object.freeze({
-  'logon-failure': NtStatus.LOGON_FAILURE,
-  'password-must-change': NtStatus.PASSWORD_MUST_CHANGE,
-  'invalid-token': NtStatus.INVALID_PARAMETER,
-});
 
 export interface SmbEngineOptions {
   fs: FileService;
@@ -978,7 +970,7 @@ export class SmbConnection implements SessionOwner {
         reauth ? 'SMB re-authentication refused: session ended' : 'SMB logon refused',
       );
       await this.endSession(session, 'authentication failed');
-      return AUTH_FAILURE_STATUS[step.reason];
+      return step.reason === 'logon-failure' ? NtStatus.LOGON_FAILURE : NtStatus.INVALID_PARAMETER;
     }
     const flags = step.anonymous ? SessionFlags.IS_NULL : step.guest ? SessionFlags.IS_GUEST : 0;
     if (reauth) {

@@ -2,17 +2,13 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { SmbTestClient } from '../../../test/helpers/smb-client.js';
-import { MIN_BCRYPT_COST, passwordCredentials } from '../control/auth.js';
-import { openTestControlStore } from '../control/testing.js';
 import { memoryServer } from '../testing/memory-server.js';
-import { controlPlaneDirectory, type SmbUserDirectory } from './auth/index.js';
 import { SmbWriter, writeHeader } from './codec.js';
 import { Command } from './constants.js';
 import { directTcpHeader } from './framing.js';
 import { SmbServer } from './server.js';
 
-async function listening(opts: { maxConnections?: number; idleTimeoutMs?: number; directory?: SmbUserDirectory } = {}) {
+async function listening(opts: { maxConnections?: number; idleTimeoutMs?: number } = {}) {
   const mem = await memoryServer();
   const srv = new SmbServer({
     fs: mem.fs,
@@ -145,32 +141,5 @@ describe('SMB2 listener', () => {
     await close();
     await closed(a);
     await assert.rejects(connect(port));
-  });
-
-  it('a logon with a temporary password (must change) is STATUS_PASSWORD_MUST_CHANGE; a wrong one LOGON_FAILURE', async () => {
-    const store = await openTestControlStore();
-    await store.createUser({
-      username: 'dave',
-      uid: 1800,
-      ...(await passwordCredentials('temp-pass-1', MIN_BCRYPT_COST)),
-      must_change_password: true,
-    });
-    const { port, close } = await listening({ directory: controlPlaneDirectory(store) });
-    try {
-      for (const [password, status] of [
-        ['temp-pass-1', 'c0000224'],
-        ['guess-pass-1', 'c000006d'],
-      ] as const) {
-        const c = await SmbTestClient.connect(port);
-        try {
-          await assert.rejects(c.logon('dave', password, 'export'), new RegExp(`SESSION_SETUP 2: status 0x${status}`));
-        } finally {
-          c.close();
-        }
-      }
-    } finally {
-      await close();
-      await store.close();
-    }
   });
 });

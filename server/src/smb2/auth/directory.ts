@@ -1,8 +1,7 @@
 // SMB users are control-plane users: the NT hash stored beside the bcrypt hash (control/auth.ts
 // ntHash) checks their NTLMv2 responses; uid, gid and the gids of their groups are the identity the
 // session acts as. Nothing is cached: a user created, re-passworded, removed from a group or
-// deleted with dittofsctl is seen by the next logon. A user who must change their password (a new
-// user or a reset by an admin) cannot log on with it until they change it through the API.
+// deleted with dittofsctl is seen by the next logon.
 import type { ControlStore } from '../../control/store.js';
 import type { SmbUser, SmbUserDirectory } from './types.js';
 
@@ -10,7 +9,7 @@ const NT_HASH_HEX = /^[0-9a-f]{32}$/i;
 
 export function controlPlaneDirectory(store: ControlStore): SmbUserDirectory {
   return {
-    async lookup(username: string): Promise<{ user: SmbUser; ntHash: Buffer; mustChangePassword: boolean } | null> {
+    async lookup(username: string): Promise<{ user: SmbUser; ntHash: Buffer } | null> {
       // Account names are stored lower case; SMB compares them case-insensitively.
       const name = username.toLowerCase();
       return store.read(async (q) => {
@@ -23,11 +22,7 @@ export function controlPlaneDirectory(store: ControlStore): SmbUserDirectory {
           const group = await q.getGroup(g);
           if (group !== undefined && !gids.includes(group.gid)) gids.push(group.gid);
         }
-        return {
-          user: { name: u.username, uid: u.uid, gid: u.gid, gids },
-          ntHash: Buffer.from(creds.nt_hash, 'hex'),
-          mustChangePassword: creds.must_change_password,
-        };
+        return { user: { name: u.username, uid: u.uid, gid: u.gid, gids }, ntHash: Buffer.from(creds.nt_hash, 'hex') };
       });
     },
     async describeMissing(username: string): Promise<string> {

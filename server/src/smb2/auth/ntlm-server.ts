@@ -15,7 +15,7 @@ import {
   type NtlmNegotiate,
 } from './ntlm.js';
 import { computeMic, exportedSessionKey, ntProofStr, ntowfv2, safeEqual, sessionBaseKey, splitNtlmV2Response } from './ntlm-crypto.js';
-import type { AuthFailure, SmbAuthOptions, SmbUser, SmbUserDirectory } from './types.js';
+import type { SmbAuthOptions, SmbUser, SmbUserDirectory } from './types.js';
 
 /** The flags of a client's NEGOTIATE that the CHALLENGE echoes when the client asked for them. */
 const ECHOED =
@@ -43,7 +43,7 @@ export type NtlmOutcome =
       /** The AUTHENTICATE carried a MIC (MsvAvFlags), which was checked: a client of this age also does mechListMIC. */
       hadMic: boolean;
     }
-  | { ok: false; reason: AuthFailure; message: string };
+  | { ok: false; reason: 'logon-failure' | 'invalid-token'; message: string };
 
 /**
  * The control-plane account an AUTHENTICATE names: its UserName, or the part before '@' of a user
@@ -175,14 +175,6 @@ export class NtlmServer {
       if (!safeEqual(mic, auth.raw.subarray(auth.micOffset, auth.micOffset + 16)))
         return { ok: false, reason: 'logon-failure', message: `logon of ${who} refused: the NTLM MIC does not match (messages altered?)` };
     }
-    // Only once the password checked out (MS-ERREF: as Windows, so the status tells nothing to a
-    // guesser): a temporary password is for changing, through the API, as login there says.
-    if (entry.mustChangePassword === true)
-      return {
-        ok: false,
-        reason: 'password-must-change',
-        message: `logon of ${who} refused: the password must be changed first (dittofsctl password)`,
-      };
     return { ok: true, user: { ...entry.user, gids: [...entry.user.gids] }, sessionKey: key, anonymous: false, flags, hadMic };
   }
 

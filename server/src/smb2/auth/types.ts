@@ -10,12 +10,8 @@ export interface SmbUser {
 
 /** Where NT hashes come from: the control plane (`controlPlaneDirectory(store)`). */
 export interface SmbUserDirectory {
-  /**
-   * Identity and 16-byte NT hash of an enabled user with an SMB-capable password, else null.
-   * Case-insensitive name. mustChangePassword: the password is a temporary one (set by an admin),
-   * refused after it checks out, as the API refuses it, until the user changes it.
-   */
-  lookup(username: string): Promise<{ user: SmbUser; ntHash: Buffer; mustChangePassword?: boolean } | null>;
+  /** Identity and 16-byte NT hash of an enabled user with an SMB-capable password, else null. Case-insensitive name. */
+  lookup(username: string): Promise<{ user: SmbUser; ntHash: Buffer } | null>;
   /**
    * Optional: why lookup() answered null, for the server log ("no such user", "has no SMB password").
    * Never called on the success path.
@@ -47,13 +43,8 @@ export type AuthStep =
    * (SMB2_SESSION_FLAG_IS_GUEST); this module never maps a failed logon to guest, so it is false today.
    */
   | { kind: 'done'; token: Buffer; user: SmbUser; sessionKey: Buffer; guest: boolean; anonymous: boolean }
-  /**
-   * Answer STATUS_LOGON_FAILURE ('logon-failure'), STATUS_PASSWORD_MUST_CHANGE ('password-must-change':
-   * the right password, but a temporary one) or STATUS_INVALID_PARAMETER ('invalid-token').
-   */
-  | { kind: 'failed'; reason: AuthFailure; message: string };
-
-export type AuthFailure = 'logon-failure' | 'password-must-change' | 'invalid-token';
+  /** Answer STATUS_LOGON_FAILURE ('logon-failure') or STATUS_INVALID_PARAMETER ('invalid-token'). */
+  | { kind: 'failed'; reason: 'logon-failure' | 'invalid-token'; message: string };
 
 /** A malformed security token (NTLMSSP or SPNEGO); the exchange answers it with 'invalid-token'. */
 export class AuthTokenError extends Error {
