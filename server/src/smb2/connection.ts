@@ -950,7 +950,7 @@ export class SmbConnection implements SessionOwner {
       allowGuest: reauth,
       // Past the failed-logon limits, refused before the password is checked (README: SMB logons).
       refuseAccount: (account) =>
-        this.logons.blocked(this.clientAddress, account) ? 'too many failed logons for this user from this address' : null,
+        this.logons.begin(this.clientAddress, account) ? null : 'too many failed logons for this user from this address',
     }));
     const step = await exchange.step(req.securityBuffer);
     if (step.kind === 'continue') {
@@ -958,10 +958,8 @@ export class SmbConnection implements SessionOwner {
       return NtStatus.MORE_PROCESSING_REQUIRED;
     }
     session.exchange = null;
-    if (exchange.account) {
-      if (step.kind === 'done') this.logons.succeeded(this.clientAddress, exchange.account);
-      else if (step.reason === 'logon-failure') this.logons.failed(this.clientAddress, exchange.account);
-    }
+    // A logon that reached its password check was counted as failed (LogonLimiter.begin).
+    if (exchange.account && step.kind === 'done') this.logons.succeeded(this.clientAddress, exchange.account);
     if (step.kind === 'failed') {
       // 3.3.5.5.3: an authentication error ends the session, a valid one (re-authentication) too:
       // its opens are closed and its trees dropped.

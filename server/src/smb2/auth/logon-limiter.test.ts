@@ -46,6 +46,25 @@ describe('failed SMB logon limits', () => {
     assert.equal(l.blocked('10.0.0.1', 'bob'), false, 'counting starts over after a success');
   });
 
+  it('counts a logon as failed from the start of its password check: logons checked at once cannot all pass', () => {
+    const { l } = limiter({ perUser: 3, perAddress: 100 });
+    // Twelve logons for alice begun before any has answered (several connections at once).
+    const begun = Array.from({ length: 12 }, () => l.begin('10.0.0.1', 'alice'));
+    assert.deepEqual(
+      begun.map((b, i) => (b ? i : -1)).filter((i) => i >= 0),
+      [0, 1, 2],
+    );
+    // One of the three succeeds: alice's count is forgotten, the address is not charged for it.
+    l.succeeded('10.0.0.1', 'alice');
+    assert.equal(l.begin('10.0.0.1', 'alice'), true);
+    const { l: l2 } = limiter({ perUser: 100, perAddress: 2 });
+    assert.equal(l2.begin('10.0.0.1', 'a'), true);
+    l2.succeeded('10.0.0.1', 'a');
+    assert.equal(l2.begin('10.0.0.1', 'b'), true);
+    assert.equal(l2.begin('10.0.0.1', 'c'), true, 'the success is not charged to the address');
+    assert.equal(l2.begin('10.0.0.1', 'd'), false);
+  });
+
   it('holds at most maxKeys counters: ended windows go first, then the oldest', () => {
     const { l, advance } = limiter({ maxKeys: 10, perAddress: 1000 });
     for (let i = 0; i < 4; i++) l.failed('10.0.0.1', `old${i}`); // 5 keys: the address and 4 users

@@ -46,9 +46,26 @@ export class LogonLimiter {
     this.count(userKey(address, user));
   }
 
-  /** A logon succeeded: that user's failures from there are forgotten (the address's are not). */
+  /**
+   * A logon from `address` as `user` is about to check its password: false if it is refused,
+   * else it is counted as failed until succeeded() says otherwise. Counted before the check, so
+   * that logons checked at once (8 per connection, on many connections) cannot all pass the
+   * limit before the first of them fails.
+   */
+  begin(address: string, user: string): boolean {
+    if (this.blocked(address, user)) return false;
+    this.failed(address, user);
+    return true;
+  }
+
+  /**
+   * A logon succeeded: that user's failures from there are forgotten, and the address is not
+   * charged for this one (its other failures stay).
+   */
   succeeded(address: string, user: string): void {
     this.windows.delete(userKey(address, user));
+    const w = this.windows.get(addressKey(address));
+    if (w !== undefined && w.failures > 0) w.failures--;
   }
 
   private over(key: string, max: number): boolean {
