@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
 import { SmbWriter, utf16 } from './codec.js';
-import { Access, CreateDisposition, CreateOptions, FileInfoClass, QueryDirectoryFlags } from './constants.js';
+import { Access, CreateDisposition, CreateOptions, FILE_ALL_ACCESS, FileInfoClass, QueryDirectoryFlags } from './constants.js';
 import * as files from './files.js';
 import type { Open } from './state.js';
 import { NtStatus } from './status.js';
@@ -333,6 +333,17 @@ describe('SMB2 file commands over the file service', () => {
     });
     assert.equal(await status(linkStream), NtStatus.INVALID_PARAMETER);
     assert.equal(await status(open('y', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    // Nor is a directory, and the file a replacing link would have removed for it stays.
+    const dir = await open('dir', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    const linkDir = files.setInfo(c, dir, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileLinkInformation,
+      buffer: b,
+      additionalInformation: 0,
+      fileId: dir.fileId,
+    });
+    assert.equal(await status(linkDir), NtStatus.FILE_IS_A_DIRECTORY);
+    assert.equal((await srv.fs.lookup(src.parent!, Buffer.from('x'), c.id)).inode.id, src.inodeId, 'x is still there');
     await srv.close();
   });
 
@@ -465,6 +476,43 @@ describe('SMB2 file commands over the file service', () => {
     const del = (await as(c, 'g', Access.DELETE, CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE)).open;
     await files.close(c, del, 0, new SmbWriter());
     assert.equal(await status(as(bob, 'g', Access.GENERIC_READ)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    await srv.close();
+  });
+
+  it("DELETE is the owner's too (not a writer's), and MxAc reports what CREATE would grant", async () => {
+    const { srv, c } = await setup();
+    const bob = { ...fileContext(srv, { sessionId: 2 }), id: { uid: 2000, gid: 2000, gids: [] } };
+    const as = (ctx: files.FileContext, name: string, access: number, disposition: number = CreateDisposition.OPEN, options = 0) =>
+      create(ctx, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }));
+    // Bob's files in his directory, which he then makes read-only (0555) for everybody, himself too.
+    const q = (await as(bob, 'q', Access.GENERIC_ALL, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE)).open;
+    await files.close(bob, (await as(bob, 'q\\own', Access.GENERIC_ALL, CreateDisposition.CREATE)).open, 0, new SmbWriter());
+    const w = (await as(bob, 'q\\w', Access.GENERIC_ALL, CreateDisposition.CREATE)).open;
+    await srv.fs.setattr(w.handle, bob.id, { mode: 0o666 });
+    await files.close(bob, w, 0, new SmbWriter());
+    await srv.fs.setattr(q.handle, bob.id, { mode: 0o555 });
+    // The owner's full-access open (backup and sync tools, .NET) is granted, DELETE with it.
+    const own = (await as(bob, 'q\\own', FILE_ALL_ACCESS)).open;
+    assert.equal(own.grantedAccess & Access.DELETE, Access.DELETE);
+    await files.close(bob, own, 0, new SmbWriter());
+    // Alice may write q\w but not remove it from q: MxAc says so, as CREATE answers.
+    const { body } = await create(
+      c,
+      createRequest('q\\w', {
+        desiredAccess: Access.FILE_READ_ATTRIBUTES,
+        createDisposition: CreateDisposition.OPEN,
+        contexts: [{ name: 'MxAc', data: Buffer.alloc(0) }],
+      }),
+    );
+    const at = body.indexOf(Buffer.from('MxAc'));
+    assert.ok(at > 0, 'an MxAc context in the response');
+    const ctx = at - 16; // the name follows the 16-byte context header
+    const data = ctx + body.readUInt16LE(ctx + 10);
+    assert.equal(body.readUInt32LE(data), 0, 'MxAc status');
+    const maximal = body.readUInt32LE(data + 4);
+    assert.equal(maximal & Access.FILE_WRITE_DATA, Access.FILE_WRITE_DATA);
+    assert.equal(maximal & Access.DELETE, 0, 'no DELETE in MxAc');
+    assert.equal(await status(as(c, 'q\\w', Access.DELETE)), NtStatus.ACCESS_DENIED);
     await srv.close();
   });
 

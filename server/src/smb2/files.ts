@@ -275,6 +275,9 @@ export async function create(
 
   let action: number = CreateAction.OPENED;
   let granted: number;
+  /** What the MxAc context reports: for an existing file, the rights its open was judged by. */
+  let maximal: number | undefined;
+  const wantsMaximalAccess = req.contexts.some((x) => x.name === 'MxAc');
   /** The open, registered in the lock manager before an existing file is overwritten. */
   let pre: Open | null = null;
   if (made) {
@@ -296,12 +299,17 @@ export async function create(
     await checkEaKnowledge(c.share.meta, inode.id, opts);
     const maxAllowed = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0;
     let max = (maximalAccessOf(c, inode) & acl) >>> 0;
-    // DELETE of a name is its directory's to give, as for NFS REMOVE: granted on the file alone,
-    // another user's delete-pending would later be carried out by the owner's CLOSE, as the owner.
+    // DELETE: the owner's (as the file's own full control gives it on Windows; the remove itself is
+    // still the directory's to allow), else the directory's to give, as for NFS REMOVE. Write
+    // permission on the file alone does not give it: another user's delete-pending would later be
+    // carried out by the owner's CLOSE, as the owner.
     if (parent !== null) {
-      const mayDelete = ((desired & Access.DELETE) !== 0 || maxAllowed) && (await mayUnlink(c, parent, inode));
+      const owner = !c.tree.readOnly && (inode.uid === c.id.uid || c.id.uid === 0);
+      const asked = (desired & Access.DELETE) !== 0 || maxAllowed || wantsMaximalAccess;
+      const mayDelete = owner || (asked && (await mayUnlink(c, parent, inode)));
       max = ((max & ~Access.DELETE) | (mayDelete ? Access.DELETE & acl & c.tree.maximalAccess : 0)) >>> 0;
     }
+    maximal = max;
     // MS-FSA 2.1.5.1.2.1: a right asked and not granted refuses the open (with MAXIMUM_ALLOWED
     // too), as Windows does: what an open holds is what later commands check (CHANGE_NOTIFY and
     // QUERY_DIRECTORY need FILE_LIST_DIRECTORY, the directory's read permission). Adding to a
@@ -376,7 +384,7 @@ export async function create(
   const contexts: CreateContext[] = [];
   for (const ctx of req.contexts) {
     if (ctx.name === 'QFid') contexts.push({ name: 'QFid', data: qfidResponse(inode.id, c.share.id) });
-    else if (ctx.name === 'MxAc') contexts.push({ name: 'MxAc', data: mxacResponse(maximalAccessOf(c, inode)) });
+    else if (ctx.name === 'MxAc') contexts.push({ name: 'MxAc', data: mxacResponse(maximal ?? maximalAccessOf(c, inode)) });
   }
   if (granting.lease) contexts.push({ name: 'RqLs', data: granting.lease });
   const durable = grantDurable(req, open, granting.level);
@@ -873,6 +881,8 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
   // MS-FSA 2.1.5.14.6: a named stream cannot be linked (its handle is the stream's own inode,
   // which a link would give a name in a directory).
   if (link && open.stream) throw fail(NtStatus.INVALID_PARAMETER, 'link of a named stream');
+  // A directory cannot be hard-linked: refused before a replaced file is removed for it.
+  if (link && open.isDir) throw fail(NtStatus.FILE_IS_A_DIRECTORY, 'link of a directory');
   const replace = b[0] !== 0;
   const nameLen = b.readUInt32LE(16);
   if (nameLen === 0 || 20 + nameLen > b.length) throw fail(NtStatus.INVALID_PARAMETER, 'rename: bad FileNameLength');
