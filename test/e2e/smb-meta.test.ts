@@ -84,10 +84,12 @@ describe('SMB EAs and stored DACLs against NFS', { timeout: 300_000 }, () => {
     const bad = encodeFullEaList([{ flags: 0, name: Buffer.from('a*b'), value: Buffer.from('x') }]);
     assert.equal(await c.setInfo(moved.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, bad), 0x80000013);
     await c.close(moved.fileId);
-    // Another user, who may only read the file (0644), cannot write its EAs nor replace its DACL,
-    // whatever access his open asked for.
+    // Another user, who may only read the file (0644), cannot write its EAs nor replace its DACL:
+    // an open asking for those rights is refused (as on Windows), and one that did not ask is
+    // refused the change.
     const o = await both.smb({ username: OTHER, password: PASSWORD, uid: UID + 1 });
-    const theirs = await o.create('ea-moved.txt', { access: READ | 0x10 | 0x00040000 });
+    assert.equal(await o.createStatus('ea-moved.txt', { access: READ | 0x10 | 0x00040000 }), ACCESS_DENIED, 'FILE_WRITE_EA, WRITE_DAC');
+    const theirs = await o.create('ea-moved.txt', { access: READ });
     assert.equal(await o.setInfo(theirs.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, eas), ACCESS_DENIED, 'EAs');
     const deny = encodeSecurityDescriptor({ control: 0, owner: null, group: null, dacl: [] });
     assert.equal(await o.setInfo(theirs.fileId, INFO_SECURITY, 0, deny, DACL), ACCESS_DENIED, 'DACL');
