@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './limits.js';
 import { onProcessExit } from './exit.js';
+import { NFS_PROGRAM, RpcConnection } from './rpc-client.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const DITTOFS_CLI = path.join(REPO_ROOT, 'server', 'dist', 'cli', 'dittofs.js');
@@ -176,6 +177,29 @@ export async function waitForPort(port: number, timeoutMs = READY_TIMEOUT_MS, ch
   throw new Error(`nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
 
+/**
+ * Waits until an NFS server answers a NULL call on `port`. A connection alone is not proof: at
+ * start-up the server binds each of its ports for a moment to check it is free (server.ts
+ * checkListenAddresses), and a connect landing then succeeds long before the server listens.
+ */
+export async function waitForNfs(port: number, timeoutMs = READY_TIMEOUT_MS, child?: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    await waitForPort(port, Math.max(1, deadline - Date.now()), child);
+    let conn: RpcConnection | undefined;
+    try {
+      conn = await RpcConnection.connect(port, '127.0.0.1', Math.max(1, deadline - Date.now()));
+      await conn.call(NFS_PROGRAM, 3, 0, Buffer.alloc(0), { timeoutMs: Math.max(1, deadline - Date.now()) });
+      return;
+    } catch (err) {
+      if (Date.now() >= deadline) throw new Error(`no NFS NULL reply from 127.0.0.1:${port} within ${timeoutMs} ms`, { cause: err });
+    } finally {
+      conn?.close();
+    }
+    await new Promise((r) => setTimeout(r, Math.min(50 * (attempt + 1), 250)));
+  }
+}
+
 export interface DittofsProcess {
   nfsPort: number;
   /** The SMB2 port (a free one; the server listens there unless DITTOFS_SMB_ENABLED=false). */
@@ -254,7 +278,7 @@ export async function startDittofs(opts: StartOptions = {}): Promise<DittofsProc
     }),
   );
   try {
-    await waitForPort(nfsPort, opts.startTimeoutMs ?? READY_TIMEOUT_MS, child);
+    await waitForNfs(nfsPort, opts.startTimeoutMs ?? READY_TIMEOUT_MS, child);
     // The API listens after NFS: tests that talk to it need it up too.
     if (opts.api !== false && opts.env?.DITTOFS_API_ENABLED !== 'false')
       await waitForPort(apiPort, opts.startTimeoutMs ?? READY_TIMEOUT_MS, child);
