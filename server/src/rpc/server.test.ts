@@ -46,6 +46,15 @@ class Client {
   }
 }
 
+/** Waits (polling every 10 ms, at most `ms`) until `cond` holds. */
+async function until(cond: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** An RPC server for `program` on a loopback port for the tests of the enclosing suite. */
 function serving(program: RpcProgram): { rpc: RpcServer; port: () => number } {
   const rpc = new RpcServer([program], { maxRecordSize: 1 << 20, drcSize: 16 });
@@ -220,13 +229,6 @@ describe('RPC server over TCP: what one client can make it hold', () => {
         return Buffer.concat([recordMark(rec.length), rec]);
       }),
     );
-  const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
-    const end = Date.now() + ms;
-    while (!cond()) {
-      if (Date.now() > end) throw new Error('timed out');
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  };
 
   it('answers every call of a client that half-closes right after sending them', async () => {
     const sock = net.connect(port, '127.0.0.1');
@@ -301,13 +303,6 @@ describe('RPC server over TCP: bounds across connections (issue 11 follow-up)', 
         return Buffer.concat([recordMark(rec.length), rec]);
       }),
     );
-  const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
-    const end = Date.now() + ms;
-    while (!cond()) {
-      if (Date.now() > end) throw new Error('timed out');
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  };
   const connect = async (): Promise<net.Socket> => {
     const s = net.connect(port, '127.0.0.1');
     await new Promise<void>((r) => s.once('connect', r));
@@ -394,13 +389,6 @@ describe('RPC server over TCP: retransmissions of a call still running (duplicat
     let n = 0;
     sock.on('data', (c: Buffer) => (n += reader.push(c).length));
     return { sock, replies: () => n };
-  };
-  const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
-    const end = Date.now() + ms;
-    while (!cond()) {
-      if (Date.now() > end) throw new Error('timed out');
-      await new Promise((r) => setTimeout(r, 10));
-    }
   };
 
   it('answers a client that resends a call in a loop once per connection, not once per copy', async () => {

@@ -39,6 +39,15 @@ function names(buf: Buffer): string[] {
   }
 }
 
+/** A second user's context on `srv`: Bob, uid 2000, on session 2. */
+const bobOn = (srv: Parameters<typeof fileContext>[0]): files.FileContext => ({
+  ...fileContext(srv, { sessionId: 2 }),
+  id: { uid: 2000, gid: 2000, gids: [] },
+});
+
+/** CREATE of `name` as `ctx` asking `access`, with the given disposition and options. */
+const as = (ctx: files.FileContext, name: string, access: number, disposition: number = CreateDisposition.OPEN, options = 0) =>
+  create(ctx, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }));
 describe('SMB2 file commands over the file service', () => {
   it('lists a large directory exactly once across many small QUERY_DIRECTORY calls, and again after RESTART_SCANS', async () => {
     const { srv, c, open } = await setup();
@@ -438,9 +447,7 @@ describe('SMB2 file commands over the file service', () => {
 
   it("CREATE refuses rights the caller may not have: DELETE of another's file needs the directory's write permission", async () => {
     const { srv, c } = await setup();
-    const bob = { ...fileContext(srv, { sessionId: 2 }), id: { uid: 2000, gid: 2000, gids: [] } };
-    const as = (ctx: files.FileContext, name: string, access: number, disposition: number = CreateDisposition.OPEN, options = 0) =>
-      create(ctx, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }));
+    const bob = bobOn(srv);
     // Bob's directory (0755) and his files in it: 0644, and one anybody may write (0666).
     await as(bob, 'd', Access.GENERIC_ALL, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
     const f = (await as(bob, 'd\\f', Access.GENERIC_ALL, CreateDisposition.CREATE)).open;
@@ -481,9 +488,7 @@ describe('SMB2 file commands over the file service', () => {
 
   it("DELETE is the owner's too (not a writer's), and MxAc reports what CREATE would grant", async () => {
     const { srv, c } = await setup();
-    const bob = { ...fileContext(srv, { sessionId: 2 }), id: { uid: 2000, gid: 2000, gids: [] } };
-    const as = (ctx: files.FileContext, name: string, access: number, disposition: number = CreateDisposition.OPEN, options = 0) =>
-      create(ctx, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }));
+    const bob = bobOn(srv);
     // Bob's files in his directory, which he then makes read-only (0555) for everybody, himself too.
     const q = (await as(bob, 'q', Access.GENERIC_ALL, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE)).open;
     await files.close(bob, (await as(bob, 'q\\own', Access.GENERIC_ALL, CreateDisposition.CREATE)).open, 0, new SmbWriter());
@@ -518,9 +523,7 @@ describe('SMB2 file commands over the file service', () => {
 
   it('a directory the caller may not read: no FILE_LIST_DIRECTORY at CREATE, no QUERY_DIRECTORY without it', async () => {
     const { srv, c } = await setup();
-    const bob = { ...fileContext(srv, { sessionId: 2 }), id: { uid: 2000, gid: 2000, gids: [] } };
-    const as = (ctx: files.FileContext, name: string, access: number, disposition: number = CreateDisposition.OPEN, options = 0) =>
-      create(ctx, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }));
+    const bob = bobOn(srv);
     // Bob's directory others may pass through (0711) but not list, with a file in it they may read.
     const p = (await as(bob, 'p', Access.GENERIC_ALL, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE)).open;
     await files.close(bob, (await as(bob, 'p\\secret-name', Access.GENERIC_ALL, CreateDisposition.CREATE)).open, 0, new SmbWriter());
