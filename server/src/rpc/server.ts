@@ -112,9 +112,10 @@ interface DrcEntry {
    * Where to send the reply again once the original is done: one per connection that retransmitted
    * the call while it ran (maybe a new one: the client may have reconnected). One, not one per
    * retransmission: a client resending a call in a loop while it waits (a REMOVE waiting for a
-   * lease break) must not pile up copies of its reply.
+   * lease break) must not pile up copies of its reply. Null until a retransmission comes (most
+   * calls never see one).
    */
-  waiters: Map<RpcConnectionInfo, (reply: Buffer[]) => void>;
+  waiters: Map<RpcConnectionInfo, (reply: Buffer[]) => void> | null;
 }
 
 /** LRU duplicate request cache (RFC 5531 leaves it to the server; every real NFS server has one). */
@@ -127,7 +128,7 @@ class DuplicateRequestCache {
   }
 
   begin(key: string, argsPrefix: Buffer): DrcEntry {
-    const e: DrcEntry = { done: false, argsPrefix, reply: [], waiters: new Map() };
+    const e: DrcEntry = { done: false, argsPrefix, reply: [], waiters: null };
     this.entries.set(key, e);
     if (this.entries.size > this.max) {
       // Evict the oldest completed replies; entries still in progress stay (they are few: bounded
@@ -518,7 +519,7 @@ export class RpcServer {
         if (!hit.done) {
           // The original is still running: answer this retransmission too when it finishes (the
           // client may have reconnected, so the original's socket may be gone).
-          if (lateReply && !hit.waiters.has(conn)) hit.waiters.set(conn, lateReply);
+          if (lateReply && !hit.waiters?.has(conn)) (hit.waiters ??= new Map()).set(conn, lateReply);
           return null;
         }
         log?.debug({ client: conn.host, xid }, 'duplicate request answered from cache');
@@ -564,7 +565,7 @@ export class RpcServer {
       call.afterReply?.();
       reply = [encodeAcceptError(xid, stat)];
       if (drcKey) this.drc.forget(drcKey);
-      if (drcEntry) for (const w of drcEntry.waiters.values()) w(reply);
+      if (drcEntry?.waiters) for (const w of drcEntry.waiters.values()) w(reply);
       return reply;
     }
     reply = extra ? [w.finish(), ...extra] : [w.finish()];
@@ -573,8 +574,8 @@ export class RpcServer {
     if (drcEntry) {
       drcEntry.reply = reply;
       drcEntry.done = true;
-      for (const w of drcEntry.waiters.values()) w(reply);
-      drcEntry.waiters.clear();
+      if (drcEntry.waiters) for (const w of drcEntry.waiters.values()) w(reply);
+      drcEntry.waiters = null;
     }
     return reply;
   }
