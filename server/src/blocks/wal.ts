@@ -702,7 +702,7 @@ export class FileWal implements Wal {
   /**
    * Makes the spare the active segment. Synchronous (a rename) so that every append knows its
    * position at once, which keeps the dirty-extent index in log order. Null when no spare is
-   * ready (its preparation is started).
+   * ready (its preparation is started) or it cannot be renamed into place.
    */
   private roll(): WalSegment | null {
     const spare = this.spare;
@@ -711,7 +711,15 @@ export class FileWal implements Wal {
       return null;
     }
     const file = path.join(this.dir, segName(spare.id));
-    fsc.renameSync(spare.file, file);
+    try {
+      fsc.renameSync(spare.file, file);
+    } catch (err) {
+      // It stays the spare; writers wait as for a spare not ready, and the retry timer (the log
+      // may be full, its writers only polling) tries again.
+      this.opts.log?.warn({ err }, 'could not rename the WAL spare into place');
+      this.retireLater(NO_SPACE_RETRY_MS);
+      return null;
+    }
     this.spare = null;
     const seg = new WalSegment(spare.id, file, spare.fd);
     seg.reusable = true;
@@ -723,17 +731,6 @@ export class FileWal implements Wal {
     // one is half full: it becomes the next spare then, instead of zeros written now (see reserve).
     if (this.segments.length === 1 || this.reusable.length > 0) void this.prepareSpare();
     return seg;
-  }
-
-  /** roll(), or null when the spare cannot be renamed into place (it stays the spare). */
-  private tryRoll(): WalSegment | null {
-    try {
-      return this.roll();
-    } catch (err) {
-      this.opts.log?.warn({ err }, 'could not rename the WAL spare into place');
-      this.retireLater(NO_SPACE_RETRY_MS); // the log may be full, its writers only polling
-      return null;
-    }
   }
 
   /** Starts preallocating the next segment unless one is ready or under way; never rejects. */
@@ -1257,7 +1254,7 @@ export class FileWal implements Wal {
       if (a === null || this.closed || !this.full || this.segments[0] !== a) break;
       const idle = a.holders.size === 0 && a.size > SEG_HEADER && !this.queue.some((p) => p.seg === a);
       // A spare that cannot be renamed into place stays the spare, tried again by a later run.
-      if (!idle || this.tryRoll() === null) break;
+      if (!idle || this.roll() === null) break;
     }
     if (stuck !== null) throw stuck;
   }
