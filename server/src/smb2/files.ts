@@ -315,7 +315,8 @@ export async function create(
     // QUERY_DIRECTORY need FILE_LIST_DIRECTORY, the directory's read permission). Adding to a
     // directory is left to the vfs, which checks its write permission on each create.
     const judged = isDir ? FILE_ALL_ACCESS & ~DIRECTORY_ADD : FILE_ALL_ACCESS;
-    if ((desired & judged & ~max) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'a right asked is not granted');
+    const refused = (desired & judged & ~max) >>> 0;
+    if (refused !== 0) throw fail(NtStatus.ACCESS_DENIED, `rights asked and not granted: 0x${refused.toString(16)}`);
     granted = maxAllowed ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
     if (deleteOnClose && (granted & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED, 'DELETE_ON_CLOSE without DELETE granted');
     const overwriteAttrs = checkOpenExisting(inode, desired, disp, req.fileAttributes, deleteOnClose);

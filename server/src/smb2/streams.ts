@@ -145,7 +145,8 @@ export async function createStreamOpen(
   const acl = created ? 0xffffffff : await storedDaclAccess(c, file, parent, desired);
   const max = (maximalAccessOf(c, file) & acl) >>> 0;
   // Every right asked must be granted (files.ts), FILE_EXECUTE aside: a stream is not run.
-  if ((desired & FILE_ALL_ACCESS & ~Access.FILE_EXECUTE & ~max) !== 0) throw fail(NtStatus.ACCESS_DENIED, 'a right asked is not granted');
+  const refused = (desired & FILE_ALL_ACCESS & ~Access.FILE_EXECUTE & ~max) >>> 0;
+  if (refused !== 0) throw fail(NtStatus.ACCESS_DENIED, `rights asked and not granted: 0x${refused.toString(16)}`);
   checkOpenExisting(file, desired, CreateDisposition.OPEN, req.fileAttributes, false);
   const granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
 

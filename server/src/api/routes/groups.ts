@@ -3,7 +3,7 @@
 // removing one that is not a member, is not an error; a gid that is the primary gid of a user who
 // is not a member (or removing such a member) is a 409 (see control/store.ts). An operator may add
 // or remove only users with role user, as it may edit only those (routes/users.ts), and may delete
-// only a group with no other members.
+// only a group with no admin or operator among its members.
 import type { ControlQueries } from '../../control/store.js';
 import { mayManage, principalOf, type ApiContext, type App, type Principal } from '../context.js';
 import { ApiProblem } from '../problem.js';

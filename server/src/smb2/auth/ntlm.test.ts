@@ -260,6 +260,5 @@ describe('NTLMSSP decoders on malformed input', () => {
     const authenticate = Buffer.alloc(MAX_NTLM_MESSAGE + 1);
     AUTHENTICATE_4_2_4_3.copy(authenticate);
     assert.throws(() => decodeAuthenticate(authenticate), { name: 'AuthTokenError', message: /larger than/ });
-    assert.ok(MAX_NTLM_MESSAGE <= 8 * 1024);
   });
 });
