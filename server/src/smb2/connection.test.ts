@@ -2,6 +2,7 @@
 // session exists: negotiation, compounds, the credit window, framing errors.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { Logger } from 'pino';
 import { memoryServer } from '../testing/memory-server.js';
 import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './codec.js';
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
@@ -14,7 +15,15 @@ import { alice, create, createRequest, fileContext } from './testing.js';
 import { TestNtlmClient } from '../../../test/helpers/ntlm-client.js';
 import { LogonLimiter } from './auth/logon-limiter.js';
 
-async function connection() {
+/** A logger that keeps the messages of its info and warn lines. */
+function recordingLog(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const keep = (_obj: unknown, msg: string): void => void lines.push(msg);
+  const log = { info: keep, warn: keep, error: () => undefined, debug: () => undefined } as unknown as Logger;
+  return { log, lines };
+}
+
+async function connection(log?: Logger) {
   const srv = await memoryServer();
   const sent: Buffer[] = [];
   const aborted: string[] = [];
@@ -29,6 +38,7 @@ async function connection() {
     },
     (parts) => sent.push(Buffer.concat(parts)),
     (why) => aborted.push(why),
+    log,
   );
   return { srv, conn, sent, aborted };
 }
@@ -327,7 +337,8 @@ describe('SMB2 connection', () => {
   });
 
   it('signing: unsigned and badly signed requests are refused on a signing session, good ones answered signed', async () => {
-    const { conn, sent, srv } = await connection();
+    const { log, lines } = recordingLog();
+    const { conn, sent, srv } = await connection(log);
     await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
     const key = Buffer.alloc(16, 0x5a);
     const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
@@ -363,6 +374,14 @@ describe('SMB2 connection', () => {
     assert.equal(decodeHeader(reply).status, 0);
     assert.notEqual(decodeHeader(reply).flags & HeaderFlags.SIGNED, 0);
     assert.ok(verifySmb2Signature(key, reply), 'the reply carries a valid signature');
+    // Refused in a loop, they are not logged one line each.
+    for (let id = 4; id < 24; id++) {
+      const bad = signed(request(Command.TREE_CONNECT, id, tc, { sessionId: 8 }));
+      bad[50] = bad[50]! ^ 1;
+      await conn.handleFrame(bad);
+      assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.ACCESS_DENIED);
+    }
+    assert.equal(lines.filter((l) => l.includes('bad signature')).length, 1, '21 refused, one line');
     await srv.close();
   });
 
@@ -574,6 +593,7 @@ describe('SMB2 connection', () => {
     ]);
     let lookups = 0;
     const logons = new LogonLimiter({ perUser: 3, perAddress: 50, windowMs: 60_000, maxKeys: 100 });
+    const { log, lines } = recordingLog();
     const connect = (address: string) =>
       new SmbConnection(
         {
@@ -593,7 +613,7 @@ describe('SMB2 connection', () => {
         },
         (parts) => sent.push(Buffer.concat(parts)),
         () => undefined,
-        undefined,
+        log,
         address,
       );
     /** A raw NTLMSSP logon (Linux cifs): its final status. */
@@ -620,6 +640,12 @@ describe('SMB2 connection', () => {
     assert.equal(await logon(a, 'alice', 'right', ida), NtStatus.LOGON_FAILURE, 'blocked: the right password is refused too');
     assert.equal(lookups, before, 'refused before the directory and the password check');
     assert.equal(await logon(a, 'ALICE', 'right', ida), NtStatus.LOGON_FAILURE);
+    for (let i = 0; i < 20; i++) assert.equal(await logon(a, 'alice', 'right', ida), NtStatus.LOGON_FAILURE);
+    assert.equal(
+      lines.filter((l) => l.includes('refused')).length,
+      4,
+      'three wrong passwords, then one line for all 22 refusals past the limit',
+    );
     assert.equal(await logon(a, 'bob', 'right', ida), NtStatus.SUCCESS, 'another user from the same address');
     // Another address (a new connection) is not affected.
     const b = connect('192.0.2.2');

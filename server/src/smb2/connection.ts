@@ -103,6 +103,9 @@ export interface SmbEngineOptions {
 }
 
 const defaultLogonLimiter = new LogonLimiter();
+/** Why a logon past the failed-logon limits is refused (logged once per limit window). */
+const LOGONS_LIMITED = 'too many failed logons for this user from this address';
+const BAD_SIGNATURE_LOG_EVERY = 1000;
 
 /** Statuses that are the server's failure (an ERROR span), as opposed to an answer such as OBJECT_NAME_NOT_FOUND. */
 const SERVER_FAILURES: ReadonlySet<number> = new Set([NtStatus.INTERNAL_ERROR, NtStatus.UNEXPECTED_IO_ERROR]);
@@ -170,6 +173,8 @@ export class SmbConnection implements SessionOwner {
   closed = false;
   private readonly table: SessionTable;
   private readonly logons: LogonLimiter;
+  /** Requests refused for a bad signature on this connection (logged at the first, then every BAD_SIGNATURE_LOG_EVERY). */
+  private badSignatures = 0;
 
   constructor(
     private readonly opts: SmbEngineOptions,
@@ -480,7 +485,12 @@ export class SmbConnection implements SessionOwner {
       if (session?.signingKey && h.command !== Command.NEGOTIATE) {
         if (signed) {
           if (!verifySmb2Signature(session.signingKey, msg)) {
-            this.log?.warn({ command: commandName(h.command), sessionId }, 'SMB2 request with a bad signature refused');
+            // Not a line per request: a client sending them in a loop cannot fill the log.
+            if (this.badSignatures++ % BAD_SIGNATURE_LOG_EVERY === 0)
+              this.log?.warn(
+                { command: commandName(h.command), sessionId, refused: this.badSignatures },
+                'SMB2 request with a bad signature refused (logged at the first and every 1000th on a connection)',
+              );
             throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'bad signature');
           }
         } else if (session.signingRequired) {
@@ -917,7 +927,12 @@ export class SmbConnection implements SessionOwner {
       if (inProgress >= MAX_LOGONS_IN_PROGRESS)
         throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many logons in progress on the connection');
       if (this.logons.blocked(this.clientAddress)) {
-        this.log?.info({ address: this.clientAddress }, 'SMB logon refused: too many failed logons from this address');
+        // One line per blocking window: a client retrying past the limit cannot fill the log.
+        if (this.logons.firstRefusal(this.clientAddress))
+          this.log?.info(
+            { address: this.clientAddress },
+            'SMB logon refused: too many failed logons from this address (further refusals until the limit window ends are not logged)',
+          );
         throw new SmbStatusError(NtStatus.LOGON_FAILURE, 'too many failed logons from this address');
       }
       const id = SessionTable.allocateId();
@@ -949,8 +964,7 @@ export class SmbConnection implements SessionOwner {
       domain: this.opts.domain,
       allowGuest: reauth,
       // Past the failed-logon limits, refused before the password is checked (README: SMB logons).
-      refuseAccount: (account) =>
-        this.logons.begin(this.clientAddress, account) ? null : 'too many failed logons for this user from this address',
+      refuseAccount: (account) => (this.logons.begin(this.clientAddress, account) ? null : LOGONS_LIMITED),
     }));
     const step = await exchange.step(req.securityBuffer);
     if (step.kind === 'continue') {
@@ -963,10 +977,12 @@ export class SmbConnection implements SessionOwner {
     if (step.kind === 'failed') {
       // 3.3.5.5.3: an authentication error ends the session, a valid one (re-authentication) too:
       // its opens are closed and its trees dropped.
-      this.log?.info(
-        { reason: step.reason, message: step.message, sessionId: session.id, reauth },
-        reauth ? 'SMB re-authentication refused: session ended' : 'SMB logon refused',
-      );
+      // Refusals past the failed-logon limits: one line per blocking window (see above).
+      if (step.message !== LOGONS_LIMITED || this.logons.firstRefusal(this.clientAddress, exchange.account ?? undefined))
+        this.log?.info(
+          { reason: step.reason, message: step.message, sessionId: session.id, reauth },
+          reauth ? 'SMB re-authentication refused: session ended' : 'SMB logon refused',
+        );
       await this.endSession(session, 'authentication failed');
       return step.reason === 'logon-failure' ? NtStatus.LOGON_FAILURE : NtStatus.INVALID_PARAMETER;
     }

@@ -75,4 +75,18 @@ describe('failed SMB logon limits', () => {
     assert.equal(l.size, 10);
     assert.equal(l.blocked('10.0.0.7', 'eve'), false);
   });
+
+  it('reports the first refusal of each blocking window only: a client retrying past the limit gets one log line', () => {
+    const { l, advance } = limiter();
+    for (let i = 0; i < 3; i++) l.failed('10.0.0.1', 'alice');
+    assert.equal(l.firstRefusal('10.0.0.1', 'alice'), true);
+    assert.equal(l.firstRefusal('10.0.0.1', 'ALICE'), false);
+    assert.equal(l.firstRefusal('10.0.0.1', 'alice'), false);
+    for (let i = 0; i < 2; i++) l.failed('10.0.0.1', `u${i}`);
+    assert.equal(l.firstRefusal('10.0.0.1'), true, 'the address limit is a window of its own');
+    assert.equal(l.firstRefusal('10.0.0.1', 'alice'), false, 'the address window blocks first, and was reported');
+    advance(60_000);
+    for (let i = 0; i < 3; i++) l.failed('10.0.0.1', 'alice');
+    assert.equal(l.firstRefusal('10.0.0.1', 'alice'), true, 'a new window is reported again');
+  });
 });

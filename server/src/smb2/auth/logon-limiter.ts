@@ -18,6 +18,8 @@ export const LOGON_LIMITS: Readonly<LogonLimits> = Object.freeze({ perUser: 10, 
 interface Window {
   start: number;
   failures: number;
+  /** A refusal for this window was reported (firstRefusal). */
+  refusalReported?: true;
 }
 
 export class LogonLimiter {
@@ -36,8 +38,28 @@ export class LogonLimiter {
 
   /** Whether a logon from `address`, as `user` when known, is refused for too many failures. */
   blocked(address: string, user?: string): boolean {
-    if (this.over(addressKey(address), this.limits.perAddress)) return true;
-    return user !== undefined && this.over(userKey(address, user), this.limits.perUser);
+    return this.blocking(address, user) !== undefined;
+  }
+
+  /**
+   * Whether a refusal of a logon from `address` (as `user`) is the first one since its limit was
+   * reached: true once per blocking window, so that a client retrying past the limit cannot have
+   * a log line written per attempt. True also when nothing blocks (an unexpected call is reported).
+   */
+  firstRefusal(address: string, user?: string): boolean {
+    const w = this.blocking(address, user);
+    if (w === undefined) return true;
+    if (w.refusalReported) return false;
+    w.refusalReported = true;
+    return true;
+  }
+
+  /** The window that refuses a logon from `address` (as `user`), if one does. */
+  private blocking(address: string, user?: string): Window | undefined {
+    return (
+      this.over(addressKey(address), this.limits.perAddress) ??
+      (user === undefined ? undefined : this.over(userKey(address, user), this.limits.perUser))
+    );
   }
 
   /** A logon from `address` as `user` failed for its credentials. */
@@ -68,14 +90,15 @@ export class LogonLimiter {
     if (w !== undefined && w.failures > 0) w.failures--;
   }
 
-  private over(key: string, max: number): boolean {
+  /** The window of `key` if it is live and at `max` failures or past. */
+  private over(key: string, max: number): Window | undefined {
     const w = this.windows.get(key);
-    if (w === undefined) return false;
+    if (w === undefined) return undefined;
     if (this.now() - w.start >= this.limits.windowMs) {
       this.windows.delete(key);
-      return false;
+      return undefined;
     }
-    return w.failures >= max;
+    return w.failures >= max ? w : undefined;
   }
 
   private count(key: string): void {
