@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { memoryServer } from '../testing/memory-server.js';
 import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './codec.js';
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
-import { SmbConnection } from './connection.js';
+import { BAD_SIGNATURE_LOG_EVERY, SmbConnection } from './connection.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import type { Open } from './state.js';
 import { smb2Signature, verifySmb2Signature } from './auth/index.js';
@@ -374,14 +374,26 @@ describe('SMB2 connection', () => {
     assert.equal(decodeHeader(reply).status, 0);
     assert.notEqual(decodeHeader(reply).flags & HeaderFlags.SIGNED, 0);
     assert.ok(verifySmb2Signature(key, reply), 'the reply carries a valid signature');
-    // Refused in a loop, they are not logged one line each.
+    // Refused in a loop, they are not logged one line each: the first, every 1000th, the total at the end.
+    const badLines = () => lines.filter((l) => l.includes('signature'));
     for (let id = 4; id < 24; id++) {
       const bad = signed(request(Command.TREE_CONNECT, id, tc, { sessionId: 8 }));
       bad[50] = bad[50]! ^ 1;
       await conn.handleFrame(bad);
       assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.ACCESS_DENIED);
     }
-    assert.equal(lines.filter((l) => l.includes('bad signature')).length, 1, '21 refused, one line');
+    assert.equal(badLines().length, 1, '21 refused, one line');
+    // Forged CANCELs (no reply) count the same.
+    for (let i = 0; i < BAD_SIGNATURE_LOG_EVERY; i++) {
+      // A CANCEL names the request it cancels (an earlier MessageId); it takes no sequence number.
+      const bad = signed(request(Command.CANCEL, 5, Buffer.from([4, 0, 0, 0]), { sessionId: 8, charge: 0 }));
+      bad[50] = bad[50]! ^ 1;
+      await conn.handleFrame(bad);
+    }
+    assert.equal(badLines().length, 2, `the ${BAD_SIGNATURE_LOG_EVERY}th refusal is logged`);
+    await conn.teardown();
+    assert.equal(badLines().length, 3, 'the total at the end');
+    assert.match(badLines()[2]!, /refused for their signature/);
     await srv.close();
   });
 

@@ -105,7 +105,8 @@ export interface SmbEngineOptions {
 const defaultLogonLimiter = new LogonLimiter();
 /** Why a logon past the failed-logon limits is refused (logged once per limit window). */
 const LOGONS_LIMITED = 'too many failed logons for this user from this address';
-const BAD_SIGNATURE_LOG_EVERY = 1000;
+/** Requests refused for their signature are logged at the first and every this many on a connection. */
+export const BAD_SIGNATURE_LOG_EVERY = 1000;
 
 /** Statuses that are the server's failure (an ERROR span), as opposed to an answer such as OBJECT_NAME_NOT_FOUND. */
 const SERVER_FAILURES: ReadonlySet<number> = new Set([NtStatus.INTERNAL_ERROR, NtStatus.UNEXPECTED_IO_ERROR]);
@@ -427,7 +428,7 @@ export class SmbConnection implements SessionOwner {
       if (s?.signingKey) {
         const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
         if (signed ? !verifySmb2Signature(s.signingKey, msg) : s.signingRequired) {
-          this.log?.warn({ sessionId: h.sessionId, signed }, 'SMB2 CANCEL with a bad or missing signature ignored');
+          this.badSignature({ sessionId: h.sessionId, signed }, 'SMB2 CANCEL with a bad or missing signature ignored');
           return null;
         }
       }
@@ -485,12 +486,7 @@ export class SmbConnection implements SessionOwner {
       if (session?.signingKey && h.command !== Command.NEGOTIATE) {
         if (signed) {
           if (!verifySmb2Signature(session.signingKey, msg)) {
-            // Not a line per request: a client sending them in a loop cannot fill the log.
-            if (this.badSignatures++ % BAD_SIGNATURE_LOG_EVERY === 0)
-              this.log?.warn(
-                { command: commandName(h.command), sessionId, refused: this.badSignatures },
-                'SMB2 request with a bad signature refused (logged at the first and every 1000th on a connection)',
-              );
+            this.badSignature({ command: commandName(h.command), sessionId }, 'SMB2 request with a bad signature refused');
             throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'bad signature');
           }
         } else if (session.signingRequired) {
@@ -977,8 +973,9 @@ export class SmbConnection implements SessionOwner {
     if (step.kind === 'failed') {
       // 3.3.5.5.3: an authentication error ends the session, a valid one (re-authentication) too:
       // its opens are closed and its trees dropped.
-      // Refusals past the failed-logon limits: one line per blocking window (see above).
-      if (step.message !== LOGONS_LIMITED || this.logons.firstRefusal(this.clientAddress, exchange.account ?? undefined))
+      // Refusals of new logons past the failed-logon limits: one line per blocking window (see
+      // above). A refused re-authentication ends a valid session: always logged.
+      if (reauth || step.message !== LOGONS_LIMITED || this.logons.firstRefusal(this.clientAddress, exchange.account ?? undefined))
         this.log?.info(
           { reason: step.reason, message: step.message, sessionId: session.id, reauth },
           reauth ? 'SMB re-authentication refused: session ended' : 'SMB logon refused',
@@ -1177,7 +1174,23 @@ export class SmbConnection implements SessionOwner {
   }
 
   /** The connection is gone: its opens are closed (delete-on-close honoured). */
+  /**
+   * Logs a request refused for its signature: the first and every BAD_SIGNATURE_LOG_EVERY-th on
+   * the connection, with the count (teardown logs the total), so that a client sending them in a
+   * loop cannot fill the log.
+   */
+  private badSignature(fields: Record<string, unknown>, message: string): void {
+    const n = ++this.badSignatures;
+    if (n === 1 || n % BAD_SIGNATURE_LOG_EVERY === 0)
+      this.log?.warn(
+        { ...fields, refusedOnConnection: n },
+        `${message} (logged at the first and every ${BAD_SIGNATURE_LOG_EVERY}th on a connection)`,
+      );
+  }
+
   async teardown(): Promise<void> {
+    if (this.badSignatures > 1)
+      this.log?.warn({ refusedOnConnection: this.badSignatures }, 'SMB2 connection closed: requests refused for their signature on it');
     this.closed = true;
     this.async.abortWhere(() => true, 'disconnected');
     this.notifyHub?.closeAll();
