@@ -11,6 +11,7 @@ import { NtStatus, SmbStatusError } from './status.js';
 import type { Open } from './state.js';
 import { smb2Signature, verifySmb2Signature } from './auth/index.js';
 import { listStreams } from '../vfs/streams.js';
+import { CreateMode } from '../vfs/service.js';
 import { alice, create, createRequest, fileContext } from './testing.js';
 import { TestNtlmClient } from '../../../test/helpers/ntlm-client.js';
 import { LogonLimiter } from './auth/logon-limiter.js';
@@ -275,6 +276,62 @@ describe('SMB2 connection', () => {
       ],
     );
     assert.ok(rs.every((r) => (r.flags & HeaderFlags.SERVER_TO_REDIR) !== 0));
+    await srv.close();
+  });
+
+  it("on a root_squash share, a user mapped to uid 0 opens files with the anonymous user's rights", async () => {
+    const { conn, sent, srv } = await connection();
+    const share = srv.fs.shares()[0]!;
+    const squash = (rootSquash: boolean) =>
+      srv.fs.updateShare(share.name, { readOnly: false, rootSquash, anonymousUid: 65534, anonymousGid: 65534 });
+    const root = srv.fs.handleOf(share, await srv.fs.root(share));
+    const owner = { uid: 1000, gid: 1000, gids: [] };
+    // The share root belongs to root: make it a /tmp (1777), where uid 1000 makes its file and
+    // only a file's owner (and root) may remove it.
+    await srv.fs.setattr(root, { uid: 0, gid: 0, gids: [] }, { mode: 0o1777 });
+    const made = await srv.fs.create(root, Buffer.from('theirs'), owner, CreateMode.UNCHECKED, { mode: 0o644 }, null);
+    await srv.fs.write(srv.fs.handleOf(share, made.inode), owner, 0, Buffer.from('not yours'), true);
+    squash(true);
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
+    sessions.set(5, {
+      id: 5,
+      state: 'valid',
+      exchange: null,
+      user: { name: 'admin', uid: 0, gid: 0, gids: [] },
+      identity: { uid: 0, gid: 0, gids: [] },
+      signingKey: null,
+      signingRequired: false,
+      guest: false,
+      anonymous: false,
+      trees: new Map(),
+      nextTreeId: 1,
+    });
+    const path = utf16('\\\\127.0.0.1\\EXPORT');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    await conn.handleFrame(request(Command.TREE_CONNECT, 1, tc, { sessionId: 5 }));
+    assert.equal(decodeHeader(sent[1]!).status, 0);
+    const treeId = decodeHeader(sent[1]!).treeId;
+    const FILE_WRITE_DATA = 0x2;
+    const DELETE = 0x10000;
+    const WRITE_DAC = 0x40000;
+    const READ = 0x80000000;
+    let messageId = 2;
+    const open = async (access: number): Promise<number> => {
+      await conn.handleFrame(
+        request(Command.CREATE, messageId++, createBody('theirs', CreateDisposition.OPEN, access), { sessionId: 5, treeId }),
+      );
+      return elements(sent[sent.length - 1]!)[0]!.status;
+    };
+    // Root's rights (write, delete and permissions of anyone's file) are not the anonymous user's.
+    assert.equal(await open(FILE_WRITE_DATA), NtStatus.ACCESS_DENIED, 'write');
+    assert.equal(await open(DELETE), NtStatus.ACCESS_DENIED, 'delete');
+    assert.equal(await open(WRITE_DAC), NtStatus.ACCESS_DENIED, 'change permissions');
+    // What the anonymous user may do (read a 0644 file), root may.
+    assert.equal(await open(READ), NtStatus.SUCCESS, 'read');
+    // Without root squash, the same session is root.
+    squash(false);
+    assert.equal(await open(FILE_WRITE_DATA | DELETE | WRITE_DAC), NtStatus.SUCCESS, 'root without squash');
     await srv.close();
   });
 

@@ -630,7 +630,9 @@ export class SmbConnection implements SessionOwner {
       session,
       tree,
       share: tree.share,
-      id: session.identity,
+      // What SMB itself decides (granted access, owner rights) is decided for the caller the vfs
+      // sees: on a root_squash share, a user mapped to uid 0 is the anonymous user.
+      id: this.opts.fs.squash(tree.share, session.identity),
       maxRead: this.maxIo,
       maxWrite: this.maxIo,
       maxTransact: this.maxIo,

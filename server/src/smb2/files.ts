@@ -120,6 +120,7 @@ export interface FileContext {
   session: Session;
   tree: Tree;
   share: Share;
+  /** The caller, after the share's root squash (FileService.squash): as the vfs sees it. */
   id: Identity;
   /** Bytes a READ / WRITE / QUERY_* may move (the negotiated maxima). */
   maxRead: number;

@@ -218,8 +218,9 @@ export class FileService {
   /**
    * Root squash, as Linux's nfsd does it: a client's root is not trusted with uid 0, nor with group
    * 0, which it can put in any AUTH_SYS credential (uid 1000, gid 0) to reach root's group's files.
+   * A squashed identity squashes to itself: callers may squash once and pass the result on.
    */
-  private squash(share: Share, cred: Identity): Identity {
+  squash(share: Share, cred: Identity): Identity {
     if (!share.rootSquash) return cred;
     if (cred.uid === 0) return { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] };
     if (cred.gid !== 0 && !cred.gids.includes(0)) return cred;
@@ -274,7 +275,8 @@ export class FileService {
   }
 
   /** NFS ACCESS: which of the requested bits (ACCESS3_*) the identity holds. */
-  accessBits(share: Share, inode: Inode, id: Identity): { read: boolean; write: boolean; exec: boolean } {
+  accessBits(share: Share, inode: Inode, cred: Identity): { read: boolean; write: boolean; exec: boolean } {
+    const id = this.squash(share, cred);
     const ro = share.readOnly || !canWrite(this.level(share, id));
     return {
       read: mayAccess(inode, id, Access.R),
