@@ -686,9 +686,9 @@ describe('SMB2 connection', () => {
         address,
       );
     /** A raw NTLMSSP logon (Linux cifs): its final status. */
-    const logon = async (conn: SmbConnection, user: string, password: string, id: { next: number }): Promise<number> => {
+    const logon = async (conn: SmbConnection, user: string, password: string, id: { next: number }, sessionId = 0): Promise<number> => {
       const client = new TestNtlmClient({ user, password });
-      await conn.handleFrame(request(Command.SESSION_SETUP, id.next++, sessionSetupBody(client.negotiate())));
+      await conn.handleFrame(request(Command.SESSION_SETUP, id.next++, sessionSetupBody(client.negotiate()), { sessionId }));
       const first = sent[sent.length - 1]!;
       const h = decodeHeader(first);
       if (h.status !== NtStatus.MORE_PROCESSING_REQUIRED) return h.status;
@@ -704,6 +704,7 @@ describe('SMB2 connection', () => {
     const ida = { next: 1 };
     await a.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
     assert.equal(await logon(a, 'alice', 'right', ida), NtStatus.SUCCESS);
+    const aliceSession = decodeHeader(sent[sent.length - 1]!).sessionId;
     for (let i = 0; i < 3; i++) assert.equal(await logon(a, 'alice', `guess${i}`, ida), NtStatus.LOGON_FAILURE);
     const before = lookups;
     assert.equal(await logon(a, 'alice', 'right', ida), NtStatus.LOGON_FAILURE, 'blocked: the right password is refused too');
@@ -715,6 +716,11 @@ describe('SMB2 connection', () => {
       4,
       'three wrong passwords, then one line for all 22 refusals past the limit',
     );
+    // Re-authenticating alice's valid session is refused too, and ends it: that is always logged.
+    assert.equal(await logon(a, 'alice', 'right', ida, aliceSession), NtStatus.LOGON_FAILURE);
+    assert.equal(lines.filter((l) => l === 'SMB re-authentication refused: session ended').length, 1, 'the ended session is logged');
+    const sessions = (a as unknown as { sessions: Map<number, unknown> }).sessions;
+    assert.equal(sessions.has(aliceSession), false, 'the session is gone');
     assert.equal(await logon(a, 'bob', 'right', ida), NtStatus.SUCCESS, 'another user from the same address');
     // Another address (a new connection) is not affected.
     const b = connect('192.0.2.2');
