@@ -432,6 +432,8 @@ interface Server {
   /** DittoFS only: its API and SMB ports. */
   apiPort?: number;
   smbPort?: number;
+  /** DittoFS only: its Prometheus metrics port (request latency by procedure). */
+  metricsPort?: number;
   /** DittoFS only: where this round's data lives in PostgreSQL and S3. */
   place?: RoundPlace;
   /** DittoFS only: everything the server logged so far. */
@@ -443,6 +445,28 @@ interface Server {
   stop: () => Promise<void>;
   /** DittoFS only: a clean stop, then a start on the same data, timed (the server keeps running). */
   restart?: () => Promise<{ stopSeconds: number; startSeconds: number; phases: string[] }>;
+}
+
+/**
+ * Mean time in the server per NFS call, by procedure, from DittoFS's request latency histogram
+ * (`dittofs_request_duration_seconds`: decoding to reply ready), e.g. "SETATTR=91 LOOKUP=40".
+ */
+async function nfsLatencies(metricsPort: number): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const sums = new Map<string, number>();
+  const counts = new Map<string, number>();
+  const line = /^dittofs_request_duration_seconds_(sum|count)\{([^}]*)\} (\S+)$/;
+  for (const l of text.split('\n')) {
+    const m = line.exec(l);
+    if (!m || !/protocol="nfs"/.test(m[2]!)) continue;
+    const proc = /procedure="([^"]+)"/.exec(m[2]!)?.[1];
+    if (proc) (m[1] === 'sum' ? sums : counts).set(proc, Number(m[3]));
+  }
+  return [...counts]
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([proc, n]) => `${proc}=${(((sums.get(proc) ?? 0) / n) * 1e6).toFixed(0)}`)
+    .join(' ');
 }
 
 /** True if pid exists and is not a zombie (our pid 1 may be slow to reap orphans). */
@@ -579,6 +603,9 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
     dataDir,
     apiPort: p.apiPort,
     smbPort: p.smbPort,
+    get metricsPort() {
+      return p.metricsPort;
+    },
     place,
     output: () => earlierOutput + p.output(),
     gone,
@@ -1576,9 +1603,11 @@ async function main(): Promise<void> {
             );
             // The server's CPU over the whole VM run: it serves nothing but the mount and the untar.
             r.serverCpuSeconds = cpuSince(server.pid, cpuAtStart);
+            if (server.metricsPort !== undefined) r.serverLatency = await nfsLatencies(server.metricsPort);
             console.log(
               `${LABEL[c]}: tar -x of ${r.files} files in ${r.seconds.toFixed(2)} s in the VM (${r.found} found; VM run ${r.vmSeconds.toFixed(0)} s); ` +
-                `server CPU ${fmt(r.serverCpuSeconds, 2)} s; NFS calls of the whole run: ${r.nfsOps}`,
+                `server CPU ${fmt(r.serverCpuSeconds, 2)} s; NFS calls of the whole run: ${r.nfsOps}` +
+                (r.serverLatency ? `; mean time in the server per call (µs): ${r.serverLatency}` : ''),
             );
             untarResults.get(c)!.push(r);
           } catch (e) {

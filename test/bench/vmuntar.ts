@@ -25,6 +25,8 @@ export interface VmUntarResult {
   nfsOps: string;
   /** The server's CPU seconds over the whole VM run (the caller fills it in). */
   serverCpuSeconds?: number;
+  /** DittoFS only: mean time from decoding a call to its reply being ready, by procedure (the caller fills it in). */
+  serverLatency?: string;
 }
 
 /** The guest script (busybox sh); its working directory is the mount. */

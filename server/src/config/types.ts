@@ -28,9 +28,10 @@ export interface MetadataStoreConfig {
    */
   engine?: EmbeddedEngine;
   /**
-   * `embedded` on `sqlite`, and `postgres`: `commit` (default): changes are on disk by the reply to
-   * the next NFS COMMIT / stable WRITE / SMB FLUSH and within 100 ms anyway (postgres: within
-   * 3 x its wal_writer_delay, synchronous_commit off); `change`: each before its reply.
+   * `embedded` on `sqlite`, and `postgres`: `commit`: changes are on disk by the reply to the next
+   * NFS COMMIT / stable WRITE / SMB FLUSH and within 100 ms anyway (postgres: within 3 x its
+   * wal_writer_delay, synchronous_commit off); `change`: each before its reply. Default: `commit`
+   * on sqlite, `change` on postgres.
    */
   sync?: EmbeddedSync;
   /** `postgres` (required): a connection URL, e.g. `postgres://user:pass@host:5432/dittofs`. */
