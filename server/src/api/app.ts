@@ -25,7 +25,6 @@ import { stateRoutes } from './routes/state.js';
 import { storeRoutes } from './routes/stores.js';
 import { userRoutes } from './routes/users.js';
 import type { ApiRuntime } from './runtime.js';
-import { clientKey } from '../wire/client-key.js';
 
 export const API_PREFIX = '/api/v1';
 
@@ -241,7 +240,7 @@ export function buildApi(opts: ApiOptions): App {
           // Not a valid token: counted by address.
         }
       }
-      return `ip:${clientKey(req.ip)}`;
+      return `ip:${req.ip}`;
     },
     errorResponseBuilder: (_req, c) => new ApiProblem('rate-limited', `too many requests; retry in ${c.after}`),
   });

@@ -1,20 +1,19 @@
 // Rate-limit keys and the stricter limits on credential checks (login, password change).
 import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { clientKey } from '../wire/client-key.js';
 import type { App, RateLimitRule } from './context.js';
 import { ApiProblem } from './problem.js';
 
 /** A short stable digest, so buckets do not hold tokens or usernames as they are. */
 export const bucket = (...parts: string[]): string => createHash('sha256').update(parts.join('\0')).digest('base64url').slice(0, 22);
 
-/** Route config: counted per client (address, IPv6 /64: clientKey) and username, after the body is validated. */
+/** Route config: counted per client address and username, after the body is validated. */
 export function credentialsRateLimit(rule: RateLimitRule, username: (req: FastifyRequest) => string) {
   return {
     max: rule.max,
     timeWindow: rule.timeWindowMs,
     hook: 'preHandler' as const,
-    keyGenerator: (req: FastifyRequest) => `cred:${bucket(clientKey(req.ip), username(req))}`,
+    keyGenerator: (req: FastifyRequest) => `cred:${bucket(req.ip, username(req))}`,
   };
 }
 
@@ -25,11 +24,7 @@ export function credentialsRateLimit(rule: RateLimitRule, username: (req: Fastif
  * `rateLimit()` hook would not do: only the first of its hooks runs per request.
  */
 export function credentialsAddressLimit(app: App, rule: RateLimitRule) {
-  const check = app.createRateLimit({
-    max: rule.max,
-    timeWindow: rule.timeWindowMs,
-    keyGenerator: (req) => `cred-ip:${clientKey(req.ip)}`,
-  });
+  const check = app.createRateLimit({ max: rule.max, timeWindow: rule.timeWindowMs, keyGenerator: (req) => `cred-ip:${req.ip}` });
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const r = await check(req);
     if (r.isAllowed || !r.isExceeded) return;

@@ -2,7 +2,6 @@
 // a limit, logons for that key are refused with STATUS_LOGON_FAILURE until its window ends, those
 // with the right password too, so that guessing on learns nothing. What the REST API's login rate
 // limit does for HTTP (api/limits.ts), for NTLM, whose checks are cheap enough to guess fast.
-import { clientKey } from '../../wire/client-key.js';
 
 export interface LogonLimits {
   /** Failed logons per window for one user name from one address. */
@@ -126,7 +125,6 @@ export class LogonLimiter {
   }
 }
 
-/** An address is counted as its client (an IPv6 address as its /64: wire/client-key.ts). */
-const addressKey = (address: string): string => `a\0${clientKey(address)}`;
+const addressKey = (address: string): string => `a\0${address}`;
 /** SMB user names are case-insensitive: ALICE and alice are one key. */
-const userKey = (address: string, user: string): string => `u\0${clientKey(address)}\0${user.toLowerCase()}`;
+const userKey = (address: string, user: string): string => `u\0${address}\0${user.toLowerCase()}`;
