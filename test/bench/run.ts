@@ -842,6 +842,10 @@ async function benchServer(
     });
     const smallCpuSeconds = cpuSince(server.pid, cpuAtSmall);
     console.log(`${label}: server CPU ${fmt(smallCpuSeconds, 2)} s for the small files`);
+    if (server.metricsPort !== undefined)
+      console.log(
+        `${label}: mean time in the server per call so far (µs, write and read included): ${await nfsLatencies(server.metricsPort)}`,
+      );
     const parallel = par ? await benchParallel(server, label, workDir, par) : undefined;
     const dirScale =
       extra.dirSizes === undefined
