@@ -320,7 +320,7 @@ shares:
     blocks: default
     # Refuse every change to the share.
     read_only: false
-    # Treat requests from uid 0 (root) as anonymous_uid/anonymous_gid.
+    # Treat requests from uid 0 (root), over NFS and SMB, as anonymous_uid/anonymous_gid.
     root_squash: false
     # The user id for squashed root and for anonymous access (65534 is "nobody").
     anonymous_uid: 65534

@@ -87,8 +87,8 @@ function fieldOptions(cmd: Command, creating: boolean): Command {
         `level of users without a grant of their own or through a group${dflt(d.default_permission)}`,
       ).choices(PERMISSION_LEVELS),
     )
-    .option('--root-squash', `map NFS root (uid 0) to the anonymous user${creating && d.root_squash ? ' (the default)' : ''}`)
-    .option('--no-root-squash', `let NFS root act as root${creating && !d.root_squash ? ' (the default)' : ''}`)
+    .option('--root-squash', `map root (uid 0, over NFS and SMB) to the anonymous user${creating && d.root_squash ? ' (the default)' : ''}`)
+    .option('--no-root-squash', `let root (over NFS and SMB) act as root${creating && !d.root_squash ? ' (the default)' : ''}`)
     .option('--anonymous-uid <uid>', `uid that squashed root gets${dflt(d.anonymous_uid)}`)
     .option('--anonymous-gid <gid>', `gid that squashed root gets${dflt(d.anonymous_gid)}`)
     .option('--root-mode <mode>', `mode of the share's root directory, in octal${dflt(octal(d.root_mode))}`)
