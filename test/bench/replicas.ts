@@ -121,8 +121,10 @@ async function waitWritable(s: DittofsProcess, work: string, i: number): Promise
   const probe = path.join(work, `probe${i}`);
   await writeFile(probe, 'x');
   const deadline = Date.now() + 60_000;
-  for (;;) {
-    const r = await nfsCpRun(probe, url(s, `probe${i}`), 30_000);
+  for (let attempt = 0; ; attempt++) {
+    // A new name each time: an attempt whose WRITE was refused has made its file, and nfs-cp's
+    // exclusive create of that name would fail with EXIST from then on.
+    const r = await nfsCpRun(probe, url(s, `probe${i}-${attempt}`), 30_000);
     if (r.code === 0) return;
     if (Date.now() > deadline)
       throw new Error(`replica ${i} did not accept a write within 60 s: ${r.stderr.trim()}\n${s.output().slice(-2000)}`);
