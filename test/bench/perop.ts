@@ -4,7 +4,7 @@
 // NULL is measured three times: right after start-up, right after the SETATTRs, and after an idle
 // pause; GETATTR twice: right after the CREATEs and, last, of files untouched for seconds. The
 // untar phase (what the VM's untar sends per file) is followed by its files' uploads into the block
-// store, measured apart.
+// store, measured apart. The read phase: 4 KiB READs of a 4 MiB file once it is in the block store.
 //
 //   npx tsx test/bench/perop.ts [--calls N] [--cpu-prof DIR] [--trace-gc]
 // Run it alone on the machine (no other benchmark at once). --cpu-prof DIR: the server writes a V8 CPU profile there
@@ -23,11 +23,14 @@ import { Nfs3Client, NfsError, XdrWriter } from './nfsclient.js';
 import { cpuSeconds } from './proc.js';
 
 const NFSPROC3_SETATTR = 2;
+const NFSPROC3_READ = 6;
 const NFSPROC3_WRITE = 7;
 const FILE_SYNC = 2;
 /** Files of the untar-like phase: what the kernel client sent per file in the VM's untar. */
 const UNTAR_DATA = Buffer.from('thirty bytes of file content.\n');
 const IDLE_MS = 5000;
+/** The file of the read phase: one block of the bench's block size (4 MiB). */
+const READ_FILE_BYTES = 4 * 1024 * 1024;
 
 const GC_PRELOAD = `import v8 from 'node:v8';
 v8.setFlagsFromString('--trace-gc');
@@ -104,7 +107,7 @@ async function main(): Promise<void> {
     },
   });
   const calls = Number(values.calls ?? 5000);
-  const PHASES = ['getattr', 'lookup', 'setattr', 'null', 'untar', 'cold', 'remove'];
+  const PHASES = ['getattr', 'lookup', 'setattr', 'null', 'untar', 'read', 'cold', 'remove'];
   const phases = new Set((values.phases ?? PHASES.join(',')).split(','));
   for (const p of phases) if (!PHASES.includes(p)) throw new Error(`--phases: unknown phase ${p} (of ${PHASES.join(',')})`);
   const work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-perop-'));
@@ -210,6 +213,25 @@ async function main(): Promise<void> {
       // its CPU divided by the files (the row's rate is mostly the wait for the idle flush).
       await phase('untar uploads (per file)', untarFiles, async (i) => {
         if (i === 0) await waitClean(srv.metricsPort);
+      });
+    }
+    // READs of 4 KiB of a file stored in the block store (not in the WAL any more), one at a time:
+    // the per-READ cost of a stored block, without the bulk copy of a large one.
+    if (phases.has('read')) {
+      const fh = (await c.create(c.rootFh, 'read-me', 0o644, 'GUARDED')).fh!;
+      const chunk = Buffer.alloc(READ_FILE_BYTES / 4, 0x5a);
+      for (let off = 0; off < READ_FILE_BYTES; off += chunk.length) {
+        const w = new XdrWriter(chunk.length + 128).opaque(fh).u64(off).u32(chunk.length).u32(FILE_SYNC).opaque(chunk);
+        const r = await c.call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE');
+        const st = r.u32();
+        if (st !== 0) throw new NfsError('WRITE', st);
+      }
+      await waitClean(srv.metricsPort);
+      await phase('READ 4 KiB (stored block)', calls, async (i) => {
+        const off = (i * 4096 * 7) % READ_FILE_BYTES;
+        const r = await c.call(NFSPROC3_READ, new XdrWriter(64).opaque(fh).u64(off).u32(4096).toBuffer(), 'READ');
+        const st = r.u32();
+        if (st !== 0) throw new NfsError('READ', st);
       });
     }
     // Files last read or changed seconds ago: what a client's attribute revalidation asks.

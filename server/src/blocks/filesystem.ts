@@ -28,6 +28,7 @@ import {
 import path from 'node:path';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
+import { ReadHandles } from './read-handles.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 /** The marker file that says a directory is a DittoFS filesystem block store. */
@@ -84,6 +85,8 @@ async function readFully(fh: FileHandle, offset: number, target: Buffer, targetS
 
 /** Renames of a put into its file's directory, each after making the directory again if it was gone. */
 const RENAME_ATTEMPTS = 3;
+/** Object files kept open for reading (read-handles.ts): a few per file read at once. */
+const READ_HANDLES_KEPT = 64;
 /** Directories put() remembers as made (see knownDirs). */
 const KNOWN_DIRS_MAX = 4096;
 
@@ -107,6 +110,8 @@ export class FilesystemBlockStore implements BlockStore {
   private readonly dirSyncs = new Map<string, { running: Promise<void>; next: Promise<void> | null }>();
   /** fsyncs of directories issued (metrics, tests). */
   dirFsyncs = 0;
+  /** Object files kept open for reading (read-handles.ts). */
+  readonly readHandles = new ReadHandles(READ_HANDLES_KEPT);
 
   private readonly fsync: boolean;
   /** The root as path.join writes it (the prefix of every object's path). */
@@ -205,7 +210,9 @@ export class FilesystemBlockStore implements BlockStore {
     }
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.readHandles.closeAll();
+  }
 
   private pathOf(key: string): string {
     const parts = key.split('/');
@@ -241,6 +248,8 @@ export class FilesystemBlockStore implements BlockStore {
       await unlink(tmp).catch(noop);
       throw e;
     }
+    // A handle kept of an object this put replaced would read the old file.
+    this.readHandles.forget(dest);
     // Another put may be making the directory again now (after a delete removed it): its entry
     // in the parent is on disk only once that making is done.
     const making = this.making.get(dir);
@@ -357,19 +366,8 @@ export class FilesystemBlockStore implements BlockStore {
   }
 
   /** Runs `fn` on the object's file, opened for reading; null if there is no such object. */
-  private async withFile<T>(key: string, fn: (fh: FileHandle) => Promise<T>): Promise<T | null> {
-    let fh: FileHandle;
-    try {
-      fh = await open(this.pathOf(key), 'r');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw e;
-    }
-    try {
-      return await fn(fh);
-    } finally {
-      await fh.close();
-    }
+  private withFile<T>(key: string, fn: (fh: FileHandle) => Promise<T>): Promise<T | null> {
+    return this.readHandles.use(this.pathOf(key), fn);
   }
 
   /**
@@ -396,10 +394,15 @@ export class FilesystemBlockStore implements BlockStore {
 
   async delete(key: string): Promise<void> {
     const p = this.pathOf(key);
+    // Before and after: a read may open the file while it is being unlinked; a handle kept of a
+    // deleted file would hold its space.
+    this.readHandles.forget(p);
     try {
       await unlink(p);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    } finally {
+      this.readHandles.forget(p);
     }
     await this.pruneFileDir(path.dirname(p));
   }

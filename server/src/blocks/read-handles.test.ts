@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readlink, rename, rm, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { ReadHandles } from './read-handles.js';
+
+/** The whole file, by a positional read (as the store reads: a shared handle has no position of its own). */
+async function readWhole(fh: FileHandle): Promise<string> {
+  const { size } = await fh.stat();
+  const b = Buffer.alloc(size);
+  await fh.read(b, 0, size, 0);
+  return b.toString();
+}
+
+const readAll = (h: ReadHandles, file: string): Promise<string | null> => h.use(file, readWhole);
+
+/** File descriptors this process has open on `file` (by /proc/self/fd). */
+async function openFds(file: string): Promise<number> {
+  let n = 0;
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target === file || target === `${file} (deleted)`) n++;
+  }
+  return n;
+}
+
+describe('ReadHandles', () => {
+  it('opens a file once for many reads, and answers null for a missing one without remembering it', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
+    try {
+      const h = new ReadHandles(4);
+      const f = path.join(dir, 'a');
+      await writeFile(f, 'one');
+      for (let i = 0; i < 5; i++) assert.equal(await readAll(h, f), 'one');
+      assert.equal(h.opens, 1);
+      assert.equal(await readAll(h, path.join(dir, 'missing')), null);
+      await writeFile(path.join(dir, 'missing'), 'now here');
+      assert.equal(await readAll(h, path.join(dir, 'missing')), 'now here', 'absence is not remembered');
+      h.closeAll();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a forgotten file (replaced, or deleted) is read anew and its old handle closed', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
+    try {
+      const h = new ReadHandles(4);
+      const f = path.join(dir, 'obj');
+      await writeFile(f, 'old');
+      assert.equal(await readAll(h, f), 'old');
+      await writeFile(path.join(dir, 'tmp'), 'new');
+      await rename(path.join(dir, 'tmp'), f);
+      assert.equal(await readAll(h, f), 'old', 'kept: objects are immutable, so nobody replaces one without forget()');
+      h.forget(f);
+      assert.equal(await readAll(h, f), 'new');
+      await unlink(f);
+      h.forget(f);
+      // The handle is closed once its reads are done: nothing keeps the deleted file's space.
+      for (let i = 0; i < 50 && (await openFds(f)) > 0; i++) await new Promise((r) => setImmediate(r));
+      assert.equal(await openFds(f), 0);
+      assert.equal(await readAll(h, f), null);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps at most max handles, closing the least recently used; one in use is closed when its read is done', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
+    try {
+      const h = new ReadHandles(2);
+      const files = ['a', 'b', 'c'].map((n) => path.join(dir, n));
+      for (const f of files) await writeFile(f, path.basename(f));
+      let release!: () => void;
+      const held = h.use(files[0]!, async (fh) => {
+        await new Promise<void>((r) => (release = r));
+        return readWhole(fh);
+      });
+      while (release === undefined) await new Promise((r) => setImmediate(r));
+      assert.equal(await readAll(h, files[1]!), 'b');
+      assert.equal(await readAll(h, files[2]!), 'c');
+      assert.equal(h.size, 2, 'a was pushed out');
+      assert.equal(await openFds(files[0]!), 1, 'still open while its read runs');
+      release();
+      assert.equal(await held, 'a', 'the read in flight finishes on its handle');
+      for (let i = 0; i < 50 && (await openFds(files[0]!)) > 0; i++) await new Promise((r) => setImmediate(r));
+      assert.equal(await openFds(files[0]!), 0, 'closed once done');
+      h.closeAll();
+      for (let i = 0; i < 50 && (await openFds(files[1]!)) + (await openFds(files[2]!)) > 0; i++) await new Promise((r) => setImmediate(r));
+      assert.equal((await openFds(files[1]!)) + (await openFds(files[2]!)), 0, 'closeAll closes the rest');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,99 @@
+// Open read-only handles of a local store's object files, kept for the next read of the same
+// object: a READ of a stored block is then one read on the thread pool instead of an open, a read
+// and a close. Objects are immutable under their keys, so a handle never goes stale; one whose file
+// is replaced (a put of the same key) or deleted is forgotten, and closed once its reads are done
+// (until then a deleted file's space stays in use). At most `max` handles are kept, the least
+// recently used closed first.
+import { open, type FileHandle } from 'node:fs/promises';
+
+interface Entry {
+  handle: Promise<FileHandle | null>;
+  users: number;
+  /** Out of the map (forgotten or pushed out): closed when its last user is done. */
+  dropped: boolean;
+}
+
+export class ReadHandles {
+  /** Least recently used first. */
+  private readonly entries = new Map<string, Entry>();
+  /** Files opened so far (tests, metrics). */
+  opens = 0;
+
+  constructor(private readonly max: number) {}
+
+  /** Runs `fn` on `file` opened for reading; null (and `fn` not run) when there is no such file. */
+  async use<T>(file: string, fn: (fh: FileHandle) => Promise<T>): Promise<T | null> {
+    let e = this.entries.get(file);
+    if (e !== undefined) {
+      this.entries.delete(file);
+      this.entries.set(file, e);
+    } else {
+      this.opens++;
+      e = { handle: openForReading(file), users: 0, dropped: false };
+      this.entries.set(file, e);
+      this.trim();
+    }
+    const entry = e;
+    entry.users++;
+    try {
+      let fh: FileHandle | null;
+      try {
+        fh = await entry.handle;
+      } catch (err) {
+        this.drop(file, entry);
+        throw err;
+      }
+      // No such file: not remembered (a put may make it next).
+      if (fh === null) {
+        this.drop(file, entry);
+        return null;
+      }
+      return await fn(fh);
+    } finally {
+      entry.users--;
+      if (entry.users === 0 && entry.dropped) closeEntry(entry);
+    }
+  }
+
+  /** `file` was replaced or deleted: later reads open it anew. */
+  forget(file: string): void {
+    const e = this.entries.get(file);
+    if (e !== undefined) this.drop(file, e);
+  }
+
+  /** Closes every handle (those in use once their reads are done). */
+  closeAll(): void {
+    for (const [file, e] of [...this.entries]) this.drop(file, e);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private trim(): void {
+    for (const [file, e] of this.entries) {
+      if (this.entries.size <= this.max) return;
+      this.drop(file, e);
+    }
+  }
+
+  private drop(file: string, e: Entry): void {
+    if (this.entries.get(file) === e) this.entries.delete(file);
+    if (e.dropped) return;
+    e.dropped = true;
+    if (e.users === 0) closeEntry(e);
+  }
+}
+
+async function openForReading(file: string): Promise<FileHandle | null> {
+  try {
+    return await open(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+function closeEntry(e: Entry): void {
+  e.handle.then((fh) => fh?.close()).catch(() => undefined);
+}
