@@ -85,7 +85,7 @@ async function readFully(fh: FileHandle, offset: number, target: Buffer, targetS
 
 /** Renames of a put into its file's directory, each after making the directory again if it was gone. */
 const RENAME_ATTEMPTS = 3;
-/** Object files kept open for reading (read-handles.ts): a few per file read at once. */
+/** Object files kept open for reading (read-handles.ts): the objects of a few files read at once. */
 const READ_HANDLES_KEPT = 64;
 /** Directories put() remembers as made (see knownDirs). */
 const KNOWN_DIRS_MAX = 4096;
@@ -111,7 +111,7 @@ export class FilesystemBlockStore implements BlockStore {
   /** fsyncs of directories issued (metrics, tests). */
   dirFsyncs = 0;
   /** Object files kept open for reading (read-handles.ts). */
-  readonly readHandles = new ReadHandles(READ_HANDLES_KEPT);
+  private readonly readHandles = new ReadHandles(READ_HANDLES_KEPT);
 
   private readonly fsync: boolean;
   /** The root as path.join writes it (the prefix of every object's path). */
@@ -211,7 +211,7 @@ export class FilesystemBlockStore implements BlockStore {
   }
 
   async close(): Promise<void> {
-    this.readHandles.closeAll();
+    this.readHandles.close();
   }
 
   private pathOf(key: string): string {

@@ -37,7 +37,7 @@ describe('ReadHandles', () => {
       assert.equal(await readAll(h, path.join(dir, 'missing')), null);
       await writeFile(path.join(dir, 'missing'), 'now here');
       assert.equal(await readAll(h, path.join(dir, 'missing')), 'now here', 'absence is not remembered');
-      h.closeAll();
+      h.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -86,10 +86,38 @@ describe('ReadHandles', () => {
       assert.equal(await held, 'a', 'the read in flight finishes on its handle');
       for (let i = 0; i < 50 && (await openFds(files[0]!)) > 0; i++) await new Promise((r) => setImmediate(r));
       assert.equal(await openFds(files[0]!), 0, 'closed once done');
-      h.closeAll();
+      h.close();
       for (let i = 0; i < 50 && (await openFds(files[1]!)) + (await openFds(files[2]!)) > 0; i++) await new Promise((r) => setImmediate(r));
-      assert.equal((await openFds(files[1]!)) + (await openFds(files[2]!)), 0, 'closeAll closes the rest');
+      assert.equal((await openFds(files[1]!)) + (await openFds(files[2]!)), 0, 'close() closes the rest');
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps no handle whose read failed, none unused past idleMs, and none after close()', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
+    const h = new ReadHandles(8, 50);
+    try {
+      const f = path.join(dir, 'x');
+      await writeFile(f, 'x');
+      await assert.rejects(
+        h.use(f, () => Promise.reject(new Error('EIO, say'))),
+        /EIO/,
+      );
+      assert.equal(h.size, 0, 'a failed read drops its handle');
+      assert.equal(await readAll(h, f), 'x');
+      assert.equal(h.opens, 2, 'the next read opened the file again');
+      for (let i = 0; i < 200 && h.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(h.size, 0, 'unused for idleMs: closed');
+      for (let i = 0; i < 50 && (await openFds(f)) > 0; i++) await new Promise((r) => setImmediate(r));
+      assert.equal(await openFds(f), 0);
+      h.close();
+      assert.equal(await readAll(h, f), 'x', 'reads still work after close()');
+      assert.equal(h.size, 0, 'but keep nothing');
+      for (let i = 0; i < 50 && (await openFds(f)) > 0; i++) await new Promise((r) => setImmediate(r));
+      assert.equal(await openFds(f), 0);
+    } finally {
+      h.close();
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -3,12 +3,16 @@
 // and a close. Objects are immutable under their keys, so a handle never goes stale; one whose file
 // is replaced (a put of the same key) or deleted is forgotten, and closed once its reads are done
 // (until then a deleted file's space stays in use). At most `max` handles are kept, the least
-// recently used closed first.
+// recently used closed first, and none longer than `idleMs` unused: another store on the same
+// directory may delete what one holds, and only closing frees its space. A handle whose read
+// failed is not kept (the next read opens the file again), nor is any after close().
 import { open, type FileHandle } from 'node:fs/promises';
 
 interface Entry {
   handle: Promise<FileHandle | null>;
   users: number;
+  /** When its last read ended (ms). */
+  lastUse: number;
   /** Out of the map (forgotten or pushed out): closed when its last user is done. */
   dropped: boolean;
 }
@@ -16,10 +20,15 @@ interface Entry {
 export class ReadHandles {
   /** Least recently used first. */
   private readonly entries = new Map<string, Entry>();
+  private expiry: NodeJS.Timeout | null = null;
+  private closed = false;
   /** Files opened so far (tests, metrics). */
   opens = 0;
 
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly idleMs = 10_000,
+  ) {}
 
   /** Runs `fn` on `file` opened for reading; null (and `fn` not run) when there is no such file. */
   async use<T>(file: string, fn: (fh: FileHandle) => Promise<T>): Promise<T | null> {
@@ -29,12 +38,13 @@ export class ReadHandles {
       this.entries.set(file, e);
     } else {
       this.opens++;
-      e = { handle: openForReading(file), users: 0, dropped: false };
-      this.entries.set(file, e);
-      this.trim();
+      e = { handle: openForReading(file), users: 0, lastUse: Date.now(), dropped: this.closed };
+      if (!this.closed) this.entries.set(file, e);
     }
     const entry = e;
     entry.users++;
+    this.trim();
+    let failed = true;
     try {
       let fh: FileHandle | null;
       try {
@@ -45,13 +55,19 @@ export class ReadHandles {
       }
       // No such file: not remembered (a put may make it next).
       if (fh === null) {
+        failed = false;
         this.drop(file, entry);
         return null;
       }
-      return await fn(fh);
+      const r = await fn(fh);
+      failed = false;
+      return r;
     } finally {
       entry.users--;
+      entry.lastUse = Date.now();
+      if (failed) this.drop(file, entry);
       if (entry.users === 0 && entry.dropped) closeEntry(entry);
+      this.scheduleExpiry();
     }
   }
 
@@ -61,9 +77,11 @@ export class ReadHandles {
     if (e !== undefined) this.drop(file, e);
   }
 
-  /** Closes every handle (those in use once their reads are done). */
-  closeAll(): void {
+  /** Closes every handle (those in use once their reads are done); later reads keep none. */
+  close(): void {
+    this.closed = true;
     for (const [file, e] of [...this.entries]) this.drop(file, e);
+    this.scheduleExpiry();
   }
 
   get size(): number {
@@ -75,6 +93,24 @@ export class ReadHandles {
       if (this.entries.size <= this.max) return;
       this.drop(file, e);
     }
+  }
+
+  /** Drops handles unused for idleMs; runs while any is kept. */
+  private scheduleExpiry(): void {
+    if (this.entries.size === 0 || this.closed) {
+      if (this.expiry) clearInterval(this.expiry);
+      this.expiry = null;
+      return;
+    }
+    if (this.expiry) return;
+    this.expiry = setInterval(() => this.expire(), Math.max(1, Math.floor(this.idleMs / 2)));
+    this.expiry.unref();
+  }
+
+  private expire(): void {
+    const cutoff = Date.now() - this.idleMs;
+    for (const [file, e] of [...this.entries]) if (e.users === 0 && e.lastUse <= cutoff) this.drop(file, e);
+    this.scheduleExpiry();
   }
 
   private drop(file: string, e: Entry): void {
