@@ -25,6 +25,13 @@ async function openFds(file: string): Promise<number> {
   return n;
 }
 
+/** Waits (a bounded number of turns) until no descriptor of this process is open on `files`; how many still are. */
+async function fdsAfterClose(...files: string[]): Promise<number> {
+  const count = async () => (await Promise.all(files.map(openFds))).reduce((a, b) => a + b, 0);
+  for (let i = 0; i < 50 && (await count()) > 0; i++) await new Promise((r) => setImmediate(r));
+  return count();
+}
+
 describe('ReadHandles', () => {
   it('opens a file once for many reads, and answers null for a missing one without remembering it', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
@@ -58,8 +65,7 @@ describe('ReadHandles', () => {
       await unlink(f);
       h.forget(f);
       // The handle is closed once its reads are done: nothing keeps the deleted file's space.
-      for (let i = 0; i < 50 && (await openFds(f)) > 0; i++) await new Promise((r) => setImmediate(r));
-      assert.equal(await openFds(f), 0);
+      assert.equal(await fdsAfterClose(f), 0);
       assert.equal(await readAll(h, f), null);
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -84,11 +90,9 @@ describe('ReadHandles', () => {
       assert.equal(await openFds(files[0]!), 1, 'still open while its read runs');
       release();
       assert.equal(await held, 'a', 'the read in flight finishes on its handle');
-      for (let i = 0; i < 50 && (await openFds(files[0]!)) > 0; i++) await new Promise((r) => setImmediate(r));
-      assert.equal(await openFds(files[0]!), 0, 'closed once done');
+      assert.equal(await fdsAfterClose(files[0]!), 0, 'closed once done');
       h.close();
-      for (let i = 0; i < 50 && (await openFds(files[1]!)) + (await openFds(files[2]!)) > 0; i++) await new Promise((r) => setImmediate(r));
-      assert.equal((await openFds(files[1]!)) + (await openFds(files[2]!)), 0, 'close() closes the rest');
+      assert.equal(await fdsAfterClose(files[1]!, files[2]!), 0, 'close() closes the rest');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -109,13 +113,11 @@ describe('ReadHandles', () => {
       assert.equal(h.opens, 2, 'the next read opened the file again');
       for (let i = 0; i < 200 && h.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
       assert.equal(h.size, 0, 'unused for idleMs: closed');
-      for (let i = 0; i < 50 && (await openFds(f)) > 0; i++) await new Promise((r) => setImmediate(r));
-      assert.equal(await openFds(f), 0);
+      assert.equal(await fdsAfterClose(f), 0);
       h.close();
       assert.equal(await readAll(h, f), 'x', 'reads still work after close()');
       assert.equal(h.size, 0, 'but keep nothing');
-      for (let i = 0; i < 50 && (await openFds(f)) > 0; i++) await new Promise((r) => setImmediate(r));
-      assert.equal(await openFds(f), 0);
+      assert.equal(await fdsAfterClose(f), 0);
     } finally {
       h.close();
       await rm(dir, { recursive: true, force: true });

@@ -44,6 +44,38 @@ async function connection(log?: Logger) {
   return { srv, conn, sent, aborted };
 }
 
+/**
+ * NEGOTIATE (2.1), then session 5 logged on as `user`, as SESSION_SETUP leaves it (the NTLM
+ * exchange is smb-auth's, tested there), and a TREE_CONNECT to the share as messages 0 and 1.
+ * Resolves with the tree id.
+ */
+async function loggedOn(
+  conn: SmbConnection,
+  sent: Buffer[],
+  user: { name: string; uid: number; gid: number; gids: number[] },
+): Promise<number> {
+  await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+  const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
+  sessions.set(5, {
+    id: 5,
+    state: 'valid',
+    exchange: null,
+    user,
+    identity: { uid: user.uid, gid: user.gid, gids: [...user.gids] },
+    signingKey: null,
+    signingRequired: false,
+    guest: false,
+    anonymous: false,
+    trees: new Map(),
+    nextTreeId: 1,
+  });
+  const path = utf16('\\\\127.0.0.1\\EXPORT');
+  const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+  await conn.handleFrame(request(Command.TREE_CONNECT, 1, tc, { sessionId: 5 }));
+  assert.equal(decodeHeader(sent[1]!).status, 0);
+  return decodeHeader(sent[1]!).treeId;
+}
+
 function request(
   command: number,
   messageId: number,
@@ -292,26 +324,7 @@ describe('SMB2 connection', () => {
     const made = await srv.fs.create(root, Buffer.from('theirs'), owner, CreateMode.UNCHECKED, { mode: 0o644 }, null);
     await srv.fs.write(srv.fs.handleOf(share, made.inode), owner, 0, Buffer.from('not yours'), true);
     squash(true);
-    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
-    const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
-    sessions.set(5, {
-      id: 5,
-      state: 'valid',
-      exchange: null,
-      user: { name: 'admin', uid: 0, gid: 0, gids: [] },
-      identity: { uid: 0, gid: 0, gids: [] },
-      signingKey: null,
-      signingRequired: false,
-      guest: false,
-      anonymous: false,
-      trees: new Map(),
-      nextTreeId: 1,
-    });
-    const path = utf16('\\\\127.0.0.1\\EXPORT');
-    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
-    await conn.handleFrame(request(Command.TREE_CONNECT, 1, tc, { sessionId: 5 }));
-    assert.equal(decodeHeader(sent[1]!).status, 0);
-    const treeId = decodeHeader(sent[1]!).treeId;
+    const treeId = await loggedOn(conn, sent, { name: 'admin', uid: 0, gid: 0, gids: [] });
     const FILE_WRITE_DATA = 0x2;
     const DELETE = 0x10000;
     const WRITE_DAC = 0x40000;
@@ -337,27 +350,7 @@ describe('SMB2 connection', () => {
 
   it('related elements use the previous open, and inherit the failure of a CREATE before them', async () => {
     const { conn, sent, srv } = await connection();
-    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
-    // A logged-on session, as SESSION_SETUP leaves it (the NTLM exchange is smb-auth's, tested there).
-    const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
-    sessions.set(5, {
-      id: 5,
-      state: 'valid',
-      exchange: null,
-      user: { name: 'alice', uid: 1000, gid: 1000, gids: [] },
-      identity: { uid: 1000, gid: 1000, gids: [] },
-      signingKey: null,
-      signingRequired: false,
-      guest: false,
-      anonymous: false,
-      trees: new Map(),
-      nextTreeId: 1,
-    });
-    const path = utf16('\\\\127.0.0.1\\EXPORT');
-    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
-    await conn.handleFrame(request(Command.TREE_CONNECT, 1, tc, { sessionId: 5 }));
-    const treeId = decodeHeader(sent[1]!).treeId;
-    assert.equal(decodeHeader(sent[1]!).status, 0);
+    const treeId = await loggedOn(conn, sent, { name: 'alice', uid: 1000, gid: 1000, gids: [] });
     const related = { flags: HeaderFlags.RELATED_OPERATIONS, sessionId: 0xffffffff };
     const data = Buffer.from('written in a compound');
     // CREATE (OPEN_IF) + WRITE + CLOSE, the last two on FileId all-ones.
