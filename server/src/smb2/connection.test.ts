@@ -8,8 +8,8 @@ import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './code
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
 import { BAD_SIGNATURE_LOG_EVERY, SmbConnection } from './connection.js';
 import { NtStatus, SmbStatusError } from './status.js';
-import type { Open } from './state.js';
-import { smb2Signature, verifySmb2Signature } from './auth/index.js';
+import { newSession, type Open, type Session } from './state.js';
+import { smb2Signature, verifySmb2Signature, type SmbUser } from './auth/index.js';
 import { listStreams } from '../vfs/streams.js';
 import { CreateMode } from '../vfs/service.js';
 import { alice, create, createRequest, fileContext } from './testing.js';
@@ -44,31 +44,31 @@ async function connection(log?: Logger) {
   return { srv, conn, sent, aborted };
 }
 
+/** The user most tests log on as. */
+const ALICE = { name: 'alice', uid: 1000, gid: 1000, gids: [] };
+
 /**
- * NEGOTIATE (2.1), then session 5 logged on as `user`, as SESSION_SETUP leaves it (the NTLM
- * exchange is smb-auth's, tested there), and a TREE_CONNECT to the share as messages 0 and 1.
- * Resolves with the tree id.
+ * Puts session `id` on `conn`, logged on as `user` as SESSION_SETUP leaves it (the NTLM exchange is
+ * smb-auth's, tested there); with a signing key, signing is required.
  */
-async function loggedOn(
-  conn: SmbConnection,
-  sent: Buffer[],
-  user: { name: string; uid: number; gid: number; gids: number[] },
-): Promise<number> {
-  await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
-  const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
-  sessions.set(5, {
-    id: 5,
+function validSession(conn: SmbConnection, id: number, user: SmbUser, signingKey: Buffer | null = null): Session {
+  const session: Session = {
+    ...newSession(id),
     state: 'valid',
-    exchange: null,
     user,
+    owner: user,
     identity: { uid: user.uid, gid: user.gid, gids: [...user.gids] },
-    signingKey: null,
-    signingRequired: false,
-    guest: false,
-    anonymous: false,
-    trees: new Map(),
-    nextTreeId: 1,
-  });
+    signingKey,
+    signingRequired: signingKey !== null,
+  };
+  (conn as unknown as { sessions: Map<number, Session> }).sessions.set(id, session);
+  return session;
+}
+
+/** NEGOTIATE (2.1), session 5 logged on as `user` and a TREE_CONNECT to the share, as messages 0 and 1: the tree id. */
+async function loggedOn(conn: SmbConnection, sent: Buffer[], user: SmbUser): Promise<number> {
+  await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+  validSession(conn, 5, user);
   const path = utf16('\\\\127.0.0.1\\EXPORT');
   const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
   await conn.handleFrame(request(Command.TREE_CONNECT, 1, tc, { sessionId: 5 }));
@@ -210,20 +210,7 @@ function messages(frame: Buffer): Buffer[] {
 
 /** A valid session with a signing key, as SESSION_SETUP leaves it, and a tree on the export share. */
 async function signingSession(conn: SmbConnection, sent: Buffer[], key: Buffer): Promise<{ sessionId: number; treeId: number }> {
-  const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
-  sessions.set(8, {
-    id: 8,
-    state: 'valid',
-    exchange: null,
-    user: { name: 'alice', uid: 1000, gid: 1000, gids: [] },
-    identity: { uid: 1000, gid: 1000, gids: [] },
-    signingKey: key,
-    signingRequired: true,
-    guest: false,
-    anonymous: false,
-    trees: new Map(),
-    nextTreeId: 1,
-  });
+  validSession(conn, 8, ALICE, key);
   const path = utf16('\\\\127.0.0.1\\export');
   const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
   await conn.handleFrame(signCompound(key, [request(Command.TREE_CONNECT, 1, tc, { sessionId: 8 })]));
@@ -350,7 +337,7 @@ describe('SMB2 connection', () => {
 
   it('related elements use the previous open, and inherit the failure of a CREATE before them', async () => {
     const { conn, sent, srv } = await connection();
-    const treeId = await loggedOn(conn, sent, { name: 'alice', uid: 1000, gid: 1000, gids: [] });
+    const treeId = await loggedOn(conn, sent, ALICE);
     const related = { flags: HeaderFlags.RELATED_OPERATIONS, sessionId: 0xffffffff };
     const data = Buffer.from('written in a compound');
     // CREATE (OPEN_IF) + WRITE + CLOSE, the last two on FileId all-ones.
@@ -391,20 +378,7 @@ describe('SMB2 connection', () => {
     const { conn, sent, srv } = await connection(log);
     await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
     const key = Buffer.alloc(16, 0x5a);
-    const sessions = (conn as unknown as { sessions: Map<number, unknown> }).sessions;
-    sessions.set(8, {
-      id: 8,
-      state: 'valid',
-      exchange: null,
-      user: { name: 'alice', uid: 1000, gid: 1000, gids: [] },
-      identity: { uid: 1000, gid: 1000, gids: [] },
-      signingKey: key,
-      signingRequired: true,
-      guest: false,
-      anonymous: false,
-      trees: new Map(),
-      nextTreeId: 1,
-    });
+    validSession(conn, 8, ALICE, key);
     const signed = (msg: Buffer): Buffer => {
       msg.writeUInt32LE(msg.readUInt32LE(16) | HeaderFlags.SIGNED, 16);
       smb2Signature(key, msg).copy(msg, 48);

@@ -71,7 +71,7 @@ import {
   writeCreateResponse,
   type CreateRequest,
 } from './messages.js';
-import { fileIdOf, Open, openIdOf, type Session, type Tree } from './state.js';
+import { fileIdOf, newSession, Open, openIdOf, type Session, type Tree } from './state.js';
 import { SrvsvcPipe } from './srvsvc.js';
 import { ioctl as smbIoctl } from './ioctl.js';
 import { defaultSessionTable, SessionTable, type SessionOwner } from './sessions.js';
@@ -933,22 +933,8 @@ export class SmbConnection implements SessionOwner {
           );
         throw new SmbStatusError(NtStatus.LOGON_FAILURE, 'too many failed logons from this address');
       }
-      const id = SessionTable.allocateId();
-      session = {
-        id,
-        state: 'in-progress',
-        exchange: null,
-        user: null,
-        owner: null,
-        identity: { uid: 65534, gid: 65534, gids: [] },
-        signingKey: null,
-        signingRequired: false,
-        guest: false,
-        anonymous: false,
-        trees: new Map(),
-        nextTreeId: 1,
-      };
-      this.sessions.set(id, session);
+      session = newSession(SessionTable.allocateId());
+      this.sessions.set(session.id, session);
     } else {
       session = this.sessions.get(h.sessionId);
       if (!session) throw new SmbStatusError(NtStatus.USER_SESSION_DELETED);
@@ -1175,7 +1161,6 @@ export class SmbConnection implements SessionOwner {
     await oplock.releaseOpen(this.opts.fs, o, o.tree.session.identity).catch(() => undefined);
   }
 
-  /** The connection is gone: its opens are closed (delete-on-close honoured). */
   /**
    * Logs a request refused for its signature: the first and every BAD_SIGNATURE_LOG_EVERY-th on
    * the connection, with the count (teardown logs the total), so that a client sending them in a
@@ -1190,6 +1175,7 @@ export class SmbConnection implements SessionOwner {
       );
   }
 
+  /** The connection is gone: its opens are closed (delete-on-close honoured). */
   async teardown(): Promise<void> {
     if (this.badSignatures > 1)
       this.log?.warn({ refusedOnConnection: this.badSignatures }, 'SMB2 connection closed: requests refused for their signature on it');

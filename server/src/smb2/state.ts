@@ -26,6 +26,24 @@ export interface Session {
   nextTreeId: number;
 }
 
+/** A session as SESSION_SETUP starts it: no user yet (nobody's identity), no key, no trees. */
+export function newSession(id: number): Session {
+  return {
+    id,
+    state: 'in-progress',
+    exchange: null,
+    user: null,
+    owner: null,
+    identity: { uid: 65534, gid: 65534, gids: [] },
+    signingKey: null,
+    signingRequired: false,
+    guest: false,
+    anonymous: false,
+    trees: new Map(),
+    nextTreeId: 1,
+  };
+}
+
 export interface Tree {
   readonly id: number;
   readonly session: Session;
