@@ -394,14 +394,13 @@ export class FilesystemBlockStore implements BlockStore {
 
   async delete(key: string): Promise<void> {
     const p = this.pathOf(key);
-    // Before and after: a read may open the file while it is being unlinked; a handle kept of a
-    // deleted file would hold its space.
-    this.readHandles.forget(p);
     try {
       await unlink(p);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     } finally {
+      // Once unlinked (a read may have opened the file meanwhile): a handle kept of a deleted
+      // file would hold its space, and a later open finds nothing to keep.
       this.readHandles.forget(p);
     }
     await this.pruneFileDir(path.dirname(p));

@@ -32,10 +32,19 @@ async function fdsAfterClose(...files: string[]): Promise<number> {
   return count();
 }
 
+/** Runs `fn` with a new temporary directory, removed afterwards. */
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe('ReadHandles', () => {
   it('opens a file once for many reads, and answers null for a missing one without remembering it', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
-    try {
+    await inTempDir(async (dir) => {
       const h = new ReadHandles(4);
       const f = path.join(dir, 'a');
       await writeFile(f, 'one');
@@ -45,14 +54,11 @@ describe('ReadHandles', () => {
       await writeFile(path.join(dir, 'missing'), 'now here');
       assert.equal(await readAll(h, path.join(dir, 'missing')), 'now here', 'absence is not remembered');
       h.close();
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('a forgotten file (replaced, or deleted) is read anew and its old handle closed', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
-    try {
+    await inTempDir(async (dir) => {
       const h = new ReadHandles(4);
       const f = path.join(dir, 'obj');
       await writeFile(f, 'old');
@@ -67,14 +73,11 @@ describe('ReadHandles', () => {
       // The handle is closed once its reads are done: nothing keeps the deleted file's space.
       assert.equal(await fdsAfterClose(f), 0);
       assert.equal(await readAll(h, f), null);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('keeps at most max handles, closing the least recently used; one in use is closed when its read is done', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
-    try {
+    await inTempDir(async (dir) => {
       const h = new ReadHandles(2);
       const files = ['a', 'b', 'c'].map((n) => path.join(dir, n));
       for (const f of files) await writeFile(f, path.basename(f));
@@ -83,7 +86,8 @@ describe('ReadHandles', () => {
         await new Promise<void>((r) => (release = r));
         return readWhole(fh);
       });
-      while (release === undefined) await new Promise((r) => setImmediate(r));
+      for (let i = 0; i < 100 && release === undefined; i++) await new Promise((r) => setImmediate(r));
+      assert.ok(release !== undefined, 'the first read is running');
       assert.equal(await readAll(h, files[1]!), 'b');
       assert.equal(await readAll(h, files[2]!), 'c');
       assert.equal(h.size, 2, 'a was pushed out');
@@ -93,34 +97,33 @@ describe('ReadHandles', () => {
       assert.equal(await fdsAfterClose(files[0]!), 0, 'closed once done');
       h.close();
       assert.equal(await fdsAfterClose(files[1]!, files[2]!), 0, 'close() closes the rest');
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('keeps no handle whose read failed, none unused past idleMs, and none after close()', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'rh-'));
     const h = new ReadHandles(8, 50);
-    try {
-      const f = path.join(dir, 'x');
-      await writeFile(f, 'x');
-      await assert.rejects(
-        h.use(f, () => Promise.reject(new Error('EIO, say'))),
-        /EIO/,
-      );
-      assert.equal(h.size, 0, 'a failed read drops its handle');
-      assert.equal(await readAll(h, f), 'x');
-      assert.equal(h.opens, 2, 'the next read opened the file again');
-      for (let i = 0; i < 200 && h.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
-      assert.equal(h.size, 0, 'unused for idleMs: closed');
-      assert.equal(await fdsAfterClose(f), 0);
-      h.close();
-      assert.equal(await readAll(h, f), 'x', 'reads still work after close()');
-      assert.equal(h.size, 0, 'but keep nothing');
-      assert.equal(await fdsAfterClose(f), 0);
-    } finally {
-      h.close();
-      await rm(dir, { recursive: true, force: true });
-    }
+    await inTempDir(async (dir) => {
+      try {
+        const f = path.join(dir, 'x');
+        await writeFile(f, 'x');
+        await assert.rejects(
+          h.use(f, () => Promise.reject(new Error('EIO, say'))),
+          /EIO/,
+        );
+        assert.equal(h.size, 0, 'a failed read drops its handle');
+        assert.equal(await readAll(h, f), 'x');
+        assert.equal(h.opens, 2, 'the next read opened the file again');
+        // The expiry runs every idleMs / 2: waited for, up to 10 s on a slow machine.
+        for (let i = 0; i < 1000 && h.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+        assert.equal(h.size, 0, 'unused for idleMs: closed');
+        assert.equal(await fdsAfterClose(f), 0);
+        h.close();
+        assert.equal(await readAll(h, f), 'x', 'reads still work after close()');
+        assert.equal(h.size, 0, 'but keep nothing');
+        assert.equal(await fdsAfterClose(f), 0);
+      } finally {
+        h.close();
+      }
+    });
   });
 });
