@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { startDittofs } from '../helpers/server.js';
 import { EXPORT_PATH, writeDittoConfig } from './backends.js';
 import { Nfs3Client, NfsError, XdrWriter } from './nfsclient.js';
+import { formatCallTimes, readCallTimes } from './call-times.js';
 import { cpuSeconds } from './proc.js';
 
 const NFSPROC3_SETATTR = 2;
@@ -131,12 +132,14 @@ async function main(): Promise<void> {
   const rows: string[] = [];
   const phase = async (name: string, n: number, op: (i: number) => Promise<void>) => {
     const threads0 = threadCpu(pid);
+    const times0 = await readCallTimes(srv.metricsPort);
     const out0 = srv.output().length;
     const cpu0 = cpuSeconds(pid)!;
     const t0 = performance.now();
     for (let i = 0; i < n; i++) await op(i);
     const secs = (performance.now() - t0) / 1000;
     const cpu = cpuSeconds(pid)! - cpu0;
+    const times = formatCallTimes(await readCallTimes(srv.metricsPort), times0);
     const busy: string[] = [];
     for (const [t, v] of threadCpu(pid)) {
       const d = v - (threads0.get(t) ?? 0);
@@ -152,7 +155,7 @@ async function main(): Promise<void> {
       gc = `  gc: ${sc.length} scavenges ${ms(sc).toFixed(1)} ms, ${mc.length} mark-compacts ${ms(mc).toFixed(1)} ms`;
     }
     rows.push(
-      `${name.padEnd(22)} ${String(n).padStart(6)}  ${((cpu / n) * 1e6).toFixed(1).padStart(8)} us CPU/op  ${Math.round(n / secs)}/s  [${busy.join(', ')}]${gc}`,
+      `${name.padEnd(22)} ${String(n).padStart(6)}  ${((cpu / n) * 1e6).toFixed(1).padStart(8)} us CPU/op  ${Math.round(n / secs)}/s  [${busy.join(', ')}]${gc}${times === '' ? '' : `\n${''.padEnd(23)}server µs per call: ${times}`}`,
     );
   };
   try {

@@ -64,6 +64,7 @@ import {
   type DittoConfigName,
   type RoundPlace,
 } from './backends.js';
+import { formatCallTimes, readCallTimes } from './call-times.js';
 import { cpuSeconds, setClockTicks, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
@@ -451,24 +452,6 @@ interface Server {
  * Mean time in the server per NFS call, by procedure, from DittoFS's request latency histogram
  * (`dittofs_request_duration_seconds`: decoding to reply ready), e.g. "SETATTR=91 LOOKUP=40".
  */
-async function nfsLatencies(metricsPort: number): Promise<string> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const sums = new Map<string, number>();
-  const counts = new Map<string, number>();
-  const line = /^dittofs_request_duration_seconds_(sum|count)\{([^}]*)\} (\S+)$/;
-  for (const l of text.split('\n')) {
-    const m = line.exec(l);
-    if (!m || !/protocol="nfs"/.test(m[2]!)) continue;
-    const proc = /procedure="([^"]+)"/.exec(m[2]!)?.[1];
-    if (proc) (m[1] === 'sum' ? sums : counts).set(proc, Number(m[3]));
-  }
-  return [...counts]
-    .filter(([, n]) => n > 0)
-    .sort((a, b) => b[1] - a[1])
-    .map(([proc, n]) => `${proc}=${(((sums.get(proc) ?? 0) / n) * 1e6).toFixed(0)}`)
-    .join(' ');
-}
-
 /** True if pid exists and is not a zombie (our pid 1 may be slow to reap orphans). */
 function processRunning(pid: number): boolean {
   try {
@@ -844,7 +827,7 @@ async function benchServer(
     console.log(`${label}: server CPU ${fmt(smallCpuSeconds, 2)} s for the small files`);
     if (server.metricsPort !== undefined)
       console.log(
-        `${label}: mean time in the server per call so far (µs, write and read included): ${await nfsLatencies(server.metricsPort)}`,
+        `${label}: mean time in the server per call so far (µs, write and read included): ${formatCallTimes(await readCallTimes(server.metricsPort))}`,
       );
     const parallel = par ? await benchParallel(server, label, workDir, par) : undefined;
     const dirScale =
@@ -1607,7 +1590,7 @@ async function main(): Promise<void> {
             );
             // The server's CPU over the whole VM run: it serves nothing but the mount and the untar.
             r.serverCpuSeconds = cpuSince(server.pid, cpuAtStart);
-            if (server.metricsPort !== undefined) r.serverLatency = await nfsLatencies(server.metricsPort);
+            if (server.metricsPort !== undefined) r.serverLatency = formatCallTimes(await readCallTimes(server.metricsPort));
             console.log(
               `${LABEL[c]}: tar -x of ${r.files} files in ${r.seconds.toFixed(2)} s in the VM (${r.found} found; VM run ${r.vmSeconds.toFixed(0)} s); ` +
                 `server CPU ${fmt(r.serverCpuSeconds, 2)} s; NFS calls of the whole run: ${r.nfsOps}` +
