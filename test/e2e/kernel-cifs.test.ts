@@ -1,6 +1,7 @@
 // End-to-end test with a real SMB2 client: the Linux kernel's cifs client, in the QEMU VM of
 // hack/vm/ (software emulation is enough), logs in as a non-root control-plane user, mounts the
-// DittoFS share at vers=2.0 (SMB 2.0.2) and then at vers=2.1 in the same boot, and runs
+// DittoFS share at vers=2.0 (SMB 2.0.2), vers=2.1, vers=3.0 and vers=default (the kernel offers
+// 2.1 to 3.1.1 and gets 3.0.2 here) in turn, in the same boot, and runs
 // test/e2e/posix-kernel.sh at each dialect with what SMB semantics allow (DITTOFS_FS=cifs: no
 // symlinks, owners or POSIX modes without unix extensions; chmod is the DOS read-only attribute).
 // From the host, the files the VM wrote read back identical through NFS (libnfs nfs-cat) and are
@@ -11,7 +12,7 @@
 // (hack/install-deps.sh vm) and nfs-cat / nfs-ls (libnfs-utils).
 // Environment:
 //   E2E_VERBOSE=1           stream the VM console to stderr while it runs
-//   E2E_CIFS_DIALECTS=2.1   the dialects to run (comma-separated; default 2.0,2.1)
+//   E2E_CIFS_DIALECTS=2.1   the dialects to run (comma-separated; default 2.0,2.1,3.0,default)
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -24,7 +25,7 @@ import { assertPasses, checkVmPrerequisites, POSIX_KERNEL_CHECKS, runCommand, ru
 
 const RUN_VM = path.join(REPO_ROOT, 'hack', 'vm', 'run-vm-test.sh');
 const SCRIPT = path.join(REPO_ROOT, 'test', 'e2e', 'posix-kernel.sh');
-const DIALECTS = (process.env.E2E_CIFS_DIALECTS ?? '2.0,2.1').split(',');
+const DIALECTS = (process.env.E2E_CIFS_DIALECTS ?? '2.0,2.1,3.0,default').split(',');
 const SHARE = 'export';
 /** A control-plane user that is not root: the server checks permissions as this uid. */
 const USER = 'cifsuser';
@@ -83,7 +84,8 @@ void test(
   { timeout: TEST_TIMEOUT_MS },
   async () => {
     checkVmPrerequisites('kernel-cifs e2e test', { nfsCat: true, server: true });
-    const server = await startDittofs();
+    // Info: the sessions' log lines name the dialect each mount got.
+    const server = await startDittofs({ env: { DITTOFS_LOG_LEVEL: 'info' } });
     const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-cifs-'));
     const serverOutput = () => `\n--- DittoFS output (tail) ---\n${tail(server.output(), 40)}`;
     try {
@@ -144,6 +146,19 @@ void test(
         assert.ok(entry, `${data} not in the NFS listing:\n${listing.output}`);
         assert.match(entry, new RegExp(`^\\S+\\s+\\d+\\s+${UID}\\s+${UID}\\s`), `${data} is not owned by uid/gid ${UID}: ${entry}`);
       }
+      // The dialects the server's session log lines name: vers=2.0 is 2.0.2, and vers=default gets
+      // the highest this server serves (the kernel offers 2.1 to 3.1.1).
+      const got = new Set(
+        server
+          .output()
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as { msg?: string; dialect?: string })
+          .filter((l) => l.msg === 'SMB session established' && l.dialect !== undefined)
+          .map((l) => l.dialect),
+      );
+      const want = DIALECTS.map((d) => ({ '2.0': '2.0.2', '3.02': '3.0.2', default: '3.0.2' })[d] ?? d);
+      for (const d of want) assert.ok(got.has(d), `no SMB session at dialect ${d} in the server log (sessions at: ${[...got].join(', ')})`);
     } finally {
       await server.stop();
       await rm(dir, { recursive: true, force: true });

@@ -1,5 +1,5 @@
-// The SMB2 engine against a real client: Debian's smbclient (Samba) at dialects 2.0.2 and 2.1, with
-// and without signing, logged in as a non-admin control-plane user created through the REST API.
+// The SMB2 engine against a real client: Debian's smbclient (Samba) at dialects 2.0.2, 2.1, 3.0 and
+// 3.0.2, with and without signing (HMAC-SHA256 at 2.x, AES-CMAC at 3.x), logged in as a non-admin control-plane user created through the REST API.
 // Big files keep their sha256 across put and get; directory and name operations do what the user
 // asked; a wrong password is refused; a file written by NFS (libnfs nfs-cp) reads back identical
 // by SMB and the reverse.
@@ -59,7 +59,7 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
   let dir: string;
   let srv: DittofsProcess;
 
-  /** smbclient against //127.0.0.1/export; `dialect` SMB2_02 or SMB2_10. */
+  /** smbclient against //127.0.0.1/export; `dialect` SMB2_02, SMB2_10, SMB3_00 or SMB3_02. */
   function smb(
     commands: string,
     opts: { dialect?: string; sign?: boolean; user?: string; password?: string; cwd?: string; timeoutMs?: number } = {},
@@ -163,8 +163,23 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
   });
 
   it('smbclient -L lists the shares through the srvsvc pipe', async () => {
-    for (const dialect of ['SMB2_02', 'SMB2_10']) {
-      const r = await tool('smbclient', ['-L', '//127.0.0.1', '-p', String(srv.smbPort), '-U', `${USER}%${PASSWORD}`, '-m', dialect]);
+    // Signed at 3.0.2, the client validates the negotiation on IPC$, the only tree it connects.
+    for (const [dialect, sign] of [
+      ['SMB2_02', false],
+      ['SMB2_10', false],
+      ['SMB3_02', true],
+    ] as const) {
+      const r = await tool('smbclient', [
+        '-L',
+        '//127.0.0.1',
+        '-p',
+        String(srv.smbPort),
+        '-U',
+        `${USER}%${PASSWORD}`,
+        '-m',
+        dialect,
+        ...(sign ? ['--client-protection=sign'] : []),
+      ]);
       const out = r.stdout + r.stderr;
       assert.match(out, /^\s*export\s+Disk/m, out);
       assert.match(out, /^\s*IPC\$\s+IPC\s+IPC Service/m, out);
@@ -202,8 +217,12 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
   for (const [dialect, sign] of [
     ['SMB2_02', false],
     ['SMB2_10', false],
+    ['SMB3_00', false],
+    ['SMB3_02', false],
     ['SMB2_02', true],
     ['SMB2_10', true],
+    ['SMB3_00', true],
+    ['SMB3_02', true],
   ] as const) {
     it(`${dialect}${sign ? ' signed' : ''}: mkdir, put, ls, rename, allinfo, get, rm, deltree`, async () => {
       const tag = `${dialect}-${sign ? 's' : 'u'}`;
@@ -231,20 +250,24 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     });
   }
 
-  it(`a ${BIG_MIB} MiB file: put at 2.1 signed, get at 2.0.2 and at 2.1, identical sha256`, async () => {
+  it(`a ${BIG_MIB} MiB file: put at 2.1 signed, get at 2.0.2, at 2.1 and at 3.0.2 signed, identical sha256`, async () => {
     const src = path.join(dir, 'big');
     const sum = await randomFile(src, BIG_MIB);
     const started = Date.now();
     await smbOk(`put ${src} big.bin`, { dialect: 'SMB2_10', sign: true, timeoutMs: 900_000 });
     const putS = (Date.now() - started) / 1000;
-    for (const dialect of ['SMB2_02', 'SMB2_10']) {
+    for (const [dialect, sign] of [
+      ['SMB2_02', false],
+      ['SMB2_10', false],
+      ['SMB3_02', true],
+    ] as const) {
       const out = path.join(dir, `big-${dialect}`);
       const t = Date.now();
-      await smbOk(`get big.bin ${out}`, { dialect, timeoutMs: 900_000 });
+      await smbOk(`get big.bin ${out}`, { dialect, sign, timeoutMs: 900_000 });
       const getS = (Date.now() - t) / 1000;
       assert.equal(await sha256File(out), sum, `${dialect} get`);
       console.log(
-        `# ${BIG_MIB} MiB: put (2.1 signed) ${(BIG_MIB / putS).toFixed(1)} MiB/s, get (${dialect}) ${(BIG_MIB / getS).toFixed(1)} MiB/s`,
+        `# ${BIG_MIB} MiB: put (2.1 signed) ${(BIG_MIB / putS).toFixed(1)} MiB/s, get (${dialect}${sign ? ' signed' : ''}) ${(BIG_MIB / getS).toFixed(1)} MiB/s`,
       );
       await rm(out);
     }

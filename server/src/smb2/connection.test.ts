@@ -9,7 +9,8 @@ import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './consta
 import { BAD_SIGNATURE_LOG_EVERY, SmbConnection } from './connection.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { newSession, type Open, type Session } from './state.js';
-import { smb2Signature, verifySmb2Signature, type SmbUser } from './auth/index.js';
+import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser } from './auth/index.js';
+import { smb3Signature } from './auth/signing.js';
 import { listStreams } from '../vfs/streams.js';
 import { CreateMode } from '../vfs/service.js';
 import { alice, create, createRequest, fileContext } from './testing.js';
@@ -220,7 +221,7 @@ async function signingSession(conn: SmbConnection, sent: Buffer[], key: Buffer):
 }
 
 /** A compound (or a lone message) signed as a client signs it: each element padded, linked, then signed. */
-function signCompound(key: Buffer, msgs: Buffer[]): Buffer {
+function signCompound(key: Buffer, msgs: Buffer[], sign: (key: Buffer, msg: Buffer) => Buffer = smb2Signature): Buffer {
   return Buffer.concat(
     msgs.map((m, i) => {
       const last = i === msgs.length - 1;
@@ -228,7 +229,7 @@ function signCompound(key: Buffer, msgs: Buffer[]): Buffer {
       m.copy(padded);
       if (!last) padded.writeUInt32LE(padded.length, 20);
       padded.writeUInt32LE(padded.readUInt32LE(16) | HeaderFlags.SIGNED, 16);
-      smb2Signature(key, padded).copy(padded, 48);
+      sign(key, padded).copy(padded, 48);
       return padded;
     }),
   );
@@ -253,9 +254,11 @@ describe('SMB2 connection', () => {
     await srv.close();
   });
 
-  it('picks 2.1 with LARGE_MTU and 1 MiB sizes, 2.0.2 with 64 KiB, and refuses 3.x only', async () => {
+  it('picks the highest of 3.0.2, 3.0, 2.1 (LARGE_MTU, 1 MiB; leasing at 2.1 only) and 2.0.2 (64 KiB), and refuses 3.1.1 alone', async () => {
     for (const [dialects, dialect, max, caps] of [
-      [[0x0202, 0x0210, 0x0300], 0x0210, 1 << 20, 6],
+      [[0x0202, 0x0210, 0x0300, 0x0302, 0x0311], 0x0302, 1 << 20, 4],
+      [[0x0202, 0x0210, 0x0300], 0x0300, 1 << 20, 4],
+      [[0x0202, 0x0210], 0x0210, 1 << 20, 6],
       [[0x0202], 0x0202, 65536, 0],
     ] as const) {
       const { conn, sent, srv } = await connection();
@@ -272,6 +275,121 @@ describe('SMB2 connection', () => {
     const { conn, sent, srv } = await connection();
     await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0311])));
     assert.equal(elements(sent[0]!)[0]!.status, NtStatus.NOT_SUPPORTED);
+    await srv.close();
+  });
+
+  it('at 3.0.2 the logon derives the signing key, signs with AES-CMAC, and VALIDATE_NEGOTIATE_INFO catches a downgrade', async () => {
+    const srv = await memoryServer();
+    const sent: Buffer[] = [];
+    const aborted: string[] = [];
+    const ntHash = await new TestNtlmClient({ user: 'alice', password: 'right' }).ntHash();
+    const connect = () =>
+      new SmbConnection(
+        {
+          fs: srv.fs,
+          directory: { lookup: (name) => Promise.resolve(name === 'alice' ? { user: ALICE, ntHash } : null) },
+          serverGuid: Buffer.alloc(16, 9),
+          signingRequired: false,
+          serverName: 'TEST',
+          domain: 'WORKGROUP',
+        },
+        (parts) => sent.push(Buffer.concat(parts)),
+        (why) => aborted.push(why),
+      );
+    const all = [0x0202, 0x0210, 0x0300, 0x0302];
+    /** NEGOTIATE (offering `offered`), a raw NTLMSSP logon asking for signing: the session id and the client's session key. */
+    const logOn = async (conn: SmbConnection, offered: number[]): Promise<{ sessionId: number; sessionKey: Buffer }> => {
+      await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate(offered), { credits: 100 }));
+      const client = new TestNtlmClient({ user: 'alice', password: 'right' });
+      await conn.handleFrame(request(Command.SESSION_SETUP, 1, sessionSetupBody(client.negotiate(), 2)));
+      const first = sent[sent.length - 1]!;
+      const off = first.readUInt16LE(HEADER_SIZE + 4);
+      const challenge = first.subarray(off, off + first.readUInt16LE(HEADER_SIZE + 6));
+      const sessionId = decodeHeader(first).sessionId;
+      const auth = await client.authenticate(challenge);
+      await conn.handleFrame(request(Command.SESSION_SETUP, 2, sessionSetupBody(auth, 2), { sessionId }));
+      const final = sent[sent.length - 1]!;
+      assert.equal(decodeHeader(final).status, 0);
+      assert.notEqual(decodeHeader(final).flags & HeaderFlags.SIGNED, 0, 'the final SESSION_SETUP response is signed');
+      const sessionKey = client.exportedKey.subarray(0, 16);
+      if (offered.includes(0x0300)) {
+        // MS-SMB2 3.3.5.5.3: signed with CMAC under KDF(SessionKey, "SMB2AESCMAC", "SmbSign"), not with the session key.
+        assert.ok(verifySignature('aes-128-cmac', smb30SigningKey(sessionKey), final), 'CMAC under the derived key');
+        assert.ok(!verifySignature('aes-128-cmac', sessionKey, final), 'not under the session key itself');
+        assert.ok(!verifySmb2Signature(sessionKey, final), 'not HMAC-SHA256 (2.x)');
+      }
+      return { sessionId, sessionKey };
+    };
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    /** FSCTL_VALIDATE_NEGOTIATE_INFO as the client that sent negotiate(all) sends it. */
+    const validate = (maxOutput = 24): Buffer => {
+      const input = new SmbWriter().u32(0).zeros(16).u16(1).u16(all.length);
+      for (const d of all) input.u16(d);
+      const data = input.finish();
+      const w = new SmbWriter();
+      w.u16(57).u16(0).u32(0x00140204).bytes(Buffer.alloc(16, 0xff));
+      w.u32(HEADER_SIZE + 56)
+        .u32(data.length)
+        .u32(0)
+        .u32(0)
+        .u32(0)
+        .u32(maxOutput)
+        .u32(1)
+        .u32(0);
+      return Buffer.concat([w.finish(), data]);
+    };
+
+    const conn = connect();
+    const { sessionId, sessionKey } = await logOn(conn, all);
+    const key = smb30SigningKey(sessionKey);
+    // A request signed the 2.x way (HMAC-SHA256) is refused; signed with CMAC it is answered, signed.
+    await conn.handleFrame(signCompound(key, [request(Command.TREE_CONNECT, 3, tc, { sessionId })]));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.ACCESS_DENIED, 'HMAC-SHA256 at 3.0.2');
+    await conn.handleFrame(signCompound(key, [request(Command.TREE_CONNECT, 4, tc, { sessionId })], smb3Signature));
+    const treeReply = sent[sent.length - 1]!;
+    assert.equal(decodeHeader(treeReply).status, 0);
+    assert.ok(verifySignature('aes-128-cmac', key, treeReply), 'the TREE_CONNECT reply is CMAC-signed');
+    const treeId = decodeHeader(treeReply).treeId;
+    await conn.handleFrame(signCompound(key, [request(Command.IOCTL, 5, validate(), { sessionId, treeId })], smb3Signature));
+    const v = sent[sent.length - 1]!;
+    assert.equal(decodeHeader(v).status, 0);
+    assert.ok(verifySignature('aes-128-cmac', key, v), 'VALIDATE_NEGOTIATE_INFO is answered signed');
+    const out = v.subarray(v.readUInt32LE(HEADER_SIZE + 32), v.readUInt32LE(HEADER_SIZE + 32) + v.readUInt32LE(HEADER_SIZE + 36));
+    assert.deepEqual(
+      [out.readUInt32LE(0), out.subarray(4, 20), out.readUInt16LE(22)],
+      [4, Buffer.alloc(16, 9), 0x0302],
+      'capabilities, server GUID and dialect as NEGOTIATE gave them',
+    );
+    assert.deepEqual(aborted, []);
+    const dropped = 'VALIDATE_NEGOTIATE_INFO does not match the negotiation';
+    // No room for the answer (MaxOutputResponse below 24): dropped too.
+    await conn.handleFrame(signCompound(key, [request(Command.IOCTL, 6, validate(16), { sessionId, treeId })], smb3Signature));
+    assert.deepEqual(aborted, [dropped]);
+
+    // 3.0.2 stripped from the NEGOTIATE on the way: the client gets 3.0, and validates on IPC$ (a
+    // client that only lists shares connects nothing else).
+    const ipc = connect();
+    const i = await logOn(ipc, [0x0202, 0x0210, 0x0300]);
+    const ikey = smb30SigningKey(i.sessionKey);
+    const ipcPath = utf16('\\\\127.0.0.1\\IPC$');
+    const ipcTc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, ipcPath.length, 0]), ipcPath]);
+    await ipc.handleFrame(signCompound(ikey, [request(Command.TREE_CONNECT, 3, ipcTc, { sessionId: i.sessionId })], smb3Signature));
+    const ipcTree = decodeHeader(sent[sent.length - 1]!);
+    assert.equal(ipcTree.status, 0);
+    await ipc.handleFrame(
+      signCompound(ikey, [request(Command.IOCTL, 4, validate(), { sessionId: i.sessionId, treeId: ipcTree.treeId })], smb3Signature),
+    );
+    assert.deepEqual(aborted, [dropped, dropped], '3.0.2 -> 3.0 on IPC$');
+
+    // A NEGOTIATE rewritten on the way to offer 2.x only: the client's VALIDATE lists what it sent.
+    const down = connect();
+    const d = await logOn(down, [0x0202, 0x0210]);
+    const dkey = d.sessionKey;
+    await down.handleFrame(signCompound(dkey, [request(Command.TREE_CONNECT, 3, tc, { sessionId: d.sessionId })]));
+    const dTree = decodeHeader(sent[sent.length - 1]!).treeId;
+    await down.handleFrame(signCompound(dkey, [request(Command.IOCTL, 4, validate(), { sessionId: d.sessionId, treeId: dTree })]));
+    assert.deepEqual(aborted, [dropped, dropped, dropped], '3.0.2 -> 2.1');
     await srv.close();
   });
 

@@ -12,11 +12,12 @@ import type { Identity } from '../vfs/types.js';
 import { nowTimespec } from '../vfs/types.js';
 import {
   negotiateSecurityBlob,
+  signatureOf,
+  smb30SigningKey,
   SmbAuthExchange,
-  smb2Signature,
   type SmbUser,
   type SmbUserDirectory,
-  verifySmb2Signature,
+  verifySignature,
 } from './auth/index.js';
 import { decodeHeader, fromUtf16, HEADER_SIZE, SMB1_MAGIC, SmbReader, SmbWriter, writeHeader, type Smb2Header } from './codec.js';
 import {
@@ -31,7 +32,9 @@ import {
   FILE_READ_ACCESS,
   Fsctl,
   HeaderFlags,
+  isSmb3,
   SecurityMode,
+  SERVED_DIALECTS,
   SessionFlags,
   ShareType,
 } from './constants.js';
@@ -116,6 +119,8 @@ const LIMITS_202 = 65536;
 const LIMITS_21 = 1024 * 1024;
 /** FILETIME 0 (a pipe has no times). */
 const ZERO_TIME = Object.freeze({ sec: -11644473600, nsec: 0 });
+/** MS-SMB2 2.2.32.6 VALIDATE_NEGOTIATE_INFO Response: Capabilities, Guid, SecurityMode, Dialect. */
+const VALIDATE_NEGOTIATE_RESPONSE_SIZE = 24;
 /** Zeros that pad a compound's last response when its data goes out as a buffer of its own. */
 const PADDING = Buffer.alloc(8);
 /** Elements in one compound frame at most. */
@@ -220,7 +225,7 @@ export class SmbConnection implements SessionOwner {
   private readonly caching: oplock.CachingContext;
 
   private get largeMtu(): boolean {
-    return this.dialect === Dialect.SMB210;
+    return this.dialect !== null && multiCredit(this.dialect);
   }
 
   private get maxIo(): number {
@@ -343,7 +348,7 @@ export class SmbConnection implements SessionOwner {
         if (r.data) w.bytes(r.data);
         w.zeros(padded - len);
         const msg = w.finish();
-        if (key) smb2Signature(key, msg).copy(msg, 48);
+        if (key) signatureOf(r.signWith!.signingAlgorithm, key, msg).copy(msg, 48);
         parts.push(msg);
       } else {
         parts.push(w.finish());
@@ -401,13 +406,12 @@ export class SmbConnection implements SessionOwner {
   }
 
   private negotiateBody(w: SmbWriter, dialect: number): void {
-    const large = dialect === Dialect.SMB210;
-    const max = large ? LIMITS_21 : LIMITS_202;
+    const max = multiCredit(dialect) ? LIMITS_21 : LIMITS_202;
     writeNegotiateResponse(w, {
       securityMode: SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0),
       dialect,
       serverGuid: this.opts.serverGuid,
-      capabilities: large ? Capabilities.LARGE_MTU | Capabilities.LEASING : 0,
+      capabilities: serverCapabilities(dialect),
       maxTransactSize: max,
       maxReadSize: max,
       maxWriteSize: max,
@@ -427,7 +431,7 @@ export class SmbConnection implements SessionOwner {
       const s = this.sessions.get(h.sessionId);
       if (s?.signingKey) {
         const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
-        if (signed ? !verifySmb2Signature(s.signingKey, msg) : s.signingRequired) {
+        if (signed ? !verifySignature(s.signingAlgorithm, s.signingKey, msg) : s.signingRequired) {
           this.badSignature({ sessionId: h.sessionId, signed }, 'SMB2 CANCEL with a bad or missing signature ignored');
           return null;
         }
@@ -485,7 +489,7 @@ export class SmbConnection implements SessionOwner {
       // chain too, is signed (clients that require signing drop an unsigned one).
       if (session?.signingKey && h.command !== Command.NEGOTIATE) {
         if (signed) {
-          if (!verifySmb2Signature(session.signingKey, msg)) {
+          if (!verifySignature(session.signingAlgorithm, session.signingKey, msg)) {
             this.badSignature({ command: commandName(h.command), sessionId }, 'SMB2 request with a bad signature refused');
             throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'bad signature');
           }
@@ -639,6 +643,7 @@ export class SmbConnection implements SessionOwner {
       ...(this.opts.data ? { data: this.opts.data } : {}),
       caching: this.caching,
       durable: this.durable,
+      smb3: isSmb3(this.dialect),
     };
   }
 
@@ -868,6 +873,10 @@ export class SmbConnection implements SessionOwner {
         const req = decodeIoctl(r);
         if (req.ctlCode === Fsctl.DFS_GET_REFERRALS || req.ctlCode === Fsctl.DFS_GET_REFERRALS_EX)
           throw new SmbStatusError(NtStatus.NOT_FOUND);
+        if (req.ctlCode === Fsctl.VALIDATE_NEGOTIATE_INFO) {
+          writeIoctlResponse(w, req.ctlCode, req.fileId, this.validateNegotiate(req.input, req.maxOutputResponse));
+          return ok;
+        }
         if (req.ctlCode !== Fsctl.PIPE_TRANSCEIVE) throw new SmbStatusError(NtStatus.NOT_SUPPORTED);
         const pipe = find(req.fileId);
         pipe.write(req.input);
@@ -902,8 +911,8 @@ export class SmbConnection implements SessionOwner {
       throw new SmbStatusError(NtStatus.INVALID_PARAMETER);
     }
     const req = decodeNegotiate(r);
-    const dialect = req.dialects.includes(Dialect.SMB210) ? Dialect.SMB210 : req.dialects.includes(Dialect.SMB202) ? Dialect.SMB202 : null;
-    if (dialect === null) throw new SmbStatusError(NtStatus.NOT_SUPPORTED, 'no common dialect (2.0.2 and 2.1 are served)');
+    const dialect = commonDialect(req.dialects);
+    if (dialect === null) throw new SmbStatusError(NtStatus.NOT_SUPPORTED, 'no common dialect (2.0.2, 2.1, 3.0 and 3.0.2 are served)');
     this.dialect = dialect;
     this.clientGuid = req.clientGuid;
     this.clientSecurityMode = req.securityMode;
@@ -993,7 +1002,10 @@ export class SmbConnection implements SessionOwner {
     session.owner = step.anonymous || step.guest ? null : step.user;
     this.setUser(session, step.user, step.guest, step.anonymous);
     const keyed = !step.guest && !step.anonymous && step.sessionKey.length >= 16;
-    session.signingKey = keyed ? Buffer.from(step.sessionKey.subarray(0, 16)) : null;
+    // 3.3.5.5.3: at 3.x the signing key is derived from the session key (KDF), and signs with CMAC.
+    const smb3 = isSmb3(this.dialect);
+    session.signingAlgorithm = smb3 ? 'aes-128-cmac' : 'hmac-sha256';
+    session.signingKey = !keyed ? null : smb3 ? smb30SigningKey(step.sessionKey) : Buffer.from(step.sessionKey.subarray(0, 16));
     session.signingRequired =
       keyed &&
       (this.opts.signingRequired ||
@@ -1006,7 +1018,10 @@ export class SmbConnection implements SessionOwner {
     // 3.3.5.5.3: the final response is signed whenever the session has a key.
     reply.signWith = keyed ? session : null;
     writeSessionSetupResponse(w, flags, step.token);
-    this.log?.info({ user: step.user.name, sessionId: session.id, signing: session.signingRequired }, 'SMB session established');
+    this.log?.info(
+      { user: step.user.name, sessionId: session.id, dialect: dialectName(this.dialect), signing: session.signingRequired },
+      'SMB session established',
+    );
     return NtStatus.SUCCESS;
   }
 
@@ -1079,21 +1094,7 @@ export class SmbConnection implements SessionOwner {
     this.checkCharge(charge, Math.max(req.input.length, req.maxOutputResponse));
     return smbIoctl(
       {
-        validateNegotiate: (input) => {
-          // 3.3.5.15.12: the values the connection negotiated, or the connection is dropped.
-          const v = decodeValidateNegotiate(input);
-          if (!v.guid.equals(this.clientGuid) || v.securityMode !== this.clientSecurityMode || v.capabilities !== this.clientCapabilities) {
-            this.abort('VALIDATE_NEGOTIATE_INFO does not match the negotiation');
-            throw new SmbStatusError(NtStatus.ACCESS_DENIED);
-          }
-          const mode = SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0);
-          return encodeValidateNegotiateResponse(
-            this.largeMtu ? Capabilities.LARGE_MTU | Capabilities.LEASING : 0,
-            this.opts.serverGuid,
-            mode,
-            this.dialect ?? 0,
-          );
-        },
+        validateNegotiate: (input, maxOutput) => this.validateNegotiate(input, maxOutput),
         findOpen: (fileId) => this.findOpen(fileId, chain, tree),
         openById: (id) => this.opens.get(id),
         fileContext: () => (tree.kind === 'disk' ? this.fileContext(tree.session, tree) : null),
@@ -1101,6 +1102,36 @@ export class SmbConnection implements SessionOwner {
       req,
       w,
     );
+  }
+
+  /**
+   * MS-SMB2 3.3.5.15.12 FSCTL_VALIDATE_NEGOTIATE_INFO, on any tree (IPC$ too: a client that only
+   * lists shares validates there): the values the connection negotiated, or the connection is
+   * dropped. The dialects too: the one the client's list would have given must be the one it got
+   * (a NEGOTIATE rewritten on the way down to an older dialect is caught here). A request that is
+   * truncated or leaves no room for the answer is dropped the same way.
+   */
+  private validateNegotiate(input: Buffer, maxOutput: number): Buffer {
+    let v: ReturnType<typeof decodeValidateNegotiate> | null = null;
+    try {
+      v = decodeValidateNegotiate(input);
+    } catch {
+      // Truncated: dropped below.
+    }
+    if (
+      v === null ||
+      maxOutput < VALIDATE_NEGOTIATE_RESPONSE_SIZE ||
+      !v.guid.equals(this.clientGuid) ||
+      v.securityMode !== this.clientSecurityMode ||
+      v.capabilities !== this.clientCapabilities ||
+      commonDialect(v.dialects) !== this.dialect
+    ) {
+      this.abort('VALIDATE_NEGOTIATE_INFO does not match the negotiation');
+      throw new SmbStatusError(NtStatus.ACCESS_DENIED);
+    }
+    const mode = SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0);
+    const dialect = this.dialect ?? 0;
+    return encodeValidateNegotiateResponse(serverCapabilities(dialect), this.opts.serverGuid, mode, dialect);
   }
 
   private async createOpen(ctx: files.FileContext, req: CreateRequest, w: SmbWriter, session: Session, tree: Tree): Promise<Open> {
@@ -1195,6 +1226,36 @@ export class SmbConnection implements SessionOwner {
   get pendingCount(): number {
     return this.async.size;
   }
+}
+
+/** The dialect NEGOTIATE picks from a client's list: the first served one it offers, or null. */
+export function commonDialect(offered: readonly number[]): number | null {
+  return SERVED_DIALECTS.find((d) => offered.includes(d)) ?? null;
+}
+
+/** A dialect as people write it ("3.0.2"), for the log. */
+export function dialectName(dialect: number | null): string {
+  if (dialect === null) return 'none';
+  const major = dialect >> 8;
+  const minor = (dialect >> 4) & 0xf;
+  const patch = dialect & 0xf;
+  return patch === 0 ? `${major}.${minor}` : `${major}.${minor}.${patch}`;
+}
+
+/** Dialects with multi-credit requests and 1 MiB reads and writes (all but 2.0.2: 3.3.5.4). */
+function multiCredit(dialect: number): boolean {
+  return dialect === Dialect.SMB210 || isSmb3(dialect);
+}
+
+/**
+ * MS-SMB2 3.3.5.4 the Capabilities the NEGOTIATE response (and VALIDATE_NEGOTIATE_INFO) gives.
+ * Leasing at 2.1 only: 3.x clients ask for version 2 leases (parent keys, epochs), which are not
+ * served yet, so at 3.x they use oplocks. No multichannel, persistent handles, directory leasing
+ * or encryption.
+ */
+function serverCapabilities(dialect: number): number {
+  if (dialect === Dialect.SMB210) return Capabilities.LARGE_MTU | Capabilities.LEASING;
+  return isSmb3(dialect) ? Capabilities.LARGE_MTU : 0;
 }
 
 /** The SMB name of a share: its name without the leading slash (`/export` -> `export`). */

@@ -64,8 +64,16 @@ export const HeaderFlags = Object.freeze({
 export const Dialect = Object.freeze({
   SMB202: 0x0202,
   SMB210: 0x0210,
+  SMB300: 0x0300,
+  SMB302: 0x0302,
   WILDCARD: 0x02ff,
 } as const);
+
+/** The dialects served, most preferred first: NEGOTIATE picks the first the client offers. */
+export const SERVED_DIALECTS: readonly number[] = Object.freeze([Dialect.SMB302, Dialect.SMB300, Dialect.SMB210, Dialect.SMB202]);
+
+/** Dialects of the SMB 3.x family (3.1.1 is not served). */
+export const isSmb3 = (dialect: number | null): boolean => dialect === Dialect.SMB300 || dialect === Dialect.SMB302;
 export type Dialect = (typeof Dialect)[keyof typeof Dialect];
 
 /** MS-SMB2 2.2.3 SecurityMode. */
@@ -207,6 +215,7 @@ export const Fsctl = Object.freeze({
   DFS_GET_REFERRALS_EX: 0x000601b0,
   PIPE_TRANSCEIVE: 0x0011c017,
   VALIDATE_NEGOTIATE_INFO: 0x00140204,
+  QUERY_NETWORK_INTERFACE_INFO: 0x001401fc,
 } as const);
 
 /** MS-SMB2 2.2.31 IOCTL Flags: SMB2_0_IOCTL_IS_FSCTL. */

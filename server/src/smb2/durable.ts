@@ -31,7 +31,11 @@ export const DEFAULT_MAX_PRESERVED = 4096;
 /** Create context names (MS-SMB2 2.2.13.2). */
 const DHNQ = 'DHnQ';
 const DHNC = 'DHnC';
-/** SMB 3.x only; at 2.1 a reconnect named this way is taken as DHnC (its FileId comes first), as smbd does. */
+/**
+ * SMB 3.x only; at 2.1 a reconnect named this way is taken as DHnC (its FileId comes first), as
+ * smbd does. At 3.x it names a version 2 durable open, which this server does not grant (DH2Q is
+ * ignored): refused.
+ */
 const DH2C = 'DH2C';
 const DH2Q = 'DH2Q';
 
@@ -167,7 +171,10 @@ export class DurableTable {
    */
   async reconnect(c: FileContext, req: CreateRequest, w: SmbWriter, register: (o: Open) => void): Promise<Open> {
     if (req.contexts.some((x) => x.name === DH2Q)) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'DHnC with DH2Q');
-    const ctx = req.contexts.find((x) => x.name === DHNC) ?? req.contexts.find((x) => x.name === DH2C)!;
+    // At 3.x a DH2C names a version 2 durable open (DH2Q), which is never granted here.
+    const ctx = req.contexts.find((x) => x.name === DHNC) ?? (c.smb3 ? undefined : req.contexts.find((x) => x.name === DH2C));
+    if (ctx === undefined)
+      throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no version 2 durable open (only version 1 is granted)');
     if (ctx.data.length < 16) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'durable reconnect context shorter than a FileId');
     const hi = ctx.data.readUInt32LE(4);
     const id = hi * 2 ** 32 + ctx.data.readUInt32LE(0);

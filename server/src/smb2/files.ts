@@ -133,6 +133,8 @@ export interface FileContext {
   durable?: DurableTable;
   /** CREATE: called when it must wait for a client to acknowledge a break (it goes async then). */
   onBreakWait?: () => void;
+  /** The connection speaks a 3.x dialect (3.0, 3.0.2). */
+  smb3?: boolean;
 }
 
 /** Walks to the parent directory of `parts` (all but the last component). */

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { memoryServer } from '../testing/memory-server.js';
 import { DosAttributes } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
-import { Access, IOCTL_IS_FSCTL } from './constants.js';
+import { Access, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
 import * as files from './files.js';
 import {
   COPYCHUNK_LIMITS,
@@ -230,6 +230,39 @@ describe('FSCTL SET_SPARSE, QUERY_ALLOCATED_RANGES, snapshots, reparse points', 
     assert.equal((await fsctl(f, FsctlCode.SRV_ENUMERATE_SNAPSHOTS, Buffer.alloc(0), 15)).status, NtStatus.INVALID_PARAMETER);
     assert.equal((await fsctl(f, FsctlCode.GET_REPARSE_POINT, Buffer.alloc(0))).status, NtStatus.NOT_A_REPARSE_POINT);
     assert.equal((await fsctl(f, 0x00090000, Buffer.alloc(0))).status, NtStatus.NOT_SUPPORTED);
+    await srv.close();
+  });
+});
+
+describe('connection-level FSCTLs', () => {
+  it('QUERY_NETWORK_INTERFACE_INFO (FileId all ones, no open) is NOT_SUPPORTED: no multichannel; an unknown FSCTL there is FILE_CLOSED', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const host: IoctlHost = {
+      validateNegotiate: () => Buffer.alloc(0),
+      findOpen: () => {
+        throw new SmbStatusError(NtStatus.FILE_CLOSED);
+      },
+      openById: () => undefined,
+      fileContext: () => c,
+    };
+    const status = async (ctlCode: number): Promise<number> => {
+      const req: IoctlRequest = {
+        ctlCode,
+        fileId: Buffer.alloc(16, 0xff),
+        input: Buffer.alloc(0),
+        maxOutputResponse: 65536,
+        flags: IOCTL_IS_FSCTL,
+      };
+      try {
+        return (await ioctl(host, req, new SmbWriter())).status;
+      } catch (e) {
+        if (e instanceof SmbStatusError) return e.status;
+        throw e;
+      }
+    };
+    assert.equal(await status(Fsctl.QUERY_NETWORK_INTERFACE_INFO), NtStatus.NOT_SUPPORTED);
+    assert.equal(await status(0x00090000), NtStatus.FILE_CLOSED);
     await srv.close();
   });
 });

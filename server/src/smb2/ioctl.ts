@@ -1,6 +1,6 @@
 // MS-SMB2 3.3.5.15 IOCTL: the FSCTLs of a disk tree (server-side copy with resume keys, sparse
 // files, allocated ranges, snapshots, compression, reparse points) and the connection-level ones
-// (VALIDATE_NEGOTIATE_INFO, DFS referrals) through the IoctlHost the connection provides.
+// (VALIDATE_NEGOTIATE_INFO, QUERY_NETWORK_INTERFACE_INFO, DFS referrals) through the IoctlHost the connection provides.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { dataRanges, zeroRange } from '../vfs/sparse.js';
 import { DosAttributes } from '../vfs/types.js';
@@ -41,7 +41,7 @@ export const COPYCHUNK_LIMITS = Object.freeze({ maxChunks: 256, maxChunkSize: 10
 /** What the IOCTL handler needs from its connection. */
 export interface IoctlHost {
   /** 3.3.5.15.12: the connection checks its negotiation and answers (or drops itself and throws). */
-  validateNegotiate(input: Buffer): Buffer;
+  validateNegotiate(input: Buffer, maxOutputResponse: number): Buffer;
   /** The open the request's FileId names (compound-aware); throws when there is none. */
   findOpen(fileId: Buffer): Open;
   /** Any open of this connection by open id (a copy's source may be on another tree). */
@@ -305,7 +305,10 @@ export async function ioctl(host: IoctlHost, req: IoctlRequest, w: SmbWriter): P
       // No DFS namespace here (what smbd answers; clients go on without DFS).
       throw fail(NtStatus.NOT_FOUND);
     case Fsctl.VALIDATE_NEGOTIATE_INFO:
-      return reply(w, req, host.validateNegotiate(req.input));
+      return reply(w, req, host.validateNegotiate(req.input, req.maxOutputResponse));
+    case Fsctl.QUERY_NETWORK_INTERFACE_INFO:
+      // 3.3.5.15.11: a server that is not multichannel-capable (nothing advertises it) fails it.
+      throw fail(NtStatus.NOT_SUPPORTED, 'multichannel is not offered');
     case Fsctl.PIPE_TRANSCEIVE:
       throw fail(NtStatus.INVALID_DEVICE_REQUEST);
     case FsctlCode.SRV_REQUEST_RESUME_KEY: {

@@ -1,23 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SessionTable, type SessionOwner } from './sessions.js';
-import type { Session } from './state.js';
+import { newSession, type Session } from './state.js';
 
 function session(name: string | null, opts: { anonymous?: boolean; state?: Session['state'] } = {}): Session {
   const user = name === null ? null : { name, uid: 1000, gid: 1000, gids: [] };
   return {
-    id: SessionTable.allocateId(),
+    ...newSession(SessionTable.allocateId()),
     state: opts.state ?? 'valid',
-    exchange: null,
     user,
     owner: user,
     identity: { uid: 1000, gid: 1000, gids: [] },
-    signingKey: null,
-    signingRequired: false,
-    guest: false,
     anonymous: opts.anonymous ?? false,
-    trees: new Map(),
-    nextTreeId: 1,
   };
 }
 

@@ -5,7 +5,7 @@ import type { Identity, Inode } from '../vfs/types.js';
 import type { Share } from '../vfs/service.js';
 import type { HeldTimes } from './attrs.js';
 import type { OpenStreamRef } from './streams.js';
-import type { SmbAuthExchange, SmbUser } from './auth/index.js';
+import type { SigningAlgorithm, SmbAuthExchange, SmbUser } from './auth/index.js';
 import type { OpenRecord } from '../vfs/locks/opens.js';
 import type { Lease, NotifySender, OplockHolder } from './oplock.js';
 
@@ -17,8 +17,13 @@ export interface Session {
   /** The user who established the session: a re-authentication must be this user (or anonymous). */
   owner: SmbUser | null;
   identity: Identity;
-  /** 16-byte signing key (MS-SMB2 3.3.5.5.3: the session key); null for guest and anonymous. */
+  /**
+   * 16-byte signing key (MS-SMB2 3.3.5.5.3: the session key at 2.x, derived from it at 3.x); null
+   * for guest and anonymous.
+   */
   signingKey: Buffer | null;
+  /** How signingKey signs: HMAC-SHA256 at 2.0.2 / 2.1, AES-128-CMAC at 3.0 / 3.0.2. */
+  signingAlgorithm: SigningAlgorithm;
   signingRequired: boolean;
   guest: boolean;
   anonymous: boolean;
@@ -36,6 +41,7 @@ export function newSession(id: number): Session {
     owner: null,
     identity: { uid: 65534, gid: 65534, gids: [] },
     signingKey: null,
+    signingAlgorithm: 'hmac-sha256',
     signingRequired: false,
     guest: false,
     anonymous: false,

@@ -1,7 +1,10 @@
-// MS-SMB2 3.1.4.1 Signing an outgoing message (dialects 2.0.2 and 2.1): HMAC-SHA256 keyed with the
-// session key over the whole message (one compound element, padding included) with its Signature
-// field zeroed, cut to 16 bytes. 3.1.5.1 checks an incoming one the same way.
+// MS-SMB2 3.1.4.1 Signing an outgoing message: over the whole message (one compound element,
+// padding included) with its Signature field zeroed. Dialects 2.0.2 and 2.1: HMAC-SHA256 keyed
+// with the session key, cut to 16 bytes. Dialects 3.0 and 3.0.2: AES-128-CMAC keyed with the
+// session's SigningKey, which the SMB 3.x KDF derives from the session key (3.3.5.5.3). 3.1.5.1
+// checks an incoming one the same way.
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { aesCmac } from './cmac.js';
 
 /** The Signature field of the SMB2 header (2.2.1): bytes 48..64. */
 export const SIGNATURE_OFFSET = 48;
@@ -17,8 +20,53 @@ export function smb2Signature(sessionKey: Buffer, message: Buffer): Buffer {
   return h.digest().subarray(0, SIGNATURE_LENGTH);
 }
 
+/** The signature of an SMB 3.0 / 3.0.2 message: AES-128-CMAC under the session's SigningKey. */
+export function smb3Signature(signingKey: Buffer, message: Buffer): Buffer {
+  if (message.length < HEADER_SIZE) throw new RangeError(`an SMB2 message of ${message.length} bytes has no signature field`);
+  return aesCmac(signingKey, [
+    message.subarray(0, SIGNATURE_OFFSET),
+    ZERO_SIGNATURE,
+    message.subarray(SIGNATURE_OFFSET + SIGNATURE_LENGTH),
+  ]);
+}
+
+const ZERO_SIGNATURE = Buffer.alloc(SIGNATURE_LENGTH);
+
+/** How a session signs: HMAC-SHA256 (2.0.2, 2.1) or AES-128-CMAC (3.0, 3.0.2). */
+export type SigningAlgorithm = 'hmac-sha256' | 'aes-128-cmac';
+
+/** The signature of `message` under a session's key and algorithm. */
+export function signatureOf(algorithm: SigningAlgorithm, key: Buffer, message: Buffer): Buffer {
+  return algorithm === 'aes-128-cmac' ? smb3Signature(key, message) : smb2Signature(key, message);
+}
+
 /** Constant-time check of the Signature field of `message`; false for a message too short to carry one. */
-export function verifySmb2Signature(sessionKey: Buffer, message: Buffer): boolean {
+export function verifySignature(algorithm: SigningAlgorithm, key: Buffer, message: Buffer): boolean {
   if (message.length < HEADER_SIZE) return false;
-  return timingSafeEqual(smb2Signature(sessionKey, message), message.subarray(SIGNATURE_OFFSET, SIGNATURE_OFFSET + SIGNATURE_LENGTH));
+  return timingSafeEqual(signatureOf(algorithm, key, message), message.subarray(SIGNATURE_OFFSET, SIGNATURE_OFFSET + SIGNATURE_LENGTH));
+}
+
+/** verifySignature for 2.0.2 / 2.1 (HMAC-SHA256). */
+export function verifySmb2Signature(sessionKey: Buffer, message: Buffer): boolean {
+  return verifySignature('hmac-sha256', sessionKey, message);
+}
+
+/**
+ * MS-SMB2 3.1.4.2 the SMB 3.x key derivation: SP800-108 in counter mode with HMAC-SHA256 as the
+ * PRF, r = 32, L = 128, so one PRF round: HMAC(Ki, i=1 || Label || 0x00 || Context || L). Label
+ * and context are given with their own terminating zero, as MS-SMB2 spells them.
+ */
+export function smb3Kdf(ki: Buffer, label: string, context: string): Buffer {
+  const h = createHmac('sha256', ki);
+  h.update(Buffer.from([0, 0, 0, 1]));
+  h.update(Buffer.from(label, 'latin1'));
+  h.update(Buffer.from([0]));
+  h.update(Buffer.from(context, 'latin1'));
+  h.update(Buffer.from([0, 0, 0, 128]));
+  return h.digest().subarray(0, 16);
+}
+
+/** MS-SMB2 3.3.5.5.3: Session.SigningKey of a 3.0 / 3.0.2 session, from its 16-byte session key. */
+export function smb30SigningKey(sessionKey: Buffer): Buffer {
+  return smb3Kdf(sessionKey.subarray(0, 16), 'SMB2AESCMAC\0', 'SmbSign\0');
 }
