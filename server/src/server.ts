@@ -565,7 +565,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       cleanups.push(() => smb.close());
       log.info(
         { port: smbPort, bind: smbCfg.bind, signingRequired: smbCfg.signing_required },
-        'SMB2 listening (TCP, dialects 2.0.2, 2.1, 3.0 and 3.0.2)',
+        'SMB2 listening (TCP, dialects 2.0.2, 2.1, 3.0, 3.0.2 and 3.1.1)',
       );
     }
 

@@ -1,7 +1,7 @@
 // End-to-end test with a real SMB2 client: the Linux kernel's cifs client, in the QEMU VM of
 // hack/vm/ (software emulation is enough), logs in as a non-root control-plane user, mounts the
 // DittoFS share at vers=2.0 (SMB 2.0.2), vers=2.1, vers=3.0 and vers=default (the kernel offers
-// 2.1 to 3.1.1 and gets 3.0.2 here) in turn, in the same boot, and runs
+// 2.1 to 3.1.1 and gets 3.1.1) in turn, in the same boot, and runs
 // test/e2e/posix-kernel.sh at each dialect with what SMB semantics allow (DITTOFS_FS=cifs: no
 // symlinks, owners or POSIX modes without unix extensions; chmod is the DOS read-only attribute).
 // From the host, the files the VM wrote read back identical through NFS (libnfs nfs-cat) and are
@@ -157,7 +157,7 @@ void test(
           .filter((l) => l.msg === 'SMB session established' && l.dialect !== undefined)
           .map((l) => l.dialect),
       );
-      const want = DIALECTS.map((d) => ({ '2.0': '2.0.2', '3.02': '3.0.2', default: '3.0.2' })[d] ?? d);
+      const want = DIALECTS.map((d) => ({ '2.0': '2.0.2', '3.02': '3.0.2', '3.1.1': '3.1.1', default: '3.1.1' })[d] ?? d);
       for (const d of want) assert.ok(got.has(d), `no SMB session at dialect ${d} in the server log (sessions at: ${[...got].join(', ')})`);
     } finally {
       await server.stop();

@@ -1,5 +1,5 @@
-// The SMB2 engine against a real client: Debian's smbclient (Samba) at dialects 2.0.2, 2.1, 3.0 and
-// 3.0.2, with and without signing (HMAC-SHA256 at 2.x, AES-CMAC at 3.x), logged in as a non-admin control-plane user created through the REST API.
+// The SMB2 engine against a real client: Debian's smbclient (Samba) at dialects 2.0.2, 2.1, 3.0,
+// 3.0.2 and 3.1.1, with and without signing (HMAC-SHA256 at 2.x, AES-CMAC at 3.x), logged in as a non-admin control-plane user created through the REST API.
 // Big files keep their sha256 across put and get; directory and name operations do what the user
 // asked; a wrong password is refused; a file written by NFS (libnfs nfs-cp) reads back identical
 // by SMB and the reverse.
@@ -59,7 +59,7 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
   let dir: string;
   let srv: DittofsProcess;
 
-  /** smbclient against //127.0.0.1/export; `dialect` SMB2_02, SMB2_10, SMB3_00 or SMB3_02. */
+  /** smbclient against //127.0.0.1/export; `dialect` SMB2_02, SMB2_10, SMB3_00, SMB3_02 or SMB3_11. */
   function smb(
     commands: string,
     opts: { dialect?: string; sign?: boolean; user?: string; password?: string; cwd?: string; timeoutMs?: number } = {},
@@ -163,11 +163,13 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
   });
 
   it('smbclient -L lists the shares through the srvsvc pipe', async () => {
-    // Signed at 3.0.2, the client validates the negotiation on IPC$, the only tree it connects.
+    // Signed at 3.0.2, the client validates the negotiation on IPC$, the only tree it connects; at
+    // 3.1.1 the preauth hash protects it instead.
     for (const [dialect, sign] of [
       ['SMB2_02', false],
       ['SMB2_10', false],
       ['SMB3_02', true],
+      ['SMB3_11', true],
     ] as const) {
       const r = await tool('smbclient', [
         '-L',
@@ -219,10 +221,12 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     ['SMB2_10', false],
     ['SMB3_00', false],
     ['SMB3_02', false],
+    ['SMB3_11', false],
     ['SMB2_02', true],
     ['SMB2_10', true],
     ['SMB3_00', true],
     ['SMB3_02', true],
+    ['SMB3_11', true],
   ] as const) {
     it(`${dialect}${sign ? ' signed' : ''}: mkdir, put, ls, rename, allinfo, get, rm, deltree`, async () => {
       const tag = `${dialect}-${sign ? 's' : 'u'}`;
@@ -250,7 +254,7 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     });
   }
 
-  it(`a ${BIG_MIB} MiB file: put at 2.1 signed, get at 2.0.2, at 2.1 and at 3.0.2 signed, identical sha256`, async () => {
+  it(`a ${BIG_MIB} MiB file: put at 2.1 signed, get at 2.0.2, at 2.1 and at 3.1.1 signed, identical sha256`, async () => {
     const src = path.join(dir, 'big');
     const sum = await randomFile(src, BIG_MIB);
     const started = Date.now();
@@ -259,7 +263,7 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     for (const [dialect, sign] of [
       ['SMB2_02', false],
       ['SMB2_10', false],
-      ['SMB3_02', true],
+      ['SMB3_11', true],
     ] as const) {
       const out = path.join(dir, `big-${dialect}`);
       const t = Date.now();

@@ -10,7 +10,8 @@ import { BAD_SIGNATURE_LOG_EVERY, SmbConnection } from './connection.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { newSession, type Open, type Session } from './state.js';
 import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser } from './auth/index.js';
-import { smb3Signature } from './auth/signing.js';
+import { smb3Kdf, smb3Signature } from './auth/signing.js';
+import { createHash } from 'node:crypto';
 import { listStreams } from '../vfs/streams.js';
 import { CreateMode } from '../vfs/service.js';
 import { alice, create, createRequest, fileContext } from './testing.js';
@@ -254,9 +255,9 @@ describe('SMB2 connection', () => {
     await srv.close();
   });
 
-  it('picks the highest of 3.0.2, 3.0, 2.1 (LARGE_MTU, 1 MiB; leasing at 2.1 only) and 2.0.2 (64 KiB), and refuses 3.1.1 alone', async () => {
+  it('picks the highest of 3.0.2, 3.0, 2.1 (LARGE_MTU, 1 MiB; leasing at 2.1 only) and 2.0.2 (64 KiB); 3.1.1 needs its contexts', async () => {
     for (const [dialects, dialect, max, caps] of [
-      [[0x0202, 0x0210, 0x0300, 0x0302, 0x0311], 0x0302, 1 << 20, 4],
+      [[0x0202, 0x0210, 0x0300, 0x0302], 0x0302, 1 << 20, 4],
       [[0x0202, 0x0210, 0x0300], 0x0300, 1 << 20, 4],
       [[0x0202, 0x0210], 0x0210, 1 << 20, 6],
       [[0x0202], 0x0202, 65536, 0],
@@ -272,9 +273,172 @@ describe('SMB2 connection', () => {
       assert.deepEqual([body.readUInt32LE(28), body.readUInt32LE(32), body.readUInt32LE(36)], [max, max, max]);
       await srv.close();
     }
-    const { conn, sent, srv } = await connection();
-    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0311])));
-    assert.equal(elements(sent[0]!)[0]!.status, NtStatus.NOT_SUPPORTED);
+    for (const [dialects, status] of [
+      [[0x0311], NtStatus.INVALID_PARAMETER], // 3.1.1 without a preauth integrity context
+      [[0x0400], NtStatus.NOT_SUPPORTED],
+    ] as const) {
+      const { conn, sent, srv } = await connection();
+      await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([...dialects])));
+      assert.equal(elements(sent[0]!)[0]!.status, status);
+      await srv.close();
+    }
+  });
+
+  it('at 3.1.1 the signing key comes from the preauth hash of the NEGOTIATE and SESSION_SETUP messages', async () => {
+    const srv = await memoryServer();
+    const sent: Buffer[] = [];
+    const aborted: string[] = [];
+    const ntHash = await new TestNtlmClient({ user: 'alice', password: 'right' }).ntHash();
+    const connect = () =>
+      new SmbConnection(
+        {
+          fs: srv.fs,
+          directory: { lookup: (name) => Promise.resolve(name === 'alice' ? { user: ALICE, ntHash } : null) },
+          serverGuid: Buffer.alloc(16, 9),
+          signingRequired: false,
+          serverName: 'TEST',
+          domain: 'WORKGROUP',
+        },
+        (parts) => sent.push(Buffer.concat(parts)),
+        (why) => aborted.push(why),
+      );
+    const ctx = (type: number, data: Buffer): Buffer => Buffer.concat([new SmbWriter().u16(type).u16(data.length).u32(0).finish(), data]);
+    const preauth = (...hashes: number[]) => {
+      const w = new SmbWriter().u16(hashes.length).u16(32);
+      for (const h of hashes) w.u16(h);
+      return ctx(1, Buffer.concat([w.finish(), Buffer.alloc(32, 7)]));
+    };
+    const signingCaps = ctx(8, new SmbWriter().u16(2).u16(2).u16(1).finish()); // GMAC, then CMAC
+    const encryptionCaps = ctx(2, new SmbWriter().u16(2).u16(2).u16(1).finish()); // GCM, CCM: not served
+    /** A 3.1.1 NEGOTIATE body with these negotiate contexts (8-byte aligned from the header). */
+    const negotiate311 = (contexts: Buffer[]): Buffer => {
+      const dialects = [0x0202, 0x0210, 0x0300, 0x0302, 0x0311];
+      const start = Math.ceil((HEADER_SIZE + 36 + dialects.length * 2) / 8) * 8;
+      const w = new SmbWriter();
+      w.u16(36).u16(dialects.length).u16(1).u16(0).u32(0).zeros(16).u32(start).u16(contexts.length).u16(0);
+      for (const d of dialects) w.u16(d);
+      for (const c of contexts) w.align(8).bytes(c);
+      return w.finish();
+    };
+    const sha = (a: Buffer, b: Buffer) => createHash('sha512').update(a).update(b).digest();
+
+    // Contexts refused: a hash other than SHA-512 only, a preauth context twice.
+    for (const [contexts, status] of [
+      [[preauth(2)], NtStatus.SMB_NO_PREAUTH_INTEGRITY_HASH_OVERLAP],
+      [[preauth(1), preauth(1)], NtStatus.INVALID_PARAMETER],
+    ] as const) {
+      const c = connect();
+      await c.handleFrame(request(Command.NEGOTIATE, 0, negotiate311([...contexts])));
+      assert.equal(decodeHeader(sent[sent.length - 1]!).status, status);
+    }
+
+    /** NEGOTIATE at 3.1.1, checking the response's contexts: the request and response, as sent. */
+    const negotiateOn = async (conn: SmbConnection): Promise<Buffer[]> => {
+      const negReq = request(Command.NEGOTIATE, 0, negotiate311([preauth(1), encryptionCaps, signingCaps]), { credits: 100 });
+      await conn.handleFrame(negReq);
+      const negResp = sent[sent.length - 1]!;
+      const body = negResp.subarray(HEADER_SIZE);
+      assert.equal(body.readUInt16LE(4), 0x0311);
+      assert.equal(body.readUInt32LE(24), 4, 'LARGE_MTU only: no encryption capability');
+      // The response's contexts: preauth integrity (SHA-512, a 32-byte salt) and signing (AES-CMAC); no encryption.
+      const contexts: { type: number; data: Buffer }[] = [];
+      for (let i = 0, at = body.readUInt32LE(60); i < body.readUInt16LE(6); i++) {
+        assert.equal(at % 8, 0, 'contexts are 8-byte aligned');
+        const len = negResp.readUInt16LE(at + 2);
+        contexts.push({ type: negResp.readUInt16LE(at), data: negResp.subarray(at + 8, at + 8 + len) });
+        at = Math.ceil((at + 8 + len) / 8) * 8;
+      }
+      assert.deepEqual(
+        contexts.map((c) => c.type),
+        [1, 8],
+      );
+      const [p, sg] = [contexts[0]!.data, contexts[1]!.data];
+      assert.deepEqual([p.readUInt16LE(0), p.readUInt16LE(2), p.readUInt16LE(4), p.length], [1, 32, 1, 38]);
+      assert.deepEqual([sg.readUInt16LE(0), sg.readUInt16LE(2)], [1, 1]);
+      return [negReq, negResp];
+    };
+    /** A raw NTLMSSP logon (MessageIds `id`, `id` + 1) after `neg`: the session and the key its preauth hash gives. */
+    const logOn = async (conn: SmbConnection, neg: Buffer[], id: number, securityMode = 1): Promise<{ sessionId: number; key: Buffer }> => {
+      const client = new TestNtlmClient({ user: 'alice', password: 'right' });
+      const ss1 = request(Command.SESSION_SETUP, id, sessionSetupBody(client.negotiate(), securityMode));
+      await conn.handleFrame(ss1);
+      const ss1Resp = sent[sent.length - 1]!;
+      assert.equal(decodeHeader(ss1Resp).status, NtStatus.MORE_PROCESSING_REQUIRED);
+      const sessionId = decodeHeader(ss1Resp).sessionId;
+      const off = ss1Resp.readUInt16LE(HEADER_SIZE + 4);
+      const auth = await client.authenticate(ss1Resp.subarray(off, off + ss1Resp.readUInt16LE(HEADER_SIZE + 6)));
+      const ss2 = request(Command.SESSION_SETUP, id + 1, sessionSetupBody(auth, securityMode), { sessionId });
+      await conn.handleFrame(ss2);
+      const final = sent[sent.length - 1]!;
+      assert.equal(decodeHeader(final).status, 0);
+      // SHA-512 over 64 zero bytes, NEGOTIATE request and response, then this session's messages
+      // but for the final response; the key is KDF(SessionKey, "SMBSigningKey", that hash).
+      let h = Buffer.alloc(64);
+      for (const m of [...neg, ss1, ss1Resp, ss2]) h = sha(h, m);
+      const key = smb3Kdf(client.exportedKey.subarray(0, 16), 'SMBSigningKey\0', h);
+      assert.notEqual(decodeHeader(final).flags & HeaderFlags.SIGNED, 0, 'the final SESSION_SETUP response is signed');
+      assert.ok(verifySignature('aes-128-cmac', key, final), 'CMAC under the key the preauth hash gives');
+      assert.ok(!verifySignature('aes-128-cmac', smb30SigningKey(client.exportedKey), final), 'not the 3.0 key');
+      return { sessionId, key };
+    };
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    /** A signed TREE_CONNECT: its tree id. */
+    const treeConnect = async (conn: SmbConnection, id: number, sessionId: number, key: Buffer): Promise<number> => {
+      await conn.handleFrame(signCompound(key, [request(Command.TREE_CONNECT, id, tc, { sessionId })], smb3Signature));
+      const tree = sent[sent.length - 1]!;
+      assert.equal(decodeHeader(tree).status, 0);
+      assert.ok(verifySignature('aes-128-cmac', key, tree));
+      return decodeHeader(tree).treeId;
+    };
+    const unsignedTc = 'an unsigned TREE_CONNECT on a 3.1.1 connection';
+
+    // Two sessions on one connection: each hash starts from the connection's.
+    const conn = connect();
+    const neg = await negotiateOn(conn);
+    const a = await logOn(conn, neg, 1);
+    const a2 = await logOn(conn, neg, 3);
+    assert.notDeepEqual(a.key, a2.key);
+    await treeConnect(conn, 5, a2.sessionId, a2.key);
+    await treeConnect(conn, 6, a.sessionId, a.key);
+    assert.deepEqual(aborted, []);
+    // Signing not required, yet a 3.1.1 TREE_CONNECT must come signed: an unsigned one ends the connection.
+    await conn.handleFrame(request(Command.TREE_CONNECT, 7, tc, { sessionId: a.sessionId }));
+    assert.deepEqual(aborted, [unsignedTc]);
+
+    // The same when the session requires signing (checked before the refusal of unsigned requests).
+    const strict = connect();
+    const s = await logOn(strict, await negotiateOn(strict), 1, 2);
+    await strict.handleFrame(request(Command.TREE_CONNECT, 3, tc, { sessionId: s.sessionId }));
+    assert.deepEqual(aborted, [unsignedTc, unsignedTc]);
+
+    // VALIDATE_NEGOTIATE_INFO belongs to 3.0 and 3.0.2: at 3.1.1 it ends the connection.
+    const other = connect();
+    const b = await logOn(other, await negotiateOn(other), 1);
+    const treeId = await treeConnect(other, 3, b.sessionId, b.key);
+    const input = new SmbWriter().u32(0).zeros(16).u16(1).u16(1).u16(0x0311).finish();
+    const ioctl = new SmbWriter().u16(57).u16(0).u32(0x00140204).bytes(Buffer.alloc(16, 0xff));
+    ioctl
+      .u32(HEADER_SIZE + 56)
+      .u32(input.length)
+      .u32(0)
+      .u32(0)
+      .u32(0)
+      .u32(24)
+      .u32(1)
+      .u32(0)
+      .bytes(input);
+    await other.handleFrame(
+      signCompound(b.key, [request(Command.IOCTL, 4, ioctl.finish(), { sessionId: b.sessionId, treeId })], smb3Signature),
+    );
+    assert.deepEqual(aborted, [unsignedTc, unsignedTc, 'VALIDATE_NEGOTIATE_INFO on a 3.1.1 connection']);
+
+    // A SESSION_SETUP in a compound: its padding makes the hash ambiguous, so it is refused.
+    const comp = connect();
+    await negotiateOn(comp);
+    const token = new TestNtlmClient({ user: 'alice', password: 'right' }).negotiate();
+    await comp.handleFrame(compound([request(Command.SESSION_SETUP, 1, sessionSetupBody(token)), request(Command.ECHO, 2, echo)]));
+    assert.equal(elements(sent[sent.length - 1]!)[0]!.status, NtStatus.INVALID_PARAMETER);
     await srv.close();
   });
 

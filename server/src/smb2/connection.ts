@@ -3,6 +3,7 @@
 // frame, each element signed on its own (3.3.4.1.3). NEGOTIATE, SESSION_SETUP, LOGOFF,
 // TREE_CONNECT, TREE_DISCONNECT, ECHO, CANCEL and IOCTL are answered here; the file commands in
 // files.ts.
+import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { DataObserver, RequestObserver } from '../obs/metrics.js';
 import { endSpan, runInSpan, SpanKind, startSpan, tracingEnabled } from '../obs/tracing.js';
@@ -14,6 +15,7 @@ import {
   negotiateSecurityBlob,
   signatureOf,
   smb30SigningKey,
+  smb311SigningKey,
   SmbAuthExchange,
   type SmbUser,
   type SmbUserDirectory,
@@ -33,8 +35,11 @@ import {
   Fsctl,
   HeaderFlags,
   isSmb3,
+  NegotiateContextType,
+  PREAUTH_SHA512,
   SecurityMode,
   SERVED_DIALECTS,
+  SigningAlgorithmId,
   SessionFlags,
   ShareType,
 } from './constants.js';
@@ -73,6 +78,7 @@ import {
   writeCloseResponse,
   writeCreateResponse,
   type CreateRequest,
+  type NegotiateContext,
 } from './messages.js';
 import { fileIdOf, newSession, Open, openIdOf, type Session, type Tree } from './state.js';
 import { SrvsvcPipe } from './srvsvc.js';
@@ -147,6 +153,8 @@ interface Reply {
   pending?: PendingOp;
   /** Nonzero: an async header with this AsyncId. */
   asyncId?: number;
+  /** Given the message exactly as it goes out (3.1.1: NEGOTIATE and SESSION_SETUP feed the preauth hash). */
+  onSent?: (msg: Buffer) => void;
 }
 
 /** What related elements inherit from the previous one (3.3.5.2.7.2). */
@@ -158,10 +166,14 @@ interface ChainState {
   failed: number | null;
   /** The element is the last of its frame (only the last may go async: 3.3.4.2). */
   last: boolean;
+  /** The frame holds more than one element. */
+  compound: boolean;
 }
 
 export class SmbConnection implements SessionOwner {
   private dialect: number | null = null;
+  /** 3.1.1: Connection.PreauthIntegrityHashValue, SHA-512 over NEGOTIATE request and response. */
+  private preauthHash: Buffer | null = null;
   private clientGuid: Buffer = Buffer.alloc(16);
   private clientSecurityMode = 0;
   private clientCapabilities = 0;
@@ -254,7 +266,7 @@ export class SmbConnection implements SessionOwner {
       return;
     }
     const replies: Reply[] = [];
-    const chain: ChainState = { sessionId: 0, treeId: 0, fileId: null, failed: null, last: false };
+    const chain: ChainState = { sessionId: 0, treeId: 0, fileId: null, failed: null, last: false, compound: elements.length > 1 };
     for (let i = 0; i < elements.length; i++) {
       const el = elements[i]!;
       chain.last = i === elements.length - 1;
@@ -340,15 +352,17 @@ export class SmbConnection implements SessionOwner {
       const h = { ...r.header, nextCommand: last ? 0 : padded };
       const key = r.signWith?.signingKey ?? null;
       if (key) h.flags |= HeaderFlags.SIGNED;
-      const w = new SmbWriter(HEADER_SIZE + r.body.length + (key || !last ? (r.data?.length ?? 0) + 8 : 0));
+      const whole = key !== null || !last || r.onSent !== undefined;
+      const w = new SmbWriter(HEADER_SIZE + r.body.length + (whole ? (r.data?.length ?? 0) + 8 : 0));
       writeHeader(w, h, r.asyncId ?? 0);
       w.bytes(r.body);
-      if (key || !last) {
-        // Signed or followed by another element: one contiguous message.
+      if (whole) {
+        // Signed, followed by another element, or hashed: one contiguous message.
         if (r.data) w.bytes(r.data);
         w.zeros(padded - len);
         const msg = w.finish();
         if (key) signatureOf(r.signWith!.signingAlgorithm, key, msg).copy(msg, 48);
+        r.onSent?.(msg);
         parts.push(msg);
       } else {
         parts.push(w.finish());
@@ -405,7 +419,7 @@ export class SmbConnection implements SessionOwner {
     );
   }
 
-  private negotiateBody(w: SmbWriter, dialect: number): void {
+  private negotiateBody(w: SmbWriter, dialect: number, contexts?: NegotiateContext[]): void {
     const max = multiCredit(dialect) ? LIMITS_21 : LIMITS_202;
     writeNegotiateResponse(w, {
       securityMode: SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0),
@@ -417,6 +431,7 @@ export class SmbConnection implements SessionOwner {
       maxWriteSize: max,
       systemTime: nowTimespec(),
       securityBuffer: negotiateSecurityBlob(),
+      ...(contexts ? { contexts } : {}),
     });
   }
 
@@ -487,6 +502,12 @@ export class SmbConnection implements SessionOwner {
       // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never
       // processed. It comes first: every answer after it, a failure passed down a compound
       // chain too, is signed (clients that require signing drop an unsigned one).
+      // 3.3.5.7: at 3.1.1 a TREE_CONNECT of a session with a key comes signed (no encryption here),
+      // whether or not signing is required; else the connection is dropped.
+      if (h.command === Command.TREE_CONNECT && this.dialect === Dialect.SMB311 && session?.signingKey && !signed) {
+        this.abort('an unsigned TREE_CONNECT on a 3.1.1 connection');
+        throw new SmbStatusError(NtStatus.ACCESS_DENIED);
+      }
       if (session?.signingKey && h.command !== Command.NEGOTIATE) {
         if (signed) {
           if (!verifySignature(session.signingAlgorithm, session.signingKey, msg)) {
@@ -661,10 +682,10 @@ export class SmbConnection implements SessionOwner {
     if (h.command !== Command.NEGOTIATE && this.dialect === null) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'no NEGOTIATE yet');
     switch (h.command) {
       case Command.NEGOTIATE:
-        this.negotiate(r, w);
+        this.negotiate(r, w, reply, chain.compound);
         return ok;
       case Command.SESSION_SETUP:
-        return { status: await this.sessionSetup(h, r, w, reply), data: null };
+        return { status: await this.sessionSetup(h, r, w, reply, chain.compound), data: null };
       case Command.ECHO:
         decodeEmpty(r, 'ECHO');
         writeEmptyBody(w);
@@ -905,26 +926,38 @@ export class SmbConnection implements SessionOwner {
   }
 
   // MS-SMB2 3.3.5.4 NEGOTIATE
-  private negotiate(r: SmbReader, w: SmbWriter): void {
+  private negotiate(r: SmbReader, w: SmbWriter, reply: Reply, compound: boolean): void {
     if (this.dialect !== null) {
       this.abort('a second NEGOTIATE on the connection');
       throw new SmbStatusError(NtStatus.INVALID_PARAMETER);
     }
     const req = decodeNegotiate(r);
     const dialect = commonDialect(req.dialects);
-    if (dialect === null) throw new SmbStatusError(NtStatus.NOT_SUPPORTED, 'no common dialect (2.0.2, 2.1, 3.0 and 3.0.2 are served)');
+    if (dialect === null)
+      throw new SmbStatusError(NtStatus.NOT_SUPPORTED, 'no common dialect (2.0.2, 2.1, 3.0, 3.0.2 and 3.1.1 are served)');
+    // The preauth hash takes a message as the client sent it: a compound element carries padding
+    // that the client may or may not count, so at 3.1.1 neither NEGOTIATE nor SESSION_SETUP may be
+    // compounded (no client does).
+    if (dialect === Dialect.SMB311 && compound) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'a 3.1.1 NEGOTIATE in a compound');
+    const contexts = dialect === Dialect.SMB311 ? negotiateContexts(req.contexts) : undefined;
+    if (dialect === Dialect.SMB311) {
+      // 3.3.5.4: the hash starts over 64 zero bytes, then takes the request and the response as sent.
+      const afterRequest = sha512(Buffer.alloc(64), r.buf);
+      this.preauthHash = afterRequest;
+      reply.onSent = (msg) => (this.preauthHash = sha512(afterRequest, msg));
+    }
     this.dialect = dialect;
     this.clientGuid = req.clientGuid;
     this.clientSecurityMode = req.securityMode;
     this.clientCapabilities = req.capabilities;
     this.caching.clientGuid = req.clientGuid;
     this.caching.leasing = dialect === Dialect.SMB210;
-    this.negotiateBody(w, dialect);
+    this.negotiateBody(w, dialect, contexts);
   }
 
   // MS-SMB2 3.3.5.5 SESSION_SETUP: a new session (SessionId 0), the next leg of one in progress, or
   // the re-authentication of a valid one (3.3.5.5.2: its session key, hence signing, is kept).
-  private async sessionSetup(h: Smb2Header, r: SmbReader, w: SmbWriter, reply: Reply): Promise<number> {
+  private async sessionSetup(h: Smb2Header, r: SmbReader, w: SmbWriter, reply: Reply, compound: boolean): Promise<number> {
     const req = decodeSessionSetup(r);
     let session: Session | undefined;
     if (h.sessionId === 0) {
@@ -950,6 +983,19 @@ export class SmbConnection implements SessionOwner {
     }
     reply.header.sessionId = session.id;
     const reauth = session.state === 'valid';
+    // 3.3.5.5.1 / 3.3.5.5.2 (3.1.1): a new session's hash starts from the connection's and takes
+    // every SESSION_SETUP request, and every response but the final one. Not on a re-authentication
+    // (its keys stay).
+    const hashing = this.dialect === Dialect.SMB311 && !reauth;
+    if (hashing) {
+      const from = session.preauthHash ?? this.preauthHash;
+      if (from === null) throw new SmbStatusError(NtStatus.INTERNAL_ERROR, 'no preauth hash on a 3.1.1 connection');
+      if (compound) {
+        await this.endSession(session, 'authentication failed');
+        throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'a 3.1.1 SESSION_SETUP in a compound');
+      }
+      session.preauthHash = sha512(from, r.buf);
+    }
     // Anonymous is accepted only to re-authenticate a session (it can only lose rights: what smbd
     // does, and smbtorture's reauth2-4 expect); a new anonymous session needs guest access.
     const exchange = (session.exchange ??= new SmbAuthExchange(this.opts.directory, {
@@ -962,6 +1008,7 @@ export class SmbConnection implements SessionOwner {
     const step = await exchange.step(req.securityBuffer);
     if (step.kind === 'continue') {
       writeSessionSetupResponse(w, 0, step.token);
+      if (hashing) reply.onSent = (msg) => (session.preauthHash = sha512(session.preauthHash!, msg));
       return NtStatus.MORE_PROCESSING_REQUIRED;
     }
     session.exchange = null;
@@ -1002,10 +1049,18 @@ export class SmbConnection implements SessionOwner {
     session.owner = step.anonymous || step.guest ? null : step.user;
     this.setUser(session, step.user, step.guest, step.anonymous);
     const keyed = !step.guest && !step.anonymous && step.sessionKey.length >= 16;
-    // 3.3.5.5.3: at 3.x the signing key is derived from the session key (KDF), and signs with CMAC.
+    // 3.3.5.5.3: at 3.x the signing key is derived from the session key (KDF; at 3.1.1 with the
+    // preauth hash as context), and signs with CMAC.
     const smb3 = isSmb3(this.dialect);
     session.signingAlgorithm = smb3 ? 'aes-128-cmac' : 'hmac-sha256';
-    session.signingKey = !keyed ? null : smb3 ? smb30SigningKey(step.sessionKey) : Buffer.from(step.sessionKey.subarray(0, 16));
+    session.signingKey = !keyed
+      ? null
+      : this.dialect === Dialect.SMB311
+        ? smb311SigningKey(step.sessionKey, session.preauthHash!)
+        : smb3
+          ? smb30SigningKey(step.sessionKey)
+          : Buffer.from(step.sessionKey.subarray(0, 16));
+    session.preauthHash = null;
     session.signingRequired =
       keyed &&
       (this.opts.signingRequired ||
@@ -1112,6 +1167,11 @@ export class SmbConnection implements SessionOwner {
    * truncated or leaves no room for the answer is dropped the same way.
    */
   private validateNegotiate(input: Buffer, maxOutput: number): Buffer {
+    // 3.1.1 protects the negotiation with the preauth hash instead: the request must not come.
+    if (this.dialect === Dialect.SMB311) {
+      this.abort('VALIDATE_NEGOTIATE_INFO on a 3.1.1 connection');
+      throw new SmbStatusError(NtStatus.ACCESS_DENIED);
+    }
     let v: ReturnType<typeof decodeValidateNegotiate> | null = null;
     try {
       v = decodeValidateNegotiate(input);
@@ -1226,6 +1286,42 @@ export class SmbConnection implements SessionOwner {
   get pendingCount(): number {
     return this.async.size;
   }
+}
+
+function sha512(a: Buffer, b: Buffer): Buffer {
+  return createHash('sha512').update(a).update(b).digest();
+}
+
+/**
+ * MS-SMB2 3.3.5.4 (3.1.1): the client's negotiate contexts checked (exactly one preauth integrity
+ * context naming SHA-512; no context type twice), and the response's: preauth integrity (SHA-512,
+ * a fresh salt) and, when asked, signing (AES-CMAC, the only algorithm signed with here). No
+ * encryption or compression context: neither is served, and leaving them out says so.
+ */
+function negotiateContexts(list: readonly NegotiateContext[]): NegotiateContext[] {
+  const bad = (why: string): SmbStatusError => new SmbStatusError(NtStatus.INVALID_PARAMETER, `3.1.1 NEGOTIATE: ${why}`);
+  const T = NegotiateContextType;
+  for (const t of [T.PREAUTH_INTEGRITY_CAPABILITIES, T.ENCRYPTION_CAPABILITIES, T.COMPRESSION_CAPABILITIES, T.SIGNING_CAPABILITIES])
+    if (list.filter((c) => c.type === t).length > 1) throw bad(`context type ${t} given twice`);
+  const preauth = list.find((c) => c.type === T.PREAUTH_INTEGRITY_CAPABILITIES);
+  if (!preauth) throw bad('no preauthentication integrity context');
+  const p = preauth.data;
+  const count = p.length >= 4 ? p.readUInt16LE(0) : 0;
+  if (count === 0 || p.length < 4 + count * 2 + p.readUInt16LE(2)) throw bad('malformed preauthentication integrity context');
+  const hashes = Array.from({ length: count }, (_, i) => p.readUInt16LE(4 + i * 2));
+  if (!hashes.includes(PREAUTH_SHA512))
+    throw new SmbStatusError(NtStatus.SMB_NO_PREAUTH_INTEGRITY_HASH_OVERLAP, 'the client offers no SHA-512 preauth integrity');
+  const salt = randomBytes(32);
+  const out: NegotiateContext[] = [
+    { type: T.PREAUTH_INTEGRITY_CAPABILITIES, data: new SmbWriter(38).u16(1).u16(salt.length).u16(PREAUTH_SHA512).bytes(salt).finish() },
+  ];
+  const signing = list.find((c) => c.type === T.SIGNING_CAPABILITIES);
+  if (signing) {
+    const n = signing.data.length >= 2 ? signing.data.readUInt16LE(0) : 0;
+    if (n === 0 || signing.data.length < 2 + n * 2) throw bad('malformed signing capabilities context');
+    out.push({ type: T.SIGNING_CAPABILITIES, data: new SmbWriter(4).u16(1).u16(SigningAlgorithmId.AES_CMAC).finish() });
+  }
+  return out;
 }
 
 /** The dialect NEGOTIATE picks from a client's list: the first served one it offers, or null. */

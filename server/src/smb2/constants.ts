@@ -66,14 +66,35 @@ export const Dialect = Object.freeze({
   SMB210: 0x0210,
   SMB300: 0x0300,
   SMB302: 0x0302,
+  SMB311: 0x0311,
   WILDCARD: 0x02ff,
 } as const);
 
 /** The dialects served, most preferred first: NEGOTIATE picks the first the client offers. */
-export const SERVED_DIALECTS: readonly number[] = Object.freeze([Dialect.SMB302, Dialect.SMB300, Dialect.SMB210, Dialect.SMB202]);
+export const SERVED_DIALECTS: readonly number[] = Object.freeze([
+  Dialect.SMB311,
+  Dialect.SMB302,
+  Dialect.SMB300,
+  Dialect.SMB210,
+  Dialect.SMB202,
+]);
 
-/** Dialects of the SMB 3.x family (3.1.1 is not served). */
-export const isSmb3 = (dialect: number | null): boolean => dialect === Dialect.SMB300 || dialect === Dialect.SMB302;
+/** Dialects of the SMB 3.x family. */
+export const isSmb3 = (dialect: number | null): boolean =>
+  dialect === Dialect.SMB300 || dialect === Dialect.SMB302 || dialect === Dialect.SMB311;
+
+/** MS-SMB2 2.2.3.1 negotiate context types (3.1.1) this server reads or answers. */
+export const NegotiateContextType = Object.freeze({
+  PREAUTH_INTEGRITY_CAPABILITIES: 0x0001,
+  ENCRYPTION_CAPABILITIES: 0x0002,
+  COMPRESSION_CAPABILITIES: 0x0003,
+  SIGNING_CAPABILITIES: 0x0008,
+} as const);
+
+/** MS-SMB2 2.2.3.1.1 HashAlgorithms: SHA-512, the only one defined. */
+export const PREAUTH_SHA512 = 0x0001;
+/** MS-SMB2 2.2.3.1.7 SigningAlgorithms. */
+export const SigningAlgorithmId = Object.freeze({ HMAC_SHA256: 0x0000, AES_CMAC: 0x0001, AES_GMAC: 0x0002 } as const);
 export type Dialect = (typeof Dialect)[keyof typeof Dialect];
 
 /** MS-SMB2 2.2.3 SecurityMode. */

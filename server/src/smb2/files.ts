@@ -133,7 +133,7 @@ export interface FileContext {
   durable?: DurableTable;
   /** CREATE: called when it must wait for a client to acknowledge a break (it goes async then). */
   onBreakWait?: () => void;
-  /** The connection speaks a 3.x dialect (3.0, 3.0.2). */
+  /** The connection speaks a 3.x dialect (3.0, 3.0.2, 3.1.1). */
   smb3?: boolean;
 }
 

@@ -23,11 +23,22 @@ export function writeErrorBody(w: SmbWriter): void {
 
 // ---- 2.2.3 NEGOTIATE Request / 2.2.4 Response -----------------------------------------------------
 
+/** MS-SMB2 2.2.3.1 a negotiate context (3.1.1): its type and data. */
+export interface NegotiateContext {
+  type: number;
+  data: Buffer;
+}
+
+/** Negotiate contexts a request may carry at most (Windows sends 6 or 7). */
+const MAX_NEGOTIATE_CONTEXTS = 32;
+
 export interface NegotiateRequest {
   securityMode: number;
   capabilities: number;
   clientGuid: Buffer;
   dialects: number[];
+  /** Only when 3.1.1 is among the dialects (otherwise those bytes are ClientStartTime). */
+  contexts: NegotiateContext[];
 }
 
 export function decodeNegotiate(r: SmbReader): NegotiateRequest {
@@ -37,12 +48,27 @@ export function decodeNegotiate(r: SmbReader): NegotiateRequest {
   r.skip(2);
   const capabilities = r.u32();
   const clientGuid = Buffer.from(r.bytes(16));
-  r.skip(8);
+  const contextOffset = r.u32();
+  const contextCount = r.u16();
+  r.skip(2);
   if (count === 0) throw invalid('NEGOTIATE: no dialects');
   r.need(count * 2, 'NEGOTIATE dialects');
   const dialects: number[] = [];
   for (let i = 0; i < count; i++) dialects.push(r.u16());
-  return { securityMode, capabilities, clientGuid, dialects };
+  const contexts: NegotiateContext[] = [];
+  if (dialects.includes(0x0311) && contextCount > 0) {
+    if (contextCount > MAX_NEGOTIATE_CONTEXTS) throw invalid(`NEGOTIATE: ${contextCount} negotiate contexts`);
+    // Each context starts 8-byte aligned (from the header); offsets count from the header.
+    let at = contextOffset;
+    for (let i = 0; i < contextCount; i++) {
+      at = Math.ceil(at / 8) * 8;
+      const head = r.field(at, 8, 'NEGOTIATE context');
+      const length = head.readUInt16LE(2);
+      contexts.push({ type: head.readUInt16LE(0), data: r.field(at + 8, length, 'NEGOTIATE context data') });
+      at += 8 + length;
+    }
+  }
+  return { securityMode, capabilities, clientGuid, dialects, contexts };
 }
 
 export interface NegotiateResponse {
@@ -55,15 +81,26 @@ export interface NegotiateResponse {
   maxWriteSize: number;
   systemTime: Timespec;
   securityBuffer: Buffer;
+  /** 3.1.1 only: the negotiate contexts of the response. */
+  contexts?: readonly NegotiateContext[];
 }
 
 export function writeNegotiateResponse(w: SmbWriter, m: NegotiateResponse): void {
-  w.u16(65).u16(m.securityMode).u16(m.dialect).u16(0).bytes(m.serverGuid).u32(m.capabilities);
+  const contexts = m.contexts ?? [];
+  w.u16(65).u16(m.securityMode).u16(m.dialect).u16(contexts.length).bytes(m.serverGuid).u32(m.capabilities);
   w.u32(m.maxTransactSize).u32(m.maxReadSize).u32(m.maxWriteSize).filetime(m.systemTime).filetime(null);
-  w.u16(HEADER_SIZE + 64)
-    .u16(m.securityBuffer.length)
-    .u32(0);
+  w.u16(HEADER_SIZE + 64).u16(m.securityBuffer.length);
+  const contextOffsetAt = w.pos;
+  w.u32(0);
   w.bytes(m.securityBuffer);
+  if (contexts.length === 0) return;
+  // The body starts at header offset 64: aligning it to 8 aligns the offset from the header too.
+  w.align(8);
+  w.patchU32(contextOffsetAt, HEADER_SIZE + w.pos);
+  contexts.forEach((c, i) => {
+    w.u16(c.type).u16(c.data.length).u32(0).bytes(c.data);
+    if (i < contexts.length - 1) w.align(8);
+  });
 }
 
 // ---- 2.2.5 SESSION_SETUP Request / 2.2.6 Response ---------------------------------------------------

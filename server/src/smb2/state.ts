@@ -22,8 +22,13 @@ export interface Session {
    * for guest and anonymous.
    */
   signingKey: Buffer | null;
-  /** How signingKey signs: HMAC-SHA256 at 2.0.2 / 2.1, AES-128-CMAC at 3.0 / 3.0.2. */
+  /** How signingKey signs: HMAC-SHA256 at 2.0.2 / 2.1, AES-128-CMAC at 3.x. */
   signingAlgorithm: SigningAlgorithm;
+  /**
+   * 3.1.1, while the session authenticates: Session.PreauthIntegrityHashValue (MS-SMB2 3.3.5.5),
+   * the SHA-512 chain over the connection's NEGOTIATE and this session's SESSION_SETUP messages.
+   */
+  preauthHash: Buffer | null;
   signingRequired: boolean;
   guest: boolean;
   anonymous: boolean;
@@ -42,6 +47,7 @@ export function newSession(id: number): Session {
     identity: { uid: 65534, gid: 65534, gids: [] },
     signingKey: null,
     signingAlgorithm: 'hmac-sha256',
+    preauthHash: null,
     signingRequired: false,
     guest: false,
     anonymous: false,

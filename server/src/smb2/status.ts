@@ -73,6 +73,8 @@ export const NtStatus = Object.freeze({
   TOO_MANY_LINKS: 0xc0000265,
   NOT_A_REPARSE_POINT: 0xc0000275,
   FILE_TOO_LARGE: 0xc0000904,
+  /** MS-ERREF: a 3.1.1 NEGOTIATE naming no preauthentication integrity hash this server knows. */
+  SMB_NO_PREAUTH_INTEGRITY_HASH_OVERLAP: 0xc05d0000,
 } as const);
 export type NtStatus = (typeof NtStatus)[keyof typeof NtStatus];
 

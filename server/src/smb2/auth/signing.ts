@@ -1,8 +1,9 @@
 // MS-SMB2 3.1.4.1 Signing an outgoing message: over the whole message (one compound element,
 // padding included) with its Signature field zeroed. Dialects 2.0.2 and 2.1: HMAC-SHA256 keyed
-// with the session key, cut to 16 bytes. Dialects 3.0 and 3.0.2: AES-128-CMAC keyed with the
-// session's SigningKey, which the SMB 3.x KDF derives from the session key (3.3.5.5.3). 3.1.5.1
-// checks an incoming one the same way.
+// with the session key, cut to 16 bytes. Dialects 3.0, 3.0.2 and 3.1.1: AES-128-CMAC keyed with
+// the session's SigningKey, which the SMB 3.x KDF derives from the session key (3.3.5.5.3; at 3.1.1
+// with the preauthentication integrity hash as its context). 3.1.5.1 checks an incoming one the
+// same way.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { aesCmac } from './cmac.js';
 
@@ -56,12 +57,12 @@ export function verifySmb2Signature(sessionKey: Buffer, message: Buffer): boolea
  * PRF, r = 32, L = 128, so one PRF round: HMAC(Ki, i=1 || Label || 0x00 || Context || L). Label
  * and context are given with their own terminating zero, as MS-SMB2 spells them.
  */
-export function smb3Kdf(ki: Buffer, label: string, context: string): Buffer {
+export function smb3Kdf(ki: Buffer, label: string, context: string | Buffer): Buffer {
   const h = createHmac('sha256', ki);
   h.update(Buffer.from([0, 0, 0, 1]));
   h.update(Buffer.from(label, 'latin1'));
   h.update(Buffer.from([0]));
-  h.update(Buffer.from(context, 'latin1'));
+  h.update(typeof context === 'string' ? Buffer.from(context, 'latin1') : context);
   h.update(Buffer.from([0, 0, 0, 128]));
   return h.digest().subarray(0, 16);
 }
@@ -69,4 +70,12 @@ export function smb3Kdf(ki: Buffer, label: string, context: string): Buffer {
 /** MS-SMB2 3.3.5.5.3: Session.SigningKey of a 3.0 / 3.0.2 session, from its 16-byte session key. */
 export function smb30SigningKey(sessionKey: Buffer): Buffer {
   return smb3Kdf(sessionKey.subarray(0, 16), 'SMB2AESCMAC\0', 'SmbSign\0');
+}
+
+/**
+ * MS-SMB2 3.3.5.5.3: Session.SigningKey of a 3.1.1 session: the context is the session's
+ * preauthentication integrity hash (SHA-512 over the NEGOTIATE and SESSION_SETUP exchange).
+ */
+export function smb311SigningKey(sessionKey: Buffer, preauthHash: Buffer): Buffer {
+  return smb3Kdf(sessionKey.subarray(0, 16), 'SMBSigningKey\0', preauthHash);
 }
