@@ -9,7 +9,7 @@ import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './consta
 import { BAD_SIGNATURE_LOG_EVERY, SmbConnection } from './connection.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { newSession, type Open, type Session } from './state.js';
-import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser } from './auth/index.js';
+import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser, type SmbUserDirectory } from './auth/index.js';
 import { smb3Kdf, smb3Signature } from './auth/signing.js';
 import { createHash } from 'node:crypto';
 import { listStreams } from '../vfs/streams.js';
@@ -26,28 +26,37 @@ function recordingLog(): { log: Logger; lines: string[] } {
   return { log, lines };
 }
 
-async function connection(log?: Logger) {
+/**
+ * A memory server whose users are `directory`'s; its connections send their frames to `sent` and
+ * their reasons for dropping themselves to `aborted`.
+ */
+async function testServer(directory: SmbUserDirectory = { lookup: () => Promise.resolve(null) }) {
   const srv = await memoryServer();
   const sent: Buffer[] = [];
   const aborted: string[] = [];
-  const conn = new SmbConnection(
-    {
-      fs: srv.fs,
-      directory: { lookup: () => Promise.resolve(null) },
-      serverGuid: Buffer.alloc(16, 9),
-      signingRequired: false,
-      serverName: 'TEST',
-      domain: 'WORKGROUP',
-    },
-    (parts) => sent.push(Buffer.concat(parts)),
-    (why) => aborted.push(why),
-    log,
-  );
-  return { srv, conn, sent, aborted };
+  const connect = (log?: Logger): SmbConnection =>
+    new SmbConnection(
+      { fs: srv.fs, directory, serverGuid: Buffer.alloc(16, 9), signingRequired: false, serverName: 'TEST', domain: 'WORKGROUP' },
+      (parts) => sent.push(Buffer.concat(parts)),
+      (why) => aborted.push(why),
+      log,
+    );
+  return { srv, sent, aborted, connect };
+}
+
+async function connection(log?: Logger) {
+  const { srv, sent, aborted, connect } = await testServer();
+  return { srv, conn: connect(log), sent, aborted };
 }
 
 /** The user most tests log on as. */
 const ALICE = { name: 'alice', uid: 1000, gid: 1000, gids: [] };
+
+/** A server where alice (password "right") logs on for real (NTLM). */
+async function aliceServer() {
+  const ntHash = await new TestNtlmClient({ user: 'alice', password: 'right' }).ntHash();
+  return testServer({ lookup: (name) => Promise.resolve(name === 'alice' ? { user: ALICE, ntHash } : null) });
+}
 
 /**
  * Puts session `id` on `conn`, logged on as `user` as SESSION_SETUP leaves it (the NTLM exchange is
@@ -285,23 +294,7 @@ describe('SMB2 connection', () => {
   });
 
   it('at 3.1.1 the signing key comes from the preauth hash of the NEGOTIATE and SESSION_SETUP messages', async () => {
-    const srv = await memoryServer();
-    const sent: Buffer[] = [];
-    const aborted: string[] = [];
-    const ntHash = await new TestNtlmClient({ user: 'alice', password: 'right' }).ntHash();
-    const connect = () =>
-      new SmbConnection(
-        {
-          fs: srv.fs,
-          directory: { lookup: (name) => Promise.resolve(name === 'alice' ? { user: ALICE, ntHash } : null) },
-          serverGuid: Buffer.alloc(16, 9),
-          signingRequired: false,
-          serverName: 'TEST',
-          domain: 'WORKGROUP',
-        },
-        (parts) => sent.push(Buffer.concat(parts)),
-        (why) => aborted.push(why),
-      );
+    const { srv, sent, aborted, connect } = await aliceServer();
     const ctx = (type: number, data: Buffer): Buffer => Buffer.concat([new SmbWriter().u16(type).u16(data.length).u32(0).finish(), data]);
     const preauth = (...hashes: number[]) => {
       const w = new SmbWriter().u16(hashes.length).u16(32);
@@ -443,23 +436,7 @@ describe('SMB2 connection', () => {
   });
 
   it('at 3.0.2 the logon derives the signing key, signs with AES-CMAC, and VALIDATE_NEGOTIATE_INFO catches a downgrade', async () => {
-    const srv = await memoryServer();
-    const sent: Buffer[] = [];
-    const aborted: string[] = [];
-    const ntHash = await new TestNtlmClient({ user: 'alice', password: 'right' }).ntHash();
-    const connect = () =>
-      new SmbConnection(
-        {
-          fs: srv.fs,
-          directory: { lookup: (name) => Promise.resolve(name === 'alice' ? { user: ALICE, ntHash } : null) },
-          serverGuid: Buffer.alloc(16, 9),
-          signingRequired: false,
-          serverName: 'TEST',
-          domain: 'WORKGROUP',
-        },
-        (parts) => sent.push(Buffer.concat(parts)),
-        (why) => aborted.push(why),
-      );
+    const { srv, sent, aborted, connect } = await aliceServer();
     const all = [0x0202, 0x0210, 0x0300, 0x0302];
     /** NEGOTIATE (offering `offered`), a raw NTLMSSP logon asking for signing: the session id and the client's session key. */
     const logOn = async (conn: SmbConnection, offered: number[]): Promise<{ sessionId: number; sessionKey: Buffer }> => {
