@@ -25,10 +25,13 @@ async function openFds(file: string): Promise<number> {
   return n;
 }
 
-/** Waits (a bounded number of turns) until no descriptor of this process is open on `files`; how many still are. */
+/**
+ * Waits until no descriptor of this process is open on `files` (the close runs on the thread pool:
+ * up to 10 s on a loaded machine); how many still are.
+ */
 async function fdsAfterClose(...files: string[]): Promise<number> {
   const count = async () => (await Promise.all(files.map(openFds))).reduce((a, b) => a + b, 0);
-  for (let i = 0; i < 50 && (await count()) > 0; i++) await new Promise((r) => setImmediate(r));
+  for (let i = 0; i < 1000 && (await count()) > 0; i++) await new Promise((r) => setTimeout(r, 10));
   return count();
 }
 
@@ -82,12 +85,16 @@ describe('ReadHandles', () => {
       const files = ['a', 'b', 'c'].map((n) => path.join(dir, n));
       for (const f of files) await writeFile(f, path.basename(f));
       let release!: () => void;
+      let running!: () => void;
+      const started = new Promise<void>((r) => (running = r));
       const held = h.use(files[0]!, async (fh) => {
-        await new Promise<void>((r) => (release = r));
+        const gate = new Promise<void>((r) => (release = r));
+        running();
+        await gate;
         return readWhole(fh);
       });
-      for (let i = 0; i < 100 && release === undefined; i++) await new Promise((r) => setImmediate(r));
-      assert.ok(release !== undefined, 'the first read is running');
+      // The read starts once the file is open (the thread pool, however busy): waited for, not counted.
+      await Promise.race([started, held.then(() => assert.fail('the first read ended before it was released'))]);
       assert.equal(await readAll(h, files[1]!), 'b');
       assert.equal(await readAll(h, files[2]!), 'c');
       assert.equal(h.size, 2, 'a was pushed out');
