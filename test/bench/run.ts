@@ -72,12 +72,14 @@ import { checkFilled, fillDirectory, RESTART_TARGET_SECONDS, type RestartResult 
 import { runVmUntar, type VmUntarResult } from './vmuntar.js';
 import {
   SMB_MIN_RATIO,
+  SMB_MODES,
   SMB_TARGETS,
   addDittoSmbUser,
   benchSmb,
   makeSmallFiles,
   startSmbd,
   type SmbResult,
+  type SmbMode,
   type SmbServer,
   type SmbSummary,
   type SmbTarget,
@@ -139,6 +141,8 @@ interface Args {
   /** Whether the SMB rows run (--configs includes smb). */
   smb: boolean;
   smbFiles: number;
+  /** --smb-mode: SMB 2.1 unsigned, or 3.1.1 signed, for both servers. */
+  smbMode: SmbMode;
   /** Clients of the parallel rows (0: none). */
   clients: number;
   rounds: number;
@@ -158,6 +162,8 @@ const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--cl
   --files N       files to create / stat / remove over NFS (default 10000)
   --clients N     clients of the parallel rows, each with size-mib/N MiB and files/N files (default 8; 0: no parallel rows)
   --smb-files N   small files put over SMB in one smbclient session (default 2000)
+  --smb-mode M    the SMB rows' dialect and signing, for DittoFS and smbd alike: 2.1 (unsigned, the
+                  default) or 3.1.1-signed
   --configs LIST  comma-separated, from ${CONFIGS.join(', ')}, smb (default: all)
   --only WHICH    old spelling: both (= all), dittofs (= embedded-fs,postgres-s3) or ganesha
   --rounds N      repeat everything N times; the table shows medians (default 1)
@@ -196,6 +202,7 @@ function parseCli(): Args {
         'size-mib': { type: 'string', default: '1024' },
         files: { type: 'string', default: '10000' },
         'smb-files': { type: 'string', default: '2000' },
+        'smb-mode': { type: 'string', default: '2.1' },
         clients: { type: 'string', default: '8' },
         configs: { type: 'string' },
         only: { type: 'string' },
@@ -217,6 +224,8 @@ function parseCli(): Args {
   const files = Number(values.files);
   if (!Number.isInteger(sizeMib) || sizeMib < 1 || sizeMib > 64 * 1024) usage(`--size-mib must be an integer in 1..65536`);
   if (!Number.isInteger(files) || files < 1 || files > 10_000_000) usage(`--files must be an integer in 1..10000000`);
+  const smbMode = SMB_MODES[values['smb-mode']];
+  if (smbMode === undefined) usage(`--smb-mode must be one of ${Object.keys(SMB_MODES).join(', ')}`);
   const smbFiles = Number(values['smb-files']);
   if (!Number.isInteger(smbFiles) || smbFiles < 1 || smbFiles > 100_000) usage(`--smb-files must be an integer in 1..100000`);
   const clients = Number(values.clients);
@@ -246,7 +255,7 @@ function parseCli(): Args {
     usage(`--restart-files must be an integer in 0..1000000`);
   const vmUntar = Number(values['vm-untar']);
   if (!Number.isInteger(vmUntar) || vmUntar < 0 || vmUntar > 100_000) usage(`--vm-untar must be an integer in 0..100000`);
-  return { sizeMib, files, configs, smb, smbFiles, clients, rounds, json: values.json, cpuProf, dirSizes, restartFiles, vmUntar };
+  return { sizeMib, files, configs, smb, smbFiles, smbMode, clients, rounds, json: values.json, cpuProf, dirSizes, restartFiles, vmUntar };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,12 +1009,13 @@ async function benchSmbServer(
   bytes: number,
   smallDir: string,
   files: number,
+  mode: SmbMode,
 ): Promise<SmbResult> {
   const label = SMB_LABEL[target];
   console.log(`\n== ${label} ==`);
   let server: SmbServer;
   if (target === 'smbd') {
-    server = await startSmbd(path.join(workDir, `smbd-r${round}`), run, defer);
+    server = await startSmbd(path.join(workDir, `smbd-r${round}`), run, defer, mode);
   } else {
     const d = await startDittoServer('embedded-fs', round, workDir, undefined);
     server = { target, port: d.smbPort!, pid: d.pid, gone: d.gone, logTail: d.logTail, stop: d.stop };
@@ -1020,6 +1030,7 @@ async function benchSmbServer(
     console.log(`${label}: SMB on 127.0.0.1:${server.port}, pid ${server.pid ?? '?'}`);
     return await benchSmb({
       server,
+      mode,
       round,
       workDir,
       srcFile,
@@ -1569,7 +1580,7 @@ async function main(): Promise<void> {
       for (let round = 1; round <= args.rounds; round++) {
         if (args.rounds > 1) console.log(`\n=== SMB round ${round} of ${args.rounds} ===`);
         for (const t of round % 2 === 1 ? SMB_TARGETS : [...SMB_TARGETS].reverse()) {
-          smbResults.get(t)!.push(await benchSmbServer(t, round, workDir, srcFile, srcSha, bytes, smallDir, args.smbFiles));
+          smbResults.get(t)!.push(await benchSmbServer(t, round, workDir, srcFile, srcSha, bytes, smallDir, args.smbFiles, args.smbMode));
         }
       }
     }
@@ -1640,10 +1651,11 @@ async function main(): Promise<void> {
         smbSummaries,
         args,
         [
-          `== DittoFS vs Samba smbd: SMB 2.1 over TCP on 127.0.0.1, unsigned (${new Date().toISOString()}) ==`,
+          `== DittoFS vs Samba smbd: ${args.smbMode.label}, over TCP on 127.0.0.1 (${new Date().toISOString()}) ==`,
           ...(configs.length > 0 ? [] : meta.slice(1, 2)),
           `smbd: Samba ${smbd} (hack/smb/smbd.sh: private smb.conf, non-root user, share on ${os.tmpdir()}); ` +
-            `dittofs: DittoFS embedded metadata + filesystem blocks; client: smbclient ${smbclient} -m SMB2_10`,
+            `dittofs: DittoFS embedded metadata + filesystem blocks; client: smbclient ${smbclient} -m ${args.smbMode.protocol}` +
+            (args.smbMode.sign ? ' --client-protection=sign' : ''),
         ].join('\n'),
       );
     }

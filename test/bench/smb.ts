@@ -1,6 +1,7 @@
 // The SMB rows of `make bench`: Debian's smbclient against DittoFS's SMB2 port and against Samba's
-// smbd (the reference: hack/smb/smbd.sh, a private smb.conf on loopback, a non-root user), both at
-// SMB 2.1 (what DittoFS offers; smbd is capped there too), unsigned, in the same run.
+// smbd (the reference: hack/smb/smbd.sh, a private smb.conf on loopback, a non-root user), both in
+// the same mode, in the same run: SMB 2.1 unsigned (the default), or 3.1.1 signed (--smb-mode;
+// AES-CMAC under the preauth-derived key), smbd capped at the same dialect.
 //
 //   put:   smbclient put of the run's random file (--size-mib, default 1 GiB), one session;
 //   get:   smbclient get of it back, one session; size and sha256 must equal the source's, so every
@@ -18,6 +19,19 @@ import { REPO_ROOT, TEST_ADMIN_PASSWORD } from '../helpers/server.js';
 import { TreeCpuWatch } from './proc.js';
 
 const MiB = 1024 * 1024;
+
+/** How both servers are reached: smbclient's max protocol (smbd's too) and whether it signs. */
+export interface SmbMode {
+  protocol: string;
+  sign: boolean;
+  label: string;
+}
+
+/** --smb-mode of run.ts. */
+export const SMB_MODES: Readonly<Record<string, SmbMode>> = Object.freeze({
+  '2.1': { protocol: 'SMB2_10', sign: false, label: 'SMB 2.1, unsigned' },
+  '3.1.1-signed': { protocol: 'SMB3_11', sign: true, label: 'SMB 3.1.1, signed (AES-CMAC)' },
+});
 const SMBD = path.join(REPO_ROOT, 'hack', 'smb', 'smbd.sh');
 export const SMB_USER = 'dittobench';
 const SMB_PASSWORD = 'Bench-smb-Passw0rd';
@@ -66,13 +80,14 @@ export async function startSmbd(
   dir: string,
   run: Runner,
   defer: (what: string, fn: () => Promise<void>) => () => Promise<void>,
+  mode: SmbMode = SMB_MODES['2.1']!,
 ): Promise<SmbServer> {
   const stop = defer('stop smbd', async () => {
     await run(SMBD, ['stop', dir], 90_000);
   });
   let port: number;
   try {
-    port = Number((await run(SMBD, ['start', dir, SMB_USER, SMB_PASSWORD, 'SMB2_10', 'export'], 120_000)).stdout.trim());
+    port = Number((await run(SMBD, ['start', dir, SMB_USER, SMB_PASSWORD, mode.protocol, 'export'], 120_000)).stdout.trim());
   } catch (e) {
     await stop().catch(() => {});
     throw e;
@@ -135,6 +150,7 @@ export async function makeSmallFiles(dir: string, files: number): Promise<void> 
 
 export interface SmbBenchOptions {
   server: SmbServer;
+  mode: SmbMode;
   round: number;
   workDir: string;
   srcFile: string;
@@ -157,8 +173,9 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     '-U',
     `${SMB_USER}%${SMB_PASSWORD}`,
     '-m',
-    'SMB2_10',
+    o.mode.protocol,
     '--option=client min protocol=SMB2_02',
+    ...(o.mode.sign ? ['--client-protection=sign'] : []),
   ];
   const smb = (commands: string, timeoutMs: number) =>
     run('smbclient', [...smbArgs, '-c', commands], timeoutMs, server.gone).then((r) => {
