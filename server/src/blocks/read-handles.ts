@@ -15,6 +15,8 @@ interface Entry {
   lastUse: number;
   /** Out of the map (forgotten or pushed out): closed when its last user is done. */
   dropped: boolean;
+  /** Its close was asked for (once). */
+  closing: boolean;
 }
 
 export class ReadHandles {
@@ -38,35 +40,26 @@ export class ReadHandles {
       this.entries.set(file, e);
     } else {
       this.opens++;
-      e = { handle: openForReading(file), users: 0, lastUse: Date.now(), dropped: this.closed };
+      e = { handle: openForReading(file), users: 0, lastUse: Date.now(), dropped: this.closed, closing: false };
       if (!this.closed) this.entries.set(file, e);
     }
     const entry = e;
     entry.users++;
     this.trim();
-    let failed = true;
+    // Kept only after a read that worked: a failed open or read, or no such file (a put may make
+    // it next), is not remembered.
+    let keep = false;
     try {
-      let fh: FileHandle | null;
-      try {
-        fh = await entry.handle;
-      } catch (err) {
-        this.drop(file, entry);
-        throw err;
-      }
-      // No such file: not remembered (a put may make it next).
-      if (fh === null) {
-        failed = false;
-        this.drop(file, entry);
-        return null;
-      }
+      const fh = await entry.handle;
+      if (fh === null) return null;
       const r = await fn(fh);
-      failed = false;
+      keep = true;
       return r;
     } finally {
       entry.users--;
       entry.lastUse = Date.now();
-      if (failed) this.drop(file, entry);
-      if (entry.users === 0 && entry.dropped) closeEntry(entry);
+      // Not kept, or dropped while in use: out of the map, closed now if nobody else reads it.
+      if (!keep || entry.dropped) this.drop(file, entry);
       this.scheduleExpiry();
     }
   }
@@ -115,7 +108,6 @@ export class ReadHandles {
 
   private drop(file: string, e: Entry): void {
     if (this.entries.get(file) === e) this.entries.delete(file);
-    if (e.dropped) return;
     e.dropped = true;
     if (e.users === 0) closeEntry(e);
   }
@@ -130,6 +122,9 @@ async function openForReading(file: string): Promise<FileHandle | null> {
   }
 }
 
+/** Closes the entry's file, once however many times it is asked. */
 function closeEntry(e: Entry): void {
+  if (e.closing) return;
+  e.closing = true;
   e.handle.then((fh) => fh?.close()).catch(() => undefined);
 }
