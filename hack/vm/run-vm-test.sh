@@ -14,8 +14,8 @@
 #   --export PATH     export path (default /export; cifs mounts the share of that name)
 #   --timeout S       kill the VM after S seconds (default 900)
 #   --mount-port M    NFS only: MOUNT protocol port (default: P, DittoFS serves both on one port)
-#   --dialects D,D    cifs only: SMB dialects to mount in turn, as vers= takes them (2.0, 3.02,
-#                     default: the kernel's choice; default 2.1)
+#   --dialects D,D    cifs only: SMB dialects to mount in turn, as vers= takes them (2.1, 3.02,
+#                     or default: the kernel's choice); default 2.1
 #   --credentials F   cifs only (required): a file with "username=U" and "password=W" lines
 #   --mount-opts O    extra comma-separated mount options (no spaces)
 #   --log FILE        also write the console output to FILE

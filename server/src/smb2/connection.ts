@@ -237,7 +237,12 @@ export class SmbConnection implements SessionOwner {
   private readonly caching: oplock.CachingContext;
 
   private get largeMtu(): boolean {
-    return this.dialect !== null && multiCredit(this.dialect);
+    return this.dialect !== null && (serverCapabilities(this.dialect) & Capabilities.LARGE_MTU) !== 0;
+  }
+
+  /** MS-SMB2 2.2.4 the SecurityMode NEGOTIATE (and VALIDATE_NEGOTIATE_INFO) answers. */
+  private get securityMode(): number {
+    return SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0);
   }
 
   private get maxIo(): number {
@@ -420,12 +425,13 @@ export class SmbConnection implements SessionOwner {
   }
 
   private negotiateBody(w: SmbWriter, dialect: number, contexts?: NegotiateContext[]): void {
-    const max = multiCredit(dialect) ? LIMITS_21 : LIMITS_202;
+    const capabilities = serverCapabilities(dialect);
+    const max = (capabilities & Capabilities.LARGE_MTU) !== 0 ? LIMITS_21 : LIMITS_202;
     writeNegotiateResponse(w, {
-      securityMode: SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0),
+      securityMode: this.securityMode,
       dialect,
       serverGuid: this.opts.serverGuid,
-      capabilities: serverCapabilities(dialect),
+      capabilities,
       maxTransactSize: max,
       maxReadSize: max,
       maxWriteSize: max,
@@ -499,15 +505,15 @@ export class SmbConnection implements SessionOwner {
     const session = sessionId !== 0 ? this.sessions.get(sessionId) : undefined;
     const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
     try {
-      // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never
-      // processed. It comes first: every answer after it, a failure passed down a compound
-      // chain too, is signed (clients that require signing drop an unsigned one).
       // 3.3.5.7: at 3.1.1 a TREE_CONNECT of a session with a key comes signed (no encryption here),
       // whether or not signing is required; else the connection is dropped.
       if (h.command === Command.TREE_CONNECT && this.dialect === Dialect.SMB311 && session?.signingKey && !signed) {
         this.abort('an unsigned TREE_CONNECT on a 3.1.1 connection');
         throw new SmbStatusError(NtStatus.ACCESS_DENIED);
       }
+      // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never
+      // processed. It comes first: every answer after it, a failure passed down a compound
+      // chain too, is signed (clients that require signing drop an unsigned one).
       if (session?.signingKey && h.command !== Command.NEGOTIATE) {
         if (signed) {
           if (!verifySignature(session.signingAlgorithm, session.signingKey, msg)) {
@@ -935,12 +941,13 @@ export class SmbConnection implements SessionOwner {
     const dialect = commonDialect(req.dialects);
     if (dialect === null)
       throw new SmbStatusError(NtStatus.NOT_SUPPORTED, 'no common dialect (2.0.2, 2.1, 3.0, 3.0.2 and 3.1.1 are served)');
-    // The preauth hash takes a message as the client sent it: a compound element carries padding
-    // that the client may or may not count, so at 3.1.1 neither NEGOTIATE nor SESSION_SETUP may be
-    // compounded (no client does).
-    if (dialect === Dialect.SMB311 && compound) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'a 3.1.1 NEGOTIATE in a compound');
-    const contexts = dialect === Dialect.SMB311 ? negotiateContexts(req.contexts) : undefined;
+    let contexts: NegotiateContext[] | undefined;
     if (dialect === Dialect.SMB311) {
+      // The preauth hash takes a message as the client sent it: a compound element carries padding
+      // that the client may or may not count, so at 3.1.1 neither NEGOTIATE nor SESSION_SETUP may
+      // be compounded (no client does).
+      if (compound) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'a 3.1.1 NEGOTIATE in a compound');
+      contexts = negotiateContexts(req.contexts);
       // 3.3.5.4: the hash starts over 64 zero bytes, then takes the request and the response as sent.
       const afterRequest = sha512(Buffer.alloc(64), r.buf);
       this.preauthHash = afterRequest;
@@ -951,7 +958,7 @@ export class SmbConnection implements SessionOwner {
     this.clientSecurityMode = req.securityMode;
     this.clientCapabilities = req.capabilities;
     this.caching.clientGuid = req.clientGuid;
-    this.caching.leasing = dialect === Dialect.SMB210;
+    this.caching.leasing = (serverCapabilities(dialect) & Capabilities.LEASING) !== 0;
     this.negotiateBody(w, dialect, contexts);
   }
 
@@ -1049,17 +1056,8 @@ export class SmbConnection implements SessionOwner {
     session.owner = step.anonymous || step.guest ? null : step.user;
     this.setUser(session, step.user, step.guest, step.anonymous);
     const keyed = !step.guest && !step.anonymous && step.sessionKey.length >= 16;
-    // 3.3.5.5.3: at 3.x the signing key is derived from the session key (KDF; at 3.1.1 with the
-    // preauth hash as context), and signs with CMAC.
-    const smb3 = isSmb3(this.dialect);
-    session.signingAlgorithm = smb3 ? 'aes-128-cmac' : 'hmac-sha256';
-    session.signingKey = !keyed
-      ? null
-      : this.dialect === Dialect.SMB311
-        ? smb311SigningKey(step.sessionKey, session.preauthHash!)
-        : smb3
-          ? smb30SigningKey(step.sessionKey)
-          : Buffer.from(step.sessionKey.subarray(0, 16));
+    session.signingAlgorithm = isSmb3(this.dialect) ? 'aes-128-cmac' : 'hmac-sha256';
+    session.signingKey = keyed ? this.signingKey(step.sessionKey, session.preauthHash) : null;
     session.preauthHash = null;
     session.signingRequired =
       keyed &&
@@ -1078,6 +1076,18 @@ export class SmbConnection implements SessionOwner {
       'SMB session established',
     );
     return NtStatus.SUCCESS;
+  }
+
+  /**
+   * MS-SMB2 3.3.5.5.3 Session.SigningKey: the session key itself at 2.x; at 3.x derived from it
+   * (KDF), at 3.1.1 with the session's preauth hash as the context.
+   */
+  private signingKey(sessionKey: Buffer, preauthHash: Buffer | null): Buffer {
+    if (this.dialect === Dialect.SMB311) {
+      if (preauthHash === null) throw new SmbStatusError(NtStatus.INTERNAL_ERROR, 'a 3.1.1 session without a preauth hash');
+      return smb311SigningKey(sessionKey, preauthHash);
+    }
+    return isSmb3(this.dialect) ? smb30SigningKey(sessionKey) : Buffer.from(sessionKey.subarray(0, 16));
   }
 
   private setUser(session: Session, user: SmbUser, guest: boolean, anonymous: boolean): void {
@@ -1189,9 +1199,8 @@ export class SmbConnection implements SessionOwner {
       this.abort('VALIDATE_NEGOTIATE_INFO does not match the negotiation');
       throw new SmbStatusError(NtStatus.ACCESS_DENIED);
     }
-    const mode = SecurityMode.SIGNING_ENABLED | (this.opts.signingRequired ? SecurityMode.SIGNING_REQUIRED : 0);
     const dialect = this.dialect ?? 0;
-    return encodeValidateNegotiateResponse(serverCapabilities(dialect), this.opts.serverGuid, mode, dialect);
+    return encodeValidateNegotiateResponse(serverCapabilities(dialect), this.opts.serverGuid, this.securityMode, dialect);
   }
 
   private async createOpen(ctx: files.FileContext, req: CreateRequest, w: SmbWriter, session: Session, tree: Tree): Promise<Open> {
@@ -1338,14 +1347,10 @@ export function dialectName(dialect: number | null): string {
   return patch === 0 ? `${major}.${minor}` : `${major}.${minor}.${patch}`;
 }
 
-/** Dialects with multi-credit requests and 1 MiB reads and writes (all but 2.0.2: 3.3.5.4). */
-function multiCredit(dialect: number): boolean {
-  return dialect === Dialect.SMB210 || isSmb3(dialect);
-}
-
 /**
- * MS-SMB2 3.3.5.4 the Capabilities the NEGOTIATE response (and VALIDATE_NEGOTIATE_INFO) gives.
- * Leasing at 2.1 only: 3.x clients ask for version 2 leases (parent keys, epochs), which are not
+ * MS-SMB2 3.3.5.4 the Capabilities the NEGOTIATE response (and VALIDATE_NEGOTIATE_INFO) gives,
+ * and what the connection then does: LARGE_MTU (multi-credit requests, 1 MiB reads and writes)
+ * at all dialects but 2.0.2, leasing at 2.1 only: 3.x clients ask for version 2 leases (parent keys, epochs), which are not
  * served yet, so at 3.x they use oplocks. No multichannel, persistent handles, directory leasing
  * or encryption.
  */

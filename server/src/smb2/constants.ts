@@ -69,6 +69,7 @@ export const Dialect = Object.freeze({
   SMB311: 0x0311,
   WILDCARD: 0x02ff,
 } as const);
+export type Dialect = (typeof Dialect)[keyof typeof Dialect];
 
 /** The dialects served, most preferred first: NEGOTIATE picks the first the client offers. */
 export const SERVED_DIALECTS: readonly number[] = Object.freeze([
@@ -95,7 +96,6 @@ export const NegotiateContextType = Object.freeze({
 export const PREAUTH_SHA512 = 0x0001;
 /** MS-SMB2 2.2.3.1.7 SigningAlgorithms. */
 export const SigningAlgorithmId = Object.freeze({ HMAC_SHA256: 0x0000, AES_CMAC: 0x0001, AES_GMAC: 0x0002 } as const);
-export type Dialect = (typeof Dialect)[keyof typeof Dialect];
 
 /** MS-SMB2 2.2.3 SecurityMode. */
 export const SecurityMode = Object.freeze({ SIGNING_ENABLED: 0x0001, SIGNING_REQUIRED: 0x0002 } as const);

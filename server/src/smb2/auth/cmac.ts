@@ -17,19 +17,15 @@ const RB = 0x87;
 /** The CBC pass is fed in pieces of this size: its output (thrown away) is never a copy of a whole message. */
 const CBC_PIECE = 64 * 1024;
 
-interface Subkeys {
+/** What a key needs for every message: its subkeys, and an AES block cipher (ECB, never finalized). */
+interface KeyState {
   k1: Buffer;
   k2: Buffer;
+  ecb: Cipher;
 }
 
-/** Subkeys per key buffer: a session's signing key signs many messages. */
-const subkeyCache = new WeakMap<Buffer, Subkeys>();
-
-function ecb(key: Buffer): Cipher {
-  const c = createCipheriv('aes-128-ecb', key, null);
-  c.setAutoPadding(false);
-  return c;
-}
+/** Per key buffer (never changed after its first use): a session's signing key signs many messages. */
+const keyStates = new WeakMap<Buffer, KeyState>();
 
 /** Doubling in GF(2^128) (RFC 4493 2.3: shift left one bit, xor Rb if the top bit was set). */
 function double(b: Buffer): Buffer {
@@ -39,13 +35,15 @@ function double(b: Buffer): Buffer {
   return out;
 }
 
-function subkeys(key: Buffer): Subkeys {
-  let s = subkeyCache.get(key);
+function keyState(key: Buffer): KeyState {
+  let s = keyStates.get(key);
   if (s === undefined) {
-    const l = ecb(key).update(ZERO_BLOCK);
-    const k1 = double(l);
-    s = { k1, k2: double(k1) };
-    subkeyCache.set(key, s);
+    // ECB without padding enciphers each 16-byte update on its own: the cipher serves every block.
+    const c = createCipheriv('aes-128-ecb', key, null);
+    c.setAutoPadding(false);
+    const k1 = double(c.update(ZERO_BLOCK));
+    s = { k1, k2: double(k1), ecb: c };
+    keyStates.set(key, s);
   }
   return s;
 }
@@ -94,9 +92,9 @@ export function aesCmac(key: Buffer, parts: readonly Buffer[]): Buffer {
       lastAt += p.length;
     }
   }
-  const { k1, k2 } = subkeys(key);
+  const { k1, k2, ecb } = keyState(key);
   if (!complete) last[lastAt] = 0x80;
   const k = complete ? k1 : k2;
   for (let i = 0; i < BLOCK; i++) last[i] = last[i]! ^ k[i]! ^ x[i]!;
-  return ecb(key).update(last);
+  return ecb.update(last);
 }

@@ -12,34 +12,27 @@ export const SIGNATURE_OFFSET = 48;
 export const SIGNATURE_LENGTH = 16;
 const HEADER_SIZE = 64;
 
-export function smb2Signature(sessionKey: Buffer, message: Buffer): Buffer {
-  if (message.length < HEADER_SIZE) throw new RangeError(`an SMB2 message of ${message.length} bytes has no signature field`);
-  const h = createHmac('sha256', sessionKey.subarray(0, 16));
-  h.update(message.subarray(0, SIGNATURE_OFFSET));
-  h.update(Buffer.alloc(SIGNATURE_LENGTH));
-  h.update(message.subarray(SIGNATURE_OFFSET + SIGNATURE_LENGTH));
-  return h.digest().subarray(0, SIGNATURE_LENGTH);
-}
-
-/** The signature of an SMB 3.0 / 3.0.2 message: AES-128-CMAC under the session's SigningKey. */
-export function smb3Signature(signingKey: Buffer, message: Buffer): Buffer {
-  if (message.length < HEADER_SIZE) throw new RangeError(`an SMB2 message of ${message.length} bytes has no signature field`);
-  return aesCmac(signingKey, [
-    message.subarray(0, SIGNATURE_OFFSET),
-    ZERO_SIGNATURE,
-    message.subarray(SIGNATURE_OFFSET + SIGNATURE_LENGTH),
-  ]);
-}
+/** How a session signs: HMAC-SHA256 (2.0.2, 2.1) or AES-128-CMAC (3.x). */
+export type SigningAlgorithm = 'hmac-sha256' | 'aes-128-cmac';
 
 const ZERO_SIGNATURE = Buffer.alloc(SIGNATURE_LENGTH);
 
-/** How a session signs: HMAC-SHA256 (2.0.2, 2.1) or AES-128-CMAC (3.0, 3.0.2). */
-export type SigningAlgorithm = 'hmac-sha256' | 'aes-128-cmac';
-
 /** The signature of `message` under a session's key and algorithm. */
 export function signatureOf(algorithm: SigningAlgorithm, key: Buffer, message: Buffer): Buffer {
-  return algorithm === 'aes-128-cmac' ? smb3Signature(key, message) : smb2Signature(key, message);
+  if (message.length < HEADER_SIZE) throw new RangeError(`an SMB2 message of ${message.length} bytes has no signature field`);
+  // The message as signed: its Signature field as zeros, without a copy of the message.
+  const parts = [message.subarray(0, SIGNATURE_OFFSET), ZERO_SIGNATURE, message.subarray(SIGNATURE_OFFSET + SIGNATURE_LENGTH)];
+  if (algorithm === 'aes-128-cmac') return aesCmac(key, parts);
+  const h = createHmac('sha256', key.subarray(0, 16));
+  for (const p of parts) h.update(p);
+  return h.digest().subarray(0, SIGNATURE_LENGTH);
 }
+
+/** signatureOf for 2.0.2 / 2.1: HMAC-SHA256 keyed with the session key. */
+export const smb2Signature = (sessionKey: Buffer, message: Buffer): Buffer => signatureOf('hmac-sha256', sessionKey, message);
+
+/** signatureOf for 3.x: AES-128-CMAC under the session's SigningKey. */
+export const smb3Signature = (signingKey: Buffer, message: Buffer): Buffer => signatureOf('aes-128-cmac', signingKey, message);
 
 /** Constant-time check of the Signature field of `message`; false for a message too short to carry one. */
 export function verifySignature(algorithm: SigningAlgorithm, key: Buffer, message: Buffer): boolean {
