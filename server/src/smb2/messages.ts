@@ -4,6 +4,7 @@
 import { DecodeError, DecodeErrorCode } from '../wire/errors.js';
 import type { Timespec } from '../vfs/types.js';
 import { HEADER_SIZE, type SmbReader, type SmbWriter } from './codec.js';
+import { Dialect } from './constants.js';
 
 const invalid = (what: string): DecodeError => new DecodeError(DecodeErrorCode.Invalid, what);
 
@@ -56,7 +57,7 @@ export function decodeNegotiate(r: SmbReader): NegotiateRequest {
   const dialects: number[] = [];
   for (let i = 0; i < count; i++) dialects.push(r.u16());
   const contexts: NegotiateContext[] = [];
-  if (dialects.includes(0x0311) && contextCount > 0) {
+  if (dialects.includes(Dialect.SMB311) && contextCount > 0) {
     if (contextCount > MAX_NEGOTIATE_CONTEXTS) throw invalid(`NEGOTIATE: ${contextCount} negotiate contexts`);
     // Each context starts 8-byte aligned (from the header); offsets count from the header.
     let at = contextOffset;
