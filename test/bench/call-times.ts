@@ -4,23 +4,51 @@
 /** Per procedure: calls answered and seconds spent in the server on them. */
 export type CallTimes = Map<string, { count: number; sum: number }>;
 
-const LINE = /^dittofs_request_duration_seconds_(sum|count)\{([^}]*)\} (\S+)$/;
-
-/** The NFS procedures' call counts and summed times so far. */
-export async function readCallTimes(metricsPort: number): Promise<CallTimes> {
+/** One histogram's `_sum` and `_count` per value of one label, from the server's /metrics. */
+async function readHistogram(metricsPort: number, name: string, label: string, only?: RegExp): Promise<CallTimes> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const line = new RegExp(`^${name}_(sum|count)\\{([^}]*)\\} (\\S+)$`);
+  const key = new RegExp(`${label}="([^"]+)"`);
   const out: CallTimes = new Map();
   for (const l of text.split('\n')) {
-    const m = LINE.exec(l);
-    if (!m || !/protocol="nfs"/.test(m[2]!)) continue;
-    const proc = /procedure="([^"]+)"/.exec(m[2]!)?.[1];
-    if (!proc) continue;
-    const t = out.get(proc) ?? { count: 0, sum: 0 };
+    const m = line.exec(l);
+    if (!m || (only && !only.test(m[2]!))) continue;
+    const k = key.exec(m[2]!)?.[1];
+    if (!k) continue;
+    const t = out.get(k) ?? { count: 0, sum: 0 };
     if (m[1] === 'sum') t.sum = Number(m[3]);
     else t.count = Number(m[3]);
-    out.set(proc, t);
+    out.set(k, t);
   }
   return out;
+}
+
+/** The NFS procedures' call counts and summed times so far. */
+export function readCallTimes(metricsPort: number): Promise<CallTimes> {
+  return readHistogram(metricsPort, 'dittofs_request_duration_seconds', 'procedure', /protocol="nfs"/);
+}
+
+/** The server's garbage collections so far, per kind (major, minor, incremental, weakcb): count and seconds paused. */
+export function readGcTimes(metricsPort: number): Promise<CallTimes> {
+  return readHistogram(metricsPort, 'nodejs_gc_duration_seconds', 'kind');
+}
+
+/** "major 3 in 41 ms, minor 120 in 95 ms": the collections between two readings, most time first. */
+export function formatGcTimes(after: CallTimes, before: CallTimes = new Map()): string {
+  return deltas(after, before)
+    .sort((a, b) => b[2] - a[2])
+    .map(([kind, n, sum]) => `${kind} ${n} in ${(sum * 1000).toFixed(0)} ms`)
+    .join(', ');
+}
+
+/** [key, count, seconds] between two readings, of the keys with calls in between. */
+function deltas(after: CallTimes, before: CallTimes): [string, number, number][] {
+  return [...after]
+    .map(([k, t]): [string, number, number] => {
+      const b = before.get(k) ?? { count: 0, sum: 0 };
+      return [k, t.count - b.count, t.sum - b.sum];
+    })
+    .filter(([, n]) => n > 0);
 }
 
 /**
@@ -28,12 +56,7 @@ export async function readCallTimes(metricsPort: number): Promise<CallTimes> {
  * (an earlier reading; none: since start-up) and `after`.
  */
 export function formatCallTimes(after: CallTimes, before: CallTimes = new Map()): string {
-  return [...after]
-    .map(([proc, t]) => {
-      const b = before.get(proc) ?? { count: 0, sum: 0 };
-      return [proc, t.count - b.count, t.sum - b.sum] as const;
-    })
-    .filter(([, n]) => n > 0)
+  return deltas(after, before)
     .sort((a, b) => b[1] - a[1])
     .map(([proc, n, sum]) => `${proc}=${((sum / n) * 1e6).toFixed(0)}`)
     .join(' ');

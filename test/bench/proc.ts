@@ -15,10 +15,10 @@ export function setClockTicks(ticks: number): void {
  * undefined if unreadable (no pid, or the process is gone). Fields 14 and 15, counted after the
  * command name's closing parenthesis (the name may hold spaces or parentheses).
  */
-export function cpuSeconds(pid: number | undefined): number | undefined {
+export function cpuSeconds(pid: number | undefined, statFile = `/proc/${pid}/stat`): number | undefined {
   if (!pid) return undefined;
   try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const st = readFileSync(statFile, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
     const utime = Number(f[11]);
     const stime = Number(f[12]);
@@ -26,6 +26,15 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * CPU seconds of a process's main thread (/proc/PID/task/PID/stat), or undefined: beside
+ * cpuSeconds, what the event loop itself spent, the rest being the thread pool, workers and V8's
+ * own threads (concurrent GC marking, compilers).
+ */
+export function mainThreadCpuSeconds(pid: number | undefined): number | undefined {
+  return pid ? cpuSeconds(pid, `/proc/${pid}/task/${pid}/stat`) : undefined;
 }
 
 /**

@@ -64,8 +64,8 @@ import {
   type DittoConfigName,
   type RoundPlace,
 } from './backends.js';
-import { formatCallTimes, readCallTimes } from './call-times.js';
-import { cpuSeconds, setClockTicks, writtenBytes } from './proc.js';
+import { formatCallTimes, formatGcTimes, readCallTimes, readGcTimes } from './call-times.js';
+import { cpuSeconds, mainThreadCpuSeconds, setClockTicks, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
 import { checkFilled, fillDirectory, RESTART_TARGET_SECONDS, type RestartResult } from './restart.js';
@@ -766,6 +766,8 @@ async function benchServer(
     const cpTimeout = 60_000 + (bytes / MiB) * 500;
 
     const cpuAtStart = cpuSeconds(server.pid);
+    const mainCpuAtStart = mainThreadCpuSeconds(server.pid);
+    const gcAtStart = server.metricsPort === undefined ? undefined : await readGcTimes(server.metricsPort);
     const writtenAtStart = writtenBytes(server.pid);
     const w = await run('nfs-cp', [srcFile, url], cpTimeout, server.gone);
     const writeEnd = performance.now();
@@ -796,6 +798,18 @@ async function benchServer(
     }
 
     const writeCpuSeconds = cpuSince(server.pid, cpuAtStart);
+    const mainCpu = mainThreadCpuSeconds(server.pid);
+    if (writeCpuSeconds !== undefined && mainCpu !== undefined && mainCpuAtStart !== undefined) {
+      const perGiB = (sec: number) => ((sec / bytes) * 1024 * MiB).toFixed(2);
+      const gc =
+        gcAtStart === undefined || server.metricsPort === undefined
+          ? ''
+          : `; garbage collections (pauses of the main thread): ${formatGcTimes(await readGcTimes(server.metricsPort), gcAtStart) || 'none'}`;
+      console.log(
+        `${label}: server CPU of the write (WAL drain included), s/GiB: main thread ${perGiB(mainCpu - mainCpuAtStart)}, ` +
+          `other threads (thread pool, workers, V8's GC and compilers) ${perGiB(writeCpuSeconds - (mainCpu - mainCpuAtStart))}${gc}`,
+      );
+    }
     const writtenNow = writtenBytes(server.pid);
     if (writtenNow !== undefined && writtenAtStart !== undefined)
       console.log(
