@@ -21,7 +21,7 @@
 #
 # One holder process (`unshare --net --mount --propagation private sleep`) owns the namespaces;
 # every daemon is started with `nsenter` into them. Paths the daemons hard-code (/run/containerd,
-# /var/lib/kubelet, /var/lib/cni, /var/log/pods, /var/log/containers) are bind mounts of
+# /run/netns, /var/lib/kubelet, /var/lib/cni, /var/log/pods, /var/log/containers) are bind mounts of
 # directories under DIR inside the namespace; so are the five kernel tunables kubelet would
 # otherwise set on the host (vm.overcommit_memory, kernel.panic...): files holding the values it
 # wants. iptables rules (kube-proxy, the bridge plugin's masquerade) live in the namespace's own
@@ -39,7 +39,9 @@ POD_CIDR=${DITTOFS_K8S_POD_CIDR:-10.244.0.0/24}
 SERVICE_CIDR=${DITTOFS_K8S_SERVICE_CIDR:-10.0.0.0/24}
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 # Paths kubelet, containerd and the CNI plugins use whatever their configuration says.
-HARD_CODED=(/run/containerd /var/lib/kubelet /var/lib/cni /var/log/pods /var/log/containers)
+# /run/netns: containerd pins each pod's network namespace on a file there; on the host's directory
+# those files (empty mount points once the namespace is gone) would outlive the node.
+HARD_CODED=(/run/containerd /run/netns /var/lib/kubelet /var/lib/cni /var/log/pods /var/log/containers)
 # kubelet's setupKernelTunables: it sets these on the host unless they already hold these values.
 TUNABLES=(vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_on_oops=1
   kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000)

@@ -27,7 +27,7 @@
 // ~/.cache/dittofs/k8s-node.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { K8S_WAIT, NODE_NAME, NODE_SH, pollUntil, startKubeControlPlane, type KubeControlPlane } from '../helpers/k8s.js';
@@ -212,14 +212,24 @@ async function smb(commands: string, user = `${USER.name}%${USER.password}`, to:
   );
 }
 
+/** The host's /run/netns (where `ip netns` and containerd pin network namespaces); [] if absent. */
+async function hostNetns(): Promise<string[]> {
+  return readdir('/run/netns').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
+}
+
 describe('DittoFS on a real Kubernetes node (kubelet, containerd, images built here)', { timeout: SUITE_TIMEOUT_MS }, () => {
   const closers: (() => Promise<void>)[] = [];
+  let netnsBefore: string[] = [];
 
   before(async () => {
     // The images first: nothing runs meanwhile.
     const images = await runProcess(IMAGES_SH, [], { timeoutMs: IMAGE_BUILD_TIMEOUT_MS });
     assert.equal(images.code, 0, `hack/k8s/images.sh:\n${images.stderr}`);
     const tars = images.stdout.trim().split('\n');
+    netnsBefore = await hostNetns();
     cp = await startKubeControlPlane({ node: true });
     const imp = await runProcess(NODE_SH, ['import', cp.node!.dir, ...tars], { timeoutMs: COMMAND_TIMEOUT_MS });
     assert.equal(imp.code, 0, `node.sh import:\n${imp.stderr}`);
@@ -602,7 +612,7 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
     assert.match(out, /dittofs-operator/);
   });
 
-  it('teardown leaves no process, mount, link, route, iptables rule or cgroup of the node, and no Redis', async () => {
+  it('teardown leaves no process, mount, link, route, iptables rule, cgroup or netns file of the node, and no Redis', async () => {
     const node = cp.node!;
     await cp.stop(); // runs `node.sh down`, which fails if its own check finds anything left
     // Then the servers its pods used: the forwarders, S3, PostgreSQL, Redis.
@@ -619,5 +629,8 @@ spec: { dittofs: pgs, username: ${USER.name}, uid: ${USER.uid}, gid: ${USER.uid}
     assert.doesNotMatch(await readFile('/proc/self/mountinfo', 'utf8'), new RegExp(node.dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
     const ipt = await runProcess('iptables-save', []);
     assert.doesNotMatch(ipt.stdout, new RegExp(node.nodeIp.replace(/\./g, '\\.')));
+    // Pods' network namespaces were pinned in the node's own /run/netns, not the host's.
+    const left = (await hostNetns()).filter((n) => !netnsBefore.includes(n));
+    assert.deepEqual(left, [], 'network namespace files of the pods are left in the host /run/netns');
   });
 });
