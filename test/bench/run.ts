@@ -799,12 +799,11 @@ async function benchServer(
 
     const writeCpuSeconds = cpuSince(server.pid, cpuAtStart);
     const mainCpu = mainThreadCpuSeconds(server.pid);
-    if (writeCpuSeconds !== undefined && mainCpu !== undefined && mainCpuAtStart !== undefined) {
+    // DittoFS only (its metrics port): ganesha's work is on threads of its own, not its main thread.
+    if (writeCpuSeconds !== undefined && mainCpu !== undefined && mainCpuAtStart !== undefined && server.metricsPort !== undefined) {
       const perGiB = (sec: number) => ((sec / bytes) * 1024 * MiB).toFixed(2);
-      const gc =
-        gcAtStart === undefined || server.metricsPort === undefined
-          ? ''
-          : `; garbage collections (pauses of the main thread): ${formatGcTimes(await readGcTimes(server.metricsPort), gcAtStart) || 'none'}`;
+      const gcs = gcAtStart === undefined ? '' : formatGcTimes(await readGcTimes(server.metricsPort), gcAtStart);
+      const gc = gcAtStart === undefined ? '' : `; garbage collections (pauses of the main thread): ${gcs || 'none'}`;
       console.log(
         `${label}: server CPU of the write (WAL drain included), s/GiB: main thread ${perGiB(mainCpu - mainCpuAtStart)}, ` +
           `other threads (thread pool, workers, V8's GC and compilers) ${perGiB(writeCpuSeconds - (mainCpu - mainCpuAtStart))}${gc}`,
