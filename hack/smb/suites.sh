@@ -41,7 +41,7 @@ torture_list() {
     all) printf '%s\n' "${TORTURE_REQUIRED[@]}" "${TORTURE_SMBD_FAILS[@]}" "${TORTURE_REPORT[@]}" ;;
     # The quoted entries of the GATE array of the e2e test (comments skipped).
     gate) awk '/^const GATE/ { on = 1 } on { sub(/\/\/.*/, ""); print } on && /\];/ { exit }' \
-      "$(dirname "${BASH_SOURCE[0]}")/../../test/e2e/smbtorture.test.ts" | grep -o "'[^']*'" | tr -d "'" | sed 's/@plain$//' ;;
+      "$(dirname "${BASH_SOURCE[0]}")/../../test/e2e/smbtorture.test.ts" | grep -o "'[^']*'" | tr -d "'" | sed -E 's/@(plain|smb3)$//' ;;
     *) echo "torture.sh: unknown list $1 (required, smbd-fails, report, all, gate)" >&2; return 2 ;;
   esac
 }

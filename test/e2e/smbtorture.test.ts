@@ -17,7 +17,8 @@ import { startDittofs, type DittofsProcess } from '../helpers/server.js';
  * today, plain and signed. Grow it toward the issue's full list (hack/smb/suites.sh: "required"
  * and "smbd-fails"); an entry is in only when all its subtests pass. `SUITE!GLOB,GLOB` runs a suite
  * minus the subtests whose name matches a glob (the exclusions the issue itself makes).
- * `ENTRY@plain` runs only without signing. hack/smb/torture.sh --list gate reads this array (and
+ * `ENTRY@plain` runs only without signing; `ENTRY@smb3` only at 3.1.1, signed (smb3Entry).
+ * hack/smb/torture.sh --list gate reads this array (and
  * runs every entry in the modes it is asked for): keep one quoted entry per line.
  */
 const GATE = [
@@ -118,6 +119,10 @@ const GATE = [
   // sparse_compressed (skips: no compression) and sparse_qar_truncated, which wants two ranges for
   // writes 1 MiB apart: a 4 MiB block holds both, reported apart only until it is stored.
   'smb2.ioctl!bug14*,VALIDATE*,*INTERFACE,*interface*,sparse_compressed,sparse_qar_truncated,trim_*,dup_*,compress_*,copy-chunk*',
+  // `@smb3`: durable handles v2 exist at 3.x only; run at 3.1.1 signed alone. app-instance (an
+  // AppInstanceId closing the older open: not served) fails against smbd too.
+  'smb2.durable-v2-open!app-instance@smb3',
+  'smb2.durable-v2-delay@smb3',
 ];
 
 /**
@@ -125,14 +130,18 @@ const GATE = [
  * is AES-128-CMAC under a key derived from the session key (at 3.1.1 with the SHA-512 hash of the
  * NEGOTIATE and SESSION_SETUP messages as context), checked on every request of a signed run;
  * without signing, the paths are 2.1's. (3.0 and 3.0.2, with their VALIDATE_NEGOTIATE_INFO, are
- * run by smbclient.test.ts and kernel-cifs.test.ts.) Left out: smb2.lease and the lease tests of
- * smb2.durable-open (3.x clients ask for version 2 leases, which are not served: leasing is not
- * offered at 3.x, so clients use oplocks, which smb2.oplock checks here), and the `@plain`
- * entries, whose cost is the files they make, not the dialect.
+ * run by smbclient.test.ts and kernel-cifs.test.ts.) At 3.x smb2.lease runs its version 2 tests
+ * too (epochs, parent keys), but for v2_request and v2_request_parent (they skip: directory
+ * leasing is not offered) and dynamic_share (a Samba-only share); smb2.durable-open runs whole
+ * (reopen2-lease-v2 asks for a v2 lease, which exists at 3.x only). Left out: the `@plain`
+ * entries, whose cost is the files they make, not the dialect. `@smb3` entries run only here.
  */
 function smb3Entry(entry: string): string | null {
-  if (entry.endsWith('@plain') || entry.startsWith('smb2.lease')) return null;
-  return entry.startsWith('smb2.durable-open!') ? `${entry},*lease*,stat-open` : entry;
+  if (entry.endsWith('@smb3')) return entry.slice(0, -'@smb3'.length);
+  if (entry.endsWith('@plain')) return null;
+  if (entry.startsWith('smb2.lease!')) return 'smb2.lease!v2_request,v2_request_parent,dynamic_share';
+  if (entry.startsWith('smb2.durable-open!')) return 'smb2.durable-open';
+  return entry;
 }
 const SMB3_MAX_PROTOCOL = 'SMB3_11';
 
@@ -281,7 +290,9 @@ describe('smbtorture against the SMB2 engine', { timeout: 1_500_000 }, () => {
   describe('suites', { concurrency: JOBS }, () => {
     // Entry by entry (its modes at 2.1, then 3.1.1, back to back), so the slow entries at the top start first.
     const runs = GATE.flatMap((spec) => {
-      const at21 = (spec.endsWith('@plain') ? (['plain'] as const) : MODES).map((mode) => ({ spec, mode, smb3: false }));
+      const at21 = spec.endsWith('@smb3')
+        ? []
+        : (spec.endsWith('@plain') ? (['plain'] as const) : MODES).map((mode) => ({ spec, mode, smb3: false }));
       const at3 = smb3Entry(spec);
       return at3 === null ? at21 : [...at21, { spec: at3, mode: 'signed' as const, smb3: true }];
     });

@@ -97,7 +97,8 @@ adapters:
     oplock_break_timeout: 35s
     # How long an SMB durable open (Windows and Linux clients ask for one on data files) outlives a
     # dropped connection, waiting for its client to reconnect; a conflicting open or NFS change
-    # closes it sooner. Env: DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT.
+    # closes it sooner. A v2 open (SMB 3.x) keeps the timeout its client asks, 300 s at most (this
+    # one, capped so, when it asks 0). Env: DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT.
     durable_handle_timeout: 16m
     # Limits, as for NFS: connections served at once (more are closed as they arrive):
     max_connections: 1024

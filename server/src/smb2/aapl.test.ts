@@ -3,9 +3,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
 import { AaplBitmap, AaplServerCaps, AaplVolumeCaps, AAPL_MODEL } from './aapl.js';
-import { decodeCreateContexts } from './messages.js';
 import { NtStatus } from './status.js';
-import { create, createRequest, fileContext, status } from './testing.js';
+import { create, createRequest, fileContext, responseContexts, status } from './testing.js';
 
 /** A server query as macOS sends it (READ_DIR_ATTR | OSX_COPYFILE | UNIX_BASED | NFS_ACE client caps). */
 function query(bitmap: number, size = 24, command = 1): { name: string; data: Buffer } {
@@ -24,8 +23,7 @@ describe('AAPL create context', () => {
     const c = fileContext(srv);
     const all = AaplBitmap.SERVER_CAPS | AaplBitmap.VOLUME_CAPS | AaplBitmap.MODEL_INFO;
     const { body } = await create(c, createRequest('', { contexts: [query(all)] }));
-    const ctxOff = body.readUInt32LE(80) - 64;
-    const aapl = decodeCreateContexts(body.subarray(ctxOff, ctxOff + body.readUInt32LE(84))).find((x) => x.name === 'AAPL');
+    const aapl = responseContexts(body).find((x) => x.name === 'AAPL');
     assert.ok(aapl, 'an AAPL reply');
     const d = aapl.data;
     assert.equal(d.readUInt32LE(0), 1);
@@ -40,8 +38,7 @@ describe('AAPL create context', () => {
   it('answers only what the bitmap asks', async () => {
     const srv = await memoryServer();
     const { body } = await create(fileContext(srv), createRequest('', { contexts: [query(AaplBitmap.VOLUME_CAPS | 0x100)] }));
-    const ctxOff = body.readUInt32LE(80) - 64;
-    const d = decodeCreateContexts(body.subarray(ctxOff, ctxOff + body.readUInt32LE(84))).find((x) => x.name === 'AAPL')!.data;
+    const d = responseContexts(body).find((x) => x.name === 'AAPL')!.data;
     assert.equal(Number(d.readBigUInt64LE(8)), AaplBitmap.VOLUME_CAPS, 'unknown bits are not echoed');
     assert.equal(d.length, 24);
   });

@@ -264,10 +264,10 @@ describe('SMB2 connection', () => {
     await srv.close();
   });
 
-  it('picks the highest of 3.0.2, 3.0, 2.1 (LARGE_MTU, 1 MiB; leasing at 2.1 only) and 2.0.2 (64 KiB); 3.1.1 needs its contexts', async () => {
+  it('picks the highest of 3.0.2, 3.0, 2.1 (LARGE_MTU and leasing, 1 MiB) and 2.0.2 (64 KiB); 3.1.1 needs its contexts', async () => {
     for (const [dialects, dialect, max, caps] of [
-      [[0x0202, 0x0210, 0x0300, 0x0302], 0x0302, 1 << 20, 4],
-      [[0x0202, 0x0210, 0x0300], 0x0300, 1 << 20, 4],
+      [[0x0202, 0x0210, 0x0300, 0x0302], 0x0302, 1 << 20, 6],
+      [[0x0202, 0x0210, 0x0300], 0x0300, 1 << 20, 6],
       [[0x0202, 0x0210], 0x0210, 1 << 20, 6],
       [[0x0202], 0x0202, 65536, 0],
     ] as const) {
@@ -332,7 +332,7 @@ describe('SMB2 connection', () => {
       const negResp = sent[sent.length - 1]!;
       const body = negResp.subarray(HEADER_SIZE);
       assert.equal(body.readUInt16LE(4), 0x0311);
-      assert.equal(body.readUInt32LE(24), 4, 'LARGE_MTU only: no encryption capability');
+      assert.equal(body.readUInt32LE(24), 6, 'LARGE_MTU and LEASING only: no encryption capability');
       // The response's contexts: preauth integrity (SHA-512, a 32-byte salt) and signing (AES-CMAC); no encryption.
       const contexts: { type: number; data: Buffer }[] = [];
       for (let i = 0, at = body.readUInt32LE(60); i < body.readUInt16LE(6); i++) {
@@ -499,7 +499,7 @@ describe('SMB2 connection', () => {
     const out = v.subarray(v.readUInt32LE(HEADER_SIZE + 32), v.readUInt32LE(HEADER_SIZE + 32) + v.readUInt32LE(HEADER_SIZE + 36));
     assert.deepEqual(
       [out.readUInt32LE(0), out.subarray(4, 20), out.readUInt16LE(22)],
-      [4, Buffer.alloc(16, 9), 0x0302],
+      [6, Buffer.alloc(16, 9), 0x0302],
       'capabilities, server GUID and dialect as NEGOTIATE gave them',
     );
     assert.deepEqual(aborted, []);

@@ -207,6 +207,7 @@ export class SmbConnection implements SessionOwner {
     this.caching = {
       clientGuid: this.clientGuid,
       leasing: false,
+      leaseV2: false,
       breakTimeoutMs: this.opts.oplockBreakTimeoutMs ?? oplock.DEFAULT_BREAK_TIMEOUT_MS,
       notify: (command, body) => {
         if (this.closed) return false;
@@ -235,6 +236,8 @@ export class SmbConnection implements SessionOwner {
 
   /** How oplock and lease breaks reach this connection's client (unsolicited, MessageId all ones). */
   private readonly caching: oplock.CachingContext;
+  /** Forgets this connection as a channel of its client for v2 lease breaks (3.x). */
+  private dropLeaseChannel: (() => void) | null = null;
 
   private get largeMtu(): boolean {
     return this.dialect !== null && (serverCapabilities(this.dialect) & Capabilities.LARGE_MTU) !== 0;
@@ -959,6 +962,9 @@ export class SmbConnection implements SessionOwner {
     this.clientCapabilities = req.capabilities;
     this.caching.clientGuid = req.clientGuid;
     this.caching.leasing = (serverCapabilities(dialect) & Capabilities.LEASING) !== 0;
+    this.caching.leaseV2 = isSmb3(dialect);
+    if (this.caching.leaseV2 && this.dropLeaseChannel === null)
+      this.dropLeaseChannel = oplock.addLeaseChannel(this.opts.fs, req.clientGuid, this.caching.notify);
     this.negotiateBody(w, dialect, contexts);
   }
 
@@ -1280,6 +1286,7 @@ export class SmbConnection implements SessionOwner {
     if (this.badSignatures > 1)
       this.log?.warn({ refusedOnConnection: this.badSignatures }, 'SMB2 connection closed: requests refused for their signature on it');
     this.closed = true;
+    this.dropLeaseChannel?.();
     this.async.abortWhere(() => true, 'disconnected');
     this.notifyHub?.closeAll();
     for (const s of this.sessions.values()) this.table.remove(s);
@@ -1350,13 +1357,12 @@ export function dialectName(dialect: number | null): string {
 /**
  * MS-SMB2 3.3.5.4 the Capabilities the NEGOTIATE response (and VALIDATE_NEGOTIATE_INFO) gives,
  * and what the connection then does: LARGE_MTU (multi-credit requests, 1 MiB reads and writes)
- * at all dialects but 2.0.2, leasing at 2.1 only: 3.x clients ask for version 2 leases (parent keys, epochs), which are not
- * served yet, so at 3.x they use oplocks. No multichannel, persistent handles, directory leasing
- * or encryption.
+ * and leasing at all dialects but 2.0.2 (version 1 leases at 2.1; at 3.x version 2 too: epochs
+ * and parent keys, lease.ts). No multichannel, persistent handles, directory leasing or
+ * encryption.
  */
 function serverCapabilities(dialect: number): number {
-  if (dialect === Dialect.SMB210) return Capabilities.LARGE_MTU | Capabilities.LEASING;
-  return isSmb3(dialect) ? Capabilities.LARGE_MTU : 0;
+  return dialect === Dialect.SMB202 ? 0 : Capabilities.LARGE_MTU | Capabilities.LEASING;
 }
 
 /** The SMB name of a share: its name without the leading slash (`/export` -> `export`). */

@@ -1,13 +1,17 @@
-// Durable handles v1: an open that outlives its connection (MS-SMB2 3.3.5.9.6 DHnQ, 3.3.5.9.7
-// DHnC, 3.3.5.6 and 3.3.7.1 what LOGOFF and a lost connection do to a durable open, 3.3.2.2 the
-// Durable Open Scavenger Timer). An open granted with a batch oplock or a lease with handle caching
+// Durable handles: an open that outlives its connection (MS-SMB2 3.3.5.9.6 DHnQ and 3.3.5.9.7
+// DHnC, version 1; 3.3.5.9.10 DH2Q and 3.3.5.9.12 DH2C, version 2, SMB 3.x only; 3.3.5.6 and
+// 3.3.7.1 what LOGOFF and a lost connection do to a durable open, 3.3.2.2 the Durable Open
+// Scavenger Timer). An open granted with a batch oplock or a lease with handle caching
 // may be made durable. When its session or connection goes away (not a TREE_DISCONNECT), it is
 // preserved: it stays in the lock manager with its share modes, byte-range locks and oplock or
-// lease, but without a connection. The same user reconnecting (DHnC naming its FileId) gets the
-// very same open back, position and locks included. Anything that needs it to break its caching
-// (another open, an NFS write, remove or rename) closes it instead, since no break can reach it;
-// so does its timer. A close of a preserved open is a CLOSE: locks go, delete-on-close runs.
+// lease, but without a connection. The same user reconnecting (DHnC naming its FileId; DH2C naming
+// its FileId and the CreateGuid its DH2Q gave) gets the very same open back, position and locks
+// included. Anything that needs it to break its caching (another open, an NFS write, remove or
+// rename) closes it instead, since no break can reach it; so does its timer. A close of a
+// preserved open is a CLOSE: locks go, delete-on-close runs.
 // The table is bounded: in all and per user; an open past a cap is closed at disconnect.
+// Persistent handles (SMB2_DHANDLE_FLAG_PERSISTENT) are never granted: no share is continuously
+// available, so a v2 open asking for one gets a durable one.
 import type { Logger } from 'pino';
 import type { FileService } from '../vfs/service.js';
 import { Caching } from '../vfs/locks/opens.js';
@@ -28,16 +32,47 @@ export const DEFAULT_DURABLE_TIMEOUT_MS = 16 * 60_000;
 /** Preserved opens in the whole server at most. */
 export const DEFAULT_MAX_PRESERVED = 4096;
 
+/**
+ * The longest a v2 open is kept: 300 s, where Windows Server caps the Timeout a DH2Q asks for
+ * (smbtorture durable-v2-open checks it; smbd does the same). Asked for more, or for 0 (the
+ * server's choice: durable_handle_timeout) with a longer durable_handle_timeout, the open is kept
+ * 300 s, and the response says so.
+ */
+export const MAX_DURABLE_V2_TIMEOUT_MS = 300_000;
+
 /** Create context names (MS-SMB2 2.2.13.2). */
 const DHNQ = 'DHnQ';
 const DHNC = 'DHnC';
 /**
- * SMB 3.x only; at 2.1 a reconnect named this way is taken as DHnC (its FileId comes first), as
- * smbd does. At 3.x it names a version 2 durable open, which this server does not grant (DH2Q is
- * ignored): refused.
+ * Version 2 (SMB 3.x only). At 2.x a DH2Q is ignored, and a reconnect named DH2C is taken as DHnC
+ * (its FileId comes first), as smbd does.
  */
-const DH2C = 'DH2C';
 const DH2Q = 'DH2Q';
+const DH2C = 'DH2C';
+/** MS-SMB2 2.2.13.2.11: Timeout, Flags, Reserved (8), CreateGuid (16). */
+const DH2Q_BYTES = 32;
+/** MS-SMB2 2.2.13.2.12: FileId (16), CreateGuid (16), Flags. */
+const DH2C_BYTES = 36;
+const NO_CREATE_GUID = Buffer.alloc(16);
+
+/** What a DH2Q asks: MS-SMB2 Open.DurableOpenTimeout (ms, 0: the server's choice) and Open.CreateGuid. */
+export interface DurableV2Request {
+  readonly timeoutMs: number;
+  readonly createGuid: Buffer;
+}
+
+/**
+ * MS-SMB2 3.3.5.9.10: the DH2Q of a CREATE at 3.x, checked before the open is executed (null
+ * without one, or at 2.x, where it is ignored). Beside a DHnQ it is refused.
+ */
+export function durableV2Request(req: CreateRequest, smb3: boolean): DurableV2Request | null {
+  if (!smb3) return null;
+  const ctx = req.contexts.find((c) => c.name === DH2Q);
+  if (!ctx) return null;
+  if (req.contexts.some((c) => c.name === DHNQ)) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'DH2Q with DHnQ');
+  if (ctx.data.length < DH2Q_BYTES) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'DH2Q context shorter than 32 bytes');
+  return { timeoutMs: ctx.data.readUInt32LE(0), createGuid: Buffer.from(ctx.data.subarray(16, 32)) };
+}
 
 export interface DurableOptions {
   /** How long a preserved open waits for its client (adapters.smb.durable_handle_timeout). */
@@ -59,11 +94,20 @@ interface Preserved {
 export const isReconnect = (req: CreateRequest): boolean => req.contexts.some((c) => c.name === DHNC || c.name === DH2C);
 
 /**
- * MS-SMB2 3.3.5.9.6: after a successful open, is it made durable? Only with a batch oplock or a
- * lease holding handle caching, never for a directory or a stream. Returns the response context.
+ * MS-SMB2 3.3.5.9.6 and 3.3.5.9.10: after a successful open, is it made durable (v1: the CREATE
+ * had a DHnQ; v2: `v2`, from durableV2Request)? Only with a batch oplock or a lease holding
+ * handle caching, never for a directory or a stream. Returns the response context. A v2 open
+ * keeps the Timeout asked (0: `defaultTimeoutMs`, the server's durable_handle_timeout), at most
+ * MAX_DURABLE_V2_TIMEOUT_MS, and answers what it keeps.
  */
-export function grantDurable(req: CreateRequest, open: Open, oplockLevel: number): CreateContext | null {
-  if (!req.contexts.some((c) => c.name === DHNQ)) return null;
+export function grantDurable(
+  req: CreateRequest,
+  open: Open,
+  oplockLevel: number,
+  v2: DurableV2Request | null = null,
+  defaultTimeoutMs = DEFAULT_DURABLE_TIMEOUT_MS,
+): CreateContext | null {
+  if (v2 === null && !req.contexts.some((c) => c.name === DHNQ)) return null;
   if (open.isDir || open.stream) return null;
   const handle =
     oplockLevel === OplockLevel.BATCH ||
@@ -71,7 +115,14 @@ export function grantDurable(req: CreateRequest, open: Open, oplockLevel: number
   if (!handle) return null;
   open.durable = true;
   // 2.2.14.2.3: 8 reserved bytes.
-  return { name: DHNQ, data: Buffer.alloc(8) };
+  if (v2 === null) return { name: DHNQ, data: Buffer.alloc(8) };
+  const timeoutMs = Math.min(v2.timeoutMs === 0 ? defaultTimeoutMs : v2.timeoutMs, MAX_DURABLE_V2_TIMEOUT_MS);
+  open.createGuid = v2.createGuid;
+  open.durableTimeoutMs = timeoutMs;
+  // 2.2.14.2.12: Timeout, Flags (never SMB2_DHANDLE_FLAG_PERSISTENT).
+  const data = Buffer.alloc(8);
+  data.writeUInt32LE(timeoutMs, 0);
+  return { name: DH2Q, data };
 }
 
 /** Can the open be preserved now (still durable: batch oplock or a handle-caching lease)? */
@@ -123,13 +174,16 @@ export class DurableTable {
       return false;
     }
     open.notify = null;
-    const timer = setTimeout(() => void this.expire(open), this.timeoutMs);
+    const timer = setTimeout(() => void this.expire(open), open.durableTimeoutMs ?? this.timeoutMs);
     // A preserved open is not work in flight: it must not keep the process alive.
     timer.unref();
     this.byId.set(open.id, { open, user, timer });
     this.perUser.set(user, mine + 1);
     open.expire = () => this.expire(open);
-    this.log?.info({ user, path: open.path, timeoutMs: this.timeoutMs }, 'durable open preserved');
+    this.log?.info(
+      { user, path: open.path, timeoutMs: open.durableTimeoutMs ?? this.timeoutMs, v2: open.createGuid !== null },
+      'durable open preserved',
+    );
     return true;
   }
 
@@ -166,21 +220,28 @@ export class DurableTable {
   }
 
   /**
-   * MS-SMB2 3.3.5.9.7: a CREATE with DHnC. No path validation and no open execution: the other
-   * fields of the request are ignored. Answers the open's current oplock level or lease.
+   * MS-SMB2 3.3.5.9.7 and 3.3.5.9.12: a CREATE with DHnC, or at 3.x DH2C. No path validation and
+   * no open execution: the other fields of the request are ignored. Answers the open's current
+   * oplock level or lease. A DH2C must name the open's CreateGuid (a v1 open has none); a DHnC
+   * may reconnect a v2 open too (as Windows: smbtorture durable-v2-open.reopen2b).
    */
   async reconnect(c: FileContext, req: CreateRequest, w: SmbWriter, register: (o: Open) => void): Promise<Open> {
-    if (req.contexts.some((x) => x.name === DH2Q)) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'DHnC with DH2Q');
-    // At 3.x a DH2C names a version 2 durable open (DH2Q), which is never granted here.
-    const ctx = req.contexts.find((x) => x.name === DHNC) ?? (c.smb3 ? undefined : req.contexts.find((x) => x.name === DH2C));
-    if (ctx === undefined)
-      throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no version 2 durable open (only version 1 is granted)');
-    if (ctx.data.length < 16) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'durable reconnect context shorter than a FileId');
+    const has = (name: string) => req.contexts.some((x) => x.name === name);
+    if (has(DH2Q)) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'durable reconnect with DH2Q');
+    const v2 = c.smb3 === true && has(DH2C);
+    if (v2 && (has(DHNC) || has(DHNQ))) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'DH2C with a version 1 durable context');
+    const ctx = req.contexts.find((x) => x.name === (v2 ? DH2C : DHNC)) ?? req.contexts.find((x) => x.name === DH2C)!;
+    if (ctx.data.length < (v2 ? DH2C_BYTES : 16))
+      throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `durable reconnect context shorter than ${v2 ? DH2C_BYTES : 16} bytes`);
     const hi = ctx.data.readUInt32LE(4);
     const id = hi * 2 ** 32 + ctx.data.readUInt32LE(0);
     const p = this.byId.get(id);
     if (!p) throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no preserved durable open with that FileId');
     const open = p.open;
+    // A v1 open's CreateGuid is all zeros: a DH2C naming none reconnects it, as Windows and smbd
+    // (smbtorture durable-open.reopen2-lease at 3.x); one naming a GUID does not (durable-v2-open.reopen2c).
+    if (v2 && !(open.createGuid ?? NO_CREATE_GUID).equals(ctx.data.subarray(16, 32)))
+      throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'DH2C names another CreateGuid');
     // The lease context names the lease, whatever RequestedOplockLevel says (smbtorture sends 0).
     const want = c.caching?.leasing ? leaseRequestOf({ ...req, requestedOplockLevel: OplockLevel.LEASE }) : null;
     if (open.lease) {

@@ -67,7 +67,7 @@ import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
 import { checkOwnerChange, decodeSecurityDescriptor, newFileOwner, posixChangeOf, SecurityInformation } from './security.js';
 import { daclMask, describe, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
-import { type DurableTable, grantDurable, isReconnect } from './durable.js';
+import { type DurableTable, durableV2Request, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
 import { checkEaKnowledge, decodeFullEaList, EA_KIND, type EaChange, eaChanges, eaRecords, eaSizeOf, queryEas, storeEas } from './ea.js';
 import { allocationOf, resetAllocation, setAllocation } from './allocation.js';
@@ -225,8 +225,9 @@ export async function create(
     if (!c.durable) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     return c.durable.reconnect(c, req, w, register);
   }
-  // macOS's server query, checked before anything is opened.
+  // macOS's server query and a DH2Q (3.x), checked before anything is opened.
   const aapl = aaplReply(req);
+  const durableV2 = durableV2Request(req, c.smb3 === true);
   // MS-SMB2 3.3.5.9: ImpersonationLevel past Delegate (3), and a name starting with a backslash, are refused.
   if (req.impersonationLevel > 3) throw fail(NtStatus.BAD_IMPERSONATION_LEVEL);
   const raw = fromUtf16(req.name, 'CREATE name');
@@ -391,7 +392,7 @@ export async function create(
     else if (ctx.name === 'MxAc') contexts.push({ name: 'MxAc', data: mxacResponse(maximal ?? maximalAccessOf(c, inode)) });
   }
   if (granting.lease) contexts.push({ name: 'RqLs', data: granting.lease });
-  const durable = grantDurable(req, open, granting.level);
+  const durable = grantDurable(req, open, granting.level, durableV2, c.durable?.timeoutMs);
   if (durable) contexts.push(durable);
   if (aapl) contexts.push(aapl);
   writeCreateResponse(w, {

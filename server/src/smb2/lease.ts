@@ -12,7 +12,11 @@
 // - Each step waits at most the break timeout (MS-SMB2 3.3.2.1); an unacknowledged break leaves
 //   the lease nothing. Waiters are bounded by the requests that wait (each resolves when the lease
 //   is no longer breaking, the latest by the timer) and released with the lease's last open.
-// Leases v1 (SMB 2.1) carry no epoch on the wire: nothing here counts one.
+// - Version 2 leases (made by a v2 context at SMB 3.x) count an epoch (MS-SMB2 3.3.5.9.11, 3.3.4.7,
+//   as Windows behaves in smbtorture lease.v2_epoch1-3, v2_breaking3, v2_complex1-2): a new lease
+//   answers the request's epoch + 1; each new state after that (an upgrade, a break notification,
+//   a break from read caching alone) adds one; the further steps of one break, an acknowledgment
+//   and a request that changes nothing add none. Version 1 leases carry epoch 0.
 import { SmbWriter } from './codec.js';
 import { Command } from './constants.js';
 import type { Open } from './state.js';
@@ -23,11 +27,11 @@ import { Caching, type CacheHolder, type FileOpens } from '../vfs/locks/opens.js
 const LEASE_BREAK_ACK_REQUIRED = 0x1;
 const ACK_BITS = Caching.WRITE | Caching.HANDLE;
 
-/** MS-SMB2 2.2.23.2 Lease Break Notification. */
-export function leaseBreakBody(key: Buffer, current: number, next: number, ackRequired: boolean): Buffer {
+/** MS-SMB2 2.2.23.2 Lease Break Notification (NewEpoch: 0 for a version 1 lease). */
+export function leaseBreakBody(key: Buffer, current: number, next: number, ackRequired: boolean, epoch = 0): Buffer {
   const w = new SmbWriter(44);
   w.u16(44)
-    .u16(0)
+    .u16(epoch)
     .u32(ackRequired ? LEASE_BREAK_ACK_REQUIRED : 0)
     .bytes(key);
   w.u32(current).u32(next).u32(0).u32(0).u32(0);
@@ -58,6 +62,12 @@ export class Lease implements CacheHolder {
   required: number = Caching.NONE;
   private timer: NodeJS.Timeout | null = null;
   private waiters: Waiter[] = [];
+  /** MS-SMB2 Lease.Version: 2 when a v2 context (SMB 3.x) made it; its responses are v2 then. */
+  readonly version: 1 | 2;
+  /** MS-SMB2 Lease.Epoch (16 bits; always 0 for version 1). */
+  epoch = 0;
+  /** MS-SMB2 Lease.ParentLeaseKey, when the v2 context that made it set one. */
+  readonly parentKey: Buffer | null = null;
 
   constructor(
     readonly table: LeaseTable,
@@ -67,7 +77,20 @@ export class Lease implements CacheHolder {
     /** Lease.LeaseState. */
     public state: number,
     private readonly timeoutMs: number,
-  ) {}
+    /** The v2 context that asks for it (null: version 1). */
+    v2: { parentKey: Buffer | null; epoch: number } | null = null,
+  ) {
+    this.version = v2 ? 2 : 1;
+    if (v2) {
+      this.epoch = (v2.epoch + 1) & 0xffff;
+      this.parentKey = v2.parentKey;
+    }
+  }
+
+  /** A new lease state: a version 2 lease counts it in its epoch. */
+  nextEpoch(): void {
+    if (this.version === 2) this.epoch = (this.epoch + 1) & 0xffff;
+  }
 
   get caching(): number {
     return this.state;
@@ -93,6 +116,8 @@ export class Lease implements CacheHolder {
     } else {
       const to = this.state & keep;
       if (to === this.state) return Promise.resolve();
+      // The break's notification carries the new epoch; its further steps do not add to it.
+      this.nextEpoch();
       if ((this.state & ACK_BITS) === 0 || !this.send(this.state, to, true)) {
         // From read caching alone no acknowledgment is asked (nor can one come without a connection).
         if ((this.state & ACK_BITS) === 0) this.send(this.state, to, false);
@@ -188,9 +213,16 @@ export class Lease implements CacheHolder {
     this.waiters = keep;
   }
 
-  /** A notification through the connection of the newest open of the lease that is still there. */
+  /**
+   * A notification through the connection of the newest open of the lease that is still there; for
+   * a version 2 lease through the client's oldest 3.x connection still there, as Windows sends it
+   * (smbtorture lease.v2_complex1: a lease is its client's, named by ClientGuid and key, not one
+   * connection's), else as for version 1.
+   */
   private send(from: number, to: number, ack: boolean): boolean {
-    const body = leaseBreakBody(this.key, from, to, ack);
+    const body = leaseBreakBody(this.key, from, to, ack, this.epoch);
+    if (this.version === 2)
+      for (const notify of this.table.channelsOf(this.id.slice(0, 32))) if (notify(Command.OPLOCK_BREAK, body)) return true;
     const opens = [...this.opens];
     for (let i = opens.length - 1; i >= 0; i--) if (opens[i]!.notify?.(Command.OPLOCK_BREAK, body)) return true;
     return false;
@@ -200,4 +232,22 @@ export class Lease implements CacheHolder {
 /** The leases of the server, by ClientGuid and LeaseKey (MS-SMB2 3.3.1.12 LeaseTableList). */
 export class LeaseTable {
   readonly leases = new Map<string, Lease>();
+  /** Each client's connections at SMB 3.x (by ClientGuid, hex), oldest first (see Lease.send). */
+  private readonly channels = new Map<string, ((command: number, body: Buffer) => boolean)[]>();
+
+  /** A client's connection negotiated 3.x; returns what forgets it when it closes. */
+  addChannel(clientGuid: string, notify: (command: number, body: Buffer) => boolean): () => void {
+    const list = this.channels.get(clientGuid) ?? [];
+    list.push(notify);
+    this.channels.set(clientGuid, list);
+    return () => {
+      const at = list.indexOf(notify);
+      if (at >= 0) list.splice(at, 1);
+      if (list.length === 0 && this.channels.get(clientGuid) === list) this.channels.delete(clientGuid);
+    };
+  }
+
+  channelsOf(clientGuid: string): readonly ((command: number, body: Buffer) => boolean)[] {
+    return this.channels.get(clientGuid) ?? [];
+  }
 }

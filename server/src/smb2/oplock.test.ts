@@ -7,11 +7,11 @@ import { Caching } from '../vfs/locks/opens.js';
 import { SmbWriter } from './codec.js';
 import { Access, CreateDisposition } from './constants.js';
 import * as files from './files.js';
-import { acknowledge, OplockLevel, type CachingContext } from './oplock.js';
+import { acknowledge, addLeaseChannel, OplockLevel, type CachingContext } from './oplock.js';
 import { SmbReader } from './codec.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
-import { close as closeOpen, create, createRequest, fileContext, status } from './testing.js';
+import { close as closeOpen, create, createRequest, fileContext, responseContexts, status } from './testing.js';
 
 const RWH = Caching.READ | Caching.WRITE | Caching.HANDLE;
 
@@ -26,11 +26,13 @@ interface Client {
 
 async function setup(timeoutMs = 2000) {
   const srv = await memoryServer();
-  const client = (guidByte: number): Client => {
+  /** `leaseV2`: the client negotiated 3.x (version 2 lease contexts are read). */
+  const client = (guidByte: number, leaseV2 = false): Client => {
     const cl = { sent: [] as Buffer[], onBreak: (_b: Buffer) => undefined } as unknown as Client;
     cl.caching = {
       clientGuid: Buffer.alloc(16, guidByte),
       leasing: true,
+      leaseV2,
       breakTimeoutMs: timeoutMs,
       notify: (_cmd, body) => {
         cl.sent.push(body);
@@ -46,18 +48,26 @@ async function setup(timeoutMs = 2000) {
     name: string,
     o: {
       oplock?: number;
-      lease?: { key: number; state: number };
+      /** `v2`: a version 2 context (52 bytes) with that epoch and, if given, a parent key byte. */
+      lease?: { key: number; state: number; v2?: { epoch: number; parent?: number } };
       share?: number;
       disposition?: number;
       access?: number;
       options?: number;
     } = {},
-  ): Promise<{ open: Open; level: number; leaseState: number | null }> => {
+  ): Promise<{ open: Open; level: number; leaseState: number | null; lease: Buffer | null }> => {
     const contexts = [];
     if (o.lease) {
-      const data = Buffer.alloc(32);
+      const data = Buffer.alloc(o.lease.v2 ? 52 : 32);
       data.fill(o.lease.key, 0, 16);
       data.writeUInt32LE(o.lease.state, 16);
+      if (o.lease.v2) {
+        if (o.lease.v2.parent !== undefined) {
+          data.writeUInt32LE(0x4, 20);
+          data.fill(o.lease.v2.parent, 32, 48);
+        }
+        data.writeUInt16LE(o.lease.v2.epoch, 48);
+      }
       contexts.push({ name: 'RqLs', data });
     }
     const req = createRequest(name, {
@@ -69,9 +79,8 @@ async function setup(timeoutMs = 2000) {
       contexts,
     });
     const { open: got, body } = await create(cl.ctx, req);
-    const ctxOff = body.readUInt32LE(80);
-    const leaseState = ctxOff ? body.readUInt32LE(ctxOff - 64 + 24 + 16) : null;
-    return { open: got, level: body[2]!, leaseState };
+    const lease = responseContexts(body).find((x) => x.name === 'RqLs')?.data ?? null;
+    return { open: got, level: body[2]!, leaseState: lease ? lease.readUInt32LE(16) : null, lease };
   };
   const close = (cl: Client, o: Open) => closeOpen(cl.ctx, o);
   return { srv, client, open, close };
@@ -400,3 +409,105 @@ function ackLease(cl: Client, open: Open, body: Buffer, state: number): void {
   ack.writeUInt32LE(state, 88);
   acknowledge(cl.ctx.fs, cl.caching.clientGuid, new SmbReader(ack, 64), new SmbWriter(), () => open);
 }
+
+describe('leases v2 (SMB 3.x)', () => {
+  const RH = Caching.READ | Caching.HANDLE;
+
+  it('a new lease answers the request epoch + 1 in a 52-byte context; an upgrade adds one, the same state none', async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1, true);
+    const first = await open(a, 'f', { lease: { key: 1, state: Caching.READ, v2: { epoch: 0x4711 } } });
+    assert.equal(first.lease!.length, 52);
+    assert.equal(first.leaseState, Caching.READ);
+    assert.equal(first.lease!.readUInt32LE(20), 0, 'no flags: no parent key, no break');
+    assert.equal(first.lease!.readUInt16LE(48), 0x4712);
+    const same = await open(a, 'f', { lease: { key: 1, state: Caching.READ, v2: { epoch: 0x1 } } });
+    assert.equal(same.lease!.readUInt16LE(48), 0x4712, "the request's epoch counts only for a new lease");
+    // Asked with a v1 context, a v2 lease still answers v2.
+    const up = await open(a, 'f', { lease: { key: 1, state: RWH } });
+    assert.equal(up.lease!.length, 52);
+    assert.equal(up.leaseState, RWH);
+    assert.equal(up.lease!.readUInt16LE(48), 0x4713);
+    // The epoch wraps at 16 bits.
+    const wrap = await open(a, 'g', { lease: { key: 2, state: Caching.READ, v2: { epoch: 0xffff } } });
+    assert.equal(wrap.lease!.readUInt16LE(48), 0);
+    await srv.close();
+  });
+
+  it('echoes a parent lease key; a v2 context at 2.1, or a v1 lease asked with one, answers v1', async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1, true);
+    const child = await open(a, 'f', { lease: { key: 1, state: RWH, v2: { epoch: 0x11, parent: 9 } } });
+    assert.equal(child.lease!.readUInt32LE(20), 0x4, 'SMB2_LEASE_FLAG_PARENT_LEASE_KEY_SET');
+    assert.deepEqual(child.lease!.subarray(32, 48), Buffer.alloc(16, 9));
+    assert.equal(child.lease!.readUInt16LE(48), 0x12);
+    const v1 = await open(a, 'g', { lease: { key: 2, state: Caching.READ } });
+    assert.equal(v1.lease!.length, 32);
+    const v1asked2 = await open(a, 'g', { lease: { key: 2, state: RWH, v2: { epoch: 0x4711 } } });
+    assert.equal(v1asked2.lease!.length, 32, 'the version the lease was made with');
+    const old = client(2);
+    const at21 = await open(old, 'h', { lease: { key: 3, state: RWH, v2: { epoch: 0x4711 } } });
+    assert.equal(at21.lease!.length, 32, 'at 2.1 a v2 context is read as v1');
+    await srv.close();
+  });
+
+  it('a break carries the next epoch; its further steps and the acknowledgments add none; a v1 lease breaks with epoch 0', async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1, true);
+    const b = client(2, true);
+    const first = await open(a, 'f', { lease: { key: 1, state: RWH, v2: { epoch: 0x11 } } });
+    assert.equal(first.lease!.readUInt16LE(48), 0x12);
+    const notes: Buffer[] = [];
+    a.onBreak = (body) => {
+      notes.push(body);
+      const from = body.readUInt32LE(24);
+      const to = body.readUInt32LE(28);
+      // Keep more than asked on the first step (RWH -> RH asked: acknowledged RH), then follow.
+      if ((body.readUInt32LE(4) & 1) !== 0) ackLease(a, first.open, body, to);
+      assert.ok((to & ~from) === 0);
+    };
+    // A plain open (no lease) of another client breaks RWH to RH, then an overwrite asks for none.
+    await open(b, 'f', {});
+    assert.equal(notes.length, 1);
+    assert.equal(notes[0]!.readUInt16LE(2), 0x13, 'NewEpoch');
+    assert.equal(notes[0]!.readUInt32LE(28), RH);
+    const truncate = await open(b, 'f', { disposition: CreateDisposition.OVERWRITE_IF });
+    assert.ok(truncate.open);
+    // RH -> R -> none (handle caching goes, then read caching: no ack needed for the last step).
+    const epochs = notes.slice(1).map((n) => n.readUInt16LE(2));
+    assert.ok(epochs.length >= 1);
+    assert.equal(epochs[0], 0x14, 'a new break: a new epoch');
+    for (const e of epochs.slice(1)) assert.equal(e, 0x14, 'further steps of that break: the same epoch');
+    await srv.close();
+
+    const s2 = await setup();
+    const c = s2.client(3, true);
+    const d = s2.client(4, true);
+    const v1 = await s2.open(c, 'f', { lease: { key: 1, state: RWH } });
+    c.onBreak = (body) => ackLease(c, v1.open, body, body.readUInt32LE(28));
+    await s2.open(d, 'f', {});
+    assert.equal(c.sent.length, 1);
+    assert.equal(c.sent[0]!.readUInt16LE(2), 0, 'a v1 lease: NewEpoch 0');
+    await s2.srv.close();
+  });
+
+  it("a v2 lease's break goes to its client's oldest 3.x connection still open", async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1, true);
+    const sentOn: string[] = [];
+    const table = addLeaseChannel(a.ctx.fs, a.caching.clientGuid, () => (sentOn.push('first'), true));
+    const other = client(2, true);
+    const held = await open(a, 'f', { lease: { key: 1, state: Caching.READ, v2: { epoch: 0 } } });
+    assert.ok(held.open);
+    // A write through another client's open breaks R to none (no ack): sent on the first channel.
+    await open(other, 'f', { disposition: CreateDisposition.OVERWRITE_IF });
+    assert.deepEqual(sentOn, ['first']);
+    assert.equal(a.sent.length, 0, "not on the open's own connection");
+    table();
+    const again = await open(a, 'g', { lease: { key: 2, state: Caching.READ, v2: { epoch: 0 } } });
+    assert.ok(again.open);
+    await open(other, 'g', { disposition: CreateDisposition.OVERWRITE_IF });
+    assert.equal(a.sent.length, 1, "once the first channel is gone, the open's connection");
+    await srv.close();
+  });
+});

@@ -1,4 +1,4 @@
-// Share modes, delete-pending, oplocks and v1 leases of SMB opens, over the lock manager's table of
+// Share modes, delete-pending, oplocks and leases (v1, and v2 at 3.x) of SMB opens, over the lock manager's table of
 // opens (vfs/locks/opens.ts), which NFS changes consult too.
 // MS-SMB2 3.3.5.9 (CREATE: share access, RqLs), 3.3.4.6 / 3.3.4.7 (oplock and lease break
 // notifications), 3.3.5.22 (OPLOCK_BREAK acknowledgments); MS-FSA 2.1.5.1.2 (share access),
@@ -31,8 +31,12 @@ export { Lease, leaseBreakBody, LeaseTable } from './lease.js';
 /** MS-SMB2 2.2.13 RequestedOplockLevel. */
 export const OplockLevel = Object.freeze({ NONE: 0, II: 1, EXCLUSIVE: 8, BATCH: 9, LEASE: 0xff } as const);
 
-/** MS-SMB2 2.2.14.2.10 LeaseFlags. */
+/** MS-SMB2 2.2.14.2.10 and 2.2.14.2.11 lease Flags. */
 const LEASE_FLAG_BREAK_IN_PROGRESS = 0x2;
+const LEASE_FLAG_PARENT_LEASE_KEY_SET = 0x4;
+/** MS-SMB2 2.2.13.2.8 / 2.2.13.2.10: a v1 lease context is 32 bytes, a v2 one 52. */
+const LEASE_V1_BYTES = 32;
+const LEASE_V2_BYTES = 52;
 /** Leases per server at most (each has at least one open; the open table caps those too). */
 const MAX_LEASES = 65536;
 /** FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, SYNCHRONIZE: what an open may ask without breaking an oplock. */
@@ -48,6 +52,8 @@ export interface CachingContext {
   clientGuid: Buffer;
   /** Leases exist from SMB 2.1 on. */
   leasing: boolean;
+  /** Version 2 lease contexts (epochs, parent keys) are read at SMB 3.x only. */
+  leaseV2?: boolean;
   notify: NotifySender;
   /** How long a break waits for the acknowledgment (adapters.smb.oplock_break_timeout). */
   breakTimeoutMs: number;
@@ -141,6 +147,11 @@ function leaseTableOf(fs: FileService): LeaseTable {
   return t;
 }
 
+/** A 3.x connection of a client, where its version 2 leases' breaks may go (LeaseTable.addChannel). */
+export function addLeaseChannel(fs: FileService, clientGuid: Buffer, notify: NotifySender): () => void {
+  return leaseTableOf(fs).addChannel(clientGuid.toString('hex'), notify);
+}
+
 // ---- wire ---------------------------------------------------------------------------------------
 
 /** MS-SMB2 2.2.23.1 Oplock Break Notification (and 2.2.25.1 the response: same layout). */
@@ -173,12 +184,27 @@ export function notificationFrame(command: number, body: Buffer): Buffer {
   return frame;
 }
 
-/** MS-SMB2 2.2.13.2.8 SMB2_CREATE_REQUEST_LEASE: LeaseKey, LeaseState (v1 is 32 bytes). */
-export function leaseRequestOf(req: CreateRequest): { key: Buffer; state: number } | null {
+/** What an RqLs asks: the key and state, and for a version 2 context its parent key (if set) and epoch. */
+export interface LeaseRequest {
+  key: Buffer;
+  state: number;
+  v2: { parentKey: Buffer | null; epoch: number } | null;
+}
+
+/**
+ * MS-SMB2 2.2.13.2.8 SMB2_CREATE_REQUEST_LEASE (LeaseKey, LeaseState: 32 bytes) and, read at 3.x
+ * only (`v2`), 2.2.13.2.10 SMB2_CREATE_REQUEST_LEASE_V2 (then Flags, LeaseDuration,
+ * ParentLeaseKey, Epoch: 52 bytes). At 2.1 a v2 context is read as v1, as smbd does.
+ */
+export function leaseRequestOf(req: CreateRequest, v2 = false): LeaseRequest | null {
   if (req.requestedOplockLevel !== OplockLevel.LEASE) return null;
   const ctx = req.contexts.find((c) => c.name === 'RqLs');
-  if (!ctx || ctx.data.length < 32) return null;
-  return { key: Buffer.from(ctx.data.subarray(0, 16)), state: ctx.data.readUInt32LE(16) & (Caching.READ | Caching.HANDLE | Caching.WRITE) };
+  if (!ctx || ctx.data.length < LEASE_V1_BYTES) return null;
+  const key = Buffer.from(ctx.data.subarray(0, 16));
+  const state = ctx.data.readUInt32LE(16) & (Caching.READ | Caching.HANDLE | Caching.WRITE);
+  if (!v2 || ctx.data.length < LEASE_V2_BYTES) return { key, state, v2: null };
+  const parentKey = (ctx.data.readUInt32LE(20) & LEASE_FLAG_PARENT_LEASE_KEY_SET) !== 0 ? Buffer.from(ctx.data.subarray(32, 48)) : null;
+  return { key, state, v2: { parentKey, epoch: ctx.data.readUInt16LE(48) } };
 }
 
 /**
@@ -195,12 +221,24 @@ export function openElsewhere(fs: FileService, rec: OpenRecord, req: CreateReque
   return shared === false ? false : shared.catch(() => true);
 }
 
-/** MS-SMB2 2.2.14.2.10 SMB2_CREATE_RESPONSE_LEASE. */
+/**
+ * MS-SMB2 2.2.14.2.10 SMB2_CREATE_RESPONSE_LEASE, or 2.2.14.2.11 SMB2_CREATE_RESPONSE_LEASE_V2
+ * for a lease made by a v2 context: in the version the lease was made with, whatever the request's
+ * (as Windows: smbtorture lease.v2_epoch2 and v2_epoch3).
+ */
 export function leaseResponse(lease: Lease): Buffer {
-  const b = Buffer.alloc(32);
+  const b = Buffer.alloc(lease.version === 2 ? LEASE_V2_BYTES : LEASE_V1_BYTES);
   lease.key.copy(b, 0);
   b.writeUInt32LE(lease.state, 16);
-  b.writeUInt32LE(lease.breaking ? LEASE_FLAG_BREAK_IN_PROGRESS : 0, 20);
+  let flags = lease.breaking ? LEASE_FLAG_BREAK_IN_PROGRESS : 0;
+  if (lease.version === 2) {
+    if (lease.parentKey !== null) {
+      flags |= LEASE_FLAG_PARENT_LEASE_KEY_SET;
+      lease.parentKey.copy(b, 32);
+    }
+    b.writeUInt16LE(lease.epoch, 48);
+  }
+  b.writeUInt32LE(flags, 20);
   return b;
 }
 
@@ -216,7 +254,7 @@ const statusOfRefusal = (e: OpenTableError): NtStatus =>
 /** The lease this client already holds under the request's key, when it is for another file. */
 function ownLease(fs: FileService, caching: CachingContext | undefined, req: CreateRequest): Lease | null {
   if (!caching?.leasing) return null;
-  const want = leaseRequestOf(req);
+  const want = leaseRequestOf(req, caching.leaseV2);
   if (!want) return null;
   return leaseTableOf(fs).leases.get(caching.clientGuid.toString('hex') + want.key.toString('hex')) ?? null;
 }
@@ -446,7 +484,7 @@ export function grantCaching(
   const none = { level: OplockLevel.NONE, lease: null };
   if (!caching) return none;
   const file = rec.file;
-  const want = caching.leasing ? leaseRequestOf(req) : null;
+  const want = caching.leasing ? leaseRequestOf(req, caching.leaseV2) : null;
   // Another server has the file open (openElsewhere, below): counted like an open here, it leaves
   // a lease no write caching (also in what counts as asked for) and an oplock Level II at most.
   if (want && openElsewhere) want.state &= ~Caching.WRITE;
@@ -480,11 +518,14 @@ export function grantCaching(
       // asked for, when the other opens allow all of it and it keeps what the lease holds (a lease
       // never shrinks by a request: smbtorture lease.upgrade2/3, as Windows and smbd).
       const asked = (want.state & Caching.READ) === 0 ? Caching.NONE : want.state;
-      if (!lease.breaking && (lease.state === Caching.NONE || (state === asked && (state & lease.state) === lease.state)))
+      if (!lease.breaking && (lease.state === Caching.NONE || (state === asked && (state & lease.state) === lease.state))) {
+        // More caching than it held is a new lease state: a new epoch (v2; the same state, none).
+        if ((state & ~lease.state) !== 0) lease.nextEpoch();
         lease.state = state;
+      }
     } else {
       if (table.leases.size >= MAX_LEASES) return none;
-      lease = new Lease(table, id, want.key, file, state, caching.breakTimeoutMs);
+      lease = new Lease(table, id, want.key, file, state, caching.breakTimeoutMs, want.v2);
       table.leases.set(id, lease);
     }
     lease.opens.add(open);

@@ -111,8 +111,12 @@ export class Open {
   oplock: OplockHolder | null = null;
   lease: Lease | null = null;
   notify: NotifySender | null = null;
-  /** MS-SMB2 Open.IsDurable: granted a durable handle v1 (durable.ts); it outlives its connection. */
+  /** MS-SMB2 Open.IsDurable: granted a durable handle, v1 or v2 (durable.ts); it outlives its connection. */
   durable = false;
+  /** MS-SMB2 Open.CreateGuid: the CreateGuid of a durable v2 open (3.x), which its DH2C must name; null otherwise. */
+  createGuid: Buffer | null = null;
+  /** MS-SMB2 Open.DurableOpenTimeout of a durable v2 open, in ms; null: the server's durable_handle_timeout. */
+  durableTimeoutMs: number | null = null;
   /** Set while the open is preserved without a connection: closes it (a break cannot reach it). */
   expire: (() => Promise<void>) | null = null;
   /**

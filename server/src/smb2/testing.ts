@@ -5,7 +5,7 @@ import type { MemoryServer } from '../testing/memory-server.js';
 import { SmbWriter, utf16 } from './codec.js';
 import { Access, CreateDisposition } from './constants.js';
 import * as files from './files.js';
-import type { CreateRequest } from './messages.js';
+import { type CreateContext, type CreateRequest, decodeCreateContexts } from './messages.js';
 import type { CachingContext } from './oplock.js';
 import type { Open, Session, Tree } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
@@ -49,6 +49,12 @@ export async function create(c: files.FileContext, req: CreateRequest): Promise<
   const w = new SmbWriter();
   await files.create(c, req, w, (o) => (got = o));
   return { open: got!, body: w.finish() };
+}
+
+/** The create contexts of a CREATE response body (CreateContextsOffset counts from the SMB2 header). */
+export function responseContexts(body: Buffer): CreateContext[] {
+  const off = body.readUInt32LE(80);
+  return off === 0 ? [] : decodeCreateContexts(body.subarray(off - 64, off - 64 + body.readUInt32LE(84)));
 }
 
 /** Runs CLOSE without flags. */
