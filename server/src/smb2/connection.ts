@@ -964,7 +964,14 @@ export class SmbConnection implements SessionOwner {
     this.caching.leasing = (serverCapabilities(dialect) & Capabilities.LEASING) !== 0;
     this.caching.leaseV2 = isSmb3(dialect);
     if (this.caching.leaseV2 && this.dropLeaseChannel === null)
-      this.dropLeaseChannel = oplock.addLeaseChannel(this.opts.fs, req.clientGuid, this.caching.notify);
+      this.dropLeaseChannel = oplock.addLeaseChannel(this.opts.fs, req.clientGuid, {
+        notify: this.caching.notify,
+        serves: (user) => {
+          for (const s of this.sessions.values())
+            if (s.state === 'valid' && !s.anonymous && s.owner?.name.toLowerCase() === user) return true;
+          return false;
+        },
+      });
     this.negotiateBody(w, dialect, contexts);
   }
 

@@ -215,14 +215,22 @@ export class Lease implements CacheHolder {
 
   /**
    * A notification through the connection of the newest open of the lease that is still there; for
-   * a version 2 lease through the client's oldest 3.x connection still there, as Windows sends it
-   * (smbtorture lease.v2_complex1: a lease is its client's, named by ClientGuid and key, not one
-   * connection's), else as for version 1.
+   * a version 2 lease first through the client's oldest 3.x connection that has a valid session of
+   * a user holding the lease, as Windows sends it (smbtorture lease.v2_complex1: a lease is its
+   * client's, named by ClientGuid and key, not one connection's). A connection whose session ended
+   * (a reconnect with PreviousSessionId, a LOGOFF) is passed over.
    */
   private send(from: number, to: number, ack: boolean): boolean {
     const body = leaseBreakBody(this.key, from, to, ack, this.epoch);
-    if (this.version === 2)
-      for (const notify of this.table.channelsOf(this.id.slice(0, 32))) if (notify(Command.OPLOCK_BREAK, body)) return true;
+    if (this.version === 2) {
+      const users = new Set<string>();
+      for (const o of this.opens) {
+        const name = o.tree.session.owner?.name;
+        if (name !== undefined) users.add(name.toLowerCase());
+      }
+      for (const ch of this.table.channelsOf(this.id.slice(0, 32)))
+        if ([...users].some((u) => ch.serves(u)) && ch.notify(Command.OPLOCK_BREAK, body)) return true;
+    }
     const opens = [...this.opens];
     for (let i = opens.length - 1; i >= 0; i--) if (opens[i]!.notify?.(Command.OPLOCK_BREAK, body)) return true;
     return false;
@@ -230,24 +238,35 @@ export class Lease implements CacheHolder {
 }
 
 /** The leases of the server, by ClientGuid and LeaseKey (MS-SMB2 3.3.1.12 LeaseTableList). */
+/**
+ * A client's 3.x connection, where its version 2 leases' breaks may go: only while it has a valid
+ * session of a user who holds the lease (a ClientGuid is the client's to choose, and is sent in
+ * the clear: an unauthenticated connection, or another user's, naming it hears nothing).
+ */
+export interface LeaseChannel {
+  notify: (command: number, body: Buffer) => boolean;
+  /** Has the connection a valid session of this user (lower case)? */
+  serves: (user: string) => boolean;
+}
+
 export class LeaseTable {
   readonly leases = new Map<string, Lease>();
   /** Each client's connections at SMB 3.x (by ClientGuid, hex), oldest first (see Lease.send). */
-  private readonly channels = new Map<string, ((command: number, body: Buffer) => boolean)[]>();
+  private readonly channels = new Map<string, LeaseChannel[]>();
 
   /** A client's connection negotiated 3.x; returns what forgets it when it closes. */
-  addChannel(clientGuid: string, notify: (command: number, body: Buffer) => boolean): () => void {
+  addChannel(clientGuid: string, channel: LeaseChannel): () => void {
     const list = this.channels.get(clientGuid) ?? [];
-    list.push(notify);
+    list.push(channel);
     this.channels.set(clientGuid, list);
     return () => {
-      const at = list.indexOf(notify);
+      const at = list.indexOf(channel);
       if (at >= 0) list.splice(at, 1);
       if (list.length === 0 && this.channels.get(clientGuid) === list) this.channels.delete(clientGuid);
     };
   }
 
-  channelsOf(clientGuid: string): readonly ((command: number, body: Buffer) => boolean)[] {
+  channelsOf(clientGuid: string): readonly LeaseChannel[] {
     return this.channels.get(clientGuid) ?? [];
   }
 }

@@ -452,32 +452,32 @@ describe('leases v2 (SMB 3.x)', () => {
   });
 
   it('a break carries the next epoch; its further steps and the acknowledgments add none; a v1 lease breaks with epoch 0', async () => {
-    const { srv, client, open } = await setup();
+    const { srv, client, open } = await setup(30_000);
     const a = client(1, true);
     const b = client(2, true);
     const first = await open(a, 'f', { lease: { key: 1, state: RWH, v2: { epoch: 0x11 } } });
     assert.equal(first.lease!.readUInt16LE(48), 0x12);
-    const notes: Buffer[] = [];
-    a.onBreak = (body) => {
-      notes.push(body);
-      const from = body.readUInt32LE(24);
-      const to = body.readUInt32LE(28);
-      // Keep more than asked on the first step (RWH -> RH asked: acknowledged RH), then follow.
-      if ((body.readUInt32LE(4) & 1) !== 0) ackLease(a, first.open, body, to);
-      assert.ok((to & ~from) === 0);
-    };
-    // A plain open (no lease) of another client breaks RWH to RH, then an overwrite asks for none.
-    await open(b, 'f', {});
-    assert.equal(notes.length, 1);
-    assert.equal(notes[0]!.readUInt16LE(2), 0x13, 'NewEpoch');
-    assert.equal(notes[0]!.readUInt32LE(28), RH);
-    const truncate = await open(b, 'f', { disposition: CreateDisposition.OVERWRITE_IF });
-    assert.ok(truncate.open);
-    // RH -> R -> none (handle caching goes, then read caching: no ack needed for the last step).
-    const epochs = notes.slice(1).map((n) => n.readUInt16LE(2));
-    assert.ok(epochs.length >= 1);
-    assert.equal(epochs[0], 0x14, 'a new break: a new epoch');
-    for (const e of epochs.slice(1)) assert.equal(e, 0x14, 'further steps of that break: the same epoch');
+    const plain = open(b, 'f');
+    await until(() => a.sent.length === 1);
+    assert.deepEqual(leaseBreakOf(a.sent[0]!), { from: RWH, to: RH, ack: true });
+    assert.equal(a.sent[0]!.readUInt16LE(2), 0x13, 'NewEpoch: the lease epoch + 1');
+    // A same-key open meanwhile: the old state, BREAK_IN_PROGRESS and the new epoch.
+    const during = await open(a, 'f', { lease: { key: 1, state: RWH, v2: { epoch: 0 } } });
+    assert.equal(during.leaseState, RWH);
+    assert.equal(during.lease!.readUInt32LE(20), 0x2);
+    assert.equal(during.lease!.readUInt16LE(48), 0x13);
+    // An overwrite asks for none during the break: the ack of RH goes on in steps, same epoch.
+    const overwrite = open(b, 'f', { disposition: CreateDisposition.OVERWRITE });
+    await until(() => first.open.lease?.required === Caching.NONE);
+    ackLease(a, first.open, a.sent[0]!, RH);
+    await until(() => a.sent.length === 2);
+    assert.deepEqual(leaseBreakOf(a.sent[1]!), { from: RH, to: Caching.READ, ack: true });
+    assert.equal(a.sent[1]!.readUInt16LE(2), 0x13, 'a further step of the same break');
+    ackLease(a, first.open, a.sent[1]!, Caching.READ);
+    await Promise.all([plain, overwrite]);
+    await until(() => a.sent.length === 3);
+    assert.deepEqual(leaseBreakOf(a.sent[2]!), { from: Caching.READ, to: Caching.NONE, ack: false });
+    assert.equal(a.sent[2]!.readUInt16LE(2), 0x13, 'the last step too');
     await srv.close();
 
     const s2 = await setup();
@@ -491,23 +491,39 @@ describe('leases v2 (SMB 3.x)', () => {
     await s2.srv.close();
   });
 
-  it("a v2 lease's break goes to its client's oldest 3.x connection still open", async () => {
+  it("a v2 lease's break goes to its client's oldest 3.x connection with a session of the lease's user", async () => {
     const { srv, client, open } = await setup();
     const a = client(1, true);
-    const sentOn: string[] = [];
-    const table = addLeaseChannel(a.ctx.fs, a.caching.clientGuid, () => (sentOn.push('first'), true));
+    Object.assign(a.ctx.session, { owner: { name: 'Alice' } });
+    const heard: string[] = [];
+    const channel = (name: string, user: string) =>
+      addLeaseChannel(a.ctx.fs, a.caching.clientGuid, {
+        notify: () => (heard.push(name), true),
+        serves: (u) => u === user,
+      });
+    // Oldest first: a connection naming the same ClientGuid without alice's session hears nothing.
+    const stranger = channel('stranger', 'mallory');
+    const dropFirst = channel('first', 'alice');
+    channel('second', 'alice');
     const other = client(2, true);
     const held = await open(a, 'f', { lease: { key: 1, state: Caching.READ, v2: { epoch: 0 } } });
     assert.ok(held.open);
-    // A write through another client's open breaks R to none (no ack): sent on the first channel.
+    // A write through another client's open breaks R to none (no ack).
     await open(other, 'f', { disposition: CreateDisposition.OVERWRITE_IF });
-    assert.deepEqual(sentOn, ['first']);
+    assert.deepEqual(heard, ['first']);
     assert.equal(a.sent.length, 0, "not on the open's own connection");
-    table();
+    dropFirst();
     const again = await open(a, 'g', { lease: { key: 2, state: Caching.READ, v2: { epoch: 0 } } });
     assert.ok(again.open);
     await open(other, 'g', { disposition: CreateDisposition.OVERWRITE_IF });
-    assert.equal(a.sent.length, 1, "once the first channel is gone, the open's connection");
+    assert.deepEqual(heard, ['first', 'second'], 'the oldest left');
+    stranger();
+    // A version 1 lease's break goes to its open's connection, whatever the channels.
+    const v1 = await open(a, 'h', { lease: { key: 3, state: Caching.READ } });
+    assert.ok(v1.open);
+    await open(other, 'h', { disposition: CreateDisposition.OVERWRITE_IF });
+    assert.equal(a.sent.length, 1);
+    assert.deepEqual(heard, ['first', 'second']);
     await srv.close();
   });
 });

@@ -24,7 +24,7 @@ import type { CreateRequest } from './messages.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import * as writeTime from './writetime.js';
-import { Lease, leaseAckBody, LeaseTable } from './lease.js';
+import { Lease, leaseAckBody, type LeaseChannel, LeaseTable } from './lease.js';
 
 export { Lease, leaseBreakBody, LeaseTable } from './lease.js';
 
@@ -148,8 +148,8 @@ function leaseTableOf(fs: FileService): LeaseTable {
 }
 
 /** A 3.x connection of a client, where its version 2 leases' breaks may go (LeaseTable.addChannel). */
-export function addLeaseChannel(fs: FileService, clientGuid: Buffer, notify: NotifySender): () => void {
-  return leaseTableOf(fs).addChannel(clientGuid.toString('hex'), notify);
+export function addLeaseChannel(fs: FileService, clientGuid: Buffer, channel: LeaseChannel): () => void {
+  return leaseTableOf(fs).addChannel(clientGuid.toString('hex'), channel);
 }
 
 // ---- wire ---------------------------------------------------------------------------------------
