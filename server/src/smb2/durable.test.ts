@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer, type MemoryServer } from '../testing/memory-server.js';
 import { VfsError } from '../vfs/errors.js';
+import { Caching } from '../vfs/locks/opens.js';
 import { SmbWriter } from './codec.js';
 import { Access, CreateOptions } from './constants.js';
 import { DurableTable, MAX_DURABLE_V2_TIMEOUT_MS } from './durable.js';
@@ -165,7 +166,7 @@ describe('durable handles v2 (SMB 3.x)', () => {
   const guid = Buffer.alloc(16, 0xa1);
   const otherGuid = Buffer.alloc(16, 0xb2);
 
-  it('are granted with a batch oplock only, answering the Timeout kept and no persistent flag', async () => {
+  it('are granted with a batch oplock or a handle lease only, answering the Timeout kept and no persistent flag', async () => {
     const srv = await memoryServer();
     const table = new DurableTable(srv.fs, { timeoutMs: 60_000 });
     const c = client3(srv, table, 'alice', 1);
@@ -187,6 +188,28 @@ describe('durable handles v2 (SMB 3.x)', () => {
         assert.equal(answer.data.readUInt32LE(4), 0, 'not persistent');
         assert.deepEqual(open.createGuid, guid);
       }
+    }
+    // Leases: read and handle caching make it durable; read caching alone does not.
+    for (const [state, durable] of [
+      [Caching.READ, false],
+      [Caching.READ | Caching.HANDLE, true],
+    ] as const) {
+      const lease = Buffer.alloc(32);
+      lease.fill(state, 0, 16);
+      lease.writeUInt32LE(state, 16);
+      const name = `lease${state}`;
+      const req = createRequest(name, {
+        requestedOplockLevel: OplockLevel.LEASE,
+        contexts: [{ name: 'RqLs', data: lease }, dh2q(guid, 30_000)],
+      });
+      const { open, body } = await create(c, req);
+      assert.equal(open.lease?.state, state, `${name}: the lease asked`);
+      assert.equal(open.durable, durable, name);
+      assert.equal(
+        responseContexts(body).some((x) => x.name === 'DH2Q'),
+        durable,
+        `${name}: a DH2Q response exactly when durable`,
+      );
     }
     // 0 asks for the server's own timeout; more than 300 s gets 300 s (and says so), whatever
     // durable_handle_timeout says.

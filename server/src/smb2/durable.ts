@@ -230,9 +230,11 @@ export class DurableTable {
     if (has(DH2Q)) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'durable reconnect with DH2Q');
     const v2 = c.smb3 === true && has(DH2C);
     if (v2 && (has(DHNC) || has(DHNQ))) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'DH2C with a version 1 durable context');
-    const ctx = req.contexts.find((x) => x.name === (v2 ? DH2C : DHNC)) ?? req.contexts.find((x) => x.name === DH2C)!;
-    if (ctx.data.length < (v2 ? DH2C_BYTES : 16))
-      throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `durable reconnect context shorter than ${v2 ? DH2C_BYTES : 16} bytes`);
+    // isReconnect found a DHnC or a DH2C; at 2.x a DH2C alone is read as a DHnC (a FileId first).
+    const name = v2 || !has(DHNC) ? DH2C : DHNC;
+    const ctx = req.contexts.find((x) => x.name === name)!;
+    const need = v2 ? DH2C_BYTES : 16;
+    if (ctx.data.length < need) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `${name} context shorter than ${need} bytes`);
     const hi = ctx.data.readUInt32LE(4);
     const id = hi * 2 ** 32 + ctx.data.readUInt32LE(0);
     const p = this.byId.get(id);
@@ -246,8 +248,7 @@ export class DurableTable {
     const want = c.caching?.leasing ? leaseRequestOf({ ...req, requestedOplockLevel: OplockLevel.LEASE }) : null;
     if (open.lease) {
       // A lease belongs to one client (its ClientGuid) and is named by its key.
-      const guid = c.caching?.clientGuid.toString('hex') ?? '';
-      if (!open.lease.id.startsWith(guid) || !want || !want.key.equals(open.lease.key))
+      if (open.lease.clientGuid !== c.caching?.clientGuid.toString('hex') || !want || !want.key.equals(open.lease.key))
         throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'durable reconnect without the open lease');
       const name = fromUtf16(req.name, 'CREATE name').replace(/^\\+/, '');
       if (name.toLowerCase() !== open.path.toLowerCase())

@@ -19,6 +19,7 @@
 //   and a request that changes nothing add none. Version 1 leases carry epoch 0.
 import { SmbWriter } from './codec.js';
 import { Command } from './constants.js';
+import type { NotifySender } from './oplock.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { Caching, type CacheHolder, type FileOpens } from '../vfs/locks/opens.js';
@@ -94,6 +95,11 @@ export class Lease implements CacheHolder {
 
   get caching(): number {
     return this.state;
+  }
+
+  /** The ClientGuid (hex) of the client whose lease it is: the first half of its id (leaseIdOf). */
+  get clientGuid(): string {
+    return this.id.slice(0, 32);
   }
 
   /** Held only by preserved durable opens: nobody can hear a break (MS-SMB2 3.3.4.7). */
@@ -228,7 +234,7 @@ export class Lease implements CacheHolder {
         const name = o.tree.session.owner?.name;
         if (name !== undefined) users.add(name.toLowerCase());
       }
-      for (const ch of this.table.channelsOf(this.id.slice(0, 32)))
+      for (const ch of this.table.channelsOf(this.clientGuid))
         if ([...users].some((u) => ch.serves(u)) && ch.notify(Command.OPLOCK_BREAK, body)) return true;
     }
     const opens = [...this.opens];
@@ -237,18 +243,21 @@ export class Lease implements CacheHolder {
   }
 }
 
-/** The leases of the server, by ClientGuid and LeaseKey (MS-SMB2 3.3.1.12 LeaseTableList). */
 /**
  * A client's 3.x connection, where its version 2 leases' breaks may go: only while it has a valid
  * session of a user who holds the lease (a ClientGuid is the client's to choose, and is sent in
  * the clear: an unauthenticated connection, or another user's, naming it hears nothing).
  */
 export interface LeaseChannel {
-  notify: (command: number, body: Buffer) => boolean;
+  notify: NotifySender;
   /** Has the connection a valid session of this user (lower case)? */
   serves: (user: string) => boolean;
 }
 
+/** A lease's id in its table: ClientGuid and LeaseKey, in hex (Lease.clientGuid reads it back). */
+export const leaseIdOf = (clientGuid: Buffer, key: Buffer): string => clientGuid.toString('hex') + key.toString('hex');
+
+/** The leases of the server, by ClientGuid and LeaseKey (MS-SMB2 3.3.1.12 LeaseTableList). */
 export class LeaseTable {
   readonly leases = new Map<string, Lease>();
   /** Each client's connections at SMB 3.x (by ClientGuid, hex), oldest first (see Lease.send). */

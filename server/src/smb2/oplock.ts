@@ -24,7 +24,7 @@ import type { CreateRequest } from './messages.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import * as writeTime from './writetime.js';
-import { Lease, leaseAckBody, type LeaseChannel, LeaseTable } from './lease.js';
+import { Lease, leaseAckBody, type LeaseChannel, leaseIdOf, LeaseTable } from './lease.js';
 
 export { Lease, leaseBreakBody, LeaseTable } from './lease.js';
 
@@ -256,7 +256,7 @@ function ownLease(fs: FileService, caching: CachingContext | undefined, req: Cre
   if (!caching?.leasing) return null;
   const want = leaseRequestOf(req, caching.leaseV2);
   if (!want) return null;
-  return leaseTableOf(fs).leases.get(caching.clientGuid.toString('hex') + want.key.toString('hex')) ?? null;
+  return leaseTableOf(fs).leases.get(leaseIdOf(caching.clientGuid, want.key)) ?? null;
 }
 
 /**
@@ -489,7 +489,7 @@ export function grantCaching(
   // a lease no write caching (also in what counts as asked for) and an oplock Level II at most.
   if (want && openElsewhere) want.state &= ~Caching.WRITE;
   const table = leaseTableOf(fs);
-  const id = want ? caching.clientGuid.toString('hex') + want.key.toString('hex') : '';
+  const id = want ? leaseIdOf(caching.clientGuid, want.key) : '';
   let lease = want ? table.leases.get(id) : undefined;
   // A lease key names one file (MS-SMB2 3.3.5.9.8), directories included.
   if (lease && lease.file !== file) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
@@ -757,7 +757,7 @@ export function acknowledge(fs: FileService, clientGuid: Buffer, r: SmbReader, w
     r.skip(6);
     const key = Buffer.from(r.bytes(16));
     const state = r.u32();
-    const lease = leaseTableOf(fs).leases.get(clientGuid.toString('hex') + key.toString('hex'));
+    const lease = leaseTableOf(fs).leases.get(leaseIdOf(clientGuid, key));
     if (!lease) throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no such lease');
     // A further step of the break goes out after this response (setImmediate: the response is
     // written when this returns).
