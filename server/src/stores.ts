@@ -16,7 +16,7 @@ import type { MetadataStore } from './meta/store.js';
 import type { ServerMetrics } from './obs/metrics.js';
 
 /** SQL engines answer inode and block-map lookups from memory and write sizes and times behind. */
-function cachedFor(log: Logger): (store: MetadataStore, ttlMs?: number) => MetadataStore {
+function cachedFor(log: Logger): (store: MetadataStore, ttlMs?: number) => CachedMetadataStore {
   return (store, ttlMs) =>
     new CachedMetadataStore(store, {
       ...(ttlMs !== undefined ? { ttlMs } : {}),
@@ -58,9 +58,16 @@ export function createMetadataStore(
         Number.POSITIVE_INFINITY,
       );
     }
-    case 'postgres':
+    case 'postgres': {
       if (!cfg.url) throw new Error(`metadata store ${name}: a postgres store needs a url`);
-      return cached(
+      // Fenced, the store is written by this process alone, through the cache: trusted as the
+      // embedded one is. After a lost connection the fence is taken again only if nobody else took
+      // it meanwhile, but the database may have restarted: the cache starts again from the store.
+      // Not fenced (several coordinated servers), coordination proves the cache current instead
+      // (CachedMetadataStore.attachCoherence).
+      // (Called only once the store is open and its fence was lost and taken again.)
+      const heldAgain = (): void => store.invalidateRemote(null, true);
+      const store = cached(
         createPostgresMetadataStore({
           url: cfg.url,
           // The metadata store calls sync() where DESIGN.md needs a flush (SqlMetadataStore.durable).
@@ -74,9 +81,12 @@ export function createMetadataStore(
           logger,
           applicationName: `dittofs/${name}`,
           observer,
-          ...(fence ? { fence: { purpose: 'metadata' as const, label: `metadata store ${name}` } } : {}),
+          ...(fence ? { fence: { purpose: 'metadata' as const, label: `metadata store ${name}`, onHeldAgain: heldAgain } } : {}),
         }),
+        fence ? Number.POSITIVE_INFINITY : undefined,
       );
+      return store;
+    }
     default:
       throw new Error(`metadata store ${name}: unsupported type ${String((cfg as { type: unknown }).type)}`);
   }

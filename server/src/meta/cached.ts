@@ -10,7 +10,10 @@
 // (a create only its directory's), then drop the entries they touch. Pending changes are written
 // in batches (setAttrMany: one commit for many files) where the store can. Changes made by other
 // processes on the same store:
-// - one server (no coordination): entries not changed locally are trusted for `ttlMs` only, as
+// - none (the embedded engine's lock file, a postgres store's fence, meta/sql/fence.ts): every
+//   change goes through here, so entries are trusted until this process changes them (stores.ts
+//   passes an infinite `ttlMs`; a fence taken again after a lost connection drops everything);
+// - unknown (the default `ttlMs`): entries not changed locally are trusted for `ttlMs` only, as
 //   with an NFS client's attribute cache;
 // - several servers (coordination.redis, coord/coherence.ts): every change is announced before it
 //   is made (the others cache none of the inodes it touches until it is done), and an answer from
@@ -158,8 +161,8 @@ export class CachedMetadataStore implements MetadataStore {
   private readonly uncertain = new Map<number, number>();
   private uncertainAll = 0;
   /**
-   * Names looked up: directory id -> (name as latin1 -> the inode id it holds), with when the
-   * directory's map was started. The path walk of every SMB CREATE ("d0\\file") and NFS LOOKUPs
+   * Names looked up or created: directory id -> (name as latin1 -> the inode id it holds), with
+   * when the directory's map was started. The path walk of every SMB CREATE ("d0\\file") and NFS LOOKUPs
    * ask the same names again. Only removes and renames take a name away (a create or link adds one),
    * and those drop the directories' maps here, as does another server's change of the directory.
    */
@@ -653,6 +656,17 @@ export class CachedMetadataStore implements MetadataStore {
       // in place, or drops it: forgotten first, its key would be deleted and set again per call.
       if (dirAfter !== undefined && alone && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
       else this.forget(dirId);
+      // The new name, under the same proof: a file just made is looked up next (the stat after a
+      // create, an untar's SETATTR by name, SMB's path walk), and need not cost a query.
+      if (
+        made !== undefined &&
+        alone &&
+        epoch === this.epoch &&
+        this.fillEpoch() !== -1 &&
+        !this.isUncertain(dirId) &&
+        !this.isUncertain(made.id)
+      )
+        this.rememberName(dirId, name.toString('latin1'), made.id);
     }
   }
 

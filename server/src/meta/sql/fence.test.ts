@@ -88,9 +88,11 @@ describe('single-server fence (PostgreSQL advisory lock)', { timeout: 300_000 },
   it('survives a restart of PostgreSQL: lost at once, taken again on reconnect, still exclusive', async (t) => {
     if (pg?.external) return t.skip('DITTOFS_TEST_PG_URL names an external database, which this test cannot restart');
     const warnings: string[] = [];
-    const a = await take({ logger: { warn: (_o, msg) => warnings.push(msg), debug() {} } });
+    let heldAgain = 0;
+    const a = await take({ logger: { warn: (_o, msg) => warnings.push(msg), debug() {} }, onHeldAgain: () => heldAgain++ });
     await pg!.restart();
     await until('the fence is taken again', () => a.held);
+    assert.equal(heldAgain, 1, 'told once, so that a cache starts again from the database');
     assert.deepEqual(warnings, [
       'lost the connection holding the store fence; not serving it until the fence is taken again',
       'store fence taken again; serving the store',

@@ -42,6 +42,12 @@ export interface PgFenceOptions {
   logger?: DriverLogger;
   /** Told when the fence is lost for good (another process took the store). */
   onTaken?: (err: FenceLostError) => void;
+  /**
+   * Told when the fence is taken again after its connection was lost, before any statement runs:
+   * nobody else served the store meanwhile, but PostgreSQL may have restarted (with `sync: commit`,
+   * losing changes it had answered), so what a cache holds may no longer be in the database.
+   */
+  onHeldAgain?: () => void;
 }
 
 /** Per process: tells this process's own sessions from another server's in pg_stat_activity. */
@@ -333,6 +339,7 @@ export class PgFence {
         return;
       }
       this.epoch = epoch;
+      this.opts.onHeldAgain?.();
       this.attach(client);
       this.log.warn({ store: this.opts.label, key: this.id.key.toString() }, 'store fence taken again; serving the store');
     } catch (e) {

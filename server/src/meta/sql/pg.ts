@@ -68,7 +68,7 @@ export interface PgDriverOptions {
    * Fence the database for this process (see fence.ts): open() fails with FenceHeldError when
    * another process holds it, and every statement fails with FenceLostError while it is not held.
    */
-  fence?: Pick<PgFenceOptions, 'purpose' | 'label' | 'onTaken' | 'heartbeatMs' | 'retakeDelayMs'>;
+  fence?: Pick<PgFenceOptions, 'purpose' | 'label' | 'onTaken' | 'onHeldAgain' | 'heartbeatMs' | 'retakeDelayMs'>;
   /** When changes reach the disk (see the head of this file); default `change`. */
   sync?: PgSync;
 }
