@@ -845,7 +845,7 @@ export class SmbConnection implements SessionOwner {
         return { status, data: null };
       }
       case Command.OPLOCK_BREAK:
-        oplock.acknowledge(this.opts.fs, this.clientGuid, r, w, (fileId) => this.findOpen(fileId, chain, tree));
+        oplock.acknowledge(this.opts.fs, this.clientGuid, session, r, w, (fileId) => this.findOpen(fileId, chain, tree));
         return ok;
       default:
         throw new SmbStatusError(NtStatus.INVALID_PARAMETER, `unknown command ${h.command}`);

@@ -38,7 +38,7 @@ export async function createFirst(
   } catch {
     return null;
   }
-  if (oplock.leaseKeyInUse(c.fs, c.caching, req)) return null;
+  if (oplock.leaseKeyInUse(c.fs, c.caching, c.session, req)) return null;
   const dosAttrs = newFileAttributes(req.fileAttributes, false);
   try {
     return (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode;

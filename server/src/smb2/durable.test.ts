@@ -88,6 +88,29 @@ describe('durable handles v1', () => {
     assert.equal(table.size, 0);
   });
 
+  it("a lease open reconnected on the user's new session finds its lease under its key; another user's open does not", async () => {
+    const srv = await memoryServer();
+    const table = new DurableTable(srv.fs);
+    const rqls = { name: 'RqLs', data: Buffer.alloc(32, 5) };
+    rqls.data.writeUInt32LE(Caching.READ | Caching.HANDLE, 16);
+    const leased = createRequest('f', { requestedOplockLevel: OplockLevel.LEASE, contexts: [rqls] });
+    const a = client(srv, table, 'alice', 1);
+    const { open } = await create(a, { ...leased, contexts: [rqls, DHNQ] });
+    assert.ok(open.durable && open.lease);
+    assert.ok(table.preserve(open));
+    // The same client (ClientGuid) and user on a new session (the lease's id names the user).
+    const b = client(srv, table, 'Alice', 1);
+    Object.assign(b.session, { id: 7 });
+    let got: Open | null = null;
+    await files.create(b, createRequest('f', { contexts: [dhnc(open), rqls] }), new SmbWriter(), (o) => (got = o));
+    assert.equal(got, open);
+    assert.equal((await create(b, leased)).open.lease, open.lease, 'a further open with the key joins the lease');
+    const mallory = client(srv, table, 'mallory', 1);
+    Object.assign(mallory.session, { id: 8 });
+    assert.notEqual((await create(mallory, leased)).open.lease, open.lease);
+    assert.equal(open.lease.opens.size, 2);
+  });
+
   it('preserved opens are bounded in all and per user', async () => {
     const srv = await memoryServer();
     const table = new DurableTable(srv.fs, { maxPreserved: 3, maxPerUser: 2 });

@@ -247,7 +247,10 @@ export class DurableTable {
     // The lease context names the lease, whatever RequestedOplockLevel says (smbtorture sends 0).
     const want = c.caching?.leasing ? leaseRequestOf({ ...req, requestedOplockLevel: OplockLevel.LEASE }) : null;
     if (open.lease) {
-      // A lease belongs to one client (its ClientGuid) and is named by its key.
+      // A lease belongs to one client (its ClientGuid) and is named by its key. It is also the
+      // open's user's (leaseIdOf: only a named user's open is preserved, and it joined only a lease
+      // of its user), so the user check below covers it: the reconnected session, of that user,
+      // finds the very lease under its key again, for its further opens and acknowledgments.
       if (open.lease.clientGuid !== c.caching?.clientGuid.toString('hex') || !want || !want.key.equals(open.lease.key))
         throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'durable reconnect without the open lease');
       const name = fromUtf16(req.name, 'CREATE name').replace(/^\\+/, '');

@@ -328,7 +328,7 @@ export async function create(
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
     if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
     // A preserved durable open closed by the break may have taken the file with it: look again (once).
-    if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.onBreakWait)) && !retried)
+    if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.session, c.onBreakWait)) && !retried)
       return create(c, req, w, register, true);
     pre = newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
     pre.record = await oplock.registerOpen(c.fs, pre, granted >>> 0, req.shareAccess);
@@ -349,7 +349,7 @@ export async function create(
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     if (parent === null || name === null) throw fail(NtStatus.ACCESS_DENIED);
     checkNewAttributes(req.fileAttributes, wantDir, deleteOnClose);
-    if (oplock.leaseKeyInUse(c.fs, c.caching, req)) throw fail(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
+    if (oplock.leaseKeyInUse(c.fs, c.caching, c.session, req)) throw fail(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     // The owner and group a SecD context gives (INVALID_OWNER / INVALID_PRIMARY_GROUP first).
     const owner = secD ? newFileOwner(secD, c.fs.identity(c.share, c.id)) : null;

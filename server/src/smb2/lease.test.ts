@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { MetadataStore } from '../meta/store.js';
 import { Caching, OpenTable } from '../vfs/locks/opens.js';
-import { Lease, LeaseTable } from './lease.js';
-import type { Open } from './state.js';
+import { Lease, leaseIdOf, LeaseTable } from './lease.js';
+import type { Open, Session } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const R = Caching.READ;
@@ -138,5 +138,22 @@ describe('lease break state machine', () => {
     other.finish(Caching.NONE);
     assert.ok(await settled(p));
     assert.ok(!other.breaking);
+  });
+});
+
+describe('lease ids (leaseIdOf)', () => {
+  it("a lease's id names its client, key and owner: one user in any case, each guest or anonymous session on its own", () => {
+    const guid = Buffer.alloc(16, 0xc1);
+    const key = Buffer.alloc(16, 0x4b);
+    const session = (id: number, name: string | null) => ({ id, owner: name === null ? null : { name } }) as unknown as Session;
+    const alice = leaseIdOf(guid, key, session(1, 'Alice'));
+    assert.equal(leaseIdOf(guid, key, session(2, 'alice')), alice, 'another session of the same user');
+    assert.notEqual(leaseIdOf(guid, key, session(1, 'mallory')), alice);
+    assert.notEqual(leaseIdOf(guid, key, session(3, null)), leaseIdOf(guid, key, session(4, null)), 'two guests');
+    const rec = new OpenTable().add({} as MetadataStore, 1, 1, 7, null);
+    const l = new Lease(new LeaseTable(), alice, key, rec.file, R, 5000);
+    assert.equal(l.clientGuid, guid.toString('hex'));
+    assert.equal(l.user, 'alice');
+    assert.equal(new Lease(new LeaseTable(), leaseIdOf(guid, key, session(3, null)), key, rec.file, R, 5000).user, null);
   });
 });

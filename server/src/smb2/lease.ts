@@ -20,13 +20,16 @@
 import { SmbWriter } from './codec.js';
 import { Command } from './constants.js';
 import type { NotifySender } from './oplock.js';
-import type { Open } from './state.js';
+import type { Open, Session } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { Caching, type CacheHolder, type FileOpens } from '../vfs/locks/opens.js';
 
 /** MS-SMB2 2.2.23.2 Flags. */
 const LEASE_BREAK_ACK_REQUIRED = 0x1;
 const ACK_BITS = Caching.WRITE | Caching.HANDLE;
+/** What follows ClientGuid and LeaseKey in a lease's id (leaseIdOf): a user's name, or a session id. */
+const USER_MARK = '/';
+const SESSION_MARK = '#';
 
 /** MS-SMB2 2.2.23.2 Lease Break Notification (NewEpoch: 0 for a version 1 lease). */
 export function leaseBreakBody(key: Buffer, current: number, next: number, ackRequired: boolean, epoch = 0): Buffer {
@@ -52,7 +55,10 @@ interface Waiter {
   readonly resolve: () => void;
 }
 
-/** MS-SMB2 3.3.1.13 a lease: one per ClientGuid and LeaseKey, shared by that client's opens of a file. */
+/**
+ * MS-SMB2 3.3.1.13 a lease: one per ClientGuid, LeaseKey and owner (leaseIdOf), shared by that
+ * client's opens of a file.
+ */
 export class Lease implements CacheHolder {
   readonly opens = new Set<Open>();
   /** MS-SMB2 Lease.Breaking. */
@@ -97,9 +103,14 @@ export class Lease implements CacheHolder {
     return this.state;
   }
 
-  /** The ClientGuid (hex) of the client whose lease it is: the first half of its id (leaseIdOf). */
+  /** The ClientGuid (hex) of the client whose lease it is: the start of its id (leaseIdOf). */
   get clientGuid(): string {
     return this.id.slice(0, 32);
+  }
+
+  /** The user whose lease it is (lower case), null for a guest's or anonymous session's: the end of its id (leaseIdOf). */
+  get user(): string | null {
+    return this.id.charAt(64) === USER_MARK ? this.id.slice(65) : null;
   }
 
   /** Held only by preserved durable opens: nobody can hear a break (MS-SMB2 3.3.4.7). */
@@ -222,20 +233,15 @@ export class Lease implements CacheHolder {
   /**
    * A notification through the connection of the newest open of the lease that is still there; for
    * a version 2 lease first through the client's oldest 3.x connection that has a valid session of
-   * a user holding the lease, as Windows sends it (smbtorture lease.v2_complex1: a lease is its
+   * the lease's user, as Windows sends it (smbtorture lease.v2_complex1: a lease is its
    * client's, named by ClientGuid and key, not one connection's). A connection whose session ended
    * (a reconnect with PreviousSessionId, a LOGOFF) is passed over.
    */
   private send(from: number, to: number, ack: boolean): boolean {
     const body = leaseBreakBody(this.key, from, to, ack, this.epoch);
-    if (this.version === 2) {
-      const users = new Set<string>();
-      for (const o of this.opens) {
-        const name = o.tree.session.owner?.name;
-        if (name !== undefined) users.add(name.toLowerCase());
-      }
-      for (const ch of this.table.channelsOf(this.clientGuid))
-        if ([...users].some((u) => ch.serves(u)) && ch.notify(Command.OPLOCK_BREAK, body)) return true;
+    const user = this.user;
+    if (this.version === 2 && user !== null) {
+      for (const ch of this.table.channelsOf(this.clientGuid)) if (ch.serves(user) && ch.notify(Command.OPLOCK_BREAK, body)) return true;
     }
     const opens = [...this.opens];
     for (let i = opens.length - 1; i >= 0; i--) if (opens[i]!.notify?.(Command.OPLOCK_BREAK, body)) return true;
@@ -254,10 +260,33 @@ export interface LeaseChannel {
   serves: (user: string) => boolean;
 }
 
-/** A lease's id in its table: ClientGuid and LeaseKey, in hex (Lease.clientGuid reads it back). */
-export const leaseIdOf = (clientGuid: Buffer, key: Buffer): string => clientGuid.toString('hex') + key.toString('hex');
+/**
+ * A lease's id in its table: ClientGuid and LeaseKey in hex (Lease.clientGuid reads it back), then
+ * its owner (Lease.user reads it back): the user who established the session asking, or for a
+ * guest or anonymous session that session alone.
+ *
+ * MS-SMB2 3.3.5.9.8 names a lease by ClientGuid and LeaseKey only. Both are the client's to
+ * choose and are sent in the clear, so with those alone another user who learnt them could join
+ * the lease (and its caching, without a break), acknowledge its breaks, or take the key on another
+ * file so that the owner's next open with it fails (INVALID_PARAMETER). With the owner in the id,
+ * another user's same ClientGuid and key is simply another lease: it meets the owner's as any
+ * other lease does (the owner's is broken only as a conflicting open breaks it), its
+ * acknowledgments find only its own lease (an ack naming the owner's is answered as an unknown
+ * key), and it is on a file of its own choosing without refusing the owner anything. The owner is
+ * Session.owner, as durable reconnects and PreviousSessionId check it: a reconnected client's new
+ * session finds its lease again, and a client sharing one ClientGuid among users (Windows does)
+ * keeps them apart.
+ *
+ * A guest or anonymous session proves no identity: two of them are no more the same party than
+ * two strangers. Their leases are each session's own (Session ids are never reused); they are not
+ * preserved by durable handles either, and their breaks go to their open's connection only.
+ */
+export const leaseIdOf = (clientGuid: Buffer, key: Buffer, session: Session): string =>
+  clientGuid.toString('hex') +
+  key.toString('hex') +
+  (session.owner ? USER_MARK + session.owner.name.toLowerCase() : SESSION_MARK + String(session.id));
 
-/** The leases of the server, by ClientGuid and LeaseKey (MS-SMB2 3.3.1.12 LeaseTableList). */
+/** The leases of the server, by ClientGuid, LeaseKey and owner (MS-SMB2 3.3.1.12 LeaseTableList; leaseIdOf). */
 export class LeaseTable {
   readonly leases = new Map<string, Lease>();
   /** Each client's connections at SMB 3.x (by ClientGuid, hex), oldest first (see Lease.send). */

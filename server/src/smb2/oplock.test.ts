@@ -92,7 +92,7 @@ const ackOplock = (cl: Client, open: Open, level: number): Buffer => {
   b[66] = level;
   open.fileId.copy(b, 72);
   const w = new SmbWriter();
-  acknowledge(cl.ctx.fs, cl.caching.clientGuid, new SmbReader(b, 64), w, () => open);
+  acknowledge(cl.ctx.fs, cl.caching.clientGuid, cl.ctx.session, new SmbReader(b, 64), w, () => open);
   return w.finish();
 };
 
@@ -177,7 +177,7 @@ describe('leases', () => {
       ack.writeUInt16LE(36, 64);
       body.copy(ack, 72, 8, 24);
       ack.writeUInt32LE(Caching.READ | Caching.HANDLE, 88);
-      acknowledge(a.ctx.fs, a.caching.clientGuid, new SmbReader(ack, 64), new SmbWriter(), () => first.open);
+      acknowledge(a.ctx.fs, a.caching.clientGuid, a.ctx.session, new SmbReader(ack, 64), new SmbWriter(), () => first.open);
     };
     const second = await open(b, 'f', { lease: { key: 2, state: RWH } });
     assert.equal(second.leaseState, Caching.READ | Caching.HANDLE);
@@ -228,7 +228,7 @@ describe('leases', () => {
         body.copy(ack, 72, 8, 24);
         ack.writeUInt32LE(state, 88);
         try {
-          acknowledge(a.ctx.fs, a.caching.clientGuid, new SmbReader(ack, 64), new SmbWriter(), () => first.open);
+          acknowledge(a.ctx.fs, a.caching.clientGuid, a.ctx.session, new SmbReader(ack, 64), new SmbWriter(), () => first.open);
           results.push(NtStatus.SUCCESS);
         } catch (e) {
           results.push((e as SmbStatusError).status);
@@ -243,7 +243,7 @@ describe('leases', () => {
     unknown.writeUInt16LE(36, 64);
     unknown.fill(9, 72, 88);
     assert.throws(
-      () => acknowledge(a.ctx.fs, a.caching.clientGuid, new SmbReader(unknown, 64), new SmbWriter(), () => first.open),
+      () => acknowledge(a.ctx.fs, a.caching.clientGuid, a.ctx.session, new SmbReader(unknown, 64), new SmbWriter(), () => first.open),
       (e: unknown) => e instanceof SmbStatusError && e.status === NtStatus.OBJECT_NAME_NOT_FOUND,
     );
     await srv.close();
@@ -407,7 +407,7 @@ function ackLease(cl: Client, open: Open, body: Buffer, state: number): void {
   ack.writeUInt16LE(36, 64);
   body.copy(ack, 72, 8, 24);
   ack.writeUInt32LE(state, 88);
-  acknowledge(cl.ctx.fs, cl.caching.clientGuid, new SmbReader(ack, 64), new SmbWriter(), () => open);
+  acknowledge(cl.ctx.fs, cl.caching.clientGuid, cl.ctx.session, new SmbReader(ack, 64), new SmbWriter(), () => open);
 }
 
 describe('leases v2 (SMB 3.x)', () => {
@@ -524,6 +524,132 @@ describe('leases v2 (SMB 3.x)', () => {
     await open(other, 'h', { disposition: CreateDisposition.OVERWRITE_IF });
     assert.equal(a.sent.length, 1);
     assert.deepEqual(heard, ['first', 'second']);
+    await srv.close();
+  });
+});
+
+/**
+ * A lease is its user's (lease.ts leaseIdOf): ClientGuid and LeaseKey are the client's to choose and
+ * travel in the clear, so another user (mallory, on a connection of her own) can send alice's.
+ */
+describe("leases under another user's ClientGuid and key", () => {
+  const RH = Caching.READ | Caching.HANDLE;
+  /** Makes `cl`'s session one that `user` established (null: a guest's), with that session id. */
+  const as = (cl: Client, user: string | null, sessionId: number): Client => {
+    Object.assign(cl.ctx.session, { id: sessionId, owner: user === null ? null : { name: user } });
+    return cl;
+  };
+
+  it("another user's open does not join the lease: it keeps its state and epoch, and is broken only as by any other open", async () => {
+    const { srv, client, open } = await setup(30_000);
+    const alice = as(client(1, true), 'Alice', 11);
+    const mallory = as(client(1, true), 'mallory', 12);
+    const mine = await open(alice, 'f', { lease: { key: 1, state: RH, v2: { epoch: 0x100 } } });
+    const lease = mine.open.lease!;
+    assert.equal(mine.lease!.readUInt16LE(48), 0x101);
+    // Asked for what alice's lease holds: alice's RH needs no break, and mallory's lease is her own.
+    const theirs = await open(mallory, 'f', { lease: { key: 1, state: RH, v2: { epoch: 0x500 } } });
+    assert.notEqual(theirs.open.lease, lease, 'a lease of her own');
+    assert.equal(theirs.lease!.readUInt16LE(48), 0x501, "her request's epoch + 1, not alice's");
+    assert.deepEqual([...lease.opens], [mine.open], "alice's lease has alice's open only");
+    assert.equal(lease.state, RH);
+    assert.equal(lease.epoch, 0x101);
+    assert.equal(alice.sent.length, 0);
+    await srv.close();
+
+    // Write caching: alice's lease is broken as by any other open (she may have dirty data), and
+    // mallory gets no write caching beside it (before, she joined it: RWH, with no break).
+    const s2 = await setup(30_000);
+    const a = as(s2.client(1, true), 'alice', 21);
+    const m = as(s2.client(1, true), 'mallory', 22);
+    const held = await s2.open(a, 'f', { lease: { key: 1, state: RWH, v2: { epoch: 0 } } });
+    a.onBreak = (body) => ackLease(a, held.open, body, body.readUInt32LE(28));
+    const got = await s2.open(m, 'f', { lease: { key: 1, state: RWH, v2: { epoch: 0 } } });
+    assert.equal(got.leaseState, RH);
+    assert.notEqual(got.open.lease, held.open.lease);
+    assert.deepEqual(a.sent.map(leaseBreakOf), [{ from: RWH, to: RH, ack: true }]);
+    assert.equal(held.open.lease!.state, RH);
+    assert.equal(held.open.lease!.opens.size, 1);
+    await s2.srv.close();
+  });
+
+  it("another user's acknowledgment of the break is an unknown lease and changes nothing; the owner's own goes through", async () => {
+    const { srv, client, open } = await setup(30_000);
+    const alice = as(client(1), 'alice', 11);
+    const mallory = as(client(1), 'mallory', 12);
+    const bob = as(client(2), 'bob', 13);
+    const mine = await open(alice, 'f', { lease: { key: 1, state: RWH } });
+    const lease = mine.open.lease!;
+    let opened = false;
+    const other = open(bob, 'f').then((o) => ((opened = true), o));
+    await until(() => alice.sent.length === 1);
+    const body = alice.sent[0]!;
+    assert.deepEqual(leaseBreakOf(body), { from: RWH, to: RH, ack: true });
+    for (const state of [RH, Caching.READ, Caching.NONE])
+      assert.throws(
+        () => ackLease(mallory, mine.open, body, state),
+        (e: unknown) => e instanceof SmbStatusError && e.status === NtStatus.OBJECT_NAME_NOT_FOUND,
+        'answered as an unknown key',
+      );
+    assert.ok(lease.breaking, 'the break still waits for alice');
+    assert.equal(lease.state, RWH);
+    assert.equal(lease.requested, RH);
+    await new Promise((r) => setImmediate(r));
+    assert.ok(!opened, "bob's open still waits");
+    ackLease(alice, mine.open, body, RH);
+    assert.ok(!lease.breaking);
+    assert.equal(lease.state, RH);
+    assert.equal((await other).level, OplockLevel.NONE);
+    assert.ok(opened);
+    await srv.close();
+  });
+
+  it("another user's lease under the key on another file does not refuse the owner's open; a key is still one file's for each", async () => {
+    const { srv, client, open } = await setup();
+    const alice = as(client(1), 'alice', 11);
+    const mallory = as(client(1), 'mallory', 12);
+    const squat = await open(mallory, 'g', { lease: { key: 1, state: RWH } });
+    assert.equal(squat.leaseState, RWH);
+    // A new file (the key is looked at before it is made) and an existing one.
+    const made = await open(alice, 'f', { lease: { key: 1, state: RWH }, disposition: CreateDisposition.CREATE });
+    assert.equal(made.leaseState, RWH);
+    const again = await open(alice, 'f', { lease: { key: 1, state: RWH } });
+    assert.equal(again.open.lease, made.open.lease);
+    assert.equal(mallory.sent.length + alice.sent.length, 0);
+    assert.equal(squat.open.lease!.state, RWH);
+    // Each one's key is still one file's: alice's on mallory's file is refused, and mallory's on
+    // alice's (attribute opens: they break nothing first).
+    const stat = { lease: { key: 1, state: Caching.READ }, access: 0x80 };
+    assert.equal(await status(open(alice, 'g', stat)), NtStatus.INVALID_PARAMETER);
+    assert.equal(await status(open(mallory, 'f', stat)), NtStatus.INVALID_PARAMETER);
+    await srv.close();
+  });
+
+  it("a guest's lease is its session's: another guest session's ack is an unknown lease, its same key another lease", async () => {
+    const { srv, client, open } = await setup(30_000);
+    const guest = as(client(1), null, 11);
+    const other = as(client(1), null, 12);
+    const mine = await open(guest, 'f', { lease: { key: 1, state: RH } });
+    const lease = mine.open.lease!;
+    // A break (an overwrite takes all caching): only the guest's session may acknowledge it.
+    const overwrite = open(as(client(2), 'bob', 13), 'f', { disposition: CreateDisposition.OVERWRITE });
+    await until(() => guest.sent.length === 1);
+    const body = guest.sent[0]!;
+    assert.throws(
+      () => ackLease(other, mine.open, body, Caching.NONE),
+      (e: unknown) => e instanceof SmbStatusError && e.status === NtStatus.OBJECT_NAME_NOT_FOUND,
+    );
+    assert.ok(lease.breaking);
+    ackLease(guest, mine.open, body, Caching.NONE);
+    assert.ok(!lease.breaking);
+    await overwrite;
+    const again = await open(guest, 'f', { lease: { key: 1, state: Caching.READ } });
+    assert.equal(again.open.lease, lease, 'the same session finds it');
+    for (const cl of [other, as(client(1), 'guest', 14)]) {
+      const theirs = await open(cl, 'f', { lease: { key: 1, state: Caching.READ } });
+      assert.notEqual(theirs.open.lease, lease);
+    }
+    assert.equal(lease.opens.size, 2);
     await srv.close();
   });
 });

@@ -21,7 +21,7 @@ import type { Identity, Inode } from '../vfs/types.js';
 import { HEADER_SIZE, type SmbReader, SmbWriter, writeHeader } from './codec.js';
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
 import type { CreateRequest } from './messages.js';
-import type { Open } from './state.js';
+import type { Open, Session } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import * as writeTime from './writetime.js';
 import { Lease, leaseAckBody, type LeaseChannel, leaseIdOf, LeaseTable } from './lease.js';
@@ -251,21 +251,22 @@ const statusOfRefusal = (e: OpenTableError): NtStatus =>
       ? NtStatus.DELETE_PENDING
       : NtStatus.INSUFFICIENT_RESOURCES;
 
-/** The lease this client already holds under the request's key, when it is for another file. */
-function ownLease(fs: FileService, caching: CachingContext | undefined, req: CreateRequest): Lease | null {
+/** The lease this client already holds under the request's key for the session's user (leaseIdOf), on whichever file. */
+function ownLease(fs: FileService, caching: CachingContext | undefined, session: Session, req: CreateRequest): Lease | null {
   if (!caching?.leasing) return null;
   const want = leaseRequestOf(req, caching.leaseV2);
   if (!want) return null;
-  return leaseTableOf(fs).leases.get(leaseIdOf(caching.clientGuid, want.key)) ?? null;
+  return leaseTableOf(fs).leases.get(leaseIdOf(caching.clientGuid, want.key, session)) ?? null;
 }
 
 /**
- * Does CREATE ask for a lease key this client already holds? Checked before a new file is made:
- * the key is then on another file, and the CREATE fails (INVALID_PARAMETER) without leaving the
- * file behind (smbtorture smb2.lease.request, run twice).
+ * Does CREATE ask for a lease key this client already holds for the session's user? Checked
+ * before a new file is made: the key is then on another file, and the CREATE fails
+ * (INVALID_PARAMETER) without leaving the file behind (smbtorture smb2.lease.request, run twice).
+ * Another user's lease under the same ClientGuid and key refuses nothing (leaseIdOf).
  */
-export function leaseKeyInUse(fs: FileService, caching: CachingContext | undefined, req: CreateRequest): boolean {
-  return ownLease(fs, caching, req) !== null;
+export function leaseKeyInUse(fs: FileService, caching: CachingContext | undefined, session: Session, req: CreateRequest): boolean {
+  return ownLease(fs, caching, session, req) !== null;
 }
 
 /**
@@ -281,6 +282,8 @@ export async function breakForOpen(
   access: number,
   req: CreateRequest,
   caching: CachingContext | undefined,
+  /** The CREATE's session: whose lease the request's key names (its own lease breaks nothing). */
+  session: Session,
   /** Called once a break that waits for an acknowledgment is under way (CREATE goes async then). */
   onBreakWait?: () => void,
 ): Promise<boolean> {
@@ -292,7 +295,7 @@ export async function breakForOpen(
   // caller looks again when this returns true.
   const preserved = [...first.opens].filter((o) => (o.owner as Open | null)?.expire);
   const closed = (): boolean => preserved.some((o) => !first.opens.has(o));
-  const own = ownLease(fs, caching, req);
+  const own = ownLease(fs, caching, session, req);
   const d = req.createDisposition;
   const overwrite = d === CreateDisposition.SUPERSEDE || d === CreateDisposition.OVERWRITE || d === CreateDisposition.OVERWRITE_IF;
   // A stat open breaks nothing; READ_CONTROL alone counts as one for leases, not for oplocks (as smbd).
@@ -489,9 +492,9 @@ export function grantCaching(
   // a lease no write caching (also in what counts as asked for) and an oplock Level II at most.
   if (want && openElsewhere) want.state &= ~Caching.WRITE;
   const table = leaseTableOf(fs);
-  const id = want ? leaseIdOf(caching.clientGuid, want.key) : '';
+  const id = want ? leaseIdOf(caching.clientGuid, want.key, open.tree.session) : '';
   let lease = want ? table.leases.get(id) : undefined;
-  // A lease key names one file (MS-SMB2 3.3.5.9.8), directories included.
+  // A lease key names one file (MS-SMB2 3.3.5.9.8), directories included: for its owner (leaseIdOf).
   if (lease && lease.file !== file) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'lease key in use for another file');
   if (open.isDir) return none;
   open.notify = caching.notify;
@@ -727,9 +730,18 @@ export const holderOf = (open: Open): CacheHolder | null =>
 
 /**
  * MS-SMB2 3.3.5.22.1 / 3.3.5.22.2: an acknowledgment of an oplock break (StructureSize 24) or a
- * lease break (36). `findOpen` resolves a FileId on the request's tree.
+ * lease break (36). `findOpen` resolves a FileId on the request's tree. A lease is looked up for
+ * the request's session's user (leaseIdOf): another user's lease under the same ClientGuid and key
+ * is not found, exactly as an unknown key, and is left as it was.
  */
-export function acknowledge(fs: FileService, clientGuid: Buffer, r: SmbReader, w: SmbWriter, findOpen: (fileId: Buffer) => Open): void {
+export function acknowledge(
+  fs: FileService,
+  clientGuid: Buffer,
+  session: Session,
+  r: SmbReader,
+  w: SmbWriter,
+  findOpen: (fileId: Buffer) => Open,
+): void {
   r.need(2, 'OPLOCK_BREAK');
   const size = r.u16();
   if (size === 24) {
@@ -757,7 +769,7 @@ export function acknowledge(fs: FileService, clientGuid: Buffer, r: SmbReader, w
     r.skip(6);
     const key = Buffer.from(r.bytes(16));
     const state = r.u32();
-    const lease = leaseTableOf(fs).leases.get(leaseIdOf(clientGuid, key));
+    const lease = leaseTableOf(fs).leases.get(leaseIdOf(clientGuid, key, session));
     if (!lease) throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'no such lease');
     // A further step of the break goes out after this response (setImmediate: the response is
     // written when this returns).

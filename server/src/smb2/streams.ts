@@ -186,7 +186,7 @@ export async function createStreamOpen(
   open.openerMayWrite = c.fs.accessBits(c.share, file, c.id).write;
   // A stream has share modes and oplocks of its own, apart from its file's (MS-FSA keeps them per
   // Stream): its opens are registered under the stream's inode, and among its file's opens too.
-  await oplock.breakForOpen(c.fs, c.share.meta, s.stream, open.grantedAccess, req, c.caching, c.onBreakWait);
+  await oplock.breakForOpen(c.fs, c.share.meta, s.stream, open.grantedAccess, req, c.caching, c.session, c.onBreakWait);
   await oplock.registerStreamOfFile(c.fs, open, file.id, req.shareAccess);
   let record;
   try {
