@@ -40,6 +40,7 @@ Servers (default: both, each started by this script on free loopback ports, stop
 
 Modes:
   --signing              only with --option='client signing=required'
+  --encrypt              only with --option='client smb encrypt=required' (3.x: with --max-protocol)
   --both-modes           plain, then with signing required
   --max-protocol P       client max protocol (default SMB2_10: what DittoFS offers; smbd started
                          here is capped there too)
@@ -93,6 +94,7 @@ while [ $# -gt 0 ]; do
     --password) TPASS=$2; shift ;;
     --dist) DIST=$2; shift ;;
     --signing) MODES=(signed) ;;
+    --encrypt) MODES=(encrypted) ;;
     --both-modes) MODES=(plain signed) ;;
     --max-protocol) MAXPROTO=$2; shift ;;
     --timeout) TIMEOUT=$2; shift ;;
@@ -180,6 +182,7 @@ run_one() {
   local args=("//$HOST/$share" -p "${PORT[$target]}" -U "$TUSER%$TPASS" -s "$WORK/client.conf" --fullname
     --basedir="$WORK" --option=torture:sharedelay=100000 --option=torture:writetimeupdatedelay=500000)
   [ "$mode" = signed ] && args+=("--option=client signing=required")
+  [ "$mode" = encrypted ] && args+=("--option=client smb encrypt=required")
   local rc=0
   # shellcheck disable=SC2086 # the test list is space-separated names
   timeout -k 10 "$TIMEOUT" smbtorture "${args[@]}" $tests >"$log" 2>&1 || rc=$?

@@ -7,7 +7,8 @@
 #   dittofs.mountport=M   MOUNT port on the host (default: P; NFS only)
 #   dittofs.export=PATH   export path (default /export; cifs mounts the share of that name)
 #   dittofs.dialects=D,D  cifs only: the SMB dialects (vers=) to mount one after the other,
-#                         running the script once per dialect (default 2.1)
+#                         running the script once per dialect (default 2.1); D+seal mounts that
+#                         dialect encrypted (the seal option), and D+seal is its name below
 #   dittofs.mountopts=O   extra comma-separated mount options (optional)
 #   dittofs.debug=1       turn on sunrpc/nfs (or cifs) kernel debug messages on the console
 # The test script is /test/script.sh, appended at run time as a second cpio archive; for cifs the
@@ -153,39 +154,42 @@ status=0
 set -- $(echo "$dialects" | tr ',' ' ')
 runs=$#
 run=0
-for vers in "$@"; do
+for label in "$@"; do
 	run=$((run + 1))
+	vers=${label%+seal}
+	seal=
+	[ "$vers" != "$label" ] && seal=,seal
 	# Busybox mount has no cifs support of its own (no mount.cifs either): it passes the source and
 	# the option string to mount(2) unchanged. The kernel's cifs fs_context turns the source
 	# //host/share into its UNC and, with no ip= option, takes the server address from the UNC's
 	# host part, which must therefore be an IP address (there is no DNS upcall in this VM).
 	# uid/gid/file_mode/dir_mode stay the kernel defaults (root, 0755): without unix extensions
 	# the client shows every file that way whatever the server holds.
-	opts="port=$port,username=$user,password=$pass,vers=$vers"
+	opts="port=$port,username=$user,password=$pass,vers=$vers$seal"
 	[ -n "$extra_opts" ] && opts="$opts,$extra_opts"
-	echo "dittofs-vm: mount -t cifs -o port=$port,username=$user,password=...,vers=$vers${extra_opts:+,$extra_opts} //$HOST/$share $MNT"
+	echo "dittofs-vm: mount -t cifs -o port=$port,username=$user,password=...,vers=$vers$seal${extra_opts:+,$extra_opts} //$HOST/$share $MNT"
 	if ! mount -t cifs -o "$opts" "//$HOST/$share" "$MNT"; then
-		echo "dittofs-vm: cifs mount at vers=$vers failed"
+		echo "dittofs-vm: cifs mount at vers=$label failed"
 		dmesg | tail -20
 		finish 243
 	fi
-	echo "dittofs-vm: mounted (vers=$vers)"
+	echo "dittofs-vm: mounted (vers=$label)"
 	grep " $MNT " /proc/mounts | sed 's/password=[^,]*/password=.../'
 	[ -w /proc/fs/cifs/Stats ] && echo 0 >/proc/fs/cifs/Stats
 	first=0 last=0
 	[ $run = 1 ] && first=1
 	[ $run = "$runs" ] && last=1
-	DITTOFS_FS=cifs DITTOFS_DIALECT=$vers DITTOFS_FIRST_RUN=$first DITTOFS_LAST_RUN=$last run_script "$MNT"
+	DITTOFS_FS=cifs DITTOFS_DIALECT=$label DITTOFS_FIRST_RUN=$first DITTOFS_LAST_RUN=$last run_script "$MNT"
 	rc=$?
-	echo "dittofs-vm: cifs vers=$vers script status $rc"
+	echo "dittofs-vm: cifs vers=$label script status $rc"
 	# SMB2 commands the kernel client sent during the run, and the failures it counted.
 	if [ -r /proc/fs/cifs/Stats ]; then
-		echo "dittofs-vm: cifs commands sent (vers=$vers):"
+		echo "dittofs-vm: cifs commands sent (vers=$label):"
 		sed -n '/^[0-9]*) \\\\/,$p' /proc/fs/cifs/Stats
 	fi
 	cd /
 	if ! umount "$MNT"; then
-		echo "dittofs-vm: umount $MNT (vers=$vers) failed"
+		echo "dittofs-vm: umount $MNT (vers=$label) failed"
 		[ $rc -eq 0 ] && rc=245
 	fi
 	[ $status -eq 0 ] && status=$rc

@@ -15,7 +15,8 @@
 #   --timeout S       kill the VM after S seconds (default 900)
 #   --mount-port M    NFS only: MOUNT protocol port (default: P, DittoFS serves both on one port)
 #   --dialects D,D    cifs only: SMB dialects to mount in turn, as vers= takes them (2.1, 3.02,
-#                     or default: the kernel's choice); default 2.1
+#                     or default: the kernel's choice), D+seal for that dialect encrypted (3.x);
+#                     default 2.1
 #   --credentials F   cifs only (required): a file with "username=U" and "password=W" lines
 #   --mount-opts O    extra comma-separated mount options (no spaces)
 #   --log FILE        also write the console output to FILE
@@ -60,7 +61,7 @@ case "$export_path" in /*) ;; *) echo "run-vm-test: --export must be absolute" >
 case "$export_path$mount_opts" in *[[:space:]]*) echo "run-vm-test: no spaces in --export/--mount-opts" >&2; usage ;; esac
 case "$fs" in nfs | cifs) ;; *) echo "run-vm-test: --fs nfs or cifs" >&2; usage ;; esac
 if [ "$fs" = cifs ]; then
-  [[ "$dialects" =~ ^([0-9.]+|default)(,([0-9.]+|default))*$ ]] || { echo "run-vm-test: bad --dialects" >&2; usage; }
+  [[ "$dialects" =~ ^([0-9.]+|default)(\+seal)?(,([0-9.]+|default)(\+seal)?)*$ ]] || { echo "run-vm-test: bad --dialects" >&2; usage; }
   [ -n "$credentials" ] && [ -r "$credentials" ] || { echo "run-vm-test: --fs cifs needs --credentials FILE" >&2; usage; }
 fi
 

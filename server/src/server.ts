@@ -547,6 +547,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         directory,
         serverGuid: await loadServerGuid(config.data_dir),
         signingRequired: smbCfg.signing_required,
+        encryptionRequired: smbCfg.encryption_required,
         oplockBreakTimeoutMs: smbCfg.oplock_break_timeout,
         durableHandleTimeoutMs: smbCfg.durable_handle_timeout,
         serverName: os.hostname().split('.')[0]!.toUpperCase().slice(0, 15) || 'DITTOFS',
@@ -564,7 +565,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       smbListening = true;
       cleanups.push(() => smb.close());
       log.info(
-        { port: smbPort, bind: smbCfg.bind, signingRequired: smbCfg.signing_required },
+        { port: smbPort, bind: smbCfg.bind, signingRequired: smbCfg.signing_required, encryptionRequired: smbCfg.encryption_required },
         'SMB2 listening (TCP, dialects 2.0.2, 2.1, 3.0, 3.0.2 and 3.1.1)',
       );
     }

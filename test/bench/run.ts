@@ -163,7 +163,7 @@ const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--cl
   --clients N     clients of the parallel rows, each with size-mib/N MiB and files/N files (default 8; 0: no parallel rows)
   --smb-files N   small files put over SMB in one smbclient session (default 2000)
   --smb-mode M    the SMB rows' dialect and signing, for DittoFS and smbd alike: 2.1 (unsigned, the
-                  default) or 3.1.1-signed
+                  default), 3.1.1-signed or 3.1.1-encrypted
   --configs LIST  comma-separated, from ${CONFIGS.join(', ')}, smb (default: all)
   --only WHICH    old spelling: both (= all), dittofs (= embedded-fs,postgres-s3) or ganesha
   --rounds N      repeat everything N times; the table shows medians (default 1)

@@ -1,7 +1,8 @@
 // The SMB rows of `make bench`: Debian's smbclient against DittoFS's SMB2 port and against Samba's
 // smbd (the reference: hack/smb/smbd.sh, a private smb.conf on loopback, a non-root user), both in
-// the same mode, in the same run: SMB 2.1 unsigned (the default), or 3.1.1 signed (--smb-mode;
-// AES-CMAC under the preauth-derived key), smbd capped at the same dialect.
+// the same mode, in the same run: SMB 2.1 unsigned (the default), 3.1.1 signed (--smb-mode;
+// AES-CMAC under the preauth-derived key) or 3.1.1 encrypted (AES-128-GCM), smbd capped at the
+// same dialect.
 //
 //   put:   smbclient put of the run's random file (--size-mib, default 1 GiB), one session;
 //   get:   smbclient get of it back, one session; size and sha256 must equal the source's, so every
@@ -20,10 +21,11 @@ import { TreeCpuWatch } from './proc.js';
 
 const MiB = 1024 * 1024;
 
-/** How both servers are reached: smbclient's max protocol (smbd's too) and whether it signs. */
+/** How both servers are reached: smbclient's max protocol (smbd's too) and whether it signs or encrypts. */
 export interface SmbMode {
   protocol: string;
   sign: boolean;
+  encrypt?: boolean;
   label: string;
 }
 
@@ -31,6 +33,7 @@ export interface SmbMode {
 export const SMB_MODES: Readonly<Record<string, SmbMode>> = Object.freeze({
   '2.1': { protocol: 'SMB2_10', sign: false, label: 'SMB 2.1, unsigned' },
   '3.1.1-signed': { protocol: 'SMB3_11', sign: true, label: 'SMB 3.1.1, signed (AES-CMAC)' },
+  '3.1.1-encrypted': { protocol: 'SMB3_11', sign: false, encrypt: true, label: 'SMB 3.1.1, encrypted (AES-128-GCM)' },
 });
 const SMBD = path.join(REPO_ROOT, 'hack', 'smb', 'smbd.sh');
 export const SMB_USER = 'dittobench';
@@ -176,6 +179,7 @@ export async function benchSmb(o: SmbBenchOptions): Promise<SmbResult> {
     o.mode.protocol,
     '--option=client min protocol=SMB2_02',
     ...(o.mode.sign ? ['--client-protection=sign'] : []),
+    ...(o.mode.encrypt ? ['--client-protection=encrypt'] : []),
   ];
   const smb = (commands: string, timeoutMs: number) =>
     run('smbclient', [...smbArgs, '-c', commands], timeoutMs, server.gone).then((r) => {

@@ -1,7 +1,8 @@
 // End-to-end test with a real SMB2 client: the Linux kernel's cifs client, in the QEMU VM of
 // hack/vm/ (software emulation is enough), logs in as a non-root control-plane user, mounts the
-// DittoFS share at vers=2.0 (SMB 2.0.2), vers=2.1, vers=3.0 and vers=default (the kernel offers
-// 2.1 to 3.1.1 and gets 3.1.1) in turn, in the same boot, and runs
+// DittoFS share at vers=2.0 (SMB 2.0.2), vers=2.1, vers=3.0 and vers=default with seal (the kernel
+// offers 2.1 to 3.1.1 and gets 3.1.1; every message encrypted, AES-128-GCM) in turn, in the same
+// boot, and runs
 // test/e2e/posix-kernel.sh at each dialect with what SMB semantics allow (DITTOFS_FS=cifs: no
 // symlinks, owners or POSIX modes without unix extensions; chmod is the DOS read-only attribute).
 // From the host, the files the VM wrote read back identical through NFS (libnfs nfs-cat) and are
@@ -25,7 +26,7 @@ import { assertPasses, checkVmPrerequisites, POSIX_KERNEL_CHECKS, runCommand, ru
 
 const RUN_VM = path.join(REPO_ROOT, 'hack', 'vm', 'run-vm-test.sh');
 const SCRIPT = path.join(REPO_ROOT, 'test', 'e2e', 'posix-kernel.sh');
-const DIALECTS = (process.env.E2E_CIFS_DIALECTS ?? '2.0,2.1,3.0,default').split(',');
+const DIALECTS = (process.env.E2E_CIFS_DIALECTS ?? '2.0,2.1,3.0,default+seal').split(',');
 const SHARE = 'export';
 /** A control-plane user that is not root: the server checks permissions as this uid. */
 const USER = 'cifsuser';
@@ -123,6 +124,12 @@ void test(
       for (const [i, dialect] of DIALECTS.entries()) {
         const own = dialectLines(lines, dialect);
         assert.ok(own.length > 0, `no run at vers=${dialect} in the console${context}`);
+        // A sealed mount is one the kernel made encrypted: it refuses seal with a server that cannot.
+        if (dialect.endsWith('+seal'))
+          assert.ok(
+            own.some((l) => / \/mnt\/cifs cifs .*\bseal\b/.test(l)),
+            `vers=${dialect}: the mount has no seal option${context}`,
+          );
         const expected = EXPECTED_PASSES.filter((p) => (p !== CREATE_MANY || i === 0) && (p !== REMOVE_MANY || i === DIALECTS.length - 1));
         assertPasses(own, expected, context, `vers=${dialect}: `);
 
@@ -157,7 +164,9 @@ void test(
           .filter((l) => l.msg === 'SMB session established' && l.dialect !== undefined)
           .map((l) => l.dialect),
       );
-      const want = DIALECTS.map((d) => ({ '2.0': '2.0.2', '3.02': '3.0.2', default: '3.1.1' })[d] ?? d);
+      const want = DIALECTS.map((d) => d.replace(/\+seal$/, '')).map(
+        (d) => ({ '2.0': '2.0.2', '3.02': '3.0.2', default: '3.1.1' })[d] ?? d,
+      );
       for (const d of want) assert.ok(got.has(d), `no SMB session at dialect ${d} in the server log (sessions at: ${[...got].join(', ')})`);
     } finally {
       await server.stop();

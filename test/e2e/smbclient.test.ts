@@ -1,5 +1,8 @@
 // The SMB2 engine against a real client: Debian's smbclient (Samba) at dialects 2.0.2, 2.1, 3.0,
-// 3.0.2 and 3.1.1, with and without signing (HMAC-SHA256 at 2.x, AES-CMAC at 3.x), logged in as a non-admin control-plane user created through the REST API.
+// 3.0.2 and 3.1.1, with and without signing (HMAC-SHA256 at 2.x, AES-CMAC at 3.x) and encryption
+// (3.x: AES-128-CCM at 3.0 and 3.0.2, the negotiated cipher at 3.1.1; nothing readable on the
+// wire), logged in as a non-admin control-plane user created through the REST API. A server that
+// requires encryption refuses 2.x and has 3.x clients encrypt without being asked.
 // Big files keep their sha256 across put and get; directory and name operations do what the user
 // asked; a wrong password is refused; a file written by NFS (libnfs nfs-cp) reads back identical
 // by SMB and the reverse.
@@ -8,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -62,18 +66,28 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
   /** smbclient against //127.0.0.1/export; `dialect` SMB2_02, SMB2_10, SMB3_00, SMB3_02 or SMB3_11. */
   function smb(
     commands: string,
-    opts: { dialect?: string; sign?: boolean; user?: string; password?: string; cwd?: string; timeoutMs?: number } = {},
+    opts: {
+      dialect?: string;
+      sign?: boolean;
+      encrypt?: boolean;
+      user?: string;
+      password?: string;
+      cwd?: string;
+      timeoutMs?: number;
+      port?: number;
+    } = {},
   ): Promise<Run> {
     const args = [
       `//127.0.0.1/export`,
       '-p',
-      String(srv.smbPort),
+      String(opts.port ?? srv.smbPort),
       '-U',
       `${opts.user ?? USER}%${opts.password ?? PASSWORD}`,
       '-m',
       opts.dialect ?? 'SMB2_10',
       '--option=client min protocol=SMB2_02',
       ...(opts.sign ? ['--client-protection=sign'] : []),
+      ...(opts.encrypt ? ['--client-protection=encrypt'] : []),
       ...(opts.cwd ? ['-D', opts.cwd] : []),
       '-c',
       commands,
@@ -92,8 +106,8 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     return r.stdout;
   }
 
-  async function api(method: string, url: string, token: string | null, body?: unknown): Promise<Response> {
-    return fetch(`http://127.0.0.1:${srv.apiPort}${url}`, {
+  async function api(method: string, url: string, token: string | null, body?: unknown, on: DittofsProcess = srv): Promise<Response> {
+    return fetch(`http://127.0.0.1:${on.apiPort}${url}`, {
       method,
       headers: {
         ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
@@ -103,8 +117,8 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     });
   }
 
-  async function login(password: string): Promise<string> {
-    const r = await api('POST', '/api/v1/auth/login', null, { username: 'admin', password });
+  async function login(password: string, on: DittofsProcess = srv): Promise<string> {
+    const r = await api('POST', '/api/v1/auth/login', null, { username: 'admin', password }, on);
     const text = await r.text();
     assert.equal(r.status, 200, text);
     return (JSON.parse(text) as { access_token: string }).access_token;
@@ -113,42 +127,40 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
   const nfsUrl = (file: string): string =>
     `nfs://127.0.0.1/export/${file}?nfsport=${srv.nfsPort}&mountport=${srv.nfsPort}&uid=${UID}&gid=${UID}`;
 
-  before(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-smb-'));
-    srv = await startDittofs();
-    const first = await login(TEST_ADMIN_PASSWORD);
-    const changed = await api('POST', '/api/v1/users/me/password', first, {
-      current_password: TEST_ADMIN_PASSWORD,
-      new_password: 'admin-Passw0rd-changed',
-    });
+  /** The admin's first password changed, USER (read-write), READER (read) and NOBODY (none) on /export. */
+  async function addUsers(on: DittofsProcess): Promise<void> {
+    const first = await login(TEST_ADMIN_PASSWORD, on);
+    const changed = await api(
+      'POST',
+      '/api/v1/users/me/password',
+      first,
+      { current_password: TEST_ADMIN_PASSWORD, new_password: 'admin-Passw0rd-changed' },
+      on,
+    );
     assert.equal(changed.status, 204, await changed.text());
-    const token = await login('admin-Passw0rd-changed');
-    const created = await api('POST', '/api/v1/users', token, {
-      username: USER,
-      password: PASSWORD,
-      uid: UID,
-      gid: UID,
-      must_change_password: false,
-    });
-    assert.equal(created.status, 201, await created.text());
+    const token = await login('admin-Passw0rd-changed', on);
     for (const [user, uid, level] of [
       [USER, UID, 'read-write'],
       [READER, UID + 1, 'read'],
       [NOBODY, UID + 2, 'none'],
     ] as const) {
-      if (user !== USER) {
-        const r = await api('POST', '/api/v1/users', token, {
-          username: user,
-          password: PASSWORD,
-          uid,
-          gid: uid,
-          must_change_password: false,
-        });
-        assert.equal(r.status, 201, await r.text());
-      }
-      const granted = await api('PUT', `/api/v1/shares/export/permissions/users/${user}`, token, { level });
+      const r = await api(
+        'POST',
+        '/api/v1/users',
+        token,
+        { username: user, password: PASSWORD, uid, gid: uid, must_change_password: false },
+        on,
+      );
+      assert.equal(r.status, 201, await r.text());
+      const granted = await api('PUT', `/api/v1/shares/export/permissions/users/${user}`, token, { level }, on);
       assert.equal(granted.status, 200, await granted.text());
     }
+  }
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-smb-'));
+    srv = await startDittofs();
+    await addUsers(srv);
   });
 
   after(async () => {
@@ -227,34 +239,36 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     ['SMB3_00', true],
     ['SMB3_02', true],
     ['SMB3_11', true],
+    ['SMB3_00', 'encrypt'],
+    ['SMB3_02', 'encrypt'],
+    ['SMB3_11', 'encrypt'],
   ] as const) {
-    it(`${dialect}${sign ? ' signed' : ''}: mkdir, put, ls, rename, allinfo, get, rm, deltree`, async () => {
-      const tag = `${dialect}-${sign ? 's' : 'u'}`;
+    const protection = sign === 'encrypt' ? ' encrypted' : sign ? ' signed' : '';
+    it(`${dialect}${protection}: mkdir, put, ls, rename, allinfo, get, rm, deltree`, async () => {
+      const tag = `${dialect}-${sign === 'encrypt' ? 'e' : sign ? 's' : 'u'}`;
+      const p = { dialect, sign: sign === true, encrypt: sign === 'encrypt' };
       const src = path.join(dir, `small-${tag}`);
       const content = `hello from ${tag}\n`.repeat(1000);
       await writeFile(src, content);
       const back = path.join(dir, `back-${tag}`);
-      await smbOk(`mkdir d-${tag}; mkdir d-${tag}\\sub; put ${src} d-${tag}\\a.txt; rename d-${tag}\\a.txt d-${tag}\\sub\\b.txt`, {
-        dialect,
-        sign,
-      });
-      const ls = await smbOk(`ls d-${tag}\\sub\\*`, { dialect, sign });
+      await smbOk(`mkdir d-${tag}; mkdir d-${tag}\\sub; put ${src} d-${tag}\\a.txt; rename d-${tag}\\a.txt d-${tag}\\sub\\b.txt`, p);
+      const ls = await smbOk(`ls d-${tag}\\sub\\*`, p);
       assert.match(ls, new RegExp(`b\\.txt\\s+A\\s+${content.length}\\b`), ls);
-      assert.doesNotMatch(await smbOk(`ls d-${tag}\\*`, { dialect, sign }), /a\.txt/);
-      const info = await smbOk(`allinfo d-${tag}\\sub\\b.txt`, { dialect, sign });
+      assert.doesNotMatch(await smbOk(`ls d-${tag}\\*`, p), /a\.txt/);
+      const info = await smbOk(`allinfo d-${tag}\\sub\\b.txt`, p);
       assert.match(info, /write_time:/, info);
       assert.match(info, new RegExp(`stream: \\[::\\$DATA\\], ${content.length} bytes`), info);
-      await smbOk(`get d-${tag}\\sub\\b.txt ${back}`, { dialect, sign });
+      await smbOk(`get d-${tag}\\sub\\b.txt ${back}`, p);
       assert.equal(await readFile(back, 'utf8'), content);
-      await smbOk(`rm d-${tag}\\sub\\b.txt`, { dialect, sign });
-      assert.doesNotMatch(await smbOk(`ls d-${tag}\\sub\\*`, { dialect, sign }), /b\.txt/);
-      await smbOk(`put ${src} d-${tag}\\sub\\c.txt; deltree d-${tag}`, { dialect, sign });
-      const root = await smbOk('ls', { dialect, sign });
+      await smbOk(`rm d-${tag}\\sub\\b.txt`, p);
+      assert.doesNotMatch(await smbOk(`ls d-${tag}\\sub\\*`, p), /b\.txt/);
+      await smbOk(`put ${src} d-${tag}\\sub\\c.txt; deltree d-${tag}`, p);
+      const root = await smbOk('ls', p);
       assert.doesNotMatch(root, new RegExp(`d-${tag}`), root);
     });
   }
 
-  it(`a ${BIG_MIB} MiB file: put at 2.1 signed, get at 2.0.2, at 2.1 and at 3.1.1 signed, identical sha256`, async () => {
+  it(`a ${BIG_MIB} MiB file: put at 2.1 signed, get at 2.0.2, at 2.1, at 3.1.1 signed and encrypted, identical sha256`, async () => {
     const src = path.join(dir, 'big');
     const sum = await randomFile(src, BIG_MIB);
     const started = Date.now();
@@ -264,14 +278,16 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
       ['SMB2_02', false],
       ['SMB2_10', false],
       ['SMB3_11', true],
+      ['SMB3_11', 'encrypt'],
     ] as const) {
       const out = path.join(dir, `big-${dialect}`);
       const t = Date.now();
-      await smbOk(`get big.bin ${out}`, { dialect, sign, timeoutMs: 900_000 });
+      await smbOk(`get big.bin ${out}`, { dialect, sign: sign === true, encrypt: sign === 'encrypt', timeoutMs: 900_000 });
       const getS = (Date.now() - t) / 1000;
       assert.equal(await sha256File(out), sum, `${dialect} get`);
+      const how = sign === 'encrypt' ? ' encrypted' : sign ? ' signed' : '';
       console.log(
-        `# ${BIG_MIB} MiB: put (2.1 signed) ${(BIG_MIB / putS).toFixed(1)} MiB/s, get (${dialect}${sign ? ' signed' : ''}) ${(BIG_MIB / getS).toFixed(1)} MiB/s`,
+        `# ${BIG_MIB} MiB: put (2.1 signed) ${(BIG_MIB / putS).toFixed(1)} MiB/s, get (${dialect}${how}) ${(BIG_MIB / getS).toFixed(1)} MiB/s`,
       );
       await rm(out);
     }
@@ -282,6 +298,58 @@ describe('SMB2 with smbclient', { timeout: 1_200_000 }, () => {
     assert.match(metrics, /dittofs_requests_total\{protocol="smb",procedure="CREATE",status="object_name_not_found"\} \d+/);
     const written = /dittofs_written_bytes_total\{share="\/export"\} (\d+)/.exec(metrics);
     assert.ok(written && Number(written[1]) >= BIG_MIB * 1024 * 1024, 'bytes written counted');
+  });
+
+  it('encrypted at 3.0 and 3.1.1: neither names nor data cross the wire in the clear, and what is read back is what was written', async () => {
+    for (const dialect of ['SMB3_00', 'SMB3_11']) {
+      const marker = `plain-marker-${dialect}-${randomBytes(6).toString('hex')}`;
+      const src = path.join(dir, `wire-${dialect}`);
+      await writeFile(src, `${marker}\n`.repeat(500));
+      // smbclient talks to the server through a proxy that keeps every byte, both ways.
+      const seen: Buffer[] = [];
+      const proxy = net.createServer((c) => {
+        const up = net.connect(srv.smbPort, '127.0.0.1');
+        c.on('data', (b: Buffer) => (seen.push(Buffer.from(b)), up.write(b)));
+        up.on('data', (b: Buffer) => (seen.push(Buffer.from(b)), c.write(b)));
+        c.on('close', () => up.destroy());
+        up.on('close', () => c.destroy());
+        c.on('error', () => up.destroy());
+        up.on('error', () => c.destroy());
+      });
+      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+      try {
+        const port = (proxy.address() as net.AddressInfo).port;
+        const back = path.join(dir, `wire-back-${dialect}`);
+        await smbOk(`put ${src} ${marker}.txt; get ${marker}.txt ${back}; rm ${marker}.txt`, { dialect, encrypt: true, port });
+        assert.equal(await readFile(back, 'utf8'), await readFile(src, 'utf8'));
+      } finally {
+        await new Promise<void>((r) => proxy.close(() => r()));
+      }
+      const wire = Buffer.concat(seen);
+      assert.ok(wire.length > 500 * marker.length, `the file went through the proxy (${wire.length} bytes)`);
+      assert.equal(wire.indexOf(marker), -1, 'the file content is not on the wire in the clear');
+      assert.equal(wire.indexOf(Buffer.from(marker, 'utf16le')), -1, 'the file name is not on the wire in the clear');
+      assert.ok(wire.indexOf(Buffer.from([0xfd, 0x53, 0x4d, 0x42])) >= 0, 'messages went as SMB2 TRANSFORM_HEADERs');
+    }
+  });
+
+  it('encryption_required: a 2.x client is refused, a 3.x client encrypts without being asked', async () => {
+    const strict = await startDittofs({ env: { DITTOFS_SMB_ENCRYPTION_REQUIRED: 'true' } });
+    try {
+      await addUsers(strict);
+      const old = await smb('ls', { dialect: 'SMB2_10', port: strict.smbPort });
+      assert.notEqual(old.code, 0, old.stdout + old.stderr);
+      assert.match(old.stdout + old.stderr, /NT_STATUS_ACCESS_DENIED/);
+      const src = path.join(dir, 'strict');
+      await writeFile(src, 'kept secret\n'.repeat(100));
+      for (const dialect of ['SMB3_02', 'SMB3_11']) {
+        const back = path.join(dir, `strict-back-${dialect}`);
+        await smbOk(`put ${src} s-${dialect}.txt; get s-${dialect}.txt ${back}`, { dialect, port: strict.smbPort });
+        assert.equal(await readFile(back, 'utf8'), 'kept secret\n'.repeat(100));
+      }
+    } finally {
+      await strict.stop();
+    }
   });
 
   it('a file written by NFS reads back identical by SMB, and the reverse', async () => {

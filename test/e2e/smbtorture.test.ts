@@ -1,6 +1,7 @@
 // smbtorture (Debian samba-testsuite 4.17) against the SMB2 engine, as a non-root control-plane
 // user, once plain and once with `client signing=required`: every subtest of every suite in GATE
-// must pass, at dialect 2.1; and again at 3.1.1, signed (smb3Entry). GATE is the part of issue 13's list that passes today; hack/smb/suites.sh holds the
+// must pass, at dialect 2.1; and again at 3.1.1, signed, and at 3.1.1 encrypted (`client smb
+// encrypt=required`: every message an AES-128-GCM transform) (smb3Entry). GATE is the part of issue 13's list that passes today; hack/smb/suites.sh holds the
 // whole list and hack/smb/torture.sh runs it against DittoFS and Samba's smbd side by side.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -126,7 +127,8 @@ const GATE = [
 ];
 
 /**
- * The gate again at dialect 3.1.1 (client max protocol SMB3_11), signed only: at 3.x a signature
+ * The gate again at dialect 3.1.1 (client max protocol SMB3_11), signed, then encrypted (the same
+ * requests, each sealed under the session's key instead of signed). At 3.x a signature
  * is AES-128-CMAC under a key derived from the session key (at 3.1.1 with the SHA-512 hash of the
  * NEGOTIATE and SESSION_SETUP messages as context), checked on every request of a signed run;
  * without signing, the paths are 2.1's. (3.0 and 3.0.2, with their VALIDATE_NEGOTIATE_INFO, are
@@ -156,6 +158,7 @@ const RUN_TIMEOUT_MS = 240_000;
 /** The same for an `@plain` entry (thousands of files: maxfid took 233 s here at load ~25). */
 const SLOW_RUN_TIMEOUT_MS = 480_000;
 const MODES = ['plain', 'signed'] as const;
+type Mode = (typeof MODES)[number] | 'encrypted';
 
 interface Outcome {
   passed: string[];
@@ -248,7 +251,7 @@ describe('smbtorture against the SMB2 engine', { timeout: 1_500_000 }, () => {
   /** Runs one GATE entry in a free share; resolves with smbtorture's exit code and output. */
   async function torture(
     entry: string,
-    mode: (typeof MODES)[number],
+    mode: Mode,
     timeoutMs: number,
     maxProtocol?: string,
   ): Promise<{ code: number | null; out: string }> {
@@ -273,6 +276,7 @@ describe('smbtorture against the SMB2 engine', { timeout: 1_500_000 }, () => {
             '--option=torture:sharedelay=100000',
             '--option=torture:writetimeupdatedelay=500000',
             ...(mode === 'signed' ? ['--option=client signing=required'] : []),
+            ...(mode === 'encrypted' ? ['--option=client smb encrypt=required'] : []),
             ...(maxProtocol ? [`--option=client max protocol=${maxProtocol}`] : []),
             ...tests,
           ],
@@ -294,7 +298,7 @@ describe('smbtorture against the SMB2 engine', { timeout: 1_500_000 }, () => {
         ? []
         : (spec.endsWith('@plain') ? (['plain'] as const) : MODES).map((mode) => ({ spec, mode, smb3: false }));
       const at3 = smb3Entry(spec);
-      return at3 === null ? at21 : [...at21, { spec: at3, mode: 'signed' as const, smb3: true }];
+      return at3 === null ? at21 : [...at21, ...(['signed', 'encrypted'] as const).map((mode) => ({ spec: at3, mode, smb3: true }))];
     });
     for (const { spec, mode, smb3 } of runs) {
       const entry = spec.replace(/@plain$/, '');

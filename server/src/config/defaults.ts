@@ -93,6 +93,7 @@ export function defaultConfig(): DittoConfig {
         port: 12445,
         bind: '0.0.0.0',
         signing_required: false,
+        encryption_required: false,
         oplock_break_timeout: 35000,
         durable_handle_timeout: 16 * 60_000,
         max_connections: 1024,

@@ -34,6 +34,7 @@ export const NAMED_ENV_OVERRIDES: Readonly<Record<string, readonly (readonly str
   DITTOFS_SMB_ENABLED: [['adapters', 'smb', 'enabled']],
   DITTOFS_SMB_PORT: [['adapters', 'smb', 'port']],
   DITTOFS_SMB_SIGNING_REQUIRED: [['adapters', 'smb', 'signing_required']],
+  DITTOFS_SMB_ENCRYPTION_REQUIRED: [['adapters', 'smb', 'encryption_required']],
   DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT: [['adapters', 'smb', 'oplock_break_timeout']],
   DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT: [['adapters', 'smb', 'durable_handle_timeout']],
   DITTOFS_API_ENABLED: [['server', 'api', 'enabled']],

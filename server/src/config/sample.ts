@@ -92,6 +92,10 @@ adapters:
     # Require every session to sign its messages (HMAC-SHA256); otherwise sessions sign when the
     # client asks (Windows 11 always does). Env: DITTOFS_SMB_SIGNING_REQUIRED.
     signing_required: false
+    # Require every session to encrypt its messages (SMB 3.x, AES-GCM or AES-CCM); otherwise
+    # sessions encrypt when the client asks (mount -o seal, smbclient --client-protection=encrypt).
+    # Refuses SMB 2.x clients, guests and anonymous. Env: DITTOFS_SMB_ENCRYPTION_REQUIRED.
+    encryption_required: false
     # How long an open or write (of either protocol) waits for an SMB client to acknowledge an
     # oplock or lease break before it goes on (MS-SMB2's 35 s at most). Env: DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT.
     oplock_break_timeout: 35s

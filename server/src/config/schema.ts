@@ -580,6 +580,7 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       port: portLeaf(),
       bind: hostLeaf(),
       signing_required: boolLeaf(),
+      encryption_required: boolLeaf(),
       oplock_break_timeout: durationMsLeaf(100, 35_000),
       durable_handle_timeout: durationMsLeaf(100, 24 * MAX_TIMEOUT_MS),
       max_connections: countLeaf(1, 1_000_000),

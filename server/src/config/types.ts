@@ -140,6 +140,12 @@ export interface DittoConfig {
        */
       signing_required: boolean;
       /**
+       * Every SMB session must encrypt its messages (SMB 3.x: AES-GCM or AES-CCM); SMB 2.x clients,
+       * guests and anonymous are refused. Default false: sessions encrypt when the client asks.
+       * Env DITTOFS_SMB_ENCRYPTION_REQUIRED.
+       */
+      encryption_required: boolean;
+      /**
        * How long an open, write or rename waits for a client to acknowledge an oplock or lease
        * break, in ms (MS-SMB2: 35 s, the default). Env DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT.
        */

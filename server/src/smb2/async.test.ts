@@ -10,7 +10,7 @@ import { NtStatus } from './status.js';
 const session = (id: number): Session => ({ id }) as unknown as Session;
 
 function request(messageId: number, s: Session, extra: Partial<PendingRequest> = {}): PendingRequest {
-  return { command: 0x0a, messageId, creditCharge: 1, session: s, tree: null, open: null, sign: false, ...extra };
+  return { command: 0x0a, messageId, creditCharge: 1, session: s, tree: null, open: null, sign: false, encrypt: false, ...extra };
 }
 
 function table(cap?: number) {

@@ -36,6 +36,8 @@ export interface PendingRequest {
   open: Open | null;
   /** The final response is signed with the session's key (the request was, or the session requires it). */
   sign: boolean;
+  /** The final response is encrypted for the session (the request came encrypted). */
+  encrypt: boolean;
 }
 
 export class PendingOp {

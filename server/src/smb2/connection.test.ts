@@ -6,7 +6,8 @@ import type { Logger } from 'pino';
 import { memoryServer } from '../testing/memory-server.js';
 import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './codec.js';
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
-import { BAD_SIGNATURE_LOG_EVERY, SmbConnection } from './connection.js';
+import { BAD_SIGNATURE_LOG_EVERY, SmbConnection, type SmbEngineOptions } from './connection.js';
+import { CipherId, decodeTransformHeader, decryptMessage, encryptMessage, sessionCipher, type SessionCipher } from './auth/encryption.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { newSession, type Open, type Session } from './state.js';
 import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser, type SmbUserDirectory } from './auth/index.js';
@@ -30,13 +31,13 @@ function recordingLog(): { log: Logger; lines: string[] } {
  * A memory server whose users are `directory`'s; its connections send their frames to `sent` and
  * their reasons for dropping themselves to `aborted`.
  */
-async function testServer(directory: SmbUserDirectory = { lookup: () => Promise.resolve(null) }) {
+async function testServer(directory: SmbUserDirectory = { lookup: () => Promise.resolve(null) }, extra: Partial<SmbEngineOptions> = {}) {
   const srv = await memoryServer();
   const sent: Buffer[] = [];
   const aborted: string[] = [];
   const connect = (log?: Logger): SmbConnection =>
     new SmbConnection(
-      { fs: srv.fs, directory, serverGuid: Buffer.alloc(16, 9), signingRequired: false, serverName: 'TEST', domain: 'WORKGROUP' },
+      { fs: srv.fs, directory, serverGuid: Buffer.alloc(16, 9), signingRequired: false, serverName: 'TEST', domain: 'WORKGROUP', ...extra },
       (parts) => sent.push(Buffer.concat(parts)),
       (why) => aborted.push(why),
       log,
@@ -53,9 +54,9 @@ async function connection(log?: Logger) {
 const ALICE = { name: 'alice', uid: 1000, gid: 1000, gids: [] };
 
 /** A server where alice (password "right") logs on for real (NTLM). */
-async function aliceServer() {
+async function aliceServer(extra: Partial<SmbEngineOptions> = {}) {
   const ntHash = await new TestNtlmClient({ user: 'alice', password: 'right' }).ntHash();
-  return testServer({ lookup: (name) => Promise.resolve(name === 'alice' ? { user: ALICE, ntHash } : null) });
+  return testServer({ lookup: (name) => Promise.resolve(name === 'alice' ? { user: ALICE, ntHash } : null) }, extra);
 }
 
 /**
@@ -245,6 +246,66 @@ function signCompound(key: Buffer, msgs: Buffer[], sign: (key: Buffer, msg: Buff
   );
 }
 
+/** A 3.1.1 negotiate context. */
+const ctx = (type: number, data: Buffer): Buffer => Buffer.concat([new SmbWriter().u16(type).u16(data.length).u32(0).finish(), data]);
+/** A preauth integrity context offering these hash algorithms. */
+function preauth(...hashes: number[]): Buffer {
+  const w = new SmbWriter().u16(hashes.length).u16(32);
+  for (const h of hashes) w.u16(h);
+  return ctx(1, Buffer.concat([w.finish(), Buffer.alloc(32, 7)]));
+}
+const signingCaps = ctx(8, new SmbWriter().u16(2).u16(2).u16(1).finish()); // GMAC, then CMAC
+const encryptionCaps = ctx(2, new SmbWriter().u16(2).u16(1).u16(2).finish()); // CCM, GCM: GCM is preferred
+/** A 3.1.1 NEGOTIATE body with these negotiate contexts (8-byte aligned from the header). */
+function negotiate311(contexts: Buffer[]): Buffer {
+  const dialects = [0x0202, 0x0210, 0x0300, 0x0302, 0x0311];
+  const start = Math.ceil((HEADER_SIZE + 36 + dialects.length * 2) / 8) * 8;
+  const w = new SmbWriter();
+  w.u16(36).u16(dialects.length).u16(1).u16(0).u32(0).zeros(16).u32(start).u16(contexts.length).u16(0);
+  for (const d of dialects) w.u16(d);
+  for (const c of contexts) w.align(8).bytes(c);
+  return w.finish();
+}
+const sha = (a: Buffer, b: Buffer) => createHash('sha512').update(a).update(b).digest();
+
+/**
+ * A raw NTLMSSP logon as alice (MessageIds `id`, `id` + 1) after the 3.1.1 NEGOTIATE `neg`
+ * (request and response): the session, its signing key as the preauth hash gives it, the
+ * session key and that hash. `status` is what the final SESSION_SETUP must answer.
+ */
+async function logOn311(
+  sent: Buffer[],
+  conn: SmbConnection,
+  neg: Buffer[],
+  id: number,
+  securityMode = 1,
+  status: number = NtStatus.SUCCESS,
+): Promise<{ sessionId: number; key: Buffer; sessionKey: Buffer; hash: Buffer; flags: number }> {
+  const client = new TestNtlmClient({ user: 'alice', password: 'right' });
+  const ss1 = request(Command.SESSION_SETUP, id, sessionSetupBody(client.negotiate(), securityMode));
+  await conn.handleFrame(ss1);
+  const ss1Resp = sent[sent.length - 1]!;
+  assert.equal(decodeHeader(ss1Resp).status, NtStatus.MORE_PROCESSING_REQUIRED);
+  const sessionId = decodeHeader(ss1Resp).sessionId;
+  const off = ss1Resp.readUInt16LE(HEADER_SIZE + 4);
+  const auth = await client.authenticate(ss1Resp.subarray(off, off + ss1Resp.readUInt16LE(HEADER_SIZE + 6)));
+  const ss2 = request(Command.SESSION_SETUP, id + 1, sessionSetupBody(auth, securityMode), { sessionId });
+  await conn.handleFrame(ss2);
+  const final = sent[sent.length - 1]!;
+  assert.equal(decodeHeader(final).status, status);
+  // SHA-512 over 64 zero bytes, NEGOTIATE request and response, then this session's messages
+  // but for the final response; the key is KDF(SessionKey, "SMBSigningKey", that hash).
+  let h = Buffer.alloc(64);
+  for (const m of [...neg, ss1, ss1Resp, ss2]) h = sha(h, m);
+  const key = smb3Kdf(client.exportedKey.subarray(0, 16), 'SMBSigningKey\0', h);
+  if (status === NtStatus.SUCCESS) {
+    assert.notEqual(decodeHeader(final).flags & HeaderFlags.SIGNED, 0, 'the final SESSION_SETUP response is signed');
+    assert.ok(verifySignature('aes-128-cmac', key, final), 'CMAC under the key the preauth hash gives');
+    assert.ok(!verifySignature('aes-128-cmac', smb30SigningKey(client.exportedKey), final), 'not the 3.0 key');
+  }
+  return { sessionId, key, sessionKey: client.exportedKey, hash: h, flags: final.readUInt16LE(HEADER_SIZE + 2) };
+}
+
 describe('SMB2 connection', () => {
   it('answers the SMB1 multi-protocol NEGOTIATE with an SMB2 NEGOTIATE response naming 2.??? ', async () => {
     const { conn, sent, srv } = await connection();
@@ -295,25 +356,6 @@ describe('SMB2 connection', () => {
 
   it('at 3.1.1 the signing key comes from the preauth hash of the NEGOTIATE and SESSION_SETUP messages', async () => {
     const { srv, sent, aborted, connect } = await aliceServer();
-    const ctx = (type: number, data: Buffer): Buffer => Buffer.concat([new SmbWriter().u16(type).u16(data.length).u32(0).finish(), data]);
-    const preauth = (...hashes: number[]) => {
-      const w = new SmbWriter().u16(hashes.length).u16(32);
-      for (const h of hashes) w.u16(h);
-      return ctx(1, Buffer.concat([w.finish(), Buffer.alloc(32, 7)]));
-    };
-    const signingCaps = ctx(8, new SmbWriter().u16(2).u16(2).u16(1).finish()); // GMAC, then CMAC
-    const encryptionCaps = ctx(2, new SmbWriter().u16(2).u16(2).u16(1).finish()); // GCM, CCM: not served
-    /** A 3.1.1 NEGOTIATE body with these negotiate contexts (8-byte aligned from the header). */
-    const negotiate311 = (contexts: Buffer[]): Buffer => {
-      const dialects = [0x0202, 0x0210, 0x0300, 0x0302, 0x0311];
-      const start = Math.ceil((HEADER_SIZE + 36 + dialects.length * 2) / 8) * 8;
-      const w = new SmbWriter();
-      w.u16(36).u16(dialects.length).u16(1).u16(0).u32(0).zeros(16).u32(start).u16(contexts.length).u16(0);
-      for (const d of dialects) w.u16(d);
-      for (const c of contexts) w.align(8).bytes(c);
-      return w.finish();
-    };
-    const sha = (a: Buffer, b: Buffer) => createHash('sha512').update(a).update(b).digest();
 
     // Contexts refused: a hash other than SHA-512 only, a preauth context twice.
     for (const [contexts, status] of [
@@ -332,8 +374,8 @@ describe('SMB2 connection', () => {
       const negResp = sent[sent.length - 1]!;
       const body = negResp.subarray(HEADER_SIZE);
       assert.equal(body.readUInt16LE(4), 0x0311);
-      assert.equal(body.readUInt32LE(24), 6, 'LARGE_MTU and LEASING only: no encryption capability');
-      // The response's contexts: preauth integrity (SHA-512, a 32-byte salt) and signing (AES-CMAC); no encryption.
+      assert.equal(body.readUInt32LE(24), 6, 'LARGE_MTU and LEASING only: at 3.1.1 encryption is a context, not a capability');
+      // The response's contexts: preauth integrity (SHA-512, a 32-byte salt), signing (AES-CMAC) and the cipher (AES-128-GCM).
       const contexts: { type: number; data: Buffer }[] = [];
       for (let i = 0, at = body.readUInt32LE(60); i < body.readUInt16LE(6); i++) {
         assert.equal(at % 8, 0, 'contexts are 8-byte aligned');
@@ -343,36 +385,13 @@ describe('SMB2 connection', () => {
       }
       assert.deepEqual(
         contexts.map((c) => c.type),
-        [1, 8],
+        [1, 8, 2],
       );
-      const [p, sg] = [contexts[0]!.data, contexts[1]!.data];
+      const [p, sg, e] = [contexts[0]!.data, contexts[1]!.data, contexts[2]!.data];
       assert.deepEqual([p.readUInt16LE(0), p.readUInt16LE(2), p.readUInt16LE(4), p.length], [1, 32, 1, 38]);
       assert.deepEqual([sg.readUInt16LE(0), sg.readUInt16LE(2)], [1, 1]);
+      assert.deepEqual([e.readUInt16LE(0), e.readUInt16LE(2), e.length], [1, CipherId.AES_128_GCM, 4]);
       return [negReq, negResp];
-    };
-    /** A raw NTLMSSP logon (MessageIds `id`, `id` + 1) after `neg`: the session and the key its preauth hash gives. */
-    const logOn = async (conn: SmbConnection, neg: Buffer[], id: number, securityMode = 1): Promise<{ sessionId: number; key: Buffer }> => {
-      const client = new TestNtlmClient({ user: 'alice', password: 'right' });
-      const ss1 = request(Command.SESSION_SETUP, id, sessionSetupBody(client.negotiate(), securityMode));
-      await conn.handleFrame(ss1);
-      const ss1Resp = sent[sent.length - 1]!;
-      assert.equal(decodeHeader(ss1Resp).status, NtStatus.MORE_PROCESSING_REQUIRED);
-      const sessionId = decodeHeader(ss1Resp).sessionId;
-      const off = ss1Resp.readUInt16LE(HEADER_SIZE + 4);
-      const auth = await client.authenticate(ss1Resp.subarray(off, off + ss1Resp.readUInt16LE(HEADER_SIZE + 6)));
-      const ss2 = request(Command.SESSION_SETUP, id + 1, sessionSetupBody(auth, securityMode), { sessionId });
-      await conn.handleFrame(ss2);
-      const final = sent[sent.length - 1]!;
-      assert.equal(decodeHeader(final).status, 0);
-      // SHA-512 over 64 zero bytes, NEGOTIATE request and response, then this session's messages
-      // but for the final response; the key is KDF(SessionKey, "SMBSigningKey", that hash).
-      let h = Buffer.alloc(64);
-      for (const m of [...neg, ss1, ss1Resp, ss2]) h = sha(h, m);
-      const key = smb3Kdf(client.exportedKey.subarray(0, 16), 'SMBSigningKey\0', h);
-      assert.notEqual(decodeHeader(final).flags & HeaderFlags.SIGNED, 0, 'the final SESSION_SETUP response is signed');
-      assert.ok(verifySignature('aes-128-cmac', key, final), 'CMAC under the key the preauth hash gives');
-      assert.ok(!verifySignature('aes-128-cmac', smb30SigningKey(client.exportedKey), final), 'not the 3.0 key');
-      return { sessionId, key };
     };
     const path = utf16('\\\\127.0.0.1\\export');
     const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
@@ -389,8 +408,8 @@ describe('SMB2 connection', () => {
     // Two sessions on one connection: each hash starts from the connection's.
     const conn = connect();
     const neg = await negotiateOn(conn);
-    const a = await logOn(conn, neg, 1);
-    const a2 = await logOn(conn, neg, 3);
+    const a = await logOn311(sent, conn, neg, 1);
+    const a2 = await logOn311(sent, conn, neg, 3);
     assert.notDeepEqual(a.key, a2.key);
     await treeConnect(conn, 5, a2.sessionId, a2.key);
     await treeConnect(conn, 6, a.sessionId, a.key);
@@ -401,13 +420,13 @@ describe('SMB2 connection', () => {
 
     // The same when the session requires signing (checked before the refusal of unsigned requests).
     const strict = connect();
-    const s = await logOn(strict, await negotiateOn(strict), 1, 2);
+    const s = await logOn311(sent, strict, await negotiateOn(strict), 1, 2);
     await strict.handleFrame(request(Command.TREE_CONNECT, 3, tc, { sessionId: s.sessionId }));
     assert.deepEqual(aborted, [unsignedTc, unsignedTc]);
 
     // VALIDATE_NEGOTIATE_INFO belongs to 3.0 and 3.0.2: at 3.1.1 it ends the connection.
     const other = connect();
-    const b = await logOn(other, await negotiateOn(other), 1);
+    const b = await logOn311(sent, other, await negotiateOn(other), 1);
     const treeId = await treeConnect(other, 3, b.sessionId, b.key);
     const input = new SmbWriter().u32(0).zeros(16).u16(1).u16(1).u16(0x0311).finish();
     const ioctl = new SmbWriter().u16(57).u16(0).u32(0x00140204).bytes(Buffer.alloc(16, 0xff));
@@ -432,6 +451,153 @@ describe('SMB2 connection', () => {
     const token = new TestNtlmClient({ user: 'alice', password: 'right' }).negotiate();
     await comp.handleFrame(compound([request(Command.SESSION_SETUP, 1, sessionSetupBody(token)), request(Command.ECHO, 2, echo)]));
     assert.equal(elements(sent[sent.length - 1]!)[0]!.status, NtStatus.INVALID_PARAMETER);
+    await srv.close();
+  });
+
+  it('encryption: 3.1.1 negotiates a cipher, encrypted requests are answered encrypted, a forged one ends the connection', async () => {
+    const { srv, sent, aborted, connect } = await aliceServer();
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    /** The client's ciphers of a session: it encrypts with the server's decryption key and decrypts with its encryption key. */
+    const ciphers = (l: { sessionKey: Buffer; hash: Buffer }): { out: SessionCipher; back: SessionCipher } => {
+      const sc = sessionCipher(CipherId.AES_128_GCM, l.sessionKey, l.hash);
+      return { out: { ...sc, encryptionKey: sc.decryptionKey }, back: { ...sc, decryptionKey: sc.encryptionKey } };
+    };
+    /** NEGOTIATE at 3.1.1 offering `contexts`, then alice's logon: the session and the client's two ciphers. */
+    const start = async (conn: SmbConnection, contexts: Buffer[], status: number = NtStatus.SUCCESS) => {
+      const negReq = request(Command.NEGOTIATE, 0, negotiate311(contexts), { credits: 100 });
+      await conn.handleFrame(negReq);
+      const neg = [negReq, sent[sent.length - 1]!];
+      const l = await logOn311(sent, conn, neg, 1, 1, status);
+      return { ...l, ...ciphers(l), neg };
+    };
+    const sealed = (c: SessionCipher, sessionId: number, msg: Buffer): Buffer => Buffer.concat(encryptMessage(c, sessionId, [msg]));
+    /** The last frame sent, decrypted as the client does; fails unless it came encrypted. */
+    const opened = (c: SessionCipher): Buffer => {
+      const f = sent[sent.length - 1]!;
+      const t = decodeTransformHeader(f);
+      assert.ok(t !== null, 'the response came as a TRANSFORM_HEADER');
+      return decryptMessage(c, f, t);
+    };
+
+    const conn = connect();
+    const e = await start(conn, [preauth(1), encryptionCaps]);
+    assert.equal(e.flags, 0, 'encryption not required: no ENCRYPT_DATA');
+    // An unsigned TREE_CONNECT is refused at 3.1.1 (above); encrypted, it is taken, and answered encrypted, unsigned.
+    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.TREE_CONNECT, 3, tc, { sessionId: e.sessionId })));
+    const tree = opened(e.back);
+    assert.equal(decodeHeader(tree).status, 0);
+    assert.equal(decodeHeader(tree).flags & HeaderFlags.SIGNED, 0, 'encrypted, not signed');
+    assert.deepEqual(aborted, []);
+    // A compound of two elements: one frame in, one encrypted frame out.
+    await conn.handleFrame(
+      sealed(
+        e.out,
+        e.sessionId,
+        compound([request(Command.ECHO, 4, echo, { sessionId: e.sessionId }), request(Command.ECHO, 5, echo, { sessionId: e.sessionId })]),
+      ),
+    );
+    assert.deepEqual(
+      elements(opened(e.back)).map((x) => [x.command, x.status]),
+      [
+        [Command.ECHO, 0],
+        [Command.ECHO, 0],
+      ],
+    );
+    // In the clear the session is still served (signing as before): encryption was not required.
+    await conn.handleFrame(signCompound(e.key, [request(Command.ECHO, 6, echo, { sessionId: e.sessionId })], smb3Signature));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, 0);
+    // An encrypted message acts for its own session only.
+    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.ECHO, 7, echo, { sessionId: e.sessionId + 1 })));
+    assert.equal(decodeHeader(opened(e.back)).status, NtStatus.ACCESS_DENIED);
+    assert.deepEqual(aborted, []);
+    // After LOGOFF the session's key still opens what the client sends for it, and answers it,
+    // encrypted: USER_SESSION_DELETED (smbtorture connect sends a second LOGOFF).
+    const other = await logOn311(sent, conn, e.neg, 8);
+    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.LOGOFF, 10, echo, { sessionId: e.sessionId })));
+    assert.equal(decodeHeader(opened(e.back)).status, 0);
+    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.LOGOFF, 11, echo, { sessionId: e.sessionId })));
+    assert.equal(decodeHeader(opened(e.back)).status, NtStatus.USER_SESSION_DELETED);
+    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.TREE_CONNECT, 12, tc, { sessionId: e.sessionId })));
+    assert.equal(decodeHeader(opened(e.back)).status, NtStatus.USER_SESSION_DELETED);
+    assert.deepEqual(aborted, []);
+    // A changed byte of the ciphertext: not processed, and the connection ends.
+    const forged = sealed(ciphers(other).out, other.sessionId, request(Command.ECHO, 13, echo, { sessionId: other.sessionId }));
+    forged[forged.length - 3]! ^= 0x40;
+    const before = sent.length;
+    await conn.handleFrame(forged);
+    assert.equal(sent.length, before, 'nothing answered');
+    assert.match(aborted[0] ?? '', /encrypted message refused: the message does not decrypt/);
+
+    // A transform naming a session without a key (or none) ends the connection too.
+    const c2 = connect();
+    const e2 = await start(c2, [preauth(1), encryptionCaps]);
+    await c2.handleFrame(sealed(e2.out, e2.sessionId + 99, request(Command.ECHO, 3, echo, { sessionId: e2.sessionId + 99 })));
+    assert.match(aborted[1] ?? '', /has no encryption key here/);
+
+    // No cipher offered: none negotiated, and a transform ends the connection.
+    const c3 = connect();
+    const e3 = await start(c3, [preauth(1)]);
+    await c3.handleFrame(sealed(e3.out, e3.sessionId, request(Command.ECHO, 3, echo, { sessionId: e3.sessionId })));
+    assert.match(aborted[2] ?? '', /has no encryption key here/);
+    await srv.close();
+  });
+
+  it('encryption_required: ENCRYPT_DATA at logon, requests in the clear refused (encrypted), clients that cannot encrypt refused', async () => {
+    const { srv, sent, aborted, connect } = await aliceServer({ encryptionRequired: true });
+    const conn = connect();
+    const negReq = request(Command.NEGOTIATE, 0, negotiate311([preauth(1), encryptionCaps]), { credits: 100 });
+    await conn.handleFrame(negReq);
+    const l = await logOn311(sent, conn, [negReq, sent[sent.length - 1]!], 1);
+    assert.equal(l.flags, 0x0004, 'SMB2_SESSION_FLAG_ENCRYPT_DATA');
+    const sc = sessionCipher(CipherId.AES_128_GCM, l.sessionKey, l.hash);
+    const out: SessionCipher = { ...sc, encryptionKey: sc.decryptionKey };
+    const back: SessionCipher = { ...sc, decryptionKey: sc.encryptionKey };
+    // Signed but not encrypted: refused, and the refusal goes out encrypted.
+    await conn.handleFrame(signCompound(l.key, [request(Command.ECHO, 3, echo, { sessionId: l.sessionId })], smb3Signature));
+    const f = sent[sent.length - 1]!;
+    const t = decodeTransformHeader(f);
+    assert.ok(t !== null, 'encrypted');
+    assert.equal(decodeHeader(decryptMessage(back, f, t)).status, NtStatus.ACCESS_DENIED);
+    await conn.handleFrame(Buffer.concat(encryptMessage(out, l.sessionId, [request(Command.ECHO, 4, echo, { sessionId: l.sessionId })])));
+    const g = sent[sent.length - 1]!;
+    assert.equal(decodeHeader(decryptMessage(back, g, decodeTransformHeader(g)!)).status, 0);
+
+    // 3.1.1 without a cipher in common, and 2.1: the logon is refused.
+    const noCipher = connect();
+    const n = request(Command.NEGOTIATE, 0, negotiate311([preauth(1), ctx(2, new SmbWriter().u16(1).u16(0x7777).finish())]), {
+      credits: 100,
+    });
+    await noCipher.handleFrame(n);
+    const nResp = sent[sent.length - 1]!;
+    await logOn311(sent, noCipher, [n, nResp], 1, 1, NtStatus.ACCESS_DENIED);
+    const old = connect();
+    await old.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    const client = new TestNtlmClient({ user: 'alice', password: 'right' });
+    await old.handleFrame(request(Command.SESSION_SETUP, 1, sessionSetupBody(client.negotiate())));
+    const ch = sent[sent.length - 1]!;
+    const off = ch.readUInt16LE(HEADER_SIZE + 4);
+    const auth = await client.authenticate(ch.subarray(off, off + ch.readUInt16LE(HEADER_SIZE + 6)));
+    await old.handleFrame(request(Command.SESSION_SETUP, 2, sessionSetupBody(auth), { sessionId: decodeHeader(ch).sessionId }));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.ACCESS_DENIED);
+    // And the session is gone: a request on it finds nothing.
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    await old.handleFrame(request(Command.TREE_CONNECT, 3, tc, { sessionId: decodeHeader(ch).sessionId }));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.USER_SESSION_DELETED);
+
+    // 3.0 offers AES-128-CCM (the ENCRYPTION capability) to a client that offers it, not to one that does not.
+    for (const [caps, want] of [
+      [0x40, 0x46],
+      [0, 6],
+    ] as const) {
+      const c = connect();
+      const w = new SmbWriter();
+      w.u16(36).u16(1).u16(1).u16(0).u32(caps).zeros(16).zeros(8).u16(0x0300);
+      await c.handleFrame(request(Command.NEGOTIATE, 0, w.finish(), { credits: 100 }));
+      assert.equal(sent[sent.length - 1]!.readUInt32LE(HEADER_SIZE + 24), want);
+    }
+    assert.deepEqual(aborted, []);
     await srv.close();
   });
 

@@ -85,6 +85,18 @@ import { SrvsvcPipe } from './srvsvc.js';
 import { ioctl as smbIoctl } from './ioctl.js';
 import { defaultSessionTable, SessionTable, type SessionOwner } from './sessions.js';
 import { LogonLimiter } from './auth/logon-limiter.js';
+import {
+  type Cipher,
+  CipherId,
+  cipherName,
+  DecryptError,
+  decodeTransformHeader,
+  decryptMessage,
+  encryptMessage,
+  SERVED_CIPHERS,
+  sessionCipher,
+  TRANSFORM_PROTOCOL_ID,
+} from './auth/encryption.js';
 import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
 
@@ -95,6 +107,12 @@ export interface SmbEngineOptions {
   serverGuid: Buffer;
   /** The server requires every session to sign (adapters.smb.signing_required). */
   signingRequired: boolean;
+  /**
+   * Every session must encrypt (adapters.smb.encryption_required): SESSION_SETUP says so
+   * (ENCRYPT_DATA), refuses a client that cannot (2.x, no common cipher, guest or anonymous), and
+   * an unencrypted request of such a session is refused (ACCESS_DENIED).
+   */
+  encryptionRequired?: boolean;
   /** How long a break waits for the client's acknowledgment (default 35 s, MS-SMB2 3.3.2.1). */
   oplockBreakTimeoutMs?: number;
   /** NetBIOS-style name and domain the NTLM challenge names. */
@@ -166,6 +184,8 @@ interface ChainState {
   failed: number | null;
   /** The element is the last of its frame (only the last may go async: 3.3.4.2). */
   last: boolean;
+  /** The session whose key the frame came encrypted under (its replies go out encrypted so); null: in the clear. */
+  encryptedBy: Session | null;
   /** The frame holds more than one element. */
   compound: boolean;
 }
@@ -177,8 +197,18 @@ export class SmbConnection implements SessionOwner {
   private clientGuid: Buffer = Buffer.alloc(16);
   private clientSecurityMode = 0;
   private clientCapabilities = 0;
+  /** The Capabilities the NEGOTIATE response gave (VALIDATE_NEGOTIATE_INFO answers the same). */
+  private capabilities = 0;
+  /** 3.x: the cipher sessions encrypt with (3.0 / 3.0.2: AES-128-CCM when the client can; 3.1.1: negotiated); null: none. */
+  private cipher: Cipher | null = null;
   private readonly credits = new CreditWindow();
   private readonly sessions = new Map<number, Session>();
+  /**
+   * Ended sessions that encrypted, newest last (at most MAX_SESSIONS): a client may still send an
+   * encrypted request for one (smbtorture connect: a second LOGOFF), which is decrypted with its
+   * key and answered, encrypted, USER_SESSION_DELETED, as smbd does, rather than dropped.
+   */
+  private readonly ended = new Map<number, Session>();
   private readonly opens = new Map<number, Open>();
   /** Named pipe opens on IPC$ (srvsvc only), by open id. */
   private readonly pipes = new Map<number, { id: number; fileId: Buffer; tree: Tree; pipe: SrvsvcPipe }>();
@@ -256,6 +286,27 @@ export class SmbConnection implements SessionOwner {
   async handleFrame(frame: Buffer): Promise<void> {
     if (this.aborted) return;
     if (frame.length >= 4 && frame.readUInt32LE(0) === SMB1_MAGIC) return this.smb1Negotiate(frame);
+    let encryptedBy: Session | null = null;
+    if (frame.length >= 4 && frame.readUInt32LE(0) === TRANSFORM_PROTOCOL_ID) {
+      // 3.3.5.2.1.1: a message that does not decrypt under a session of this connection ends it.
+      const t = decodeTransformHeader(frame);
+      const s = t === null ? undefined : (this.sessions.get(t.sessionId) ?? this.ended.get(t.sessionId));
+      if (t === null || s === undefined || s.cipher === null || (s.state !== 'valid' && this.ended.get(s.id) !== s)) {
+        this.abort(
+          t === null
+            ? 'malformed SMB2 TRANSFORM_HEADER'
+            : `an encrypted message for session ${t.sessionId}, which has no encryption key here`,
+        );
+        return;
+      }
+      try {
+        frame = decryptMessage(s.cipher, frame, t);
+      } catch (e) {
+        this.abort(`encrypted message refused: ${e instanceof DecryptError ? e.message : String(e)}`);
+        return;
+      }
+      encryptedBy = s;
+    }
     const elements: { header: Smb2Header; msg: Buffer }[] = [];
     let at = 0;
     try {
@@ -274,7 +325,15 @@ export class SmbConnection implements SessionOwner {
       return;
     }
     const replies: Reply[] = [];
-    const chain: ChainState = { sessionId: 0, treeId: 0, fileId: null, failed: null, last: false, compound: elements.length > 1 };
+    const chain: ChainState = {
+      sessionId: 0,
+      treeId: 0,
+      fileId: null,
+      failed: null,
+      last: false,
+      compound: elements.length > 1,
+      encryptedBy,
+    };
     for (let i = 0; i < elements.length; i++) {
       const el = elements[i]!;
       chain.last = i === elements.length - 1;
@@ -285,7 +344,7 @@ export class SmbConnection implements SessionOwner {
       }
       if (reply) replies.push(reply);
     }
-    if (replies.length > 0) this.send(this.assemble(replies, elements.length > 1));
+    if (replies.length > 0) this.send(this.assemble(replies, elements.length > 1, encryptedBy ?? this.mustEncrypt(replies[0]!.header)));
     // A final response that came while the interim was being built goes out after it.
     for (const r of replies) r.pending?.interimDone();
   }
@@ -306,6 +365,7 @@ export class SmbConnection implements SessionOwner {
       tree,
       open,
       sign: reply.signWith !== null,
+      encrypt: chain.encryptedBy !== null,
     });
     if (!op) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many pending requests on the connection');
     reply.pending = op;
@@ -340,25 +400,37 @@ export class SmbConnection implements SessionOwner {
       },
       body,
       data,
-      signWith: req.sign ? req.session : null,
+      signWith: req.sign && !req.encrypt ? req.session : null,
       asyncId: op.asyncId,
     };
-    this.send(this.assemble([reply]));
+    this.send(this.assemble([reply], false, req.encrypt ? req.session : this.mustEncrypt(reply.header)));
+  }
+
+  /**
+   * MS-SMB2 3.3.4.1.4: a response to a request that came in the clear still goes out encrypted
+   * when its session must encrypt (Session.EncryptData), but for NEGOTIATE and SESSION_SETUP: the
+   * refusal of an unencrypted request too.
+   */
+  private mustEncrypt(h: Reply['header']): Session | null {
+    if (h.command === Command.NEGOTIATE || h.command === Command.SESSION_SETUP || h.sessionId === 0) return null;
+    const s = this.sessions.get(h.sessionId);
+    return s?.encryptData && s.cipher ? s : null;
   }
 
   /**
    * Pads, links, signs and lays out the replies of one frame. The replies to a compound request
    * are each padded to 8 bytes, the last one too (what Windows and smbd send, and what clients
-   * such as smbtorture's compound-padding check); a lone response is not padded.
+   * such as smbtorture's compound-padding check); a lone response is not padded. With
+   * `encryptFor`, the frame goes out encrypted for that session instead of signed (3.3.4.1.4).
    */
-  private assemble(replies: Reply[], compound = false): Buffer[] {
+  private assemble(replies: Reply[], compound = false, encryptFor: Session | null = null): Buffer[] {
     const parts: Buffer[] = [];
     replies.forEach((r, i) => {
       const last = i === replies.length - 1;
       const len = HEADER_SIZE + r.body.length + (r.data?.length ?? 0);
       const padded = compound || !last ? Math.ceil(len / 8) * 8 : len;
       const h = { ...r.header, nextCommand: last ? 0 : padded };
-      const key = r.signWith?.signingKey ?? null;
+      const key = encryptFor === null ? (r.signWith?.signingKey ?? null) : null;
       if (key) h.flags |= HeaderFlags.SIGNED;
       const whole = key !== null || !last || r.onSent !== undefined;
       const w = new SmbWriter(HEADER_SIZE + r.body.length + (whole ? (r.data?.length ?? 0) + 8 : 0));
@@ -378,7 +450,7 @@ export class SmbConnection implements SessionOwner {
         if (padded > len) parts.push(PADDING.subarray(0, padded - len));
       }
     });
-    return parts;
+    return encryptFor?.cipher ? encryptMessage(encryptFor.cipher, encryptFor.id, parts) : parts;
   }
 
   /** MS-SMB2 3.3.5.3 an SMB1 NEGOTIATE naming SMB2 dialects gets an SMB2 NEGOTIATE response. */
@@ -427,8 +499,7 @@ export class SmbConnection implements SessionOwner {
     );
   }
 
-  private negotiateBody(w: SmbWriter, dialect: number, contexts?: NegotiateContext[]): void {
-    const capabilities = serverCapabilities(dialect);
+  private negotiateBody(w: SmbWriter, dialect: number, contexts?: NegotiateContext[], capabilities = serverCapabilities(dialect)): void {
     const max = (capabilities & Capabilities.LARGE_MTU) !== 0 ? LIMITS_21 : LIMITS_202;
     writeNegotiateResponse(w, {
       securityMode: this.securityMode,
@@ -507,17 +578,28 @@ export class SmbConnection implements SessionOwner {
     let data: Buffer | null = null;
     const session = sessionId !== 0 ? this.sessions.get(sessionId) : undefined;
     const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
+    const encrypted = chain.encryptedBy !== null;
     try {
-      // 3.3.5.7: at 3.1.1 a TREE_CONNECT of a session with a key comes signed (no encryption here),
+      // 3.3.5.2.1.1: what came encrypted under a session's key acts for that session only.
+      if (encrypted && sessionId !== chain.encryptedBy!.id)
+        throw new SmbStatusError(
+          NtStatus.ACCESS_DENIED,
+          `an encrypted message of session ${chain.encryptedBy!.id} acting for session ${sessionId}`,
+        );
+      // 3.3.5.7: at 3.1.1 a TREE_CONNECT of a session with a key comes signed or encrypted,
       // whether or not signing is required; else the connection is dropped.
-      if (h.command === Command.TREE_CONNECT && this.dialect === Dialect.SMB311 && session?.signingKey && !signed) {
+      if (h.command === Command.TREE_CONNECT && this.dialect === Dialect.SMB311 && session?.signingKey && !signed && !encrypted) {
         this.abort('an unsigned TREE_CONNECT on a 3.1.1 connection');
         throw new SmbStatusError(NtStatus.ACCESS_DENIED);
       }
+      // 3.3.5.2.9: a session that must encrypt takes nothing in the clear after its SESSION_SETUP.
+      if (session?.encryptData && !encrypted && h.command !== Command.NEGOTIATE && h.command !== Command.SESSION_SETUP)
+        throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'an unencrypted request on a session that must encrypt');
       // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never
       // processed. It comes first: every answer after it, a failure passed down a compound
-      // chain too, is signed (clients that require signing drop an unsigned one).
-      if (session?.signingKey && h.command !== Command.NEGOTIATE) {
+      // chain too, is signed (clients that require signing drop an unsigned one). An encrypted
+      // message is authenticated by its cipher instead.
+      if (session?.signingKey && h.command !== Command.NEGOTIATE && !encrypted) {
         if (signed) {
           if (!verifySignature(session.signingAlgorithm, session.signingKey, msg)) {
             this.badSignature({ command: commandName(h.command), sessionId }, 'SMB2 request with a bad signature refused');
@@ -530,7 +612,7 @@ export class SmbConnection implements SessionOwner {
           throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'unsigned request on a session that requires signing');
         }
       }
-      if (session?.signingKey && (signed || session.signingRequired)) reply.signWith = session;
+      if (!encrypted && session?.signingKey && (signed || session.signingRequired)) reply.signWith = session;
       if (related && chain.failed !== null) throw new SmbStatusError(chain.failed as NtStatus);
       // 3.3.5.2.7.2: the first element has nothing to be related to; its followers fail with it.
       if (related && first) {
@@ -950,7 +1032,9 @@ export class SmbConnection implements SessionOwner {
       // that the client may or may not count, so at 3.1.1 neither NEGOTIATE nor SESSION_SETUP may
       // be compounded (no client does).
       if (compound) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'a 3.1.1 NEGOTIATE in a compound');
-      contexts = negotiateContexts(req.contexts);
+      const negotiated = negotiateContexts(req.contexts);
+      contexts = negotiated.contexts;
+      this.cipher = negotiated.cipher;
       // 3.3.5.4: the hash starts over 64 zero bytes, then takes the request and the response as sent.
       const afterRequest = sha512(Buffer.alloc(64), r.buf);
       this.preauthHash = afterRequest;
@@ -960,6 +1044,13 @@ export class SmbConnection implements SessionOwner {
     this.clientGuid = req.clientGuid;
     this.clientSecurityMode = req.securityMode;
     this.clientCapabilities = req.capabilities;
+    this.capabilities = serverCapabilities(dialect);
+    // 3.3.5.4: at 3.0 and 3.0.2 encryption (AES-128-CCM) is offered to a client that offers it;
+    // at 3.1.1 a cipher is negotiated in a context instead, and the capability is not set.
+    if ((dialect === Dialect.SMB300 || dialect === Dialect.SMB302) && (req.capabilities & Capabilities.ENCRYPTION) !== 0) {
+      this.capabilities |= Capabilities.ENCRYPTION;
+      this.cipher = CipherId.AES_128_CCM;
+    }
     this.caching.clientGuid = req.clientGuid;
     this.caching.leasing = (serverCapabilities(dialect) & Capabilities.LEASING) !== 0;
     this.caching.leaseV2 = isSmb3(dialect);
@@ -972,7 +1063,7 @@ export class SmbConnection implements SessionOwner {
           return false;
         },
       });
-    this.negotiateBody(w, dialect, contexts);
+    this.negotiateBody(w, dialect, contexts, this.capabilities);
   }
 
   // MS-SMB2 3.3.5.5 SESSION_SETUP: a new session (SessionId 0), the next leg of one in progress, or
@@ -1061,16 +1152,33 @@ export class SmbConnection implements SessionOwner {
       }
       this.setUser(session, step.user, step.guest, step.anonymous);
       reply.signWith = session.signingKey ? session : null;
-      writeSessionSetupResponse(w, flags, step.token);
+      writeSessionSetupResponse(w, flags | (session.encryptData ? SessionFlags.ENCRYPT_DATA : 0), step.token);
       this.log?.info({ user: step.user.name, sessionId: session.id, anonymous: step.anonymous }, 'SMB session re-authenticated');
       return NtStatus.SUCCESS;
+    }
+    const keyed = !step.guest && !step.anonymous && step.sessionKey.length >= 16;
+    if (this.opts.encryptionRequired && (!keyed || this.cipher === null)) {
+      // 3.3.5.5.3 (Server.RejectUnencryptedAccess): a session that could not encrypt is refused.
+      const why = !keyed
+        ? `a ${step.anonymous ? 'anonymous' : 'guest'} session has no key`
+        : `no cipher in common at ${dialectName(this.dialect)}`;
+      this.log?.info(
+        { user: step.user.name, sessionId: session.id, dialect: dialectName(this.dialect), why },
+        'SMB logon refused: encryption is required',
+      );
+      await this.endSession(session, 'encryption required');
+      return NtStatus.ACCESS_DENIED;
     }
     session.state = 'valid';
     session.owner = step.anonymous || step.guest ? null : step.user;
     this.setUser(session, step.user, step.guest, step.anonymous);
-    const keyed = !step.guest && !step.anonymous && step.sessionKey.length >= 16;
     session.signingAlgorithm = isSmb3(this.dialect) ? 'aes-128-cmac' : 'hmac-sha256';
     session.signingKey = keyed ? this.signingKey(step.sessionKey, session.preauthHash) : null;
+    session.cipher =
+      keyed && this.cipher !== null
+        ? sessionCipher(this.cipher, step.sessionKey, this.dialect === Dialect.SMB311 ? session.preauthHash : null)
+        : null;
+    session.encryptData = this.opts.encryptionRequired === true && session.cipher !== null;
     session.preauthHash = null;
     session.signingRequired =
       keyed &&
@@ -1083,9 +1191,16 @@ export class SmbConnection implements SessionOwner {
       this.log?.info({ user: step.user.name, sessionId: session.id, previous: req.previousSessionId }, 'SMB previous session ended');
     // 3.3.5.5.3: the final response is signed whenever the session has a key.
     reply.signWith = keyed ? session : null;
-    writeSessionSetupResponse(w, flags, step.token);
+    writeSessionSetupResponse(w, flags | (session.encryptData ? SessionFlags.ENCRYPT_DATA : 0), step.token);
     this.log?.info(
-      { user: step.user.name, sessionId: session.id, dialect: dialectName(this.dialect), signing: session.signingRequired },
+      {
+        user: step.user.name,
+        sessionId: session.id,
+        dialect: dialectName(this.dialect),
+        signing: session.signingRequired,
+        cipher: session.cipher ? cipherName(session.cipher.cipher) : null,
+        encryptionRequired: session.encryptData,
+      },
       'SMB session established',
     );
     return NtStatus.SUCCESS;
@@ -1114,6 +1229,10 @@ export class SmbConnection implements SessionOwner {
   async endSession(session: Session, why: string): Promise<void> {
     if (this.sessions.get(session.id) !== session) return;
     this.sessions.delete(session.id);
+    if (session.cipher) {
+      this.ended.set(session.id, session);
+      if (this.ended.size > MAX_SESSIONS) this.ended.delete(this.ended.keys().next().value!);
+    }
     this.table.remove(session);
     session.state = 'in-progress';
     session.exchange = null;
@@ -1213,7 +1332,7 @@ export class SmbConnection implements SessionOwner {
       throw new SmbStatusError(NtStatus.ACCESS_DENIED);
     }
     const dialect = this.dialect ?? 0;
-    return encodeValidateNegotiateResponse(serverCapabilities(dialect), this.opts.serverGuid, this.securityMode, dialect);
+    return encodeValidateNegotiateResponse(this.capabilities, this.opts.serverGuid, this.securityMode, dialect);
   }
 
   private async createOpen(ctx: files.FileContext, req: CreateRequest, w: SmbWriter, session: Session, tree: Tree): Promise<Open> {
@@ -1318,10 +1437,11 @@ function sha512(a: Buffer, b: Buffer): Buffer {
 /**
  * MS-SMB2 3.3.5.4 (3.1.1): the client's negotiate contexts checked (exactly one preauth integrity
  * context naming SHA-512; no context type twice), and the response's: preauth integrity (SHA-512,
- * a fresh salt) and, when asked, signing (AES-CMAC, the only algorithm signed with here). No
- * encryption or compression context: neither is served, and leaving them out says so.
+ * a fresh salt); when asked, signing (AES-CMAC, the only algorithm signed with here) and
+ * encryption (the cipher, or 0 when none is in common). No compression context: it is not served,
+ * and leaving it out says so.
  */
-function negotiateContexts(list: readonly NegotiateContext[]): NegotiateContext[] {
+function negotiateContexts(list: readonly NegotiateContext[]): { contexts: NegotiateContext[]; cipher: Cipher | null } {
   const bad = (why: string): SmbStatusError => new SmbStatusError(NtStatus.INVALID_PARAMETER, `3.1.1 NEGOTIATE: ${why}`);
   const T = NegotiateContextType;
   for (const t of [T.PREAUTH_INTEGRITY_CAPABILITIES, T.ENCRYPTION_CAPABILITIES, T.COMPRESSION_CAPABILITIES, T.SIGNING_CAPABILITIES])
@@ -1344,7 +1464,22 @@ function negotiateContexts(list: readonly NegotiateContext[]): NegotiateContext[
     if (n === 0 || signing.data.length < 2 + n * 2) throw bad('malformed signing capabilities context');
     out.push({ type: T.SIGNING_CAPABILITIES, data: new SmbWriter(4).u16(1).u16(SigningAlgorithmId.AES_CMAC).finish() });
   }
-  return out;
+  let cipher: Cipher | null = null;
+  const encryption = list.find((c) => c.type === T.ENCRYPTION_CAPABILITIES);
+  if (encryption) {
+    const n = encryption.data.length >= 2 ? encryption.data.readUInt16LE(0) : 0;
+    if (n === 0 || encryption.data.length < 2 + n * 2) throw bad('malformed encryption capabilities context');
+    const offered = Array.from({ length: n }, (_, i) => encryption.data.readUInt16LE(2 + i * 2));
+    cipher = SERVED_CIPHERS.find((c) => offered.includes(c)) ?? null;
+    out.push({
+      type: T.ENCRYPTION_CAPABILITIES,
+      data: new SmbWriter(4)
+        .u16(1)
+        .u16(cipher ?? 0)
+        .finish(),
+    });
+  }
+  return { contexts: out, cipher };
 }
 
 /** The dialect NEGOTIATE picks from a client's list: the first served one it offers, or null. */
@@ -1365,8 +1500,8 @@ export function dialectName(dialect: number | null): string {
  * MS-SMB2 3.3.5.4 the Capabilities the NEGOTIATE response (and VALIDATE_NEGOTIATE_INFO) gives,
  * and what the connection then does: LARGE_MTU (multi-credit requests, 1 MiB reads and writes)
  * and leasing at all dialects but 2.0.2 (version 1 leases at 2.1; at 3.x version 2 too: epochs
- * and parent keys, lease.ts). No multichannel, persistent handles, directory leasing or
- * encryption.
+ * and parent keys, lease.ts). ENCRYPTION is added at 3.0 and 3.0.2 for a client that offers it
+ * (SmbConnection.negotiate). No multichannel, persistent handles or directory leasing.
  */
 function serverCapabilities(dialect: number): number {
   return dialect === Dialect.SMB202 ? 0 : Capabilities.LARGE_MTU | Capabilities.LEASING;

@@ -101,10 +101,10 @@ export const SigningAlgorithmId = Object.freeze({ HMAC_SHA256: 0x0000, AES_CMAC:
 export const SecurityMode = Object.freeze({ SIGNING_ENABLED: 0x0001, SIGNING_REQUIRED: 0x0002 } as const);
 
 /** MS-SMB2 2.2.4 Capabilities. */
-export const Capabilities = Object.freeze({ DFS: 0x1, LEASING: 0x2, LARGE_MTU: 0x4 } as const);
+export const Capabilities = Object.freeze({ DFS: 0x1, LEASING: 0x2, LARGE_MTU: 0x4, ENCRYPTION: 0x40 } as const);
 
 /** MS-SMB2 2.2.6 SessionFlags. */
-export const SessionFlags = Object.freeze({ IS_GUEST: 0x0001, IS_NULL: 0x0002 } as const);
+export const SessionFlags = Object.freeze({ IS_GUEST: 0x0001, IS_NULL: 0x0002, ENCRYPT_DATA: 0x0004 } as const);
 
 /** MS-SMB2 2.2.10 ShareType. */
 export const ShareType = Object.freeze({ DISK: 0x01, PIPE: 0x02 } as const);

@@ -51,7 +51,7 @@ async function setup() {
     const req: ChangeNotifyRequest = { flags, outputBufferLength: size, fileId: Buffer.alloc(16), completionFilter: 0x17f };
     let op = null as ReturnType<AsyncTable['begin']>;
     const status = hub.request(o, req, 65536, w, () => {
-      op = table.begin({ command: 0x0f, messageId: 1, creditCharge: 1, session, tree, open: o, sign: false })!;
+      op = table.begin({ command: 0x0f, messageId: 1, creditCharge: 1, session, tree, open: o, sign: false, encrypt: false })!;
       return op;
     });
     op?.interimDone();

@@ -6,6 +6,7 @@ import type { Share } from '../vfs/service.js';
 import type { HeldTimes } from './attrs.js';
 import type { OpenStreamRef } from './streams.js';
 import type { SigningAlgorithm, SmbAuthExchange, SmbUser } from './auth/index.js';
+import type { SessionCipher } from './auth/encryption.js';
 import type { OpenRecord } from '../vfs/locks/opens.js';
 import type { Lease, NotifySender, OplockHolder } from './oplock.js';
 
@@ -30,6 +31,10 @@ export interface Session {
    */
   preauthHash: Buffer | null;
   signingRequired: boolean;
+  /** 3.x with a cipher negotiated and a session key: what encrypted messages of the session use (auth/encryption.ts). */
+  cipher: SessionCipher | null;
+  /** MS-SMB2 Session.EncryptData: every request after SESSION_SETUP must come encrypted (adapters.smb.encryption_required). */
+  encryptData: boolean;
   guest: boolean;
   anonymous: boolean;
   readonly trees: Map<number, Tree>;
@@ -49,6 +54,8 @@ export function newSession(id: number): Session {
     signingAlgorithm: 'hmac-sha256',
     preauthHash: null,
     signingRequired: false,
+    cipher: null,
+    encryptData: false,
     guest: false,
     anonymous: false,
     trees: new Map(),

@@ -47,17 +47,20 @@ export function verifySmb2Signature(sessionKey: Buffer, message: Buffer): boolea
 
 /**
  * MS-SMB2 3.1.4.2 the SMB 3.x key derivation: SP800-108 in counter mode with HMAC-SHA256 as the
- * PRF, r = 32, L = 128, so one PRF round: HMAC(Ki, i=1 || Label || 0x00 || Context || L). Label
- * and context are given with their own terminating zero, as MS-SMB2 spells them.
+ * PRF, r = 32, L = 128 (or 256 for the keys of a 256-bit cipher), so one PRF round:
+ * HMAC(Ki, i=1 || Label || 0x00 || Context || L), cut to L bits. Label and context are given with
+ * their own terminating zero, as MS-SMB2 spells them.
  */
-export function smb3Kdf(ki: Buffer, label: string, context: string | Buffer): Buffer {
+export function smb3Kdf(ki: Buffer, label: string, context: string | Buffer, bits: 128 | 256 = 128): Buffer {
   const h = createHmac('sha256', ki);
   h.update(Buffer.from([0, 0, 0, 1]));
   h.update(Buffer.from(label, 'latin1'));
   h.update(Buffer.from([0]));
   h.update(typeof context === 'string' ? Buffer.from(context, 'latin1') : context);
-  h.update(Buffer.from([0, 0, 0, 128]));
-  return h.digest().subarray(0, 16);
+  const l = Buffer.alloc(4);
+  l.writeUInt32BE(bits);
+  h.update(l);
+  return h.digest().subarray(0, bits / 8);
 }
 
 /** MS-SMB2 3.3.5.5.3: Session.SigningKey of a 3.0 / 3.0.2 session, from its 16-byte session key. */
