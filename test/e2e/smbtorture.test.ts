@@ -146,6 +146,13 @@ function smb3Entry(entry: string): string | null {
   return entry;
 }
 const SMB3_MAX_PROTOCOL = 'SMB3_11';
+/**
+ * Entries left out of the encrypted run: they switch the client to a session id that does not
+ * exist and go on, which an encrypted request cannot survive (its key is that session's: the
+ * server cannot open it and drops the connection, MS-SMB2 3.3.5.2.1.1). smbd fails them the same
+ * way (hack/smb/torture.sh --max-protocol SMB3_11 --encrypt).
+ */
+const NOT_ENCRYPTED: ReadonlySet<string> = new Set(['smb2.tcon', 'smb2.session-id']);
 
 const USER = 'tortureuser';
 const PASSWORD = 'Torture-user-Passw0rd';
@@ -298,7 +305,9 @@ describe('smbtorture against the SMB2 engine', { timeout: 1_500_000 }, () => {
         ? []
         : (spec.endsWith('@plain') ? (['plain'] as const) : MODES).map((mode) => ({ spec, mode, smb3: false }));
       const at3 = smb3Entry(spec);
-      return at3 === null ? at21 : [...at21, ...(['signed', 'encrypted'] as const).map((mode) => ({ spec: at3, mode, smb3: true }))];
+      if (at3 === null) return at21;
+      const modes = NOT_ENCRYPTED.has(at3) ? (['signed'] as const) : (['signed', 'encrypted'] as const);
+      return [...at21, ...modes.map((mode) => ({ spec: at3, mode, smb3: true }))];
     });
     for (const { spec, mode, smb3 } of runs) {
       const entry = spec.replace(/@plain$/, '');

@@ -559,9 +559,40 @@ describe('SMB2 connection', () => {
     const t = decodeTransformHeader(f);
     assert.ok(t !== null, 'encrypted');
     assert.equal(decodeHeader(decryptMessage(back, f, t)).status, NtStatus.ACCESS_DENIED);
-    await conn.handleFrame(Buffer.concat(encryptMessage(out, l.sessionId, [request(Command.ECHO, 4, echo, { sessionId: l.sessionId })])));
-    const g = sent[sent.length - 1]!;
-    assert.equal(decodeHeader(decryptMessage(back, g, decodeTransformHeader(g)!)).status, 0);
+    const seal = (msg: Buffer): Buffer => Buffer.concat(encryptMessage(out, l.sessionId, [msg]));
+    const last = (): Buffer => {
+      const g = sent[sent.length - 1]!;
+      const gt = decodeTransformHeader(g);
+      assert.ok(gt !== null, 'encrypted');
+      return decryptMessage(back, g, gt);
+    };
+    await conn.handleFrame(seal(request(Command.ECHO, 4, echo, { sessionId: l.sessionId })));
+    assert.equal(decodeHeader(last()).status, 0);
+    // A re-authentication in the clear (unsigned: anyone on the path could send it) is refused,
+    // and the session goes on.
+    const reauth = new TestNtlmClient({ user: 'alice', password: 'right' });
+    await conn.handleFrame(request(Command.SESSION_SETUP, 5, sessionSetupBody(reauth.negotiate()), { sessionId: l.sessionId }));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.ACCESS_DENIED);
+    // An async request answered encrypted, interim and final; a CANCEL in the clear cancels
+    // nothing, an encrypted one does.
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    await conn.handleFrame(seal(request(Command.TREE_CONNECT, 6, tc, { sessionId: l.sessionId })));
+    const treeId = decodeHeader(last()).treeId;
+    await conn.handleFrame(seal(request(Command.CREATE, 7, createBody('', 1), { sessionId: l.sessionId, treeId })));
+    const created = last();
+    assert.equal(decodeHeader(created).status, 0);
+    const fileId = created.subarray(HEADER_SIZE + 64, HEADER_SIZE + 80);
+    const notify = new SmbWriter().u16(32).u16(0).u32(4096).bytes(fileId).u32(0x1).u32(0).finish();
+    await conn.handleFrame(seal(request(Command.CHANGE_NOTIFY, 8, notify, { sessionId: l.sessionId, treeId })));
+    assert.equal(decodeHeader(last()).status, NtStatus.PENDING);
+    const cancel = () => request(Command.CANCEL, 8, Buffer.from([4, 0, 0, 0]), { sessionId: l.sessionId, charge: 0 });
+    await conn.handleFrame(cancel());
+    await conn.handleFrame(signCompound(l.key, [cancel()], smb3Signature));
+    assert.equal(conn.pendingCount, 1, 'a CANCEL in the clear, signed or not, cancels nothing');
+    await conn.handleFrame(seal(cancel()));
+    assert.equal(conn.pendingCount, 0);
+    assert.equal(decodeHeader(last()).status, NtStatus.CANCELLED, 'the final response, encrypted');
 
     // 3.1.1 without a cipher in common, and 2.1: the logon is refused.
     const noCipher = connect();
@@ -581,8 +612,6 @@ describe('SMB2 connection', () => {
     await old.handleFrame(request(Command.SESSION_SETUP, 2, sessionSetupBody(auth), { sessionId: decodeHeader(ch).sessionId }));
     assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.ACCESS_DENIED);
     // And the session is gone: a request on it finds nothing.
-    const path = utf16('\\\\127.0.0.1\\export');
-    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
     await old.handleFrame(request(Command.TREE_CONNECT, 3, tc, { sessionId: decodeHeader(ch).sessionId }));
     assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.USER_SESSION_DELETED);
 

@@ -95,7 +95,7 @@ import {
   encryptMessage,
   SERVED_CIPHERS,
   sessionCipher,
-  TRANSFORM_PROTOCOL_ID,
+  isTransformFrame,
 } from './auth/encryption.js';
 import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
@@ -204,7 +204,7 @@ export class SmbConnection implements SessionOwner {
   private readonly credits = new CreditWindow();
   private readonly sessions = new Map<number, Session>();
   /**
-   * Ended sessions that encrypted, newest last (at most MAX_SESSIONS): a client may still send an
+   * Sessions that encrypted and ended by LOGOFF, newest last (at most MAX_SESSIONS): a client may still send an
    * encrypted request for one (smbtorture connect: a second LOGOFF), which is decrypted with its
    * key and answered, encrypted, USER_SESSION_DELETED, as smbd does, rather than dropped.
    */
@@ -282,31 +282,45 @@ export class SmbConnection implements SessionOwner {
     return this.largeMtu ? LIMITS_21 : LIMITS_202;
   }
 
-  /** Handles one Direct TCP frame: resolves once its responses are handed to `send`. */
-  async handleFrame(frame: Buffer): Promise<void> {
-    if (this.aborted) return;
-    if (frame.length >= 4 && frame.readUInt32LE(0) === SMB1_MAGIC) return this.smb1Negotiate(frame);
-    let encryptedBy: Session | null = null;
-    if (frame.length >= 4 && frame.readUInt32LE(0) === TRANSFORM_PROTOCOL_ID) {
-      // 3.3.5.2.1.1: a message that does not decrypt under a session of this connection ends it.
-      const t = decodeTransformHeader(frame);
-      const s = t === null ? undefined : (this.sessions.get(t.sessionId) ?? this.ended.get(t.sessionId));
-      if (t === null || s === undefined || s.cipher === null || (s.state !== 'valid' && this.ended.get(s.id) !== s)) {
-        this.abort(
-          t === null
-            ? 'malformed SMB2 TRANSFORM_HEADER'
-            : `an encrypted message for session ${t.sessionId}, which has no encryption key here`,
-        );
-        return;
-      }
-      try {
-        frame = decryptMessage(s.cipher, frame, t);
-      } catch (e) {
-        this.abort(`encrypted message refused: ${e instanceof DecryptError ? e.message : String(e)}`);
-        return;
-      }
-      encryptedBy = s;
+  /**
+   * MS-SMB2 3.3.5.2.1.1: the message an encrypted frame (TRANSFORM_HEADER) holds, decrypted and
+   * authenticated under the key of the session it names, and that session; null when it does not
+   * open (no such session here, no key, a bad header or tag): the connection is then dropped.
+   */
+  unseal(frame: Buffer): { message: Buffer; session: Session } | null {
+    if (this.aborted) return null;
+    const t = decodeTransformHeader(frame);
+    const s = t === null ? undefined : (this.sessions.get(t.sessionId) ?? this.ended.get(t.sessionId));
+    if (t === null || s === undefined || s.cipher === null || (s.state !== 'valid' && this.ended.get(s.id) !== s)) {
+      this.abort(
+        t === null
+          ? 'malformed SMB2 TRANSFORM_HEADER'
+          : `an encrypted message for session ${t.sessionId}, which has no encryption key here`,
+      );
+      return null;
     }
+    try {
+      return { message: decryptMessage(s.cipher, frame, t), session: s };
+    } catch (e) {
+      this.abort(`encrypted message refused: ${e instanceof DecryptError ? e.message : String(e)}`);
+      return null;
+    }
+  }
+
+  /**
+   * Handles one Direct TCP frame: resolves once its responses are handed to `send`. An encrypted
+   * frame is opened here, unless the caller did (`sealedBy`: the session whose key it came under).
+   */
+  async handleFrame(frame: Buffer, sealedBy: Session | null = null): Promise<void> {
+    if (this.aborted) return;
+    let encryptedBy = sealedBy;
+    if (encryptedBy === null && isTransformFrame(frame)) {
+      const opened = this.unseal(frame);
+      if (opened === null) return;
+      frame = opened.message;
+      encryptedBy = opened.session;
+    }
+    if (encryptedBy === null && frame.length >= 4 && frame.readUInt32LE(0) === SMB1_MAGIC) return this.smb1Negotiate(frame);
     const elements: { header: Smb2Header; msg: Buffer }[] = [];
     let at = 0;
     try {
@@ -522,9 +536,15 @@ export class SmbConnection implements SessionOwner {
     if (h.command === Command.CANCEL) {
       // 3.3.5.16: no response, no credit charged; the cancelled request answers for it. Its
       // signature is checked like any request's (3.3.5.2.4) on a session that signs: a forged or
-      // unsigned CANCEL there cancels nothing.
+      // unsigned CANCEL there cancels nothing. Encrypted, it is authenticated by its cipher and acts
+      // for that session only; in the clear on a session that must encrypt, it cancels nothing.
       const s = this.sessions.get(h.sessionId);
-      if (s?.signingKey) {
+      if (chain.encryptedBy !== null) {
+        if (h.sessionId !== chain.encryptedBy.id) return null;
+      } else if (s?.encryptData) {
+        this.badSignature({ sessionId: h.sessionId, signed: false }, 'SMB2 CANCEL in the clear on a session that must encrypt ignored');
+        return null;
+      } else if (s?.signingKey) {
         const signed = (h.flags & HeaderFlags.SIGNED) !== 0;
         if (signed ? !verifySignature(s.signingAlgorithm, s.signingKey, msg) : s.signingRequired) {
           this.badSignature({ sessionId: h.sessionId, signed }, 'SMB2 CANCEL with a bad or missing signature ignored');
@@ -592,8 +612,10 @@ export class SmbConnection implements SessionOwner {
         this.abort('an unsigned TREE_CONNECT on a 3.1.1 connection');
         throw new SmbStatusError(NtStatus.ACCESS_DENIED);
       }
-      // 3.3.5.2.9: a session that must encrypt takes nothing in the clear after its SESSION_SETUP.
-      if (session?.encryptData && !encrypted && h.command !== Command.NEGOTIATE && h.command !== Command.SESSION_SETUP)
+      // 3.3.5.2.9: a session that must encrypt takes nothing in the clear once it is set up, a
+      // re-authentication neither (as smbd): unsigned, one could come from anyone on the path and
+      // end the session or make it anonymous.
+      if (session?.encryptData && !encrypted && h.command !== Command.NEGOTIATE)
         throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'an unencrypted request on a session that must encrypt');
       // 3.3.5.2.4 verifying the signature: a bad one is refused unanswered-with-data, never
       // processed. It comes first: every answer after it, a failure passed down a compound
@@ -1229,7 +1251,9 @@ export class SmbConnection implements SessionOwner {
   async endSession(session: Session, why: string): Promise<void> {
     if (this.sessions.get(session.id) !== session) return;
     this.sessions.delete(session.id);
-    if (session.cipher) {
+    // After a LOGOFF only: a session ended by a failed re-authentication is forgotten with its keys
+    // (the client's next encrypted request ends the connection, as with smbd: smbtorture reauth6).
+    if (session.cipher && why === 'logoff') {
       this.ended.set(session.id, session);
       if (this.ended.size > MAX_SESSIONS) this.ended.delete(this.ended.keys().next().value!);
     }

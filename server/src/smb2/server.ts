@@ -13,6 +13,8 @@ import { FrameError } from '../wire/errors.js';
 import { readSocket } from '../wire/socket-read.js';
 import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/limits.js';
 import { SmbConnection, type SmbEngineOptions } from './connection.js';
+import { isTransformFrame } from './auth/encryption.js';
+import type { Session } from './state.js';
 import { DirectTcpFramer, directTcpHeader, replyEstimate } from './framing.js';
 import { SessionTable } from './sessions.js';
 import { LogonLimiter } from './auth/logon-limiter.js';
@@ -41,6 +43,18 @@ export interface SmbServerOptions extends SmbEngineOptions {
 }
 
 export const DEFAULT_MAX_FRAME = 1024 * 1024 + 64 * 1024;
+
+/** A frame read and not yet started: what it holds of the request budget and of the frame pool. */
+interface Queued {
+  /** The message(s) to serve: the frame, or what an encrypted frame held. */
+  frame: Buffer;
+  /** Bytes of the request budget the frame reserved. */
+  reserved: number;
+  /** The pooled buffer to give back once done (null: none). */
+  pooled: Buffer | null;
+  /** The session whose key the frame was encrypted under (null: in the clear). */
+  sealedBy: Session | null;
+}
 export const SMB_SERVER_DEFAULTS = Object.freeze({
   maxConnections: 1024,
   idleTimeoutMs: 15 * 60 * 1000,
@@ -135,7 +149,7 @@ export class SmbServer {
     const budget = this.limits.budget;
     const replies = this.replies;
     /** Frames read and not started (each holds its budget reservation), and what runs. */
-    const queue: Buffer[] = [];
+    const queue: Queued[] = [];
     let active = 0;
     /** The most reply bytes the running frames may still produce. */
     let expected = 0;
@@ -171,19 +185,18 @@ export class SmbServer {
     const pool = this.framePool;
     const alloc = (n: number): Buffer => (n >= POOLED_FRAME_MIN ? pool.take(n) : Buffer.allocUnsafe(n));
 
-    const start = (frame: Buffer): void => {
-      const estimate = replyEstimate(frame, MAX_IO);
+    const start = (q: Queued): void => {
+      const estimate = replyEstimate(q.frame, MAX_IO);
       active++;
       expected += estimate;
       // Counted server-wide too while it runs: the replies it may still produce.
       replies.add(estimate);
       this.inFlight++;
       conn
-        .handleFrame(frame)
+        .handleFrame(q.frame, q.sealedBy)
         .catch((err: unknown) => clog?.error({ err }, 'SMB frame failed unexpectedly'))
         .finally(() => {
-          budget.release(frame.length);
-          if (frame.length >= POOLED_FRAME_MIN) pool.give(frame);
+          release(q);
           active--;
           expected -= estimate;
           replies.sent(estimate);
@@ -200,7 +213,7 @@ export class SmbServer {
       while (queue.length > 0 && active < maxInFlight && !this.closing && !replies.over) {
         // One frame always may run when nothing else does and nothing is unsent (a lone large compound).
         if (active > 0 || unsent > 0) {
-          if (unsent + expected + replyEstimate(queue[0]!, MAX_IO) > maxUnsent) break;
+          if (unsent + expected + replyEstimate(queue[0]!.frame, MAX_IO) > maxUnsent) break;
         }
         start(queue.shift()!);
       }
@@ -216,7 +229,29 @@ export class SmbServer {
           });
       } else guard.release(PauseReason.Output);
     };
-    const framer = new DirectTcpFramer(this.opts.maxFrameSize ?? DEFAULT_MAX_FRAME, (frame) => queue.push(frame), { alloc, budget });
+    /** A frame's budget reservation and pooled buffer go back (it ran, or never will). */
+    const release = (q: Queued): void => {
+      budget.release(q.reserved);
+      if (q.pooled !== null) pool.give(q.pooled);
+    };
+    /**
+     * A frame as read. An encrypted one is opened at once (its session's key is set: the client
+     * sends one only after the SESSION_SETUP response), so that what it asks is what the reply
+     * bounds count, and its ciphertext goes back to the pool; the plaintext keeps the reservation.
+     */
+    const queueFrame = (frame: Buffer): void => {
+      const pooled = frame.length >= POOLED_FRAME_MIN ? frame : null;
+      if (!isTransformFrame(frame)) {
+        queue.push({ frame, reserved: frame.length, pooled, sealedBy: null });
+        return;
+      }
+      const opened = conn.unseal(frame);
+      if (pooled !== null) pool.give(pooled);
+      if (opened === null)
+        budget.release(frame.length); // the connection is being dropped
+      else queue.push({ frame: opened.message, reserved: frame.length, pooled: null, sealedBy: opened.session });
+    };
+    const framer = new DirectTcpFramer(this.opts.maxFrameSize ?? DEFAULT_MAX_FRAME, queueFrame, { alloc, budget });
     // Requests answered STATUS_PENDING (a blocking LOCK, a CHANGE_NOTIFY) are the server's to
     // finish: a client waiting on them is not idle.
     guard.busy = () => active > 0 || queue.length > 0 || framer.blocked || conn.pendingCount > 0;
@@ -268,10 +303,7 @@ export class SmbServer {
       stopWaitingForReplies?.();
       framer.dispose();
       // Frames read but never started: nobody will get their replies.
-      for (const f of queue) {
-        budget.release(f.length);
-        if (f.length >= POOLED_FRAME_MIN) pool.give(f);
-      }
+      for (const q of queue) release(q);
       queue.length = 0;
       const down = conn.teardown().catch((err: unknown) => clog?.warn({ err }, 'SMB connection teardown failed'));
       this.teardowns.add(down);

@@ -91,6 +91,9 @@ export interface TransformHeader {
   sessionId: number;
 }
 
+/** Whether a frame starts with a TRANSFORM_HEADER's ProtocolId (0xFD 'S' 'M' 'B'). */
+export const isTransformFrame = (frame: Buffer): boolean => frame.length >= 4 && frame.readUInt32LE(0) === TRANSFORM_PROTOCOL_ID;
+
 /** Reads a TRANSFORM_HEADER; null when `frame` is too short to hold one or is not one. */
 export function decodeTransformHeader(frame: Buffer): TransformHeader | null {
   if (frame.length < TRANSFORM_HEADER_SIZE || frame.readUInt32LE(0) !== TRANSFORM_PROTOCOL_ID) return null;
@@ -124,7 +127,9 @@ export function decryptMessage(sc: SessionCipher, frame: Buffer, h: TransformHea
       const d = createDecipheriv(algorithm(sc.cipher) as CipherGCMTypes, sc.decryptionKey, nonce, { authTagLength: TAG_LENGTH });
       d.setAuthTag(h.signature);
       d.setAAD(aad);
-      return Buffer.concat([d.update(body), d.final()]);
+      const out = d.update(body);
+      d.final(); // checks the tag; GCM has nothing left to give here
+      return out;
     }
     const d = createDecipheriv(algorithm(sc.cipher) as CipherCCMTypes, sc.decryptionKey, nonce, { authTagLength: TAG_LENGTH });
     d.setAuthTag(h.signature);
