@@ -1,7 +1,7 @@
 // Hostile clients against the SMB listener (issue 13: "the same hostile-client limits as NFS"): a
 // length prefix past the frame cap, hundreds of connections each holding a nearly complete 1 MiB
 // frame, a flood of garbage frames (no credentials needed for these), and logged-on clients that
-// queue 1 MiB READs and never read the replies. While each runs
+// queue 1 MiB READs and never read the replies, in the clear and encrypted. While each runs
 // the server's resident memory is sampled; it must stay under RSS_LIMIT, garbage must be logged a
 // bounded number of times, and an smbclient round trip must work afterwards.
 import assert from 'node:assert/strict';
@@ -156,44 +156,50 @@ describe('hostile SMB clients cannot make the server grow without bound', { time
     assert.ok(lines.length <= 11 * minutes, `protocol errors logged ${lines.length} times in ${minutes} minute(s) for 600 connections`);
     await assertSmbRoundTrip('garbage');
   });
-  test('slow readers: 30 logged-on clients queue 40 READs of 1 MiB each and read nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
-    const CLIENTS = 30;
-    const READS = 40;
-    const clients: SmbTestClient[] = [];
-    const fileIds: Buffer[] = [];
-    for (let i = 0; i < CLIENTS; i++) {
-      const c = await SmbTestClient.connect(srv.smbPort);
-      await c.logon(USER, PASSWORD, 'export');
-      fileIds.push(await c.open('baseline.bin')); // 3 MiB, written by the baseline round trip
-      // Each ECHO asks for 64 credits: enough for 40 READs charged 16 credits each (MS-SMB2 3.3.5.2.5).
-      for (let k = 0; k < 12; k++) await c.request(SmbCommand.ECHO, bodies.echo());
-      clients.push(c);
-    }
-    const rss = new RssSampler(srv.child.pid!);
-    const before = rss.sample();
-    const replies = new Array<number>(CLIENTS).fill(0);
-    clients.forEach((c, i) => {
-      c.onReply = (r) => {
-        if (r.command === SmbCommand.READ) replies[i]!++;
-      };
-      c.sock.pause();
-      for (let k = 0; k < READS; k++) {
-        const msg = smb2Message(SmbCommand.READ, bodies.read(fileIds[i]!, (k % 2) * MiB, MiB), {
-          messageId: c.nextMessageId,
-          sessionId: c.sessionId,
-          treeId: c.treeId,
+  // Encrypted, the READs are opaque until opened: the server counts what they ask once decrypted.
+  for (const encrypt of [false, true])
+    test(
+      `slow readers: 30 logged-on clients queue 40 READs of 1 MiB each and read nothing${encrypt ? ' (encrypted, SMB 3.0)' : ''}`,
+      { timeout: TEST_TIMEOUT_MS },
+      async () => {
+        const CLIENTS = 30;
+        const READS = 40;
+        const clients: SmbTestClient[] = [];
+        const fileIds: Buffer[] = [];
+        for (let i = 0; i < CLIENTS; i++) {
+          const c = await SmbTestClient.connect(srv.smbPort);
+          await c.logon(USER, PASSWORD, 'export', undefined, encrypt);
+          fileIds.push(await c.open('baseline.bin')); // 3 MiB, written by the baseline round trip
+          // Each ECHO asks for 64 credits: enough for 40 READs charged 16 credits each (MS-SMB2 3.3.5.2.5).
+          for (let k = 0; k < 12; k++) await c.request(SmbCommand.ECHO, bodies.echo());
+          clients.push(c);
+        }
+        const rss = new RssSampler(srv.child.pid!);
+        const before = rss.sample();
+        const replies = new Array<number>(CLIENTS).fill(0);
+        clients.forEach((c, i) => {
+          c.onReply = (r) => {
+            if (r.command === SmbCommand.READ) replies[i]!++;
+          };
+          c.sock.pause();
+          for (let k = 0; k < READS; k++) {
+            const msg = smb2Message(SmbCommand.READ, bodies.read(fileIds[i]!, (k % 2) * MiB, MiB), {
+              messageId: c.nextMessageId,
+              sessionId: c.sessionId,
+              treeId: c.treeId,
+            });
+            msg.writeUInt16LE(16, 6); // CreditCharge of a 1 MiB READ
+            c.nextMessageId += 16;
+            c.sendFrame(msg);
+          }
         });
-        msg.writeUInt16LE(16, 6); // CreditCharge of a 1 MiB READ
-        c.nextMessageId += 16;
-        c.sendFrame(msg);
-      }
-    });
-    await untilRssSettles(rss, 3_000, 60_000);
-    report(`slow readers, ${CLIENTS} x ${READS} READs of 1 MiB`, before, rss.stop());
-    // Once they read, every READ is answered.
-    for (const c of clients) c.sock.resume();
-    await until(() => replies.every((n) => n === READS), 120_000, 'every READ answered once the clients read');
-    for (const c of clients) c.close();
-    await assertSmbRoundTrip('slow-readers');
-  });
+        await untilRssSettles(rss, 3_000, 60_000);
+        report(`slow readers${encrypt ? ' (encrypted)' : ''}, ${CLIENTS} x ${READS} READs of 1 MiB`, before, rss.stop());
+        // Once they read, every READ is answered.
+        for (const c of clients) c.sock.resume();
+        await until(() => replies.every((n) => n === READS), 120_000, 'every READ answered once the clients read');
+        for (const c of clients) c.close();
+        await assertSmbRoundTrip(encrypt ? 'slow-readers-encrypted' : 'slow-readers');
+      },
+    );
 });

@@ -1,9 +1,19 @@
 // A minimal SMB2 client for tests that need frames a real client would not send (fuzzing, hostile
-// clients): Direct TCP framing, NEGOTIATE (2.0.2/2.1), a raw-NTLMSSP SESSION_SETUP as a control-
+// clients): Direct TCP framing, NEGOTIATE (2.0.2/2.1, or 3.0 with encryption: every message after
+// the logon then goes as an AES-128-CCM transform), a raw-NTLMSSP SESSION_SETUP as a control-
 // plane user (test/helpers/ntlm-client.ts), TREE_CONNECT, CREATE, WRITE, READ, CLOSE, ECHO. No
 // signing, no compounds of its own; every request asks for 64 credits. Written from MS-SMB2 2.2.
 import net from 'node:net';
 import { DirectTcpFramer } from '../../server/src/smb2/framing.js';
+import {
+  CipherId,
+  decodeTransformHeader,
+  decryptMessage,
+  encryptMessage,
+  isTransformFrame,
+  sessionCipher,
+  type SessionCipher,
+} from '../../server/src/smb2/auth/encryption.js';
 import { TestNtlmClient } from './ntlm-client.js';
 
 export const SmbCommand = Object.freeze({
@@ -51,7 +61,18 @@ export function smb2Message(command: number, body: Buffer, ids: { messageId: num
 
 /** Request bodies (2.2.x), laid out for a message whose header is 64 bytes. */
 export const bodies = {
-  negotiate(clientGuid?: Buffer): Buffer {
+  /** 2.0.2 and 2.1; with `encrypt`, 3.0 alone and the ENCRYPTION capability. */
+  negotiate(clientGuid?: Buffer, encrypt = false): Buffer {
+    if (encrypt) {
+      const e = Buffer.alloc(36 + 2);
+      e.writeUInt16LE(36, 0);
+      e.writeUInt16LE(1, 2); // DialectCount
+      e.writeUInt16LE(1, 4); // SIGNING_ENABLED
+      e.writeUInt32LE(0x40, 8); // SMB2_GLOBAL_CAP_ENCRYPTION
+      clientGuid?.copy(e, 12);
+      e.writeUInt16LE(0x0300, 36);
+      return e;
+    }
     const b = Buffer.alloc(36 + 4);
     b.writeUInt16LE(36, 0);
     b.writeUInt16LE(2, 2); // DialectCount
@@ -159,9 +180,16 @@ export class SmbTestClient {
   /** Every reply element received, for callers that send frames of their own. */
   onReply: ((r: SmbReply) => void) | null = null;
   private readonly waiting = new Map<number, { resolve: (r: SmbReply) => void; reject: (e: Error) => void }>();
+  /** After an encrypting logon: this client's side of the session's keys (it seals with the server's decryption key). */
+  private cipher: { out: SessionCipher; back: SessionCipher } | null = null;
 
   private constructor(readonly sock: net.Socket) {
     const framer = new DirectTcpFramer(16 * 1024 * 1024, (frame) => {
+      if (isTransformFrame(frame)) {
+        const t = decodeTransformHeader(frame);
+        if (this.cipher === null || t === null) throw new Error('an encrypted reply on a session without keys');
+        frame = decryptMessage(this.cipher.back, frame, t);
+      }
       for (const r of decodeReplies(frame)) {
         this.onReply?.(r);
         const w = this.waiting.get(r.messageId);
@@ -194,8 +222,9 @@ export class SmbTestClient {
     return smb2Message(command, body, { messageId: this.nextMessageId++, sessionId: this.sessionId, treeId: this.treeId });
   }
 
-  /** Sends one message (or several already framed together) as one Direct TCP frame. */
+  /** Sends one message (or several already framed together) as one Direct TCP frame (encrypted after an encrypting logon). */
   sendFrame(msg: Buffer): void {
+    if (this.cipher !== null) msg = Buffer.concat(encryptMessage(this.cipher.out, this.sessionId, [msg]));
     const h = Buffer.alloc(4);
     h.writeUInt32BE(msg.length & 0xffffff, 0);
     this.sock.write(Buffer.concat([h, msg]));
@@ -210,9 +239,12 @@ export class SmbTestClient {
     return reply;
   }
 
-  /** NEGOTIATE (with `clientGuid`, default zeros), then a raw-NTLMSSP logon of `user`, then TREE_CONNECT to `share`. */
-  async logon(user: string, password: string, share: string, clientGuid?: Buffer): Promise<void> {
-    const neg = await this.request(SmbCommand.NEGOTIATE, bodies.negotiate(clientGuid));
+  /**
+   * NEGOTIATE (with `clientGuid`, default zeros), then a raw-NTLMSSP logon of `user`, then
+   * TREE_CONNECT to `share`; with `encrypt`, at 3.0, everything after the SESSION_SETUP encrypted.
+   */
+  async logon(user: string, password: string, share: string, clientGuid?: Buffer, encrypt = false): Promise<void> {
+    const neg = await this.request(SmbCommand.NEGOTIATE, bodies.negotiate(clientGuid, encrypt));
     if (neg.status !== 0) throw new Error(`NEGOTIATE: status 0x${neg.status.toString(16)}`);
     const ntlm = new TestNtlmClient({ user, password, keyExch: false });
     const first = await this.request(SmbCommand.SESSION_SETUP, bodies.sessionSetup(ntlm.negotiate()));
@@ -222,6 +254,10 @@ export class SmbTestClient {
     const token = first.body.subarray(tokenOff, tokenOff + first.body.readUInt16LE(6));
     const done = await this.request(SmbCommand.SESSION_SETUP, bodies.sessionSetup(await ntlm.authenticate(token)));
     if (done.status !== 0) throw new Error(`SESSION_SETUP 2: status 0x${done.status.toString(16)}`);
+    if (encrypt) {
+      const sc = sessionCipher(CipherId.AES_128_CCM, ntlm.exportedKey, null);
+      this.cipher = { out: { ...sc, encryptionKey: sc.decryptionKey }, back: { ...sc, decryptionKey: sc.encryptionKey } };
+    }
     const tree = await this.request(SmbCommand.TREE_CONNECT, bodies.treeConnect(`\\\\127.0.0.1\\${share}`));
     if (tree.status !== 0) throw new Error(`TREE_CONNECT: status 0x${tree.status.toString(16)}`);
     this.treeId = tree.treeId;

@@ -204,9 +204,11 @@ export class SmbConnection implements SessionOwner {
   private readonly credits = new CreditWindow();
   private readonly sessions = new Map<number, Session>();
   /**
-   * Sessions that encrypted and ended by LOGOFF, newest last (at most MAX_SESSIONS): a client may still send an
-   * encrypted request for one (smbtorture connect: a second LOGOFF), which is decrypted with its
-   * key and answered, encrypted, USER_SESSION_DELETED, as smbd does, rather than dropped.
+   * Sessions that encrypted and ended (a LOGOFF, a reconnect elsewhere), newest last (at most
+   * MAX_SESSIONS): a client may still send an encrypted request for one (smbtorture: a second
+   * LOGOFF in connect, a request on the old connection in session.reconnect1 and
+   * durable-open.reopen1a), which is decrypted with its key and answered, encrypted,
+   * USER_SESSION_DELETED, as it would be in the clear (smbd 4.17 drops the connection instead).
    */
   private readonly ended = new Map<number, Session>();
   private readonly opens = new Map<number, Open>();
@@ -1251,9 +1253,9 @@ export class SmbConnection implements SessionOwner {
   async endSession(session: Session, why: string): Promise<void> {
     if (this.sessions.get(session.id) !== session) return;
     this.sessions.delete(session.id);
-    // After a LOGOFF only: a session ended by a failed re-authentication is forgotten with its keys
-    // (the client's next encrypted request ends the connection, as with smbd: smbtorture reauth6).
-    if (session.cipher && why === 'logoff') {
+    // But after a failed re-authentication: that session is forgotten with its keys (the client's
+    // next encrypted request ends the connection, as with smbd: smbtorture reauth6).
+    if (session.cipher && why !== 'authentication failed') {
       this.ended.set(session.id, session);
       if (this.ended.size > MAX_SESSIONS) this.ended.delete(this.ended.keys().next().value!);
     }
