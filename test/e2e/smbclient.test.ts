@@ -1,5 +1,5 @@
 // The SMB2 engine against a real client: Debian's smbclient (Samba) at dialects 2.0.2, 2.1, 3.0,
-// 3.0.2 and 3.1.1, with and without signing (HMAC-SHA256 at 2.x, AES-CMAC at 3.x) and encryption
+// 3.0.2 and 3.1.1, with and without signing (HMAC-SHA256 at 2.x, AES-CMAC at 3.0.x, AES-GMAC at 3.1.1) and encryption
 // (3.x: AES-128-CCM at 3.0 and 3.0.2, the negotiated cipher at 3.1.1; nothing readable on the
 // wire), logged in as a non-admin control-plane user created through the REST API. A server that
 // requires encryption refuses 2.x and has 3.x clients encrypt without being asked.

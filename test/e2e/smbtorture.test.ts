@@ -128,8 +128,8 @@ const GATE = [
 
 /**
  * The gate again at dialect 3.1.1 (client max protocol SMB3_11), signed, then encrypted (the same
- * requests, each sealed under the session's key instead of signed). At 3.x a signature
- * is AES-128-CMAC under a key derived from the session key (at 3.1.1 with the SHA-512 hash of the
+ * requests, each sealed under the session's key instead of signed). At 3.1.1 a signature
+ * is AES-128-GMAC (smbtorture offers it first) under a key derived from the session key (with the SHA-512 hash of the
  * NEGOTIATE and SESSION_SETUP messages as context), checked on every request of a signed run;
  * without signing, the paths are 2.1's. (3.0 and 3.0.2, with their VALIDATE_NEGOTIATE_INFO, are
  * run by smbclient.test.ts and kernel-cifs.test.ts.) At 3.x smb2.lease runs its version 2 tests

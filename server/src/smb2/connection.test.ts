@@ -12,7 +12,7 @@ import { NtStatus, SmbStatusError } from './status.js';
 import { newSession, type Open, type Session } from './state.js';
 import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser, type SmbUserDirectory } from './auth/index.js';
 import { smb3Kdf, smb3Signature } from './auth/signing.js';
-import { createHash } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { listStreams } from '../vfs/streams.js';
 import { CreateMode } from '../vfs/service.js';
 import { alice, create, createRequest, fileContext } from './testing.js';
@@ -254,7 +254,8 @@ function preauth(...hashes: number[]): Buffer {
   for (const h of hashes) w.u16(h);
   return ctx(1, Buffer.concat([w.finish(), Buffer.alloc(32, 7)]));
 }
-const signingCaps = ctx(8, new SmbWriter().u16(2).u16(2).u16(1).finish()); // GMAC, then CMAC
+const signingCaps = ctx(8, new SmbWriter().u16(1).u16(1).finish()); // CMAC
+const gmacCaps = ctx(8, new SmbWriter().u16(2).u16(2).u16(1).finish()); // GMAC, then CMAC: GMAC is chosen
 const encryptionCaps = ctx(2, new SmbWriter().u16(2).u16(1).u16(2).finish()); // CCM, GCM: GCM is preferred
 /** A 3.1.1 NEGOTIATE body with these negotiate contexts (8-byte aligned from the header). */
 function negotiate311(contexts: Buffer[]): Buffer {
@@ -280,6 +281,7 @@ async function logOn311(
   id: number,
   securityMode = 1,
   status: number = NtStatus.SUCCESS,
+  algorithm: 'aes-128-cmac' | 'aes-128-gmac' = 'aes-128-cmac',
 ): Promise<{ sessionId: number; key: Buffer; sessionKey: Buffer; hash: Buffer; flags: number }> {
   const client = new TestNtlmClient({ user: 'alice', password: 'right' });
   const ss1 = request(Command.SESSION_SETUP, id, sessionSetupBody(client.negotiate(), securityMode));
@@ -300,8 +302,8 @@ async function logOn311(
   const key = smb3Kdf(client.exportedKey.subarray(0, 16), 'SMBSigningKey\0', h);
   if (status === NtStatus.SUCCESS) {
     assert.notEqual(decodeHeader(final).flags & HeaderFlags.SIGNED, 0, 'the final SESSION_SETUP response is signed');
-    assert.ok(verifySignature('aes-128-cmac', key, final), 'CMAC under the key the preauth hash gives');
-    assert.ok(!verifySignature('aes-128-cmac', smb30SigningKey(client.exportedKey), final), 'not the 3.0 key');
+    assert.ok(verifySignature(algorithm, key, final), `${algorithm} under the key the preauth hash gives`);
+    assert.ok(!verifySignature(algorithm, smb30SigningKey(client.exportedKey), final), 'not the 3.0 key');
   }
   return { sessionId, key, sessionKey: client.exportedKey, hash: h, flags: final.readUInt16LE(HEADER_SIZE + 2) };
 }
@@ -451,6 +453,71 @@ describe('SMB2 connection', () => {
     const token = new TestNtlmClient({ user: 'alice', password: 'right' }).negotiate();
     await comp.handleFrame(compound([request(Command.SESSION_SETUP, 1, sessionSetupBody(token)), request(Command.ECHO, 2, echo)]));
     assert.equal(elements(sent[sent.length - 1]!)[0]!.status, NtStatus.INVALID_PARAMETER);
+    await srv.close();
+  });
+
+  it('at 3.1.1 a client offering AES-GMAC signs with it: nonce of MessageId, response and CANCEL bits; CMAC is refused', async () => {
+    const { srv, sent, aborted, connect } = await aliceServer();
+    const conn = connect();
+    const negReq = request(Command.NEGOTIATE, 0, negotiate311([preauth(1), gmacCaps]), { credits: 100 });
+    await conn.handleFrame(negReq);
+    const negResp = sent[sent.length - 1]!;
+    const body = negResp.subarray(HEADER_SIZE);
+    const at = body.readUInt32LE(60);
+    const sigAt = Math.ceil((at + 8 + negResp.readUInt16LE(at + 2)) / 8) * 8;
+    assert.deepEqual(
+      [negResp.readUInt16LE(sigAt), negResp.readUInt16LE(sigAt + 8), negResp.readUInt16LE(sigAt + 10)],
+      [8, 1, 2],
+      'SIGNING_CAPABILITIES: AES-GMAC',
+    );
+    const l = await logOn311(sent, conn, [negReq, negResp], 1, 2, NtStatus.SUCCESS, 'aes-128-gmac');
+    // GMAC as MS-SMB2 3.1.4.1 spells it, computed here on its own: the tag of AES-128-GCM over the
+    // message (signature zeroed) as authenticated data, no plaintext.
+    const gmac = (msg: Buffer, bits?: number): Buffer => {
+      const m = Buffer.from(msg);
+      m.fill(0, 48, 64);
+      const nonce = Buffer.alloc(12);
+      m.copy(nonce, 0, 24, 32);
+      nonce[8] = bits ?? (m.readUInt32LE(16) & 1) | (m.readUInt16LE(12) === Command.CANCEL ? 2 : 0);
+      const g = createCipheriv('aes-128-gcm', l.key, nonce);
+      g.setAAD(m);
+      g.final();
+      return g.getAuthTag();
+    };
+    const signGmac = (msg: Buffer): Buffer => {
+      const m = Buffer.from(msg);
+      m.writeUInt32LE(m.readUInt32LE(16) | HeaderFlags.SIGNED, 16);
+      gmac(m).copy(m, 48);
+      return m;
+    };
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    // Signed with CMAC under the right key: refused.
+    await conn.handleFrame(signCompound(l.key, [request(Command.TREE_CONNECT, 3, tc, { sessionId: l.sessionId })], smb3Signature));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.ACCESS_DENIED);
+    await conn.handleFrame(signGmac(request(Command.TREE_CONNECT, 4, tc, { sessionId: l.sessionId })));
+    const tree = sent[sent.length - 1]!;
+    assert.equal(decodeHeader(tree).status, 0);
+    assert.deepEqual(tree.subarray(48, 64), gmac(tree), 'the response is GMAC-signed, its nonce with the response bit');
+    const treeId = decodeHeader(tree).treeId;
+    // A CANCEL's nonce has its own bit: signed so, it cancels the CHANGE_NOTIFY; signed as any request, nothing.
+    await conn.handleFrame(signGmac(request(Command.CREATE, 5, createBody('', 1), { sessionId: l.sessionId, treeId })));
+    const fileId = sent[sent.length - 1]!.subarray(HEADER_SIZE + 64, HEADER_SIZE + 80);
+    const notify = new SmbWriter().u16(32).u16(0).u32(4096).bytes(fileId).u32(0x1).u32(0).finish();
+    await conn.handleFrame(signGmac(request(Command.CHANGE_NOTIFY, 6, notify, { sessionId: l.sessionId, treeId })));
+    assert.equal(decodeHeader(sent[sent.length - 1]!).status, NtStatus.PENDING);
+    const cancel = request(Command.CANCEL, 6, Buffer.from([4, 0, 0, 0]), { sessionId: l.sessionId, charge: 0 });
+    const wrongNonce = Buffer.from(cancel);
+    wrongNonce.writeUInt32LE(wrongNonce.readUInt32LE(16) | HeaderFlags.SIGNED, 16);
+    gmac(wrongNonce, 0).copy(wrongNonce, 48); // the same bytes, their nonce without the CANCEL bit
+    await conn.handleFrame(wrongNonce);
+    assert.equal(conn.pendingCount, 1, 'still waiting');
+    await conn.handleFrame(signGmac(cancel));
+    assert.equal(conn.pendingCount, 0);
+    const final = sent[sent.length - 1]!;
+    assert.equal(decodeHeader(final).status, NtStatus.CANCELLED);
+    assert.deepEqual(final.subarray(48, 64), gmac(final));
+    assert.deepEqual(aborted, []);
     await srv.close();
   });
 

@@ -199,6 +199,8 @@ export class SmbConnection implements SessionOwner {
   private clientCapabilities = 0;
   /** The Capabilities the NEGOTIATE response gave (VALIDATE_NEGOTIATE_INFO answers the same). */
   private capabilities = 0;
+  /** 3.1.1: NEGOTIATE chose AES-128-GMAC for signing (SIGNING_CAPABILITIES); else CMAC at 3.x. */
+  private gmac = false;
   /** 3.x: the cipher sessions encrypt with (3.0 / 3.0.2: AES-128-CCM when the client can; 3.1.1: negotiated); null: none. */
   private cipher: Cipher | null = null;
   private readonly credits = new CreditWindow();
@@ -1059,6 +1061,7 @@ export class SmbConnection implements SessionOwner {
       const negotiated = negotiateContexts(req.contexts);
       contexts = negotiated.contexts;
       this.cipher = negotiated.cipher;
+      this.gmac = negotiated.gmac;
       // 3.3.5.4: the hash starts over 64 zero bytes, then takes the request and the response as sent.
       const afterRequest = sha512(Buffer.alloc(64), r.buf);
       this.preauthHash = afterRequest;
@@ -1196,7 +1199,7 @@ export class SmbConnection implements SessionOwner {
     session.state = 'valid';
     session.owner = step.anonymous || step.guest ? null : step.user;
     this.setUser(session, step.user, step.guest, step.anonymous);
-    session.signingAlgorithm = isSmb3(this.dialect) ? 'aes-128-cmac' : 'hmac-sha256';
+    session.signingAlgorithm = !isSmb3(this.dialect) ? 'hmac-sha256' : this.gmac ? 'aes-128-gmac' : 'aes-128-cmac';
     session.signingKey = keyed ? this.signingKey(step.sessionKey, session.preauthHash) : null;
     session.cipher =
       keyed && this.cipher !== null
@@ -1222,6 +1225,7 @@ export class SmbConnection implements SessionOwner {
         sessionId: session.id,
         dialect: dialectName(this.dialect),
         signing: session.signingRequired,
+        signingAlgorithm: session.signingKey ? session.signingAlgorithm : null,
         cipher: session.cipher ? cipherName(session.cipher.cipher) : null,
         encryptionRequired: session.encryptData,
       },
@@ -1463,11 +1467,11 @@ function sha512(a: Buffer, b: Buffer): Buffer {
 /**
  * MS-SMB2 3.3.5.4 (3.1.1): the client's negotiate contexts checked (exactly one preauth integrity
  * context naming SHA-512; no context type twice), and the response's: preauth integrity (SHA-512,
- * a fresh salt); when asked, signing (AES-CMAC, the only algorithm signed with here) and
+ * a fresh salt); when asked, signing (AES-GMAC when the client offers it, else AES-CMAC) and
  * encryption (the cipher, or 0 when none is in common). No compression context: it is not served,
  * and leaving it out says so.
  */
-function negotiateContexts(list: readonly NegotiateContext[]): { contexts: NegotiateContext[]; cipher: Cipher | null } {
+function negotiateContexts(list: readonly NegotiateContext[]): { contexts: NegotiateContext[]; cipher: Cipher | null; gmac: boolean } {
   const bad = (why: string): SmbStatusError => new SmbStatusError(NtStatus.INVALID_PARAMETER, `3.1.1 NEGOTIATE: ${why}`);
   const T = NegotiateContextType;
   for (const t of [T.PREAUTH_INTEGRITY_CAPABILITIES, T.ENCRYPTION_CAPABILITIES, T.COMPRESSION_CAPABILITIES, T.SIGNING_CAPABILITIES])
@@ -1485,10 +1489,20 @@ function negotiateContexts(list: readonly NegotiateContext[]): { contexts: Negot
     { type: T.PREAUTH_INTEGRITY_CAPABILITIES, data: new SmbWriter(38).u16(1).u16(salt.length).u16(PREAUTH_SHA512).bytes(salt).finish() },
   ];
   const signing = list.find((c) => c.type === T.SIGNING_CAPABILITIES);
+  let gmac = false;
   if (signing) {
     const n = signing.data.length >= 2 ? signing.data.readUInt16LE(0) : 0;
     if (n === 0 || signing.data.length < 2 + n * 2) throw bad('malformed signing capabilities context');
-    out.push({ type: T.SIGNING_CAPABILITIES, data: new SmbWriter(4).u16(1).u16(SigningAlgorithmId.AES_CMAC).finish() });
+    const offered = Array.from({ length: n }, (_, i) => signing.data.readUInt16LE(2 + i * 2));
+    // AES-GMAC when offered (one GCM pass with AES-NI, where CMAC chains every block), else CMAC.
+    gmac = offered.includes(SigningAlgorithmId.AES_GMAC);
+    out.push({
+      type: T.SIGNING_CAPABILITIES,
+      data: new SmbWriter(4)
+        .u16(1)
+        .u16(gmac ? SigningAlgorithmId.AES_GMAC : SigningAlgorithmId.AES_CMAC)
+        .finish(),
+    });
   }
   let cipher: Cipher | null = null;
   const encryption = list.find((c) => c.type === T.ENCRYPTION_CAPABILITIES);
@@ -1505,7 +1519,7 @@ function negotiateContexts(list: readonly NegotiateContext[]): { contexts: Negot
         .finish(),
     });
   }
-  return { contexts: out, cipher };
+  return { contexts: out, cipher, gmac };
 }
 
 /** The dialect NEGOTIATE picks from a client's list: the first served one it offers, or null. */

@@ -2,9 +2,12 @@
 // padding included) with its Signature field zeroed. Dialects 2.0.2 and 2.1: HMAC-SHA256 keyed
 // with the session key, cut to 16 bytes. Dialects 3.0, 3.0.2 and 3.1.1: AES-128-CMAC keyed with
 // the session's SigningKey, which the SMB 3.x KDF derives from the session key (3.3.5.5.3; at 3.1.1
-// with the preauthentication integrity hash as its context). 3.1.5.1 checks an incoming one the
-// same way.
-import { createHmac, timingSafeEqual } from 'node:crypto';
+// with the preauthentication integrity hash as its context); at 3.1.1, when NEGOTIATE chose it
+// (SIGNING_CAPABILITIES), AES-128-GMAC under the same key: the GCM tag of the message as
+// authenticated data, no plaintext, the 12-byte nonce being the MessageId, then a word whose bit 0
+// says the message is a response and bit 1 that it is a CANCEL. 3.1.5.1 checks an incoming one
+// the same way.
+import { createCipheriv, createHmac, timingSafeEqual } from 'node:crypto';
 import { aesCmac } from './cmac.js';
 
 /** The Signature field of the SMB2 header (2.2.1): bytes 48..64. */
@@ -12,8 +15,15 @@ export const SIGNATURE_OFFSET = 48;
 export const SIGNATURE_LENGTH = 16;
 const HEADER_SIZE = 64;
 
-/** How a session signs: HMAC-SHA256 (2.0.2, 2.1) or AES-128-CMAC (3.x). */
-export type SigningAlgorithm = 'hmac-sha256' | 'aes-128-cmac';
+/** How a session signs: HMAC-SHA256 (2.0.2, 2.1), AES-128-CMAC (3.x) or AES-128-GMAC (3.1.1, negotiated). */
+export type SigningAlgorithm = 'hmac-sha256' | 'aes-128-cmac' | 'aes-128-gmac';
+
+/** SMB2 header fields the GMAC nonce is made of (2.2.1). */
+const HDR_COMMAND = 12;
+const HDR_FLAGS = 16;
+const HDR_MESSAGE_ID = 24;
+const FLAG_SERVER_TO_REDIR = 0x1;
+const COMMAND_CANCEL = 0x0c;
 
 const ZERO_SIGNATURE = Buffer.alloc(SIGNATURE_LENGTH);
 
@@ -23,6 +33,15 @@ export function signatureOf(algorithm: SigningAlgorithm, key: Buffer, message: B
   // The message as signed: its Signature field as zeros, without a copy of the message.
   const parts = [message.subarray(0, SIGNATURE_OFFSET), ZERO_SIGNATURE, message.subarray(SIGNATURE_OFFSET + SIGNATURE_LENGTH)];
   if (algorithm === 'aes-128-cmac') return aesCmac(key, parts);
+  if (algorithm === 'aes-128-gmac') {
+    const nonce = Buffer.alloc(12);
+    message.copy(nonce, 0, HDR_MESSAGE_ID, HDR_MESSAGE_ID + 8);
+    nonce[8] = (message.readUInt32LE(HDR_FLAGS) & FLAG_SERVER_TO_REDIR) | (message.readUInt16LE(HDR_COMMAND) === COMMAND_CANCEL ? 0x2 : 0);
+    const g = createCipheriv('aes-128-gcm', key, nonce, { authTagLength: SIGNATURE_LENGTH });
+    for (const p of parts) g.setAAD(p);
+    g.final();
+    return g.getAuthTag();
+  }
   const h = createHmac('sha256', key.subarray(0, 16));
   for (const p of parts) h.update(p);
   return h.digest().subarray(0, SIGNATURE_LENGTH);
