@@ -18,7 +18,7 @@ import { startDittofs, type DittofsProcess } from '../helpers/server.js';
  * today, plain and signed. Grow it toward the issue's full list (hack/smb/suites.sh: "required"
  * and "smbd-fails"); an entry is in only when all its subtests pass. `SUITE!GLOB,GLOB` runs a suite
  * minus the subtests whose name matches a glob (the exclusions the issue itself makes).
- * `ENTRY@plain` runs only without signing; `ENTRY@smb3` only at 3.1.1, signed (smb3Entry).
+ * `ENTRY@plain` runs only without signing; `ENTRY@smb3` only at 3.1.1, signed and encrypted (smb3Entry).
  * hack/smb/torture.sh --list gate reads this array (and
  * runs every entry in the modes it is asked for): keep one quoted entry per line.
  */
@@ -120,10 +120,16 @@ const GATE = [
   // sparse_compressed (skips: no compression) and sparse_qar_truncated, which wants two ranges for
   // writes 1 MiB apart: a 4 MiB block holds both, reported apart only until it is stored.
   'smb2.ioctl!bug14*,VALIDATE*,*INTERFACE,*interface*,sparse_compressed,sparse_qar_truncated,trim_*,dup_*,compress_*,copy-chunk*',
-  // `@smb3`: durable handles v2 exist at 3.x only; run at 3.1.1 signed alone. app-instance (an
+  // `@smb3`: durable handles v2 exist at 3.x only; run at 3.1.1 alone. app-instance (an
   // AppInstanceId closing the older open: not served) fails against smbd too.
   'smb2.durable-v2-open!app-instance@smb3',
   'smb2.durable-v2-delay@smb3',
+  // Each forces one cipher (AES-128/256, CCM/GCM) with encryption required, and needs AES-GMAC
+  // signing: 3.1.1 only.
+  'smb2.session.encryption-aes-128-ccm@smb3',
+  'smb2.session.encryption-aes-128-gcm@smb3',
+  'smb2.session.encryption-aes-256-ccm@smb3',
+  'smb2.session.encryption-aes-256-gcm@smb3',
 ];
 
 /**
