@@ -7,6 +7,7 @@ import net from 'node:net';
 import { DirectTcpFramer } from '../../server/src/smb2/framing.js';
 import {
   CipherId,
+  clientSideOf,
   decodeTransformHeader,
   decryptMessage,
   encryptMessage,
@@ -180,15 +181,15 @@ export class SmbTestClient {
   /** Every reply element received, for callers that send frames of their own. */
   onReply: ((r: SmbReply) => void) | null = null;
   private readonly waiting = new Map<number, { resolve: (r: SmbReply) => void; reject: (e: Error) => void }>();
-  /** After an encrypting logon: this client's side of the session's keys (it seals with the server's decryption key). */
-  private cipher: { out: SessionCipher; back: SessionCipher } | null = null;
+  /** After an encrypting logon: this client's side of the session's keys (auth/encryption.ts clientSideOf). */
+  private cipher: SessionCipher | null = null;
 
   private constructor(readonly sock: net.Socket) {
     const framer = new DirectTcpFramer(16 * 1024 * 1024, (frame) => {
       if (isTransformFrame(frame)) {
         const t = decodeTransformHeader(frame);
         if (this.cipher === null || t === null) throw new Error('an encrypted reply on a session without keys');
-        frame = decryptMessage(this.cipher.back, frame, t);
+        frame = decryptMessage(this.cipher, frame, t);
       }
       for (const r of decodeReplies(frame)) {
         this.onReply?.(r);
@@ -224,7 +225,7 @@ export class SmbTestClient {
 
   /** Sends one message (or several already framed together) as one Direct TCP frame (encrypted after an encrypting logon). */
   sendFrame(msg: Buffer): void {
-    if (this.cipher !== null) msg = Buffer.concat(encryptMessage(this.cipher.out, this.sessionId, [msg]));
+    if (this.cipher !== null) msg = Buffer.concat(encryptMessage(this.cipher, this.sessionId, [msg]));
     const h = Buffer.alloc(4);
     h.writeUInt32BE(msg.length & 0xffffff, 0);
     this.sock.write(Buffer.concat([h, msg]));
@@ -255,8 +256,7 @@ export class SmbTestClient {
     const done = await this.request(SmbCommand.SESSION_SETUP, bodies.sessionSetup(await ntlm.authenticate(token)));
     if (done.status !== 0) throw new Error(`SESSION_SETUP 2: status 0x${done.status.toString(16)}`);
     if (encrypt) {
-      const sc = sessionCipher(CipherId.AES_128_CCM, ntlm.exportedKey, null);
-      this.cipher = { out: { ...sc, encryptionKey: sc.decryptionKey }, back: { ...sc, decryptionKey: sc.encryptionKey } };
+      this.cipher = clientSideOf(sessionCipher(CipherId.AES_128_CCM, ntlm.exportedKey, null));
     }
     const tree = await this.request(SmbCommand.TREE_CONNECT, bodies.treeConnect(`\\\\127.0.0.1\\${share}`));
     if (tree.status !== 0) throw new Error(`TREE_CONNECT: status 0x${tree.status.toString(16)}`);

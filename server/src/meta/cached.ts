@@ -654,18 +654,13 @@ export class CachedMetadataStore implements MetadataStore {
       // handle then need no read): kept only when no other namespace change ran meanwhile (its change could
       // have committed after this one's), and only while coherent. remember() replaces the entry
       // in place, or drops it: forgotten first, its key would be deleted and set again per call.
-      if (dirAfter !== undefined && alone && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
+      const proven = alone && this.fillEpoch() !== -1;
+      if (dirAfter !== undefined && proven) this.remember(dirAfter, epoch);
       else this.forget(dirId);
-      // The new name, under the same proof: a file just made is looked up next (the stat after a
-      // create, an untar's SETATTR by name, SMB's path walk), and need not cost a query.
-      if (
-        made !== undefined &&
-        alone &&
-        epoch === this.epoch &&
-        this.fillEpoch() !== -1 &&
-        !this.isUncertain(dirId) &&
-        !this.isUncertain(made.id)
-      )
+      // The new name, under the same proof (and no change begun since: remember() checks that of
+      // the directory): a file just made is looked up next (the stat after a create, an untar's
+      // SETATTR by name, SMB's path walk), and need not cost a query.
+      if (made !== undefined && proven && epoch === this.epoch && !this.isUncertain(dirId) && !this.isUncertain(made.id))
         this.rememberName(dirId, name.toString('latin1'), made.id);
     }
   }

@@ -7,7 +7,15 @@ import { memoryServer } from '../testing/memory-server.js';
 import { decodeHeader, HEADER_SIZE, SmbWriter, utf16, writeHeader } from './codec.js';
 import { Command, CreateDisposition, CreateOptions, HeaderFlags } from './constants.js';
 import { BAD_SIGNATURE_LOG_EVERY, SmbConnection, type SmbEngineOptions } from './connection.js';
-import { CipherId, decodeTransformHeader, decryptMessage, encryptMessage, sessionCipher, type SessionCipher } from './auth/encryption.js';
+import {
+  CipherId,
+  clientSideOf,
+  decodeTransformHeader,
+  decryptMessage,
+  encryptMessage,
+  sessionCipher,
+  type SessionCipher,
+} from './auth/encryption.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { newSession, type Open, type Session } from './state.js';
 import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser, type SmbUserDirectory } from './auth/index.js';
@@ -525,18 +533,16 @@ describe('SMB2 connection', () => {
     const { srv, sent, aborted, connect } = await aliceServer();
     const path = utf16('\\\\127.0.0.1\\export');
     const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
-    /** The client's ciphers of a session: it encrypts with the server's decryption key and decrypts with its encryption key. */
-    const ciphers = (l: { sessionKey: Buffer; hash: Buffer }): { out: SessionCipher; back: SessionCipher } => {
-      const sc = sessionCipher(CipherId.AES_128_GCM, l.sessionKey, l.hash);
-      return { out: { ...sc, encryptionKey: sc.decryptionKey }, back: { ...sc, decryptionKey: sc.encryptionKey } };
-    };
+    /** The client's side of a session's cipher. */
+    const clientOf = (l: { sessionKey: Buffer; hash: Buffer }): SessionCipher =>
+      clientSideOf(sessionCipher(CipherId.AES_128_GCM, l.sessionKey, l.hash));
     /** NEGOTIATE at 3.1.1 offering `contexts`, then alice's logon: the session and the client's two ciphers. */
     const start = async (conn: SmbConnection, contexts: Buffer[], status: number = NtStatus.SUCCESS) => {
       const negReq = request(Command.NEGOTIATE, 0, negotiate311(contexts), { credits: 100 });
       await conn.handleFrame(negReq);
       const neg = [negReq, sent[sent.length - 1]!];
       const l = await logOn311(sent, conn, neg, 1, 1, status);
-      return { ...l, ...ciphers(l), neg };
+      return { ...l, client: clientOf(l), neg };
     };
     const sealed = (c: SessionCipher, sessionId: number, msg: Buffer): Buffer => Buffer.concat(encryptMessage(c, sessionId, [msg]));
     /** The last frame sent, decrypted as the client does; fails unless it came encrypted. */
@@ -551,21 +557,21 @@ describe('SMB2 connection', () => {
     const e = await start(conn, [preauth(1), encryptionCaps]);
     assert.equal(e.flags, 0, 'encryption not required: no ENCRYPT_DATA');
     // An unsigned TREE_CONNECT is refused at 3.1.1 (above); encrypted, it is taken, and answered encrypted, unsigned.
-    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.TREE_CONNECT, 3, tc, { sessionId: e.sessionId })));
-    const tree = opened(e.back);
+    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.TREE_CONNECT, 3, tc, { sessionId: e.sessionId })));
+    const tree = opened(e.client);
     assert.equal(decodeHeader(tree).status, 0);
     assert.equal(decodeHeader(tree).flags & HeaderFlags.SIGNED, 0, 'encrypted, not signed');
     assert.deepEqual(aborted, []);
     // A compound of two elements: one frame in, one encrypted frame out.
     await conn.handleFrame(
       sealed(
-        e.out,
+        e.client,
         e.sessionId,
         compound([request(Command.ECHO, 4, echo, { sessionId: e.sessionId }), request(Command.ECHO, 5, echo, { sessionId: e.sessionId })]),
       ),
     );
     assert.deepEqual(
-      elements(opened(e.back)).map((x) => [x.command, x.status]),
+      elements(opened(e.client)).map((x) => [x.command, x.status]),
       [
         [Command.ECHO, 0],
         [Command.ECHO, 0],
@@ -575,21 +581,21 @@ describe('SMB2 connection', () => {
     await conn.handleFrame(signCompound(e.key, [request(Command.ECHO, 6, echo, { sessionId: e.sessionId })], smb3Signature));
     assert.equal(decodeHeader(sent[sent.length - 1]!).status, 0);
     // An encrypted message acts for its own session only.
-    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.ECHO, 7, echo, { sessionId: e.sessionId + 1 })));
-    assert.equal(decodeHeader(opened(e.back)).status, NtStatus.ACCESS_DENIED);
+    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.ECHO, 7, echo, { sessionId: e.sessionId + 1 })));
+    assert.equal(decodeHeader(opened(e.client)).status, NtStatus.ACCESS_DENIED);
     assert.deepEqual(aborted, []);
     // After LOGOFF the session's key still opens what the client sends for it, and answers it,
     // encrypted: USER_SESSION_DELETED (smbtorture connect sends a second LOGOFF).
     const other = await logOn311(sent, conn, e.neg, 8);
-    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.LOGOFF, 10, echo, { sessionId: e.sessionId })));
-    assert.equal(decodeHeader(opened(e.back)).status, 0);
-    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.LOGOFF, 11, echo, { sessionId: e.sessionId })));
-    assert.equal(decodeHeader(opened(e.back)).status, NtStatus.USER_SESSION_DELETED);
-    await conn.handleFrame(sealed(e.out, e.sessionId, request(Command.TREE_CONNECT, 12, tc, { sessionId: e.sessionId })));
-    assert.equal(decodeHeader(opened(e.back)).status, NtStatus.USER_SESSION_DELETED);
+    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.LOGOFF, 10, echo, { sessionId: e.sessionId })));
+    assert.equal(decodeHeader(opened(e.client)).status, 0);
+    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.LOGOFF, 11, echo, { sessionId: e.sessionId })));
+    assert.equal(decodeHeader(opened(e.client)).status, NtStatus.USER_SESSION_DELETED);
+    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.TREE_CONNECT, 12, tc, { sessionId: e.sessionId })));
+    assert.equal(decodeHeader(opened(e.client)).status, NtStatus.USER_SESSION_DELETED);
     assert.deepEqual(aborted, []);
     // A changed byte of the ciphertext: not processed, and the connection ends.
-    const forged = sealed(ciphers(other).out, other.sessionId, request(Command.ECHO, 13, echo, { sessionId: other.sessionId }));
+    const forged = sealed(clientOf(other), other.sessionId, request(Command.ECHO, 13, echo, { sessionId: other.sessionId }));
     forged[forged.length - 3]! ^= 0x40;
     const before = sent.length;
     await conn.handleFrame(forged);
@@ -599,13 +605,13 @@ describe('SMB2 connection', () => {
     // A transform naming a session without a key (or none) ends the connection too.
     const c2 = connect();
     const e2 = await start(c2, [preauth(1), encryptionCaps]);
-    await c2.handleFrame(sealed(e2.out, e2.sessionId + 99, request(Command.ECHO, 3, echo, { sessionId: e2.sessionId + 99 })));
+    await c2.handleFrame(sealed(e2.client, e2.sessionId + 99, request(Command.ECHO, 3, echo, { sessionId: e2.sessionId + 99 })));
     assert.match(aborted[1] ?? '', /has no encryption key here/);
 
     // No cipher offered: none negotiated, and a transform ends the connection.
     const c3 = connect();
     const e3 = await start(c3, [preauth(1)]);
-    await c3.handleFrame(sealed(e3.out, e3.sessionId, request(Command.ECHO, 3, echo, { sessionId: e3.sessionId })));
+    await c3.handleFrame(sealed(e3.client, e3.sessionId, request(Command.ECHO, 3, echo, { sessionId: e3.sessionId })));
     assert.match(aborted[2] ?? '', /has no encryption key here/);
     await srv.close();
   });
@@ -617,21 +623,19 @@ describe('SMB2 connection', () => {
     await conn.handleFrame(negReq);
     const l = await logOn311(sent, conn, [negReq, sent[sent.length - 1]!], 1);
     assert.equal(l.flags, 0x0004, 'SMB2_SESSION_FLAG_ENCRYPT_DATA');
-    const sc = sessionCipher(CipherId.AES_128_GCM, l.sessionKey, l.hash);
-    const out: SessionCipher = { ...sc, encryptionKey: sc.decryptionKey };
-    const back: SessionCipher = { ...sc, decryptionKey: sc.encryptionKey };
+    const sealer = clientSideOf(sessionCipher(CipherId.AES_128_GCM, l.sessionKey, l.hash));
     // Signed but not encrypted: refused, and the refusal goes out encrypted.
     await conn.handleFrame(signCompound(l.key, [request(Command.ECHO, 3, echo, { sessionId: l.sessionId })], smb3Signature));
     const f = sent[sent.length - 1]!;
     const t = decodeTransformHeader(f);
     assert.ok(t !== null, 'encrypted');
-    assert.equal(decodeHeader(decryptMessage(back, f, t)).status, NtStatus.ACCESS_DENIED);
-    const seal = (msg: Buffer): Buffer => Buffer.concat(encryptMessage(out, l.sessionId, [msg]));
+    assert.equal(decodeHeader(decryptMessage(sealer, f, t)).status, NtStatus.ACCESS_DENIED);
+    const seal = (msg: Buffer): Buffer => Buffer.concat(encryptMessage(sealer, l.sessionId, [msg]));
     const last = (): Buffer => {
       const g = sent[sent.length - 1]!;
       const gt = decodeTransformHeader(g);
       assert.ok(gt !== null, 'encrypted');
-      return decryptMessage(back, g, gt);
+      return decryptMessage(sealer, g, gt);
     };
     await conn.handleFrame(seal(request(Command.ECHO, 4, echo, { sessionId: l.sessionId })));
     assert.equal(decodeHeader(last()).status, 0);

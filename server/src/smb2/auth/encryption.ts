@@ -82,6 +82,14 @@ export function sessionCipher(cipher: Cipher, sessionKey: Buffer, preauthHash: B
   };
 }
 
+/**
+ * The same session's cipher as its client holds it (test clients): it encrypts with the server's
+ * decryption key and decrypts with the server's encryption key.
+ */
+export function clientSideOf(sc: SessionCipher): SessionCipher {
+  return { ...sc, encryptionKey: sc.decryptionKey, decryptionKey: sc.encryptionKey, sent: 0n };
+}
+
 /** The fields of a TRANSFORM_HEADER (2.2.41). */
 export interface TransformHeader {
   signature: Buffer;
