@@ -373,6 +373,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
     const diskCacheDir = path.resolve(config.cache.disk_cache_dir ?? path.join(config.data_dir, 'cache'));
     const diskCache =
       config.cache.disk_cache_bytes > 0 ? await DiskBlockCache.open(diskCacheDir, config.cache.disk_cache_bytes, log) : null;
+    if (diskCache) cleanups.push(async () => diskCache.close());
     if (metrics && diskCache) metrics.watchDiskCache(diskCache);
     // Several servers on one store: write leases in Redis (closed after the shares have stored
     // their data, so the leases are let go last).

@@ -33,6 +33,23 @@ export function readGcTimes(metricsPort: number): Promise<CallTimes> {
   return readHistogram(metricsPort, 'nodejs_gc_duration_seconds', 'kind');
 }
 
+/**
+ * Where reads were served from so far: hits and misses of the read cache in memory and of the one on
+ * disk (s3 block stores; a miss there is a GET from the store).
+ */
+export async function readCacheCounts(metricsPort: number): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^dittofs_(read|disk)_cache_(hits|misses)_total (\S+)$/gm)) out[`${m[1]} ${m[2]}`] = Number(m[3]);
+  return out;
+}
+
+/** "memory 3 hits / 5 misses, disk 2 hits / 1 misses": the counts between two readings. */
+export function formatCacheCounts(after: Record<string, number>, before: Record<string, number>): string {
+  const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+  return `memory cache ${d('read hits')} hits / ${d('read misses')} misses, disk cache ${d('disk hits')} hits / ${d('disk misses')} misses`;
+}
+
 /** "major 3 in 41 ms, minor 120 in 95 ms": the collections between two readings, most time first. */
 export function formatGcTimes(after: CallTimes, before: CallTimes = new Map()): string {
   return deltas(after, before)

@@ -64,7 +64,7 @@ import {
   type DittoConfigName,
   type RoundPlace,
 } from './backends.js';
-import { formatCallTimes, formatGcTimes, readCallTimes, readGcTimes } from './call-times.js';
+import { formatCacheCounts, formatCallTimes, formatGcTimes, readCacheCounts, readCallTimes, readGcTimes } from './call-times.js';
 import { cpuSeconds, mainThreadCpuSeconds, setClockTicks, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
@@ -820,8 +820,11 @@ async function benchServer(
     let readCpuSeconds: number | undefined;
     try {
       const cpuAtRead = cpuSeconds(server.pid);
+      const cachesAtRead = server.metricsPort === undefined ? undefined : await readCacheCounts(server.metricsPort);
       r = await run('nfs-cp', [url, back], cpTimeout, server.gone);
       readCpuSeconds = cpuSince(server.pid, cpuAtRead);
+      if (cachesAtRead !== undefined && server.metricsPort !== undefined)
+        console.log(`${label}: the read's blocks: ${formatCacheCounts(await readCacheCounts(server.metricsPort), cachesAtRead)}`);
       const got = (await stat(back)).size;
       if (got !== bytes) throw new BenchError(`${label}: READ BACK ${got} bytes, wrote ${bytes}: DATA MISMATCH`);
       const sha = await sha256File(back);

@@ -10,6 +10,7 @@ import { MemoryMetadataStore } from '../meta/memory.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 import { BlockCache } from './cache.js';
 import { volumeTakesDirect } from '../testing/direct-io.js';
+import { fdsAfterClose, openFds } from '../testing/fds.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { DiskBlockCache } from './disk-cache.js';
 import { MemoryBlockStore } from './memory.js';
@@ -171,6 +172,45 @@ describe('disk read cache', () => {
     assert.equal(again.has('s3', 'k'), false);
   });
 
+  it('reads an entry in ranges through one kept handle; a dropped or evicted entry has none left open (its space is freed)', async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 2 * (10_000 + 16));
+    const data = bytes(10_000, 6);
+    await c.put('s', 'a', data);
+    const fileA = path.join(dir, entryFiles(dir)[0]!);
+    const target = Buffer.alloc(1000);
+    try {
+      for (let off = 0; off < 10_000; off += 1000) {
+        assert.equal(await c.readInto('s', 'a', off, target, 0, 1000), 1000);
+        assert.deepEqual(target, data.subarray(off, off + 1000));
+      }
+      assert.equal(await openFds(fileA), 1, 'ten reads, one open handle');
+      c.warm('s', 'a');
+      c.warm('s', 'a');
+      for (let i = 0; i < 1000 && c.warms < 1; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(c.warms, 1, 'read ahead once');
+      assert.equal(await openFds(fileA), 1, 'through the same handle');
+      c.warm('s', 'unknown');
+      await c.put('s', 'b', bytes(10_000, 7));
+      await c.put('s', 'c', bytes(10_000, 8)); // evicts a
+      assert.equal(c.has('s', 'a'), false);
+      assert.equal(await fdsAfterClose(fileA), 0, "the evicted entry's handle was closed");
+      const fileB = path.join(
+        dir,
+        entryFiles(dir).find((f) => f.endsWith('~b'))!,
+      );
+      assert.equal(await c.readInto('s', 'b', 0, target, 0, 1000), 1000);
+      assert.equal(await openFds(fileB), 1);
+      c.delete('s', 'b');
+      assert.equal(await fdsAfterClose(fileB), 0, "a deleted entry's handle was closed");
+      assert.equal(await c.readInto('s', 'c', 0, target, 0, 1000), 1000);
+      assert.deepEqual(target, bytes(10_000, 8).subarray(0, 1000));
+    } finally {
+      c.close();
+    }
+    assert.equal(await fdsAfterClose(...entryFiles(dir).map((f) => path.join(dir, f))), 0, 'close() closes every handle');
+  });
+
   it('evicts the least recently used entries beyond its size', async () => {
     const dir = tmp();
     const c = await DiskBlockCache.open(dir, 3 * (1000 + 16));
@@ -223,8 +263,16 @@ describe('disk read cache', () => {
     const data = bytes(4 * BS, 9);
     await svc.write(ino, 0, data);
     await svc.flush(ino);
+    // A sequential read, one block per call: the first reads the next blocks ahead, from the disk
+    // cache's files (into the kernel's page cache), once each.
+    for (let i = 0; i < 4; i++) assert.deepEqual(await svc.read(ino, i * BS, BS, data.length), data.subarray(i * BS, (i + 1) * BS));
+    for (let i = 0; i < 1000 && disk.warms < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(disk.warms, 3, 'blocks 1 to 3 were read ahead, each once');
     assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
     assert.equal(gets, 0, 'every block came from the disk cache');
+    // The files deleted behind the cache's back (its kept handles closed first: they would still
+    // read the deleted files, whose bytes are right).
+    disk.close();
     for (const f of entryFiles(cacheDir)) rmSync(path.join(cacheDir, f));
     assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
     assert.equal(gets, 4, 'with the entries gone, each block came from the store once');

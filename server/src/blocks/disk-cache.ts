@@ -16,6 +16,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
+import { ReadHandles } from './read-handles.js';
 
 const MAGIC = 0x43524644; // "DFRC" little-endian
 const HEADER = 16;
@@ -25,6 +26,12 @@ const DIRECT_HEADER = 4096;
 /** The header's length of an entry starting with `magic`, or 0 when it is no entry's. */
 const headerOf = (magic: number): number => (magic === MAGIC ? HEADER : magic === MAGIC_DIRECT ? DIRECT_HEADER : 0);
 const TMP_DIR = '.tmp';
+/** Open read handles kept (readInto), least recently used closed first. */
+const HANDLES_KEPT = 64;
+/** warm: entries waiting at most, entries remembered as done, and bytes read per call. */
+const WARM_QUEUED = 8;
+const WARMED_KEPT = 32;
+const WARM_CHUNK = 4 * 1024 * 1024;
 
 export class DiskBlockCache {
   /** File name -> size on disk, least recently used first. */
@@ -39,6 +46,14 @@ export class DiskBlockCache {
    * fetch) is skipped, as the two may differ in header (one with O_DIRECT, one without).
    */
   private readonly putting = new Set<string>();
+  /** Open handles of entries read in ranges (readInto), kept for their next read. */
+  private readonly handles = new ReadHandles(HANDLES_KEPT);
+  /** Entries waiting to be read ahead (warm), the first being read. */
+  private readonly warmQueue: { name: string; size: number }[] = [];
+  /** The last entries read ahead, oldest first. */
+  private readonly warmed = new Set<string>();
+  /** warm's buffer, whose contents nobody reads. */
+  private scratch: Buffer | null = null;
   /** Page-aligned headers of entries written with O_DIRECT. */
   private readonly headers = new BufferPool(64 * 1024, 4, true);
   /** False once the volume refused O_DIRECT (tmpfs). */
@@ -46,6 +61,8 @@ export class DiskBlockCache {
   /** Entries written with O_DIRECT / through the page cache (tests). */
   directPuts = 0;
   bufferedPuts = 0;
+  /** Entries read ahead by warm (tests). */
+  warms = 0;
   private bytes = 0;
   hits = 0;
   misses = 0;
@@ -162,21 +179,25 @@ export class DiskBlockCache {
     this.entries.set(name, size);
     const want = Math.max(0, Math.min(length, size - hdr - offset));
     try {
-      const fh = await open(this.fileOf(name), 'r');
-      try {
+      // A kept handle: one read on the thread pool, and the kernel's read-ahead carries on from the
+      // last read of the entry (a fresh open starts it again: a sequential read of an entry in
+      // 1 MiB READs then waited on the device for each).
+      const read = await this.handles.use(
+        this.fileOf(name),
+        async (fh) => {
+          let got = 0;
+          while (got < want) {
+            const { bytesRead } = await fh.read(target, targetStart + got, want - got, hdr + offset + got);
+            if (bytesRead === 0) break;
+            got += bytesRead;
+          }
+          return got;
+        },
         // The file opened may be a later entry for the key (this one dropped, the object put again
         // meanwhile), with the other header: the same bytes at another offset. Its size tells.
-        if ((await fh.stat()).size !== size) throw new Error('replaced');
-        let got = 0;
-        while (got < want) {
-          const { bytesRead } = await fh.read(target, targetStart + got, want - got, hdr + offset + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        if (got < want) throw new Error('short');
-      } finally {
-        await fh.close();
-      }
+        async (fh) => (await fh.stat()).size === size,
+      );
+      if (read === null || read < want) throw new Error('gone, replaced or short');
     } catch {
       // Evicted meanwhile, or cut short: a miss.
       this.misses++;
@@ -185,6 +206,54 @@ export class DiskBlockCache {
     }
     this.hits++;
     return want;
+  }
+
+  /**
+   * Reads an entry's data ahead of a sequential read of it, into one scratch buffer, and drops it:
+   * the reads in ranges that follow then find it in the kernel's page cache instead of waiting on
+   * the device (the kernel's own read-ahead stops at the end of the previous entry's file). One
+   * entry at a time, at most WARM_QUEUED waiting, each once while it is among the last WARMED_KEPT
+   * warmed; an entry not written or checked by this process is left alone (its first read checks it).
+   */
+  warm(namespace: string, key: string): void {
+    const name = entryName(namespace, key);
+    const size = this.entries.get(name);
+    const hdr = this.verified.get(name);
+    if (size === undefined || hdr === undefined || this.warmed.has(name) || this.warmQueue.length >= WARM_QUEUED) return;
+    this.warmed.add(name);
+    if (this.warmed.size > WARMED_KEPT) this.warmed.delete(this.warmed.values().next().value!);
+    this.warmQueue.push({ name, size });
+    if (this.warmQueue.length === 1) void this.warmNext();
+  }
+
+  private async warmNext(): Promise<void> {
+    while (this.warmQueue.length > 0) {
+      const { name, size } = this.warmQueue[0]!;
+      try {
+        if (this.entries.get(name) === size) {
+          await this.handles.use(
+            this.fileOf(name),
+            async (fh) => {
+              this.scratch ??= Buffer.allocUnsafe(WARM_CHUNK);
+              for (let pos = 0; pos < size; pos += WARM_CHUNK) {
+                const { bytesRead } = await fh.read(this.scratch, 0, Math.min(WARM_CHUNK, size - pos), pos);
+                if (bytesRead === 0) break;
+              }
+              this.warms++;
+            },
+            async (fh) => (await fh.stat()).size === size,
+          );
+        }
+      } catch {
+        // Only a hint: the reads themselves find out what is wrong.
+      }
+      this.warmQueue.shift();
+    }
+  }
+
+  /** Closes the kept read handles (those in use once their reads are done). */
+  close(): void {
+    this.handles.close();
   }
 
   has(namespace: string, key: string): boolean {
@@ -252,6 +321,7 @@ export class DiskBlockCache {
         this.directPuts++;
       }
       await rename(tmp, this.fileOf(name));
+      this.handles.forget(this.fileOf(name));
     } catch (err) {
       this.log?.warn({ err, entry: name }, 'could not write a read cache entry');
       await rm(tmp, { force: true });
@@ -276,6 +346,7 @@ export class DiskBlockCache {
     this.entries.delete(name);
     this.verified.delete(name);
     this.bytes -= size;
+    this.handles.forget(this.fileOf(name));
     unlink(this.fileOf(name)).catch(() => undefined);
   }
 
@@ -288,6 +359,7 @@ export class DiskBlockCache {
       this.entries.delete(name);
       this.verified.delete(name);
       this.bytes -= size;
+      this.handles.forget(this.fileOf(name));
       await unlink(this.fileOf(name)).catch(() => undefined);
     }
   }

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readlink, rename, rm, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, rename, rm, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { fdsAfterClose, openFds } from '../testing/fds.js';
 import { ReadHandles } from './read-handles.js';
 
 /** The whole file, by a positional read (as the store reads: a shared handle has no position of its own). */
@@ -14,26 +15,6 @@ async function readWhole(fh: FileHandle): Promise<string> {
 }
 
 const readAll = (h: ReadHandles, file: string): Promise<string | null> => h.use(file, readWhole);
-
-/** File descriptors this process has open on `file` (by /proc/self/fd). */
-async function openFds(file: string): Promise<number> {
-  let n = 0;
-  for (const fd of await readdir('/proc/self/fd')) {
-    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
-    if (target === file || target === `${file} (deleted)`) n++;
-  }
-  return n;
-}
-
-/**
- * Waits until no descriptor of this process is open on `files` (the close runs on the thread pool:
- * up to 10 s on a loaded machine); how many still are.
- */
-async function fdsAfterClose(...files: string[]): Promise<number> {
-  const count = async () => (await Promise.all(files.map(openFds))).reduce((a, b) => a + b, 0);
-  for (let i = 0; i < 1000 && (await count()) > 0; i++) await new Promise((r) => setTimeout(r, 10));
-  return count();
-}
 
 /** Runs `fn` with a new temporary directory, removed afterwards. */
 async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -128,6 +109,30 @@ describe('ReadHandles', () => {
         assert.equal(await readAll(h, f), 'x', 'reads still work after close()');
         assert.equal(h.size, 0, 'but keep nothing');
         assert.equal(await fdsAfterClose(f), 0);
+      } finally {
+        h.close();
+      }
+    });
+  });
+
+  it('a check refusing a newly opened file counts as no such file, closes it and keeps nothing; a kept handle is not checked again', async () => {
+    await inTempDir(async (dir) => {
+      const h = new ReadHandles(4);
+      try {
+        const f = path.join(dir, 'entry');
+        await writeFile(f, 'v1');
+        let checks = 0;
+        const wanting = (size: number) => async (fh: FileHandle) => (checks++, (await fh.stat()).size === size);
+        let ran = false;
+        const none = await h.use(f, async () => ((ran = true), 'read'), wanting(99));
+        assert.equal(none, null);
+        assert.equal(ran, false, 'the read did not run on a refused file');
+        assert.equal(h.size, 0);
+        assert.equal(await fdsAfterClose(f), 0, 'the refused handle was closed');
+        for (let i = 0; i < 3; i++) assert.equal(await h.use(f, readWhole, wanting(2)), 'v1');
+        assert.equal(checks, 2, 'checked once more, when opened again, not on each read');
+        assert.equal(h.opens, 2);
+        assert.equal(await openFds(f), 1);
       } finally {
         h.close();
       }

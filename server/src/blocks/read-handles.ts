@@ -32,15 +32,19 @@ export class ReadHandles {
     private readonly idleMs = 10_000,
   ) {}
 
-  /** Runs `fn` on `file` opened for reading; null (and `fn` not run) when there is no such file. */
-  async use<T>(file: string, fn: (fh: FileHandle) => Promise<T>): Promise<T | null> {
+  /**
+   * Runs `fn` on `file` opened for reading; null (and `fn` not run) when there is no such file.
+   * `check`, when given, runs once on a newly opened handle: false means the file is not the one
+   * wanted (replaced meanwhile), which counts as no such file.
+   */
+  async use<T>(file: string, fn: (fh: FileHandle) => Promise<T>, check?: (fh: FileHandle) => Promise<boolean>): Promise<T | null> {
     let e = this.entries.get(file);
     if (e !== undefined) {
       this.entries.delete(file);
       this.entries.set(file, e);
     } else {
       this.opens++;
-      e = { handle: openForReading(file), users: 0, lastUse: Date.now(), dropped: this.closed, closing: false };
+      e = { handle: openForReading(file, check), users: 0, lastUse: Date.now(), dropped: this.closed, closing: false };
       if (!this.closed) this.entries.set(file, e);
     }
     const entry = e;
@@ -113,13 +117,22 @@ export class ReadHandles {
   }
 }
 
-async function openForReading(file: string): Promise<FileHandle | null> {
+async function openForReading(file: string, check?: (fh: FileHandle) => Promise<boolean>): Promise<FileHandle | null> {
+  let fh: FileHandle;
   try {
-    return await open(file, 'r');
+    fh = await open(file, 'r');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;
   }
+  if (check === undefined) return fh;
+  let ok = false;
+  try {
+    ok = await check(fh);
+  } finally {
+    if (!ok) await fh.close().catch(() => undefined);
+  }
+  return ok ? fh : null;
 }
 
 /** Closes the entry's file, once however many times it is asked. */

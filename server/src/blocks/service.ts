@@ -962,9 +962,12 @@ export class BlockService {
   }
 
   private prefetch(ref: BlockRef | undefined): void {
-    // A block in the disk read cache is local already: it is read in ranges when asked for.
-    if (!ref || this.opts.cache.has(ref.key) || this.loading.has(ref.key) || this.onDiskOnly(ref)) return;
-    this.readObject(ref).catch(() => undefined);
+    if (!ref || this.opts.cache.has(ref.key) || this.loading.has(ref.key)) return;
+    const disk = this.opts.diskCache;
+    // A block in the disk read cache is local already: it is read in ranges when asked for, and
+    // only brought into the kernel's page cache ahead of those reads (no buffer of ours holds it).
+    if (disk && this.onDiskOnly(ref)) disk.cache.warm(disk.namespace, ref.key);
+    else this.readObject(ref).catch(() => undefined);
   }
 
   // ---- size changes and deletion -----------------------------------------------------------------
