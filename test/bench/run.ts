@@ -65,7 +65,7 @@ import {
   type RoundPlace,
 } from './backends.js';
 import { formatCacheCounts, formatCallTimes, formatGcTimes, readCacheCounts, readCallTimes, readGcTimes } from './call-times.js';
-import { cpuSeconds, mainThreadCpuSeconds, setClockTicks, writtenBytes } from './proc.js';
+import { cpuSeconds, mainThreadCpuSeconds, setClockTicks, TreeCpuWatch, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
 import { checkFilled, fillDirectory, RESTART_TARGET_SECONDS, type RestartResult } from './restart.js';
@@ -698,6 +698,12 @@ interface Result {
   /** postgres-s3 only: objects under the round's prefix once the WAL drained. */
   s3ObjectsAfterDrain?: number;
   smallFiles: SmallFilesResult;
+  /**
+   * postgres-s3: CPU seconds of the peers on this machine (s3rver; PostgreSQL's postmaster and
+   * backends) over the same phases as the server's: the write (until the WAL drained), the read and
+   * the small files.
+   */
+  peers?: { write: PeerCpu; read: PeerCpu; small: PeerCpu };
   /** Server CPU seconds of the write (DittoFS: until the WAL drained), the read and the small files. */
   writeCpuSeconds: number | undefined;
   readCpuSeconds: number | undefined;
@@ -711,6 +717,23 @@ interface Result {
   /** DittoFS only (--restart-files > 0): a clean stop and a start on the round's data, timed. */
   restart?: RestartResult;
 }
+
+/** CPU seconds of the S3 server and of PostgreSQL over one phase (undefined: not running, or external). */
+interface PeerCpu {
+  s3?: number;
+  pg?: number;
+}
+
+/** Starts counting the CPU of the round's peers (postgres-s3); the returned function stops and reads it. */
+function watchPeers(backends: Backends | undefined): () => PeerCpu {
+  const s3Pid = backends?.s3?.pid();
+  const pgPid = backends?.pg?.pid();
+  const s3 = s3Pid === undefined ? undefined : new TreeCpuWatch(s3Pid);
+  const pg = pgPid === undefined ? undefined : new TreeCpuWatch(pgPid);
+  return () => ({ s3: s3?.stop()?.cpuSeconds, pg: pg?.stop()?.cpuSeconds });
+}
+
+const fmtPeers = (p: PeerCpu): string => `s3rver ${fmt(p.s3, 2)} s, PostgreSQL ${fmt(p.pg, 2)} s`;
 
 /** What the parallel rows move: one file per client, sent by every client. */
 interface ParallelInput {
@@ -765,6 +788,8 @@ async function benchServer(
     // At least 2 MiB/s, else something is wrong.
     const cpTimeout = 60_000 + (bytes / MiB) * 500;
 
+    const peersOnDitto = isDitto(config) && config === 'postgres-s3' ? backends : undefined;
+    const writePeers = watchPeers(peersOnDitto);
     const cpuAtStart = cpuSeconds(server.pid);
     const mainCpuAtStart = mainThreadCpuSeconds(server.pid);
     const gcAtStart = server.metricsPort === undefined ? undefined : await readGcTimes(server.metricsPort);
@@ -798,6 +823,7 @@ async function benchServer(
     }
 
     const writeCpuSeconds = cpuSince(server.pid, cpuAtStart);
+    const peersOfWrite = writePeers();
     const mainCpu = mainThreadCpuSeconds(server.pid);
     // DittoFS only (its metrics port): ganesha's work is on threads of its own, not its main thread.
     if (writeCpuSeconds !== undefined && mainCpu !== undefined && mainCpuAtStart !== undefined && server.metricsPort !== undefined) {
@@ -818,11 +844,14 @@ async function benchServer(
     const removeBack = defer(`remove ${back}`, () => rm(back, { force: true }));
     let r: CmdResult;
     let readCpuSeconds: number | undefined;
+    let peersOfRead: PeerCpu = {};
     try {
+      const readPeers = watchPeers(peersOnDitto);
       const cpuAtRead = cpuSeconds(server.pid);
       const cachesAtRead = server.metricsPort === undefined ? undefined : await readCacheCounts(server.metricsPort);
       r = await run('nfs-cp', [url, back], cpTimeout, server.gone);
       readCpuSeconds = cpuSince(server.pid, cpuAtRead);
+      peersOfRead = readPeers();
       if (cachesAtRead !== undefined && server.metricsPort !== undefined)
         console.log(`${label}: the read's blocks: ${formatCacheCounts(await readCacheCounts(server.metricsPort), cachesAtRead)}`);
       const got = (await stat(back)).size;
@@ -838,6 +867,7 @@ async function benchServer(
         `server CPU ${fmt(writeCpuSeconds, 2)} s for the write, ${fmt(readCpuSeconds, 2)} s for the read`,
     );
 
+    const smallPeers = watchPeers(peersOnDitto);
     const cpuAtSmall = cpuSeconds(server.pid);
     const smallFiles = await runSmallFiles({
       nfsPort: server.nfsPort,
@@ -849,7 +879,13 @@ async function benchServer(
       log: (m) => console.log(`${label}: ${m}`),
     });
     const smallCpuSeconds = cpuSince(server.pid, cpuAtSmall);
+    const peersOfSmall = smallPeers();
     console.log(`${label}: server CPU ${fmt(smallCpuSeconds, 2)} s for the small files`);
+    const peers = peersOnDitto ? { write: peersOfWrite, read: peersOfRead, small: peersOfSmall } : undefined;
+    if (peers)
+      console.log(
+        `${label}: CPU of the peers on this machine: write ${fmtPeers(peers.write)}; read ${fmtPeers(peers.read)}; small files ${fmtPeers(peers.small)}`,
+      );
     if (server.metricsPort !== undefined)
       console.log(
         `${label}: mean time in the server per call so far (µs, write and read included): ${formatCallTimes(await readCallTimes(server.metricsPort))}`,
@@ -903,6 +939,7 @@ async function benchServer(
       walDrain,
       s3ObjectsAfterDrain,
       smallFiles,
+      ...(peers ? { peers } : {}),
       writeCpuSeconds,
       readCpuSeconds,
       smallCpuSeconds,
@@ -1111,6 +1148,11 @@ interface Summary {
   writeCpuPerGiB?: number;
   readCpuPerGiB?: number;
   smallCpuPerKop?: number;
+  /** postgres-s3: the peers' CPU over the same phases, per GiB / per 1,000 operations. */
+  peerS3WriteCpuPerGiB?: number;
+  peerPgWriteCpuPerGiB?: number;
+  peerS3ReadCpuPerGiB?: number;
+  peerPgSmallCpuPerKop?: number;
   /** The parallel rows. */
   parWriteMiBps?: number;
   parReadMiBps?: number;
@@ -1137,6 +1179,10 @@ function summarize(rs: Result[]): Summary {
     writeCpuPerGiB: med((r) => per(r.writeCpuSeconds, r.bytes / GiB)),
     readCpuPerGiB: med((r) => per(r.readCpuSeconds, r.bytes / GiB)),
     smallCpuPerKop: med((r) => per(r.smallCpuSeconds, smallOps(r) / 1000)),
+    peerS3WriteCpuPerGiB: med((r) => per(r.peers?.write.s3, r.bytes / GiB)),
+    peerPgWriteCpuPerGiB: med((r) => per(r.peers?.write.pg, r.bytes / GiB)),
+    peerS3ReadCpuPerGiB: med((r) => per(r.peers?.read.s3, r.bytes / GiB)),
+    peerPgSmallCpuPerKop: med((r) => per(r.peers?.small.pg, smallOps(r) / 1000)),
     parWriteMiBps: med((r) => r.parallel?.writeMiBps),
     parReadMiBps: med((r) => r.parallel?.readMiBps),
     parSmallOps: med((r) => r.parallel?.smallOpsPerSec),
@@ -1275,6 +1321,28 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
     ],
     'CPU ratio to ganesha (lower is better)',
   );
+
+  const withPeers = configs.filter(
+    (c) => summaries.get(c)!.peerS3WriteCpuPerGiB !== undefined || summaries.get(c)!.peerPgSmallCpuPerKop !== undefined,
+  );
+  if (withPeers.length > 0) {
+    // Beside the server's own CPU: the machine's cores the server shared with them (a real S3
+    // runs elsewhere; s3rver is JavaScript on this machine).
+    console.log('\nCPU seconds of the peers on this machine over the same phases (s3rver; PostgreSQL: postmaster and backends)');
+    printRows(
+      ['config', 's3rver write s/GiB', 'PostgreSQL write s/GiB', 's3rver read s/GiB', 'PostgreSQL small s/1k ops'],
+      withPeers.map((c) => {
+        const s = summaries.get(c)!;
+        return [
+          c,
+          fmt(s.peerS3WriteCpuPerGiB, 2),
+          fmt(s.peerPgWriteCpuPerGiB, 2),
+          fmt(s.peerS3ReadCpuPerGiB, 2),
+          fmt(s.peerPgSmallCpuPerKop, 3),
+        ];
+      }),
+    );
+  }
 
   if (args.dirSizes !== undefined) {
     const sizes = args.dirSizes;

@@ -1,6 +1,7 @@
 // A private PostgreSQL cluster for tests: hack/postgres/start.sh in a temp dir, stopped and removed
 // by stop(). A cluster still running when the process exits is stopped from an exit hook.
 import { execFile, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +21,11 @@ export interface PostgresInstance {
   url: string;
   /** True for a database named by DITTOFS_TEST_PG_URL: it cannot be restarted or stopped. */
   external: boolean;
+  /**
+   * The cluster's postmaster while it runs (its backends are its children: benchmarks count their
+   * CPU); undefined when stopped, or external.
+   */
+  pid(): number | undefined;
   /** Stops the cluster and removes its directory (idempotent). */
   stop(): Promise<void>;
   /** Stops and starts the cluster on the same port and data. */
@@ -87,6 +93,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
   return {
     url,
     external: false,
+    pid: () => postmasterPid(dir),
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -117,6 +124,16 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
   };
 }
 
+/** The pid in DIR/data/postmaster.pid (its first line) while the cluster runs, else undefined. */
+function postmasterPid(dir: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(path.join(dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The database tests use: DITTOFS_TEST_PG_URL when set, else a private cluster. */
 export async function postgresForTests(opts: StartPostgresOptions = {}): Promise<PostgresInstance> {
   const external = process.env[EXTERNAL_PG_ENV];
@@ -124,6 +141,7 @@ export async function postgresForTests(opts: StartPostgresOptions = {}): Promise
     return {
       url: external,
       external: true,
+      pid: () => undefined,
       async stop() {},
       async restart() {
         throw new Error(`cannot restart the external database named by ${EXTERNAL_PG_ENV}`);

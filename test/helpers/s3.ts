@@ -56,6 +56,8 @@ export interface S3TestServer {
   region: string;
   /** True for DITTOFS_TEST_S3_ENDPOINT: stop() and start() are not available. */
   external: boolean;
+  /** The s3rver process while it runs (benchmarks count its CPU); undefined when stopped, or external. */
+  pid(): number | undefined;
   /**
    * Options for an S3BlockStore on this server, bucket and prefix included; `extra` overrides them,
    * except `extra.prefix`, which is placed under this test's prefix.
@@ -183,6 +185,7 @@ async function startS3rver(opts: StartS3Options): Promise<S3TestServer> {
     secretAccessKey,
     region,
     external: false,
+    pid: () => child?.pid,
     storeOptions: (extra = {}) => storeOptions({ endpoint, region, bucket, prefix: '', accessKeyId, secretAccessKey }, extra),
     listKeys: (prefix = '') => listAll(admin, bucket, prefix),
     async stop() {
@@ -245,6 +248,7 @@ async function useExternal(endpoint: string): Promise<S3TestServer> {
     secretAccessKey,
     region,
     external: true,
+    pid: () => undefined,
     storeOptions: (extra = {}) => storeOptions({ endpoint, region, bucket, prefix, accessKeyId, secretAccessKey }, extra),
     listKeys: async (sub = '') => (await listAll(admin, bucket, prefix + sub)).map((k) => k.slice(prefix.length)),
     stop: unavailable('stop'),
