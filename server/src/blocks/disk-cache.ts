@@ -54,6 +54,8 @@ export class DiskBlockCache {
   private readonly warmed = new Set<string>();
   /** warm's buffer, whose contents nobody reads. */
   private scratch: Buffer | null = null;
+  /** After close(): nothing more is read ahead, and no handle is kept. */
+  private closed = false;
   /** Page-aligned headers of entries written with O_DIRECT. */
   private readonly headers = new BufferPool(64 * 1024, 4, true);
   /** False once the volume refused O_DIRECT (tmpfs). */
@@ -199,9 +201,10 @@ export class DiskBlockCache {
       );
       if (read === null || read < want) throw new Error('gone, replaced or short');
     } catch {
-      // Evicted meanwhile, or cut short: a miss.
+      // Evicted meanwhile, or cut short: a miss. The entry is dropped only if it is still the one
+      // this read looked up (one put again meanwhile, with the other header, is fine).
       this.misses++;
-      this.drop(name);
+      if (this.entries.get(name) === size && this.verified.get(name) === hdr) this.drop(name);
       return null;
     }
     this.hits++;
@@ -216,6 +219,7 @@ export class DiskBlockCache {
    * warmed; an entry not written or checked by this process is left alone (its first read checks it).
    */
   warm(namespace: string, key: string): void {
+    if (this.closed) return;
     const name = entryName(namespace, key);
     const size = this.entries.get(name);
     const hdr = this.verified.get(name);
@@ -230,7 +234,7 @@ export class DiskBlockCache {
     while (this.warmQueue.length > 0) {
       const { name, size } = this.warmQueue[0]!;
       try {
-        if (this.entries.get(name) === size) {
+        if (!this.closed && this.entries.get(name) === size) {
           await this.handles.use(
             this.fileOf(name),
             async (fh) => {
@@ -249,11 +253,16 @@ export class DiskBlockCache {
       }
       this.warmQueue.shift();
     }
+    if (this.closed) this.scratch = null;
   }
 
   /** Closes the kept read handles (those in use once their reads are done). */
   close(): void {
+    this.closed = true;
     this.handles.close();
+    // What is queued is skipped; the entry being read ahead finishes (its read is on the thread pool).
+    this.warmQueue.splice(1);
+    if (this.warmQueue.length === 0) this.scratch = null;
   }
 
   has(namespace: string, key: string): boolean {
@@ -322,6 +331,7 @@ export class DiskBlockCache {
       }
       await rename(tmp, this.fileOf(name));
       this.handles.forget(this.fileOf(name));
+      this.warmed.delete(name);
     } catch (err) {
       this.log?.warn({ err, entry: name }, 'could not write a read cache entry');
       await rm(tmp, { force: true });
@@ -347,6 +357,7 @@ export class DiskBlockCache {
     this.verified.delete(name);
     this.bytes -= size;
     this.handles.forget(this.fileOf(name));
+    this.warmed.delete(name);
     unlink(this.fileOf(name)).catch(() => undefined);
   }
 
@@ -360,6 +371,7 @@ export class DiskBlockCache {
       this.verified.delete(name);
       this.bytes -= size;
       this.handles.forget(this.fileOf(name));
+      this.warmed.delete(name);
       await unlink(this.fileOf(name)).catch(() => undefined);
     }
   }

@@ -201,6 +201,8 @@ const MAX_SWITCH_ATTEMPTS = 8;
 const MISSING = 'DITTOFS_BLOCK_MISSING';
 /** Blocks fetched ahead of a sequential read (4 x 4 MiB by default: enough to hide S3 latency). */
 const READ_AHEAD_BLOCKS = 4;
+/** Files whose last read block is remembered (see lastReadBlock). */
+const SEQUENTIAL_FILES = 256;
 
 /** At close, dirty data gets this long to reach the block store (the rest is replayed at the next start). */
 const CLOSE_FLUSH_MS = 15_000;
@@ -255,6 +257,12 @@ export class BlockService {
   private readonly uploading = new Set<string>();
   /** Block objects being fetched: a read of one that a prefetch is already loading waits for it. */
   private readonly loading = new Map<string, Promise<Buffer>>();
+  /**
+   * The last block each recently read file was read in, most recent last (at most
+   * SEQUENTIAL_FILES): a read starting in that block or the next is sequential, and only those read
+   * the disk read cache ahead (a random reader would make the device read 16 MiB per READ).
+   */
+  private readonly lastReadBlock = new Map<number, number>();
   private readonly gcTimer: NodeJS.Timeout | null;
   private readonly uploads: LimitFunction;
   /** Buffers blocks are assembled in for upload, reused once the store has them. */
@@ -874,6 +882,7 @@ export class BlockService {
     const refs = await this.meta.getBlocks(inodeId, first, last + 1 + READ_AHEAD_BLOCKS);
     const refAt = new Map<number, BlockRef>();
     for (const r of refs) refAt.set(r.index, r);
+    const seq = this.sequential(inodeId, first, last);
     if (first === last && !layers.has(first) && this.store.readInto === undefined && !this.onDiskOnly(refAt.get(first))) {
       // The common case, a read inside one stored block: the answer is a view of the object (which
       // is immutable), with no copy and no new buffer.
@@ -883,12 +892,21 @@ export class BlockService {
       if (ref) {
         const obj = await this.readObject(ref);
         if (obj.length >= to) {
-          if (from === 0 || to === bs) this.readAhead(first, refAt);
+          if (from === 0 || to === bs) this.readAhead(first, refAt, seq);
           return obj.subarray(from, to);
         }
       }
     }
-    return this.assemble(offset, end, first, last, layers, refAt, target);
+    return this.assemble(offset, end, first, last, layers, refAt, seq, target);
+  }
+
+  /** Whether a read of blocks first..last follows the file's previous read (see lastReadBlock); remembers last. */
+  private sequential(inodeId: number, first: number, last: number): boolean {
+    const prev = this.lastReadBlock.get(inodeId);
+    this.lastReadBlock.delete(inodeId);
+    this.lastReadBlock.set(inodeId, last);
+    if (this.lastReadBlock.size > SEQUENTIAL_FILES) this.lastReadBlock.delete(this.lastReadBlock.keys().next().value!);
+    return prev !== undefined && (first === prev || first === prev + 1);
   }
 
   /** A read's bytes, merged block by block from stored objects (or zeros) and in-memory versions. */
@@ -899,6 +917,7 @@ export class BlockService {
     last: number,
     layers: Map<number, BlockVersion[]>,
     refAt: Map<number, BlockRef>,
+    seq: boolean,
     target?: Buffer,
   ): Promise<Buffer> {
     const bs = this.blockSize;
@@ -927,7 +946,7 @@ export class BlockService {
         if (disk && this.onDiskOnly(ref)) n = await disk.cache.readInto(disk.namespace, ref.key, from, out, at, to - from);
         n ??= await this.copyObject(ref, from, to, out, at);
         if (n < to - from) out.fill(0, at + n, at + (to - from));
-        if (from === 0 || to === bs) this.readAhead(index, refAt);
+        if (from === 0 || to === bs) this.readAhead(index, refAt, seq);
       } else {
         out.fill(0, at, at + (to - from));
       }
@@ -956,18 +975,24 @@ export class BlockService {
     return n;
   }
 
-  /** A read that starts or ends a block is likely sequential: fetch the next blocks too. */
-  private readAhead(index: number, refAt: Map<number, BlockRef>): void {
-    for (let k = 1; k <= READ_AHEAD_BLOCKS; k++) this.prefetch(refAt.get(index + k));
+  /**
+   * A read that starts or ends a block is likely sequential: fetch the next blocks too. Those in
+   * the disk read cache are read ahead only by a read that follows the previous one (`seq`).
+   */
+  private readAhead(index: number, refAt: Map<number, BlockRef>, seq: boolean): void {
+    for (let k = 1; k <= READ_AHEAD_BLOCKS; k++) this.prefetch(refAt.get(index + k), seq);
   }
 
-  private prefetch(ref: BlockRef | undefined): void {
+  private prefetch(ref: BlockRef | undefined, seq: boolean): void {
     if (!ref || this.opts.cache.has(ref.key) || this.loading.has(ref.key)) return;
     const disk = this.opts.diskCache;
     // A block in the disk read cache is local already: it is read in ranges when asked for, and
     // only brought into the kernel's page cache ahead of those reads (no buffer of ours holds it).
-    if (disk && this.onDiskOnly(ref)) disk.cache.warm(disk.namespace, ref.key);
-    else this.readObject(ref).catch(() => undefined);
+    if (disk && this.onDiskOnly(ref)) {
+      if (seq) disk.cache.warm(disk.namespace, ref.key);
+    } else {
+      this.readObject(ref).catch(() => undefined);
+    }
   }
 
   // ---- size changes and deletion -----------------------------------------------------------------
