@@ -9,7 +9,7 @@ import type { AdapterType } from './control/types.js';
 
 export const PROTOCOL_ENGINES: Readonly<Record<AdapterType, { implemented: boolean; title: string }>> = Object.freeze({
   nfs: { implemented: true, title: 'NFSv3 + MOUNT v3' },
-  smb: { implemented: true, title: 'SMB2 (2.0.2, 2.1)' },
+  smb: { implemented: true, title: 'SMB2/3 (2.0.2 to 3.1.1)' },
 });
 
 /** True when this build has the engine of `type`. */
