@@ -4,9 +4,14 @@
 /** Per procedure: calls answered and seconds spent in the server on them. */
 export type CallTimes = Map<string, { count: number; sum: number }>;
 
+/** The server's /metrics, as text. */
+export async function scrapeMetrics(metricsPort: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+}
+
 /** One histogram's `_sum` and `_count` per value of one label, from the server's /metrics. */
 async function readHistogram(metricsPort: number, name: string, label: string, only?: RegExp): Promise<CallTimes> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const text = await scrapeMetrics(metricsPort);
   const line = new RegExp(`^${name}_(sum|count)\\{([^}]*)\\} (\\S+)$`);
   const key = new RegExp(`${label}="([^"]+)"`);
   const out: CallTimes = new Map();
@@ -38,13 +43,13 @@ export function readGcTimes(metricsPort: number): Promise<CallTimes> {
  * disk (s3 block stores; a miss there is a GET from the store).
  */
 export async function readCacheCounts(metricsPort: number): Promise<Record<string, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const text = await scrapeMetrics(metricsPort);
   const out: Record<string, number> = {};
   for (const m of text.matchAll(/^dittofs_(read|disk)_cache_(hits|misses)_total (\S+)$/gm)) out[`${m[1]} ${m[2]}`] = Number(m[3]);
   return out;
 }
 
-/** "memory 3 hits / 5 misses, disk 2 hits / 1 misses": the counts between two readings. */
+/** "memory cache 3 hits / 5 misses, disk cache 2 hits / 1 misses": the counts between two readings. */
 export function formatCacheCounts(after: Record<string, number>, before: Record<string, number>): string {
   const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
   return `memory cache ${d('read hits')} hits / ${d('read misses')} misses, disk cache ${d('disk hits')} hits / ${d('disk misses')} misses`;

@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { startDittofs } from '../helpers/server.js';
 import { EXPORT_PATH, writeDittoConfig } from './backends.js';
 import { Nfs3Client, NfsError, XdrWriter } from './nfsclient.js';
-import { formatCallTimes, readCallTimes } from './call-times.js';
+import { formatCallTimes, readCallTimes, scrapeMetrics } from './call-times.js';
 import { cpuSeconds } from './proc.js';
 
 const NFSPROC3_SETATTR = 2;
@@ -69,7 +69,7 @@ function setattrArgs(fh: Buffer, mode: number | undefined, mtimeSec: number | un
 async function waitClean(metricsPort: number): Promise<void> {
   const deadline = Date.now() + 120_000;
   for (;;) {
-    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const text = await scrapeMetrics(metricsPort);
     const dirty = text
       .split('\n')
       .filter((l) => l.startsWith('dittofs_dirty_bytes'))

@@ -806,8 +806,11 @@ async function benchServer(
     let walDrain: Drain | undefined;
     let peakRssAfterDrainKiB: number | undefined;
     let s3ObjectsAfterDrain: number | undefined;
+    let peersOfWrite: PeerCpu | undefined;
     if (server.dataDir !== undefined) {
       walDrain = await waitWalDrain(path.join(server.dataDir, 'wal'), writeEnd, server.gone);
+      // Before the bench's own listing of the round's objects below, which s3rver serves too.
+      peersOfWrite = writePeers();
       peakRssAfterDrainKiB = await vmHwmKiB(server.pid);
       const where =
         walDrain.seconds === undefined
@@ -823,7 +826,7 @@ async function benchServer(
     }
 
     const writeCpuSeconds = cpuSince(server.pid, cpuAtStart);
-    const peersOfWrite = writePeers();
+    peersOfWrite ??= writePeers();
     const mainCpu = mainThreadCpuSeconds(server.pid);
     // DittoFS only (its metrics port): ganesha's work is on threads of its own, not its main thread.
     if (writeCpuSeconds !== undefined && mainCpu !== undefined && mainCpuAtStart !== undefined && server.metricsPort !== undefined) {
@@ -846,14 +849,17 @@ async function benchServer(
     let readCpuSeconds: number | undefined;
     let peersOfRead: PeerCpu = {};
     try {
+      // The scrape first: its CPU is not the read's.
+      const cachesAtRead = server.metricsPort === undefined ? undefined : await readCacheCounts(server.metricsPort);
       const readPeers = watchPeers(peersOnDitto);
       const cpuAtRead = cpuSeconds(server.pid);
-      const cachesAtRead = server.metricsPort === undefined ? undefined : await readCacheCounts(server.metricsPort);
       r = await run('nfs-cp', [url, back], cpTimeout, server.gone);
       readCpuSeconds = cpuSince(server.pid, cpuAtRead);
       peersOfRead = readPeers();
       if (cachesAtRead !== undefined && server.metricsPort !== undefined)
-        console.log(`${label}: the read's blocks: ${formatCacheCounts(await readCacheCounts(server.metricsPort), cachesAtRead)}`);
+        console.log(
+          `${label}: the read's block lookups (about one per READ): ${formatCacheCounts(await readCacheCounts(server.metricsPort), cachesAtRead)}`,
+        );
       const got = (await stat(back)).size;
       if (got !== bytes) throw new BenchError(`${label}: READ BACK ${got} bytes, wrote ${bytes}: DATA MISMATCH`);
       const sha = await sha256File(back);

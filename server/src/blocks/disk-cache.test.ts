@@ -185,16 +185,17 @@ describe('disk read cache', () => {
         assert.deepEqual(target, data.subarray(off, off + 1000));
       }
       assert.equal(await openFds(fileA), 1, 'ten reads, one open handle');
+      assert.equal(c.handleOpens, 1);
       c.warm('s', 'a');
       c.warm('s', 'a');
-      for (let i = 0; i < 1000 && c.warms < 1; i++) await new Promise((r) => setTimeout(r, 10));
+      await c.readAheadDone();
       assert.equal(c.warms, 1, 'read ahead once');
-      assert.equal(await openFds(fileA), 1, 'through the same handle');
+      assert.equal(c.handleOpens, 1, 'through the same handle');
       c.warm('s', 'unknown');
       c.delete('s', 'a');
       await c.put('s', 'a', data);
       c.warm('s', 'a');
-      for (let i = 0; i < 1000 && c.warms < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      await c.readAheadDone();
       assert.equal(c.warms, 2, 'an entry put again is read ahead again');
       await c.put('s', 'b', bytes(10_000, 7));
       await c.put('s', 'c', bytes(10_000, 8)); // evicts a
@@ -277,7 +278,7 @@ describe('disk read cache', () => {
     // A sequential read, one block per call: from the second block on, the next blocks are read
     // ahead from the disk cache's files (into the kernel's page cache), once each.
     for (let i = 0; i < 4; i++) assert.deepEqual(await svc.read(ino, i * BS, BS, data.length), data.subarray(i * BS, (i + 1) * BS));
-    for (let i = 0; i < 1000 && disk.warms < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    await disk.readAheadDone();
     assert.equal(disk.warms, 2, 'blocks 2 and 3 were read ahead, each once, and nothing before the read was sequential');
     assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
     assert.equal(gets, 0, 'every block came from the disk cache');

@@ -11,7 +11,7 @@
 // is dropped, never served. The index is rebuilt from the directory at start (oldest first).
 import { crc32c } from '@node-rs/crc32';
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { BufferPool } from '../wire/buffer-pool.js';
@@ -56,6 +56,8 @@ export class DiskBlockCache {
   private scratch: Buffer | null = null;
   /** After close(): nothing more is read ahead, and no handle is kept. */
   private closed = false;
+  /** The read-ahead loop while entries are queued (warmNext), else null. */
+  private warming: Promise<void> | null = null;
   /** Page-aligned headers of entries written with O_DIRECT. */
   private readonly headers = new BufferPool(64 * 1024, 4, true);
   /** False once the volume refused O_DIRECT (tmpfs). */
@@ -195,9 +197,7 @@ export class DiskBlockCache {
           }
           return got;
         },
-        // The file opened may be a later entry for the key (this one dropped, the object put again
-        // meanwhile), with the other header: the same bytes at another offset. Its size tells.
-        async (fh) => (await fh.stat()).size === size,
+        sizeIs(size),
       );
       if (read === null || read < want) throw new Error('gone, replaced or short');
     } catch {
@@ -227,14 +227,14 @@ export class DiskBlockCache {
     this.warmed.add(name);
     if (this.warmed.size > WARMED_KEPT) this.warmed.delete(this.warmed.values().next().value!);
     this.warmQueue.push({ name, size });
-    if (this.warmQueue.length === 1) void this.warmNext();
+    this.warming ??= this.warmNext();
   }
 
   private async warmNext(): Promise<void> {
     while (this.warmQueue.length > 0) {
       const { name, size } = this.warmQueue[0]!;
       try {
-        if (!this.closed && this.entries.get(name) === size) {
+        if (this.entries.get(name) === size) {
           await this.handles.use(
             this.fileOf(name),
             async (fh) => {
@@ -245,7 +245,7 @@ export class DiskBlockCache {
               }
               this.warms++;
             },
-            async (fh) => (await fh.stat()).size === size,
+            sizeIs(size),
           );
         }
       } catch {
@@ -253,7 +253,17 @@ export class DiskBlockCache {
       }
       this.warmQueue.shift();
     }
-    if (this.closed) this.scratch = null;
+    this.warming = null;
+  }
+
+  /** Resolves once nothing is queued for read-ahead (tests). */
+  async readAheadDone(): Promise<void> {
+    await this.warming;
+  }
+
+  /** Files opened for reads in ranges and read-ahead so far (tests: a kept handle is not opened again). */
+  get handleOpens(): number {
+    return this.handles.opens;
   }
 
   /** Closes the kept read handles (those in use once their reads are done). */
@@ -262,7 +272,6 @@ export class DiskBlockCache {
     this.handles.close();
     // What is queued is skipped; the entry being read ahead finishes (its read is on the thread pool).
     this.warmQueue.splice(1);
-    if (this.warmQueue.length === 0) this.scratch = null;
   }
 
   has(namespace: string, key: string): boolean {
@@ -330,8 +339,6 @@ export class DiskBlockCache {
         this.directPuts++;
       }
       await rename(tmp, this.fileOf(name));
-      this.handles.forget(this.fileOf(name));
-      this.warmed.delete(name);
     } catch (err) {
       this.log?.warn({ err, entry: name }, 'could not write a read cache entry');
       await rm(tmp, { force: true });
@@ -351,14 +358,22 @@ export class DiskBlockCache {
   }
 
   private drop(name: string): void {
+    if (this.unindex(name)) unlink(this.fileOf(name)).catch(() => undefined);
+  }
+
+  /**
+   * Forgets an entry (its file is the caller's to delete): the index, its kept handle and its
+   * read-ahead mark, so that a later entry of the name starts afresh. False when there was none.
+   */
+  private unindex(name: string): boolean {
     const size = this.entries.get(name);
-    if (size === undefined) return;
+    if (size === undefined) return false;
     this.entries.delete(name);
     this.verified.delete(name);
     this.bytes -= size;
     this.handles.forget(this.fileOf(name));
     this.warmed.delete(name);
-    unlink(this.fileOf(name)).catch(() => undefined);
+    return true;
   }
 
   private async evict(): Promise<void> {
@@ -366,16 +381,21 @@ export class DiskBlockCache {
       const oldest = this.entries.keys().next();
       if (oldest.done) break;
       const name = oldest.value;
-      const size = this.entries.get(name)!;
-      this.entries.delete(name);
-      this.verified.delete(name);
-      this.bytes -= size;
-      this.handles.forget(this.fileOf(name));
-      this.warmed.delete(name);
+      this.unindex(name);
       await unlink(this.fileOf(name)).catch(() => undefined);
     }
   }
 }
+
+/**
+ * ReadHandles' check of a newly opened entry file: the file opened may be a later entry for the key
+ * (this one dropped, the object put again meanwhile) with the other header, the same bytes at
+ * another offset. Its size tells.
+ */
+const sizeIs =
+  (size: number) =>
+  async (fh: FileHandle): Promise<boolean> =>
+    (await fh.stat()).size === size;
 
 function writeHeader(h: Buffer, magic: number, length: number, crc: number): Buffer {
   h.writeUInt32LE(magic, 0);

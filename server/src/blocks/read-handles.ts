@@ -35,7 +35,8 @@ export class ReadHandles {
   /**
    * Runs `fn` on `file` opened for reading; null (and `fn` not run) when there is no such file.
    * `check`, when given, runs once on a newly opened handle: false means the file is not the one
-   * wanted (replaced meanwhile), which counts as no such file.
+   * wanted (replaced meanwhile), which counts as no such file. A kept handle is not checked again:
+   * whoever replaces the file calls forget().
    */
   async use<T>(file: string, fn: (fh: FileHandle) => Promise<T>, check?: (fh: FileHandle) => Promise<boolean>): Promise<T | null> {
     let e = this.entries.get(file);

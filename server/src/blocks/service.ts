@@ -258,9 +258,10 @@ export class BlockService {
   /** Block objects being fetched: a read of one that a prefetch is already loading waits for it. */
   private readonly loading = new Map<string, Promise<Buffer>>();
   /**
-   * The last block each recently read file was read in, most recent last (at most
-   * SEQUENTIAL_FILES): a read starting in that block or the next is sequential, and only those read
-   * the disk read cache ahead (a random reader would make the device read 16 MiB per READ).
+   * The last block each recently read file was read in (with a disk read cache; at most
+   * SEQUENTIAL_FILES, the first read first out): a read starting in that block or the next is
+   * sequential, and only those read the disk read cache ahead (a random reader would make the
+   * device read 16 MiB per READ).
    */
   private readonly lastReadBlock = new Map<number, number>();
   private readonly gcTimer: NodeJS.Timeout | null;
@@ -849,9 +850,13 @@ export class BlockService {
   async read(inodeId: number, offset: number, count: number, fileSize: number, target?: Buffer): Promise<Buffer> {
     const end = Math.min(fileSize, offset + count);
     if (end <= offset) return Buffer.alloc(0);
+    // Asked once per READ (a retry below is the same read, not a sequential one).
+    const seq =
+      this.opts.diskCache !== undefined &&
+      this.sequential(inodeId, Math.floor(offset / this.blockSize), Math.floor((end - 1) / this.blockSize));
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.readOnce(inodeId, offset, end, target);
+        return await this.readOnce(inodeId, offset, end, seq, target);
       } catch (err) {
         // A block switched to a new version (and its WAL segment retired) between looking it up
         // and reading it: read again.
@@ -863,7 +868,7 @@ export class BlockService {
     }
   }
 
-  private async readOnce(inodeId: number, offset: number, end: number, target?: Buffer): Promise<Buffer> {
+  private async readOnce(inodeId: number, offset: number, end: number, seq: boolean, target?: Buffer): Promise<Buffer> {
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((end - 1) / bs);
@@ -882,7 +887,6 @@ export class BlockService {
     const refs = await this.meta.getBlocks(inodeId, first, last + 1 + READ_AHEAD_BLOCKS);
     const refAt = new Map<number, BlockRef>();
     for (const r of refs) refAt.set(r.index, r);
-    const seq = this.sequential(inodeId, first, last);
     if (first === last && !layers.has(first) && this.store.readInto === undefined && !this.onDiskOnly(refAt.get(first))) {
       // The common case, a read inside one stored block: the answer is a view of the object (which
       // is immutable), with no copy and no new buffer.
@@ -903,9 +907,10 @@ export class BlockService {
   /** Whether a read of blocks first..last follows the file's previous read (see lastReadBlock); remembers last. */
   private sequential(inodeId: number, first: number, last: number): boolean {
     const prev = this.lastReadBlock.get(inodeId);
-    this.lastReadBlock.delete(inodeId);
-    this.lastReadBlock.set(inodeId, last);
-    if (this.lastReadBlock.size > SEQUENTIAL_FILES) this.lastReadBlock.delete(this.lastReadBlock.keys().next().value!);
+    if (prev !== last) this.lastReadBlock.set(inodeId, last);
+    // The oldest file first out (by its first read: cheaper than moving each file on every read).
+    if (prev === undefined && this.lastReadBlock.size > SEQUENTIAL_FILES)
+      this.lastReadBlock.delete(this.lastReadBlock.keys().next().value!);
     return prev !== undefined && (first === prev || first === prev + 1);
   }
 
@@ -988,7 +993,8 @@ export class BlockService {
     const disk = this.opts.diskCache;
     // A block in the disk read cache is local already: it is read in ranges when asked for, and
     // only brought into the kernel's page cache ahead of those reads (no buffer of ours holds it).
-    if (disk && this.onDiskOnly(ref)) {
+    // (Neither in memory nor being fetched, as onDiskOnly asks: checked above.)
+    if (disk && disk.cache.has(disk.namespace, ref.key)) {
       if (seq) disk.cache.warm(disk.namespace, ref.key);
     } else {
       this.readObject(ref).catch(() => undefined);

@@ -89,8 +89,9 @@ adapters:
     port: 12445
     # Listen address, as for NFS. Env: DITTOFS_BIND_ADDRESS.
     bind: 0.0.0.0
-    # Require every session to sign its messages (HMAC-SHA256); otherwise sessions sign when the
-    # client asks (Windows 11 always does). Env: DITTOFS_SMB_SIGNING_REQUIRED.
+    # Require every session to sign its messages (HMAC-SHA256 at SMB 2.x, AES-CMAC or AES-GMAC at
+    # 3.x); otherwise sessions sign when the client asks (Windows 11 always does).
+    # Env: DITTOFS_SMB_SIGNING_REQUIRED.
     signing_required: false
     # Require every session to encrypt its messages (SMB 3.x, AES-GCM or AES-CCM); otherwise
     # sessions encrypt when the client asks (mount -o seal, smbclient --client-protection=encrypt).

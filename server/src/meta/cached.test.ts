@@ -2,7 +2,7 @@
 // store on flushAttrs and on close, a failed flush keeps the changes, changes made behind its back
 // show after the TTL, and block maps follow putBlock / dropBlocks.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import { FileType, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
 import { VfsError } from '../vfs/errors.js';
 import { CachedMetadataStore } from './cached.js';
@@ -28,14 +28,6 @@ async function setup(opts: ConstructorParameters<typeof CachedMetadataStore>[1] 
   const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
   await cached.getInode(f.id);
   return { inner, cached, f };
-}
-
-/** Counts the calls of `method` that reach the store under the cache. */
-function countCalls(inner: MemoryMetadataStore, method: 'lookup' | 'getMeta'): { n: number } {
-  const c = { n: 0 };
-  const call = inner[method].bind(inner) as (...args: unknown[]) => unknown;
-  (inner as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => (c.n++, call(...args));
-  return c;
 }
 
 describe('CachedMetadataStore', () => {
@@ -386,24 +378,24 @@ describe('CachedMetadataStore', () => {
     const root = await cached.ensureRoot(SHARE, file());
     // Made behind the cache, so that the first lookup reads it (a name created here is cached at once).
     const d = await inner.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
-    const lookups = countCalls(inner, 'lookup');
+    const lookups = mock.method(inner, 'lookup');
     assert.equal((await cached.lookup(root.id, Buffer.from('d')))!.id, d.id);
     assert.equal((await cached.lookup(root.id, Buffer.from('d')))!.id, d.id);
-    assert.equal(lookups.n, 1, 'the second lookup is answered from memory');
+    assert.equal(lookups.mock.callCount(), 1, 'the second lookup is answered from memory');
     // A create in the directory adds a name: the cached ones still hold.
     await cached.create(root.id, Buffer.from('g'), file(), T(3));
     assert.equal((await cached.lookup(root.id, Buffer.from('d')))!.id, d.id);
-    assert.equal(lookups.n, 1);
+    assert.equal(lookups.mock.callCount(), 1);
     await cached.rename(root.id, Buffer.from('d'), root.id, Buffer.from('e'), T(4));
     // The directory itself is read again (cached anew) before the next lookup of its old name.
     await cached.getInode(d.id);
     assert.equal(await cached.lookup(root.id, Buffer.from('d')), null, 'the renamed name is gone at once');
     assert.equal((await cached.lookup(root.id, Buffer.from('e')))!.id, d.id);
     await cached.lookup(root.id, Buffer.from('e'));
-    lookups.n = 0;
+    lookups.mock.resetCalls();
     await cached.remove(root.id, Buffer.from('e'), true, T(5));
     assert.equal(await cached.lookup(root.id, Buffer.from('e')), null, 'the removed name is gone at once');
-    assert.equal(lookups.n, 1);
+    assert.equal(lookups.mock.callCount(), 1);
     // A file renamed over a cached name: the name holds the moved file.
     const f = (await cached.lookup(root.id, Buffer.from('f')))!;
     await cached.rename(root.id, Buffer.from('g'), root.id, Buffer.from('f'), T(6));
@@ -415,10 +407,10 @@ describe('CachedMetadataStore', () => {
   it('a name just created is answered from memory, unless a remove overlapped the create', async () => {
     const { inner, cached } = await setup();
     const root = await cached.ensureRoot(SHARE, file());
-    const lookups = countCalls(inner, 'lookup');
+    const lookups = mock.method(inner, 'lookup');
     const a = await cached.create(root.id, Buffer.from('a'), file(), T(2));
     assert.equal((await cached.lookup(root.id, Buffer.from('a')))!.id, a.id);
-    assert.equal(lookups.n, 0, 'the stat after a create costs no query');
+    assert.equal(lookups.mock.callCount(), 0, 'the stat after a create costs no query');
     // A create made in the store, whose answer comes back only after a remove of the same name ran
     // from start to end (a pooled store answers in any order): the name is gone.
     let release!: () => void;
@@ -438,9 +430,9 @@ describe('CachedMetadataStore', () => {
     await cached.remove(root.id, Buffer.from('b'), false, T(6));
     release();
     await creating;
-    lookups.n = 0;
+    lookups.mock.resetCalls();
     assert.equal(await cached.lookup(root.id, Buffer.from('b')), null, 'the removed name is not answered from memory');
-    assert.equal(lookups.n, 1);
+    assert.equal(lookups.mock.callCount(), 1);
     await cached.close();
   });
 
@@ -494,10 +486,10 @@ describe('CachedMetadataStore', () => {
     const { cached, inner, f } = await setup();
     cached.attachCoherence({ sync: async () => true, announce: async () => 1, done: () => undefined }, () => undefined);
     const root = await cached.ensureRoot(SHARE, file());
-    const lookups = countCalls(inner, 'lookup');
+    const lookups = mock.method(inner, 'lookup');
     await cached.lookup(root.id, Buffer.from('f'));
     await cached.lookup(root.id, Buffer.from('f'));
-    assert.equal(lookups.n, 1);
+    assert.equal(lookups.mock.callCount(), 1);
     // The other server announces a change of the directory: until it is done, the store answers.
     cached.uncertainRemote([root.id], true);
     await inner.rename(root.id, Buffer.from('f'), root.id, Buffer.from('f2'), T(2));
@@ -514,11 +506,11 @@ describe('CachedMetadataStore', () => {
 
   it('one server: that an inode has no records is remembered until a putMeta changes it', async () => {
     const { cached, inner, f } = await setup();
-    const counter = countCalls(inner, 'getMeta');
+    const counter = mock.method(inner, 'getMeta');
     const sd = { name: Buffer.alloc(0), value: Buffer.from('sd') };
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
-    assert.equal(counter.n, 1, 'the absence is answered from memory');
+    assert.equal(counter.mock.callCount(), 1, 'the absence is answered from memory');
     await cached.putMeta(f.id, InodeMetaKind.SECURITY, [sd], { count: 4, bytes: 1024 });
     assert.equal((await cached.getMeta(f.id, InodeMetaKind.SECURITY)).length, 1);
     await cached.close();
@@ -531,12 +523,12 @@ describe('CachedMetadataStore', () => {
       { sync: async () => true, announce: async () => 1, done: (_t, ids) => void published.push(ids === null ? '*' : ids.join(',')) },
       () => undefined,
     );
-    const counter = countCalls(inner, 'getMeta');
+    const counter = mock.method(inner, 'getMeta');
     const sd = { name: Buffer.alloc(0), value: Buffer.from('sd') };
     const limits = { count: 4, bytes: 1024 };
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
-    assert.equal(counter.n, 2, 'each asks the store (a server of an earlier release does not announce a stored DACL)');
+    assert.equal(counter.mock.callCount(), 2, 'each asks the store (a server of an earlier release does not announce a stored DACL)');
     // A putMeta without a ctime change (a stored DACL) is published too.
     await cached.putMeta(f.id, InodeMetaKind.SECURITY, [sd], limits);
     assert.deepEqual(published, [String(f.id)]);
