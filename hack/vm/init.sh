@@ -14,7 +14,7 @@
 # The test script is /test/script.sh, appended at run time as a second cpio archive; for cifs the
 # same archive holds /test/credentials ("username=U" and "password=W" lines, kept off the command
 # line so the password can hold any character but a comma and never reaches the console).
-# The script runs with DITTOFS_FS=nfs|cifs in its environment and, for cifs, DITTOFS_DIALECT=<vers>,
+# The script runs with DITTOFS_FS=nfs|cifs in its environment and, for cifs, DITTOFS_DIALECT=<label> (the dialect as given: 3.0, default+seal),
 # DITTOFS_FIRST_RUN=1 in the first dialect's run and DITTOFS_LAST_RUN=1 in the last's (0 otherwise),
 # so that runs can share work within a boot.
 #

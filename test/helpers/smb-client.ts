@@ -188,8 +188,14 @@ export class SmbTestClient {
     const framer = new DirectTcpFramer(16 * 1024 * 1024, (frame) => {
       if (isTransformFrame(frame)) {
         const t = decodeTransformHeader(frame);
-        if (this.cipher === null || t === null) throw new Error('an encrypted reply on a session without keys');
-        frame = decryptMessage(this.cipher, frame, t);
+        try {
+          if (this.cipher === null || t === null) throw new Error('an encrypted reply on a session without keys');
+          frame = decryptMessage(this.cipher, frame, t);
+        } catch (e) {
+          // Not thrown from a socket callback (an uncaught exception): the requests waiting fail with it.
+          this.fail(`an encrypted reply did not open: ${(e as Error).message}`);
+          return;
+        }
       }
       for (const r of decodeReplies(frame)) {
         this.onReply?.(r);
@@ -202,11 +208,15 @@ export class SmbTestClient {
     });
     sock.on('data', (c: Buffer) => framer.push(c));
     sock.on('error', () => undefined);
-    sock.on('close', () => {
-      this.closed = true;
-      for (const [id, w] of this.waiting) w.reject(new Error(`connection closed before the reply to message ${id}`));
-      this.waiting.clear();
-    });
+    sock.on('close', () => this.fail('connection closed'));
+  }
+
+  /** Ends the connection: every request still waiting fails, saying why. */
+  private fail(why: string): void {
+    this.closed = true;
+    for (const [id, w] of this.waiting) w.reject(new Error(`${why} before the reply to message ${id}`));
+    this.waiting.clear();
+    this.sock.destroy();
   }
 
   static async connect(port: number): Promise<SmbTestClient> {

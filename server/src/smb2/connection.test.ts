@@ -13,6 +13,7 @@ import {
   decodeTransformHeader,
   decryptMessage,
   encryptMessage,
+  isTransformFrame,
   sessionCipher,
   type SessionCipher,
 } from './auth/encryption.js';
@@ -28,6 +29,13 @@ import { TestNtlmClient } from '../../../test/helpers/ntlm-client.js';
 import { LogonLimiter } from './auth/logon-limiter.js';
 
 /** A logger that keeps the messages of its info and warn lines. */
+/** Serves one frame as the listener does (server.ts): an encrypted one is opened first (unseal), then handled as its session's. */
+async function serve(conn: SmbConnection, frame: Buffer): Promise<void> {
+  if (!isTransformFrame(frame)) return conn.handleFrame(frame);
+  const opened = conn.unseal(frame);
+  if (opened !== null) await conn.handleFrame(opened.message, opened.session);
+}
+
 function recordingLog(): { log: Logger; lines: string[] } {
   const lines: string[] = [];
   const keep = (_obj: unknown, msg: string): void => void lines.push(msg);
@@ -557,13 +565,14 @@ describe('SMB2 connection', () => {
     const e = await start(conn, [preauth(1), encryptionCaps]);
     assert.equal(e.flags, 0, 'encryption not required: no ENCRYPT_DATA');
     // An unsigned TREE_CONNECT is refused at 3.1.1 (above); encrypted, it is taken, and answered encrypted, unsigned.
-    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.TREE_CONNECT, 3, tc, { sessionId: e.sessionId })));
+    await serve(conn, sealed(e.client, e.sessionId, request(Command.TREE_CONNECT, 3, tc, { sessionId: e.sessionId })));
     const tree = opened(e.client);
     assert.equal(decodeHeader(tree).status, 0);
     assert.equal(decodeHeader(tree).flags & HeaderFlags.SIGNED, 0, 'encrypted, not signed');
     assert.deepEqual(aborted, []);
     // A compound of two elements: one frame in, one encrypted frame out.
-    await conn.handleFrame(
+    await serve(
+      conn,
       sealed(
         e.client,
         e.sessionId,
@@ -581,37 +590,37 @@ describe('SMB2 connection', () => {
     await conn.handleFrame(signCompound(e.key, [request(Command.ECHO, 6, echo, { sessionId: e.sessionId })], smb3Signature));
     assert.equal(decodeHeader(sent[sent.length - 1]!).status, 0);
     // An encrypted message acts for its own session only.
-    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.ECHO, 7, echo, { sessionId: e.sessionId + 1 })));
+    await serve(conn, sealed(e.client, e.sessionId, request(Command.ECHO, 7, echo, { sessionId: e.sessionId + 1 })));
     assert.equal(decodeHeader(opened(e.client)).status, NtStatus.ACCESS_DENIED);
     assert.deepEqual(aborted, []);
     // After LOGOFF the session's key still opens what the client sends for it, and answers it,
     // encrypted: USER_SESSION_DELETED (smbtorture connect sends a second LOGOFF).
     const other = await logOn311(sent, conn, e.neg, 8);
-    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.LOGOFF, 10, echo, { sessionId: e.sessionId })));
+    await serve(conn, sealed(e.client, e.sessionId, request(Command.LOGOFF, 10, echo, { sessionId: e.sessionId })));
     assert.equal(decodeHeader(opened(e.client)).status, 0);
-    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.LOGOFF, 11, echo, { sessionId: e.sessionId })));
+    await serve(conn, sealed(e.client, e.sessionId, request(Command.LOGOFF, 11, echo, { sessionId: e.sessionId })));
     assert.equal(decodeHeader(opened(e.client)).status, NtStatus.USER_SESSION_DELETED);
-    await conn.handleFrame(sealed(e.client, e.sessionId, request(Command.TREE_CONNECT, 12, tc, { sessionId: e.sessionId })));
+    await serve(conn, sealed(e.client, e.sessionId, request(Command.TREE_CONNECT, 12, tc, { sessionId: e.sessionId })));
     assert.equal(decodeHeader(opened(e.client)).status, NtStatus.USER_SESSION_DELETED);
     assert.deepEqual(aborted, []);
     // A changed byte of the ciphertext: not processed, and the connection ends.
     const forged = sealed(clientOf(other), other.sessionId, request(Command.ECHO, 13, echo, { sessionId: other.sessionId }));
     forged[forged.length - 3]! ^= 0x40;
     const before = sent.length;
-    await conn.handleFrame(forged);
+    await serve(conn, forged);
     assert.equal(sent.length, before, 'nothing answered');
     assert.match(aborted[0] ?? '', /encrypted message refused: the message does not decrypt/);
 
     // A transform naming a session without a key (or none) ends the connection too.
     const c2 = connect();
     const e2 = await start(c2, [preauth(1), encryptionCaps]);
-    await c2.handleFrame(sealed(e2.client, e2.sessionId + 99, request(Command.ECHO, 3, echo, { sessionId: e2.sessionId + 99 })));
+    await serve(c2, sealed(e2.client, e2.sessionId + 99, request(Command.ECHO, 3, echo, { sessionId: e2.sessionId + 99 })));
     assert.match(aborted[1] ?? '', /has no encryption key here/);
 
     // No cipher offered: none negotiated, and a transform ends the connection.
     const c3 = connect();
     const e3 = await start(c3, [preauth(1)]);
-    await c3.handleFrame(sealed(e3.client, e3.sessionId, request(Command.ECHO, 3, echo, { sessionId: e3.sessionId })));
+    await serve(c3, sealed(e3.client, e3.sessionId, request(Command.ECHO, 3, echo, { sessionId: e3.sessionId })));
     assert.match(aborted[2] ?? '', /has no encryption key here/);
     await srv.close();
   });
@@ -637,7 +646,7 @@ describe('SMB2 connection', () => {
       assert.ok(gt !== null, 'encrypted');
       return decryptMessage(sealer, g, gt);
     };
-    await conn.handleFrame(seal(request(Command.ECHO, 4, echo, { sessionId: l.sessionId })));
+    await serve(conn, seal(request(Command.ECHO, 4, echo, { sessionId: l.sessionId })));
     assert.equal(decodeHeader(last()).status, 0);
     // A re-authentication in the clear (unsigned: anyone on the path could send it) is refused,
     // and the session goes on.
@@ -648,20 +657,20 @@ describe('SMB2 connection', () => {
     // nothing, an encrypted one does.
     const path = utf16('\\\\127.0.0.1\\export');
     const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
-    await conn.handleFrame(seal(request(Command.TREE_CONNECT, 6, tc, { sessionId: l.sessionId })));
+    await serve(conn, seal(request(Command.TREE_CONNECT, 6, tc, { sessionId: l.sessionId })));
     const treeId = decodeHeader(last()).treeId;
-    await conn.handleFrame(seal(request(Command.CREATE, 7, createBody('', 1), { sessionId: l.sessionId, treeId })));
+    await serve(conn, seal(request(Command.CREATE, 7, createBody('', 1), { sessionId: l.sessionId, treeId })));
     const created = last();
     assert.equal(decodeHeader(created).status, 0);
     const fileId = created.subarray(HEADER_SIZE + 64, HEADER_SIZE + 80);
     const notify = new SmbWriter().u16(32).u16(0).u32(4096).bytes(fileId).u32(0x1).u32(0).finish();
-    await conn.handleFrame(seal(request(Command.CHANGE_NOTIFY, 8, notify, { sessionId: l.sessionId, treeId })));
+    await serve(conn, seal(request(Command.CHANGE_NOTIFY, 8, notify, { sessionId: l.sessionId, treeId })));
     assert.equal(decodeHeader(last()).status, NtStatus.PENDING);
     const cancel = () => request(Command.CANCEL, 8, Buffer.from([4, 0, 0, 0]), { sessionId: l.sessionId, charge: 0 });
     await conn.handleFrame(cancel());
     await conn.handleFrame(signCompound(l.key, [cancel()], smb3Signature));
     assert.equal(conn.pendingCount, 1, 'a CANCEL in the clear, signed or not, cancels nothing');
-    await conn.handleFrame(seal(cancel()));
+    await serve(conn, seal(cancel()));
     assert.equal(conn.pendingCount, 0);
     assert.equal(decodeHeader(last()).status, NtStatus.CANCELLED, 'the final response, encrypted');
 
@@ -915,7 +924,7 @@ describe('SMB2 connection', () => {
     assert.equal(decodeHeader(sent[1]!).status, NtStatus.ACCESS_DENIED, 'unsigned');
     const forged = signed(request(Command.TREE_CONNECT, 2, tc, { sessionId: 8 }));
     forged[50] = forged[50]! ^ 1;
-    await conn.handleFrame(forged);
+    await serve(conn, forged);
     assert.equal(decodeHeader(sent[2]!).status, NtStatus.ACCESS_DENIED, 'bad signature');
     assert.equal(decodeHeader(sent[2]!).flags & HeaderFlags.SIGNED, 0, 'a refused signature is not answered signed');
     await conn.handleFrame(signed(request(Command.TREE_CONNECT, 3, tc, { sessionId: 8 })));
@@ -1084,7 +1093,7 @@ describe('SMB2 connection', () => {
     const cancel = () => request(Command.CANCEL, 3, Buffer.from([4, 0, 0, 0]), { sessionId, charge: 0 });
     const forged = signCompound(key, [cancel()]);
     forged[60] = forged[60]! ^ 1;
-    await conn.handleFrame(forged);
+    await serve(conn, forged);
     await conn.handleFrame(cancel()); // unsigned, on a session that requires signing
     assert.equal(conn.pendingCount, 1, 'still waiting');
     await conn.handleFrame(signCompound(key, [cancel()]));

@@ -95,7 +95,6 @@ import {
   encryptMessage,
   SERVED_CIPHERS,
   sessionCipher,
-  isTransformFrame,
 } from './auth/encryption.js';
 import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
@@ -151,6 +150,8 @@ const PADDING = Buffer.alloc(8);
 const MAX_COMPOUND = 128;
 /** Sessions per connection, trees per session, opens per connection at most. */
 const MAX_SESSIONS = 64;
+/** endSession's reason for a logon or re-authentication that failed: its durable opens and encryption keys go too. */
+const AUTHENTICATION_FAILED = 'authentication failed';
 /**
  * Sessions of a connection still authenticating at most (SessionId 0 makes one, unauthenticated):
  * a client logs on once, Windows twice at a time (Explorer and an elevated prompt). Each keeps an
@@ -294,36 +295,37 @@ export class SmbConnection implements SessionOwner {
   unseal(frame: Buffer): { message: Buffer; session: Session } | null {
     if (this.aborted) return null;
     const t = decodeTransformHeader(frame);
-    const s = t === null ? undefined : (this.sessions.get(t.sessionId) ?? this.ended.get(t.sessionId));
-    if (t === null || s === undefined || s.cipher === null || (s.state !== 'valid' && this.ended.get(s.id) !== s)) {
+    if (t === null) {
+      this.abort('malformed SMB2 TRANSFORM_HEADER');
+      return null;
+    }
+    // A session of this connection that is valid or ended (see `ended`); one with a cipher is valid.
+    const s = this.sessions.get(t.sessionId) ?? this.ended.get(t.sessionId);
+    if (s?.cipher == null) {
       this.abort(
-        t === null
-          ? 'malformed SMB2 TRANSFORM_HEADER'
-          : `an encrypted message for session ${t.sessionId}, which has no encryption key here`,
+        s === undefined
+          ? `an encrypted message for session ${t.sessionId}, which has no encryption key here (no such session on this connection)`
+          : `an encrypted message for session ${t.sessionId}, which has no encryption key here (it negotiated no cipher)`,
       );
       return null;
     }
     try {
       return { message: decryptMessage(s.cipher, frame, t), session: s };
     } catch (e) {
-      this.abort(`encrypted message refused: ${e instanceof DecryptError ? e.message : String(e)}`);
+      this.abort(
+        `encrypted message refused: ${e instanceof DecryptError ? e.message : String(e)} (session ${t.sessionId}, ${cipherName(s.cipher.cipher)})`,
+      );
       return null;
     }
   }
 
   /**
-   * Handles one Direct TCP frame: resolves once its responses are handed to `send`. An encrypted
-   * frame is opened here, unless the caller did (`sealedBy`: the session whose key it came under).
+   * Handles one Direct TCP frame: resolves once its responses are handed to `send`. A frame that
+   * came encrypted was opened first (unseal, by the listener as it read it): `encryptedBy` is the
+   * session whose key it came under.
    */
-  async handleFrame(frame: Buffer, sealedBy: Session | null = null): Promise<void> {
+  async handleFrame(frame: Buffer, encryptedBy: Session | null = null): Promise<void> {
     if (this.aborted) return;
-    let encryptedBy = sealedBy;
-    if (encryptedBy === null && isTransformFrame(frame)) {
-      const opened = this.unseal(frame);
-      if (opened === null) return;
-      frame = opened.message;
-      encryptedBy = opened.session;
-    }
     if (encryptedBy === null && frame.length >= 4 && frame.readUInt32LE(0) === SMB1_MAGIC) return this.smb1Negotiate(frame);
     const elements: { header: Smb2Header; msg: Buffer }[] = [];
     let at = 0;
@@ -1079,7 +1081,7 @@ export class SmbConnection implements SessionOwner {
       this.cipher = CipherId.AES_128_CCM;
     }
     this.caching.clientGuid = req.clientGuid;
-    this.caching.leasing = (serverCapabilities(dialect) & Capabilities.LEASING) !== 0;
+    this.caching.leasing = (this.capabilities & Capabilities.LEASING) !== 0;
     this.caching.leaseV2 = isSmb3(dialect);
     if (this.caching.leaseV2 && this.dropLeaseChannel === null)
       this.dropLeaseChannel = oplock.addLeaseChannel(this.opts.fs, req.clientGuid, {
@@ -1129,7 +1131,7 @@ export class SmbConnection implements SessionOwner {
       const from = session.preauthHash ?? this.preauthHash;
       if (from === null) throw new SmbStatusError(NtStatus.INTERNAL_ERROR, 'no preauth hash on a 3.1.1 connection');
       if (compound) {
-        await this.endSession(session, 'authentication failed');
+        await this.endSession(session, AUTHENTICATION_FAILED);
         throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'a 3.1.1 SESSION_SETUP in a compound');
       }
       session.preauthHash = sha512(from, r.buf);
@@ -1162,7 +1164,7 @@ export class SmbConnection implements SessionOwner {
           { reason: step.reason, message: step.message, sessionId: session.id, reauth },
           reauth ? 'SMB re-authentication refused: session ended' : 'SMB logon refused',
         );
-      await this.endSession(session, 'authentication failed');
+      await this.endSession(session, AUTHENTICATION_FAILED);
       return step.reason === 'logon-failure' ? NtStatus.LOGON_FAILURE : NtStatus.INVALID_PARAMETER;
     }
     const flags = step.anonymous ? SessionFlags.IS_NULL : step.guest ? SessionFlags.IS_GUEST : 0;
@@ -1187,7 +1189,7 @@ export class SmbConnection implements SessionOwner {
     if (this.opts.encryptionRequired && (!keyed || this.cipher === null)) {
       // 3.3.5.5.3 (Server.RejectUnencryptedAccess): a session that could not encrypt is refused.
       const why = !keyed
-        ? `a ${step.anonymous ? 'anonymous' : 'guest'} session has no key`
+        ? `a ${step.anonymous ? 'anonymous' : step.guest ? 'guest' : 'keyless'} session cannot encrypt`
         : `no cipher in common at ${dialectName(this.dialect)}`;
       this.log?.info(
         { user: step.user.name, sessionId: session.id, dialect: dialectName(this.dialect), why },
@@ -1257,9 +1259,10 @@ export class SmbConnection implements SessionOwner {
   async endSession(session: Session, why: string): Promise<void> {
     if (this.sessions.get(session.id) !== session) return;
     this.sessions.delete(session.id);
+    const refused = why === AUTHENTICATION_FAILED;
     // But after a failed re-authentication: that session is forgotten with its keys (the client's
     // next encrypted request ends the connection, as with smbd: smbtorture reauth6).
-    if (session.cipher && why !== 'authentication failed') {
+    if (session.cipher && !refused) {
       this.ended.set(session.id, session);
       if (this.ended.size > MAX_SESSIONS) this.ended.delete(this.ended.keys().next().value!);
     }
@@ -1268,7 +1271,7 @@ export class SmbConnection implements SessionOwner {
     session.exchange = null;
     this.async.abortWhere((op) => op.request.session === session, 'closed');
     // Durable opens outlive a LOGOFF or a reconnect (MS-SMB2 3.3.5.6), not a refused logon.
-    await this.closeOpens((o) => o.tree.session === session, why !== 'authentication failed');
+    await this.closeOpens((o) => o.tree.session === session, !refused);
     for (const p of this.pipes.values()) if (p.tree.session === session) this.pipes.delete(p.id);
     session.trees.clear();
     if (why !== 'logoff') this.log?.debug({ sessionId: session.id, why }, 'SMB session ended');
@@ -1488,14 +1491,17 @@ function negotiateContexts(list: readonly NegotiateContext[]): { contexts: Negot
   const out: NegotiateContext[] = [
     { type: T.PREAUTH_INTEGRITY_CAPABILITIES, data: new SmbWriter(38).u16(1).u16(salt.length).u16(PREAUTH_SHA512).bytes(salt).finish() },
   ];
+  /** A context's list of ids (2.2.3.1.7 SigningAlgorithms, 2.2.3.1.2 Ciphers): a count, then u16s. */
+  const offeredIds = (c: NegotiateContext, what: string): number[] => {
+    const n = c.data.length >= 2 ? c.data.readUInt16LE(0) : 0;
+    if (n === 0 || c.data.length < 2 + n * 2) throw bad(`malformed ${what} capabilities context`);
+    return Array.from({ length: n }, (_, i) => c.data.readUInt16LE(2 + i * 2));
+  };
   const signing = list.find((c) => c.type === T.SIGNING_CAPABILITIES);
   let gmac = false;
   if (signing) {
-    const n = signing.data.length >= 2 ? signing.data.readUInt16LE(0) : 0;
-    if (n === 0 || signing.data.length < 2 + n * 2) throw bad('malformed signing capabilities context');
-    const offered = Array.from({ length: n }, (_, i) => signing.data.readUInt16LE(2 + i * 2));
     // AES-GMAC when offered (one GCM pass with AES-NI, where CMAC chains every block), else CMAC.
-    gmac = offered.includes(SigningAlgorithmId.AES_GMAC);
+    gmac = offeredIds(signing, 'signing').includes(SigningAlgorithmId.AES_GMAC);
     out.push({
       type: T.SIGNING_CAPABILITIES,
       data: new SmbWriter(4)
@@ -1507,9 +1513,7 @@ function negotiateContexts(list: readonly NegotiateContext[]): { contexts: Negot
   let cipher: Cipher | null = null;
   const encryption = list.find((c) => c.type === T.ENCRYPTION_CAPABILITIES);
   if (encryption) {
-    const n = encryption.data.length >= 2 ? encryption.data.readUInt16LE(0) : 0;
-    if (n === 0 || encryption.data.length < 2 + n * 2) throw bad('malformed encryption capabilities context');
-    const offered = Array.from({ length: n }, (_, i) => encryption.data.readUInt16LE(2 + i * 2));
+    const offered = offeredIds(encryption, 'encryption');
     cipher = SERVED_CIPHERS.find((c) => offered.includes(c)) ?? null;
     out.push({
       type: T.ENCRYPTION_CAPABILITIES,

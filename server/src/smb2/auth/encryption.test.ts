@@ -133,22 +133,24 @@ describe('SMB 3.x encryption (MS-SMB2 3.1.4.3, 3.3.5.2.1.1)', () => {
     }
   });
 
-  it('a changed byte (header, nonce, size, session id, ciphertext or tag) and a wrong key are refused', () => {
-    const sc = sessionCipher(GCM_311.cipher, GCM_311.sessionKey, GCM_311.preauthHash);
-    const t = GCM_311.request.transform;
-    for (const at of [4, 19, 20, 31, 36, 42, 44, 52, t.length - 1]) {
-      const bad = Buffer.from(t);
-      bad[at]! ^= 0x01;
-      const h = decodeTransformHeader(bad);
-      assert.ok(h !== null);
-      assert.throws(() => decryptMessage(sc, bad, h), DecryptError, `byte ${at}`);
-    }
-    const other = sessionCipher(GCM_311.cipher, Buffer.alloc(16, 9), GCM_311.preauthHash);
-    assert.throws(() => decryptMessage(other, t, decodeTransformHeader(t)!), DecryptError);
-    // Cut short: OriginalMessageSize no longer matches.
-    const cut = t.subarray(0, t.length - 1);
-    assert.throws(() => decryptMessage(sc, cut, decodeTransformHeader(cut)!), /OriginalMessageSize/);
-    assert.equal(decodeTransformHeader(t.subarray(0, 51)), null, 'shorter than a transform header');
-    assert.equal(decodeTransformHeader(GCM_311.request.plain), null, 'not a transform header');
-  });
+  for (const ex of [GCM_311, CCM_30]) {
+    it(`${ex.name}: a changed byte (header, nonce, size, session id, ciphertext or tag) and a wrong key are refused`, () => {
+      const sc = sessionCipher(ex.cipher, ex.sessionKey, ex.preauthHash);
+      const t = ex.request.transform;
+      for (const at of [4, 19, 20, 31, 36, 42, 44, 52, t.length - 1]) {
+        const bad = Buffer.from(t);
+        bad[at]! ^= 0x01;
+        const h = decodeTransformHeader(bad);
+        assert.ok(h !== null);
+        assert.throws(() => decryptMessage(sc, bad, h), DecryptError, `byte ${at}`);
+      }
+      const other = sessionCipher(ex.cipher, Buffer.alloc(16, 9), ex.preauthHash);
+      assert.throws(() => decryptMessage(other, t, decodeTransformHeader(t)!), DecryptError);
+      // Cut short: OriginalMessageSize no longer matches.
+      const cut = t.subarray(0, t.length - 1);
+      assert.throws(() => decryptMessage(sc, cut, decodeTransformHeader(cut)!), /OriginalMessageSize/);
+      assert.equal(decodeTransformHeader(t.subarray(0, 51)), null, 'shorter than a transform header');
+      assert.equal(decodeTransformHeader(ex.request.plain), null, 'not a transform header');
+    });
+  }
 });

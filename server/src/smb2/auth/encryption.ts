@@ -131,19 +131,12 @@ export function decryptMessage(sc: SessionCipher, frame: Buffer, h: TransformHea
   const aad = frame.subarray(AAD_OFFSET, TRANSFORM_HEADER_SIZE);
   const body = frame.subarray(TRANSFORM_HEADER_SIZE);
   try {
-    if (isGcm(sc.cipher)) {
-      const d = createDecipheriv(algorithm(sc.cipher) as CipherGCMTypes, sc.decryptionKey, nonce, { authTagLength: TAG_LENGTH });
-      d.setAuthTag(h.signature);
-      d.setAAD(aad);
-      const out = d.update(body);
-      d.final(); // checks the tag; GCM has nothing left to give here
-      return out;
-    }
+    // CCM needs the plaintext's length before the data; GCM takes it and does not need it.
     const d = createDecipheriv(algorithm(sc.cipher) as CipherCCMTypes, sc.decryptionKey, nonce, { authTagLength: TAG_LENGTH });
     d.setAuthTag(h.signature);
     d.setAAD(aad, { plaintextLength: body.length });
     const out = d.update(body);
-    d.final();
+    d.final(); // checks the tag (neither mode has anything left to give here)
     return out;
   } catch {
     throw new DecryptError('the message does not decrypt under the session key (tampered, or another key)');
@@ -152,7 +145,7 @@ export function decryptMessage(sc: SessionCipher, frame: Buffer, h: TransformHea
 
 /**
  * MS-SMB2 3.1.4.3 one outgoing message (the parts of one whole response frame) encrypted for the
- * session: the TRANSFORM_HEADER, then the ciphertext.
+ * session: the TRANSFORM_HEADER, then the ciphertext (one buffer per part with GCM, one with CCM).
  */
 export function encryptMessage(sc: SessionCipher, sessionId: number, parts: readonly Buffer[]): Buffer[] {
   let size = 0;
@@ -168,23 +161,20 @@ export function encryptMessage(sc: SessionCipher, sessionId: number, parts: read
   header.writeUInt32LE(Math.floor(sessionId / 2 ** 32), 48);
   const nonce = header.subarray(20, 20 + n);
   const aad = header.subarray(AAD_OFFSET);
-  let body: Buffer;
-  let tag: Buffer;
   if (isGcm(sc.cipher)) {
+    // Part by part, and sent so (the listener writes a frame's parts under one cork): no copy.
     const c = createCipheriv(algorithm(sc.cipher) as CipherGCMTypes, sc.encryptionKey, nonce, { authTagLength: TAG_LENGTH });
     c.setAAD(aad);
     const out = parts.map((p) => c.update(p));
-    out.push(c.final());
-    body = Buffer.concat(out, size);
-    tag = c.getAuthTag();
-  } else {
-    // CCM takes the whole plaintext in one update.
-    const c = createCipheriv(algorithm(sc.cipher) as CipherCCMTypes, sc.encryptionKey, nonce, { authTagLength: TAG_LENGTH });
-    c.setAAD(aad, { plaintextLength: size });
-    body = c.update(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size));
     c.final();
-    tag = c.getAuthTag();
+    c.getAuthTag().copy(header, 4);
+    return [header, ...out];
   }
-  tag.copy(header, 4);
+  // CCM takes the whole plaintext in one update.
+  const c = createCipheriv(algorithm(sc.cipher) as CipherCCMTypes, sc.encryptionKey, nonce, { authTagLength: TAG_LENGTH });
+  c.setAAD(aad, { plaintextLength: size });
+  const body = c.update(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size));
+  c.final();
+  c.getAuthTag().copy(header, 4);
   return [header, body];
 }

@@ -9,6 +9,7 @@
 // the same way.
 import { createCipheriv, createHmac, timingSafeEqual } from 'node:crypto';
 import { aesCmac } from './cmac.js';
+import { Command, HeaderFlags } from '../constants.js';
 
 /** The Signature field of the SMB2 header (2.2.1): bytes 48..64. */
 export const SIGNATURE_OFFSET = 48;
@@ -22,8 +23,6 @@ export type SigningAlgorithm = 'hmac-sha256' | 'aes-128-cmac' | 'aes-128-gmac';
 const HDR_COMMAND = 12;
 const HDR_FLAGS = 16;
 const HDR_MESSAGE_ID = 24;
-const FLAG_SERVER_TO_REDIR = 0x1;
-const COMMAND_CANCEL = 0x0c;
 
 const ZERO_SIGNATURE = Buffer.alloc(SIGNATURE_LENGTH);
 
@@ -36,7 +35,8 @@ export function signatureOf(algorithm: SigningAlgorithm, key: Buffer, message: B
   if (algorithm === 'aes-128-gmac') {
     const nonce = Buffer.alloc(12);
     message.copy(nonce, 0, HDR_MESSAGE_ID, HDR_MESSAGE_ID + 8);
-    nonce[8] = (message.readUInt32LE(HDR_FLAGS) & FLAG_SERVER_TO_REDIR) | (message.readUInt16LE(HDR_COMMAND) === COMMAND_CANCEL ? 0x2 : 0);
+    nonce[8] =
+      (message.readUInt32LE(HDR_FLAGS) & HeaderFlags.SERVER_TO_REDIR) | (message.readUInt16LE(HDR_COMMAND) === Command.CANCEL ? 0x2 : 0);
     const g = createCipheriv('aes-128-gcm', key, nonce, { authTagLength: SIGNATURE_LENGTH });
     for (const p of parts) g.setAAD(p);
     g.final();
