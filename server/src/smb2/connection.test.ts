@@ -17,6 +17,8 @@ import {
   sessionCipher,
   type SessionCipher,
 } from './auth/encryption.js';
+import { encodeCreateContexts, type CreateContext } from './messages.js';
+import { OplockLevel } from './oplock.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { newSession, type Open, type Session } from './state.js';
 import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser, type SmbUserDirectory } from './auth/index.js';
@@ -51,10 +53,20 @@ async function testServer(directory: SmbUserDirectory = { lookup: () => Promise.
   const srv = await memoryServer();
   const sent: Buffer[] = [];
   const aborted: string[] = [];
-  const connect = (log?: Logger): SmbConnection =>
+  /** A connection; `more` adds to the server's options for it alone, `out` records its frames apart. */
+  const connect = (log?: Logger, more: Partial<SmbEngineOptions> = {}, out: Buffer[] = sent): SmbConnection =>
     new SmbConnection(
-      { fs: srv.fs, directory, serverGuid: Buffer.alloc(16, 9), signingRequired: false, serverName: 'TEST', domain: 'WORKGROUP', ...extra },
-      (parts) => sent.push(Buffer.concat(parts)),
+      {
+        fs: srv.fs,
+        directory,
+        serverGuid: Buffer.alloc(16, 9),
+        signingRequired: false,
+        serverName: 'TEST',
+        domain: 'WORKGROUP',
+        ...extra,
+        ...more,
+      },
+      (parts) => out.push(Buffer.concat(parts)),
       (why) => aborted.push(why),
       log,
     );
@@ -166,6 +178,18 @@ function createBody(name: string, disposition: number, access = 0xc0000000, opti
     .u32(0)
     .bytes(n);
   return w.finish();
+}
+
+/** CREATE (OPEN_IF) asking for `oplock` (RequestedOplockLevel), with `contexts` 8-byte aligned after the name. */
+function createWith(name: string, oplock: number, contexts: CreateContext[] = []): Buffer {
+  const body = createBody(name, CreateDisposition.OPEN_IF);
+  body[3] = oplock;
+  if (contexts.length === 0) return body;
+  const at = Math.ceil((HEADER_SIZE + body.length) / 8) * 8;
+  const data = encodeCreateContexts(contexts);
+  body.writeUInt32LE(at, 48);
+  body.writeUInt32LE(data.length, 52);
+  return Buffer.concat([body, Buffer.alloc(at - HEADER_SIZE - body.length), data]);
 }
 
 /** MS-SMB2 2.2.5 SESSION_SETUP carrying `token` (the buffer at offset 88). */
@@ -706,6 +730,120 @@ describe('SMB2 connection', () => {
       await c.handleFrame(request(Command.NEGOTIATE, 0, w.finish(), { credits: 100 }));
       assert.equal(sent[sent.length - 1]!.readUInt32LE(HEADER_SIZE + 24), want);
     }
+    assert.deepEqual(aborted, []);
+    await srv.close();
+  });
+
+  it("an oplock break names its holder's session and goes in the clear, also to a session that must encrypt (as smbd); a lease break names none", async () => {
+    // One store, two kinds of connection: alice's sessions on `sealed` connections must encrypt
+    // (encryption_required), on the others they need not.
+    const { srv, aborted, connect } = await aliceServer({ oplockBreakTimeoutMs: 5000 });
+    const path = utf16('\\\\127.0.0.1\\export');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    /** A 3.1.1 connection (AES-128-GCM) recording its own frames, alice logged on, a tree on the export share. */
+    const client = async (encryptionRequired: boolean) => {
+      const sent: Buffer[] = [];
+      const conn = connect(undefined, { encryptionRequired }, sent);
+      const negReq = request(Command.NEGOTIATE, 0, negotiate311([preauth(1), encryptionCaps]), { credits: 100 });
+      await conn.handleFrame(negReq);
+      const l = await logOn311(sent, conn, [negReq, sent[sent.length - 1]!], 1);
+      assert.equal(l.flags, encryptionRequired ? 0x0004 : 0, 'ENCRYPT_DATA as configured');
+      const cipher = clientSideOf(sessionCipher(CipherId.AES_128_GCM, l.sessionKey, l.hash));
+      /** A frame as the client reads it: a TRANSFORM_HEADER opened with the session's key. */
+      const read = (f: Buffer): Buffer => (isTransformFrame(f) ? decryptMessage(cipher, f, decodeTransformHeader(f)!) : f);
+      let mid = 3;
+      let treeId = 0;
+      /** Sends a request as the client must (encrypted, or signed): the request is not awaited past an interim response. */
+      const send = (command: number, body: Buffer): Promise<void> => {
+        const msg = request(command, mid++, body, { sessionId: l.sessionId, treeId });
+        return encryptionRequired
+          ? serve(conn, Buffer.concat(encryptMessage(cipher, l.sessionId, [msg])))
+          : conn.handleFrame(signCompound(l.key, [msg], smb3Signature));
+      };
+      await send(Command.TREE_CONNECT, tc);
+      treeId = decodeHeader(read(sent[sent.length - 1]!)).treeId;
+      return { sent, sessionId: l.sessionId, read, send };
+    };
+    type Client = Awaited<ReturnType<typeof client>>;
+    /** The `n`th frame (0-based) sent to `c`, once it has come. */
+    const frame = async (c: Client, n: number): Promise<Buffer> => {
+      for (let i = 0; i < 500 && c.sent.length <= n; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.ok(c.sent.length > n, 'the frame came');
+      return c.sent[n]!;
+    };
+    /** The body of a message read as the client reads it, and its header. */
+    const parts = (m: Buffer) => ({ h: decodeHeader(m), body: m.subarray(HEADER_SIZE) });
+    /** Opens `name` asking for `oplock` (and `contexts`): the response's status, oplock level and FileId once it is final. */
+    const open = async (c: Client, name: string, oplock: number, contexts: CreateContext[] = []) => {
+      const at = c.sent.length;
+      await c.send(Command.CREATE, createWith(name, oplock, contexts));
+      let m = parts(c.read(await frame(c, at)));
+      if (m.h.status === NtStatus.PENDING) m = parts(c.read(await frame(c, at + 1)));
+      return { status: m.h.status, level: m.body[2], fileId: Buffer.from(m.body.subarray(64, 80)) };
+    };
+    /** The break notification `c` was sent at `at`, as the wire carries it and as the client reads it. */
+    const breakAt = async (c: Client, at: number) => {
+      const wire = await frame(c, at);
+      const { h, body } = parts(c.read(wire));
+      assert.equal(h.command, Command.OPLOCK_BREAK);
+      return { wire, h, body };
+    };
+    const ack = (fileId: Buffer, level: number): Buffer => new SmbWriter().u16(24).u8(level).u8(0).u32(0).bytes(fileId).finish();
+    const sealed = await client(true);
+    const plain = await client(false);
+
+    // A session that must encrypt holds a batch oplock; another client's open breaks it to Level II.
+    const held = await open(sealed, 'f', OplockLevel.BATCH);
+    assert.deepEqual([held.status, held.level], [0, OplockLevel.BATCH]);
+    let at = sealed.sent.length;
+    const second = open(plain, 'f', OplockLevel.BATCH);
+    const b1 = await breakAt(sealed, at);
+    // smbd (since 4.4, Samba bug 11570) sends it unencrypted: Windows clients drop encrypted ones.
+    assert.ok(!isTransformFrame(b1.wire), 'the break is not in a TRANSFORM_HEADER');
+    const inner = sealed.read(b1.wire);
+    assert.deepEqual(inner.subarray(24, 32), Buffer.alloc(8, 0xff), 'MessageId all ones');
+    assert.equal(b1.h.sessionId, sealed.sessionId, "the holder's SessionId (MS-SMB2 3.3.4.6)");
+    assert.equal(b1.h.treeId, 0);
+    assert.equal(b1.h.flags & HeaderFlags.SIGNED, 0, 'not signed');
+    assert.deepEqual([b1.body.readUInt16LE(0), b1.body[2]], [24, OplockLevel.II], 'an oplock break to Level II');
+    assert.deepEqual(b1.body.subarray(8, 24), held.fileId);
+    // The holder acknowledges (encrypted); the second open completes at Level II.
+    at = sealed.sent.length;
+    await sealed.send(Command.OPLOCK_BREAK, ack(held.fileId, OplockLevel.II));
+    assert.equal(parts(sealed.read(await frame(sealed, at))).h.status, 0);
+    const got = await second;
+    assert.deepEqual([got.status, got.level], [0, OplockLevel.II]);
+
+    // A session that need not encrypt: the same.
+    const plainHeld = await open(plain, 'g', OplockLevel.BATCH);
+    assert.equal(plainHeld.level, OplockLevel.BATCH);
+    at = plain.sent.length;
+    const third = open(sealed, 'g', OplockLevel.BATCH);
+    const b2 = await breakAt(plain, at);
+    assert.ok(!isTransformFrame(b2.wire), 'in the clear');
+    assert.deepEqual(b2.wire.subarray(24, 32), Buffer.alloc(8, 0xff));
+    assert.equal(b2.h.sessionId, plain.sessionId);
+    assert.deepEqual(b2.body.subarray(8, 24), plainHeld.fileId);
+    await plain.send(Command.OPLOCK_BREAK, ack(plainHeld.fileId, OplockLevel.II));
+    assert.equal((await third).level, OplockLevel.II);
+
+    // A lease break names no session and goes in the clear, even to a session that must encrypt (MS-SMB2 3.3.4.7).
+    const key = Buffer.alloc(16, 0x4c);
+    const rqls = Buffer.alloc(32);
+    key.copy(rqls);
+    rqls.writeUInt32LE(7, 16); // RWH
+    const leased = await open(sealed, 'h', OplockLevel.LEASE, [{ name: 'RqLs', data: rqls }]);
+    assert.equal(leased.level, OplockLevel.LEASE);
+    at = sealed.sent.length;
+    const fourth = open(plain, 'h', OplockLevel.NONE);
+    const b3 = await breakAt(sealed, at);
+    assert.ok(!isTransformFrame(b3.wire), 'a lease break in the clear');
+    assert.equal(b3.h.sessionId, 0, 'no session');
+    assert.equal(b3.body.readUInt16LE(0), 44, 'a lease break notification');
+    assert.deepEqual(b3.body.subarray(8, 24), key);
+    const leaseAck = new SmbWriter().u16(36).u16(0).u32(0).bytes(key).u32(b3.body.readUInt32LE(28)).u64(0).finish();
+    await sealed.send(Command.OPLOCK_BREAK, leaseAck);
+    assert.equal((await fourth).status, 0);
     assert.deepEqual(aborted, []);
     await srv.close();
   });

@@ -244,9 +244,9 @@ export class SmbConnection implements SessionOwner {
       leasing: false,
       leaseV2: false,
       breakTimeoutMs: this.opts.oplockBreakTimeoutMs ?? oplock.DEFAULT_BREAK_TIMEOUT_MS,
-      notify: (command, body) => {
+      notify: (command, body, session) => {
         if (this.closed) return false;
-        this.send([oplock.notificationFrame(command, body)]);
+        this.send(this.notification(command, body, session ?? null));
         return true;
       },
     };
@@ -435,6 +435,18 @@ export class SmbConnection implements SessionOwner {
     if (h.command === Command.NEGOTIATE || h.command === Command.SESSION_SETUP || h.sessionId === 0) return null;
     const s = this.sessions.get(h.sessionId);
     return s?.encryptData && s.cipher ? s : null;
+  }
+
+  /**
+   * An unsolicited notification's frame, always in the clear. An oplock break names its open's
+   * session (MS-SMB2 3.3.4.6); a lease break names none (3.3.4.7). Neither is encrypted, not even
+   * for a session that must encrypt: what smbd does since 4.4 (Samba bug 11570), because Windows
+   * clients were seen to drop encrypted oplock breaks, which would leave the conflicting open
+   * waiting out the acknowledgment timer. The break carries a FileId and an oplock level, no data;
+   * the client's acknowledgment must still come encrypted.
+   */
+  private notification(command: number, body: Buffer, session: Session | null): Buffer[] {
+    return [oplock.notificationFrame(command, body, session?.id ?? 0)];
   }
 
   /**

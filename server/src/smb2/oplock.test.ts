@@ -9,7 +9,7 @@ import { Access, CreateDisposition } from './constants.js';
 import * as files from './files.js';
 import { acknowledge, addLeaseChannel, OplockLevel, type CachingContext } from './oplock.js';
 import { SmbReader } from './codec.js';
-import type { Open } from './state.js';
+import type { Open, Session } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { close as closeOpen, create, createRequest, fileContext, responseContexts, status } from './testing.js';
 
@@ -20,6 +20,8 @@ interface Client {
   caching: CachingContext;
   /** Notification bodies sent to this client. */
   sent: Buffer[];
+  /** The session each notification named (an oplock break its open's; a lease break none). */
+  sessions: (Session | undefined)[];
   /** What the client does with a notification (acknowledge, close, nothing). */
   onBreak: (body: Buffer) => void;
 }
@@ -28,14 +30,15 @@ async function setup(timeoutMs = 2000) {
   const srv = await memoryServer();
   /** `leaseV2`: the client negotiated 3.x (version 2 lease contexts are read). */
   const client = (guidByte: number, leaseV2 = false): Client => {
-    const cl = { sent: [] as Buffer[], onBreak: (_b: Buffer) => undefined } as unknown as Client;
+    const cl = { sent: [] as Buffer[], sessions: [], onBreak: (_b: Buffer) => undefined } as unknown as Client;
     cl.caching = {
       clientGuid: Buffer.alloc(16, guidByte),
       leasing: true,
       leaseV2,
       breakTimeoutMs: timeoutMs,
-      notify: (_cmd, body) => {
+      notify: (_cmd, body, session) => {
         cl.sent.push(body);
+        cl.sessions.push(session);
         queueMicrotask(() => cl.onBreak(body));
         return true;
       },
@@ -145,6 +148,26 @@ describe('oplocks', () => {
     const second = await open(b, 'y');
     assert.equal(a.sent.length, 1);
     assert.equal(second.level, OplockLevel.NONE);
+    await srv.close();
+  });
+
+  it("a break names the holder's session of the moment (a durable reconnect moves the open); a lease break names none", async () => {
+    const { srv, client, open } = await setup();
+    const a = client(1);
+    const b = client(2);
+    const held = await open(a, 'f', { oplock: OplockLevel.BATCH });
+    // As a durable reconnect leaves it: the open on another session's tree (that session may encrypt, or not).
+    const later = { id: 77, trees: new Map() } as unknown as Session;
+    held.open.tree = { ...held.open.tree, session: later };
+    a.onBreak = () => void ackOplock(a, held.open, OplockLevel.II);
+    assert.equal((await open(b, 'f', { oplock: OplockLevel.BATCH })).level, OplockLevel.II);
+    assert.equal(a.sessions.length, 1);
+    assert.equal(a.sessions[0], later, 'the session the open is on when the break goes out, not the one that opened it');
+    const leased = await open(a, 'l', { lease: { key: 1, state: RWH } });
+    a.onBreak = (body) => ackLease(a, leased.open, body, Caching.READ | Caching.HANDLE);
+    await open(b, 'l', { lease: { key: 2, state: RWH } });
+    assert.equal(a.sessions.length, 2);
+    assert.equal(a.sessions[1], undefined, "a lease break is the client's: no session");
     await srv.close();
   });
 

@@ -44,8 +44,12 @@ const OPLOCK_STAT_ACCESS = 0x00000080 | 0x00000100 | 0x00100000;
 /** MS-SMB2 3.3.2.1 Oplock Break Acknowledgment Timer: 35 s by default. */
 export const DEFAULT_BREAK_TIMEOUT_MS = 35_000;
 
-/** Sends an unsolicited notification through a holder's connection; false once it is gone. */
-export type NotifySender = (command: number, body: Buffer) => boolean;
+/**
+ * Sends an unsolicited notification through a holder's connection; false once it is gone. An
+ * oplock break names the session of the open it breaks (MS-SMB2 3.3.4.6); a lease break names
+ * none (3.3.4.7: it is the client's, SessionId 0). Both go in the clear (see SmbConnection.notification).
+ */
+export type NotifySender = (command: number, body: Buffer, session?: Session) => boolean;
 
 /** What CREATE needs from its connection to grant caching. */
 export interface CachingContext {
@@ -97,9 +101,12 @@ export class OplockHolder implements CacheHolder {
     private readonly timeoutMs: number,
   ) {}
 
-  /** Through the open's connection of the moment (a durable reconnect changes it). */
+  /**
+   * Through the open's connection and for its session of the moment: a durable reconnect moves the
+   * open to another connection's tree, hence another session.
+   */
   private notify(command: number, body: Buffer): boolean {
-    return this.open.notify?.(command, body) ?? false;
+    return this.open.notify?.(command, body, this.open.tree.session) ?? false;
   }
 
   get caching(): number {
@@ -163,9 +170,10 @@ export function oplockBreakBody(level: number, fileId: Buffer): Buffer {
 
 /**
  * MS-SMB2 3.3.4.6 / 3.3.4.7: an unsolicited OPLOCK_BREAK notification, MessageId all ones, no
- * session or tree (2.x), unsigned, no credits.
+ * tree, unsigned, no credits. SessionId is the broken open's session for an oplock break (3.3.4.6
+ * says SHOULD; smbd sends it too) and 0 for a lease break.
  */
-export function notificationFrame(command: number, body: Buffer): Buffer {
+export function notificationFrame(command: number, body: Buffer, sessionId = 0): Buffer {
   const w = new SmbWriter(HEADER_SIZE + body.length);
   writeHeader(w, {
     creditCharge: 0,
@@ -176,7 +184,7 @@ export function notificationFrame(command: number, body: Buffer): Buffer {
     nextCommand: 0,
     messageId: 0,
     treeId: 0,
-    sessionId: 0,
+    sessionId,
   });
   w.bytes(body);
   const frame = w.finish();
