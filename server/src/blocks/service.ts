@@ -90,6 +90,8 @@ const DATA_RANGES_WINDOW_MAX = 1 << 20;
 
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
 const MAX_RETRY_DELAY_MS = 10_000;
+/** How often WAL records wait again for a metadata store that could not sync (afterMetaDurable). */
+const RELEASE_RETRY_MS = 1_000;
 
 function addRange(ranges: Range[], start: number, end: number): Range[] {
   const out: Range[] = [];
@@ -271,6 +273,8 @@ export class BlockService {
   private gcRunning: Promise<GcResult> | null = null;
   /** free() calls running in the background (freeInBackground), at most MAX_BACKGROUND_FREES. */
   private readonly freeing = new Set<Promise<void>>();
+  /** WAL records let go once the metadata change that made them unneeded is durable (afterMetaDurable). */
+  private readonly releasing = new Set<Promise<void>>();
 
   constructor(
     private readonly store: BlockStore,
@@ -338,8 +342,12 @@ export class BlockService {
   /**
    * Appends `data` to the WAL and indexes it. Once this settles nothing here refers to `data` any
    * more: the caller may reuse its buffer (the RPC layer does, for the next WRITE's record).
+   * `admitted` runs (synchronously) once the write has passed a truncate or cut of the file in
+   * progress, just before its append: the file service stores the new size then, so that the
+   * sizes and the data change in the same order (a size change made earlier would land before a
+   * truncate that the data lands after).
    */
-  async write(inodeId: number, offset: number, data: Buffer): Promise<void> {
+  async write(inodeId: number, offset: number, data: Buffer, admitted?: () => void): Promise<void> {
     let token = 0;
     if (this.opts.leases) {
       // Held: a number at once, so that appends stay in call order as below.
@@ -347,6 +355,7 @@ export class BlockService {
       token = typeof t === 'number' ? t : await t;
     }
     for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
+    admitted?.();
     // Appended before any await when there is room: appends (and the index) stay in call order.
     const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token), inodeId);
     // An append that waited for WAL room may come after the lease was handed over: never acknowledged
@@ -1042,6 +1051,7 @@ export class BlockService {
         await this.truncateData(inodeId, newSize, seg, token);
         return await commit?.();
       },
+      commit === undefined ? undefined : inodeId,
     );
   }
 
@@ -1050,9 +1060,16 @@ export class BlockService {
    * from the moment it is appended until `apply` is over: a segment no version holds yet may
    * otherwise retire (once rolled past) while the sync or `apply` runs.
    */
-  private async withSyncedRecord<T>(append: () => WalAppend, failure: string, apply: (seg: WalSegment) => Promise<T>): Promise<T> {
+  private async withSyncedRecord<T>(
+    append: () => WalAppend,
+    failure: string,
+    apply: (seg: WalSegment) => Promise<T>,
+    /** `apply` changed this file's metadata: the record is held until that change is durable too. */
+    metaOf?: number,
+  ): Promise<T> {
     let seg: WalSegment | null = null;
     const record: WalHolder = { kick: () => undefined };
+    let applied = false;
     try {
       try {
         const a = await this.appendWithRoom(() => {
@@ -1066,10 +1083,52 @@ export class BlockService {
       } catch (err) {
         throw storageError(failure, err);
       }
-      return await apply(seg!);
+      const result = await apply(seg!);
+      applied = true;
+      return result;
     } finally {
-      if (seg !== null) this.wal.release(seg, record);
+      const held: WalSegment | null = seg;
+      if (held !== null) {
+        const release = (): void => this.wal.release(held, record);
+        if (applied && metaOf !== undefined) this.afterMetaDurable(metaOf, release);
+        else release();
+      }
     }
+  }
+
+  /**
+   * Runs `release` (letting go of WAL records) once the metadata changes of `inodeId` made so far
+   * are durable (flushAttrs). A store that answers before its fsync (SQLite or PostgreSQL under
+   * `sync: commit`) may lose them in a crash; the records that make their effect on the data
+   * replayable (a truncate's, a removed file's writes) must outlive that window, or a crash brings
+   * back the old size over data that is gone. Tried again every RELEASE_RETRY_MS while the store
+   * cannot sync; after close() the records stay held (replayed at the next start, harmlessly).
+   */
+  private afterMetaDurable(inodeId: number, release: () => void): void {
+    if (!this.meta.flushAttrs) {
+      release();
+      return;
+    }
+    let warned = false;
+    const p = new Promise<void>((resolve) => {
+      const attempt = (): void => {
+        this.meta.flushAttrs!(inodeId).then(
+          () => {
+            release();
+            resolve();
+          },
+          (err: unknown) => {
+            if (this.closed) return resolve();
+            if (!warned)
+              this.opts.log?.warn({ err, inode: inodeId }, 'the metadata store could not sync; WAL records stay held until it can');
+            warned = true;
+            setTimeout(attempt, RELEASE_RETRY_MS).unref();
+          },
+        );
+      };
+      attempt();
+    }).finally(() => this.releasing.delete(p));
+    this.releasing.add(p);
   }
 
   private async truncateData(inodeId: number, newSize: number, seg: WalSegment, token: number): Promise<void> {
@@ -1222,10 +1281,14 @@ export class BlockService {
     try {
       const m = this.files.get(inodeId);
       if (m) {
+        // The dropped versions' WAL records go only once the removal is durable: under a store
+        // that answers before its fsync (sync: commit), a crash before it brings the file back,
+        // and its data must then still be in the log to replay (not zeros under its old size).
+        const dropped: BlockVersion[] = [];
         const dropDirty = (map: Map<number, BlockState> | undefined): void => {
           for (const s of map?.values() ?? []) {
             if (s.dirty) {
-              this.releaseVersion(s.dirty);
+              dropped.push(s.dirty);
               s.dirty = null;
             }
           }
@@ -1241,6 +1304,9 @@ export class BlockService {
         const now = this.files.get(inodeId);
         if (now !== m) dropDirty(now);
         this.files.delete(inodeId);
+        this.afterMetaDurable(inodeId, () => {
+          for (const v of dropped) this.releaseVersion(v);
+        });
       }
       await this.deleteObjects(await this.meta.dropBlocks(inodeId, 0));
     } finally {
@@ -1361,6 +1427,8 @@ export class BlockService {
     if (this.gcTimer) clearInterval(this.gcTimer);
     await this.gcRunning;
     while (this.freeing.size > 0) await Promise.all(this.freeing);
+    // Records of removals and truncates whose metadata is being synced: let go if it lands.
+    await Promise.all(this.releasing);
     if (!this.wal.persistent) {
       await this.flushAll();
       return;

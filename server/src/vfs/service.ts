@@ -454,13 +454,26 @@ export class FileService {
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
     if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
     // The WAL append and the attribute update run side by side (the reply needs both); the WAL
-    // carries the size too, so replay restores it whichever finished first before a crash. Both
-    // are waited for even when one fails: until the data write settles it may still read `data`,
-    // whose buffer the caller reuses once this returns.
-    const [written, attrs] = await Promise.allSettled([share.data.write(inode.id, offset, data), share.meta.setAttr(inode.id, changes)]);
-    if (written.status === 'rejected') throw written.reason;
-    if (attrs.status === 'rejected') throw attrs.reason;
-    const after = attrs.value;
+    // carries the size too, so replay restores it whichever finished first before a crash. The
+    // update starts when the data is admitted past a truncate in progress (a size stored before
+    // the truncate's would be cut by it while the data lands after it). Both are waited for even
+    // when one fails: until the data write settles it may still read `data`, whose buffer the
+    // caller reuses once this returns.
+    let attrs: Promise<Inode> | null = null;
+    const written = share.data.write(inode.id, offset, data, () => {
+      attrs = share.meta.setAttr(inode.id, changes);
+    });
+    const [wrote, stored] = await Promise.allSettled([
+      written,
+      written.then(
+        () => attrs,
+        () => attrs,
+      ),
+    ]);
+    if (wrote.status === 'rejected') throw wrote.reason;
+    if (stored.status === 'rejected') throw stored.reason;
+    if (stored.value === null) throw new Error('internal error: a WAL write settled without its attribute update');
+    const after = stored.value;
     if (stable) await this.sync(share, inode.id);
     return { before: inode, after };
   }

@@ -1,0 +1,153 @@
+// The order in which the data path and the metadata store change, where a crash in between would
+// otherwise leave a file that neither the old nor the new state explains: a WRITE racing a
+// truncate (sizes and data must change in the same order), and the WAL records of a removed or
+// truncated file, which must outlive a metadata change that is not durable yet (a store under
+// `sync: commit` answers before its fsync, and a crash may undo the change).
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it, mock } from 'node:test';
+import { BlockCache } from '../blocks/cache.js';
+import { MemoryBlockStore } from '../blocks/memory.js';
+import { BlockService } from '../blocks/service.js';
+import { FileWal, type WalHolder, type WalSegment } from '../blocks/wal.js';
+import { CachedMetadataStore } from '../meta/cached.js';
+import { MemoryMetadataStore } from '../meta/memory.js';
+import { TEST_SHARE } from '../testing/memory-server.js';
+import { CreateMode, FileService } from './service.js';
+
+const root = { uid: 0, gid: 0, gids: [] };
+const BS = 64 * 1024;
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A memory store whose flushAttrs (what makes metadata durable) waits while `held` is set. */
+class GatedStore extends MemoryMetadataStore {
+  held: Promise<void> | null = null;
+  flushes = 0;
+  async flushAttrs(): Promise<void> {
+    this.flushes++;
+    await this.held;
+  }
+}
+
+/** A server on `walDir` over `inner` (which outlives a crash, as a database file would). */
+async function boot(walDir: string, inner: MemoryMetadataStore, blocks: MemoryBlockStore) {
+  const meta = new CachedMetadataStore(inner, { ttlMs: Infinity });
+  const { wal, records } = await FileWal.open(walDir, { maxBytes: 64 << 20, segmentBytes: 4 << 20 });
+  const data = new BlockService(blocks, meta, {
+    shareId: 0,
+    keyPrefix: 't',
+    blockSize: BS,
+    wal,
+    cache: new BlockCache(1 << 20),
+    idleFlushMs: 3_600_000,
+  });
+  const fs = new FileService();
+  const share = await fs.addShare({ ...TEST_SHARE }, meta, data);
+  await data.replay(records.filter((r) => r.share === 0));
+  wal.tidy();
+  const rootH = fs.handleOf(share, await fs.root(share));
+  return { fs, share, data, wal, rootH };
+}
+
+function walDir(): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'dittofs-crash-order-'));
+  dirs.push(d);
+  return d;
+}
+
+/** Settles once `check` holds, polling the event loop (bounded: fails after 2,000 turns). */
+async function until(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 2000 && !check(); i++) await new Promise((r) => setImmediate(r));
+  assert.ok(check(), what);
+}
+
+describe('crash order of data and metadata', () => {
+  it('a WRITE racing a truncate changes the size in the order its data lands, before and after a crash', async () => {
+    const dir = walDir();
+    const inner = new MemoryMetadataStore();
+    const blocks = new MemoryBlockStore();
+    const a = await boot(dir, inner, blocks);
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    await a.fs.write(h, root, 0, Buffer.alloc(5000, 0x41), true);
+    // The truncate is logged first (its record waits for its fsync); the WRITE comes meanwhile.
+    const cut = a.fs.setattr(h, root, { size: 0 });
+    await new Promise((r) => setImmediate(r));
+    const write = a.fs.write(h, root, 0, Buffer.alloc(100, 0x42), false);
+    await Promise.all([cut, write]);
+    await a.fs.commit(h, root);
+    // The data says "cut, then write": so must the size.
+    const now = (await a.fs.getattr(h, root)).inode;
+    const read = (await a.fs.read(h, root, 0, 200)).data;
+    assert.equal(now.size, 100, 'the write landed after the truncate: its size stands');
+    assert.deepEqual(read, Buffer.alloc(100, 0x42));
+    // A later write past the end leaves zeros between, not the cut bytes.
+    await a.fs.write(h, root, 150, Buffer.alloc(10, 0x43), true);
+    const grown = (await a.fs.read(h, root, 0, 200)).data;
+    assert.deepEqual(grown, Buffer.concat([Buffer.alloc(100, 0x42), Buffer.alloc(50), Buffer.alloc(10, 0x43)]));
+    // A crash now (nothing closed): the file comes back as it was.
+    const b = await boot(dir, inner, blocks);
+    assert.equal((await b.fs.getattr(h, root)).inode.size, 160);
+    assert.deepEqual((await b.fs.read(h, root, 0, 200)).data, grown);
+  });
+
+  it("keeps a removed file's WAL records until the removal is durable", async () => {
+    const inner = new GatedStore();
+    const a = await boot(walDir(), inner, new MemoryBlockStore());
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    await a.fs.write(h, root, 0, Buffer.alloc(1000, 0x46), false);
+    await a.fs.commit(h, root);
+    const released: WalHolder[] = [];
+    mock.method(a.wal, 'release', function (this: FileWal, seg: WalSegment, holder: WalHolder) {
+      released.push(holder);
+      return FileWal.prototype.release.call(this, seg, holder);
+    });
+    let open!: () => void;
+    inner.held = new Promise((r) => (open = r));
+    const flushes = inner.flushes;
+    // The REMOVE is answered (it does not wait for the fsync of a `sync: commit` store) ...
+    await a.fs.remove(a.rootH, Buffer.from('f'), root, false);
+    await until(() => inner.flushes > flushes, 'the free asks for the removal to be made durable');
+    // ... but the file's data stays in the log until the removal is on disk: a crash before
+    // that brings the file back, and its data must replay.
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(released.length, 0, 'nothing let go while the removal may still be undone');
+    open();
+    await until(() => released.length > 0, 'let go once the removal is durable');
+    await a.data.close();
+  });
+
+  it("keeps a truncate's WAL record until the new size is durable, without making the SETATTR wait for it", async () => {
+    const inner = new GatedStore();
+    const a = await boot(walDir(), inner, new MemoryBlockStore());
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    await a.fs.write(h, root, 0, Buffer.alloc(3 * BS, 0x46), false);
+    await a.fs.commit(h, root);
+    await a.data.flush(f.id);
+    const released: WalHolder[] = [];
+    mock.method(a.wal, 'release', function (this: FileWal, seg: WalSegment, holder: WalHolder) {
+      released.push(holder);
+      return FileWal.prototype.release.call(this, seg, holder);
+    });
+    let open!: () => void;
+    inner.held = new Promise((r) => (open = r));
+    const flushes = inner.flushes;
+    // The block map past the cut is dropped (durably: the store waits for that itself) while the
+    // new size is answered before its fsync: the truncate's record replays it after a crash.
+    const after = (await a.fs.setattr(h, root, { size: 10 })).after;
+    assert.equal(after.size, 10);
+    await until(() => inner.flushes > flushes, 'the truncate asks for its size to be made durable');
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(released.length, 0, "the truncate's record is held while its size may still be undone");
+    open();
+    await until(() => released.length === 1, 'let go once the size is durable');
+    await a.data.close();
+  });
+});
