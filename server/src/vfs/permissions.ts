@@ -7,6 +7,8 @@ export const Access = Object.freeze({ R: 4, W: 2, X: 1 } as const);
 export const S_ISUID = 0o4000;
 export const S_ISGID = 0o2000;
 export const S_ISVTX = 0o1000;
+/** Group execute: with it S_ISGID makes a program setgid; without it, S_ISGID is a mandatory-locking mark. */
+export const S_IXGRP = 0o010;
 
 export function inGroup(id: Identity, gid: number): boolean {
   return id.gid === gid || id.gids.includes(gid);

@@ -164,6 +164,30 @@ describe('file service semantics', () => {
     await rejects(fs.create(fs.handleOf(share, locked.inode), n('f'), alice, CreateMode.UNCHECKED, {}, null), 'ACCES');
   });
 
+  it('a file made in a setgid directory of a group the caller is not in loses the setgid bit asked for (CVE-2018-13405)', async () => {
+    const { fs, share, rootFh } = await setup({ rootMode: 0o777 });
+    const d = await fs.mkdir(rootFh, n('shared'), root, { mode: 0o2777, gid: 50 });
+    const dfh = fs.handleOf(share, d.inode);
+    const member: Identity = { uid: 3000, gid: 3000, gids: [50] };
+    const mode = async (who: Identity, name: string, m: number, gid?: number) => {
+      const f = await fs.create(dfh, n(name), who, CreateMode.GUARDED, { mode: m, ...(gid === undefined ? {} : { gid }) }, null);
+      return [f.inode.gid, f.inode.mode & 0o7777];
+    };
+    // Not in group 50: the file is group 50 (the directory's), without S_ISGID (Linux's mode_strip_sgid).
+    assert.deepEqual(await mode(alice, 'alices', 0o2755), [50, 0o755]);
+    const fifo = await fs.mknod(dfh, n('fifo'), alice, FileType.FIFO, { mode: 0o2775 }, { major: 0, minor: 0 });
+    assert.deepEqual([fifo.inode.gid, fifo.inode.mode & 0o7777], [50, 0o775]);
+    // Without group execute S_ISGID is a locking mark, not a setgid program: kept.
+    assert.deepEqual(await mode(alice, 'locking', 0o2644), [50, 0o2644]);
+    // A member of the group (a supplementary one here), root, or a group of the caller's own: kept.
+    assert.deepEqual(await mode(member, 'members', 0o2755), [50, 0o2755]);
+    assert.deepEqual(await mode(root, 'roots', 0o2755), [50, 0o2755]);
+    assert.deepEqual(await mode(alice, 'own-group', 0o2755, 1000), [1000, 0o2755]);
+    // A directory always inherits the setgid bit and the group.
+    const sub = await fs.mkdir(dfh, n('sub'), alice, { mode: 0o755 });
+    assert.deepEqual([sub.inode.gid, sub.inode.mode & 0o7777], [50, 0o2755]);
+  });
+
   it('squashes root to the anonymous identity when root_squash is on', async () => {
     const { fs, share, rootFh } = await setup({ rootSquash: true, rootMode: 0o755 });
     await rejects(fs.create(rootFh, n('f'), root, CreateMode.UNCHECKED, {}, null), 'ACCES');

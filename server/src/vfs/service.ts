@@ -8,7 +8,7 @@ import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Caching, type CacheHolder, OpenTable } from './locks/opens.js';
-import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID, S_ISVTX } from './permissions.js';
+import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID, S_ISVTX, S_IXGRP } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
 import { DOS_ATTRS_STORED, DosAttributes, FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
 
@@ -488,12 +488,16 @@ export class FileService {
     return { share, dir, id };
   }
 
-  /** New inode attributes: owner from the caller, group from a setgid directory or the caller. */
-  private newInode(dir: Inode, id: Identity, type: FileType, mode: number, extra: Partial<NewInode> = {}): NewInode {
+  /**
+   * New inode attributes: owner from the caller, group from a setgid directory or the caller.
+   * `attrs` (CREATE, MKDIR) may name the owner (root only) and the group (root, or one of the
+   * caller's groups), and the DOS attributes.
+   */
+  private newInode(dir: Inode, id: Identity, type: FileType, mode: number, extra: Partial<NewInode> = {}, attrs?: SetAttrs): NewInode {
     const sgidDir = (dir.mode & S_ISGID) !== 0;
     let m = mode & 0o7777;
     if (type === FileType.DIR && sgidDir) m |= S_ISGID;
-    return {
+    const init: NewInode = {
       type,
       mode: m,
       uid: id.uid,
@@ -507,6 +511,16 @@ export class FileService {
       dosAttrs: type === FileType.DIR ? 0 : DosAttributes.ARCHIVE,
       ...extra,
     };
+    if (attrs?.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
+    if (attrs?.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
+    if (attrs?.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
+    // Linux's mode_strip_sgid (CVE-2018-13405): a setgid program may be made only for a group the
+    // caller is in (or by root). A file in a setgid directory takes the directory's group, which
+    // need not be one of the caller's: the bit asked for is dropped then. A directory keeps it (it
+    // is what passes the group on), and so does a file without group execute (a locking mark).
+    if (type !== FileType.DIR && (init.mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP) && id.uid !== 0 && !inGroup(id, init.gid))
+      init.mode &= ~S_ISGID;
+    return init;
   }
 
   async create(
@@ -521,12 +535,14 @@ export class FileService {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
     // The name is usually free (an untar, a build): create first, and look at what holds the name
     // only when it is taken, rather than a lookup before every create.
-    const init = this.newInode(dir, id, FileType.REG, attrs.mode ?? 0o644, {
-      createVerifier: how === CreateMode.EXCLUSIVE && verifier ? Buffer.from(verifier) : null,
-    });
-    if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
-    if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
-    if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
+    const init = this.newInode(
+      dir,
+      id,
+      FileType.REG,
+      attrs.mode ?? 0o644,
+      { createVerifier: how === CreateMode.EXCLUSIVE && verifier ? Buffer.from(verifier) : null },
+      attrs,
+    );
     try {
       const inode = await share.meta.create(dir.id, name, init, nowTimespec());
       this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
@@ -559,10 +575,7 @@ export class FileService {
 
   async mkdir(dirHandle: Buffer, name: Buffer, cred: Identity, attrs: SetAttrs): Promise<DirChange & { share: Share; inode: Inode }> {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
-    const init = this.newInode(dir, id, FileType.DIR, attrs.mode ?? 0o755);
-    if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
-    if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
-    if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
+    const init = this.newInode(dir, id, FileType.DIR, attrs.mode ?? 0o755, {}, attrs);
     const inode = await share.meta.create(dir.id, name, init, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
