@@ -142,6 +142,30 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
     assert.deepEqual(new Set(seen), names);
   });
 
+  it('a WRITE of 0 bytes past the end answers OK (FILE_SYNC too) and changes neither size nor times', async () => {
+    const root = await rootFh(srv);
+    const { fh } = await create(srv, root, 'zero-write');
+    const five = Buffer.from('hello');
+    assert.equal((await call(srv, NFS_PROGRAM, NfsProc.WRITE, (w) => w.opaque(fh!).u64(0).u32(5).u32(2).opaque(five))).r.u32(), 0);
+    const attrs = async () => {
+      const { r } = await call(srv, NFS_PROGRAM, NfsProc.GETATTR, (w) => w.opaque(fh!));
+      assert.equal(r.u32(), Nfs3Status.OK);
+      return decodeFattr(r);
+    };
+    const before = await attrs();
+    await new Promise((r) => setTimeout(r, 5));
+    for (const stable of [0, 2]) {
+      const { r } = await call(srv, NFS_PROGRAM, NfsProc.WRITE, (w) =>
+        w.opaque(fh!).u64(1_000_000).u32(0).u32(stable).opaque(Buffer.alloc(0)),
+      );
+      assert.equal(r.u32(), Nfs3Status.OK);
+      skipWcc(r);
+      assert.equal(r.u32(), 0, 'count');
+      assert.equal(r.u32(), stable, 'committed');
+    }
+    assert.deepEqual(await attrs(), before);
+  });
+
   it('answers READDIR with TOOSMALL when not even one entry fits', async () => {
     const root = await rootFh(srv);
     const { r } = await call(srv, NFS_PROGRAM, NfsProc.READDIR, (w) => w.opaque(root).u64(0).fixed(Buffer.alloc(8)).u32(50));

@@ -292,6 +292,36 @@ describe('file service semantics', () => {
     assert.equal(r.after.createVerifier, null);
   });
 
+  it('a WRITE of no bytes changes nothing, even past the end: not the size, times or setuid bits', async () => {
+    const { fs, share, rootFh } = await setup({ rootMode: 0o777 });
+    const f = await fs.create(rootFh, n('f'), alice, CreateMode.GUARDED, { mode: 0o6777 }, null);
+    const fh = fs.handleOf(share, f.inode);
+    await fs.write(fh, alice, 0, n('hello'), true);
+    await fs.setattr(fh, alice, { mode: 0o6777 });
+    const before = (await fs.getattr(fh, alice)).inode;
+    await new Promise((r) => setTimeout(r, 5));
+    for (const [who, offset, stable] of [
+      [alice, 1_000_000, false],
+      [bob, 1_000_000, true],
+      [bob, 2, true],
+      [alice, Infinity, false], // an offset at or past 2^53, as the NFS decoder gives it
+    ] as const) {
+      const r = await fs.write(fh, who, offset, Buffer.alloc(0), stable);
+      assert.deepEqual(r.after, before);
+    }
+    const after = (await fs.getattr(fh, alice)).inode;
+    assert.equal(after.size, 5);
+    assert.deepEqual([after.mtime, after.ctime, after.mode], [before.mtime, before.ctime, before.mode]);
+    assert.equal((await fs.read(fh, alice, 0, 100)).data.toString(), 'hello');
+    // The handle and the permission to write are still checked.
+    await fs.setattr(fh, alice, { mode: 0o644 });
+    await rejects(fs.write(fh, bob, 0, Buffer.alloc(0), false), 'ACCES');
+    await rejects(fs.write(rootFh, alice, 0, Buffer.alloc(0), false), 'ISDIR');
+    await rejects(fs.write(Buffer.alloc(5), alice, 0, Buffer.alloc(0), false), 'BADHANDLE');
+    await fs.remove(rootFh, n('f'), alice, false);
+    await rejects(fs.write(fh, alice, 0, Buffer.alloc(0), false), 'STALE');
+  });
+
   it('truncates and extends with zeros', async () => {
     const { fs, share, rootFh } = await setup();
     const f = await fs.create(rootFh, n('t'), root, CreateMode.UNCHECKED, {}, null);

@@ -441,6 +441,10 @@ export class FileService {
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
     if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
+    // A write of no bytes succeeds and changes nothing: not the size (even at an offset past the
+    // end), not the times, not the setuid bits (POSIX write(): "no other results"; Linux returns 0
+    // before it looks at the offset; MS-FSA 2.1.5.3 for SMB). Nothing to make durable either.
+    if (data.length === 0) return { before: inode, after: inode };
     // An offset at or past 2^53 arrives as Infinity (see the NFS decoder): FBIG too.
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
     if (lockOwner !== null && this.byteRanges.ioConflict(share.meta, inode.id, lockOwner, offset, data.length, true))
