@@ -166,6 +166,53 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
     assert.deepEqual(await attrs(), before);
   });
 
+  it('keeps every READDIR and READDIRPLUS reply within the count/maxcount the client gave (RFC 1813 3.3.16, 3.3.17)', async () => {
+    const root = await rootFh(srv);
+    const mk = await call(srv, NFS_PROGRAM, NfsProc.MKDIR, (w) => {
+      w.opaque(root).string('sized');
+      writeSattr(w, { mode: 0o755 });
+    });
+    assert.equal(mk.r.u32(), 0);
+    mk.r.u32();
+    const dir = Buffer.from(mk.r.opaque(64));
+    for (let i = 0; i < 120; i++) assert.equal((await create(srv, dir, `f-${String(i).padStart(3, '0')}`)).status, 0);
+    for (const plus of [false, true]) {
+      for (const maxcount of [plus ? 400 : 200, 601, 1000, 1024, 2048, 4096, 8192, 65536]) {
+        const seen: string[] = [];
+        let cookie = 0;
+        let verf = Buffer.alloc(8);
+        for (let pages = 0; ; pages++) {
+          assert.ok(pages < 200, 'no end');
+          const { r, buf } = await call(srv, NFS_PROGRAM, plus ? NfsProc.READDIRPLUS : NfsProc.READDIR, (w) => {
+            w.opaque(dir).u64(cookie).fixed(verf);
+            if (plus) w.u32(maxcount);
+            w.u32(maxcount);
+          });
+          assert.equal(r.u32(), Nfs3Status.OK, `maxcount ${maxcount}`);
+          const resok = buf.length - r.pos; // READDIR3resok / READDIRPLUS3resok: all after the status
+          skipPostOp(r);
+          verf = Buffer.from(r.fixed(8));
+          while (r.bool()) {
+            r.u64();
+            const name = r.string(255);
+            cookie = r.u64();
+            if (plus) {
+              skipPostOp(r);
+              if (r.bool()) assert.equal(r.opaque(64).length, 24);
+            }
+            seen.push(name);
+          }
+          const eof = r.bool();
+          assert.equal(r.remaining, 0);
+          assert.ok(resok <= maxcount, `${plus ? 'READDIRPLUS' : 'READDIR'} maxcount ${maxcount}: ${resok} bytes`);
+          if (eof) break;
+        }
+        assert.equal(seen.length, 122, `maxcount ${maxcount}`);
+        assert.equal(new Set(seen).size, 122, `maxcount ${maxcount}: an entry twice`);
+      }
+    }
+  });
+
   it('answers READDIR with TOOSMALL when not even one entry fits', async () => {
     const root = await rootFh(srv);
     const { r } = await call(srv, NFS_PROGRAM, NfsProc.READDIR, (w) => w.opaque(root).u64(0).fixed(Buffer.alloc(8)).u32(50));

@@ -452,7 +452,7 @@ export class Nfs3Program {
     try {
       // Fixed overhead: status, post_op_attr, cookieverf, list terminator, eof.
       const overhead = 4 + 4 + FATTR3_SIZE + 8 + 4 + 4;
-      const perEntryGuess = plus ? 24 + 16 + 4 + FATTR3_SIZE + 4 + 4 + 20 : 24 + 16;
+      const perEntryGuess = plus ? 24 + 16 + 4 + FATTR3_SIZE + 4 + xdrOpaqueSize(HANDLE_SIZE) : 24 + 16;
       const limit = Math.max(2, Math.min(4096, Math.ceil((maxcount - overhead) / perEntryGuess) + 2));
       const storeAfter = cookie <= 2 ? 0 : cookie;
       const page = await this.fs.readdir(dirFh, id, storeAfter, limit);
@@ -468,8 +468,11 @@ export class Nfs3Program {
       let emitted = 0;
       let truncated = false;
       const emit = (fileid: number, name: Buffer, ck: number, inode: Inode | null): boolean => {
+        // entry3: value_follows, fileid3, filename3, cookie3. entryplus3 adds post_op_attr (flag,
+        // fattr3) and post_op_fh3 (flag, the handle as opaque<>): counted as they are encoded.
         const dirBytes = 4 + 8 + xdrOpaqueSize(name.length) + 8;
-        const size = dirBytes + (plus ? 4 + (inode ? FATTR3_SIZE : 0) + 4 + (inode ? 4 + 20 : 0) : 0);
+        const fh = plus && inode ? this.fs.handleOf(share, inode) : null;
+        const size = dirBytes + (plus ? 4 + (inode ? FATTR3_SIZE : 0) + 4 + (fh ? xdrOpaqueSize(fh.length) : 0) : 0);
         if (used + size > maxcount || (plus && dirUsed + dirBytes > dircount && emitted > 0)) return false;
         used += size;
         dirUsed += dirBytes;
@@ -477,7 +480,7 @@ export class Nfs3Program {
         w.u32(1).u64(fileid).opaque(name).u64(ck);
         if (plus) {
           writePostOpAttr(w, share.id, inode);
-          writePostOpFh(w, inode ? this.fs.handleOf(share, inode) : null);
+          writePostOpFh(w, fh);
         }
         return true;
       };
