@@ -19,7 +19,13 @@ function cred(uid: number, gid: number, gids: number[] = []) {
 }
 
 /** Sends one call through the real dispatcher; returns a reader at the result and the accept status. */
-async function call(srv: MemoryServer, prog: number, proc: number, args: (w: XdrWriter) => void, who = cred(0, 0)) {
+async function call(
+  srv: MemoryServer,
+  prog: number,
+  proc: number,
+  args: (w: XdrWriter) => void,
+  who: { flavor: number; body: Buffer } = cred(0, 0),
+) {
   const w = new XdrWriter();
   args(w);
   const rec = encodeCall(xid++, prog, 3, proc, who, w.finish());
@@ -282,6 +288,42 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
     assert.ok(fh);
     const read = await call(srv, NFS_PROGRAM, NfsProc.READ, (w) => w.opaque(fh).u64(0).u32(10), alice);
     assert.equal(read.r.u32(), Nfs3Status.OK);
+  });
+
+  it("maps an AUTH_NONE caller to the share's anonymous_uid/anonymous_gid, root squash or not", async () => {
+    const none = { flavor: AuthFlavor.AUTH_NONE, body: Buffer.alloc(0) };
+    for (const rootSquash of [false, true]) {
+      const anon = await memoryServer({ anonymousUid: 1500, anonymousGid: 1600, rootSquash });
+      try {
+        const mnt = await call(anon, MOUNT_PROGRAM, 1, (w) => w.string('/export'), none);
+        assert.equal(mnt.r.u32(), 0);
+        const root = Buffer.from(mnt.r.opaque(64));
+        const { r } = await call(
+          anon,
+          NFS_PROGRAM,
+          NfsProc.CREATE,
+          (w) => {
+            w.opaque(root).string('by-nobody').u32(1);
+            writeSattr(w, { mode: 0o644 });
+          },
+          none,
+        );
+        assert.equal(r.u32(), Nfs3Status.OK);
+        assert.equal(r.u32(), 1);
+        r.opaque(64);
+        assert.equal(r.u32(), 1);
+        const a = decodeFattr(r);
+        assert.deepEqual([a.uid, a.gid], [1500, 1600], `root_squash ${rootSquash}`);
+        // AUTH_SYS callers keep their ids.
+        const { fh } = await create(anon, root, 'by-alice', 0o644, cred(1000, 1000));
+        const ga = await call(anon, NFS_PROGRAM, NfsProc.GETATTR, (w) => w.opaque(fh!));
+        assert.equal(ga.r.u32(), Nfs3Status.OK);
+        const b = decodeFattr(ga.r);
+        assert.deepEqual([b.uid, b.gid], [1000, 1000]);
+      } finally {
+        await anon.close();
+      }
+    }
   });
 
   it('property: arbitrary argument bytes give a reply or GARBAGE_ARGS, never SYSTEM_ERR', async () => {

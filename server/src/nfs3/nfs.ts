@@ -37,7 +37,8 @@ const POOLED_READ_MIN = 64 * 1024;
 /** What a procedure returns besides what it wrote: extra buffers sent after the writer's bytes (READ data). */
 export type ProcResult = Buffer[] | undefined;
 
-const ANONYMOUS: Identity = Object.freeze({ uid: 65534, gid: 65534, gids: Object.freeze([]) });
+/** An AUTH_NONE caller: each share makes it its anonymous_uid/anonymous_gid (FileService.squash). */
+const ANONYMOUS: Identity = Object.freeze({ uid: 65534, gid: 65534, gids: Object.freeze([]), anonymous: true });
 
 export function identityOf(call: RpcCall): Identity {
   const a = call.authSys;

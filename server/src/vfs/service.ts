@@ -219,8 +219,11 @@ export class FileService {
    * Root squash, as Linux's nfsd does it: a client's root is not trusted with uid 0, nor with group
    * 0, which it can put in any AUTH_SYS credential (uid 1000, gid 0) to reach root's group's files.
    * A squashed identity squashes to itself: callers may squash once and pass the result on.
+   * An anonymous caller (NFS AUTH_NONE) is the share's anonymous user, root squash or not, as
+   * Linux's nfsd maps AUTH_NULL to the export's anonuid/anongid.
    */
   squash(share: Share, cred: Identity): Identity {
+    if (cred.anonymous === true) return { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] };
     if (!share.rootSquash) return cred;
     if (cred.uid === 0) return { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] };
     if (cred.gid !== 0 && !cred.gids.includes(0)) return cred;

@@ -152,6 +152,11 @@ export interface Identity {
   uid: number;
   gid: number;
   gids: readonly number[];
+  /**
+   * A caller that proved no identity (NFS AUTH_NONE): it acts as the share's anonymous_uid and
+   * anonymous_gid, whatever uid and gid it carries (FileService.squash).
+   */
+  anonymous?: boolean;
 }
 
 let lastNs = 0n;
