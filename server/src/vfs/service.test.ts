@@ -149,8 +149,11 @@ describe('file service semantics', () => {
     const tmp = await fs.mkdir(rootFh, n('tmp'), root, { mode: 0o1777 });
     const tfh = fs.handleOf(share, tmp.inode);
     await fs.create(tfh, n('alices'), alice, CreateMode.GUARDED, { mode: 0o644 }, null);
-    await rejects(fs.remove(tfh, n('alices'), bob, false), 'ACCES');
-    await rejects(fs.rename(tfh, n('alices'), tfh, n('stolen'), bob), 'ACCES');
+    // Another user's entry in a sticky directory: EPERM, as from Linux's may_delete.
+    await rejects(fs.remove(tfh, n('alices'), bob, false), 'PERM');
+    await rejects(fs.rename(tfh, n('alices'), tfh, n('stolen'), bob), 'PERM');
+    await fs.create(tfh, n('bobs'), bob, CreateMode.GUARDED, { mode: 0o644 }, null);
+    await rejects(fs.rename(tfh, n('bobs'), tfh, n('alices'), bob), 'PERM');
     const af = await fs.lookup(tfh, n('alices'), bob);
     const afh = fs.handleOf(share, af.inode);
     await rejects(fs.setattr(afh, bob, { mode: 0o777 }), 'PERM');

@@ -652,7 +652,8 @@ export class FileService {
     if ((dir.mode & S_ISVTX) !== 0 || this.opens.mayHaveOpens(share.meta)) {
       const child = await share.meta.lookup(dir.id, name);
       if (!child) throw expectedError('NOENT', 'no such file or directory');
-      if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+      // EPERM, not EACCES, as Linux's may_delete answers it (NFS3ERR_PERM; SMB: ACCESS_DENIED either way).
+      if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
       await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
       if (shareModes && (await this.opens.refusesDeleteShared(share.meta, child.id)))
         throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
@@ -690,10 +691,10 @@ export class FileService {
     this.mustAccess(b.inode, id, Access.W | Access.X);
     const moving = await share.meta.lookup(a.inode.id, fromName);
     if (!moving) throw new VfsError('NOENT', 'no such file or directory');
-    if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+    if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
     const victim = await share.meta.lookup(b.inode.id, toName);
     if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id))
-      throw new VfsError('ACCES', 'sticky directory: not the owner');
+      throw new VfsError('PERM', 'sticky directory: not the owner');
     // Moving a directory to another parent rewrites its ".." entry, which needs write permission
     // on it. Whether the target lies inside the directory (INVAL) is the store's to decide, in the
     // transaction that moves it: a check made here could be overtaken by a concurrent move.
