@@ -7,6 +7,7 @@ import { XdrReader, XdrWriter } from '../rpc/xdr.js';
 import type { MemoryServer } from '../testing/memory-server.js';
 import { memoryServer } from '../testing/memory-server.js';
 import type { SetAttrs } from '../vfs/service.js';
+import { LINK_MAX } from '../vfs/types.js';
 import { MOUNT_PROGRAM, Nfs3Status, NFS_PROGRAM, NfsProc } from './constants.js';
 import { decodeFattr, readFileOffset, readSattr, writeFattr, writeSattr } from './xdr.js';
 
@@ -323,6 +324,28 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
       } finally {
         await anon.close();
       }
+    }
+  });
+
+  it('answers LINK with MLINK at the linkmax PATHCONF reports', async () => {
+    const root = await rootFh(srv);
+    const { fh } = await create(srv, root, 'many-links');
+    const pc = await call(srv, NFS_PROGRAM, NfsProc.PATHCONF, (w) => w.opaque(fh!));
+    assert.equal(pc.r.u32(), Nfs3Status.OK);
+    skipPostOp(pc.r);
+    const linkmax = pc.r.u32();
+    assert.equal(linkmax, LINK_MAX);
+    const id = (await srv.fs.resolve(fh!)).inode.id;
+    const getInode = srv.meta.getInode.bind(srv.meta);
+    srv.meta.getInode = async (i) => {
+      const inode = await getInode(i);
+      return inode && i === id ? { ...inode, nlink: linkmax } : inode;
+    };
+    try {
+      const { r } = await call(srv, NFS_PROGRAM, NfsProc.LINK, (w) => w.opaque(fh!).opaque(root).string('one-too-many'));
+      assert.equal(r.u32(), Nfs3Status.MLINK);
+    } finally {
+      srv.meta.getInode = getInode;
     }
   });
 

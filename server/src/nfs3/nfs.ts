@@ -14,7 +14,7 @@ import { HANDLE_SIZE } from '../vfs/handle.js';
 import type { FileService, Share } from '../vfs/service.js';
 import { CreateMode } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
-import { FileType } from '../vfs/types.js';
+import { FileType, LINK_MAX, NAME_MAX } from '../vfs/types.js';
 import { Access3, MAX_IO, MAX_PATH_DECODE, Nfs3Status, NfsProc, nfsStatusOf, StableHow } from './constants.js';
 import {
   FATTR3_SIZE,
@@ -562,7 +562,8 @@ export class Nfs3Program {
       const { share, inode } = await this.fs.getattr(fh, id);
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, share.id, inode);
-      w.u32(65000).u32(255).bool(true).bool(true).bool(false).bool(true);
+      // linkmax, name_max, no_trunc, chown_restricted, case_insensitive, case_preserving
+      w.u32(LINK_MAX).u32(NAME_MAX).bool(true).bool(true).bool(false).bool(true);
     } catch (e) {
       w.u32(this.statusOf(e)).u32(0);
     }

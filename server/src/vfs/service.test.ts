@@ -4,7 +4,7 @@ import { memoryServer } from '../testing/memory-server.js';
 import { VfsError } from './errors.js';
 import { CreateMode } from './service.js';
 import type { Identity } from './types.js';
-import { FileType, nowTimespec } from './types.js';
+import { FileType, LINK_MAX, nowTimespec } from './types.js';
 import { InodeMetaKind } from '../meta/store.js';
 import { openStream } from './streams.js';
 
@@ -38,6 +38,24 @@ describe('file service semantics', () => {
     await fs.rename(rootFh, n('b'), rootFh, n('c'), root);
     assert.equal((await fs.getattr(fh, root)).inode.nlink, 2);
     assert.ok(await fs.lookup(rootFh, n('b'), root));
+  });
+
+  it('refuses a hard link past LINK_MAX links with MLINK (the linkmax PATHCONF reports)', async () => {
+    const { fs, share, rootFh } = await setup();
+    const a = await fs.create(rootFh, n('a'), root, CreateMode.GUARDED, {}, null);
+    const fh = fs.handleOf(share, a.inode);
+    // The store reports the file with `links` links (making 65000 real ones takes too long here).
+    let links = LINK_MAX;
+    const getInode = share.meta.getInode.bind(share.meta);
+    share.meta.getInode = async (id) => {
+      const i = await getInode(id);
+      return i && id === a.inode.id ? { ...i, nlink: links } : i;
+    };
+    await rejects(fs.link(fh, rootFh, n('b'), root), 'MLINK');
+    await rejects(fs.lookup(rootFh, n('b'), root), 'NOENT');
+    links = LINK_MAX - 1;
+    await fs.link(fh, rootFh, n('b'), root);
+    assert.equal((await fs.lookup(rootFh, n('b'), root)).inode.id, a.inode.id);
   });
 
   it('refuses to hard-link a named stream: it gets no directory entry, whatever the protocol', async () => {

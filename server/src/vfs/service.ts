@@ -10,7 +10,7 @@ import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Caching, type CacheHolder, OpenTable } from './locks/opens.js';
 import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID, S_ISVTX, S_IXGRP } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
-import { DOS_ATTRS_STORED, DosAttributes, FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
+import { DOS_ATTRS_STORED, DosAttributes, FileType, LINK_MAX, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
 
 const NO_NAME = Buffer.alloc(0);
 
@@ -626,6 +626,8 @@ export class FileService {
     const { share, dir } = await this.prepareCreate(dirHandle, name, cred);
     if (target.share.id !== share.id) throw new VfsError('XDEV', 'cannot link across shares');
     if (target.inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
+    // The limit PATHCONF advertises, enforced as Linux's vfs_link does (EMLINK, NFS3ERR_MLINK).
+    if (target.inode.nlink >= LINK_MAX) throw new VfsError('MLINK', `a file has at most ${LINK_MAX} links`);
     const inode = await share.meta.link(target.inode.id, dir.id, name, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };

@@ -227,3 +227,5 @@ export const timespecEqual = (a: Timespec, b: Timespec): boolean => a.sec === b.
 
 /** Longest name component, in bytes. */
 export const NAME_MAX = 255;
+/** Most hard links a file may have (LINK refuses one more with MLINK); NFS PATHCONF reports it as linkmax. */
+export const LINK_MAX = 65000;
