@@ -14,6 +14,18 @@ export function inGroup(id: Identity, gid: number): boolean {
   return id.gid === gid || id.gids.includes(gid);
 }
 
+/**
+ * Linux's setattr_should_drop_sgid: whether a change of a file's owner or data by `id` drops the
+ * S_ISGID of `mode` (a file of group `gid`). A group-executable setgid file is a setgid program
+ * and loses it; without group execute the bit is a mandatory-locking mark, kept unless the caller
+ * is neither root nor in the file's group.
+ */
+export function dropsSgid(mode: number, gid: number, id: Identity): boolean {
+  if ((mode & S_ISGID) === 0) return false;
+  if ((mode & S_IXGRP) !== 0) return true;
+  return id.uid !== 0 && !inGroup(id, gid);
+}
+
 /** The rwx triple (0..7) that applies to `id` for `inode`. */
 export function permissionBits(inode: Inode, id: Identity): number {
   if (id.uid === inode.uid) return (inode.mode >> 6) & 7;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
 import { VfsError } from './errors.js';
-import { CreateMode } from './service.js';
+import { CreateMode, type SetAttrs } from './service.js';
 import type { Identity } from './types.js';
 import { FileType, LINK_MAX, nowTimespec } from './types.js';
 import { InodeMetaKind } from '../meta/store.js';
@@ -207,6 +207,49 @@ describe('file service semantics', () => {
     // A directory always inherits the setgid bit and the group.
     const sub = await fs.mkdir(dfh, n('sub'), alice, { mode: 0o755 });
     assert.deepEqual([sub.inode.gid, sub.inode.mode & 0o7777], [50, 0o2755]);
+  });
+
+  it('a change of owner or group drops setuid, and setgid of a setgid program, root included (chown(2))', async () => {
+    const { fs, share, rootFh } = await setup();
+    const make = async (name: string, mode: number) => {
+      const f = await fs.create(rootFh, n(name), root, CreateMode.GUARDED, { mode }, null);
+      return fs.handleOf(share, f.inode);
+    };
+    const modeAfter = async (name: string, mode: number, attrs: SetAttrs, who = root) =>
+      (await fs.setattr(await make(name, mode), who, attrs)).after.mode & 0o7777;
+    assert.equal(await modeAfter('chown', 0o6755, { uid: 1000 }), 0o755);
+    assert.equal(await modeAfter('chgrp', 0o6755, { gid: 50 }), 0o755);
+    // S_ISGID without group execute is a locking mark: a chown by root keeps it.
+    assert.equal(await modeAfter('locking', 0o6745, { uid: 1000 }), 0o2745);
+    // A mode given with the new owner loses the same bits (as knfsd's nfsd_sanitize_attrs).
+    assert.equal(await modeAfter('with-mode', 0o644, { uid: 1000, mode: 0o6755 }), 0o755);
+    assert.equal(await modeAfter('with-mode-locking', 0o644, { gid: 50, mode: 0o6745 }), 0o2745);
+    // Unchanged owner and group, or a directory: nothing dropped.
+    assert.equal(await modeAfter('same-owner', 0o6755, { uid: 0, gid: 0 }), 0o6755);
+    const d = await fs.mkdir(rootFh, n('dir'), root, { mode: 0o2755 });
+    assert.equal((await fs.setattr(fs.handleOf(share, d.inode), root, { uid: 1000, gid: 50 })).after.mode & 0o7777, 0o2755);
+    // The owner's chgrp to one of their groups: the same.
+    const own = await fs.create(rootFh, n('alices'), alice, CreateMode.GUARDED, { mode: 0o6755 }, null);
+    const member = { ...alice, gids: [50] };
+    assert.equal((await fs.setattr(fs.handleOf(share, own.inode), member, { gid: 50 })).after.mode & 0o7777, 0o755);
+  });
+
+  it('a WRITE by anyone but root drops setuid, and setgid only of a setgid program or for a writer outside the group', async () => {
+    const { fs, share, rootFh } = await setup();
+    const member: Identity = { uid: 3000, gid: 3000, gids: [1000] };
+    const modeAfterWrite = async (name: string, mode: number, who: Identity) => {
+      const f = await fs.create(rootFh, n(name), alice, CreateMode.GUARDED, { mode }, null);
+      return (await fs.write(fs.handleOf(share, f.inode), who, 0, n('x'), false)).after.mode & 0o7777;
+    };
+    // Group execute set: a setgid program, which any write but root's makes an ordinary file.
+    assert.equal(await modeAfterWrite('prog', 0o6777, member), 0o777);
+    assert.equal(await modeAfterWrite('prog-owner', 0o6777, alice), 0o777);
+    assert.equal(await modeAfterWrite('prog-root', 0o6777, root), 0o6777);
+    // No group execute: S_ISGID is a locking mark, kept for the owner and a member of the file's group.
+    assert.equal(await modeAfterWrite('locking', 0o6766, member), 0o2766);
+    assert.equal(await modeAfterWrite('locking-owner', 0o2766, alice), 0o2766);
+    // ... and dropped for a writer outside the group (Linux's setattr_should_drop_sgid, since 6.2).
+    assert.equal(await modeAfterWrite('locking-other', 0o2766, bob), 0o766);
   });
 
   it('squashes root to the anonymous identity when root_squash is on', async () => {

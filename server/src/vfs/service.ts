@@ -8,7 +8,19 @@ import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Caching, type CacheHolder, OpenTable } from './locks/opens.js';
-import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID, S_ISVTX, S_IXGRP } from './permissions.js';
+import {
+  Access,
+  dropsSgid,
+  mayAccess,
+  mayDeleteFromSticky,
+  mayRead,
+  mayWrite,
+  inGroup,
+  S_ISGID,
+  S_ISUID,
+  S_ISVTX,
+  S_IXGRP,
+} from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
 import { DOS_ATTRS_STORED, DosAttributes, FileType, LINK_MAX, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
 
@@ -318,14 +330,25 @@ export class FileService {
         throw new VfsError('PERM', 'only the owner may change the group, to one of their groups');
       changes.gid = attrs.gid;
     }
+    const owned = changes.uid !== undefined || changes.gid !== undefined;
     if (attrs.mode !== undefined) {
       if (!isRoot && !isOwner) throw new VfsError('PERM', 'only the owner may change the mode');
       let mode = attrs.mode & 0o7777;
       // A non-root owner who is not in the file's group cannot set setgid (POSIX chmod).
       if (!isRoot && (mode & S_ISGID) !== 0 && !inGroup(id, changes.gid ?? inode.gid)) mode &= ~S_ISGID;
+      // A mode set with a new owner or group loses the setuid bit, and the setgid bit of a setgid
+      // program, as Linux's nfsd does it (nfsd_sanitize_attrs), root or not.
+      if (owned && inode.type !== FileType.DIR) {
+        mode &= ~S_ISUID;
+        if ((mode & S_IXGRP) !== 0) mode &= ~S_ISGID;
+      }
       changes.mode = mode;
-    } else if ((changes.uid !== undefined || changes.gid !== undefined) && inode.type === FileType.REG && !isRoot) {
-      changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
+    } else if (owned && inode.type !== FileType.DIR) {
+      // A new owner or group of a non-directory drops setuid, and setgid as dropsSgid says: by
+      // root too, as Linux does since 2.2.13 (chown(2)). A directory keeps both.
+      let mode = inode.mode & ~S_ISUID;
+      if (dropsSgid(inode.mode, inode.gid, id)) mode &= ~S_ISGID;
+      if (mode !== inode.mode) changes.mode = mode;
     }
     if (attrs.size !== undefined) {
       if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot set the size of a directory');
@@ -459,7 +482,13 @@ export class FileService {
     if (breaking) await breaking;
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
-    if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
+    if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) {
+      // Linux's file_remove_privs: a write by anyone but root drops setuid, and setgid where
+      // dropsSgid says so (a setgid program; a locking mark stays, for a writer in the group).
+      let mode = inode.mode & ~S_ISUID;
+      if (dropsSgid(inode.mode, inode.gid, id)) mode &= ~S_ISGID;
+      if (mode !== inode.mode) changes.mode = mode;
+    }
     // The WAL append and the attribute update run side by side (the reply needs both); the WAL
     // carries the size too, so replay restores it whichever finished first before a crash. Both
     // are waited for even when one fails: until the data write settles it may still read `data`,
