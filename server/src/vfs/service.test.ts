@@ -252,6 +252,38 @@ describe('file service semantics', () => {
     assert.equal(await modeAfterWrite('locking-other', 0o2766, bob), 0o766);
   });
 
+  it('creating a name that exists in a directory the caller may search but not write is EXIST, as from knfsd', async () => {
+    const { fs, share, rootFh } = await setup();
+    const ro = await fs.mkdir(rootFh, n('ro'), root, { mode: 0o755 });
+    const dfh = fs.handleOf(share, ro.inode);
+    const f = await fs.create(dfh, n('f'), root, CreateMode.GUARDED, { mode: 0o644 }, null);
+    await fs.mkdir(dfh, n('d'), root, {});
+    const other = await fs.create(rootFh, n('other'), alice, CreateMode.GUARDED, {}, null);
+    const otherFh = fs.handleOf(share, other.inode);
+    for (const name of ['f', 'd']) {
+      await rejects(fs.create(dfh, n(name), alice, CreateMode.GUARDED, {}, null), 'EXIST');
+      await rejects(fs.mkdir(dfh, n(name), alice, {}), 'EXIST');
+      await rejects(fs.symlink(dfh, n(name), alice, n('target'), {}), 'EXIST');
+      await rejects(fs.mknod(dfh, n(name), alice, FileType.FIFO, {}, { major: 0, minor: 0 }), 'EXIST');
+      await rejects(fs.link(otherFh, dfh, n(name), alice), 'EXIST');
+    }
+    // UNCHECKED and EXCLUSIVE answer from the file that is there, as on a writable directory.
+    assert.equal((await fs.create(dfh, n('f'), alice, CreateMode.UNCHECKED, {}, null)).inode.id, f.inode.id);
+    await rejects(fs.create(dfh, n('f'), alice, CreateMode.UNCHECKED, { size: 0 }, null), 'ACCES'); // not alice's to truncate
+    await rejects(fs.create(dfh, n('d'), alice, CreateMode.UNCHECKED, {}, null), 'ISDIR');
+    await rejects(fs.create(dfh, n('f'), alice, CreateMode.EXCLUSIVE, {}, Buffer.from('other-vf')), 'EXIST');
+    // A free name is still refused for want of write permission.
+    await rejects(fs.create(dfh, n('new'), alice, CreateMode.GUARDED, {}, null), 'ACCES');
+    await rejects(fs.create(dfh, n('new'), alice, CreateMode.UNCHECKED, {}, null), 'ACCES');
+    await rejects(fs.mkdir(dfh, n('new'), alice, {}), 'ACCES');
+    // Without search permission the caller may not learn that the name exists.
+    await fs.setattr(dfh, root, { mode: 0o754 });
+    await rejects(fs.create(dfh, n('f'), alice, CreateMode.GUARDED, {}, null), 'ACCES');
+    await rejects(fs.mkdir(dfh, n('d'), alice, {}), 'ACCES');
+    const names = (await fs.readdir(dfh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    assert.deepEqual(names, ['d', 'f']);
+  });
+
   it('squashes root to the anonymous identity when root_squash is on', async () => {
     const { fs, share, rootFh } = await setup({ rootSquash: true, rootMode: 0o755 });
     await rejects(fs.create(rootFh, n('f'), root, CreateMode.UNCHECKED, {}, null), 'ACCES');

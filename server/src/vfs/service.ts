@@ -515,13 +515,31 @@ export class FileService {
 
   // ---- creation ----------------------------------------------------------------------------------
 
-  private async prepareCreate(dirHandle: Buffer, name: Buffer, cred: Identity): Promise<{ share: Share; dir: Inode; id: Identity }> {
+  /**
+   * Checks a directory for adding `name`. In a directory the caller may search but not write, a
+   * name that exists is EXIST, not ACCES: Linux's may_create looks at the name before the
+   * directory's write permission, and so answers knfsd. With `takenOk` (CREATE UNCHECKED and
+   * EXCLUSIVE, which knfsd answers from the existing file) the file is returned as `taken` instead.
+   */
+  private async prepareCreate(
+    dirHandle: Buffer,
+    name: Buffer,
+    cred: Identity,
+    takenOk = false,
+  ): Promise<{ share: Share; dir: Inode; id: Identity; taken: Inode | null }> {
     const { share, inode: dir } = await this.resolve(dirHandle);
     const id = this.writer(share, cred);
     this.mustDir(dir);
     checkName(name, 'create');
-    this.mustAccess(dir, id, Access.W | Access.X);
-    return { share, dir, id };
+    if (!mayAccess(dir, id, Access.W | Access.X)) {
+      // Only a caller who could LOOKUP the name (search permission) learns that it exists.
+      this.mustAccess(dir, id, Access.X);
+      const taken = await share.meta.lookup(dir.id, name);
+      if (!taken) throw new VfsError('ACCES', 'permission denied');
+      if (!takenOk) throw expectedError('EXIST', 'file exists');
+      return { share, dir, id, taken };
+    }
+    return { share, dir, id, taken: null };
   }
 
   /**
@@ -568,25 +586,27 @@ export class FileService {
     verifier: Buffer | null,
     attempt = 0,
   ): Promise<DirChange & { share: Share; inode: Inode }> {
-    const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
+    const { share, dir, id, taken } = await this.prepareCreate(dirHandle, name, cred, how !== CreateMode.GUARDED);
     // The name is usually free (an untar, a build): create first, and look at what holds the name
     // only when it is taken, rather than a lookup before every create.
-    const init = this.newInode(
-      dir,
-      id,
-      FileType.REG,
-      attrs.mode ?? 0o644,
-      { createVerifier: how === CreateMode.EXCLUSIVE && verifier ? Buffer.from(verifier) : null },
-      attrs,
-    );
-    try {
-      const inode = await share.meta.create(dir.id, name, init, nowTimespec());
-      this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
-      return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
-    } catch (e) {
-      if (!(e instanceof VfsError && e.errno === 'EXIST') || how === CreateMode.GUARDED) throw e;
+    if (taken === null) {
+      const init = this.newInode(
+        dir,
+        id,
+        FileType.REG,
+        attrs.mode ?? 0o644,
+        { createVerifier: how === CreateMode.EXCLUSIVE && verifier ? Buffer.from(verifier) : null },
+        attrs,
+      );
+      try {
+        const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+        this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
+        return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+      } catch (e) {
+        if (!(e instanceof VfsError && e.errno === 'EXIST') || how === CreateMode.GUARDED) throw e;
+      }
     }
-    const existing = await share.meta.lookup(dir.id, name);
+    const existing = taken ?? (await share.meta.lookup(dir.id, name));
     if (!existing) {
       // Removed again since the create failed: try once more, a bounded number of times.
       if (attempt + 1 >= MAX_CREATE_ATTEMPTS) throw new VfsError('JUKEBOX', 'the name keeps appearing and disappearing; try again');
