@@ -7,6 +7,7 @@ import { XdrReader, XdrWriter } from '../rpc/xdr.js';
 import type { MemoryServer } from '../testing/memory-server.js';
 import { memoryServer } from '../testing/memory-server.js';
 import type { SetAttrs } from '../vfs/service.js';
+import { LINK_MAX } from '../vfs/types.js';
 import { MOUNT_PROGRAM, Nfs3Status, NFS_PROGRAM, NfsProc } from './constants.js';
 import { decodeFattr, readFileOffset, readSattr, writeFattr, writeSattr } from './xdr.js';
 
@@ -19,7 +20,13 @@ function cred(uid: number, gid: number, gids: number[] = []) {
 }
 
 /** Sends one call through the real dispatcher; returns a reader at the result and the accept status. */
-async function call(srv: MemoryServer, prog: number, proc: number, args: (w: XdrWriter) => void, who = cred(0, 0)) {
+async function call(
+  srv: MemoryServer,
+  prog: number,
+  proc: number,
+  args: (w: XdrWriter) => void,
+  who: { flavor: number; body: Buffer } = cred(0, 0),
+) {
   const w = new XdrWriter();
   args(w);
   const rec = encodeCall(xid++, prog, 3, proc, who, w.finish());
@@ -142,6 +149,77 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
     assert.deepEqual(new Set(seen), names);
   });
 
+  it('a WRITE of 0 bytes past the end answers OK (FILE_SYNC too) and changes neither size nor times', async () => {
+    const root = await rootFh(srv);
+    const { fh } = await create(srv, root, 'zero-write');
+    const five = Buffer.from('hello');
+    assert.equal((await call(srv, NFS_PROGRAM, NfsProc.WRITE, (w) => w.opaque(fh!).u64(0).u32(5).u32(2).opaque(five))).r.u32(), 0);
+    const attrs = async () => {
+      const { r } = await call(srv, NFS_PROGRAM, NfsProc.GETATTR, (w) => w.opaque(fh!));
+      assert.equal(r.u32(), Nfs3Status.OK);
+      return decodeFattr(r);
+    };
+    const before = await attrs();
+    await new Promise((r) => setTimeout(r, 5));
+    for (const stable of [0, 2]) {
+      const { r } = await call(srv, NFS_PROGRAM, NfsProc.WRITE, (w) =>
+        w.opaque(fh!).u64(1_000_000).u32(0).u32(stable).opaque(Buffer.alloc(0)),
+      );
+      assert.equal(r.u32(), Nfs3Status.OK);
+      skipWcc(r);
+      assert.equal(r.u32(), 0, 'count');
+      assert.equal(r.u32(), stable, 'committed');
+    }
+    assert.deepEqual(await attrs(), before);
+  });
+
+  it('keeps every READDIR and READDIRPLUS reply within the count/maxcount the client gave (RFC 1813 3.3.16, 3.3.17)', async () => {
+    const root = await rootFh(srv);
+    const mk = await call(srv, NFS_PROGRAM, NfsProc.MKDIR, (w) => {
+      w.opaque(root).string('sized');
+      writeSattr(w, { mode: 0o755 });
+    });
+    assert.equal(mk.r.u32(), 0);
+    mk.r.u32();
+    const dir = Buffer.from(mk.r.opaque(64));
+    for (let i = 0; i < 120; i++) assert.equal((await create(srv, dir, `f-${String(i).padStart(3, '0')}`)).status, 0);
+    for (const plus of [false, true]) {
+      for (const maxcount of [plus ? 400 : 200, 601, 1000, 1024, 2048, 4096, 8192, 65536]) {
+        const seen: string[] = [];
+        let cookie = 0;
+        let verf = Buffer.alloc(8);
+        for (let pages = 0; ; pages++) {
+          assert.ok(pages < 200, 'no end');
+          const { r, buf } = await call(srv, NFS_PROGRAM, plus ? NfsProc.READDIRPLUS : NfsProc.READDIR, (w) => {
+            w.opaque(dir).u64(cookie).fixed(verf);
+            if (plus) w.u32(maxcount);
+            w.u32(maxcount);
+          });
+          assert.equal(r.u32(), Nfs3Status.OK, `maxcount ${maxcount}`);
+          const resok = buf.length - r.pos; // READDIR3resok / READDIRPLUS3resok: all after the status
+          skipPostOp(r);
+          verf = Buffer.from(r.fixed(8));
+          while (r.bool()) {
+            r.u64();
+            const name = r.string(255);
+            cookie = r.u64();
+            if (plus) {
+              skipPostOp(r);
+              if (r.bool()) assert.equal(r.opaque(64).length, 24);
+            }
+            seen.push(name);
+          }
+          const eof = r.bool();
+          assert.equal(r.remaining, 0);
+          assert.ok(resok <= maxcount, `${plus ? 'READDIRPLUS' : 'READDIR'} maxcount ${maxcount}: ${resok} bytes`);
+          if (eof) break;
+        }
+        assert.equal(seen.length, 122, `maxcount ${maxcount}`);
+        assert.equal(new Set(seen).size, 122, `maxcount ${maxcount}: an entry twice`);
+      }
+    }
+  });
+
   it('answers READDIR with TOOSMALL when not even one entry fits', async () => {
     const root = await rootFh(srv);
     const { r } = await call(srv, NFS_PROGRAM, NfsProc.READDIR, (w) => w.opaque(root).u64(0).fixed(Buffer.alloc(8)).u32(50));
@@ -211,6 +289,64 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
     assert.ok(fh);
     const read = await call(srv, NFS_PROGRAM, NfsProc.READ, (w) => w.opaque(fh).u64(0).u32(10), alice);
     assert.equal(read.r.u32(), Nfs3Status.OK);
+  });
+
+  it("maps an AUTH_NONE caller to the share's anonymous_uid/anonymous_gid, root squash or not", async () => {
+    const none = { flavor: AuthFlavor.AUTH_NONE, body: Buffer.alloc(0) };
+    for (const rootSquash of [false, true]) {
+      const anon = await memoryServer({ anonymousUid: 1500, anonymousGid: 1600, rootSquash });
+      try {
+        const mnt = await call(anon, MOUNT_PROGRAM, 1, (w) => w.string('/export'), none);
+        assert.equal(mnt.r.u32(), 0);
+        const root = Buffer.from(mnt.r.opaque(64));
+        const { r } = await call(
+          anon,
+          NFS_PROGRAM,
+          NfsProc.CREATE,
+          (w) => {
+            w.opaque(root).string('by-nobody').u32(1);
+            writeSattr(w, { mode: 0o644 });
+          },
+          none,
+        );
+        assert.equal(r.u32(), Nfs3Status.OK);
+        assert.equal(r.u32(), 1);
+        r.opaque(64);
+        assert.equal(r.u32(), 1);
+        const a = decodeFattr(r);
+        assert.deepEqual([a.uid, a.gid], [1500, 1600], `root_squash ${rootSquash}`);
+        // AUTH_SYS callers keep their ids.
+        const { fh } = await create(anon, root, 'by-alice', 0o644, cred(1000, 1000));
+        const ga = await call(anon, NFS_PROGRAM, NfsProc.GETATTR, (w) => w.opaque(fh!));
+        assert.equal(ga.r.u32(), Nfs3Status.OK);
+        const b = decodeFattr(ga.r);
+        assert.deepEqual([b.uid, b.gid], [1000, 1000]);
+      } finally {
+        await anon.close();
+      }
+    }
+  });
+
+  it('answers LINK with MLINK at the linkmax PATHCONF reports', async () => {
+    const root = await rootFh(srv);
+    const { fh } = await create(srv, root, 'many-links');
+    const pc = await call(srv, NFS_PROGRAM, NfsProc.PATHCONF, (w) => w.opaque(fh!));
+    assert.equal(pc.r.u32(), Nfs3Status.OK);
+    skipPostOp(pc.r);
+    const linkmax = pc.r.u32();
+    assert.equal(linkmax, LINK_MAX);
+    const id = (await srv.fs.resolve(fh!)).inode.id;
+    const getInode = srv.meta.getInode.bind(srv.meta);
+    srv.meta.getInode = async (i) => {
+      const inode = await getInode(i);
+      return inode && i === id ? { ...inode, nlink: linkmax } : inode;
+    };
+    try {
+      const { r } = await call(srv, NFS_PROGRAM, NfsProc.LINK, (w) => w.opaque(fh!).opaque(root).string('one-too-many'));
+      assert.equal(r.u32(), Nfs3Status.MLINK);
+    } finally {
+      srv.meta.getInode = getInode;
+    }
   });
 
   it('property: arbitrary argument bytes give a reply or GARBAGE_ARGS, never SYSTEM_ERR', async () => {

@@ -14,7 +14,7 @@ import { HANDLE_SIZE } from '../vfs/handle.js';
 import type { FileService, Share } from '../vfs/service.js';
 import { CreateMode } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
-import { FileType } from '../vfs/types.js';
+import { FileType, LINK_MAX, NAME_MAX } from '../vfs/types.js';
 import { Access3, MAX_IO, MAX_PATH_DECODE, Nfs3Status, NfsProc, nfsStatusOf, StableHow } from './constants.js';
 import {
   FATTR3_SIZE,
@@ -37,7 +37,8 @@ const POOLED_READ_MIN = 64 * 1024;
 /** What a procedure returns besides what it wrote: extra buffers sent after the writer's bytes (READ data). */
 export type ProcResult = Buffer[] | undefined;
 
-const ANONYMOUS: Identity = Object.freeze({ uid: 65534, gid: 65534, gids: Object.freeze([]) });
+/** An AUTH_NONE caller: each share makes it its anonymous_uid/anonymous_gid (FileService.squash). */
+const ANONYMOUS: Identity = Object.freeze({ uid: 65534, gid: 65534, gids: Object.freeze([]), anonymous: true });
 
 export function identityOf(call: RpcCall): Identity {
   const a = call.authSys;
@@ -452,7 +453,7 @@ export class Nfs3Program {
     try {
       // Fixed overhead: status, post_op_attr, cookieverf, list terminator, eof.
       const overhead = 4 + 4 + FATTR3_SIZE + 8 + 4 + 4;
-      const perEntryGuess = plus ? 24 + 16 + 4 + FATTR3_SIZE + 4 + 4 + 20 : 24 + 16;
+      const perEntryGuess = plus ? 24 + 16 + 4 + FATTR3_SIZE + 4 + xdrOpaqueSize(HANDLE_SIZE) : 24 + 16;
       const limit = Math.max(2, Math.min(4096, Math.ceil((maxcount - overhead) / perEntryGuess) + 2));
       const storeAfter = cookie <= 2 ? 0 : cookie;
       const page = await this.fs.readdir(dirFh, id, storeAfter, limit);
@@ -468,8 +469,11 @@ export class Nfs3Program {
       let emitted = 0;
       let truncated = false;
       const emit = (fileid: number, name: Buffer, ck: number, inode: Inode | null): boolean => {
+        // entry3: value_follows, fileid3, filename3, cookie3. entryplus3 adds post_op_attr (flag,
+        // fattr3) and post_op_fh3 (flag, the handle as opaque<>): counted as they are encoded.
         const dirBytes = 4 + 8 + xdrOpaqueSize(name.length) + 8;
-        const size = dirBytes + (plus ? 4 + (inode ? FATTR3_SIZE : 0) + 4 + (inode ? 4 + 20 : 0) : 0);
+        const fh = plus && inode ? this.fs.handleOf(share, inode) : null;
+        const size = dirBytes + (plus ? 4 + (inode ? FATTR3_SIZE : 0) + 4 + (fh ? xdrOpaqueSize(fh.length) : 0) : 0);
         if (used + size > maxcount || (plus && dirUsed + dirBytes > dircount && emitted > 0)) return false;
         used += size;
         dirUsed += dirBytes;
@@ -477,7 +481,7 @@ export class Nfs3Program {
         w.u32(1).u64(fileid).opaque(name).u64(ck);
         if (plus) {
           writePostOpAttr(w, share.id, inode);
-          writePostOpFh(w, inode ? this.fs.handleOf(share, inode) : null);
+          writePostOpFh(w, fh);
         }
         return true;
       };
@@ -558,7 +562,8 @@ export class Nfs3Program {
       const { share, inode } = await this.fs.getattr(fh, id);
       w.u32(Nfs3Status.OK);
       writePostOpAttr(w, share.id, inode);
-      w.u32(65000).u32(255).bool(true).bool(true).bool(false).bool(true);
+      // linkmax, name_max, no_trunc, chown_restricted, case_insensitive, case_preserving
+      w.u32(LINK_MAX).u32(NAME_MAX).bool(true).bool(true).bool(false).bool(true);
     } catch (e) {
       w.u32(this.statusOf(e)).u32(0);
     }

@@ -487,9 +487,11 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   const locked = ioLocked(c, open, offset, req.data.length, true);
   if (locked === true || (locked !== false && (await locked))) throw fail(NtStatus.FILE_LOCK_CONFLICT);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
-  await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
+  // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
+  const changes = req.data.length > 0;
+  if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
   await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
-  if (open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
+  if (changes && open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
   open.position = offset + req.data.length;
   return req.data.length;

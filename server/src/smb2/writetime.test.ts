@@ -74,6 +74,22 @@ describe('SMB delayed write time', () => {
     await srv.close();
   });
 
+  it('a WRITE of no bytes, past the end too, changes neither the size nor the write time, at once or at close', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    const { srv, c, open, times } = await setup();
+    const size = async () => (await srv.fs.resolve(open.handle)).inode.size;
+    const zero = (offset: number) => files.write(c, open, { offset, fileId: open.fileId, flags: 0, data: Buffer.alloc(0) });
+    assert.equal(await zero(1_000_000), 0);
+    assert.equal(await zero(0), 0);
+    assert.equal(await size(), 0);
+    assert.deepEqual(await times(open), { shown: OLD, stored: OLD });
+    assert.equal(delayedCount(), 0, 'no write time pending');
+    mock.timers.tick(10 * WRITE_TIME_DELAY_MS);
+    await close(c, open);
+    assert.deepEqual(await times(open), { shown: OLD, stored: OLD });
+    await srv.close();
+  });
+
   it('FLUSH and SET_INFO of the size show a pending write time at once; a close after them sets nothing', async () => {
     mock.timers.enable({ apis: ['setTimeout'] });
     const { srv, c, open, times, write } = await setup();

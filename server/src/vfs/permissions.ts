@@ -7,9 +7,23 @@ export const Access = Object.freeze({ R: 4, W: 2, X: 1 } as const);
 export const S_ISUID = 0o4000;
 export const S_ISGID = 0o2000;
 export const S_ISVTX = 0o1000;
+/** Group execute: with it S_ISGID makes a program setgid; without it, S_ISGID is a mandatory-locking mark. */
+export const S_IXGRP = 0o010;
 
 export function inGroup(id: Identity, gid: number): boolean {
   return id.gid === gid || id.gids.includes(gid);
+}
+
+/**
+ * Linux's setattr_should_drop_sgid: whether a change of a file's owner or data by `id` drops the
+ * S_ISGID of `mode` (a file of group `gid`). A group-executable setgid file is a setgid program
+ * and loses it; without group execute the bit is a mandatory-locking mark, kept unless the caller
+ * is neither root nor in the file's group.
+ */
+export function dropsSgid(mode: number, gid: number, id: Identity): boolean {
+  if ((mode & S_ISGID) === 0) return false;
+  if ((mode & S_IXGRP) !== 0) return true;
+  return id.uid !== 0 && !inGroup(id, gid);
 }
 
 /** The rwx triple (0..7) that applies to `id` for `inode`. */

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
 import { VfsError } from './errors.js';
-import { CreateMode } from './service.js';
+import { CreateMode, type SetAttrs } from './service.js';
 import type { Identity } from './types.js';
-import { FileType, nowTimespec } from './types.js';
+import { FileType, LINK_MAX, nowTimespec } from './types.js';
 import { InodeMetaKind } from '../meta/store.js';
 import { openStream } from './streams.js';
 
@@ -38,6 +38,24 @@ describe('file service semantics', () => {
     await fs.rename(rootFh, n('b'), rootFh, n('c'), root);
     assert.equal((await fs.getattr(fh, root)).inode.nlink, 2);
     assert.ok(await fs.lookup(rootFh, n('b'), root));
+  });
+
+  it('refuses a hard link past LINK_MAX links with MLINK (the linkmax PATHCONF reports)', async () => {
+    const { fs, share, rootFh } = await setup();
+    const a = await fs.create(rootFh, n('a'), root, CreateMode.GUARDED, {}, null);
+    const fh = fs.handleOf(share, a.inode);
+    // The store reports the file with `links` links (making 65000 real ones takes too long here).
+    let links = LINK_MAX;
+    const getInode = share.meta.getInode.bind(share.meta);
+    share.meta.getInode = async (id) => {
+      const i = await getInode(id);
+      return i && id === a.inode.id ? { ...i, nlink: links } : i;
+    };
+    await rejects(fs.link(fh, rootFh, n('b'), root), 'MLINK');
+    await rejects(fs.lookup(rootFh, n('b'), root), 'NOENT');
+    links = LINK_MAX - 1;
+    await fs.link(fh, rootFh, n('b'), root);
+    assert.equal((await fs.lookup(rootFh, n('b'), root)).inode.id, a.inode.id);
   });
 
   it('refuses to hard-link a named stream: it gets no directory entry, whatever the protocol', async () => {
@@ -149,8 +167,11 @@ describe('file service semantics', () => {
     const tmp = await fs.mkdir(rootFh, n('tmp'), root, { mode: 0o1777 });
     const tfh = fs.handleOf(share, tmp.inode);
     await fs.create(tfh, n('alices'), alice, CreateMode.GUARDED, { mode: 0o644 }, null);
-    await rejects(fs.remove(tfh, n('alices'), bob, false), 'ACCES');
-    await rejects(fs.rename(tfh, n('alices'), tfh, n('stolen'), bob), 'ACCES');
+    // Another user's entry in a sticky directory: EPERM, as from Linux's may_delete.
+    await rejects(fs.remove(tfh, n('alices'), bob, false), 'PERM');
+    await rejects(fs.rename(tfh, n('alices'), tfh, n('stolen'), bob), 'PERM');
+    await fs.create(tfh, n('bobs'), bob, CreateMode.GUARDED, { mode: 0o644 }, null);
+    await rejects(fs.rename(tfh, n('bobs'), tfh, n('alices'), bob), 'PERM');
     const af = await fs.lookup(tfh, n('alices'), bob);
     const afh = fs.handleOf(share, af.inode);
     await rejects(fs.setattr(afh, bob, { mode: 0o777 }), 'PERM');
@@ -162,6 +183,105 @@ describe('file service semantics', () => {
     // A 0755 root-owned directory refuses creates by others.
     const locked = await fs.mkdir(rootFh, n('locked'), root, { mode: 0o755 });
     await rejects(fs.create(fs.handleOf(share, locked.inode), n('f'), alice, CreateMode.UNCHECKED, {}, null), 'ACCES');
+  });
+
+  it('a file made in a setgid directory of a group the caller is not in loses the setgid bit asked for (CVE-2018-13405)', async () => {
+    const { fs, share, rootFh } = await setup({ rootMode: 0o777 });
+    const d = await fs.mkdir(rootFh, n('shared'), root, { mode: 0o2777, gid: 50 });
+    const dfh = fs.handleOf(share, d.inode);
+    const member: Identity = { uid: 3000, gid: 3000, gids: [50] };
+    const mode = async (who: Identity, name: string, m: number, gid?: number) => {
+      const f = await fs.create(dfh, n(name), who, CreateMode.GUARDED, { mode: m, ...(gid === undefined ? {} : { gid }) }, null);
+      return [f.inode.gid, f.inode.mode & 0o7777];
+    };
+    // Not in group 50: the file is group 50 (the directory's), without S_ISGID (Linux's mode_strip_sgid).
+    assert.deepEqual(await mode(alice, 'alices', 0o2755), [50, 0o755]);
+    const fifo = await fs.mknod(dfh, n('fifo'), alice, FileType.FIFO, { mode: 0o2775 }, { major: 0, minor: 0 });
+    assert.deepEqual([fifo.inode.gid, fifo.inode.mode & 0o7777], [50, 0o775]);
+    // Without group execute S_ISGID is a locking mark, not a setgid program: kept.
+    assert.deepEqual(await mode(alice, 'locking', 0o2644), [50, 0o2644]);
+    // A member of the group (a supplementary one here), root, or a group of the caller's own: kept.
+    assert.deepEqual(await mode(member, 'members', 0o2755), [50, 0o2755]);
+    assert.deepEqual(await mode(root, 'roots', 0o2755), [50, 0o2755]);
+    assert.deepEqual(await mode(alice, 'own-group', 0o2755, 1000), [1000, 0o2755]);
+    // A directory always inherits the setgid bit and the group.
+    const sub = await fs.mkdir(dfh, n('sub'), alice, { mode: 0o755 });
+    assert.deepEqual([sub.inode.gid, sub.inode.mode & 0o7777], [50, 0o2755]);
+  });
+
+  it('a change of owner or group drops setuid, and setgid of a setgid program, root included (chown(2))', async () => {
+    const { fs, share, rootFh } = await setup();
+    const make = async (name: string, mode: number) => {
+      const f = await fs.create(rootFh, n(name), root, CreateMode.GUARDED, { mode }, null);
+      return fs.handleOf(share, f.inode);
+    };
+    const modeAfter = async (name: string, mode: number, attrs: SetAttrs, who = root) =>
+      (await fs.setattr(await make(name, mode), who, attrs)).after.mode & 0o7777;
+    assert.equal(await modeAfter('chown', 0o6755, { uid: 1000 }), 0o755);
+    assert.equal(await modeAfter('chgrp', 0o6755, { gid: 50 }), 0o755);
+    // S_ISGID without group execute is a locking mark: a chown by root keeps it.
+    assert.equal(await modeAfter('locking', 0o6745, { uid: 1000 }), 0o2745);
+    // A mode given with the new owner loses the same bits (as knfsd's nfsd_sanitize_attrs).
+    assert.equal(await modeAfter('with-mode', 0o644, { uid: 1000, mode: 0o6755 }), 0o755);
+    assert.equal(await modeAfter('with-mode-locking', 0o644, { gid: 50, mode: 0o6745 }), 0o2745);
+    // Unchanged owner and group, or a directory: nothing dropped.
+    assert.equal(await modeAfter('same-owner', 0o6755, { uid: 0, gid: 0 }), 0o6755);
+    const d = await fs.mkdir(rootFh, n('dir'), root, { mode: 0o2755 });
+    assert.equal((await fs.setattr(fs.handleOf(share, d.inode), root, { uid: 1000, gid: 50 })).after.mode & 0o7777, 0o2755);
+    // The owner's chgrp to one of their groups: the same.
+    const own = await fs.create(rootFh, n('alices'), alice, CreateMode.GUARDED, { mode: 0o6755 }, null);
+    const member = { ...alice, gids: [50] };
+    assert.equal((await fs.setattr(fs.handleOf(share, own.inode), member, { gid: 50 })).after.mode & 0o7777, 0o755);
+  });
+
+  it('a WRITE by anyone but root drops setuid, and setgid only of a setgid program or for a writer outside the group', async () => {
+    const { fs, share, rootFh } = await setup();
+    const member: Identity = { uid: 3000, gid: 3000, gids: [1000] };
+    const modeAfterWrite = async (name: string, mode: number, who: Identity) => {
+      const f = await fs.create(rootFh, n(name), alice, CreateMode.GUARDED, { mode }, null);
+      return (await fs.write(fs.handleOf(share, f.inode), who, 0, n('x'), false)).after.mode & 0o7777;
+    };
+    // Group execute set: a setgid program, which any write but root's makes an ordinary file.
+    assert.equal(await modeAfterWrite('prog', 0o6777, member), 0o777);
+    assert.equal(await modeAfterWrite('prog-owner', 0o6777, alice), 0o777);
+    assert.equal(await modeAfterWrite('prog-root', 0o6777, root), 0o6777);
+    // No group execute: S_ISGID is a locking mark, kept for the owner and a member of the file's group.
+    assert.equal(await modeAfterWrite('locking', 0o6766, member), 0o2766);
+    assert.equal(await modeAfterWrite('locking-owner', 0o2766, alice), 0o2766);
+    // ... and dropped for a writer outside the group (Linux's setattr_should_drop_sgid, since 6.2).
+    assert.equal(await modeAfterWrite('locking-other', 0o2766, bob), 0o766);
+  });
+
+  it('creating a name that exists in a directory the caller may search but not write is EXIST, as from knfsd', async () => {
+    const { fs, share, rootFh } = await setup();
+    const ro = await fs.mkdir(rootFh, n('ro'), root, { mode: 0o755 });
+    const dfh = fs.handleOf(share, ro.inode);
+    const f = await fs.create(dfh, n('f'), root, CreateMode.GUARDED, { mode: 0o644 }, null);
+    await fs.mkdir(dfh, n('d'), root, {});
+    const other = await fs.create(rootFh, n('other'), alice, CreateMode.GUARDED, {}, null);
+    const otherFh = fs.handleOf(share, other.inode);
+    for (const name of ['f', 'd']) {
+      await rejects(fs.create(dfh, n(name), alice, CreateMode.GUARDED, {}, null), 'EXIST');
+      await rejects(fs.mkdir(dfh, n(name), alice, {}), 'EXIST');
+      await rejects(fs.symlink(dfh, n(name), alice, n('target'), {}), 'EXIST');
+      await rejects(fs.mknod(dfh, n(name), alice, FileType.FIFO, {}, { major: 0, minor: 0 }), 'EXIST');
+      await rejects(fs.link(otherFh, dfh, n(name), alice), 'EXIST');
+    }
+    // UNCHECKED and EXCLUSIVE answer from the file that is there, as on a writable directory.
+    assert.equal((await fs.create(dfh, n('f'), alice, CreateMode.UNCHECKED, {}, null)).inode.id, f.inode.id);
+    await rejects(fs.create(dfh, n('f'), alice, CreateMode.UNCHECKED, { size: 0 }, null), 'ACCES'); // not alice's to truncate
+    await rejects(fs.create(dfh, n('d'), alice, CreateMode.UNCHECKED, {}, null), 'ISDIR');
+    await rejects(fs.create(dfh, n('f'), alice, CreateMode.EXCLUSIVE, {}, Buffer.from('other-vf')), 'EXIST');
+    // A free name is still refused for want of write permission.
+    await rejects(fs.create(dfh, n('new'), alice, CreateMode.GUARDED, {}, null), 'ACCES');
+    await rejects(fs.create(dfh, n('new'), alice, CreateMode.UNCHECKED, {}, null), 'ACCES');
+    await rejects(fs.mkdir(dfh, n('new'), alice, {}), 'ACCES');
+    // Without search permission the caller may not learn that the name exists.
+    await fs.setattr(dfh, root, { mode: 0o754 });
+    await rejects(fs.create(dfh, n('f'), alice, CreateMode.GUARDED, {}, null), 'ACCES');
+    await rejects(fs.mkdir(dfh, n('d'), alice, {}), 'ACCES');
+    const names = (await fs.readdir(dfh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    assert.deepEqual(names, ['d', 'f']);
   });
 
   it('squashes root to the anonymous identity when root_squash is on', async () => {
@@ -266,6 +386,36 @@ describe('file service semantics', () => {
     const r = await fs.setattr(fh, alice, { mode: 0o600 }, a.inode.ctime);
     assert.equal(r.after.mode, 0o600);
     assert.equal(r.after.createVerifier, null);
+  });
+
+  it('a WRITE of no bytes changes nothing, even past the end: not the size, times or setuid bits', async () => {
+    const { fs, share, rootFh } = await setup({ rootMode: 0o777 });
+    const f = await fs.create(rootFh, n('f'), alice, CreateMode.GUARDED, { mode: 0o6777 }, null);
+    const fh = fs.handleOf(share, f.inode);
+    await fs.write(fh, alice, 0, n('hello'), true);
+    await fs.setattr(fh, alice, { mode: 0o6777 });
+    const before = (await fs.getattr(fh, alice)).inode;
+    await new Promise((r) => setTimeout(r, 5));
+    for (const [who, offset, stable] of [
+      [alice, 1_000_000, false],
+      [bob, 1_000_000, true],
+      [bob, 2, true],
+      [alice, Infinity, false], // an offset at or past 2^53, as the NFS decoder gives it
+    ] as const) {
+      const r = await fs.write(fh, who, offset, Buffer.alloc(0), stable);
+      assert.deepEqual(r.after, before);
+    }
+    const after = (await fs.getattr(fh, alice)).inode;
+    assert.equal(after.size, 5);
+    assert.deepEqual([after.mtime, after.ctime, after.mode], [before.mtime, before.ctime, before.mode]);
+    assert.equal((await fs.read(fh, alice, 0, 100)).data.toString(), 'hello');
+    // The handle and the permission to write are still checked.
+    await fs.setattr(fh, alice, { mode: 0o644 });
+    await rejects(fs.write(fh, bob, 0, Buffer.alloc(0), false), 'ACCES');
+    await rejects(fs.write(rootFh, alice, 0, Buffer.alloc(0), false), 'ISDIR');
+    await rejects(fs.write(Buffer.alloc(5), alice, 0, Buffer.alloc(0), false), 'BADHANDLE');
+    await fs.remove(rootFh, n('f'), alice, false);
+    await rejects(fs.write(fh, alice, 0, Buffer.alloc(0), false), 'STALE');
   });
 
   it('truncates and extends with zeros', async () => {

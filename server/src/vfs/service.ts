@@ -8,9 +8,21 @@ import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Caching, type CacheHolder, OpenTable } from './locks/opens.js';
-import { Access, mayAccess, mayDeleteFromSticky, mayRead, mayWrite, inGroup, S_ISGID, S_ISUID, S_ISVTX } from './permissions.js';
+import {
+  Access,
+  dropsSgid,
+  mayAccess,
+  mayDeleteFromSticky,
+  mayRead,
+  mayWrite,
+  inGroup,
+  S_ISGID,
+  S_ISUID,
+  S_ISVTX,
+  S_IXGRP,
+} from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
-import { DOS_ATTRS_STORED, DosAttributes, FileType, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
+import { DOS_ATTRS_STORED, DosAttributes, FileType, LINK_MAX, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
 
 const NO_NAME = Buffer.alloc(0);
 
@@ -219,8 +231,11 @@ export class FileService {
    * Root squash, as Linux's nfsd does it: a client's root is not trusted with uid 0, nor with group
    * 0, which it can put in any AUTH_SYS credential (uid 1000, gid 0) to reach root's group's files.
    * A squashed identity squashes to itself: callers may squash once and pass the result on.
+   * An anonymous caller (NFS AUTH_NONE) is the share's anonymous user, root squash or not, as
+   * Linux's nfsd maps AUTH_NULL to the export's anonuid/anongid.
    */
   squash(share: Share, cred: Identity): Identity {
+    if (cred.anonymous === true) return { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] };
     if (!share.rootSquash) return cred;
     if (cred.uid === 0) return { uid: share.anonymousUid, gid: share.anonymousGid, gids: [] };
     if (cred.gid !== 0 && !cred.gids.includes(0)) return cred;
@@ -315,14 +330,25 @@ export class FileService {
         throw new VfsError('PERM', 'only the owner may change the group, to one of their groups');
       changes.gid = attrs.gid;
     }
+    const owned = changes.uid !== undefined || changes.gid !== undefined;
     if (attrs.mode !== undefined) {
       if (!isRoot && !isOwner) throw new VfsError('PERM', 'only the owner may change the mode');
       let mode = attrs.mode & 0o7777;
       // A non-root owner who is not in the file's group cannot set setgid (POSIX chmod).
       if (!isRoot && (mode & S_ISGID) !== 0 && !inGroup(id, changes.gid ?? inode.gid)) mode &= ~S_ISGID;
+      // A mode set with a new owner or group loses the setuid bit, and the setgid bit of a setgid
+      // program, as Linux's nfsd does it (nfsd_sanitize_attrs), root or not.
+      if (owned && inode.type !== FileType.DIR) {
+        mode &= ~S_ISUID;
+        if ((mode & S_IXGRP) !== 0) mode &= ~S_ISGID;
+      }
       changes.mode = mode;
-    } else if ((changes.uid !== undefined || changes.gid !== undefined) && inode.type === FileType.REG && !isRoot) {
-      changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
+    } else if (owned && inode.type !== FileType.DIR) {
+      // A new owner or group of a non-directory drops setuid, and setgid as dropsSgid says: by
+      // root too, as Linux does since 2.2.13 (chown(2)). A directory keeps both.
+      let mode = inode.mode & ~S_ISUID;
+      if (dropsSgid(inode.mode, inode.gid, id)) mode &= ~S_ISGID;
+      if (mode !== inode.mode) changes.mode = mode;
     }
     if (attrs.size !== undefined) {
       if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot set the size of a directory');
@@ -441,6 +467,10 @@ export class FileService {
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
     if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
+    // A write of no bytes succeeds and changes nothing: not the size (even at an offset past the
+    // end), not the times, not the setuid bits (POSIX write(): "no other results"; Linux returns 0
+    // before it looks at the offset; MS-FSA 2.1.5.3 for SMB). Nothing to make durable either.
+    if (data.length === 0) return { before: inode, after: inode };
     // An offset at or past 2^53 arrives as Infinity (see the NFS decoder): FBIG too.
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
     if (lockOwner !== null && this.byteRanges.ioConflict(share.meta, inode.id, lockOwner, offset, data.length, true))
@@ -452,7 +482,13 @@ export class FileService {
     if (breaking) await breaking;
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
-    if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) changes.mode = inode.mode & ~(S_ISUID | S_ISGID);
+    if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) {
+      // Linux's file_remove_privs: a write by anyone but root drops setuid, and setgid where
+      // dropsSgid says so (a setgid program; a locking mark stays, for a writer in the group).
+      let mode = inode.mode & ~S_ISUID;
+      if (dropsSgid(inode.mode, inode.gid, id)) mode &= ~S_ISGID;
+      if (mode !== inode.mode) changes.mode = mode;
+    }
     // The WAL append and the attribute update run side by side (the reply needs both); the WAL
     // carries the size too, so replay restores it whichever finished first before a crash. The
     // update starts when the data is admitted past a truncate in progress (a size stored before
@@ -492,21 +528,43 @@ export class FileService {
 
   // ---- creation ----------------------------------------------------------------------------------
 
-  private async prepareCreate(dirHandle: Buffer, name: Buffer, cred: Identity): Promise<{ share: Share; dir: Inode; id: Identity }> {
+  /**
+   * Checks a directory for adding `name`. In a directory the caller may search but not write, a
+   * name that exists is EXIST, not ACCES: Linux's may_create looks at the name before the
+   * directory's write permission, and so answers knfsd. With `takenOk` (CREATE UNCHECKED and
+   * EXCLUSIVE, which knfsd answers from the existing file) the file is returned as `taken` instead.
+   */
+  private async prepareCreate(
+    dirHandle: Buffer,
+    name: Buffer,
+    cred: Identity,
+    takenOk = false,
+  ): Promise<{ share: Share; dir: Inode; id: Identity; taken: Inode | null }> {
     const { share, inode: dir } = await this.resolve(dirHandle);
     const id = this.writer(share, cred);
     this.mustDir(dir);
     checkName(name, 'create');
-    this.mustAccess(dir, id, Access.W | Access.X);
-    return { share, dir, id };
+    if (!mayAccess(dir, id, Access.W | Access.X)) {
+      // Only a caller who could LOOKUP the name (search permission) learns that it exists.
+      this.mustAccess(dir, id, Access.X);
+      const taken = await share.meta.lookup(dir.id, name);
+      if (!taken) throw new VfsError('ACCES', 'permission denied');
+      if (!takenOk) throw expectedError('EXIST', 'file exists');
+      return { share, dir, id, taken };
+    }
+    return { share, dir, id, taken: null };
   }
 
-  /** New inode attributes: owner from the caller, group from a setgid directory or the caller. */
-  private newInode(dir: Inode, id: Identity, type: FileType, mode: number, extra: Partial<NewInode> = {}): NewInode {
+  /**
+   * New inode attributes: owner from the caller, group from a setgid directory or the caller.
+   * `attrs` (CREATE, MKDIR) may name the owner (root only) and the group (root, or one of the
+   * caller's groups), and the DOS attributes.
+   */
+  private newInode(dir: Inode, id: Identity, type: FileType, mode: number, extra: Partial<NewInode> = {}, attrs?: SetAttrs): NewInode {
     const sgidDir = (dir.mode & S_ISGID) !== 0;
     let m = mode & 0o7777;
     if (type === FileType.DIR && sgidDir) m |= S_ISGID;
-    return {
+    const init: NewInode = {
       type,
       mode: m,
       uid: id.uid,
@@ -520,6 +578,16 @@ export class FileService {
       dosAttrs: type === FileType.DIR ? 0 : DosAttributes.ARCHIVE,
       ...extra,
     };
+    if (attrs?.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
+    if (attrs?.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
+    if (attrs?.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
+    // Linux's mode_strip_sgid (CVE-2018-13405): a setgid program may be made only for a group the
+    // caller is in (or by root). A file in a setgid directory takes the directory's group, which
+    // need not be one of the caller's: the bit asked for is dropped then. A directory keeps it (it
+    // is what passes the group on), and so does a file without group execute (a locking mark).
+    if (type !== FileType.DIR && (init.mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP) && id.uid !== 0 && !inGroup(id, init.gid))
+      init.mode &= ~S_ISGID;
+    return init;
   }
 
   async create(
@@ -531,23 +599,27 @@ export class FileService {
     verifier: Buffer | null,
     attempt = 0,
   ): Promise<DirChange & { share: Share; inode: Inode }> {
-    const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
+    const { share, dir, id, taken } = await this.prepareCreate(dirHandle, name, cred, how !== CreateMode.GUARDED);
     // The name is usually free (an untar, a build): create first, and look at what holds the name
     // only when it is taken, rather than a lookup before every create.
-    const init = this.newInode(dir, id, FileType.REG, attrs.mode ?? 0o644, {
-      createVerifier: how === CreateMode.EXCLUSIVE && verifier ? Buffer.from(verifier) : null,
-    });
-    if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
-    if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
-    if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
-    try {
-      const inode = await share.meta.create(dir.id, name, init, nowTimespec());
-      this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
-      return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
-    } catch (e) {
-      if (!(e instanceof VfsError && e.errno === 'EXIST') || how === CreateMode.GUARDED) throw e;
+    if (taken === null) {
+      const init = this.newInode(
+        dir,
+        id,
+        FileType.REG,
+        attrs.mode ?? 0o644,
+        { createVerifier: how === CreateMode.EXCLUSIVE && verifier ? Buffer.from(verifier) : null },
+        attrs,
+      );
+      try {
+        const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+        this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
+        return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+      } catch (e) {
+        if (!(e instanceof VfsError && e.errno === 'EXIST') || how === CreateMode.GUARDED) throw e;
+      }
     }
-    const existing = await share.meta.lookup(dir.id, name);
+    const existing = taken ?? (await share.meta.lookup(dir.id, name));
     if (!existing) {
       // Removed again since the create failed: try once more, a bounded number of times.
       if (attempt + 1 >= MAX_CREATE_ATTEMPTS) throw new VfsError('JUKEBOX', 'the name keeps appearing and disappearing; try again');
@@ -572,10 +644,7 @@ export class FileService {
 
   async mkdir(dirHandle: Buffer, name: Buffer, cred: Identity, attrs: SetAttrs): Promise<DirChange & { share: Share; inode: Inode }> {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
-    const init = this.newInode(dir, id, FileType.DIR, attrs.mode ?? 0o755);
-    if (attrs.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
-    if (attrs.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
-    if (attrs.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
+    const init = this.newInode(dir, id, FileType.DIR, attrs.mode ?? 0o755, {}, attrs);
     const inode = await share.meta.create(dir.id, name, init, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
@@ -619,6 +688,8 @@ export class FileService {
     const { share, dir } = await this.prepareCreate(dirHandle, name, cred);
     if (target.share.id !== share.id) throw new VfsError('XDEV', 'cannot link across shares');
     if (target.inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot hard-link a directory');
+    // The limit PATHCONF advertises, enforced as Linux's vfs_link does (EMLINK, NFS3ERR_MLINK).
+    if (target.inode.nlink >= LINK_MAX) throw new VfsError('MLINK', `a file has at most ${LINK_MAX} links`);
     const inode = await share.meta.link(target.inode.id, dir.id, name, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
     return { inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
@@ -645,7 +716,8 @@ export class FileService {
     if ((dir.mode & S_ISVTX) !== 0 || this.opens.mayHaveOpens(share.meta)) {
       const child = await share.meta.lookup(dir.id, name);
       if (!child) throw expectedError('NOENT', 'no such file or directory');
-      if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+      // EPERM, not EACCES, as Linux's may_delete answers it (NFS3ERR_PERM; SMB: ACCESS_DENIED either way).
+      if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
       await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
       if (shareModes && (await this.opens.refusesDeleteShared(share.meta, child.id)))
         throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
@@ -683,10 +755,10 @@ export class FileService {
     this.mustAccess(b.inode, id, Access.W | Access.X);
     const moving = await share.meta.lookup(a.inode.id, fromName);
     if (!moving) throw new VfsError('NOENT', 'no such file or directory');
-    if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('ACCES', 'sticky directory: not the owner');
+    if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
     const victim = await share.meta.lookup(b.inode.id, toName);
     if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id))
-      throw new VfsError('ACCES', 'sticky directory: not the owner');
+      throw new VfsError('PERM', 'sticky directory: not the owner');
     // Moving a directory to another parent rewrites its ".." entry, which needs write permission
     // on it. Whether the target lies inside the directory (INVAL) is the store's to decide, in the
     // transaction that moves it: a check made here could be overtaken by a concurrent move.

@@ -152,6 +152,11 @@ export interface Identity {
   uid: number;
   gid: number;
   gids: readonly number[];
+  /**
+   * A caller that proved no identity (NFS AUTH_NONE): it acts as the share's anonymous_uid and
+   * anonymous_gid, whatever uid and gid it carries (FileService.squash).
+   */
+  anonymous?: boolean;
 }
 
 let lastNs = 0n;
@@ -222,3 +227,5 @@ export const timespecEqual = (a: Timespec, b: Timespec): boolean => a.sec === b.
 
 /** Longest name component, in bytes. */
 export const NAME_MAX = 255;
+/** Most hard links a file may have (LINK refuses one more with MLINK); NFS PATHCONF reports it as linkmax. */
+export const LINK_MAX = 65000;

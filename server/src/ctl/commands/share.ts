@@ -89,8 +89,8 @@ function fieldOptions(cmd: Command, creating: boolean): Command {
     )
     .option('--root-squash', `map root (uid 0, over NFS and SMB) to the anonymous user${creating && d.root_squash ? ' (the default)' : ''}`)
     .option('--no-root-squash', `let root (over NFS and SMB) act as root${creating && !d.root_squash ? ' (the default)' : ''}`)
-    .option('--anonymous-uid <uid>', `uid that squashed root gets${dflt(d.anonymous_uid)}`)
-    .option('--anonymous-gid <gid>', `gid that squashed root gets${dflt(d.anonymous_gid)}`)
+    .option('--anonymous-uid <uid>', `uid that squashed root and AUTH_NONE callers get${dflt(d.anonymous_uid)}`)
+    .option('--anonymous-gid <gid>', `gid that squashed root and AUTH_NONE callers get${dflt(d.anonymous_gid)}`)
     .option('--root-mode <mode>', `mode of the share's root directory, in octal${dflt(octal(d.root_mode))}`)
     .option('--root-uid <uid>', `owner of the share's root directory${dflt(d.root_uid)}`)
     .option('--root-gid <gid>', `group of the share's root directory${dflt(d.root_gid)}`);
