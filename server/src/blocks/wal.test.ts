@@ -1,3 +1,5 @@
+// First: wal.ts binds fs.fdatasync when it loads (see failing-fsync.ts).
+import { failNextFdatasync } from '../testing/failing-fsync.js';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -20,6 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, describe, it } from 'node:test';
+import pino from 'pino';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { boot as bootBlocks, type BootOptions, mkfile } from '../testing/blocks.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
@@ -613,6 +616,40 @@ describe('WAL: space', () => {
     const syncs = a.wal.syncs - base;
     assert.ok(syncs >= 1 && syncs < 32, `${syncs} fsync rounds for 64 COMMITs`);
     await a.wal.close();
+  });
+});
+
+describe('WAL: a failed fsync', () => {
+  it('fails every later COMMIT and write, even a COMMIT of a write made before it; reads go on; a restart replays', async () => {
+    const logged: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line) as { level: number; msg: string }) });
+    const { dir, meta, store, a } = await fresh({ log });
+    const fa = await mkfile(meta);
+    const fb = await mkfile(meta);
+    // Two clients' UNSTABLE writes, in one segment.
+    await a.svc.write(fa, 0, Buffer.from('client A'));
+    await a.svc.write(fb, 0, Buffer.from('client B'));
+    failNextFdatasync((file) => /\/wal-\d{16}\.log$/.test(file));
+    const io = (e: unknown) => e instanceof VfsError && e.errno === 'IO';
+    await assert.rejects(a.svc.commit(fa), io);
+    // B's write was in the pages whose writeback failed, which the kernel no longer counts as dirty:
+    // the next fdatasync succeeds without them, and must not answer B's COMMIT.
+    await assert.rejects(a.svc.commit(fb), io);
+    // The operator hears what to do.
+    const broken = (e: unknown) => io(e) && /until the server is restarted/.test((e as Error).message);
+    await assert.rejects(a.svc.write(fb, 100, Buffer.from('later')), broken);
+    await assert.rejects(a.svc.commit(fb), broken);
+    assert.equal((await a.svc.read(fa, 0, 8, 8)).toString(), 'client A');
+    assert.equal((await a.svc.read(fb, 0, 8, 8)).toString(), 'client B');
+    assert.equal(logged.filter((l) => l.level >= 50).length, 1, `logged: ${JSON.stringify(logged)}`);
+
+    // The restart the error asks for (the failure was made up: everything reached the disk).
+    const b = await boot(dir, meta, store);
+    assert.equal(b.replayed.writes, 2);
+    assert.equal((await b.svc.read(fb, 0, 8, 8)).toString(), 'client B');
+    await b.svc.write(fb, 100, Buffer.from('later'));
+    await b.svc.commit(fb);
+    await b.wal.close();
   });
 });
 

@@ -6,6 +6,11 @@
 //
 // Durability: an append returns once the record is handed to the kernel (`done`); `sync()` is a
 // group commit (one fdatasync per touched segment covers every append issued before it was called).
+// A failed fdatasync breaks the log for good: the kernel reports a failed writeback once and then
+// forgets the pages it could not write (they are no longer dirty), so a second fdatasync succeeds
+// without them, and a COMMIT covering a write made before the failure would be answered although
+// the write may not be on disk. Every later sync() and append fails instead (I/O errors to the
+// clients), reads still work, and a restart replays what reached the disk.
 // A segment is deleted only when it is not the active one, no dirty block version still holds data
 // in it, and every older segment is gone: the log on disk is always a suffix of history, which is
 // what makes replay in log order correct. A clean close deletes the active segment too when nothing
@@ -497,6 +502,8 @@ export class FileWal implements Wal {
   /** close() has run to its end: this instance changes nothing in the directory any more. */
   private finished = false;
   private writeError: Error | null = null;
+  /** Set when an fdatasync of a segment failed: no append or sync succeeds any more (see the head of this file). */
+  private broken: Error | null = null;
 
   private constructor(
     readonly dir: string,
@@ -949,6 +956,7 @@ export class FileWal implements Wal {
 
   private append(type: RecordType, share: number, inode: number, offset: number, data: Buffer | null, token = 0): WalAppend {
     if (this.closed) throw new Error('WAL is closed');
+    if (this.broken) throw this.broken;
     if (data && data.length > MAX_RECORD_DATA) throw new Error(`WAL record of ${data.length} bytes exceeds ${MAX_RECORD_DATA}`);
     const bytes = REC_HEADER + (data?.length ?? 0);
     const { seg, at } = this.reserve(bytes);
@@ -1058,6 +1066,7 @@ export class FileWal implements Wal {
   async sync(): Promise<void> {
     const target = this.issued;
     for (;;) {
+      if (this.broken) throw this.broken;
       if (this.syncedUpTo >= target) return;
       if (this.syncing) {
         await this.syncing;
@@ -1079,10 +1088,10 @@ export class FileWal implements Wal {
     try {
       // Every fdatasync settles before their segments may be closed (finally, below).
       const synced = await Promise.allSettled(segs.map((s) => fdatasync(s.fd!)));
-      const failed = synced.find((r) => r.status === 'rejected');
-      if (failed) throw failed.reason;
+      for (const [i, r] of synced.entries()) if (r.status === 'rejected') throw this.breakOn(segs[i]!, r.reason);
       await this.dirSynced();
     } catch (err) {
+      // A failed directory sync is tried again by the next sync() (a failed fdatasync broke the log).
       for (const s of segs) s.unsynced = true;
       throw err;
     } finally {
@@ -1093,6 +1102,19 @@ export class FileWal implements Wal {
       throw new Error(`the WAL could not write data: ${this.writeError?.message ?? 'unknown error'}`);
     }
     this.syncedUpTo = Math.max(this.syncedUpTo, target);
+  }
+
+  /** Breaks the log after `seg`'s fdatasync failed with `cause` (see the head of this file); said once. */
+  private breakOn(seg: WalSegment, cause: unknown): Error {
+    if (this.broken) return this.broken;
+    this.broken = new Error(
+      `the WAL in ${this.dir} could not sync segment ${seg.id} to disk (${(cause as Error).message}): writes made before may not ` +
+        'be on disk, and no write or COMMIT succeeds any more until the server is restarted, which replays what reached the disk ' +
+        '(check the disk and its free space first)',
+      { cause },
+    );
+    this.opts.log?.error({ err: cause, segment: seg.file }, 'WAL fsync failed: the WAL takes no more writes until the server is restarted');
+    return this.broken;
   }
 
   async read(seg: WalSegment, pos: number, length: number, target: Buffer, targetStart: number): Promise<void> {
@@ -1265,7 +1287,8 @@ export class FileWal implements Wal {
    */
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.sync().catch((err: unknown) => this.opts.log?.error({ err }, 'WAL sync at close failed'));
+    // A broken log said so when it broke.
+    if (this.broken === null) await this.sync().catch((err: unknown) => this.opts.log?.error({ err }, 'WAL sync at close failed'));
     this.closed = true;
     if (this.keptTimer) clearTimeout(this.keptTimer);
     this.keptTimer = null;

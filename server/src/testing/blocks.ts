@@ -1,6 +1,7 @@
 // Set-up shared by the block service's tests (blocks/*.test.ts): files in a memory metadata store,
 // and one "process" (a WAL directory and a block service over it) that a test crashes by
 // abandoning it and booting another on the same directory.
+import type { Logger } from 'pino';
 import { BlockCache } from '../blocks/cache.js';
 import type { MemoryBlockStore } from '../blocks/memory.js';
 import { BlockService } from '../blocks/service.js';
@@ -23,6 +24,8 @@ export interface BootOptions {
   /** The WAL's segments: 16 blocks unless given. */
   segmentBytes?: number;
   maxWriteWaitMs?: number;
+  /** The WAL's logger. */
+  log?: Logger;
 }
 
 /**
@@ -35,6 +38,7 @@ export async function boot(dir: string, meta: MemoryMetadataStore, store: Memory
   const { wal, records, report } = await FileWal.open(dir, {
     maxBytes: opts.maxBytes ?? 64 * bs,
     segmentBytes: opts.segmentBytes ?? 16 * bs,
+    ...(opts.log === undefined ? {} : { log: opts.log }),
   });
   const svc = new BlockService(store, meta, {
     shareId: 7,

@@ -1,6 +1,6 @@
 // The postgres store's `sync: commit` against a real PostgreSQL crash (pg_ctl stop -m immediate):
 // changes are answered before PostgreSQL flushes them, but one that a COMMIT (flushAttrs) covered
-// survives the crash, and a COMMIT after a crash that may have lost answered changes fails.
+// survives the crash, and every COMMIT after a crash that may have lost answered changes fails.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { postgresForTests, type PostgresInstance } from '../../../../test/helpers/postgres.js';
@@ -22,6 +22,17 @@ describe('postgres store, sync: commit', () => {
     stores.push(s);
     return s;
   };
+
+  /** Asynchronous commits stay unflushed until a sync() flushes them (see the crash tests). */
+  const slowWalWriter = async (): Promise<void> => {
+    // The WAL writer would flush asynchronous commits within 3 x wal_writer_delay (200 ms by
+    // default): slow it down so that only this store's own flush puts them on disk in time.
+    const admin = await PgDriver.open({ url: pg!.url });
+    await admin.query(`ALTER SYSTEM SET wal_writer_delay = '10s'`);
+    await admin.query('SELECT pg_reload_conf()');
+    await admin.close();
+  };
+  const io = (e: unknown) => isVfsError(e) && e.errno === 'IO';
 
   before(async () => {
     pg = await postgresForTests();
@@ -61,13 +72,7 @@ describe('postgres store, sync: commit', () => {
       t.skip('DITTOFS_TEST_PG_URL names an external database, which this test cannot crash');
       return;
     }
-    // The WAL writer would flush asynchronous commits within 3 x wal_writer_delay (200 ms by
-    // default): slow it down so that only this store's own flush puts them on disk in time.
-    const admin = await PgDriver.open({ url: pg!.url });
-    await admin.query(`ALTER SYSTEM SET wal_writer_delay = '10s'`);
-    await admin.query('SELECT pg_reload_conf()');
-    await admin.close();
-
+    await slowWalWriter();
     const s = await open('commit', `${SCHEMA}_crash`);
     const root = await s.ensureRoot(1, dirInit());
     const dir = await s.create(root.id, Buffer.from('d'), dirInit(), now());
@@ -83,15 +88,87 @@ describe('postgres store, sync: commit', () => {
 
     // The store that answered "uncommitted" cannot vouch for it any more: its next COMMIT fails
     // (an I/O error, not "try again", which would pass the second time).
-    await assert.rejects(s.flushAttrs(), (e: unknown) => isVfsError(e) && e.errno === 'IO');
-    // Once said, the store goes on: later changes are covered by later COMMITs again.
-    await s.flushAttrs();
+    await assert.rejects(s.flushAttrs(), io);
+    // So does every later one, changes made since or not: each covers "uncommitted" too, and the
+    // client that made it may be the one asking.
+    await s.create(dir.id, Buffer.from('later'), fileInit(), now());
+    await assert.rejects(s.flushAttrs(), io);
+    await assert.rejects(s.flushAttrs(), io);
 
+    // A store opened again (DittoFS restarted) vouches for what it answers.
     const after = await open('commit', `${SCHEMA}_crash`);
     const found = await after.lookup(dir.id, Buffer.from('committed'));
     assert.ok(found, 'the COMMITted file is there after the crash');
     assert.equal(found.id, kept.id);
     const lost = (await after.lookup(dir.id, Buffer.from('uncommitted'))) === null;
     t.diagnostic(`the file created after the COMMIT ${lost ? 'was lost' : 'survived'} (no COMMIT covered it)`);
+    await after.create(dir.id, Buffer.from('after the restart'), fileInit(), now());
+    await after.flushAttrs();
+  });
+
+  it('every block-map change answered before a crash fails its wait for the flush, and so does every later COMMIT', async (t) => {
+    if (pg!.external) {
+      t.skip('DITTOFS_TEST_PG_URL names an external database, which this test cannot crash');
+      return;
+    }
+    await slowWalWriter();
+    const s = await open('commit', `${SCHEMA}_race`);
+    const root = await s.ensureRoot(1, dirInit());
+    const f = await s.create(root.id, Buffer.from('f'), fileInit(), now());
+    await s.flushAttrs();
+
+    // Both rows are answered (committed asynchronously) before the crash; both putBlocks then wait
+    // in sync(), held here until PostgreSQL is back, so that their flushes run side by side after
+    // it. Whichever comes back first learns of the restart; the other must not take the new run's
+    // flush for one that covers its row: the block service would delete the WAL segment holding
+    // the block's data, its row gone.
+    const drv = s.driver as PgDriver;
+    const sync = drv.sync.bind(drv);
+    let waiting = 0;
+    let bothWaiting!: () => void;
+    const reached = new Promise<void>((r) => (bothWaiting = r));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    drv.sync = async () => {
+      if (++waiting === 2) bothWaiting();
+      await held;
+      return sync();
+    };
+    const puts = [0, 1].map((index) => s.putBlock(f.id, { index, key: `k${index}`, length: 10, version: 1 }));
+    await reached;
+    await pg!.crash();
+    await pg!.resume();
+    release();
+    const outcomes = await Promise.allSettled(puts);
+    drv.sync = sync;
+    for (const [i, o] of outcomes.entries()) {
+      assert.equal(o.status, 'rejected', `putBlock ${i} was answered as durable across the crash`);
+      assert.ok(io(o.reason), `putBlock ${i}: ${String(o.reason)}`);
+    }
+    // A COMMIT that comes after them covers the lost rows too: it does not count them as flushed.
+    await assert.rejects(s.flushAttrs(), io);
+    const rows = await s.getBlocks(f.id, 0, 2);
+    t.diagnostic(`block rows after the crash: ${rows.length} of 2`);
+  });
+
+  it('a crash that lost nothing fails no COMMIT: changes answered after it are covered by its own flushes', async (t) => {
+    if (pg!.external) {
+      t.skip('DITTOFS_TEST_PG_URL names an external database, which this test cannot crash');
+      return;
+    }
+    await slowWalWriter();
+    const s = await open('commit', `${SCHEMA}_idle`);
+    const root = await s.ensureRoot(1, dirInit());
+    const before = await s.create(root.id, Buffer.from('before'), fileInit(), now());
+    await s.flushAttrs(); // nothing left unflushed
+
+    await pg!.crash();
+    await pg!.resume();
+
+    // Answered by the new run of the server, flushed by it: nothing was lost.
+    const made = await s.create(root.id, Buffer.from('after'), fileInit(), now());
+    await s.putBlock(made.id, { index: 0, key: 'k', length: 10, version: 1 });
+    await s.flushAttrs();
+    assert.equal((await s.lookup(root.id, Buffer.from('before')))?.id, before.id);
   });
 });

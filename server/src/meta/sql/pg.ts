@@ -17,9 +17,14 @@
 //   the same WAL, so one flush covers them all. The store calls sync() for COMMIT, stable writes,
 //   SMB FLUSH, and after every block-map change and lease token (SqlMetadataStore.durable), so
 //   those are never answered before they are on disk. The fence (fence.ts) has its own connection
-//   and stays synchronous. A PostgreSQL that crashed and restarted while changes were answered but
-//   unflushed may have lost them: the next sync() fails (SyncLostError) rather than pretend they are
-//   durable. A clean restart (its shutdown checkpoint predates the start) lost nothing and passes.
+//   and stays synchronous. A change answered on a connection to one run of the server (told apart
+//   by its start time) is durable only once a flush in that same run covered it: a crash loses what
+//   the run had not flushed, and the flush of the next run covers nothing of it. So every change is
+//   counted under the start time of its connection, and a sync() that finds changes it must cover
+//   in a run that crashed since fails (SyncLostError), as does every sync() after it: each covers
+//   every change answered before it, those lost ones included, and which client made them is not
+//   known: until DittoFS is restarted, no COMMIT can vouch for anything. A clean restart (its
+//   shutdown checkpoint predates the start) lost nothing and passes.
 import pg from 'pg';
 import {
   CommitUncertainError,
@@ -86,6 +91,9 @@ export type PgSync = 'commit' | 'change';
 const FLUSH_SQL =
   "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(true, 'dittofs', '') AS lsn, pg_postmaster_start_time()::text AS started; COMMIT";
 
+/** The run of the server a connection reaches (a restart changes it). */
+const STARTED_SQL = 'SELECT pg_postmaster_start_time()::text AS started';
+
 /** A schema name we are willing to splice into SQL. */
 export const SCHEMA_NAME_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -119,11 +127,15 @@ export class PgDriver implements SqlDriver {
   readonly stats = { retries: 0, connectionErrors: 0, conflicts: 0, poolErrors: 0, flushes: 0 };
   /** `commit`: changes are answered before PostgreSQL flushes them (see the head of this file). */
   private readonly lazy: boolean;
-  /** `commit`: calls settled so far, and how many of them the last flush covered. */
-  private settledCalls = 0;
-  private flushedCalls = 0;
-  /** `commit`: the server's start time when the last flush (or open) ran: a change means a restart. */
-  private serverStarted: string | null = null;
+  /**
+   * `commit`: by the server start time of the connections they ran on (null: not known), the calls
+   * answered so far and how many of them a flush under the same start time covered.
+   */
+  private readonly runs = new Map<string | null, { answered: number; flushed: number }>();
+  /** `commit`: the start time of the server each pooled connection reached, asked when it opened. */
+  private readonly startedOf = new WeakMap<pg.ClientBase, Promise<string | null>>();
+  /** `commit`: set once changes answered were lost in a crash; every sync() fails with it since. */
+  private lost: SyncLostError | null = null;
 
   private constructor(opts: PgDriverOptions) {
     this.retry = opts.retry ?? DEFAULT_RETRY_POLICY;
@@ -151,6 +163,19 @@ export class PgDriver implements SqlDriver {
       this.stats.poolErrors++;
       this.log.warn({ err: errorMessage(err) }, 'postgres metadata store: idle connection failed');
     });
+    // Queued ahead of the first statement on the connection, so answered before it: a call knows
+    // which run of the server it changed without a round trip of its own. A failure here breaks
+    // the connection, and the caller's statement with it.
+    if (this.lazy)
+      this.pool.on('connect', (client) => {
+        this.startedOf.set(
+          client,
+          client.query<{ started: string }>(STARTED_SQL).then(
+            (r) => r.rows[0]?.started ?? null,
+            () => null,
+          ),
+        );
+      });
   }
 
   /** Creates the pool and checks that the database answers (creating `schema` if given). */
@@ -169,10 +194,6 @@ export class PgDriver implements SqlDriver {
         }
       } else {
         await d.query('SELECT 1');
-      }
-      if (d.lazy) {
-        const { rows } = await d.query<{ started: string }>('SELECT pg_postmaster_start_time()::text AS started');
-        d.serverStarted = rows[0]?.started ?? null;
       }
       if (opts.fence !== undefined) {
         d.fence = await PgFence.take({
@@ -242,14 +263,18 @@ export class PgDriver implements SqlDriver {
 
   /**
    * `commit`: settles once every change answered before the call is flushed to PostgreSQL's disk
-   * (COMMIT, stable writes, SMB FLUSH, block-map changes). Fails with SyncLostError when the server
-   * restarted while such changes were not known to be flushed. `change`: nothing to wait for.
+   * (COMMIT, stable writes, SMB FLUSH, block-map changes). Fails with SyncLostError when some of
+   * them were answered by a run of the server that crashed before flushing them, and from then on
+   * (see the head of this file). `change`: nothing to wait for.
    */
   async sync(): Promise<void> {
     if (!this.lazy) return;
     this.live();
-    const upTo = this.settledCalls;
-    if (upTo <= this.flushedCalls) return;
+    if (this.lost) throw this.lost;
+    const due = [...this.runs]
+      .filter(([, run]) => run.answered > run.flushed)
+      .map(([started, run]) => ({ started, run, upTo: run.answered }));
+    if (due.length === 0) return;
     this.stats.flushes++;
     const started = await withRetry(
       this.retry,
@@ -272,15 +297,29 @@ export class PgDriver implements SqlDriver {
       },
       this.onRetry,
     );
-    const before = this.serverStarted;
-    this.serverStarted = started;
-    const restarted = before !== null && started !== before && this.flushedCalls < upTo;
-    this.flushedCalls = Math.max(this.flushedCalls, upTo);
-    if (restarted && !(await this.restartedCleanly())) {
-      throw new SyncLostError(
-        `PostgreSQL restarted after a crash (started ${before}, now ${started}) while metadata changes answered before it were not yet flushed; they may be lost`,
-      );
+    // The flush covers what its own run answered before it; what another run answered and no flush
+    // of that run covered (another sync may have, meanwhile) survived only if that run stopped cleanly.
+    const stale = due.filter((d) => d.run.flushed < d.upTo && (started === null || d.started !== started));
+    for (const d of due) if (!stale.includes(d)) d.run.flushed = Math.max(d.run.flushed, d.upTo);
+    if (stale.length === 0) return;
+    if (await this.restartedCleanly()) {
+      // Everything those runs answered is on disk, whenever its answer arrived.
+      for (const d of stale) d.run.flushed = Infinity;
+      return;
     }
+    this.lost ??= this.lose(stale[0]!.started, started);
+    throw this.lost;
+  }
+
+  /** The error of every sync() from the first loss found on, logged once. */
+  private lose(before: string | null, now: string | null): SyncLostError {
+    const e = new SyncLostError(
+      `PostgreSQL restarted after a crash (started ${before ?? 'at an unknown time'}, now ${now ?? 'unknown'}) while metadata ` +
+        'changes answered before it were not yet flushed: they may be lost, and no COMMIT, stable write or SMB FLUSH succeeds ' +
+        'any more until DittoFS is restarted',
+    );
+    this.log.warn({ err: e.message }, 'postgres metadata store: answered changes were lost in a crash of PostgreSQL');
+    return e;
   }
 
   /**
@@ -303,22 +342,29 @@ export class PgDriver implements SqlDriver {
     }
   }
 
+  /**
+   * `commit`: the start time of the server `client` reached (null: not known), once the caller's
+   * statements on it are answered (the question went first, so it is answered already).
+   */
+  private async startedOn(client: pg.ClientBase): Promise<string | null> {
+    return (await this.startedOf.get(client)) ?? null;
+  }
+
+  /**
+   * `commit`: counts an answered call under the run of the server that answered it, for sync().
+   * A call that failed is not counted: it promised nothing, and what it may have changed all the
+   * same (a COMMIT whose answer was lost) is seen only by later calls, which are counted.
+   */
+  private answered(started: string | null): void {
+    let run = this.runs.get(started);
+    if (run === undefined) this.runs.set(started, (run = { answered: 0, flushed: 0 }));
+    run.answered++;
+  }
+
   async query<T extends SqlRow = SqlRow>(
     sql: Statement | string,
     params: readonly unknown[] = [],
     opts: QueryOptions = {},
-  ): Promise<QueryResult<T>> {
-    try {
-      return await this.queryOnce<T>(sql, params, opts);
-    } finally {
-      this.settledCalls++;
-    }
-  }
-
-  private queryOnce<T extends SqlRow = SqlRow>(
-    sql: Statement | string,
-    params: readonly unknown[],
-    opts: QueryOptions,
   ): Promise<QueryResult<T>> {
     this.live();
     const retryable = opts.retryable ?? true;
@@ -332,6 +378,7 @@ export class PgDriver implements SqlDriver {
         try {
           this.fence?.check();
           const r = await client.query(config(sql, params));
+          if (this.lazy) this.answered(await this.startedOn(client));
           return { rows: r.rows as T[] };
         } catch (e) {
           if (isConnectionError(e)) {
@@ -349,14 +396,6 @@ export class PgDriver implements SqlDriver {
   }
 
   async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
-    try {
-      return await this.transactionOnce(fn, opts);
-    } finally {
-      this.settledCalls++;
-    }
-  }
-
-  private transactionOnce<T>(fn: (tx: SqlExecutor) => Promise<T>, opts: TransactionOptions): Promise<T> {
     this.live();
     const begin = opts.isolation ? `BEGIN ISOLATION LEVEL ${opts.isolation.toUpperCase()}` : 'BEGIN';
     return withRetry(
@@ -394,6 +433,7 @@ export class PgDriver implements SqlDriver {
             // A serialization failure at COMMIT is a definite rollback: safe to run again.
             throw e;
           }
+          if (this.lazy) this.answered(await this.startedOn(client));
           return result;
         } catch (e) {
           if (broken === undefined && isConnectionError(e)) broken = e;

@@ -7,6 +7,7 @@ import os from 'node:os';
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { failNextFdatasync } from '../../testing/failing-fsync.js';
 import { dirInit, fileInit } from '../../testing/inodes.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 import { CHECKPOINT_EVERY_COMMITS, WAL_SIZE_LIMIT_BYTES } from './sqlite-checkpoint.js';
@@ -108,6 +109,29 @@ describe('SQLite metadata engine', () => {
       assert.equal(d.stats.synced, d.stats.commits);
     } finally {
       await s.close();
+    }
+  });
+
+  it('sync change: answers no change after a failed fsync, not even one of a transaction open across it', async () => {
+    const d = SqliteDriver.open({ dir: place(), sync: 'change', statements: {}, checkpointWorker: false });
+    try {
+      await d.query('CREATE TABLE t (x INTEGER)');
+      failNextFdatasync((file) => file.endsWith(`${SQLITE_FILE}-wal`));
+      const failed = /fsync of the WAL failed/;
+      const x = d.query('INSERT INTO t VALUES (1)');
+      const t = d.transaction(async (tx) => {
+        await tx.query('INSERT INTO t VALUES (2)');
+        // The caller's work between statements: the fsync answering X fails meanwhile.
+        await x.catch(() => undefined);
+      });
+      await assert.rejects(x, failed);
+      // T commits after the failure. The next fsync would succeed, the kernel holding the pages it
+      // could not write as clean: it would vouch for X's change, which may not be on disk, and T's.
+      await assert.rejects(t, failed);
+      await assert.rejects(d.sync(), failed);
+      await assert.rejects(d.query('SELECT 1'), failed);
+    } finally {
+      await d.close();
     }
   });
 

@@ -397,8 +397,13 @@ export class SqliteDriver implements SqlDriver {
     }
   }
 
-  /** Settles once every change committed so far is on disk. */
+  /**
+   * Settles once every change committed so far is on disk. Never once an fsync failed: the kernel
+   * forgets pages whose writeback failed, so the next fsync succeeds without them, and a change
+   * made before the failure (a transaction open across it, say) would be answered as on disk.
+   */
   private durable(): Promise<void> {
+    if (this.broken) return Promise.reject(this.broken);
     const seq = this.written;
     if (seq <= this.synced) return Promise.resolve();
     return new Promise((resolve, reject) => {
@@ -480,7 +485,6 @@ export class SqliteDriver implements SqlDriver {
 
   /** Settles once every change answered so far is on disk (COMMIT, stable writes, SMB FLUSH). */
   sync(): Promise<void> {
-    if (this.broken) return Promise.reject(this.broken);
     return this.durable();
   }
 
