@@ -57,6 +57,18 @@ const skipWcc = (r: XdrReader): void => {
   skipPostOp(r);
 };
 
+/** MKDIR `name` (mode 0755) in the export's root, as root: its handle. */
+async function mkdirInRoot(srv: MemoryServer, name: string): Promise<Buffer> {
+  const root = await rootFh(srv);
+  const mk = await call(srv, NFS_PROGRAM, NfsProc.MKDIR, (w) => {
+    w.opaque(root).string(name);
+    writeSattr(w, { mode: 0o755 });
+  });
+  assert.equal(mk.r.u32(), 0);
+  mk.r.u32();
+  return Buffer.from(mk.r.opaque(64));
+}
+
 async function create(srv: MemoryServer, dir: Buffer, name: string, mode = 0o644, who = cred(0, 0)) {
   const { r } = await call(
     srv,
@@ -114,14 +126,7 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
   });
 
   it('lists a large directory completely across READDIRPLUS pages with stable cookies', async () => {
-    const root = await rootFh(srv);
-    const mk = await call(srv, NFS_PROGRAM, NfsProc.MKDIR, (w) => {
-      w.opaque(root).string('big');
-      writeSattr(w, { mode: 0o755 });
-    });
-    assert.equal(mk.r.u32(), 0);
-    mk.r.u32();
-    const dir = Buffer.from(mk.r.opaque(64));
+    const dir = await mkdirInRoot(srv, 'big');
     const names = new Set<string>();
     for (let i = 0; i < 500; i++) {
       names.add(`file-${i}`);
@@ -174,14 +179,7 @@ describe('NFSv3 procedures through the RPC dispatcher', () => {
   });
 
   it('keeps every READDIR and READDIRPLUS reply within the count/maxcount the client gave (RFC 1813 3.3.16, 3.3.17)', async () => {
-    const root = await rootFh(srv);
-    const mk = await call(srv, NFS_PROGRAM, NfsProc.MKDIR, (w) => {
-      w.opaque(root).string('sized');
-      writeSattr(w, { mode: 0o755 });
-    });
-    assert.equal(mk.r.u32(), 0);
-    mk.r.u32();
-    const dir = Buffer.from(mk.r.opaque(64));
+    const dir = await mkdirInRoot(srv, 'sized');
     for (let i = 0; i < 120; i++) assert.equal((await create(srv, dir, `f-${String(i).padStart(3, '0')}`)).status, 0);
     for (const plus of [false, true]) {
       for (const maxcount of [plus ? 400 : 200, 601, 1000, 1024, 2048, 4096, 8192, 65536]) {

@@ -60,6 +60,23 @@ function walDir(): string {
   return d;
 }
 
+/** The holders `wal` lets go of from now on. */
+function releasesOf(wal: FileWal): WalHolder[] {
+  const released: WalHolder[] = [];
+  mock.method(wal, 'release', function (this: FileWal, seg: WalSegment, holder: WalHolder) {
+    released.push(holder);
+    return FileWal.prototype.release.call(this, seg, holder);
+  });
+  return released;
+}
+
+/** Holds `store`'s flushes until `open` is called; `flushes`: how many it had seen before. */
+function hold(store: GatedStore): { open: () => void; flushes: number } {
+  let open!: () => void;
+  store.held = new Promise((r) => (open = r));
+  return { open, flushes: store.flushes };
+}
+
 /** Settles once `check` holds, polling the event loop (bounded: fails after 2,000 turns). */
 async function until(check: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 2000 && !check(); i++) await new Promise((r) => setImmediate(r));
@@ -103,14 +120,8 @@ describe('crash order of data and metadata', () => {
     const h = a.fs.handleOf(a.share, f);
     await a.fs.write(h, root, 0, Buffer.alloc(1000, 0x46), false);
     await a.fs.commit(h, root);
-    const released: WalHolder[] = [];
-    mock.method(a.wal, 'release', function (this: FileWal, seg: WalSegment, holder: WalHolder) {
-      released.push(holder);
-      return FileWal.prototype.release.call(this, seg, holder);
-    });
-    let open!: () => void;
-    inner.held = new Promise((r) => (open = r));
-    const flushes = inner.flushes;
+    const released = releasesOf(a.wal);
+    const { open, flushes } = hold(inner);
     // The REMOVE is answered (it does not wait for the fsync of a `sync: commit` store) ...
     await a.fs.remove(a.rootH, Buffer.from('f'), root, false);
     await until(() => inner.flushes > flushes, 'the free asks for the removal to be made durable');
@@ -131,14 +142,8 @@ describe('crash order of data and metadata', () => {
     await a.fs.write(h, root, 0, Buffer.alloc(3 * BS, 0x46), false);
     await a.fs.commit(h, root);
     await a.data.flush(f.id);
-    const released: WalHolder[] = [];
-    mock.method(a.wal, 'release', function (this: FileWal, seg: WalSegment, holder: WalHolder) {
-      released.push(holder);
-      return FileWal.prototype.release.call(this, seg, holder);
-    });
-    let open!: () => void;
-    inner.held = new Promise((r) => (open = r));
-    const flushes = inner.flushes;
+    const released = releasesOf(a.wal);
+    const { open, flushes } = hold(inner);
     // The block map past the cut is dropped (durably: the store waits for that itself) while the
     // new size is answered before its fsync: the truncate's record replays it after a crash.
     const after = (await a.fs.setattr(h, root, { size: 10 })).after;
