@@ -303,8 +303,25 @@ export class StoreHealth {
     }
   }
 
+  /** The probes' results, and metadata stores failed for good (see failures) as failing. */
   checks(): Record<string, ReadinessCheck> {
-    return Object.fromEntries(this.results);
+    const checks = Object.fromEntries(this.results);
+    for (const [key, detail] of Object.entries(this.failures())) checks[key] = { ok: false, detail };
+    return checks;
+  }
+
+  /**
+   * Metadata stores that no longer vouch for what they answer until DittoFS restarts
+   * (MetadataStore.failure: an fsync failed, or answered changes were lost in a crash of
+   * PostgreSQL), by `metadata:NAME`, with why (secrets masked).
+   */
+  failures(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [name, s] of this.shares.openStores().metadata) {
+      const failure = s.failure?.();
+      if (failure) out[`metadata:${name}`] = redactSecrets(failure.message);
+    }
+    return out;
   }
 
   stop(): void {

@@ -583,9 +583,11 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
           const checks: Record<string, ReadinessCheck> = {
             wal: !replayed
               ? { ok: false, detail: 'replaying the WAL' }
-              : wal.wal.writable
-                ? { ok: true }
-                : { ok: false, detail: 'the WAL volume is full: writes wait until uploads free space' },
+              : wal.wal.failure
+                ? { ok: false, detail: wal.wal.failure.message }
+                : wal.wal.writable
+                  ? { ok: true }
+                  : { ok: false, detail: 'the WAL volume is full: writes wait until uploads free space' },
             ...(controlFence ? { 'control:fence': fenceCheck(controlFence) } : {}),
             // Without Redis this server cannot prove it may write: writes answer JUKEBOX.
             ...(coordination
@@ -600,6 +602,11 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
             ...health.checks(),
           };
           return { ready: Object.values(checks).every((c) => c.ok), checks, applied_generation: settledApplier.appliedGeneration };
+        },
+        failure: () => {
+          const why = Object.entries(health.failures()).map(([key, detail]) => `${key}: ${detail}`);
+          if (wal.wal.failure) why.unshift(`wal: ${wal.wal.failure.message}`);
+          return why.length === 0 ? null : why.join('; ');
         },
         checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, config.data_dir, log),
         setLogLevel: (level) => changeLogLevel(level),

@@ -36,6 +36,8 @@ const SECRETS = [ADMIN_PW, USER_PW, S3_SECRET, PG_PASSWORD, 'new-password-2', 'o
 
 interface TestRuntime extends ApiRuntime {
   readiness: Readiness;
+  /** What failure() answers. */
+  failed: string | null;
   levels: LogLevel[];
   checks: string[];
 }
@@ -43,6 +45,8 @@ interface TestRuntime extends ApiRuntime {
 function testRuntime(): TestRuntime {
   const rt: TestRuntime = {
     readiness: { ready: true, checks: { 'metadata:default': { ok: true } } },
+    failed: null,
+    failure: () => rt.failed,
     levels: [],
     checks: [],
     ready: () => rt.readiness,
@@ -209,13 +213,28 @@ async function everything(): Promise<unknown> {
 // ---------------------------------------------------------------------------------------------
 
 describe('health', () => {
-  it('liveness is always 200; readiness 200 or 503 with the checks; no token needed', async () => {
+  it('liveness 200 while no store failed; readiness 200 or 503 with the checks; no token needed', async () => {
     assert.deepEqual(ok(await call('GET', '/health')), { status: 'ok' });
     assert.deepEqual(ok(await call('GET', '/health/ready')), { ready: true, checks: { 'metadata:default': { ok: true } } });
     runtime.readiness = { ready: false, checks: { 'blocks:s3': { ok: false, detail: 'bucket unreachable' } } };
     const r = await call('GET', '/health/ready');
     assert.equal(r.statusCode, 503);
     assert.deepEqual(r.json(), { ready: false, checks: { 'blocks:s3': { ok: false, detail: 'bucket unreachable' } } });
+  });
+
+  it('liveness is 503 with why once a store failed for good (a restart recovers it), its secrets masked', async () => {
+    runtime.failed = 'metadata:pg: changes lost in a crash of PostgreSQL at postgres://dittofs:hunter2@db:5432/dittofs';
+    try {
+      const r = await call('GET', '/health');
+      assert.equal(r.statusCode, 503);
+      const body = r.json<{ status: string; detail: string }>();
+      assert.equal(body.status, 'failed');
+      assert.match(body.detail, /^metadata:pg: changes lost in a crash of PostgreSQL/);
+      assert.doesNotMatch(body.detail, /hunter2/);
+    } finally {
+      runtime.failed = null;
+    }
+    assert.deepEqual(ok(await call('GET', '/health')), { status: 'ok' });
   });
 
   it('readiness masks secrets in a failing check, as every other answer does', async () => {

@@ -36,6 +36,12 @@ export interface ApiRuntime {
   /** For GET /health/ready: 200 when ready, 503 otherwise, with the checks either way. */
   ready(): Readiness;
   /**
+   * For GET /health (liveness): why this server must be restarted (a store that failed for good:
+   * the WAL after a failed fsync, a metadata store that lost what it answered), or null. Absent:
+   * never.
+   */
+  failure?(): string | null;
+  /**
    * Checks that a store with these settings can work (the directory is writable, the database or
    * bucket answers) before the control plane records it. Throws an Error whose message says what
    * is wrong (it is shown to the client as a 422 problem, secrets masked); resolves when it works.

@@ -198,6 +198,7 @@ const shareReplyProps: Record<string, JsonSchema> = {
 
 export const replies = {
   ok: object({ status: str }, ['status']),
+  failed: object({ status: str, detail: str }, ['status', 'detail']),
   readiness: {
     type: 'object',
     properties: {

@@ -639,6 +639,8 @@ describe('WAL: a failed fsync', () => {
     const broken = (e: unknown) => io(e) && /until the server is restarted/.test((e as Error).message);
     await assert.rejects(a.svc.write(fb, 100, Buffer.from('later')), broken);
     await assert.rejects(a.svc.commit(fb), broken);
+    // Liveness reads it (GET /health), so that Kubernetes restarts DittoFS.
+    assert.match(a.wal.failure?.message ?? '', /until the server is restarted/);
     assert.equal((await a.svc.read(fa, 0, 8, 8)).toString(), 'client A');
     assert.equal((await a.svc.read(fb, 0, 8, 8)).toString(), 'client B');
     assert.equal(logged.filter((l) => l.level >= 50).length, 1, `logged: ${JSON.stringify(logged)}`);

@@ -200,6 +200,11 @@ export interface Wal {
   readonly writable: boolean;
   /** Times the log's volume was found full (ENOSPC / EDQUOT), for metrics. */
   readonly enospc: number;
+  /**
+   * Set for good once an fdatasync failed: the log takes and syncs nothing more, until a restart
+   * replays what reached the disk. Liveness reports it (GET /health), so that Kubernetes restarts.
+   */
+  readonly failure: Error | null;
   /** Resolves when there is room again (or a new segment is ready), or after `ms`. */
   waitRoom(ms: number): Promise<void>;
   /**
@@ -241,6 +246,7 @@ export class MemoryWal implements Wal {
   readonly persistent = false;
   readonly writable = true;
   readonly enospc = 0;
+  readonly failure = null;
   usedBytes = 0;
   private nextId = 1;
   private readonly room = new RoomWaiters();
@@ -683,6 +689,10 @@ export class FileWal implements Wal {
   /** False once an append found no room (not merely while the next segment is missing: the active one may have room). */
   get writable(): boolean {
     return this.noRoomError === null || (this.active !== null && !this.refusing);
+  }
+
+  get failure(): Error | null {
+    return this.broken;
   }
 
   waitRoom(ms: number): Promise<void> {

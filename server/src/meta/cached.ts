@@ -483,6 +483,10 @@ export class CachedMetadataStore implements MetadataStore {
    * Writes the pending size/time changes of one inode (all, without an id) to the store, then has
    * the store make what it answered durable (engines that answer before their fsync: SQLite).
    */
+  failure(): Error | null {
+    return this.inner.failure?.() ?? null;
+  }
+
   async flushAttrs(id?: number): Promise<void> {
     await this.flushPending(id);
     await this.inner.flushAttrs?.(id);

@@ -207,6 +207,11 @@ export interface MetadataStore {
    * time changes of `id` (of every inode without one) durable. COMMIT and stable writes call it.
    */
   flushAttrs?(id?: number): Promise<void>;
+  /**
+   * Engines that can fail for good (see SqlDriver.failure): why they no longer vouch for what they
+   * answer, or null. Liveness (GET /health) reports it, so that Kubernetes restarts DittoFS.
+   */
+  failure?(): Error | null;
   /** Engines that cache block maps: forget `inodeId`'s (a read found one of its objects missing). */
   invalidateBlocks?(inodeId: number): void;
   /** Engines that cache: forget what is cached of `inodeId` (another server took its write lease). */

@@ -8,9 +8,20 @@ export function healthRoutes(app: App, ctx: ApiContext): void {
     '/health',
     {
       config: { access: 'public', rateLimit: false },
-      schema: { tags: ['health'], summary: 'Liveness: the process answers', response: responses({ 200: replies.ok }) },
+      schema: {
+        tags: ['health'],
+        summary: 'Liveness: the process answers, and no store failed for good (503 with why: a restart recovers)',
+        response: responses({ 200: replies.ok, 503: replies.failed }),
+      },
     },
-    async () => ({ status: 'ok' }),
+    async (_req, reply) => {
+      // A store that failed for good (an fsync failed: the WAL or SQLite refuse all writes; changes
+      // answered were lost in a crash of PostgreSQL) recovers by a restart, which replays the WAL:
+      // failing liveness makes Kubernetes do it.
+      const failure = ctx.runtime.failure?.() ?? null;
+      if (failure === null) return { status: 'ok' };
+      return reply.status(503).send({ status: 'failed', detail: redactSecrets(failure) });
+    },
   );
 
   app.get(

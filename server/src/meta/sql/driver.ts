@@ -58,6 +58,12 @@ export interface SqlDriver {
    * every change answered so far is. Absent: every change is durable when its call settles.
    */
   sync?(): Promise<void>;
+  /**
+   * Set for good once the driver can no longer vouch for what it answered (SQLite: an fsync
+   * failed; PostgreSQL under sync `commit`: answered changes were lost in a crash). Until a restart
+   * it refuses (part of) its work; liveness reports it, so that Kubernetes restarts DittoFS.
+   */
+  failure?(): Error | null;
   close(): Promise<void>;
 }
 

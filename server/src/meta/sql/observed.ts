@@ -75,6 +75,10 @@ class ObservedSqlDriver implements SqlDriver {
     return this.inner.sync?.() ?? Promise.resolve();
   }
 
+  failure(): Error | null {
+    return this.inner.failure?.() ?? null;
+  }
+
   private attributes(sql: Statement | string): Attributes {
     return {
       'db.system.name': dbSystem(this.inner.dialect),

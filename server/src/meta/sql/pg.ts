@@ -261,6 +261,10 @@ export class PgDriver implements SqlDriver {
     };
   }
 
+  failure(): Error | null {
+    return this.lost;
+  }
+
   /**
    * `commit`: settles once every change answered before the call is flushed to PostgreSQL's disk
    * (COMMIT, stable writes, SMB FLUSH, block-map changes). Fails with SyncLostError when some of

@@ -130,6 +130,8 @@ describe('SQLite metadata engine', () => {
       await assert.rejects(t, failed);
       await assert.rejects(d.sync(), failed);
       await assert.rejects(d.query('SELECT 1'), failed);
+      // Liveness reads it (GET /health), so that Kubernetes restarts DittoFS.
+      assert.match(d.failure()?.message ?? '', failed);
     } finally {
       await d.close();
     }

@@ -483,6 +483,10 @@ export class SqliteDriver implements SqlDriver {
     return this.syncEveryChange ? this.durable() : Promise.resolve();
   }
 
+  failure(): Error | null {
+    return this.broken;
+  }
+
   /** Settles once every change answered so far is on disk (COMMIT, stable writes, SMB FLUSH). */
   sync(): Promise<void> {
     return this.durable();

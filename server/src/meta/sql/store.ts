@@ -594,6 +594,10 @@ export class SqlMetadataStore implements MetadataStore {
     await this.durable();
   }
 
+  failure(): Error | null {
+    return this.db?.failure?.() ?? null;
+  }
+
   /**
    * On drivers that answer before their fsync (SqlDriver.sync), waits for it. Block map changes and
    * lease tokens always do: once putBlock answers, the WAL segment holding the data may be deleted,
