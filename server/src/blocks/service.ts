@@ -583,10 +583,16 @@ export class BlockService {
     let content: Buffer | null = null;
     let storedLength = 0;
     let stored = false;
+    /** The file was removed: the version's records go once the removal is durable (see free()). */
+    let gone = false;
     try {
       const limit = this.limits.get(inodeId);
       if (limit !== undefined) clip(v, Math.max(0, limit - index * this.blockSize));
-      if (this.freed.has(inodeId) || v.ranges.length === 0 || !(await this.meta.getInode(inodeId))) return null;
+      if (v.ranges.length === 0) return null;
+      if (this.freed.has(inodeId) || !(await this.meta.getInode(inodeId))) {
+        gone = true;
+        return null;
+      }
       // The switch is a compare-and-swap on the version read here: another server (or a stale
       // write of this one) that switched the block meanwhile makes it fail, and the block is built
       // again on the new row, or dropped if that row was written under a newer lease.
@@ -621,6 +627,7 @@ export class BlockService {
         // Only a completed put is known to be done with the buffer (a failed one may still be sending).
         stored = true;
         if (this.freed.has(inodeId)) {
+          gone = true;
           await this.store.delete(key);
           return null;
         }
@@ -696,6 +703,9 @@ export class BlockService {
           v.since = Date.now();
           s.dirty = v;
         }
+      } else if (gone || orphaned || this.freed.has(inodeId)) {
+        // Not stored but dropped with its file: as free() lets go of dirty versions.
+        this.afterMetaDurable(inodeId, () => this.releaseVersion(v));
       } else {
         this.releaseVersion(v);
       }

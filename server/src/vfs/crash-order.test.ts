@@ -34,6 +34,15 @@ class GatedStore extends MemoryMetadataStore {
   }
 }
 
+/** A block store whose puts wait while `gate` is set. */
+class SlowPuts extends MemoryBlockStore {
+  gate: Promise<void> | null = null;
+  override async put(key: string, data: Buffer): Promise<void> {
+    await this.gate;
+    return super.put(key, data);
+  }
+}
+
 /** A server on `walDir` over `inner` (which outlives a crash, as a database file would). */
 async function boot(walDir: string, inner: MemoryMetadataStore, blocks: MemoryBlockStore) {
   const meta = new CachedMetadataStore(inner, { ttlMs: Infinity });
@@ -131,6 +140,53 @@ describe('crash order of data and metadata', () => {
     assert.equal(released.length, 0, 'nothing let go while the removal may still be undone');
     open();
     await until(() => released.length > 0, 'let go once the removal is durable');
+    await a.data.close();
+  });
+
+  it("keeps the WAL records of a removed file's upload in flight until the removal is durable", async () => {
+    const inner = new GatedStore();
+    const blocks = new SlowPuts();
+    const a = await boot(walDir(), inner, blocks);
+    let openPuts!: () => void;
+    blocks.gate = new Promise((r) => (openPuts = r));
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    // A whole block: its upload starts at once, and waits in the store's put.
+    await a.fs.write(h, root, 0, Buffer.alloc(BS, 0x46), false);
+    await a.fs.commit(h, root);
+    const released = releasesOf(a.wal);
+    const { open } = hold(inner);
+    await a.fs.remove(a.rootH, Buffer.from('f'), root, false);
+    // The upload ends after the REMOVE (its object deleted again): not stored, dropped with the file.
+    openPuts();
+    for (let i = 0; i < 200; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(released.length, 0, 'nothing let go while the removal may still be undone');
+    open();
+    await until(() => released.length > 0, 'let go once the removal is durable');
+    await a.data.close();
+  });
+
+  it('a WRITE whose size update fails while its data is still being logged fails, and the process goes on', async () => {
+    const a = await boot(walDir(), new MemoryMetadataStore(), new MemoryBlockStore());
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    const unhandled: unknown[] = [];
+    const note = (err: unknown): void => void unhandled.push(err);
+    process.on('unhandledRejection', note);
+    try {
+      mock.method(a.share.meta, 'setAttr', () => Promise.reject(new Error('database unreachable')));
+      // The data is admitted (the size update starts), then takes a while to be logged.
+      const write = a.data.write.bind(a.data);
+      mock.method(a.data, 'write', async (id: number, offset: number, data: Buffer, admitted?: () => void) => {
+        await write(id, offset, data, admitted);
+        await new Promise((r) => setTimeout(r, 50));
+      });
+      await assert.rejects(a.fs.write(h, root, 0, Buffer.from('x'), false), /database unreachable/);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(unhandled, [], 'no unhandled rejection (the server would exit on one)');
+    } finally {
+      process.off('unhandledRejection', note);
+    }
     await a.data.close();
   });
 

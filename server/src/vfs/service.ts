@@ -498,6 +498,9 @@ export class FileService {
     let attrs: Promise<Inode> | null = null;
     const written = share.data.write(inode.id, offset, data, () => {
       attrs = share.meta.setAttr(inode.id, changes);
+      // Its failure is read below, once the data write settles: not an unhandled rejection
+      // (which ends the process) if it comes first.
+      attrs.catch(() => undefined);
     });
     const [wrote, stored] = await Promise.allSettled([
       written,
