@@ -1437,8 +1437,14 @@ export class BlockService {
     if (this.gcTimer) clearInterval(this.gcTimer);
     await this.gcRunning;
     while (this.freeing.size > 0) await Promise.all(this.freeing);
-    // Records of removals and truncates whose metadata is being synced: let go if it lands.
-    await Promise.all(this.releasing);
+    // Records of removals and truncates whose metadata is being synced: let go if it lands soon
+    // (a database that does not answer must not hold up the stop; they are replayed harmlessly).
+    if (this.releasing.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((r) => (timer = setTimeout(r, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS)));
+      await Promise.race([Promise.all(this.releasing), timeout]);
+      clearTimeout(timer);
+    }
     if (!this.wal.persistent) {
       await this.flushAll();
       return;
