@@ -26,6 +26,14 @@ export function dropsSgid(mode: number, gid: number, id: Identity): boolean {
   return id.uid !== 0 && !inGroup(id, gid);
 }
 
+/**
+ * Linux's file_remove_privs: the mode of a file of group `gid` once a change of its owner, group
+ * or data by `id` dropped setuid, and setgid as dropsSgid says.
+ */
+export function withoutPrivs(mode: number, gid: number, id: Identity): number {
+  return dropsSgid(mode, gid, id) ? mode & ~(S_ISUID | S_ISGID) : mode & ~S_ISUID;
+}
+
 /** The rwx triple (0..7) that applies to `id` for `inode`. */
 export function permissionBits(inode: Inode, id: Identity): number {
   if (id.uid === inode.uid) return (inode.mode >> 6) & 7;

@@ -10,7 +10,6 @@ import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Caching, type CacheHolder, OpenTable } from './locks/opens.js';
 import {
   Access,
-  dropsSgid,
   mayAccess,
   mayDeleteFromSticky,
   mayRead,
@@ -20,6 +19,7 @@ import {
   S_ISUID,
   S_ISVTX,
   S_IXGRP,
+  withoutPrivs,
 } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
 import { DOS_ATTRS_STORED, DosAttributes, FileType, LINK_MAX, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
@@ -346,8 +346,7 @@ export class FileService {
     } else if (owned && inode.type !== FileType.DIR) {
       // A new owner or group of a non-directory drops setuid, and setgid as dropsSgid says: by
       // root too, as Linux does since 2.2.13 (chown(2)). A directory keeps both.
-      let mode = inode.mode & ~S_ISUID;
-      if (dropsSgid(inode.mode, inode.gid, id)) mode &= ~S_ISGID;
+      const mode = withoutPrivs(inode.mode, inode.gid, id);
       if (mode !== inode.mode) changes.mode = mode;
     }
     if (attrs.size !== undefined) {
@@ -482,37 +481,27 @@ export class FileService {
     if (breaking) await breaking;
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
-    if (id.uid !== 0 && (inode.mode & (S_ISUID | S_ISGID)) !== 0) {
-      // Linux's file_remove_privs: a write by anyone but root drops setuid, and setgid where
-      // dropsSgid says so (a setgid program; a locking mark stays, for a writer in the group).
-      let mode = inode.mode & ~S_ISUID;
-      if (dropsSgid(inode.mode, inode.gid, id)) mode &= ~S_ISGID;
+    // A write by anyone but root drops setuid, and setgid of a setgid program (a locking mark
+    // stays, for a writer in the group): Linux's file_remove_privs.
+    if (id.uid !== 0) {
+      const mode = withoutPrivs(inode.mode, inode.gid, id);
       if (mode !== inode.mode) changes.mode = mode;
     }
     // The WAL append and the attribute update run side by side (the reply needs both); the WAL
     // carries the size too, so replay restores it whichever finished first before a crash. The
     // update starts when the data is admitted past a truncate in progress (a size stored before
-    // the truncate's would be cut by it while the data lands after it). Both are waited for even
-    // when one fails: until the data write settles it may still read `data`, whose buffer the
-    // caller reuses once this returns.
-    let attrs: Promise<Inode> | null = null;
-    const written = share.data.write(inode.id, offset, data, () => {
-      attrs = share.meta.setAttr(inode.id, changes);
-      // Its failure is read below, once the data write settles: not an unhandled rejection
+    // the truncate's would be cut by it while the data lands after it). The data write is waited
+    // for first, failed or not: until it settles it may still read `data`, whose buffer the caller
+    // reuses once this returns.
+    const update: { attrs?: Promise<Inode> } = {};
+    await share.data.write(inode.id, offset, data, () => {
+      update.attrs = share.meta.setAttr(inode.id, changes);
+      // Its failure is read below, once the data write settled: not an unhandled rejection
       // (which ends the process) if it comes first.
-      attrs.catch(() => undefined);
+      update.attrs.catch(() => undefined);
     });
-    const [wrote, stored] = await Promise.allSettled([
-      written,
-      written.then(
-        () => attrs,
-        () => attrs,
-      ),
-    ]);
-    if (wrote.status === 'rejected') throw wrote.reason;
-    if (stored.status === 'rejected') throw stored.reason;
-    if (stored.value === null) throw new Error('internal error: a WAL write settled without its attribute update');
-    const after = stored.value;
+    // A write that settled was admitted (BlockService.write).
+    const after = await update.attrs!;
     if (stable) await this.sync(share, inode.id);
     return { before: inode, after };
   }
