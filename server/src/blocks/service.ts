@@ -273,8 +273,10 @@ export class BlockService {
   private gcRunning: Promise<GcResult> | null = null;
   /** free() calls running in the background (freeInBackground), at most MAX_BACKGROUND_FREES. */
   private readonly freeing = new Set<Promise<void>>();
-  /** WAL records let go once the metadata change that made them unneeded is durable (afterMetaDurable). */
-  private readonly releasing = new Set<Promise<void>>();
+  /** WAL records let go once their file's metadata changes are durable (afterMetaDurable), by inode. */
+  private readonly toRelease = new Map<number, (() => void)[]>();
+  /** The loop that makes those changes durable and lets go of the records (drainReleases). */
+  private draining: Promise<void> | null = null;
 
   constructor(
     private readonly store: BlockStore,
@@ -1111,34 +1113,47 @@ export class BlockService {
    * are durable (flushAttrs). A store that answers before its fsync (SQLite or PostgreSQL under
    * `sync: commit`) may lose them in a crash; the records that make their effect on the data
    * replayable (a truncate's, a removed file's writes) must outlive that window, or a crash brings
-   * back the old size over data that is gone. Tried again every RELEASE_RETRY_MS while the store
-   * cannot sync; after close() the records stay held (replayed at the next start, harmlessly).
+   * back the old size over data that is gone.
    */
   private afterMetaDurable(inodeId: number, release: () => void): void {
     if (!this.meta.flushAttrs) {
       release();
       return;
     }
+    const waiting = this.toRelease.get(inodeId);
+    if (waiting) waiting.push(release);
+    else this.toRelease.set(inodeId, [release]);
+    this.draining ??= this.drainReleases().finally(() => (this.draining = null));
+  }
+
+  /**
+   * Flushes the metadata of the files whose records wait (afterMetaDurable), all at once, and lets
+   * go of the records of each file flushed; those that came meanwhile go with the next round. While
+   * the store cannot sync, tried again every RELEASE_RETRY_MS (one warning for the whole outage);
+   * after close(), a failure ends it: the records stay, replayed harmlessly at the next start.
+   */
+  private async drainReleases(): Promise<void> {
     let warned = false;
-    const p = new Promise<void>((resolve) => {
-      const attempt = (): void => {
-        this.meta.flushAttrs!(inodeId).then(
-          () => {
-            release();
-            resolve();
-          },
-          (err: unknown) => {
-            if (this.closed) return resolve();
-            if (!warned)
-              this.opts.log?.warn({ err, inode: inodeId }, 'the metadata store could not sync; WAL records stay held until it can');
-            warned = true;
-            setTimeout(attempt, RELEASE_RETRY_MS).unref();
-          },
-        );
-      };
-      attempt();
-    }).finally(() => this.releasing.delete(p));
-    this.releasing.add(p);
+    while (this.toRelease.size > 0) {
+      const round = [...this.toRelease];
+      this.toRelease.clear();
+      const flushed = await Promise.allSettled(round.map(([id]) => this.meta.flushAttrs!(id)));
+      let failure: unknown = null;
+      round.forEach(([id, releases], k) => {
+        const r = flushed[k]!;
+        if (r.status === 'fulfilled') {
+          for (const release of releases) release();
+          return;
+        }
+        failure = r.reason;
+        this.toRelease.set(id, releases.concat(this.toRelease.get(id) ?? []));
+      });
+      if (failure === null) continue;
+      if (this.closed) return;
+      if (!warned) this.opts.log?.warn({ err: failure }, 'the metadata store could not sync; WAL records stay held until it can');
+      warned = true;
+      await new Promise((r) => setTimeout(r, RELEASE_RETRY_MS).unref());
+    }
   }
 
   private async truncateData(inodeId: number, newSize: number, seg: WalSegment, token: number): Promise<void> {
@@ -1439,10 +1454,10 @@ export class BlockService {
     while (this.freeing.size > 0) await Promise.all(this.freeing);
     // Records of removals and truncates whose metadata is being synced: let go if it lands soon
     // (a database that does not answer must not hold up the stop; they are replayed harmlessly).
-    if (this.releasing.size > 0) {
+    if (this.draining) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((r) => (timer = setTimeout(r, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS)));
-      await Promise.race([Promise.all(this.releasing), timeout]);
+      await Promise.race([this.draining, timeout]);
       clearTimeout(timer);
     }
     if (!this.wal.persistent) {

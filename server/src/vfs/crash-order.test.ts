@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it, mock } from 'node:test';
+import pino, { type Logger } from 'pino';
 import { BlockCache } from '../blocks/cache.js';
 import { MemoryBlockStore } from '../blocks/memory.js';
 import { BlockService } from '../blocks/service.js';
@@ -28,23 +29,39 @@ after(() => {
 class GatedStore extends MemoryMetadataStore {
   held: Promise<void> | null = null;
   flushes = 0;
+  /** Flushes that fail (the store cannot sync) before they work again. */
+  failing = 0;
   async flushAttrs(): Promise<void> {
     this.flushes++;
     await this.held;
+    if (this.failing > 0) {
+      this.failing--;
+      throw new Error('database unreachable');
+    }
   }
 }
 
 /** A block store whose puts wait while `gate` is set. */
 class SlowPuts extends MemoryBlockStore {
   gate: Promise<void> | null = null;
+  deletes = 0;
   override async put(key: string, data: Buffer): Promise<void> {
     await this.gate;
     return super.put(key, data);
   }
+  override async delete(key: string): Promise<void> {
+    this.deletes++;
+    return super.delete(key);
+  }
 }
 
 /** A server on `walDir` over `inner` (which outlives a crash, as a database file would). */
-async function boot(walDir: string, inner: MemoryMetadataStore, blocks: MemoryBlockStore, closeFlushMs?: number) {
+async function boot(
+  walDir: string,
+  inner: MemoryMetadataStore,
+  blocks: MemoryBlockStore,
+  opts: { closeFlushMs?: number; log?: Logger } = {},
+) {
   const meta = new CachedMetadataStore(inner, { ttlMs: Infinity });
   const { wal, records } = await FileWal.open(walDir, { maxBytes: 64 << 20, segmentBytes: 4 << 20 });
   const data = new BlockService(blocks, meta, {
@@ -54,7 +71,7 @@ async function boot(walDir: string, inner: MemoryMetadataStore, blocks: MemoryBl
     wal,
     cache: new BlockCache(1 << 20),
     idleFlushMs: 3_600_000,
-    ...(closeFlushMs === undefined ? {} : { closeFlushMs }),
+    ...opts,
   });
   const fs = new FileService();
   const share = await fs.addShare({ ...TEST_SHARE }, meta, data);
@@ -87,9 +104,18 @@ function hold(store: GatedStore): { open: () => void; flushes: number } {
   return { open, flushes: store.flushes };
 }
 
-/** Settles once `check` holds, polling the event loop (bounded: fails after 2,000 turns). */
+/** Checks that nothing of `released` is let go until `open` makes the removal durable, then that it is. */
+async function heldUntilDurable(released: WalHolder[], open: () => void): Promise<void> {
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(released.length, 0, 'nothing let go while the removal may still be undone');
+  open();
+  await until(() => released.length > 0, 'let go once the removal is durable');
+}
+
+/** Settles once `check` holds, polled every few milliseconds (bounded: fails after 30 s). */
 async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000 && !check(); i++) await new Promise((r) => setImmediate(r));
+  const deadline = Date.now() + 30_000;
+  while (!check() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
   assert.ok(check(), what);
 }
 
@@ -137,10 +163,7 @@ describe('crash order of data and metadata', () => {
     await until(() => inner.flushes > flushes, 'the free asks for the removal to be made durable');
     // ... but the file's data stays in the log until the removal is on disk: a crash before
     // that brings the file back, and its data must replay.
-    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
-    assert.equal(released.length, 0, 'nothing let go while the removal may still be undone');
-    open();
-    await until(() => released.length > 0, 'let go once the removal is durable');
+    await heldUntilDurable(released, open);
     await a.data.close();
   });
 
@@ -160,10 +183,8 @@ describe('crash order of data and metadata', () => {
     await a.fs.remove(a.rootH, Buffer.from('f'), root, false);
     // The upload ends after the REMOVE (its object deleted again): not stored, dropped with the file.
     openPuts();
-    for (let i = 0; i < 200; i++) await new Promise((r) => setImmediate(r));
-    assert.equal(released.length, 0, 'nothing let go while the removal may still be undone');
-    open();
-    await until(() => released.length > 0, 'let go once the removal is durable');
+    await until(() => blocks.deletes > 0, 'the upload found its file removed');
+    await heldUntilDurable(released, open);
     await a.data.close();
   });
 
@@ -191,9 +212,27 @@ describe('crash order of data and metadata', () => {
     await a.data.close();
   });
 
+  it('while the store cannot sync, the records of every removed file wait, with one warning, and all go once it can', async () => {
+    const inner = new GatedStore();
+    const warnings: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+    const a = await boot(walDir(), inner, new MemoryBlockStore(), { log });
+    for (const name of ['f', 'g', 'h']) {
+      const f = (await a.fs.create(a.rootH, Buffer.from(name), root, CreateMode.UNCHECKED, {}, null)).inode;
+      await a.fs.write(a.fs.handleOf(a.share, f), root, 0, Buffer.alloc(1000, 0x46), false);
+    }
+    const released = releasesOf(a.wal);
+    inner.failing = 4; // the first round fails for the three files, and the retry's first flush
+    for (const name of ['f', 'g', 'h']) await a.fs.remove(a.rootH, Buffer.from(name), root, false);
+    await until(() => released.length === 3, 'every removed file let go once the store syncs again');
+    assert.equal(inner.failing, 0);
+    assert.deepEqual(warnings, ['the metadata store could not sync; WAL records stay held until it can']);
+    await a.data.close();
+  });
+
   it('a stop does not wait for long on a metadata store that never syncs: the records stay for the next start', async () => {
     const inner = new GatedStore();
-    const a = await boot(walDir(), inner, new MemoryBlockStore(), 200);
+    const a = await boot(walDir(), inner, new MemoryBlockStore(), { closeFlushMs: 200 });
     const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
     await a.fs.write(a.fs.handleOf(a.share, f), root, 0, Buffer.alloc(1000, 0x46), false);
     const released = releasesOf(a.wal);
