@@ -103,6 +103,7 @@ function isWriteBehind(c: AttrChanges): boolean {
   return (
     c.growTo !== undefined &&
     c.mode === undefined &&
+    c.clearMode === undefined &&
     c.uid === undefined &&
     c.gid === undefined &&
     c.size === undefined &&

@@ -725,6 +725,21 @@ for (const engine of engines) {
       await rejectsWith(s.setAttr(999_999_999, { mode: 0o644 }, T(1)), 'STALE');
     });
 
+    it('setAttr clearMode: clears those bits from the mode as it is then (after a mode given with it)', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('f'), fileInit({ mode: 0o6755 }), now());
+      // The mode moved on since whoever asked read it: only the named bits go.
+      await s.setAttr(f.id, { mode: 0o4700 });
+      let i = await s.setAttr(f.id, { clearMode: 0o6000, growTo: 3 });
+      assert.deepEqual([i.mode, i.size], [0o700, 3]);
+      i = await s.setAttr(f.id, { mode: 0o6711, clearMode: 0o4000 });
+      assert.equal(i.mode, 0o2711);
+      i = await s.setAttr(f.id, { clearMode: 0o4000 });
+      assert.equal(i.mode, 0o2711, 'a bit already clear stays clear; nothing else moves');
+      assert.deepEqual(await s.getInode(f.id), i);
+    });
+
     it('creation time and DOS attributes: set at create, changed only explicitly', async () => {
       const s = S();
       const root = await freshRoot();

@@ -287,6 +287,7 @@ export class MemoryMetadataStore implements MetadataStore {
     const i = this.mustInode(id);
     if (guardCtime && !timespecEqual(guardCtime, i.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
     if (c.mode !== undefined) i.mode = c.mode & 0o7777;
+    if (c.clearMode !== undefined) i.mode &= ~(c.clearMode & 0o7777);
     if (c.uid !== undefined) i.uid = c.uid;
     if (c.gid !== undefined) i.gid = c.gid;
     if (c.size !== undefined) i.size = c.size;

@@ -27,11 +27,13 @@ export function dropsSgid(mode: number, gid: number, id: Identity): boolean {
 }
 
 /**
- * Linux's file_remove_privs: the mode of a file of group `gid` once a change of its owner, group
- * or data by `id` dropped setuid, and setgid as dropsSgid says.
+ * Linux's file_remove_privs: the bits of `inode`'s mode that a change of its owner, group or data
+ * by `id` drops: setuid, and setgid as dropsSgid says (0: none). They go as AttrChanges.clearMode,
+ * cleared from the mode the file has when the change applies: writing back the mode read before
+ * would undo a chmod made meanwhile (a WRITE may wait a minute for WAL room).
  */
-export function withoutPrivs(mode: number, gid: number, id: Identity): number {
-  return dropsSgid(mode, gid, id) ? mode & ~(S_ISUID | S_ISGID) : mode & ~S_ISUID;
+export function privsDropped(inode: Pick<Inode, 'mode' | 'gid'>, id: Identity): number {
+  return inode.mode & (dropsSgid(inode.mode, inode.gid, id) ? S_ISUID | S_ISGID : S_ISUID);
 }
 
 /** The rwx triple (0..7) that applies to `id` for `inode`. */

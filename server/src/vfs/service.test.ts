@@ -252,6 +252,33 @@ describe('file service semantics', () => {
     assert.equal(await modeAfterWrite('locking-other', 0o2766, bob), 0o766);
   });
 
+  it('a WRITE or chown that drops setuid keeps a chmod made meanwhile: only the dropped bits go', async () => {
+    const { fs, share, rootFh } = await setup();
+    const setAttr = share.meta.setAttr.bind(share.meta);
+    /** The next setAttr that changes the owner or the size: a chmod to `mode` lands just before it. */
+    const chmodFirst = (mode: number) => {
+      share.meta.setAttr = async (id, changes, guard) => {
+        if (changes.growTo !== undefined || changes.uid !== undefined) {
+          share.meta.setAttr = setAttr;
+          await setAttr(id, { mode, ctime: nowTimespec() });
+        }
+        return setAttr(id, changes, guard);
+      };
+    };
+    // A setuid file anyone may write; its owner makes it private while bob's WRITE is under way.
+    const f = await fs.create(rootFh, n('suid-write'), alice, CreateMode.GUARDED, { mode: 0o4777 }, null);
+    const fh = fs.handleOf(share, f.inode);
+    chmodFirst(0o4700);
+    assert.equal((await fs.write(fh, bob, 0, n('x'), false)).after.mode & 0o7777, 0o700);
+    assert.equal((await fs.getattr(fh, root)).inode.mode & 0o7777, 0o700);
+    // The same for a chown by root: the chmod's mode stays, less setuid.
+    const g = await fs.create(rootFh, n('suid-chown'), alice, CreateMode.GUARDED, { mode: 0o4755 }, null);
+    const gh = fs.handleOf(share, g.inode);
+    chmodFirst(0o4700);
+    const after = (await fs.setattr(gh, root, { uid: 2000 })).after;
+    assert.deepEqual([after.uid, after.mode & 0o7777], [2000, 0o700]);
+  });
+
   it('creating a name that exists in a directory the caller may search but not write is EXIST, as from knfsd', async () => {
     const { fs, share, rootFh } = await setup();
     const ro = await fs.mkdir(rootFh, n('ro'), root, { mode: 0o755 });

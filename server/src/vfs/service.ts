@@ -19,7 +19,7 @@ import {
   S_ISUID,
   S_ISVTX,
   S_IXGRP,
-  withoutPrivs,
+  privsDropped,
 } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
 import { DOS_ATTRS_STORED, DosAttributes, FileType, LINK_MAX, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
@@ -345,9 +345,10 @@ export class FileService {
       changes.mode = mode;
     } else if (owned && inode.type !== FileType.DIR) {
       // A new owner or group of a non-directory drops setuid, and setgid as dropsSgid says: by
-      // root too, as Linux does since 2.2.13 (chown(2)). A directory keeps both.
-      const mode = withoutPrivs(inode.mode, inode.gid, id);
-      if (mode !== inode.mode) changes.mode = mode;
+      // root too, as Linux does since 2.2.13 (chown(2)). A directory keeps both. Only those bits
+      // are cleared, from the mode as it is when the change applies (see privsDropped).
+      const drop = privsDropped(inode, id);
+      if (drop !== 0) changes.clearMode = drop;
     }
     if (attrs.size !== undefined) {
       if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'cannot set the size of a directory');
@@ -484,8 +485,8 @@ export class FileService {
     // A write by anyone but root drops setuid, and setgid of a setgid program (a locking mark
     // stays, for a writer in the group): Linux's file_remove_privs.
     if (id.uid !== 0) {
-      const mode = withoutPrivs(inode.mode, inode.gid, id);
-      if (mode !== inode.mode) changes.mode = mode;
+      const drop = privsDropped(inode, id);
+      if (drop !== 0) changes.clearMode = drop;
     }
     // The WAL append and the attribute update run side by side (the reply needs both); the WAL
     // carries the size too, so replay restores it whichever finished first before a crash. The

@@ -100,6 +100,12 @@ export interface DirEntry {
 /** A changed attribute set; absent fields are left alone. */
 export interface AttrChanges {
   mode?: number;
+  /**
+   * Mode bits cleared from the mode the inode has when the change applies (after `mode`, if
+   * given): a WRITE or chown that drops setuid/setgid must not put back an older mode that a
+   * concurrent chmod replaced.
+   */
+  clearMode?: number;
   uid?: number;
   gid?: number;
   size?: number;

@@ -229,7 +229,7 @@ export const SQLITE_STATEMENTS: Readonly<Record<keyof typeof S, SqliteForm>> = O
   setRootParent: `UPDATE inodes SET parent = id WHERE id = ?1 RETURNING ${COLS}`,
   insertShareRoot: `INSERT INTO share_roots (share_id, root) VALUES (?1, ?2) ON CONFLICT (share_id) DO NOTHING RETURNING root`,
   setAttr: `UPDATE inodes SET
-             mode = coalesce(?2, mode),
+             mode = coalesce(?2, mode) & ~coalesce(?19, 0),
              uid = coalesce(?3, uid),
              gid = coalesce(?4, gid),
              size = max(coalesce(?5, size), coalesce(?6, 0)),

@@ -201,7 +201,7 @@ export const S = {
   setAttr: {
     name: 'dfs_set_attr',
     text: `UPDATE inodes SET
-             mode = coalesce($2::integer, mode),
+             mode = coalesce($2::integer, mode) & ~coalesce($19::integer, 0),
              uid = coalesce($3::bigint, uid),
              gid = coalesce($4::bigint, gid),
              size = greatest(coalesce($5::bigint, size), $6::bigint),
@@ -554,6 +554,7 @@ function setAttrParams(id: number, c: AttrChanges, guardCtime?: Timespec): unkno
     c.btime?.sec ?? null,
     c.btime?.nsec ?? null,
     c.dosAttrs === undefined ? null : c.dosAttrs & DOS_ATTRS_STORED,
+    c.clearMode === undefined ? null : c.clearMode & 0o7777,
   ];
 }
 
