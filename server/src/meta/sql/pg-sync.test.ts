@@ -3,6 +3,7 @@
 // survives the crash, and every COMMIT after a crash that may have lost answered changes fails.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type pg from 'pg';
 import { postgresForTests, type PostgresInstance } from '../../../../test/helpers/postgres.js';
 import { isVfsError } from '../../vfs/errors.js';
 import { dirInit, fileInit } from '../../testing/inodes.js';
@@ -170,5 +171,40 @@ describe('postgres store, sync: commit', () => {
     await s.putBlock(made.id, { index: 0, key: 'k', length: 10, version: 1 });
     await s.flushAttrs();
     assert.equal((await s.lookup(root.id, Buffer.from('before')))?.id, before.id);
+  });
+
+  it('a start-time question that fails on a connection that lives on is asked again: no loss is reported', async () => {
+    // One connection, closed when idle, so that the next call opens a new one under the fault below.
+    const d = await PgDriver.open({ url: pg!.url, poolSize: 1, idleTimeoutMs: 50, schema: `${SCHEMA}_ask`, sync: 'commit' });
+    try {
+      const pool = (d as unknown as { pool: pg.Pool }).pool;
+      // The question each new connection is asked first fails once (as a cancel or a statement
+      // timeout would fail it), and the connection goes on serving.
+      let refused = 0;
+      pool.prependListener('connect', (client: pg.PoolClient) => {
+        const query = client.query.bind(client) as (...a: unknown[]) => unknown;
+        let first = true;
+        (client as unknown as { query: (...a: unknown[]) => unknown }).query = (...a: unknown[]) => {
+          if (first && typeof a[0] === 'string' && a[0].includes('pg_postmaster_start_time') && !a[0].includes('BEGIN')) {
+            first = false;
+            refused++;
+            return Promise.reject(Object.assign(new Error('canceling statement due to user request'), { code: '57014' }));
+          }
+          return query(...a);
+        };
+      });
+      for (let i = 0; i < 200 && pool.totalCount > 0; i++) await new Promise((r) => setTimeout(r, 25));
+      assert.equal(pool.totalCount, 0, 'the idle connection was closed');
+      await d.query('CREATE TABLE answered (x integer)');
+      await d.query('INSERT INTO answered VALUES (1)');
+      assert.equal(refused, 1, 'the new connection was refused its start time once');
+      // A checkpoint since PostgreSQL started (checkpoint_timeout) makes a change of no known run
+      // read as lost in a crash.
+      await d.query('CHECKPOINT');
+      await d.sync();
+      assert.equal(d.failure(), null);
+    } finally {
+      await d.close();
+    }
   });
 });

@@ -164,8 +164,8 @@ export class PgDriver implements SqlDriver {
       this.log.warn({ err: errorMessage(err) }, 'postgres metadata store: idle connection failed');
     });
     // Queued ahead of the first statement on the connection, so answered before it: a call knows
-    // which run of the server it changed without a round trip of its own. A failure here breaks
-    // the connection, and the caller's statement with it.
+    // which run of the server it changed without a round trip of its own. A failure here that
+    // leaves the connection alive is asked again after the caller's statement (startedOn).
     if (this.lazy)
       this.pool.on('connect', (client) => {
         this.startedOf.set(
@@ -348,10 +348,24 @@ export class PgDriver implements SqlDriver {
 
   /**
    * `commit`: the start time of the server `client` reached (null: not known), once the caller's
-   * statements on it are answered (the question went first, so it is answered already).
+   * statements on it are answered (the question went first, so it is answered already). When that
+   * question failed on a connection that lived on (a cancel, a statement timeout), it is asked
+   * again here, on the same connection, which never spans two runs of the server: counted under
+   * no known run, the calls would read as lost at the next sync() once PostgreSQL has taken a
+   * checkpoint since it started (a false alarm that liveness answers with a restart).
    */
   private async startedOn(client: pg.ClientBase): Promise<string | null> {
-    return (await this.startedOf.get(client)) ?? null;
+    const known = (await this.startedOf.get(client)) ?? null;
+    if (known !== null) return known;
+    try {
+      const r = await client.query<{ started: string }>(STARTED_SQL);
+      const started = r.rows[0]?.started ?? null;
+      if (started !== null) this.startedOf.set(client, Promise.resolve(started));
+      return started;
+    } catch {
+      // The connection broke too, or the question fails again: its calls stay under no known run.
+      return null;
+    }
   }
 
   /**
