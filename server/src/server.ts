@@ -295,6 +295,11 @@ function fenceCheck(fence: { check(): void }): ReadinessCheck {
   }
 }
 
+/** Readiness: a `control` check only once the control database failed for good (see controlFailure). */
+function controlCheck(failure: Error | null): Record<string, ReadinessCheck> {
+  return failure ? { control: { ok: false, detail: failure.message } } : {};
+}
+
 export async function startServer(config: DittoConfig, log: Logger): Promise<RunningServer> {
   const startedAt = Date.now();
   // First of all: a port conflict must not leave anything behind (a created admin, a new database).
@@ -578,6 +583,10 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       const settledApplier = applier;
       // A postgres control database is held by this server alone (meta/sql/fence.ts).
       const controlFence = control.store.driver instanceof PgDriver ? control.store.driver.fence : null;
+      // The control database failed for good (its fsync failed, or PostgreSQL lost what it had
+      // answered): no user, share or permission change, and no SMB logon, until a restart.
+      const controlDriver = control.store.driver;
+      const controlFailure = (): Error | null => controlDriver.failure?.() ?? null;
       const runtime: ApiRuntime = {
         ready: () => {
           const checks: Record<string, ReadinessCheck> = {
@@ -589,6 +598,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
                   ? { ok: true }
                   : { ok: false, detail: 'the WAL volume is full: writes wait until uploads free space' },
             ...(controlFence ? { 'control:fence': fenceCheck(controlFence) } : {}),
+            ...controlCheck(controlFailure()),
             // Without Redis this server cannot prove it may write: writes answer JUKEBOX.
             ...(coordination
               ? {
@@ -606,6 +616,8 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         failure: () => {
           const why = Object.entries(health.failures()).map(([key, detail]) => `${key}: ${detail}`);
           if (wal.wal.failure) why.unshift(`wal: ${wal.wal.failure.message}`);
+          const cf = controlFailure();
+          if (cf) why.push(`control: ${cf.message}`);
           return why.length === 0 ? null : why.join('; ');
         },
         checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, config.data_dir, log),

@@ -898,9 +898,9 @@ export class SqlMetadataStore implements MetadataStore {
 
   async setAttr(id: number, c: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
     const params = setAttrParams(id, c, guardCtime);
-    // One statement, so atomic on its own. Without a guard it is idempotent (absolute values and
-    // max(size, growTo)) and may run again after a lost connection; with one, a second run would
-    // report NOT_SYNC for the first run's own change.
+    // One statement, so atomic on its own. Without a guard it is idempotent (absolute values,
+    // max(size, growTo), bits cleared by clearMode) and may run again after a lost connection; with
+    // one, a second run would report NOT_SYNC for the first run's own change.
     const { rows } = await this.q(S.setAttr, params, { retryable: guardCtime === undefined });
     if (rows[0]) return publicInode(inodeRow(rows[0]));
     const exists = await this.q(S.exists, [id]);
