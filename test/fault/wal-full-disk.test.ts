@@ -76,7 +76,18 @@ async function metric(srv: DittofsProcess, name: string): Promise<number> {
   return Number(m[1]);
 }
 
-/** Polls `probe` until it returns true; fails with `what` (and the server's output) after WAIT_MS. */
+/** The server's own account of its WAL, dirty data and uploads (metrics), for a failure message. */
+async function walState(srv: DittofsProcess): Promise<string> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${srv.metricsPort}/metrics`, { signal: AbortSignal.timeout(10_000) });
+    const lines = (await res.text()).split('\n').filter((l) => /^dittofs_(wal|dirty|upload|block_store_errors|db_errors)/.test(l));
+    return lines.join('\n');
+  } catch (err) {
+    return `metrics unavailable: ${(err as Error).message}`;
+  }
+}
+
+/** Polls `probe` until it returns true; fails with `what` (the server's metrics and output) after WAIT_MS. */
 async function until(srv: DittofsProcess, what: string, probe: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + WAIT_MS;
   while (Date.now() < deadline) {
@@ -85,7 +96,9 @@ async function until(srv: DittofsProcess, what: string, probe: () => Promise<boo
     if (await probe().catch(() => false)) return;
     await sleep(100);
   }
-  throw new Error(`timed out waiting: ${what}\n${srv.output().slice(-4000)}`);
+  throw new Error(
+    `timed out waiting: ${what}\n--- metrics ---\n${await walState(srv)}\n--- server output ---\n${srv.output().slice(-4000)}`,
+  );
 }
 
 /** Segment files of a WAL directory with their sizes. */
