@@ -76,6 +76,7 @@ bench: deps build ## Benchmarks against nfs-ganesha in the same run (not a test)
 	hack/install-deps.sh bench
 	npx tsx test/bench/run.ts $(BENCH_ARGS)
 	npx tsx test/bench/replicas.ts $(BENCH_REPLICAS_ARGS)
+	npx tsx test/bench/untar-replay.ts $(BENCH_UNTAR_ARGS)
 
 clean: ## Remove build output
 	rm -rf server/dist operator/dist

@@ -1,0 +1,173 @@
+// The untar's calls without the VM: replays, from this process, the NFS calls the Linux kernel
+// client sends per file when busybox tar extracts a small-file tree (as counted by the --vm-untar
+// row of run.ts: per file a LOOKUP that misses, CREATE, one WRITE FILE_SYNC, four SETATTR, two more
+// LOOKUPs; a new directory every 100 files), one call outstanding at a time, against nfs-ganesha
+// and DittoFS embedded-fs in turn, and prints the client-side time of each kind of call per file.
+// The counts are the kernel client's; what each call carries is this file's reading of tar (an
+// UNCHECKED CREATE, then owner, mode, times and mode again), not a capture.
+// The VM row says how a real client fares but wanders by a third between runs (software
+// emulation); this one shows where the per-file gap between the servers is, on a quiet machine.
+//
+//   npx tsx test/bench/untar-replay.ts [--files N] [--rounds N]
+//
+// Needs root and ganesha (hack/install-deps.sh bench) and a built server (make build).
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import { freePort, REPO_ROOT, startDittofs } from '../helpers/server.js';
+import { NfsError, Nfs3Client, XdrWriter, type XdrReader } from './nfsclient.js';
+
+const run = promisify(execFile);
+const GANESHA = path.join(REPO_ROOT, 'hack', 'ganesha');
+const NFSPROC3_SETATTR = 2;
+const NFSPROC3_WRITE = 7;
+const FILE_SYNC = 2;
+/** What tar sets after the data: owner, mode, times (set_atime/set_mtime to client time), mode. */
+const SETATTRS: readonly { uid?: number; gid?: number; mode?: number; times?: boolean }[] = [
+  { uid: 0, gid: 0 },
+  { mode: 0o644 },
+  { times: true },
+  { mode: 0o644 },
+];
+const KINDS = ['LOOKUP miss', 'CREATE', 'WRITE', 'SETATTR x4', 'LOOKUP x2'] as const;
+type Kind = (typeof KINDS)[number];
+
+interface Endpoint {
+  name: string;
+  nfsPort: number;
+  mountPort: number;
+  stop: () => Promise<void>;
+}
+
+async function ganesha(): Promise<Endpoint> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-untar-replay-ganesha-'));
+  const nfsPort = await freePort();
+  let mountPort = await freePort();
+  while (mountPort === nfsPort) mountPort = await freePort();
+  const stop = async () => {
+    await run(path.join(GANESHA, 'stop.sh'), [dir]).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await run(path.join(GANESHA, 'start.sh'), [dir, String(nfsPort), String(mountPort)], { timeout: 120_000 });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { name: 'ganesha', nfsPort, mountPort, stop };
+}
+
+async function dittofs(): Promise<Endpoint> {
+  const srv = await startDittofs();
+  return { name: 'embedded-fs', nfsPort: srv.nfsPort, mountPort: srv.nfsPort, stop: () => srv.stop() };
+}
+
+function ok(r: XdrReader, what: string): void {
+  const status = r.u32();
+  if (status !== 0) throw new NfsError(what, status);
+}
+
+function sattr3(w: XdrWriter, a: (typeof SETATTRS)[number]): XdrWriter {
+  for (const v of [a.mode, a.uid, a.gid]) {
+    w.u32(v === undefined ? 0 : 1);
+    if (v !== undefined) w.u32(v);
+  }
+  w.u32(0); // size
+  for (let i = 0; i < 2; i++) {
+    if (a.times) w.u32(2).u32(1_600_000_000).u32(0);
+    else w.u32(0);
+  }
+  return w;
+}
+
+/** Replays `files` files; microseconds per file by kind of call. */
+async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number> & { total: number }> {
+  const c = await Nfs3Client.connect({ nfsPort: ep.nfsPort, mountPort: ep.mountPort, exportPath: '/export', callTimeoutMs: 30_000 });
+  try {
+    const top = await c.mkdirFresh(`untar-replay-${process.pid}-${Date.now()}`);
+    const data = Buffer.alloc(30, 0x61);
+    const spent: Record<Kind, number> = { 'LOOKUP miss': 0, CREATE: 0, WRITE: 0, 'SETATTR x4': 0, 'LOOKUP x2': 0 };
+    const timed = async (k: Kind, f: () => Promise<unknown>) => {
+      const t0 = performance.now();
+      await f();
+      spent[k] += performance.now() - t0;
+    };
+    const t0 = performance.now();
+    let dir = top;
+    for (let i = 0; i < files; i++) {
+      if (i % 100 === 0) dir = (await c.mkdir(top, `d${i / 100}`)).fh ?? (await c.lookup(top, `d${i / 100}`)).fh;
+      const name = `f${i}`;
+      await timed('LOOKUP miss', async () => {
+        try {
+          await c.lookup(dir, name);
+          throw new Error(`${name} exists before its CREATE`);
+        } catch (e) {
+          if (!(e instanceof NfsError && e.status === 2)) throw e;
+        }
+      });
+      let fh: Buffer | undefined;
+      await timed('CREATE', async () => {
+        fh = (await c.create(dir, name, 0o644)).fh;
+      });
+      fh ??= (await c.lookup(dir, name)).fh;
+      const handle = fh;
+      await timed('WRITE', async () => {
+        const w = new XdrWriter(128).opaque(handle).u32(0).u32(0).u32(data.length).u32(FILE_SYNC).opaque(data);
+        ok(await c.call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE'), 'WRITE');
+      });
+      await timed('SETATTR x4', async () => {
+        for (const a of SETATTRS) {
+          const w = sattr3(new XdrWriter(128).opaque(handle), a).u32(0); // no guard
+          ok(await c.call(NFSPROC3_SETATTR, w.toBuffer(), 'SETATTR'), 'SETATTR');
+        }
+      });
+      await timed('LOOKUP x2', async () => {
+        for (let k = 0; k < 2; k++) await c.lookup(dir, name);
+      });
+    }
+    const total = performance.now() - t0;
+    const perFile = (ms: number) => (ms * 1000) / files;
+    return { ...(Object.fromEntries(KINDS.map((k) => [k, perFile(spent[k])])) as Record<Kind, number>), total: perFile(total) };
+  } finally {
+    await c.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { files: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' } },
+    strict: true,
+  });
+  const files = Number(values.files);
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(files) || files < 100 || files > 100_000) throw new Error('--files must be an integer in 100..100000');
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('--rounds must be an integer in 1..20');
+  console.log(`untar replay: ${files} files per run, ${rounds} rounds, servers alternating; client µs per file`);
+  console.log(['round', 'server', 'per file', ...KINDS].map((s) => s.padStart(12)).join(''));
+  const totals = new Map<string, number[]>();
+  for (let r = 1; r <= rounds; r++) {
+    for (const start of [ganesha, dittofs]) {
+      const ep = await start();
+      try {
+        const res = await replay(ep, files);
+        totals.set(ep.name, [...(totals.get(ep.name) ?? []), res.total]);
+        console.log([String(r), ep.name, res.total.toFixed(0), ...KINDS.map((k) => res[k].toFixed(0))].map((s) => s.padStart(12)).join(''));
+      } finally {
+        await ep.stop();
+      }
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const g = median(totals.get('ganesha')!);
+  const d = median(totals.get('embedded-fs')!);
+  console.log(
+    `median per file: ganesha ${g.toFixed(0)} µs, embedded-fs ${d.toFixed(0)} µs: embedded-fs at ${(g / d).toFixed(2)}x ganesha's speed`,
+  );
+}
+
+main().catch((e: unknown) => {
+  console.error(`untar-replay: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});
