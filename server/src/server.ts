@@ -583,8 +583,9 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       const settledApplier = applier;
       // A postgres control database is held by this server alone (meta/sql/fence.ts).
       const controlFence = control.store.driver instanceof PgDriver ? control.store.driver.fence : null;
-      // The control database failed for good (its fsync failed, or PostgreSQL lost what it had
-      // answered): no user, share or permission change, and no SMB logon, until a restart.
+      // The control database failed for good (an fsync of the embedded one failed; a postgres one
+      // runs with sync: change and never does): no user, share or permission change, and no SMB
+      // logon, until a restart.
       const controlDriver = control.store.driver;
       const controlFailure = (): Error | null => controlDriver.failure?.() ?? null;
       const runtime: ApiRuntime = {

@@ -32,7 +32,7 @@ describe('fault: the control database fsync fails', () => {
   it('liveness answers 503 naming the control database, readiness fails it, and a restart recovers', async (t) => {
     let srv = await startDittofs({
       keepDataDir: true,
-      env: { NODE_OPTIONS: `--import tsx --import ${PRELOAD}`, DITTOFS_TEST_FAIL_FSYNC: `${path.sep}control${path.sep}` },
+      env: { NODE_OPTIONS: `--import tsx --import "${PRELOAD}"`, DITTOFS_TEST_FAIL_FSYNC: `${path.sep}control${path.sep}` },
     });
     servers.push(srv);
     let base = `http://127.0.0.1:${srv.apiPort}`;
@@ -69,7 +69,8 @@ describe('fault: the control database fsync fails', () => {
     servers.push(srv);
     base = `http://127.0.0.1:${srv.apiPort}`;
     const deadline = Date.now() + WAIT_MS;
-    while ((await health(base, '/health')).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while ((await health(base, '/health/ready')).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await health(base, '/health/ready')).status, 200, 'ready again after the restart');
     assert.equal((await health(base, '/health')).status, 200);
     // Answered before the failure: the admin's changed password.
     const login = await adminLogin(base, CHANGED_ADMIN_PASSWORD);
