@@ -295,11 +295,6 @@ function fenceCheck(fence: { check(): void }): ReadinessCheck {
   }
 }
 
-/** Readiness: a `control` check only once the control database failed for good (see controlFailure). */
-function controlCheck(failure: Error | null): Record<string, ReadinessCheck> {
-  return failure ? { control: { ok: false, detail: failure.message } } : {};
-}
-
 export async function startServer(config: DittoConfig, log: Logger): Promise<RunningServer> {
   const startedAt = Date.now();
   // First of all: a port conflict must not leave anything behind (a created admin, a new database).
@@ -582,24 +577,35 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       cleanups.push(async () => health.stop());
       const settledApplier = applier;
       // A postgres control database is held by this server alone (meta/sql/fence.ts).
-      const controlFence = control.store.driver instanceof PgDriver ? control.store.driver.fence : null;
-      // The control database failed for good (an fsync of the embedded one failed; a postgres one
-      // runs with sync: change and never does): no user, share or permission change, and no SMB
-      // logon, until a restart.
       const controlDriver = control.store.driver;
-      const controlFailure = (): Error | null => controlDriver.failure?.() ?? null;
+      const controlFence = controlDriver instanceof PgDriver ? controlDriver.fence : null;
+      /**
+       * What failed for good, by check name (liveness answers 503 with all of it): the WAL after a
+       * failed fsync, share stores (StoreHealth.failures), and the control database (an fsync of
+       * the embedded one failed; a postgres one runs with sync: change and never does: no user,
+       * share or permission change, and no SMB logon, until a restart).
+       */
+      const failedForGood = (): Record<string, string> => {
+        const out: Record<string, string> = {};
+        if (wal.wal.failure) out.wal = wal.wal.failure.message;
+        Object.assign(out, health.failures());
+        const controlFailure = controlDriver.failure?.();
+        if (controlFailure) out.control = controlFailure.message;
+        return out;
+      };
       const runtime: ApiRuntime = {
         ready: () => {
+          const failed = failedForGood();
           const checks: Record<string, ReadinessCheck> = {
             wal: !replayed
               ? { ok: false, detail: 'replaying the WAL' }
-              : wal.wal.failure
-                ? { ok: false, detail: wal.wal.failure.message }
+              : failed.wal !== undefined
+                ? { ok: false, detail: failed.wal }
                 : wal.wal.writable
                   ? { ok: true }
                   : { ok: false, detail: 'the WAL volume is full: writes wait until uploads free space' },
             ...(controlFence ? { 'control:fence': fenceCheck(controlFence) } : {}),
-            ...controlCheck(controlFailure()),
+            ...(failed.control !== undefined ? { control: { ok: false, detail: failed.control } } : {}),
             // Without Redis this server cannot prove it may write: writes answer JUKEBOX.
             ...(coordination
               ? {
@@ -615,10 +621,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
           return { ready: Object.values(checks).every((c) => c.ok), checks, applied_generation: settledApplier.appliedGeneration };
         },
         failure: () => {
-          const why = Object.entries(health.failures()).map(([key, detail]) => `${key}: ${detail}`);
-          if (wal.wal.failure) why.unshift(`wal: ${wal.wal.failure.message}`);
-          const cf = controlFailure();
-          if (cf) why.push(`control: ${cf.message}`);
+          const why = Object.entries(failedForGood()).map(([key, detail]) => `${key}: ${detail}`);
           return why.length === 0 ? null : why.join('; ');
         },
         checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, config.data_dir, log),

@@ -229,6 +229,13 @@ export interface GcResult {
   deadFiles: number;
 }
 
+/** Resolves once `p` settles or `ms` passed, whichever is first (`p` must never reject). */
+async function settledWithin(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
 export class BlockService {
   readonly blockSize: number;
   private readonly wal: Wal;
@@ -1454,21 +1461,13 @@ export class BlockService {
     while (this.freeing.size > 0) await Promise.all(this.freeing);
     // Records of removals and truncates whose metadata is being synced: let go if it lands soon
     // (a database that does not answer must not hold up the stop; they are replayed harmlessly).
-    if (this.draining) {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((r) => (timer = setTimeout(r, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS)));
-      await Promise.race([this.draining, timeout]);
-      clearTimeout(timer);
-    }
+    if (this.draining) await settledWithin(this.draining, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS);
     if (!this.wal.persistent) {
       await this.flushAll();
       return;
     }
     if (this.files.size > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((r) => (timer = setTimeout(r, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS)));
-      await Promise.race([this.flushAll(), timeout]);
-      clearTimeout(timer);
+      await settledWithin(this.flushAll(), this.opts.closeFlushMs ?? CLOSE_FLUSH_MS);
       const left = this.pendingBytes();
       if (left > 0) {
         this.opts.log?.warn(

@@ -480,14 +480,15 @@ export class CachedMetadataStore implements MetadataStore {
     this.timer.unref();
   }
 
-  /**
-   * Writes the pending size/time changes of one inode (all, without an id) to the store, then has
-   * the store make what it answered durable (engines that answer before their fsync: SQLite).
-   */
+  /** The store's own (this cache fails nothing for good). */
   failure(): Error | null {
     return this.inner.failure?.() ?? null;
   }
 
+  /**
+   * Writes the pending size/time changes of one inode (all, without an id) to the store, then has
+   * the store make what it answered durable (engines that answer before their fsync: SQLite).
+   */
   async flushAttrs(id?: number): Promise<void> {
     await this.flushPending(id);
     await this.inner.flushAttrs?.(id);
