@@ -48,7 +48,9 @@ describe('fault: the control database fsync fails', () => {
       { username: 'during', password: 'during-Passw0rd', uid: 5000, gid: 5000 },
       token,
     );
-    assert.ok(made.status >= 500, `a change whose fsync failed is not answered as done: ${made.status} ${JSON.stringify(made.body)}`);
+    // Not answered as done, and not "see the log": 503 with why and what to do.
+    assert.equal(made.status, 503, `a change whose fsync failed: ${JSON.stringify(made.body)}`);
+    assert.match((made.body as { detail: string }).detail, /must be restarted .*control: .*fsync/);
 
     const live = await health(base, '/health');
     assert.equal(live.status, 503, JSON.stringify(live.body));

@@ -14,7 +14,7 @@ import { DEFAULT_BCRYPT_COST, TokenService, checkBcryptCost } from '../control/a
 import type { ControlStore } from '../control/store.js';
 import type { ApiContext, App, Principal, RateLimitRule } from './context.js';
 import { bucket } from './limits.js';
-import { ApiProblem, PROBLEM_CONTENT_TYPE, problemBody, toProblem } from './problem.js';
+import { ApiProblem, PROBLEM_CONTENT_TYPE, failedForGood, problemBody, toProblem } from './problem.js';
 import { adapterRoutes } from './routes/adapters.js';
 import { authRoutes } from './routes/auth.js';
 import { groupRoutes } from './routes/groups.js';
@@ -167,7 +167,7 @@ export function buildApi(opts: ApiOptions): App {
   app.decorateRequest('principal', null);
 
   app.setErrorHandler((err, req, reply) => {
-    const p = toProblem(err);
+    const p = failedForGood(toProblem(err), ctx.runtime.failure?.() ?? null);
     if (p.statusCode >= 500) req.log.error({ err }, 'API request failed');
     // Refused credentials, permissions and rate limits are what an admin audits: at info (the login
     // route logs its own failures, with the username); everything else (validation, 404) at debug.

@@ -121,6 +121,16 @@ export function describeValidation(context: string | undefined, errors: readonly
   }
 }
 
+/**
+ * An internal error while this server has a store that failed for good (ApiRuntime.failure: the
+ * control database refuses all work after a failed fsync, say) is that failure: 503 with why and
+ * what to do, not "see its log". Any other problem stays as it is.
+ */
+export function failedForGood(p: ApiProblem, failure: string | null): ApiProblem {
+  if (p.kind !== 'internal' || failure === null) return p;
+  return new ApiProblem('unavailable', `this server must be restarted (GET /health says why): ${redactSecrets(failure)}`);
+}
+
 /** Any error -> the problem to answer. Unknown errors are 500 with a fixed detail. */
 export function toProblem(err: unknown): ApiProblem {
   if (err instanceof ApiProblem) return err;

@@ -239,7 +239,14 @@ describe('crash order of data and metadata', () => {
     hold(inner); // never opened
     await a.fs.remove(a.rootH, Buffer.from('f'), root, false);
     await until(() => released.length === 0 && inner.flushes > 0, 'the free waits for the removal to be made durable');
-    await a.data.close();
+    // Bounded by closeFlushMs (200 ms); 30 s only tells a stop that waits for good from a slow one.
+    let timer: NodeJS.Timeout | undefined;
+    const stopped = await Promise.race([
+      a.data.close().then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 30_000))),
+    ]);
+    clearTimeout(timer);
+    assert.ok(stopped, 'the stop waited for the metadata store for good');
     assert.equal(released.length, 0, 'kept: replayed at the next start, where the file is gone or whole');
   });
 
