@@ -202,12 +202,19 @@ for ((attempt = 1; attempt <= 3; attempt++)); do
   done
   [ "$ok" -eq 1 ] && break
   alive "$gpid" "$GANESHA_ID" && fail "ganesha did not listen on 127.0.0.1:$PORT and :$MNT_PORT within 120 s"
-  if [ "$attempt" -lt 3 ] && grep -q 'Cannot register' "$LOGFILE" 2>/dev/null; then
-    log "ganesha could not register with rpcbind (attempt $attempt); retrying"
+  # It exited. "Cannot register" is the rpcbind race above; a first start on a fresh machine was
+  # also once seen to end right after dropping its capabilities with nothing in its log. Both
+  # are retried (a config error fails the same way three times and is reported then).
+  if [ "$attempt" -lt 3 ]; then
+    if grep -q 'Cannot register' "$LOGFILE" 2>/dev/null; then
+      log "ganesha could not register with rpcbind (attempt $attempt); retrying"
+    else
+      log "ganesha.nfsd exited during startup (attempt $attempt; $(tail -n 2 "$DIR/ganesha.out" 2>/dev/null | tr '\n' ' ')); retrying"
+    fi
     sleep 1
     continue
   fi
-  fail "ganesha.nfsd exited during startup"
+  fail "ganesha.nfsd exited during startup, three times"
 done
 [ "$ok" -eq 1 ] || fail "ganesha did not start"
 
