@@ -65,6 +65,7 @@ import {
   type RoundPlace,
 } from './backends.js';
 import { formatCacheCounts, formatCallTimes, formatGcTimes, readCacheCounts, readCallTimes, readGcTimes } from './call-times.js';
+import { cpuProfEnv, prepareCpuProf } from './cpu-prof.js';
 import { cpuSeconds, mainThreadCpuSeconds, setClockTicks, TreeCpuWatch, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
@@ -86,29 +87,6 @@ import {
 } from './smb.js';
 
 const MiB = 1024 * 1024;
-/**
- * Preloaded into DittoFS servers by --cpu-prof (NODE_OPTIONS may hold --import but not --cpu-prof):
- * profiles the main thread from start-up to exit and writes DIR/dittofs-PID.cpuprofile, as node
- * --cpu-prof would (open it in Chrome DevTools). Main-thread inspector sessions answer
- * synchronously, which is what lets it write the profile inside 'exit'.
- */
-const CPU_PROF_PRELOAD_SOURCE = `import { writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector';
-import path from 'node:path';
-const dir = process.env.DITTOFS_BENCH_CPU_PROF_DIR;
-if (dir) {
-  const session = new Session();
-  session.connect();
-  session.post('Profiler.enable');
-  session.post('Profiler.setSamplingInterval', { interval: 1000 });
-  session.post('Profiler.start');
-  process.on('exit', () => {
-    session.post('Profiler.stop', (err, res) => {
-      if (!err) writeFileSync(path.join(dir, 'dittofs-' + process.pid + '.cpuprofile'), JSON.stringify(res.profile));
-    });
-  });
-}
-`;
 const GANESHA_START = path.join(REPO_ROOT, 'hack', 'ganesha', 'start.sh');
 const GANESHA_STOP = path.join(REPO_ROOT, 'hack', 'ganesha', 'stop.sh');
 /** Longest wait for the WAL to drain after a write. */
@@ -477,8 +455,6 @@ function lastLines(text: string, n: number): string {
 }
 
 let ganeshaInstances = 0;
-/** --cpu-prof: the preload's file name in the profile directory. */
-const PRELOAD_NAME = 'cpu-prof-preload.mjs';
 /** --cpu-prof: where DittoFS servers write their CPU profiles. */
 let cpuProfDir: string | undefined;
 
@@ -535,10 +511,7 @@ async function startDittoServer(config: DittoConfigName, round: number, workDir:
   };
   let proc;
   // A profile is written when the server exits (stop() sends SIGTERM: a clean exit).
-  const env: Record<string, string> =
-    cpuProfDir === undefined
-      ? {}
-      : { NODE_OPTIONS: `--import=${path.join(cpuProfDir, PRELOAD_NAME)}`, DITTOFS_BENCH_CPU_PROF_DIR: cpuProfDir };
+  const env = cpuProfDir === undefined ? {} : cpuProfEnv(cpuProfDir);
   try {
     const configFile = await writeDittoConfig(workDir, name, config, dataDir, place, backends);
     proc = await startDittofs({ configFile, dataDir, env });
@@ -1563,8 +1536,7 @@ async function main(): Promise<void> {
   const args = parseCli();
   cpuProfDir = args.cpuProf;
   if (cpuProfDir !== undefined) {
-    await mkdir(cpuProfDir, { recursive: true });
-    await writeFile(path.join(cpuProfDir, PRELOAD_NAME), CPU_PROF_PRELOAD_SOURCE);
+    await prepareCpuProf(cpuProfDir);
   }
   const configs = args.configs;
   const withGanesha = configs.includes('ganesha');

@@ -8,15 +8,19 @@
 // The VM row says how a real client fares but wanders by a third between runs (software
 // emulation); this one shows where the per-file gap between the servers is, on a quiet machine.
 //
-//   npx tsx test/bench/untar-replay.ts [--files N] [--rounds N]
+//   npx tsx test/bench/untar-replay.ts [--files N] [--rounds N] [--cpu-prof DIR]
+//
+// --cpu-prof DIR: each DittoFS server writes a V8 CPU profile of its main thread to DIR.
 //
 // Needs root and ganesha (hack/install-deps.sh bench) and a built server (make build).
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { freePort, REPO_ROOT, startDittofs } from '../helpers/server.js';
+import { cpuProfEnv, prepareCpuProf } from './cpu-prof.js';
+import { cpuSeconds } from './proc.js';
 import { NfsError, Nfs3Client, XdrWriter, type XdrReader } from './nfsclient.js';
 
 const run = promisify(execFile);
@@ -36,6 +40,8 @@ type Kind = (typeof KINDS)[number];
 
 interface Endpoint {
   name: string;
+  /** The server's process, for its CPU time. */
+  pid: number | undefined;
   nfsPort: number;
   mountPort: number;
   stop: () => Promise<void>;
@@ -56,12 +62,16 @@ async function ganesha(): Promise<Endpoint> {
     await stop();
     throw e;
   }
-  return { name: 'ganesha', nfsPort, mountPort, stop };
+  const pid = Number(await readFile(path.join(dir, 'ganesha.pid'), 'utf8'));
+  return { name: 'ganesha', pid: Number.isInteger(pid) && pid > 0 ? pid : undefined, nfsPort, mountPort, stop };
 }
 
+/** --cpu-prof: where the DittoFS servers write their CPU profiles. */
+let cpuProfDir: string | undefined;
+
 async function dittofs(): Promise<Endpoint> {
-  const srv = await startDittofs();
-  return { name: 'embedded-fs', nfsPort: srv.nfsPort, mountPort: srv.nfsPort, stop: () => srv.stop() };
+  const srv = await startDittofs({ env: cpuProfDir === undefined ? {} : cpuProfEnv(cpuProfDir) });
+  return { name: 'embedded-fs', pid: srv.child.pid, nfsPort: srv.nfsPort, mountPort: srv.nfsPort, stop: () => srv.stop() };
 }
 
 function ok(r: XdrReader, what: string): void {
@@ -83,7 +93,7 @@ function sattr3(w: XdrWriter, a: (typeof SETATTRS)[number]): XdrWriter {
 }
 
 /** Replays `files` files; microseconds per file by kind of call. */
-async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number> & { total: number }> {
+async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number> & { total: number; cpu: number | undefined }> {
   const c = await Nfs3Client.connect({ nfsPort: ep.nfsPort, mountPort: ep.mountPort, exportPath: '/export', callTimeoutMs: 30_000 });
   try {
     const top = await c.mkdirFresh(`untar-replay-${process.pid}-${Date.now()}`);
@@ -94,6 +104,7 @@ async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number>
       await f();
       spent[k] += performance.now() - t0;
     };
+    const cpu0 = cpuSeconds(ep.pid);
     const t0 = performance.now();
     let dir = top;
     for (let i = 0; i < files; i++) {
@@ -128,8 +139,13 @@ async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number>
       });
     }
     const total = performance.now() - t0;
+    const cpu1 = cpuSeconds(ep.pid);
     const perFile = (ms: number) => (ms * 1000) / files;
-    return { ...(Object.fromEntries(KINDS.map((k) => [k, perFile(spent[k])])) as Record<Kind, number>), total: perFile(total) };
+    return {
+      ...(Object.fromEntries(KINDS.map((k) => [k, perFile(spent[k])])) as Record<Kind, number>),
+      total: perFile(total),
+      cpu: cpu0 === undefined || cpu1 === undefined ? undefined : perFile((cpu1 - cpu0) * 1000),
+    };
   } finally {
     await c.close();
   }
@@ -137,15 +153,25 @@ async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number>
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { files: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' } },
+    options: {
+      files: { type: 'string', default: '3000' },
+      rounds: { type: 'string', default: '3' },
+      'cpu-prof': { type: 'string' },
+    },
     strict: true,
   });
   const files = Number(values.files);
   const rounds = Number(values.rounds);
   if (!Number.isInteger(files) || files < 100 || files > 100_000) throw new Error('--files must be an integer in 100..100000');
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('--rounds must be an integer in 1..20');
-  console.log(`untar replay: ${files} files per run, ${rounds} rounds, servers alternating; client µs per file`);
-  console.log(['round', 'server', 'per file', ...KINDS].map((s) => s.padStart(12)).join(''));
+  if (values['cpu-prof'] !== undefined) {
+    cpuProfDir = path.resolve(values['cpu-prof']);
+    await prepareCpuProf(cpuProfDir);
+  }
+  console.log(
+    `untar replay: ${files} files per run, ${rounds} rounds, servers alternating; client µs per file and the server's CPU µs per file (every thread, from /proc)`,
+  );
+  console.log(['round', 'server', 'per file', ...KINDS, 'server CPU'].map((s) => s.padStart(12)).join(''));
   const totals = new Map<string, number[]>();
   for (let r = 1; r <= rounds; r++) {
     for (const start of [ganesha, dittofs]) {
@@ -153,7 +179,8 @@ async function main(): Promise<void> {
       try {
         const res = await replay(ep, files);
         totals.set(ep.name, [...(totals.get(ep.name) ?? []), res.total]);
-        console.log([String(r), ep.name, res.total.toFixed(0), ...KINDS.map((k) => res[k].toFixed(0))].map((s) => s.padStart(12)).join(''));
+        const cells = [String(r), ep.name, res.total.toFixed(0), ...KINDS.map((k) => res[k].toFixed(0)), res.cpu?.toFixed(0) ?? '-'];
+        console.log(cells.map((s) => s.padStart(12)).join(''));
       } finally {
         await ep.stop();
       }
