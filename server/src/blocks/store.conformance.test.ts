@@ -40,13 +40,25 @@ function memoryEngine(): Engine {
   return { kind: 'memory', persistent: false, setup: async () => {}, create: () => new MemoryBlockStore(), teardown: async () => {} };
 }
 
-function filesystemEngine(): Engine {
+/** The marker of a store made before the flat layout (format 1: a directory per file). */
+const NESTED_MARKER = `${JSON.stringify({ kind: 'dittofs filesystem block store', format: 1, created: '2026-01-01T00:00:00.000Z' })}\n`;
+
+/** A store directory as a DittoFS from before the flat layout left it: its marker, no object yet. */
+async function nestedStoreDir(dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, MARKER), NESTED_MARKER);
+  return dir;
+}
+
+/** A new store (flat), or one made before the flat layout (nested). */
+function filesystemEngine(layout: 'flat' | 'nested'): Engine {
   let dir = '';
   return {
-    kind: 'filesystem',
+    kind: `filesystem (${layout})`,
     persistent: true,
     async setup() {
       dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-blocks-'));
+      if (layout === 'nested') await nestedStoreDir(dir);
     },
     create: () => new FilesystemBlockStore(dir),
     async teardown() {
@@ -73,7 +85,7 @@ function s3Engine(): Engine {
   };
 }
 
-for (const engine of [memoryEngine(), filesystemEngine(), s3Engine()]) {
+for (const engine of [memoryEngine(), filesystemEngine('flat'), filesystemEngine('nested'), s3Engine()]) {
   describe(`BlockStore conformance: ${engine.kind}`, () => {
     let store: BlockStore;
     // Keys like the block service's (`share/inode/index-version-random`), fresh in every test, so
@@ -281,8 +293,14 @@ describe('FilesystemBlockStore: a directory of its own', () => {
     await mkdir(path.join(dir, 'lost+found'));
     const s = new FilesystemBlockStore(dir);
     await s.open();
-    assert.equal(marker(dir).kind, 'dittofs filesystem block store');
+    // Flat, under a marker that a DittoFS from before the flat layout refuses (it knows only
+    // 'dittofs filesystem block store', the nested layout's).
+    assert.deepEqual(
+      { kind: marker(dir).kind, format: marker(dir).format },
+      { kind: 'dittofs filesystem block store, flat layout', format: 2 },
+    );
     await s.put('0000abcd/7/0-1-00000000', Buffer.from('data'));
+    assert.deepEqual(await files(dir), [MARKER, '0000abcd/7@0-1-00000000'].sort(), 'the object in its share directory');
     await s.close();
     const again = new FilesystemBlockStore(dir);
     await again.open();
@@ -322,7 +340,7 @@ describe('FilesystemBlockStore: a directory of its own', () => {
     await mkdir(path.join(dir, '.tmp', '0123456789abcdef'));
     const s = new FilesystemBlockStore(dir);
     await s.open();
-    assert.equal(marker(dir).format, 1);
+    assert.equal(marker(dir).format, 1, 'adopted as it is laid out: nested');
     assert.deepEqual(await s.get('89abcdef/12/0-3-deadbeef'), Buffer.from('block'));
     assert.deepEqual(await files(dir), [MARKER, '.tmp/README', '89abcdef/12/0-3-deadbeef'].sort());
     assert.ok(existsSync(path.join(dir, '.tmp', '0123456789abcdef')), 'a directory with a temporary name is not ours to delete');
@@ -430,7 +448,85 @@ describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
   });
 });
 
-describe('FilesystemBlockStore: the directories of files', () => {
+describe('FilesystemBlockStore: the flat layout of a new store', () => {
+  let tmp: string;
+  beforeEach(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-flat-'));
+  });
+  afterEach(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it("puts every object of a share in the share's directory: no directory per file, at most one directory sync per put", async () => {
+    const root = path.join(tmp, 'blocks');
+    const store = new FilesystemBlockStore(root);
+    await store.open();
+    await store.put('0000000a/1/0-1-aa', Buffer.from('first'));
+    // 40 new files at once: in a store made before, each made its directory and synced it and the
+    // share directory (41 to 80 syncs, see the suite above); here only the share directory is
+    // synced, once per put at most (puts that overlap share a sync).
+    const n = 40;
+    const objs = Array.from({ length: n }, (_, i) => [`0000000a/${100 + i}/0-1-${i}`, randomBytes(512 + i)] as const);
+    const before = store.dirFsyncs;
+    await Promise.all(objs.map(([k, b]) => store.put(k, b)));
+    const used = store.dirFsyncs - before;
+    assert.ok(used >= 1 && used <= n, `${n} objects of new files: ${used} directory syncs`);
+    for (const [k, b] of objs) sameBytes(await store.get(k), b, k);
+    const entries = await readdir(path.join(root, '0000000a'), { withFileTypes: true });
+    assert.deepEqual(
+      entries.filter((e) => !e.isFile()).map((e) => e.name),
+      [],
+      'nothing but object files in the share directory',
+    );
+    assert.equal(entries.length, n + 1);
+    assert.ok(existsSync(path.join(root, '0000000a', '100@0-1-0')));
+    // Deleting a file's last object leaves the share directory, and the next put needs no mkdir.
+    await store.delete('0000000a/1/0-1-aa');
+    assert.ok(existsSync(path.join(root, '0000000a')));
+    await store.put('0000000a/1/1-1-bb', Buffer.from('again'));
+    sameBytes(await store.get('0000000a/1/1-1-bb'), Buffer.from('again'));
+    assert.equal(await store.get('0000000a/1/0-1-aa'), null);
+  });
+
+  it("lists a file's objects apart from those of a file whose number starts the same, and ignores what is not an object", async () => {
+    const root = path.join(tmp, 'blocks');
+    const store = new FilesystemBlockStore(root);
+    await store.open();
+    for (const k of ['0000000b/5/0-1-a', '0000000b/5/1-1-b', '0000000b/50/0-1-c', '0000000c/5/0-1-d']) await store.put(k, Buffer.from(k));
+    // A directory inside a share directory is nobody's object (a flat store makes none).
+    await mkdir(path.join(root, '0000000b', 'stray'));
+    await writeFile(path.join(root, '0000000b', 'stray', 'x'), 'x');
+    const listed = async (prefix: string) => {
+      const out: string[] = [];
+      for await (const o of store.list(prefix)) out.push(o.key);
+      return out.sort();
+    };
+    assert.deepEqual(await listed('0000000b/5/'), ['0000000b/5/0-1-a', '0000000b/5/1-1-b']);
+    assert.deepEqual(await listed('0000000b/'), ['0000000b/5/0-1-a', '0000000b/5/1-1-b', '0000000b/50/0-1-c']);
+    assert.deepEqual(await listed(''), ['0000000b/5/0-1-a', '0000000b/5/1-1-b', '0000000b/50/0-1-c', '0000000c/5/0-1-d']);
+  });
+
+  it('opens a store made before the flat layout as it is: new objects go to a directory per file there', async () => {
+    const root = await nestedStoreDir(path.join(tmp, 'old'));
+    await mkdir(path.join(root, '0000000d', '3'), { recursive: true });
+    await writeFile(path.join(root, '0000000d', '3', '0-1-old'), 'old');
+    const store = new FilesystemBlockStore(root);
+    await store.open();
+    sameBytes(await store.get('0000000d/3/0-1-old'), Buffer.from('old'));
+    await store.put('0000000d/4/0-1-new', Buffer.from('new'));
+    assert.ok(existsSync(path.join(root, '0000000d', '4', '0-1-new')), 'nested, as the store was made');
+    const keys: string[] = [];
+    for await (const o of store.list('0000000d/')) keys.push(o.key);
+    assert.deepEqual(keys.sort(), ['0000000d/3/0-1-old', '0000000d/4/0-1-new']);
+    assert.equal(
+      (JSON.parse(readFileSync(path.join(root, MARKER), 'utf8')) as { format: number }).format,
+      1,
+      'the marker is left as it was',
+    );
+  });
+});
+
+describe('FilesystemBlockStore: the directories of files (a store made before the flat layout)', () => {
   let tmp: string;
   beforeEach(async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-dirsync-'));
@@ -440,7 +536,7 @@ describe('FilesystemBlockStore: the directories of files', () => {
   });
 
   it('syncs only the directories that gained an entry, sharing syncs of a common parent: every object reads back', async () => {
-    const store = new FilesystemBlockStore(path.join(tmp, 'blocks'));
+    const store = new FilesystemBlockStore(await nestedStoreDir(path.join(tmp, 'blocks')));
     await store.open();
     // The share's directory is new: the root gains it, the share directory gains the file's, and
     // the file's directory gains the object.
@@ -470,7 +566,7 @@ describe('FilesystemBlockStore: the directories of files', () => {
   });
 
   it("removes a file's directory with its last object, and makes it again for the next put", async () => {
-    const root = path.join(tmp, 'blocks');
+    const root = await nestedStoreDir(path.join(tmp, 'blocks'));
     const store = new FilesystemBlockStore(root);
     await store.open();
     await store.put('0000000c/5/0-1-a', Buffer.from('a'));
@@ -496,9 +592,9 @@ describe('FilesystemBlockStore: the directories of files', () => {
 
   it('never fails a put that races the removal of its directory by the delete of its last object (2,000 races)', async () => {
     // Without fsyncs, so the races are many and quick. Each put goes through a store of its own
-    // (the same directory, opened once), which does not know the file's directory: it makes it
-    // while the other store's delete removes it. With mkdir -p, 1 to 6 of 2,000 puts failed.
-    const root = path.join(tmp, 'blocks');
+    // (the same directory), which does not know the file's directory: it makes it while the other
+    // store's delete removes it. With mkdir -p, 1 to 6 of 2,000 puts failed.
+    const root = await nestedStoreDir(path.join(tmp, 'blocks'));
     const store = new FilesystemBlockStore(root, { fsync: false });
     await store.open();
     let last = '0000000e/5/0-1-r';
@@ -507,6 +603,7 @@ describe('FilesystemBlockStore: the directories of files', () => {
     for (let i = 1; i <= 2000; i++) {
       const next = `0000000e/5/${i}-1-r`;
       const putter = new FilesystemBlockStore(root, { fsync: false });
+      await putter.open();
       const [, put] = await Promise.allSettled([store.delete(last), putter.put(next, Buffer.from(next))]);
       if (put.status === 'rejected') failed.push(`${next}: ${String(put.reason)}`);
       else last = next;
@@ -517,7 +614,7 @@ describe('FilesystemBlockStore: the directories of files', () => {
   });
 
   it('prunes empty file directories it lists (left by an older version or a crash), and nothing else', async () => {
-    const root = path.join(tmp, 'blocks');
+    const root = await nestedStoreDir(path.join(tmp, 'blocks'));
     const store = new FilesystemBlockStore(root);
     await store.open();
     await store.put('0000000d/1/0-1-x', Buffer.from('x'));
@@ -530,7 +627,7 @@ describe('FilesystemBlockStore: the directories of files', () => {
   });
 
   it('fails every put waiting on a directory that cannot be made, and makes it on a later put', async () => {
-    const root = path.join(tmp, 'blocks');
+    const root = await nestedStoreDir(path.join(tmp, 'blocks'));
     const store = new FilesystemBlockStore(root);
     await store.open();
     await store.put('0000000b/1/0-1-x', Buffer.from('x'));
