@@ -10,6 +10,7 @@ import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
 import { BlockConflictError, type BlockRef, type MetadataStore } from '../meta/store.js';
 import { storageError, VfsError } from '../vfs/errors.js';
+import { compareTimespec, type Timespec } from '../vfs/types.js';
 import { BufferPools, type BufferPool } from '../wire/buffer-pool.js';
 import { BlockCache } from './cache.js';
 import type { DiskBlockCache } from './disk-cache.js';
@@ -17,6 +18,7 @@ import type { BlockStore, BlockStoreCapacity } from './store.js';
 import {
   RECORD_CUT,
   nonZeroEnd,
+  RECORD_TIMES,
   RECORD_TRUNCATE,
   WAL_GONE,
   WAL_NO_ROOM,
@@ -78,6 +80,10 @@ interface BlockState {
 interface ReplaySize {
   size: number;
   metaSize: number;
+  /** The file's ctime in the metadata store when replay began. */
+  metaCtime: Timespec;
+  /** The newest times of its RECORD_TIMES records, if any. */
+  times?: { mtime: Timespec; ctime: Timespec };
   /** The newest token the file's data was stored or cut under (0 without coordination). */
   stored: number;
   /** The newest token among the file's records. */
@@ -154,6 +160,8 @@ export interface BlockServiceOptions {
   cache: BlockCache;
   /** Upload blocks that have been dirty this long (ms). */
   idleFlushMs?: number;
+  /** How long a RECORD_TIMES record holds its segment before it asks for the metadata to be durable (ms; tests). */
+  timesHoldMs?: number;
   /**
    * How long a writer waits for WAL room before the write is refused (ms): JUKEBOX when the log is
    * at its size limit, NOSPC when its volume is full.
@@ -208,6 +216,12 @@ const SEQUENTIAL_FILES = 256;
 
 /** At close, dirty data gets this long to reach the block store (the rest is replayed at the next start). */
 const CLOSE_FLUSH_MS = 15_000;
+/**
+ * A COMMIT's RECORD_TIMES record holds its segment this long before it asks for the file's
+ * metadata to be durable (by then the cache has written it behind and the store synced it, so
+ * that asking costs nothing); checked at each idle-flush tick.
+ */
+const TIMES_HOLD_MS = 2_000;
 
 /** Uploads in flight at once per server unless configured: each holds one block in memory. */
 export const DEFAULT_PARALLEL_UPLOADS = 16;
@@ -253,6 +267,8 @@ export class BlockService {
    * the cut; the cut must not drop it from memory meanwhile).
    */
   private readonly cuts = new Map<number, Promise<void>>();
+  /** RECORD_TIMES records holding their segments (see logTimes). */
+  private readonly timesHolds = new Map<WalHolder, { inodeId: number; seg: WalSegment; at: number }>();
   /**
    * inode -> writes of the file waiting for WAL room (past the gate above, not appended yet), and
    * who waits for them: a truncate or cut is logged after them, as memory has them first.
@@ -534,6 +550,8 @@ export class BlockService {
   }
 
   private flushIdle(idleMs: number): void {
+    const held = Date.now() - (this.opts.timesHoldMs ?? TIMES_HOLD_MS);
+    for (const [holder, h] of this.timesHolds) if (h.at <= held) this.releaseTimes(holder);
     // While replaying, versions set aside under older leases go first once it is over.
     if (this.replaying) return;
     const cutoff = Date.now() - idleMs;
@@ -739,6 +757,47 @@ export class BlockService {
   }
 
   /**
+   * Logs the size and times that a COMMIT is to make durable with the file's data (RECORD_TIMES:
+   * `end`, where its writes end), so that the metadata store need not change for it; commit()
+   * syncs the record. False when it cannot be logged at once: no persistent log, the log full or
+   * failed, several servers (they read the size from the store), or a truncate or cut of the file
+   * in progress (its record would come after the truncate's, with an end from before it). The
+   * caller stores them instead.
+   *
+   * The record holds its segment until the metadata store has the file's attributes durably:
+   * released TIMES_HOLD_MS later (the cache writes them behind within a second), at once when the
+   * log needs room, and at close.
+   */
+  logTimes(inodeId: number, end: number, mtime: Timespec, ctime: Timespec): boolean {
+    if (!this.wal.persistent || this.wal.full || this.opts.leases || this.cuts.has(inodeId) || this.closed) return false;
+    let a: WalAppend;
+    try {
+      a = this.wal.appendTimes(this.opts.shareId, inodeId, end, mtime, ctime);
+    } catch {
+      return false;
+    }
+    // Its failure fails the sync() that covers it (the log is broken then).
+    a.done.catch(() => undefined);
+    const holder: WalHolder = { kick: () => this.releaseTimes(holder) };
+    this.wal.hold(a.seg, holder);
+    this.timesHolds.set(holder, { inodeId, seg: a.seg, at: Date.now() });
+    return true;
+  }
+
+  /** Lets go of a RECORD_TIMES record once its file's attributes are durable in the metadata store. */
+  private releaseTimes(holder: WalHolder): void {
+    const h = this.timesHolds.get(holder);
+    if (h === undefined) return;
+    this.timesHolds.delete(holder);
+    this.afterMetaDurable(h.inodeId, () => this.wal.release(h.seg, holder));
+  }
+
+  /** RECORD_TIMES records that hold their segments now (tests, diagnostics). */
+  get timesHeld(): number {
+    return this.timesHolds.size;
+  }
+
+  /**
    * Makes a file's written data durable (NFS COMMIT and FILE_SYNC, SMB FLUSH): a group-commit fsync
    * of the WAL. Without a persistent WAL the data is uploaded instead.
    */
@@ -792,8 +851,18 @@ export class BlockService {
     } finally {
       this.replaying = false;
     }
-    // A size the log says, unless another server changed the file under a newer lease since.
-    for (const [id, sz] of sizes) if (sz.size !== sz.metaSize && sz.token >= sz.stored) await this.meta.setAttr(id, { size: sz.size });
+    // A size the log says, unless another server changed the file under a newer lease since; and
+    // times a COMMIT made durable, unless the store has a change as new (see RECORD_TIMES).
+    let restored = false;
+    for (const [id, sz] of sizes) {
+      if (sz.token < sz.stored) continue;
+      const times = sz.times !== undefined && compareTimespec(sz.times.ctime, sz.metaCtime) > 0 ? sz.times : undefined;
+      if (sz.size === sz.metaSize && !times) continue;
+      await this.meta.setAttr(id, { ...(sz.size !== sz.metaSize ? { size: sz.size } : {}), ...times });
+      restored = true;
+    }
+    // Durable before any segment may go: one that holds only a COMMIT's times is held by nothing now.
+    if (restored) await this.meta.flushAttrs?.();
     // Several servers: this server holds what it has to store (else the others read what was there before).
     await this.opts.leases?.adopt?.([...this.files.keys()]);
     // Everything replayed goes to the block store now, each block once (once per lease it was written under).
@@ -822,10 +891,15 @@ export class BlockService {
         // Several servers: what the file's data was last stored or cut under. Records of an older
         // lease never cut it or set its size (block switches refuse them block by block).
         const stored = this.opts.leases && this.meta.fileToken ? await this.meta.fileToken(r.inode) : 0;
-        sz = { size: ino.size, metaSize: ino.size, stored, token: 0 };
+        sz = { size: ino.size, metaSize: ino.size, metaCtime: ino.ctime, stored, token: 0 };
         sizes.set(r.inode, sz);
       }
       sz.token = Math.max(sz.token, r.token);
+      if (r.type === RECORD_TIMES) {
+        if (r.times && (sz.times === undefined || compareTimespec(r.times.ctime, sz.times.ctime) >= 0)) sz.times = r.times;
+        sz.size = Math.max(sz.size, r.offset);
+        continue;
+      }
       if (r.type === RECORD_TRUNCATE || r.type === RECORD_CUT) {
         if (r.token < sz.stored) {
           count(0, 1);
@@ -1459,7 +1533,8 @@ export class BlockService {
     if (this.gcTimer) clearInterval(this.gcTimer);
     await this.gcRunning;
     while (this.freeing.size > 0) await Promise.all(this.freeing);
-    // Records of removals and truncates whose metadata is being synced: let go if it lands soon
+    for (const holder of [...this.timesHolds.keys()]) this.releaseTimes(holder);
+    // Records of removals, truncates and COMMITs whose metadata is being synced: let go if it lands soon
     // (a database that does not answer must not hold up the stop; they are replayed harmlessly).
     if (this.draining) await settledWithin(this.draining, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS);
     if (!this.wal.persistent) {

@@ -32,7 +32,7 @@
 // to, and a reused segment has a new id. Replay stops where the records of this id stop.
 //
 // Segment file: 24-byte header (magic "DITTOWAL", u32 format version, u32 flags, u64 segment id),
-// then records. Flags (format 3): 1 = reused, the space past its records holds older bytes, not
+// then records. Flags (format 3 on): 1 = reused, the space past its records holds older bytes, not
 // zeros. Record: 48-byte header then `length` data bytes:
 //   0 u32 magic  4 u32 crc32c(header bytes 8..48, seeded with the segment id's low 32 bits from
 //   format 3 on; unseeded before)  8 u8 type  9..12 reserved  12 u32 share
@@ -42,9 +42,10 @@
 //      replay never lets a record replace what a newer lease stored, see blocks/service.ts)
 // Format version 1 (before fencing tokens) had the same records without the token (40-byte
 // headers); its segments are still read, with token 0. Version 2 had unseeded header CRCs and no
-// reuse. New segments are always version 3. Record type 4 (cut) came later within version 3: a
-// DittoFS from before reads one as bytes with no valid record (logged, skipped), so after a crash
-// it would not replay a cut; it reads every other record as before.
+// reuse. Record type 4 (cut) came later within version 3: a DittoFS from before reads one as bytes
+// with no valid record. Version 4 is version 3 with record type 5 (times), which a DittoFS that
+// reads only up to version 3 must not meet: it would skip it, and stop reading a reused segment
+// there. New segments are always version 4; those of versions 1 to 3 are still read.
 import { crc32c } from '@node-rs/crc32';
 import fsc from 'node:fs';
 import fs from 'node:fs/promises';
@@ -53,6 +54,7 @@ import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { isNoSpace } from '../vfs/errors.js';
+import type { Timespec } from '../vfs/types.js';
 
 export const RECORD_WRITE = 1;
 export const RECORD_TRUNCATE = 2;
@@ -67,10 +69,24 @@ export const RECORD_SHARE_STORED = 3;
  * truncate to `offset` logged with a truncate back to the size: the file would come back shorter).
  */
 export const RECORD_CUT = 4;
-export type RecordType = typeof RECORD_WRITE | typeof RECORD_TRUNCATE | typeof RECORD_SHARE_STORED | typeof RECORD_CUT;
+/**
+ * What a COMMIT (or FILE_SYNC, SMB FLUSH) made durable of the file's attributes while they wait to
+ * be written to the metadata store: `offset` is where its writes end (the size they make, as a
+ * write record's end), the data (24 bytes) its mtime and ctime (i64 seconds, u32 nanoseconds,
+ * each). A COMMIT then needs no metadata change of its own. Replay grows the file to that end, as
+ * it does for a write, and restores the times unless the file's stored ctime is as new (a later
+ * change reached the metadata store). Format 4 on.
+ */
+export const RECORD_TIMES = 5;
+export type RecordType =
+  typeof RECORD_WRITE | typeof RECORD_TRUNCATE | typeof RECORD_SHARE_STORED | typeof RECORD_CUT | typeof RECORD_TIMES;
+/** Bytes of a RECORD_TIMES record's data. */
+const TIMES_BYTES = 24;
 
 const SEG_MAGIC = Buffer.from('DITTOWAL', 'latin1');
-const SEG_VERSION = 3;
+const SEG_VERSION = 4;
+/** Segments with seeded CRCs and reuse, before record type 5 (times). */
+const SEG_VERSION_NO_TIMES = 3;
 /** Segments whose record header CRCs are not seeded with the segment id (and never reused). */
 const SEG_VERSION_UNSEEDED = 2;
 /** Segments written before records carried a fencing token: 40-byte record headers, token 0. */
@@ -143,6 +159,8 @@ export interface WalAppend {
 /** A record found by replay, its data left in the segment. */
 export interface ReplayRecord {
   type: RecordType;
+  /** RECORD_TIMES: the times it holds. */
+  times?: { mtime: Timespec; ctime: Timespec };
   share: number;
   inode: number;
   /** Write: the file offset; truncate: the new size; cut: where the zeros begin. */
@@ -183,6 +201,8 @@ export interface Wal {
   appendTruncate(share: number, inode: number, size: number, token?: number): WalAppend;
   /** See RECORD_CUT. */
   appendCut(share: number, inode: number, from: number, token?: number): WalAppend;
+  /** See RECORD_TIMES. */
+  appendTimes(share: number, inode: number, end: number, mtime: Timespec, ctime: Timespec, token?: number): WalAppend;
   /** Marks every record of `share` appended so far as stored (see RECORD_SHARE_STORED). */
   appendShareStored(share: number): WalAppend;
   /** Reads `length` bytes at `pos` of a segment into `target` at `targetStart`. */
@@ -274,6 +294,10 @@ export class MemoryWal implements Wal {
   }
 
   appendCut(): WalAppend {
+    return this.segment(0);
+  }
+
+  appendTimes(): WalAppend {
     return this.segment(0);
   }
 
@@ -376,7 +400,32 @@ function segHeader(id: number, flags: number): Buffer {
   return b;
 }
 
-/** The seed of the record header CRCs of a segment of format 3 (its id's low 32 bits). */
+/** RECORD_TIMES data (see there). */
+function timesData(mtime: Timespec, ctime: Timespec): Buffer {
+  const b = Buffer.alloc(TIMES_BYTES);
+  b.writeBigInt64LE(BigInt(mtime.sec), 0);
+  b.writeUInt32LE(mtime.nsec, 8);
+  b.writeBigInt64LE(BigInt(ctime.sec), 12);
+  b.writeUInt32LE(ctime.nsec, 20);
+  return b;
+}
+
+/** The times of a RECORD_TIMES record's data, or undefined if it is not such data. */
+function readTimes(buf: Buffer, at: number, length: number): { mtime: Timespec; ctime: Timespec } | undefined {
+  if (length !== TIMES_BYTES) return undefined;
+  const sec = (o: number): number | undefined => {
+    const v = buf.readBigInt64LE(at + o);
+    return v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER) ? undefined : Number(v);
+  };
+  const msec = sec(0);
+  const csec = sec(12);
+  const mnsec = buf.readUInt32LE(at + 8);
+  const cnsec = buf.readUInt32LE(at + 20);
+  if (msec === undefined || csec === undefined || mnsec >= 1e9 || cnsec >= 1e9) return undefined;
+  return { mtime: { sec: msec, nsec: mnsec }, ctime: { sec: csec, nsec: cnsec } };
+}
+
+/** The seed of the record header CRCs of a segment of format 3 on (its id's low 32 bits). */
 const crcSeed = (id: number): number => id % 2 ** 32;
 
 function recordHeader(
@@ -421,7 +470,8 @@ function parseHeader(buf: Buffer, at: number, hdr: number, seed: number): Parsed
   const inode = buf.readBigUInt64LE(at + 16);
   const offset = buf.readBigUInt64LE(at + 24);
   const length = buf.readUInt32LE(at + 32);
-  if (type !== RECORD_WRITE && type !== RECORD_TRUNCATE && type !== RECORD_SHARE_STORED && type !== RECORD_CUT) return null;
+  if (type !== RECORD_WRITE && type !== RECORD_TRUNCATE && type !== RECORD_SHARE_STORED && type !== RECORD_CUT && type !== RECORD_TIMES)
+    return null;
   if (inode > BigInt(Number.MAX_SAFE_INTEGER) || offset > BigInt(Number.MAX_SAFE_INTEGER) || length > MAX_RECORD_DATA) return null;
   return {
     type,
@@ -557,14 +607,15 @@ export class FileWal implements Wal {
         continue;
       }
       const format = buf.readUInt32LE(8);
-      if (format !== SEG_VERSION && format !== SEG_VERSION_UNSEEDED && format !== SEG_VERSION_NO_TOKEN) {
+      if (format !== SEG_VERSION && format !== SEG_VERSION_NO_TIMES && format !== SEG_VERSION_UNSEEDED && format !== SEG_VERSION_NO_TOKEN) {
         throw new Error(`WAL segment ${file} has format version ${format}; this DittoFS reads versions 1 to ${SEG_VERSION}`);
       }
       const hdr = format === SEG_VERSION_NO_TOKEN ? REC_HEADER_NO_TOKEN : REC_HEADER;
-      const seed = format === SEG_VERSION ? crcSeed(id) : 0;
+      const seeded = format >= SEG_VERSION_NO_TIMES;
+      const seed = seeded ? crcSeed(id) : 0;
       // Past the records of a reused segment lie those of its earlier life, not zeros: where this
       // id's records stop, the segment ends (they fail the seeded CRC, like any torn write).
-      const reused = format === SEG_VERSION && (buf.readUInt32LE(12) & SEG_FLAG_REUSED) !== 0;
+      const reused = seeded && (buf.readUInt32LE(12) & SEG_FLAG_REUSED) !== 0;
       /** Bytes of a record cut as torn, when the rest of a reused segment cannot tell. */
       let cutRecord = 0;
       const fd = fsc.openSync(file, fsc.constants.O_RDWR);
@@ -605,6 +656,13 @@ export class FileWal implements Wal {
           opts.log?.error({ ...bad, file }, 'WAL record failed its CRC: its bytes are not served; the file keeps its older content there');
           continue;
         }
+        const times = h.type === RECORD_TIMES ? readTimes(buf, dataAt, h.length) : undefined;
+        if (h.type === RECORD_TIMES && times === undefined) {
+          const bad = { segment: id, pos: dataAt, share: h.share, inode: h.inode, offset: h.offset, length: h.length };
+          report.corruptRecords.push(bad);
+          opts.log?.error({ ...bad, file }, 'WAL times record of the wrong size: not applied');
+          continue;
+        }
         records.push({
           type: h.type,
           share: h.share,
@@ -614,6 +672,7 @@ export class FileWal implements Wal {
           seg,
           pos: dataAt,
           token: h.token,
+          ...(times ? { times } : {}),
         });
         report.records++;
         report.dataBytes += h.length;
@@ -987,6 +1046,10 @@ export class FileWal implements Wal {
 
   appendCut(share: number, inode: number, from: number, token = 0): WalAppend {
     return this.append(RECORD_CUT, share, inode, from, null, token);
+  }
+
+  appendTimes(share: number, inode: number, end: number, mtime: Timespec, ctime: Timespec, token = 0): WalAppend {
+    return this.append(RECORD_TIMES, share, inode, end, timesData(mtime, ctime), token);
   }
 
   appendShareStored(share: number): WalAppend {

@@ -25,7 +25,7 @@
 // restores sizes), so losing pending changes in a crash loses at most mtime/ctime of writes that
 // were never committed, which NFS allows.
 import { VfsError } from '../vfs/errors.js';
-import type { AttrChanges, Inode, NewInode, Timespec } from '../vfs/types.js';
+import { compareTimespec, type AttrChanges, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
 import type {
   BlockRef,
   BlockSwitch,
@@ -95,7 +95,7 @@ const MAX_PENDING = 4096;
 const later = (a: Timespec | undefined, b: Timespec | undefined): Timespec | undefined => {
   if (!a) return b;
   if (!b) return a;
-  return a.sec > b.sec || (a.sec === b.sec && a.nsec >= b.nsec) ? a : b;
+  return compareTimespec(a, b) >= 0 ? a : b;
 };
 
 /** Changes that may be written behind: exactly what a WRITE does to a file's attributes. */
@@ -488,10 +488,19 @@ export class CachedMetadataStore implements MetadataStore {
   /**
    * Writes the pending size/time changes of one inode (all, without an id) to the store, then has
    * the store make what it answered durable (engines that answer before their fsync: SQLite).
+   * `logged` (see MetadataStore.flushAttrs): those of `id` stay pending, written behind as usual.
    */
-  async flushAttrs(id?: number): Promise<void> {
-    await this.flushPending(id);
+  async flushAttrs(id?: number, logged = false): Promise<void> {
+    if (!logged || id === undefined) await this.flushPending(id);
     await this.inner.flushAttrs?.(id);
+  }
+
+  pendingTimes(id: number): { growTo: number; mtime: Timespec; ctime: Timespec } | undefined {
+    // Another server (or an unknown writer) may read the store: it must see what a COMMIT covered.
+    if (this.coherence !== null || this.ttlMs !== Number.POSITIVE_INFINITY || this.closed) return undefined;
+    const p = this.pending.get(id);
+    if (p?.mtime === undefined || p.ctime === undefined) return undefined;
+    return { growTo: p.growTo, mtime: p.mtime, ctime: p.ctime };
   }
 
   private async flushPending(id?: number): Promise<void> {

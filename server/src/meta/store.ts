@@ -205,8 +205,16 @@ export interface MetadataStore {
   /**
    * Engines that write attribute changes behind (the caching layer): make the pending size and
    * time changes of `id` (of every inode without one) durable. COMMIT and stable writes call it.
+   * `logged`: those of `id` are in the data's WAL (its writes' sizes, and its times as
+   * pendingTimes gave them, see RECORD_TIMES): only every change answered so far is made durable.
    */
-  flushAttrs?(id?: number): Promise<void>;
+  flushAttrs?(id?: number, logged?: boolean): Promise<void>;
+  /**
+   * The caching layer, when it alone changes the store (no other server, no unknown writer): where
+   * the writes of `id` not written to the store yet end, and the times they set; undefined when
+   * there are none.
+   */
+  pendingTimes?(id: number): { growTo: number; mtime: Timespec; ctime: Timespec } | undefined;
   /**
    * Engines that can fail for good (see SqlDriver.failure): why they no longer vouch for what they
    * answer, or null. Liveness (GET /health) reports it, so that Kubernetes restarts DittoFS.

@@ -60,9 +60,11 @@ async function boot(
   walDir: string,
   inner: MemoryMetadataStore,
   blocks: MemoryBlockStore,
-  opts: { closeFlushMs?: number; log?: Logger } = {},
+  opts: { closeFlushMs?: number; log?: Logger; idleFlushMs?: number; timesHoldMs?: number } = {},
+  /** How long writes' sizes and times wait in the cache (CachedMetadataStore's default: 1 s). */
+  flushDelayMs?: number,
 ) {
-  const meta = new CachedMetadataStore(inner, { ttlMs: Infinity });
+  const meta = new CachedMetadataStore(inner, { ttlMs: Infinity, ...(flushDelayMs === undefined ? {} : { flushDelayMs }) });
   const { wal, records } = await FileWal.open(walDir, { maxBytes: 64 << 20, segmentBytes: 4 << 20 });
   const data = new BlockService(blocks, meta, {
     shareId: 0,
@@ -147,6 +149,91 @@ describe('crash order of data and metadata', () => {
     const b = await boot(dir, inner, blocks);
     assert.equal((await b.fs.getattr(h, root)).inode.size, 160);
     assert.deepEqual((await b.fs.read(h, root, 0, 200)).data, grown);
+  });
+
+  it('a COMMIT changes nothing in the metadata store: the size and times it covers come back from the log after a crash', async () => {
+    const dir = walDir();
+    const inner = new GatedStore();
+    const blocks = new MemoryBlockStore();
+    // Sizes and times of writes wait in the cache for the whole test: only the log has them.
+    const a = await boot(dir, inner, blocks, {}, 3_600_000);
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    await a.fs.write(h, root, 0, Buffer.alloc(3000, 0x41), false);
+    await a.fs.write(h, root, 3000, Buffer.alloc(500, 0x42), false);
+    const flushes = inner.flushes;
+    await a.fs.commit(h, root);
+    const committed = (await a.fs.getattr(h, root)).inode;
+    assert.equal(committed.size, 3500);
+    const stored = (await inner.getInode(f.id))!;
+    assert.equal(stored.size, 0, 'the COMMIT wrote no size to the store');
+    assert.deepEqual(stored.mtime, f.mtime, 'nor times');
+    assert.equal(inner.flushes, flushes + 1, 'it made durable only what the store had answered (one flush, no change)');
+    // A write after the COMMIT is not covered by it: its size may or may not survive.
+    await a.fs.write(h, root, 3500, Buffer.alloc(100, 0x43), false);
+    // A crash (nothing closed, nothing flushed): the committed size and times come back exactly.
+    const b = await boot(dir, inner, blocks);
+    const back = (await b.fs.getattr(h, root)).inode;
+    assert.ok(back.size === 3500 || back.size === 3600, `size ${back.size}`);
+    assert.ok(
+      back.mtime.sec > committed.mtime.sec || (back.mtime.sec === committed.mtime.sec && back.mtime.nsec >= committed.mtime.nsec),
+      'mtime',
+    );
+    assert.deepEqual((await b.fs.read(h, root, 0, 3500)).data, Buffer.concat([Buffer.alloc(3000, 0x41), Buffer.alloc(500, 0x42)]));
+    // With only committed writes in the log, the times are exactly the committed ones.
+    const dir2 = walDir();
+    const inner2 = new GatedStore();
+    const c = await boot(dir2, inner2, blocks, {}, 3_600_000);
+    const g = (await c.fs.create(c.rootH, Buffer.from('g'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const gh = c.fs.handleOf(c.share, g);
+    await c.fs.write(gh, root, 0, Buffer.alloc(700, 0x44), true); // FILE_SYNC: the same path
+    const synced = (await c.fs.getattr(gh, root)).inode;
+    assert.equal((await inner2.getInode(g.id))!.size, 0, 'the stable write wrote no size to the store');
+    const d = await boot(dir2, inner2, blocks);
+    const again = (await d.fs.getattr(gh, root)).inode;
+    assert.deepEqual([again.size, again.mtime, again.ctime], [700, synced.mtime, synced.ctime]);
+  });
+
+  it('a change the store has after a COMMIT is not undone by the times the COMMIT logged', async () => {
+    const dir = walDir();
+    const inner = new GatedStore();
+    const blocks = new MemoryBlockStore();
+    const a = await boot(dir, inner, blocks, {}, 3_600_000);
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    await a.fs.write(h, root, 0, Buffer.alloc(100, 0x41), false);
+    await a.fs.commit(h, root);
+    // touch -d: an explicit mtime, older than the write's; it reaches the store (with a new ctime).
+    const set = (await a.fs.setattr(h, root, { mtime: { sec: 1_000_000, nsec: 0 } })).after;
+    assert.deepEqual((await inner.getInode(f.id))!.mtime, { sec: 1_000_000, nsec: 0 });
+    const b = await boot(dir, inner, blocks);
+    const back = (await b.fs.getattr(h, root)).inode;
+    assert.deepEqual([back.size, back.mtime, back.ctime], [100, set.mtime, set.ctime]);
+  });
+
+  it('the size and times a COMMIT logged hold the log until the metadata store has them durably', async () => {
+    const inner = new GatedStore();
+    // Nothing on a timer: the cache never writes the size behind, and the record asks for it to be
+    // made durable only when the log needs room (as when it is full).
+    const a = await boot(walDir(), inner, new MemoryBlockStore(), {}, 3_600_000);
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    await a.fs.write(h, root, 0, Buffer.alloc(1000, 0x46), false);
+    await a.fs.commit(h, root);
+    assert.equal(a.data.timesHeld, 1, 'the COMMIT logged the size and times');
+    assert.equal((await inner.getInode(f.id))!.size, 0, 'and left the store alone');
+    const released = releasesOf(a.wal);
+    const { open, flushes } = hold(inner);
+    for (const x of a.wal.oldestHolders()) x.kick();
+    await until(() => inner.flushes > flushes, 'the record asks for them to be made durable');
+    assert.equal((await inner.getInode(f.id))!.size, 1000, 'written to the store first');
+    // Versions of data are BlockVersions (with ranges); the times record's holder is not.
+    const timesReleased = (): boolean => released.some((x) => !('ranges' in x));
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    assert.ok(!timesReleased(), 'held while the store may still lose them');
+    open();
+    await until(timesReleased, 'let go once they are durable');
+    await a.data.close();
   });
 
   it("keeps a removed file's WAL records until the removal is durable", async () => {

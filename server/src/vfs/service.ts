@@ -507,9 +507,16 @@ export class FileService {
     return { before: inode, after };
   }
 
-  /** Makes a file's written data and its size and times durable (COMMIT, FILE_SYNC, DATA_SYNC). */
+  /**
+   * Makes a file's written data and its size and times durable (COMMIT, FILE_SYNC, DATA_SYNC).
+   * The size and times the writes left pending in the cache go to the WAL when they can
+   * (RECORD_TIMES): then one fsync of the log makes them durable, and the metadata store only needs
+   * what it answered before (often nothing) rather than a change and a sync of its own.
+   */
   private async sync(share: Share, inodeId: number): Promise<void> {
-    await Promise.all([share.data.commit(inodeId), share.meta.flushAttrs?.(inodeId)]);
+    const p = share.meta.pendingTimes?.(inodeId);
+    const logged = p !== undefined && share.data.logTimes(inodeId, p.growTo, p.mtime, p.ctime);
+    await Promise.all([share.data.commit(inodeId), share.meta.flushAttrs?.(inodeId, logged)]);
   }
 
   async commit(handle: Buffer, cred: Identity): Promise<Inode> {

@@ -209,6 +209,11 @@ anchor();
  */
 const STEP_NS = 100n;
 
+/** Negative, zero or positive as `a` is before, at or after `b`. */
+export function compareTimespec(a: Timespec, b: Timespec): number {
+  return a.sec !== b.sec ? a.sec - b.sec : a.nsec - b.nsec;
+}
+
 /**
  * The current time with nanoseconds, strictly increasing within the process: clients compare
  * ctime/mtime to detect change, so two changes must never share a timestamp or go backwards.
