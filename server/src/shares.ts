@@ -361,6 +361,9 @@ export class ShareRuntime {
       try {
         await this.deps.wal.appendShareStored(s.shareId).done;
         await this.deps.wal.sync();
+        // Records still held for its metadata (a close that could not sync it in time) are skipped
+        // by replay now: let go, or they hold the log the other shares write to until a restart.
+        s.data.releaseForgotten();
       } catch (err) {
         log.warn({ err, share: s.cfg.name }, 'removed share: could not log that its data is stored');
       }

@@ -6,6 +6,7 @@
 // previous object deleted, and only then does the version let go of its WAL segments. Reads merge,
 // newest last: stored object (or zeros), in-flight versions oldest first, then the dirty version.
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
 import { BlockConflictError, type BlockRef, type MetadataStore } from '../meta/store.js';
@@ -267,7 +268,7 @@ export class BlockService {
    * the cut; the cut must not drop it from memory meanwhile).
    */
   private readonly cuts = new Map<number, Promise<void>>();
-  /** RECORD_TIMES records holding their segments (see logTimes). */
+  /** RECORD_TIMES records holding their segments (see logTimes); `at`: performance.now(). */
   private readonly timesHolds = new Map<WalHolder, { inodeId: number; seg: WalSegment; at: number }>();
   /**
    * inode -> writes of the file waiting for WAL room (past the gate above, not appended yet), and
@@ -298,6 +299,10 @@ export class BlockService {
   private readonly freeing = new Set<Promise<void>>();
   /** WAL records let go once their file's metadata changes are durable (afterMetaDurable), by inode. */
   private readonly toRelease = new Map<number, (() => void)[]>();
+  /** Set by releaseForgotten: records are let go without waiting for the metadata (a flush in flight too). */
+  private forgotten = false;
+  /** The releases of drainReleases' round in flight (its flush may never settle: the store is gone). */
+  private releasing: [number, (() => void)[]][] | null = null;
   /** The loop that makes those changes durable and lets go of the records (drainReleases). */
   private draining: Promise<void> | null = null;
 
@@ -550,7 +555,7 @@ export class BlockService {
   }
 
   private flushIdle(idleMs: number): void {
-    const held = Date.now() - (this.opts.timesHoldMs ?? TIMES_HOLD_MS);
+    const held = performance.now() - (this.opts.timesHoldMs ?? TIMES_HOLD_MS);
     for (const [holder, h] of this.timesHolds) if (h.at <= held) this.releaseTimes(holder);
     // While replaying, versions set aside under older leases go first once it is over.
     if (this.replaying) return;
@@ -767,9 +772,13 @@ export class BlockService {
    * The record holds its segment until the metadata store has the file's attributes durably:
    * released TIMES_HOLD_MS later (the cache writes them behind within a second), at once when the
    * log needs room, and at close.
+   *
+   * Replay applies the last such record of a file unless the store's ctime is as new, so a change
+   * that sets a ctime no newer than the file's (SMB's explicit or held ChangeTime) logs one too
+   * (`always`: even with the log full), or an earlier COMMIT's record would undo it.
    */
-  logTimes(inodeId: number, end: number, mtime: Timespec, ctime: Timespec): boolean {
-    if (!this.wal.persistent || this.wal.full || this.opts.leases || this.cuts.has(inodeId) || this.closed) return false;
+  logTimes(inodeId: number, end: number, mtime: Timespec, ctime: Timespec, always = false): boolean {
+    if (!this.wal.persistent || (this.wal.full && !always) || this.opts.leases || this.cuts.has(inodeId) || this.closed) return false;
     let a: WalAppend;
     try {
       a = this.wal.appendTimes(this.opts.shareId, inodeId, end, mtime, ctime);
@@ -780,7 +789,7 @@ export class BlockService {
     a.done.catch(() => undefined);
     const holder: WalHolder = { kick: () => this.releaseTimes(holder) };
     this.wal.hold(a.seg, holder);
-    this.timesHolds.set(holder, { inodeId, seg: a.seg, at: Date.now() });
+    this.timesHolds.set(holder, { inodeId, seg: a.seg, at: performance.now() });
     return true;
   }
 
@@ -790,6 +799,21 @@ export class BlockService {
     if (h === undefined) return;
     this.timesHolds.delete(holder);
     this.afterMetaDurable(h.inodeId, () => this.wal.release(h.seg, holder));
+  }
+
+  /**
+   * The share is gone and its records are marked stored in the log (replay skips them): lets go of
+   * every record still held for its metadata (a close that could not make it durable in time left
+   * them), else they would hold the log, shared with the other shares, until a restart.
+   */
+  releaseForgotten(): void {
+    this.forgotten = true;
+    for (const [holder, h] of this.timesHolds) this.wal.release(h.seg, holder);
+    this.timesHolds.clear();
+    const waiting = [...this.toRelease.values(), ...(this.releasing ?? []).map(([, r]) => r)];
+    this.toRelease.clear();
+    // Emptied in place: the round in flight finds nothing left to run when (if) its flush settles.
+    for (const releases of waiting) for (const release of releases.splice(0)) release();
   }
 
   /** RECORD_TIMES records that hold their segments now (tests, diagnostics). */
@@ -896,7 +920,8 @@ export class BlockService {
       }
       sz.token = Math.max(sz.token, r.token);
       if (r.type === RECORD_TIMES) {
-        if (r.times && (sz.times === undefined || compareTimespec(r.times.ctime, sz.times.ctime) >= 0)) sz.times = r.times;
+        // The last in log order: a later one may set an older ctime (SMB), see logTimes.
+        if (r.times) sz.times = r.times;
         sz.size = Math.max(sz.size, r.offset);
         continue;
       }
@@ -1197,7 +1222,7 @@ export class BlockService {
    * back the old size over data that is gone.
    */
   private afterMetaDurable(inodeId: number, release: () => void): void {
-    if (!this.meta.flushAttrs) {
+    if (!this.meta.flushAttrs || this.forgotten) {
       release();
       return;
     }
@@ -1218,11 +1243,13 @@ export class BlockService {
     while (this.toRelease.size > 0) {
       const round = [...this.toRelease];
       this.toRelease.clear();
+      this.releasing = round;
       const flushed = await Promise.allSettled(round.map(([id]) => this.meta.flushAttrs!(id)));
+      this.releasing = null;
       let failure: unknown = null;
       round.forEach(([id, releases], k) => {
         const r = flushed[k]!;
-        if (r.status === 'fulfilled') {
+        if (r.status === 'fulfilled' || this.forgotten) {
           for (const release of releases) release();
           return;
         }
@@ -1536,7 +1563,14 @@ export class BlockService {
     for (const holder of [...this.timesHolds.keys()]) this.releaseTimes(holder);
     // Records of removals, truncates and COMMITs whose metadata is being synced: let go if it lands soon
     // (a database that does not answer must not hold up the stop; they are replayed harmlessly).
-    if (this.draining) await settledWithin(this.draining, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS);
+    if (this.draining) {
+      await settledWithin(this.draining, this.opts.closeFlushMs ?? CLOSE_FLUSH_MS);
+      if (this.toRelease.size > 0 || this.releasing !== null)
+        this.opts.log?.warn(
+          { share: this.opts.keyPrefix },
+          'the metadata store did not sync in time at shutdown: the WAL keeps records for it, replayed at the next start',
+        );
+    }
     if (!this.wal.persistent) {
       await this.flushAll();
       return;

@@ -211,6 +211,44 @@ describe('crash order of data and metadata', () => {
     assert.deepEqual([back.size, back.mtime, back.ctime], [100, set.mtime, set.ctime]);
   });
 
+  it('an older ChangeTime an SMB client sets (and FLUSHes) after a COMMIT is not undone by the times the COMMIT logged', async () => {
+    const dir = walDir();
+    const inner = new GatedStore();
+    const blocks = new MemoryBlockStore();
+    const a = await boot(dir, inner, blocks, {}, 3_600_000);
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    await a.fs.write(h, root, 0, Buffer.alloc(100, 0x41), false);
+    await a.fs.commit(h, root);
+    // FileBasicInformation with LastWriteTime and ChangeTime from before the write (a copy tool
+    // restoring times, or a ChangeTime held by an open), then FLUSH: acknowledged as stable.
+    const old = { sec: 1_000_000, nsec: 0 };
+    const set = (await a.fs.setattr(h, root, { mtime: old, ctime: old })).after;
+    await a.fs.commit(h, root);
+    const b = await boot(dir, inner, blocks);
+    const back = (await b.fs.getattr(h, root)).inode;
+    assert.deepEqual([back.size, back.mtime, back.ctime], [100, set.mtime, set.ctime]);
+    assert.deepEqual(back.ctime, old);
+  });
+
+  it("a removed share's records held for its metadata go once its data is marked stored, even if the store never synced", async () => {
+    const inner = new GatedStore();
+    const a = await boot(walDir(), inner, new MemoryBlockStore(), { closeFlushMs: 50 }, 3_600_000);
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    await a.fs.write(h, root, 0, Buffer.alloc(100, 0x41), false);
+    await a.fs.commit(h, root);
+    await a.data.flushAll();
+    const released = releasesOf(a.wal);
+    hold(inner); // the metadata store stops answering syncs
+    await a.data.close(); // waits 50 ms for them, then gives up
+    const timesReleased = (): boolean => released.some((x) => !('ranges' in x));
+    assert.ok(!timesReleased(), 'held: the store never made the size and times durable');
+    // What shares.ts does once the share's stored-marker is in the log: replay skips its records.
+    a.data.releaseForgotten();
+    assert.ok(timesReleased(), 'let go');
+  });
+
   it('the size and times a COMMIT logged hold the log until the metadata store has them durably', async () => {
     const inner = new GatedStore();
     // Nothing on a timer: the cache never writes the size behind, and the record asks for it to be

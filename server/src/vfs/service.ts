@@ -22,7 +22,7 @@ import {
   privsDropped,
 } from './permissions.js';
 import type { AttrChanges, DirEntry, Identity, Inode, NewInode, Timespec } from './types.js';
-import { DOS_ATTRS_STORED, DosAttributes, FileType, LINK_MAX, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
+import { compareTimespec, DOS_ATTRS_STORED, DosAttributes, FileType, LINK_MAX, NAME_MAX, nowTimespec, timespecEqual } from './types.js';
 
 const NO_NAME = Buffer.alloc(0);
 
@@ -393,6 +393,10 @@ export class FileService {
     } else {
       after = await store();
     }
+    // A ctime no newer than the file's (SMB's explicit or held ChangeTime): logged, so that replay
+    // does not put back the newer times an earlier COMMIT logged (see BlockService.logTimes).
+    if (attrs.ctime !== undefined && compareTimespec(attrs.ctime, inode.ctime) <= 0)
+      share.data.logTimes(inode.id, 0, after.mtime, after.ctime, true);
     // New permission bits replace an NT DACL an SMB client stored (smb2/acl.ts): the mode is the truth again.
     // Looked for first (one read): putMeta is a transaction that waits for an fsync, and most files
     // (every one an NFS client chmods after CREATE, an untar's bulk) have no stored descriptor.
