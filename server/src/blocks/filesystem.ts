@@ -19,21 +19,7 @@
 // (16 hex digits, regular files) in `.tmp`; later, only object files under their keys.
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import {
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  realpath,
-  rename,
-  rmdir,
-  stat,
-  statfs,
-  unlink,
-  writeFile,
-  type FileHandle,
-} from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, realpath, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
@@ -216,7 +202,19 @@ export class FilesystemBlockStore implements BlockStore {
       ? { kind: MARKER_KIND_FLAT, format: 2, created: new Date().toISOString() }
       : { kind: MARKER_KIND, format: 1, created: new Date().toISOString() };
     try {
-      await writeFile(path.join(abs, MARKER), `${JSON.stringify(body)}\n`, { flag: 'wx', mode: 0o644 });
+      // Its content synced before its entry (below): a power loss must not leave an empty marker,
+      // which would make the store refuse to open.
+      const marker = path.join(abs, MARKER);
+      const fh = await open(marker, 'wx', 0o644);
+      try {
+        await fh.writeFile(`${JSON.stringify(body)}\n`);
+        if (this.fsync) await fh.sync();
+      } catch (e) {
+        await fh.close().catch(noop);
+        await unlink(marker).catch(noop); // a partial marker would make the store refuse to open
+        throw e;
+      }
+      await fh.close();
       this.flat = flat;
     } catch (e) {
       if (errno(e) !== 'EEXIST') throw e;

@@ -89,6 +89,22 @@ function walDir(): string {
   return d;
 }
 
+/**
+ * A file `f` of 100 bytes, written and COMMITted, on a server over a GatedStore whose cache never
+ * writes sizes and times behind by itself (the COMMIT's WAL record alone has them).
+ */
+async function committedFile(opts: { closeFlushMs?: number } = {}) {
+  const dir = walDir();
+  const inner = new GatedStore();
+  const blocks = new MemoryBlockStore();
+  const a = await boot(dir, inner, blocks, opts, 3_600_000);
+  const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+  const h = a.fs.handleOf(a.share, f);
+  await a.fs.write(h, root, 0, Buffer.alloc(100, 0x41), false);
+  await a.fs.commit(h, root);
+  return { dir, inner, blocks, a, f, h };
+}
+
 /** The holders `wal` lets go of from now on. */
 function releasesOf(wal: FileWal): WalHolder[] {
   const released: WalHolder[] = [];
@@ -195,14 +211,7 @@ describe('crash order of data and metadata', () => {
   });
 
   it('a change the store has after a COMMIT is not undone by the times the COMMIT logged', async () => {
-    const dir = walDir();
-    const inner = new GatedStore();
-    const blocks = new MemoryBlockStore();
-    const a = await boot(dir, inner, blocks, {}, 3_600_000);
-    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
-    const h = a.fs.handleOf(a.share, f);
-    await a.fs.write(h, root, 0, Buffer.alloc(100, 0x41), false);
-    await a.fs.commit(h, root);
+    const { dir, inner, blocks, a, f, h } = await committedFile();
     // touch -d: an explicit mtime, older than the write's; it reaches the store (with a new ctime).
     const set = (await a.fs.setattr(h, root, { mtime: { sec: 1_000_000, nsec: 0 } })).after;
     assert.deepEqual((await inner.getInode(f.id))!.mtime, { sec: 1_000_000, nsec: 0 });
@@ -212,14 +221,7 @@ describe('crash order of data and metadata', () => {
   });
 
   it('an older ChangeTime an SMB client sets (and FLUSHes) after a COMMIT is not undone by the times the COMMIT logged', async () => {
-    const dir = walDir();
-    const inner = new GatedStore();
-    const blocks = new MemoryBlockStore();
-    const a = await boot(dir, inner, blocks, {}, 3_600_000);
-    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
-    const h = a.fs.handleOf(a.share, f);
-    await a.fs.write(h, root, 0, Buffer.alloc(100, 0x41), false);
-    await a.fs.commit(h, root);
+    const { dir, inner, blocks, a, h } = await committedFile();
     // FileBasicInformation with LastWriteTime and ChangeTime from before the write (a copy tool
     // restoring times, or a ChangeTime held by an open), then FLUSH: acknowledged as stable.
     const old = { sec: 1_000_000, nsec: 0 };
@@ -232,12 +234,7 @@ describe('crash order of data and metadata', () => {
   });
 
   it("a removed share's records held for its metadata go once its data is marked stored, even if the store never synced", async () => {
-    const inner = new GatedStore();
-    const a = await boot(walDir(), inner, new MemoryBlockStore(), { closeFlushMs: 50 }, 3_600_000);
-    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
-    const h = a.fs.handleOf(a.share, f);
-    await a.fs.write(h, root, 0, Buffer.alloc(100, 0x41), false);
-    await a.fs.commit(h, root);
+    const { inner, a } = await committedFile({ closeFlushMs: 50 });
     await a.data.flushAll();
     const released = releasesOf(a.wal);
     hold(inner); // the metadata store stops answering syncs
