@@ -27,6 +27,7 @@ import type { StoreKind } from './control/types.js';
 import type { DesiredShares, ShareRuntime } from './shares.js';
 import { blockStoreFor, metadataStoreFor } from './stores.js';
 import type { FileService } from './vfs/service.js';
+import { withTimeout } from './timeouts.js';
 
 /** The stores and shares of the config file, as the share runtime takes them (API off). */
 export function desiredFromFile(config: DittoConfig): DesiredShares {
@@ -332,16 +333,6 @@ export class StoreHealth {
 const PROBE_TIMEOUT_MS = 5000;
 /** A key no block is stored under: reading it costs one small request. */
 const PROBE_KEY = 'dittofs-health-probe';
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
 
 /**
  * How long checkStore waits for a store to open. Opening a new embedded store creates a database

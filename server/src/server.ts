@@ -585,7 +585,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
        * the embedded one failed; a postgres one runs with sync: change and never does: no user,
        * share or permission change, and no SMB logon, until a restart).
        */
-      const failedForGood = (): Record<string, string> => {
+      const brokenStores = (): Record<string, string> => {
         const out: Record<string, string> = {};
         if (wal.wal.failure) out.wal = wal.wal.failure.message;
         Object.assign(out, health.failures());
@@ -595,7 +595,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
       };
       const runtime: ApiRuntime = {
         ready: () => {
-          const failed = failedForGood();
+          const failed = brokenStores();
           const checks: Record<string, ReadinessCheck> = {
             wal: !replayed
               ? { ok: false, detail: 'replaying the WAL' }
@@ -621,7 +621,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
           return { ready: Object.values(checks).every((c) => c.ok), checks, applied_generation: settledApplier.appliedGeneration };
         },
         failure: () => {
-          const why = Object.entries(failedForGood()).map(([key, detail]) => `${key}: ${detail}`);
+          const why = Object.entries(brokenStores()).map(([key, detail]) => `${key}: ${detail}`);
           return why.length === 0 ? null : why.join('; ');
         },
         checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, config.data_dir, log),

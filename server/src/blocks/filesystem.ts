@@ -134,7 +134,7 @@ export class FilesystemBlockStore implements BlockStore {
 
   private readonly fsync: boolean;
   /** The store's layout, from its marker (see the head of this file); null until open(). */
-  private flat: boolean | null = null;
+  private layout: boolean | null = null;
   /** The root as path.join writes it (the prefix of every object's path). */
   private readonly rootDir: string;
   private readonly dataDir: string | undefined;
@@ -181,7 +181,7 @@ export class FilesystemBlockStore implements BlockStore {
   private async claim(abs: string): Promise<void> {
     const entries = await readdir(abs, { withFileTypes: true });
     if (entries.some((e) => e.name === MARKER)) {
-      this.flat = await readLayout(abs);
+      this.layout = await readLayout(abs);
       return;
     }
     const foreign = entries.filter((e) => !(e.isDirectory() && (e.name === TMP_DIR || e.name === LOST_FOUND || SHARE_DIR.test(e.name))));
@@ -215,10 +215,10 @@ export class FilesystemBlockStore implements BlockStore {
         throw e;
       }
       await fh.close();
-      this.flat = flat;
+      this.layout = flat;
     } catch (e) {
       if (errno(e) !== 'EEXIST') throw e;
-      this.flat = await readLayout(abs); // another open claimed it at the same time
+      this.layout = await readLayout(abs); // another open claimed it at the same time
     }
     if (this.fsync) await syncDirNow(abs);
   }
@@ -246,11 +246,16 @@ export class FilesystemBlockStore implements BlockStore {
     this.readHandles.close();
   }
 
+  /** Whether the store is flat (see the head of this file): known once open() read its marker. */
+  private get flat(): boolean {
+    if (this.layout === null) throw new Error('filesystem block store used before open()');
+    return this.layout;
+  }
+
   private pathOf(key: string): string {
     const parts = key.split('/');
     if (!SAFE_KEY.test(key) || parts.some((s) => s === '.' || s === '..') || RESERVED.has(parts[0]!))
       throw new Error(`invalid block key ${JSON.stringify(key)}`);
-    if (this.flat === null) throw new Error('filesystem block store used before open()');
     if (this.flat && parts.length > 1) return path.join(this.root, parts[0]!, parts.slice(1).join(FLAT_JOIN));
     return path.join(this.root, key);
   }
@@ -462,8 +467,9 @@ export class FilesystemBlockStore implements BlockStore {
 
   /** Walks the directories under the prefix (the `.tmp` area of unfinished writes excluded). */
   async *list(prefix: string): AsyncIterable<StoredObject> {
+    const flat = this.flat;
     // Flat: the objects under a prefix are in the directory of its first segment.
-    const slash = this.flat ? prefix.indexOf('/') : prefix.lastIndexOf('/');
+    const slash = flat ? prefix.indexOf('/') : prefix.lastIndexOf('/');
     const base = slash < 0 ? '' : prefix.slice(0, slash);
     const stack: string[] = [base];
     while (stack.length > 0) {
@@ -476,15 +482,15 @@ export class FilesystemBlockStore implements BlockStore {
         throw err;
       }
       // An empty file directory (left by a DittoFS from before pruneFileDir, or by a crash) goes.
-      if (!this.flat && entries.length === 0 && rel.split('/').length === 2) await this.pruneFileDir(path.join(this.root, rel));
+      if (!flat && entries.length === 0 && rel.split('/').length === 2) await this.pruneFileDir(path.join(this.root, rel));
       for (const e of entries) {
         if (rel === '' && (e.name === TMP_DIR || e.name === MARKER || e.name === LOST_FOUND)) continue;
         // Flat: below the top level, a file's name is the rest of its key.
-        const name = this.flat && rel !== '' ? e.name.replaceAll(FLAT_JOIN, '/') : e.name;
+        const name = flat && rel !== '' ? e.name.replaceAll(FLAT_JOIN, '/') : e.name;
         const key = rel === '' ? name : `${rel}/${name}`;
         if (e.isDirectory()) {
           // Flat: the objects are one level down; nothing deeper is the store's.
-          if ((rel === '' || !this.flat) && (key.startsWith(prefix) || prefix.startsWith(`${key}/`))) stack.push(key);
+          if ((rel === '' || !flat) && (key.startsWith(prefix) || prefix.startsWith(`${key}/`))) stack.push(key);
         } else if (e.isFile() && key.startsWith(prefix)) {
           const st = await stat(path.join(this.root, rel, e.name)).catch(() => null);
           if (st) yield { key, modifiedMs: st.mtimeMs };

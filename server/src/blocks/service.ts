@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
 import { BlockConflictError, type BlockRef, type MetadataStore } from '../meta/store.js';
+import { settledWithin } from '../timeouts.js';
 import { storageError, VfsError } from '../vfs/errors.js';
 import { compareTimespec, type Timespec } from '../vfs/types.js';
 import { BufferPools, type BufferPool } from '../wire/buffer-pool.js';
@@ -83,7 +84,7 @@ interface ReplaySize {
   metaSize: number;
   /** The file's ctime in the metadata store when replay began. */
   metaCtime: Timespec;
-  /** The newest times of its RECORD_TIMES records, if any. */
+  /** The times of its last RECORD_TIMES record in log order, if any. */
   times?: { mtime: Timespec; ctime: Timespec };
   /** The newest token the file's data was stored or cut under (0 without coordination). */
   stored: number;
@@ -161,8 +162,6 @@ export interface BlockServiceOptions {
   cache: BlockCache;
   /** Upload blocks that have been dirty this long (ms). */
   idleFlushMs?: number;
-  /** How long a RECORD_TIMES record holds its segment before it asks for the metadata to be durable (ms; tests). */
-  timesHoldMs?: number;
   /**
    * How long a writer waits for WAL room before the write is refused (ms): JUKEBOX when the log is
    * at its size limit, NOSPC when its volume is full.
@@ -242,13 +241,6 @@ export interface GcResult {
   deleted: number;
   /** Files deleted before their blocks were freed (a crash in between): their rows are dropped too. */
   deadFiles: number;
-}
-
-/** Resolves once `p` settles or `ms` passed, whichever is first (`p` must never reject). */
-async function settledWithin(p: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([p, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
-  clearTimeout(timer);
 }
 
 export class BlockService {
@@ -555,8 +547,7 @@ export class BlockService {
   }
 
   private flushIdle(idleMs: number): void {
-    const held = performance.now() - (this.opts.timesHoldMs ?? TIMES_HOLD_MS);
-    for (const [holder, h] of this.timesHolds) if (h.at <= held) this.releaseTimes(holder);
+    this.releaseTimesFrom(performance.now() - TIMES_HOLD_MS);
     // While replaying, versions set aside under older leases go first once it is over.
     if (this.replaying) return;
     const cutoff = Date.now() - idleMs;
@@ -793,6 +784,11 @@ export class BlockService {
     return true;
   }
 
+  /** releaseTimes for every RECORD_TIMES record held since `before` (performance.now()) or earlier. */
+  private releaseTimesFrom(before: number): void {
+    for (const [holder, h] of this.timesHolds) if (h.at <= before) this.releaseTimes(holder);
+  }
+
   /** Lets go of a RECORD_TIMES record once its file's attributes are durable in the metadata store. */
   private releaseTimes(holder: WalHolder): void {
     const h = this.timesHolds.get(holder);
@@ -807,9 +803,8 @@ export class BlockService {
    * them), else they would hold the log, shared with the other shares, until a restart.
    */
   releaseForgotten(): void {
-    this.forgotten = true;
-    for (const [holder, h] of this.timesHolds) this.wal.release(h.seg, holder);
-    this.timesHolds.clear();
+    this.forgotten = true; // from now on afterMetaDurable lets go at once
+    this.releaseTimesFrom(Infinity);
     const waiting = [...this.toRelease.values(), ...(this.releasing ?? []).map(([, r]) => r)];
     this.toRelease.clear();
     // Emptied in place: the round in flight finds nothing left to run when (if) its flush settles.
@@ -1560,7 +1555,7 @@ export class BlockService {
     if (this.gcTimer) clearInterval(this.gcTimer);
     await this.gcRunning;
     while (this.freeing.size > 0) await Promise.all(this.freeing);
-    for (const holder of [...this.timesHolds.keys()]) this.releaseTimes(holder);
+    this.releaseTimesFrom(Infinity);
     // Records of removals, truncates and COMMITs whose metadata is being synced: let go if it lands soon
     // (a database that does not answer must not hold up the stop; they are replayed harmlessly).
     if (this.draining) {

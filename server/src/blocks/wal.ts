@@ -82,6 +82,8 @@ export type RecordType =
   typeof RECORD_WRITE | typeof RECORD_TRUNCATE | typeof RECORD_SHARE_STORED | typeof RECORD_CUT | typeof RECORD_TIMES;
 /** Bytes of a RECORD_TIMES record's data. */
 const TIMES_BYTES = 24;
+const RECORD_TYPES: ReadonlySet<number> = new Set([RECORD_WRITE, RECORD_TRUNCATE, RECORD_SHARE_STORED, RECORD_CUT, RECORD_TIMES]);
+const isRecordType = (t: number): t is RecordType => RECORD_TYPES.has(t);
 
 const SEG_MAGIC = Buffer.from('DITTOWAL', 'latin1');
 const SEG_VERSION = 4;
@@ -410,7 +412,7 @@ function timesData(mtime: Timespec, ctime: Timespec): Buffer {
   return b;
 }
 
-/** The times of a RECORD_TIMES record's data, or undefined if it is not such data. */
+/** The times of a RECORD_TIMES record's data, or undefined if it is not such data (size or values). */
 function readTimes(buf: Buffer, at: number, length: number): { mtime: Timespec; ctime: Timespec } | undefined {
   if (length !== TIMES_BYTES) return undefined;
   const sec = (o: number): number | undefined => {
@@ -470,8 +472,7 @@ function parseHeader(buf: Buffer, at: number, hdr: number, seed: number): Parsed
   const inode = buf.readBigUInt64LE(at + 16);
   const offset = buf.readBigUInt64LE(at + 24);
   const length = buf.readUInt32LE(at + 32);
-  if (type !== RECORD_WRITE && type !== RECORD_TRUNCATE && type !== RECORD_SHARE_STORED && type !== RECORD_CUT && type !== RECORD_TIMES)
-    return null;
+  if (!isRecordType(type)) return null;
   if (inode > BigInt(Number.MAX_SAFE_INTEGER) || offset > BigInt(Number.MAX_SAFE_INTEGER) || length > MAX_RECORD_DATA) return null;
   return {
     type,
@@ -660,7 +661,10 @@ export class FileWal implements Wal {
         if (h.type === RECORD_TIMES && times === undefined) {
           const bad = { segment: id, pos: dataAt, share: h.share, inode: h.inode, offset: h.offset, length: h.length };
           report.corruptRecords.push(bad);
-          opts.log?.error({ ...bad, file }, 'WAL times record of the wrong size: not applied');
+          opts.log?.error(
+            { ...bad, file },
+            'WAL times record is not valid (its size, or a time out of range): not applied; the file keeps the times stored',
+          );
           continue;
         }
         records.push({

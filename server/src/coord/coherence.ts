@@ -28,6 +28,7 @@
 import type { Redis as RedisClient } from 'ioredis';
 import type { Logger } from 'pino';
 import { VfsError } from '../vfs/errors.js';
+import { withTimeout } from '../timeouts.js';
 
 /** What a cache does with the invalidations of the other servers. */
 export interface CoherentCache {
@@ -67,16 +68,6 @@ interface PendingChange {
   ids: readonly number[] | null;
   at: number;
 }
-
-const timeout = <T>(p: Promise<T>, ms: number): Promise<T> => {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-};
 
 /**
  * The subscriber connection's sync point: `sync()` resolves true once every message published before
@@ -165,7 +156,7 @@ export class SubscriberSync {
     if (this.closed || this.coherent) return;
     if (this.sub.status !== 'ready') return this.scheduleRetry();
     try {
-      await timeout(this.sub.ping(), PING_TIMEOUT_MS);
+      await withTimeout(this.sub.ping(), PING_TIMEOUT_MS);
       this.lastPong = Date.now();
     } catch {
       this.reconnectIfHung();
@@ -182,7 +173,7 @@ export class SubscriberSync {
 
   private async ping(): Promise<boolean> {
     try {
-      await timeout(this.sub.ping(), PING_TIMEOUT_MS);
+      await withTimeout(this.sub.ping(), PING_TIMEOUT_MS);
       this.lastPong = Date.now();
       return this.coherent;
     } catch (e) {
@@ -274,7 +265,7 @@ export class StoreCoherence {
     this.checkCanPublish();
     const n = ++this.seq;
     try {
-      await timeout(this.redis.publish(this.channel, `${this.serverId} U${n} ${body(ids, blocks)}`), ANNOUNCE_TIMEOUT_MS);
+      await withTimeout(this.redis.publish(this.channel, `${this.serverId} U${n} ${body(ids, blocks)}`), ANNOUNCE_TIMEOUT_MS);
     } catch (e) {
       throw new VfsError('JUKEBOX', `a change here could not be made known to the other servers: ${(e as Error).message}`);
     }

@@ -60,7 +60,7 @@ async function boot(
   walDir: string,
   inner: MemoryMetadataStore,
   blocks: MemoryBlockStore,
-  opts: { closeFlushMs?: number; log?: Logger; idleFlushMs?: number; timesHoldMs?: number } = {},
+  opts: { closeFlushMs?: number; log?: Logger } = {},
   /** How long writes' sizes and times wait in the cache (CachedMetadataStore's default: 1 s). */
   flushDelayMs?: number,
 ) {
