@@ -777,6 +777,11 @@ describe('WAL: a full volume (tmpfs)', () => {
       segmentBytes: 1 << 20,
       maxWriteWaitMs: 1500,
     });
+    // The WAL's own space: its active segment and the spare it prepares in the background after
+    // the open. On a loaded machine that spare may still be being written when the volume is
+    // filled, and lose the race to the filler: wait until it is ready (30 s at most).
+    for (let i = 0; i < 300 && a.wal.sparesWritten < 2; i++) await a.wal.waitRoom(100);
+    assert.equal(a.wal.sparesWritten, 2, 'the spare after the first segment is ready');
     const filler = fillVolume(vol);
     const ino = await mkfile(meta);
     const CH = 64 * 1024;
