@@ -69,6 +69,47 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('a change after writes carries their pending size and times in the same store call; its own times win', async () => {
+    const { inner, cached, f } = await setup();
+    const calls: unknown[] = [];
+    const real = inner.setAttr.bind(inner);
+    let fail: Error | null = null;
+    inner.setAttr = (id, changes, guard) => {
+      calls.push(changes);
+      return fail ? Promise.reject(fail) : real(id, changes, guard);
+    };
+    await cached.setAttr(f.id, { growTo: 3000, mtime: T(60), ctime: T(60) });
+    const chmod = await cached.setAttr(f.id, { mode: 0o600, ctime: T(61) });
+    assert.equal(calls.length, 1, 'one store call, not a flush of the pending changes and then the chmod');
+    for (const i of [chmod, (await inner.getInode(f.id))!]) {
+      assert.equal(i.size, 3000);
+      assert.equal(i.mode & 0o7777, 0o600);
+      assert.deepEqual(i.mtime, T(60), "the writes' mtime");
+      assert.deepEqual(i.ctime, T(61), "the chmod's ctime");
+    }
+    // An explicit mtime (utimes after the writes) wins over the pending one.
+    await cached.setAttr(f.id, { growTo: 3500, mtime: T(62), ctime: T(62) });
+    await cached.setAttr(f.id, { mtime: T(5), ctime: T(63) });
+    assert.deepEqual({ size: (await inner.getInode(f.id))!.size, mtime: (await inner.getInode(f.id))!.mtime }, { size: 3500, mtime: T(5) });
+    // A change that fails leaves the pending ones for the next flush.
+    await cached.setAttr(f.id, { growTo: 4000, mtime: T(64), ctime: T(64) });
+    fail = new VfsError('JUKEBOX', 'database unreachable');
+    await assert.rejects(cached.setAttr(f.id, { uid: 9, ctime: T(65) }), /database unreachable/);
+    assert.equal((await cached.getInode(f.id))!.size, 4000, 'still served from memory');
+    fail = null;
+    await cached.flushAttrs(f.id);
+    const stored = (await inner.getInode(f.id))!;
+    assert.deepEqual({ size: stored.size, mtime: stored.mtime, uid: stored.uid }, { size: 4000, mtime: T(64), uid: 1 });
+    // A change guarded by the ctime the client saw (which includes the pending one) writes the
+    // pending changes first: the guard is checked against the stored ctime.
+    await cached.setAttr(f.id, { growTo: 4500, mtime: T(66), ctime: T(66) });
+    calls.length = 0;
+    await cached.setAttr(f.id, { mode: 0o640, ctime: T(67) }, T(66));
+    assert.equal(calls.length, 2);
+    assert.equal((await inner.getInode(f.id))!.mode & 0o7777, 0o640);
+    await cached.close();
+  });
+
   // What the SQL engines throw while the database is unreachable (a VfsError, JUKEBOX), and other
   // failures: none of them may drop the size a write made.
   for (const failure of [
