@@ -18,8 +18,22 @@
 // Nothing is ever deleted outside the layout: at open, only the store's own temporary files
 // (16 hex digits, regular files) in `.tmp`; later, only object files under their keys.
 import { randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, realpath, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { constants as fsc, type Dir } from 'node:fs';
+import {
+  lstat,
+  mkdir,
+  open,
+  opendir,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rmdir,
+  stat,
+  statfs,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
 import path from 'node:path';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
@@ -108,6 +122,8 @@ const RENAME_ATTEMPTS = 3;
 const READ_HANDLES_KEPT = 64;
 /** Directories put() remembers as made (see knownDirs). */
 const KNOWN_DIRS_MAX = 4096;
+/** Directory entries list() reads at a time. */
+const LIST_BATCH = 256;
 
 const noop = (): void => {};
 
@@ -465,7 +481,12 @@ export class FilesystemBlockStore implements BlockStore {
     }
   }
 
-  /** Walks the directories under the prefix (the `.tmp` area of unfinished writes excluded). */
+  /**
+   * Walks the directories under the prefix (the `.tmp` area of unfinished writes excluded). Each
+   * directory is read as it is walked, a few hundred entries at a time, never whole: a flat share
+   * directory may hold millions of objects (as an array of names, gigabytes), and a garbage
+   * collection that deletes objects while it walks sees each of the others once.
+   */
   async *list(prefix: string): AsyncIterable<StoredObject> {
     const flat = this.flat;
     // Flat: the objects under a prefix are in the directory of its first segment.
@@ -474,16 +495,17 @@ export class FilesystemBlockStore implements BlockStore {
     const stack: string[] = [base];
     while (stack.length > 0) {
       const rel = stack.pop()!;
-      let entries;
+      let dir: Dir;
       try {
-        entries = await readdir(path.join(this.root, rel), { withFileTypes: true });
+        dir = await opendir(path.join(this.root, rel), { bufferSize: LIST_BATCH });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
       }
-      // An empty file directory (left by a DittoFS from before pruneFileDir, or by a crash) goes.
-      if (!flat && entries.length === 0 && rel.split('/').length === 2) await this.pruneFileDir(path.join(this.root, rel));
-      for (const e of entries) {
+      let seen = 0;
+      // The directory is closed when the loop ends, or when the caller stops early.
+      for await (const e of dir) {
+        seen++;
         if (rel === '' && (e.name === TMP_DIR || e.name === MARKER || e.name === LOST_FOUND)) continue;
         // Flat: below the top level, a file's name is the rest of its key.
         const name = flat && rel !== '' ? e.name.replaceAll(FLAT_JOIN, '/') : e.name;
@@ -496,6 +518,8 @@ export class FilesystemBlockStore implements BlockStore {
           if (st) yield { key, modifiedMs: st.mtimeMs };
         }
       }
+      // An empty file directory (left by a DittoFS from before pruneFileDir, or by a crash) goes.
+      if (!flat && seen === 0 && rel.split('/').length === 2) await this.pruneFileDir(path.join(this.root, rel));
     }
   }
 

@@ -100,6 +100,8 @@ const DATA_RANGES_WINDOW_MAX = 1 << 20;
 const MAX_RETRY_DELAY_MS = 10_000;
 /** How often WAL records wait again for a metadata store that could not sync (afterMetaDurable). */
 const RELEASE_RETRY_MS = 1_000;
+/** Inodes (and deleted keys) a garbage collection run remembers at most (see gcOnce). */
+const GC_MEMO_MAX = 65_536;
 
 function addRange(ranges: Range[], start: number, end: number): Range[] {
   const out: Range[] = [];
@@ -1505,6 +1507,11 @@ export class BlockService {
       for await (const o of this.store.list(prefix)) {
         if (this.closed) break;
         r.scanned++;
+        // What this run learnt stays bounded on a store of millions of objects: past the cap it is
+        // forgotten, and asked again (a dead file's object met again is deleted again, harmlessly,
+        // and may be counted twice).
+        if (alive.size >= GC_MEMO_MAX) alive.clear();
+        if (gone.size >= GC_MEMO_MAX) gone.clear();
         // Checked before the row is read: an upload that is not in this set any more has either
         // committed its row or failed.
         if (this.uploading.has(o.key)) continue;
