@@ -107,13 +107,15 @@ describe('coordination over Redis', () => {
   it('after Redis lost its keys, no lease is taken for one ttl unless the store never handed out a token', async () => {
     const ttl = 4_000;
     // A key prefix seen for the first time is a Redis without keys: a grace period starts.
-    const open1 = async (prefix: string) => {
-      const c = await Coordinator.open({ url: redis.url, keyPrefix: prefix, tls: false, leaseTtlMs: ttl, log, password: PASSWORD });
+    const open1 = async (prefix: string, leaseTtlMs: number) => {
+      const c = await Coordinator.open({ url: redis.url, keyPrefix: prefix, tls: false, leaseTtlMs, log, password: PASSWORD });
       open.push(c);
       return c;
     };
-    const fresh = await open1('grace-new:');
-    const used = await open1('grace-used:');
+    // The one that must not wait gets a long ttl: on a loaded machine it must still be in its
+    // grace period when it takes its lease; the one that waits gets a short one.
+    const fresh = await open1('grace-new:', 60_000);
+    const used = await open1('grace-used:', ttl);
     assert.ok(fresh.graceUntil > Date.now() && used.graceUntil > Date.now(), 'both in a grace period');
     let next = 0;
     const never = fresh.leasesFor('g', {

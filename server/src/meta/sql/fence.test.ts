@@ -133,8 +133,9 @@ describe('single-server fence (PostgreSQL advisory lock)', { timeout: 300_000 },
       url: pg!.url,
       schema,
       poolSize: 2,
-      // Slow to take it again, so that the other one gets there first.
-      fence: { purpose: 'metadata', label: 'metadata store meta', retakeDelayMs: 8_000, onTaken: (e) => taken.push(e) },
+      // Slow to take it again, so that the other one gets there first (after the 5 s JUKEBOX wait
+      // below, with room for a loaded machine).
+      fence: { purpose: 'metadata', label: 'metadata store meta', retakeDelayMs: 30_000, onTaken: (e) => taken.push(e) },
     });
     await store.open();
     try {
@@ -171,10 +172,10 @@ describe('single-server fence (PostgreSQL advisory lock)', { timeout: 300_000 },
   });
 
   it('another process that served the store and stopped while the connection was lost: not taken back', async () => {
-    const a = await take({ retakeDelayMs: 3_000 });
+    const a = await take({ retakeDelayMs: 8_000 });
     await cutFenceConnections();
     await until('the fence is lost with its connection', () => !a.held);
-    // Another server comes and goes before the first one reconnects (it waits 3 s).
+    // Another server comes and goes before the first one reconnects (it waits 8 s).
     const other = await takeOther();
     await other.close();
     await until('the first one notices that the epoch moved', () => a.status === 'taken');
