@@ -10,9 +10,9 @@
 // a cache may lose entries in a crash, but a torn or corrupt file fails its length or CRC check and
 // is dropped, never served. The index is rebuilt from the directory at start (oldest first).
 import { crc32c } from '@node-rs/crc32';
-import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { randomHex } from '../random-hex.js';
 import type { Logger } from 'pino';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
@@ -311,7 +311,7 @@ export class DiskBlockCache {
   /** Writes the entry `name` and indexes it; failures are logged and leave no entry. */
   private async write(name: string, data: Buffer): Promise<void> {
     const crc = crc32c(data);
-    const tmp = path.join(this.dir, TMP_DIR, randomBytes(8).toString('hex'));
+    const tmp = path.join(this.dir, TMP_DIR, randomHex(8));
     let hdr = 0;
     try {
       if (this.mayWriteDirect(data)) {

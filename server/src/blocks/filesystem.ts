@@ -17,7 +17,6 @@
 // directories, the data directory and its parents, and kernel pseudo file systems are refused.
 // Nothing is ever deleted outside the layout: at open, only the store's own temporary files
 // (16 hex digits, regular files) in `.tmp`; later, only object files under their keys.
-import { randomBytes } from 'node:crypto';
 import { constants as fsc, type Dir } from 'node:fs';
 import {
   lstat,
@@ -35,6 +34,7 @@ import {
   type FileHandle,
 } from 'node:fs/promises';
 import path from 'node:path';
+import { randomHex } from '../random-hex.js';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
 import { ReadHandles } from './read-handles.js';
@@ -280,7 +280,7 @@ export class FilesystemBlockStore implements BlockStore {
     const dest = this.pathOf(key);
     const dir = path.dirname(dest);
     if (!this.knownDirs.has(dir)) await this.ensureDir(dir);
-    const tmp = path.join(this.root, TMP_DIR, randomBytes(8).toString('hex'));
+    const tmp = path.join(this.root, TMP_DIR, randomHex(8));
     if (!(this.direct && directBuffers([data]) && (await this.putDirect(tmp, data)))) {
       await this.writeBuffered(tmp, data);
       this.bufferedPuts++;

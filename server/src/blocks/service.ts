@@ -5,11 +5,11 @@
 // it has been idle, or when the WAL runs short of room; the `blocks` row is switched afterwards, the
 // previous object deleted, and only then does the version let go of its WAL segments. Reads merge,
 // newest last: stored object (or zeros), in-flight versions oldest first, then the dirty version.
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
 import { BlockConflictError, type BlockRef, type MetadataStore } from '../meta/store.js';
+import { randomHex } from '../random-hex.js';
 import { settledWithin } from '../timeouts.js';
 import { storageError, VfsError } from '../vfs/errors.js';
 import { compareTimespec, type Timespec } from '../vfs/types.js';
@@ -644,7 +644,7 @@ export class BlockService {
         // range stays a hole (FSCTL_QUERY_ALLOCATED_RANGES).
         if (v.extents.some((e) => e.zero)) length = nonZeroEnd(content.subarray(0, length), 0);
         const version = (prev?.version ?? 0) + 1;
-        const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomBytes(4).toString('hex')}`;
+        const key = `${this.opts.keyPrefix}/${inodeId}/${index}-${version}-${randomHex(4)}`;
         this.uploading.add(key);
         uploadingKey = key;
         storedLength = length;
