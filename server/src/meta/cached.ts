@@ -121,6 +121,19 @@ function changesOf(p: PendingAttrs): AttrChanges {
   return changes;
 }
 
+/**
+ * One change that does what the pending ones and then `changes` do, in that order: the pending
+ * growth unless `changes` sets the size (a truncate after the writes), the pending times unless it
+ * sets its own.
+ */
+function afterPending(p: PendingAttrs, changes: AttrChanges): AttrChanges {
+  const merged: AttrChanges = { ...changes };
+  if (changes.size === undefined) merged.growTo = Math.max(p.growTo, changes.growTo ?? 0);
+  if (changes.mtime === undefined && p.mtime !== undefined) merged.mtime = p.mtime;
+  if (changes.ctime === undefined && p.ctime !== undefined) merged.ctime = p.ctime;
+  return merged;
+}
+
 function withPending(i: Inode, p: PendingAttrs): Inode {
   const size = Math.max(i.size, p.growTo);
   const mtime = later(i.mtime, p.mtime) ?? i.mtime;
@@ -461,6 +474,11 @@ export class CachedMetadataStore implements MetadataStore {
     // guard: it is checked against the stored ctime, which the pending one must be first.
     if (guardCtime === undefined && !this.flushing.has(id) && this.pending.has(id)) return this.setAttrWithPending(id, changes);
     await this.flushPending(id);
+    return this.writeThrough(id, changes, guardCtime);
+  }
+
+  /** A change written to the store now, the other servers told, the cache kept right around it. */
+  private async writeThrough(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
     const blocks = changes.size !== undefined;
     const ticket = await this.announce([id], blocks);
     // Reads in flight (started before the change) must not fill the cache with what it replaces.
@@ -474,40 +492,20 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   /**
-   * A change written through together with the inode's pending size and times, as if they were
-   * written first: the pending growth counts unless the change sets the size (a truncate after the
-   * writes), the pending times unless the change sets its own. While it runs it is the inode's
-   * flush (a COMMIT waits for it); if it fails, the pending changes are kept for the next flush.
+   * A change written through together with the inode's pending size and times (afterPending).
+   * While it runs it is the inode's flush (a COMMIT waits for it); if it fails, the pending changes
+   * are kept for the next flush.
    */
   private async setAttrWithPending(id: number, changes: AttrChanges): Promise<Inode> {
     const p = this.pending.get(id)!;
     this.pending.delete(id);
-    const merged: AttrChanges = { ...changes };
-    if (changes.size === undefined) merged.growTo = Math.max(p.growTo, changes.growTo ?? 0);
-    if (changes.mtime === undefined && p.mtime !== undefined) merged.mtime = p.mtime;
-    if (changes.ctime === undefined && p.ctime !== undefined) merged.ctime = p.ctime;
-    const blocks = changes.size !== undefined;
     let settle!: () => void;
     const flush = new Promise<void>((resolve) => (settle = resolve));
     this.flushing.set(id, flush);
     try {
-      const ticket = await this.announce([id], blocks);
-      this.epoch++;
-      const epoch = this.fillEpoch();
-      try {
-        return this.remember(await this.inner.setAttr(id, merged), epoch);
-      } finally {
-        this.done(ticket, [id], blocks);
-      }
+      return await this.writeThrough(id, afterPending(p, changes));
     } catch (err) {
-      if (err instanceof VfsError && (err.errno === 'STALE' || err.errno === 'NOENT')) {
-        // The inode is gone (removed by another process): nothing left to write.
-        this.pending.delete(id);
-        this.inodes.delete(id);
-      } else {
-        this.keepPending(id, p);
-        if (!this.closed) this.schedule();
-      }
+      this.notWritten(id, p, err);
       throw err;
     } finally {
       if (this.flushing.get(id) === flush) this.flushing.delete(id);
@@ -584,18 +582,26 @@ export class CachedMetadataStore implements MetadataStore {
       }
       this.written(id, stored);
     } catch (err) {
-      if (err instanceof VfsError && (err.errno === 'STALE' || err.errno === 'NOENT')) {
-        // The inode is gone (removed by another process): nothing left to update. Any other
-        // failure (JUKEBOX: the database is unreachable) keeps the changes for the next flush.
-        this.pending.delete(id);
-        this.inodes.delete(id);
-        return;
-      }
-      this.keepPending(id, p);
-      if (!this.closed) this.schedule();
+      if (this.notWritten(id, p, err)) return;
       this.opts.onFlushError?.(err, id);
       throw err;
     }
+  }
+
+  /**
+   * A write of pending changes `p` (taken from `pending`) failed with `err`. The inode gone (removed
+   * by another process): nothing left to write, true. Any other failure (JUKEBOX: the database is
+   * unreachable) keeps the changes for the next flush.
+   */
+  private notWritten(id: number, p: PendingAttrs, err: unknown): boolean {
+    if (err instanceof VfsError && (err.errno === 'STALE' || err.errno === 'NOENT')) {
+      this.pending.delete(id);
+      this.inodes.delete(id);
+      return true;
+    }
+    this.keepPending(id, p);
+    if (!this.closed) this.schedule();
+    return false;
   }
 
   /** The entry of an inode whose pending changes were written: as stored, with any changes that came meanwhile. */
