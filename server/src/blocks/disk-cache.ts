@@ -12,8 +12,8 @@
 import { crc32c } from '@node-rs/crc32';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { randomHex } from '../random-hex.js';
 import type { Logger } from 'pino';
+import { randomHex } from '../random-hex.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
 import { ReadHandles } from './read-handles.js';

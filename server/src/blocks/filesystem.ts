@@ -34,8 +34,8 @@ import {
   type FileHandle,
 } from 'node:fs/promises';
 import path from 'node:path';
-import { randomHex } from '../random-hex.js';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
+import { randomHex } from '../random-hex.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
 import { ReadHandles } from './read-handles.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
@@ -93,6 +93,12 @@ async function readLayout(abs: string): Promise<boolean> {
   }
   if (kind === MARKER_KIND_FLAT) return true;
   if (kind === MARKER_KIND) return false;
+  // A layout this version does not know was made by a newer one: pointing at another directory
+  // would be the wrong advice there.
+  if (typeof kind === 'string' && kind.startsWith(MARKER_KIND))
+    throw new Error(
+      `block store directory ${abs} was made by a newer DittoFS (its ${MARKER} says ${JSON.stringify(kind)}): run that version or a later one`,
+    );
   throw new Error(`block store directory ${abs}: ${MARKER} is not a DittoFS block store marker; choose an empty directory`);
 }
 

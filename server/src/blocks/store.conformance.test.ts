@@ -50,6 +50,18 @@ async function nestedStoreDir(dir: string): Promise<string> {
   return dir;
 }
 
+/** A fresh directory for each test of the enclosing suite, removed after it (call in a describe). */
+function dirPerTest(prefix: string): () => string {
+  let dir = '';
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  return () => dir;
+}
+
 /** A new store (flat), or one made before the flat layout (nested). */
 function filesystemEngine(layout: 'flat' | 'nested'): Engine {
   let dir = '';
@@ -358,6 +370,19 @@ describe('FilesystemBlockStore: a directory of its own', () => {
     assert.equal(readFileSync(path.join(dir, '.tmp', '0123456789abcdef'), 'utf8'), 'not ours');
   });
 
+  it('refuses a store of a layout a newer DittoFS made, and says to run that version, not to pick another directory', async () => {
+    const dir = await fresh();
+    const kind = 'dittofs filesystem block store, some later layout';
+    await writeFile(path.join(dir, MARKER), `${JSON.stringify({ kind, format: 9, created: '2027-01-01T00:00:00.000Z' })}\n`);
+    await writeFile(path.join(dir, 'object'), 'kept');
+    await assert.rejects(new FilesystemBlockStore(dir).open(), (e: Error) => {
+      assert.match(e.message, /was made by a newer DittoFS .*some later layout.*run that version or a later one/);
+      assert.doesNotMatch(e.message, /choose an empty directory/);
+      return true;
+    });
+    assert.deepEqual(await files(dir), [MARKER, 'object'].sort(), 'nothing deleted or added');
+  });
+
   it('adopts a store made before the marker when it holds only that layout; removes only its own temporary files', async () => {
     const dir = await fresh();
     await mkdir(path.join(dir, '.tmp'));
@@ -398,17 +423,11 @@ describe('FilesystemBlockStore: a directory of its own', () => {
 });
 
 describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
-  let tmp: string;
-  beforeEach(async () => {
-    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-direct-'));
-  });
-  afterEach(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const tmp = dirPerTest('dittofs-fs-direct-');
 
   /** Whether the volume under `dir` takes O_DIRECT opens (tmpfs does not). */
   it('writes pool blocks with O_DIRECT and anything else through the page cache; every object reads back', async (t) => {
-    const store = new FilesystemBlockStore(path.join(tmp, 'blocks'));
+    const store = new FilesystemBlockStore(path.join(tmp(), 'blocks'));
     await store.open();
     const pool = new BufferPool(64 * 1024, 2, true);
     const whole = pool.take(64 * 1024);
@@ -425,15 +444,15 @@ describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
     assert.deepEqual(await store.get('00000001/7/0-1-aa'), whole);
     assert.deepEqual(await store.get('00000001/7/1-1-bb'), unaligned);
     assert.deepEqual(await store.get('00000001/7/2-1-cc'), partial);
-    assert.deepEqual(await readdir(path.join(tmp, 'blocks', '.tmp')), [], 'no temporary file left behind');
-    if (!(await volumeTakesDirect(tmp))) {
+    assert.deepEqual(await readdir(path.join(tmp(), 'blocks', '.tmp')), [], 'no temporary file left behind');
+    if (!(await volumeTakesDirect(tmp()))) {
       t.skip(`${os.tmpdir()} does not take O_DIRECT: only the buffered path ran`);
       return;
     }
     assert.equal(store.directPuts, 1, 'the pool block went straight to the device');
     assert.equal(store.bufferedPuts, 2);
     // Turned off: every object through the page cache.
-    const off = new FilesystemBlockStore(path.join(tmp, 'blocks'), { directIo: false });
+    const off = new FilesystemBlockStore(path.join(tmp(), 'blocks'), { directIo: false });
     await off.open();
     await off.put('00000001/7/3-1-dd', whole);
     assert.equal(off.directPuts, 0);
@@ -441,9 +460,9 @@ describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
   });
 
   it('reads objects written with O_DIRECT back through the page cache: ranges, ends, deletes', async (t) => {
-    const store = new FilesystemBlockStore(path.join(tmp, 'blocks'));
+    const store = new FilesystemBlockStore(path.join(tmp(), 'blocks'));
     await store.open();
-    if (!(await volumeTakesDirect(tmp))) return t.skip(`${os.tmpdir()} does not take O_DIRECT`);
+    if (!(await volumeTakesDirect(tmp()))) return t.skip(`${os.tmpdir()} does not take O_DIRECT`);
     const pool = new BufferPool(256 * 1024, 4, true);
     const blocks: Buffer[] = [];
     for (let i = 0; i < 3; i++) {
@@ -477,16 +496,10 @@ describe('FilesystemBlockStore: whole blocks bypass the page cache', () => {
 });
 
 describe('FilesystemBlockStore: the flat layout of a new store', () => {
-  let tmp: string;
-  beforeEach(async () => {
-    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-flat-'));
-  });
-  afterEach(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const tmp = dirPerTest('dittofs-fs-flat-');
 
   it("puts every object of a share in the share's directory: no directory per file, at most one directory sync per put", async () => {
-    const root = path.join(tmp, 'blocks');
+    const root = path.join(tmp(), 'blocks');
     const store = new FilesystemBlockStore(root);
     await store.open();
     await store.put('0000000a/1/0-1-aa', Buffer.from('first'));
@@ -517,7 +530,7 @@ describe('FilesystemBlockStore: the flat layout of a new store', () => {
   });
 
   it("lists a file's objects apart from those of a file whose number starts the same, and ignores what is not an object", async () => {
-    const root = path.join(tmp, 'blocks');
+    const root = path.join(tmp(), 'blocks');
     const store = new FilesystemBlockStore(root);
     await store.open();
     for (const k of ['0000000b/5/0-1-a', '0000000b/5/1-1-b', '0000000b/50/0-1-c', '0000000c/5/0-1-d']) await store.put(k, Buffer.from(k));
@@ -535,7 +548,7 @@ describe('FilesystemBlockStore: the flat layout of a new store', () => {
   });
 
   it('opens a store made before the flat layout as it is: new objects go to a directory per file there', async () => {
-    const root = await nestedStoreDir(path.join(tmp, 'old'));
+    const root = await nestedStoreDir(path.join(tmp(), 'old'));
     await mkdir(path.join(root, '0000000d', '3'), { recursive: true });
     await writeFile(path.join(root, '0000000d', '3', '0-1-old'), 'old');
     const store = new FilesystemBlockStore(root);
@@ -555,16 +568,10 @@ describe('FilesystemBlockStore: the flat layout of a new store', () => {
 });
 
 describe('FilesystemBlockStore: the directories of files (a store made before the flat layout)', () => {
-  let tmp: string;
-  beforeEach(async () => {
-    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fs-dirsync-'));
-  });
-  afterEach(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const tmp = dirPerTest('dittofs-fs-dirsync-');
 
   it('syncs only the directories that gained an entry, sharing syncs of a common parent: every object reads back', async () => {
-    const store = new FilesystemBlockStore(await nestedStoreDir(path.join(tmp, 'blocks')));
+    const store = new FilesystemBlockStore(await nestedStoreDir(path.join(tmp(), 'blocks')));
     await store.open();
     // The share's directory is new: the root gains it, the share directory gains the file's, and
     // the file's directory gains the object.
@@ -594,7 +601,7 @@ describe('FilesystemBlockStore: the directories of files (a store made before th
   });
 
   it("removes a file's directory with its last object, and makes it again for the next put", async () => {
-    const root = await nestedStoreDir(path.join(tmp, 'blocks'));
+    const root = await nestedStoreDir(path.join(tmp(), 'blocks'));
     const store = new FilesystemBlockStore(root);
     await store.open();
     await store.put('0000000c/5/0-1-a', Buffer.from('a'));
@@ -622,7 +629,7 @@ describe('FilesystemBlockStore: the directories of files (a store made before th
     // Without fsyncs, so the races are many and quick. Each put goes through a store of its own
     // (the same directory), which does not know the file's directory: it makes it while the other
     // store's delete removes it. With mkdir -p, 1 to 6 of 2,000 puts failed.
-    const root = await nestedStoreDir(path.join(tmp, 'blocks'));
+    const root = await nestedStoreDir(path.join(tmp(), 'blocks'));
     const store = new FilesystemBlockStore(root, { fsync: false });
     await store.open();
     let last = '0000000e/5/0-1-r';
@@ -642,7 +649,7 @@ describe('FilesystemBlockStore: the directories of files (a store made before th
   });
 
   it('prunes empty file directories it lists (left by an older version or a crash), and nothing else', async () => {
-    const root = await nestedStoreDir(path.join(tmp, 'blocks'));
+    const root = await nestedStoreDir(path.join(tmp(), 'blocks'));
     const store = new FilesystemBlockStore(root);
     await store.open();
     await store.put('0000000d/1/0-1-x', Buffer.from('x'));
@@ -655,7 +662,7 @@ describe('FilesystemBlockStore: the directories of files (a store made before th
   });
 
   it('fails every put waiting on a directory that cannot be made, and makes it on a later put', async () => {
-    const root = await nestedStoreDir(path.join(tmp, 'blocks'));
+    const root = await nestedStoreDir(path.join(tmp(), 'blocks'));
     const store = new FilesystemBlockStore(root);
     await store.open();
     await store.put('0000000b/1/0-1-x', Buffer.from('x'));
