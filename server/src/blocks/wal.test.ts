@@ -268,6 +268,28 @@ describe('WAL: crash and replay', () => {
     await first3.wal.close();
   });
 
+  it('a times record whose times are out of range is reported and not replayed; the records around it are', async () => {
+    const dir = tmp();
+    const first = await openWal(dir);
+    await first.wal.appendWrite(1, 7, 0, Buffer.from('before')).done;
+    // Nanoseconds past a second: no writer makes this; a damaged or foreign log could.
+    await first.wal.appendTimes(1, 7, 6, { sec: 1, nsec: 1_000_000_000 }, { sec: 2, nsec: 0 }).done;
+    await first.wal.appendWrite(1, 7, 6, Buffer.from('after')).done;
+    await first.wal.sync();
+    const again = await openWal(dir);
+    assert.deepEqual(
+      again.records.map((r) => [r.type, r.offset]),
+      [
+        [RECORD_WRITE, 0],
+        [RECORD_WRITE, 6],
+      ],
+    );
+    assert.equal(again.report.corruptRecords.length, 1);
+    assert.equal(again.report.corruptRecords[0]!.inode, 7);
+    await again.wal.close();
+    await first.wal.close();
+  });
+
   it('drops records of files deleted before the crash', async () => {
     const { dir, meta, store, a } = await fresh();
     const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));

@@ -17,6 +17,7 @@ import { CachedMetadataStore } from '../meta/cached.js';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { TEST_SHARE } from '../testing/memory-server.js';
 import { CreateMode, FileService } from './service.js';
+import { compareTimespec } from './types.js';
 
 const root = { uid: 0, gid: 0, gids: [] };
 const BS = 64 * 1024;
@@ -115,6 +116,9 @@ function releasesOf(wal: FileWal): WalHolder[] {
   return released;
 }
 
+/** Whether a COMMIT's times record was let go: versions of data are BlockVersions (with ranges), its holder is not. */
+const timesReleasedIn = (released: readonly WalHolder[]): boolean => released.some((x) => !('ranges' in x));
+
 /** Holds `store`'s flushes until `open` is called; `flushes`: how many it had seen before. */
 function hold(store: GatedStore): { open: () => void; flushes: number } {
   let open!: () => void;
@@ -191,10 +195,7 @@ describe('crash order of data and metadata', () => {
     const b = await boot(dir, inner, blocks);
     const back = (await b.fs.getattr(h, root)).inode;
     assert.ok(back.size === 3500 || back.size === 3600, `size ${back.size}`);
-    assert.ok(
-      back.mtime.sec > committed.mtime.sec || (back.mtime.sec === committed.mtime.sec && back.mtime.nsec >= committed.mtime.nsec),
-      'mtime',
-    );
+    assert.ok(compareTimespec(back.mtime, committed.mtime) >= 0, 'mtime');
     assert.deepEqual((await b.fs.read(h, root, 0, 3500)).data, Buffer.concat([Buffer.alloc(3000, 0x41), Buffer.alloc(500, 0x42)]));
     // With only committed writes in the log, the times are exactly the committed ones.
     const dir2 = walDir();
@@ -239,11 +240,10 @@ describe('crash order of data and metadata', () => {
     const released = releasesOf(a.wal);
     hold(inner); // the metadata store stops answering syncs
     await a.data.close(); // waits 50 ms for them, then gives up
-    const timesReleased = (): boolean => released.some((x) => !('ranges' in x));
-    assert.ok(!timesReleased(), 'held: the store never made the size and times durable');
+    assert.ok(!timesReleasedIn(released), 'held: the store never made the size and times durable');
     // What shares.ts does once the share's stored-marker is in the log: replay skips its records.
     a.data.releaseForgotten();
-    assert.ok(timesReleased(), 'let go');
+    assert.ok(timesReleasedIn(released), 'let go');
   });
 
   it('the size and times a COMMIT logged hold the log until the metadata store has them durably', async () => {
@@ -262,12 +262,10 @@ describe('crash order of data and metadata', () => {
     for (const x of a.wal.oldestHolders()) x.kick();
     await until(() => inner.flushes > flushes, 'the record asks for them to be made durable');
     assert.equal((await inner.getInode(f.id))!.size, 1000, 'written to the store first');
-    // Versions of data are BlockVersions (with ranges); the times record's holder is not.
-    const timesReleased = (): boolean => released.some((x) => !('ranges' in x));
     for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
-    assert.ok(!timesReleased(), 'held while the store may still lose them');
+    assert.ok(!timesReleasedIn(released), 'held while the store may still lose them');
     open();
-    await until(timesReleased, 'let go once they are durable');
+    await until(() => timesReleasedIn(released), 'let go once they are durable');
     await a.data.close();
   });
 
