@@ -22,8 +22,9 @@
 //
 // Losing Redis: writes wait briefly, then answer JUKEBOX; a lease not renewed within its ttl is not
 // used. When Redis comes back empty (restarted without persistence: its boot marker changed), no
-// server takes a lease for one ttl (a grace period), so the holders' dirty data (under their old
-// tokens) is stored before anyone writes under a newer one.
+// server takes a lease for one ttl and one reconnection backoff (a grace period), so the holders'
+// dirty data (under their old tokens) is stored, and their opens and locks registered again,
+// before anyone writes under a newer one or opens past them.
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { readFile } from 'node:fs/promises';
@@ -121,6 +122,12 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** The longest a command on the command connection waits for Redis's answer. */
 const COMMAND_TIMEOUT_MS = 5_000;
+/**
+ * The longest wait between two attempts to connect to Redis again (the backoff grows to it). A
+ * server that was waiting out this backoff when Redis came back is that much later than another
+ * to find it back: the grace after Redis lost its keys includes it (see checkBoot).
+ */
+export const RECONNECT_MAX_MS = 2_000;
 
 /** One connection to Redis (and one for pub/sub) for every store of this server. */
 export class Coordinator {
@@ -158,7 +165,7 @@ export class Coordinator {
       // (JUKEBOX) after this instead of holding the call that waits on it until Redis is back.
       commandTimeout: COMMAND_TIMEOUT_MS,
       connectTimeout: 5_000,
-      retryStrategy: (times) => Math.min(100 * times, 2_000),
+      retryStrategy: (times) => Math.min(100 * times, RECONNECT_MAX_MS),
       ...(opts.password !== undefined ? { password: opts.password } : {}),
       ...(opts.tls || url.protocol === 'rediss:' ? { tls: { servername: url.hostname } } : {}),
     };
@@ -265,10 +272,13 @@ export class Coordinator {
     const reset = this.boot !== null ? boot !== this.boot : boot === mine;
     this.boot = boot;
     if (reset) {
-      this.graceUntil = Date.now() + this.opts.leaseTtlMs;
+      // One ttl for the leases the others believed held to lapse; their opens and locks are
+      // registered again at their first renewal once they reconnect (a third of the ttl), which
+      // can come up to one reconnection backoff after this server's.
+      this.graceUntil = Date.now() + this.opts.leaseTtlMs + RECONNECT_MAX_MS;
       for (const s of this.stores.values()) s.dropAll();
       this.opts.log.warn(
-        { graceMs: this.opts.leaseTtlMs },
+        { graceMs: this.graceUntil - Date.now() },
         'coordination: Redis has no leases (new or restarted); taking none during a grace period',
       );
     }

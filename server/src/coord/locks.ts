@@ -392,7 +392,7 @@ export class RedisClusterLocks implements ClusterLocks {
     const now = Date.now();
     if (this.closed || !this.c.ready || now - this.renewedAt > (this.ttl * 2) / 3)
       throw new VfsError('JUKEBOX', 'the cluster lock state (Redis) is not reachable');
-    // After Redis lost its keys, the others register their state again within a ttl: nothing is granted before.
+    // After Redis lost its keys, the others register their state again within the grace: nothing is granted before.
     if (now < this.c.graceUntil && !(store !== undefined && (await this.graceNotNeeded(store))))
       throw new VfsError('JUKEBOX', 'the cluster lock state (Redis) is being rebuilt after Redis lost its keys');
   }
