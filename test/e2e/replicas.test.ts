@@ -49,6 +49,11 @@ const FILE_SIZE = 4 * MiB;
 const TRIALS = Number(process.env.REPLICA_TRIALS ?? 10);
 const SEED = seedFrom('REPLICA_SEED');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/**
+ * A change sent again while it answers JUKEBOX, as a real client does: a server that cannot prove
+ * the others will hear of a change (Redis slow to answer on a loaded machine) refuses it, unmade.
+ */
+const jukeboxRetried = <T extends { status: number }>(f: () => Promise<T>): Promise<T> => retryJukebox(f, { maxWaitMs: 30_000 });
 
 /** Crossing directory moves through two servers (10 rounds): exactly one of each pair succeeds. */
 async function crossingMoves(ca: NfsOps, cb: NfsOps, prefix: string): Promise<void> {
@@ -57,15 +62,18 @@ async function crossingMoves(ca: NfsOps, cb: NfsOps, prefix: string): Promise<vo
   for (let round = 1; round <= 10; round++) {
     const p = `${prefix}p${round}`;
     const q = `${prefix}q${round}`;
-    const dp = await ca.mkdir(rootA, p);
-    const dq = await ca.mkdir(rootA, q);
+    const dp = await jukeboxRetried(() => ca.mkdir(rootA, p));
+    const dq = await jukeboxRetried(() => ca.mkdir(rootA, q));
     assert.equal(dp.status, NfsStat.OK);
     assert.equal(dq.status, NfsStat.OK);
     const qThroughB = await cb.lookup(rootB, q);
     const pThroughB = await cb.lookup(rootB, p);
     assert.equal(qThroughB.status, NfsStat.OK);
     // A: mv p q/   B: mv q p/   at the same time.
-    const [ra, rb] = await Promise.all([ca.rename(rootA, p, dq.fh!, p), cb.rename(rootB, q, pThroughB.fh!, q)]);
+    const [ra, rb] = await Promise.all([
+      jukeboxRetried(() => ca.rename(rootA, p, dq.fh!, p)),
+      jukeboxRetried(() => cb.rename(rootB, q, pThroughB.fh!, q)),
+    ]);
     const ok = [ra.status, rb.status].filter((st) => st === NfsStat.OK).length;
     assert.equal(ok, 1, `round ${round}: A ${statusName(ra.status)}, B ${statusName(rb.status)}: exactly one move may succeed`);
     // The survivor is in the root, the other inside it: both reachable from the root.
@@ -135,7 +143,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     const rng = new Prng(SEED);
     const ca = await open(a);
     const cb = await open(b);
-    const created = await ca.create(await ca.mount('/export'), 'shared.bin');
+    const created = await jukeboxRetried(async () => ca.create(await ca.mount('/export'), 'shared.bin'));
     assert.equal(created.status, NfsStat.OK);
     const fh = created.fh!;
     const want = rng.bytes(FILE_SIZE);
@@ -158,7 +166,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     const rng = new Prng(SEED + 3);
     const ca = await open(a);
     const cb = await open(b);
-    const created = await ca.create(await ca.mount('/export'), 'fresh.bin');
+    const created = await jukeboxRetried(async () => ca.create(await ca.mount('/export'), 'fresh.bin'));
     assert.equal(created.status, NfsStat.OK);
     const fh = created.fh!;
     let want = Buffer.alloc(0);
@@ -226,7 +234,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     const rootA = await ca.mount('/export');
     const rootC = await cc.mount('/export');
     // A directory's attributes: A answers from its cache unless C's change reached it.
-    const made = await ca.mkdir(rootA, 'by-two-addresses');
+    const made = await jukeboxRetried(() => ca.mkdir(rootA, 'by-two-addresses'));
     assert.equal(made.status, NfsStat.OK);
     const dh = made.fh!;
     assert.equal((await cc.lookup(rootC, 'by-two-addresses')).status, NfsStat.OK);
@@ -240,14 +248,14 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
       if (got !== want) stale.push(`round ${round}: C set ${want.toString(8)}, A answers ${got.toString(8)}`);
       // A name C made is found through A (A looked it up, and missed, just before).
       assert.equal((await ca.lookup(dh, `n${round}`)).status, NfsStat.NOENT);
-      assert.equal((await cc.create(dh, `n${round}`)).status, NfsStat.OK);
+      assert.equal((await jukeboxRetried(() => cc.create(dh, `n${round}`))).status, NfsStat.OK);
       const found = await ca.lookup(dh, `n${round}`);
       if (found.status !== NfsStat.OK) stale.push(`round ${round}: A does not find n${round}: ${statusName(found.status)}`);
     }
     assert.deepEqual(stale, [], 'A serves what C changed');
     // Disjoint writes to one block through both, at once: both survive (one write lease).
     const rng = new Prng(SEED + 11);
-    const file = await ca.create(rootA, 'by-two-addresses.bin');
+    const file = await jukeboxRetried(() => ca.create(rootA, 'by-two-addresses.bin'));
     assert.equal(file.status, NfsStat.OK);
     const want = rng.bytes(FILE_SIZE);
     await writeCommit(ca, file.fh!, 0, want);
@@ -269,9 +277,9 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     const cb = await open(b);
     const rootA = await ca.mount('/export');
     await cb.mount('/export');
-    const dir = await ca.mkdir(rootA, 'fresh-attrs');
+    const dir = await jukeboxRetried(() => ca.mkdir(rootA, 'fresh-attrs'));
     assert.equal(dir.status, NfsStat.OK);
-    const f = await ca.create(dir.fh!, 'f0');
+    const f = await jukeboxRetried(() => ca.create(dir.fh!, 'f0'));
     assert.equal(f.status, NfsStat.OK);
     const fh = f.fh!;
     let name = 'f0';
@@ -309,7 +317,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
         }
         case 2: {
           const to = `f${round}`;
-          const r = await ca.rename(dir.fh!, name, dir.fh!, to);
+          const r = await jukeboxRetried(() => ca.rename(dir.fh!, name, dir.fh!, to));
           assert.equal(r.status, NfsStat.OK);
           name = to;
           await same(`round ${round} rename (the directory)`, dir.fh!);
@@ -319,11 +327,11 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
           break;
         }
         default: {
-          const g = await ca.create(dir.fh!, `gone${round}`);
+          const g = await jukeboxRetried(() => ca.create(dir.fh!, `gone${round}`));
           assert.equal(g.status, NfsStat.OK);
           const before = await cb.getattr(g.fh!);
           assert.equal(before.status, NfsStat.OK);
-          assert.equal((await ca.remove(dir.fh!, `gone${round}`)).status, NfsStat.OK);
+          assert.equal((await jukeboxRetried(() => ca.remove(dir.fh!, `gone${round}`))).status, NfsStat.OK);
           const after = await cb.getattr(g.fh!);
           if (after.status === NfsStat.OK) stale.push(`round ${round}: a removed file still answers through B`);
           await same(`round ${round} remove (the directory)`, dir.fh!);
@@ -336,7 +344,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   it('Redis stopped and started under load: nothing stale is served, nothing committed is lost', async () => {
     const ca = await open(a);
     const cb = await open(b);
-    const created = await ca.create(await ca.mount('/export'), 'redis-restart.bin');
+    const created = await jukeboxRetried(async () => ca.create(await ca.mount('/export'), 'redis-restart.bin'));
     assert.equal(created.status, NfsStat.OK);
     const fh = created.fh!;
     const want: Buffer[] = [];
@@ -380,7 +388,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     const rng = new Prng(SEED + 1);
     let ca = await open(a);
     const cb = await open(b);
-    const created = await ca.create(await ca.mount('/export'), 'replay.bin');
+    const created = await jukeboxRetried(async () => ca.create(await ca.mount('/export'), 'replay.bin'));
     assert.equal(created.status, NfsStat.OK);
     const fh = created.fh!;
     // Through A: the whole file, committed. A's WAL keeps these records (its active segment).
@@ -414,7 +422,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     // Partial blocks (uploaded only after 5 s idle): when A dies they are in its WAL alone.
     const files: { fh: Buffer; data: Buffer }[] = [];
     for (let i = 0; i < 2; i++) {
-      const created = await ca.create(rootA, `unuploaded${i}.bin`);
+      const created = await jukeboxRetried(() => ca.create(rootA, `unuploaded${i}.bin`));
       assert.equal(created.status, NfsStat.OK);
       files.push({ fh: created.fh!, data: rng.bytes(3 * MiB) });
     }
@@ -473,7 +481,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     // A server that never answers fails the test here, not after two minutes.
     ce.timeoutMs = 30_000;
     const cb = await open(f);
-    const made = await cb.create(await cb.mount('/export'), 'acked-then-cut.txt');
+    const made = await jukeboxRetried(async () => cb.create(await cb.mount('/export'), 'acked-then-cut.txt'));
     assert.equal(made.status, NfsStat.OK);
     const fh = made.fh!;
     await ce.mount('/export');
@@ -531,7 +539,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     const rng = new Prng(SEED + 2);
     const ca = await open(a);
     const cb = await open(b);
-    const created = await cb.create(await cb.mount('/export'), 'redis-loss.bin');
+    const created = await jukeboxRetried(async () => cb.create(await cb.mount('/export'), 'redis-loss.bin'));
     assert.equal(created.status, NfsStat.OK);
     const fh = created.fh!;
     const first = rng.bytes(MiB);

@@ -2,6 +2,7 @@
 // port and a temp dir, no persistence. stop() ends it and removes the dir; a server still running
 // when the test process exits is killed from an exit hook.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { Redis } from 'ioredis';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -124,4 +125,20 @@ export async function startRedis(opts: { password?: string; host?: string; tls?:
       child ??= await launch(port, dir, opts.password, opts.host, opts.tls);
     },
   };
+}
+
+/**
+ * Sets the boot marker that coordinators under `keyPrefix` read, as a server that ran before
+ * would have: a Coordinator opened next does not take this Redis for one that just lost its keys,
+ * so it grants at once instead of after a grace period of one lease ttl. For tests that want a
+ * long ttl (a loaded machine may stall a renewal for a second) without waiting it out.
+ */
+export async function markRedisSeen(url: string, keyPrefix: string, password?: string): Promise<void> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3, ...(password ? { password } : {}) });
+  try {
+    await r.connect();
+    await r.set(`${keyPrefix}boot`, 'seen-by-a-test', 'NX');
+  } finally {
+    r.disconnect();
+  }
 }

@@ -818,9 +818,11 @@ spec: { dittofs: main, kind: block, type: filesystem, config: { path: ${file}/bl
       namespace: ns,
       name: 'elector-test',
       identity: 'a',
-      leaseDurationMs: 3000,
-      renewDeadlineMs: 2000,
-      retryPeriodMs: 300,
+      // Long enough that a renewal slowed by a loaded machine (the apiserver, etcd's fsync) stays
+      // within the deadline: only the intruder's write may end a's leadership.
+      leaseDurationMs: 10_000,
+      renewDeadlineMs: 7_000,
+      retryPeriodMs: 500,
       log: createLogger({ level: 'silent' }),
       onStartedLeading: () => events.push('started'),
       onStoppedLeading: () => events.push('stopped'),

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
+import { markRedisSeen, startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
 import type { MetadataStore } from '../meta/store.js';
 import { ByteRangeLocks, U64_MAX } from '../vfs/locks/byte-range.js';
 import { AccessBits, OpenTable, OpenTableError, ShareAccess } from '../vfs/locks/opens.js';
@@ -25,12 +25,21 @@ interface Server {
   store: MetadataStore;
 }
 
+/**
+ * Long against the stalls of a loaded machine: a server refuses grants once two thirds of the
+ * ttl passed without a renewal (renewals come every third). Nothing here waits for a ttl to run out:
+ * the tests remove liveness keys and renew or sweep themselves, and Redis is marked as seen before
+ * (no grace period at the first open).
+ */
+const LEASE_TTL_MS = 15_000;
+
 describe('cluster lock state in Redis', () => {
   let redis: RedisInstance;
   const servers: Server[] = [];
 
   before(async () => {
     redis = await startRedis();
+    await markRedisSeen(redis.url, 'unit-locks:');
   });
 
   after(async () => {
@@ -43,7 +52,7 @@ describe('cluster lock state in Redis', () => {
 
   /** A server: its own tables and its own object for the store, bound to one store key. */
   const server = async (): Promise<Server> => {
-    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'unit-locks:', tls: false, leaseTtlMs: 1_500, log });
+    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'unit-locks:', tls: false, leaseTtlMs: LEASE_TTL_MS, log });
     const locks = await RedisClusterLocks.open(c, log, 1_000);
     const opens = new OpenTable();
     const ranges = new ByteRangeLocks();
@@ -53,7 +62,7 @@ describe('cluster lock state in Redis', () => {
     locks.bindStore(store, 'store1');
     const s = { c, locks, opens, ranges, store };
     servers.push(s);
-    // Redis started empty: nothing is granted for one ttl (the others register their state again).
+    // Redis started empty: nothing is granted for the grace (the others register their state again).
     const wait = c.graceUntil - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait + 50));
     return s;

@@ -100,7 +100,9 @@ describe('LogLimiter', () => {
 
 describe('ConnectionLimits', () => {
   it('refuses connections past the cap and closes idle ones', async () => {
-    const limits = new ConnectionLimits({ maxConnections: 2, idleTimeoutMs: 300, maxBufferedRequestBytes: 1 << 20, name: 'test' });
+    // 3 s idle: the connections set up and the first one starts talking well within it on a loaded
+    // machine, and a talker's bytes (every 100 ms) keep it alive through a stall of seconds.
+    const limits = new ConnectionLimits({ maxConnections: 2, idleTimeoutMs: 3_000, maxBufferedRequestBytes: 1 << 20, name: 'test' });
     const server = net.createServer((s) => {
       s.on('error', () => undefined);
       if (limits.admit(s)) s.resume();
@@ -124,13 +126,13 @@ describe('ConnectionLimits', () => {
         while (limits.connections < Math.min(i + 1, 2) && Date.now() < deadline) await turn();
       }
       const until = async (cond: () => boolean): Promise<void> => {
-        const deadline = Date.now() + 10_000;
+        const deadline = Date.now() + 30_000;
         while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       };
       await until(() => closed[2] === true);
       assert.deepEqual(closed, [false, false, true], 'the third connection is refused');
       // One keeps talking (the server sees bytes), the other is silent: only the silent one is closed.
-      const talk = setInterval(() => clients[0]!.write('x'), 50);
+      const talk = setInterval(() => clients[0]!.write('x'), 100);
       await until(() => closed[1] === true);
       clearInterval(talk);
       assert.equal(closed[1], true, 'the idle connection is closed');
