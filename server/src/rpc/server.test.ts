@@ -336,7 +336,8 @@ describe('RPC server over TCP: bounds across connections (issue 11 follow-up)', 
 
   it('a client trickling a record a byte at a time is disconnected at the record deadline', async () => {
     const s = await connect();
-    const rec = encodeCall(1, PROG + 3, 1, BIG, none, Buffer.alloc(0));
+    // ~440 bytes: a minute and more at this pace, far past the deadline even on a loaded machine.
+    const rec = encodeCall(1, PROG + 3, 1, BIG, none, Buffer.alloc(400));
     const wire = Buffer.concat([recordMark(rec.length), rec]);
     const closed = new Promise<void>((r) => s.once('close', () => r()));
     s.on('error', () => undefined);
@@ -349,7 +350,7 @@ describe('RPC server over TCP: bounds across connections (issue 11 follow-up)', 
     await closed;
     clearInterval(t);
     const took = Date.now() - t0;
-    assert.ok(took >= 500 && took < 5_000, `closed after ${took} ms (deadline 600 ms)`);
+    assert.ok(took >= 500 && took < 30_000, `closed after ${took} ms (deadline 600 ms)`);
     assert.ok(i < wire.length - 1, 'closed before the record was complete');
   });
 });

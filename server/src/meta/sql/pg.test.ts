@@ -277,7 +277,7 @@ describe('pg driver', () => {
       const started = Date.now();
       await assert.rejects(store.getInode(root.id), (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX');
       await assert.rejects(store.setAttr(root.id, { mode: 0o700 }), (e: unknown) => isVfsError(e) && e.errno === 'JUKEBOX');
-      assert.ok(Date.now() - started < 5_000, 'retries are bounded in time');
+      assert.ok(Date.now() - started < 15_000, 'retries are bounded in time (1 s each here; the default policy allows 20 s)');
       await pg!.resume();
       assert.equal((await store.setAttr(root.id, { mode: 0o700 })).mode, 0o700);
     } finally {
