@@ -63,9 +63,13 @@ describe('withTimeout', () => {
       const started = Date.now();
       await assert.rejects(withTimeout(answer(), 100), /no answer within 100 ms/);
       assert.ok(Date.now() - started >= 95, 'not before its time');
-      // Settled either way: nothing left for the event loop to wait on.
+      // Settled either way: no timer or immediate left behind for the event loop to wait on.
+      const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout' || r === 'Immediate').length;
+      const before = timers();
       await withTimeout(Promise.resolve(1), 60_000);
       await settledWithin(new Promise(() => undefined), 20);
+      await assert.rejects(withTimeout(Promise.reject(new Error('its own')), 60_000), /its own/);
+      assert.equal(timers(), before, process.getActiveResourcesInfo().join(', '));
     } finally {
       s.destroy();
     }

@@ -451,7 +451,7 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
       await redis.resume();
     }
     // Redis came back empty: A registers its open again, so B is still refused, and B opens others.
-    await until('B opens another file after Redis is back', async () => (await cb.createStatus('redis-other.txt')) === 0, 20_000);
+    await until('B opens another file after Redis is back', async () => (await cb.createStatus('redis-other.txt')) === 0, 60_000);
     assert.equal(hex(await cb.createStatus('redis.txt')), hex(STATUS.SHARING_VIOLATION), 'A’s open registered again');
     await ca.close(fileId);
     assert.equal(await cb.createStatus('redis.txt'), 0);

@@ -130,7 +130,7 @@ export async function startRedis(opts: { password?: string; host?: string; tls?:
 /**
  * Sets the boot marker that coordinators under `keyPrefix` read, as a server that ran before
  * would have: a Coordinator opened next does not take this Redis for one that just lost its keys,
- * so it grants at once instead of after a grace period of one lease ttl. For tests that want a
+ * so it grants at once instead of after a grace period (a lease ttl and 7 s). For tests that want a
  * long ttl (a loaded machine may stall a renewal for a second) without waiting it out.
  */
 export async function markRedisSeen(url: string, keyPrefix: string, password?: string): Promise<void> {

@@ -22,7 +22,7 @@
 //
 // Losing Redis: writes wait briefly, then answer JUKEBOX; a lease not renewed within its ttl is not
 // used. When Redis comes back empty (restarted without persistence: its boot marker changed), no
-// server takes a lease for one ttl and one reconnection backoff (a grace period), so the holders'
+// server takes a lease for one ttl and 7 s (a grace period: see RECONNECT_LAG_MS), so the holders'
 // dirty data (under their old tokens) is stored, and their opens and locks registered again,
 // before anyone writes under a newer one or opens past them.
 import { randomBytes } from 'node:crypto';
@@ -122,12 +122,16 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** The longest a command on the command connection waits for Redis's answer. */
 const COMMAND_TIMEOUT_MS = 5_000;
-/**
- * The longest wait between two attempts to connect to Redis again (the backoff grows to it). A
- * server that was waiting out this backoff when Redis came back is that much later than another
- * to find it back: the grace after Redis lost its keys includes it (see checkBoot).
- */
+/** The longest a connection attempt to Redis waits before it is given up (and tried again). */
+const CONNECT_TIMEOUT_MS = 5_000;
+/** The longest wait between two attempts to connect to Redis again (the backoff grows to it). */
 export const RECONNECT_MAX_MS = 2_000;
+/**
+ * How much later than another a server may find Redis back after an outage: an attempt begun just
+ * before Redis came back may wait out its connect timeout, then the backoff. The grace after Redis
+ * lost its keys includes it (see checkBoot).
+ */
+export const RECONNECT_LAG_MS = CONNECT_TIMEOUT_MS + RECONNECT_MAX_MS;
 
 /** One connection to Redis (and one for pub/sub) for every store of this server. */
 export class Coordinator {
@@ -164,7 +168,7 @@ export class Coordinator {
       // A command whose connection died is kept to be sent again after a reconnection: it fails
       // (JUKEBOX) after this instead of holding the call that waits on it until Redis is back.
       commandTimeout: COMMAND_TIMEOUT_MS,
-      connectTimeout: 5_000,
+      connectTimeout: CONNECT_TIMEOUT_MS,
       retryStrategy: (times) => Math.min(100 * times, RECONNECT_MAX_MS),
       ...(opts.password !== undefined ? { password: opts.password } : {}),
       ...(opts.tls || url.protocol === 'rediss:' ? { tls: { servername: url.hostname } } : {}),
@@ -273,9 +277,9 @@ export class Coordinator {
     this.boot = boot;
     if (reset) {
       // One ttl for the leases the others believed held to lapse; their opens and locks are
-      // registered again at their first renewal once they reconnect (a third of the ttl), which
-      // can come up to one reconnection backoff after this server's.
-      this.graceUntil = Date.now() + this.opts.leaseTtlMs + RECONNECT_MAX_MS;
+      // registered again at their first renewal once they reconnect (within a third of the ttl),
+      // which can come up to RECONNECT_LAG_MS after this server's.
+      this.graceUntil = Date.now() + this.opts.leaseTtlMs + RECONNECT_LAG_MS;
       for (const s of this.stores.values()) s.dropAll();
       this.opts.log.warn(
         { graceMs: this.graceUntil - Date.now() },
@@ -467,7 +471,13 @@ export class FileLeases {
     let asked = 0;
     for (let attempt = 0; ; attempt++) {
       const now = Date.now();
-      if (now >= deadline) throw this.jukebox(`file ${inodeId} is held by another server that did not hand it over in time`);
+      if (now >= deadline) {
+        if (now < this.c.graceUntil)
+          throw this.jukebox(
+            `Redis lost its keys: no lease is taken for ${this.c.graceUntil - now} ms more (the others store their data first)`,
+          );
+        throw this.jukebox(`file ${inodeId} is held by another server that did not hand it over in time`);
+      }
       if (!this.c.ready) {
         // Not a long wait: a client retries JUKEBOX anyway.
         if (attempt > 20) throw this.jukebox('Redis is not reachable; cannot prove this server may write');

@@ -405,7 +405,7 @@ export class RedisClusterLocks implements ClusterLocks {
   /**
    * A store whose fencing-token sequence never handed out a token never had lock state in Redis (a
    * server marks a store, by taking a token, before it registers its first entry), so nothing of it
-   * can be missing: a new deployment grants its first opens at once instead of after one lease_ttl.
+   * can be missing: a new deployment grants its first opens at once instead of after the grace.
    */
   private async graceNotNeeded(store: object): Promise<boolean> {
     const until = this.c.graceUntil;
