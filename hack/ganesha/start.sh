@@ -190,24 +190,33 @@ for ((attempt = 1; attempt <= 3; attempt++)); do
     </dev/null >"$DIR/ganesha.out" 2>&1 &
   gpid=$!
   echo "$gpid" >"$PIDFILE"
-  # A bound, not a wait: the loop ends as soon as both ports listen. A fresh machine under load
-  # (first start: rpcbind just started, ganesha builds its caches) was seen to need more than 30 s.
-  for ((i = 0; i < 600; i++)); do # up to ~60 s
-    alive "$gpid" "$GANESHA_ID" || break
+  # Until both ports listen. A fresh machine under load (first start: rpcbind just started, ganesha
+  # builds its caches) was seen to need more than 30 s; a start was also seen to stop for good right
+  # after dropping its capabilities (nothing more in its log, still waiting after 120 s) while the
+  # next start of the same config came up in a second. So a start whose log has not grown for 45 s,
+  # or that does not listen within 120 s, is stopped and tried again (three tries in all).
+  started=$SECONDS
+  grew=$SECONDS
+  logsize=0
+  while alive "$gpid" "$GANESHA_ID"; do
     if listening "$PORT" && listening "$MNT_PORT"; then
       ok=1
       break
     fi
+    size=$(stat -c %s "$LOGFILE" 2>/dev/null || echo 0)
+    if [ "$size" != "$logsize" ]; then
+      logsize=$size
+      grew=$SECONDS
+    fi
+    ((SECONDS - grew < 45 && SECONDS - started < 120)) || break
     sleep 0.1
   done
   [ "$ok" -eq 1 ] && break
   if alive "$gpid" "$GANESHA_ID"; then
-    # Alive and not listening: a start was seen to stop for good right after dropping its
-    # capabilities (nothing more in its log, still waiting after 120 s), while the next start
-    # of the same config came up in a second. Stopped and started again.
-    [ "$attempt" -lt 3 ] || fail "ganesha did not listen on 127.0.0.1:$PORT and :$MNT_PORT within 60 s, three times"
-    log "ganesha did not listen within 60 s (attempt $attempt; its log ends: $(grep -v ':DBUS :' "$LOGFILE" 2>/dev/null | tail -n 1 | sed 's/^.*\] //')); starting it again"
-    stop_pid "$gpid" "$GANESHA_ID" || fail "ganesha (pid $gpid) hangs and does not stop"
+    why="not listening after $((SECONDS - started)) s, its log silent for $((SECONDS - grew)) s"
+    [ "$attempt" -lt 3 ] || fail "ganesha did not listen on 127.0.0.1:$PORT and :$MNT_PORT ($why), three times"
+    log "ganesha is stuck (attempt $attempt: $why; its log ends: $(grep -v ':DBUS :' "$LOGFILE" 2>/dev/null | tail -n 1 | sed 's/^[^[]*\[[^]]*\] //')); starting it again"
+    stop_pid "$gpid" "$GANESHA_ID" || fail "ganesha (pid $gpid) is stuck and does not stop"
     gpid=
     rm -f "$PIDFILE"
     continue

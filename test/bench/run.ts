@@ -470,7 +470,7 @@ async function startGanesha(workDir: string): Promise<Server> {
     await rm(dir, { recursive: true, force: true });
   });
   try {
-    await run(GANESHA_START, [dir, String(nfsPort), String(mountPort)], 240_000); // up to three tries of 60 s
+    await run(GANESHA_START, [dir, String(nfsPort), String(mountPort)], 480_000); // up to three tries of 120 s
   } catch (e) {
     await stop().catch(() => {});
     throw e;

@@ -57,7 +57,7 @@ async function ganesha(): Promise<Endpoint> {
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    await run(path.join(GANESHA, 'start.sh'), [dir, String(nfsPort), String(mountPort)], { timeout: 240_000 }); // three tries of start.sh (hack/ganesha/start.sh)
+    await run(path.join(GANESHA, 'start.sh'), [dir, String(nfsPort), String(mountPort)], { timeout: 480_000 }); // up to three tries (hack/ganesha/start.sh)
   } catch (e) {
     await stop();
     throw e;

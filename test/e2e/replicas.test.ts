@@ -53,7 +53,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * A change sent again while it answers JUKEBOX, as a real client does: a server that cannot prove
  * the others will hear of a change (Redis slow to answer on a loaded machine) refuses it, unmade.
  */
-const jukeboxRetried = <T extends { status: number }>(f: () => Promise<T>): Promise<T> => retryJukebox(f, { maxWaitMs: 30_000 });
+const jukeboxRetried = <T extends { status: number }>(f: () => Promise<T>): Promise<T> =>
+  retryJukebox(f, { maxWaitMs: 30_000, onJukebox: () => jukeboxAnswers++ });
+/** JUKEBOX answers sent again by jukeboxRetried: reported at the end (none on a quiet machine). */
+let jukeboxAnswers = 0;
 
 /** Crossing directory moves through two servers (10 rounds): exactly one of each pair succeeds. */
 async function crossingMoves(ca: NfsOps, cb: NfsOps, prefix: string): Promise<void> {
@@ -132,6 +135,7 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
   });
 
   after(async () => {
+    if (jukeboxAnswers > 0) console.log(`# replicas: ${jukeboxAnswers} JUKEBOX answers to plain changes, sent again`);
     for (const c of clients) c.close();
     for (const s of servers) await s.stop().catch(() => undefined);
     for (const p of proxies) await p.close();

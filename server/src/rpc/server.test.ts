@@ -336,7 +336,7 @@ describe('RPC server over TCP: bounds across connections (issue 11 follow-up)', 
 
   it('a client trickling a record a byte at a time is disconnected at the record deadline', async () => {
     const s = await connect();
-    // ~440 bytes: a minute and more at this pace, far past the deadline even on a loaded machine.
+    // ~440 bytes: some 44 s at this pace, far past the deadline even on a loaded machine.
     const rec = encodeCall(1, PROG + 3, 1, BIG, none, Buffer.alloc(400));
     const wire = Buffer.concat([recordMark(rec.length), rec]);
     const closed = new Promise<void>((r) => s.once('close', () => r()));
