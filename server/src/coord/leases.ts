@@ -277,8 +277,8 @@ export class Coordinator {
     this.boot = boot;
     if (reset) {
       // One ttl for the leases the others believed held to lapse; their opens and locks are
-      // registered again at their first renewal once they reconnect (within a third of the ttl),
-      // which can come up to RECONNECT_LAG_MS after this server's.
+      // registered again as soon as they reconnect (coord/locks.ts), which can be up to
+      // RECONNECT_LAG_MS after this server did.
       this.graceUntil = Date.now() + this.opts.leaseTtlMs + RECONNECT_LAG_MS;
       for (const s of this.stores.values()) s.dropAll();
       this.opts.log.warn(

@@ -265,4 +265,30 @@ describe('cluster lock state in Redis', () => {
     await assert.rejects(c.opens.addShared(c.store, 31, RW, ALL, 'c2'), (e) => isVfsError(e) && e.errno === 'JUKEBOX');
     assert.equal(c.opens.get(c.store, 31), undefined);
   });
+
+  // Last: Redis loses its keys, so every coordinator here starts a grace period.
+  it('a server registers its opens again as soon as it is connected to a Redis that lost its keys, not at its next renewal', async () => {
+    const [a] = servers as [Server, Server];
+    const d = await server();
+    await d.opens.addShared(d.store, 40, RW, 0, 'd');
+    // D's timer stopped: only the reconnection can register it again (under a new incarnation).
+    const inner = d.locks as unknown as { inc: string; timer: NodeJS.Timeout };
+    clearInterval(inner.timer);
+    const before = inner.inc;
+    assert.equal(await a.c.redis.exists(`unit-locks:live:${before}`), 1);
+    await redis.pause();
+    await redis.resume();
+    const registered = async (): Promise<boolean> =>
+      inner.inc !== before && (await a.c.redis.exists(`unit-locks:live:${inner.inc}`).catch(() => 0)) === 1;
+    const deadline = Date.now() + 30_000;
+    while (!(await registered()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(await registered(), 'D is alive again');
+    const opens = await a.c.redis.keys('unit-locks:opens:*:40');
+    assert.equal(opens.length, 1, 'the file has its open entry again');
+    const fields = await a.c.redis.hkeys(opens[0]!);
+    assert.ok(
+      fields.some((f) => f.startsWith(`${inner.inc}|`)),
+      `D's open is registered again (${fields.join(', ')})`,
+    );
+  });
 });

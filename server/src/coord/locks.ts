@@ -353,8 +353,16 @@ export class RedisClusterLocks implements ClusterLocks {
     await l.renew();
     l.timer = setInterval(() => void l.renew(), Math.max(100, Math.floor(l.ttl / 3)));
     l.timer.unref();
+    r.on('ready', l.onReady);
     return l;
   }
+
+  /**
+   * Connected again: renewed at once rather than at the next tick (up to a third of the ttl later).
+   * After Redis lost its keys, that registers this server's opens and locks again as soon as it can,
+   * well within the others' grace (see RECONNECT_LAG_MS in coord/leases.ts).
+   */
+  private readonly onReady = (): void => void this.renew();
 
   private get channel(): string {
     return `${this.prefix}locks`;
@@ -942,6 +950,7 @@ export class RedisClusterLocks implements ClusterLocks {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    this.redis.off('ready', this.onReady);
     // This server's entries stop counting at once.
     await this.redis
       .multi()
