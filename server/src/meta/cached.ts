@@ -153,7 +153,7 @@ export class CachedMetadataStore implements MetadataStore {
   private inodeSeq = 0;
   private readonly pending = new Map<number, PendingAttrs>();
   /** Inodes whose pending changes are being written: their entries stay authoritative meanwhile. */
-  private readonly flushing = new Map<number, Promise<void>>();
+  private readonly flushing = new Map<number, Promise<unknown>>();
   private readonly blocks = new Map<number, BlockMap>();
   /** Bumped per inode by putBlock/dropBlocks: a getBlocks that raced one must not fill the cache. */
   private readonly blockGen = new Map<number, number>();
@@ -499,17 +499,20 @@ export class CachedMetadataStore implements MetadataStore {
   private async setAttrWithPending(id: number, changes: AttrChanges): Promise<Inode> {
     const p = this.pending.get(id)!;
     this.pending.delete(id);
-    let settle!: () => void;
-    const flush = new Promise<void>((resolve) => (settle = resolve));
-    this.flushing.set(id, flush);
-    try {
-      return await this.writeThrough(id, afterPending(p, changes));
-    } catch (err) {
+    const write = this.writeThrough(id, afterPending(p, changes)).catch((err: unknown) => {
       this.notWritten(id, p, err);
       throw err;
+    });
+    return this.asFlush([id], write);
+  }
+
+  /** `work` is the flush of `ids` while it runs (a flush or COMMIT of one of them waits for it). */
+  private async asFlush<T>(ids: readonly number[], work: Promise<T>): Promise<T> {
+    for (const id of ids) this.flushing.set(id, work);
+    try {
+      return await work;
     } finally {
-      if (this.flushing.get(id) === flush) this.flushing.delete(id);
-      settle();
+      for (const id of ids) if (this.flushing.get(id) === work) this.flushing.delete(id);
     }
   }
 
@@ -557,13 +560,7 @@ export class CachedMetadataStore implements MetadataStore {
         continue;
       }
       if (!this.pending.has(id)) return;
-      const p = this.writePending(id);
-      this.flushing.set(id, p);
-      try {
-        await p;
-      } finally {
-        if (this.flushing.get(id) === p) this.flushing.delete(id);
-      }
+      await this.asFlush([id], this.writePending(id));
     }
   }
 
@@ -669,15 +666,11 @@ export class CachedMetadataStore implements MetadataStore {
       for (let at = 0; at < free.length; at += FLUSH_BATCH) {
         const batch = free.slice(at, at + FLUSH_BATCH).filter((id) => this.pending.has(id) && !this.flushing.has(id));
         if (batch.length === 0) continue;
-        const p = this.writeMany(batch);
-        for (const id of batch) this.flushing.set(id, p);
         try {
-          await p;
+          await this.asFlush(batch, this.writeMany(batch));
         } catch {
           // Kept pending (writeMany): the pass below tries each of them on its own, as it does
           // everything else (one failed batch, e.g. a database failover, must not skip the rest).
-        } finally {
-          for (const id of batch) if (this.flushing.get(id) === p) this.flushing.delete(id);
         }
       }
     }
