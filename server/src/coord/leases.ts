@@ -279,12 +279,10 @@ export class Coordinator {
       // One ttl for the leases the others believed held to lapse; their opens and locks are
       // registered again as soon as they reconnect (coord/locks.ts), which can be up to
       // RECONNECT_LAG_MS after this server did.
-      this.graceUntil = Date.now() + this.opts.leaseTtlMs + RECONNECT_LAG_MS;
+      const graceMs = this.opts.leaseTtlMs + RECONNECT_LAG_MS;
+      this.graceUntil = Date.now() + graceMs;
       for (const s of this.stores.values()) s.dropAll();
-      this.opts.log.warn(
-        { graceMs: this.graceUntil - Date.now() },
-        'coordination: Redis has no leases (new or restarted); taking none during a grace period',
-      );
+      this.opts.log.warn({ graceMs }, 'coordination: Redis has no leases (new or restarted); taking none during a grace period');
     }
   }
 

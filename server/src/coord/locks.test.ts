@@ -126,7 +126,7 @@ describe('cluster lock state in Redis', () => {
     assert.equal(await take(a, oa, 100n, 10n, false), true);
     assert.equal(await take(b, ob, 105n, 10n, false), true, 'shared with shared');
     // The announcement arrives through pub/sub: B asks Redis for file 20 from then on.
-    const deadline = Date.now() + 5_000;
+    const deadline = Date.now() + 30_000;
     while (b.ranges.remoteIoConflict(b.store, 20, 0, 1, true) === null && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 20));
     assert.equal(await b.ranges.remoteIoConflict(b.store, 20, 100, 1, false), false, 'a read under a shared lock');
@@ -180,7 +180,7 @@ describe('cluster lock state in Redis', () => {
     assert.equal(r.kind, 'granted');
     assert.equal(await d.ranges.confirmShared(d.store, 50, r.kind === 'granted' ? [r.lock] : []), true);
     const heard = async (): Promise<void> => {
-      const deadline = Date.now() + 5_000;
+      const deadline = Date.now() + 30_000;
       while (b.ranges.remoteIoConflict(b.store, 50, 0, 1, true) === null && Date.now() < deadline)
         await new Promise((res) => setTimeout(res, 20));
     };
