@@ -1,15 +1,16 @@
 // ShareRuntime: converging the served shares to a desired set, as the control plane changes it.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import pLimit from 'p-limit';
 import { BlockCache } from './blocks/cache.js';
-import { MemoryWal } from './blocks/wal.js';
+import { FileWal, MemoryWal } from './blocks/wal.js';
 import type { BlockStoreConfig, ShareConfig } from './config/types.js';
 import { ShareRuntime, type DesiredShares } from './shares.js';
+import { onOneVolume } from './stores.js';
 import { FileService, CreateMode } from './vfs/service.js';
 import { BufferPools } from './wire/buffer-pool.js';
 
@@ -104,5 +105,50 @@ describe('ShareRuntime', () => {
     assert.deepEqual(r.added, []);
     assert.equal(fs.share('/b'), undefined);
     await assert.rejects(rt.apply(desired([share('/c', 'nope')], { b: fsStore('two') }), { strict: true }), /no block store named "nope"/);
+  });
+});
+
+describe('ShareRuntime: uploads of a filesystem store on the WAL volume give way to bursts of writes', () => {
+  it('a filesystem store beside the WAL defers; a memory store, or a memory WAL, does not', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-shares-defer-'));
+    const fs = new FileService(log);
+    const { wal } = await FileWal.open(path.join(dir, 'wal'), { maxBytes: 64 * 1024 * 1024 });
+    wal.tidy();
+    const rt = new ShareRuntime({
+      fileService: fs,
+      wal,
+      cache: new BlockCache(1024 * 1024),
+      uploads: pLimit(4),
+      buffers: new BufferPools(8 * 1024 * 1024),
+      dataDir: dir,
+      log,
+      metrics: null,
+      observe: false,
+    });
+    try {
+      await rt.apply({
+        metadataStores: { m: { type: 'memory' } },
+        blockStores: { local: { type: 'filesystem', block_size: 64 * 1024 }, mem: { type: 'memory', block_size: 64 * 1024 } },
+        shares: [share('/local', 'local'), share('/mem', 'mem')],
+      });
+      assert.equal(fs.share('/local')?.data.defersWhileBusy, true);
+      assert.equal(fs.share('/mem')?.data.defersWhileBusy, false);
+    } finally {
+      await rt.close();
+      await wal.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('onOneVolume: the same volume, another one (/proc), or a path that is not there', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-volume-'));
+    try {
+      await mkdir(path.join(dir, 'a'));
+      assert.equal(onOneVolume(dir, path.join(dir, 'a')), true);
+      assert.equal(onOneVolume(dir, '/proc'), false);
+      assert.equal(onOneVolume(dir, path.join(dir, 'missing')), false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

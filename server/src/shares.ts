@@ -6,13 +6,13 @@
 // its shares re-added over it.
 import type { Logger } from 'pino';
 import type { BlockCache } from './blocks/cache.js';
-import { BlockService } from './blocks/service.js';
+import { BlockService, LOCAL_BUSY_DEFER } from './blocks/service.js';
 import type { BlockStore } from './blocks/store.js';
-import type { Wal } from './blocks/wal.js';
+import { FileWal, type Wal } from './blocks/wal.js';
 import type { BlockStoreConfig, MetadataStoreConfig, ShareConfig } from './config/types.js';
 import type { MetadataStore } from './meta/store.js';
 import type { ServerMetrics } from './obs/metrics.js';
-import { blockStoreFor, metadataStoreFor, type StoreObservation } from './stores.js';
+import { blockStoreFor, filesystemStoreDir, metadataStoreFor, onOneVolume, type StoreObservation } from './stores.js';
 import { shareIdOf } from './vfs/handle.js';
 import type { FileService } from './vfs/service.js';
 import type pLimit from 'p-limit';
@@ -276,12 +276,22 @@ export class ShareRuntime {
       const link = coordination.coherenceFor(storeKey, meta);
       meta.attachCoherence(link, () => coordination.dropCoherence(link));
     }
+    // A filesystem block store on the WAL's volume: an upload adds no durability, only a copy, and
+    // uploads of blocks not completely written give way to bursts of writes (BusyDefer). Not with
+    // several servers: the others read what this one has stored.
+    const wal = this.deps.wal;
+    const localCopy =
+      !leases &&
+      bcfg.type === 'filesystem' &&
+      wal instanceof FileWal &&
+      onOneVolume(wal.dir, filesystemStoreDir(sh.blocks, bcfg, this.deps.dataDir));
     const data = new BlockService(blocks, meta, {
       ...(leases ? { leases } : {}),
+      ...(localCopy ? { busyDefer: LOCAL_BUSY_DEFER } : {}),
       shareId,
       keyPrefix: shareId.toString(16).padStart(8, '0'),
       blockSize: bcfg.block_size,
-      wal: this.deps.wal,
+      wal,
       cache: this.deps.cache,
       uploads: this.deps.uploads,
       buffers: this.deps.buffers,

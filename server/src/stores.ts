@@ -1,5 +1,6 @@
 // Opening stores by name and settings: the metadata engines (the SQL ones behind the caching
 // layer) and the block stores, with tracing and error counting when either is on.
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { FilesystemBlockStore } from './blocks/filesystem.js';
@@ -92,12 +93,26 @@ export function createMetadataStore(
   }
 }
 
+/** The directory of a `filesystem` block store. */
+export function filesystemStoreDir(name: string, cfg: BlockStoreConfig, dataDir: string): string {
+  return path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name));
+}
+
+/** Whether two existing paths are on one volume (one device); false when either cannot be read. */
+export function onOneVolume(a: string, b: string): boolean {
+  try {
+    return statSync(a).dev === statSync(b).dev;
+  } catch {
+    return false;
+  }
+}
+
 export function createBlockStore(name: string, cfg: BlockStoreConfig, dataDir: string): BlockStore {
   switch (cfg.type) {
     case 'memory':
       return new MemoryBlockStore();
     case 'filesystem':
-      return new FilesystemBlockStore(path.resolve(cfg.path ?? path.join(dataDir, 'blocks', name)), { dataDir });
+      return new FilesystemBlockStore(filesystemStoreDir(name, cfg, dataDir), { dataDir });
     case 's3':
       if (!cfg.bucket) throw new Error(`block store ${name}: an s3 store needs a bucket`);
       return new LazyS3BlockStore({

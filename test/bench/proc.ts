@@ -1,6 +1,7 @@
 // The CPU time of a server process, from /proc (Linux): the figure the benchmarks report beside
 // wall-clock time, because unlike wall time it holds on a busy machine.
 import { readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 
 /** Clock ticks per second of /proc/PID/stat (getconf CLK_TCK; 100 on every Linux we run on). */
 let clockTicks = 100;
@@ -35,6 +36,43 @@ export function cpuSeconds(pid: number | undefined, statFile = `/proc/${pid}/sta
  */
 export function mainThreadCpuSeconds(pid: number | undefined): number | undefined {
   return pid ? cpuSeconds(pid, `/proc/${pid}/task/${pid}/stat`) : undefined;
+}
+
+/**
+ * CPU seconds (user + system) of a process's threads: its main thread as "main", the others summed
+ * by thread name (`comm`; Node's thread pool, V8's helpers and worker threads are all "node"
+ * unless named), or an empty map if unreadable. A thread that exited meanwhile is not counted.
+ */
+export function cpuSecondsByThread(pid: number | undefined): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!pid) return out;
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const name = tid === String(pid) ? 'main' : `other ${readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()}`;
+      const s = cpuSeconds(pid, `/proc/${pid}/task/${tid}/stat`);
+      if (s !== undefined) out.set(name, (out.get(name) ?? 0) + s);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/** VmHWM (peak resident set) of a process, in KiB, or undefined if unreadable. */
+export async function vmHwmKiB(pid: number | undefined): Promise<number | undefined> {
+  if (!pid) return undefined;
+  try {
+    const m = /^VmHWM:\s+(\d+)\s+kB$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -66,7 +66,7 @@ import {
 } from './backends.js';
 import { formatCacheCounts, formatCallTimes, formatGcTimes, readCacheCounts, readCallTimes, readGcTimes } from './call-times.js';
 import { cpuProfEnv, prepareCpuProf } from './cpu-prof.js';
-import { cpuSeconds, mainThreadCpuSeconds, setClockTicks, TreeCpuWatch, writtenBytes } from './proc.js';
+import { cpuSeconds, mainThreadCpuSeconds, setClockTicks, TreeCpuWatch, vmHwmKiB, writtenBytes } from './proc.js';
 import { runSmallFiles, type SmallFilesResult } from './smallfiles.js';
 import { DEFAULT_DIR_SIZES, parseDirSizes, runDirScale, type DirScaleStep } from './dirscale.js';
 import { checkFilled, fillDirectory, RESTART_TARGET_SECONDS, type RestartResult } from './restart.js';
@@ -379,17 +379,6 @@ async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file, { highWaterMark: 4 * MiB })) hash.update(chunk as Buffer);
   return hash.digest('hex');
-}
-
-/** VmHWM (peak resident set) of a process, in KiB, or undefined if unreadable. */
-async function vmHwmKiB(pid: number | undefined): Promise<number | undefined> {
-  if (!pid) return undefined;
-  try {
-    const m = /^VmHWM:\s+(\d+)\s+kB$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** CPU seconds the process used since `from` (a cpuSeconds reading), or undefined. */

@@ -20,7 +20,7 @@ import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { freePort, REPO_ROOT, startDittofs } from '../helpers/server.js';
 import { cpuProfEnv, prepareCpuProf } from './cpu-prof.js';
-import { cpuSeconds } from './proc.js';
+import { cpuSeconds, cpuSecondsByThread, vmHwmKiB } from './proc.js';
 import { NfsError, Nfs3Client, XdrWriter, type XdrReader } from './nfsclient.js';
 
 const run = promisify(execFile);
@@ -93,7 +93,12 @@ function sattr3(w: XdrWriter, a: (typeof SETATTRS)[number]): XdrWriter {
 }
 
 /** Replays `files` files; microseconds per file by kind of call. */
-async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number> & { total: number; cpu: number | undefined }> {
+async function replay(
+  ep: Endpoint,
+  files: number,
+): Promise<
+  Record<Kind, number> & { total: number; cpu: number | undefined; threads: Map<string, number>; peakRssKiB: number | undefined }
+> {
   const c = await Nfs3Client.connect({ nfsPort: ep.nfsPort, mountPort: ep.mountPort, exportPath: '/export', callTimeoutMs: 30_000 });
   try {
     const top = await c.mkdirFresh(`untar-replay-${process.pid}-${Date.now()}`);
@@ -105,6 +110,7 @@ async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number>
       spent[k] += performance.now() - t0;
     };
     const cpu0 = cpuSeconds(ep.pid);
+    const threads0 = cpuSecondsByThread(ep.pid);
     const t0 = performance.now();
     let dir = top;
     for (let i = 0; i < files; i++) {
@@ -140,11 +146,16 @@ async function replay(ep: Endpoint, files: number): Promise<Record<Kind, number>
     }
     const total = performance.now() - t0;
     const cpu1 = cpuSeconds(ep.pid);
+    const threads1 = cpuSecondsByThread(ep.pid);
     const perFile = (ms: number) => (ms * 1000) / files;
+    const threads = new Map<string, number>();
+    for (const [name, s] of threads1) threads.set(name, perFile((s - (threads0.get(name) ?? 0)) * 1000));
     return {
       ...(Object.fromEntries(KINDS.map((k) => [k, perFile(spent[k])])) as Record<Kind, number>),
       total: perFile(total),
       cpu: cpu0 === undefined || cpu1 === undefined ? undefined : perFile((cpu1 - cpu0) * 1000),
+      threads,
+      peakRssKiB: await vmHwmKiB(ep.pid),
     };
   } finally {
     await c.close();
@@ -181,6 +192,11 @@ async function main(): Promise<void> {
         totals.set(ep.name, [...(totals.get(ep.name) ?? []), res.total]);
         const cells = [String(r), ep.name, res.total.toFixed(0), ...KINDS.map((k) => res[k].toFixed(0)), res.cpu?.toFixed(0) ?? '-'];
         console.log(cells.map((s) => s.padStart(12)).join(''));
+        const byThread = [...res.threads].filter(([, us]) => us >= 1).sort((a, b) => b[1] - a[1]);
+        const rss = res.peakRssKiB === undefined ? '-' : (res.peakRssKiB / 1024).toFixed(1);
+        console.log(
+          `${''.padStart(24)}server CPU µs per file by thread: ${byThread.map(([n, us]) => `${n} ${us.toFixed(0)}`).join(', ')}; peak RSS ${rss} MiB`,
+        );
       } finally {
         await ep.stop();
       }

@@ -9,6 +9,7 @@ import { BlockService, MAX_BACKGROUND_FREES } from './service.js';
 import { FileWal, MemoryWal, REC_HEADER, SEG_HEADER, type Wal, type WalAppend } from './wal.js';
 import { BufferPools } from '../wire/buffer-pool.js';
 import { mkfile } from '../testing/blocks.js';
+import { until } from '../testing/until.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -724,5 +725,121 @@ describe('transfer bounds', () => {
     assert.equal(store.size, 60);
     assert.ok(store.max <= 3 && store.max >= 2, `at most 3 uploads at once (saw ${store.max})`);
     await svc.close();
+  });
+});
+
+describe('uploads giving way to bursts of writes (busyDefer)', () => {
+  /** Records which files' blocks were stored, in order. */
+  class Recording extends MemoryBlockStore {
+    readonly stored: number[] = [];
+    override async put(key: string, data: Buffer): Promise<void> {
+      await super.put(key, data);
+      this.stored.push(Number(key.split('/')[1]));
+    }
+  }
+
+  async function deferring(busyDefer: { maxMs: number; quietMs: number; maxBlocks: number }) {
+    const meta = new MemoryMetadataStore();
+    const store = new Recording();
+    const svc = new BlockService(store, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: new MemoryWal(1024 * BS),
+      cache: new BlockCache(8 * BS),
+      idleFlushMs: 100,
+      busyDefer,
+    });
+    return { meta, store, svc };
+  }
+
+  it('keeps partial blocks due for upload back while writes come, the newest maxBlocks of them; complete blocks go at once', async () => {
+    const { meta, store, svc } = await deferring({ maxMs: 600_000, quietMs: 600_000, maxBlocks: 2 });
+    try {
+      const files = [];
+      for (let i = 0; i < 5; i++) {
+        const f = await mkfile(meta);
+        files.push(f);
+        await svc.write(f, 0, Buffer.alloc(30, i + 1));
+      }
+      const full = await mkfile(meta);
+      await svc.write(full, 0, Buffer.alloc(BS, 9));
+      // Due after 100 ms; the ticks find the service busy (a write within quietMs).
+      await until(() => store.stored.length >= 4 && svc.deferredBlocks === 2, 'the oldest three small files and the full block stored');
+      assert.deepEqual([...store.stored].sort(), [...files.slice(0, 3), full].sort(), 'the oldest small files go, the newest two wait');
+      assert.equal(store.stored[0], full, 'the complete block was stored at once, before any small file was due');
+      for (const f of files.slice(3))
+        assert.deepEqual(await svc.read(f, 0, 30, 30), Buffer.alloc(30, files.indexOf(f) + 1), 'kept data reads back');
+      // An explicit flush does not wait.
+      await svc.flush(files[4]!);
+      assert.ok(store.stored.includes(files[4]!));
+      assert.ok(!store.stored.includes(files[3]!), 'the other one still waits');
+    } finally {
+      await svc.close();
+    }
+    assert.equal(store.stored.length, 6, 'close stores what waited');
+  });
+
+  it('a block waits no longer than maxMs after its first write, nor past quietMs without writes', async () => {
+    const aged = await deferring({ maxMs: 1_500, quietMs: 600_000, maxBlocks: 100 });
+    const quiet = await deferring({ maxMs: 600_000, quietMs: 1_000, maxBlocks: 100 });
+    try {
+      const a = await mkfile(aged.meta);
+      const q = await mkfile(quiet.meta);
+      const t0 = Date.now();
+      await aged.svc.write(a, 0, Buffer.alloc(30, 1));
+      await quiet.svc.write(q, 0, Buffer.alloc(30, 2));
+      await until(() => aged.store.stored.length === 1 && quiet.store.stored.length === 1, 'both stored');
+      // Lower bounds only: a slow machine makes them later, never earlier.
+      assert.ok(Date.now() - t0 >= 1_000);
+      assert.ok(aged.svc.deferredBlocks === 0 && quiet.svc.deferredBlocks === 0);
+    } finally {
+      await aged.svc.close();
+      await quiet.svc.close();
+    }
+  });
+
+  it('a file removed while its upload waits is never uploaded', async () => {
+    const { meta, store, svc } = await deferring({ maxMs: 600_000, quietMs: 1_000, maxBlocks: 100 });
+    try {
+      const f = await mkfile(meta);
+      await svc.write(f, 0, Buffer.alloc(30, 1));
+      await until(() => svc.deferredBlocks === 1, 'the block kept back');
+      await svc.free(f);
+      // Quiet now: the next tick keeps nothing back, and has nothing to store.
+      await until(() => svc.deferredBlocks === 0, 'a tick past quietMs');
+      assert.equal(store.stored.length, 0);
+    } finally {
+      await svc.close();
+    }
+    assert.equal(store.stored.length, 0);
+  });
+
+  it('without busyDefer a partial block is stored once due, writes or not', async () => {
+    const meta = new MemoryMetadataStore();
+    const store = new Recording();
+    const svc = new BlockService(store, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal: new MemoryWal(1024 * BS),
+      cache: new BlockCache(8 * BS),
+      idleFlushMs: 100,
+    });
+    try {
+      const f = await mkfile(meta);
+      const g = await mkfile(meta);
+      await svc.write(f, 0, Buffer.alloc(30, 1));
+      // Writes keep coming (to another file, every 5 ms) until f is stored.
+      const deadline = Date.now() + 30_000;
+      for (let i = 1; !store.stored.includes(f) && Date.now() < deadline; i++) {
+        await svc.write(g, 0, Buffer.alloc(30, (i % 200) + 1));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.ok(store.stored.includes(f));
+      assert.equal(svc.deferredBlocks, 0);
+    } finally {
+      await svc.close();
+    }
   });
 });

@@ -165,6 +165,11 @@ export interface BlockServiceOptions {
   /** Upload blocks that have been dirty this long (ms). */
   idleFlushMs?: number;
   /**
+   * Blocks not completely written wait past `idleFlushMs` while the service keeps taking writes
+   * (see BusyDefer); absent: none waits.
+   */
+  busyDefer?: BusyDefer;
+  /**
    * How long a writer waits for WAL room before the write is refused (ms): JUKEBOX when the log is
    * at its size limit, NOSPC when its volume is full.
    */
@@ -206,6 +211,26 @@ export interface WriteLeases {
   /** After a replay: hold the leases of the files with replayed data, so readers elsewhere wait for it. */
   adopt?(inodeIds: readonly number[]): Promise<void>;
 }
+
+/**
+ * How uploads of blocks not completely written (small files, the tails of others) give way to a
+ * burst of writes: while a write came in the last `quietMs`, such a block due for upload waits,
+ * until `maxMs` after its first write, and `maxBlocks` of them at most (the oldest beyond go).
+ * An untar or `npm ci` is then not slowed by the uploads of its first files (each small file's
+ * upload costs more CPU and fsyncs than its CREATE, WRITE and SETATTRs: measured in
+ * test/bench/untar-replay.ts), they run once the burst is over, and the files it removes meanwhile
+ * are never uploaded. Complete blocks go at once as always, and so does anything the WAL needs
+ * room for. Only for a block store on the WAL's own volume (see shares.ts), where the WAL already
+ * makes the data durable and an upload adds nothing but a copy.
+ */
+export interface BusyDefer {
+  maxMs: number;
+  quietMs: number;
+  maxBlocks: number;
+}
+
+/** BusyDefer for a filesystem block store on the WAL's volume: 16,384 blocks of small files. */
+export const LOCAL_BUSY_DEFER: Readonly<BusyDefer> = Object.freeze({ maxMs: 60_000, quietMs: 1_000, maxBlocks: 16_384 });
 
 /** A block switch that lost a race with another server is built again on the new row this often at most. */
 const MAX_SWITCH_ATTEMPTS = 8;
@@ -270,6 +295,10 @@ export class BlockService {
    */
   private readonly roomWaits = new Map<number, { n: number; idle: (() => void)[] }>();
   private readonly timer: NodeJS.Timeout;
+  /** Date.now() of the last write taken (see BusyDefer). */
+  private lastWriteAt = 0;
+  /** Blocks due for upload that the last idle-flush tick kept back (see BusyDefer; tests, diagnostics). */
+  deferredBlocks = 0;
   private closed = false;
   /** While replaying the WAL no upload starts: each block is uploaded once, with its final content. */
   private replaying = false;
@@ -315,6 +344,11 @@ export class BlockService {
     const gcEvery = opts.gcIntervalMs ?? 3_600_000;
     this.gcTimer = gcEvery > 0 ? setInterval(() => void this.collectGarbage().catch(() => undefined), gcEvery) : null;
     this.gcTimer?.unref();
+  }
+
+  /** Whether uploads of partial blocks give way to bursts of writes (BusyDefer). */
+  get defersWhileBusy(): boolean {
+    return this.opts.busyDefer !== undefined;
   }
 
   private state(inodeId: number, index: number): BlockState {
@@ -380,6 +414,7 @@ export class BlockService {
     }
     for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
     admitted?.();
+    this.lastWriteAt = Date.now();
     // Appended before any await when there is room: appends (and the index) stay in call order.
     const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token), inodeId);
     // An append that waited for WAL room may come after the lease was handed over: never acknowledged
@@ -552,9 +587,33 @@ export class BlockService {
     this.releaseTimesFrom(performance.now() - TIMES_HOLD_MS);
     // While replaying, versions set aside under older leases go first once it is over.
     if (this.replaying) return;
-    const cutoff = Date.now() - idleMs;
+    const now = Date.now();
+    const cutoff = now - idleMs;
+    const defer = this.opts.busyDefer;
+    if (defer === undefined || now - this.lastWriteAt >= defer.quietMs) {
+      this.deferredBlocks = 0;
+      for (const [ino, m] of this.files) {
+        for (const [index, s] of m) if (s.dirty && s.dirty.since <= cutoff) void this.startUpload(ino, index, true);
+      }
+      return;
+    }
+    // Busy: blocks first written before `oldest` go; of the younger ones due, all but the newest
+    // `maxBlocks` go (the map keeps the order of the files' first writes: the oldest come first).
+    const oldest = now - defer.maxMs;
+    let due = 0;
+    for (const m of this.files.values())
+      for (const s of m.values()) if (s.dirty && s.dirty.since <= cutoff && s.dirty.since > oldest) due++;
+    let over = Math.max(0, due - defer.maxBlocks);
+    this.deferredBlocks = due - over;
     for (const [ino, m] of this.files) {
-      for (const [index, s] of m) if (s.dirty && s.dirty.since <= cutoff) void this.startUpload(ino, index, true);
+      for (const [index, s] of m) {
+        if (!s.dirty || s.dirty.since > cutoff) continue;
+        if (s.dirty.since > oldest) {
+          if (over === 0) continue;
+          over--;
+        }
+        void this.startUpload(ino, index, true);
+      }
     }
   }
 

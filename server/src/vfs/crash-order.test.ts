@@ -16,6 +16,7 @@ import { FileWal, type WalHolder, type WalSegment } from '../blocks/wal.js';
 import { CachedMetadataStore } from '../meta/cached.js';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { TEST_SHARE } from '../testing/memory-server.js';
+import { until } from '../testing/until.js';
 import { CreateMode, FileService } from './service.js';
 import { compareTimespec } from './types.js';
 
@@ -135,12 +136,6 @@ async function heldUntilDurable(released: WalHolder[], open: () => void): Promis
 }
 
 /** Settles once `check` holds, polled every few milliseconds (bounded: fails after 30 s). */
-async function until(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (!check() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-  assert.ok(check(), what);
-}
-
 describe('crash order of data and metadata', () => {
   it('a WRITE racing a truncate changes the size in the order its data lands, before and after a crash', async () => {
     const dir = walDir();
