@@ -1,5 +1,6 @@
 // ShareRuntime: converging the served shares to a desired set, as the control plane changes it.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import pLimit from 'p-limit';
 import { BlockCache } from './blocks/cache.js';
-import { FileWal, MemoryWal } from './blocks/wal.js';
+import { FileWal, MemoryWal, type Wal as ShareRuntimeWal } from './blocks/wal.js';
 import type { BlockStoreConfig, ShareConfig } from './config/types.js';
 import { ShareRuntime, type DesiredShares } from './shares.js';
 import { onOneVolume } from './stores.js';
@@ -109,11 +110,8 @@ describe('ShareRuntime', () => {
 });
 
 describe('ShareRuntime: uploads of a filesystem store on the WAL volume give way to bursts of writes', () => {
-  it('a filesystem store beside the WAL defers; a memory store, or a memory WAL, does not', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-shares-defer-'));
+  async function runtime(dir: string, wal: ShareRuntimeWal) {
     const fs = new FileService(log);
-    const { wal } = await FileWal.open(path.join(dir, 'wal'), { maxBytes: 64 * 1024 * 1024 });
-    wal.tidy();
     const rt = new ShareRuntime({
       fileService: fs,
       wal,
@@ -125,17 +123,43 @@ describe('ShareRuntime: uploads of a filesystem store on the WAL volume give way
       metrics: null,
       observe: false,
     });
+    return { fs, rt };
+  }
+  const stores = (extra: Record<string, BlockStoreConfig> = {}): Record<string, BlockStoreConfig> => ({
+    local: { type: 'filesystem', block_size: 64 * 1024 },
+    mem: { type: 'memory', block_size: 64 * 1024 },
+    ...extra,
+  });
+
+  it('a filesystem store beside a WAL on disk defers; a memory store, a memory WAL or another volume does not', async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-shares-defer-'));
+    const { wal } = await FileWal.open(path.join(dir, 'wal'), { maxBytes: 64 * 1024 * 1024 });
+    wal.tidy();
+    const onDisk = await runtime(dir, wal);
+    const inMemory = await runtime(path.join(dir, 'mem'), new MemoryWal(64 * 1024 * 1024));
+    // Another volume: a tmpfs mounted for the test (the tests run as root; else that case is left out).
+    let elsewhere: string | null = path.join(dir, 'far');
+    await mkdir(elsewhere);
+    if (process.getuid?.() !== 0 || spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', elsewhere]).status !== 0) elsewhere = null;
     try {
-      await rt.apply({
+      await onDisk.rt.apply({
         metadataStores: { m: { type: 'memory' } },
-        blockStores: { local: { type: 'filesystem', block_size: 64 * 1024 }, mem: { type: 'memory', block_size: 64 * 1024 } },
-        shares: [share('/local', 'local'), share('/mem', 'mem')],
+        blockStores: stores(
+          elsewhere === null ? {} : { far: { type: 'filesystem', block_size: 64 * 1024, path: path.join(elsewhere, 'b') } },
+        ),
+        shares: [share('/local', 'local'), share('/mem', 'mem'), ...(elsewhere === null ? [] : [share('/far', 'far')])],
       });
-      assert.equal(fs.share('/local')?.data.defersWhileBusy, true);
-      assert.equal(fs.share('/mem')?.data.defersWhileBusy, false);
+      assert.equal(onDisk.fs.share('/local')?.data.defersWhileBusy, true);
+      assert.equal(onDisk.fs.share('/mem')?.data.defersWhileBusy, false);
+      if (elsewhere === null) t.diagnostic('not root, or mount failed: the other-volume case is not tried');
+      else assert.equal(onDisk.fs.share('/far')?.data.defersWhileBusy, false);
+      await inMemory.rt.apply({ metadataStores: { m: { type: 'memory' } }, blockStores: stores(), shares: [share('/local', 'local')] });
+      assert.equal(inMemory.fs.share('/local')?.data.defersWhileBusy, false);
     } finally {
-      await rt.close();
+      await onDisk.rt.close();
+      await inMemory.rt.close();
       await wal.close();
+      if (elsewhere !== null) spawnSync('umount', ['-l', elsewhere]);
       await rm(dir, { recursive: true, force: true });
     }
   });

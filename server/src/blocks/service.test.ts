@@ -729,32 +729,47 @@ describe('transfer bounds', () => {
 });
 
 describe('uploads giving way to bursts of writes (busyDefer)', () => {
-  /** Records which files' blocks were stored, in order. */
+  /** Records which files' blocks were stored, in order, and when; `failFirst` puts fail first. */
   class Recording extends MemoryBlockStore {
     readonly stored: number[] = [];
+    readonly at: number[] = [];
+    failFirst = 0;
     override async put(key: string, data: Buffer): Promise<void> {
+      if (this.failFirst > 0) {
+        this.failFirst--;
+        throw new Error('store unreachable');
+      }
       await super.put(key, data);
       this.stored.push(Number(key.split('/')[1]));
+      this.at.push(Date.now());
     }
   }
 
-  async function deferring(busyDefer: { maxMs: number; quietMs: number; maxBlocks: number }) {
+  function deferring(busyDefer: { maxMs: number; quietMs: number; maxBlocks: number }, walBytes = 1024 * BS) {
     const meta = new MemoryMetadataStore();
     const store = new Recording();
+    const wal = new MemoryWal(walBytes);
     const svc = new BlockService(store, meta, {
       shareId: 1,
       keyPrefix: 't',
       blockSize: BS,
-      wal: new MemoryWal(1024 * BS),
+      wal,
       cache: new BlockCache(8 * BS),
       idleFlushMs: 100,
       busyDefer,
     });
-    return { meta, store, svc };
+    return { meta, store, svc, wal };
   }
+  const LONG = 600_000;
 
-  it('keeps partial blocks due for upload back while writes come, the newest maxBlocks of them; complete blocks go at once', async () => {
-    const { meta, store, svc } = await deferring({ maxMs: 600_000, quietMs: 600_000, maxBlocks: 2 });
+  it('keeps partial blocks due for upload back while writes come, the newest maxBlocks of them, syncing the WAL; complete blocks go at once', async () => {
+    const { meta, store, svc, wal } = deferring({ maxMs: LONG, quietMs: LONG, maxBlocks: 2 });
+    let syncs = 0;
+    const sync = wal.sync.bind(wal);
+    wal.sync = () => {
+      syncs++;
+      return sync();
+    };
     try {
       const files = [];
       for (let i = 0; i < 5; i++) {
@@ -764,10 +779,11 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
       }
       const full = await mkfile(meta);
       await svc.write(full, 0, Buffer.alloc(BS, 9));
-      // Due after 100 ms; the ticks find the service busy (a write within quietMs).
+      // Due after 100 ms; the ticks find the share busy (a write within quietMs).
       await until(() => store.stored.length >= 4 && svc.deferredBlocks === 2, 'the oldest three small files and the full block stored');
       assert.deepEqual([...store.stored].sort(), [...files.slice(0, 3), full].sort(), 'the oldest small files go, the newest two wait');
       assert.equal(store.stored[0], full, 'the complete block was stored at once, before any small file was due');
+      assert.ok(syncs > 0, 'the WAL is synced while blocks wait');
       for (const f of files.slice(3))
         assert.deepEqual(await svc.read(f, 0, 30, 30), Buffer.alloc(30, files.indexOf(f) + 1), 'kept data reads back');
       // An explicit flush does not wait.
@@ -780,9 +796,32 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
     assert.equal(store.stored.length, 6, 'close stores what waited');
   });
 
+  it('beyond maxBlocks the blocks first written longest ago go, whatever file they are in', async () => {
+    const { meta, store, svc } = deferring({ maxMs: LONG, quietMs: LONG, maxBlocks: 1 });
+    /** Until the clock moves on, so that the next write's block is younger. */
+    const tick = async () => {
+      const t = Date.now();
+      while (Date.now() === t) await new Promise((r) => setTimeout(r, 1));
+    };
+    try {
+      const x = await mkfile(meta);
+      const y = await mkfile(meta);
+      await svc.write(x, 0, Buffer.alloc(30, 1));
+      await tick();
+      await svc.write(y, 0, Buffer.alloc(30, 2));
+      await tick();
+      // A second block of x, younger than y's though x's file came first.
+      await svc.write(x, BS, Buffer.alloc(30, 3));
+      await until(() => store.stored.length === 2 && svc.deferredBlocks === 1, 'two of the three stored');
+      assert.deepEqual([...store.stored].sort(), [x, y].sort(), "x's first block and y's go; x's second, the youngest, waits");
+    } finally {
+      await svc.close();
+    }
+  });
+
   it('a block waits no longer than maxMs after its first write, nor past quietMs without writes', async () => {
-    const aged = await deferring({ maxMs: 1_500, quietMs: 600_000, maxBlocks: 100 });
-    const quiet = await deferring({ maxMs: 600_000, quietMs: 1_000, maxBlocks: 100 });
+    const aged = deferring({ maxMs: 1_500, quietMs: LONG, maxBlocks: 100 });
+    const quiet = deferring({ maxMs: LONG, quietMs: 1_000, maxBlocks: 100 });
     try {
       const a = await mkfile(aged.meta);
       const q = await mkfile(quiet.meta);
@@ -791,7 +830,8 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
       await quiet.svc.write(q, 0, Buffer.alloc(30, 2));
       await until(() => aged.store.stored.length === 1 && quiet.store.stored.length === 1, 'both stored');
       // Lower bounds only: a slow machine makes them later, never earlier.
-      assert.ok(Date.now() - t0 >= 1_000);
+      assert.ok(aged.store.at[0]! - t0 >= 1_500, `stored ${aged.store.at[0]! - t0} ms after its write`);
+      assert.ok(quiet.store.at[0]! - t0 >= 1_000, `stored ${quiet.store.at[0]! - t0} ms after the last write`);
       assert.ok(aged.svc.deferredBlocks === 0 && quiet.svc.deferredBlocks === 0);
     } finally {
       await aged.svc.close();
@@ -799,20 +839,44 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
     }
   });
 
+  it('nothing waits once the WAL holds a quarter of its limit, nor a block whose upload failed', async () => {
+    // 4 KiB of WAL: three partial blocks of 400 bytes are past a quarter of it.
+    const filling = deferring({ maxMs: LONG, quietMs: LONG, maxBlocks: 100 }, 4 * BS);
+    const failing = deferring({ maxMs: LONG, quietMs: LONG, maxBlocks: 100 });
+    try {
+      const fs = [];
+      for (let i = 0; i < 3; i++) {
+        const f = await mkfile(filling.meta);
+        fs.push(f);
+        await filling.svc.write(f, 0, Buffer.alloc(400, i + 1));
+      }
+      failing.store.failFirst = 1;
+      const g = await mkfile(failing.meta);
+      await failing.svc.write(g, 0, Buffer.alloc(30, 7));
+      await assert.rejects(failing.svc.flush(g), /store unreachable/);
+      // Retried after its backoff (1 s) by the idle flush, busy or not.
+      await until(() => filling.store.stored.length === 3 && failing.store.stored.length === 1, 'all stored');
+      assert.equal(filling.svc.deferredBlocks, 0);
+      assert.equal(failing.svc.deferredBlocks, 0);
+    } finally {
+      await filling.svc.close();
+      await failing.svc.close();
+    }
+  });
+
   it('a file removed while its upload waits is never uploaded', async () => {
-    const { meta, store, svc } = await deferring({ maxMs: 600_000, quietMs: 1_000, maxBlocks: 100 });
+    const { meta, store, svc } = deferring({ maxMs: LONG, quietMs: LONG, maxBlocks: 100 });
     try {
       const f = await mkfile(meta);
       await svc.write(f, 0, Buffer.alloc(30, 1));
       await until(() => svc.deferredBlocks === 1, 'the block kept back');
       await svc.free(f);
-      // Quiet now: the next tick keeps nothing back, and has nothing to store.
-      await until(() => svc.deferredBlocks === 0, 'a tick past quietMs');
+      await until(() => svc.deferredBlocks === 0, 'a tick that finds nothing to keep back');
       assert.equal(store.stored.length, 0);
     } finally {
       await svc.close();
     }
-    assert.equal(store.stored.length, 0);
+    assert.equal(store.stored.length, 0, 'close stores no data of the removed file');
   });
 
   it('without busyDefer a partial block is stored once due, writes or not', async () => {

@@ -214,14 +214,18 @@ export interface WriteLeases {
 
 /**
  * How uploads of blocks not completely written (small files, the tails of others) give way to a
- * burst of writes: while a write came in the last `quietMs`, such a block due for upload waits,
- * until `maxMs` after its first write, and `maxBlocks` of them at most (the oldest beyond go).
- * An untar or `npm ci` is then not slowed by the uploads of its first files (each small file's
- * upload costs more CPU and fsyncs than its CREATE, WRITE and SETATTRs: measured in
- * test/bench/untar-replay.ts), they run once the burst is over, and the files it removes meanwhile
- * are never uploaded. Complete blocks go at once as always, and so does anything the WAL needs
- * room for. Only for a block store on the WAL's own volume (see shares.ts), where the WAL already
- * makes the data durable and an upload adds nothing but a copy.
+ * burst of writes. Such a block is due for upload `idleFlushMs` after the first write of its
+ * current version; while the share took a write in the last `quietMs`, a due block waits, until
+ * `maxMs` after that first write, and `maxBlocks` of them at most (the oldest beyond go). An untar
+ * or `npm ci` is then not slowed by the uploads of its first files (each small file's upload costs
+ * more CPU and fsyncs than its CREATE, WRITE and SETATTRs: test/bench/untar-replay.ts), they run
+ * once the burst is over, and the files it removes meanwhile are never uploaded.
+ * Nothing waits once the WAL holds a quarter of its limit (a waiting block keeps its segment, and
+ * every newer one, from being let go), nor a block whose upload failed; complete blocks, flushes,
+ * WAL pressure and close never wait. While blocks wait, each idle-flush tick also fsyncs the WAL,
+ * so that data no COMMIT covered is on disk as soon as an upload would have put it there.
+ * Only for a block store on the WAL's own volume and one server (see shares.ts): there an upload
+ * adds no durability to a synced WAL, only a copy on the same disk.
  */
 export interface BusyDefer {
   maxMs: number;
@@ -229,7 +233,7 @@ export interface BusyDefer {
   maxBlocks: number;
 }
 
-/** BusyDefer for a filesystem block store on the WAL's volume: 16,384 blocks of small files. */
+/** BusyDefer for a filesystem block store on the WAL's volume. */
 export const LOCAL_BUSY_DEFER: Readonly<BusyDefer> = Object.freeze({ maxMs: 60_000, quietMs: 1_000, maxBlocks: 16_384 });
 
 /** A block switch that lost a race with another server is built again on the new row this often at most. */
@@ -297,8 +301,8 @@ export class BlockService {
   private readonly timer: NodeJS.Timeout;
   /** Date.now() of the last write taken (see BusyDefer). */
   private lastWriteAt = 0;
-  /** Blocks due for upload that the last idle-flush tick kept back (see BusyDefer; tests, diagnostics). */
-  deferredBlocks = 0;
+  /** Blocks due for upload that the last idle-flush tick kept back (see BusyDefer). */
+  private deferred = 0;
   private closed = false;
   /** While replaying the WAL no upload starts: each block is uploaded once, with its final content. */
   private replaying = false;
@@ -349,6 +353,11 @@ export class BlockService {
   /** Whether uploads of partial blocks give way to bursts of writes (BusyDefer). */
   get defersWhileBusy(): boolean {
     return this.opts.busyDefer !== undefined;
+  }
+
+  /** Blocks due for upload that the last idle-flush tick kept back (BusyDefer; tests, diagnostics). */
+  get deferredBlocks(): number {
+    return this.deferred;
   }
 
   private state(inodeId: number, index: number): BlockState {
@@ -590,31 +599,28 @@ export class BlockService {
     const now = Date.now();
     const cutoff = now - idleMs;
     const defer = this.opts.busyDefer;
-    if (defer === undefined || now - this.lastWriteAt >= defer.quietMs) {
-      this.deferredBlocks = 0;
-      for (const [ino, m] of this.files) {
-        for (const [index, s] of m) if (s.dirty && s.dirty.since <= cutoff) void this.startUpload(ino, index, true);
-      }
-      return;
-    }
-    // Busy: blocks first written before `oldest` go; of the younger ones due, all but the newest
-    // `maxBlocks` go (the map keeps the order of the files' first writes: the oldest come first).
-    const oldest = now - defer.maxMs;
-    let due = 0;
-    for (const m of this.files.values())
-      for (const s of m.values()) if (s.dirty && s.dirty.since <= cutoff && s.dirty.since > oldest) due++;
-    let over = Math.max(0, due - defer.maxBlocks);
-    this.deferredBlocks = due - over;
+    const busy = defer !== undefined && now - this.lastWriteAt < defer.quietMs && this.wal.usedBytes * 4 < this.wal.maxBytes;
+    // Due blocks that may wait (see BusyDefer): first written since `oldest`, never failed. A
+    // complete block is not among them: its upload started when it became complete.
+    const oldest = busy ? now - defer.maxMs : Infinity;
+    const waiting: { since: number; ino: number; index: number }[] = [];
     for (const [ino, m] of this.files) {
       for (const [index, s] of m) {
-        if (!s.dirty || s.dirty.since > cutoff) continue;
-        if (s.dirty.since > oldest) {
-          if (over === 0) continue;
-          over--;
-        }
-        void this.startUpload(ino, index, true);
+        const v = s.dirty;
+        if (v === null || v.since > cutoff) continue;
+        if (v.since > oldest && s.failures === 0) waiting.push({ since: v.since, ino, index });
+        else void this.startUpload(ino, index, true);
       }
     }
+    // Beyond maxBlocks, the oldest go.
+    const over = waiting.length - (defer?.maxBlocks ?? 0);
+    if (over > 0) {
+      waiting.sort((a, b) => a.since - b.since);
+      for (const w of waiting.splice(0, over)) void this.startUpload(w.ino, w.index, true);
+    }
+    this.deferred = waiting.length;
+    // Data no COMMIT covered reaches the disk as an upload would have put it there.
+    if (waiting.length > 0) void this.wal.sync().catch(() => undefined);
   }
 
   /**

@@ -238,6 +238,8 @@ export interface Wal {
   oldestHolders(): WalHolder[];
   /** Bytes the log holds (for metrics and tests). */
   readonly usedBytes: number;
+  /** The log's size limit: `full` past it. */
+  readonly maxBytes: number;
   close(): Promise<void>;
 }
 
@@ -727,6 +729,10 @@ export class FileWal implements Wal {
         'cache.wal_max_bytes is larger than the WAL volume: when the volume fills, writers wait for uploads to free space',
       );
     }
+  }
+
+  get maxBytes(): number {
+    return this.opts.maxBytes;
   }
 
   get usedBytes(): number {
