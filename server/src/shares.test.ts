@@ -34,6 +34,23 @@ function share(name: string, blocks = 'b', extra: Partial<ShareConfig> = {}): Sh
   };
 }
 
+/** A share runtime serving into a new file service, over `wal`, its stores under `dataDir`. */
+function runtime(dataDir: string, wal: ShareRuntimeWal): { fs: FileService; rt: ShareRuntime } {
+  const fs = new FileService(log);
+  const rt = new ShareRuntime({
+    fileService: fs,
+    wal,
+    cache: new BlockCache(1024 * 1024),
+    uploads: pLimit(4),
+    buffers: new BufferPools(8 * 1024 * 1024),
+    dataDir,
+    log,
+    metrics: null,
+    observe: false,
+  });
+  return { fs, rt };
+}
+
 describe('ShareRuntime', () => {
   let dir: string;
   let fs: FileService;
@@ -42,18 +59,7 @@ describe('ShareRuntime', () => {
 
   before(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-shares-'));
-    fs = new FileService(log);
-    rt = new ShareRuntime({
-      fileService: fs,
-      wal: new MemoryWal(64 * 1024 * 1024),
-      cache: new BlockCache(1024 * 1024),
-      uploads: pLimit(4),
-      buffers: new BufferPools(8 * 1024 * 1024),
-      dataDir: dir,
-      log,
-      metrics: null,
-      observe: false,
-    });
+    ({ fs, rt } = runtime(dir, new MemoryWal(64 * 1024 * 1024)));
   });
 
   after(async () => {
@@ -110,21 +116,6 @@ describe('ShareRuntime', () => {
 });
 
 describe('ShareRuntime: uploads of a filesystem store on the WAL volume give way to bursts of writes', () => {
-  async function runtime(dir: string, wal: ShareRuntimeWal) {
-    const fs = new FileService(log);
-    const rt = new ShareRuntime({
-      fileService: fs,
-      wal,
-      cache: new BlockCache(1024 * 1024),
-      uploads: pLimit(4),
-      buffers: new BufferPools(8 * 1024 * 1024),
-      dataDir: dir,
-      log,
-      metrics: null,
-      observe: false,
-    });
-    return { fs, rt };
-  }
   const stores = (extra: Record<string, BlockStoreConfig> = {}): Record<string, BlockStoreConfig> => ({
     local: { type: 'filesystem', block_size: 64 * 1024 },
     mem: { type: 'memory', block_size: 64 * 1024 },
@@ -135,8 +126,8 @@ describe('ShareRuntime: uploads of a filesystem store on the WAL volume give way
     const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-shares-defer-'));
     const { wal } = await FileWal.open(path.join(dir, 'wal'), { maxBytes: 64 * 1024 * 1024 });
     wal.tidy();
-    const onDisk = await runtime(dir, wal);
-    const inMemory = await runtime(path.join(dir, 'mem'), new MemoryWal(64 * 1024 * 1024));
+    const onDisk = runtime(dir, wal);
+    const inMemory = runtime(path.join(dir, 'mem'), new MemoryWal(64 * 1024 * 1024));
     // Another volume: a tmpfs mounted for the test (the tests run as root; else that case is left out).
     let elsewhere: string | null = path.join(dir, 'far');
     await mkdir(elsewhere);

@@ -5,7 +5,9 @@ import pLimit from 'p-limit';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { BlockCache } from './cache.js';
 import { MemoryBlockStore } from './memory.js';
-import { BlockService, MAX_BACKGROUND_FREES } from './service.js';
+import { BlockService, MAX_BACKGROUND_FREES, type BlockServiceOptions } from './service.js';
+import type { BlockStore } from './store.js';
+import type { MetadataStore } from '../meta/store.js';
 import { FileWal, MemoryWal, REC_HEADER, SEG_HEADER, type Wal, type WalAppend } from './wal.js';
 import { BufferPools } from '../wire/buffer-pool.js';
 import { mkfile } from '../testing/blocks.js';
@@ -33,11 +35,16 @@ async function makeWal(kind: WalKind, maxBytes: number): Promise<Wal> {
   return wal;
 }
 
+/** A block service of share 1 (key prefix `t`, BS-byte blocks) over `wal`; `extra` overrides. */
+function service(store: BlockStore, meta: MetadataStore, wal: Wal, extra: Partial<BlockServiceOptions> = {}): BlockService {
+  return new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS), ...extra });
+}
+
 async function setup(maxDirty = 64 * BS, kind: WalKind = 'memory') {
   const meta = new MemoryMetadataStore();
   const store = new MemoryBlockStore();
   const wal = await makeWal(kind, maxDirty);
-  const svc = new BlockService(store, meta, { shareId: 1, keyPrefix: 't', blockSize: BS, wal, cache: new BlockCache(8 * BS) });
+  const svc = service(store, meta, wal);
   return { meta, store, svc, wal };
 }
 
@@ -124,13 +131,7 @@ describe('block service data path', () => {
           return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
         },
       });
-      const svc = new BlockService(new MemoryBlockStore(), meta, {
-        shareId: 1,
-        keyPrefix: 't',
-        blockSize: BS,
-        wal,
-        cache: new BlockCache(0),
-      });
+      const svc = service(new MemoryBlockStore(), meta, wal, { cache: new BlockCache(0) });
       const ino = await mkfile(meta);
       const a = Buffer.alloc(BS / 2, 1);
       await svc.write(ino, 0, a);
@@ -148,11 +149,7 @@ describe('block service data path', () => {
 
   /** A service on a file WAL that takes its block buffers from `buffers`. */
   async function withBuffers(meta: MemoryMetadataStore, buffers: BufferPools, uploads?: number): Promise<BlockService> {
-    return new BlockService(new MemoryBlockStore(), meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal: await makeWal('file', 64 * BS),
+    return service(new MemoryBlockStore(), meta, await makeWal('file', 64 * BS), {
       cache: new BlockCache(0),
       buffers,
       ...(uploads === undefined ? {} : { uploads: pLimit(uploads) }),
@@ -368,14 +365,7 @@ function gated(maxDirty = 64 * BS, uploads?: number) {
   const meta = new GatedMeta();
   const store = new GatedStore();
   const wal = new MemoryWal(maxDirty);
-  const svc = new BlockService(store, meta, {
-    shareId: 1,
-    keyPrefix: 't',
-    blockSize: BS,
-    wal,
-    cache: new BlockCache(8 * BS),
-    ...(uploads === undefined ? {} : { uploads: pLimit(uploads) }),
-  });
+  const svc = service(store, meta, wal, uploads === undefined ? {} : { uploads: pLimit(uploads) });
   let open!: () => void;
   const hold = (): void => {
     store.gate = new Promise<void>((r) => (open = r));
@@ -649,13 +639,7 @@ describe('block garbage collection', () => {
     await again.svc.flush(id);
     await again.meta.remove((await again.meta.ensureRoot(1, dirInit({ mode: 0o777 }))).id, Buffer.from('x'), false, { sec: 2, nsec: 0 });
     await again.svc.close(); // the process ends without freeing
-    const restarted = new BlockService(again.store, again.meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal: new MemoryWal(BS * 4),
-      cache: new BlockCache(BS),
-    });
+    const restarted = service(again.store, again.meta, new MemoryWal(BS * 4), { cache: new BlockCache(BS) });
     const r = await restarted.collectGarbage(0);
     assert.equal(r.deadFiles, 1);
     assert.equal(again.store.size, 0, 'the leaked block is found and deleted');
@@ -677,13 +661,7 @@ describe('block garbage collection', () => {
     }
     const meta = new MemoryMetadataStore();
     const store = new SlowSwitch();
-    const svc = new BlockService(store, meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal: new MemoryWal(64 * BS),
-      cache: new BlockCache(8 * BS),
-    });
+    const svc = service(store, meta, new MemoryWal(64 * BS));
     const ino = await mkfile(meta);
     await svc.write(ino, 0, Buffer.alloc(BS, 5)); // a full block: its upload starts at once
     await store.storedP;
@@ -711,14 +689,7 @@ describe('transfer bounds', () => {
     }
     const meta = new MemoryMetadataStore();
     const store = new Counting();
-    const svc = new BlockService(store, meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal: new MemoryWal(1024 * BS),
-      cache: new BlockCache(8 * BS),
-      uploads: pLimit(3),
-    });
+    const svc = service(store, meta, new MemoryWal(1024 * BS), { uploads: pLimit(3) });
     const files = await Promise.all([mkfile(meta), mkfile(meta), mkfile(meta)]);
     for (let i = 0; i < 20; i++) for (const f of files) await svc.write(f, i * BS, Buffer.alloc(BS, i)); // full blocks: uploads start at once
     for (const f of files) await svc.flush(f);
@@ -745,19 +716,12 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
     }
   }
 
-  function deferring(busyDefer: { maxMs: number; quietMs: number; maxBlocks: number }, walBytes = 1024 * BS) {
+  /** A service over a recording store, its idle flush at 100 ms; `busyDefer` undefined: none. */
+  function deferring(busyDefer: { maxMs: number; quietMs: number; maxBlocks: number } | undefined, walBytes = 1024 * BS) {
     const meta = new MemoryMetadataStore();
     const store = new Recording();
     const wal = new MemoryWal(walBytes);
-    const svc = new BlockService(store, meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal,
-      cache: new BlockCache(8 * BS),
-      idleFlushMs: 100,
-      busyDefer,
-    });
+    const svc = service(store, meta, wal, { idleFlushMs: 100, ...(busyDefer ? { busyDefer } : {}) });
     return { meta, store, svc, wal };
   }
   const LONG = 600_000;
@@ -880,16 +844,7 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
   });
 
   it('without busyDefer a partial block is stored once due, writes or not', async () => {
-    const meta = new MemoryMetadataStore();
-    const store = new Recording();
-    const svc = new BlockService(store, meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal: new MemoryWal(1024 * BS),
-      cache: new BlockCache(8 * BS),
-      idleFlushMs: 100,
-    });
+    const { meta, store, svc } = deferring(undefined);
     try {
       const f = await mkfile(meta);
       const g = await mkfile(meta);
