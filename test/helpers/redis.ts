@@ -3,6 +3,7 @@
 // when the test process exits is killed from an exit hook.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
+import { bootKey } from '../../server/src/coord/leases.js';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -128,6 +129,14 @@ export async function startRedis(opts: { password?: string; host?: string; tls?:
 }
 
 /**
+ * A lease ttl for coordination tests, long against the stalls of a loaded machine: a server refuses
+ * grants once two thirds of the ttl passed without a renewal (renewals come every third). Tests
+ * using it do not wait for a ttl to run out (they remove liveness keys and renew or sweep
+ * themselves) and mark Redis as seen first (markRedisSeen: no grace period at the first open).
+ */
+export const TEST_LEASE_TTL_MS = 15_000;
+
+/**
  * Sets the boot marker that coordinators under `keyPrefix` read, as a server that ran before
  * would have: a Coordinator opened next does not take this Redis for one that just lost its keys,
  * so it grants at once instead of after a grace period (a lease ttl and 7 s). For tests that want a
@@ -137,7 +146,7 @@ export async function markRedisSeen(url: string, keyPrefix: string, password?: s
   const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3, ...(password ? { password } : {}) });
   try {
     await r.connect();
-    await r.set(`${keyPrefix}boot`, 'seen-by-a-test', 'NX');
+    await r.set(bootKey(keyPrefix), 'seen-by-a-test', 'NX');
   } finally {
     r.disconnect();
   }

@@ -11,13 +11,15 @@ import type { MetadataStore } from '../meta/store.js';
 import { FileWal, MemoryWal, REC_HEADER, SEG_HEADER, type Wal, type WalAppend } from './wal.js';
 import { BufferPools } from '../wire/buffer-pool.js';
 import { mkfile } from '../testing/blocks.js';
-import { until } from '../testing/until.js';
+import { until } from '../../../test/helpers/hostile.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 const BS = 1024;
+/** The longest a test waits for a condition (a bound for a stuck test, not a timing). */
+const WAIT_MS = 30_000;
 
 type WalKind = 'memory' | 'file';
 const tmpDirs: string[] = [];
@@ -744,7 +746,11 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
       const full = await mkfile(meta);
       await svc.write(full, 0, Buffer.alloc(BS, 9));
       // Due after 100 ms; the ticks find the share busy (a write within quietMs).
-      await until(() => store.stored.length >= 4 && svc.deferredBlocks === 2, 'the oldest three small files and the full block stored');
+      await until(
+        () => store.stored.length >= 4 && svc.deferredBlocks === 2,
+        WAIT_MS,
+        'the oldest three small files and the full block stored',
+      );
       assert.deepEqual([...store.stored].sort(), [...files.slice(0, 3), full].sort(), 'the oldest small files go, the newest two wait');
       assert.equal(store.stored[0], full, 'the complete block was stored at once, before any small file was due');
       assert.ok(syncs > 0, 'the WAL is synced while blocks wait');
@@ -776,7 +782,7 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
       await tick();
       // A second block of x, younger than y's though x's file came first.
       await svc.write(x, BS, Buffer.alloc(30, 3));
-      await until(() => store.stored.length === 2 && svc.deferredBlocks === 1, 'two of the three stored');
+      await until(() => store.stored.length === 2 && svc.deferredBlocks === 1, WAIT_MS, 'two of the three stored');
       assert.deepEqual([...store.stored].sort(), [x, y].sort(), "x's first block and y's go; x's second, the youngest, waits");
     } finally {
       await svc.close();
@@ -792,7 +798,7 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
       const t0 = Date.now();
       await aged.svc.write(a, 0, Buffer.alloc(30, 1));
       await quiet.svc.write(q, 0, Buffer.alloc(30, 2));
-      await until(() => aged.store.stored.length === 1 && quiet.store.stored.length === 1, 'both stored');
+      await until(() => aged.store.stored.length === 1 && quiet.store.stored.length === 1, WAIT_MS, 'both stored');
       // Lower bounds only: a slow machine makes them later, never earlier.
       assert.ok(aged.store.at[0]! - t0 >= 1_500, `stored ${aged.store.at[0]! - t0} ms after its write`);
       assert.ok(quiet.store.at[0]! - t0 >= 1_000, `stored ${quiet.store.at[0]! - t0} ms after the last write`);
@@ -819,7 +825,7 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
       await failing.svc.write(g, 0, Buffer.alloc(30, 7));
       await assert.rejects(failing.svc.flush(g), /store unreachable/);
       // Retried after its backoff (1 s) by the idle flush, busy or not.
-      await until(() => filling.store.stored.length === 3 && failing.store.stored.length === 1, 'all stored');
+      await until(() => filling.store.stored.length === 3 && failing.store.stored.length === 1, WAIT_MS, 'all stored');
       assert.equal(filling.svc.deferredBlocks, 0);
       assert.equal(failing.svc.deferredBlocks, 0);
     } finally {
@@ -833,9 +839,9 @@ describe('uploads giving way to bursts of writes (busyDefer)', () => {
     try {
       const f = await mkfile(meta);
       await svc.write(f, 0, Buffer.alloc(30, 1));
-      await until(() => svc.deferredBlocks === 1, 'the block kept back');
+      await until(() => svc.deferredBlocks === 1, WAIT_MS, 'the block kept back');
       await svc.free(f);
-      await until(() => svc.deferredBlocks === 0, 'a tick that finds nothing to keep back');
+      await until(() => svc.deferredBlocks === 0, WAIT_MS, 'a tick that finds nothing to keep back');
       assert.equal(store.stored.length, 0);
     } finally {
       await svc.close();

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { markRedisSeen, startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
+import { markRedisSeen, startRedis, TEST_LEASE_TTL_MS, type RedisInstance } from '../../../test/helpers/redis.js';
 import { isVfsError } from '../vfs/errors.js';
 import { ControlReplicas } from './control.js';
 import { PENDING_MAX_AGE_MS, type CoherentCache } from './coherence.js';
@@ -41,14 +41,6 @@ const until = async (cond: () => boolean | Promise<boolean>, ms = 10_000): Promi
   }
 };
 
-/**
- * Long against the stalls of a loaded machine: a server refuses grants once two thirds of the
- * ttl passed without a renewal (renewals come every third). Nothing here waits for a ttl to run out:
- * the tests remove liveness keys and renew or sweep themselves, and Redis is marked as seen before
- * (no grace period at the first open).
- */
-const LEASE_TTL_MS = 15_000;
-
 describe('cache coherence and control generations over Redis', () => {
   let redis: RedisInstance;
   const open: Coordinator[] = [];
@@ -68,7 +60,7 @@ describe('cache coherence and control generations over Redis', () => {
       url: redis.url,
       keyPrefix: 'coh:',
       tls: false,
-      leaseTtlMs: LEASE_TTL_MS,
+      leaseTtlMs: TEST_LEASE_TTL_MS,
       log,
       recoveryGraceMs: graceMs,
     });

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { markRedisSeen, startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
+import { markRedisSeen, startRedis, TEST_LEASE_TTL_MS, type RedisInstance } from '../../../test/helpers/redis.js';
 import { freePort } from '../../../test/helpers/server.js';
 import { defaultConfig } from '../config/defaults.js';
 import { isVfsError } from '../vfs/errors.js';
@@ -15,14 +15,6 @@ import { Coordinator, RECONNECT_LAG_MS, redisPassword, type LeaseStore } from '.
 
 const log = pino({ level: 'silent' });
 const PASSWORD = 'lease-test-password';
-
-/**
- * Long against the stalls of a loaded machine: a server refuses grants once two thirds of the
- * ttl passed without a renewal (renewals come every third). Nothing here waits for a ttl to run out:
- * the tests remove liveness keys and renew or sweep themselves, and Redis is marked as seen before
- * (no grace period at the first open).
- */
-const LEASE_TTL_MS = 15_000;
 
 describe('coordination over Redis', () => {
   let redis: RedisInstance;
@@ -46,7 +38,7 @@ describe('coordination over Redis', () => {
       url,
       keyPrefix: 'unit:',
       tls: false,
-      leaseTtlMs: LEASE_TTL_MS,
+      leaseTtlMs: TEST_LEASE_TTL_MS,
       log,
       ...(password ? { password } : {}),
     });

@@ -133,6 +133,9 @@ export const RECONNECT_MAX_MS = 2_000;
  */
 export const RECONNECT_LAG_MS = CONNECT_TIMEOUT_MS + RECONNECT_MAX_MS;
 
+/** The key whose value changes when Redis lost its keys (see checkBoot). */
+export const bootKey = (keyPrefix: string): string => `${keyPrefix}boot`;
+
 /** One connection to Redis (and one for pub/sub) for every store of this server. */
 export class Coordinator {
   readonly serverId = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
@@ -269,7 +272,7 @@ export class Coordinator {
 
   /** Redis lost its keys (a restart without persistence) since we last looked: a grace period starts. */
   private async checkBoot(): Promise<void> {
-    const key = `${this.opts.keyPrefix}boot`;
+    const key = bootKey(this.opts.keyPrefix);
     const mine = randomBytes(8).toString('hex');
     await this.redis.set(key, mine, 'NX');
     const boot = await this.redis.get(key);

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { markRedisSeen, startRedis, type RedisInstance } from '../../../test/helpers/redis.js';
+import { markRedisSeen, startRedis, TEST_LEASE_TTL_MS, type RedisInstance } from '../../../test/helpers/redis.js';
 import type { MetadataStore } from '../meta/store.js';
 import { ByteRangeLocks, U64_MAX } from '../vfs/locks/byte-range.js';
 import { AccessBits, OpenTable, OpenTableError, ShareAccess } from '../vfs/locks/opens.js';
@@ -24,14 +24,6 @@ interface Server {
   ranges: ByteRangeLocks;
   store: MetadataStore;
 }
-
-/**
- * Long against the stalls of a loaded machine: a server refuses grants once two thirds of the
- * ttl passed without a renewal (renewals come every third). Nothing here waits for a ttl to run out:
- * the tests remove liveness keys and renew or sweep themselves, and Redis is marked as seen before
- * (no grace period at the first open).
- */
-const LEASE_TTL_MS = 15_000;
 
 describe('cluster lock state in Redis', () => {
   let redis: RedisInstance;
@@ -52,7 +44,7 @@ describe('cluster lock state in Redis', () => {
 
   /** A server: its own tables and its own object for the store, bound to one store key. */
   const server = async (): Promise<Server> => {
-    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'unit-locks:', tls: false, leaseTtlMs: LEASE_TTL_MS, log });
+    const c = await Coordinator.open({ url: redis.url, keyPrefix: 'unit-locks:', tls: false, leaseTtlMs: TEST_LEASE_TTL_MS, log });
     const locks = await RedisClusterLocks.open(c, log, 1_000);
     const opens = new OpenTable();
     const ranges = new ByteRangeLocks();

@@ -16,12 +16,14 @@ import { FileWal, type WalHolder, type WalSegment } from '../blocks/wal.js';
 import { CachedMetadataStore } from '../meta/cached.js';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { TEST_SHARE } from '../testing/memory-server.js';
-import { until } from '../testing/until.js';
+import { until } from '../../../test/helpers/hostile.js';
 import { CreateMode, FileService } from './service.js';
 import { compareTimespec } from './types.js';
 
 const root = { uid: 0, gid: 0, gids: [] };
 const BS = 64 * 1024;
+/** The longest a test waits for a condition (a bound for a stuck test, not a timing). */
+const WAIT_MS = 30_000;
 const dirs: string[] = [];
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -132,7 +134,7 @@ async function heldUntilDurable(released: WalHolder[], open: () => void): Promis
   for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
   assert.equal(released.length, 0, 'nothing let go while the removal may still be undone');
   open();
-  await until(() => released.length > 0, 'let go once the removal is durable');
+  await until(() => released.length > 0, WAIT_MS, 'let go once the removal is durable');
 }
 
 /** Settles once `check` holds, polled every few milliseconds (bounded: fails after 30 s). */
@@ -255,12 +257,12 @@ describe('crash order of data and metadata', () => {
     const released = releasesOf(a.wal);
     const { open, flushes } = hold(inner);
     for (const x of a.wal.oldestHolders()) x.kick();
-    await until(() => inner.flushes > flushes, 'the record asks for them to be made durable');
+    await until(() => inner.flushes > flushes, WAIT_MS, 'the record asks for them to be made durable');
     assert.equal((await inner.getInode(f.id))!.size, 1000, 'written to the store first');
     for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
     assert.ok(!timesReleasedIn(released), 'held while the store may still lose them');
     open();
-    await until(() => timesReleasedIn(released), 'let go once they are durable');
+    await until(() => timesReleasedIn(released), WAIT_MS, 'let go once they are durable');
     await a.data.close();
   });
 
@@ -275,7 +277,7 @@ describe('crash order of data and metadata', () => {
     const { open, flushes } = hold(inner);
     // The REMOVE is answered (it does not wait for the fsync of a `sync: commit` store) ...
     await a.fs.remove(a.rootH, Buffer.from('f'), root, false);
-    await until(() => inner.flushes > flushes, 'the free asks for the removal to be made durable');
+    await until(() => inner.flushes > flushes, WAIT_MS, 'the free asks for the removal to be made durable');
     // ... but the file's data stays in the log until the removal is on disk: a crash before
     // that brings the file back, and its data must replay.
     await heldUntilDurable(released, open);
@@ -298,7 +300,7 @@ describe('crash order of data and metadata', () => {
     await a.fs.remove(a.rootH, Buffer.from('f'), root, false);
     // The upload ends after the REMOVE (its object deleted again): not stored, dropped with the file.
     openPuts();
-    await until(() => blocks.deletes > 0, 'the upload found its file removed');
+    await until(() => blocks.deletes > 0, WAIT_MS, 'the upload found its file removed');
     await heldUntilDurable(released, open);
     await a.data.close();
   });
@@ -339,7 +341,7 @@ describe('crash order of data and metadata', () => {
     const released = releasesOf(a.wal);
     inner.failing = 4; // the first round fails for the three files, and the retry's first flush
     for (const name of ['f', 'g', 'h']) await a.fs.remove(a.rootH, Buffer.from(name), root, false);
-    await until(() => released.length === 3, 'every removed file let go once the store syncs again');
+    await until(() => released.length === 3, WAIT_MS, 'every removed file let go once the store syncs again');
     assert.equal(inner.failing, 0);
     assert.deepEqual(warnings, ['the metadata store could not sync; WAL records stay held until it can']);
     await a.data.close();
@@ -353,7 +355,7 @@ describe('crash order of data and metadata', () => {
     const released = releasesOf(a.wal);
     hold(inner); // never opened
     await a.fs.remove(a.rootH, Buffer.from('f'), root, false);
-    await until(() => released.length === 0 && inner.flushes > 0, 'the free waits for the removal to be made durable');
+    await until(() => released.length === 0 && inner.flushes > 0, WAIT_MS, 'the free waits for the removal to be made durable');
     // Bounded by closeFlushMs (200 ms); 30 s only tells a stop that waits for good from a slow one.
     let timer: NodeJS.Timeout | undefined;
     const stopped = await Promise.race([
@@ -379,11 +381,11 @@ describe('crash order of data and metadata', () => {
     // new size is answered before its fsync: the truncate's record replays it after a crash.
     const after = (await a.fs.setattr(h, root, { size: 10 })).after;
     assert.equal(after.size, 10);
-    await until(() => inner.flushes > flushes, 'the truncate asks for its size to be made durable');
+    await until(() => inner.flushes > flushes, WAIT_MS, 'the truncate asks for its size to be made durable');
     for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
     assert.equal(released.length, 0, "the truncate's record is held while its size may still be undone");
     open();
-    await until(() => released.length === 1, 'let go once the size is durable');
+    await until(() => released.length === 1, WAIT_MS, 'let go once the size is durable');
     await a.data.close();
   });
 });
