@@ -2,6 +2,7 @@
 // AUTH_SYS credentials, XDR (RFC 4506); MOUNT v3 (RFC 1813 appendix I) to get the root file
 // handle, and the handful of NFSv3 procedures the small-file load generator needs.
 // One outstanding request per connection; deliberately independent of the server's code.
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 
@@ -625,10 +626,14 @@ export class Nfs3Client {
     return { fh, attr };
   }
 
-  /** CREATE with createmode3 UNCHECKED (0) or GUARDED (1), setting only the mode. */
-  async create(dir: Buffer, name: string, mode = 0o644, how: 'UNCHECKED' | 'GUARDED' = 'UNCHECKED'): Promise<CreateResult> {
-    const w = diropargs(dir, name).u32(how === 'UNCHECKED' ? 0 : 1);
-    writeSattrMode(w, mode);
+  /**
+   * CREATE with createmode3 UNCHECKED (0) or GUARDED (1), setting only the mode; or EXCLUSIVE (2),
+   * which carries an 8-byte verifier instead of attributes (Linux then sets the mode with a SETATTR).
+   */
+  async create(dir: Buffer, name: string, mode = 0o644, how: 'UNCHECKED' | 'GUARDED' | 'EXCLUSIVE' = 'UNCHECKED'): Promise<CreateResult> {
+    const w = diropargs(dir, name).u32(how === 'UNCHECKED' ? 0 : how === 'GUARDED' ? 1 : 2);
+    if (how === 'EXCLUSIVE') w.fixedOpaque(randomBytes(8));
+    else writeSattrMode(w, mode);
     return this.createLike(NFSPROC3_CREATE, w.toBuffer(), `CREATE ${name}`);
   }
 

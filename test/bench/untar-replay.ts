@@ -3,8 +3,9 @@
 // row of run.ts: per file a LOOKUP that misses, CREATE, one WRITE FILE_SYNC, four SETATTR, two more
 // LOOKUPs; a new directory every 100 files), one call outstanding at a time, against nfs-ganesha
 // and DittoFS embedded-fs in turn, and prints the client-side time of each kind of call per file.
-// The counts are the kernel client's; what each call carries is this file's reading of tar (an
-// UNCHECKED CREATE, then owner, mode, times and mode again), not a capture.
+// What the calls carry is as the server saw them in that row (logged, 2026-12-05): an EXCLUSIVE
+// CREATE and the kernel's SETATTR of the mode and the server's time after it, then tar's owner,
+// mode and times, each SETATTR after the WRITE.
 // The VM row says how a real client fares but wanders by a third between runs (software
 // emulation); this one shows where the per-file gap between the servers is, on a quiet machine.
 //
@@ -28,13 +29,17 @@ const GANESHA = path.join(REPO_ROOT, 'hack', 'ganesha');
 const NFSPROC3_SETATTR = 2;
 const NFSPROC3_WRITE = 7;
 const FILE_SYNC = 2;
-/** What tar sets after the data: owner, mode, times (set_atime/set_mtime to client time), mode. */
-const SETATTRS: readonly { uid?: number; gid?: number; mode?: number; times?: boolean }[] = [
-  { uid: 0, gid: 0 },
-  { mode: 0o644 },
-  { times: true },
-  { mode: 0o644 },
-];
+interface Sattr {
+  uid?: number;
+  gid?: number;
+  mode?: number;
+  /** set_atime and set_mtime: SET_TO_SERVER_TIME or SET_TO_CLIENT_TIME. */
+  times?: 'server' | 'client';
+}
+/** The kernel's, after an EXCLUSIVE CREATE: the mode, the times to the server's clock. */
+const AFTER_CREATE: Sattr = { mode: 0o644, times: 'server' };
+/** What tar sets after the data: owner, mode, times (the archive's). */
+const AFTER_DATA: readonly Sattr[] = [{ uid: 0, gid: 0 }, { mode: 0o644 }, { times: 'client' }];
 const KINDS = ['LOOKUP miss', 'CREATE', 'WRITE', 'SETATTR x4', 'LOOKUP x2'] as const;
 type Kind = (typeof KINDS)[number];
 
@@ -79,15 +84,15 @@ function ok(r: XdrReader, what: string): void {
   if (status !== 0) throw new NfsError(what, status);
 }
 
-function sattr3(w: XdrWriter, a: (typeof SETATTRS)[number]): XdrWriter {
+function sattr3(w: XdrWriter, a: Sattr): XdrWriter {
   for (const v of [a.mode, a.uid, a.gid]) {
     w.u32(v === undefined ? 0 : 1);
     if (v !== undefined) w.u32(v);
   }
   w.u32(0); // size
   for (let i = 0; i < 2; i++) {
-    if (a.times) w.u32(2).u32(1_600_000_000).u32(0);
-    else w.u32(0);
+    if (a.times === 'client') w.u32(2).u32(1_600_000_000).u32(0);
+    else w.u32(a.times === 'server' ? 1 : 0);
   }
   return w;
 }
@@ -126,20 +131,22 @@ async function replay(
       });
       let fh: Buffer | undefined;
       await timed('CREATE', async () => {
-        fh = (await c.create(dir, name, 0o644)).fh;
+        fh = (await c.create(dir, name, 0o644, 'EXCLUSIVE')).fh;
       });
       fh ??= (await c.lookup(dir, name)).fh;
       const handle = fh;
+      const setattrs = async (list: readonly Sattr[]) => {
+        for (const a of list) {
+          const w = sattr3(new XdrWriter(128).opaque(handle), a).u32(0); // no guard
+          ok(await c.call(NFSPROC3_SETATTR, w.toBuffer(), 'SETATTR'), 'SETATTR');
+        }
+      };
+      await timed('SETATTR x4', () => setattrs([AFTER_CREATE]));
       await timed('WRITE', async () => {
         const w = new XdrWriter(128).opaque(handle).u32(0).u32(0).u32(data.length).u32(FILE_SYNC).opaque(data);
         ok(await c.call(NFSPROC3_WRITE, w.toBuffer(), 'WRITE'), 'WRITE');
       });
-      await timed('SETATTR x4', async () => {
-        for (const a of SETATTRS) {
-          const w = sattr3(new XdrWriter(128).opaque(handle), a).u32(0); // no guard
-          ok(await c.call(NFSPROC3_SETATTR, w.toBuffer(), 'SETATTR'), 'SETATTR');
-        }
-      });
+      await timed('SETATTR x4', () => setattrs(AFTER_DATA));
       await timed('LOOKUP x2', async () => {
         for (let k = 0; k < 2; k++) await c.lookup(dir, name);
       });
