@@ -3,7 +3,7 @@
 // show after the TTL, and block maps follow putBlock / dropBlocks.
 import assert from 'node:assert/strict';
 import { describe, it, mock } from 'node:test';
-import { FileType, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
+import { FileType, type AttrChanges, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
 import { VfsError } from '../vfs/errors.js';
 import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
@@ -69,6 +69,71 @@ describe('CachedMetadataStore', () => {
     assert.equal((await inner.getInode(f.id))!.size, 100);
     assert.equal((await cached.getInode(f.id))!.size, 100);
     await cached.close();
+  });
+
+  it('alone on the store: a SETATTR of what the file has (a chown or chmod after tar extracts) moves the ctime behind', async () => {
+    const { inner, cached, f } = await setup({ ttlMs: Number.POSITIVE_INFINITY });
+    const calls: unknown[] = [];
+    const real = inner.setAttr.bind(inner);
+    inner.setAttr = (id, changes, guard) => {
+      calls.push(changes);
+      return real(id, changes, guard);
+    };
+    const same: AttrChanges[] = [
+      { uid: 1, gid: 1, ctime: T(40), clearCreateVerifier: true },
+      { mode: 0o644, ctime: T(41), clearCreateVerifier: true },
+      { mode: 0o644, clearMode: 0o6000, ctime: T(42) },
+      { dosAttrs: f.dosAttrs, ctime: T(43) },
+    ];
+    for (const c of same) assert.deepEqual((await cached.setAttr(f.id, c)).ctime, c.ctime);
+    assert.equal(calls.length, 0, 'nothing written yet');
+    assert.deepEqual((await cached.getInode(f.id))!.ctime, T(43));
+    const root = await cached.ensureRoot(SHARE, file());
+    assert.deepEqual((await cached.readdir(root.id, 0, 10)).entries.find((e) => e.inode.id === f.id)!.inode.ctime, T(43));
+    await cached.flushAttrs(f.id);
+    assert.equal(calls.length, 1, 'one write for the four');
+    const stored = (await inner.getInode(f.id))!;
+    assert.deepEqual(stored.ctime, T(43));
+    assert.equal(stored.mode, 0o644);
+
+    // Anything else is written at once: a new mode, owner or time, a bit cleared, an older ctime.
+    const changing: AttrChanges[] = [
+      { mode: 0o600, ctime: T(44) },
+      { uid: 2, ctime: T(45) },
+      { mode: 0o4755, ctime: T(46) },
+      { clearMode: 0o4000, ctime: T(47) },
+      { mtime: T(1), ctime: T(48) },
+      { atime: T(1), ctime: T(49) },
+      { size: 0, ctime: T(50) },
+      { uid: 2, ctime: T(3) },
+    ];
+    for (const c of changing) {
+      const n: number = calls.length;
+      await cached.setAttr(f.id, c);
+      assert.equal(calls.length, n + 1, `written through: ${JSON.stringify(c)}`);
+    }
+    assert.equal((await inner.getInode(f.id))!.mode, 0o755);
+    await cached.close();
+  });
+
+  it('a SETATTR of what the file has is written through where others may change the store, or a create verifier is held', async () => {
+    const shared = await setup();
+    const calls: unknown[] = [];
+    const real = shared.inner.setAttr.bind(shared.inner);
+    shared.inner.setAttr = (id, changes, guard) => {
+      calls.push(changes);
+      return real(id, changes, guard);
+    };
+    await shared.cached.setAttr(shared.f.id, { mode: 0o644, ctime: T(40) });
+    assert.equal(calls.length, 1, 'a ttl: the entry may be stale, the mode may differ in the store');
+    await shared.cached.close();
+
+    const alone = await setup({ ttlMs: Number.POSITIVE_INFINITY });
+    const root = await alone.cached.ensureRoot(SHARE, file());
+    const x = await alone.cached.create(root.id, Buffer.from('x'), { ...file(), createVerifier: Buffer.alloc(8, 1) }, T(1));
+    await alone.cached.setAttr(x.id, { mode: 0o644, ctime: T(40), clearCreateVerifier: true });
+    assert.equal((await alone.inner.getInode(x.id))!.createVerifier, null, 'the verifier is cleared in the store at once');
+    await alone.cached.close();
   });
 
   it('a change after writes carries their pending size and times in the same store call; its own times win', async () => {
@@ -445,6 +510,58 @@ describe('CachedMetadataStore', () => {
     await cached.rename(root.id, Buffer.from('g'), root.id, Buffer.from('f'), T(6));
     await cached.getInode(f.id).catch(() => null);
     assert.notEqual((await cached.lookup(root.id, Buffer.from('f')))!.id, f.id);
+    await cached.close();
+  });
+
+  it('alone on the store: a name missing from a directory made here is answered without a query, until something else may add one', async () => {
+    const { inner, cached, f } = await setup({ ttlMs: Number.POSITIVE_INFINITY });
+    const root = await cached.ensureRoot(SHARE, file());
+    const d = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
+    const lookups = mock.method(inner, 'lookup');
+    assert.equal(await cached.lookup(d.id, Buffer.from('x')), null);
+    const a = await cached.create(d.id, Buffer.from('a'), file(), T(3));
+    assert.equal((await cached.lookup(d.id, Buffer.from('a')))!.id, a.id);
+    assert.equal(await cached.lookup(d.id, Buffer.from('b')), null);
+    assert.equal(lookups.mock.callCount(), 0, 'every name of the new directory is known');
+    // The root was not made here: a name it lacks is asked.
+    assert.equal(await cached.lookup(root.id, Buffer.from('nothing')), null);
+    assert.equal(lookups.mock.callCount(), 1);
+
+    // A link adds a name the map does not hold: from then on a missing name is asked.
+    await cached.link(f.id, d.id, Buffer.from('l'), T(4));
+    assert.equal((await cached.lookup(d.id, Buffer.from('l')))!.id, f.id);
+    assert.equal(lookups.mock.callCount(), 2);
+
+    // A create that failed after the store made it (a lost answer): the name is asked for, and found.
+    const e = await cached.create(root.id, Buffer.from('e'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(5));
+    const create = inner.create.bind(inner);
+    inner.create = async (dirId, name, init, now) => {
+      await create(dirId, name, init, now);
+      throw new VfsError('JUKEBOX', 'the answer was lost');
+    };
+    await assert.rejects(cached.create(e.id, Buffer.from('made'), file(), T(6)), /lost/);
+    inner.create = create;
+    assert.ok(await cached.lookup(e.id, Buffer.from('made')), 'the name the store made is found');
+
+    // A remove in the directory: a missing name is asked again.
+    const g = await cached.create(root.id, Buffer.from('g'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(7));
+    await cached.create(g.id, Buffer.from('1'), file(), T(8));
+    await cached.remove(g.id, Buffer.from('1'), false, T(9));
+    lookups.mock.resetCalls();
+    assert.equal(await cached.lookup(g.id, Buffer.from('1')), null);
+    assert.equal(lookups.mock.callCount(), 1);
+    await cached.close();
+  });
+
+  it('a name missing from a directory made here is asked where others may change the store', async () => {
+    const { inner, cached } = await setup();
+    const root = await cached.ensureRoot(SHARE, file());
+    const d = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
+    const lookups = mock.method(inner, 'lookup');
+    // Another process adds a name behind this cache's back.
+    const other = await inner.create(d.id, Buffer.from('x'), file(), T(3));
+    assert.equal((await cached.lookup(d.id, Buffer.from('x')))!.id, other.id);
+    assert.equal(lookups.mock.callCount(), 1);
     await cached.close();
   });
 

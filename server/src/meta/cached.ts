@@ -3,7 +3,9 @@
 // request: "what is this inode?" (to resolve the handle) and "which block objects back this
 // range?" (READ), and every WRITE changes size and times. Answering those from memory and writing
 // size/mtime/ctime behind (coalesced, at most `flushDelayMs` later, and at once on `flushAttrs`,
-// which COMMIT and stable writes call) removes the database from the data path.
+// which COMMIT and stable writes call) removes the database from the data path. Where this cache
+// alone changes the store, the ctime of a SETATTR that sets what the file already has (ctimeOnly:
+// tar's chown and chmod after each file) is written behind the same way.
 //
 // Coherence: every change this process makes goes through here and keeps the cache exact.
 // Namespace changes (link, remove, rename) first write every pending attribute change through
@@ -25,7 +27,7 @@
 // restores sizes), so losing pending changes in a crash loses at most mtime/ctime of writes that
 // were never committed, which NFS allows.
 import { VfsError } from '../vfs/errors.js';
-import { compareTimespec, type AttrChanges, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
+import { compareTimespec, FileType, type AttrChanges, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
 import type {
   BlockRef,
   BlockSwitch,
@@ -114,6 +116,23 @@ function isWriteBehind(c: AttrChanges): boolean {
   );
 }
 
+/**
+ * The change time `c` sets when that is all it changes on `i`: a SETATTR of what the file already
+ * has (tar's chown and chmod after it extracts a file), which still moves the ctime (Linux's
+ * notify_change does). Undefined when it changes anything else, or sets an older ctime (an SMB
+ * client's explicit ChangeTime).
+ */
+function ctimeOnly(i: Inode, c: AttrChanges): Timespec | undefined {
+  const { ctime } = c;
+  if (ctime === undefined || compareTimespec(ctime, i.ctime) < 0) return undefined;
+  const mode = i.mode & 0o7777;
+  if (((c.mode ?? mode) & 0o7777 & ~(c.clearMode ?? 0)) !== mode) return undefined;
+  if ((c.uid ?? i.uid) !== i.uid || (c.gid ?? i.gid) !== i.gid || (c.dosAttrs ?? i.dosAttrs) !== i.dosAttrs) return undefined;
+  if (c.clearCreateVerifier === true && i.createVerifier !== null) return undefined;
+  const moves = c.size !== undefined || c.growTo !== undefined || c.atime !== undefined || c.mtime !== undefined || c.btime !== undefined;
+  return moves ? undefined : ctime;
+}
+
 function changesOf(p: PendingAttrs): AttrChanges {
   const changes: AttrChanges = { growTo: p.growTo };
   if (p.mtime) changes.mtime = p.mtime;
@@ -179,8 +198,13 @@ export class CachedMetadataStore implements MetadataStore {
    * when the directory's map was started. The path walk of every SMB CREATE ("d0\\file") and NFS LOOKUPs
    * ask the same names again. Only removes and renames take a name away (a create or link adds one),
    * and those drop the directories' maps here, as does another server's change of the directory.
+   * `complete`: the map holds every name of the directory, so a name it lacks is not there (the
+   * LOOKUP before each CREATE of an untar costs no query). Only a directory this cache made, while
+   * it alone changes the store, starts so (empty), and each create in it that is remembered keeps
+   * it so; a link into it, or a create not remembered, ends that.
    */
-  private readonly names = new Map<number, { at: number; ids: Map<string, number> }>();
+  private readonly names = new Map<number, { at: number; ids: Map<string, number>; complete: boolean }>();
+  /** Names in `names`, and one per directory map (empty complete maps take room too). */
   private nameCount = 0;
   /**
    * Bumped when a remove, rename or putMeta ends (`epoch` moves when it starts): a lookup or getMeta
@@ -373,10 +397,11 @@ export class CachedMetadataStore implements MetadataStore {
 
   async lookup(dirId: number, name: Buffer): Promise<Inode | null> {
     const key = name.toString('latin1');
-    if (this.names.get(dirId)?.ids.has(key)) {
+    const d = this.names.get(dirId);
+    if (d?.ids.has(key)) {
       const hit = await this.cachedName(dirId, key);
       if (hit) return hit;
-    }
+    } else if (d?.complete && (await this.knownMissing(dirId, key))) return null;
     const epoch = this.fillEpoch();
     const ended = this.endEpoch;
     const i = await this.inner.lookup(dirId, name);
@@ -399,26 +424,40 @@ export class CachedMetadataStore implements MetadataStore {
     return e.inode;
   }
 
+  /** Whether `key` is known not to be in `dirId`: its map is complete and lacks it (checked again after the wait). */
+  private async knownMissing(dirId: number, key: string): Promise<boolean> {
+    const serving = this.inner.whenServing?.();
+    if (serving !== undefined) await serving;
+    const d = this.names.get(dirId);
+    return d !== undefined && d.complete && !d.ids.has(key) && this.soleWriter();
+  }
+
   private rememberName(dirId: number, key: string, id: number): void {
     let d = this.names.get(dirId);
     if (d && Date.now() - d.at >= this.ttlMs) {
       this.dropNames(dirId);
       d = undefined;
     }
-    if (!d) {
-      d = { at: Date.now(), ids: new Map() };
-      this.names.set(dirId, d);
-    }
+    if (!d) d = this.namesOf(dirId, false);
     if (!d.ids.has(key)) this.nameCount++;
     d.ids.set(key, id);
     if (this.nameCount > this.maxInodes) this.clearNames();
+  }
+
+  /** A new (empty) map of the names of `dirId`. */
+  private namesOf(dirId: number, complete: boolean): { at: number; ids: Map<string, number>; complete: boolean } {
+    this.dropNames(dirId);
+    const d = { at: Date.now(), ids: new Map<string, number>(), complete };
+    this.names.set(dirId, d);
+    this.nameCount++;
+    return d;
   }
 
   /** Forgets the names cached in a directory (a remove or rename there, or another server's change). */
   private dropNames(dirId: number): void {
     const d = this.names.get(dirId);
     if (!d) return;
-    this.nameCount -= d.ids.size;
+    this.nameCount -= d.ids.size + 1;
     this.names.delete(dirId);
   }
 
@@ -442,20 +481,13 @@ export class CachedMetadataStore implements MetadataStore {
     const serving = this.inner.whenServing?.();
     if (serving !== undefined) await serving;
     const e = this.inodes.get(id);
-    // Written behind while fewer than MAX_PENDING inodes wait (or this one already does); past
-    // that, written through: the flush started at the cap may be failing (the database down).
-    if (
-      !guardCtime &&
-      isWriteBehind(changes) &&
-      e &&
-      !this.closed &&
-      (this.pending.size + this.flushing.size < MAX_PENDING || this.pending.has(id))
-    ) {
+    const behind = this.behindPart(id, e, changes, guardCtime);
+    if (behind !== undefined && e !== undefined) {
       const p = this.pending.get(id);
       const merged: PendingAttrs = {
-        growTo: Math.max(p?.growTo ?? 0, changes.growTo ?? 0),
-        mtime: later(p?.mtime, changes.mtime),
-        ctime: later(p?.ctime, changes.ctime),
+        growTo: Math.max(p?.growTo ?? 0, behind.growTo ?? 0),
+        mtime: later(p?.mtime, behind.mtime),
+        ctime: later(p?.ctime, behind.ctime),
       };
       this.pending.set(id, merged);
       const inode = withPending(e.inode, merged);
@@ -475,6 +507,26 @@ export class CachedMetadataStore implements MetadataStore {
     if (guardCtime === undefined && !this.flushing.has(id) && this.pending.has(id)) return this.setAttrWithPending(id, changes);
     await this.flushPending(id);
     return this.writeThrough(id, changes, guardCtime);
+  }
+
+  /**
+   * What of `changes` is written behind (merged into the pending size and times), or undefined:
+   * written through. A WRITE's changes; and, where this cache alone changes the store (its entry
+   * is then what the store has), the ctime of a change that moves nothing else.
+   */
+  private behindPart(
+    id: number,
+    e: InodeEntry | undefined,
+    changes: AttrChanges,
+    guardCtime: Timespec | undefined,
+  ): AttrChanges | undefined {
+    if (guardCtime !== undefined || e === undefined || this.closed) return undefined;
+    // Past MAX_PENDING inodes waiting (unless this one already does), written through: the flush
+    // started at the cap may be failing (the database down).
+    if (this.pending.size + this.flushing.size >= MAX_PENDING && !this.pending.has(id)) return undefined;
+    if (isWriteBehind(changes)) return changes;
+    const ctime = this.soleWriter() ? ctimeOnly(e.inode, changes) : undefined;
+    return ctime === undefined ? undefined : { ctime };
   }
 
   /** A change written to the store now, the other servers told, the cache kept right around it. */
@@ -542,9 +594,14 @@ export class CachedMetadataStore implements MetadataStore {
     await this.inner.flushAttrs?.(id);
   }
 
+  /** No other server and no unknown writer change the store: what is cached is what it holds. */
+  private soleWriter(): boolean {
+    return this.coherence === null && this.ttlMs === Number.POSITIVE_INFINITY;
+  }
+
   pendingTimes(id: number): { growTo: number; mtime: Timespec; ctime: Timespec } | undefined {
     // Another server (or an unknown writer) may read the store: it must see what a COMMIT covered.
-    if (this.coherence !== null || this.ttlMs !== Number.POSITIVE_INFINITY || this.closed) return undefined;
+    if (!this.soleWriter() || this.closed) return undefined;
     const p = this.pending.get(id);
     if (p?.mtime === undefined || p.ctime === undefined) return undefined;
     return { growTo: p.growTo, mtime: p.mtime, ctime: p.ctime };
@@ -720,9 +777,19 @@ export class CachedMetadataStore implements MetadataStore {
       // The new name, under the same proof (and no change begun since: remember() checks that of
       // the directory): a file just made is looked up next (the stat after a create, an untar's
       // SETATTR by name, SMB's path walk), and need not cost a query.
-      if (made !== undefined && proven && epoch === this.epoch && !this.isUncertain(dirId) && !this.isUncertain(made.id))
+      if (made !== undefined && proven && epoch === this.epoch && !this.isUncertain(dirId) && !this.isUncertain(made.id)) {
         this.rememberName(dirId, name.toString('latin1'), made.id);
+        // A directory made here, while nobody else changes the store: every name it gets comes through here.
+        if (made.type === FileType.DIR && this.soleWriter()) this.namesOf(made.id, true);
+        if (this.nameCount > this.maxInodes) this.clearNames();
+      } else this.incomplete(dirId);
     }
+  }
+
+  /** A name may have come into `dirId` that its map does not hold: the map no longer says what is missing. */
+  private incomplete(dirId: number): void {
+    const d = this.names.get(dirId);
+    if (d !== undefined) d.complete = false;
   }
 
   async link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode> {
@@ -736,6 +803,7 @@ export class CachedMetadataStore implements MetadataStore {
       this.namespaceChanges--;
       this.done(ticket, [id, dirId]);
       this.forget(id, dirId);
+      this.incomplete(dirId);
     }
   }
 
