@@ -513,6 +513,53 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('alone on the store: a SETATTR of what a stale entry shows is written through (a lost answer, an old read, a directory)', async () => {
+    const { inner, cached, f } = await setup({ ttlMs: Number.POSITIVE_INFINITY });
+    const real = inner.setAttr.bind(inner);
+    // The store made a chmod but its answer was lost: the entry is not trusted, the chmod back is written.
+    inner.setAttr = async (id, changes, guard) => {
+      await real(id, changes, guard);
+      throw new VfsError('JUKEBOX', 'the answer was lost');
+    };
+    await assert.rejects(cached.setAttr(f.id, { mode: 0o600, ctime: T(2) }), /lost/);
+    inner.setAttr = real;
+    assert.equal((await cached.setAttr(f.id, { mode: 0o644, ctime: T(3) })).mode, 0o644);
+    assert.equal((await inner.getInode(f.id))!.mode, 0o644, 'the store has the mode answered, before any flush');
+
+    // A lookup that read the row before a chmod and answers after it does not fill the cache.
+    const root = await cached.ensureRoot(SHARE, file());
+    await cached.link(f.id, root.id, Buffer.from('g'), T(4)); // a name the cache does not hold: looked up in the store
+    const lookup = inner.lookup.bind(inner);
+    let release!: () => void;
+    const chmodDone = new Promise<void>((r) => (release = r));
+    inner.lookup = async (dirId, name) => {
+      const before = await lookup(dirId, name);
+      await chmodDone;
+      return before;
+    };
+    let late: Promise<unknown> | undefined;
+    inner.setAttr = async (id, changes, guard) => {
+      late = cached.lookup(root.id, Buffer.from('g'));
+      await new Promise((r) => setImmediate(r));
+      return real(id, changes, guard);
+    };
+    await cached.setAttr(f.id, { mode: 0o600, ctime: T(5) });
+    inner.setAttr = real;
+    release();
+    await late;
+    inner.lookup = lookup;
+    assert.equal((await cached.getInode(f.id))!.mode, 0o600, 'the old row read meanwhile is not cached');
+    await cached.setAttr(f.id, { mode: 0o644, ctime: T(6) });
+    assert.equal((await inner.getInode(f.id))!.mode, 0o644);
+
+    // A directory's same-value chmod is written at once: its entry must follow a rename meanwhile.
+    const d = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(7));
+    const calls = mock.method(inner, 'setAttr');
+    await cached.setAttr(d.id, { mode: 0o755, ctime: T(8) });
+    assert.equal(calls.mock.callCount(), 1);
+    await cached.close();
+  });
+
   it('alone on the store: a name missing from a directory made here is answered without a query, until something else may add one', async () => {
     const { inner, cached, f } = await setup({ ttlMs: Number.POSITIVE_INFINITY });
     const root = await cached.ensureRoot(SHARE, file());

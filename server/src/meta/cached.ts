@@ -25,7 +25,7 @@
 //
 // Durability: a pending size change is also in the WAL record of the write that caused it (replay
 // restores sizes), so losing pending changes in a crash loses at most mtime/ctime of writes that
-// were never committed, which NFS allows.
+// were never committed, which NFS allows, and the ctime of SETATTRs that changed nothing else.
 import { VfsError } from '../vfs/errors.js';
 import { compareTimespec, FileType, type AttrChanges, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
 import type {
@@ -117,14 +117,16 @@ function isWriteBehind(c: AttrChanges): boolean {
 }
 
 /**
- * The change time `c` sets when that is all it changes on `i`: a SETATTR of what the file already
- * has (tar's chown and chmod after it extracts a file), which still moves the ctime (Linux's
- * notify_change does). Undefined when it changes anything else, or sets an older ctime (an SMB
- * client's explicit ChangeTime).
+ * The change time `c` sets when that is all it changes on regular file `i`: a SETATTR of what the
+ * file already has (tar's chown and chmod after it extracts a file), which still moves the ctime
+ * (Linux's notify_change does). Undefined when it changes anything else, or sets an older ctime (an
+ * SMB client's explicit ChangeTime).
  */
 function ctimeOnly(i: Inode, c: AttrChanges): Timespec | undefined {
   const { ctime } = c;
-  if (ctime === undefined || compareTimespec(ctime, i.ctime) < 0) return undefined;
+  // Regular files only: a dirty entry is not forgotten (forget()), and a directory's entry must
+  // follow a rename (its parent) that may run meanwhile.
+  if (i.type !== FileType.REG || ctime === undefined || compareTimespec(ctime, i.ctime) < 0) return undefined;
   const mode = i.mode & 0o7777;
   if (((c.mode ?? mode) & 0o7777 & ~(c.clearMode ?? 0)) !== mode) return undefined;
   if ((c.uid ?? i.uid) !== i.uid || (c.gid ?? i.gid) !== i.gid || (c.dosAttrs ?? i.dosAttrs) !== i.dosAttrs) return undefined;
@@ -538,7 +540,15 @@ export class CachedMetadataStore implements MetadataStore {
     const epoch = this.fillEpoch();
     try {
       return this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch);
+    } catch (err) {
+      // The store may have made the change and lost the answer: the entry is read again, not
+      // trusted (a SETATTR of the value it would still show would be taken for ctime only).
+      this.inodes.delete(id);
+      throw err;
     } finally {
+      // A read on another of a pool's connections may have seen the row before the change and
+      // answer after it: as after a remove or rename, it must not fill the cache.
+      this.endEpoch++;
       this.done(ticket, [id], blocks);
     }
   }
