@@ -16,6 +16,10 @@ function file(): NewInode {
   return { type: FileType.REG, mode: 0o644, uid: 1, gid: 1, rdevMajor: 0, rdevMinor: 0, target: null, createVerifier: null, size: 0 };
 }
 
+function directory(): NewInode {
+  return { ...file(), type: FileType.DIR, mode: 0o755 };
+}
+
 async function setup(opts: ConstructorParameters<typeof CachedMetadataStore>[1] = {}): Promise<{
   inner: MemoryMetadataStore;
   cached: CachedMetadataStore;
@@ -26,7 +30,7 @@ async function setup(opts: ConstructorParameters<typeof CachedMetadataStore>[1] 
   // pass their own).
   const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000, ttlMs: 60_000, ...opts });
   await cached.open();
-  const root = await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 });
+  const root = await cached.ensureRoot(SHARE, directory());
   const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
   await cached.getInode(f.id);
   return { inner, cached, f };
@@ -226,7 +230,7 @@ describe('CachedMetadataStore', () => {
 
   it('a remove that returns the directory keeps it: the next read of it is not a store call', async () => {
     const { inner, cached } = await setup();
-    const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;
+    const dirId = (await cached.ensureRoot(SHARE, directory())).id;
     const innerRemove = inner.remove.bind(inner);
     // The memory engine does not return the directory; here it does, as the SQL engines do.
     inner.remove = async (...a) => ({ ...(await innerRemove(...a)), dir: (await inner.getInode(dirId))! });
@@ -256,7 +260,7 @@ describe('CachedMetadataStore', () => {
     // step, between reads of inodes not seen before: a cache that kept the order of first use
     // would have evicted it after 16 steps; updated in place or moved, it must be there at the end.
     const { inner, cached, f: hot } = await setup({ maxInodes: 16, ttlMs: 60_000 });
-    const root = await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 });
+    const root = await cached.ensureRoot(SHARE, directory());
     const others: number[] = [];
     for (let i = 0; i < 100; i++) others.push((await inner.create(root.id, Buffer.from(`o${i}`), file(), T(2))).id);
     let reads = 0;
@@ -289,7 +293,7 @@ describe('CachedMetadataStore', () => {
 
   it('a create that returns the directory keeps it, unless another namespace change overlapped it', async () => {
     const { inner, cached } = await setup();
-    const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;
+    const dirId = (await cached.ensureRoot(SHARE, directory())).id;
     // The memory engine has no createIn; here it has one, as the postgres engine does. `hold`
     // keeps a create from finishing until the test lets it.
     let hold: Promise<void> | undefined = undefined;
@@ -327,7 +331,7 @@ describe('CachedMetadataStore', () => {
 
   it('a remove that began while another namespace change was in flight does not keep the directory it returns', async () => {
     const { inner, cached } = await setup();
-    const dirId = (await cached.ensureRoot(SHARE, { ...file(), type: FileType.DIR, mode: 0o755 })).id;
+    const dirId = (await cached.ensureRoot(SHARE, directory())).id;
     await cached.create(dirId, Buffer.from('g'), file(), T(2));
     // A create in flight; the remove begins, changes the store and reads its directory (mtime 5);
     // then the create changes it (mtime 9) and finishes; the remove's answer arrives last.
@@ -471,7 +475,7 @@ describe('CachedMetadataStore', () => {
       () => undefined,
     );
     const root = await cached.ensureRoot(SHARE, file());
-    const sub = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
+    const sub = await cached.create(root.id, Buffer.from('d'), directory(), T(2));
     const g = await cached.create(root.id, Buffer.from('g'), file(), T(3));
     published.length = 0;
     await cached.rename(root.id, Buffer.from('f'), sub.id, Buffer.from('f2'), T(4));
@@ -486,7 +490,7 @@ describe('CachedMetadataStore', () => {
     const { inner, cached } = await setup();
     const root = await cached.ensureRoot(SHARE, file());
     // Made behind the cache, so that the first lookup reads it (a name created here is cached at once).
-    const d = await inner.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
+    const d = await inner.create(root.id, Buffer.from('d'), directory(), T(2));
     const lookups = mock.method(inner, 'lookup');
     assert.equal((await cached.lookup(root.id, Buffer.from('d')))!.id, d.id);
     assert.equal((await cached.lookup(root.id, Buffer.from('d')))!.id, d.id);
@@ -553,7 +557,7 @@ describe('CachedMetadataStore', () => {
     assert.equal((await inner.getInode(f.id))!.mode, 0o644);
 
     // A directory's same-value chmod is written at once: its entry must follow a rename meanwhile.
-    const d = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(7));
+    const d = await cached.create(root.id, Buffer.from('d'), directory(), T(7));
     const calls = mock.method(inner, 'setAttr');
     await cached.setAttr(d.id, { mode: 0o755, ctime: T(8) });
     assert.equal(calls.mock.callCount(), 1);
@@ -563,7 +567,7 @@ describe('CachedMetadataStore', () => {
   it('alone on the store: a name missing from a directory made here is answered without a query, until something else may add one', async () => {
     const { inner, cached, f } = await setup({ ttlMs: Number.POSITIVE_INFINITY });
     const root = await cached.ensureRoot(SHARE, file());
-    const d = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
+    const d = await cached.create(root.id, Buffer.from('d'), directory(), T(2));
     const lookups = mock.method(inner, 'lookup');
     assert.equal(await cached.lookup(d.id, Buffer.from('x')), null);
     const a = await cached.create(d.id, Buffer.from('a'), file(), T(3));
@@ -580,7 +584,7 @@ describe('CachedMetadataStore', () => {
     assert.equal(lookups.mock.callCount(), 2);
 
     // A create that failed after the store made it (a lost answer): the name is asked for, and found.
-    const e = await cached.create(root.id, Buffer.from('e'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(5));
+    const e = await cached.create(root.id, Buffer.from('e'), directory(), T(5));
     const create = inner.create.bind(inner);
     inner.create = async (dirId, name, init, now) => {
       await create(dirId, name, init, now);
@@ -591,7 +595,7 @@ describe('CachedMetadataStore', () => {
     assert.ok(await cached.lookup(e.id, Buffer.from('made')), 'the name the store made is found');
 
     // A remove in the directory: a missing name is asked again.
-    const g = await cached.create(root.id, Buffer.from('g'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(7));
+    const g = await cached.create(root.id, Buffer.from('g'), directory(), T(7));
     await cached.create(g.id, Buffer.from('1'), file(), T(8));
     await cached.remove(g.id, Buffer.from('1'), false, T(9));
     lookups.mock.resetCalls();
@@ -603,7 +607,7 @@ describe('CachedMetadataStore', () => {
   it('a name missing from a directory made here is asked where others may change the store', async () => {
     const { inner, cached } = await setup();
     const root = await cached.ensureRoot(SHARE, file());
-    const d = await cached.create(root.id, Buffer.from('d'), { ...file(), type: FileType.DIR, mode: 0o755 }, T(2));
+    const d = await cached.create(root.id, Buffer.from('d'), directory(), T(2));
     const lookups = mock.method(inner, 'lookup');
     // Another process adds a name behind this cache's back.
     const other = await inner.create(d.id, Buffer.from('x'), file(), T(3));
