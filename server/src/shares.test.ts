@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import pLimit from 'p-limit';
 import { BlockCache } from './blocks/cache.js';
-import { FileWal, MemoryWal, type Wal as ShareRuntimeWal } from './blocks/wal.js';
+import { FileWal, MemoryWal, type Wal } from './blocks/wal.js';
 import type { BlockStoreConfig, ShareConfig } from './config/types.js';
 import { ShareRuntime, type DesiredShares } from './shares.js';
 import { onOneVolume } from './stores.js';
@@ -35,7 +35,7 @@ function share(name: string, blocks = 'b', extra: Partial<ShareConfig> = {}): Sh
 }
 
 /** A share runtime serving into a new file service, over `wal`, its stores under `dataDir`. */
-function runtime(dataDir: string, wal: ShareRuntimeWal): { fs: FileService; rt: ShareRuntime } {
+function runtime(dataDir: string, wal: Wal): { fs: FileService; rt: ShareRuntime } {
   const fs = new FileService(log);
   const rt = new ShareRuntime({
     fileService: fs,

@@ -426,12 +426,16 @@ export class CachedMetadataStore implements MetadataStore {
     return e.inode;
   }
 
-  /** Whether `key` is known not to be in `dirId`: its map is complete and lacks it (checked again after the wait). */
+  /**
+   * Whether `key` is known not to be in `dirId`: its map is complete and lacks it (checked again
+   * after the wait). Complete maps exist only while this cache is the sole writer: attachCoherence,
+   * the one way out of that, drops every map.
+   */
   private async knownMissing(dirId: number, key: string): Promise<boolean> {
     const serving = this.inner.whenServing?.();
     if (serving !== undefined) await serving;
     const d = this.names.get(dirId);
-    return d !== undefined && d.complete && !d.ids.has(key) && this.soleWriter();
+    return d !== undefined && d.complete && !d.ids.has(key);
   }
 
   private rememberName(dirId: number, key: string, id: number): void {
@@ -788,10 +792,9 @@ export class CachedMetadataStore implements MetadataStore {
       // the directory): a file just made is looked up next (the stat after a create, an untar's
       // SETATTR by name, SMB's path walk), and need not cost a query.
       if (made !== undefined && proven && epoch === this.epoch && !this.isUncertain(dirId) && !this.isUncertain(made.id)) {
-        this.rememberName(dirId, name.toString('latin1'), made.id);
         // A directory made here, while nobody else changes the store: every name it gets comes through here.
         if (made.type === FileType.DIR && this.soleWriter()) this.namesOf(made.id, true);
-        if (this.nameCount > this.maxInodes) this.clearNames();
+        this.rememberName(dirId, name.toString('latin1'), made.id);
       } else this.incomplete(dirId);
     }
   }
