@@ -601,6 +601,13 @@ describe('CachedMetadataStore', () => {
     lookups.mock.resetCalls();
     assert.equal(await cached.lookup(g.id, Buffer.from('1')), null);
     assert.equal(lookups.mock.callCount(), 1);
+
+    // A rename into a directory made here (mv into an untarred tree): the moved name is found there.
+    const h = await cached.create(root.id, Buffer.from('h'), directory(), T(10));
+    const moved = await cached.create(root.id, Buffer.from('m'), file(), T(11));
+    assert.equal(await cached.lookup(h.id, Buffer.from('m2')), null);
+    await cached.rename(root.id, Buffer.from('m'), h.id, Buffer.from('m2'), T(12));
+    assert.equal((await cached.lookup(h.id, Buffer.from('m2')))?.id, moved.id, 'the moved file is found under its new name');
     await cached.close();
   });
 
