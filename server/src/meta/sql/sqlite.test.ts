@@ -112,6 +112,76 @@ describe('SQLite metadata engine', () => {
     }
   });
 
+  it('sync commit: changes that arrive together share one COMMIT, and each is answered only once committed', async () => {
+    const dir = place();
+    const s = sqliteStore(dir);
+    await s.open();
+    // Another connection sees only what is committed.
+    const other = new Database(path.join(dir, SQLITE_FILE), { readonly: true });
+    try {
+      const d = s.driver as SqliteDriver;
+      const root = await s.ensureRoot(1, dirInit());
+      const count = other.prepare<[Buffer], { n: number }>('SELECT count(*) AS n FROM dirents WHERE name = ?');
+      const before = d.stats;
+      const seen: number[] = [];
+      await Promise.all(
+        Array.from({ length: 50 }, (_, i) =>
+          s.create(root.id, Buffer.from(`b-${i}`), fileInit(), T(1_700_000_000)).then(() => seen.push(count.get(Buffer.from(`b-${i}`))!.n)),
+        ),
+      );
+      assert.deepEqual(seen, new Array<number>(50).fill(1), 'a create was answered before its COMMIT');
+      const after = d.stats;
+      assert.equal(after.commits - before.commits, 50);
+      assert.ok(after.batchedCalls - before.batchedCalls >= 50);
+      assert.ok(after.batches - before.batches < 10, `50 creates at once took ${after.batches - before.batches} COMMITs`);
+      // One at a time, each has its own.
+      for (let i = 0; i < 3; i++) await s.create(root.id, Buffer.from(`one-${i}`), fileInit(), T(1_700_000_001));
+      assert.equal(d.stats.batches - after.batches, 3);
+      assert.equal(count.get(Buffer.from('one-2'))!.n, 1);
+    } finally {
+      other.close();
+      await s.close();
+    }
+  });
+
+  it('sync commit: a statement that fails in a batch fails alone; one that ends its transaction fails every call in it', async () => {
+    const s = sqliteStore(place());
+    await s.open();
+    try {
+      const d = s.driver as SqliteDriver;
+      const root = await s.ensureRoot(1, dirInit());
+      const f = await s.create(root.id, Buffer.from('f'), fileInit(), T(1_700_000_000));
+      const ctime = async (id: number) => (await s.getInode(id))!.ctime.sec;
+      const before = d.stats;
+      // Issued together: one batch (the first is a named write, which begins it).
+      const [a, bad, c] = await Promise.allSettled([
+        d.query(S.touchCtime, [root.id, 1_800_000_001, 0]),
+        d.query('INSERT INTO share_roots (share_id, root) VALUES (99, 987654321)'),
+        d.query(S.touchCtime, [f.id, 1_800_000_002, 0]),
+      ]);
+      assert.equal(a.status, 'fulfilled');
+      assert.equal(c.status, 'fulfilled');
+      assert.equal(bad.status, 'rejected');
+      assert.equal((bad.reason as { code?: string }).code, '23503');
+      assert.equal(d.stats.batches - before.batches, 1);
+      assert.equal(d.stats.batchedCalls - before.batchedCalls, 2);
+      assert.equal(await ctime(root.id), 1_800_000_001);
+      assert.equal(await ctime(f.id), 1_800_000_002);
+      assert.equal((await d.query('SELECT count(*) AS n FROM share_roots WHERE share_id = 99')).rows[0]!.n, 0);
+      // The transaction ends under the batch: its change is gone, so neither call is answered as done.
+      const [x, end] = await Promise.allSettled([d.query(S.touchCtime, [root.id, 1_800_000_003, 0]), d.query('ROLLBACK')]);
+      assert.equal(x.status, 'rejected');
+      assert.match(String(x.reason), /ended before its COMMIT/);
+      assert.equal(end.status, 'rejected');
+      assert.equal(await ctime(root.id), 1_800_000_001);
+      // The next change begins a new batch.
+      await d.query(S.touchCtime, [root.id, 1_800_000_004, 0]);
+      assert.equal(await ctime(root.id), 1_800_000_004);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('sync change: answers no change after a failed fsync, not even one of a transaction open across it', async () => {
     const d = SqliteDriver.open({ dir: place(), sync: 'change', statements: {}, checkpointWorker: false });
     try {
