@@ -7,7 +7,7 @@ import os from 'node:os';
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { failNextFdatasync } from '../../testing/failing-fsync.js';
+import { failNextFdatasync, heldFdatasyncs, holdFdatasyncs, releaseFdatasync, stopHoldingFdatasyncs } from '../../testing/failing-fsync.js';
 import { dirInit, fileInit } from '../../testing/inodes.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 import { CHECKPOINT_EVERY_COMMITS, WAL_SIZE_LIMIT_BYTES } from './sqlite-checkpoint.js';
@@ -154,11 +154,16 @@ describe('SQLite metadata engine', () => {
       const ctime = async (id: number) => (await s.getInode(id))!.ctime.sec;
       const before = d.stats;
       // Issued together: one batch (the first is a named write, which begins it).
+      const settled: string[] = [];
+      const noted = <R>(what: string, p: Promise<R>): Promise<R> => p.finally(() => settled.push(what));
       const [a, bad, c] = await Promise.allSettled([
-        d.query(S.touchCtime, [root.id, 1_800_000_001, 0]),
-        d.query('INSERT INTO share_roots (share_id, root) VALUES (99, 987654321)'),
-        d.query(S.touchCtime, [f.id, 1_800_000_002, 0]),
+        noted('a', d.query(S.touchCtime, [root.id, 1_800_000_001, 0])),
+        noted('bad', d.query('INSERT INTO share_roots (share_id, root) VALUES (99, 987654321)')),
+        noted('c', d.query(S.touchCtime, [f.id, 1_800_000_002, 0])),
       ]);
+      // The failed call settles after the COMMIT too (with the calls before it): what it failed on
+      // may be a change of the batch's.
+      assert.deepEqual(settled, ['a', 'bad', 'c']);
       assert.equal(a.status, 'fulfilled');
       assert.equal(c.status, 'fulfilled');
       assert.equal(bad.status, 'rejected');
@@ -179,6 +184,42 @@ describe('SQLite metadata engine', () => {
       assert.equal(await ctime(root.id), 1_800_000_004);
     } finally {
       await s.close();
+    }
+  });
+
+  it('sync commit: an fsync covers what was committed when it began, also one that a finished fsync begins while a batch is open', async () => {
+    const dir = place();
+    const d = SqliteDriver.open({ dir, statements: { ins: 'INSERT INTO t (x) VALUES (?1)' }, checkpointWorker: false });
+    const ins = { name: 'ins', text: 'INSERT INTO t (x) VALUES ($1)' };
+    let other: Database.Database | null = null;
+    try {
+      await d.query('CREATE TABLE t (x integer)');
+      await d.sync();
+      other = new Database(path.join(dir, SQLITE_FILE), { readonly: true });
+      const rowsCommitted = other.prepare<[], { n: number }>('SELECT count(*) AS n FROM t');
+      const base = d.stats.commits;
+      holdFdatasyncs((file) => file.endsWith(`${SQLITE_FILE}-wal`));
+      await d.query(ins, [1]);
+      const first = d.sync(); // an fsync in flight
+      const two = d.query(ins, [2]);
+      const second = d.sync(); // commits row 2's batch; waits for the next fsync
+      const three = d.query(ins, [3]); // a new batch: row 3 has run, not committed
+      assert.equal(heldFdatasyncs(), 1);
+      // The fsync ends in this turn of the event loop (as in its poll phase, before the batch's
+      // COMMIT): it begins the next for `second` at once.
+      releaseFdatasync();
+      assert.equal(heldFdatasyncs(), 1);
+      assert.equal(rowsCommitted.get()!.n, 2);
+      assert.equal(d.stats.commits - base, 2, 'an fsync began counting a change its batch had not committed yet');
+      stopHoldingFdatasyncs();
+      await Promise.all([first, two, second, three]);
+      await d.sync();
+      assert.equal(d.stats.commits - base, 3);
+      assert.equal(d.stats.synced, d.stats.commits);
+    } finally {
+      stopHoldingFdatasyncs();
+      other?.close();
+      await d.close();
     }
   });
 

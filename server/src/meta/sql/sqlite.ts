@@ -114,6 +114,8 @@ const noop = (): void => {};
 
 /** `commit`: calls that share one SQLite transaction, all settled once it has committed (or failed). */
 interface Batch {
+  /** Changes its calls made, counted (`written`) once it has committed. */
+  changes: number;
   readonly done: Promise<void>;
   readonly resolve: () => void;
   readonly reject: (e: unknown) => void;
@@ -512,9 +514,9 @@ export class SqliteDriver implements SqlDriver {
       resolve = res;
       reject = rej;
     });
-    // Its calls wait for it; one whose own statement failed does not, and nothing else must.
+    // Every call awaits it, but a failure may come before the first await (failBatch in query()).
     done.catch(noop);
-    const batch: Batch = { done, resolve, reject };
+    const batch: Batch = { changes: 0, done, resolve, reject };
     this.batch = batch;
     // After the calls that this turn of the event loop has ready (their requests were read in its
     // poll phase): they share the COMMIT.
@@ -542,6 +544,7 @@ export class SqliteDriver implements SqlDriver {
       return;
     }
     this.batches++;
+    if (batch.changes > 0) this.count(batch.changes);
     batch.resolve();
   }
 
@@ -559,21 +562,28 @@ export class SqliteDriver implements SqlDriver {
 
   /** Counts a committed change for the group commit. */
   private committed(): void {
-    if (this.dirtyTx) {
-      this.dirtyTx = false;
-      this.written++;
-      if (this.checkpointer !== null && this.written - this.checkpointAskedAt >= CHECKPOINT_EVERY_COMMITS) {
-        this.checkpointAskedAt = this.written;
-        this.checkpointer.request();
-      }
-      if (!this.syncEveryChange && this.syncTimer === null) {
-        this.syncTimer = setTimeout(() => {
-          this.syncTimer = null;
-          // A failure marks the store broken (sync); nobody is waiting on this one.
-          this.durable().catch(() => undefined);
-        }, SYNC_DELAY_MS);
-        this.syncTimer.unref();
-      }
+    if (!this.dirtyTx) return;
+    this.dirtyTx = false;
+    // A batch's changes count once its COMMIT is done: an fsync started before that (one a
+    // finished fsync starts for the callers still waiting) does not cover them.
+    if (this.batch !== null) this.batch.changes++;
+    else this.count(1);
+  }
+
+  /** `n` changes are committed: the next fsync covers them. */
+  private count(n: number): void {
+    this.written += n;
+    if (this.checkpointer !== null && this.written - this.checkpointAskedAt >= CHECKPOINT_EVERY_COMMITS) {
+      this.checkpointAskedAt = this.written;
+      this.checkpointer.request();
+    }
+    if (!this.syncEveryChange && this.syncTimer === null) {
+      this.syncTimer = setTimeout(() => {
+        this.syncTimer = null;
+        // A failure marks the store broken (sync); nobody is waiting on this one.
+        this.durable().catch(() => undefined);
+      }, SYNC_DELAY_MS);
+      this.syncTimer.unref();
     }
   }
 
@@ -605,17 +615,24 @@ export class SqliteDriver implements SqlDriver {
       // first in the queue, without its promises (most calls: a REMOVE, a LOOKUP, a GETATTR), in
       // the batch open now or one it begins.
       const batch = this.joinBatch(sql);
-      try {
-        rows = this.runCommitted(sql, params);
-      } finally {
+      if (batch === null) rows = this.runCommitted(sql, params);
+      else {
+        let failed: { error: unknown } | null = null;
+        try {
+          rows = this.runCommitted(sql, params);
+          this.batchedCalls++;
+        } catch (error) {
+          failed = { error };
+          rows = [];
+        }
         // A statement fails alone (SQLite undoes just its own changes), unless the error ended
         // the transaction: then the batch's earlier changes are gone too.
-        if (batch !== null && this.batch === batch && !this.db.inTransaction)
+        if (this.batch === batch && !this.db.inTransaction)
           this.failBatch(batch, new Error('embedded metadata store: the transaction of a batch of changes ended before its COMMIT'));
-      }
-      if (batch !== null) {
-        this.batchedCalls++;
+        // A failed statement settles after the COMMIT too: it may have failed on a change of the
+        // batch's (a row another call deleted), which stands only once committed.
         await batch.done;
+        if (failed !== null) throw failed.error;
       }
     } else {
       rows = await this.serial(() => {
