@@ -211,9 +211,16 @@ describe('SQLite metadata engine', () => {
       assert.equal(heldFdatasyncs(), 1);
       assert.equal(rowsCommitted.get()!.n, 2);
       assert.equal(d.stats.commits - base, 2, 'an fsync began counting a change its batch had not committed yet');
-      stopHoldingFdatasyncs();
+      releaseFdatasync();
       await Promise.all([first, two, second, three]);
-      await d.sync();
+      // Row 3 is answered: a COMMIT now waits for an fsync that covers it, which has yet to begin.
+      let synced = false;
+      const after = d.sync().then(() => (synced = true));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(synced, false, 'a sync after row 3 was answered needed no fsync');
+      assert.ok(heldFdatasyncs() >= 1);
+      stopHoldingFdatasyncs();
+      await after;
       assert.equal(d.stats.commits - base, 3);
       assert.equal(d.stats.synced, d.stats.commits);
     } finally {

@@ -627,8 +627,13 @@ export class SqliteDriver implements SqlDriver {
         }
         // A statement fails alone (SQLite undoes just its own changes), unless the error ended
         // the transaction: then the batch's earlier changes are gone too.
-        if (this.batch === batch && !this.db.inTransaction)
-          this.failBatch(batch, new Error('embedded metadata store: the transaction of a batch of changes ended before its COMMIT'));
+        if (this.batch === batch && !this.db.inTransaction) {
+          const why = failed === null ? '' : `: ${errorMessage(failed.error)}`;
+          const err = new Error(`embedded metadata store: the transaction of a batch of changes ended before its COMMIT${why}`, {
+            cause: failed?.error,
+          });
+          this.failBatch(batch, err);
+        }
         // A failed statement settles after the COMMIT too: it may have failed on a change of the
         // batch's (a row another call deleted), which stands only once committed.
         await batch.done;
