@@ -1,8 +1,9 @@
 // Tests: fdatasync failing with EIO, as on a failing disk, once and for a chosen file; or held until
 // the test releases it (holdFdatasyncs). Linux reports a failed writeback once per open file and no
 // longer holds the pages it could not write as dirty: the next fdatasync succeeds though their data
-// never reached the disk, and so it does here. Import this module before the code under test: a module that binds fs.fdatasync when it
-// loads (blocks/wal.ts promisifies it) keeps what it found then.
+// never reached the disk, and so it does here. Import this module before the code under test: a
+// module that binds fs.fdatasync when it loads (blocks/wal.ts promisifies it) keeps what it found
+// then.
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 

@@ -549,14 +549,19 @@ export class SqliteDriver implements SqlDriver {
     batch.resolve();
   }
 
-  /** The batch's transaction is lost (or ends here): every call in it fails, none is answered as done. */
-  private failBatch(batch: Batch, err: unknown): void {
-    if (this.batch === batch) this.batch = null;
+  /** Ends the open transaction, if SQLite has not already, undoing its changes. */
+  private rollback(): void {
     try {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');
     } catch (re) {
       this.log.warn({ err: re }, 'embedded metadata store: ROLLBACK failed');
     }
+  }
+
+  /** The batch's transaction is lost (or ends here): every call in it fails, none is answered as done. */
+  private failBatch(batch: Batch, err: unknown): void {
+    if (this.batch === batch) this.batch = null;
+    this.rollback();
     this.log.warn({ err }, 'embedded metadata store: a batch of changes did not commit');
     batch.reject(err);
   }
@@ -616,30 +621,7 @@ export class SqliteDriver implements SqlDriver {
       // first in the queue, without its promises (most calls: a REMOVE, a LOOKUP, a GETATTR), in
       // the batch open now or one it begins.
       const batch = this.joinBatch(sql);
-      if (batch === null) rows = this.runCommitted(sql, params);
-      else {
-        let failed: { error: unknown } | null = null;
-        try {
-          rows = this.runCommitted(sql, params);
-          this.batchedCalls++;
-        } catch (error) {
-          failed = { error };
-          rows = [];
-        }
-        // A statement fails alone (SQLite undoes just its own changes), unless the error ended
-        // the transaction: then the batch's earlier changes are gone too.
-        if (this.batch === batch && !this.db.inTransaction) {
-          const why = failed === null ? '' : `: ${errorMessage(failed.error)}`;
-          const err = new Error(`embedded metadata store: the transaction of a batch of changes ended before its COMMIT${why}`, {
-            cause: failed?.error,
-          });
-          this.failBatch(batch, err);
-        }
-        // A failed statement settles after the COMMIT too: it may have failed on a change of the
-        // batch's (a row another call deleted), which stands only once committed.
-        await batch.done;
-        if (failed !== null) throw failed.error;
-      }
+      rows = batch === null ? this.runCommitted(sql, params) : await this.runInBatch(batch, sql, params);
     } else {
       rows = await this.serial(() => {
         this.live();
@@ -648,6 +630,34 @@ export class SqliteDriver implements SqlDriver {
     }
     if (this.syncEveryChange) await this.durable();
     return { rows: rows as T[] };
+  }
+
+  /**
+   * One statement in `batch`, settled once the batch has committed: also when the statement
+   * failed, since it may have failed on a change of the batch's (a row another call deleted),
+   * which stands only once committed.
+   */
+  private async runInBatch(batch: Batch, sql: Statement | string, params: readonly unknown[]): Promise<SqlRow[]> {
+    let rows: SqlRow[] = [];
+    let failed: { error: unknown } | null = null;
+    try {
+      rows = this.runCommitted(sql, params);
+      this.batchedCalls++;
+    } catch (error) {
+      failed = { error };
+    }
+    // A statement fails alone (SQLite undoes just its own changes), unless the error ended the
+    // transaction: then the batch's earlier changes are gone too.
+    if (this.batch === batch && !this.db.inTransaction) {
+      const why = failed === null ? '' : `: ${errorMessage(failed.error)}`;
+      const err = new Error(`embedded metadata store: the transaction of a batch of changes ended before its COMMIT${why}`, {
+        cause: failed?.error,
+      });
+      this.failBatch(batch, err);
+    }
+    await batch.done;
+    if (failed !== null) throw failed.error;
+    return rows;
   }
 
   /** One statement as its own transaction (or in the one open), counted for the group commit. */
@@ -692,11 +702,7 @@ export class SqliteDriver implements SqlDriver {
           } catch (e) {
             open = false;
             this.dirtyTx = false;
-            try {
-              if (this.db.inTransaction) this.db.exec('ROLLBACK');
-            } catch (re) {
-              this.log.warn({ err: re }, 'embedded metadata store: ROLLBACK failed');
-            }
+            this.rollback();
             throw translate(e);
           }
         }),
