@@ -165,6 +165,22 @@ export class Nfs3Program {
     }
   }
 
+  /** A failed call's status, then the object's attributes as they are now (or none) as its wcc_data. */
+  private async failWcc(w: XdrWriter, err: unknown, fh: Buffer, id: Identity): Promise<void> {
+    const status = this.statusOf(err);
+    const cur = await this.attrsOf(fh, id);
+    w.u32(status);
+    writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
+  }
+
+  /** A failed call's status, then the object's attributes as they are now (or none). */
+  private async failPostOp(w: XdrWriter, err: unknown, fh: Buffer, id: Identity): Promise<void> {
+    const status = this.statusOf(err);
+    const cur = await this.attrsOf(fh, id);
+    w.u32(status);
+    writePostOpAttr(w, cur?.share.id ?? 0, cur?.inode);
+  }
+
   // §3.3.1 GETATTR
   private async getattr(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
@@ -188,10 +204,7 @@ export class Nfs3Program {
       w.u32(Nfs3Status.OK);
       writeWcc(w, share.id, before, after);
     } catch (e) {
-      const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh, id);
-      w.u32(status);
-      writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
+      await this.failWcc(w, e, fh, id);
     }
     return undefined;
   }
@@ -206,10 +219,7 @@ export class Nfs3Program {
       writePostOpAttr(w, share.id, inode);
       writePostOpAttr(w, share.id, dir);
     } catch (e) {
-      const status = this.statusOf(e);
-      const dir = await this.attrsOf(dirFh, id);
-      w.u32(status);
-      writePostOpAttr(w, dir?.share.id ?? 0, dir?.inode);
+      await this.failPostOp(w, e, dirFh, id);
     }
     return undefined;
   }
@@ -248,10 +258,7 @@ export class Nfs3Program {
       writePostOpAttr(w, inode.shareId, inode);
       w.opaque(target);
     } catch (e) {
-      const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh, id);
-      w.u32(status);
-      writePostOpAttr(w, cur?.share.id ?? 0, cur?.inode);
+      await this.failPostOp(w, e, fh, id);
     }
     return undefined;
   }
@@ -278,10 +285,7 @@ export class Nfs3Program {
       return pad === 0 ? [data] : [data, PAD.subarray(0, pad)];
     } catch (e) {
       if (target !== undefined && call.afterReply === undefined) this.readBuffers.give(target);
-      const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh, id);
-      w.u32(status);
-      writePostOpAttr(w, cur?.share.id ?? 0, cur?.inode);
+      await this.failPostOp(w, e, fh, id);
     }
     return undefined;
   }
@@ -306,10 +310,7 @@ export class Nfs3Program {
         .u32(sync ? StableHow.FILE_SYNC : StableHow.UNSTABLE)
         .fixed(this.writeVerifier);
     } catch (e) {
-      const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh, id);
-      w.u32(status);
-      writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
+      await this.failWcc(w, e, fh, id);
     }
     return undefined;
   }
@@ -328,10 +329,7 @@ export class Nfs3Program {
       writePostOpAttr(w, share.id, inode);
       writeWcc(w, share.id, dirBefore, dirAfter);
     } catch (e) {
-      const status = this.statusOf(e);
-      const dir = await this.attrsOf(dirFh, id);
-      w.u32(status);
-      writeWcc(w, dir?.share.id ?? 0, dir?.inode, dir?.inode);
+      await this.failWcc(w, e, dirFh, id);
     }
     return undefined;
   }
@@ -391,10 +389,7 @@ export class Nfs3Program {
       w.u32(Nfs3Status.OK);
       writeWcc(w, dirBefore.shareId, dirBefore, dirAfter);
     } catch (e) {
-      const status = this.statusOf(e);
-      const d = await this.attrsOf(dirFh, id);
-      w.u32(status);
-      writeWcc(w, d?.share.id ?? 0, d?.inode, d?.inode);
+      await this.failWcc(w, e, dirFh, id);
     }
     return undefined;
   }
@@ -503,11 +498,8 @@ export class Nfs3Program {
       if (emitted === 0 && (truncated || !page.eof)) throw new VfsError('TOOSMALL', 'reply size too small for one entry');
       w.u32(0).bool(!truncated && page.eof);
     } catch (e) {
-      const status = this.statusOf(e);
       w.pos = start;
-      const d = await this.attrsOf(dirFh, id);
-      w.u32(status);
-      writePostOpAttr(w, d?.share.id ?? 0, d?.inode);
+      await this.failPostOp(w, e, dirFh, id);
     }
     return undefined;
   }
@@ -581,10 +573,7 @@ export class Nfs3Program {
       writeWcc(w, inode.shareId, inode, inode);
       w.fixed(this.writeVerifier);
     } catch (e) {
-      const status = this.statusOf(e);
-      const cur = await this.attrsOf(fh, id);
-      w.u32(status);
-      writeWcc(w, cur?.share.id ?? 0, cur?.inode, cur?.inode);
+      await this.failWcc(w, e, fh, id);
     }
     return undefined;
   }
