@@ -117,6 +117,21 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('FLUSH needs an open granted write access (MS-SMB2 3.3.5.11), whatever the mode says now', async () => {
+    const { srv, c } = await setup();
+    const { open: mine } = await create(c, createRequest('f.bin'));
+    await srv.fs.setattr(mine.handle, c.id, { mode: 0o666 });
+    const bob = bobOn(srv);
+    const { open: w } = await as(bob, 'f.bin', Access.GENERIC_READ | Access.GENERIC_WRITE);
+    await files.write(bob, w, { offset: 0, fileId: w.fileId, flags: 0, data: Buffer.from('data') });
+    const { open: r } = await as(bob, 'f.bin', Access.GENERIC_READ);
+    assert.equal(await status(files.flush(bob, r)), NtStatus.ACCESS_DENIED);
+    // Bob's open for writing keeps its right to flush after the owner made the file read-only.
+    await srv.fs.setattr(mine.handle, c.id, { mode: 0o444 });
+    assert.equal(await status(files.flush(bob, w)), NtStatus.SUCCESS);
+    await srv.close();
+  });
+
   it("CREATE takes '/' as a path separator, like '\\', and still refuses the characters no name may hold", async () => {
     const { srv, open } = await setup();
     await open('d', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);

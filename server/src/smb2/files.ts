@@ -497,9 +497,13 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   return req.data.length;
 }
 
-// MS-SMB2 3.3.5.11 FLUSH: the durability of NFS COMMIT (WAL fsync of the data, metadata flushed).
+// MS-SMB2 3.3.5.11 FLUSH: the durability of NFS COMMIT (WAL fsync of the data, metadata flushed),
+// for an open granted write access (FILE_ADD_FILE and FILE_ADD_SUBDIRECTORY, on a directory, are
+// the same bits).
 export async function flush(c: FileContext, open: Open): Promise<void> {
-  await c.fs.commit(open.handle, c.id);
+  if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'FLUSH needs write access');
+  await c.fs.flush(open.handle, c.id);
   writeTime.updateNow(open.share.id, open.inodeId);
 }
 

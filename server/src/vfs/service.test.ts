@@ -331,6 +331,36 @@ describe('file service semantics', () => {
     await rejects(fs.setattr(fh, bob, {}, ctime), 'NOT_SYNC');
   });
 
+  it('a chown or chgrp to the value a file has asks for the right to set it: a stranger moves no ctime', async () => {
+    const { fs, share, rootFh } = await setup({ rootMode: 0o777 });
+    const f = await fs.create(rootFh, n('alices'), alice, CreateMode.EXCLUSIVE, {}, Buffer.from('verifier'));
+    const fh = fs.handleOf(share, f.inode);
+    const ctime = (await fs.getattr(fh, alice)).inode.ctime;
+    await new Promise((r) => setTimeout(r, 5));
+    await rejects(fs.setattr(fh, bob, { uid: alice.uid }), 'PERM');
+    await rejects(fs.setattr(fh, bob, { gid: alice.gid }), 'PERM');
+    assert.deepEqual((await fs.getattr(fh, alice)).inode.ctime, ctime);
+    // The owner's retransmitted EXCLUSIVE create still finds its verifier.
+    const again = await fs.create(rootFh, n('alices'), alice, CreateMode.EXCLUSIVE, {}, Buffer.from('verifier'));
+    assert.equal(again.inode.id, f.inode.id);
+    // The owner may set its own owner and group (as tar does after extracting), and root anything.
+    await fs.setattr(fh, alice, { uid: alice.uid, gid: alice.gid });
+    await fs.setattr(fh, root, { uid: alice.uid });
+    await rejects(fs.setattr(fh, alice, { gid: bob.gid }), 'PERM');
+  });
+
+  it('COMMIT is allowed where a WRITE is: not to a reader of the file, nor on a read-only share', async () => {
+    const { fs, share, rootFh } = await setup({ rootMode: 0o777 });
+    const f = await fs.create(rootFh, n('alices'), alice, CreateMode.UNCHECKED, { mode: 0o600 }, null);
+    const fh = fs.handleOf(share, f.inode);
+    await fs.write(fh, alice, 0, n('data'), false);
+    await rejects(fs.commit(fh, bob), 'ACCES');
+    await fs.commit(fh, alice);
+    await fs.commit(fh, root);
+    const ro = await setup({ readOnly: true });
+    await rejects(ro.fs.commit(ro.rootFh, root), 'ROFS');
+  });
+
   it('squashes group 0 of any caller too when root_squash is on (a client root can send uid 1000, gid 0)', async () => {
     const { fs, share, rootFh } = await setup({ rootSquash: false, rootMode: 0o775 });
     const squashing = await setup({ rootSquash: true, rootMode: 0o775 });
@@ -372,6 +402,7 @@ describe('file service semantics', () => {
     await rejects(fs.create(rootFh, n('g'), bob, CreateMode.UNCHECKED, {}, null), 'ACCES');
     await rejects(fs.remove(rootFh, n('f'), bob, false), 'ACCES');
     await rejects(fs.setattr(ffh, bob, { mode: 0o600 }), 'ACCES');
+    await rejects(fs.commit(ffh, bob), 'ACCES');
     assert.deepEqual(fs.accessBits(share, f.inode, bob), { read: true, write: false, exec: false });
     // none (an unknown uid gets the default, here none): even reads and lookups are refused.
     const carol: Identity = { uid: 3000, gid: 3000, gids: [] };
@@ -463,6 +494,9 @@ describe('file service semantics', () => {
     const { fs, share, rootFh } = await setup();
     const s = await fs.symlink(rootFh, n('ln'), root, n('target/path'), {});
     assert.equal((await fs.readlink(fs.handleOf(share, s.inode), root)).target.toString(), 'target/path');
+    // A target with a NUL in it is refused, and nothing is made.
+    await rejects(fs.symlink(rootFh, n('nul'), root, Buffer.from('safe\0/../../etc/shadow'), {}), 'INVAL');
+    await rejects(fs.lookup(rootFh, n('nul'), root), 'NOENT');
     const d = await fs.mknod(rootFh, n('dev'), root, FileType.CHR, { mode: 0o600 }, { major: 1, minor: 3 });
     assert.equal(d.inode.rdevMajor, 1);
     assert.equal(d.inode.rdevMinor, 3);

@@ -321,14 +321,16 @@ export class FileService {
     const isRoot = id.uid === 0;
     const changes: AttrChanges = {};
     const now = nowTimespec();
-    if (attrs.uid !== undefined && attrs.uid !== inode.uid) {
-      if (!isRoot) throw new VfsError('PERM', 'only root may change a file owner');
-      changes.uid = attrs.uid;
+    // An owner or group set to what it already is still asks for the right to set it (Linux's
+    // chown_ok and chgrp_ok): else anyone who may write the share could move any file's ctime.
+    if (attrs.uid !== undefined) {
+      if (!isRoot && !(isOwner && attrs.uid === inode.uid)) throw new VfsError('PERM', 'only root may change a file owner');
+      if (attrs.uid !== inode.uid) changes.uid = attrs.uid;
     }
-    if (attrs.gid !== undefined && attrs.gid !== inode.gid) {
-      if (!isRoot && !(isOwner && inGroup(id, attrs.gid)))
+    if (attrs.gid !== undefined) {
+      if (!isRoot && !(isOwner && (attrs.gid === inode.gid || inGroup(id, attrs.gid))))
         throw new VfsError('PERM', 'only the owner may change the group, to one of their groups');
-      changes.gid = attrs.gid;
+      if (attrs.gid !== inode.gid) changes.gid = attrs.gid;
     }
     const owned = changes.uid !== undefined || changes.gid !== undefined;
     if (attrs.mode !== undefined) {
@@ -523,7 +525,25 @@ export class FileService {
     await Promise.all([share.data.commit(inodeId), share.meta.flushAttrs?.(inodeId, logged)]);
   }
 
+  /**
+   * NFS COMMIT: allowed where a WRITE of the file is (Linux's nfsd opens the file for writing), so
+   * that a reader, or a caller of a read-only share, cannot make the server fsync at will.
+   */
   async commit(handle: Buffer, cred: Identity): Promise<Inode> {
+    const { share, inode } = await this.resolve(handle);
+    const id = this.writer(share, cred);
+    if (inode.type === FileType.REG) {
+      if (!mayWrite(inode, id)) throw new VfsError('ACCES', 'permission denied');
+      await this.sync(share, inode.id);
+    }
+    return inode;
+  }
+
+  /**
+   * SMB FLUSH: the durability of COMMIT for an open that was granted write access when it was
+   * made (the caller checks that, MS-SMB2 3.3.5.11), whatever the file's mode is now.
+   */
+  async flush(handle: Buffer, cred: Identity): Promise<Inode> {
     const { share, inode } = await this.resolve(handle);
     this.identity(share, cred);
     if (inode.type === FileType.REG) await this.sync(share, inode.id);
@@ -663,6 +683,8 @@ export class FileService {
   ): Promise<DirChange & { share: Share; inode: Inode }> {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
     if (target.length === 0) throw new VfsError('INVAL', 'empty symlink target');
+    // A NUL would end the path early for whoever reads it (Linux's nfsd refuses it too).
+    if (target.includes(0)) throw new VfsError('INVAL', 'symlink target contains a NUL byte');
     if (target.length > 4096) throw new VfsError('NAMETOOLONG', 'symlink target longer than 4096 bytes');
     const init = this.newInode(dir, id, FileType.LNK, attrs.mode ?? 0o777, { target: Buffer.from(target), size: target.length });
     const inode = await share.meta.create(dir.id, name, init, nowTimespec());
