@@ -102,6 +102,14 @@ function validSession(conn: SmbConnection, id: number, user: SmbUser, signingKey
     signingRequired: signingKey !== null,
   };
   (conn as unknown as { sessions: Map<number, Session> }).sessions.set(id, session);
+  // The user exists in the connection's directory too, as a logged-on user does (a TREE_CONNECT
+  // asks for it); its NT hash is never checked (no NTLM exchange for this session).
+  const opts = (conn as unknown as { opts: { directory: SmbUserDirectory } }).opts;
+  const inner = opts.directory;
+  opts.directory = {
+    lookup: (name) =>
+      name.toLowerCase() === user.name.toLowerCase() ? Promise.resolve({ user, ntHash: Buffer.alloc(16) }) : inner.lookup(name),
+  };
   return session;
 }
 

@@ -832,7 +832,7 @@ export class SmbConnection implements SessionOwner {
         writeEmptyBody(w);
         return ok;
       case Command.TREE_CONNECT:
-        reply.header.treeId = this.treeConnect(session, r, w);
+        reply.header.treeId = await this.treeConnect(session, r, w);
         return ok;
       default:
         break;
@@ -1295,13 +1295,13 @@ export class SmbConnection implements SessionOwner {
   }
 
   // MS-SMB2 3.3.5.7 TREE_CONNECT
-  private treeConnect(session: Session, r: SmbReader, w: SmbWriter): number {
+  private async treeConnect(session: Session, r: SmbReader, w: SmbWriter): Promise<number> {
     const req = decodeTreeConnect(r);
     const path = fromUtf16(req.path, 'TREE_CONNECT path');
     const name = path.slice(path.lastIndexOf('\\') + 1);
     if (session.trees.size >= MAX_TREES) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many tree connects');
-    const id = session.nextTreeId++;
     if (name.toUpperCase() === 'IPC$') {
+      const id = session.nextTreeId++;
       session.trees.set(id, { id, session, kind: 'ipc', share: null, name: 'IPC$', readOnly: true, maximalAccess: FILE_READ_ACCESS });
       writeTreeConnectResponse(w, ShareType.PIPE, 0, FILE_READ_ACCESS);
       return id;
@@ -1309,6 +1309,8 @@ export class SmbConnection implements SessionOwner {
     const lower = name.toLowerCase();
     const share = this.opts.fs.shares().find((s) => smbShareName(s.name).toLowerCase() === lower);
     if (!share || lower === '') throw new SmbStatusError(NtStatus.BAD_NETWORK_NAME, `no share "${name}"`);
+    await this.checkUserStillValid(session, share.name);
+    const id = session.nextTreeId++;
     let level;
     try {
       const id2 = this.opts.fs.identity(share, session.identity);
@@ -1322,6 +1324,39 @@ export class SmbConnection implements SessionOwner {
     session.trees.set(id, { id, session, kind: 'disk', share, name: share.name, readOnly, maximalAccess });
     writeTreeConnectResponse(w, ShareType.DISK, 0, maximalAccess);
     return id;
+  }
+
+  /**
+   * A disk share is connected only by a session of a user who still exists, with the rights the
+   * control plane gives that user now: the share's permission is decided by uid, and a session
+   * re-authenticated as anonymous (nobody's uid) or of a deleted user (a uid no user has) would
+   * otherwise get the share's default, which may be more than the user's own grant. Guest access
+   * is off, so neither kind of session reaches a disk share.
+   */
+  private async checkUserStillValid(session: Session, shareName: string): Promise<void> {
+    const user = session.user;
+    if (session.anonymous || session.guest || user === null) {
+      throw new SmbStatusError(NtStatus.ACCESS_DENIED, `an anonymous session cannot connect share ${shareName}`);
+    }
+    let now: Awaited<ReturnType<SmbUserDirectory['lookup']>>;
+    try {
+      now = await this.opts.directory.lookup(user.name);
+    } catch (err) {
+      throw new SmbStatusError(NtStatus.ACCESS_DENIED, `share ${shareName}: user directory: ${(err as Error).message}`);
+    }
+    if (this.sessions.get(session.id) !== session) throw new SmbStatusError(NtStatus.USER_SESSION_DELETED, 'the session ended');
+    if (now === null) {
+      this.log?.info(
+        { user: user.name, sessionId: session.id, share: shareName },
+        'SMB tree connect refused: the user was deleted or disabled',
+      );
+      throw new SmbStatusError(NtStatus.ACCESS_DENIED, `user ${user.name} no longer exists or may not log on`);
+    }
+    // Re-authenticated meanwhile: as anonymous, refused as above; as the same user, already fresh.
+    if (session.anonymous || session.guest) {
+      throw new SmbStatusError(NtStatus.ACCESS_DENIED, `an anonymous session cannot connect share ${shareName}`);
+    }
+    if (session.user === user) this.setUser(session, now.user, false, false);
   }
 
   // MS-SMB2 3.3.5.15 IOCTL (ioctl.ts); the negotiation check stays here, with the state it reads.
