@@ -295,7 +295,16 @@ function fenceCheck(fence: { check(): void }): ReadinessCheck {
   }
 }
 
-export async function startServer(config: DittoConfig, log: Logger): Promise<RunningServer> {
+export interface StartServerOptions {
+  /**
+   * Where the first admin's generated password goes, once (default: standard error). `dittofs
+   * start --background` passes a pipe to the command that started it: there standard error is
+   * the log file, which must never hold the password.
+   */
+  showAdminPassword?: (text: string) => void;
+}
+
+export async function startServer(config: DittoConfig, log: Logger, opts: StartServerOptions = {}): Promise<RunningServer> {
   const startedAt = Date.now();
   // First of all: a port conflict must not leave anything behind (a created admin, a new database).
   await checkListenAddresses(config);
@@ -662,7 +671,7 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
         return payload;
       });
       const { port, bind } = config.server.api;
-      printCreatedAdmin(control.createdAdmin);
+      printCreatedAdmin(control.createdAdmin, opts.showAdminPassword);
       apiPort = await listening('the API', 'server.api.port / DITTOFS_API_PORT', bind, port, async () => {
         await api.listen({ port, host: bind });
         const a = api.server.address();
@@ -718,10 +727,13 @@ export async function startServer(config: DittoConfig, log: Logger): Promise<Run
   }
 }
 
-/** The first admin's generated password, printed once on stderr (never logged). */
-function printCreatedAdmin(admin: { username: string; generatedPassword?: string } | undefined): void {
+/** The first admin's generated password, shown once (on stderr unless `show` says where; never logged). */
+function printCreatedAdmin(
+  admin: { username: string; generatedPassword?: string } | undefined,
+  show: (text: string) => void = (text) => void process.stderr.write(text),
+): void {
   if (admin?.generatedPassword === undefined) return;
-  process.stderr.write(
+  show(
     `dittofs: created user "${admin.username}" with password ${admin.generatedPassword}\n` +
       'dittofs: log in (dittofsctl login) and change it; it is not shown again (lost: dittofs admin reset-password)\n',
   );

@@ -4,17 +4,20 @@
 // and `dittofs logs` see a server started in the foreground; `dittofs backup` works while it runs; `dittofs admin reset-password`
 // refuses while it runs, checks the password's rules, and after a stop gives the admin a password
 // that works at the next start (the old one no longer does); the README's control-plane example
-// then runs as written against that server.
+// then runs as written against that server. In the background (`dittofs start -d`), where the
+// server's standard error is the log file, the password reaches the caller and no file; a server
+// whose caller is gone before it can tell it the password says so in the log, without it.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminLogin } from '../helpers/api.js';
 import { cliServerEnv, envWithoutDittofs, runCli } from '../helpers/cli.js';
+import { STOP_TIMEOUT_MS } from '../helpers/limits.js';
 import type { Run } from '../helpers/run.js';
 import { DITTOFS_CLI, REPO_ROOT, freePort, waitForPort } from '../helpers/server.js';
 
@@ -211,5 +214,123 @@ describe('first start: port check, one-time password, status and logs, admin res
     assert.ok(lines.some((l) => l.includes('"component":"api"')));
     assert.ok(msgs.includes('login failed'), 'the refused old password is logged at info');
     assert.ok(msgs.some((m) => m.startsWith('SMB: ')) === false, 'SMB disabled here: no warning');
+  });
+});
+
+/** Every regular file under `dir` holding `secret` (as bytes: database pages and WAL segments too). */
+async function filesHolding(dir: string, secret: string): Promise<string[]> {
+  const needle = Buffer.from(secret);
+  const found: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    const file = path.join(e.parentPath, e.name);
+    if ((await readFile(file)).includes(needle)) found.push(path.relative(dir, file));
+  }
+  return found;
+}
+
+describe('first start in the background: the password reaches the caller, never a file', { timeout: 1_200_000 }, () => {
+  let dir: string;
+  let env: Record<string, string>;
+  let apiPort: number;
+
+  function dittofs(args: string[]): Promise<Run> {
+    return runCli('dittofs', args, { env: { ...envWithoutDittofs(), ...env }, timeoutMs: 2 * START_MS });
+  }
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-first-start-bg-'));
+    apiPort = await freePort();
+    env = await cliServerEnv(path.join(dir, 'data'), apiPort);
+  });
+  after(async () => {
+    await dittofs(['stop', '--force']);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('start -d prints the generated password, which works; the log file, dittofs logs and the data directory lack it', async () => {
+    const r = await dittofs(['start', '-d', '--timeout', String(START_MS / 1000)]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /^dittofs started in the background \(pid \d+\), ready\n/);
+    const m = /^dittofs: created user "admin" with password (\S+)$/m.exec(r.stdout);
+    assert.ok(m, `no password shown:\n${r.stdout}\n${r.stderr}`);
+    const password = m[1]!;
+    assert.match(r.stdout, /^dittofs: log in \(dittofsctl login\) and change it; it is not shown again/m);
+    assert.equal((await adminLogin(`http://127.0.0.1:${apiPort}`, password)).status, 200);
+
+    const log = await readFile(path.join(dir, 'data', 'dittofs.log'), 'utf8');
+    assert.match(log, /"msg":"first start: admin user created"/, 'the log file of this server');
+    assert.equal(log.includes(password), false, 'the password is in the log file');
+    assert.doesNotMatch(log, /created user/);
+    const logs = await dittofs(['logs', '-n', '100000']);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /"msg":"start-up: listeners up, dittofs ready in /);
+    assert.equal(logs.stdout.includes(password), false, 'dittofs logs shows the password');
+    assert.deepEqual(await filesHolding(dir, password), []);
+
+    const stop = await dittofs(['stop', '--timeout', String(STOP_TIMEOUT_MS / 1000)]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.deepEqual(await filesHolding(dir, password), [], 'after the stop (databases closed, WAL flushed)');
+  });
+});
+
+describe('a background server whose caller is gone before it can show the password', { timeout: 1_200_000 }, () => {
+  let dir: string;
+  let env: Record<string, string>;
+  let apiPort: number;
+  let child: ChildProcess | undefined;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-first-start-gone-'));
+    apiPort = await freePort();
+    env = await cliServerEnv(path.join(dir, 'data'), apiPort);
+  });
+  after(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('keeps running, logs that nobody saw the password and how to set one, and writes it nowhere', async () => {
+    // What `start -d` runs, its pipe closed at once (as when it times out or is interrupted).
+    child = spawn(process.execPath, [DITTOFS_CLI, 'start', '--foreground', '--admin-password-fd', '3'], {
+      cwd: REPO_ROOT,
+      env: { ...envWithoutDittofs(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    (child.stdio[3] as NodeJS.ReadableStream & { destroy(): void }).destroy();
+    await waitForPort(apiPort, START_MS, child);
+    const deadline = Date.now() + START_MS;
+    while (!/could not be shown/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.match(out, /"msg":"the generated admin password could not be shown: .*dittofs admin reset-password/);
+    assert.doesNotMatch(out, /with password/);
+    const log = await readFile(path.join(dir, 'data', 'dittofs.log'), 'utf8');
+    assert.match(log, /could not be shown/);
+    assert.doesNotMatch(log, /with password/);
+    child.kill('SIGTERM');
+    await new Promise((resolve) => child!.once('exit', resolve));
+  });
+
+  it('refuses a password descriptor that is not a pipe, before opening any database', async () => {
+    const file = path.join(dir, 'not-a-pipe');
+    const fd = openSync(file, 'w');
+    const other = { ...env, DITTOFS_DATA_DIR: path.join(dir, 'data2') };
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, [DITTOFS_CLI, 'start', '--admin-password-fd', '3'], {
+        cwd: REPO_ROOT,
+        env: { ...envWithoutDittofs(), ...other },
+        stdio: ['ignore', 'ignore', 'pipe', fd],
+      });
+      let stderr = '';
+      c.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      c.once('close', (code) => resolve({ code, stderr }));
+    });
+    closeSync(fd);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^dittofs: --admin-password-fd 3: file descriptor 3 is not a pipe/m);
+    assert.equal(existsSync(path.join(dir, 'data2', 'control')), false);
+    assert.equal(await readFile(file, 'utf8'), '');
   });
 });

@@ -1,14 +1,23 @@
 // The server's lifecycle from the outside, in the systemd / init-script tradition:
 // `dittofs start --background` (a detached child, its output appended to the log file, the pid file,
-// a bounded wait until it is ready), `dittofs stop` (SIGTERM, a bounded wait, SIGKILL with --force)
+// a bounded wait until it is ready, the first admin's password over a pipe), `dittofs stop` (SIGTERM, a bounded wait, SIGKILL with --force)
 // and `dittofs status` (pid file, process, readiness; LSB-style exit codes).
 import { spawn } from 'node:child_process';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import type { DittoConfig } from '../config/types.js';
 import { openLogFile } from '../obs/logger.js';
 import { defaultPidFile, processAlive, readPidFile, removeStalePidFile, type PidFileState } from './pidfile.js';
 import { apiBaseUrl, probeHost, probeReadiness, type Readiness } from './probe.js';
+
+/**
+ * The option of `dittofs start --foreground` that names a pipe for the first admin's generated
+ * password, and the descriptor `start --background` gives its child for it (the one after stdio):
+ * the child's standard error is the log file, where the password must never be.
+ */
+export const ADMIN_PASSWORD_FD_OPTION = '--admin-password-fd';
+const ADMIN_PASSWORD_FD = 3;
 
 /** `logging.file` value that means: standard output only, no log file. */
 export const LOG_TO_STDOUT_ONLY = '-';
@@ -100,9 +109,37 @@ export interface BackgroundOptions {
 }
 
 /**
+ * What the child writes on its password pipe (at most a few lines) and when it closes it: the
+ * child closes it at the end of start-up, with or without a password. Bounded in size.
+ */
+function readPipe(stream: Readable): { text: () => string; closed: Promise<void> } {
+  let text = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    if (text.length < 64 * 1024) text += chunk;
+  });
+  const closed = new Promise<void>((resolve) => {
+    stream.once('close', resolve);
+    stream.once('error', () => resolve());
+  });
+  return { text: () => text, closed };
+}
+
+/** Resolves when `p` settles or after `ms`, whichever comes first, without keeping the process up. */
+async function within(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
+/** The `dittofs: ` lines of a text. */
+const notesOf = (text: string): string[] => text.split('\n').filter((l) => l.startsWith('dittofs: '));
+
+/**
  * Starts `dittofs start --foreground --pid-file FILE` detached (its own session, standard output
- * and error appended to the log file) and waits until it is ready. Throws a CliFailure saying why
- * when it is already running, dies while starting (with its last log lines) or is not ready in time.
+ * and error appended to the log file, a pipe for the first admin's password) and waits until it is
+ * ready. Throws a CliFailure saying why when it is already running, dies while starting (with its
+ * last log lines) or is not ready in time.
  */
 export async function startBackground(o: BackgroundOptions): Promise<void> {
   const { config, pidFile } = o;
@@ -127,9 +164,35 @@ export async function startBackground(o: BackgroundOptions): Promise<void> {
   const script = process.argv[1];
   if (script === undefined) throw new CliFailure('cannot tell which program to run in the background');
   const args = [...process.execArgv, script, ...(o.configFile === undefined ? [] : ['--config', path.resolve(o.configFile)])];
-  args.push('start', '--foreground', '--pid-file', pidFile);
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd], cwd: process.cwd(), env: process.env });
+  args.push('start', '--foreground', '--pid-file', pidFile, ADMIN_PASSWORD_FD_OPTION, String(ADMIN_PASSWORD_FD));
+  // stdio[3] (ADMIN_PASSWORD_FD): the child's one-time password comes to this process only, and
+  // is shown on its standard output (the user's terminal), never written to a file.
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ['ignore', fd, fd, 'pipe'],
+    cwd: process.cwd(),
+    env: process.env,
+  });
   closeSync(fd);
+  const passwordPipe = child.stdio[ADMIN_PASSWORD_FD] as Readable | null;
+  if (passwordPipe === null) throw new CliFailure('could not open a pipe to the background server');
+  const told = readPipe(passwordPipe);
+  try {
+    await waitUntilReady(o, child, logFile, logStart, told);
+  } finally {
+    // Past this point a password the server writes finds no reader: the server logs that (not it).
+    passwordPipe.destroy();
+  }
+}
+
+async function waitUntilReady(
+  o: BackgroundOptions,
+  child: ReturnType<typeof spawn>,
+  logFile: string,
+  logStart: number,
+  told: { text: () => string; closed: Promise<void> },
+): Promise<void> {
+  const { config, pidFile } = o;
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   child.once('exit', (code, signal) => (exited = { code, signal }));
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
@@ -156,15 +219,20 @@ export async function startBackground(o: BackgroundOptions): Promise<void> {
     }
     if (Date.now() >= deadline) {
       const why = readiness?.detail ?? (state.state === 'running' && state.pid === pid ? 'not ready' : 'it has not written its pid file');
+      // A password already sent is the admin's of a server that keeps running: show it.
+      const password = notesOf(told.text());
       throw new CliFailure(
         `dittofs (pid ${pid}) is not ready after ${Math.round(o.timeoutMs / 1000)} s (${why}); it keeps running: ` +
-          `see "dittofs status" and "dittofs logs", or stop it with "dittofs stop"${lastLines()}`,
+          `see "dittofs status" and "dittofs logs", or stop it with "dittofs stop"${lastLines()}` +
+          (password.length === 0 ? '' : `\n${password.join('\n')}`),
       );
     }
   }
 
-  // Lines the server wrote to stderr (not JSON): the first admin's generated password, warnings.
-  const notes = linesSince(logFile, logStart, 200).filter((l) => l.startsWith('dittofs: '));
+  // The child closes the pipe once started (just after it answers ready): then all it had to say is here.
+  await within(told.closed, 5000);
+  // Lines the server wrote to stderr (not JSON: warnings), then the first admin's generated password.
+  const notes = [...linesSince(logFile, logStart, 200).filter((l) => l.startsWith('dittofs: ')), ...notesOf(told.text())];
   const nfs = config.adapters.nfs;
   const api = config.server.api;
   const lines = [

@@ -276,6 +276,9 @@ describe('dittofs CLI', { concurrency: true }, () => {
     const backup = await dittofs(['backup', 'controlplane', '--help']);
     assert.match(backup.stdout, /holds secrets/);
     assert.match(backup.stdout, /mode 0600/);
+    const start = await dittofs(['start', '--help']);
+    assert.match(start.stdout, /generated password\nis printed by this command, once: .*never through\nthe log file/);
+    assert.doesNotMatch(start.stdout, /--admin-password-fd/, 'internal to --background');
     const status = await dittofs(['status', '--help']);
     assert.match(status.stdout, /0 running and ready; 1 running but not ready .*\n3 not running/);
   });

@@ -12,7 +12,17 @@ import { resetPassword } from './admin.js';
 import { backupControlPlane, restoreControlPlane } from './backup.js';
 import { BOOTSTRAP_ADMIN } from '../control/types.js';
 import { completionScript, COMPLETION_SHELLS, type CompletionShell } from './completion.js';
-import { CliFailure, formatStatus, logFileOf, pidFileOf, serverStatus, startBackground, statusExitCode, stopServer } from './daemon.js';
+import {
+  ADMIN_PASSWORD_FD_OPTION,
+  CliFailure,
+  formatStatus,
+  logFileOf,
+  pidFileOf,
+  serverStatus,
+  startBackground,
+  statusExitCode,
+  stopServer,
+} from './daemon.js';
 import { parseSince, showLogs } from './logs.js';
 import { runStart } from './start.js';
 import { ADAPTER_TYPES } from '../control/types.js';
@@ -54,6 +64,13 @@ function parseSeconds(text: string): number {
     throw new InvalidArgumentError('expected a number of seconds from 1 to 86400, such as 30');
   }
   return n;
+}
+
+function parseFd(text: string): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 3 || Number(text) > 1_000_000) {
+    throw new InvalidArgumentError('expected a file descriptor number of 3 or more');
+  }
+  return Number(text);
 }
 
 function parseLineCount(text: string): number {
@@ -144,6 +161,13 @@ export function buildProgram(): Command {
       'write the pid to this file while running, refuse to start if it names a running server (default <data_dir>/dittofs.pid)',
     )
     .option('--timeout <seconds>', 'with --background: the longest wait for the server to be ready', parseSeconds, 60)
+    // How --background hands the child a pipe for the one-time password: internal, so not in --help.
+    .addOption(
+      new Option(`${ADMIN_PASSWORD_FD_OPTION} <fd>`, "write the first admin's generated password to this pipe instead of stderr")
+        .argParser(parseFd)
+        .conflicts('background')
+        .hideHelp(),
+    )
     .addHelpText(
       'after',
       `
@@ -161,7 +185,9 @@ Background (-d): the server runs in its own session with stdout and stderr appen
 file. The command returns 0 once GET /health/ready answers 200 (API off: once NFS accepts
 connections), and 1 if the server is already running, exits while starting (its last log lines
 are shown), or is not ready within --timeout. On the first start, the admin's generated password
-is printed (and is in the log file too: set DITTOFS_ADMIN_INITIAL_PASSWORD to avoid that).
+is printed by this command, once: the server hands it over on a pipe of its own, never through
+the log file. Should this command be gone by then (--timeout, Ctrl-C), nobody sees it: the log
+says so; then "dittofs stop" and "dittofs admin reset-password".
 
 Examples:
   dittofs start                                   # foreground, logs on stdout
@@ -169,7 +195,7 @@ Examples:
   dittofs start -d                                # background; then: dittofs status, logs -f, stop
   dittofs start -d --config /etc/dittofs/dittofs.yaml --timeout 120`,
     )
-    .action(async (opts: { background?: boolean; pidFile?: string; timeout: number }, cmd: Command) => {
+    .action(async (opts: { background?: boolean; pidFile?: string; timeout: number; adminPasswordFd?: number }, cmd: Command) => {
       const loaded = await loadOrFail(cmd);
       if (opts.background === true) {
         await guarded(() =>
@@ -187,6 +213,7 @@ Examples:
       await runStart(loaded, VERSION, {
         pidFile: pidFileOf(loaded.config, opts.pidFile),
         ...(logFile === undefined ? {} : { logFile }),
+        ...(opts.adminPasswordFd === undefined ? {} : { adminPasswordFd: opts.adminPasswordFd }),
       });
     });
 

@@ -3,8 +3,12 @@
 // if it names a running server) and removes it at exit, and appends its log to a file (default
 // `<data_dir>/dittofs.log`) as well as stdout, so that `dittofs status`, `stop` and `logs` find a
 // server however it was started. `dittofs start --background` (daemon.ts) runs this in a detached
-// child.
+// child, whose standard error is the log file: the first admin's generated password then goes to
+// that command on a pipe of its own (--admin-password-fd) instead.
+import { closeSync, fstatSync, writeSync } from 'node:fs';
+import { redactSecrets } from '../config/errors.js';
 import type { LoadedConfig } from '../config/load.js';
+import { BOOTSTRAP_ADMIN } from '../control/types.js';
 import { createProcessLogger, type Logger } from '../obs/logger.js';
 import { AlreadyRunningError, claimPidFile, releasePidFileSync } from './pidfile.js';
 
@@ -13,6 +17,47 @@ export interface StartOptions {
   pidFile?: string;
   /** The log file to append to besides stdout (`logFileOf`); none when undefined. */
   logFile?: string;
+  /**
+   * A file descriptor open on a pipe (or socket) to whoever started this process: the first
+   * admin's generated password is written there, once, instead of standard error, and the
+   * descriptor is closed at the end of start-up (end of file: nothing more will come).
+   */
+  adminPasswordFd?: number;
+}
+
+/** A pipe a one-time secret is written to once; never a file (a secret in a file stays on disk). */
+class OneTimePipe {
+  private open = true;
+
+  /** Throws unless `fd` is an open pipe or socket. */
+  constructor(readonly fd: number) {
+    const st = fstatSync(fd);
+    if (!st.isFIFO() && !st.isSocket()) throw new Error(`file descriptor ${fd} is not a pipe (a password is never written to a file)`);
+  }
+
+  /** Writes `text` and closes the pipe; false when that failed (the reader is gone). */
+  deliver(text: string): boolean {
+    if (!this.open) return false;
+    try {
+      const buf = Buffer.from(text);
+      for (let off = 0; off < buf.length;) off += writeSync(this.fd, buf, off);
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.close();
+    }
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // Already gone: nothing to release.
+    }
+  }
 }
 
 interface Closable {
@@ -50,6 +95,16 @@ export async function runStart(loaded: LoadedConfig, version: string, opts: Star
   }
   const verbose = log.isLevelEnabled('debug');
   installCrashHandlers(log);
+
+  let passwordPipe: OneTimePipe | undefined;
+  if (opts.adminPasswordFd !== undefined) {
+    try {
+      passwordPipe = new OneTimePipe(opts.adminPasswordFd);
+    } catch (err) {
+      process.stderr.write(`dittofs: --admin-password-fd ${opts.adminPasswordFd}: ${oneLine(err)}\n`);
+      process.exit(1);
+    }
+  }
 
   const { pidFile } = opts;
   if (pidFile !== undefined) {
@@ -109,10 +164,32 @@ export async function runStart(loaded: LoadedConfig, version: string, opts: Star
   );
   try {
     const { startServer } = await import('../server.js');
-    server = await startServer(config, log);
+    const pipe = passwordPipe;
+    server = await startServer(
+      config,
+      log,
+      pipe === undefined
+        ? {}
+        : {
+            showAdminPassword: (text) => {
+              if (pipe.deliver(text)) return;
+              // Never to the log instead: whoever reads it could log in as admin first.
+              log.warn(
+                { user: BOOTSTRAP_ADMIN },
+                'the generated admin password could not be shown: the "dittofs start --background" that started this server ' +
+                  'is gone (it timed out or was interrupted). Nobody has seen it: set one with "dittofs stop", then ' +
+                  '"dittofs admin reset-password"',
+              );
+            },
+          },
+    );
+    // Start-up is over: end of file for the waiting command, whether a password came or not.
+    passwordPipe?.close();
   } catch (err) {
+    passwordPipe?.close();
     await new Promise<void>((resolve) => log.flush(() => resolve()));
-    process.stderr.write(`dittofs: failed to start: ${oneLine(err)}\n`);
+    // In the background, standard error is the log file: URL passwords masked.
+    process.stderr.write(`dittofs: failed to start: ${redactSecrets(oneLine(err))}\n`);
     if (verbose) log.debug({ err }, 'startup failure');
     process.exit(1);
   }

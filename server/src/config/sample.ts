@@ -141,8 +141,8 @@ server:
       login_address_max: 60
 
 # The control-plane database. On first start it gets a user "admin" whose password is
-# DITTOFS_ADMIN_INITIAL_PASSWORD or, unset, a generated one printed once on stderr; it must be
-# changed at first login. This file's stores and shares are added to it at every start when
+# DITTOFS_ADMIN_INITIAL_PASSWORD or, unset, a generated one printed once on stderr (by
+# "dittofs start -d" in the background: never in the log file); it must be changed at first login. This file's stores and shares are added to it at every start when
 # their names are missing; after that the database (the API, dittofsctl) is the source of truth.
 database:
   # embedded (SQLite under data_dir), postgres, or memory (forgotten at exit).
