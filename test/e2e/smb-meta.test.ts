@@ -27,8 +27,13 @@ const INFO_FILE = 1;
 const INFO_SECURITY = 3;
 const FILE_EA_INFORMATION = 7;
 const FILE_FULL_EA_INFORMATION = 15;
+const FILE_ALL_INFORMATION = 18;
 const DACL = 4;
 const ACCESS_DENIED = 0xc0000022;
+const FILE_READ_DATA = 0x1;
+const FILE_READ_EA = 0x8;
+const FILE_READ_ATTRIBUTES = 0x80;
+const SYNCHRONIZE = 0x00100000;
 const READ = 0x00120089;
 const WRITE_DATA = 0x2;
 const APPEND_DATA = 0x4;
@@ -135,5 +140,28 @@ describe('SMB EAs and stored DACLs against NFS', { timeout: 300_000 }, () => {
     // A chmod over NFS: the mode is the whole truth again.
     assert.equal((await nfs.setattr(fh, { mode: 0o600 })).status, 0);
     assert.equal(await c.createStatus('acl-moved.txt', { access: WRITE_DATA }), 0, 'chmod dropped the stored DACL');
+  });
+
+  it("another user's 0600 file: no FILE_READ_EA open and no EAs read, while a stat open still works", async () => {
+    const c = await both.smb();
+    const { fileId } = await c.create('secret.txt');
+    const eas = encodeFullEaList([{ flags: 0, name: Buffer.from('user.secret'), value: Buffer.from('hunter2') }]);
+    assert.equal(await c.setInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, eas), 0);
+    await c.close(fileId);
+    const fh = (await nfs.lookup(root, 'secret.txt')).fh!;
+    assert.equal((await nfs.setattr(fh, { mode: 0o600 })).status, 0);
+    const o = await both.smb({ username: OTHER, password: PASSWORD, uid: UID + 1 });
+    assert.equal(await o.createStatus('secret.txt', { access: FILE_READ_DATA }), ACCESS_DENIED, 'FILE_READ_DATA');
+    assert.equal(await o.createStatus('secret.txt', { access: FILE_READ_EA }), ACCESS_DENIED, 'FILE_READ_EA');
+    const stat = await o.create('secret.txt', { access: FILE_READ_ATTRIBUTES | SYNCHRONIZE });
+    assert.equal((await o.queryInfo(stat.fileId, INFO_FILE, FILE_ALL_INFORMATION)).status, 0, 'a stat open answers');
+    const q = await o.queryInfo(stat.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, { flags: 1 });
+    assert.equal(q.status, ACCESS_DENIED, 'no EAs through it');
+    assert.ok(!q.output.includes(Buffer.from('hunter2')));
+    await o.close(stat.fileId);
+    // The owner still reads them.
+    const mine = await c.create('secret.txt', { access: FILE_READ_EA });
+    const own = await c.queryInfo(mine.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, { flags: 1 });
+    assert.equal(decodeFullEaList(own.output)[0]?.value.toString(), 'hunter2');
   });
 });

@@ -8,7 +8,7 @@ import { Access, CreateDisposition, CreateOptions, FILE_ALL_ACCESS, FileInfoClas
 import * as files from './files.js';
 import type { Open } from './state.js';
 import { NtStatus } from './status.js';
-import { create, createRequest, fileContext, status } from './testing.js';
+import { alice, create, createRequest, fileContext, status } from './testing.js';
 import { AceType, CREATOR_OWNER, decodeSecurityDescriptor, encodeSecurityDescriptor, EVERYONE, SecurityInformation } from './security.js';
 import { decodeFullEaList, encodeFullEaList } from './ea.js';
 import { AceFlags } from './acl.js';
@@ -567,6 +567,54 @@ describe('SMB2 file commands over the file service', () => {
     // Bob lists his own directory.
     const own = (await as(bob, 'p', list, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)).open;
     assert.deepEqual(names(await query(bob, own)), ['.']);
+    await srv.close();
+  });
+
+  it("EAs follow the file's read and write permission: another user's 0600 file gives no FILE_READ_EA", async () => {
+    const { srv, c } = await setup();
+    const bob = bobOn(srv);
+    const eas = encodeFullEaList([{ flags: 0, name: Buffer.from('Secret'), value: Buffer.from('hunter2') }]);
+    const f = (
+      await create(c, createRequest('secret.txt', { createDisposition: CreateDisposition.CREATE, contexts: [{ name: 'ExtA', data: eas }] }))
+    ).open;
+    await files.close(c, (await as(c, 'secret.txt:s', Access.GENERIC_ALL, CreateDisposition.CREATE)).open, 0, new SmbWriter());
+    await srv.fs.setattr(f.handle, alice, { mode: 0o600 });
+    const eaQuery = (ctx: files.FileContext, o: Open) =>
+      files.queryInfo(ctx, o, {
+        infoType: 1,
+        infoClass: FileInfoClass.FileFullEaInformation,
+        outputBufferLength: 4096,
+        additionalInformation: 0,
+        flags: 0,
+        fileId: o.fileId,
+        input: Buffer.alloc(0),
+      });
+    // Bob may read neither the data nor the EAs, of the file or through a stream of it.
+    assert.equal(await status(as(bob, 'secret.txt', Access.FILE_READ_DATA)), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(as(bob, 'secret.txt', Access.FILE_READ_EA)), NtStatus.ACCESS_DENIED, 'FILE_READ_EA');
+    assert.equal(await status(as(bob, 'secret.txt:s', Access.FILE_READ_EA)), NtStatus.ACCESS_DENIED, 'FILE_READ_EA of a stream');
+    const max = (await as(bob, 'secret.txt', Access.MAXIMUM_ALLOWED)).open;
+    assert.equal(max.grantedAccess & Access.FILE_READ_EA, 0, 'MAXIMUM_ALLOWED grants no FILE_READ_EA');
+    assert.equal(await status(eaQuery(bob, max)), NtStatus.ACCESS_DENIED);
+    // A stat open still works, as it does for any file Bob can see.
+    const stat = (await as(bob, 'secret.txt', Access.FILE_READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE)).open;
+    const all = await files.queryInfo(bob, stat, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileAllInformation,
+      outputBufferLength: 4096,
+      additionalInformation: 0,
+      flags: 0,
+      fileId: stat.fileId,
+      input: Buffer.alloc(0),
+    });
+    assert.equal(all.status, NtStatus.SUCCESS);
+    assert.equal(await status(eaQuery(bob, stat)), NtStatus.ACCESS_DENIED);
+    // Alice, the owner, reads them; once the file is 0644 Bob does too, but may not write them.
+    assert.equal(decodeFullEaList((await eaQuery(c, f)).output)[0]?.value.toString(), 'hunter2');
+    await srv.fs.setattr(f.handle, alice, { mode: 0o644 });
+    const r = (await as(bob, 'secret.txt', Access.FILE_READ_EA)).open;
+    assert.equal(decodeFullEaList((await eaQuery(bob, r)).output)[0]?.value.toString(), 'hunter2');
+    assert.equal(await status(as(bob, 'secret.txt', Access.FILE_WRITE_EA)), NtStatus.ACCESS_DENIED, 'FILE_WRITE_EA without write');
     await srv.close();
   });
 

@@ -167,8 +167,11 @@ export async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): P
 /** What the caller may do to `inode`: the tree's maximum cut down by the POSIX mode bits. */
 export function maximalAccessOf(c: FileContext, inode: Inode): number {
   const bits = c.fs.accessBits(c.share, inode, c.id);
-  let m = Access.FILE_READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE | Access.FILE_READ_EA;
-  if (bits.read) m |= Access.FILE_READ_DATA;
+  let m = Access.FILE_READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE;
+  // EAs are read with the data's permission (Linux's getxattr of user.* needs read permission),
+  // as the DACL security.ts describes for the mode says (FILE_GENERIC_READ holds both); writing
+  // them comes with the write permission below (FILE_GENERIC_WRITE holds FILE_WRITE_EA).
+  if (bits.read) m |= Access.FILE_READ_DATA | Access.FILE_READ_EA;
   if (bits.exec || inode.type === FileType.DIR) m |= Access.FILE_EXECUTE;
   if (bits.write && !c.tree.readOnly) m |= FILE_ALL_ACCESS;
   // The owner may always change attributes, permissions (chmod, chgrp) and delete (subject to the
