@@ -15,7 +15,9 @@ import {
   unixGroupSid,
   unixUserSid,
 } from '../../server/src/smb2/security.js';
+import { apiRequest } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
+import { bodies, SmbCommand } from '../helpers/smb-client.js';
 import { StableHow } from '../helpers/rpc-client.js';
 import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
 
@@ -23,13 +25,16 @@ const USER = 'metauser';
 const PASSWORD = 'meta-user-Passw0rd';
 const UID = 1000;
 const OTHER = 'metaother';
+const DAVE = 'metadave';
 const INFO_FILE = 1;
 const INFO_SECURITY = 3;
 const FILE_EA_INFORMATION = 7;
 const FILE_FULL_EA_INFORMATION = 15;
 const FILE_ALL_INFORMATION = 18;
+const FILE_ALLOCATION_INFORMATION = 19;
 const DACL = 4;
 const ACCESS_DENIED = 0xc0000022;
+const MEDIA_WRITE_PROTECTED = 0xc00000a2;
 const FILE_READ_DATA = 0x1;
 const FILE_READ_EA = 0x8;
 const FILE_READ_ATTRIBUTES = 0x80;
@@ -47,6 +52,7 @@ describe('SMB EAs and stored DACLs against NFS', { timeout: 300_000 }, () => {
     both = await startBothProtocols([
       { username: USER, password: PASSWORD, uid: UID },
       { username: OTHER, password: PASSWORD, uid: UID + 1 },
+      { username: DAVE, password: PASSWORD, uid: UID + 2 },
     ]);
     ({ nfs, root } = both);
   });
@@ -163,5 +169,56 @@ describe('SMB EAs and stored DACLs against NFS', { timeout: 300_000 }, () => {
     const mine = await c.create('secret.txt', { access: FILE_READ_EA });
     const own = await c.queryInfo(mine.fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, { flags: 1 });
     assert.equal(decodeFullEaList(own.output)[0]?.value.toString(), 'hunter2');
+  });
+
+  it('access revoked through the API: open handles lose EA and allocation writes, and under `none` every query', async () => {
+    const { base, token } = both.api;
+    const grant = async (level: string) =>
+      assert.equal((await apiRequest(base, 'PUT', `/api/v1/shares/export/permissions/users/${DAVE}`, { level }, token)).status, 200);
+    const readOnly = async (on: boolean) =>
+      assert.equal((await apiRequest(base, 'PATCH', '/api/v1/shares/export', { read_only: on }, token)).status, 200);
+    const d = await both.smb({ username: DAVE, password: PASSWORD, uid: UID + 2 });
+    const { fileId } = await d.create('dave.txt');
+    const ea = (v: string) => encodeFullEaList([{ flags: 0, name: Buffer.from('user.v'), value: Buffer.from(v) }]);
+    const alloc = (n: number) => {
+      const b = Buffer.alloc(8);
+      b.writeUInt32LE(n, 0);
+      return b;
+    };
+    const write = async () => (await d.request(SmbCommand.WRITE, bodies.write(fileId, 0, Buffer.from('dave')))).status;
+    assert.equal(await d.setInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, ea('1')), 0);
+    assert.equal(await d.setInfo(fileId, INFO_FILE, FILE_ALLOCATION_INFORMATION, alloc(8192)), 0);
+    try {
+      await grant('read');
+      assert.equal(await write(), ACCESS_DENIED, 'read: WRITE');
+      assert.equal(await d.setInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, ea('2')), ACCESS_DENIED, 'read: EAs');
+      assert.equal(await d.setInfo(fileId, INFO_FILE, FILE_ALLOCATION_INFORMATION, alloc(16384)), ACCESS_DENIED, 'read: allocation');
+      assert.equal((await d.queryInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, { flags: 1 })).status, 0, 'read: EAs may be read');
+
+      await grant('none');
+      assert.equal(await d.setInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, ea('3')), ACCESS_DENIED, 'none: EAs');
+      assert.equal(await d.setInfo(fileId, INFO_FILE, FILE_ALLOCATION_INFORMATION, alloc(16384)), ACCESS_DENIED, 'none: allocation');
+      assert.equal((await d.queryInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, { flags: 1 })).status, ACCESS_DENIED, 'none: EAs');
+      assert.equal((await d.queryInfo(fileId, INFO_FILE, FILE_ALL_INFORMATION)).status, ACCESS_DENIED, 'none: FileAllInformation');
+
+      await grant('read-write');
+      await readOnly(true);
+      assert.equal(await write(), MEDIA_WRITE_PROTECTED, 'read-only share: WRITE');
+      assert.equal(await d.setInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, ea('4')), MEDIA_WRITE_PROTECTED, 'read-only: EAs');
+      assert.equal(
+        await d.setInfo(fileId, INFO_FILE, FILE_ALLOCATION_INFORMATION, alloc(16384)),
+        MEDIA_WRITE_PROTECTED,
+        'read-only: allocation',
+      );
+    } finally {
+      await readOnly(false);
+      await grant('read-write');
+    }
+    // What was set before the revocation is all that is there.
+    const q = await d.queryInfo(fileId, INFO_FILE, FILE_FULL_EA_INFORMATION, { flags: 1 });
+    assert.equal(decodeFullEaList(q.output)[0]?.value.toString(), '1');
+    const all = await d.queryInfo(fileId, INFO_FILE, FILE_ALL_INFORMATION);
+    assert.equal(all.output.readUInt32LE(40), 8192, 'AllocationSize (FileStandardInformation at 40)');
+    await d.close(fileId);
   });
 });

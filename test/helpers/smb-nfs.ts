@@ -19,6 +19,8 @@ export interface BothProtocols {
   nfs: NfsOps;
   /** The file handle of /export. */
   root: Buffer;
+  /** The control plane: its address and an admin token (share permissions, share settings). */
+  api: { base: string; token: string };
   /** A new raw SMB client logged in to \\server\export (the first user unless another is named). */
   smb(user?: SmbUser): Promise<RawSmbClient>;
   /** Drops every SMB client and the NFS connection and stops the server. */
@@ -40,6 +42,7 @@ export async function startBothProtocols(users: [SmbUser, ...SmbUser[]], start: 
       srv,
       nfs,
       root,
+      api: { base, token },
       async smb(user = users[0]) {
         const c = await RawSmbClient.connect(srv.smbPort);
         clients.push(c);

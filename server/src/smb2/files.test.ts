@@ -4,7 +4,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
 import { SmbWriter, utf16 } from './codec.js';
-import { Access, CreateDisposition, CreateOptions, FILE_ALL_ACCESS, FileInfoClass, QueryDirectoryFlags } from './constants.js';
+import {
+  Access,
+  CreateDisposition,
+  CreateOptions,
+  FILE_ALL_ACCESS,
+  FileInfoClass,
+  QueryDirectoryFlags,
+  WRITE_RIGHTS,
+} from './constants.js';
+import { InodeMetaKind } from '../meta/store.js';
+import type { ShareLevel } from '../vfs/service.js';
 import * as files from './files.js';
 import type { Open } from './state.js';
 import { NtStatus } from './status.js';
@@ -615,6 +625,105 @@ describe('SMB2 file commands over the file service', () => {
     const r = (await as(bob, 'secret.txt', Access.FILE_READ_EA)).open;
     assert.equal(decodeFullEaList((await eaQuery(bob, r)).output)[0]?.value.toString(), 'hunter2');
     assert.equal(await status(as(bob, 'secret.txt', Access.FILE_WRITE_EA)), NtStatus.ACCESS_DENIED, 'FILE_WRITE_EA without write');
+    await srv.close();
+  });
+
+  it('a grant lowered or a share made read-only since the open refuses EA, allocation and DACL changes; `none` every query', async () => {
+    const { srv, c } = await setup();
+    const level = new Map<number, ShareLevel>();
+    srv.fs.setAccessPolicy((_share, id) => level.get(id.uid) ?? 'read-write');
+    const share = srv.fs.shares()[0]!;
+    const f = (await as(c, 'f', Access.GENERIC_ALL, CreateDisposition.CREATE)).open;
+    const root = (await as(c, '', Access.GENERIC_READ, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)).open;
+    const eas = (value: string) => encodeFullEaList([{ flags: 0, name: Buffer.from('Color'), value: Buffer.from(value) }]);
+    const set = (infoType: number, infoClass: number, buffer: Buffer, additionalInformation = 0) =>
+      status(files.setInfo(c, f, { infoType, infoClass, additionalInformation, fileId: f.fileId, buffer }));
+    const eightK = Buffer.alloc(8);
+    eightK.writeUInt32LE(8192, 0);
+    const dacl = encodeSecurityDescriptor({
+      control: 0,
+      owner: null,
+      group: null,
+      dacl: [{ type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x001f01ff, sid: EVERYONE }],
+    });
+    const query = (o: Open, infoType: number, infoClass: number, additionalInformation = 0) =>
+      status(
+        files.queryInfo(c, o, {
+          infoType,
+          infoClass,
+          outputBufferLength: 4096,
+          additionalInformation,
+          flags: 0,
+          fileId: o.fileId,
+          input: Buffer.alloc(0),
+        }),
+      );
+    const listRoot = () =>
+      status(
+        files.queryDirectory(c, root, {
+          infoClass: FileInfoClass.FileNamesInformation,
+          flags: QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.RETURN_SINGLE_ENTRY,
+          fileIndex: 0,
+          fileId: root.fileId,
+          pattern: utf16('*'),
+          outputBufferLength: 4096,
+        }),
+      );
+    assert.equal(await set(1, FileInfoClass.FileFullEaInformation, eas('red')), NtStatus.SUCCESS, 'read-write: EAs');
+    assert.equal(await set(1, FileInfoClass.FileAllocationInformation, eightK), NtStatus.SUCCESS, 'read-write: allocation');
+
+    // Lowered to `read`: what WRITE refuses, SET_INFO refuses too, through the open made before.
+    level.set(alice.uid, 'read');
+    const write = status(files.write(c, f, { offset: 0, data: Buffer.from('x'), flags: 0, fileId: f.fileId }));
+    assert.equal(await write, NtStatus.ACCESS_DENIED, 'read: WRITE');
+    assert.equal(await set(1, FileInfoClass.FileFullEaInformation, eas('blue')), NtStatus.ACCESS_DENIED, 'read: EAs');
+    assert.equal(await set(1, FileInfoClass.FileAllocationInformation, Buffer.alloc(8, 0x10)), NtStatus.ACCESS_DENIED, 'read: allocation');
+    assert.equal(await set(3, 0, dacl, SecurityInformation.DACL), NtStatus.ACCESS_DENIED, 'read: the same DACL');
+    assert.equal(await set(1, FileInfoClass.FileDispositionInformation, Buffer.from([1])), NtStatus.ACCESS_DENIED, 'read: delete');
+    assert.equal(await set(1, FileInfoClass.FilePositionInformation, Buffer.alloc(8)), NtStatus.SUCCESS, "read: the open's position");
+    assert.equal(await query(f, 1, FileInfoClass.FileFullEaInformation), NtStatus.SUCCESS, 'read: EAs may be read');
+    // A new open of her own file is judged by the grant as it is now, not as at TREE_CONNECT.
+    assert.equal(await status(as(c, 'f', Access.WRITE_DAC)), NtStatus.ACCESS_DENIED, 'read: WRITE_DAC at CREATE');
+    assert.equal(await status(as(c, 'f', Access.FILE_WRITE_ATTRIBUTES)), NtStatus.ACCESS_DENIED, 'read: FILE_WRITE_ATTRIBUTES at CREATE');
+    const maximal = (await as(c, 'f', Access.MAXIMUM_ALLOWED)).open;
+    assert.equal(maximal.grantedAccess & WRITE_RIGHTS, 0, 'read: MAXIMUM_ALLOWED grants no change');
+
+    // `none`: the open answers nothing more about the file or the share.
+    level.set(alice.uid, 'none');
+    assert.equal(await query(f, 1, FileInfoClass.FileFullEaInformation), NtStatus.ACCESS_DENIED, 'none: EAs');
+    assert.equal(await query(f, 1, FileInfoClass.FileAllInformation), NtStatus.ACCESS_DENIED, 'none: FileAllInformation');
+    assert.equal(await query(f, 3, 0, SecurityInformation.DACL), NtStatus.ACCESS_DENIED, 'none: the descriptor');
+    assert.equal(await listRoot(), NtStatus.ACCESS_DENIED, 'none: QUERY_DIRECTORY');
+    assert.equal(
+      await status(as(c, '', Access.FILE_READ_ATTRIBUTES, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)),
+      NtStatus.ACCESS_DENIED,
+    );
+    assert.equal(await set(1, FileInfoClass.FilePositionInformation, Buffer.alloc(8)), NtStatus.ACCESS_DENIED, 'none: position');
+
+    // Read-write again, but the share made read-only: refused as the vfs refuses a WRITE to it.
+    level.delete(alice.uid);
+    srv.fs.updateShare(share.name, { ...share, readOnly: true });
+    assert.equal(await set(1, FileInfoClass.FileFullEaInformation, eas('green')), NtStatus.MEDIA_WRITE_PROTECTED, 'read-only share: EAs');
+    assert.equal(
+      await set(1, FileInfoClass.FileAllocationInformation, Buffer.alloc(8, 0x10)),
+      NtStatus.MEDIA_WRITE_PROTECTED,
+      'read-only share: allocation',
+    );
+    assert.equal(await set(3, 0, dacl, SecurityInformation.DACL), NtStatus.MEDIA_WRITE_PROTECTED, 'read-only share: DACL');
+    assert.equal(await listRoot(), NtStatus.SUCCESS, 'read-only share: listing');
+    srv.fs.updateShare(share.name, { ...share, readOnly: false });
+    // Nothing changed meanwhile: the EA and the allocation set while the grant allowed them.
+    const ea = await files.queryInfo(c, f, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileFullEaInformation,
+      outputBufferLength: 4096,
+      additionalInformation: 0,
+      flags: 1,
+      fileId: f.fileId,
+      input: Buffer.alloc(0),
+    });
+    assert.equal(decodeFullEaList(ea.output)[0]?.value.toString(), 'red');
+    assert.equal(await srv.meta.getMeta(f.inodeId, InodeMetaKind.SECURITY).then((r) => r.length), 0, 'no DACL stored');
     await srv.close();
   });
 

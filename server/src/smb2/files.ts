@@ -164,19 +164,35 @@ export async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): P
   }
 }
 
+/**
+ * Whether the caller may change nothing on the tree now: it was so at TREE_CONNECT, or the share
+ * was made read-only or the caller's grant lowered since (the vfs's own check, FileService.changer).
+ */
+export function readOnlyNow(c: FileContext): boolean {
+  if (c.tree.readOnly) return true;
+  try {
+    c.fs.changer(c.share, c.id);
+    return false;
+  } catch (e) {
+    if (e instanceof VfsError) return true;
+    throw e;
+  }
+}
+
 /** What the caller may do to `inode`: the tree's maximum cut down by the POSIX mode bits. */
 export function maximalAccessOf(c: FileContext, inode: Inode): number {
   const bits = c.fs.accessBits(c.share, inode, c.id);
+  const readOnly = readOnlyNow(c);
   let m = Access.FILE_READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE;
   // EAs are read with the data's permission (Linux's getxattr of user.* needs read permission),
   // as the DACL security.ts describes for the mode says (FILE_GENERIC_READ holds both); writing
   // them comes with the write permission below (FILE_GENERIC_WRITE holds FILE_WRITE_EA).
   if (bits.read) m |= Access.FILE_READ_DATA | Access.FILE_READ_EA;
   if (bits.exec || inode.type === FileType.DIR) m |= Access.FILE_EXECUTE;
-  if (bits.write && !c.tree.readOnly) m |= FILE_ALL_ACCESS;
+  if (bits.write && !readOnly) m |= FILE_ALL_ACCESS;
   // The owner may always change attributes, permissions (chmod, chgrp) and delete (subject to the
   // directory) on a writable tree.
-  if (!c.tree.readOnly && (inode.uid === c.id.uid || c.id.uid === 0))
+  if (!readOnly && (inode.uid === c.id.uid || c.id.uid === 0))
     m |= Access.FILE_WRITE_ATTRIBUTES | Access.DELETE | Access.WRITE_DAC | Access.WRITE_OWNER;
   return (m & c.tree.maximalAccess) >>> 0;
 }
@@ -223,6 +239,9 @@ export async function create(
   register: (o: Open) => void,
   retried = false,
 ): Promise<Open> {
+  // The caller's share permission now: `none` since the tree was connected opens nothing (the
+  // share root is opened without a lookup, which would check it).
+  c.fs.identity(c.share, c.id);
   // MS-SMB2 3.3.5.9.7: a durable reconnect skips name validation and open execution.
   if (isReconnect(req)) {
     if (!c.durable) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -247,7 +266,8 @@ export async function create(
     throw fail(NtStatus.ACCESS_DENIED, 'DELETE_ON_CLOSE without DELETE access');
   const disp = req.createDisposition;
   const changes = disp !== CreateDisposition.OPEN && disp !== CreateDisposition.OPEN_IF;
-  if (c.tree.readOnly && ((desired & WRITE_RIGHTS) !== 0 || deleteOnClose || changes)) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  const readOnly = readOnlyNow(c);
+  if (readOnly && ((desired & WRITE_RIGHTS) !== 0 || deleteOnClose || changes)) throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
   if (split.stream !== null) return createStreamOpen(c, req, w, register, parts, split.stream);
   // MS-SMB2 2.2.13.2.1 ExtA: EAs for a file this CREATE makes or overwrites, checked before anything changes.
   const extA = req.contexts.find((x) => x.name === 'ExtA');
@@ -311,7 +331,7 @@ export async function create(
     // permission on the file alone does not give it: another user's delete-pending would later be
     // carried out by the owner's CLOSE, as the owner.
     if (parent !== null) {
-      const owner = !c.tree.readOnly && (inode.uid === c.id.uid || c.id.uid === 0);
+      const owner = !readOnly && (inode.uid === c.id.uid || c.id.uid === 0);
       const asked = (desired & Access.DELETE) !== 0 || maxAllowed || wantsMaximalAccess;
       const mayDelete = owner || (asked && (await mayUnlink(c, parent, inode)));
       max = ((max & ~Access.DELETE) | (mayDelete ? Access.DELETE & acl & c.tree.maximalAccess : 0)) >>> 0;
@@ -447,10 +467,11 @@ export async function close(c: FileContext, open: Open, flags: number, w: SmbWri
   if ((flags & CLOSE_FLAG_POSTQUERY_ATTRIB) !== 0) {
     try {
       const { inode } = await c.fs.resolve(open.handle);
+      c.fs.identity(c.share, c.id);
       writeCloseResponse(w, CLOSE_FLAG_POSTQUERY_ATTRIB, fileInfoOf(inode));
       return;
     } catch {
-      // Deleted meanwhile: answer without attributes.
+      // Deleted meanwhile, or the caller may no longer see the share: answer without attributes.
     }
   }
   writeCloseResponse(w, 0, null);
@@ -515,6 +536,8 @@ const DIR_PAGE = 256;
 
 export async function queryDirectory(c: FileContext, open: Open, req: QueryDirectoryRequest): Promise<Buffer> {
   if (!open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'QUERY_DIRECTORY on a file');
+  // The share permission now ("." and ".." are answered before the vfs readdir would check it).
+  c.fs.identity(c.share, c.id);
   // MS-SMB2 3.3.5.18: without it, "." (the directory's own entry) would still be answered.
   if ((open.grantedAccess & Access.FILE_READ_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'no FILE_LIST_DIRECTORY access');
   if (!DIRECTORY_CLASSES.has(req.infoClass)) throw fail(NtStatus.INVALID_INFO_CLASS);
@@ -638,6 +661,9 @@ async function fileInodeId(c: FileContext, open: Open, inode: Inode): Promise<nu
 }
 
 export async function queryInfo(c: FileContext, open: Open, req: QueryInfoRequest): Promise<{ status: NtStatus; output: Buffer }> {
+  // The share permission now, as every vfs read of a handle checks it: a caller whose grant became
+  // `none` since the open learns nothing more of the file (attributes, EAs, descriptor).
+  c.fs.identity(c.share, c.id);
   const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
   let out: Buffer | null;
   let min: number | undefined;
@@ -751,11 +777,20 @@ async function setSecurity(c: FileContext, open: Open, req: SetInfoRequest): Pro
   if ((info & SecurityInformation.DACL) !== 0) await storeDacl(c.share.meta, inode.id, { control: sd.control, dacl: sd.dacl });
 }
 
+/** SET_INFO classes that change the open, not the file. */
+const OPEN_STATE_CLASSES: ReadonlySet<number> = new Set([FileInfoClass.FilePositionInformation, FileInfoClass.FileModeInformation]);
+
 // MS-SMB2 3.3.5.21 SET_INFO
 export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): Promise<void> {
   if (req.infoType !== InfoType.FILE && req.infoType !== InfoType.SECURITY) throw fail(NtStatus.NOT_SUPPORTED);
   if (c.tree.readOnly && (req.infoType === InfoType.SECURITY || req.infoClass !== FileInfoClass.FilePositionInformation))
     throw fail(NtStatus.ACCESS_DENIED, 'read-only tree');
+  // The share permission now, not as at TREE_CONNECT or CREATE: a share made read-only or a grant
+  // lowered since refuses what it refuses a WRITE. The vfs checks the changes it makes itself; EAs,
+  // the allocation size, a stored DACL and delete-pending are this file's to check. The position
+  // and mode are the open's own, not the file's.
+  if (req.infoType === InfoType.FILE && OPEN_STATE_CLASSES.has(req.infoClass)) c.fs.identity(c.share, c.id);
+  else c.fs.changer(c.share, c.id);
   if (req.infoType === InfoType.SECURITY) return setSecurity(c, open, req);
   const b = req.buffer;
   const need = (n: number): void => {

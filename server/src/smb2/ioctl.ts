@@ -136,7 +136,11 @@ function openByResumeKey(host: IoctlHost, key: Buffer): Open | null {
 function requireFile(host: IoctlHost, req: IoctlRequest): { c: FileContext; open: Open } {
   const c = host.fileContext();
   if (!c) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'not a disk tree');
-  return { c, open: host.findOpen(req.fileId) };
+  const open = host.findOpen(req.fileId);
+  // The share permission now: `none` since the open refuses every FSCTL on it (as the vfs refuses
+  // its reads and writes); the changes an FSCTL makes go through the vfs, which checks writing.
+  c.fs.identity(c.share, c.id);
+  return { c, open };
 }
 
 function reply(w: SmbWriter, req: IoctlRequest, out: Buffer, status: number = NtStatus.SUCCESS): { status: number; data: null } {

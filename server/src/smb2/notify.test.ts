@@ -12,7 +12,7 @@ import { Access } from './constants.js';
 import { announceDeletePending, encodeNotifyEntries, NotifyHub, WATCH_TREE, type ChangeNotifyRequest } from './notify.js';
 import { Open } from './state.js';
 import type { Session, Tree } from './state.js';
-import { NtStatus, SmbStatusError } from './status.js';
+import { NtStatus, ntStatusOf, SmbStatusError } from './status.js';
 
 const root = { uid: 0, gid: 0, gids: [] };
 
@@ -39,7 +39,7 @@ async function setup() {
   const rootHandle = srv.fs.handleOf(share, rootInode);
   const dir = await srv.fs.mkdir(rootHandle, Buffer.from('watched'), root, { mode: 0o777 });
   const dirHandle = srv.fs.handleOf(share, dir.inode);
-  const session = { id: 1 } as Session;
+  const session = { id: 1, identity: root } as unknown as Session;
   const tree = { session } as Tree;
   const open = (access: number = Access.FILE_READ_DATA, isDir = true): Open =>
     new Open(1, Buffer.alloc(16), tree, share, dirHandle, dir.inode.id, isDir, rootHandle, Buffer.from('watched'), 'watched', access);
@@ -145,6 +145,18 @@ describe('CHANGE_NOTIFY', () => {
     assert.equal(
       status(() => t.ask(t.open(), 65537)),
       NtStatus.INVALID_PARAMETER,
+    );
+    // A caller whose share permission became `none` since the open: nothing is watched for him.
+    t.srv.fs.setAccessPolicy(() => 'none');
+    assert.equal(
+      status(() => {
+        try {
+          t.ask(t.open(), 10);
+        } catch (e) {
+          throw new SmbStatusError(ntStatusOf(e) ?? NtStatus.INTERNAL_ERROR);
+        }
+      }),
+      NtStatus.ACCESS_DENIED,
     );
     assert.equal(t.table.size, 0);
   });

@@ -205,6 +205,8 @@ export class NotifyHub {
    */
   request(open: Open, req: ChangeNotifyRequest, maxTransact: number, w: SmbWriter, goAsync: () => PendingOp): number {
     if (!open.isDir) throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'CHANGE_NOTIFY on a file');
+    // The share permission now: a caller whose grant became `none` since the open hears of no change.
+    this.fs.identity(open.share, open.tree.session.identity);
     if ((open.grantedAccess & Access.FILE_READ_DATA) === 0)
       throw new SmbStatusError(NtStatus.ACCESS_DENIED, 'no FILE_LIST_DIRECTORY access');
     if (req.outputBufferLength > maxTransact)

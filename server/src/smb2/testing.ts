@@ -8,7 +8,7 @@ import * as files from './files.js';
 import { type CreateContext, type CreateRequest, decodeCreateContexts } from './messages.js';
 import type { CachingContext } from './oplock.js';
 import type { Open, Session, Tree } from './state.js';
-import { NtStatus, SmbStatusError } from './status.js';
+import { NtStatus, ntStatusOf, SmbStatusError } from './status.js';
 
 /** The identity the unit tests act as. */
 export const alice = { uid: 1000, gid: 1000, gids: [] };
@@ -70,13 +70,18 @@ export async function openRwd(c: files.FileContext, name: string, disposition: n
   return (await create(c, req)).open;
 }
 
-/** The NT status a command's promise settles with: SUCCESS, or the status of its SmbStatusError. */
+/**
+ * The NT status a command's promise settles with: SUCCESS, or the status of its SmbStatusError or
+ * VfsError (mapped as the dispatcher maps it).
+ */
 export async function status(p: Promise<unknown>): Promise<number> {
   try {
     await p;
     return NtStatus.SUCCESS;
   } catch (e) {
     if (e instanceof SmbStatusError) return e.status;
+    const mapped = ntStatusOf(e);
+    if (mapped !== null) return mapped;
     throw e;
   }
 }

@@ -840,4 +840,13 @@ export class FileService {
     for (const s of this.byName.values()) await s.data.close();
     this.log?.debug('file service closed');
   }
+
+  /**
+   * writer(), for a protocol engine that changes what the vfs does not (SMB EAs, allocation size,
+   * stored DACLs, delete-pending): the caller's share permission as it is now, not as it was when
+   * the tree was connected or the file opened. Throws ACCES (or ROFS for a read-only share).
+   */
+  changer(share: Share, cred: Identity): Identity {
+    return this.writer(share, cred);
+  }
 }
