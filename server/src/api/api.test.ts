@@ -1164,6 +1164,24 @@ describe('rate limits', () => {
       await limited.close();
     }
   });
+
+  it('general: a revoked token cannot use up the allowance of its user', async () => {
+    const limited = makeApp({ rateLimit: { max: 5, timeWindowMs: 60_000 } });
+    try {
+      const stale = await admin();
+      await store.updateUser('admin', { revoke_tokens: true });
+      // Whoever holds the revoked token (signed and unexpired) spends its own allowance, not admin's.
+      for (let i = 0; i < 10; i++) {
+        const r = await call('GET', '/api/v1/groups', { on: limited, token: stale, from: `10.0.1.${i}` });
+        assert.ok(r.statusCode === 401 || r.statusCode === 429, `expected 401 or 429, got ${r.statusCode}`);
+      }
+      const t = await admin();
+      for (let i = 0; i < 5; i++) ok(await call('GET', '/api/v1/groups', { on: limited, token: t }));
+      problem(await call('GET', '/api/v1/groups', { on: limited, token: t }), 429);
+    } finally {
+      await limited.close();
+    }
+  });
 });
 
 describe('OpenAPI', () => {

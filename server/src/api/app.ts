@@ -2,9 +2,9 @@
 // are errors), RFC 7807 errors, JWT authentication, role checks, rate limits and an OpenAPI
 // document. buildApi() returns it without listening; the server decides where.
 //
-// Request lifecycle: onRequest -> rate limit (per verified user, else per client address; login
-// and password changes instead have their own stricter limits: per address, and per address and
-// username, counted after the body is read) -> preParsing: authentication and authorization (so a request without a valid token
+// Request lifecycle: onRequest -> rate limit (per verified user and token version, else per client
+// address; login and password changes instead have their own stricter limits: per address, and per
+// address and username, counted after the body is read) -> preParsing: authentication and authorization (so a request without a valid token
 // gets 401 before its body is even parsed) -> body parsing and validation -> handler.
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -235,7 +235,12 @@ export function buildApi(opts: ApiOptions): App {
       const token = bearerToken(req);
       if (token !== undefined) {
         try {
-          return `u:${bucket(tokens.verify(token, 'access').sub)}`;
+          // By user and token version: a token revoked by a password change or a deletion (still
+          // signed, and unexpired for up to its TTL) counts apart from the user's current ones, so
+          // whoever holds it cannot use up the real user's allowance. Checking here that the version
+          // is current would cost a database query per request before the limit is applied.
+          const claims = tokens.verify(token, 'access');
+          return `u:${bucket(claims.sub, String(claims.tv))}`;
         } catch {
           // Not a valid token: counted by address.
         }
