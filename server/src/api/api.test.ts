@@ -838,6 +838,39 @@ describe('resources', () => {
   });
 });
 
+describe('postgres URLs', () => {
+  it('a password parameter named in percent-encoding is masked everywhere, and its mask keeps the secret', async () => {
+    const t = await admin();
+    const url = `postgres://dfs@db:5432/x?pass%77ord=${PG_PASSWORD}&application_name=a`;
+    const shown = 'postgres://dfs@db:5432/x?pass%77ord=****&application_name=a';
+    const created = ok<{ config: { url: string } }>(
+      await call('POST', '/api/v1/stores/metadata', { token: t, body: { name: 'pg', type: 'postgres', config: { url } } }),
+      201,
+    );
+    assert.equal(created.config.url, shown);
+    assert.equal(ok<{ config: { url: string } }>(await call('GET', '/api/v1/stores/metadata/pg', { token: t })).config.url, shown);
+    const state = ok<{ metadata_stores: { name: string; config: { url: string } }[] }>(await call('GET', '/api/v1/state', { token: t }));
+    assert.equal(state.metadata_stores.find((s) => s.name === 'pg')?.config.url, shown);
+    problem(
+      await call('POST', '/api/v1/stores/metadata', {
+        token: t,
+        body: { name: 'pg2', type: 'postgres', config: { url: url.replace('@db', '@unreachable') } },
+      }),
+      422,
+      /pass%77ord=\*\*\*\*/,
+    );
+
+    // The mask sent back keeps the stored secret, as long as the rest of the URL is the same.
+    const op = await addUser('op', 'operator');
+    const same = { metadata_stores: [{ name: 'pg', type: 'postgres', config: { url: shown, pool_size: 3 } }] };
+    ok(await call('PUT', '/api/v1/state', { token: op, body: same }));
+    assert.deepEqual((await store.getStore('metadata', 'pg'))?.config, { url, pool_size: 3 });
+    const moved = { metadata_stores: [{ name: 'pg', type: 'postgres', config: { url: shown.replace('@db', '@attacker') } }] };
+    problem(await call('PUT', '/api/v1/state', { token: op, body: moved }), 400, /no stored secret it stands for/);
+    assert.equal((await store.getStore('metadata', 'pg'))?.config.url, url);
+  });
+});
+
 describe('bad input', () => {
   const SQLISH = ["x'; DROP TABLE users; --", 'a"b', "O'Brien", '1 OR 1=1', 'admin\u0000', '../../etc/passwd', '${jndi:ldap://x}'];
 

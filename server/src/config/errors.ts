@@ -18,12 +18,29 @@ export const CONFIG_INVALID = 'DITTOFS_CONFIG_INVALID' as const;
 export const MASK = '****';
 
 const URL_TOKEN_RE = /([a-z][a-z0-9+.-]*:\/\/)([^\s"'`<>]*)/gi;
-const PASSWORD_PARAM_RE = /([?&](?:ssl)?password=)[^&#\s"'`<>]*/gi;
+/** A query parameter: its separator, its name as written (up to the first `=`), its value. */
+const QUERY_PARAM_RE = /([?&])([^?&#=\s"'`<>]*)=([^?&#\s"'`<>]*)/g;
+/** Parameters whose value is a password: the pg driver takes `password` over the user info's. */
+const PASSWORD_PARAMS: ReadonlySet<string> = new Set(['password', 'sslpassword']);
+
+/**
+ * Whether a query parameter's name, as written, is a password's. Compared decoded, as a URL parser
+ * (and so the pg driver) reads it: `pass%77ord` is `password`. Case-insensitive to err on the side
+ * of masking (pg itself only reads the lower-case names).
+ */
+function isPasswordParam(written: string): boolean {
+  const name = new URLSearchParams(`${written}=`).keys().next().value ?? '';
+  return PASSWORD_PARAMS.has(name.toLowerCase());
+}
+
+const maskPasswordParams = (query: string): string =>
+  query.replace(QUERY_PARAM_RE, (all, sep: string, name: string) => (isPasswordParam(name) ? `${sep}${name}=${MASK}` : all));
 
 /**
  * Masks the password of a URL: `postgres://user:secret@host/db?sslpassword=x` becomes
- * `postgres://user:****@host/db?sslpassword=****`. Exact for a URL that parses (the user info ends
- * at the last `@` before the first `/`, `?` or `#`).
+ * `postgres://user:****@host/db?sslpassword=****`, a parameter named in percent-encoding
+ * (`pass%77ord=x`) too. Exact for a URL that parses (the user info ends at the last `@` before the
+ * first `/`, `?` or `#`).
  */
 export function maskUrlPassword(url: string): string {
   const m = /^([a-z][a-z0-9+.-]*:\/\/)(.*)$/is.exec(url);
@@ -34,7 +51,7 @@ export function maskUrlPassword(url: string): string {
   const at = authority.lastIndexOf('@');
   const colon = authority.slice(0, Math.max(at, 0)).indexOf(':');
   const masked = at === -1 || colon === -1 ? rest : `${rest.slice(0, colon + 1)}${MASK}${rest.slice(at)}`;
-  return scheme + masked.replace(PASSWORD_PARAM_RE, `$1${MASK}`);
+  return scheme + maskPasswordParams(masked);
 }
 
 /**
@@ -47,7 +64,7 @@ export function redactSecrets(text: string): string {
     const at = rest.lastIndexOf('@');
     const colon = rest.slice(0, Math.max(at, 0)).indexOf(':');
     const masked = at === -1 || colon === -1 ? rest : `${rest.slice(0, colon + 1)}${MASK}${rest.slice(at)}`;
-    return scheme + masked.replace(PASSWORD_PARAM_RE, `$1${MASK}`);
+    return scheme + maskPasswordParams(masked);
   });
 }
 

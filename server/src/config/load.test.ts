@@ -887,6 +887,11 @@ describe('metadata stores', () => {
     assert.equal(maskUrlPassword('postgres://u:p@ss@h/db?x=a@b'), 'postgres://u:****@h/db?x=a@b');
     assert.equal(maskUrlPassword('postgres://u@h/db?password=pw&a=b'), 'postgres://u@h/db?password=****&a=b');
     assert.equal(maskUrlPassword('postgres://h:5432/db'), 'postgres://h:5432/db');
+    // The pg driver reads parameter names decoded: pass%77ord is password.
+    assert.equal(maskUrlPassword('postgres://u@h/db?pass%77ord=pw&a=b'), 'postgres://u@h/db?pass%77ord=****&a=b');
+    assert.equal(maskUrlPassword('postgres://u@h/db?a=1&ssl%50ASSWORD=pw'), 'postgres://u@h/db?a=1&ssl%50ASSWORD=****');
+    assert.equal(maskUrlPassword('postgres://u@h/db?password%3D=pw'), 'postgres://u@h/db?password%3D=pw', 'a name that decodes to another');
+    assert.equal(redactSecrets('at postgres://u@h/db?p%61ssword=pw (refused)'), 'at postgres://u@h/db?p%61ssword=**** (refused)');
     assert.equal(redactSecrets('got "postgres://u:pa/ss@h/db" here'), 'got "postgres://u:****@h/db" here');
     assert.equal(redactSecrets('no url here: a:b@c'), 'no url here: a:b@c');
   });
