@@ -869,6 +869,30 @@ describe('postgres URLs', () => {
     problem(await call('PUT', '/api/v1/state', { token: op, body: moved }), 400, /no stored secret it stands for/);
     assert.equal((await store.getStore('metadata', 'pg'))?.config.url, url);
   });
+
+  it("with the server's own check: a file a URL names must be a regular file, checked before the driver reads it", async () => {
+    const tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-api-pg-'));
+    const real = makeApp({
+      runtime: { ...runtime, checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, tmp, pino({ level: 'silent' })) },
+    });
+    try {
+      await real.ready();
+      const t = await admin();
+      for (const [file, why] of [
+        ['/dev/null', /"\/dev\/null" is a character device, not a regular file/],
+        [tmp, /" is a directory, not a regular file/],
+      ] as const) {
+        const config = { url: `postgres://dfs@127.0.0.1:1/x?sslrootcert=${encodeURIComponent(file)}` };
+        const body = { name: 'pg', type: 'postgres', config };
+        const re = new RegExp(`^metadata store "pg" cannot work: postgres URL parameter sslrootcert: .*${why.source}`);
+        problem(await call('POST', '/api/v1/stores/metadata', { token: t, body, on: real }), 422, re, 'unprocessable');
+      }
+      assert.equal(await store.getStore('metadata', 'pg'), undefined);
+    } finally {
+      await real.close();
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('bad input', () => {

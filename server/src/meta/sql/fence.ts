@@ -23,6 +23,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import os from 'node:os';
 import pg from 'pg';
+import { checkPostgresUrlFiles } from '../../config/postgres-url.js';
 import { errorMessage, silentLogger, type DriverLogger } from './driver.js';
 
 export type FencePurpose = 'metadata' | 'control';
@@ -205,6 +206,7 @@ export class PgFence {
    * must exist already (the driver creates it first).
    */
   static async take(opts: PgFenceOptions): Promise<PgFence> {
+    await checkPostgresUrlFiles(opts.url); // as PgDriver.open: the driver reads them synchronously
     const client = await PgFence.connect(opts);
     try {
       const r = await client.query<{ db: string; schema: string | null }>('SELECT current_database() AS db, current_schema() AS schema');

@@ -1,6 +1,10 @@
 // The pg driver against a real PostgreSQL: it survives a restart of the server (idle connections die,
 // in-flight transactions run again), and retries serialization failures and deadlocks.
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { postgresForTests, type PostgresInstance } from '../../../../test/helpers/postgres.js';
 import { isVfsError } from '../../vfs/errors.js';
@@ -15,6 +19,34 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   const promise = new Promise<void>((r) => (resolve = r));
   return { promise, resolve };
 }
+
+describe('pg driver: files a URL names', () => {
+  it('refuses a FIFO, a device or a directory before the driver reads it (it would read a FIFO or /dev/zero forever)', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-pg-files-'));
+    const fifo = path.join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    // Without the check the driver's synchronous read of the FIFO would block this process for
+    // good: a writer ends it after a while, so that it fails the test instead of hanging it.
+    const writer = spawn(process.execPath, ['-e', `setTimeout(() => require('fs').writeFileSync(${JSON.stringify(fifo)}, 'x'), 3000)`], {
+      stdio: 'ignore',
+    });
+    try {
+      for (const [file, why] of [
+        [fifo, /^postgres URL parameter sslrootcert: ".*\/fifo" is a FIFO, not a regular file/],
+        ['/dev/null', /^postgres URL parameter sslrootcert: "\/dev\/null" is a character device, not a regular file/],
+        [dir, /^postgres URL parameter sslrootcert: ".*" is a directory, not a regular file/],
+      ] as const) {
+        // Nothing listens on port 1: were the file read, the error would be the refused connection.
+        const url = `postgres://u@127.0.0.1:1/db?sslrootcert=${encodeURIComponent(file)}`;
+        const retry = { ...DEFAULT_RETRY_POLICY, maxAttempts: 1 };
+        await assert.rejects(PgDriver.open({ url, connectTimeoutMs: 1000, retry }), { message: why });
+      }
+    } finally {
+      writer.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('pg driver', () => {
   let pg: PostgresInstance | undefined;

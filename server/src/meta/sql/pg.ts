@@ -26,6 +26,7 @@
 //   known: until DittoFS is restarted, no COMMIT can vouch for anything. A clean restart (its
 //   shutdown checkpoint predates the start) lost nothing and passes.
 import pg from 'pg';
+import { checkPostgresUrlFiles } from '../../config/postgres-url.js';
 import {
   CommitUncertainError,
   DEFAULT_RETRY_POLICY,
@@ -180,6 +181,8 @@ export class PgDriver implements SqlDriver {
 
   /** Creates the pool and checks that the database answers (creating `schema` if given). */
   static async open(opts: PgDriverOptions): Promise<PgDriver> {
+    // The driver reads the files a URL names synchronously: a FIFO or a device would freeze the process.
+    await checkPostgresUrlFiles(opts.url);
     if (opts.schema !== undefined && !SCHEMA_NAME_RE.test(opts.schema)) {
       throw new Error(`invalid schema name ${JSON.stringify(opts.schema)} (expected ${String(SCHEMA_NAME_RE)})`);
     }
