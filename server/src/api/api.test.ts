@@ -870,6 +870,47 @@ describe('postgres URLs', () => {
     assert.equal((await store.getStore('metadata', 'pg'))?.config.url, url);
   });
 
+  it("only an admin may give a URL naming the server's files (sslcert, sslkey, sslrootcert) or a unix socket", async () => {
+    const t = await admin();
+    const op = await addUser('op', 'operator');
+    const before = await everything();
+    for (const [query, why] of [
+      ['?sslrootcert=/dev/zero', /^body\.config\.url: the URL parameter sslrootcert names a file on the server's own file system/],
+      ['?ssl%72ootcert=/etc/hostname', /the URL parameter sslrootcert names a file/],
+      ['?sslkey=&sslcert=/srv/client.pem', /the URL parameters sslcert, sslkey name files .*only an admin can give/],
+      ['?host=/var/run/postgresql', /the URL's host "\/var\/run\/postgresql" is a unix socket directory on the server itself/],
+    ] as const) {
+      const config = { url: `postgres://dfs@db:5432/x${query}` };
+      problem(
+        await call('POST', '/api/v1/stores/metadata', { token: op, body: { name: 'pg', type: 'postgres', config } }),
+        403,
+        why,
+        'forbidden',
+      );
+      const body = { metadata_stores: [{ name: 'pg', type: 'postgres', config }] };
+      const p = problem(await call('PUT', '/api/v1/state', { token: op, body }), 403, new RegExp(why.source.replace(/^\^body\\./, '')));
+      assert.equal(p.item, 'metadata_stores["pg"]');
+    }
+    const socket = { url: 'postgres://dfs@%2Fvar%2Frun%2Fpostgresql/x' };
+    problem(
+      await call('POST', '/api/v1/stores/metadata', { token: op, body: { name: 'pg', type: 'postgres', config: socket } }),
+      403,
+      /unix socket/,
+    );
+    assert.deepEqual(runtime.checks, [], 'not opened: opening reads the files');
+    assert.deepEqual(await everything(), before);
+
+    // An admin may; an operator may then change the store's other settings, not the files.
+    const url = 'postgres://dfs@db:5432/x?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem';
+    ok(await call('POST', '/api/v1/stores/metadata', { token: t, body: { name: 'pg', type: 'postgres', config: { url } } }), 201);
+    const keep = { metadata_stores: [{ name: 'pg', type: 'postgres', config: { url, pool_size: 3 } }] };
+    ok(await call('PUT', '/api/v1/state', { token: op, body: keep }));
+    assert.deepEqual((await store.getStore('metadata', 'pg'))?.config, { url, pool_size: 3 });
+    const moved = { metadata_stores: [{ name: 'pg', type: 'postgres', config: { url: url.replace('db-ca.pem', 'other.pem') } }] };
+    problem(await call('PUT', '/api/v1/state', { token: op, body: moved }), 403, /sslrootcert/);
+    assert.equal((await store.getStore('metadata', 'pg'))?.config.url, url);
+  });
+
   it("with the server's own check: a file a URL names must be a regular file, checked before the driver reads it", async () => {
     const tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-api-pg-'));
     const real = makeApp({

@@ -24,7 +24,10 @@
 //   ids (new users: the next free uid from 10000, gid = uid); `email` and `role` left out mean none
 //   and `user`.
 // - Stores: `config` as in the API (secrets sent as **** keep the stored value); a store that is new
-//   or whose settings change is checked by `checkStore` before anything is written.
+//   or whose settings change is checked by `checkStore` before anything is written. Only an admin
+//   may give settings that reach the server's own file system: a filesystem block store, an
+//   embedded metadata store with a path, a postgres URL naming files or a unix socket (an operator
+//   may keep such a URL an admin stored, and change the store's other settings).
 // - Shares: settings left out take their defaults; `permissions` left out means no grants.
 // - Groups: `gid` left out keeps the current gid (new groups: the next free gid from 10000);
 //   `members` left out means no members.
@@ -39,6 +42,7 @@ import { DEFAULT_BCRYPT_COST, passwordCredentials, passwordProblem, verifyPasswo
 import { CONTROL_ERROR, ControlError } from './errors.js';
 import { gidOverlapError, type ControlQueries, type ControlStore, type UserPatch } from './store.js';
 import {
+  adminOnlyStoreUrl,
   canonicalJson,
   maskStoreConfig,
   normalizeStoreConfig,
@@ -314,6 +318,10 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
         const dirProblem = typeof config.path === 'string' ? storeDirProblem(config.path, dirKind.dir) : undefined;
         if (dirProblem !== undefined) throw unprocessable(item, `config.path: ${dirProblem}`);
       }
+      // A URL naming the server's files or a local socket, unless it is the one an admin stored.
+      const adminOnly = adminOnlyStoreUrl(kind, s.type, config);
+      if (adminOnly !== undefined && !callerIsAdmin && !(cur?.type === s.type && cur.config.url === config.url))
+        throw new ControlError(CONTROL_ERROR.FORBIDDEN, adminOnly, item);
       if (opts.checkStore !== undefined) {
         try {
           await opts.checkStore(kind, s.type, config);

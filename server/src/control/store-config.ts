@@ -8,6 +8,7 @@
 // URL; an S3 store's endpoint, bucket, region and access key id) is unchanged.
 import { DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from '../config/defaults.js';
 import { MASK, maskUrlPassword } from '../config/errors.js';
+import { postgresUrlAdminOnly } from '../config/postgres-url.js';
 import {
   MAX_POOL_SIZE,
   MAX_S3_ATTEMPTS,
@@ -163,6 +164,18 @@ export function storeConfigProblem(kind: StoreKind, type: string, config: Record
     return 'config: give both access_key_id and secret_access_key, or neither (then the standard AWS credential chain is used)';
   }
   return undefined;
+}
+
+/**
+ * Why only an admin may give this store's URL (`config.url: ...`), or undefined: a postgres URL
+ * whose parameters name files the server reads (sslcert, sslkey, sslrootcert) or whose host is a
+ * unix socket directory on the server (config/postgres-url.ts). As for stores that write where
+ * their path says (config/store-dirs.ts storeDirKindOf), these reach the server's own file system.
+ */
+export function adminOnlyStoreUrl(kind: StoreKind, type: string, config: Record<string, unknown>): string | undefined {
+  if (kind !== 'metadata' || type !== 'postgres' || typeof config.url !== 'string') return undefined;
+  const why = postgresUrlAdminOnly(config.url);
+  return why === undefined ? undefined : `config.url: ${why}`;
 }
 
 /** The config as stored: block stores get their default block size. */

@@ -1,10 +1,17 @@
-// Metadata and block stores (admin or operator; filesystem block stores admin only, and never in
-// a system directory: see blocks/filesystem.ts). A new store's settings are checked by the running
+// Metadata and block stores (admin or operator; filesystem block stores, embedded metadata stores
+// with a path, and postgres URLs naming the server's files or a local socket admin only; never in a
+// system directory: see blocks/filesystem.ts). A new store's settings are checked by the running
 // server (runtime.checkStore) before anything is stored: settings that cannot work are a 422 and
 // nothing changes. Secrets are shown as ****. A store a share uses cannot be deleted (409, naming
 // the shares).
 import { redactSecrets } from '../../config/errors.js';
-import { maskStoreConfig, normalizeStoreConfig, storeConfigProblem, unmaskStoreConfig } from '../../control/store-config.js';
+import {
+  adminOnlyStoreUrl,
+  maskStoreConfig,
+  normalizeStoreConfig,
+  storeConfigProblem,
+  unmaskStoreConfig,
+} from '../../control/store-config.js';
 import type { StoreType } from '../../control/store.js';
 import type { StoreKind, StoreRecord } from '../../control/types.js';
 import { storeDirKindOf, storeDirProblem } from '../../config/store-dirs.js';
@@ -66,6 +73,9 @@ export function storeRoutes(app: App, ctx: ApiContext): void {
           const dirProblem = typeof cfg.path === 'string' ? storeDirProblem(cfg.path, dirKind.dir) : undefined;
           if (dirProblem !== undefined) throw new ApiProblem('unprocessable', `body.config.path: ${dirProblem}`);
         }
+        // Files the server would read, or a local socket: checked before checkStore, which opens them.
+        const adminOnly = adminOnlyStoreUrl(kind, type, cfg);
+        if (adminOnly !== undefined && principalOf(req).role !== 'admin') throw new ApiProblem('forbidden', `body.${adminOnly}`);
         try {
           await runtime.checkStore(kind, type, cfg);
         } catch (e) {
