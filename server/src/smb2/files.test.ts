@@ -49,6 +49,17 @@ function names(buf: Buffer): string[] {
   }
 }
 
+/** QUERY_DIRECTORY of `o` from the start, one name (FileNamesInformation). */
+const firstName = (ctx: files.FileContext, o: Open) =>
+  files.queryDirectory(ctx, o, {
+    infoClass: FileInfoClass.FileNamesInformation,
+    flags: QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.RETURN_SINGLE_ENTRY,
+    fileIndex: 0,
+    fileId: o.fileId,
+    pattern: utf16('*'),
+    outputBufferLength: 4096,
+  });
+
 /** A second user's context on `srv`: Bob, uid 2000, on session 2. */
 const bobOn = (srv: Parameters<typeof fileContext>[0]): files.FileContext => ({
   ...fileContext(srv, { sessionId: 2 }),
@@ -564,19 +575,10 @@ describe('SMB2 file commands over the file service', () => {
       await as(c, 'p', Access.FILE_READ_ATTRIBUTES | Access.FILE_EXECUTE, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)
     ).open;
     assert.equal(await status(as(c, 'p\\secret-name', Access.GENERIC_READ)), NtStatus.SUCCESS);
-    const query = (ctx: files.FileContext, o: Open) =>
-      files.queryDirectory(ctx, o, {
-        infoClass: FileInfoClass.FileNamesInformation,
-        flags: QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.RETURN_SINGLE_ENTRY,
-        fileIndex: 0,
-        fileId: o.fileId,
-        pattern: utf16('*'),
-        outputBufferLength: 4096,
-      });
-    assert.equal(await status(query(c, attrs)), NtStatus.ACCESS_DENIED, 'an open without FILE_LIST_DIRECTORY lists nothing');
+    assert.equal(await status(firstName(c, attrs)), NtStatus.ACCESS_DENIED, 'an open without FILE_LIST_DIRECTORY lists nothing');
     // Bob lists his own directory.
     const own = (await as(bob, 'p', list, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)).open;
-    assert.deepEqual(names(await query(bob, own)), ['.']);
+    assert.deepEqual(names(await firstName(bob, own)), ['.']);
     await srv.close();
   });
 
@@ -658,17 +660,7 @@ describe('SMB2 file commands over the file service', () => {
           input: Buffer.alloc(0),
         }),
       );
-    const listRoot = () =>
-      status(
-        files.queryDirectory(c, root, {
-          infoClass: FileInfoClass.FileNamesInformation,
-          flags: QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.RETURN_SINGLE_ENTRY,
-          fileIndex: 0,
-          fileId: root.fileId,
-          pattern: utf16('*'),
-          outputBufferLength: 4096,
-        }),
-      );
+    const listRoot = () => status(firstName(c, root));
     assert.equal(await set(1, FileInfoClass.FileFullEaInformation, eas('red')), NtStatus.SUCCESS, 'read-write: EAs');
     assert.equal(await set(1, FileInfoClass.FileAllocationInformation, eightK), NtStatus.SUCCESS, 'read-write: allocation');
 
