@@ -1,5 +1,6 @@
 // JSON-lines logging (one object per line, as the server logs), with levels and bound fields.
-// Secrets are never passed to a logger: callers log names of Secrets, never their data.
+// Secrets are never passed to a logger: callers log names of Secrets, never their data, and the
+// operator's logger replaces any Secret value a message quotes (kube/redact.ts, redactingLogger).
 
 export const LOG_LEVEL_NAMES = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const);
 export type LogLevelName = (typeof LOG_LEVEL_NAMES)[number];

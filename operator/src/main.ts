@@ -4,6 +4,7 @@ import { ConfigError, parseConfig, USAGE } from './config.js';
 import { createLogger, errorFields } from './log.js';
 import { DittofsOperator } from './operator.js';
 import { OPERATOR_VERSION } from './version.js';
+import { redactingLogger, SecretValues } from './kube/redact.js';
 
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
   let parsed;
@@ -25,12 +26,14 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     return 0;
   }
   const cfg = parsed.config;
-  const log = createLogger({ level: cfg.logLevel, fields: { name: 'dittofs-operator' } });
+  // Every log line, this process's own included, is kept free of the Secret values the operator reads.
+  const secrets = new SecretValues();
+  const log = redactingLogger(createLogger({ level: cfg.logLevel, fields: { name: 'dittofs-operator' } }), secrets);
   // A bug must not take the operator down silently, nor a stray rejection take it down at all:
   // every promise of the controllers is handled; this is the net under them.
   process.on('unhandledRejection', (reason) => log.error('unhandled rejection', errorFields(reason, true)));
 
-  const operator = new DittofsOperator(cfg, { log });
+  const operator = new DittofsOperator(cfg, { log, secrets });
   let stopping: Promise<void> | undefined;
   const done = new Promise<number>((resolve) => {
     const stop = (signal: string): void => {

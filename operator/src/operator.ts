@@ -34,6 +34,7 @@ import { podAddressResolver, type PodAddressResolver } from './dittofs-api/pods.
 import { KubeClient } from './kube/client.js';
 import { Informer, type InformerEventType } from './kube/informer.js';
 import { EventRecorder } from './kube/events.js';
+import { redactingLogger, SecretValues } from './kube/redact.js';
 import { paths } from './kube/resources.js';
 import { errorFields, type Logger } from './log.js';
 import { LeaderElector } from './runtime/leader.js';
@@ -45,6 +46,8 @@ const CUSTOM_PLURALS: Readonly<Record<string, KindName>> = { dittofses: 'DittoFS
 
 export interface OperatorDeps {
   log: Logger;
+  /** Secret values read, kept out of statuses, Events and logs (kube/redact.ts); a new one when absent. */
+  secrets?: SecretValues;
 }
 
 type Members = { Store: Store; Share: Share; User: User };
@@ -106,7 +109,8 @@ export class DittofsOperator extends Operator {
   private stopped = false;
 
   constructor(cfg: OperatorConfig, deps: OperatorDeps) {
-    const log = deps.log;
+    const secrets = deps.secrets ?? new SecretValues();
+    const log = redactingLogger(deps.log, secrets);
     super({
       debug: (m) => log.debug(m, { component: 'k8s-operator' }),
       info: (m) => log.info(m, { component: 'k8s-operator' }),
@@ -133,7 +137,12 @@ export class DittofsOperator extends Operator {
         ...errorFields(err, log.level === 'debug' || log.level === 'trace'),
       });
     const api = new DittofsApiClient({ log: log.child({ component: 'dittofs-api' }) });
-    const events = new EventRecorder(this.client, log.child({ component: 'events' }), cfg.leaderElection.identity ?? os.hostname());
+    const events = new EventRecorder(
+      this.client,
+      log.child({ component: 'events' }),
+      cfg.leaderElection.identity ?? os.hostname(),
+      secrets,
+    );
     const stateCache: StateCache = {
       dittofs: (ns, name) => this.findIn(this.byKind.DittoFS, ns, name),
       stores: (ns) => this.listIn(this.byKind.Store, ns),
@@ -152,6 +161,7 @@ export class DittofsOperator extends Operator {
         cache: stateCache,
         log: log.child({ controller: 'state' }),
         events,
+        secrets,
       }),
     });
     const dittofs = new WorkQueue({
@@ -166,6 +176,7 @@ export class DittofsOperator extends Operator {
         clusterDomain: cfg.clusterDomain,
         afterReconcile: (key) => state.add(key),
         events,
+        secrets,
       }),
     });
     this.queues = { dittofs, state };

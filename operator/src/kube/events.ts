@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
 import { API_VERSION, type Condition, type KubeObject } from '../api/types.js';
 import type { KubeClient } from './client.js';
+import type { SecretValues } from './redact.js';
 
 export type EventType = 'Normal' | 'Warning';
 
@@ -72,6 +73,8 @@ export class EventRecorder {
     private readonly log: Logger,
     /** This operator process (its leader identity), as the events' reportingInstance. */
     private readonly instance: string,
+    /** Notes go through it: no Secret value the operator read reaches an Event (redact.ts). */
+    private readonly secrets?: SecretValues,
     private readonly controller = 'dittofs.io/dittofs-operator',
   ) {}
 
@@ -79,6 +82,8 @@ export class EventRecorder {
   async record(regarding: Regarding, ev: OperatorEvent, now = Date.now()): Promise<void> {
     const { namespace, name, uid } = regarding.metadata;
     if (namespace === undefined) return;
+    // Redacted before it is cut to size, so that no value's beginning survives the cut.
+    if (this.secrets !== undefined) ev = { ...ev, note: this.secrets.forNamespace(namespace).redact(ev.note) };
     const key = `${uid ?? `${namespace}/${name}`}\u0000${ev.reason}\u0000${ev.note}`;
     const seen = this.recent.get(key);
     if (seen !== undefined && now - seen < DEDUP_MS) return;

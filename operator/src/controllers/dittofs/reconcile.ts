@@ -23,6 +23,7 @@ import {
 import { DATA_VOLUME, childNames } from './names.js';
 import { dittofsStatus, type Problem } from './status.js';
 import type { EventRecorder, Regarding } from '../../kube/events.js';
+import type { Redactor, SecretValues } from '../../kube/redact.js';
 
 export interface DittoFSReconcilerDeps {
   client: KubeClient;
@@ -33,6 +34,8 @@ export interface DittoFSReconcilerDeps {
   afterReconcile?: (key: string) => void;
   /** Records an Event for each status change (kube/events.ts); none when absent. */
   events?: EventRecorder;
+  /** Every Secret value read is remembered here; statuses are written through it (kube/redact.ts). */
+  secrets: SecretValues;
 }
 
 /** How long to wait before looking again at a DittoFS whose Secret reference does not resolve. */
@@ -59,8 +62,10 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
     if ((dfs.spec.database?.type ?? 'embedded') === 'postgres' && pgRef !== undefined) {
       const secret = await client.get<SecretObject>(paths.secrets(namespace, pgRef.name));
       const r = lookupSecret(secret, pgRef, 'database.postgres.urlSecretRef');
-      if (r.ok) databaseUrl = r.value;
-      else problem = { reason: r.reason, message: r.message };
+      if (r.ok) {
+        databaseUrl = r.value;
+        deps.secrets.remember(namespace, pgRef.name, pgRef.key, r.value);
+      } else problem = { reason: r.reason, message: r.message };
     }
     // More than one pod without a PostgreSQL database and a Redis to coordinate them: one, and Ready=False.
     const plan = replicaPlan(dfs);
@@ -117,6 +122,7 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
       paths.custom('DittoFS', namespace, name, 'status'),
       dfs.status,
       status,
+      deps.secrets.forNamespace(namespace),
       deps.events && { recorder: deps.events, regarding: { kind: 'DittoFS', metadata: dfs.metadata } },
     );
     deps.afterReconcile?.(key);
@@ -127,14 +133,20 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
   };
 }
 
-/** Merge-patches a status subresource with what changed (nothing when nothing did). */
+/**
+ * Merge-patches a status subresource with what changed (nothing when nothing did), and records the
+ * Events of the change. Every string of the new status goes through `redactor` first: no Secret
+ * value reaches a status or an Event, whatever message quoted it.
+ */
 export async function writeStatus(
   client: KubeClient,
   statusPath: string,
   from: unknown,
-  to: unknown,
+  desired: unknown,
+  redactor: Redactor,
   events?: { recorder: EventRecorder; regarding: Regarding },
 ): Promise<boolean> {
+  const to = redactor.redactDeep(desired);
   const diff = mergePatchDiff(from ?? {}, to);
   if (diff === undefined) return false;
   await client.mergePatch(statusPath, { status: diff });

@@ -17,6 +17,7 @@ import type { ReconcileResult } from '../../runtime/workqueue.js';
 import { ADMIN_SECRET_KEYS, ADMIN_USERNAME, childNames } from '../dittofs/names.js';
 import { writeStatus } from '../dittofs/reconcile.js';
 import type { EventRecorder } from '../../kube/events.js';
+import type { Redactor, SecretValues } from '../../kube/redact.js';
 import { isDeleting, memberKey, type Member, type SecretResolver } from '../member.js';
 import { confirmApplied, podsBehind } from './converge.js';
 import { computeDesiredState, memberOfItem, needsCurrentState, parseServerItem, withCarryOver, type StatePlan } from './desired.js';
@@ -37,6 +38,8 @@ export interface StateReconcilerDeps {
   log: Logger;
   /** Records an Event for each status change (kube/events.ts); none when absent. */
   events?: EventRecorder;
+  /** Every Secret value read is remembered here; statuses are written through it (kube/redact.ts). */
+  secrets: SecretValues;
 }
 
 /** Pushes per run at most: each retry isolates one more refused resource. */
@@ -52,6 +55,7 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
   return async (key) => {
     const { namespace, name } = splitKey(key);
     const log = deps.log.child({ sync: key });
+    const out: StatusOut = { client, redactor: deps.secrets.forNamespace(namespace), events: deps.events };
     const mine = <T extends { spec: { dittofs: string } }>(xs: T[]): T[] => xs.filter((x) => x.spec.dittofs === name);
     const stores = mine(cache.stores(namespace));
     const shares = mine(cache.shares(namespace));
@@ -78,13 +82,12 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
       };
       for (const m of members) {
         if (isDeleting(m.obj)) await removeFinalizer(client, m);
-        else
-          await writeMemberStatus(client, m, memberStatus({ ...statusBase(m, name), verdict: undefined, pods: [], blocked }), deps.events);
+        else await writeMemberStatus(out, m, memberStatus({ ...statusBase(m, name), verdict: undefined, pods: [], blocked }));
       }
       return {};
     }
 
-    const creds = await adminCredentials(client, dfs);
+    const creds = await adminCredentials(client, dfs, deps.secrets);
     if (creds === undefined) {
       const blocked = {
         reason: 'AdminSecretMissing',
@@ -92,12 +95,12 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
       };
       for (const m of members) {
         if (!isDeleting(m.obj))
-          await writeMemberStatus(client, m, memberStatus({ ...statusBase(m, name), verdict: undefined, pods: [], blocked }), deps.events);
+          await writeMemberStatus(out, m, memberStatus({ ...statusBase(m, name), verdict: undefined, pods: [], blocked }));
       }
       return { requeueAfterMs: 5_000 };
     }
 
-    const secret = await readSecrets(client, namespace, members);
+    const secret = await readSecrets(client, namespace, members, deps.secrets);
     const readyPods = deps.pods.readyPods(dfs);
     const refused = new Map<string, string>();
     let plan!: StatePlan;
@@ -144,7 +147,7 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
         pods: outcomes.map(publicOutcome),
         ...(m.kind === 'Store' ? { usedBy: plan.usedBy.get(m.obj.metadata.name) ?? [] } : {}),
       });
-      await writeMemberStatus(client, m, st, deps.events);
+      await writeMemberStatus(out, m, st);
     }
 
     const failedPods = outcomes.filter((o) => !o.ok);
@@ -189,12 +192,17 @@ function statusBase(m: Member, dittofs: string) {
   return { generation: m.obj.metadata.generation, conditions: m.obj.status?.conditions, dittofs };
 }
 
-async function adminCredentials(client: KubeClient, dfs: DittoFS): Promise<AdminCredentials | undefined> {
-  const s = await client.get<SecretObject>(paths.secrets(dfs.metadata.namespace, childNames(dfs.metadata.name).adminSecret));
+async function adminCredentials(client: KubeClient, dfs: DittoFS, secrets: SecretValues): Promise<AdminCredentials | undefined> {
+  const namespace = dfs.metadata.namespace ?? '';
+  const secretName = childNames(dfs.metadata.name).adminSecret;
+  const s = await client.get<SecretObject>(paths.secrets(namespace, secretName));
   if (s === undefined) return undefined;
   const password = secretValue(s, ADMIN_SECRET_KEYS.password);
   if (password === undefined || password === '') return undefined;
   const initialPassword = secretValue(s, ADMIN_SECRET_KEYS.initialPassword);
+  // The user name is not a secret (it is `admin`); the passwords are.
+  secrets.remember(namespace, secretName, ADMIN_SECRET_KEYS.password, password);
+  if (initialPassword !== undefined) secrets.remember(namespace, secretName, ADMIN_SECRET_KEYS.initialPassword, initialPassword);
   return {
     username: secretValue(s, ADMIN_SECRET_KEYS.username) ?? ADMIN_USERNAME,
     password,
@@ -202,8 +210,11 @@ async function adminCredentials(client: KubeClient, dfs: DittoFS): Promise<Admin
   };
 }
 
-/** Reads every Secret the members reference, once; the resolver answers from what was read. */
-async function readSecrets(client: KubeClient, namespace: string, members: Member[]): Promise<SecretResolver> {
+/**
+ * Reads every Secret the members reference, once; the resolver answers from what was read and
+ * remembers each value it hands out, so that no message quoting it is written.
+ */
+async function readSecrets(client: KubeClient, namespace: string, members: Member[], secrets: SecretValues): Promise<SecretResolver> {
   const refs: SecretKeyRef[] = [];
   for (const m of members) {
     if (m.kind === 'Store') refs.push(...Object.values(m.obj.spec.secretRefs ?? {}));
@@ -211,7 +222,11 @@ async function readSecrets(client: KubeClient, namespace: string, members: Membe
   }
   const read = new Map<string, SecretObject | undefined>();
   for (const r of refs) if (!read.has(r.name)) read.set(r.name, await client.get<SecretObject>(paths.secrets(namespace, r.name)));
-  return (ref, what) => lookupSecret(read.get(ref.name), ref, what);
+  return (ref, what) => {
+    const r = lookupSecret(read.get(ref.name), ref, what);
+    if (r.ok) secrets.remember(namespace, ref.name, ref.key, r.value);
+    return r;
+  };
 }
 
 const KIND_OF: Readonly<Record<Member['kind'], KindName>> = { Store: 'Store', Share: 'Share', User: 'User' };
@@ -235,15 +250,22 @@ async function removeFinalizer(client: KubeClient, m: Member): Promise<void> {
   }
 }
 
-async function writeMemberStatus(client: KubeClient, m: Member, status: unknown, events?: EventRecorder): Promise<void> {
+interface StatusOut {
+  client: KubeClient;
+  redactor: Redactor;
+  events: EventRecorder | undefined;
+}
+
+async function writeMemberStatus(out: StatusOut, m: Member, status: unknown): Promise<void> {
   const { namespace, name } = m.obj.metadata;
   try {
     await writeStatus(
-      client,
+      out.client,
       paths.custom(KIND_OF[m.kind], namespace, name, 'status'),
       m.obj.status,
       status,
-      events && { recorder: events, regarding: { kind: KIND_OF[m.kind], metadata: m.obj.metadata } },
+      out.redactor,
+      out.events && { recorder: out.events, regarding: { kind: KIND_OF[m.kind], metadata: m.obj.metadata } },
     );
   } catch (e) {
     if (!isNotFound(e)) throw e;
