@@ -25,6 +25,12 @@ export const DITTOFS_API_ERROR = Object.freeze({
   UNREACHABLE: 'DITTOFS_UNREACHABLE',
   /** Neither admin password of the Secret is accepted. */
   LOGIN_FAILED: 'DITTOFS_ADMIN_LOGIN_FAILED',
+  /** The server answered with a redirect: never followed (it could send the admin password anywhere). */
+  REDIRECT: 'DITTOFS_API_REDIRECT',
+  /** The answer is larger than the client reads (MAX_ANSWER_BYTES, MAX_ERROR_BYTES). */
+  TOO_LARGE: 'DITTOFS_API_ANSWER_TOO_LARGE',
+  /** A success answer that is not the JSON the API defines. */
+  BAD_ANSWER: 'DITTOFS_API_BAD_ANSWER',
 } as const);
 export type DittofsApiErrorCode = (typeof DITTOFS_API_ERROR)[keyof typeof DITTOFS_API_ERROR];
 
@@ -203,23 +209,58 @@ export class DittofsApiClient {
     const headers: Record<string, string> = { accept: 'application/json, application/problem+json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (token !== undefined) headers.authorization = `Bearer ${token}`;
+    const what = `${method} ${base}${path}`;
     let res: Response;
     try {
       res = await fetch(`${base}${path}`, {
         method,
         headers,
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        // A pod runs whatever image its DittoFS names: a redirect could take the admin login (and
+        // its password) to any address the operator can reach. Never followed.
+        redirect: 'manual',
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (e) {
-      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      const why = cause?.code ?? cause?.message ?? (e instanceof Error ? e.message : String(e));
-      throw new DittofsApiError(DITTOFS_API_ERROR.UNREACHABLE, `${method} ${base}${path}: ${why}`, undefined, undefined, { cause: e });
+      throw new DittofsApiError(DITTOFS_API_ERROR.UNREACHABLE, `${what}: ${why(e)}`, undefined, undefined, { cause: e });
     }
-    const text = await res.text();
+    const contentType = (res.headers.get('content-type') ?? 'no content type').slice(0, 100);
+    if (res.status >= 300 && res.status < 400) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new DittofsApiError(DITTOFS_API_ERROR.REDIRECT, `${what}: ${res.status} redirect, not followed`, res.status);
+    }
+    const limit = res.ok ? MAX_ANSWER_BYTES : MAX_ERROR_BYTES;
+    let text: string | undefined;
+    try {
+      text = await readBounded(res, limit);
+    } catch (e) {
+      throw new DittofsApiError(
+        DITTOFS_API_ERROR.UNREACHABLE,
+        `${what}: ${res.status}, then reading the answer: ${why(e)}`,
+        res.status,
+        undefined,
+        {
+          cause: e,
+        },
+      );
+    }
+    if (text === undefined) {
+      throw new DittofsApiError(
+        DITTOFS_API_ERROR.TOO_LARGE,
+        `${what}: ${res.status} answer (${contentType}) larger than ${limit / 1024} KiB, not read`,
+        res.status,
+      );
+    }
     if (res.ok) {
+      let parsed: unknown;
+      try {
+        parsed = text === '' ? undefined : JSON.parse(text);
+      } catch {
+        // Not JSON.parse's message: it quotes the text.
+        throw new DittofsApiError(DITTOFS_API_ERROR.BAD_ANSWER, `${what}: ${res.status} answer (${contentType}) is not JSON`, res.status);
+      }
       onHeaders?.(res.headers);
-      return (text === '' ? undefined : JSON.parse(text)) as T;
+      return parsed as T;
     }
     let problem: Problem | undefined;
     try {
@@ -228,10 +269,51 @@ export class DittofsApiClient {
     } catch {
       // not a problem document
     }
+    // Only a problem document's detail is quoted: any other body (a proxy's page, whatever a pod
+    // answers) is the pod's to say, not something to copy into a status for others to read.
     const detail =
-      problem === undefined ? text.slice(0, 500) : `${problem.detail}${problem.item === undefined ? '' : ` (${problem.item})`}`;
-    throw new DittofsApiError(DITTOFS_API_ERROR.API, `${method} ${base}${path}: ${res.status} ${detail}`, res.status, problem);
+      problem === undefined
+        ? `(${contentType}, not a problem document)`
+        : `${problem.detail}${problem.item === undefined ? '' : ` (${problem.item})`}`;
+    throw new DittofsApiError(DITTOFS_API_ERROR.API, `${what}: ${res.status} ${detail}`, res.status, problem);
   }
+}
+
+/**
+ * The most of a success answer read: the largest is GET /api/v1/state, whose size is that of the
+ * desired state the operator PUTs, which the server takes up to 1 MiB (server/src/api/app.ts).
+ */
+export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+/** The most of an error answer read: a problem document is a few hundred bytes. */
+export const MAX_ERROR_BYTES = 64 * 1024;
+
+/** The body as text, read as it comes; undefined, and the rest not read, when it is larger than `limit`. */
+async function readBounded(res: Response, limit: number): Promise<string | undefined> {
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  if (res.body === null) return '';
+  if (declared > limit) {
+    await res.body.cancel().catch(() => undefined);
+    return undefined;
+  }
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => undefined);
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function why(e: unknown): string {
+  const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+  return cause?.code ?? cause?.message ?? (e instanceof Error ? e.message : String(e));
 }
 
 /** The server's header (server/src/api/convergence.ts). */
