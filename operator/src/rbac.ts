@@ -5,7 +5,8 @@
 //
 // Why each verb:
 // - get: the reconciled DittoFS (fresh, not from the cache), Secrets it references or generated,
-//   the existing StatefulSet (its volume claim size), the Lease.
+//   the existing StatefulSet (its volume claim size), the Lease; every child before it is applied
+//   (whose it is: an object of that name that is someone else's is not touched).
 // - list, watch: the informers (kube/informer.ts).
 // - create + patch: server-side apply (PATCH application/apply-patch+yaml) creates a missing object,
 //   which the apiserver authorizes as create; the once-generated Secrets are created with POST.
@@ -29,7 +30,7 @@ export const OPERATOR_RBAC_RULES: readonly PolicyRule[] = Object.freeze([
   { apiGroups: ['dittofs.io'], resources: ['dittofses/status', 'stores/status', 'shares/status', 'users/status'], verbs: ['patch'] },
   { apiGroups: ['dittofs.io'], resources: ['dittofses/finalizers'], verbs: ['update'] },
   { apiGroups: ['apps'], resources: ['statefulsets'], verbs: ['get', 'list', 'watch', 'create', 'patch'] },
-  { apiGroups: [''], resources: ['services'], verbs: ['list', 'watch', 'create', 'patch'] },
+  { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'patch'] },
   { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'list', 'watch', 'create', 'patch'] },
   { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
   { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },

@@ -2,7 +2,7 @@
 // apply, create the once-generated Secrets if missing, and report status. Runs serialized per
 // DittoFS (runtime/workqueue.ts); the children's own events bring it back (operator.ts).
 import type { V1Secret, V1StatefulSet } from '@kubernetes/client-node';
-import { LABELS, MANAGED_BY, splitKey, type DittoFS, type Quantity } from '../../api/types.js';
+import { splitKey, type DittoFS, type KubeObject, type Quantity } from '../../api/types.js';
 import { isAlreadyExists, type KubeClient } from '../../kube/client.js';
 import { mergePatchDiff } from '../../kube/patch.js';
 import { parseQuantityBytes } from '../../kube/quantity.js';
@@ -21,6 +21,7 @@ import {
   SPEC_DEFAULTS,
 } from './desired.js';
 import { DATA_VOLUME, childNames } from './names.js';
+import { childClaim, conflictMessage } from './ownership.js';
 import { dittofsStatus, type Problem } from './status.js';
 import type { EventRecorder, Regarding } from '../../kube/events.js';
 import type { Redactor, SecretValues } from '../../kube/redact.js';
@@ -72,14 +73,37 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
     if (plan.limited !== undefined)
       log.warn('replicas limited', { asked: dfs.spec.replicas, running: plan.replicas, reason: plan.limited.reason });
 
-    await ensureOnceSecret(client, newJwtSecret(dfs), dfs);
-    await ensureOnceSecret(client, newAdminSecret(dfs), dfs);
+    // Children are only applied over objects that are this DittoFS's (ownership.ts): a name that is
+    // taken by someone else's object leaves everything untouched, and says which object is in the way.
+    const existing = await client.get<V1StatefulSet & KubeObject>(paths.statefulSets(namespace, names.statefulSet));
+    const inTheWay: string[] = [];
+    const check = (kind: string, obj: KubeObject | undefined): void => {
+      if (obj !== undefined && childClaim(obj, dfs) === 'foreign') inTheWay.push(conflictMessage(kind, obj));
+    };
+    check('Secret', await client.get<SecretObject>(paths.secrets(namespace, names.configSecret)));
+    check('Secret', await client.get<SecretObject>(paths.secrets(namespace, names.jwtSecret)));
+    check('Secret', await client.get<SecretObject>(paths.secrets(namespace, names.adminSecret)));
+    check('Service', await client.get<KubeObject>(paths.services(namespace, names.headlessService)));
+    check('Service', await client.get<KubeObject>(paths.services(namespace, names.clientService)));
+    check('StatefulSet', existing);
+    if (inTheWay.length > 0) {
+      problem = {
+        reason: 'NameConflict',
+        message: `${inTheWay.join('; ')}: not touched; rename the DittoFS or remove ${inTheWay.length === 1 ? 'that object' : 'those objects'}`,
+      };
+      log.warn('children not applied: their names are taken', { objects: inTheWay });
+    } else {
+      for (const desired of [newJwtSecret(dfs), newAdminSecret(dfs)]) {
+        const conflict = await ensureOnceSecret(client, desired, dfs);
+        if (conflict !== undefined) problem = { reason: 'NameConflict', message: `${conflict}: not touched` };
+      }
+    }
+    const ours = existing !== undefined && childClaim(existing, dfs) !== 'foreign' ? existing : undefined;
 
     // A StatefulSet's volume claim templates cannot change: keep the size it has.
-    const existing = await client.get<V1StatefulSet>(paths.statefulSets(namespace, names.statefulSet));
     const wanted: Quantity = dfs.spec.cache?.size ?? SPEC_DEFAULTS.cacheSize;
     let cacheSize = wanted;
-    const have = existing?.spec?.volumeClaimTemplates?.find((t) => t.metadata?.name === DATA_VOLUME)?.spec?.resources?.requests?.storage;
+    const have = ours?.spec?.volumeClaimTemplates?.find((t) => t.metadata?.name === DATA_VOLUME)?.spec?.resources?.requests?.storage;
     if (have !== undefined && parseQuantityBytes(String(have)) !== parseQuantityBytes(wanted)) {
       cacheSize = String(have);
       warnings.push({
@@ -88,7 +112,7 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
       });
     }
 
-    let sts: V1StatefulSet | undefined = existing;
+    let sts: V1StatefulSet | undefined = ours;
     let hash: string | undefined;
     let applyError: Error | undefined;
     if (problem === undefined) {
@@ -156,33 +180,35 @@ export async function writeStatus(
 
 /**
  * Creates a generated Secret if it does not exist. An existing one keeps every key it has (a
- * password is never regenerated); only keys it lacks are added. One the operator made before but
- * that lost its owner reference gets it back; one a user made (without our managed-by label) is used
- * as it is.
+ * password is never regenerated); only keys it lacks are added. One the operator made for this
+ * DittoFS's name that lost its owner reference (labels managed-by and instance; a Secret restored
+ * from a backup, or made by hand with those labels to provide the credential) gets it back. Any
+ * other is someone else's: not touched, and the answer says so (the pods would get its keys).
  */
-export async function ensureOnceSecret(client: KubeClient, desired: V1Secret, dfs: DittoFS): Promise<void> {
+export async function ensureOnceSecret(client: KubeClient, desired: V1Secret, dfs: DittoFS): Promise<string | undefined> {
   const namespace = dfs.metadata.namespace ?? '';
   const name = desired.metadata!.name!;
   let existing = await client.get<SecretObject>(paths.secrets(namespace, name));
   if (existing === undefined) {
     try {
       await client.create(paths.secrets(namespace), desired);
-      return;
+      return undefined;
     } catch (e) {
       if (!isAlreadyExists(e)) throw e;
       existing = await client.get<SecretObject>(paths.secrets(namespace, name));
       if (existing === undefined) throw e;
     }
   }
+  const claim = childClaim(existing, dfs);
+  if (claim === 'foreign') return conflictMessage('Secret', existing);
   const missing = Object.entries(desired.data ?? {}).filter(([k]) => existing.data?.[k] === undefined);
-  const ours = existing.metadata.labels?.[LABELS.managedBy] === MANAGED_BY;
-  const owned = existing.metadata.ownerReferences?.some((o) => o.uid === dfs.metadata.uid) ?? false;
   const patch: { metadata: Record<string, unknown>; data?: Record<string, string> } = {
     metadata: { resourceVersion: existing.metadata.resourceVersion },
   };
   if (missing.length > 0) patch.data = Object.fromEntries(missing);
-  if (ours && !owned)
+  if (claim === 'adoptable')
     patch.metadata.ownerReferences = [...(existing.metadata.ownerReferences ?? []), ...(desired.metadata!.ownerReferences ?? [])];
-  if (patch.data === undefined && patch.metadata.ownerReferences === undefined) return;
+  if (patch.data === undefined && patch.metadata.ownerReferences === undefined) return undefined;
   await client.mergePatch(paths.secrets(namespace, name), patch);
+  return undefined;
 }

@@ -29,10 +29,11 @@ const leak: Store = {
   },
 };
 
-function setup(server: FakeServer) {
+function setup(server: FakeServer, opts: { owned?: boolean } = {}) {
   const kube = new FakeKubeClient();
+  const owner = { apiVersion: 'dittofs.io/v1alpha1', kind: 'DittoFS', name: 'main', uid: 'dfs-uid', controller: true };
   kube.put(paths.secrets('ns', 'main-admin'), {
-    metadata: { name: 'main-admin', namespace: 'ns' },
+    metadata: { name: 'main-admin', namespace: 'ns', ...(opts.owned === false ? {} : { ownerReferences: [owner] }) },
     data: { username: b64('admin'), password: b64(PASSWORD), 'initial-password': b64('initial-0123456789') },
   });
   kube.put(paths.custom('Store', 'ns', 'leak'), leak);
@@ -130,5 +131,16 @@ describe('state reconcile: Secret values never reach a status, an Event or a log
       'the failure was logged',
     );
     assertNoPassword(written(kube, lines));
+  });
+
+  it("an admin Secret that is not the DittoFS's (no owner, not labelled as the operator's): its password is sent to no pod", async () => {
+    const server = await startFakeServer((req, res) =>
+      req.path === '/api/v1/auth/login' ? answerLogin(req, res, PASSWORD) : sendJson(res, 200, EMPTY_STATE),
+    );
+    servers.push(server);
+    const { kube, run } = setup(server, { owned: false });
+    await run();
+    assert.equal(server.requests.length, 0, 'no login, no push');
+    assert.match(syncedMessage(kube), /not this DittoFS's/);
   });
 });

@@ -16,6 +16,7 @@ import type { Logger } from '../../log.js';
 import type { ReconcileResult } from '../../runtime/workqueue.js';
 import { ADMIN_SECRET_KEYS, ADMIN_USERNAME, childNames } from '../dittofs/names.js';
 import { writeStatus } from '../dittofs/reconcile.js';
+import { childClaim } from '../dittofs/ownership.js';
 import type { EventRecorder } from '../../kube/events.js';
 import type { Redactor, SecretValues } from '../../kube/redact.js';
 import { isDeleting, memberKey, type Member, type SecretResolver } from '../member.js';
@@ -91,7 +92,7 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
     if (creds === undefined) {
       const blocked = {
         reason: 'AdminSecretMissing',
-        message: `the admin Secret ${childNames(name).adminSecret} is missing or incomplete; the DittoFS reconcile recreates it`,
+        message: `the admin Secret ${childNames(name).adminSecret} is missing, incomplete or not this DittoFS's; the DittoFS reconcile recreates a missing one`,
       };
       for (const m of members) {
         if (!isDeleting(m.obj))
@@ -196,7 +197,8 @@ async function adminCredentials(client: KubeClient, dfs: DittoFS, secrets: Secre
   const namespace = dfs.metadata.namespace ?? '';
   const secretName = childNames(dfs.metadata.name).adminSecret;
   const s = await client.get<SecretObject>(paths.secrets(namespace, secretName));
-  if (s === undefined) return undefined;
+  // Someone else's Secret of that name (the DittoFS reconcile leaves it alone): no password of it is sent anywhere.
+  if (s === undefined || childClaim(s, dfs) === 'foreign') return undefined;
   const password = secretValue(s, ADMIN_SECRET_KEYS.password);
   if (password === undefined || password === '') return undefined;
   const initialPassword = secretValue(s, ADMIN_SECRET_KEYS.initialPassword);
