@@ -948,7 +948,12 @@ export class SmbConnection implements SessionOwner {
         const req = decodeLock(r);
         const open = this.findOpen(req.fileId, chain, tree);
         const status = await lock(
-          { locks: this.opts.fs.byteRanges, client: this, goAsync: () => this.goAsync(h, reply, chain, session, tree, open) },
+          {
+            locks: this.opts.fs.byteRanges,
+            client: this,
+            goAsync: () => this.goAsync(h, reply, chain, session, tree, open),
+            mayUseShare: () => void this.opts.fs.identity(open.share, session.identity),
+          },
           open,
           req,
           w,

@@ -23,7 +23,7 @@ describe('SMB2 LOCK', () => {
     const client = {};
     const lockAll = (o: Open) =>
       lock(
-        { locks: srv.fs.byteRanges, client, goAsync: () => assert.fail('no wait expected') },
+        { locks: srv.fs.byteRanges, client, goAsync: () => assert.fail('no wait expected'), mayUseShare: () => undefined },
         o,
         {
           lockSequence: 0,
@@ -41,6 +41,32 @@ describe('SMB2 LOCK', () => {
     const reader = await open(bob, Access.FILE_READ_DATA);
     assert.equal(await lockAll(reader), NtStatus.SUCCESS);
     assert.equal(await status(lockAll(owner)), NtStatus.LOCK_NOT_GRANTED);
+    await srv.close();
+  });
+
+  it('takes no lock for a caller whose share grant became none since the open; an unlock still works', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const { open } = await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }));
+    let level: 'none' | 'read-write' = 'read-write';
+    srv.fs.setAccessPolicy(() => level);
+    const ctx = {
+      locks: srv.fs.byteRanges,
+      client: {},
+      goAsync: () => assert.fail('no wait expected'),
+      mayUseShare: () => void srv.fs.identity(c.share, c.id),
+    };
+    const req = (offset: bigint, flags: number) => ({ lockSequence: 0, fileId: open.fileId, locks: [{ offset, length: 10n, flags }] });
+    const EXCLUSIVE = LockFlags.EXCLUSIVE | LockFlags.FAIL_IMMEDIATELY;
+    assert.equal(await lock(ctx, open, req(0n, EXCLUSIVE), new SmbWriter()), NtStatus.SUCCESS);
+    level = 'none';
+    assert.equal(await status(lock(ctx, open, req(100n, EXCLUSIVE), new SmbWriter())), NtStatus.ACCESS_DENIED);
+    assert.equal(await lock(ctx, open, req(0n, LockFlags.UNLOCK), new SmbWriter()), NtStatus.SUCCESS, 'what it holds it may release');
+    level = 'read-write';
+    // Nothing was left held by the refused request: another open may take that range.
+    const { open: other } = await create(c, createRequest('f'));
+    const otherReq = { lockSequence: 0, fileId: other.fileId, locks: [{ offset: 100n, length: 10n, flags: EXCLUSIVE }] };
+    assert.equal(await lock(ctx, other, otherReq, new SmbWriter()), NtStatus.SUCCESS);
     await srv.close();
   });
 });

@@ -75,6 +75,11 @@ export interface LockContext {
   client: object;
   /** Registers the request as pending (may throw INSUFFICIENT_RESOURCES or INTERNAL_ERROR). */
   goAsync: () => PendingOp;
+  /**
+   * Throws unless the caller may still use the share (its grant may have become `none` since the
+   * open was made): checked before a lock is taken, not before an unlock.
+   */
+  mayUseShare: () => void;
 }
 
 /**
@@ -108,6 +113,7 @@ export async function lock(c: LockContext, open: Open, req: LockRequest, w: SmbW
   }
 
   // 3.3.5.14.2 locks: all or nothing.
+  c.mayUseShare();
   const taken: HeldLock[] = [];
   const giveBack = (): void => {
     for (const l of taken) c.locks.remove(store, inode, l);
