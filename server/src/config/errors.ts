@@ -18,8 +18,12 @@ export const CONFIG_INVALID = 'DITTOFS_CONFIG_INVALID' as const;
 export const MASK = '****';
 
 const URL_TOKEN_RE = /([a-z][a-z0-9+.-]*:\/\/)([^\s"'`<>]*)/gi;
-/** A query parameter: its separator, its name as written (up to the first `=`), its value. */
-const QUERY_PARAM_RE = /([?&])([^?&#=\s"'`<>]*)=([^?&#\s"'`<>]*)/g;
+/**
+ * A query parameter, in a query (from its `?`): its separator, its name as written (up to the first
+ * `=`), its value (to the next `&`: a later `?` is a character of the value, as the pg driver reads
+ * `password=abc?def`).
+ */
+const QUERY_PARAM_RE = /([?&])([^&#=\s"'`<>]*)=([^&#\s"'`<>]*)/g;
 /** Parameters whose value is a password: the pg driver takes `password` over the user info's. */
 const PASSWORD_PARAMS: ReadonlySet<string> = new Set(['password', 'sslpassword']);
 
@@ -33,8 +37,15 @@ function isPasswordParam(written: string): boolean {
   return PASSWORD_PARAMS.has(name.toLowerCase());
 }
 
-const maskPasswordParams = (query: string): string =>
-  query.replace(QUERY_PARAM_RE, (all, sep: string, name: string) => (isPasswordParam(name) ? `${sep}${name}=${MASK}` : all));
+/** Masks the password parameters of the query of `rest` (a URL after its scheme): from its first `?`. */
+function maskPasswordParams(rest: string): string {
+  const q = rest.search(/[?#]/);
+  if (q === -1 || rest[q] !== '?') return rest;
+  const query = rest
+    .slice(q)
+    .replace(QUERY_PARAM_RE, (all, sep: string, name: string) => (isPasswordParam(name) ? `${sep}${name}=${MASK}` : all));
+  return rest.slice(0, q) + query;
+}
 
 /**
  * Masks the password of a URL: `postgres://user:secret@host/db?sslpassword=x` becomes
