@@ -1250,6 +1250,24 @@ describe('SMB2 connection', () => {
     await srv.close();
   });
 
+  it("TREE_CONNECT asks the directory for the session's user: gone is ACCESS_DENIED, a failing directory a resource missing for now", async () => {
+    const { conn, sent } = await connection();
+    await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));
+    validSession(conn, 5, ALICE);
+    const opts = (conn as unknown as { opts: { directory: SmbUserDirectory } }).opts;
+    const path = utf16('\\\\127.0.0.1\\EXPORT');
+    const tc = Buffer.concat([Buffer.from([9, 0, 0, 0, HEADER_SIZE + 8, 0, path.length, 0]), path]);
+    const treeConnect = async (messageId: number): Promise<number> => {
+      await conn.handleFrame(request(Command.TREE_CONNECT, messageId, tc, { sessionId: 5 }));
+      return decodeHeader(sent[sent.length - 1]!).status;
+    };
+    assert.equal(await treeConnect(1), NtStatus.SUCCESS);
+    opts.directory = { lookup: () => Promise.reject(new Error('control database unreachable')) };
+    assert.equal(await treeConnect(2), NtStatus.INSUFFICIENT_RESOURCES);
+    opts.directory = { lookup: () => Promise.resolve(null) };
+    assert.equal(await treeConnect(3), NtStatus.ACCESS_DENIED);
+  });
+
   it('a re-authentication on a signing session must be signed: an unsigned one neither ends nor changes it', async () => {
     const { conn, sent, srv } = await connection();
     await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));

@@ -1315,6 +1315,8 @@ export class SmbConnection implements SessionOwner {
     const share = this.opts.fs.shares().find((s) => smbShareName(s.name).toLowerCase() === lower);
     if (!share || lower === '') throw new SmbStatusError(NtStatus.BAD_NETWORK_NAME, `no share "${name}"`);
     await this.checkUserStillValid(session, share.name);
+    // Again: other TREE_CONNECTs of the session may have been answered during the lookup.
+    if (session.trees.size >= MAX_TREES) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many tree connects');
     const id = session.nextTreeId++;
     let level;
     try {
@@ -1347,7 +1349,9 @@ export class SmbConnection implements SessionOwner {
     try {
       now = await this.opts.directory.lookup(user.name);
     } catch (err) {
-      throw new SmbStatusError(NtStatus.ACCESS_DENIED, `share ${shareName}: user directory: ${(err as Error).message}`);
+      // The control database failing is not the user's fault: not ACCESS_DENIED (which clients take
+      // for bad credentials), a resource that is missing for now.
+      throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, `share ${shareName}: user directory: ${(err as Error).message}`);
     }
     if (this.sessions.get(session.id) !== session) throw new SmbStatusError(NtStatus.USER_SESSION_DELETED, 'the session ended');
     if (now === null) {
