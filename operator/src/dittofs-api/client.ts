@@ -280,10 +280,11 @@ export class DittofsApiClient {
 }
 
 /**
- * The most of a success answer read: the largest is GET /api/v1/state, whose size is that of the
- * desired state the operator PUTs, which the server takes up to 1 MiB (server/src/api/app.ts).
+ * The most of a success answer read: the largest is GET /api/v1/state, which holds the users,
+ * groups and shares made with dittofsctl too, not only what the operator PUTs (up to 1 MiB): room
+ * for some hundred thousand users, and still a bound on what a pod can make the operator hold.
  */
-export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+export const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
 /** The most of an error answer read: a problem document is a few hundred bytes. */
 export const MAX_ERROR_BYTES = 64 * 1024;
 

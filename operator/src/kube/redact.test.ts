@@ -28,10 +28,30 @@ describe('SecretValues', () => {
 
   it('redacting twice changes nothing, even for a value that is a word of the label', () => {
     const s = new SecretValues();
-    s.remember('ns', 'x', 'k', 'value');
-    const once = s.redact('the value is value');
+    s.remember('ns', 'x', 'k', 'valueSecret');
+    const once = s.redact('the valueSecret is valueSecret');
     assert.equal(once, `the ${redactedLabel('x', 'k')} is ${redactedLabel('x', 'k')}`);
     assert.equal(s.redact(once), once);
+    // A value that is a word of the label itself.
+    s.remember('ns', 'secret', 'k', 'of Secret');
+    const label = redactedLabel('secret', 'k');
+    assert.equal(s.redact(once), once);
+    assert.equal(s.redact('key of Secret here'), `key ${label} here`);
+    assert.equal(s.redact(s.redact('key of Secret here')), `key ${label} here`);
+  });
+
+  it('short values (settings such as a region) are not looked for: a status keeps its times and names', () => {
+    const s = new SecretValues();
+    s.remember('ns', 'flags', 'x', '12');
+    s.remember('ns', 'bucket', 'bucket', 'dittofs');
+    const status = {
+      conditions: [
+        { type: 'Synced', status: 'False', reason: 'Refused', lastTransitionTime: '2026-12-06T12:34:56Z', message: 'dittofs 12' },
+      ],
+      dittofs: 'files',
+    };
+    assert.deepEqual(s.redactDeep(status), status);
+    assert.equal(s.redact('dittofs-api 12'), 'dittofs-api 12');
   });
 
   it('a message cut short loses a tail that begins a value', () => {
@@ -50,11 +70,20 @@ describe('SecretValues', () => {
     assert.equal(s.forNamespace('a').redact('second-value'), LABEL);
   });
 
-  it('redactDeep: every string of a status, keys included; the input is not changed', () => {
+  it('redactDeep: every string value of a status, not keys nor the fields naming a condition or a time; the input is not changed', () => {
     const s = new SecretValues();
     s.remember('ns', 's3', 'secret', 'hunter22');
-    const status = { conditions: [{ type: 'Synced', message: 'got hunter22' }], n: 1, hunter22: true };
-    assert.deepEqual(s.redactDeep(status), { conditions: [{ type: 'Synced', message: `got ${LABEL}` }], n: 1, [LABEL]: true });
+    s.remember('ns', 'times', 'k', '2026-12-06T12:34:56Z');
+    const status = {
+      conditions: [{ type: 'Synced', reason: 'hunter22', lastTransitionTime: '2026-12-06T12:34:56Z', message: 'got hunter22' }],
+      n: 1,
+      hunter22: 'hunter22',
+    };
+    assert.deepEqual(s.redactDeep(status), {
+      conditions: [{ type: 'Synced', reason: 'hunter22', lastTransitionTime: '2026-12-06T12:34:56Z', message: `got ${LABEL}` }],
+      n: 1,
+      hunter22: LABEL,
+    });
     assert.equal(status.conditions[0]!.message, 'got hunter22');
   });
 });

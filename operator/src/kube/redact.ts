@@ -10,7 +10,11 @@
 // Also replaced: the value trimmed or without its final newline (as the resolvers pass it on), and
 // its JSON-string, doubly escaped JSON-string, base64 and URL-encoded forms. A message cut short
 // (ending in '…') loses a tail that begins a value. Not caught: a fragment of a value that a
-// message quotes on its own (a URL's host name, say).
+// message quotes on its own (a URL's host name, say), and a value shorter than MIN_VALUE (no
+// password the server takes is: a short one is a setting such as a region or a bucket, and hiding
+// it would garble every text that holds the word). Only values are redacted, never the keys of an
+// object, nor the fields that name a condition or a time (STRUCTURAL_FIELDS): a status stays one
+// the apiserver accepts.
 import type { LogFields, Logger } from '../log.js';
 
 /** The placeholder for a value of Secret `name`, key `key`. */
@@ -21,13 +25,17 @@ const LABEL_SOURCE = '<value of Secret [a-z0-9.-]{1,253} key [-._A-Za-z0-9]{1,25
 
 /** Shorter tails of a cut-off message are not a value worth hiding. */
 const MIN_TAIL = 4;
+/** Shorter values are not looked for (the server's shortest password is 8 characters). */
+export const MIN_VALUE = 8;
+/** Fields of a status whose values are names, enums or times: never redacted. */
+const STRUCTURAL_FIELDS: ReadonlySet<string> = new Set(['type', 'status', 'reason', 'lastTransitionTime', 'phase']);
 /** Distinct (namespace, Secret, key) remembered at most; the oldest are forgotten first. */
 const CAP = 65_536;
 const ELLIPSIS = '…';
 
 export interface Redactor {
   redact(text: string): string;
-  /** A copy of `value` with every string in it (keys too) redacted. */
+  /** A copy of `value` with every string value in it redacted (not keys, nor STRUCTURAL_FIELDS). */
   redactDeep<T>(value: T): T;
 }
 
@@ -118,7 +126,7 @@ function formsOf(value: string): string[] {
   const bases = new Set([value, value.trim(), value.replace(/\r?\n$/, '')]);
   const forms = new Set<string>();
   for (const v of bases) {
-    if (v === '') continue;
+    if (v.length < MIN_VALUE) continue;
     const json = JSON.stringify(v).slice(1, -1);
     forms.add(v);
     forms.add(json);
@@ -149,7 +157,9 @@ function deep<T>(value: T, redact: (s: string) => string): T {
   if (Array.isArray(value)) return value.map((v: unknown) => deep(v, redact)) as T;
   if (value instanceof Error) return value;
   if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [redact(k), deep(v, redact)])) as T;
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, STRUCTURAL_FIELDS.has(k) && typeof v === 'string' ? v : deep(v, redact)]),
+    ) as T;
   }
   return value;
 }

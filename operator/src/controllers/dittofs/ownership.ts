@@ -25,6 +25,17 @@ export function childClaim(obj: KubeObject | undefined, dfs: DittoFS): ChildClai
   return labels[LABELS.managedBy] === MANAGED_BY && labels[LABELS.instance] === dfs.metadata.name ? 'adoptable' : 'foreign';
 }
 
+/**
+ * The claim on NAME-admin and NAME-jwt, which a user may make to provide the credential (README):
+ * a Secret with no controller and without the operator's labels is the user's, used as it is
+ * ('provided'), as every version of the operator has; only one another object controls is foreign.
+ */
+export function onceSecretClaim(obj: KubeObject | undefined, dfs: DittoFS): ChildClaim | 'provided' {
+  const claim = childClaim(obj, dfs);
+  if (claim !== 'foreign' || obj === undefined) return claim;
+  return obj.metadata.ownerReferences?.some((o) => o.controller === true) === true ? 'foreign' : 'provided';
+}
+
 /** What a NameConflict condition says about one object in the way. */
 export function conflictMessage(kind: string, obj: KubeObject): string {
   const controller = obj.metadata.ownerReferences?.find((o) => o.controller === true);

@@ -45,14 +45,35 @@ describe('DittoFS reconcile: a child name taken by someone else', () => {
     assert.equal(st.status?.phase, 'Failed');
   });
 
-  it("a user's Secret NAME-jwt without the operator's labels is not used nor changed (the pods would get its keys)", async () => {
-    const userSecret = { metadata: { name: 'web-jwt', namespace: 'ns', uid: 's-uid' }, data: { token: 'dXNlcg==' } };
+  it('a Secret NAME-jwt another object controls is not used nor changed (the pods would get its keys)', async () => {
+    const other = [{ apiVersion: 'v1', kind: 'ConfigMap', name: 'app', uid: 'cm-uid', controller: true }];
+    const userSecret = {
+      metadata: { name: 'web-jwt', namespace: 'ns', uid: 's-uid', ownerReferences: other },
+      data: { token: 'dXNlcg==' },
+    };
     const { kube, reconcile, synced, writes } = setup([paths.secrets('ns', 'web-jwt'), userSecret]);
     await reconcile('ns/web');
     assert.deepEqual(writes(), []);
     assert.deepEqual(kube.objects.get(paths.secrets('ns', 'web-jwt')), userSecret, 'no key added');
     assert.equal(synced()?.reason, 'NameConflict');
     assert.match(synced()?.message ?? '', /Secret web-jwt/);
+  });
+
+  it("a user's own NAME-jwt (no owner, no labels) provides the key: used as it is, missing keys added, not adopted", async () => {
+    const userSecret = {
+      metadata: { name: 'web-jwt', namespace: 'ns', uid: 's-uid', resourceVersion: '3' },
+      data: { unrelated: 'dXNlcg==' },
+    };
+    const { kube, reconcile, synced } = setup([paths.secrets('ns', 'web-jwt'), userSecret]);
+    await reconcile('ns/web');
+    assert.notEqual(synced()?.reason, 'NameConflict');
+    const jwt = kube.objects.get(paths.secrets('ns', 'web-jwt')) as {
+      data: Record<string, string>;
+      metadata: { ownerReferences?: unknown[] };
+    };
+    assert.equal(jwt.data.unrelated, 'dXNlcg==', 'its keys are kept');
+    assert.ok(Object.keys(jwt.data).length > 1, 'the key it lacked was added');
+    assert.equal(jwt.metadata.ownerReferences, undefined, 'not adopted: deleting the DittoFS leaves it');
   });
 
   it("another DittoFS's child is not taken over: DittoFS web-headless's client Service has DittoFS web's headless name", async () => {

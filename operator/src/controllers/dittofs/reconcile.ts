@@ -21,7 +21,7 @@ import {
   SPEC_DEFAULTS,
 } from './desired.js';
 import { DATA_VOLUME, childNames } from './names.js';
-import { childClaim, conflictMessage } from './ownership.js';
+import { childClaim, conflictMessage, onceSecretClaim } from './ownership.js';
 import { dittofsStatus, type Problem } from './status.js';
 import type { EventRecorder, Regarding } from '../../kube/events.js';
 import type { Redactor, SecretValues } from '../../kube/redact.js';
@@ -77,12 +77,13 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
     // taken by someone else's object leaves everything untouched, and says which object is in the way.
     const existing = await client.get<V1StatefulSet & KubeObject>(paths.statefulSets(namespace, names.statefulSet));
     const inTheWay: string[] = [];
-    const check = (kind: string, obj: KubeObject | undefined): void => {
-      if (obj !== undefined && childClaim(obj, dfs) === 'foreign') inTheWay.push(conflictMessage(kind, obj));
+    const check = (kind: string, obj: KubeObject | undefined, claim: typeof onceSecretClaim = childClaim): void => {
+      if (obj !== undefined && claim(obj, dfs) === 'foreign') inTheWay.push(conflictMessage(kind, obj));
     };
     check('Secret', await client.get<SecretObject>(paths.secrets(namespace, names.configSecret)));
-    check('Secret', await client.get<SecretObject>(paths.secrets(namespace, names.jwtSecret)));
-    check('Secret', await client.get<SecretObject>(paths.secrets(namespace, names.adminSecret)));
+    // A user may provide these two (used as they are): only another object's are in the way.
+    check('Secret', await client.get<SecretObject>(paths.secrets(namespace, names.jwtSecret)), onceSecretClaim);
+    check('Secret', await client.get<SecretObject>(paths.secrets(namespace, names.adminSecret)), onceSecretClaim);
     check('Service', await client.get<KubeObject>(paths.services(namespace, names.headlessService)));
     check('Service', await client.get<KubeObject>(paths.services(namespace, names.clientService)));
     check('StatefulSet', existing);
@@ -182,8 +183,8 @@ export async function writeStatus(
  * Creates a generated Secret if it does not exist. An existing one keeps every key it has (a
  * password is never regenerated); only keys it lacks are added. One the operator made for this
  * DittoFS's name that lost its owner reference (labels managed-by and instance; a Secret restored
- * from a backup, or made by hand with those labels to provide the credential) gets it back. Any
- * other is someone else's: not touched, and the answer says so (the pods would get its keys).
+ * from a backup) gets it back; one a user made to provide the credential (no controller) is used
+ * as it is, not adopted. One another object controls is not touched, and the answer says so.
  */
 export async function ensureOnceSecret(client: KubeClient, desired: V1Secret, dfs: DittoFS): Promise<string | undefined> {
   const namespace = dfs.metadata.namespace ?? '';
@@ -199,7 +200,7 @@ export async function ensureOnceSecret(client: KubeClient, desired: V1Secret, df
       if (existing === undefined) throw e;
     }
   }
-  const claim = childClaim(existing, dfs);
+  const claim = onceSecretClaim(existing, dfs);
   if (claim === 'foreign') return conflictMessage('Secret', existing);
   const missing = Object.entries(desired.data ?? {}).filter(([k]) => existing.data?.[k] === undefined);
   const patch: { metadata: Record<string, unknown>; data?: Record<string, string> } = {

@@ -32,8 +32,10 @@ const leak: Store = {
 function setup(server: FakeServer, opts: { owned?: boolean } = {}) {
   const kube = new FakeKubeClient();
   const owner = { apiVersion: 'dittofs.io/v1alpha1', kind: 'DittoFS', name: 'main', uid: 'dfs-uid', controller: true };
+  const otherOwner = { apiVersion: 'v1', kind: 'ConfigMap', name: 'app', uid: 'cm-uid', controller: true };
   kube.put(paths.secrets('ns', 'main-admin'), {
-    metadata: { name: 'main-admin', namespace: 'ns', ...(opts.owned === false ? {} : { ownerReferences: [owner] }) },
+    // Not owned: another object controls it (a Secret a user made, with no controller, is theirs to provide).
+    metadata: { name: 'main-admin', namespace: 'ns', ownerReferences: [opts.owned === false ? otherOwner : owner] },
     data: { username: b64('admin'), password: b64(PASSWORD), 'initial-password': b64('initial-0123456789') },
   });
   kube.put(paths.custom('Store', 'ns', 'leak'), leak);
@@ -133,7 +135,7 @@ describe('state reconcile: Secret values never reach a status, an Event or a log
     assertNoPassword(written(kube, lines));
   });
 
-  it("an admin Secret that is not the DittoFS's (no owner, not labelled as the operator's): its password is sent to no pod", async () => {
+  it('an admin Secret that another object controls: its password is sent to no pod', async () => {
     const server = await startFakeServer((req, res) =>
       req.path === '/api/v1/auth/login' ? answerLogin(req, res, PASSWORD) : sendJson(res, 200, EMPTY_STATE),
     );

@@ -16,7 +16,7 @@ import type { Logger } from '../../log.js';
 import type { ReconcileResult } from '../../runtime/workqueue.js';
 import { ADMIN_SECRET_KEYS, ADMIN_USERNAME, childNames } from '../dittofs/names.js';
 import { writeStatus } from '../dittofs/reconcile.js';
-import { childClaim } from '../dittofs/ownership.js';
+import { onceSecretClaim } from '../dittofs/ownership.js';
 import type { EventRecorder } from '../../kube/events.js';
 import type { Redactor, SecretValues } from '../../kube/redact.js';
 import { isDeleting, memberKey, type Member, type SecretResolver } from '../member.js';
@@ -198,7 +198,7 @@ async function adminCredentials(client: KubeClient, dfs: DittoFS, secrets: Secre
   const secretName = childNames(dfs.metadata.name).adminSecret;
   const s = await client.get<SecretObject>(paths.secrets(namespace, secretName));
   // Someone else's Secret of that name (the DittoFS reconcile leaves it alone): no password of it is sent anywhere.
-  if (s === undefined || childClaim(s, dfs) === 'foreign') return undefined;
+  if (s === undefined || onceSecretClaim(s, dfs) === 'foreign') return undefined;
   const password = secretValue(s, ADMIN_SECRET_KEYS.password);
   if (password === undefined || password === '') return undefined;
   const initialPassword = secretValue(s, ADMIN_SECRET_KEYS.initialPassword);
