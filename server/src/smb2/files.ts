@@ -166,12 +166,12 @@ export async function lookupOrNull(c: FileContext, dir: Buffer, name: Buffer): P
 
 /**
  * Whether the caller may change nothing on the tree now: it was so at TREE_CONNECT, or the share
- * was made read-only or the caller's grant lowered since (the vfs's own check, FileService.changer).
+ * was made read-only or the caller's grant lowered since (the vfs's own check, FileService.writer).
  */
 export function readOnlyNow(c: FileContext): boolean {
   if (c.tree.readOnly) return true;
   try {
-    c.fs.changer(c.share, c.id);
+    c.fs.writer(c.share, c.id);
     return false;
   } catch (e) {
     if (e instanceof VfsError) return true;
@@ -790,7 +790,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
   // the allocation size, a stored DACL and delete-pending are this file's to check. The position
   // and mode are the open's own, not the file's.
   if (req.infoType === InfoType.FILE && OPEN_STATE_CLASSES.has(req.infoClass)) c.fs.identity(c.share, c.id);
-  else c.fs.changer(c.share, c.id);
+  else c.fs.writer(c.share, c.id);
   if (req.infoType === InfoType.SECURITY) return setSecurity(c, open, req);
   const b = req.buffer;
   const need = (n: number): void => {

@@ -259,8 +259,12 @@ export class FileService {
     return id;
   }
 
-  /** identity() for a change: the share must be writable and the caller must hold read-write. */
-  private writer(share: Share, cred: Identity): Identity {
+  /**
+   * identity() for a change: the share must be writable and the caller must hold read-write, as
+   * the share and the grants are now (SMB asks it too, for what it changes without the vfs: EAs,
+   * the allocation size, stored DACLs, delete-pending). Throws ROFS or ACCES.
+   */
+  writer(share: Share, cred: Identity): Identity {
     const id = this.identity(share, cred);
     if (share.readOnly) throw new VfsError('ROFS', 'share is read-only');
     if (this.policy && !canWrite(this.level(share, id))) throw new VfsError('ACCES', `read-only permission on share ${share.name}`);
@@ -839,14 +843,5 @@ export class FileService {
   async close(): Promise<void> {
     for (const s of this.byName.values()) await s.data.close();
     this.log?.debug('file service closed');
-  }
-
-  /**
-   * writer(), for a protocol engine that changes what the vfs does not (SMB EAs, allocation size,
-   * stored DACLs, delete-pending): the caller's share permission as it is now, not as it was when
-   * the tree was connected or the file opened. Throws ACCES (or ROFS for a read-only share).
-   */
-  changer(share: Share, cred: Identity): Identity {
-    return this.writer(share, cred);
   }
 }
