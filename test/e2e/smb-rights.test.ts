@@ -4,6 +4,8 @@
 // permission, read-write unless set otherwise: more than a user granted `none` or `read`.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { SessionFlags } from '../../server/src/smb2/constants.js';
+import { NtStatus } from '../../server/src/smb2/status.js';
 import { addShareUser, apiRequest, takeOverAdmin } from '../helpers/api.js';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { TestNtlmClient } from '../helpers/ntlm-client.js';
@@ -11,17 +13,13 @@ import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { bodies, SmbCommand, SmbTestClient } from '../helpers/smb-client.js';
 
 const PASSWORD = 'rights-Passw0rd-1';
-const STATUS_SUCCESS = 0;
-const STATUS_MORE_PROCESSING_REQUIRED = 0xc0000016;
-const STATUS_ACCESS_DENIED = 0xc0000022;
-const SESSION_FLAG_IS_NULL = 0x2;
 /** The share's default permission (nothing set): what an unknown uid would get. */
 const DEFAULT_MAXIMAL_ACCESS = 0x1f01ff;
 
 /** One NTLM exchange (NEGOTIATE, AUTHENTICATE) on `c`'s session: the final reply. */
 async function authenticate(c: SmbTestClient, ntlm: TestNtlmClient) {
   const first = await c.request(SmbCommand.SESSION_SETUP, bodies.sessionSetup(ntlm.negotiate()));
-  assert.equal(first.status, STATUS_MORE_PROCESSING_REQUIRED, `SESSION_SETUP 1: 0x${first.status.toString(16)}`);
+  assert.equal(first.status, NtStatus.MORE_PROCESSING_REQUIRED, `SESSION_SETUP 1: 0x${first.status.toString(16)}`);
   c.sessionId = first.sessionId;
   const off = first.body.readUInt16LE(4) - 64;
   return c.request(
@@ -34,16 +32,16 @@ async function authenticate(c: SmbTestClient, ntlm: TestNtlmClient) {
 async function logon(port: number, user: string): Promise<SmbTestClient> {
   const c = await SmbTestClient.connect(port);
   const neg = await c.request(SmbCommand.NEGOTIATE, bodies.negotiate());
-  assert.equal(neg.status, STATUS_SUCCESS);
+  assert.equal(neg.status, NtStatus.SUCCESS);
   const done = await authenticate(c, new TestNtlmClient({ user, password: PASSWORD, keyExch: false }));
-  assert.equal(done.status, STATUS_SUCCESS, `logon of ${user}: 0x${done.status.toString(16)}`);
+  assert.equal(done.status, NtStatus.SUCCESS, `logon of ${user}: 0x${done.status.toString(16)}`);
   return c;
 }
 
 /** TREE_CONNECT to the export: its status and MaximalAccess. */
 async function treeConnect(c: SmbTestClient): Promise<{ status: number; maximalAccess: number }> {
   const r = await c.request(SmbCommand.TREE_CONNECT, bodies.treeConnect('\\\\127.0.0.1\\export'));
-  return { status: r.status, maximalAccess: r.status === STATUS_SUCCESS ? r.body.readUInt32LE(12) : 0 };
+  return { status: r.status, maximalAccess: r.status === NtStatus.SUCCESS ? r.body.readUInt32LE(12) : 0 };
 }
 
 describe('an SMB session connects a share with no more rights than its user has now', { timeout: SUITE_TIMEOUT_MS }, () => {
@@ -66,20 +64,20 @@ describe('an SMB session connects a share with no more rights than its user has 
 
   it('a session re-authenticated as anonymous keeps its session but connects no share', async () => {
     for (const [user, before] of [
-      ['mallory', STATUS_ACCESS_DENIED],
-      ['rita', STATUS_SUCCESS],
+      ['mallory', NtStatus.ACCESS_DENIED],
+      ['rita', NtStatus.SUCCESS],
     ] as const) {
       const c = await logon(srv.smbPort, user);
       try {
         assert.equal((await treeConnect(c)).status, before, `${user} as herself`);
         const anon = await authenticate(c, new TestNtlmClient({ user: '', password: '', anonymous: true, keyExch: false }));
         // The re-authentication itself succeeds, as with smbd (smbtorture smb2.session.reauth2).
-        assert.equal(anon.status, STATUS_SUCCESS);
-        assert.equal(anon.body.readUInt16LE(2) & SESSION_FLAG_IS_NULL, SESSION_FLAG_IS_NULL);
+        assert.equal(anon.status, NtStatus.SUCCESS);
+        assert.equal(anon.body.readUInt16LE(2) & SessionFlags.IS_NULL, SessionFlags.IS_NULL);
         const after = await treeConnect(c);
         assert.equal(
           after.status,
-          STATUS_ACCESS_DENIED,
+          NtStatus.ACCESS_DENIED,
           `${user} after an anonymous re-authentication: maximal access 0x${after.maximalAccess.toString(16)}`,
         );
       } finally {
@@ -92,7 +90,7 @@ describe('an SMB session connects a share with no more rights than its user has 
     const c = await logon(srv.smbPort, 'erin');
     try {
       const before = await treeConnect(c);
-      assert.equal(before.status, STATUS_SUCCESS);
+      assert.equal(before.status, NtStatus.SUCCESS);
       assert.notEqual(before.maximalAccess, DEFAULT_MAXIMAL_ACCESS, 'read only');
       const granted = await apiRequest(base, 'PUT', '/api/v1/shares/export/permissions/users/erin', { level: 'read-write' }, token);
       assert.equal(granted.status, 200);
@@ -101,7 +99,7 @@ describe('an SMB session connects a share with no more rights than its user has 
       assert.equal(lowered.status, 200);
       const deleted = await apiRequest(base, 'DELETE', '/api/v1/users/erin', undefined, token);
       assert.equal(deleted.status, 204);
-      assert.equal((await treeConnect(c)).status, STATUS_ACCESS_DENIED);
+      assert.equal((await treeConnect(c)).status, NtStatus.ACCESS_DENIED);
     } finally {
       c.close();
     }

@@ -1341,10 +1341,12 @@ export class SmbConnection implements SessionOwner {
    * is off, so neither kind of session reaches a disk share.
    */
   private async checkUserStillValid(session: Session, shareName: string): Promise<void> {
-    const user = session.user;
-    if (session.anonymous || session.guest || user === null) {
-      throw new SmbStatusError(NtStatus.ACCESS_DENIED, `an anonymous session cannot connect share ${shareName}`);
-    }
+    const refuseAnonymous = (): void => {
+      if (session.anonymous || session.guest || session.user === null)
+        throw new SmbStatusError(NtStatus.ACCESS_DENIED, `an anonymous session cannot connect share ${shareName}`);
+    };
+    refuseAnonymous();
+    const user = session.user!;
     let now: Awaited<ReturnType<SmbUserDirectory['lookup']>>;
     try {
       now = await this.opts.directory.lookup(user.name);
@@ -1362,9 +1364,7 @@ export class SmbConnection implements SessionOwner {
       throw new SmbStatusError(NtStatus.ACCESS_DENIED, `user ${user.name} no longer exists or may not log on`);
     }
     // Re-authenticated meanwhile: as anonymous, refused as above; as the same user, already fresh.
-    if (session.anonymous || session.guest) {
-      throw new SmbStatusError(NtStatus.ACCESS_DENIED, `an anonymous session cannot connect share ${shareName}`);
-    }
+    refuseAnonymous();
     if (session.user === user) this.setUser(session, now.user, false, false);
   }
 
