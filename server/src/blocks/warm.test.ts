@@ -1,12 +1,11 @@
 // Reading block files ahead of a sequential read (warm.ts): each file once, nothing for reads in no
 // order, and a local block store's blocks read ahead through the BlockService as the disk cache's are.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { MemoryMetadataStore } from '../meta/memory.js';
-import { dirInit, fileInit } from '../testing/inodes.js';
+import { patterned, readBlocks, tempDirs, uploadedFile } from '../testing/blocks.js';
 import { BlockCache } from './cache.js';
 import { FilesystemBlockStore } from './filesystem.js';
 import { observeBlockStore } from './observed.js';
@@ -15,26 +14,13 @@ import { BlockService } from './service.js';
 import { FileWal } from './wal.js';
 import { PageCacheWarmer } from './warm.js';
 
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-const tmp = (): string => {
-  const d = mkdtempSync(path.join(os.tmpdir(), 'dittofs-warm-'));
-  dirs.push(d);
-  return d;
-};
-const bytes = (n: number, seed: number): Buffer => {
-  const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) b[i] = (seed * 31 + i * 7) & 0xff;
-  return b;
-};
+const tmp = tempDirs('dittofs-warm-');
 
 describe('PageCacheWarmer', () => {
   it('reads each file once while remembered, again once forgotten, and never a missing one', async () => {
     const dir = tmp();
     const a = path.join(dir, 'a');
-    writeFileSync(a, bytes(10_000, 1));
+    writeFileSync(a, patterned(10_000, 1));
     const handles = new ReadHandles(4);
     const w = new PageCacheWarmer(handles);
     w.warm(a);
@@ -78,16 +64,12 @@ describe('a filesystem block store under the BlockService', () => {
       wal,
       cache: new BlockCache(0),
     });
-    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
-    const ino = (await meta.create(root.id, Buffer.from('f'), fileInit(), { sec: 1, nsec: 0 })).id;
-    const data = bytes(4 * BS, 9);
-    await svc.write(ino, 0, data);
-    await svc.flush(ino);
-    for (const i of [3, 0, 2]) assert.deepEqual(await svc.read(ino, i * BS, BS, data.length), data.subarray(i * BS, (i + 1) * BS));
+    const { ino, data } = await uploadedFile(svc, meta, 4, BS);
+    await readBlocks(svc, ino, data, BS, [3, 0, 2]);
     await fs.readAheadDone();
     assert.equal(fs.warms, 0, 'reads in no order read nothing ahead');
     // One block per call: from the second on, the blocks after it are read ahead, each once.
-    for (let i = 0; i < 4; i++) assert.deepEqual(await svc.read(ino, i * BS, BS, data.length), data.subarray(i * BS, (i + 1) * BS));
+    await readBlocks(svc, ino, data, BS, [0, 1, 2, 3]);
     await fs.readAheadDone();
     assert.equal(fs.warms, 2, 'blocks 2 and 3 were read ahead, each once');
     // Half blocks: the read that ends a block reads ahead too; what is read ahead is still right.
