@@ -30,7 +30,7 @@ describe('desiredFromConfig', () => {
   it('keeps the keys of each type and drops the others', () => {
     const c = defaultConfig();
     c.metadata.stores = {
-      pg: { type: 'postgres', url: 'postgres://u:p@h/db', pool_size: 4, schema: 'x', path: '/ignored' },
+      pg: { type: 'postgres', url: 'postgres://u:p@h/db', pool_size: 4, schema: 'x', sync: 'commit', path: '/ignored' },
       mem: { type: 'memory', url: 'postgres://ignored' },
     };
     c.blocks.stores = {
@@ -38,7 +38,8 @@ describe('desiredFromConfig', () => {
     };
     const d = desiredFromConfig(c);
     assert.deepEqual(d.metadata_stores, [
-      { name: 'pg', type: 'postgres', config: { url: 'postgres://u:p@h/db', pool_size: 4, schema: 'x' } },
+      // sync too: a postgres store's `sync: commit` must reach the server (it was dropped here).
+      { name: 'pg', type: 'postgres', config: { url: 'postgres://u:p@h/db', pool_size: 4, schema: 'x', sync: 'commit' } },
       { name: 'mem', type: 'memory', config: {} },
     ]);
     assert.deepEqual(d.block_stores, [

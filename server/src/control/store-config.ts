@@ -72,6 +72,13 @@ export const METADATA_CONFIG_SCHEMAS: Readonly<Record<MetadataStoreType, JsonSch
       schema: str(63, { pattern: '^[a-z_][a-z0-9_]{0,62}$' }),
       connect_timeout: timeoutProp,
       statement_timeout: timeoutProp,
+      // The config file's key too: without it here, a file's `sync: commit` was dropped when the
+      // control database was seeded from it (its keys are this schema's), and ignored unsaid.
+      sync: {
+        type: 'string',
+        enum: [...EMBEDDED_SYNC_MODES],
+        description: 'change (default): each change waits for the WAL flush; commit: flushed by the next COMMIT, stable WRITE or SMB FLUSH',
+      },
     },
     ['url'],
   ),
