@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { pbkdf2 } from 'node:crypto';
 import { promisify } from 'node:util';
 import { crc32c } from '@node-rs/crc32';
-import { readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { MemoryMetadataStore } from '../meta/memory.js';
-import { patterned, readBlocks, tempDirs, uploadedFile } from '../testing/blocks.js';
+import { dirInit, fileInit } from '../testing/inodes.js';
 import { BlockCache } from './cache.js';
 import { volumeTakesDirect } from '../testing/direct-io.js';
 import { fdsAfterClose, openFds } from '../testing/fds.js';
@@ -17,8 +17,20 @@ import { MemoryBlockStore } from './memory.js';
 import { BlockService } from './service.js';
 import { FileWal } from './wal.js';
 
-const tmp = tempDirs('dittofs-dcache-');
-const bytes = patterned;
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+const tmp = (): string => {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'dittofs-dcache-'));
+  dirs.push(d);
+  return d;
+};
+const bytes = (n: number, seed: number): Buffer => {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (seed * 31 + i * 7) & 0xff;
+  return b;
+};
 const entryFiles = (dir: string): string[] => readdirSync(dir).filter((n) => n !== '.tmp');
 /** A whole 64 KiB block in a page-aligned buffer of the block buffer pool (O_DIRECT takes it). */
 const poolBlock = (seed: number): Buffer => {
@@ -257,12 +269,16 @@ describe('disk read cache', () => {
       cache: new BlockCache(0), // nothing in memory: every read goes to the disk cache or the store
       diskCache: { cache: disk, namespace: 'remote' },
     });
-    const { ino, data } = await uploadedFile(svc, meta, 4, BS);
+    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+    const ino = (await meta.create(root.id, Buffer.from('f'), fileInit(), { sec: 1, nsec: 0 })).id;
+    const data = bytes(4 * BS, 9);
+    await svc.write(ino, 0, data);
+    await svc.flush(ino);
     // Reads in no order read nothing ahead (a random reader would have the device read 16 MiB per READ).
-    await readBlocks(svc, ino, data, BS, [3, 0, 2]);
+    for (const i of [3, 0, 2]) assert.deepEqual(await svc.read(ino, i * BS, BS, data.length), data.subarray(i * BS, (i + 1) * BS));
     // A sequential read, one block per call: from the second block on, the next blocks are read
     // ahead from the disk cache's files (into the kernel's page cache), once each.
-    await readBlocks(svc, ino, data, BS, [0, 1, 2, 3]);
+    for (let i = 0; i < 4; i++) assert.deepEqual(await svc.read(ino, i * BS, BS, data.length), data.subarray(i * BS, (i + 1) * BS));
     await disk.readAheadDone();
     assert.equal(disk.warms, 2, 'blocks 2 and 3 were read ahead, each once, and nothing before the read was sequential');
     assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);

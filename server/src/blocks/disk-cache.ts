@@ -17,7 +17,6 @@ import { randomHex } from '../random-hex.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
 import { ReadHandles } from './read-handles.js';
-import { PageCacheWarmer } from './warm.js';
 
 const MAGIC = 0x43524644; // "DFRC" little-endian
 const HEADER = 16;
@@ -29,6 +28,10 @@ const headerOf = (magic: number): number => (magic === MAGIC ? HEADER : magic ==
 const TMP_DIR = '.tmp';
 /** Open read handles kept (readInto), least recently used closed first. */
 const HANDLES_KEPT = 64;
+/** warm: entries waiting at most, entries remembered as done, and bytes read per call. */
+const WARM_QUEUED = 8;
+const WARMED_KEPT = 32;
+const WARM_CHUNK = 4 * 1024 * 1024;
 
 export class DiskBlockCache {
   /** File name -> size on disk, least recently used first. */
@@ -45,10 +48,16 @@ export class DiskBlockCache {
   private readonly putting = new Set<string>();
   /** Open handles of entries read in ranges (readInto), kept for their next read. */
   private readonly handles = new ReadHandles(HANDLES_KEPT);
-  /** Reads entries ahead of sequential reads (warm). */
-  private readonly warmer = new PageCacheWarmer(this.handles);
+  /** Entries waiting to be read ahead (warm), the first being read. */
+  private readonly warmQueue: { name: string; size: number }[] = [];
+  /** The last entries read ahead, oldest first. */
+  private readonly warmed = new Set<string>();
+  /** warm's buffer, whose contents nobody reads. */
+  private scratch: Buffer | null = null;
   /** After close(): nothing more is read ahead, and no handle is kept. */
   private closed = false;
+  /** The read-ahead loop while entries are queued (warmNext), else null. */
+  private warming: Promise<void> | null = null;
   /** Page-aligned headers of entries written with O_DIRECT. */
   private readonly headers = new BufferPool(64 * 1024, 4, true);
   /** False once the volume refused O_DIRECT (tmpfs). */
@@ -57,9 +66,7 @@ export class DiskBlockCache {
   directPuts = 0;
   bufferedPuts = 0;
   /** Entries read ahead by warm (tests). */
-  get warms(): number {
-    return this.warmer.warms;
-  }
+  warms = 0;
   private bytes = 0;
   hits = 0;
   misses = 0;
@@ -205,20 +212,53 @@ export class DiskBlockCache {
   }
 
   /**
-   * Reads an entry ahead of a sequential read of it, into the kernel's page cache (warm.ts). An
-   * entry not written or checked by this process is left alone (its first read checks it).
+   * Reads an entry's data ahead of a sequential read of it, into one scratch buffer, and drops it:
+   * the reads in ranges that follow then find it in the kernel's page cache instead of waiting on
+   * the device (the kernel's own read-ahead stops at the end of the previous entry's file). One
+   * entry at a time, at most WARM_QUEUED waiting, each once while it is among the last WARMED_KEPT
+   * warmed; an entry not written or checked by this process is left alone (its first read checks it).
    */
   warm(namespace: string, key: string): void {
     if (this.closed) return;
     const name = entryName(namespace, key);
     const size = this.entries.get(name);
-    if (size === undefined || !this.verified.has(name)) return;
-    this.warmer.warm(this.fileOf(name), { size, stillWanted: () => this.entries.get(name) === size, check: sizeIs(size) });
+    const hdr = this.verified.get(name);
+    if (size === undefined || hdr === undefined || this.warmed.has(name) || this.warmQueue.length >= WARM_QUEUED) return;
+    this.warmed.add(name);
+    if (this.warmed.size > WARMED_KEPT) this.warmed.delete(this.warmed.values().next().value!);
+    this.warmQueue.push({ name, size });
+    this.warming ??= this.warmNext();
+  }
+
+  private async warmNext(): Promise<void> {
+    while (this.warmQueue.length > 0) {
+      const { name, size } = this.warmQueue[0]!;
+      try {
+        if (this.entries.get(name) === size) {
+          await this.handles.use(
+            this.fileOf(name),
+            async (fh) => {
+              this.scratch ??= Buffer.allocUnsafe(WARM_CHUNK);
+              for (let pos = 0; pos < size; pos += WARM_CHUNK) {
+                const { bytesRead } = await fh.read(this.scratch, 0, Math.min(WARM_CHUNK, size - pos), pos);
+                if (bytesRead === 0) break;
+              }
+              this.warms++;
+            },
+            sizeIs(size),
+          );
+        }
+      } catch {
+        // Only a hint: the reads themselves find out what is wrong.
+      }
+      this.warmQueue.shift();
+    }
+    this.warming = null;
   }
 
   /** Resolves once nothing is queued for read-ahead (tests). */
   async readAheadDone(): Promise<void> {
-    await this.warmer.done();
+    await this.warming;
   }
 
   /** Files opened for reads in ranges and read-ahead so far (tests: a kept handle is not opened again). */
@@ -230,7 +270,8 @@ export class DiskBlockCache {
   close(): void {
     this.closed = true;
     this.handles.close();
-    this.warmer.close();
+    // What is queued is skipped; the entry being read ahead finishes (its read is on the thread pool).
+    this.warmQueue.splice(1);
   }
 
   has(namespace: string, key: string): boolean {
@@ -331,7 +372,7 @@ export class DiskBlockCache {
     this.verified.delete(name);
     this.bytes -= size;
     this.handles.forget(this.fileOf(name));
-    this.warmer.forget(this.fileOf(name));
+    this.warmed.delete(name);
     return true;
   }
 

@@ -38,7 +38,6 @@ import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-d
 import { randomHex } from '../random-hex.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
 import { ReadHandles } from './read-handles.js';
-import { PageCacheWarmer } from './warm.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
 
 /** The marker file that says a directory is a DittoFS filesystem block store. */
@@ -154,8 +153,6 @@ export class FilesystemBlockStore implements BlockStore {
   dirFsyncs = 0;
   /** Object files kept open for reading (read-handles.ts). */
   private readonly readHandles = new ReadHandles(READ_HANDLES_KEPT);
-  /** Reads objects ahead of sequential reads (warm). */
-  private readonly warmer = new PageCacheWarmer(this.readHandles);
 
   private readonly fsync: boolean;
   /** The store's layout, from its marker (see the head of this file); null until open(). */
@@ -269,17 +266,6 @@ export class FilesystemBlockStore implements BlockStore {
 
   async close(): Promise<void> {
     this.readHandles.close();
-    this.warmer.close();
-  }
-
-  /** Objects read ahead so far (tests, metrics). */
-  get warms(): number {
-    return this.warmer.warms;
-  }
-
-  /** Resolves once nothing is queued for read-ahead (tests). */
-  readAheadDone(): Promise<void> {
-    return this.warmer.done();
   }
 
   /** Whether the store is flat (see the head of this file): known once open() read its marker. */
@@ -325,7 +311,6 @@ export class FilesystemBlockStore implements BlockStore {
     }
     // A handle kept of an object this put replaced would read the old file.
     this.readHandles.forget(dest);
-    this.warmer.forget(dest);
     // Another put may be making the directory again now (after a delete removed it): its entry
     // in the parent is on disk only once that making is done.
     const making = this.making.get(dir);
@@ -458,22 +443,6 @@ export class FilesystemBlockStore implements BlockStore {
     return this.withFile(key, (fh) => readFully(fh, offset, target, targetStart, length));
   }
 
-  /**
-   * Reads an object ahead of a sequential read into the kernel's page cache (warm.ts): objects are
-   * written with O_DIRECT, so a read right after the write would otherwise wait on the device at
-   * the start of each block. On 512 MiB read back over NFS right after the write, a 1 MiB READ's
-   * read of its range took 2,061 µs with the block files cold and 710 µs with them warm.
-   */
-  warm(key: string): void {
-    let file: string;
-    try {
-      file = this.pathOf(key);
-    } catch {
-      return; // only a hint: the read itself reports a bad key
-    }
-    this.warmer.warm(file);
-  }
-
   async get(key: string, offset = 0, length?: number): Promise<Buffer | null> {
     return this.withFile(key, async (fh) => {
       const want = length ?? (await fh.stat()).size - offset;
@@ -494,7 +463,6 @@ export class FilesystemBlockStore implements BlockStore {
       // Once unlinked (a read may have opened the file meanwhile): a handle kept of a deleted
       // file would hold its space, and a later open finds nothing to keep.
       this.readHandles.forget(p);
-      this.warmer.forget(p);
     }
     if (!this.flat) await this.pruneFileDir(path.dirname(p));
   }

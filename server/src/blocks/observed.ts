@@ -18,8 +18,6 @@ class ObservedBlockStore implements BlockStore {
   private readonly spanNames: Readonly<Record<BlockStoreOperation, string>>;
   /** Present exactly when the inner store has it (a local engine). */
   readonly readInto?: BlockStore['readInto'];
-  /** Present exactly when the inner store has it. */
-  readonly warm?: BlockStore['warm'];
 
   constructor(
     private readonly inner: BlockStore,
@@ -32,8 +30,6 @@ class ObservedBlockStore implements BlockStore {
       this.readInto = (key, offset, target, targetStart, length) =>
         this.run('get', key, length, () => readInto(key, offset, target, targetStart, length));
     }
-    const warm = inner.warm?.bind(inner);
-    if (warm) this.warm = warm;
   }
 
   get kind(): string {

@@ -1041,7 +1041,7 @@ export class BlockService {
     if (end <= offset) return Buffer.alloc(0);
     // Asked once per READ (a retry below is the same read, not a sequential one).
     const seq =
-      (this.opts.diskCache !== undefined || this.store.warm !== undefined) &&
+      this.opts.diskCache !== undefined &&
       this.sequential(inodeId, Math.floor(offset / this.blockSize), Math.floor((end - 1) / this.blockSize));
     for (let attempt = 0; ; attempt++) {
       try {
@@ -1133,7 +1133,6 @@ export class BlockService {
         const got = await this.store.readInto(ref.key, from, out, at, to - from);
         if (got === null) throw Object.assign(new Error(`block object ${ref.key} is missing`), { code: MISSING });
         if (got < to - from) out.fill(0, at + got, at + (to - from));
-        if (from === 0 || to === bs) this.readAhead(index, refAt, seq);
       } else if (ref) {
         let n: number | null = null;
         const disk = this.opts.diskCache;
@@ -1179,14 +1178,7 @@ export class BlockService {
   }
 
   private prefetch(ref: BlockRef | undefined, seq: boolean): void {
-    if (!ref) return;
-    // A local store reads in ranges and keeps nothing in memory: it may read the block into the
-    // kernel's page cache ahead of those reads, for a read that follows the previous one.
-    if (this.store.warm !== undefined) {
-      if (seq) this.store.warm(ref.key);
-      return;
-    }
-    if (this.opts.cache.has(ref.key) || this.loading.has(ref.key)) return;
+    if (!ref || this.opts.cache.has(ref.key) || this.loading.has(ref.key)) return;
     const disk = this.opts.diskCache;
     // A block in the disk read cache is local already: it is read in ranges when asked for, and
     // only brought into the kernel's page cache ahead of those reads (no buffer of ours holds it).

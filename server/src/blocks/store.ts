@@ -23,11 +23,6 @@ export interface BlockStore {
    * or null if the object is absent. Block reads of such stores skip the memory cache.
    */
   readInto?(key: string, offset: number, target: Buffer, targetStart: number, length: number): Promise<number | null>;
-  /**
-   * Local engines only: a hint that `key` is about to be read in ranges, in order (a sequential
-   * read reached the block before it). Returns at once; the engine may read it ahead.
-   */
-  warm?(key: string): void;
   /** Deletes an object; deleting a missing key is not an error. */
   delete(key: string): Promise<void>;
   capacity(): Promise<BlockStoreCapacity>;
