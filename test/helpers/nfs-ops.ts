@@ -274,7 +274,9 @@ export async function writeCommitted(port: number, name: string, data: Buffer, o
   const chunk = opts.chunk ?? 256 * 1024;
   const c = await NfsOps.open(port, undefined, opts.timeoutMs);
   try {
-    const fh = (await c.create(await c.mount('/export'), name)).fh!;
+    const made = await c.create(await c.mount('/export'), name);
+    assert.ok(made.status === NfsStat.OK && made.fh, `CREATE ${name}: ${statusName(made.status)}`);
+    const fh = made.fh;
     for (let off = 0; off < data.length; off += chunk) {
       const w = await c.writeV(fh, off, data.subarray(off, off + chunk), StableHow.UNSTABLE);
       assert.equal(w.status, NfsStat.OK, `WRITE ${name} at ${off}`);
