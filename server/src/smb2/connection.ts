@@ -191,6 +191,13 @@ interface ChainState {
   compound: boolean;
 }
 
+/** The user of a session that may connect a disk share; ACCESS_DENIED for an anonymous or guest one. */
+function namedUser(session: Session, shareName: string): SmbUser {
+  if (session.anonymous || session.guest || session.user === null)
+    throw new SmbStatusError(NtStatus.ACCESS_DENIED, `an anonymous session cannot connect share ${shareName}`);
+  return session.user;
+}
+
 export class SmbConnection implements SessionOwner {
   private dialect: number | null = null;
   /** 3.1.1: Connection.PreauthIntegrityHashValue, SHA-512 over NEGOTIATE request and response. */
@@ -1341,12 +1348,7 @@ export class SmbConnection implements SessionOwner {
    * is off, so neither kind of session reaches a disk share.
    */
   private async checkUserStillValid(session: Session, shareName: string): Promise<void> {
-    const refuseAnonymous = (): void => {
-      if (session.anonymous || session.guest || session.user === null)
-        throw new SmbStatusError(NtStatus.ACCESS_DENIED, `an anonymous session cannot connect share ${shareName}`);
-    };
-    refuseAnonymous();
-    const user = session.user!;
+    const user = namedUser(session, shareName);
     let now: Awaited<ReturnType<SmbUserDirectory['lookup']>>;
     try {
       now = await this.opts.directory.lookup(user.name);
@@ -1364,8 +1366,7 @@ export class SmbConnection implements SessionOwner {
       throw new SmbStatusError(NtStatus.ACCESS_DENIED, `user ${user.name} no longer exists or may not log on`);
     }
     // Re-authenticated meanwhile: as anonymous, refused as above; as the same user, already fresh.
-    refuseAnonymous();
-    if (session.user === user) this.setUser(session, now.user, false, false);
+    if (namedUser(session, shareName) === user) this.setUser(session, now.user, false, false);
   }
 
   // MS-SMB2 3.3.5.15 IOCTL (ioctl.ts); the negotiation check stays here, with the state it reads.
