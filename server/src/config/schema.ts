@@ -8,7 +8,7 @@ import { formatByteSize, parseByteSize } from './sizes.js';
 import {
   BLOCK_STORE_TYPES,
   EMBEDDED_ENGINES,
-  EMBEDDED_SYNC_MODES,
+  METADATA_SYNC_MODES,
   LOG_LEVELS,
   METADATA_STORE_TYPES,
   type BlockStoreConfig,
@@ -642,7 +642,7 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
         type: enumLeaf(METADATA_STORE_TYPES),
         path: pathLeaf(true),
         engine: optionalLeaf(enumLeaf(EMBEDDED_ENGINES)),
-        sync: optionalLeaf(enumLeaf(EMBEDDED_SYNC_MODES)),
+        sync: optionalLeaf(enumLeaf(METADATA_SYNC_MODES)),
         url: postgresUrlLeaf(),
         pool_size: optionalLeaf(countLeaf(1, MAX_POOL_SIZE)),
         schema: sqlSchemaLeaf(),

@@ -12,8 +12,8 @@ export type EmbeddedEngine = (typeof EMBEDDED_ENGINES)[number];
 /** SQLite: microseconds per metadata change, fsync'd by a group commit; a PGlite store moves to it at open. */
 export const DEFAULT_EMBEDDED_ENGINE: EmbeddedEngine = 'sqlite';
 /** When an embedded SQLite store's or a postgres store's changes reach the disk (meta/sql/sqlite.ts, pg.ts). */
-export const EMBEDDED_SYNC_MODES = Object.freeze(['commit', 'change'] as const);
-export type EmbeddedSync = (typeof EMBEDDED_SYNC_MODES)[number];
+export const METADATA_SYNC_MODES = Object.freeze(['commit', 'change'] as const);
+export type MetadataSync = (typeof METADATA_SYNC_MODES)[number];
 
 export const BLOCK_STORE_TYPES = Object.freeze(['memory', 'filesystem', 's3'] as const);
 export type BlockStoreType = (typeof BLOCK_STORE_TYPES)[number];
@@ -33,7 +33,7 @@ export interface MetadataStoreConfig {
    * wal_writer_delay, synchronous_commit off); `change`: each before its reply. Default: `commit`
    * on sqlite, `change` on postgres.
    */
-  sync?: EmbeddedSync;
+  sync?: MetadataSync;
   /** `postgres` (required): a connection URL, e.g. `postgres://user:pass@host:5432/dittofs`. */
   url?: string;
   /** `postgres`: pooled connections (default 10). */

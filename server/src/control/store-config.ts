@@ -28,7 +28,7 @@ import {
   BLOCK_STORE_TYPES,
   DEFAULT_EMBEDDED_ENGINE,
   EMBEDDED_ENGINES,
-  EMBEDDED_SYNC_MODES,
+  METADATA_SYNC_MODES,
   METADATA_STORE_TYPES,
   type BlockStoreType,
   type MetadataStoreType,
@@ -63,7 +63,7 @@ export const METADATA_CONFIG_SCHEMAS: Readonly<Record<MetadataStoreType, JsonSch
   embedded: objectOf({
     path: pathProp,
     engine: { type: 'string', enum: [...EMBEDDED_ENGINES], description: `default ${DEFAULT_EMBEDDED_ENGINE}` },
-    sync: { type: 'string', enum: [...EMBEDDED_SYNC_MODES], description: 'sqlite: commit (default) or change' },
+    sync: { type: 'string', enum: [...METADATA_SYNC_MODES], description: 'sqlite: commit (default) or change' },
   }),
   postgres: objectOf(
     {
@@ -76,7 +76,7 @@ export const METADATA_CONFIG_SCHEMAS: Readonly<Record<MetadataStoreType, JsonSch
       // control database was seeded from it (its keys are this schema's), and ignored unsaid.
       sync: {
         type: 'string',
-        enum: [...EMBEDDED_SYNC_MODES],
+        enum: [...METADATA_SYNC_MODES],
         description: 'change (default): each change waits for the WAL flush; commit: flushed by the next COMMIT, stable WRITE or SMB FLUSH',
       },
     },

@@ -26,6 +26,7 @@
 //   known: until DittoFS is restarted, no COMMIT can vouch for anything. A clean restart (its
 //   shutdown checkpoint predates the start) lost nothing and passes.
 import pg from 'pg';
+import type { MetadataSync } from '../../config/types.js';
 import { checkPostgresUrlFiles } from '../../config/postgres-url.js';
 import {
   CommitUncertainError,
@@ -80,7 +81,7 @@ export interface PgDriverOptions {
 }
 
 /** `commit`: changes are answered before their WAL flush, sync() waits for it; `change`: each waits. */
-export type PgSync = 'commit' | 'change';
+export type PgSync = MetadataSync;
 
 /**
  * One round trip. PostgreSQL flushes the WAL at a synchronous commit only when the transaction

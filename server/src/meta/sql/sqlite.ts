@@ -39,7 +39,7 @@
 import { fdatasync, fsyncSync, openSync, closeSync, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import type { EmbeddedSync } from '../../config/types.js';
+import type { MetadataSync } from '../../config/types.js';
 import { SerialQueue } from './pglite.js';
 import { releaseLock, takeStoreDir } from './lockfile.js';
 import {
@@ -81,7 +81,7 @@ export interface SqliteRunner {
 export type SqliteForm = string | ((db: SqliteRunner, params: readonly unknown[]) => SqlRow[]);
 
 /** When changes reach the disk (see the head of this file): the config's `sync`. */
-export type SqliteSync = EmbeddedSync;
+export type SqliteSync = MetadataSync;
 
 /** `commit`: the longest a change stays in the WAL unsynced. */
 export const SYNC_DELAY_MS = 100;
