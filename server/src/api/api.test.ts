@@ -564,14 +564,17 @@ describe('resources', () => {
 
   it('stores: secrets masked everywhere, settings checked (422, nothing stored), used stores refuse deletion (409)', async () => {
     const t = await admin();
-    const pg = ok<{ config: { url: string } }>(
+    const pg = ok<{ config: { url: string; sync?: string } }>(
       await call('POST', '/api/v1/stores/metadata', {
         token: t,
-        body: { name: 'pg', type: 'postgres', config: { url: `postgres://dfs:${PG_PASSWORD}@db:5432/x`, pool_size: 4 } },
+        body: { name: 'pg', type: 'postgres', config: { url: `postgres://dfs:${PG_PASSWORD}@db:5432/x`, pool_size: 4, sync: 'commit' } },
       }),
       201,
     );
     assert.equal(pg.config.url, 'postgres://dfs:****@db:5432/x');
+    // A postgres store has a sync policy, as in the config file (it was refused as an unknown key).
+    assert.equal(pg.config.sync, 'commit');
+    assert.equal((await store.getStore('metadata', 'pg'))?.config.sync, 'commit', 'stored, for the share runtime');
     const s3 = ok<{ config: Record<string, unknown> }>(
       await call('POST', '/api/v1/stores/block', {
         token: t,
@@ -625,6 +628,14 @@ describe('resources', () => {
       }),
       400,
       /both/,
+    );
+    problem(
+      await call('POST', '/api/v1/stores/metadata', {
+        token: t,
+        body: { name: 'pg-sync', type: 'postgres', config: { url: 'postgres://u@db/x', sync: 'always' } },
+      }),
+      400,
+      /body\.config\.sync: must be one of "commit", "change"/,
     );
     // PGlite has no sync policy: refused with the reason, as the config file refuses it.
     problem(
