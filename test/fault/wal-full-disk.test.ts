@@ -11,7 +11,7 @@
 // and every byte acknowledged as committed must read back, before and after a clean restart.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
@@ -19,7 +19,7 @@ import { sha256File, writeRandomFile } from '../helpers/files.js';
 import { readBack, writeCommitted } from '../helpers/nfs-ops.js';
 import { runTool, type ToolResult } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
-import { KiB, MiB, sha256, sleep, waitReady, writeConfig } from './support.js';
+import { fillVolume, MiB, mountTmpfs, sha256, sleep, waitReady, writeConfig } from './support.js';
 
 const COPY_BYTES = 200 * MiB;
 /** Bounds of each wait below: generous, a busy machine is slow; each loop stops by itself. */
@@ -29,34 +29,6 @@ const NFS_OPTS = { timeoutMs: 60_000 };
 
 /** A client tool (mount, nfs-cp) bounded by WAIT_MS unless told otherwise. */
 const run = (cmd: string, argv: string[], timeoutMs = WAIT_MS): Promise<ToolResult> => runTool(cmd, argv, { timeoutMs });
-
-async function mountTmpfs(dir: string, size: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const r = await run('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
-  assert.equal(r.code, 0, `mount -t tmpfs ${dir}: ${r.stderr}`);
-}
-
-/** Fills a volume to the last byte with one file (1 MiB writes, then 4 KiB ones) and returns its path. */
-async function fill(dir: string): Promise<string> {
-  const file = path.join(dir, 'filler');
-  const fh = await open(file, 'w');
-  try {
-    for (const size of [MiB, 4 * KiB]) {
-      const buf = Buffer.alloc(size, 0x55);
-      for (let i = 0; i < 1_000_000; i++) {
-        try {
-          await fh.write(buf, 0, size);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-          break;
-        }
-      }
-    }
-  } finally {
-    await fh.close();
-  }
-  return file;
-}
 
 interface Ready {
   status: number;
@@ -157,7 +129,7 @@ describe('fault: the WAL volume runs full', { timeout: 15 * 60_000 }, () => {
     await writeCommitted(srv.nfsPort, 'before.bin', before, NFS_OPTS);
 
     // Uploads now fail (the block store's volume is full): the WAL keeps every write and fills up.
-    const filler = await fill(blockVol);
+    const filler = await fillVolume(blockVol);
     const url = (p: string) => `nfs://127.0.0.1/export/${p}?nfsport=${srv.nfsPort}&mountport=${srv.nfsPort}`;
     const copy = run('nfs-cp', [src, url('big.bin')], 10 * 60_000);
 

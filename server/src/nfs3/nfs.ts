@@ -9,7 +9,7 @@ import type { RpcCall } from '../rpc/message.js';
 import type { XdrReader, XdrWriter } from '../rpc/xdr.js';
 import { xdrOpaqueSize } from '../rpc/xdr.js';
 import { DecodeError, DecodeErrorCode } from '../wire/errors.js';
-import { isVfsError, VfsError } from '../vfs/errors.js';
+import { isNoSpace, isVfsError, VfsError } from '../vfs/errors.js';
 import { HANDLE_SIZE } from '../vfs/handle.js';
 import type { FileService, Share } from '../vfs/service.js';
 import { CreateMode } from '../vfs/service.js';
@@ -142,8 +142,8 @@ export class Nfs3Program {
     if (err instanceof DecodeError) throw err;
     // Storage failures (a block store or database that errs) are I/O errors to the client.
     const code = (err as { code?: unknown }).code;
-    if (code === 'ENOSPC') return Nfs3Status.NOSPC;
     if (code === 'EDQUOT') return Nfs3Status.DQUOT;
+    if (isNoSpace(err)) return Nfs3Status.NOSPC;
     if (typeof code === 'string' && (/^E[A-Z]+$/.test(code) || code === 'DITTOFS_BLOCK_MISSING')) {
       this.log?.error({ err }, 'storage error during an NFS operation');
       return Nfs3Status.IO;

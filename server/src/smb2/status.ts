@@ -1,7 +1,7 @@
 // MS-ERREF 2.3 NTSTATUS values this server answers, and the one place where a vfs error (or a
 // storage failure) becomes an NTSTATUS.
 import type { Errno } from '../vfs/errors.js';
-import { isVfsError } from '../vfs/errors.js';
+import { isNoSpace, isVfsError } from '../vfs/errors.js';
 
 export const NtStatus = Object.freeze({
   SUCCESS: 0x00000000,
@@ -124,7 +124,7 @@ const BY_ERRNO: Readonly<Record<Errno, NtStatus>> = Object.freeze({
 export function ntStatusOf(err: unknown): NtStatus | null {
   if (isVfsError(err)) return BY_ERRNO[err.errno];
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') return NtStatus.DISK_FULL;
+  if (isNoSpace(err)) return NtStatus.DISK_FULL;
   if (typeof code === 'string' && (/^E[A-Z]+$/.test(code) || code === 'DITTOFS_BLOCK_MISSING')) return NtStatus.UNEXPECTED_IO_ERROR;
   return null;
 }

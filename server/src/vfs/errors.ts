@@ -63,10 +63,16 @@ export function isVfsError(e: unknown): e is VfsError {
   return e instanceof VfsError;
 }
 
-/** True for a storage failure that means the volume is full or over quota (ENOSPC, EDQUOT). */
+/** PostgreSQL's SQLSTATE disk_full, which the SQLite driver gives for SQLITE_FULL too (meta/sql/driver.ts). */
+const SQLSTATE_DISK_FULL = '53100';
+
+/**
+ * True for a storage failure that means the volume is full or over quota: ENOSPC, EDQUOT, or a
+ * metadata database whose volume is full.
+ */
 export function isNoSpace(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === SQLSTATE_DISK_FULL;
 }
 
 /**

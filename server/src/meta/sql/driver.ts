@@ -105,6 +105,8 @@ export const SQLSTATE = Object.freeze({
   FOREIGN_KEY_VIOLATION: '23503',
   SERIALIZATION_FAILURE: '40001',
   DEADLOCK_DETECTED: '40P01',
+  /** The database's volume is full (PostgreSQL's disk_full; the SQLite driver gives it for SQLITE_FULL). */
+  DISK_FULL: '53100',
 } as const);
 
 export function sqlState(e: unknown): string | undefined {

@@ -133,6 +133,7 @@ const SQLSTATE_OF: Readonly<Record<string, string>> = Object.freeze({
   SQLITE_CONSTRAINT_PRIMARYKEY: SQLSTATE.UNIQUE_VIOLATION,
   SQLITE_CONSTRAINT_UNIQUE: SQLSTATE.UNIQUE_VIOLATION,
   SQLITE_CONSTRAINT_FOREIGNKEY: SQLSTATE.FOREIGN_KEY_VIOLATION,
+  SQLITE_FULL: SQLSTATE.DISK_FULL,
 });
 
 /** An error from SQLite, carrying the SQLSTATE the engine checks (`code`) and SQLite's own (`sqliteCode`). */

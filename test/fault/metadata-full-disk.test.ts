@@ -1,0 +1,83 @@
+// Fault: the volume of the embedded metadata database runs full. The whole data directory (embedded
+// metadata, WAL, control database, block store) is on a real 64 MiB tmpfs (the tests run as root),
+// which the test fills to the last byte while a real server serves it to NFS and SMB clients:
+//   - new names (NFS CREATE and MKDIR, SMB CREATE) are refused as "no space": NFS3ERR_NOSPC and
+//     STATUS_DISK_FULL, which clients report as a full disk, never as a server fault or an I/O error;
+//   - a refused name is not half made: it does not exist afterwards, and what existed still does;
+//   - once space is freed, the same calls succeed without a restart;
+//   - the server logs no unexpected failure.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { NfsStat } from '../helpers/rpc-client.js';
+import { statusName } from '../helpers/nfs-ops.js';
+import { runTool } from '../helpers/run.js';
+import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
+import { NtStatus } from '../../server/src/smb2/status.js';
+import { fillVolume, mountTmpfs } from './support.js';
+
+const USER = { username: 'fuller', password: 'full-disk-pw-1', uid: 4301 };
+/** New names tried while the volume is full: SQLite may find room in its log for the first few. */
+const TRIES = 200;
+
+const ntName = (s: number): string => `0x${s.toString(16).padStart(8, '0')}`;
+
+describe('fault: the metadata database volume runs full', { timeout: 5 * 60_000 }, () => {
+  let work = '';
+  let both: BothProtocols | null = null;
+  let mounted = '';
+  after(async () => {
+    await both?.close().catch(() => undefined);
+    if (mounted) await runTool('umount', ['-l', mounted], { timeoutMs: 60_000 });
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it('NFS3ERR_NOSPC and STATUS_DISK_FULL, nothing half made, and new names work again once there is room', async () => {
+    work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-meta-full-'));
+    const vol = path.join(work, 'volume');
+    await mountTmpfs(vol, '64m');
+    mounted = vol;
+    both = await startBothProtocols([USER], { dataDir: path.join(vol, 'data'), keepDataDir: true });
+    const { nfs, root, srv } = both;
+    const smb = await both.smb();
+
+    const kept = await nfs.create(root, 'kept.txt');
+    assert.equal(kept.status, NfsStat.OK, `CREATE kept.txt: ${statusName(kept.status)}`);
+
+    const filler = await fillVolume(vol);
+
+    // NFS CREATE: refused as no space (after the few SQLite may still find room for), never another error.
+    let refused = '';
+    for (let i = 0; i < TRIES && refused === ''; i++) {
+      const r = await nfs.create(root, `new-${i}.txt`);
+      if (r.status === NfsStat.OK) continue;
+      assert.equal(statusName(r.status), 'NFS3ERR_NOSPC', `CREATE new-${i}.txt on a full volume`);
+      refused = `new-${i}.txt`;
+    }
+    assert.notEqual(refused, '', `one of ${TRIES} CREATEs on a full volume was refused`);
+    const mk = await nfs.mkdir(root, 'new-dir');
+    assert.equal(statusName(mk.status), 'NFS3ERR_NOSPC', 'MKDIR on a full volume');
+    const smbNew = await smb.createStatus('smb-new.txt');
+    assert.equal(ntName(smbNew), ntName(NtStatus.DISK_FULL), 'SMB CREATE of a new file on a full volume');
+
+    // Nothing half made; what was there still is.
+    assert.equal(statusName((await nfs.lookup(root, refused)).status), 'NFS3ERR_NOENT', `${refused} does not exist`);
+    assert.equal(statusName((await nfs.lookup(root, 'new-dir')).status), 'NFS3ERR_NOENT', 'new-dir does not exist');
+    assert.equal(statusName((await nfs.lookup(root, 'kept.txt')).status), 'NFS3ERR_OK', 'kept.txt is still there');
+
+    // Room again: the same calls work, without a restart.
+    await rm(filler);
+    assert.equal(statusName((await nfs.create(root, refused)).status), 'NFS3ERR_OK', `CREATE ${refused} once there is room`);
+    assert.equal(statusName((await nfs.mkdir(root, 'new-dir')).status), 'NFS3ERR_OK', 'MKDIR once there is room');
+    const opened = await smb.create('smb-new.txt');
+    await smb.close(opened.fileId);
+
+    const unexpected = srv
+      .output()
+      .split('\n')
+      .filter((l) => /failed unexpectedly|INTERNAL_ERROR/.test(l));
+    assert.deepEqual(unexpected, [], 'no unexpected failure logged');
+  });
+});
