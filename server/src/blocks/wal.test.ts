@@ -13,6 +13,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  statfsSync,
   truncateSync,
   writeFileSync,
   writeSync,
@@ -45,6 +46,8 @@ import {
 } from './wal.js';
 
 const BS = 4096;
+const KiB = 1024;
+const MiB = 1024 * KiB;
 const dirs: string[] = [];
 /** tmpfs mounts (see `tmpfs`): unmounted before the directories go. */
 const mounts: string[] = [];
@@ -895,6 +898,37 @@ describe('WAL: a full volume (tmpfs)', () => {
       await b.wal.close();
     },
   );
+
+  it('never takes the last 64th of a volume it may share, not even for a moment', { timeout: 60_000 }, async () => {
+    const vol = tmpfs('8m'); // a 64th: 128 KiB
+    const dir = path.join(vol, 'wal');
+    mkdirSync(dir);
+    // Room for one 1 MiB segment and the headroom, and for a second segment without it: the log
+    // may make one segment at a time, never both.
+    const filler = fillVolume(vol);
+    truncateSync(filler, statSync(filler).size - (2 * MiB + 64 * KiB));
+    const freeBytes = () => {
+      const st = statfsSync(vol);
+      return st.bavail * st.bsize;
+    };
+    const { meta, a } = await fresh({ dir, segmentBytes: MiB, maxBytes: 1 << 30 });
+    // The WAL retries every second for room; the volume is watched meanwhile (bounded: 3 s).
+    let least = freeBytes();
+    for (const until = Date.now() + 3_000; Date.now() < until;) {
+      least = Math.min(least, freeBytes());
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(a.wal.enospc >= 1, 'the second segment was refused for want of room');
+    assert.ok(least >= 128 * KiB, `a 64th of the volume stayed free (${least} bytes at the least)`);
+    // With room, writes are taken.
+    rmSync(filler);
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, Buffer.from('room again'));
+    await a.svc.commit(ino);
+    assert.equal((await a.svc.read(ino, 0, 10, 10)).toString(), 'room again');
+    await a.svc.close();
+    await a.wal.close();
+  });
 });
 
 describe('WAL: clean close', () => {

@@ -26,6 +26,8 @@
 // ever overwrites space that is already allocated: on a full volume it is refused before anything
 // is written (WAL_NO_ROOM, `writable` false), never half-appended, and no empty segment file is left
 // behind. Once uploads let segments go, the spare is prepared again and writes resume by themselves.
+// A new segment is written only while a 64th of the volume stays free after it (checkHeadroom): the
+// volume is often shared with the metadata database, which must not find it full for a moment.
 //
 // A reused segment still holds its earlier records past the new ones. They are never taken for new
 // ones: from format 3 on, a record header's CRC is seeded with the id of the segment it was written
@@ -142,6 +144,14 @@ const ftruncate = promisify(fsc.ftruncate);
 /** Zeros that preallocate segments (shared, never written into). */
 let zeroChunk: Buffer | null = null;
 const ZERO_CHUNK = 1 << 20;
+/**
+ * A new segment is written only while at least this share of the volume (at most HEADROOM_MAX)
+ * would stay free after it. The WAL often shares its volume (the data directory holds the embedded
+ * metadata database and the control database too): a spare written until the volume is full, even
+ * for the moment before a failed one is removed, made a metadata change in flight fail.
+ */
+const HEADROOM_SHARE = 64;
+const HEADROOM_MAX = 64 << 20;
 /**
  * Batches of at most this many bytes are written synchronously (a small file's record, metadata
  * records): a write into the page cache of a few KiB costs less than handing it to the thread pool.
@@ -858,10 +868,11 @@ export class FileWal implements Wal {
     const file = path.join(this.dir, spareName(id));
     let fd: number | null = null;
     try {
+      const size = Math.max(this.segmentBytes, SEG_HEADER);
+      await this.checkHeadroom(size);
       fd = await fopen(file, fsc.constants.O_RDWR | fsc.constants.O_CREAT | fsc.constants.O_TRUNC, 0o600);
       const zeros = (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
       const header = segHeader(id, 0);
-      const size = Math.max(this.segmentBytes, SEG_HEADER);
       for (let pos = 0; pos < size;) {
         const bufs: Buffer[] = pos < SEG_HEADER ? [header.subarray(pos)] : [];
         let n = pos < SEG_HEADER ? SEG_HEADER - pos : 0;
@@ -887,6 +898,23 @@ export class FileWal implements Wal {
       await fs.rm(file, { force: true }).catch(() => undefined);
       if (!this.closed) this.noRoom(err as Error);
     }
+  }
+
+  /**
+   * Refuses (ENOSPC) to write a new segment of `size` bytes that would leave less than the headroom
+   * (HEADROOM_SHARE) of the volume free. Only a guard: a volume statfs cannot read is not refused.
+   */
+  private async checkHeadroom(size: number): Promise<void> {
+    const st = await fs.statfs(this.dir).catch(() => null);
+    if (st === null || !(st.blocks > 0)) return;
+    const free = st.bavail * st.bsize;
+    const headroom = Math.min(HEADROOM_MAX, Math.floor((st.blocks * st.bsize) / HEADROOM_SHARE));
+    if (free >= size + headroom) return;
+    const err: NodeJS.ErrnoException = new Error(
+      `no room for a new WAL segment of ${size} bytes: ${free} bytes free, and ${headroom} are left for what shares the volume`,
+    );
+    err.code = 'ENOSPC';
+    throw err;
   }
 
   /**
