@@ -1,6 +1,7 @@
 // The thin seam between the SQL metadata engine and a PostgreSQL connection: PGlite in process
 // (embedded) or a `pg` pool (postgres). The engine speaks one SQL dialect through it; drivers own
 // connections, transactions, and retries of transient failures.
+import pRetry from 'p-retry';
 
 /** A column value as a driver returns it; `rows.ts` turns them into JS values in one place. */
 export type SqlRow = Record<string, unknown>;
@@ -162,9 +163,9 @@ export function isConnectionError(e: unknown): boolean {
 export interface RetryPolicy {
   /** Attempts in all, the first included. */
   maxAttempts: number;
-  /** No new attempt starts after this much time since the first. */
+  /** No attempt starts later than this much time after the first. */
   maxElapsedMs: number;
-  /** First backoff; doubles each retry (capped at maxDelayMs), then jittered to half..all of it. */
+  /** First backoff; doubles each retry, jittered to half..all of it, then capped at maxDelayMs. */
   baseDelayMs: number;
   maxDelayMs: number;
 }
@@ -177,34 +178,37 @@ export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
 });
 
 export interface RetryEvent {
+  /** The attempt that failed (1 = the first). */
   attempt: number;
-  delayMs: number;
   error: unknown;
 }
 
 /**
  * Runs `fn` until it succeeds, `shouldRetry` says no, or the policy's count or time runs out; then
- * the last error is thrown.
+ * the last error is thrown. The loop is p-retry's: backoff doubling from baseDelayMs, jittered to
+ * half..all of it, capped at maxDelayMs; the last wait is cut short at maxElapsedMs. `onRetry` is
+ * told of each failure that will be tried again. (p-retry never retries a TypeError: none of the
+ * failures the drivers retry is one.)
  */
-export async function withRetry<T>(
+export function withRetry<T>(
   policy: RetryPolicy,
   shouldRetry: (e: unknown) => boolean,
   fn: (attempt: number) => Promise<T>,
   onRetry?: (ev: RetryEvent) => void,
 ): Promise<T> {
-  const start = Date.now();
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn(attempt);
-    } catch (e) {
-      if (!shouldRetry(e) || attempt >= policy.maxAttempts) throw e;
-      const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
-      const delayMs = Math.round(cap / 2 + (Math.random() * cap) / 2);
-      if (Date.now() - start + delayMs > policy.maxElapsedMs) throw e;
-      onRetry?.({ attempt, delayMs, error: e });
-      await new Promise((r) => setTimeout(r, delayMs));
-    }
-  }
+  return pRetry(fn, {
+    retries: Math.max(0, policy.maxAttempts - 1),
+    factor: 2,
+    minTimeout: policy.baseDelayMs / 2,
+    maxTimeout: policy.maxDelayMs,
+    randomize: true,
+    maxRetryTime: policy.maxElapsedMs,
+    shouldRetry: ({ error, attemptNumber }) => {
+      if (!shouldRetry(error)) return false;
+      onRetry?.({ attempt: attemptNumber, error });
+      return true;
+    },
+  });
 }
 
 /** The minimal logger the drivers write to (pino's Logger fits). */

@@ -43,6 +43,7 @@ import {
   type DriverLogger,
   type QueryOptions,
   type QueryResult,
+  type RetryEvent,
   type RetryPolicy,
   type SqlDriver,
   type SqlExecutor,
@@ -241,10 +242,10 @@ export class PgDriver implements SqlDriver {
     return false;
   };
 
-  private onRetry = (ev: { attempt: number; delayMs: number; error: unknown }): void => {
+  private onRetry = (ev: RetryEvent): void => {
     this.stats.retries++;
     const level = isConnectionError(ev.error) ? 'warn' : 'debug';
-    this.log[level]({ attempt: ev.attempt, delayMs: ev.delayMs, err: errorMessage(ev.error) }, 'postgres metadata store: retrying');
+    this.log[level]({ attempt: ev.attempt, err: errorMessage(ev.error) }, 'postgres metadata store: retrying');
   };
 
   /** A pooled client with an error listener for as long as we hold it; `done` releases it. */

@@ -251,7 +251,7 @@ export class PgliteDriver implements SqlDriver {
             throw e;
           }
         }),
-      (ev) => this.log.debug({ attempt: ev.attempt, delayMs: ev.delayMs, err: ev.error }, 'embedded metadata store: retrying transaction'),
+      (ev) => this.log.debug({ attempt: ev.attempt, err: ev.error }, 'embedded metadata store: retrying transaction'),
     );
   }
 

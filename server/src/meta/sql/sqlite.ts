@@ -707,7 +707,7 @@ export class SqliteDriver implements SqlDriver {
             throw translate(e);
           }
         }),
-      (ev) => this.log.debug({ attempt: ev.attempt, delayMs: ev.delayMs, err: ev.error }, 'embedded metadata store: retrying transaction'),
+      (ev) => this.log.debug({ attempt: ev.attempt, err: ev.error }, 'embedded metadata store: retrying transaction'),
     );
     await this.settled();
     return result;
