@@ -4,6 +4,8 @@
 //   - new names (NFS CREATE and MKDIR, SMB CREATE) are refused as "no space": NFS3ERR_NOSPC and
 //     STATUS_DISK_FULL, which clients report as a full disk, never as a server fault or an I/O error;
 //   - a refused name is not half made: it does not exist afterwards, and what existed still does;
+//   - a REST change (a new user: the control database is on the same volume) answers 507
+//     insufficient-storage, and reads of the control plane still work;
 //   - once space is freed, the same calls succeed without a restart;
 //   - the server logs no unexpected failure.
 import assert from 'node:assert/strict';
@@ -11,6 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { apiRequest } from '../helpers/api.js';
 import { NfsStat } from '../helpers/rpc-client.js';
 import { statusName } from '../helpers/nfs-ops.js';
 import { runTool } from '../helpers/run.js';
@@ -34,7 +37,7 @@ describe('fault: the metadata database volume runs full', { timeout: 5 * 60_000 
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it('NFS3ERR_NOSPC and STATUS_DISK_FULL, nothing half made, and new names work again once there is room', async () => {
+  it('NFS3ERR_NOSPC, STATUS_DISK_FULL and HTTP 507, nothing half made, and all work again once there is room', async () => {
     work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-meta-full-'));
     const vol = path.join(work, 'volume');
     await mountTmpfs(vol, '64m');
@@ -62,6 +65,14 @@ describe('fault: the metadata database volume runs full', { timeout: 5 * 60_000 
     const smbNew = await smb.createStatus('smb-new.txt');
     assert.equal(ntName(smbNew), ntName(NtStatus.DISK_FULL), 'SMB CREATE of a new file on a full volume');
 
+    const newUser = { username: 'late', password: 'late-user-pw-1', uid: 4302, gid: 4302, must_change_password: false };
+    const apiNew = await apiRequest(both.api.base, 'POST', '/api/v1/users', newUser, both.api.token);
+    assert.equal(apiNew.status, 507, `POST /api/v1/users on a full volume: ${JSON.stringify(apiNew.body)}`);
+    assert.equal((apiNew.body as { type?: string }).type, 'urn:dittofs:problem:insufficient-storage');
+    const users = await apiRequest(both.api.base, 'GET', '/api/v1/users', undefined, both.api.token);
+    assert.equal(users.status, 200, 'the control plane still reads');
+    assert.ok(!JSON.stringify(users.body).includes('"late"'), 'the refused user was not made');
+
     // Nothing half made; what was there still is.
     assert.equal(statusName((await nfs.lookup(root, refused)).status), 'NFS3ERR_NOENT', `${refused} does not exist`);
     assert.equal(statusName((await nfs.lookup(root, 'new-dir')).status), 'NFS3ERR_NOENT', 'new-dir does not exist');
@@ -71,6 +82,8 @@ describe('fault: the metadata database volume runs full', { timeout: 5 * 60_000 
     await rm(filler);
     assert.equal(statusName((await nfs.create(root, refused)).status), 'NFS3ERR_OK', `CREATE ${refused} once there is room`);
     assert.equal(statusName((await nfs.mkdir(root, 'new-dir')).status), 'NFS3ERR_OK', 'MKDIR once there is room');
+    const apiAgain = await apiRequest(both.api.base, 'POST', '/api/v1/users', newUser, both.api.token);
+    assert.equal(apiAgain.status, 201, `POST /api/v1/users once there is room: ${JSON.stringify(apiAgain.body)}`);
     const opened = await smb.create('smb-new.txt');
     await smb.close(opened.fileId);
 

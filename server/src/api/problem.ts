@@ -6,6 +6,7 @@ import type { FastifyError } from 'fastify';
 import { redactSecrets } from '../config/errors.js';
 import { AuthError } from '../control/auth.js';
 import { CONTROL_ERROR, ControlError, type ControlErrorCode } from '../control/errors.js';
+import { isNoSpace } from '../vfs/errors.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
 
@@ -27,6 +28,7 @@ export const PROBLEMS = Object.freeze({
   'rate-limited': { status: 429, title: 'Too many requests' },
   internal: { status: 500, title: 'Internal server error' },
   unavailable: { status: 503, title: 'Service unavailable' },
+  'insufficient-storage': { status: 507, title: 'Insufficient storage' },
 } as const);
 
 export type ProblemKind = keyof typeof PROBLEMS;
@@ -136,6 +138,11 @@ export function toProblem(err: unknown): ApiProblem {
   if (err instanceof ApiProblem) return err;
   if (err instanceof ControlError) return new ApiProblem(CONTROL_KIND[err.code], redactSecrets(err.message), err.item);
   if (err instanceof AuthError) return new ApiProblem('unauthorized', err.message);
+  if (isNoSpace(err))
+    return new ApiProblem(
+      'insufficient-storage',
+      "the volume of the server's control database is full: nothing was changed; free space on it and try again",
+    );
   const fe = err as Partial<FastifyError> & { validation?: AjvError[]; validationContext?: string };
   if (Array.isArray(fe.validation)) return new ApiProblem('validation', describeValidation(fe.validationContext, fe.validation));
   if (typeof fe.code === 'string') {
