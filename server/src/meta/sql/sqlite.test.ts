@@ -174,10 +174,17 @@ describe('SQLite metadata engine', () => {
       assert.equal(await ctime(f.id), 1_800_000_002);
       assert.equal((await d.query('SELECT count(*) AS n FROM share_roots WHERE share_id = 99')).rows[0]!.n, 0);
       // The transaction ends under the batch: its change is gone, so neither call is answered as done.
-      const [x, end] = await Promise.allSettled([d.query(S.touchCtime, [root.id, 1_800_000_003, 0]), d.query('ROLLBACK')]);
+      // A read in that batch saw its change, which is gone: it is answered again, from what is committed.
+      const [x, read, end] = await Promise.allSettled([
+        d.query(S.touchCtime, [root.id, 1_800_000_003, 0]),
+        d.query(S.getInode, [root.id]),
+        d.query('ROLLBACK'),
+      ]);
       assert.equal(x.status, 'rejected');
       assert.match(String(x.reason), /ended before its COMMIT/);
       assert.equal(end.status, 'rejected');
+      assert.equal(read.status, 'fulfilled', `the read in the lost batch: ${read.status === 'rejected' ? String(read.reason) : ''}`);
+      assert.equal(Number(read.value.rows[0]!.ctime_sec), 1_800_000_001, 'the read answers what is committed');
       assert.equal(await ctime(root.id), 1_800_000_001);
       // The next change begins a new batch.
       await d.query(S.touchCtime, [root.id, 1_800_000_004, 0]);

@@ -54,6 +54,7 @@ import {
   RetryTransaction,
   errorMessage,
   SQLSTATE,
+  sqlState,
   silentLogger,
   withRetry,
   type DriverLogger,
@@ -145,7 +146,9 @@ export class SqliteError extends Error {
     message: string,
   ) {
     super(message);
-    this.code = SQLSTATE_OF[sqliteCode] ?? sqliteCode;
+    // An I/O error of SQLite's (SQLITE_IOERR_WRITE: EIO, or EDQUOT, which SQLite does not tell
+    // apart) is a storage error to the clients (NFS3ERR_IO), not a fault of the server's.
+    this.code = SQLSTATE_OF[sqliteCode] ?? (sqliteCode.startsWith('SQLITE_IOERR') ? 'EIO' : sqliteCode);
   }
 }
 
@@ -654,9 +657,21 @@ export class SqliteDriver implements SqlDriver {
       const err = new Error(`embedded metadata store: the transaction of a batch of changes ended before its COMMIT${why}`, {
         cause: failed?.error,
       });
+      // The cause's SQLSTATE classifies the failure (a full volume is NOSPC to clients, not a fault).
+      const code = sqlState(failed?.error);
+      if (code !== undefined) Object.assign(err, { code });
       this.failBatch(batch, err);
     }
-    await batch.done;
+    try {
+      await batch.done;
+    } catch (e) {
+      // A read that shared the batch saw its changes, which are gone: it runs again on what is
+      // committed (a LOOKUP or GETATTR is not refused because another call's change was).
+      if (failed === null && typeof sql !== 'string' && sql.name !== undefined && !this.writes(sql.name)) {
+        return (await this.query(sql, params)).rows;
+      }
+      throw e;
+    }
     if (failed !== null) throw failed.error;
     return rows;
   }
