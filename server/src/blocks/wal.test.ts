@@ -931,6 +931,33 @@ describe('WAL: a full volume (tmpfs)', () => {
   });
 });
 
+describe('WAL: a volume nearly full of something else (tmpfs)', () => {
+  it('keeps its segment that still has room rather than give it up for one that would not fit', { timeout: 60_000 }, async () => {
+    const vol = tmpfs('8m'); // a 64th: 128 KiB
+    const dir = path.join(vol, 'wal');
+    mkdirSync(dir);
+    // Room for the first 1 MiB segment with its headroom, and 32 KiB more: no second segment.
+    const filler = fillVolume(vol);
+    truncateSync(filler, statSync(filler).size - (MiB + 160 * KiB));
+    const { meta, a } = await fresh({ dir, segmentBytes: MiB, maxBytes: 1 << 30 });
+    for (let i = 0; i < 600 && a.wal.enospc === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(a.wal.enospc >= 1, 'the second segment was refused');
+    // The no-room retry runs every second: over 2.5 s the log must not drop its segment (and be
+    // left with none, the headroom refusing its replacement).
+    for (const until = Date.now() + 2_500; Date.now() < until;) {
+      assert.equal(a.wal.writable, true, 'the log keeps a segment to write to');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const ino = await mkfile(meta);
+    await a.svc.write(ino, 0, Buffer.from('still room'));
+    await a.svc.commit(ino);
+    assert.equal((await a.svc.read(ino, 0, 10, 10)).toString(), 'still room');
+    rmSync(filler);
+    await a.svc.close();
+    await a.wal.close();
+  });
+});
+
 describe('WAL: clean close', () => {
   it('deletes every segment once the data is stored, so the next open replays nothing; unstored data stays', async () => {
     const { dir, meta, store, a } = await fresh();

@@ -905,16 +905,30 @@ export class FileWal implements Wal {
    * (HEADROOM_SHARE) of the volume free. Only a guard: a volume statfs cannot read is not refused.
    */
   private async checkHeadroom(size: number): Promise<void> {
-    const st = await fs.statfs(this.dir).catch(() => null);
-    if (st === null || !(st.blocks > 0)) return;
-    const free = st.bavail * st.bsize;
-    const headroom = Math.min(HEADROOM_MAX, Math.floor((st.blocks * st.bsize) / HEADROOM_SHARE));
+    const room = await this.volumeRoom();
+    if (room === null) return;
+    const { free, headroom } = room;
     if (free >= size + headroom) return;
     const err: NodeJS.ErrnoException = new Error(
       `no room for a new WAL segment of ${size} bytes: ${free} bytes free, and ${headroom} are left for what shares the volume`,
     );
     err.code = 'ENOSPC';
     throw err;
+  }
+
+  /** The volume's free bytes and the headroom the WAL leaves on it; null when statfs cannot tell. */
+  private async volumeRoom(): Promise<{ free: number; headroom: number } | null> {
+    const st = await fs.statfs(this.dir).catch(() => null);
+    if (st === null || !(st.blocks > 0)) return null;
+    return { free: st.bavail * st.bsize, headroom: Math.min(HEADROOM_MAX, Math.floor((st.blocks * st.bsize) / HEADROOM_SHARE)) };
+  }
+
+  /** Whether a new segment and the headroom fit once the idle segment `seg` is deleted. */
+  private async replaceable(seg: WalSegment): Promise<boolean> {
+    const room = await this.volumeRoom();
+    if (room === null || seg.file === null) return true;
+    const own = (await fs.stat(seg.file).catch(() => null))?.size ?? 0;
+    return room.free + own >= Math.max(this.segmentBytes, SEG_HEADER) + room.headroom;
   }
 
   /**
@@ -1325,7 +1339,14 @@ export class FileWal implements Wal {
         const s = this.segments[0];
         if (!s || s.holders.size > 0 || s.readers > 0 || this.queue.some((p) => p.seg === s)) break;
         if (s === this.active) {
-          if (!this.closed && !(this.spare === null && this.noRoomError !== null)) break;
+          if (!this.closed) {
+            if (!(this.spare === null && this.noRoomError !== null)) break;
+            // Only if a new segment fits in its place with the headroom: else it would be given
+            // up for nothing, and the writes it could still take refused.
+            if (!(await this.replaceable(s))) break;
+            if (this.segments[0] !== s || this.active !== s) continue; // changed meanwhile: look again
+            if (s.holders.size > 0 || s.readers > 0 || this.spare !== null || this.queue.some((p) => p.seg === s)) break;
+          }
           this.active = null;
         }
         this.segments.shift();

@@ -241,7 +241,7 @@ export class ServerMetrics implements RequestObserver, DataObserver {
     });
     const walEnospc: Counter = new Counter({
       name: 'dittofs_wal_enospc_total',
-      help: 'Times the write-ahead log found its volume full (ENOSPC or EDQUOT) while reserving its next segment or writing.',
+      help: 'Times the write-ahead log found its volume full (ENOSPC or EDQUOT, or too little left for its headroom) while reserving its next segment or writing.',
       registers,
       collect: () => {
         walEnospc.reset();
