@@ -213,6 +213,31 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('a CREATE whose DACL cannot be stored (a full volume) fails as DISK_FULL and leaves no file behind', async () => {
+    const { c } = await setup();
+    const sd = encodeSecurityDescriptor({
+      control: 0,
+      owner: null,
+      group: null,
+      dacl: [{ type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x001f01ff, sid: EVERYONE }],
+    });
+    const meta = c.share.meta;
+    const putMeta = meta.putMeta.bind(meta);
+    meta.putMeta = async (...args: Parameters<typeof meta.putMeta>) => {
+      if (args[1] === InodeMetaKind.SECURITY) throw Object.assign(new Error('database or disk is full'), { code: '53100' });
+      return putMeta(...args);
+    };
+    for (const options of [0, CreateOptions.DIRECTORY_FILE]) {
+      const req = createRequest('half', {
+        createDisposition: CreateDisposition.CREATE,
+        createOptions: options,
+        contexts: [{ name: 'SecD', data: sd }],
+      });
+      assert.equal(await status(create(c, req)), NtStatus.DISK_FULL, `CREATE (options ${options})`);
+      assert.equal(await meta.lookup(c.share.rootId, Buffer.from('half')), null, 'no file is left behind');
+    }
+  });
+
   it('ExtA and SecD contexts, inherited DACLs, EaSize in directory entries, the allocation size kept', async () => {
     const { srv, c, open } = await setup();
     const eas = encodeFullEaList([{ flags: 0, name: Buffer.from('Color'), value: Buffer.from('red') }]);

@@ -382,10 +382,17 @@ export async function create(
       inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs, ...owner }, null)).inode;
     }
     action = CreateAction.CREATED;
-    if (eas) await putEas(c, inode.id, eas);
-    if (initialAllocation > 0 && !wantDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
-    // The DACL of the SecD context, else what the directory's stored DACL passes on.
-    await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, inode, secD);
+    try {
+      if (eas) await putEas(c, inode.id, eas);
+      if (initialAllocation > 0 && !wantDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
+      // The DACL of the SecD context, else what the directory's stored DACL passes on.
+      await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, inode, secD);
+    } catch (e) {
+      // Made, but not as asked (its EAs, allocation or DACL failed: a full volume, say): it goes
+      // again, so that a refused CREATE leaves nothing behind, least of all a file without its DACL.
+      await c.fs.remove(parent, name, c.id, wantDir).catch(() => undefined);
+      throw e;
+    }
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
   }
 
