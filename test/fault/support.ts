@@ -37,9 +37,12 @@ export async function mountTmpfs(dir: string, size: string): Promise<void> {
   if (r.code !== 0) throw new Error(`mount -t tmpfs ${dir}: ${r.stderr}`);
 }
 
-/** Fills a volume to the last byte with one file (1 MiB writes, then 4 KiB ones) and returns its path. */
-export async function fillVolume(dir: string): Promise<string> {
-  const file = path.join(dir, 'filler');
+/**
+ * Fills a volume to the last byte with one new file, `name` (1 MiB writes, then 4 KiB ones), and
+ * returns its path. Again with another name, it takes what was freed since.
+ */
+export async function fillVolume(dir: string, name = 'filler'): Promise<string> {
+  const file = path.join(dir, name);
   const fh = await open(file, 'w');
   try {
     for (const size of [MiB, 4 * KiB]) {
