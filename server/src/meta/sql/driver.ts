@@ -186,9 +186,10 @@ export interface RetryEvent {
 /**
  * Runs `fn` until it succeeds, `shouldRetry` says no, or the policy's count or time runs out; then
  * the last error is thrown. The loop is p-retry's: backoff doubling from baseDelayMs, jittered to
- * half..all of it, capped at maxDelayMs; the last wait is cut short at maxElapsedMs. `onRetry` is
- * told of each failure that will be tried again. (p-retry never retries a TypeError: none of the
- * failures the drivers retry is one.)
+ * half..all of it, capped at maxDelayMs; the last wait is cut short at maxElapsedMs. `shouldRetry`
+ * sees every failure, the last one too (the drivers count them); `onRetry` is told of each one
+ * that will be tried again. (p-retry never retries a TypeError: none of the failures the drivers
+ * retry is one.)
  */
 export function withRetry<T>(
   policy: RetryPolicy,
@@ -196,6 +197,9 @@ export function withRetry<T>(
   fn: (attempt: number) => Promise<T>,
   onRetry?: (ev: RetryEvent) => void,
 ): Promise<T> {
+  // p-retry asks its shouldRetry only while attempts and time are left: the verdict is taken at
+  // every failure (onFailedAttempt), as the drivers' counters expect.
+  let retryable = false;
   return pRetry(fn, {
     retries: Math.max(0, policy.maxAttempts - 1),
     factor: 2,
@@ -203,8 +207,11 @@ export function withRetry<T>(
     maxTimeout: policy.maxDelayMs,
     randomize: true,
     maxRetryTime: policy.maxElapsedMs,
+    onFailedAttempt: ({ error }) => {
+      retryable = shouldRetry(error);
+    },
     shouldRetry: ({ error, attemptNumber }) => {
-      if (!shouldRetry(error)) return false;
+      if (!retryable) return false;
       onRetry?.({ attempt: attemptNumber, error });
       return true;
     },

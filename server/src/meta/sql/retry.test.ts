@@ -37,16 +37,22 @@ describe('withRetry', () => {
     );
   });
 
-  it('gives up after maxAttempts with the last error', async () => {
+  it('gives up after maxAttempts with the last error; shouldRetry sees every failure, the last too', async () => {
     let runs = 0;
+    let asked = 0;
+    const counting = (e: unknown): boolean => {
+      asked++;
+      return transient(e);
+    };
     await assert.rejects(
-      withRetry(fast, transient, async () => {
+      withRetry(fast, counting, async () => {
         runs++;
         throw new Transient(`run ${runs}`);
       }),
       (e: unknown) => e instanceof Transient && e.message === `run ${fast.maxAttempts}`,
     );
     assert.equal(runs, fast.maxAttempts);
+    assert.equal(asked, fast.maxAttempts, 'every failure was classified (the drivers count them)');
   });
 
   it('does not retry a failure shouldRetry refuses: it is thrown as it was', async () => {
