@@ -957,11 +957,16 @@ async function benchParallel(server: Server, label: string, workDir: string, par
   let readSeconds: number;
   let readCpuSeconds: number | undefined;
   try {
+    const cachesAtRead = server.metricsPort === undefined ? undefined : await readCacheCounts(server.metricsPort);
     const cpuAtRead = cpuSeconds(server.pid);
     const t1 = performance.now();
     await settleAll(ids.map((i) => run('nfs-cp', [url(i), backs[i]!], cpTimeout, server.gone)));
     readSeconds = (performance.now() - t1) / 1000;
     readCpuSeconds = cpuSince(server.pid, cpuAtRead);
+    if (cachesAtRead !== undefined && server.metricsPort !== undefined)
+      console.log(
+        `${label}: ${n} clients: the read's block lookups: ${formatCacheCounts(await readCacheCounts(server.metricsPort), cachesAtRead)}`,
+      );
     for (const b of backs) {
       const got = (await stat(b)).size;
       if (got !== par.bytes) throw new BenchError(`${label}: parallel read of ${b}: ${got} bytes, wrote ${par.bytes}: DATA MISMATCH`);
