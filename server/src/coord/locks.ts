@@ -737,8 +737,26 @@ export class RedisClusterLocks implements ClusterLocks {
     else if (!this.announcedComplete) void this.rebuild();
     const name = `${storeKey} ${inodeId}`;
     const heard = this.announced.get(name);
-    if (heard === undefined && this.announcedComplete) return null;
+    if (heard === undefined && this.announcedComplete) return this.lookAgain(store, name, inodeId, offset, length, write);
     return this.checkIo(store, name, heard, this.rangeKey(store, inodeId), offset, length, write);
+  }
+
+  /**
+   * Nothing announced for the file so far: looks again once every I/O callback ready in this turn
+   * of the event loop has run (setImmediate), then asks Redis only if an announcement came. A lock
+   * answered through another server just before this I/O's request was sent here is announced
+   * before it is answered, so its message is in this server's socket already; but the request may
+   * be read first in the same turn, and its handler reach this check before the subscriber's
+   * callback runs (a WRITE through A went through right after B's LOCK was granted).
+   */
+  private lookAgain(store: object, name: string, inodeId: number, offset: number, length: number, write: boolean): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      setImmediate(() => {
+        const heard = this.announced.get(name);
+        if (heard === undefined && this.announcedComplete) resolve(false);
+        else this.checkIo(store, name, heard, this.rangeKey(store, inodeId), offset, length, write).then(resolve, reject);
+      });
+    });
   }
 
   private async checkIo(

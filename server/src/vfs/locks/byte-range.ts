@@ -146,8 +146,8 @@ export class ByteRangeLocks {
   }
 
   /**
-   * ioConflict() against the other servers' locks: null (no cost) unless the store is shared and
-   * another server may hold a lock on the file.
+   * ioConflict() against the other servers' locks: null (no cost) unless the store is shared (see
+   * ClusterLocks.ioConflict).
    */
   remoteIoConflict(store: object, inodeId: number, offset: number, length: number, write: boolean): Promise<boolean> | null {
     return this.cluster === null ? null : this.cluster.ioConflict(store, inodeId, offset, length, write);

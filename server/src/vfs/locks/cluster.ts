@@ -36,7 +36,8 @@ export interface ClusterLocks {
   dropRanges(store: object, inodeId: number, locks: readonly RangeLock[]): Promise<void>;
   /**
    * Would an I/O of [offset, offset + length) conflict with another server's lock? null (no
-   * allocation, no round trip) when no other server is known to hold a lock on the file.
+   * allocation) when the store is not shared. No round trip to Redis unless another server is known
+   * to hold a lock on the file (after one turn of the event loop, for announcements already here).
    */
   ioConflict(store: object, inodeId: number, offset: number, length: number, write: boolean): Promise<boolean> | null;
   /** Called when another server released byte-range locks of a file (waiters here try again). */
