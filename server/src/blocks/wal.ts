@@ -868,8 +868,8 @@ export class FileWal implements Wal {
     const file = path.join(this.dir, spareName(id));
     let fd: number | null = null;
     try {
+      await this.checkHeadroom();
       const size = Math.max(this.segmentBytes, SEG_HEADER);
-      await this.checkHeadroom(size);
       fd = await fopen(file, fsc.constants.O_RDWR | fsc.constants.O_CREAT | fsc.constants.O_TRUNC, 0o600);
       const zeros = (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
       const header = segHeader(id, 0);
@@ -901,34 +901,32 @@ export class FileWal implements Wal {
   }
 
   /**
-   * Refuses (ENOSPC) to write a new segment of `size` bytes that would leave less than the headroom
-   * (HEADROOM_SHARE) of the volume free. Only a guard: a volume statfs cannot read is not refused.
+   * Why a new segment does not fit with the headroom (HEADROOM_SHARE of the volume) left free, once
+   * `freed` more bytes are free; null when it fits. Only a guard: a volume statfs cannot read fits.
    */
-  private async checkHeadroom(size: number): Promise<void> {
-    const room = await this.volumeRoom();
-    if (room === null) return;
-    const { free, headroom } = room;
-    if (free >= size + headroom) return;
-    const err: NodeJS.ErrnoException = new Error(
-      `no room for a new WAL segment of ${size} bytes: ${free} bytes free, and ${headroom} are left for what shares the volume`,
-    );
+  private async noRoomForSegment(freed = 0): Promise<string | null> {
+    const st = await fs.statfs(this.dir).catch(() => null);
+    if (st === null || !(st.blocks > 0)) return null;
+    const free = st.bavail * st.bsize + freed;
+    const headroom = Math.min(HEADROOM_MAX, Math.floor((st.blocks * st.bsize) / HEADROOM_SHARE));
+    const size = Math.max(this.segmentBytes, SEG_HEADER);
+    if (free >= size + headroom) return null;
+    return `no room for a new WAL segment of ${size} bytes: ${free} bytes free, and ${headroom} are left for what shares the volume`;
+  }
+
+  /** Refuses (ENOSPC) to write a new segment that would not leave the headroom free. */
+  private async checkHeadroom(): Promise<void> {
+    const why = await this.noRoomForSegment();
+    if (why === null) return;
+    const err: NodeJS.ErrnoException = new Error(why);
     err.code = 'ENOSPC';
     throw err;
   }
 
-  /** The volume's free bytes and the headroom the WAL leaves on it; null when statfs cannot tell. */
-  private async volumeRoom(): Promise<{ free: number; headroom: number } | null> {
-    const st = await fs.statfs(this.dir).catch(() => null);
-    if (st === null || !(st.blocks > 0)) return null;
-    return { free: st.bavail * st.bsize, headroom: Math.min(HEADROOM_MAX, Math.floor((st.blocks * st.bsize) / HEADROOM_SHARE)) };
-  }
-
   /** Whether a new segment and the headroom fit once the idle segment `seg` is deleted. */
   private async replaceable(seg: WalSegment): Promise<boolean> {
-    const room = await this.volumeRoom();
-    if (room === null || seg.file === null) return true;
-    const own = (await fs.stat(seg.file).catch(() => null))?.size ?? 0;
-    return room.free + own >= Math.max(this.segmentBytes, SEG_HEADER) + room.headroom;
+    const own = seg.file === null ? 0 : ((await fs.stat(seg.file).catch(() => null))?.size ?? 0);
+    return (await this.noRoomForSegment(own)) === null;
   }
 
   /**

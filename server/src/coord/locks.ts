@@ -305,6 +305,8 @@ export class RedisClusterLocks implements ClusterLocks {
   private readonly announced = new Map<string, number>();
   /** False until the announcements are known complete (after a subscriber outage: rebuilt). */
   private announcedComplete = true;
+  /** Settles once this turn of the event loop's ready I/O callbacks have run (afterThisTurn), else null. */
+  private nextTurn: Promise<void> | null = null;
   private rebuilding = false;
   /** No rebuild starts before this Date.now() (one per renewal period: see rebuild()). */
   private rebuildAfter = 0;
@@ -749,14 +751,21 @@ export class RedisClusterLocks implements ClusterLocks {
    * be read first in the same turn, and its handler reach this check before the subscriber's
    * callback runs (a WRITE through A went through right after B's LOCK was granted).
    */
-  private lookAgain(store: object, name: string, inodeId: number, offset: number, length: number, write: boolean): Promise<boolean> {
-    return new Promise((resolve, reject) => {
+  private async lookAgain(store: object, name: string, inodeId: number, offset: number, length: number, write: boolean): Promise<boolean> {
+    await this.afterThisTurn();
+    const heard = this.announced.get(name);
+    if (heard === undefined && this.announcedComplete) return false;
+    return this.checkIo(store, name, heard, this.rangeKey(store, inodeId), offset, length, write);
+  }
+
+  /** Settles after the ready I/O callbacks of this turn of the event loop: one setImmediate per turn, for every I/O. */
+  private afterThisTurn(): Promise<void> {
+    return (this.nextTurn ??= new Promise((resolve) =>
       setImmediate(() => {
-        const heard = this.announced.get(name);
-        if (heard === undefined && this.announcedComplete) resolve(false);
-        else this.checkIo(store, name, heard, this.rangeKey(store, inodeId), offset, length, write).then(resolve, reject);
-      });
-    });
+        this.nextTurn = null;
+        resolve();
+      }),
+    ));
   }
 
   private async checkIo(

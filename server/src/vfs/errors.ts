@@ -1,5 +1,6 @@
 // One error type for every file-service failure. Engines map `errno` to their protocol's code
 // (NFS3ERR_*, NTSTATUS) at their edge; nothing below the engines knows a protocol.
+import { SQLSTATE } from '../meta/sql/driver.js';
 
 export const Errno = Object.freeze({
   PERM: 'PERM',
@@ -63,16 +64,13 @@ export function isVfsError(e: unknown): e is VfsError {
   return e instanceof VfsError;
 }
 
-/** PostgreSQL's SQLSTATE disk_full, which the SQLite driver gives for SQLITE_FULL too (meta/sql/driver.ts). */
-const SQLSTATE_DISK_FULL = '53100';
-
 /**
  * True for a storage failure that means the volume is full or over quota: ENOSPC, EDQUOT, or a
  * metadata database whose volume is full.
  */
 export function isNoSpace(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT' || code === SQLSTATE_DISK_FULL;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === SQLSTATE.DISK_FULL;
 }
 
 /**

@@ -507,7 +507,7 @@ export class SqliteDriver implements SqlDriver {
    */
   private joinBatch(sql: Statement | string): Batch | null {
     if (this.batch !== null) return this.batch;
-    if (this.syncEveryChange || typeof sql === 'string' || sql.name === undefined || !this.writes(sql.name)) return null;
+    if (this.syncEveryChange || this.namedWrite(sql) !== true) return null;
     try {
       this.beginBatch.run();
     } catch (e) {
@@ -529,6 +529,11 @@ export class SqliteDriver implements SqlDriver {
       if (this.batch === batch) this.commitBatch();
     });
     return batch;
+  }
+
+  /** Whether a named statement may change rows; null for one without a name (migrations, tests). */
+  private namedWrite(sql: Statement | string): boolean | null {
+    return typeof sql === 'string' || sql.name === undefined ? null : this.writes(sql.name);
   }
 
   /** Whether the named statement may change rows (a program always may). */
@@ -667,7 +672,7 @@ export class SqliteDriver implements SqlDriver {
     } catch (e) {
       // A read that shared the batch saw its changes, which are gone: it runs again on what is
       // committed (a LOOKUP or GETATTR is not refused because another call's change was).
-      if (failed === null && typeof sql !== 'string' && sql.name !== undefined && !this.writes(sql.name)) {
+      if (failed === null && this.namedWrite(sql) === false) {
         return (await this.query(sql, params)).rows;
       }
       throw e;
