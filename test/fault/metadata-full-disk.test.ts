@@ -14,12 +14,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { apiRequest } from '../helpers/api.js';
+import { fillVolume } from '../helpers/files.js';
 import { NfsStat } from '../helpers/rpc-client.js';
 import { statusName } from '../helpers/nfs-ops.js';
 import { runTool } from '../helpers/run.js';
 import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
 import { NtStatus } from '../../server/src/smb2/status.js';
-import { fillVolume, mountTmpfs } from './support.js';
+import { mountTmpfs } from './support.js';
 
 const USER = { username: 'fuller', password: 'full-disk-pw-1', uid: 4301 };
 /** New names tried while the volume is full: SQLite may find room in its log for the first few. */

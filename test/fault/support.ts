@@ -1,7 +1,7 @@
 // Shared pieces of the fault-injection tests (test/fault/*.test.ts): server start with readiness
 // and log checks, byte-range sets, and small utilities. Not a test file itself.
 import { createHash } from 'node:crypto';
-import { mkdir, open, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { runTool } from '../helpers/run.js';
@@ -35,31 +35,6 @@ export async function mountTmpfs(dir: string, size: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   const r = await runTool('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { timeoutMs: 60_000 });
   if (r.code !== 0) throw new Error(`mount -t tmpfs ${dir}: ${r.stderr}`);
-}
-
-/**
- * Fills a volume to the last byte with one new file, `name` (1 MiB writes, then 4 KiB ones), and
- * returns its path. Again with another name, it takes what was freed since.
- */
-export async function fillVolume(dir: string, name = 'filler'): Promise<string> {
-  const file = path.join(dir, name);
-  const fh = await open(file, 'w');
-  try {
-    for (const size of [MiB, 4 * KiB]) {
-      const buf = Buffer.alloc(size, 0x55);
-      for (let i = 0; i < 1_000_000; i++) {
-        try {
-          await fh.write(buf, 0, size);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-          break;
-        }
-      }
-    }
-  } finally {
-    await fh.close();
-  }
-  return file;
 }
 
 export interface LogLine {

@@ -15,11 +15,11 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
-import { sha256File, writeRandomFile } from '../helpers/files.js';
+import { fillVolume, sha256File, writeRandomFile } from '../helpers/files.js';
 import { readBack, writeCommitted } from '../helpers/nfs-ops.js';
 import { runTool, type ToolResult } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
-import { fillVolume, MiB, mountTmpfs, sha256, sleep, waitReady, writeConfig } from './support.js';
+import { MiB, mountTmpfs, sha256, sleep, waitReady, writeConfig } from './support.js';
 
 const COPY_BYTES = 200 * MiB;
 /** Bounds of each wait below: generous, a busy machine is slow; each loop stops by itself. */

@@ -1,8 +1,10 @@
 // Large local files for the round-trip tests: random content written with its digest, and the
-// digest of a file read back, both streamed (a few MiB of memory for files of hundreds of MiB).
+// digest of a file read back, both streamed (a few MiB of memory for files of hundreds of MiB);
+// and a file that takes every free byte of a volume (the full-volume tests).
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
+import path from 'node:path';
 
 const MiB = 1024 * 1024;
 
@@ -32,4 +34,29 @@ export async function writeRandomFile(file: string, size: number): Promise<strin
     await fh.close();
   }
   return h.digest('hex');
+}
+
+/**
+ * Fills a volume to the last byte with one new file, `name` (1 MiB writes, then 4 KiB ones), and
+ * returns its path. Again with another name, it takes what was freed since.
+ */
+export async function fillVolume(dir: string, name = 'filler'): Promise<string> {
+  const file = path.join(dir, name);
+  const fh = await open(file, 'w');
+  try {
+    for (const size of [MiB, 4096]) {
+      const buf = Buffer.alloc(size, 0x55);
+      for (let i = 0; i < 1_000_000; i++) {
+        try {
+          await fh.write(buf, 0, size);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+          break;
+        }
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  return file;
 }

@@ -8,7 +8,6 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  openSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -16,8 +15,6 @@ import {
   statfsSync,
   truncateSync,
   writeFileSync,
-  writeSync,
-  closeSync,
 } from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -25,6 +22,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, describe, it } from 'node:test';
 import pino from 'pino';
+import { fillVolume } from '../../../test/helpers/files.js';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { boot as bootBlocks, type BootOptions, mkfile } from '../testing/blocks.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
@@ -781,28 +779,6 @@ function tmpfs(size: string): string {
   return d;
 }
 
-/** Takes every free byte of a volume (1 MiB writes, then 4 KiB ones); returns the filler's path. */
-function fillVolume(dir: string): string {
-  const file = path.join(dir, 'filler');
-  const fd = openSync(file, 'w');
-  try {
-    for (const size of [1 << 20, 4096]) {
-      const buf = Buffer.alloc(size, 0x55);
-      for (let i = 0; i < 100_000; i++) {
-        try {
-          writeSync(fd, buf);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-          break;
-        }
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return file;
-}
-
 const isErrno = (errno: string) => (err: unknown) => err instanceof VfsError && err.errno === errno;
 
 describe('WAL: a full volume (tmpfs)', () => {
@@ -820,7 +796,7 @@ describe('WAL: a full volume (tmpfs)', () => {
     // filled, and lose the race to the filler: wait until it is ready (30 s at most).
     for (let i = 0; i < 300 && a.wal.sparesWritten < 2; i++) await a.wal.waitRoom(100);
     assert.equal(a.wal.sparesWritten, 2, 'the spare after the first segment is ready');
-    const filler = fillVolume(vol);
+    const filler = await fillVolume(vol);
     const ino = await mkfile(meta);
     const CH = 64 * 1024;
     const model = randomBytes(8 << 20);
@@ -875,7 +851,7 @@ describe('WAL: a full volume (tmpfs)', () => {
       const vol = tmpfs('2m');
       const dir = path.join(vol, 'wal');
       mkdirSync(dir);
-      const filler = fillVolume(vol);
+      const filler = await fillVolume(vol);
       // A wait would outlast the test: the refusal must not wait for uploads that cannot come.
       const { meta, store, a } = await fresh({ dir, segmentBytes: 256 * 1024, maxWriteWaitMs: 10 * 60_000 });
       assert.equal(a.wal.writable, false, 'opened on a full volume: not writable, not failed');
@@ -905,7 +881,7 @@ describe('WAL: a full volume (tmpfs)', () => {
     mkdirSync(dir);
     // Room for one 1 MiB segment and the headroom, and for a second segment without it: the log
     // may make one segment at a time, never both.
-    const filler = fillVolume(vol);
+    const filler = await fillVolume(vol);
     truncateSync(filler, statSync(filler).size - (2 * MiB + 64 * KiB));
     const freeBytes = () => {
       const st = statfsSync(vol);
@@ -937,7 +913,7 @@ describe('WAL: a volume nearly full of something else (tmpfs)', () => {
     const dir = path.join(vol, 'wal');
     mkdirSync(dir);
     // Room for the first 1 MiB segment with its headroom, and 32 KiB more: no second segment.
-    const filler = fillVolume(vol);
+    const filler = await fillVolume(vol);
     truncateSync(filler, statSync(filler).size - (MiB + 160 * KiB));
     const { meta, a } = await fresh({ dir, segmentBytes: MiB, maxBytes: 1 << 30 });
     for (let i = 0; i < 600 && a.wal.enospc === 0; i++) await new Promise((r) => setTimeout(r, 50));
