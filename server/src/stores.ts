@@ -197,10 +197,41 @@ export function metadataStoreFor(
   fence = true,
 ): MetadataStore {
   const metrics = o.metrics;
-  const observer: SqlDriverObserver | undefined = o.observe
-    ? { store: name, ...(metrics ? { onError: (reason: string) => metrics.dbError(name, reason) } : {}) }
-    : undefined;
+  const full = diskFullWarning(log, name);
+  // Always observed: a full volume is told in the log whether or not metrics are on.
+  const observer: SqlDriverObserver = {
+    store: name,
+    onError: (reason, err) => {
+      if (o.observe) metrics?.dbError(name, reason);
+      if (reason === 'disk_full') full(err);
+    },
+  };
   return createMetadataStore(name, cfg, dataDir, log, observer, fence);
+}
+
+/** How often, at most, a metadata store whose volume stays full says so again. */
+export const DISK_FULL_WARN_EVERY_MS = 60_000;
+
+/**
+ * The warning for changes a metadata store refused because its database's volume is full: clients
+ * hear NOSPC / DISK_FULL / 507, an expected answer that is otherwise logged nowhere, and the one
+ * who can free space reads the log. The first refusal is told at once, then at most one line a
+ * minute while they go on, with how many there were since the last line.
+ */
+function diskFullWarning(log: Logger, name: string): (err: unknown) => void {
+  let last = Number.NEGATIVE_INFINITY;
+  let refused = 0;
+  return (err) => {
+    refused++;
+    const now = Date.now();
+    if (now - last < DISK_FULL_WARN_EVERY_MS) return;
+    last = now;
+    log.warn(
+      { store: name, refused, err: err instanceof Error ? err.message : String(err) },
+      `metadata store ${name}: its volume is full: changes are refused (NFS3ERR_NOSPC, STATUS_DISK_FULL, HTTP 507) until space is freed`,
+    );
+    refused = 0;
+  };
 }
 
 /** A block store as the server uses it (not yet opened). */

@@ -7,7 +7,8 @@
 //   - a REST change (a new user: the control database is on the same volume) answers 507
 //     insufficient-storage, and reads of the control plane still work;
 //   - once space is freed, the same calls succeed without a restart;
-//   - the server logs no unexpected failure.
+//   - the server says in its log that the metadata store's volume is full (once, not per refusal),
+//     and logs no unexpected failure.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -20,6 +21,7 @@ import { statusName } from '../helpers/nfs-ops.js';
 import { runTool } from '../helpers/run.js';
 import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
 import { NtStatus } from '../../server/src/smb2/status.js';
+import { DISK_FULL_WARN_EVERY_MS } from '../../server/src/stores.js';
 import { mountTmpfs } from './support.js';
 
 const USER = { username: 'fuller', password: 'full-disk-pw-1', uid: 4301 };
@@ -57,6 +59,7 @@ describe('fault: the metadata database volume runs full', { timeout: 5 * 60_000 
       fillers.push(await fillVolume(vol, `filler-${fillers.length}`));
     };
 
+    const fullSince = Date.now();
     // NFS CREATE: refused as no space (after the few SQLite may still find room for), never another error.
     let refused = '';
     for (let i = 0; i < TRIES && refused === ''; i++) {
@@ -103,5 +106,17 @@ describe('fault: the metadata database volume runs full', { timeout: 5 * 60_000 
       .split('\n')
       .filter((l) => /failed unexpectedly|INTERNAL_ERROR/.test(l));
     assert.deepEqual(unexpected, [], 'no unexpected failure logged');
+    // The one who can free space is told, once for the whole episode (a line a minute at most).
+    const told = srv
+      .output()
+      .split('\n')
+      .filter((l) => /metadata store \S+: its volume is full/.test(l));
+    // At most one more a minute: a slow machine may keep the volume full for longer than that.
+    const most = 1 + Math.floor((Date.now() - fullSince) / DISK_FULL_WARN_EVERY_MS);
+    assert.ok(
+      told.length >= 1 && told.length <= most,
+      `1 to ${most} "volume is full" warnings from the metadata store, got ${told.length}:\n${told.join('\n')}`,
+    );
+    assert.match(told[0]!, /"refused":1\b/, 'the first refusal is told at once');
   });
 });

@@ -280,6 +280,7 @@ describe('failure classification', () => {
     assert.equal(sqlErrorReason(new RetryTransaction()), 'conflict');
     assert.equal(sqlErrorReason(Object.assign(new Error('deadlock'), { code: '40P01' })), 'conflict');
     assert.equal(sqlErrorReason(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' })), 'timeout');
+    assert.equal(sqlErrorReason(Object.assign(new Error('could not extend file'), { code: '53100' })), 'disk_full');
     assert.equal(sqlErrorReason(Object.assign(new Error('syntax'), { code: '42601' })), 'other');
   });
 });

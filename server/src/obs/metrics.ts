@@ -284,7 +284,7 @@ export class ServerMetrics implements RequestObserver, DataObserver {
     });
     this.dbErrors = new Counter({
       name: 'dittofs_db_errors_total',
-      help: 'Failed metadata database calls (after the driver retries), by store and reason (connection, conflict, timeout, commit_uncertain, other).',
+      help: 'Failed metadata database calls (after the driver retries), by store and reason (connection, conflict, timeout, commit_uncertain, disk_full, other).',
       labelNames: ['store', 'reason'] as const,
       registers,
     });

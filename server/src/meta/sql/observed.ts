@@ -23,7 +23,7 @@ import {
 } from './driver.js';
 
 /** Why a database call failed, as a metrics label. */
-export type SqlErrorReason = 'connection' | 'conflict' | 'timeout' | 'commit_uncertain' | 'other';
+export type SqlErrorReason = 'connection' | 'conflict' | 'timeout' | 'commit_uncertain' | 'disk_full' | 'other';
 
 /**
  * The reason a failure is the database's, or null for an outcome the engine expects and turns
@@ -38,6 +38,8 @@ export function sqlErrorReason(err: unknown): SqlErrorReason | null {
   if (state === SQLSTATE.UNIQUE_VIOLATION) return null;
   // query_canceled: statement_timeout (or a cancel request).
   if (state === '57014') return 'timeout';
+  // disk_full: the database's volume (SQLite's file, PostgreSQL's data directory) has no room.
+  if (state === SQLSTATE.DISK_FULL) return 'disk_full';
   return 'other';
 }
 
