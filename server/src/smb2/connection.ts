@@ -799,6 +799,7 @@ export class SmbConnection implements SessionOwner {
       maxRead: this.maxIo,
       maxWrite: this.maxIo,
       maxTransact: this.maxIo,
+      log: this.log,
       ...(this.opts.data ? { data: this.opts.data } : {}),
       caching: this.caching,
       durable: this.durable,

@@ -1,6 +1,7 @@
 // The file commands over the real file service (memory stores): what a client sees through CREATE,
 // QUERY_DIRECTORY, SET_INFO and CLOSE, without sockets.
 import assert from 'node:assert/strict';
+import { pino } from 'pino';
 import { describe, it } from 'node:test';
 import { memoryServer } from '../testing/memory-server.js';
 import { SmbWriter, utf16 } from './codec.js';
@@ -236,6 +237,42 @@ describe('SMB2 file commands over the file service', () => {
       assert.equal(await status(create(c, req)), NtStatus.DISK_FULL, `CREATE (options ${options})`);
       assert.equal(await meta.lookup(c.share.rootId, Buffer.from('half')), null, 'no file is left behind');
     }
+  });
+
+  it('a CREATE whose undo fails too still answers the first failure, and logs the file it leaves', async () => {
+    const { c } = await setup();
+    const logged: { obj: Record<string, unknown>; msg: string }[] = [];
+    c.log = pino(
+      { level: 'error' },
+      {
+        write: (line: string) => {
+          const obj = JSON.parse(line) as Record<string, unknown>;
+          logged.push({ obj, msg: String(obj.msg) });
+        },
+      },
+    );
+    const meta = c.share.meta;
+    const putMeta = meta.putMeta.bind(meta);
+    meta.putMeta = async (...args: Parameters<typeof meta.putMeta>) => {
+      if (args[1] === InodeMetaKind.SECURITY) throw Object.assign(new Error('database or disk is full'), { code: '53100' });
+      return putMeta(...args);
+    };
+    meta.remove = async () => {
+      throw new Error('the disk went away');
+    };
+    const sd = encodeSecurityDescriptor({
+      control: 0,
+      owner: null,
+      group: null,
+      dacl: [{ type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x001f01ff, sid: EVERYONE }],
+    });
+    const req = createRequest('stuck', { createDisposition: CreateDisposition.CREATE, contexts: [{ name: 'SecD', data: sd }] });
+    assert.equal(await status(create(c, req)), NtStatus.DISK_FULL, 'the client hears why the CREATE failed, not why its undo did');
+    assert.ok(await meta.lookup(c.share.rootId, Buffer.from('stuck')), 'the file the undo could not remove is there');
+    assert.equal(logged.length, 1, JSON.stringify(logged));
+    assert.match(logged[0]!.msg, /SMB CREATE: could not remove the file it made/);
+    assert.equal(logged[0]!.obj.name, 'stuck');
+    assert.match(String(logged[0]!.obj.cause), /disk is full/);
   });
 
   it('ExtA and SecD contexts, inherited DACLs, EaSize in directory entries, the allocation size kept', async () => {

@@ -1,6 +1,7 @@
 // The file commands of a disk tree: CREATE, CLOSE, READ, WRITE, FLUSH, QUERY_DIRECTORY,
 // QUERY_INFO, SET_INFO (MS-SMB2 3.3.5.9 - 3.3.5.21). They call only the file service; a failure
 // is thrown (SmbStatusError, VfsError) and becomes an NTSTATUS in the dispatcher.
+import type { Logger } from 'pino';
 import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { decodeHandle } from '../vfs/handle.js';
@@ -135,6 +136,8 @@ export interface FileContext {
   onBreakWait?: () => void;
   /** The connection speaks a 3.x dialect (3.0, 3.0.2, 3.1.1). */
   smb3?: boolean;
+  /** The connection's logger: what a client's answer cannot tell (a failed undo). */
+  log?: Logger | undefined;
 }
 
 /** Walks to the parent directory of `parts` (all but the last component). */
@@ -390,7 +393,13 @@ export async function create(
     } catch (e) {
       // Made, but not as asked (its EAs, allocation or DACL failed: a full volume, say): it goes
       // again, so that a refused CREATE leaves nothing behind, least of all a file without its DACL.
-      await c.fs.remove(parent, name, c.id, wantDir).catch(() => undefined);
+      await c.fs.remove(parent, name, c.id, wantDir).catch((undo: unknown) =>
+        // The client hears the first failure; the file stays, as the mode bits alone protect it.
+        c.log?.error(
+          { err: undo, cause: e instanceof Error ? e.message : String(e), share: c.share.name, name: name.toString() },
+          `SMB CREATE: could not remove the ${wantDir ? 'directory' : 'file'} it made after its EAs, allocation or DACL failed: it stays, without them`,
+        ),
+      );
       throw e;
     }
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
