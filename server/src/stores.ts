@@ -12,7 +12,7 @@ import type { BlockStoreConfig, MetadataStoreConfig } from './config/types.js';
 import { METADATA_STORE_DIR, storeDirProblem } from './config/store-dirs.js';
 import { CachedMetadataStore } from './meta/cached.js';
 import { MemoryMetadataStore } from './meta/memory.js';
-import { createEmbeddedMetadataStore, createPostgresMetadataStore, type SqlDriverObserver } from './meta/sql/index.js';
+import { createEmbeddedMetadataStore, createPostgresMetadataStore, errorMessage, type SqlDriverObserver } from './meta/sql/index.js';
 import type { MetadataStore } from './meta/store.js';
 import type { ServerMetrics } from './obs/metrics.js';
 
@@ -227,7 +227,7 @@ function diskFullWarning(log: Logger, name: string): (err: unknown) => void {
     if (now - last < DISK_FULL_WARN_EVERY_MS) return;
     last = now;
     log.warn(
-      { store: name, refused, err: err instanceof Error ? err.message : String(err) },
+      { store: name, refused, err: errorMessage(err) },
       `metadata store ${name}: its volume is full: changes are refused (NFS3ERR_NOSPC, STATUS_DISK_FULL, HTTP 507) until space is freed`,
     );
     refused = 0;

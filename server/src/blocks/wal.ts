@@ -1333,6 +1333,8 @@ export class FileWal implements Wal {
     let stuck: Error | null = null;
     for (let pass = 0; pass < 2 && stuck === null; pass++) {
       let freed = false;
+      /** The active segment replaceable() found may go; the checks before it run again after its wait. */
+      let fits: WalSegment | null = null;
       for (;;) {
         const s = this.segments[0];
         if (!s || s.holders.size > 0 || s.readers > 0 || this.queue.some((p) => p.seg === s)) break;
@@ -1341,9 +1343,11 @@ export class FileWal implements Wal {
             if (!(this.spare === null && this.noRoomError !== null)) break;
             // Only if a new segment fits in its place with the headroom: else it would be given
             // up for nothing, and the writes it could still take refused.
-            if (!(await this.replaceable(s))) break;
-            if (this.segments[0] !== s || this.active !== s) continue; // changed meanwhile: look again
-            if (s.holders.size > 0 || s.readers > 0 || this.spare !== null || this.queue.some((p) => p.seg === s)) break;
+            if (fits !== s) {
+              if (!(await this.replaceable(s))) break;
+              fits = s;
+              continue; // anything may have changed meanwhile: look again
+            }
           }
           this.active = null;
         }
