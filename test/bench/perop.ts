@@ -6,10 +6,13 @@
 // untar phase (what the VM's untar sends per file) is followed by its files' uploads into the block
 // store, measured apart. The read phase: 4 KiB READs of a 4 MiB file once it is in the block store.
 //
-//   npx tsx test/bench/perop.ts [--calls N] [--cpu-prof DIR] [--trace-gc]
+//   npx tsx test/bench/perop.ts [--calls N] [--phases A,B] [--cpu-prof DIR] [--trace-gc]
+//                               [--attach 'CMD with PID' [--attach-phase untar|read|remove]]
 // Run it alone on the machine (no other benchmark at once). --cpu-prof DIR: the server writes a V8 CPU profile there
 // (of the calls after CREATE); --trace-gc: each phase's row also counts the server's garbage
-// collections (V8 --trace-gc lines: scavenges, mark-compacts) and their milliseconds.
+// collections (V8 --trace-gc lines: scavenges, mark-compacts) and their milliseconds. --attach:
+// a tool run on the server (PID replaced by its pid: `strace -f -T -p PID -o FILE`, `perf record
+// -g -p PID`) from the start of --attach-phase's phase (default remove) to the end, then SIGINT.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -17,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { startDittofs } from '../helpers/server.js';
+import { REPO_ROOT, startDittofs } from '../helpers/server.js';
 import { EXPORT_PATH, writeDittoConfig } from './backends.js';
 import { Nfs3Client, NfsError, XdrWriter } from './nfsclient.js';
 import { formatCallTimes, readCallTimes, scrapeMetrics } from './call-times.js';
@@ -105,12 +108,15 @@ async function main(): Promise<void> {
       'cpu-prof': { type: 'string' },
       'trace-gc': { type: 'boolean' },
       attach: { type: 'string' },
+      'attach-phase': { type: 'string' },
     },
   });
   const calls = Number(values.calls ?? 5000);
   const PHASES = ['getattr', 'lookup', 'setattr', 'null', 'untar', 'read', 'cold', 'remove'];
   const phases = new Set((values.phases ?? PHASES.join(',')).split(','));
   for (const p of phases) if (!PHASES.includes(p)) throw new Error(`--phases: unknown phase ${p} (of ${PHASES.join(',')})`);
+  const attachAt = values['attach-phase'] ?? 'remove';
+  if (!['untar', 'read', 'remove'].includes(attachAt)) throw new Error(`--attach-phase: untar, read or remove, not ${attachAt}`);
   const work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-perop-'));
   const dataDir = path.join(work, 'data');
   const env: Record<string, string> = {};
@@ -124,12 +130,36 @@ async function main(): Promise<void> {
     await writeFile(path.join(work, 'gc.mjs'), GC_PRELOAD);
     env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --import=${path.join(work, 'gc.mjs')}`.trim();
   }
+  // perf's symbol map (/tmp/perf-PID.map). V8 then also writes isolate-*-PID-v8.log files into
+  // the server's working directory (the repository), removed at the end (--logfile is not allowed
+  // in NODE_OPTIONS).
   if (values.attach !== undefined) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim();
   const configFile = await writeDittoConfig(work, 'perop', 'embedded-fs', dataDir, {}, undefined);
   const srv = await startDittofs({ configFile, dataDir, env });
   const pid = srv.child.pid!;
   const c = await Nfs3Client.connect({ nfsPort: srv.nfsPort, exportPath: EXPORT_PATH });
   const rows: string[] = [];
+  // --attach: the tool runs through the phase --attach-phase names (and the ones after it).
+  let attached: ChildProcess | undefined;
+  const attach = async () => {
+    if (values.attach === undefined) return;
+    // Its own process group: the SIGINT that ends it reaches the tool, not only the shell.
+    attached = spawn('sh', ['-c', values.attach.replaceAll('PID', String(pid))], { stdio: 'inherit', detached: true });
+    // Time for the tool to attach (perf and strace say nothing when they have).
+    await new Promise((r) => setTimeout(r, 1000));
+  };
+  const detach = async () => {
+    const a = attached;
+    attached = undefined;
+    if (a === undefined || a.exitCode !== null || a.signalCode !== null) return;
+    const exited = new Promise((r) => a.once('exit', r));
+    try {
+      process.kill(-a.pid!, 'SIGINT');
+    } catch {
+      // The group ended meanwhile: its exit is on its way.
+    }
+    await exited;
+  };
   const phase = async (name: string, n: number, op: (i: number) => Promise<void>) => {
     const threads0 = threadCpu(pid);
     const times0 = await readCallTimes(srv.metricsPort);
@@ -190,6 +220,7 @@ async function main(): Promise<void> {
     const gid = process.getgid?.() ?? 0;
     const untarFiles = Math.max(1, Math.floor(calls / 10));
     if (phases.has('untar')) {
+      if (attachAt === 'untar') await attach();
       await phase('untar-like (per file)', untarFiles, async (i) => {
         const name = names[i]!;
         await c.lookup(untarDir, name).then(
@@ -230,6 +261,7 @@ async function main(): Promise<void> {
         if (st !== 0) throw new NfsError('WRITE', st);
       }
       await waitClean(srv.metricsPort);
+      if (attachAt === 'read') await attach();
       await phase('READ 4 KiB (stored block)', calls, async (i) => {
         const off = (i * 4096 * 7) % READ_FILE_BYTES;
         const r = await c.call(NFSPROC3_READ, new XdrWriter(64).opaque(fh).u64(off).u32(4096).toBuffer(), 'READ');
@@ -240,22 +272,17 @@ async function main(): Promise<void> {
     // Files last read or changed seconds ago: what a client's attribute revalidation asks.
     if (phases.has('cold')) await phase('GETATTR (cold)', calls, async (i) => void (await c.getattr(fhs[i]!)));
     // Files without data, in one directory: what `rm -rf` of a small-file tree sends per file.
-    let attached: ChildProcess | undefined;
-    if (values.attach !== undefined) {
-      attached = spawn('sh', ['-c', values.attach.replaceAll('PID', String(pid))], { stdio: 'inherit' });
-      // Time for the tool to attach (perf and strace say nothing when they have).
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+    if (attachAt === 'remove') await attach();
     if (phases.has('remove')) await phase('REMOVE', calls, (i) => c.remove(dir, names[i]!));
-    if (attached && attached.exitCode === null) {
-      const exited = new Promise((r) => attached.once('exit', r));
-      attached.kill('SIGINT');
-      await exited;
-    }
+    await detach();
   } finally {
+    await detach();
     await c.close();
     await srv.stop();
     await rm(work, { recursive: true, force: true });
+    if (values.attach !== undefined)
+      for (const f of readdirSync(REPO_ROOT))
+        if (f.startsWith('isolate-') && f.endsWith(`-${pid}-v8.log`)) await rm(path.join(REPO_ROOT, f), { force: true });
   }
   console.log(rows.join('\n'));
 }
