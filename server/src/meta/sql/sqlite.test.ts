@@ -194,6 +194,62 @@ describe('SQLite metadata engine', () => {
     }
   });
 
+  it('sync commit: a read of a lost batch runs again once, in no batch, however many later batches are lost', async () => {
+    const s = sqliteStore(place());
+    await s.open();
+    try {
+      const d = s.driver as SqliteDriver;
+      const root = await s.ensureRoot(1, dirInit());
+      const f = await s.create(root.id, Buffer.from('f'), fileInit(), T(1_700_000_000));
+      const committedCtime = Number((await d.query(S.getInode, [root.id])).rows[0]!.ctime_sec);
+      const events: string[] = [];
+      // Each round: a change begins a batch, and a ROLLBACK ends its transaction before the COMMIT
+      // (a setImmediate queued before the batch's own). Were the read to join each new batch, it
+      // would settle only after the last round.
+      const ROUNDS = 5;
+      const losses: Promise<unknown>[] = [];
+      let roundsDone!: () => void;
+      const allRounds = new Promise<void>((resolve) => (roundsDone = resolve));
+      const round = (i: number): void => {
+        if (i > ROUNDS) {
+          roundsDone();
+          return;
+        }
+        setImmediate(() => {
+          losses.push(d.query('ROLLBACK').catch(() => events.push(`rollback ${i}`)));
+          round(i + 1);
+        });
+        losses.push(
+          d.query(S.touchCtime, [f.id, 1_800_000_100 + i, 0]).then(
+            () => events.push(`change ${i} committed`),
+            () => events.push(`change ${i} lost`),
+          ),
+        );
+      };
+      const first = d.query(S.touchCtime, [root.id, 1_800_000_001, 0]).catch((e: unknown) => e);
+      const read = d.query(S.getInode, [root.id]).then((r) => {
+        events.push('read');
+        return r;
+      });
+      // The first batch (the change and the read) is lost now, and the next one begins at once,
+      // before the read runs again.
+      losses.push(d.query('ROLLBACK').catch(() => undefined));
+      round(1);
+      const r = await read;
+      assert.match(String(await first), /ended before its COMMIT/);
+      assert.equal(Number(r.rows[0]!.ctime_sec), committedCtime, 'the read answers what is committed');
+      await allRounds;
+      await Promise.allSettled(losses);
+      // The read ran again at once, alone (the batch open then committed first), before the next
+      // batch was lost.
+      assert.ok(events.indexOf('read') < events.indexOf('rollback 1'), events.join(', '));
+      assert.ok(events.includes('change 1 committed'), events.join(', '));
+      assert.ok(events.length > ROUNDS, events.join(', '));
+    } finally {
+      await s.close();
+    }
+  });
+
   it('sync commit: an fsync covers what was committed when it began, also one that a finished fsync begins while a batch is open', async () => {
     const dir = place();
     const d = SqliteDriver.open({ dir, statements: { ins: 'INSERT INTO t (x) VALUES (?1)' }, checkpointWorker: false });

@@ -672,13 +672,29 @@ export class SqliteDriver implements SqlDriver {
     } catch (e) {
       // A read that shared the batch saw its changes, which are gone: it runs again on what is
       // committed (a LOOKUP or GETATTR is not refused because another call's change was).
-      if (failed === null && this.namedWrite(sql) === false) {
-        return (await this.query(sql, params)).rows;
-      }
+      if (failed === null && this.namedWrite(sql) === false) return this.rerunAlone(sql, params);
       throw e;
     }
     if (failed !== null) throw failed.error;
     return rows;
+  }
+
+  /**
+   * A read of a lost batch, run again on what is committed, in no batch: the one open now (if any)
+   * commits first, as before a transaction of the store's. So a read runs again once at most,
+   * however many later batches are lost (a volume that stays full fails every COMMIT), instead of
+   * joining each in turn.
+   */
+  private async rerunAlone(sql: Statement | string, params: readonly unknown[]): Promise<SqlRow[]> {
+    this.live();
+    // A transaction queued ahead commits the open batch before it begins; the read runs after it.
+    if (this.queued > 0)
+      return this.serial(() => {
+        this.live();
+        return Promise.resolve(this.runCommitted(sql, params));
+      });
+    this.commitBatch();
+    return this.runCommitted(sql, params);
   }
 
   /** One statement as its own transaction (or in the one open), counted for the group commit. */
