@@ -14,6 +14,7 @@ import { CHECKPOINT_EVERY_COMMITS, WAL_SIZE_LIMIT_BYTES } from './sqlite-checkpo
 import { SQLITE_FILE, SYNC_DELAY_MS, SqliteDriver, type SqliteSync } from './sqlite.js';
 import { sqliteStatementsByName } from './sqlite-dialect.js';
 import { S, SqlMetadataStore } from './store.js';
+import type { Inode } from '../../vfs/types.js';
 
 const T = (sec: number) => ({ sec, nsec: 0 });
 
@@ -144,13 +145,21 @@ describe('SQLite metadata engine', () => {
     }
   });
 
-  it('sync commit: a statement that fails in a batch fails alone; one that ends its transaction fails every call in it', async () => {
+  /** A store with a root directory and a file `f` in it, closed after `fn`. */
+  const withRootAndFile = async (fn: (t: { s: SqlMetadataStore; d: SqliteDriver; root: Inode; f: Inode }) => Promise<void>) => {
     const s = sqliteStore(place());
     await s.open();
     try {
-      const d = s.driver as SqliteDriver;
       const root = await s.ensureRoot(1, dirInit());
       const f = await s.create(root.id, Buffer.from('f'), fileInit(), T(1_700_000_000));
+      await fn({ s, d: s.driver as SqliteDriver, root, f });
+    } finally {
+      await s.close();
+    }
+  };
+
+  it('sync commit: a statement that fails in a batch fails alone; one that ends its transaction fails every call in it', () =>
+    withRootAndFile(async ({ s, d, root, f }) => {
       const ctime = async (id: number) => (await s.getInode(id))!.ctime.sec;
       const before = d.stats;
       // Issued together: one batch (the first is a named write, which begins it).
@@ -189,18 +198,10 @@ describe('SQLite metadata engine', () => {
       // The next change begins a new batch.
       await d.query(S.touchCtime, [root.id, 1_800_000_004, 0]);
       assert.equal(await ctime(root.id), 1_800_000_004);
-    } finally {
-      await s.close();
-    }
-  });
+    }));
 
-  it('sync commit: a read of a lost batch runs again once, in no batch, however many later batches are lost', async () => {
-    const s = sqliteStore(place());
-    await s.open();
-    try {
-      const d = s.driver as SqliteDriver;
-      const root = await s.ensureRoot(1, dirInit());
-      const f = await s.create(root.id, Buffer.from('f'), fileInit(), T(1_700_000_000));
+  it('sync commit: a read of a lost batch runs again once, in no batch, however many later batches are lost', () =>
+    withRootAndFile(async ({ d, root, f }) => {
       const committedCtime = Number((await d.query(S.getInode, [root.id])).rows[0]!.ctime_sec);
       const events: string[] = [];
       // Each round: a change begins a batch, and a ROLLBACK ends its transaction before the COMMIT
@@ -245,10 +246,7 @@ describe('SQLite metadata engine', () => {
       assert.ok(events.indexOf('read') < events.indexOf('rollback 1'), events.join(', '));
       assert.ok(events.includes('change 1 committed'), events.join(', '));
       assert.ok(events.length > ROUNDS, events.join(', '));
-    } finally {
-      await s.close();
-    }
-  });
+    }));
 
   it('sync commit: an fsync covers what was committed when it began, also one that a finished fsync begins while a batch is open', async () => {
     const dir = place();
