@@ -10,9 +10,10 @@ import type { S3BlockStoreOptions } from './blocks/s3.js';
 import type { BlockStore, BlockStoreCapacity, StoredObject } from './blocks/store.js';
 import type { BlockStoreConfig, MetadataStoreConfig } from './config/types.js';
 import { METADATA_STORE_DIR, storeDirProblem } from './config/store-dirs.js';
+import { errorMessage } from './error-message.js';
 import { CachedMetadataStore } from './meta/cached.js';
 import { MemoryMetadataStore } from './meta/memory.js';
-import { createEmbeddedMetadataStore, createPostgresMetadataStore, errorMessage, type SqlDriverObserver } from './meta/sql/index.js';
+import { createEmbeddedMetadataStore, createPostgresMetadataStore, type SqlDriverObserver } from './meta/sql/index.js';
 import type { MetadataStore } from './meta/store.js';
 import type { ServerMetrics } from './obs/metrics.js';
 

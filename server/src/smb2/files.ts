@@ -2,6 +2,7 @@
 // QUERY_INFO, SET_INFO (MS-SMB2 3.3.5.9 - 3.3.5.21). They call only the file service; a failure
 // is thrown (SmbStatusError, VfsError) and becomes an NTSTATUS in the dispatcher.
 import type { Logger } from 'pino';
+import { errorMessage } from '../error-message.js';
 import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { decodeHandle } from '../vfs/handle.js';
@@ -396,7 +397,7 @@ export async function create(
       await c.fs.remove(parent, name, c.id, wantDir).catch((undo: unknown) =>
         // The client hears the first failure; the file stays, as the mode bits alone protect it.
         c.log?.error(
-          { err: undo, cause: e instanceof Error ? e.message : String(e), share: c.share.name, name: name.toString() },
+          { err: undo, cause: errorMessage(e), share: c.share.name, name: name.toString() },
           `SMB CREATE: could not remove the ${wantDir ? 'directory' : 'file'} it made after its EAs, allocation or DACL failed: it stays, without them`,
         ),
       );

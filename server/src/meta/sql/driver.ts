@@ -2,6 +2,7 @@
 // (embedded) or a `pg` pool (postgres). The engine speaks one SQL dialect through it; drivers own
 // connections, transactions, and retries of transient failures.
 import pRetry from 'p-retry';
+import { errorMessage } from '../../error-message.js';
 
 /** A column value as a driver returns it; `rows.ts` turns them into JS values in one place. */
 export type SqlRow = Record<string, unknown>;
@@ -116,9 +117,7 @@ export function sqlState(e: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
-export function errorMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
+export { errorMessage };
 
 /** A transaction that lost a race and can simply run again. */
 export function isTransientConflict(e: unknown): boolean {
