@@ -632,10 +632,7 @@ export class SqliteDriver implements SqlDriver {
       const batch = this.joinBatch(sql);
       rows = batch === null ? this.runCommitted(sql, params) : await this.runInBatch(batch, sql, params);
     } else {
-      rows = await this.serial(() => {
-        this.live();
-        return Promise.resolve(this.runCommitted(sql, params));
-      });
+      rows = await this.runQueued(sql, params);
     }
     if (this.syncEveryChange) await this.durable();
     return { rows: rows as T[] };
@@ -688,13 +685,17 @@ export class SqliteDriver implements SqlDriver {
   private async rerunAlone(sql: Statement | string, params: readonly unknown[]): Promise<SqlRow[]> {
     this.live();
     // A transaction queued ahead commits the open batch before it begins; the read runs after it.
-    if (this.queued > 0)
-      return this.serial(() => {
-        this.live();
-        return Promise.resolve(this.runCommitted(sql, params));
-      });
+    if (this.queued > 0) return this.runQueued(sql, params);
     this.commitBatch();
     return this.runCommitted(sql, params);
+  }
+
+  /** One statement after every call queued before it (a transaction first: see query()). */
+  private runQueued(sql: Statement | string, params: readonly unknown[]): Promise<SqlRow[]> {
+    return this.serial(() => {
+      this.live();
+      return Promise.resolve(this.runCommitted(sql, params));
+    });
   }
 
   /** One statement as its own transaction (or in the one open), counted for the group commit. */
