@@ -117,6 +117,7 @@ async function main(): Promise<void> {
   for (const p of phases) if (!PHASES.includes(p)) throw new Error(`--phases: unknown phase ${p} (of ${PHASES.join(',')})`);
   const attachAt = values['attach-phase'] ?? 'remove';
   if (!['untar', 'read', 'remove'].includes(attachAt)) throw new Error(`--attach-phase: untar, read or remove, not ${attachAt}`);
+  if (values.attach !== undefined && !phases.has(attachAt)) throw new Error(`--attach-phase ${attachAt}: that phase is not in --phases`);
   const work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-perop-'));
   const dataDir = path.join(work, 'data');
   const env: Record<string, string> = {};
@@ -274,7 +275,6 @@ async function main(): Promise<void> {
     // Files without data, in one directory: what `rm -rf` of a small-file tree sends per file.
     if (attachAt === 'remove') await attach();
     if (phases.has('remove')) await phase('REMOVE', calls, (i) => c.remove(dir, names[i]!));
-    await detach();
   } finally {
     await detach();
     await c.close();
