@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { LOG_LEVEL_NAMES, type LogLevelName } from './log.js';
 import { POD_ADDRESS_MODES, type PodAddressMode } from './dittofs-api/pods.js';
 import { OPERATOR_VERSION } from './version.js';
+import { errorMessage } from './error-message.js';
 
 export interface OperatorConfig {
   /** A kubeconfig file; undefined: KUBECONFIG, ~/.kube/config, or the in-cluster service account. */
@@ -129,7 +130,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       },
     }).values;
   } catch (e) {
-    throw new ConfigError(`${e instanceof Error ? e.message : String(e)} (see --help)`);
+    throw new ConfigError(`${errorMessage(e)} (see --help)`);
   }
   if (values.help === true) return { help: true };
   if (values.version === true) return { version: true };

@@ -17,6 +17,7 @@
 //   then the Synced condition says AdminLoginFailed (see operator/README.md for the way back).
 import type { Logger } from '../log.js';
 import type { ApplyStateResult, CurrentState, DesiredState, Problem, TokenReply } from './types.js';
+import { errorMessage } from '../error-message.js';
 
 export const DITTOFS_API_ERROR = Object.freeze({
   /** The server answered with an error (see status, problem). */
@@ -314,7 +315,7 @@ async function readBounded(res: Response, limit: number): Promise<string | undef
 
 function why(e: unknown): string {
   const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? (e instanceof Error ? e.message : String(e));
+  return cause?.code ?? cause?.message ?? errorMessage(e);
 }
 
 /** The server's header (server/src/api/convergence.ts). */

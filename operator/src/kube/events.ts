@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import { API_VERSION, type Condition, type KubeObject } from '../api/types.js';
 import type { KubeClient } from './client.js';
 import type { SecretValues } from './redact.js';
+import { errorMessage } from '../error-message.js';
 
 export type EventType = 'Normal' | 'Warning';
 
@@ -108,7 +109,7 @@ export class EventRecorder {
     try {
       await this.client.request('POST', `/apis/events.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/events`, { body });
     } catch (e) {
-      this.log.debug('event not recorded', { reason, object: `${namespace}/${name}`, error: e instanceof Error ? e.message : String(e) });
+      this.log.debug('event not recorded', { reason, object: `${namespace}/${name}`, error: errorMessage(e) });
     }
   }
 

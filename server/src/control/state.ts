@@ -68,6 +68,7 @@ import {
   type StoreRecord,
   type User,
 } from './types.js';
+import { errorMessage } from '../error-message.js';
 
 export interface DesiredStore {
   name: string;
@@ -326,7 +327,7 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
         try {
           await opts.checkStore(kind, s.type, config);
         } catch (e) {
-          throw unprocessable(item, redactSecrets(e instanceof Error ? e.message : String(e)));
+          throw unprocessable(item, redactSecrets(errorMessage(e)));
         }
       }
     }

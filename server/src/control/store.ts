@@ -40,6 +40,7 @@ import {
   type User,
   type UserCredentials,
 } from './types.js';
+import { errorMessage } from '../error-message.js';
 
 export interface NewUser {
   username: string;
@@ -954,7 +955,7 @@ export class ControlStore {
       try {
         l(change);
       } catch (err) {
-        this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'control store: change listener failed');
+        this.log.warn({ err: errorMessage(err) }, 'control store: change listener failed');
       }
     }
   }

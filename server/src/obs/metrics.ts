@@ -9,6 +9,7 @@
 // uploads, connections) are read from their owners at scrape time.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
+import { errorMessage } from '../error-message.js';
 
 /** Request latency buckets, in seconds: 50 µs to 10 s. */
 export const LATENCY_BUCKETS_SECONDS: readonly number[] = Object.freeze([
@@ -425,7 +426,7 @@ export function serveMetrics(metrics: ServerMetrics, req: IncomingMessage, res: 
     },
     (err: unknown) => {
       res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
-      res.end(`could not collect metrics: ${err instanceof Error ? err.message : String(err)}\n`);
+      res.end(`could not collect metrics: ${errorMessage(err)}\n`);
     },
   );
 }

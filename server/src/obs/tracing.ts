@@ -8,6 +8,7 @@
 // SDK is loaded, and every instrumented call costs one check of `tracingEnabled()`.
 import { context, diag, DiagLogLevel, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
 import type { Logger } from 'pino';
+import { errorMessage } from '../error-message.js';
 
 export { SpanKind, type Span } from '@opentelemetry/api';
 
@@ -138,7 +139,7 @@ export function runInSpan<T>(span: Span, fn: () => T): T {
 /** Records a failure on a span: ERROR status, and the exception as an event. */
 export function failSpan(span: Span, err: unknown): void {
   if (err instanceof Error) span.recordException(err);
-  span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+  span.setStatus({ code: SpanStatusCode.ERROR, message: errorMessage(err) });
 }
 
 /** Ends a span, marking it failed with `message` if given. */

@@ -23,6 +23,7 @@ import { isDeleting, memberKey, type Member, type SecretResolver } from '../memb
 import { confirmApplied, podsBehind } from './converge.js';
 import { computeDesiredState, memberOfItem, needsCurrentState, parseServerItem, withCarryOver, type StatePlan } from './desired.js';
 import { memberStatus, type PodOutcome } from './status.js';
+import { errorMessage } from '../../error-message.js';
 
 export interface StateCache {
   dittofs(namespace: string, name: string): DittoFS | undefined;
@@ -183,7 +184,7 @@ async function pushToPod(api: DittofsApiClient, pod: PodEndpoint, creds: AdminCr
     const result = await api.putState(pod.url, creds, state);
     return { pod, ok: true, generation: result.generation, carried };
   } catch (e) {
-    const error = e instanceof Error ? e.message : String(e);
+    const error = errorMessage(e);
     const refusedItem = e instanceof DittofsApiError && e.status !== undefined && e.status < 500 ? e.item : undefined;
     return { pod, ok: false, error, ...(refusedItem === undefined ? {} : { refusedItem }) };
   }

@@ -18,6 +18,7 @@ import { storeDirKindOf, storeDirProblem } from '../../config/store-dirs.js';
 import { principalOf, type ApiContext, type App } from '../context.js';
 import { ApiProblem } from '../problem.js';
 import { bodies, listOf, params, replies, responses } from '../schemas.js';
+import { errorMessage } from '../../error-message.js';
 
 interface StoreBody {
   name: string;
@@ -79,10 +80,7 @@ export function storeRoutes(app: App, ctx: ApiContext): void {
         try {
           await runtime.checkStore(kind, type, cfg);
         } catch (e) {
-          throw new ApiProblem(
-            'unprocessable',
-            `${WHAT[kind]} ${JSON.stringify(name)} cannot work: ${redactSecrets(e instanceof Error ? e.message : String(e))}`,
-          );
+          throw new ApiProblem('unprocessable', `${WHAT[kind]} ${JSON.stringify(name)} cannot work: ${redactSecrets(errorMessage(e))}`);
         }
         const created = await store.createStore(kind, { name, type: type as StoreType<typeof kind>, config: cfg });
         req.log.info({ kind, name, type }, 'store created');
