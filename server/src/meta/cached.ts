@@ -38,6 +38,7 @@ import type {
   MetadataStore,
   ReaddirPage,
   RemoveResult,
+  RenameExpect,
   RenameResult,
   ShareUsage,
   StreamEntry,
@@ -855,7 +856,14 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
-  async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
+  async rename(
+    fromDir: number,
+    fromName: Buffer,
+    toDir: number,
+    toName: Buffer,
+    now: Timespec,
+    expect?: RenameExpect,
+  ): Promise<RenameResult> {
     await this.before();
     // What the rename touches: both directories, the moved inode (its ctime, a directory's parent),
     // the replaced one and its streams (with their block maps). Several servers: announced as the
@@ -873,7 +881,7 @@ export class CachedMetadataStore implements MetadataStore {
     this.namespaceChanges++;
     let touched: number[] | null = null;
     try {
-      const r = await this.inner.rename(fromDir, fromName, toDir, toName, now);
+      const r = await this.inner.rename(fromDir, fromName, toDir, toName, now, expect);
       touched = r.moved === undefined ? null : [fromDir, toDir, r.moved];
       if (touched && r.replaced) touched.push(r.replaced.inode.id, ...r.replaced.streams);
       blocks = r.replaced !== null;

@@ -16,7 +16,15 @@ import { FileType } from '../vfs/types.js';
 import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
 import { createEmbeddedMetadataStore, createPostgresMetadataStore, PgDriver, SqlMetadataStore } from './sql/index.js';
-import { BlockConflictError, type BlockRef, InodeMetaKind, type MetadataStore, MAX_STREAMS_PER_FILE, metaRecordSize } from './store.js';
+import {
+  BlockConflictError,
+  type BlockRef,
+  InodeMetaKind,
+  type MetadataStore,
+  MAX_STREAMS_PER_FILE,
+  metaRecordSize,
+  NamesChangedError,
+} from './store.js';
 import { dirInit, fileInit } from '../testing/inodes.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -539,6 +547,31 @@ for (const engine of engines) {
       assert.equal((await s.getInode(q.id))?.nlink, 3);
       assert.equal((await s.getInode(d1.id))?.parent, q.id);
       assert.equal(await s.getInode(e.id), null);
+    });
+
+    it('rename with an expectation moves nothing when a name holds another inode', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const x = await s.create(root.id, b('x'), fileInit(), now());
+      const y = await s.create(root.id, b('y'), fileInit(), now());
+      const z = await s.create(root.id, b('z'), fileInit(), now());
+      const changed = (e: unknown) => e instanceof NamesChangedError;
+      // The source holds another inode than the one expected.
+      await assert.rejects(s.rename(root.id, b('x'), root.id, b('w'), now(), { moving: z.id, victim: null }), changed);
+      // The destination is taken where it was expected free, and holds another inode than the one expected.
+      await assert.rejects(s.rename(root.id, b('x'), root.id, b('y'), now(), { moving: x.id, victim: null }), changed);
+      await assert.rejects(s.rename(root.id, b('x'), root.id, b('y'), now(), { moving: x.id, victim: z.id }), changed);
+      // The destination is free where a file was expected.
+      await assert.rejects(s.rename(root.id, b('x'), root.id, b('w'), now(), { moving: x.id, victim: y.id }), changed);
+      assert.equal((await s.lookup(root.id, b('x')))?.id, x.id);
+      assert.equal((await s.lookup(root.id, b('y')))?.id, y.id);
+      assert.equal((await s.getInode(y.id))?.nlink, 1);
+      assert.deepEqual(names(await readAll(s, root.id, 10)).sort(), ['x', 'y', 'z']);
+      // As expected: moved.
+      const r = await s.rename(root.id, b('x'), root.id, b('y'), now(), { moving: x.id, victim: y.id });
+      assert.equal(r.replaced?.inode.id, y.id);
+      await s.rename(root.id, b('y'), root.id, b('w'), now(), { moving: x.id, victim: null });
+      assert.deepEqual(names(await readAll(s, root.id, 10)).sort(), ['w', 'z']);
     });
 
     it('rename errors leave everything as it was', async () => {

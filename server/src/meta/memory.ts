@@ -17,6 +17,8 @@ import {
   metaRecordSize,
   type ReaddirPage,
   type RemoveResult,
+  NamesChangedError,
+  type RenameExpect,
   type RenameResult,
   type ShareUsage,
   type StreamEntry,
@@ -248,16 +250,24 @@ export class MemoryMetadataStore implements MetadataStore {
     }
   }
 
-  async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
+  async rename(
+    fromDir: number,
+    fromName: Buffer,
+    toDir: number,
+    toName: Buffer,
+    now: Timespec,
+    expect?: RenameExpect,
+  ): Promise<RenameResult> {
     const fd = this.mustDir(fromDir);
     const td = this.mustDir(toDir);
     const from = this.mustInode(fromDir);
     const to = this.mustInode(toDir);
     const src = fd.byName.get(key(fromName));
     if (!src) throw new VfsError('NOENT', 'source does not exist');
+    const dst = td.byName.get(key(toName));
+    if (expect && (src.child !== expect.moving || (dst?.child ?? null) !== expect.victim)) throw new NamesChangedError();
     const moving = this.mustInode(src.child);
     if (moving.type === FileType.DIR && fromDir !== toDir) this.refuseCycle(moving.id, to);
-    const dst = td.byName.get(key(toName));
     let replaced: RemoveResult | null = null;
     if (dst) {
       if (dst.child === src.child) return { replaced: null, moved: src.child }; // two links to one inode: POSIX says do nothing

@@ -35,6 +35,26 @@ export class BlockConflictError extends Error {
   }
 }
 
+/**
+ * What the caller of a rename checked its rights against: the inodes the source and destination
+ * names held then (victim null: the destination name was free).
+ */
+export interface RenameExpect {
+  moving: number;
+  victim: number | null;
+}
+
+/**
+ * A rename refused because a name no longer holds the inode its RenameExpect gives: the rights
+ * checked on it may not hold for what the name holds now (look again, check again).
+ */
+export class NamesChangedError extends Error {
+  override readonly name = 'NamesChangedError';
+  constructor() {
+    super('a name of the rename holds another file than the one checked');
+  }
+}
+
 /** A create's result: the new inode, and the directory as changed where the store has it at no extra cost. */
 export interface CreateResult {
   inode: Inode;
@@ -139,8 +159,10 @@ export interface MetadataStore {
    * directory). Renaming an entry onto another link of the same inode changes nothing. Moving a
    * directory into itself or any of its descendants, at any depth, is INVAL: the check runs in the
    * same atomic step as the move, so concurrent moves (from other processes too) never close a cycle.
+   * With `expect`, NamesChangedError (and nothing changed) unless the names still hold what it says,
+   * checked in that same step: a concurrent rename may have put another file under a name since.
    */
-  rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult>;
+  rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec, expect?: RenameExpect): Promise<RenameResult>;
   /** Applies attribute changes; with `guardCtime`, NOT_SYNC unless the inode's ctime matches. */
   setAttr(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode>;
   /**

@@ -162,6 +162,46 @@ describe('file service semantics', () => {
     await rejects(fs.remove(rootFh, n('a'), root, false), 'NOENT');
   });
 
+  it("checks a rename's rights again when a concurrent rename puts another user's directory under the name", async () => {
+    const { fs, share, rootFh } = await setup();
+    const shared = fs.handleOf(share, (await fs.mkdir(rootFh, n('shared'), root, { mode: 0o777 })).inode);
+    const adir = await fs.mkdir(shared, n('adir'), alice, { mode: 0o755 });
+    await fs.mkdir(shared, n('bdir'), bob, { mode: 0o755 });
+    const bhome = fs.handleOf(share, (await fs.mkdir(rootFh, n('bhome'), bob, { mode: 0o755 })).inode);
+    // Moving alice's directory to another parent rewrites its "..": bob may not.
+    await rejects(fs.rename(shared, n('adir'), bhome, n('stolen'), bob), 'ACCES');
+    // Bob moves his own bdir; between the checks and the move, a same-directory rename (which needs no
+    // right on adir) puts alice's directory under the name bdir.
+    const sharedId = adir.dirAfter!.id;
+    const rename = share.meta.rename.bind(share.meta);
+    let raced = false;
+    share.meta.rename = async (...args) => {
+      if (!raced) {
+        raced = true;
+        await rename(sharedId, n('adir'), sharedId, n('bdir'), nowTimespec());
+      }
+      return rename(...args);
+    };
+    await rejects(fs.rename(shared, n('bdir'), bhome, n('stolen'), bob), 'ACCES');
+    assert.ok(raced);
+    await rejects(fs.lookup(bhome, n('stolen'), bob), 'NOENT');
+    assert.equal((await fs.lookup(shared, n('bdir'), bob)).inode.id, adir.inode.id);
+    // A name that holds a new file at every look: JUKEBOX after a few checks, nothing moved.
+    await fs.create(shared, n('f'), bob, CreateMode.GUARDED, { mode: 0o644 }, null);
+    let calls = 0;
+    share.meta.rename = async (...args) => {
+      calls++;
+      await fs.remove(shared, n('f'), bob, false);
+      await fs.create(shared, n('f'), bob, CreateMode.GUARDED, { mode: 0o644 }, null);
+      return rename(...args);
+    };
+    await rejects(fs.rename(shared, n('f'), bhome, n('g'), bob), 'JUKEBOX');
+    assert.equal(calls, 4);
+    share.meta.rename = rename;
+    await rejects(fs.lookup(bhome, n('g'), bob), 'NOENT');
+    await fs.rename(shared, n('f'), bhome, n('g'), bob);
+  });
+
   it('enforces mode bits, the sticky bit and owner-only chmod', async () => {
     const { fs, share, rootFh } = await setup();
     const tmp = await fs.mkdir(rootFh, n('tmp'), root, { mode: 0o1777 });

@@ -2,7 +2,7 @@
 // permission checks and the operations; the NFS and SMB engines call only this.
 import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
-import { InodeMetaKind, type MetadataStore } from '../meta/store.js';
+import { InodeMetaKind, NamesChangedError, type MetadataStore, type RenameResult } from '../meta/store.js';
 import { VfsError, expectedError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
@@ -92,6 +92,8 @@ export interface ReaddirResult {
 
 /** A create whose name is taken, then free again by the time it is looked at, is tried this many times. */
 const MAX_CREATE_ATTEMPTS = 4;
+/** A rename whose names change between the checks and the move is checked again this many times at most. */
+const MAX_RENAME_ATTEMPTS = 4;
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
@@ -783,26 +785,43 @@ export class FileService {
     checkName(toName, 'remove');
     this.mustAccess(a.inode, id, Access.W | Access.X);
     this.mustAccess(b.inode, id, Access.W | Access.X);
-    const moving = await share.meta.lookup(a.inode.id, fromName);
-    if (!moving) throw new VfsError('NOENT', 'no such file or directory');
-    if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
-    const victim = await share.meta.lookup(b.inode.id, toName);
-    if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id))
-      throw new VfsError('PERM', 'sticky directory: not the owner');
-    // Moving a directory to another parent rewrites its ".." entry, which needs write permission
-    // on it. Whether the target lies inside the directory (INVAL) is the store's to decide, in the
-    // transaction that moves it: a check made here could be overtaken by a concurrent move.
-    if (moving.type === FileType.DIR && a.inode.id !== b.inode.id && id.uid !== 0) this.mustAccess(moving, id, Access.W);
-    // Handle caching of the renamed file breaks; a replaced file loses all its caching.
-    await this.opens.breakHolders(share.meta, moving.id, Caching.READ | Caching.WRITE, except);
-    if (victim && victim.id !== moving.id) await this.opens.breakHolders(share.meta, victim.id, Caching.NONE, except);
-    if (
-      shareModes &&
-      ((await this.opens.refusesDeleteShared(share.meta, moving.id)) ||
-        (victim && victim.id !== moving.id && (await this.opens.refusesDeleteShared(share.meta, victim.id))))
-    )
-      throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
-    const r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec());
+    // The rights are checked on the files the names hold now; the store moves them only if the names
+    // still hold those (a concurrent rename may have put another user's directory under a name since,
+    // which this caller may not move), else they are looked up and checked again.
+    let moving: Inode;
+    let r: RenameResult;
+    for (let attempt = 1; ; attempt++) {
+      const found = await share.meta.lookup(a.inode.id, fromName);
+      if (!found) throw new VfsError('NOENT', 'no such file or directory');
+      moving = found;
+      if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
+      const victim = await share.meta.lookup(b.inode.id, toName);
+      if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id))
+        throw new VfsError('PERM', 'sticky directory: not the owner');
+      // Moving a directory to another parent rewrites its ".." entry, which needs write permission
+      // on it. Whether the target lies inside the directory (INVAL) is the store's to decide, in the
+      // transaction that moves it: a check made here could be overtaken by a concurrent move.
+      if (moving.type === FileType.DIR && a.inode.id !== b.inode.id && id.uid !== 0) this.mustAccess(moving, id, Access.W);
+      // Handle caching of the renamed file breaks; a replaced file loses all its caching.
+      await this.opens.breakHolders(share.meta, moving.id, Caching.READ | Caching.WRITE, except);
+      if (victim && victim.id !== moving.id) await this.opens.breakHolders(share.meta, victim.id, Caching.NONE, except);
+      if (
+        shareModes &&
+        ((await this.opens.refusesDeleteShared(share.meta, moving.id)) ||
+          (victim && victim.id !== moving.id && (await this.opens.refusesDeleteShared(share.meta, victim.id))))
+      )
+        throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
+      try {
+        r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec(), {
+          moving: moving.id,
+          victim: victim?.id ?? null,
+        });
+        break;
+      } catch (e) {
+        if (!(e instanceof NamesChangedError)) throw e;
+        if (attempt >= MAX_RENAME_ATTEMPTS) throw new VfsError('JUKEBOX', 'the names keep changing; try again');
+      }
+    }
     if (a.inode.id === b.inode.id) {
       this.changed(share, a.inode.id, fromName, ChangeAction.RENAMED_OLD_NAME, moving);
       this.changed(share, b.inode.id, toName, ChangeAction.RENAMED_NEW_NAME, moving);

@@ -31,6 +31,8 @@ import {
   type MetadataStore,
   type ReaddirPage,
   type RemoveResult,
+  NamesChangedError,
+  type RenameExpect,
   type RenameResult,
   type ShareUsage,
   type StreamEntry,
@@ -858,7 +860,14 @@ export class SqlMetadataStore implements MetadataStore {
     });
   }
 
-  async rename(fromDir: number, fromName: Buffer, toDir: number, toName: Buffer, now: Timespec): Promise<RenameResult> {
+  async rename(
+    fromDir: number,
+    fromName: Buffer,
+    toDir: number,
+    toName: Buffer,
+    now: Timespec,
+    expect?: RenameExpect,
+  ): Promise<RenameResult> {
     return this.tx(async (tx) => {
       const w = new Work(tx);
       const guess = await SqlMetadataStore.entries(tx, fromDir, fromName, toDir, toName);
@@ -868,6 +877,7 @@ export class SqlMetadataStore implements MetadataStore {
       const [srcId, dstId] = await SqlMetadataStore.entries(tx, fromDir, fromName, toDir, toName);
       if (srcId === null) throw new VfsError('NOENT', 'source does not exist');
       if (!w.has(srcId) || (dstId !== null && !w.has(dstId))) throw new RetryTransaction('entries changed while locking');
+      if (expect && (srcId !== expect.moving || dstId !== expect.victim)) throw new NamesChangedError();
       const moving = w.inode(srcId);
       if (moving.type === DIR && fromDir !== toDir) await w.refuseCycle(moving.id, toDir);
       let replaced: RemoveResult | null = null;
