@@ -440,6 +440,27 @@ describe('SMB2 file commands over the file service', () => {
     });
     assert.equal(await status(linkStream), NtStatus.INVALID_PARAMETER);
     assert.equal(await status(open('y', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    // Nor is it renamed to a file name: that would rename src itself (past the share modes of its
+    // opens), nor to another stream name (not done here).
+    for (const [target, want] of [
+      ['y', NtStatus.INVALID_PARAMETER],
+      [':t', NtStatus.NOT_SUPPORTED],
+    ] as const) {
+      const t = utf16(target);
+      const rb = Buffer.alloc(20 + t.length);
+      rb.writeUInt32LE(t.length, 16);
+      t.copy(rb, 20);
+      const renameStream = files.setInfo(c, stream, {
+        infoType: 1,
+        infoClass: FileInfoClass.FileRenameInformation,
+        buffer: rb,
+        additionalInformation: 0,
+        fileId: stream.fileId,
+      });
+      assert.equal(await status(renameStream), want, target);
+    }
+    assert.equal(await status(open('y', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
+    assert.equal((await srv.fs.lookup(src.parent!, Buffer.from('x'), c.id)).inode.id, src.inodeId, 'src is still x');
     // Nor is a directory, and the file a replacing link would have removed for it stays.
     const dir = await open('dir', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
     const linkDir = files.setInfo(c, dir, {
