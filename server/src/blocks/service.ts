@@ -928,6 +928,11 @@ export class BlockService {
     const sizes = new Map<number, ReplaySize>();
     let writes = 0;
     let dropped = 0;
+    // A record of a file whose create a crash lost is dropped below but may stay in its segment (held
+    // by other data) and be read again at the next start: no new file may be given its id by then.
+    let maxInode = 0;
+    for (const r of records) if (r.inode > maxInode) maxInode = r.inode;
+    if (maxInode > 0) await this.meta.reserveInodeIds(maxInode);
     this.replaying = true;
     try {
       await this.replayRecords(records, sizes, (w, d) => {

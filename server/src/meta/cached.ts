@@ -1123,6 +1123,10 @@ export class CachedMetadataStore implements MetadataStore {
     this.dropBlockMap(inodeId);
   }
 
+  reserveInodeIds(id: number): Promise<void> {
+    return this.inner.reserveInodeIds(id);
+  }
+
   nextLeaseToken(): Promise<number> {
     if (!this.inner.nextLeaseToken) return Promise.reject(new Error(`${this.kind} metadata stores hand out no lease tokens`));
     return this.inner.nextLeaseToken();

@@ -574,6 +574,18 @@ for (const engine of engines) {
       assert.deepEqual(names(await readAll(s, root.id, 10)).sort(), ['w', 'z']);
     });
 
+    it('reserveInodeIds: no later create gets an id up to the one reserved; a lower one moves nothing back', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const a = await s.create(root.id, b('a'), fileInit(), now());
+      await s.reserveInodeIds(a.id + 50);
+      const c = await s.create(root.id, b('c'), fileInit(), now());
+      assert.ok(c.id > a.id + 50, `${c.id} after reserving up to ${a.id + 50}`);
+      await s.reserveInodeIds(a.id);
+      const d = await s.create(root.id, b('d'), fileInit(), now());
+      assert.ok(d.id > c.id, `${d.id} after ${c.id}`);
+    });
+
     it('rename errors leave everything as it was', async () => {
       const s = S();
       const root = await freshRoot();

@@ -293,6 +293,10 @@ export class MemoryMetadataStore implements MetadataStore {
     return { replaced, moved: src.child };
   }
 
+  async reserveInodeIds(id: number): Promise<void> {
+    this.nextId = Math.max(this.nextId, id + 1);
+  }
+
   async setAttr(id: number, c: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
     const i = this.mustInode(id);
     if (guardCtime && !timespecEqual(guardCtime, i.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');

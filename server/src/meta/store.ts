@@ -225,6 +225,13 @@ export interface MetadataStore {
   usage(shareId: number): Promise<ShareUsage>;
 
   /**
+   * No later create is given an id up to `id` (ids are never handed out twice; a create a crash lost
+   * took its step of the count with it). Replay calls it with the largest inode id in the WAL, whose
+   * records must never meet a new file under a lost one's id.
+   */
+  reserveInodeIds(id: number): Promise<void>;
+
+  /**
    * Engines that write attribute changes behind (the caching layer): make the pending size and
    * time changes of `id` (of every inode without one) durable. COMMIT and stable writes call it.
    * `logged`: those of `id` are in the data's WAL (its writes' sizes, and its times as

@@ -167,6 +167,13 @@ function putBlock(db: SqliteRunner, p: readonly unknown[]) {
   return old === undefined ? [] : [old];
 }
 
+/** AUTOINCREMENT's count of inode ids handed out (sqlite_sequence), moved up to ?1, never back. */
+function reserveInodeIds(db: SqliteRunner, p: readonly unknown[]) {
+  if (db.run(`UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'inodes'`, [p[0]]) === 0)
+    db.run(`INSERT INTO sqlite_sequence (name, seq) VALUES ('inodes', ?1)`, [p[0]]);
+  return [];
+}
+
 function casBlock(db: SqliteRunner, p: readonly unknown[]) {
   const [inode, idx, key, length, version, token, prevVersion] = p;
   const t = num(token, 'token');
@@ -269,6 +276,7 @@ export const SQLITE_STATEMENTS: Readonly<Record<keyof typeof S, SqliteForm>> = O
   casBlock,
   fenceFile: `INSERT INTO file_fences (inode, token) VALUES (?1, ?2)
               ON CONFLICT (inode) DO UPDATE SET token = max(file_fences.token, excluded.token)`,
+  reserveInodeIds,
   // PostgreSQL's nextval(): the first call returns the start value (1), each later one the next.
   nextLeaseToken: `UPDATE lease_tokens SET last_value = last_value + is_called, is_called = 1 RETURNING last_value AS t`,
   leaseTokensIssued: `SELECT is_called AS issued FROM lease_tokens`,

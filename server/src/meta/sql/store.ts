@@ -337,6 +337,13 @@ export const S = {
            ON CONFLICT (inode) DO UPDATE SET token = greatest(file_fences.token, EXCLUDED.token)`,
   },
   nextLeaseToken: { name: 'dfs_next_lease_token', text: `SELECT nextval('lease_tokens') AS t` },
+  // The identity's sequence taken up to $1 (never back: nextval from other servers meanwhile only
+  // moves it further). One nextval per id short of it: a crash loses at most a few seconds of creates.
+  reserveInodeIds: {
+    name: 'dfs_reserve_inode_ids',
+    text: `SELECT count(nextval(pg_get_serial_sequence('inodes', 'id'))) AS n
+           FROM generate_series(1, $1::bigint - coalesce(pg_sequence_last_value(pg_get_serial_sequence('inodes', 'id')::regclass), 0))`,
+  },
   leaseTokensIssued: { name: 'dfs_lease_tokens_issued', text: `SELECT is_called AS issued FROM lease_tokens` },
   fileToken: {
     name: 'dfs_file_token',
@@ -1060,6 +1067,11 @@ export class SqlMetadataStore implements MetadataStore {
     // every empty file removed, there is nothing a power loss could bring back to point at.
     if (rows.length > 0 || token > 0) await this.durable();
     return rows.map(blockRef).sort((a, b) => a.index - b.index);
+  }
+
+  async reserveInodeIds(id: number): Promise<void> {
+    if (!Number.isSafeInteger(id) || id < 1) return;
+    await this.q(S.reserveInodeIds, [id]);
   }
 
   async nextLeaseToken(): Promise<number> {
