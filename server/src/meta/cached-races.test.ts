@@ -1,11 +1,15 @@
 // The caching layer under races and failures: reads that overlap a change, another server's
 // changes, a server of an earlier release, a store that fails while sizes wait to be written.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { FileType, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
 import { VfsError } from '../vfs/errors.js';
 import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
+import { createEmbeddedMetadataStore } from './sql/index.js';
 import { InodeMetaKind } from './store.js';
 
 const SHARE = 7;
@@ -136,6 +140,33 @@ describe('CachedMetadataStore: races and failures', () => {
     inner.getMeta = innerGet;
     assert.equal((await cached.getMeta(f.id, InodeMetaKind.SECURITY)).length, 1, 'stored DACL must be enforced');
     await cached.close();
+  });
+
+  it('a lookup that overlaps a change keeps a file with sizes written behind cached: READDIRPLUS and GETATTR show the written size', async () => {
+    // On SQLite (as the embedded default builds it): there a read of the store overlaps a change.
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-cached-races-'));
+    const cached = new CachedMetadataStore(createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' }), { ttlMs: Infinity });
+    await cached.open();
+    const root = await cached.ensureRoot(SHARE, dirInit());
+    const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+    // A remove in the directory (its names are read from the store again), then a WRITE of 100 bytes
+    // acknowledged with size 100 (written behind).
+    await cached.create(root.id, Buffer.from('g'), file(), T(1));
+    await cached.remove(root.id, Buffer.from('g'), false, T(2));
+    assert.equal((await cached.setAttr(f.id, { growTo: 100, mtime: T(3), ctime: T(3) })).size, 100);
+    // A LOOKUP of the file while a CREATE in the directory runs.
+    const [looked] = await Promise.all([cached.lookup(root.id, Buffer.from('f')), cached.create(root.id, Buffer.from('h'), file(), T(4))]);
+    assert.equal(looked?.size, 100, 'LOOKUP');
+    const entry = (await cached.readdir(root.id, 0, 100)).entries.find((e) => e.name.toString() === 'f');
+    assert.equal(entry?.inode.size, 100, 'READDIRPLUS');
+    assert.deepEqual(entry?.inode.mtime, T(3));
+    // A GETATTR that arrives with a COMMIT of the file (which writes the size while the GETATTR reads).
+    await Promise.all([cached.lookup(root.id, Buffer.from('f')), cached.create(root.id, Buffer.from('i'), file(), T(5))]);
+    const [attrs] = await Promise.all([cached.getInode(f.id), cached.flushAttrs(f.id)]);
+    assert.equal(attrs?.size, 100, 'GETATTR');
+    assert.equal((await cached.getInode(f.id))?.size, 100);
+    await cached.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('with the store failing, at most MAX_PENDING inodes wait with written-behind changes (memory stays bounded)', async () => {

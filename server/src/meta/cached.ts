@@ -343,7 +343,13 @@ export class CachedMetadataStore implements MetadataStore {
     const inode = p ? withPending(i, p) : i;
     if (epoch !== this.epoch || ended !== this.endEpoch || this.isUncertain(i.id)) {
       // A change overlapped this read: neither what it read nor what was cached before may answer.
-      // (A dirty entry is read again from the store, with this server's pending changes laid over.)
+      // But a file with sizes and times written behind keeps its entry, which holds them (READDIR
+      // lays them over the stored rows, and a flush in flight no longer has them pending): changes
+      // made here update it themselves; one without an entry gets what was read, with them laid over.
+      if (this.isDirty(i.id)) {
+        if (!this.inodes.has(i.id)) this.inodes.set(i.id, { inode, at: Date.now(), seq: ++this.inodeSeq });
+        return inode;
+      }
       this.inodes.delete(i.id);
       return inode;
     }
@@ -478,8 +484,10 @@ export class CachedMetadataStore implements MetadataStore {
     if (this.pending.size === 0 && this.flushing.size === 0) return page;
     // Files being written: their entries show the sizes and times this process knows.
     for (const e of page.entries) {
-      const cached = this.isDirty(e.inode.id) ? this.inodes.get(e.inode.id) : undefined;
-      if (cached) e.inode = withPending(e.inode, { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime });
+      if (!this.isDirty(e.inode.id)) continue;
+      const cached = this.inodes.get(e.inode.id);
+      const p = cached ? { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime } : this.pending.get(e.inode.id);
+      if (p) e.inode = withPending(e.inode, p);
     }
     return page;
   }
@@ -821,7 +829,7 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
-  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult> {
+  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec, expect?: number): Promise<RemoveResult> {
     await this.before();
     // Several servers: the inode the name holds is announced with the directory.
     const victim = this.coherence ? await this.inner.lookup(dirId, name) : null;
@@ -833,7 +841,7 @@ export class CachedMetadataStore implements MetadataStore {
     let touched = announced;
     let dirAfter: Inode | undefined;
     try {
-      const r = await this.inner.remove(dirId, name, dir, now);
+      const r = await this.inner.remove(dirId, name, dir, now, expect);
       touched = [dirId, r.inode.id, ...r.streams];
       this.forget(r.inode.id, ...r.streams);
       this.dropNames(r.inode.id);
