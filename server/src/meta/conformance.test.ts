@@ -586,6 +586,20 @@ for (const engine of engines) {
       assert.ok(d.id > c.id, `${d.id} after ${c.id}`);
     });
 
+    it('remove with an expectation removes nothing when the name holds another inode', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const x = await s.create(root.id, b('x'), fileInit(), now());
+      const d = await s.create(root.id, b('d'), dirInit(), now());
+      const changed = (e: unknown) => e instanceof NamesChangedError;
+      await assert.rejects(s.remove(root.id, b('x'), false, now(), d.id), changed);
+      await assert.rejects(s.remove(root.id, b('d'), true, now(), x.id), changed);
+      assert.deepEqual(names(await readAll(s, root.id, 10)).sort(), ['d', 'x']);
+      assert.equal((await s.remove(root.id, b('x'), false, now(), x.id)).inode.id, x.id);
+      assert.equal((await s.remove(root.id, b('d'), true, now(), d.id)).inode.id, d.id);
+      assert.deepEqual(names(await readAll(s, root.id, 10)), []);
+    });
+
     it('rename errors leave everything as it was', async () => {
       const s = S();
       const root = await freshRoot();

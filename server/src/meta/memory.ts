@@ -222,11 +222,12 @@ export class MemoryMetadataStore implements MetadataStore {
     return result;
   }
 
-  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult> {
+  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec, expect?: number): Promise<RemoveResult> {
     const d = this.mustDir(dirId);
     const parent = this.mustInode(dirId);
     const e = d.byName.get(key(name));
     if (!e) throw new VfsError('NOENT', 'no such entry');
+    if (expect !== undefined && e.child !== expect) throw new NamesChangedError();
     const child = this.mustInode(e.child);
     if (dir) {
       if (child.type !== FileType.DIR) throw new VfsError('NOTDIR', 'not a directory');

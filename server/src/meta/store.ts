@@ -152,8 +152,12 @@ export interface MetadataStore {
   createIn?(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<CreateResult>;
   /** Adds a hard link; EXIST if taken. Returns the inode with its new link count. */
   link(id: number, dirId: number, name: Buffer, now: Timespec): Promise<Inode>;
-  /** Removes an entry. `dir` selects rmdir semantics (NOTDIR / NOTEMPTY) versus unlink (ISDIR). */
-  remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult>;
+  /**
+   * Removes an entry. `dir` selects rmdir semantics (NOTDIR / NOTEMPTY) versus unlink (ISDIR). With
+   * `expect`, NamesChangedError (nothing removed) unless the name holds that inode, checked in the
+   * same atomic step.
+   */
+  remove(dirId: number, name: Buffer, dir: boolean, now: Timespec, expect?: number): Promise<RemoveResult>;
   /**
    * Moves an entry, replacing a compatible destination (file over file, empty directory over
    * directory). Renaming an entry onto another link of the same inode changes nothing. Moving a

@@ -15,7 +15,7 @@ import {
   WRITE_RIGHTS,
 } from './constants.js';
 import { InodeMetaKind } from '../meta/store.js';
-import type { ShareLevel } from '../vfs/service.js';
+import { CreateMode as VfsCreateMode, type ShareLevel } from '../vfs/service.js';
 import * as files from './files.js';
 import type { Open } from './state.js';
 import { NtStatus } from './status.js';
@@ -472,6 +472,36 @@ describe('SMB2 file commands over the file service', () => {
     });
     assert.equal(await status(linkDir), NtStatus.FILE_IS_A_DIRECTORY);
     assert.equal((await srv.fs.lookup(src.parent!, Buffer.from('x'), c.id)).inode.id, src.inodeId, 'x is still there');
+    await srv.close();
+  });
+
+  it("delete on close and a rename act on the open's file, never on another that took its name since", async () => {
+    const { srv, c, open } = await setup();
+    const share = srv.fs.shares()[0]!;
+    const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
+    const root = { uid: 0, gid: 0, gids: [] };
+    const names = async () => (await srv.fs.readdir(rootFh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    // Another client (NFS, say) renames the file away and makes a new one under its name.
+    const f = await open('a', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
+    await srv.fs.rename(rootFh, Buffer.from('a'), rootFh, Buffer.from('moved'), root);
+    const other = await srv.fs.create(rootFh, Buffer.from('a'), root, VfsCreateMode.GUARDED, {}, null);
+    // A rename through the open does not move the new file.
+    const n = utf16('renamed');
+    const b = Buffer.alloc(20 + n.length);
+    b.writeUInt32LE(n.length, 16);
+    n.copy(b, 20);
+    const rename = files.setInfo(c, f, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileRenameInformation,
+      buffer: b,
+      additionalInformation: 0,
+      fileId: f.fileId,
+    });
+    assert.equal(await status(rename), NtStatus.OBJECT_NAME_NOT_FOUND);
+    // Nor does the delete on close delete it.
+    await files.close(c, f, 0, new SmbWriter());
+    assert.deepEqual(await names(), ['a', 'moved']);
+    assert.equal((await srv.fs.lookup(rootFh, Buffer.from('a'), root)).inode.id, other.inode.id);
     await srv.close();
   });
 

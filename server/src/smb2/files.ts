@@ -994,7 +994,8 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     await c.fs.link(open.handle, toDir, toName, c.id);
     return;
   }
-  await c.fs.rename(open.parent, open.name, toDir, toName, c.id, oplock.holderOf(open));
+  // The open's file, not another that took its name since (another client renamed it away).
+  await c.fs.rename(open.parent, open.name, toDir, toName, c.id, oplock.holderOf(open), false, open.inodeId);
   open.parent = toDir;
   open.name = toName;
   open.path = parts.join('\\');

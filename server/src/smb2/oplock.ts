@@ -16,6 +16,7 @@ import {
   isStatOpen,
   SHARING_ACCESS,
 } from '../vfs/locks/opens.js';
+import { decodeHandle } from '../vfs/handle.js';
 import { removeStream } from '../vfs/streams.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { HEADER_SIZE, type SmbReader, SmbWriter, writeHeader } from './codec.js';
@@ -699,8 +700,11 @@ export async function releaseOpen(fs: FileService, open: Open, id: Identity): Pr
     if (!ofFile || !(await fs.opens.releaseShared(ofFile))) return;
   } else if (!last) return;
   if (!open.parent || !open.name) return;
+  // The file under its name as this open knows it: if another client renamed it (and another file
+  // took the name), that other file is not deleted.
+  const fileId = open.stream ? decodeHandle(open.stream.fileHandle).inodeId : open.inodeId;
   try {
-    await fs.remove(open.parent, open.name, id, open.isDir);
+    await fs.remove(open.parent, open.name, id, open.isDir, null, false, fileId);
   } catch (e) {
     // A directory that filled up meanwhile, or a file already gone, is simply not deleted.
     if (!(e instanceof VfsError && (e.errno === 'NOTEMPTY' || e.errno === 'NOENT' || e.errno === 'STALE'))) throw e;

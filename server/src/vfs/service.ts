@@ -2,7 +2,7 @@
 // permission checks and the operations; the NFS and SMB engines call only this.
 import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
-import { InodeMetaKind, NamesChangedError, type MetadataStore, type RenameResult } from '../meta/store.js';
+import { InodeMetaKind, NamesChangedError, type MetadataStore, type RemoveResult, type RenameResult } from '../meta/store.js';
 import { VfsError, expectedError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
@@ -92,7 +92,7 @@ export interface ReaddirResult {
 
 /** A create whose name is taken, then free again by the time it is looked at, is tried this many times. */
 const MAX_CREATE_ATTEMPTS = 4;
-/** A rename whose names change between the checks and the move is checked again this many times at most. */
+/** A rename or remove whose names change between the checks and the change is checked again this many times at most. */
 const MAX_RENAME_ATTEMPTS = 4;
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
@@ -737,25 +737,40 @@ export class FileService {
     isDir: boolean,
     except: CacheHolder | null = null,
     shareModes = false,
+    /** Only this file (an SMB open's, whose name may have gone to another file since): else NOENT. */
+    fileId?: number,
   ): Promise<DirChange> {
     const { share, inode: dir } = await this.resolve(dirHandle);
     const id = this.writer(share, cred);
     this.mustDir(dir);
     checkName(name, 'remove');
     this.mustAccess(dir, id, Access.W | Access.X);
-    // Outside a sticky directory, with no file of the store open, nothing here needs the file:
-    // the store finds it (or answers NOENT) in its own transaction, one lookup fewer per REMOVE.
-    if ((dir.mode & S_ISVTX) !== 0 || this.opens.mayHaveOpens(share.meta)) {
-      const child = await share.meta.lookup(dir.id, name);
-      if (!child) throw expectedError('NOENT', 'no such file or directory');
-      // EPERM, not EACCES, as Linux's may_delete answers it (NFS3ERR_PERM; SMB: ACCESS_DENIED either way).
-      if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
-      await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
-      if (shareModes && (await this.opens.refusesDeleteShared(share.meta, child.id)))
-        throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
+    let mark: number;
+    let r: RemoveResult;
+    for (let attempt = 1; ; attempt++) {
+      // Outside a sticky directory, with no file of the store open, nothing here needs the file:
+      // the store finds it (or answers NOENT) in its own transaction, one lookup fewer per REMOVE.
+      // Else the store removes it only if the name still holds the file checked here.
+      let expect: number | undefined;
+      if ((dir.mode & S_ISVTX) !== 0 || this.opens.mayHaveOpens(share.meta) || fileId !== undefined) {
+        const child = await share.meta.lookup(dir.id, name);
+        if (!child || (fileId !== undefined && child.id !== fileId)) throw expectedError('NOENT', 'no such file or directory');
+        // EPERM, not EACCES, as Linux's may_delete answers it (NFS3ERR_PERM; SMB: ACCESS_DENIED either way).
+        if (!mayDeleteFromSticky(dir, child, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
+        await this.opens.breakHolders(share.meta, child.id, Caching.NONE, except);
+        if (shareModes && (await this.opens.refusesDeleteShared(share.meta, child.id)))
+          throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
+        expect = child.id;
+      }
+      mark = share.data.putMark();
+      try {
+        r = await share.meta.remove(dir.id, name, isDir, nowTimespec(), expect);
+        break;
+      } catch (e) {
+        if (!(e instanceof NamesChangedError)) throw e;
+        if (attempt >= MAX_RENAME_ATTEMPTS) throw new VfsError('JUKEBOX', 'the name keeps changing; try again');
+      }
     }
-    const mark = share.data.putMark();
-    const r = await share.meta.remove(dir.id, name, isDir, nowTimespec());
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
     // The file's data is freed in the background: the removal is made, and a crash before the
     // blocks are gone leaves them to garbage collection (BlockService.freeInBackground).
@@ -773,6 +788,8 @@ export class FileService {
     except: CacheHolder | null = null,
     /** Refused (ACCES) while an SMB open of either file does not share delete access (NFS RENAME). */
     shareModes = false,
+    /** Only this file (an SMB open's, whose name may have gone to another file since): else NOENT. */
+    movingId?: number,
   ): Promise<{ from: DirChange; to: DirChange }> {
     const a = await this.resolve(fromHandle);
     const share = a.share;
@@ -792,7 +809,7 @@ export class FileService {
     let r: RenameResult;
     for (let attempt = 1; ; attempt++) {
       const found = await share.meta.lookup(a.inode.id, fromName);
-      if (!found) throw new VfsError('NOENT', 'no such file or directory');
+      if (!found || (movingId !== undefined && found.id !== movingId)) throw new VfsError('NOENT', 'no such file or directory');
       moving = found;
       if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
       const victim = await share.meta.lookup(b.inode.id, toName);

@@ -91,12 +91,14 @@ function createOne(db: SqliteRunner, p: readonly unknown[]) {
 }
 
 function removeFile(db: SqliteRunner, p: readonly unknown[]) {
-  const [dirId, name, sec, nsec] = p;
+  const [dirId, name, sec, nsec, expect] = p;
   // The entry's file, its directory's type and whether the file has streams or blocks: one
   // statement (each costs a call into SQLite and a row object; a REMOVE made eight of them).
   const c = db.get(REMOVE_FIND, [dirId, name]);
-  // Anything but a plain file in a directory: the store's transactional path gives the exact answer.
+  // Anything but a plain file in a directory (or another file than `expect`): the store's
+  // transactional path gives the exact answer.
   if (c === undefined || c.parent_type !== DIR || c.id === dirId || num(c.type, 'type') === DIR) return [];
+  if (expect !== null && expect !== undefined && num(c.id, 'id') !== num(expect, 'expect')) return [];
   db.run(`DELETE FROM dirents WHERE parent = ?1 AND name = ?2`, [dirId, name]);
   // The directory as changed: a second row (`removed` 2), which saves the caller a read of it.
   const dir = db.get(REMOVE_TOUCH_DIR, [dirId, sec, nsec]);

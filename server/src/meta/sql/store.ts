@@ -164,7 +164,7 @@ export const S = {
   // names that child; the directory's times, the child's link count, and at its last link the
   // child, its streams and their inodes, all depend on that delete. The first row returned is the
   // child as locked, before the change (`blocks`: whether it had any), with `removed` 0 when nothing was done (no such entry, a
-  // directory, or the entry changed since the statement's snapshot): remove() then takes the
+  // directory, not the file $5 when given, or the entry changed since the statement's snapshot): remove() then takes the
   // transactional path, which gives the exact answer. Foreign keys are checked at the statement's
   // end, when the entry and stream rows are gone with their inodes. A second row (`removed` 2) is
   // the directory as changed, so that the caller need not read it again. Every row is reached through an
@@ -174,7 +174,8 @@ export const S = {
     text: `WITH e AS (SELECT child FROM dirents WHERE parent = $1::bigint AND name = $2::bytea),
            l AS (SELECT ${COLS} FROM inodes WHERE id = $1::bigint OR id = (SELECT child FROM e) ORDER BY id FOR NO KEY UPDATE),
            ok AS (SELECT c.* FROM l c JOIN l p ON p.id = $1::bigint AND p.type = ${DIR}
-                  WHERE c.id = (SELECT child FROM e) AND c.id <> $1::bigint AND c.type <> ${DIR}),
+                  WHERE c.id = (SELECT child FROM e) AND c.id <> $1::bigint AND c.type <> ${DIR}
+                    AND ($5::bigint IS NULL OR c.id = $5::bigint)),
            d AS (DELETE FROM dirents WHERE parent = $1::bigint AND name = $2::bytea AND child = (SELECT id FROM ok) RETURNING child),
            pu AS (UPDATE inodes SET mtime_sec = $3::bigint, mtime_nsec = $4::integer, ctime_sec = $3::bigint, ctime_nsec = $4::integer
                   WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM d) RETURNING ${COLS}),
@@ -826,10 +827,10 @@ export class SqlMetadataStore implements MetadataStore {
     return [a, b];
   }
 
-  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec): Promise<RemoveResult> {
+  async remove(dirId: number, name: Buffer, dir: boolean, now: Timespec, expect?: number): Promise<RemoveResult> {
     if (!dir) {
       // Not run again when the connection breaks in flight: a second run would answer NOENT.
-      const { rows } = await this.q(S.removeFile, [dirId, name, now.sec, now.nsec], { retryable: false });
+      const { rows } = await this.q(S.removeFile, [dirId, name, now.sec, now.nsec, expect ?? null], { retryable: false });
       const r = rows.find((row) => toNumber(row.removed, 'removed') !== 2);
       if (r && toNumber(r.removed, 'removed') === 1) {
         const child = inodeRow(r);
@@ -854,6 +855,7 @@ export class SqlMetadataStore implements MetadataStore {
       const [childId] = await SqlMetadataStore.entries(tx, dirId, name, dirId, name);
       if (childId === null) throw new VfsError('NOENT', 'no such entry');
       if (!w.has(childId)) throw new RetryTransaction('entry changed while locking');
+      if (expect !== undefined && childId !== expect) throw new NamesChangedError();
       const child = w.inode(childId);
       if (dir) {
         if (child.type !== DIR) throw new VfsError('NOTDIR', 'not a directory');
