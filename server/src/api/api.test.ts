@@ -326,7 +326,7 @@ describe('authentication', () => {
       ['basic auth', { authorization: `Basic ${Buffer.from(`admin:${ADMIN_PW}`).toString('base64')}` }],
       ['garbage', { authorization: 'Bearer not.a.token' }],
       ['expired', { authorization: `Bearer ${tokens.sign(creds, 'access', -5)}` }],
-      ['other secret', { authorization: `Bearer ${new TokenService({ secret: 'z'.repeat(40) }).issue(creds).access_token}` }],
+      ['other secret', { authorization: `Bearer ${new TokenService({ secret: 'zYx-0987654321-'.repeat(3) }).issue(creds).access_token}` }],
       [
         'alg none',
         { authorization: `Bearer ${jwt.sign(claims, '', { algorithm: 'none', subject: 'admin', issuer: 'dittofs', expiresIn: 60 })}` },

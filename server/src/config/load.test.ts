@@ -272,6 +272,19 @@ describe('the sample config', () => {
     );
   });
 
+  it('refuses its commented example jwt_secret, and a key of few different characters, once uncommented', () => {
+    const line = SAMPLE_CONFIG_YAML.split('\n').find((l) => l.includes('# jwt_secret:'));
+    assert.ok(line);
+    const uncommented = SAMPLE_CONFIG_YAML.replace(line, line.replace('# jwt_secret', 'jwt_secret'));
+    assertIssue(
+      yamlIssues(uncommented),
+      'server.api.jwt_secret',
+      /it is the example value of the sample configuration .*openssl rand -base64 48$/,
+    );
+    assertIssue(yamlIssues('', { DITTOFS_JWT_SECRET: 'ab'.repeat(20) }), 'DITTOFS_JWT_SECRET', /fewer than 10 different characters/);
+    for (const issue of yamlIssues(uncommented)) assert.doesNotMatch(issue.message, /change-me/, 'the value is not quoted');
+  });
+
   it('comments every key', () => {
     // Each key line, sections included, has a comment line right above it.
     const lines = SAMPLE_CONFIG_YAML.split('\n');
@@ -311,7 +324,7 @@ describe('environment overrides', () => {
     ['DITTOFS_READ_CACHE_BYTES', '1000000', (c) => c.cache.read_cache_bytes, 1_000_000],
     ['DITTOFS_DISK_CACHE_DIR', '/cache', (c) => c.cache.disk_cache_dir, '/cache'],
     ['DITTOFS_DISK_CACHE_BYTES', '0', (c) => c.cache.disk_cache_bytes, 0],
-    ['DITTOFS_JWT_SECRET', 'k'.repeat(40), (c) => c.server.api.jwt_secret, 'k'.repeat(40)],
+    ['DITTOFS_JWT_SECRET', 'k9Xq2-Lm7Zp4'.repeat(4), (c) => c.server.api.jwt_secret, 'k9Xq2-Lm7Zp4'.repeat(4)],
     ['DITTOFS_DATABASE_URL', 'postgres://u:p@db:5432/ditto', (c) => c.database.url, 'postgres://u:p@db:5432/ditto'],
     ['DITTOFS_DATABASE__TYPE', 'postgres', (c) => c.database.type, 'postgres'],
     ['DITTOFS_ADAPTERS__NFS__DRC_SIZE', '4096', (c) => c.adapters.nfs.drc_size, 4096],

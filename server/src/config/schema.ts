@@ -4,6 +4,7 @@
 import net from 'node:net';
 import { DEFAULT_BLOCK_SIZE, GiB, KiB, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, SHARE_DEFAULTS } from './defaults.js';
 import type { ConfigIssue } from './errors.js';
+import { weakJwtSecret } from './jwt-secret.js';
 import { formatByteSize, parseByteSize } from './sizes.js';
 import {
   BLOCK_STORE_TYPES,
@@ -353,6 +354,8 @@ export const jwtSecretLeaf = (): LeafNode => {
     const r = base.check(v);
     if (!r.ok) return r;
     if ((v as string).length < 32) return fail(`must be at least 32 characters long, got ${(v as string).length} (value not shown)`);
+    const weak = weakJwtSecret(v as string);
+    if (weak !== undefined) return fail(`must be a random key, and ${weak} (value not shown); generate one with: openssl rand -base64 48`);
     return r;
   };
   return { ...base, check, fromEnv: check };

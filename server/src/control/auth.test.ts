@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import jwt from 'jsonwebtoken';
+import { SAMPLE_JWT_SECRET } from '../config/jwt-secret.js';
 import {
   AUTH_ERROR,
   AuthError,
@@ -78,6 +79,12 @@ describe('tokens', () => {
       (e: unknown) => e instanceof AuthError && e.code === AUTH_ERROR.BAD_CONFIG && /at least 32 characters/.test(e.message),
     );
     assert.throws(() => new TokenService({ secret: 'x'.repeat(31) }), /at least 32/);
+    // Long enough, but guessable: the sample's example key, or one of few different characters.
+    for (const secret of [SAMPLE_JWT_SECRET, 'x'.repeat(48), '0123'.repeat(10)])
+      assert.throws(
+        () => new TokenService({ secret }),
+        (e: unknown) => e instanceof AuthError && e.code === AUTH_ERROR.BAD_CONFIG && /must be a random key/.test(e.message),
+      );
   });
 
   it('issues an access/refresh pair that verifies with its claims', () => {

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcryptjs';
 import { md4 } from 'hash-wasm';
 import jwt from 'jsonwebtoken';
+import { weakJwtSecret } from '../config/jwt-secret.js';
 import type { ControlStore } from './store.js';
 import { BOOTSTRAP_ADMIN, ROLES, type Role } from './types.js';
 
@@ -146,6 +147,12 @@ export class TokenService {
           'generate one with: openssl rand -base64 48',
       );
     }
+    const weak = weakJwtSecret(opts.secret);
+    if (weak !== undefined)
+      throw new AuthError(
+        AUTH_ERROR.BAD_CONFIG,
+        `the JWT secret must be a random key, and ${weak}; generate one with: openssl rand -base64 48`,
+      );
     this.secret = opts.secret;
     this.accessTtlSeconds = opts.accessTtlSeconds ?? ACCESS_TOKEN_TTL_SECONDS;
     this.refreshTtlSeconds = opts.refreshTtlSeconds ?? REFRESH_TOKEN_TTL_SECONDS;

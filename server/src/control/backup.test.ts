@@ -72,7 +72,7 @@ function goodBackup(): ControlBackup {
     ],
     adapters: [{ type: 'nfs', enabled: true, port: 12049 }],
     settings: { 'logging.level': 'debug' },
-    secrets: [{ name: 'jwt_secret', value: 'x'.repeat(48) }],
+    secrets: [{ name: 'jwt_secret', value: 'x1y2z3-abcdefgh-'.repeat(3) }],
   };
 }
 
