@@ -295,6 +295,9 @@ function storeSuite(name: string, setup: () => Promise<{ store: ControlStore; te
       const created = await s.createShare(share('/export', { root_mode: 0o755, default_permission: 'read' }));
       assert.deepEqual(created, share('/export', { root_mode: 0o755, default_permission: 'read' }));
       await rejectsWith(s.createShare(share('/export')), CONTROL_ERROR.ALREADY_EXISTS);
+      // A name SMB clients would take for it (no leading "/", any case): refused too.
+      for (const name of ['/Export', '/EXPORT', 'export', '//export'])
+        await rejectsWith(s.createShare(share(name)), CONTROL_ERROR.ALREADY_EXISTS, /SMB clients would take it for share "\/export"/);
       const patched = await s.updateShare('/export', { read_only: true, anonymous_uid: 99 });
       assert.equal(patched.read_only, true);
       assert.equal(patched.anonymous_uid, 99);

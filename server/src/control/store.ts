@@ -218,6 +218,9 @@ export function defaultAdapters(): Adapter[] {
 // ---------------------------------------------------------------------------------------------
 // Queries inside one transaction
 
+/** A share's name as SMB clients compare it: without its leading "/", case folded. */
+const smbNameKey = (name: string): string => name.replace(/^\/+/, '').toLowerCase();
+
 /** The control tables, through one transaction. Obtained from ControlStore.read() / mutate(). */
 export class ControlQueries {
   constructor(
@@ -626,6 +629,14 @@ export class ControlQueries {
 
   async createShare(s: Share): Promise<Share> {
     if ((await this.getShare(s.name)) !== undefined) throw alreadyExists(`share ${JSON.stringify(s.name)}`);
+    // SMB clients name a share without its leading "/" and without case: two shares of one such
+    // name would be one share to them (the other unreachable, its clients given the first).
+    const smb = smbNameKey(s.name);
+    const clash = (await this.listShares()).find((x) => smbNameKey(x.name) === smb);
+    if (clash !== undefined)
+      throw alreadyExists(
+        `share ${JSON.stringify(s.name)}: SMB clients would take it for share ${JSON.stringify(clash.name)} (their share names ignore case)`,
+      );
     await this.requireStoresOf(s);
     await this.tx.query(`INSERT INTO shares (${SHARE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, shareValues(s));
     return this.requireShare(s.name);
