@@ -314,8 +314,17 @@ export class FileService {
     /** The caller's own caching holder, not broken by its own change (SMB). */
     except: CacheHolder | null = null,
   ): Promise<{ before: Inode; after: Inode; share: Share }> {
-    const { share, inode } = await this.resolve(handle);
+    const resolved = await this.resolve(handle);
+    const share = resolved.share;
+    let inode = resolved.inode;
     const id = this.writer(share, cred);
+    // Several servers: a size is compared with the one another server acknowledged (stored first,
+    // as for a READ), not with what this server last saw: else a truncate to that older size would
+    // be taken for no change, and the other server's writes past it would stay.
+    if (attrs.size !== undefined && inode.type === FileType.REG) {
+      const fresh = share.data.ensureFresh(inode.id);
+      if (fresh !== undefined && (await fresh)) inode = (await share.meta.getInode(inode.id)) ?? inode;
+    }
     if (setsNothing(attrs)) {
       // Nothing to set: nothing changes, not even ctime or a pending EXCLUSIVE create's verifier
       // (as Linux's nfsd answers). Else anyone who may write the share could move the ctime of any
