@@ -34,7 +34,7 @@ import {
 import { protocolServed } from './protocols.js';
 import { serveLocalControl } from './local-control.js';
 import { ShareRuntime } from './shares.js';
-import { Coordinator, redisPassword } from './coord/leases.js';
+import { Coordinator, redisPassword, walIdentity } from './coord/leases.js';
 import { RedisClusterLocks } from './coord/locks.js';
 import { ControlReplicas, controlScopeOf } from './coord/control.js';
 import { convergeReply } from './api/convergence.js';
@@ -396,6 +396,8 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
             tls: redisCfg.tls,
             leaseTtlMs: redisCfg.lease_ttl,
             log: log.child({ component: 'coordination' }),
+            // The dirty marks it sets name its WAL, which a restart on the same WAL recognizes.
+            ...(wal.summary ? { walId: await walIdentity(wal.summary.dir) } : {}),
             ...(await redisPassword(redisCfg).then((password) => (password === undefined ? {} : { password }))),
           });
     if (coordination) {
@@ -433,6 +435,7 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
     log.info({ phase: 'stores', ms: Date.now() - phaseStart }, `start-up: stores opened in ${seconds(Date.now() - phaseStart)}`);
 
     await replayWal(wal.records, shares.services(), log);
+    await coordination?.clearFormerMarks();
     if (wal.wal instanceof FileWal) wal.wal.tidy();
     if (wal.summary) logWalReplayed(wal.summary, log);
     replayed = true;

@@ -19,7 +19,9 @@
 //   (caches invalidated through Redis, not trusted for a while); Redis stopped and started under
 //   load serves nothing stale and loses nothing.
 // - Data a killed server committed but had not uploaded: after its restart (uploads held up), reads
-//   through the other wait for it instead of returning what the store had.
+//   through the other wait for it instead of returning what the store had; while it is down, the
+//   other answers JUKEBOX for that file (reads and writes) instead of serving older bytes or writing
+//   a block version that would have A's committed data refused when A comes back.
 // - A server that loses Redis answers JUKEBOX to writes until Redis is back.
 // - A server that loses Redis in the middle of a change: a change it acknowledged is what the other
 //   server's very next call sees (the change was announced before it was made); one it could not
@@ -489,6 +491,37 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
       proxy.release();
       proxies.push(proxy);
     }
+  });
+
+  it('data committed through a server killed before it uploaded it: while it is down the other answers JUKEBOX for the file; after its restart nothing is lost', async () => {
+    const rng = new Prng(SEED + 6);
+    let ca = await open(a);
+    const cb = await open(b);
+    const created = await jukeboxRetried(async () => ca.create(await ca.mount('/export'), 'orphaned.bin'));
+    assert.equal(created.status, NfsStat.OK);
+    const fh = created.fh!;
+    // A partial block (uploaded only after 5 s idle): when A dies it is in A's WAL alone.
+    const data = rng.bytes(3 * MiB);
+    await writeCommit(ca, fh, 0, data);
+    const port = a.nfsPort;
+    await a.kill();
+    // Through B: neither the store's older bytes nor a write of its own into that block (which
+    // would make the block's newer version, and A's replayed one be refused for good).
+    assert.equal((await cb.read(fh, 0, 65536)).status, NfsStatMore.JUKEBOX, 'READ through B while A is down');
+    const tail = rng.bytes(16);
+    assert.equal((await cb.writeV(fh, 3 * MiB, tail, StableHow.FILE_SYNC)).status, NfsStatMore.JUKEBOX, 'WRITE through B while A is down');
+    // A comes back on its WAL: it stores what it acknowledged; then B serves the file and writes it.
+    a = await start(a.dataDir, port);
+    ca = await open(a);
+    const got = await jukeboxRetried(async () => {
+      const r = await cb.read(fh, 0, 65536);
+      return { status: r.status, data: r.data };
+    });
+    assert.equal(firstDiff(got.data, data.subarray(0, 65536)), 'equal', "through B after A's restart");
+    assert.equal((await jukeboxRetried(() => cb.writeV(fh, 3 * MiB, tail, StableHow.FILE_SYNC))).status, NfsStat.OK);
+    const want = Buffer.concat([data, tail]);
+    assert.equal(firstDiff(await cb.readAll(fh, want.length), want), 'equal', 'through B');
+    assert.equal(firstDiff(await ca.readAll(fh, want.length), want), 'equal', 'through A');
   });
 
   it('a server that loses Redis during a change: what it acknowledged is what the next call through the other sees; what it could not announce is not made', async () => {

@@ -27,7 +27,8 @@
 // before anyone writes under a newer one or opens past them.
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import { readFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import path from 'node:path';
 import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { VfsError } from '../vfs/errors.js';
@@ -84,6 +85,19 @@ const STORED_LUA = `redis.call('incr', KEYS[2]); redis.call('pexpire', KEYS[2], 
 if ARGV[4] ~= '' and redis.call('get', KEYS[3]) == ARGV[4] then redis.call('del', KEYS[3]) end
 if ARGV[3] == '1' and redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0`;
+/**
+ * Takes a free lease (1), unless the file's dirty mark is another server's while nobody holds the
+ * lease (-1: that server acknowledged data it never stored and is gone; its WAL alone has it). 0:
+ * held. KEYS: lease, dirty mark; ARGV: server id, ttl, this WAL's mark prefix.
+ */
+const TAKE_LUA = `local d = redis.call('get', KEYS[2])
+if d and string.sub(d, 1, string.len(ARGV[3])) ~= ARGV[3] and redis.call('exists', KEYS[1]) == 0 then return -1 end
+if redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+return 0`;
+/** SCAN calls at most while looking for a former process's dirty marks (1,000 keys each). */
+const MAX_SCAN_CALLS = 100_000;
+/** Deletes a dirty mark if it is still ARGV[1]. */
+const DEL_MARK_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
 /** A file's generation key outlives its last change by this long; a reader that finds none drops its cache. */
 const GENERATION_TTL_MS = 3_600_000;
 /** Generations remembered per store (past it, the map starts again: a few more cache drops). */
@@ -98,6 +112,46 @@ export interface CoordinationOptions {
   log: Logger;
   /** Nothing is cached this long after (re)subscribing (default coherence.ts RECOVERY_GRACE_MS; tests shorten it). */
   recoveryGraceMs?: number;
+  /**
+   * The identity of this server's WAL (walIdentity()), kept across restarts: the dirty marks it
+   * sets name it, so that a server coming back on the same WAL knows the marks of its former self.
+   */
+  walId?: string;
+}
+
+/** The file under the WAL directory that names the WAL (walIdentity). */
+export const WAL_ID_FILE = 'server-id';
+
+/**
+ * The identity of the WAL in `dir` (16 hex digits in `dir`/server-id, made at its first use and
+ * kept, synced): a server started again on the same WAL is the one whose dirty marks it finds.
+ */
+export async function walIdentity(dir: string): Promise<string> {
+  const file = path.join(dir, WAL_ID_FILE);
+  try {
+    const id = (await readFile(file, 'utf8')).trim();
+    if (/^[0-9a-f]{16}$/.test(id)) return id;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  await mkdir(dir, { recursive: true });
+  const id = randomBytes(8).toString('hex');
+  const tmp = `${file}.tmp`;
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(`${id}\n`);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+  return id;
 }
 
 /** The password of coordination.redis, from its file or its environment variable. */
@@ -138,7 +192,13 @@ export const bootKey = (keyPrefix: string): string => `${keyPrefix}boot`;
 
 /** One connection to Redis (and one for pub/sub) for every store of this server. */
 export class Coordinator {
-  readonly serverId = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  /** `<wal id>@<host>:<pid>:<random>` (without a WAL identity: `<host>:<pid>:<random>`). */
+  readonly serverId: string;
+  /**
+   * How every dirty mark this server's WAL ever set starts (this process's and its former selves'
+   * on the same WAL): a mark that does not is another server's.
+   */
+  readonly markPrefix: string;
   private readonly stores = new Map<string, FileLeases>();
   private readonly controlListeners = new Set<() => void>();
   /** Invalidation channel -> the cache of the store it is about (coord/coherence.ts). */
@@ -158,7 +218,11 @@ export class Coordinator {
     readonly redis: RedisClient,
     private readonly sub: RedisClient,
     readonly opts: CoordinationOptions,
-  ) {}
+  ) {
+    const self = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+    this.serverId = opts.walId === undefined ? self : `${opts.walId}@${self}`;
+    this.markPrefix = opts.walId === undefined ? `${this.serverId}:` : `${opts.walId}@`;
+  }
 
   static async open(opts: CoordinationOptions): Promise<Coordinator> {
     const { Redis } = await import('ioredis');
@@ -294,6 +358,27 @@ export class Coordinator {
     for (const s of this.stores.values()) s.unconfirmAll();
   }
 
+  /**
+   * After the WAL's replay (every share's): the dirty marks this WAL's former process left on files
+   * with nothing replayed go (FileLeases.clearFormerMarks). A store Redis cannot answer for is
+   * logged: its marks expire by themselves.
+   */
+  async clearFormerMarks(): Promise<void> {
+    if (this.opts.walId === undefined) return;
+    for (const s of this.stores.values()) {
+      try {
+        const n = await s.clearFormerMarks();
+        if (n > 0)
+          this.opts.log.info(
+            { store: s.storeKey, marks: n },
+            "dirty marks of this WAL's former process cleared: nothing of those files is unstored",
+          );
+      } catch (err) {
+        this.opts.log.warn({ store: s.storeKey, err }, "could not clear the dirty marks of this WAL's former process");
+      }
+    }
+  }
+
   /** The leases of one metadata store (`storeKey`: the same on every server that serves it). */
   leasesFor(storeKey: string, meta: LeaseStore): FileLeases {
     let s = this.stores.get(storeKey);
@@ -381,6 +466,8 @@ export class FileLeases {
   private readonly handing = new Set<number>();
   /** inode -> the generation of its stored data when this server last read it. */
   private readonly seen = new Map<number, string | null>();
+  /** Files whose replayed data this server stores (adopt): their marks are its own to replace. */
+  private readonly adopted = new Set<number>();
 
   constructor(
     private readonly c: Coordinator,
@@ -461,6 +548,14 @@ export class FileLeases {
     return h.token;
   }
 
+  /** Why a file whose dirty mark outlived its holder's lease waits. */
+  private orphaned(inodeId: number): string {
+    return (
+      `file ${inodeId} has data another server acknowledged and did not store before it went away (crashed, or lost Redis); ` +
+      `it is served again once that server is back on its WAL and has stored it (or its mark expires, ${GENERATION_TTL_MS / 60_000} min after its last write)`
+    );
+  }
+
   private jukebox(why: string): VfsError {
     return new VfsError('JUKEBOX', `write lease: ${why}`);
   }
@@ -503,7 +598,9 @@ export class FileLeases {
           await sleep(20);
           continue;
         }
-        if ((await redis.set(key, serverId, 'PX', opts.leaseTtlMs, 'NX')) === 'OK') {
+        const took = await redis.eval(TAKE_LUA, 2, key, this.dirtyKey(inodeId), serverId, opts.leaseTtlMs, this.c.markPrefix);
+        if (took === -1) throw this.jukebox(this.orphaned(inodeId));
+        if (took === 1) {
           const taken = Date.now();
           let token: number;
           try {
@@ -558,6 +655,10 @@ export class FileLeases {
     const genKey = this.genKey(inodeId);
     const [holder0, gen0, dirty] = await redis.mget(key, genKey, this.dirtyKey(inodeId));
     let [holder, gen] = [holder0, gen0];
+    // Marked by another server that no longer holds the lease: what it acknowledged is in its WAL
+    // alone, and what the store has is older. Nothing is served from the store until it is back.
+    if ((holder === null || holder === undefined) && dirty !== null && dirty !== undefined && !dirty.startsWith(this.c.markPrefix))
+      throw this.jukebox(this.orphaned(inodeId));
     // Held elsewhere and written since it was stored (else what is stored is what it acknowledged).
     if (holder !== null && holder !== undefined && holder !== serverId && dirty?.startsWith(`${holder}:`) === true) {
       // Another server may have acknowledged data it has not stored: it stores it first.
@@ -569,7 +670,11 @@ export class FileLeases {
           await redis.publish(this.c.channel, `flush ${this.storeKey} ${inodeId}`);
         }
         await sleep(20);
-        [holder, gen] = await redis.mget(key, genKey);
+        let mark: string | null | undefined;
+        [holder, gen, mark] = await redis.mget(key, genKey, this.dirtyKey(inodeId));
+        // Gone without storing it (its lease expired): as above.
+        if (gen === before && (holder === null || holder === undefined) && mark && !mark.startsWith(this.c.markPrefix))
+          throw this.jukebox(this.orphaned(inodeId));
         if (gen !== before || holder === null || holder === undefined || holder === serverId) break;
         if (Date.now() >= deadline) throw this.jukebox(`file ${inodeId} is written through another server that did not store it in time`);
       }
@@ -591,6 +696,7 @@ export class FileLeases {
    * (Redis away, a holder that does not answer) is logged: its data is still uploaded.
    */
   async adopt(inodeIds: readonly number[]): Promise<void> {
+    for (const id of inodeIds) this.adopted.add(id);
     const queue = [...inodeIds];
     let failed = 0;
     const worker = async (): Promise<void> => {
@@ -605,6 +711,33 @@ export class FileLeases {
       }
     };
     await Promise.all(Array.from({ length: Math.min(ADOPT_PARALLEL, queue.length) }, worker));
+  }
+
+  /**
+   * After every share's replay: the dirty marks a former process on this WAL set and left (it
+   * crashed after storing, or its data was stored by the replay's uploads) on files with no replayed
+   * data go, since nothing of them is unstored; else readers elsewhere would wait for them until
+   * they expire. Returns how many went.
+   */
+  async clearFormerMarks(): Promise<number> {
+    const { redis, serverId, markPrefix, opts } = this.c;
+    const head = `${opts.keyPrefix}dirty:${this.storeKey}:`;
+    const pattern = `${head.replace(/[*?[\]\\]/g, '\\$&')}*`;
+    let cleared = 0;
+    let cursor = '0';
+    for (let i = 0; i < MAX_SCAN_CALLS; i++) {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      for (const key of keys) {
+        const inode = Number(key.slice(head.length));
+        if (!Number.isSafeInteger(inode) || this.adopted.has(inode) || this.held.has(inode)) continue;
+        const mark = await redis.get(key);
+        if (mark === null || !mark.startsWith(markPrefix) || mark.startsWith(`${serverId}:`)) continue;
+        cleared += Number(await redis.eval(DEL_MARK_LUA, 1, key, mark));
+      }
+      cursor = next;
+      if (cursor === '0') break;
+    }
+    return cleared;
   }
 
   /** True while the lease is held under `token` and not being handed over. */
