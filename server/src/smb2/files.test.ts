@@ -67,6 +67,20 @@ const bobOn = (srv: Parameters<typeof fileContext>[0]): files.FileContext => ({
   id: { uid: 2000, gid: 2000, gids: [] },
 });
 
+/** FILE_RENAME_INFORMATION_TYPE_2 naming `target` (FileLinkInformation has the same layout). */
+function renameInfo(target: string, replace = false): Buffer {
+  const n = utf16(target);
+  const b = Buffer.alloc(20 + n.length);
+  b[0] = replace ? 1 : 0;
+  b.writeUInt32LE(n.length, 16);
+  n.copy(b, 20);
+  return b;
+}
+
+/** SET_INFO of a rename or link (`infoClass`) of `o` to `target`. */
+const setName = (ctx: files.FileContext, o: Open, infoClass: number, target: string, replace = false) =>
+  files.setInfo(ctx, o, { infoType: 1, infoClass, buffer: renameInfo(target, replace), additionalInformation: 0, fileId: o.fileId });
+
 /** CREATE of `name` as `ctx` asking `access`, with the given disposition and options. */
 const as = (ctx: files.FileContext, name: string, access: number, disposition: number = CreateDisposition.OPEN, options = 0) =>
   create(ctx, createRequest(name, { desiredAccess: access, createDisposition: disposition, createOptions: options }));
@@ -367,14 +381,7 @@ describe('SMB2 file commands over the file service', () => {
     // An open file cannot be replaced (ACCESS_DENIED): the target is closed first.
     const b = await open('d\\b', CreateDisposition.CREATE);
     await files.close(c, b, 0, new SmbWriter());
-    const info = (replace: boolean, target: string): Buffer => {
-      const n = utf16(target);
-      const b = Buffer.alloc(20 + n.length);
-      b[0] = replace ? 1 : 0;
-      b.writeUInt32LE(n.length, 16);
-      n.copy(b, 20);
-      return b;
-    };
+    const info = (replace: boolean, target: string): Buffer => renameInfo(target, replace);
     const rename = (replace: boolean, target: string) =>
       status(
         files.setInfo(c, a, {
@@ -403,11 +410,7 @@ describe('SMB2 file commands over the file service', () => {
     const victim = (
       await create(c, createRequest('x', { desiredAccess: Access.GENERIC_READ, createDisposition: CreateDisposition.OPEN, shareAccess: 0 }))
     ).open;
-    const n = utf16('x');
-    const b = Buffer.alloc(20 + n.length);
-    b[0] = 1; // ReplaceIfExists
-    b.writeUInt32LE(n.length, 16);
-    n.copy(b, 20);
+    const b = renameInfo('x', true);
     const link = () =>
       files.setInfo(c, src, {
         infoType: 1,
@@ -427,17 +430,7 @@ describe('SMB2 file commands over the file service', () => {
     assert.equal((await srv.fs.lookup(src.parent!, Buffer.from('x'), c.id)).inode.id, src.inodeId);
     // A named stream is no file to link (MS-FSA): INVALID_PARAMETER, and no name made.
     const stream = await open('src:s', CreateDisposition.CREATE);
-    const n2 = utf16('y');
-    const b2 = Buffer.alloc(20 + n2.length);
-    b2.writeUInt32LE(n2.length, 16);
-    n2.copy(b2, 20);
-    const linkStream = files.setInfo(c, stream, {
-      infoType: 1,
-      infoClass: FileInfoClass.FileLinkInformation,
-      buffer: b2,
-      additionalInformation: 0,
-      fileId: stream.fileId,
-    });
+    const linkStream = setName(c, stream, FileInfoClass.FileLinkInformation, 'y');
     assert.equal(await status(linkStream), NtStatus.INVALID_PARAMETER);
     assert.equal(await status(open('y', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
     // Nor is it renamed to a file name: that would rename src itself (past the share modes of its
@@ -446,17 +439,7 @@ describe('SMB2 file commands over the file service', () => {
       ['y', NtStatus.INVALID_PARAMETER],
       [':t', NtStatus.NOT_SUPPORTED],
     ] as const) {
-      const t = utf16(target);
-      const rb = Buffer.alloc(20 + t.length);
-      rb.writeUInt32LE(t.length, 16);
-      t.copy(rb, 20);
-      const renameStream = files.setInfo(c, stream, {
-        infoType: 1,
-        infoClass: FileInfoClass.FileRenameInformation,
-        buffer: rb,
-        additionalInformation: 0,
-        fileId: stream.fileId,
-      });
+      const renameStream = setName(c, stream, FileInfoClass.FileRenameInformation, target);
       assert.equal(await status(renameStream), want, target);
     }
     assert.equal(await status(open('y', CreateDisposition.OPEN)), NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -486,17 +469,7 @@ describe('SMB2 file commands over the file service', () => {
     await srv.fs.rename(rootFh, Buffer.from('a'), rootFh, Buffer.from('moved'), root);
     const other = await srv.fs.create(rootFh, Buffer.from('a'), root, VfsCreateMode.GUARDED, {}, null);
     // A rename through the open does not move the new file.
-    const n = utf16('renamed');
-    const b = Buffer.alloc(20 + n.length);
-    b.writeUInt32LE(n.length, 16);
-    n.copy(b, 20);
-    const rename = files.setInfo(c, f, {
-      infoType: 1,
-      infoClass: FileInfoClass.FileRenameInformation,
-      buffer: b,
-      additionalInformation: 0,
-      fileId: f.fileId,
-    });
+    const rename = setName(c, f, FileInfoClass.FileRenameInformation, 'renamed');
     assert.equal(await status(rename), NtStatus.OBJECT_NAME_NOT_FOUND);
     // Nor does the delete on close delete it.
     await files.close(c, f, 0, new SmbWriter());
