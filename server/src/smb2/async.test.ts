@@ -112,10 +112,15 @@ describe('async table', () => {
   it('remembers a CANCEL that came before its request went async (bounded)', () => {
     const { t } = table();
     assert.equal(t.cancel(false, 0, 42, 1), false);
-    assert.equal(t.cancelledEarly(42), true);
-    assert.equal(t.cancelledEarly(42), false);
+    assert.equal(t.cancelledEarly(42, 1), true);
+    assert.equal(t.cancelledEarly(42, 1), false);
     for (let m = 100; m < 1000; m++) t.cancel(false, 0, m, 1);
-    assert.equal(t.cancelledEarly(100), false, 'the oldest early cancels are forgotten');
-    assert.equal(t.cancelledEarly(999), true);
+    assert.equal(t.cancelledEarly(100, 1), false, 'the oldest early cancels are forgotten');
+    assert.equal(t.cancelledEarly(999, 1), true);
+    // Another session's early CANCEL (or one of no session) does not end this session's request.
+    t.cancel(false, 0, 43, 0);
+    t.cancel(false, 0, 44, 2);
+    assert.equal(t.cancelledEarly(43, 1), false);
+    assert.equal(t.cancelledEarly(44, 1), false);
   });
 });

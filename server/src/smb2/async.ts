@@ -101,7 +101,7 @@ export class PendingOp {
 export class AsyncTable {
   private readonly byAsyncId = new Map<number, PendingOp>();
   private readonly byMessageId = new Map<number, PendingOp>();
-  private readonly earlyCancels = new Set<number>();
+  private readonly earlyCancels = new Map<number, number>();
   private nextAsyncId = 1;
 
   constructor(
@@ -123,9 +123,13 @@ export class AsyncTable {
     return op;
   }
 
-  /** True (once) when a CANCEL for this MessageId arrived before the request went async. */
-  cancelledEarly(messageId: number): boolean {
-    return this.earlyCancels.delete(messageId);
+  /** True (once) when a CANCEL of this session for this MessageId arrived before the request went async. */
+  cancelledEarly(messageId: number, sessionId: number): boolean {
+    const by = this.earlyCancels.get(messageId);
+    if (by === undefined) return false;
+    this.earlyCancels.delete(messageId);
+    // Another session's CANCEL (or one of no session) is not this request's to end, as below.
+    return by === sessionId;
   }
 
   /**
@@ -143,10 +147,10 @@ export class AsyncTable {
     if (!async) {
       // The request may still be on its way to going async (frames are handled concurrently).
       if (this.earlyCancels.size >= EARLY_CANCELS_KEPT) {
-        const oldest = this.earlyCancels.values().next().value;
+        const oldest = this.earlyCancels.keys().next().value;
         if (oldest !== undefined) this.earlyCancels.delete(oldest);
       }
-      this.earlyCancels.add(messageId);
+      this.earlyCancels.set(messageId, sessionId);
     }
     return false;
   }

@@ -705,6 +705,11 @@ describe('SMB2 connection', () => {
     await serve(conn, seal(cancel()));
     assert.equal(conn.pendingCount, 0);
     assert.equal(decodeHeader(last()).status, NtStatus.CANCELLED, 'the final response, encrypted');
+    // Nor does a CANCEL in the clear of no session (SessionId 0) that comes before its request:
+    // the request goes pending when it arrives, encrypted.
+    await conn.handleFrame(request(Command.CANCEL, 9, Buffer.from([4, 0, 0, 0]), { sessionId: 0, charge: 0 }));
+    await serve(conn, seal(request(Command.CHANGE_NOTIFY, 9, notify, { sessionId: l.sessionId, treeId })));
+    assert.equal(conn.pendingCount, 1, 'an injected early CANCEL of no session cancels nothing');
 
     // 3.1.1 without a cipher in common, and 2.1: the logon is refused.
     const noCipher = connect();

@@ -564,6 +564,9 @@ export class SmbConnection implements SessionOwner {
       // unsigned CANCEL there cancels nothing. Encrypted, it is authenticated by its cipher and acts
       // for that session only; in the clear on a session that must encrypt, it cancels nothing.
       const s = this.sessions.get(h.sessionId);
+      // One of no session (SessionId 0, or one that is not) has no request to cancel: none of
+      // another session's, even one that has not arrived yet (an injected CANCEL would end it).
+      if (s === undefined) return null;
       if (chain.encryptedBy !== null) {
         if (h.sessionId !== chain.encryptedBy.id) return null;
       } else if (s?.encryptData) {
@@ -680,7 +683,7 @@ export class SmbConnection implements SessionOwner {
     if (reply.pending) {
       const op = reply.pending;
       if (status !== NtStatus.PENDING) op.abort('cancel');
-      else if (this.async.cancelledEarly(h.messageId)) op.abort('cancel');
+      else if (this.async.cancelledEarly(h.messageId, h.sessionId)) op.abort('cancel');
       // Completed (or cancelled) before the interim went out: answered synchronously instead.
       const early = op.takeEarlyResult();
       if (early) {
