@@ -98,11 +98,13 @@ export async function openControlPlane(config: DittoConfig, log: Logger): Promis
   let createdUser: string | undefined;
   try {
     const seeded = await seedFromConfig(store, config);
-    // Listeners are infrastructure (the config file and environment): the rows show what runs.
-    await store.mutate(async (q) => {
-      await q.updateAdapter('nfs', { enabled: config.adapters.nfs.enabled, port: config.adapters.nfs.port });
-      await q.updateAdapter('smb', { enabled: config.adapters.smb.enabled, port: config.adapters.smb.port });
-    });
+    // The adapter rows are the API's: the first start seeds them from the config file, later starts
+    // leave them (servers sharing the database may listen on different ports; one start must not
+    // move the others). Each start listens where its own config file says (adapters.ts).
+    await store.ensureAdapters([
+      { type: 'nfs', enabled: config.adapters.nfs.enabled, port: config.adapters.nfs.port },
+      { type: 'smb', enabled: config.adapters.smb.enabled, port: config.adapters.smb.port },
+    ]);
     const admin = await ensureAdmin(store, {
       ...(process.env.DITTOFS_ADMIN_INITIAL_PASSWORD ? { initialPassword: process.env.DITTOFS_ADMIN_INITIAL_PASSWORD } : {}),
       bcryptCost: config.server.api.bcrypt_cost,

@@ -32,6 +32,7 @@ import {
   StoreHealth,
 } from './controlplane.js';
 import { protocolServed } from './protocols.js';
+import { AdapterRuntime, LiveAdapter } from './adapters.js';
 import { serveLocalControl } from './local-control.js';
 import { ShareRuntime } from './shares.js';
 import { Coordinator, redisPassword, walIdentity } from './coord/leases.js';
@@ -48,8 +49,9 @@ import { loadServerGuid } from './smb2/guid.js';
 import { controlPlaneDirectory, type SmbUserDirectory } from './smb2/auth/index.js';
 
 export interface RunningServer {
+  /** The NFS port now; null while the NFS adapter is not served (disabled). */
   readonly nfsPort: number | null;
-  /** The SMB2 port; null when `adapters.smb.enabled` is false. */
+  /** The SMB2 port now; null while the SMB adapter is not served (disabled). */
   readonly smbPort: number | null;
   readonly apiPort: number | null;
   readonly metricsPort: number | null;
@@ -325,8 +327,8 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
   const fileService = new FileService(log);
   const metrics = config.metrics.enabled ? new ServerMetrics() : null;
   let replayed = false;
-  let nfsListening = !config.adapters.nfs.enabled;
-  let smbListening = !config.adapters.smb.enabled;
+  // The protocol listeners, started below and changed by the control plane while the server runs.
+  const adapters = new AdapterRuntime();
 
   const closeAll = async (): Promise<void> => {
     for (const c of cleanups.reverse()) {
@@ -458,6 +460,8 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
           const r = await shares.apply(desiredFromSnapshot(snap));
           for (const [id, { name, data }] of shares.services()) if (!before.has(id)) collect(name, data);
           if (r.added.length + r.removed.length + r.updated.length > 0) log.info({ generation: snap.generation, ...r }, 'shares changed');
+          // Adapters: a row changed through the API starts, stops or moves its listener here too.
+          await adapters.observe(snap.adapters);
         },
         changeLogLevel,
         log,
@@ -503,85 +507,151 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
 
     const nfs = new Nfs3Program(fileService, log, config.adapters.nfs.max_record_size, metrics ?? undefined);
     const mount = new MountProgram(fileService, log);
-    let nfsPort: number | null = null;
     const nfsCfg = config.adapters.nfs;
-    if (nfsCfg.enabled) {
-      const rpc = new RpcServer([nfsRpcProgram(nfs), mountRpcProgram(mount)], {
-        maxRecordSize: nfsCfg.max_record_size,
-        drcSize: nfsCfg.drc_size,
-        maxConnections: nfsCfg.max_connections,
-        idleTimeoutMs: nfsCfg.idle_timeout,
-        maxBufferedRequestBytes: nfsCfg.max_buffered_request_bytes,
-        name: 'NFS',
+    // Each start of an adapter (at start-up, and when the control plane enables or moves it) makes
+    // a fresh server on the new port, with the config's bind address and limits.
+    let nfsRpc: RpcServer | null = null;
+    metrics?.watchConnections('nfs', () => nfsRpc?.connections ?? 0);
+    // The portmapper runs while NFS is served; its mappings name the port NFS listens on now.
+    let portmapper: RpcServer | null = null;
+    let nfsMappedPort = 0;
+    const startPortmapper = async (): Promise<void> => {
+      if (!nfsCfg.portmapper.enabled || portmapper !== null) return;
+      const mappings = (): PortMapping[] => [
+        { prog: NFS_PROGRAM, vers: NFS_V3, prot: IPPROTO_TCP, port: nfsMappedPort },
+        { prog: MOUNT_PROGRAM, vers: MOUNT_V3, prot: IPPROTO_TCP, port: nfsMappedPort },
+        { prog: 100000, vers: 2, prot: IPPROTO_TCP, port: nfsCfg.portmapper.port },
+      ];
+      const pm = new RpcServer([portmapProgram(mappings)], {
+        maxRecordSize: 64 * 1024,
+        drcSize: 1,
+        maxConnections: 64,
+        idleTimeoutMs: 60_000,
+        maxBufferedRequestBytes: 4 * 1024 * 1024,
+        name: 'portmapper',
         log,
-        ...(metrics ? { observer: metrics } : {}),
       });
-      metrics?.watchConnections('nfs', () => rpc.connections);
-      nfsPort = await listening('NFS', 'adapters.nfs.port / DITTOFS_NFS_PORT (or the bind address)', nfsCfg.bind, nfsCfg.port, () =>
-        rpc.listenTcp(nfsCfg.port, nfsCfg.bind),
-      );
-      nfsListening = true;
-      cleanups.push(() => rpc.close());
-      log.info({ port: nfsPort, bind: nfsCfg.bind }, 'NFSv3 and MOUNT v3 listening (TCP)');
-      if (nfsCfg.portmapper.enabled) {
-        const port = nfsPort;
-        const mappings = (): PortMapping[] => [
-          { prog: NFS_PROGRAM, vers: NFS_V3, prot: IPPROTO_TCP, port },
-          { prog: MOUNT_PROGRAM, vers: MOUNT_V3, prot: IPPROTO_TCP, port },
-          { prog: 100000, vers: 2, prot: IPPROTO_TCP, port: nfsCfg.portmapper.port },
-        ];
-        const pm = new RpcServer([portmapProgram(mappings)], {
-          maxRecordSize: 64 * 1024,
-          drcSize: 1,
-          maxConnections: 64,
-          idleTimeoutMs: 60_000,
-          maxBufferedRequestBytes: 4 * 1024 * 1024,
-          name: 'portmapper',
-          log,
-        });
-        cleanups.push(() => pm.close());
-        const pmSetting = 'adapters.nfs.portmapper.port / DITTOFS_PORTMAPPER_PORT';
+      const pmSetting = 'adapters.nfs.portmapper.port / DITTOFS_PORTMAPPER_PORT';
+      try {
         await listening('the portmapper (TCP)', pmSetting, nfsCfg.bind, nfsCfg.portmapper.port, () =>
           pm.listenTcp(nfsCfg.portmapper.port, nfsCfg.bind),
         );
         await listening('the portmapper (UDP)', pmSetting, nfsCfg.bind, nfsCfg.portmapper.port, () =>
           pm.listenUdp(nfsCfg.portmapper.port, nfsCfg.bind),
         );
-        log.info({ port: nfsCfg.portmapper.port }, 'portmapper listening (TCP and UDP)');
+      } catch (err) {
+        await pm.close();
+        throw err;
       }
-    }
-    let smbPort: number | null = null;
+      portmapper = pm;
+      log.info({ port: nfsCfg.portmapper.port }, 'portmapper listening (TCP and UDP)');
+    };
+    const stopPortmapper = async (): Promise<void> => {
+      const pm = portmapper;
+      portmapper = null;
+      await pm?.close();
+    };
+    const nfsAdapter = new LiveAdapter(
+      'nfs',
+      async (requested) => {
+        const rpc = new RpcServer([nfsRpcProgram(nfs), mountRpcProgram(mount)], {
+          maxRecordSize: nfsCfg.max_record_size,
+          drcSize: nfsCfg.drc_size,
+          maxConnections: nfsCfg.max_connections,
+          idleTimeoutMs: nfsCfg.idle_timeout,
+          maxBufferedRequestBytes: nfsCfg.max_buffered_request_bytes,
+          name: 'NFS',
+          log,
+          ...(metrics ? { observer: metrics } : {}),
+        });
+        let port: number;
+        try {
+          port = await listening('NFS', 'adapters.nfs.port / DITTOFS_NFS_PORT (or the bind address)', nfsCfg.bind, requested, () =>
+            rpc.listenTcp(requested, nfsCfg.bind),
+          );
+          await startPortmapper();
+        } catch (err) {
+          await rpc.close();
+          throw err;
+        }
+        nfsRpc = rpc;
+        nfsMappedPort = port;
+        log.info({ port, bind: nfsCfg.bind }, 'NFSv3 and MOUNT v3 listening (TCP)');
+        return {
+          port,
+          requested,
+          close: async () => {
+            if (nfsRpc === rpc) nfsRpc = null;
+            await rpc.close();
+          },
+        };
+      },
+      log,
+      stopPortmapper,
+      nfsCfg,
+    );
+    cleanups.push(async () => {
+      await nfsAdapter.close();
+      await stopPortmapper();
+    });
+    await nfsAdapter.open();
+    await adapters.attach(nfsAdapter);
     const smbCfg = config.adapters.smb;
-    if (smbCfg.enabled) {
-      // Users and their NT hashes come from the control plane; without it nobody can log in.
-      const directory: SmbUserDirectory = control ? controlPlaneDirectory(control.store) : { lookup: () => Promise.resolve(null) };
-      const smb = new SmbServer({
-        fs: fileService,
-        directory,
-        serverGuid: await loadServerGuid(config.data_dir),
-        signingRequired: smbCfg.signing_required,
-        encryptionRequired: smbCfg.encryption_required,
-        oplockBreakTimeoutMs: smbCfg.oplock_break_timeout,
-        durableHandleTimeoutMs: smbCfg.durable_handle_timeout,
-        serverName: os.hostname().split('.')[0]!.toUpperCase().slice(0, 15) || 'DITTOFS',
-        domain: 'WORKGROUP',
-        maxConnections: smbCfg.max_connections,
-        idleTimeoutMs: smbCfg.idle_timeout,
-        maxBufferedRequestBytes: smbCfg.max_buffered_request_bytes,
-        log: log.child({ component: 'smb' }),
-        ...(metrics ? { observer: metrics, data: metrics } : {}),
-      });
-      metrics?.watchConnections('smb', () => smb.connections);
-      smbPort = await listening('SMB', 'adapters.smb.port / DITTOFS_SMB_PORT (or the bind address)', smbCfg.bind, smbCfg.port, () =>
-        smb.listen(smbCfg.port, smbCfg.bind),
-      );
-      smbListening = true;
-      cleanups.push(() => smb.close());
-      log.info(
-        { port: smbPort, bind: smbCfg.bind, signingRequired: smbCfg.signing_required, encryptionRequired: smbCfg.encryption_required },
-        'SMB2 listening (TCP, dialects 2.0.2, 2.1, 3.0, 3.0.2 and 3.1.1)',
-      );
-    }
+    // Users and their NT hashes come from the control plane; without it nobody can log in.
+    const directory: SmbUserDirectory = control ? controlPlaneDirectory(control.store) : { lookup: () => Promise.resolve(null) };
+    const serverGuid = await loadServerGuid(config.data_dir);
+    let smbServer: SmbServer | null = null;
+    metrics?.watchConnections('smb', () => smbServer?.connections ?? 0);
+    const smbAdapter = new LiveAdapter(
+      'smb',
+      async (requested) => {
+        const smb = new SmbServer({
+          fs: fileService,
+          directory,
+          serverGuid,
+          signingRequired: smbCfg.signing_required,
+          encryptionRequired: smbCfg.encryption_required,
+          oplockBreakTimeoutMs: smbCfg.oplock_break_timeout,
+          durableHandleTimeoutMs: smbCfg.durable_handle_timeout,
+          serverName: os.hostname().split('.')[0]!.toUpperCase().slice(0, 15) || 'DITTOFS',
+          domain: 'WORKGROUP',
+          maxConnections: smbCfg.max_connections,
+          idleTimeoutMs: smbCfg.idle_timeout,
+          maxBufferedRequestBytes: smbCfg.max_buffered_request_bytes,
+          log: log.child({ component: 'smb' }),
+          ...(metrics ? { observer: metrics, data: metrics } : {}),
+        });
+        let port: number;
+        try {
+          port = await listening('SMB', 'adapters.smb.port / DITTOFS_SMB_PORT (or the bind address)', smbCfg.bind, requested, () =>
+            smb.listen(requested, smbCfg.bind),
+          );
+        } catch (err) {
+          await smb.close();
+          throw err;
+        }
+        smbServer = smb;
+        log.info(
+          { port, bind: smbCfg.bind, signingRequired: smbCfg.signing_required, encryptionRequired: smbCfg.encryption_required },
+          'SMB2 listening (TCP, dialects 2.0.2, 2.1, 3.0, 3.0.2 and 3.1.1)',
+        );
+        return {
+          port,
+          requested,
+          close: async () => {
+            if (smbServer === smb) smbServer = null;
+            await smb.close();
+          },
+        };
+      },
+      log,
+      undefined,
+      smbCfg,
+    );
+    cleanups.push(() => smbAdapter.close());
+    await smbAdapter.open();
+    await adapters.attach(smbAdapter);
+    const nfsPort = nfsAdapter.serving().port;
 
     let apiPort: number | null = null;
     if (control && applier) {
@@ -626,8 +696,8 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
                     : { ok: false, detail: 'Redis is not reachable: writes wait, then answer JUKEBOX' },
                 }
               : {}),
-            nfs: nfsListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
-            smb: smbListening ? { ok: true } : { ok: false, detail: 'not listening yet' },
+            // What the adapters serve against what the control plane asks (adapters.ts).
+            ...adapters.readiness(),
             ...health.checks(),
           };
           return { ready: Object.values(checks).every((c) => c.ok), checks, applied_generation: settledApplier.appliedGeneration };
@@ -637,6 +707,12 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
           return why.length === 0 ? null : why.join('; ');
         },
         checkStore: (kind, type, cfg) => checkStore(kind, type, cfg, config.data_dir, log),
+        adapters: {
+          settle: async () => {
+            await settledApplier.applyUpTo(await openedControl!.store.generation());
+          },
+          serving: (type, row) => adapters.serving(type, row),
+        },
         setLogLevel: (level) => changeLogLevel(level),
         ...(replicas
           ? {
@@ -694,8 +770,12 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
     log.info({ phase: 'ready', ms, nfsPort, apiPort, metricsPort }, `start-up: listeners up, dittofs ready in ${seconds(ms)}`);
     let closing: Promise<void> | null = null;
     return {
-      nfsPort,
-      smbPort,
+      get nfsPort() {
+        return nfsAdapter.serving().port;
+      },
+      get smbPort() {
+        return smbAdapter.serving().port;
+      },
       apiPort,
       metricsPort,
       fileService,

@@ -1,6 +1,6 @@
 // What the API needs from the running server. The server implements it; tests use a stand-in.
 import type { LogLevel } from '../config/types.js';
-import type { StoreKind } from '../control/types.js';
+import type { Adapter, AdapterType, StoreKind } from '../control/types.js';
 
 export interface ReadinessCheck {
   ok: boolean;
@@ -32,6 +32,22 @@ export interface ControlRuntime {
   converge(): Promise<{ generation: number; pending: PendingReplica[] }>;
 }
 
+/** What the running server serves for one adapter (server/src/adapters.ts). */
+export interface AdapterServingReport {
+  served: boolean;
+  /** The port it listens on; null when not served. */
+  port: number | null;
+  /** Why this differs from the adapter row. */
+  note?: string;
+}
+
+export interface AdaptersRuntime {
+  /** Waits until this server applied the control database's current adapter rows (after a change). */
+  settle(): Promise<void>;
+  /** What this server serves for `type`, compared with `row`. */
+  serving(type: AdapterType, row: Adapter): AdapterServingReport | undefined;
+}
+
 export interface ApiRuntime {
   /** For GET /health/ready: 200 when ready, 503 otherwise, with the checks either way. */
   ready(): Readiness;
@@ -49,6 +65,8 @@ export interface ApiRuntime {
   checkStore(kind: StoreKind, type: string, config: Record<string, unknown>): Promise<void>;
   /** Applies a new log level at once (PUT /api/v1/settings/logging.level). */
   setLogLevel(level: LogLevel): void;
+  /** The running server's listeners (absent in tests' stand-ins: `served` then says what the row asks). */
+  adapters?: AdaptersRuntime;
   /** The running server's control-plane generations (absent in tests' stand-ins). */
   control?: ControlRuntime;
 }

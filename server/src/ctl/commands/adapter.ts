@@ -14,8 +14,11 @@ export interface ApiAdapter {
   type: string;
   enabled: boolean;
   port: number;
-  /** Enabled and implemented by the server (older servers do not say). */
+  /** The server listens for it now (older servers do not say). */
   served?: boolean;
+  /** The port the server listens on for it (absent: not served). */
+  listening_port?: number;
+  /** Why what is served differs from enabled/port (a port that could not be bound, ...). */
   note?: string;
 }
 
@@ -23,7 +26,12 @@ export const ADAPTER_COLUMNS: readonly Column<ApiAdapter>[] = [
   { header: 'type', value: (a) => a.type },
   { header: 'enabled', value: (a) => a.enabled },
   { header: 'port', value: (a) => a.port },
-  { header: 'served', value: (a) => (a.served === undefined ? '' : a.served ? 'yes' : a.enabled ? 'no (not implemented)' : 'no') },
+  {
+    header: 'served',
+    value: (a) =>
+      a.served === undefined ? '' : !a.served ? 'no' : a.listening_port === undefined ? 'yes' : `yes, port ${a.listening_port}`,
+  },
+  { header: 'note', value: (a) => a.note ?? '' },
 ];
 
 interface UpdateOpts extends Partial<OutputOpts> {
@@ -63,7 +71,13 @@ export function registerAdapterCommands(program: Command, s: Session): void {
   const adapter = program
     .command('adapter')
     .description('show and change the protocol adapters (nfs, smb): on or off, and their port')
-    .addHelpText('after', `\nThe server applies a change at once: it starts, stops or moves the listener.`);
+    .addHelpText(
+      'after',
+      '\nEvery server on the control database applies a change at once: it starts, stops or moves the\n' +
+        'listener (a move starts the new port first; a port that cannot be bound leaves the old one\n' +
+        'serving, and "served" and "note" say so). A change lasts until the server restarts: a start\n' +
+        'listens where its config file says; put a change there to keep it.',
+    );
 
   withExamples(
     adapter
@@ -97,7 +111,7 @@ export function registerAdapterCommands(program: Command, s: Session): void {
     const conn = await s.connect(cmd);
     const a = await conn.client.patch<ApiAdapter>(apiPath`/adapters/${type}`, body);
     if (output !== undefined) s.print(output, a, ADAPTER_COLUMNS);
-    else s.done(`adapter ${a.type} ${a.enabled ? 'enabled' : 'disabled'}, port ${a.port}`);
+    else s.done(`adapter ${a.type} ${a.enabled ? 'enabled' : 'disabled'}, port ${a.port}${a.note === undefined ? '' : ` (${a.note})`}`);
   };
 
   withExamples(
