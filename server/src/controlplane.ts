@@ -69,7 +69,7 @@ export interface OpenedControlPlane {
 
 /**
  * Opens the control database, adds the config file's stores and shares whose names it lacks,
- * records the adapters this process runs, creates the first admin, and settles the token key.
+ * seeds the adapter rows on a first start, creates the first admin, and settles the token key.
  */
 export async function openControlPlane(config: DittoConfig, log: Logger): Promise<OpenedControlPlane> {
   const db = config.database;

@@ -45,7 +45,9 @@ logging:
   # (as in Kubernetes). Rotate it with logrotate's copytruncate. Env: DITTOFS_LOG_FILE.
   # file: /var/log/dittofs/dittofs.log
 
-# Protocol listeners. Clients mount shares over NFSv3 (and SMB2 once its engine lands).
+# Protocol listeners. Clients mount shares over NFSv3 and SMB2/3. These settings apply at every
+# start (the first start also seeds the control plane's adapter rows); "dittofsctl adapter update"
+# starts, stops or moves a listener at once, until the next start.
 adapters:
   # NFSv3 with MOUNT v3, over TCP.
   nfs:
