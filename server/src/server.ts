@@ -769,12 +769,14 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
     const ms = Date.now() - startedAt;
     log.info({ phase: 'ready', ms, nfsPort, apiPort, metricsPort }, `start-up: listeners up, dittofs ready in ${seconds(ms)}`);
     let closing: Promise<void> | null = null;
+    let closedPorts: { nfs: number | null; smb: number | null } | null = null;
     return {
+      // Closed: the ports it listened on until then (callers check that they refuse connections now).
       get nfsPort() {
-        return nfsAdapter.serving().port;
+        return closedPorts?.nfs ?? nfsAdapter.serving().port;
       },
       get smbPort() {
-        return smbAdapter.serving().port;
+        return closedPorts?.smb ?? smbAdapter.serving().port;
       },
       apiPort,
       metricsPort,
@@ -786,6 +788,7 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
       },
       setLogLevel: changeLogLevel,
       close() {
+        closedPorts ??= { nfs: nfsAdapter.serving().port, smb: smbAdapter.serving().port };
         closing ??= (async () => {
           const t = Date.now();
           await closeAll();
