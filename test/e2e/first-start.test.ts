@@ -195,7 +195,7 @@ describe('first start: port check, one-time password, status and logs, admin res
       const key = args[0] === 'user' ? `${args[0]} ${args[1]}` : args[0]!;
       const r = await ctl(args, stdinFor[key] ?? '', { XDG_CONFIG_HOME: home });
       assert.equal(r.code, 0, `${line}\n${r.stdout}${r.stderr}`);
-      if (args[0] === 'adapter') assert.match(r.stdout, /\nnfs\s+true\s+\d+\s+yes\n/);
+      if (args[0] === 'adapter') assert.match(r.stdout, /\nnfs\s+true\s+(\d+)\s+yes, port \1\s+<none>\n/);
     }
     assert.deepEqual(await login('readme-admin-password'), { status: 200, mustChange: false });
     const stopped = await dittofs(['stop']);
