@@ -343,13 +343,9 @@ export class CachedMetadataStore implements MetadataStore {
     const inode = p ? withPending(i, p) : i;
     if (epoch !== this.epoch || ended !== this.endEpoch || this.isUncertain(i.id)) {
       // A change overlapped this read: neither what it read nor what was cached before may answer.
-      // But a file with sizes and times written behind keeps its entry, which holds them (READDIR
-      // lays them over the stored rows, and a flush in flight no longer has them pending): changes
-      // made here update it themselves; one without an entry gets what was read, with them laid over.
-      if (this.isDirty(i.id)) {
-        if (!this.inodes.has(i.id)) this.inodes.set(i.id, { inode, at: Date.now(), seq: ++this.inodeSeq });
-        return inode;
-      }
+      // (A dirty entry is read again from the store, with this server's pending changes laid over;
+      // READDIR lays them over itself while it has none. It is dropped even so: this may be a
+      // change's own result, newer than the entry, overlapped by another change.)
       this.inodes.delete(i.id);
       return inode;
     }
