@@ -522,6 +522,16 @@ describe('several replicas on one store (coordination.redis)', { timeout: SUITE_
     const want = Buffer.concat([data, tail]);
     assert.equal(firstDiff(await cb.readAll(fh, want.length), want), 'equal', 'through B');
     assert.equal(firstDiff(await ca.readAll(fh, want.length), want), 'equal', 'through A');
+    // Stopped cleanly (as Kubernetes deletes a pod), A stores what it acknowledged and leaves no
+    // mark: B serves the file at once, no JUKEBOX.
+    const more = rng.bytes(MiB);
+    await writeCommit(ca, fh, 0, more);
+    await a.stop();
+    more.copy(want, 0);
+    const r = await cb.read(fh, 0, 65536);
+    assert.equal(r.status, NfsStat.OK, 'READ through B right after A stopped cleanly');
+    assert.equal(firstDiff(r.data, want.subarray(0, 65536)), 'equal');
+    a = await start(a.dataDir, port);
   });
 
   it('a server that loses Redis during a change: what it acknowledged is what the next call through the other sees; what it could not announce is not made', async () => {

@@ -830,9 +830,12 @@ export class FileLeases {
 
   async releaseAll(): Promise<void> {
     const { redis, serverId } = this.c;
-    for (const inodeId of [...this.held.keys()]) {
+    for (const [inodeId, h] of [...this.held]) {
       this.held.delete(inodeId);
-      await redis.eval(RELEASE_LUA, 1, this.key(inodeId), serverId);
+      // The shares closed first: what they stored takes its dirty mark with the lease (else the
+      // others would wait for this server to come back); what they could not store keeps it.
+      if (!this.dirty(inodeId)) await this.stored(inodeId, h.mark, true);
+      else await redis.eval(RELEASE_LUA, 1, this.key(inodeId), serverId);
     }
   }
 }
