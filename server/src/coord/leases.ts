@@ -27,10 +27,11 @@
 // before anyone writes under a newer one or opens past them.
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
+import { persistedRandomId } from '../persisted-id.js';
 import { VfsError } from '../vfs/errors.js';
 import type { DittoConfig } from '../config/types.js';
 import { StoreCoherence, SubscriberSync, type CoherentCache } from './coherence.js';
@@ -76,7 +77,8 @@ const ADOPT_PARALLEL = 16;
 const ASK_AGAIN_MS = 1_000;
 
 const RENEW_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;
-const RELEASE_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
+/** Deletes KEYS[1] if it is still ARGV[1]: a lease still ours, a dirty mark still the one we saw. */
+const DEL_IF_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
 /**
  * The file's data changed in the store (KEYS[2], the generation, goes up), then the lease (KEYS[1])
  * goes if ARGV[1] is still its holder and ARGV[3] is 1. Readers elsewhere compare generations.
@@ -96,8 +98,6 @@ if redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
 return 0`;
 /** SCAN calls at most while looking for a former process's dirty marks (1,000 keys each). */
 const MAX_SCAN_CALLS = 100_000;
-/** Deletes a dirty mark if it is still ARGV[1]. */
-const DEL_MARK_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
 /** A file's generation key outlives its last change by this long; a reader that finds none drops its cache. */
 const GENERATION_TTL_MS = 3_600_000;
 /** Generations remembered per store (past it, the map starts again: a few more cache drops). */
@@ -127,31 +127,7 @@ export const WAL_ID_FILE = 'server-id';
  * kept, synced): a server started again on the same WAL is the one whose dirty marks it finds.
  */
 export async function walIdentity(dir: string): Promise<string> {
-  const file = path.join(dir, WAL_ID_FILE);
-  try {
-    const id = (await readFile(file, 'utf8')).trim();
-    if (/^[0-9a-f]{16}$/.test(id)) return id;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  await mkdir(dir, { recursive: true });
-  const id = randomBytes(8).toString('hex');
-  const tmp = `${file}.tmp`;
-  const fh = await open(tmp, 'w', 0o644);
-  try {
-    await fh.writeFile(`${id}\n`);
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
-  return id;
+  return (await persistedRandomId(path.join(dir, WAL_ID_FILE), 8)).toString('hex');
 }
 
 /** The password of coordination.redis, from its file or its environment variable. */
@@ -556,6 +532,15 @@ export class FileLeases {
     );
   }
 
+  /**
+   * JUKEBOX when nobody holds the file's lease but another server's dirty mark is set: what that
+   * server acknowledged is in its WAL alone, and what the store has is older (TAKE_LUA's -1).
+   */
+  private refuseOrphaned(inodeId: number, holder: string | null | undefined, mark: string | null | undefined): void {
+    if ((holder === null || holder === undefined) && mark !== null && mark !== undefined && !mark.startsWith(this.c.markPrefix))
+      throw this.jukebox(this.orphaned(inodeId));
+  }
+
   private jukebox(why: string): VfsError {
     return new VfsError('JUKEBOX', `write lease: ${why}`);
   }
@@ -607,7 +592,7 @@ export class FileLeases {
             if (!this.meta.nextLeaseToken) throw new Error('the metadata store hands out no fencing tokens');
             token = await this.meta.nextLeaseToken();
           } catch (e) {
-            await redis.eval(RELEASE_LUA, 1, key, serverId).catch(() => undefined);
+            await redis.eval(DEL_IF_LUA, 1, key, serverId).catch(() => undefined);
             throw e instanceof VfsError ? e : this.jukebox(`no fencing token: ${(e as Error).message}`);
           }
           // Whatever we knew of the file may have been changed by the previous holder.
@@ -655,10 +640,8 @@ export class FileLeases {
     const genKey = this.genKey(inodeId);
     const [holder0, gen0, dirty] = await redis.mget(key, genKey, this.dirtyKey(inodeId));
     let [holder, gen] = [holder0, gen0];
-    // Marked by another server that no longer holds the lease: what it acknowledged is in its WAL
-    // alone, and what the store has is older. Nothing is served from the store until it is back.
-    if ((holder === null || holder === undefined) && dirty !== null && dirty !== undefined && !dirty.startsWith(this.c.markPrefix))
-      throw this.jukebox(this.orphaned(inodeId));
+    // Nothing is served from the store while a server that went away has newer data.
+    this.refuseOrphaned(inodeId, holder, dirty);
     // Held elsewhere and written since it was stored (else what is stored is what it acknowledged).
     if (holder !== null && holder !== undefined && holder !== serverId && dirty?.startsWith(`${holder}:`) === true) {
       // Another server may have acknowledged data it has not stored: it stores it first.
@@ -673,8 +656,7 @@ export class FileLeases {
         let mark: string | null | undefined;
         [holder, gen, mark] = await redis.mget(key, genKey, this.dirtyKey(inodeId));
         // Gone without storing it (its lease expired): as above.
-        if (gen === before && (holder === null || holder === undefined) && mark && !mark.startsWith(this.c.markPrefix))
-          throw this.jukebox(this.orphaned(inodeId));
+        if (gen === before) this.refuseOrphaned(inodeId, holder, mark);
         if (gen !== before || holder === null || holder === undefined || holder === serverId) break;
         if (Date.now() >= deadline) throw this.jukebox(`file ${inodeId} is written through another server that did not store it in time`);
       }
@@ -732,7 +714,7 @@ export class FileLeases {
         if (!Number.isSafeInteger(inode) || this.adopted.has(inode) || this.held.has(inode)) continue;
         const mark = await redis.get(key);
         if (mark === null || !mark.startsWith(markPrefix) || mark.startsWith(`${serverId}:`)) continue;
-        cleared += Number(await redis.eval(DEL_MARK_LUA, 1, key, mark));
+        cleared += Number(await redis.eval(DEL_IF_LUA, 1, key, mark));
       }
       cursor = next;
       if (cursor === '0') break;
@@ -835,7 +817,7 @@ export class FileLeases {
       // The shares closed first: what they stored takes its dirty mark with the lease (else the
       // others would wait for this server to come back); what they could not store keeps it.
       if (!this.dirty(inodeId)) await this.stored(inodeId, h.mark, true);
-      else await redis.eval(RELEASE_LUA, 1, this.key(inodeId), serverId);
+      else await redis.eval(DEL_IF_LUA, 1, this.key(inodeId), serverId);
     }
   }
 }
