@@ -599,12 +599,14 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
     const smbCfg = config.adapters.smb;
     // Users and their NT hashes come from the control plane; without it nobody can log in.
     const directory: SmbUserDirectory = control ? controlPlaneDirectory(control.store) : { lookup: () => Promise.resolve(null) };
-    const serverGuid = await loadServerGuid(config.data_dir);
+    // Read (or made) at the first start of the SMB listener: a server that never serves SMB keeps none.
+    let serverGuid: Buffer | null = null;
     let smbServer: SmbServer | null = null;
     metrics?.watchConnections('smb', () => smbServer?.connections ?? 0);
     const smbAdapter = new LiveAdapter(
       'smb',
       async (requested) => {
+        serverGuid ??= await loadServerGuid(config.data_dir);
         const smb = new SmbServer({
           fs: fileService,
           directory,

@@ -35,6 +35,7 @@ import {
 } from 'node:fs/promises';
 import path from 'node:path';
 import { BLOCK_STORE_DIR, storeDirProblem, SYSTEM_DIRS } from '../config/store-dirs.js';
+import { syncDir } from '../persisted-id.js';
 import { randomHex } from '../random-hex.js';
 import { directBuffers, O_DIRECT, writeDirect } from './direct-io.js';
 import { ReadHandles } from './read-handles.js';
@@ -100,15 +101,6 @@ async function readLayout(abs: string): Promise<boolean> {
       `block store directory ${abs} was made by a newer DittoFS (its ${MARKER} says ${JSON.stringify(kind)}): run that version or a later one`,
     );
   throw new Error(`block store directory ${abs}: ${MARKER} is not a DittoFS block store marker; choose an empty directory`);
-}
-
-async function syncDirNow(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** Reads up to `length` bytes at `offset` into `target`; fewer only at the end of the file. */
@@ -242,7 +234,7 @@ export class FilesystemBlockStore implements BlockStore {
       if (errno(e) !== 'EEXIST') throw e;
       this.layout = await readLayout(abs); // another open claimed it at the same time
     }
-    if (this.fsync) await syncDirNow(abs);
+    if (this.fsync) await syncDir(abs);
   }
 
   /** Removes temporary files of writes a crash cut short: only the ones put() names. */
@@ -387,7 +379,7 @@ export class FilesystemBlockStore implements BlockStore {
 
   private startDirSync(dir: string): Promise<void> {
     this.dirFsyncs++;
-    const entry: { running: Promise<void>; next: Promise<void> | null } = { running: syncDirNow(dir), next: null };
+    const entry: { running: Promise<void>; next: Promise<void> | null } = { running: syncDir(dir), next: null };
     this.dirSyncs.set(dir, entry);
     const done = (): void => {
       if (this.dirSyncs.get(dir) === entry && entry.next === null) this.dirSyncs.delete(dir);
