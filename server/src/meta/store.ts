@@ -45,13 +45,14 @@ export interface RenameExpect {
 }
 
 /**
- * A rename refused because a name no longer holds the inode its RenameExpect gives: the rights
- * checked on it may not hold for what the name holds now (look again, check again).
+ * A rename or remove refused because a name no longer holds the inode its caller checked
+ * (RenameExpect, remove's `expect`): the rights checked on it may not hold for what the name holds
+ * now (look again, check again).
  */
 export class NamesChangedError extends Error {
   override readonly name = 'NamesChangedError';
   constructor() {
-    super('a name of the rename holds another file than the one checked');
+    super('a name holds another file than the one checked');
   }
 }
 

@@ -2,7 +2,7 @@
 // permission checks and the operations; the NFS and SMB engines call only this.
 import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
-import { InodeMetaKind, NamesChangedError, type MetadataStore, type RemoveResult, type RenameResult } from '../meta/store.js';
+import { InodeMetaKind, NamesChangedError, type MetadataStore } from '../meta/store.js';
 import { VfsError, expectedError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
@@ -93,7 +93,23 @@ export interface ReaddirResult {
 /** A create whose name is taken, then free again by the time it is looked at, is tried this many times. */
 const MAX_CREATE_ATTEMPTS = 4;
 /** A rename or remove whose names change between the checks and the change is checked again this many times at most. */
-const MAX_RENAME_ATTEMPTS = 4;
+const MAX_NAME_ATTEMPTS = 4;
+
+/**
+ * Runs `attempt` (look the names up, check the rights on what they hold, change them in the store
+ * only if they still hold that) again while the store answers NamesChangedError, MAX_NAME_ATTEMPTS
+ * times in all; then JUKEBOX, saying `why`.
+ */
+async function againWhileNamesChange<T>(why: string, attempt: () => Promise<T>): Promise<T> {
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (e) {
+      if (!(e instanceof NamesChangedError)) throw e;
+      if (n >= MAX_NAME_ATTEMPTS) throw new VfsError('JUKEBOX', why);
+    }
+  }
+}
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
@@ -281,18 +297,24 @@ export class FileService {
     if (!mayAccess(inode, id, want)) throw new VfsError('ACCES', 'permission denied');
   }
 
+  /**
+   * Several servers: `inode` as another server acknowledged it (what it acknowledged is stored
+   * first, and the inode read afresh if it may have changed). Undefined when there is nothing to
+   * do (one server, or this one holds the file's lease): no await on the READ path then.
+   */
+  private refreshed(share: Share, inode: Inode): Promise<Inode> | undefined {
+    return share.data.ensureFresh(inode.id)?.then(async (stale) => (stale ? ((await share.meta.getInode(inode.id)) ?? inode) : inode));
+  }
+
   // ---- attributes --------------------------------------------------------------------------------
 
   /** A file's attributes (GETATTR, FSINFO, PATHCONF): any permission on the share but `none`. */
   async getattr(handle: Buffer, cred: Identity): Promise<Resolved> {
     const r = await this.resolve(handle);
     this.identity(r.share, cred);
-    // Several servers: the size and times another one acknowledged (stored first, as for a READ).
-    if (r.inode.type === FileType.REG) {
-      const fresh = r.share.data.ensureFresh(r.inode.id);
-      if (fresh !== undefined && (await fresh)) return { share: r.share, inode: (await r.share.meta.getInode(r.inode.id)) ?? r.inode };
-    }
-    return r;
+    // Several servers: the size and times another one acknowledged.
+    const fresh = r.inode.type === FileType.REG ? this.refreshed(r.share, r.inode) : undefined;
+    return fresh === undefined ? r : { share: r.share, inode: await fresh };
   }
 
   /** NFS ACCESS: which of the requested bits (ACCESS3_*) the identity holds. */
@@ -321,10 +343,8 @@ export class FileService {
     // Several servers: a size is compared with the one another server acknowledged (stored first,
     // as for a READ), not with what this server last saw: else a truncate to that older size would
     // be taken for no change, and the other server's writes past it would stay.
-    if (attrs.size !== undefined && inode.type === FileType.REG) {
-      const fresh = share.data.ensureFresh(inode.id);
-      if (fresh !== undefined && (await fresh)) inode = (await share.meta.getInode(inode.id)) ?? inode;
-    }
+    const fresh = attrs.size !== undefined && inode.type === FileType.REG ? this.refreshed(share, inode) : undefined;
+    if (fresh !== undefined) inode = await fresh;
     if (setsNothing(attrs)) {
       // Nothing to set: nothing changes, not even ctime or a pending EXCLUSIVE create's verifier
       // (as Linux's nfsd answers). Else anyone who may write the share could move the ctime of any
@@ -463,8 +483,8 @@ export class FileService {
     const { share } = resolved;
     let { inode } = resolved;
     // Several servers: what another one acknowledged is stored first, and read afresh.
-    const fresh = share.data.ensureFresh(inode.id);
-    if (fresh !== undefined && (await fresh)) inode = (await share.meta.getInode(inode.id)) ?? inode;
+    const fresh = this.refreshed(share, inode);
+    if (fresh !== undefined) inode = await fresh;
     const id = this.identity(share, cred);
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
@@ -754,14 +774,13 @@ export class FileService {
     this.mustDir(dir);
     checkName(name, 'remove');
     this.mustAccess(dir, id, Access.W | Access.X);
-    let mark: number;
-    let r: RemoveResult;
-    for (let attempt = 1; ; attempt++) {
-      // Outside a sticky directory, with no file of the store open, nothing here needs the file:
-      // the store finds it (or answers NOENT) in its own transaction, one lookup fewer per REMOVE.
-      // Else the store removes it only if the name still holds the file checked here.
+    // Outside a sticky directory, with no file of the store open, nothing here needs the file:
+    // the store finds it (or answers NOENT) in its own transaction, one lookup fewer per REMOVE.
+    // Else the store removes it only if the name still holds the file checked here.
+    const lookFirst = (dir.mode & S_ISVTX) !== 0 || this.opens.mayHaveOpens(share.meta) || fileId !== undefined;
+    const { r, mark } = await againWhileNamesChange('the name keeps changing; try again', async () => {
       let expect: number | undefined;
-      if ((dir.mode & S_ISVTX) !== 0 || this.opens.mayHaveOpens(share.meta) || fileId !== undefined) {
+      if (lookFirst) {
         const child = await share.meta.lookup(dir.id, name);
         if (!child || (fileId !== undefined && child.id !== fileId)) throw expectedError('NOENT', 'no such file or directory');
         // EPERM, not EACCES, as Linux's may_delete answers it (NFS3ERR_PERM; SMB: ACCESS_DENIED either way).
@@ -771,15 +790,9 @@ export class FileService {
           throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
         expect = child.id;
       }
-      mark = share.data.putMark();
-      try {
-        r = await share.meta.remove(dir.id, name, isDir, nowTimespec(), expect);
-        break;
-      } catch (e) {
-        if (!(e instanceof NamesChangedError)) throw e;
-        if (attempt >= MAX_RENAME_ATTEMPTS) throw new VfsError('JUKEBOX', 'the name keeps changing; try again');
-      }
-    }
+      const putsBefore = share.data.putMark();
+      return { r: await share.meta.remove(dir.id, name, isDir, nowTimespec(), expect), mark: putsBefore };
+    });
     this.changed(share, dir.id, name, ChangeAction.REMOVED, r.inode, true);
     // The file's data is freed in the background: the removal is made, and a crash before the
     // blocks are gone leaves them to garbage collection (BlockService.freeInBackground).
@@ -814,12 +827,9 @@ export class FileService {
     // The rights are checked on the files the names hold now; the store moves them only if the names
     // still hold those (a concurrent rename may have put another user's directory under a name since,
     // which this caller may not move), else they are looked up and checked again.
-    let moving: Inode;
-    let r: RenameResult;
-    for (let attempt = 1; ; attempt++) {
-      const found = await share.meta.lookup(a.inode.id, fromName);
-      if (!found || (movingId !== undefined && found.id !== movingId)) throw new VfsError('NOENT', 'no such file or directory');
-      moving = found;
+    const { moving, r } = await againWhileNamesChange('the names keep changing; try again', async () => {
+      const moving = await share.meta.lookup(a.inode.id, fromName);
+      if (!moving || (movingId !== undefined && moving.id !== movingId)) throw new VfsError('NOENT', 'no such file or directory');
       if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
       const victim = await share.meta.lookup(b.inode.id, toName);
       if (victim && victim.id !== moving.id && !mayDeleteFromSticky(b.inode, victim, id))
@@ -837,17 +847,9 @@ export class FileService {
           (victim && victim.id !== moving.id && (await this.opens.refusesDeleteShared(share.meta, victim.id))))
       )
         throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
-      try {
-        r = await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec(), {
-          moving: moving.id,
-          victim: victim?.id ?? null,
-        });
-        break;
-      } catch (e) {
-        if (!(e instanceof NamesChangedError)) throw e;
-        if (attempt >= MAX_RENAME_ATTEMPTS) throw new VfsError('JUKEBOX', 'the names keep changing; try again');
-      }
-    }
+      const expect = { moving: moving.id, victim: victim?.id ?? null };
+      return { moving, r: await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec(), expect) };
+    });
     if (a.inode.id === b.inode.id) {
       this.changed(share, a.inode.id, fromName, ChangeAction.RENAMED_OLD_NAME, moving);
       this.changed(share, b.inode.id, toName, ChangeAction.RENAMED_NEW_NAME, moving);
