@@ -41,6 +41,7 @@ import {
   type UserCredentials,
 } from './types.js';
 import { errorMessage } from '../error-message.js';
+import { smbShareKey } from '../smb2/share-name.js';
 
 export interface NewUser {
   username: string;
@@ -217,9 +218,6 @@ export function defaultAdapters(): Adapter[] {
 
 // ---------------------------------------------------------------------------------------------
 // Queries inside one transaction
-
-/** A share's name as SMB clients compare it: without its leading "/", case folded. */
-const smbNameKey = (name: string): string => name.replace(/^\/+/, '').toLowerCase();
 
 /** The control tables, through one transaction. Obtained from ControlStore.read() / mutate(). */
 export class ControlQueries {
@@ -631,8 +629,8 @@ export class ControlQueries {
     if ((await this.getShare(s.name)) !== undefined) throw alreadyExists(`share ${JSON.stringify(s.name)}`);
     // SMB clients name a share without its leading "/" and without case: two shares of one such
     // name would be one share to them (the other unreachable, its clients given the first).
-    const smb = smbNameKey(s.name);
-    const clash = (await this.listShares()).find((x) => smbNameKey(x.name) === smb);
+    const smb = smbShareKey(s.name);
+    const clash = (await this.listShares()).find((x) => smbShareKey(x.name) === smb);
     if (clash !== undefined)
       throw alreadyExists(
         `share ${JSON.stringify(s.name)}: SMB clients would take it for share ${JSON.stringify(clash.name)} (their share names ignore case)`,

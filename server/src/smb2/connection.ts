@@ -98,6 +98,7 @@ import {
 } from './auth/encryption.js';
 import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
+import { smbShareKey, smbShareName } from './share-name.js';
 
 export interface SmbEngineOptions {
   fs: FileService;
@@ -1323,7 +1324,7 @@ export class SmbConnection implements SessionOwner {
       return id;
     }
     const lower = name.toLowerCase();
-    const share = this.opts.fs.shares().find((s) => smbShareName(s.name).toLowerCase() === lower);
+    const share = this.opts.fs.shares().find((s) => smbShareKey(s.name) === lower);
     if (!share || lower === '') throw new SmbStatusError(NtStatus.BAD_NETWORK_NAME, `no share "${name}"`);
     await this.checkUserStillValid(session, share.name);
     // Again: other TREE_CONNECTs of the session may have been answered during the lookup.
@@ -1610,9 +1611,4 @@ export function dialectName(dialect: number | null): string {
  */
 function serverCapabilities(dialect: number): number {
   return dialect === Dialect.SMB202 ? 0 : Capabilities.LARGE_MTU | Capabilities.LEASING;
-}
-
-/** The SMB name of a share: its name without the leading slash (`/export` -> `export`). */
-export function smbShareName(name: string): string {
-  return name.replace(/^\/+/, '');
 }
