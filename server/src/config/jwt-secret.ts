@@ -1,7 +1,7 @@
 // What makes a configured API token key unfit, beyond its length: a key an attacker can guess signs
 // admin tokens as well as the server does.
 
-/** The example key that config/dittofs.example.yaml and `dittofs config init` show, commented out. */
+/** The example key the sample configuration (sample.ts, config/dittofs.example.yaml) shows, commented out. */
 export const SAMPLE_JWT_SECRET = 'change-me-to-a-long-random-string-of-32+-chars';
 
 /** Distinct characters a key must have at least (48 random bytes in base64 have about 40). */

@@ -3,6 +3,7 @@
 // `node --import tsx server/src/cli/dittofs.ts config init --force --config config/dittofs.example.yaml`).
 // It must configure exactly the built-in defaults (also tested).
 import { protocolImplemented } from '../protocols.js';
+import { SAMPLE_JWT_SECRET } from './jwt-secret.js';
 
 export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
 #
@@ -130,7 +131,7 @@ server:
     bind: 0.0.0.0
     # Key that signs access and refresh tokens (HS256), at least 32 characters. Unset: one is
     # generated at first start and kept in the control database. Env: DITTOFS_JWT_SECRET.
-    # jwt_secret: "change-me-to-a-long-random-string-of-32+-chars"
+    # jwt_secret: "${SAMPLE_JWT_SECRET}"
     # bcrypt cost of stored passwords (10 to 15).
     bcrypt_cost: 10
     # Rate limits, per minute (429 past them).
