@@ -947,23 +947,22 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
   // MS-FSA 2.1.5.14.6: a named stream cannot be linked (its handle is the stream's own inode,
   // which a link would give a name in a directory).
   if (link && open.stream) throw fail(NtStatus.INVALID_PARAMETER, 'link of a named stream');
-  // Nor is one renamed to a file name (MS-FSA 2.1.5.15.11: only to another stream name of its file,
-  // ":new", which DittoFS does not do): its open's parent and name are its file's, whose rename it
-  // would be, past the file's share modes (a stream open is not checked against them).
-  if (!link && open.stream) {
-    const target = b.length >= 22 && b.readUInt16LE(20) === 0x3a; // ':'
-    throw target
-      ? fail(NtStatus.NOT_SUPPORTED, 'rename of a named stream to another stream name')
-      : fail(NtStatus.INVALID_PARAMETER, 'rename of a named stream to a file name');
-  }
   // A directory cannot be hard-linked: refused before a replaced file is removed for it.
   if (link && open.isDir) throw fail(NtStatus.FILE_IS_A_DIRECTORY, 'link of a directory');
   const replace = b[0] !== 0;
   const nameLen = b.readUInt32LE(16);
   if (nameLen === 0 || 20 + nameLen > b.length) throw fail(NtStatus.INVALID_PARAMETER, 'rename: bad FileNameLength');
+  const target = fromUtf16(b.subarray(20, 20 + nameLen), 'rename target');
+  // Nor is one renamed to a file name (MS-FSA 2.1.5.15.11: only to another stream name of its file,
+  // ":new", which DittoFS does not do): its open's parent and name are its file's, whose rename it
+  // would be, past the file's share modes (a stream open is not checked against them).
+  if (open.stream)
+    throw target.startsWith(':')
+      ? fail(NtStatus.NOT_SUPPORTED, 'rename of a named stream to another stream name')
+      : fail(NtStatus.INVALID_PARAMETER, 'rename of a named stream to a file name');
   if (!link && (open.grantedAccess & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED);
   if (open.parent === null || open.name === null) throw fail(NtStatus.ACCESS_DENIED, 'cannot rename the share root');
-  const parts = parsePath(fromUtf16(b.subarray(20, 20 + nameLen), 'rename target'));
+  const parts = parsePath(target);
   if (parts.length === 0) throw fail(NtStatus.OBJECT_NAME_INVALID);
   // The handle leases of the file's other opens (of the opens beneath a directory) break before
   // anything else the rename does.
