@@ -39,6 +39,23 @@ async function setup(coherent: boolean): Promise<{ inner: MemoryMetadataStore; c
   return { inner, cached, root, f };
 }
 
+/**
+ * The cache over an embedded SQLite store in a temporary directory, as the embedded default builds
+ * it (there a read of the store overlaps a change), with a root and a file `f`.
+ */
+async function sqliteSetup(): Promise<{ cached: CachedMetadataStore; root: Inode; f: Inode; done: () => Promise<void> }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-cached-races-'));
+  const cached = new CachedMetadataStore(createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' }), { ttlMs: Infinity });
+  await cached.open();
+  const root = await cached.ensureRoot(SHARE, dirInit());
+  const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+  const done = async (): Promise<void> => {
+    await cached.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { cached, root, f, done };
+}
+
 describe('CachedMetadataStore: races and failures', () => {
   it('several servers: a DACL stored by a server of an earlier release (not announced) is seen, never hidden by a cached absence', async () => {
     const { inner, cached, f } = await setup(true);
@@ -143,12 +160,7 @@ describe('CachedMetadataStore: races and failures', () => {
   });
 
   it('a lookup that overlaps a change drops a file with sizes written behind from the cache: READDIRPLUS and GETATTR still show the written size', async () => {
-    // On SQLite (as the embedded default builds it): there a read of the store overlaps a change.
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-cached-races-'));
-    const cached = new CachedMetadataStore(createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' }), { ttlMs: Infinity });
-    await cached.open();
-    const root = await cached.ensureRoot(SHARE, dirInit());
-    const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+    const { cached, root, f, done } = await sqliteSetup();
     // A remove in the directory (its names are read from the store again), then a WRITE of 100 bytes
     // acknowledged with size 100 (written behind).
     await cached.create(root.id, Buffer.from('g'), file(), T(1));
@@ -161,16 +173,11 @@ describe('CachedMetadataStore: races and failures', () => {
     assert.equal(entry?.inode.size, 100, 'READDIRPLUS');
     assert.deepEqual(entry?.inode.mtime, T(3));
     assert.equal((await cached.getInode(f.id))?.size, 100);
-    await cached.close();
-    rmSync(dir, { recursive: true, force: true });
+    await done();
   });
 
   it('a change of a file with sizes written behind, overlapped by another change, is what the next read sees', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'dittofs-cached-races-'));
-    const cached = new CachedMetadataStore(createEmbeddedMetadataStore({ path: dir, engine: 'sqlite' }), { ttlMs: Infinity });
-    await cached.open();
-    const root = await cached.ensureRoot(SHARE, dirInit());
-    const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+    const { cached, root, f, done } = await sqliteSetup();
     assert.equal((await cached.getInode(f.id))?.mode, 0o644);
     for (let round = 0; round < 20; round++) {
       await cached.setAttr(f.id, { growTo: 100 + round, mtime: T(3), ctime: T(3) });
@@ -179,8 +186,7 @@ describe('CachedMetadataStore: races and failures', () => {
       await Promise.all([cached.setAttr(f.id, { mode, ctime: T(4) }), cached.create(root.id, Buffer.from(`x${round}`), file(), T(4))]);
       assert.equal((await cached.getInode(f.id))?.mode, mode, `round ${round}`);
     }
-    await cached.close();
-    rmSync(dir, { recursive: true, force: true });
+    await done();
   });
 
   it('with the store failing, at most MAX_PENDING inodes wait with written-behind changes (memory stays bounded)', async () => {
