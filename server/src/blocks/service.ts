@@ -410,9 +410,10 @@ export class BlockService {
    * Appends `data` to the WAL and indexes it. Once this settles nothing here refers to `data` any
    * more: the caller may reuse its buffer (the RPC layer does, for the next WRITE's record).
    * `admitted` runs (synchronously) once the write has passed a truncate or cut of the file in
-   * progress, just before its append: the file service stores the new size then, so that the
-   * sizes and the data change in the same order (a size change made earlier would land before a
-   * truncate that the data lands after).
+   * progress and its record is appended, in the same turn: the file service stores the new size
+   * then, so that the sizes and the data change in the same order (a size change made earlier would
+   * land before a truncate that the data lands after). A write refused before its append (no WAL
+   * room in time, the lease gone meanwhile) never runs it: its size is not taken.
    */
   async write(inodeId: number, offset: number, data: Buffer, admitted?: () => void): Promise<void> {
     let token = 0;
@@ -422,14 +423,19 @@ export class BlockService {
       token = typeof t === 'number' ? t : await t;
     }
     for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
-    admitted?.();
     this.lastWriteAt = Date.now();
     // Appended before any await when there is room: appends (and the index) stay in call order.
-    const a = await this.appendWithRoom(() => this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token), inodeId);
-    // An append that waited for WAL room may come after the lease was handed over: never acknowledged
-    // then (its bytes may be refused as older than the next holder's); the client sends it again.
-    if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
-      throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server while the write waited for WAL room');
+    // A truncate that comes while this waits for room waits for it (roomWaits).
+    const a = await this.appendWithRoom(() => {
+      // A write that waited (for a cut, for room) may come after the lease was handed over: never
+      // logged or acknowledged then (its bytes may be refused as older than the next holder's);
+      // the client sends it again.
+      if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
+        throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server while the write waited');
+      const appended = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token);
+      admitted?.();
+      return appended;
+    }, inodeId);
     // Without a persistent log the extents keep the bytes for good: they get their own copy.
     const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, this.wal.persistent ? data : Buffer.from(data), token);
     try {

@@ -18,6 +18,7 @@ import { MemoryMetadataStore } from '../meta/memory.js';
 import { createEmbeddedMetadataStore, SQLITE_FILE } from '../meta/sql/index.js';
 import type { MetadataStore } from '../meta/store.js';
 import { TEST_SHARE } from '../testing/memory-server.js';
+import { errorMessage } from '../error-message.js';
 import { until } from '../../../test/helpers/hostile.js';
 import { CreateMode, FileService } from './service.js';
 import { compareTimespec } from './types.js';
@@ -66,12 +67,14 @@ async function boot(
   walDir: string,
   inner: MetadataStore,
   blocks: MemoryBlockStore,
-  opts: { closeFlushMs?: number; log?: Logger } = {},
+  opts: { closeFlushMs?: number; log?: Logger; maxWriteWaitMs?: number } = {},
   /** How long writes' sizes and times wait in the cache (CachedMetadataStore's default: 1 s). */
   flushDelayMs?: number,
+  /** The WAL's size and its segments' (64 and 4 MiB unless given). */
+  walSize: { maxBytes: number; segmentBytes: number } = { maxBytes: 64 << 20, segmentBytes: 4 << 20 },
 ) {
   const meta = new CachedMetadataStore(inner, { ttlMs: Infinity, ...(flushDelayMs === undefined ? {} : { flushDelayMs }) });
-  const { wal, records } = await FileWal.open(walDir, { maxBytes: 64 << 20, segmentBytes: 4 << 20 });
+  const { wal, records } = await FileWal.open(walDir, walSize);
   const data = new BlockService(blocks, meta, {
     shareId: 0,
     keyPrefix: 't',
@@ -223,6 +226,39 @@ describe('crash order of data and metadata', () => {
     const b = await boot(dir, inner, blocks);
     assert.equal((await b.fs.getattr(h, root)).inode.size, 160);
     assert.deepEqual((await b.fs.read(h, root, 0, 200)).data, grown);
+  });
+
+  it('a WRITE refused for want of WAL room (the block store not keeping up) leaves the size as the acknowledged writes left it', async () => {
+    const inner = new MemoryMetadataStore();
+    const blocks = new SlowPuts();
+    let unstall!: () => void;
+    blocks.gate = new Promise((r) => (unstall = r));
+    // A WAL of 8 blocks whose uploads never finish: writes wait for room 200 ms, then JUKEBOX.
+    const a = await boot(walDir(), inner, blocks, { maxWriteWaitMs: 200 }, undefined, { maxBytes: 8 * BS, segmentBytes: 2 * BS });
+    const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const h = a.fs.handleOf(a.share, f);
+    let acked = 0;
+    let refused: unknown = null;
+    for (let i = 0; i < 64 && refused === null; i++) {
+      try {
+        await a.fs.write(h, root, acked, Buffer.alloc(BS, 0x41), false);
+        acked += BS;
+      } catch (e) {
+        refused = e;
+      }
+    }
+    assert.ok(refused !== null, `a write was refused once the WAL was full (${acked / BS} blocks taken)`);
+    assert.equal((refused as { errno?: unknown }).errno, 'JUKEBOX', errorMessage(refused));
+    // The client is told to send it again: until it does, the file ends where its data ends (not
+    // over a block of zeros the refused write never logged), here and in the store.
+    assert.equal((await a.fs.getattr(h, root)).inode.size, acked);
+    await a.share.meta.flushAttrs?.(f.id);
+    assert.equal((await inner.getInode(f.id))?.size, acked);
+    // The block store catches up: the write sent again is taken.
+    unstall();
+    await a.fs.write(h, root, acked, Buffer.alloc(BS, 0x42), true);
+    assert.equal((await a.fs.getattr(h, root)).inode.size, acked + BS);
+    await a.data.close();
   });
 
   it('a COMMIT changes nothing in the metadata store: the size and times it covers come back from the log after a crash', async () => {

@@ -531,8 +531,9 @@ export class FileService {
     }
     // The WAL append and the attribute update run side by side (the reply needs both); the WAL
     // carries the size too, so replay restores it whichever finished first before a crash. The
-    // update starts when the data is admitted past a truncate in progress (a size stored before
-    // the truncate's would be cut by it while the data lands after it). The data write is waited
+    // update starts when the data is appended, past a truncate in progress (a size stored before
+    // the truncate's would be cut by it while the data lands after it); a write refused before
+    // that (no WAL room in time: JUKEBOX or NOSPC) leaves the size alone. The data write is waited
     // for first, failed or not: until it settles it may still read `data`, whose buffer the caller
     // reuses once this returns.
     const update: { attrs?: Promise<Inode> } = {};
