@@ -176,6 +176,52 @@ describe('CachedMetadataStore: races and failures', () => {
     await done();
   });
 
+  it('a GETATTR, READDIRPLUS or stream listing while a COMMIT writes the sizes behind shows the acknowledged size, not the stored one', async () => {
+    // A store whose setAttr waits while `held` is set: the COMMIT's write of the sizes in flight.
+    class Held extends MemoryMetadataStore {
+      held: Promise<void> | null = null;
+      override async setAttr(...args: Parameters<MemoryMetadataStore['setAttr']>): Promise<Inode> {
+        await this.held;
+        return super.setAttr(...args);
+      }
+    }
+    const inner = new Held();
+    const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000 });
+    await cached.open();
+    const root = await cached.ensureRoot(SHARE, dirInit());
+    const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+    const s = await cached.createStream(f.id, Buffer.from(':s'), file(), T(1));
+    // Opened (cached): their WRITEs' sizes are written behind.
+    await cached.getInode(f.id);
+    await cached.getInode(s.id);
+    // WRITEs acknowledged with sizes 100 (the file) and 7 (its stream), written behind.
+    assert.equal((await cached.setAttr(f.id, { growTo: 100, mtime: T(3), ctime: T(3) })).size, 100);
+    assert.equal((await cached.setAttr(s.id, { growTo: 7, mtime: T(3), ctime: T(3) })).size, 7);
+    // The entries go (another server's change, a read overlapped by a change): reads go to the store.
+    cached.invalidateRemote(null, false);
+    let release!: () => void;
+    inner.held = new Promise((r) => (release = r));
+    const commit = Promise.all([cached.flushAttrs(f.id), cached.flushAttrs(s.id)]);
+    await new Promise((r) => setImmediate(r));
+    assert.equal((await inner.getInode(f.id))?.size, 0, 'the store does not have the size yet');
+    assert.equal((await cached.getInode(f.id))?.size, 100, 'GETATTR');
+    cached.invalidateRemote(null, false);
+    const entry = (await cached.readdir(root.id, 0, 100)).entries.find((e) => e.name.toString() === 'f');
+    assert.equal(entry?.inode.size, 100, 'READDIRPLUS');
+    assert.deepEqual(entry?.inode.mtime, T(3));
+    cached.invalidateRemote(null, false);
+    assert.equal((await cached.listStreams(f.id)).find((e) => e.inode.id === s.id)?.inode.size, 7, 'stream listing');
+    inner.held = null;
+    release();
+    await commit;
+    // Once stored, nothing is laid over: a truncate after the COMMIT is what reads see.
+    assert.equal((await cached.setAttr(f.id, { size: 10, ctime: T(5) })).size, 10);
+    cached.invalidateRemote(null, false);
+    assert.equal((await cached.getInode(f.id))?.size, 10);
+    assert.equal((await cached.readdir(root.id, 0, 100)).entries.find((e) => e.name.toString() === 'f')?.inode.size, 10);
+    await cached.close();
+  });
+
   it('a change of a file with sizes written behind, overlapped by another change, is what the next read sees', async () => {
     const { cached, root, f, done } = await sqliteSetup();
     assert.equal((await cached.getInode(f.id))?.mode, 0o644);

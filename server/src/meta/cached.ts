@@ -176,6 +176,13 @@ export class CachedMetadataStore implements MetadataStore {
   private readonly pending = new Map<number, PendingAttrs>();
   /** Inodes whose pending changes are being written: their entries stay authoritative meanwhile. */
   private readonly flushing = new Map<number, Promise<unknown>>();
+  /**
+   * The pending changes a write-behind flush took and the store may not have yet (writePending,
+   * writeMany): a read of the store meanwhile (the entry dropped) lays them over what it found,
+   * else it would show a size from before WRITEs that were answered long ago. Gone when the flush
+   * settles: no other change of the inode runs meanwhile (setAttr waits for its flush).
+   */
+  private readonly inFlight = new Map<number, PendingAttrs>();
   private readonly blocks = new Map<number, BlockMap>();
   /** Bumped per inode by putBlock/dropBlocks: a getBlocks that raced one must not fill the cache. */
   private readonly blockGen = new Map<number, number>();
@@ -334,12 +341,31 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   /**
+   * A row the store listed (READDIR, streams), with the size and times this process answered for a
+   * file being written: its entry's, or, without one, those the store may lack.
+   */
+  private asKnown(i: Inode): Inode {
+    if (!this.isDirty(i.id)) return i;
+    const cached = this.inodes.get(i.id);
+    const p = cached ? { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime } : this.unstored(i.id);
+    return p ? withPending(i, p) : i;
+  }
+
+  /** The size and times this process answered that the store may lack: in flight and pending. */
+  private unstored(id: number): PendingAttrs | undefined {
+    const p = this.pending.get(id);
+    const f = this.inFlight.get(id);
+    if (f === undefined || p === undefined) return p ?? f;
+    return { growTo: Math.max(p.growTo, f.growTo), mtime: later(p.mtime, f.mtime), ctime: later(p.ctime, f.ctime) };
+  }
+
+  /**
    * Caches what a read returned, unless a change overlapped the read: `epoch` (fillEpoch() when it
    * started) moves when a change starts, `ended` (endEpoch then) when a remove, rename or putMeta
    * ends; a pooled store may have read the row before such a change committed and answer after it.
    */
   private remember(i: Inode, epoch: number, ended = this.endEpoch): Inode {
-    const p = this.pending.get(i.id);
+    const p = this.unstored(i.id);
     const inode = p ? withPending(i, p) : i;
     if (epoch !== this.epoch || ended !== this.endEpoch || this.isUncertain(i.id)) {
       // A change overlapped this read: neither what it read nor what was cached before may answer.
@@ -479,12 +505,7 @@ export class CachedMetadataStore implements MetadataStore {
     const page = await this.inner.readdir(dirId, afterCookie, limit);
     if (this.pending.size === 0 && this.flushing.size === 0) return page;
     // Files being written: their entries show the sizes and times this process knows.
-    for (const e of page.entries) {
-      if (!this.isDirty(e.inode.id)) continue;
-      const cached = this.inodes.get(e.inode.id);
-      const p = cached ? { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime } : this.pending.get(e.inode.id);
-      if (p) e.inode = withPending(e.inode, p);
-    }
+    for (const e of page.entries) e.inode = this.asKnown(e.inode);
     return page;
   }
 
@@ -644,6 +665,7 @@ export class CachedMetadataStore implements MetadataStore {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
+    this.inFlight.set(id, p);
     try {
       const changes = changesOf(p);
       const ticket = await this.announce([id]);
@@ -653,8 +675,10 @@ export class CachedMetadataStore implements MetadataStore {
       } finally {
         this.done(ticket, [id]);
       }
+      this.inFlight.delete(id);
       this.written(id, stored);
     } catch (err) {
+      this.inFlight.delete(id);
       if (this.notWritten(id, p, err)) return;
       this.opts.onFlushError?.(err, id);
       throw err;
@@ -705,7 +729,10 @@ export class CachedMetadataStore implements MetadataStore {
     const taken: [number, PendingAttrs][] = [];
     for (const id of ids) {
       const p = this.pending.get(id);
-      if (p) taken.push([id, p]);
+      if (p) {
+        taken.push([id, p]);
+        this.inFlight.set(id, p);
+      }
       this.pending.delete(id);
     }
     try {
@@ -716,6 +743,7 @@ export class CachedMetadataStore implements MetadataStore {
       } finally {
         this.done(ticket, ids);
       }
+      for (const [id] of taken) this.inFlight.delete(id);
       for (let k = 0; k < taken.length; k++) {
         const id = taken[k]![0];
         const inode = stored[k] ?? null;
@@ -728,7 +756,10 @@ export class CachedMetadataStore implements MetadataStore {
         this.written(id, inode);
       }
     } catch (err) {
-      for (const [id, p] of taken) this.keepPending(id, p);
+      for (const [id, p] of taken) {
+        this.inFlight.delete(id);
+        this.keepPending(id, p);
+      }
       if (!this.closed) this.schedule();
       this.opts.onFlushError?.(err, taken[0]?.[0] ?? -1);
       throw err;
@@ -915,10 +946,7 @@ export class CachedMetadataStore implements MetadataStore {
   async listStreams(fileId: number): Promise<StreamEntry[]> {
     const list = await this.inner.listStreams(fileId);
     // Streams being written: their sizes and times as this process knows them.
-    for (const e of list) {
-      const cached = this.isDirty(e.inode.id) ? this.inodes.get(e.inode.id) : undefined;
-      if (cached) e.inode = withPending(e.inode, { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime });
-    }
+    for (const e of list) e.inode = this.asKnown(e.inode);
     return list;
   }
 
