@@ -56,6 +56,15 @@ async function sqliteSetup(): Promise<{ cached: CachedMetadataStore; root: Inode
   return { cached, root, f, done };
 }
 
+/** A memory store whose setAttr waits while `held` is set: a write of sizes in flight. */
+class HeldSetAttr extends MemoryMetadataStore {
+  held: Promise<void> | null = null;
+  override async setAttr(...args: Parameters<MemoryMetadataStore['setAttr']>): Promise<Inode> {
+    await this.held;
+    return super.setAttr(...args);
+  }
+}
+
 describe('CachedMetadataStore: races and failures', () => {
   it('several servers: a DACL stored by a server of an earlier release (not announced) is seen, never hidden by a cached absence', async () => {
     const { inner, cached, f } = await setup(true);
@@ -177,15 +186,7 @@ describe('CachedMetadataStore: races and failures', () => {
   });
 
   it('a GETATTR, READDIRPLUS or stream listing while a COMMIT writes the sizes behind shows the acknowledged size, not the stored one', async () => {
-    // A store whose setAttr waits while `held` is set: the COMMIT's write of the sizes in flight.
-    class Held extends MemoryMetadataStore {
-      held: Promise<void> | null = null;
-      override async setAttr(...args: Parameters<MemoryMetadataStore['setAttr']>): Promise<Inode> {
-        await this.held;
-        return super.setAttr(...args);
-      }
-    }
-    const inner = new Held();
+    const inner = new HeldSetAttr();
     const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000 });
     await cached.open();
     const root = await cached.ensureRoot(SHARE, dirInit());
@@ -219,6 +220,34 @@ describe('CachedMetadataStore: races and failures', () => {
     cached.invalidateRemote(null, false);
     assert.equal((await cached.getInode(f.id))?.size, 10);
     assert.equal((await cached.readdir(root.id, 0, 100)).entries.find((e) => e.name.toString() === 'f')?.inode.size, 10);
+    await cached.close();
+  });
+
+  it("a flush (COMMIT, a write lease handed over) waits for a WRITE's size still being written through", async () => {
+    const inner = new HeldSetAttr();
+    const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000 });
+    await cached.open();
+    const root = await cached.ensureRoot(SHARE, dirInit());
+    const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+    // No entry for the file (dropped when the write lease was taken): the sizes go through.
+    cached.invalidateRemote(null, false);
+    let release!: () => void;
+    inner.held = new Promise((r) => (release = r));
+    // Two WRITEs' sizes at once (the second by a user who is not root: its setuid drop goes through too).
+    const writes = [
+      cached.setAttr(f.id, { growTo: 100, mtime: T(3), ctime: T(3) }),
+      cached.setAttr(f.id, { growTo: 200, clearMode: 0o4000, mtime: T(4), ctime: T(4) }),
+    ];
+    await new Promise((r) => setImmediate(r));
+    let flushed = false;
+    const flush = cached.flushAttrs(f.id).then(() => (flushed = true));
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(flushed, false, 'the flush waits for the sizes in flight');
+    inner.held = null;
+    release();
+    await Promise.all([...writes, flush]);
+    // What the other server reads once the lease is handed over.
+    assert.equal((await inner.getInode(f.id))?.size, 200);
     await cached.close();
   });
 

@@ -538,7 +538,11 @@ export class CachedMetadataStore implements MetadataStore {
     // guard: it is checked against the stored ctime, which the pending one must be first.
     if (guardCtime === undefined && !this.flushing.has(id) && this.pending.has(id)) return this.setAttrWithPending(id, changes);
     await this.flushPending(id);
-    return this.writeThrough(id, changes, guardCtime);
+    const through = this.writeThrough(id, changes, guardCtime);
+    // A WRITE's size written through (no entry to write it behind, or setuid bits to drop) is the
+    // inode's flush while it runs: flushAttrs (a COMMIT, a write lease handed to another server)
+    // waits for it, as it would for the size written behind.
+    return changes.growTo === undefined ? through : this.asFlush([id], through);
   }
 
   /**
@@ -598,14 +602,22 @@ export class CachedMetadataStore implements MetadataStore {
     return this.asFlush([id], write);
   }
 
-  /** `work` is the flush of `ids` while it runs (a flush or COMMIT of one of them waits for it). */
-  private async asFlush<T>(ids: readonly number[], work: Promise<T>): Promise<T> {
-    for (const id of ids) this.flushing.set(id, work);
-    try {
-      return await work;
-    } finally {
-      for (const id of ids) if (this.flushing.get(id) === work) this.flushing.delete(id);
+  /**
+   * `work` is the flush of `ids` while it runs: a flush or COMMIT of one of them waits for it. A
+   * flush of the same inode still running (two WRITEs' sizes written through at once) is waited
+   * for with it.
+   */
+  private asFlush<T>(ids: readonly number[], work: Promise<T>): Promise<T> {
+    for (const id of ids) {
+      const running = this.flushing.get(id);
+      const all: Promise<unknown> = running === undefined ? work : Promise.allSettled([running, work]);
+      this.flushing.set(id, all);
+      const settled = (): void => {
+        if (this.flushing.get(id) === all) this.flushing.delete(id);
+      };
+      all.then(settled, settled);
     }
+    return work;
   }
 
   // ---- write-behind ------------------------------------------------------------------------------
