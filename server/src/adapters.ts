@@ -186,7 +186,12 @@ export class AdapterRuntime {
     return this.live.get(type)?.serving(row ?? this.rows.get(type));
   }
 
-  /** Both adapters, for readiness: `nfs`, `smb`. */
+  /**
+   * Both adapters, for readiness: `nfs`, `smb`. A move that could not bind its new port leaves the
+   * server ready while the old listener serves, with the reason as the check's detail: a 503 would
+   * take the server, old port and all, out of a Kubernetes Service for a change that broke nothing.
+   * Not ready: an adapter that is wanted and serves nowhere.
+   */
   readiness(): Record<string, { ok: boolean; detail?: string }> {
     const out: Record<string, { ok: boolean; detail?: string }> = {};
     for (const type of ADAPTER_TYPES) {
@@ -196,7 +201,7 @@ export class AdapterRuntime {
           ? { ok: false, detail: 'not listening yet' }
           : s.ok
             ? { ok: true }
-            : { ok: false, detail: s.note ?? 'not listening' };
+            : { ok: s.served, detail: s.note ?? 'not listening' };
     }
     return out;
   }
