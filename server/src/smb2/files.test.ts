@@ -478,6 +478,29 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it("a file's other opens follow a rename made through one of them: their rename and delete on close act on the new name", async () => {
+    const { srv, c, open } = await setup();
+    const share = srv.fs.shares()[0]!;
+    const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
+    const root = { uid: 0, gid: 0, gids: [] };
+    const names = async () => (await srv.fs.readdir(rootFh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    const a = await open('a', CreateDisposition.CREATE);
+    const b = await open('a', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE);
+    const stream = await open('a:s', CreateDisposition.CREATE);
+    assert.equal(await status(setName(c, a, FileInfoClass.FileRenameInformation, 'b')), NtStatus.SUCCESS);
+    // Through the other open: the file, under its new name, moves again.
+    assert.equal(await status(setName(c, b, FileInfoClass.FileRenameInformation, 'c')), NtStatus.SUCCESS);
+    assert.deepEqual(await names(), ['c']);
+    assert.equal(a.path, 'c');
+    assert.equal(stream.path, 'c', "the stream's open names its file where it is");
+    await files.close(c, stream, 0, new SmbWriter());
+    await files.close(c, a, 0, new SmbWriter());
+    // The last close of the open made with delete on close deletes the file where it is now.
+    await files.close(c, b, 0, new SmbWriter());
+    assert.deepEqual(await names(), []);
+    await srv.close();
+  });
+
   it('delete on close removes the file; a non-empty directory refuses the delete disposition', async () => {
     const { srv, c, open } = await setup();
     const f = await open('gone', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);

@@ -995,7 +995,24 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
   }
   // The open's file, not another that took its name since (another client renamed it away).
   await c.fs.rename(open.parent, open.name, toDir, toName, c.id, oplock.holderOf(open), false, open.inodeId);
-  open.parent = toDir;
-  open.name = toName;
-  open.path = parts.join('\\');
+  followRename(c, open, toDir, toName, parts.join('\\'));
+}
+
+/**
+ * After a rename through `open`, every open of its file in the share on this server (its other
+ * opens, the opens of its named streams) names the file where it is now, as on Windows: their
+ * delete on close, rename and name queries act on the new name. (A rename by NFS, or through another
+ * server, is not followed: such an open answers OBJECT_NAME_NOT_FOUND, never acts on another file.)
+ */
+function followRename(c: FileContext, open: Open, toDir: Buffer, toName: Buffer, path: string): void {
+  const move = (o: Open): void => {
+    o.parent = toDir;
+    o.name = toName;
+    o.path = path;
+  };
+  move(open);
+  for (const rec of c.fs.opens.opensOf(c.share.meta)) {
+    const o = rec.owner as Open;
+    if (o !== open && o.share === open.share && (o.inodeId === open.inodeId || o.stream?.fileHandle.equals(open.handle) === true)) move(o);
+  }
 }
