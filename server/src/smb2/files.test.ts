@@ -478,7 +478,7 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
-  it("a file's other opens follow a rename made through one of them: their rename and delete on close act on the new name", async () => {
+  it("a file's other opens through the same name follow a rename made through one of them: their rename and delete on close act on the new name", async () => {
     const { srv, c, open } = await setup();
     const share = srv.fs.shares()[0]!;
     const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
@@ -492,12 +492,21 @@ describe('SMB2 file commands over the file service', () => {
     assert.equal(await status(setName(c, b, FileInfoClass.FileRenameInformation, 'c')), NtStatus.SUCCESS);
     assert.deepEqual(await names(), ['c']);
     assert.equal(a.path, 'c');
-    assert.equal(stream.path, 'c', "the stream's open names its file where it is");
+    assert.equal(stream.path, 'c:s', "the stream's open names its file where it is");
     await files.close(c, stream, 0, new SmbWriter());
     await files.close(c, a, 0, new SmbWriter());
     // The last close of the open made with delete on close deletes the file where it is now.
     await files.close(c, b, 0, new SmbWriter());
     assert.deepEqual(await names(), []);
+    // An open made through another hard link keeps its link: a rename of one link does not move it.
+    const d = await open('d', CreateDisposition.CREATE);
+    assert.equal(await status(setName(c, d, FileInfoClass.FileLinkInformation, 'x')), NtStatus.SUCCESS);
+    const x = await open('x', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE);
+    assert.equal(await status(setName(c, d, FileInfoClass.FileRenameInformation, 'e')), NtStatus.SUCCESS);
+    assert.equal(x.path, 'x');
+    await files.close(c, d, 0, new SmbWriter());
+    await files.close(c, x, 0, new SmbWriter());
+    assert.deepEqual(await names(), ['e'], 'the delete on close of the open through x removes x');
     await srv.close();
   });
 

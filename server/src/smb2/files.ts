@@ -999,20 +999,26 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
 }
 
 /**
- * After a rename through `open`, every open of its file in the share on this server (its other
- * opens, the opens of its named streams) names the file where it is now, as on Windows: their
- * delete on close, rename and name queries act on the new name. (A rename by NFS, or through another
+ * After a rename through `open`, every open of its file made through the same name in the share on
+ * this server (its other opens, the opens of its named streams) names the file where it is now, as
+ * on Windows: their delete on close, rename and name queries act on the new name. An open made
+ * through another hard link of the file keeps that link. (A rename made by NFS, or through another
  * server, is not followed: such an open answers OBJECT_NAME_NOT_FOUND, never acts on another file.)
  */
 function followRename(c: FileContext, open: Open, toDir: Buffer, toName: Buffer, path: string): void {
-  const move = (o: Open): void => {
-    o.parent = toDir;
-    o.name = toName;
-    o.path = path;
-  };
-  move(open);
+  const fromDir = open.parent!;
+  const fromName = open.name!.toString('utf8').toLowerCase();
   for (const rec of c.fs.opens.opensOf(c.share.meta)) {
     const o = rec.owner as Open;
-    if (o !== open && o.share === open.share && (o.inodeId === open.inodeId || o.stream?.fileHandle.equals(open.handle) === true)) move(o);
+    if (o === open || o.share !== open.share || o.parent === null || o.name === null) continue;
+    const ofFile = o.inodeId === open.inodeId || o.stream?.fileHandle.equals(open.handle) === true;
+    if (!ofFile || !o.parent.equals(fromDir) || o.name.toString('utf8').toLowerCase() !== fromName) continue;
+    o.parent = toDir;
+    o.name = toName;
+    // A stream's open keeps its ":stream" (streams.ts).
+    o.path = o.stream === null ? path : `${path}${o.path.slice(o.path.lastIndexOf(':'))}`;
   }
+  open.parent = toDir;
+  open.name = toName;
+  open.path = path;
 }
