@@ -223,7 +223,7 @@ describe('CachedMetadataStore: races and failures', () => {
     await cached.close();
   });
 
-  it("a flush (COMMIT, a write lease handed over) waits for a WRITE's size still being written through", async () => {
+  it("a flush (COMMIT, a write lease handed over) waits for the WRITEs' sizes made before it, also those queued behind one being written", async () => {
     const inner = new HeldSetAttr();
     const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000 });
     await cached.open();
@@ -233,19 +233,24 @@ describe('CachedMetadataStore: races and failures', () => {
     cached.invalidateRemote(null, false);
     let release!: () => void;
     inner.held = new Promise((r) => (release = r));
-    // Two WRITEs' sizes at once (the second by a user who is not root: its setuid drop goes through too).
-    const writes = [
-      cached.setAttr(f.id, { growTo: 100, mtime: T(3), ctime: T(3) }),
-      cached.setAttr(f.id, { growTo: 200, clearMode: 0o4000, mtime: T(4), ctime: T(4) }),
-    ];
+    // A WRITE's size, held in the store; a second one (by a user who is not root: its setuid drop
+    // goes through too) made meanwhile; then the flush of a handover.
+    const w0 = cached.setAttr(f.id, { growTo: 100, mtime: T(3), ctime: T(3) });
     await new Promise((r) => setImmediate(r));
+    const w1 = cached.setAttr(f.id, { growTo: 200, clearMode: 0o4000, mtime: T(4), ctime: T(4) });
     let flushed = false;
     const flush = cached.flushAttrs(f.id).then(() => (flushed = true));
+    // The first size is stored, the second held in its turn.
+    let release2!: () => void;
+    const first = release;
+    inner.held = new Promise((r) => (release2 = r));
+    first();
+    await w0;
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-    assert.equal(flushed, false, 'the flush waits for the sizes in flight');
+    assert.equal(flushed, false, 'the flush waits for the second size');
     inner.held = null;
-    release();
-    await Promise.all([...writes, flush]);
+    release2();
+    await Promise.all([w1, flush]);
     // What the other server reads once the lease is handed over.
     assert.equal((await inner.getInode(f.id))?.size, 200);
     await cached.close();

@@ -156,6 +156,8 @@ function afterPending(p: PendingAttrs, changes: AttrChanges): AttrChanges {
   return merged;
 }
 
+const noop = (): void => undefined;
+
 function withPending(i: Inode, p: PendingAttrs): Inode {
   const size = Math.max(i.size, p.growTo);
   const mtime = later(i.mtime, p.mtime) ?? i.mtime;
@@ -183,6 +185,8 @@ export class CachedMetadataStore implements MetadataStore {
    * settles: no other change of the inode runs meanwhile (setAttr waits for its flush).
    */
   private readonly inFlight = new Map<number, PendingAttrs>();
+  /** Per inode, the last setAttr made, settled or not (never rejects): the next one waits for it. */
+  private readonly attrQueue = new Map<number, Promise<void>>();
   private readonly blocks = new Map<number, BlockMap>();
   /** Bumped per inode by putBlock/dropBlocks: a getBlocks that raced one must not fill the cache. */
   private readonly blockGen = new Map<number, number>();
@@ -509,7 +513,26 @@ export class CachedMetadataStore implements MetadataStore {
     return page;
   }
 
-  async setAttr(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
+  /**
+   * Changes of one inode run one after another, in the order they were made (each starts once the
+   * one before settled): the store applies a WRITE's size before a truncate made after it, and two
+   * WRITEs' sizes in turn, even when they are written through (the entry gone, setuid bits to drop)
+   * and a pooled store would commit them in any order. flushAttrs waits for the changes made before
+   * it: a COMMIT, or a write lease handed to another server, never leaves one behind.
+   */
+  setAttr(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
+    const before = this.attrQueue.get(id);
+    const run =
+      before === undefined ? this.setAttrNow(id, changes, guardCtime) : before.then(() => this.setAttrNow(id, changes, guardCtime));
+    const settled = run.then(noop, noop);
+    this.attrQueue.set(id, settled);
+    void settled.then(() => {
+      if (this.attrQueue.get(id) === settled) this.attrQueue.delete(id);
+    });
+    return run;
+  }
+
+  private async setAttrNow(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
     const serving = this.inner.whenServing?.();
     if (serving !== undefined) await serving;
     const e = this.inodes.get(id);
@@ -538,11 +561,7 @@ export class CachedMetadataStore implements MetadataStore {
     // guard: it is checked against the stored ctime, which the pending one must be first.
     if (guardCtime === undefined && !this.flushing.has(id) && this.pending.has(id)) return this.setAttrWithPending(id, changes);
     await this.flushPending(id);
-    const through = this.writeThrough(id, changes, guardCtime);
-    // A WRITE's size written through (no entry to write it behind, or setuid bits to drop) is the
-    // inode's flush while it runs: flushAttrs (a COMMIT, a write lease handed to another server)
-    // waits for it, as it would for the size written behind.
-    return changes.growTo === undefined ? through : this.asFlush([id], through);
+    return this.writeThrough(id, changes, guardCtime);
   }
 
   /**
@@ -602,22 +621,14 @@ export class CachedMetadataStore implements MetadataStore {
     return this.asFlush([id], write);
   }
 
-  /**
-   * `work` is the flush of `ids` while it runs: a flush or COMMIT of one of them waits for it. A
-   * flush of the same inode still running (two WRITEs' sizes written through at once) is waited
-   * for with it.
-   */
-  private asFlush<T>(ids: readonly number[], work: Promise<T>): Promise<T> {
-    for (const id of ids) {
-      const running = this.flushing.get(id);
-      const all: Promise<unknown> = running === undefined ? work : Promise.allSettled([running, work]);
-      this.flushing.set(id, all);
-      const settled = (): void => {
-        if (this.flushing.get(id) === all) this.flushing.delete(id);
-      };
-      all.then(settled, settled);
+  /** `work` is the flush of `ids` while it runs (a flush or COMMIT of one of them waits for it). */
+  private async asFlush<T>(ids: readonly number[], work: Promise<T>): Promise<T> {
+    for (const id of ids) this.flushing.set(id, work);
+    try {
+      return await work;
+    } finally {
+      for (const id of ids) if (this.flushing.get(id) === work) this.flushing.delete(id);
     }
-    return work;
   }
 
   // ---- write-behind ------------------------------------------------------------------------------
@@ -642,6 +653,9 @@ export class CachedMetadataStore implements MetadataStore {
    * `logged` (see MetadataStore.flushAttrs): those of `id` stay pending, written behind as usual.
    */
   async flushAttrs(id?: number, logged = false): Promise<void> {
+    // The changes made before this flush first (setAttr): it covers them.
+    const queued = id === undefined ? [...this.attrQueue.values()] : [this.attrQueue.get(id)];
+    for (const q of queued) if (q !== undefined) await q;
     if (!logged || id === undefined) await this.flushPending(id);
     await this.inner.flushAttrs?.(id);
   }
