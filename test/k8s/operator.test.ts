@@ -53,6 +53,7 @@ interface Obj {
     generation?: number;
     finalizers?: string[];
     annotations?: Record<string, string>;
+    labels?: Record<string, string>;
     ownerReferences?: { kind: string; name: string; uid: string; controller?: boolean }[];
   };
   spec?: Record<string, unknown>;
@@ -337,12 +338,17 @@ spec:
     assert.ok(decode(admin, 'password').length >= 32 && decode(admin, 'initial-password').length >= 32);
     assert.ok(decode(await mustGet('secret', 'main-jwt'), 'jwt-secret').length >= 32);
 
-    for (const child of [sts, headless, client, config, admin, await mustGet('secret', 'main-jwt')]) {
+    for (const child of [sts, headless, client, config]) {
       assert.deepEqual(
         child.metadata.ownerReferences?.map((o) => [o.kind, o.name, o.uid, o.controller]),
         [['DittoFS', 'main', dfs.metadata.uid, true]],
         `${child.metadata.name} is owned by the DittoFS`,
       );
+    }
+    // The credentials the data knows outlive the DittoFS, as its PVCs do.
+    for (const kept of [admin, await mustGet('secret', 'main-jwt')]) {
+      assert.equal(kept.metadata.ownerReferences, undefined, `${kept.metadata.name} has no owner`);
+      assert.equal(kept.metadata.labels?.['app.kubernetes.io/instance'], 'main');
     }
   });
 
@@ -785,18 +791,20 @@ spec: { dittofs: main, kind: block, type: filesystem, config: { path: ${file}/bl
     await waitFor('the Store to be gone', async () => ((await get('stores.dittofs.io', 'blocks')) === undefined ? true : undefined));
   });
 
-  it('deleting the DittoFS garbage-collects its children; its remaining resources then wait, and can be deleted', async () => {
+  it('deleting the DittoFS garbage-collects its children but the credentials its data knows; its remaining resources then wait, and can be deleted', async () => {
+    const adminBefore = await mustGet('secret', 'main-admin');
     await ok(['delete', 'dittofs', 'main', '-n', ns, '--wait=false']);
     for (const [kind, name] of [
       ['statefulset', 'main'],
       ['service', 'main'],
       ['service', 'main-headless'],
       ['secret', 'main-config'],
-      ['secret', 'main-admin'],
-      ['secret', 'main-jwt'],
     ] as const) {
       await waitFor(`${kind} ${name} to be collected`, async () => ((await get(kind, name)) === undefined ? true : undefined));
     }
+    // Kept with the PVCs: a DittoFS made again on that data logs in with the same password.
+    assert.deepEqual((await mustGet('secret', 'main-admin')).data, adminBefore.data);
+    assert.ok(await get('secret', 'main-jwt'), 'main-jwt is kept');
     await waitCondition('users.dittofs.io', 'alice', 'Synced', 'False', 'DittoFSNotFound');
     await ok(['delete', 'users.dittofs.io', 'alice', 'bob', '-n', ns, '--wait=false']);
     await ok(['delete', 'stores.dittofs.io', 'meta', '-n', ns, '--wait=false']);

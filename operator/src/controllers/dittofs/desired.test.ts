@@ -190,16 +190,30 @@ describe('desiredStatefulSet', () => {
 describe('children', () => {
   const d = dfs({ adapters: { smb: { enabled: true } }, service: { type: 'LoadBalancer', annotations: { 'lb/kind': 'nlb' } } });
 
-  it('every child has the DittoFS as its controlling owner', () => {
+  it('every child but the admin and JWT Secrets has the DittoFS as its controlling owner; those two outlive it', () => {
     const [headless, client] = desiredServices(d);
     const secrets = desiredSecrets(d, 'x');
-    const all = [desiredStatefulSet(inputs(d), 'h'), headless, client, secrets.config, secrets.jwt, secrets.admin];
-    for (const o of all) {
-      assert.deepEqual(o.metadata!.ownerReferences, [
-        { apiVersion: 'dittofs.io/v1alpha1', kind: 'DittoFS', name: 'main', uid: '1111-2222', controller: true, blockOwnerDeletion: true },
-      ]);
+    const owned = [desiredStatefulSet(inputs(d), 'h'), headless, client, secrets.config];
+    for (const o of [...owned, secrets.jwt, secrets.admin]) {
+      assert.deepEqual(
+        o.metadata!.ownerReferences,
+        owned.includes(o)
+          ? [
+              {
+                apiVersion: 'dittofs.io/v1alpha1',
+                kind: 'DittoFS',
+                name: 'main',
+                uid: '1111-2222',
+                controller: true,
+                blockOwnerDeletion: true,
+              },
+            ]
+          : undefined,
+        o.metadata!.name,
+      );
       assert.equal(o.metadata!.namespace, 'storage');
       assert.equal(o.metadata!.labels!['app.kubernetes.io/managed-by'], 'dittofs-operator');
+      assert.equal(o.metadata!.labels!['app.kubernetes.io/instance'], 'main');
     }
     assert.throws(() => desiredServices({ ...d, metadata: { name: 'x' } }), /no uid/);
   });

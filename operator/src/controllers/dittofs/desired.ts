@@ -98,6 +98,11 @@ export interface DesiredInputs {
    * another size (its volume claims cannot change): then that size, so the WAL limit fits the disk.
    */
   cacheSize?: Quantity;
+  /**
+   * The storage class in force, when the StatefulSet already exists: the one of its volume claim
+   * template (`name` undefined: none set there, the cluster's default), whatever the spec says now.
+   */
+  storageClass?: { name: string | undefined };
 }
 
 export interface Adapters {
@@ -215,12 +220,21 @@ export function configHash(rendered: string): string {
 // Objects
 
 function meta(dfs: DittoFS, name: string, extra: { annotations?: Record<string, string> } = {}) {
+  return { ...keptMeta(dfs, name, extra), ownerReferences: [ownerReference(dfs)] };
+}
+
+/**
+ * The metadata of a child the DittoFS does not own (NAME-admin, NAME-jwt): labelled as the
+ * operator's for this DittoFS, no owner reference, so deleting the DittoFS leaves it with the PVCs.
+ * The embedded control database on the PVC knows the admin password and signed tokens with the
+ * key: a DittoFS made again on that data needs the same Secrets, not new random ones.
+ */
+function keptMeta(dfs: DittoFS, name: string, extra: { annotations?: Record<string, string> } = {}) {
   return {
     name,
     namespace: dfs.metadata.namespace,
     labels: commonLabels(dfs.metadata.name),
     ...(extra.annotations !== undefined && Object.keys(extra.annotations).length > 0 ? { annotations: extra.annotations } : {}),
-    ownerReferences: [ownerReference(dfs)],
   };
 }
 
@@ -239,12 +253,12 @@ export function randomSecret(bytes: number, random: (n: number) => Buffer = rand
   return random(bytes).toString('base64url');
 }
 
-/** The JWT key Secret, generated once (the reconciler never replaces an existing one). */
+/** The JWT key Secret, generated once (the reconciler never replaces an existing one), kept (keptMeta). */
 export function newJwtSecret(dfs: DittoFS, random?: (n: number) => Buffer): V1Secret {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: meta(dfs, childNames(dfs.metadata.name).jwtSecret),
+    metadata: keptMeta(dfs, childNames(dfs.metadata.name).jwtSecret),
     type: 'Opaque',
     data: { [JWT_SECRET_KEY]: b64(randomSecret(48, random)) },
   };
@@ -255,13 +269,14 @@ export function newJwtSecret(dfs: DittoFS, random?: (n: number) => Buffer): V1Se
  * DITTOFS_ADMIN_INITIAL_PASSWORD (the bootstrap admin's first password, which the server makes the
  * first login change); `password` is what the operator changes it to and logs in with from then on.
  * Both exist before the first login, so no crash between "changed on the server" and "stored in
- * the Secret" can lose the password (see dittofs-api/client.ts).
+ * the Secret" can lose the password (see dittofs-api/client.ts). Kept when the DittoFS is deleted
+ * (keptMeta): the servers' data keeps knowing `password`.
  */
 export function newAdminSecret(dfs: DittoFS, random?: (n: number) => Buffer): V1Secret {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: meta(dfs, childNames(dfs.metadata.name).adminSecret),
+    metadata: keptMeta(dfs, childNames(dfs.metadata.name).adminSecret),
     type: 'Opaque',
     data: {
       [ADMIN_SECRET_KEYS.username]: b64(ADMIN_USERNAME),
@@ -310,7 +325,7 @@ export function desiredStatefulSet(inputs: DesiredInputs, hash: string): V1State
   const a = adaptersOf(dfs);
   const image = dfs.spec.image ?? inputs.defaultImage;
   const resources = resourcesOf(dfs);
-  const storageClassName = dfs.spec.cache?.storageClassName;
+  const storageClassName = inputs.storageClass !== undefined ? inputs.storageClass.name : dfs.spec.cache?.storageClassName;
   const podAnnotations: Record<string, string> = { [CONFIG_HASH_ANNOTATION]: hash };
   if (a.metrics.enabled) {
     podAnnotations['prometheus.io/scrape'] = 'true';

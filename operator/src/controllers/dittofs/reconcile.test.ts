@@ -91,7 +91,7 @@ describe('DittoFS reconcile: a child name taken by someone else', () => {
     assert.match(synced()?.message ?? '', /Service web-headless already exists, controlled by DittoFS web-headless/);
   });
 
-  it('its own children, and ones the operator made for this name that lost their owner, are applied (the latter adopted)', async () => {
+  it('an admin Secret kept from a deleted DittoFS of this name is used as it is: its passwords, and no owner (it outlives this one too)', async () => {
     const orphanAdmin = {
       metadata: { name: 'web-admin', namespace: 'ns', uid: 'a-uid', resourceVersion: '7', labels: ours },
       data: { username: 'YWRtaW4=', password: 'cHc=', 'initial-password': 'aXA=' },
@@ -111,12 +111,66 @@ describe('DittoFS reconcile: a child name taken by someone else', () => {
       metadata: { ownerReferences?: { uid: string }[] };
     };
     assert.deepEqual(admin.data, orphanAdmin.data, 'its passwords are kept');
-    assert.deepEqual(
-      admin.metadata.ownerReferences?.map((o) => o.uid),
-      ['dfs-uid'],
-    );
+    assert.equal(admin.metadata.ownerReferences, undefined, 'not owned: deleting the DittoFS leaves it');
     // A second run: everything is its own now.
     await reconcile('ns/web');
     assert.equal(synced()?.status, 'True');
+  });
+
+  it('an admin Secret an earlier version made with the DittoFS as its owner loses that owner reference, keeping its passwords and other owners', async () => {
+    const mine = {
+      apiVersion: 'dittofs.io/v1alpha1',
+      kind: 'DittoFS',
+      name: 'web',
+      uid: 'dfs-uid',
+      controller: true,
+      blockOwnerDeletion: true,
+    };
+    const backup = { apiVersion: 'example.com/v1', kind: 'Backup', name: 'b', uid: 'b-uid' };
+    const legacy = {
+      metadata: { name: 'web-admin', namespace: 'ns', uid: 'a-uid', resourceVersion: '7', labels: ours, ownerReferences: [mine, backup] },
+      data: { username: 'YWRtaW4=', password: 'cHc=', 'initial-password': 'aXA=' },
+    };
+    const { kube, reconcile, synced } = setup([paths.secrets('ns', 'web-admin'), legacy]);
+    await reconcile('ns/web');
+    assert.equal(synced()?.status, 'True', synced()?.message);
+    const admin = kube.objects.get(paths.secrets('ns', 'web-admin')) as {
+      data: Record<string, string>;
+      metadata: { ownerReferences?: { uid: string }[] };
+    };
+    assert.deepEqual(admin.data, legacy.data);
+    assert.deepEqual(
+      admin.metadata.ownerReferences?.map((o) => o.uid),
+      ['b-uid'],
+    );
+  });
+});
+
+describe('DittoFS reconcile: what a StatefulSet cannot change', () => {
+  it('a storage class set after the DittoFS was made without one is not applied (the API server would refuse it for good): kept, Degraded says so', async () => {
+    const { kube, reconcile } = setup();
+    await reconcile('ns/web');
+    const stsPath = paths.statefulSets('ns', 'web');
+    type Sts = { spec: { volumeClaimTemplates: { spec: { storageClassName?: string } }[] } };
+    assert.equal((kube.objects.get(stsPath) as unknown as Sts).spec.volumeClaimTemplates[0]!.spec.storageClassName, undefined);
+    // The CRD's rule refuses changing a class that is set, not setting one on a DittoFS made without `cache`.
+    kube.put(paths.custom('DittoFS', 'ns', 'web'), {
+      ...dfs,
+      metadata: { ...dfs.metadata, generation: 2 },
+      spec: { cache: { storageClassName: 'fast' } },
+    });
+    kube.calls.length = 0;
+    await reconcile('ns/web');
+    const applied = kube.calls.find((c) => c.verb === 'apply' && c.path === stsPath)?.body as Sts | undefined;
+    assert.ok(applied, 'the StatefulSet is applied (its other changes go through)');
+    assert.equal(applied.spec.volumeClaimTemplates[0]!.spec.storageClassName, undefined, 'the class of the existing claims is kept');
+    const now = kube.objects.get(paths.custom('DittoFS', 'ns', 'web')) as unknown as DittoFS;
+    const degraded = now.status?.conditions?.find((c) => c.type === 'Degraded');
+    assert.equal(degraded?.status, 'True');
+    assert.equal(degraded?.reason, 'StorageClassImmutable');
+    assert.match(
+      degraded?.message ?? '',
+      /cache\.storageClassName fast differs from the existing volume claims' the cluster's default class/,
+    );
   });
 });

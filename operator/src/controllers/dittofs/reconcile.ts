@@ -101,10 +101,11 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
     }
     const ours = existing !== undefined && childClaim(existing, dfs) !== 'foreign' ? existing : undefined;
 
-    // A StatefulSet's volume claim templates cannot change: keep the size it has.
+    // A StatefulSet's volume claim templates cannot change: keep the size and class it has.
     const wanted: Quantity = dfs.spec.cache?.size ?? SPEC_DEFAULTS.cacheSize;
     let cacheSize = wanted;
-    const have = ours?.spec?.volumeClaimTemplates?.find((t) => t.metadata?.name === DATA_VOLUME)?.spec?.resources?.requests?.storage;
+    const template = ours?.spec?.volumeClaimTemplates?.find((t) => t.metadata?.name === DATA_VOLUME);
+    const have = template?.spec?.resources?.requests?.storage;
     if (have !== undefined && parseQuantityBytes(String(have)) !== parseQuantityBytes(wanted)) {
       cacheSize = String(have);
       warnings.push({
@@ -112,12 +113,30 @@ export function dittofsReconciler(deps: DittoFSReconcilerDeps): (key: string) =>
         message: `cache.size ${String(wanted)} differs from the ${String(have)} of the existing volume claims, which a StatefulSet cannot change: keeping ${String(have)} (expand the PVCs ${DATA_VOLUME}-${names.statefulSet}-N yourself if the storage class allows it)`,
       });
     }
+    // The class too (the CRD refuses changing a class set, not setting one the DittoFS was made
+    // without): applied, the new template would be refused at every reconcile, and every later
+    // change of the DittoFS with it.
+    const storageClass = template === undefined ? undefined : { name: template.spec?.storageClassName };
+    const wantedClass = dfs.spec.cache?.storageClassName;
+    if (storageClass !== undefined && storageClass.name !== wantedClass) {
+      const kept = storageClass.name === undefined ? "the cluster's default class" : `class ${storageClass.name}`;
+      warnings.push({
+        reason: 'StorageClassImmutable',
+        message: `cache.storageClassName ${wantedClass ?? '(unset)'} differs from the existing volume claims' ${kept}, which a StatefulSet cannot change: keeping it (to move, make a new DittoFS and copy the data)`,
+      });
+    }
 
     let sts: V1StatefulSet | undefined = ours;
     let hash: string | undefined;
     let applyError: Error | undefined;
     if (problem === undefined) {
-      const inputs = { dfs, defaultImage: deps.defaultImage, cacheSize, ...(databaseUrl === undefined ? {} : { databaseUrl }) };
+      const inputs = {
+        dfs,
+        defaultImage: deps.defaultImage,
+        cacheSize,
+        ...(storageClass === undefined ? {} : { storageClass }),
+        ...(databaseUrl === undefined ? {} : { databaseUrl }),
+      };
       const rendered = renderServerConfig(inputs);
       hash = configHash(rendered);
       try {
@@ -180,11 +199,13 @@ export async function writeStatus(
 }
 
 /**
- * Creates a generated Secret if it does not exist. An existing one keeps every key it has (a
- * password is never regenerated); only keys it lacks are added. One the operator made for this
- * DittoFS's name that lost its owner reference (labels managed-by and instance; a Secret restored
- * from a backup) gets it back; one a user made to provide the credential (no controller) is used
- * as it is, not adopted. One another object controls is not touched, and the answer says so.
+ * Creates a generated Secret if it does not exist, with no owner (it outlives the DittoFS, see
+ * newAdminSecret). An existing one keeps every key it has (a password is never regenerated); only
+ * keys it lacks are added. One the operator made for this DittoFS's name (labels managed-by and
+ * instance: kept from a deleted DittoFS of that name, or restored from a backup) or a user made to
+ * provide the credential (no controller) is used as it is; one an earlier version made with this
+ * DittoFS as its owner loses that owner reference. One another object controls is not touched,
+ * and the answer says so.
  */
 export async function ensureOnceSecret(client: KubeClient, desired: V1Secret, dfs: DittoFS): Promise<string | undefined> {
   const namespace = dfs.metadata.namespace ?? '';
@@ -207,8 +228,12 @@ export async function ensureOnceSecret(client: KubeClient, desired: V1Secret, df
     metadata: { resourceVersion: existing.metadata.resourceVersion },
   };
   if (missing.length > 0) patch.data = Object.fromEntries(missing);
-  if (claim === 'adoptable')
-    patch.metadata.ownerReferences = [...(existing.metadata.ownerReferences ?? []), ...(desired.metadata!.ownerReferences ?? [])];
+  // Made by an earlier version with the DittoFS as its owner: the owner reference goes, else
+  // deleting the DittoFS would delete the credential its data still needs (newAdminSecret).
+  if (claim === 'ours') {
+    const others = (existing.metadata.ownerReferences ?? []).filter((o) => o.uid !== dfs.metadata.uid);
+    patch.metadata.ownerReferences = others.length > 0 ? others : null;
+  }
   if (patch.data === undefined && patch.metadata.ownerReferences === undefined) return undefined;
   await client.mergePatch(paths.secrets(namespace, name), patch);
   return undefined;
