@@ -354,7 +354,11 @@ export class DittofsOperator extends Operator {
   private secretChanged(secret: KubeObject): void {
     const ns = secret.metadata.namespace ?? '';
     const name = secret.metadata.name;
-    const owner = secret.metadata.ownerReferences?.find((o) => o.kind === 'DittoFS')?.name;
+    // NAME-admin and NAME-jwt have no owner (they outlive the DittoFS): their labels name it.
+    const labels = secret.metadata.labels ?? {};
+    const owner =
+      secret.metadata.ownerReferences?.find((o) => o.kind === 'DittoFS')?.name ??
+      (labels[LABELS.managedBy] === MANAGED_BY ? labels[LABELS.instance] : undefined);
     if (owner !== undefined) {
       this.queues.dittofs.add(`${ns}/${owner}`);
       this.queues.state.add(`${ns}/${owner}`);

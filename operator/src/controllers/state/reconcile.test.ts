@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import type { DittoFS, Store } from '../../api/types.js';
+import { FINALIZER, LABELS, MANAGED_BY, type DittoFS, type Store, type User } from '../../api/types.js';
 import { DittofsApiClient } from '../../dittofs-api/client.js';
 import { answerLogin, EMPTY_STATE, sendJson, startFakeServer, type FakeServer } from '../../dittofs-api/fake-server.testing.js';
 import { EventRecorder } from '../../kube/events.js';
@@ -144,5 +144,58 @@ describe('state reconcile: Secret values never reach a status, an Event or a log
     await run();
     assert.equal(server.requests.length, 0, 'no login, no push');
     assert.match(syncedMessage(kube), /not this DittoFS's/);
+  });
+});
+
+describe('state reconcile: a deleted resource is dropped from the servers before its finalizer goes', () => {
+  const servers: FakeServer[] = [];
+  after(async () => Promise.all(servers.map((s) => s.close())));
+
+  it('a User deleted while no pod is ready (a restart) keeps its finalizer until a ready pod was given the state without it', async () => {
+    const pushed: { users: { username: string }[] }[] = [];
+    const server = await startFakeServer((req, res) => {
+      if (req.path === '/api/v1/auth/login') return answerLogin(req, res, PASSWORD);
+      if (req.method === 'GET') return sendJson(res, 200, EMPTY_STATE);
+      pushed.push(JSON.parse(req.body) as { users: { username: string }[] });
+      sendJson(res, 200, { generation: 2, created: [], updated: [], removed: [], unchanged: 0 });
+    });
+    servers.push(server);
+    const kube = new FakeKubeClient();
+    kube.put(paths.secrets('ns', 'main-admin'), {
+      metadata: { name: 'main-admin', namespace: 'ns', labels: { [LABELS.managedBy]: MANAGED_BY, [LABELS.instance]: 'main' } },
+      data: { username: b64('admin'), password: b64(PASSWORD), 'initial-password': b64('initial-0123456789') },
+    });
+    // The last member of its DittoFS, being deleted.
+    const alice: User = {
+      metadata: {
+        name: 'alice',
+        namespace: 'ns',
+        uid: 'u1',
+        generation: 1,
+        finalizers: [FINALIZER],
+        deletionTimestamp: '2026-12-06T21:00:00Z',
+      },
+      spec: { dittofs: 'main', username: 'alice' },
+    };
+    kube.put(paths.custom('User', 'ns', 'alice'), alice);
+    let ready: { name: string; url: string }[] = [];
+    const reconcile = stateReconciler({
+      client: kube.client,
+      api: new DittofsApiClient({ log: createLogger({ level: 'silent' }) }),
+      pods: { mode: 'annotation', readyPods: () => ready },
+      cache: { dittofs: () => dfs, stores: () => [], shares: () => [], users: () => [alice] },
+      log: createLogger({ level: 'silent' }),
+      secrets: new SecretValues(),
+    });
+    const finalizers = () => (kube.objects.get(paths.custom('User', 'ns', 'alice')) as unknown as User).metadata.finalizers ?? [];
+    await reconcile('ns/main');
+    assert.deepEqual(finalizers(), [FINALIZER], 'no server was told: the deletion waits');
+    assert.equal(pushed.length, 0);
+    // The pod is ready again (its readiness enqueues the DittoFS's sync).
+    ready = [{ name: 'main-0', url: server.url }];
+    await reconcile('ns/main');
+    assert.equal(pushed.length, 1);
+    assert.deepEqual(pushed[0]!.users, [], 'the state pushed is without alice');
+    assert.deepEqual(finalizers(), [], 'then the finalizer goes');
   });
 });

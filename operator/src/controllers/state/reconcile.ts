@@ -6,7 +6,7 @@
 // (desired.ts); PUT it to every ready pod (the items of resources that cannot be applied are
 // carried over from that pod's current state); if a pod refuses an item, mark the resource it
 // stands for as refused and push again (bounded); write each resource's status; remove the
-// finalizers of deleted resources no pod has any more.
+// finalizers of deleted resources no pod has any more (at least one ready pod told).
 import { FINALIZER, splitKey, type DittoFS, type KindName, type SecretKeyRef, type Share, type Store, type User } from '../../api/types.js';
 import { isNotFound, type KubeClient } from '../../kube/client.js';
 import { lookupSecret, paths, secretValue, type SecretObject } from '../../kube/resources.js';
@@ -127,7 +127,9 @@ export function stateReconciler(deps: StateReconcilerDeps): (key: string) => Pro
     // Every ready pod must run the newest generation any of them reported (converge.ts).
     outcomes = await confirmApplied(outcomes, (pod) => deps.api.appliedGeneration(pod.url, creds));
     const behind = podsBehind(outcomes);
-    const allOk = outcomes.every((o) => o.ok) && behind.length === 0;
+    // A deleted resource's finalizer goes once a server dropped it: with no ready pod, none has
+    // (a restart, a rollout), and the next run may have no member left to push for.
+    const allOk = outcomes.length > 0 && outcomes.every((o) => o.ok) && behind.length === 0;
     const carried = new Set<string>();
     for (const o of outcomes) if (o.ok) for (const c of o.carried) carried.add(c);
     let waiting = refused.size > 0;
