@@ -65,6 +65,16 @@ class HeldSetAttr extends MemoryMetadataStore {
   }
 }
 
+/** The cache over a HeldSetAttr store, with a root and a file `f`. */
+async function heldSetup(): Promise<{ inner: HeldSetAttr; cached: CachedMetadataStore; root: Inode; f: Inode }> {
+  const inner = new HeldSetAttr();
+  const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000 });
+  await cached.open();
+  const root = await cached.ensureRoot(SHARE, dirInit());
+  const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+  return { inner, cached, root, f };
+}
+
 describe('CachedMetadataStore: races and failures', () => {
   it('several servers: a DACL stored by a server of an earlier release (not announced) is seen, never hidden by a cached absence', async () => {
     const { inner, cached, f } = await setup(true);
@@ -186,11 +196,7 @@ describe('CachedMetadataStore: races and failures', () => {
   });
 
   it('a GETATTR, READDIRPLUS or stream listing while a COMMIT writes the sizes behind shows the acknowledged size, not the stored one', async () => {
-    const inner = new HeldSetAttr();
-    const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000 });
-    await cached.open();
-    const root = await cached.ensureRoot(SHARE, dirInit());
-    const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+    const { inner, cached, root, f } = await heldSetup();
     const s = await cached.createStream(f.id, Buffer.from(':s'), file(), T(1));
     // Opened (cached): their WRITEs' sizes are written behind.
     await cached.getInode(f.id);
@@ -224,11 +230,7 @@ describe('CachedMetadataStore: races and failures', () => {
   });
 
   it("a flush (COMMIT, a write lease handed over) waits for the WRITEs' sizes made before it, also those queued behind one being written", async () => {
-    const inner = new HeldSetAttr();
-    const cached = new CachedMetadataStore(inner, { flushDelayMs: 60_000 });
-    await cached.open();
-    const root = await cached.ensureRoot(SHARE, dirInit());
-    const f = await cached.create(root.id, Buffer.from('f'), file(), T(1));
+    const { inner, cached, f } = await heldSetup();
     // No entry for the file (dropped when the write lease was taken): the sizes go through.
     cached.invalidateRemote(null, false);
     let release!: () => void;

@@ -37,6 +37,15 @@ async function setup(readOnly = false) {
   return { srv, c, open };
 }
 
+/** The first share's root as root sees it through the file service, and the names in it, sorted. */
+async function shareRoot(srv: Awaited<ReturnType<typeof memoryServer>>) {
+  const share = srv.fs.shares()[0]!;
+  const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
+  const root = { uid: 0, gid: 0, gids: [] };
+  const names = async () => (await srv.fs.readdir(rootFh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+  return { rootFh, root, names };
+}
+
 /** Names in a QUERY_DIRECTORY output buffer (FileNamesInformation), following NextEntryOffset. */
 function names(buf: Buffer): string[] {
   const out: string[] = [];
@@ -460,10 +469,7 @@ describe('SMB2 file commands over the file service', () => {
 
   it("delete on close and a rename act on the open's file, never on another that took its name since", async () => {
     const { srv, c, open } = await setup();
-    const share = srv.fs.shares()[0]!;
-    const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
-    const root = { uid: 0, gid: 0, gids: [] };
-    const names = async () => (await srv.fs.readdir(rootFh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    const { rootFh, root, names } = await shareRoot(srv);
     // Another client (NFS, say) renames the file away and makes a new one under its name.
     const f = await open('a', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
     await srv.fs.rename(rootFh, Buffer.from('a'), rootFh, Buffer.from('moved'), root);
@@ -480,10 +486,7 @@ describe('SMB2 file commands over the file service', () => {
 
   it("a file's other opens through the same name follow a rename made through one of them: their rename and delete on close act on the new name", async () => {
     const { srv, c, open } = await setup();
-    const share = srv.fs.shares()[0]!;
-    const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
-    const root = { uid: 0, gid: 0, gids: [] };
-    const names = async () => (await srv.fs.readdir(rootFh, root, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    const { names } = await shareRoot(srv);
     const a = await open('a', CreateDisposition.CREATE);
     const b = await open('a', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE);
     const stream = await open('a:s', CreateDisposition.CREATE);
