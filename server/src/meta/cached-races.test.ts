@@ -258,6 +258,30 @@ describe('CachedMetadataStore: races and failures', () => {
     await cached.close();
   });
 
+  it('close waits for the WRITE sizes made before it: they reach the store before it closes', async () => {
+    const { inner, cached, f } = await heldSetup();
+    cached.invalidateRemote(null, false);
+    let release!: () => void;
+    inner.held = new Promise((r) => (release = r));
+    const closes: number[] = [];
+    const innerClose = inner.close.bind(inner);
+    inner.close = async () => {
+      closes.push((await inner.getInode(f.id))?.size ?? -1);
+      return innerClose();
+    };
+    const writes = [
+      cached.setAttr(f.id, { growTo: 100, mtime: T(3), ctime: T(3) }),
+      cached.setAttr(f.id, { growTo: 200, mtime: T(4), ctime: T(4) }),
+    ];
+    const closed = cached.close();
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(closes, [], 'the store is not closed under the sizes held');
+    inner.held = null;
+    release();
+    await Promise.all([...writes, closed]);
+    assert.deepEqual(closes, [200], 'closed once both sizes were stored');
+  });
+
   it('a change of a file with sizes written behind, overlapped by another change, is what the next read sees', async () => {
     const { cached, root, f, done } = await sqliteSetup();
     assert.equal((await cached.getInode(f.id))?.mode, 0o644);

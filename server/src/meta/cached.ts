@@ -332,6 +332,9 @@ export class CachedMetadataStore implements MetadataStore {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     try {
+      // Changes made before the close (a WRITE's size written through, others queued behind it)
+      // reach the store before it closes.
+      await this.queuedAttrs();
       await this.flushAll();
     } finally {
       await this.inner.close();
@@ -654,10 +657,15 @@ export class CachedMetadataStore implements MetadataStore {
    */
   async flushAttrs(id?: number, logged = false): Promise<void> {
     // The changes made before this flush first (setAttr): it covers them.
-    const queued = id === undefined ? [...this.attrQueue.values()] : [this.attrQueue.get(id)];
-    for (const q of queued) if (q !== undefined) await q;
+    await this.queuedAttrs(id);
     if (!logged || id === undefined) await this.flushPending(id);
     await this.inner.flushAttrs?.(id);
+  }
+
+  /** Settles once the setAttrs made so far (of inode `id`; without it, of every inode) have. */
+  private async queuedAttrs(id?: number): Promise<void> {
+    const queued = id === undefined ? [...this.attrQueue.values()] : [this.attrQueue.get(id)];
+    for (const q of queued) if (q !== undefined) await q;
   }
 
   /** No other server and no unknown writer change the store: what is cached is what it holds. */

@@ -510,6 +510,33 @@ describe('SMB2 file commands over the file service', () => {
     await files.close(c, d, 0, new SmbWriter());
     await files.close(c, x, 0, new SmbWriter());
     assert.deepEqual(await names(), ['e'], 'the delete on close of the open through x removes x');
+    // Links whose names differ only in case are two names (stored names are exact).
+    const f = await open('f', CreateDisposition.CREATE);
+    assert.equal(await status(setName(c, f, FileInfoClass.FileLinkInformation, 'F')), NtStatus.SUCCESS);
+    const big = await open('F', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE);
+    assert.equal(await status(setName(c, f, FileInfoClass.FileRenameInformation, 'g')), NtStatus.SUCCESS);
+    assert.equal(big.path, 'F');
+    await files.close(c, f, 0, new SmbWriter());
+    await files.close(c, big, 0, new SmbWriter());
+    assert.deepEqual(await names(), ['e', 'g']);
+    await srv.close();
+  });
+
+  it('a rename onto another hard link of the open file is refused and changes nothing (it does not answer success and move the opens)', async () => {
+    const { srv, c, open } = await setup();
+    const { names } = await shareRoot(srv);
+    const a = await open('a', CreateDisposition.CREATE);
+    assert.equal(await status(setName(c, a, FileInfoClass.FileLinkInformation, 'x')), NtStatus.SUCCESS);
+    const again = await open('a', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE);
+    assert.equal(await status(setName(c, a, FileInfoClass.FileRenameInformation, 'x')), NtStatus.OBJECT_NAME_COLLISION);
+    // Replacing it would replace a name of an open file (this one).
+    assert.equal(await status(setName(c, a, FileInfoClass.FileRenameInformation, 'x', true)), NtStatus.ACCESS_DENIED);
+    assert.deepEqual([a.path, again.path], ['a', 'a']);
+    // A rename onto its own name is no change, and succeeds.
+    assert.equal(await status(setName(c, a, FileInfoClass.FileRenameInformation, 'a')), NtStatus.SUCCESS);
+    await files.close(c, a, 0, new SmbWriter());
+    await files.close(c, again, 0, new SmbWriter());
+    assert.deepEqual(await names(), ['x'], 'the delete on close of the open through a removes a');
     await srv.close();
   });
 

@@ -971,6 +971,12 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
   const toDir = await walkParent(c, parts);
   const toName = Buffer.from(parts[parts.length - 1]!);
   const existing = await lookupOrNull(c, toDir, toName);
+  // Another hard link of this very file holds the target name (the lookup is exact: a case-only
+  // rename of the open's own name finds nothing): a name of an open file, which a rename does not
+  // replace (MS-FSA 2.1.5.14.11); the store's rename of two links of one file would change nothing
+  // and answer success.
+  if (!link && existing && existing.id === open.inodeId && !(toDir.equals(open.parent) && toName.equals(open.name)))
+    throw replace ? fail(NtStatus.ACCESS_DENIED, 'the target name is another link of the open file') : fail(NtStatus.OBJECT_NAME_COLLISION);
   if (existing && existing.id !== open.inodeId) {
     if (!replace) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     if (existing.type === FileType.DIR) throw fail(NtStatus.ACCESS_DENIED, 'cannot replace a directory');
@@ -1007,12 +1013,13 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
  */
 function followRename(c: FileContext, open: Open, toDir: Buffer, toName: Buffer, path: string): void {
   const fromDir = open.parent!;
-  const fromName = open.name!.toString('utf8').toLowerCase();
+  // Stored names, compared exactly: links `a` and `A` of one file are two names.
+  const fromName = open.name!;
   for (const rec of c.fs.opens.opensOf(c.share.meta)) {
     const o = rec.owner as Open;
     if (o === open || o.share !== open.share || o.parent === null || o.name === null) continue;
     const ofFile = o.inodeId === open.inodeId || o.stream?.fileHandle.equals(open.handle) === true;
-    if (!ofFile || !o.parent.equals(fromDir) || o.name.toString('utf8').toLowerCase() !== fromName) continue;
+    if (!ofFile || !o.parent.equals(fromDir) || !o.name.equals(fromName)) continue;
     o.parent = toDir;
     o.name = toName;
     // A stream's open keeps its ":stream" (streams.ts).
