@@ -8,6 +8,7 @@ import bcrypt from 'bcryptjs';
 import jwt from 'jsonwebtoken';
 import type { LightMyRequestResponse } from 'fastify';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -19,7 +20,7 @@ import { openTestControlStore, resetControlStore } from '../control/testing.js';
 import { SHARE_SETTINGS_DEFAULTS, type Role, type StoreKind } from '../control/types.js';
 import { notServedReason, protocolImplemented } from '../protocols.js';
 import { checkStore } from '../controlplane.js';
-import { buildApi, type ApiOptions } from './app.js';
+import { buildApi, PUBLIC_BODY_LIMIT, type ApiOptions } from './app.js';
 import type { App } from './context.js';
 import type { ApiRuntime, Readiness } from './runtime.js';
 
@@ -1355,6 +1356,52 @@ describe('OpenAPI', () => {
     }
     const count = Object.values(doc.paths).reduce((n, ops) => n + Object.keys(ops).length, 0);
     assert.equal(count, expected.length, 'no undocumented extras, none missing');
+  });
+});
+
+/**
+ * Sends `head` (request line and headers) and `body` on a raw connection to `port`, and resolves
+ * with what the server sent once it closed the connection or `until` matched (the body is not
+ * completed: a client that stalls).
+ */
+function rawRequest(port: number, head: string, body: string, until: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let got = '';
+    const done = (): void => {
+      sock.destroy();
+      resolve(got);
+    };
+    sock.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      if (until.test(got)) done();
+    });
+    sock.on('close', done);
+    sock.on('error', reject);
+    sock.write(head + body);
+  });
+}
+
+describe('over real HTTP: a client without a token makes the server hold (almost) nothing', () => {
+  it('no such route: 404 before the body is read; a public route: 413 past its small body limit; a stalled request is closed', async () => {
+    const live = makeApp({ requestTimeoutMs: 500 });
+    try {
+      await live.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = live.server.address() as net.AddressInfo;
+      const head = (path: string, length: number): string =>
+        `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
+      // 1 MiB announced, 10 bytes sent: answered at once, without waiting for (and keeping) the rest.
+      const missing = await rawRequest(port, head('/api/v1/no-such-route', 1_047_553), '{"aaaaaaa"', /\r\n\r\n\{.*\}/s);
+      assert.match(missing, /^HTTP\/1\.1 404 /);
+      assert.match(missing, /no such resource: POST \/api\/v1\/no-such-route/);
+      const login = await rawRequest(port, head('/api/v1/auth/login', PUBLIC_BODY_LIMIT + 1), '{"username"', /\r\n\r\n\{.*\}/s);
+      assert.match(login, /^HTTP\/1\.1 413 /);
+      // Within the limit but never finished: closed once the request deadline passed.
+      const stalled = await rawRequest(port, head('/api/v1/auth/login', 1000), '{"username"', /$^/);
+      assert.match(stalled, /^(HTTP\/1\.1 408 |$)/, `a stalled request is closed: ${JSON.stringify(stalled.slice(0, 80))}`);
+    } finally {
+      await live.close();
+    }
   });
 });
 

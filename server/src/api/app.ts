@@ -64,7 +64,22 @@ export interface ApiOptions {
   trustProxy?: boolean;
   /** Version shown in the OpenAPI document. */
   version?: string;
+  /** A request whose headers and body have not all arrived by then is answered 408 and closed (ms). */
+  requestTimeoutMs?: number;
+  /** Connections at once; past it new ones are closed at once. */
+  maxConnections?: number;
 }
+
+/**
+ * Bodies of the routes anyone may call (login, refresh: a user name, a password, a token) are at
+ * most this long: a client without a token makes the server hold no more than this per request.
+ * The other routes check the token before they read a body (preParsing).
+ */
+export const PUBLIC_BODY_LIMIT = 16 * 1024;
+/** Default of ApiOptions.requestTimeoutMs: a client that stalls mid-request holds nothing longer. */
+export const API_REQUEST_TIMEOUT_MS = 30_000;
+/** Default of ApiOptions.maxConnections. */
+export const API_MAX_CONNECTIONS = 1024;
 
 /** Log paths never written: tokens, passwords, secrets, wherever they appear in a logged object. */
 export const REDACTED_LOG_PATHS = [
@@ -144,6 +159,11 @@ export function buildApi(opts: ApiOptions): App {
     loggerInstance: logger,
     logController: new DebugRequestLog(),
     bodyLimit: opts.bodyLimit ?? 1024 * 1024,
+    // Node's own deadline for a whole request (headers and body), checked every few seconds; an
+    // idle connection goes after its keep-alive timeout.
+    requestTimeout: opts.requestTimeoutMs ?? API_REQUEST_TIMEOUT_MS,
+    connectionTimeout: 2 * (opts.requestTimeoutMs ?? API_REQUEST_TIMEOUT_MS),
+    http: { connectionsCheckingInterval: Math.min(5_000, Math.ceil((opts.requestTimeoutMs ?? API_REQUEST_TIMEOUT_MS) / 2)) },
     trustProxy: opts.trustProxy ?? false,
     return503OnClosing: true,
     // Errors found while routing (a malformed or overlong URL) get problem+json too.
@@ -161,6 +181,8 @@ export function buildApi(opts: ApiOptions): App {
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false, allowUnionTypes: true },
     },
   }) as unknown as App;
+
+  app.server.maxConnections = opts.maxConnections ?? API_MAX_CONNECTIONS;
 
   // Only JSON bodies: a text/plain body is 415, not a string handed to the schema.
   app.removeContentTypeParser('text/plain');
@@ -190,7 +212,9 @@ export function buildApi(opts: ApiOptions): App {
 
   // Authentication and authorization, before the body is parsed.
   app.addHook('preParsing', async (req, _reply, payload) => {
-    if (req.is404) return payload;
+    // No such route: answered before its body is read (a client without a token would else make
+    // the server hold up to bodyLimit for each such request).
+    if (req.is404) throw new ApiProblem('not-found', `no such resource: ${req.method} ${req.url.split('?')[0]}`);
     const cfg = req.routeOptions.config;
     const access = cfg.access ?? 'admin';
     if (access === 'public') return payload;
@@ -252,6 +276,7 @@ export function buildApi(opts: ApiOptions): App {
   void app.register(async (api) => {
     // No route takes query parameters: an unknown one is an error like an unknown body field.
     api.addHook('onRoute', (route) => {
+      if ((route.config as { access?: string } | undefined)?.access === 'public') route.bodyLimit ??= PUBLIC_BODY_LIMIT;
       route.schema ??= {};
       route.schema.querystring ??= { type: 'object', additionalProperties: false, properties: {} };
     });
