@@ -81,6 +81,10 @@ export const API_REQUEST_TIMEOUT_MS = 30_000;
 /** Default of ApiOptions.maxConnections. */
 export const API_MAX_CONNECTIONS = 1024;
 
+/** The 404 of a request for a route that does not exist (the not-found handler, and preParsing before the body). */
+const notFound = (req: FastifyRequest): ApiProblem =>
+  new ApiProblem('not-found', `no such resource: ${req.method} ${req.url.split('?')[0]}`);
+
 /** Log paths never written: tokens, passwords, secrets, wherever they appear in a logged object. */
 export const REDACTED_LOG_PATHS = [
   'req.headers.authorization',
@@ -203,7 +207,7 @@ export function buildApi(opts: ApiOptions): App {
       .send(problemBody(p, req.url.split('?')[0]));
   });
   app.setNotFoundHandler((req, reply) => {
-    const p = new ApiProblem('not-found', `no such resource: ${req.method} ${req.url.split('?')[0]}`);
+    const p = notFound(req);
     return reply
       .status(404)
       .type(PROBLEM_CONTENT_TYPE)
@@ -214,7 +218,7 @@ export function buildApi(opts: ApiOptions): App {
   app.addHook('preParsing', async (req, _reply, payload) => {
     // No such route: answered before its body is read (a client without a token would else make
     // the server hold up to bodyLimit for each such request).
-    if (req.is404) throw new ApiProblem('not-found', `no such resource: ${req.method} ${req.url.split('?')[0]}`);
+    if (req.is404) throw notFound(req);
     const cfg = req.routeOptions.config;
     const access = cfg.access ?? 'admin';
     if (access === 'public') return payload;

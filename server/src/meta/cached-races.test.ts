@@ -58,10 +58,20 @@ async function sqliteSetup(): Promise<{ cached: CachedMetadataStore; root: Inode
 
 /** A memory store whose setAttr waits while `held` is set: a write of sizes in flight. */
 class HeldSetAttr extends MemoryMetadataStore {
-  held: Promise<void> | null = null;
+  private held: Promise<void> | null = null;
   override async setAttr(...args: Parameters<MemoryMetadataStore['setAttr']>): Promise<Inode> {
     await this.held;
     return super.setAttr(...args);
+  }
+  /** Holds the setAttrs that start from now; the function returned lets them (and later ones) go. */
+  hold(): () => void {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    this.held = held;
+    return () => {
+      if (this.held === held) this.held = null;
+      release();
+    };
   }
 }
 
@@ -206,8 +216,7 @@ describe('CachedMetadataStore: races and failures', () => {
     assert.equal((await cached.setAttr(s.id, { growTo: 7, mtime: T(3), ctime: T(3) })).size, 7);
     // The entries go (another server's change, a read overlapped by a change): reads go to the store.
     cached.invalidateRemote(null, false);
-    let release!: () => void;
-    inner.held = new Promise((r) => (release = r));
+    const release = inner.hold();
     const commit = Promise.all([cached.flushAttrs(f.id), cached.flushAttrs(s.id)]);
     await new Promise((r) => setImmediate(r));
     assert.equal((await inner.getInode(f.id))?.size, 0, 'the store does not have the size yet');
@@ -218,7 +227,6 @@ describe('CachedMetadataStore: races and failures', () => {
     assert.deepEqual(entry?.inode.mtime, T(3));
     cached.invalidateRemote(null, false);
     assert.equal((await cached.listStreams(f.id)).find((e) => e.inode.id === s.id)?.inode.size, 7, 'stream listing');
-    inner.held = null;
     release();
     await commit;
     // Once stored, nothing is laid over: a truncate after the COMMIT is what reads see.
@@ -233,8 +241,7 @@ describe('CachedMetadataStore: races and failures', () => {
     const { inner, cached, f } = await heldSetup();
     // No entry for the file (dropped when the write lease was taken): the sizes go through.
     cached.invalidateRemote(null, false);
-    let release!: () => void;
-    inner.held = new Promise((r) => (release = r));
+    const release = inner.hold();
     // A WRITE's size, held in the store; a second one (by a user who is not root: its setuid drop
     // goes through too) made meanwhile; then the flush of a handover.
     const w0 = cached.setAttr(f.id, { growTo: 100, mtime: T(3), ctime: T(3) });
@@ -243,14 +250,11 @@ describe('CachedMetadataStore: races and failures', () => {
     let flushed = false;
     const flush = cached.flushAttrs(f.id).then(() => (flushed = true));
     // The first size is stored, the second held in its turn.
-    let release2!: () => void;
-    const first = release;
-    inner.held = new Promise((r) => (release2 = r));
-    first();
+    const release2 = inner.hold();
+    release();
     await w0;
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
     assert.equal(flushed, false, 'the flush waits for the second size');
-    inner.held = null;
     release2();
     await Promise.all([w1, flush]);
     // What the other server reads once the lease is handed over.
@@ -261,8 +265,7 @@ describe('CachedMetadataStore: races and failures', () => {
   it('close waits for the WRITE sizes made before it: they reach the store before it closes', async () => {
     const { inner, cached, f } = await heldSetup();
     cached.invalidateRemote(null, false);
-    let release!: () => void;
-    inner.held = new Promise((r) => (release = r));
+    const release = inner.hold();
     const closes: number[] = [];
     const innerClose = inner.close.bind(inner);
     inner.close = async () => {
@@ -276,7 +279,6 @@ describe('CachedMetadataStore: races and failures', () => {
     const closed = cached.close();
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
     assert.deepEqual(closes, [], 'the store is not closed under the sizes held');
-    inner.held = null;
     release();
     await Promise.all([...writes, closed]);
     assert.deepEqual(closes, [200], 'closed once both sizes were stored');

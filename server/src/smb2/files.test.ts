@@ -501,23 +501,21 @@ describe('SMB2 file commands over the file service', () => {
     // The last close of the open made with delete on close deletes the file where it is now.
     await files.close(c, b, 0, new SmbWriter());
     assert.deepEqual(await names(), []);
-    // An open made through another hard link keeps its link: a rename of one link does not move it.
-    const d = await open('d', CreateDisposition.CREATE);
-    assert.equal(await status(setName(c, d, FileInfoClass.FileLinkInformation, 'x')), NtStatus.SUCCESS);
-    const x = await open('x', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE);
-    assert.equal(await status(setName(c, d, FileInfoClass.FileRenameInformation, 'e')), NtStatus.SUCCESS);
-    assert.equal(x.path, 'x');
-    await files.close(c, d, 0, new SmbWriter());
-    await files.close(c, x, 0, new SmbWriter());
+    // An open made through another hard link keeps its link: `src`, linked as `link`, renamed to
+    // `to`; the delete on close of the open made through `link` then removes `link`, not `to`.
+    const otherLinkStays = async (src: string, link: string, to: string): Promise<void> => {
+      const s = await open(src, CreateDisposition.CREATE);
+      assert.equal(await status(setName(c, s, FileInfoClass.FileLinkInformation, link)), NtStatus.SUCCESS);
+      const through = await open(link, CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE);
+      assert.equal(await status(setName(c, s, FileInfoClass.FileRenameInformation, to)), NtStatus.SUCCESS);
+      assert.equal(through.path, link);
+      await files.close(c, s, 0, new SmbWriter());
+      await files.close(c, through, 0, new SmbWriter());
+    };
+    await otherLinkStays('d', 'x', 'e');
     assert.deepEqual(await names(), ['e'], 'the delete on close of the open through x removes x');
     // Links whose names differ only in case are two names (stored names are exact).
-    const f = await open('f', CreateDisposition.CREATE);
-    assert.equal(await status(setName(c, f, FileInfoClass.FileLinkInformation, 'F')), NtStatus.SUCCESS);
-    const big = await open('F', CreateDisposition.OPEN, CreateOptions.DELETE_ON_CLOSE);
-    assert.equal(await status(setName(c, f, FileInfoClass.FileRenameInformation, 'g')), NtStatus.SUCCESS);
-    assert.equal(big.path, 'F');
-    await files.close(c, f, 0, new SmbWriter());
-    await files.close(c, big, 0, new SmbWriter());
+    await otherLinkStays('f', 'F', 'g');
     assert.deepEqual(await names(), ['e', 'g']);
     await srv.close();
   });
