@@ -73,7 +73,16 @@ describe('hostile SMB clients cannot make the server grow without bound', { time
     // The control plane's embedded database makes this server's baseline ~300 MiB (the NFS hostile
     // test runs without one): the request budget is set to 192 MiB (default 256 MiB) through its
     // config key, which this also shows is honoured.
-    srv = await startDittofs({ env: { DITTOFS_LOG_LEVEL: 'info', DITTOFS_ADAPTERS__SMB__MAX_BUFFERED_REQUEST_BYTES: '192MiB' } });
+    // As in hostile.test.ts, no per-address cap and no handshake deadline: an attacker with many
+    // addresses meets neither, and the memory bounds must hold without them.
+    srv = await startDittofs({
+      env: {
+        DITTOFS_LOG_LEVEL: 'info',
+        DITTOFS_ADAPTERS__SMB__MAX_BUFFERED_REQUEST_BYTES: '192MiB',
+        DITTOFS_ADAPTERS__SMB__MAX_CONNECTIONS_PER_ADDRESS: '0',
+        DITTOFS_ADAPTERS__SMB__HANDSHAKE_TIMEOUT: '0',
+      },
+    });
     started = Date.now();
     const base = `http://127.0.0.1:${srv.apiPort}`;
     await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: 1300, gid: 1300 });

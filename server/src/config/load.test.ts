@@ -66,6 +66,8 @@ describe('defaults', () => {
       max_record_size: 1024 * 1024 + 64 * 1024,
       drc_size: 1024,
       max_connections: 1024,
+      max_connections_per_address: 256,
+      handshake_timeout: 30_000,
       idle_timeout: 360_000,
       max_buffered_request_bytes: 256 * 1024 * 1024,
       portmapper: { enabled: false, port: 10111 },
@@ -79,6 +81,8 @@ describe('defaults', () => {
       oplock_break_timeout: 35000,
       durable_handle_timeout: 16 * 60_000,
       max_connections: 1024,
+      max_connections_per_address: 256,
+      handshake_timeout: 60_000,
       idle_timeout: 15 * 60_000,
       max_buffered_request_bytes: 256 * 1024 * 1024,
     });

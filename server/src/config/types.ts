@@ -114,8 +114,15 @@ export interface DittoConfig {
       max_record_size: number;
       /** Entries kept in the duplicate request cache (default 1024). */
       drc_size: number;
-      /** TCP connections served at once; more are closed as they arrive (default 1024). */
+      /**
+       * TCP connections served at once (default 1024); past it, the oldest connection that has sent
+       * no call yet is closed to make room, or the new one when there is none.
+       */
       max_connections: number;
+      /** TCP connections from one client address at once; more are closed as they arrive; 0: no cap (default 256). */
+      max_connections_per_address: number;
+      /** A connection whose first call has not arrived whole this long (ms) after it was accepted is closed; 0: never (default 30 s). */
+      handshake_timeout: number;
       /** A connection with no traffic for this long (ms) while none of its calls is running is closed; 0: never (default 6 minutes). */
       idle_timeout: number;
       /**
@@ -155,8 +162,15 @@ export interface DittoConfig {
        * client to reconnect, in ms (default 16 minutes, as Windows). Env DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT.
        */
       durable_handle_timeout: number;
-      /** TCP connections served at once; more are closed as they arrive (default 1024). */
+      /**
+       * TCP connections served at once (default 1024); past it, the oldest connection with no
+       * session established yet is closed to make room, or the new one when there is none.
+       */
       max_connections: number;
+      /** TCP connections from one client address at once; more are closed as they arrive; 0: no cap (default 256). */
+      max_connections_per_address: number;
+      /** A connection with no session established this long (ms) after it was accepted is closed; 0: never (default 60 s). */
+      handshake_timeout: number;
       /** A connection with no traffic for this long (ms) while none of its requests is running is closed; 0: never (default 15 minutes). */
       idle_timeout: number;
       /**

@@ -32,6 +32,8 @@ export interface RpcConnectionInfo {
   /** Client IP address (no port): clients reconnect from new ports and retransmit. */
   host: string;
   transport: 'tcp' | 'udp';
+  /** Told when a record of the connection decodes as an RPC call (its handshake: wire/limits.ts). */
+  onCall?: () => void;
 }
 
 export interface RpcProgram {
@@ -64,8 +66,12 @@ export interface RpcServerOptions {
   maxInFlightPerConnection?: number;
   /** Reply bytes of one connection not yet written out past which it is not read (default 2 MiB). */
   maxUnsentReplyBytes?: number;
-  /** TCP connections served at once; more are closed as they arrive (default 1024). */
+  /** TCP connections served at once; past it, the oldest that sent no call yet is closed, or the new one (default 1024). */
   maxConnections?: number;
+  /** TCP connections from one client address at once; 0: no cap (default 256). */
+  maxConnectionsPerAddress?: number;
+  /** A TCP connection whose first call has not arrived whole this long after it was accepted is closed; 0: never (default 30 s). */
+  handshakeTimeoutMs?: number;
   /** A connection with no traffic for this long, while none of its calls runs, is closed; 0: never (default 6 min). */
   idleTimeoutMs?: number;
   /**
@@ -88,6 +94,8 @@ export const RPC_SERVER_DEFAULTS = Object.freeze({
   maxInFlightPerConnection: 8,
   maxUnsentReplyBytes: 2 * 1024 * 1024,
   maxConnections: 1024,
+  maxConnectionsPerAddress: 256,
+  handshakeTimeoutMs: 30_000,
   idleTimeoutMs: 6 * 60_000,
   maxBufferedRequestBytes: 256 * 1024 * 1024,
   maxUnsentReplyBytesTotal: 256 * 1024 * 1024,
@@ -213,6 +221,8 @@ export class RpcServer {
     const name = opts.name ?? 'RPC';
     this.limits = new ConnectionLimits({
       maxConnections: opts.maxConnections ?? RPC_SERVER_DEFAULTS.maxConnections,
+      maxConnectionsPerAddress: opts.maxConnectionsPerAddress ?? RPC_SERVER_DEFAULTS.maxConnectionsPerAddress,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? RPC_SERVER_DEFAULTS.handshakeTimeoutMs,
       idleTimeoutMs: opts.idleTimeoutMs ?? RPC_SERVER_DEFAULTS.idleTimeoutMs,
       maxBufferedRequestBytes: budget,
       recordTimeoutMs: opts.recordTimeoutMs ?? RPC_SERVER_DEFAULTS.recordTimeoutMs,
@@ -280,7 +290,7 @@ export class RpcServer {
     log?.info({ peer }, 'RPC connection opened');
     const budget = this.limits.budget;
     const reader = new RecordReader(this.opts.maxRecordSize, this.allocRecord, { budget });
-    const conn: RpcConnectionInfo = { host, transport: 'tcp' };
+    const conn: RpcConnectionInfo = { host, transport: 'tcp', onCall: () => guard.prove() };
     const maxInFlight = this.opts.maxInFlightPerConnection ?? RPC_SERVER_DEFAULTS.maxInFlightPerConnection;
     const maxUnsent = this.opts.maxUnsentReplyBytes ?? RPC_SERVER_DEFAULTS.maxUnsentReplyBytes;
     /** Records read and not yet started (each holds its budget reservation), and calls running. */
@@ -466,6 +476,7 @@ export class RpcServer {
       this.garbageLog.log({ client: conn.host, err: (err as Error).message, bytes: record.length }, 'dropping undecodable RPC message');
       return undefined;
     }
+    conn.onCall?.();
     try {
       return await this.dispatch(call, record, conn, lateReply, lease);
     } catch (err) {

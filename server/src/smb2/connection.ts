@@ -246,6 +246,8 @@ export class SmbConnection implements SessionOwner {
     private readonly log?: Logger,
     /** The client's IP address: failed logons are counted per address (and user). */
     private readonly clientAddress = '',
+    /** Called at each session established: the connection is past its handshake (wire/limits.ts). */
+    private readonly onSession: () => void = () => undefined,
   ) {
     this.caching = {
       clientGuid: this.clientGuid,
@@ -1262,6 +1264,7 @@ export class SmbConnection implements SessionOwner {
       },
       'SMB session established',
     );
+    this.onSession();
     return NtStatus.SUCCESS;
   }
 

@@ -26,8 +26,12 @@ export interface SmbServerOptions extends SmbEngineOptions {
   maxFrameSize?: number;
   /** How long a durable open waits for its client after a disconnect (default 16 min; adapters.smb.durable_handle_timeout). */
   durableHandleTimeoutMs?: number;
-  /** Connections served at once; more are closed at accept (default 1024). */
+  /** Connections served at once; past it, the oldest without a session yet is closed, or the new one (default 1024). */
   maxConnections?: number;
+  /** Connections from one client address at once; 0: no cap (default 256). */
+  maxConnectionsPerAddress?: number;
+  /** A connection with no established session this long after it was accepted is closed; 0: never (default 60 s). */
+  handshakeTimeoutMs?: number;
   /** A connection with no traffic for this long while none of its requests runs is closed; 0: never (default 15 min). */
   idleTimeoutMs?: number;
   /** Frames processed at once per connection before the socket is paused (default 64). */
@@ -57,6 +61,8 @@ interface Queued {
 }
 export const SMB_SERVER_DEFAULTS = Object.freeze({
   maxConnections: 1024,
+  maxConnectionsPerAddress: 256,
+  handshakeTimeoutMs: 60_000,
   idleTimeoutMs: 15 * 60 * 1000,
   maxInFlightPerConnection: 64,
   maxBufferedRequestBytes: 256 * 1024 * 1024,
@@ -102,6 +108,8 @@ export class SmbServer {
     if (budget < maxFrame) throw new RangeError(`the request budget (${budget} bytes) must be at least the frame cap (${maxFrame} bytes)`);
     this.limits = new ConnectionLimits({
       maxConnections: opts.maxConnections ?? SMB_SERVER_DEFAULTS.maxConnections,
+      maxConnectionsPerAddress: opts.maxConnectionsPerAddress ?? SMB_SERVER_DEFAULTS.maxConnectionsPerAddress,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? SMB_SERVER_DEFAULTS.handshakeTimeoutMs,
       idleTimeoutMs: opts.idleTimeoutMs ?? SMB_SERVER_DEFAULTS.idleTimeoutMs,
       maxBufferedRequestBytes: budget,
       recordTimeoutMs: opts.frameTimeoutMs ?? SMB_SERVER_DEFAULTS.frameTimeoutMs,
@@ -180,7 +188,7 @@ export class SmbServer {
       this.framingLog.log({ peer, why }, 'SMB connection closed: protocol error');
       socket.destroy();
     };
-    const conn = new SmbConnection(this.engine, send, abort, clog, socket.remoteAddress ?? '');
+    const conn = new SmbConnection(this.engine, send, abort, clog, socket.remoteAddress ?? '', () => guard.prove());
     this.sockets.set(socket, { conn });
     const pool = this.framePool;
     const alloc = (n: number): Buffer => (n >= POOLED_FRAME_MIN ? pool.take(n) : Buffer.allocUnsafe(n));

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { ConnectionLimits, LogLimiter, ReplyBudget, RequestBudget } from './limits.js';
+import { addressKey, ConnectionLimits, type ConnectionLimitsOptions, LogLimiter, ReplyBudget, RequestBudget } from './limits.js';
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -105,7 +105,10 @@ describe('ConnectionLimits', () => {
     const limits = new ConnectionLimits({ maxConnections: 2, idleTimeoutMs: 3_000, maxBufferedRequestBytes: 1 << 20, name: 'test' });
     const server = net.createServer((s) => {
       s.on('error', () => undefined);
-      if (limits.admit(s)) s.resume();
+      // Proven at once: a full listener of proven connections refuses the new one.
+      const g = limits.admit(s);
+      g?.prove();
+      if (g) s.resume();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as net.AddressInfo).port;
@@ -131,6 +134,7 @@ describe('ConnectionLimits', () => {
       };
       await until(() => closed[2] === true);
       assert.deepEqual(closed, [false, false, true], 'the third connection is refused');
+      assert.equal(limits.connectionsFrom('127.0.0.1'), 2);
       // One keeps talking (the server sees bytes), the other is silent: only the silent one is closed.
       const talk = setInterval(() => clients[0]!.write('x'), 100);
       await until(() => closed[1] === true);
@@ -142,6 +146,127 @@ describe('ConnectionLimits', () => {
       limits.close();
       await new Promise<void>((r) => server.close(() => r()));
     }
+  });
+});
+
+/** A listener guarded by `limits`; `onAdmit` sees each admitted connection's guard. */
+async function guarded(
+  opts: Partial<ConnectionLimitsOptions>,
+  onAdmit: (g: ReturnType<ConnectionLimits['admit']> & object) => void = () => undefined,
+) {
+  const limits = new ConnectionLimits({ maxConnections: 1000, idleTimeoutMs: 0, maxBufferedRequestBytes: 1 << 20, name: 'test', ...opts });
+  const server = net.createServer((s) => {
+    s.on('error', () => undefined);
+    const g = limits.admit(s);
+    if (g) {
+      onAdmit(g);
+      s.resume();
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const clients: net.Socket[] = [];
+  /** A connection from `from` (any 127.0.0.0/8 address is this host): resolves once the server has decided on it. */
+  const connect = async (from = '127.0.0.1'): Promise<{ sock: net.Socket; closed: Promise<void>; isClosed: () => boolean }> => {
+    const before = limits.decided;
+    const sock = net.connect({ port, host: '127.0.0.1', localAddress: from });
+    sock.on('error', () => undefined);
+    clients.push(sock);
+    let done = false;
+    const closed = new Promise<void>((r) => sock.once('close', () => ((done = true), r())));
+    await new Promise<void>((r) => {
+      sock.once('connect', r);
+      sock.once('close', () => r());
+    });
+    const deadline = Date.now() + 10_000;
+    while (limits.decided === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    return { sock, closed, isClosed: () => done };
+  };
+  return {
+    limits,
+    connect,
+    close: async (): Promise<void> => {
+      for (const c of clients) c.destroy();
+      limits.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+describe('ConnectionLimits against a crowd of silent sockets', () => {
+  it('a full listener closes its oldest unproven connection for a new one, never a proven one', async () => {
+    const guards: { prove(): void }[] = [];
+    const t = await guarded({ maxConnections: 3 }, (g) => guards.push(g));
+    try {
+      const proven = await t.connect();
+      guards[0]!.prove();
+      const silent1 = await t.connect('127.0.0.2');
+      const silent2 = await t.connect('127.0.0.2');
+      const next = await t.connect();
+      await silent1.closed;
+      assert.equal(t.limits.connections, 3);
+      const last = await t.connect();
+      await silent2.closed;
+      assert.deepEqual([proven.isClosed(), next.isClosed(), last.isClosed()], [false, false, false]);
+      // All unproven ones but the newest closed in turn; once every connection is proven, a new one is refused.
+      guards[guards.length - 1]!.prove();
+      guards[guards.length - 2]!.prove();
+      const refused = await t.connect();
+      await refused.closed;
+      assert.deepEqual([proven.isClosed(), next.isClosed(), last.isClosed()], [false, false, false]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('refuses a connection past the per-address cap and counts each address apart', async () => {
+    const t = await guarded({ maxConnections: 100, maxConnectionsPerAddress: 2 });
+    try {
+      const a = [await t.connect('127.0.0.2'), await t.connect('127.0.0.2')];
+      const third = await t.connect('127.0.0.2');
+      await third.closed;
+      const other = await t.connect('127.0.0.3');
+      assert.deepEqual([a[0]!.isClosed(), a[1]!.isClosed(), other.isClosed()], [false, false, false]);
+      assert.deepEqual([t.limits.connectionsFrom('127.0.0.2'), t.limits.connectionsFrom('127.0.0.3')], [2, 1]);
+      // A slot freed is a slot again.
+      a[0]!.sock.destroy();
+      const deadline = Date.now() + 10_000;
+      while (t.limits.connectionsFrom('127.0.0.2') > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      const again = await t.connect('127.0.0.2');
+      assert.equal(again.isClosed(), false);
+      assert.equal(t.limits.connectionsFrom('127.0.0.2'), 2);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('closes a connection not proven within the handshake timeout, and keeps a proven one', async () => {
+    const guards: { prove(): void }[] = [];
+    const t = await guarded({ handshakeTimeoutMs: 300 }, (g) => guards.push(g));
+    try {
+      const slow = await t.connect();
+      const quick = await t.connect();
+      guards[1]!.prove();
+      // The unproven one closes whatever it sends meanwhile.
+      const talk = setInterval(() => slow.sock.write('x'), 50);
+      await slow.closed;
+      clearInterval(talk);
+      // Several sweeps later the proven one is still there.
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal(quick.isClosed(), false);
+      assert.equal(t.limits.connections, 1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('keys each address in one spelling: an IPv4-mapped IPv6 address as its IPv4 one', () => {
+    assert.equal(addressKey('10.1.2.3'), '10.1.2.3');
+    assert.equal(addressKey('::ffff:10.1.2.3'), '10.1.2.3');
+    assert.equal(addressKey('2001:0db8:0001:0002:0000:0000:0000:0001'), '2001:db8:1:2::1');
+    // Two hosts of one /64 (an office LAN) are two addresses.
+    assert.notEqual(addressKey('2001:db8:1:2::1'), addressKey('2001:db8:1:2::2'));
+    assert.equal(addressKey(undefined), 'unknown');
   });
 });
 

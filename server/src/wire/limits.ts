@@ -10,8 +10,13 @@
 //     Under pressure (someone waits) new frames should not be read: `onPressure(fn)` tells a
 //       connection when pressure begins; `queueResume(fn)` resumes paused connections one per
 //       event-loop turn once it has ended, so a crowd of them cannot all read at once.
-//   ConnectionLimits (one per listener): the connection cap, the idle timeout and the budget.
-//     admit(socket) -> a ConnectionGuard, or null when the cap is reached (the socket is destroyed).
+//   ConnectionLimits (one per listener): the connection caps, the idle and handshake timeouts and
+//     the budget.
+//     admit(socket) -> a ConnectionGuard, or null when the connection is refused (the socket is
+//       destroyed): its address has maxConnectionsPerAddress already,
+//       or the listener is full and every connection has proven itself. A full listener makes room
+//       by closing its oldest connection that has not (yet): a crowd of silent sockets cannot keep
+//       a real client out.
 //     close() stops the idle sweep.
 //   ConnectionGuard (one per connection): when the socket reads.
 //     hold(reason) / release(reason): reading is paused while any reason holds (PauseReason).
@@ -19,6 +24,9 @@
 //       (calls in flight, a frame waiting for the budget); the idle timeout skips busy connections.
 //     An idle connection (no byte read and none written out for idleTimeoutMs while not busy) is
 //       destroyed: this also ends one that never reads its replies.
+//     prove(): the engine says the client got past the protocol's first step (NFS: a call that
+//       decodes; SMB: an established session). One that has not within handshakeTimeoutMs of
+//       being accepted is destroyed.
 //   LogLimiter: a message logged at most `burst` times per interval, then one summary line with
 //     the count of those left out.
 //   ReplyBudget (one per server): bytes of replies handed to sockets and not yet written out,
@@ -26,6 +34,7 @@
 //     dropped); while `over`, connections start no new requests, and whenBelow(fn) tells them
 //     when to go on. Each connection also keeps its own, smaller bound.
 import type net from 'node:net';
+import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 
 /** Why a connection is not read. Bits, so that several can hold at once. */
@@ -162,8 +171,12 @@ export class RequestBudget {
 }
 
 export interface ConnectionLimitsOptions {
-  /** Connections served at once; more are closed as they arrive. */
+  /** Connections served at once; past it, the oldest that has not proven itself is closed, or the new one. */
   maxConnections: number;
+  /** Connections from one client address at once; more are closed as they arrive. 0: no cap. */
+  maxConnectionsPerAddress?: number;
+  /** A connection not proven (ConnectionGuard.prove) this long after it was accepted is closed. 0: never. */
+  handshakeTimeoutMs?: number;
   /** A connection with no traffic for this long while not busy is closed. 0: never. */
   idleTimeoutMs: number;
   /** Bytes of request buffers across all connections (RequestBudget). */
@@ -193,8 +206,20 @@ export class ConnectionGuard {
   partialRecord: () => number = () => -1;
   seenRecord = -1;
   seenRecordAt = 0;
+  /** Whether the client got past the protocol's first step (see prove()). */
+  proven = false;
+  readonly acceptedAt = Date.now();
 
-  constructor(readonly socket: net.Socket) {}
+  constructor(
+    readonly socket: net.Socket,
+    /** The address the per-address cap counts it under (addressKey). */
+    readonly address: string,
+  ) {}
+
+  /** The client got past the protocol's first step: no handshake deadline, not the first closed when the listener is full. */
+  prove(): void {
+    this.proven = true;
+  }
 
   hold(reason: PauseReason): void {
     if (this.reasons === 0) this.socket.pause();
@@ -223,9 +248,28 @@ export class ConnectionGuard {
   }
 }
 
+/**
+ * The key the per-address cap counts a client under: its address, in one spelling (an IPv4-mapped
+ * IPv6 address as the IPv4 one). An IPv6 address counts alone, not by its /64, as failed SMB
+ * logons do: an office LAN is one /64, and its hosts must not share one cap. A crowd from many
+ * addresses meets the listener's cap instead, where unproven connections make room.
+ */
+export function addressKey(address: string | undefined): string {
+  if (address === undefined || address === '') return 'unknown';
+  try {
+    return ipaddr.process(address).toString();
+  } catch {
+    return address;
+  }
+}
+
 export class ConnectionLimits {
   readonly budget: RequestBudget;
+  /** In the order accepted (a Set keeps it): the oldest unproven one is the first found. */
   private readonly guards = new Set<ConnectionGuard>();
+  private readonly perAddress = new Map<string, number>();
+  /** Connections admit() has decided on, admitted or refused. */
+  decided = 0;
   private readonly sweep: NodeJS.Timeout | null;
   private readonly refused: LogLimiter;
   private readonly idleClosed: LogLimiter;
@@ -235,8 +279,9 @@ export class ConnectionLimits {
     this.refused = new LogLimiter(opts.log, 'warn', 5, 60_000);
     this.idleClosed = new LogLimiter(opts.log, 'info', 5, 60_000);
     const recordMs = opts.recordTimeoutMs ?? 0;
-    if (opts.idleTimeoutMs > 0 || recordMs > 0) {
-      const shortest = Math.min(...[opts.idleTimeoutMs, recordMs].filter((t) => t > 0));
+    const timeouts = [opts.idleTimeoutMs, recordMs, opts.handshakeTimeoutMs ?? 0].filter((t) => t > 0);
+    if (timeouts.length > 0) {
+      const shortest = Math.min(...timeouts);
       const every = Math.min(Math.max(Math.floor(shortest / 4), 50), 10_000);
       this.sweep = setInterval(() => this.closeIdle(), every);
       this.sweep.unref();
@@ -249,20 +294,61 @@ export class ConnectionLimits {
     return this.guards.size;
   }
 
-  /** A guard for a new connection, or null (the socket destroyed) when the cap is reached. */
+  /** A guard for a new connection, or null (the socket destroyed) when it is refused (see the header). */
   admit(socket: net.Socket): ConnectionGuard | null {
-    if (this.guards.size >= this.opts.maxConnections) {
-      this.refused.log(
-        { peer: `${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? 0}`, max: this.opts.maxConnections },
-        `${this.opts.name} connection refused: too many connections`,
-      );
+    this.decided++;
+    const peer = `${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? 0}`;
+    const address = addressKey(socket.remoteAddress);
+    const perAddress = this.opts.maxConnectionsPerAddress ?? 0;
+    if (perAddress > 0 && (this.perAddress.get(address) ?? 0) >= perAddress) {
+      this.refused.log({ peer, address, max: perAddress }, `${this.opts.name} connection refused: too many connections from this address`);
       socket.destroy();
       return null;
     }
-    const g = new ConnectionGuard(socket);
+    if (this.guards.size >= this.opts.maxConnections) {
+      let oldest: ConnectionGuard | null = null;
+      for (const g of this.guards)
+        if (!g.proven) {
+          oldest = g;
+          break;
+        }
+      if (oldest === null) {
+        this.refused.log({ peer, max: this.opts.maxConnections }, `${this.opts.name} connection refused: too many connections`);
+        socket.destroy();
+        return null;
+      }
+      this.closeGuard(
+        oldest,
+        this.refused,
+        { newPeer: peer, max: this.opts.maxConnections },
+        'listener full: closing its oldest connection that has not proven itself',
+      );
+    }
+    const g = new ConnectionGuard(socket, address);
     this.guards.add(g);
-    socket.once('close', () => this.guards.delete(g));
+    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
+    socket.once('close', () => this.forget(g));
     return g;
+  }
+
+  /** Connections counted under an address key (tests, metrics). */
+  connectionsFrom(address: string): number {
+    return this.perAddress.get(address) ?? 0;
+  }
+
+  private forget(g: ConnectionGuard): void {
+    if (!this.guards.delete(g)) return;
+    const n = (this.perAddress.get(g.address) ?? 1) - 1;
+    if (n > 0) this.perAddress.set(g.address, n);
+    else this.perAddress.delete(g.address);
+  }
+
+  /** Destroys a connection the limits end, with one (rate-limited) log line. */
+  private closeGuard(g: ConnectionGuard, log: LogLimiter, fields: object, why: string): void {
+    const s = g.socket;
+    log.log({ peer: `${s.remoteAddress ?? 'unknown'}:${s.remotePort ?? 0}`, ...fields }, `closing ${this.opts.name} connection: ${why}`);
+    s.destroy();
+    this.forget(g);
   }
 
   close(): void {
@@ -283,34 +369,29 @@ export class ConnectionLimits {
       return false;
     }
     if (now - g.seenRecordAt < limitMs) return false;
-    const s = g.socket;
-    this.idleClosed.log(
-      { peer: `${s.remoteAddress ?? 'unknown'}:${s.remotePort ?? 0}`, recordMs: now - g.seenRecordAt },
-      `closing ${this.opts.name} connection: a request took too long to arrive`,
-    );
-    s.destroy();
-    this.guards.delete(g);
+    this.closeGuard(g, this.idleClosed, { recordMs: now - g.seenRecordAt }, 'a request took too long to arrive');
     return true;
   }
 
   private closeIdle(): void {
     const now = Date.now();
     const recordMs = this.opts.recordTimeoutMs ?? 0;
+    const handshakeMs = this.opts.handshakeTimeoutMs ?? 0;
     for (const g of this.guards) {
       if (recordMs > 0 && this.recordTooSlow(g, now, recordMs)) continue;
+      // Unproven this long: closed whatever it sends (a client that keeps sending NEGOTIATEs, or
+      // wrong passwords, is not on its way in).
+      if (handshakeMs > 0 && !g.proven && now - g.acceptedAt >= handshakeMs) {
+        this.closeGuard(g, this.idleClosed, { afterMs: now - g.acceptedAt }, 'the client did not get past the first step in time');
+        continue;
+      }
       if (this.opts.idleTimeoutMs <= 0) continue;
       const t = g.traffic();
       if (t !== g.lastTraffic || g.busy()) {
         g.lastTraffic = t;
         g.lastChange = now;
       } else if (now - g.lastChange >= this.opts.idleTimeoutMs) {
-        const s = g.socket;
-        this.idleClosed.log(
-          { peer: `${s.remoteAddress ?? 'unknown'}:${s.remotePort ?? 0}`, unsentBytes: s.writableLength, idleMs: now - g.lastChange },
-          `closing idle ${this.opts.name} connection`,
-        );
-        s.destroy();
-        this.guards.delete(g);
+        this.closeGuard(g, this.idleClosed, { unsentBytes: g.socket.writableLength, idleMs: now - g.lastChange }, 'idle');
       }
     }
   }

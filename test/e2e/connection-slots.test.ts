@@ -1,0 +1,176 @@
+// Connection slots against a real server process: sockets that connect and say nothing must not
+// keep real clients out. A full listener closes its oldest connection that has not got past the
+// protocol's first step (NFS: a call; SMB: a logged-on session) to admit a new one; one address
+// cannot take more than max_connections_per_address; and a connection that has not got past the
+// first step within handshake_timeout is closed, while logged-on clients that stay idle are kept.
+// Silent sockets come from other loopback addresses (127.0.0.2 and up: the whole 127/8 is this
+// host), the real clients (nfs-cp, smbclient) from 127.0.0.1.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
+import { until } from '../helpers/hostile.js';
+import { SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
+import { authSys, NFS_PROGRAM, NFS_V3, NfsProc, RpcConnection } from '../helpers/rpc-client.js';
+import { runTool } from '../helpers/run.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { bodies, SmbCommand, SmbTestClient } from '../helpers/smb-client.js';
+
+const USER = 'slots';
+const PASSWORD = 'slots-Passw0rd-1';
+const MAX = 24;
+const PER_ADDRESS = 8;
+
+interface Silent {
+  sock: net.Socket;
+  closed: boolean;
+}
+
+/** A socket from `from` that sends nothing; `closed` once the server has closed it. */
+function silent(port: number, from: string): Promise<Silent> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ port, host: '127.0.0.1', localAddress: from });
+    const s: Silent = { sock, closed: false };
+    sock.on('error', () => undefined);
+    sock.on('close', () => (s.closed = true));
+    sock.resume();
+    sock.once('connect', () => resolve(s));
+    sock.once('error', reject);
+  });
+}
+
+async function userServer(env: Record<string, string>): Promise<DittofsProcess> {
+  const srv = await startDittofs({ env: { DITTOFS_LOG_LEVEL: 'info', ...env } });
+  const base = `http://127.0.0.1:${srv.apiPort}`;
+  await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: 1400, gid: 1400 });
+  return srv;
+}
+
+describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT_MS }, () => {
+  let tmp: string;
+  let srv: DittofsProcess | undefined;
+  const sockets: net.Socket[] = [];
+
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'dittofs-slots-'));
+  });
+
+  after(async () => {
+    for (const s of sockets) s.destroy();
+    await srv?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  /** Fills a listener with MAX silent sockets, PER_ADDRESS from each of 127.0.0.2 and up; checks the per-address cap. */
+  async function fill(port: number): Promise<Silent[]> {
+    const crowd: Silent[] = [];
+    for (let a = 0; a < MAX / PER_ADDRESS; a++)
+      for (let i = 0; i < PER_ADDRESS; i++) {
+        const s = await silent(port, `127.0.0.${a + 2}`);
+        sockets.push(s.sock);
+        crowd.push(s);
+      }
+    // One more from an address that has its share: closed at once, though it sends nothing.
+    const extra = await silent(port, '127.0.0.2');
+    sockets.push(extra.sock);
+    await until(() => extra.closed, 60_000, 'the server to refuse a connection past the per-address cap');
+    assert.equal(
+      crowd.filter((s) => s.closed).length,
+      0,
+      'the refused connection took no other one with it (no handshake timeout, no idle timeout in this server)',
+    );
+    return crowd;
+  }
+
+  test(
+    'NFS and SMB: a full listener makes room for a real client, one address gets its share only',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      srv = await userServer({
+        DITTOFS_ADAPTERS__NFS__MAX_CONNECTIONS: String(MAX),
+        DITTOFS_ADAPTERS__NFS__MAX_CONNECTIONS_PER_ADDRESS: String(PER_ADDRESS),
+        DITTOFS_ADAPTERS__NFS__HANDSHAKE_TIMEOUT: '0',
+        DITTOFS_ADAPTERS__SMB__MAX_CONNECTIONS: String(MAX),
+        DITTOFS_ADAPTERS__SMB__MAX_CONNECTIONS_PER_ADDRESS: String(PER_ADDRESS),
+        DITTOFS_ADAPTERS__SMB__HANDSHAKE_TIMEOUT: '0',
+      });
+
+      const nfsCrowd = await fill(srv.nfsPort);
+      const data = randomBytes(256 * 1024 + 7);
+      const src = path.join(tmp, 'in.bin');
+      const back = path.join(tmp, 'back.bin');
+      await writeFile(src, data);
+      const url = `nfs://127.0.0.1/export/slots.bin?nfsport=${srv.nfsPort}&mountport=${srv.nfsPort}`;
+      const put = await runTool('nfs-cp', [src, url]);
+      assert.equal(put.code, 0, `nfs-cp into a listener full of silent sockets: ${put.stderr}`);
+      const get = await runTool('nfs-cp', [url, back]);
+      assert.equal(get.code, 0, `nfs-cp out: ${get.stderr}`);
+      assert.ok((await readFile(back)).equals(data), 'nfs-cp round trip: bytes differ');
+      const nfsEvicted = nfsCrowd.filter((s) => s.closed).length;
+      assert.ok(nfsEvicted >= 1 && nfsEvicted <= 4, `the oldest silent sockets made room (${nfsEvicted} closed)`);
+      // Oldest first: whatever was closed is a prefix of the crowd.
+      assert.ok(
+        nfsCrowd.slice(0, nfsEvicted).every((s) => s.closed),
+        'the oldest silent sockets are the ones closed',
+      );
+
+      const smbCrowd = await fill(srv.smbPort);
+      const r = await runTool('smbclient', [
+        '//127.0.0.1/export',
+        '-p',
+        String(srv.smbPort),
+        '-U',
+        `${USER}%${PASSWORD}`,
+        '-c',
+        `put ${src} slots-smb.bin; get slots-smb.bin ${back}.smb`,
+      ]);
+      assert.equal(r.code, 0, `smbclient into a listener full of silent sockets: ${r.stdout}${r.stderr}`);
+      assert.ok((await readFile(`${back}.smb`)).equals(data), 'smbclient round trip: bytes differ');
+      const smbEvicted = smbCrowd.filter((s) => s.closed).length;
+      assert.ok(smbEvicted >= 1, 'a silent socket made room');
+      assert.ok(
+        smbCrowd.slice(0, smbEvicted).every((s) => s.closed),
+        'the oldest silent sockets are the ones closed',
+      );
+      for (const s of sockets.splice(0)) s.destroy();
+      await srv.stop();
+      srv = undefined;
+    },
+  );
+
+  test(
+    'a connection that does not get past the first step in time is closed; idle logged-on ones stay',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      srv = await userServer({ DITTOFS_ADAPTERS__NFS__HANDSHAKE_TIMEOUT: '2s', DITTOFS_ADAPTERS__SMB__HANDSHAKE_TIMEOUT: '2s' });
+      // NFS: one connection makes a call, the other says nothing.
+      const caller = await RpcConnection.connect(srv.nfsPort);
+      const first = await caller.call(NFS_PROGRAM, NFS_V3, NfsProc.NULL, Buffer.alloc(0), { cred: authSys(0, 0) });
+      assert.equal(first.kind, 'accepted');
+      const quiet = await RpcConnection.connect(srv.nfsPort);
+      // SMB: one logs on, the other negotiates and goes no further.
+      const loggedOn = await SmbTestClient.connect(srv.smbPort);
+      await loggedOn.logon(USER, PASSWORD, 'export');
+      const negotiated = await SmbTestClient.connect(srv.smbPort);
+      const neg = await negotiated.request(SmbCommand.NEGOTIATE, bodies.negotiate());
+      assert.equal(neg.status, 0);
+      const started = Date.now();
+      assert.equal(await quiet.waitClosedByPeer(60_000), true, 'the silent NFS connection is closed');
+      await until(() => negotiated.closed, 60_000, 'the server to close the SMB connection that never logged on');
+      // Well past the 2 s, twice over: the ones past the first step are still served.
+      await new Promise((r) => setTimeout(r, Math.max(0, 4_000 - (Date.now() - started))));
+      const again = await caller.call(NFS_PROGRAM, NFS_V3, NfsProc.NULL, Buffer.alloc(0), { cred: authSys(0, 0) });
+      assert.equal(again.kind, 'accepted', 'the NFS connection that made a call is kept');
+      const echo = await loggedOn.request(SmbCommand.ECHO, bodies.echo());
+      assert.equal(echo.status, 0, 'the logged-on SMB connection is kept');
+      caller.close();
+      loggedOn.close();
+      await srv.stop();
+      srv = undefined;
+    },
+  );
+});
