@@ -20,6 +20,7 @@ import {
 import { encodeCreateContexts, type CreateContext } from './messages.js';
 import { OplockLevel } from './oplock.js';
 import { NtStatus, SmbStatusError } from './status.js';
+import { OpenTable } from '../vfs/locks/opens.js';
 import { newSession, type Open, type Session } from './state.js';
 import { smb2Signature, smb30SigningKey, verifySignature, verifySmb2Signature, type SmbUser, type SmbUserDirectory } from './auth/index.js';
 import { smb3Kdf, smb3Signature } from './auth/signing.js';
@@ -1193,6 +1194,35 @@ describe('SMB2 connection', () => {
       (await create(c, createRequest('f', { createDisposition: CreateDisposition.OPEN }))).open.inodeId,
       'the file stays',
     );
+    await srv.close();
+  });
+
+  it('one user cannot take the whole open table: past their share CREATE fails, other users still open', async () => {
+    const { srv, connect } = await testServer();
+    (srv.fs as unknown as { opens: OpenTable }).opens = new OpenTable({ maxOpens: 8, maxOpensPerUser: 2 });
+    const BOB = { name: 'bob', uid: 1001, gid: 1001, gids: [] };
+    const outA: Buffer[] = [];
+    const outB: Buffer[] = [];
+    const a = connect(undefined, {}, outA);
+    const b = connect(undefined, {}, outB);
+    const treeA = await loggedOn(a, outA, ALICE);
+    const treeB = await loggedOn(b, outB, BOB);
+    let id = 10;
+    const open = async (conn: SmbConnection, out: Buffer[], treeId: number, name: string): Promise<{ status: number; fileId: Buffer }> => {
+      await conn.handleFrame(request(Command.CREATE, id++, createBody(name, CreateDisposition.OPEN_IF), { sessionId: 5, treeId }));
+      const last = out[out.length - 1]!;
+      return { status: decodeHeader(last).status, fileId: Buffer.from(last.subarray(HEADER_SIZE + 64, HEADER_SIZE + 80)) };
+    };
+    const first = await open(a, outA, treeA, 'a1');
+    assert.equal(first.status, 0);
+    assert.equal((await open(a, outA, treeA, 'a2')).status, 0);
+    assert.equal((await open(a, outA, treeA, 'a3')).status, NtStatus.INSUFFICIENT_RESOURCES, "past alice's share");
+    assert.equal((await open(b, outB, treeB, 'b1')).status, 0, 'bob still opens');
+    // Closing one gives alice her slot back.
+    const close = new SmbWriter().u16(24).u16(0).u32(0).bytes(first.fileId).finish();
+    await a.handleFrame(request(Command.CLOSE, id++, close, { sessionId: 5, treeId: treeA }));
+    assert.equal(decodeHeader(outA[outA.length - 1]!).status, 0);
+    assert.equal((await open(a, outA, treeA, 'a3')).status, 0);
     await srv.close();
   });
 

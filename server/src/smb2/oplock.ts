@@ -434,6 +434,14 @@ export async function registerOpen(fs: FileService, open: Open, access: number, 
 /** Waits for closing opens at most this often per CREATE (each wait is bounded by their close). */
 const MAX_CLOSING_ROUNDS = 2;
 
+/**
+ * Whose share of the open table an open takes: the logged-on user (names compared as Windows
+ * compares them, without case), or one key for every anonymous and guest session together.
+ */
+function openTableUser(open: Open): string {
+  return open.tree.session.owner?.name.toLowerCase() ?? '';
+}
+
 async function tryRegisterOpen(fs: FileService, open: Open, access: number, shareAccess: number): Promise<OpenRecord> {
   // MS-FSA 2.1.5.1.2: an open of a file's own data asking for DELETE also meets the opens of its
   // named streams: one that does not share delete refuses it (smbtorture streams.delete).
@@ -445,7 +453,7 @@ async function tryRegisterOpen(fs: FileService, open: Open, access: number, shar
           throw new SmbStatusError(NtStatus.SHARING_VIOLATION, 'a stream of the file is open without delete sharing');
   }
   try {
-    const rec = await fs.opens.addShared(open.share.meta, open.inodeId, access, shareAccess, open);
+    const rec = await fs.opens.addShared(open.share.meta, open.inodeId, access, shareAccess, open, openTableUser(open));
     rec.deleteOnClose = open.deleteOnClose;
     return rec;
   } catch (e) {
@@ -473,7 +481,7 @@ const streamRecords = new WeakMap<Open, OpenRecord>();
  */
 export async function registerStreamOfFile(fs: FileService, open: Open, fileId: number, shareAccess: number): Promise<void> {
   try {
-    streamRecords.set(open, await fs.opens.addShared(open.share.meta, fileId, 0, shareAccess, new StreamOfFile(open)));
+    streamRecords.set(open, await fs.opens.addShared(open.share.meta, fileId, 0, shareAccess, new StreamOfFile(open), openTableUser(open)));
   } catch (e) {
     if (e instanceof OpenTableError) throw new SmbStatusError(statusOfRefusal(e));
     throw e;

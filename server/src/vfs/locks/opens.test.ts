@@ -94,6 +94,39 @@ describe('share modes (MS-FSA 2.1.5.1.2.1)', () => {
       'too-many-opens',
     );
   });
+
+  it('caps each user at their share of the table, so one user cannot lock the others out', () => {
+    const t = new OpenTable({ maxOpens: 10, maxOpensPerUser: 3 });
+    const mine = [t.add(meta, 1, R, SR, 'a1', 'alice'), t.add(meta, 2, R, SR, 'a2', 'alice'), t.add(meta, 1, R, SR, 'a3', 'alice')];
+    assert.equal(
+      refusal(() => t.add(meta, 4, R, SR, 'a4', 'alice')),
+      'too-many-opens',
+    );
+    assert.equal(t.size, 3, 'the refused open left nothing behind');
+    // Another user, and opens counted under no user, still get in.
+    assert.equal(
+      refusal(() => t.add(meta, 4, R, SR, 'b1', 'bob')),
+      'ok',
+    );
+    assert.equal(
+      refusal(() => t.add(meta, 5, R, SR, 'n1')),
+      'ok',
+    );
+    // A closed open gives its slot back, once.
+    t.release(mine[0]!);
+    t.release(mine[0]!);
+    assert.equal(t.opensOfUser('alice'), 2);
+    assert.equal(
+      refusal(() => t.add(meta, 6, R, SR, 'a5', 'alice')),
+      'ok',
+    );
+    assert.equal(
+      refusal(() => t.add(meta, 7, R, SR, 'a6', 'alice')),
+      'too-many-opens',
+    );
+    for (const r of mine.slice(1)) t.release(r);
+    assert.equal(t.opensOfUser('alice'), 1);
+  });
 });
 
 describe('caching holders', () => {

@@ -57,6 +57,8 @@ export interface OpenRecord {
   holder: CacheHolder | null;
   /** Whatever the protocol engine needs to find its open (the SMB Open). */
   readonly owner: unknown;
+  /** Whose share of the table it takes (OpenTableOptions.maxOpensPerUser), or null: counted in the total only. */
+  readonly user: string | null;
 }
 
 export class FileOpens {
@@ -86,6 +88,8 @@ export class OpenTableError extends Error {
 export interface OpenTableOptions {
   /** Opens in the whole table at most (default 65536). */
   maxOpens?: number;
+  /** Opens of one user at most (default a quarter of maxOpens): one user cannot take the table from the others. */
+  maxOpensPerUser?: number;
 }
 
 /** MS-FSA 2.1.5.1.2.1: does a new open with `access`/`share` conflict with an existing one? */
@@ -105,11 +109,14 @@ export class OpenTable {
   private readonly files = new Map<MetadataStore, Map<number, FileOpens>>();
   private count = 0;
   private readonly maxOpens: number;
+  private readonly maxOpensPerUser: number;
+  private readonly perUser = new Map<string, number>();
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
   private cluster: ClusterLocks | null = null;
 
   constructor(opts: OpenTableOptions = {}) {
     this.maxOpens = opts.maxOpens ?? 65536;
+    this.maxOpensPerUser = opts.maxOpensPerUser ?? Math.ceil(this.maxOpens / 4);
   }
 
   get size(): number {
@@ -135,21 +142,30 @@ export class OpenTable {
     return null;
   }
 
+  /** Opens counted under a user (OpenRecord.user). */
+  opensOfUser(user: string): number {
+    return this.perUser.get(user) ?? 0;
+  }
+
   /**
-   * Registers an open after the share check (MS-FSA 2.1.5.1.2). Throws OpenTableError
-   * (delete-pending, sharing-violation, too-many-opens) and registers nothing then.
+   * Registers an open after the share check (MS-FSA 2.1.5.1.2), counted under `user` when given.
+   * Throws OpenTableError (delete-pending, sharing-violation, too-many-opens: the table or the
+   * user's share of it is full) and registers nothing then.
    */
-  add(meta: MetadataStore, inodeId: number, access: number, shareAccess: number, owner: unknown): OpenRecord {
+  add(meta: MetadataStore, inodeId: number, access: number, shareAccess: number, owner: unknown, user: string | null = null): OpenRecord {
     let byInode = this.files.get(meta);
     let file = byInode?.get(inodeId);
     if (file?.deletePending) throw new OpenTableError('delete-pending');
     if (this.conflicting(file, access, shareAccess)) throw new OpenTableError('sharing-violation');
     if (this.count >= this.maxOpens) throw new OpenTableError('too-many-opens');
+    const mine = user === null ? 0 : (this.perUser.get(user) ?? 0);
+    if (user !== null && mine >= this.maxOpensPerUser) throw new OpenTableError('too-many-opens');
     if (!byInode) this.files.set(meta, (byInode = new Map<number, FileOpens>()));
     if (!file) byInode.set(inodeId, (file = new FileOpens(this, meta, inodeId)));
-    const rec: OpenRecord = { file, access, shareAccess, deleteOnClose: false, holder: null, owner };
+    const rec: OpenRecord = { file, access, shareAccess, deleteOnClose: false, holder: null, owner, user };
     file.opens.add(rec);
     this.count++;
+    if (user !== null) this.perUser.set(user, mine + 1);
     return rec;
   }
 
@@ -216,8 +232,15 @@ export class OpenTable {
    * add(), then checked against the other servers' opens when the store is shared (a refusal
    * throws OpenTableError, an unreachable cluster state VfsError JUKEBOX; nothing stays registered).
    */
-  async addShared(meta: MetadataStore, inodeId: number, access: number, shareAccess: number, owner: unknown): Promise<OpenRecord> {
-    const rec = this.add(meta, inodeId, access, shareAccess, owner);
+  async addShared(
+    meta: MetadataStore,
+    inodeId: number,
+    access: number,
+    shareAccess: number,
+    owner: unknown,
+    user: string | null = null,
+  ): Promise<OpenRecord> {
+    const rec = this.add(meta, inodeId, access, shareAccess, owner, user);
     const cluster = this.shared(meta);
     if (cluster === null) return rec;
     let outcome;
@@ -292,6 +315,11 @@ export class OpenTable {
     const file = rec.file;
     if (!file.opens.delete(rec)) return false;
     this.count--;
+    if (rec.user !== null) {
+      const n = (this.perUser.get(rec.user) ?? 1) - 1;
+      if (n > 0) this.perUser.set(rec.user, n);
+      else this.perUser.delete(rec.user);
+    }
     if (rec.holder !== null) file.holders--;
     if (rec.deleteOnClose) file.deletePending = true;
     if (file.opens.size > 0) return false;
