@@ -1226,6 +1226,25 @@ describe('SMB2 connection', () => {
     await srv.close();
   });
 
+  it('pipelined CREATEs cannot take a connection past its open cap', async () => {
+    const { srv, sent, connect } = await testServer({ lookup: () => Promise.resolve(null) }, { maxOpensPerConnection: 4 });
+    const conn = connect();
+    const treeId = await loggedOn(conn, sent, ALICE);
+    const before = sent.length;
+    // Ten at once, as a client with credits sends them: none waits for another's reply.
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        conn.handleFrame(request(Command.CREATE, 10 + i, createBody(`p${i}`, CreateDisposition.OPEN_IF), { sessionId: 5, treeId })),
+      ),
+    );
+    const statuses = sent.slice(before).map((f) => decodeHeader(f).status);
+    assert.equal(statuses.length, 10);
+    assert.equal(statuses.filter((st) => st === 0).length, 4, 'four opens, the cap');
+    assert.equal(statuses.filter((st) => st === NtStatus.INSUFFICIENT_RESOURCES).length, 6);
+    assert.equal(srv.fs.opens.size, 4);
+    await srv.close();
+  });
+
   it('an open of a dropped connection still closing makes a new CREATE wait, not fail with SHARING_VIOLATION', async () => {
     const { conn, sent, srv } = await connection();
     await conn.handleFrame(request(Command.NEGOTIATE, 0, negotiate([0x0210]), { credits: 100 }));

@@ -113,6 +113,8 @@ export interface SmbEngineOptions {
    * an unencrypted request of such a session is refused (ACCESS_DENIED).
    */
   encryptionRequired?: boolean;
+  /** Opens one connection may hold (default 16,384). */
+  maxOpensPerConnection?: number;
   /** How long a break waits for the client's acknowledgment (default 35 s, MS-SMB2 3.3.2.1). */
   oplockBreakTimeoutMs?: number;
   /** NetBIOS-style name and domain the NTLM challenge names. */
@@ -234,6 +236,8 @@ export class SmbConnection implements SessionOwner {
   closed = false;
   private readonly table: SessionTable;
   private readonly logons: LogonLimiter;
+  /** CREATEs started and not settled (they count against MAX_OPENS). */
+  private creating = 0;
   /** Requests refused for a bad signature on this connection (logged at the first, then every BAD_SIGNATURE_LOG_EVERY). */
   private badSignatures = 0;
 
@@ -864,7 +868,9 @@ export class SmbConnection implements SessionOwner {
         return ok;
       case Command.CREATE: {
         const req = decodeCreate(r);
-        if (this.opens.size >= MAX_OPENS) throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many opens');
+        // CREATEs under way count too: 64 pipelined ones must not all pass the check and overshoot.
+        if (this.opens.size + this.creating >= (this.opts.maxOpensPerConnection ?? MAX_OPENS))
+          throw new SmbStatusError(NtStatus.INSUFFICIENT_RESOURCES, 'too many opens');
         // MS-SMB2 3.3.4.2 / 3.3.5.9: a CREATE waiting for a break acknowledgment goes async (the
         // client gets an interim STATUS_PENDING and may CANCEL); only the last element of a compound.
         let op: PendingOp | null = null;
@@ -877,7 +883,10 @@ export class SmbConnection implements SessionOwner {
             op = this.goAsync(h, reply, chain, session, tree, null);
             wentAsync();
           };
+        this.creating++;
         const done = this.createOpen(ctx, req, w, session, tree);
+        const settled = (): void => void this.creating--;
+        done.then(settled, settled);
         const open = await Promise.race([done, asyncNow]);
         if (open !== null) {
           chain.fileId = open.fileId;
