@@ -90,7 +90,7 @@ export const CONDITION = Object.freeze({ Ready: 'Ready', Synced: 'Synced', Degra
 // ---------------------------------------------------------------------------------------------
 // DittoFS
 
-export const DITTOFS_PHASES = Object.freeze(['Pending', 'Running', 'Degraded', 'Failed'] as const);
+export const DITTOFS_PHASES = Object.freeze(['Pending', 'Running', 'Degraded', 'Failed', 'Stopped'] as const);
 export type DittoFSPhase = (typeof DITTOFS_PHASES)[number];
 
 export const LOG_LEVELS = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const);

@@ -41,6 +41,18 @@ describe('dittofsStatus', () => {
     assert.deepEqual([cond(half, 'Degraded')?.status, cond(half, 'Degraded')?.reason], ['True', 'PodsNotReady']);
   });
 
+  it('scaled to zero: Stopped and not Ready (nothing serves), not degraded', () => {
+    const stopping = dittofsStatus({ dfs: dfs({ replicas: 0 }), statefulSet: sts(1, 1), clusterDomain: 'c' });
+    assert.equal(stopping.phase, 'Stopped');
+    assert.deepEqual([cond(stopping, 'Ready')?.status, cond(stopping, 'Ready')?.reason], ['False', 'ScaledToZero']);
+    assert.match(cond(stopping, 'Ready')!.message!, /1 still stopping/);
+    const stopped = dittofsStatus({ dfs: dfs({ replicas: 0 }), statefulSet: sts(0, 0), clusterDomain: 'c' });
+    assert.equal(stopped.phase, 'Stopped');
+    assert.equal(cond(stopped, 'Ready')?.status, 'False');
+    assert.doesNotMatch(cond(stopped, 'Ready')!.message!, /stopping/);
+    assert.equal(cond(stopped, 'Degraded')?.status, 'False');
+  });
+
   it('a problem: Failed before anything exists, Degraded after; warnings degrade', () => {
     const problem = { reason: 'SecretNotFound', message: 'database.postgres.urlSecretRef: Secret "pg" not found' };
     const none = dittofsStatus({ dfs: dfs(), statefulSet: undefined, problem, clusterDomain: 'c' });

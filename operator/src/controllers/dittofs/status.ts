@@ -41,6 +41,8 @@ export function dittofsStatus(inp: DittoFSStatusInputs): DittoFSStatus {
   if (problem !== undefined && sts === undefined) phase = 'Failed';
   else if (problem !== undefined) phase = 'Degraded';
   else if (limited !== undefined) phase = ready === 0 ? 'Pending' : 'Degraded';
+  // Scaled to zero as asked: nothing serves, and nothing is wrong.
+  else if (desired === 0) phase = 'Stopped';
   else if (ready >= desired) phase = 'Running';
   else if (ready === 0) phase = 'Pending';
   else phase = 'Degraded';
@@ -51,16 +53,23 @@ export function dittofsStatus(inp: DittoFSStatusInputs): DittoFSStatus {
       ? { type: CONDITION.Ready, status: false, reason: problem.reason, message: problem.message }
       : limited !== undefined
         ? { type: CONDITION.Ready, status: false, reason: limited.reason, message: `${limited.message} (${podsMsg})` }
-        : ready >= desired && rolledOut
-          ? { type: CONDITION.Ready, status: true, reason: 'PodsReady', message: podsMsg }
-          : ready >= desired
-            ? {
-                type: CONDITION.Ready,
-                status: false,
-                reason: 'RollingUpdate',
-                message: `${podsMsg}; ${updated}/${desired} on the current revision`,
-              }
-            : { type: CONDITION.Ready, status: false, reason: ready === 0 ? 'PodsPending' : 'PodsNotReady', message: podsMsg };
+        : desired === 0
+          ? {
+              type: CONDITION.Ready,
+              status: false,
+              reason: 'ScaledToZero',
+              message: `spec.replicas is 0: no pod serves${replicas > 0 ? ` (${replicas} still stopping)` : ''}`,
+            }
+          : ready >= desired && rolledOut
+            ? { type: CONDITION.Ready, status: true, reason: 'PodsReady', message: podsMsg }
+            : ready >= desired
+              ? {
+                  type: CONDITION.Ready,
+                  status: false,
+                  reason: 'RollingUpdate',
+                  message: `${podsMsg}; ${updated}/${desired} on the current revision`,
+                }
+              : { type: CONDITION.Ready, status: false, reason: ready === 0 ? 'PodsPending' : 'PodsNotReady', message: podsMsg };
 
   const syncedCond: ConditionInput =
     problem !== undefined
