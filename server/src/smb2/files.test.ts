@@ -298,6 +298,32 @@ describe('SMB2 file commands over the file service', () => {
     assert.match(String(logged[0]!.obj.cause), /disk is full/);
   });
 
+  it('an overwriting CREATE that fails after its open was registered leaves no open behind', async () => {
+    const { srv, c, open } = await setup();
+    await files.close(c, await open('f', CreateDisposition.CREATE), 0, new SmbWriter());
+    const meta = c.share.meta;
+    const putMeta = meta.putMeta.bind(meta);
+    meta.putMeta = async (...args: Parameters<typeof meta.putMeta>) => {
+      if (args[1] === InodeMetaKind.EA) throw Object.assign(new Error('database or disk is full'), { code: '53100' });
+      return putMeta(...args);
+    };
+    const eas = encodeFullEaList([{ flags: 0, name: Buffer.from('Color'), value: Buffer.from('red') }]);
+    // No sharing at all: a registered open left behind would refuse every later open of the file.
+    const req = createRequest('f', {
+      createDisposition: CreateDisposition.OVERWRITE_IF,
+      shareAccess: 0,
+      contexts: [{ name: 'ExtA', data: eas }],
+    });
+    assert.equal(await status(create(c, req)), NtStatus.DISK_FULL);
+    assert.equal(srv.fs.opens.size, 0, 'nothing registered stays');
+    meta.putMeta = putMeta;
+    assert.equal(
+      await status(create(c, createRequest('f', { createDisposition: CreateDisposition.OPEN, shareAccess: 0 }))),
+      NtStatus.SUCCESS,
+    );
+    await srv.close();
+  });
+
   it('ExtA and SecD contexts, inherited DACLs, EaSize in directory entries, the allocation size kept', async () => {
     const { srv, c, open } = await setup();
     const eas = encodeFullEaList([{ flags: 0, name: Buffer.from('Color'), value: Buffer.from('red') }]);

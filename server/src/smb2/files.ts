@@ -360,17 +360,19 @@ export async function create(
     pre = newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
     pre.record = await oplock.registerOpen(c.fs, pre, granted >>> 0, req.shareAccess);
     if (overwrite) {
+      // A failure past here must not leave the registered open behind: nothing would ever release
+      // it, and its share modes (and its user's share of the open table) would stay until restart.
       try {
         inode = (await c.fs.setattr(pre.handle, c.id, { size: 0, ...(overwriteAttrs === null ? {} : { dosAttrs: overwriteAttrs }) })).after;
+        // MS-FSA 2.1.5.1.2.1: an overwrite replaces the file's EAs with the ExtA ones.
+        if (eas) await replaceEas(c, inode.id, eas);
+        // MS-FSA 2.1.5.1.2.1: an overwrite sets the allocation size to the AlSi one, or none.
+        if (!isDir) await resetAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
       } catch (e) {
         await oplock.releaseOpen(c.fs, pre, c.id);
         throw e;
       }
       action = disp === CreateDisposition.SUPERSEDE ? CreateAction.SUPERSEDED : CreateAction.OVERWRITTEN;
-      // MS-FSA 2.1.5.1.2.1: an overwrite replaces the file's EAs with the ExtA ones.
-      if (eas) await replaceEas(c, inode.id, eas);
-      // MS-FSA 2.1.5.1.2.1: an overwrite sets the allocation size to the AlSi one, or none.
-      if (!isDir) await resetAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
     }
   } else {
     if (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
