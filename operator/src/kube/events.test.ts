@@ -23,6 +23,24 @@ describe('statusEvents', () => {
     ]);
   });
 
+  it('scaling to zero is Normal: Ready=False ScaledToZero is what was asked', () => {
+    const up = { phase: 'Running', conditions: [{ type: 'Ready', status: 'True', reason: 'PodsReady' }] };
+    const down = {
+      phase: 'Stopped',
+      conditions: [{ type: 'Ready', status: 'False', reason: 'ScaledToZero', message: 'spec.replicas is 0' }],
+    };
+    assert.deepEqual(
+      statusEvents(up, down).map((e) => [e.type, e.reason]),
+      [
+        ['Normal', 'PhaseStopped'],
+        ['Normal', 'ScaledToZero'],
+      ],
+    );
+    // Any other Ready=False stays a Warning.
+    const pending = { phase: 'Pending', conditions: [{ type: 'Ready', status: 'False', reason: 'PodsPending' }] };
+    assert.equal(statusEvents(up, pending).find((e) => e.reason === 'PodsPending')?.type, 'Warning');
+  });
+
   it('nothing for a status whose conditions only changed their message or time', () => {
     const c = { type: 'Ready', status: 'True', reason: 'PodsReady', message: 'a', lastTransitionTime: 't1' };
     assert.deepEqual(

@@ -40,8 +40,11 @@ interface StatusLike {
 /**
  * The events a status change deserves: a condition that appears or changes status or reason, and a
  * new phase. A condition that is True is Normal; False is a Warning for Ready, Synced and most
- * others, but Normal for Degraded (False there is the good news).
+ * others, but Normal for Degraded (False there is the good news) and for a reason that is what the
+ * user asked for (NORMAL_REASONS: a DittoFS scaled to zero is not Ready, as asked).
  */
+const NORMAL_REASONS = new Set(['ScaledToZero']);
+
 export function statusEvents(from: unknown, to: unknown): OperatorEvent[] {
   const a = (from ?? {}) as StatusLike;
   const b = (to ?? {}) as StatusLike;
@@ -56,7 +59,7 @@ export function statusEvents(from: unknown, to: unknown): OperatorEvent[] {
   for (const c of b.conditions ?? []) {
     const old = a.conditions?.find((o) => o.type === c.type);
     if (old !== undefined && old.status === c.status && old.reason === c.reason) continue;
-    const good = c.type === 'Degraded' ? c.status === 'False' : c.status === 'True';
+    const good = (c.type === 'Degraded' ? c.status === 'False' : c.status === 'True') || NORMAL_REASONS.has(c.reason ?? '');
     out.push({
       type: good || c.status === 'Unknown' ? 'Normal' : 'Warning',
       reason: c.reason ?? `${c.type}${c.status}`,

@@ -1215,7 +1215,8 @@ describe('SMB2 connection', () => {
     };
     const first = await open(a, outA, treeA, 'a1');
     assert.equal(first.status, 0);
-    assert.equal((await open(a, outA, treeA, 'a2')).status, 0);
+    // A named stream's open counts once, as the handle it is (not also as its file's).
+    assert.equal((await open(a, outA, treeA, 'a1:s')).status, 0, 'a stream open is one open');
     assert.equal((await open(a, outA, treeA, 'a3')).status, NtStatus.INSUFFICIENT_RESOURCES, "past alice's share");
     assert.equal((await open(b, outB, treeB, 'b1')).status, 0, 'bob still opens');
     // Closing one gives alice her slot back.

@@ -477,11 +477,12 @@ const streamRecords = new WeakMap<Open, OpenRecord>();
 
 /**
  * Registers a stream open among the opens of its file (`fileId`), before the stream's own record:
- * DELETE_PENDING when the file is delete-pending.
+ * DELETE_PENDING when the file is delete-pending. This record takes no slot of its user's share of
+ * the open table: the stream's own record does (one handle, one slot).
  */
 export async function registerStreamOfFile(fs: FileService, open: Open, fileId: number, shareAccess: number): Promise<void> {
   try {
-    streamRecords.set(open, await fs.opens.addShared(open.share.meta, fileId, 0, shareAccess, new StreamOfFile(open), openTableUser(open)));
+    streamRecords.set(open, await fs.opens.addShared(open.share.meta, fileId, 0, shareAccess, new StreamOfFile(open)));
   } catch (e) {
     if (e instanceof OpenTableError) throw new SmbStatusError(statusOfRefusal(e));
     throw e;
