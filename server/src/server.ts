@@ -611,6 +611,7 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
       'smb',
       async (requested) => {
         serverGuid ??= await loadServerGuid(config.data_dir);
+        fileService.opens.maxOpensPerUser = smbCfg.max_opens_per_user;
         const smb = new SmbServer({
           fs: fileService,
           directory,

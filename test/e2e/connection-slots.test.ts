@@ -43,10 +43,14 @@ function silent(port: number, from: string): Promise<Silent> {
   });
 }
 
+const OTHER = 'slots2';
+
 async function userServer(env: Record<string, string>): Promise<DittofsProcess> {
   const srv = await startDittofs({ env: { DITTOFS_LOG_LEVEL: 'info', ...env } });
   const base = `http://127.0.0.1:${srv.apiPort}`;
-  await addShareUser(base, await takeOverAdmin(base), { username: USER, password: PASSWORD, uid: 1400, gid: 1400 });
+  const token = await takeOverAdmin(base);
+  await addShareUser(base, token, { username: USER, password: PASSWORD, uid: 1400, gid: 1400 });
+  await addShareUser(base, token, { username: OTHER, password: PASSWORD, uid: 1401, gid: 1401 });
   return srv;
 }
 
@@ -173,4 +177,33 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
       srv = undefined;
     },
   );
+
+  test('SMB: one user past max_opens_per_user is refused, another user still opens', { timeout: TEST_TIMEOUT_MS }, async () => {
+    srv = await userServer({ DITTOFS_ADAPTERS__SMB__MAX_OPENS_PER_USER: '3' });
+    const status = async (c: SmbTestClient, name: string): Promise<number> =>
+      (await c.request(SmbCommand.CREATE, bodies.create(name))).status;
+    // The user's opens count over all their connections.
+    const one = await SmbTestClient.connect(srv.smbPort);
+    await one.logon(USER, PASSWORD, 'export');
+    const two = await SmbTestClient.connect(srv.smbPort);
+    await two.logon(USER, PASSWORD, 'export');
+    assert.deepEqual([await status(one, 'a'), await status(one, 'b'), await status(two, 'c')], [0, 0, 0]);
+    assert.equal(await status(two, 'd'), 0xc000009a, "STATUS_INSUFFICIENT_RESOURCES past the user's share");
+    const other = await SmbTestClient.connect(srv.smbPort);
+    await other.logon(OTHER, PASSWORD, 'export');
+    assert.equal(await status(other, 'e'), 0, 'another user still opens');
+    // A connection that goes gives its opens back.
+    one.close();
+    const deadline = Date.now() + 60_000;
+    let again = await status(two, 'd');
+    while (again !== 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      again = await status(two, 'd');
+    }
+    assert.equal(again, 0, 'the opens of the closed connection came back to the user');
+    two.close();
+    other.close();
+    await srv.stop();
+    srv = undefined;
+  });
 });

@@ -83,6 +83,7 @@ describe('defaults', () => {
       max_connections: 1024,
       max_connections_per_address: 256,
       handshake_timeout: 60_000,
+      max_opens_per_user: 16384,
       idle_timeout: 15 * 60_000,
       max_buffered_request_bytes: 256 * 1024 * 1024,
     });

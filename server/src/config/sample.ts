@@ -120,6 +120,10 @@ adapters:
     max_connections_per_address: 256
     # A connection with no session established (logged on) this long after it opened is closed. 0: never.
     handshake_timeout: 60s
+    # Files one user has open through SMB at once, over all their connections (the server holds
+    # 65536 in all); past it, that user's opens fail and the others' still succeed. Pods that share
+    # one account share this too.
+    max_opens_per_user: 16384
     # A connection with no traffic for this long, while none of its requests is running, is closed
     # (also one whose client stops reading its replies). Clients reconnect by themselves. 0: never.
     idle_timeout: 15m

@@ -591,6 +591,7 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       max_connections: countLeaf(1, 1_000_000),
       max_connections_per_address: countLeaf(0, 1_000_000),
       handshake_timeout: durationMsLeaf(0, MAX_TIMEOUT_MS),
+      max_opens_per_user: countLeaf(1, 65536),
       idle_timeout: durationMsLeaf(0, 24 * MAX_TIMEOUT_MS),
       max_buffered_request_bytes: sizeLeaf({ min: 1088 * 1024 }),
     }),

@@ -171,6 +171,11 @@ export interface DittoConfig {
       max_connections_per_address: number;
       /** A connection with no session established this long (ms) after it was accepted is closed; 0: never (default 60 s). */
       handshake_timeout: number;
+      /**
+       * Files open through SMB at once by one user, all connections and sessions together (default
+       * 16,384 of the server's 65,536); past it, that user's CREATE fails with INSUFFICIENT_RESOURCES.
+       */
+      max_opens_per_user: number;
       /** A connection with no traffic for this long (ms) while none of its requests is running is closed; 0: never (default 15 minutes). */
       idle_timeout: number;
       /**

@@ -109,7 +109,8 @@ export class OpenTable {
   private readonly files = new Map<MetadataStore, Map<number, FileOpens>>();
   private count = 0;
   private readonly maxOpens: number;
-  private readonly maxOpensPerUser: number;
+  /** Opens of one user at most (OpenTableOptions.maxOpensPerUser); a change applies to the next open. */
+  maxOpensPerUser: number;
   private readonly perUser = new Map<string, number>();
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
   private cluster: ClusterLocks | null = null;
