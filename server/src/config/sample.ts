@@ -66,13 +66,14 @@ adapters:
     # Replies remembered by the duplicate request cache, so that a retransmitted non-idempotent call
     # (CREATE, REMOVE, RENAME, ...) gets its original reply instead of running twice.
     drc_size: 1024
-    # Limits on what clients can make the server hold. Connections served at once; past it, the
-    # oldest connection that has sent no call yet is closed to make room, else the new one:
+    # Limits on what clients can make the server hold. Connections served at once; past it, a
+    # connection that has made no call yet (older than 1 s, from the address with the most such)
+    # is closed to make room, else the new one is refused:
     max_connections: 1024
-    # Connections from one client address; more are closed as they arrive. Keep it above what one
-    # NAT or Kubernetes node in front of many clients opens. 0: no cap.
+    # Connections from one client address; past it, as above, within that address. Keep it above
+    # what one NAT or Kubernetes node in front of many clients opens. 0: no cap.
     max_connections_per_address: 256
-    # A connection whose first call has not arrived whole this long after it opened is closed. 0: never.
+    # A connection that has made no call this long after it opened is closed. 0: never.
     handshake_timeout: 30s
     # A connection with no traffic for this long, while none of its calls is running, is closed
     # (also one whose client stops reading its replies). Clients reconnect by themselves. 0: never.
@@ -113,12 +114,13 @@ adapters:
     # closes it sooner. A v2 open (SMB 3.x) keeps the timeout its client asks, 300 s at most (this
     # one, capped so, when it asks 0). Env: DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT.
     durable_handle_timeout: 16m
-    # Limits, as for NFS: connections served at once (past it, the oldest with no session yet is
-    # closed to make room, else the new one):
+    # Limits, as for NFS: connections served at once; past it, a connection with no session yet
+    # makes room, else the new one is refused:
     max_connections: 1024
     # Connections from one client address, as for NFS. 0: no cap.
     max_connections_per_address: 256
-    # A connection with no session established (logged on) this long after it opened is closed. 0: never.
+    # A connection with no session established (logged on) this long after its last request is
+    # closed, and at ten times this after it opened in any case. 0: never.
     handshake_timeout: 60s
     # Files one user has open through SMB at once, over all their connections (the server holds
     # 65536 in all); past it, that user's opens fail and the others' still succeed. Pods that share

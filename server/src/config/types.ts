@@ -115,13 +115,17 @@ export interface DittoConfig {
       /** Entries kept in the duplicate request cache (default 1024). */
       drc_size: number;
       /**
-       * TCP connections served at once (default 1024); past it, the oldest connection that has sent
-       * no call yet is closed to make room, or the new one when there is none.
+       * TCP connections served at once (default 1024); past it, a connection that has made no call
+       * yet (older than 1 s, of the address holding the most) is closed to make room, or the new one
+       * when there is none.
        */
       max_connections: number;
-      /** TCP connections from one client address at once; more are closed as they arrive; 0: no cap (default 256). */
+      /**
+       * TCP connections from one client address at once (default 256; 0: no cap); past it, that
+       * address's oldest connection that has made no call yet is closed to make room, or the new one.
+       */
       max_connections_per_address: number;
-      /** A connection whose first call has not arrived whole this long (ms) after it was accepted is closed; 0: never (default 30 s). */
+      /** A connection that has made no call (to NFS or MOUNT) this long (ms) after it was accepted is closed; 0: never (default 30 s). */
       handshake_timeout: number;
       /** A connection with no traffic for this long (ms) while none of its calls is running is closed; 0: never (default 6 minutes). */
       idle_timeout: number;
@@ -163,13 +167,20 @@ export interface DittoConfig {
        */
       durable_handle_timeout: number;
       /**
-       * TCP connections served at once (default 1024); past it, the oldest connection with no
-       * session established yet is closed to make room, or the new one when there is none.
+       * TCP connections served at once (default 1024); past it, a connection with no session
+       * established yet (older than 1 s, of the address holding the most) is closed to make room, or
+       * the new one when there is none.
        */
       max_connections: number;
-      /** TCP connections from one client address at once; more are closed as they arrive; 0: no cap (default 256). */
+      /**
+       * TCP connections from one client address at once (default 256; 0: no cap); past it, that
+       * address's oldest connection with no session yet is closed to make room, or the new one.
+       */
       max_connections_per_address: number;
-      /** A connection with no session established this long (ms) after it was accepted is closed; 0: never (default 60 s). */
+      /**
+       * A connection with no session established is closed this long (ms) after its last request,
+       * and at ten times this after it was accepted in any case; 0: never (default 60 s).
+       */
       handshake_timeout: number;
       /**
        * Files open through SMB at once by one user, all connections and sessions together (default

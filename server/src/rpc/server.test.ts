@@ -420,3 +420,46 @@ describe('RPC server over TCP: retransmissions of a call still running (duplicat
     b.sock.destroy();
   });
 });
+
+describe('RPC server over TCP: the handshake deadline', () => {
+  const program: RpcProgram = {
+    prog: PROG,
+    name: 'test',
+    lowVersion: 1,
+    highVersion: 1,
+    maxProc: HASH,
+    handle: async (call, w) => {
+      w.fixed(sha(call.args.fixed(call.args.remaining)));
+      return Promise.resolve(undefined);
+    },
+    isNonIdempotent: () => false,
+    releasesRecord: () => false,
+    procName: (proc) => String(proc),
+  };
+
+  it('only a call to a program served here proves a connection: one to another program is closed at the deadline', async () => {
+    const rpc = new RpcServer([program], { maxRecordSize: 1 << 20, drcSize: 16, handshakeTimeoutMs: 300 });
+    const port = await rpc.listenTcp(0, '127.0.0.1');
+    try {
+      const good = await Client.connect(port);
+      assert.deepEqual(await good.call(1, HASH, Buffer.from('abcd')), sha(Buffer.from('abcd')));
+      // A well-formed call to a program this server does not serve (answered PROG_UNAVAIL).
+      const other = net.connect(port, '127.0.0.1');
+      other.on('error', () => undefined);
+      await new Promise<void>((r) => other.once('connect', r));
+      let otherClosed = false;
+      other.once('close', () => (otherClosed = true));
+      const replied = new Promise<void>((r) => other.once('data', () => r()));
+      const rec = encodeCall(7, 12_345, 1, 0, none, Buffer.alloc(0));
+      other.write(Buffer.concat([recordMark(rec.length), rec]));
+      await replied;
+      await until(() => otherClosed);
+      // Well past the deadline, the proven connection is still served.
+      await new Promise((r) => setTimeout(r, 600));
+      assert.deepEqual(await good.call(2, HASH, Buffer.from('efgh')), sha(Buffer.from('efgh')));
+      good.close();
+    } finally {
+      await rpc.close(1000);
+    }
+  });
+});

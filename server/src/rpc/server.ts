@@ -32,7 +32,7 @@ export interface RpcConnectionInfo {
   /** Client IP address (no port): clients reconnect from new ports and retransmit. */
   host: string;
   transport: 'tcp' | 'udp';
-  /** Told when a record of the connection decodes as an RPC call (its handshake: wire/limits.ts). */
+  /** Told when the connection makes a call to a program and version served here, with an accepted credential (its handshake: wire/limits.ts). */
   onCall?: () => void;
 }
 
@@ -66,11 +66,11 @@ export interface RpcServerOptions {
   maxInFlightPerConnection?: number;
   /** Reply bytes of one connection not yet written out past which it is not read (default 2 MiB). */
   maxUnsentReplyBytes?: number;
-  /** TCP connections served at once; past it, the oldest that sent no call yet is closed, or the new one (default 1024). */
+  /** TCP connections served at once; past it, one that made no call yet is closed (wire/limits.ts), or the new one (default 1024). */
   maxConnections?: number;
-  /** TCP connections from one client address at once; 0: no cap (default 256). */
+  /** TCP connections from one client address at once; past it, as above within the address; 0: no cap (default 256). */
   maxConnectionsPerAddress?: number;
-  /** A TCP connection whose first call has not arrived whole this long after it was accepted is closed; 0: never (default 30 s). */
+  /** A TCP connection that made no call to a program served here this long after it was accepted is closed; 0: never (default 30 s). */
   handshakeTimeoutMs?: number;
   /** A connection with no traffic for this long, while none of its calls runs, is closed; 0: never (default 6 min). */
   idleTimeoutMs?: number;
@@ -476,7 +476,6 @@ export class RpcServer {
       this.garbageLog.log({ client: conn.host, err: (err as Error).message, bytes: record.length }, 'dropping undecodable RPC message');
       return undefined;
     }
-    conn.onCall?.();
     try {
       return await this.dispatch(call, record, conn, lateReply, lease);
     } catch (err) {
@@ -518,6 +517,9 @@ export class RpcServer {
     } else if (call.credFlavor !== AuthFlavor.AUTH_NONE && call.proc !== 0) {
       return [encodeAuthError(xid, AuthStat.AUTH_TOOWEAK)];
     }
+    // A call this server serves, with a credential it takes: the connection is past its handshake
+    // (wire/limits.ts). Any well-formed record is not: a call to a program not served proves nothing.
+    conn.onCall?.();
 
     let drcKey: string | null = null;
     let drcEntry: DrcEntry | null = null;

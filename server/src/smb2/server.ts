@@ -26,11 +26,11 @@ export interface SmbServerOptions extends SmbEngineOptions {
   maxFrameSize?: number;
   /** How long a durable open waits for its client after a disconnect (default 16 min; adapters.smb.durable_handle_timeout). */
   durableHandleTimeoutMs?: number;
-  /** Connections served at once; past it, the oldest without a session yet is closed, or the new one (default 1024). */
+  /** Connections served at once; past it, one without a session yet is closed (wire/limits.ts), or the new one (default 1024). */
   maxConnections?: number;
-  /** Connections from one client address at once; 0: no cap (default 256). */
+  /** Connections from one client address at once; past it, as above within the address; 0: no cap (default 256). */
   maxConnectionsPerAddress?: number;
-  /** A connection with no established session this long after it was accepted is closed; 0: never (default 60 s). */
+  /** A connection with no established session this long after its last request (10 x after it was accepted in any case) is closed; 0: never (default 60 s). */
   handshakeTimeoutMs?: number;
   /** A connection with no traffic for this long while none of its requests runs is closed; 0: never (default 15 min). */
   idleTimeoutMs?: number;
@@ -194,6 +194,8 @@ export class SmbServer {
     const alloc = (n: number): Buffer => (n >= POOLED_FRAME_MIN ? pool.take(n) : Buffer.allocUnsafe(n));
 
     const start = (q: Queued): void => {
+      // Each request before a session renews the handshake deadline: a logon may wait for its user.
+      guard.renewHandshake();
       const estimate = replyEstimate(q.frame, MAX_IO);
       active++;
       expected += estimate;

@@ -194,42 +194,63 @@ async function guarded(
 }
 
 describe('ConnectionLimits against a crowd of silent sockets', () => {
-  it('a full listener closes its oldest unproven connection for a new one, never a proven one', async () => {
+  it('a full listener takes room from the address with the most unproven connections, never from a proven one', async () => {
     const guards: { prove(): void }[] = [];
-    const t = await guarded({ maxConnections: 3 }, (g) => guards.push(g));
+    const t = await guarded({ maxConnections: 4, evictGraceMs: 0 }, (g) => guards.push(g));
     try {
       const proven = await t.connect();
       guards[0]!.prove();
+      // A client in the middle of its handshake, and a crowd of two silent sockets from another address.
+      const midway = await t.connect();
       const silent1 = await t.connect('127.0.0.2');
       const silent2 = await t.connect('127.0.0.2');
-      const next = await t.connect();
+      const next = await t.connect('127.0.0.3');
       await silent1.closed;
-      assert.equal(t.limits.connections, 3);
-      const last = await t.connect();
-      await silent2.closed;
-      assert.deepEqual([proven.isClosed(), next.isClosed(), last.isClosed()], [false, false, false]);
-      // All unproven ones but the newest closed in turn; once every connection is proven, a new one is refused.
-      guards[guards.length - 1]!.prove();
-      guards[guards.length - 2]!.prove();
-      const refused = await t.connect();
+      assert.deepEqual([proven.isClosed(), midway.isClosed(), silent2.isClosed(), next.isClosed()], [false, false, false, false]);
+      assert.equal(t.limits.connections, 4);
+      // Once every connection has proven itself, a new one is refused and nobody is closed.
+      for (const g of guards.slice(1)) g.prove();
+      const refused = await t.connect('127.0.0.4');
       await refused.closed;
-      assert.deepEqual([proven.isClosed(), next.isClosed(), last.isClosed()], [false, false, false]);
+      assert.deepEqual([proven.isClosed(), midway.isClosed(), silent2.isClosed(), next.isClosed()], [false, false, false, false]);
     } finally {
       await t.close();
     }
   });
 
-  it('refuses a connection past the per-address cap and counts each address apart', async () => {
-    const t = await guarded({ maxConnections: 100, maxConnectionsPerAddress: 2 });
+  it('an unproven connection younger than the grace period is not closed for a new one: the new one is refused', async () => {
+    const t = await guarded({ maxConnections: 2, evictGraceMs: 60_000 });
     try {
-      const a = [await t.connect('127.0.0.2'), await t.connect('127.0.0.2')];
-      const third = await t.connect('127.0.0.2');
-      await third.closed;
+      const a = await t.connect('127.0.0.2');
+      const b = await t.connect('127.0.0.2');
+      const c = await t.connect('127.0.0.3');
+      await c.closed;
+      assert.deepEqual([a.isClosed(), b.isClosed()], [false, false]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('at the per-address cap the oldest unproven connection of that address makes room; each address counts apart', async () => {
+    const guards: { prove(): void }[] = [];
+    const t = await guarded({ maxConnections: 100, maxConnectionsPerAddress: 2, evictGraceMs: 0 }, (g) => guards.push(g));
+    try {
       const other = await t.connect('127.0.0.3');
-      assert.deepEqual([a[0]!.isClosed(), a[1]!.isClosed(), other.isClosed()], [false, false, false]);
+      const a1 = await t.connect('127.0.0.2');
+      const a2 = await t.connect('127.0.0.2');
+      // A real client behind the same address as two silent sockets still gets in.
+      const a3 = await t.connect('127.0.0.2');
+      await a1.closed;
+      assert.deepEqual([a2.isClosed(), a3.isClosed(), other.isClosed()], [false, false, false]);
       assert.deepEqual([t.limits.connectionsFrom('127.0.0.2'), t.limits.connectionsFrom('127.0.0.3')], [2, 1]);
+      // Both proven: the address's next connection is refused.
+      guards[2]!.prove();
+      guards[3]!.prove();
+      const a4 = await t.connect('127.0.0.2');
+      await a4.closed;
+      assert.deepEqual([a2.isClosed(), a3.isClosed()], [false, false]);
       // A slot freed is a slot again.
-      a[0]!.sock.destroy();
+      a2.sock.destroy();
       const deadline = Date.now() + 10_000;
       while (t.limits.connectionsFrom('127.0.0.2') > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       const again = await t.connect('127.0.0.2');
@@ -240,20 +261,26 @@ describe('ConnectionLimits against a crowd of silent sockets', () => {
     }
   });
 
-  it('closes a connection not proven within the handshake timeout, and keeps a proven one', async () => {
-    const guards: { prove(): void }[] = [];
+  it('closes a connection not proven within the handshake timeout; a renewed one lasts until ten times it', async () => {
+    const guards: { prove(): void; renewHandshake(): void }[] = [];
     const t = await guarded({ handshakeTimeoutMs: 300 }, (g) => guards.push(g));
     try {
-      const slow = await t.connect();
+      const silent = await t.connect();
+      const renewing = await t.connect();
       const quick = await t.connect();
-      guards[1]!.prove();
-      // The unproven one closes whatever it sends meanwhile.
-      const talk = setInterval(() => slow.sock.write('x'), 50);
-      await slow.closed;
+      guards[2]!.prove();
+      // Bytes alone renew nothing; the engine's renewHandshake (a request) does.
+      const talk = setInterval(() => {
+        silent.sock.write('x');
+        guards[1]!.renewHandshake();
+      }, 50);
+      const started = Date.now();
+      await silent.closed;
+      await renewing.closed;
       clearInterval(talk);
-      // Several sweeps later the proven one is still there.
-      await new Promise((r) => setTimeout(r, 600));
-      assert.equal(quick.isClosed(), false);
+      const lasted = Date.now() - started;
+      assert.ok(lasted >= 2_500, `the renewed connection lasted ${lasted} ms, about ten handshake timeouts`);
+      assert.equal(quick.isClosed(), false, 'the proven one stays');
       assert.equal(t.limits.connections, 1);
     } finally {
       await t.close();

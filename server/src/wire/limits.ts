@@ -13,10 +13,12 @@
 //   ConnectionLimits (one per listener): the connection caps, the idle and handshake timeouts and
 //     the budget.
 //     admit(socket) -> a ConnectionGuard, or null when the connection is refused (the socket is
-//       destroyed): its address has maxConnectionsPerAddress already,
-//       or the listener is full and every connection has proven itself. A full listener makes room
-//       by closing its oldest connection that has not (yet): a crowd of silent sockets cannot keep
-//       a real client out.
+//       destroyed). At a cap, a connection that has not proven itself (below) and is older than
+//       evictGraceMs is closed to make room: at the per-address cap, the oldest such of that
+//       address; at the listener's cap, one of the address holding the most such (a crowd of
+//       silent sockets, from one address or several, cannot keep a real client out, and a client
+//       in the middle of its handshake is the last to go). Only when there is none is the new
+//       connection refused.
 //     close() stops the idle sweep.
 //   ConnectionGuard (one per connection): when the socket reads.
 //     hold(reason) / release(reason): reading is paused while any reason holds (PauseReason).
@@ -24,9 +26,10 @@
 //       (calls in flight, a frame waiting for the budget); the idle timeout skips busy connections.
 //     An idle connection (no byte read and none written out for idleTimeoutMs while not busy) is
 //       destroyed: this also ends one that never reads its replies.
-//     prove(): the engine says the client got past the protocol's first step (NFS: a call that
-//       decodes; SMB: an established session). One that has not within handshakeTimeoutMs of
-//       being accepted is destroyed.
+//     prove(): the engine says the client got past the protocol's first step (NFS: a call to a
+//       program served here; SMB: an established session). One that has not is destroyed once
+//       handshakeTimeoutMs pass without renewHandshake() (the engine calls it at each request, as a
+//       logon may wait for its user to type a password), and at 10 x handshakeTimeoutMs in any case.
 //   LogLimiter: a message logged at most `burst` times per interval, then one summary line with
 //     the count of those left out.
 //   ReplyBudget (one per server): bytes of replies handed to sockets and not yet written out,
@@ -171,12 +174,17 @@ export class RequestBudget {
 }
 
 export interface ConnectionLimitsOptions {
-  /** Connections served at once; past it, the oldest that has not proven itself is closed, or the new one. */
+  /** Connections served at once; past it, one that has not proven itself is closed, or the new one (see the header). */
   maxConnections: number;
   /** Connections from one client address at once; more are closed as they arrive. 0: no cap. */
   maxConnectionsPerAddress?: number;
-  /** A connection not proven (ConnectionGuard.prove) this long after it was accepted is closed. 0: never. */
+  /**
+   * A connection not proven (ConnectionGuard.prove) this long after it was accepted, or after its
+   * last renewHandshake(), is closed; at 10 times this after it was accepted in any case. 0: never.
+   */
   handshakeTimeoutMs?: number;
+  /** An unproven connection younger than this is not closed to make room (default 1 s). */
+  evictGraceMs?: number;
   /** A connection with no traffic for this long while not busy is closed. 0: never. */
   idleTimeoutMs: number;
   /** Bytes of request buffers across all connections (RequestBudget). */
@@ -209,16 +217,26 @@ export class ConnectionGuard {
   /** Whether the client got past the protocol's first step (see prove()). */
   proven = false;
   readonly acceptedAt = Date.now();
+  /** When the handshake deadline counts from (renewHandshake). */
+  handshakeFrom = this.acceptedAt;
 
   constructor(
     readonly socket: net.Socket,
     /** The address the per-address cap counts it under (addressKey). */
     readonly address: string,
+    private readonly proved: (g: ConnectionGuard) => void = () => undefined,
   ) {}
 
-  /** The client got past the protocol's first step: no handshake deadline, not the first closed when the listener is full. */
+  /** The client got past the protocol's first step: no handshake deadline, never closed to make room. */
   prove(): void {
+    if (this.proven) return;
     this.proven = true;
+    this.proved(this);
+  }
+
+  /** A request of the handshake arrived: its deadline counts from now (within the hard limit). */
+  renewHandshake(): void {
+    if (!this.proven) this.handshakeFrom = Date.now();
   }
 
   hold(reason: PauseReason): void {
@@ -263,11 +281,18 @@ export function addressKey(address: string | undefined): string {
   }
 }
 
+/** Default of ConnectionLimitsOptions.evictGraceMs. */
+const EVICT_GRACE_MS = 1000;
+/** An unproven connection goes at this many handshake timeouts after it was accepted, renewed or not. */
+const HANDSHAKE_LIMIT = 10;
+
 export class ConnectionLimits {
   readonly budget: RequestBudget;
   /** In the order accepted (a Set keeps it): the oldest unproven one is the first found. */
   private readonly guards = new Set<ConnectionGuard>();
   private readonly perAddress = new Map<string, number>();
+  /** Unproven connections per address (which address a full listener takes room from). */
+  private readonly unprovenFrom = new Map<string, number>();
   /** Connections admit() has decided on, admitted or refused. */
   decided = 0;
   private readonly sweep: NodeJS.Timeout | null;
@@ -301,34 +326,69 @@ export class ConnectionLimits {
     const address = addressKey(socket.remoteAddress);
     const perAddress = this.opts.maxConnectionsPerAddress ?? 0;
     if (perAddress > 0 && (this.perAddress.get(address) ?? 0) >= perAddress) {
-      this.refused.log({ peer, address, max: perAddress }, `${this.opts.name} connection refused: too many connections from this address`);
-      socket.destroy();
-      return null;
+      const room = this.victim(address);
+      if (room === null) {
+        this.refused.log(
+          { peer, address, max: perAddress },
+          `${this.opts.name} connection refused: too many connections from this address`,
+        );
+        socket.destroy();
+        return null;
+      }
+      this.closeGuard(room, this.refused, { newPeer: peer, max: perAddress }, 'address at its cap: making room for a new connection');
     }
     if (this.guards.size >= this.opts.maxConnections) {
-      let oldest: ConnectionGuard | null = null;
-      for (const g of this.guards)
-        if (!g.proven) {
-          oldest = g;
-          break;
-        }
-      if (oldest === null) {
+      const room = this.victim(null);
+      if (room === null) {
         this.refused.log({ peer, max: this.opts.maxConnections }, `${this.opts.name} connection refused: too many connections`);
         socket.destroy();
         return null;
       }
       this.closeGuard(
-        oldest,
+        room,
         this.refused,
         { newPeer: peer, max: this.opts.maxConnections },
-        'listener full: closing its oldest connection that has not proven itself',
+        'listener full: making room for a new connection',
       );
     }
-    const g = new ConnectionGuard(socket, address);
+    // A connection closed (and forgotten) before its proof arrives was counted out then.
+    const g = new ConnectionGuard(socket, address, (p) => this.guards.has(p) && this.countUnproven(p.address, -1));
     this.guards.add(g);
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
+    this.countUnproven(address, 1);
     socket.once('close', () => this.forget(g));
     return g;
+  }
+
+  /**
+   * The connection to close for a new one: unproven and past the grace period; of `address` the
+   * oldest, else one of the address holding the most unproven connections (the oldest of those).
+   * Null when there is none.
+   */
+  private victim(address: string | null): ConnectionGuard | null {
+    const before = Date.now() - (this.opts.evictGraceMs ?? EVICT_GRACE_MS);
+    let best: ConnectionGuard | null = null;
+    let bestCount = 0;
+    // In the order accepted: the first found of an address is its oldest.
+    for (const g of this.guards) {
+      if (g.proven || g.acceptedAt > before) continue;
+      if (address !== null) {
+        if (g.address === address) return g;
+        continue;
+      }
+      const n = this.unprovenFrom.get(g.address) ?? 0;
+      if (n > bestCount) {
+        best = g;
+        bestCount = n;
+      }
+    }
+    return best;
+  }
+
+  private countUnproven(address: string, by: number): void {
+    const n = (this.unprovenFrom.get(address) ?? 0) + by;
+    if (n > 0) this.unprovenFrom.set(address, n);
+    else this.unprovenFrom.delete(address);
   }
 
   /** Connections counted under an address key (tests, metrics). */
@@ -338,6 +398,7 @@ export class ConnectionLimits {
 
   private forget(g: ConnectionGuard): void {
     if (!this.guards.delete(g)) return;
+    if (!g.proven) this.countUnproven(g.address, -1);
     const n = (this.perAddress.get(g.address) ?? 1) - 1;
     if (n > 0) this.perAddress.set(g.address, n);
     else this.perAddress.delete(g.address);
@@ -381,7 +442,7 @@ export class ConnectionLimits {
       if (recordMs > 0 && this.recordTooSlow(g, now, recordMs)) continue;
       // Unproven this long: closed whatever it sends (a client that keeps sending NEGOTIATEs, or
       // wrong passwords, is not on its way in).
-      if (handshakeMs > 0 && !g.proven && now - g.acceptedAt >= handshakeMs) {
+      if (handshakeMs > 0 && !g.proven && (now - g.handshakeFrom >= handshakeMs || now - g.acceptedAt >= HANDSHAKE_LIMIT * handshakeMs)) {
         this.closeGuard(g, this.idleClosed, { afterMs: now - g.acceptedAt }, 'the client did not get past the first step in time');
         continue;
       }
