@@ -32,7 +32,7 @@ export interface RpcConnectionInfo {
   /** Client IP address (no port): clients reconnect from new ports and retransmit. */
   host: string;
   transport: 'tcp' | 'udp';
-  /** Told when the connection makes a call to a program and version served here, with an accepted credential (its handshake: wire/limits.ts). */
+  /** Told when the connection makes a call to a program and version served here, past the credential check (its handshake: wire/limits.ts). */
   onCall?: () => void;
 }
 
@@ -517,8 +517,9 @@ export class RpcServer {
     } else if (call.credFlavor !== AuthFlavor.AUTH_NONE && call.proc !== 0) {
       return [encodeAuthError(xid, AuthStat.AUTH_TOOWEAK)];
     }
-    // A call this server serves, with a credential it takes: the connection is past its handshake
-    // (wire/limits.ts). Any well-formed record is not: a call to a program not served proves nothing.
+    // A call to a program and version served here, past the credential check (which NULL skips: a
+    // NULL call proves a connection too): the connection is past its handshake (wire/limits.ts). A
+    // well-formed record alone is not: a call to a program not served proves nothing.
     conn.onCall?.();
 
     let drcKey: string | null = null;

@@ -100,6 +100,19 @@ import { type DurableTable, durableTableOf } from './durable.js';
 import { isBodyStatus, NtStatus, ntStatusOf, SmbStatusError, statusLabel } from './status.js';
 import { smbShareKey, smbShareName } from './share-name.js';
 
+/**
+ * How a connection's handshake goes, for the connection limits (wire/limits.ts): `progressed` at a
+ * NEGOTIATE answered and at each SESSION_SETUP leg that asks for the next (a logon may wait for its
+ * user to type a password meanwhile); `established` at a session set up. Requests that bring no
+ * session nearer (ECHO, a failed SESSION_SETUP) tell nothing.
+ */
+export interface SmbHandshake {
+  progressed(): void;
+  established(): void;
+}
+
+const NO_HANDSHAKE: SmbHandshake = { progressed: () => undefined, established: () => undefined };
+
 export interface SmbEngineOptions {
   fs: FileService;
   directory: SmbUserDirectory;
@@ -250,8 +263,8 @@ export class SmbConnection implements SessionOwner {
     private readonly log?: Logger,
     /** The client's IP address: failed logons are counted per address (and user). */
     private readonly clientAddress = '',
-    /** Called at each session established: the connection is past its handshake (wire/limits.ts). */
-    private readonly onSession: () => void = () => undefined,
+    /** Told how the connection's handshake goes (wire/limits.ts). */
+    private readonly handshake: SmbHandshake = NO_HANDSHAKE,
   ) {
     this.caching = {
       clientGuid: this.clientGuid,
@@ -832,6 +845,7 @@ export class SmbConnection implements SessionOwner {
     switch (h.command) {
       case Command.NEGOTIATE:
         this.negotiate(r, w, reply, chain.compound);
+        this.handshake.progressed();
         return ok;
       case Command.SESSION_SETUP:
         return { status: await this.sessionSetup(h, r, w, reply, chain.compound), data: null };
@@ -1187,6 +1201,7 @@ export class SmbConnection implements SessionOwner {
     }));
     const step = await exchange.step(req.securityBuffer);
     if (step.kind === 'continue') {
+      this.handshake.progressed();
       writeSessionSetupResponse(w, 0, step.token);
       if (hashing) reply.onSent = (msg) => (session.preauthHash = sha512(session.preauthHash!, msg));
       return NtStatus.MORE_PROCESSING_REQUIRED;
@@ -1273,7 +1288,7 @@ export class SmbConnection implements SessionOwner {
       },
       'SMB session established',
     );
-    this.onSession();
+    this.handshake.established();
     return NtStatus.SUCCESS;
   }
 

@@ -188,14 +188,15 @@ export class SmbServer {
       this.framingLog.log({ peer, why }, 'SMB connection closed: protocol error');
       socket.destroy();
     };
-    const conn = new SmbConnection(this.engine, send, abort, clog, socket.remoteAddress ?? '', () => guard.prove());
+    const conn = new SmbConnection(this.engine, send, abort, clog, socket.remoteAddress ?? '', {
+      progressed: () => guard.renewHandshake(),
+      established: () => guard.prove(),
+    });
     this.sockets.set(socket, { conn });
     const pool = this.framePool;
     const alloc = (n: number): Buffer => (n >= POOLED_FRAME_MIN ? pool.take(n) : Buffer.allocUnsafe(n));
 
     const start = (q: Queued): void => {
-      // Each request before a session renews the handshake deadline: a logon may wait for its user.
-      guard.renewHandshake();
       const estimate = replyEstimate(q.frame, MAX_IO);
       active++;
       expected += estimate;

@@ -3,7 +3,15 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { addressKey, ConnectionLimits, type ConnectionLimitsOptions, LogLimiter, ReplyBudget, RequestBudget } from './limits.js';
+import {
+  addressGroup,
+  addressKey,
+  ConnectionLimits,
+  type ConnectionLimitsOptions,
+  LogLimiter,
+  ReplyBudget,
+  RequestBudget,
+} from './limits.js';
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -218,6 +226,31 @@ describe('ConnectionLimits against a crowd of silent sockets', () => {
     }
   });
 
+  it('a crowd that keeps connecting closes its own sockets, never a lone client in the middle of its handshake', async () => {
+    const t = await guarded({ maxConnections: 4, evictGraceMs: 100 });
+    try {
+      const midway = await t.connect();
+      const crowd = [await t.connect('127.0.0.2'), await t.connect('127.0.0.2'), await t.connect('127.0.0.2')];
+      await new Promise((r) => setTimeout(r, 200));
+      // A burst: the crowd's older sockets make room for its new ones; then, its new ones being
+      // young, the burst is refused rather than closing the lone client.
+      const burst = [];
+      for (let i = 0; i < 6; i++) burst.push(await t.connect('127.0.0.2'));
+      await Promise.all(crowd.map((c) => c.closed));
+      const deadline = Date.now() + 10_000;
+      while (burst.filter((b) => b.isClosed()).length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(midway.isClosed(), false, 'the lone client in the middle of its handshake stays');
+      assert.deepEqual(
+        burst.map((b) => b.isClosed()),
+        [false, false, false, true, true, true],
+        'the first three of the burst got the room of the three old ones, the rest were refused',
+      );
+      assert.equal(t.limits.connections, 4);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('an unproven connection younger than the grace period is not closed for a new one: the new one is refused', async () => {
     const t = await guarded({ maxConnections: 2, evictGraceMs: 60_000 });
     try {
@@ -294,6 +327,10 @@ describe('ConnectionLimits against a crowd of silent sockets', () => {
     // Two hosts of one /64 (an office LAN) are two addresses.
     assert.notEqual(addressKey('2001:db8:1:2::1'), addressKey('2001:db8:1:2::2'));
     assert.equal(addressKey(undefined), 'unknown');
+    // A full listener ranks IPv6 addresses by their /64 (one host can hold a whole /64).
+    assert.equal(addressGroup('2001:db8:1:2::1'), '2001:db8:1:2::/64');
+    assert.equal(addressGroup('2001:db8:1:2:aaaa:bbbb:cccc:dddd'), '2001:db8:1:2::/64');
+    assert.equal(addressGroup('10.1.2.3'), '10.1.2.3');
   });
 });
 

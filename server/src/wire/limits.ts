@@ -15,10 +15,12 @@
 //     admit(socket) -> a ConnectionGuard, or null when the connection is refused (the socket is
 //       destroyed). At a cap, a connection that has not proven itself (below) and is older than
 //       evictGraceMs is closed to make room: at the per-address cap, the oldest such of that
-//       address; at the listener's cap, one of the address holding the most such (a crowd of
-//       silent sockets, from one address or several, cannot keep a real client out, and a client
-//       in the middle of its handshake is the last to go). Only when there is none is the new
-//       connection refused.
+//       address; at the listener's cap, the oldest such of the group holding the most unproven
+//       connections (a group: an IPv4 address, or an IPv6 /64, which one host can hold whole), and
+//       only of a group holding more than the newcomer's own, or of that one. So a crowd of silent
+//       sockets cannot keep a real client out, and a crowd that keeps connecting closes its own
+//       sockets, not a client in the middle of its handshake. When there is none, the new
+//       connection is refused.
 //     close() stops the idle sweep.
 //   ConnectionGuard (one per connection): when the socket reads.
 //     hold(reason) / release(reason): reading is paused while any reason holds (PauseReason).
@@ -28,8 +30,9 @@
 //       destroyed: this also ends one that never reads its replies.
 //     prove(): the engine says the client got past the protocol's first step (NFS: a call to a
 //       program served here; SMB: an established session). One that has not is destroyed once
-//       handshakeTimeoutMs pass without renewHandshake() (the engine calls it at each request, as a
-//       logon may wait for its user to type a password), and at 10 x handshakeTimeoutMs in any case.
+//       handshakeTimeoutMs pass without renewHandshake() (the engine calls it at each step of the
+//       handshake that goes forward: a logon may wait for its user to type a password), and at
+//       10 x handshakeTimeoutMs in any case.
 //   LogLimiter: a message logged at most `burst` times per interval, then one summary line with
 //     the count of those left out.
 //   ReplyBudget (one per server): bytes of replies handed to sockets and not yet written out,
@@ -224,6 +227,8 @@ export class ConnectionGuard {
     readonly socket: net.Socket,
     /** The address the per-address cap counts it under (addressKey). */
     readonly address: string,
+    /** Its group when a full listener takes room (addressGroup). */
+    readonly group: string,
     private readonly proved: (g: ConnectionGuard) => void = () => undefined,
   ) {}
 
@@ -286,12 +291,27 @@ const EVICT_GRACE_MS = 1000;
 /** An unproven connection goes at this many handshake timeouts after it was accepted, renewed or not. */
 const HANDSHAKE_LIMIT = 10;
 
+/**
+ * The group a full listener ranks a connection's address in: an IPv4 address alone; an IPv6
+ * address by its /64, which one host can hold whole (so counting IPv6 addresses one by one would let
+ * one host look like a crowd of lone clients).
+ */
+export function addressGroup(key: string): string {
+  if (!ipaddr.IPv6.isValid(key)) return key;
+  try {
+    const parts = ipaddr.IPv6.parse(key).parts.slice(0, 4);
+    return `${parts.map((p) => p.toString(16)).join(':')}::/64`;
+  } catch {
+    return key;
+  }
+}
+
 export class ConnectionLimits {
   readonly budget: RequestBudget;
   /** In the order accepted (a Set keeps it): the oldest unproven one is the first found. */
   private readonly guards = new Set<ConnectionGuard>();
   private readonly perAddress = new Map<string, number>();
-  /** Unproven connections per address (which address a full listener takes room from). */
+  /** Unproven connections per group (addressGroup: which group a full listener takes room from). */
   private readonly unprovenFrom = new Map<string, number>();
   /** Connections admit() has decided on, admitted or refused. */
   decided = 0;
@@ -324,9 +344,10 @@ export class ConnectionLimits {
     this.decided++;
     const peer = `${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? 0}`;
     const address = addressKey(socket.remoteAddress);
+    const group = addressGroup(address);
     const perAddress = this.opts.maxConnectionsPerAddress ?? 0;
     if (perAddress > 0 && (this.perAddress.get(address) ?? 0) >= perAddress) {
-      const room = this.victim(address);
+      const room = this.victim(address, group);
       if (room === null) {
         this.refused.log(
           { peer, address, max: perAddress },
@@ -338,7 +359,7 @@ export class ConnectionLimits {
       this.closeGuard(room, this.refused, { newPeer: peer, max: perAddress }, 'address at its cap: making room for a new connection');
     }
     if (this.guards.size >= this.opts.maxConnections) {
-      const room = this.victim(null);
+      const room = this.victim(null, group);
       if (room === null) {
         this.refused.log({ peer, max: this.opts.maxConnections }, `${this.opts.name} connection refused: too many connections`);
         socket.destroy();
@@ -352,10 +373,10 @@ export class ConnectionLimits {
       );
     }
     // A connection closed (and forgotten) before its proof arrives was counted out then.
-    const g = new ConnectionGuard(socket, address, (p) => this.guards.has(p) && this.countUnproven(p.address, -1));
+    const g = new ConnectionGuard(socket, address, group, (p) => this.guards.has(p) && this.countUnproven(p.group, -1));
     this.guards.add(g);
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
-    this.countUnproven(address, 1);
+    this.countUnproven(group, 1);
     socket.once('close', () => this.forget(g));
     return g;
   }
@@ -365,19 +386,21 @@ export class ConnectionLimits {
    * oldest, else one of the address holding the most unproven connections (the oldest of those).
    * Null when there is none.
    */
-  private victim(address: string | null): ConnectionGuard | null {
+  private victim(address: string | null, newcomerGroup: string): ConnectionGuard | null {
     const before = Date.now() - (this.opts.evictGraceMs ?? EVICT_GRACE_MS);
+    const own = this.unprovenFrom.get(newcomerGroup) ?? 0;
     let best: ConnectionGuard | null = null;
     let bestCount = 0;
-    // In the order accepted: the first found of an address is its oldest.
+    // In the order accepted: the first found of a group is its oldest.
     for (const g of this.guards) {
       if (g.proven || g.acceptedAt > before) continue;
       if (address !== null) {
         if (g.address === address) return g;
         continue;
       }
-      const n = this.unprovenFrom.get(g.address) ?? 0;
-      if (n > bestCount) {
+      const n = this.unprovenFrom.get(g.group) ?? 0;
+      // Never from a group holding no more unproven connections than the newcomer's, but its own.
+      if (n > bestCount && (n > own || g.group === newcomerGroup)) {
         best = g;
         bestCount = n;
       }
@@ -385,10 +408,10 @@ export class ConnectionLimits {
     return best;
   }
 
-  private countUnproven(address: string, by: number): void {
-    const n = (this.unprovenFrom.get(address) ?? 0) + by;
-    if (n > 0) this.unprovenFrom.set(address, n);
-    else this.unprovenFrom.delete(address);
+  private countUnproven(group: string, by: number): void {
+    const n = (this.unprovenFrom.get(group) ?? 0) + by;
+    if (n > 0) this.unprovenFrom.set(group, n);
+    else this.unprovenFrom.delete(group);
   }
 
   /** Connections counted under an address key (tests, metrics). */
@@ -398,7 +421,7 @@ export class ConnectionLimits {
 
   private forget(g: ConnectionGuard): void {
     if (!this.guards.delete(g)) return;
-    if (!g.proven) this.countUnproven(g.address, -1);
+    if (!g.proven) this.countUnproven(g.group, -1);
     const n = (this.perAddress.get(g.address) ?? 1) - 1;
     if (n > 0) this.perAddress.set(g.address, n);
     else this.perAddress.delete(g.address);
@@ -440,8 +463,8 @@ export class ConnectionLimits {
     const handshakeMs = this.opts.handshakeTimeoutMs ?? 0;
     for (const g of this.guards) {
       if (recordMs > 0 && this.recordTooSlow(g, now, recordMs)) continue;
-      // Unproven this long: closed whatever it sends (a client that keeps sending NEGOTIATEs, or
-      // wrong passwords, is not on its way in).
+      // Unproven this long since the last step the engine counted as progress (renewHandshake), or
+      // ten times that since it was accepted: closed whatever else it sends.
       if (handshakeMs > 0 && !g.proven && (now - g.handshakeFrom >= handshakeMs || now - g.acceptedAt >= HANDSHAKE_LIMIT * handshakeMs)) {
         this.closeGuard(g, this.idleClosed, { afterMs: now - g.acceptedAt }, 'the client did not get past the first step in time');
         continue;
