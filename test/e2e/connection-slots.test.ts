@@ -16,7 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
 import { authSys, NFS_PROGRAM, NFS_V3, NfsProc, RpcConnection } from '../helpers/rpc-client.js';
-import { runTool } from '../helpers/run.js';
+import { runTool, smbclient } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { bodies, smb2Message, SmbCommand, SmbTestClient } from '../helpers/smb-client.js';
 
@@ -151,15 +151,7 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
       tcp.writeUInt32BE(negotiate.length, 0);
       await behindCrowd(srv.smbPort, Buffer.concat([tcp, negotiate]));
       assert.equal(smbCrowd[0]!.closed, true, 'the oldest silent socket of that address made room');
-      const r = await runTool('smbclient', [
-        '//127.0.0.1/export',
-        '-p',
-        String(srv.smbPort),
-        '-U',
-        `${USER}%${PASSWORD}`,
-        '-c',
-        `put ${src} slots-smb.bin; get slots-smb.bin ${back}.smb`,
-      ]);
+      const r = await smbclient(srv.smbPort, USER, PASSWORD, `put ${src} slots-smb.bin; get slots-smb.bin ${back}.smb`);
       assert.equal(r.code, 0, `smbclient into a listener full of silent sockets: ${r.stdout}${r.stderr}`);
       assert.ok((await readFile(`${back}.smb`)).equals(data), 'smbclient round trip: bytes differ');
       madeRoom(smbCrowd, 2);

@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { connectRaw, MiB, mib, RSS_LIMIT, RssSampler, until, untilRssSettles } from '../helpers/hostile.js';
 import { SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
-import { runTool } from '../helpers/run.js';
+import { smbclient } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { bodies, SmbCommand, smb2Message, SmbTestClient } from '../helpers/smb-client.js';
 
@@ -41,15 +41,7 @@ describe('hostile SMB clients cannot make the server grow without bound', { time
     const back = path.join(tmp, `${label}.back`);
     const data = randomBytes(3 * MiB + 123);
     await writeFile(src, data);
-    const r = await runTool('smbclient', [
-      '//127.0.0.1/export',
-      '-p',
-      String(srv.smbPort),
-      '-U',
-      `${USER}%${PASSWORD}`,
-      '-c',
-      `put ${src} ${label}.bin; get ${label}.bin ${back}`,
-    ]);
+    const r = await smbclient(srv.smbPort, USER, PASSWORD, `put ${src} ${label}.bin; get ${label}.bin ${back}`);
     assert.equal(r.code, 0, `smbclient after ${label}: ${r.stdout}${r.stderr}`);
     assert.ok((await readFile(back)).equals(data), `smbclient round trip after ${label}: bytes differ`);
   }

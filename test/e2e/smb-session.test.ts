@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { takeOverAdmin } from '../helpers/api.js';
 import { runCli } from '../helpers/cli.js';
 import { until } from '../helpers/hostile.js';
-import { runTool } from '../helpers/run.js';
+import { smbclient } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 
 /** How long a log line may take to arrive after the reply it explains (a pipe, a loaded machine). */
@@ -38,17 +38,7 @@ describe('SMB logons follow dittofsctl user changes', { timeout: 600_000 }, () =
 
   /** `smbclient -c ls` as `user`; the combined output and exit code. */
   async function smbLs(user: string, password: string): Promise<{ code: number | null; out: string }> {
-    const r = await runTool('smbclient', [
-      '//127.0.0.1/export',
-      '-p',
-      String(srv.smbPort),
-      '-U',
-      `${user}%${password}`,
-      '-m',
-      'SMB2_10',
-      '-c',
-      'ls',
-    ]);
+    const r = await smbclient(srv.smbPort, user, password, 'ls', ['-m', 'SMB2_10']);
     return { code: r.code, out: r.stdout + r.stderr };
   }
 

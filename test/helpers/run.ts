@@ -98,3 +98,18 @@ export function runTool(cmd: string, argv: string[], opts: ToolOptions = {}): Pr
     });
   });
 }
+
+/**
+ * smbclient on //127.0.0.1/`share` at `port`, logged on as `user`, running `commands` (its -c);
+ * `extra` options go before -c (`-m SMB2_10`). As runTool: the result says how it went.
+ */
+export function smbclient(
+  port: number,
+  user: string,
+  password: string,
+  commands: string,
+  extra: string[] = [],
+  share = 'export',
+): Promise<ToolResult> {
+  return runTool('smbclient', [`//127.0.0.1/${share}`, '-p', String(port), '-U', `${user}%${password}`, ...extra, '-c', commands]);
+}

@@ -67,8 +67,8 @@ adapters:
     # (CREATE, REMOVE, RENAME, ...) gets its original reply instead of running twice.
     drc_size: 1024
     # Limits on what clients can make the server hold. Connections served at once; past it, a
-    # connection that has made no call yet (older than 1 s, from the address with the most such)
-    # is closed to make room, else the new one is refused:
+    # connection that has made no call yet (older than 1 s, from the address or IPv6 /64 with the
+    # most such) is closed to make room, else the new one is refused:
     max_connections: 1024
     # Connections from one client address; past it, as above, within that address. Keep it above
     # what one NAT or Kubernetes node in front of many clients opens. 0: no cap.

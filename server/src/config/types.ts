@@ -116,8 +116,8 @@ export interface DittoConfig {
       drc_size: number;
       /**
        * TCP connections served at once (default 1024); past it, a connection that has made no call
-       * yet (older than 1 s, of the address holding the most) is closed to make room, or the new one
-       * when there is none.
+       * yet (older than 1 s, of the address or IPv6 /64 holding the most, and more than the
+       * newcomer's) is closed to make room, or the new one when there is none.
        */
       max_connections: number;
       /**
@@ -168,8 +168,8 @@ export interface DittoConfig {
       durable_handle_timeout: number;
       /**
        * TCP connections served at once (default 1024); past it, a connection with no session
-       * established yet (older than 1 s, of the address holding the most) is closed to make room, or
-       * the new one when there is none.
+       * established yet (older than 1 s, of the address or IPv6 /64 holding the most, and more than
+       * the newcomer's) is closed to make room, or the new one when there is none.
        */
       max_connections: number;
       /**
