@@ -565,6 +565,7 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
           idleTimeoutMs: nfsCfg.idle_timeout,
           maxBufferedRequestBytes: nfsCfg.max_buffered_request_bytes,
           name: 'NFS',
+          settings: 'adapters.nfs',
           log,
           ...(metrics ? { observer: metrics } : {}),
         });

@@ -83,6 +83,8 @@ export interface RpcServerOptions {
   maxUnsentReplyBytesTotal?: number;
   /** A record must arrive whole within this long of its first byte, or the connection is closed; 0: no limit (default 2 min). */
   recordTimeoutMs?: number;
+  /** The config section of the connection limits (`adapters.nfs`), named when a client is refused. */
+  settings?: string;
   /** Name of the protocol in log lines (default `RPC`). */
   name?: string;
   log?: Logger;
@@ -227,6 +229,7 @@ export class RpcServer {
       maxBufferedRequestBytes: budget,
       recordTimeoutMs: opts.recordTimeoutMs ?? RPC_SERVER_DEFAULTS.recordTimeoutMs,
       name,
+      ...(opts.settings !== undefined ? { settings: opts.settings } : {}),
       ...(opts.log ? { log: opts.log } : {}),
     });
     this.replies = new ReplyBudget(opts.maxUnsentReplyBytesTotal ?? RPC_SERVER_DEFAULTS.maxUnsentReplyBytesTotal);

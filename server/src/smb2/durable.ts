@@ -26,6 +26,7 @@ import { leaseRequestOf, leaseResponse, OplockLevel, releaseOpen } from './oploc
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import type { SmbWriter } from './codec.js';
+import { Tally } from '../tally.js';
 
 /** MS-SMB2 3.3.2.2 (<217>: Windows keeps a v1 durable handle 16 minutes). */
 export const DEFAULT_DURABLE_TIMEOUT_MS = 16 * 60_000;
@@ -138,7 +139,7 @@ function preservable(open: Open): boolean {
 /** MS-SMB2 3.3.1.10 GlobalOpenTable, for the durable opens that have no connection now. */
 export class DurableTable {
   private readonly byId = new Map<number, Preserved>();
-  private readonly perUser = new Map<string, number>();
+  private readonly perUser = new Tally<string>();
   readonly timeoutMs: number;
   readonly maxPreserved: number;
   readonly maxPerUser: number;
@@ -168,7 +169,7 @@ export class DurableTable {
     const owner = open.tree.session.owner;
     if (owner === null) return false;
     const user = owner.name.toLowerCase();
-    const mine = this.perUser.get(user) ?? 0;
+    const mine = this.perUser.get(user);
     if (this.byId.size >= this.maxPreserved || mine >= this.maxPerUser) {
       this.log?.info({ user, preserved: this.byId.size }, 'durable open not preserved: too many preserved opens');
       return false;
@@ -178,7 +179,7 @@ export class DurableTable {
     // A preserved open is not work in flight: it must not keep the process alive.
     timer.unref();
     this.byId.set(open.id, { open, user, timer });
-    this.perUser.set(user, mine + 1);
+    this.perUser.add(user);
     open.expire = () => this.expire(open);
     this.log?.info(
       { user, path: open.path, timeoutMs: open.durableTimeoutMs ?? this.timeoutMs, v2: open.createGuid !== null },
@@ -193,9 +194,7 @@ export class DurableTable {
     if (!p) return undefined;
     this.byId.delete(id);
     clearTimeout(p.timer);
-    const n = (this.perUser.get(p.user) ?? 1) - 1;
-    if (n <= 0) this.perUser.delete(p.user);
-    else this.perUser.set(p.user, n);
+    this.perUser.add(p.user, -1);
     p.open.expire = null;
     return p;
   }

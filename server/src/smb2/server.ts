@@ -114,6 +114,7 @@ export class SmbServer {
       maxBufferedRequestBytes: budget,
       recordTimeoutMs: opts.frameTimeoutMs ?? SMB_SERVER_DEFAULTS.frameTimeoutMs,
       name: 'SMB',
+      settings: 'adapters.smb',
       ...(opts.log ? { log: opts.log } : {}),
     });
     this.replies = new ReplyBudget(opts.maxUnsentReplyBytesTotal ?? SMB_SERVER_DEFAULTS.maxUnsentReplyBytesTotal);

@@ -266,7 +266,11 @@ describe('ConnectionLimits against a crowd of silent sockets', () => {
 
   it('at the per-address cap the oldest unproven connection of that address makes room; each address counts apart', async () => {
     const guards: { prove(): void }[] = [];
-    const t = await guarded({ maxConnections: 100, maxConnectionsPerAddress: 2, evictGraceMs: 0 }, (g) => guards.push(g));
+    const lines: { msg: string; setting?: string }[] = [];
+    const log = pino({}, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString())), cb()) }));
+    const t = await guarded({ maxConnections: 100, maxConnectionsPerAddress: 2, evictGraceMs: 0, settings: 'adapters.test', log }, (g) =>
+      guards.push(g),
+    );
     try {
       const other = await t.connect('127.0.0.3');
       const a1 = await t.connect('127.0.0.2');
@@ -282,6 +286,9 @@ describe('ConnectionLimits against a crowd of silent sockets', () => {
       const a4 = await t.connect('127.0.0.2');
       await a4.closed;
       assert.deepEqual([a2.isClosed(), a3.isClosed()], [false, false]);
+      // The refusal names the setting to raise.
+      const refusal = lines.find((l) => /too many connections from this address/.test(l.msg));
+      assert.equal(refusal?.setting, 'adapters.test.max_connections_per_address');
       // A slot freed is a slot again.
       a2.sock.destroy();
       const deadline = Date.now() + 10_000;

@@ -42,6 +42,7 @@
 import type net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
+import { Tally } from '../tally.js';
 
 /** Why a connection is not read. Bits, so that several can hold at once. */
 export const PauseReason = Object.freeze({
@@ -188,6 +189,8 @@ export interface ConnectionLimitsOptions {
   handshakeTimeoutMs?: number;
   /** An unproven connection younger than this is not closed to make room (default 1 s). */
   evictGraceMs?: number;
+  /** The config section of these limits (`adapters.nfs`), named in refusals; absent for fixed limits. */
+  settings?: string;
   /** A connection with no traffic for this long while not busy is closed. 0: never. */
   idleTimeoutMs: number;
   /** Bytes of request buffers across all connections (RequestBudget). */
@@ -298,21 +301,17 @@ const HANDSHAKE_LIMIT = 10;
  */
 export function addressGroup(key: string): string {
   if (!ipaddr.IPv6.isValid(key)) return key;
-  try {
-    const parts = ipaddr.IPv6.parse(key).parts.slice(0, 4);
-    return `${parts.map((p) => p.toString(16)).join(':')}::/64`;
-  } catch {
-    return key;
-  }
+  const parts = ipaddr.IPv6.parse(key).parts.slice(0, 4);
+  return `${parts.map((p) => p.toString(16)).join(':')}::/64`;
 }
 
 export class ConnectionLimits {
   readonly budget: RequestBudget;
   /** In the order accepted (a Set keeps it): the oldest unproven one is the first found. */
   private readonly guards = new Set<ConnectionGuard>();
-  private readonly perAddress = new Map<string, number>();
+  private readonly perAddress = new Tally<string>();
   /** Unproven connections per group (addressGroup: which group a full listener takes room from). */
-  private readonly unprovenFrom = new Map<string, number>();
+  private readonly unprovenFrom = new Tally<string>();
   /** Connections admit() has decided on, admitted or refused. */
   decided = 0;
   private readonly sweep: NodeJS.Timeout | null;
@@ -346,11 +345,11 @@ export class ConnectionLimits {
     const address = addressKey(socket.remoteAddress);
     const group = addressGroup(address);
     const perAddress = this.opts.maxConnectionsPerAddress ?? 0;
-    if (perAddress > 0 && (this.perAddress.get(address) ?? 0) >= perAddress) {
+    if (perAddress > 0 && this.perAddress.get(address) >= perAddress) {
       const room = this.victim(address, group);
       if (room === null) {
         this.refused.log(
-          { peer, address, max: perAddress },
+          { peer, address, max: perAddress, setting: this.setting('max_connections_per_address') },
           `${this.opts.name} connection refused: too many connections from this address`,
         );
         socket.destroy();
@@ -361,7 +360,10 @@ export class ConnectionLimits {
     if (this.guards.size >= this.opts.maxConnections) {
       const room = this.victim(null, group);
       if (room === null) {
-        this.refused.log({ peer, max: this.opts.maxConnections }, `${this.opts.name} connection refused: too many connections`);
+        this.refused.log(
+          { peer, max: this.opts.maxConnections, setting: this.setting('max_connections') },
+          `${this.opts.name} connection refused: too many connections`,
+        );
         socket.destroy();
         return null;
       }
@@ -373,22 +375,22 @@ export class ConnectionLimits {
       );
     }
     // A connection closed (and forgotten) before its proof arrives was counted out then.
-    const g = new ConnectionGuard(socket, address, group, (p) => this.guards.has(p) && this.countUnproven(p.group, -1));
+    const g = new ConnectionGuard(socket, address, group, (p) => this.guards.has(p) && this.unprovenFrom.add(p.group, -1));
     this.guards.add(g);
-    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
-    this.countUnproven(group, 1);
+    this.perAddress.add(address);
+    this.unprovenFrom.add(group);
     socket.once('close', () => this.forget(g));
     return g;
   }
 
   /**
    * The connection to close for a new one: unproven and past the grace period; of `address` the
-   * oldest, else one of the address holding the most unproven connections (the oldest of those).
-   * Null when there is none.
+   * oldest, else the oldest of the group holding the most unproven connections, if that is the
+   * newcomer's group or holds more than it. Null when there is none.
    */
   private victim(address: string | null, newcomerGroup: string): ConnectionGuard | null {
     const before = Date.now() - (this.opts.evictGraceMs ?? EVICT_GRACE_MS);
-    const own = this.unprovenFrom.get(newcomerGroup) ?? 0;
+    const own = this.unprovenFrom.get(newcomerGroup);
     let best: ConnectionGuard | null = null;
     let bestCount = 0;
     // In the order accepted: the first found of a group is its oldest.
@@ -398,7 +400,7 @@ export class ConnectionLimits {
         if (g.address === address) return g;
         continue;
       }
-      const n = this.unprovenFrom.get(g.group) ?? 0;
+      const n = this.unprovenFrom.get(g.group);
       // Never from a group holding no more unproven connections than the newcomer's, but its own.
       if (n > bestCount && (n > own || g.group === newcomerGroup)) {
         best = g;
@@ -408,23 +410,20 @@ export class ConnectionLimits {
     return best;
   }
 
-  private countUnproven(group: string, by: number): void {
-    const n = (this.unprovenFrom.get(group) ?? 0) + by;
-    if (n > 0) this.unprovenFrom.set(group, n);
-    else this.unprovenFrom.delete(group);
-  }
-
   /** Connections counted under an address key (tests, metrics). */
   connectionsFrom(address: string): number {
-    return this.perAddress.get(address) ?? 0;
+    return this.perAddress.get(address);
+  }
+
+  /** The config key of a limit, for the log lines that refuse a client (none for fixed limits). */
+  private setting(key: string): string | undefined {
+    return this.opts.settings === undefined ? undefined : `${this.opts.settings}.${key}`;
   }
 
   private forget(g: ConnectionGuard): void {
     if (!this.guards.delete(g)) return;
-    if (!g.proven) this.countUnproven(g.group, -1);
-    const n = (this.perAddress.get(g.address) ?? 1) - 1;
-    if (n > 0) this.perAddress.set(g.address, n);
-    else this.perAddress.delete(g.address);
+    if (!g.proven) this.unprovenFrom.add(g.group, -1);
+    this.perAddress.add(g.address, -1);
   }
 
   /** Destroys a connection the limits end, with one (rate-limited) log line. */

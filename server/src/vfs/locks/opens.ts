@@ -7,6 +7,7 @@
 import type { MetadataStore } from '../../meta/store.js';
 import type { ClusterLocks } from './cluster.js';
 import { isVfsError } from '../errors.js';
+import { Tally } from '../../tally.js';
 
 /** MS-SMB2 2.2.13.1 / MS-DTYP 2.4.3 access bits that take part in share-mode checks. */
 export const AccessBits = Object.freeze({
@@ -111,7 +112,7 @@ export class OpenTable {
   private readonly maxOpens: number;
   /** Opens of one user at most (OpenTableOptions.maxOpensPerUser); a change applies to the next open. */
   maxOpensPerUser: number;
-  private readonly perUser = new Map<string, number>();
+  private readonly perUser = new Tally<string>();
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
   private cluster: ClusterLocks | null = null;
 
@@ -145,7 +146,7 @@ export class OpenTable {
 
   /** Opens counted under a user (OpenRecord.user). */
   opensOfUser(user: string): number {
-    return this.perUser.get(user) ?? 0;
+    return this.perUser.get(user);
   }
 
   /**
@@ -159,14 +160,13 @@ export class OpenTable {
     if (file?.deletePending) throw new OpenTableError('delete-pending');
     if (this.conflicting(file, access, shareAccess)) throw new OpenTableError('sharing-violation');
     if (this.count >= this.maxOpens) throw new OpenTableError('too-many-opens');
-    const mine = user === null ? 0 : (this.perUser.get(user) ?? 0);
-    if (user !== null && mine >= this.maxOpensPerUser) throw new OpenTableError('too-many-opens');
+    if (user !== null && this.perUser.get(user) >= this.maxOpensPerUser) throw new OpenTableError('too-many-opens');
     if (!byInode) this.files.set(meta, (byInode = new Map<number, FileOpens>()));
     if (!file) byInode.set(inodeId, (file = new FileOpens(this, meta, inodeId)));
     const rec: OpenRecord = { file, access, shareAccess, deleteOnClose: false, holder: null, owner, user };
     file.opens.add(rec);
     this.count++;
-    if (user !== null) this.perUser.set(user, mine + 1);
+    if (user !== null) this.perUser.add(user);
     return rec;
   }
 
@@ -316,11 +316,7 @@ export class OpenTable {
     const file = rec.file;
     if (!file.opens.delete(rec)) return false;
     this.count--;
-    if (rec.user !== null) {
-      const n = (this.perUser.get(rec.user) ?? 1) - 1;
-      if (n > 0) this.perUser.set(rec.user, n);
-      else this.perUser.delete(rec.user);
-    }
+    if (rec.user !== null) this.perUser.add(rec.user, -1);
     if (rec.holder !== null) file.holders--;
     if (rec.deleteOnClose) file.deletePending = true;
     if (file.opens.size > 0) return false;
