@@ -267,7 +267,10 @@ describe('ConnectionLimits against a crowd of silent sockets', () => {
   it('at the per-address cap the oldest unproven connection of that address makes room; each address counts apart', async () => {
     const guards: { prove(): void }[] = [];
     const lines: { msg: string; setting?: string }[] = [];
-    const log = pino({}, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString())), cb()) }));
+    const log = pino(
+      {},
+      new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as { msg: string; setting?: string }), cb()) }),
+    );
     const t = await guarded({ maxConnections: 100, maxConnectionsPerAddress: 2, evictGraceMs: 0, settings: 'adapters.test', log }, (g) =>
       guards.push(g),
     );
