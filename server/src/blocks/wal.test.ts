@@ -918,12 +918,16 @@ describe('WAL: a volume nearly full of something else (tmpfs)', () => {
     const { meta, a } = await fresh({ dir, segmentBytes: MiB, maxBytes: 1 << 30 });
     for (let i = 0; i < 600 && a.wal.enospc === 0; i++) await new Promise((r) => setTimeout(r, 50));
     assert.ok(a.wal.enospc >= 1, 'the second segment was refused');
+    const first = segments(dir);
+    assert.equal(first.length, 1);
     // The no-room retry runs every second: over 2.5 s the log must not drop its segment (and be
-    // left with none, the headroom refusing its replacement).
+    // left with none, the headroom refusing its replacement), nor trade it for a new one just like
+    // it (a segment of zeros written every second, and a moment with no segment to write to).
     for (const until = Date.now() + 2_500; Date.now() < until;) {
       assert.equal(a.wal.writable, true, 'the log keeps a segment to write to');
       await new Promise((r) => setTimeout(r, 20));
     }
+    assert.deepEqual(segments(dir), first, 'the same segment, not a replacement');
     const ino = await mkfile(meta);
     await a.svc.write(ino, 0, Buffer.from('still room'));
     await a.svc.commit(ino);

@@ -1341,6 +1341,9 @@ export class FileWal implements Wal {
         if (s === this.active) {
           if (!this.closed) {
             if (!(this.spare === null && this.noRoomError !== null)) break;
+            // One that holds no record yet would only be replaced by its like: a segment's worth
+            // of zeros written again every second, and a moment with none to write to.
+            if (s.size <= SEG_HEADER) break;
             // Only if a new segment fits in its place with the headroom: else it would be given
             // up for nothing, and the writes it could still take refused.
             if (fits !== s) {
