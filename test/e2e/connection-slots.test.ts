@@ -212,6 +212,15 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
     await two.logon(USER, PASSWORD, 'export');
     assert.deepEqual([await status(one, 'a'), await status(one, 'b'), await status(two, 'c')], [0, 0, 0]);
     assert.equal(await status(two, 'd'), 0xc000009a, "STATUS_INSUFFICIENT_RESOURCES past the user's share");
+    // The server's log says so, and names the setting to raise (a client's status alone does not
+    // tell the admin).
+    await until(() => /open refused: the user holds as many opens as one user may/.test(srv!.output()), 60_000, 'the refusal in the log');
+    const line = srv
+      .output()
+      .split('\n')
+      .find((l) => l.includes('open refused: the user holds'));
+    assert.match(line ?? '', /"setting":"adapters\.smb\.max_opens_per_user"/);
+    assert.match(line ?? '', new RegExp(`"user":"${USER.toLowerCase()}"`));
     const other = await SmbTestClient.connect(srv.smbPort);
     await other.logon(OTHER, PASSWORD, 'export');
     assert.equal(await status(other, 'e'), 0, 'another user still opens');

@@ -23,7 +23,8 @@ import {
 } from './message.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { readSocket } from '../wire/socket-read.js';
-import { ConnectionLimits, LogLimiter, PauseReason, ReplyBudget } from '../wire/limits.js';
+import { ConnectionLimits, PauseReason, ReplyBudget } from '../wire/limits.js';
+import { LogLimiter } from '../obs/log-limiter.js';
 import { markedRecord, recordMark, RecordReader, type RecordAlloc } from './record.js';
 import { XdrWriter } from './xdr.js';
 import { listenOn } from '../wire/listen.js';

@@ -139,10 +139,11 @@ export class FileService {
   /** Directory change events (SMB CHANGE_NOTIFY), from the namespace operations of every protocol. */
   readonly changes: ChangeFeed;
   /** The lock manager's opens, share modes and caching holders (vfs/locks/opens.ts). */
-  readonly opens = new OpenTable();
+  readonly opens: OpenTable;
 
   constructor(private readonly log?: Logger) {
     this.changes = new ChangeFeed(log);
+    this.opens = new OpenTable({ log });
   }
 
   /** Publishes a namespace change when somebody watches the store (one Map lookup otherwise). */

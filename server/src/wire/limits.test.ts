@@ -3,15 +3,8 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import {
-  addressGroup,
-  addressKey,
-  ConnectionLimits,
-  type ConnectionLimitsOptions,
-  LogLimiter,
-  ReplyBudget,
-  RequestBudget,
-} from './limits.js';
+import { addressGroup, addressKey, ConnectionLimits, type ConnectionLimitsOptions, ReplyBudget, RequestBudget } from './limits.js';
+import { LogLimiter } from '../obs/log-limiter.js';
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 

@@ -33,8 +33,7 @@
 //       handshakeTimeoutMs pass without renewHandshake() (the engine calls it at each step of the
 //       handshake that goes forward: a logon may wait for its user to type a password), and at
 //       10 x handshakeTimeoutMs in any case.
-//   LogLimiter: a message logged at most `burst` times per interval, then one summary line with
-//     the count of those left out.
+//   (Their log lines go through LogLimiter, obs/log-limiter.ts.)
 //   ReplyBudget (one per server): bytes of replies handed to sockets and not yet written out,
 //     across all connections. add(n) when a reply is queued, sent(n) once it is written out (or
 //     dropped); while `over`, connections start no new requests, and whenBelow(fn) tells them
@@ -43,6 +42,7 @@ import type net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { Tally } from '../tally.js';
+import { LogLimiter } from '../obs/log-limiter.js';
 
 /** Why a connection is not read. Bits, so that several can hold at once. */
 export const PauseReason = Object.freeze({
@@ -477,55 +477,6 @@ export class ConnectionLimits {
         this.closeGuard(g, this.idleClosed, { unsentBytes: g.socket.writableLength, idleMs: now - g.lastChange }, 'idle');
       }
     }
-  }
-}
-
-/**
- * One kind of log line, written at most `burst` times per `intervalMs`; past that they are counted
- * and one summary line (`suppressed: N`) is written when the interval ends.
- */
-export class LogLimiter {
-  private windowStart = 0;
-  private inWindow = 0;
-  private suppressed = 0;
-  private lastMsg = '';
-  private timer: NodeJS.Timeout | null = null;
-
-  constructor(
-    private readonly logger: Logger | undefined,
-    private readonly level: 'warn' | 'info',
-    private readonly burst: number,
-    private readonly intervalMs: number,
-  ) {}
-
-  log(obj: object, msg: string): void {
-    if (this.logger === undefined) return;
-    const now = Date.now();
-    if (now - this.windowStart >= this.intervalMs) {
-      this.windowStart = now;
-      this.inWindow = 0;
-    }
-    if (this.inWindow < this.burst) {
-      this.inWindow++;
-      this.logger[this.level](obj, msg);
-      return;
-    }
-    this.suppressed++;
-    this.lastMsg = msg;
-    if (this.timer === null) {
-      this.timer = setTimeout(() => this.flush(), this.windowStart + this.intervalMs - now);
-      this.timer.unref();
-    }
-  }
-
-  /** Writes the summary line now, if any line was left out. */
-  flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    if (this.suppressed === 0 || this.logger === undefined) return;
-    const n = this.suppressed;
-    this.suppressed = 0;
-    this.logger[this.level]({ suppressed: n, intervalMs: this.intervalMs }, `${this.lastMsg} (${n} more like this not logged)`);
   }
 }
 

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import pino from 'pino';
 import type { MetadataStore } from '../../meta/store.js';
 import { AccessBits, type CacheHolder, Caching, OpenTable, OpenTableError, ShareAccess, sharingConflict } from './opens.js';
 
@@ -95,13 +97,27 @@ describe('share modes (MS-FSA 2.1.5.1.2.1)', () => {
     );
   });
 
-  it('caps each user at their share of the table, so one user cannot lock the others out', () => {
-    const t = new OpenTable({ maxOpens: 10, maxOpensPerUser: 3 });
+  it('caps each user at their share of the table, so one user cannot lock the others out', async () => {
+    const lines: { msg: string; user?: string; setting?: string; limit?: number }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]);
+        done();
+      },
+    });
+    const t = new OpenTable({ maxOpens: 10, maxOpensPerUser: 3, log: pino({}, sink) });
     const mine = [t.add(meta, 1, R, SR, 'a1', 'alice'), t.add(meta, 2, R, SR, 'a2', 'alice'), t.add(meta, 1, R, SR, 'a3', 'alice')];
     assert.equal(
       refusal(() => t.add(meta, 4, R, SR, 'a4', 'alice')),
-      'too-many-opens',
+      'user-opens-full',
+      'told apart from a full table',
     );
+    // The admin learns of it, and which setting to raise.
+    await new Promise((r) => setImmediate(r));
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0]!.user, 'alice');
+    assert.equal(lines[0]!.limit, 3);
+    assert.equal(lines[0]!.setting, 'adapters.smb.max_opens_per_user');
     assert.equal(t.size, 3, 'the refused open left nothing behind');
     // Another user, and opens counted under no user, still get in.
     assert.equal(
@@ -122,7 +138,7 @@ describe('share modes (MS-FSA 2.1.5.1.2.1)', () => {
     );
     assert.equal(
       refusal(() => t.add(meta, 7, R, SR, 'a6', 'alice')),
-      'too-many-opens',
+      'user-opens-full',
     );
     for (const r of mine.slice(1)) t.release(r);
     assert.equal(t.opensOfUser('alice'), 1);

@@ -7,7 +7,9 @@
 import type { MetadataStore } from '../../meta/store.js';
 import type { ClusterLocks } from './cluster.js';
 import { isVfsError } from '../errors.js';
+import type { Logger } from 'pino';
 import { Tally } from '../../tally.js';
+import { LogLimiter } from '../../obs/log-limiter.js';
 
 /** MS-SMB2 2.2.13.1 / MS-DTYP 2.4.3 access bits that take part in share-mode checks. */
 export const AccessBits = Object.freeze({
@@ -75,8 +77,11 @@ export class FileOpens {
   ) {}
 }
 
-/** Why an open or a change was refused (the engine maps it to its status). */
-export type OpenRefusal = 'sharing-violation' | 'delete-pending' | 'too-many-opens';
+/**
+ * Why an open or a change was refused (the engine maps it to its status). too-many-opens: the
+ * whole table is full; user-opens-full: the user's share of it (OpenTableOptions.maxOpensPerUser).
+ */
+export type OpenRefusal = 'sharing-violation' | 'delete-pending' | 'too-many-opens' | 'user-opens-full';
 
 export class OpenTableError extends Error {
   readonly code: string;
@@ -91,7 +96,12 @@ export interface OpenTableOptions {
   maxOpens?: number;
   /** Opens of one user at most (default a quarter of maxOpens): one user cannot take the table from the others. */
   maxOpensPerUser?: number;
+  /** Where a refusal for a full table or a full share is logged (rate-limited), for the admin. */
+  log?: Logger;
 }
+
+/** The config key of maxOpensPerUser, named in the refusal's log line. */
+const PER_USER_SETTING = 'adapters.smb.max_opens_per_user';
 
 /** MS-FSA 2.1.5.1.2.1: does a new open with `access`/`share` conflict with an existing one? */
 export function sharingConflict(access: number, share: number, existing: { access: number; shareAccess: number }): boolean {
@@ -113,12 +123,14 @@ export class OpenTable {
   /** Opens of one user at most (OpenTableOptions.maxOpensPerUser); a change applies to the next open. */
   maxOpensPerUser: number;
   private readonly perUser = new Tally<string>();
+  private readonly fullLog: LogLimiter;
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
   private cluster: ClusterLocks | null = null;
 
   constructor(opts: OpenTableOptions = {}) {
     this.maxOpens = opts.maxOpens ?? 65536;
     this.maxOpensPerUser = opts.maxOpensPerUser ?? Math.ceil(this.maxOpens / 4);
+    this.fullLog = new LogLimiter(opts.log, 'warn', 5, 60_000);
   }
 
   get size(): number {
@@ -151,16 +163,25 @@ export class OpenTable {
 
   /**
    * Registers an open after the share check (MS-FSA 2.1.5.1.2), counted under `user` when given.
-   * Throws OpenTableError (delete-pending, sharing-violation, too-many-opens: the table or the
-   * user's share of it is full) and registers nothing then.
+   * Throws OpenTableError (delete-pending, sharing-violation, too-many-opens: the table is full,
+   * user-opens-full: the user's share of it is) and registers nothing then.
    */
   add(meta: MetadataStore, inodeId: number, access: number, shareAccess: number, owner: unknown, user: string | null = null): OpenRecord {
     let byInode = this.files.get(meta);
     let file = byInode?.get(inodeId);
     if (file?.deletePending) throw new OpenTableError('delete-pending');
     if (this.conflicting(file, access, shareAccess)) throw new OpenTableError('sharing-violation');
-    if (this.count >= this.maxOpens) throw new OpenTableError('too-many-opens');
-    if (user !== null && this.perUser.get(user) >= this.maxOpensPerUser) throw new OpenTableError('too-many-opens');
+    if (this.count >= this.maxOpens) {
+      this.fullLog.log({ opens: this.count, limit: this.maxOpens }, "open refused: the server's open table is full");
+      throw new OpenTableError('too-many-opens');
+    }
+    if (user !== null && this.perUser.get(user) >= this.maxOpensPerUser) {
+      this.fullLog.log(
+        { user, opens: this.perUser.get(user), limit: this.maxOpensPerUser, setting: PER_USER_SETTING },
+        'open refused: the user holds as many opens as one user may',
+      );
+      throw new OpenTableError('user-opens-full');
+    }
     if (!byInode) this.files.set(meta, (byInode = new Map<number, FileOpens>()));
     if (!file) byInode.set(inodeId, (file = new FileOpens(this, meta, inodeId)));
     const rec: OpenRecord = { file, access, shareAccess, deleteOnClose: false, holder: null, owner, user };
