@@ -3,9 +3,11 @@
 // between two coordinators: one holder at a time, strictly increasing tokens, handover on request.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { markRedisSeen, startRedis, TEST_LEASE_TTL_MS, type RedisInstance } from '../../../test/helpers/redis.js';
 import { freePort } from '../../../test/helpers/server.js';
@@ -147,6 +149,34 @@ describe('coordination over Redis', () => {
       }
     }
     assert.ok(Date.now() >= used.graceUntil, 'a store that had leases waits the grace period out');
+  });
+
+  it('a subscriber connection that drops again while it subscribes anew does not end the server', async () => {
+    const c = await connect();
+    const sub = (c as unknown as { sub: Redis }).sub;
+    // The server exits on an unhandled rejection (cli/start.ts): a Redis that comes back and goes
+    // again must not make one.
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      // Back: ioredis sends SUBSCRIBE for the channels again, then says 'ready'; the server closes
+      // the connection and it drops before Redis answers (what a loaded machine made of the
+      // close after a Redis restart, in CI).
+      const dropped = new Promise<void>((resolve) =>
+        sub.once('ready', () => {
+          sub.disconnect();
+          (sub as unknown as { stream: Socket }).stream.destroy();
+          resolve();
+        }),
+      );
+      sub.disconnect(true);
+      await dropped;
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(unhandled.map(String), []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 
   it('without Redis a write cannot get a lease: JUKEBOX, not a hang', async () => {

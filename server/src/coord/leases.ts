@@ -150,6 +150,22 @@ export async function redisPassword(cfg: DittoConfig['coordination']['redis'], e
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * When a subscriber connection is back, ioredis subscribes it to its channels again with a
+ * SUBSCRIBE whose promise nobody holds (its ready handler): if the connection drops before Redis
+ * answers (Redis going away again, or this server closing it), that promise fails unhandled, and
+ * the server exits on an unhandled rejection (cli/start.ts). Every SUBSCRIBE of `sub` gets a
+ * handler here; the caller's promise still fails as before.
+ */
+function handleResubscribes(sub: RedisClient): void {
+  const subscribe = sub.subscribe.bind(sub) as (...args: unknown[]) => Promise<unknown>;
+  (sub as unknown as { subscribe: typeof subscribe }).subscribe = (...args) => {
+    const p = subscribe(...args);
+    p.catch(() => undefined);
+    return p;
+  };
+}
+
 /** The longest a command on the command connection waits for Redis's answer. */
 const COMMAND_TIMEOUT_MS = 5_000;
 /** The longest a connection attempt to Redis waits before it is given up (and tried again). */
@@ -219,6 +235,7 @@ export class Coordinator {
     const redis = new Redis(opts.url, ro);
     // The subscriber connection's PINGs have their own bound (coherence.ts SubscriberSync).
     const sub = new Redis(opts.url, { ...ro, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
+    handleResubscribes(sub);
     // The reason a connection failed (a refused password) comes as an 'error' event before the
     // connect() rejection, which only says the connection closed.
     let why = '';
