@@ -444,6 +444,33 @@ describe('roles', () => {
     ok(await call('GET', '/api/v1/state', { token: t }));
   });
 
+  it("operator: cannot give a user or a group root's ids (uid 0, gid 0), by the API or the state; an admin can", async () => {
+    const t = await addUser('op', 'operator');
+    const a = await admin();
+    const root = /only an admin can give a (user|group) (uid|gid) 0/;
+    problem(await call('POST', '/api/v1/users', { token: t, body: { username: 'r00t', uid: 0 } }), 403, root);
+    problem(await call('POST', '/api/v1/users', { token: t, body: { username: 'r00t', gid: 0 } }), 403, root);
+    ok(await call('POST', '/api/v1/users', { token: t, body: { username: 'carol' } }), 201);
+    problem(await call('PATCH', '/api/v1/users/carol', { token: t, body: { uid: 0 } }), 403, root);
+    problem(await call('PATCH', '/api/v1/users/carol', { token: t, body: { gid: 0 } }), 403, root);
+    problem(await call('POST', '/api/v1/groups', { token: t, body: { name: 'wheel', gid: 0 } }), 403, root);
+    const st = (users: unknown[], groups: unknown[] = []) => ({ users, groups });
+    let p = problem(await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'carol', uid: 0 }]) }), 403, root);
+    assert.equal(p.item, 'users["carol"]');
+    p = problem(
+      await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'carol' }], [{ name: 'wheel', gid: 0 }]) }),
+      403,
+      root,
+    );
+    assert.equal(p.item, 'groups["wheel"]');
+    assert.notEqual((await store.read((q) => q.requireUser('carol'))).uid, 0, 'nothing changed');
+    // An admin may; the operator may then change the user's other fields and list it unchanged.
+    ok(await call('PATCH', '/api/v1/users/carol', { token: a, body: { uid: 0 } }));
+    ok(await call('POST', '/api/v1/groups', { token: a, body: { name: 'wheel', gid: 0 } }), 201);
+    ok(await call('PATCH', '/api/v1/users/carol', { token: t, body: { uid: 0, email: 'c@example.com' } }));
+    ok(await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'carol', uid: 0 }], [{ name: 'wheel', gid: 0 }]) }));
+  });
+
   it("operator: group memberships of users with role user only, not admins' or operators' (API and state)", async () => {
     const t = await addUser('op', 'operator');
     await addUser('op2', 'operator');

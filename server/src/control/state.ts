@@ -40,6 +40,7 @@ import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
 import { DEFAULT_BCRYPT_COST, passwordCredentials, passwordProblem, verifyPassword, type PasswordCredentials } from './auth.js';
 import { CONTROL_ERROR, ControlError } from './errors.js';
+import { rootIdRefusal } from './root-ids.js';
 import { gidOverlapError, type ControlQueries, type ControlStore, type UserPatch } from './store.js';
 import {
   adminOnlyStoreUrl,
@@ -396,6 +397,10 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
         const existing = cur.users.get(name);
         finalUid.set(name, du?.uid ?? existing?.uid ?? nextUid());
       }
+      for (const [name, du] of desiredUsers) {
+        const why = rootIdRefusal(caller?.role, 'a user', { uid: finalUid.get(name), gid: du.gid }, cur.users.get(name));
+        if (why !== null) throw new ControlError(CONTROL_ERROR.FORBIDDEN, why, itemName('users', name));
+      }
       const uidOwner = new Map<number, string>();
       for (const [name, uid] of finalUid) {
         const other = uidOwner.get(uid);
@@ -421,6 +426,10 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
       for (const n of desiredGroups.keys()) finalGroups.add(n);
       const finalGid = new Map<string, number>();
       for (const name of finalGroups) finalGid.set(name, desiredGroups.get(name)?.gid ?? cur.groups.get(name)?.gid ?? nextId('gid'));
+      for (const g of desiredGroups.values()) {
+        const why = rootIdRefusal(caller?.role, 'a group', { gid: g.gid }, cur.groups.get(g.name));
+        if (why !== null) throw new ControlError(CONTROL_ERROR.FORBIDDEN, why, itemName('groups', g.name));
+      }
       const gidOwner = new Map<number, string>();
       for (const [name, gid] of finalGid) {
         const other = gidOwner.get(gid);

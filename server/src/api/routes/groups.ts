@@ -4,6 +4,7 @@
 // is not a member (or removing such a member) is a 409 (see control/store.ts). An operator may add
 // or remove only users with role user, as it may edit only those (routes/users.ts), and may delete
 // only a group with no admin or operator among its members.
+import { rootIdRefusal } from '../../control/root-ids.js';
 import type { ControlQueries } from '../../control/store.js';
 import { mayManage, principalOf, type ApiContext, type App, type Principal } from '../context.js';
 import { ApiProblem } from '../problem.js';
@@ -49,7 +50,11 @@ export function groupRoutes(app: App, ctx: ApiContext): void {
         response: responses({ 201: replies.group }),
       },
     },
-    async (req, reply) => reply.status(201).send(await store.createGroup(req.body)),
+    async (req, reply) => {
+      const rootIds = rootIdRefusal(principalOf(req).role, 'a group', { gid: req.body.gid });
+      if (rootIds !== null) throw new ApiProblem('forbidden', rootIds);
+      return reply.status(201).send(await store.createGroup(req.body));
+    },
   );
 
   app.get<{ Params: GroupParams }>(

@@ -5,6 +5,7 @@
 // Setting a password (POST, or PATCH by someone else) sets must_change_password unless the body
 // says otherwise; a new password revokes the user's tokens.
 import { passwordCredentials, passwordProblem } from '../../control/auth.js';
+import { rootIdRefusal } from '../../control/root-ids.js';
 import type { ControlQueries, UserPatch } from '../../control/store.js';
 import type { Role } from '../../control/types.js';
 import { mayManage, principalOf, type ApiContext, type App } from '../context.js';
@@ -62,6 +63,8 @@ export function userRoutes(app: App, ctx: ApiContext): void {
       const b = req.body;
       const role = b.role ?? 'user';
       if (!mayManage(me, role)) throw new ApiProblem('forbidden', `only an admin can create users with role ${role}`);
+      const rootIds = rootIdRefusal(me.role, 'a user', b);
+      if (rootIds !== null) throw new ApiProblem('forbidden', rootIds);
       checkPassword(b.password);
       const creds = b.password === undefined ? undefined : await passwordCredentials(b.password, ctx.bcryptCost);
       const user = await store.createUser({
@@ -111,6 +114,8 @@ export function userRoutes(app: App, ctx: ApiContext): void {
       const user = await store.mutate(async (q) => {
         const target = await q.requireUser(username);
         if (!mayManage(me, target.role)) throw new ApiProblem('forbidden', `only an admin can change users with role ${target.role}`);
+        const rootIds = rootIdRefusal(me.role, 'a user', b, target);
+        if (rootIds !== null) throw new ApiProblem('forbidden', rootIds);
         if (b.role !== undefined && b.role !== 'admin') await keepAnAdmin(q, username, 'demote');
         const patch: UserPatch = {};
         if (b.uid !== undefined) patch.uid = b.uid;
