@@ -3,6 +3,8 @@
 // is thrown (SmbStatusError, VfsError) and becomes an NTSTATUS in the dispatcher.
 import type { Logger } from 'pino';
 import { errorMessage } from '../error-message.js';
+import { KeyedSerial } from '../keyed-serial.js';
+import type { MetadataStore } from '../meta/store.js';
 import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { decodeHandle } from '../vfs/handle.js';
@@ -64,7 +66,7 @@ import {
   writeCloseResponse,
   writeCreateResponse,
 } from './messages.js';
-import { fileIdOf, Open, type Session, type Tree } from './state.js';
+import { fileIdOf, Open, OPEN_MODE_BITS, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
 import { checkOwnerChange, decodeSecurityDescriptor, newFileOwner, posixChangeOf, SecurityInformation } from './security.js';
@@ -357,7 +359,7 @@ export async function create(
     // A preserved durable open closed by the break may have taken the file with it: look again (once).
     if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.session, c.onBreakWait)) && !retried)
       return create(c, req, w, register, true);
-    pre = newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
+    pre = newOpen(c, inode, parent, name, parts, granted, deleteOnClose, opts);
     pre.record = await oplock.registerOpen(c.fs, pre, granted >>> 0, req.shareAccess);
     if (overwrite) {
       // A failure past here must not leave the registered open behind: nothing would ever release
@@ -408,7 +410,7 @@ export async function create(
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
   }
 
-  const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose);
+  const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose, opts);
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === inode.uid;
   open.openerMayWrite = c.fs.accessBits(c.share, inode, c.id).write;
   open.record ??= await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
@@ -456,6 +458,7 @@ function newOpen(
   parts: string[],
   granted: number,
   deleteOnClose: boolean,
+  createOptions: number,
 ): Open {
   const id = nextOpenId++;
   const open = new Open(
@@ -472,6 +475,7 @@ function newOpen(
     granted >>> 0,
   );
   open.deleteOnClose = deleteOnClose;
+  open.mode = createOptions & OPEN_MODE_BITS;
   return open;
 }
 
@@ -520,16 +524,30 @@ export async function read(c: FileContext, open: Open, req: ReadRequest): Promis
   return r.data;
 }
 
+/**
+ * Appends (a WRITE at offset 0xFFFFFFFFFFFFFFFF: the end of the file) of one file run one at a
+ * time on this server, per metadata store and inode: each reads the end of the file once the one
+ * before it is written. Pipelined appends then all land, one after another in the order they
+ * arrived; read and written as two steps side by side, they read the same end and wrote over one
+ * another (2 of 20 pipelined appends were left).
+ */
+const appends = new WeakMap<MetadataStore, KeyedSerial<number>>();
+
 // MS-SMB2 3.3.5.13 WRITE
 export async function write(c: FileContext, open: Open, req: WriteRequest): Promise<number> {
   if (open.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'WRITE to a directory');
   if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
   if (req.data.length > c.maxWrite) throw fail(NtStatus.INVALID_PARAMETER, `WRITE of ${req.data.length} bytes above MaxWriteSize`);
-  let offset = req.offset;
-  if (offset < 0) offset = (await c.fs.resolve(open.handle)).inode.size;
+  if (req.offset >= 0) return writeAt(c, open, req, req.offset);
+  let serial = appends.get(open.share.meta);
+  if (serial === undefined) appends.set(open.share.meta, (serial = new KeyedSerial<number>()));
+  return serial.run(open.inodeId, async () => writeAt(c, open, req, (await c.fs.resolve(open.handle)).inode.size));
+}
+
+async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number): Promise<number> {
   const locked = ioLocked(c, open, offset, req.data.length, true);
   if (locked === true || (locked !== false && (await locked))) throw fail(NtStatus.FILE_LOCK_CONFLICT);
-  const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0;
+  const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0 || open.writeThrough;
   // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
   const changes = req.data.length > 0;
   if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
@@ -897,7 +915,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       // anything else (the synchronous-I/O bits an SMB2 open never has among them) is refused.
       need(4);
       const mode = b.readUInt32LE(0);
-      if ((mode & ~SETTABLE_MODE) !== 0) throw fail(NtStatus.INVALID_PARAMETER, 'FileModeInformation bits that cannot be set');
+      if ((mode & ~OPEN_MODE_BITS) !== 0) throw fail(NtStatus.INVALID_PARAMETER, 'FileModeInformation bits that cannot be set');
       open.mode = mode;
       return;
     }
@@ -916,9 +934,6 @@ async function replaceEas(c: FileContext, inodeId: number, eas: EaChange[]): Pro
   const drop = (await c.share.meta.getMeta(inodeId, EA_KIND)).filter((r) => !keep.has(r.name.toString('latin1')));
   await putEas(c, inodeId, [...drop.map((r) => ({ name: r.name, value: null, flags: 0 })), ...eas]);
 }
-
-/** FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY | FILE_NO_INTERMEDIATE_BUFFERING. */
-const SETTABLE_MODE = 0x2 | 0x4 | 0x8;
 
 /** Applies EA changes to a file (EA_TOO_LARGE past the caps, nothing changed). */
 async function putEas(c: FileContext, inodeId: number, changes: EaChange[]): Promise<void> {

@@ -213,7 +213,7 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
         NtStatus.INVALID_VIEW_SIZE,
       );
     }
-    await c.fs.write(target.handle, c.id, ch.targetOffset, r.data, false);
+    await c.fs.write(target.handle, c.id, ch.targetOffset, r.data, target.writeThrough);
     chunksWritten++;
     written += ch.length;
   }

@@ -90,6 +90,14 @@ export interface Enumeration {
   fresh: boolean;
 }
 
+/**
+ * FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY | FILE_NO_INTERMEDIATE_BUFFERING: the CreateOptions an
+ * open keeps as its mode (MS-FSA 2.1.5.1, Open.Mode; the same bits as FileModeInformation's), and
+ * the bits SET_INFO FileModeInformation may set (MS-FSA 2.1.5.14.7).
+ */
+export const OPEN_MODE_BITS = 0x2 | 0x4 | 0x8;
+const FILE_WRITE_THROUGH = 0x2;
+
 export class Open {
   /** Requests using this open now; CLOSE waits for them (a CLOSE must not overtake a READ). */
   private busy = 0;
@@ -97,8 +105,12 @@ export class Open {
   position = 0;
   /** Where a FileFullEaInformation query without RESTART_SCAN goes on (0-based, ea.ts). */
   eaIndex = 0;
-  /** MS-FSCC 2.4.26 FileModeInformation as SET_INFO set it. */
+  /** MS-FSCC 2.4.26 FileModeInformation: the CreateOptions of OPEN_MODE_BITS, then as SET_INFO set it. */
   mode = 0;
+  /** FILE_WRITE_THROUGH: every WRITE (and copychunk) into this open is stable before it is answered (MS-FSA 2.1.5.3). */
+  get writeThrough(): boolean {
+    return (this.mode & FILE_WRITE_THROUGH) !== 0;
+  }
   /**
    * What the POSIX rules let the opener do, decided at CREATE as Windows decides access at open (a
    * later re-authentication as someone else does not change it): replace the DACL (owner or root),

@@ -23,7 +23,7 @@ import {
 import { allocOpenId, type FileContext, lookupOrNull, mapGenericRights, maximalAccessOf, storedDaclAccess, walkParent } from './files.js';
 import { lookupCaseless } from './names.js';
 import * as oplock from './oplock.js';
-import { fileIdOf, Open } from './state.js';
+import { fileIdOf, Open, OPEN_MODE_BITS } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 
 const fail = (status: NtStatus, message?: string): SmbStatusError => new SmbStatusError(status, message);
@@ -181,6 +181,7 @@ export async function createStreamOpen(
   );
   open.stream = { fileHandle, name: stored };
   open.deleteOnClose = deleteOnClose;
+  open.mode = req.createOptions & OPEN_MODE_BITS;
   // The file's EAs and DACL are reached through its streams too (files.ts).
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === file.uid;
   open.openerMayWrite = c.fs.accessBits(c.share, file, c.id).write;

@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { KeyedSerial } from './keyed-serial.js';
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('KeyedSerial', () => {
+  it('runs the calls of one key one at a time, in order, failed or not; other keys are not held; idle keys are forgotten', async () => {
+    const s = new KeyedSerial<number>();
+    const log: string[] = [];
+    let release!: () => void;
+    const first = s.run(1, async () => {
+      log.push('a start');
+      await new Promise<void>((r) => (release = r));
+      log.push('a end');
+      throw new Error('a failed');
+    });
+    const second = s.run(1, async () => {
+      log.push('b');
+      return 2;
+    });
+    const other = s.run(2, async () => {
+      log.push('other');
+      return 3;
+    });
+    assert.equal(await other, 3);
+    await turn();
+    assert.deepEqual(log, ['a start', 'other'], 'the second call of key 1 waits; key 2 does not');
+    release();
+    await assert.rejects(first, /a failed/);
+    assert.equal(await second, 2);
+    assert.deepEqual(log, ['a start', 'other', 'a end', 'b']);
+    await turn();
+    assert.equal(s.size, 0);
+  });
+});

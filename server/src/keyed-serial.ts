@@ -1,0 +1,25 @@
+// KeyedSerial: calls of `run` with the same key execute one at a time, in call order; calls with
+// other keys are not held. A key is forgotten once nothing runs or waits under it, so the map holds
+// only the keys in use.
+
+export class KeyedSerial<K> {
+  private readonly tails = new Map<K, Promise<void>>();
+
+  run<T>(key: K, fn: () => Promise<T>): Promise<T> {
+    const result = (this.tails.get(key) ?? Promise.resolve()).then(fn);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return result;
+  }
+
+  /** Keys with a call running or waiting (tests). */
+  get size(): number {
+    return this.tails.size;
+  }
+}

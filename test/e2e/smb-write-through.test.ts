@@ -1,0 +1,89 @@
+// An SMB open made with FILE_WRITE_THROUGH (CreateOptions 0x2), or switched to it with
+// FileModeInformation, must make each WRITE durable before its reply (MS-FSA 2.1.5.3: "If
+// Open.Mode.FILE_WRITE_THROUGH is TRUE ... the write is flushed"), as a WRITE with the
+// SMB2_WRITEFLAG_WRITE_THROUGH flag is. Measured with dittofs_wal_syncs_total (fdatasync rounds).
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { addShareUser, takeOverAdmin } from '../helpers/api.js';
+import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { RawSmbClient } from '../helpers/smb-raw.js';
+import { SmbCommand } from '../helpers/smb-client.js';
+
+const USER = 'wtuser';
+const PASSWORD = 'wt-user-Passw0rd';
+
+function writeBody(fileId: Buffer, offset: number, data: Buffer, flags: number): Buffer {
+  const b = Buffer.alloc(48);
+  b.writeUInt16LE(49, 0);
+  b.writeUInt16LE(64 + 48, 2);
+  b.writeUInt32LE(data.length, 4);
+  b.writeUInt32LE(offset, 8);
+  fileId.copy(b, 16);
+  b.writeUInt32LE(flags, 44);
+  return Buffer.concat([b, data]);
+}
+
+describe('SMB write-through opens', { timeout: 180_000 }, () => {
+  let srv: DittofsProcess;
+  const clients: RawSmbClient[] = [];
+  before(async () => {
+    srv = await startDittofs({ dataDir: await mkdtemp(path.join(os.tmpdir(), 'dittofs-smb-write-')), keepDataDir: true });
+    const base = `http://127.0.0.1:${srv.apiPort}`;
+    const token = await takeOverAdmin(base);
+    await addShareUser(base, token, { username: USER, password: PASSWORD, uid: 1000, gid: 1000 });
+  });
+  after(async () => {
+    for (const c of clients) c.destroy();
+    await srv?.kill();
+    if (srv) await rm(srv.dataDir, { recursive: true, force: true });
+  });
+
+  const syncs = async (): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${srv.metricsPort}/metrics`)).text();
+    const m = /^dittofs_wal_syncs_total(?:\{[^}]*\})? (\d+)/m.exec(text);
+    assert.ok(m, 'dittofs_wal_syncs_total is exported');
+    return Number(m[1]);
+  };
+
+  /** How many of `n` writes were followed by a WAL fsync before their reply. */
+  const syncedWrites = async (c: RawSmbClient, fileId: Buffer, flags: number, n: number): Promise<number> => {
+    let synced = 0;
+    for (let i = 0; i < n; i++) {
+      const before = await syncs();
+      const r = await c.request(SmbCommand.WRITE, writeBody(fileId, i * 100, Buffer.alloc(100, 65 + i), flags));
+      assert.equal(r.status, 0, `WRITE ${i}`);
+      if ((await syncs()) > before) synced++;
+    }
+    return synced;
+  };
+
+  it('WRITEFLAG_WRITE_THROUGH syncs (control)', async () => {
+    const c = await RawSmbClient.connect(srv.smbPort);
+    clients.push(c);
+    await c.login(USER, PASSWORD, 'export');
+    const { fileId } = await c.create('flag.dat');
+    assert.equal(await syncedWrites(c, fileId, 1, 5), 5);
+  });
+
+  it('a write on an open created with FILE_WRITE_THROUGH syncs', async () => {
+    const c = await RawSmbClient.connect(srv.smbPort);
+    clients.push(c);
+    await c.login(USER, PASSWORD, 'export');
+    const { fileId } = await c.create('opt.dat', { options: 0x40 | 0x2 });
+    assert.equal(await syncedWrites(c, fileId, 0, 5), 5, 'every write on a FILE_WRITE_THROUGH open is fsynced before its reply');
+  });
+
+  it('a write on an open switched to FILE_WRITE_THROUGH with FileModeInformation syncs', async () => {
+    const c = await RawSmbClient.connect(srv.smbPort);
+    clients.push(c);
+    await c.login(USER, PASSWORD, 'export');
+    const { fileId } = await c.create('mode.dat');
+    const mode = Buffer.alloc(4);
+    mode.writeUInt32LE(0x2, 0);
+    assert.equal(await c.setInfo(fileId, 1, 16, mode), 0, 'FileModeInformation FILE_WRITE_THROUGH accepted');
+    assert.equal(await syncedWrites(c, fileId, 0, 5), 5, 'every write after FILE_WRITE_THROUGH is set is fsynced before its reply');
+  });
+});
