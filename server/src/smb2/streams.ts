@@ -157,6 +157,13 @@ export async function createStreamOpen(
   let action: number = CreateAction.OPENED;
   if (s) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
+    // Overwriting empties the stream: its data is the file's, so the caller must be able to write
+    // the file as it is now (a stream keeps the mode and owner its file had when it was made) and
+    // the file must not be read-only, as for an overwrite of the file itself.
+    const overwrite =
+      disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
+    if (overwrite && ((file.dosAttrs & DosAttributes.READONLY) !== 0 || !c.fs.accessBits(c.share, file, c.id).write))
+      throw fail(NtStatus.ACCESS_DENIED, 'overwriting a stream needs write access to its file');
   } else {
     if (!mayCreate) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     s = await openStream(c.fs, fileHandle, stored, c.id, true);
