@@ -272,7 +272,7 @@ export class Nfs3Program {
     // Large reads go into a pooled buffer, lent to the reply until it is written out.
     const target = count >= POOLED_READ_MIN ? this.readBuffers.take(count) : undefined;
     try {
-      const { inode, data, eof } = await this.fs.read(fh, id, offset, count, target);
+      const { inode, data, eof } = await this.fs.read(fh, id, offset, count, target, true);
       if (target !== undefined) {
         if (data.buffer === target.buffer) call.afterReply = () => this.readBuffers.give(target);
         else this.readBuffers.give(target);

@@ -479,6 +479,11 @@ export class FileService {
     offset: number,
     count: number,
     target?: Buffer,
+    /**
+     * A reader without an open of its own (NFS): write caching of SMB clients breaks first, so that
+     * what they wrote and hold is written back and read (SMB readers met the holders at CREATE).
+     */
+    breakWriteCaching = false,
   ): Promise<{ inode: Inode; data: Buffer; eof: boolean }> {
     const resolved = await this.resolve(handle);
     const { share } = resolved;
@@ -490,6 +495,15 @@ export class FileService {
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
     if (!mayRead(inode, id)) throw new VfsError('ACCES', 'permission denied');
+    if (breakWriteCaching) {
+      // Read and handle caching stay (null, at once: nobody holds any); the read waits for write
+      // caching to go, with what it held written back, and sees the size that left it.
+      const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.READ | Caching.HANDLE, null, Caching.WRITE);
+      if (breaking) {
+        await breaking;
+        inode = (await this.resolve(handle)).inode;
+      }
+    }
     const data = await share.data.read(inode.id, offset, count, inode.size, target);
     return { inode, data, eof: offset + data.length >= inode.size };
   }

@@ -1,0 +1,71 @@
+// An SMB client holding write caching (a batch oplock, or an RWH lease) may hold written data the
+// server has not seen yet. An NFS READ of the file breaks that caching first: the client writes
+// its data back, then the read sees it (as an NFS WRITE breaks it, and as Linux's nfsd breaks a
+// write lease before a read). Read and handle caching stay.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { StableHow } from '../helpers/rpc-client.js';
+import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
+import { LEASE_H, LEASE_R, LEASE_W } from '../helpers/smb-raw.js';
+
+const USER = 'breakuser';
+const PASSWORD = 'break-user-Passw0rd';
+const BATCH = 9;
+const LEVEL_II = 1;
+
+describe('NFS READ and SMB write caching', { timeout: 120_000 }, () => {
+  let both: BothProtocols;
+  before(async () => {
+    both = await startBothProtocols([{ username: USER, password: PASSWORD, uid: 1000 }]);
+  });
+  after(async () => {
+    await both?.close();
+  });
+
+  it('control: an NFS WRITE breaks a batch oplock', async () => {
+    const c = await both.smb();
+    const { fileId, oplock } = await c.create('w.dat', { oplock: BATCH });
+    assert.equal(oplock, BATCH);
+    c.onBreak = () => void c.ackOplock(fileId, 0);
+    const fh = (await both.nfs.lookup(both.root, 'w.dat')).fh!;
+    await both.nfs.writeV(fh, 0, Buffer.from('x'), StableHow.UNSTABLE);
+    assert.ok(c.breaks.length >= 1, 'break sent before the NFS write');
+  });
+
+  it('an NFS READ breaks a batch oplock to level II and reads what the client wrote back on the break', async () => {
+    const c = await both.smb();
+    const { fileId, oplock } = await c.create('r.dat', { oplock: BATCH });
+    assert.equal(oplock, BATCH);
+    await c.write(fileId, 0, Buffer.from('seen by the server'));
+    // The client's cached write goes out on the break, before its acknowledgement.
+    c.onBreak = () =>
+      void (async () => {
+        await c.write(fileId, 0, Buffer.from('held by the client'));
+        await c.ackOplock(fileId, LEVEL_II);
+      })();
+    const fh = (await both.nfs.lookup(both.root, 'r.dat')).fh!;
+    const r = await both.nfs.read(fh, 0, 100);
+    assert.equal(c.breaks.length, 1, 'one break before the NFS READ');
+    assert.equal(r.data.toString(), 'held by the client');
+    // Level II is read caching: more NFS reads break nothing.
+    await both.nfs.read(fh, 0, 100);
+    assert.equal(c.breaks.length, 1, 'read caching is not broken by a read');
+  });
+
+  it('an NFS READ breaks an RWH lease to RH', async () => {
+    const c = await both.smb();
+    const key = randomBytes(16);
+    const { leaseState } = await c.create('l.dat', { lease: { key, state: LEASE_R | LEASE_W | LEASE_H } });
+    assert.equal(leaseState, LEASE_R | LEASE_W | LEASE_H);
+    const nexts: number[] = [];
+    c.onBreak = (b) => {
+      if (b.kind !== 'lease') return;
+      nexts.push(b.next);
+      if (b.ackRequired) void c.ackLease(key, b.next);
+    };
+    const fh = (await both.nfs.lookup(both.root, 'l.dat')).fh!;
+    await both.nfs.read(fh, 0, 100);
+    assert.deepEqual(nexts, [LEASE_R | LEASE_H], 'write caching given up, read and handle kept');
+  });
+});
