@@ -1190,8 +1190,9 @@ export class SmbConnection implements SessionOwner {
       }
       session.preauthHash = sha512(from, r.buf);
     }
-    // Anonymous is accepted only to re-authenticate a session (it can only lose rights: what smbd
-    // does, and smbtorture's reauth2-4 expect); a new anonymous session needs guest access.
+    // Anonymous is accepted only to re-authenticate a session, which then keeps its opens and opens
+    // nothing new (files.ts refuseAnonymous): what smbd does, and smbtorture's reauth2-5 expect. A
+    // new anonymous session needs guest access.
     const exchange = (session.exchange ??= new SmbAuthExchange(this.opts.directory, {
       serverName: this.opts.serverName,
       domain: this.opts.domain,

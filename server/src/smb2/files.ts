@@ -248,6 +248,7 @@ export async function create(
   // The caller's share permission now: `none` since the tree was connected opens nothing (the
   // share root is opened without a lookup, which would check it).
   c.fs.identity(c.share, c.id);
+  refuseAnonymous(c, 'opens nothing');
   // MS-SMB2 3.3.5.9.7: a durable reconnect skips name validation and open execution.
   if (isReconnect(req)) {
     if (!c.durable) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -477,6 +478,17 @@ function newOpen(
   open.deleteOnClose = deleteOnClose;
   open.mode = createOptions & OPEN_MODE_BITS;
   return open;
+}
+
+/**
+ * A session re-authenticated as anonymous (the only way one exists: a new anonymous logon is
+ * refused) keeps its trees and opens, whose rights were decided at CREATE (smbtorture reauth2-4),
+ * and can only lose rights: it opens, renames and links nothing more. Acting as the anonymous
+ * user (nobody), it would own what nobody owns (files of NFS AUTH_NONE clients or a squashed
+ * root), which its own user may not touch. smbd refuses the rename too (smbtorture reauth5).
+ */
+function refuseAnonymous(c: FileContext, what: string): void {
+  if (c.session.anonymous) throw fail(NtStatus.ACCESS_DENIED, `a session re-authenticated as anonymous ${what}`);
 }
 
 // MS-SMB2 3.3.5.10 CLOSE
@@ -961,6 +973,7 @@ function readSize(b: Buffer, at: number): number {
 /** MS-FSCC 2.4.37.2 FILE_RENAME_INFORMATION_TYPE_2 (and 2.4.21.2 the link form, same layout). */
 async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean): Promise<void> {
   if (b.length < 20) throw fail(NtStatus.INFO_LENGTH_MISMATCH);
+  refuseAnonymous(c, link ? 'links nothing' : 'renames nothing');
   // MS-FSA 2.1.5.14.6: a named stream cannot be linked (its handle is the stream's own inode,
   // which a link would give a name in a directory).
   if (link && open.stream) throw fail(NtStatus.INVALID_PARAMETER, 'link of a named stream');

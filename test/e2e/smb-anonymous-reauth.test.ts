@@ -1,0 +1,82 @@
+// An SMB session that re-authenticates as anonymous keeps its opens (their rights were decided at
+// CREATE) and can only lose rights: it opens, renames and links nothing more. Acting as the
+// anonymous user (nobody, 65534), it would otherwise own what nobody owns, here a file an NFS
+// AUTH_NONE client made, which its own user may not write.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { AUTH_NONE, authSys } from '../helpers/rpc-client.js';
+import { NfsOps } from '../helpers/nfs-ops.js';
+import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
+import { bodies, SmbCommand, SmbTestClient } from '../helpers/smb-client.js';
+import { TestNtlmClient } from '../helpers/ntlm-client.js';
+
+const PASSWORD = 'anon-reauth-Passw0rd-1';
+const ACCESS_DENIED = 0xc0000022;
+const MORE_PROCESSING_REQUIRED = 0xc0000016;
+const OPEN = 1;
+const FILE_READ_DATA = 0x1;
+const FILE_WRITE_DATA = 0x2;
+const DELETE = 0x10000;
+
+async function reauthenticate(c: SmbTestClient, ntlm: TestNtlmClient): Promise<number> {
+  const first = await c.request(SmbCommand.SESSION_SETUP, bodies.sessionSetup(ntlm.negotiate()));
+  assert.equal(first.status, MORE_PROCESSING_REQUIRED);
+  const off = first.body.readUInt16LE(4) - 64;
+  const token = first.body.subarray(off, off + first.body.readUInt16LE(6));
+  return (await c.request(SmbCommand.SESSION_SETUP, bodies.sessionSetup(await ntlm.authenticate(token)))).status;
+}
+
+function createBody(name: string, disposition: number, access: number): Buffer {
+  const b = bodies.create(name, disposition);
+  b.writeUInt32LE(access, 24);
+  return b;
+}
+
+describe('SMB re-authentication as anonymous', { timeout: 120_000 }, () => {
+  let both: BothProtocols;
+  before(async () => {
+    both = await startBothProtocols([{ username: 'alice', password: PASSWORD, uid: 1000 }]);
+  });
+  after(async () => {
+    await both?.close();
+  });
+
+  it("keeps the session's opens, opens and renames nothing more, and gives no rights on nobody's files", async () => {
+    // nobody.txt, owned by nobody (65534), mode 0644: made by an AUTH_NONE NFS client.
+    const anon = await NfsOps.open(both.srv.nfsPort, AUTH_NONE);
+    const made = await anon.create(await anon.mount('/export'), 'nobody.txt', { mode: 0o644 });
+    assert.equal(made.status, 0);
+    assert.equal((await anon.write(made.fh!, 0, Buffer.from('nobody-owned data'))).status, 0);
+    assert.equal((await anon.getattr(made.fh!)).attrs!.uid, 65534);
+    anon.close();
+
+    const c = await SmbTestClient.connect(both.srv.smbPort);
+    try {
+      await c.logon('alice', PASSWORD, 'export');
+      assert.equal((await c.request(SmbCommand.CREATE, createBody('nobody.txt', OPEN, FILE_WRITE_DATA))).status, ACCESS_DENIED);
+      const mine = await c.open('mine.txt');
+
+      assert.equal(await reauthenticate(c, new TestNtlmClient({ user: '', password: '', anonymous: true, keyExch: false })), 0);
+      for (const access of [FILE_WRITE_DATA | DELETE, FILE_READ_DATA])
+        assert.equal(
+          (await c.request(SmbCommand.CREATE, createBody('nobody.txt', OPEN, access))).status,
+          ACCESS_DENIED,
+          `CREATE of nobody.txt for 0x${access.toString(16)} after the anonymous re-authentication`,
+        );
+      // The open made before is still served (smbtorture reauth2).
+      assert.equal((await c.request(SmbCommand.QUERY_INFO, bodies.queryInfo(mine))).status, 0);
+
+      const nfs = await NfsOps.open(both.srv.nfsPort, authSys(0, 0));
+      const fh = (await nfs.lookup(await nfs.mount('/export'), 'nobody.txt')).fh!;
+      assert.equal((await nfs.read(fh, 0, 100)).data.toString(), 'nobody-owned data');
+      nfs.close();
+
+      // Back as alice: her rights again, no more.
+      assert.equal(await reauthenticate(c, new TestNtlmClient({ user: 'alice', password: PASSWORD })), 0);
+      assert.equal((await c.request(SmbCommand.CREATE, createBody('nobody.txt', OPEN, FILE_READ_DATA))).status, 0);
+      assert.equal((await c.request(SmbCommand.CREATE, createBody('nobody.txt', OPEN, FILE_WRITE_DATA))).status, ACCESS_DENIED);
+    } finally {
+      c.close();
+    }
+  });
+});
