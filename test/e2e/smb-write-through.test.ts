@@ -68,12 +68,28 @@ describe('SMB write-through opens', { timeout: 180_000 }, () => {
     assert.equal(await syncedWrites(c, fileId, 1, 5), 5);
   });
 
+  it("a plain open's writes are not synced one by one (control: the count tells them apart)", async () => {
+    const c = await RawSmbClient.connect(srv.smbPort);
+    clients.push(c);
+    await c.login(USER, PASSWORD, 'export');
+    const { fileId } = await c.create('plain.dat');
+    assert.ok((await syncedWrites(c, fileId, 0, 5)) < 5);
+  });
+
   it('a write on an open created with FILE_WRITE_THROUGH syncs', async () => {
     const c = await RawSmbClient.connect(srv.smbPort);
     clients.push(c);
     await c.login(USER, PASSWORD, 'export');
     const { fileId } = await c.create('opt.dat', { options: 0x40 | 0x2 });
     assert.equal(await syncedWrites(c, fileId, 0, 5), 5, 'every write on a FILE_WRITE_THROUGH open is fsynced before its reply');
+  });
+
+  it('a write on an open created with FILE_NO_INTERMEDIATE_BUFFERING syncs (MS-SMB2 2.2.13: it implies write-through)', async () => {
+    const c = await RawSmbClient.connect(srv.smbPort);
+    clients.push(c);
+    await c.login(USER, PASSWORD, 'export');
+    const { fileId } = await c.create('nobuf.dat', { options: 0x40 | 0x8 });
+    assert.equal(await syncedWrites(c, fileId, 0, 5), 5);
   });
 
   it('a write on an open switched to FILE_WRITE_THROUGH with FileModeInformation syncs', async () => {

@@ -96,7 +96,11 @@ export interface Enumeration {
  * the bits SET_INFO FileModeInformation may set (MS-FSA 2.1.5.14.7).
  */
 export const OPEN_MODE_BITS = 0x2 | 0x4 | 0x8;
-const FILE_WRITE_THROUGH = 0x2;
+/**
+ * FILE_WRITE_THROUGH, and FILE_NO_INTERMEDIATE_BUFFERING, with which "the server assumes that
+ * FILE_WRITE_THROUGH is set" (MS-SMB2 2.2.13, CreateOptions).
+ */
+const WRITE_THROUGH_BITS = 0x2 | 0x8;
 
 export class Open {
   /** Requests using this open now; CLOSE waits for them (a CLOSE must not overtake a READ). */
@@ -107,9 +111,9 @@ export class Open {
   eaIndex = 0;
   /** MS-FSCC 2.4.26 FileModeInformation: the CreateOptions of OPEN_MODE_BITS, then as SET_INFO set it. */
   mode = 0;
-  /** FILE_WRITE_THROUGH: every WRITE (and copychunk) into this open is stable before it is answered (MS-FSA 2.1.5.3). */
+  /** Every WRITE (and copychunk) into this open is stable before it is answered (MS-FSA 2.1.5.3). */
   get writeThrough(): boolean {
-    return (this.mode & FILE_WRITE_THROUGH) !== 0;
+    return (this.mode & WRITE_THROUGH_BITS) !== 0;
   }
   /**
    * What the POSIX rules let the opener do, decided at CREATE as Windows decides access at open (a
