@@ -32,6 +32,18 @@ function createBody(name: string, disposition: number, access: number): Buffer {
   return b;
 }
 
+function setBasicAttrs(fileId: Buffer, attrs: number): Buffer {
+  const b = Buffer.alloc(32 + 40);
+  b.writeUInt16LE(33, 0);
+  b.writeUInt8(1, 2); // SMB2_0_INFO_FILE
+  b.writeUInt8(4, 3); // FileBasicInformation
+  b.writeUInt32LE(40, 4);
+  b.writeUInt16LE(64 + 32, 8);
+  fileId.copy(b, 16);
+  b.writeUInt32LE(attrs, 32 + 32);
+  return b;
+}
+
 describe('SMB re-authentication as anonymous', { timeout: 120_000 }, () => {
   let both: BothProtocols;
   before(async () => {
@@ -76,6 +88,27 @@ describe('SMB re-authentication as anonymous', { timeout: 120_000 }, () => {
       assert.equal((await c.request(SmbCommand.CREATE, createBody('nobody.txt', OPEN, FILE_READ_DATA))).status, 0);
       assert.equal((await c.request(SmbCommand.CREATE, createBody('nobody.txt', OPEN, FILE_WRITE_DATA))).status, ACCESS_DENIED);
     } finally {
+      c.close();
+    }
+  });
+
+  it('changes no file information through the opens it kept, as nobody (a file nobody owns keeps its mode)', async () => {
+    const anon = await NfsOps.open(both.srv.nfsPort, AUTH_NONE);
+    const made = await anon.create(await anon.mount('/export'), 'nobody2.txt', { mode: 0o666 });
+    assert.equal(made.status, 0);
+    anon.close();
+    const c = await SmbTestClient.connect(both.srv.smbPort);
+    const nfs = await NfsOps.open(both.srv.nfsPort, authSys(0, 0));
+    try {
+      await c.logon('alice', PASSWORD, 'export');
+      const fid = await c.open('nobody2.txt');
+      assert.equal(await reauthenticate(c, new TestNtlmClient({ user: '', password: '', anonymous: true, keyExch: false })), 0);
+      // READONLY from nobody's owner would clear the mode's write bits (files.ts setInfo).
+      assert.equal((await c.request(SmbCommand.SET_INFO, setBasicAttrs(fid, 0x1))).status, ACCESS_DENIED);
+      const fh = (await nfs.lookup(await nfs.mount('/export'), 'nobody2.txt')).fh!;
+      assert.equal((await nfs.getattr(fh)).attrs!.mode & 0o777, 0o666);
+    } finally {
+      nfs.close();
       c.close();
     }
   });

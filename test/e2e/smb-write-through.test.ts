@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { RawSmbClient } from '../helpers/smb-raw.js';
-import { SmbCommand } from '../helpers/smb-client.js';
+import { bodies, SmbCommand } from '../helpers/smb-client.js';
 
 const USER = 'wtuser';
 const PASSWORD = 'wt-user-Passw0rd';
@@ -90,6 +90,33 @@ describe('SMB write-through opens', { timeout: 180_000 }, () => {
     await c.login(USER, PASSWORD, 'export');
     const { fileId } = await c.create('nobuf.dat', { options: 0x40 | 0x8 });
     assert.equal(await syncedWrites(c, fileId, 0, 5), 5);
+  });
+
+  it('FileModeInformation: NO_INTERMEDIATE_BUFFERING stays as CREATE gave it (and keeps writing through), and cannot be set (MS-FSA 2.1.5.15.7)', async () => {
+    const c = await RawSmbClient.connect(srv.smbPort);
+    clients.push(c);
+    await c.login(USER, PASSWORD, 'export');
+    const queryMode = async (fileId: Buffer): Promise<number> => {
+      const q = bodies.queryInfo(fileId);
+      q.writeUInt8(16, 3); // FileModeInformation
+      const r = await c.request(SmbCommand.QUERY_INFO, q);
+      assert.equal(r.status, 0);
+      return r.body.readUInt32LE(r.body.readUInt16LE(2) - 64);
+    };
+    const mode = (m: number): Buffer => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32LE(m, 0);
+      return b;
+    };
+    const { fileId } = await c.create('nobuf2.dat', { options: 0x40 | 0x8 });
+    assert.equal(await queryMode(fileId), 0x8);
+    assert.equal(await c.setInfo(fileId, 1, 16, mode(0x4)), 0, 'SEQUENTIAL_ONLY may be set');
+    assert.equal(await queryMode(fileId), 0x8 | 0x4);
+    assert.equal(await syncedWrites(c, fileId, 0, 3), 3, 'still written through');
+    const plain = (await c.create('plain2.dat')).fileId;
+    assert.equal(await c.setInfo(plain, 1, 16, mode(0x8)), 0xc000000d, 'NO_INTERMEDIATE_BUFFERING cannot be set');
+    assert.equal(await c.setInfo(plain, 1, 16, mode(0x2)), 0);
+    assert.equal(await queryMode(plain), 0x2);
   });
 
   it('a write on an open switched to FILE_WRITE_THROUGH with FileModeInformation syncs', async () => {

@@ -483,13 +483,20 @@ function newOpen(
 /**
  * A session re-authenticated as anonymous (the only way one exists: a new anonymous logon is
  * refused) keeps its trees and opens, whose rights were decided at CREATE (smbtorture reauth2-4),
- * and can only lose rights: it opens, renames and links nothing more. Acting as the anonymous
+ * and can only lose rights: it opens, renames and links nothing more, and changes no file
+ * information (its DACL aside, which goes by the opener: reauth4). Acting as the anonymous
  * user (nobody), it would own what nobody owns (files of NFS AUTH_NONE clients or a squashed
  * root), which its own user may not touch. smbd refuses the rename too (smbtorture reauth5).
  */
 function refuseAnonymous(c: FileContext, what: string): void {
   if (c.session.anonymous) throw fail(NtStatus.ACCESS_DENIED, `a session re-authenticated as anonymous ${what}`);
 }
+
+const FILE_WRITE_THROUGH = 0x2;
+const FILE_SEQUENTIAL_ONLY = 0x4;
+const FILE_NO_INTERMEDIATE_BUFFERING = 0x8;
+/** What SET_INFO FileModeInformation may set (MS-FSA 2.1.5.15.7). */
+const SETTABLE_MODE = FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY;
 
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
@@ -840,6 +847,9 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
   // and mode are the open's own, not the file's.
   if (req.infoType === InfoType.FILE && OPEN_STATE_CLASSES.has(req.infoClass)) c.fs.identity(c.share, c.id);
   else c.fs.writer(c.share, c.id);
+  // The file's own information is checked against the caller as it is now, which for an
+  // anonymous session is nobody (refuseAnonymous). Its DACL goes by the opener (openerIsOwner).
+  if (req.infoType === InfoType.FILE && !OPEN_STATE_CLASSES.has(req.infoClass)) refuseAnonymous(c, 'changes no file information');
   if (req.infoType === InfoType.SECURITY) return setSecurity(c, open, req);
   const b = req.buffer;
   const need = (n: number): void => {
@@ -923,12 +933,15 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       open.position = readSize(b, 0);
       return;
     case FileInfoClass.FileModeInformation: {
-      // MS-FSA 2.1.5.14.7: WRITE_THROUGH, SEQUENTIAL_ONLY and NO_INTERMEDIATE_BUFFERING may be set;
-      // anything else (the synchronous-I/O bits an SMB2 open never has among them) is refused.
+      // MS-FSA 2.1.5.15.7: WRITE_THROUGH and SEQUENTIAL_ONLY may be set; anything else is refused
+      // (the synchronous-I/O bits too: an SMB2 open never has them). NO_INTERMEDIATE_BUFFERING
+      // stays as CREATE gave it, and an open that has it keeps writing through.
       need(4);
       const mode = b.readUInt32LE(0);
-      if ((mode & ~OPEN_MODE_BITS) !== 0) throw fail(NtStatus.INVALID_PARAMETER, 'FileModeInformation bits that cannot be set');
-      open.mode = mode;
+      if ((mode & ~SETTABLE_MODE) !== 0) throw fail(NtStatus.INVALID_PARAMETER, 'FileModeInformation bits that cannot be set');
+      const noBuffering = open.mode & FILE_NO_INTERMEDIATE_BUFFERING;
+      const writeThrough = noBuffering !== 0 ? open.mode & FILE_WRITE_THROUGH : mode & FILE_WRITE_THROUGH;
+      open.mode = noBuffering | writeThrough | (mode & FILE_SEQUENTIAL_ONLY);
       return;
     }
     case FileInfoClass.FileRenameInformation:

@@ -92,8 +92,7 @@ export interface Enumeration {
 
 /**
  * FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY | FILE_NO_INTERMEDIATE_BUFFERING: the CreateOptions an
- * open keeps as its mode (MS-FSA 2.1.5.1, Open.Mode; the same bits as FileModeInformation's), and
- * the bits SET_INFO FileModeInformation may set (MS-FSA 2.1.5.14.7).
+ * open keeps as its mode (MS-FSA 2.1.5.1, Open.Mode; the same bits as FileModeInformation's).
  */
 export const OPEN_MODE_BITS = 0x2 | 0x4 | 0x8;
 /**
