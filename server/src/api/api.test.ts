@@ -464,11 +464,35 @@ describe('roles', () => {
     );
     assert.equal(p.item, 'groups["wheel"]');
     assert.notEqual((await store.read((q) => q.requireUser('carol'))).uid, 0, 'nothing changed');
-    // An admin may; the operator may then change the user's other fields and list it unchanged.
+    // An admin may. Such an account is then an admin's to manage, as an admin is (else the
+    // operator would set its password and log on as root), and so are root's group's members.
     ok(await call('PATCH', '/api/v1/users/carol', { token: a, body: { uid: 0 } }));
     ok(await call('POST', '/api/v1/groups', { token: a, body: { name: 'wheel', gid: 0 } }), 201);
-    ok(await call('PATCH', '/api/v1/users/carol', { token: t, body: { uid: 0, email: 'c@example.com' } }));
-    ok(await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'carol', uid: 0 }], [{ name: 'wheel', gid: 0 }]) }));
+    const account = /only an admin can manage a user with uid 0 or gid 0/;
+    problem(await call('PATCH', '/api/v1/users/carol', { token: t, body: { password: 'An0ther-Passw0rd!' } }), 403, account);
+    problem(await call('PATCH', '/api/v1/users/carol', { token: t, body: { email: 'c@example.com' } }), 403, account);
+    problem(await call('DELETE', '/api/v1/users/carol', { token: t }), 403, account);
+    ok(await call('POST', '/api/v1/users', { token: t, body: { username: 'mallory' } }), 201);
+    problem(await call('PUT', '/api/v1/groups/wheel/members/mallory', { token: t }), 403, /group with gid 0/);
+    ok(await call('PUT', '/api/v1/groups/wheel/members/mallory', { token: a }));
+    problem(await call('DELETE', '/api/v1/groups/wheel/members/mallory', { token: t }), 403, /group with gid 0/);
+    problem(await call('DELETE', '/api/v1/groups/wheel', { token: t }), 403, /group with gid 0/);
+    problem(await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'carol' }], [{ name: 'wheel', gid: 0 }]) }), 403, account);
+    problem(
+      await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'mallory' }], [{ name: 'wheel', gid: 0 }]) }),
+      403,
+      /group with gid 0/,
+    );
+    problem(await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'mallory' }], []) }), 403, /group with gid 0/);
+    // Left out of an operator's state, both stay; listed unchanged, the group is fine.
+    ok(
+      await call('PUT', '/api/v1/state', {
+        token: t,
+        body: st([{ username: 'mallory' }], [{ name: 'wheel', gid: 0, members: ['mallory'] }]),
+      }),
+    );
+    assert.equal((await store.read((q) => q.requireUser('carol'))).uid, 0);
+    assert.deepEqual((await store.read((q) => q.requireGroup('wheel'))).members, ['mallory']);
   });
 
   it("operator: group memberships of users with role user only, not admins' or operators' (API and state)", async () => {

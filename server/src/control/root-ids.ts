@@ -1,9 +1,17 @@
 // uid 0 is root to the file system: no mode bit binds it (unless a share squashes root), so an
 // account given uid 0 reads and changes every file of every share it may reach, whoever owns it.
 // gid 0 is root's group. Only an admin may give either to a user or a group: an operator manages
-// users, groups and shares, not the server's superuser. What already has such an id may keep it
-// (an operator's declarative state lists it unchanged).
+// users, groups and shares, not the server's superuser. An account that holds one (an admin gave
+// it) is managed by admins only, as an admin-role account is (its password, ids, deletion, group
+// memberships), and so are a gid-0 group's members: else an operator would set such an account's
+// password and log on as root, or add its own users to root's group.
 import type { Role } from './types.js';
+
+export const ROOT_ACCOUNT = "only an admin can manage a user with uid 0 or gid 0 (root's ids)";
+export const ROOT_GROUP = "only an admin can change the members of a group with gid 0 (root's group)";
+
+/** Whether an account holds root's ids (uid 0 or gid 0): admins alone manage it. */
+export const holdsRootIds = (u: { uid: number; gid: number }): boolean => u.uid === 0 || u.gid === 0;
 
 /** Why `caller` may not give these ids (null: it may). `was`: the ids the account has now, if any. */
 export function rootIdRefusal(

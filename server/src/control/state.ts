@@ -40,7 +40,7 @@ import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
 import { DEFAULT_BCRYPT_COST, passwordCredentials, passwordProblem, verifyPassword, type PasswordCredentials } from './auth.js';
 import { CONTROL_ERROR, ControlError } from './errors.js';
-import { rootIdRefusal } from './root-ids.js';
+import { holdsRootIds, ROOT_ACCOUNT, ROOT_GROUP, rootIdRefusal } from './root-ids.js';
 import { gidOverlapError, type ControlQueries, type ControlStore, type UserPatch } from './store.js';
 import {
   adminOnlyStoreUrl,
@@ -148,7 +148,7 @@ const unprocessable = (item: string, message: string): ControlError => new Contr
 const operatorMembership = (username: string, item: string): ControlError =>
   new ControlError(
     CONTROL_ERROR.FORBIDDEN,
-    `a caller with role operator cannot add or remove users with role admin or operator (${JSON.stringify(username)}) in groups`,
+    `a caller with role operator cannot add or remove users with role admin or operator, or with uid 0 or gid 0 (${JSON.stringify(username)}) in groups`,
     item,
   );
 
@@ -365,12 +365,15 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
               item,
             );
           }
+          if (!callerIsAdmin && existing !== undefined && holdsRootIds(existing))
+            throw new ControlError(CONTROL_ERROR.FORBIDDEN, ROOT_ACCOUNT, item);
           if (caller !== undefined && existing !== undefined && u.username === caller.username && role !== existing.role) {
             throw new ControlError(CONTROL_ERROR.CONFLICT, 'you cannot change your own role', item);
           }
         }
         for (const [name, u] of cur.users) {
           if (listed.has(name) || name === BOOTSTRAP_ADMIN || name === caller?.username || !manageable(u.role)) continue;
+          if (!callerIsAdmin && holdsRootIds(u)) continue; // an admin's to remove, as an admin is
           removeUsers.push(name);
         }
       }
@@ -457,16 +460,20 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
       if (!callerIsAdmin) {
         const unmanaged = (names: Iterable<string>): string | undefined =>
           [...names].find((n) => {
-            const role = cur.users.get(n)?.role;
-            return role !== undefined && !manageable(role);
+            const u = cur.users.get(n);
+            return u !== undefined && (!manageable(u.role) || holdsRootIds(u));
           });
         for (const g of desiredGroups.values()) {
           const was = new Set(cur.groups.get(g.name)?.members ?? []);
           const now = new Set(g.members ?? []);
-          const who = unmanaged([...[...now].filter((m) => !was.has(m)), ...[...was].filter((m) => !now.has(m))]);
+          const changed = [...[...now].filter((m) => !was.has(m)), ...[...was].filter((m) => !now.has(m))];
+          if (changed.length > 0 && cur.groups.get(g.name)?.gid === 0)
+            throw new ControlError(CONTROL_ERROR.FORBIDDEN, ROOT_GROUP, itemName('groups', g.name));
+          const who = unmanaged(changed);
           if (who !== undefined) throw operatorMembership(who, itemName('groups', g.name));
         }
         for (const name of removeGroups) {
+          if (cur.groups.get(name)?.gid === 0) throw new ControlError(CONTROL_ERROR.FORBIDDEN, ROOT_GROUP, itemName('groups', name));
           const who = unmanaged(cur.groups.get(name)?.members ?? []);
           if (who !== undefined) throw operatorMembership(who, itemName('groups', name));
         }

@@ -4,7 +4,7 @@
 // is not a member (or removing such a member) is a 409 (see control/store.ts). An operator may add
 // or remove only users with role user, as it may edit only those (routes/users.ts), and may delete
 // only a group with no admin or operator among its members.
-import { rootIdRefusal } from '../../control/root-ids.js';
+import { holdsRootIds, ROOT_ACCOUNT, ROOT_GROUP, rootIdRefusal } from '../../control/root-ids.js';
 import type { ControlQueries } from '../../control/store.js';
 import { mayManage, principalOf, type ApiContext, type App, type Principal } from '../context.js';
 import { ApiProblem } from '../problem.js';
@@ -21,10 +21,12 @@ interface MemberParams {
 const security = [{ bearerAuth: [] }];
 
 /** Group memberships are part of a user's rights: changing them is managing that user. */
-async function checkMembers(q: ControlQueries, me: Principal, usernames: readonly string[], what: string): Promise<void> {
+async function checkMembers(q: ControlQueries, me: Principal, group: string, usernames: readonly string[], what: string): Promise<void> {
+  if (me.role !== 'admin' && (await q.getGroup(group))?.gid === 0) throw new ApiProblem('forbidden', ROOT_GROUP);
   for (const username of usernames) {
     const u = await q.getUser(username);
     if (u !== undefined && !mayManage(me, u.role)) throw new ApiProblem('forbidden', `only an admin can ${what} users with role ${u.role}`);
+    if (u !== undefined && me.role !== 'admin' && holdsRootIds(u)) throw new ApiProblem('forbidden', ROOT_ACCOUNT);
   }
 }
 
@@ -81,7 +83,7 @@ export function groupRoutes(app: App, ctx: ApiContext): void {
     async (req, reply) => {
       await store.mutate(async (q) => {
         const group = await q.requireGroup(req.params.name);
-        await checkMembers(q, principalOf(req), group.members, 'remove from groups');
+        await checkMembers(q, principalOf(req), group.name, group.members, 'remove from groups');
         await q.deleteGroup(req.params.name);
       });
       return reply.status(204).send();
@@ -102,7 +104,7 @@ export function groupRoutes(app: App, ctx: ApiContext): void {
     },
     async (req) =>
       store.mutate(async (q) => {
-        await checkMembers(q, principalOf(req), [req.params.username], 'add to groups');
+        await checkMembers(q, principalOf(req), req.params.name, [req.params.username], 'add to groups');
         return q.addMember(req.params.name, req.params.username);
       }),
   );
@@ -121,7 +123,7 @@ export function groupRoutes(app: App, ctx: ApiContext): void {
     },
     async (req) =>
       store.mutate(async (q) => {
-        await checkMembers(q, principalOf(req), [req.params.username], 'remove from groups');
+        await checkMembers(q, principalOf(req), req.params.name, [req.params.username], 'remove from groups');
         return q.removeMember(req.params.name, req.params.username);
       }),
   );
