@@ -118,6 +118,26 @@ describe('share modes (MS-FSA 2.1.5.1.2.1)', () => {
     assert.equal(lines[0]!.user, 'alice');
     assert.equal(lines[0]!.limit, 3);
     assert.equal(lines[0]!.setting, 'adapters.smb.max_opens_per_user');
+    // A user who keeps hitting its share does not use up the lines a full table needs.
+    lines.length = 0;
+    const small = new OpenTable({ maxOpens: 3, maxOpensPerUser: 1, log: pino({}, sink) });
+    small.add(meta, 1, R, SR, 'a', 'alice');
+    for (let i = 0; i < 10; i++)
+      assert.equal(
+        refusal(() => small.add(meta, 2, R, SR, 'again', 'alice')),
+        'user-opens-full',
+      );
+    small.add(meta, 3, R, SR, 'b', 'bob');
+    small.add(meta, 4, R, SR, 'c', 'carol');
+    assert.equal(
+      refusal(() => small.add(meta, 5, R, SR, 'd', 'dave')),
+      'too-many-opens',
+    );
+    await new Promise((r) => setImmediate(r));
+    assert.ok(
+      lines.some((l) => /open table is full/.test(l.msg)),
+      'a full table is logged',
+    );
     assert.equal(t.size, 3, 'the refused open left nothing behind');
     // Another user, and opens counted under no user, still get in.
     assert.equal(

@@ -123,14 +123,17 @@ export class OpenTable {
   /** Opens of one user at most (OpenTableOptions.maxOpensPerUser); a change applies to the next open. */
   maxOpensPerUser: number;
   private readonly perUser = new Tally<string>();
-  private readonly fullLog: LogLimiter;
+  /** One limiter per kind: a user at its share, again and again, does not hide a full table. */
+  private readonly tableFullLog: LogLimiter;
+  private readonly userFullLog: LogLimiter;
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
   private cluster: ClusterLocks | null = null;
 
   constructor(opts: OpenTableOptions = {}) {
     this.maxOpens = opts.maxOpens ?? 65536;
     this.maxOpensPerUser = opts.maxOpensPerUser ?? Math.ceil(this.maxOpens / 4);
-    this.fullLog = new LogLimiter(opts.log, 'warn', 5, 60_000);
+    this.tableFullLog = new LogLimiter(opts.log, 'warn', 5, 60_000);
+    this.userFullLog = new LogLimiter(opts.log, 'warn', 5, 60_000);
   }
 
   get size(): number {
@@ -172,11 +175,11 @@ export class OpenTable {
     if (file?.deletePending) throw new OpenTableError('delete-pending');
     if (this.conflicting(file, access, shareAccess)) throw new OpenTableError('sharing-violation');
     if (this.count >= this.maxOpens) {
-      this.fullLog.log({ opens: this.count, limit: this.maxOpens }, "open refused: the server's open table is full");
+      this.tableFullLog.log({ opens: this.count, limit: this.maxOpens }, "open refused: the server's open table is full");
       throw new OpenTableError('too-many-opens');
     }
     if (user !== null && this.perUser.get(user) >= this.maxOpensPerUser) {
-      this.fullLog.log(
+      this.userFullLog.log(
         { user, opens: this.perUser.get(user), limit: this.maxOpensPerUser, setting: PER_USER_SETTING },
         'open refused: the user holds as many opens as one user may',
       );
