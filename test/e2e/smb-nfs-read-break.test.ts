@@ -1,7 +1,8 @@
 // An SMB client holding write caching (a batch oplock, or an RWH lease) may hold written data the
 // server has not seen yet. An NFS READ of the file breaks that caching first: the client writes
 // its data back, then the read sees it (as an NFS WRITE breaks it, and as Linux's nfsd breaks a
-// write lease before a read). Read and handle caching stay.
+// write lease before a read); so does a GETATTR, whose size the client reads up to. Read and
+// handle caching stay.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
@@ -51,6 +52,23 @@ describe('NFS READ and SMB write caching', { timeout: 120_000 }, () => {
     // Level II is read caching: more NFS reads break nothing.
     await both.nfs.read(fh, 0, 100);
     assert.equal(c.breaks.length, 1, 'read caching is not broken by a read');
+  });
+
+  it('an NFS GETATTR breaks write caching too, and shows the size of what the client wrote back (a client reads no further than it)', async () => {
+    const c = await both.smb();
+    const { fileId, oplock } = await c.create('g.dat', { oplock: BATCH });
+    assert.equal(oplock, BATCH);
+    c.onBreak = () =>
+      void (async () => {
+        await c.write(fileId, 0, Buffer.from('held by the client'));
+        await c.ackOplock(fileId, LEVEL_II);
+      })();
+    const fh = (await both.nfs.lookup(both.root, 'g.dat')).fh!;
+    const attrs = (await both.nfs.getattr(fh)).attrs!;
+    assert.equal(c.breaks.length, 1, 'one break before the GETATTR');
+    assert.equal(attrs.size, 'held by the client'.length);
+    await both.nfs.getattr(fh);
+    assert.equal(c.breaks.length, 1, 'read caching is not broken');
   });
 
   it('an NFS READ breaks an RWH lease to RH', async () => {

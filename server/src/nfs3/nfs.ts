@@ -185,7 +185,7 @@ export class Nfs3Program {
   private async getattr(r: XdrReader, w: XdrWriter, id: Identity): Promise<ProcResult> {
     const fh = readFh(r);
     try {
-      const { share, inode } = await this.fs.getattr(fh, id);
+      const { share, inode } = await this.fs.getattr(fh, id, true);
       w.u32(Nfs3Status.OK);
       writeFattr(w, share.id, inode);
     } catch (e) {

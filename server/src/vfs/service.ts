@@ -310,12 +310,28 @@ export class FileService {
   // ---- attributes --------------------------------------------------------------------------------
 
   /** A file's attributes (GETATTR, FSINFO, PATHCONF): any permission on the share but `none`. */
-  async getattr(handle: Buffer, cred: Identity): Promise<Resolved> {
+  async getattr(handle: Buffer, cred: Identity, breakWriteCaching = false): Promise<Resolved> {
     const r = await this.resolve(handle);
     this.identity(r.share, cred);
     // Several servers: the size and times another one acknowledged.
     const fresh = r.inode.type === FileType.REG ? this.refreshed(r.share, r.inode) : undefined;
-    return fresh === undefined ? r : { share: r.share, inode: await fresh };
+    const got = fresh === undefined ? r : { share: r.share, inode: await fresh };
+    if (!breakWriteCaching || got.inode.type !== FileType.REG) return got;
+    // The size an NFS client reads up to: with SMB clients' written-back data (see read()).
+    const after = await this.writtenBack(handle, got.share, got.inode);
+    return after === got.inode ? got : { share: got.share, inode: after };
+  }
+
+  /**
+   * For a reader without an open of its own (NFS): SMB clients' write caching of the file breaks
+   * first (to read and handle caching), so that what they wrote and hold is written back; the
+   * inode as it is then. At once, and the same inode, when nobody holds any (one Map lookup).
+   */
+  private async writtenBack(handle: Buffer, share: Share, inode: Inode): Promise<Inode> {
+    const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.READ | Caching.HANDLE, null, Caching.WRITE);
+    if (breaking === null) return inode;
+    await breaking;
+    return (await this.resolve(handle)).inode;
   }
 
   /** NFS ACCESS: which of the requested bits (ACCESS3_*) the identity holds. */
@@ -495,15 +511,9 @@ export class FileService {
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
     if (!mayRead(inode, id)) throw new VfsError('ACCES', 'permission denied');
-    if (breakWriteCaching) {
-      // Read and handle caching stay (null, at once: nobody holds any); the read waits for write
-      // caching to go, with what it held written back, and sees the size that left it.
-      const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.READ | Caching.HANDLE, null, Caching.WRITE);
-      if (breaking) {
-        await breaking;
-        inode = (await this.resolve(handle)).inode;
-      }
-    }
+    // Read and handle caching stay; the read waits for write caching to go, with what it held
+    // written back, and sees the size that left it.
+    if (breakWriteCaching) inode = await this.writtenBack(handle, share, inode);
     const data = await share.data.read(inode.id, offset, count, inode.size, target);
     return { inode, data, eof: offset + data.length >= inode.size };
   }
