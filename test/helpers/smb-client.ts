@@ -113,13 +113,15 @@ export const bodies = {
     b.writeUInt16LE(n.length, 46);
     return Buffer.concat([b, n.length > 0 ? n : Buffer.alloc(1)]);
   },
-  write(fileId: Buffer, offset: number, data: Buffer): Buffer {
+  /** `flags`: SMB2_WRITEFLAG_* (1: write-through). */
+  write(fileId: Buffer, offset: number, data: Buffer, flags = 0): Buffer {
     const b = Buffer.alloc(48);
     b.writeUInt16LE(49, 0);
     b.writeUInt16LE(64 + 48, 2);
     b.writeUInt32LE(data.length, 4);
     b.writeUInt32LE(offset, 8);
     fileId.copy(b, 16);
+    b.writeUInt32LE(flags, 44);
     return Buffer.concat([b, data]);
   },
   read(fileId: Buffer, offset: number, length: number): Buffer {
