@@ -478,18 +478,29 @@ describe('roles', () => {
     problem(await call('DELETE', '/api/v1/groups/wheel/members/mallory', { token: t }), 403, /group with gid 0/);
     problem(await call('DELETE', '/api/v1/groups/wheel', { token: t }), 403, /group with gid 0/);
     problem(await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'carol' }], [{ name: 'wheel', gid: 0 }]) }), 403, account);
+    // A member of root's group holds gid 0 over SMB: an admin's to manage too.
+    problem(await call('PATCH', '/api/v1/users/mallory', { token: t, body: { password: 'An0ther-Passw0rd!' } }), 403, account);
+    problem(await call('DELETE', '/api/v1/users/mallory', { token: t }), 403, account);
     problem(
       await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'mallory' }], [{ name: 'wheel', gid: 0 }]) }),
       403,
-      /group with gid 0/,
+      account,
     );
-    problem(await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'mallory' }], []) }), 403, /group with gid 0/);
-    // Left out of an operator's state, both stay; listed unchanged, the group is fine.
-    ok(
+    ok(await call('POST', '/api/v1/users', { token: t, body: { username: 'eve' } }), 201);
+    problem(await call('POST', '/api/v1/users', { token: t, body: { username: 'eve2', groups: ['wheel'] } }), 403, /group with gid 0/);
+    problem(await call('PATCH', '/api/v1/users/eve', { token: t, body: { groups: ['wheel'] } }), 403, /group with gid 0/);
+    problem(
       await call('PUT', '/api/v1/state', {
         token: t,
-        body: st([{ username: 'mallory' }], [{ name: 'wheel', gid: 0, members: ['mallory'] }]),
+        body: st([{ username: 'eve' }], [{ name: 'wheel', gid: 0, members: ['mallory', 'eve'] }]),
       }),
+      403,
+      /group with gid 0/,
+    );
+    problem(await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'eve' }], []) }), 403, /group with gid 0/);
+    // Left out of an operator's state, both stay; listed unchanged, the group is fine.
+    ok(
+      await call('PUT', '/api/v1/state', { token: t, body: st([{ username: 'eve' }], [{ name: 'wheel', gid: 0, members: ['mallory'] }]) }),
     );
     assert.equal((await store.read((q) => q.requireUser('carol'))).uid, 0);
     assert.deepEqual((await store.read((q) => q.requireGroup('wheel'))).members, ['mallory']);

@@ -10,8 +10,13 @@ import type { Role } from './types.js';
 export const ROOT_ACCOUNT = "only an admin can manage a user with uid 0 or gid 0 (root's ids)";
 export const ROOT_GROUP = "only an admin can change the members of a group with gid 0 (root's group)";
 
-/** Whether an account holds root's ids (uid 0 or gid 0): admins alone manage it. */
-export const holdsRootIds = (u: { uid: number; gid: number }): boolean => u.uid === 0 || u.gid === 0;
+/** Whether an account holds root's ids (uid 0, gid 0, or a gid-0 group's membership): admins alone manage it. */
+export const holdsRootIds = (u: { uid: number; gid: number; groups: readonly string[] }, rootGroups: ReadonlySet<string>): boolean =>
+  u.uid === 0 || u.gid === 0 || u.groups.some((g) => rootGroups.has(g));
+
+/** The names of the groups with gid 0 (an SMB logon takes the gid of every group of its user). */
+export const rootGroupsOf = (groups: Iterable<{ name: string; gid: number }>): Set<string> =>
+  new Set([...groups].filter((g) => g.gid === 0).map((g) => g.name));
 
 /** Why `caller` may not give these ids (null: it may). `was`: the ids the account has now, if any. */
 export function rootIdRefusal(

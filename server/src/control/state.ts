@@ -40,7 +40,7 @@ import { shareNameProblem } from '../config/schema.js';
 import { BLOCK_STORE_TYPES, METADATA_STORE_TYPES } from '../config/types.js';
 import { DEFAULT_BCRYPT_COST, passwordCredentials, passwordProblem, verifyPassword, type PasswordCredentials } from './auth.js';
 import { CONTROL_ERROR, ControlError } from './errors.js';
-import { holdsRootIds, ROOT_ACCOUNT, ROOT_GROUP, rootIdRefusal } from './root-ids.js';
+import { holdsRootIds, ROOT_ACCOUNT, ROOT_GROUP, rootGroupsOf, rootIdRefusal } from './root-ids.js';
 import { gidOverlapError, type ControlQueries, type ControlStore, type UserPatch } from './store.js';
 import {
   adminOnlyStoreUrl,
@@ -351,6 +351,8 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
 
       // ---- plan: the final sets, checked before anything is written
 
+      // Members of a gid-0 group hold root's gid over SMB: an admin's to manage (root-ids.ts).
+      const rootGroups = rootGroupsOf(cur.groups.values());
       const removeUsers: string[] = [];
       if (desired.users !== undefined) {
         const listed = new Set(desired.users.map((u) => u.username));
@@ -365,7 +367,7 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
               item,
             );
           }
-          if (!callerIsAdmin && existing !== undefined && holdsRootIds(existing))
+          if (!callerIsAdmin && existing !== undefined && holdsRootIds(existing, rootGroups))
             throw new ControlError(CONTROL_ERROR.FORBIDDEN, ROOT_ACCOUNT, item);
           if (caller !== undefined && existing !== undefined && u.username === caller.username && role !== existing.role) {
             throw new ControlError(CONTROL_ERROR.CONFLICT, 'you cannot change your own role', item);
@@ -373,7 +375,7 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
         }
         for (const [name, u] of cur.users) {
           if (listed.has(name) || name === BOOTSTRAP_ADMIN || name === caller?.username || !manageable(u.role)) continue;
-          if (!callerIsAdmin && holdsRootIds(u)) continue; // an admin's to remove, as an admin is
+          if (!callerIsAdmin && holdsRootIds(u, rootGroups)) continue; // an admin's to remove, as an admin is
           removeUsers.push(name);
         }
       }
@@ -461,7 +463,7 @@ export async function applyState(store: ControlStore, desired: DesiredState, opt
         const unmanaged = (names: Iterable<string>): string | undefined =>
           [...names].find((n) => {
             const u = cur.users.get(n);
-            return u !== undefined && (!manageable(u.role) || holdsRootIds(u));
+            return u !== undefined && (!manageable(u.role) || holdsRootIds(u, rootGroups));
           });
         for (const g of desiredGroups.values()) {
           const was = new Set(cur.groups.get(g.name)?.members ?? []);

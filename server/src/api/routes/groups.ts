@@ -4,7 +4,7 @@
 // is not a member (or removing such a member) is a 409 (see control/store.ts). An operator may add
 // or remove only users with role user, as it may edit only those (routes/users.ts), and may delete
 // only a group with no admin or operator among its members.
-import { holdsRootIds, ROOT_ACCOUNT, ROOT_GROUP, rootIdRefusal } from '../../control/root-ids.js';
+import { holdsRootIds, ROOT_ACCOUNT, ROOT_GROUP, rootGroupsOf, rootIdRefusal } from '../../control/root-ids.js';
 import type { ControlQueries } from '../../control/store.js';
 import { mayManage, principalOf, type ApiContext, type App, type Principal } from '../context.js';
 import { ApiProblem } from '../problem.js';
@@ -23,10 +23,11 @@ const security = [{ bearerAuth: [] }];
 /** Group memberships are part of a user's rights: changing them is managing that user. */
 async function checkMembers(q: ControlQueries, me: Principal, group: string, usernames: readonly string[], what: string): Promise<void> {
   if (me.role !== 'admin' && (await q.getGroup(group))?.gid === 0) throw new ApiProblem('forbidden', ROOT_GROUP);
+  const roots = me.role === 'admin' ? new Set<string>() : rootGroupsOf(await q.listGroups());
   for (const username of usernames) {
     const u = await q.getUser(username);
     if (u !== undefined && !mayManage(me, u.role)) throw new ApiProblem('forbidden', `only an admin can ${what} users with role ${u.role}`);
-    if (u !== undefined && me.role !== 'admin' && holdsRootIds(u)) throw new ApiProblem('forbidden', ROOT_ACCOUNT);
+    if (u !== undefined && me.role !== 'admin' && holdsRootIds(u, roots)) throw new ApiProblem('forbidden', ROOT_ACCOUNT);
   }
 }
 

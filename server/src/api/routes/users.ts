@@ -5,7 +5,7 @@
 // Setting a password (POST, or PATCH by someone else) sets must_change_password unless the body
 // says otherwise; a new password revokes the user's tokens.
 import { passwordCredentials, passwordProblem } from '../../control/auth.js';
-import { holdsRootIds, ROOT_ACCOUNT, rootIdRefusal } from '../../control/root-ids.js';
+import { holdsRootIds, ROOT_ACCOUNT, ROOT_GROUP, rootGroupsOf, rootIdRefusal } from '../../control/root-ids.js';
 import type { ControlQueries, UserPatch } from '../../control/store.js';
 import type { Role } from '../../control/types.js';
 import { mayManage, principalOf, type ApiContext, type App } from '../context.js';
@@ -65,6 +65,10 @@ export function userRoutes(app: App, ctx: ApiContext): void {
       if (!mayManage(me, role)) throw new ApiProblem('forbidden', `only an admin can create users with role ${role}`);
       const rootIds = rootIdRefusal(me.role, 'a user', b);
       if (rootIds !== null) throw new ApiProblem('forbidden', rootIds);
+      if (me.role !== 'admin' && b.groups !== undefined && b.groups.length > 0) {
+        const roots = rootGroupsOf(await store.listGroups());
+        if (b.groups.some((g) => roots.has(g))) throw new ApiProblem('forbidden', ROOT_GROUP);
+      }
       checkPassword(b.password);
       const creds = b.password === undefined ? undefined : await passwordCredentials(b.password, ctx.bcryptCost);
       const user = await store.createUser({
@@ -114,7 +118,9 @@ export function userRoutes(app: App, ctx: ApiContext): void {
       const user = await store.mutate(async (q) => {
         const target = await q.requireUser(username);
         if (!mayManage(me, target.role)) throw new ApiProblem('forbidden', `only an admin can change users with role ${target.role}`);
-        if (me.role !== 'admin' && holdsRootIds(target)) throw new ApiProblem('forbidden', ROOT_ACCOUNT);
+        const roots = rootGroupsOf(await q.listGroups());
+        if (me.role !== 'admin' && holdsRootIds(target, roots)) throw new ApiProblem('forbidden', ROOT_ACCOUNT);
+        if (me.role !== 'admin' && b.groups?.some((g) => roots.has(g))) throw new ApiProblem('forbidden', ROOT_GROUP);
         const rootIds = rootIdRefusal(me.role, 'a user', b, target);
         if (rootIds !== null) throw new ApiProblem('forbidden', rootIds);
         if (b.role !== undefined && b.role !== 'admin') await keepAnAdmin(q, username, 'demote');
@@ -155,7 +161,8 @@ export function userRoutes(app: App, ctx: ApiContext): void {
       await store.mutate(async (q) => {
         const target = await q.requireUser(username);
         if (!mayManage(me, target.role)) throw new ApiProblem('forbidden', `only an admin can delete users with role ${target.role}`);
-        if (me.role !== 'admin' && holdsRootIds(target)) throw new ApiProblem('forbidden', ROOT_ACCOUNT);
+        if (me.role !== 'admin' && holdsRootIds(target, rootGroupsOf(await q.listGroups())))
+          throw new ApiProblem('forbidden', ROOT_ACCOUNT);
         await keepAnAdmin(q, username, 'delete');
         await q.deleteUser(username);
       });
