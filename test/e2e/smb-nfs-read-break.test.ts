@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { StableHow } from '../helpers/rpc-client.js';
+import type { XdrReader } from '../../server/src/rpc/xdr.js';
+import { args, NfsProc, StableHow } from '../helpers/rpc-client.js';
 import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
 import { LEASE_H, LEASE_R, LEASE_W } from '../helpers/smb-raw.js';
 
@@ -69,6 +70,27 @@ describe('NFS READ and SMB write caching', { timeout: 120_000 }, () => {
     assert.equal(attrs.size, 'held by the client'.length);
     await both.nfs.getattr(fh);
     assert.equal(c.breaks.length, 1, 'read caching is not broken');
+  });
+
+  it("an NFS WRITE's pre-op size is the file's after the data the client wrote back on the break", async () => {
+    const c = await both.smb();
+    const { fileId, oplock } = await c.create('wcc.dat', { oplock: BATCH });
+    assert.equal(oplock, BATCH);
+    await c.write(fileId, 0, Buffer.from('seen'));
+    const held = Buffer.from('held by the client, 32 bytes....');
+    c.onBreak = () =>
+      void (async () => {
+        await c.write(fileId, 0, held);
+        await c.ackOplock(fileId, 0);
+      })();
+    const fh = (await both.nfs.lookup(both.root, 'wcc.dat')).fh!;
+    const rep = await both.nfs.nfs(NfsProc.WRITE, args.write(fh, 1000, Buffer.from('z'), StableHow.FILE_SYNC));
+    assert.equal(rep.kind, 'accepted');
+    const r = (rep as { body: XdrReader }).body;
+    assert.equal(r.u32(), 0, 'NFS3_OK');
+    assert.equal(r.u32(), 1, 'pre-op attributes present');
+    // A client that cached 4 bytes must see that the file changed before its WRITE.
+    assert.equal(Number(r.u64()), held.length);
   });
 
   it('an NFS READ breaks an RWH lease to RH', async () => {

@@ -528,7 +528,9 @@ export class FileService {
     /** Byte-range locks of others refuse the write (ACCES): an NFS WRITE passes its owner token. */
     lockOwner: object | null = null,
   ): Promise<{ before: Inode; after: Inode }> {
-    const { share, inode } = await this.resolve(handle);
+    const resolved = await this.resolve(handle);
+    const { share } = resolved;
+    let { inode } = resolved;
     const id = this.writer(share, cred);
     if (inode.type === FileType.DIR) throw new VfsError('ISDIR', 'is a directory');
     if (inode.type !== FileType.REG) throw new VfsError('INVAL', 'not a regular file');
@@ -545,7 +547,12 @@ export class FileService {
     if (remote !== null && (await remote)) throw new VfsError('ACCES', 'the range is locked by an SMB client of another server');
     // Oplocks and leases of other opens break before the data changes (null: nobody holds any).
     const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except);
-    if (breaking) await breaking;
+    if (breaking) {
+      await breaking;
+      // What the holders wrote back on the break is the file before this write (the reply's
+      // pre-op attributes, which an NFS client compares with what it cached).
+      inode = (await this.resolve(handle)).inode;
+    }
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
     // A write by anyone but root drops setuid, and setgid of a setgid program (a locking mark
