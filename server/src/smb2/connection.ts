@@ -1191,7 +1191,7 @@ export class SmbConnection implements SessionOwner {
       session.preauthHash = sha512(from, r.buf);
     }
     // Anonymous is accepted only to re-authenticate a session, which then keeps its opens and opens
-    // nothing new (files.ts refuseAnonymous): what smbd does, and smbtorture's reauth2-5 expect. A
+    // nothing new (files.ts refuseAnonymous): what smbd does, and smbtorture's reauth2-4 expect. A
     // new anonymous session needs guest access.
     const exchange = (session.exchange ??= new SmbAuthExchange(this.opts.directory, {
       serverName: this.opts.serverName,

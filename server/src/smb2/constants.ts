@@ -123,6 +123,8 @@ export const CreateDisposition = Object.freeze({
 export const CreateOptions = Object.freeze({
   DIRECTORY_FILE: 0x00000001,
   WRITE_THROUGH: 0x00000002,
+  SEQUENTIAL_ONLY: 0x00000004,
+  NO_INTERMEDIATE_BUFFERING: 0x00000008,
   NON_DIRECTORY_FILE: 0x00000040,
   DELETE_ON_CLOSE: 0x00001000,
 } as const);

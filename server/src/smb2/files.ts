@@ -492,12 +492,6 @@ function refuseAnonymous(c: FileContext, what: string): void {
   if (c.session.anonymous) throw fail(NtStatus.ACCESS_DENIED, `a session re-authenticated as anonymous ${what}`);
 }
 
-const FILE_WRITE_THROUGH = 0x2;
-const FILE_SEQUENTIAL_ONLY = 0x4;
-const FILE_NO_INTERMEDIATE_BUFFERING = 0x8;
-/** What SET_INFO FileModeInformation may set (MS-FSA 2.1.5.15.7). */
-const SETTABLE_MODE = FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY;
-
 // MS-SMB2 3.3.5.10 CLOSE
 export async function close(c: FileContext, open: Open, flags: number, w: SmbWriter): Promise<void> {
   const pending = oplock.deletePendingOf(open) || open.deleteOnClose;
@@ -933,15 +927,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       open.position = readSize(b, 0);
       return;
     case FileInfoClass.FileModeInformation: {
-      // MS-FSA 2.1.5.15.7: WRITE_THROUGH and SEQUENTIAL_ONLY may be set; anything else is refused
-      // (the synchronous-I/O bits too: an SMB2 open never has them). NO_INTERMEDIATE_BUFFERING
-      // stays as CREATE gave it, and an open that has it keeps writing through.
       need(4);
-      const mode = b.readUInt32LE(0);
-      if ((mode & ~SETTABLE_MODE) !== 0) throw fail(NtStatus.INVALID_PARAMETER, 'FileModeInformation bits that cannot be set');
-      const noBuffering = open.mode & FILE_NO_INTERMEDIATE_BUFFERING;
-      const writeThrough = noBuffering !== 0 ? open.mode & FILE_WRITE_THROUGH : mode & FILE_WRITE_THROUGH;
-      open.mode = noBuffering | writeThrough | (mode & FILE_SEQUENTIAL_ONLY);
+      if (!open.setMode(b.readUInt32LE(0))) throw fail(NtStatus.INVALID_PARAMETER, 'FileModeInformation bits that cannot be set');
       return;
     }
     case FileInfoClass.FileRenameInformation:

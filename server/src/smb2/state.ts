@@ -1,6 +1,7 @@
 // MS-SMB2 3.3.1 server state: Connection -> Session -> TreeConnect -> Open, each with its own ids.
 // Opens live in their connection's table (3.3.1.10 Connection.OpenTable semantics for 2.x: an
 // open dies with its connection) and point at their tree and session.
+import { CreateOptions } from './constants.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import type { Share } from '../vfs/service.js';
 import type { HeldTimes } from './attrs.js';
@@ -90,16 +91,12 @@ export interface Enumeration {
   fresh: boolean;
 }
 
+const { WRITE_THROUGH, SEQUENTIAL_ONLY, NO_INTERMEDIATE_BUFFERING } = CreateOptions;
 /**
- * FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY | FILE_NO_INTERMEDIATE_BUFFERING: the CreateOptions an
- * open keeps as its mode (MS-FSA 2.1.5.1, Open.Mode; the same bits as FileModeInformation's).
+ * The CreateOptions an open keeps as its mode (MS-FSA 2.1.5.1, Open.Mode; FileModeInformation has
+ * the same bits).
  */
-export const OPEN_MODE_BITS = 0x2 | 0x4 | 0x8;
-/**
- * FILE_WRITE_THROUGH, and FILE_NO_INTERMEDIATE_BUFFERING, with which "the server assumes that
- * FILE_WRITE_THROUGH is set" (MS-SMB2 2.2.13, CreateOptions).
- */
-const WRITE_THROUGH_BITS = 0x2 | 0x8;
+export const OPEN_MODE_BITS = WRITE_THROUGH | SEQUENTIAL_ONLY | NO_INTERMEDIATE_BUFFERING;
 
 export class Open {
   /** Requests using this open now; CLOSE waits for them (a CLOSE must not overtake a READ). */
@@ -108,11 +105,27 @@ export class Open {
   position = 0;
   /** Where a FileFullEaInformation query without RESTART_SCAN goes on (0-based, ea.ts). */
   eaIndex = 0;
-  /** MS-FSCC 2.4.26 FileModeInformation: the CreateOptions of OPEN_MODE_BITS, then as SET_INFO set it. */
+  /** MS-FSCC 2.4.26 FileModeInformation: the CreateOptions of OPEN_MODE_BITS, then as setMode() set it. */
   mode = 0;
-  /** Every WRITE (and copychunk) into this open is stable before it is answered (MS-FSA 2.1.5.3). */
+  /**
+   * Every WRITE (and copychunk) into this open is stable before it is answered (MS-FSA 2.1.5.3):
+   * WRITE_THROUGH, or NO_INTERMEDIATE_BUFFERING, with which "the server assumes that
+   * FILE_WRITE_THROUGH is set" (MS-SMB2 2.2.13).
+   */
   get writeThrough(): boolean {
-    return (this.mode & WRITE_THROUGH_BITS) !== 0;
+    return (this.mode & (WRITE_THROUGH | NO_INTERMEDIATE_BUFFERING)) !== 0;
+  }
+  /**
+   * SET_INFO FileModeInformation (MS-FSA 2.1.5.15.7): WRITE_THROUGH and SEQUENTIAL_ONLY may be set,
+   * nothing else (false: refused, unchanged; the synchronous-I/O bits too, an SMB2 open never has
+   * them). NO_INTERMEDIATE_BUFFERING stays as CREATE gave it, and with it, write-through.
+   */
+  setMode(mode: number): boolean {
+    if ((mode & ~(WRITE_THROUGH | SEQUENTIAL_ONLY)) !== 0) return false;
+    const noBuffering = this.mode & NO_INTERMEDIATE_BUFFERING;
+    const writeThrough = noBuffering !== 0 ? this.mode & WRITE_THROUGH : mode & WRITE_THROUGH;
+    this.mode = noBuffering | writeThrough | (mode & SEQUENTIAL_ONLY);
+    return true;
   }
   /**
    * What the POSIX rules let the opener do, decided at CREATE as Windows decides access at open (a

@@ -22,12 +22,13 @@ const security = [{ bearerAuth: [] }];
 
 /** Group memberships are part of a user's rights: changing them is managing that user. */
 async function checkMembers(q: ControlQueries, me: Principal, group: string, usernames: readonly string[], what: string): Promise<void> {
-  if (me.role !== 'admin' && (await q.getGroup(group))?.gid === 0) throw new ApiProblem('forbidden', ROOT_GROUP);
-  const roots = me.role === 'admin' ? new Set<string>() : rootGroupsOf(await q.listGroups());
+  if (me.role === 'admin') return;
+  const roots = rootGroupsOf(await q.listGroups());
+  if (roots.has(group)) throw new ApiProblem('forbidden', ROOT_GROUP);
   for (const username of usernames) {
     const u = await q.getUser(username);
     if (u !== undefined && !mayManage(me, u.role)) throw new ApiProblem('forbidden', `only an admin can ${what} users with role ${u.role}`);
-    if (u !== undefined && me.role !== 'admin' && holdsRootIds(u, roots)) throw new ApiProblem('forbidden', ROOT_ACCOUNT);
+    if (u !== undefined && holdsRootIds(u, roots)) throw new ApiProblem('forbidden', ROOT_ACCOUNT);
   }
 }
 
