@@ -316,22 +316,20 @@ export class FileService {
     // Several servers: the size and times another one acknowledged.
     const fresh = r.inode.type === FileType.REG ? this.refreshed(r.share, r.inode) : undefined;
     const got = fresh === undefined ? r : { share: r.share, inode: await fresh };
-    if (!breakWriteCaching || got.inode.type !== FileType.REG) return got;
     // The size an NFS client reads up to: with SMB clients' written-back data (see read()).
-    const after = await this.writtenBack(handle, got.share, got.inode);
-    return after === got.inode ? got : { share: got.share, inode: after };
+    const back = breakWriteCaching && got.inode.type === FileType.REG ? this.writtenBack(handle, got.share, got.inode) : null;
+    return back === null ? got : { share: got.share, inode: await back };
   }
 
   /**
    * For a reader without an open of its own (NFS): SMB clients' write caching of the file breaks
    * first (to read and handle caching), so that what they wrote and hold is written back; the
-   * inode as it is then. At once, and the same inode, when nobody holds any (one Map lookup).
+   * inode as it is then. Null, synchronously, when nobody holds any (one Map lookup and no
+   * promise: GETATTR and READ are hot paths).
    */
-  private async writtenBack(handle: Buffer, share: Share, inode: Inode): Promise<Inode> {
+  private writtenBack(handle: Buffer, share: Share, inode: Inode): Promise<Inode> | null {
     const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.READ | Caching.HANDLE, null, Caching.WRITE);
-    if (breaking === null) return inode;
-    await breaking;
-    return (await this.resolve(handle)).inode;
+    return breaking === null ? null : breaking.then(async () => (await this.resolve(handle)).inode);
   }
 
   /** NFS ACCESS: which of the requested bits (ACCESS3_*) the identity holds. */
@@ -513,7 +511,8 @@ export class FileService {
     if (!mayRead(inode, id)) throw new VfsError('ACCES', 'permission denied');
     // Read and handle caching stay; the read waits for write caching to go, with what it held
     // written back, and sees the size that left it.
-    if (breakWriteCaching) inode = await this.writtenBack(handle, share, inode);
+    const back = breakWriteCaching ? this.writtenBack(handle, share, inode) : null;
+    if (back !== null) inode = await back;
     const data = await share.data.read(inode.id, offset, count, inode.size, target);
     return { inode, data, eof: offset + data.length >= inode.size };
   }
