@@ -102,6 +102,8 @@ async function until(what: string, f: () => Promise<boolean>, ms = 15_000): Prom
 }
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
+/** The offset of an append (MS-SMB2 3.3.5.13: 0xFFFFFFFFFFFFFFFF, the end of the file). */
+const APPEND = 0xffffffffffffffffn;
 
 describe('SMB lock state across several servers (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
   let pgi: PostgresInstance;
@@ -346,6 +348,50 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     assert.ok(br.kind === 'lease' && br.next === 0, 'broken to none');
     assert.equal((await ca.read(fileId, 0, 9)).toString(), 'through-b');
     await ca.close(fileId);
+  });
+
+  it('appends through A and through B at the same time all land, none over another', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    // Both opens share everything (no oplock): the servers hand the file's write lease back and forth.
+    const ia = (await ca.create('both.log')).fileId;
+    const ib = (await cb.create('both.log')).fileId;
+    const N = 12;
+    const acked: string[] = [];
+    const busy = { n: 0 };
+    await Promise.all(
+      [
+        [ca, ia, 'a'],
+        [cb, ib, 'b'],
+      ].map(async ([c, id, who]) => {
+        for (let i = 0; i < N; i++) {
+          const line = `${who as string}${String(i).padStart(3, '0')}\n`;
+          // NETWORK_BUSY (the lease moved while the append looked for the end) is retried, as a client does.
+          for (let attempt = 0; ; attempt++) {
+            const body = bodies.write(id as Buffer, 0, Buffer.from(line));
+            body.writeBigUInt64LE(APPEND, 8);
+            const st = (await (c as RawSmbClient).request(SmbCommand.WRITE, body)).status;
+            if (st === STATUS.SUCCESS) break;
+            assert.equal(hex(st), hex(STATUS.NETWORK_BUSY), `append ${line.trim()}`);
+            assert.ok(attempt < 50, `append ${line.trim()} kept meeting NETWORK_BUSY`);
+            busy.n++;
+          }
+          acked.push(line.trim());
+        }
+      }),
+    );
+    await ca.close(ia);
+    await cb.close(ib);
+    const c = await smb(a);
+    const { fileId } = await c.create('both.log');
+    const text = (await c.read(fileId, 0, 65536)).toString();
+    await c.close(fileId);
+    assert.deepEqual(
+      text.split('\n').filter(Boolean).sort(),
+      acked.sort(),
+      `every acknowledged append once, whole (${busy.n} retried); the file holds:\n${text}`,
+    );
+    assert.equal(text.length, 2 * N * 5);
   });
 
   it('a SIGKILLed server’s opens and locks stop refusing the other within the liveness ttl', async () => {

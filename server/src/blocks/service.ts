@@ -413,14 +413,18 @@ export class BlockService {
    * progress and its record is appended, in the same turn: the file service stores the new size
    * then, so that the sizes and the data change in the same order (a size change made earlier would
    * land before a truncate that the data lands after). A write refused before its append (no WAL
-   * room in time, the lease gone meanwhile) never runs it: its size is not taken.
+   * room in time, the lease gone meanwhile) never runs it: its size is not taken. With `underToken`
+   * (from writeToken) it is refused (JUKEBOX) unless written under that very lease.
    */
-  async write(inodeId: number, offset: number, data: Buffer, admitted?: () => void): Promise<void> {
+  async write(inodeId: number, offset: number, data: Buffer, admitted?: () => void, underToken?: number): Promise<void> {
     let token = 0;
     if (this.opts.leases) {
       // Held: a number at once, so that appends stay in call order as below.
       const t = this.opts.leases.token(inodeId);
       token = typeof t === 'number' ? t : await t;
+      // An offset computed under a lease (an append's end of file) is only right under that lease.
+      if (underToken !== undefined && token !== underToken)
+        throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server while the append looked for its end');
     }
     for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
     this.lastWriteAt = Date.now();
@@ -447,6 +451,15 @@ export class BlockService {
       throw storageError('could not write the WAL', err);
     }
     if (this.wal.persistent) for (const e of exts) e.mem = null;
+  }
+
+  /**
+   * Several servers: takes (or keeps) this server's write lease of the file, so that its size as
+   * read now is the last writer's until `write(…, underToken)` with the token returned; 0 with one
+   * server (nothing to take).
+   */
+  writeToken(inodeId: number): number | Promise<number> {
+    return this.opts.leases?.token(inodeId) ?? 0;
   }
 
   /** Indexes `length` bytes written at `offset`, found in `seg` at `pos` (and in `mem`, if given). */

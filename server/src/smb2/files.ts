@@ -542,7 +542,8 @@ export async function read(c: FileContext, open: Open, req: ReadRequest): Promis
  * time on this server, per metadata store and inode: each reads the end of the file once the one
  * before it is written. Pipelined appends then all land, one after another in the order they
  * arrived; read and written as two steps side by side, they read the same end and wrote over one
- * another (2 of 20 pipelined appends were left).
+ * another (2 of 20 pipelined appends were left). Across servers the file's write lease orders
+ * them (vfs append()).
  */
 const appends = new WeakMap<MetadataStore, KeyedSerial<number>>();
 
@@ -554,20 +555,37 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   if (req.offset >= 0) return writeAt(c, open, req, req.offset);
   let serial = appends.get(open.share.meta);
   if (serial === undefined) appends.set(open.share.meta, (serial = new KeyedSerial<number>()));
-  return serial.run(open.inodeId, async () => writeAt(c, open, req, (await c.fs.resolve(open.handle)).inode.size));
+  return serial.run(open.inodeId, () => writeAt(c, open, req, null));
 }
 
-async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number): Promise<number> {
-  const locked = ioLocked(c, open, offset, req.data.length, true);
-  if (locked === true || (locked !== false && (await locked))) throw fail(NtStatus.FILE_LOCK_CONFLICT);
+/** A WRITE at `offset`, or (null) at the end of the file as the vfs finds it. */
+async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null): Promise<number> {
+  // FILE_LOCK_CONFLICT if another open's byte-range lock covers the range (a promise only when
+  // another server must be asked).
+  const unlocked = (at: number): Promise<void> | undefined => {
+    const locked = ioLocked(c, open, at, req.data.length, true);
+    if (locked === true) throw fail(NtStatus.FILE_LOCK_CONFLICT);
+    if (locked === false) return undefined;
+    return locked.then((yes) => {
+      if (yes) throw fail(NtStatus.FILE_LOCK_CONFLICT);
+    });
+  };
+  const asked = offset === null ? undefined : unlocked(offset);
+  if (asked) await asked;
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0 || open.writeThrough;
   // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
   const changes = req.data.length > 0;
   if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
-  await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
+  let end = offset ?? 0;
+  if (offset !== null) await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
+  else
+    await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), (at) => {
+      end = at;
+      return unlocked(at);
+    });
   if (changes && open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
-  open.position = offset + req.data.length;
+  open.position = end + req.data.length;
   return req.data.length;
 }
 

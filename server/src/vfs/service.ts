@@ -527,6 +527,37 @@ export class FileService {
     /** Byte-range locks of others refuse the write (ACCES): an NFS WRITE passes its owner token. */
     lockOwner: object | null = null,
   ): Promise<{ before: Inode; after: Inode }> {
+    return this.writeData(handle, cred, offset, data, stable, except, lockOwner);
+  }
+
+  /**
+   * An append (SMB WRITE at offset 0xFFFFFFFFFFFFFFFF): `data` written at the end of the file as
+   * it is once other opens' write caching is broken and, with several servers, once this server
+   * holds the file's write lease (the last writer's size is then stored and read afresh; the data
+   * is refused with JUKEBOX if the lease moves before it is logged). `at(offset)` runs with the end
+   * found, before anything is written: the caller's byte-range lock check. Appends of one file on
+   * this server must not run side by side (the caller serializes them), or they read one end.
+   */
+  async append(
+    handle: Buffer,
+    cred: Identity,
+    data: Buffer,
+    stable: boolean,
+    except: CacheHolder | null,
+    at: (offset: number) => void | Promise<void>,
+  ): Promise<{ before: Inode; after: Inode }> {
+    return this.writeData(handle, cred, at, data, stable, except, null);
+  }
+
+  private async writeData(
+    handle: Buffer,
+    cred: Identity,
+    where: number | ((offset: number) => void | Promise<void>),
+    data: Buffer,
+    stable: boolean,
+    except: CacheHolder | null,
+    lockOwner: object | null,
+  ): Promise<{ before: Inode; after: Inode }> {
     const resolved = await this.resolve(handle);
     const { share } = resolved;
     let { inode } = resolved;
@@ -537,7 +568,11 @@ export class FileService {
     // A write of no bytes succeeds and changes nothing: not the size (even at an offset past the
     // end), not the times, not the setuid bits (POSIX write(): "no other results"; Linux returns 0
     // before it looks at the offset; MS-FSA 2.1.5.3 for SMB). Nothing to make durable either.
-    if (data.length === 0) return { before: inode, after: inode };
+    if (data.length === 0) {
+      if (typeof where !== 'number') await where(inode.size);
+      return { before: inode, after: inode };
+    }
+    let offset = typeof where === 'number' ? where : inode.size;
     // An offset at or past 2^53 arrives as Infinity (see the NFS decoder): FBIG too.
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
     if (lockOwner !== null && this.byteRanges.ioConflict(share.meta, inode.id, lockOwner, offset, data.length, true))
@@ -551,6 +586,18 @@ export class FileService {
       // What the holders wrote back on the break is the file before this write (the reply's
       // pre-op attributes, which an NFS client compares with what it cached).
       inode = (await this.resolve(handle)).inode;
+    }
+    let underToken: number | undefined;
+    if (typeof where !== 'number') {
+      // The end as the last writer left it: with several servers, once the lease is this server's.
+      const t = share.data.writeToken(inode.id);
+      if (t !== 0) {
+        underToken = await t;
+        inode = (await this.resolve(handle)).inode;
+      }
+      offset = inode.size;
+      if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
+      await where(offset);
     }
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
@@ -568,12 +615,18 @@ export class FileService {
     // for first, failed or not: until it settles it may still read `data`, whose buffer the caller
     // reuses once this returns.
     const update: { attrs?: Promise<Inode> } = {};
-    await share.data.write(inode.id, offset, data, () => {
-      update.attrs = share.meta.setAttr(inode.id, changes);
-      // Its failure is read below, once the data write settled: not an unhandled rejection
-      // (which ends the process) if it comes first.
-      update.attrs.catch(() => undefined);
-    });
+    await share.data.write(
+      inode.id,
+      offset,
+      data,
+      () => {
+        update.attrs = share.meta.setAttr(inode.id, changes);
+        // Its failure is read below, once the data write settled: not an unhandled rejection
+        // (which ends the process) if it comes first.
+        update.attrs.catch(() => undefined);
+      },
+      underToken,
+    );
     // A write that settled was admitted (BlockService.write).
     const after = await update.attrs!;
     if (stable) await this.sync(share, inode.id);
