@@ -9,6 +9,7 @@ import {
   Access,
   CreateDisposition,
   CreateOptions,
+  FileAttributes,
   FILE_ALL_ACCESS,
   FileInfoClass,
   QueryDirectoryFlags,
@@ -751,6 +752,85 @@ describe('SMB2 file commands over the file service', () => {
     // Bob lists his own directory.
     const own = (await as(bob, 'p', list, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)).open;
     assert.deepEqual(names(await firstName(bob, own)), ['.']);
+    await srv.close();
+  });
+
+  it('QUERY_DIRECTORY gives names only to a caller who may list a directory but not search it, as NFS READDIRPLUS', async () => {
+    const { srv, c } = await setup();
+    const bob = bobOn(srv);
+    // Alice's directory, which others may list (r) but not search (no x): 0744. In it a file with
+    // data and an EA, and a directory.
+    const d = (await as(c, 'listable-only', Access.GENERIC_ALL, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE)).open;
+    const eas = encodeFullEaList([{ flags: 0, name: Buffer.from('Color'), value: Buffer.from('red') }]);
+    const f = (
+      await create(
+        c,
+        createRequest('listable-only\\secret', { createDisposition: CreateDisposition.CREATE, contexts: [{ name: 'ExtA', data: eas }] }),
+      )
+    ).open;
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('0123456789') });
+    await files.close(c, f, 0, new SmbWriter());
+    const sub = (await as(c, 'listable-only\\sub', Access.GENERIC_ALL, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE)).open;
+    await files.close(c, sub, 0, new SmbWriter());
+    await srv.fs.setattr(d.handle, alice, { mode: 0o744 });
+    await files.close(c, d, 0, new SmbWriter());
+    /** The directory's entries as `ctx` lists them (FileIdBothDirectoryInformation), by name. */
+    const list = async (ctx: files.FileContext, infoClass: number = FileInfoClass.FileIdBothDirectoryInformation) => {
+      const o = (await as(ctx, 'listable-only', Access.GENERIC_READ, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)).open;
+      const buf = await files.queryDirectory(ctx, o, {
+        infoClass,
+        flags: QueryDirectoryFlags.RESTART_SCANS,
+        fileIndex: 0,
+        fileId: o.fileId,
+        pattern: utf16('*'),
+        outputBufferLength: 65536,
+      });
+      await files.close(ctx, o, 0, new SmbWriter());
+      return buf;
+    };
+    const entries = async (ctx: files.FileContext) => {
+      const buf = await list(ctx);
+      const out = new Map<string, { writeTime: bigint; endOfFile: bigint; attributes: number; eaSize: number; fileId: bigint }>();
+      for (let at = 0; ;) {
+        const length = buf.readUInt32LE(at + 60);
+        out.set(buf.subarray(at + 104, at + 104 + length).toString('utf16le'), {
+          writeTime: buf.readBigUInt64LE(at + 24),
+          endOfFile: buf.readBigUInt64LE(at + 40),
+          attributes: buf.readUInt32LE(at + 56),
+          eaSize: buf.readUInt32LE(at + 64),
+          fileId: buf.readBigUInt64LE(at + 96),
+        });
+        const next = buf.readUInt32LE(at);
+        if (next === 0) return out;
+        at += next;
+      }
+    };
+    // Alice, the owner (rwx), sees everything.
+    const asAlice = await entries(c);
+    const secret = asAlice.get('secret');
+    assert.equal(secret?.endOfFile, 10n);
+    assert.ok(secret.writeTime > 0n);
+    assert.equal(secret.attributes & FileAttributes.DIRECTORY, 0);
+    assert.ok(secret.eaSize > 0, 'EaSize of the file with an EA');
+    assert.equal((asAlice.get('sub')?.attributes ?? 0) & FileAttributes.DIRECTORY, FileAttributes.DIRECTORY);
+    // Bob lists the same names, with their file ids (as NFS READDIR gives fileids), but no size,
+    // time, type or EaSize: what a lookup, which he may not make, would give.
+    assert.equal(await status(as(bob, 'listable-only\\secret', Access.FILE_READ_ATTRIBUTES)), NtStatus.ACCESS_DENIED, 'no lookup');
+    const asBob = await entries(bob);
+    assert.deepEqual([...asBob.keys()].sort(), [...asAlice.keys()].sort());
+    assert.deepEqual([...asBob.keys()].sort(), ['.', '..', 'secret', 'sub']);
+    for (const name of ['secret', 'sub'])
+      assert.deepEqual(
+        asBob.get(name),
+        { writeTime: 0n, endOfFile: 0n, attributes: FileAttributes.NORMAL, eaSize: 0, fileId: asAlice.get(name)?.fileId },
+        name,
+      );
+    // "." and "..": he reached the directory through its parent, so he could look both up.
+    for (const name of ['.', '..']) assert.deepEqual(asBob.get(name), asAlice.get(name), name);
+    assert.deepEqual(names(await list(bob, FileInfoClass.FileNamesInformation)).sort(), ['.', '..', 'secret', 'sub']);
+    // Root may search any directory.
+    const root: files.FileContext = { ...fileContext(srv, { sessionId: 3 }), id: { uid: 0, gid: 0, gids: [] } };
+    assert.deepEqual((await entries(root)).get('secret'), secret);
     await srv.close();
   });
 

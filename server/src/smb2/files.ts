@@ -636,26 +636,42 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
   for (;;) {
     // The next candidate, without moving past it until it is written.
     let name: string;
-    let inode: Inode;
+    let inode: Inode | null;
+    let fileId: number;
     let eaSize = 0;
     if (e.phase === 0) {
       name = '.';
       inode = dir.inode;
+      fileId = inode.id;
     } else if (e.phase === 1) {
       name = '..';
       inode = await c.fs.parentOf(dir.share, dir.inode);
+      fileId = inode.id;
     } else {
       if (e.pageAt >= e.page.length) {
         if (e.eof) break;
         const r = await c.fs.readdir(open.handle, c.id, e.cookie, DIR_PAGE);
+        // Without search permission (x) on the directory, its entries are names (and file ids)
+        // only, as NFS READDIRPLUS gives them: their attributes and EaSize are what a lookup, which
+        // needs x, would refuse (POSIX `ls -l` fails there too; `ls` works). Decided once a page,
+        // by the vfs rule NFS uses (root passes). "." and ".." keep theirs: the caller reached this
+        // directory by a path, searching every directory above it, so it could look both up.
+        const searchable = r.searchable;
         // EaSize of the page's entries, in one query (the classes that carry it).
-        const eaSizes = withEaSize
-          ? await dir.share.meta.metaSizes(
-              r.entries.map((x) => x.inode.id),
-              EA_KIND,
-            )
-          : null;
-        e.page = r.entries.map((x) => ({ name: x.name, cookie: x.cookie, inode: x.inode, eaSize: eaSizes?.get(x.inode.id) ?? 0 }));
+        const eaSizes =
+          withEaSize && searchable
+            ? await dir.share.meta.metaSizes(
+                r.entries.map((x) => x.inode.id),
+                EA_KIND,
+              )
+            : null;
+        e.page = r.entries.map((x) => ({
+          name: x.name,
+          cookie: x.cookie,
+          fileId: x.inode.id,
+          inode: searchable ? x.inode : null,
+          eaSize: eaSizes?.get(x.inode.id) ?? 0,
+        }));
         e.pageAt = 0;
         e.eof = r.eof || r.entries.length === 0;
         if (e.page.length === 0) break;
@@ -663,6 +679,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
       const next = e.page[e.pageAt]!;
       name = next.name.toString('utf8');
       inode = next.inode;
+      fileId = next.fileId;
       eaSize = next.eaSize;
     }
     if (matchPattern(e.pattern, name)) {
@@ -674,7 +691,7 @@ export async function queryDirectory(c: FileContext, open: Open, req: QueryDirec
         break;
       }
       if (last !== -1) out.writeUInt32LE(start - last, last);
-      writeDirEntry(out, start, req.infoClass, inode, nameBuf, name, eaSize);
+      writeDirEntry(out, start, req.infoClass, fileId, inode, nameBuf, name, eaSize);
       last = start;
       used = start + size;
       count++;

@@ -5,7 +5,7 @@ import type { Inode, Timespec } from '../vfs/types.js';
 import { reportedAttributes } from './attrs.js';
 import { FileType } from '../vfs/types.js';
 import { SmbWriter, utf16, writeFiletime } from './codec.js';
-import { FileInfoClass } from './constants.js';
+import { FileAttributes, FileInfoClass } from './constants.js';
 import type { FileTimesAndSizes } from './messages.js';
 import { shownWriteTime } from './writetime.js';
 
@@ -288,22 +288,39 @@ export function dirEntrySize(cls: number, name: Buffer): number {
 /**
  * Writes one directory entry at `at` of `buf` (zeroed beforehand by the caller), with
  * NextEntryOffset 0 (the caller links entries). `name` is UTF-16LE.
+ *
+ * `inode` null writes the name and `fileId` only, as NFS READDIR gives a name and its fileid3: what
+ * a caller who may read the directory but not search it learns of an entry. Times, sizes and EaSize
+ * stay zero and FileAttributes is FILE_ATTRIBUTE_NORMAL (not even DIRECTORY: the type is an
+ * attribute too, which NFS withholds with the others).
  */
-export function writeDirEntry(buf: Buffer, at: number, cls: number, inode: Inode, name: Buffer, displayName: string, eaSize = 0): void {
+export function writeDirEntry(
+  buf: Buffer,
+  at: number,
+  cls: number,
+  fileId: number,
+  inode: Inode | null,
+  name: Buffer,
+  displayName: string,
+  eaSize = 0,
+): void {
   if (cls === FileInfoClass.FileNamesInformation) {
     buf.writeUInt32LE(0, at + 4);
     buf.writeUInt32LE(name.length, at + 8);
     name.copy(buf, at + 12);
     return;
   }
-  const i = fileInfoOf(inode, displayName);
-  writeFiletime(buf, at + 8, i.creationTime);
-  writeFiletime(buf, at + 16, i.lastAccessTime);
-  writeFiletime(buf, at + 24, i.lastWriteTime);
-  writeFiletime(buf, at + 32, i.changeTime);
-  writeU64(buf, at + 40, i.endOfFile);
-  writeU64(buf, at + 48, i.allocationSize);
-  buf.writeUInt32LE(i.fileAttributes, at + 56);
+  if (inode === null) buf.writeUInt32LE(FileAttributes.NORMAL, at + 56);
+  else {
+    const i = fileInfoOf(inode, displayName);
+    writeFiletime(buf, at + 8, i.creationTime);
+    writeFiletime(buf, at + 16, i.lastAccessTime);
+    writeFiletime(buf, at + 24, i.lastWriteTime);
+    writeFiletime(buf, at + 32, i.changeTime);
+    writeU64(buf, at + 40, i.endOfFile);
+    writeU64(buf, at + 48, i.allocationSize);
+    buf.writeUInt32LE(i.fileAttributes, at + 56);
+  }
   buf.writeUInt32LE(name.length, at + 60);
   // EaSize at 64 for all but FileDirectoryInformation.
   if (cls !== FileInfoClass.FileDirectoryInformation) buf.writeUInt32LE(eaSize, at + 64);
@@ -320,11 +337,11 @@ export function writeDirEntry(buf: Buffer, at: number, cls: number, inode: Inode
       break;
     case FileInfoClass.FileIdBothDirectoryInformation:
       writeShortName(buf, at, displayName);
-      writeU64(buf, at + 96, inode.id);
+      writeU64(buf, at + 96, fileId);
       name.copy(buf, at + 104);
       break;
     case FileInfoClass.FileIdFullDirectoryInformation:
-      writeU64(buf, at + 72, inode.id);
+      writeU64(buf, at + 72, fileId);
       name.copy(buf, at + 80);
       break;
     default:

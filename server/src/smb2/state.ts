@@ -83,8 +83,11 @@ export interface Enumeration {
   /** 0: "." next, 1: ".." next, 2: entries after `cookie`. */
   phase: number;
   cookie: number;
-  /** Entries read ahead from the store and not returned yet (within one QUERY_DIRECTORY call). */
-  page: { name: Buffer; cookie: number; inode: Inode; eaSize: number }[];
+  /**
+   * Entries read ahead from the store and not returned yet (within one QUERY_DIRECTORY call);
+   * `inode` null when the caller may not search the directory (name and file id only).
+   */
+  page: { name: Buffer; cookie: number; fileId: number; inode: Inode | null; eaSize: number }[];
   pageAt: number;
   eof: boolean;
   /** Nothing returned yet since the pattern was set (an empty result is NO_SUCH_FILE, not NO_MORE_FILES). */
