@@ -17,6 +17,9 @@ const OPEN = 1;
 const FILE_READ_DATA = 0x1;
 const FILE_WRITE_DATA = 0x2;
 const DELETE = 0x10000;
+const FSCTL_SET_SPARSE = 0x000900c4;
+const FSCTL_SET_ZERO_DATA = 0x000980c8;
+const FILE_ATTRIBUTE_SPARSE_FILE = 0x200;
 
 async function reauthenticate(c: SmbTestClient, ntlm: TestNtlmClient): Promise<number> {
   const first = await c.request(SmbCommand.SESSION_SETUP, bodies.sessionSetup(ntlm.negotiate()));
@@ -42,6 +45,19 @@ function setBasicAttrs(fileId: Buffer, attrs: number): Buffer {
   fileId.copy(b, 16);
   b.writeUInt32LE(attrs, 32 + 32);
   return b;
+}
+
+/** An IOCTL request body of an FSCTL (MS-SMB2 2.2.31, SMB2_0_IOCTL_IS_FSCTL). */
+function fsctlBody(fileId: Buffer, ctlCode: number, input: Buffer): Buffer {
+  const b = Buffer.alloc(56);
+  b.writeUInt16LE(57, 0);
+  b.writeUInt32LE(ctlCode, 4);
+  fileId.copy(b, 8);
+  b.writeUInt32LE(input.length ? 64 + 56 : 0, 24); // InputOffset
+  b.writeUInt32LE(input.length, 28);
+  b.writeUInt32LE(0, 44); // MaxOutputResponse
+  b.writeUInt32LE(1, 48); // SMB2_0_IOCTL_IS_FSCTL
+  return Buffer.concat([b, input.length ? input : Buffer.alloc(1)]);
 }
 
 describe('SMB re-authentication as anonymous', { timeout: 120_000 }, () => {
@@ -107,6 +123,38 @@ describe('SMB re-authentication as anonymous', { timeout: 120_000 }, () => {
       assert.equal((await c.request(SmbCommand.SET_INFO, setBasicAttrs(fid, 0x1))).status, ACCESS_DENIED);
       const fh = (await nfs.lookup(await nfs.mount('/export'), 'nobody2.txt')).fh!;
       assert.equal((await nfs.getattr(fh)).attrs!.mode & 0o777, 0o666);
+    } finally {
+      nfs.close();
+      c.close();
+    }
+  });
+  it("marks no kept open's file sparse (an attribute), but still writes its data", async () => {
+    // Owned by nobody, mode 0666: alice may open it, and nobody, its owner, could set its attributes.
+    const anon = await NfsOps.open(both.srv.nfsPort, AUTH_NONE);
+    const made = await anon.create(await anon.mount('/export'), 'nobody3.txt', { mode: 0o666 });
+    assert.equal(made.status, 0);
+    anon.close();
+    const c = await SmbTestClient.connect(both.srv.smbPort);
+    const nfs = await NfsOps.open(both.srv.nfsPort, authSys(0, 0));
+    try {
+      await c.logon('alice', PASSWORD, 'export');
+      const fid = await c.open('nobody3.txt');
+      assert.equal((await c.request(SmbCommand.WRITE, bodies.write(fid, 0, Buffer.from('abcdefgh')))).status, 0);
+      assert.equal(await reauthenticate(c, new TestNtlmClient({ user: '', password: '', anonymous: true, keyExch: false })), 0);
+      assert.equal((await c.request(SmbCommand.IOCTL, fsctlBody(fid, FSCTL_SET_SPARSE, Buffer.alloc(0)))).status, ACCESS_DENIED);
+      const q = await c.request(SmbCommand.QUERY_INFO, bodies.queryInfo(fid));
+      assert.equal(q.status, 0);
+      // FileAllInformation opens with FileBasicInformation: four times, then FileAttributes.
+      const attrs = q.body.readUInt32LE(q.body.readUInt16LE(2) - 64 + 32);
+      assert.equal(attrs & FILE_ATTRIBUTE_SPARSE_FILE, 0, 'the file is not marked sparse');
+      // Data goes on being written through the open, as a WRITE: SET_ZERO_DATA too.
+      assert.equal((await c.request(SmbCommand.WRITE, bodies.write(fid, 0, Buffer.from('XY')))).status, 0);
+      const zero = Buffer.alloc(16);
+      zero.writeBigInt64LE(2n, 0);
+      zero.writeBigInt64LE(4n, 8);
+      assert.equal((await c.request(SmbCommand.IOCTL, fsctlBody(fid, FSCTL_SET_ZERO_DATA, zero))).status, 0);
+      const fh = (await nfs.lookup(await nfs.mount('/export'), 'nobody3.txt')).fh!;
+      assert.deepEqual((await nfs.read(fh, 0, 100)).data, Buffer.from('XY\0\0efgh', 'latin1'));
     } finally {
       nfs.close();
       c.close();

@@ -93,6 +93,35 @@ describe('NFS READ and SMB write caching', { timeout: 120_000 }, () => {
     assert.equal(Number(r.u64()), held.length);
   });
 
+  // SETATTR of a size breaks the caching too; its pre-op attributes, as a WRITE's, are the file's
+  // after what the client wrote back. A size equal to the one the server saw before the break
+  // still cuts the written-back data (the client's writes came first).
+  for (const size of [10, 4]) {
+    it(`an NFS SETATTR to size ${size}: pre-op size is the file's after the client's write-back`, async () => {
+      const c = await both.smb();
+      const name = `trunc${size}.dat`;
+      const { fileId, oplock } = await c.create(name, { oplock: BATCH });
+      assert.equal(oplock, BATCH);
+      await c.write(fileId, 0, Buffer.from('seen'));
+      const held = Buffer.from('held by the client, 32 bytes....');
+      c.onBreak = () =>
+        void (async () => {
+          await c.write(fileId, 0, held);
+          await c.ackOplock(fileId, 0);
+        })();
+      const fh = (await both.nfs.lookup(both.root, name)).fh!;
+      const rep = await both.nfs.nfs(NfsProc.SETATTR, args.setattr(fh, { size }));
+      assert.equal(rep.kind, 'accepted');
+      const r = (rep as { body: XdrReader }).body;
+      assert.equal(r.u32(), 0, 'NFS3_OK');
+      assert.equal(r.u32(), 1, 'pre-op attributes present');
+      assert.equal(Number(r.u64()), held.length, 'pre-op size');
+      assert.ok(c.breaks.length >= 1, 'the oplock was broken');
+      const got = await both.nfs.read(fh, 0, 100);
+      assert.deepEqual(got.data, held.subarray(0, size), 'the file is the written-back data, cut');
+    });
+  }
+
   it('an NFS READ breaks an RWH lease to RH', async () => {
     const c = await both.smb();
     const key = randomBytes(16);

@@ -20,6 +20,8 @@ export class LogLimiter {
     private readonly level: 'warn' | 'info',
     private readonly burst: number,
     private readonly intervalMs: number,
+    /** Fields of the summary line besides the count (a KeyedLogLimiter's key). */
+    private readonly summaryFields: object = {},
   ) {}
 
   log(obj: object, msg: string): void {
@@ -49,6 +51,59 @@ export class LogLimiter {
     if (this.suppressed === 0 || this.logger === undefined) return;
     const n = this.suppressed;
     this.suppressed = 0;
-    this.logger[this.level]({ suppressed: n, intervalMs: this.intervalMs }, `${this.lastMsg} (${n} more like this not logged)`);
+    this.logger[this.level](
+      { ...this.summaryFields, suppressed: n, intervalMs: this.intervalMs },
+      `${this.lastMsg} (${n} more like this not logged)`,
+    );
+  }
+}
+
+/**
+ * A LogLimiter per key (a user): each key gets its own `burst` lines per interval, so one key's
+ * flood does not hide another's lines. At most `maxKeys` keys are tracked, the one that logged
+ * least recently dropped first (its summary line written then): memory stays bounded however many
+ * keys come. A key dropped and back starts a new window.
+ */
+export class KeyedLogLimiter {
+  /** In order of last use, oldest first (a Map keeps insertion order; a use re-inserts). */
+  private readonly byKey = new Map<string, LogLimiter>();
+
+  constructor(
+    private readonly logger: Logger | undefined,
+    private readonly level: 'warn' | 'info',
+    private readonly burst: number,
+    private readonly intervalMs: number,
+    private readonly maxKeys: number,
+    /** The field naming the key in a summary line (`user`). */
+    private readonly keyField: string,
+  ) {
+    if (!Number.isSafeInteger(maxKeys) || maxKeys < 1) throw new RangeError(`maxKeys must be a positive integer, got ${maxKeys}`);
+  }
+
+  /** Keys tracked now (at most maxKeys). */
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  log(key: string, obj: object, msg: string): void {
+    if (this.logger === undefined) return;
+    let limiter = this.byKey.get(key);
+    if (limiter !== undefined) {
+      this.byKey.delete(key);
+    } else {
+      if (this.byKey.size >= this.maxKeys) {
+        const [oldestKey, oldest] = this.byKey.entries().next().value as [string, LogLimiter];
+        this.byKey.delete(oldestKey);
+        oldest.flush();
+      }
+      limiter = new LogLimiter(this.logger, this.level, this.burst, this.intervalMs, { [this.keyField]: key });
+    }
+    this.byKey.set(key, limiter);
+    limiter.log(obj, msg);
+  }
+
+  /** Writes every key's summary line now, if any line was left out. */
+  flush(): void {
+    for (const limiter of this.byKey.values()) limiter.flush();
   }
 }

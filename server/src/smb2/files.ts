@@ -484,11 +484,12 @@ function newOpen(
  * A session re-authenticated as anonymous (the only way one exists: a new anonymous logon is
  * refused) keeps its trees and opens, whose rights were decided at CREATE (smbtorture reauth2-4),
  * and can only lose rights: it opens, renames and links nothing more, and changes no file
- * information (its DACL aside, which goes by the opener: reauth4). Acting as the anonymous
+ * information (SET_INFO, FSCTL_SET_SPARSE; its DACL aside, which goes by the opener: reauth4).
+ * Data it still writes through those opens, as WRITE (copychunk, SET_ZERO_DATA). Acting as the anonymous
  * user (nobody), it would own what nobody owns (files of NFS AUTH_NONE clients or a squashed
  * root), which its own user may not touch. smbd refuses the rename too (smbtorture reauth5).
  */
-function refuseAnonymous(c: FileContext, what: string): void {
+export function refuseAnonymous(c: FileContext, what: string): void {
   if (c.session.anonymous) throw fail(NtStatus.ACCESS_DENIED, `a session re-authenticated as anonymous ${what}`);
 }
 

@@ -6,7 +6,7 @@ import { dataRanges, zeroRange } from '../vfs/sparse.js';
 import { DosAttributes } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
 import { Access, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
-import { type FileContext, ioLocked } from './files.js';
+import { type FileContext, ioLocked, refuseAnonymous } from './files.js';
 import { type IoctlRequest, writeIoctlResponse } from './messages.js';
 import * as oplock from './oplock.js';
 import type { Open } from './state.js';
@@ -220,9 +220,14 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
   return reply(w, req, encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }));
 }
 
-/** MS-FSCC 2.3.64 FSCTL_SET_SPARSE: FILE_SET_SPARSE_BUFFER (optional: no buffer means set). */
+/**
+ * MS-FSCC 2.3.64 FSCTL_SET_SPARSE: FILE_SET_SPARSE_BUFFER (optional: no buffer means set). The
+ * sparse flag is a file attribute: a session re-authenticated as anonymous sets it no more than
+ * SET_INFO sets the others (files.ts refuseAnonymous).
+ */
 async function setSparse(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Promise<{ status: number; data: null }> {
   const { c, open } = requireFile(host, req);
+  refuseAnonymous(c, 'changes no file attributes');
   if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'a directory cannot be sparse');
   if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_APPEND_DATA)) === 0)
     throw fail(NtStatus.ACCESS_DENIED, 'SET_SPARSE needs write access');

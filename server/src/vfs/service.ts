@@ -367,6 +367,21 @@ export class FileService {
       if (guardCtime && !timespecEqual(guardCtime, inode.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
       return { before: inode, after: inode, share };
     }
+    if (attrs.size !== undefined && inode.type === FileType.REG && mayWrite(inode, id)) {
+      // Oplocks and leases caching this file's data break before its size is looked at (either
+      // protocol); only dirty data (write caching) is waited for, as Windows (smbtorture
+      // lease.breaking4). What the holders wrote back is the file this SETATTR changes: its pre-op
+      // attributes (which an NFS client compares with what it cached) and the size it is compared
+      // with (a truncate to the size the server saw before still cuts the written-back data).
+      // Null, and no promise, when nobody caches the file.
+      const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
+      if (breaking !== null) {
+        await breaking;
+        inode = (await this.resolve(handle)).inode;
+        const again = this.refreshed(share, inode);
+        if (again !== undefined) inode = await again;
+      }
+    }
     const isOwner = id.uid === inode.uid;
     const isRoot = id.uid === 0;
     const changes: AttrChanges = {};
@@ -437,9 +452,9 @@ export class FileService {
     const store = (): Promise<Inode> => share.meta.setAttr(inode.id, changes, guardCtime);
     let after: Inode;
     if (changes.size !== undefined) {
-      // Oplocks and leases caching this file's data break before its size changes (either protocol);
-      // only dirty data (write caching) is waited for, as Windows (smbtorture lease.breaking4).
-      await this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
+      // Broken above; again for a holder that got its caching while this SETATTR read the file.
+      const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
+      if (breaking !== null) await breaking;
       // The size is stored while the truncate's WAL record is held (see BlockService.truncate).
       after = await share.data.truncate(inode.id, changes.size, store);
     } else {

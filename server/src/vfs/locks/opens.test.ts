@@ -165,6 +165,57 @@ describe('share modes (MS-FSA 2.1.5.1.2.1)', () => {
   });
 });
 
+describe('refusals of a user at its share, in the log', () => {
+  it("are rate-limited per user: one user's refusals do not hide another's, and the users tracked are bounded", async () => {
+    const lines: { msg: string; user?: string; suppressed?: number }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]);
+        done();
+      },
+    });
+    const t = new OpenTable({ maxOpens: 100, maxOpensPerUser: 1, log: pino({}, sink) });
+    t.add(meta, 1, R, SR, 'a', 'alice');
+    t.add(meta, 2, R, SR, 'b', 'bob');
+    for (let i = 0; i < 20; i++)
+      assert.equal(
+        refusal(() => t.add(meta, 3, R, SR, 'again', 'alice')),
+        'user-opens-full',
+      );
+    for (let i = 0; i < 2; i++)
+      assert.equal(
+        refusal(() => t.add(meta, 3, R, SR, 'b2', 'bob')),
+        'user-opens-full',
+      );
+    await new Promise((r) => setImmediate(r));
+    const of = (user: string): number => lines.filter((l) => l.user === user && l.suppressed === undefined).length;
+    assert.equal(of('alice'), 5, "alice's five lines a minute, the rest counted");
+    assert.equal(of('bob'), 2, "bob's refusals are logged, though alice used up her lines");
+    // A stream of distinct users, each refused (a share of none): the least recently refused
+    // users are forgotten, alice first, and her summary is written as she goes. Not unbounded.
+    t.maxOpensPerUser = 0;
+    let users = 0;
+    const aliceSummary = (): (typeof lines)[number] | undefined => lines.find((l) => l.user === 'alice' && l.suppressed !== undefined);
+    while (aliceSummary() === undefined && users < 100_000)
+      assert.equal(
+        refusal(() => t.add(meta, 4, R, SR, 'x', `user${users++}`)),
+        'user-opens-full',
+      );
+    assert.ok(users <= 1000, `alice forgotten after ${users} other users (at most some hundreds are tracked)`);
+    assert.equal(aliceSummary()!.suppressed, 15);
+    assert.match(aliceSummary()!.msg, /15 more like this not logged/);
+    // Each of those users got its line; a user forgotten and back starts afresh.
+    assert.equal(of('user0'), 1);
+    t.maxOpensPerUser = 1;
+    assert.equal(
+      refusal(() => t.add(meta, 3, R, SR, 'back', 'alice')),
+      'user-opens-full',
+    );
+    await new Promise((r) => setImmediate(r));
+    assert.equal(of('alice'), 6);
+  });
+});
+
 describe('caching holders', () => {
   class Holder implements CacheHolder {
     breaks: number[] = [];

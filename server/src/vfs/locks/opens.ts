@@ -9,7 +9,7 @@ import type { ClusterLocks } from './cluster.js';
 import { isVfsError } from '../errors.js';
 import type { Logger } from 'pino';
 import { Tally } from '../../tally.js';
-import { LogLimiter } from '../../obs/log-limiter.js';
+import { KeyedLogLimiter, LogLimiter } from '../../obs/log-limiter.js';
 
 /** MS-SMB2 2.2.13.1 / MS-DTYP 2.4.3 access bits that take part in share-mode checks. */
 export const AccessBits = Object.freeze({
@@ -103,6 +103,12 @@ export interface OpenTableOptions {
 /** The config key of maxOpensPerUser, named in the refusal's log line. */
 const PER_USER_SETTING = 'adapters.smb.max_opens_per_user';
 
+/**
+ * Users whose refusals (user-opens-full) are rate-limited apart, at most: past that the one
+ * refused least recently is forgotten (a few hundred bytes each, whatever stream of users comes).
+ */
+export const USER_FULL_LOG_USERS = 256;
+
 /** MS-FSA 2.1.5.1.2.1: does a new open with `access`/`share` conflict with an existing one? */
 export function sharingConflict(access: number, share: number, existing: { access: number; shareAccess: number }): boolean {
   if ((access & SHARING_ACCESS) === 0 || (existing.access & SHARING_ACCESS) === 0) return false;
@@ -123,9 +129,12 @@ export class OpenTable {
   /** Opens of one user at most (OpenTableOptions.maxOpensPerUser); a change applies to the next open. */
   maxOpensPerUser: number;
   private readonly perUser = new Tally<string>();
-  /** One limiter per kind: a user at its share, again and again, does not hide a full table. */
+  /**
+   * One limiter per kind: a user at its share, again and again, does not hide a full table; and
+   * one per user for the shares: nor another user's refusals.
+   */
   private readonly tableFullLog: LogLimiter;
-  private readonly userFullLog: LogLimiter;
+  private readonly userFullLog: KeyedLogLimiter;
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
   private cluster: ClusterLocks | null = null;
 
@@ -133,7 +142,7 @@ export class OpenTable {
     this.maxOpens = opts.maxOpens ?? 65536;
     this.maxOpensPerUser = opts.maxOpensPerUser ?? Math.ceil(this.maxOpens / 4);
     this.tableFullLog = new LogLimiter(opts.log, 'warn', 5, 60_000);
-    this.userFullLog = new LogLimiter(opts.log, 'warn', 5, 60_000);
+    this.userFullLog = new KeyedLogLimiter(opts.log, 'warn', 5, 60_000, USER_FULL_LOG_USERS, 'user');
   }
 
   get size(): number {
@@ -180,6 +189,7 @@ export class OpenTable {
     }
     if (user !== null && this.perUser.get(user) >= this.maxOpensPerUser) {
       this.userFullLog.log(
+        user,
         { user, opens: this.perUser.get(user), limit: this.maxOpensPerUser, setting: PER_USER_SETTING },
         'open refused: the user holds as many opens as one user may',
       );
