@@ -576,13 +576,20 @@ async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: nu
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0 || open.writeThrough;
   // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
   const changes = req.data.length > 0;
-  if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
   let end = offset ?? 0;
-  if (offset !== null) await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
-  else
-    await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), (at) => {
+  if (offset !== null) {
+    if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
+    await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
+  } else
+    await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), async (at, inode) => {
       end = at;
-      return unlocked(at);
+      // The lock check first, as for any other WRITE: an append refused by a byte-range lock
+      // delays no write time (else the open's next real WRITE counts as a later one, whose time
+      // shows only at its close, and a refused append after an update sets the time at the close).
+      const asked = unlocked(at);
+      if (asked) await asked;
+      // The write time the file has now (read already: no await more between its end and the write).
+      if (changes) await writeTime.beforeWrite(open, () => Promise.resolve(inode.mtime));
     });
   if (changes && open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);

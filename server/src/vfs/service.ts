@@ -551,9 +551,10 @@ export class FileService {
    * An append (SMB WRITE at offset 0xFFFFFFFFFFFFFFFF): `data` written at the end of the file as
    * it is once other opens' write caching is broken and, with several servers, once this server
    * holds the file's write lease (the last writer's size is then stored and read afresh; the data
-   * is refused with JUKEBOX if the lease moves before it is logged). `at(offset)` runs with the end
-   * found, before anything is written: the caller's byte-range lock check. Appends of one file on
-   * this server must not run side by side (the caller serializes them), or they read one end.
+   * is refused with JUKEBOX if the lease moves before it is logged). `at(offset, inode)` runs with
+   * the end found and the file as it is then, before anything is written: the caller's byte-range
+   * lock check (and what goes after it, with no read of the file more). Appends of one file on this
+   * server must not run side by side (the caller serializes them), or they read one end.
    */
   async append(
     handle: Buffer,
@@ -561,7 +562,7 @@ export class FileService {
     data: Buffer,
     stable: boolean,
     except: CacheHolder | null,
-    at: (offset: number) => void | Promise<void>,
+    at: (offset: number, inode: Inode) => void | Promise<void>,
   ): Promise<{ before: Inode; after: Inode }> {
     return this.writeData(handle, cred, at, data, stable, except, null);
   }
@@ -569,7 +570,7 @@ export class FileService {
   private async writeData(
     handle: Buffer,
     cred: Identity,
-    where: number | ((offset: number) => void | Promise<void>),
+    where: number | ((offset: number, inode: Inode) => void | Promise<void>),
     data: Buffer,
     stable: boolean,
     except: CacheHolder | null,
@@ -586,7 +587,7 @@ export class FileService {
     // end), not the times, not the setuid bits (POSIX write(): "no other results"; Linux returns 0
     // before it looks at the offset; MS-FSA 2.1.5.3 for SMB). Nothing to make durable either.
     if (data.length === 0) {
-      if (typeof where !== 'number') await where(inode.size);
+      if (typeof where !== 'number') await where(inode.size, inode);
       return { before: inode, after: inode };
     }
     let offset = typeof where === 'number' ? where : inode.size;
@@ -614,7 +615,7 @@ export class FileService {
       }
       offset = inode.size;
       if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
-      await where(offset);
+      await where(offset, inode);
     }
     const now = nowTimespec();
     const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
