@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { BlockConflictError, type BlockRef, type MetadataStore } from '../meta/store.js';
 import { randomHex } from '../random-hex.js';
 import { settledWithin } from '../timeouts.js';
-import { storageError, VfsError } from '../vfs/errors.js';
+import { AppendEndMoved, storageError, VfsError } from '../vfs/errors.js';
 import { compareTimespec, type Timespec } from '../vfs/types.js';
 import { BufferPools, type BufferPool } from '../wire/buffer-pool.js';
 import { BlockCache } from './cache.js';
@@ -414,7 +414,9 @@ export class BlockService {
    * then, so that the sizes and the data change in the same order (a size change made earlier would
    * land before a truncate that the data lands after). A write refused before its append (no WAL
    * room in time, the lease gone meanwhile) never runs it: its size is not taken. With `underToken`
-   * (from writeToken) it is refused (JUKEBOX) unless written under that very lease.
+   * (from writeToken: an append's offset, the end of the file read under that lease; 0 with one
+   * server) it is refused (AppendEndMoved) unless written under that very lease and past no
+   * truncate or cut of the file in progress (which the end was read before).
    */
   async write(inodeId: number, offset: number, data: Buffer, admitted?: () => void, underToken?: number): Promise<void> {
     let token = 0;
@@ -424,9 +426,15 @@ export class BlockService {
       token = typeof t === 'number' ? t : await t;
       // An offset computed under a lease (an append's end of file) is only right under that lease.
       if (underToken !== undefined && token !== underToken)
-        throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server while the append looked for its end');
+        throw new AppendEndMoved('the write lease of the file moved to another server while the append looked for its end');
     }
-    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
+    let cutWaited = false;
+    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) {
+      cutWaited = true;
+      await cut;
+    }
+    // An append's end was read before the truncate it waited for: past it, that end is wrong.
+    if (cutWaited && underToken !== undefined) throw new AppendEndMoved('the file was truncated while the append looked for its end');
     this.lastWriteAt = Date.now();
     // Appended before any await when there is room: appends (and the index) stay in call order.
     // A truncate that comes while this waits for room waits for it (roomWaits).

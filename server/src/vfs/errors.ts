@@ -43,6 +43,17 @@ export class VfsError extends Error {
   }
 }
 
+/**
+ * An append's end of file moved before its data was logged (the write lease went to another
+ * server, or a truncate or cut of the file ran meanwhile): nothing was logged. The file service
+ * reads the end again and retries; past a few attempts the client gets JUKEBOX.
+ */
+export class AppendEndMoved extends VfsError {
+  constructor(why: string) {
+    super('JUKEBOX', why);
+  }
+}
+
 export const vfsError = (errno: Errno, message?: string): VfsError => new VfsError(errno, message);
 
 /**

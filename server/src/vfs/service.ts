@@ -3,7 +3,7 @@
 import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
 import { InodeMetaKind, NamesChangedError, type MetadataStore } from '../meta/store.js';
-import { VfsError, expectedError } from './errors.js';
+import { AppendEndMoved, VfsError, expectedError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
@@ -69,6 +69,9 @@ function setsNothing(attrs: SetAttrs): boolean {
   for (const k in attrs) if (attrs[k as keyof SetAttrs] !== undefined) return false;
   return true;
 }
+
+/** Reads of an append's end at most, when it moved before the data was logged (then JUKEBOX). */
+const APPEND_ATTEMPTS = 8;
 
 export const CreateMode = Object.freeze({ UNCHECKED: 0, GUARDED: 1, EXCLUSIVE: 2 } as const);
 export type CreateMode = (typeof CreateMode)[keyof typeof CreateMode];
@@ -606,49 +609,58 @@ export class FileService {
       inode = (await this.resolve(handle)).inode;
     }
     let underToken: number | undefined;
-    if (typeof where !== 'number') {
-      // The end as the last writer left it: with several servers, once the lease is this server's.
-      const t = share.data.writeToken(inode.id);
-      if (t !== 0) {
-        underToken = await t;
-        inode = (await this.resolve(handle)).inode;
+    // One pass for a write at an offset; an append whose end moved before its data was logged
+    // (AppendEndMoved: nothing logged) reads the end again, a few times at most.
+    for (let attempt = 0; ; attempt++) {
+      if (typeof where !== 'number') {
+        // The end as the last writer left it: with several servers, once the lease is this server's.
+        const t = share.data.writeToken(inode.id);
+        underToken = t === 0 ? 0 : await t;
+        if (t !== 0 || attempt > 0) inode = (await this.resolve(handle)).inode;
+        offset = inode.size;
+        if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
+        await where(offset, inode);
       }
-      offset = inode.size;
-      if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
-      await where(offset, inode);
+      const now = nowTimespec();
+      const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
+      // A write by anyone but root drops setuid, and setgid of a setgid program (a locking mark
+      // stays, for a writer in the group): Linux's file_remove_privs.
+      if (id.uid !== 0) {
+        const drop = privsDropped(inode, id);
+        if (drop !== 0) changes.clearMode = drop;
+      }
+      // The WAL append and the attribute update run side by side (the reply needs both); the WAL
+      // carries the size too, so replay restores it whichever finished first before a crash. The
+      // update starts when the data is appended, past a truncate in progress (a size stored before
+      // the truncate's would be cut by it while the data lands after it); a write refused before
+      // that (no WAL room in time: JUKEBOX or NOSPC) leaves the size alone. The data write is waited
+      // for first, failed or not: until it settles it may still read `data`, whose buffer the caller
+      // reuses once this returns.
+      const update: { attrs?: Promise<Inode> } = {};
+      const ino = inode;
+      try {
+        await share.data.write(
+          ino.id,
+          offset,
+          data,
+          () => {
+            update.attrs = share.meta.setAttr(ino.id, changes);
+            // Its failure is read below, once the data write settled: not an unhandled rejection
+            // (which ends the process) if it comes first.
+            update.attrs.catch(() => undefined);
+          },
+          underToken,
+        );
+      } catch (e) {
+        // Nothing logged, no size taken: an append reads its end again.
+        if (e instanceof AppendEndMoved && attempt < APPEND_ATTEMPTS - 1) continue;
+        throw e;
+      }
+      // A write that settled was admitted (BlockService.write).
+      const after = await update.attrs!;
+      if (stable) await this.sync(share, inode.id);
+      return { before: inode, after };
     }
-    const now = nowTimespec();
-    const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
-    // A write by anyone but root drops setuid, and setgid of a setgid program (a locking mark
-    // stays, for a writer in the group): Linux's file_remove_privs.
-    if (id.uid !== 0) {
-      const drop = privsDropped(inode, id);
-      if (drop !== 0) changes.clearMode = drop;
-    }
-    // The WAL append and the attribute update run side by side (the reply needs both); the WAL
-    // carries the size too, so replay restores it whichever finished first before a crash. The
-    // update starts when the data is appended, past a truncate in progress (a size stored before
-    // the truncate's would be cut by it while the data lands after it); a write refused before
-    // that (no WAL room in time: JUKEBOX or NOSPC) leaves the size alone. The data write is waited
-    // for first, failed or not: until it settles it may still read `data`, whose buffer the caller
-    // reuses once this returns.
-    const update: { attrs?: Promise<Inode> } = {};
-    await share.data.write(
-      inode.id,
-      offset,
-      data,
-      () => {
-        update.attrs = share.meta.setAttr(inode.id, changes);
-        // Its failure is read below, once the data write settled: not an unhandled rejection
-        // (which ends the process) if it comes first.
-        update.attrs.catch(() => undefined);
-      },
-      underToken,
-    );
-    // A write that settled was admitted (BlockService.write).
-    const after = await update.attrs!;
-    if (stable) await this.sync(share, inode.id);
-    return { before: inode, after };
   }
 
   /**
