@@ -34,26 +34,40 @@ describe('KeyedLogLimiter', () => {
     );
   });
 
-  it('tracks at most maxKeys keys, dropping the least recently used with its summary', () => {
+  it('tracks at most maxKeys keys: one quiet for an interval makes room, with its summary; past that the others share lines', (t) => {
+    t.mock.timers.enable({ apis: ['Date', 'setTimeout'] });
     const { lines, sink } = capture();
     const limiter = new KeyedLogLimiter(pino({}, sink), 'warn', 1, 60_000, 3, 'user');
     limiter.log('a', {}, 'refused');
     limiter.log('a', {}, 'refused'); // suppressed: a's summary is owed
+    t.mock.timers.tick(60_000);
     limiter.log('b', {}, 'refused');
     limiter.log('c', {}, 'refused');
-    limiter.log('a', {}, 'refused'); // a used last: b is the oldest now
     assert.equal(limiter.size, 3);
+    // a has been quiet for an interval: d takes its place, and a's summary is written.
     limiter.log('d', {}, 'refused');
     assert.equal(limiter.size, 3);
+    assert.deepEqual(
+      lines.filter((l) => l.suppressed !== undefined).map((l) => [l.user, l.suppressed]),
+      [['a', 1]],
+    );
+    // b, c and d logged within the interval: a stream of new keys shares one limiter.
+    const before = lines.length;
     for (let i = 0; i < 10_000; i++) limiter.log(`u${i}`, {}, 'refused');
     assert.equal(limiter.size, 3, 'bounded whatever stream of keys comes');
-    // a's summary was written when it was dropped (2 left out), not lost.
-    const summaries = lines.filter((l) => l.suppressed !== undefined);
-    assert.deepEqual(
-      summaries.map((l) => [l.user, l.suppressed]),
-      [['a', 2]],
-    );
-    assert.equal(lines.length - summaries.length, 3 + 1 + 10_000, 'a, b, c, d and each new key: one line each');
+    assert.equal(lines.length - before, 1, "the others' one line of the interval");
+    limiter.flush();
+    assert.equal(lines.at(-1)?.suppressed, 9_999, 'and their summary');
+  });
+
+  it('more keys than maxKeys, in turn, log no more than (maxKeys + 1) * burst lines an interval, and summaries', () => {
+    const { lines, sink } = capture();
+    const limiter = new KeyedLogLimiter(pino({}, sink), 'warn', 5, 60_000, 256, 'user');
+    for (let round = 0; round < 20; round++) for (let u = 0; u < 257; u++) limiter.log(`u${u}`, {}, 'refused');
+    limiter.flush();
+    const plain = lines.filter((l) => l.suppressed === undefined).length;
+    assert.ok(plain <= 257 * 5, `${plain} lines for ${20 * 257} refusals`);
+    assert.equal(lines.filter((l) => l.suppressed !== undefined).reduce((n, l) => n + l.suppressed!, 0) + plain, 20 * 257, 'each counted');
   });
 
   it('refuses a cap that is not a positive integer', () => {

@@ -60,13 +60,19 @@ export class LogLimiter {
 
 /**
  * A LogLimiter per key (a user): each key gets its own `burst` lines per interval, so one key's
- * flood does not hide another's lines. At most `maxKeys` keys are tracked, the one that logged
- * least recently dropped first (its summary line written then): memory stays bounded however many
- * keys come. A key dropped and back starts a new window.
+ * flood does not hide another's lines. At most `maxKeys` keys are tracked: a new key takes the
+ * place of the one that logged least recently if that one has been quiet for an interval (its
+ * summary line written then; back later, it starts a new window), else it shares one more limiter
+ * with every other key not tracked. Memory stays bounded however many keys come, and so do the
+ * lines: (maxKeys + 1) * burst an interval at most, plus summaries. (Dropping a key still in its
+ * window would start it afresh when it came back: more keys than maxKeys, in turn, each logged
+ * every line.)
  */
 export class KeyedLogLimiter {
   /** In order of last use, oldest first (a Map keeps insertion order; a use re-inserts). */
-  private readonly byKey = new Map<string, LogLimiter>();
+  private readonly byKey = new Map<string, { limiter: LogLimiter; lastUse: number }>();
+  /** The keys not tracked while every tracked one is in use. */
+  private readonly others: LogLimiter;
 
   constructor(
     private readonly logger: Logger | undefined,
@@ -78,6 +84,7 @@ export class KeyedLogLimiter {
     private readonly keyField: string,
   ) {
     if (!Number.isSafeInteger(maxKeys) || maxKeys < 1) throw new RangeError(`maxKeys must be a positive integer, got ${maxKeys}`);
+    this.others = new LogLimiter(logger, level, burst, intervalMs, { [keyField]: null, otherKeys: true });
   }
 
   /** Keys tracked now (at most maxKeys). */
@@ -87,23 +94,30 @@ export class KeyedLogLimiter {
 
   log(key: string, obj: object, msg: string): void {
     if (this.logger === undefined) return;
-    let limiter = this.byKey.get(key);
-    if (limiter !== undefined) {
+    const now = Date.now();
+    let entry = this.byKey.get(key);
+    if (entry !== undefined) {
       this.byKey.delete(key);
     } else {
       if (this.byKey.size >= this.maxKeys) {
-        const [oldestKey, oldest] = this.byKey.entries().next().value as [string, LogLimiter];
+        const [oldestKey, oldest] = this.byKey.entries().next().value as [string, { limiter: LogLimiter; lastUse: number }];
+        if (now - oldest.lastUse < this.intervalMs) {
+          this.others.log(obj, msg);
+          return;
+        }
         this.byKey.delete(oldestKey);
-        oldest.flush();
+        oldest.limiter.flush();
       }
-      limiter = new LogLimiter(this.logger, this.level, this.burst, this.intervalMs, { [this.keyField]: key });
+      entry = { limiter: new LogLimiter(this.logger, this.level, this.burst, this.intervalMs, { [this.keyField]: key }), lastUse: now };
     }
-    this.byKey.set(key, limiter);
-    limiter.log(obj, msg);
+    entry.lastUse = now;
+    this.byKey.set(key, entry);
+    entry.limiter.log(obj, msg);
   }
 
   /** Writes every key's summary line now, if any line was left out. */
   flush(): void {
-    for (const limiter of this.byKey.values()) limiter.flush();
+    for (const { limiter } of this.byKey.values()) limiter.flush();
+    this.others.flush();
   }
 }

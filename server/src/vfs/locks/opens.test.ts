@@ -1,9 +1,18 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import pino from 'pino';
 import type { MetadataStore } from '../../meta/store.js';
-import { AccessBits, type CacheHolder, Caching, OpenTable, OpenTableError, ShareAccess, sharingConflict } from './opens.js';
+import {
+  AccessBits,
+  type CacheHolder,
+  Caching,
+  OpenTable,
+  OpenTableError,
+  ShareAccess,
+  sharingConflict,
+  USER_FULL_LOG_USERS,
+} from './opens.js';
 
 const meta = {} as MetadataStore;
 const other = {} as MetadataStore;
@@ -167,6 +176,7 @@ describe('share modes (MS-FSA 2.1.5.1.2.1)', () => {
 
 describe('refusals of a user at its share, in the log', () => {
   it("are rate-limited per user: one user's refusals do not hide another's, and the users tracked are bounded", async () => {
+    mock.timers.enable({ apis: ['Date', 'setTimeout'] });
     const lines: { msg: string; user?: string; suppressed?: number }[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
@@ -191,21 +201,28 @@ describe('refusals of a user at its share, in the log', () => {
     const of = (user: string): number => lines.filter((l) => l.user === user && l.suppressed === undefined).length;
     assert.equal(of('alice'), 5, "alice's five lines a minute, the rest counted");
     assert.equal(of('bob'), 2, "bob's refusals are logged, though alice used up her lines");
-    // A stream of distinct users, each refused (a share of none): the least recently refused
-    // users are forgotten, alice first, and her summary is written as she goes. Not unbounded.
+    // A stream of distinct users, each refused (a share of none): bounded. While the users tracked
+    // keep being refused, the others share one limiter (five lines a minute); a user quiet for a
+    // minute is forgotten when a new one comes, alice first, and her summary is written as she goes.
     t.maxOpensPerUser = 0;
-    let users = 0;
     const aliceSummary = (): (typeof lines)[number] | undefined => lines.find((l) => l.user === 'alice' && l.suppressed !== undefined);
-    while (aliceSummary() === undefined && users < 100_000)
+    const before = lines.length;
+    for (let users = 0; users < 2 * USER_FULL_LOG_USERS; users++)
       assert.equal(
-        refusal(() => t.add(meta, 4, R, SR, 'x', `user${users++}`)),
+        refusal(() => t.add(meta, 4, R, SR, 'x', `user${users}`)),
         'user-opens-full',
       );
-    assert.ok(users <= 1000, `alice forgotten after ${users} other users (at most some hundreds are tracked)`);
+    assert.ok(lines.length - before <= USER_FULL_LOG_USERS + 5, `${lines.length - before} lines for ${2 * USER_FULL_LOG_USERS} users`);
+    assert.equal(aliceSummary(), undefined, 'alice refused within the minute: still tracked');
+    assert.equal(of('user0'), 1);
+    mock.timers.tick(60_000);
+    assert.equal(
+      refusal(() => t.add(meta, 4, R, SR, 'x', 'newcomer')),
+      'user-opens-full',
+    );
     assert.equal(aliceSummary()!.suppressed, 15);
     assert.match(aliceSummary()!.msg, /15 more like this not logged/);
-    // Each of those users got its line; a user forgotten and back starts afresh.
-    assert.equal(of('user0'), 1);
+    // Back, she starts afresh.
     t.maxOpensPerUser = 1;
     assert.equal(
       refusal(() => t.add(meta, 3, R, SR, 'back', 'alice')),
@@ -213,6 +230,7 @@ describe('refusals of a user at its share, in the log', () => {
     );
     await new Promise((r) => setImmediate(r));
     assert.equal(of('alice'), 6);
+    mock.timers.reset();
   });
 });
 
