@@ -33,4 +33,27 @@ describe('KeyedSerial', () => {
     await turn();
     assert.equal(s.size, 0);
   });
+
+  it('acquire holds the key until released, in line with run', async () => {
+    const s = new KeyedSerial<number>();
+    const log: string[] = [];
+    const release = await s.acquire(1);
+    const after = s.run(1, async () => {
+      log.push('run');
+    });
+    const next = s.acquire(1).then((r) => {
+      log.push('acquired');
+      return r;
+    });
+    await turn();
+    assert.deepEqual(log, [], 'nothing runs while the key is held');
+    release();
+    release(); // a second call does nothing
+    await after;
+    const r2 = await next;
+    assert.deepEqual(log, ['run', 'acquired']);
+    r2();
+    await turn();
+    assert.equal(s.size, 0, 'the key is forgotten once released');
+  });
 });

@@ -18,6 +18,23 @@ export class KeyedSerial<K> {
     return result;
   }
 
+  /**
+   * Waits for the calls queued under `key` before it, then holds the key until the function it
+   * resolves to is called (once; later calls do nothing): `run` for a section that is not one
+   * function.
+   */
+  async acquire(key: K): Promise<() => void> {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await new Promise<void>((entered) => {
+      void this.run(key, () => {
+        entered();
+        return held;
+      });
+    });
+    return release;
+  }
+
   /** Keys with a call running or waiting (tests). */
   get size(): number {
     return this.tails.size;

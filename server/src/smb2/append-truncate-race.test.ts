@@ -32,4 +32,22 @@ describe('SMB append racing a truncate of the file', () => {
         await srv.close();
       }
     });
+
+  it('a truncate made whole while the append checks its range waits for the append, or the append reads the end again', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const w = await openRwd(c, 'f', CreateDisposition.CREATE);
+    await files.write(c, w, { offset: 0, fileId: w.fileId, flags: 0, data: Buffer.alloc(100, 0x61) });
+    let truncated: Promise<unknown> | null = null;
+    // The truncate starts and is given every tick it needs inside the append's byte-range check.
+    await c.fs.append(w.handle, c.id, Buffer.from('XXXXXXXXXX'), false, null, async () => {
+      truncated ??= c.fs.setattr(w.handle, c.id, { size: 0 });
+      await Promise.race([truncated, ticks(50)]);
+    });
+    await truncated;
+    const text = (await srv.fs.read(w.handle, c.id, 0, 1000)).data.toString('latin1').replace(/\0/g, '0');
+    assert.ok(['', 'XXXXXXXXXX'].includes(text), `the file holds ${text.length} bytes: ${text}`);
+    await close(c, w);
+    await srv.close();
+  });
 });

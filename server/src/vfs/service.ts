@@ -3,6 +3,7 @@
 import type { Logger } from 'pino';
 import type { BlockService } from '../blocks/service.js';
 import { InodeMetaKind, NamesChangedError, type MetadataStore } from '../meta/store.js';
+import { KeyedSerial } from '../keyed-serial.js';
 import { AppendEndMoved, VfsError, expectedError } from './errors.js';
 import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
@@ -143,6 +144,12 @@ export class FileService {
   readonly changes: ChangeFeed;
   /** The lock manager's opens, share modes and caching holders (vfs/locks/opens.ts). */
   readonly opens: OpenTable;
+  /**
+   * Per metadata store and file: an append from reading the end of the file until its data is
+   * logged and its size stored, and a truncate's cut and size. A truncate can then never happen
+   * between the two, where it would leave the append writing at the end the file had before it.
+   */
+  private readonly ends = new WeakMap<MetadataStore, KeyedSerial<number>>();
 
   constructor(private readonly log?: Logger) {
     this.changes = new ChangeFeed(log);
@@ -458,8 +465,14 @@ export class FileService {
       // Broken above; again for a holder that got its caching while this SETATTR read the file.
       const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
       if (breaking !== null) await breaking;
-      // The size is stored while the truncate's WAL record is held (see BlockService.truncate).
-      after = await share.data.truncate(inode.id, changes.size, store);
+      // The size is stored while the truncate's WAL record is held (see BlockService.truncate);
+      // never inside an append's window (ends).
+      const release = await this.endsOf(share.meta).acquire(inode.id);
+      try {
+        after = await share.data.truncate(inode.id, changes.size, store);
+      } finally {
+        release();
+      }
     } else {
       after = await store();
     }
@@ -556,8 +569,9 @@ export class FileService {
    * holds the file's write lease (the last writer's size is then stored and read afresh; the data
    * is refused with JUKEBOX if the lease moves before it is logged). `at(offset, inode)` runs with
    * the end found and the file as it is then, before anything is written: the caller's byte-range
-   * lock check (and what goes after it, with no read of the file more). Appends of one file on this
-   * server must not run side by side (the caller serializes them), or they read one end.
+   * lock check (and what goes after it, with no read of the file more). Appends of one file, and its
+   * truncates, run one at a time on this server from the end's read to the size stored (ends); a
+   * caller that wants its appends in arrival order queues them itself (SMB does).
    */
   async append(
     handle: Buffer,
@@ -568,6 +582,12 @@ export class FileService {
     at: (offset: number, inode: Inode) => void | Promise<void>,
   ): Promise<{ before: Inode; after: Inode }> {
     return this.writeData(handle, cred, at, data, stable, except, null);
+  }
+
+  private endsOf(meta: MetadataStore): KeyedSerial<number> {
+    let serial = this.ends.get(meta);
+    if (serial === undefined) this.ends.set(meta, (serial = new KeyedSerial<number>()));
+    return serial;
   }
 
   private async writeData(
@@ -609,57 +629,65 @@ export class FileService {
       inode = (await this.resolve(handle)).inode;
     }
     let underToken: number | undefined;
-    // One pass for a write at an offset; an append whose end moved before its data was logged
-    // (AppendEndMoved: nothing logged) reads the end again, a few times at most.
-    for (let attempt = 0; ; attempt++) {
-      if (typeof where !== 'number') {
-        // The end as the last writer left it: with several servers, once the lease is this server's.
-        const t = share.data.writeToken(inode.id);
-        underToken = t === 0 ? 0 : await t;
-        if (t !== 0 || attempt > 0) inode = (await this.resolve(handle)).inode;
-        offset = inode.size;
-        if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
-        await where(offset, inode);
+    // An append holds the file's end from reading it until its size is stored (no truncate here
+    // in between; appends run one at a time).
+    const release = typeof where === 'number' ? null : await this.endsOf(share.meta).acquire(inode.id);
+    try {
+      // One pass for a write at an offset; an append whose end moved before its data was logged
+      // (AppendEndMoved: nothing logged) reads the end again, a few times at most.
+      for (let attempt = 0; ; attempt++) {
+        if (typeof where !== 'number') {
+          // The end as the last writer left it: with several servers, once the lease is this server's.
+          const t = share.data.writeToken(inode.id);
+          underToken = t === 0 ? 0 : await t;
+          inode = (await this.resolve(handle)).inode;
+          offset = inode.size;
+          if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new VfsError('FBIG', 'file too large');
+          await where(offset, inode);
+        }
+        const now = nowTimespec();
+        const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
+        // A write by anyone but root drops setuid, and setgid of a setgid program (a locking mark
+        // stays, for a writer in the group): Linux's file_remove_privs.
+        if (id.uid !== 0) {
+          const drop = privsDropped(inode, id);
+          if (drop !== 0) changes.clearMode = drop;
+        }
+        // The WAL append and the attribute update run side by side (the reply needs both); the WAL
+        // carries the size too, so replay restores it whichever finished first before a crash. The
+        // update starts when the data is appended, past a truncate in progress (a size stored before
+        // the truncate's would be cut by it while the data lands after it); a write refused before
+        // that (no WAL room in time: JUKEBOX or NOSPC) leaves the size alone. The data write is waited
+        // for first, failed or not: until it settles it may still read `data`, whose buffer the caller
+        // reuses once this returns.
+        const update: { attrs?: Promise<Inode> } = {};
+        const ino = inode;
+        try {
+          await share.data.write(
+            ino.id,
+            offset,
+            data,
+            () => {
+              update.attrs = share.meta.setAttr(ino.id, changes);
+              // Its failure is read below, once the data write settled: not an unhandled rejection
+              // (which ends the process) if it comes first.
+              update.attrs.catch(() => undefined);
+            },
+            underToken,
+          );
+        } catch (e) {
+          // Nothing logged, no size taken: an append reads its end again.
+          if (e instanceof AppendEndMoved && attempt < APPEND_ATTEMPTS - 1) continue;
+          throw e;
+        }
+        // A write that settled was admitted (BlockService.write).
+        const after = await update.attrs!;
+        release?.();
+        if (stable) await this.sync(share, inode.id);
+        return { before: inode, after };
       }
-      const now = nowTimespec();
-      const changes: AttrChanges = { growTo: offset + data.length, mtime: now, ctime: now };
-      // A write by anyone but root drops setuid, and setgid of a setgid program (a locking mark
-      // stays, for a writer in the group): Linux's file_remove_privs.
-      if (id.uid !== 0) {
-        const drop = privsDropped(inode, id);
-        if (drop !== 0) changes.clearMode = drop;
-      }
-      // The WAL append and the attribute update run side by side (the reply needs both); the WAL
-      // carries the size too, so replay restores it whichever finished first before a crash. The
-      // update starts when the data is appended, past a truncate in progress (a size stored before
-      // the truncate's would be cut by it while the data lands after it); a write refused before
-      // that (no WAL room in time: JUKEBOX or NOSPC) leaves the size alone. The data write is waited
-      // for first, failed or not: until it settles it may still read `data`, whose buffer the caller
-      // reuses once this returns.
-      const update: { attrs?: Promise<Inode> } = {};
-      const ino = inode;
-      try {
-        await share.data.write(
-          ino.id,
-          offset,
-          data,
-          () => {
-            update.attrs = share.meta.setAttr(ino.id, changes);
-            // Its failure is read below, once the data write settled: not an unhandled rejection
-            // (which ends the process) if it comes first.
-            update.attrs.catch(() => undefined);
-          },
-          underToken,
-        );
-      } catch (e) {
-        // Nothing logged, no size taken: an append reads its end again.
-        if (e instanceof AppendEndMoved && attempt < APPEND_ATTEMPTS - 1) continue;
-        throw e;
-      }
-      // A write that settled was admitted (BlockService.write).
-      const after = await update.attrs!;
-      if (stable) await this.sync(share, inode.id);
-      return { before: inode, after };
+    } finally {
+      release?.();
     }
   }
 
