@@ -38,7 +38,7 @@ describe('SMB append racing a truncate of the file', () => {
     const c = fileContext(srv);
     const w = await openRwd(c, 'f', CreateDisposition.CREATE);
     await files.write(c, w, { offset: 0, fileId: w.fileId, flags: 0, data: Buffer.alloc(100, 0x61) });
-    let truncated: Promise<unknown> | null = null;
+    let truncated = null as Promise<unknown> | null;
     // The truncate starts and is given every tick it needs inside the append's byte-range check.
     await c.fs.append(w.handle, c.id, Buffer.from('XXXXXXXXXX'), false, null, async () => {
       truncated ??= c.fs.setattr(w.handle, c.id, { size: 0 });
