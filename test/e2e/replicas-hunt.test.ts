@@ -263,6 +263,49 @@ describe('hunt: several servers, SMB', { timeout: SUITE_TIMEOUT_MS }, () => {
     await cb.close(fb);
   });
 
+  it('a write acknowledged through A while A truncates and B asks A to store the file is what B reads next', async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const { c: nb, root } = await nfs(b);
+    const fa = (await ca.create('trunc-race.bin')).fileId;
+    const fb = (await cb.create('trunc-race.bin')).fileId;
+    const fh = (await nb.lookup(root, 'trunc-race.bin')).fh!;
+    const ROUNDS = Number(process.env.HUNT_ROUNDS ?? 30);
+    let busy = 0;
+    for (let i = 0; i < ROUNDS; i++) {
+      const w = Buffer.alloc(4096, 0x30 + (i % 40));
+      w[0] = i;
+      // A: a size change and a write side by side (the write waits at the truncate's gate); B: reads.
+      const [st, wr] = await Promise.all([
+        ca.setInfo(fa, INFO_FILE, FILE_END_OF_FILE_INFORMATION, u64(65536 + (i % 2) * 4096)),
+        (async () => {
+          await sleep(i % 3);
+          // NETWORK_BUSY (refused while it waited: the lease moved, or the file was stored) is
+          // sent again, as a client does.
+          for (let k = 0; ; k++) {
+            const got = (await ca.request(SmbCommand.WRITE, bodies.write(fa, 8192, w))).status;
+            if (got !== 0xc00000bf || k > 50) return got;
+            busy++;
+          }
+        })(),
+        nb.read(fh, 8192, 16),
+        cb.read(fb, 0, 16).catch(() => null),
+      ]);
+      assert.equal(hex(st), hex(0), `round ${i}: EndOfFile`);
+      assert.equal(hex(wr), hex(0), `round ${i}: WRITE`);
+      const viaNfs = await nb.read(fh, 8192, 4096);
+      const viaSmb = await cb.read(fb, 8192, 4096);
+      assert.ok(
+        viaNfs.data.equals(w),
+        `round ${i}: NFS through B read ${viaNfs.data.length} bytes ${viaNfs.data.subarray(0, 4).toString('hex')}.. ${viaNfs.data.subarray(4090).toString('hex')} not round ${i}.s write; SMB through B: ${viaSmb.subarray(0, 4).toString('hex')}; through A: ${(await ca.read(fa, 8192, 4)).toString('hex')}`,
+      );
+      assert.ok(viaSmb.equals(w), `round ${i}: SMB through B read ${viaSmb[0]}.. not round ${i}'s write`);
+    }
+    console.log(`# ${busy} write(s) sent again after NETWORK_BUSY`);
+    await ca.close(fa);
+    await cb.close(fb);
+  });
+
   it('a sequence of SMB and NFS data changes alternating between the servers leaves exactly what a model says', async () => {
     const MiB = 1024 * 1024;
     // Two windows: the start of the file and around the end of the first 4 MiB block.
