@@ -6,6 +6,8 @@
 //   use the size A acknowledged, also when A's size is written behind (A's append under its lease):
 //   a client that writes at the end of file it queried wrote over an acknowledged append before;
 // - an NFS READ through B sees what A's SMB client wrote back when its write-caching lease broke;
+// - a write A acknowledged while it truncated and B had it store the file is what B reads next;
+// - (todo) QUERY_DIRECTORY through B lists sizes A wrote behind;
 // - a seeded sequence of SMB writes, appends, EndOfFile, zeroing, copychunk and NFS writes and
 //   truncates alternating between the servers leaves exactly what a model says (HUNT_SEED,
 //   HUNT_STEPS to vary it).
@@ -101,6 +103,16 @@ describe('hunt: several servers, SMB', { timeout: SUITE_TIMEOUT_MS }, () => {
     const viaA = await smb(a);
     assert.equal(hex(await viaA.createStatus('grace.txt')), hex(0));
     await until('the grace period', async () => (await viaB.createStatus('grace.txt')) === 0, 15_000);
+    // Writes too (no lease is taken during the grace period after Redis started empty).
+    for (const c of [viaA, viaB]) {
+      const g = (await c.create('grace.txt')).fileId;
+      await until(
+        'writes are taken',
+        async () => (await c.request(SmbCommand.WRITE, bodies.write(g, 0, Buffer.from('g')))).status === 0,
+        20_000,
+      );
+      await c.close(g);
+    }
   });
 
   afterEach(async () => {
@@ -304,6 +316,41 @@ describe('hunt: several servers, SMB', { timeout: SUITE_TIMEOUT_MS }, () => {
     console.log(`# ${busy} write(s) sent again after NETWORK_BUSY`);
     await ca.close(fa);
     await cb.close(fb);
+  });
+
+  // Known, not fixed: directory entries come from the cache of B, which does not know a size A writes
+  // behind under its lease (one Redis round trip per listed file to refresh them).
+  it('QUERY_DIRECTORY through B lists the size A acknowledged', { todo: 'sizes written behind on another server' }, async () => {
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const dir = (await cb.create('qd', { options: 1 })).fileId;
+    const fa = (await ca.create('qd\\f.bin')).fileId;
+    await ca.write(fa, 0, Buffer.alloc(4096, 0x79));
+    const list = async (): Promise<number> => {
+      const pat = Buffer.from('*', 'utf16le');
+      const w = Buffer.alloc(32 + pat.length);
+      w.writeUInt16LE(33, 0);
+      w[2] = 1;
+      w[3] = 1; // RESTART_SCANS
+      dir.copy(w, 8);
+      w.writeUInt16LE(64 + 32, 24);
+      w.writeUInt16LE(pat.length, 26);
+      w.writeUInt32LE(65536, 28);
+      pat.copy(w, 32);
+      const r = await cb.request(14, w);
+      assert.equal(hex(r.status), hex(0));
+      const out = r.body.subarray(r.body.readUInt16LE(2) - 64, r.body.readUInt16LE(2) - 64 + r.body.readUInt32LE(4));
+      for (let at = 0; ;) {
+        const name = out.toString('utf16le', at + 64, at + 64 + out.readUInt32LE(at + 60));
+        if (name === 'f.bin') return Number(out.readBigUInt64LE(at + 40));
+        const next = out.readUInt32LE(at);
+        if (next === 0) return -1;
+        at += next;
+      }
+    };
+    assert.equal(await list(), 4096);
+    await ca.write(fa, 4096, Buffer.alloc(4096, 0x7a));
+    assert.equal(await list(), 8192, 'QUERY_DIRECTORY through B');
   });
 
   it('a sequence of SMB and NFS data changes alternating between the servers leaves exactly what a model says', async () => {
