@@ -206,7 +206,10 @@ export interface WriteLeases {
    * another server acknowledged is stored and this server's cache of the file may be dropped.
    */
   fresh?(inodeId: number): Promise<boolean> | undefined;
-  /** True while this server still holds the file's lease under `token` (checked after an append that waited). */
+  /**
+   * True while this server still holds the file's lease under `token` and the file is marked as
+   * written here (checked when a write that may have waited is appended).
+   */
   holds(inodeId: number, token: number): boolean;
   /** After a replay: hold the leases of the files with replayed data, so readers elsewhere wait for it. */
   adopt?(inodeIds: readonly number[]): Promise<void>;
@@ -443,7 +446,7 @@ export class BlockService {
       // logged or acknowledged then (its bytes may be refused as older than the next holder's);
       // the client sends it again.
       if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
-        throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server while the write waited');
+        throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server, or the file was stored, while the write waited');
       const appended = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token);
       admitted?.();
       return appended;

@@ -739,10 +739,17 @@ export class FileLeases {
     return cleared;
   }
 
-  /** True while the lease is held under `token` and not being handed over. */
+  /**
+   * True while the lease is held under `token`, not being handed over, and the file is marked
+   * dirty: a write logged now is one that readers elsewhere ask this server to store. A write that
+   * took its token before another server's read had the file stored (flushAndRelease clears
+   * `marked` and deletes the mark), and is logged after it (it waited for a truncate, for WAL
+   * room), would otherwise be acknowledged unmarked: the next read elsewhere took the store's
+   * older bytes for current.
+   */
   holds(inodeId: number, token: number): boolean {
     const h = this.held.get(inodeId);
-    return h !== undefined && h.token === token && !h.releasing;
+    return h !== undefined && h.token === token && !h.releasing && h.marked;
   }
 
   /** Another server asks for a file we hold: store its data, then (unless only `flush`) let the lease go. */

@@ -440,6 +440,16 @@ export async function create(
   const durable = grantDurable(req, open, granting.level, durableV2, c.durable?.timeoutMs);
   if (durable) contexts.push(durable);
   if (aapl) contexts.push(aapl);
+  // Several servers: the size and times another one acknowledged (stored first, as for a READ),
+  // once the caching of other opens broke above. A file another server grew under its write lease
+  // has its new size written behind there: the entry cached here is older, and a client that
+  // writes at the end of file it is told would write over what was acknowledged. Kept as it was
+  // if that cannot be learned now (Redis away: writes are refused meanwhile anyway).
+  if (action !== CreateAction.CREATED && inode.type === FileType.REG)
+    inode = await c.fs.getattr(open.handle, c.id).then(
+      (r) => r.inode,
+      () => inode!,
+    );
   writeCreateResponse(w, {
     oplockLevel: granting.level,
     createAction: action,
@@ -503,8 +513,7 @@ export async function close(c: FileContext, open: Open, flags: number, w: SmbWri
   }
   if ((flags & CLOSE_FLAG_POSTQUERY_ATTRIB) !== 0) {
     try {
-      const { inode } = await c.fs.resolve(open.handle);
-      c.fs.identity(c.share, c.id);
+      const { inode } = await c.fs.getattr(open.handle, c.id);
       writeCloseResponse(w, CLOSE_FLAG_POSTQUERY_ATTRIB, fileInfoOf(inode));
       return;
     } catch {
@@ -757,7 +766,8 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
   // The share permission now, as every vfs read of a handle checks it: a caller whose grant became
   // `none` since the open learns nothing more of the file (attributes, EAs, descriptor).
   c.fs.identity(c.share, c.id);
-  const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.resolve(open.handle)).inode;
+  // Several servers: the size and times another one acknowledged (see create()), as NFS GETATTR.
+  const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.getattr(open.handle, c.id)).inode;
   let out: Buffer | null;
   let min: number | undefined;
   let variable: boolean;
@@ -933,8 +943,9 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
       if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER);
       const alloc = readSize(b, 0);
       // MS-FSA 2.1.5.14.3: a smaller allocation cuts the file; the size set is kept and reported
-      // (no space is reserved ahead: the block store allocates on write).
-      const { inode } = await c.fs.resolve(open.handle);
+      // (no space is reserved ahead: the block store allocates on write). Several servers: compared
+      // with the size another one acknowledged (getattr), not with an older one cached here.
+      const { inode } = await c.fs.getattr(open.handle, c.id);
       if (!open.openerMayWrite) throw fail(NtStatus.ACCESS_DENIED, 'no write permission');
       if (alloc < inode.size) await c.fs.setattr(open.handle, c.id, { size: alloc }, undefined, oplock.holderOf(open));
       else await oplock.breakForChange(c.fs, open);

@@ -259,7 +259,9 @@ async function queryAllocatedRanges(host: IoctlHost, req: IoctlRequest, w: SmbWr
   const { offset, length } = decodeRange(req.input, 'FILE_ALLOCATED_RANGE_BUFFER');
   if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'a directory has no ranges');
   if ((open.grantedAccess & Access.FILE_READ_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED);
-  const { inode } = await c.fs.resolve(open.handle);
+  // Several servers: cut to the size another one acknowledged (getattr), not an older one cached
+  // here: a sparse copy reads only the ranges listed, and would take the rest for a hole.
+  const { inode } = await c.fs.getattr(open.handle, c.id);
   const end = Math.min(offset + length, inode.size);
   if (end <= offset) return reply(w, req, Buffer.alloc(0));
   const room = Math.floor(Math.min(req.maxOutputResponse, c.maxTransact) / 16);

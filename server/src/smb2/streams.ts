@@ -84,7 +84,8 @@ export function streamInfoOf(file: Inode, stream: Inode): ReturnType<typeof file
  * stream's size, as Windows reports a stream.
  */
 export async function streamView(c: FileContext, handle: Buffer, ref: OpenStreamRef): Promise<Inode> {
-  const [{ inode: stream }, { inode: file }] = await Promise.all([c.fs.resolve(handle), c.fs.resolve(ref.fileHandle)]);
+  // The stream's size as another server acknowledged it (getattr: refreshed with several servers).
+  const [{ inode: stream }, { inode: file }] = await Promise.all([c.fs.getattr(handle, c.id), c.fs.resolve(ref.fileHandle)]);
   return { ...file, type: FileType.REG, size: stream.size };
 }
 

@@ -328,7 +328,11 @@ export class FileService {
     const got = fresh === undefined ? r : { share: r.share, inode: await fresh };
     // The size an NFS client reads up to: with SMB clients' written-back data (see read()).
     const back = breakWriteCaching && got.inode.type === FileType.REG ? this.writtenBack(handle, got.share, got.inode) : null;
-    return back === null ? got : { share: got.share, inode: await back };
+    if (back === null) return got;
+    // Several servers: what a holder through another one wrote back there (after the refresh above).
+    const inode = await back;
+    const again = this.refreshed(got.share, inode);
+    return { share: got.share, inode: again === undefined ? inode : await again };
   }
 
   /**
@@ -543,7 +547,13 @@ export class FileService {
     // Read and handle caching stay; the read waits for write caching to go, with what it held
     // written back, and sees the size that left it.
     const back = breakWriteCaching ? this.writtenBack(handle, share, inode) : null;
-    if (back !== null) inode = await back;
+    if (back !== null) {
+      inode = await back;
+      // Several servers: a holder through another one wrote its data back there, after the
+      // refresh above: stored (and read afresh) too, or this read shows the bytes from before.
+      const again = this.refreshed(share, inode);
+      if (again !== undefined) inode = await again;
+    }
     const data = await share.data.read(inode.id, offset, count, inode.size, target);
     return { inode, data, eof: offset + data.length >= inode.size };
   }

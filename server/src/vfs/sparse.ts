@@ -61,6 +61,11 @@ export async function zeroRange(
   if (share.readOnly) throw new VfsError('ROFS', 'share is read-only');
   if (!fs.accessBits(share, inode, id).write) throw new VfsError('ACCES', 'permission denied');
   await fs.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
+  // Several servers: what another one acknowledged is stored first (as for a READ). The ranges
+  // zeroed below are those the block map holds: a block another server wrote and had not stored
+  // yet looked like a hole here, got no zeros, and its data stayed once that server stored it.
+  const fresh = share.data.ensureFresh(inode.id);
+  if (fresh !== undefined) await fresh;
   // The size now, not when the handle was resolved: a write that grew the file since keeps its data.
   const size = (await share.meta.getInode(inode.id))?.size ?? inode.size;
   const stop = Math.min(end, size);
