@@ -446,7 +446,10 @@ export class BlockService {
       // logged or acknowledged then (its bytes may be refused as older than the next holder's);
       // the client sends it again.
       if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
-        throw new VfsError('JUKEBOX', 'the write lease of the file moved to another server, or the file was stored, while the write waited');
+        throw new VfsError(
+          'JUKEBOX',
+          'the write lease of the file moved to another server, or the file was stored, while the write waited',
+        );
       const appended = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token);
       admitted?.();
       return appended;
