@@ -7,7 +7,7 @@
 //   a client that writes at the end of file it queried wrote over an acknowledged append before;
 // - an NFS READ through B sees what A's SMB client wrote back when its write-caching lease broke;
 // - a write A acknowledged while it truncated and B had it store the file is what B reads next;
-// - (todo) QUERY_DIRECTORY through B lists sizes A wrote behind;
+// - QUERY_DIRECTORY through B lists the sizes A wrote behind;
 // - a seeded sequence of SMB writes, appends, EndOfFile, zeroing, copychunk and NFS writes and
 //   truncates alternating between the servers leaves exactly what a model says (HUNT_SEED,
 //   HUNT_STEPS to vary it).
@@ -320,7 +320,7 @@ describe('hunt: several servers, SMB', { timeout: SUITE_TIMEOUT_MS }, () => {
 
   // Known, not fixed: directory entries come from the cache of B, which does not know a size A writes
   // behind under its lease (one Redis round trip per listed file to refresh them).
-  it('QUERY_DIRECTORY through B lists the size A acknowledged', { todo: 'sizes written behind on another server' }, async () => {
+  it('QUERY_DIRECTORY through B lists the size A acknowledged', async () => {
     const ca = await smb(a);
     const cb = await smb(b);
     const dir = (await cb.create('qd', { options: 1 })).fileId;

@@ -206,6 +206,8 @@ export interface WriteLeases {
    * another server acknowledged is stored and this server's cache of the file may be dropped.
    */
   fresh?(inodeId: number): Promise<boolean> | undefined;
+  /** Before a listing: of `inodeIds`, those another server wrote, stored first; resolves those to read again. */
+  freshMany?(inodeIds: readonly number[]): Promise<number[]>;
   /**
    * True while this server still holds the file's lease under `token` and the file is marked as
    * written here (checked when a write that may have waited is appended).
@@ -944,6 +946,19 @@ export class BlockService {
   /** Several servers: see WriteLeases.fresh (undefined without coordination: nothing to wait for). */
   ensureFresh(inodeId: number): Promise<boolean> | undefined {
     return this.opts.leases?.fresh?.(inodeId);
+  }
+
+  /**
+   * Several servers: before a listing, the files of `inodeIds` another server acknowledged writes
+   * to are stored first; resolves those whose inode may be old. Undefined without coordination.
+   */
+  ensureFreshMany(inodeIds: readonly number[]): Promise<number[]> | undefined {
+    return this.opts.leases?.freshMany?.(inodeIds);
+  }
+
+  /** Several servers on one store (write leases): what another server acknowledged may not be stored yet. */
+  get coordinated(): boolean {
+    return this.opts.leases !== undefined;
   }
 
   hasDirty(inodeId: number): boolean {

@@ -649,6 +649,35 @@ export class FileLeases {
     });
   }
 
+  /**
+   * Before a directory listing answers sizes and times: of `inodeIds`, those another server holds
+   * and wrote since they were stored (one MGET for all), each made fresh as for a read; resolves
+   * the ids whose cached inode may be old (read them again). What cannot be learned (Redis away, a
+   * holder that does not answer) is listed as stored: a listing is not refused for it.
+   */
+  async freshMany(inodeIds: readonly number[]): Promise<number[]> {
+    const now = Date.now();
+    const ids = inodeIds.filter((id) => {
+      const h = this.held.get(id);
+      return !(h && this.usable(h, now));
+    });
+    if (ids.length === 0 || !this.c.ready) return [];
+    let vals: (string | null)[];
+    try {
+      vals = await this.c.redis.mget(ids.flatMap((id) => [this.key(id), this.dirtyKey(id)]));
+    } catch {
+      return [];
+    }
+    const { serverId } = this.c;
+    const written = ids.filter((_, i) => {
+      const holder = vals[2 * i];
+      const dirty = vals[2 * i + 1];
+      return holder !== null && holder !== undefined && holder !== serverId && dirty?.startsWith(`${holder}:`) === true;
+    });
+    const stale = await Promise.all(written.map((id) => this.freshen(id).catch(() => false)));
+    return written.filter((_, i) => stale[i]);
+  }
+
   private async freshen(inodeId: number): Promise<boolean> {
     const { redis, serverId } = this.c;
     if (!this.c.ready) throw this.jukebox('Redis is not reachable; cannot prove what this server has of the file is current');

@@ -1025,7 +1025,24 @@ export class FileService {
     this.mustDir(dir);
     this.mustAccess(dir, id, Access.R);
     const page = await share.meta.readdir(dir.id, afterCookie, limit);
-    return { share, dir, entries: page.entries, eof: page.eof, searchable: mayAccess(dir, id, Access.X) };
+    const searchable = mayAccess(dir, id, Access.X);
+    let entries = page.entries;
+    // Several servers: a file another one grew or changed under its write lease has its size and
+    // times written behind there; stored first and read again, as for a GETATTR (one Redis MGET a
+    // page, and a flush only for files written elsewhere). Names alone need none of it.
+    if (searchable && share.data.coordinated) {
+      const regs = entries.filter((e) => e.inode.type === FileType.REG).map((e) => e.inode.id);
+      const stale = regs.length === 0 ? [] : await share.data.ensureFreshMany(regs);
+      if (stale && stale.length > 0) {
+        const again = new Map<number, Inode>();
+        for (const inode of await Promise.all(stale.map((i) => share.meta.getInode(i)))) if (inode) again.set(inode.id, inode);
+        entries = entries.map((e) => {
+          const inode = again.get(e.inode.id);
+          return inode ? { ...e, inode } : e;
+        });
+      }
+    }
+    return { share, dir, entries, eof: page.eof, searchable };
   }
 
   async parentOf(share: Share, dir: Inode): Promise<Inode> {
