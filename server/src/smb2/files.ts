@@ -314,6 +314,8 @@ export async function create(
   const wantsMaximalAccess = req.contexts.some((x) => x.name === 'MxAc');
   /** The open, registered in the lock manager before an existing file is overwritten. */
   let pre: Open | null = null;
+  /** Other opens cached the file when this CREATE came: what their breaks wrote back is read again below. */
+  let cachedByOthers = false;
   if (made) {
     // What the new-file branch below does after it creates, for a request without contexts to apply.
     inode = made;
@@ -357,6 +359,7 @@ export async function create(
     const overwrite =
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
     if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
+    cachedByOthers = (c.fs.opens.get(c.share.meta, inode.id)?.holders ?? 0) > 0;
     // A preserved durable open closed by the break may have taken the file with it: look again (once).
     if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.session, c.onBreakWait)) && !retried)
       return create(c, req, w, register, true);
@@ -445,11 +448,17 @@ export async function create(
   // has its new size written behind there: the entry cached here is older, and a client that
   // writes at the end of file it is told would write over what was acknowledged. Kept as it was
   // if that cannot be learned now (Redis away: writes are refused meanwhile anyway).
-  if (action !== CreateAction.CREATED && inode.type === FileType.REG)
-    inode = await c.fs.getattr(open.handle, c.id).then(
-      (r) => r.inode,
-      () => inode!,
-    );
+  // One server (or this one holds the lease) and no other open cached the file: nothing to ask, no
+  // read and no await more.
+  if (action !== CreateAction.CREATED && inode.type === FileType.REG) {
+    if (cachedByOthers)
+      inode = await c.fs.resolve(open.handle).then(
+        (r) => r.inode,
+        () => inode!,
+      );
+    const fresh = c.fs.freshAttrs(c.share, inode);
+    if (fresh !== undefined) inode = await fresh.catch(() => inode!);
+  }
   writeCreateResponse(w, {
     oplockLevel: granting.level,
     createAction: action,
@@ -513,7 +522,11 @@ export async function close(c: FileContext, open: Open, flags: number, w: SmbWri
   }
   if ((flags & CLOSE_FLAG_POSTQUERY_ATTRIB) !== 0) {
     try {
-      const { inode } = await c.fs.getattr(open.handle, c.id);
+      const r = await c.fs.resolve(open.handle);
+      c.fs.identity(r.share, c.id);
+      // Several servers: as another one acknowledged it (nothing more with one server).
+      const fresh = c.fs.freshAttrs(r.share, r.inode);
+      const inode = fresh === undefined ? r.inode : await fresh;
       writeCloseResponse(w, CLOSE_FLAG_POSTQUERY_ATTRIB, fileInfoOf(inode));
       return;
     } catch {
@@ -767,7 +780,14 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
   // `none` since the open learns nothing more of the file (attributes, EAs, descriptor).
   c.fs.identity(c.share, c.id);
   // Several servers: the size and times another one acknowledged (see create()), as NFS GETATTR.
-  const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.getattr(open.handle, c.id)).inode;
+  // One server: the inode as resolved, no promise more (freshAttrs is undefined then).
+  let inode: Inode;
+  if (open.stream) inode = await streamView(c, open.handle, open.stream);
+  else {
+    inode = (await c.fs.resolve(open.handle)).inode;
+    const fresh = c.fs.freshAttrs(c.share, inode);
+    if (fresh !== undefined) inode = await fresh;
+  }
   let out: Buffer | null;
   let min: number | undefined;
   let variable: boolean;

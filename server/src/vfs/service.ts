@@ -317,6 +317,15 @@ export class FileService {
     return share.data.ensureFresh(inode.id)?.then(async (stale) => (stale ? ((await share.meta.getInode(inode.id)) ?? inode) : inode));
   }
 
+  /**
+   * refreshed() for a caller that resolved the handle itself (SMB CREATE, QUERY_INFO, CLOSE): a
+   * regular file as another server acknowledged it; undefined, and no promise, with one server or
+   * while this one holds the file's lease (its hot paths pay nothing for several servers).
+   */
+  freshAttrs(share: Share, inode: Inode): Promise<Inode> | undefined {
+    return inode.type === FileType.REG ? this.refreshed(share, inode) : undefined;
+  }
+
   // ---- attributes --------------------------------------------------------------------------------
 
   /** A file's attributes (GETATTR, FSINFO, PATHCONF): any permission on the share but `none`. */
