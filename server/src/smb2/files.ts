@@ -414,6 +414,23 @@ export async function create(
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
   }
 
+  // Several servers: the size and times another one acknowledged (stored first, as for a READ),
+  // once the caching of other opens broke above. A file another server grew under its write lease
+  // has its new size written behind there: the entry cached here is older, and a client that
+  // writes at the end of file it is told would write over what was acknowledged. Kept as it was
+  // if that cannot be learned now (Redis away: writes are refused meanwhile anyway).
+  // One server (or this one holds the lease) and no other open cached the file: nothing to ask, no
+  // read and no await more. Before this open's caching is granted: no await between that and the
+  // response, where a break of it could reach the client before the CREATE response.
+  if (action !== CreateAction.CREATED && inode.type === FileType.REG) {
+    if (cachedByOthers)
+      inode = await c.fs.resolve(pre?.handle ?? c.fs.handleOf(c.share, inode)).then(
+        (r) => r.inode,
+        () => inode!,
+      );
+    const fresh = c.fs.freshAttrs(c.share, inode);
+    if (fresh !== undefined) inode = await fresh.catch(() => inode!);
+  }
   const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose, opts);
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === inode.uid;
   open.openerMayWrite = c.fs.accessBits(c.share, inode, c.id).write;
@@ -443,22 +460,6 @@ export async function create(
   const durable = grantDurable(req, open, granting.level, durableV2, c.durable?.timeoutMs);
   if (durable) contexts.push(durable);
   if (aapl) contexts.push(aapl);
-  // Several servers: the size and times another one acknowledged (stored first, as for a READ),
-  // once the caching of other opens broke above. A file another server grew under its write lease
-  // has its new size written behind there: the entry cached here is older, and a client that
-  // writes at the end of file it is told would write over what was acknowledged. Kept as it was
-  // if that cannot be learned now (Redis away: writes are refused meanwhile anyway).
-  // One server (or this one holds the lease) and no other open cached the file: nothing to ask, no
-  // read and no await more.
-  if (action !== CreateAction.CREATED && inode.type === FileType.REG) {
-    if (cachedByOthers)
-      inode = await c.fs.resolve(open.handle).then(
-        (r) => r.inode,
-        () => inode!,
-      );
-    const fresh = c.fs.freshAttrs(c.share, inode);
-    if (fresh !== undefined) inode = await fresh.catch(() => inode!);
-  }
   writeCreateResponse(w, {
     oplockLevel: granting.level,
     createAction: action,
