@@ -604,15 +604,16 @@ async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: nu
     if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
     await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
   } else
-    await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), async (at, inode) => {
+    await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), (at, inode) => {
       end = at;
       // The lock check first, as for any other WRITE: an append refused by a byte-range lock
       // delays no write time (else the open's next real WRITE counts as a later one, whose time
       // shows only at its close, and a refused append after an update sets the time at the close).
-      const asked = unlocked(at);
-      if (asked) await asked;
       // The write time the file has now (read already: no await more between its end and the write).
-      if (changes) await writeTime.beforeWrite(open, () => Promise.resolve(inode.mtime));
+      const time = (): Promise<void> | undefined => (changes ? writeTime.beforeWrite(open, () => Promise.resolve(inode.mtime)) : undefined);
+      // Not an async function: no promise more when the range is known free here.
+      const asked = unlocked(at);
+      return asked ? asked.then(time) : time();
     });
   if (changes && open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);

@@ -650,7 +650,8 @@ export class FileService {
     let underToken: number | undefined;
     // An append holds the file's end from reading it until its size is stored (no truncate here
     // in between; appends run one at a time).
-    const release = typeof where === 'number' ? null : await this.endsOf(share.meta).acquire(inode.id);
+    const took = typeof where === 'number' ? null : this.endsOf(share.meta).acquireNow(inode.id);
+    const release = took === null || typeof took === 'function' ? took : await took;
     try {
       // One pass for a write at an offset; an append whose end moved before its data was logged
       // (AppendEndMoved: nothing logged) reads the end again, a few times at most.
