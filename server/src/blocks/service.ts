@@ -211,6 +211,8 @@ export interface WriteLeases {
    * written here (checked when a write that may have waited is appended).
    */
   holds(inodeId: number, token: number): boolean;
+  /** As holds(), marked or not: a write refused only for want of the mark takes its token again. */
+  heldUnder?(inodeId: number, token: number): boolean;
   /** After a replay: hold the leases of the files with replayed data, so readers elsewhere wait for it. */
   adopt?(inodeIds: readonly number[]): Promise<void>;
 }
@@ -464,7 +466,7 @@ export class BlockService {
       } catch (e) {
         // Stored meanwhile for a read elsewhere (its mark gone) under a lease still ours: marked
         // again (token() does), then logged, past any cut begun meanwhile. Not refused: nothing moved.
-        if (!unheld || attempt >= 2 || !this.opts.leases) throw e;
+        if (!unheld || attempt >= 2 || this.opts.leases?.heldUnder?.(inodeId, token) !== true) throw e;
         const again = this.opts.leases.token(inodeId);
         if ((typeof again === 'number' ? again : await again) !== token) throw e;
       }
