@@ -56,4 +56,33 @@ describe('KeyedSerial', () => {
     await turn();
     assert.equal(s.size, 0, 'the key is forgotten once released');
   });
+  it('acquireNow: the release at once when the key is free, else in line with run and acquire', async () => {
+    const s = new KeyedSerial<number>();
+    const log: string[] = [];
+    const first = s.acquireNow(1);
+    assert.equal(typeof first, 'function', 'a free key is taken with no promise');
+    const after = s.run(1, async () => {
+      log.push('run');
+    });
+    const second = s.acquireNow(1);
+    assert.ok(second instanceof Promise, 'a held key is waited for');
+    const next = second.then((r) => {
+      log.push('acquired');
+      return r;
+    });
+    await turn();
+    assert.deepEqual(log, [], 'nothing runs while the key is held');
+    (first as () => void)();
+    (first as () => void)(); // a second call does nothing
+    await after;
+    const r2 = await next;
+    assert.deepEqual(log, ['run', 'acquired']);
+    r2();
+    await turn();
+    assert.equal(s.size, 0, 'the key is forgotten once released');
+    const again = s.acquireNow(1);
+    assert.equal(typeof again, 'function');
+    (again as () => void)();
+    assert.equal(s.size, 0, 'released at once: forgotten at once');
+  });
 });

@@ -35,6 +35,22 @@ export class KeyedSerial<K> {
     return release;
   }
 
+  /**
+   * acquire() that does not wait when nothing runs or waits under `key`: then the release function
+   * itself, at once (one promise, no tick: a hot path's lock of a key nobody else wants), else
+   * acquire()'s promise of it.
+   */
+  acquireNow(key: K): (() => void) | Promise<() => void> {
+    if (this.tails.has(key)) return this.acquire(key);
+    let resolve!: () => void;
+    const tail = new Promise<void>((r) => (resolve = r));
+    this.tails.set(key, tail);
+    return () => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+      resolve();
+    };
+  }
+
   /** Keys with a call running or waiting (tests). */
   get size(): number {
     return this.tails.size;

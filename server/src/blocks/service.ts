@@ -213,6 +213,8 @@ export interface WriteLeases {
    * written here (checked when a write that may have waited is appended).
    */
   holds(inodeId: number, token: number): boolean;
+  /** As holds(), marked or not: a write refused only for want of the mark takes its token again. */
+  heldUnder?(inodeId: number, token: number): boolean;
   /** After a replay: hold the leases of the files with replayed data, so readers elsewhere wait for it. */
   adopt?(inodeIds: readonly number[]): Promise<void>;
 }
@@ -434,28 +436,43 @@ export class BlockService {
         throw new AppendEndMoved('the write lease of the file moved to another server while the append looked for its end');
     }
     let cutWaited = false;
-    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) {
-      cutWaited = true;
-      await cut;
+    let a!: WalAppend;
+    for (let attempt = 0; ; attempt++) {
+      for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) {
+        cutWaited = true;
+        await cut;
+      }
+      // An append's end was read before the truncate it waited for: past it, that end is wrong.
+      if (cutWaited && underToken !== undefined) throw new AppendEndMoved('the file was truncated while the append looked for its end');
+      this.lastWriteAt = Date.now();
+      let unheld = false;
+      try {
+        // Appended before any await when there is room: appends (and the index) stay in call order.
+        // A truncate that comes while this waits for room waits for it (roomWaits).
+        a = await this.appendWithRoom(() => {
+          // A write that waited (for a cut, for room) may come after the lease was handed over: never
+          // logged or acknowledged then (its bytes may be refused as older than the next holder's);
+          // the client sends it again.
+          if (this.opts.leases && !this.opts.leases.holds(inodeId, token)) {
+            unheld = true;
+            throw new VfsError(
+              'JUKEBOX',
+              'the write lease of the file moved to another server, or the file was stored, while the write waited',
+            );
+          }
+          const appended = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token);
+          admitted?.();
+          return appended;
+        }, inodeId);
+        break;
+      } catch (e) {
+        // Stored meanwhile for a read elsewhere (its mark gone) under a lease still ours: marked
+        // again (token() does), then logged, past any cut begun meanwhile. Not refused: nothing moved.
+        if (!unheld || attempt >= 2 || this.opts.leases?.heldUnder?.(inodeId, token) !== true) throw e;
+        const again = this.opts.leases.token(inodeId);
+        if ((typeof again === 'number' ? again : await again) !== token) throw e;
+      }
     }
-    // An append's end was read before the truncate it waited for: past it, that end is wrong.
-    if (cutWaited && underToken !== undefined) throw new AppendEndMoved('the file was truncated while the append looked for its end');
-    this.lastWriteAt = Date.now();
-    // Appended before any await when there is room: appends (and the index) stay in call order.
-    // A truncate that comes while this waits for room waits for it (roomWaits).
-    const a = await this.appendWithRoom(() => {
-      // A write that waited (for a cut, for room) may come after the lease was handed over: never
-      // logged or acknowledged then (its bytes may be refused as older than the next holder's);
-      // the client sends it again.
-      if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
-        throw new VfsError(
-          'JUKEBOX',
-          'the write lease of the file moved to another server, or the file was stored, while the write waited',
-        );
-      const appended = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token);
-      admitted?.();
-      return appended;
-    }, inodeId);
     // Without a persistent log the extents keep the bytes for good: they get their own copy.
     const exts = this.addWrite(inodeId, offset, data.length, a.seg, a.pos, this.wal.persistent ? data : Buffer.from(data), token);
     try {

@@ -781,6 +781,12 @@ export class FileLeases {
     return h !== undefined && h.token === token && !h.releasing && h.marked;
   }
 
+  /** True while the lease is held under `token` and not being handed over, marked or not. */
+  heldUnder(inodeId: number, token: number): boolean {
+    const h = this.held.get(inodeId);
+    return h !== undefined && h.token === token && !h.releasing;
+  }
+
   /** Another server asks for a file we hold: store its data, then (unless only `flush`) let the lease go. */
   handOver(inodeId: number, flushOnly = false): void {
     const h = this.held.get(inodeId);

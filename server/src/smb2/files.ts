@@ -314,6 +314,8 @@ export async function create(
   const wantsMaximalAccess = req.contexts.some((x) => x.name === 'MxAc');
   /** The open, registered in the lock manager before an existing file is overwritten. */
   let pre: Open | null = null;
+  /** Other opens cached the file when this CREATE came: what their breaks wrote back is read again below. */
+  let cachedByOthers = false;
   if (made) {
     // What the new-file branch below does after it creates, for a request without contexts to apply.
     inode = made;
@@ -357,6 +359,7 @@ export async function create(
     const overwrite =
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
     if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
+    cachedByOthers = (c.fs.opens.get(c.share.meta, inode.id)?.holders ?? 0) > 0;
     // A preserved durable open closed by the break may have taken the file with it: look again (once).
     if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.session, c.onBreakWait)) && !retried)
       return create(c, req, w, register, true);
@@ -411,6 +414,23 @@ export async function create(
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
   }
 
+  // Several servers: the size and times another one acknowledged (stored first, as for a READ),
+  // once the caching of other opens broke above. A file another server grew under its write lease
+  // has its new size written behind there: the entry cached here is older, and a client that
+  // writes at the end of file it is told would write over what was acknowledged. Kept as it was
+  // if that cannot be learned now (Redis away: writes are refused meanwhile anyway).
+  // One server (or this one holds the lease) and no other open cached the file: nothing to ask, no
+  // read and no await more. Before this open's caching is granted: no await between that and the
+  // response, where a break of it could reach the client before the CREATE response.
+  if (action !== CreateAction.CREATED && inode.type === FileType.REG) {
+    if (cachedByOthers)
+      inode = await c.fs.resolve(pre?.handle ?? c.fs.handleOf(c.share, inode)).then(
+        (r) => r.inode,
+        () => inode!,
+      );
+    const fresh = c.fs.freshAttrs(c.share, inode);
+    if (fresh !== undefined) inode = await fresh.catch(() => inode!);
+  }
   const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose, opts);
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === inode.uid;
   open.openerMayWrite = c.fs.accessBits(c.share, inode, c.id).write;
@@ -440,16 +460,6 @@ export async function create(
   const durable = grantDurable(req, open, granting.level, durableV2, c.durable?.timeoutMs);
   if (durable) contexts.push(durable);
   if (aapl) contexts.push(aapl);
-  // Several servers: the size and times another one acknowledged (stored first, as for a READ),
-  // once the caching of other opens broke above. A file another server grew under its write lease
-  // has its new size written behind there: the entry cached here is older, and a client that
-  // writes at the end of file it is told would write over what was acknowledged. Kept as it was
-  // if that cannot be learned now (Redis away: writes are refused meanwhile anyway).
-  if (action !== CreateAction.CREATED && inode.type === FileType.REG)
-    inode = await c.fs.getattr(open.handle, c.id).then(
-      (r) => r.inode,
-      () => inode!,
-    );
   writeCreateResponse(w, {
     oplockLevel: granting.level,
     createAction: action,
@@ -513,7 +523,11 @@ export async function close(c: FileContext, open: Open, flags: number, w: SmbWri
   }
   if ((flags & CLOSE_FLAG_POSTQUERY_ATTRIB) !== 0) {
     try {
-      const { inode } = await c.fs.getattr(open.handle, c.id);
+      const r = await c.fs.resolve(open.handle);
+      c.fs.identity(r.share, c.id);
+      // Several servers: as another one acknowledged it (nothing more with one server).
+      const fresh = c.fs.freshAttrs(r.share, r.inode);
+      const inode = fresh === undefined ? r.inode : await fresh;
       writeCloseResponse(w, CLOSE_FLAG_POSTQUERY_ATTRIB, fileInfoOf(inode));
       return;
     } catch {
@@ -590,15 +604,16 @@ async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: nu
     if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
     await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
   } else
-    await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), async (at, inode) => {
+    await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), (at, inode) => {
       end = at;
       // The lock check first, as for any other WRITE: an append refused by a byte-range lock
       // delays no write time (else the open's next real WRITE counts as a later one, whose time
       // shows only at its close, and a refused append after an update sets the time at the close).
-      const asked = unlocked(at);
-      if (asked) await asked;
       // The write time the file has now (read already: no await more between its end and the write).
-      if (changes) await writeTime.beforeWrite(open, () => Promise.resolve(inode.mtime));
+      const time = (): Promise<void> | undefined => (changes ? writeTime.beforeWrite(open, () => Promise.resolve(inode.mtime)) : undefined);
+      // Not an async function: no promise more when the range is known free here.
+      const asked = unlocked(at);
+      return asked ? asked.then(time) : time();
     });
   if (changes && open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
@@ -767,7 +782,14 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
   // `none` since the open learns nothing more of the file (attributes, EAs, descriptor).
   c.fs.identity(c.share, c.id);
   // Several servers: the size and times another one acknowledged (see create()), as NFS GETATTR.
-  const inode = open.stream ? await streamView(c, open.handle, open.stream) : (await c.fs.getattr(open.handle, c.id)).inode;
+  // One server: the inode as resolved, no promise more (freshAttrs is undefined then).
+  let inode: Inode;
+  if (open.stream) inode = await streamView(c, open.handle, open.stream);
+  else {
+    inode = (await c.fs.resolve(open.handle)).inode;
+    const fresh = c.fs.freshAttrs(c.share, inode);
+    if (fresh !== undefined) inode = await fresh;
+  }
   let out: Buffer | null;
   let min: number | undefined;
   let variable: boolean;

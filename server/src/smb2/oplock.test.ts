@@ -100,6 +100,26 @@ const ackOplock = (cl: Client, open: Open, level: number): Buffer => {
 };
 
 describe('oplocks', () => {
+  it('the CREATE that broke a batch oplock reports the size the holder wrote back before its ack', async () => {
+    const { srv, client, open, close } = await setup();
+    const a = client(1);
+    const b = client(2);
+    const first = await open(a, 'f', { oplock: OplockLevel.BATCH });
+    assert.equal(first.level, OplockLevel.BATCH);
+    // The holder writes back what it cached (50 bytes), then acknowledges.
+    a.onBreak = () =>
+      void files
+        .write(a.ctx, first.open, { offset: 0, fileId: first.open.fileId, flags: 0, data: Buffer.alloc(50, 0x61) })
+        .then(() => ackOplock(a, first.open, OplockLevel.II));
+    const req = createRequest('f', { requestedOplockLevel: OplockLevel.II, createDisposition: CreateDisposition.OPEN });
+    const { open: second, body } = await create(b.ctx, req);
+    // SMB2 CREATE response: EndofFile at byte 48 of the body.
+    assert.equal(Number(body.readBigUInt64LE(48)), 50, 'EndOfFile in the CREATE response');
+    await close(b, second);
+    await close(a, first.open);
+    await srv.close();
+  });
+
   it('a second open breaks a batch oplock to Level II, waits for the ack, and gets Level II', async () => {
     const { srv, client, open } = await setup();
     const a = client(1);

@@ -317,6 +317,15 @@ export class FileService {
     return share.data.ensureFresh(inode.id)?.then(async (stale) => (stale ? ((await share.meta.getInode(inode.id)) ?? inode) : inode));
   }
 
+  /**
+   * refreshed() for a caller that resolved the handle itself (SMB CREATE, QUERY_INFO, CLOSE): a
+   * regular file as another server acknowledged it; undefined, and no promise, with one server or
+   * while this one holds the file's lease (its hot paths pay nothing for several servers).
+   */
+  freshAttrs(share: Share, inode: Inode): Promise<Inode> | undefined {
+    return inode.type === FileType.REG ? this.refreshed(share, inode) : undefined;
+  }
+
   // ---- attributes --------------------------------------------------------------------------------
 
   /** A file's attributes (GETATTR, FSINFO, PATHCONF): any permission on the share but `none`. */
@@ -641,7 +650,8 @@ export class FileService {
     let underToken: number | undefined;
     // An append holds the file's end from reading it until its size is stored (no truncate here
     // in between; appends run one at a time).
-    const release = typeof where === 'number' ? null : await this.endsOf(share.meta).acquire(inode.id);
+    const took = typeof where === 'number' ? null : this.endsOf(share.meta).acquireNow(inode.id);
+    const release = took === null || typeof took === 'function' ? took : await took;
     try {
       // One pass for a write at an offset; an append whose end moved before its data was logged
       // (AppendEndMoved: nothing logged) reads the end again, a few times at most.
