@@ -12,22 +12,16 @@
 //   truncates alternating between the servers leaves exactly what a model says (HUNT_SEED,
 //   HUNT_STEPS to vary it).
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
-import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
-import { startRedis, type RedisInstance } from '../helpers/redis.js';
-import { startS3, type S3TestServer } from '../helpers/s3.js';
-import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { type DittofsProcess } from '../helpers/server.js';
+import { SmbCluster } from '../helpers/smb-cluster.js';
 import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
-import { authSys, NfsStat } from '../helpers/rpc-client.js';
+import { NfsStat } from '../helpers/rpc-client.js';
 import { bodies, SmbCommand } from '../helpers/smb-client.js';
-import { writeConfig } from '../fault/support.js';
-import { replicaConfig, storeInconsistencies } from '../helpers/replicas.js';
+import { storeInconsistencies } from '../helpers/replicas.js';
 
 const USER = { username: 'clusteruser', password: 'cluster-user-Passw0rd', uid: 1000, gid: 1000 };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -58,43 +52,17 @@ async function until(what: string, f: () => Promise<boolean>, ms = 15_000): Prom
 }
 
 describe('hunt: several servers, SMB', { timeout: SUITE_TIMEOUT_MS }, () => {
-  let pgi: PostgresInstance;
-  let s3: S3TestServer;
-  let redis: RedisInstance;
-  let work: string;
-  let configFile: string;
-  const servers: DittofsProcess[] = [];
-  const clients: RawSmbClient[] = [];
-  const nfsClients: NfsOps[] = [];
+  const cl = new SmbCluster('replicas-hunt', USER);
   let a: DittofsProcess;
   let b: DittofsProcess;
 
-  const start = async (name: string, config = configFile): Promise<DittofsProcess> => {
-    const s = await startDittofs({
-      configFile: config,
-      dataDir: path.join(work, name),
-      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey, DITTOFS_LOG_LEVEL: 'info' },
-    });
-    servers.push(s);
-    return s;
-  };
-  const smb = async (s: DittofsProcess): Promise<RawSmbClient> => {
-    const c = await RawSmbClient.connect(s.smbPort);
-    clients.push(c);
-    await c.login(USER.username, USER.password, 'export');
-    return c;
-  };
-
-  const nfs = async (s: DittofsProcess): Promise<{ c: NfsOps; root: Buffer }> => {
-    const c = await NfsOps.open(s.nfsPort, authSys(USER.uid, USER.gid));
-    nfsClients.push(c);
-    return { c, root: await c.mount('/export') };
-  };
+  const start = (name: string, config?: string): Promise<DittofsProcess> => cl.start(name, config);
+  const smb = (s: DittofsProcess): Promise<RawSmbClient> => cl.smb(s);
+  const nfs = (s: DittofsProcess): Promise<{ c: NfsOps; root: Buffer }> => cl.nfs(s);
 
   before(async () => {
-    [pgi, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
-    work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-hunt-'));
-    configFile = await writeConfig(work, replicaConfig(pgi, s3, redis, { controlDatabase: true }));
+    // The API on (SMB users), its database in the same PostgreSQL: both servers share it.
+    await cl.open();
     a = await start('a');
     b = await start('b');
     const token = await takeOverAdmin(`http://127.0.0.1:${a.apiPort}`, 'replicas-hunt-admin');
@@ -116,15 +84,11 @@ describe('hunt: several servers, SMB', { timeout: SUITE_TIMEOUT_MS }, () => {
   });
 
   afterEach(async () => {
-    assert.deepEqual(await storeInconsistencies(pgi.url), []);
+    assert.deepEqual(await storeInconsistencies(cl.pgi.url), []);
   });
 
   after(async () => {
-    for (const c of clients) c.destroy();
-    for (const c of nfsClients) c.close();
-    for (const s of servers) await s.stop().catch(() => undefined);
-    await Promise.all([redis?.stop(), s3?.close(), pgi?.stop()]);
-    if (work) await rm(work, { recursive: true, force: true });
+    await cl.close();
   });
 
   const standard = async (c: RawSmbClient, fileId: Buffer): Promise<{ alloc: number; eof: number }> => {

@@ -23,24 +23,21 @@
 // After every test the PostgreSQL tables are checked: one tree, nlink right, no orphan block rows.
 // Each of these passes two servers a conflicting grant on the code before coord/locks.ts.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
 import pg from 'pg';
-import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
-import { startRedis, type RedisInstance } from '../helpers/redis.js';
-import { authSys, NfsStat, StableHow } from '../helpers/rpc-client.js';
-import { startS3, type S3TestServer } from '../helpers/s3.js';
-import { startDittofs, type DittofsProcess } from '../helpers/server.js';
+import { NfsStat, StableHow } from '../helpers/rpc-client.js';
+import { type DittofsProcess } from '../helpers/server.js';
+import { SmbCluster } from '../helpers/smb-cluster.js';
 import { SmbWriter } from '../../server/src/smb2/codec.js';
 import { LEASE_H, LEASE_R, LEASE_W, RawSmbClient } from '../helpers/smb-raw.js';
 import { bodies, SmbCommand } from '../helpers/smb-client.js';
 import { writeConfig } from '../fault/support.js';
-import { replicaConfig, storeInconsistencies } from '../helpers/replicas.js';
+import { storeInconsistencies } from '../helpers/replicas.js';
 import { tcpForward } from '../helpers/proxy.js';
 
 const USER = { username: 'clusteruser', password: 'cluster-user-Passw0rd', uid: 1000, gid: 1000 };
@@ -106,44 +103,17 @@ const hex = (n: number): string => `0x${n.toString(16)}`;
 const APPEND = 0xffffffffffffffffn;
 
 describe('SMB lock state across several servers (coordination.redis)', { timeout: SUITE_TIMEOUT_MS }, () => {
-  let pgi: PostgresInstance;
-  let s3: S3TestServer;
-  let redis: RedisInstance;
-  let work: string;
-  let configFile: string;
-  const servers: DittofsProcess[] = [];
-  const clients: RawSmbClient[] = [];
-  const nfsClients: NfsOps[] = [];
+  const cl = new SmbCluster('replicas-smb', USER);
   let a: DittofsProcess;
   let b: DittofsProcess;
 
-  const start = async (name: string, config = configFile): Promise<DittofsProcess> => {
-    const s = await startDittofs({
-      configFile: config,
-      dataDir: path.join(work, name),
-      // info: the durable handles test waits for "durable open preserved".
-      env: { DITTOFS_BLOCKS__STORES__S3__SECRET_ACCESS_KEY: s3.secretAccessKey, DITTOFS_LOG_LEVEL: 'info' },
-    });
-    servers.push(s);
-    return s;
-  };
-  const smb = async (s: DittofsProcess): Promise<RawSmbClient> => {
-    const c = await RawSmbClient.connect(s.smbPort);
-    clients.push(c);
-    await c.login(USER.username, USER.password, 'export');
-    return c;
-  };
-  const nfs = async (s: DittofsProcess): Promise<{ c: NfsOps; root: Buffer }> => {
-    const c = await NfsOps.open(s.nfsPort, authSys(USER.uid, USER.gid));
-    nfsClients.push(c);
-    return { c, root: await c.mount('/export') };
-  };
+  const start = (name: string, config?: string): Promise<DittofsProcess> => cl.start(name, config);
+  const smb = (s: DittofsProcess): Promise<RawSmbClient> => cl.smb(s);
+  const nfs = (s: DittofsProcess): Promise<{ c: NfsOps; root: Buffer }> => cl.nfs(s);
 
   before(async () => {
-    [pgi, s3, redis] = await Promise.all([postgresForTests(), startS3(), startRedis()]);
-    work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-replicas-smb-'));
     // The API on (SMB users), its database in the same PostgreSQL: both servers share it.
-    configFile = await writeConfig(work, replicaConfig(pgi, s3, redis, { controlDatabase: true }));
+    await cl.open();
     a = await start('a');
     b = await start('b');
     const token = await takeOverAdmin(`http://127.0.0.1:${a.apiPort}`, 'replicas-smb-admin');
@@ -161,15 +131,11 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
 
   // Whatever happened, the tables hold one tree: every entry reaches the root, nlink is right.
   afterEach(async () => {
-    assert.deepEqual(await storeInconsistencies(pgi.url), []);
+    assert.deepEqual(await storeInconsistencies(cl.pgi.url), []);
   });
 
   after(async () => {
-    for (const c of clients) c.destroy();
-    for (const c of nfsClients) c.close();
-    for (const s of servers) await s.stop().catch(() => undefined);
-    await Promise.all([redis?.stop(), s3?.close(), pgi?.stop()]);
-    if (work) await rm(work, { recursive: true, force: true });
+    await cl.close();
   });
 
   it('share modes: an open through A that denies write refuses a write-open and an NFS REMOVE through B', async () => {
@@ -423,10 +389,13 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
   it('a server that loses Redis right after a change it could not publish: the others read the store again within the ttl', async () => {
     // E reaches Redis through a proxy that the test cuts; the change E "could not publish" is made
     // in PostgreSQL directly (what E committed before its PUBLISH failed).
-    const proxy = await tcpForward(redis.port);
-    const eDir = path.join(work, 'e-conf');
+    const proxy = await tcpForward(cl.redis.port);
+    const eDir = path.join(cl.work, 'e-conf');
     await mkdir(eDir, { recursive: true });
-    const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));
+    const eConfig = await writeConfig(
+      eDir,
+      (await readFile(cl.configFile, 'utf8')).replace(cl.redis.url, `redis://127.0.0.1:${proxy.port}`),
+    );
     const e = await start('e', eConfig);
     try {
       const { c: nb, root } = await nfs(b);
@@ -434,7 +403,7 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
       assert.equal(made.status, NfsStat.OK);
       const fh = made.fh!;
       const before = (await nb.getattr(fh)).attrs!.mode & 0o7777;
-      const db = new pg.Client({ connectionString: pgi.url });
+      const db = new pg.Client({ connectionString: cl.pgi.url });
       await db.connect();
       try {
         await db.query(`UPDATE inodes SET mode = (mode & ~4095) | 448 WHERE id = (SELECT child FROM dirents WHERE name = $1)`, [
@@ -457,10 +426,13 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
   it('an open whose caching cannot be announced (Redis lost right then) is granted without an oplock, not refused (NETWORK_BUSY before)', async () => {
     // E reaches Redis through a proxy that cuts E's connections the moment E announces that its
     // client caches a file (after the open itself was registered).
-    const proxy = await tcpForward(redis.port);
-    const eDir = path.join(work, 'e2-conf');
+    const proxy = await tcpForward(cl.redis.port);
+    const eDir = path.join(cl.work, 'e2-conf');
     await mkdir(eDir, { recursive: true });
-    const eConfig = await writeConfig(eDir, (await readFile(configFile, 'utf8')).replace(redis.url, `redis://127.0.0.1:${proxy.port}`));
+    const eConfig = await writeConfig(
+      eDir,
+      (await readFile(cl.configFile, 'utf8')).replace(cl.redis.url, `redis://127.0.0.1:${proxy.port}`),
+    );
     const e = await start('e2', eConfig);
     try {
       const ce = await smb(e);
@@ -488,13 +460,13 @@ describe('SMB lock state across several servers (coordination.redis)', { timeout
     const ca = await smb(a);
     const cb = await smb(b);
     const { fileId } = await ca.create('redis.txt', { share: SHARE_READ });
-    await redis.pause();
+    await cl.redis.pause();
     try {
       const st = await cb.createStatus('redis.txt');
       assert.ok(st !== 0, 'never granted a conflicting open');
       assert.equal(hex(await cb.createStatus('redis-other.txt')), hex(STATUS.NETWORK_BUSY), 'a new open answers NETWORK_BUSY');
     } finally {
-      await redis.resume();
+      await cl.redis.resume();
     }
     // Redis came back empty: A registers its open again, so B is still refused, and B opens others.
     await until('B opens another file after Redis is back', async () => (await cb.createStatus('redis-other.txt')) === 0, 60_000);
