@@ -582,19 +582,22 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   return serial.run(open.inodeId, () => writeAt(c, open, req, null));
 }
 
+/**
+ * FILE_LOCK_CONFLICT if another open's byte-range lock covers the range to write; a promise only
+ * when another server must be asked.
+ */
+function unlocked(c: FileContext, open: Open, at: number, length: number): Promise<void> | undefined {
+  const locked = ioLocked(c, open, at, length, true);
+  if (locked === true) throw fail(NtStatus.FILE_LOCK_CONFLICT);
+  if (locked === false) return undefined;
+  return locked.then((yes) => {
+    if (yes) throw fail(NtStatus.FILE_LOCK_CONFLICT);
+  });
+}
+
 /** A WRITE at `offset`, or (null) at the end of the file as the vfs finds it. */
 async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null): Promise<number> {
-  // FILE_LOCK_CONFLICT if another open's byte-range lock covers the range (a promise only when
-  // another server must be asked).
-  const unlocked = (at: number): Promise<void> | undefined => {
-    const locked = ioLocked(c, open, at, req.data.length, true);
-    if (locked === true) throw fail(NtStatus.FILE_LOCK_CONFLICT);
-    if (locked === false) return undefined;
-    return locked.then((yes) => {
-      if (yes) throw fail(NtStatus.FILE_LOCK_CONFLICT);
-    });
-  };
-  const asked = offset === null ? undefined : unlocked(offset);
+  const asked = offset === null ? undefined : unlocked(c, open, offset, req.data.length);
   if (asked) await asked;
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0 || open.writeThrough;
   // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
@@ -612,7 +615,7 @@ async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: nu
       // The write time the file has now (read already: no await more between its end and the write).
       const time = (): Promise<void> | undefined => (changes ? writeTime.beforeWrite(open, () => Promise.resolve(inode.mtime)) : undefined);
       // Not an async function: no promise more when the range is known free here.
-      const asked = unlocked(at);
+      const asked = unlocked(c, open, at, req.data.length);
       return asked ? asked.then(time) : time();
     });
   if (changes && open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);

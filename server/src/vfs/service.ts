@@ -337,11 +337,7 @@ export class FileService {
     const got = fresh === undefined ? r : { share: r.share, inode: await fresh };
     // The size an NFS client reads up to: with SMB clients' written-back data (see read()).
     const back = breakWriteCaching && got.inode.type === FileType.REG ? this.writtenBack(handle, got.share, got.inode) : null;
-    if (back === null) return got;
-    // Several servers: what a holder through another one wrote back there (after the refresh above).
-    const inode = await back;
-    const again = this.refreshed(got.share, inode);
-    return { share: got.share, inode: again === undefined ? inode : await again };
+    return back === null ? got : { share: got.share, inode: await back };
   }
 
   /**
@@ -352,7 +348,18 @@ export class FileService {
    */
   private writtenBack(handle: Buffer, share: Share, inode: Inode): Promise<Inode> | null {
     const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.READ | Caching.HANDLE, null, Caching.WRITE);
-    return breaking === null ? null : breaking.then(async () => (await this.resolve(handle)).inode);
+    return breaking === null ? null : this.afterBreak(handle, share, breaking);
+  }
+
+  /**
+   * The file once `breaking` is over: with what the holders wrote back on the break, here or
+   * (several servers) through another server, which stores it first.
+   */
+  private async afterBreak(handle: Buffer, share: Share, breaking: Promise<unknown>): Promise<Inode> {
+    await breaking;
+    const inode = (await this.resolve(handle)).inode;
+    const again = this.refreshed(share, inode);
+    return again === undefined ? inode : await again;
   }
 
   /** NFS ACCESS: which of the requested bits (ACCESS3_*) the identity holds. */
@@ -398,12 +405,7 @@ export class FileService {
       // with (a truncate to the size the server saw before still cuts the written-back data).
       // Null, and no promise, when nobody caches the file.
       const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except, Caching.WRITE);
-      if (breaking !== null) {
-        await breaking;
-        inode = (await this.resolve(handle)).inode;
-        const again = this.refreshed(share, inode);
-        if (again !== undefined) inode = await again;
-      }
+      if (breaking !== null) inode = await this.afterBreak(handle, share, breaking);
     }
     const isOwner = id.uid === inode.uid;
     const isRoot = id.uid === 0;
@@ -556,13 +558,7 @@ export class FileService {
     // Read and handle caching stay; the read waits for write caching to go, with what it held
     // written back, and sees the size that left it.
     const back = breakWriteCaching ? this.writtenBack(handle, share, inode) : null;
-    if (back !== null) {
-      inode = await back;
-      // Several servers: a holder through another one wrote its data back there, after the
-      // refresh above: stored (and read afresh) too, or this read shows the bytes from before.
-      const again = this.refreshed(share, inode);
-      if (again !== undefined) inode = await again;
-    }
+    if (back !== null) inode = await back;
     const data = await share.data.read(inode.id, offset, count, inode.size, target);
     return { inode, data, eof: offset + data.length >= inode.size };
   }
@@ -641,12 +637,9 @@ export class FileService {
     if (remote !== null && (await remote)) throw new VfsError('ACCES', 'the range is locked by an SMB client of another server');
     // Oplocks and leases of other opens break before the data changes (null: nobody holds any).
     const breaking = this.opens.breakHolders(share.meta, inode.id, Caching.NONE, except);
-    if (breaking) {
-      await breaking;
-      // What the holders wrote back on the break is the file before this write (the reply's
-      // pre-op attributes, which an NFS client compares with what it cached).
-      inode = (await this.resolve(handle)).inode;
-    }
+    // What the holders wrote back on the break is the file before this write (the reply's pre-op
+    // attributes, which an NFS client compares with what it cached).
+    if (breaking) inode = await this.afterBreak(handle, share, breaking);
     let underToken: number | undefined;
     // An append holds the file's end from reading it until its size is stored (no truncate here
     // in between; appends run one at a time).
