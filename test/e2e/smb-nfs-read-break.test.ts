@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import type { XdrReader } from '../../server/src/rpc/xdr.js';
 import { args, NfsProc, StableHow } from '../helpers/rpc-client.js';
 import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
-import { LEASE_H, LEASE_R, LEASE_W } from '../helpers/smb-raw.js';
+import { LEASE_H, LEASE_R, LEASE_W, type RawSmbClient } from '../helpers/smb-raw.js';
 
 const USER = 'breakuser';
 const PASSWORD = 'break-user-Passw0rd';
@@ -72,18 +72,25 @@ describe('NFS READ and SMB write caching', { timeout: 120_000 }, () => {
     assert.equal(c.breaks.length, 1, 'read caching is not broken');
   });
 
-  it("an NFS WRITE's pre-op size is the file's after the data the client wrote back on the break", async () => {
+  /** The client wrote back on the break (then gave up caching), over the 4 bytes the server saw. */
+  const held = Buffer.from('held by the client, 32 bytes....');
+
+  /** `name`, 4 bytes seen by the server, batch-oplocked by a client that writes `held` on its break; the file's handle. */
+  const cachedByClient = async (name: string): Promise<{ c: RawSmbClient; fh: Buffer }> => {
     const c = await both.smb();
-    const { fileId, oplock } = await c.create('wcc.dat', { oplock: BATCH });
+    const { fileId, oplock } = await c.create(name, { oplock: BATCH });
     assert.equal(oplock, BATCH);
     await c.write(fileId, 0, Buffer.from('seen'));
-    const held = Buffer.from('held by the client, 32 bytes....');
     c.onBreak = () =>
       void (async () => {
         await c.write(fileId, 0, held);
         await c.ackOplock(fileId, 0);
       })();
-    const fh = (await both.nfs.lookup(both.root, 'wcc.dat')).fh!;
+    return { c, fh: (await both.nfs.lookup(both.root, name)).fh! };
+  };
+
+  it("an NFS WRITE's pre-op size is the file's after the data the client wrote back on the break", async () => {
+    const { fh } = await cachedByClient('wcc.dat');
     const rep = await both.nfs.nfs(NfsProc.WRITE, args.write(fh, 1000, Buffer.from('z'), StableHow.FILE_SYNC));
     assert.equal(rep.kind, 'accepted');
     const r = (rep as { body: XdrReader }).body;
@@ -98,18 +105,7 @@ describe('NFS READ and SMB write caching', { timeout: 120_000 }, () => {
   // still cuts the written-back data (the client's writes came first).
   for (const size of [10, 4]) {
     it(`an NFS SETATTR to size ${size}: pre-op size is the file's after the client's write-back`, async () => {
-      const c = await both.smb();
-      const name = `trunc${size}.dat`;
-      const { fileId, oplock } = await c.create(name, { oplock: BATCH });
-      assert.equal(oplock, BATCH);
-      await c.write(fileId, 0, Buffer.from('seen'));
-      const held = Buffer.from('held by the client, 32 bytes....');
-      c.onBreak = () =>
-        void (async () => {
-          await c.write(fileId, 0, held);
-          await c.ackOplock(fileId, 0);
-        })();
-      const fh = (await both.nfs.lookup(both.root, name)).fh!;
+      const { c, fh } = await cachedByClient(`trunc${size}.dat`);
       const rep = await both.nfs.nfs(NfsProc.SETATTR, args.setattr(fh, { size }));
       assert.equal(rep.kind, 'accepted');
       const r = (rep as { body: XdrReader }).body;
