@@ -108,17 +108,28 @@ describe('SMB re-authentication as anonymous', { timeout: 120_000 }, () => {
     }
   });
 
-  it('changes no file information through the opens it kept, as nobody (a file nobody owns keeps its mode)', async () => {
+  /**
+   * `name`, made over NFS by AUTH_NONE (owned by nobody, mode 0666: alice may open it, and nobody,
+   * its owner, could set its attributes), opened by alice, who then writes `before` (if given) and
+   * re-authenticates as anonymous; and a root NFS client to look at the file. The caller closes both.
+   */
+  const keptByAnonymous = async (name: string, before?: Buffer): Promise<{ c: SmbTestClient; nfs: NfsOps; fid: Buffer }> => {
     const anon = await NfsOps.open(both.srv.nfsPort, AUTH_NONE);
-    const made = await anon.create(await anon.mount('/export'), 'nobody2.txt', { mode: 0o666 });
+    const made = await anon.create(await anon.mount('/export'), name, { mode: 0o666 });
     assert.equal(made.status, 0);
     anon.close();
     const c = await SmbTestClient.connect(both.srv.smbPort);
     const nfs = await NfsOps.open(both.srv.nfsPort, authSys(0, 0));
+    await c.logon('alice', PASSWORD, 'export');
+    const fid = await c.open(name);
+    if (before) assert.equal((await c.request(SmbCommand.WRITE, bodies.write(fid, 0, before))).status, 0);
+    assert.equal(await reauthenticate(c, new TestNtlmClient({ user: '', password: '', anonymous: true, keyExch: false })), 0);
+    return { c, nfs, fid };
+  };
+
+  it('changes no file information through the opens it kept, as nobody (a file nobody owns keeps its mode)', async () => {
+    const { c, nfs, fid } = await keptByAnonymous('nobody2.txt');
     try {
-      await c.logon('alice', PASSWORD, 'export');
-      const fid = await c.open('nobody2.txt');
-      assert.equal(await reauthenticate(c, new TestNtlmClient({ user: '', password: '', anonymous: true, keyExch: false })), 0);
       // READONLY from nobody's owner would clear the mode's write bits (files.ts setInfo).
       assert.equal((await c.request(SmbCommand.SET_INFO, setBasicAttrs(fid, 0x1))).status, ACCESS_DENIED);
       const fh = (await nfs.lookup(await nfs.mount('/export'), 'nobody2.txt')).fh!;
@@ -129,18 +140,8 @@ describe('SMB re-authentication as anonymous', { timeout: 120_000 }, () => {
     }
   });
   it("marks no kept open's file sparse (an attribute), but still writes its data", async () => {
-    // Owned by nobody, mode 0666: alice may open it, and nobody, its owner, could set its attributes.
-    const anon = await NfsOps.open(both.srv.nfsPort, AUTH_NONE);
-    const made = await anon.create(await anon.mount('/export'), 'nobody3.txt', { mode: 0o666 });
-    assert.equal(made.status, 0);
-    anon.close();
-    const c = await SmbTestClient.connect(both.srv.smbPort);
-    const nfs = await NfsOps.open(both.srv.nfsPort, authSys(0, 0));
+    const { c, nfs, fid } = await keptByAnonymous('nobody3.txt', Buffer.from('abcdefgh'));
     try {
-      await c.logon('alice', PASSWORD, 'export');
-      const fid = await c.open('nobody3.txt');
-      assert.equal((await c.request(SmbCommand.WRITE, bodies.write(fid, 0, Buffer.from('abcdefgh')))).status, 0);
-      assert.equal(await reauthenticate(c, new TestNtlmClient({ user: '', password: '', anonymous: true, keyExch: false })), 0);
       assert.equal((await c.request(SmbCommand.IOCTL, fsctlBody(fid, FSCTL_SET_SPARSE, Buffer.alloc(0)))).status, ACCESS_DENIED);
       const q = await c.request(SmbCommand.QUERY_INFO, bodies.queryInfo(fid));
       assert.equal(q.status, 0);
