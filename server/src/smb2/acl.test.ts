@@ -31,7 +31,7 @@ import {
 } from './security.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { memoryServer } from '../testing/memory-server.js';
-import { Access, CreateDisposition } from './constants.js';
+import { Access, CreateDisposition, FileInfoClass } from './constants.js';
 import * as files from './files.js';
 import { alice, close, create, createRequest, fileContext, status } from './testing.js';
 
@@ -188,6 +188,52 @@ describe('stored DACLs over CREATE', () => {
     }
     // A new stream of that file is refused too (making one writes the file).
     assert.equal(await status(openAs('f:new', Access.GENERIC_WRITE, CreateDisposition.CREATE)), NtStatus.ACCESS_DENIED);
+    await srv.close();
+  });
+});
+
+describe('a DACL granting append and not write (MS-SMB2 3.3.5.13, 3.3.5.21.1; MS-FSA 2.1.5.1.2.1)', () => {
+  it('appends land at the end; a WRITE into existing bytes, EndOfFile, allocation and an overwrite are refused and change nothing', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('log', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('first\n') });
+    const st = (await create(c, createRequest('log:s', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, st, { offset: 0, fileId: st.fileId, flags: 0, data: Buffer.from('stream') });
+    await close(c, st);
+    await close(c, f);
+    // The owner may read and append (FILE_APPEND_DATA 0x4, and attributes), not write (FILE_WRITE_DATA 0x2):
+    // the mode would let her write.
+    await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120089 | 0x4 | 0x100, unixUserSid(alice.uid))] });
+    const open = async (desiredAccess: number, createDisposition: number = CreateDisposition.OPEN) =>
+      (await create(c, createRequest('log', { desiredAccess, createDisposition }))).open;
+    assert.equal(await status(open(Access.GENERIC_WRITE)), NtStatus.ACCESS_DENIED, 'write access is not granted');
+    const a = await open(Access.FILE_APPEND_DATA | Access.FILE_READ_DATA);
+    const w = (offset: number, text: string) => files.write(c, a, { offset, fileId: a.fileId, flags: 0, data: Buffer.from(text) });
+    await w(-1, 'second\n');
+    assert.equal(await status(w(0, 'XXXXX')), NtStatus.ACCESS_DENIED, 'a WRITE over existing bytes');
+    assert.equal(await status(w(10, 'XXXXXXXXXX')), NtStatus.ACCESS_DENIED, 'a WRITE that starts inside and goes past the end');
+    await w(13, 'third\n');
+    const size = (n: number) => {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(BigInt(n));
+      return b;
+    };
+    const setSize = (infoClass: number, n: number) =>
+      files.setInfo(c, a, { infoType: 1, infoClass, additionalInformation: 0, fileId: a.fileId, buffer: size(n) });
+    assert.equal(await status(setSize(FileInfoClass.FileEndOfFileInformation, 0)), NtStatus.ACCESS_DENIED, 'EndOfFile');
+    assert.equal(await status(setSize(FileInfoClass.FileAllocationInformation, 0)), NtStatus.ACCESS_DENIED, 'allocation');
+    for (const disp of [CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF, CreateDisposition.SUPERSEDE]) {
+      assert.equal(await status(open(Access.FILE_READ_DATA, disp)), NtStatus.ACCESS_DENIED, `disposition ${disp} with read access`);
+      const s = create(c, createRequest('log:s', { desiredAccess: Access.FILE_READ_DATA, createDisposition: disp }));
+      assert.equal(await status(s), NtStatus.ACCESS_DENIED, `disposition ${disp} of the stream with read access`);
+    }
+    const s = (await create(c, createRequest('log:s', { desiredAccess: Access.FILE_READ_DATA }))).open;
+    assert.equal((await srv.fs.read(s.handle, c.id, 0, 64)).data.toString(), 'stream');
+    await close(c, s);
+    assert.equal((await srv.fs.read(a.handle, c.id, 0, 64)).data.toString(), 'first\nsecond\nthird\n');
+    await close(c, a);
     await srv.close();
   });
 });

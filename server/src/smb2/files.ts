@@ -359,6 +359,10 @@ export async function create(
     const overwrite =
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
     if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
+    // Emptying the file is a write of its data, asked for or not (as a Windows file system adds
+    // FILE_WRITE_DATA to an overwrite's access check): an open for reading, or with a DACL that
+    // grants appending alone, does not empty it. The POSIX check is the vfs truncate's own.
+    if (overwrite && (max & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'an overwrite needs FILE_WRITE_DATA');
     cachedByOthers = (c.fs.opens.get(c.share.meta, inode.id)?.holders ?? 0) > 0;
     // A preserved durable open closed by the break may have taken the file with it: look again (once).
     if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.session, c.onBreakWait)) && !retried)
@@ -595,10 +599,24 @@ function unlocked(c: FileContext, open: Open, at: number, length: number): Promi
   });
 }
 
+/**
+ * MS-SMB2 3.3.5.13: an open granted FILE_APPEND_DATA and not FILE_WRITE_DATA (a DACL that lets a
+ * user add to a log but not rewrite it) may write at or past the end of the file, never over bytes
+ * it has: ACCESS_DENIED, nothing written. The end is the one acknowledged anywhere (getattr asks
+ * the holder with several servers). A WRITE at an offset takes no per-file key, so another open
+ * extending the file between this check and the write is not excluded: its bytes past the end
+ * seen here may be overwritten, never those that were there.
+ */
+async function appendOnly(c: FileContext, open: Open, offset: number): Promise<void> {
+  const { inode } = await c.fs.getattr(open.handle, c.id);
+  if (offset < inode.size) throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_WRITE_DATA writes only at or past the end');
+}
+
 /** A WRITE at `offset`, or (null) at the end of the file as the vfs finds it. */
 async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null): Promise<number> {
   const asked = offset === null ? undefined : unlocked(c, open, offset, req.data.length);
   if (asked) await asked;
+  if (offset !== null && (open.grantedAccess & Access.FILE_WRITE_DATA) === 0) await appendOnly(c, open, offset);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0 || open.writeThrough;
   // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
   const changes = req.data.length > 0;
@@ -954,7 +972,8 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
     }
     case FileInfoClass.FileEndOfFileInformation: {
       need(8);
-      if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+      // MS-SMB2 3.3.5.21.1: FILE_WRITE_DATA, not FILE_APPEND_DATA (an append-only open never cuts).
+      if ((open.grantedAccess & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'EndOfFile needs FILE_WRITE_DATA');
       if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER);
       const size = readSize(b, 0);
       await c.fs.setattr(open.handle, c.id, { size }, undefined, oplock.holderOf(open));
@@ -964,7 +983,7 @@ export async function setInfo(c: FileContext, open: Open, req: SetInfoRequest): 
     }
     case FileInfoClass.FileAllocationInformation: {
       need(8);
-      if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+      if ((open.grantedAccess & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'allocation needs FILE_WRITE_DATA');
       if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER);
       const alloc = readSize(b, 0);
       // MS-FSA 2.1.5.14.3: a smaller allocation cuts the file; the size set is kept and reported

@@ -159,11 +159,17 @@ export async function createStreamOpen(
   if (s) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     // Overwriting empties the stream: its data is the file's, so the caller must be able to write
-    // the file as it is now (a stream keeps the mode and owner its file had when it was made) and
-    // the file must not be read-only, as for an overwrite of the file itself.
+    // the file as it is now (a stream keeps the mode and owner its file had when it was made), a
+    // stored DACL of the file must grant FILE_WRITE_DATA, and the file must not be read-only, as
+    // for an overwrite of the file itself.
     const overwrite =
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
-    if (overwrite && ((file.dosAttrs & DosAttributes.READONLY) !== 0 || !c.fs.accessBits(c.share, file, c.id).write))
+    if (
+      overwrite &&
+      ((file.dosAttrs & DosAttributes.READONLY) !== 0 ||
+        !c.fs.accessBits(c.share, file, c.id).write ||
+        (acl & Access.FILE_WRITE_DATA) === 0)
+    )
       throw fail(NtStatus.ACCESS_DENIED, 'overwriting a stream needs write access to its file');
   } else {
     if (!mayCreate) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
