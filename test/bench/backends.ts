@@ -9,6 +9,7 @@
 // started once per run; each round gets a schema and a key prefix of its own (dropped / deleted
 // after the round), so no round sees another's data.
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -185,4 +186,36 @@ export async function cleanRound(b: Backends, place: RoundPlace): Promise<string
     }
   }
   return problems;
+}
+
+/** Commits the PostgreSQL probe times (after a warm-up of a tenth as many). */
+const COMMIT_PROBE_COMMITS = 2000;
+
+/**
+ * The most durable commits per second PostgreSQL gives one client here, one at a time: each
+ * commit one statement that updates a row and inserts one (the least a CREATE must do: the
+ * directory and its new entry), synchronous_commit on as DittoFS uses it, in a scratch schema
+ * dropped after. A CREATE through DittoFS adds an NFS round trip and its own work to this, so
+ * the postgres create target cannot be met above it: the row prints it beside the target.
+ */
+export async function pgCommitCeiling(b: Backends): Promise<number | undefined> {
+  if (!b.pg) return undefined;
+  const schema = `dfs_bench_probe_${b.runId}`;
+  const client = new pg.Client({ connectionString: b.pg.url, connectionTimeoutMillis: 10_000 });
+  try {
+    await client.connect();
+    await client.query(`CREATE SCHEMA ${schema}`);
+    await client.query(`CREATE TABLE ${schema}.d (id bigint PRIMARY KEY, n bigint NOT NULL)`);
+    await client.query(`CREATE TABLE ${schema}.e (parent bigint NOT NULL, name bytea NOT NULL, PRIMARY KEY (parent, name))`);
+    await client.query(`INSERT INTO ${schema}.d VALUES (1, 0)`);
+    const text = `WITH u AS (UPDATE ${schema}.d SET n = n + 1 WHERE id = 1 RETURNING n) INSERT INTO ${schema}.e SELECT 1, $1::bytea FROM u`;
+    const commit = (name: string) => client.query({ name: 'probe', text, values: [Buffer.from(name)] });
+    for (let i = 0; i < COMMIT_PROBE_COMMITS / 10; i++) await commit(`w${i}`);
+    const t0 = performance.now();
+    for (let i = 0; i < COMMIT_PROBE_COMMITS; i++) await commit(`f${i}`);
+    return COMMIT_PROBE_COMMITS / ((performance.now() - t0) / 1000);
+  } finally {
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+    await client.end().catch(() => undefined);
+  }
 }

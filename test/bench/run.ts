@@ -9,7 +9,9 @@
 //   embedded-fs  DittoFS, embedded metadata + filesystem block store (the default configuration);
 //   pglite-fs    the same on the former embedded engine, PGlite (metadata engine: pglite);
 //   postgres-s3  DittoFS, postgres metadata on a private PostgreSQL cluster + s3 block store on
-//                s3rver (path-style), both started once per run (backends.ts).
+//                s3rver (path-style), both started once per run (backends.ts). Once started,
+//                PostgreSQL's own ceiling is measured: durable one-statement commits per second,
+//                one at a time (pgCommitCeiling), printed beside the postgres create target.
 //   smb          the SMB rows: smbclient put/get of the same file and --smb-files small-file puts,
 //                against smbd (hack/smb/smbd.sh) and DittoFS embedded-fs; see smb.ts.
 // DittoFS keeps its WAL in the data dir in both. --only both|dittofs|ganesha is the old spelling
@@ -54,6 +56,7 @@ import { checkVmPrerequisites } from '../helpers/vm.js';
 import {
   EXPORT_PATH,
   cleanRound,
+  pgCommitCeiling,
   needsBackends,
   newRunId,
   roundKeys,
@@ -1194,7 +1197,7 @@ function printRows(header: string[], body: string[][]): void {
   for (const row of body) console.log(line(row));
 }
 
-function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: string[]): void {
+function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: string[], pgCommits: number | undefined): void {
   console.log('\n' + meta.join('\n'));
   console.log(
     `Workload: ${args.sizeMib} MiB file via nfs-cp (write, then read back + sha256 check); ` +
@@ -1370,7 +1373,8 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
     const pgs = summaries.get('postgres-s3');
     if (pgs) {
       console.log(
-        `  creates >= ${TARGETS.minPostgresCreates}/s on postgres: postgres-s3 ${fmt(pgs.create, 0)}/s ${mark(pgs.create === undefined ? undefined : pgs.create >= TARGETS.minPostgresCreates)}`,
+        `  creates >= ${TARGETS.minPostgresCreates}/s on postgres: postgres-s3 ${fmt(pgs.create, 0)}/s ${mark(pgs.create === undefined ? undefined : pgs.create >= TARGETS.minPostgresCreates)}` +
+          (pgCommits === undefined ? '' : ` (PostgreSQL alone: ${fmt(pgCommits, 0)} durable commits/s, one at a time)`),
       );
     }
     if (restarted.length > 0)
@@ -1615,6 +1619,11 @@ async function main(): Promise<void> {
         (m) => console.log(m),
       );
     }
+    const pgCommits = backends ? await pgCommitCeiling(backends) : undefined;
+    if (pgCommits !== undefined)
+      console.log(
+        `PostgreSQL alone: ${pgCommits.toFixed(0)} durable one-statement commits/s, one at a time (the ceiling of a create there)`,
+      );
 
     const results = new Map<ConfigName, Result[]>(configs.map((c) => [c, []]));
     for (let round = 1; round <= args.rounds; round++) {
@@ -1698,7 +1707,7 @@ async function main(): Promise<void> {
         : []),
       'client: libnfs-utils nfs-cp (sequential), test/bench/nfsclient.ts (small files)',
     ];
-    if (configs.length > 0) printTable(summaries, args, meta);
+    if (configs.length > 0) printTable(summaries, args, meta, pgCommits);
     if (untarResults.size > 0) printUntar(untarResults, args);
     if (args.smb) {
       const smbd = await versionOf('smbd', ['--version'], /Version\s+([\w.+~-]+)/);
@@ -1727,6 +1736,7 @@ async function main(): Promise<void> {
             results: Object.fromEntries(results),
             smb: { summary: Object.fromEntries(smbSummaries), results: Object.fromEntries(smbResults) },
             untar: Object.fromEntries(untarResults),
+            pgCommitsPerSec: pgCommits,
           },
           (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
           2,
