@@ -7,6 +7,8 @@
 //   a client that writes at the end of file it queried wrote over an acknowledged append before;
 // - an NFS READ through B sees what A's SMB client wrote back when its write-caching lease broke;
 // - a write A acknowledged while it truncated and B had it store the file is what B reads next;
+// - an EndOfFile through A and a write through B side by side leave one of the two orders (A's
+//   truncate stored its size after B took the lease and wrote: B's bytes came back);
 // - QUERY_DIRECTORY through B lists the sizes A wrote behind;
 // - a seeded sequence of SMB writes, appends, EndOfFile, zeroing, copychunk and NFS writes and
 //   truncates alternating between the servers leaves exactly what a model says (HUNT_SEED,
@@ -278,6 +280,63 @@ describe('hunt: several servers, SMB', { timeout: SUITE_TIMEOUT_MS }, () => {
       assert.ok(viaSmb.equals(w), `round ${i}: SMB through B read ${viaSmb[0]}.. not round ${i}'s write`);
     }
     console.log(`# ${busy} write(s) sent again after NETWORK_BUSY`);
+    await ca.close(fa);
+    await cb.close(fb);
+  });
+
+  it('EndOfFile 0 through A side by side with a WRITE through B: the file is one of the two orders, never a mix', async () => {
+    // A's truncate took its token and B's write asked for the lease before A's size was stored:
+    // A's size landed over B's write, whose bytes (in B's WAL, under B's newer lease) came back once
+    // the file grew again.
+    const ca = await smb(a);
+    const cb = await smb(b);
+    const fa = (await ca.create('trunc-vs-write.bin')).fileId;
+    const fb = (await cb.create('trunc-vs-write.bin')).fileId;
+    const ROUNDS = Number(process.env.HUNT_ROUNDS ?? 30);
+    const BUSY = 0xc00000bf;
+    /** `send` again after NETWORK_BUSY (refused while it waited: the lease moved), as a client does. */
+    const resent = async (send: () => Promise<number>): Promise<number> => {
+      for (let k = 0; ; k++) {
+        const got = await send();
+        if (got !== BUSY || k > 50) return got;
+      }
+    };
+    const orders = { truncateLast: 0, writeLast: 0 };
+    for (let i = 0; i < ROUNDS; i++) {
+      // A holds the lease with 8 KiB acknowledged and not stored.
+      await ca.write(fa, 0, Buffer.alloc(8192, 0x61));
+      const w = Buffer.alloc(4096, 0x30 + (i % 40));
+      // Either may come first (B's write takes the lease from A: A stores its bytes first).
+      const [st, wr] = await Promise.all([
+        (async () => {
+          await sleep(i % 4 === 3 ? 5 : 0);
+          return resent(() => ca.setInfo(fa, INFO_FILE, FILE_END_OF_FILE_INFORMATION, u64(0)));
+        })(),
+        (async () => {
+          await sleep(i % 3);
+          return resent(async () => (await cb.request(SmbCommand.WRITE, bodies.write(fb, 0, w))).status);
+        })(),
+      ]);
+      assert.equal(hex(st), hex(0), `round ${i}: EndOfFile`);
+      assert.equal(hex(wr), hex(0), `round ${i}: WRITE`);
+      const { eof } = await standard(cb, fb);
+      if (eof === 0) {
+        // The truncate last: B's bytes are cut, also once the file grows again.
+        orders.truncateLast++;
+        assert.equal(hex(await cb.setInfo(fb, INFO_FILE, FILE_END_OF_FILE_INFORMATION, u64(4096))), hex(0));
+        const got = await cb.read(fb, 0, 4096);
+        assert.ok(
+          got.equals(Buffer.alloc(4096)),
+          `round ${i}: size 0 after both, then grown: B's cut write reads ${got.subarray(0, 8).toString('hex')}…`,
+        );
+      } else {
+        orders.writeLast++;
+        assert.equal(eof, 4096, `round ${i}: the size is one of the two orders'`);
+        const got = await cb.read(fb, 0, 4096);
+        assert.ok(got.equals(w), `round ${i}: the write last, it reads ${got.subarray(0, 8).toString('hex')}…`);
+      }
+    }
+    console.log(`# truncate last in ${orders.truncateLast} round(s), the write last in ${orders.writeLast}`);
     await ca.close(fa);
     await cb.close(fb);
   });

@@ -298,6 +298,14 @@ export class BlockService {
    * the cut; the cut must not drop it from memory meanwhile).
    */
   private readonly cuts = new Map<number, Promise<void>>();
+  /**
+   * Several servers: files whose truncate or cut (in `cuts`) is logged, under the lease held then,
+   * and not over yet (its data cut, its size stored). A hand-over or a read elsewhere has the file
+   * stored only after it (flush): else the other server could write the file under its new lease
+   * before this truncate's size is stored over what it wrote, or read the size from before it
+   * while it is acknowledged unmarked here.
+   */
+  private readonly loggedCuts = new Set<number>();
   /** RECORD_TIMES records holding their segments (see logTimes); `at`: performance.now(). */
   private readonly timesHolds = new Map<WalHolder, { inodeId: number; seg: WalSegment; at: number }>();
   /**
@@ -858,6 +866,9 @@ export class BlockService {
 
   /** Uploads every dirty block of a file and waits until all its blocks are stored. */
   async flush(inodeId: number): Promise<void> {
+    // Several servers: a truncate or cut logged before this flush began is stored with the file.
+    // One logged after it did was marked again (FileLeases.holds wants the mark a store clears).
+    if (this.loggedCuts.has(inodeId)) await this.cuts.get(inodeId);
     const m = this.files.get(inodeId);
     if (!m) return;
     const results = await Promise.all([...m.keys()].map((index) => this.startUpload(inodeId, index)));
@@ -979,7 +990,9 @@ export class BlockService {
   }
 
   hasDirty(inodeId: number): boolean {
-    return this.files.has(inodeId);
+    // A truncate being applied keeps its lease too (the lease of a file with no dirty block is let
+    // go when idle), though it may leave no dirty block behind (a cut to 0).
+    return this.files.has(inodeId) || this.loggedCuts.has(inodeId);
   }
 
   // ---- replay ----------------------------------------------------------------------------------
@@ -1287,6 +1300,7 @@ export class BlockService {
       if (waits) await new Promise<void>((resolve) => waits.idle.push(resolve));
       return await run();
     } finally {
+      this.loggedCuts.delete(inodeId);
       this.cuts.delete(inodeId);
       settle();
     }
@@ -1302,7 +1316,45 @@ export class BlockService {
         return await commit?.();
       },
       commit === undefined ? undefined : inodeId,
+      this.opts.leases ? { inodeId, token } : undefined,
     );
+  }
+
+  /**
+   * appendWithRoom for the record of a truncate or cut of `lease.inodeId` under `lease.token`
+   * (several servers). As a write's (see write), a record that waited for room may come after the
+   * lease was handed over: never logged then (the other server may have written the file since;
+   * this truncate's cut would miss what it has not stored, and its size hide or bring back what it
+   * wrote). JUKEBOX: the client sends it again, and this server takes the lease back, the other
+   * one's data stored first. Stored meanwhile for a read elsewhere (the mark gone) under a lease
+   * still ours: marked again, then logged. Once logged, a hand-over waits for it (`loggedCuts`).
+   */
+  private async appendLeased(lease: { inodeId: number; token: number }, append: () => WalAppend): Promise<WalAppend> {
+    const leases = this.opts.leases!;
+    const { inodeId, token } = lease;
+    for (let attempt = 0; ; attempt++) {
+      let unheld = false;
+      try {
+        // The lease checked and the record logged in one turn: a hand-over that starts later finds
+        // it in `loggedCuts`; one that started earlier cleared the mark or the lease checked here.
+        return await this.appendWithRoom(() => {
+          if (!leases.holds(inodeId, token)) {
+            unheld = true;
+            throw new VfsError(
+              'JUKEBOX',
+              'the write lease of the file moved to another server, or the file was stored, while the truncate waited',
+            );
+          }
+          const appended = append();
+          this.loggedCuts.add(inodeId);
+          return appended;
+        });
+      } catch (e) {
+        if (!unheld || attempt >= 2 || leases.heldUnder?.(inodeId, token) !== true) throw e;
+        const again = leases.token(inodeId);
+        if ((typeof again === 'number' ? again : await again) !== token) throw e;
+      }
+    }
   }
 
   /**
@@ -1316,18 +1368,21 @@ export class BlockService {
     apply: (seg: WalSegment) => Promise<T>,
     /** `apply` changed this file's metadata: the record is held until that change is durable too. */
     metaOf?: number,
+    /** Several servers: logged only while this server holds the file's lease under `token` (appendLeased). */
+    lease?: { inodeId: number; token: number },
   ): Promise<T> {
     let seg: WalSegment | null = null;
     const record: WalHolder = { kick: () => undefined };
     let applied = false;
     try {
       try {
-        const a = await this.appendWithRoom(() => {
+        const logged = (): WalAppend => {
           const appended = append();
           this.wal.hold(appended.seg, record);
           seg = appended.seg;
           return appended;
-        });
+        };
+        const a = await (lease === undefined ? this.appendWithRoom(logged) : this.appendLeased(lease, logged));
         await a.done;
         await this.wal.sync();
       } catch (err) {
@@ -1473,6 +1528,8 @@ export class BlockService {
       () => this.wal.appendCut(this.opts.shareId, inodeId, from, token),
       'could not log the zeroed range in the WAL',
       (seg) => this.truncateData(inodeId, from, seg, token),
+      undefined,
+      this.opts.leases ? { inodeId, token } : undefined,
     );
     return true;
   }

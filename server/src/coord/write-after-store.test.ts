@@ -62,9 +62,13 @@ describe('a write that waited for a truncate while another server read the file'
       () => 'logged',
       (e: Error) => e.message,
     );
-    // A read through B has what A acknowledged stored.
-    await b.fresh(id);
+    // A read through B has what A acknowledged stored: A's mark goes at once, and the file is
+    // stored once the truncate (logged before the read asked) is over.
+    const read = b.fresh(id);
+    for (let i = 0; i < 1000 && a.holds(id, t as number); i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(a.holds(id, t as number), false, 'the mark went for the read through B');
     storeSize();
+    await read;
     await truncated;
     assert.equal(await written, 'logged');
     const now = a.token(id);
