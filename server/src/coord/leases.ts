@@ -535,6 +535,13 @@ export class FileLeases {
     } catch (e) {
       throw this.jukebox(`Redis: ${(e as Error).message}`);
     }
+    // Handed over (or let go) while the mark was being set: storing deleted only the mark it saw,
+    // and this one, for nothing acknowledged (writes see `releasing`), would outlive the lease: the
+    // others would take it for data this server never stored (TAKE_LUA's -1) until it expires.
+    if (h.releasing || this.held.get(inodeId) !== h) {
+      await this.c.redis.eval(DEL_IF_LUA, 1, this.dirtyKey(inodeId), mark).catch(() => undefined);
+      throw this.jukebox(`file ${inodeId} was handed over while this server marked it`);
+    }
     h.mark = mark;
     h.marked = true;
     h.lastUse = Date.now();

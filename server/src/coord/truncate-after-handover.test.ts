@@ -180,6 +180,39 @@ describe('a truncate that waited for WAL room while its lease moved or its file 
     await b.data.close();
   });
 
+  it('a hand-over asked for while the truncate marks the file again: refused, and the mark goes with the lease', async () => {
+    const { meta, walA, a, b } = await servers();
+    const id = await mkfile(meta);
+    await a.data.write(id, 0, Buffer.alloc(100, 0x61));
+    await meta.setAttr(id, { size: 100 });
+    walA.held = true;
+    const waiting = walA.waiting();
+    const truncated = outcome(a.data.truncate(id, 50, () => meta.setAttr(id, { size: 50 })));
+    await waiting;
+    // A read through B has the file stored (A's mark goes); then, just as A's truncate marks the
+    // file again (its Redis SET sent, not answered), B asks for the lease.
+    await b.leases.fresh(id);
+    const token = a.leases.token.bind(a.leases);
+    a.leases.token = (i: number) => {
+      const t = token(i);
+      if (typeof t !== 'number') a.leases.handOver(i);
+      return t;
+    };
+    walA.letGo();
+    assert.equal(await truncated, 'JUKEBOX', 'the lease moved: the client sends it again');
+    // The mark set for nothing acknowledged must not outlive the lease: else every other server
+    // finds a mark of A with nobody holding the lease, and refuses the file (reads too) for an hour.
+    const written = await b.data
+      .write(id, 0, Buffer.alloc(10, 0x62), () => void meta.setAttr(id, { size: 100 }))
+      .then(
+        () => 'logged',
+        (e: Error) => e.message,
+      );
+    assert.equal(written, 'logged', 'B takes the lease A handed over');
+    await a.data.close();
+    await b.data.close();
+  });
+
   it('a hand-over asked for while a logged truncate stores its size waits for it', async () => {
     const { meta, a, b } = await servers();
     const id = await mkfile(meta);
