@@ -781,11 +781,14 @@ export class FileLeases {
    * took its token before another server's read had the file stored (flushAndRelease clears
    * `marked` and deletes the mark), and is logged after it (it waited for a truncate, for WAL
    * room), would otherwise be acknowledged unmarked: the next read elsewhere took the store's
-   * older bytes for current.
+   * older bytes for current. And while the lease is usable (renewed lately), as token() asks: a
+   * write or truncate that waited (up to maxWriteWaitMs for WAL room) while this server lost Redis
+   * may come after the lease lapsed and another server took it (Redis lost its keys, the mark
+   * too); heldUnder() then has token() renew it (the same token) or take it again (JUKEBOX).
    */
   holds(inodeId: number, token: number): boolean {
     const h = this.held.get(inodeId);
-    return h !== undefined && h.token === token && !h.releasing && h.marked;
+    return h !== undefined && h.token === token && h.marked && this.usable(h, Date.now());
   }
 
   /** True while the lease is held under `token` and not being handed over, marked or not. */

@@ -180,6 +180,30 @@ describe('a truncate that waited for WAL room while its lease moved or its file 
     await b.data.close();
   });
 
+  it('the lease lapsed while the truncate waited (no renewal, its keys gone) and another server wrote: refused', async () => {
+    const { meta, walA, a, b } = await servers();
+    const id = await mkfile(meta);
+    await a.data.write(id, 0, Buffer.alloc(100, 0x61));
+    await meta.setAttr(id, { size: 100 });
+    walA.held = true;
+    const waiting = walA.waiting();
+    const truncated = outcome(a.data.truncate(id, 0, () => meta.setAttr(id, { size: 0 })));
+    await waiting;
+    // A loses Redis (nothing renewed since: as Coordinator.disconnected does), and Redis its keys
+    // (restarted without persistence, its grace over): B takes the lease and writes the file.
+    a.leases.unconfirmAll();
+    await open[open.length - 1]!.redis.del(`tah:lease:s:${id}`, `tah:dirty:s:${id}`);
+    await b.data.write(id, 0, Buffer.alloc(200, 0x62), () => void meta.setAttr(id, { size: 200 }));
+    walA.letGo();
+    // A lease A cannot show is still its own is not one to log under: the truncate would cut (and
+    // size) the file under B's newer writes.
+    assert.equal(await truncated, 'JUKEBOX', 'the client sends it again');
+    const sizeAfter = (await meta.getInode(id))!.size;
+    assert.equal(sizeAfter, 200, "the truncate's size did not land over B's write");
+    await a.data.close();
+    await b.data.close();
+  });
+
   it('a hand-over asked for while the truncate marks the file again: refused, and the mark goes with the lease', async () => {
     const { meta, walA, a, b } = await servers();
     const id = await mkfile(meta);
