@@ -114,6 +114,44 @@ describe('coordination over Redis', () => {
     assert.equal(flushes, 2);
   });
 
+  it('a hand-over that could not store the file leaves it as it was: unmarked after a read had it stored, so the next write marks it', async () => {
+    let next = 200;
+    const store: LeaseStore = { nextLeaseToken: () => Promise.resolve(++next) };
+    const ca = await connect();
+    const a = ca.leasesFor('s4', store);
+    const b = (await connect()).leasesFor('s4', store);
+    let flushes = 0;
+    let failing = false;
+    let failed!: () => void;
+    const handOverFailed = new Promise<void>((r) => (failed = r));
+    a.join({
+      flush: () => {
+        flushes++;
+        if (!failing) return Promise.resolve();
+        failed();
+        return Promise.reject(new Error('the block store is down'));
+      },
+      hasDirty: () => true,
+    });
+    b.join({ flush: () => Promise.resolve(), hasDirty: () => false });
+    const t = await a.token(11);
+    // A read through B has the file stored: A's mark goes.
+    await b.fresh(11);
+    assert.equal(await ca.redis.get('unit:dirty:s4:11'), null);
+    // Asked for the lease, A cannot store the file: it keeps the lease.
+    failing = true;
+    a.handOver(11);
+    await handOverFailed;
+    await new Promise((r) => setImmediate(r));
+    failing = false;
+    assert.equal(a.heldUnder(11, t), true, 'kept');
+    // A acknowledges a write: readers elsewhere must find the file marked, and ask for it.
+    assert.equal(await a.token(11), t);
+    assert.notEqual(await ca.redis.get('unit:dirty:s4:11'), null, 'marked before the write is acknowledged');
+    await b.fresh(11);
+    assert.equal(flushes, 3, 'a read through B has the write stored first');
+  });
+
   it('after Redis lost its keys, no lease is taken for the grace (one ttl and RECONNECT_LAG_MS) unless the store never handed out a token', async () => {
     const ttl = 4_000;
     // A key prefix seen for the first time is a Redis without keys: a grace period starts.

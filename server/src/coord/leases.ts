@@ -809,6 +809,9 @@ export class FileLeases {
   private async flushAndRelease(inodeId: number, h: Held, release: boolean): Promise<void> {
     // A write acknowledged from now on marks the file again (and that mark is not the one deleted).
     const mark = h.mark;
+    // Kept (below): as it was. A mark a read elsewhere had deleted (h.mark stays the last one set)
+    // is not in Redis: taken for set, the next write would be acknowledged with nobody told.
+    const marked = h.marked;
     h.marked = false;
     try {
       for (const p of this.participants) await p.flush(inodeId);
@@ -817,7 +820,7 @@ export class FileLeases {
       if (release && this.held.get(inodeId) === h) this.held.delete(inodeId);
     } catch (e) {
       // Kept (the data could not be stored): the asker waits, then answers JUKEBOX.
-      if (h.mark === mark) h.marked = true;
+      if (h.mark === mark) h.marked = marked;
       h.releasing = false;
       this.c.opts.log.warn({ inode: inodeId, err: (e as Error).message }, 'could not hand a write lease over; keeping it');
     }
