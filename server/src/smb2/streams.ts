@@ -20,7 +20,16 @@ import {
   qfidResponse,
   writeCreateResponse,
 } from './messages.js';
-import { allocOpenId, type FileContext, lookupOrNull, mapGenericRights, maximalAccessOf, storedDaclAccess, walkParent } from './files.js';
+import {
+  allocOpenId,
+  checkAddTo,
+  type FileContext,
+  lookupOrNull,
+  mapGenericRights,
+  maximalAccessOf,
+  storedDaclAccess,
+  walkParent,
+} from './files.js';
 import { lookupCaseless } from './names.js';
 import * as oplock from './oplock.js';
 import { fileIdOf, Open, OPEN_MODE_BITS } from './state.js';
@@ -121,6 +130,7 @@ export async function createStreamOpen(
   let created = false;
   if (!file) {
     if (!mayCreate || parent === null || name === null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
+    const parentSd = await checkAddTo(c, parent, false);
     try {
       file = (
         await c.fs.create(
@@ -134,7 +144,7 @@ export async function createStreamOpen(
       ).inode;
       created = true;
       // What the directory's stored DACL passes on, as for a file CREATE makes (files.ts).
-      await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, file, null);
+      await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, file, null, parentSd);
     } catch (e) {
       if (!(e instanceof VfsError && e.errno === 'EXIST')) throw e;
       file = await lookupOrNull(c, parent, name);
@@ -173,6 +183,9 @@ export async function createStreamOpen(
       throw fail(NtStatus.ACCESS_DENIED, 'overwriting a stream needs write access to its file');
   } else {
     if (!mayCreate) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
+    // A new stream is new data of the file, whatever access its open asks: the file's stored DACL
+    // must grant FILE_WRITE_DATA, as the vfs asks the file's write permission (openStream).
+    if ((acl & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'a new stream needs FILE_WRITE_DATA on its file');
     s = await openStream(c.fs, fileHandle, stored, c.id, true);
     if (!s) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     action = CreateAction.CREATED;
