@@ -35,6 +35,7 @@ import { Access, CreateDisposition, FileInfoClass } from './constants.js';
 import * as files from './files.js';
 import { alice, close, create, createRequest, fileContext, status } from './testing.js';
 import { decodeStreamInformation } from './streams.js';
+import { EA_KIND, encodeFullEaList } from './ea.js';
 
 const ALLOW = AceType.ACCESS_ALLOWED;
 const DENY = AceType.ACCESS_DENIED;
@@ -465,6 +466,66 @@ describe('a directory DACL decides what is added to it and what is replaced in i
       'no stream was made',
     );
     await close(c, r);
+    await srv.close();
+  });
+});
+
+describe('an overwrite needs the rights to what it replaces (MS-FSA 2.1.5.1.2.1; Windows adds FILE_WRITE_EA and FILE_WRITE_ATTRIBUTES)', () => {
+  it('a DACL granting writing the data and not the attributes or EAs refuses an overwrite: the attributes and EAs stay', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('data') });
+    const ea = encodeFullEaList([{ flags: 0, name: Buffer.from('KEEP'), value: Buffer.from('me') }]);
+    await files.setInfo(c, f, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileFullEaInformation,
+      additionalInformation: 0,
+      fileId: f.fileId,
+      buffer: ea,
+    });
+    await close(c, f);
+    const FILE_WRITE_EA = 0x10;
+    const FILE_WRITE_ATTRIBUTES = 0x100;
+    const HIDDEN = 0x2;
+    const extA = encodeFullEaList([{ flags: 0, name: Buffer.from('NEW'), value: Buffer.from('x') }]);
+    const overwrite = (createDisposition: number) =>
+      create(
+        c,
+        createRequest('f', {
+          desiredAccess: Access.FILE_READ_DATA | WRITE_DATA,
+          createDisposition,
+          fileAttributes: HIDDEN,
+          contexts: [{ name: 'ExtA', data: extA }],
+        }),
+      );
+    for (const [granted, what] of [
+      [0x00120089 | WRITE_DATA | FILE_WRITE_EA, 'without FILE_WRITE_ATTRIBUTES'],
+      [0x00120089 | WRITE_DATA | FILE_WRITE_ATTRIBUTES, 'without FILE_WRITE_EA'],
+    ] as const) {
+      await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, granted, unixUserSid(alice.uid))] });
+      for (const disp of [CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF, CreateDisposition.SUPERSEDE])
+        assert.equal(await status(overwrite(disp)), NtStatus.ACCESS_DENIED, `disposition ${disp} ${what}`);
+    }
+    const { inode } = await srv.fs.resolve(f.handle);
+    assert.equal(inode.size, 4, 'the data stays');
+    assert.equal(inode.dosAttrs & HIDDEN, 0, 'the attributes stay');
+    assert.deepEqual(
+      (await meta.getMeta(f.inodeId, EA_KIND)).map((r) => r.name.toString()),
+      ['KEEP'],
+      'the EAs stay',
+    );
+    // With both, the overwrite goes ahead (and replaces the EAs).
+    await storeDacl(meta, f.inodeId, {
+      control: 0,
+      dacl: [ace(ALLOW, 0x00120089 | WRITE_DATA | FILE_WRITE_EA | FILE_WRITE_ATTRIBUTES, unixUserSid(alice.uid))],
+    });
+    await close(c, (await overwrite(CreateDisposition.OVERWRITE)).open);
+    assert.deepEqual(
+      (await meta.getMeta(f.inodeId, EA_KIND)).map((r) => r.name.toString()),
+      ['NEW'],
+    );
     await srv.close();
   });
 });

@@ -227,6 +227,9 @@ export async function storedDaclAccess(c: FileContext, inode: Inode, dir: Buffer
   return acl;
 }
 
+/** What an overwrite or supersede of an existing file needs, asked for or not (create()). */
+const OVERWRITE_RIGHTS = Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA;
+
 /** FILE_ADD_FILE and FILE_ADD_SUBDIRECTORY, a directory's FILE_WRITE_DATA and FILE_APPEND_DATA. */
 const DIRECTORY_ADD = Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA;
 
@@ -386,8 +389,11 @@ export async function create(
     if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
     // Emptying the file is a write of its data, asked for or not (as a Windows file system adds
     // FILE_WRITE_DATA to an overwrite's access check): an open for reading, or with a DACL that
-    // grants appending alone, does not empty it. The POSIX check is the vfs truncate's own.
-    if (overwrite && (max & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'an overwrite needs FILE_WRITE_DATA');
+    // grants appending alone, does not empty it. It also replaces the attributes and (ExtA) the
+    // EAs: FILE_WRITE_ATTRIBUTES and FILE_WRITE_EA, which Windows adds too. The POSIX check is the
+    // vfs truncate's own.
+    if (overwrite && (max & OVERWRITE_RIGHTS) !== OVERWRITE_RIGHTS)
+      throw fail(NtStatus.ACCESS_DENIED, 'an overwrite needs FILE_WRITE_DATA, FILE_WRITE_ATTRIBUTES and FILE_WRITE_EA');
     cachedByOthers = (c.fs.opens.get(c.share.meta, inode.id)?.holders ?? 0) > 0;
     // A preserved durable open closed by the break may have taken the file with it: look again (once).
     if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.session, c.onBreakWait)) && !retried)
