@@ -529,3 +529,37 @@ describe('an overwrite needs the rights to what it replaces (MS-FSA 2.1.5.1.2.1;
     await srv.close();
   });
 });
+
+describe('a stream open asking FILE_EXECUTE (MS-SMB2 3.3.5.12: READ takes it for FILE_READ_DATA)', () => {
+  it('is not granted it past what the file allows: its READ is refused where reading the file is', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const bob = { uid: 1001, gid: 1001, gids: [] };
+    const cb = { ...c, id: bob };
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open;
+    const st = (await create(c, createRequest('f:s', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, st, { offset: 0, fileId: st.fileId, flags: 0, data: Buffer.from('secret') });
+    await close(c, st);
+    await close(c, f);
+    const readStream = async (ctx: files.FileContext) => {
+      const o = (await create(ctx, createRequest('f:s', { desiredAccess: Access.FILE_EXECUTE | Access.FILE_READ_ATTRIBUTES }))).open;
+      try {
+        return (await files.read(ctx, o, { offset: 0, length: 64, minimumCount: 0, fileId: o.fileId, flags: 0 })).toString();
+      } finally {
+        await close(ctx, o);
+      }
+    };
+    // The owner's DACL grants her the attributes alone (the vfs lets an owner read whatever the mode).
+    await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120080 | 0x100, unixUserSid(alice.uid))] });
+    assert.equal(await status(create(c, createRequest('f', { desiredAccess: Access.FILE_READ_DATA }))), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(readStream(c)), NtStatus.ACCESS_DENIED, 'the DACL grants no reading');
+    await storeDacl(meta, f.inodeId, null);
+    // The file was 0644 when its stream was made: a chmod to 0600 keeps others from its streams too.
+    assert.equal(await readStream(cb), 'secret', 'bob reads while the mode lets him');
+    await srv.fs.setattr(f.handle, alice, { mode: 0o600 });
+    assert.equal(await status(create(cb, createRequest('f', { desiredAccess: Access.FILE_READ_DATA }))), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(readStream(cb)), NtStatus.ACCESS_DENIED, 'the mode lets bob read no more');
+    await srv.close();
+  });
+});

@@ -155,11 +155,15 @@ export async function createStreamOpen(
   // A stream is guarded by its file's stored DACL, as an open of the file itself is.
   const acl = created ? 0xffffffff : await storedDaclAccess(c, file, parent, desired);
   const max = (maximalAccessOf(c, file) & acl) >>> 0;
-  // Every right asked must be granted (files.ts), FILE_EXECUTE aside: a stream is not run.
+  // Every right asked must be granted (files.ts), FILE_EXECUTE aside: a stream is not run. Yet a
+  // READ takes it for FILE_READ_DATA (MS-SMB2 3.3.5.12, as Windows), and the vfs checks the
+  // stream's own mode, its file's when it was made: it is granted only to who may read or run the
+  // file now (else a file made 0600 since would have its streams read by anyone it once let read).
   const refused = (desired & FILE_ALL_ACCESS & ~Access.FILE_EXECUTE & ~max) >>> 0;
   if (refused !== 0) throw fail(NtStatus.ACCESS_DENIED, `rights asked and not granted: 0x${refused.toString(16)}`);
   checkOpenExisting(file, desired, CreateDisposition.OPEN, req.fileAttributes, false);
-  const granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
+  const asked = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
+  const granted = (max & (Access.FILE_READ_DATA | Access.FILE_EXECUTE)) === 0 ? asked & ~Access.FILE_EXECUTE : asked;
 
   // A delete-pending file (its delete waiting for opens of it or its streams) gets no new stream opens.
   if (c.fs.opens.get(c.share.meta, file.id)?.deletePending) throw fail(NtStatus.DELETE_PENDING);
