@@ -34,6 +34,8 @@ import { memoryServer } from '../testing/memory-server.js';
 import { Access, CreateDisposition, FileInfoClass } from './constants.js';
 import * as files from './files.js';
 import { alice, close, create, createRequest, fileContext, status } from './testing.js';
+import { decodeStreamInformation } from './streams.js';
+import { EA_KIND, encodeFullEaList } from './ea.js';
 
 const ALLOW = AceType.ACCESS_ALLOWED;
 const DENY = AceType.ACCESS_DENIED;
@@ -333,6 +335,231 @@ describe('owner and group from a SecD context or a SET_INFO descriptor', () => {
     c.id = { uid: 0, gid: 0, gids: [] };
     assert.equal(await status(set(SI.OWNER | SI.GROUP, sd(unixUserSid(5), unixGroupSid(3000)))), NtStatus.SUCCESS);
     assert.deepEqual(await owner(), [5, 3000], 'root gives it away');
+    await srv.close();
+  });
+});
+
+/** FILE_RENAME_INFORMATION_TYPE_2 naming `target` (FileLinkInformation has the same layout). */
+function renameInfo(target: string, replace = false): Buffer {
+  const n = Buffer.from(target, 'utf16le');
+  const b = Buffer.alloc(20 + n.length);
+  b[0] = replace ? 1 : 0;
+  b.writeUInt32LE(n.length, 16);
+  n.copy(b, 20);
+  return b;
+}
+
+describe('a directory DACL decides what is added to it and what is replaced in it (MS-FSA 2.1.5.1.1, 2.1.5.14.11)', () => {
+  const GENERIC_READ_EXECUTE = 0x001200a9;
+  const FILE_ADD_FILE = 0x2;
+  const FILE_ADD_SUBDIRECTORY = 0x4;
+  const setName = (c: files.FileContext, o: Awaited<ReturnType<typeof create>>['open'], link: boolean, target: string, replace = false) =>
+    files.setInfo(c, o, {
+      infoType: 1,
+      infoClass: link ? FileInfoClass.FileLinkInformation : FileInfoClass.FileRenameInformation,
+      buffer: renameInfo(target, replace),
+      additionalInformation: 0,
+      fileId: o.fileId,
+    });
+
+  it('a file, a directory, a stream or a name moved or linked in is refused where the DACL grants no FILE_ADD_FILE / FILE_ADD_SUBDIRECTORY', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const d = (await create(c, createRequest('d', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open;
+    await close(c, (await create(c, createRequest('d\\old', { createDisposition: CreateDisposition.CREATE }))).open);
+    const other = (await create(c, createRequest('other', { createDisposition: CreateDisposition.CREATE, desiredAccess: 0x001f01ff })))
+      .open;
+    // Alice owns d (0755: POSIX lets her add to it); its DACL lets her list and traverse it, not add to it.
+    await storeDacl(meta, d.inodeId, { control: 0, dacl: [ace(ALLOW, GENERIC_READ_EXECUTE | DELETE_CHILD, unixUserSid(alice.uid))] });
+    const make = (name: string, createDisposition: number, createOptions = 0) =>
+      status(create(c, createRequest(name, { createDisposition, createOptions })));
+    for (const disp of [CreateDisposition.CREATE, CreateDisposition.OPEN_IF, CreateDisposition.OVERWRITE_IF, CreateDisposition.SUPERSEDE]) {
+      assert.equal(await make('d\\new', disp), NtStatus.ACCESS_DENIED, `a new file, disposition ${disp}`);
+      assert.equal(await make('d\\new:s', disp), NtStatus.ACCESS_DENIED, `a new file with a stream, disposition ${disp}`);
+    }
+    assert.equal(await make('d\\sub', CreateDisposition.CREATE, 1), NtStatus.ACCESS_DENIED, 'a new directory');
+    assert.equal(await status(setName(c, other, false, 'd\\moved')), NtStatus.ACCESS_DENIED, 'a rename into it');
+    assert.equal(await status(setName(c, other, true, 'd\\linked')), NtStatus.ACCESS_DENIED, 'a link into it');
+    const names = async () => (await srv.fs.readdir(d.handle, alice, 0, 100)).entries.map((e) => e.name.toString()).sort();
+    assert.deepEqual(await names(), ['old'], 'nothing was added');
+    // What is there still opens (and a rename within it of what is there needs FILE_ADD_FILE too).
+    await close(c, (await create(c, createRequest('d\\old', { desiredAccess: Access.FILE_READ_DATA }))).open);
+    // FILE_ADD_FILE alone: files and links come in, directories do not.
+    await storeDacl(meta, d.inodeId, {
+      control: 0,
+      dacl: [ace(ALLOW, GENERIC_READ_EXECUTE | DELETE_CHILD | FILE_ADD_FILE, unixUserSid(alice.uid))],
+    });
+    await close(c, (await create(c, createRequest('d\\new', { createDisposition: CreateDisposition.CREATE }))).open);
+    assert.equal(await make('d\\sub', CreateDisposition.CREATE, 1), NtStatus.ACCESS_DENIED, 'a new directory with FILE_ADD_FILE alone');
+    await setName(c, other, true, 'd\\linked');
+    await setName(c, other, false, 'd\\moved');
+    // FILE_ADD_SUBDIRECTORY alone: a directory comes in, a file does not.
+    await storeDacl(meta, d.inodeId, {
+      control: 0,
+      dacl: [ace(ALLOW, GENERIC_READ_EXECUTE | DELETE_CHILD | FILE_ADD_SUBDIRECTORY, unixUserSid(alice.uid))],
+    });
+    await close(c, (await create(c, createRequest('d\\sub', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open);
+    assert.equal(await make('d\\new2', CreateDisposition.CREATE), NtStatus.ACCESS_DENIED, 'a new file with FILE_ADD_SUBDIRECTORY alone');
+    assert.deepEqual(await names(), ['linked', 'moved', 'new', 'old', 'sub']);
+    await close(c, other);
+    await close(c, d);
+    await srv.close();
+  });
+
+  it('a rename or link over a file whose DELETE the DACLs refuse is refused, and the file stays', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const d = (await create(c, createRequest('d', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open;
+    const keep = (await create(c, createRequest('d\\keep', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, keep, { offset: 0, fileId: keep.fileId, flags: 0, data: Buffer.from('kept') });
+    await close(c, keep);
+    const src = (await create(c, createRequest('src', { createDisposition: CreateDisposition.CREATE, desiredAccess: 0x001f01ff }))).open;
+    // d lets alice add and list, not delete children; keep lets her read and write it, not delete it.
+    await storeDacl(meta, d.inodeId, { control: 0, dacl: [ace(ALLOW, 0x001f01ff & ~DELETE_CHILD, unixUserSid(alice.uid))] });
+    await storeDacl(meta, keep.inodeId, { control: 0, dacl: [ace(ALLOW, 0x0012019f, unixUserSid(alice.uid))] });
+    assert.equal(
+      await status(create(c, createRequest('d\\keep', { desiredAccess: DELETE }))),
+      NtStatus.ACCESS_DENIED,
+      'an open for DELETE',
+    );
+    assert.equal(await status(setName(c, src, false, 'd\\keep', true)), NtStatus.ACCESS_DENIED, 'a rename replacing it');
+    assert.equal(await status(setName(c, src, true, 'd\\keep', true)), NtStatus.ACCESS_DENIED, 'a link replacing it');
+    const k = (await create(c, createRequest('d\\keep', { desiredAccess: Access.FILE_READ_DATA }))).open;
+    assert.equal(k.inodeId, keep.inodeId);
+    assert.equal((await srv.fs.read(k.handle, alice, 0, 64)).data.toString(), 'kept');
+    await close(c, k);
+    // With FILE_DELETE_CHILD on the directory, the replace goes ahead.
+    await storeDacl(meta, d.inodeId, { control: 0, dacl: [ace(ALLOW, 0x001f01ff, unixUserSid(alice.uid))] });
+    await setName(c, src, false, 'd\\keep', true);
+    await close(c, src);
+    await close(c, d);
+    await srv.close();
+  });
+
+  it('a new stream of a file whose DACL grants no FILE_WRITE_DATA is refused, whatever access the open asks', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open;
+    await close(c, f);
+    // Alice may read f, not write it; the mode would let her write.
+    await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120089, unixUserSid(alice.uid))] });
+    for (const disp of [CreateDisposition.CREATE, CreateDisposition.OPEN_IF, CreateDisposition.OVERWRITE_IF, CreateDisposition.SUPERSEDE]) {
+      const s = create(c, createRequest('f:new', { desiredAccess: Access.FILE_READ_DATA, createDisposition: disp }));
+      assert.equal(await status(s), NtStatus.ACCESS_DENIED, `disposition ${disp}`);
+    }
+    const r = (await create(c, createRequest('f', { desiredAccess: Access.FILE_READ_DATA }))).open;
+    const info = await files.queryInfo(c, r, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileStreamInformation,
+      outputBufferLength: 4096,
+      additionalInformation: 0,
+      flags: 0,
+      input: Buffer.alloc(0),
+      fileId: r.fileId,
+    });
+    assert.deepEqual(
+      decodeStreamInformation(info.output).map((e) => e.name),
+      ['::$DATA'],
+      'no stream was made',
+    );
+    await close(c, r);
+    await srv.close();
+  });
+});
+
+describe('an overwrite needs the rights to what it replaces (MS-FSA 2.1.5.1.2.1; Windows adds FILE_WRITE_EA and FILE_WRITE_ATTRIBUTES)', () => {
+  it('a DACL granting writing the data and not the attributes or EAs refuses an overwrite: the attributes and EAs stay', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('data') });
+    const ea = encodeFullEaList([{ flags: 0, name: Buffer.from('KEEP'), value: Buffer.from('me') }]);
+    await files.setInfo(c, f, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileFullEaInformation,
+      additionalInformation: 0,
+      fileId: f.fileId,
+      buffer: ea,
+    });
+    await close(c, f);
+    const FILE_WRITE_EA = 0x10;
+    const FILE_WRITE_ATTRIBUTES = 0x100;
+    const HIDDEN = 0x2;
+    const extA = encodeFullEaList([{ flags: 0, name: Buffer.from('NEW'), value: Buffer.from('x') }]);
+    const overwrite = (createDisposition: number) =>
+      create(
+        c,
+        createRequest('f', {
+          desiredAccess: Access.FILE_READ_DATA | WRITE_DATA,
+          createDisposition,
+          fileAttributes: HIDDEN,
+          contexts: [{ name: 'ExtA', data: extA }],
+        }),
+      );
+    for (const [granted, what] of [
+      [0x00120089 | WRITE_DATA | FILE_WRITE_EA, 'without FILE_WRITE_ATTRIBUTES'],
+      [0x00120089 | WRITE_DATA | FILE_WRITE_ATTRIBUTES, 'without FILE_WRITE_EA'],
+    ] as const) {
+      await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, granted, unixUserSid(alice.uid))] });
+      for (const disp of [CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF, CreateDisposition.SUPERSEDE])
+        assert.equal(await status(overwrite(disp)), NtStatus.ACCESS_DENIED, `disposition ${disp} ${what}`);
+    }
+    const { inode } = await srv.fs.resolve(f.handle);
+    assert.equal(inode.size, 4, 'the data stays');
+    assert.equal(inode.dosAttrs & HIDDEN, 0, 'the attributes stay');
+    assert.deepEqual(
+      (await meta.getMeta(f.inodeId, EA_KIND)).map((r) => r.name.toString()),
+      ['KEEP'],
+      'the EAs stay',
+    );
+    // With both, the overwrite goes ahead (and replaces the EAs).
+    await storeDacl(meta, f.inodeId, {
+      control: 0,
+      dacl: [ace(ALLOW, 0x00120089 | WRITE_DATA | FILE_WRITE_EA | FILE_WRITE_ATTRIBUTES, unixUserSid(alice.uid))],
+    });
+    await close(c, (await overwrite(CreateDisposition.OVERWRITE)).open);
+    assert.deepEqual(
+      (await meta.getMeta(f.inodeId, EA_KIND)).map((r) => r.name.toString()),
+      ['NEW'],
+    );
+    await srv.close();
+  });
+});
+
+describe('a stream open asking FILE_EXECUTE (MS-SMB2 3.3.5.12: READ takes it for FILE_READ_DATA)', () => {
+  it('is not granted it past what the file allows: its READ is refused where reading the file is', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const bob = { uid: 1001, gid: 1001, gids: [] };
+    const cb = { ...c, id: bob };
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open;
+    const st = (await create(c, createRequest('f:s', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, st, { offset: 0, fileId: st.fileId, flags: 0, data: Buffer.from('secret') });
+    await close(c, st);
+    await close(c, f);
+    const readStream = async (ctx: files.FileContext) => {
+      const o = (await create(ctx, createRequest('f:s', { desiredAccess: Access.FILE_EXECUTE | Access.FILE_READ_ATTRIBUTES }))).open;
+      try {
+        return (await files.read(ctx, o, { offset: 0, length: 64, minimumCount: 0, fileId: o.fileId, flags: 0 })).toString();
+      } finally {
+        await close(ctx, o);
+      }
+    };
+    // The owner's DACL grants her the attributes alone (the vfs lets an owner read whatever the mode).
+    await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120080 | 0x100, unixUserSid(alice.uid))] });
+    assert.equal(await status(create(c, createRequest('f', { desiredAccess: Access.FILE_READ_DATA }))), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(readStream(c)), NtStatus.ACCESS_DENIED, 'the DACL grants no reading');
+    await storeDacl(meta, f.inodeId, null);
+    // The file was 0644 when its stream was made: a chmod to 0600 keeps others from its streams too.
+    assert.equal(await readStream(cb), 'secret', 'bob reads while the mode lets him');
+    await srv.fs.setattr(f.handle, alice, { mode: 0o600 });
+    assert.equal(await status(create(cb, createRequest('f', { desiredAccess: Access.FILE_READ_DATA }))), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(readStream(cb)), NtStatus.ACCESS_DENIED, 'the mode lets bob read no more');
     await srv.close();
   });
 });

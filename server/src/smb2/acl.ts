@@ -134,6 +134,21 @@ export function daclGrants(dacl: readonly Ace[], token: readonly Sid[], isOwner:
   return granted >>> 0;
 }
 
+/** The token `id` is judged with by the DACL of `inode`. */
+function tokenFor(inode: Inode, id: Identity): Sid[] {
+  const token = tokenSids(id);
+  // CREATOR OWNER / CREATOR GROUP on the object itself stand for its owner and group, as in the
+  // POSIX mapping of a DACL (security.ts posixChangeOf), so that both read a DACL alike.
+  if (id.uid === inode.uid) token.push(CREATOR_OWNER);
+  if (id.gid === inode.gid || id.gids.includes(inode.gid)) token.push(CREATOR_GROUP);
+  return token;
+}
+
+/** What `dacl`, stored for `inode`, lets `id` have (with the bits a DACL does not decide). */
+export function grantsOf(dacl: readonly Ace[], inode: Inode, id: Identity): number {
+  return (daclGrants(dacl, tokenFor(inode, id), id.uid === inode.uid) | NOT_BY_DACL) >>> 0;
+}
+
 /**
  * What the stored DACLs let `id` have of `inode` (all bits when it has none). DELETE also comes
  * from FILE_DELETE_CHILD on the directory (MS-FSA 2.1.5.1.2.1), whose DACL, or without one the
@@ -148,11 +163,7 @@ export async function daclMask(
 ): Promise<number> {
   const sd = await storedDacl(meta, inode.id);
   if (sd === null || sd.dacl === null) return 0xffffffff;
-  const token = tokenSids(id);
-  // CREATOR OWNER / CREATOR GROUP on the object itself stand for its owner and group, as in the
-  // POSIX mapping of a DACL (security.ts posixChangeOf), so that both read a DACL alike.
-  if (id.uid === inode.uid) token.push(CREATOR_OWNER);
-  if (id.gid === inode.gid || id.gids.includes(inode.gid)) token.push(CREATOR_GROUP);
+  const token = tokenFor(inode, id);
   let mask = daclGrants(sd.dacl, token, id.uid === inode.uid) | NOT_BY_DACL;
   if ((mask & DELETE) === 0 && parent !== null) {
     const dir = await parent();
@@ -193,14 +204,23 @@ export function inheritDacl(parent: SecurityDescriptor | null, isDir: boolean, o
   return out.length === 0 ? null : out;
 }
 
-/** A new inode's DACL: the one a CREATE gave (SecD), else its directory's inheritable ACEs. */
-export async function newInodeDacl(meta: MetadataStore, parentId: number, inode: Inode, given: SecurityDescriptor | null): Promise<void> {
+/**
+ * A new inode's DACL: the one a CREATE gave (SecD), else its directory's inheritable ACEs (from
+ * `parentSd`, the directory's stored descriptor when the caller read it already).
+ */
+export async function newInodeDacl(
+  meta: MetadataStore,
+  parentId: number,
+  inode: Inode,
+  given: SecurityDescriptor | null,
+  parentSd?: SecurityDescriptor | null,
+): Promise<void> {
   if (given !== null && given.dacl !== null) {
     await storeDacl(meta, inode.id, { control: given.control, dacl: given.dacl });
     return;
   }
   const inherited = inheritDacl(
-    await storedDacl(meta, parentId),
+    parentSd === undefined ? await storedDacl(meta, parentId) : parentSd,
     inode.type === FileType.DIR,
     unixUserSid(inode.uid),
     unixGroupSid(inode.gid),

@@ -58,7 +58,11 @@ describe('SMB2 CREATE of a name that is usually free', () => {
 
   it('a file made at once takes what the stored DACL of its directory passes on, as one made on the ordinary path', async () => {
     const { srv, c, lookups, open } = await setup();
-    const dacl = [{ type: AceType.ACCESS_ALLOWED, flags: AceFlags.OBJECT_INHERIT, mask: 0x001200a9, sid: EVERYONE }];
+    // Everyone may add files to d (FILE_ADD_FILE, not passed on); its files grant reading.
+    const dacl = [
+      { type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x2, sid: EVERYONE },
+      { type: AceType.ACCESS_ALLOWED, flags: AceFlags.OBJECT_INHERIT, mask: 0x001200a9, sid: EVERYONE },
+    ];
     const secD = encodeSecurityDescriptor({ control: 0, owner: null, group: null, dacl });
     const d = await create(
       c,

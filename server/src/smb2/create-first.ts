@@ -8,11 +8,13 @@
 import { VfsError } from '../vfs/errors.js';
 import { CreateMode } from '../vfs/service.js';
 import type { Inode } from '../vfs/types.js';
+import type { SecurityDescriptor } from './security.js';
 import { checkNewAttributes, newFileAttributes } from './attrs.js';
 import { CreateDisposition } from './constants.js';
-import type { FileContext } from './files.js';
+import { checkAddTo, type FileContext } from './files.js';
 import type { CreateRequest } from './messages.js';
 import * as oplock from './oplock.js';
+import { SmbStatusError } from './status.js';
 
 /** Dispositions whose client expects to make (or replace) the file: OPEN_IF usually opens one. */
 const CREATING: ReadonlySet<number> = new Set([CreateDisposition.CREATE, CreateDisposition.OVERWRITE_IF, CreateDisposition.SUPERSEDE]);
@@ -21,6 +23,7 @@ const CREATING: ReadonlySet<number> = new Set([CreateDisposition.CREATE, CreateD
  * Creates `name` in `parent` as a new regular file when that is what the request most likely does,
  * or returns null (not tried, or the create failed: nothing changed). `plain`: the request carries
  * nothing that must be applied or checked before the file exists (no ExtA, SecD or AlSi context).
+ * With the file, the directory's stored descriptor (what the file inherits from).
  */
 export async function createFirst(
   c: FileContext,
@@ -30,7 +33,7 @@ export async function createFirst(
   wantDir: boolean,
   deleteOnClose: boolean,
   plain: boolean,
-): Promise<Inode | null> {
+): Promise<{ inode: Inode; parentSd: SecurityDescriptor | null } | null> {
   if (!plain || wantDir || !CREATING.has(req.createDisposition)) return null;
   // The checks the ordinary path makes before it creates; a refusal is answered there, in its order.
   try {
@@ -41,9 +44,11 @@ export async function createFirst(
   if (oplock.leaseKeyInUse(c.fs, c.caching, c.session, req)) return null;
   const dosAttrs = newFileAttributes(req.fileAttributes, false);
   try {
-    return (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode;
+    // The directory's DACL may refuse the new name (files.ts checkAddTo).
+    const parentSd = await checkAddTo(c, parent, false);
+    return { inode: (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode, parentSd };
   } catch (e) {
-    if (e instanceof VfsError) return null;
+    if (e instanceof VfsError || e instanceof SmbStatusError) return null;
     throw e;
   }
 }

@@ -69,8 +69,15 @@ import {
 import { fileIdOf, Open, OPEN_MODE_BITS, type Session, type Tree } from './state.js';
 import * as oplock from './oplock.js';
 import * as writeTime from './writetime.js';
-import { checkOwnerChange, decodeSecurityDescriptor, newFileOwner, posixChangeOf, SecurityInformation } from './security.js';
-import { daclMask, describe, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
+import {
+  checkOwnerChange,
+  decodeSecurityDescriptor,
+  newFileOwner,
+  posixChangeOf,
+  type SecurityDescriptor,
+  SecurityInformation,
+} from './security.js';
+import { daclMask, describe, grantsOf, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
 import { type DurableTable, durableV2Request, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
 import { checkEaKnowledge, decodeFullEaList, EA_KIND, type EaChange, eaChanges, eaRecords, eaSizeOf, queryEas, storeEas } from './ea.js';
@@ -220,8 +227,27 @@ export async function storedDaclAccess(c: FileContext, inode: Inode, dir: Buffer
   return acl;
 }
 
+/** What an overwrite or supersede of an existing file needs, asked for or not (create()). */
+const OVERWRITE_RIGHTS = Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA;
+
 /** FILE_ADD_FILE and FILE_ADD_SUBDIRECTORY, a directory's FILE_WRITE_DATA and FILE_APPEND_DATA. */
 const DIRECTORY_ADD = Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA;
+
+/**
+ * MS-FSA 2.1.5.1.1: a new file needs FILE_ADD_FILE on its directory, a new directory
+ * FILE_ADD_SUBDIRECTORY; so does a name a rename or link brings in (the target directory is
+ * opened for them). The vfs checks the POSIX write permission of `dir`; a stored DACL of it,
+ * which only takes away, is this check's: ACCESS_DENIED before anything changes. Returns the
+ * directory's stored descriptor (null: none), which is what a new file inherits from.
+ */
+export async function checkAddTo(c: FileContext, dir: Buffer, isDir: boolean): Promise<SecurityDescriptor | null> {
+  const sd = await storedDacl(c.share.meta, decodeHandle(dir).inodeId);
+  if (sd === null || sd.dacl === null) return sd;
+  const right = isDir ? Access.FILE_APPEND_DATA : Access.FILE_WRITE_DATA;
+  if ((grantsOf(sd.dacl, (await c.fs.resolve(dir)).inode, c.id) & right) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, `the directory's DACL grants no ${isDir ? 'FILE_ADD_SUBDIRECTORY' : 'FILE_ADD_FILE'}`);
+  return sd;
+}
 
 /**
  * May the caller remove `inode` from the directory `dir`? The vfs rule for REMOVE and RENAME: write
@@ -292,14 +318,16 @@ export async function create(
   let parent: Buffer | null = null;
   let name: Buffer | null = null;
   let inode: Inode | null;
-  /** The file made at once when the name was free (create-first.ts). */
+  /** The file made at once when the name was free (create-first.ts), and its directory's stored descriptor. */
   let made: Inode | null = null;
+  let parentSd: SecurityDescriptor | null = null;
   if (parts.length === 0) {
     inode = await c.fs.root(c.share);
   } else {
     parent = await walkParent(c, parts);
     name = Buffer.from(parts[parts.length - 1]!);
-    made = await createFirst(c, req, parent, name, wantDir, deleteOnClose, !extA && !secDCtx && initialAllocation === 0);
+    const first = await createFirst(c, req, parent, name, wantDir, deleteOnClose, !extA && !secDCtx && initialAllocation === 0);
+    if (first) ({ inode: made, parentSd } = first);
     inode = made ?? (await lookupOrNull(c, parent, name));
     if (!inode && (disp === CreateDisposition.OPEN || disp === CreateDisposition.OVERWRITE)) {
       const found = await lookupCaseless(c, parent, name);
@@ -320,7 +348,7 @@ export async function create(
     // What the new-file branch below does after it creates, for a request without contexts to apply.
     inode = made;
     action = CreateAction.CREATED;
-    await newInodeDacl(c.share.meta, decodeHandle(parent!).inodeId, made, null);
+    await newInodeDacl(c.share.meta, decodeHandle(parent!).inodeId, made, null, parentSd);
     granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? c.tree.maximalAccess : desired & c.tree.maximalAccess;
   } else if (inode) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
@@ -361,8 +389,11 @@ export async function create(
     if (overwrite && isDir) throw fail(NtStatus.INVALID_PARAMETER, 'cannot overwrite a directory');
     // Emptying the file is a write of its data, asked for or not (as a Windows file system adds
     // FILE_WRITE_DATA to an overwrite's access check): an open for reading, or with a DACL that
-    // grants appending alone, does not empty it. The POSIX check is the vfs truncate's own.
-    if (overwrite && (max & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'an overwrite needs FILE_WRITE_DATA');
+    // grants appending alone, does not empty it. It also replaces the attributes and (ExtA) the
+    // EAs: FILE_WRITE_ATTRIBUTES and FILE_WRITE_EA, which Windows adds too. The POSIX check is the
+    // vfs truncate's own.
+    if (overwrite && (max & OVERWRITE_RIGHTS) !== OVERWRITE_RIGHTS)
+      throw fail(NtStatus.ACCESS_DENIED, 'an overwrite needs FILE_WRITE_DATA, FILE_WRITE_ATTRIBUTES and FILE_WRITE_EA');
     cachedByOthers = (c.fs.opens.get(c.share.meta, inode.id)?.holders ?? 0) > 0;
     // A preserved durable open closed by the break may have taken the file with it: look again (once).
     if ((await oplock.breakForOpen(c.fs, c.share.meta, inode, granted, req, c.caching, c.session, c.onBreakWait)) && !retried)
@@ -392,6 +423,7 @@ export async function create(
     const dosAttrs = newFileAttributes(req.fileAttributes, wantDir);
     // The owner and group a SecD context gives (INVALID_OWNER / INVALID_PRIMARY_GROUP first).
     const owner = secD ? newFileOwner(secD, c.fs.identity(c.share, c.id)) : null;
+    parentSd = await checkAddTo(c, parent, wantDir);
     if (wantDir) {
       inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs, ...owner })).inode;
     } else {
@@ -402,7 +434,7 @@ export async function create(
       if (eas) await putEas(c, inode.id, eas);
       if (initialAllocation > 0 && !wantDir) await setAllocation(c.share.meta, inode.id, (allocation = initialAllocation));
       // The DACL of the SecD context, else what the directory's stored DACL passes on.
-      await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, inode, secD);
+      await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, inode, secD, parentSd);
     } catch (e) {
       // Made, but not as asked (its EAs, allocation or DACL failed: a full volume, say): it goes
       // again, so that a refused CREATE leaves nothing behind, least of all a file without its DACL.
@@ -1098,6 +1130,7 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
   else if (!link) oplock.breakForRename(c.fs, open);
   const toDir = await walkParent(c, parts);
   const toName = Buffer.from(parts[parts.length - 1]!);
+  await checkAddTo(c, toDir, open.isDir);
   const existing = await lookupOrNull(c, toDir, toName);
   // Another hard link of this very file holds the target name (the lookup is exact: a case-only
   // rename of the open's own name finds nothing): a name of an open file, which a rename does not
@@ -1110,6 +1143,10 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     if (existing.type === FileType.DIR) throw fail(NtStatus.ACCESS_DENIED, 'cannot replace a directory');
   }
   const replaced = existing && existing.id !== open.inodeId ? existing.id : null;
+  // MS-FSA 2.1.5.14.11: the file replaced is deleted, which its DELETE (or the directory's
+  // FILE_DELETE_CHILD) must allow, as for an open of it asking DELETE; the vfs checks the POSIX
+  // rule (the directory's write permission, sticky).
+  if (replaced !== null) await storedDaclAccess(c, existing!, toDir, Access.DELETE);
   if (!link) {
     const parentId = (await c.fs.resolve(open.parent)).inode.id;
     oplock.checkRename(c.fs, open, parentId, replaced);

@@ -20,7 +20,16 @@ import {
   qfidResponse,
   writeCreateResponse,
 } from './messages.js';
-import { allocOpenId, type FileContext, lookupOrNull, mapGenericRights, maximalAccessOf, storedDaclAccess, walkParent } from './files.js';
+import {
+  allocOpenId,
+  checkAddTo,
+  type FileContext,
+  lookupOrNull,
+  mapGenericRights,
+  maximalAccessOf,
+  storedDaclAccess,
+  walkParent,
+} from './files.js';
 import { lookupCaseless } from './names.js';
 import * as oplock from './oplock.js';
 import { fileIdOf, Open, OPEN_MODE_BITS } from './state.js';
@@ -121,6 +130,7 @@ export async function createStreamOpen(
   let created = false;
   if (!file) {
     if (!mayCreate || parent === null || name === null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
+    const parentSd = await checkAddTo(c, parent, false);
     try {
       file = (
         await c.fs.create(
@@ -134,7 +144,7 @@ export async function createStreamOpen(
       ).inode;
       created = true;
       // What the directory's stored DACL passes on, as for a file CREATE makes (files.ts).
-      await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, file, null);
+      await newInodeDacl(c.share.meta, decodeHandle(parent).inodeId, file, null, parentSd);
     } catch (e) {
       if (!(e instanceof VfsError && e.errno === 'EXIST')) throw e;
       file = await lookupOrNull(c, parent, name);
@@ -145,11 +155,15 @@ export async function createStreamOpen(
   // A stream is guarded by its file's stored DACL, as an open of the file itself is.
   const acl = created ? 0xffffffff : await storedDaclAccess(c, file, parent, desired);
   const max = (maximalAccessOf(c, file) & acl) >>> 0;
-  // Every right asked must be granted (files.ts), FILE_EXECUTE aside: a stream is not run.
+  // Every right asked must be granted (files.ts), FILE_EXECUTE aside: a stream is not run. Yet a
+  // READ takes it for FILE_READ_DATA (MS-SMB2 3.3.5.12, as Windows), and the vfs checks the
+  // stream's own mode, its file's when it was made: it is granted only to who may read or run the
+  // file now (else a file made 0600 since would have its streams read by anyone it once let read).
   const refused = (desired & FILE_ALL_ACCESS & ~Access.FILE_EXECUTE & ~max) >>> 0;
   if (refused !== 0) throw fail(NtStatus.ACCESS_DENIED, `rights asked and not granted: 0x${refused.toString(16)}`);
   checkOpenExisting(file, desired, CreateDisposition.OPEN, req.fileAttributes, false);
-  const granted = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
+  const asked = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
+  const granted = (max & (Access.FILE_READ_DATA | Access.FILE_EXECUTE)) === 0 ? asked & ~Access.FILE_EXECUTE : asked;
 
   // A delete-pending file (its delete waiting for opens of it or its streams) gets no new stream opens.
   if (c.fs.opens.get(c.share.meta, file.id)?.deletePending) throw fail(NtStatus.DELETE_PENDING);
@@ -173,6 +187,9 @@ export async function createStreamOpen(
       throw fail(NtStatus.ACCESS_DENIED, 'overwriting a stream needs write access to its file');
   } else {
     if (!mayCreate) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
+    // A new stream is new data of the file, whatever access its open asks: the file's stored DACL
+    // must grant FILE_WRITE_DATA, as the vfs asks the file's write permission (openStream).
+    if ((acl & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'a new stream needs FILE_WRITE_DATA on its file');
     s = await openStream(c.fs, fileHandle, stored, c.id, true);
     if (!s) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     action = CreateAction.CREATED;
