@@ -5,30 +5,44 @@
 // never written (no garbage, no deleted name back, no size past what was sent).
 //
 // Server: embedded metadata store + filesystem block store (256 KiB blocks) in one temp data dir
-// kept across restarts, one SMB user. Clients (test/helpers/smb-raw.ts): one connection and one
-// worker per file slot, one request in flight per slot. Each slot holds one file at a time; its
-// worker sends, in a seeded random order: WRITEs (some with SMB2_WRITEFLAG_WRITE_THROUGH, some on
-// an open made with FILE_WRITE_THROUGH), appends (offset 0xFFFFFFFFFFFFFFFF), SET_INFO
-// FileEndOfFileInformation (shrink and grow), FLUSH, renames (FileRenameInformation), deletes
-// (FileDispositionInformation or DELETE_ON_CLOSE, then CLOSE) followed by a CREATE of a new file,
-// and files made with FILE_WRITE_THROUGH, written and closed.
+// kept across restarts, one SMB user. Its WAL is volatile (volatile-wal.ts, preloaded): segment
+// writes stay in the process until their fdatasync, so a SIGKILL loses what no fsync covered, as a
+// power cut would (a SIGKILL alone loses nothing the kernel was handed: a missing fsync would go
+// unseen). FAULT_VOLATILE_WAL=0 runs the server as it is.
 //
-// The model, per slot (the contract of README/DESIGN): a WRITE is durable once a FLUSH of the file
-// is answered, or when it was written through; a SET_INFO end of file, a rename, a delete (its
-// CLOSE) and a CREATE are durable once answered. After a restart, read over NFS: the names in the
-// share are exactly the slots' (a request in flight at the kill may have happened or not); each
-// byte acknowledged durable reads as its value or as the value of a newer unacknowledged WRITE
-// covering it; any other byte reads as zero or as a WRITE not acknowledged durable; the size lies
-// between what was acknowledged durable and what was sent. Then each file is FLUSHed and the model
-// takes what the server holds, and the next round goes on with the same files.
+// Clients (test/helpers/smb-raw.ts, and NFSv3 as the same uid): one SMB and one NFS connection and
+// one worker per file slot, one request in flight per slot. Each slot holds one file at a time; its
+// worker sends, in a seeded random order: WRITEs (some with SMB2_WRITEFLAG_WRITE_THROUGH, some on
+// an open made with FILE_WRITE_THROUGH, some over NFS, UNSTABLE or FILE_SYNC), appends (offset
+// 0xFFFFFFFFFFFFFFFF), SET_INFO FileEndOfFileInformation (shrink and grow) and LastWriteTime,
+// FLUSH (or an NFS COMMIT), renames (FileRenameInformation), deletes (FileDispositionInformation or
+// DELETE_ON_CLOSE, then CLOSE) each followed by a CREATE of a new file, some made with
+// FILE_WRITE_THROUGH, written and closed.
+//
+// The kill: the first rounds right after a FLUSH is answered, during a FLUSH, right after a WRITE
+// is answered (before its FLUSH), right after the CLOSE of a write-through file, right after an end
+// of file is set, with one slot alone at work (else another slot's sync covers what a missing one
+// should have); the other rounds after a random delay or around a random request, all slots at
+// work. Now and then the restarted server is killed again as soon as it is ready (while it stores
+// what it replayed).
+//
+// The model, per slot (the contract of README/DESIGN): a WRITE is durable once a FLUSH or COMMIT of
+// the file is answered, or when it was written through; a SET_INFO end of file or LastWriteTime, a
+// rename, a delete (its CLOSE) and a CREATE are durable once answered. After a restart, read over
+// NFS: the names in the share are exactly the slots' (a request in flight at the kill may have
+// happened or not); each byte acknowledged durable reads as its value or as the value of a newer
+// unacknowledged WRITE covering it; any other byte reads as zero or as a WRITE not acknowledged
+// durable; the size lies between what was acknowledged durable and what was sent; a LastWriteTime
+// set since the file's last change is its mtime. Then each file is FLUSHed, the model takes what
+// the server holds, and the next round goes on with the same files.
 // A last part: a durable open (DHnQ with a batch oplock) does not survive a SIGKILL (durable handles
 // are kept in memory, smb2/durable.ts): after a restart its reconnect is refused, and never reaches
 // another file's open that a new client made and left preserved.
 //
 // Reproduce a failure: FAULT_SEED=<seed printed by the test> (default: a fixed seed, so that CI
 // runs the same operations every time; where a timed kill lands depends on timing).
-// FAULT_SMB_CRASH_ROUNDS=N changes the number of crash rounds (default 10); FAULT_KEEP_DATA=1
-// keeps the data dir of a failed run.
+// FAULT_SMB_CRASH_ROUNDS=N changes the number of crash rounds (default 10, at least 5);
+// FAULT_KEEP_DATA=1 keeps the data dir of a failed run.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -39,6 +53,7 @@ import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { NfsOps, statusName } from '../helpers/nfs-ops.js';
 import { Prng, seedFrom } from '../helpers/prng.js';
+import { authSys, StableHow } from '../helpers/rpc-client.js';
 import { freePort, type DittofsProcess } from '../helpers/server.js';
 import { bodies, SmbCommand } from '../helpers/smb-client.js';
 import { RawSmbClient } from '../helpers/smb-raw.js';
@@ -50,7 +65,7 @@ const VOLATILE = process.env.FAULT_VOLATILE_WAL !== '0';
 
 const DEFAULT_SEED = 20261207;
 const SEED = process.env.FAULT_SEED ? seedFrom('FAULT_SEED') : DEFAULT_SEED;
-const ROUNDS = Math.max(3, intFromEnv('FAULT_SMB_CRASH_ROUNDS', 10));
+const ROUNDS = Math.max(5, intFromEnv('FAULT_SMB_CRASH_ROUNDS', 10));
 const SLOTS = 4;
 /** Files grow up to this size, then only see overwrites and truncates. */
 const MAX_FILE = 2 * MiB;
@@ -244,6 +259,8 @@ interface Slot {
    * may change it was sent since (null otherwise).
    */
   mtime: number | null;
+  /** The file's NFS handle (looked up when needed). */
+  fh: Buffer | null;
   /** This round's open of the file and whether it was made with FILE_WRITE_THROUGH. */
   fileId: Buffer | null;
   writeThroughOpen: boolean;
@@ -251,7 +268,8 @@ interface Slot {
   trace: string[];
 }
 
-type OpKind = 'write' | 'append' | 'eof' | 'times' | 'flush' | 'rename' | 'delete' | 'create' | 'close' | 'wtclose' | 'open';
+type OpKind =
+  'write' | 'append' | 'nfswrite' | 'eof' | 'times' | 'flush' | 'commit' | 'rename' | 'delete' | 'create' | 'close' | 'wtclose' | 'open';
 
 /** When to kill the server in a round: after a delay, right after sending a request, or right after its reply. */
 type KillPlan = { mode: 'timer'; delayMs: number } | { mode: 'send' | 'reply'; kind: OpKind; afterOps: number; delayMs: number };
@@ -353,13 +371,14 @@ void describe(
         beforeEof: null,
         inflight: null,
         mtime: null,
+        fh: null,
         fileId: null,
         writeThroughOpen: false,
         trace: [],
       }));
       /** Names deleted or renamed away with an acknowledgment: never to be seen again. */
       const gone = new Set<string>();
-      const stats = { kills: 0, ops: new Map<string, number>(), killedMid: 0, roundsMs: [] as number[] };
+      const stats = { kills: 0, killsAfterStart: 0, ops: new Map<string, number>(), killedMid: 0, roundsMs: [] as number[] };
       const count = (k: string): void => void stats.ops.set(k, (stats.ops.get(k) ?? 0) + 1);
 
       /**
@@ -441,7 +460,7 @@ void describe(
       };
 
       /** One slot's worker: requests until the server is killed or the budget runs out. */
-      const worker = async (c: RawSmbClient, slot: Slot, wrng: Prng, hooks: Hooks): Promise<void> => {
+      const worker = async (c: RawSmbClient, nfs: NfsOps, root: Buffer, slot: Slot, wrng: Prng, hooks: Hooks): Promise<void> => {
         const ok = (status: number, what: string): void => {
           if (status !== 0) throw new Error(`${what} (${slot.name}): NTSTATUS 0x${status.toString(16)}`);
         };
@@ -472,11 +491,20 @@ void describe(
           slot.name = name;
           slot.data = new FileModel();
           slot.mtime = null;
+          slot.fh = null;
         };
         const close = async (kind: 'close' | 'wtclose' = 'close'): Promise<void> => {
           const id = slot.fileId!;
           slot.fileId = null;
           await send(kind, () => c.close(id));
+        };
+        const fhOf = async (): Promise<Buffer> => {
+          if (slot.fh === null) {
+            const lk = await nfs.lookup(root, slot.name!);
+            if (lk.status !== 0 || !lk.fh) throw new Error(`NFS LOOKUP ${slot.name}: ${statusName(lk.status)}`);
+            slot.fh = lk.fh;
+          }
+          return slot.fh;
         };
         const write = async (append: boolean): Promise<void> => {
           const f = slot.data;
@@ -496,6 +524,17 @@ void describe(
           const through = wrng.chance(0.25);
           const data = wrng.bytes(len);
           slot.mtime = null;
+          if (!append && wrng.chance(0.2)) {
+            // The same file written over NFS: UNSTABLE (durable with a COMMIT or an SMB FLUSH) or FILE_SYNC.
+            const fh = await fhOf();
+            const stable = through ? StableHow.FILE_SYNC : StableHow.UNSTABLE;
+            const p = f.issue(off, data);
+            const w = await send('nfswrite', () => nfs.writeV(fh, off, data, stable), ` [${off}, +${len})${through ? ' FILE_SYNC' : ''}`);
+            if (w.status !== 0 || w.count !== len)
+              throw new Error(`NFS WRITE (${slot.name}): ${statusName(w.status)}, ${w.count} of ${len}`);
+            if (w.committed !== StableHow.UNSTABLE) f.markDurable(p);
+            return;
+          }
           const p = f.issue(off, data);
           const body = bodies.write(slot.fileId!, append ? 0 : off, data, through ? WRITEFLAG_WRITE_THROUGH : 0);
           if (append) {
@@ -539,7 +578,12 @@ void describe(
             ok(await send('eof', () => c.setInfo(slot.fileId!, FILE_INFO, FILE_END_OF_FILE_INFORMATION, b), ` ${n}`), 'SET_INFO EndOfFile');
             slot.beforeEof = null;
           } else if (r < 0.75) {
-            ok(await send('flush', () => c.flush(slot.fileId!)), 'FLUSH');
+            if (wrng.chance(0.25)) {
+              // NFS COMMIT: the file's writes durable, those made over SMB too.
+              const fh = await fhOf();
+              const cm = await send('commit', () => nfs.commit(fh));
+              if (cm.status !== 0) throw new Error(`NFS COMMIT (${slot.name}): ${statusName(cm.status)}`);
+            } else ok(await send('flush', () => c.flush(slot.fileId!)), 'FLUSH');
             f.flushed();
           } else if (r < 0.83) {
             const to = newName(slot.index);
@@ -599,7 +643,14 @@ void describe(
       try {
         for (let round = 0; round <= ROUNDS; round++) {
           const t0 = Date.now();
-          const s = await start();
+          let s = await start();
+          // Now and then killed again as soon as it is ready: while the blocks replay found are
+          // being stored (blocks/service.ts replay), which the next start must replay again.
+          if (round > 0 && rng.chance(0.3)) {
+            await s.kill();
+            stats.killsAfterStart++;
+            s = await start();
+          }
           if (round === 0) {
             const base = `http://127.0.0.1:${s.apiPort}`;
             const token = await takeOverAdmin(base);
@@ -653,8 +704,18 @@ void describe(
             active: (i) => fixed === undefined || i === round % SLOTS,
           };
           const conns = await Promise.all(slots.map(() => smb(s)));
+          const nfsConns = await Promise.all(slots.map(() => NfsOps.open(nfsPort, authSys(UID, UID))));
+          const nfsRoot = await nfsConns[0]!.mount('/export');
+          for (const slot of slots) slot.fh = null;
           const workers = slots.map((slot, i) =>
-            worker(conns[i]!, slot, new Prng((SEED ^ Math.imul(round + 1, 0x9e3779b1) ^ (i * 0x85ebca6b)) >>> 0), hooks),
+            worker(
+              conns[i]!,
+              nfsConns[i]!,
+              nfsRoot,
+              slot,
+              new Prng((SEED ^ Math.imul(round + 1, 0x9e3779b1) ^ (i * 0x85ebca6b)) >>> 0),
+              hooks,
+            ),
           );
           const all = Promise.allSettled(workers);
           // Readiness: the kill plan starts once every slot has its file open and FLUSHed.
@@ -674,9 +735,11 @@ void describe(
           for (const r of results) {
             if (r.status === 'fulfilled') continue;
             if (!killedByPlan && finishedFirst) fail(`round ${round}: workload failed before the kill: ${String(r.reason)}`, s);
-            if (!/connection closed/.test(String(r.reason))) fail(`round ${round}: workload failed: ${String(r.reason)}`, s);
+            if (!/connection closed|ECONNRESET|EPIPE/.test(String(r.reason)))
+              fail(`round ${round}: workload failed: ${String(r.reason)}`, s);
           }
           for (const c of conns) c.destroy();
+          for (const n of nfsConns) n.close();
           stats.roundsMs.push(Date.now() - t0);
           t.diagnostic(
             `round ${round}: ${plan.mode === 'timer' ? `kill after ${plan.delayMs} ms` : `kill ${plan.mode} ${plan.kind} #${plan.afterOps}`}`,
@@ -684,7 +747,7 @@ void describe(
         }
         noServerErrors(server!, 'at the end');
         t.diagnostic(
-          `${stats.kills} kills (${stats.killedMid} right after sending a request); requests: ` +
+          `${stats.kills} kills (${stats.killedMid} right after sending a request), ${stats.killsAfterStart} more right after a restart; requests: ` +
             `${[...stats.ops].map(([k, n]) => `${k} ${n}`).join(', ')}; rounds ${stats.roundsMs.map((ms) => (ms / 1000).toFixed(1)).join(' ')} s`,
         );
       } catch (e) {
