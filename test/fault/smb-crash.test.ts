@@ -17,7 +17,9 @@
 // 0xFFFFFFFFFFFFFFFF), SET_INFO FileEndOfFileInformation (shrink and grow) and LastWriteTime,
 // FLUSH (or an NFS COMMIT), renames (FileRenameInformation), deletes (FileDispositionInformation or
 // DELETE_ON_CLOSE, then CLOSE) each followed by a CREATE of a new file, some made with
-// FILE_WRITE_THROUGH, written and closed.
+// FILE_WRITE_THROUGH, written and closed, and an editor's save (a new file written, mostly
+// FLUSHed, renamed over the file with ReplaceIfExists; one a kill left unrenamed is removed after
+// the checks).
 //
 // The kill: the first rounds right after a FLUSH is answered, during a FLUSH, right after a WRITE
 // is answered (before its FLUSH), right after the CLOSE of a write-through file, right after an end
@@ -244,7 +246,8 @@ class FileModel {
 }
 
 /** A name change in flight at the kill: it may or may not have happened. */
-type InFlight = { kind: 'rename'; to: string } | { kind: 'delete' } | { kind: 'create'; name: string } | null;
+type InFlight =
+  { kind: 'rename'; to: string } | { kind: 'replace'; to: string } | { kind: 'delete' } | { kind: 'create'; name: string } | null;
 
 interface Slot {
   index: number;
@@ -259,6 +262,11 @@ interface Slot {
    * may change it was sent since (null otherwise).
    */
   mtime: number | null;
+  /**
+   * While a new file is written to be renamed over the slot's (an editor's save): the file it
+   * replaces, as it is (`name` and `data` are the new file's meanwhile).
+   */
+  replaced: { name: string; data: FileModel } | null;
   /** The file's NFS handle (looked up when needed). */
   fh: Buffer | null;
   /** This round's open of the file and whether it was made with FILE_WRITE_THROUGH. */
@@ -273,6 +281,16 @@ type OpKind =
 
 /** When to kill the server in a round: after a delay, right after sending a request, or right after its reply. */
 type KillPlan = { mode: 'timer'; delayMs: number } | { mode: 'send' | 'reply'; kind: OpKind; afterOps: number; delayMs: number };
+
+/** MS-FSCC 2.4.37.2 FILE_RENAME_INFORMATION_TYPE_2: the new name in the share's root. */
+function renameInfo(to: string, replace: boolean): Buffer {
+  const target = Buffer.from(to, 'utf16le');
+  const b = Buffer.alloc(20 + target.length);
+  b[0] = replace ? 1 : 0;
+  b.writeUInt32LE(target.length, 16);
+  target.copy(b, 20);
+  return b;
+}
 
 /**
  * The kills of the first rounds: right after a FLUSH is answered, while one is in flight, right
@@ -371,6 +389,7 @@ void describe(
         beforeEof: null,
         inflight: null,
         mtime: null,
+        replaced: null,
         fh: null,
         fileId: null,
         writeThroughOpen: false,
@@ -378,7 +397,7 @@ void describe(
       }));
       /** Names deleted or renamed away with an acknowledgment: never to be seen again. */
       const gone = new Set<string>();
-      const stats = { kills: 0, killsAfterStart: 0, ops: new Map<string, number>(), killedMid: 0, roundsMs: [] as number[] };
+      const stats = { kills: 0, killsAfterStart: 0, savesCut: 0, ops: new Map<string, number>(), killedMid: 0, roundsMs: [] as number[] };
       const count = (k: string): void => void stats.ops.set(k, (stats.ops.get(k) ?? 0) + 1);
 
       /**
@@ -386,12 +405,42 @@ void describe(
        * with its model; then every file is opened and FLUSHed, and its model takes what it holds.
        */
       const recover = async (s: DittofsProcess, round: number): Promise<void> => {
-        const nfs = await NfsOps.open(nfsPort);
+        const nfs = await NfsOps.open(nfsPort, authSys(UID, UID));
         try {
           const root = await nfs.mount('/export');
           const listed = new Map((await nfs.readdirplusAll(root)).map((e) => [e.name, e]));
           const expected = new Set<string>();
+          /** New files of a save that a kill stopped before their rename: checked, then removed. */
+          const leftovers: { name: string; data: FileModel; beforeEof: FileModel | null }[] = [];
           for (const slot of slots) {
+            const rep = slot.replaced;
+            slot.replaced = null;
+            if (rep !== null) {
+              // A save in progress: the file it replaces is there as it was, unless the rename over it
+              // was made (acknowledged, or in flight and made): then it is the new file.
+              const f = slot.inflight;
+              slot.inflight = null;
+              let renamed = false;
+              if (f?.kind === 'replace') {
+                renamed = !listed.has(slot.name!);
+                if (renamed) gone.add(slot.name!);
+              } else if (f?.kind === 'create') {
+                if (listed.has(f.name)) leftovers.push({ name: f.name, data: new FileModel(), beforeEof: null });
+                else gone.add(f.name);
+                slot.name = null;
+              }
+              if (!renamed && slot.name !== null) leftovers.push({ name: slot.name, data: slot.data, beforeEof: slot.beforeEof });
+              if (!renamed) {
+                slot.data = rep.data;
+                slot.beforeEof = null;
+              }
+              slot.name = rep.name;
+              slot.mtime = null;
+              expected.add(rep.name);
+              if (!listed.has(rep.name))
+                fail(`round ${round}: ${rep.name} is missing after SIGKILL + restart (a save over it in progress)`, s);
+              continue;
+            }
             const f = slot.inflight;
             if (f?.kind === 'rename') {
               const from = listed.has(slot.name!);
@@ -419,40 +468,52 @@ void describe(
               if (!listed.has(slot.name)) fail(`round ${round}: ${slot.name} (acknowledged) is missing after SIGKILL + restart`, s);
             }
           }
+          for (const l of leftovers) expected.add(l.name);
+          stats.savesCut += leftovers.length;
           for (const name of listed.keys()) {
             if (gone.has(name))
               fail(`round ${round}: ${name}, deleted or renamed away with an acknowledgment, is back after SIGKILL + restart`, s);
             if (!expected.has(name)) fail(`round ${round}: ${name}, never made, appeared after SIGKILL + restart`, s);
           }
-          for (const slot of slots) {
-            if (slot.name === null) continue;
-            const e = listed.get(slot.name)!;
-            const lk = await nfs.lookup(root, slot.name);
-            if (lk.status !== 0 || !lk.fh || !lk.attrs) fail(`round ${round}: LOOKUP ${slot.name}: ${statusName(lk.status)}`, s);
+          const files = [
+            ...slots.filter((sl) => sl.name !== null).map((sl) => ({ name: sl.name!, data: sl.data, beforeEof: sl.beforeEof, slot: sl })),
+            ...leftovers.map((l) => ({ ...l, slot: null })),
+          ];
+          for (const { name, data, beforeEof, slot } of files) {
+            const e = listed.get(name)!;
+            const lk = await nfs.lookup(root, name);
+            if (lk.status !== 0 || !lk.fh || !lk.attrs) fail(`round ${round}: LOOKUP ${name}: ${statusName(lk.status)}`, s);
             if (e.attrs && e.attrs.size !== lk.attrs.size)
-              fail(`round ${round}: ${slot.name}: READDIRPLUS size ${e.attrs.size}, GETATTR ${lk.attrs.size}`, s);
+              fail(`round ${round}: ${name}: READDIRPLUS size ${e.attrs.size}, GETATTR ${lk.attrs.size}`, s);
             let actual: Buffer;
             try {
               actual = await nfs.readAll(lk.fh, lk.attrs.size);
             } catch (err) {
-              fail(`round ${round}: reading ${slot.name} (${lk.attrs.size} bytes) after SIGKILL + restart: ${(err as Error).message}`, s);
+              fail(`round ${round}: reading ${name} (${lk.attrs.size} bytes) after SIGKILL + restart: ${(err as Error).message}`, s);
             }
             if (actual.length !== lk.attrs.size)
-              fail(`round ${round}: ${slot.name}: READ returned ${actual.length} of ${lk.attrs.size} bytes`, s);
-            let problems = slot.data.check(slot.name, actual);
+              fail(`round ${round}: ${name}: READ returned ${actual.length} of ${lk.attrs.size} bytes`, s);
+            let problems = data.check(name, actual);
             // A SET_INFO end of file in flight at the kill may have been made or not.
-            if (problems.length > 0 && slot.beforeEof !== null && slot.beforeEof.check(slot.name, actual).length === 0) problems = [];
-            slot.beforeEof = null;
+            if (problems.length > 0 && beforeEof !== null && beforeEof.check(name, actual).length === 0) problems = [];
             if (problems.length > 0)
               fail(
                 `round ${round}: after SIGKILL + restart:\n  ${problems.join('\n  ')}\n  requests of the slot in the round before ` +
-                  `(last 30): ${slot.trace.slice(-30).join(', ')}`,
+                  `(last 30): ${(slot ?? slots.find((sl) => sl.trace.some((t) => t.includes(name))))?.trace.slice(-30).join(', ')}`,
                 s,
               );
+            if (slot === null) {
+              // A leftover of a save: gone again (acknowledged), as its writer would remove it.
+              const rm = await nfs.remove(root, name);
+              if (rm.status !== 0) fail(`round ${round}: REMOVE ${name}: ${statusName(rm.status)}`, s);
+              gone.add(name);
+              continue;
+            }
+            slot.beforeEof = null;
             if (slot.mtime !== null && lk.attrs.mtime.sec !== slot.mtime)
-              fail(`round ${round}: ${slot.name}: mtime ${lk.attrs.mtime.sec}, acknowledged as set to ${slot.mtime}`, s);
+              fail(`round ${round}: ${name}: mtime ${lk.attrs.mtime.sec}, acknowledged as set to ${slot.mtime}`, s);
             slot.mtime = null;
-            slot.data.adopt(actual);
+            data.adopt(actual);
           }
         } finally {
           nfs.close();
@@ -587,12 +648,11 @@ void describe(
             f.flushed();
           } else if (r < 0.83) {
             const to = newName(slot.index);
-            const target = Buffer.from(to, 'utf16le');
-            const b = Buffer.alloc(20 + target.length);
-            b.writeUInt32LE(target.length, 16);
-            target.copy(b, 20);
             slot.inflight = { kind: 'rename', to };
-            ok(await send('rename', () => c.setInfo(slot.fileId!, FILE_INFO, FILE_RENAME_INFORMATION, b)), 'SET_INFO rename');
+            ok(
+              await send('rename', () => c.setInfo(slot.fileId!, FILE_INFO, FILE_RENAME_INFORMATION, renameInfo(to, false))),
+              'SET_INFO rename',
+            );
             slot.inflight = null;
             gone.add(slot.name!);
             slot.name = to;
@@ -624,6 +684,28 @@ void describe(
               await close('wtclose');
               await open(slot.name!, wrng.chance(0.3));
             }
+          } else if (r < 0.96) {
+            // An editor's save: a new file written (and FLUSHed, mostly), then renamed over the file
+            // (ReplaceIfExists). The rename is durable once answered; the data as any other.
+            await close();
+            slot.replaced = { name: slot.name!, data: slot.data };
+            slot.name = null;
+            await create(false);
+            for (let i = wrng.int(1, 4); i > 0; i--) await write(wrng.chance(0.3));
+            if (wrng.chance(0.7)) {
+              ok(await send('flush', () => c.flush(slot.fileId!)), 'FLUSH');
+              slot.data.flushed();
+            }
+            const to = slot.replaced.name;
+            slot.inflight = { kind: 'replace', to };
+            ok(
+              await send('rename', () => c.setInfo(slot.fileId!, FILE_INFO, FILE_RENAME_INFORMATION, renameInfo(to, true)), ` over ${to}`),
+              'SET_INFO rename',
+            );
+            slot.inflight = null;
+            gone.add(slot.name!);
+            slot.name = to;
+            slot.replaced = null;
           } else {
             await close();
             await open(slot.name!, wrng.chance(0.5));
@@ -747,7 +829,7 @@ void describe(
         }
         noServerErrors(server!, 'at the end');
         t.diagnostic(
-          `${stats.kills} kills (${stats.killedMid} right after sending a request), ${stats.killsAfterStart} more right after a restart; requests: ` +
+          `${stats.kills} kills (${stats.killedMid} right after sending a request), ${stats.killsAfterStart} more right after a restart; ${stats.savesCut} saves cut before their rename; requests: ` +
             `${[...stats.ops].map(([k, n]) => `${k} ${n}`).join(', ')}; rounds ${stats.roundsMs.map((ms) => (ms / 1000).toFixed(1)).join(' ')} s`,
         );
       } catch (e) {
