@@ -14,12 +14,12 @@
 // one worker per file slot, one request in flight per slot. Each slot holds one file at a time; its
 // worker sends, in a seeded random order: WRITEs (some with SMB2_WRITEFLAG_WRITE_THROUGH, some on
 // an open made with FILE_WRITE_THROUGH, some over NFS, UNSTABLE or FILE_SYNC), appends (offset
-// 0xFFFFFFFFFFFFFFFF), SET_INFO FileEndOfFileInformation (shrink and grow) and LastWriteTime,
-// FLUSH (or an NFS COMMIT), renames (FileRenameInformation), deletes (FileDispositionInformation or
-// DELETE_ON_CLOSE, then CLOSE) each followed by a CREATE of a new file, some made with
-// FILE_WRITE_THROUGH, written and closed, and an editor's save (a new file written, mostly
-// FLUSHed, renamed over the file with ReplaceIfExists; one a kill left unrenamed is removed after
-// the checks).
+// 0xFFFFFFFFFFFFFFFF), FSCTL_SET_ZERO_DATA (inside the file and to its end), SET_INFO
+// FileEndOfFileInformation (shrink and grow) and LastWriteTime, FLUSH (or an NFS COMMIT), renames
+// (FileRenameInformation), deletes (FileDispositionInformation or DELETE_ON_CLOSE, then CLOSE) each
+// followed by a CREATE of a new file, some made with FILE_WRITE_THROUGH, written and closed, and an
+// editor's save (a new file written, mostly FLUSHed, renamed over the file with ReplaceIfExists; one
+// a kill left unrenamed is removed after the checks).
 //
 // The kill: the first rounds right after a FLUSH is answered, during a FLUSH, right after a WRITE
 // is answered (before its FLUSH), right after the CLOSE of a write-through file, right after an end
@@ -94,6 +94,7 @@ const CREATE_OPTION_NON_DIRECTORY = 0x40;
 const CREATE_OPTION_DELETE_ON_CLOSE = 0x1000;
 const DISPOSITION_CREATE = 2;
 const WRITEFLAG_WRITE_THROUGH = 1;
+const FSCTL_SET_ZERO_DATA = 0x000980c8;
 const BATCH_OPLOCK = 9;
 
 /** Appended to every failure message so that it can be reproduced. */
@@ -277,7 +278,20 @@ interface Slot {
 }
 
 type OpKind =
-  'write' | 'append' | 'nfswrite' | 'eof' | 'times' | 'flush' | 'commit' | 'rename' | 'delete' | 'create' | 'close' | 'wtclose' | 'open';
+  | 'write'
+  | 'append'
+  | 'nfswrite'
+  | 'zero'
+  | 'eof'
+  | 'times'
+  | 'flush'
+  | 'commit'
+  | 'rename'
+  | 'delete'
+  | 'create'
+  | 'close'
+  | 'wtclose'
+  | 'open';
 
 /** When to kill the server in a round: after a delay, right after sending a request, or right after its reply. */
 type KillPlan = { mode: 'timer'; delayMs: number } | { mode: 'send' | 'reply'; kind: OpKind; afterOps: number; delayMs: number };
@@ -629,6 +643,20 @@ void describe(
             slot.mtime = null;
             ok(await send('times', () => c.setInfo(slot.fileId!, FILE_INFO, FILE_BASIC_INFORMATION, b), ` mtime ${sec}`), 'SET_INFO basic');
             slot.mtime = sec;
+          } else if (r < 0.47 && f.size > 0) {
+            // FSCTL_SET_ZERO_DATA: the range inside the file reads as zeros, as a WRITE of zeros would
+            // (durable with a FLUSH); to the end of the file or past it, one cut record.
+            const off = wrng.int(0, f.size - 1);
+            const end = wrng.chance(0.3) ? f.size + wrng.int(0, 64 * KiB) : wrng.int(off + 1, Math.min(f.size, off + 300 * KiB));
+            const stop = Math.min(end, f.size);
+            const p = f.issue(off, Buffer.alloc(stop - off));
+            slot.mtime = null;
+            const input = Buffer.alloc(16);
+            input.writeUInt32LE(off, 0);
+            input.writeUInt32LE(end, 8);
+            const z = await send('zero', () => c.fsctl(slot.fileId!, FSCTL_SET_ZERO_DATA, input), ` [${off}, ${end})`);
+            ok(z.status, 'FSCTL_SET_ZERO_DATA');
+            if (slot.writeThroughOpen) f.markDurable(p);
           } else if (r < 0.52) {
             const n = wrng.chance(0.7) ? wrng.int(0, f.size) : Math.min(MAX_FILE, f.size + wrng.int(1, 200 * KiB));
             const b = Buffer.alloc(8);
