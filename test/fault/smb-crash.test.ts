@@ -366,8 +366,9 @@ void describe(
       return c;
     };
 
-    void it(`keeps every acknowledged SMB change across ${ROUNDS} SIGKILLs (seed ${SEED})`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      t.diagnostic(`seed ${SEED} (FAULT_SEED=${SEED} reproduces the operation sequence)`);
+    /** The data dir and config, and a first start that makes the SMB user (once, for either test). */
+    const prepare = async (): Promise<void> => {
+      if (dir !== undefined) return;
       dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fault-smb-crash-'));
       dataDir = path.join(dir, 'data');
       configFile = await writeConfig(
@@ -393,6 +394,15 @@ void describe(
         ].join('\n'),
       );
       nfsPort = await freePort();
+      const s = await start();
+      const base = `http://127.0.0.1:${s.apiPort}`;
+      const token = await takeOverAdmin(base);
+      await addShareUser(base, token, { username: USER, password: PASSWORD, uid: UID, gid: UID });
+    };
+
+    void it(`keeps every acknowledged SMB change across ${ROUNDS} SIGKILLs (seed ${SEED})`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      t.diagnostic(`seed ${SEED} (FAULT_SEED=${SEED} reproduces the operation sequence)`);
+      await prepare();
       const rng = new Prng(SEED);
       let names = 0;
       const newName = (slot: number): string => `slot${slot}-${++names}.bin`;
@@ -753,7 +763,8 @@ void describe(
       try {
         for (let round = 0; round <= ROUNDS; round++) {
           const t0 = Date.now();
-          let s = await start();
+          // Round 0: the server prepare() started.
+          let s = round === 0 && server !== undefined ? server : await start();
           // Now and then killed again as soon as it is ready: while the blocks replay found are
           // being stored (blocks/service.ts replay), which the next start must replay again.
           if (round > 0 && rng.chance(0.3)) {
@@ -761,13 +772,7 @@ void describe(
             stats.killsAfterStart++;
             s = await start();
           }
-          if (round === 0) {
-            const base = `http://127.0.0.1:${s.apiPort}`;
-            const token = await takeOverAdmin(base);
-            await addShareUser(base, token, { username: USER, password: PASSWORD, uid: UID, gid: UID });
-          } else {
-            await recover(s, round);
-          }
+          if (round > 0) await recover(s, round);
           if (round === ROUNDS) break;
 
           // The first rounds kill at the moments that matter most, the others where the seed says.
@@ -870,9 +875,9 @@ void describe(
       'a durable open does not outlive a SIGKILL: its reconnect is refused, never given another file',
       { timeout: TEST_TIMEOUT_MS },
       async () => {
-        assert.ok(server, 'the server of the crash rounds');
-        // A fresh start: the first opens of a process get the same FileIds as those of the one before.
-        await server.kill();
+        await prepare();
+        // A fresh start: the first opens of a process got the same FileIds as those of the one before.
+        await server?.kill();
         let s = await start();
         const a = await smb(s);
         const mine = await a.create('durable-a.bin', { oplock: BATCH_OPLOCK, durable: true });
