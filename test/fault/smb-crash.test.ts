@@ -659,14 +659,15 @@ void describe(
             const off = wrng.int(0, f.size - 1);
             const end = wrng.chance(0.3) ? f.size + wrng.int(0, 64 * KiB) : wrng.int(off + 1, Math.min(f.size, off + 300 * KiB));
             const stop = Math.min(end, f.size);
-            const p = f.issue(off, Buffer.alloc(stop - off));
+            f.issue(off, Buffer.alloc(stop - off));
             slot.mtime = null;
             const input = Buffer.alloc(16);
             input.writeUInt32LE(off, 0);
             input.writeUInt32LE(end, 8);
             const z = await send('zero', () => c.fsctl(slot.fileId!, FSCTL_SET_ZERO_DATA, input), ` [${off}, ${end})`);
             ok(z.status, 'FSCTL_SET_ZERO_DATA');
-            if (slot.writeThroughOpen) f.markDurable(p);
+            // Not durable on a write-through open either: README promises that of WRITEs (the server
+            // writes the zeros inside a file unsynced, vfs/sparse.ts zeroRange). Pending until a FLUSH.
           } else if (r < 0.52) {
             const n = wrng.chance(0.7) ? wrng.int(0, f.size) : Math.min(MAX_FILE, f.size + wrng.int(1, 200 * KiB));
             const b = Buffer.alloc(8);
