@@ -2,7 +2,10 @@
 // client writes, and every byte the server acknowledged as durable must read back after a restart.
 //
 // Server: embedded metadata store + filesystem block store (256 KiB blocks) in one temp data dir
-// kept across restarts. Client (test/helpers/nfs-ops.ts over one TCP connection): one worker per
+// kept across restarts. Its WAL is volatile (volatile-wal.ts, preloaded): segment writes stay in the
+// process until their fdatasync, so a SIGKILL loses what no fsync covered, as a power cut would (a
+// SIGKILL alone loses nothing the kernel was handed: a COMMIT without its fsync went unseen here).
+// FAULT_VOLATILE_WAL=0 runs the server as it is. Client (test/helpers/nfs-ops.ts over one TCP connection): one worker per
 // file, each sending WRITEs of 4 KiB .. 1 MiB (aligned and unaligned) that append, extend past a
 // hole, or overwrite earlier ranges, as UNSTABLE (then COMMIT now and then), DATA_SYNC or FILE_SYNC.
 //
@@ -25,6 +28,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { NfsOps, statusName } from '../helpers/nfs-ops.js';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
@@ -34,6 +38,9 @@ import { freePort, type DittofsProcess } from '../helpers/server.js';
 import { intFromEnv, KiB, logLinesAtLeast, MiB, RangeSet, sha256, sleep, startReady, subtractRange, tail, writeConfig } from './support.js';
 
 const SEED = seedFrom('FAULT_SEED');
+/** Holds the server's WAL writes until their fdatasync (volatile-wal.ts); FAULT_VOLATILE_WAL=0: the server as it is. */
+const VOLATILE_WAL = path.join(path.dirname(fileURLToPath(import.meta.url)), 'volatile-wal.ts');
+const VOLATILE = process.env.FAULT_VOLATILE_WAL !== '0';
 const ROUNDS = Math.max(10, intFromEnv('FAULT_CRASH_ROUNDS', 12));
 const FILES = 4;
 /** Files grow up to this size, then only see overwrites. */
@@ -235,7 +242,14 @@ void describe('crash: SIGKILL of the server during writes (raw NFSv3 client)', {
     const stats = { kills: 0, killedWithWritesInFlight: 0, resent: 0, roundsMs: [] as number[] };
 
     const start = async (): Promise<DittofsProcess> => {
-      const s = await startReady({ dataDir, configFile, nfsPort });
+      // The WAL is volatile (volatile-wal.ts): a SIGKILL loses what no fdatasync covered, as a power cut.
+      const env: Record<string, string> = {};
+      if (VOLATILE)
+        Object.assign(env, {
+          NODE_OPTIONS: `--import tsx --import "${VOLATILE_WAL}"`,
+          DITTOFS_TEST_VOLATILE_WAL: `${path.sep}wal${path.sep}`,
+        });
+      const s = await startReady({ dataDir, configFile, nfsPort, env });
       server = s;
       return s;
     };

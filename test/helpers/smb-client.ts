@@ -23,6 +23,7 @@ export const SmbCommand = Object.freeze({
   TREE_CONNECT: 3,
   CREATE: 5,
   CLOSE: 6,
+  FLUSH: 7,
   READ: 8,
   WRITE: 9,
   LOCK: 10,

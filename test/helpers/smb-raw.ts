@@ -128,6 +128,14 @@ export class RawSmbClient {
     await this.ok(SmbCommand.CLOSE, bodies.close(fileId), 'CLOSE');
   }
 
+  /** FLUSH (MS-SMB2 2.2.17): the status. */
+  async flush(fileId: Buffer): Promise<number> {
+    const b = Buffer.alloc(24);
+    b.writeUInt16LE(24, 0);
+    fileId.copy(b, 8);
+    return (await this.request(SmbCommand.FLUSH, b)).status;
+  }
+
   /** LOCK of one range (MS-SMB2 2.2.26), exclusive or shared, failing at once on a conflict. */
   async lock(fileId: Buffer, offset: number, length: number, exclusive = true): Promise<void> {
     const w = new SmbWriter(48);
@@ -230,6 +238,8 @@ export interface CreateOptions {
   share?: number;
   /** CreateOptions (default NON_DIRECTORY_FILE). */
   options?: number;
+  /** CreateDisposition (default OPEN_IF, 3). */
+  disposition?: number;
   /** DesiredAccess (default 0x001f01ff, all file rights). */
   access?: number;
   /** More create contexts (4-letter tag, data). */
@@ -262,7 +272,7 @@ function createBody(name: string, opts: CreateOptions): Buffer {
   w.u32(opts.access ?? 0x001f01ff)
     .u32(0x80)
     .u32(opts.share ?? 7)
-    .u32(3)
+    .u32(opts.disposition ?? 3)
     .u32(opts.options ?? 0x40);
   w.u16(HEADER_SIZE + 56)
     .u16(n.length)

@@ -1,6 +1,7 @@
 // The file commands of a disk tree: CREATE, CLOSE, READ, WRITE, FLUSH, QUERY_DIRECTORY,
 // QUERY_INFO, SET_INFO (MS-SMB2 3.3.5.9 - 3.3.5.21). They call only the file service; a failure
 // is thrown (SmbStatusError, VfsError) and becomes an NTSTATUS in the dispatcher.
+import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { errorMessage } from '../error-message.js';
 import { KeyedSerial } from '../keyed-serial.js';
@@ -259,7 +260,17 @@ async function mayUnlink(c: FileContext, dir: Buffer, inode: Inode): Promise<boo
   return bits.write && bits.exec && mayDeleteFromSticky(d, inode, c.id);
 }
 
-let nextOpenId = 1;
+/**
+ * Open ids (the FileId, smb2/state.ts fileIdOf) start at a random point of [1, 2^39) in each
+ * process, not at 1. Durable opens live in memory only (durable.ts): a client whose server was
+ * restarted (a crash, an upgrade) sends its DHnC naming the FileId it had, and with ids counted from
+ * 1 again that FileId named whatever open the new process gave it: another file's open, preserved
+ * for another client of the same user, was handed over, and the client's WRITEs went to that file.
+ * Now a FileId of the process before names nothing (OBJECT_NAME_NOT_FOUND), but for a chance of
+ * n in 2^39 once this process made n opens. Below 2^40, where the named pipes' ids start
+ * (connection.ts). No cost per open: the counter goes on as before.
+ */
+let nextOpenId = randomInt(1, 2 ** 39);
 /** A new open id (CREATE of a file or of a stream). */
 export const allocOpenId = (): number => nextOpenId++;
 

@@ -25,6 +25,21 @@ async function setup(opts = {}) {
 }
 
 describe('file service semantics', () => {
+  it('an SMB FLUSH of a directory syncs the metadata store (the names made in it), as one of a file does', async () => {
+    const { fs, share, rootFh } = await setup();
+    const dir = await fs.mkdir(rootFh, n('d'), root, { mode: 0o755 });
+    const dirFh = fs.handleOf(share, dir.inode);
+    await fs.create(dirFh, n('f'), root, CreateMode.GUARDED, {}, null);
+    // The embedded engine answers a create before its fsync (sync: commit): the sync is this call.
+    const synced: (number | undefined)[] = [];
+    share.meta.flushAttrs = (id) => {
+      synced.push(id);
+      return Promise.resolve();
+    };
+    await fs.flush(dirFh, root);
+    assert.deepEqual(synced, [dir.inode.id], 'the FLUSH of the directory synced the store');
+  });
+
   it('keeps link counts right across hard links, unlink and rename over a link', async () => {
     const { fs, share, rootFh } = await setup();
     const a = await fs.create(rootFh, n('a'), root, CreateMode.GUARDED, {}, null);

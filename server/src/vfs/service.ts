@@ -738,6 +738,11 @@ export class FileService {
     const { share, inode } = await this.resolve(handle);
     this.identity(share, cred);
     if (inode.type === FileType.REG) await this.sync(share, inode.id);
+    // A directory's FLUSH (an open that may add to it) makes its entries durable: the names made,
+    // removed and renamed in it. The embedded engine answers those before its fsync (meta/sql/
+    // sqlite.ts, sync: commit); its sync covers every change answered before it. Nothing was
+    // synced for a directory before, so a client's FlushFileBuffers of one vouched for nothing.
+    else await share.meta.flushAttrs?.(inode.id);
     return inode;
   }
 
