@@ -35,7 +35,20 @@ import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { Prng, seedFrom } from '../helpers/prng.js';
 import { StableHow } from '../helpers/rpc-client.js';
 import { freePort, type DittofsProcess } from '../helpers/server.js';
-import { intFromEnv, KiB, logLinesAtLeast, MiB, RangeSet, sha256, sleep, startReady, subtractRange, tail, writeConfig } from './support.js';
+import {
+  crashTestConfig,
+  intFromEnv,
+  KiB,
+  logLinesAtLeast,
+  MiB,
+  RangeSet,
+  sha256,
+  sleep,
+  startReady,
+  subtractRange,
+  tail,
+  writeConfig,
+} from './support.js';
 
 const SEED = seedFrom('FAULT_SEED');
 /** Holds the server's WAL writes until their fdatasync (volatile-wal.ts); FAULT_VOLATILE_WAL=0: the server as it is. */
@@ -213,28 +226,7 @@ void describe('crash: SIGKILL of the server during writes (raw NFSv3 client)', {
     t.diagnostic(`seed ${SEED} (FAULT_SEED=${SEED} reproduces the operation sequence)`);
     dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fault-crash-'));
     const dataDir = path.join(dir, 'data');
-    const configFile = await writeConfig(
-      dir,
-      [
-        `data_dir: ${dataDir}`,
-        'metadata:',
-        '  stores:',
-        '    default:',
-        '      type: embedded',
-        `      path: ${path.join(dataDir, 'meta')}`,
-        'blocks:',
-        '  stores:',
-        '    default:',
-        '      type: filesystem',
-        '      block_size: 256KiB',
-        `      path: ${path.join(dataDir, 'blocks')}`,
-        'shares:',
-        '  - name: /export',
-        '    metadata: default',
-        '    blocks: default',
-        '',
-      ].join('\n'),
-    );
+    const configFile = await writeConfig(dir, crashTestConfig(dataDir));
     const nfsPort = await freePort();
     const rng = new Prng(SEED);
     const files = Array.from({ length: FILES }, (_, i) => new FileModel(`crash-${i}.bin`));

@@ -59,7 +59,19 @@ import { authSys, StableHow } from '../helpers/rpc-client.js';
 import { freePort, type DittofsProcess } from '../helpers/server.js';
 import { bodies, SmbCommand } from '../helpers/smb-client.js';
 import { RawSmbClient } from '../helpers/smb-raw.js';
-import { intFromEnv, KiB, logLinesAtLeast, MiB, RangeSet, sleep, startReady, subtractRange, tail, writeConfig } from './support.js';
+import {
+  crashTestConfig,
+  intFromEnv,
+  KiB,
+  logLinesAtLeast,
+  MiB,
+  RangeSet,
+  sleep,
+  startReady,
+  subtractRange,
+  tail,
+  writeConfig,
+} from './support.js';
 
 /** Holds the server's WAL writes until their fdatasync (see volatile-wal.ts): a SIGKILL is then a power cut for the WAL. */
 const VOLATILE_WAL = path.join(path.dirname(fileURLToPath(import.meta.url)), 'volatile-wal.ts');
@@ -371,28 +383,7 @@ void describe(
       if (dir !== undefined) return;
       dir = await mkdtemp(path.join(os.tmpdir(), 'dittofs-fault-smb-crash-'));
       dataDir = path.join(dir, 'data');
-      configFile = await writeConfig(
-        dir,
-        [
-          `data_dir: ${dataDir}`,
-          'metadata:',
-          '  stores:',
-          '    default:',
-          '      type: embedded',
-          `      path: ${path.join(dataDir, 'meta')}`,
-          'blocks:',
-          '  stores:',
-          '    default:',
-          '      type: filesystem',
-          '      block_size: 256KiB',
-          `      path: ${path.join(dataDir, 'blocks')}`,
-          'shares:',
-          '  - name: /export',
-          '    metadata: default',
-          '    blocks: default',
-          '',
-        ].join('\n'),
-      );
+      configFile = await writeConfig(dir, crashTestConfig(dataDir));
       nfsPort = await freePort();
       const s = await start();
       const base = `http://127.0.0.1:${s.apiPort}`;

@@ -31,6 +31,32 @@ export async function writeConfig(dir: string, yaml: string, name = 'dittofs.yam
 }
 
 /** Mounts a tmpfs of `size` (`48m`) on `dir`, made if missing (the fault tests run as root). */
+/**
+ * The crash tests' configuration: embedded metadata and a filesystem block store of 256 KiB blocks
+ * (a file spans several blocks without megabytes of data) in `dataDir`, one share `/export`.
+ */
+export function crashTestConfig(dataDir: string): string {
+  return [
+    `data_dir: ${dataDir}`,
+    'metadata:',
+    '  stores:',
+    '    default:',
+    '      type: embedded',
+    `      path: ${path.join(dataDir, 'meta')}`,
+    'blocks:',
+    '  stores:',
+    '    default:',
+    '      type: filesystem',
+    '      block_size: 256KiB',
+    `      path: ${path.join(dataDir, 'blocks')}`,
+    'shares:',
+    '  - name: /export',
+    '    metadata: default',
+    '    blocks: default',
+    '',
+  ].join('\n');
+}
+
 export async function mountTmpfs(dir: string, size: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   const r = await runTool('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { timeoutMs: 60_000 });
