@@ -90,17 +90,28 @@ describe('a truncate that waited for WAL room while its lease moved or its file 
       () => 'logged',
       (e: { errno?: string; message: string }) => e.errno ?? e.message,
     );
+  /** Two servers and a file of `size` bytes A wrote, its size stored. */
+  const writtenByA = async (size: number) => {
+    const s = await servers();
+    const id = await mkfile(s.meta);
+    await s.a.data.write(id, 0, Buffer.alloc(size, 0x61));
+    await s.meta.setAttr(id, { size });
+    return { ...s, id };
+  };
+  /** A's truncate of `id` to `size` (its token taken), once it waits for WAL room; `truncated`: how it ends. */
+  const truncateWaiting = async (s: Awaited<ReturnType<typeof writtenByA>>, size: number) => {
+    s.walA.held = true;
+    const waiting = s.walA.waiting();
+    const truncated = outcome(s.a.data.truncate(s.id, size, () => s.meta.setAttr(s.id, { size })));
+    await waiting;
+    return { truncated };
+  };
 
   it('the lease moved and the other server wrote: refused (JUKEBOX), and what that server acknowledged stays', async () => {
-    const { meta, walA, a, b } = await servers();
-    const id = await mkfile(meta);
-    await a.data.write(id, 0, Buffer.alloc(100, 0x61));
-    await meta.setAttr(id, { size: 100 });
+    const s = await writtenByA(100);
+    const { meta, walA, a, b, id } = s;
     // A's truncate to 0 takes its token, then waits for WAL room.
-    walA.held = true;
-    const waiting = walA.waiting();
-    const truncated = outcome(a.data.truncate(id, 0, () => meta.setAttr(id, { size: 0 })));
-    await waiting;
+    const { truncated } = await truncateWaiting(s, 0);
     // A write through B takes the lease (A stores what it acknowledged and lets it go) and is acknowledged.
     await b.data.write(id, 0, Buffer.alloc(200, 0x62), () => void meta.setAttr(id, { size: 200 }));
     assert.equal(typeof b.leases.token(id), 'number', 'B holds the lease now');
@@ -157,16 +168,11 @@ describe('a truncate that waited for WAL room while its lease moved or its file 
   });
 
   it('the file was stored for a read through another server: logged under the same lease, and marked again', async () => {
-    const { meta, walA, a, b } = await servers();
-    const id = await mkfile(meta);
-    await a.data.write(id, 0, Buffer.alloc(100, 0x61));
-    await meta.setAttr(id, { size: 100 });
+    const s = await writtenByA(100);
+    const { walA, a, b, id } = s;
     const t = a.leases.token(id);
     assert.equal(typeof t, 'number', 'held and marked');
-    walA.held = true;
-    const waiting = walA.waiting();
-    const truncated = outcome(a.data.truncate(id, 50, () => meta.setAttr(id, { size: 50 })));
-    await waiting;
+    const { truncated } = await truncateWaiting(s, 50);
     // A read through B has what A acknowledged stored (A's mark goes).
     await b.leases.fresh(id);
     walA.letGo();
@@ -181,14 +187,9 @@ describe('a truncate that waited for WAL room while its lease moved or its file 
   });
 
   it('the lease lapsed while the truncate waited (no renewal, its keys gone) and another server wrote: refused', async () => {
-    const { meta, walA, a, b } = await servers();
-    const id = await mkfile(meta);
-    await a.data.write(id, 0, Buffer.alloc(100, 0x61));
-    await meta.setAttr(id, { size: 100 });
-    walA.held = true;
-    const waiting = walA.waiting();
-    const truncated = outcome(a.data.truncate(id, 0, () => meta.setAttr(id, { size: 0 })));
-    await waiting;
+    const s = await writtenByA(100);
+    const { meta, walA, a, b, id } = s;
+    const { truncated } = await truncateWaiting(s, 0);
     // A loses Redis (nothing renewed since: as Coordinator.disconnected does), and Redis its keys
     // (restarted without persistence, its grace over): B takes the lease and writes the file.
     a.leases.unconfirmAll();
@@ -205,14 +206,9 @@ describe('a truncate that waited for WAL room while its lease moved or its file 
   });
 
   it('a hand-over asked for while the truncate marks the file again: refused, and the mark goes with the lease', async () => {
-    const { meta, walA, a, b } = await servers();
-    const id = await mkfile(meta);
-    await a.data.write(id, 0, Buffer.alloc(100, 0x61));
-    await meta.setAttr(id, { size: 100 });
-    walA.held = true;
-    const waiting = walA.waiting();
-    const truncated = outcome(a.data.truncate(id, 50, () => meta.setAttr(id, { size: 50 })));
-    await waiting;
+    const s = await writtenByA(100);
+    const { meta, walA, a, b, id } = s;
+    const { truncated } = await truncateWaiting(s, 50);
     // A read through B has the file stored (A's mark goes); then, just as A's truncate marks the
     // file again (its Redis SET sent, not answered), B asks for the lease.
     await b.leases.fresh(id);
