@@ -562,4 +562,31 @@ describe('a stream open asking FILE_EXECUTE (MS-SMB2 3.3.5.12: READ takes it for
     assert.equal(await status(readStream(cb)), NtStatus.ACCESS_DENIED, 'the mode lets bob read no more');
     await srv.close();
   });
+
+  it("of a directory's stream is not granted it by traverse permission: reading the stream needs reading the directory", async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const bob = { uid: 1001, gid: 1001, gids: [] };
+    const cb = { ...c, id: bob };
+    // A folder's named stream (macOS keeps a folder's extended attributes so), made while d was 0755.
+    const d = (await create(c, createRequest('d', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open;
+    const st = (await create(c, createRequest('d:s', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, st, { offset: 0, fileId: st.fileId, flags: 0, data: Buffer.from('secret') });
+    await close(c, st);
+    const readStream = async (desiredAccess: number) => {
+      const o = (await create(cb, createRequest('d:s', { desiredAccess }))).open;
+      try {
+        return (await files.read(cb, o, { offset: 0, length: 64, minimumCount: 0, fileId: o.fileId, flags: 0 })).toString();
+      } finally {
+        await close(cb, o);
+      }
+    };
+    assert.equal(await readStream(Access.FILE_EXECUTE), 'secret', 'bob reads while the mode lets him read d');
+    // 0711: others may pass through d, not read it; FILE_EXECUTE of a directory is that traverse.
+    await srv.fs.setattr(d.handle, alice, { mode: 0o711 });
+    assert.equal(await status(readStream(Access.FILE_READ_DATA)), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(readStream(Access.FILE_EXECUTE)), NtStatus.ACCESS_DENIED, 'traverse reads no stream');
+    await close(c, d);
+    await srv.close();
+  });
 });

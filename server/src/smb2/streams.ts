@@ -159,11 +159,14 @@ export async function createStreamOpen(
   // READ takes it for FILE_READ_DATA (MS-SMB2 3.3.5.12, as Windows), and the vfs checks the
   // stream's own mode, its file's when it was made: it is granted only to who may read or run the
   // file now (else a file made 0600 since would have its streams read by anyone it once let read).
+  // A directory's FILE_EXECUTE is traverse (every directory's, maximalAccessOf), which reads
+  // nothing: a stream of a directory needs reading it.
+  const reads = file.type === FileType.DIR ? Access.FILE_READ_DATA : Access.FILE_READ_DATA | Access.FILE_EXECUTE;
   const refused = (desired & FILE_ALL_ACCESS & ~Access.FILE_EXECUTE & ~max) >>> 0;
   if (refused !== 0) throw fail(NtStatus.ACCESS_DENIED, `rights asked and not granted: 0x${refused.toString(16)}`);
   checkOpenExisting(file, desired, CreateDisposition.OPEN, req.fileAttributes, false);
   const asked = (req.desiredAccess & Access.MAXIMUM_ALLOWED) !== 0 ? max | (desired & ~Access.MAXIMUM_ALLOWED & max) : desired;
-  const granted = (max & (Access.FILE_READ_DATA | Access.FILE_EXECUTE)) === 0 ? asked & ~Access.FILE_EXECUTE : asked;
+  const granted = (max & reads) === 0 ? asked & ~Access.FILE_EXECUTE : asked;
 
   // A delete-pending file (its delete waiting for opens of it or its streams) gets no new stream opens.
   if (c.fs.opens.get(c.share.meta, file.id)?.deletePending) throw fail(NtStatus.DELETE_PENDING);

@@ -736,13 +736,16 @@ export class FileService {
    */
   async flush(handle: Buffer, cred: Identity): Promise<Inode> {
     const { share, inode } = await this.resolve(handle);
-    this.identity(share, cred);
+    const id = this.identity(share, cred);
     if (inode.type === FileType.REG) await this.sync(share, inode.id);
     // A directory's FLUSH (an open that may add to it) makes its entries durable: the names made,
     // removed and renamed in it. The embedded engine answers those before its fsync (meta/sql/
     // sqlite.ts, sync: commit); its sync covers every change answered before it. Nothing was
     // synced for a directory before, so a client's FlushFileBuffers of one vouched for nothing.
-    else await share.meta.flushAttrs?.(inode.id);
+    // Only for a caller who may write the directory now: SMB grants FILE_ADD_FILE on a directory
+    // open without judging it (each add is checked here), so a reader's FLUSH would otherwise make
+    // the server fsync at will, which COMMIT refuses to readers; he has made nothing in it to vouch for.
+    else if (mayWrite(inode, id)) await share.meta.flushAttrs?.(inode.id);
     return inode;
   }
 
