@@ -28,7 +28,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { NfsOps, statusName } from '../helpers/nfs-ops.js';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
@@ -47,13 +46,11 @@ import {
   startReady,
   subtractRange,
   tail,
+  volatileWalEnv,
   writeConfig,
 } from './support.js';
 
 const SEED = seedFrom('FAULT_SEED');
-/** Holds the server's WAL writes until their fdatasync (volatile-wal.ts); FAULT_VOLATILE_WAL=0: the server as it is. */
-const VOLATILE_WAL = path.join(path.dirname(fileURLToPath(import.meta.url)), 'volatile-wal.ts');
-const VOLATILE = process.env.FAULT_VOLATILE_WAL !== '0';
 const ROUNDS = Math.max(10, intFromEnv('FAULT_CRASH_ROUNDS', 12));
 const FILES = 4;
 /** Files grow up to this size, then only see overwrites. */
@@ -235,13 +232,7 @@ void describe('crash: SIGKILL of the server during writes (raw NFSv3 client)', {
 
     const start = async (): Promise<DittofsProcess> => {
       // The WAL is volatile (volatile-wal.ts): a SIGKILL loses what no fdatasync covered, as a power cut.
-      const env: Record<string, string> = {};
-      if (VOLATILE)
-        Object.assign(env, {
-          NODE_OPTIONS: `--import tsx --import "${VOLATILE_WAL}"`,
-          DITTOFS_TEST_VOLATILE_WAL: `${path.sep}wal${path.sep}`,
-        });
-      const s = await startReady({ dataDir, configFile, nfsPort, env });
+      const s = await startReady({ dataDir, configFile, nfsPort, env: volatileWalEnv() });
       server = s;
       return s;
     };

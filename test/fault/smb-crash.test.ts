@@ -49,7 +49,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
@@ -70,12 +69,9 @@ import {
   startReady,
   subtractRange,
   tail,
+  volatileWalEnv,
   writeConfig,
 } from './support.js';
-
-/** Holds the server's WAL writes until their fdatasync (see volatile-wal.ts): a SIGKILL is then a power cut for the WAL. */
-const VOLATILE_WAL = path.join(path.dirname(fileURLToPath(import.meta.url)), 'volatile-wal.ts');
-const VOLATILE = process.env.FAULT_VOLATILE_WAL !== '0';
 
 const DEFAULT_SEED = 20261207;
 const SEED = process.env.FAULT_SEED ? seedFrom('FAULT_SEED') : DEFAULT_SEED;
@@ -354,13 +350,7 @@ void describe(
 
     const start = async (): Promise<DittofsProcess> => {
       // Info level: the durable-handle part waits for the server's "durable open preserved" line.
-      const env: Record<string, string> = { DITTOFS_LOG_LEVEL: 'info' };
-      if (VOLATILE)
-        Object.assign(env, {
-          NODE_OPTIONS: `--import tsx --import "${VOLATILE_WAL}"`,
-          DITTOFS_TEST_VOLATILE_WAL: `${path.sep}wal${path.sep}`,
-        });
-      const s = await startReady({ dataDir, configFile, nfsPort, env });
+      const s = await startReady({ dataDir, configFile, nfsPort, env: volatileWalEnv({ DITTOFS_LOG_LEVEL: 'info' }) });
       server = s;
       return s;
     };

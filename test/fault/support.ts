@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { runTool } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess, type StartOptions } from '../helpers/server.js';
@@ -55,6 +56,17 @@ export function crashTestConfig(dataDir: string): string {
     '    blocks: default',
     '',
   ].join('\n');
+}
+
+/**
+ * The environment that starts the server with its WAL volatile (volatile-wal.ts: segment writes
+ * held in the process until their fdatasync, so a SIGKILL loses what no fdatasync covered, as a
+ * power cut would), added to `env`; FAULT_VOLATILE_WAL=0 leaves the server as it is.
+ */
+export function volatileWalEnv(env: Record<string, string> = {}): Record<string, string> {
+  if (process.env.FAULT_VOLATILE_WAL === '0') return env;
+  const preload = path.join(path.dirname(fileURLToPath(import.meta.url)), 'volatile-wal.ts');
+  return { ...env, NODE_OPTIONS: `--import tsx --import "${preload}"`, DITTOFS_TEST_VOLATILE_WAL: `${path.sep}wal${path.sep}` };
 }
 
 export async function mountTmpfs(dir: string, size: string): Promise<void> {
