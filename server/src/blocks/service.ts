@@ -96,6 +96,13 @@ interface ReplaySize {
 const DATA_RANGES_WINDOW = 4096;
 const DATA_RANGES_WINDOW_MAX = 1 << 20;
 
+/** A record refused because the file's write lease moved or lost its mark while it waited (checkLease): JUKEBOX. */
+class LeaseMoved extends VfsError {
+  constructor(why: string) {
+    super('JUKEBOX', why);
+  }
+}
+
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
 const MAX_RETRY_DELAY_MS = 10_000;
 /** How often WAL records wait again for a metadata store that could not sync (afterMetaDurable). */
@@ -453,7 +460,6 @@ export class BlockService {
       // An append's end was read before the truncate it waited for: past it, that end is wrong.
       if (cutWaited && underToken !== undefined) throw new AppendEndMoved('the file was truncated while the append looked for its end');
       this.lastWriteAt = Date.now();
-      let unheld = false;
       try {
         // Appended before any await when there is room: appends (and the index) stay in call order.
         // A truncate that comes while this waits for room waits for it (roomWaits).
@@ -461,24 +467,15 @@ export class BlockService {
           // A write that waited (for a cut, for room) may come after the lease was handed over: never
           // logged or acknowledged then (its bytes may be refused as older than the next holder's);
           // the client sends it again.
-          if (this.opts.leases && !this.opts.leases.holds(inodeId, token)) {
-            unheld = true;
-            throw new VfsError(
-              'JUKEBOX',
-              'the write lease of the file moved to another server, or the file was stored, while the write waited',
-            );
-          }
+          this.checkLease(inodeId, token, 'write');
           const appended = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token);
           admitted?.();
           return appended;
         }, inodeId);
         break;
       } catch (e) {
-        // Stored meanwhile for a read elsewhere (its mark gone) under a lease still ours: marked
-        // again (token() does), then logged, past any cut begun meanwhile. Not refused: nothing moved.
-        if (!unheld || attempt >= 2 || this.opts.leases?.heldUnder?.(inodeId, token) !== true) throw e;
-        const again = this.opts.leases.token(inodeId);
-        if ((typeof again === 'number' ? again : await again) !== token) throw e;
+        // Logged past any cut begun while the token was taken again (the loop waits for it).
+        if (!(await this.retaken(e, inodeId, token, attempt))) throw e;
       }
     }
     // Without a persistent log the extents keep the bytes for good: they get their own copy.
@@ -1330,31 +1327,43 @@ export class BlockService {
    * still ours: marked again, then logged. Once logged, a hand-over waits for it (`loggedCuts`).
    */
   private async appendLeased(lease: { inodeId: number; token: number }, append: () => WalAppend): Promise<WalAppend> {
-    const leases = this.opts.leases!;
     const { inodeId, token } = lease;
     for (let attempt = 0; ; attempt++) {
-      let unheld = false;
       try {
         // The lease checked and the record logged in one turn: a hand-over that starts later finds
         // it in `loggedCuts`; one that started earlier cleared the mark or the lease checked here.
         return await this.appendWithRoom(() => {
-          if (!leases.holds(inodeId, token)) {
-            unheld = true;
-            throw new VfsError(
-              'JUKEBOX',
-              'the write lease of the file moved to another server, or the file was stored, while the truncate waited',
-            );
-          }
+          this.checkLease(inodeId, token, 'truncate');
           const appended = append();
           this.loggedCuts.add(inodeId);
           return appended;
         });
       } catch (e) {
-        if (!unheld || attempt >= 2 || leases.heldUnder?.(inodeId, token) !== true) throw e;
-        const again = leases.token(inodeId);
-        if ((typeof again === 'number' ? again : await again) !== token) throw e;
+        if (!(await this.retaken(e, inodeId, token, attempt))) throw e;
       }
     }
+  }
+
+  /**
+   * Several servers: LeaseMoved unless this server holds the lease of `inodeId` under `token`,
+   * marked (FileLeases.holds), when the record of a write or truncate that may have waited (for a
+   * cut, for WAL room) is about to be appended. Nothing with one server.
+   */
+  private checkLease(inodeId: number, token: number, what: 'write' | 'truncate'): void {
+    if (this.opts.leases && !this.opts.leases.holds(inodeId, token))
+      throw new LeaseMoved(`the write lease of the file moved to another server, or the file was stored, while the ${what} waited`);
+  }
+
+  /**
+   * After a record refused by checkLease (`e`): true when only the mark went (the file was stored
+   * meanwhile for a read elsewhere) under a lease still ours, and token() took it again under the
+   * same token, which marks the file: append again (twice at most). Not refused: nothing moved.
+   */
+  private async retaken(e: unknown, inodeId: number, token: number, attempt: number): Promise<boolean> {
+    const leases = this.opts.leases;
+    if (!(e instanceof LeaseMoved) || attempt >= 2 || leases?.heldUnder?.(inodeId, token) !== true) return false;
+    const again = leases.token(inodeId);
+    return (typeof again === 'number' ? again : await again) === token;
   }
 
   /**
