@@ -40,14 +40,14 @@ import {
   KiB,
   logLinesAtLeast,
   MiB,
-  RangeSet,
   sha256,
   sleep,
   startReady,
-  subtractRange,
   tail,
   volatileWalEnv,
   writeConfig,
+  WriteModel,
+  type PendingWrite,
 } from './support.js';
 
 const SEED = seedFrom('FAULT_SEED');
@@ -67,73 +67,34 @@ const TEST_TIMEOUT_MS = SUITE_TIMEOUT_MS;
 /** Appended to every failure message so that it can be reproduced. */
 const REPRO = `(seed ${SEED}; rerun with FAULT_SEED=${SEED})`;
 
-interface Segment {
-  off: number;
-  data: Buffer;
-}
-
-/** A WRITE not acknowledged as durable: sent (maybe answered UNSTABLE) but not covered by a COMMIT. */
-interface PendingWrite {
-  seq: number;
-  /** What is left of it after newer durable writes cut out their ranges. */
-  segs: Segment[];
-  /** Verifier of its UNSTABLE reply; null while unanswered (or if the reply never came). */
-  verf: Buffer | null;
-}
-
-class FileModel {
+/** The NFS side's model: a file handle and name, and counts for the report. */
+class FileModel extends WriteModel {
   fh: Buffer = Buffer.alloc(0);
-  readonly model = Buffer.alloc(MAX_FILE);
-  size = 0;
-  readonly durable = Buffer.alloc(MAX_FILE);
-  readonly known = new RangeSet();
-  pending: PendingWrite[] = [];
-  private seq = 0;
   /** Statistics for the report. */
   writes = 0;
   durableAcks = 0;
   commits = 0;
 
-  constructor(readonly name: string) {}
+  constructor(readonly name: string) {
+    super(MAX_FILE);
+  }
 
-  /** Records a WRITE about to be sent. */
-  issue(off: number, data: Buffer): PendingWrite {
-    data.copy(this.model, off);
-    this.size = Math.max(this.size, off + data.length);
-    const p: PendingWrite = { seq: ++this.seq, segs: [{ off, data }], verf: null };
-    this.pending.push(p);
+  /** Records a WRITE about to be sent (UNSTABLE until its reply says with which verifier). */
+  override issue(off: number, data: Buffer): PendingWrite {
+    const p = super.issue(off, data);
+    p.verf = null;
     this.writes++;
     return p;
   }
 
-  /** `p` is acknowledged durable: its bytes are known, and older pending writes lose those bytes. */
-  markDurable(p: PendingWrite): void {
-    const at = this.pending.indexOf(p);
-    if (at < 0) return;
-    this.pending.splice(at, 1);
-    this.durableAcks++;
-    for (const seg of p.segs) {
-      seg.data.copy(this.durable, seg.off);
-      this.known.add(seg.off, seg.off + seg.data.length);
-      const cutS = seg.off;
-      const cutE = seg.off + seg.data.length;
-      for (const q of this.pending) {
-        if (q.seq > p.seq) continue;
-        const next: Segment[] = [];
-        for (const s of q.segs) {
-          for (const [a, b] of subtractRange(s.off, s.off + s.data.length, cutS, cutE)) {
-            next.push({ off: a, data: s.data.subarray(a - s.off, b - s.off) });
-          }
-        }
-        q.segs = next;
-      }
-    }
-    this.pending = this.pending.filter((q) => q.segs.length > 0);
+  override markDurable(p: PendingWrite): void {
+    if (this.pending.includes(p)) this.durableAcks++;
+    super.markDurable(p);
   }
 
   /** A COMMIT answered with `verf`: every UNSTABLE write answered with the same verifier is durable. */
   committed(verf: Buffer): number {
-    const covered = this.pending.filter((p) => p.verf !== null && p.verf.equals(verf)).sort((a, b) => a.seq - b.seq);
+    const covered = this.pending.filter((p) => p.verf?.equals(verf) === true).sort((a, b) => a.seq - b.seq);
     for (const p of covered) this.markDurable(p);
     this.commits++;
     return covered.length;
@@ -296,7 +257,7 @@ void describe('crash: SIGKILL of the server during writes (raw NFSv3 client)', {
     /** One file's worker: WRITEs and COMMITs until the connection dies or the op budget runs out. */
     const worker = async (nfs: NfsOps, f: FileModel, frng: Prng, killed: () => boolean): Promise<void> => {
       for (let op = 0; op < MAX_OPS_PER_ROUND && !killed(); op++) {
-        const unstable = f.pending.filter((p) => p.verf !== null).length;
+        const unstable = f.pending.filter((p) => p.verf instanceof Buffer).length;
         if (unstable > 0 && frng.chance(0.25)) {
           const c = await nfs.commit(f.fh);
           if (c.status !== 0 || !c.verf) throw new Error(`COMMIT ${f.name}: ${statusName(c.status)}`);

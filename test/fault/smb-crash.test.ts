@@ -67,10 +67,10 @@ import {
   RangeSet,
   sleep,
   startReady,
-  subtractRange,
   tail,
   volatileWalEnv,
   writeConfig,
+  WriteModel,
 } from './support.js';
 
 const DEFAULT_SEED = 20261207;
@@ -108,50 +108,10 @@ const BATCH_OPLOCK = 9;
 /** Appended to every failure message so that it can be reproduced. */
 const REPRO = `(seed ${SEED}; rerun with FAULT_SEED=${SEED})`;
 
-interface Segment {
-  off: number;
-  data: Buffer;
-}
-
-/** A WRITE not acknowledged as durable: sent (maybe answered) but not written through nor FLUSHed. */
-interface PendingWrite {
-  seq: number;
-  /** What is left of it after newer durable writes and truncates cut out their ranges. */
-  segs: Segment[];
-}
-
 /** The data of one file: what was sent, and what of it was acknowledged durable. */
-class FileModel {
-  readonly model = Buffer.alloc(MAX_FILE);
-  /** The size every request sent so far makes. */
-  size = 0;
-  readonly durable = Buffer.alloc(MAX_FILE);
-  known = new RangeSet();
-  /** The size can be no smaller than this after a crash (acknowledged durable). */
-  sizeLo = 0;
-  pending: PendingWrite[] = [];
-  seq = 0;
-
-  /** Records a WRITE about to be sent. */
-  issue(off: number, data: Buffer): PendingWrite {
-    data.copy(this.model, off);
-    this.size = Math.max(this.size, off + data.length);
-    const p: PendingWrite = { seq: ++this.seq, segs: [{ off, data }] };
-    this.pending.push(p);
-    return p;
-  }
-
-  /** `p` is acknowledged durable: its bytes are known, and older pending writes lose those bytes. */
-  markDurable(p: PendingWrite): void {
-    const at = this.pending.indexOf(p);
-    if (at < 0) return;
-    this.pending.splice(at, 1);
-    for (const seg of p.segs) {
-      seg.data.copy(this.durable, seg.off);
-      this.known.add(seg.off, seg.off + seg.data.length);
-      this.sizeLo = Math.max(this.sizeLo, seg.off + seg.data.length);
-      this.cutPending(seg.off, seg.off + seg.data.length, p.seq);
-    }
+class FileModel extends WriteModel {
+  constructor() {
+    super(MAX_FILE);
   }
 
   /** A FLUSH answered: every write sent before it is durable, and the size too. */
@@ -179,20 +139,6 @@ class FileModel {
     }
     this.size = n;
     this.sizeLo = n;
-  }
-
-  private cutPending(cutS: number, cutE: number, olderThan: number): void {
-    for (const q of this.pending) {
-      if (q.seq > olderThan) continue;
-      const next: Segment[] = [];
-      for (const s of q.segs) {
-        for (const [a, b] of subtractRange(s.off, s.off + s.data.length, cutS, cutE)) {
-          next.push({ off: a, data: s.data.subarray(a - s.off, b - s.off) });
-        }
-      }
-      q.segs = next;
-    }
-    this.pending = this.pending.filter((q) => q.segs.length > 0);
   }
 
   /** A copy (the state before a SET_INFO end of file in flight). */

@@ -192,3 +192,76 @@ export function subtractRange(s: number, e: number, cutS: number, cutE: number):
   if (cutE < e) out.push([cutE, e]);
   return out;
 }
+
+export interface Segment {
+  off: number;
+  data: Buffer;
+}
+
+/** A WRITE not acknowledged as durable: sent (maybe answered) but not covered by a COMMIT or FLUSH. */
+export interface PendingWrite {
+  seq: number;
+  /** What is left of it after newer durable writes (and truncates) cut out their ranges. */
+  segs: Segment[];
+  /** NFS: the verifier of its UNSTABLE reply; null while unanswered (or if the reply never came). */
+  verf?: Buffer | null;
+}
+
+/**
+ * What a crash test sent to one file and which of it was acknowledged durable: after a crash every
+ * `known` byte must read as `durable` unless a pending (newer, not durable) write explains it.
+ */
+export class WriteModel {
+  /** The file as every request sent so far makes it. */
+  readonly model: Buffer;
+  /** The size every request sent so far makes. */
+  size = 0;
+  readonly durable: Buffer;
+  known = new RangeSet();
+  /** The size can be no smaller than this after a crash (acknowledged durable). */
+  sizeLo = 0;
+  pending: PendingWrite[] = [];
+  seq = 0;
+
+  constructor(readonly maxSize: number) {
+    this.model = Buffer.alloc(maxSize);
+    this.durable = Buffer.alloc(maxSize);
+  }
+
+  /** Records a WRITE about to be sent. */
+  issue(off: number, data: Buffer): PendingWrite {
+    data.copy(this.model, off);
+    this.size = Math.max(this.size, off + data.length);
+    const p: PendingWrite = { seq: ++this.seq, segs: [{ off, data }] };
+    this.pending.push(p);
+    return p;
+  }
+
+  /** `p` is acknowledged durable: its bytes are known, and older pending writes lose those bytes. */
+  markDurable(p: PendingWrite): void {
+    const at = this.pending.indexOf(p);
+    if (at < 0) return;
+    this.pending.splice(at, 1);
+    for (const seg of p.segs) {
+      seg.data.copy(this.durable, seg.off);
+      this.known.add(seg.off, seg.off + seg.data.length);
+      this.sizeLo = Math.max(this.sizeLo, seg.off + seg.data.length);
+      this.cutPending(seg.off, seg.off + seg.data.length, p.seq);
+    }
+  }
+
+  /** Pending writes up to `olderThan` (by seq) lose [cutS, cutE); those left with nothing go. */
+  protected cutPending(cutS: number, cutE: number, olderThan: number): void {
+    for (const q of this.pending) {
+      if (q.seq > olderThan) continue;
+      const next: Segment[] = [];
+      for (const s of q.segs) {
+        for (const [a, b] of subtractRange(s.off, s.off + s.data.length, cutS, cutE)) {
+          next.push({ off: a, data: s.data.subarray(a - s.off, b - s.off) });
+        }
+      }
+      q.segs = next;
+    }
+    this.pending = this.pending.filter((q) => q.segs.length > 0);
+  }
+}
