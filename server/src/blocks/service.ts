@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from 'pino';
 import { BlockConflictError, type BlockRef, type MetadataStore } from '../meta/store.js';
+import { errorMessage } from '../error-message.js';
 import { randomHex } from '../random-hex.js';
 import { settledWithin } from '../timeouts.js';
 import { AppendEndMoved, storageError, VfsError } from '../vfs/errors.js';
@@ -101,6 +102,29 @@ class LeaseMoved extends VfsError {
   constructor(why: string) {
     super('JUKEBOX', why);
   }
+}
+
+/**
+ * A truncate or cut logged and synced, not finished when close() came (its metadata store still
+ * failing): its WAL record stays, and the next start's replay finishes it.
+ */
+class Unfinished extends VfsError {
+  constructor(what: string, cause: unknown) {
+    super('JUKEBOX', `the server stopped before the ${what} was finished (the next start finishes it): ${errorMessage(cause)}`);
+  }
+}
+
+/**
+ * Whether a step of a logged truncate that failed with `e` may work if tried again: the metadata
+ * store was unreachable or could not sync, or failed some other way that is not an answer. Not
+ * so: the lease moved or the file is gone (replay skips such records too), the store refused the
+ * change (a VfsError: a SETATTR guard, say), or this program is at fault.
+ */
+function retriable(e: unknown): boolean {
+  if (e instanceof LeaseMoved || (e instanceof BlockConflictError && e.stale)) return false;
+  if (e instanceof VfsError) return e.errno === 'JUKEBOX' || e.errno === 'IO' || e.errno === 'NOSPC';
+  // A fault of this program comes back the same every time.
+  return !(e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError);
 }
 
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
@@ -1309,12 +1333,52 @@ export class BlockService {
       () => this.wal.appendTruncate(this.opts.shareId, inodeId, newSize, token),
       'could not log the truncate in the WAL',
       async (seg) => {
-        await this.truncateData(inodeId, newSize, seg, token);
-        return await commit?.();
+        await this.untilApplied('truncate', () => this.truncateData(inodeId, newSize, seg, token));
+        return commit === undefined ? undefined : await this.commitTruncate(inodeId, newSize, commit);
       },
       commit === undefined ? undefined : inodeId,
       this.opts.leases ? { inodeId, token } : undefined,
     );
+  }
+
+  /**
+   * Runs a step of a truncate or cut whose record is logged and synced. From then on it is decided:
+   * a crash replays it, and its first step drops the dirty data past the cut from memory. Failing
+   * it would leave the file with its old size over the older stored bytes there (acknowledged
+   * writes undone for a call reported failed), until a crash finished it. So a step that fails for
+   * want of its metadata store is tried again every RELEASE_RETRY_MS (one warning), the caller
+   * waiting, until it works; at close(), Unfinished (the record stays for the next start). Not
+   * tried again: the lease moved or the file is gone, or the store refused it (see retriable).
+   */
+  private async untilApplied<T>(what: 'truncate' | 'cut', step: () => Promise<T>): Promise<T> {
+    for (let warned = false; ; warned = true) {
+      try {
+        return await step();
+      } catch (e) {
+        if (!retriable(e)) throw e;
+        if (this.closed) throw new Unfinished(what, e);
+        if (!warned)
+          this.opts.log?.warn({ err: e }, `a logged ${what} could not be applied; trying again until the metadata store takes it`);
+        // Not unref'd: a caller waits for it (and close() ends it within one pause).
+        await new Promise((r) => setTimeout(r, RELEASE_RETRY_MS));
+      }
+    }
+  }
+
+  /**
+   * The caller's `commit` of a truncate whose data is cut (untilApplied). Refused by the store (a
+   * SETATTR guard that no longer holds, say): the new size is stored on its own, as replay would
+   * store it, and the refusal goes to the caller (its other changes are not made).
+   */
+  private async commitTruncate<T>(inodeId: number, newSize: number, commit: () => Promise<T>): Promise<T> {
+    try {
+      return await this.untilApplied('truncate', commit);
+    } catch (e) {
+      if (e instanceof Unfinished || e instanceof LeaseMoved || (e instanceof BlockConflictError && e.stale)) throw e;
+      if (e instanceof VfsError && (e.errno === 'STALE' || e.errno === 'NOENT')) throw e;
+      await this.untilApplied('truncate', () => this.meta.setAttr(inodeId, { size: newSize }));
+      throw e;
+    }
   }
 
   /**
@@ -1383,6 +1447,7 @@ export class BlockService {
     let seg: WalSegment | null = null;
     const record: WalHolder = { kick: () => undefined };
     let applied = false;
+    let unfinished = false;
     try {
       try {
         const logged = (): WalAppend => {
@@ -1397,12 +1462,19 @@ export class BlockService {
       } catch (err) {
         throw storageError(failure, err);
       }
-      const result = await apply(seg!);
+      let result: T;
+      try {
+        result = await apply(seg!);
+      } catch (e) {
+        unfinished = e instanceof Unfinished;
+        throw e;
+      }
       applied = true;
       return result;
     } finally {
       const held: WalSegment | null = seg;
-      if (held !== null) {
+      // Unfinished: held for good (this process stops), replayed at the next start.
+      if (held !== null && !unfinished) {
         const release = (): void => this.wal.release(held, record);
         if (applied && metaOf !== undefined) this.afterMetaDurable(metaOf, release);
         else release();
@@ -1536,7 +1608,7 @@ export class BlockService {
     await this.withSyncedRecord(
       () => this.wal.appendCut(this.opts.shareId, inodeId, from, token),
       'could not log the zeroed range in the WAL',
-      (seg) => this.truncateData(inodeId, from, seg, token),
+      (seg) => this.untilApplied('cut', () => this.truncateData(inodeId, from, seg, token)),
       undefined,
       this.opts.leases ? { inodeId, token } : undefined,
     );

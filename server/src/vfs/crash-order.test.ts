@@ -20,6 +20,7 @@ import type { MetadataStore } from '../meta/store.js';
 import { TEST_SHARE } from '../testing/memory-server.js';
 import { errorMessage } from '../error-message.js';
 import { until } from '../../../test/helpers/hostile.js';
+import { VfsError } from './errors.js';
 import { CreateMode, FileService } from './service.js';
 import { compareTimespec } from './types.js';
 
@@ -46,6 +47,63 @@ class GatedStore extends MemoryMetadataStore {
       throw new Error('database unreachable');
     }
   }
+}
+
+/** A memory store whose dropBlocks, and setAttr calls that change a size, fail while counted down (an outage). */
+class FailingCuts extends MemoryMetadataStore {
+  failDrops = 0;
+  failSizes = 0;
+  drops = 0;
+  override async dropBlocks(inodeId: number, from: number, token?: number) {
+    this.drops++;
+    if (this.failDrops > 0) {
+      this.failDrops--;
+      throw new Error('database unreachable');
+    }
+    return super.dropBlocks(inodeId, from, token);
+  }
+  override async setAttr(...args: Parameters<MemoryMetadataStore['setAttr']>) {
+    if (args[1].size !== undefined && this.failSizes > 0) {
+      this.failSizes--;
+      throw new VfsError('JUKEBOX', 'metadata store unavailable: database unreachable');
+    }
+    return super.setAttr(...args);
+  }
+}
+
+/**
+ * A file of 2 blocks of stored 'A's, then 'B's written over all but its last byte: acknowledged
+ * (stable) and, in the second block, not stored yet (a partial block waits). On a server over a
+ * FailingCuts store. A truncate must leave 'B's up to the cut and nothing
+ * past it (zeros if the file grows again), never the older 'A's there.
+ */
+async function overwrittenFile(opts: { closeFlushMs?: number } = {}) {
+  const dir = walDir();
+  const inner = new FailingCuts();
+  const blocks = new MemoryBlockStore();
+  const a = await boot(dir, inner, blocks, opts);
+  const f = (await a.fs.create(a.rootH, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+  const h = a.fs.handleOf(a.share, f);
+  await a.fs.write(h, root, 0, Buffer.alloc(2 * BS, 0x41), false);
+  await a.fs.commit(h, root);
+  await a.data.flush(f.id);
+  await a.fs.write(h, root, 0, Buffer.alloc(2 * BS - 1, 0x42), true);
+  return { dir, inner, blocks, a, f, h };
+}
+
+/** Where the tests of overwrittenFile cut it: in its first block (the second, not stored yet, goes whole). */
+const CUT = 10;
+
+/** The file of overwrittenFile as a truncate to CUT leaves it: 'B's to the cut, then zeros if it grows. */
+async function assertCut(srv: Awaited<ReturnType<typeof boot>>, h: Buffer): Promise<void> {
+  assert.equal((await srv.fs.getattr(h, root)).inode.size, CUT);
+  assert.equal((await srv.fs.read(h, root, 0, 2 * BS)).data.toString(), 'B'.repeat(CUT));
+  await srv.fs.setattr(h, root, { size: 2 * BS });
+  assert.deepEqual(
+    (await srv.fs.read(h, root, CUT, 2 * BS)).data,
+    Buffer.alloc(2 * BS - CUT),
+    'zeros past the cut, not the older stored bytes',
+  );
 }
 
 /** A block store whose puts wait while `gate` is set. */
@@ -458,6 +516,40 @@ describe('crash order of data and metadata', () => {
     clearTimeout(timer);
     assert.ok(stopped, 'the stop waited for the metadata store for good');
     assert.equal(released.length, 0, 'kept: replayed at the next start, where the file is gone or whole');
+  });
+
+  it('a truncate whose block-map change fails once logged waits for the store and finishes: the cut data never comes back', async () => {
+    const { inner, a, h } = await overwrittenFile();
+    inner.failDrops = 2;
+    const after = (await a.fs.setattr(h, root, { size: CUT })).after;
+    assert.equal(inner.failDrops, 0, 'tried again until the store took it');
+    assert.equal(after.size, CUT);
+    await assertCut(a, h);
+    await a.data.close();
+  });
+
+  it('a truncate whose new size the store refuses for a while once its data is cut waits and stores it; the acknowledged bytes before the cut stay', async () => {
+    const { inner, a, h } = await overwrittenFile();
+    inner.failSizes = 2;
+    const after = (await a.fs.setattr(h, root, { size: CUT })).after;
+    assert.equal(inner.failSizes, 0, 'tried again until the store took it');
+    assert.equal(after.size, CUT);
+    await assertCut(a, h);
+    await a.data.close();
+  });
+
+  it('a stop while a logged truncate still cannot be applied keeps its record: the next start finishes it', async () => {
+    const { dir, inner, blocks, a, f, h } = await overwrittenFile({ closeFlushMs: 200 });
+    inner.failDrops = Number.MAX_SAFE_INTEGER;
+    const setattr = a.fs.setattr(h, root, { size: CUT });
+    await until(() => inner.drops > 0, WAIT_MS, 'the truncate reached the block map');
+    await a.data.close();
+    await assert.rejects(setattr, /next start finishes it/);
+    // A start with the store back (the same database): the file as the truncate leaves it.
+    inner.failDrops = 0;
+    const b = await boot(dir, inner, blocks);
+    await assertCut(b, b.fs.handleOf(b.share, f));
+    await b.data.close();
   });
 
   it("keeps a truncate's WAL record until the new size is durable, without making the SETATTR wait for it", async () => {
