@@ -19,6 +19,7 @@ import type { ControlStore } from '../control/store.js';
 import { openTestControlStore, resetControlStore } from '../control/testing.js';
 import { SHARE_SETTINGS_DEFAULTS, type Role, type StoreKind } from '../control/types.js';
 import { notServedReason, protocolImplemented } from '../protocols.js';
+import { until } from '../../../test/helpers/hostile.js';
 import { checkStore } from '../controlplane.js';
 import { buildApi, PUBLIC_BODY_LIMIT, type ApiOptions } from './app.js';
 import type { App } from './context.js';
@@ -1461,6 +1462,78 @@ describe('over real HTTP: a client without a token makes the server hold (almost
       // Within the limit but never finished: closed once the request deadline passed.
       const stalled = await rawRequest(port, head('/api/v1/auth/login', 1000), '{"username"', /$^/);
       assert.match(stalled, /^(HTTP\/1\.1 408 |$)/, `a stalled request is closed: ${JSON.stringify(stalled.slice(0, 80))}`);
+    } finally {
+      await live.close();
+    }
+  });
+});
+
+/** A raw connection from `from` (a loopback address), open once connected; `closed` settles when the server closes it. */
+async function connectFrom(
+  port: number,
+  from: string,
+): Promise<{ sock: net.Socket; closed: Promise<void>; ask: (req: string) => Promise<string> }> {
+  const sock = net.connect({ port, host: '127.0.0.1', localAddress: from });
+  const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
+  sock.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  let got = '';
+  let waiter: (() => void) | null = null;
+  sock.on('data', (d: Buffer) => {
+    got += d.toString('latin1');
+    waiter?.();
+  });
+  // One request on the kept-alive connection: its whole answer (a JSON body), or what came before the close.
+  const ask = (req: string): Promise<string> =>
+    new Promise((resolve) => {
+      got = '';
+      const check = (): void => {
+        const m = /content-length: (\d+)\r\n/i.exec(got);
+        const at = got.indexOf('\r\n\r\n');
+        if (m && at >= 0 && got.length >= at + 4 + Number(m[1])) resolve(got);
+      };
+      waiter = check;
+      void closed.then(() => resolve(got));
+      sock.write(req);
+    });
+  return { sock, closed, ask };
+}
+
+describe('over real HTTP: connections', () => {
+  it('one address cannot take every connection, and connections that never authenticate make room for one that does', async () => {
+    const live = makeApp({ maxConnectionsPerAddress: 3, maxConnections: 5 });
+    try {
+      await live.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = live.server.address() as net.AddressInfo;
+      let accepted = 0;
+      live.server.on('connection', () => accepted++);
+      const token = (await call('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PW } })).json<{
+        access_token: string;
+      }>().access_token;
+      const authed = `GET /api/v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`;
+      // 127.0.0.2 holds three idle connections (its cap), older than the second's grace.
+      const idle = [];
+      for (let i = 0; i < 3; i++) idle.push(await connectFrom(port, '127.0.0.2'));
+      await until(() => accepted === 3, 30_000, 'the server has the three connections');
+      await new Promise((r) => setTimeout(r, 1_100));
+      // A fourth from there, authenticated: the oldest idle one goes, this one is served.
+      const a = await connectFrom(port, '127.0.0.2');
+      assert.match(await a.ask(authed), /^HTTP\/1\.1 200 /);
+      await idle[0]!.closed;
+      // Now the address holds two idle and one authenticated connection; two more authenticate.
+      assert.match(await idle[1]!.ask(authed), /^HTTP\/1\.1 200 /);
+      assert.match(await idle[2]!.ask(authed), /^HTTP\/1\.1 200 /);
+      // At its cap with every connection proven: a newcomer from there is closed at once, unserved.
+      const refused = await connectFrom(port, '127.0.0.2').catch(() => null);
+      if (refused) assert.equal(await refused.ask(authed), '', 'closed without an answer');
+      for (const c of [a, idle[1]!, idle[2]!]) assert.equal(c.sock.destroyed, false, 'the authenticated connections stay');
+      // Another address is served meanwhile (the listener has room for 5).
+      const other = await connectFrom(port, '127.0.0.3');
+      assert.match(await other.ask(authed), /^HTTP\/1\.1 200 /);
+      for (const c of [a, idle[1]!, idle[2]!, other]) c.sock.destroy();
     } finally {
       await live.close();
     }

@@ -8,11 +8,13 @@
 // gets 401 before its body is even parsed) -> body parsing and validation -> handler.
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
+import type { Socket } from 'node:net';
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { DEFAULT_BCRYPT_COST, TokenService, checkBcryptCost } from '../control/auth.js';
 import type { ControlStore } from '../control/store.js';
 import type { ApiContext, App, Principal, RateLimitRule } from './context.js';
+import { ConnectionLimits, type ConnectionGuard } from '../wire/limits.js';
 import { bucket } from './limits.js';
 import { ApiProblem, PROBLEM_CONTENT_TYPE, failedForGood, problemBody, toProblem } from './problem.js';
 import { adapterRoutes } from './routes/adapters.js';
@@ -66,8 +68,14 @@ export interface ApiOptions {
   version?: string;
   /** A request whose headers and body have not all arrived by then is answered 408 and closed (ms). */
   requestTimeoutMs?: number;
-  /** Connections at once; past it new ones are closed at once. */
+  /**
+   * Connections at once. Past it a new one takes the place of the oldest that never made an
+   * authenticated request (of the address holding most such), past a second's grace; else it is
+   * closed at once.
+   */
   maxConnections?: number;
+  /** Connections from one client address at once, likewise (0: no cap). */
+  maxConnectionsPerAddress?: number;
 }
 
 /**
@@ -80,6 +88,8 @@ export const PUBLIC_BODY_LIMIT = 16 * 1024;
 export const API_REQUEST_TIMEOUT_MS = 30_000;
 /** Default of ApiOptions.maxConnections. */
 export const API_MAX_CONNECTIONS = 1024;
+/** Default of ApiOptions.maxConnectionsPerAddress: far more than the operator and the CLIs open. */
+export const API_MAX_CONNECTIONS_PER_ADDRESS = 64;
 
 /** The 404 of a request for a route that does not exist (the not-found handler, and preParsing before the body). */
 const notFound = (req: FastifyRequest): ApiProblem =>
@@ -186,7 +196,28 @@ export function buildApi(opts: ApiOptions): App {
     },
   }) as unknown as App;
 
-  app.server.maxConnections = opts.maxConnections ?? API_MAX_CONNECTIONS;
+  // The connection caps, as NFS and SMB have them (wire/limits.ts): one address cannot take every
+  // connection, and a crowd of connections that never authenticate cannot keep out those that do
+  // (the operator, an admin's CLI). Node's own timeouts (above) close the idle and the slow.
+  const limits = new ConnectionLimits({
+    maxConnections: opts.maxConnections ?? API_MAX_CONNECTIONS,
+    maxConnectionsPerAddress: opts.maxConnectionsPerAddress ?? API_MAX_CONNECTIONS_PER_ADDRESS,
+    idleTimeoutMs: 0,
+    maxBufferedRequestBytes: 1, // not used: HTTP requests are bounded by bodyLimit and the request timeout
+    name: 'REST API',
+    log: logger,
+  });
+  const guards = new WeakMap<Socket, ConnectionGuard>();
+  app.server.on('connection', (socket: Socket) => {
+    const g = limits.admit(socket);
+    if (g !== null) guards.set(socket, g);
+  });
+  // Proven by a request that a token let through (the login itself does not prove a connection: a
+  // wrong password is answered too).
+  app.addHook('onResponse', async (req, reply) => {
+    if (req.principal !== null && reply.statusCode < 400) guards.get(req.raw.socket)?.prove();
+  });
+  app.addHook('onClose', async () => limits.close());
 
   // Only JSON bodies: a text/plain body is 415, not a string handed to the schema.
   app.removeContentTypeParser('text/plain');
