@@ -15,11 +15,14 @@ import { BlockService } from '../blocks/service.js';
 import { MemoryWal } from '../blocks/wal.js';
 import { MemoryMetadataStore } from '../meta/memory.js';
 import { mkfile } from '../testing/blocks.js';
+import { TEST_SHARE } from '../testing/memory-server.js';
+import { CreateMode, FileService } from '../vfs/service.js';
 import { Coordinator, type FileLeases, type LeaseStore } from './leases.js';
 
 const log = pino({ level: 'silent' });
 const BS = 4096;
 const PREFIX = 'tae:';
+const root = { uid: 0, gid: 0, gids: [] };
 
 /** A promise and what resolves it. */
 function gate(): { wait: Promise<void>; open: () => void } {
@@ -40,8 +43,8 @@ describe('a truncate being applied when its lease lapses and another server writ
     await redis?.stop();
   });
 
-  /** Two servers on one metadata store and one block store, and a file of 100 bytes A wrote. */
-  const setUp = async () => {
+  /** Two servers on one metadata store and one block store. */
+  const servers = async () => {
     const meta = new MemoryMetadataStore();
     const store = new MemoryBlockStore();
     let next = 0;
@@ -62,17 +65,22 @@ describe('a truncate being applied when its lease lapses and another server writ
       leases.join(data);
       return { leases, data, coord };
     };
-    const a = await server();
-    const b = await server();
+    return { meta, a: await server(), b: await server() };
+  };
+  /** A's lease lapses unnoticed: its keys gone from Redis, as when their ttl passes while A stalls. */
+  const lapse = async (b: { coord: Coordinator }, id: number): Promise<void> => {
+    await b.coord.redis.del(`${PREFIX}lease:s:${id}`, `${PREFIX}dirty:s:${id}`);
+  };
+
+  /** Two servers, and a file of 100 bytes A wrote. */
+  const setUp = async () => {
+    const { meta, a, b } = await servers();
     const id = await mkfile(meta);
     await a.data.write(id, 0, Buffer.alloc(100, 0x61));
     await meta.setAttr(id, { size: 100 });
-    /**
-     * A's lease lapses unnoticed (its keys gone from Redis, as when their ttl passes while A
-     * stalls); B writes 200 bytes, stores them (under its newer token) and their size.
-     */
+    /** A's lease lapses unnoticed; B writes 200 bytes, stores them (under its newer token) and their size. */
     const lapseAndWriteThroughB = async (): Promise<void> => {
-      await b.coord.redis.del(`${PREFIX}lease:s:${id}`, `${PREFIX}dirty:s:${id}`);
+      await lapse(b, id);
       await b.data.write(id, 0, Buffer.alloc(200, 0x62), () => void meta.setAttr(id, { size: 200 }));
       await b.data.flush(id);
       await meta.setAttr(id, { size: 200 });
@@ -144,5 +152,47 @@ describe('a truncate being applied when its lease lapses and another server writ
     await s.bStays();
     assert.equal(got, 'JUKEBOX', 'the client sends the truncate again');
     await s.close();
+  });
+
+  it("through the file service (SETATTR size): the size A stores is refused (JUKEBOX) and B's stays", async () => {
+    const { meta, a, b } = await servers();
+    const fsA = new FileService();
+    const fsB = new FileService();
+    const shareA = await fsA.addShare({ ...TEST_SHARE }, meta, a.data);
+    const shareB = await fsB.addShare({ ...TEST_SHARE }, meta, b.data);
+    const rootA = fsA.handleOf(shareA, await fsA.root(shareA));
+    const f = (await fsA.create(rootA, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const hA = fsA.handleOf(shareA, f);
+    const hB = fsB.handleOf(shareB, f);
+    await fsA.write(hA, root, 0, Buffer.alloc(100, 0x61), false);
+    // A's cut is in the store; storing its size waits until B has written.
+    const reached = gate();
+    const go = gate();
+    const drop = meta.dropBlocks.bind(meta);
+    meta.dropBlocks = async (inodeId, from, token) => {
+      const dropped = await drop(inodeId, from, token);
+      if (inodeId === f.id && (token ?? 0) > 0) {
+        reached.open();
+        await go.wait;
+      }
+      return dropped;
+    };
+    const truncated = fsA.setattr(hA, root, { size: 0 }).then(
+      () => 'applied',
+      (e: { errno?: string; message: string }) => e.errno ?? e.message,
+    );
+    await reached.wait;
+    await lapse(b, f.id);
+    // B's WRITE and COMMIT (no persistent WAL: its data is stored at once, under B's token).
+    await fsB.write(hB, root, 0, Buffer.alloc(200, 0x62), false);
+    await fsB.commit(hB, root);
+    go.open();
+    const got = await truncated;
+    assert.equal((await meta.getInode(f.id))!.size, 200, "B's size stays");
+    const read = await fsB.read(hB, root, 0, 200);
+    assert.ok(read.data.equals(Buffer.alloc(200, 0x62)), `B's bytes read ${JSON.stringify(read.data.subarray(0, 8).toString('latin1'))}…`);
+    assert.equal(got, 'JUKEBOX', 'the client sends the SETATTR again');
+    await a.data.close();
+    await b.data.close();
   });
 });
