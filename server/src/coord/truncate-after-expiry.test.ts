@@ -154,7 +154,11 @@ describe('a truncate being applied when its lease lapses and another server writ
     await s.close();
   });
 
-  it("through the file service (SETATTR size): the size A stores is refused (JUKEBOX) and B's stays", async () => {
+  /**
+   * Through the file service: A's SETATTR to size 0 is cut; before its size is stored, A's lease
+   * lapses and B's WRITE of 200 bytes is acknowledged (and COMMITted: stored, with `commit`).
+   */
+  const setattrThroughA = async (commit: boolean): Promise<void> => {
     const { meta, a, b } = await servers();
     const fsA = new FileService();
     const fsB = new FileService();
@@ -183,16 +187,28 @@ describe('a truncate being applied when its lease lapses and another server writ
     );
     await reached.wait;
     await lapse(b, f.id);
-    // B's WRITE and COMMIT (no persistent WAL: its data is stored at once, under B's token).
+    // B's WRITE (its size stored at once: no cache here) and COMMIT (no persistent WAL: its data
+    // is stored at once, under B's token).
     await fsB.write(hB, root, 0, Buffer.alloc(200, 0x62), false);
-    await fsB.commit(hB, root);
+    if (commit) await fsB.commit(hB, root);
     go.open();
     const got = await truncated;
+    await b.data.flush(f.id);
     assert.equal((await meta.getInode(f.id))!.size, 200, "B's size stays");
     const read = await fsB.read(hB, root, 0, 200);
     assert.ok(read.data.equals(Buffer.alloc(200, 0x62)), `B's bytes read ${JSON.stringify(read.data.subarray(0, 8).toString('latin1'))}…`);
     assert.equal(got, 'JUKEBOX', 'the client sends the SETATTR again');
     await a.data.close();
     await b.data.close();
-  });
+  };
+
+  it("through the file service (SETATTR size): the size A stores is refused (JUKEBOX) and B's stays", () => setattrThroughA(true));
+
+  // Open: B's size reaches the store before anything of B's lease does (its blocks wait in its WAL,
+  // or in memory here), so nothing in the store tells A's size that a newer lease wrote the file.
+  it(
+    "through the file service, B's data not stored yet when A's size lands: B's size stays",
+    { todo: 'a size stored under a lease leaves no token in the store (open item, see branch fence)' },
+    () => setattrThroughA(false),
+  );
 });
