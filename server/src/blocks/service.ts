@@ -127,6 +127,17 @@ function retriable(e: unknown): boolean {
   return !(e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError);
 }
 
+/**
+ * A truncate's cut or size refused by the metadata store as written under an older lease than the
+ * file's data was stored or cut under since (this server's lease expired, another one wrote the
+ * file): LeaseMoved, as a record checkLease refuses. Nothing of it was stored.
+ */
+function leaseMovedIfStale(err: unknown): never {
+  if (err instanceof BlockConflictError && err.stale)
+    throw new LeaseMoved(`the write lease of the file expired and another server wrote it during the truncate: ${err.message}`);
+  throw err;
+}
+
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
 const MAX_RETRY_DELAY_MS = 10_000;
 /** How often WAL records wait again for a metadata store that could not sync (afterMetaDurable). */
@@ -1302,11 +1313,12 @@ export class BlockService {
    * (storing the new size) runs once the data is cut, with the truncate's WAL record still held:
    * until then a crash replays the record (the data past the cut is gone from the block map
    * already; without the record the file would come back with its old size over those zeros).
-   * Resolves with what `commit` resolved with.
+   * Resolves with what `commit` resolved with. With several servers `commit` gets the lease token
+   * the truncate is made under, to store the size under (AttrChanges.leaseToken); 0 otherwise.
    */
   truncate(inodeId: number, newSize: number): Promise<void>;
-  truncate<T>(inodeId: number, newSize: number, commit: () => Promise<T>): Promise<T>;
-  truncate<T>(inodeId: number, newSize: number, commit?: () => Promise<T>): Promise<T | undefined> {
+  truncate<T>(inodeId: number, newSize: number, commit: (token: number) => Promise<T>): Promise<T>;
+  truncate<T>(inodeId: number, newSize: number, commit?: (token: number) => Promise<T>): Promise<T | undefined> {
     return this.withWritesHeld(inodeId, () => this.truncateLogged(inodeId, newSize, commit));
   }
 
@@ -1327,14 +1339,16 @@ export class BlockService {
     }
   }
 
-  private async truncateLogged<T>(inodeId: number, newSize: number, commit?: () => Promise<T>): Promise<T | undefined> {
+  private async truncateLogged<T>(inodeId: number, newSize: number, commit?: (token: number) => Promise<T>): Promise<T | undefined> {
     const token = this.opts.leases ? await this.opts.leases.token(inodeId) : 0;
     return this.withSyncedRecord(
       () => this.wal.appendTruncate(this.opts.shareId, inodeId, newSize, token),
       'could not log the truncate in the WAL',
       async (seg) => {
         await this.untilApplied('truncate', () => this.truncateData(inodeId, newSize, seg, token));
-        return commit === undefined ? undefined : await this.commitTruncate(inodeId, newSize, commit);
+        return commit === undefined
+          ? undefined
+          : await this.commitTruncate(inodeId, newSize, token, () => commit(token).catch(leaseMovedIfStale));
       },
       commit === undefined ? undefined : inodeId,
       this.opts.leases ? { inodeId, token } : undefined,
@@ -1370,13 +1384,15 @@ export class BlockService {
    * SETATTR guard that no longer holds, say): the new size is stored on its own, as replay would
    * store it, and the refusal goes to the caller (its other changes are not made).
    */
-  private async commitTruncate<T>(inodeId: number, newSize: number, commit: () => Promise<T>): Promise<T> {
+  private async commitTruncate<T>(inodeId: number, newSize: number, token: number, commit: () => Promise<T>): Promise<T> {
     try {
       return await this.untilApplied('truncate', commit);
     } catch (e) {
       if (e instanceof Unfinished || e instanceof LeaseMoved || (e instanceof BlockConflictError && e.stale)) throw e;
       if (e instanceof VfsError && (e.errno === 'STALE' || e.errno === 'NOENT')) throw e;
-      await this.untilApplied('truncate', () => this.meta.setAttr(inodeId, { size: newSize }));
+      await this.untilApplied('truncate', () =>
+        this.meta.setAttr(inodeId, { size: newSize, ...(token > 0 ? { leaseToken: token } : {}) }).catch(leaseMovedIfStale),
+      );
       throw e;
     }
   }
@@ -1556,7 +1572,7 @@ export class BlockService {
       }
       // Uploads in flight past the cut finish (clipped by the limit) before their rows go.
       await Promise.all(waits);
-      await this.deleteObjects(await this.meta.dropBlocks(inodeId, keepBlocks, token));
+      await this.deleteObjects(await this.meta.dropBlocks(inodeId, keepBlocks, token).catch(leaseMovedIfStale));
       const tail = newSize % bs;
       if (tail !== 0) {
         const index = keepBlocks - 1;

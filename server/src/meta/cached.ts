@@ -113,7 +113,8 @@ function isWriteBehind(c: AttrChanges): boolean {
     c.atime === undefined &&
     c.btime === undefined &&
     c.dosAttrs === undefined &&
-    c.clearCreateVerifier !== true
+    c.clearCreateVerifier !== true &&
+    c.leaseToken === undefined
   );
 }
 
@@ -132,7 +133,13 @@ function ctimeOnly(i: Inode, c: AttrChanges): Timespec | undefined {
   if (((c.mode ?? mode) & 0o7777 & ~(c.clearMode ?? 0)) !== mode) return undefined;
   if ((c.uid ?? i.uid) !== i.uid || (c.gid ?? i.gid) !== i.gid || (c.dosAttrs ?? i.dosAttrs) !== i.dosAttrs) return undefined;
   if (c.clearCreateVerifier === true && i.createVerifier !== null) return undefined;
-  const moves = c.size !== undefined || c.growTo !== undefined || c.atime !== undefined || c.mtime !== undefined || c.btime !== undefined;
+  const moves =
+    c.size !== undefined ||
+    c.growTo !== undefined ||
+    c.atime !== undefined ||
+    c.mtime !== undefined ||
+    c.btime !== undefined ||
+    c.leaseToken !== undefined;
   return moves ? undefined : ctime;
 }
 

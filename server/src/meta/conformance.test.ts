@@ -1038,6 +1038,41 @@ for (const engine of engines) {
       assert.deepEqual(await s.getBlocks(f.id, 0, 10), [blk(0)]);
     });
 
+    it('a truncate under a write lease: refused, deleting nothing, once the file was stored or cut under a newer one', async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('late-cut'), fileInit(), now());
+      const stale = (p: Promise<unknown>): Promise<void> =>
+        assert.rejects(p, (e: unknown) => e instanceof BlockConflictError && e.stale, 'refused as stale');
+      const blocks = async (): Promise<BlockRef[]> => s.getBlocks(f.id, 0, 100);
+      // Lease 5 stored blocks 0 and 1; lease 7 (a newer server) then stored block 2.
+      await s.putBlock(f.id, blk(0), { prevVersion: 0, token: 5 });
+      await s.putBlock(f.id, blk(1), { prevVersion: 0, token: 5 });
+      await s.putBlock(f.id, blk(2), { prevVersion: 0, token: 7 });
+      // A late truncate under lease 6 (expired meanwhile) would delete lease 7's row: refused.
+      await stale(s.dropBlocks(f.id, 1, 6));
+      assert.deepEqual(await blocks(), [blk(0), blk(1), blk(2)], 'nothing deleted');
+      // Nor when the newer row is below its cut: its size would still be stored over lease 7's.
+      await stale(s.dropBlocks(f.id, 3, 6));
+      // Nothing changed: the fence was not raised to 6 (a switch under lease 5 still passes it).
+      assert.equal(await s.putBlock(f.id, blk(3), { prevVersion: 0, token: 5 }), null);
+      // Under the lease that stored the newest row, or a newer one: applied.
+      assert.deepEqual(await s.dropBlocks(f.id, 3, 7), [blk(3)]);
+      assert.deepEqual(await s.dropBlocks(f.id, 2, 9), [blk(2)]);
+      assert.deepEqual(await blocks(), [blk(0), blk(1)]);
+      // The fence alone (no row newer) refuses an older truncate too, and an older size.
+      await stale(s.dropBlocks(f.id, 0, 8));
+      assert.deepEqual(await blocks(), [blk(0), blk(1)]);
+      await s.setAttr(f.id, { size: 8192 });
+      await stale(s.setAttr(f.id, { size: 100, leaseToken: 8 }));
+      assert.equal((await s.getInode(f.id))!.size, 8192, 'the size stored under lease 9 stays');
+      assert.equal((await s.setAttr(f.id, { size: 4096, leaseToken: 9 })).size, 4096);
+      assert.equal((await s.setAttr(f.id, { size: 4000, leaseToken: 12 })).size, 4000);
+      // One server (token 0): tokens are not looked at.
+      assert.deepEqual(await s.dropBlocks(f.id, 0), [blk(0), blk(1)]);
+      assert.equal((await s.setAttr(f.id, { size: 0 })).size, 0);
+    });
+
     it('fencing tokens: none handed out by a new store, then strictly increasing', async (t) => {
       if (!S().nextLeaseToken || !fx?.place) return t.skip(`${engine.name} stores hand out no fencing tokens`);
       const s = (await fx.place())();

@@ -46,6 +46,11 @@ export const FIRST_COOKIE = 3;
 const key = (name: Buffer): string => name.toString('latin1');
 const copyTs = (t: Timespec): Timespec => ({ sec: t.sec, nsec: t.nsec });
 
+/** A change (a truncate's cut or size) under lease `token` of a file stored or cut under a newer one since (nothing changed). */
+function staleLease(inodeId: number, token: number): BlockConflictError {
+  return new BlockConflictError(`inode ${inodeId} was stored or cut under a newer write lease than ${token}`, true);
+}
+
 export class MemoryMetadataStore implements MetadataStore {
   readonly kind = 'memory';
   private inodes = new Map<number, Inode>();
@@ -301,6 +306,7 @@ export class MemoryMetadataStore implements MetadataStore {
   async setAttr(id: number, c: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
     const i = this.mustInode(id);
     if (guardCtime && !timespecEqual(guardCtime, i.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
+    if (c.leaseToken !== undefined && this.newestToken(id) > c.leaseToken) throw staleLease(id, c.leaseToken);
     if (c.mode !== undefined) i.mode = c.mode & 0o7777;
     if (c.clearMode !== undefined) i.mode &= ~(c.clearMode & 0o7777);
     if (c.uid !== undefined) i.uid = c.uid;
@@ -445,7 +451,10 @@ export class MemoryMetadataStore implements MetadataStore {
   }
 
   async dropBlocks(inodeId: number, from: number, token = 0): Promise<BlockRef[]> {
-    if (token > (this.fileFences.get(inodeId) ?? 0)) this.fileFences.set(inodeId, token);
+    if (token > 0) {
+      if (this.newestToken(inodeId) > token) throw staleLease(inodeId, token);
+      if (token > (this.fileFences.get(inodeId) ?? 0)) this.fileFences.set(inodeId, token);
+    }
     const m = this.blocks.get(inodeId);
     if (!m) return [];
     const out: BlockRef[] = [];
@@ -458,6 +467,13 @@ export class MemoryMetadataStore implements MetadataStore {
     }
     if (m.size === 0) this.blocks.delete(inodeId);
     return out;
+  }
+
+  /** The newest token the file's data was stored (any block) or cut under (0: none). */
+  private newestToken(inodeId: number): number {
+    let t = this.fileFences.get(inodeId) ?? 0;
+    for (const idx of this.blocks.get(inodeId)?.keys() ?? []) t = Math.max(t, this.blockTokens.get(`${inodeId}/${idx}`) ?? 0);
+    return t;
   }
 
   async usage(shareId: number): Promise<ShareUsage> {

@@ -217,7 +217,9 @@ export interface MetadataStore {
   putBlock(inodeId: number, ref: BlockRef, cas?: BlockSwitch): Promise<BlockRef | null>;
   /**
    * Removes refs with index >= from and returns them (truncate, delete). With a `token` (a truncate
-   * under a write lease), block switches under older tokens are refused from then on.
+   * under a write lease), block switches under older tokens are refused from then on; refused itself
+   * (BlockConflictError, stale; nothing changed) when the file's data was stored or cut under a
+   * newer token already (the lease expired and another server wrote the file).
    */
   dropBlocks(inodeId: number, from: number, token?: number): Promise<BlockRef[]>;
   /** Engines shared by several servers: the next fencing token of a write lease (strictly increasing, durable). */

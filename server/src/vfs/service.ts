@@ -484,7 +484,10 @@ export class FileService {
       // never inside an append's window (ends).
       const release = await this.endsOf(share.meta).acquire(inode.id);
       try {
-        after = await share.data.truncate(inode.id, changes.size, store);
+        // Several servers: stored only while no newer lease has stored or cut the file's data.
+        after = await share.data.truncate(inode.id, changes.size, (token) =>
+          token === 0 ? store() : share.meta.setAttr(inode.id, { ...changes, leaseToken: token }, guardCtime),
+        );
       } finally {
         release();
       }

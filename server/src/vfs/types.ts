@@ -118,6 +118,12 @@ export interface AttrChanges {
   /** Replaces the stored DOS attributes (masked with DOS_ATTRS_STORED). */
   dosAttrs?: number;
   clearCreateVerifier?: boolean;
+  /**
+   * Several servers: the fencing token of the write lease this change is made under (a truncate's
+   * size). Refused (BlockConflictError, stale; nothing changed) when the file's data was stored or
+   * cut under a newer one since: the lease expired and another server wrote the file.
+   */
+  leaseToken?: number;
 }
 
 /**

@@ -36,6 +36,10 @@ const ANCESTORS = `WITH RECURSIVE up (id) AS (
 
 const num = (v: unknown, what: string): number => toNumber(v, what);
 
+/** The newest token inode ?1's data was stored (any block) or cut (its fence) under; 0: none. */
+const NEWEST_TOKEN = `max(coalesce((SELECT max(token) FROM blocks WHERE inode = ?1), 0),
+                          coalesce((SELECT token FROM file_fences WHERE inode = ?1), 0))`;
+
 // The programs' statements with substitutions, made once: the driver finds its prepared statement
 // by the text, and a template evaluated per call is a new string to hash in full every time.
 const CREATE_TAKE_COOKIE = `UPDATE inodes
@@ -249,6 +253,7 @@ export const SQLITE_STATEMENTS: Readonly<Record<keyof typeof S, SqliteForm>> = O
              dos_attrs = coalesce(?18, dos_attrs),
              create_verifier = CASE WHEN ?13 THEN NULL ELSE create_verifier END
            WHERE id = ?1 AND (?14 IS NULL OR (ctime_sec = ?14 AND ctime_nsec = ?15))
+             AND (?20 IS NULL OR ${NEWEST_TOKEN} <= ?20)
            RETURNING ${COLS}`,
   exists: `SELECT 1 AS x FROM inodes WHERE id = ?1`,
   listStreams: `SELECT f.id AS f_id, s.name AS s_name, ${inodeColumns('i')}
@@ -277,14 +282,14 @@ export const SQLITE_STATEMENTS: Readonly<Record<keyof typeof S, SqliteForm>> = O
   putBlock,
   casBlock,
   fenceFile: `INSERT INTO file_fences (inode, token) VALUES (?1, ?2)
-              ON CONFLICT (inode) DO UPDATE SET token = max(file_fences.token, excluded.token)`,
+              ON CONFLICT (inode) DO UPDATE SET token = max(file_fences.token, excluded.token)
+              RETURNING token`,
   reserveInodeIds,
   // PostgreSQL's nextval(): the first call returns the start value (1), each later one the next.
   nextLeaseToken: `UPDATE lease_tokens SET last_value = last_value + is_called, is_called = 1 RETURNING last_value AS t`,
   leaseTokensIssued: `SELECT is_called AS issued FROM lease_tokens`,
-  fileToken: `SELECT max(coalesce((SELECT max(token) FROM blocks WHERE inode = ?1), 0),
-                         coalesce((SELECT token FROM file_fences WHERE inode = ?1), 0)) AS t`,
-  dropBlocks: `DELETE FROM blocks WHERE inode = ?1 AND idx >= ?2 RETURNING idx, key, length, version`,
+  fileToken: `SELECT ${NEWEST_TOKEN} AS t`,
+  dropBlocks: `DELETE FROM blocks WHERE inode = ?1 AND idx >= ?2 RETURNING idx, key, length, version, token`,
   usage: `SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes FROM inodes WHERE share_id = ?1`,
 });
 

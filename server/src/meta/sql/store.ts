@@ -58,6 +58,9 @@ import { migrate, type Migration, type MigrationReport } from './migrations.js';
 import { inodeColumns, inodeRow, publicInode, toBool, toBuffer, toNumber, type InodeRow } from './rows.js';
 
 const COLS = inodeColumns();
+/** The newest token inode $1's data was stored (any block) or cut (its fence) under; 0: none. */
+const NEWEST_TOKEN = `greatest(coalesce((SELECT max(token) FROM blocks WHERE inode = $1), 0),
+                               coalesce((SELECT token FROM file_fences WHERE inode = $1), 0))`;
 const DIR = FileType.DIR;
 
 const ANCESTORS = `WITH RECURSIVE up (id) AS (
@@ -215,6 +218,7 @@ export const S = {
              dos_attrs = coalesce($18::integer, dos_attrs),
              create_verifier = CASE WHEN $13::boolean THEN NULL ELSE create_verifier END
            WHERE id = $1 AND ($14::bigint IS NULL OR (ctime_sec = $14::bigint AND ctime_nsec = $15::integer))
+             AND ($20::bigint IS NULL OR (${NEWEST_TOKEN}) <= $20::bigint)
            RETURNING ${COLS}`,
   },
   exists: { name: 'dfs_exists', text: `SELECT 1 AS x FROM inodes WHERE id = $1` },
@@ -332,10 +336,13 @@ export const S = {
                   (coalesce(old.token, 0) > $6::bigint OR (SELECT token FROM fence) > $6::bigint) AS stale
            FROM (SELECT 1) one LEFT JOIN old ON true`,
   },
+  // The fence raised to $2 (never lowered), the row locked until the transaction ends: returns the
+  // fence as it is now, newer than $2 when another truncate cut the file under a newer token.
   fenceFile: {
     name: 'dfs_fence_file',
     text: `INSERT INTO file_fences (inode, token) VALUES ($1, $2)
-           ON CONFLICT (inode) DO UPDATE SET token = greatest(file_fences.token, EXCLUDED.token)`,
+           ON CONFLICT (inode) DO UPDATE SET token = greatest(file_fences.token, EXCLUDED.token)
+           RETURNING token`,
   },
   nextLeaseToken: { name: 'dfs_next_lease_token', text: `SELECT nextval('lease_tokens') AS t` },
   // The identity's sequence taken up to $1 (never back: nextval from other servers meanwhile only
@@ -348,12 +355,11 @@ export const S = {
   leaseTokensIssued: { name: 'dfs_lease_tokens_issued', text: `SELECT is_called AS issued FROM lease_tokens` },
   fileToken: {
     name: 'dfs_file_token',
-    text: `SELECT greatest(coalesce((SELECT max(token) FROM blocks WHERE inode = $1), 0),
-                           coalesce((SELECT token FROM file_fences WHERE inode = $1), 0)) AS t`,
+    text: `SELECT ${NEWEST_TOKEN} AS t`,
   },
   dropBlocks: {
     name: 'dfs_drop_blocks',
-    text: `DELETE FROM blocks WHERE inode = $1 AND idx >= $2 RETURNING idx, key, length, version`,
+    text: `DELETE FROM blocks WHERE inode = $1 AND idx >= $2 RETURNING idx, key, length, version, token`,
   },
   usage: {
     name: 'dfs_usage',
@@ -370,6 +376,11 @@ function blockRef(r: Record<string, unknown>): BlockRef {
     length: toNumber(r.length, 'length'),
     version: toNumber(r.version, 'version'),
   };
+}
+
+/** A change (a truncate's cut or size) under lease `token` of a file stored or cut under a newer one since (nothing changed). */
+function staleLease(inodeId: number, token: number): BlockConflictError {
+  return new BlockConflictError(`inode ${inodeId} was stored or cut under a newer write lease than ${token}`, true);
 }
 
 /**
@@ -565,6 +576,7 @@ function setAttrParams(id: number, c: AttrChanges, guardCtime?: Timespec): unkno
     c.btime?.nsec ?? null,
     c.dosAttrs === undefined ? null : c.dosAttrs & DOS_ATTRS_STORED,
     c.clearMode === undefined ? null : c.clearMode & 0o7777,
+    c.leaseToken ?? null,
   ];
 }
 
@@ -924,6 +936,9 @@ export class SqlMetadataStore implements MetadataStore {
     if (rows[0]) return publicInode(inodeRow(rows[0]));
     const exists = await this.q(S.exists, [id]);
     if (exists.rows.length === 0) throw new VfsError('STALE', `inode ${id} does not exist`);
+    // Refused by the guard or by the lease token (both, possibly): the token is the one to report,
+    // as the guard may only have failed for the newer server's change.
+    if (c.leaseToken !== undefined && (await this.fileToken(id)) > c.leaseToken) throw staleLease(id, c.leaseToken);
     throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
   }
 
@@ -1062,8 +1077,16 @@ export class SqlMetadataStore implements MetadataStore {
       token === 0 && this.kind === 'embedded'
         ? (await this.q(S.dropBlocks, [inodeId, from], { retryable: false })).rows
         : await this.tx(async (tx) => {
-            if (token > 0) await tx.query(S.fenceFile, [inodeId, token]);
-            return (await tx.query(S.dropBlocks, [inodeId, from])).rows;
+            if (token === 0) return (await tx.query(S.dropBlocks, [inodeId, from])).rows;
+            // Refused (thrown: the transaction rolls back) when the file was stored or cut under a
+            // newer token: the fence (locked from here on), any row, or a row a switch committed
+            // while this ran (the delete sees the committed row, not what the first read saw).
+            const fence = (await tx.query(S.fenceFile, [inodeId, token])).rows[0];
+            const newest = (await tx.query(S.fileToken, [inodeId])).rows[0];
+            if (toNumber(fence?.token ?? 0, 'token') > token || toNumber(newest?.t ?? 0, 'token') > token) throw staleLease(inodeId, token);
+            const dropped = (await tx.query(S.dropBlocks, [inodeId, from])).rows;
+            if (dropped.some((r) => toNumber(r.token ?? 0, 'token') > token)) throw staleLease(inodeId, token);
+            return dropped;
           });
     // The wait protects the objects the caller deletes next (and a fence): with neither, as for
     // every empty file removed, there is nothing a power loss could bring back to point at.
