@@ -8,7 +8,7 @@ import { MemoryBlockStore } from './memory.js';
 import { BlockService, MAX_BACKGROUND_FREES, type BlockServiceOptions } from './service.js';
 import type { BlockStore } from './store.js';
 import type { MetadataStore } from '../meta/store.js';
-import { FileWal, MemoryWal, REC_HEADER, SEG_HEADER, type Wal, type WalAppend } from './wal.js';
+import { FileWal, MemoryWal, RECORD_TRUNCATE, REC_HEADER, SEG_HEADER, type Wal, type WalAppend } from './wal.js';
 import { BufferPools } from '../wire/buffer-pool.js';
 import { mkfile } from '../testing/blocks.js';
 import { until } from '../../../test/helpers/hostile.js';
@@ -562,6 +562,29 @@ describe('block service under upload delays and failures', () => {
     await svc.flush(ino);
     assert.equal((await svc.read(ino, 0, 4, 4)).toString(), 'data');
     assert.equal((await meta.getBlocks(ino, 0, 1)).length, 1);
+    await svc.close();
+  });
+});
+
+describe('replay with several servers', () => {
+  it('drops a truncate that another server overtook after the replay read the file, instead of failing the start', async () => {
+    // The file's token as the replay reads it: before the other server stored the file under token 9.
+    class Overtaken extends MemoryMetadataStore {
+      fileToken(): Promise<number> {
+        return Promise.resolve(0);
+      }
+    }
+    const meta = new Overtaken();
+    const wal = new MemoryWal(1 << 20);
+    const leases = { token: () => 5, holds: () => true, adopt: () => Promise.resolve() };
+    const svc = service(new MemoryBlockStore(), meta, wal, { leases });
+    const ino = await mkfile(meta);
+    await meta.setAttr(ino, { size: 100 });
+    await meta.dropBlocks(ino, 1, 9); // the other server's fence (its cut past the first block)
+    const { seg } = (wal as Wal).appendTruncate(1, ino, 0, 5);
+    const report = await svc.replay([{ type: RECORD_TRUNCATE, share: 1, inode: ino, offset: 0, length: 0, seg, pos: 0, token: 5 }]);
+    assert.equal(report.dropped, 1);
+    assert.equal((await meta.getInode(ino))!.size, 100, "the other server's size stays");
     await svc.close();
   });
 });

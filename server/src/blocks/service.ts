@@ -1107,7 +1107,16 @@ export class BlockService {
           count(0, 1);
           continue;
         }
-        await this.truncateData(r.inode, r.offset, r.seg, r.token);
+        try {
+          await this.truncateData(r.inode, r.offset, r.seg, r.token);
+        } catch (e) {
+          // Several servers: another one stored or cut the file under a newer lease since its token
+          // was read above. As records of an older lease: dropped, and the size left to that one.
+          if (!(e instanceof LeaseMoved)) throw e;
+          sz.stored = Math.max(r.token + 1, (await this.meta.fileToken?.(r.inode)) ?? 0);
+          count(0, 1);
+          continue;
+        }
         // A cut zeroes the data from there on and leaves the size alone.
         if (r.type === RECORD_TRUNCATE) sz.size = r.offset;
       } else {
