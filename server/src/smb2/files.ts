@@ -618,12 +618,21 @@ export async function read(c: FileContext, open: Open, req: ReadRequest): Promis
  */
 const appends = new WeakMap<MetadataStore, KeyedSerial<number>>();
 
+const DATA_RIGHTS = Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA;
+
 // MS-SMB2 3.3.5.13 WRITE
 export async function write(c: FileContext, open: Open, req: WriteRequest): Promise<number> {
   if (open.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'WRITE to a directory');
-  if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+  const rights = open.grantedAccess & DATA_RIGHTS;
+  if (rights === 0) throw fail(NtStatus.ACCESS_DENIED);
   if (req.data.length > c.maxWrite) throw fail(NtStatus.INVALID_PARAMETER, `WRITE of ${req.data.length} bytes above MaxWriteSize`);
-  if (req.offset >= 0) return writeAt(c, open, req, req.offset);
+  // An open holding both rights (every one without a stored DACL: GENERIC_WRITE has both) writes
+  // anywhere: no size to look at.
+  if (req.offset >= 0 && rights === DATA_RIGHTS) return writeAt(c, open, req, req.offset);
+  // An append always extends the file (a write of no bytes changes nothing: vfs write()).
+  if (req.offset < 0 && (rights & Access.FILE_APPEND_DATA) === 0 && req.data.length > 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'an append extends the file: it needs FILE_APPEND_DATA');
+  if (req.offset >= 0) return writeAt(c, open, req, req.offset, true);
   let serial = appends.get(open.share.meta);
   if (serial === undefined) appends.set(open.share.meta, (serial = new KeyedSerial<number>()));
   return serial.run(open.inodeId, () => writeAt(c, open, req, null));
@@ -643,23 +652,27 @@ function unlocked(c: FileContext, open: Open, at: number, length: number): Promi
 }
 
 /**
- * MS-SMB2 3.3.5.13: an open granted FILE_APPEND_DATA and not FILE_WRITE_DATA (a DACL that lets a
- * user add to a log but not rewrite it) may write at or past the end of the file, never over bytes
- * it has: ACCESS_DENIED, nothing written. The end is the one acknowledged anywhere (getattr asks
- * the holder with several servers). A WRITE at an offset takes no per-file key, so another open
- * extending the file between this check and the write is not excluded: its bytes past the end
- * seen here may be overwritten, never those that were there.
+ * MS-SMB2 3.3.5.13 for an open holding one of FILE_WRITE_DATA and FILE_APPEND_DATA (a stored
+ * DACL granting the other alone): a range within the file's size needs FILE_WRITE_DATA (a log
+ * others may add to but not rewrite), a range extending the file needs FILE_APPEND_DATA (a file
+ * whose bytes may change but not its size); else ACCESS_DENIED, nothing written. The size is the
+ * one acknowledged anywhere (getattr asks the holder with several servers). A WRITE at an offset
+ * takes no per-file key, so another open extending the file between this check and the write is
+ * not excluded: its bytes past the end seen here may be overwritten, never those that were there.
  */
-async function appendOnly(c: FileContext, open: Open, offset: number): Promise<void> {
+async function rangeAllowed(c: FileContext, open: Open, offset: number, length: number): Promise<void> {
   const { inode } = await c.fs.getattr(open.handle, c.id);
-  if (offset < inode.size) throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_WRITE_DATA writes only at or past the end');
+  if (offset < inode.size && (open.grantedAccess & Access.FILE_WRITE_DATA) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_WRITE_DATA writes only at or past the end');
+  if (length > 0 && offset + length > inode.size && (open.grantedAccess & Access.FILE_APPEND_DATA) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_APPEND_DATA does not extend the file');
 }
 
 /** A WRITE at `offset`, or (null) at the end of the file as the vfs finds it. */
-async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null): Promise<number> {
+async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null, partial = false): Promise<number> {
   const asked = offset === null ? undefined : unlocked(c, open, offset, req.data.length);
   if (asked) await asked;
-  if (offset !== null && (open.grantedAccess & Access.FILE_WRITE_DATA) === 0) await appendOnly(c, open, offset);
+  if (partial) await rangeAllowed(c, open, offset!, req.data.length);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0 || open.writeThrough;
   // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
   const changes = req.data.length > 0;
