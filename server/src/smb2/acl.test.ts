@@ -276,6 +276,59 @@ describe('a DACL granting write and not append (MS-SMB2 3.3.5.13, 3.3.5.21.1)', 
   });
 });
 
+describe('WRITEs of append-only opens and appends of one file, side by side (MS-SMB2 3.3.5.13)', () => {
+  it('each WRITE answered SUCCESS keeps its bytes: an append-only WRITE at an end another one moved meanwhile is refused', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('log', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('start\n') });
+    await close(c, f);
+    await storeDacl(meta, f.inodeId, {
+      control: 0,
+      dacl: [ace(ALLOW, 0x00120089 | 0x4 | 0x100, unixUserSid(alice.uid))],
+    });
+    const open = async () =>
+      (await create(c, createRequest('log', { desiredAccess: Access.FILE_APPEND_DATA | Access.FILE_READ_DATA }))).open;
+    // Two clients appending by offset (the end each last saw) and one appending at the end
+    // (0xFFFFFFFFFFFFFFFF), all at once, a few times over.
+    const a = await open();
+    const b = await open();
+    const tail = await open();
+    let end = 6;
+    const landed: { offset: number; text: string }[] = [];
+    for (let round = 0; round < 5; round++) {
+      const tries = [
+        { open: a, offset: end, text: `a${round}a\n` },
+        { open: b, offset: end, text: `b${round}bb\n` },
+        { open: tail, offset: -1, text: `t${round}\n` },
+      ];
+      const results = await Promise.allSettled(
+        tries.map((t) => files.write(c, t.open, { offset: t.offset, fileId: t.open.fileId, flags: 0, data: Buffer.from(t.text) })),
+      );
+      results.forEach((r, i) => {
+        const t = tries[i]!;
+        if (r.status === 'rejected') {
+          assert.ok(r.reason instanceof SmbStatusError && r.reason.status === NtStatus.ACCESS_DENIED, String(r.reason));
+          return;
+        }
+        landed.push({ offset: t.offset < 0 ? t.open.position - t.text.length : t.offset, text: t.text });
+      });
+      end = (await srv.fs.getattr(a.handle, c.id)).inode.size;
+    }
+    const data = (await srv.fs.read(a.handle, c.id, 0, 4096)).data.toString();
+    for (const l of landed)
+      assert.equal(
+        data.slice(l.offset, l.offset + l.text.length),
+        l.text,
+        `"${l.text.trim()}" answered SUCCESS at ${l.offset}; the file: ${JSON.stringify(data)}`,
+      );
+    assert.equal(data.length, 6 + landed.reduce((n, l) => n + l.text.length, 0), 'nothing written over');
+    for (const o of [a, b, tail]) await close(c, o);
+    await srv.close();
+  });
+});
+
 describe('owner and group from a SecD context or a SET_INFO descriptor', () => {
   const sd = (owner: ReturnType<typeof sid> | null, group: ReturnType<typeof sid> | null): Buffer =>
     encodeSecurityDescriptor({ control: 0, owner, group, dacl: null });

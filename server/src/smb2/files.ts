@@ -614,7 +614,8 @@ export async function read(c: FileContext, open: Open, req: ReadRequest): Promis
  * before it is written. Pipelined appends then all land, one after another in the order they
  * arrived; read and written as two steps side by side, they read the same end and wrote over one
  * another (2 of 20 pipelined appends were left). Across servers the file's write lease orders
- * them (vfs append()).
+ * them (vfs append()). WRITEs at an offset from an open holding only one of FILE_WRITE_DATA and
+ * FILE_APPEND_DATA run under the same key (see rangeAllowed).
  */
 const appends = new WeakMap<MetadataStore, KeyedSerial<number>>();
 
@@ -632,10 +633,13 @@ export async function write(c: FileContext, open: Open, req: WriteRequest): Prom
   // An append always extends the file (a write of no bytes changes nothing: vfs write()).
   if (req.offset < 0 && (rights & Access.FILE_APPEND_DATA) === 0 && req.data.length > 0)
     throw fail(NtStatus.ACCESS_DENIED, 'an append extends the file: it needs FILE_APPEND_DATA');
-  if (req.offset >= 0) return writeAt(c, open, req, req.offset, true);
   let serial = appends.get(open.share.meta);
   if (serial === undefined) appends.set(open.share.meta, (serial = new KeyedSerial<number>()));
-  return serial.run(open.inodeId, () => writeAt(c, open, req, null));
+  if (req.offset < 0) return serial.run(open.inodeId, () => writeAt(c, open, req, null));
+  return serial.run(open.inodeId, async () => {
+    await rangeAllowed(c, open, req.offset, req.data.length);
+    return writeAt(c, open, req, req.offset);
+  });
 }
 
 /**
@@ -656,9 +660,14 @@ function unlocked(c: FileContext, open: Open, at: number, length: number): Promi
  * DACL granting the other alone): a range within the file's size needs FILE_WRITE_DATA (a log
  * others may add to but not rewrite), a range extending the file needs FILE_APPEND_DATA (a file
  * whose bytes may change but not its size); else ACCESS_DENIED, nothing written. The size is the
- * one acknowledged anywhere (getattr asks the holder with several servers). A WRITE at an offset
- * takes no per-file key, so another open extending the file between this check and the write is
- * not excluded: its bytes past the end seen here may be overwritten, never those that were there.
+ * one acknowledged anywhere (getattr asks the holder with several servers).
+ *
+ * Runs under the file's append key with the write after it: another append, or another WRITE of
+ * such an open, cannot extend the file between this check and the write (two append-only clients
+ * writing at the end they last saw: the second is refused, not written over the first's bytes).
+ * Opens holding both rights take no key (the common WRITE path pays nothing), so one of their
+ * WRITEs extending the file meanwhile is not excluded, nor, with several servers, a write of
+ * another server.
  */
 async function rangeAllowed(c: FileContext, open: Open, offset: number, length: number): Promise<void> {
   const { inode } = await c.fs.getattr(open.handle, c.id);
@@ -669,10 +678,9 @@ async function rangeAllowed(c: FileContext, open: Open, offset: number, length: 
 }
 
 /** A WRITE at `offset`, or (null) at the end of the file as the vfs finds it. */
-async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null, partial = false): Promise<number> {
+async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null): Promise<number> {
   const asked = offset === null ? undefined : unlocked(c, open, offset, req.data.length);
   if (asked) await asked;
-  if (partial) await rangeAllowed(c, open, offset!, req.data.length);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0 || open.writeThrough;
   // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
   const changes = req.data.length > 0;
