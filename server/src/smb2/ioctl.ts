@@ -213,7 +213,9 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
         NtStatus.INVALID_VIEW_SIZE,
       );
     }
-    await c.fs.write(target.handle, c.id, ch.targetOffset, r.data, target.writeThrough);
+    // Written as a WRITE of the target open is: through when it was opened so, breaking the
+    // oplocks and leases of other opens, not its own.
+    await c.fs.write(target.handle, c.id, ch.targetOffset, r.data, target.writeThrough, oplock.holderOf(target));
     chunksWritten++;
     written += ch.length;
   }
