@@ -248,21 +248,26 @@ describe('a DACL granting write and not append (MS-SMB2 3.3.5.13, 3.3.5.21.1)', 
     const f = (await create(c, createRequest('fixed', { createDisposition: CreateDisposition.CREATE }))).open;
     await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('0123456789') });
     await close(c, f);
+    // Without a stored DACL, an open asking FILE_WRITE_DATA alone extends the file (as on Windows:
+    // smbtorture smb2.deny and smb2.tcon write so).
+    const plain = (await create(c, createRequest('fixed', { desiredAccess: Access.FILE_WRITE_DATA }))).open;
+    await files.write(c, plain, { offset: 10, fileId: plain.fileId, flags: 0, data: Buffer.from('++') });
+    await close(c, plain);
     // The owner may read and write the bytes there (FILE_WRITE_DATA 0x2, and attributes), not add any (FILE_APPEND_DATA 0x4).
     await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120089 | 0x2 | 0x100, unixUserSid(alice.uid))] });
     const o = (await create(c, createRequest('fixed', { desiredAccess: Access.FILE_WRITE_DATA | Access.FILE_READ_DATA }))).open;
     const w = (offset: number, text: string) => files.write(c, o, { offset, fileId: o.fileId, flags: 0, data: Buffer.from(text) });
     await w(2, 'ab');
     await w(6, 'WXYZ');
-    assert.equal(await status(w(8, 'XXXX')), NtStatus.ACCESS_DENIED, 'a WRITE that starts inside and goes past the end');
-    assert.equal(await status(w(10, 'X')), NtStatus.ACCESS_DENIED, 'a WRITE at the end');
+    assert.equal(await status(w(10, 'XXXX')), NtStatus.ACCESS_DENIED, 'a WRITE that starts inside and goes past the end');
+    assert.equal(await status(w(12, 'X')), NtStatus.ACCESS_DENIED, 'a WRITE at the end');
     assert.equal(await status(w(20, 'X')), NtStatus.ACCESS_DENIED, 'a WRITE past the end');
     assert.equal(await status(w(-1, 'X')), NtStatus.ACCESS_DENIED, 'an append');
-    await w(10, ''); // no bytes: extends nothing
-    assert.equal((await srv.fs.read(o.handle, c.id, 0, 64)).data.toString(), '01ab45WXYZ');
+    await w(12, ''); // no bytes: extends nothing
+    assert.equal((await srv.fs.read(o.handle, c.id, 0, 64)).data.toString(), '01ab45WXYZ++');
     // EndOfFile needs FILE_WRITE_DATA alone (MS-SMB2 3.3.5.21.1), growing the file or not.
     const b = Buffer.alloc(8);
-    b.writeUInt32LE(12, 0);
+    b.writeUInt32LE(14, 0);
     await files.setInfo(c, o, {
       infoType: 1,
       infoClass: FileInfoClass.FileEndOfFileInformation,
@@ -270,7 +275,7 @@ describe('a DACL granting write and not append (MS-SMB2 3.3.5.13, 3.3.5.21.1)', 
       fileId: o.fileId,
       buffer: b,
     });
-    assert.equal((await srv.fs.read(o.handle, c.id, 0, 64)).data.toString(), '01ab45WXYZ\0\0');
+    assert.equal((await srv.fs.read(o.handle, c.id, 0, 64)).data.toString(), '01ab45WXYZ++\0\0');
     await close(c, o);
     await srv.close();
   });
