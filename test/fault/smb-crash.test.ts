@@ -29,7 +29,8 @@
 // what it replayed).
 //
 // The model, per slot (the contract of README/DESIGN): a WRITE is durable once a FLUSH or COMMIT of
-// the file is answered, or when it was written through; a SET_INFO end of file or LastWriteTime, a
+// the file is answered, or when it was written through (so is a FSCTL_SET_ZERO_DATA on a
+// write-through open); a SET_INFO end of file or LastWriteTime, a
 // rename, a delete (its CLOSE) and a CREATE are durable once answered. After a restart, read over
 // NFS: the names in the share are exactly the slots' (a request in flight at the kill may have
 // happened or not); each byte acknowledged durable reads as its value or as the value of a newer
@@ -37,6 +38,8 @@
 // durable; the size lies between what was acknowledged durable and what was sent; a LastWriteTime
 // set since the file's last change is its mtime. Then each file is FLUSHed, the model takes what
 // the server holds, and the next round goes on with the same files.
+// Then FSCTL_SET_ZERO_DATA inside a file on a write-through open, the server killed right after
+// its reply: the range reads as zeros after a restart.
 // A last part: a durable open (DHnQ with a batch oplock) does not survive a SIGKILL (durable handles
 // are kept in memory, smb2/durable.ts): after a restart its reconnect is refused, and never reaches
 // another file's open that a new client made and left preserved.
@@ -586,15 +589,16 @@ void describe(
             const off = wrng.int(0, f.size - 1);
             const end = wrng.chance(0.3) ? f.size + wrng.int(0, 64 * KiB) : wrng.int(off + 1, Math.min(f.size, off + 300 * KiB));
             const stop = Math.min(end, f.size);
-            f.issue(off, Buffer.alloc(stop - off));
+            const p = f.issue(off, Buffer.alloc(stop - off));
             slot.mtime = null;
             const input = Buffer.alloc(16);
             input.writeUInt32LE(off, 0);
             input.writeUInt32LE(end, 8);
-            const z = await send('zero', () => c.fsctl(slot.fileId!, FSCTL_SET_ZERO_DATA, input), ` [${off}, ${end})`);
+            const how = slot.writeThroughOpen ? ' on a write-through open' : '';
+            const z = await send('zero', () => c.fsctl(slot.fileId!, FSCTL_SET_ZERO_DATA, input), ` [${off}, ${end})${how}`);
             ok(z.status, 'FSCTL_SET_ZERO_DATA');
-            // Not durable on a write-through open either: README promises that of WRITEs (the server
-            // writes the zeros inside a file unsynced, vfs/sparse.ts zeroRange). Pending until a FLUSH.
+            // Durable when answered on a write-through open, as a WRITE there is; else pending until a FLUSH.
+            if (slot.writeThroughOpen) f.markDurable(p);
           } else if (r < 0.52) {
             const n = wrng.chance(0.7) ? wrng.int(0, f.size) : Math.min(MAX_FILE, f.size + wrng.int(1, 200 * KiB));
             const b = Buffer.alloc(8);
@@ -798,6 +802,43 @@ void describe(
         throw e;
       }
     });
+
+    void it(
+      'FSCTL_SET_ZERO_DATA on a write-through open is durable once answered, as a WRITE there is',
+      { timeout: TEST_TIMEOUT_MS },
+      async () => {
+        await prepare();
+        await server?.kill();
+        let s = await start();
+        const c = await smb(s);
+        const f = await c.create('zero-through.bin', { options: CREATE_OPTION_NON_DIRECTORY | CREATE_OPTION_WRITE_THROUGH });
+        // Each WRITE on the open is durable when answered; then the zeros inside the file, and the
+        // kill right after their reply: nothing else syncs the WAL in between.
+        const data = Buffer.alloc(512 * KiB, 0x5a);
+        for (let at = 0; at < data.length; at += MAX_IO) await c.write(f.fileId, at, data.subarray(at, at + MAX_IO));
+        const input = Buffer.alloc(16);
+        input.writeUInt32LE(64 * KiB, 0);
+        input.writeUInt32LE(320 * KiB, 8);
+        const z = await c.fsctl(f.fileId, FSCTL_SET_ZERO_DATA, input);
+        assert.equal(z.status, 0, 'FSCTL_SET_ZERO_DATA');
+        await s.kill();
+
+        s = await start();
+        const again = await smb(s);
+        const g = await again.create('zero-through.bin');
+        const got = Buffer.alloc(data.length);
+        for (let at = 0; at < got.length; at += MAX_IO) (await again.read(g.fileId, at, MAX_IO)).copy(got, at);
+        const expected = Buffer.from(data).fill(0, 64 * KiB, 320 * KiB);
+        const firstBad = got.findIndex((b, i) => b !== expected[i]);
+        if (firstBad >= 0)
+          fail(
+            `after SIGKILL + restart, byte ${firstBad} reads 0x${got[firstBad]!.toString(16)}, not 0x${expected[firstBad]!.toString(16)}`,
+            s,
+          );
+        await again.close(g.fileId);
+        noServerErrors(s, 'after the zeroed range was read back');
+      },
+    );
 
     void it(
       'a durable open does not outlive a SIGKILL: its reconnect is refused, never given another file',

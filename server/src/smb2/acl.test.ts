@@ -240,6 +240,100 @@ describe('a DACL granting append and not write (MS-SMB2 3.3.5.13, 3.3.5.21.1; MS
   });
 });
 
+describe('a DACL granting write and not append (MS-SMB2 3.3.5.13, 3.3.5.21.1)', () => {
+  it('WRITEs within the file land; one extending it (past the end, across it, an append) is refused; EndOfFile still extends', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('fixed', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('0123456789') });
+    await close(c, f);
+    // Without a stored DACL, an open asking FILE_WRITE_DATA alone extends the file (as on Windows:
+    // smbtorture smb2.deny and smb2.tcon write so).
+    const plain = (await create(c, createRequest('fixed', { desiredAccess: Access.FILE_WRITE_DATA }))).open;
+    await files.write(c, plain, { offset: 10, fileId: plain.fileId, flags: 0, data: Buffer.from('++') });
+    await close(c, plain);
+    // The owner may read and write the bytes there (FILE_WRITE_DATA 0x2, and attributes), not add any (FILE_APPEND_DATA 0x4).
+    await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120089 | 0x2 | 0x100, unixUserSid(alice.uid))] });
+    const o = (await create(c, createRequest('fixed', { desiredAccess: Access.FILE_WRITE_DATA | Access.FILE_READ_DATA }))).open;
+    const w = (offset: number, text: string) => files.write(c, o, { offset, fileId: o.fileId, flags: 0, data: Buffer.from(text) });
+    await w(2, 'ab');
+    await w(6, 'WXYZ');
+    assert.equal(await status(w(10, 'XXXX')), NtStatus.ACCESS_DENIED, 'a WRITE that starts inside and goes past the end');
+    assert.equal(await status(w(12, 'X')), NtStatus.ACCESS_DENIED, 'a WRITE at the end');
+    assert.equal(await status(w(20, 'X')), NtStatus.ACCESS_DENIED, 'a WRITE past the end');
+    assert.equal(await status(w(-1, 'X')), NtStatus.ACCESS_DENIED, 'an append');
+    await w(12, ''); // no bytes: extends nothing
+    assert.equal((await srv.fs.read(o.handle, c.id, 0, 64)).data.toString(), '01ab45WXYZ++');
+    // EndOfFile needs FILE_WRITE_DATA alone (MS-SMB2 3.3.5.21.1), growing the file or not.
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(14, 0);
+    await files.setInfo(c, o, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileEndOfFileInformation,
+      additionalInformation: 0,
+      fileId: o.fileId,
+      buffer: b,
+    });
+    assert.equal((await srv.fs.read(o.handle, c.id, 0, 64)).data.toString(), '01ab45WXYZ++\0\0');
+    await close(c, o);
+    await srv.close();
+  });
+});
+
+describe('WRITEs of append-only opens and appends of one file, side by side (MS-SMB2 3.3.5.13)', () => {
+  it('each WRITE answered SUCCESS keeps its bytes: an append-only WRITE at an end another one moved meanwhile is refused', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('log', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('start\n') });
+    await close(c, f);
+    await storeDacl(meta, f.inodeId, {
+      control: 0,
+      dacl: [ace(ALLOW, 0x00120089 | 0x4 | 0x100, unixUserSid(alice.uid))],
+    });
+    const open = async () =>
+      (await create(c, createRequest('log', { desiredAccess: Access.FILE_APPEND_DATA | Access.FILE_READ_DATA }))).open;
+    // Two clients appending by offset (the end each last saw) and one appending at the end
+    // (0xFFFFFFFFFFFFFFFF), all at once, a few times over.
+    const a = await open();
+    const b = await open();
+    const tail = await open();
+    let end = 6;
+    const landed: { offset: number; text: string }[] = [];
+    for (let round = 0; round < 5; round++) {
+      const tries = [
+        { open: a, offset: end, text: `a${round}a\n` },
+        { open: b, offset: end, text: `b${round}bb\n` },
+        { open: tail, offset: -1, text: `t${round}\n` },
+      ];
+      const results = await Promise.allSettled(
+        tries.map((t) => files.write(c, t.open, { offset: t.offset, fileId: t.open.fileId, flags: 0, data: Buffer.from(t.text) })),
+      );
+      results.forEach((r, i) => {
+        const t = tries[i]!;
+        if (r.status === 'rejected') {
+          assert.ok(r.reason instanceof SmbStatusError && r.reason.status === NtStatus.ACCESS_DENIED, String(r.reason));
+          return;
+        }
+        landed.push({ offset: t.offset < 0 ? t.open.position - t.text.length : t.offset, text: t.text });
+      });
+      end = (await srv.fs.getattr(a.handle, c.id)).inode.size;
+    }
+    const data = (await srv.fs.read(a.handle, c.id, 0, 4096)).data.toString();
+    for (const l of landed)
+      assert.equal(
+        data.slice(l.offset, l.offset + l.text.length),
+        l.text,
+        `"${l.text.trim()}" answered SUCCESS at ${l.offset}; the file: ${JSON.stringify(data)}`,
+      );
+    assert.equal(data.length, 6 + landed.reduce((n, l) => n + l.text.length, 0), 'nothing written over');
+    for (const o of [a, b, tail]) await close(c, o);
+    await srv.close();
+  });
+});
+
 describe('owner and group from a SecD context or a SET_INFO descriptor', () => {
   const sd = (owner: ReturnType<typeof sid> | null, group: ReturnType<typeof sid> | null): Buffer =>
     encodeSecurityDescriptor({ control: 0, owner, group, dacl: null });

@@ -481,6 +481,9 @@ export async function create(
   const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose, opts);
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === inode.uid;
   open.openerMayWrite = c.fs.accessBits(c.share, inode, c.id).write;
+  // Not merely not asked for: an open asking FILE_WRITE_DATA alone extends the file on Windows
+  // (smbtorture smb2.deny, smb2.tcon), whatever MS-SMB2 3.3.5.13 suggests.
+  open.cannotExtend = maximal !== undefined && (maximal & Access.FILE_APPEND_DATA) === 0;
   open.record ??= await oplock.registerOpen(c.fs, open, open.grantedAccess, req.shareAccess);
   let granting;
   try {
@@ -614,19 +617,29 @@ export async function read(c: FileContext, open: Open, req: ReadRequest): Promis
  * before it is written. Pipelined appends then all land, one after another in the order they
  * arrived; read and written as two steps side by side, they read the same end and wrote over one
  * another (2 of 20 pipelined appends were left). Across servers the file's write lease orders
- * them (vfs append()).
+ * them (vfs append()). WRITEs at an offset whose range rangeAllowed checks run under the same key.
  */
 const appends = new WeakMap<MetadataStore, KeyedSerial<number>>();
 
 // MS-SMB2 3.3.5.13 WRITE
 export async function write(c: FileContext, open: Open, req: WriteRequest): Promise<number> {
   if (open.isDir) throw fail(NtStatus.INVALID_DEVICE_REQUEST, 'WRITE to a directory');
-  if ((open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA)) === 0) throw fail(NtStatus.ACCESS_DENIED);
+  const rights = open.grantedAccess & (Access.FILE_WRITE_DATA | Access.FILE_APPEND_DATA);
+  if (rights === 0) throw fail(NtStatus.ACCESS_DENIED);
   if (req.data.length > c.maxWrite) throw fail(NtStatus.INVALID_PARAMETER, `WRITE of ${req.data.length} bytes above MaxWriteSize`);
-  if (req.offset >= 0) return writeAt(c, open, req, req.offset);
+  // An open granted FILE_WRITE_DATA that may extend the file (every one without a stored DACL)
+  // writes anywhere: no size to look at.
+  if (req.offset >= 0 && (rights & Access.FILE_WRITE_DATA) !== 0 && !open.cannotExtend) return writeAt(c, open, req, req.offset);
+  // An append always extends the file (a write of no bytes changes nothing: vfs write()).
+  if (req.offset < 0 && open.cannotExtend && req.data.length > 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'an append extends the file: it needs FILE_APPEND_DATA');
   let serial = appends.get(open.share.meta);
   if (serial === undefined) appends.set(open.share.meta, (serial = new KeyedSerial<number>()));
-  return serial.run(open.inodeId, () => writeAt(c, open, req, null));
+  if (req.offset < 0) return serial.run(open.inodeId, () => writeAt(c, open, req, null));
+  return serial.run(open.inodeId, async () => {
+    await rangeAllowed(c, open, req.offset, req.data.length);
+    return writeAt(c, open, req, req.offset);
+  });
 }
 
 /**
@@ -643,23 +656,34 @@ function unlocked(c: FileContext, open: Open, at: number, length: number): Promi
 }
 
 /**
- * MS-SMB2 3.3.5.13: an open granted FILE_APPEND_DATA and not FILE_WRITE_DATA (a DACL that lets a
- * user add to a log but not rewrite it) may write at or past the end of the file, never over bytes
- * it has: ACCESS_DENIED, nothing written. The end is the one acknowledged anywhere (getattr asks
- * the holder with several servers). A WRITE at an offset takes no per-file key, so another open
- * extending the file between this check and the write is not excluded: its bytes past the end
- * seen here may be overwritten, never those that were there.
+ * MS-SMB2 3.3.5.13 where the open's rights say where it may write: a range within the file's size
+ * needs FILE_WRITE_DATA (an open granted FILE_APPEND_DATA alone adds to a log, never rewrites it);
+ * a range extending the file needs FILE_APPEND_DATA when the opener could not have been granted it
+ * (cannotExtend: a stored DACL granting FILE_WRITE_DATA alone, bytes that may change and a size
+ * that may not). Not for an open that merely did not ask for it: Windows lets an open granted
+ * FILE_WRITE_DATA alone extend the file (smbtorture smb2.deny, smb2.tcon, streams.rename: the
+ * spec's SHOULD is not what Windows does). ACCESS_DENIED, nothing written. The size is the one
+ * acknowledged anywhere (getattr asks the holder with several servers).
+ *
+ * Runs under the file's append key with the write after it: another append, or another WRITE of
+ * such an open, cannot extend the file between this check and the write (two append-only clients
+ * writing at the end they last saw: the second is refused, not written over the first's bytes).
+ * Other opens take no key (the common WRITE path pays nothing), so one of their WRITEs extending
+ * the file meanwhile is not excluded, nor a truncate, nor, with several servers, a write of
+ * another server.
  */
-async function appendOnly(c: FileContext, open: Open, offset: number): Promise<void> {
+async function rangeAllowed(c: FileContext, open: Open, offset: number, length: number): Promise<void> {
   const { inode } = await c.fs.getattr(open.handle, c.id);
-  if (offset < inode.size) throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_WRITE_DATA writes only at or past the end');
+  if (offset < inode.size && (open.grantedAccess & Access.FILE_WRITE_DATA) === 0)
+    throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_WRITE_DATA writes only at or past the end');
+  if (length > 0 && offset + length > inode.size && open.cannotExtend)
+    throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_APPEND_DATA does not extend the file');
 }
 
 /** A WRITE at `offset`, or (null) at the end of the file as the vfs finds it. */
 async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null): Promise<number> {
   const asked = offset === null ? undefined : unlocked(c, open, offset, req.data.length);
   if (asked) await asked;
-  if (offset !== null && (open.grantedAccess & Access.FILE_WRITE_DATA) === 0) await appendOnly(c, open, offset);
   const sync = (req.flags & WRITEFLAG_WRITE_THROUGH) !== 0 || open.writeThrough;
   // A write of no bytes changes nothing (MS-FSA 2.1.5.3; vfs write()): no write time to delay or restore.
   const changes = req.data.length > 0;

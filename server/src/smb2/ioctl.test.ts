@@ -22,6 +22,7 @@ import { encodeFsInfo } from './fscc.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { create, createRequest, fileContext } from './testing.js';
+import { type CachingContext, OplockLevel } from './oplock.js';
 
 async function setup() {
   const srv = await memoryServer();
@@ -65,6 +66,61 @@ async function setup() {
 const pattern = (n: number, seed = 0): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff));
 
 describe('FSCTL server-side copy (SRV_REQUEST_RESUME_KEY + SRV_COPYCHUNK)', () => {
+  it('a copy into a file whose batch oplock the target open holds breaks no oplock of its own (its WRITE would not)', async () => {
+    const srv = await memoryServer();
+    const sent: Buffer[] = [];
+    const caching: CachingContext = {
+      clientGuid: Buffer.alloc(16, 1),
+      leasing: true,
+      breakTimeoutMs: 300,
+      notify: (_cmd, body) => {
+        sent.push(body);
+        return true;
+      },
+    };
+    const c = fileContext(srv, { caching });
+    const src = (await create(c, createRequest('src'))).open;
+    await files.write(c, src, { offset: 0, fileId: src.fileId, flags: 0, data: pattern(100) });
+    const { open: dst, body } = await create(c, createRequest('dst', { requestedOplockLevel: OplockLevel.BATCH }));
+    assert.equal(body[2], OplockLevel.BATCH);
+    const opens = new Map([src, dst].map((o) => [o.id, o]));
+    const host: IoctlHost = {
+      validateNegotiate: () => Buffer.alloc(0),
+      findOpen: () => dst,
+      openById: (id) => opens.get(id),
+      fileContext: () => c,
+    };
+    const run = (ctlCode: number, input: Buffer, maxOutputResponse: number) =>
+      ioctl(
+        { ...host, findOpen: () => (ctlCode === FsctlCode.SRV_REQUEST_RESUME_KEY ? src : dst) },
+        { ctlCode, fileId: dst.fileId, input, maxOutputResponse, flags: IOCTL_IS_FSCTL },
+        new SmbWriter(),
+      );
+    const kw = new SmbWriter();
+    await ioctl(
+      { ...host, findOpen: () => src },
+      {
+        ctlCode: FsctlCode.SRV_REQUEST_RESUME_KEY,
+        fileId: src.fileId,
+        input: Buffer.alloc(0),
+        maxOutputResponse: 32,
+        flags: IOCTL_IS_FSCTL,
+      },
+      kw,
+    );
+    const k = kw.finish();
+    const sourceKey = Buffer.from(k.subarray(48, 48 + 24));
+    const r = await run(
+      FsctlCode.SRV_COPYCHUNK,
+      encodeCopyChunkCopy({ sourceKey, chunkCount: 1, chunks: [{ sourceOffset: 0, targetOffset: 0, length: 100 }] }),
+      12,
+    );
+    assert.equal(r.status, NtStatus.SUCCESS);
+    assert.equal(sent.length, 0, 'no break sent to the open that copies');
+    assert.deepEqual(await files.read(c, dst, { flags: 0, length: 100, offset: 0, fileId: dst.fileId, minimumCount: 0 }), pattern(100));
+    await srv.close();
+  });
+
   it('copies chunks between files and within one, and answers the limits when asked too much', async () => {
     const { srv, open, fsctl, write, read } = await setup();
     const src = await open('src');

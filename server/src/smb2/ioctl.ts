@@ -213,7 +213,9 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
         NtStatus.INVALID_VIEW_SIZE,
       );
     }
-    await c.fs.write(target.handle, c.id, ch.targetOffset, r.data, target.writeThrough);
+    // Written as a WRITE of the target open is: through when it was opened so, breaking the
+    // oplocks and leases of other opens, not its own.
+    await c.fs.write(target.handle, c.id, ch.targetOffset, r.data, target.writeThrough, oplock.holderOf(target));
     chunksWritten++;
     written += ch.length;
   }
@@ -289,7 +291,9 @@ async function setZeroData(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Pr
   if (open.isDir) throw fail(NtStatus.INVALID_PARAMETER, 'a directory has no data');
   if ((open.grantedAccess & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'SET_ZERO_DATA needs FILE_WRITE_DATA');
   if (beyond > offset && (await ioLocked(c, open, offset, beyond - offset, true))) throw fail(NtStatus.FILE_LOCK_CONFLICT);
-  if (beyond > offset) await zeroRange(c.fs, open.handle, c.id, offset, Math.min(beyond, Number.MAX_SAFE_INTEGER), oplock.holderOf(open));
+  // On a write-through open, durable before the reply, as a WRITE there is (files.ts writeAt).
+  if (beyond > offset)
+    await zeroRange(c.fs, open.handle, c.id, offset, Math.min(beyond, Number.MAX_SAFE_INTEGER), oplock.holderOf(open), open.writeThrough);
   return reply(w, req, Buffer.alloc(0));
 }
 

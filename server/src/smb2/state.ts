@@ -137,6 +137,11 @@ export class Open {
    */
   openerIsOwner = false;
   openerMayWrite = false;
+  /**
+   * The rights the opener could have been granted at CREATE lacked FILE_APPEND_DATA (a stored
+   * DACL granting FILE_WRITE_DATA alone): its WRITEs do not extend the file (files.ts rangeAllowed).
+   */
+  cannotExtend = false;
   deleteOnClose = false;
   enumeration: Enumeration | null = null;
   /** Times this open's WRITEs leave as they are (set or frozen by SET_INFO FileBasicInformation). */

@@ -47,6 +47,8 @@ export async function dataRanges(
 /**
  * Makes bytes [offset, end) of a file read as zeros (the part inside the file; the size stays).
  * Needs write permission; other opens' oplocks and leases break first (`except` is the caller's).
+ * `stable` (an SMB open made with FILE_WRITE_THROUGH): durable before this resolves, as a stable
+ * WRITE is (the zeros written inside a file are WAL records like a WRITE's; a cut is synced anyway).
  */
 export async function zeroRange(
   fs: FileService,
@@ -55,6 +57,7 @@ export async function zeroRange(
   offset: number,
   end: number,
   except: CacheHolder | null = null,
+  stable = false,
 ): Promise<void> {
   const { share, inode } = await regularFile(fs, handle);
   const id = fs.identity(share, cred);
@@ -81,4 +84,6 @@ export async function zeroRange(
   }
   // The data changed: so do the times (as a WRITE's).
   await fs.setattr(handle, cred, { mtime: 'server' }, undefined, except);
+  // The sync of a stable WRITE (data, size and times), once for all the zeros written.
+  if (stable) await fs.commit(handle, cred);
 }
