@@ -227,7 +227,8 @@ cache:
   # wal_dir: /var/lib/dittofs/wal
   # Data not yet in the block store; past this, writers wait (they do not fail). Env: DITTOFS_WAL_MAX_BYTES.
   wal_max_bytes: 1GiB
-  # Only when every share uses a "memory" block store (no WAL then): unflushed data held in memory.
+  # Only when every share uses a "memory" block store and server.api is off (no WAL then):
+  # unflushed data held in memory.
   # Env: DITTOFS_MAX_DIRTY_BYTES.
   max_dirty_bytes: 256MiB
   # Clean blocks kept in memory for reads. Env: DITTOFS_READ_CACHE_BYTES.
