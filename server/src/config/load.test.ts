@@ -643,6 +643,9 @@ describe('validation errors', () => {
   it('rejects a document that is not a mapping', () => {
     assert.deepEqual(yamlIssues('- a\n- b\n'), [{ path: '(top level)', message: 'expected a mapping of settings, got a list' }]);
     assert.deepEqual(yamlIssues('hello\n'), [{ path: '(top level)', message: 'expected a mapping of settings, got the string "hello"' }]);
+    // A file that is not YAML (a binary, read as one long scalar) is quoted by its start only.
+    const [issue] = yamlIssues(`${'x'.repeat(5000)}\n`);
+    assert.equal(issue?.message, `expected a mapping of settings, got the string "${'x'.repeat(60)}"... (5000 characters)`);
   });
 });
 
