@@ -174,7 +174,8 @@ export function buildProgram(): Command {
 Every start writes its pid to <data_dir>/dittofs.pid (or --pid-file), removed at exit, and
 appends its log to logging.file, default <data_dir>/dittofs.log (logging.file "-": standard
 output only), so that "dittofs status", "stop" and "logs" find it however it was started. Before
-anything is created, every listen port is checked: a port in use stops the start at once.
+any database, store or WAL is created or opened, every listen port is checked: a port in use
+stops the start at once (the log file, and the data directory holding it, may already exist).
 
 Foreground: logs are JSON lines on stdout (and in the log file); each start-up phase logs a
 "start-up:" line with how long it took. The first SIGTERM/SIGINT shuts down gracefully (stop

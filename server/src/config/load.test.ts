@@ -10,7 +10,7 @@ import { ConfigError, maskUrlPassword, redactSecrets, type ConfigIssue } from '.
 import { BUILT_IN_SOURCE, loadConfig, parseConfig, validateConfig } from './load.js';
 import { formatConfig } from './render.js';
 import { SAMPLE_CONFIG_YAML } from './sample.js';
-import { editDistance, suggest } from './schema.js';
+import { editDistance, SCHEMA, suggest, type SchemaNode } from './schema.js';
 import type { DittoConfig } from './types.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -643,6 +643,9 @@ describe('validation errors', () => {
   it('rejects a document that is not a mapping', () => {
     assert.deepEqual(yamlIssues('- a\n- b\n'), [{ path: '(top level)', message: 'expected a mapping of settings, got a list' }]);
     assert.deepEqual(yamlIssues('hello\n'), [{ path: '(top level)', message: 'expected a mapping of settings, got the string "hello"' }]);
+    // A file that is not YAML (a binary, read as one long scalar) is quoted by its start only.
+    const [issue] = yamlIssues(`${'x'.repeat(5000)}\n`);
+    assert.equal(issue?.message, `expected a mapping of settings, got the string "${'x'.repeat(60)}"... (5000 characters)`);
   });
 });
 
@@ -1410,5 +1413,106 @@ describe('coordination.redis', () => {
       /printable characters without spaces/,
     );
     assertIssue(yamlIssues('coordination:\n  redis:\n    lease_ttl: 10ms\n'), 'coordination.redis.lease_ttl', /./);
+  });
+});
+
+describe("README.md's configuration table", () => {
+  /** The rows of the table under `| Key | Default | Meaning |`: the keys each names, and its defaults. */
+  async function readmeRows(): Promise<{ keys: string[]; defaults: (string | undefined)[]; line: string }[]> {
+    const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
+    const lines = readme.split('\n');
+    const start = lines.findIndex((l) => l.startsWith('| Key | Default | Meaning |'));
+    assert.ok(start >= 0, 'README.md has the configuration table');
+    const rows: { keys: string[]; defaults: (string | undefined)[]; line: string }[] = [];
+    for (const line of lines.slice(start + 2)) {
+      if (!line.startsWith('|')) break;
+      const [keyCell = '', defaultCell = ''] = line.split(' | ').map((c) => c.replace(/^\| /, '').trim());
+      const names = keyCell.split(' / ').map((k) => /^`([^`]+)`$/.exec(k)?.[1]);
+      const first = names[0];
+      if (first === undefined || names.some((n) => n === undefined)) continue; // "API requests (fixed)"
+      const parent = first.slice(0, Math.max(first.lastIndexOf('.'), 0));
+      const keys = names.map((n, i) => (i === 0 ? first : `${parent}.${n!}`));
+      // One default per key, or one for them all; a default that is not one `value` is prose.
+      const parts = defaultCell.split(' / ').map((d) => /^`([^`<>]+)`$/.exec(d)?.[1]);
+      const defaults = keys.map((_, i) => (parts.length === keys.length ? parts[i] : parts.length === 1 ? parts[0] : undefined));
+      rows.push({ keys, defaults, line });
+    }
+    return rows;
+  }
+
+  /** Every key the file may hold: `metadata.stores.NAME.url`, `shares[].name`. */
+  function schemaKeys(node: SchemaNode = SCHEMA, prefix = ''): string[] {
+    const join = (k: string): string => (prefix === '' ? k : `${prefix}.${k}`);
+    switch (node.kind) {
+      case 'leaf':
+        return [prefix];
+      case 'object':
+        return Object.entries<SchemaNode>(node.fields).flatMap(([k, child]) => schemaKeys(child, join(k)));
+      case 'record':
+        return schemaKeys(node.entry, join('NAME'));
+      case 'array':
+        return schemaKeys(node.element, `${prefix}[]`);
+    }
+  }
+
+  /** A YAML document setting one key (stores as `default`, the share as the first) to a value as written. */
+  function yamlSetting(key: string, value: string): string {
+    const scalar = /:(\s|$)|#|^[*&!|>'"%@`{[]/.test(value) ? JSON.stringify(value) : value;
+    const segs = key.replace('.NAME.', '.default.').split('.');
+    if (segs[0] === 'shares[]') return `shares:\n  - name: ${segs[1] === 'name' ? scalar : `/export\n    ${segs[1]}: ${scalar}`}\n`;
+    const store =
+      segs[1] === 'stores' && segs[3] !== 'type' ? `${'  '.repeat(3)}type: ${segs[0] === 'metadata' ? 'embedded' : 'filesystem'}\n` : '';
+    const last = segs.length - 1;
+    return segs.map((s, i) => `${'  '.repeat(i)}${s}:${i === last ? ` ${scalar}` : ''}\n${i === 2 ? store : ''}`).join('');
+  }
+
+  function valueAt(c: DittoConfig, key: string): unknown {
+    let v: unknown = c;
+    for (const s of key.replace('.NAME.', '.default.').replace('shares[]', 'shares.0').split('.')) {
+      v = (v as Record<string, unknown> | undefined)?.[s];
+    }
+    return v;
+  }
+
+  it('names every key of the file', async () => {
+    const documented = new Set((await readmeRows()).flatMap((r) => r.keys));
+    const missing = schemaKeys().filter((k) => !documented.has(k));
+    assert.deepEqual(missing, [], 'keys of the config schema with no row in README.md');
+    const unknown = [...documented].filter((k) => !schemaKeys().includes(k));
+    assert.deepEqual(unknown, [], 'README.md rows naming keys the config schema does not have');
+  });
+
+  it('gives the defaults the server uses', async () => {
+    const defaults = parse('');
+    let checked = 0;
+    for (const { keys, defaults: shown, line } of await readmeRows()) {
+      for (const [i, key] of keys.entries()) {
+        const text = shown[i];
+        const want = valueAt(defaults, key);
+        // A default the config leaves to the code (a postgres store's pool_size) is not checkable here.
+        if (text === undefined || want === undefined) continue;
+        const yaml = yamlSetting(key, text);
+        let got: unknown;
+        try {
+          got = valueAt(parse(yaml), key);
+        } catch (err) {
+          assert.fail(`${key}: README.md's default ${text} is refused: ${(err as Error).message}\n${line}`);
+        }
+        assert.deepEqual(got, want, `${key}: README.md says ${text}\n${line}\n${yaml}`);
+        checked++;
+      }
+    }
+    assert.ok(checked >= 50, `only ${checked} defaults checked`);
+  });
+
+  it('lists every named environment variable, as does the sample config', async () => {
+    const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
+    const named = /named variables\n?([\s\S]*?), and for any key/.exec(readme)?.[1];
+    assert.ok(named, 'README.md lists the named variables');
+    const sample = /Named ones: ([\s\S]*?)\. Any single setting/.exec(SAMPLE_CONFIG_YAML)?.[1];
+    assert.ok(sample, 'the sample lists the named variables');
+    const vars = (text: string): string[] => [...text.matchAll(/DITTOFS_[A-Z_]+/g)].map((m) => m[0]).sort();
+    assert.deepEqual(vars(named), Object.keys(NAMED_ENV_OVERRIDES).sort(), 'README.md');
+    assert.deepEqual(vars(sample), Object.keys(NAMED_ENV_OVERRIDES).sort(), 'sample.ts');
   });
 });

@@ -18,8 +18,11 @@ export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
 # Environment overrides are applied over this file. Named ones: DITTOFS_DATA_DIR, DITTOFS_LOG_LEVEL,
 # DITTOFS_LOG_FILE, DITTOFS_BIND_ADDRESS (all listeners), DITTOFS_NFS_ENABLED, DITTOFS_NFS_PORT,
 # DITTOFS_PORTMAPPER_ENABLED, DITTOFS_PORTMAPPER_PORT, DITTOFS_SMB_ENABLED, DITTOFS_SMB_PORT,
-# DITTOFS_API_ENABLED, DITTOFS_API_PORT, DITTOFS_METRICS_ENABLED, DITTOFS_METRICS_PORT,
-# DITTOFS_MAX_DIRTY_BYTES, DITTOFS_READ_CACHE_BYTES. Any single setting can also be set as
+# DITTOFS_SMB_SIGNING_REQUIRED, DITTOFS_SMB_ENCRYPTION_REQUIRED, DITTOFS_SMB_OPLOCK_BREAK_TIMEOUT,
+# DITTOFS_SMB_DURABLE_HANDLE_TIMEOUT, DITTOFS_API_ENABLED, DITTOFS_API_PORT, DITTOFS_JWT_SECRET,
+# DITTOFS_DATABASE_URL, DITTOFS_METRICS_ENABLED, DITTOFS_METRICS_PORT, DITTOFS_WAL_DIR,
+# DITTOFS_WAL_MAX_BYTES, DITTOFS_MAX_DIRTY_BYTES, DITTOFS_READ_CACHE_BYTES, DITTOFS_DISK_CACHE_DIR,
+# DITTOFS_DISK_CACHE_BYTES. Any single setting can also be set as
 # DITTOFS_ plus its key path upper-cased with "__" between keys, e.g.
 # DITTOFS_ADAPTERS__NFS__DRC_SIZE=4096, DITTOFS_BLOCKS__STORES__DEFAULT__BLOCK_SIZE=8MiB,
 # DITTOFS_SHARES__0__READ_ONLY=true, DITTOFS_METADATA__STORES__PG__URL=postgres://...,
@@ -32,7 +35,7 @@ export const SAMPLE_CONFIG_YAML = `# DittoFS server configuration.
 # this file's directory); "~/" means the home directory.
 
 # Directory for all local state (block files of filesystem stores, embedded metadata databases,
-# the WAL, and later the control-plane database). Env: DITTOFS_DATA_DIR.
+# the WAL, the embedded control database). Env: DITTOFS_DATA_DIR.
 data_dir: ./data
 
 # Logging.
@@ -172,6 +175,8 @@ database:
   # url: postgres://dittofs:secret@db.example.com:5432/dittofs
   # Postgres only: schema of the control tables, so they can share a database with metadata stores.
   # schema: dittofs_control
+  # Postgres only: pooled connections, 1 to 1000 (default 4).
+  # pool_size: 4
 
 # Several servers (replicas) serving the same stores: a PostgreSQL metadata store and one block
 # store, with per-file write leases and fencing tokens in a Redis. Without a url each PostgreSQL
@@ -222,7 +227,8 @@ cache:
   # wal_dir: /var/lib/dittofs/wal
   # Data not yet in the block store; past this, writers wait (they do not fail). Env: DITTOFS_WAL_MAX_BYTES.
   wal_max_bytes: 1GiB
-  # Only when every share uses a "memory" block store (no WAL then): unflushed data held in memory.
+  # Only when every share uses a "memory" block store and server.api is off (no WAL then):
+  # unflushed data held in memory.
   # Env: DITTOFS_MAX_DIRTY_BYTES.
   max_dirty_bytes: 256MiB
   # Clean blocks kept in memory for reads. Env: DITTOFS_READ_CACHE_BYTES.

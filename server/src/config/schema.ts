@@ -66,7 +66,9 @@ export type SchemaNode = LeafNode | ObjectNode | RecordNode | ArrayNode;
 export function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
-  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
+  // A long string (a file that is not YAML at all, read as one scalar) is cut: the start says enough.
+  if (typeof v === 'string')
+    return `the string ${v.length > 80 ? `${JSON.stringify(v.slice(0, 60))}... (${v.length} characters)` : JSON.stringify(v)}`;
   if (typeof v === 'number') return `the number ${v}`;
   if (typeof v === 'boolean') return String(v);
   if (typeof v === 'object') return v instanceof Uint8Array ? 'binary data' : 'a mapping';

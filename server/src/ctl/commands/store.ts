@@ -36,7 +36,8 @@ const KINDS: Readonly<Record<StoreKind, KindInfo>> = {
     configHelp: `
 Settings per type (--config, JSON; sizes in bytes, durations in milliseconds):
   memory    none (lost at restart: for tests)
-  embedded  {"path": DIR}  (default: under the server's data_dir)
+  embedded  {"path": DIR, "engine": "sqlite"|"pglite", "sync": "commit"|"change"}
+            (default: under the server's data_dir, sqlite, commit)
   postgres  {"url": "postgres://user:password@host:5432/db", "pool_size": N, "schema": NAME, ...}
 Secrets (the password in a postgres URL) are shown as ****.`,
     examples: (c) => [

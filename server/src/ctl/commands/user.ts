@@ -61,7 +61,7 @@ function fieldOptions(cmd: Command): Command {
     .addOption(
       new Option(
         '--role <role>',
-        'admin (everything), operator (stores, shares, adapters, users with role user) or user (default user)',
+        'admin (everything), operator (stores, shares, groups, adapters, settings, users with role user) or user (default user)',
       ).choices(ROLES),
     )
     .option('--must-change-password', 'the user must change the password at the next login')
