@@ -384,6 +384,11 @@ export class BlockService {
   private releasing: [number, (() => void)[]][] | null = null;
   /** The loop that makes those changes durable and lets go of the records (drainReleases). */
   private draining: Promise<void> | null = null;
+  /**
+   * The records of truncates and cuts left Unfinished, held for the next start's replay; let go by
+   * releaseForgotten (a removed share's data is stored: replay skips its records).
+   */
+  private readonly unfinished = new Map<WalHolder, WalSegment>();
 
   constructor(
     private readonly store: BlockStore,
@@ -966,6 +971,10 @@ export class BlockService {
     this.toRelease.clear();
     // Emptied in place: the round in flight finds nothing left to run when (if) its flush settles.
     for (const releases of waiting) for (const release of releases.splice(0)) release();
+    // A truncate or cut the stop left unfinished: its record would hold the log the other shares
+    // write to (no segment after it retires) until a restart.
+    for (const [record, seg] of this.unfinished) this.wal.release(seg, record);
+    this.unfinished.clear();
   }
 
   /** RECORD_TIMES records that hold their segments now (tests, diagnostics). */
@@ -1483,7 +1492,8 @@ export class BlockService {
     } finally {
       const held: WalSegment | null = seg;
       // Unfinished: held (this process stops, or must be restarted), replayed at the next start.
-      if (held !== null && !unfinished) {
+      if (held !== null && unfinished) this.unfinished.set(record, held);
+      else if (held !== null) {
         const release = (): void => this.wal.release(held, record);
         if (applied && metaOf !== undefined) this.afterMetaDurable(metaOf, release);
         else release();

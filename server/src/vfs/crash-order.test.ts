@@ -591,6 +591,20 @@ describe('crash order of data and metadata', () => {
     await b.data.close();
   });
 
+  it('a truncate left unfinished by the stop of a removed share lets its record go once the share is stored (releaseForgotten): the log other shares write to is not held', async () => {
+    const { inner, a, h } = await overwrittenFile({ closeFlushMs: 200 });
+    inner.failDrops = Number.MAX_SAFE_INTEGER;
+    const released = releasesOf(a.wal);
+    const setattr = a.fs.setattr(h, root, { size: CUT });
+    await until(() => inner.drops > 0, WAIT_MS, 'the truncate reached the block map');
+    await a.data.close();
+    await assert.rejects(setattr, /next start finishes it/);
+    assert.equal(timesReleasedIn(released), false, 'kept at the stop');
+    // What shares.ts drain() does once the removed share's data is stored and logged as such.
+    a.data.releaseForgotten();
+    assert.equal(timesReleasedIn(released), true, "the truncate's record is let go: replay skips the stored share's records");
+  });
+
   it("keeps a truncate's WAL record until the new size is durable, without making the SETATTR wait for it", async () => {
     const inner = new GatedStore();
     const a = await boot(walDir(), inner, new MemoryBlockStore());
