@@ -1540,6 +1540,46 @@ describe('over real HTTP: connections', () => {
   });
 });
 
+describe('over real HTTP: a connection carrying an authenticated request', () => {
+  it('is not closed to make room while its answer is on the way', async () => {
+    const live = makeApp({ maxConnectionsPerAddress: 2 });
+    // The answer of GET /api/v1/users waits until `open` (server.ts's onSend waits for a change to
+    // be applied everywhere, and PUT /api/v1/state for a convergence, as long).
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let waiting = 0;
+    live.addHook('onSend', async (req, _reply, payload) => {
+      if (req.url === '/api/v1/users') {
+        waiting++;
+        await gate;
+      }
+      return payload;
+    });
+    try {
+      await live.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = live.server.address() as net.AddressInfo;
+      const token = (await call('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PW } })).json<{
+        access_token: string;
+      }>().access_token;
+      const a = await connectFrom(port, '127.0.0.2');
+      const answer = a.ask(`GET /api/v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+      await until(() => waiting === 1, 30_000, 'the authenticated request is being answered');
+      await new Promise((r) => setTimeout(r, 1_100));
+      // The address at its cap (2) and a third connection from there: `a` is not the one to go.
+      const b = await connectFrom(port, '127.0.0.2');
+      const c = await connectFrom(port, '127.0.0.2').catch(() => null);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(a.sock.destroyed, false, 'the connection carrying an authenticated request stays');
+      open();
+      assert.match(await answer, /^HTTP\/1\.1 200 /);
+      for (const x of [a, b, c]) x?.sock.destroy();
+    } finally {
+      open();
+      await live.close();
+    }
+  });
+});
+
 describe('over real HTTP', () => {
   it('listens on 127.0.0.1, logs in, calls with the token, answers problems', async () => {
     const live = makeApp();

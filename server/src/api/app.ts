@@ -212,11 +212,6 @@ export function buildApi(opts: ApiOptions): App {
     const g = limits.admit(socket);
     if (g !== null) guards.set(socket, g);
   });
-  // Proven by a request that a token let through (the login itself does not prove a connection: a
-  // wrong password is answered too).
-  app.addHook('onResponse', async (req, reply) => {
-    if (req.principal !== null && reply.statusCode < 400) guards.get(req.raw.socket)?.prove();
-  });
   app.addHook('onClose', async () => limits.close());
 
   // Only JSON bodies: a text/plain body is 415, not a string handed to the schema.
@@ -266,6 +261,10 @@ export function buildApi(opts: ApiOptions): App {
     }
     const allowed = access === 'user' || principal.role === 'admin' || (access === 'operator' && principal.role === 'operator');
     if (!allowed) throw new ApiProblem('forbidden', `this needs role ${access === 'operator' ? 'operator or admin' : access}`);
+    // The connection is proven (never closed to make room: see `limits`) by a request that a token
+    // let through, from then on: while its answer is on the way too (a change waits until every
+    // server applied it). Not by the login: a wrong password is answered too.
+    guards.get(req.raw.socket)?.prove();
     return payload;
   });
 

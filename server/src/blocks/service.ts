@@ -105,12 +105,18 @@ class LeaseMoved extends VfsError {
 }
 
 /**
- * A truncate or cut logged and synced, not finished when close() came (its metadata store still
- * failing): its WAL record stays, and the next start's replay finishes it.
+ * A truncate or cut logged and synced, not finished when close() came or once its metadata store
+ * failed for good (MetadataStore.failure: only a restart helps then), the store still failing: its
+ * WAL record stays, and the next start's replay finishes it.
  */
 class Unfinished extends VfsError {
-  constructor(what: string, cause: unknown) {
-    super('JUKEBOX', `the server stopped before the ${what} was finished (the next start finishes it): ${errorMessage(cause)}`);
+  constructor(what: string, cause: unknown, failedForGood: Error | null) {
+    super(
+      failedForGood === null ? 'JUKEBOX' : 'IO',
+      failedForGood === null
+        ? `the server stopped before the ${what} was finished (the next start finishes it): ${errorMessage(cause)}`
+        : `the metadata store failed for good before the ${what} was finished (the next start finishes it): ${errorMessage(failedForGood)}`,
+    );
   }
 }
 
@@ -389,6 +395,11 @@ export class BlockService {
   private releasing: [number, (() => void)[]][] | null = null;
   /** The loop that makes those changes durable and lets go of the records (drainReleases). */
   private draining: Promise<void> | null = null;
+  /**
+   * The records of truncates and cuts left Unfinished, held for the next start's replay; let go by
+   * releaseForgotten (a removed share's data is stored: replay skips its records).
+   */
+  private readonly unfinished = new Map<WalHolder, WalSegment>();
 
   constructor(
     private readonly store: BlockStore,
@@ -971,6 +982,10 @@ export class BlockService {
     this.toRelease.clear();
     // Emptied in place: the round in flight finds nothing left to run when (if) its flush settles.
     for (const releases of waiting) for (const release of releases.splice(0)) release();
+    // A truncate or cut the stop left unfinished: its record would hold the log the other shares
+    // write to (no segment after it retires) until a restart.
+    for (const [record, seg] of this.unfinished) this.wal.release(seg, record);
+    this.unfinished.clear();
   }
 
   /** RECORD_TIMES records that hold their segments now (tests, diagnostics). */
@@ -1370,7 +1385,8 @@ export class BlockService {
    * it would leave the file with its old size over the older stored bytes there (acknowledged
    * writes undone for a call reported failed), until a crash finished it. So a step that fails for
    * want of its metadata store is tried again every RELEASE_RETRY_MS (one warning), the caller
-   * waiting, until it works; at close(), Unfinished (the record stays for the next start). Not
+   * waiting, until it works; at close(), or once the store failed for good (MetadataStore.failure:
+   * every call fails until a restart), Unfinished (the record stays for the next start). Not
    * tried again: the lease moved or the file is gone, or the store refused it (see retriable).
    */
   private async untilApplied<T>(what: 'truncate' | 'cut', step: () => Promise<T>): Promise<T> {
@@ -1379,7 +1395,9 @@ export class BlockService {
         return await step();
       } catch (e) {
         if (!retriable(e)) throw e;
-        if (this.closed) throw new Unfinished(what, e);
+        // A store failed for good fails every call until a restart, which replays the record.
+        const failure = this.meta.failure?.() ?? null;
+        if (this.closed || failure !== null) throw new Unfinished(what, e, failure);
         if (!warned)
           this.opts.log?.warn({ err: e }, `a logged ${what} could not be applied; trying again until the metadata store takes it`);
         // Not unref'd: a caller waits for it (and close() ends it within one pause).
@@ -1498,8 +1516,9 @@ export class BlockService {
       return result;
     } finally {
       const held: WalSegment | null = seg;
-      // Unfinished: held for good (this process stops), replayed at the next start.
-      if (held !== null && !unfinished) {
+      // Unfinished: held (this process stops, or must be restarted), replayed at the next start.
+      if (held !== null && unfinished) this.unfinished.set(record, held);
+      else if (held !== null) {
         const release = (): void => this.wal.release(held, record);
         if (applied && metaOf !== undefined) this.afterMetaDurable(metaOf, release);
         else release();

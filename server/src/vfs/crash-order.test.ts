@@ -54,11 +54,18 @@ class FailingCuts extends MemoryMetadataStore {
   failDrops = 0;
   failSizes = 0;
   drops = 0;
+  /** What a failing dropBlocks throws. */
+  dropError: Error = new Error('database unreachable');
+  /** Set: the store failed for good (MetadataStore.failure). */
+  broken: Error | null = null;
+  failure(): Error | null {
+    return this.broken;
+  }
   override async dropBlocks(inodeId: number, from: number, token?: number) {
     this.drops++;
     if (this.failDrops > 0) {
       this.failDrops--;
-      throw new Error('database unreachable');
+      throw this.dropError;
     }
     return super.dropBlocks(inodeId, from, token);
   }
@@ -550,6 +557,52 @@ describe('crash order of data and metadata', () => {
     const b = await boot(dir, inner, blocks);
     await assertCut(b, b.fs.handleOf(b.share, f));
     await b.data.close();
+  });
+
+  it("a logged truncate whose store failed for good is not tried again for ever: the SETATTR and the file's writes get an error, the record waits for the restart", async () => {
+    const { dir, inner, blocks, a, f, h } = await overwrittenFile({ closeFlushMs: 200 });
+    // The store can no longer vouch for what it answers (an fsync failed, PostgreSQL lost answered
+    // changes): every call fails until DittoFS restarts, as SqliteDriver and PgDriver do.
+    const broken = new Error('fsync of the WAL failed; it serves nothing more until the server is restarted');
+    inner.failDrops = Number.MAX_SAFE_INTEGER;
+    inner.dropError = new VfsError('IO', broken.message);
+    inner.broken = broken;
+    const released = releasesOf(a.wal);
+    const bounded = <T>(p: Promise<T>, what: string): Promise<T> =>
+      Promise.race([
+        p,
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: still waiting after 5 s`)), 5_000).unref()),
+      ]);
+    await assert.rejects(
+      bounded(a.fs.setattr(h, root, { size: CUT }), 'the SETATTR'),
+      (e: unknown) => e instanceof VfsError && e.errno === 'IO',
+    );
+    // The file's writes do not wait at its cut gate for good either.
+    await bounded(a.fs.write(h, root, 0, Buffer.from('C'), false), 'a write of the file');
+    assert.equal(timesReleasedIn(released), false, "the truncate's record is kept: only a restart, which replays it, helps now");
+    await a.data.close();
+    // The restart: the store works again, and the replay finishes the truncate (the 'C' written after it stays).
+    inner.failDrops = 0;
+    inner.broken = null;
+    const b = await boot(dir, inner, blocks);
+    const hb = b.fs.handleOf(b.share, f);
+    assert.equal((await b.fs.getattr(hb, root)).inode.size, CUT);
+    assert.equal((await b.fs.read(hb, root, 0, 2 * BS)).data.toString(), 'C' + 'B'.repeat(CUT - 1));
+    await b.data.close();
+  });
+
+  it('a truncate left unfinished by the stop of a removed share lets its record go once the share is stored (releaseForgotten): the log other shares write to is not held', async () => {
+    const { inner, a, h } = await overwrittenFile({ closeFlushMs: 200 });
+    inner.failDrops = Number.MAX_SAFE_INTEGER;
+    const released = releasesOf(a.wal);
+    const setattr = a.fs.setattr(h, root, { size: CUT });
+    await until(() => inner.drops > 0, WAIT_MS, 'the truncate reached the block map');
+    await a.data.close();
+    await assert.rejects(setattr, /next start finishes it/);
+    assert.equal(timesReleasedIn(released), false, 'kept at the stop');
+    // What shares.ts drain() does once the removed share's data is stored and logged as such.
+    a.data.releaseForgotten();
+    assert.equal(timesReleasedIn(released), true, "the truncate's record is let go: replay skips the stored share's records");
   });
 
   it("keeps a truncate's WAL record until the new size is durable, without making the SETATTR wait for it", async () => {
