@@ -88,8 +88,8 @@ export const PUBLIC_BODY_LIMIT = 16 * 1024;
 export const API_REQUEST_TIMEOUT_MS = 30_000;
 /** Default of ApiOptions.maxConnections. */
 export const API_MAX_CONNECTIONS = 1024;
-/** Default of ApiOptions.maxConnectionsPerAddress: far more than the operator and the CLIs open. */
-export const API_MAX_CONNECTIONS_PER_ADDRESS = 64;
+/** Default of ApiOptions.maxConnectionsPerAddress: as NFS and SMB have it; room for a proxy's keep-alive pool in front of every client. */
+export const API_MAX_CONNECTIONS_PER_ADDRESS = 256;
 
 /** The 404 of a request for a route that does not exist (the not-found handler, and preParsing before the body). */
 const notFound = (req: FastifyRequest): ApiProblem =>
