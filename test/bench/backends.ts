@@ -3,8 +3,8 @@
 //   embedded-fs  embedded metadata (SQLite in the data dir) + filesystem block store: the default
 //   pglite-fs    the same on the former embedded engine, PGlite (engine: pglite), for comparison
 //   postgres-s3  postgres metadata (a private PostgreSQL cluster, test/helpers/postgres.ts) +
-//                s3 block store (force_path_style) on SeaweedFS on loopback (seaweedfs.ts), or on
-//                s3rver (test/helpers/s3.ts) where `weed` is not built or --s3-server s3rver asks
+//                s3 block store (force_path_style) on versitygw on loopback (versitygw.ts), or on
+//                s3rver (test/helpers/s3.ts) where it is not built or --s3-server s3rver asks
 //
 // Both keep the WAL in <data dir>/wal (the default, cache.wal_dir unset). PostgreSQL and S3 are
 // started once per run; each round gets a schema and a key prefix of its own (dropped / deleted
@@ -18,7 +18,7 @@ import pg from 'pg';
 import { stringify } from 'yaml';
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
 import { externalS3Endpoint, startS3, type S3TestServer } from '../helpers/s3.js';
-import { findSeaweedfs, seaweedfsBinaryPath, startSeaweedfs } from './seaweedfs.js';
+import { findVersitygw, startVersitygw, versitygwBinaryPath } from './versitygw.js';
 
 export const DITTO_CONFIGS = ['embedded-fs', 'pglite-fs', 'postgres-s3'] as const;
 export type DittoConfigName = (typeof DITTO_CONFIGS)[number];
@@ -26,16 +26,16 @@ export type DittoConfigName = (typeof DITTO_CONFIGS)[number];
 /** The export every configuration serves (and ganesha too). */
 export const EXPORT_PATH = '/export';
 
-/** The S3 server of postgres-s3: SeaweedFS where hack/s3/build-seaweedfs.sh built it, else s3rver. */
-export const S3_SERVERS = ['auto', 'seaweedfs', 's3rver'] as const;
+/** The S3 server of postgres-s3: versitygw where hack/s3/build-versitygw.sh built it, else s3rver. */
+export const S3_SERVERS = ['auto', 'versitygw', 's3rver'] as const;
 export type S3ServerChoice = (typeof S3_SERVERS)[number];
 
 export interface Backends {
   pg: PostgresInstance | undefined;
   s3: S3TestServer | undefined;
-  /** What serves S3: "SeaweedFS <version> (weed mini)", "s3rver" or "external <endpoint>". */
+  /** What serves S3: "versitygw <version> (posix backend)", "s3rver" or "external <endpoint>". */
   s3Name: string;
-  /** Its short name in the tables' column heads: "SeaweedFS", "s3rver" or "external S3". */
+  /** Its short name in the tables' column heads: "versitygw", "s3rver" or "external S3". */
   s3Short: string;
   /** Unique per run, part of every schema name and key prefix. */
   runId: string;
@@ -59,7 +59,7 @@ export function needsBackends(configs: readonly string[]): boolean {
 
 /**
  * Starts PostgreSQL (a private cluster, or DITTOFS_TEST_PG_URL) and S3: DITTOFS_TEST_S3_ENDPOINT
- * when set, else SeaweedFS (`weed` as hack/s3/build-seaweedfs.sh built it) unless `s3Server` is
+ * when set, else versitygw (as hack/s3/build-versitygw.sh built it) unless `s3Server` is
  * 's3rver' or (with 'auto') it is not built, else s3rver. `onStarted` receives each stop function
  * as soon as the service is up, so that the caller's cleanup registry can stop it whatever happens
  * next.
@@ -76,20 +76,20 @@ export async function startBackends(
   log(`PostgreSQL ${pgInst.external ? '(external, DITTOFS_TEST_PG_URL)' : '(private cluster)'} up in ${secs(t0)}`);
   const t1 = Date.now();
   const bucket = 'dittofs-bench';
-  const weed = s3Server === 's3rver' || externalS3Endpoint() !== undefined ? undefined : findSeaweedfs();
-  if (s3Server === 'seaweedfs' && weed === undefined) {
+  const vgw = s3Server === 's3rver' || externalS3Endpoint() !== undefined ? undefined : findVersitygw();
+  if (s3Server === 'versitygw' && vgw === undefined) {
     throw new Error(
       externalS3Endpoint() !== undefined
-        ? '--s3-server seaweedfs: DITTOFS_TEST_S3_ENDPOINT is set (the bench uses that endpoint)'
-        : `--s3-server seaweedfs: ${seaweedfsBinaryPath()} is missing (hack/install-deps.sh bench builds it)`,
+        ? '--s3-server versitygw: DITTOFS_TEST_S3_ENDPOINT is set (the bench uses that endpoint)'
+        : `--s3-server versitygw: ${versitygwBinaryPath()} is missing (hack/install-deps.sh bench builds it)`,
     );
   }
   let s3: S3TestServer;
   let s3Name: string;
   let s3Short: string;
-  if (weed !== undefined) {
-    const sw = await startSeaweedfs(weed, { bucket });
-    [s3, s3Name, s3Short] = [sw, sw.description, 'SeaweedFS'];
+  if (vgw !== undefined) {
+    const v = await startVersitygw(vgw, { bucket });
+    [s3, s3Name, s3Short] = [v, v.description, 'versitygw'];
   } else {
     s3 = await startS3({ bucket });
     [s3Name, s3Short] = s3.external ? [`external ${s3.endpoint}`, 'external S3'] : ['s3rver', 's3rver'];
@@ -97,8 +97,8 @@ export async function startBackends(
   onStarted('stop S3', () => s3.close());
   const why = s3.external
     ? ' (DITTOFS_TEST_S3_ENDPOINT)'
-    : weed === undefined && s3Server === 'auto'
-      ? ` (${seaweedfsBinaryPath()} not built)`
+    : vgw === undefined && s3Server === 'auto'
+      ? ` (${versitygwBinaryPath()} not built)`
       : '';
   log(`S3: ${s3Name}${why} at ${s3.endpoint}, bucket ${s3.bucket}, up in ${secs(t1)}`);
   return { pg: pgInst, s3, s3Name, s3Short, runId };

@@ -1,5 +1,5 @@
 // Benchmark: several DittoFS replicas on one store (issue 14). One PostgreSQL metadata store, one
-// S3 bucket (SeaweedFS, or s3rver where it is not built: backends.ts), Redis for coordination;
+// S3 bucket (versitygw, or s3rver where it is not built: backends.ts), Redis for coordination;
 // 1, 2 and 3 server processes, several clients spread over them, and one server with
 // coordination off (the fenced single server) as the reference.
 //

@@ -9,7 +9,7 @@
 //   embedded-fs  DittoFS, embedded metadata + filesystem block store (the default configuration);
 //   pglite-fs    the same on the former embedded engine, PGlite (metadata engine: pglite);
 //   postgres-s3  DittoFS, postgres metadata on a private PostgreSQL cluster + s3 block store on
-//                SeaweedFS (weed mini, seaweedfs.ts; s3rver where weed is not built, or with
+//                versitygw (posix backend, versitygw.ts; s3rver where it is not built, or with
 //                --s3-server s3rver), path-style, both started once per run (backends.ts). Once started,
 //                PostgreSQL's own ceiling is measured: durable one-statement commits per second,
 //                one at a time (pgCommitCeiling), printed beside the postgres create target.
@@ -139,7 +139,7 @@ interface Args {
   restartFiles: number;
   /** --vm-untar: files of the tree untarred by the kernel client in the VM (0: no untar row). */
   vmUntar: number;
-  /** --s3-server: the S3 server of postgres-s3 (auto: SeaweedFS where built, else s3rver). */
+  /** --s3-server: the S3 server of postgres-s3 (auto: versitygw where built, else s3rver). */
   s3Server: S3ServerChoice;
 }
 
@@ -160,8 +160,8 @@ const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--cl
                   is timed (default: --files; 0: no restart row)
   --vm-untar N    also untar an N-file tree through the Linux kernel client in the QEMU VM (hack/vm) onto
                   ganesha and DittoFS embedded-fs, one VM boot each (slow under emulation: minutes)
-  --s3-server S   the S3 server of postgres-s3: auto (SeaweedFS where hack/install-deps.sh bench built it,
-                  else s3rver; the default), seaweedfs or s3rver (DITTOFS_TEST_S3_ENDPOINT overrides both)`;
+  --s3-server S   the S3 server of postgres-s3: auto (versitygw where hack/install-deps.sh bench built it,
+                  else s3rver; the default), versitygw or s3rver (DITTOFS_TEST_S3_ENDPOINT overrides both)`;
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
@@ -1230,7 +1230,7 @@ function printTable(
   args: Args,
   meta: string[],
   pgCommits: number | undefined,
-  /** Short name of postgres-s3's S3 server ("SeaweedFS", "s3rver"), for the peers' table. */
+  /** Short name of postgres-s3's S3 server ("versitygw", "s3rver"), for the peers' table. */
   s3Short: string,
 ): void {
   console.log('\n' + meta.join('\n'));
