@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Installs the Debian packages DittoFS needs to run and test, idempotently.
+# Installs the Debian packages DittoFS needs to run and test, idempotently; for bench (and all)
+# also versitygw, built from the Go module proxy into ~/.cache (hack/s3/build-versitygw.sh).
 # Usage: hack/install-deps.sh [run|node|build|test|bench|vm|k8s-node|all]   (default: test)
 set -euo pipefail
 what=${1:-test}
+here=$(cd "$(dirname "$0")" && pwd -P)
+
+# The S3 server of the benchmark's postgres-s3 rows (test/bench/versitygw.ts). No Debian package
+# has it; without Go (1.25 or newer) the bench falls back to s3rver.
+build_versitygw() {
+  if command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ]; then
+    "$here/s3/build-versitygw.sh"
+  else
+    echo "hack/install-deps.sh: no Go (PATH or /usr/local/go/bin): versitygw not built; the bench's postgres-s3 rows use s3rver" >&2
+  fi
+}
 
 run_pkgs=()
 node_pkgs=(nodejs npm)
@@ -37,7 +49,10 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ ${#missing[@]} -eq 0 ]; then
+  case "$what" in bench | all) build_versitygw ;; esac
+  exit 0
+fi
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -57,3 +72,4 @@ fi
 t=$(date +%s)
 $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "hack/install-deps.sh: installed ${missing[*]} in $(( $(date +%s) - t )) s" >&2
+case "$what" in bench | all) build_versitygw ;; esac

@@ -3,7 +3,8 @@
 //   embedded-fs  embedded metadata (SQLite in the data dir) + filesystem block store: the default
 //   pglite-fs    the same on the former embedded engine, PGlite (engine: pglite), for comparison
 //   postgres-s3  postgres metadata (a private PostgreSQL cluster, test/helpers/postgres.ts) +
-//                s3 block store (s3rver on loopback, test/helpers/s3.ts; force_path_style)
+//                s3 block store (force_path_style) on versitygw on loopback (versitygw.ts), or on
+//                s3rver (test/helpers/s3.ts) where it is not built or --s3-server s3rver asks
 //
 // Both keep the WAL in <data dir>/wal (the default, cache.wal_dir unset). PostgreSQL and S3 are
 // started once per run; each round gets a schema and a key prefix of its own (dropped / deleted
@@ -16,7 +17,8 @@ import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { postgresForTests, type PostgresInstance } from '../helpers/postgres.js';
-import { startS3, type S3TestServer } from '../helpers/s3.js';
+import { externalS3Endpoint, startS3, type S3TestServer } from '../helpers/s3.js';
+import { findVersitygw, startVersitygw, versitygwBinaryPath } from './versitygw.js';
 
 export const DITTO_CONFIGS = ['embedded-fs', 'pglite-fs', 'postgres-s3'] as const;
 export type DittoConfigName = (typeof DITTO_CONFIGS)[number];
@@ -24,9 +26,17 @@ export type DittoConfigName = (typeof DITTO_CONFIGS)[number];
 /** The export every configuration serves (and ganesha too). */
 export const EXPORT_PATH = '/export';
 
+/** The S3 server of postgres-s3: versitygw where hack/s3/build-versitygw.sh built it, else s3rver. */
+export const S3_SERVERS = ['auto', 'versitygw', 's3rver'] as const;
+export type S3ServerChoice = (typeof S3_SERVERS)[number];
+
 export interface Backends {
   pg: PostgresInstance | undefined;
   s3: S3TestServer | undefined;
+  /** What serves S3: "versitygw <version> (posix backend)", "s3rver" or "external <endpoint>". */
+  s3Name: string;
+  /** Its short name in the tables' column heads: "versitygw", "s3rver" or "external S3". */
+  s3Short: string;
   /** Unique per run, part of every schema name and key prefix. */
   runId: string;
 }
@@ -48,24 +58,50 @@ export function needsBackends(configs: readonly string[]): boolean {
 }
 
 /**
- * Starts PostgreSQL (a private cluster, or DITTOFS_TEST_PG_URL) and S3 (s3rver, or
- * DITTOFS_TEST_S3_ENDPOINT). `onStarted` receives each stop function as soon as the service is up,
- * so that the caller's cleanup registry can stop it whatever happens next.
+ * Starts PostgreSQL (a private cluster, or DITTOFS_TEST_PG_URL) and S3: DITTOFS_TEST_S3_ENDPOINT
+ * when set, else versitygw (as hack/s3/build-versitygw.sh built it) unless `s3Server` is
+ * 's3rver' or (with 'auto') it is not built, else s3rver. `onStarted` receives each stop function
+ * as soon as the service is up, so that the caller's cleanup registry can stop it whatever happens
+ * next.
  */
 export async function startBackends(
   runId: string,
   onStarted: (what: string, stop: () => Promise<void>) => void,
   log: (msg: string) => void,
+  s3Server: S3ServerChoice = 'auto',
 ): Promise<Backends> {
   const t0 = Date.now();
   const pgInst = await postgresForTests();
   onStarted('stop PostgreSQL', () => pgInst.stop());
   log(`PostgreSQL ${pgInst.external ? '(external, DITTOFS_TEST_PG_URL)' : '(private cluster)'} up in ${secs(t0)}`);
   const t1 = Date.now();
-  const s3 = await startS3({ bucket: 'dittofs-bench' });
+  const bucket = 'dittofs-bench';
+  const vgw = s3Server === 's3rver' || externalS3Endpoint() !== undefined ? undefined : findVersitygw();
+  if (s3Server === 'versitygw' && vgw === undefined) {
+    throw new Error(
+      externalS3Endpoint() !== undefined
+        ? '--s3-server versitygw: DITTOFS_TEST_S3_ENDPOINT is set (the bench uses that endpoint)'
+        : `--s3-server versitygw: ${versitygwBinaryPath()} is missing (hack/install-deps.sh bench builds it)`,
+    );
+  }
+  let s3: S3TestServer;
+  let s3Name: string;
+  let s3Short: string;
+  if (vgw !== undefined) {
+    const v = await startVersitygw(vgw, { bucket });
+    [s3, s3Name, s3Short] = [v, v.description, 'versitygw'];
+  } else {
+    s3 = await startS3({ bucket });
+    [s3Name, s3Short] = s3.external ? [`external ${s3.endpoint}`, 'external S3'] : ['s3rver', 's3rver'];
+  }
   onStarted('stop S3', () => s3.close());
-  log(`S3 ${s3.external ? '(external, DITTOFS_TEST_S3_ENDPOINT)' : '(s3rver)'} at ${s3.endpoint}, bucket ${s3.bucket}, up in ${secs(t1)}`);
-  return { pg: pgInst, s3, runId };
+  const why = s3.external
+    ? ' (DITTOFS_TEST_S3_ENDPOINT)'
+    : vgw === undefined && s3Server === 'auto'
+      ? ` (${versitygwBinaryPath()} not built)`
+      : '';
+  log(`S3: ${s3Name}${why} at ${s3.endpoint}, bucket ${s3.bucket}, up in ${secs(t1)}`);
+  return { pg: pgInst, s3, s3Name, s3Short, runId };
 }
 
 function secs(since: number): string {

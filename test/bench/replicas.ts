@@ -1,6 +1,7 @@
 // Benchmark: several DittoFS replicas on one store (issue 14). One PostgreSQL metadata store, one
-// S3 bucket (s3rver), Redis for coordination; 1, 2 and 3 server processes, several clients spread
-// over them, and one server with coordination off (the fenced single server) as the reference.
+// S3 bucket (versitygw, or s3rver where it is not built: backends.ts), Redis for coordination;
+// 1, 2 and 3 server processes, several clients spread over them, and one server with
+// coordination off (the fenced single server) as the reference.
 //
 //   npx tsx test/bench/replicas.ts [--replicas 1,2,3] [--clients N] [--size-mib N] [--files N]
 //
@@ -204,8 +205,10 @@ async function main(): Promise<void> {
   const runId = newRunId();
   const log = (m: string) => console.error(`replicas bench: ${m}`);
   const rows: Row[] = [];
+  let s3Name = '?';
   try {
     const b = await startBackends(runId, (_what, stop) => cleanups.push(stop), log);
+    s3Name = b.s3Name;
     const redis = await startRedis();
     cleanups.push(() => redis.stop());
 
@@ -257,7 +260,7 @@ async function main(): Promise<void> {
 
   const base = rows[0]!;
   console.log(
-    `\nSeveral replicas on one store (postgres + s3rver + redis): ${args.clients} clients, ${args.sizeMib} MiB each, ${args.files} creates each; ratios to "1 replica, coordination off".`,
+    `\nSeveral replicas on one store (postgres + ${s3Name} + redis): ${args.clients} clients, ${args.sizeMib} MiB each, ${args.files} creates each; ratios to "1 replica, coordination off".`,
   );
   console.log('| configuration | write MiB/s | read MiB/s | creates/s | server CPU s/GiB write | s/GiB read | s/1k creates |');
   console.log('|---|---|---|---|---|---|---|');

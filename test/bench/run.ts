@@ -9,7 +9,8 @@
 //   embedded-fs  DittoFS, embedded metadata + filesystem block store (the default configuration);
 //   pglite-fs    the same on the former embedded engine, PGlite (metadata engine: pglite);
 //   postgres-s3  DittoFS, postgres metadata on a private PostgreSQL cluster + s3 block store on
-//                s3rver (path-style), both started once per run (backends.ts). Once started,
+//                versitygw (posix backend, versitygw.ts; s3rver where it is not built, or with
+//                --s3-server s3rver), path-style, both started once per run (backends.ts). Once started,
 //                PostgreSQL's own ceiling is measured: durable one-statement commits per second,
 //                one at a time (pgCommitCeiling), printed beside the postgres create target.
 //   smb          the SMB rows: smbclient put/get of the same file and --smb-files small-file puts,
@@ -62,6 +63,8 @@ import {
   roundKeys,
   roundPlace,
   startBackends,
+  S3_SERVERS,
+  type S3ServerChoice,
   writeDittoConfig,
   type Backends,
   type DittoConfigName,
@@ -136,6 +139,8 @@ interface Args {
   restartFiles: number;
   /** --vm-untar: files of the tree untarred by the kernel client in the VM (0: no untar row). */
   vmUntar: number;
+  /** --s3-server: the S3 server of postgres-s3 (auto: versitygw where built, else s3rver). */
+  s3Server: S3ServerChoice;
 }
 
 const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--clients N] [--smb-files N] [--configs LIST] [--rounds N] [--json FILE]
@@ -154,7 +159,9 @@ const USAGE = `usage: npx tsx test/bench/run.ts [--size-mib N] [--files N] [--cl
   --restart-files N  DittoFS: N files stay on the share, then the server is stopped and its restart to ready
                   is timed (default: --files; 0: no restart row)
   --vm-untar N    also untar an N-file tree through the Linux kernel client in the QEMU VM (hack/vm) onto
-                  ganesha and DittoFS embedded-fs, one VM boot each (slow under emulation: minutes)`;
+                  ganesha and DittoFS embedded-fs, one VM boot each (slow under emulation: minutes)
+  --s3-server S   the S3 server of postgres-s3: auto (versitygw where hack/install-deps.sh bench built it,
+                  else s3rver; the default), versitygw or s3rver (DITTOFS_TEST_S3_ENDPOINT overrides both)`;
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
@@ -193,6 +200,7 @@ function parseCli(): Args {
         'dir-sizes': { type: 'string' },
         'restart-files': { type: 'string' },
         'vm-untar': { type: 'string', default: '0' },
+        's3-server': { type: 'string', default: 'auto' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -236,7 +244,24 @@ function parseCli(): Args {
     usage(`--restart-files must be an integer in 0..1000000`);
   const vmUntar = Number(values['vm-untar']);
   if (!Number.isInteger(vmUntar) || vmUntar < 0 || vmUntar > 100_000) usage(`--vm-untar must be an integer in 0..100000`);
-  return { sizeMib, files, configs, smb, smbFiles, smbMode, clients, rounds, json: values.json, cpuProf, dirSizes, restartFiles, vmUntar };
+  const s3Server = S3_SERVERS.find((n) => n === values['s3-server']);
+  if (s3Server === undefined) usage(`--s3-server must be one of ${S3_SERVERS.join(', ')}`);
+  return {
+    sizeMib,
+    files,
+    configs,
+    smb,
+    smbFiles,
+    smbMode,
+    clients,
+    rounds,
+    json: values.json,
+    cpuProf,
+    dirSizes,
+    restartFiles,
+    vmUntar,
+    s3Server,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -664,7 +689,7 @@ interface Result {
   s3ObjectsAfterDrain?: number;
   smallFiles: SmallFilesResult;
   /**
-   * postgres-s3: CPU seconds of the peers on this machine (s3rver; PostgreSQL's postmaster and
+   * postgres-s3: CPU seconds of the peers on this machine (the S3 server; PostgreSQL's postmaster and
    * backends) over the same phases as the server's: the write (until the WAL drained), the read and
    * the small files.
    */
@@ -698,7 +723,7 @@ function watchPeers(backends: Backends | undefined): () => PeerCpu {
   return () => ({ s3: s3?.stop()?.cpuSeconds, pg: pg?.stop()?.cpuSeconds });
 }
 
-const fmtPeers = (p: PeerCpu): string => `s3rver ${fmt(p.s3, 2)} s, PostgreSQL ${fmt(p.pg, 2)} s`;
+const fmtPeers = (s3Name: string, p: PeerCpu): string => `${s3Name} ${fmt(p.s3, 2)} s, PostgreSQL ${fmt(p.pg, 2)} s`;
 
 /** What the parallel rows move: one file per client, sent by every client. */
 interface ParallelInput {
@@ -774,7 +799,7 @@ async function benchServer(
     let peersOfWrite: PeerCpu | undefined;
     if (server.dataDir !== undefined) {
       walDrain = await waitWalDrain(path.join(server.dataDir, 'wal'), writeEnd, server.gone);
-      // Before the bench's own listing of the round's objects below, which s3rver serves too.
+      // Before the bench's own listing of the round's objects below, which the S3 server serves too.
       peersOfWrite = writePeers();
       peakRssAfterDrainKiB = await vmHwmKiB(server.pid);
       const where =
@@ -853,10 +878,13 @@ async function benchServer(
     const peersOfSmall = smallPeers();
     console.log(`${label}: server CPU ${fmt(smallCpuSeconds, 2)} s for the small files`);
     const peers = peersOnDitto ? { write: peersOfWrite, read: peersOfRead, small: peersOfSmall } : undefined;
-    if (peers)
+    if (peers) {
+      const s3n = peersOnDitto?.s3Short ?? 'S3';
       console.log(
-        `${label}: CPU of the peers on this machine: write ${fmtPeers(peers.write)}; read ${fmtPeers(peers.read)}; small files ${fmtPeers(peers.small)}`,
+        `${label}: CPU of the peers on this machine: write ${fmtPeers(s3n, peers.write)}; read ${fmtPeers(s3n, peers.read)}; ` +
+          `small files ${fmtPeers(s3n, peers.small)}`,
       );
+    }
     if (server.metricsPort !== undefined)
       console.log(
         `${label}: mean time in the server per call so far (µs, write and read included): ${formatCallTimes(await readCallTimes(server.metricsPort))}`,
@@ -1197,7 +1225,14 @@ function printRows(header: string[], body: string[][]): void {
   for (const row of body) console.log(line(row));
 }
 
-function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: string[], pgCommits: number | undefined): void {
+function printTable(
+  summaries: Map<ConfigName, Summary>,
+  args: Args,
+  meta: string[],
+  pgCommits: number | undefined,
+  /** Short name of postgres-s3's S3 server ("versitygw", "s3rver"), for the peers' table. */
+  s3Short: string,
+): void {
   console.log('\n' + meta.join('\n'));
   console.log(
     `Workload: ${args.sizeMib} MiB file via nfs-cp (write, then read back + sha256 check); ` +
@@ -1303,10 +1338,10 @@ function printTable(summaries: Map<ConfigName, Summary>, args: Args, meta: strin
   );
   if (withPeers.length > 0) {
     // Beside the server's own CPU: the machine's cores the server shared with them (a real S3
-    // runs elsewhere; s3rver is JavaScript on this machine).
-    console.log('\nCPU seconds of the peers on this machine over the same phases (s3rver; PostgreSQL: postmaster and backends)');
+    // runs elsewhere; here it runs on the same cores).
+    console.log(`\nCPU seconds of the peers on this machine over the same phases (${s3Short}; PostgreSQL: postmaster and backends)`);
     printRows(
-      ['config', 's3rver write s/GiB', 'PostgreSQL write s/GiB', 's3rver read s/GiB', 'PostgreSQL small s/1k ops'],
+      ['config', `${s3Short} write s/GiB`, 'PostgreSQL write s/GiB', `${s3Short} read s/GiB`, 'PostgreSQL small s/1k ops'],
       withPeers.map((c) => {
         const s = summaries.get(c)!;
         return [
@@ -1617,6 +1652,7 @@ async function main(): Promise<void> {
         newRunId(),
         (what, stop) => void defer(what, stop),
         (m) => console.log(m),
+        args.s3Server,
       );
     }
     const pgCommits = backends ? await pgCommitCeiling(backends) : undefined;
@@ -1702,12 +1738,12 @@ async function main(): Promise<void> {
       ...(configs.includes('postgres-s3')
         ? [
             `postgres-s3: DittoFS, postgres metadata (PostgreSQL ${backends?.pg?.external ? 'external' : await versionOfPostgres()}, fsync on) + ` +
-              `s3 blocks (4 MiB, ${backends?.s3?.external ? backends.s3.endpoint : 's3rver on loopback'}), WAL in the data dir on ${os.tmpdir()}`,
+              `s3 blocks (4 MiB, ${backends?.s3?.external ? backends.s3Name : `${backends?.s3Name ?? '?'} on loopback`}), WAL in the data dir on ${os.tmpdir()}`,
           ]
         : []),
       'client: libnfs-utils nfs-cp (sequential), test/bench/nfsclient.ts (small files)',
     ];
-    if (configs.length > 0) printTable(summaries, args, meta, pgCommits);
+    if (configs.length > 0) printTable(summaries, args, meta, pgCommits, backends?.s3Short ?? 'S3');
     if (untarResults.size > 0) printUntar(untarResults, args);
     if (args.smb) {
       const smbd = await versionOf('smbd', ['--version'], /Version\s+([\w.+~-]+)/);
@@ -1737,6 +1773,7 @@ async function main(): Promise<void> {
             smb: { summary: Object.fromEntries(smbSummaries), results: Object.fromEntries(smbResults) },
             untar: Object.fromEntries(untarResults),
             pgCommitsPerSec: pgCommits,
+            s3Server: backends?.s3Name,
           },
           (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
           2,

@@ -80,7 +80,8 @@ export interface StartS3Options {
   startTimeoutMs?: number;
 }
 
-function storeOptions(
+/** S3BlockStore options for a server (path-style), `extra.prefix` placed under the test's prefix. */
+export function storeOptions(
   base: { endpoint: string; region: string; bucket: string; prefix: string; accessKeyId: string; secretAccessKey: string },
   extra: Partial<S3BlockStoreOptions>,
 ): S3BlockStoreOptions {
@@ -98,11 +99,13 @@ function installExitHook(): void {
   });
 }
 
-function adminClient(endpoint: string, region: string, accessKeyId: string, secretAccessKey: string): S3Client {
+/** An SDK client for a test server's own calls (bucket creation, listing, clean-up). */
+export function adminClient(endpoint: string, region: string, accessKeyId: string, secretAccessKey: string): S3Client {
   return new S3Client({ endpoint, region, forcePathStyle: true, credentials: { accessKeyId, secretAccessKey }, maxAttempts: 2 });
 }
 
-async function listAll(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
+/** Every key of `bucket` under `prefix`, sorted. */
+export async function listAll(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
   const keys: string[] = [];
   let token: string | undefined;
   // Bounded: 1000 pages of 1000 keys is far beyond what any test writes.
