@@ -142,6 +142,7 @@ describe('single-server fence (PostgreSQL advisory lock)', { timeout: 300_000 },
       const root = await store.ensureRoot(1, dirInit({ uid: 0, gid: 0 }));
       const fence = (store.driver as PgDriver).fence!;
       assert.ok(fence.held);
+      assert.equal(store.failure(), null);
       await cutFenceConnections();
       await until('the fence is lost with its connection', () => !fence.held);
       // The pool's connections are fine, yet nothing goes through them: a call waits a while
@@ -154,6 +155,8 @@ describe('single-server fence (PostgreSQL advisory lock)', { timeout: 300_000 },
       await until('the first one sees it taken', () => fence.status === 'taken');
       assert.equal(taken.length, 1);
       assert.match(taken[0]!.message, /is served by another DittoFS process now/);
+      // Failed for good (readiness says so; a logged truncate stops retrying and stays for the next start).
+      assert.match(store.failure()?.message ?? '', /is served by another DittoFS process now/);
       // Nothing is served from this process any more: neither through the database nor from memory.
       await assert.rejects(
         store.getInode(root.id),

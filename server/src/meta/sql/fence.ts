@@ -169,6 +169,11 @@ export class PgFence {
     for (const w of [...this.waiters]) w();
   }
 
+  /** The error once another process has taken the fence (never taken back by this one); else null. */
+  lostForGood(): FenceLostError | null {
+    return this.state === 'taken' ? (this.lostError() ?? null) : null;
+  }
+
   private lostError(): FenceLostError | undefined {
     try {
       this.check();

@@ -266,8 +266,12 @@ export class PgDriver implements SqlDriver {
     };
   }
 
+  /**
+   * Why this store can do nothing more until the process restarts: changes answered by a crashed
+   * run were lost (SyncLostError), or another process took its fence (it will not be taken back).
+   */
   failure(): Error | null {
-    return this.lost;
+    return this.lost ?? this.fence?.lostForGood() ?? null;
   }
 
   /**
