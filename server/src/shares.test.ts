@@ -4,11 +4,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 import { pino } from 'pino';
 import pLimit from 'p-limit';
 import { BlockCache } from './blocks/cache.js';
-import { FileWal, MemoryWal, type Wal } from './blocks/wal.js';
+import { FileWal, MemoryWal, RECORD_SHARE_STORED, RECORD_TRUNCATE, type Wal } from './blocks/wal.js';
+import { until } from '../../test/helpers/hostile.js';
 import type { BlockStoreConfig, ShareConfig } from './config/types.js';
 import { ShareRuntime, type DesiredShares } from './shares.js';
 import { onOneVolume } from './stores.js';
@@ -105,6 +106,44 @@ describe('ShareRuntime', () => {
     const objects = (await readdir(path.join(dir, 'one'), { recursive: true })).filter((p) => !p.startsWith('.') && p.includes(path.sep));
     assert.ok(objects.length > 0, 'written data reached the old store before it closed');
     assert.notEqual(fs.share('/b'), s, 'a new share object over the new store');
+  });
+
+  it('a share removed while a truncate cannot reach its metadata store is not marked stored: the next start finishes the truncate', async () => {
+    const walDir = path.join(dir, 'wal-c');
+    const { wal } = await FileWal.open(walDir, { maxBytes: 64 << 20, segmentBytes: 4 << 20 });
+    wal.tidy();
+    const c = runtime(dir, wal);
+    try {
+      await c.rt.apply(desired([share('/c')], { b: fsStore('three') }));
+      const s = c.fs.share('/c')!;
+      const rootFh = c.fs.handleOf(s, await c.fs.root(s));
+      const f = c.fs.handleOf(s, (await c.fs.create(rootFh, Buffer.from('f'), root, CreateMode.UNCHECKED, {}, null)).inode);
+      await c.fs.write(f, root, 0, Buffer.alloc(100, 7), true);
+      let drops = 0;
+      mock.method(s.meta, 'dropBlocks', () => {
+        drops++;
+        return Promise.reject(new Error('database unreachable'));
+      });
+      const truncate = c.fs.setattr(f, root, { size: 0 }).then(
+        () => 'applied',
+        (e: Error) => e.message,
+      );
+      await until(() => drops > 0, 30_000, 'the truncate reached the block map');
+      await c.rt.apply(desired([], { b: fsStore('three') }));
+      assert.match(await truncate, /next start finishes it/);
+      await c.rt.close();
+      // The next start: the truncate's record is replayed (the share was not logged as stored).
+      const { records } = await FileWal.open(walDir, { maxBytes: 64 << 20, segmentBytes: 4 << 20 });
+      // (A share-stored marker after it would make the start skip it: server.ts replayWal.)
+      const at = records.findIndex((r) => r.type === RECORD_TRUNCATE && r.share === s.id);
+      assert.ok(at >= 0, "the truncate's record is in the WAL");
+      assert.ok(
+        !records.some((r, i) => i > at && r.type === RECORD_SHARE_STORED && r.share === s.id),
+        'the share is not logged as stored after it: the next start replays the truncate',
+      );
+    } finally {
+      await c.rt.close();
+    }
   });
 
   it('a share naming a missing store is left out (strict: refused)', async () => {

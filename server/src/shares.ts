@@ -360,11 +360,17 @@ export class ShareRuntime {
     }
     const left = s.data.pendingBytes();
     await s.data.close();
+    const unfinished = await s.data.cutsSettled();
     s.leases?.leases.leave(s.leases.participant);
     if (left > 0) {
       log.error(
         { share: s.cfg.name, bytes: left },
         'removed share: written data could not be uploaded; it stays in the WAL, and the next start asks for the share back',
+      );
+    } else if (unfinished > 0) {
+      log.error(
+        { share: s.cfg.name, truncates: unfinished },
+        'removed share: truncates could not be applied (its metadata store failing); they stay in the WAL, and the next start asks for the share back',
       );
     } else if (this.deps.wal.persistent) {
       // Everything is stored: replay need not (and, the share gone, could not) bring it back.

@@ -988,6 +988,16 @@ export class BlockService {
     this.unfinished.clear();
   }
 
+  /**
+   * Once no truncate or cut runs (after close(), one still retrying ends within a pause): how many
+   * close() left unfinished, their records held for the next start's replay. A removed share with
+   * any is not stored: the data past their cuts is gone from memory, not from the block store.
+   */
+  async cutsSettled(): Promise<number> {
+    while (this.cuts.size > 0) await Promise.all([...this.cuts.values()]);
+    return this.unfinished.size;
+  }
+
   /** RECORD_TIMES records that hold their segments now (tests, diagnostics). */
   get timesHeld(): number {
     return this.timesHolds.size;
