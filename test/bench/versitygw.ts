@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { adminClient, listAll, storeOptions, type S3TestServer } from '../helpers/s3.js';
+import { adminClient, localS3Server, stopChild, type S3TestServer } from '../helpers/s3.js';
 import { freePort } from '../helpers/server.js';
 import { onProcessExit } from '../helpers/exit.js';
 import { READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from '../helpers/limits.js';
@@ -59,15 +59,6 @@ export interface VersitygwServer extends S3TestServer {
 
 const live = new Set<ChildProcess>();
 let exitHook = false;
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-  await exited;
-  clearTimeout(timer);
-}
 
 async function logTail(file: string): Promise<string> {
   const text = await readFile(file, 'utf8').catch(() => '');
@@ -162,38 +153,20 @@ export async function startVersitygw(bin: string, opts: { bucket: string; startT
     await rm(dir, { recursive: true, force: true });
     throw e;
   }
-  let closed = false;
   return {
     description,
-    endpoint,
-    bucket,
-    prefix: '',
-    accessKeyId,
-    secretAccessKey,
-    region,
-    external: false,
-    pid: () => child?.pid,
-    storeOptions: (extra = {}) => storeOptions({ endpoint, region, bucket, prefix: '', accessKeyId, secretAccessKey }, extra),
-    listKeys: (prefix = '') => listAll(admin, bucket, prefix),
-    async stop() {
-      if (closed) throw new Error('versitygw was closed');
-      if (child !== undefined) await stopChild(child);
-      child = undefined;
-    },
-    async start() {
-      if (closed) throw new Error('versitygw was closed');
-      if (child === undefined) child = await launch();
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      admin.destroy();
-      try {
-        if (child !== undefined) await stopChild(child);
-      } finally {
-        child = undefined;
-        await rm(dir, { recursive: true, force: true });
-      }
-    },
+    ...localS3Server({
+      name: 'versitygw',
+      endpoint,
+      bucket,
+      accessKeyId,
+      secretAccessKey,
+      region,
+      dir,
+      admin,
+      child,
+      launch,
+      stop: (c) => stopChild(c, STOP_TIMEOUT_MS),
+    }),
   };
 }

@@ -153,13 +153,69 @@ function launch(port: number, dir: string, bucket: string, timeoutMs: number): P
   });
 }
 
-async function kill(child: ChildProcess): Promise<void> {
+/** SIGTERM, then SIGKILL after `graceMs`; settles once the process exited. */
+export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(timer);
+}
+
+/**
+ * The S3TestServer of a server process of this machine (s3rver, the bench's versitygw) running as
+ * `child`, its objects in `dir`: stop() kills it (the directory kept), start() runs `launch` again,
+ * close() stops it and removes `dir` and `admin`.
+ */
+export function localS3Server(o: {
+  name: string;
+  endpoint: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+  dir: string;
+  admin: S3Client;
+  child: ChildProcess;
+  launch: () => Promise<ChildProcess>;
+  stop: (child: ChildProcess) => Promise<void>;
+}): S3TestServer {
+  const { name, endpoint, bucket, accessKeyId, secretAccessKey, region, dir, admin } = o;
+  let child: ChildProcess | undefined = o.child;
+  let closed = false;
+  return {
+    endpoint,
+    bucket,
+    prefix: '',
+    accessKeyId,
+    secretAccessKey,
+    region,
+    external: false,
+    pid: () => child?.pid,
+    storeOptions: (extra = {}) => storeOptions({ endpoint, region, bucket, prefix: '', accessKeyId, secretAccessKey }, extra),
+    listKeys: (prefix = '') => listAll(admin, bucket, prefix),
+    async stop() {
+      if (closed) throw new Error(`${name} was closed`);
+      if (child !== undefined) await o.stop(child);
+      child = undefined;
+    },
+    async start() {
+      if (closed) throw new Error(`${name} was closed`);
+      if (child === undefined) child = await o.launch();
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      admin.destroy();
+      try {
+        if (child !== undefined) await o.stop(child);
+      } finally {
+        child = undefined;
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  };
 }
 
 async function startS3rver(opts: StartS3Options): Promise<S3TestServer> {
@@ -179,40 +235,19 @@ async function startS3rver(opts: StartS3Options): Promise<S3TestServer> {
   const { accessKeyId, secretAccessKey } = S3RVER_CREDENTIALS;
   const region = 'us-east-1';
   const admin = adminClient(endpoint, region, accessKeyId, secretAccessKey);
-  let closed = false;
-  return {
+  return localS3Server({
+    name: 's3rver',
     endpoint,
     bucket,
-    prefix: '',
     accessKeyId,
     secretAccessKey,
     region,
-    external: false,
-    pid: () => child?.pid,
-    storeOptions: (extra = {}) => storeOptions({ endpoint, region, bucket, prefix: '', accessKeyId, secretAccessKey }, extra),
-    listKeys: (prefix = '') => listAll(admin, bucket, prefix),
-    async stop() {
-      if (closed) throw new Error('s3rver was closed');
-      if (child !== undefined) await kill(child);
-      child = undefined;
-    },
-    async start() {
-      if (closed) throw new Error('s3rver was closed');
-      if (child !== undefined) return;
-      ({ child } = await launch(port, dir, bucket, timeoutMs));
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      admin.destroy();
-      try {
-        if (child !== undefined) await kill(child);
-      } finally {
-        child = undefined;
-        await rm(dir, { recursive: true, force: true });
-      }
-    },
-  };
+    dir,
+    admin,
+    child,
+    launch: async () => (await launch(port, dir, bucket, timeoutMs)).child,
+    stop: (c) => stopChild(c),
+  });
 }
 
 async function useExternal(endpoint: string): Promise<S3TestServer> {
