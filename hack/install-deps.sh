@@ -22,8 +22,9 @@ node_pkgs=(nodejs npm)
 # where its prebuilt binary cannot be fetched: python3, make and g++ (node-gyp), against the
 # installed Node's headers (npm_config_nodedir, e.g. /usr for Debian's or NodeSource's nodejs).
 build_pkgs=(python3 make g++)
-# samba-testsuite: smbtorture (test/e2e/smbtorture.test.ts); curl and jq: hack/smb/torture.sh.
-test_pkgs=(libnfs-utils postgresql openssl smbclient samba-testsuite curl jq redis-server)
+# samba-testsuite: smbtorture (test/e2e/smbtorture.test.ts); curl and jq: hack/smb/torture.sh;
+# gcc and libc6-dev: the LD_PRELOAD shim of the crash tests (test/fault/volatile-meta.c).
+test_pkgs=(libnfs-utils postgresql openssl smbclient samba-testsuite curl jq redis-server gcc libc6-dev)
 vm_pkgs=(qemu-system-x86 busybox-static linux-image-amd64 cpio)
 # The Kubernetes node of test/k8s/node.test.ts (hack/k8s/node.sh: containerd, runc, the CNI
 # plugins, iptables for kube-proxy; gcc + libc6-dev: the static pause binary of hack/k8s/build.sh)

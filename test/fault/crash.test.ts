@@ -5,9 +5,12 @@
 // kept across restarts. Its WAL is volatile (volatile-wal.ts, preloaded): segment writes stay in the
 // process until their fdatasync, so a SIGKILL loses what no fsync covered, as a power cut would (a
 // SIGKILL alone loses nothing the kernel was handed: a COMMIT without its fsync went unseen here).
-// FAULT_VOLATILE_WAL=0 runs the server as it is. Client (test/helpers/nfs-ops.ts over one TCP connection): one worker per
-// file, each sending WRITEs of 4 KiB .. 1 MiB (aligned and unaligned) that append, extend past a
-// hole, or overwrite earlier ranges, as UNSTABLE (then COMMIT now and then), DATA_SYNC or FILE_SYNC.
+// The metadata store's SQLite files are volatile too (volatile-meta.c, an LD_PRELOAD shim: after a
+// kill they hold what their last fsyncs covered, nothing later). FAULT_VOLATILE_WAL=0 and
+// FAULT_VOLATILE_META=0 run the server as it is.
+// Client (test/helpers/nfs-ops.ts over one TCP connection): one worker per file, each sending
+// WRITEs of 4 KiB .. 1 MiB (aligned and unaligned) that append, extend past a hole, or overwrite
+// earlier ranges, as UNSTABLE (then COMMIT now and then), DATA_SYNC or FILE_SYNC.
 //
 // The model, per file: `model` is the content every WRITE sent so far makes (in send order; one
 // WRITE in flight per file, so there is no ambiguity of order); `durable` + `known` are the bytes
@@ -40,6 +43,7 @@ import {
   KiB,
   logLinesAtLeast,
   MiB,
+  restoreVolatileMeta,
   sha256,
   sleep,
   startReady,
@@ -192,7 +196,9 @@ void describe('crash: SIGKILL of the server during writes (raw NFSv3 client)', {
     const stats = { kills: 0, killedWithWritesInFlight: 0, resent: 0, roundsMs: [] as number[] };
 
     const start = async (): Promise<DittofsProcess> => {
-      // The WAL is volatile (volatile-wal.ts): a SIGKILL loses what no fdatasync covered, as a power cut.
+      // The WAL and the metadata store are volatile (volatile-wal.ts, volatile-meta.c): a SIGKILL
+      // loses what no fdatasync covered, as a power cut.
+      await restoreVolatileMeta(path.join(dataDir, 'meta'));
       const s = await startReady({ dataDir, configFile, nfsPort, env: volatileWalEnv() });
       server = s;
       return s;

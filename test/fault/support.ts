@@ -1,10 +1,12 @@
 // Shared pieces of the fault-injection tests (test/fault/*.test.ts): server start with readiness
 // and log checks, byte-range sets, and small utilities. Not a test file itself.
 import { createHash } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { READY_TIMEOUT_MS } from '../helpers/limits.js';
+import { COMMAND_TIMEOUT_MS, READY_TIMEOUT_MS } from '../helpers/limits.js';
 import { runTool } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess, type StartOptions } from '../helpers/server.js';
 
@@ -31,12 +33,11 @@ export async function writeConfig(dir: string, yaml: string, name = 'dittofs.yam
   return file;
 }
 
-/** Mounts a tmpfs of `size` (`48m`) on `dir`, made if missing (the fault tests run as root). */
 /**
  * The crash tests' configuration: embedded metadata and a filesystem block store of 256 KiB blocks
  * (a file spans several blocks without megabytes of data) in `dataDir`, one share `/export`.
  */
-export function crashTestConfig(dataDir: string): string {
+export function crashTestConfig(dataDir: string, sync?: 'change' | 'commit'): string {
   return [
     `data_dir: ${dataDir}`,
     'metadata:',
@@ -44,6 +45,7 @@ export function crashTestConfig(dataDir: string): string {
     '    default:',
     '      type: embedded',
     `      path: ${path.join(dataDir, 'meta')}`,
+    ...(sync ? [`      sync: ${sync}`] : []),
     'blocks:',
     '  stores:',
     '    default:',
@@ -61,14 +63,97 @@ export function crashTestConfig(dataDir: string): string {
 /**
  * The environment that starts the server with its WAL volatile (volatile-wal.ts: segment writes
  * held in the process until their fdatasync, so a SIGKILL loses what no fdatasync covered, as a
- * power cut would), added to `env`; FAULT_VOLATILE_WAL=0 leaves the server as it is.
+ * power cut would), added to `env`; FAULT_VOLATILE_WAL=0 leaves the WAL as it is. The metadata
+ * store's SQLite files are made volatile too (volatileMetaEnv); a test that uses this calls
+ * restoreVolatileMeta before each start.
  */
 export function volatileWalEnv(env: Record<string, string> = {}): Record<string, string> {
+  env = volatileMetaEnv(env);
   if (process.env.FAULT_VOLATILE_WAL === '0') return env;
-  const preload = path.join(path.dirname(fileURLToPath(import.meta.url)), 'volatile-wal.ts');
+  const preload = path.join(HERE, 'volatile-wal.ts');
   return { ...env, NODE_OPTIONS: `--import tsx --import "${preload}"`, DITTOFS_TEST_VOLATILE_WAL: `${path.sep}wal${path.sep}` };
 }
 
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+/** The files of the embedded metadata store (sqlite.ts: SQLITE_FILE and its -wal, -shm, -journal). */
+const META_PREFIX = 'metadata.sqlite';
+const SNAP = '.vm-snap';
+const ENTRY = '.vm-entry';
+let shim: string | undefined;
+
+/**
+ * The LD_PRELOAD shim volatile-meta.c, compiled with gcc on first use into .cache/fault/ (named by
+ * a hash of its source, so an edit rebuilds it; written to a temporary name and renamed, as test
+ * files running at once may build it together).
+ */
+export function volatileMetaShim(): string {
+  if (shim !== undefined) return shim;
+  const src = path.join(HERE, 'volatile-meta.c');
+  const hash = createHash('sha256').update(readFileSync(src)).digest('hex').slice(0, 16);
+  const dir = path.join(HERE, '..', '..', '.cache', 'fault');
+  const out = path.join(dir, `volatile-meta-${hash}.so`);
+  if (!existsSync(out)) {
+    mkdirSync(dir, { recursive: true });
+    const tmp = `${out}.${process.pid}.tmp`;
+    const r = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-o', tmp, src, '-ldl', '-lpthread'], {
+      encoding: 'utf8',
+      timeout: COMMAND_TIMEOUT_MS,
+    });
+    if (r.status !== 0) throw new Error(`gcc ${src} (hack/install-deps.sh test installs gcc): ${r.error?.message ?? r.stderr}`);
+    renameSync(tmp, out);
+  }
+  return (shim = out);
+}
+
+/**
+ * The environment that makes the metadata store's SQLite files volatile (volatile-meta.c,
+ * LD_PRELOAD): each fsync or fdatasync of them records what it made durable, and after a SIGKILL
+ * restoreVolatileMeta puts back only that, as a power cut would leave them. FAULT_VOLATILE_META=0
+ * leaves them as they are.
+ */
+export function volatileMetaEnv(env: Record<string, string> = {}): Record<string, string> {
+  if (process.env.FAULT_VOLATILE_META === '0') return env;
+  return { ...env, LD_PRELOAD: volatileMetaShim(), DITTOFS_TEST_VOLATILE_META: META_PREFIX };
+}
+
+/**
+ * After a SIGKILL of a server started with volatileMetaEnv (and before its next start): the
+ * metadata store's files in `metaDir` become what a power cut would have left of them. A file whose
+ * directory entry no sync made durable is removed; one with a durable entry gets the content it had
+ * when its last completed fsync began (volatile-meta.c), or none if it was never synced; a removed
+ * file whose removal no directory sync made durable comes back; the -shm (no durable state) goes.
+ * Does nothing when FAULT_VOLATILE_META=0 or before the first start.
+ */
+export async function restoreVolatileMeta(metaDir: string): Promise<void> {
+  if (process.env.FAULT_VOLATILE_META === '0' || !existsSync(metaDir)) return;
+  const names = await readdir(metaDir);
+  const files = new Set<string>();
+  for (const n of names) {
+    if (!n.startsWith(META_PREFIX)) continue;
+    if (n.includes(`${SNAP}.`))
+      await rm(path.join(metaDir, n), { force: true }); // a snapshot never promoted
+    else if (n.endsWith(SNAP)) files.add(n.slice(0, -SNAP.length));
+    else if (n.endsWith(ENTRY)) files.add(n.slice(0, -ENTRY.length));
+    else files.add(n);
+  }
+  for (const n of files) {
+    const file = path.join(metaDir, n);
+    const entry = names.includes(n + ENTRY);
+    const snap = names.includes(n + SNAP);
+    if (!entry || n.endsWith('-shm')) {
+      await rm(file, { force: true });
+      await rm(file + SNAP, { force: true });
+      await rm(file + ENTRY, { force: true });
+    } else if (snap) {
+      await copyFile(file + SNAP, file);
+    } else {
+      await writeFile(file, '');
+    }
+  }
+}
+
+/** Mounts a tmpfs of `size` (`48m`) on `dir`, made if missing (the fault tests run as root). */
 export async function mountTmpfs(dir: string, size: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   const r = await runTool('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { timeoutMs: 60_000 });
