@@ -281,6 +281,28 @@ describe('a DACL granting write and not append (MS-SMB2 3.3.5.13, 3.3.5.21.1)', 
   });
 });
 
+describe('a DACL granting write and not append, through a named stream of the file', () => {
+  it("the stream's WRITEs within its size land; one extending it is refused, as the file's are", async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const meta = srv.fs.shares()[0]!.meta;
+    const f = (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open;
+    const s0 = (await create(c, createRequest('f:s', { createDisposition: CreateDisposition.CREATE }))).open;
+    await files.write(c, s0, { offset: 0, fileId: s0.fileId, flags: 0, data: Buffer.from('0123') });
+    await close(c, s0);
+    await storeDacl(meta, f.inodeId, { control: 0, dacl: [ace(ALLOW, 0x00120089 | 0x2 | 0x100, unixUserSid(alice.uid))] });
+    const s = (await create(c, createRequest('f:s', { desiredAccess: Access.FILE_WRITE_DATA | Access.FILE_READ_DATA }))).open;
+    const w = (offset: number, text: string) => files.write(c, s, { offset, fileId: s.fileId, flags: 0, data: Buffer.from(text) });
+    await w(1, 'ab');
+    assert.equal(await status(w(3, 'XX')), NtStatus.ACCESS_DENIED, 'a WRITE across the end of the stream');
+    assert.equal(await status(w(-1, 'X')), NtStatus.ACCESS_DENIED, 'an append to the stream');
+    assert.equal((await srv.fs.read(s.handle, c.id, 0, 64)).data.toString(), '0ab3');
+    await close(c, s);
+    await close(c, f);
+    await srv.close();
+  });
+});
+
 describe('WRITEs of append-only opens and appends of one file, side by side (MS-SMB2 3.3.5.13)', () => {
   it('each WRITE answered SUCCESS keeps its bytes: an append-only WRITE at an end another one moved meanwhile is refused', async () => {
     const srv = await memoryServer();

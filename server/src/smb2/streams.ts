@@ -219,6 +219,9 @@ export async function createStreamOpen(
   // The file's EAs and DACL are reached through its streams too (files.ts).
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === file.uid;
   open.openerMayWrite = c.fs.accessBits(c.share, file, c.id).write;
+  // The file's DACL granting FILE_WRITE_DATA without FILE_APPEND_DATA: the stream's WRITEs do not
+  // extend it, as the file's do not (files.ts create).
+  open.cannotExtend = (max & Access.FILE_APPEND_DATA) === 0;
   // A stream has share modes and oplocks of its own, apart from its file's (MS-FSA keeps them per
   // Stream): its opens are registered under the stream's inode, and among its file's opens too.
   await oplock.breakForOpen(c.fs, c.share.meta, s.stream, open.grantedAccess, req, c.caching, c.session, c.onBreakWait);
