@@ -23,6 +23,8 @@ import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { create, createRequest, fileContext } from './testing.js';
 import { type CachingContext, OplockLevel } from './oplock.js';
+import { storeDacl } from './acl.js';
+import { AceType, unixUserSid } from './security.js';
 
 async function setup() {
   const srv = await memoryServer();
@@ -118,6 +120,35 @@ describe('FSCTL server-side copy (SRV_REQUEST_RESUME_KEY + SRV_COPYCHUNK)', () =
     assert.equal(r.status, NtStatus.SUCCESS);
     assert.equal(sent.length, 0, 'no break sent to the open that copies');
     assert.deepEqual(await files.read(c, dst, { flags: 0, length: 100, offset: 0, fileId: dst.fileId, minimumCount: 0 }), pattern(100));
+    await srv.close();
+  });
+
+  it('a target open the DACL lets write and not append copies within the file only (as its WRITEs)', async () => {
+    const { srv, c, open, fsctl, write, read } = await setup();
+    const src = await open('src');
+    await write(src, pattern(100));
+    const f = await open('dst');
+    await write(f, Buffer.from('0123456789'));
+    await files.close(c, f, 0, new SmbWriter());
+    const mine = unixUserSid(c.id.uid);
+    await storeDacl(c.share.meta, f.inodeId, {
+      control: 0,
+      dacl: [{ type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x00120089 | 0x2 | 0x100, sid: mine }],
+    });
+    const dst = await open('dst', Access.FILE_READ_DATA | Access.FILE_WRITE_DATA);
+    const sourceKey = (await fsctl(src, FsctlCode.SRV_REQUEST_RESUME_KEY, Buffer.alloc(0))).out.subarray(0, 24);
+    const copy = (targetOffset: number, length: number) =>
+      fsctl(
+        dst,
+        FsctlCode.SRV_COPYCHUNK,
+        encodeCopyChunkCopy({ sourceKey, chunkCount: 1, chunks: [{ sourceOffset: 0, targetOffset, length }] }),
+        12,
+      );
+    assert.equal((await copy(2, 8)).status, NtStatus.SUCCESS, 'within the file');
+    assert.equal((await copy(5, 8)).status, NtStatus.ACCESS_DENIED, 'across its end');
+    assert.equal((await copy(10, 1)).status, NtStatus.ACCESS_DENIED, 'at its end');
+    assert.equal((await srv.fs.getattr(dst.handle, c.id)).inode.size, 10);
+    assert.deepEqual(await read(dst, 0, 64), Buffer.concat([Buffer.from('01'), pattern(8)]));
     await srv.close();
   });
 

@@ -186,6 +186,13 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
   // FSCTL_SRV_COPYCHUNK also needs the target readable (3.3.5.15.6); the _WRITE form does not.
   const needs = Access.FILE_WRITE_DATA | (req.ctlCode === FsctlCode.SRV_COPYCHUNK ? Access.FILE_READ_DATA : 0);
   if ((target.grantedAccess & needs) !== needs) throw fail(NtStatus.ACCESS_DENIED, 'target not open for writing');
+  // An open the DACL lets rewrite the file's bytes and not add any (files.ts rangeAllowed) copies
+  // within its size only, as its WRITEs do: refused before any chunk is written.
+  if (target.cannotExtend) {
+    const { size } = (await c.fs.getattr(target.handle, c.id)).inode;
+    if (copy.chunks.some((ch) => ch.targetOffset + ch.length > size))
+      throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_APPEND_DATA does not extend the file');
+  }
   const sourceCtx = source.tree === target.tree ? c : { ...c, tree: source.tree, share: source.share };
   let chunksWritten = 0;
   let written = 0;
