@@ -84,6 +84,8 @@ export async function zeroRange(
   }
   // The data changed: so do the times (as a WRITE's).
   await fs.setattr(handle, cred, { mtime: 'server' }, undefined, except);
-  // The sync of a stable WRITE (data, size and times), once for all the zeros written.
-  if (stable) await fs.commit(handle, cred);
+  // The sync of a stable WRITE (data, size and times), once for all the zeros written. flush (what
+  // SMB FLUSH calls), not commit: commit judges the mode again, and a chmod since the zeros went in
+  // would answer ACCESS_DENIED for a change already made.
+  if (stable) await fs.flush(handle, cred);
 }
