@@ -480,13 +480,14 @@ export class BlockService {
    * `admitted` runs (synchronously) once the write has passed a truncate or cut of the file in
    * progress and its record is appended, in the same turn: the file service stores the new size
    * then, so that the sizes and the data change in the same order (a size change made earlier would
-   * land before a truncate that the data lands after). A write refused before its append (no WAL
-   * room in time, the lease gone meanwhile) never runs it: its size is not taken. With `underToken`
-   * (from writeToken: an append's offset, the end of the file read under that lease; 0 with one
-   * server) it is refused (AppendEndMoved) unless written under that very lease and past no
-   * truncate or cut of the file in progress (which the end was read before).
+   * land before a truncate that the data lands after), with the lease token the write is logged
+   * under (0 with one server) to store it under (AttrChanges.sizeToken). A write refused before its
+   * append (no WAL room in time, the lease gone meanwhile) never runs it: its size is not taken.
+   * With `underToken` (from writeToken: an append's offset, the end of the file read under that
+   * lease; 0 with one server) it is refused (AppendEndMoved) unless written under that very lease
+   * and past no truncate or cut of the file in progress (which the end was read before).
    */
-  async write(inodeId: number, offset: number, data: Buffer, admitted?: () => void, underToken?: number): Promise<void> {
+  async write(inodeId: number, offset: number, data: Buffer, admitted?: (token: number) => void, underToken?: number): Promise<void> {
     let token = 0;
     if (this.opts.leases) {
       // Held: a number at once, so that appends stay in call order as below.
@@ -515,7 +516,7 @@ export class BlockService {
           // the client sends it again.
           this.checkLease(inodeId, token, 'write');
           const appended = this.wal.appendWrite(this.opts.shareId, inodeId, offset, data, token);
-          admitted?.();
+          admitted?.(token);
           return appended;
         }, inodeId);
         break;

@@ -204,11 +204,7 @@ describe('a truncate being applied when its lease lapses and another server writ
 
   it("through the file service (SETATTR size): the size A stores is refused (JUKEBOX) and B's stays", () => setattrThroughA(true));
 
-  // Open: B's size reaches the store before anything of B's lease does (its blocks wait in its WAL,
-  // or in memory here), so nothing in the store tells A's size that a newer lease wrote the file.
-  it(
-    "through the file service, B's data not stored yet when A's size lands: B's size stays",
-    { todo: 'a size stored under a lease leaves no token in the store (open item, see branch fence)' },
-    () => setattrThroughA(false),
-  );
+  // B's size reaches the store before anything else of B's lease does (its blocks wait in its WAL,
+  // or in memory here): the size carries B's token (AttrChanges.sizeToken), which refuses A's.
+  it("through the file service, B's data not stored yet when A's size lands: B's size stays", () => setattrThroughA(false));
 });

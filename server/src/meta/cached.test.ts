@@ -7,7 +7,7 @@ import { FileType, type AttrChanges, type Inode, type NewInode, type Timespec } 
 import { VfsError } from '../vfs/errors.js';
 import { CachedMetadataStore } from './cached.js';
 import { MemoryMetadataStore } from './memory.js';
-import { InodeMetaKind } from './store.js';
+import { BlockConflictError, InodeMetaKind } from './store.js';
 
 const SHARE = 7;
 const T = (sec: number): Timespec => ({ sec, nsec: 0 });
@@ -820,6 +820,33 @@ describe('CachedMetadataStore', () => {
     await inner.remove(root.id, Buffer.from('g2'), false, T(6));
     await cached.flushAttrs();
     assert.equal((await inner.getInode(files[4]!.id))!.size, 800);
+    await cached.close();
+  });
+
+  it("several servers: the lease token of sizes written behind reaches the store with them (the newest merged), and refuses an older truncate's size", async () => {
+    const { inner, cached, f } = await setup();
+    const stale = (p: Promise<unknown>): Promise<void> =>
+      assert.rejects(p, (e: unknown) => e instanceof BlockConflictError && e.stale, 'refused as stale');
+    await cached.setAttr(f.id, { growTo: 100, mtime: T(40), ctime: T(40), sizeToken: 8 });
+    await cached.setAttr(f.id, { growTo: 200, mtime: T(41), ctime: T(41), sizeToken: 7 });
+    assert.equal((await inner.getInode(f.id))!.size, 0, 'not yet written');
+    await cached.flushAttrs(f.id);
+    // Another server's truncate under lease 7 (older than the newest size written behind): refused.
+    await stale(inner.setAttr(f.id, { size: 0, leaseToken: 7 }));
+    assert.equal((await inner.getInode(f.id))!.size, 200);
+    // Carried too when the pending size goes with another change, written through.
+    await cached.setAttr(f.id, { growTo: 300, mtime: T(42), ctime: T(42), sizeToken: 9 });
+    await cached.setAttr(f.id, { mode: 0o600 });
+    await stale(inner.setAttr(f.id, { size: 0, leaseToken: 8 }));
+    // And kept for the next flush when a flush fails.
+    await cached.setAttr(f.id, { growTo: 400, mtime: T(43), ctime: T(43), sizeToken: 10 });
+    const failing = mock.method(inner, 'setAttr', () => Promise.reject(new VfsError('JUKEBOX', 'unreachable')));
+    await assert.rejects(cached.flushAttrs(f.id));
+    failing.mock.restore();
+    await cached.flushAttrs(f.id);
+    assert.equal((await inner.getInode(f.id))!.size, 400);
+    await stale(inner.setAttr(f.id, { size: 0, leaseToken: 9 }));
+    assert.equal((await inner.setAttr(f.id, { size: 0, leaseToken: 10 })).size, 0);
     await cached.close();
   });
 

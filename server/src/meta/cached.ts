@@ -74,6 +74,8 @@ interface PendingAttrs {
   growTo: number;
   mtime: Timespec | undefined;
   ctime: Timespec | undefined;
+  /** The newest lease token of the writes whose sizes these are (AttrChanges.sizeToken; 0: none). */
+  sizeToken: number;
 }
 
 interface InodeEntry {
@@ -147,6 +149,7 @@ function changesOf(p: PendingAttrs): AttrChanges {
   const changes: AttrChanges = { growTo: p.growTo };
   if (p.mtime) changes.mtime = p.mtime;
   if (p.ctime) changes.ctime = p.ctime;
+  if (p.sizeToken > 0) changes.sizeToken = p.sizeToken;
   return changes;
 }
 
@@ -160,6 +163,8 @@ function afterPending(p: PendingAttrs, changes: AttrChanges): AttrChanges {
   if (changes.size === undefined) merged.growTo = Math.max(p.growTo, changes.growTo ?? 0);
   if (changes.mtime === undefined && p.mtime !== undefined) merged.mtime = p.mtime;
   if (changes.ctime === undefined && p.ctime !== undefined) merged.ctime = p.ctime;
+  const sizeToken = Math.max(p.sizeToken, changes.sizeToken ?? 0);
+  if (sizeToken > 0) merged.sizeToken = sizeToken;
   return merged;
 }
 
@@ -361,7 +366,9 @@ export class CachedMetadataStore implements MetadataStore {
   private asKnown(i: Inode): Inode {
     if (!this.isDirty(i.id)) return i;
     const cached = this.inodes.get(i.id);
-    const p = cached ? { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime } : this.unstored(i.id);
+    const p = cached
+      ? { growTo: cached.inode.size, mtime: cached.inode.mtime, ctime: cached.inode.ctime, sizeToken: 0 }
+      : this.unstored(i.id);
     return p ? withPending(i, p) : i;
   }
 
@@ -370,7 +377,12 @@ export class CachedMetadataStore implements MetadataStore {
     const p = this.pending.get(id);
     const f = this.inFlight.get(id);
     if (f === undefined || p === undefined) return p ?? f;
-    return { growTo: Math.max(p.growTo, f.growTo), mtime: later(p.mtime, f.mtime), ctime: later(p.ctime, f.ctime) };
+    return {
+      growTo: Math.max(p.growTo, f.growTo),
+      mtime: later(p.mtime, f.mtime),
+      ctime: later(p.ctime, f.ctime),
+      sizeToken: Math.max(p.sizeToken, f.sizeToken),
+    };
   }
 
   /**
@@ -553,6 +565,7 @@ export class CachedMetadataStore implements MetadataStore {
         growTo: Math.max(p?.growTo ?? 0, behind.growTo ?? 0),
         mtime: later(p?.mtime, behind.mtime),
         ctime: later(p?.ctime, behind.ctime),
+        sizeToken: Math.max(p?.sizeToken ?? 0, behind.sizeToken ?? 0),
       };
       this.pending.set(id, merged);
       const inode = withPending(e.inode, merged);
@@ -758,6 +771,7 @@ export class CachedMetadataStore implements MetadataStore {
       growTo: Math.max(p.growTo, now?.growTo ?? 0),
       mtime: later(p.mtime, now?.mtime),
       ctime: later(p.ctime, now?.ctime),
+      sizeToken: Math.max(p.sizeToken, now?.sizeToken ?? 0),
     });
   }
 

@@ -1073,6 +1073,47 @@ for (const engine of engines) {
       assert.equal((await s.setAttr(f.id, { size: 0 })).size, 0);
     });
 
+    it("a size stored under a write lease: a truncate's cut and size under an older lease are refused, block switches are not", async () => {
+      const s = S();
+      const root = await freshRoot();
+      const f = await s.create(root.id, b('late-size'), fileInit(), now());
+      const stale = (p: Promise<unknown>): Promise<void> =>
+        assert.rejects(p, (e: unknown) => e instanceof BlockConflictError && e.stale, 'refused as stale');
+      const size = async (): Promise<number> => (await s.getInode(f.id))!.size;
+      // Lease 5 stored block 0; lease 7 (a newer server) stored only a size so far (its data in its WAL).
+      await s.putBlock(f.id, blk(0), { prevVersion: 0, token: 5 });
+      assert.equal((await s.setAttr(f.id, { growTo: 200, mtime: now(), ctime: now(), sizeToken: 7 })).size, 200);
+      await s.flushAttrs?.(f.id); // a COMMIT: stored (a cache writes WRITEs' sizes behind)
+      // A late truncate under lease 6 (expired meanwhile): its cut and its size are refused.
+      await stale(s.dropBlocks(f.id, 0, 6));
+      assert.deepEqual(await s.getBlocks(f.id, 0, 10), [blk(0)], 'nothing deleted');
+      await stale(s.setAttr(f.id, { size: 0, leaseToken: 6 }));
+      assert.equal(await size(), 200, "lease 7's size stays");
+      // The size token is no fence for data: a version of lease 5 (replayed after a restart) still stores.
+      assert.equal(await s.putBlock(f.id, blk(1), { prevVersion: 0, token: 5 }), null);
+      // A size under an older token does not lower it; nor does one without a token.
+      await s.setAttr(f.id, { growTo: 300, sizeToken: 3 });
+      await s.setAttr(f.id, { growTo: 310 });
+      await s.flushAttrs?.(f.id);
+      await stale(s.setAttr(f.id, { size: 0, leaseToken: 6 }));
+      assert.equal(await size(), 310);
+      // Under lease 7 itself, or a newer one: applied; a truncate's size records its token too.
+      assert.equal((await s.setAttr(f.id, { size: 100, leaseToken: 7 })).size, 100);
+      assert.equal((await s.setAttr(f.id, { size: 50, leaseToken: 9 })).size, 50);
+      await stale(s.setAttr(f.id, { size: 10, leaseToken: 8 }));
+      // Several sizes in one call (the cache's write-behind) record their tokens as well.
+      if (s.setAttrMany) {
+        const [after] = await s.setAttrMany([{ id: f.id, changes: { growTo: 400, mtime: now(), ctime: now(), sizeToken: 11 } }]);
+        assert.equal(after!.size, 400);
+        await stale(s.setAttr(f.id, { size: 0, leaseToken: 10 }));
+        await stale(s.dropBlocks(f.id, 0, 10));
+        assert.equal(await size(), 400);
+      }
+      // One server (no tokens): nothing looked at.
+      assert.equal((await s.setAttr(f.id, { size: 0 })).size, 0);
+      assert.deepEqual(await s.dropBlocks(f.id, 0), [blk(0), blk(1)]);
+    });
+
     it('fencing tokens: none handed out by a new store, then strictly increasing', async (t) => {
       if (!S().nextLeaseToken || !fx?.place) return t.skip(`${engine.name} stores hand out no fencing tokens`);
       const s = (await fx.place())();

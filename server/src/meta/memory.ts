@@ -63,6 +63,8 @@ export class MemoryMetadataStore implements MetadataStore {
   private readonly blockTokens = new Map<string, number>();
   /** inode -> the newest token it was truncated under. */
   private readonly fileFences = new Map<number, number>();
+  /** The newest token a size of the file was stored under (AttrChanges.sizeToken, leaseToken). */
+  private readonly sizeTokens = new Map<number, number>();
   private nextId = 1;
   /** inode -> `kind/name (latin1)` -> record (migration 5's inode_meta). */
   private readonly meta = new Map<number, Map<string, InodeMetaRecord & { kind: number }>>();
@@ -307,6 +309,8 @@ export class MemoryMetadataStore implements MetadataStore {
     const i = this.mustInode(id);
     if (guardCtime && !timespecEqual(guardCtime, i.ctime)) throw new VfsError('NOT_SYNC', 'ctime guard mismatch');
     if (c.leaseToken !== undefined && this.newestToken(id) > c.leaseToken) throw staleLease(id, c.leaseToken);
+    const sizeToken = Math.max(c.leaseToken ?? 0, c.sizeToken ?? 0);
+    if (sizeToken > (this.sizeTokens.get(id) ?? 0)) this.sizeTokens.set(id, sizeToken);
     if (c.mode !== undefined) i.mode = c.mode & 0o7777;
     if (c.clearMode !== undefined) i.mode &= ~(c.clearMode & 0o7777);
     if (c.uid !== undefined) i.uid = c.uid;
@@ -469,9 +473,9 @@ export class MemoryMetadataStore implements MetadataStore {
     return out;
   }
 
-  /** The newest token the file's data was stored (any block) or cut under (0: none). */
+  /** The newest token the file's data was stored (any block) or cut under, or its size stored under (0: none). */
   private newestToken(inodeId: number): number {
-    let t = this.fileFences.get(inodeId) ?? 0;
+    let t = Math.max(this.fileFences.get(inodeId) ?? 0, this.sizeTokens.get(inodeId) ?? 0);
     for (const idx of this.blocks.get(inodeId)?.keys() ?? []) t = Math.max(t, this.blockTokens.get(`${inodeId}/${idx}`) ?? 0);
     return t;
   }

@@ -218,15 +218,19 @@ export interface MetadataStore {
   /**
    * Removes refs with index >= from and returns them (truncate, delete). With a `token` (a truncate
    * under a write lease), block switches under older tokens are refused from then on; refused itself
-   * (BlockConflictError, stale; nothing changed) when the file's data was stored or cut under a
-   * newer token already (the lease expired and another server wrote the file).
+   * (BlockConflictError, stale; nothing changed) when the file's data was stored or cut, or its
+   * size stored (AttrChanges.sizeToken, leaseToken), under a newer token already (the lease expired
+   * and another server wrote the file).
    */
   dropBlocks(inodeId: number, from: number, token?: number): Promise<BlockRef[]>;
   /** Engines shared by several servers: the next fencing token of a write lease (strictly increasing, durable). */
   nextLeaseToken?(): Promise<number>;
   /** Engines shared by several servers: has any fencing token ever been handed out (any lease ever taken)? */
   leaseTokensIssued?(): Promise<boolean>;
-  /** Engines shared by several servers: the newest fencing token the file's data was stored or cut under (0: none). */
+  /**
+   * Engines shared by several servers: the newest fencing token the file's data was stored or cut
+   * under, or its size stored under (0: none).
+   */
   fileToken?(inodeId: number): Promise<number>;
 
   usage(shareId: number): Promise<ShareUsage>;

@@ -683,8 +683,10 @@ export class FileService {
             ino.id,
             offset,
             data,
-            () => {
-              update.attrs = share.meta.setAttr(ino.id, changes);
+            (token) => {
+              // Under a lease, its token goes with the size: a truncate of an older lease that lands
+              // later is refused even before this write's blocks are stored.
+              update.attrs = share.meta.setAttr(ino.id, token > 0 ? { ...changes, sizeToken: token } : changes);
               // Its failure is read below, once the data write settled: not an unhandled rejection
               // (which ends the process) if it comes first.
               update.attrs.catch(() => undefined);

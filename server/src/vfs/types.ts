@@ -121,9 +121,17 @@ export interface AttrChanges {
   /**
    * Several servers: the fencing token of the write lease this change is made under (a truncate's
    * size). Refused (BlockConflictError, stale; nothing changed) when the file's data was stored or
-   * cut under a newer one since: the lease expired and another server wrote the file.
+   * cut, or its size stored (sizeToken), under a newer one since: the lease expired and another
+   * server wrote the file. Recorded as the file's size token otherwise.
    */
   leaseToken?: number;
+  /**
+   * Several servers: the fencing token of the write lease a WRITE's size (growTo) is stored under.
+   * Never refused; recorded with the file (the newest wins), so that a truncate's size or cut under
+   * an older lease (leaseToken, dropBlocks) is refused even before any block of the newer lease is
+   * stored (its data still in that server's WAL).
+   */
+  sizeToken?: number;
 }
 
 /**

@@ -39,7 +39,8 @@ interface TableCopy {
 }
 
 const TABLES: readonly TableCopy[] = [
-  { table: 'inodes', columns: INODE_COLUMNS, key: ['id'] },
+  // size_token: not an inode column the stores read back (rows.ts), but a file's fencing record (migration 6).
+  { table: 'inodes', columns: [...INODE_COLUMNS, 'size_token'], key: ['id'] },
   { table: 'dirents', columns: ['parent', 'name', 'cookie', 'child'], key: ['parent', 'name'] },
   { table: 'streams', columns: ['file', 'name', 'inode'], key: ['file', 'name'] },
   { table: 'share_roots', columns: ['share_id', 'root'], key: ['share_id'] },

@@ -34,6 +34,8 @@ const WITH_NEXT = [...CUR, NEXT];
 const V1 = MIGRATIONS.slice(0, 1);
 /** The schema before creation times, DOS attributes and streams (migration 3). */
 const V2 = MIGRATIONS.slice(0, 2);
+/** The schema before size tokens (migration 6). */
+const V5 = MIGRATIONS.slice(0, 5);
 
 /**
  * A share as DittoFS wrote it at schema version 1 (every generation 1): a root, a directory, a file
@@ -236,6 +238,31 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
         assert.deepEqual(s.migration?.applied, []);
         const f = await s.getInode(ids.file);
         assert.deepEqual([f?.btime, f?.dosAttrs], [{ sec: 3, nsec: 0 }, 0x1]);
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('a store from before size tokens keeps its files; a truncate under a lease is fenced by sizes stored from then on', async () => {
+      const p = await place();
+      let s = p.store(V5);
+      await s.open();
+      const root = await s.ensureRoot(81, rootInit);
+      const f = await s.create(root.id, Buffer.from('f'), { ...rootInit, type: FileType.REG, mode: 0o644 }, { sec: 20, nsec: 0 });
+      await s.putBlock(f.id, { index: 0, key: 'k/0', length: 5, version: 1 }, { prevVersion: 0, token: 4 });
+      await s.driver.query('UPDATE inodes SET size = 5 WHERE id = $1', [f.id]);
+      await s.close();
+
+      s = p.store();
+      await s.open();
+      try {
+        assert.deepEqual(versionsRun(s), { applied: [6], version: CUR.length });
+        assert.equal((await s.getInode(f.id))?.size, 5);
+        assert.equal(await s.fileToken(f.id), 4, 'no size token yet: the block row the newest');
+        await s.setAttr(f.id, { growTo: 9, sizeToken: 6 });
+        assert.equal(await s.fileToken(f.id), 6);
+        await assert.rejects(s.setAttr(f.id, { size: 0, leaseToken: 5 }), /newer write lease/);
+        assert.equal((await s.setAttr(f.id, { size: 0, leaseToken: 6 })).size, 0);
       } finally {
         await s.close();
       }

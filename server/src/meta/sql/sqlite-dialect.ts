@@ -37,8 +37,10 @@ const ANCESTORS = `WITH RECURSIVE up (id) AS (
 const num = (v: unknown, what: string): number => toNumber(v, what);
 
 /** The newest token inode ?1's data was stored (any block) or cut (its fence) under; 0: none. */
-const NEWEST_TOKEN = `max(coalesce((SELECT max(token) FROM blocks WHERE inode = ?1), 0),
-                          coalesce((SELECT token FROM file_fences WHERE inode = ?1), 0))`;
+const DATA_TOKEN = `max(coalesce((SELECT max(token) FROM blocks WHERE inode = ?1), 0),
+                        coalesce((SELECT token FROM file_fences WHERE inode = ?1), 0))`;
+/** The newest token inode ?1's data was stored or cut under, or its size stored under (size_token). */
+const NEWEST_TOKEN = `max(${DATA_TOKEN}, coalesce((SELECT size_token FROM inodes WHERE id = ?1), 0))`;
 
 // The programs' statements with substitutions, made once: the driver finds its prepared statement
 // by the text, and a template evaluated per call is a new string to hash in full every time.
@@ -251,9 +253,10 @@ export const SQLITE_STATEMENTS: Readonly<Record<keyof typeof S, SqliteForm>> = O
              ctime_sec = coalesce(?11, ctime_sec), ctime_nsec = coalesce(?12, ctime_nsec),
              btime_sec = coalesce(?16, btime_sec), btime_nsec = coalesce(?17, btime_nsec),
              dos_attrs = coalesce(?18, dos_attrs),
-             create_verifier = CASE WHEN ?13 THEN NULL ELSE create_verifier END
+             create_verifier = CASE WHEN ?13 THEN NULL ELSE create_verifier END,
+             size_token = max(size_token, coalesce(?20, 0), coalesce(?21, 0))
            WHERE id = ?1 AND (?14 IS NULL OR (ctime_sec = ?14 AND ctime_nsec = ?15))
-             AND (?20 IS NULL OR ${NEWEST_TOKEN} <= ?20)
+             AND (?20 IS NULL OR max(${DATA_TOKEN}, size_token) <= ?20)
            RETURNING ${COLS}`,
   exists: `SELECT 1 AS x FROM inodes WHERE id = ?1`,
   listStreams: `SELECT f.id AS f_id, s.name AS s_name, ${inodeColumns('i')}

@@ -367,6 +367,28 @@ describe('SQLite metadata engine', () => {
     }
   });
 
+  it('a store from before size tokens (version 5) opens, keeps its files, and records them from then on', async () => {
+    const dir = place();
+    let s = sqliteStore(dir, MIGRATIONS.slice(0, 5));
+    await s.open();
+    const root = await s.ensureRoot(1, dirInit());
+    const f = await s.create(root.id, Buffer.from('f'), fileInit(), { sec: 20, nsec: 0 });
+    await s.putBlock(f.id, { index: 0, key: 'k/0', length: 5, version: 1 }, { prevVersion: 0, token: 4 });
+    await s.close();
+    s = sqliteStore(dir);
+    await s.open();
+    try {
+      assert.deepEqual(s.migration?.applied, [6]);
+      assert.equal(await s.fileToken(f.id), 4, 'no size token yet: the block row the newest');
+      await s.setAttr(f.id, { growTo: 9, sizeToken: 6 });
+      assert.equal(await s.fileToken(f.id), 6);
+      await assert.rejects(s.setAttr(f.id, { size: 0, leaseToken: 5 }), /newer write lease/);
+      assert.equal((await s.setAttr(f.id, { size: 0, leaseToken: 6 })).size, 0);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('applies every migration once, in SQLite DDL; a failing migration leaves the schema as it was', async () => {
     const dir = place();
     let s = sqliteStore(dir);

@@ -59,8 +59,10 @@ import { inodeColumns, inodeRow, publicInode, toBool, toBuffer, toNumber, type I
 
 const COLS = inodeColumns();
 /** The newest token inode $1's data was stored (any block) or cut (its fence) under; 0: none. */
-const NEWEST_TOKEN = `greatest(coalesce((SELECT max(token) FROM blocks WHERE inode = $1), 0),
-                               coalesce((SELECT token FROM file_fences WHERE inode = $1), 0))`;
+const DATA_TOKEN = `greatest(coalesce((SELECT max(token) FROM blocks WHERE inode = $1), 0),
+                             coalesce((SELECT token FROM file_fences WHERE inode = $1), 0))`;
+/** The newest token inode $1's data was stored or cut under, or its size stored under (size_token). */
+const NEWEST_TOKEN = `greatest(${DATA_TOKEN}, coalesce((SELECT size_token FROM inodes WHERE id = $1), 0))`;
 const DIR = FileType.DIR;
 
 const ANCESTORS = `WITH RECURSIVE up (id) AS (
@@ -216,9 +218,10 @@ export const S = {
              ctime_sec = coalesce($11::bigint, ctime_sec), ctime_nsec = coalesce($12::integer, ctime_nsec),
              btime_sec = coalesce($16::bigint, btime_sec), btime_nsec = coalesce($17::integer, btime_nsec),
              dos_attrs = coalesce($18::integer, dos_attrs),
-             create_verifier = CASE WHEN $13::boolean THEN NULL ELSE create_verifier END
+             create_verifier = CASE WHEN $13::boolean THEN NULL ELSE create_verifier END,
+             size_token = greatest(size_token, coalesce($20::bigint, 0), coalesce($21::bigint, 0))
            WHERE id = $1 AND ($14::bigint IS NULL OR (ctime_sec = $14::bigint AND ctime_nsec = $15::integer))
-             AND ($20::bigint IS NULL OR (${NEWEST_TOKEN}) <= $20::bigint)
+             AND ($20::bigint IS NULL OR greatest(${DATA_TOKEN}, size_token) <= $20::bigint)
            RETURNING ${COLS}`,
   },
   exists: { name: 'dfs_exists', text: `SELECT 1 AS x FROM inodes WHERE id = $1` },
@@ -577,6 +580,7 @@ function setAttrParams(id: number, c: AttrChanges, guardCtime?: Timespec): unkno
     c.dosAttrs === undefined ? null : c.dosAttrs & DOS_ATTRS_STORED,
     c.clearMode === undefined ? null : c.clearMode & 0o7777,
     c.leaseToken ?? null,
+    c.sizeToken ?? null,
   ];
 }
 
