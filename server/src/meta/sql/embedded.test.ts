@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SqlMetadataStore } from './store.js';
+import { InodeMetaKind } from '../store.js';
 import { FileType, type Inode } from '../../vfs/types.js';
 import { dirInit, fileInit } from '../../testing/inodes.js';
 import { MIGRATING_DIR, PGLITE_BACKUP_DIR, PGLITE_DIR, embeddedLayout } from './embedded.js';
@@ -38,6 +39,7 @@ async function snapshot(s: SqlMetadataStore, shareId: number, rootId: number): P
             streams: await s.listStreams(e.inode.id),
             blocks: await s.getBlocks(e.inode.id, 0, 100),
             token: await s.fileToken(e.inode.id),
+            meta: await Promise.all(Object.values(InodeMetaKind).map((k) => s.getMeta(e.inode.id, k))),
           };
       }
       if (page.eof) break;
@@ -59,7 +61,7 @@ describe('embedded store: the move from PGlite to SQLite', () => {
     await rm(tmp, { recursive: true, force: true });
   });
 
-  it('keeps every inode, entry, link, stream, DOS attribute, block ref and token; the PGlite store stays as a backup', async () => {
+  it('keeps every inode, entry, link, stream, DOS attribute, EA, security descriptor, allocation size, block ref and token; the PGlite store stays as a backup', async () => {
     const dir = path.join(tmp, 'store');
     const pg = createEmbeddedMetadataStore({ path: dir, engine: 'pglite' });
     await pg.open();
@@ -73,6 +75,19 @@ describe('embedded store: the move from PGlite to SQLite', () => {
     await pg.remove(sub.id, b('many-3'), false, T(1_700_000_100));
     await pg.createStream(f.id, b('ads'), fileInit(), T(1_700_000_101));
     await pg.setAttr(f.id, { dosAttrs: 0x02, btime: T(1_600_000_000, 9), mode: 0o600 });
+    // What SMB keeps of a file: extended attributes, a security descriptor (its DACL), an allocation size.
+    const limits = { count: 100, bytes: 65_536 };
+    await pg.putMeta(
+      f.id,
+      InodeMetaKind.EA,
+      [
+        { name: b('user.a'), value: b('one') },
+        { name: b('user.b'), value: b('two') },
+      ],
+      limits,
+    );
+    await pg.putMeta(f.id, InodeMetaKind.SECURITY, [{ name: b(''), value: Buffer.from([1, 0, 4, 0x80, 0, 0, 0, 0]) }], limits);
+    await pg.putMeta(f.id, InodeMetaKind.ALLOCATION, [{ name: b(''), value: Buffer.alloc(8, 1) }], limits);
     await pg.putBlock(f.id, { index: 0, key: 'k/0', length: 4096, version: 1 });
     const token = await pg.nextLeaseToken();
     await pg.putBlock(f.id, { index: 1, key: 'k/1', length: 10, version: 2 }, { token, prevVersion: 0 });

@@ -46,6 +46,8 @@ const TABLES: readonly TableCopy[] = [
   { table: 'share_roots', columns: ['share_id', 'root'], key: ['share_id'] },
   { table: 'blocks', columns: ['inode', 'idx', 'key', 'length', 'version', 'token'], key: ['inode', 'idx'] },
   { table: 'file_fences', columns: ['inode', 'token'], key: ['inode'] },
+  // SMB's records of a file: extended attributes, a security descriptor (its DACL), an allocation size (migration 5).
+  { table: 'inode_meta', columns: ['inode', 'kind', 'name', 'value'], key: ['inode', 'kind', 'name'] },
 ];
 
 async function copyTable(from: SqlDriver, to: SqlExecutor, t: TableCopy): Promise<number> {
