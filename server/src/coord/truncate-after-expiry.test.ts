@@ -9,15 +9,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { markRedisSeen, startRedis, TEST_LEASE_TTL_MS, type RedisInstance } from '../../../test/helpers/redis.js';
-import { BlockCache } from '../blocks/cache.js';
-import { MemoryBlockStore } from '../blocks/memory.js';
-import { BlockService } from '../blocks/service.js';
-import { MemoryWal } from '../blocks/wal.js';
-import { MemoryMetadataStore } from '../meta/memory.js';
 import { mkfile } from '../testing/blocks.js';
 import { TEST_SHARE } from '../testing/memory-server.js';
 import { CreateMode, FileService } from '../vfs/service.js';
-import { Coordinator, type FileLeases, type LeaseStore } from './leases.js';
+import { leasedServers } from '../testing/leased-servers.js';
+import type { Coordinator } from './leases.js';
 
 const log = pino({ level: 'silent' });
 const BS = 4096;
@@ -45,26 +41,7 @@ describe('a truncate being applied when its lease lapses and another server writ
 
   /** Two servers on one metadata store and one block store. */
   const servers = async () => {
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    let next = 0;
-    const tokens: LeaseStore = { nextLeaseToken: () => Promise.resolve(++next) };
-    const server = async (): Promise<{ leases: FileLeases; data: BlockService; coord: Coordinator }> => {
-      const coord = await Coordinator.open({ url: redis.url, keyPrefix: PREFIX, tls: false, leaseTtlMs: TEST_LEASE_TTL_MS, log });
-      open.push(coord);
-      const leases = coord.leasesFor('s', tokens);
-      const data = new BlockService(store, meta, {
-        shareId: 1,
-        keyPrefix: 't',
-        blockSize: BS,
-        wal: new MemoryWal(1 << 20),
-        cache: new BlockCache(1 << 20),
-        idleFlushMs: 3_600_000,
-        leases,
-      });
-      leases.join(data);
-      return { leases, data, coord };
-    };
+    const { meta, server } = leasedServers({ url: redis.url, keyPrefix: PREFIX, leaseTtlMs: TEST_LEASE_TTL_MS, blockSize: BS, log, open });
     return { meta, a: await server(), b: await server() };
   };
   /** A's lease lapses unnoticed: its keys gone from Redis, as when their ttl passes while A stalls. */

@@ -11,13 +11,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { markRedisSeen, startRedis, TEST_LEASE_TTL_MS, type RedisInstance } from '../../../test/helpers/redis.js';
-import { BlockCache } from '../blocks/cache.js';
-import { MemoryBlockStore } from '../blocks/memory.js';
-import { BlockService } from '../blocks/service.js';
 import { MemoryWal } from '../blocks/wal.js';
-import { MemoryMetadataStore } from '../meta/memory.js';
 import { mkfile } from '../testing/blocks.js';
-import { Coordinator, type FileLeases, type LeaseStore } from './leases.js';
+import { leasedServers } from '../testing/leased-servers.js';
+import type { Coordinator } from './leases.js';
 
 const log = pino({ level: 'silent' });
 const BS = 4096;
@@ -60,26 +57,7 @@ describe('a truncate that waited for WAL room while its lease moved or its file 
 
   /** Two servers (A with a WAL the test holds full) on one metadata store and one block store. */
   const servers = async () => {
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    let next = 0;
-    const tokens: LeaseStore = { nextLeaseToken: () => Promise.resolve(++next) };
-    const server = async (wal: MemoryWal): Promise<{ leases: FileLeases; data: BlockService }> => {
-      const c = await Coordinator.open({ url: redis.url, keyPrefix: 'tah:', tls: false, leaseTtlMs: TEST_LEASE_TTL_MS, log });
-      open.push(c);
-      const leases = c.leasesFor('s', tokens);
-      const data = new BlockService(store, meta, {
-        shareId: 1,
-        keyPrefix: 't',
-        blockSize: BS,
-        wal,
-        cache: new BlockCache(1 << 20),
-        idleFlushMs: 3_600_000,
-        leases,
-      });
-      leases.join(data);
-      return { leases, data };
-    };
+    const { meta, server } = leasedServers({ url: redis.url, keyPrefix: 'tah:', leaseTtlMs: TEST_LEASE_TTL_MS, blockSize: BS, log, open });
     const walA = new HeldWal(1 << 20);
     const a = await server(walA);
     const b = await server(new MemoryWal(1 << 20));
