@@ -127,7 +127,7 @@ class Unfinished extends VfsError {
  * change (a VfsError: a SETATTR guard, say), or this program is at fault.
  */
 function retriable(e: unknown): boolean {
-  if (e instanceof LeaseMoved || (e instanceof BlockConflictError && e.stale)) return false;
+  if (leaseRefusal(e)) return false;
   if (e instanceof VfsError) return e.errno === 'JUKEBOX' || e.errno === 'IO' || e.errno === 'NOSPC';
   // A fault of this program comes back the same every time.
   return !(e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError);
@@ -142,6 +142,11 @@ function leaseMovedIfStale(err: unknown): never {
   if (err instanceof BlockConflictError && err.stale)
     throw new LeaseMoved(`the write lease of the file expired and another server wrote it during the truncate: ${err.message}`);
   throw err;
+}
+
+/** A refusal because the file's lease moved or a newer lease stored it: replay would skip the record too. */
+function leaseRefusal(e: unknown): boolean {
+  return e instanceof LeaseMoved || (e instanceof BlockConflictError && e.stale);
 }
 
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
@@ -1426,8 +1431,7 @@ export class BlockService {
     try {
       return await this.untilApplied('truncate', commit);
     } catch (e) {
-      if (e instanceof Unfinished || e instanceof LeaseMoved || (e instanceof BlockConflictError && e.stale)) throw e;
-      if (e instanceof VfsError && (e.errno === 'STALE' || e.errno === 'NOENT')) throw e;
+      if (e instanceof Unfinished || leaseRefusal(e) || (e instanceof VfsError && (e.errno === 'STALE' || e.errno === 'NOENT'))) throw e;
       await this.untilApplied('truncate', () =>
         this.meta.setAttr(inodeId, { size: newSize, ...(token > 0 ? { leaseToken: token } : {}) }).catch(leaseMovedIfStale),
       );
