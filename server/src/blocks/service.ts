@@ -359,6 +359,14 @@ export class BlockService {
    * while it is acknowledged unmarked here.
    */
   private readonly loggedCuts = new Set<number>();
+  /**
+   * inode -> where its truncate or cut (truncateData) cuts the data, from its first step until its
+   * data is cut: once the dirty bytes past the cut are dropped, the block map still holds the older
+   * stored bytes there until its change is made (tried again while the metadata store fails, see
+   * untilApplied). Reads and dataRanges see zeros past the cut meanwhile, as they will after it,
+   * never bytes that acknowledged writes had replaced.
+   */
+  private readonly cutting = new Map<number, number>();
   /** RECORD_TIMES records holding their segments (see logTimes); `at`: performance.now(). */
   private readonly timesHolds = new Map<WalHolder, { inodeId: number; seg: WalSegment; at: number }>();
   /**
@@ -1194,6 +1202,10 @@ export class BlockService {
   async read(inodeId: number, offset: number, count: number, fileSize: number, target?: Buffer): Promise<Buffer> {
     const end = Math.min(fileSize, offset + count);
     if (end <= offset) return Buffer.alloc(0);
+    if (this.cutting.size > 0) {
+      const cut = this.cutting.get(inodeId);
+      if (cut !== undefined && end > cut) return this.readAcrossCut(inodeId, offset, end, cut, target);
+    }
     // Asked once per READ (a retry below is the same read, not a sequential one).
     const seq =
       this.opts.diskCache !== undefined &&
@@ -1210,6 +1222,20 @@ export class BlockService {
         await new Promise((r) => setTimeout(r, 2 ** attempt));
       }
     }
+  }
+
+  /** A read reaching past a cut being made (see `cutting`): the bytes before it, zeros after. */
+  private async readAcrossCut(inodeId: number, offset: number, end: number, cut: number, target?: Buffer): Promise<Buffer> {
+    const length = end - offset;
+    const out = target !== undefined && target.length >= length ? target.subarray(0, length) : Buffer.allocUnsafe(length);
+    const keep = Math.max(0, cut - offset);
+    if (keep > 0) {
+      const head = await this.read(inodeId, offset, keep, cut, out);
+      // An answer may be a view of a stored object rather than `out`.
+      if (head.buffer !== out.buffer || head.byteOffset !== out.byteOffset) head.copy(out, 0);
+    }
+    out.fill(0, keep);
+    return out;
   }
 
   private async readOnce(inodeId: number, offset: number, end: number, seq: boolean, target?: Buffer): Promise<Buffer> {
@@ -1595,6 +1621,8 @@ export class BlockService {
     const bs = this.blockSize;
     const keepBlocks = Math.ceil(newSize / bs);
     this.limits.set(inodeId, Math.min(this.limits.get(inodeId) ?? Infinity, newSize));
+    this.cutting.set(inodeId, newSize);
+    let cut = false;
     try {
       const m = this.files.get(inodeId);
       const waits: Promise<unknown>[] = [];
@@ -1634,9 +1662,16 @@ export class BlockService {
           this.hold(v, seg);
         }
       }
+      cut = true;
+    } catch (e) {
+      // Tried again (untilApplied), or left for the next start's replay (Unfinished): reads keep
+      // seeing the cut. Else nothing more is done here (the lease moved, the file is gone).
+      if (!retriable(e)) cut = true;
+      throw e;
     } finally {
       // The zeroed tail (a dirty version) now carries the cut; later writes may grow the file again.
       this.limits.delete(inodeId);
+      if (cut) this.cutting.delete(inodeId);
     }
   }
 
@@ -1682,6 +1717,9 @@ export class BlockService {
    */
   async dataRanges(inodeId: number, offset: number, end: number, max: number): Promise<Range[]> {
     const out: Range[] = [];
+    // Past a cut being made there is no data, whatever the block map holds still (see `cutting`).
+    const cut = this.cutting.get(inodeId);
+    if (cut !== undefined) end = Math.min(end, Math.max(offset, cut));
     if (end <= offset) return out;
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);

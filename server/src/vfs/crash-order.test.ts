@@ -535,6 +535,22 @@ describe('crash order of data and metadata', () => {
     await a.data.close();
   });
 
+  it('while a logged truncate waits for its block-map change, reads past the cut see zeros, never the older stored bytes', async () => {
+    const { inner, a, f, h } = await overwrittenFile();
+    inner.failDrops = Number.MAX_SAFE_INTEGER;
+    const setattr = a.fs.setattr(h, root, { size: CUT });
+    await until(() => inner.drops > 1, WAIT_MS, 'the truncate tried its block-map change again');
+    // The size is not stored yet: the whole old length reads, 'B's to the cut and zeros after.
+    const expected = Buffer.concat([Buffer.alloc(CUT, 0x42), Buffer.alloc(2 * BS - CUT)]);
+    assert.deepEqual((await a.fs.read(h, root, 0, 2 * BS)).data, expected);
+    assert.deepEqual((await a.fs.read(h, root, BS, BS)).data, Buffer.alloc(BS), 'a read wholly past the cut');
+    assert.deepEqual(await a.data.dataRanges(f.id, 0, 2 * BS, 10), [[0, CUT]], 'no data reported past the cut');
+    inner.failDrops = 0;
+    assert.equal((await setattr).after.size, CUT);
+    await assertCut(a, h);
+    await a.data.close();
+  });
+
   it('a truncate whose new size the store refuses for a while once its data is cut waits and stores it; the acknowledged bytes before the cut stay', async () => {
     const { inner, a, h } = await overwrittenFile();
     inner.failSizes = 2;
