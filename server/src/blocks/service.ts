@@ -367,6 +367,14 @@ export class BlockService {
    * never bytes that acknowledged writes had replaced.
    */
   private readonly cutting = new Map<number, number>();
+  /**
+   * inode -> its truncate or cut (in `cuts`) once a step of it failed for want of the metadata
+   * store and waits to be tried again (untilApplied): `wake` resolves then. The file's writes and
+   * truncates answer JUKEBOX ("try again later") instead of waiting at the gate for the whole
+   * outage: a client's writes to that file would fill its connection's calls in flight and stall
+   * every other file on its mount.
+   */
+  private readonly cutStalls = new Map<number, { stalled: boolean; wake: Promise<void>; stall: () => void }>();
   /** RECORD_TIMES records holding their segments (see logTimes); `at`: performance.now(). */
   private readonly timesHolds = new Map<WalHolder, { inodeId: number; seg: WalSegment; at: number }>();
   /**
@@ -515,7 +523,7 @@ export class BlockService {
     for (let attempt = 0; ; attempt++) {
       for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) {
         cutWaited = true;
-        await cut;
+        await this.cutPassed(inodeId, cut);
       }
       // An append's end was read before the truncate it waited for: past it, that end is wrong.
       if (cutWaited && underToken !== undefined) throw new AppendEndMoved('the file was truncated while the append looked for its end');
@@ -925,7 +933,8 @@ export class BlockService {
   async flush(inodeId: number): Promise<void> {
     // Several servers: a truncate or cut logged before this flush began is stored with the file.
     // One logged after it did was marked again (FileLeases.holds wants the mark a store clears).
-    if (this.loggedCuts.has(inodeId)) await this.cuts.get(inodeId);
+    const cut = this.cuts.get(inodeId);
+    if (cut !== undefined && this.loggedCuts.has(inodeId)) await this.cutPassed(inodeId, cut);
     const m = this.files.get(inodeId);
     if (!m) return;
     const results = await Promise.all([...m.keys()].map((index) => this.startUpload(inodeId, index)));
@@ -1390,9 +1399,12 @@ export class BlockService {
 
   /** Runs a truncate or cut of a file while its writes wait (see `cuts`); one at a time per file. */
   private async withWritesHeld<T>(inodeId: number, run: () => Promise<T>): Promise<T> {
-    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await cut;
+    for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await this.cutPassed(inodeId, cut);
     let settle!: () => void;
     this.cuts.set(inodeId, new Promise<void>((resolve) => (settle = resolve)));
+    let stall!: () => void;
+    const wake = new Promise<void>((resolve) => (stall = resolve));
+    this.cutStalls.set(inodeId, { stalled: false, wake, stall });
     try {
       // Writes that passed the gate before it closed and wait for WAL room are logged first.
       const waits = this.roomWaits.get(inodeId);
@@ -1401,8 +1413,26 @@ export class BlockService {
     } finally {
       this.loggedCuts.delete(inodeId);
       this.cuts.delete(inodeId);
+      this.cutStalls.delete(inodeId);
       settle();
     }
+  }
+
+  /**
+   * Whether the file's truncate or cut waits for the metadata store (see cutStalls): a truncate or
+   * append that would wait behind it (the file's end held) answers JUKEBOX instead.
+   */
+  cutWaitsForStore(inodeId: number): boolean {
+    return this.cutStalls.size > 0 && this.cutStalls.get(inodeId)?.stalled === true;
+  }
+
+  /** Waits for the file's truncate or cut `cut` to end; JUKEBOX once it waits for the metadata store (see cutStalls). */
+  private async cutPassed(inodeId: number, cut: Promise<void>): Promise<void> {
+    const s = this.cutStalls.get(inodeId);
+    if (s !== undefined && !s.stalled) await Promise.race([cut, s.wake]);
+    else if (s === undefined) await cut;
+    if (s?.stalled && this.cuts.get(inodeId) === cut)
+      throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
   }
 
   private async truncateLogged<T>(inodeId: number, newSize: number, commit?: (token: number) => Promise<T>): Promise<T | undefined> {
@@ -1411,7 +1441,7 @@ export class BlockService {
       () => this.wal.appendTruncate(this.opts.shareId, inodeId, newSize, token),
       'could not log the truncate in the WAL',
       async (seg) => {
-        await this.untilApplied('truncate', () => this.truncateData(inodeId, newSize, seg, token));
+        await this.untilApplied('truncate', inodeId, () => this.truncateData(inodeId, newSize, seg, token));
         return commit === undefined
           ? undefined
           : await this.commitTruncate(inodeId, newSize, token, () => commit(token).catch(leaseMovedIfStale));
@@ -1431,7 +1461,7 @@ export class BlockService {
    * every call fails until a restart), Unfinished (the record stays for the next start). Not
    * tried again: the lease moved or the file is gone, or the store refused it (see retriable).
    */
-  private async untilApplied<T>(what: 'truncate' | 'cut', step: () => Promise<T>): Promise<T> {
+  private async untilApplied<T>(what: 'truncate' | 'cut', inodeId: number, step: () => Promise<T>): Promise<T> {
     for (let warned = false; ; warned = true) {
       try {
         return await step();
@@ -1440,6 +1470,11 @@ export class BlockService {
         // A store failed for good fails every call until a restart, which replays the record.
         const failure = this.meta.failure?.() ?? null;
         if (this.closed || failure !== null) throw new Unfinished(what, e, failure);
+        const s = this.cutStalls.get(inodeId);
+        if (s !== undefined && !s.stalled) {
+          s.stalled = true;
+          s.stall();
+        }
         if (!warned)
           this.opts.log?.warn({ err: e }, `a logged ${what} could not be applied; trying again until the metadata store takes it`);
         // Not unref'd: a caller waits for it (and close() ends it within one pause).
@@ -1455,10 +1490,10 @@ export class BlockService {
    */
   private async commitTruncate<T>(inodeId: number, newSize: number, token: number, commit: () => Promise<T>): Promise<T> {
     try {
-      return await this.untilApplied('truncate', commit);
+      return await this.untilApplied('truncate', inodeId, commit);
     } catch (e) {
       if (e instanceof Unfinished || leaseRefusal(e) || (e instanceof VfsError && (e.errno === 'STALE' || e.errno === 'NOENT'))) throw e;
-      await this.untilApplied('truncate', () =>
+      await this.untilApplied('truncate', inodeId, () =>
         this.meta.setAttr(inodeId, { size: newSize, ...(token > 0 ? { leaseToken: token } : {}) }).catch(leaseMovedIfStale),
       );
       throw e;
@@ -1702,7 +1737,7 @@ export class BlockService {
     await this.withSyncedRecord(
       () => this.wal.appendCut(this.opts.shareId, inodeId, from, token),
       'could not log the zeroed range in the WAL',
-      (seg) => this.untilApplied('cut', () => this.truncateData(inodeId, from, seg, token)),
+      (seg) => this.untilApplied('cut', inodeId, () => this.truncateData(inodeId, from, seg, token)),
       undefined,
       this.opts.leases ? { inodeId, token } : undefined,
     );

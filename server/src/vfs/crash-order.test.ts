@@ -61,8 +61,11 @@ class FailingCuts extends MemoryMetadataStore {
   failure(): Error | null {
     return this.broken;
   }
+  /** While set, dropBlocks waits for it first (a store slow to answer). */
+  dropGate: Promise<void> | null = null;
   override async dropBlocks(inodeId: number, from: number, token?: number) {
     this.drops++;
+    if (this.dropGate) await this.dropGate;
     if (this.failDrops > 0) {
       this.failDrops--;
       throw this.dropError;
@@ -548,6 +551,34 @@ describe('crash order of data and metadata', () => {
     inner.failDrops = 0;
     assert.equal((await setattr).after.size, CUT);
     await assertCut(a, h);
+    await a.data.close();
+  });
+
+  it("while a logged truncate waits for the store, the file's writes answer JUKEBOX at once rather than pile up; other files' writes go on", async () => {
+    const { inner, a, h } = await overwrittenFile();
+    const g = (await a.fs.create(a.rootH, Buffer.from('g'), root, CreateMode.UNCHECKED, {}, null)).inode;
+    const gh = a.fs.handleOf(a.share, g);
+    inner.failDrops = Number.MAX_SAFE_INTEGER;
+    let answer!: () => void;
+    inner.dropGate = new Promise<void>((resolve) => (answer = resolve));
+    const setattr = a.fs.setattr(h, root, { size: CUT });
+    await until(() => inner.drops > 0, WAIT_MS, 'the truncate reached the block map');
+    // Sent while the truncate runs, before it is known to wait for the store: it waits at the gate, then is told to come back.
+    const early = a.fs.write(h, root, 0, Buffer.from('early'), true);
+    inner.dropGate = null;
+    answer();
+    await assert.rejects(early, (e: unknown) => e instanceof VfsError && e.errno === 'JUKEBOX');
+    await until(() => inner.drops > 1, WAIT_MS, 'the truncate tried its block-map change again');
+    await assert.rejects(a.fs.write(h, root, 0, Buffer.from('late'), true), (e: unknown) => e instanceof VfsError && e.errno === 'JUKEBOX');
+    await assert.rejects(a.fs.setattr(h, root, { size: 1 }), (e: unknown) => e instanceof VfsError && e.errno === 'JUKEBOX');
+    await a.fs.write(gh, root, 0, Buffer.from('other file'), true);
+    assert.equal((await a.fs.read(gh, root, 0, 100)).data.toString(), 'other file');
+    inner.failDrops = 0;
+    assert.equal((await setattr).after.size, CUT);
+    await assertCut(a, h);
+    // The store back and the truncate done, the file takes writes again.
+    await a.fs.write(h, root, 0, Buffer.from('after'), true);
+    assert.equal((await a.fs.read(h, root, 0, 5)).data.toString(), 'after');
     await a.data.close();
   });
 
