@@ -747,6 +747,10 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
           loginMax: config.server.api.rate_limit.login_max,
           loginAddressMax: config.server.api.rate_limit.login_address_max,
         },
+        maxConnections: config.server.api.max_connections,
+        maxConnectionsPerAddress: config.server.api.max_connections_per_address,
+        trustProxy: config.server.api.trust_proxy,
+        settings: 'server.api',
         version: SERVER_VERSION,
       });
       // A change answers only once the server applies it: a share created is mountable, a

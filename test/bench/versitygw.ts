@@ -69,7 +69,15 @@ async function logTail(file: string): Promise<string> {
  * Starts versitygw (bin) on a private directory and creates `bucket`; resolves once a signed
  * PutObject into the bucket succeeds.
  */
-export async function startVersitygw(bin: string, opts: { bucket: string; startTimeoutMs?: number }): Promise<VersitygwServer> {
+export async function startVersitygw(
+  bin: string,
+  opts: {
+    bucket: string;
+    startTimeoutMs?: number;
+    /** Without an IAM store (single-account mode): what a user who omits --iam-dir runs; the tests of how DittoFS reads its errors. */
+    singleAccount?: boolean;
+  },
+): Promise<VersitygwServer> {
   if (!exitHook) {
     exitHook = true;
     onProcessExit(() => {
@@ -99,8 +107,9 @@ export async function startVersitygw(bin: string, opts: { bucket: string; startT
     try {
       // The credentials by environment, not argv (which any user may read in /proc).
       // --iam-dir: with an IAM store, an unknown access key id is 403 InvalidAccessKeyId as on AWS;
-      // without one, versitygw answers 404 XAdminUserNotFound, which reads as a missing bucket.
-      c = spawn(bin, ['--port', `127.0.0.1:${port}`, '--region', region, '--iam-dir', iam, 'posix', data], {
+      // without one, versitygw answers 404 XAdminUserNotFound (the bucket HEAD a bodiless 404, like a missing bucket).
+      const iamArgs = opts.singleAccount === true ? [] : ['--iam-dir', iam];
+      c = spawn(bin, ['--port', `127.0.0.1:${port}`, '--region', region, ...iamArgs, 'posix', data], {
         cwd: dir,
         stdio: ['ignore', log, log],
         env: { ...process.env, ROOT_ACCESS_KEY_ID: accessKeyId, ROOT_SECRET_ACCESS_KEY: secretAccessKey },

@@ -238,4 +238,68 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
     await srv.stop();
     srv = undefined;
   });
+
+  test(
+    'REST API: server.api.max_connections_per_address caps an address, not a proxy listed in server.api.trust_proxy',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      srv = await startDittofs({
+        env: {
+          DITTOFS_LOG_LEVEL: 'info',
+          DITTOFS_SERVER__API__MAX_CONNECTIONS_PER_ADDRESS: '2',
+          DITTOFS_SERVER__API__TRUST_PROXY: '127.0.0.4',
+        },
+      });
+      const port = srv.apiPort;
+      // 127.0.0.3 is capped at 2: a third silent socket, within the others' grace second, is refused.
+      const direct: Silent[] = [];
+      for (let i = 0; i < 3; i++) {
+        const s = await silent(port, '127.0.0.3');
+        sockets.push(s.sock);
+        direct.push(s);
+      }
+      await until(() => direct[2]!.closed, 60_000, 'the third connection from 127.0.0.3 to be refused');
+      await until(
+        () => /REST API connection refused: too many connections from this address/.test(srv!.output()),
+        60_000,
+        'the refusal in the log',
+      );
+      const refusal = srv
+        .output()
+        .split('\n')
+        .find((l) => l.includes('REST API connection refused'));
+      assert.match(refusal ?? '', /"setting":"server\.api\.max_connections_per_address"/);
+      assert.match(refusal ?? '', /"address":"127\.0\.0\.3"/);
+      // The proxy at 127.0.0.4 holds five, and a request through a sixth, naming its client, is answered.
+      const proxied: Silent[] = [];
+      for (let i = 0; i < 5; i++) {
+        const s = await silent(port, '127.0.0.4');
+        sockets.push(s.sock);
+        proxied.push(s);
+      }
+      const sixth = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.4' });
+      sockets.push(sixth);
+      sixth.on('error', () => undefined);
+      const answer = await new Promise<string>((resolve) => {
+        let got = '';
+        sixth.on('data', (d: Buffer) => {
+          got += d.toString('latin1');
+          if (got.includes('\r\n\r\n')) resolve(got);
+        });
+        sixth.once('close', () => resolve(got));
+        sixth.once('connect', () => sixth.write('GET /health HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n'));
+      });
+      assert.match(answer, /^HTTP\/1\.1 200 /, 'the proxy is served past the per-address cap');
+      assert.deepEqual(
+        proxied.map((s) => s.closed),
+        [false, false, false, false, false],
+        "none of the proxy's connections was closed",
+      );
+      assert.equal(direct.slice(0, 2).filter((s) => s.closed).length, 0, "127.0.0.3's first two stay");
+      assert.doesNotMatch(srv.output(), /"address":"127\.0\.0\.4"/, 'no refusal for the proxy');
+      for (const s of sockets.splice(0)) s.destroy();
+      await srv.stop();
+      srv = undefined;
+    },
+  );
 });

@@ -1326,6 +1326,33 @@ describe('rate limits', () => {
     }
   });
 
+  it("behind a trusted proxy: the login limit per address counts the X-Forwarded-For client; an untrusted peer's header is ignored", async () => {
+    const limited = makeApp({ trustProxy: ['10.9.0.0/16'], rateLimit: { loginMax: 100, loginAddressMax: 2, max: 1000 } });
+    try {
+      const login = (from: string, xff?: string) =>
+        call('POST', '/api/v1/auth/login', {
+          on: limited,
+          from,
+          ...(xff === undefined ? {} : { headers: { 'x-forwarded-for': xff } }),
+          body: { username: 'ghost', password: 'wrong-pw-1' },
+        });
+      // Two clients behind one proxy (10.9.0.5): each has its own allowance.
+      for (let i = 0; i < 2; i++) problem(await login('10.9.0.5', '198.51.100.1'), 401);
+      problem(await login('10.9.0.5', '198.51.100.1'), 429);
+      problem(await login('10.9.0.5', '198.51.100.2'), 401, undefined, 'unauthorized');
+      // A chain of two listed proxies: the client is the rightmost address not listed.
+      problem(await login('10.9.0.5', '198.51.100.1, 10.9.0.7'), 429);
+      // Forged hops in front of the real client count as the real client's.
+      problem(await login('10.9.0.5', '203.0.113.9, 198.51.100.2'), 401);
+      problem(await login('10.9.0.5', '203.0.113.9, 198.51.100.2'), 429);
+      // A peer that is not a listed proxy is counted as itself, whatever header it sends.
+      for (let i = 0; i < 2; i++) problem(await login('192.0.2.50', `203.0.113.${i + 20}`), 401);
+      problem(await login('192.0.2.50', '203.0.113.99'), 429);
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('general: 429 problem past the limit per user', async () => {
     const limited = makeApp({ rateLimit: { max: 5, timeWindowMs: 60_000 } });
     try {
@@ -1535,6 +1562,46 @@ describe('over real HTTP: connections', () => {
       assert.match(await other.ask(authed), /^HTTP\/1\.1 200 /);
       for (const c of [a, idle[1]!, idle[2]!, other]) c.sock.destroy();
     } finally {
+      await live.close();
+    }
+  });
+});
+
+describe('over real HTTP: connections through a trusted proxy', () => {
+  it('are not capped per address (one proxy carries many clients); other addresses still are', async () => {
+    const live = makeApp({ trustProxy: ['127.0.0.2'], maxConnectionsPerAddress: 2, maxConnections: 50 });
+    const socks: net.Socket[] = [];
+    try {
+      await live.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = live.server.address() as net.AddressInfo;
+      let accepted = 0;
+      live.server.on('connection', () => accepted++);
+      const token = (await call('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PW } })).json<{
+        access_token: string;
+      }>().access_token;
+      const authed = `GET /api/v1/users HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.1\r\nAuthorization: Bearer ${token}\r\n\r\n`;
+      // The proxy (127.0.0.2) holds five connections that have carried nothing yet, past the cap
+      // of 2, and a sixth is served: none is closed to make room.
+      const proxy = [];
+      for (let i = 0; i < 5; i++) proxy.push(await connectFrom(port, '127.0.0.2'));
+      socks.push(...proxy.map((c) => c.sock));
+      await until(() => accepted === 5, 30_000, 'the server has the five connections');
+      const sixth = await connectFrom(port, '127.0.0.2');
+      socks.push(sixth.sock);
+      assert.match(await sixth.ask(authed), /^HTTP\/1\.1 200 /);
+      for (const c of proxy) assert.match(await c.ask(authed), /^HTTP\/1\.1 200 /, 'every connection of the proxy is served');
+      // Another address is capped at 2: a third connection, while the two are in their grace
+      // second, is closed unserved.
+      const direct = [await connectFrom(port, '127.0.0.3'), await connectFrom(port, '127.0.0.3')];
+      socks.push(...direct.map((c) => c.sock));
+      const refused = await connectFrom(port, '127.0.0.3').catch(() => null);
+      if (refused) {
+        socks.push(refused.sock);
+        assert.equal(await refused.ask(authed), '', 'closed without an answer');
+      }
+      for (const c of direct) assert.match(await c.ask(authed), /^HTTP\/1\.1 200 /);
+    } finally {
+      for (const s of socks) s.destroy();
       await live.close();
     }
   });

@@ -16,6 +16,7 @@ import type { ControlStore } from '../control/store.js';
 import type { ApiContext, App, Principal, RateLimitRule } from './context.js';
 import { ConnectionLimits, type ConnectionGuard } from '../wire/limits.js';
 import { bucket } from './limits.js';
+import { trustedProxy, type TrustProxySetting } from '../config/trust-proxy.js';
 import { ApiProblem, PROBLEM_CONTENT_TYPE, failedForGood, problemBody, toProblem } from './problem.js';
 import { adapterRoutes } from './routes/adapters.js';
 import { authRoutes } from './routes/auth.js';
@@ -62,8 +63,12 @@ export interface ApiOptions {
   rateLimit?: ApiRateLimitOptions;
   /** Largest request body in bytes (default 1 MiB: a desired state with thousands of users fits). */
   bodyLimit?: number;
-  /** Take the client address from X-Forwarded-For (behind an ingress). Default false. */
-  trustProxy?: boolean;
+  /**
+   * Peers whose X-Forwarded-For names the client (behind an ingress): true (any), or their
+   * addresses, CIDR ranges and presets (config/trust-proxy.ts). The client address is what the
+   * rate limits count; a trusted peer's connections are not capped per address. Default false.
+   */
+  trustProxy?: TrustProxySetting;
   /** Version shown in the OpenAPI document. */
   version?: string;
   /** A request whose headers and body have not all arrived by then is answered 408 and closed (ms). */
@@ -74,8 +79,10 @@ export interface ApiOptions {
    * closed at once.
    */
   maxConnections?: number;
-  /** Connections from one client address at once, likewise (0: no cap). */
+  /** Connections from one peer address at once, likewise (0: no cap); a trusted proxy's are not capped. */
   maxConnectionsPerAddress?: number;
+  /** The config section of these settings (`server.api`), named in refusals; absent: fixed limits. */
+  settings?: string;
 }
 
 /**
@@ -168,6 +175,9 @@ export function buildApi(opts: ApiOptions): App {
   };
   const ctx: ApiContext = { store: opts.store, tokens, runtime: opts.runtime, bcryptCost, credentialsLimit, credentialsAddressLimit };
 
+  const trustedPeer = trustedProxy(opts.trustProxy ?? false);
+  // Fastify calls it for the socket's peer and each X-Forwarded-For hop; false: the header is ignored.
+  const trusted = opts.trustProxy === undefined || opts.trustProxy === false ? false : (address: string) => trustedPeer(address);
   const logger = opts.logger.child({ component: 'api' }, { redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } });
   const app = Fastify({
     loggerInstance: logger,
@@ -178,7 +188,8 @@ export function buildApi(opts: ApiOptions): App {
     requestTimeout: opts.requestTimeoutMs ?? API_REQUEST_TIMEOUT_MS,
     connectionTimeout: 2 * (opts.requestTimeoutMs ?? API_REQUEST_TIMEOUT_MS),
     http: { connectionsCheckingInterval: Math.min(5_000, Math.ceil((opts.requestTimeoutMs ?? API_REQUEST_TIMEOUT_MS) / 2)) },
-    trustProxy: opts.trustProxy ?? false,
+    // One predicate for req.ip and for the connection caps (below), so that both agree on who is a proxy.
+    trustProxy: trusted,
     return503OnClosing: true,
     // Errors found while routing (a malformed or overlong URL) get problem+json too.
     frameworkErrors: (err, req, reply) => {
@@ -198,10 +209,16 @@ export function buildApi(opts: ApiOptions): App {
 
   // The connection caps, as NFS and SMB have them (wire/limits.ts): one address cannot take every
   // connection, and a crowd of connections that never authenticate cannot keep out those that do
-  // (the operator, an admin's CLI). Node's own timeouts (above) close the idle and the slow.
+  // (the operator, an admin's CLI). Node's own timeouts (above) close the idle and the slow. They
+  // act when a connection is accepted, before any request on it, so they count the TCP peer: a
+  // proxy, not the clients behind it, whose X-Forwarded-For comes later and, with a proxy's pool
+  // of kept-alive connections, differs from request to request. So a trusted proxy's connections
+  // are left out of the per-address cap (one proxy carries many clients) and meet the total one.
   const limits = new ConnectionLimits({
     maxConnections: opts.maxConnections ?? API_MAX_CONNECTIONS,
     maxConnectionsPerAddress: opts.maxConnectionsPerAddress ?? API_MAX_CONNECTIONS_PER_ADDRESS,
+    uncappedAddress: trustedPeer,
+    ...(opts.settings === undefined ? {} : { settings: opts.settings }),
     idleTimeoutMs: 0,
     maxBufferedRequestBytes: 1, // not used: HTTP requests are bounded by bodyLimit and the request timeout
     name: 'REST API',

@@ -10,6 +10,7 @@ import { TEST_TIMEOUT_MS } from '../../../test/helpers/limits.js';
 import { externalS3Endpoint, startS3, type S3TestServer } from '../../../test/helpers/s3.js';
 import { S3_ERROR_CODES, S3_REPORTED_CAPACITY_BYTES, S3BlockStore, S3BlockStoreError, type S3ErrorCode } from './s3.js';
 import { offloadedDigests } from './offload-hash.js';
+import { findVersitygw, startVersitygw } from '../../../test/bench/versitygw.js';
 
 const EXTERNAL = externalS3Endpoint() !== undefined;
 const NEEDS_S3RVER = EXTERNAL ? 'needs the private s3rver (it stops, restarts or proxies the server)' : false;
@@ -184,6 +185,75 @@ describe('s3 block store', () => {
       },
     );
 
+    it(
+      'says the credentials were rejected, not that the bucket is missing, when a server answers the bucket HEAD with 404 for an unknown key',
+      { skip: NEEDS_S3RVER },
+      async () => {
+        // Some servers and gateways answer HEAD with a bodiless 404 for reasons other than a
+        // missing bucket; s3rver stands behind this proxy for everything else.
+        const headIs404 = (req: http.IncomingMessage) =>
+          req.method === 'HEAD' && new URL(req.url ?? '/', 'http://x').pathname.replace(/\/$/, '') === `/${s3.bucket}`
+            ? { status: 404, body: '' }
+            : undefined;
+        const proxy = await startProxy(s3.endpoint, headIs404);
+        try {
+          const secret = `not-the-secret-${randomBytes(8).toString('hex')}`;
+          const err = await rejection(
+            makeStore({ endpoint: proxy.endpoint, accessKeyId: 'AKIADITTOFSNOSUCHKEY', secretAccessKey: secret }).open(),
+          );
+          assertS3Error(
+            err,
+            S3_ERROR_CODES.CREDENTIALS_REJECTED,
+            new RegExp(
+              `^S3 rejected the credentials for bucket ${escape(s3.bucket)} \\(InvalidAccessKeyId\\) at ${escape(proxy.endpoint)}: the access key id is not known`,
+            ),
+            secret,
+          );
+          assert.deepEqual(
+            proxy.log.filter((r) => r.method === 'HEAD').map((r) => r.status),
+            [404],
+            'the proxy answered the bucket HEAD with 404',
+          );
+
+          // The bucket is there and the key is good: the listing shows it, so the store opens and works.
+          const good = makeStore({ endpoint: proxy.endpoint, prefix: 'head404' });
+          await good.open();
+          await good.put('k', Buffer.from('v'));
+          assert.deepEqual(await s3.listKeys('head404/'), ['head404/k']);
+
+          const missing = `dittofs-missing-${randomBytes(4).toString('hex')}`;
+          assertS3Error(
+            await rejection(makeStore({ endpoint: proxy.endpoint, bucket: missing }).open()),
+            S3_ERROR_CODES.BUCKET_NOT_FOUND,
+            new RegExp(`^S3 bucket ${escape(missing)} does not exist at ${escape(proxy.endpoint)}\\b`),
+          );
+        } finally {
+          await proxy.close();
+        }
+
+        // A gateway whose listing names a code of its own: neither a missing bucket nor bad
+        // credentials are claimed; its code and message are shown.
+        const gatewayError =
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>GatewayTenantDisabled</Code><Message>Tenant is disabled.</Message></Error>';
+        const odd = await startProxy(s3.endpoint, (req) =>
+          req.method === 'GET' && new URL(req.url ?? '/', 'http://x').searchParams.get('list-type') === '2'
+            ? { status: 404, body: gatewayError }
+            : headIs404(req),
+        );
+        try {
+          assertS3Error(
+            await rejection(makeStore({ endpoint: odd.endpoint }).open()),
+            S3_ERROR_CODES.REQUEST_FAILED,
+            new RegExp(
+              `^cannot check S3 bucket ${escape(s3.bucket)} at ${escape(odd.endpoint)}: HEAD of the bucket answered 404, and a listing of it failed with GatewayTenantDisabled \\(HTTP 404\\): Tenant is disabled\\.`,
+            ),
+          );
+        } finally {
+          await odd.close();
+        }
+      },
+    );
+
     it('names an endpoint where nothing listens, after the SDK gives up retrying', { timeout: TEST_TIMEOUT_MS }, async () => {
       const endpoint = `http://127.0.0.1:${await closedPort()}`;
       const err = await rejection(makeStore({ endpoint, requestTimeoutMs: 2000, maxAttempts: 2 }).open());
@@ -301,3 +371,53 @@ describe('s3 block store', () => {
     },
   );
 });
+
+// A real server that answers the bucket HEAD with 404 for an access key it does not know:
+// versitygw without an IAM store (no --iam-dir), as a user may well run it. Built only by
+// `hack/install-deps.sh bench`, so skipped (saying so) where it is not.
+const VERSITYGW = findVersitygw();
+describe(
+  'open() against versitygw in single-account mode (404 for an unknown access key)',
+  { skip: VERSITYGW === undefined ? 'versitygw not built (hack/install-deps.sh bench builds it)' : false },
+  () => {
+    let gw: S3TestServer;
+    const stores: S3BlockStore[] = [];
+    const makeStore = (extra: Parameters<S3TestServer['storeOptions']>[0] = {}): S3BlockStore => {
+      const s = new S3BlockStore(gw.storeOptions(extra));
+      stores.push(s);
+      return s;
+    };
+    before(async () => {
+      gw = await startVersitygw(VERSITYGW ?? '', { bucket: 'dittofs-test', singleAccount: true });
+    });
+    after(async () => {
+      for (const s of stores) await s.close();
+      await gw?.close();
+    });
+
+    it('says the access key id is unknown, not that the bucket is missing', async () => {
+      const secret = `not-the-secret-${randomBytes(8).toString('hex')}`;
+      const err = await rejection(makeStore({ accessKeyId: 'AKIADITTOFSNOSUCHKEY', secretAccessKey: secret }).open());
+      assertS3Error(
+        err,
+        S3_ERROR_CODES.CREDENTIALS_REJECTED,
+        new RegExp(
+          `^S3 rejected the credentials for bucket ${escape(gw.bucket)} \\(XAdminUserNotFound\\) at ${escape(gw.endpoint)}: the access key id is not known`,
+        ),
+        secret,
+      );
+    });
+
+    it('still names a missing bucket as missing, and opens an existing one', async () => {
+      const bucket = `dittofs-missing-${randomBytes(4).toString('hex')}`;
+      assertS3Error(await rejection(makeStore({ bucket }).open()), S3_ERROR_CODES.BUCKET_NOT_FOUND, /^S3 bucket \S+ does not exist at /);
+      await makeStore().open();
+    });
+
+    it('says the secret does not match for a wrong secret key', async () => {
+      const secret = `wrong-${randomBytes(12).toString('hex')}`;
+      const err = await rejection(makeStore({ secretAccessKey: secret }).open());
+      assertS3Error(err, S3_ERROR_CODES.CREDENTIALS_REJECTED, /\(SignatureDoesNotMatch\)/, secret);
+    });
+  },
+);

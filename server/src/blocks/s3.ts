@@ -172,29 +172,42 @@ export class S3BlockStore implements BlockStore {
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
     } catch (err) {
-      throw await this.openError(err);
+      const failure = await this.openError(err);
+      if (failure !== undefined) throw failure;
     }
   }
 
-  private async openError(err: unknown): Promise<S3BlockStoreError> {
+  /** Why open() failed; undefined when a listing shows the bucket usable after all (a HEAD 404 a gateway gave for its own reasons). */
+  private async openError(err: unknown): Promise<S3BlockStoreError | undefined> {
     const e = asSdkError(err);
     const status = statusOf(e);
     const where = `at ${this.endpointDescription}`;
-    if (e.name === 'NotFound' || e.name === 'NoSuchBucket' || status === 404) {
+    if (e.name === 'NoSuchBucket') return this.bucketNotFound(err);
+    if (e.name === 'NotFound' || status === 404) {
+      // A HEAD answer has no body, so a 404 says "not found" without saying what: S3 means the
+      // bucket, but some servers answer 404 for an access key they do not know (versitygw without
+      // an IAM store: XAdminUserNotFound) or a gateway for its own reasons. A listing names it.
+      const probe = await this.probe();
+      if (probe === 'ok') return undefined;
+      if (probe.name === 'NoSuchBucket' || probe.name === 'NotFound' || probe.name === undefined) return this.bucketNotFound(err);
+      if (CREDENTIAL_HINTS[probe.name] !== undefined) return this.credentialsRejected(probe.name, err);
+      const p = asSdkError(probe.error);
+      if (isNetworkError(p)) {
+        const message = `cannot reach the S3 endpoint ${this.endpointDescription}: ${describeSdkError(p)}`;
+        return new S3BlockStoreError(S3_ERROR_CODES.UNREACHABLE, message, { cause: probe.error });
+      }
       return new S3BlockStoreError(
-        S3_ERROR_CODES.BUCKET_NOT_FOUND,
-        `S3 bucket ${this.bucket} does not exist ${where} (create it, or fix the bucket, endpoint or region)`,
-        { cause: err },
+        S3_ERROR_CODES.REQUEST_FAILED,
+        `cannot check S3 bucket ${this.bucket} ${where}: HEAD of the bucket answered 404, and a listing of it failed with ${describeSdkError(p)} ` +
+          '(not NoSuchBucket: the bucket may well exist; check what the server says)',
+        { cause: probe.error },
       );
     }
     if (status === 403 || (e.name !== undefined && CREDENTIAL_ERROR_NAMES.has(e.name))) {
       // A HEAD answer has no body, so no error code: ask once more with a GET to learn which it is.
-      const code = await this.probeErrorCode();
-      return new S3BlockStoreError(
-        S3_ERROR_CODES.CREDENTIALS_REJECTED,
-        `S3 rejected the credentials for bucket ${this.bucket} (${code}) ${where}: ${CREDENTIAL_HINTS[code] ?? CREDENTIAL_HINTS.AccessDenied}`,
-        { cause: err },
-      );
+      const probe = await this.probe();
+      const code = probe !== 'ok' && probe.name !== undefined && CREDENTIAL_HINTS[probe.name] !== undefined ? probe.name : 'AccessDenied';
+      return this.credentialsRejected(code, err);
     }
     if (status === 301 || e.name === 'PermanentRedirect' || e.name === 'AuthorizationHeaderMalformed') {
       return new S3BlockStoreError(
@@ -225,15 +238,35 @@ export class S3BlockStore implements BlockStore {
     });
   }
 
-  /** The S3 error code of a 403 for this bucket (HeadBucket cannot say), as far as a listing reveals it. */
-  private async probeErrorCode(): Promise<string> {
+  private bucketNotFound(cause: unknown): S3BlockStoreError {
+    return new S3BlockStoreError(
+      S3_ERROR_CODES.BUCKET_NOT_FOUND,
+      `S3 bucket ${this.bucket} does not exist at ${this.endpointDescription} (create it, or fix the bucket, endpoint or region)`,
+      { cause },
+    );
+  }
+
+  private credentialsRejected(code: string, cause: unknown): S3BlockStoreError {
+    return new S3BlockStoreError(
+      S3_ERROR_CODES.CREDENTIALS_REJECTED,
+      `S3 rejected the credentials for bucket ${this.bucket} (${code}) at ${this.endpointDescription}: ${CREDENTIAL_HINTS[code] ?? CREDENTIAL_HINTS.AccessDenied}`,
+      { cause },
+    );
+  }
+
+  /**
+   * What HeadBucket cannot say (its answer has no body): a one-key listing of the bucket, with the
+   * S3 error code it fails with (`name`: undefined when the answer named none), or 'ok'.
+   */
+  private async probe(): Promise<'ok' | { name: string | undefined; error: unknown }> {
     try {
       await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, MaxKeys: 1, Prefix: this.prefix }));
+      return 'ok';
     } catch (err) {
       const name = asSdkError(err).name;
-      if (name !== undefined && CREDENTIAL_HINTS[name] !== undefined) return name;
+      // The SDK names a bodiless error after its status ("NotFound", "Unknown"): no code at all.
+      return { name: name === 'Unknown' || name === 'UnknownError' ? undefined : name, error: err };
     }
-    return 'AccessDenied';
   }
 
   async close(): Promise<void> {
@@ -342,6 +375,8 @@ function isMissingObject(e: SdkError): boolean {
 
 const CREDENTIAL_HINTS: Readonly<Record<string, string>> = Object.freeze({
   InvalidAccessKeyId: 'the access key id is not known to this server',
+  // versitygw without an IAM store (single account) for any key but its root one, with HTTP 404.
+  XAdminUserNotFound: 'the access key id is not known to this server',
   SignatureDoesNotMatch: 'the secret access key does not match the access key id (or the region is wrong)',
   AccessDenied: 'the credentials are not allowed to list this bucket (s3:ListBucket), or are not valid here',
 });

@@ -5,7 +5,7 @@
 // server stopped: a running server would keep serving the state it read, and tokens it issued are
 // revoked by the restore.
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { DittoConfig } from '../config/types.js';
 import {
@@ -95,9 +95,20 @@ export async function openForTool(config: DittoConfig, pidFile: string, purpose:
   }
 }
 
-/** Writes `text` to `file` with mode 0600, atomically (a temporary file renamed over it). */
+/**
+ * Writes `text` to `file` with mode 0600, atomically (a temporary file renamed over it) and durably
+ * (the file, then its directory, fsynced). The directory must exist: a missing one is an error, not
+ * made, so that a mistyped path (`/var/backup/` for `/var/backups/`) does not put the backup where
+ * nobody will look for it.
+ */
 async function writePrivateFile(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
+  const dir = path.dirname(file);
+  const dirStat = await stat(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') throw new CliFailure(`cannot write ${file}: the directory ${dir} does not exist (create it first)`);
+    if (err.code === 'ENOTDIR') throw new CliFailure(`cannot write ${file}: ${dir} is not a directory`);
+    throw err;
+  });
+  if (!dirStat.isDirectory()) throw new CliFailure(`cannot write ${file}: ${dir} is not a directory`);
   const tmp = `${file}.${process.pid}.tmp`;
   const fh = await open(tmp, 'wx', 0o600);
   try {
@@ -114,6 +125,17 @@ async function writePrivateFile(file: string, text: string): Promise<void> {
   } catch (err) {
     await unlink(tmp).catch(() => undefined);
     throw err;
+  }
+  // The rename is on disk only once the directory is: without this a crash right after "backed up"
+  // could leave no file at all.
+  const d = await open(dir, 'r');
+  try {
+    await d.sync().catch((err: NodeJS.ErrnoException) => {
+      // Some file systems cannot fsync a directory; the data itself was synced above.
+      if (err.code !== 'EINVAL' && err.code !== 'ENOTSUP' && err.code !== 'EOPNOTSUPP') throw err;
+    });
+  } finally {
+    await d.close();
   }
 }
 
@@ -175,6 +197,7 @@ export async function backupControlPlane(o: BackupOptions): Promise<void> {
   try {
     await writePrivateFile(file, text);
   } catch (err) {
+    if (err instanceof CliFailure) throw err;
     throw new CliFailure(`cannot write ${file}: ${(err as Error).message}`);
   }
   o.stdout(

@@ -12,6 +12,7 @@ import { runCli } from '../../../test/helpers/cli.js';
 import type { Run } from '../../../test/helpers/run.js';
 import { SAMPLE_CONFIG_YAML } from '../config/sample.js';
 import { protocolImplemented } from '../protocols.js';
+import { openControlStore } from '../control/store.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -355,6 +356,37 @@ describe('dittofs lifecycle commands without a server', { concurrency: true }, (
     const r = await dittofs(['start', '--foreground', '--background'], { env });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /option '--foreground' cannot be used with option '-d, --background'/);
+  });
+
+  it('backup: an output directory that does not exist is an error (exit 1, no success line, nothing made); an existing one gets the file', async () => {
+    const data = path.join(dir, 'backup-data');
+    const store = await openControlStore({ type: 'embedded', path: path.join(data, 'control') });
+    await store.close();
+    const benv = { ...env, DITTOFS_DATA_DIR: data };
+    const missing = path.join(dir, 'no-such-dir', 'sub');
+    const r = await dittofs(['backup', 'controlplane', '--output', path.join(missing, 'control.json')], { env: benv });
+    assert.equal(r.code, 1, r.stdout);
+    assert.equal(r.stdout, '', 'no success message');
+    assert.equal(
+      r.stderr,
+      `dittofs: cannot write ${path.join(missing, 'control.json')}: the directory ${missing} does not exist (create it first)\n`,
+    );
+    await assert.rejects(stat(path.join(dir, 'no-such-dir')), { code: 'ENOENT' }, 'no directory was made');
+    const notDir = path.join(dir, 'a-file');
+    await writeFile(notDir, 'x');
+    const under = await dittofs(['backup', 'controlplane', '--output', path.join(notDir, 'control.json')], { env: benv });
+    assert.equal(under.code, 1);
+    assert.match(under.stderr, /^dittofs: cannot write .*a-file\/control\.json: .*a-file is not a directory\n$/);
+    await mkdir(missing, { recursive: true });
+    const ok = await dittofs(['backup', 'controlplane', '--output', path.join(missing, 'control.json')], { env: benv });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^backed up the control plane \(.*\) to .*control\.json\n/);
+    const written = await stat(path.join(missing, 'control.json'));
+    assert.equal(written.mode & 0o777, 0o600);
+    assert.equal(
+      (JSON.parse(await readFile(path.join(missing, 'control.json'), 'utf8')) as { format: string }).format,
+      'dittofs-controlplane-backup',
+    );
   });
 
   it('backup: no control database is an error; restore checks the file before opening anything', async () => {

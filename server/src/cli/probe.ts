@@ -2,6 +2,7 @@
 // NFS port accepts connections. Used by `dittofs status` and `dittofs start --background`.
 import net from 'node:net';
 import type { DittoConfig } from '../config/types.js';
+import { httpFetch } from '../ctl/http.js';
 
 /** One check of GET /health/ready. */
 export interface ReadinessCheck {
@@ -64,7 +65,8 @@ export async function probeReadiness(config: DittoConfig, timeoutMs = 3000): Pro
   if (base !== undefined) {
     const url = `${base}/health/ready`;
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+      // Not the global fetch, which refuses the Fetch standard's "bad ports" (ctl/http.ts).
+      const res = await httpFetch(url, { signal: AbortSignal.timeout(timeoutMs) });
       const body = (await res.json().catch(() => undefined)) as { ready?: unknown; checks?: unknown } | undefined;
       const checks: Record<string, ReadinessCheck> = {};
       if (typeof body?.checks === 'object' && body.checks !== null) {

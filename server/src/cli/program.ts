@@ -346,7 +346,7 @@ keep it as you would keep those secrets.`;
     .description('back up server state')
     .command('controlplane')
     .description('write the control database (users, groups, stores, shares, permissions, adapters, settings) to a JSON file')
-    .requiredOption('--output <file>', 'the backup file, written with mode 0600 ("-": standard output)')
+    .requiredOption('--output <file>', 'the backup file, written with mode 0600 into an existing directory ("-": standard output)')
     .option(...PID_FILE_OPTION)
     .addHelpText(
       'after',

@@ -107,7 +107,16 @@ export function defaultConfig(): DittoConfig {
       },
     },
     server: {
-      api: { enabled: true, port: 8080, bind: '0.0.0.0', bcrypt_cost: 10, rate_limit: { max: 600, login_max: 10, login_address_max: 60 } },
+      api: {
+        enabled: true,
+        port: 8080,
+        bind: '0.0.0.0',
+        bcrypt_cost: 10,
+        max_connections: 1024,
+        max_connections_per_address: 256,
+        trust_proxy: false,
+        rate_limit: { max: 600, login_max: 10, login_address_max: 60 },
+      },
     },
     database: { type: 'embedded' },
     coordination: { redis: { key_prefix: 'dittofs:', tls: false, lease_ttl: 10_000 } },

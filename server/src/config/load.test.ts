@@ -92,6 +92,9 @@ describe('defaults', () => {
       port: 8080,
       bind: '0.0.0.0',
       bcrypt_cost: 10,
+      max_connections: 1024,
+      max_connections_per_address: 256,
+      trust_proxy: false,
       rate_limit: { max: 600, login_max: 10, login_address_max: 60 },
     });
     assert.deepEqual(c.database, { type: 'embedded' });
@@ -646,6 +649,65 @@ describe('validation errors', () => {
     // A file that is not YAML (a binary, read as one long scalar) is quoted by its start only.
     const [issue] = yamlIssues(`${'x'.repeat(5000)}\n`);
     assert.equal(issue?.message, `expected a mapping of settings, got the string "${'x'.repeat(60)}"... (5000 characters)`);
+  });
+});
+
+describe('REST API connection caps and trusted proxies', () => {
+  const api = (body: string): string => `server:\n  api:\n${body.replace(/^/gm, '    ')}\n`;
+
+  it('sets the caps and the proxies, from the file and from the environment', () => {
+    const c = parse(
+      api('max_connections: 50\nmax_connections_per_address: 0\ntrust_proxy: [10.0.0.0/8, "fd00::/64", 192.0.2.7, loopback]'),
+    );
+    assert.equal(c.server.api.max_connections, 50);
+    assert.equal(c.server.api.max_connections_per_address, 0, '0: no per-address cap');
+    assert.deepEqual(c.server.api.trust_proxy, ['10.0.0.0/8', 'fd00::/64', '192.0.2.7', 'loopback']);
+    assert.equal(parse(api('trust_proxy: true')).server.api.trust_proxy, true);
+    assert.equal(parse(api('trust_proxy: []')).server.api.trust_proxy, false, 'an empty list trusts nobody');
+    assert.deepEqual(parse(api('trust_proxy: " 10.0.0.1 , ::1"')).server.api.trust_proxy, ['10.0.0.1', '::1'], 'a comma-separated string');
+    const env = parse('', {
+      DITTOFS_SERVER__API__MAX_CONNECTIONS_PER_ADDRESS: '32',
+      DITTOFS_SERVER__API__TRUST_PROXY: '10.0.0.0/8,127.0.0.1',
+    });
+    assert.equal(env.server.api.max_connections_per_address, 32);
+    assert.deepEqual(env.server.api.trust_proxy, ['10.0.0.0/8', '127.0.0.1']);
+    assert.equal(parse('', { DITTOFS_SERVER__API__TRUST_PROXY: 'yes' }).server.api.trust_proxy, true);
+    assert.equal(parse('', { DITTOFS_SERVER__API__TRUST_PROXY: 'false' }).server.api.trust_proxy, false);
+  });
+
+  it('refuses negative, zero, fractional and mistyped caps, and unknown keys, naming the key', () => {
+    const issues = yamlIssues(api('max_connections: 0\nmax_connections_per_address: -1\nmax_conections: 5'));
+    assertIssue(issues, 'server.api.max_connections', 'expected an integer from 1 to 1000000, got 0');
+    assertIssue(issues, 'server.api.max_connections_per_address', 'expected an integer from 0 to 1000000, got -1');
+    assertIssue(issues, 'server.api.max_conections', /unknown key \(did you mean "max_connections"\?\)/);
+    assertIssue(yamlIssues(api('max_connections: 1.5')), 'server.api.max_connections', /got the number 1\.5$/);
+    assertIssue(yamlIssues(api('max_connections_per_address: lots')), 'server.api.max_connections_per_address', /got the string "lots"$/);
+    assertIssue(
+      yamlIssues('', { DITTOFS_SERVER__API__MAX_CONNECTIONS: '-3' }),
+      'DITTOFS_SERVER__API__MAX_CONNECTIONS',
+      'expected an integer from 1 to 1000000, got -3 (sets server.api.max_connections)',
+    );
+  });
+
+  it('refuses a trust_proxy that is not an address list, saying which entry is wrong', () => {
+    const at = 'server.api.trust_proxy';
+    assertIssue(
+      yamlIssues(api('trust_proxy: [10.0.0.0/8, proxy.example.com]')),
+      at,
+      /^"proxy\.example\.com" is not an IP address, a CIDR range/,
+    );
+    assertIssue(yamlIssues(api('trust_proxy: 10.1.2.3/8')), at, '"10.1.2.3/8" has bits set past its prefix: the range is 10.0.0.0/8');
+    assertIssue(yamlIssues(api('trust_proxy: 10.0.0.0/33')), at, '"10.0.0.0/33": the prefix length must be 0 to 32');
+    assertIssue(yamlIssues(api('trust_proxy: "127.1"')), at, /^"127\.1" is not an IP address/);
+    assertIssue(yamlIssues(api('trust_proxy: [10.0.0.1, 7]')), at, /; entry 1 is the number 7$/);
+    assertIssue(yamlIssues(api('trust_proxy: [10.0.0.1, ""]')), at, /; entry 1 is empty$/);
+    assertIssue(yamlIssues(api('trust_proxy: 1')), at, /^expected true, false, or a list .*, got the number 1$/);
+    assertIssue(yamlIssues(api('trust_proxy: {a: 1}')), at, /, got a mapping$/);
+    assertIssue(
+      yamlIssues('', { DITTOFS_SERVER__API__TRUST_PROXY: 'maybe' }),
+      'DITTOFS_SERVER__API__TRUST_PROXY',
+      /^"maybe" is not an IP address.*\(sets server\.api\.trust_proxy\)$/,
+    );
   });
 });
 

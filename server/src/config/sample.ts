@@ -153,6 +153,22 @@ server:
     # jwt_secret: "${SAMPLE_JWT_SECRET}"
     # bcrypt cost of stored passwords (10 to 15).
     bcrypt_cost: 10
+    # API connections served at once; past it, one that has not yet carried a request with a valid
+    # token (older than 1 s, from the address with the most such) is closed to make room, else the
+    # new one is refused:
+    max_connections: 1024
+    # Connections from one peer address, as above within that address. Counted per TCP peer before
+    # any request is read: behind a proxy, the proxy's address (see trust_proxy). 0: no cap.
+    max_connections_per_address: 256
+    # Behind a reverse proxy, ingress or load balancer: the peers whose X-Forwarded-For header
+    # names the client, as a list of addresses and CIDR ranges (or loopback, linklocal,
+    # uniquelocal), such as [10.0.0.0/8]. The client is then the header's rightmost address that
+    # is not itself listed (list every proxy of the chain); it is what the rate limits without a
+    # token and the login limits count. Connections from a listed peer are not capped per address
+    # (one proxy carries many clients), only by max_connections. true trusts every peer and takes
+    # the header's first address, which clients can write: only where nothing but the proxy
+    # reaches the port. false: the header is ignored.
+    trust_proxy: false
     # Rate limits, per minute (429 past them).
     rate_limit:
       # API requests per minute per client.

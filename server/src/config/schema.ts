@@ -6,6 +6,7 @@ import { DEFAULT_BLOCK_SIZE, GiB, KiB, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, SHARE_DEF
 import type { ConfigIssue } from './errors.js';
 import { weakJwtSecret } from './jwt-secret.js';
 import { formatByteSize, parseByteSize } from './sizes.js';
+import { trustProxyProblem } from './trust-proxy.js';
 import {
   BLOCK_STORE_TYPES,
   EMBEDDED_ENGINES,
@@ -488,6 +489,39 @@ export const hostLeaf = (): LeafNode =>
       : `expected an IP address (such as 0.0.0.0, 127.0.0.1 or ::) or a host name, got ${JSON.stringify(s)}`,
   );
 
+/**
+ * `server.api.trust_proxy`: true, false, or the proxies' addresses, CIDRs and presets as a list or
+ * one comma-separated string (the environment's form). An empty list is false.
+ */
+export function trustProxyLeaf(): LeafNode {
+  const expected = `expected true, false, or a list of proxy addresses and CIDR ranges (such as [10.0.0.0/8, "fd00::/64"] or loopback)`;
+  const list = (entries: readonly unknown[]): LeafResult => {
+    const out: string[] = [];
+    for (const [i, e] of entries.entries()) {
+      if (typeof e !== 'string') return fail(`${expected}; entry ${i} is ${describeValue(e)}`);
+      const t = e.trim();
+      if (t === '') return fail(`${expected}; entry ${i} is empty`);
+      out.push(t);
+    }
+    const problem = trustProxyProblem(out);
+    return problem === undefined ? ok(out.length === 0 ? false : out) : fail(problem);
+  };
+  const check = (v: unknown): LeafResult => {
+    if (typeof v === 'boolean') return ok(v);
+    if (Array.isArray(v)) return list(v);
+    if (typeof v === 'string') return v.trim() === '' ? fail(`${expected}, got an empty string`) : list(v.split(','));
+    return fail(`${expected}, got ${describeValue(v)}`);
+  };
+  return {
+    kind: 'leaf',
+    check,
+    fromEnv: (text) => {
+      const b = BOOL_WORDS[text.trim().toLowerCase()];
+      return b === undefined ? check(text) : ok(b);
+    },
+  };
+}
+
 export const storeRefLeaf = (): LeafNode => stringLeaf((s) => (s === '' ? 'must name a store' : undefined));
 
 /** The longest share name, in UTF-8 bytes (the NFS MNTPATHLEN is 1024; 255 keeps SMB paths sane). */
@@ -605,6 +639,9 @@ export const SCHEMA: ObjectNode<DittoConfig> = obj<DittoConfig>({
       bind: hostLeaf(),
       jwt_secret: jwtSecretLeaf(),
       bcrypt_cost: countLeaf(10, 15),
+      max_connections: countLeaf(1, 1_000_000),
+      max_connections_per_address: countLeaf(0, 1_000_000),
+      trust_proxy: trustProxyLeaf(),
       rate_limit: obj<DittoConfig['server']['api']['rate_limit']>({
         max: countLeaf(1, 1_000_000),
         login_max: countLeaf(1, 10_000),

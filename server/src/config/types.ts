@@ -213,6 +213,16 @@ export interface DittoConfig {
       jwt_secret?: string;
       /** bcrypt cost of stored passwords, 10 to 15 (default 10). */
       bcrypt_cost: number;
+      /** API connections at once (default 1024). */
+      max_connections: number;
+      /** API connections from one peer address at once, trusted proxies apart (default 256; 0: no cap). */
+      max_connections_per_address: number;
+      /**
+       * Peers whose X-Forwarded-For names the client (the address the rate limits count): false
+       * (default: none), true (any peer), or addresses, CIDR ranges and the presets loopback,
+       * linklocal, uniquelocal. Their connections are not capped per address.
+       */
+      trust_proxy: boolean | string[];
       rate_limit: {
         /** Requests per minute per client on the API (default 600). */
         max: number;

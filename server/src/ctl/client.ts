@@ -4,6 +4,7 @@
 // saved, and repeats the call once.
 import { CTL_ERROR, CtlError, ApiError, type Problem } from './errors.js';
 import { CTL_VERSION } from './version.js';
+import { httpFetch, type FetchLike } from './http.js';
 
 export const API_PREFIX = '/api/v1';
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -23,7 +24,8 @@ export interface ClientOptions {
   refreshToken?: string;
   /** Saves a refreshed token pair; the request waits for it. */
   onTokens?: (tokens: TokenPair) => Promise<void>;
-  fetch?: typeof fetch;
+  /** Default httpFetch (node:http: any port, where the global fetch refuses the Fetch standard's "bad ports"). */
+  fetch?: FetchLike;
   timeoutMs?: number;
 }
 
@@ -52,7 +54,7 @@ export class ApiClient {
   private accessToken: string | undefined;
   private refreshToken: string | undefined;
   private readonly onTokens: ((tokens: TokenPair) => Promise<void>) | undefined;
-  private readonly fetchFn: typeof fetch;
+  private readonly fetchFn: FetchLike;
   private readonly timeoutMs: number;
 
   constructor(opts: ClientOptions) {
@@ -60,7 +62,7 @@ export class ApiClient {
     this.accessToken = opts.accessToken;
     this.refreshToken = opts.refreshToken;
     this.onTokens = opts.onTokens;
-    this.fetchFn = opts.fetch ?? globalThis.fetch;
+    this.fetchFn = opts.fetch ?? httpFetch;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   }
 
@@ -134,6 +136,15 @@ export class ApiClient {
         CTL_ERROR.CONNECTION,
         `cannot reach ${this.server}: ${connectionCause(e)}`,
         'check the address (--server) and that the server runs',
+      );
+    }
+    if (res.status >= 300 && res.status < 400) {
+      // Never followed: it could take the password or token anywhere.
+      const to = res.headers.get('location');
+      throw new CtlError(
+        CTL_ERROR.CONNECTION,
+        `${this.server} answered ${method} ${API_PREFIX}${path} with a redirect (HTTP ${res.status}${to === null ? '' : ` to ${to.slice(0, 200)}`}), which is not followed`,
+        'give the address of the API itself as --server',
       );
     }
     const parsed = parseJson(text);

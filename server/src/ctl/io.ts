@@ -1,7 +1,8 @@
-// What a dittofsctl run talks to: output streams, stdin, the environment and fetch. The binary
+// What a dittofsctl run talks to: output streams, stdin, the environment and HTTP. The binary
 // passes the process's own; unit tests pass fakes, so a whole command line runs in-process.
 import os from 'node:os';
 import type { Readable } from 'node:stream';
+import { httpFetch, type FetchLike } from './http.js';
 
 export interface CtlIo {
   /** Writes to stdout (results: tables, JSON, YAML). */
@@ -14,7 +15,8 @@ export interface CtlIo {
   /** Where interactive prompts draw (stderr, so stdout stays clean for results). */
   promptOutput: NodeJS.WritableStream;
   env: Readonly<Record<string, string | undefined>>;
-  fetch: typeof fetch;
+  /** HTTP requests: httpFetch (node:http, reaching any port; see http.ts). */
+  fetch: FetchLike;
   /** Home directory, for ~/.config/dittofsctl. */
   homedir: string;
 }
@@ -27,7 +29,7 @@ export function processIo(): CtlIo {
     interactive: process.stdin.isTTY === true && process.stderr.isTTY === true,
     promptOutput: process.stderr,
     env: process.env,
-    fetch: globalThis.fetch,
+    fetch: httpFetch,
     homedir: os.homedir(),
   };
 }

@@ -183,6 +183,11 @@ export interface ConnectionLimitsOptions {
   /** Connections from one client address at once; more are closed as they arrive. 0: no cap. */
   maxConnectionsPerAddress?: number;
   /**
+   * Peer addresses (socket.remoteAddress) not capped per address: proxies that carry many clients
+   * (the REST API's trusted proxies). They still count toward maxConnections.
+   */
+  uncappedAddress?: (address: string) => boolean;
+  /**
    * A connection not proven (ConnectionGuard.prove) this long after it was accepted, or after its
    * last renewHandshake(), is closed; at 10 times this after it was accepted in any case. 0: never.
    */
@@ -344,7 +349,8 @@ export class ConnectionLimits {
     const peer = `${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? 0}`;
     const address = addressKey(socket.remoteAddress);
     const group = addressGroup(address);
-    const perAddress = this.opts.maxConnectionsPerAddress ?? 0;
+    const uncapped = this.opts.uncappedAddress?.(socket.remoteAddress ?? '') === true;
+    const perAddress = uncapped ? 0 : (this.opts.maxConnectionsPerAddress ?? 0);
     if (perAddress > 0 && this.perAddress.get(address) >= perAddress) {
       const room = this.victim(address, group);
       if (room === null) {
