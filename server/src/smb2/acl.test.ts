@@ -564,6 +564,30 @@ describe('a directory DACL decides what is added to it and what is replaced in i
     await srv.close();
   });
 
+  it('a link asks no right of the open it links (MS-SMB2 3.3.5.21.1, MS-FSA 2.1.5.15.6): the target directory decides', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const bob = { uid: 1001, gid: 1001, gids: [] };
+    const cb = { ...c, id: bob };
+    // Alice's file and directory (0644, 0755); bob's own directory.
+    await close(c, (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open);
+    await close(c, (await create(c, createRequest('d', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open);
+    await close(cb, (await create(cb, createRequest('bd', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open);
+    // Bob's open of f is granted FILE_READ_ATTRIBUTES alone: no DELETE, no write of any kind.
+    const o = (await create(cb, createRequest('f', { desiredAccess: Access.FILE_READ_ATTRIBUTES }))).open;
+    assert.equal(o.grantedAccess, Access.FILE_READ_ATTRIBUTES);
+    assert.equal(await status(setName(cb, o, false, 'bd\\moved')), NtStatus.ACCESS_DENIED, 'a rename needs DELETE');
+    assert.equal(await status(setName(cb, o, true, 'd\\linked')), NtStatus.ACCESS_DENIED, "alice's directory refuses him FILE_ADD_FILE");
+    assert.equal(await status(setName(cb, o, true, 'bd\\linked')), NtStatus.SUCCESS, 'his own directory lets him add the name');
+    const linked = (await create(cb, createRequest('bd\\linked', { desiredAccess: Access.FILE_READ_ATTRIBUTES }))).open;
+    assert.equal(linked.inodeId, o.inodeId);
+    // The link gives bob nothing the file did not: it is alice's, 0644, through either name.
+    assert.equal(await status(create(cb, createRequest('bd\\linked', { desiredAccess: Access.FILE_WRITE_DATA }))), NtStatus.ACCESS_DENIED);
+    await close(cb, linked);
+    await close(cb, o);
+    await srv.close();
+  });
+
   it('a rename or link over a file whose DELETE the DACLs refuse is refused, and the file stays', async () => {
     const srv = await memoryServer();
     const c = fileContext(srv);

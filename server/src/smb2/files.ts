@@ -1176,6 +1176,10 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     throw target.startsWith(':')
       ? fail(NtStatus.NOT_SUPPORTED, 'rename of a named stream to another stream name')
       : fail(NtStatus.INVALID_PARAMETER, 'rename of a named stream to a file name');
+  // A rename needs DELETE of the open (MS-SMB2 3.3.5.21.1); a link needs no right of it (the
+  // section lists none for FileLinkInformation, nor does MS-FSA 2.1.5.15.6): it adds a name, which
+  // is the target directory's to allow (FILE_ADD_FILE, checkAddTo; the vfs its write permission),
+  // and gives no access the file's mode and DACL do not.
   if (!link && (open.grantedAccess & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED);
   if (open.parent === null || open.name === null) throw fail(NtStatus.ACCESS_DENIED, 'cannot rename the share root');
   const parts = parsePath(target);
