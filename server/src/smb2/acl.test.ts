@@ -465,6 +465,47 @@ function renameInfo(target: string, replace = false): Buffer {
   return b;
 }
 
+describe('the right to set a DACL is decided at CREATE, as Windows grants WRITE_DAC at open (MS-DTYP 2.5.3.2, MS-SMB2 3.3.5.21.3)', () => {
+  it('an open made before a chown keeps what its opener was granted; the POSIX rule still guards the mode', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const bob = { uid: 1001, gid: 1001, gids: [] };
+    const cb = { ...c, id: bob };
+    const sdOf = (dacl: Ace[]) => encodeSecurityDescriptor({ control: 0x0004, owner: null, group: null, dacl });
+    const setDacl = (ctx: files.FileContext, o: Awaited<ReturnType<typeof create>>['open'], dacl: Ace[]) =>
+      files.setInfo(ctx, o, { infoType: 3, infoClass: 0, additionalInformation: SI.DACL, fileId: o.fileId, buffer: sdOf(dacl) });
+    const READ = 0x00120089;
+    const READ_WRITE = 0x0012019f;
+    // Alice makes f (0644), as its owner granted WRITE_DAC; bob opens it to read its descriptor.
+    const aliceOld = (
+      await create(c, createRequest('f', { desiredAccess: Access.GENERIC_ALL, createDisposition: CreateDisposition.CREATE }))
+    ).open;
+    const bobOld = (await create(cb, createRequest('f', { desiredAccess: Access.READ_CONTROL }))).open;
+    assert.equal(await status(create(cb, createRequest('f', { desiredAccess: Access.WRITE_DAC }))), NtStatus.ACCESS_DENIED, 'not his');
+    // Root gives f to bob (NFS chown).
+    await srv.fs.setattr(aliceOld.handle, { uid: 0, gid: 0, gids: [] }, { uid: bob.uid, gid: bob.gid });
+    // Alice's open still holds the WRITE_DAC it was granted (Windows checks Open.GrantedAccess, not
+    // the owner now): a DACL saying what the mode says (0644 of bob's) is set.
+    const same = [ace(ALLOW, READ_WRITE, unixUserSid(bob.uid)), ace(ALLOW, READ, unixGroupSid(bob.gid)), ace(ALLOW, READ, EVERYONE)];
+    assert.equal(await status(setDacl(c, aliceOld, same)), NtStatus.SUCCESS);
+    // One that would change the mode is refused: only the owner now changes it (the vfs chmod rule).
+    assert.equal(await status(setDacl(c, aliceOld, [ace(ALLOW, READ_WRITE, unixUserSid(bob.uid))])), NtStatus.ACCESS_DENIED);
+    assert.equal((await srv.fs.resolve(aliceOld.handle)).inode.mode & 0o777, 0o644, 'the mode stays');
+    // Bob's open from before holds no WRITE_DAC; a new open of his, the owner's now, does.
+    assert.equal(await status(setDacl(cb, bobOld, same)), NtStatus.ACCESS_DENIED);
+    const bobNew = (await create(cb, createRequest('f', { desiredAccess: Access.WRITE_DAC | Access.READ_CONTROL }))).open;
+    assert.equal(await status(setDacl(cb, bobNew, [ace(ALLOW, READ_WRITE, unixUserSid(bob.uid))])), NtStatus.SUCCESS);
+    assert.equal((await srv.fs.resolve(aliceOld.handle)).inode.mode & 0o777, 0o600);
+    for (const [ctx, o] of [
+      [c, aliceOld],
+      [cb, bobOld],
+      [cb, bobNew],
+    ] as const)
+      await close(ctx, o);
+    await srv.close();
+  });
+});
+
 describe('a directory DACL decides what is added to it and what is replaced in it (MS-FSA 2.1.5.1.1, 2.1.5.14.11)', () => {
   const GENERIC_READ_EXECUTE = 0x001200a9;
   const FILE_ADD_FILE = 0x2;
@@ -520,6 +561,30 @@ describe('a directory DACL decides what is added to it and what is replaced in i
     assert.deepEqual(await names(), ['linked', 'moved', 'new', 'old', 'sub']);
     await close(c, other);
     await close(c, d);
+    await srv.close();
+  });
+
+  it('a link asks no right of the open it links (MS-SMB2 3.3.5.21.1, MS-FSA 2.1.5.15.6): the target directory decides', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const bob = { uid: 1001, gid: 1001, gids: [] };
+    const cb = { ...c, id: bob };
+    // Alice's file and directory (0644, 0755); bob's own directory.
+    await close(c, (await create(c, createRequest('f', { createDisposition: CreateDisposition.CREATE }))).open);
+    await close(c, (await create(c, createRequest('d', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open);
+    await close(cb, (await create(cb, createRequest('bd', { createDisposition: CreateDisposition.CREATE, createOptions: 1 }))).open);
+    // Bob's open of f is granted FILE_READ_ATTRIBUTES alone: no DELETE, no write of any kind.
+    const o = (await create(cb, createRequest('f', { desiredAccess: Access.FILE_READ_ATTRIBUTES }))).open;
+    assert.equal(o.grantedAccess, Access.FILE_READ_ATTRIBUTES);
+    assert.equal(await status(setName(cb, o, false, 'bd\\moved')), NtStatus.ACCESS_DENIED, 'a rename needs DELETE');
+    assert.equal(await status(setName(cb, o, true, 'd\\linked')), NtStatus.ACCESS_DENIED, "alice's directory refuses him FILE_ADD_FILE");
+    assert.equal(await status(setName(cb, o, true, 'bd\\linked')), NtStatus.SUCCESS, 'his own directory lets him add the name');
+    const linked = (await create(cb, createRequest('bd\\linked', { desiredAccess: Access.FILE_READ_ATTRIBUTES }))).open;
+    assert.equal(linked.inodeId, o.inodeId);
+    // The link gives bob nothing the file did not: it is alice's, 0644, through either name.
+    assert.equal(await status(create(cb, createRequest('bd\\linked', { desiredAccess: Access.FILE_WRITE_DATA }))), NtStatus.ACCESS_DENIED);
+    await close(cb, linked);
+    await close(cb, o);
     await srv.close();
   });
 

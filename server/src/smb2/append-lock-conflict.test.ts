@@ -11,7 +11,8 @@ import { CreateDisposition } from './constants.js';
 import * as files from './files.js';
 import * as writeTime from './writetime.js';
 import { NtStatus } from './status.js';
-import { close, fileContext, openRwd, status } from './testing.js';
+import { OplockLevel } from './oplock.js';
+import { close, create, createRequest, fileContext, openRwd, status } from './testing.js';
 
 async function lockedFile() {
   const srv = await memoryServer();
@@ -50,6 +51,43 @@ describe('SMB append refused by a byte-range lock', () => {
     await sleep(writeTime.WRITE_TIME_DELAY_MS + 200);
     const inode = (await srv.fs.resolve(a.handle)).inode;
     assert.deepEqual(writeTime.shownWriteTime(inode), inode.mtime);
+    await close(c, a);
+    await close(c, locker);
+    await srv.close();
+  });
+
+  it("breaks no other client's caching: its Level II oplock stays (MS-FSA 2.1.5.3: the lock check comes first)", async () => {
+    const { srv, c, a, locker } = await lockedFile();
+    // Another client reads f with a Level II oplock, and records the breaks it is sent.
+    const sent: Buffer[] = [];
+    const reader = fileContext(srv, {
+      sessionId: 9,
+      caching: {
+        clientGuid: Buffer.alloc(16, 9),
+        leasing: true,
+        leaseV2: false,
+        breakTimeoutMs: 2000,
+        notify: (_cmd, body) => {
+          sent.push(body);
+          return true;
+        },
+      },
+    });
+    const { open: r, body } = await create(
+      reader,
+      createRequest('f', { requestedOplockLevel: OplockLevel.II, createDisposition: CreateDisposition.OPEN }),
+    );
+    assert.equal(body[2], OplockLevel.II);
+    assert.equal(
+      await status(files.write(c, a, { offset: -1, fileId: a.fileId, flags: 0, data: Buffer.from('x') })),
+      NtStatus.FILE_LOCK_CONFLICT,
+    );
+    assert.equal(sent.length, 0, 'no break for a refused append');
+    // A write that goes ahead breaks it (to none: no acknowledgment awaited).
+    await files.write(c, a, { offset: 0, fileId: a.fileId, flags: 0, data: Buffer.from('y') });
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0]![2], OplockLevel.NONE);
+    await close(reader, r);
     await close(c, a);
     await close(c, locker);
     await srv.close();

@@ -9,6 +9,7 @@ import type { MetadataStore } from '../meta/store.js';
 import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { decodeHandle } from '../vfs/handle.js';
+import { Caching } from '../vfs/locks/opens.js';
 import { mayDeleteFromSticky } from '../vfs/permissions.js';
 import { CreateMode, type FileService, type Share } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
@@ -680,6 +681,24 @@ async function rangeAllowed(c: FileContext, open: Open, offset: number, length: 
     throw fail(NtStatus.ACCESS_DENIED, 'an open without FILE_APPEND_DATA does not extend the file');
 }
 
+/**
+ * MS-FSA 2.1.5.3: a WRITE's byte-range lock check comes before the oplock breaks the write causes,
+ * so that a write a lock refuses breaks nobody's caching. An append's offset is the end of the
+ * file, which an open holding write caching may still move with what it writes back when broken;
+ * with no such open but this one's, the end is known now (as acknowledged anywhere: getattr), and
+ * an append a lock refuses there is refused (FILE_LOCK_CONFLICT) before the vfs append breaks the
+ * other clients' Level II oplocks and read leases. The vfs append checks again at the end it
+ * finds. A write of no bytes is refused by no lock.
+ */
+async function appendLockedNow(c: FileContext, open: Open, length: number): Promise<void> {
+  if (length === 0) return;
+  const file = c.fs.opens.get(open.share.meta, open.inodeId);
+  if (file !== undefined && c.fs.opens.holdersAbove(file, Caching.READ | Caching.HANDLE, oplock.holderOf(open)).length > 0) return;
+  const { inode } = await c.fs.getattr(open.handle, c.id);
+  const asked = unlocked(c, open, inode.size, length);
+  if (asked) await asked;
+}
+
 /** A WRITE at `offset`, or (null) at the end of the file as the vfs finds it. */
 async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null): Promise<number> {
   const asked = offset === null ? undefined : unlocked(c, open, offset, req.data.length);
@@ -691,7 +710,8 @@ async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: nu
   if (offset !== null) {
     if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
     await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
-  } else
+  } else {
+    await appendLockedNow(c, open, req.data.length);
     await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), (at, inode) => {
       end = at;
       // The lock check first, as for any other WRITE: an append refused by a byte-range lock
@@ -703,6 +723,7 @@ async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: nu
       const asked = unlocked(c, open, at, req.data.length);
       return asked ? asked.then(time) : time();
     });
+  }
   if (changes && open.heldTimes) await restoreHeldTimes(c.fs, open.handle, c.id, open.heldTimes);
   c.data?.bytesWritten(c.share.id, req.data.length);
   open.position = end + req.data.length;
@@ -1155,6 +1176,10 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     throw target.startsWith(':')
       ? fail(NtStatus.NOT_SUPPORTED, 'rename of a named stream to another stream name')
       : fail(NtStatus.INVALID_PARAMETER, 'rename of a named stream to a file name');
+  // A rename needs DELETE of the open (MS-SMB2 3.3.5.21.1); a link needs no right of it (the
+  // section lists none for FileLinkInformation, nor does MS-FSA 2.1.5.15.6): it adds a name, which
+  // is the target directory's to allow (FILE_ADD_FILE, checkAddTo; the vfs its write permission),
+  // and gives no access the file's mode and DACL do not.
   if (!link && (open.grantedAccess & Access.DELETE) === 0) throw fail(NtStatus.ACCESS_DENIED);
   if (open.parent === null || open.name === null) throw fail(NtStatus.ACCESS_DENIED, 'cannot rename the share root');
   const parts = parsePath(target);

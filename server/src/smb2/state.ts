@@ -134,6 +134,14 @@ export class Open {
    * What the POSIX rules let the opener do, decided at CREATE as Windows decides access at open (a
    * later re-authentication as someone else does not change it): replace the DACL (owner or root),
    * write the file's EAs (write permission). A stream's open has its file's.
+   *
+   * Kept as they were when the file changes owner or mode later (NFS SETATTR, a descriptor set
+   * through another open), on purpose: Windows grants an owner READ_CONTROL and WRITE_DAC in the
+   * access check made at open (MS-DTYP 2.5.3.2), records the result in Open.GrantedAccess, and a
+   * DACL set checks that, not who owns the file now (MS-SMB2 3.3.5.21.3; MS-FSA 2.1.5.17 "Server
+   * Requests Setting of Security Information"). What the DACL does to the mode is still the vfs's
+   * to allow: a mode change is refused to whoever is not the owner now (acl.test.ts, "decided at
+   * CREATE").
    */
   openerIsOwner = false;
   openerMayWrite = false;

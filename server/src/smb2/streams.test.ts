@@ -94,6 +94,51 @@ describe('named streams over SMB', () => {
   });
 });
 
+describe("a stream's data goes by its file's owner and mode as they are now", () => {
+  it('after a chown and a chmod of the file (NFS SETATTR), its streams are read and written as the file is', async () => {
+    const { srv, c, open, write, close } = await setup();
+    const bob = { uid: 1001, gid: 1001, gids: [] };
+    const carol = { uid: 1002, gid: 1002, gids: [] };
+    const root = { uid: 0, gid: 0, gids: [] };
+    const as = (id: typeof bob) => ({ ...c, id });
+    const rw = { desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE };
+    const readAs = async (ctx: files.FileContext, o: Open) =>
+      (await files.read(ctx, o, { flags: 0, length: 64, offset: 0, fileId: o.fileId, minimumCount: 0 })).toString();
+    // Alice's file (0644) and its stream, made while she owned it.
+    const f = await open('f', CreateDisposition.CREATE);
+    const s = await open('f:s', CreateDisposition.CREATE);
+    await write(s, 'alice');
+    await close(s);
+    await close(f);
+    // Carol opens the file and its stream while the mode lets her read them.
+    const carolFile = (await create(as(carol), createRequest('f', { desiredAccess: Access.GENERIC_READ }))).open;
+    const carolStream = (await create(as(carol), createRequest('f:s', { desiredAccess: Access.GENERIC_READ }))).open;
+    assert.equal(await readAs(as(carol), carolStream), 'alice');
+    // Root gives the file to bob (NFS chown): bob writes its stream as he writes the file.
+    await srv.fs.setattr(f.handle, root, { uid: bob.uid, gid: bob.gid });
+    const bobStream = (await create(as(bob), createRequest('f:s', rw))).open;
+    await files.write(as(bob), bobStream, { offset: 0, fileId: bobStream.fileId, flags: 0, data: Buffer.from('bob--') });
+    assert.equal(await readAs(as(bob), bobStream), 'bob--');
+    // Bob closes the file to others (chmod 0600): carol's opens read neither the file nor its stream.
+    await srv.fs.setattr(f.handle, bob, { mode: 0o600 });
+    assert.equal(await status(readAs(as(carol), carolFile)), NtStatus.ACCESS_DENIED, 'the file itself');
+    assert.equal(await status(readAs(as(carol), carolStream)), NtStatus.ACCESS_DENIED, 'its stream, as the file');
+    // Then opens it to everyone (chmod 0666): carol writes the stream as she may write the file.
+    await srv.fs.setattr(f.handle, bob, { mode: 0o666 });
+    const carolRw = (await create(as(carol), createRequest('f:s', rw))).open;
+    await files.write(as(carol), carolRw, { offset: 0, fileId: carolRw.fileId, flags: 0, data: Buffer.from('carol') });
+    assert.equal(await readAs(as(carol), carolRw), 'carol');
+    for (const [ctx, o] of [
+      [as(carol), carolFile],
+      [as(carol), carolStream],
+      [as(bob), bobStream],
+      [as(carol), carolRw],
+    ] as const)
+      await closeOpen(ctx, o);
+    await srv.close();
+  });
+});
+
 describe('share modes of streams', () => {
   it('a stream has share modes of its own: a second open of it conflicts, its file does not', async () => {
     const srv = await memoryServer();

@@ -156,9 +156,8 @@ export async function createStreamOpen(
   const acl = created ? 0xffffffff : await storedDaclAccess(c, file, parent, desired);
   const max = (maximalAccessOf(c, file) & acl) >>> 0;
   // Every right asked must be granted (files.ts), FILE_EXECUTE aside: a stream is not run. Yet a
-  // READ takes it for FILE_READ_DATA (MS-SMB2 3.3.5.12, as Windows), and the vfs checks the
-  // stream's own mode, its file's when it was made: it is granted only to who may read or run the
-  // file now (else a file made 0600 since would have its streams read by anyone it once let read).
+  // READ takes it for FILE_READ_DATA (MS-SMB2 3.3.5.12, as Windows): it is granted only to who may
+  // read or run the file now (its FILE_EXECUTE does not make a reader of whom the mode refuses).
   // A directory's FILE_EXECUTE is traverse (every directory's, maximalAccessOf), which reads
   // nothing: a stream of a directory needs reading it.
   const reads = file.type === FileType.DIR ? Access.FILE_READ_DATA : Access.FILE_READ_DATA | Access.FILE_EXECUTE;
@@ -176,9 +175,9 @@ export async function createStreamOpen(
   if (s) {
     if (disp === CreateDisposition.CREATE) throw fail(NtStatus.OBJECT_NAME_COLLISION);
     // Overwriting empties the stream: its data is the file's, so the caller must be able to write
-    // the file as it is now (a stream keeps the mode and owner its file had when it was made), a
-    // stored DACL of the file must grant FILE_WRITE_DATA, and the file must not be read-only, as
-    // for an overwrite of the file itself.
+    // the file (whose owner and mode its streams follow: vfs/streams.ts), a stored DACL of the file
+    // must grant FILE_WRITE_DATA, and the file must not be read-only, as for an overwrite of the
+    // file itself.
     const overwrite =
       disp === CreateDisposition.SUPERSEDE || disp === CreateDisposition.OVERWRITE || disp === CreateDisposition.OVERWRITE_IF;
     if (

@@ -9,6 +9,7 @@ import { ChangeAction, ChangeFeed, ChangeFilter } from './changes.js';
 import { ByteRangeLocks } from './locks/byte-range.js';
 import { decodeHandle, encodeHandle, shareIdOf } from './handle.js';
 import { Caching, type CacheHolder, OpenTable } from './locks/opens.js';
+import { streamsFollow } from './streams.js';
 import {
   Access,
   mayAccess,
@@ -501,6 +502,9 @@ export class FileService {
     // does not put back the newer times an earlier COMMIT logged (see BlockService.logTimes).
     if (attrs.ctime !== undefined && compareTimespec(attrs.ctime, inode.ctime) <= 0)
       share.data.logTimes(inode.id, 0, after.mtime, after.ctime, true);
+    // A new owner, group or mode is its named streams' too (streams.ts).
+    if (after.uid !== inode.uid || after.gid !== inode.gid || (after.mode & 0o7777) !== (inode.mode & 0o7777))
+      await streamsFollow(share, after);
     // New permission bits replace an NT DACL an SMB client stored (smb2/acl.ts): the mode is the truth again.
     // Looked for first (one read): putMeta is a transaction that waits for an fsync, and most files
     // (every one an NFS client chmods after CREATE, an untar's bulk) have no stored descriptor.

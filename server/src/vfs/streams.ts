@@ -2,7 +2,9 @@
 // them). Each is an inode of its own in the metadata store, reached from its file only (no
 // directory entry: NFS never sees it), whose data goes through the same block store and WAL as any
 // file's, under its own inode id. It is freed with its file. Streams take their file's owner, group
-// and mode when made, and the file's permissions decide who may list, make and remove them.
+// and mode when made, and again whenever the file's change (streamsFollow): the vfs checks each READ,
+// WRITE and truncate of a stream against the stream's inode, which must say what the file says now.
+// The file's permissions decide who may list, make and remove them.
 import type { StreamEntry } from '../meta/store.js';
 import { VfsError } from './errors.js';
 import type { FileService, Share } from './service.js';
@@ -64,6 +66,22 @@ export async function openStream(
   };
   const stream = await share.meta.createStream(file.id, name, init, nowTimespec());
   return { share, file, stream, handle: fs.handleOf(share, stream), created: true };
+}
+
+/**
+ * After a chown, chgrp or chmod of `file` (vfs setattr): its streams take its owner, group and
+ * permission bits, so that a stream is read and written by whom the file is now, not by whom it was
+ * when the stream was made (a file given to another user, or opened to others by a chmod, refused
+ * them its streams' data; one closed to others by a chmod still let an open of its stream write).
+ * One read of the stream list; nothing more for a file without streams.
+ */
+export async function streamsFollow(share: Share, file: Inode): Promise<void> {
+  const streams = await share.meta.listStreams(file.id);
+  const mode = file.mode & 0o7777;
+  for (const s of streams) {
+    if (s.inode.uid === file.uid && s.inode.gid === file.gid && (s.inode.mode & 0o7777) === mode) continue;
+    await share.meta.setAttr(s.inode.id, { uid: file.uid, gid: file.gid, mode });
+  }
 }
 
 /** Removes stream `name` of a file and frees its data. */
