@@ -17,7 +17,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { crc32c } from '@node-rs/crc32';
-import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
+import type { BlockStore, BlockStoreCapacity, PutHints, StoredObject } from './store.js';
 import { OffloadedSha256 } from './offload-hash.js';
 
 export const DEFAULT_S3_REGION = 'us-east-1';
@@ -90,10 +90,10 @@ export function payloadSigned(endpoint: string | undefined): boolean {
   return family === null || !LOOPBACK.check(host, family);
 }
 
-/** The x-amz-checksum-crc32c value of `data`: its CRC32C, big-endian, in base64. */
-export function crc32cHeader(data: Buffer): string {
+/** The x-amz-checksum-crc32c value of `data` (whose CRC32C is `crc` if known): big-endian, in base64. */
+export function crc32cHeader(data: Buffer, crc = crc32c(data)): string {
   const b = Buffer.alloc(4);
-  b.writeUInt32BE(crc32c(data) >>> 0, 0);
+  b.writeUInt32BE(crc >>> 0, 0);
   return b.toString('base64');
 }
 
@@ -302,14 +302,14 @@ export class S3BlockStore implements BlockStore {
     return new S3BlockStoreError(code, `S3 ${op} ${at} failed: ${describeSdkError(e)}`, { cause: err });
   }
 
-  async put(key: string, data: Buffer): Promise<void> {
+  async put(key: string, data: Buffer, hints?: PutHints): Promise<void> {
     const Key = this.objectKey(key);
     try {
       const input = { Bucket: this.bucket, Key, Body: data, ContentLength: data.length };
       if (this.signsPayload) {
         await this.client.send(new PutObjectCommand(input));
       } else {
-        const put = new PutObjectCommand({ ...input, ChecksumCRC32C: crc32cHeader(data) });
+        const put = new PutObjectCommand({ ...input, ChecksumCRC32C: crc32cHeader(data, hints?.crc32c) });
         put.middlewareStack.add(unsignedPayload, { step: 'build', name: 'dittofsUnsignedPayload' });
         await this.client.send(put);
       }
