@@ -193,12 +193,13 @@ export class S3BlockStore implements BlockStore {
       forcePathStyle: opts.forcePathStyle ?? false,
       maxAttempts: opts.maxAttempts ?? DEFAULT_S3_MAX_ATTEMPTS,
       retryMode: 'standard',
-      // The signature's payload hash already lets S3 check every byte it receives: no CRC32 on top
-      // (the SDK's default for uploads, computed on the main thread), unless an operation needs one.
+      // A PUT carries either the signed payload hash or our own CRC32C (see payloadSigned()), which
+      // let S3 check every byte it receives: no CRC32 of the SDK's on top (its default for uploads,
+      // computed in JavaScript on the main thread), unless an operation needs one.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       // Reads stay as they were: no checksum asked for, none computed (in JavaScript) on the way in.
       responseChecksumValidation: 'WHEN_REQUIRED',
-      // Large bodies in shared memory are hashed for the signature on a worker thread.
+      // Where the payload is signed, large bodies in shared memory are hashed on a worker thread.
       sha256: OffloadedSha256,
       requestHandler: new NodeHttpHandler({
         httpAgent: new http.Agent(agentOptions),
