@@ -7,7 +7,7 @@ import { FilesystemBlockStore } from './blocks/filesystem.js';
 import { MemoryBlockStore } from './blocks/memory.js';
 import { observeBlockStore } from './blocks/observed.js';
 import type { S3BlockStoreOptions } from './blocks/s3.js';
-import type { BlockStore, BlockStoreCapacity, StoredObject } from './blocks/store.js';
+import type { BlockStore, BlockStoreCapacity, PutHints, StoredObject } from './blocks/store.js';
 import type { BlockStoreConfig, MetadataStoreConfig } from './config/types.js';
 import { METADATA_STORE_DIR, storeDirProblem } from './config/store-dirs.js';
 import { errorMessage } from './error-message.js';
@@ -158,8 +158,8 @@ class LazyS3BlockStore implements BlockStore {
     await this.store?.close();
   }
 
-  put(key: string, data: Buffer): Promise<void> {
-    return this.s3.put(key, data);
+  put(key: string, data: Buffer, hints?: PutHints): Promise<void> {
+    return this.s3.put(key, data, hints);
   }
 
   get(key: string, offset?: number, length?: number): Promise<Buffer | null> {

@@ -14,6 +14,7 @@ import { fdsAfterClose, openFds } from '../testing/fds.js';
 import { BufferPool } from '../wire/buffer-pool.js';
 import { DiskBlockCache } from './disk-cache.js';
 import { MemoryBlockStore } from './memory.js';
+import type { PutHints } from './store.js';
 import { BlockService } from './service.js';
 import { FileWal } from './wal.js';
 
@@ -243,6 +244,57 @@ describe('disk read cache', () => {
     assert.equal(c.has('s', 'x'), false, 'not kept: it would have evicted a');
     for (const k of ['a', 'b', 'c']) assert.ok(await c.get('s', k), k);
     assert.equal(c.hits, 3);
+  });
+
+  it("keeps the CRC32C its caller hands over as the entry's check: an entry put with a wrong one is never served", async () => {
+    const dir = tmp();
+    const c = await DiskBlockCache.open(dir, 1 << 20);
+    const good = bytes(5000, 4);
+    await c.put('s3', 'right', good, true, crc32c(good));
+    await c.put('s3', 'wrong', bytes(5000, 5), true, crc32c(good));
+    assert.deepEqual(await c.get('s3', 'right'), good);
+    assert.equal(await c.get('s3', 'wrong'), null);
+  });
+
+  it("an upload computes the block's CRC32C once: the block store gets it with the block, the cache's entry carries it", async () => {
+    const BS = 4096;
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const hinted: { key: string; crc: number | undefined; actual: number }[] = [];
+    let gets = 0;
+    const recording = Object.assign(Object.create(store) as MemoryBlockStore, {
+      put: (key: string, data: Buffer, hints?: PutHints) => {
+        hinted.push({ key, crc: hints?.crc32c, actual: crc32c(data) });
+        return store.put(key, data);
+      },
+      get: (key: string, offset?: number, length?: number) => {
+        gets++;
+        return store.get(key, offset, length);
+      },
+    });
+    const { wal } = await FileWal.open(tmp(), { maxBytes: 1 << 20 });
+    wal.tidy();
+    const disk = await DiskBlockCache.open(tmp(), 1 << 20);
+    const svc = new BlockService(recording, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal,
+      cache: new BlockCache(0),
+      diskCache: { cache: disk, namespace: 'remote' },
+    });
+    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+    const ino = (await meta.create(root.id, Buffer.from('f'), fileInit(), { sec: 1, nsec: 0 })).id;
+    // One whole block and a short last one (its object is shorter than a block).
+    const data = bytes(BS + 1000, 11);
+    await svc.write(ino, 0, data);
+    await svc.flush(ino);
+    assert.equal(hinted.length, 2);
+    for (const h of hinted) assert.equal(h.crc, h.actual, `the CRC32C handed over with ${h.key} is the block's`);
+    assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
+    assert.equal(gets, 0, 'both blocks came from the disk cache, whose entries checked out');
+    await svc.close();
+    await wal.close();
   });
 
   it('serves blocks a share uploaded without asking the block store, and falls back to it when an entry is gone', async () => {

@@ -283,16 +283,17 @@ export class DiskBlockCache {
    * its buffer); failures are logged and leave the cache without the entry. With `evict` false
    * (an object fetched for a read) the copy is kept only if it fits without evicting anything: a
    * long sequential read through a full cache would otherwise evict each block just before it is
-   * read, and the cache would serve nothing.
+   * read, and the cache would serve nothing. `crc` is the CRC32C of `data` where the caller has it
+   * (an upload computed it for the block store): the entry's header carries it as it is.
    */
-  async put(namespace: string, key: string, data: Buffer, evict = true): Promise<void> {
+  async put(namespace: string, key: string, data: Buffer, evict = true, crc?: number): Promise<void> {
     const size = (this.mayWriteDirect(data) ? DIRECT_HEADER : HEADER) + data.length;
     if (size > this.maxBytes || (!evict && this.bytes + size > this.maxBytes)) return;
     const name = entryName(namespace, key);
     if (this.entries.has(name) || this.putting.has(name)) return;
     this.putting.add(name);
     try {
-      await this.write(name, data);
+      await this.write(name, data, crc);
     } finally {
       this.putting.delete(name);
     }
@@ -309,8 +310,7 @@ export class DiskBlockCache {
   }
 
   /** Writes the entry `name` and indexes it; failures are logged and leave no entry. */
-  private async write(name: string, data: Buffer): Promise<void> {
-    const crc = crc32c(data);
+  private async write(name: string, data: Buffer, crc = crc32c(data)): Promise<void> {
     const tmp = path.join(this.dir, TMP_DIR, randomHex(8));
     let hdr = 0;
     try {

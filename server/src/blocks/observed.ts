@@ -3,7 +3,7 @@
 // failure is counted by operation. The store itself stays unaware of either.
 import type { Attributes } from '@opentelemetry/api';
 import { failSpan, SpanKind, startSpan, traced, tracingEnabled } from '../obs/tracing.js';
-import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
+import type { BlockStore, BlockStoreCapacity, PutHints, StoredObject } from './store.js';
 
 export type BlockStoreOperation = 'get' | 'put' | 'delete' | 'list';
 
@@ -65,8 +65,8 @@ class ObservedBlockStore implements BlockStore {
         });
   }
 
-  put(key: string, data: Buffer): Promise<void> {
-    return this.run('put', key, data.length, () => this.inner.put(key, data));
+  put(key: string, data: Buffer, hints?: PutHints): Promise<void> {
+    return this.run('put', key, data.length, () => this.inner.put(key, data, hints));
   }
 
   get(key: string, offset?: number, length?: number): Promise<Buffer | null> {

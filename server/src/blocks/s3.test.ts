@@ -8,7 +8,9 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { TEST_TIMEOUT_MS } from '../../../test/helpers/limits.js';
 import { externalS3Endpoint, startS3, type S3TestServer } from '../../../test/helpers/s3.js';
-import { S3_ERROR_CODES, S3_REPORTED_CAPACITY_BYTES, S3BlockStore, S3BlockStoreError, type S3ErrorCode } from './s3.js';
+import { createHash } from 'node:crypto';
+import { crc32c } from '@node-rs/crc32';
+import { payloadSigned, S3_ERROR_CODES, S3_REPORTED_CAPACITY_BYTES, S3BlockStore, S3BlockStoreError, type S3ErrorCode } from './s3.js';
 import { offloadedDigests } from './offload-hash.js';
 import { findVersitygw, startVersitygw } from '../../../test/bench/versitygw.js';
 
@@ -48,6 +50,7 @@ interface Recorded {
   range: string | undefined;
   status: number;
   bytes: number;
+  headers: http.IncomingHttpHeaders;
 }
 
 /**
@@ -61,7 +64,14 @@ async function startProxy(
   const target = new URL(upstream);
   const log: Recorded[] = [];
   const server = http.createServer((req, res) => {
-    const entry: Recorded = { method: req.method ?? '', path: req.url ?? '', range: req.headers.range, status: 0, bytes: 0 };
+    const entry: Recorded = {
+      method: req.method ?? '',
+      path: req.url ?? '',
+      range: req.headers.range,
+      status: 0,
+      bytes: 0,
+      headers: req.headers,
+    };
     log.push(entry);
     const canned = intercept?.(req);
     if (canned !== undefined) {
@@ -124,7 +134,7 @@ describe('s3 block store', () => {
   });
 
   it('signs a block in shared memory with a hash computed on the worker thread, and stores it intact', async () => {
-    const store = makeStore({ prefix: 'offload' });
+    const store = makeStore({ prefix: 'offload', signPayload: true });
     await store.open();
     const block = Buffer.from(new SharedArrayBuffer(1 << 20));
     for (let i = 0; i < block.length; i++) block[i] = (i * 11) & 0xff;
@@ -133,6 +143,53 @@ describe('s3 block store', () => {
     assert.ok(offloadedDigests() > before, 'the payload hash came from the worker');
     assert.deepEqual(await store.get('0000beef/9/0-1-cc'), Buffer.from(block));
   });
+
+  it('signs the SHA-256 of each body only over plain HTTP to another host (TLS and loopback protect it in flight)', () => {
+    assert.equal(payloadSigned(undefined), false, 'AWS: https');
+    assert.equal(payloadSigned('https://minio.example:9000'), false);
+    for (const local of [
+      'http://127.0.0.1:9000',
+      'http://127.3.2.1',
+      'http://localhost:9000',
+      'http://[::1]:9000',
+      'http://[::ffff:127.0.0.1]:80',
+    ])
+      assert.equal(payloadSigned(local), false, local);
+    for (const remote of ['http://minio.example:9000', 'http://10.0.0.5:9000', 'http://[fd00::5]:9000', 'http://128.0.0.1', 'not a url'])
+      assert.equal(payloadSigned(remote), true, remote);
+  });
+
+  it(
+    'uploads over loopback as UNSIGNED-PAYLOAD with the CRC32C of the body, which the server checks, and no SHA-256 of it',
+    { skip: NEEDS_S3RVER },
+    async () => {
+      const proxy = await startProxy(s3.endpoint);
+      try {
+        const unsigned = makeStore({ endpoint: proxy.endpoint });
+        const signed = makeStore({ endpoint: proxy.endpoint, signPayload: true });
+        assert.equal(unsigned.signsPayload, false);
+        const block = Buffer.from(new SharedArrayBuffer(1 << 20));
+        for (let i = 0; i < block.length; i++) block[i] = (i * 13) & 0xff;
+        const crc = Buffer.alloc(4);
+        crc.writeUInt32BE(crc32c(block) >>> 0);
+        const before = offloadedDigests();
+        await unsigned.put('plain', block);
+        assert.equal(offloadedDigests(), before, 'no SHA-256 of the body was computed');
+        await signed.put('signed', block);
+        const [plain, sig] = proxy.log.filter((r) => r.method === 'PUT');
+        assert.equal(plain?.headers['x-amz-content-sha256'], 'UNSIGNED-PAYLOAD');
+        assert.equal(plain?.headers['x-amz-checksum-crc32c'], crc.toString('base64'));
+        // The checksum header is covered by the signature: changing it in flight fails the request.
+        assert.match(String(plain?.headers.authorization), /SignedHeaders=[^,]*x-amz-checksum-crc32c/);
+        assert.equal(sig?.headers['x-amz-content-sha256'], createHash('sha256').update(block).digest('hex'));
+        assert.equal(sig?.headers['x-amz-checksum-crc32c'], undefined, 'the signed hash already covers the body');
+        assert.deepEqual(await unsigned.get('plain'), Buffer.from(block));
+        assert.deepEqual(await unsigned.get('signed'), Buffer.from(block));
+      } finally {
+        await proxy.close();
+      }
+    },
+  );
 
   it('reports a fixed capacity (S3 has none to report)', async () => {
     assert.deepEqual(await makeStore().capacity(), { totalBytes: S3_REPORTED_CAPACITY_BYTES, freeBytes: S3_REPORTED_CAPACITY_BYTES });

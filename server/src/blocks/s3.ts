@@ -3,6 +3,7 @@
 // attempt is bounded by `requestTimeoutMs`. Errors name the bucket and the endpoint, never the secret.
 import http from 'node:http';
 import https from 'node:https';
+import net from 'node:net';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -15,7 +16,8 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import type { BlockStore, BlockStoreCapacity, StoredObject } from './store.js';
+import { crc32c } from '@node-rs/crc32';
+import type { BlockStore, BlockStoreCapacity, PutHints, StoredObject } from './store.js';
 import { OffloadedSha256 } from './offload-hash.js';
 
 export const DEFAULT_S3_REGION = 'us-east-1';
@@ -50,6 +52,49 @@ export interface S3BlockStoreOptions {
   requestTimeoutMs?: number;
   /** Attempts per request, retries with backoff included (default 3). */
   maxAttempts?: number;
+  /**
+   * Whether a PUT signs the SHA-256 of its body (see payloadSigned()). Default: only where the
+   * connection itself does not protect the body, plain HTTP to another host.
+   */
+  signPayload?: boolean;
+}
+
+/** 127.0.0.0/8 and ::1 (an IPv4-mapped IPv6 address matches the IPv4 subnet). */
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+/**
+ * Whether uploads to `endpoint` sign the SHA-256 of each body (Signature V4's payload hash), which
+ * costs about 0.6 CPU seconds per GiB here and as much again on the S3 server that checks it.
+ *
+ * Over TLS (AWS, any https endpoint) and over loopback (an S3 server on the same host) nobody can
+ * change a body in flight without being detected or without already owning the host, so the body
+ * goes as UNSIGNED-PAYLOAD with an x-amz-checksum-crc32c header instead: the server checks every
+ * byte it stores against it (accidental corruption is caught as before), for a third of the CPU.
+ * Plain HTTP to another host keeps the signed hash, the only thing that stops someone on the path
+ * from replacing a block.
+ */
+export function payloadSigned(endpoint: string | undefined): boolean {
+  if (endpoint === undefined) return false;
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    return true;
+  }
+  if (url.protocol === 'https:') return false;
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (host === 'localhost' || host.endsWith('.localhost')) return false;
+  const family = net.isIPv4(host) ? 'ipv4' : net.isIPv6(host) ? 'ipv6' : null;
+  return family === null || !LOOPBACK.check(host, family);
+}
+
+/** The x-amz-checksum-crc32c value of `data` (whose CRC32C is `crc` if known): big-endian, in base64. */
+export function crc32cHeader(data: Buffer, crc = crc32c(data)): string {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(crc >>> 0, 0);
+  return b.toString('base64');
 }
 
 export const S3_ERROR_CODES = Object.freeze({
@@ -126,6 +171,8 @@ export class S3BlockStore implements BlockStore {
   readonly region: string;
   /** The endpoint as shown in messages: the configured URL, or AWS's for the region. */
   readonly endpointDescription: string;
+  /** PUTs sign their body's SHA-256; otherwise UNSIGNED-PAYLOAD plus a CRC32C the server checks. */
+  readonly signsPayload: boolean;
   private readonly client: S3Client;
 
   constructor(opts: S3BlockStoreOptions) {
@@ -138,6 +185,7 @@ export class S3BlockStore implements BlockStore {
     const timeout = opts.requestTimeoutMs ?? DEFAULT_S3_REQUEST_TIMEOUT_MS;
     this.bucket = opts.bucket;
     this.prefix = normalizePrefix(opts.prefix);
+    this.signsPayload = opts.signPayload ?? payloadSigned(opts.endpoint);
     this.endpointDescription = opts.endpoint?.replace(/\/+$/, '') ?? `https://s3.${region}.amazonaws.com (AWS default for ${region})`;
     const agentOptions = { keepAlive: true, maxSockets: MAX_SOCKETS };
     const config: S3ClientConfig = {
@@ -145,10 +193,13 @@ export class S3BlockStore implements BlockStore {
       forcePathStyle: opts.forcePathStyle ?? false,
       maxAttempts: opts.maxAttempts ?? DEFAULT_S3_MAX_ATTEMPTS,
       retryMode: 'standard',
-      // The signature's payload hash already lets S3 check every byte it receives: no CRC32 on top
-      // (the SDK's default for uploads, computed on the main thread), unless an operation needs one.
+      // A PUT carries either the signed payload hash or our own CRC32C (see payloadSigned()), which
+      // let S3 check every byte it receives: no CRC32 of the SDK's on top (its default for uploads,
+      // computed in JavaScript on the main thread), unless an operation needs one.
       requestChecksumCalculation: 'WHEN_REQUIRED',
-      // Large bodies in shared memory are hashed for the signature on a worker thread.
+      // Reads stay as they were: no checksum asked for, none computed (in JavaScript) on the way in.
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      // Where the payload is signed, large bodies in shared memory are hashed on a worker thread.
       sha256: OffloadedSha256,
       requestHandler: new NodeHttpHandler({
         httpAgent: new http.Agent(agentOptions),
@@ -285,10 +336,17 @@ export class S3BlockStore implements BlockStore {
     return new S3BlockStoreError(code, `S3 ${op} ${at} failed: ${describeSdkError(e)}`, { cause: err });
   }
 
-  async put(key: string, data: Buffer): Promise<void> {
+  async put(key: string, data: Buffer, hints?: PutHints): Promise<void> {
     const Key = this.objectKey(key);
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ContentLength: data.length }));
+      const input = { Bucket: this.bucket, Key, Body: data, ContentLength: data.length };
+      if (this.signsPayload) {
+        await this.client.send(new PutObjectCommand(input));
+      } else {
+        const put = new PutObjectCommand({ ...input, ChecksumCRC32C: crc32cHeader(data, hints?.crc32c) });
+        put.middlewareStack.add(unsignedPayload, { step: 'build', name: 'dittofsUnsignedPayload' });
+        await this.client.send(put);
+      }
     } catch (err) {
       throw this.requestError('PUT', Key, err);
     }
@@ -359,6 +417,15 @@ export class S3BlockStore implements BlockStore {
   async capacity(): Promise<BlockStoreCapacity> {
     return { totalBytes: S3_REPORTED_CAPACITY_BYTES, freeBytes: S3_REPORTED_CAPACITY_BYTES };
   }
+}
+
+/** Marks a request's body as not part of its signature (the signer takes the header's value as the payload hash). */
+function unsignedPayload<A extends { request: unknown }, R>(next: (args: A) => Promise<R>): (args: A) => Promise<R> {
+  return (args) => {
+    const { headers } = args.request as { headers?: Record<string, string> };
+    if (headers !== undefined) headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+    return next(args);
+  };
 }
 
 /** START of a `Content-Range: bytes START-END/SIZE` header. */

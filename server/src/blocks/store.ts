@@ -6,15 +6,21 @@ export interface BlockStoreCapacity {
   freeBytes: number;
 }
 
+/** What the caller of put() already knows about the data, so that the engine need not work it out again. */
+export interface PutHints {
+  /** The CRC32C (Castagnoli) of the data: an engine that sends one with the object uses this. */
+  crc32c?: number;
+}
+
 export interface BlockStore {
   readonly kind: string;
   open(): Promise<void>;
   close(): Promise<void>;
   /**
    * Stores `data` under `key`, durably once the promise resolves. Nothing refers to `data` once it
-   * has resolved: the caller reuses the buffer.
+   * has resolved: the caller reuses the buffer. `hints`, when given, are true of `data`.
    */
-  put(key: string, data: Buffer): Promise<void>;
+  put(key: string, data: Buffer, hints?: PutHints): Promise<void>;
   /** Reads `length` bytes at `offset` (fewer at the object's end); NOENT-style null if absent. */
   get(key: string, offset?: number, length?: number): Promise<Buffer | null>;
   /**
