@@ -138,7 +138,7 @@ describe('dittofs CLI', { concurrency: true }, () => {
 
   it('config show: rejects an unknown output format', async () => {
     const r = await dittofs(['config', 'show', '-o', 'xml']);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(r.stderr, /argument 'xml' is invalid\. Allowed choices are yaml, json/);
   });
 
@@ -213,10 +213,17 @@ describe('dittofs CLI', { concurrency: true }, () => {
     assert.equal(r.stdout, `${pkg.version}\n`);
   });
 
-  it('an unknown command exits 1', async () => {
+  it("a usage error exits 2, not status's 1 (not ready); help exits 0", async () => {
     const r = await dittofs(['frobnicate']);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(r.stderr, /unknown command 'frobnicate'/);
+    const opt = await dittofs(['status', '--bogus']);
+    assert.equal(opt.code, 2);
+    assert.match(opt.stderr, /unknown option '--bogus'/);
+    const value = await dittofs(['stop', '--timeout', 'soon']);
+    assert.equal(value.code, 2);
+    assert.match(value.stderr, /expected a number of seconds/);
+    assert.equal((await dittofs(['status', '--help'])).code, 0);
   });
 
   it('completion bash prints a script bash accepts', async () => {
@@ -348,13 +355,13 @@ describe('dittofs lifecycle commands without a server', { concurrency: true }, (
     const since = await dittofs(['logs', '--since', '2025-01-01T12:00:00+00:00'], { env: { ...env, DITTOFS_LOG_FILE: file } });
     assert.equal(since.stdout.split('\n').length, 3, since.stderr);
     const bad = await dittofs(['logs', '--since', 'yesterday'], { env: { ...env, DITTOFS_LOG_FILE: file } });
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2);
     assert.match(bad.stderr, /option '--since <time>' argument 'yesterday' is invalid\. expected an RFC 3339 time/);
   });
 
   it('start: --foreground and --background together are refused', async () => {
     const r = await dittofs(['start', '--foreground', '--background'], { env });
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(r.stderr, /option '--foreground' cannot be used with option '-d, --background'/);
   });
 

@@ -149,6 +149,10 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', 'config file (YAML); default $DITTOFS_CONFIG, else ./dittofs.yaml if present, else built-in defaults')
     .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
     .showHelpAfterError('(run with --help for usage)')
+    // A usage error (unknown command or option, bad option value, missing argument) exits 2, as
+    // dittofsctl's do: 1 is `status`'s "running but not ready". Help and --version exit 0.
+    // Set before the subcommands are made, which inherit it.
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .addHelpText('after', CONFIG_HELP);
 
   program
@@ -270,7 +274,8 @@ with its checks (WAL replayed, NFS listening, each store answering); with the AP
 the NFS port accepts connections.
 
 Exit codes (as LSB init scripts): 0 running and ready; 1 running but not ready (or not answering);
-3 not running (no pid file, or its process is gone or is not DittoFS).
+3 not running (no pid file, or its process is gone or is not DittoFS); 2 a usage error (as for
+every command: an unknown option, a bad value).
 
 Examples:
   dittofs status
