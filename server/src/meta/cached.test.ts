@@ -724,7 +724,10 @@ describe('CachedMetadataStore', () => {
   });
 
   it('one server: that an inode has no records is remembered until a putMeta changes it', async () => {
-    const { cached, inner, f } = await setup();
+    const { cached, inner } = await setup();
+    // Made behind the cache's back: it does not know yet that the file has no records.
+    const root = await cached.ensureRoot(SHARE, directory());
+    const f = await inner.create(root.id, Buffer.from('made elsewhere'), file(), T(2));
     const counter = mock.method(inner, 'getMeta');
     const sd = { name: Buffer.alloc(0), value: Buffer.from('sd') };
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
@@ -732,6 +735,44 @@ describe('CachedMetadataStore', () => {
     assert.equal(counter.mock.callCount(), 1, 'the absence is answered from memory');
     await cached.putMeta(f.id, InodeMetaKind.SECURITY, [sd], { count: 4, bytes: 1024 });
     assert.equal((await cached.getMeta(f.id, InodeMetaKind.SECURITY)).length, 1);
+    await cached.close();
+  });
+
+  it('one server: a file made here has no records, answered without a store read until a putMeta adds one', async () => {
+    const { cached, inner } = await setup();
+    const root = await cached.ensureRoot(SHARE, directory());
+    const g = await cached.create(root.id, Buffer.from('g'), file(), T(2));
+    const getMeta = mock.method(inner, 'getMeta');
+    const metaSizes = mock.method(inner, 'metaSizes');
+    assert.deepEqual(await cached.getMeta(g.id, InodeMetaKind.SECURITY), []);
+    assert.deepEqual(await cached.getMeta(g.id, InodeMetaKind.EA), []);
+    assert.equal((await cached.metaSizes([g.id], InodeMetaKind.SECURITY)).size, 0);
+    assert.equal(getMeta.mock.callCount() + metaSizes.mock.callCount(), 0, 'no store read for a file made here');
+    const limits = { count: 4, bytes: 1024 };
+    await cached.putMeta(g.id, InodeMetaKind.SECURITY, [{ name: Buffer.alloc(0), value: Buffer.from('sd') }], limits);
+    assert.deepEqual([...(await cached.metaSizes([g.id], InodeMetaKind.SECURITY))], [[g.id, 12]]);
+    assert.equal((await cached.getMeta(g.id, InodeMetaKind.SECURITY)).length, 1);
+    // Other kinds are asked again too (the putMeta forgot what was known of the inode).
+    assert.deepEqual(await cached.getMeta(g.id, InodeMetaKind.EA), []);
+    assert.equal(getMeta.mock.callCount(), 2);
+    await cached.close();
+  });
+
+  it('one server: metaSizes asks only about inodes not known to have no records, and remembers the ones without', async () => {
+    const { cached, inner } = await setup();
+    const root = await cached.ensureRoot(SHARE, directory());
+    const limits = { count: 4, bytes: 1024 };
+    const a = await inner.create(root.id, Buffer.from('a'), file(), T(2));
+    const b = await inner.create(root.id, Buffer.from('b'), file(), T(2));
+    const c = await cached.create(root.id, Buffer.from('c'), file(), T(2));
+    await inner.putMeta(b.id, InodeMetaKind.EA, [{ name: Buffer.from('X'), value: Buffer.from('1') }], limits);
+    const metaSizes = mock.method(inner, 'metaSizes');
+    const ids = [a.id, b.id, c.id];
+    assert.deepEqual([...(await cached.metaSizes(ids, InodeMetaKind.EA))], [[b.id, 12]]);
+    assert.deepEqual(metaSizes.mock.calls[0]!.arguments[0], [a.id, b.id], 'the file made here is not asked about');
+    assert.deepEqual([...(await cached.metaSizes(ids, InodeMetaKind.EA))], [[b.id, 12]]);
+    assert.deepEqual(metaSizes.mock.calls[1]!.arguments[0], [b.id], 'nor one the store said has none');
+    assert.deepEqual(await cached.getMeta(a.id, InodeMetaKind.EA), []);
     await cached.close();
   });
 

@@ -28,20 +28,20 @@
 // were never committed, which NFS allows, and the ctime of SETATTRs that changed nothing else.
 import { VfsError } from '../vfs/errors.js';
 import { compareTimespec, FileType, type AttrChanges, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
-import type {
-  BlockRef,
-  BlockSwitch,
-  InodeMetaChange,
+import {
   InodeMetaKind,
-  InodeMetaLimits,
-  InodeMetaRecord,
-  MetadataStore,
-  ReaddirPage,
-  RemoveResult,
-  RenameExpect,
-  RenameResult,
-  ShareUsage,
-  StreamEntry,
+  type BlockRef,
+  type BlockSwitch,
+  type InodeMetaChange,
+  type InodeMetaLimits,
+  type InodeMetaRecord,
+  type MetadataStore,
+  type ReaddirPage,
+  type RemoveResult,
+  type RenameExpect,
+  type RenameResult,
+  type ShareUsage,
+  type StreamEntry,
 } from './store.js';
 
 /** How the cache hears other servers' changes and tells them its own (coord/coherence.ts StoreCoherence). */
@@ -91,6 +91,9 @@ interface BlockMap {
   refs: Map<number, BlockRef | null>;
   at: number;
 }
+
+/** Every kind of per-inode record (bits 1 << kind): what a new inode is known to have none of. */
+const ALL_META_KINDS = Object.values(InodeMetaKind).reduce((bits, kind) => bits | (1 << kind), 0);
 
 /** Written-behind changes per setAttrMany call (one transaction each; others' statements run between). */
 const FLUSH_BATCH = 256;
@@ -879,6 +882,10 @@ export class CachedMetadataStore implements MetadataStore {
       const proven = alone && this.fillEpoch() !== -1;
       if (dirAfter !== undefined && proven) this.remember(dirAfter, epoch);
       else this.forget(dirId);
+      // A new inode has no records of any kind (ids are never used again, and a record needs the
+      // id this call just learnt): a chmod of it, or an SMB open's DACL check, need not ask the
+      // store (one server only, as getMeta's cached absence).
+      if (made !== undefined && this.coherence === null) this.knownEmpty(made.id, ALL_META_KINDS);
       // The new name, under the same proof (and no change begun since: remember() checks that of
       // the directory): a file just made is looked up next (the stat after a create, an untar's
       // SETATTR by name, SMB's path walk), and need not cost a query.
@@ -1061,15 +1068,25 @@ export class CachedMetadataStore implements MetadataStore {
     // One server only: with several, a server of an earlier release stores a DACL without
     // announcing it (putMeta without a ctime change was not announced before), and an absence
     // trusted for good would leave that DACL unenforced here.
-    if (records.length === 0 && !this.coherence && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId)) {
-      const n = this.noMeta.get(inodeId);
-      if (n && Date.now() - n.at < this.ttlMs) n.kinds |= bit;
-      else {
-        if (this.noMeta.size >= this.maxInodes) this.noMeta.clear();
-        this.noMeta.set(inodeId, { kinds: bit, at: Date.now() });
-      }
-    }
+    if (records.length === 0 && !this.coherence && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId))
+      this.knownEmpty(inodeId, bit);
     return records;
+  }
+
+  /** Remembers that the inode has no records of the kinds in `bits` (1 << kind each). */
+  private knownEmpty(inodeId: number, bits: number): void {
+    const n = this.noMeta.get(inodeId);
+    if (n && Date.now() - n.at < this.ttlMs) n.kinds |= bits;
+    else {
+      if (this.noMeta.size >= this.maxInodes) this.noMeta.clear();
+      this.noMeta.set(inodeId, { kinds: bits, at: Date.now() });
+    }
+  }
+
+  /** Whether the inode is remembered to have no records of the kind (`bit`: 1 << kind), still trusted. */
+  private isKnownEmpty(inodeId: number, bit: number, now: number): boolean {
+    const n = this.noMeta.get(inodeId);
+    return n !== undefined && (n.kinds & bit) !== 0 && now - n.at < this.ttlMs && !this.isUncertain(inodeId);
   }
 
   async putMeta(
@@ -1096,8 +1113,29 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
-  metaSizes(inodeIds: readonly number[], kind: InodeMetaKind): Promise<Map<number, number>> {
-    return this.inner.metaSizes(inodeIds, kind);
+  /**
+   * The store is asked only about inodes not known to have no records of the kind (a SETATTR of
+   * the mode asks whether a DACL must go: for a file made here, no query); the ones it reports
+   * without records are remembered so, as getMeta does.
+   */
+  async metaSizes(inodeIds: readonly number[], kind: InodeMetaKind): Promise<Map<number, number>> {
+    const bit = 1 << kind;
+    let ask = inodeIds;
+    if (this.noMeta.size > 0) {
+      const serving = this.inner.whenServing?.();
+      if (serving !== undefined) await serving;
+      if (await this.trusted()) {
+        const now = Date.now();
+        ask = inodeIds.filter((id) => !this.isKnownEmpty(id, bit, now));
+        if (ask.length === 0) return new Map();
+      }
+    }
+    const epoch = this.fillEpoch();
+    const ended = this.endEpoch;
+    const sizes = await this.inner.metaSizes(ask, kind);
+    if (!this.coherence && epoch === this.epoch && ended === this.endEpoch)
+      for (const id of ask) if (!sizes.has(id) && !this.isUncertain(id)) this.knownEmpty(id, bit);
+    return sizes;
   }
 
   // ---- block maps --------------------------------------------------------------------------------
