@@ -594,13 +594,15 @@ describe('CachedMetadataStore', () => {
     inner.create = create;
     assert.ok(await cached.lookup(e.id, Buffer.from('made')), 'the name the store made is found');
 
-    // A remove in the directory: a missing name is asked again.
+    // A remove in the directory takes its name away and leaves the map complete: the removed
+    // name, and any other missing one, answer without a query (a failed remove: see below).
     const g = await cached.create(root.id, Buffer.from('g'), directory(), T(7));
     await cached.create(g.id, Buffer.from('1'), file(), T(8));
     await cached.remove(g.id, Buffer.from('1'), false, T(9));
     lookups.mock.resetCalls();
     assert.equal(await cached.lookup(g.id, Buffer.from('1')), null);
-    assert.equal(lookups.mock.callCount(), 1);
+    assert.equal(await cached.lookup(g.id, Buffer.from('2')), null);
+    assert.equal(lookups.mock.callCount(), 0);
 
     // A rename into a directory made here (mv into an untarred tree): the moved name is found there.
     const h = await cached.create(root.id, Buffer.from('h'), directory(), T(10));
@@ -619,6 +621,31 @@ describe('CachedMetadataStore', () => {
     // Another process adds a name behind this cache's back.
     const other = await inner.create(d.id, Buffer.from('x'), file(), T(3));
     assert.equal((await cached.lookup(d.id, Buffer.from('x')))!.id, other.id);
+    assert.equal(lookups.mock.callCount(), 1);
+    await cached.close();
+  });
+
+  it('alone on the store: a remove forgets its name only; the other names, and that there are no more, answer from memory', async () => {
+    const { inner, cached } = await setup({ ttlMs: Number.POSITIVE_INFINITY });
+    const root = await cached.ensureRoot(SHARE, directory());
+    // Made here while alone: every name of the directory is known (a complete map).
+    const d = await cached.create(root.id, Buffer.from('d'), directory(), T(2));
+    await cached.create(d.id, Buffer.from('a'), file(), T(3));
+    const b = await cached.create(d.id, Buffer.from('b'), file(), T(3));
+    const lookups = mock.method(inner, 'lookup');
+    await cached.remove(d.id, Buffer.from('a'), false, T(4));
+    assert.equal(await cached.lookup(d.id, Buffer.from('a')), null, 'the removed name is gone at once');
+    assert.equal((await cached.lookup(d.id, Buffer.from('b')))!.id, b.id);
+    assert.equal(await cached.lookup(d.id, Buffer.from('c')), null);
+    assert.equal(lookups.mock.callCount(), 0, 'no store read for the names left, or for a name that is not there');
+    // Made again (a build replacing its output): the LOOKUP before the CREATE, and the one after it.
+    assert.equal(await cached.lookup(d.id, Buffer.from('a')), null);
+    const a2 = await cached.create(d.id, Buffer.from('a'), file(), T(5));
+    assert.equal((await cached.lookup(d.id, Buffer.from('a')))!.id, a2.id);
+    assert.equal(lookups.mock.callCount(), 0);
+    // A remove that failed: what the directory holds is read again.
+    await assert.rejects(cached.remove(d.id, Buffer.from('missing'), false, T(6)));
+    assert.equal((await cached.lookup(d.id, Buffer.from('b')))!.id, b.id);
     assert.equal(lookups.mock.callCount(), 1);
     await cached.close();
   });

@@ -225,12 +225,13 @@ export class CachedMetadataStore implements MetadataStore {
   /**
    * Names looked up or created: directory id -> (name as latin1 -> the inode id it holds), with
    * when the directory's map was started. The path walk of every SMB CREATE ("d0\\file") and NFS LOOKUPs
-   * ask the same names again. Only removes and renames take a name away (a create or link adds one),
-   * and those drop the directories' maps here, as does another server's change of the directory.
-   * `complete`: the map holds every name of the directory, so a name it lacks is not there (the
-   * LOOKUP before each CREATE of an untar costs no query). Only a directory this cache made, while
-   * it alone changes the store, starts so (empty), and each create in it that is remembered keeps
-   * it so; a link into it, or a create not remembered, ends that.
+   * ask the same names again. Only removes and renames take a name away (a create or link adds one):
+   * a rename drops both directories' maps here, as does another server's change of the directory
+   * or a remove that failed or overlapped another namespace change; any other remove forgets just
+   * its name. `complete`: the map holds every name of the directory, so a name it lacks is not
+   * there (the LOOKUP before each CREATE of an untar costs no query). Only a directory this cache
+   * made, while it alone changes the store, starts so (empty), and each create in it that is
+   * remembered, and each remove, keeps it so; a link into it, or a create not remembered, ends that.
    */
   private readonly names = new Map<number, { at: number; ids: Map<string, number>; complete: boolean }>();
   /** Names in `names`, and one per directory map (empty complete maps take room too). */
@@ -523,6 +524,12 @@ export class CachedMetadataStore implements MetadataStore {
     if (!d) return;
     this.nameCount -= d.ids.size + 1;
     this.names.delete(dirId);
+  }
+
+  /** Forgets one name cached in a directory (removed from it here). */
+  private forgetName(dirId: number, name: Buffer): void {
+    const d = this.names.get(dirId);
+    if (d !== undefined && d.ids.delete(name.toString('latin1'))) this.nameCount--;
   }
 
   private clearNames(): void {
@@ -929,8 +936,10 @@ export class CachedMetadataStore implements MetadataStore {
     const alone = this.namespaceChanges++ === 0;
     let touched = announced;
     let dirAfter: Inode | undefined;
+    let removed = false;
     try {
       const r = await this.inner.remove(dirId, name, dir, now, expect);
+      removed = true;
       touched = [dirId, r.inode.id, ...r.streams];
       this.forget(r.inode.id, ...r.streams);
       this.dropNames(r.inode.id);
@@ -942,8 +951,13 @@ export class CachedMetadataStore implements MetadataStore {
     } finally {
       this.namespaceChanges--;
       this.done(ticket, touched, true);
-      // Failed or not: the name may be gone.
-      this.dropNames(dirId);
+      // Removed, alone (and, with several servers, while coherent): the name is gone and the
+      // directory's other names are as they were, so only that name is forgotten (a build or an
+      // untar that removes a file and makes it again, or looks up its neighbours, needs no query;
+      // a complete map stays complete). Failed, or overlapping another namespace change: the name
+      // may be gone or back, and every name of the directory is read again.
+      if (removed && alone && this.fillEpoch() !== -1 && !this.isUncertain(dirId)) this.forgetName(dirId, name);
+      else this.dropNames(dirId);
       this.endEpoch++;
       // The directory as the store changed it, kept only if no other change overlapped this one
       // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
