@@ -7,7 +7,7 @@
 // store, measured apart. The read phase: 4 KiB READs of a 4 MiB file once it is in the block store.
 //
 //   npx tsx test/bench/perop.ts [--calls N] [--phases A,B] [--cpu-prof DIR] [--trace-gc]
-//                               [--attach 'CMD with PID' [--attach-phase untar|read|remove]]
+//                               [--attach 'CMD with PID' [--attach-phase setattr|untar|read|remove]]
 // Run it alone on the machine (no other benchmark at once). --cpu-prof DIR: the server writes a V8 CPU profile there
 // (of the calls after CREATE); --trace-gc: each phase's row also counts the server's garbage
 // collections (V8 --trace-gc lines: scavenges, mark-compacts) and their milliseconds. --attach:
@@ -116,7 +116,8 @@ async function main(): Promise<void> {
   const phases = new Set((values.phases ?? PHASES.join(',')).split(','));
   for (const p of phases) if (!PHASES.includes(p)) throw new Error(`--phases: unknown phase ${p} (of ${PHASES.join(',')})`);
   const attachAt = values['attach-phase'] ?? 'remove';
-  if (!['untar', 'read', 'remove'].includes(attachAt)) throw new Error(`--attach-phase: untar, read or remove, not ${attachAt}`);
+  if (!['setattr', 'untar', 'read', 'remove'].includes(attachAt))
+    throw new Error(`--attach-phase: setattr, untar, read or remove, not ${attachAt}`);
   if (values.attach !== undefined && !phases.has(attachAt)) throw new Error(`--attach-phase ${attachAt}: that phase is not in --phases`);
   const work = await mkdtemp(path.join(os.tmpdir(), 'dittofs-perop-'));
   const dataDir = path.join(work, 'data');
@@ -205,6 +206,7 @@ async function main(): Promise<void> {
       if (st !== 0) throw new NfsError('SETATTR', st);
     };
     if (phases.has('setattr')) {
+      if (attachAt === 'setattr') await attach();
       await phase('SETATTR mode', calls, (i) => setattr(setattrArgs(fhs[i]!, 0o600, undefined)));
       await phase('SETATTR times', calls, (i) => setattr(setattrArgs(fhs[i]!, undefined, now)));
       await phase('NULL (after SETATTRs)', calls, () => c.null());

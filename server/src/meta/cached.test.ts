@@ -594,13 +594,15 @@ describe('CachedMetadataStore', () => {
     inner.create = create;
     assert.ok(await cached.lookup(e.id, Buffer.from('made')), 'the name the store made is found');
 
-    // A remove in the directory: a missing name is asked again.
+    // A remove in the directory takes its name away and leaves the map complete: the removed
+    // name, and any other missing one, answer without a query (a failed remove: see below).
     const g = await cached.create(root.id, Buffer.from('g'), directory(), T(7));
     await cached.create(g.id, Buffer.from('1'), file(), T(8));
     await cached.remove(g.id, Buffer.from('1'), false, T(9));
     lookups.mock.resetCalls();
     assert.equal(await cached.lookup(g.id, Buffer.from('1')), null);
-    assert.equal(lookups.mock.callCount(), 1);
+    assert.equal(await cached.lookup(g.id, Buffer.from('2')), null);
+    assert.equal(lookups.mock.callCount(), 0);
 
     // A rename into a directory made here (mv into an untarred tree): the moved name is found there.
     const h = await cached.create(root.id, Buffer.from('h'), directory(), T(10));
@@ -619,6 +621,31 @@ describe('CachedMetadataStore', () => {
     // Another process adds a name behind this cache's back.
     const other = await inner.create(d.id, Buffer.from('x'), file(), T(3));
     assert.equal((await cached.lookup(d.id, Buffer.from('x')))!.id, other.id);
+    assert.equal(lookups.mock.callCount(), 1);
+    await cached.close();
+  });
+
+  it('alone on the store: a remove forgets its name only; the other names, and that there are no more, answer from memory', async () => {
+    const { inner, cached } = await setup({ ttlMs: Number.POSITIVE_INFINITY });
+    const root = await cached.ensureRoot(SHARE, directory());
+    // Made here while alone: every name of the directory is known (a complete map).
+    const d = await cached.create(root.id, Buffer.from('d'), directory(), T(2));
+    await cached.create(d.id, Buffer.from('a'), file(), T(3));
+    const b = await cached.create(d.id, Buffer.from('b'), file(), T(3));
+    const lookups = mock.method(inner, 'lookup');
+    await cached.remove(d.id, Buffer.from('a'), false, T(4));
+    assert.equal(await cached.lookup(d.id, Buffer.from('a')), null, 'the removed name is gone at once');
+    assert.equal((await cached.lookup(d.id, Buffer.from('b')))!.id, b.id);
+    assert.equal(await cached.lookup(d.id, Buffer.from('c')), null);
+    assert.equal(lookups.mock.callCount(), 0, 'no store read for the names left, or for a name that is not there');
+    // Made again (a build replacing its output): the LOOKUP before the CREATE, and the one after it.
+    assert.equal(await cached.lookup(d.id, Buffer.from('a')), null);
+    const a2 = await cached.create(d.id, Buffer.from('a'), file(), T(5));
+    assert.equal((await cached.lookup(d.id, Buffer.from('a')))!.id, a2.id);
+    assert.equal(lookups.mock.callCount(), 0);
+    // A remove that failed: what the directory holds is read again.
+    await assert.rejects(cached.remove(d.id, Buffer.from('missing'), false, T(6)));
+    assert.equal((await cached.lookup(d.id, Buffer.from('b')))!.id, b.id);
     assert.equal(lookups.mock.callCount(), 1);
     await cached.close();
   });
@@ -724,7 +751,10 @@ describe('CachedMetadataStore', () => {
   });
 
   it('one server: that an inode has no records is remembered until a putMeta changes it', async () => {
-    const { cached, inner, f } = await setup();
+    const { cached, inner } = await setup();
+    // Made behind the cache's back: it does not know yet that the file has no records.
+    const root = await cached.ensureRoot(SHARE, directory());
+    const f = await inner.create(root.id, Buffer.from('made elsewhere'), file(), T(2));
     const counter = mock.method(inner, 'getMeta');
     const sd = { name: Buffer.alloc(0), value: Buffer.from('sd') };
     assert.deepEqual(await cached.getMeta(f.id, InodeMetaKind.SECURITY), []);
@@ -732,6 +762,44 @@ describe('CachedMetadataStore', () => {
     assert.equal(counter.mock.callCount(), 1, 'the absence is answered from memory');
     await cached.putMeta(f.id, InodeMetaKind.SECURITY, [sd], { count: 4, bytes: 1024 });
     assert.equal((await cached.getMeta(f.id, InodeMetaKind.SECURITY)).length, 1);
+    await cached.close();
+  });
+
+  it('one server: a file made here has no records, answered without a store read until a putMeta adds one', async () => {
+    const { cached, inner } = await setup();
+    const root = await cached.ensureRoot(SHARE, directory());
+    const g = await cached.create(root.id, Buffer.from('g'), file(), T(2));
+    const getMeta = mock.method(inner, 'getMeta');
+    const metaSizes = mock.method(inner, 'metaSizes');
+    assert.deepEqual(await cached.getMeta(g.id, InodeMetaKind.SECURITY), []);
+    assert.deepEqual(await cached.getMeta(g.id, InodeMetaKind.EA), []);
+    assert.equal((await cached.metaSizes([g.id], InodeMetaKind.SECURITY)).size, 0);
+    assert.equal(getMeta.mock.callCount() + metaSizes.mock.callCount(), 0, 'no store read for a file made here');
+    const limits = { count: 4, bytes: 1024 };
+    await cached.putMeta(g.id, InodeMetaKind.SECURITY, [{ name: Buffer.alloc(0), value: Buffer.from('sd') }], limits);
+    assert.deepEqual([...(await cached.metaSizes([g.id], InodeMetaKind.SECURITY))], [[g.id, 12]]);
+    assert.equal((await cached.getMeta(g.id, InodeMetaKind.SECURITY)).length, 1);
+    // Other kinds are asked again too (the putMeta forgot what was known of the inode).
+    assert.deepEqual(await cached.getMeta(g.id, InodeMetaKind.EA), []);
+    assert.equal(getMeta.mock.callCount(), 2);
+    await cached.close();
+  });
+
+  it('one server: metaSizes asks only about inodes not known to have no records, and remembers the ones without', async () => {
+    const { cached, inner } = await setup();
+    const root = await cached.ensureRoot(SHARE, directory());
+    const limits = { count: 4, bytes: 1024 };
+    const a = await inner.create(root.id, Buffer.from('a'), file(), T(2));
+    const b = await inner.create(root.id, Buffer.from('b'), file(), T(2));
+    const c = await cached.create(root.id, Buffer.from('c'), file(), T(2));
+    await inner.putMeta(b.id, InodeMetaKind.EA, [{ name: Buffer.from('X'), value: Buffer.from('1') }], limits);
+    const metaSizes = mock.method(inner, 'metaSizes');
+    const ids = [a.id, b.id, c.id];
+    assert.deepEqual([...(await cached.metaSizes(ids, InodeMetaKind.EA))], [[b.id, 12]]);
+    assert.deepEqual(metaSizes.mock.calls[0]!.arguments[0], [a.id, b.id], 'the file made here is not asked about');
+    assert.deepEqual([...(await cached.metaSizes(ids, InodeMetaKind.EA))], [[b.id, 12]]);
+    assert.deepEqual(metaSizes.mock.calls[1]!.arguments[0], [b.id], 'nor one the store said has none');
+    assert.deepEqual(await cached.getMeta(a.id, InodeMetaKind.EA), []);
     await cached.close();
   });
 

@@ -28,20 +28,20 @@
 // were never committed, which NFS allows, and the ctime of SETATTRs that changed nothing else.
 import { VfsError } from '../vfs/errors.js';
 import { compareTimespec, FileType, type AttrChanges, type Inode, type NewInode, type Timespec } from '../vfs/types.js';
-import type {
-  BlockRef,
-  BlockSwitch,
-  InodeMetaChange,
+import {
   InodeMetaKind,
-  InodeMetaLimits,
-  InodeMetaRecord,
-  MetadataStore,
-  ReaddirPage,
-  RemoveResult,
-  RenameExpect,
-  RenameResult,
-  ShareUsage,
-  StreamEntry,
+  type BlockRef,
+  type BlockSwitch,
+  type InodeMetaChange,
+  type InodeMetaLimits,
+  type InodeMetaRecord,
+  type MetadataStore,
+  type ReaddirPage,
+  type RemoveResult,
+  type RenameExpect,
+  type RenameResult,
+  type ShareUsage,
+  type StreamEntry,
 } from './store.js';
 
 /** How the cache hears other servers' changes and tells them its own (coord/coherence.ts StoreCoherence). */
@@ -91,6 +91,9 @@ interface BlockMap {
   refs: Map<number, BlockRef | null>;
   at: number;
 }
+
+/** Every kind of per-inode record (bits 1 << kind): what a new inode is known to have none of. */
+const ALL_META_KINDS = Object.values(InodeMetaKind).reduce((bits, kind) => bits | (1 << kind), 0);
 
 /** Written-behind changes per setAttrMany call (one transaction each; others' statements run between). */
 const FLUSH_BATCH = 256;
@@ -222,12 +225,13 @@ export class CachedMetadataStore implements MetadataStore {
   /**
    * Names looked up or created: directory id -> (name as latin1 -> the inode id it holds), with
    * when the directory's map was started. The path walk of every SMB CREATE ("d0\\file") and NFS LOOKUPs
-   * ask the same names again. Only removes and renames take a name away (a create or link adds one),
-   * and those drop the directories' maps here, as does another server's change of the directory.
-   * `complete`: the map holds every name of the directory, so a name it lacks is not there (the
-   * LOOKUP before each CREATE of an untar costs no query). Only a directory this cache made, while
-   * it alone changes the store, starts so (empty), and each create in it that is remembered keeps
-   * it so; a link into it, or a create not remembered, ends that.
+   * ask the same names again. Only removes and renames take a name away (a create or link adds one):
+   * a rename drops both directories' maps here, as does another server's change of the directory
+   * or a remove that failed or overlapped another namespace change; any other remove forgets just
+   * its name. `complete`: the map holds every name of the directory, so a name it lacks is not
+   * there (the LOOKUP before each CREATE of an untar costs no query). Only a directory this cache
+   * made, while it alone changes the store, starts so (empty), and each create in it that is
+   * remembered, and each remove, keeps it so; a link into it, or a create not remembered, ends that.
    */
   private readonly names = new Map<number, { at: number; ids: Map<string, number>; complete: boolean }>();
   /** Names in `names`, and one per directory map (empty complete maps take room too). */
@@ -520,6 +524,12 @@ export class CachedMetadataStore implements MetadataStore {
     if (!d) return;
     this.nameCount -= d.ids.size + 1;
     this.names.delete(dirId);
+  }
+
+  /** Forgets one name cached in a directory (removed from it here). */
+  private forgetName(dirId: number, name: Buffer): void {
+    const d = this.names.get(dirId);
+    if (d !== undefined && d.ids.delete(name.toString('latin1'))) this.nameCount--;
   }
 
   private clearNames(): void {
@@ -879,6 +889,10 @@ export class CachedMetadataStore implements MetadataStore {
       const proven = alone && this.fillEpoch() !== -1;
       if (dirAfter !== undefined && proven) this.remember(dirAfter, epoch);
       else this.forget(dirId);
+      // A new inode has no records of any kind (ids are never used again, and a record needs the
+      // id this call just learnt): a chmod of it, or an SMB open's DACL check, need not ask the
+      // store (one server only, as getMeta's cached absence).
+      if (made !== undefined && this.coherence === null) this.knownEmpty(made.id, ALL_META_KINDS);
       // The new name, under the same proof (and no change begun since: remember() checks that of
       // the directory): a file just made is looked up next (the stat after a create, an untar's
       // SETATTR by name, SMB's path walk), and need not cost a query.
@@ -922,8 +936,10 @@ export class CachedMetadataStore implements MetadataStore {
     const alone = this.namespaceChanges++ === 0;
     let touched = announced;
     let dirAfter: Inode | undefined;
+    let removed = false;
     try {
       const r = await this.inner.remove(dirId, name, dir, now, expect);
+      removed = true;
       touched = [dirId, r.inode.id, ...r.streams];
       this.forget(r.inode.id, ...r.streams);
       this.dropNames(r.inode.id);
@@ -935,8 +951,13 @@ export class CachedMetadataStore implements MetadataStore {
     } finally {
       this.namespaceChanges--;
       this.done(ticket, touched, true);
-      // Failed or not: the name may be gone.
-      this.dropNames(dirId);
+      // Removed, alone (and, with several servers, while coherent): the name is gone and the
+      // directory's other names are as they were, so only that name is forgotten (a build or an
+      // untar that removes a file and makes it again, or looks up its neighbours, needs no query;
+      // a complete map stays complete). Failed, or overlapping another namespace change: the name
+      // may be gone or back, and every name of the directory is read again.
+      if (removed && alone && this.fillEpoch() !== -1 && !this.isUncertain(dirId)) this.forgetName(dirId, name);
+      else this.dropNames(dirId);
       this.endEpoch++;
       // The directory as the store changed it, kept only if no other change overlapped this one
       // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
@@ -1061,15 +1082,25 @@ export class CachedMetadataStore implements MetadataStore {
     // One server only: with several, a server of an earlier release stores a DACL without
     // announcing it (putMeta without a ctime change was not announced before), and an absence
     // trusted for good would leave that DACL unenforced here.
-    if (records.length === 0 && !this.coherence && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId)) {
-      const n = this.noMeta.get(inodeId);
-      if (n && Date.now() - n.at < this.ttlMs) n.kinds |= bit;
-      else {
-        if (this.noMeta.size >= this.maxInodes) this.noMeta.clear();
-        this.noMeta.set(inodeId, { kinds: bit, at: Date.now() });
-      }
-    }
+    if (records.length === 0 && !this.coherence && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId))
+      this.knownEmpty(inodeId, bit);
     return records;
+  }
+
+  /** Remembers that the inode has no records of the kinds in `bits` (1 << kind each). */
+  private knownEmpty(inodeId: number, bits: number): void {
+    const n = this.noMeta.get(inodeId);
+    if (n && Date.now() - n.at < this.ttlMs) n.kinds |= bits;
+    else {
+      if (this.noMeta.size >= this.maxInodes) this.noMeta.clear();
+      this.noMeta.set(inodeId, { kinds: bits, at: Date.now() });
+    }
+  }
+
+  /** Whether the inode is remembered to have no records of the kind (`bit`: 1 << kind), still trusted. */
+  private isKnownEmpty(inodeId: number, bit: number, now: number): boolean {
+    const n = this.noMeta.get(inodeId);
+    return n !== undefined && (n.kinds & bit) !== 0 && now - n.at < this.ttlMs && !this.isUncertain(inodeId);
   }
 
   async putMeta(
@@ -1096,8 +1127,29 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
-  metaSizes(inodeIds: readonly number[], kind: InodeMetaKind): Promise<Map<number, number>> {
-    return this.inner.metaSizes(inodeIds, kind);
+  /**
+   * The store is asked only about inodes not known to have no records of the kind (a SETATTR of
+   * the mode asks whether a DACL must go: for a file made here, no query); the ones it reports
+   * without records are remembered so, as getMeta does.
+   */
+  async metaSizes(inodeIds: readonly number[], kind: InodeMetaKind): Promise<Map<number, number>> {
+    const bit = 1 << kind;
+    let ask = inodeIds;
+    if (this.noMeta.size > 0) {
+      const serving = this.inner.whenServing?.();
+      if (serving !== undefined) await serving;
+      if (await this.trusted()) {
+        const now = Date.now();
+        ask = inodeIds.filter((id) => !this.isKnownEmpty(id, bit, now));
+        if (ask.length === 0) return new Map();
+      }
+    }
+    const epoch = this.fillEpoch();
+    const ended = this.endEpoch;
+    const sizes = await this.inner.metaSizes(ask, kind);
+    if (!this.coherence && epoch === this.epoch && ended === this.endEpoch)
+      for (const id of ask) if (!sizes.has(id) && !this.isUncertain(id)) this.knownEmpty(id, bit);
+    return sizes;
   }
 
   // ---- block maps --------------------------------------------------------------------------------
