@@ -1529,22 +1529,28 @@ async function connectFrom(
   return { sock, closed, ask };
 }
 
+/** Starts `live` on 127.0.0.1, counting the connections it accepts; with an admin's token. */
+async function listenCounting(live: ReturnType<typeof makeApp>): Promise<{ port: number; accepted: () => number; token: string }> {
+  await live.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = live.server.address() as net.AddressInfo;
+  let accepted = 0;
+  live.server.on('connection', () => accepted++);
+  const token = (await call('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PW } })).json<{
+    access_token: string;
+  }>().access_token;
+  return { port, accepted: () => accepted, token };
+}
+
 describe('over real HTTP: connections', () => {
   it('one address cannot take every connection, and connections that never authenticate make room for one that does', async () => {
     const live = makeApp({ maxConnectionsPerAddress: 3, maxConnections: 5 });
     try {
-      await live.listen({ host: '127.0.0.1', port: 0 });
-      const { port } = live.server.address() as net.AddressInfo;
-      let accepted = 0;
-      live.server.on('connection', () => accepted++);
-      const token = (await call('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PW } })).json<{
-        access_token: string;
-      }>().access_token;
+      const { port, accepted, token } = await listenCounting(live);
       const authed = `GET /api/v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`;
       // 127.0.0.2 holds three idle connections (its cap), older than the second's grace.
       const idle = [];
       for (let i = 0; i < 3; i++) idle.push(await connectFrom(port, '127.0.0.2'));
-      await until(() => accepted === 3, 30_000, 'the server has the three connections');
+      await until(() => accepted() === 3, 30_000, 'the server has the three connections');
       await new Promise((r) => setTimeout(r, 1_100));
       // A fourth from there, authenticated: the oldest idle one goes, this one is served.
       const a = await connectFrom(port, '127.0.0.2');
@@ -1572,20 +1578,14 @@ describe('over real HTTP: connections through a trusted proxy', () => {
     const live = makeApp({ trustProxy: ['127.0.0.2'], maxConnectionsPerAddress: 2, maxConnections: 50 });
     const socks: net.Socket[] = [];
     try {
-      await live.listen({ host: '127.0.0.1', port: 0 });
-      const { port } = live.server.address() as net.AddressInfo;
-      let accepted = 0;
-      live.server.on('connection', () => accepted++);
-      const token = (await call('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PW } })).json<{
-        access_token: string;
-      }>().access_token;
+      const { port, accepted, token } = await listenCounting(live);
       const authed = `GET /api/v1/users HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.1\r\nAuthorization: Bearer ${token}\r\n\r\n`;
       // The proxy (127.0.0.2) holds five connections that have carried nothing yet, past the cap
       // of 2, and a sixth is served: none is closed to make room.
       const proxy = [];
       for (let i = 0; i < 5; i++) proxy.push(await connectFrom(port, '127.0.0.2'));
       socks.push(...proxy.map((c) => c.sock));
-      await until(() => accepted === 5, 30_000, 'the server has the five connections');
+      await until(() => accepted() === 5, 30_000, 'the server has the five connections');
       const sixth = await connectFrom(port, '127.0.0.2');
       socks.push(sixth.sock);
       assert.match(await sixth.ask(authed), /^HTTP\/1\.1 200 /);
