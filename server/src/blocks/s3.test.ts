@@ -365,6 +365,52 @@ describe('s3 block store', () => {
     }
   });
 
+  it(
+    'signs its uploads from then on when the S3 server refuses an unsigned one with its CRC32C header',
+    { skip: NEEDS_S3RVER },
+    async () => {
+      const notImplemented =
+        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>';
+      // A server of an older kind: no checksum headers, no unsigned payloads.
+      const proxy = await startProxy(s3.endpoint, (req) =>
+        req.method === 'PUT' &&
+        (req.headers['x-amz-checksum-crc32c'] !== undefined || req.headers['x-amz-content-sha256'] === 'UNSIGNED-PAYLOAD')
+          ? { status: 501, body: notImplemented }
+          : undefined,
+      );
+      try {
+        const store = makeStore({ endpoint: proxy.endpoint, maxAttempts: 1 });
+        assert.equal(store.signsPayload, false);
+        const first = randomBytes(70_000);
+        const second = randomBytes(30_000);
+        await store.put('first', first);
+        assert.equal(store.signsPayload, true, 'signs from now on');
+        await store.put('second', second);
+        assert.deepEqual(
+          proxy.log.filter((r) => r.method === 'PUT').map((r) => r.status),
+          [501, 200, 200],
+          'one refused unsigned PUT, then signed ones only',
+        );
+        assert.ok((await store.get('first'))?.equals(first));
+        assert.ok((await store.get('second'))?.equals(second));
+        // Any other refusal is the caller's to see, not a reason to sign.
+        const denied = await startProxy(s3.endpoint, (req) =>
+          req.method === 'PUT' ? { status: 403, body: '<Error><Code>AccessDenied</Code><Message>no</Message></Error>' } : undefined,
+        );
+        try {
+          const other = makeStore({ endpoint: denied.endpoint, maxAttempts: 1 });
+          await assert.rejects(other.put('x', first), /AccessDenied/);
+          assert.equal(other.signsPayload, false);
+          assert.equal(denied.log.filter((r) => r.method === 'PUT').length, 1);
+        } finally {
+          await denied.close();
+        }
+      } finally {
+        await proxy.close();
+      }
+    },
+  );
+
   it('retries a request the server fails with 503, through the SDK retry strategy', { skip: NEEDS_S3RVER }, async () => {
     let failures = 2;
     const slowDown =

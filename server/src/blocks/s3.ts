@@ -171,8 +171,11 @@ export class S3BlockStore implements BlockStore {
   readonly region: string;
   /** The endpoint as shown in messages: the configured URL, or AWS's for the region. */
   readonly endpointDescription: string;
-  /** PUTs sign their body's SHA-256; otherwise UNSIGNED-PAYLOAD plus a CRC32C the server checks. */
-  readonly signsPayload: boolean;
+  /**
+   * PUTs sign their body's SHA-256; otherwise UNSIGNED-PAYLOAD plus a CRC32C the server checks.
+   * Turned on for good by an S3 server that refuses the unsigned form (see put()).
+   */
+  signsPayload: boolean;
   private readonly client: S3Client;
 
   constructor(opts: S3BlockStoreOptions) {
@@ -345,7 +348,17 @@ export class S3BlockStore implements BlockStore {
       } else {
         const put = new PutObjectCommand({ ...input, ChecksumCRC32C: crc32cHeader(data, hints?.crc32c) });
         put.middlewareStack.add(unsignedPayload, { step: 'build', name: 'dittofsUnsignedPayload' });
-        await this.client.send(put);
+        try {
+          await this.client.send(put);
+        } catch (err) {
+          // An S3-compatible server that does not take UNSIGNED-PAYLOAD or the x-amz-checksum-crc32c
+          // header answers 400 (InvalidArgument, NotImplemented, a SHA-256 mismatch) or 501: the
+          // PUT is sent again signed, and this store signs from then on if that works.
+          const status = statusOf(asSdkError(err));
+          if (status !== 400 && status !== 501) throw err;
+          await this.client.send(new PutObjectCommand(input));
+          this.signsPayload = true;
+        }
       }
     } catch (err) {
       throw this.requestError('PUT', Key, err);
