@@ -20,6 +20,9 @@ import {
 import {
   type Ace,
   AceType,
+  AUTHENTICATED_USERS,
+  BUILTIN_ADMINISTRATORS,
+  BUILTIN_USERS,
   CREATOR_OWNER,
   decodeSecurityDescriptor,
   encodeSecurityDescriptor,
@@ -40,7 +43,7 @@ import { EA_KIND, encodeFullEaList } from './ea.js';
 const ALLOW = AceType.ACCESS_ALLOWED;
 const DENY = AceType.ACCESS_DENIED;
 const me: Identity = { uid: 1000, gid: 100, gids: [100, 200] };
-const token = tokenSids(me);
+const token = tokenSids(me, 'user');
 const ace = (type: number, mask: number, s = unixUserSid(1000), flags = 0): Ace => ({ type, flags, mask, sid: s });
 const DELETE = 0x10000;
 const READ_DATA = 0x1;
@@ -66,17 +69,17 @@ describe('DACL evaluation (MS-DTYP 2.5.3.2)', () => {
     const dir = await m.create(root.id, Buffer.from('d'), dirInit({ uid: 1000, gid: 100 }), { sec: 1, nsec: 0 });
     const f = await m.create(dir.id, Buffer.from('f'), fileInit({ uid: 1000, gid: 100 }), { sec: 1, nsec: 0 });
     const parent = async () => dir;
-    assert.equal(await daclMask(m, f, me, parent, () => true), 0xffffffff, 'no stored DACL: nothing taken');
+    assert.equal(await daclMask(m, f, me, 'user', parent, () => true), 0xffffffff, 'no stored DACL: nothing taken');
     await storeDacl(m, f.id, { control: 0, dacl: [ace(ALLOW, READ_DATA | WRITE_DATA)] });
     // The directory has no DACL: its POSIX write permission decides FILE_DELETE_CHILD.
-    assert.equal((await daclMask(m, f, me, parent, () => true)) & DELETE, DELETE);
-    assert.equal((await daclMask(m, f, me, parent, () => false)) & DELETE, 0);
+    assert.equal((await daclMask(m, f, me, 'user', parent, () => true)) & DELETE, DELETE);
+    assert.equal((await daclMask(m, f, me, 'user', parent, () => false)) & DELETE, 0);
     await storeDacl(m, dir.id, { control: 0, dacl: [ace(ALLOW, READ_DATA)] });
-    const mask = await daclMask(m, f, me, parent, () => true);
+    const mask = await daclMask(m, f, me, 'user', parent, () => true);
     assert.equal(mask & DELETE, 0, 'the directory DACL does not grant FILE_DELETE_CHILD');
     assert.equal(mask & (READ_DATA | WRITE_DATA), READ_DATA | WRITE_DATA);
     await storeDacl(m, dir.id, { control: 0, dacl: [ace(ALLOW, DELETE_CHILD)] });
-    assert.equal((await daclMask(m, f, me, parent, () => false)) & DELETE, DELETE);
+    assert.equal((await daclMask(m, f, me, 'user', parent, () => false)) & DELETE, DELETE);
   });
 });
 
@@ -768,6 +771,62 @@ describe('a stream open asking FILE_EXECUTE (MS-SMB2 3.3.5.12: READ takes it for
     assert.equal(await status(readStream(Access.FILE_READ_DATA)), NtStatus.ACCESS_DENIED);
     assert.equal(await status(readStream(Access.FILE_EXECUTE)), NtStatus.ACCESS_DENIED, 'traverse reads no stream');
     await close(c, d);
+    await srv.close();
+  });
+});
+
+describe('well-known groups in a session token (MS-DTYP 2.4.2.4)', () => {
+  const root: Identity = { uid: 0, gid: 0, gids: [] };
+  it('BUILTIN\\Users and Authenticated Users match a user who logged on with his credentials, not a guest or anonymous session', () => {
+    for (const who of [BUILTIN_USERS, AUTHENTICATED_USERS]) {
+      const dacl = [ace(ALLOW, READ_DATA | WRITE_DATA, who)];
+      assert.equal(daclGrants(dacl, tokenSids(me, 'user'), false), READ_DATA | WRITE_DATA);
+      assert.equal(daclGrants(dacl, tokenSids(me, 'guest'), false), 0, 'guest');
+      assert.equal(daclGrants(dacl, tokenSids(me, 'anonymous'), false), 0, 'anonymous');
+      assert.equal(daclGrants(dacl, tokenSids(root, 'anonymous'), false), 0, 'anonymous with uid 0');
+    }
+    // Everyone still matches them all.
+    assert.equal(daclGrants([ace(ALLOW, READ_DATA, EVERYONE)], tokenSids(me, 'guest'), false), READ_DATA);
+  });
+
+  it('BUILTIN\\Administrators matches root only (as the share sees him: a squashed root is not root)', () => {
+    const dacl = [ace(ALLOW, WRITE_DATA, BUILTIN_ADMINISTRATORS)];
+    assert.equal(daclGrants(dacl, tokenSids(root, 'user'), false), WRITE_DATA);
+    assert.equal(daclGrants(dacl, tokenSids(me, 'user'), false), 0, 'uid 1000');
+    assert.equal(daclGrants(dacl, tokenSids({ uid: 1000, gid: 0, gids: [0] }, 'user'), false), 0, "root's group is not root");
+    assert.equal(daclGrants(dacl, tokenSids(root, 'guest'), false), 0, 'a guest session');
+    // The unix SIDs reported as owner and group stay S-1-22-*: the token names the user by them too.
+    assert.deepEqual(tokenSids(root, 'user').slice(0, 2), [unixUserSid(0), unixGroupSid(0)]);
+  });
+
+  it('a DACL an Explorer sets (owner Full control, Users Modify) lets another user write; a guest session of his is refused', async () => {
+    const srv = await memoryServer();
+    const c = fileContext(srv);
+    const bob: Identity = { uid: 1001, gid: 1001, gids: [] };
+    const cb = { ...c, id: bob };
+    const f = (
+      await create(c, createRequest('shared.txt', { desiredAccess: Access.GENERIC_ALL, createDisposition: CreateDisposition.CREATE }))
+    ).open;
+    await files.write(c, f, { offset: 0, fileId: f.fileId, flags: 0, data: Buffer.from('alice\n') });
+    const FULL = 0x001f01ff;
+    const MODIFY = 0x001301bf;
+    const dacl = [ace(ALLOW, FULL, unixUserSid(alice.uid)), ace(ALLOW, MODIFY, BUILTIN_USERS)];
+    const sd = encodeSecurityDescriptor({ control: 0x0004, owner: null, group: null, dacl });
+    await files.setInfo(c, f, { infoType: 3, infoClass: 0, additionalInformation: SI.DACL, fileId: f.fileId, buffer: sd });
+    await close(c, f);
+    // Users are every user here: as Everyone, their ACE gives its bits to owner, group and other.
+    assert.equal((await srv.fs.resolve(f.handle)).inode.mode & 0o777, 0o777);
+    const b = (await create(cb, createRequest('shared.txt', { desiredAccess: Access.GENERIC_READ | Access.GENERIC_WRITE }))).open;
+    await files.write(cb, b, { offset: 6, fileId: b.fileId, flags: 0, data: Buffer.from('bob\n') });
+    assert.equal((await srv.fs.read(b.handle, bob, 0, 64)).data.toString(), 'alice\nbob\n');
+    await close(cb, b);
+    // A guest session (no Users, no Authenticated Users in its token) is held off by the DACL,
+    // though the mode would let "other" in.
+    const guest = { ...cb, session: { ...c.session, guest: true } as typeof c.session };
+    assert.equal(
+      await status(create(guest, createRequest('shared.txt', { desiredAccess: Access.FILE_READ_DATA }))),
+      NtStatus.ACCESS_DENIED,
+    );
     await srv.close();
   });
 });

@@ -19,6 +19,9 @@ import { mapGenericRights } from './files.js';
 import {
   type Ace,
   AceType,
+  AUTHENTICATED_USERS,
+  BUILTIN_ADMINISTRATORS,
+  BUILTIN_USERS,
   CREATOR_GROUP,
   CREATOR_OWNER,
   decodeSecurityDescriptor,
@@ -27,7 +30,6 @@ import {
   EVERYONE,
   type SecurityDescriptor,
   SecurityInformation,
-  sid,
   sidEqual,
   type Sid,
   unixGroupSid,
@@ -49,9 +51,6 @@ export const AceFlags = Object.freeze({
   INHERIT_ONLY: 0x08,
   INHERITED: 0x10,
 } as const);
-
-/** NT AUTHORITY\Authenticated Users: every logged-on session here. */
-export const AUTHENTICATED_USERS = sid(5, 11);
 
 const DELETE = 0x00010000;
 const FILE_DELETE_CHILD = 0x00000040;
@@ -107,11 +106,31 @@ export function describe(inode: Inode, stored: SecurityDescriptor | null, info: 
   });
 }
 
-/** The SIDs of a session's token: its unix user and groups, Everyone, Authenticated Users. */
-export function tokenSids(id: Identity): Sid[] {
+/**
+ * How a session logged on: a user who proved who he is, the guest account (SMB2_SESSION_FLAG_IS_GUEST)
+ * or an anonymous (NULL) logon. Only a `user` is an authenticated user.
+ */
+export type Logon = 'user' | 'guest' | 'anonymous';
+
+export const logonOf = (s: { anonymous?: boolean; guest?: boolean }): Logon =>
+  s.anonymous === true ? 'anonymous' : s.guest === true ? 'guest' : 'user';
+
+/**
+ * The SIDs of a session's token: its unix user and groups and Everyone; for a user who logged on
+ * with his own credentials also Authenticated Users and BUILTIN\Users, which Windows and Samba put
+ * in every such token (and neither in a guest's or an anonymous one: MS-DTYP 2.4.2.4 Authenticated
+ * Users is the users "authenticated when they logged on"); for uid 0, root, BUILTIN\Administrators,
+ * as Samba gives root. `id` is the caller after the share's root squash: a squashed root is not root.
+ * A control-plane admin is no Administrator here: that role manages the server, not files, and no
+ * file permission follows from it over NFS either.
+ */
+export function tokenSids(id: Identity, logon: Logon): Sid[] {
   const out = [unixUserSid(id.uid), unixGroupSid(id.gid)];
   for (const g of id.gids) if (g !== id.gid) out.push(unixGroupSid(g));
-  out.push(EVERYONE, AUTHENTICATED_USERS);
+  out.push(EVERYONE);
+  if (logon !== 'user') return out;
+  out.push(AUTHENTICATED_USERS, BUILTIN_USERS);
+  if (id.uid === 0) out.push(BUILTIN_ADMINISTRATORS);
   return out;
 }
 
@@ -134,9 +153,9 @@ export function daclGrants(dacl: readonly Ace[], token: readonly Sid[], isOwner:
   return granted >>> 0;
 }
 
-/** The token `id` is judged with by the DACL of `inode`. */
-function tokenFor(inode: Inode, id: Identity): Sid[] {
-  const token = tokenSids(id);
+/** The token `id`, logged on as `logon`, is judged with by the DACL of `inode`. */
+function tokenFor(inode: Inode, id: Identity, logon: Logon): Sid[] {
+  const token = tokenSids(id, logon);
   // CREATOR OWNER / CREATOR GROUP on the object itself stand for its owner and group, as in the
   // POSIX mapping of a DACL (security.ts posixChangeOf), so that both read a DACL alike.
   if (id.uid === inode.uid) token.push(CREATOR_OWNER);
@@ -145,8 +164,8 @@ function tokenFor(inode: Inode, id: Identity): Sid[] {
 }
 
 /** What `dacl`, stored for `inode`, lets `id` have (with the bits a DACL does not decide). */
-export function grantsOf(dacl: readonly Ace[], inode: Inode, id: Identity): number {
-  return (daclGrants(dacl, tokenFor(inode, id), id.uid === inode.uid) | NOT_BY_DACL) >>> 0;
+export function grantsOf(dacl: readonly Ace[], inode: Inode, id: Identity, logon: Logon): number {
+  return (daclGrants(dacl, tokenFor(inode, id, logon), id.uid === inode.uid) | NOT_BY_DACL) >>> 0;
 }
 
 /**
@@ -158,12 +177,13 @@ export async function daclMask(
   meta: MetadataStore,
   inode: Inode,
   id: Identity,
+  logon: Logon,
   parent: (() => Promise<Inode>) | null,
   mayWriteDir: (dir: Inode) => boolean,
 ): Promise<number> {
   const sd = await storedDacl(meta, inode.id);
   if (sd === null || sd.dacl === null) return 0xffffffff;
-  const token = tokenFor(inode, id);
+  const token = tokenFor(inode, id, logon);
   let mask = daclGrants(sd.dacl, token, id.uid === inode.uid) | NOT_BY_DACL;
   if ((mask & DELETE) === 0 && parent !== null) {
     const dir = await parent();

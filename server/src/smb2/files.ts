@@ -79,7 +79,7 @@ import {
   type SecurityDescriptor,
   SecurityInformation,
 } from './security.js';
-import { daclMask, describe, grantsOf, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
+import { daclMask, describe, grantsOf, logonOf, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
 import { type DurableTable, durableV2Request, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
 import { checkEaKnowledge, decodeFullEaList, EA_KIND, type EaChange, eaChanges, eaRecords, eaSizeOf, queryEas, storeEas } from './ea.js';
@@ -222,6 +222,7 @@ export async function storedDaclAccess(c: FileContext, inode: Inode, dir: Buffer
     c.share.meta,
     inode,
     c.id,
+    logonOf(c.session),
     dir === null ? null : async () => (await c.fs.resolve(dir)).inode,
     (d) => c.fs.accessBits(c.share, d, c.id).write,
   );
@@ -246,7 +247,7 @@ export async function checkAddTo(c: FileContext, dir: Buffer, isDir: boolean): P
   const sd = await storedDacl(c.share.meta, decodeHandle(dir).inodeId);
   if (sd === null || sd.dacl === null) return sd;
   const right = isDir ? Access.FILE_APPEND_DATA : Access.FILE_WRITE_DATA;
-  if ((grantsOf(sd.dacl, (await c.fs.resolve(dir)).inode, c.id) & right) === 0)
+  if ((grantsOf(sd.dacl, (await c.fs.resolve(dir)).inode, c.id, logonOf(c.session)) & right) === 0)
     throw fail(NtStatus.ACCESS_DENIED, `the directory's DACL grants no ${isDir ? 'FILE_ADD_SUBDIRECTORY' : 'FILE_ADD_FILE'}`);
   return sd;
 }

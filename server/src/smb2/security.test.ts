@@ -6,6 +6,9 @@ import fc from 'fast-check';
 import { DosAttributes, FileType, type Inode } from '../vfs/types.js';
 import {
   AceType,
+  AUTHENTICATED_USERS,
+  BUILTIN_ADMINISTRATORS,
+  BUILTIN_USERS,
   CREATOR_OWNER,
   decodeSecurityDescriptor,
   describePosix,
@@ -82,6 +85,21 @@ describe('security descriptors', () => {
       { mode: 0o555 },
       'GENERIC_ALL minus a denied write',
     );
+    // What Explorer and icacls write: BUILTIN\Users and Authenticated Users are every user who logs
+    // on, so their ACEs count as Everyone's; BUILTIN\Administrators (root here) maps to nothing.
+    const owner = allow(unixUserSid(1000), 0x001f01ff);
+    assert.deepEqual(posixChangeOf(sd([owner, allow(BUILTIN_USERS, 0x001301bf)]), SI.DACL, inode(0o600)), { mode: 0o777 });
+    assert.deepEqual(posixChangeOf(sd([owner, allow(AUTHENTICATED_USERS, 0x00120089)]), SI.DACL, inode(0o600)), { mode: 0o744 });
+    assert.deepEqual(
+      posixChangeOf(
+        sd([{ ...allow(BUILTIN_USERS, 0x2), type: AceType.ACCESS_DENIED }, allow(EVERYONE, 0x001f01ff)]),
+        SI.DACL,
+        inode(0o600),
+      ),
+      { mode: 0o555 },
+      'a denied write for Users',
+    );
+    assert.deepEqual(posixChangeOf(sd([owner, allow(BUILTIN_ADMINISTRATORS, 0x001f01ff)]), SI.DACL, inode(0o600)), { mode: 0o700 });
     // session.reauth4 adds NT AUTHORITY\ANONYMOUS LOGON: nothing in POSIX to give it.
     const withAnon = decodeSecurityDescriptor(describePosix(inode(0o640), ALL));
     withAnon.dacl!.push(allow(sid(5, 7), 0x001f01ff));

@@ -4,7 +4,9 @@
 // owner/group/mode"). No NT ACL is stored: QUERY_INFO describes the mode as a DACL of three ACEs
 // (owner, group, Everyone), SET_INFO turns a DACL back into mode bits. ACEs for SIDs with no POSIX
 // counterpart (a Windows user, NT AUTHORITY\ANONYMOUS LOGON) have nothing to map to and are left
-// out; the owner and group are the unix SIDs Samba uses (S-1-22-1-uid, S-1-22-2-gid).
+// out, as are BUILTIN\Administrators ones (root, its one member here, needs no mode bit); BUILTIN\Users
+// and Authenticated Users count as Everyone does (everyUser); the owner and group are the unix SIDs
+// Samba uses (S-1-22-1-uid, S-1-22-2-gid).
 import { inGroup } from '../vfs/permissions.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { DosAttributes, FileType } from '../vfs/types.js';
@@ -61,6 +63,11 @@ export const sid = (authority: number, ...subAuthorities: number[]): Sid => ({ a
 export const EVERYONE = sid(1, 0);
 export const CREATOR_OWNER = sid(3, 0);
 export const CREATOR_GROUP = sid(3, 1);
+/** NT AUTHORITY\Authenticated Users: every session whose user proved who he is (not guest, not anonymous). */
+export const AUTHENTICATED_USERS = sid(5, 11);
+/** BUILTIN\Users and BUILTIN\Administrators (MS-DTYP 2.4.2.4), the groups Windows tools name in DACLs. */
+export const BUILTIN_USERS = sid(5, 32, 545);
+export const BUILTIN_ADMINISTRATORS = sid(5, 32, 544);
 /** Samba's unix user and group SIDs: how a POSIX uid and gid appear to Windows. */
 export const unixUserSid = (uid: number): Sid => sid(22, 1, uid >>> 0);
 export const unixGroupSid = (gid: number): Sid => sid(22, 2, gid >>> 0);
@@ -245,8 +252,8 @@ export interface PosixChange {
  * The POSIX change a SET_INFO of `sd` (with AdditionalInformation `info`) stands for on `inode`.
  * The owner and group must be unix SIDs (INVALID_OWNER / INVALID_PRIMARY_GROUP otherwise). A DACL
  * becomes the rwx bits of owner, group and other: an allowed ACE for the owner (or CREATOR OWNER)
- * gives owner bits, for the group (or CREATOR GROUP) group bits, for Everyone the bits of all
- * three; a denied ACE takes bits away from the same classes; inherit-only ACEs do not apply to the
+ * gives owner bits, for the group (or CREATOR GROUP) group bits, for Everyone, BUILTIN\Users or
+ * Authenticated Users the bits of all three (everyUser); a denied ACE takes bits away from the same classes; inherit-only ACEs do not apply to the
  * file itself; ACEs for other SIDs have no POSIX counterpart and change nothing. A NULL DACL
  * (nobody refused) is mode 0777. setuid/setgid/sticky stay as they are.
  */
@@ -275,7 +282,7 @@ export function posixChangeOf(sd: SecurityDescriptor, info: number, inode: Inode
         if (a.flags & INHERIT_ONLY_ACE) continue;
         const b = bitsOf(a.mask);
         const to = a.type === AceType.ACCESS_ALLOWED ? allow : deny;
-        if (sidEqual(a.sid, EVERYONE)) {
+        if (sidEqual(a.sid, EVERYONE) || everyUser(a.sid)) {
           to[0]! |= b;
           to[1]! |= b;
           to[2]! |= b;
@@ -330,6 +337,17 @@ export function newFileOwner(sd: SecurityDescriptor, id: Identity): PosixChange 
   checkOwnerChange(out, id, id.uid);
   return out;
 }
+
+/**
+ * BUILTIN\Users and Authenticated Users: every user who logs on with his own credentials, the
+ * owner and the group's members among them. POSIX has no class for them but "everybody": like
+ * Everyone, such an ACE gives (or takes) the bits of owner, group and other. The rest of "other"
+ * (SMB guest and anonymous sessions) are held off by the DACL itself, which is kept and evaluated
+ * beside the mode (acl.ts): their tokens hold neither SID. An NFS caller is taken for who AUTH_SYS
+ * says he is, as an authenticated user. BUILTIN\Administrators maps to nothing: its only member
+ * here is root (acl.ts tokenSids), whom no mode bit binds.
+ */
+const everyUser = (s: Sid): boolean => sidEqual(s, BUILTIN_USERS) || sidEqual(s, AUTHENTICATED_USERS);
 
 const readOnly = (inode: Inode): boolean => inode.type !== FileType.DIR && (inode.dosAttrs & DosAttributes.READONLY) !== 0;
 
