@@ -213,6 +213,9 @@ describe('first start: port check, one-time password, status and logs, admin res
     assert.equal(lines.filter((l) => /"component":"api".*"component":"api"/.test(l)).length, 0);
     assert.ok(lines.some((l) => l.includes('"component":"api"')));
     assert.ok(msgs.includes('login failed'), 'the refused old password is logged at info');
+    // With the client's address, for whoever watches for password guessing.
+    for (const l of lines.filter((x) => /"msg":"login( failed)?"/.test(x)))
+      assert.equal((JSON.parse(l) as { client?: string }).client, '127.0.0.1', l);
     assert.ok(msgs.some((m) => m.startsWith('SMB: ')) === false, 'SMB disabled here: no warning');
   });
 });

@@ -53,10 +53,12 @@ export function authRoutes(app: App, ctx: ApiContext): void {
       if (hash == null) await burnPasswordCheck(password, ctx.bcryptCost);
       else ok = await verifyPassword(password, hash);
       if (!ok || creds === undefined) {
-        req.log.info({ username }, 'login failed');
+        // The client's address (the forwarded one behind a trusted proxy): what an operator
+        // watching for password guessing needs; request lines are logged at debug only.
+        req.log.info({ username, client: req.ip }, 'login failed');
         throw new ApiProblem('unauthorized', BAD_LOGIN);
       }
-      req.log.info({ username }, 'login');
+      req.log.info({ username, client: req.ip }, 'login');
       return tokenReply(creds);
     },
   );
