@@ -502,8 +502,17 @@ export class FileService {
     // does not put back the newer times an earlier COMMIT logged (see BlockService.logTimes).
     if (attrs.ctime !== undefined && compareTimespec(attrs.ctime, inode.ctime) <= 0)
       share.data.logTimes(inode.id, 0, after.mtime, after.ctime, true);
-    // A new owner, group or mode is its named streams' too (streams.ts).
-    if (after.uid !== inode.uid || after.gid !== inode.gid || (after.mode & 0o7777) !== (inode.mode & 0o7777))
+    // A new owner, group or mode is its named streams' too (streams.ts). Also when asked for and
+    // already the file's: the same chmod or chown sent again after the streams could not follow
+    // (the store failed, or the server stopped, after the file's change) brings them along then.
+    if (
+      attrs.uid !== undefined ||
+      attrs.gid !== undefined ||
+      attrs.mode !== undefined ||
+      after.uid !== inode.uid ||
+      after.gid !== inode.gid ||
+      (after.mode & 0o7777) !== (inode.mode & 0o7777)
+    )
       await streamsFollow(share, after);
     // New permission bits replace an NT DACL an SMB client stored (smb2/acl.ts): the mode is the truth again.
     // Looked for first (one read): putMeta is a transaction that waits for an fsync, and most files
