@@ -486,7 +486,7 @@ export class FileService {
       // Not behind a truncate of the file that waits for its metadata store: the client tries again later.
       if (share.data.cutWaitsForStore(inode.id))
         throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
-      const release = await this.endsOf(share.meta).acquire(inode.id);
+      const release = await this.endUnlessCutStalls(share, inode.id, this.endsOf(share.meta).acquire(inode.id));
       try {
         // Several servers: stored only while no newer lease has stored or cut the file's data.
         after = await share.data.truncate(inode.id, changes.size, (token) =>
@@ -618,6 +618,20 @@ export class FileService {
     return this.writeData(handle, cred, at, data, stable, except, null);
   }
 
+  /**
+   * The hold of a file's end (`took`, queued behind another), or JUKEBOX once a truncate of the
+   * file in progress waits for its metadata store: a truncate or append queued behind it before
+   * that was known would otherwise wait for the whole outage. The hold, when it comes, is let go.
+   */
+  private async endUnlessCutStalls(share: Share, inodeId: number, took: Promise<() => void>): Promise<() => void> {
+    const stalled = share.data.cutStalled(inodeId);
+    if (stalled === undefined) return took;
+    const release = await Promise.race([took, stalled.then(() => null)]);
+    if (release !== null) return release;
+    void took.then((r) => r());
+    throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
+  }
+
   private endsOf(meta: MetadataStore): KeyedSerial<number> {
     let serial = this.ends.get(meta);
     if (serial === undefined) this.ends.set(meta, (serial = new KeyedSerial<number>()));
@@ -665,7 +679,7 @@ export class FileService {
     if (typeof where !== 'number' && share.data.cutWaitsForStore(inode.id))
       throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
     const took = typeof where === 'number' ? null : this.endsOf(share.meta).acquireNow(inode.id);
-    const release = took === null || typeof took === 'function' ? took : await took;
+    const release = took === null || typeof took === 'function' ? took : await this.endUnlessCutStalls(share, inode.id, took);
     try {
       // One pass for a write at an offset; an append whose end moved before its data was logged
       // (AppendEndMoved: nothing logged) reads the end again, a few times at most.
