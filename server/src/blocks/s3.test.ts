@@ -157,6 +157,12 @@ describe('s3 block store', () => {
       assert.equal(payloadSigned(local), false, local);
     for (const remote of ['http://minio.example:9000', 'http://10.0.0.5:9000', 'http://[fd00::5]:9000', 'http://128.0.0.1', 'not a url'])
       assert.equal(payloadSigned(remote), true, remote);
+    // TLS without a check of the certificate stops nobody on the path: the hash is signed again.
+    const unchecked = { NODE_TLS_REJECT_UNAUTHORIZED: '0' };
+    assert.equal(payloadSigned(undefined, unchecked), true, 'AWS, certificates not checked');
+    assert.equal(payloadSigned('https://minio.example:9000', unchecked), true);
+    assert.equal(payloadSigned('https://minio.example:9000', { NODE_TLS_REJECT_UNAUTHORIZED: '1' }), false);
+    assert.equal(payloadSigned('https://127.0.0.1:9000', unchecked), false, 'loopback still');
   });
 
   it(

@@ -68,26 +68,30 @@ LOOPBACK.addAddress('::1', 'ipv6');
  * Whether uploads to `endpoint` sign the SHA-256 of each body (Signature V4's payload hash), which
  * costs about 0.6 CPU seconds per GiB here and as much again on the S3 server that checks it.
  *
- * Over TLS (AWS, any https endpoint) and over loopback (an S3 server on the same host) nobody can
+ * Over TLS (AWS, any https endpoint; unless NODE_TLS_REJECT_UNAUTHORIZED=0 turns off the check of
+ * its certificate) and over loopback (an S3 server on the same host) nobody can
  * change a body in flight without being detected or without already owning the host, so the body
  * goes as UNSIGNED-PAYLOAD with an x-amz-checksum-crc32c header instead: the server checks every
  * byte it stores against it (accidental corruption is caught as before), for a third of the CPU.
  * Plain HTTP to another host keeps the signed hash, the only thing that stops someone on the path
  * from replacing a block.
  */
-export function payloadSigned(endpoint: string | undefined): boolean {
-  if (endpoint === undefined) return false;
+export function payloadSigned(endpoint: string | undefined, env: NodeJS.ProcessEnv = process.env): boolean {
+  // TLS protects the body only if the server's certificate is checked: with
+  // NODE_TLS_REJECT_UNAUTHORIZED=0 (a self-signed endpoint) anyone on the path can answer in its
+  // place and alter a body to any content of the same CRC32C, which is no harder than changing it.
+  const tlsVerified = env.NODE_TLS_REJECT_UNAUTHORIZED !== '0';
   let url: URL;
   try {
-    url = new URL(endpoint);
+    url = new URL(endpoint ?? 'https://s3.amazonaws.com');
   } catch {
     return true;
   }
-  if (url.protocol === 'https:') return false;
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase();
   if (host === 'localhost' || host.endsWith('.localhost')) return false;
   const family = net.isIPv4(host) ? 'ipv4' : net.isIPv6(host) ? 'ipv6' : null;
-  return family === null || !LOOPBACK.check(host, family);
+  if (family !== null && LOOPBACK.check(host, family)) return false;
+  return !(url.protocol === 'https:' && tlsVerified);
 }
 
 /** The x-amz-checksum-crc32c value of `data` (whose CRC32C is `crc` if known): big-endian, in base64. */

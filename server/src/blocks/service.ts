@@ -1439,6 +1439,15 @@ export class BlockService {
     return this.cutStalls.size > 0 && this.cutStalls.get(inodeId)?.stalled === true;
   }
 
+  /**
+   * Resolves once the file's truncate or cut in progress waits for the metadata store (see
+   * cutStalls), at once if it does already; undefined with none in progress. For a caller queued
+   * behind it elsewhere (the file service's hold of the file's end) to answer JUKEBOX then.
+   */
+  cutStalled(inodeId: number): Promise<void> | undefined {
+    return this.cutStalls.size > 0 ? this.cutStalls.get(inodeId)?.wake : undefined;
+  }
+
   /** Waits for the file's truncate or cut `cut` to end; JUKEBOX once it waits for the metadata store (see cutStalls). */
   private async cutPassed(inodeId: number, cut: Promise<void>): Promise<void> {
     const s = this.cutStalls.get(inodeId);

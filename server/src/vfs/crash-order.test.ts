@@ -582,6 +582,32 @@ describe('crash order of data and metadata', () => {
     await a.data.close();
   });
 
+  it('a truncate or append of the file sent before its truncate was known to wait for the store is told to come back too', async () => {
+    const { inner, a, h } = await overwrittenFile();
+    inner.failDrops = Number.MAX_SAFE_INTEGER;
+    let answer!: () => void;
+    inner.dropGate = new Promise<void>((resolve) => (answer = resolve));
+    const setattr = a.fs.setattr(h, root, { size: CUT });
+    await until(() => inner.drops > 0, WAIT_MS, 'the truncate reached the block map');
+    // Both queue behind the first truncate's hold of the file's end, before it is known to wait.
+    const truncate = a.fs.setattr(h, root, { size: 1 });
+    const append = a.fs.append(h, root, Buffer.from('tail'), true, null, () => undefined);
+    const settled = (p: Promise<unknown>) =>
+      p.then(
+        () => 'done',
+        (e: unknown) => (e instanceof VfsError ? e.errno : String(e)),
+      );
+    const outcomes = Promise.all([settled(truncate), settled(append)]);
+    inner.dropGate = null;
+    answer();
+    await until(() => inner.drops > 1, WAIT_MS, 'the truncate tried its block-map change again');
+    const early = await Promise.race([outcomes, new Promise<null>((r) => setTimeout(() => r(null), WAIT_MS))]);
+    inner.failDrops = 0;
+    assert.equal((await setattr).after.size, CUT);
+    assert.deepEqual(early, ['JUKEBOX', 'JUKEBOX'], 'answered while the store was away, not held for the whole outage');
+    await a.data.close();
+  });
+
   it('a truncate whose new size the store refuses for a while once its data is cut waits and stores it; the acknowledged bytes before the cut stay', async () => {
     const { inner, a, h } = await overwrittenFile();
     inner.failSizes = 2;

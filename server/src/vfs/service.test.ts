@@ -89,6 +89,58 @@ describe('file service semantics', () => {
     await rejects(fs.getattr(s.handle, root), 'STALE');
   });
 
+  it('a chmod tried again after its streams could not follow (the store failed, or the server stopped, between the two) still brings them along', async () => {
+    const { fs, share, rootFh } = await setup();
+    const f = await fs.create(rootFh, n('f'), root, CreateMode.GUARDED, { mode: 0o644 }, null);
+    const fh = fs.handleOf(share, f.inode);
+    const s = await openStream(fs, fh, n('ads'), root, true);
+    assert.ok(s);
+    const meta = share.meta;
+    const setAttr = meta.setAttr.bind(meta);
+    let failures = 1;
+    meta.setAttr = (id, ...rest) => {
+      if (id === s.stream.id && failures > 0) {
+        failures--;
+        return Promise.reject(new VfsError('IO', 'the store failed'));
+      }
+      return setAttr(id, ...rest);
+    };
+    // The file is 0600 now, its stream not: the client is told, and sends the same chmod again.
+    await rejects(fs.setattr(fh, root, { mode: 0o600 }), 'IO');
+    assert.equal((await fs.getattr(fh, root)).inode.mode & 0o7777, 0o600);
+    await fs.setattr(fh, root, { mode: 0o600 });
+    assert.equal((await fs.getattr(s.handle, root)).inode.mode & 0o7777, 0o600, 'the stream follows the file');
+  });
+
+  it('two chmods of a file at once leave its streams with the mode the file ends with', async () => {
+    const { fs, share, rootFh } = await setup();
+    const f = await fs.create(rootFh, n('f'), root, CreateMode.GUARDED, { mode: 0o644 }, null);
+    const fh = fs.handleOf(share, f.inode);
+    const s = await openStream(fs, fh, n('ads'), root, true);
+    assert.ok(s);
+    const meta = share.meta;
+    const setAttr = meta.setAttr.bind(meta);
+    // The first change of the stream is slow to store; the second chmod passes it.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let streamChanges = 0;
+    meta.setAttr = async (id, ...rest) => {
+      if (id === s.stream.id && streamChanges++ === 0) await gate;
+      return setAttr(id, ...rest);
+    };
+    const first = fs.setattr(fh, root, { mode: 0o666 });
+    for (let i = 0; i < 1000 && streamChanges === 0; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(streamChanges, 1, 'the first chmod is changing the stream');
+    const second = fs.setattr(fh, root, { mode: 0o600 });
+    for (let i = 0; i < 1000 && ((await fs.getattr(fh, root)).inode.mode & 0o7777) !== 0o600; i++)
+      await new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    open();
+    await Promise.all([first, second]);
+    assert.equal((await fs.getattr(fh, root)).inode.mode & 0o7777, 0o600);
+    assert.equal((await fs.getattr(s.handle, root)).inode.mode & 0o7777, 0o600, 'the stream as its file, not as the slower chmod said');
+  });
+
   it('CREATE of a taken name answers by mode (RFC 1813 3.3.8) and makes no second file', async () => {
     const { fs, share, rootFh } = await setup();
     const verf = Buffer.from('verifier');

@@ -486,7 +486,7 @@ export class FileService {
       // Not behind a truncate of the file that waits for its metadata store: the client tries again later.
       if (share.data.cutWaitsForStore(inode.id))
         throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
-      const release = await this.endsOf(share.meta).acquire(inode.id);
+      const release = await this.endUnlessCutStalls(share, inode.id, this.endsOf(share.meta).acquire(inode.id));
       try {
         // Several servers: stored only while no newer lease has stored or cut the file's data.
         after = await share.data.truncate(inode.id, changes.size, (token) =>
@@ -502,8 +502,17 @@ export class FileService {
     // does not put back the newer times an earlier COMMIT logged (see BlockService.logTimes).
     if (attrs.ctime !== undefined && compareTimespec(attrs.ctime, inode.ctime) <= 0)
       share.data.logTimes(inode.id, 0, after.mtime, after.ctime, true);
-    // A new owner, group or mode is its named streams' too (streams.ts).
-    if (after.uid !== inode.uid || after.gid !== inode.gid || (after.mode & 0o7777) !== (inode.mode & 0o7777))
+    // A new owner, group or mode is its named streams' too (streams.ts). Also when asked for and
+    // already the file's: the same chmod or chown sent again after the streams could not follow
+    // (the store failed, or the server stopped, after the file's change) brings them along then.
+    if (
+      attrs.uid !== undefined ||
+      attrs.gid !== undefined ||
+      attrs.mode !== undefined ||
+      after.uid !== inode.uid ||
+      after.gid !== inode.gid ||
+      (after.mode & 0o7777) !== (inode.mode & 0o7777)
+    )
       await streamsFollow(share, after);
     // New permission bits replace an NT DACL an SMB client stored (smb2/acl.ts): the mode is the truth again.
     // Looked for first (one read): putMeta is a transaction that waits for an fsync, and most files
@@ -609,6 +618,20 @@ export class FileService {
     return this.writeData(handle, cred, at, data, stable, except, null);
   }
 
+  /**
+   * The hold of a file's end (`took`, queued behind another), or JUKEBOX once a truncate of the
+   * file in progress waits for its metadata store: a truncate or append queued behind it before
+   * that was known would otherwise wait for the whole outage. The hold, when it comes, is let go.
+   */
+  private async endUnlessCutStalls(share: Share, inodeId: number, took: Promise<() => void>): Promise<() => void> {
+    const stalled = share.data.cutStalled(inodeId);
+    if (stalled === undefined) return took;
+    const release = await Promise.race([took, stalled.then(() => null)]);
+    if (release !== null) return release;
+    void took.then((r) => r());
+    throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
+  }
+
   private endsOf(meta: MetadataStore): KeyedSerial<number> {
     let serial = this.ends.get(meta);
     if (serial === undefined) this.ends.set(meta, (serial = new KeyedSerial<number>()));
@@ -656,7 +679,7 @@ export class FileService {
     if (typeof where !== 'number' && share.data.cutWaitsForStore(inode.id))
       throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
     const took = typeof where === 'number' ? null : this.endsOf(share.meta).acquireNow(inode.id);
-    const release = took === null || typeof took === 'function' ? took : await took;
+    const release = took === null || typeof took === 'function' ? took : await this.endUnlessCutStalls(share, inode.id, took);
     try {
       // One pass for a write at an offset; an append whose end moved before its data was logged
       // (AppendEndMoved: nothing logged) reads the end again, a few times at most.

@@ -5,7 +5,8 @@
 // and mode when made, and again whenever the file's change (streamsFollow): the vfs checks each READ,
 // WRITE and truncate of a stream against the stream's inode, which must say what the file says now.
 // The file's permissions decide who may list, make and remove them.
-import type { StreamEntry } from '../meta/store.js';
+import { KeyedSerial } from '../keyed-serial.js';
+import type { MetadataStore, StreamEntry } from '../meta/store.js';
 import { VfsError } from './errors.js';
 import type { FileService, Share } from './service.js';
 import type { Identity, Inode } from './types.js';
@@ -75,14 +76,25 @@ export async function openStream(
  * them its streams' data; one closed to others by a chmod still let an open of its stream write).
  * One read of the stream list; nothing more for a file without streams.
  */
-export async function streamsFollow(share: Share, file: Inode): Promise<void> {
-  const streams = await share.meta.listStreams(file.id);
-  const mode = file.mode & 0o7777;
-  for (const s of streams) {
-    if (s.inode.uid === file.uid && s.inode.gid === file.gid && (s.inode.mode & 0o7777) === mode) continue;
-    await share.meta.setAttr(s.inode.id, { uid: file.uid, gid: file.gid, mode });
-  }
+export function streamsFollow(share: Share, file: Inode): Promise<void> {
+  let serial = following.get(share.meta);
+  if (serial === undefined) following.set(share.meta, (serial = new KeyedSerial<number>()));
+  // One at a time per file, each with the file as it is when it runs: two chmods at once leave the
+  // streams as the file ends, whichever of the two stored its streams' change last.
+  return serial.run(file.id, async () => {
+    const streams = await share.meta.listStreams(file.id);
+    if (streams.length === 0) return;
+    const now = (await share.meta.getInode(file.id)) ?? file;
+    const mode = now.mode & 0o7777;
+    for (const s of streams) {
+      if (s.inode.uid === now.uid && s.inode.gid === now.gid && (s.inode.mode & 0o7777) === mode) continue;
+      await share.meta.setAttr(s.inode.id, { uid: now.uid, gid: now.gid, mode });
+    }
+  });
 }
+
+/** streamsFollow's runs, one at a time per file of a metadata store. */
+const following = new WeakMap<MetadataStore, KeyedSerial<number>>();
 
 /** Removes stream `name` of a file and frees its data. */
 export async function removeStream(fs: FileService, fileHandle: Buffer, name: Buffer, cred: Identity): Promise<void> {
