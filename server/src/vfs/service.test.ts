@@ -89,14 +89,19 @@ describe('file service semantics', () => {
     await rejects(fs.getattr(s.handle, root), 'STALE');
   });
 
-  it('a chmod tried again after its streams could not follow (the store failed, or the server stopped, between the two) still brings them along', async () => {
+  /** A 0644 file with a named stream, and its store's own setAttr (for a test to wrap meta.setAttr). */
+  async function fileWithStream() {
     const { fs, share, rootFh } = await setup();
     const f = await fs.create(rootFh, n('f'), root, CreateMode.GUARDED, { mode: 0o644 }, null);
     const fh = fs.handleOf(share, f.inode);
     const s = await openStream(fs, fh, n('ads'), root, true);
     assert.ok(s);
     const meta = share.meta;
-    const setAttr = meta.setAttr.bind(meta);
+    return { fs, fh, s, meta, setAttr: meta.setAttr.bind(meta) };
+  }
+
+  it('a chmod tried again after its streams could not follow (the store failed, or the server stopped, between the two) still brings them along', async () => {
+    const { fs, fh, s, meta, setAttr } = await fileWithStream();
     let failures = 1;
     meta.setAttr = (id, ...rest) => {
       if (id === s.stream.id && failures > 0) {
@@ -113,13 +118,7 @@ describe('file service semantics', () => {
   });
 
   it('two chmods of a file at once leave its streams with the mode the file ends with', async () => {
-    const { fs, share, rootFh } = await setup();
-    const f = await fs.create(rootFh, n('f'), root, CreateMode.GUARDED, { mode: 0o644 }, null);
-    const fh = fs.handleOf(share, f.inode);
-    const s = await openStream(fs, fh, n('ads'), root, true);
-    assert.ok(s);
-    const meta = share.meta;
-    const setAttr = meta.setAttr.bind(meta);
+    const { fs, fh, s, meta, setAttr } = await fileWithStream();
     // The first change of the stream is slow to store; the second chmod passes it.
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
