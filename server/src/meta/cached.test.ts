@@ -765,6 +765,25 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  it('one server: a file made here has no streams, answered without a store read until createStream makes one', async () => {
+    const { cached, inner } = await setup();
+    const root = await cached.ensureRoot(SHARE, directory());
+    const g = await cached.create(root.id, Buffer.from('g'), file(), T(2));
+    const listStreams = mock.method(inner, 'listStreams');
+    assert.deepEqual(await cached.listStreams(g.id), []);
+    assert.equal(listStreams.mock.callCount(), 0, 'no store read for a file made here');
+    await cached.createStream(g.id, Buffer.from('ads'), file(), T(3));
+    assert.deepEqual(
+      (await cached.listStreams(g.id)).map((e) => e.name.toString()),
+      ['ads'],
+    );
+    // Made behind the cache's back: asked of the store.
+    const f = await inner.create(root.id, Buffer.from('made elsewhere'), file(), T(4));
+    assert.deepEqual(await cached.listStreams(f.id), []);
+    assert.equal(listStreams.mock.callCount(), 2);
+    await cached.close();
+  });
+
   it('one server: a file made here has no records, answered without a store read until a putMeta adds one', async () => {
     const { cached, inner } = await setup();
     const root = await cached.ensureRoot(SHARE, directory());

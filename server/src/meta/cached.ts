@@ -94,6 +94,8 @@ interface BlockMap {
 
 /** Every kind of per-inode record (bits 1 << kind): what a new inode is known to have none of. */
 const ALL_META_KINDS = Object.values(InodeMetaKind).reduce((bits, kind) => bits | (1 << kind), 0);
+/** In noMeta beside the kinds (bit 0, which no kind uses): the file has no named streams. */
+const NO_STREAMS = 1;
 
 /** Written-behind changes per setAttrMany call (one transaction each; others' statements run between). */
 const FLUSH_BATCH = 256;
@@ -892,7 +894,7 @@ export class CachedMetadataStore implements MetadataStore {
       // A new inode has no records of any kind (ids are never used again, and a record needs the
       // id this call just learnt): a chmod of it, or an SMB open's DACL check, need not ask the
       // store (one server only, as getMeta's cached absence).
-      if (made !== undefined && this.coherence === null) this.knownEmpty(made.id, ALL_META_KINDS);
+      if (made !== undefined && this.coherence === null) this.knownEmpty(made.id, ALL_META_KINDS | NO_STREAMS);
       // The new name, under the same proof (and no change begun since: remember() checks that of
       // the directory): a file just made is looked up next (the stat after a create, an untar's
       // SETATTR by name, SMB's path walk), and need not cost a query.
@@ -1020,6 +1022,13 @@ export class CachedMetadataStore implements MetadataStore {
   // ---- named streams -----------------------------------------------------------------------------
 
   async listStreams(fileId: number): Promise<StreamEntry[]> {
+    // A file made here has none until createStream (a chmod carries its mode to its streams: an
+    // untar's every file would cost a query).
+    if (this.noMeta.size > 0 && this.isKnownEmpty(fileId, NO_STREAMS, Date.now())) {
+      const serving = this.inner.whenServing?.();
+      if (serving !== undefined) await serving;
+      if ((await this.trusted()) && this.isKnownEmpty(fileId, NO_STREAMS, Date.now())) return [];
+    }
     const list = await this.inner.listStreams(fileId);
     // Streams being written: their sizes and times as this process knows them.
     for (const e of list) e.inode = this.asKnown(e.inode);
@@ -1037,6 +1046,8 @@ export class CachedMetadataStore implements MetadataStore {
     await this.before();
     const ticket = await this.announce([fileId]);
     this.epoch++;
+    const n = this.noMeta.get(fileId);
+    if (n !== undefined) n.kinds &= ~NO_STREAMS;
     let made: Inode | undefined;
     try {
       made = await this.inner.createStream(fileId, name, init, now);

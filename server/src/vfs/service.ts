@@ -505,15 +505,8 @@ export class FileService {
     // A new owner, group or mode is its named streams' too (streams.ts). Also when asked for and
     // already the file's: the same chmod or chown sent again after the streams could not follow
     // (the store failed, or the server stopped, after the file's change) brings them along then.
-    if (
-      attrs.uid !== undefined ||
-      attrs.gid !== undefined ||
-      attrs.mode !== undefined ||
-      after.uid !== inode.uid ||
-      after.gid !== inode.gid ||
-      (after.mode & 0o7777) !== (inode.mode & 0o7777)
-    )
-      await streamsFollow(share, after);
+    // (A setattr changes the owner, group or mode only when asked for one of them.)
+    if (attrs.uid !== undefined || attrs.gid !== undefined || attrs.mode !== undefined) await streamsFollow(share, after);
     // New permission bits replace an NT DACL an SMB client stored (smb2/acl.ts): the mode is the truth again.
     // Looked for first (one read): putMeta is a transaction that waits for an fsync, and most files
     // (every one an NFS client chmods after CREATE, an untar's bulk) have no stored descriptor.
