@@ -150,6 +150,16 @@ function leaseRefusal(e: unknown): boolean {
   return e instanceof LeaseMoved || (e instanceof BlockConflictError && e.stale);
 }
 
+/** A truncate or cut of a file in progress (BlockService's `cuts`). */
+interface CutInProgress {
+  /** Settles once it is over. */
+  done: Promise<void>;
+  /** A step of it waits for the metadata store (untilApplied): `wake` has resolved. */
+  stalled: boolean;
+  wake: Promise<void>;
+  stall: () => void;
+}
+
 /** Background retries of a failed upload wait 1 s, 2 s, 4 s ... up to this long. */
 const MAX_RETRY_DELAY_MS = 10_000;
 /** How often WAL records wait again for a metadata store that could not sync (afterMetaDurable). */
@@ -347,11 +357,15 @@ export class BlockService {
   /** inode -> byte size below which data may live (set by truncate while uploads finish). */
   private readonly limits = new Map<number, number>();
   /**
-   * inode -> a truncate or cut in progress, settled once its data is cut in memory: writes of the
-   * file wait for it, so that memory is cut where the log is (replay keeps a write logged after
-   * the cut; the cut must not drop it from memory meanwhile).
+   * inode -> a truncate or cut in progress (`done` settles once it is over): writes of the file wait
+   * for it, so that memory is cut where the log is (replay keeps a write logged after the cut; the
+   * cut must not drop it from memory meanwhile). Once a step of it failed for want of the metadata
+   * store and waits to be tried again (untilApplied), it is `stalled` and `wake` resolves: the
+   * file's writes and truncates answer JUKEBOX ("try again later") instead of waiting for the whole
+   * outage (a client's writes to that file would fill its connection's calls in flight and stall
+   * every other file on its mount).
    */
-  private readonly cuts = new Map<number, Promise<void>>();
+  private readonly cuts = new Map<number, CutInProgress>();
   /**
    * Several servers: files whose truncate or cut (in `cuts`) is logged, under the lease held then,
    * and not over yet (its data cut, its size stored). A hand-over or a read elsewhere has the file
@@ -368,14 +382,6 @@ export class BlockService {
    * never bytes that acknowledged writes had replaced.
    */
   private readonly cutting = new Map<number, number>();
-  /**
-   * inode -> its truncate or cut (in `cuts`) once a step of it failed for want of the metadata
-   * store and waits to be tried again (untilApplied): `wake` resolves then. The file's writes and
-   * truncates answer JUKEBOX ("try again later") instead of waiting at the gate for the whole
-   * outage: a client's writes to that file would fill its connection's calls in flight and stall
-   * every other file on its mount.
-   */
-  private readonly cutStalls = new Map<number, { stalled: boolean; wake: Promise<void>; stall: () => void }>();
   /** RECORD_TIMES records holding their segments (see logTimes); `at`: performance.now(). */
   private readonly timesHolds = new Map<WalHolder, { inodeId: number; seg: WalSegment; at: number }>();
   /**
@@ -1030,7 +1036,7 @@ export class BlockService {
    * any is not stored: the data past their cuts is gone from memory, not from the block store.
    */
   async cutsSettled(): Promise<number> {
-    while (this.cuts.size > 0) await Promise.all([...this.cuts.values()]);
+    while (this.cuts.size > 0) await Promise.all([...this.cuts.values()].map((c) => c.done));
     return this.unfinished.size;
   }
 
@@ -1414,10 +1420,10 @@ export class BlockService {
   private async withWritesHeld<T>(inodeId: number, run: () => Promise<T>): Promise<T> {
     for (let cut = this.cuts.get(inodeId); cut !== undefined; cut = this.cuts.get(inodeId)) await this.cutPassed(inodeId, cut);
     let settle!: () => void;
-    this.cuts.set(inodeId, new Promise<void>((resolve) => (settle = resolve)));
     let stall!: () => void;
+    const done = new Promise<void>((resolve) => (settle = resolve));
     const wake = new Promise<void>((resolve) => (stall = resolve));
-    this.cutStalls.set(inodeId, { stalled: false, wake, stall });
+    this.cuts.set(inodeId, { done, stalled: false, wake, stall });
     try {
       // Writes that passed the gate before it closed and wait for WAL room are logged first.
       const waits = this.roomWaits.get(inodeId);
@@ -1426,34 +1432,23 @@ export class BlockService {
     } finally {
       this.loggedCuts.delete(inodeId);
       this.cuts.delete(inodeId);
-      this.cutStalls.delete(inodeId);
       settle();
     }
   }
 
   /**
-   * Whether the file's truncate or cut waits for the metadata store (see cutStalls): a truncate or
-   * append that would wait behind it (the file's end held) answers JUKEBOX instead.
-   */
-  cutWaitsForStore(inodeId: number): boolean {
-    return this.cutStalls.size > 0 && this.cutStalls.get(inodeId)?.stalled === true;
-  }
-
-  /**
    * Resolves once the file's truncate or cut in progress waits for the metadata store (see
-   * cutStalls), at once if it does already; undefined with none in progress. For a caller queued
+   * `cuts`), at once if it does already; undefined with none in progress. For a caller queued
    * behind it elsewhere (the file service's hold of the file's end) to answer JUKEBOX then.
    */
   cutStalled(inodeId: number): Promise<void> | undefined {
-    return this.cutStalls.size > 0 ? this.cutStalls.get(inodeId)?.wake : undefined;
+    return this.cuts.size > 0 ? this.cuts.get(inodeId)?.wake : undefined;
   }
 
-  /** Waits for the file's truncate or cut `cut` to end; JUKEBOX once it waits for the metadata store (see cutStalls). */
-  private async cutPassed(inodeId: number, cut: Promise<void>): Promise<void> {
-    const s = this.cutStalls.get(inodeId);
-    if (s !== undefined && !s.stalled) await Promise.race([cut, s.wake]);
-    else if (s === undefined) await cut;
-    if (s?.stalled && this.cuts.get(inodeId) === cut)
+  /** Waits for the file's truncate or cut `cut` to end; JUKEBOX once it waits for the metadata store (see `cuts`). */
+  private async cutPassed(inodeId: number, cut: CutInProgress): Promise<void> {
+    if (!cut.stalled) await Promise.race([cut.done, cut.wake]);
+    if (cut.stalled && this.cuts.get(inodeId) === cut)
       throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
   }
 
@@ -1492,10 +1487,10 @@ export class BlockService {
         // A store failed for good fails every call until a restart, which replays the record.
         const failure = this.meta.failure?.() ?? null;
         if (this.closed || failure !== null) throw new Unfinished(what, e, failure);
-        const s = this.cutStalls.get(inodeId);
-        if (s !== undefined && !s.stalled) {
-          s.stalled = true;
-          s.stall();
+        const cut = this.cuts.get(inodeId);
+        if (cut !== undefined && !cut.stalled) {
+          cut.stalled = true;
+          cut.stall();
         }
         if (!warned)
           this.opts.log?.warn({ err: e }, `a logged ${what} could not be applied; trying again until the metadata store takes it`);

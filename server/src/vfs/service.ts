@@ -483,9 +483,8 @@ export class FileService {
       if (breaking !== null) await breaking;
       // The size is stored while the truncate's WAL record is held (see BlockService.truncate);
       // never inside an append's window (ends).
-      // Not behind a truncate of the file that waits for its metadata store: the client tries again later.
-      if (share.data.cutWaitsForStore(inode.id))
-        throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
+      // Not behind a truncate of the file that waits for its metadata store: the client tries again
+      // later (here when queued behind its hold of the end, else at the data's gate).
       const release = await this.endUnlessCutStalls(share, inode.id, this.endsOf(share.meta).acquire(inode.id));
       try {
         // Several servers: stored only while no newer lease has stored or cut the file's data.
@@ -669,8 +668,6 @@ export class FileService {
     let underToken: number | undefined;
     // An append holds the file's end from reading it until its size is stored (no truncate here
     // in between; appends run one at a time).
-    if (typeof where !== 'number' && share.data.cutWaitsForStore(inode.id))
-      throw new VfsError('JUKEBOX', "the file's truncate waits for the metadata store; try again later");
     const took = typeof where === 'number' ? null : this.endsOf(share.meta).acquireNow(inode.id);
     const release = took === null || typeof took === 'function' ? took : await this.endUnlessCutStalls(share, inode.id, took);
     try {
