@@ -693,6 +693,8 @@ async function rangeAllowed(c: FileContext, open: Open, offset: number, length: 
  */
 async function appendLockedNow(c: FileContext, open: Open, length: number): Promise<void> {
   if (length === 0) return;
+  // No lock of the file refuses this open a write anywhere (the common case, one server): no end to read.
+  if (ioLocked(c, open, 0, Number.MAX_SAFE_INTEGER, true) === false) return;
   const file = c.fs.opens.get(open.share.meta, open.inodeId);
   if (file !== undefined && c.fs.opens.holdersAbove(file, Caching.READ | Caching.HANDLE, oplock.holderOf(open)).length > 0) return;
   const { inode } = await c.fs.getattr(open.handle, c.id);
