@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { postgresForTests, type PostgresInstance } from '../../../../test/helpers/postgres.js';
 import { FileType, type Inode, type NewInode } from '../../vfs/types.js';
 import type { SqlDriver } from './driver.js';
+import { assertSizeTokensAfterMigration } from '../../testing/size-tokens.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 import { PgDriver } from './pg.js';
 import { PgliteDriver, SerialQueue } from './pglite.js';
@@ -258,11 +259,7 @@ function migrationSuite(name: string, setup: () => Promise<{ place(): Promise<Pl
       try {
         assert.deepEqual(versionsRun(s), { applied: [6], version: CUR.length });
         assert.equal((await s.getInode(f.id))?.size, 5);
-        assert.equal(await s.fileToken(f.id), 4, 'no size token yet: the block row the newest');
-        await s.setAttr(f.id, { growTo: 9, sizeToken: 6 });
-        assert.equal(await s.fileToken(f.id), 6);
-        await assert.rejects(s.setAttr(f.id, { size: 0, leaseToken: 5 }), /newer write lease/);
-        assert.equal((await s.setAttr(f.id, { size: 0, leaseToken: 6 })).size, 0);
+        await assertSizeTokensAfterMigration(s, f.id);
       } finally {
         await s.close();
       }

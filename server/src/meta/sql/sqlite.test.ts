@@ -9,6 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { failNextFdatasync, heldFdatasyncs, holdFdatasyncs, releaseFdatasync, stopHoldingFdatasyncs } from '../../testing/failing-fsync.js';
 import { dirInit, fileInit } from '../../testing/inodes.js';
+import { assertSizeTokensAfterMigration } from '../../testing/size-tokens.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 import { CHECKPOINT_EVERY_COMMITS, WAL_SIZE_LIMIT_BYTES } from './sqlite-checkpoint.js';
 import { SQLITE_FILE, SYNC_DELAY_MS, SqliteDriver, type SqliteSync } from './sqlite.js';
@@ -379,11 +380,7 @@ describe('SQLite metadata engine', () => {
     await s.open();
     try {
       assert.deepEqual(s.migration?.applied, [6]);
-      assert.equal(await s.fileToken(f.id), 4, 'no size token yet: the block row the newest');
-      await s.setAttr(f.id, { growTo: 9, sizeToken: 6 });
-      assert.equal(await s.fileToken(f.id), 6);
-      await assert.rejects(s.setAttr(f.id, { size: 0, leaseToken: 5 }), /newer write lease/);
-      assert.equal((await s.setAttr(f.id, { size: 0, leaseToken: 6 })).size, 0);
+      await assertSizeTokensAfterMigration(s, f.id);
     } finally {
       await s.close();
     }
