@@ -702,6 +702,16 @@ async function appendLockedNow(c: FileContext, open: Open, length: number): Prom
   if (asked) await asked;
 }
 
+/**
+ * Writes `data` at `offset` as a WRITE through `open` does (a WRITE, or a server-side copy into
+ * the open): the write time SMB shows is delayed (writetime.ts), other opens' oplocks and leases
+ * break, not its own. The caller puts the open's held times back after (`restoreHeldTimes`).
+ */
+export async function writeThroughOpen(c: FileContext, open: Open, offset: number, data: Buffer, sync: boolean): Promise<void> {
+  if (data.length > 0) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
+  await c.fs.write(open.handle, c.id, offset, data, sync, oplock.holderOf(open));
+}
+
 /** A WRITE at `offset`, or (null) at the end of the file as the vfs finds it. */
 async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: number | null): Promise<number> {
   const asked = offset === null ? undefined : unlocked(c, open, offset, req.data.length);
@@ -711,8 +721,7 @@ async function writeAt(c: FileContext, open: Open, req: WriteRequest, offset: nu
   const changes = req.data.length > 0;
   let end = offset ?? 0;
   if (offset !== null) {
-    if (changes) await writeTime.beforeWrite(open, async () => (await c.fs.resolve(open.handle)).inode.mtime);
-    await c.fs.write(open.handle, c.id, offset, req.data, sync, oplock.holderOf(open));
+    await writeThroughOpen(c, open, offset, req.data, sync);
   } else {
     await appendLockedNow(c, open, req.data.length);
     await c.fs.append(open.handle, c.id, req.data, sync, oplock.holderOf(open), (at, inode) => {

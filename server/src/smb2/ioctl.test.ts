@@ -1,12 +1,14 @@
 // FSCTLs over the real file service (memory stores): server-side copy with resume keys and the
 // limits of MS-SMB2 3.3.5.15.6, SET_SPARSE, QUERY_ALLOCATED_RANGES; and the SRV_COPYCHUNK codecs.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import fc from 'fast-check';
 import { memoryServer } from '../testing/memory-server.js';
 import { DosAttributes } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
-import { Access, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
+import { Access, FileInfoClass, Fsctl, InfoType, IOCTL_IS_FSCTL } from './constants.js';
+import { encodeBasicInfoSet, type TimeField } from './attrs.js';
+import { WRITE_TIME_DELAY_MS } from './writetime.js';
 import * as files from './files.js';
 import {
   COPYCHUNK_LIMITS,
@@ -18,7 +20,7 @@ import {
   type IoctlHost,
 } from './ioctl.js';
 import type { IoctlRequest } from './messages.js';
-import { encodeFsInfo } from './fscc.js';
+import { encodeFsInfo, fileInfoOf } from './fscc.js';
 import type { Open } from './state.js';
 import { NtStatus, SmbStatusError } from './status.js';
 import { create, createRequest, fileContext } from './testing.js';
@@ -150,6 +152,46 @@ describe('FSCTL server-side copy (SRV_REQUEST_RESUME_KEY + SRV_COPYCHUNK)', () =
     assert.equal((await srv.fs.getattr(dst.handle, c.id)).inode.size, 10);
     assert.deepEqual(await read(dst, 0, 64), Buffer.concat([Buffer.from('01'), pattern(8)]));
     await srv.close();
+  });
+
+  // MS-SMB2 3.3.5.15.6 writes the chunks through the target open: what its WRITE would do to the
+  // write time, a copy does (Explorer and robocopy copy with SRV_COPYCHUNK).
+  it('a copy keeps the write time its target open set, and delays the one it shows as a WRITE does', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    try {
+      const { srv, c, open, fsctl, write } = await setup();
+      const src = await open('src');
+      await write(src, pattern(100));
+      const sourceKey = (await fsctl(src, FsctlCode.SRV_REQUEST_RESUME_KEY, Buffer.alloc(0))).out.subarray(0, 24);
+      const one = encodeCopyChunkCopy({ sourceKey, chunkCount: 1, chunks: [{ sourceOffset: 0, targetOffset: 0, length: 100 }] });
+      const keep: TimeField = { op: 'keep' };
+      const held = { sec: 1_100_000_000, nsec: 0 };
+      const dst = await open('dst');
+      await files.setInfo(c, dst, {
+        infoType: InfoType.FILE,
+        infoClass: FileInfoClass.FileBasicInformation,
+        additionalInformation: 0,
+        fileId: dst.fileId,
+        buffer: encodeBasicInfoSet({ creation: keep, access: keep, change: keep, write: { op: 'set', time: held }, attributes: 0 }),
+      });
+      assert.equal((await fsctl(dst, FsctlCode.SRV_COPYCHUNK, one, 12)).status, NtStatus.SUCCESS);
+      assert.deepEqual((await srv.fs.resolve(dst.handle)).inode.mtime, held, 'the time the open set holds through its copy');
+      // Another target, no time set: the copy moves the stored mtime (NFS sees it) and SMB shows
+      // the old write time until the delayed update.
+      const other = await open('other');
+      const old = { sec: 1_000_000, nsec: 0 };
+      await srv.fs.setattr(other.handle, c.id, { mtime: old });
+      assert.equal((await fsctl(other, FsctlCode.SRV_COPYCHUNK, one, 12)).status, NtStatus.SUCCESS);
+      const i = (await srv.fs.resolve(other.handle)).inode;
+      assert.notDeepEqual(i.mtime, old, 'stored at once');
+      assert.deepEqual(fileInfoOf(i).lastWriteTime, old, 'shown over SMB after the delay');
+      mock.timers.tick(WRITE_TIME_DELAY_MS);
+      const j = (await srv.fs.resolve(other.handle)).inode;
+      assert.deepEqual(fileInfoOf(j).lastWriteTime, j.mtime);
+      await srv.close();
+    } finally {
+      mock.timers.reset();
+    }
   });
 
   it('copies chunks between files and within one, and answers the limits when asked too much', async () => {

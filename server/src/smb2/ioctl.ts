@@ -6,7 +6,8 @@ import { dataRanges, zeroRange } from '../vfs/sparse.js';
 import { DosAttributes } from '../vfs/types.js';
 import { SmbWriter } from './codec.js';
 import { Access, Fsctl, IOCTL_IS_FSCTL } from './constants.js';
-import { type FileContext, ioLocked, refuseAnonymous } from './files.js';
+import { restoreHeldTimes } from './attrs.js';
+import { type FileContext, ioLocked, refuseAnonymous, writeThroughOpen } from './files.js';
 import { type IoctlRequest, writeIoctlResponse } from './messages.js';
 import * as oplock from './oplock.js';
 import type { Open } from './state.js';
@@ -196,37 +197,43 @@ async function copyChunk(host: IoctlHost, req: IoctlRequest, w: SmbWriter): Prom
   const sourceCtx = source.tree === target.tree ? c : { ...c, tree: source.tree, share: source.share };
   let chunksWritten = 0;
   let written = 0;
-  for (const ch of copy.chunks) {
-    // Byte-range locks of other opens refuse the chunk as they refuse a READ of the source and a
-    // WRITE of the target (Windows 2012 on: smbtorture ioctl.copy_chunk_src_lock / dest_lock).
-    if (
-      (await ioLocked(sourceCtx, source, ch.sourceOffset, ch.length, false)) ||
-      (await ioLocked(c, target, ch.targetOffset, ch.length, true))
-    )
-      return reply(
-        w,
-        req,
-        encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }),
-        NtStatus.FILE_LOCK_CONFLICT,
-      );
-    // Each chunk is read whole before it is written: an overlapping copy within one file reads
-    // the data as it was (what Windows 2012 does, with its 1 MiB buffer).
-    const r = await sourceCtx.fs.read(source.handle, sourceCtx.id, ch.sourceOffset, ch.length);
-    if (r.data.length < ch.length) {
-      return reply(
-        w,
-        req,
-        encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }),
-        NtStatus.INVALID_VIEW_SIZE,
-      );
+  try {
+    for (const ch of copy.chunks) {
+      // Byte-range locks of other opens refuse the chunk as they refuse a READ of the source and a
+      // WRITE of the target (Windows 2012 on: smbtorture ioctl.copy_chunk_src_lock / dest_lock).
+      if (
+        (await ioLocked(sourceCtx, source, ch.sourceOffset, ch.length, false)) ||
+        (await ioLocked(c, target, ch.targetOffset, ch.length, true))
+      )
+        return reply(
+          w,
+          req,
+          encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }),
+          NtStatus.FILE_LOCK_CONFLICT,
+        );
+      // Each chunk is read whole before it is written: an overlapping copy within one file reads
+      // the data as it was (what Windows 2012 does, with its 1 MiB buffer).
+      const r = await sourceCtx.fs.read(source.handle, sourceCtx.id, ch.sourceOffset, ch.length);
+      if (r.data.length < ch.length) {
+        return reply(
+          w,
+          req,
+          encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }),
+          NtStatus.INVALID_VIEW_SIZE,
+        );
+      }
+      // Written as a WRITE of the target open is: through when it was opened so, breaking the
+      // oplocks and leases of other opens, not its own, with its delayed write time and the times
+      // it holds (put back once the copy ends, as after each WRITE).
+      await writeThroughOpen(c, target, ch.targetOffset, r.data, target.writeThrough);
+      chunksWritten++;
+      written += ch.length;
     }
-    // Written as a WRITE of the target open is: through when it was opened so, breaking the
-    // oplocks and leases of other opens, not its own.
-    await c.fs.write(target.handle, c.id, ch.targetOffset, r.data, target.writeThrough, oplock.holderOf(target));
-    chunksWritten++;
-    written += ch.length;
+    return reply(w, req, encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }));
+  } finally {
+    // The times the target open holds stay as it set them, whatever part of the copy was done.
+    if (written > 0 && target.heldTimes) await restoreHeldTimes(c.fs, target.handle, c.id, target.heldTimes);
   }
-  return reply(w, req, encodeCopyChunkResponse({ chunksWritten, chunkBytesWritten: 0, totalBytesWritten: written }));
 }
 
 /**
