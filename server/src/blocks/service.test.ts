@@ -8,7 +8,7 @@ import { MemoryBlockStore } from './memory.js';
 import { BlockService, MAX_BACKGROUND_FREES, type BlockServiceOptions } from './service.js';
 import type { BlockStore } from './store.js';
 import type { MetadataStore } from '../meta/store.js';
-import { FileWal, MemoryWal, RECORD_TRUNCATE, REC_HEADER, SEG_HEADER, type Wal, type WalAppend } from './wal.js';
+import { FileWal, MemoryWal, RECORD_TRUNCATE, RECORD_WRITE, REC_HEADER, SEG_HEADER, type Wal, type WalAppend } from './wal.js';
 import { BufferPools } from '../wire/buffer-pool.js';
 import { mkfile } from '../testing/blocks.js';
 import { until } from '../../../test/helpers/hostile.js';
@@ -584,6 +584,27 @@ describe('replay with several servers', () => {
     const { seg } = (wal as Wal).appendTruncate(1, ino, 0, 5);
     const report = await svc.replay([{ type: RECORD_TRUNCATE, share: 1, inode: ino, offset: 0, length: 0, seg, pos: 0, token: 5 }]);
     assert.equal(report.dropped, 1);
+    assert.equal((await meta.getInode(ino))!.size, 100, "the other server's size stays");
+    await svc.close();
+  });
+  it('leaves the size another server stored after the replay read the file to that server', async () => {
+    // The file's token as the replay reads it: before the other server stored its size under token 9.
+    class Overtaken extends MemoryMetadataStore {
+      fileToken(): Promise<number> {
+        return Promise.resolve(0);
+      }
+    }
+    const meta = new Overtaken();
+    const wal = new MemoryWal(1 << 20);
+    const leases = { token: () => 5, holds: () => true, adopt: () => Promise.resolve() };
+    const svc = service(new MemoryBlockStore(), meta, wal, { leases });
+    const ino = await mkfile(meta);
+    // The other server truncated the file to 100 under its lease (token 9) after this one wrote
+    // 200 bytes under token 5 and crashed.
+    await meta.setAttr(ino, { size: 100, leaseToken: 9 });
+    const data = Buffer.alloc(200, 3);
+    const { seg, pos } = (wal as Wal).appendWrite(1, ino, 0, data, 5);
+    await svc.replay([{ type: RECORD_WRITE, share: 1, inode: ino, offset: 0, length: data.length, seg, pos, token: 5 }]);
     assert.equal((await meta.getInode(ino))!.size, 100, "the other server's size stays");
     await svc.close();
   });

@@ -1126,7 +1126,16 @@ export class BlockService {
       if (sz.token < sz.stored) continue;
       const times = sz.times !== undefined && compareTimespec(sz.times.ctime, sz.metaCtime) > 0 ? sz.times : undefined;
       if (sz.size === sz.metaSize && !times) continue;
-      await this.meta.setAttr(id, { ...(sz.size !== sz.metaSize ? { size: sz.size } : {}), ...times });
+      // Several servers: stored under the records' newest token, so that the store refuses it when
+      // another server stored or cut the file, or stored its size, under a newer lease after its
+      // token was read above (that server's size stays, as when the token was seen newer above).
+      const fence = this.opts.leases && sz.token > 0 ? { leaseToken: sz.token } : {};
+      try {
+        await this.meta.setAttr(id, { ...(sz.size !== sz.metaSize ? { size: sz.size } : {}), ...times, ...fence });
+      } catch (e) {
+        if (e instanceof BlockConflictError) continue;
+        throw e;
+      }
       restored = true;
     }
     // Durable before any segment may go: one that holds only a COMMIT's times is held by nothing now.
