@@ -147,16 +147,15 @@ describe('s3 block store', () => {
   it('signs the SHA-256 of each body only over plain HTTP to another host (TLS and loopback protect it in flight)', () => {
     assert.equal(payloadSigned(undefined), false, 'AWS: https');
     assert.equal(payloadSigned('https://minio.example:9000'), false);
-    for (const local of [
-      'http://127.0.0.1:9000',
-      'http://127.3.2.1',
-      'http://localhost:9000',
-      'http://[::1]:9000',
-      'http://[::ffff:127.0.0.1]:80',
-    ])
+    for (const local of ['http://127.0.0.1:9000', 'http://127.3.2.1', 'http://[::1]:9000', 'http://[::ffff:127.0.0.1]:80'])
       assert.equal(payloadSigned(local), false, local);
     for (const remote of ['http://minio.example:9000', 'http://10.0.0.5:9000', 'http://[fd00::5]:9000', 'http://128.0.0.1', 'not a url'])
       assert.equal(payloadSigned(remote), true, remote);
+    // By name: `localhost` when requests go to it (path style); `<bucket>.localhost` and other
+    // `*.localhost` names are looked up in DNS by the usual resolver, so they may be anywhere.
+    assert.equal(payloadSigned('http://localhost:9000', {}, true), false, 'localhost, path style');
+    assert.equal(payloadSigned('http://localhost:9000', {}, false), true, 'requests go to <bucket>.localhost');
+    assert.equal(payloadSigned('http://minio.localhost:9000', {}, true), true, 'a *.localhost name');
     // TLS without a check of the certificate stops nobody on the path: the hash is signed again.
     const unchecked = { NODE_TLS_REJECT_UNAUTHORIZED: '0' };
     assert.equal(payloadSigned(undefined, unchecked), true, 'AWS, certificates not checked');

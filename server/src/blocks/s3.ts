@@ -76,7 +76,7 @@ LOOPBACK.addAddress('::1', 'ipv6');
  * Plain HTTP to another host keeps the signed hash, the only thing that stops someone on the path
  * from replacing a block.
  */
-export function payloadSigned(endpoint: string | undefined, env: NodeJS.ProcessEnv = process.env): boolean {
+export function payloadSigned(endpoint: string | undefined, env: NodeJS.ProcessEnv = process.env, forcePathStyle = false): boolean {
   // TLS protects the body only if the server's certificate is checked: with
   // NODE_TLS_REJECT_UNAUTHORIZED=0 (a self-signed endpoint) anyone on the path can answer in its
   // place and alter a body to any content of the same CRC32C, which is no harder than changing it.
@@ -88,7 +88,10 @@ export function payloadSigned(endpoint: string | undefined, env: NodeJS.ProcessE
     return true;
   }
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase();
-  if (host === 'localhost' || host.endsWith('.localhost')) return false;
+  // By name, only `localhost` itself (/etc/hosts), and only when requests go to it: without path
+  // style the SDK sends them to `<bucket>.localhost`, which glibc's usual `hosts: files dns`
+  // asks DNS about, as any other `*.localhost` name.
+  if (host === 'localhost' && forcePathStyle) return false;
   const family = net.isIPv4(host) ? 'ipv4' : net.isIPv6(host) ? 'ipv6' : null;
   if (family !== null && LOOPBACK.check(host, family)) return false;
   return !(url.protocol === 'https:' && tlsVerified);
@@ -192,7 +195,7 @@ export class S3BlockStore implements BlockStore {
     const timeout = opts.requestTimeoutMs ?? DEFAULT_S3_REQUEST_TIMEOUT_MS;
     this.bucket = opts.bucket;
     this.prefix = normalizePrefix(opts.prefix);
-    this.signsPayload = opts.signPayload ?? payloadSigned(opts.endpoint);
+    this.signsPayload = opts.signPayload ?? payloadSigned(opts.endpoint, process.env, opts.forcePathStyle ?? false);
     this.endpointDescription = opts.endpoint?.replace(/\/+$/, '') ?? `https://s3.${region}.amazonaws.com (AWS default for ${region})`;
     const agentOptions = { keepAlive: true, maxSockets: MAX_SOCKETS };
     const config: S3ClientConfig = {
