@@ -24,6 +24,8 @@ const PASSWORD = 'builtin-Passw0rd-1';
 const ALICE = { username: 'alice', password: PASSWORD, uid: 1000 };
 const BOB = { username: 'bob', password: PASSWORD, uid: 2000 };
 const INFO_SECURITY = 3;
+/** ACE flags OBJECT_INHERIT | CONTAINER_INHERIT: "(OI)(CI)" in icacls. */
+const OICI = 0x03;
 
 interface Run {
   code: number | null;
@@ -84,5 +86,58 @@ describe('a DACL naming BUILTIN\\Users, set and used by Samba clients', { timeou
     r = await smbclient('alice', `lcd ${dir}; get shared.txt back.txt`);
     assert.equal(r.code, 0, r.out);
     assert.equal(await readFile(join(dir, 'back.txt'), 'utf8'), 'from bob\n');
+  });
+
+  it('a file alice makes in a folder passing on "Users: Modify" is writable by bob; a folder passing on nothing gives 0644 and 0755', async () => {
+    const a = await both.smb(ALICE);
+    /** Alice's folder `name`, made with smbclient, given `dacl` by a raw SET_INFO (Explorer's Security tab). */
+    const folder = async (
+      name: string,
+      dacl: { type: number; flags: number; mask: number; sid: ReturnType<typeof unixUserSid> }[] | null,
+    ) => {
+      const r = await smbclient('alice', `mkdir ${name}`);
+      assert.equal(r.code, 0, r.out);
+      if (dacl === null) return;
+      const d = (await a.create(name, { options: 0x01 /* DIRECTORY_FILE */, disposition: 1 /* OPEN */ })).fileId;
+      const sd = encodeSecurityDescriptor({ control: 0x0004, owner: null, group: null, dacl });
+      assert.equal(await a.setInfo(d, INFO_SECURITY, 0, sd, SecurityInformation.DACL), 0);
+      await a.close(d);
+    };
+    const ownerFull = (flags: number) => ({ type: AceType.ACCESS_ALLOWED, flags, mask: 0x001f01ff, sid: unixUserSid(ALICE.uid) });
+    const usersModify = (flags: number) => ({ type: AceType.ACCESS_ALLOWED, flags, mask: 0x001301bf, sid: BUILTIN_USERS });
+    await folder('team', [ownerFull(OICI), usersModify(OICI)]);
+    await writeFile(join(dir, 'alice.txt'), 'from alice\n');
+    await writeFile(join(dir, 'bob.txt'), 'from bob\n');
+    let r = await smbclient('alice', `lcd ${dir}; put alice.txt team\\notes.txt; mkdir team\\sub; put alice.txt team\\sub\\deep.txt`);
+    assert.equal(r.code, 0, r.out);
+    // Bob is one of the Users: the file and the folder alice made inherited his Modify.
+    r = await smbclient('bob', `lcd ${dir}; put bob.txt team\\notes.txt; put bob.txt team\\sub\\deep.txt; put bob.txt team\\sub\\bobs.txt`);
+    assert.equal(r.code, 0, r.out);
+    assert.doesNotMatch(r.out, /NT_STATUS_/, r.out);
+    r = await smbclient('alice', `lcd ${dir}; get team\\notes.txt back.txt`);
+    assert.equal(r.code, 0, r.out);
+    assert.equal(await readFile(join(dir, 'back.txt'), 'utf8'), 'from bob\n');
+    // The DACL stored is the one inherited (what Explorer shows), not one made of the mode.
+    const f = (await a.create('team\\notes.txt', { disposition: 1, access: 0x00020000 /* READ_CONTROL */ })).fileId;
+    const q = await a.queryInfo(f, INFO_SECURITY, 0, { additional: SecurityInformation.DACL });
+    assert.equal(q.status, 0);
+    assert.deepEqual(decodeSecurityDescriptor(q.output).dacl, [ownerFull(0x10 /* INHERITED */), usersModify(0x10)]);
+    await a.close(f);
+    // No DACL, or one passing nothing on: files 0644 and folders 0755 as NFS users know them.
+    await folder('plain', null);
+    await folder('own', [ownerFull(0), usersModify(0)]);
+    for (const name of ['plain', 'own']) {
+      r = await smbclient('alice', `lcd ${dir}; put alice.txt ${name}\\a.txt; mkdir ${name}\\sub`);
+      assert.equal(r.code, 0, r.out);
+      const fh = (await both.nfs.lookup(both.root, name)).fh!;
+      for (const [entry, mode] of [
+        ['a.txt', 0o644],
+        ['sub', 0o755],
+      ] as const) {
+        const attrs = (await both.nfs.getattr((await both.nfs.lookup(fh, entry)).fh!)).attrs!;
+        assert.equal(attrs.mode & 0o7777, mode, `${name}/${entry}`);
+        assert.equal(attrs.uid, ALICE.uid, `${name}/${entry} is alice's`);
+      }
+    }
   });
 });

@@ -11,7 +11,7 @@ import type { Inode } from '../vfs/types.js';
 import type { SecurityDescriptor } from './security.js';
 import { checkNewAttributes, newFileAttributes } from './attrs.js';
 import { CreateDisposition } from './constants.js';
-import { checkAddTo, type FileContext } from './files.js';
+import { checkAddTo, type FileContext, newInodeMode } from './files.js';
 import type { CreateRequest } from './messages.js';
 import * as oplock from './oplock.js';
 import { SmbStatusError } from './status.js';
@@ -46,7 +46,9 @@ export async function createFirst(
   try {
     // The directory's DACL may refuse the new name (files.ts checkAddTo).
     const parentSd = await checkAddTo(c, parent, false);
-    return { inode: (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs }, null)).inode, parentSd };
+    // The mode of the DACL the file inherits (files.ts newInodeMode).
+    const mode = await newInodeMode(c, parent, parentSd, null, false, null);
+    return { inode: (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode, dosAttrs }, null)).inode, parentSd };
   } catch (e) {
     if (e instanceof VfsError || e instanceof SmbStatusError) return null;
     throw e;

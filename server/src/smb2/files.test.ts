@@ -21,7 +21,16 @@ import * as files from './files.js';
 import type { Open } from './state.js';
 import { NtStatus } from './status.js';
 import { alice, create, createRequest, fileContext, status } from './testing.js';
-import { AceType, CREATOR_OWNER, decodeSecurityDescriptor, encodeSecurityDescriptor, EVERYONE, SecurityInformation } from './security.js';
+import {
+  AceType,
+  BUILTIN_USERS,
+  CREATOR_OWNER,
+  decodeSecurityDescriptor,
+  encodeSecurityDescriptor,
+  EVERYONE,
+  SecurityInformation,
+  unixUserSid,
+} from './security.js';
 import { decodeFullEaList, encodeFullEaList } from './ea.js';
 import { AceFlags } from './acl.js';
 
@@ -407,6 +416,109 @@ describe('SMB2 file commands over the file service', () => {
       ),
       NtStatus.INVALID_PARAMETER,
     );
+    await srv.close();
+  });
+
+  it('a new file, directory or stream takes the mode of the DACL it carries; without one, 0644 and 0755', async () => {
+    const { srv, c } = await setup();
+    const bob = bobOn(srv);
+    const { rootFh, root } = await shareRoot(srv);
+    const modeOf = async (path: string) => {
+      let fh = rootFh;
+      let mode = 0;
+      for (const part of path.split('/')) {
+        const { share, inode } = await srv.fs.lookup(fh, Buffer.from(part), root);
+        [fh, mode] = [srv.fs.handleOf(share, inode), inode.mode & 0o7777];
+      }
+      return mode;
+    };
+    const sd = (...dacl: { type: number; flags: number; mask: number; sid: ReturnType<typeof unixUserSid> }[]) =>
+      encodeSecurityDescriptor({ control: 0, owner: null, group: null, dacl });
+    const OICI = AceFlags.OBJECT_INHERIT | AceFlags.CONTAINER_INHERIT;
+    const mkdir = (name: string, secD: Buffer | null) =>
+      create(
+        c,
+        createRequest(name, {
+          createDisposition: CreateDisposition.CREATE,
+          createOptions: CreateOptions.DIRECTORY_FILE,
+          contexts: secD ? [{ name: 'SecD', data: secD }] : [],
+        }),
+      ).then((r) => files.close(c, r.open, 0, new SmbWriter()));
+    const make = (name: string, disposition: number, options = 0, contexts: { name: string; data: Buffer }[] = []) =>
+      create(c, createRequest(name.replaceAll('/', '\\'), { createDisposition: disposition, createOptions: options, contexts })).then((r) =>
+        files.close(c, r.open, 0, new SmbWriter()),
+      );
+    // As Explorer and icacls write it: the owner Full, BUILTIN\Users Modify, both (OI)(CI).
+    const shared = [
+      { type: AceType.ACCESS_ALLOWED, flags: OICI, mask: 0x001f01ff, sid: unixUserSid(alice.uid) },
+      { type: AceType.ACCESS_ALLOWED, flags: OICI, mask: 0x001301bf, sid: BUILTIN_USERS },
+    ];
+    await mkdir('shared', sd(...shared));
+    await make('shared/f', CreateDisposition.CREATE); // made at once (create-first.ts)
+    await make('shared/g', CreateDisposition.OPEN_IF); // looked up, then made
+    await make('shared/sub', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    await make('shared/s:stm', CreateDisposition.CREATE); // the file made with its stream
+    // Modify gives every user read, write and execute; the owner's Full the same.
+    for (const f of ['shared/f', 'shared/g', 'shared/sub', 'shared/s']) assert.equal(await modeOf(f), 0o777, f);
+    // Bob (BUILTIN\Users) writes what alice made, as on Windows, and its stream.
+    for (const name of ['shared\\f', 'shared\\s:stm']) {
+      const o = (await as(bob, name, Access.GENERIC_WRITE)).open;
+      await files.write(bob, o, { offset: 0, data: Buffer.from('bob'), fileId: o.fileId, flags: 0 });
+      await files.close(bob, o, 0, new SmbWriter());
+    }
+    // The DACL stored is the inherited one, unchanged.
+    const f = (await as(c, 'shared\\f', Access.READ_CONTROL)).open;
+    const q = await files.queryInfo(c, f, {
+      infoType: 3,
+      infoClass: 0,
+      outputBufferLength: 4096,
+      additionalInformation: SecurityInformation.DACL,
+      flags: 0,
+      fileId: f.fileId,
+      input: Buffer.alloc(0),
+    });
+    assert.deepEqual(
+      decodeSecurityDescriptor(q.output).dacl!.map((a) => [a.flags, a.mask]),
+      [
+        [AceFlags.INHERITED, 0x001f01ff],
+        [AceFlags.INHERITED, 0x001301bf],
+      ],
+    );
+    // A SecD gives its own DACL's mode: the owner's Full, Everyone's read (a directory: and search).
+    await make('shared/secd', CreateDisposition.CREATE, 0, [
+      { name: 'SecD', data: sd(shared[0]!, { type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x00120089, sid: EVERYONE }) },
+    ]);
+    assert.equal(await modeOf('shared/secd'), 0o744);
+    // CREATOR OWNER stands for the new file's owner: alice's Full, every user's read.
+    await mkdir(
+      'creator',
+      sd(
+        { type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x001f01ff, sid: unixUserSid(alice.uid) },
+        { type: AceType.ACCESS_ALLOWED, flags: OICI | AceFlags.INHERIT_ONLY, mask: 0x001f01ff, sid: CREATOR_OWNER },
+        { type: AceType.ACCESS_ALLOWED, flags: OICI, mask: 0x001200a9, sid: BUILTIN_USERS },
+      ),
+    );
+    await make('creator/f', CreateDisposition.CREATE);
+    await make('creator/sub', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+    assert.equal(await modeOf('creator/f'), 0o755);
+    assert.equal(await modeOf('creator/sub'), 0o755);
+    assert.equal(await modeOf('creator'), 0o755);
+    // No DACL, or one with nothing inheritable: what NFS users of the share expect, 0644 and 0755.
+    await mkdir('plain', null);
+    await mkdir('noinh', sd({ type: AceType.ACCESS_ALLOWED, flags: 0, mask: 0x001f01ff, sid: EVERYONE }));
+    for (const d of ['plain', 'noinh']) {
+      await make(`${d}/f`, CreateDisposition.CREATE);
+      await make(`${d}/g`, CreateDisposition.OPEN_IF);
+      await make(`${d}/sub`, CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);
+      await make(`${d}/s:stm`, CreateDisposition.CREATE);
+      for (const [n, m] of [
+        ['f', 0o644],
+        ['g', 0o644],
+        ['sub', 0o755],
+        ['s', 0o644],
+      ] as const)
+        assert.equal(await modeOf(`${d}/${n}`), m, `${d}/${n}`);
+    }
     await srv.close();
   });
 

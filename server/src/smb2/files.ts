@@ -10,7 +10,7 @@ import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { decodeHandle } from '../vfs/handle.js';
 import { Caching } from '../vfs/locks/opens.js';
-import { mayDeleteFromSticky } from '../vfs/permissions.js';
+import { mayDeleteFromSticky, newOwner } from '../vfs/permissions.js';
 import { CreateMode, type FileService, type Share } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
 import { DosAttributes, FileType, nowTimespec } from '../vfs/types.js';
@@ -78,8 +78,10 @@ import {
   posixChangeOf,
   type SecurityDescriptor,
   SecurityInformation,
+  unixGroupSid,
+  unixUserSid,
 } from './security.js';
-import { daclMask, describe, grantsOf, logonOf, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
+import { daclMask, describe, grantsOf, inheritDacl, logonOf, newInodeDacl, storedDacl, storeDacl, storedForm } from './acl.js';
 import { type DurableTable, durableV2Request, grantDurable, isReconnect } from './durable.js';
 import { aaplReply } from './aapl.js';
 import { checkEaKnowledge, decodeFullEaList, EA_KIND, type EaChange, eaChanges, eaRecords, eaSizeOf, queryEas, storeEas } from './ea.js';
@@ -250,6 +252,35 @@ export async function checkAddTo(c: FileContext, dir: Buffer, isDir: boolean): P
   if ((grantsOf(sd.dacl, (await c.fs.resolve(dir)).inode, c.id, logonOf(c.session)) & right) === 0)
     throw fail(NtStatus.ACCESS_DENIED, `the directory's DACL grants no ${isDir ? 'FILE_ADD_SUBDIRECTORY' : 'FILE_ADD_FILE'}`);
   return sd;
+}
+
+/**
+ * The mode a new file or directory is made with over SMB: the POSIX bits the DACL it will carry
+ * maps to (posixChangeOf, as a SET_INFO of that DACL sets them), the DACL of the CREATE's SecD
+ * context (`given`) or else the one its directory `dir` passes on (`dirSd`, the directory's stored
+ * descriptor; acl.ts newInodeDacl stores the same DACL once the inode exists). Made 0644 (a
+ * directory 0755) and given the DACL only after, a file under "owner Full, Users Modify (OI)(CI)"
+ * refused other users the write its DACL grants them. Without a DACL to carry (a directory with no
+ * inheritable ACE, no SecD), 0644 or 0755 as before, what NFS users of the share expect. The
+ * DACL's ACEs for the owner and group are read for the ones the vfs gives the inode (`asked`: a
+ * SecD's owner and group, newFileOwner). READONLY is not applied: as for a file made without a
+ * DACL, the attribute alone keeps the write bits.
+ */
+export async function newInodeMode(
+  c: FileContext,
+  dir: Buffer,
+  dirSd: SecurityDescriptor | null,
+  given: SecurityDescriptor | null,
+  isDir: boolean,
+  asked: { uid?: number; gid?: number } | null,
+): Promise<number> {
+  const plain = isDir ? 0o755 : 0o644;
+  if (given?.dacl == null && dirSd?.dacl == null) return plain;
+  const { uid, gid } = newOwner((await c.fs.resolve(dir)).inode, c.fs.identity(c.share, c.id), asked ?? undefined);
+  const dacl = given?.dacl ?? inheritDacl(dirSd, isDir, unixUserSid(uid), unixGroupSid(gid));
+  if (dacl === null) return plain;
+  const made = { type: isDir ? FileType.DIR : FileType.REG, uid, gid, mode: plain, dosAttrs: 0 };
+  return posixChangeOf({ control: 0, owner: null, group: null, dacl }, SecurityInformation.DACL, made).mode ?? plain;
 }
 
 /**
@@ -437,10 +468,11 @@ export async function create(
     // The owner and group a SecD context gives (INVALID_OWNER / INVALID_PRIMARY_GROUP first).
     const owner = secD ? newFileOwner(secD, c.fs.identity(c.share, c.id)) : null;
     parentSd = await checkAddTo(c, parent, wantDir);
+    const mode = await newInodeMode(c, parent, parentSd, secD, wantDir, owner);
     if (wantDir) {
-      inode = (await c.fs.mkdir(parent, name, c.id, { mode: 0o755, dosAttrs, ...owner })).inode;
+      inode = (await c.fs.mkdir(parent, name, c.id, { mode, dosAttrs, ...owner })).inode;
     } else {
-      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode: 0o644, dosAttrs, ...owner }, null)).inode;
+      inode = (await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode, dosAttrs, ...owner }, null)).inode;
     }
     action = CreateAction.CREATED;
     try {

@@ -257,7 +257,11 @@ export interface PosixChange {
  * file itself; ACEs for other SIDs have no POSIX counterpart and change nothing. A NULL DACL
  * (nobody refused) is mode 0777. setuid/setgid/sticky stay as they are.
  */
-export function posixChangeOf(sd: SecurityDescriptor, info: number, inode: Inode): PosixChange {
+export function posixChangeOf(
+  sd: SecurityDescriptor,
+  info: number,
+  inode: Pick<Inode, 'type' | 'uid' | 'gid' | 'mode' | 'dosAttrs'>,
+): PosixChange {
   const out: PosixChange = {};
   if (info & SecurityInformation.OWNER) {
     if (!sd.owner) throw new SmbStatusError(NtStatus.INVALID_OWNER, 'no owner in the descriptor');
@@ -349,7 +353,8 @@ export function newFileOwner(sd: SecurityDescriptor, id: Identity): PosixChange 
  */
 const everyUser = (s: Sid): boolean => sidEqual(s, BUILTIN_USERS) || sidEqual(s, AUTHENTICATED_USERS);
 
-const readOnly = (inode: Inode): boolean => inode.type !== FileType.DIR && (inode.dosAttrs & DosAttributes.READONLY) !== 0;
+const readOnly = (inode: Pick<Inode, 'type' | 'dosAttrs'>): boolean =>
+  inode.type !== FileType.DIR && (inode.dosAttrs & DosAttributes.READONLY) !== 0;
 
 /** The uid (kind 1) or gid (kind 2) a unix SID names, or null. */
 function unixId(s: Sid, kind: 1 | 2): number | null {

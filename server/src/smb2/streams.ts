@@ -27,6 +27,7 @@ import {
   lookupOrNull,
   mapGenericRights,
   maximalAccessOf,
+  newInodeMode,
   storedDaclAccess,
   walkParent,
 } from './files.js';
@@ -131,16 +132,11 @@ export async function createStreamOpen(
   if (!file) {
     if (!mayCreate || parent === null || name === null) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     const parentSd = await checkAddTo(c, parent, false);
+    // The mode of the DACL the file inherits (files.ts newInodeMode); its streams take the file's.
+    const mode = await newInodeMode(c, parent, parentSd, null, false, null);
     try {
       file = (
-        await c.fs.create(
-          parent,
-          name,
-          c.id,
-          CreateMode.GUARDED,
-          { mode: 0o644, dosAttrs: newFileAttributes(req.fileAttributes, false) },
-          null,
-        )
+        await c.fs.create(parent, name, c.id, CreateMode.GUARDED, { mode, dosAttrs: newFileAttributes(req.fileAttributes, false) }, null)
       ).inode;
       created = true;
       // What the directory's stored DACL passes on, as for a file CREATE makes (files.ts).

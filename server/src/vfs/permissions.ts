@@ -68,6 +68,25 @@ export function mayWrite(inode: Inode, id: Identity): boolean {
   return id.uid === inode.uid || mayAccess(inode, id, Access.W);
 }
 
+/**
+ * The owner and group of an inode `id` makes in `dir`: the caller, with the group of a setgid
+ * directory; `asked` (CREATE, MKDIR attributes, an SMB security descriptor) may name the owner
+ * (root only) and the group (root, or one of the caller's groups). `id` is the caller after the
+ * share's squash. The vfs makes every inode so; the SMB server asks before it creates, to work out
+ * the mode of the DACL the new inode will carry, whose ACEs name the owner and group.
+ */
+export function newOwner(
+  dir: Pick<Inode, 'mode' | 'gid'>,
+  id: Identity,
+  asked?: { uid?: number; gid?: number },
+): { uid: number; gid: number } {
+  let uid = id.uid;
+  let gid = (dir.mode & S_ISGID) !== 0 ? dir.gid : id.gid;
+  if (asked?.uid !== undefined && id.uid === 0) uid = asked.uid;
+  if (asked?.gid !== undefined && (id.uid === 0 || inGroup(id, asked.gid))) gid = asked.gid;
+  return { uid, gid };
+}
+
 /** In a sticky directory only the owner of the entry, the owner of the directory or root may remove or rename it. */
 export function mayDeleteFromSticky(dir: Inode, child: Inode, id: Identity): boolean {
   if ((dir.mode & S_ISVTX) === 0) return true;

@@ -17,6 +17,7 @@ import {
   mayRead,
   mayWrite,
   inGroup,
+  newOwner,
   S_ISGID,
   S_ISUID,
   S_ISVTX,
@@ -817,8 +818,7 @@ export class FileService {
     const init: NewInode = {
       type,
       mode: m,
-      uid: id.uid,
-      gid: sgidDir ? dir.gid : id.gid,
+      ...newOwner(dir, id, attrs),
       rdevMajor: 0,
       rdevMinor: 0,
       target: null,
@@ -828,8 +828,6 @@ export class FileService {
       dosAttrs: type === FileType.DIR ? 0 : DosAttributes.ARCHIVE,
       ...extra,
     };
-    if (attrs?.uid !== undefined && id.uid === 0) init.uid = attrs.uid;
-    if (attrs?.gid !== undefined && (id.uid === 0 || inGroup(id, attrs.gid))) init.gid = attrs.gid;
     if (attrs?.dosAttrs !== undefined) init.dosAttrs = attrs.dosAttrs & DOS_ATTRS_STORED;
     // Linux's mode_strip_sgid (CVE-2018-13405): a setgid program may be made only for a group the
     // caller is in (or by root). A file in a setgid directory takes the directory's group, which
