@@ -12,7 +12,7 @@ import { dirInit, fileInit } from '../../testing/inodes.js';
 import { assertSizeTokensAfterMigration } from '../../testing/size-tokens.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 import { CHECKPOINT_EVERY_COMMITS, WAL_SIZE_LIMIT_BYTES } from './sqlite-checkpoint.js';
-import { SQLITE_FILE, SYNC_DELAY_MS, SqliteDriver, type SqliteSync } from './sqlite.js';
+import { SQLITE_FILE, SYNC_DELAY_MS, SqliteDriver, type SqliteRunner, type SqliteSync } from './sqlite.js';
 import { sqliteStatementsByName } from './sqlite-dialect.js';
 import { S, SqlMetadataStore } from './store.js';
 import type { Inode } from '../../vfs/types.js';
@@ -248,6 +248,49 @@ describe('SQLite metadata engine', () => {
       assert.ok(events.includes('change 1 committed'), events.join(', '));
       assert.ok(events.length > ROUNDS, events.join(', '));
     }));
+
+  it('sync commit: a program that fails as the first statement of its batch leaves nothing, fails alone with its own error, and the batch goes on', async () => {
+    // The first statement of a batch runs without a savepoint of its own (SqliteDriver.runBare):
+    // its failure must look the same as one inside a savepoint.
+    const prog = (db: SqliteRunner, p: readonly unknown[]) => {
+      db.run('INSERT INTO t (x) VALUES (?1)', [p[0]]);
+      db.run('INSERT INTO t (x) VALUES (?1)', [Number(p[0]) + 1]);
+      if (p[1] === 'fail') throw new Error('the program failed');
+      if (p[1] === 'constraint') db.run('INSERT INTO t (x) VALUES (NULL)');
+      return [];
+    };
+    const d = SqliteDriver.open({ dir: place(), statements: { prog, ins: 'INSERT INTO t (x) VALUES (?1)' }, checkpointWorker: false });
+    const P = { name: 'prog', text: '' };
+    const ins = { name: 'ins', text: 'INSERT INTO t (x) VALUES ($1)' };
+    const rows = async () => (await d.query('SELECT x FROM t ORDER BY x')).rows.map((r) => Number(r.x));
+    try {
+      await d.query('CREATE TABLE t (x integer NOT NULL)');
+      for (const how of ['fail', 'constraint']) {
+        await d.query('DELETE FROM t');
+        const before = d.stats;
+        // Issued together: one batch, which the failing program begins.
+        const [bad, after, good] = await Promise.allSettled([d.query(P, [10, how]), d.query(ins, [20]), d.query(P, [30, 'ok'])]);
+        assert.equal(bad.status, 'rejected');
+        if (how === 'fail') assert.match(String(bad.reason), /the program failed/);
+        else assert.equal((bad.reason as { sqliteCode?: string }).sqliteCode, 'SQLITE_CONSTRAINT_NOTNULL');
+        assert.equal(after.status, 'fulfilled');
+        assert.equal(good.status, 'fulfilled');
+        assert.equal(d.stats.batches - before.batches, 1, 'the calls shared one batch');
+        assert.deepEqual(await rows(), [20, 30, 31], `${how}: none of the failed program's rows, every row of the others`);
+      }
+      // Alone, as one client stream's calls are: a failed program leaves nothing; the next commits.
+      await d.query('DELETE FROM t');
+      await assert.rejects(d.query(P, [40, 'fail']), /the program failed/);
+      await d.query(P, [50, 'ok']);
+      // A program that is not its batch's first statement fails alone too (its savepoint).
+      const [first, second] = await Promise.allSettled([d.query(ins, [60]), d.query(P, [70, 'fail'])]);
+      assert.equal(first.status, 'fulfilled');
+      assert.equal(second.status, 'rejected');
+      assert.deepEqual(await rows(), [50, 51, 60]);
+    } finally {
+      await d.close();
+    }
+  });
 
   it('sync commit: an fsync covers what was committed when it began, also one that a finished fsync begins while a batch is open', async () => {
     const dir = place();

@@ -118,6 +118,8 @@ const noop = (): void => {};
 interface Batch {
   /** Changes its calls made, counted (`written`) once it has committed. */
   changes: number;
+  /** Statements run in it so far: the first runs without a savepoint of its own (see runBare). */
+  statements: number;
   readonly done: Promise<void>;
   readonly resolve: () => void;
   readonly reject: (e: unknown) => void;
@@ -265,6 +267,8 @@ export class SqliteDriver implements SqlDriver {
    * builds four wrapper functions each time it is called: too much for every CREATE and REMOVE).
    */
   private readonly forms = new Map<string, string | ((params: readonly unknown[]) => SqlRow[])>();
+  /** The programs as written, without that wrapper: a batch's first statement (runBare). */
+  private readonly programs = new Map<string, (db: SqliteRunner, params: readonly unknown[]) => SqlRow[]>();
   private closed = false;
   /** Set when an fsync failed: nothing more is served. */
   private broken: Error | null = null;
@@ -313,8 +317,10 @@ export class SqliteDriver implements SqlDriver {
     };
     this.beginBatch = db.prepare('BEGIN IMMEDIATE');
     this.endBatch = db.prepare('COMMIT');
-    for (const [name, form] of Object.entries(statements))
+    for (const [name, form] of Object.entries(statements)) {
       this.forms.set(name, typeof form === 'string' ? form : db.transaction((params: readonly unknown[]) => form(this.runner, params)));
+      if (typeof form !== 'string') this.programs.set(name, form);
+    }
   }
 
   /** Opens (creating if needed) the SQLite database in `opts.dir`. */
@@ -412,8 +418,11 @@ export class SqliteDriver implements SqlDriver {
     return [];
   }
 
-  /** One statement, inside the current transaction or as its own. */
-  private run(sql: Statement | string, params: readonly unknown[]): SqlRow[] {
+  /**
+   * One statement, inside the current transaction or as its own. `bare`: the first of a batch, whose
+   * transaction holds nothing yet (see runBare).
+   */
+  private run(sql: Statement | string, params: readonly unknown[], bare = false): SqlRow[] {
     try {
       if (typeof sql === 'string' || sql.name === undefined) {
         const text = positional(typeof sql === 'string' ? sql : sql.text);
@@ -428,10 +437,37 @@ export class SqliteDriver implements SqlDriver {
       const form = this.forms.get(sql.name);
       if (form === undefined) throw new Error(`statement ${sql.name} has no SQLite form (meta/sql/sqlite-dialect.ts)`);
       if (typeof form === 'string') return this.exec(form, params);
+      if (bare) return this.runBare(sql.name, params);
       // A savepoint inside a transaction, a transaction of its own outside one.
       return form(params);
     } catch (e) {
       throw translate(e);
+    }
+  }
+
+  /**
+   * A program run as the first statement of a batch, in the batch's transaction without a savepoint
+   * of its own: that transaction holds nothing else yet, so undoing it whole undoes just this
+   * program. A savepoint costs its SAVEPOINT and RELEASE, and makes SQLite copy each page the
+   * program changes into its sub-journal first (four or five 4 KiB pages for a CREATE or a
+   * REMOVE), which one client stream, whose every change is a batch of its own, paid on each call.
+   * On a failure the transaction is rolled back and begun again (empty, as the batch began); the
+   * error is the program's own, as with the savepoint. If it cannot begin again, the batch fails
+   * (runInBatch).
+   */
+  private runBare(name: string, params: readonly unknown[]): SqlRow[] {
+    const program = this.programs.get(name)!;
+    try {
+      return program(this.runner, params);
+    } catch (e) {
+      this.dirtyTx = false;
+      this.rollback();
+      try {
+        this.beginBatch.run();
+      } catch (be) {
+        this.log.warn({ err: be }, 'embedded metadata store: a batch could not begin again after a failed statement');
+      }
+      throw e;
     }
   }
 
@@ -521,7 +557,7 @@ export class SqliteDriver implements SqlDriver {
     });
     // Every call awaits it, but a failure may come before the first await (failBatch in query()).
     done.catch(noop);
-    const batch: Batch = { changes: 0, done, resolve, reject };
+    const batch: Batch = { changes: 0, statements: 0, done, resolve, reject };
     this.batch = batch;
     // After the calls that this turn of the event loop has ready (their requests were read in its
     // poll phase): they share the COMMIT.
@@ -647,7 +683,7 @@ export class SqliteDriver implements SqlDriver {
     let rows: SqlRow[] = [];
     let failed: { error: unknown } | null = null;
     try {
-      rows = this.runCommitted(sql, params);
+      rows = this.runCommitted(sql, params, batch.statements++ === 0);
       this.batchedCalls++;
     } catch (error) {
       failed = { error };
@@ -699,9 +735,9 @@ export class SqliteDriver implements SqlDriver {
   }
 
   /** One statement as its own transaction (or in the one open), counted for the group commit. */
-  private runCommitted(sql: Statement | string, params: readonly unknown[]): SqlRow[] {
+  private runCommitted(sql: Statement | string, params: readonly unknown[], bare = false): SqlRow[] {
     try {
-      return this.run(sql, params);
+      return this.run(sql, params, bare);
     } finally {
       this.committed();
     }
