@@ -1,11 +1,12 @@
-// Connection slots against a real server process: sockets that connect and say nothing must not
-// keep real clients out. A listener at a cap closes a connection that has not got past the
-// protocol's first step (NFS: a call to a program served; SMB: a logged-on session) to admit a new
-// one: at max_connections_per_address, that address's oldest; at max_connections, one of the
-// address holding the most. A connection that has not got past the first step within
-// handshake_timeout is closed, while logged-on clients that stay idle are kept. And one SMB user
-// cannot take every open. Silent sockets come from other loopback addresses (127.0.0.2 and up: the
-// whole 127/8 is this host), the real clients (nfs-cp, smbclient) from 127.0.0.1.
+// Connection slots against a real server process: sockets that connect and say nothing (or only
+// ping with NFS NULL calls, which need no credential) must not keep real clients out. A listener at
+// a cap closes a connection that has not got past the protocol's first step (NFS: a mount granted
+// or a call that succeeded on a file handle; SMB: a logged-on session) to admit a new one: at
+// max_connections_per_address, that address's oldest; at max_connections, one of the address
+// holding the most. A connection that has not got past the first step within handshake_timeout is
+// closed, while mounted and logged-on clients that stay idle are kept. And one SMB user cannot take
+// every open. Silent sockets come from other loopback addresses (127.0.0.2 and up: the whole 127/8
+// is this host), the real clients (nfs-cp, smbclient) from 127.0.0.1.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -16,7 +17,7 @@ import { after, before, describe, test } from 'node:test';
 import { addShareUser, takeOverAdmin } from '../helpers/api.js';
 import { until } from '../helpers/hostile.js';
 import { SUITE_TIMEOUT_MS, TEST_TIMEOUT_MS } from '../helpers/limits.js';
-import { authSys, NFS_PROGRAM, NFS_V3, NfsProc, RpcConnection } from '../helpers/rpc-client.js';
+import { AUTH_NONE, authSys, NFS_PROGRAM, NFS_V3, NfsClient, NfsProc, RpcConnection } from '../helpers/rpc-client.js';
 import { runTool, smbclient } from '../helpers/run.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { bodies, smb2Message, SmbCommand, SmbTestClient } from '../helpers/smb-client.js';
@@ -31,17 +32,33 @@ interface Silent {
   closed: boolean;
 }
 
-/** A socket from `from` that sends nothing; `closed` once the server has closed it. */
-function silent(port: number, from: string): Promise<Silent> {
+/**
+ * A socket from `from` that sends nothing, or only `hello` (once its first reply is in); `closed`
+ * once the server has closed it.
+ */
+function silent(port: number, from: string, hello?: Buffer): Promise<Silent> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ port, host: '127.0.0.1', localAddress: from });
     const s: Silent = { sock, closed: false };
     sock.on('error', () => undefined);
     sock.on('close', () => (s.closed = true));
     sock.resume();
-    sock.once('connect', () => resolve(s));
+    sock.once('connect', () => {
+      if (hello === undefined) return resolve(s);
+      sock.write(hello);
+      sock.once('data', () => resolve(s));
+    });
+    sock.once('close', () => reject(new Error(`the server closed a connection from ${from} before it replied`)));
     sock.once('error', reject);
   });
+}
+
+/** An NFS NULL call (no credential, no file handle), record-marked. */
+function nfsNull(): Buffer {
+  const call = RpcConnection.encodeCall(1, NFS_PROGRAM, NFS_V3, NfsProc.NULL, AUTH_NONE, Buffer.alloc(0));
+  const mark = Buffer.alloc(4);
+  mark.writeUInt32BE((0x80000000 | call.length) >>> 0, 0);
+  return Buffer.concat([mark, call]);
 }
 
 const OTHER = 'slots2';
@@ -73,12 +90,13 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
   /**
    * Fills a listener with MAX silent sockets, PER_ADDRESS from each of 127.0.0.2 and up, and waits
    * past the server's grace period (1 s: a connection younger than that is never closed to make room).
+   * Those of 127.0.0.2 first send `hello` when given.
    */
-  async function fill(port: number): Promise<Silent[]> {
+  async function fill(port: number, hello?: Buffer): Promise<Silent[]> {
     const crowd: Silent[] = [];
     for (let a = 0; a < MAX / PER_ADDRESS; a++)
       for (let i = 0; i < PER_ADDRESS; i++) {
-        const s = await silent(port, `127.0.0.${a + 2}`);
+        const s = await silent(port, `127.0.0.${a + 2}`, a === 0 ? hello : undefined);
         sockets.push(s.sock);
         crowd.push(s);
       }
@@ -128,11 +146,9 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
         DITTOFS_ADAPTERS__SMB__HANDSHAKE_TIMEOUT: '0',
       });
 
-      const nfsCrowd = await fill(srv.nfsPort);
-      const nullCall = RpcConnection.encodeCall(1, NFS_PROGRAM, NFS_V3, NfsProc.NULL, authSys(0, 0), Buffer.alloc(0));
-      const mark = Buffer.alloc(4);
-      mark.writeUInt32BE((0x80000000 | nullCall.length) >>> 0, 0);
-      await behindCrowd(srv.nfsPort, Buffer.concat([mark, nullCall]));
+      // The sockets of 127.0.0.2 each make a NULL call first: answered, it proves nothing.
+      const nfsCrowd = await fill(srv.nfsPort, nfsNull());
+      await behindCrowd(srv.nfsPort, nfsNull());
       await until(() => nfsCrowd[0]!.closed, 60_000, 'the oldest silent socket of that address to be closed to make room');
       const data = randomBytes(256 * 1024 + 7);
       const src = path.join(tmp, 'in.bin');
@@ -167,10 +183,22 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
     { timeout: TEST_TIMEOUT_MS },
     async () => {
       srv = await userServer({ DITTOFS_ADAPTERS__NFS__HANDSHAKE_TIMEOUT: '2s', DITTOFS_ADAPTERS__SMB__HANDSHAKE_TIMEOUT: '2s' });
-      // NFS: one connection makes a call, the other says nothing.
-      const caller = await RpcConnection.connect(srv.nfsPort);
-      const first = await caller.call(NFS_PROGRAM, NFS_V3, NfsProc.NULL, Buffer.alloc(0), { cred: authSys(0, 0) });
-      assert.equal(first.kind, 'accepted');
+      // NFS: one connection mounts, one uses the handle it got; the others make only calls anyone
+      // can make without a share (NULL, a mount of no export, a made-up handle), or none.
+      const cred = authSys(1400, 1400);
+      const mounter = await NfsClient.connect(srv.nfsPort, cred);
+      const root = await mounter.mount('/export');
+      const user = await NfsClient.connect(srv.nfsPort, cred);
+      assert.equal((await user.nfs(NfsProc.NULL, Buffer.alloc(0))).kind, 'accepted');
+      assert.equal((await user.getattr(root)).status, 0);
+      const pinger = await NfsClient.connect(srv.nfsPort, AUTH_NONE);
+      assert.equal((await pinger.nfs(NfsProc.NULL, Buffer.alloc(0))).kind, 'accepted');
+      const stranger = await NfsClient.connect(srv.nfsPort, cred);
+      assert.notEqual((await stranger.mnt('/no-such-export')).status, 0);
+      const forger = await NfsClient.connect(srv.nfsPort, cred);
+      const madeUp = Buffer.from(root);
+      madeUp.writeUInt32BE((madeUp.readUInt32BE(madeUp.length - 4) ^ 0x5a5a5a5a) >>> 0, madeUp.length - 4);
+      assert.notEqual((await forger.getattr(madeUp)).status, 0);
       const quiet = await RpcConnection.connect(srv.nfsPort);
       // SMB: one logs on, the other negotiates and goes no further.
       const loggedOn = await SmbTestClient.connect(srv.smbPort);
@@ -180,6 +208,9 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
       assert.equal(neg.status, 0);
       const started = Date.now();
       assert.equal(await quiet.waitClosedByPeer(60_000), true, 'the silent NFS connection is closed');
+      assert.equal(await pinger.conn.waitClosedByPeer(60_000), true, 'the NFS connection that only made a NULL call is closed');
+      assert.equal(await stranger.conn.waitClosedByPeer(60_000), true, 'the NFS connection whose mount was refused is closed');
+      assert.equal(await forger.conn.waitClosedByPeer(60_000), true, 'the NFS connection that used a made-up handle is closed');
       // ECHOs bring no session nearer: they do not put the deadline off (it would go at 10 x 2 s).
       let echoes = 0;
       while (!negotiated.closed && echoes < 60) {
@@ -190,11 +221,12 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
       assert.equal(negotiated.closed, true, `the SMB connection that never logged on was closed (${echoes} ECHOs sent meanwhile)`);
       // Well past the 2 s, twice over: the ones past the first step are still served.
       await new Promise((r) => setTimeout(r, Math.max(0, 4_000 - (Date.now() - started))));
-      const again = await caller.call(NFS_PROGRAM, NFS_V3, NfsProc.NULL, Buffer.alloc(0), { cred: authSys(0, 0) });
-      assert.equal(again.kind, 'accepted', 'the NFS connection that made a call is kept');
+      assert.equal((await mounter.getattr(root)).status, 0, 'the NFS connection that mounted is kept');
+      assert.equal((await user.getattr(root)).status, 0, 'the NFS connection that used a handle is kept');
       const echo = await loggedOn.request(SmbCommand.ECHO, bodies.echo());
       assert.equal(echo.status, 0, 'the logged-on SMB connection is kept');
-      caller.close();
+      mounter.close();
+      user.close();
       loggedOn.close();
       await srv.stop();
       srv = undefined;

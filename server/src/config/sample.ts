@@ -70,13 +70,15 @@ adapters:
     # (CREATE, REMOVE, RENAME, ...) gets its original reply instead of running twice.
     drc_size: 1024
     # Limits on what clients can make the server hold. Connections served at once; past it, a
-    # connection that has made no call yet (older than 1 s, from the address or IPv6 /64 with the
-    # most such) is closed to make room, else the new one is refused:
+    # connection that has not got past its handshake yet (a mount granted, or a call that succeeded
+    # on a file handle; a NULL call does not count), older than 1 s, from the address or IPv6 /64
+    # with the most such, is closed to make room, else the new one is refused:
     max_connections: 1024
     # Connections from one client address; past it, as above, within that address. Keep it above
     # what one NAT or Kubernetes node in front of many clients opens. 0: no cap.
     max_connections_per_address: 256
-    # A connection that has made no call this long after it opened is closed. 0: never.
+    # A connection that has not got past its handshake (as above) this long after it opened is
+    # closed. 0: never.
     handshake_timeout: 30s
     # A connection with no traffic for this long, while none of its calls is running, is closed
     # (also one whose client stops reading its replies). Clients reconnect by themselves. 0: never.

@@ -115,17 +115,18 @@ export interface DittoConfig {
       /** Entries kept in the duplicate request cache (default 1024). */
       drc_size: number;
       /**
-       * TCP connections served at once (default 1024); past it, a connection that has made no call
-       * yet (older than 1 s, of the address or IPv6 /64 holding the most, and more than the
-       * newcomer's) is closed to make room, or the new one when there is none.
+       * TCP connections served at once (default 1024); past it, a connection not past its handshake
+       * (a mount granted, or an NFS call that succeeded on a file handle; not NULL) yet, older than
+       * 1 s, of the address or IPv6 /64 holding the most, and more than the newcomer's, is closed
+       * to make room, or the new one when there is none.
        */
       max_connections: number;
       /**
        * TCP connections from one client address at once (default 256; 0: no cap); past it, that
-       * address's oldest connection that has made no call yet is closed to make room, or the new one.
+       * address's oldest connection not past its handshake is closed to make room, or the new one.
        */
       max_connections_per_address: number;
-      /** A connection that has made no call (to NFS or MOUNT) this long (ms) after it was accepted is closed; 0: never (default 30 s). */
+      /** A connection not past its handshake (as above) this long (ms) after it was accepted is closed; 0: never (default 30 s). */
       handshake_timeout: number;
       /** A connection with no traffic for this long (ms) while none of its calls is running is closed; 0: never (default 6 minutes). */
       idle_timeout: number;

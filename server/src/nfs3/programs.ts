@@ -30,6 +30,11 @@ function leadingStatus(labels: ReadonlyMap<number, string>, reply: Buffer, at: n
   return end < at + 4 ? 'ok' : (labels.get(reply.readUInt32BE(at)) ?? 'unknown');
 }
 
+/** Whether a result starts with status 0 (NFS3_OK, MNT3_OK). */
+function leadingOk(reply: Buffer, at: number, end: number): boolean {
+  return end >= at + 4 && reply.readUInt32BE(at) === 0;
+}
+
 export function nfsRpcProgram(nfs: Nfs3Program): RpcProgram {
   return {
     prog: NFS_PROGRAM,
@@ -45,6 +50,10 @@ export function nfsRpcProgram(nfs: Nfs3Program): RpcProgram {
     procName: (proc) => NFS_PROC_NAMES[proc] ?? `PROC_${proc}`,
     // Every NFSv3 result but NULL's starts with its nfsstat3.
     resultStatus: (proc, reply, at, end) => (proc === NfsProc.NULL ? 'ok' : leadingStatus(NFS_STATUS_LABELS, reply, at, end)),
+    // A call that succeeded on a file handle: the handle named a file of a share, and the caller's
+    // credential passed the share's access check. Not NULL (no credential, no handle), nor a
+    // failure (a made-up handle is BADHANDLE or STALE; a refused caller, ACCES).
+    proves: (proc, reply, at, end) => proc !== NfsProc.NULL && leadingOk(reply, at, end),
   };
 }
 
@@ -60,5 +69,8 @@ export function mountRpcProgram(mount: MountProgram): RpcProgram {
     procName: (proc) => MOUNT_PROC_NAMES[proc] ?? `PROC_${proc}`,
     // Only MNT answers with a mountstat3.
     resultStatus: (proc, reply, at, end) => (proc === MountProc.MNT ? leadingStatus(MOUNT_STATUS_LABELS, reply, at, end) : 'ok'),
+    // A mount granted (the export exists and the caller passed its access check); NULL, EXPORT,
+    // DUMP and UMNT ask nothing of the caller.
+    proves: (proc, reply, at, end) => proc === MountProc.MNT && leadingOk(reply, at, end),
   };
 }

@@ -33,7 +33,11 @@ export interface RpcConnectionInfo {
   /** Client IP address (no port): clients reconnect from new ports and retransmit. */
   host: string;
   transport: 'tcp' | 'udp';
-  /** Told when the connection makes a call to a program and version served here, past the credential check (its handshake: wire/limits.ts). */
+  /**
+   * Told when a call to a program and version served here, past the credential check, has been
+   * answered and its program says the call proves the client (RpcProgram.proves): the connection
+   * is past its handshake (wire/limits.ts).
+   */
   onCall?: () => void;
 }
 
@@ -58,6 +62,14 @@ export interface RpcProgram {
    * `noent`, ...), read from the result it wrote at `reply[at..end)`. Absent: always `ok`.
    */
   resultStatus?(proc: number, reply: Buffer, at: number, end: number): string;
+  /**
+   * Whether a call `handle` completed proves the connection a real client's (wire/limits.ts:
+   * proven connections have no handshake deadline and are never closed to make room), from the
+   * result it wrote at `reply[at..end)`. A program with an access check says yes only past it: a
+   * NULL call, which needs no credential, must not let a crowd of sockets pass for clients.
+   * Absent: every call does.
+   */
+  proves?(proc: number, reply: Buffer, at: number, end: number): boolean;
 }
 
 export interface RpcServerOptions {
@@ -67,11 +79,11 @@ export interface RpcServerOptions {
   maxInFlightPerConnection?: number;
   /** Reply bytes of one connection not yet written out past which it is not read (default 2 MiB). */
   maxUnsentReplyBytes?: number;
-  /** TCP connections served at once; past it, one that made no call yet is closed (wire/limits.ts), or the new one (default 1024). */
+  /** TCP connections served at once; past it, one not past its handshake (RpcProgram.proves) is closed (wire/limits.ts), or the new one (default 1024). */
   maxConnections?: number;
   /** TCP connections from one client address at once; past it, as above within the address; 0: no cap (default 256). */
   maxConnectionsPerAddress?: number;
-  /** A TCP connection that made no call to a program served here this long after it was accepted is closed; 0: never (default 30 s). */
+  /** A TCP connection not past its handshake (RpcProgram.proves) this long after it was accepted is closed; 0: never (default 30 s). */
   handshakeTimeoutMs?: number;
   /** A connection with no traffic for this long, while none of its calls runs, is closed; 0: never (default 6 min). */
   idleTimeoutMs?: number;
@@ -521,10 +533,6 @@ export class RpcServer {
     } else if (call.credFlavor !== AuthFlavor.AUTH_NONE && call.proc !== 0) {
       return [encodeAuthError(xid, AuthStat.AUTH_TOOWEAK)];
     }
-    // A call to a program and version served here, past the credential check (which NULL skips: a
-    // NULL call proves a connection too): the connection is past its handshake (wire/limits.ts). A
-    // well-formed record alone is not: a call to a program not served proves nothing.
-    conn.onCall?.();
 
     let drcKey: string | null = null;
     let drcEntry: DrcEntry | null = null;
@@ -577,6 +585,10 @@ export class RpcServer {
         endSpan(span, SERVER_FAILURES.has(status) ? status : undefined);
       }
     }
+    // A call to a program and version served here, past the credential check, that its program
+    // counts as proof (RpcProgram.proves): the connection is past its handshake (wire/limits.ts). A
+    // well-formed record alone is not: a call to a program not served proves nothing.
+    if (stat === AS.SUCCESS && conn.onCall !== undefined && (program.proves?.(call.proc, w.buf, resultAt, w.pos) ?? true)) conn.onCall();
     let reply: Buffer[];
     if (stat !== AS.SUCCESS) {
       // The handler's result (and any buffer it lent it) is not sent.

@@ -28,11 +28,12 @@
 //       (calls in flight, a frame waiting for the budget); the idle timeout skips busy connections.
 //     An idle connection (no byte read and none written out for idleTimeoutMs while not busy) is
 //       destroyed: this also ends one that never reads its replies.
-//     prove(): the engine says the client got past the protocol's first step (NFS: a call to a
-//       program served here; SMB: an established session). One that has not is destroyed once
-//       handshakeTimeoutMs pass without renewHandshake() (the engine calls it at each step of the
-//       handshake that goes forward: a logon may wait for its user to type a password), and at
-//       10 x handshakeTimeoutMs in any case.
+//     prove(): the engine says the client got past the protocol's first step (RPC: a call its
+//       program counts as proof, RpcProgram.proves: for NFS a mount granted or a call that
+//       succeeded on a file handle, not NULL; SMB: an established session). One that has not is
+//       destroyed once handshakeTimeoutMs pass without renewHandshake() (the engine calls it at
+//       each step of the handshake that goes forward: a logon may wait for its user to type a
+//       password), and at 10 x handshakeTimeoutMs in any case.
 //   (Their log lines go through LogLimiter, obs/log-limiter.ts.)
 //   ReplyBudget (one per server): bytes of replies handed to sockets and not yet written out,
 //     across all connections. add(n) when a reply is queued, sent(n) once it is written out (or
