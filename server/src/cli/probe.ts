@@ -2,7 +2,7 @@
 // NFS port accepts connections. Used by `dittofs status` and `dittofs start --background`.
 import net from 'node:net';
 import type { DittoConfig } from '../config/types.js';
-import { httpFetch } from '../ctl/http.js';
+import { BodyTooLargeError, httpFetch } from '../ctl/http.js';
 
 /** One check of GET /health/ready. */
 export interface ReadinessCheck {
@@ -87,6 +87,16 @@ export async function probeReadiness(config: DittoConfig, timeoutMs = 3000): Pro
       };
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } };
+      if (e.cause instanceof BodyTooLargeError) {
+        return {
+          ready: false,
+          reachable: true,
+          via: 'api',
+          target: base,
+          checks: {},
+          detail: `GET /health/ready answered: ${e.cause.message}`,
+        };
+      }
       const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause?.code ?? e.message);
       return { ready: false, reachable: false, via: 'api', target: base, checks: {}, detail: `cannot reach ${url}: ${why}` };
     }

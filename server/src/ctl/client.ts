@@ -4,7 +4,7 @@
 // saved, and repeats the call once.
 import { CTL_ERROR, CtlError, ApiError, type Problem } from './errors.js';
 import { CTL_VERSION } from './version.js';
-import { httpFetch, type FetchLike } from './http.js';
+import { BodyTooLargeError, httpFetch, type FetchLike } from './http.js';
 
 export const API_PREFIX = '/api/v1';
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -132,6 +132,14 @@ export class ApiClient {
       });
       text = await res.text();
     } catch (e) {
+      const cause = (e as { cause?: unknown }).cause;
+      if (cause instanceof BodyTooLargeError) {
+        throw new CtlError(
+          CTL_ERROR.CONNECTION,
+          `${this.server} answered ${method} ${API_PREFIX}${path} with a body longer than ${cause.limit / (1024 * 1024)} MiB, the most dittofsctl reads`,
+          'is this the address of a DittoFS API? (the API port, 8080 by default)',
+        );
+      }
       throw new CtlError(
         CTL_ERROR.CONNECTION,
         `cannot reach ${this.server}: ${connectionCause(e)}`,

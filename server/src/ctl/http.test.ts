@@ -9,7 +9,7 @@ import { probeReadiness } from '../cli/probe.js';
 import { defaultConfig } from '../config/defaults.js';
 import { ApiClient } from './client.js';
 import { CtlError } from './errors.js';
-import { httpFetch } from './http.js';
+import { BodyTooLargeError, httpFetch, MAX_BODY_BYTES } from './http.js';
 
 /** Ports above 1023 on the Fetch standard's list of ports fetch() will not connect to. */
 const FETCH_BLOCKED_PORTS = [10080, 6666, 6667, 6668, 6669, 6665, 6679, 6697, 6566, 6000, 5060, 5061, 4190, 4045, 3659, 1719, 1720, 1723];
@@ -107,5 +107,75 @@ describe('the HTTP client of dittofsctl and dittofs status', () => {
     } finally {
       silent.close();
     }
+  });
+});
+
+describe('the HTTP client reads no body longer than MAX_BODY_BYTES', () => {
+  /** For each endless answer: how many bytes it had written when its client went away. */
+  const cutAt: Promise<number>[] = [];
+  const server = http.createServer((req, res) => {
+    if (req.url === '/api/v1/endless') {
+      // No length: a body that goes on until the client hangs up.
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(256 * 1024, 0x20);
+      let sent = 0;
+      const pump = (): void => {
+        while (!res.destroyed) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return;
+        }
+      };
+      res.on('drain', pump);
+      cutAt.push(new Promise((resolve) => res.on('close', () => resolve(sent))));
+      pump();
+    } else if (req.url === '/api/v1/declared') {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(4 * 1024 * 1024 * 1024) });
+      res.write('[');
+    } else if (req.url === '/api/v1/big') {
+      // Long, but within the cap: a list of 20,000 users.
+      const users = Array.from({ length: 20_000 }, (_, i) => ({
+        username: `user${i}`,
+        uid: 10_000 + i,
+        gid: 10_000 + i,
+        groups: ['staff'],
+      }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(users));
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  let base = '';
+  before(async () => {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('an endless body or a declared length past the cap fails the request with its own error; a long list is read', async () => {
+    const client = new ApiClient({ server: base, timeoutMs: 60_000 });
+    const refused = (e: unknown): boolean => {
+      assert.ok(e instanceof CtlError, String(e));
+      assert.match(
+        e.message,
+        new RegExp(`^${base} answered GET /api/v1/(endless|declared) with a body longer than 32 MiB, the most dittofsctl reads$`),
+      );
+      return true;
+    };
+    const started = Date.now();
+    await assert.rejects(client.get('/endless'), refused);
+    await assert.rejects(client.get('/declared'), refused);
+    assert.ok(Date.now() - started < 30_000, 'refused as the bytes came, not at the timeout');
+    // The client hung up once past the cap: the server wrote a little more than it (its socket's
+    // buffers), not without end.
+    const written = await cutAt[0]!;
+    assert.ok(written > MAX_BODY_BYTES && written < 2 * MAX_BODY_BYTES, `${written} bytes written before the client hung up`);
+    await assert.rejects(httpFetch(`${base}/api/v1/endless`), (e: unknown) => {
+      assert.ok((e as { cause?: unknown }).cause instanceof BodyTooLargeError);
+      return true;
+    });
+    assert.equal((await client.get<unknown[]>('/big')).length, 20_000);
   });
 });

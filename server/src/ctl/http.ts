@@ -7,7 +7,9 @@
 //
 // The answer is a standard Response, and failures are what fetch throws (a TypeError "fetch failed"
 // whose cause is the socket error; the signal's reason when it aborts), so callers handle both alike.
-// Redirects are never followed: the 3xx answer is returned as it is.
+// Redirects are never followed: the 3xx answer is returned as it is. A body longer than
+// MAX_BODY_BYTES is not read: the request fails (BodyTooLargeError), as soon as the header or the
+// bytes received say so.
 import http from 'node:http';
 import https from 'node:https';
 
@@ -22,6 +24,22 @@ export interface HttpRequestInit {
 
 /** What the API client and the readiness probe call: httpFetch, or a fake in tests (fetch fits too). */
 export type FetchLike = (url: string, init: HttpRequestInit) => Promise<Response>;
+
+/**
+ * The longest body read (32 MiB). The API's largest answers are lists (users, shares, grants), a
+ * few hundred bytes an entry: this is room for some hundred thousand. More is a server that is not
+ * the API, or a broken one, and must not fill this process's memory.
+ */
+export const MAX_BODY_BYTES = 32 * 1024 * 1024;
+
+/** The cause of the failure of a request whose answer's body is longer than MAX_BODY_BYTES. */
+export class BodyTooLargeError extends Error {
+  override readonly name = 'BodyTooLargeError';
+  readonly code = 'DITTOFS_BODY_TOO_LARGE';
+  constructor(readonly limit: number) {
+    super(`the answer's body is longer than ${limit / (1024 * 1024)} MiB, the most read`);
+  }
+}
 
 /** Statuses whose Response must have no body. */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
@@ -57,9 +75,22 @@ export function httpFetch(url: string, init: HttpRequestInit = {}): Promise<Resp
       settled = true;
       reject(err);
     };
+    const tooLarge = (): void => {
+      signal?.removeEventListener('abort', onAbort);
+      fail(new TypeError('fetch failed', { cause: new BodyTooLargeError(MAX_BODY_BYTES) }));
+      req.destroy();
+    };
     const req = send(target, { method: init.method ?? 'GET', headers }, (res) => {
+      const declared = Number(res.headers['content-length'] ?? 0);
+      if (declared > MAX_BODY_BYTES) return tooLarge();
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
+      let received = 0;
+      res.on('data', (c: Buffer) => {
+        if (settled) return;
+        received += c.length;
+        if (received > MAX_BODY_BYTES) return tooLarge();
+        chunks.push(c);
+      });
       res.on('error', (err) => fail(new TypeError('fetch failed', { cause: err })));
       res.on('end', () => {
         if (settled) return;
