@@ -19,6 +19,8 @@ export interface RunOptions {
   input?: string;
   /** Default COMMAND_TIMEOUT_MS (minutes): a bound against a hang, not a speed check. */
   timeoutMs?: number;
+  /** Run as this user and group (no supplementary groups); needs root. */
+  user?: { uid: number; gid: number };
 }
 
 const tailOf = (s: string, n = 4000): string => (s.length > n ? `...${s.slice(-n)}` : s);
@@ -28,7 +30,12 @@ export function runProcess(file: string, args: string[], opts: RunOptions = {}):
   return SUBPROCESS_SLOTS.run(
     () =>
       new Promise<Run>((resolve, reject) => {
-        const child = spawn(file, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+        const child = spawn(file, args, {
+          env: opts.env ?? process.env,
+          cwd: opts.cwd,
+          stdio: ['pipe', 'pipe', 'pipe'],
+          ...(opts.user === undefined ? {} : { uid: opts.user.uid, gid: opts.user.gid }),
+        });
         let stdout = '';
         let stderr = '';
         child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));

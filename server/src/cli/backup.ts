@@ -5,7 +5,7 @@
 // server stopped: a running server would keep serving the state it read, and tokens it issued are
 // revoked by the restore.
 import { existsSync } from 'node:fs';
-import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { DittoConfig } from '../config/types.js';
 import {
@@ -100,8 +100,12 @@ export async function openForTool(config: DittoConfig, pidFile: string, purpose:
  * (the file, then its directory, fsynced). The directory must exist: a missing one is an error, not
  * made, so that a mistyped path (`/var/backup/` for `/var/backups/`) does not put the backup where
  * nobody will look for it.
+ *
+ * A directory the caller may write in but not read (mode 0300, a drop box) cannot be opened to be
+ * fsynced: the file is written, synced and in place all the same, so that is no failure. The
+ * returned warning says so (undefined when the directory was synced).
  */
-async function writePrivateFile(file: string, text: string): Promise<void> {
+async function writePrivateFile(file: string, text: string): Promise<string | undefined> {
   const dir = path.dirname(file);
   const dirStat = await stat(dir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') throw new CliFailure(`cannot write ${file}: the directory ${dir} does not exist (create it first)`);
@@ -128,7 +132,17 @@ async function writePrivateFile(file: string, text: string): Promise<void> {
   }
   // The rename is on disk only once the directory is: without this a crash right after "backed up"
   // could leave no file at all.
-  const d = await open(dir, 'r');
+  let d: FileHandle;
+  try {
+    d = await open(dir, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM') throw err;
+    return (
+      `dittofs: warning: cannot sync the directory ${dir} (no read permission: ${code}): the backup is complete and in place, ` +
+      'but a power loss in the next moments could lose its name from the directory (run `sync` to be sure)\n'
+    );
+  }
   try {
     await d.sync().catch((err: NodeJS.ErrnoException) => {
       // Some file systems cannot fsync a directory; the data itself was synced above.
@@ -137,6 +151,7 @@ async function writePrivateFile(file: string, text: string): Promise<void> {
   } finally {
     await d.close();
   }
+  return undefined;
 }
 
 export interface BackupOptions {
@@ -145,7 +160,7 @@ export interface BackupOptions {
   /** A file, or `-` for standard output. */
   output: string;
   version: string;
-  /** The summary when the backup goes to standard output (stderr). */
+  /** The summary when the backup goes to standard output, and warnings (stderr). */
   note: (text: string) => void;
   /** The backup itself ("-"), or the summary. */
   stdout: (text: string) => void;
@@ -194,8 +209,9 @@ export async function backupControlPlane(o: BackupOptions): Promise<void> {
     return;
   }
   const file = path.resolve(o.output);
+  let warning: string | undefined;
   try {
-    await writePrivateFile(file, text);
+    warning = await writePrivateFile(file, text);
   } catch (err) {
     if (err instanceof CliFailure) throw err;
     throw new CliFailure(`cannot write ${file}: ${(err as Error).message}`);
@@ -204,6 +220,7 @@ export async function backupControlPlane(o: BackupOptions): Promise<void> {
     `backed up the control plane (${summary}) to ${file}\n` +
       'it holds password hashes, store credentials and the token key: keep it private (written with mode 0600)\n',
   );
+  if (warning !== undefined) o.note(warning);
 }
 
 export interface RestoreOptions {

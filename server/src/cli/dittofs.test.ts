@@ -1,7 +1,7 @@
 // The `dittofs` CLI's configuration commands, run as real subprocesses of the built CLI (server/dist).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,10 +17,16 @@ import { openControlStore } from '../control/store.js';
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 /** Runs `dittofs ARGS` (the built CLI) with a clean environment (no inherited DITTOFS_* variables). */
-function dittofs(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
+function dittofs(
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string>; user?: { uid: number; gid: number } } = {},
+): Promise<Run> {
   const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DITTOFS_')));
-  return runCli('dittofs', args, { cwd: opts.cwd ?? REPO_ROOT, env: { ...env, ...opts.env } });
+  return runCli('dittofs', args, { cwd: opts.cwd ?? REPO_ROOT, env: { ...env, ...opts.env }, ...(opts.user ? { user: opts.user } : {}) });
 }
+
+/** The user the permission tests run the CLI as: `nobody` when the tests run as root (whom modes do not stop), else the tests' own. */
+const UNPRIVILEGED = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
 
 describe('dittofs CLI', { concurrency: true }, () => {
   let dir: string;
@@ -394,6 +400,42 @@ describe('dittofs lifecycle commands without a server', { concurrency: true }, (
       (JSON.parse(await readFile(path.join(missing, 'control.json'), 'utf8')) as { format: string }).format,
       'dittofs-controlplane-backup',
     );
+  });
+
+  it('backup: into a directory its user may write in but not read (0300) the backup is made, with a warning that the directory was not synced', async () => {
+    // Its own directory, which the unprivileged user owns (the suite's is root's, mode 0700).
+    const own = await mkdtemp(path.join(os.tmpdir(), 'dittofs-cli-dropbox-'));
+    try {
+      const data = path.join(own, 'data');
+      const store = await openControlStore({ type: 'embedded', path: path.join(data, 'control') });
+      await store.close();
+      const dropbox = path.join(own, 'dropbox');
+      await mkdir(dropbox);
+      if (UNPRIVILEGED !== undefined) {
+        const chown = spawnSync('chown', ['-R', `${UNPRIVILEGED.uid}:${UNPRIVILEGED.gid}`, own]);
+        assert.equal(chown.status, 0, String(chown.stderr));
+      }
+      await chmod(dropbox, 0o300);
+      const file = path.join(dropbox, 'control.json');
+      const r = await dittofs(['backup', 'controlplane', '--output', file], {
+        env: { ...env, DITTOFS_DATA_DIR: data },
+        ...(UNPRIVILEGED ? { user: UNPRIVILEGED } : {}),
+      });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^backed up the control plane \(.*\) to .*control\.json\n/);
+      assert.equal(
+        r.stderr,
+        `dittofs: warning: cannot sync the directory ${dropbox} (no read permission: EACCES): the backup is complete and in place, ` +
+          'but a power loss in the next moments could lose its name from the directory (run `sync` to be sure)\n',
+      );
+      const written = await stat(file);
+      assert.equal(written.mode & 0o777, 0o600);
+      assert.equal((JSON.parse(await readFile(file, 'utf8')) as { format: string }).format, 'dittofs-controlplane-backup');
+    } finally {
+      // Readable again, so that its entries can be listed and removed by a user whom modes stop.
+      await chmod(path.join(own, 'dropbox'), 0o700).catch(() => undefined);
+      await rm(own, { recursive: true, force: true });
+    }
   });
 
   it('backup: no control database is an error; restore checks the file before opening anything', async () => {
