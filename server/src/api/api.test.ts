@@ -1573,6 +1573,24 @@ describe('over real HTTP: connections', () => {
   });
 });
 
+describe('trust_proxy: true', () => {
+  it('is warned about at start, naming the setting and what to do; a list of proxies is not', async () => {
+    const warning = (): string[] => logs.filter((l) => l.includes('trust_proxy is true'));
+    logs.length = 0;
+    const listed = makeApp({ trustProxy: ['10.0.0.0/8'], settings: 'server.api' });
+    await listed.close();
+    assert.deepEqual(warning(), []);
+    const everyone = makeApp({ trustProxy: true, settings: 'server.api' });
+    await everyone.close();
+    assert.equal(warning().length, 1);
+    const line = JSON.parse(warning()[0]!) as { level: number; setting: string; msg: string };
+    assert.equal(line.level, 40, 'a warning');
+    assert.equal(line.setting, 'server.api.trust_proxy');
+    assert.match(line.msg, /no peer is capped per address/);
+    assert.match(line.msg, /list the proxies' addresses or CIDR ranges instead$/);
+  });
+});
+
 describe('over real HTTP: connections through a trusted proxy', () => {
   it('are not capped per address (one proxy carries many clients); other addresses still are', async () => {
     const live = makeApp({ trustProxy: ['127.0.0.2'], maxConnectionsPerAddress: 2, maxConnections: 50 });

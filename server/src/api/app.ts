@@ -179,6 +179,16 @@ export function buildApi(opts: ApiOptions): App {
   // Fastify calls it for the socket's peer and each X-Forwarded-For hop; false: the header is ignored.
   const trusted = opts.trustProxy === undefined || opts.trustProxy === false ? false : (address: string) => trustedPeer(address);
   const logger = opts.logger.child({ component: 'api' }, { redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } });
+  // Documented, and right where nothing but the proxy reaches the port, but easy to leave on where
+  // clients reach it too: say what it does at every start.
+  if (opts.trustProxy === true) {
+    logger.warn(
+      { setting: `${opts.settings ?? 'server.api'}.trust_proxy` },
+      'trust_proxy is true: every peer is taken for a proxy, so X-Forwarded-For (which any client can write) names the client ' +
+        'that the rate and login limits count, and no peer is capped per address; unless nothing but the proxy reaches the API port, ' +
+        "list the proxies' addresses or CIDR ranges instead",
+    );
+  }
   const app = Fastify({
     loggerInstance: logger,
     logController: new DebugRequestLog(),

@@ -167,9 +167,10 @@ server:
     # uniquelocal), such as [10.0.0.0/8]. The client is then the header's rightmost address that
     # is not itself listed (list every proxy of the chain); it is what the rate limits without a
     # token and the login limits count. Connections from a listed peer are not capped per address
-    # (one proxy carries many clients), only by max_connections. true trusts every peer and takes
-    # the header's first address, which clients can write: only where nothing but the proxy
-    # reaches the port. false: the header is ignored.
+    # (one proxy carries many clients), only by max_connections. true trusts every peer (so none
+    # is capped per address) and takes the header's first address, which clients can write: only
+    # where nothing but the proxy reaches the port (the server warns at every start). false: the
+    # header is ignored.
     trust_proxy: false
     # Rate limits, per minute (429 past them).
     rate_limit:
