@@ -78,7 +78,7 @@ adapters:
     # what one NAT or Kubernetes node in front of many clients opens. 0: no cap.
     max_connections_per_address: 256
     # A connection that has not got past its handshake (as above) this long after it opened is
-    # closed. 0: never.
+    # closed (a first call still running is waited for, up to ten times this). 0: never.
     handshake_timeout: 30s
     # A connection with no traffic for this long, while none of its calls is running, is closed
     # (also one whose client stops reading its replies). Clients reconnect by themselves. 0: never.

@@ -19,7 +19,7 @@ const sha = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
 class Client {
   private readonly reader = new RecordReader(1 << 20);
   private waiting: ((r: Buffer) => void)[] = [];
-  private constructor(private readonly sock: net.Socket) {
+  private constructor(readonly sock: net.Socket) {
     sock.on('data', (chunk: Buffer) => {
       for (const rec of this.reader.push(chunk)) this.waiting.shift()?.(rec);
     });
@@ -436,6 +436,44 @@ describe('RPC server over TCP: the handshake deadline', () => {
     releasesRecord: () => false,
     procName: (proc) => String(proc),
   };
+
+  it('a first call still running at the deadline keeps its connection until it is answered', async () => {
+    // A client's first real call may be slow (a COMMIT of much data, a WRITE waiting for an SMB
+    // client's oplock): its connection must not be closed under it and the call run again.
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let entered = false;
+    const slow: RpcProgram = {
+      ...program,
+      handle: async (call, w) => {
+        entered = true;
+        await gate;
+        return program.handle(call, w, { host: '', transport: 'tcp' });
+      },
+    };
+    const rpc = new RpcServer([slow], { maxRecordSize: 1 << 20, drcSize: 16, handshakeTimeoutMs: 300 });
+    const port = await rpc.listenTcp(0, '127.0.0.1');
+    try {
+      const busy = await Client.connect(port);
+      let busyClosed = false;
+      busy.sock.once('close', () => (busyClosed = true));
+      const answer = busy.call(1, HASH, Buffer.from('abcd'));
+      await until(() => entered);
+      // A silent connection opened after it: once the deadline has closed it, it has passed for the first.
+      const silent = net.connect(port, '127.0.0.1');
+      silent.on('error', () => undefined);
+      let silentClosed = false;
+      silent.once('close', () => (silentClosed = true));
+      await until(() => silentClosed);
+      assert.equal(busyClosed, false, 'the connection of the call still running is kept');
+      open();
+      assert.deepEqual(await answer, sha(Buffer.from('abcd')));
+      busy.close();
+    } finally {
+      open();
+      await rpc.close(1000);
+    }
+  });
 
   it('only a call to a program served here proves a connection: one to another program is closed at the deadline', async () => {
     const rpc = new RpcServer([program], { maxRecordSize: 1 << 20, drcSize: 16, handshakeTimeoutMs: 300 });

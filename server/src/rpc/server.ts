@@ -39,6 +39,12 @@ export interface RpcConnectionInfo {
    * is past its handshake (wire/limits.ts).
    */
   onCall?: () => void;
+  /**
+   * TCP: calls other than NULL running now, past the credential check. A client's first real call
+   * may take long (a COMMIT of much data, a WRITE waiting for an SMB client to give up its oplock):
+   * while one runs, the handshake deadline waits for its answer (wire/limits.ts handshakeHeld).
+   */
+  running?: number;
 }
 
 export interface RpcProgram {
@@ -306,7 +312,7 @@ export class RpcServer {
     log?.info({ peer }, 'RPC connection opened');
     const budget = this.limits.budget;
     const reader = new RecordReader(this.opts.maxRecordSize, this.allocRecord, { budget });
-    const conn: RpcConnectionInfo = { host, transport: 'tcp', onCall: () => guard.prove() };
+    const conn: RpcConnectionInfo = { host, transport: 'tcp', onCall: () => guard.prove(), running: 0 };
     const maxInFlight = this.opts.maxInFlightPerConnection ?? RPC_SERVER_DEFAULTS.maxInFlightPerConnection;
     const maxUnsent = this.opts.maxUnsentReplyBytes ?? RPC_SERVER_DEFAULTS.maxUnsentReplyBytes;
     /** Records read and not yet started (each holds its budget reservation), and calls running. */
@@ -318,6 +324,7 @@ export class RpcServer {
     /** Inside onChunk (the pressure listener must not pause the connection that caused it). */
     let reading = false;
     guard.busy = () => active > 0 || reader.blocked || guard.holds(PauseReason.Budget);
+    guard.handshakeHeld = () => conn.running! > 0;
     guard.partialRecord = () => reader.partialRecord;
     const replies = this.replies;
     let stopWaitingForReplies: (() => void) | null = null;
@@ -562,6 +569,8 @@ export class RpcServer {
     let stat: AcceptStat = AS.SUCCESS;
     let extra: Buffer[] | undefined;
     if (lease && program.releasesRecord?.(call.proc) !== true) lease.reusable = false;
+    const counted = conn.running !== undefined && call.proc !== 0;
+    if (counted) conn.running!++;
     try {
       extra = span === null ? await program.handle(call, w, conn) : await runInSpan(span, () => program.handle(call, w, conn));
     } catch (err) {
@@ -574,6 +583,8 @@ export class RpcServer {
         log?.error({ err, proc: program.procName(call.proc) }, 'RPC procedure failed');
         stat = AS.SYSTEM_ERR;
       }
+    } finally {
+      if (counted) conn.running!--;
     }
     const observer = this.opts.observer;
     if (observer !== undefined || span !== null) {

@@ -31,7 +31,8 @@
 //     prove(): the engine says the client got past the protocol's first step (RPC: a call its
 //       program counts as proof, RpcProgram.proves: for NFS a mount granted or a call that
 //       succeeded on a file handle, not NULL; SMB: an established session). One that has not is
-//       destroyed once handshakeTimeoutMs pass without renewHandshake() (the engine calls it at
+//       destroyed once handshakeTimeoutMs pass without renewHandshake() and with no request that
+//       may prove it running (handshakeHeld: a first call may be slow) (the engine calls it at
 //       each step of the handshake that goes forward: a logon may wait for its user to type a
 //       password), and at 10 x handshakeTimeoutMs in any case.
 //   (Their log lines go through LogLimiter, obs/log-limiter.ts.)
@@ -215,6 +216,11 @@ export class ConnectionGuard {
   private reasons = 0;
   /** True while the server owes this connection work; set by the engine. */
   busy: () => boolean = () => false;
+  /**
+   * True while a request that may prove the client runs (set by the engine; RPC: a call other than
+   * NULL): the handshake deadline waits for its answer, the hard limit (HANDSHAKE_LIMIT) does not.
+   */
+  handshakeHeld: () => boolean = () => false;
   /** Traffic seen at the last sweep, and when it last changed. */
   lastTraffic = -1;
   lastChange = Date.now();
@@ -469,9 +475,14 @@ export class ConnectionLimits {
     const handshakeMs = this.opts.handshakeTimeoutMs ?? 0;
     for (const g of this.guards) {
       if (recordMs > 0 && this.recordTooSlow(g, now, recordMs)) continue;
-      // Unproven this long since the last step the engine counted as progress (renewHandshake), or
-      // ten times that since it was accepted: closed whatever else it sends.
-      if (handshakeMs > 0 && !g.proven && (now - g.handshakeFrom >= handshakeMs || now - g.acceptedAt >= HANDSHAKE_LIMIT * handshakeMs)) {
+      // Unproven this long since the last step the engine counted as progress (renewHandshake) and
+      // no request that may prove it running (handshakeHeld), or ten times that since it was
+      // accepted: closed whatever else it sends.
+      if (
+        handshakeMs > 0 &&
+        !g.proven &&
+        ((now - g.handshakeFrom >= handshakeMs && !g.handshakeHeld()) || now - g.acceptedAt >= HANDSHAKE_LIMIT * handshakeMs)
+      ) {
         this.closeGuard(g, this.idleClosed, { afterMs: now - g.acceptedAt }, 'the client did not get past the first step in time');
         continue;
       }
