@@ -297,6 +297,61 @@ describe('disk read cache', () => {
     await wal.close();
   });
 
+  // The upload's CRC32C (the S3 checksum header, the read cache's entry) is folded from the WAL
+  // records' CRCs where the records make up the block: it vouches for what the client wrote, so
+  // bytes changed in the WAL after they were logged fail the S3 check instead of being stored.
+  it('hands over the CRC32C of the bytes written, folded from the WAL records, not of the bytes read back', async () => {
+    const BS = 4096;
+    const meta = new MemoryMetadataStore();
+    const store = new MemoryBlockStore();
+    const hinted: { key: string; crc: number | undefined; actual: number }[] = [];
+    const recording = Object.assign(Object.create(store) as MemoryBlockStore, {
+      put: (key: string, data: Buffer, hints?: PutHints) => {
+        hinted.push({ key, crc: hints?.crc32c, actual: crc32c(data) });
+        return store.put(key, data);
+      },
+    });
+    const walDir = tmp();
+    const { wal } = await FileWal.open(walDir, { maxBytes: 1 << 20 });
+    wal.tidy();
+    const disk = await DiskBlockCache.open(tmp(), 1 << 20);
+    const svc = new BlockService(recording, meta, {
+      shareId: 1,
+      keyPrefix: 't',
+      blockSize: BS,
+      wal,
+      cache: new BlockCache(0),
+      diskCache: { cache: disk, namespace: 'remote' },
+    });
+    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
+    const ino = (await meta.create(root.id, Buffer.from('f'), fileInit(), { sec: 1, nsec: 0 })).id;
+    // Block 0 in four records, in order; block 1 in overlapping records and a gap filled last.
+    const data = bytes(2 * BS, 5);
+    const q = BS / 4;
+    for (let i = 0; i < 3; i++) await svc.write(ino, i * q, data.subarray(i * q, (i + 1) * q));
+    // A byte of the first record's data changes on the WAL's disk after it was logged.
+    const [segFile] = readdirSync(walDir).filter((f) => f.endsWith('.log'));
+    const segPath = path.join(walDir, segFile);
+    const seg = readFileSync(segPath);
+    const at = seg.indexOf(data.subarray(0, 64));
+    assert.ok(at > 0, 'the record is in the segment');
+    seg[at + 10] ^= 0xff;
+    writeFileSync(segPath, seg);
+    await svc.write(ino, 3 * q, data.subarray(3 * q, BS));
+    await svc.write(ino, BS, data.subarray(BS, BS + 2 * q));
+    await svc.write(ino, BS + q, data.subarray(BS + q, BS + 3 * q));
+    await svc.write(ino, BS + 3 * q, data.subarray(BS + 3 * q));
+    await svc.flush(ino);
+    assert.equal(hinted.length, 2);
+    const [b0, b1] = [...hinted].sort((a, b) => a.key.localeCompare(b.key));
+    assert.equal(b0.crc, crc32c(data.subarray(0, BS)), 'block 0: the CRC of the bytes the client wrote');
+    assert.notEqual(b0.actual, b0.crc, 'the changed byte was read back from the WAL');
+    assert.equal(b1.crc, b1.actual, 'block 1 (overlapping records): the CRC of its bytes');
+    assert.equal(b1.crc, crc32c(data.subarray(BS)));
+    await svc.close();
+    await wal.close();
+  });
+
   it('serves blocks a share uploaded without asking the block store, and falls back to it when an entry is gone', async () => {
     const BS = 4096;
     const meta = new MemoryMetadataStore();

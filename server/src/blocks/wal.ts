@@ -166,6 +166,8 @@ export interface WalAppend {
   pos: number;
   /** Resolves once the record is written to the segment file (not yet fsynced). */
   done: Promise<void>;
+  /** The CRC32C of the record's data, as its header holds it (absent where none is computed). */
+  crc?: number;
 }
 
 /** A record found by replay, its data left in the segment. */
@@ -448,6 +450,7 @@ function recordHeader(
   inode: number,
   offset: number,
   data: Buffer | null,
+  dataCrc: number,
   token: number,
   seed: number,
 ): Buffer {
@@ -459,7 +462,7 @@ function recordHeader(
   h.writeBigUInt64LE(BigInt(inode), 16);
   h.writeBigUInt64LE(BigInt(offset), 24);
   h.writeUInt32LE(data ? data.length : 0, 32);
-  h.writeUInt32LE(data && data.length > 0 ? crc32c(data) : 0, 36);
+  h.writeUInt32LE(dataCrc, 36);
   h.writeUInt32LE(crc32c(h.subarray(8), seed), 4);
   return h;
 }
@@ -1079,11 +1082,12 @@ export class FileWal implements Wal {
     if (data && data.length > MAX_RECORD_DATA) throw new Error(`WAL record of ${data.length} bytes exceeds ${MAX_RECORD_DATA}`);
     const bytes = REC_HEADER + (data?.length ?? 0);
     const { seg, at } = this.reserve(bytes);
-    const header = recordHeader(type, share, inode, offset, data, token, crcSeed(seg.id));
+    const crc = data && data.length > 0 ? crc32c(data) : 0;
+    const header = recordHeader(type, share, inode, offset, data, crc, token, crcSeed(seg.id));
     const bufs = data && data.length > 0 ? [header, data] : [header];
     this.issued++;
     const done = this.enqueue(seg, at, bufs, bytes);
-    return { seg, pos: at + REC_HEADER, done };
+    return { seg, pos: at + REC_HEADER, done, crc };
   }
 
   appendWrite(share: number, inode: number, offset: number, data: Buffer, token = 0): WalAppend {
