@@ -522,6 +522,67 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it("a new file's creator writes it through its handle, also where the DACL it inherits gives its owner no write", async () => {
+    const { srv, c } = await setup();
+    const bob = bobOn(srv);
+    const OICI = AceFlags.OBJECT_INHERIT | AceFlags.CONTAINER_INHERIT;
+    // Every user may add files to the folder (this folder and subfolders only); what files inherit
+    // is Everyone's read and execute: their mode is 0555, their owner's included.
+    const secD = encodeSecurityDescriptor({
+      control: 0,
+      owner: null,
+      group: null,
+      dacl: [
+        { type: AceType.ACCESS_ALLOWED, flags: OICI, mask: 0x001200a9, sid: EVERYONE },
+        { type: AceType.ACCESS_ALLOWED, flags: AceFlags.CONTAINER_INHERIT, mask: 0x001f01ff, sid: EVERYONE },
+      ],
+    });
+    const dir = await create(
+      c,
+      createRequest('drop', {
+        createDisposition: CreateDisposition.CREATE,
+        createOptions: CreateOptions.DIRECTORY_FILE,
+        contexts: [{ name: 'SecD', data: secD }],
+      }),
+    );
+    await files.close(c, dir.open, 0, new SmbWriter());
+    const rw = Access.GENERIC_READ | Access.GENERIC_WRITE;
+    // Windows grants the creator of a new object the access it asks, whatever the object's DACL:
+    // its data, allocation and EAs through that open, and a stream made with the file.
+    const f = (await as(c, 'drop\\f', rw, CreateDisposition.CREATE)).open;
+    await files.write(c, f, { offset: 0, data: Buffer.from('data'), fileId: f.fileId, flags: 0 });
+    const alloc = Buffer.alloc(8);
+    alloc.writeUInt32LE(8192, 0);
+    await files.setInfo(c, f, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileAllocationInformation,
+      buffer: alloc,
+      additionalInformation: 0,
+      fileId: f.fileId,
+    });
+    await files.setInfo(c, f, {
+      infoType: 1,
+      infoClass: FileInfoClass.FileFullEaInformation,
+      buffer: encodeFullEaList([{ name: Buffer.from('USER.NOTE'), value: Buffer.from('v'), flags: 0 }]),
+      additionalInformation: 0,
+      fileId: f.fileId,
+    });
+    await files.close(c, f, 0, new SmbWriter());
+    const s = (await as(c, 'drop\\g:stm', rw, CreateDisposition.CREATE)).open;
+    await files.write(c, s, { offset: 0, data: Buffer.from('stream'), fileId: s.fileId, flags: 0 });
+    await files.close(c, s, 0, new SmbWriter());
+    // The mode still says what the DACL grants: nobody's write, once the creator's open is closed.
+    const { rootFh, root } = await shareRoot(srv);
+    const d = await srv.fs.lookup(rootFh, Buffer.from('drop'), root);
+    for (const name of ['f', 'g']) {
+      const { inode } = await srv.fs.lookup(srv.fs.handleOf(d.share, d.inode), Buffer.from(name), root);
+      assert.equal(inode.mode & 0o777, 0o555, name);
+    }
+    assert.equal(await status(as(bob, 'drop\\f', Access.FILE_WRITE_DATA)), NtStatus.ACCESS_DENIED);
+    assert.equal(await status(as(bob, 'drop\\g:stm', Access.FILE_WRITE_DATA)), NtStatus.ACCESS_DENIED);
+    await srv.close();
+  });
+
   it('rename refuses an existing target unless ReplaceIfExists, and moves across directories', async () => {
     const { srv, c, open } = await setup();
     await open('d', CreateDisposition.CREATE, CreateOptions.DIRECTORY_FILE);

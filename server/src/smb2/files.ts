@@ -514,7 +514,10 @@ export async function create(
   }
   const open = pre ?? newOpen(c, inode, parent, name, parts, granted, deleteOnClose, opts);
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === inode.uid;
-  open.openerMayWrite = c.fs.accessBits(c.share, inode, c.id).write;
+  // The creator of a new file holds what it asked for, whatever the DACL the file carries grants
+  // (granted above: Windows checks no access on the object it makes), and so its mode: one made
+  // under "Everyone: Read (OI)" is 0555, and its creator still sets its EAs and allocation.
+  open.openerMayWrite = action === CreateAction.CREATED || c.fs.accessBits(c.share, inode, c.id).write;
   // Not merely not asked for: an open asking FILE_WRITE_DATA alone extends the file on Windows
   // (smbtorture smb2.deny, smb2.tcon), whatever MS-SMB2 3.3.5.13 suggests.
   open.cannotExtend = maximal !== undefined && (maximal & Access.FILE_APPEND_DATA) === 0;

@@ -150,7 +150,9 @@ export async function createStreamOpen(
   const fileHandle = c.fs.handleOf(c.share, file);
   // A stream is guarded by its file's stored DACL, as an open of the file itself is.
   const acl = created ? 0xffffffff : await storedDaclAccess(c, file, parent, desired);
-  const max = (maximalAccessOf(c, file) & acl) >>> 0;
+  // A file made here by this CREATE: its creator holds what it asks, as for a file made without a
+  // stream (files.ts create), whatever the mode its inherited DACL gives (newInodeMode).
+  const max = created ? c.tree.maximalAccess >>> 0 : (maximalAccessOf(c, file) & acl) >>> 0;
   // Every right asked must be granted (files.ts), FILE_EXECUTE aside: a stream is not run. Yet a
   // READ takes it for FILE_READ_DATA (MS-SMB2 3.3.5.12, as Windows): it is granted only to who may
   // read or run the file now (its FILE_EXECUTE does not make a reader of whom the mode refuses).
@@ -188,7 +190,7 @@ export async function createStreamOpen(
     // A new stream is new data of the file, whatever access its open asks: the file's stored DACL
     // must grant FILE_WRITE_DATA, as the vfs asks the file's write permission (openStream).
     if ((acl & Access.FILE_WRITE_DATA) === 0) throw fail(NtStatus.ACCESS_DENIED, 'a new stream needs FILE_WRITE_DATA on its file');
-    s = await openStream(c.fs, fileHandle, stored, c.id, true);
+    s = await openStream(c.fs, fileHandle, stored, c.id, true, created);
     if (!s) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
     action = CreateAction.CREATED;
   }
@@ -213,7 +215,7 @@ export async function createStreamOpen(
   open.mode = req.createOptions & OPEN_MODE_BITS;
   // The file's EAs and DACL are reached through its streams too (files.ts).
   open.openerIsOwner = c.id.uid === 0 || c.id.uid === file.uid;
-  open.openerMayWrite = c.fs.accessBits(c.share, file, c.id).write;
+  open.openerMayWrite = created || c.fs.accessBits(c.share, file, c.id).write;
   // The file's DACL granting FILE_WRITE_DATA without FILE_APPEND_DATA: the stream's WRITEs do not
   // extend it, as the file's do not (files.ts create).
   open.cannotExtend = (max & Access.FILE_APPEND_DATA) === 0;

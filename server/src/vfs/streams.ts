@@ -38,7 +38,10 @@ export async function listStreams(fs: FileService, fileHandle: Buffer, cred: Ide
 
 /**
  * Opens stream `name` of a file, making it (empty) when `create` and it does not exist. Making
- * one needs write permission on the file.
+ * one needs write permission on the file, unless `madeNow`: the caller made the file in the same
+ * request (SMB CREATE of "file:stream"), and its creator may write it whatever its mode (a new
+ * file's mode follows the DACL it inherits, which need not give its owner write); the share must
+ * still take changes.
  */
 export async function openStream(
   fs: FileService,
@@ -46,6 +49,7 @@ export async function openStream(
   name: Buffer,
   cred: Identity,
   create: boolean,
+  madeNow = false,
 ): Promise<StreamOpen | null> {
   checkStreamName(name);
   const { share, inode: file } = await fs.resolve(fileHandle);
@@ -53,7 +57,8 @@ export async function openStream(
   const existing = await share.meta.lookupStream(file.id, name);
   if (existing) return { share, file, stream: existing, handle: fs.handleOf(share, existing), created: false };
   if (!create) return null;
-  if (!fs.accessBits(share, file, id).write) throw new VfsError('ACCES', 'no write permission on the file');
+  if (madeNow) fs.writer(share, cred);
+  else if (!fs.accessBits(share, file, id).write) throw new VfsError('ACCES', 'no write permission on the file');
   const init = {
     type: FileType.REG,
     mode: file.mode & 0o7777,
