@@ -191,6 +191,10 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
       const user = await NfsClient.connect(srv.nfsPort, cred);
       assert.equal((await user.nfs(NfsProc.NULL, Buffer.alloc(0))).kind, 'accepted');
       assert.equal((await user.getattr(root)).status, 0);
+      // A client back on a new connection without mounting again, whose calls on its handle fail
+      // (LOOKUPs of names that are not there): it holds a handle the server gave out.
+      const returning = await NfsClient.connect(srv.nfsPort, cred);
+      assert.equal((await returning.lookup(root, 'not-there')).status, 2, 'NOENT');
       const pinger = await NfsClient.connect(srv.nfsPort, AUTH_NONE);
       assert.equal((await pinger.nfs(NfsProc.NULL, Buffer.alloc(0))).kind, 'accepted');
       const stranger = await NfsClient.connect(srv.nfsPort, cred);
@@ -223,10 +227,12 @@ describe('silent sockets cannot keep real clients out', { timeout: SUITE_TIMEOUT
       await new Promise((r) => setTimeout(r, Math.max(0, 4_000 - (Date.now() - started))));
       assert.equal((await mounter.getattr(root)).status, 0, 'the NFS connection that mounted is kept');
       assert.equal((await user.getattr(root)).status, 0, 'the NFS connection that used a handle is kept');
+      assert.equal((await returning.lookup(root, 'not-there')).status, 2, 'the NFS connection whose calls on a handle failed is kept');
       const echo = await loggedOn.request(SmbCommand.ECHO, bodies.echo());
       assert.equal(echo.status, 0, 'the logged-on SMB connection is kept');
       mounter.close();
       user.close();
+      returning.close();
       loggedOn.close();
       await srv.stop();
       srv = undefined;

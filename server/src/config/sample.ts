@@ -70,8 +70,8 @@ adapters:
     # (CREATE, REMOVE, RENAME, ...) gets its original reply instead of running twice.
     drc_size: 1024
     # Limits on what clients can make the server hold. Connections served at once; past it, a
-    # connection that has not got past its handshake yet (a mount granted, or a call that succeeded
-    # on a file handle; a NULL call does not count), older than 1 s, from the address or IPv6 /64
+    # connection that has not got past its handshake yet (a mount granted, or a call on a file
+    # handle the server gave out; a NULL call does not count), older than 1 s, from the address or IPv6 /64
     # with the most such, is closed to make room, else the new one is refused:
     max_connections: 1024
     # Connections from one client address; past it, as above, within that address. Keep it above

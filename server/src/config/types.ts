@@ -116,7 +116,7 @@ export interface DittoConfig {
       drc_size: number;
       /**
        * TCP connections served at once (default 1024); past it, a connection not past its handshake
-       * (a mount granted, or an NFS call that succeeded on a file handle; not NULL) yet, older than
+       * (a mount granted, or an NFS call on a file handle the server gave out; not NULL) yet, older than
        * 1 s, of the address or IPv6 /64 holding the most, and more than the newcomer's, is closed
        * to make room, or the new one when there is none.
        */

@@ -30,6 +30,15 @@ function leadingStatus(labels: ReadonlyMap<number, string>, reply: Buffer, at: n
   return end < at + 4 ? 'ok' : (labels.get(reply.readUInt32BE(at)) ?? 'unknown');
 }
 
+/** NFS statuses that do not show the caller holds a handle the server gave out (see proves below). */
+const UNPROVEN: ReadonlySet<number> = new Set([
+  Nfs3Status.BADHANDLE,
+  Nfs3Status.STALE,
+  Nfs3Status.JUKEBOX,
+  Nfs3Status.SERVERFAULT,
+  Nfs3Status.IO,
+]);
+
 /** Whether a result starts with status 0 (NFS3_OK, MNT3_OK). */
 function leadingOk(reply: Buffer, at: number, end: number): boolean {
   return end >= at + 4 && reply.readUInt32BE(at) === 0;
@@ -50,10 +59,12 @@ export function nfsRpcProgram(nfs: Nfs3Program): RpcProgram {
     procName: (proc) => NFS_PROC_NAMES[proc] ?? `PROC_${proc}`,
     // Every NFSv3 result but NULL's starts with its nfsstat3.
     resultStatus: (proc, reply, at, end) => (proc === NfsProc.NULL ? 'ok' : leadingStatus(NFS_STATUS_LABELS, reply, at, end)),
-    // A call that succeeded on a file handle: the handle named a file of a share, and the caller's
-    // credential passed the share's access check. Not NULL (no credential, no handle), nor a
-    // failure (a made-up handle is BADHANDLE or STALE; a refused caller, ACCES).
-    proves: (proc, reply, at, end) => proc !== NfsProc.NULL && leadingOk(reply, at, end),
+    // A call on a handle the server gave out: every procedure but NULL resolves its handle first
+    // (vfs resolve: the share, the inode and its random generation), so any answer but the ones a
+    // made-up handle gets (BADHANDLE, STALE), or one where the store could not tell (JUKEBOX,
+    // SERVERFAULT, IO: an outage), shows the client holds one. NOENT, ACCES and the like count: a
+    // client that reconnects without mounting again may get nothing else for a while.
+    proves: (proc, reply, at, end) => proc !== NfsProc.NULL && end >= at + 4 && !UNPROVEN.has(reply.readUInt32BE(at)),
   };
 }
 

@@ -29,8 +29,8 @@
 //     An idle connection (no byte read and none written out for idleTimeoutMs while not busy) is
 //       destroyed: this also ends one that never reads its replies.
 //     prove(): the engine says the client got past the protocol's first step (RPC: a call its
-//       program counts as proof, RpcProgram.proves: for NFS a mount granted or a call that
-//       succeeded on a file handle, not NULL; SMB: an established session). One that has not is
+//       program counts as proof, RpcProgram.proves: for NFS a mount granted or a call on a
+//       handle the server gave out, not NULL; SMB: an established session). One that has not is
 //       destroyed once handshakeTimeoutMs pass without renewHandshake() and with no request that
 //       may prove it running (handshakeHeld: a first call may be slow) (the engine calls it at
 //       each step of the handshake that goes forward: a logon may wait for its user to type a
