@@ -256,59 +256,23 @@ describe('disk read cache', () => {
     assert.equal(await c.get('s3', 'wrong'), null);
   });
 
-  it("an upload computes the block's CRC32C once: the block store gets it with the block, the cache's entry carries it", async () => {
-    const BS = 4096;
+  /**
+   * A block service over a FileWal and a disk cache whose block store records the CRC32C handed over
+   * with each PUT (and the block's own), and counts its GETs; one empty file.
+   */
+  async function uploadsRecorded(BS: number) {
     const meta = new MemoryMetadataStore();
     const store = new MemoryBlockStore();
     const hinted: { key: string; crc: number | undefined; actual: number }[] = [];
-    let gets = 0;
+    let getCount = 0;
     const recording = Object.assign(Object.create(store) as MemoryBlockStore, {
       put: (key: string, data: Buffer, hints?: PutHints) => {
         hinted.push({ key, crc: hints?.crc32c, actual: crc32c(data) });
         return store.put(key, data);
       },
       get: (key: string, offset?: number, length?: number) => {
-        gets++;
+        getCount++;
         return store.get(key, offset, length);
-      },
-    });
-    const { wal } = await FileWal.open(tmp(), { maxBytes: 1 << 20 });
-    wal.tidy();
-    const disk = await DiskBlockCache.open(tmp(), 1 << 20);
-    const svc = new BlockService(recording, meta, {
-      shareId: 1,
-      keyPrefix: 't',
-      blockSize: BS,
-      wal,
-      cache: new BlockCache(0),
-      diskCache: { cache: disk, namespace: 'remote' },
-    });
-    const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
-    const ino = (await meta.create(root.id, Buffer.from('f'), fileInit(), { sec: 1, nsec: 0 })).id;
-    // One whole block and a short last one (its object is shorter than a block).
-    const data = bytes(BS + 1000, 11);
-    await svc.write(ino, 0, data);
-    await svc.flush(ino);
-    assert.equal(hinted.length, 2);
-    for (const h of hinted) assert.equal(h.crc, h.actual, `the CRC32C handed over with ${h.key} is the block's`);
-    assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
-    assert.equal(gets, 0, 'both blocks came from the disk cache, whose entries checked out');
-    await svc.close();
-    await wal.close();
-  });
-
-  // The upload's CRC32C (the S3 checksum header, the read cache's entry) is folded from the WAL
-  // records' CRCs where the records make up the block: it vouches for what the client wrote, so
-  // bytes changed in the WAL after they were logged fail the S3 check instead of being stored.
-  it('hands over the CRC32C of the bytes written, folded from the WAL records, not of the bytes read back', async () => {
-    const BS = 4096;
-    const meta = new MemoryMetadataStore();
-    const store = new MemoryBlockStore();
-    const hinted: { key: string; crc: number | undefined; actual: number }[] = [];
-    const recording = Object.assign(Object.create(store) as MemoryBlockStore, {
-      put: (key: string, data: Buffer, hints?: PutHints) => {
-        hinted.push({ key, crc: hints?.crc32c, actual: crc32c(data) });
-        return store.put(key, data);
       },
     });
     const walDir = tmp();
@@ -325,6 +289,30 @@ describe('disk read cache', () => {
     });
     const root = await meta.ensureRoot(1, dirInit({ mode: 0o777 }));
     const ino = (await meta.create(root.id, Buffer.from('f'), fileInit(), { sec: 1, nsec: 0 })).id;
+    return { hinted, gets: () => getCount, svc, wal, walDir, ino };
+  }
+
+  it("an upload computes the block's CRC32C once: the block store gets it with the block, the cache's entry carries it", async () => {
+    const BS = 4096;
+    const { hinted, gets, svc, wal, ino } = await uploadsRecorded(BS);
+    // One whole block and a short last one (its object is shorter than a block).
+    const data = bytes(BS + 1000, 11);
+    await svc.write(ino, 0, data);
+    await svc.flush(ino);
+    assert.equal(hinted.length, 2);
+    for (const h of hinted) assert.equal(h.crc, h.actual, `the CRC32C handed over with ${h.key} is the block's`);
+    assert.deepEqual(await svc.read(ino, 0, data.length, data.length), data);
+    assert.equal(gets(), 0, 'both blocks came from the disk cache, whose entries checked out');
+    await svc.close();
+    await wal.close();
+  });
+
+  // The upload's CRC32C (the S3 checksum header, the read cache's entry) is folded from the WAL
+  // records' CRCs where the records make up the block: it vouches for what the client wrote, so
+  // bytes changed in the WAL after they were logged fail the S3 check instead of being stored.
+  it('hands over the CRC32C of the bytes written, folded from the WAL records, not of the bytes read back', async () => {
+    const BS = 4096;
+    const { hinted, svc, wal, walDir, ino } = await uploadsRecorded(BS);
     // Block 0 in four records, in order; block 1 in overlapping records and a gap filled last.
     const data = bytes(2 * BS, 5);
     const q = BS / 4;

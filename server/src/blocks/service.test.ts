@@ -567,8 +567,11 @@ describe('block service under upload delays and failures', () => {
 });
 
 describe('replay with several servers', () => {
-  it('drops a truncate that another server overtook after the replay read the file, instead of failing the start', async () => {
-    // The file's token as the replay reads it: before the other server stored the file under token 9.
+  /**
+   * A replay under lease token 5 whose store reports the file's token as it was when the replay read
+   * it (0): before another server stored or cut the file under a newer lease (the test does that).
+   */
+  async function overtaken() {
     class Overtaken extends MemoryMetadataStore {
       fileToken(): Promise<number> {
         return Promise.resolve(0);
@@ -578,7 +581,11 @@ describe('replay with several servers', () => {
     const wal = new MemoryWal(1 << 20);
     const leases = { token: () => 5, holds: () => true, adopt: () => Promise.resolve() };
     const svc = service(new MemoryBlockStore(), meta, wal, { leases });
-    const ino = await mkfile(meta);
+    return { meta, wal, svc, ino: await mkfile(meta) };
+  }
+
+  it('drops a truncate that another server overtook after the replay read the file, instead of failing the start', async () => {
+    const { meta, wal, svc, ino } = await overtaken();
     await meta.setAttr(ino, { size: 100 });
     await meta.dropBlocks(ino, 1, 9); // the other server's fence (its cut past the first block)
     const { seg } = (wal as Wal).appendTruncate(1, ino, 0, 5);
@@ -588,17 +595,7 @@ describe('replay with several servers', () => {
     await svc.close();
   });
   it('leaves the size another server stored after the replay read the file to that server', async () => {
-    // The file's token as the replay reads it: before the other server stored its size under token 9.
-    class Overtaken extends MemoryMetadataStore {
-      fileToken(): Promise<number> {
-        return Promise.resolve(0);
-      }
-    }
-    const meta = new Overtaken();
-    const wal = new MemoryWal(1 << 20);
-    const leases = { token: () => 5, holds: () => true, adopt: () => Promise.resolve() };
-    const svc = service(new MemoryBlockStore(), meta, wal, { leases });
-    const ino = await mkfile(meta);
+    const { meta, wal, svc, ino } = await overtaken();
     // The other server truncated the file to 100 under its lease (token 9) after this one wrote
     // 200 bytes under token 5 and crashed.
     await meta.setAttr(ino, { size: 100, leaseToken: 9 });

@@ -34,6 +34,18 @@ import {
 import { decodeFullEaList, encodeFullEaList } from './ea.js';
 import { AceFlags } from './acl.js';
 
+/** QUERY_INFO of the security information `info` through open `o` (SMB2_0_INFO_SECURITY). */
+const querySecurity = (c: files.FileContext, o: Open, info: number) =>
+  files.queryInfo(c, o, {
+    infoType: 3,
+    infoClass: 0,
+    outputBufferLength: 4096,
+    additionalInformation: info,
+    flags: 0,
+    fileId: o.fileId,
+    input: Buffer.alloc(0),
+  });
+
 async function setup(readOnly = false) {
   const srv = await memoryServer();
   const c = fileContext(srv, { readOnly });
@@ -213,31 +225,14 @@ describe('SMB2 file commands over the file service', () => {
     await set(f, SecurityInformation.DACL, sd);
     assert.equal((await srv.fs.resolve(f.handle)).inode.mode & 0o777, 0o400);
     assert.equal(await status(open('sd.txt', CreateDisposition.OPEN, 0, Access.FILE_WRITE_DATA)), NtStatus.ACCESS_DENIED);
-    const q = await files.queryInfo(c, f, {
-      infoType: 3,
-      infoClass: 0,
-      outputBufferLength: 4096,
-      additionalInformation: SecurityInformation.DACL,
-      flags: 0,
-      fileId: f.fileId,
-      input: Buffer.alloc(0),
-    });
+    const q = await querySecurity(c, f, SecurityInformation.DACL);
     assert.deepEqual(
       decodeSecurityDescriptor(q.output).dacl!.map((a) => a.mask & 0x7),
       [0x1],
       'the owner reads, nothing else',
     );
     const attrsOnly = await open('sd.txt', CreateDisposition.OPEN, 0, Access.FILE_READ_ATTRIBUTES);
-    const query = (o: Open, info: number) =>
-      files.queryInfo(c, o, {
-        infoType: 3,
-        infoClass: 0,
-        outputBufferLength: 4096,
-        additionalInformation: info,
-        flags: 0,
-        fileId: o.fileId,
-        input: Buffer.alloc(0),
-      });
+    const query = (o: Open, info: number) => querySecurity(c, o, info);
     assert.equal(await status(query(attrsOnly, SecurityInformation.OWNER)), NtStatus.ACCESS_DENIED, 'no READ_CONTROL');
     assert.equal((await query(attrsOnly, 0)).output.length, 20, 'nothing asked: an empty descriptor');
     const reader = await open('sd.txt', CreateDisposition.OPEN, 0, Access.GENERIC_READ);
@@ -468,15 +463,7 @@ describe('SMB2 file commands over the file service', () => {
     }
     // The DACL stored is the inherited one, unchanged.
     const f = (await as(c, 'shared\\f', Access.READ_CONTROL)).open;
-    const q = await files.queryInfo(c, f, {
-      infoType: 3,
-      infoClass: 0,
-      outputBufferLength: 4096,
-      additionalInformation: SecurityInformation.DACL,
-      flags: 0,
-      fileId: f.fileId,
-      input: Buffer.alloc(0),
-    });
+    const q = await querySecurity(c, f, SecurityInformation.DACL);
     assert.deepEqual(
       decodeSecurityDescriptor(q.output).dacl!.map((a) => [a.flags, a.mask]),
       [
