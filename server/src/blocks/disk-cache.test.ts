@@ -319,11 +319,12 @@ describe('disk read cache', () => {
     for (let i = 0; i < 3; i++) await svc.write(ino, i * q, data.subarray(i * q, (i + 1) * q));
     // A byte of the first record's data changes on the WAL's disk after it was logged.
     const [segFile] = readdirSync(walDir).filter((f) => f.endsWith('.log'));
+    assert.ok(segFile !== undefined, 'a WAL segment');
     const segPath = path.join(walDir, segFile);
     const seg = readFileSync(segPath);
     const at = seg.indexOf(data.subarray(0, 64));
     assert.ok(at > 0, 'the record is in the segment');
-    seg[at + 10] ^= 0xff;
+    seg[at + 10] = seg[at + 10]! ^ 0xff;
     writeFileSync(segPath, seg);
     await svc.write(ino, 3 * q, data.subarray(3 * q, BS));
     await svc.write(ino, BS, data.subarray(BS, BS + 2 * q));
@@ -332,6 +333,7 @@ describe('disk read cache', () => {
     await svc.flush(ino);
     assert.equal(hinted.length, 2);
     const [b0, b1] = [...hinted].sort((a, b) => a.key.localeCompare(b.key));
+    assert.ok(b0 !== undefined && b1 !== undefined);
     assert.equal(b0.crc, crc32c(data.subarray(0, BS)), 'block 0: the CRC of the bytes the client wrote');
     assert.notEqual(b0.actual, b0.crc, 'the changed byte was read back from the WAL');
     assert.equal(b1.crc, b1.actual, 'block 1 (overlapping records): the CRC of its bytes');
