@@ -36,7 +36,8 @@ export interface RpcConnectionInfo {
   /**
    * Told when a call to a program and version served here, past the credential check, has been
    * answered and its program says the call proves the client (RpcProgram.proves): the connection
-   * is past its handshake (wire/limits.ts).
+   * is past its handshake (wire/limits.ts). Once: it removes itself, so a proven connection's calls
+   * are not asked RpcProgram.proves.
    */
   onCall?: () => void;
   /**
@@ -312,7 +313,16 @@ export class RpcServer {
     log?.info({ peer }, 'RPC connection opened');
     const budget = this.limits.budget;
     const reader = new RecordReader(this.opts.maxRecordSize, this.allocRecord, { budget });
-    const conn: RpcConnectionInfo = { host, transport: 'tcp', onCall: () => guard.prove(), running: 0 };
+    // Proven once: the calls after it need not be looked at (onCall gone, see dispatch).
+    const conn: RpcConnectionInfo = {
+      host,
+      transport: 'tcp',
+      onCall: () => {
+        guard.prove();
+        conn.onCall = undefined;
+      },
+      running: 0,
+    };
     const maxInFlight = this.opts.maxInFlightPerConnection ?? RPC_SERVER_DEFAULTS.maxInFlightPerConnection;
     const maxUnsent = this.opts.maxUnsentReplyBytes ?? RPC_SERVER_DEFAULTS.maxUnsentReplyBytes;
     /** Records read and not yet started (each holds its budget reservation), and calls running. */
