@@ -16,6 +16,7 @@ import {
   WRITE_RIGHTS,
 } from './constants.js';
 import { InodeMetaKind } from '../meta/store.js';
+import { nowTimespec } from '../vfs/types.js';
 import { CreateMode as VfsCreateMode, type ShareLevel } from '../vfs/service.js';
 import * as files from './files.js';
 import type { Open } from './state.js';
@@ -654,12 +655,63 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
-  it("delete on close and a rename act on the open's file, never on another that took its name since", async () => {
+  it("an NFS rename of an open file is followed: the open's delete on close, rename and path act on the new name", async () => {
     const { srv, c, open } = await setup();
     const { rootFh, root, names } = await shareRoot(srv);
-    // Another client (NFS, say) renames the file away and makes a new one under its name.
     const f = await open('a', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
-    await srv.fs.rename(rootFh, Buffer.from('a'), rootFh, Buffer.from('moved'), root);
+    const stream = await open('a:s', CreateDisposition.CREATE);
+    // An NFS client renames the file and makes a new one under its old name.
+    await srv.fs.rename(rootFh, Buffer.from('a'), rootFh, Buffer.from('moved'), root, null, true);
+    assert.deepEqual([f.path, stream.path], ['moved', 'moved:s']);
+    const other = await srv.fs.create(rootFh, Buffer.from('a'), root, VfsCreateMode.GUARDED, {}, null);
+    // A rename through the open moves the open's file, not the new one.
+    assert.equal(await status(setName(c, f, FileInfoClass.FileRenameInformation, 'renamed')), NtStatus.SUCCESS);
+    assert.deepEqual(await names(), ['a', 'renamed']);
+    assert.equal(stream.path, 'renamed:s');
+    // Its delete on close deletes it where it is now, and leaves the new file.
+    await files.close(c, stream, 0, new SmbWriter());
+    await files.close(c, f, 0, new SmbWriter());
+    assert.deepEqual(await names(), ['a']);
+    assert.equal((await srv.fs.lookup(rootFh, Buffer.from('a'), root)).inode.id, other.inode.id);
+    await srv.close();
+  });
+
+  it('opens follow an NFS rename into another directory, and a rename of a directory they are beneath', async () => {
+    const { srv, c, open } = await setup();
+    const { rootFh, root, names } = await shareRoot(srv);
+    const d1 = (await srv.fs.mkdir(rootFh, Buffer.from('d1'), root, { mode: 0o777 })).inode;
+    const d2 = (await srv.fs.mkdir(rootFh, Buffer.from('d2'), root, { mode: 0o777 })).inode;
+    const share = srv.fs.shares()[0]!;
+    const sub = (await srv.fs.mkdir(srv.fs.handleOf(share, d2), Buffer.from('sub'), root, { mode: 0o777 })).inode;
+    for (let i = 0; i < 300; i++) await srv.fs.mkdir(srv.fs.handleOf(share, d2), Buffer.from(`pad${i}`), root, {});
+    const x = await open('d1\\x', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
+    // No open knows d2\sub's path: it is found from the store (sub's name past a page of d2's entries).
+    await srv.fs.rename(srv.fs.handleOf(share, d1), Buffer.from('x'), srv.fs.handleOf(share, sub), Buffer.from('y'), root, null, true);
+    assert.equal(x.path, 'd2\\sub\\y');
+    const subOpen = await open('d2\\sub', CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE, Access.GENERIC_READ);
+    // The directory two levels up is renamed: the opens beneath name their files under its new name.
+    await srv.fs.rename(rootFh, Buffer.from('d2'), rootFh, Buffer.from('e'), root, null, true);
+    assert.deepEqual([x.path, subOpen.path], ['e\\sub\\y', 'e\\sub']);
+    // The delete on close removes y where it is.
+    await files.close(c, x, 0, new SmbWriter());
+    await files.close(c, subOpen, 0, new SmbWriter());
+    const inSub = await srv.fs.readdir(srv.fs.handleOf(share, sub), root, 0, 10);
+    assert.deepEqual(
+      inSub.entries.map((e) => e.name.toString()),
+      [],
+    );
+    assert.deepEqual(await names(), ['d1', 'e']);
+    await srv.close();
+  });
+
+  it("delete on close and a rename act on the open's file, never on another that took its name since (a rename no open here follows)", async () => {
+    const { srv, c, open } = await setup();
+    const { rootFh, root, names } = await shareRoot(srv);
+    const share = srv.fs.shares()[0]!;
+    const f = await open('a', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
+    // Another server sharing the store renames the file away (straight in the store: this server's
+    // opens are not told) and makes a new one under its name.
+    await share.meta.rename(share.rootId, Buffer.from('a'), share.rootId, Buffer.from('moved'), nowTimespec());
     const other = await srv.fs.create(rootFh, Buffer.from('a'), root, VfsCreateMode.GUARDED, {}, null);
     // A rename through the open does not move the new file.
     const rename = setName(c, f, FileInfoClass.FileRenameInformation, 'renamed');

@@ -9,7 +9,7 @@ import type { MetadataStore } from '../meta/store.js';
 import type { DataObserver } from '../obs/metrics.js';
 import { VfsError } from '../vfs/errors.js';
 import { decodeHandle } from '../vfs/handle.js';
-import { Caching } from '../vfs/locks/opens.js';
+import { Caching, type RenameEvent } from '../vfs/locks/opens.js';
 import { mayDeleteFromSticky, newOwner } from '../vfs/permissions.js';
 import { CreateMode, type FileService, type Share } from '../vfs/service.js';
 import type { Identity, Inode } from '../vfs/types.js';
@@ -319,6 +319,7 @@ export async function create(
   // share root is opened without a lookup, which would check it).
   c.fs.identity(c.share, c.id);
   refuseAnonymous(c, 'opens nothing');
+  followRenames(c.fs);
   // MS-SMB2 3.3.5.9.7: a durable reconnect skips name validation and open execution.
   if (isReconnect(req)) {
     if (!c.durable) throw fail(NtStatus.OBJECT_NAME_NOT_FOUND);
@@ -1272,32 +1273,125 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
     return;
   }
   // The open's file, not another that took its name since (another client renamed it away).
+  // The file service has the file's opens follow it (followRenamed); this one names it as the client did.
   await c.fs.rename(open.parent, open.name, toDir, toName, c.id, oplock.holderOf(open), false, open.inodeId);
-  followRename(c, open, toDir, toName, parts.join('\\'));
+  open.path = parts.join('\\');
+}
+
+/** The path of a stream open's file: its path without the ":stream" (streams.ts). */
+const filePathOf = (o: Open): string => (o.stream === null ? o.path : o.path.slice(0, o.path.lastIndexOf(':')));
+/** Where the name of a path begins. */
+const dirPartOf = (path: string): string => path.slice(0, Math.max(0, path.lastIndexOf('\\')));
+const joinPath = (dir: string, name: string): string => (dir === '' ? name : `${dir}\\${name}`);
+
+/** Directory levels a path is looked for through at most, and entries read in each. */
+const MAX_PATH_DEPTH = 256;
+const MAX_SCAN_ENTRIES = 65536;
+
+/**
+ * The path from the share root of directory `dir`: from an open that knows it (of the directory,
+ * or of a file in it), else by going up its parents and finding each one's name in its parent.
+ * Null when that is not found within the bounds (a directory of more than MAX_SCAN_ENTRIES
+ * entries on the way, or a rename racing with the walk).
+ */
+async function dirPath(fs: FileService, share: Share, dir: Buffer): Promise<string | null> {
+  let id = decodeHandle(dir).inodeId;
+  if (id === share.rootId) return '';
+  for (const rec of fs.opens.opensOf(share.meta)) {
+    const o = rec.owner;
+    if (!(o instanceof Open) || o.share !== share || o.stream !== null) continue;
+    if (o.handle.equals(dir)) return o.path;
+    if (o.parent?.equals(dir)) return dirPartOf(o.path);
+  }
+  const names: string[] = [];
+  for (let depth = 0; depth < MAX_PATH_DEPTH; depth++) {
+    if (id === share.rootId) return names.reverse().join('\\');
+    const inode = await share.meta.getInode(id);
+    if (!inode || inode.type !== FileType.DIR) return null;
+    const name = await nameIn(share.meta, inode.parent, id);
+    if (name === null) return null;
+    names.push(name);
+    id = inode.parent;
+  }
+  return null;
+}
+
+/** The name of `id` in directory `dirId`, read from its entries (at most MAX_SCAN_ENTRIES). */
+async function nameIn(meta: MetadataStore, dirId: number, id: number): Promise<string | null> {
+  let cookie = 0;
+  for (let seen = 0; seen < MAX_SCAN_ENTRIES;) {
+    const page = await meta.readdir(dirId, cookie, DIR_PAGE);
+    for (const e of page.entries) if (e.inode.id === id) return e.name.toString();
+    if (page.eof || page.entries.length === 0) return null;
+    seen += page.entries.length;
+    cookie = page.entries[page.entries.length - 1]!.cookie;
+  }
+  return null;
 }
 
 /**
- * After a rename through `open`, every open of its file made through the same name in the share on
- * this server (its other opens, the opens of its named streams) names the file where it is now, as
- * on Windows: their delete on close, rename and name queries act on the new name. An open made
- * through another hard link of the file keeps that link. (A rename made by NFS, or through another
- * server, is not followed: such an open answers OBJECT_NAME_NOT_FOUND, never acts on another file.)
+ * The opens of a renamed file follow it, as Windows handles do, whether an SMB client on this
+ * server renamed it or an NFS client did (the open table's RenameFollower): the opens made through
+ * the name it had (its other opens, the opens of its named streams) now name it where it is, so
+ * their delete on close, rename and name queries act on the new name. An open made through another
+ * hard link of the file keeps that link. Under a renamed directory (only NFS renames one with opens
+ * beneath: SMB refuses, oplock.checkRename) the opens' paths change with it. A rename made through
+ * another server is not followed: such an open answers OBJECT_NAME_NOT_FOUND, never acts on
+ * another file (its actions are guarded by the inode id).
  */
-function followRename(c: FileContext, open: Open, toDir: Buffer, toName: Buffer, path: string): void {
-  const fromDir = open.parent!;
-  // Stored names, compared exactly: links `a` and `A` of one file are two names.
-  const fromName = open.name!;
-  for (const rec of c.fs.opens.opensOf(c.share.meta)) {
-    const o = rec.owner as Open;
-    if (o === open || o.share !== open.share || o.parent === null || o.name === null) continue;
-    const ofFile = o.inodeId === open.inodeId || o.stream?.fileHandle.equals(open.handle) === true;
-    if (!ofFile || !o.parent.equals(fromDir) || !o.name.equals(fromName)) continue;
-    o.parent = toDir;
-    o.name = toName;
-    // A stream's open keeps its ":stream" (streams.ts).
-    o.path = o.stream === null ? path : `${path}${o.path.slice(o.path.lastIndexOf(':'))}`;
+export async function followRenamed(fs: FileService, meta: MetadataStore, e: RenameEvent): Promise<void> {
+  const shares = new Map<Share, Open[]>();
+  for (const rec of fs.opens.opensOf(meta)) {
+    const o = rec.owner;
+    if (!(o instanceof Open) || o.parent === null || o.name === null) continue;
+    const ofFile = o.inodeId === e.inodeId || (o.stream !== null && decodeHandle(o.stream.fileHandle).inodeId === e.inodeId);
+    if (!ofFile || !o.parent.equals(e.fromDir) || !o.name.equals(e.fromName)) continue;
+    let list = shares.get(o.share);
+    if (!list) shares.set(o.share, (list = []));
+    list.push(o);
   }
-  open.parent = toDir;
-  open.name = toName;
-  open.path = path;
+  const newName = e.toName.toString();
+  // Each share's paths separately (shares of one store have different roots).
+  for (const share of new Set([...shares.keys(), ...(e.isDir ? shareOpensOf(fs, meta) : [])])) {
+    const moved = shares.get(share) ?? [];
+    const from = moved.length > 0 ? dirPartOf(filePathOf(moved[0]!)) : null;
+    const oldPath = from !== null ? joinPath(from, e.fromName.toString()) : e.isDir ? await oldDirPath(fs, share, e) : null;
+    const sameDir = e.fromDir.equals(e.toDir);
+    const toDir = sameDir && from !== null ? from : await dirPath(fs, share, e.toDir);
+    const path = toDir === null ? null : joinPath(toDir, newName);
+    for (const o of moved) {
+      o.parent = e.toDir;
+      o.name = e.toName;
+      // Without a path found, the open keeps its old one for name queries; its actions go by parent and name.
+      if (path !== null) o.path = o.stream === null ? path : `${path}${o.path.slice(o.path.lastIndexOf(':'))}`;
+    }
+    if (!e.isDir || oldPath === null || path === null) continue;
+    const prefix = (oldPath + '\\').toLowerCase();
+    for (const rec of fs.opens.opensOf(meta)) {
+      const o = rec.owner;
+      if (o instanceof Open && o.share === share && o.path.toLowerCase().startsWith(prefix)) o.path = path + o.path.slice(oldPath.length);
+    }
+  }
+}
+
+const following = new WeakSet<FileService>();
+
+/** Has the SMB opens of `fs`'s files follow their renames (followRenamed); once per file service. */
+export function followRenames(fs: FileService): void {
+  if (following.has(fs)) return;
+  following.add(fs);
+  fs.opens.followRenames((meta, e) => followRenamed(fs, meta, e));
+}
+
+/** The shares with SMB opens of a store (a renamed directory may have opens beneath in any of them). */
+function shareOpensOf(fs: FileService, meta: MetadataStore): Set<Share> {
+  const out = new Set<Share>();
+  for (const rec of fs.opens.opensOf(meta)) if (rec.owner instanceof Open) out.add(rec.owner.share);
+  return out;
+}
+
+/** A renamed directory's path before the rename, in `share`: its old parent's path (unchanged by it) and old name. */
+async function oldDirPath(fs: FileService, share: Share, e: RenameEvent): Promise<string | null> {
+  const from = await dirPath(fs, share, e.fromDir);
+  return from === null ? null : joinPath(from, e.fromName.toString());
 }

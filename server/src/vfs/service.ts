@@ -1046,6 +1046,15 @@ export class FileService {
       this.changed(share, a.inode.id, fromName, ChangeAction.REMOVED, moving);
       this.changed(share, b.inode.id, toName, ChangeAction.ADDED, moving);
     }
+    // The opens of the file (of files beneath a directory) follow it, whichever protocol renamed it.
+    await this.opens.renamed(share.meta, {
+      fromDir: this.handleOf(share, a.inode),
+      fromName,
+      toDir: this.handleOf(share, b.inode),
+      toName,
+      inodeId: moving.id,
+      isDir: moving.type === FileType.DIR,
+    });
     if (r.replaced?.freed && r.replaced.inode.type === FileType.REG) await share.data.free(r.replaced.inode.id);
     for (const s of r.replaced?.streams ?? []) await share.data.free(s);
     const fromAfter = await share.meta.getInode(a.inode.id);

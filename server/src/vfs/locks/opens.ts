@@ -83,6 +83,23 @@ export class FileOpens {
  */
 export type OpenRefusal = 'sharing-violation' | 'delete-pending' | 'too-many-opens' | 'user-opens-full';
 
+/**
+ * A rename this server made, through either protocol, of a file or directory that may have opens:
+ * an engine whose opens name their file by parent and name (SMB: delete on close, rename, name
+ * queries) makes them follow it, as Windows handles follow their file.
+ */
+export interface RenameEvent {
+  readonly fromDir: Buffer;
+  readonly fromName: Buffer;
+  readonly toDir: Buffer;
+  readonly toName: Buffer;
+  readonly inodeId: number;
+  readonly isDir: boolean;
+}
+
+/** Told of every rename of a store with opens on this server (OpenTable.followRenames). */
+export type RenameFollower = (meta: MetadataStore, e: RenameEvent) => Promise<void>;
+
 export class OpenTableError extends Error {
   readonly code: string;
   constructor(readonly reason: OpenRefusal) {
@@ -137,12 +154,37 @@ export class OpenTable {
   private readonly userFullLog: KeyedLogLimiter;
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
   private cluster: ClusterLocks | null = null;
+  private readonly followers = new Set<RenameFollower>();
+  private readonly log: Logger | undefined;
 
   constructor(opts: OpenTableOptions = {}) {
     this.maxOpens = opts.maxOpens ?? 65536;
     this.maxOpensPerUser = opts.maxOpensPerUser ?? Math.ceil(this.maxOpens / 4);
     this.tableFullLog = new LogLimiter(opts.log, 'warn', 5, 60_000);
     this.userFullLog = new KeyedLogLimiter(opts.log, 'warn', 5, 60_000, USER_FULL_LOG_USERS, 'user');
+    this.log = opts.log;
+  }
+
+  /** Registers an engine's rename follower; the function returned unregisters it. */
+  followRenames(f: RenameFollower): () => void {
+    this.followers.add(f);
+    return () => this.followers.delete(f);
+  }
+
+  /**
+   * After a rename in `meta` (the vfs calls it once the store moved the name): each follower makes
+   * its opens follow. Nothing to do (no call) while the store has no open here. A follower's
+   * failure is logged, not thrown: the rename is made and answered as made.
+   */
+  async renamed(meta: MetadataStore, e: RenameEvent): Promise<void> {
+    if (!this.files.get(meta)?.size) return;
+    for (const f of this.followers) {
+      try {
+        await f(meta, e);
+      } catch (err) {
+        this.log?.warn({ err, inode: e.inodeId }, 'the opens of a renamed file could not follow it');
+      }
+    }
   }
 
   get size(): number {
