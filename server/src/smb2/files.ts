@@ -987,7 +987,7 @@ export async function queryInfo(c: FileContext, open: Open, req: QueryInfoReques
       variable = VARIABLE_FILE_CLASSES.has(req.infoClass);
       break;
     case InfoType.FILESYSTEM: {
-      const st = await c.fs.fsstat(open.handle, c.id);
+      const st = await c.fs.fsstat(open.handle, c.id, false);
       const root = await c.fs.root(c.share);
       out = encodeFsInfo(req.infoClass, {
         totalBytes: st.totalBytes,

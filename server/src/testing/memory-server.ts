@@ -10,7 +10,7 @@ import { Nfs3Program } from '../nfs3/nfs.js';
 import { mountRpcProgram, nfsRpcProgram } from '../nfs3/programs.js';
 import { RpcServer } from '../rpc/server.js';
 import type { ShareOptions } from '../vfs/service.js';
-import { FileService } from '../vfs/service.js';
+import { FileService, type FileServiceOptions } from '../vfs/service.js';
 
 export interface MemoryServer {
   fs: FileService;
@@ -32,7 +32,11 @@ export const TEST_SHARE: ShareOptions = Object.freeze({
   rootGid: 0,
 });
 
-export async function memoryServer(share: Partial<ShareOptions> = {}, blockSize = 4096): Promise<MemoryServer> {
+export async function memoryServer(
+  share: Partial<ShareOptions> = {},
+  blockSize = 4096,
+  fsOptions: FileServiceOptions = {},
+): Promise<MemoryServer> {
   const meta = new MemoryMetadataStore();
   const blocks = new MemoryBlockStore();
   const data = new BlockService(blocks, meta, {
@@ -42,7 +46,7 @@ export async function memoryServer(share: Partial<ShareOptions> = {}, blockSize 
     wal: new MemoryWal(64 * 1024 * 1024),
     cache: new BlockCache(1024 * 1024),
   });
-  const fs = new FileService();
+  const fs = new FileService(undefined, fsOptions);
   await fs.addShare({ ...TEST_SHARE, ...share }, meta, data);
   const nfs = new Nfs3Program(fs);
   const rpc = new RpcServer([nfsRpcProgram(nfs), mountRpcProgram(new MountProgram(fs))], { maxRecordSize: 2 * 1024 * 1024, drcSize: 64 });

@@ -704,3 +704,87 @@ describe('file service semantics', () => {
     }
   });
 });
+
+describe("a share's file count (FSSTAT)", () => {
+  /** A store whose usage() counts its calls and answers when the test says (`next`). */
+  async function counted(usageMinAgeMs: number) {
+    // Age 0: every count is old as soon as it is made (however long it took).
+    const srv = await memoryServer({}, 4096, { usageMinAgeMs, ...(usageMinAgeMs === 0 ? { usageAgePerCost: 0 } : {}) });
+    const share = srv.fs.shares()[0]!;
+    const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
+    const pending: { resolve: (files: number) => void; reject: (e: Error) => void }[] = [];
+    let calls = 0;
+    share.meta.usage = () => {
+      calls++;
+      return new Promise((resolve, reject) => pending.push({ resolve: (files) => resolve({ files, bytes: 0 }), reject }));
+    };
+    /** The count under way, once one is (bounded: a count starts within the fsstat call that needs it). */
+    const next = async () => {
+      for (let i = 0; i < 100 && pending.length === 0; i++) await new Promise((r) => setImmediate(r));
+      const p = pending.shift();
+      assert.ok(p, 'a count is under way');
+      return p;
+    };
+    const files = async () => (await srv.fs.fsstat(rootFh, root)).files;
+    return { srv, rootFh, files, next, calls: () => calls };
+  }
+
+  it('many clients asking at once share one count, and answers come from it while it is fresh', async () => {
+    const { srv, rootFh, files, next, calls } = await counted(3_600_000);
+    const asked = Array.from({ length: 50 }, () => files());
+    (await next()).resolve(7);
+    assert.deepEqual(await Promise.all(asked), Array(50).fill(7));
+    // A file made since: answered from the count while it is fresh (df is approximate), not counted again.
+    await srv.fs.create(rootFh, n('f'), root, CreateMode.GUARDED, {}, null);
+    for (let i = 0; i < 20; i++) assert.equal(await files(), 7);
+    assert.equal(calls(), 1);
+    // SMB's volume queries ask for no count.
+    assert.equal((await srv.fs.fsstat(rootFh, root, false)).files, 0);
+    assert.equal(calls(), 1);
+    await srv.close();
+  });
+
+  it('an old count is answered at once while one new count runs; a failed count keeps the old one and fails nobody', async () => {
+    const { srv, files, next, calls } = await counted(0);
+    const first = files();
+    (await next()).resolve(3);
+    assert.equal(await first, 3);
+    // Old enough (age 0 here): the next ask answers 3 at once and starts one count behind it;
+    // asks meanwhile start no other.
+    let counting = false;
+    for (let i = 0; i < 1000 && !counting; i++) {
+      assert.equal(await files(), 3);
+      counting = calls() === 2;
+      if (!counting) await new Promise((r) => setImmediate(r));
+    }
+    assert.ok(counting, 'a second count started');
+    for (let i = 0; i < 10; i++) assert.equal(await files(), 3);
+    assert.equal(calls(), 2);
+    const second = await next();
+    second.reject(new Error('the store is unreachable'));
+    // The failure is nobody's answer: the old count stands, and a later ask counts again.
+    let third = null;
+    for (let i = 0; i < 1000 && third === null; i++) {
+      assert.equal(await files(), 3);
+      if (calls() === 3) third = await next();
+      else await new Promise((r) => setImmediate(r));
+    }
+    assert.ok(third, 'counted again after the failure');
+    third.resolve(4);
+    let now = 3;
+    for (let i = 0; i < 1000 && now !== 4; i++) {
+      now = await files();
+      if (calls() > 3) (await next()).resolve(4);
+    }
+    assert.equal(now, 4);
+    await srv.close();
+  });
+
+  it('the first count failing fails the FSSTAT that waits for it', async () => {
+    const { srv, files, next } = await counted(0);
+    const first = files();
+    (await next()).reject(new Error('the store is unreachable'));
+    await assert.rejects(first, /unreachable/);
+    await srv.close();
+  });
+});

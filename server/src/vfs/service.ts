@@ -119,6 +119,32 @@ async function againWhileNamesChange<T>(why: string, attempt: () => Promise<T>):
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
+/**
+ * How old a share's file count (FSSTAT) may be when it is answered: the count reads every inode
+ * of the share (tens of milliseconds per 100,000 files, on the event loop for the embedded
+ * engine), and `df`, kubelet's volume statistics and Explorer ask often. A count is answered for
+ * at least USAGE_MIN_AGE_MS, and for USAGE_AGE_PER_COST times as long as it took (so counting
+ * takes at most a fiftieth of the time however many files or clients); an older one is answered
+ * at once while one count runs behind it. Tests may shorten it (FileServiceOptions).
+ */
+export const USAGE_MIN_AGE_MS = 2000;
+const USAGE_AGE_PER_COST = 50;
+
+/** A share's last file count, and the count under way. */
+interface UsageCount {
+  files: number;
+  /** When it was counted (performance.now()), and how long counting took (ms). */
+  at: number;
+  tookMs: number;
+  counting: Promise<number> | null;
+}
+
+export interface FileServiceOptions {
+  /** USAGE_MIN_AGE_MS and USAGE_AGE_PER_COST by default. */
+  usageMinAgeMs?: number;
+  usageAgePerCost?: number;
+}
+
 export function checkName(name: Buffer, purpose: 'lookup' | 'create' | 'remove'): void {
   if (name.length === 0) throw new VfsError('INVAL', 'empty name');
   if (name.length > NAME_MAX) throw new VfsError('NAMETOOLONG', `name longer than ${NAME_MAX} bytes`);
@@ -152,10 +178,19 @@ export class FileService {
    * between the two, where it would leave the append writing at the end the file had before it.
    */
   private readonly ends = new WeakMap<MetadataStore, KeyedSerial<number>>();
+  /** Per share: its last file count (fsstat). */
+  private readonly usageCounts = new WeakMap<Share, UsageCount>();
+  private readonly usageMinAgeMs: number;
+  private readonly usageAgePerCost: number;
 
-  constructor(private readonly log?: Logger) {
+  constructor(
+    private readonly log?: Logger,
+    opts: FileServiceOptions = {},
+  ) {
     this.changes = new ChangeFeed(log);
     this.opens = new OpenTable({ log });
+    this.usageMinAgeMs = opts.usageMinAgeMs ?? USAGE_MIN_AGE_MS;
+    this.usageAgePerCost = opts.usageAgePerCost ?? USAGE_AGE_PER_COST;
   }
 
   /** Publishes a namespace change when somebody watches the store (one Map lookup otherwise). */
@@ -1095,11 +1130,49 @@ export class FileService {
     return (await share.meta.getInode(dir.parent)) ?? dir;
   }
 
-  async fsstat(handle: Buffer, cred: Identity): Promise<{ inode: Inode; totalBytes: number; freeBytes: number; files: number }> {
+  /**
+   * The share's space and (with `withFiles`, NFS FSSTAT) its file count, which may be a few seconds
+   * old (USAGE_MIN_AGE_MS). SMB's volume queries need no count.
+   */
+  async fsstat(
+    handle: Buffer,
+    cred: Identity,
+    withFiles = true,
+  ): Promise<{ inode: Inode; totalBytes: number; freeBytes: number; files: number }> {
     const { share, inode } = await this.resolve(handle);
     this.identity(share, cred);
-    const [cap, usage] = await Promise.all([share.data.capacity(), share.meta.usage(share.id)]);
-    return { inode, totalBytes: cap.totalBytes, freeBytes: cap.freeBytes, files: usage.files };
+    const [cap, files] = await Promise.all([share.data.capacity(), withFiles ? this.filesIn(share) : 0]);
+    return { inode, totalBytes: cap.totalBytes, freeBytes: cap.freeBytes, files };
+  }
+
+  /** The share's file count: the last one while fresh enough, else counted again (one count at a time). */
+  private filesIn(share: Share): number | Promise<number> {
+    let u = this.usageCounts.get(share);
+    if (!u) this.usageCounts.set(share, (u = { files: -1, at: -Infinity, tookMs: 0, counting: null }));
+    if (performance.now() - u.at < Math.max(this.usageMinAgeMs, u.tookMs * this.usageAgePerCost)) return u.files;
+    if (u.counting === null) {
+      const counting = this.count(share, u);
+      u.counting = counting;
+      // A count nobody waits for (an older one was answered) must not fail unhandled: count() logs it.
+      counting.catch(() => {});
+    }
+    return u.files >= 0 ? u.files : u.counting;
+  }
+
+  private async count(share: Share, u: UsageCount): Promise<number> {
+    const t0 = performance.now();
+    try {
+      const { files } = await share.meta.usage(share.id);
+      u.files = files;
+      u.at = performance.now();
+      u.tookMs = u.at - t0;
+      return files;
+    } catch (err) {
+      this.log?.warn({ err, share: share.name }, 'counting the files of a share failed');
+      throw err;
+    } finally {
+      u.counting = null;
+    }
   }
 
   async close(): Promise<void> {
