@@ -56,6 +56,12 @@ export interface SqlDriver {
    */
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, opts?: TransactionOptions): Promise<T>;
   /**
+   * A long read-only statement (a share's usage) that needs only committed data, run where it holds
+   * up no other call when the driver has such a place (SQLite: its checkpoint worker's connection,
+   * off the event loop). Absent: query().
+   */
+  readAside?<T extends SqlRow = SqlRow>(sql: Statement, params: readonly (number | string)[]): Promise<QueryResult<T>>;
+  /**
    * Drivers that answer a change before it is on disk (SQLite with sync `commit`): settles once
    * every change answered so far is. Absent: every change is durable when its call settles.
    */

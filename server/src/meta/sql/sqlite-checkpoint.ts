@@ -40,6 +40,15 @@ parentPort.on('message', (m) => {
     parentPort.close();
     return;
   }
+  if (typeof m === 'object' && m !== null && m.kind === 'read') {
+    try {
+      const rows = db.prepare(m.text).all(...m.params);
+      parentPort.postMessage({ kind: 'read', id: m.id, rows });
+    } catch (err) {
+      parentPort.postMessage({ kind: 'read', id: m.id, error: String((err && err.message) || err) });
+    }
+    return;
+  }
   try {
     const r = db.pragma('wal_checkpoint(PASSIVE)')[0] || {};
     parentPort.postMessage({ ok: true, log: r.log, checkpointed: r.checkpointed });
@@ -49,7 +58,15 @@ parentPort.on('message', (m) => {
 });
 `;
 
+interface ReadReply {
+  kind: 'read';
+  id: number;
+  rows?: Record<string, unknown>[];
+  error?: string;
+}
+
 interface CheckpointReply {
+  kind?: undefined;
   ok: boolean;
   log?: number;
   checkpointed?: number;
@@ -62,6 +79,8 @@ export interface CheckpointStats {
   /** Frames in the WAL and frames copied back, as of the last one. */
   walFrames: number;
   backfilled: number;
+  /** Reads the worker answered (read()). */
+  reads: number;
 }
 
 export class SqliteCheckpointer {
@@ -69,7 +88,10 @@ export class SqliteCheckpointer {
   private closing = false;
   private dead = false;
   private readonly exited: Promise<void>;
-  readonly stats: CheckpointStats = { done: 0, walFrames: 0, backfilled: 0 };
+  readonly stats: CheckpointStats = { done: 0, walFrames: 0, backfilled: 0, reads: 0 };
+  /** Reads sent to the worker, by id: settled with its rows, or null when the worker went first. */
+  private readonly reads = new Map<number, { resolve: (rows: Record<string, unknown>[] | null) => void; reject: (e: Error) => void }>();
+  private nextReadId = 1;
 
   private constructor(
     private readonly worker: Worker,
@@ -77,7 +99,17 @@ export class SqliteCheckpointer {
     /** Called once if the worker stops while the store is open: the main connection checkpoints again. */
     private readonly onLost: () => void,
   ) {
-    worker.on('message', (m: CheckpointReply) => {
+    worker.on('message', (m: CheckpointReply | ReadReply) => {
+      if (m.kind === 'read') {
+        const r = this.reads.get(m.id);
+        this.reads.delete(m.id);
+        if (this.reads.size === 0) worker.unref();
+        if (m.rows !== undefined) {
+          this.stats.reads++;
+          r?.resolve(m.rows);
+        } else r?.reject(new Error(`embedded metadata store: a read on the checkpoint worker failed: ${m.error ?? 'no reason given'}`));
+        return;
+      }
       this.inFlight = false;
       if (m.ok) {
         this.stats.done++;
@@ -92,6 +124,10 @@ export class SqliteCheckpointer {
       if (this.dead) return;
       this.dead = true;
       this.inFlight = false;
+      // Reads under way are run again on the main connection (read()'s callers fall back on null).
+      for (const r of this.reads.values()) r.resolve(null);
+      this.reads.clear();
+      worker.unref();
       if (this.closing) return;
       this.log.warn({ err }, 'embedded metadata store: the checkpoint worker stopped; checkpoints run on the main thread again');
       this.onLost();
@@ -129,6 +165,22 @@ export class SqliteCheckpointer {
     if (this.inFlight || !this.running) return;
     this.inFlight = true;
     this.worker.postMessage('checkpoint');
+  }
+
+  /**
+   * Runs a read-only SQL statement on the worker's connection: it sees what is committed (not the
+   * main connection's open batch) and holds up neither the event loop nor the writer (WAL mode).
+   * Null when the worker is not there to run it (the caller runs it on the main connection).
+   */
+  read(text: string, params: readonly (number | string)[]): Promise<Record<string, unknown>[] | null> {
+    if (!this.running) return Promise.resolve(null);
+    const id = this.nextReadId++;
+    return new Promise((resolve, reject) => {
+      // A caller waits on it: the process stays up for the answer (the worker alone keeps nothing alive).
+      if (this.reads.size === 0) this.worker.ref();
+      this.reads.set(id, { resolve, reject });
+      this.worker.postMessage({ kind: 'read', id, text, params });
+    });
   }
 
   /** Closes the worker's connection (before the main one closes, so that one removes the WAL). */

@@ -411,6 +411,32 @@ describe('SQLite metadata engine', () => {
     }
   });
 
+  it("a share's usage (FSSTAT's count, a pass over its inodes) runs on the worker's connection, off the event loop, and sees every answered change", async () => {
+    for (const worker of [true, false]) {
+      const dir = place();
+      const s = new SqlMetadataStore({
+        kind: 'embedded',
+        connect: () => Promise.resolve(SqliteDriver.open({ dir, statements: sqliteStatementsByName(S), checkpointWorker: worker })),
+      });
+      await s.open();
+      try {
+        const d = s.driver as SqliteDriver;
+        const root = await s.ensureRoot(1, dirInit());
+        const other = await s.ensureRoot(2, dirInit());
+        await Promise.all(Array.from({ length: 500 }, (_, i) => s.create(root.id, Buffer.from(`f${i}`), fileInit({ size: 10 }), T(i))));
+        await s.create(other.id, Buffer.from('g'), fileInit({ size: 7 }), T(1));
+        // Answered changes (their batch committed) are counted, in each share.
+        assert.deepEqual(await s.usage(1), { files: 501, bytes: 4096 + 500 * 10 });
+        await s.remove(root.id, Buffer.from('f0'), false, T(2));
+        assert.deepEqual(await s.usage(1), { files: 500, bytes: 4096 + 499 * 10 });
+        assert.deepEqual(await s.usage(2), { files: 2, bytes: 4096 + 7 });
+        assert.equal(d.workerReads, worker ? 3 : 0, worker ? 'counted on the worker' : 'no worker: counted on the main connection');
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
   it('a store from before size tokens (version 5) opens, keeps its files, and records them from then on', async () => {
     const dir = place();
     let s = sqliteStore(dir, MIGRATIONS.slice(0, 5));

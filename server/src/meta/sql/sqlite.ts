@@ -382,6 +382,11 @@ export class SqliteDriver implements SqlDriver {
     return this.checkpointer?.stats.done ?? 0;
   }
 
+  /** Reads the worker thread answered (readAside; for tests and diagnostics). */
+  get workerReads(): number {
+    return this.checkpointer?.stats.reads ?? 0;
+  }
+
   private live(): void {
     if (this.broken) throw this.broken;
     if (this.closed) throw new Error('embedded metadata store is closed');
@@ -656,6 +661,22 @@ export class SqliteDriver implements SqlDriver {
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     this.queued++;
     return this.queue.run(fn).finally(() => this.queued--);
+  }
+
+  /** SqlDriver.readAside: on the checkpoint worker's connection while it runs, else as query(). */
+  async readAside<T extends SqlRow = SqlRow>(sql: Statement, params: readonly (number | string)[]): Promise<QueryResult<T>> {
+    this.live();
+    const form = sql.name === undefined ? positional(sql.text) : this.forms.get(sql.name);
+    // Plain `?`s bound in order (the worker binds nothing by name), numbers and strings only.
+    const anon = typeof form === 'string' ? anonymous(form) : null;
+    if (anon !== null && this.checkpointer !== null) {
+      const ordered = anon.order.map((k) => params[k]);
+      if (ordered.every((v) => typeof v === 'number' || typeof v === 'string')) {
+        const rows = await this.checkpointer.read(anon.text, ordered);
+        if (rows !== null) return { rows: rows as T[] };
+      }
+    }
+    return this.query<T>(sql, params);
   }
 
   async query<T extends SqlRow = SqlRow>(sql: Statement | string, params: readonly unknown[] = []): Promise<QueryResult<T>> {

@@ -1120,7 +1120,13 @@ export class SqlMetadataStore implements MetadataStore {
   }
 
   async usage(shareId: number): Promise<ShareUsage> {
-    const { rows } = await this.q(S.usage, [shareId]);
+    // A pass over the share's inodes: off the event loop where the driver can (SQLite's worker).
+    let rows;
+    try {
+      ({ rows } = this.driver.readAside ? await this.driver.readAside(S.usage, [shareId]) : await this.driver.query(S.usage, [shareId]));
+    } catch (e) {
+      throw unavailable(e);
+    }
     return { files: toNumber(rows[0]?.files ?? 0, 'files'), bytes: toNumber(rows[0]?.bytes ?? 0, 'bytes') };
   }
 }
