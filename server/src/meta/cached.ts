@@ -32,6 +32,7 @@ import {
   InodeMetaKind,
   type BlockRef,
   type BlockSwitch,
+  type CreateResult,
   type InodeMetaChange,
   type InodeMetaLimits,
   type InodeMetaRecord,
@@ -870,6 +871,14 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async create(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
+    return (await this.createIn(dirId, name, init, now)).inode;
+  }
+
+  /**
+   * create(), with the directory as the store's change left it when the store tells (the reply's
+   * post-op attributes need no read then, even while other changes keep the cache from holding it).
+   */
+  async createIn(dirId: number, name: Buffer, init: NewInode, now: Timespec): Promise<CreateResult> {
     // Only the directory's own pending changes go first (it is the one existing inode a create
     // touches): a put of many small files does not write each file's size with the next create.
     if (this.isDirty(dirId)) await this.flushPending(dirId);
@@ -882,7 +891,8 @@ export class CachedMetadataStore implements MetadataStore {
     try {
       if (this.inner.createIn) ({ inode: made, dir: dirAfter } = await this.inner.createIn(dirId, name, init, now));
       else made = await this.inner.create(dirId, name, init, now);
-      return this.remember(made, this.fillEpoch());
+      const inode = this.remember(made, this.fillEpoch());
+      return dirAfter === undefined ? { inode } : { inode, dir: this.asKnown(dirAfter) };
     } finally {
       this.namespaceChanges--;
       this.done(ticket, made ? [dirId, made.id] : [dirId]);

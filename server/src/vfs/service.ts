@@ -873,6 +873,25 @@ export class FileService {
     return init;
   }
 
+  /**
+   * The store's create, and the directory after it: as the store's change left it where the store
+   * tells (no read for the reply's post-op attributes: while other clients' changes run at once the
+   * cache may not hold the directory, and each reply would cost a query), else read.
+   */
+  private static async makeIn(
+    share: Share,
+    dirId: number,
+    name: Buffer,
+    init: NewInode,
+  ): Promise<{ inode: Inode; dirAfter: Inode | null }> {
+    if (!share.meta.createIn) {
+      const inode = await share.meta.create(dirId, name, init, nowTimespec());
+      return { inode, dirAfter: await share.meta.getInode(dirId) };
+    }
+    const r = await share.meta.createIn(dirId, name, init, nowTimespec());
+    return { inode: r.inode, dirAfter: r.dir ?? (await share.meta.getInode(dirId)) };
+  }
+
   async create(
     dirHandle: Buffer,
     name: Buffer,
@@ -895,9 +914,9 @@ export class FileService {
         attrs,
       );
       try {
-        const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+        const { inode, dirAfter } = await FileService.makeIn(share, dir.id, name, init);
         this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
-        return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+        return { share, inode, dirBefore: dir, dirAfter };
       } catch (e) {
         if (!(e instanceof VfsError && e.errno === 'EXIST') || how === CreateMode.GUARDED) throw e;
       }
@@ -928,9 +947,9 @@ export class FileService {
   async mkdir(dirHandle: Buffer, name: Buffer, cred: Identity, attrs: SetAttrs): Promise<DirChange & { share: Share; inode: Inode }> {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
     const init = this.newInode(dir, id, FileType.DIR, attrs.mode ?? 0o755, {}, attrs);
-    const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    const { inode, dirAfter } = await FileService.makeIn(share, dir.id, name, init);
     this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
-    return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+    return { share, inode, dirBefore: dir, dirAfter };
   }
 
   async symlink(
@@ -946,9 +965,9 @@ export class FileService {
     if (target.includes(0)) throw new VfsError('INVAL', 'symlink target contains a NUL byte');
     if (target.length > 4096) throw new VfsError('NAMETOOLONG', 'symlink target longer than 4096 bytes');
     const init = this.newInode(dir, id, FileType.LNK, attrs.mode ?? 0o777, { target: Buffer.from(target), size: target.length });
-    const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    const { inode, dirAfter } = await FileService.makeIn(share, dir.id, name, init);
     this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
-    return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+    return { share, inode, dirBefore: dir, dirAfter };
   }
 
   async mknod(
@@ -962,9 +981,9 @@ export class FileService {
     const { share, dir, id } = await this.prepareCreate(dirHandle, name, cred);
     if ((type === FileType.BLK || type === FileType.CHR) && id.uid !== 0) throw new VfsError('PERM', 'only root may create device files');
     const init = this.newInode(dir, id, type, attrs.mode ?? 0o644, { rdevMajor: rdev.major, rdevMinor: rdev.minor });
-    const inode = await share.meta.create(dir.id, name, init, nowTimespec());
+    const { inode, dirAfter } = await FileService.makeIn(share, dir.id, name, init);
     this.changed(share, dir.id, name, ChangeAction.ADDED, inode);
-    return { share, inode, dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+    return { share, inode, dirBefore: dir, dirAfter };
   }
 
   async link(handle: Buffer, dirHandle: Buffer, name: Buffer, cred: Identity): Promise<DirChange & { inode: Inode }> {
@@ -1022,7 +1041,7 @@ export class FileService {
     // blocks are gone leaves them to garbage collection (BlockService.freeInBackground).
     if (r.freed && r.inode.type === FileType.REG) await share.data.freeInBackground(r.inode.id, r.noBlocks === true ? mark : undefined);
     for (const s of r.streams) await share.data.freeInBackground(s);
-    return { dirBefore: dir, dirAfter: await share.meta.getInode(dir.id) };
+    return { dirBefore: dir, dirAfter: r.dir ?? (await share.meta.getInode(dir.id)) };
   }
 
   async rename(
