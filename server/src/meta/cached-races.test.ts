@@ -143,6 +143,90 @@ describe('CachedMetadataStore: races and failures', () => {
     await cached.close();
   });
 
+  it('creates and removes in one directory keep it and its names cached while changes run in another (several clients at once)', async () => {
+    const { cached, root, done } = await sqliteSetup();
+    try {
+      const a = await cached.create(root.id, Buffer.from('a'), dirInit(), T(2));
+      const b = await cached.create(root.id, Buffer.from('b'), dirInit(), T(2));
+      const inner = cached.inner as unknown as {
+        createIn: NonNullable<CachedMetadataStore['createIn']>;
+        getInode: CachedMetadataStore['getInode'];
+        lookup: CachedMetadataStore['lookup'];
+      };
+      const createIn = inner.createIn.bind(inner);
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let entered!: () => void;
+      const inB = new Promise<void>((r) => (entered = r));
+      inner.createIn = async (d, name, init, now) => {
+        if (d === b.id) {
+          entered();
+          await held;
+        }
+        return createIn(d, name, init, now);
+      };
+      const other = cached.create(b.id, Buffer.from('y'), file(), T(3));
+      await inB;
+      const x = await cached.create(a.id, Buffer.from('x'), file(), T(4));
+      let reads = 0;
+      const getInode = inner.getInode.bind(inner);
+      const lookup = inner.lookup.bind(inner);
+      inner.getInode = (id) => (reads++, getInode(id));
+      inner.lookup = (d, n) => (reads++, lookup(d, n));
+      assert.deepEqual((await cached.getInode(a.id))?.mtime, T(4), 'the directory as the create left it');
+      assert.equal((await cached.lookup(a.id, Buffer.from('x')))?.id, x.id);
+      await cached.remove(a.id, Buffer.from('x'), false, T(5));
+      assert.deepEqual((await cached.getInode(a.id))?.mtime, T(5), 'the directory as the remove left it');
+      assert.equal(await cached.lookup(a.id, Buffer.from('x')), null);
+      assert.equal(reads, 0, 'answered from memory');
+      release();
+      await other;
+      reads = 0;
+      // The directory the held create changed is read again (that create was not alone there).
+      assert.deepEqual((await cached.getInode(b.id))?.mtime, T(3));
+      assert.equal((await cached.lookup(b.id, Buffer.from('y')))?.id !== undefined, true);
+      inner.getInode = getInode;
+      inner.lookup = lookup;
+      inner.createIn = createIn;
+    } finally {
+      await done();
+    }
+  });
+
+  it('a read of a directory that saw it before a create committed, answered after the create, does not stay cached', async () => {
+    const { inner, cached, root } = await setup(false);
+    const innerCreate = inner.create.bind(inner);
+    const innerGet = inner.getInode.bind(inner);
+    let letCreate!: () => void;
+    const createGate = new Promise<void>((r) => (letCreate = r));
+    let inCreate!: () => void;
+    const creating = new Promise<void>((r) => (inCreate = r));
+    inner.create = async (...a) => {
+      inCreate();
+      await createGate;
+      return innerCreate(...a);
+    };
+    const made = cached.create(root.id, Buffer.from('g'), file(), T(9));
+    await creating;
+    cached.invalidateInode(root.id); // not in memory: the read below asks the store
+    let letRead!: () => void;
+    const readGate = new Promise<void>((r) => (letRead = r));
+    inner.getInode = async (id) => {
+      const i = await innerGet(id); // a pooled connection: read before the create commits
+      await readGate;
+      return i;
+    };
+    const late = cached.getInode(root.id);
+    await new Promise((r) => setImmediate(r));
+    letCreate();
+    await made;
+    letRead();
+    assert.notDeepEqual((await late)?.mtime, T(9), 'the read saw the directory before the create');
+    inner.getInode = innerGet;
+    assert.deepEqual((await cached.getInode(root.id))?.mtime, T(9), 'the next GETATTR shows the create');
+    await cached.close();
+  });
+
   it("a rename to another directory drops the source directory's cached name", async () => {
     const { cached, root, f } = await setup(false);
     const e = await cached.create(root.id, Buffer.from('e'), dirInit(), T(1));

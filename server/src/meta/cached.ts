@@ -186,6 +186,9 @@ function withPending(i: Inode, p: PendingAttrs): Inode {
   return { ...i, size, mtime, ctime };
 }
 
+/** Stamps kept (see CachedMetadataStore.stamps); past it they all go and the epochs move. */
+const MAX_STAMPS = 4096;
+
 export class CachedMetadataStore implements MetadataStore {
   readonly kind: string;
   private ttlMs: number;
@@ -216,10 +219,31 @@ export class CachedMetadataStore implements MetadataStore {
   /** A flush started because MAX_PENDING inodes wait is running. */
   private forcedFlush = false;
   private closed = false;
-  /** Bumped by every namespace change: a read that started before one must not fill the cache. */
+  /**
+   * Bumped by every change but scoped ones (see `stamps`): a read that started before one must not
+   * fill the cache.
+   */
   private epoch = 0;
   /** Namespace changes in flight (create, link, remove, rename). */
   private namespaceChanges = 0;
+  /**
+   * Of those, the ones that move `epoch` (all but a create and the remove of a non-directory: see
+   * `stamps`). A scoped change is alone only when none of these runs.
+   */
+  private globalChanges = 0;
+  /** Scoped changes (create, remove of a non-directory) in flight, per directory. */
+  private readonly busyDirs = new Map<number, number>();
+  /**
+   * Scoped changes: a create changes its directory and a new inode; the remove of a non-directory
+   * its directory, the file and the file's streams. Rather than `epoch` and `endEpoch`, which stop
+   * every read in flight from filling the cache (with several clients at once, nothing was ever
+   * kept: each CREATE then read its directory, each LOOKUP its name, from the store), they stamp
+   * what they touch, when they start and when they end: a read that started before a stamp of what
+   * it read (`stampSeq` then) does not fill the cache. Bounded: past maxInodes stamps, all go and
+   * `epoch` and `endEpoch` move instead.
+   */
+  private readonly stamps = new Map<number, number>();
+  private stampSeq = 0;
   private coherence: CacheCoherenceLink | null = null;
   private detach: (() => void) | null = null;
   /** False while the coherence link cannot prove the cache current: nothing is cached. */
@@ -242,8 +266,9 @@ export class CachedMetadataStore implements MetadataStore {
   /** Names in `names`, and one per directory map (empty complete maps take room too). */
   private nameCount = 0;
   /**
-   * Bumped when a remove, rename or putMeta ends (`epoch` moves when it starts): a lookup or getMeta
-   * that overlapped it (a pooled store may have read the state before it) must not fill the cache.
+   * Bumped when a remove (but a scoped one), rename, putMeta or setAttr ends (`epoch` moves when it
+   * starts): a lookup or getMeta that overlapped it (a pooled store may have read the state before
+   * it) must not fill the cache.
    */
   private endEpoch = 0;
   /** Inodes known to hold no records of some kinds (bit 1 << kind): most files have no DACL or EA. */
@@ -324,6 +349,23 @@ export class CachedMetadataStore implements MetadataStore {
     return this.uncertainAll > 0 || (this.uncertain.size > 0 && this.uncertain.has(id));
   }
 
+  /** A scoped change starts or ends on these inodes: reads of them in flight do not fill the cache. */
+  private stamp(...ids: number[]): number {
+    if (this.stamps.size + ids.length > MAX_STAMPS) {
+      this.stamps.clear();
+      this.epoch++;
+      this.endEpoch++;
+    }
+    const seq = ++this.stampSeq;
+    for (const id of ids) this.stamps.set(id, seq);
+    return seq;
+  }
+
+  /** Whether a scoped change started or ended on `id` since `seq` (stampSeq when a read started). */
+  private stampedSince(id: number, seq: number): boolean {
+    return this.stamps.size > 0 && (this.stamps.get(id) ?? 0) > seq;
+  }
+
   /** Several servers: whether the cache may answer now (waits for the sync point). */
   private async trusted(): Promise<boolean> {
     if (!this.coherence) return true;
@@ -399,10 +441,10 @@ export class CachedMetadataStore implements MetadataStore {
    * started) moves when a change starts, `ended` (endEpoch then) when a remove, rename or putMeta
    * ends; a pooled store may have read the row before such a change committed and answer after it.
    */
-  private remember(i: Inode, epoch: number, ended = this.endEpoch): Inode {
+  private remember(i: Inode, epoch: number, ended = this.endEpoch, seq = this.stampSeq): Inode {
     const p = this.unstored(i.id);
     const inode = p ? withPending(i, p) : i;
-    if (epoch !== this.epoch || ended !== this.endEpoch || this.isUncertain(i.id)) {
+    if (epoch !== this.epoch || ended !== this.endEpoch || this.isUncertain(i.id) || this.stampedSince(i.id, seq)) {
       // A change overlapped this read: neither what it read nor what was cached before may answer.
       // (A dirty entry is read again from the store, with this server's pending changes laid over;
       // READDIR lays them over itself while it has none. It is dropped even so: this may be a
@@ -448,17 +490,19 @@ export class CachedMetadataStore implements MetadataStore {
     if (e && trusted && (this.isDirty(id) || Date.now() - e.at < this.ttlMs)) return e.inode;
     const epoch = this.fillEpoch();
     const ended = this.endEpoch;
+    const seq = this.stampSeq;
     const i = await this.inner.getInode(id);
     if (!i) {
       this.forget(id);
       return null;
     }
-    return this.remember(i, epoch, ended);
+    return this.remember(i, epoch, ended, seq);
   }
 
   async ensureRoot(shareId: number, init: NewInode): Promise<Inode> {
     const epoch = this.fillEpoch();
-    return this.remember(await this.inner.ensureRoot(shareId, init), epoch);
+    const seq = this.stampSeq;
+    return this.remember(await this.inner.ensureRoot(shareId, init), epoch, this.endEpoch, seq);
   }
 
   async lookup(dirId: number, name: Buffer): Promise<Inode | null> {
@@ -470,10 +514,18 @@ export class CachedMetadataStore implements MetadataStore {
     } else if (d?.complete && (await this.knownMissing(dirId, key))) return null;
     const epoch = this.fillEpoch();
     const ended = this.endEpoch;
+    const seq = this.stampSeq;
     const i = await this.inner.lookup(dirId, name);
     if (!i) return null;
-    const inode = this.remember(i, epoch, ended);
-    if (epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(dirId)) this.rememberName(dirId, key, i.id);
+    const inode = this.remember(i, epoch, ended, seq);
+    if (
+      epoch === this.epoch &&
+      ended === this.endEpoch &&
+      !this.isUncertain(dirId) &&
+      !this.stampedSince(dirId, seq) &&
+      !this.stampedSince(i.id, seq)
+    )
+      this.rememberName(dirId, key, i.id);
     return inode;
   }
 
@@ -629,8 +681,9 @@ export class CachedMetadataStore implements MetadataStore {
     // Reads in flight (started before the change) must not fill the cache with what it replaces.
     this.epoch++;
     const epoch = this.fillEpoch();
+    const seq = this.stampSeq;
     try {
-      return this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch);
+      return this.remember(await this.inner.setAttr(id, changes, guardCtime), epoch, this.endEpoch, seq);
     } catch (err) {
       // The store may have made the change and lost the answer: the entry is read again, not
       // trusted (a SETATTR of the value it would still show would be taken for ctime only).
@@ -883,9 +936,12 @@ export class CachedMetadataStore implements MetadataStore {
     // touches): a put of many small files does not write each file's size with the next create.
     if (this.isDirty(dirId)) await this.flushPending(dirId);
     const ticket = await this.announce([dirId]);
-    const epoch = ++this.epoch;
-    // Alone: no namespace change in flight now, and none starts before this one ends (the epoch).
-    const alone = this.namespaceChanges++ === 0;
+    // A scoped change (see `stamps`): reads of other inodes in flight may still fill the cache.
+    const epoch = this.epoch;
+    // Alone: no change of the directory's in flight now, and none starts before this one ends
+    // (the epoch for the changes that move it, the directory's stamp for scoped ones).
+    const alone = this.globalChanges === 0 && !this.busyDirs.has(dirId);
+    const mine = this.beginScoped(dirId);
     let made: Inode | undefined;
     let dirAfter: Inode | undefined;
     try {
@@ -894,15 +950,17 @@ export class CachedMetadataStore implements MetadataStore {
       const inode = this.remember(made, this.fillEpoch());
       return dirAfter === undefined ? { inode } : { inode, dir: this.asKnown(dirAfter) };
     } finally {
-      this.namespaceChanges--;
+      this.endScoped(dirId);
       this.done(ticket, made ? [dirId, made.id] : [dirId]);
       // The directory as the store changed it (the reply's post-op attributes and the next call's
-      // handle then need no read): kept only when no other namespace change ran meanwhile (its change could
+      // handle then need no read): kept only when no other change of it ran meanwhile (its change could
       // have committed after this one's), and only while coherent. remember() replaces the entry
       // in place, or drops it: forgotten first, its key would be deleted and set again per call.
-      const proven = alone && this.fillEpoch() !== -1;
-      if (dirAfter !== undefined && proven) this.remember(dirAfter, epoch);
+      const proven = alone && this.fillEpoch() !== -1 && !this.stampedSince(dirId, mine);
+      if (dirAfter !== undefined && proven) this.remember(dirAfter, epoch, this.endEpoch, mine);
       else this.forget(dirId);
+      // A read of the directory in flight may have seen it before this change committed.
+      this.stamp(dirId);
       // A new inode has no records of any kind (ids are never used again, and a record needs the
       // id this call just learnt): a chmod of it, or an SMB open's DACL check, need not ask the
       // store (one server only, as getMeta's cached absence).
@@ -918,6 +976,20 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
+  /** A scoped change of `dirId` starts: counted, and the directory stamped; its stamp. */
+  private beginScoped(dirId: number): number {
+    this.namespaceChanges++;
+    this.busyDirs.set(dirId, (this.busyDirs.get(dirId) ?? 0) + 1);
+    return this.stamp(dirId);
+  }
+
+  private endScoped(dirId: number): void {
+    this.namespaceChanges--;
+    const n = (this.busyDirs.get(dirId) ?? 1) - 1;
+    if (n > 0) this.busyDirs.set(dirId, n);
+    else this.busyDirs.delete(dirId);
+  }
+
   /** A name may have come into `dirId` that its map does not hold: the map no longer says what is missing. */
   private incomplete(dirId: number): void {
     const d = this.names.get(dirId);
@@ -929,10 +1001,12 @@ export class CachedMetadataStore implements MetadataStore {
     const ticket = await this.announce([id, dirId]);
     this.epoch++;
     this.namespaceChanges++;
+    this.globalChanges++;
     try {
       return await this.inner.link(id, dirId, name, now);
     } finally {
       this.namespaceChanges--;
+      this.globalChanges--;
       this.done(ticket, [id, dirId]);
       this.forget(id, dirId);
       this.incomplete(dirId);
@@ -945,9 +1019,19 @@ export class CachedMetadataStore implements MetadataStore {
     const victim = this.coherence ? await this.inner.lookup(dirId, name) : null;
     const announced = victim ? [dirId, victim.id] : [dirId];
     const ticket = await this.announce(announced, true);
-    const epoch = ++this.epoch;
+    // The remove of a non-directory is scoped (see `stamps`): it changes the directory, the file
+    // and the file's streams, and no other directory. Removing a directory moves the epoch.
+    const scoped = !dir;
+    const epoch = scoped ? this.epoch : ++this.epoch;
     // Alone: as in create(); a change that began before this one could commit after it.
-    const alone = this.namespaceChanges++ === 0;
+    const alone = scoped ? this.globalChanges === 0 && !this.busyDirs.has(dirId) : this.namespaceChanges === 0;
+    let mine: number;
+    if (scoped) mine = this.beginScoped(dirId);
+    else {
+      mine = this.stampSeq;
+      this.namespaceChanges++;
+      this.globalChanges++;
+    }
     let touched = announced;
     let dirAfter: Inode | undefined;
     let removed = false;
@@ -963,20 +1047,29 @@ export class CachedMetadataStore implements MetadataStore {
       dirAfter = r.dir;
       return r;
     } finally {
-      this.namespaceChanges--;
+      if (scoped) this.endScoped(dirId);
+      else {
+        this.namespaceChanges--;
+        this.globalChanges--;
+      }
       this.done(ticket, touched, true);
+      // No change of the directory began since this one did (a scoped one stamps it).
+      const unmoved = alone && this.fillEpoch() !== -1 && !this.stampedSince(dirId, mine);
       // Removed, alone (and, with several servers, while coherent): the name is gone and the
       // directory's other names are as they were, so only that name is forgotten (a build or an
       // untar that removes a file and makes it again, or looks up its neighbours, needs no query;
       // a complete map stays complete). Failed, or overlapping another namespace change: the name
       // may be gone or back, and every name of the directory is read again.
-      if (removed && alone && this.fillEpoch() !== -1 && !this.isUncertain(dirId)) this.forgetName(dirId, name);
+      if (removed && unmoved && !this.isUncertain(dirId)) this.forgetName(dirId, name);
       else this.dropNames(dirId);
-      this.endEpoch++;
+      // A read in flight may have seen what this change touched before it committed: a scoped
+      // change stamps that, any other moves endEpoch.
+      if (scoped) this.stamp(...touched);
+      else this.endEpoch++;
       // The directory as the store changed it, kept only if no other change overlapped this one
       // (and, with several servers, only while coherent): the REMOVE's reply and the next call's
       // handle need not read it again. (remember() replaces or drops the entry, as in create().)
-      if (dirAfter !== undefined && alone && this.fillEpoch() !== -1) this.remember(dirAfter, epoch);
+      if (dirAfter !== undefined && unmoved) this.remember(dirAfter, epoch, this.endEpoch, this.stampSeq);
       else this.forget(dirId);
     }
   }
@@ -1004,6 +1097,7 @@ export class CachedMetadataStore implements MetadataStore {
     const ticket = await this.announce(announced, blocks);
     this.epoch++;
     this.namespaceChanges++;
+    this.globalChanges++;
     let touched: number[] | null = null;
     try {
       const r = await this.inner.rename(fromDir, fromName, toDir, toName, now, expect);
@@ -1019,6 +1113,7 @@ export class CachedMetadataStore implements MetadataStore {
       return r;
     } finally {
       this.namespaceChanges--;
+      this.globalChanges--;
       // Failed or not: both names may hold something else now.
       this.dropNames(fromDir);
       this.dropNames(toDir);
@@ -1050,8 +1145,9 @@ export class CachedMetadataStore implements MetadataStore {
   async lookupStream(fileId: number, name: Buffer): Promise<Inode | null> {
     const epoch = this.fillEpoch();
     const ended = this.endEpoch;
+    const seq = this.stampSeq;
     const i = await this.inner.lookupStream(fileId, name);
-    return i ? this.remember(i, epoch, ended) : null;
+    return i ? this.remember(i, epoch, ended, seq) : null;
   }
 
   async createStream(fileId: number, name: Buffer, init: NewInode, now: Timespec): Promise<Inode> {
@@ -1101,11 +1197,19 @@ export class CachedMetadataStore implements MetadataStore {
     }
     const epoch = this.fillEpoch();
     const ended = this.endEpoch;
+    const seq = this.stampSeq;
     const records = await this.inner.getMeta(inodeId, kind);
     // One server only: with several, a server of an earlier release stores a DACL without
     // announcing it (putMeta without a ctime change was not announced before), and an absence
     // trusted for good would leave that DACL unenforced here.
-    if (records.length === 0 && !this.coherence && epoch === this.epoch && ended === this.endEpoch && !this.isUncertain(inodeId))
+    if (
+      records.length === 0 &&
+      !this.coherence &&
+      epoch === this.epoch &&
+      ended === this.endEpoch &&
+      !this.isUncertain(inodeId) &&
+      !this.stampedSince(inodeId, seq)
+    )
       this.knownEmpty(inodeId, bit);
     return records;
   }
@@ -1169,9 +1273,10 @@ export class CachedMetadataStore implements MetadataStore {
     }
     const epoch = this.fillEpoch();
     const ended = this.endEpoch;
+    const seq = this.stampSeq;
     const sizes = await this.inner.metaSizes(ask, kind);
     if (!this.coherence && epoch === this.epoch && ended === this.endEpoch)
-      for (const id of ask) if (!sizes.has(id) && !this.isUncertain(id)) this.knownEmpty(id, bit);
+      for (const id of ask) if (!sizes.has(id) && !this.isUncertain(id) && !this.stampedSince(id, seq)) this.knownEmpty(id, bit);
     return sizes;
   }
 
@@ -1204,6 +1309,7 @@ export class CachedMetadataStore implements MetadataStore {
       if (complete) return out.map((r) => ({ ...r }));
     }
     const epoch = this.fillEpoch();
+    const seq = this.stampSeq;
     const gen = this.blockGen.get(inodeId);
     // A short lookup past the first blocks (an upload asks for its one block) reads ahead as many
     // blocks as precede it, up to BLOCK_LOOKAHEAD, in the same statement: a file written in order
@@ -1216,7 +1322,13 @@ export class CachedMetadataStore implements MetadataStore {
     const end = to + ahead;
     const all = await this.inner.getBlocks(inodeId, from, end);
     const refs = ahead === 0 ? all : all.filter((r) => r.index < to);
-    if (epoch === this.epoch && gen === this.blockGen.get(inodeId) && end - from <= 4096 && !this.isUncertain(inodeId)) {
+    if (
+      epoch === this.epoch &&
+      gen === this.blockGen.get(inodeId) &&
+      end - from <= 4096 &&
+      !this.isUncertain(inodeId) &&
+      !this.stampedSince(inodeId, seq)
+    ) {
       let map = this.blocks.get(inodeId);
       if (!map || Date.now() - map.at >= this.ttlMs) {
         if (map) this.dropBlockMap(inodeId);
