@@ -709,6 +709,7 @@ export async function startServer(config: DittoConfig, log: Logger, opts: StartS
             // What the adapters serve against what the control plane asks (adapters.ts).
             ...adapters.readiness(),
             ...health.checks(),
+            ...walDataCheck(shares),
           };
           return { ready: Object.values(checks).every((c) => c.ok), checks, applied_generation: settledApplier.appliedGeneration };
         },
@@ -837,4 +838,26 @@ function printCreatedAdmin(
     `dittofs: created user "${admin.username}" with password ${admin.generatedPassword}\n` +
       'dittofs: log in (dittofsctl login) and change it; it is not shown again (lost: dittofs admin reset-password)\n',
   );
+}
+
+/**
+ * Blocks whose upload stopped at WAL data that failed its CRC (blocks/service.ts): a check that
+ * stays ok, since the server serves every other byte (not ready would take it out of service),
+ * with a detail `dittofs status` shows as a warning. Absent while there are none.
+ */
+function walDataCheck(shares: ShareRuntime): Record<string, ReadinessCheck> {
+  const bad: string[] = [];
+  let n = 0;
+  for (const { name, data } of shares.services().values()) {
+    for (const b of data.corruptBlocks()) {
+      if (n++ < 5) bad.push(`share ${name} inode ${b.inode} block ${b.block} (segment ${b.segment}, record at ${b.record})`);
+    }
+  }
+  if (n === 0) return {};
+  return {
+    'wal:data': {
+      ok: true,
+      detail: `${n} block(s) not uploaded: WAL data failed its CRC32C; their segments are kept: ${bad.join('; ')}${n > bad.length ? '; ...' : ''}`,
+    },
+  };
 }

@@ -296,8 +296,13 @@ export class ShareRuntime {
       uploads: this.deps.uploads,
       buffers: this.deps.buffers,
       ...(bcfg.type === 's3' && this.deps.diskCache ? { diskCache: { cache: this.deps.diskCache, namespace: sh.blocks } } : {}),
-      log,
-      ...(metrics ? { onUploadFailed: () => metrics.uploadFailed(sh.name) } : {}),
+      log: log.child({ share: sh.name }),
+      ...(metrics
+        ? {
+            onUploadFailed: () => metrics.uploadFailed(sh.name),
+            onDataCorrupt: (op: 'read' | 'upload') => metrics.walDataError(sh.name, op),
+          }
+        : {}),
     });
     try {
       await this.deps.fileService.addShare(

@@ -14,7 +14,7 @@ import { BlockConflictError, type BlockRef, type MetadataStore } from '../meta/s
 import { errorMessage } from '../error-message.js';
 import { randomHex } from '../random-hex.js';
 import { settledWithin } from '../timeouts.js';
-import { AppendEndMoved, storageError, VfsError } from '../vfs/errors.js';
+import { AppendEndMoved, DataCorrupt, storageError, VfsError } from '../vfs/errors.js';
 import { compareTimespec, type Timespec } from '../vfs/types.js';
 import { BufferPools, type BufferPool } from '../wire/buffer-pool.js';
 import { BlockCache } from './cache.js';
@@ -37,6 +37,37 @@ import {
 /** A half-open byte range [start, end) inside a block. */
 type Range = [number, number];
 
+/** Bytes of a WAL record's data each of its chunk CRCs covers: a read of part of a record checks whole chunks. */
+const WAL_CHUNK = 64 * 1024;
+
+/**
+ * A WAL record's data as logged: `length` bytes in `seg` at `pos`, of the file `inode` from
+ * `offset`, with the CRC32C `crc` computed when it was appended. Shared by the extents it was split
+ * into: every byte read back from the log is checked against it before it is served or uploaded.
+ */
+interface LoggedRecord {
+  seg: WalSegment;
+  pos: number;
+  length: number;
+  crc: number;
+  inode: number;
+  offset: number;
+  /** The CRC32C of each WAL_CHUNK of its data, from a read of the whole record that matched `crc`. */
+  chunks?: Uint32Array;
+  /** When a read refused for it was last logged (Date.now()). */
+  loggedAt?: number;
+}
+
+/** A refused read is logged once per this long per bad record (a client may retry it in a loop). */
+const CORRUPT_LOG_EVERY_MS = 60_000;
+
+/** The CRC32C of a record's data (`length` bytes), folded from the CRCs of its WAL_CHUNKs. */
+function foldChunks(chunks: Uint32Array, length: number): number {
+  let crc = 0;
+  for (let i = 0; i < chunks.length; i++) crc = crc32cCombine(crc, chunks[i]!, Math.min(WAL_CHUNK, length - i * WAL_CHUNK));
+  return crc;
+}
+
 /**
  * Bytes [start, end) of a block written by one WAL record: they live in `seg` at `pos`, and in
  * `mem` until the record is on disk (always, for the memory WAL). A zero extent is a truncate's cut.
@@ -55,6 +86,8 @@ interface Extent {
    */
   crc?: number;
   crcOf?: Range;
+  /** The WAL record the extent's bytes belong to (absent for zeros, and for bytes kept only in memory). */
+  rec?: LoggedRecord;
 }
 
 /** One version of a block's written bytes. Immutable once it is handed to an upload. */
@@ -86,6 +119,14 @@ interface BlockState {
   /** Consecutive failed uploads, and when background retries may start again (backoff). */
   failures: number;
   retryAt: number;
+  /**
+   * A record of the block's data failed its CRC when an upload read it: background uploads (idle
+   * flush, WAL pressure) leave the block alone until it is written again; an explicit flush (the
+   * server's stop, the share's removal) still tries.
+   */
+  corrupt?: LoggedRecord;
+  /** The bad record last logged for the block (one line per record, however often a flush tries). */
+  corruptLogged?: LoggedRecord;
 }
 
 /** Replay's view of one file: its size (from the log, and as stored) and the fencing tokens. */
@@ -224,6 +265,36 @@ function crcOfRecords(v: { extents: readonly Extent[] }, length: number): number
   return at === length ? crc : undefined;
 }
 
+/**
+ * Whether extents after `exts[i]` cover [a, b) of the block entirely (a version's later extents
+ * win where they overlap: bytes of `exts[i]` there are never part of what it holds).
+ */
+function hiddenBy(exts: readonly Extent[], i: number, a: number, b: number): boolean {
+  const later: Range[] = [];
+  for (let j = i + 1; j < exts.length; j++) {
+    const e = exts[j]!;
+    if (e.start < b && e.end > a) later.push([e.start, e.end]);
+  }
+  later.sort((x, y) => x[0] - y[0]);
+  let at = a;
+  for (const [s, e] of later) {
+    if (s > at) return false;
+    at = Math.max(at, e);
+    if (at >= b) return true;
+  }
+  return at >= b;
+}
+
+/** Bytes read back from a WAL record that do not match the CRC32C it was logged with. */
+export class WalRecordCorrupt extends DataCorrupt {
+  constructor(readonly rec: LoggedRecord) {
+    super(
+      `the WAL record of ${rec.length} bytes at ${rec.pos} in segment ${rec.seg.file ?? rec.seg.id} ` +
+        `(inode ${rec.inode}, file offset ${rec.offset}) does not match its CRC32C: its bytes changed on disk after they were logged`,
+    );
+  }
+}
+
 const covers = (ranges: Range[], start: number, end: number): boolean => ranges.some((r) => r[0] <= start && r[1] >= end);
 
 /** `ranges` without [start, end). */
@@ -282,6 +353,8 @@ export interface BlockServiceOptions {
   log?: Logger;
   /** Called when an upload fails (metrics); the data stays dirty and is retried. */
   onUploadFailed?: (err: Error) => void;
+  /** Called when WAL data fails its CRC: a READ refused, or an upload stopped (metrics). */
+  onDataCorrupt?: (operation: 'read' | 'upload') => void;
   /** Several servers on one store: the files' write leases (absent: this server is the only writer). */
   leases?: WriteLeases;
 }
@@ -622,6 +695,7 @@ export class BlockService {
   ): Extent[] {
     const bs = this.blockSize;
     const exts: Extent[] = [];
+    const rec: LoggedRecord | undefined = crc === undefined ? undefined : { seg, pos, length, crc, inode: inodeId, offset };
     let done = 0;
     while (done < length) {
       const abs = offset + done;
@@ -637,6 +711,7 @@ export class BlockService {
         mem: mem ? mem.subarray(done, done + n) : null,
         zero: false,
       };
+      if (rec !== undefined) e.rec = rec;
       if (crc !== undefined && n === length) {
         e.crc = crc;
         e.crcOf = [e.start, e.end];
@@ -653,6 +728,8 @@ export class BlockService {
 
   private dirtyVersion(inodeId: number, index: number, token: number): BlockVersion {
     const s = this.state(inodeId, index);
+    // Written again: background uploads may try the block again (new bytes may hide a bad record's).
+    if (s.corrupt !== undefined) s.corrupt = undefined;
     // Written under another lease than the dirty bytes: those are stored (or refused) on their own
     // first. While replaying, they wait in line (sealed) until the replay is over.
     if (s.dirty && s.dirty.token !== token) {
@@ -802,7 +879,7 @@ export class BlockService {
   private startUpload(inodeId: number, index: number, background = false): Promise<Error | null> {
     const s = this.files.get(inodeId)?.get(index);
     if (!s) return Promise.resolve(null);
-    if (background && s.dirty && Date.now() < s.retryAt) return Promise.resolve(null);
+    if (background && s.dirty && (s.corrupt !== undefined || Date.now() < s.retryAt)) return Promise.resolve(null);
     const v = s.dirty;
     if (!v) return this.waitInflight(s);
     s.dirty = null;
@@ -824,17 +901,74 @@ export class BlockService {
     return results.find((e) => e !== null) ?? null;
   }
 
-  /** Copies the bytes `v` holds in [from, to) of its block into `target` at `targetStart`. */
+  /**
+   * Copies the bytes `v` holds in [from, to) of its block into `target` at `targetStart`. Bytes
+   * read back from the WAL are checked against their record's CRC32C first: WalRecordCorrupt when
+   * they do not match, unless later extents of `v` hide every one of them (they are not wanted).
+   */
   private async materialize(v: BlockVersion, from: number, to: number, target: Buffer, targetStart: number): Promise<void> {
-    for (const e of v.extents) {
+    const exts = v.extents;
+    for (let i = 0; i < exts.length; i++) {
+      const e = exts[i]!;
       const a = Math.max(e.start, from);
       const b = Math.min(e.end, to);
       if (a >= b) continue;
       const t = targetStart + (a - from);
       if (e.zero) target.fill(0, t, t + (b - a));
       else if (e.mem) e.mem.copy(target, t, a - e.start, b - e.start);
-      else if (e.seg) await this.wal.read(e.seg, e.pos + (a - e.start), b - a, target, t);
+      else if (e.seg) {
+        try {
+          await this.readLogged(e, e.pos + (a - e.start), b - a, target, t);
+        } catch (err) {
+          if (!(err instanceof WalRecordCorrupt) || !hiddenBy(exts, i, a, b)) throw err;
+        }
+      }
     }
+  }
+
+  /**
+   * Reads `length` bytes of extent `e`'s segment at `pos` into `target` at `targetStart`, checked
+   * against the CRC32C of the record they belong to. A read of a whole record checks the bytes
+   * read (no copy). A read of part of one checks the WAL_CHUNKs it touches against their CRCs,
+   * learnt by reading the whole record once and matching it against the record's CRC.
+   */
+  private async readLogged(e: Extent, pos: number, length: number, target: Buffer, targetStart: number): Promise<void> {
+    const rec = e.rec;
+    const seg = e.seg!;
+    if (rec === undefined) {
+      await this.wal.read(seg, pos, length, target, targetStart);
+      return;
+    }
+    const at = pos - rec.pos;
+    if (at === 0 && length === rec.length) {
+      await this.wal.read(seg, pos, length, target, targetStart);
+      if (crc32c(target.subarray(targetStart, targetStart + length)) !== rec.crc) throw new WalRecordCorrupt(rec);
+      return;
+    }
+    const chunks = rec.chunks;
+    if (chunks === undefined) {
+      const all = Buffer.allocUnsafe(rec.length);
+      await this.wal.read(seg, rec.pos, rec.length, all, 0);
+      const cs = new Uint32Array(Math.ceil(rec.length / WAL_CHUNK));
+      for (let c = 0; c < cs.length; c++) cs[c] = crc32c(all.subarray(c * WAL_CHUNK, Math.min(rec.length, (c + 1) * WAL_CHUNK)));
+      if (foldChunks(cs, rec.length) !== rec.crc) throw new WalRecordCorrupt(rec);
+      rec.chunks = cs;
+      all.copy(target, targetStart, at, at + length);
+      return;
+    }
+    const first = Math.floor(at / WAL_CHUNK);
+    const last = Math.floor((at + length - 1) / WAL_CHUNK);
+    const from = first * WAL_CHUNK;
+    const to = Math.min(rec.length, (last + 1) * WAL_CHUNK);
+    // Whole chunks wanted: read straight into the answer.
+    const direct = from === at && to === at + length;
+    const buf = direct ? target.subarray(targetStart, targetStart + length) : Buffer.allocUnsafe(to - from);
+    await this.wal.read(seg, rec.pos + from, to - from, buf, 0);
+    for (let c = first; c <= last; c++) {
+      const o = (c - first) * WAL_CHUNK;
+      if (crc32c(buf.subarray(o, Math.min(buf.length, o + WAL_CHUNK))) !== chunks[c]) throw new WalRecordCorrupt(rec);
+    }
+    if (!direct) buf.copy(target, targetStart, at - from, at - from + length);
   }
 
   private async upload(inodeId: number, index: number, s: BlockState, v: BlockVersion): Promise<Error | null> {
@@ -943,6 +1077,8 @@ export class BlockService {
         this.opts.log?.info({ inode: inodeId, block: index, failures: s.failures }, 'block upload succeeded after retries');
       s.failures = 0;
       s.retryAt = 0;
+      s.corrupt = undefined;
+      s.corruptLogged = undefined;
       return null;
     } catch (err) {
       error = err as Error;
@@ -950,8 +1086,32 @@ export class BlockService {
       this.opts.onUploadFailed?.(error);
       const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** Math.min(s.failures - 1, 10));
       s.retryAt = Date.now() + delay;
-      // One line per block while it keeps failing, then every tenth attempt.
-      if (s.failures === 1 || s.failures % 10 === 0) {
+      if (err instanceof WalRecordCorrupt) {
+        // The same bytes would fail the same way: no background retry until the block is written
+        // again (see dirtyVersion), and the data stays where it is, its segment with it.
+        const again = s.corruptLogged === err.rec;
+        s.corrupt = err.rec;
+        s.corruptLogged = err.rec;
+        if (!again) {
+          this.opts.onDataCorrupt?.('upload');
+          const rec = err.rec;
+          this.opts.log?.error(
+            {
+              shareId: this.opts.shareId,
+              inode: inodeId,
+              block: index,
+              segment: rec.seg.file ?? rec.seg.id,
+              record: rec.pos,
+              recordOffset: rec.offset,
+              recordLength: rec.length,
+            },
+            'block upload stopped: a WAL record of the block failed its CRC (changed on disk after it was logged). ' +
+              'The block is not uploaded and its WAL segment is kept; reads of those bytes fail. ' +
+              'Writing the range again (or removing the file) lets the block go; see README "Data checksums"',
+          );
+        }
+      } else if (s.failures === 1 || s.failures % 10 === 0) {
+        // One line per block while it keeps failing, then every tenth attempt.
         this.opts.log?.error(
           { err, inode: inodeId, block: index, failures: s.failures, retryInMs: delay },
           'block upload failed; data kept in the WAL for retry',
@@ -988,6 +1148,18 @@ export class BlockService {
     }
   }
 
+  /**
+   * Blocks whose upload stopped at a WAL record that failed its CRC, and are not written since
+   * (readiness shows them: `dittofs status`).
+   */
+  corruptBlocks(): { inode: number; block: number; segment: string; record: number }[] {
+    const out: { inode: number; block: number; segment: string; record: number }[] = [];
+    for (const [inode, m] of this.files)
+      for (const [block, s] of m)
+        if (s.corrupt) out.push({ inode, block, segment: s.corrupt.seg.file ?? String(s.corrupt.seg.id), record: s.corrupt.pos });
+    return out;
+  }
+
   /** Uploads every dirty block of a file and waits until all its blocks are stored. */
   async flush(inodeId: number): Promise<void> {
     // Several servers: a truncate or cut logged before this flush began is stored with the file.
@@ -998,8 +1170,9 @@ export class BlockService {
     if (!m) return;
     const results = await Promise.all([...m.keys()].map((index) => this.startUpload(inodeId, index)));
     const err = results.find((e) => e !== null);
-    // A metadata store that is down for now stays a "try again later" for the client.
-    if (err instanceof VfsError && err.errno === 'JUKEBOX') throw err;
+    // A metadata store that is down for now stays a "try again later" for the client; data that
+    // failed its checksum says so (SMB: STATUS_DATA_CHECKSUM_ERROR).
+    if (err instanceof VfsError && (err.errno === 'JUKEBOX' || err instanceof DataCorrupt)) throw err;
     if (err) throw new VfsError('IO', `could not store file data: ${err.message}`);
   }
 
@@ -1236,7 +1409,7 @@ export class BlockService {
         // A cut zeroes the data from there on and leaves the size alone.
         if (r.type === RECORD_TRUNCATE) sz.size = r.offset;
       } else {
-        this.addWrite(r.inode, r.offset, r.length, r.seg, r.pos, null, r.token);
+        this.addWrite(r.inode, r.offset, r.length, r.seg, r.pos, null, r.token, r.crc);
         sz.size = Math.max(sz.size, r.offset + r.length);
         count(1, 0);
       }
@@ -1291,6 +1464,7 @@ export class BlockService {
       try {
         return await this.readOnce(inodeId, offset, end, seq, target);
       } catch (err) {
+        if (err instanceof WalRecordCorrupt) this.readCorrupt(err, inodeId, offset, end);
         // A block switched to a new version (and its WAL segment retired) between looking it up
         // and reading it: read again.
         // Versions can follow each other quickly (replay, a busy file): pause a little each time.
@@ -1299,6 +1473,28 @@ export class BlockService {
         await new Promise((r) => setTimeout(r, 2 ** attempt));
       }
     }
+  }
+
+  /** Logs (once a minute per record) and counts a read refused because a WAL record failed its CRC. */
+  private readCorrupt(err: WalRecordCorrupt, inodeId: number, offset: number, end: number): void {
+    this.opts.onDataCorrupt?.('read');
+    const rec = err.rec;
+    const now = Date.now();
+    if (rec.loggedAt !== undefined && now - rec.loggedAt < CORRUPT_LOG_EVERY_MS) return;
+    rec.loggedAt = now;
+    this.opts.log?.error(
+      {
+        shareId: this.opts.shareId,
+        inode: inodeId,
+        offset,
+        count: end - offset,
+        segment: rec.seg.file ?? rec.seg.id,
+        record: rec.pos,
+        recordOffset: rec.offset,
+        recordLength: rec.length,
+      },
+      'READ refused: WAL data failed its CRC (changed on disk after it was logged); nothing of it is returned',
+    );
   }
 
   /** A read reaching past a cut being made (see `cutting`): the bytes before it, zeros after. */

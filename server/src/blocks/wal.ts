@@ -184,6 +184,8 @@ export interface ReplayRecord {
   pos: number;
   /** The fencing token of the write lease the record was written under (0: none). */
   token: number;
+  /** The CRC32C of its data, as its header holds it (checked here): reads of the data check it again. */
+  crc?: number;
 }
 
 export interface ReplayReport {
@@ -691,6 +693,7 @@ export class FileWal implements Wal {
           seg,
           pos: dataAt,
           token: h.token,
+          crc: h.dataCrc,
           ...(times ? { times } : {}),
         });
         report.records++;

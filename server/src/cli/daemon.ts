@@ -432,7 +432,10 @@ export function formatStatus(s: ServerStatus): string {
   const uptime = s.uptime_seconds === null ? '' : `, up ${formatDuration(s.uptime_seconds * 1000)}`;
   const lines = [`dittofs is running (pid ${s.pid}${uptime}), ${s.ready ? 'ready' : 'NOT ready'}`];
   if (!s.ready && s.readiness_detail !== undefined) lines.push(`  problem   ${s.readiness_detail}`);
-  const checks = Object.entries(s.checks).map(([k, c]) => (c.ok ? `${k} ok` : `${k} FAILING (${c.detail ?? 'no detail'})`));
+  // An ok check may carry a warning (wal:data: blocks not uploaded, the server still serving).
+  const checks = Object.entries(s.checks).map(([k, c]) =>
+    c.ok ? (c.detail === undefined ? `${k} ok` : `${k} WARNING (${c.detail})`) : `${k} FAILING (${c.detail ?? 'no detail'})`,
+  );
   if (checks.length > 0) lines.push(`  checks    ${checks.join(', ')}`);
   lines.push(`  NFS       ${s.nfs.enabled ? `port ${s.nfs.port} on ${s.nfs.bind}` : 'off'}`);
   lines.push(`  API       ${s.api.url ?? 'off'}`);

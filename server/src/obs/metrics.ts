@@ -137,6 +137,7 @@ export class ServerMetrics implements RequestObserver, DataObserver {
   private readonly procs = new Map<string, Map<string, ProcSlot>>();
   private readonly shares = new Map<number, ShareSlot>();
   private readonly uploadFailures: Counter<'share'>;
+  private readonly walDataErrors: Counter<'share' | 'operation'>;
   private readonly blockStoreErrors: Counter<'store' | 'type' | 'operation'>;
   private readonly dbErrors: Counter<'store' | 'reason'>;
   private wal: { source: WalSource; maxBytes: number } | null = null;
@@ -275,6 +276,12 @@ export class ServerMetrics implements RequestObserver, DataObserver {
       labelNames: ['share'] as const,
       registers,
     });
+    this.walDataErrors = new Counter({
+      name: 'dittofs_wal_data_errors_total',
+      help: "WAL data that failed its CRC32C when read back (changed on disk after it was logged), by share and operation: read (a READ refused) or upload (a block's upload stopped).",
+      labelNames: ['share', 'operation'] as const,
+      registers,
+    });
     cacheMetrics(registers, 'dittofs_read_cache', 'the read cache in memory', () => this.cache);
     cacheMetrics(registers, 'dittofs_disk_cache', 'the read cache on disk (s3 block stores)', () => this.diskCache);
     this.blockStoreErrors = new Counter({
@@ -327,6 +334,10 @@ export class ServerMetrics implements RequestObserver, DataObserver {
 
   uploadFailed(share: string): void {
     this.uploadFailures.inc({ share });
+  }
+
+  walDataError(share: string, operation: 'read' | 'upload'): void {
+    this.walDataErrors.inc({ share, operation });
   }
 
   blockStoreError(store: string, type: string, operation: string): void {

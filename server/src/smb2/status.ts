@@ -1,7 +1,7 @@
 // MS-ERREF 2.3 NTSTATUS values this server answers, and the one place where a vfs error (or a
 // storage failure) becomes an NTSTATUS.
 import type { Errno } from '../vfs/errors.js';
-import { isNoSpace, isVfsError } from '../vfs/errors.js';
+import { DataCorrupt, isNoSpace, isVfsError } from '../vfs/errors.js';
 
 export const NtStatus = Object.freeze({
   SUCCESS: 0x00000000,
@@ -60,6 +60,8 @@ export const NtStatus = Object.freeze({
   INVALID_OPLOCK_PROTOCOL: 0xc00000e3,
   INTERNAL_ERROR: 0xc00000e5,
   UNEXPECTED_IO_ERROR: 0xc00000e9,
+  // MS-ERREF 2.3.1: "A data integrity checksum error occurred. Data in the file stream is corrupt."
+  DATA_CHECKSUM_ERROR: 0xc0000470,
   DIRECTORY_NOT_EMPTY: 0xc0000101,
   NOT_A_DIRECTORY: 0xc0000103,
   NAME_TOO_LONG: 0xc0000106,
@@ -122,6 +124,8 @@ const BY_ERRNO: Readonly<Record<Errno, NtStatus>> = Object.freeze({
  * for anything else (a bug: the caller logs it and answers INTERNAL_ERROR).
  */
 export function ntStatusOf(err: unknown): NtStatus | null {
+  // Data that fails its checksum: the status a Windows server answers for a corrupt integrity stream.
+  if (err instanceof DataCorrupt) return NtStatus.DATA_CHECKSUM_ERROR;
   if (isVfsError(err)) return BY_ERRNO[err.errno];
   const code = (err as { code?: unknown } | null)?.code;
   if (isNoSpace(err)) return NtStatus.DISK_FULL;

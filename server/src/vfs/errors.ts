@@ -54,6 +54,17 @@ export class AppendEndMoved extends VfsError {
   }
 }
 
+/**
+ * Bytes read back from storage that do not match the checksum they were written with (a WAL
+ * record's CRC32C: the disk changed them after they were logged). IO to NFS clients, and
+ * STATUS_DATA_CHECKSUM_ERROR to SMB ones; none of the bytes is returned.
+ */
+export class DataCorrupt extends VfsError {
+  constructor(message: string) {
+    super('IO', message);
+  }
+}
+
 export const vfsError = (errno: Errno, message?: string): VfsError => new VfsError(errno, message);
 
 /**
