@@ -5,15 +5,57 @@
 // every other acknowledged byte intact.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { SUITE_TIMEOUT_MS } from '../helpers/limits.js';
 import { NfsOps } from '../helpers/nfs-ops.js';
+import { startBothProtocols, type BothProtocols } from '../helpers/smb-nfs.js';
+import { SmbCommand, bodies } from '../helpers/smb-client.js';
 import { NfsStat, StableHow } from '../helpers/rpc-client.js';
 import { startDittofs, type DittofsProcess } from '../helpers/server.js';
 import { KiB, logLinesAtLeast, sha256, startReady, waitReady, writeConfig } from './support.js';
+
+/** Flips one byte of the WAL segment that holds `needle`, in place (the server appends meanwhile). */
+async function flipInWal(walDir: string, needle: Buffer): Promise<string> {
+  for (const s of (await readdir(walDir)).filter((f) => f.endsWith('.log'))) {
+    const file = path.join(walDir, s);
+    const at = (await readFile(file)).indexOf(needle);
+    if (at < 0) continue;
+    const fd = await open(file, 'r+');
+    try {
+      const b = Buffer.alloc(1);
+      await fd.read(b, 0, 1, at + 7);
+      b[0] = b[0]! ^ 0x20;
+      await fd.write(b, 0, 1, at + 7);
+    } finally {
+      await fd.close();
+    }
+    return s;
+  }
+  throw new Error('the data is in no WAL segment');
+}
+
+/**
+ * The first log line of `srv` whose message matches `msg`, parsed, once it arrives (the server's
+ * output reaches this process on its own pipe, after or before its replies); 30 s at most.
+ */
+async function logLine(srv: DittofsProcess, msg: RegExp): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const l = logLinesAtLeast(srv.output()).find((x) => msg.test(x.msg));
+    if (l) return JSON.parse(l.raw) as Record<string, unknown>;
+    if (Date.now() > deadline) throw new Error(`no log line ${String(msg)}:\n${srv.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The value of a counter's sample with these labels in a Prometheus text exposition, 0 if absent. */
+function sample(text: string, name: string, labels: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels));
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
 
 const CHUNK = 64 * KiB;
 
@@ -93,6 +135,76 @@ describe('fault: corrupt WAL record', { timeout: SUITE_TIMEOUT_MS }, () => {
       assert.deepEqual(bad, Buffer.alloc(CHUNK), 'the range keeps its older content: nothing had been stored there (zeros)');
     } finally {
       c2.close();
+    }
+  });
+
+  // The same change while the server runs, the data not yet uploaded (a partial 4 MiB block, within
+  // the 5 s idle flush): no READ returns any of that record's bytes, the upload stops and says why.
+  it('in a running server: READs of it fail (NFS3ERR_IO, STATUS_DATA_CHECKSUM_ERROR), its upload stops and says why', async () => {
+    const REC = 256 * KiB;
+    const alice = { username: 'alice', password: 'Corrupt-Wal-1', uid: 1000 };
+    let both: BothProtocols | undefined;
+    try {
+      both = await startBothProtocols([alice]);
+      const { srv, nfs, root } = both;
+      const data = randomBytes(3 * REC);
+      const fh = (await nfs.create(root, 'f')).fh!;
+      for (let off = 0; off < data.length; off += REC)
+        assert.equal((await nfs.writeV(fh, off, data.subarray(off, off + REC), StableHow.UNSTABLE)).status, NfsStat.OK);
+      const seg = await flipInWal(path.join(srv.dataDir, 'wal'), data.subarray(REC, REC + 64));
+
+      // NFS: the bad record's range, whole, in part and across it: IO; the others read.
+      for (const [off, count] of [
+        [REC, REC],
+        [REC + 1000, 4096],
+        [0, 3 * REC],
+      ] as const) {
+        const r = await nfs.read(fh, off, count);
+        assert.equal(r.status, NfsStat.IO, `READ ${off}+${count}`);
+        assert.equal(r.data.length, 0);
+      }
+      assert.deepEqual((await nfs.read(fh, 0, REC)).data, data.subarray(0, REC));
+      assert.deepEqual((await nfs.read(fh, 2 * REC, REC)).data, data.subarray(2 * REC));
+
+      // SMB: the same file, the same range.
+      const smb = await both.smb();
+      const { fileId } = await smb.create('f');
+      const bad = await smb.request(SmbCommand.READ, bodies.read(fileId, REC + 4096, 65536));
+      assert.equal(bad.status, 0xc0000470, `READ over SMB: STATUS_DATA_CHECKSUM_ERROR, not 0x${bad.status.toString(16)}`);
+      assert.deepEqual(await smb.read(fileId, 0, 65536), data.subarray(0, 65536));
+
+      // The READ's log line names the share, the file, the offset and the segment.
+      const line = await logLine(srv, /READ refused: WAL data failed its CRC/);
+      assert.equal(line.share, '/export');
+      assert.equal(line.offset, REC);
+      assert.equal(typeof line.inode, 'number');
+      assert.match(String(line.segment), new RegExp(`${seg.replace('.', '\\.')}$`));
+
+      // The idle flush tries the block: it stops at the record and says so, once.
+      const stopped = await logLine(srv, /block upload stopped/);
+      assert.deepEqual([stopped.share, stopped.block, stopped.recordOffset, stopped.recordLength], ['/export', 0, REC, REC]);
+      assert.match(String(stopped.segment), new RegExp(`${seg.replace('.', '\\.')}$`));
+      assert.ok((await readdir(path.join(srv.dataDir, 'wal'))).includes(seg), 'the segment is kept');
+      // The bytes are still not served.
+      assert.equal((await nfs.read(fh, REC, REC)).status, NfsStat.IO);
+
+      // Readiness stays ready (the rest is served) and names the block; the metric counts.
+      const ready = await fetch(`http://127.0.0.1:${srv.apiPort}/health/ready`);
+      assert.equal(ready.status, 200);
+      const checks = ((await ready.json()) as { checks: Record<string, { ok: boolean; detail?: string }> }).checks;
+      assert.equal(checks['wal:data']?.ok, true);
+      assert.match(
+        checks['wal:data']?.detail ?? '',
+        /1 block\(s\) not uploaded: WAL data failed its CRC32C.*share \/export inode \d+ block 0/,
+      );
+      const metrics = await (await fetch(`http://127.0.0.1:${srv.metricsPort}/metrics`)).text();
+      assert.ok(sample(metrics, 'dittofs_wal_data_errors_total', 'operation="read"') >= 5, metrics);
+      assert.equal(sample(metrics, 'dittofs_wal_data_errors_total', 'operation="upload"'), 1);
+      assert.equal(logLinesAtLeast(srv.output()).filter((x) => /block upload stopped/.test(x.msg)).length, 1, 'said once');
+    } finally {
+      // A clean stop would wait for the upload that cannot succeed.
+      await both?.srv.kill();
+      if (both) await rm(both.srv.dataDir, { recursive: true, force: true });
     }
   });
 

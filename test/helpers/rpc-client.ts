@@ -33,6 +33,7 @@ export const NfsStat = Object.freeze({
   OK: 0,
   PERM: 1,
   NOENT: 2,
+  IO: 5,
   ACCES: 13,
   EXIST: 17,
   INVAL: 22,
