@@ -1038,7 +1038,7 @@ export class BlockService {
           replaced = await this.meta.putBlock(
             inodeId,
             { index, key, length, version },
-            { prevVersion: prev?.version ?? 0, token: v.token },
+            { prevVersion: prev?.version ?? 0, token: v.token, end: index * this.blockSize + rangesEnd(v.ranges) },
           );
         } catch (err) {
           if (!(err instanceof BlockConflictError)) throw err;

@@ -208,6 +208,17 @@ export class CachedMetadataStore implements MetadataStore {
    * settles: no other change of the inode runs meanwhile (setAttr waits for its flush).
    */
   private readonly inFlight = new Map<number, PendingAttrs>();
+  /**
+   * Per inode, a size the store holds at least, as the last write-behind flush of its size found
+   * it (the row it returned); forgotten when anything may lower it (sizeMayShrink). putBlock skips
+   * its flush of the pending size when this already covers the block's data.
+   */
+  private readonly sizeStored = new Map<number, number>();
+  /** Per inode, bumped when a change that may lower its stored size begins and ends. */
+  private readonly sizeCuts = new Map<number, number>();
+  private sizeCutCounter = 0;
+  /** Bumped when sizeCuts is cleared (bounded): a flush that began before records nothing. */
+  private sizeCutsCleared = 0;
   /** Per inode, the last setAttr made, settled or not (never rejects): the next one waits for it. */
   private readonly attrQueue = new Map<number, Promise<void>>();
   private readonly blocks = new Map<number, BlockMap>();
@@ -313,6 +324,10 @@ export class CachedMetadataStore implements MetadataStore {
     // Reads in flight (started before the change) must not fill the cache.
     this.epoch++;
     if (ids === null) {
+      // A flush of a size in flight records nothing either (sizeCutsCleared).
+      this.sizeStored.clear();
+      this.sizeCuts.clear();
+      this.sizeCutsCleared++;
       // Dirty entries go too: getInode reads the store again and lays this server's pending changes over it.
       this.inodes.clear();
       this.blocks.clear();
@@ -323,6 +338,7 @@ export class CachedMetadataStore implements MetadataStore {
       return;
     }
     for (const id of ids) {
+      this.sizeMayShrink(id);
       this.inodes.delete(id);
       this.dropNames(id);
       this.noMeta.delete(id);
@@ -622,6 +638,27 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   private async setAttrNow(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
+    if (changes.size === undefined) return this.applyAttrs(id, changes, guardCtime);
+    this.sizeMayShrink(id);
+    try {
+      return await this.applyAttrs(id, changes, guardCtime);
+    } finally {
+      this.sizeMayShrink(id);
+    }
+  }
+
+  /** Forgets what is known of the inode's stored size: a change that may lower it begins or ends. */
+  private sizeMayShrink(id: number): void {
+    this.sizeStored.delete(id);
+    if (this.sizeCuts.size >= this.maxInodes) {
+      this.sizeCuts.clear();
+      this.sizeStored.clear();
+      this.sizeCutsCleared++;
+    }
+    this.sizeCuts.set(id, ++this.sizeCutCounter);
+  }
+
+  private async applyAttrs(id: number, changes: AttrChanges, guardCtime?: Timespec): Promise<Inode> {
     const serving = this.inner.whenServing?.();
     if (serving !== undefined) await serving;
     const e = this.inodes.get(id);
@@ -790,6 +827,8 @@ export class CachedMetadataStore implements MetadataStore {
     this.inFlight.set(id, p);
     try {
       const changes = changesOf(p);
+      const cuts = this.sizeCuts.get(id) ?? 0;
+      const cleared = this.sizeCutsCleared;
       const ticket = await this.announce([id]);
       let stored: Inode;
       try {
@@ -798,6 +837,10 @@ export class CachedMetadataStore implements MetadataStore {
         this.done(ticket, [id]);
       }
       this.inFlight.delete(id);
+      if (cuts === (this.sizeCuts.get(id) ?? 0) && cleared === this.sizeCutsCleared) {
+        if (this.sizeStored.size >= this.maxInodes) this.sizeStored.clear();
+        this.sizeStored.set(id, stored.size);
+      }
       this.written(id, stored);
     } catch (err) {
       this.inFlight.delete(id);
@@ -1358,7 +1401,15 @@ export class CachedMetadataStore implements MetadataStore {
   async putBlock(inodeId: number, ref: BlockRef, cas?: BlockSwitch): Promise<BlockRef | null> {
     // The file's written-behind size goes to the store before its block: the WAL segment that held
     // the data retires once the block row is in, and replay could then no longer restore the size.
-    if (this.isDirty(inodeId)) await this.flushPending(inodeId);
+    // Not needed where an earlier flush already stored a size past the block's data (`cas.end`),
+    // and nothing that may lower it came since: a file written in order skips about half of them
+    // (the writer is ahead of the uploads). The pending size and times are written behind as
+    // usual, and by any COMMIT. What another server may do meanwhile changes nothing here: a
+    // truncate of the file under its newer lease fences this switch (the file fence or the
+    // block's token: BlockConflictError, stale), and its size token would have refused this
+    // server's older size anyway.
+    const end = cas?.end;
+    if (this.isDirty(inodeId) && !(end !== undefined && (this.sizeStored.get(inodeId) ?? -1) >= end)) await this.flushPending(inodeId);
     const ticket = await this.announce([inodeId], true);
     this.touchBlocks(inodeId);
     try {
@@ -1380,6 +1431,7 @@ export class CachedMetadataStore implements MetadataStore {
   }
 
   async dropBlocks(inodeId: number, from: number, token?: number): Promise<BlockRef[]> {
+    this.sizeMayShrink(inodeId);
     const ticket = await this.announce([inodeId], true);
     this.touchBlocks(inodeId);
     try {
@@ -1403,6 +1455,7 @@ export class CachedMetadataStore implements MetadataStore {
 
   /** Forgets what is cached of an inode not changed here (another server took its write lease). */
   invalidateInode(inodeId: number): void {
+    this.sizeMayShrink(inodeId);
     if (!this.isDirty(inodeId)) this.inodes.delete(inodeId);
     this.dropBlockMap(inodeId);
   }

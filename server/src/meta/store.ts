@@ -21,6 +21,8 @@ export interface BlockRef {
 export interface BlockSwitch {
   prevVersion: number;
   token: number;
+  /** Where the file's data held by the new block ends (its byte offset in the file), if known. */
+  end?: number;
 }
 
 /** A block switch refused: the row moved on (`stale` false: build on the new row and try again) or a newer lease wrote it (`stale` true: never). */
