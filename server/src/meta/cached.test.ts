@@ -462,6 +462,36 @@ describe('CachedMetadataStore', () => {
     await cached.close();
   });
 
+  // Several files written at once: their sizes go behind together (setAttrMany), and what that
+  // stored spares their block switches a write of their own.
+  it("a block switch writes no size where a flush of several files' sizes stored one that covers its data", async () => {
+    const { inner, cached, f } = await setup();
+    const root = await cached.ensureRoot(SHARE, directory());
+    const g = await cached.create(root.id, Buffer.from('g'), file(), T(2));
+    await cached.setAttr(f.id, { growTo: 8192, mtime: T(10), ctime: T(10) });
+    await cached.setAttr(g.id, { growTo: 8192, mtime: T(10), ctime: T(10) });
+    let many = 0;
+    const innerMany = inner.setAttrMany.bind(inner);
+    inner.setAttrMany = (c) => {
+      many++;
+      return innerMany(c);
+    };
+    await cached.flushAttrs();
+    assert.equal(many, 1, 'both sizes in one write');
+    const sizes: number[] = [];
+    const innerSet = inner.setAttr.bind(inner);
+    inner.setAttr = (id, c, gc) => {
+      if (c.growTo !== undefined || c.size !== undefined) sizes.push(c.size ?? c.growTo!);
+      return innerSet(id, c, gc);
+    };
+    await cached.setAttr(f.id, { growTo: 12288, mtime: T(11), ctime: T(11) });
+    await cached.putBlock(f.id, { index: 1, key: 'f1', length: 4096, version: 1 }, { prevVersion: 0, token: 0, end: 8192 });
+    assert.deepEqual(sizes, [], 'the stored 8192 covers block 1');
+    await cached.putBlock(f.id, { index: 2, key: 'f2', length: 4096, version: 1 }, { prevVersion: 0, token: 0, end: 12288 });
+    assert.deepEqual(sizes, [12288]);
+    await cached.close();
+  });
+
   // A PostgreSQL restart once left a file's cached mode behind its stored one (the pg-restart fault
   // test: "mode 644, model 600"): a SETATTR whose answer came back after another client's create
   // was not cached, and the entry from before the change went on answering.

@@ -647,6 +647,18 @@ export class CachedMetadataStore implements MetadataStore {
     }
   }
 
+  /** Where the inode's size changes stand, taken before a flush of its pending size (sizeFound). */
+  private sizeMark(id: number): { cuts: number; cleared: number } {
+    return { cuts: this.sizeCuts.get(id) ?? 0, cleared: this.sizeCutsCleared };
+  }
+
+  /** A flush of the inode's pending size found `size` stored: kept unless a change that may lower it came since `mark`. */
+  private sizeFound(id: number, mark: { cuts: number; cleared: number }, size: number): void {
+    if (mark.cuts !== (this.sizeCuts.get(id) ?? 0) || mark.cleared !== this.sizeCutsCleared) return;
+    if (this.sizeStored.size >= this.maxInodes) this.sizeStored.clear();
+    this.sizeStored.set(id, size);
+  }
+
   /** Forgets what is known of the inode's stored size: a change that may lower it begins or ends. */
   private sizeMayShrink(id: number): void {
     this.sizeStored.delete(id);
@@ -827,8 +839,7 @@ export class CachedMetadataStore implements MetadataStore {
     this.inFlight.set(id, p);
     try {
       const changes = changesOf(p);
-      const cuts = this.sizeCuts.get(id) ?? 0;
-      const cleared = this.sizeCutsCleared;
+      const mark = this.sizeMark(id);
       const ticket = await this.announce([id]);
       let stored: Inode;
       try {
@@ -837,10 +848,7 @@ export class CachedMetadataStore implements MetadataStore {
         this.done(ticket, [id]);
       }
       this.inFlight.delete(id);
-      if (cuts === (this.sizeCuts.get(id) ?? 0) && cleared === this.sizeCutsCleared) {
-        if (this.sizeStored.size >= this.maxInodes) this.sizeStored.clear();
-        this.sizeStored.set(id, stored.size);
-      }
+      this.sizeFound(id, mark, stored.size);
       this.written(id, stored);
     } catch (err) {
       this.inFlight.delete(id);
@@ -902,6 +910,7 @@ export class CachedMetadataStore implements MetadataStore {
       this.pending.delete(id);
     }
     try {
+      const marks = taken.map(([id]) => this.sizeMark(id));
       const ticket = await this.announce(ids);
       let stored: (Inode | null)[];
       try {
@@ -919,6 +928,7 @@ export class CachedMetadataStore implements MetadataStore {
           this.inodes.delete(id);
           continue;
         }
+        this.sizeFound(id, marks[k]!, inode.size);
         this.written(id, inode);
       }
     } catch (err) {
