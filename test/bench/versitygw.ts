@@ -109,7 +109,9 @@ export async function startVersitygw(
       // --iam-dir: with an IAM store, an unknown access key id is 403 InvalidAccessKeyId as on AWS;
       // without one, versitygw answers 404 XAdminUserNotFound (the bucket HEAD a bodiless 404, like a missing bucket).
       const iamArgs = opts.singleAccount === true ? [] : ['--iam-dir', iam];
-      c = spawn(bin, ['--port', `127.0.0.1:${port}`, '--region', region, ...iamArgs, 'posix', data], {
+      // --keep-alive: versitygw closes every connection after its answer by default; AWS S3 and the
+      // SDK keep them open, and a new TCP connection per 4 MiB block would count against DittoFS.
+      c = spawn(bin, ['--port', `127.0.0.1:${port}`, '--region', region, '--keep-alive', ...iamArgs, 'posix', data], {
         cwd: dir,
         stdio: ['ignore', log, log],
         env: { ...process.env, ROOT_ACCESS_KEY_ID: accessKeyId, ROOT_SECRET_ACCESS_KEY: secretAccessKey },
