@@ -704,6 +704,54 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('a second rename made while the opens are still following the first is followed too', async () => {
+    const { srv, c, open } = await setup();
+    const { rootFh, root } = await shareRoot(srv);
+    const share = srv.fs.shares()[0]!;
+    const d1 = srv.fs.handleOf(share, (await srv.fs.mkdir(rootFh, Buffer.from('d1'), root, { mode: 0o777 })).inode);
+    const d2Inode = (await srv.fs.mkdir(rootFh, Buffer.from('d2'), root, { mode: 0o777 })).inode;
+    const d2 = srv.fs.handleOf(share, d2Inode);
+    const x = await open('d1\\x', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
+    // The first rename's follower looks d2's path up in the store (no open knows it): its first
+    // directory read waits until the second rename is made (a store answering over the network).
+    const readdir = share.meta.readdir.bind(share.meta);
+    let entered!: () => void;
+    const walking = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let first = true;
+    share.meta.readdir = async (...args: Parameters<typeof readdir>) => {
+      if (first) {
+        first = false;
+        entered();
+        await released;
+      }
+      return readdir(...args);
+    };
+    const storeRename = share.meta.rename.bind(share.meta);
+    let stored!: () => void;
+    const secondStored = new Promise<void>((r) => (stored = r));
+    const one = srv.fs.rename(d1, Buffer.from('x'), d2, Buffer.from('x'), root, null, true);
+    await walking;
+    share.meta.rename = async (...args: Parameters<typeof storeRename>) => {
+      const r = await storeRename(...args);
+      stored();
+      return r;
+    };
+    const two = srv.fs.rename(d2, Buffer.from('x'), d2, Buffer.from('y'), root, null, true);
+    await secondStored;
+    release();
+    await Promise.all([one, two]);
+    assert.deepEqual([x.name?.toString(), x.path], ['y', 'd2\\y']);
+    // Its delete on close removes the file where it is.
+    await files.close(c, x, 0, new SmbWriter());
+    assert.deepEqual(
+      (await srv.fs.readdir(d2, root, 0, 10)).entries.map((e) => e.name.toString()),
+      [],
+    );
+    await srv.close();
+  });
+
   it("delete on close and a rename act on the open's file, never on another that took its name since (a rename no open here follows)", async () => {
     const { srv, c, open } = await setup();
     const { rootFh, root, names } = await shareRoot(srv);
