@@ -155,6 +155,8 @@ export class OpenTable {
   /** The other servers' opens of shared stores (coord/locks.ts), or null: this server alone. */
   private cluster: ClusterLocks | null = null;
   private readonly followers = new Set<RenameFollower>();
+  /** Per store: the last rename its opens are following (renamed). */
+  private readonly following = new Map<MetadataStore, Promise<void>>();
   private readonly log: Logger | undefined;
 
   constructor(opts: OpenTableOptions = {}) {
@@ -178,6 +180,19 @@ export class OpenTable {
    */
   async renamed(meta: MetadataStore, e: RenameEvent): Promise<void> {
     if (!this.files.get(meta)?.size) return;
+    // One rename at a time per store, in the order they were made: a follower finds the opens by
+    // the name they had, so a rename of the name the previous one gave (made while that one still
+    // looked paths up in the store) must wait until the opens carry that name.
+    const mine = (this.following.get(meta) ?? Promise.resolve()).then(() => this.follow(meta, e));
+    this.following.set(meta, mine);
+    try {
+      await mine;
+    } finally {
+      if (this.following.get(meta) === mine) this.following.delete(meta);
+    }
+  }
+
+  private async follow(meta: MetadataStore, e: RenameEvent): Promise<void> {
     for (const f of this.followers) {
       try {
         await f(meta, e);
