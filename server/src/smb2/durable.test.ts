@@ -111,6 +111,34 @@ describe('durable handles v1', () => {
     assert.equal(open.lease.opens.size, 2);
   });
 
+  it('a lease open reconnects under the name its client gave after an NFS rename of a directory above it', async () => {
+    const srv = await memoryServer();
+    const table = new DurableTable(srv.fs);
+    const share = srv.fs.shares()[0]!;
+    const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
+    const root = { uid: 0, gid: 0, gids: [] };
+    await srv.fs.mkdir(rootFh, Buffer.from('d'), root, { mode: 0o777 });
+    const rqls = { name: 'RqLs', data: Buffer.alloc(32, 5) };
+    rqls.data.writeUInt32LE(Caching.READ | Caching.WRITE | Caching.HANDLE, 16);
+    const a = client(srv, table, 'alice', 1);
+    const { open } = await create(a, createRequest('d\\f', { requestedOplockLevel: OplockLevel.LEASE, contexts: [rqls, DHNQ] }));
+    assert.ok(open.durable && open.lease);
+    assert.ok(table.preserve(open));
+    // While the client is away, an NFS client renames the directory (no break: the file keeps its caching).
+    await srv.fs.rename(rootFh, Buffer.from('d'), rootFh, Buffer.from('e'), root, null, true);
+    // The client comes back with the open, its lease and the name it knows (its cached writes with them).
+    const b = client(srv, table, 'alice', 1);
+    Object.assign(b.session, { id: 7 });
+    let got: Open | null = null;
+    const w = new SmbWriter();
+    assert.equal(
+      await status(files.create(b, createRequest('d\\f', { contexts: [dhnc(open), rqls] }), w, (o) => (got = o))),
+      NtStatus.SUCCESS,
+    );
+    assert.equal(got, open);
+    assert.equal(open.path, 'e\\f', 'its name queries answer where the file is');
+  });
+
   it('preserved opens are bounded in all and per user', async () => {
     const srv = await memoryServer();
     const table = new DurableTable(srv.fs, { maxPreserved: 3, maxPerUser: 2 });
