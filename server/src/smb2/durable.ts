@@ -253,7 +253,10 @@ export class DurableTable {
       if (open.lease.clientGuid !== c.caching?.clientGuid.toString('hex') || !want || !want.key.equals(open.lease.key))
         throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'durable reconnect without the open lease');
       const name = fromUtf16(req.name, 'CREATE name').replace(/^\\+/, '');
-      if (name.toLowerCase() !== open.path.toLowerCase())
+      // The name the file has now, or the one its client knows (a rename made through NFS, say,
+      // while it was away: the client still names the file it has cached writes for as it opened it).
+      const known = name.toLowerCase();
+      if (known !== open.path.toLowerCase() && known !== open.clientPath.toLowerCase())
         throw new SmbStatusError(NtStatus.INVALID_PARAMETER, 'durable reconnect names another file');
     } else if (want) {
       throw new SmbStatusError(NtStatus.OBJECT_NAME_NOT_FOUND, 'durable reconnect of an oplock open asks a lease');

@@ -1275,7 +1275,7 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
   // The open's file, not another that took its name since (another client renamed it away).
   // The file service has the file's opens follow it (followRenamed); this one names it as the client did.
   await c.fs.rename(open.parent, open.name, toDir, toName, c.id, oplock.holderOf(open), false, open.inodeId);
-  open.path = parts.join('\\');
+  open.path = open.clientPath = parts.join('\\');
 }
 
 /** The path of a stream open's file: its path without the ":stream" (streams.ts). */

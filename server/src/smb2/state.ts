@@ -193,7 +193,15 @@ export class Open {
     /** The path from the share root, backslash-separated, no leading backslash. */
     public path: string,
     readonly grantedAccess: number,
-  ) {}
+  ) {
+    this.clientPath = path;
+  }
+
+  /**
+   * The path its client named it by last (its CREATE, a rename through it). `path` follows renames
+   * the client did not make (NFS, of a directory above it); a durable reconnect may name either.
+   */
+  clientPath: string;
 
   async use<T>(fn: () => Promise<T>): Promise<T> {
     this.busy++;
