@@ -752,6 +752,29 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it("a rename whose target directory's path cannot be read still moves its opens' name (their delete on close and rename)", async () => {
+    const { srv, c, open } = await setup();
+    const { rootFh, root } = await shareRoot(srv);
+    const share = srv.fs.shares()[0]!;
+    const d2 = srv.fs.handleOf(share, (await srv.fs.mkdir(rootFh, Buffer.from('d2'), root, { mode: 0o777 })).inode);
+    await srv.fs.mkdir(rootFh, Buffer.from('d1'), root, { mode: 0o777 });
+    const x = await open('d1\\x', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
+    // The store fails the directory reads that would find d2's path (no open knows it).
+    const readdir = share.meta.readdir.bind(share.meta);
+    share.meta.readdir = () => Promise.reject(new Error('the store is unreachable'));
+    // A rename through the open (SMB's own), into d2: made, and answered as made.
+    assert.equal(await status(setName(c, x, FileInfoClass.FileRenameInformation, 'd2\\y')), NtStatus.SUCCESS);
+    share.meta.readdir = readdir;
+    assert.equal(x.name?.toString(), 'y');
+    // Its delete on close removes the file where it is.
+    await files.close(c, x, 0, new SmbWriter());
+    assert.deepEqual(
+      (await srv.fs.readdir(d2, root, 0, 10)).entries.map((e) => e.name.toString()),
+      [],
+    );
+    await srv.close();
+  });
+
   it("delete on close and a rename act on the open's file, never on another that took its name since (a rename no open here follows)", async () => {
     const { srv, c, open } = await setup();
     const { rootFh, root, names } = await shareRoot(srv);
