@@ -1294,12 +1294,13 @@ const MAX_SCAN_ENTRIES = 65536;
  * Null when that is not found within the bounds (a directory of more than MAX_SCAN_ENTRIES
  * entries on the way, or a rename racing with the walk).
  */
-async function dirPath(fs: FileService, share: Share, dir: Buffer): Promise<string | null> {
+async function dirPath(fs: FileService, share: Share, dir: Buffer, moving: ReadonlySet<Open> = new Set()): Promise<string | null> {
   let id = decodeHandle(dir).inodeId;
   if (id === share.rootId) return '';
   for (const rec of fs.opens.opensOf(share.meta)) {
     const o = rec.owner;
-    if (!(o instanceof Open) || o.share !== share || o.stream !== null) continue;
+    // The opens being moved have their new parent and still their old path.
+    if (!(o instanceof Open) || o.share !== share || o.stream !== null || moving.has(o)) continue;
     if (o.handle.equals(dir)) return o.path;
     if (o.parent?.equals(dir)) return dirPartOf(o.path);
   }
@@ -1350,6 +1351,14 @@ export async function followRenamed(fs: FileService, meta: MetadataStore, e: Ren
     if (!list) shares.set(o.share, (list = []));
     list.push(o);
   }
+  // Their name first, before anything is read from the store: their actions go by it, and it must
+  // hold even when their path cannot be found (a store error, the bounds of dirPath).
+  for (const list of shares.values()) {
+    for (const o of list) {
+      o.parent = e.toDir;
+      o.name = e.toName;
+    }
+  }
   const newName = e.toName.toString();
   // Each share's paths separately (shares of one store have different roots).
   for (const share of new Set([...shares.keys(), ...(e.isDir ? shareOpensOf(fs, meta) : [])])) {
@@ -1357,14 +1366,10 @@ export async function followRenamed(fs: FileService, meta: MetadataStore, e: Ren
     const from = moved.length > 0 ? dirPartOf(filePathOf(moved[0]!)) : null;
     const oldPath = from !== null ? joinPath(from, e.fromName.toString()) : e.isDir ? await oldDirPath(fs, share, e) : null;
     const sameDir = e.fromDir.equals(e.toDir);
-    const toDir = sameDir && from !== null ? from : await dirPath(fs, share, e.toDir);
+    const toDir = sameDir && from !== null ? from : await dirPath(fs, share, e.toDir, new Set(moved));
     const path = toDir === null ? null : joinPath(toDir, newName);
-    for (const o of moved) {
-      o.parent = e.toDir;
-      o.name = e.toName;
-      // Without a path found, the open keeps its old one for name queries; its actions go by parent and name.
-      if (path !== null) o.path = o.stream === null ? path : `${path}${o.path.slice(o.path.lastIndexOf(':'))}`;
-    }
+    // Without a path found, the open keeps its old one for name queries; its actions go by parent and name.
+    if (path !== null) for (const o of moved) o.path = o.stream === null ? path : `${path}${o.path.slice(o.path.lastIndexOf(':'))}`;
     if (!e.isDir || oldPath === null || path === null) continue;
     const prefix = (oldPath + '\\').toLowerCase();
     for (const rec of fs.opens.opensOf(meta)) {
