@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { describe, it } from 'node:test';
-import { memoryServer } from '../testing/memory-server.js';
+import { memoryServer, TEST_SHARE } from '../testing/memory-server.js';
 import { SmbWriter, utf16 } from './codec.js';
 import {
   Access,
@@ -772,6 +772,28 @@ describe('SMB2 file commands over the file service', () => {
       (await srv.fs.readdir(d2, root, 0, 10)).entries.map((e) => e.name.toString()),
       [],
     );
+    await srv.close();
+  });
+
+  it("a directory's rename is followed in its own share only: another share of the store reads nothing and stops nothing", async () => {
+    const { srv, c, open } = await setup();
+    const { rootFh, root } = await shareRoot(srv);
+    const share = srv.fs.shares()[0]!;
+    // A second share of the same store, with an SMB open of its own, made first.
+    const other = await srv.fs.addShare({ ...TEST_SHARE, name: 'other' }, share.meta, share.data);
+    const tree = { ...c.tree, share: other, name: other.name };
+    const inOther = (await create({ ...c, share: other, tree }, createRequest('o', { createDisposition: CreateDisposition.CREATE }))).open;
+    assert.equal(inOther.share, other);
+    await srv.fs.mkdir(rootFh, Buffer.from('d'), root, { mode: 0o777 });
+    const x = await open('d\\x', CreateDisposition.CREATE);
+    const readdir = share.meta.readdir.bind(share.meta);
+    let reads = 0;
+    share.meta.readdir = (...args: Parameters<typeof readdir>) => (reads++, readdir(...args));
+    await srv.fs.rename(rootFh, Buffer.from('d'), rootFh, Buffer.from('e'), root, null, true);
+    assert.equal(x.path, 'e\\x');
+    assert.equal(inOther.path, 'o');
+    // The renamed directory's path is known (the share root): nothing is read, in either share.
+    assert.equal(reads, 0);
     await srv.close();
   });
 
