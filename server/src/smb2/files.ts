@@ -1361,7 +1361,7 @@ export async function followRenamed(fs: FileService, meta: MetadataStore, e: Ren
   }
   const newName = e.toName.toString();
   // Each share's paths separately (shares of one store have different roots).
-  for (const share of new Set([...shares.keys(), ...(e.isDir ? shareOpensOf(fs, meta) : [])])) {
+  for (const share of new Set([...shares.keys(), ...(e.isDir ? shareOpensOf(fs, meta, decodeHandle(e.fromDir).shareId) : [])])) {
     const moved = shares.get(share) ?? [];
     const from = moved.length > 0 ? dirPartOf(filePathOf(moved[0]!)) : null;
     const oldPath = from !== null ? joinPath(from, e.fromName.toString()) : e.isDir ? await oldDirPath(fs, share, e) : null;
@@ -1388,10 +1388,14 @@ export function followRenames(fs: FileService): void {
   fs.opens.followRenames((meta, e) => followRenamed(fs, meta, e));
 }
 
-/** The shares with SMB opens of a store (a renamed directory may have opens beneath in any of them). */
-function shareOpensOf(fs: FileService, meta: MetadataStore): Set<Share> {
+/**
+ * The share `shareId` when it has SMB opens of the store: a renamed directory may have opens beneath
+ * only in its own share (an inode belongs to one share; another share's root never lies beneath it).
+ */
+function shareOpensOf(fs: FileService, meta: MetadataStore, shareId: number): Set<Share> {
   const out = new Set<Share>();
-  for (const rec of fs.opens.opensOf(meta)) if (rec.owner instanceof Open) out.add(rec.owner.share);
+  for (const rec of fs.opens.opensOf(meta))
+    if (rec.owner instanceof Open && rec.owner.share.id === shareId) return out.add(rec.owner.share);
   return out;
 }
 
