@@ -797,6 +797,23 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it("an SMB rename into another directory reads no directory for its opens' paths: the client named the target", async () => {
+    const { srv, c, open } = await setup();
+    const { rootFh, root } = await shareRoot(srv);
+    const share = srv.fs.shares()[0]!;
+    const d2 = (await srv.fs.mkdir(rootFh, Buffer.from('d2'), root, { mode: 0o777 })).inode;
+    await srv.fs.mkdir(srv.fs.handleOf(share, d2), Buffer.from('sub'), root, { mode: 0o777 });
+    const a = await open('a', CreateDisposition.CREATE);
+    const again = await open('a', CreateDisposition.OPEN);
+    const readdir = share.meta.readdir.bind(share.meta);
+    let reads = 0;
+    share.meta.readdir = (...args: Parameters<typeof readdir>) => (reads++, readdir(...args));
+    assert.equal(await status(setName(c, a, FileInfoClass.FileRenameInformation, 'd2\\sub\\y')), NtStatus.SUCCESS);
+    assert.deepEqual([a.path, again.path], ['d2\\sub\\y', 'd2\\sub\\y']);
+    assert.equal(reads, 0);
+    await srv.close();
+  });
+
   it("delete on close and a rename act on the open's file, never on another that took its name since (a rename no open here follows)", async () => {
     const { srv, c, open } = await setup();
     const { rootFh, root, names } = await shareRoot(srv);
