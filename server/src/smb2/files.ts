@@ -1274,9 +1274,18 @@ async function renameOrLink(c: FileContext, open: Open, b: Buffer, link: boolean
   }
   // The open's file, not another that took its name since (another client renamed it away).
   // The file service has the file's opens follow it (followRenamed); this one names it as the client did.
-  await c.fs.rename(open.parent, open.name, toDir, toName, c.id, oplock.holderOf(open), false, open.inodeId);
+  // The target directory's path as the client named it: the other opens' paths need no look-up.
+  renamingInto.set(open, parts.slice(0, -1).join('\\'));
+  try {
+    await c.fs.rename(open.parent, open.name, toDir, toName, c.id, oplock.holderOf(open), false, open.inodeId);
+  } finally {
+    renamingInto.delete(open);
+  }
   open.path = open.clientPath = parts.join('\\');
 }
+
+/** Opens renaming their file through SMB now, and the path of the directory they move it into. */
+const renamingInto = new WeakMap<Open, string>();
 
 /** The path of a stream open's file: its path without the ":stream" (streams.ts). */
 const filePathOf = (o: Open): string => (o.stream === null ? o.path : o.path.slice(0, o.path.lastIndexOf(':')));
@@ -1366,7 +1375,8 @@ export async function followRenamed(fs: FileService, meta: MetadataStore, e: Ren
     const from = moved.length > 0 ? dirPartOf(filePathOf(moved[0]!)) : null;
     const oldPath = from !== null ? joinPath(from, e.fromName.toString()) : e.isDir ? await oldDirPath(fs, share, e) : null;
     const sameDir = e.fromDir.equals(e.toDir);
-    const toDir = sameDir && from !== null ? from : await dirPath(fs, share, e.toDir, new Set(moved));
+    const named = moved.map((o) => renamingInto.get(o)).find((p) => p !== undefined);
+    const toDir = sameDir && from !== null ? from : (named ?? (await dirPath(fs, share, e.toDir, new Set(moved))));
     const path = toDir === null ? null : joinPath(toDir, newName);
     // Without a path found, the open keeps its old one for name queries; its actions go by parent and name.
     if (path !== null) for (const o of moved) o.path = o.stream === null ? path : `${path}${o.path.slice(o.path.lastIndexOf(':'))}`;
