@@ -814,6 +814,21 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('an NFS rename of a name onto another link of the same file changes nothing, and the opens keep their name', async () => {
+    const { srv, c, open } = await setup();
+    const { rootFh, root, names } = await shareRoot(srv);
+    const a = await open('a', CreateDisposition.CREATE, CreateOptions.DELETE_ON_CLOSE);
+    await srv.fs.link(a.handle, rootFh, Buffer.from('b'), root);
+    // POSIX: a rename between two links of one file does nothing; both names stay.
+    await srv.fs.rename(rootFh, Buffer.from('a'), rootFh, Buffer.from('b'), root, null, true);
+    assert.deepEqual(await names(), ['a', 'b']);
+    assert.deepEqual([a.name?.toString(), a.path], ['a', 'a']);
+    // The delete on close removes the name the client opened, not the other link.
+    await files.close(c, a, 0, new SmbWriter());
+    assert.deepEqual(await names(), ['b']);
+    await srv.close();
+  });
+
   it("delete on close and a rename act on the open's file, never on another that took its name since (a rename no open here follows)", async () => {
     const { srv, c, open } = await setup();
     const { rootFh, root, names } = await shareRoot(srv);
