@@ -1070,7 +1070,7 @@ export class FileService {
     // The rights are checked on the files the names hold now; the store moves them only if the names
     // still hold those (a concurrent rename may have put another user's directory under a name since,
     // which this caller may not move), else they are looked up and checked again.
-    const { moving, r } = await againWhileNamesChange('the names keep changing; try again', async () => {
+    const { moving, linksOfOne, r } = await againWhileNamesChange('the names keep changing; try again', async () => {
       const moving = await share.meta.lookup(a.inode.id, fromName);
       if (!moving || (movingId !== undefined && moving.id !== movingId)) throw new VfsError('NOENT', 'no such file or directory');
       if (!mayDeleteFromSticky(a.inode, moving, id)) throw new VfsError('PERM', 'sticky directory: not the owner');
@@ -1091,7 +1091,9 @@ export class FileService {
       )
         throw new VfsError('ACCES', 'open by an SMB client that does not share delete');
       const expect = { moving: moving.id, victim: victim?.id ?? null };
-      return { moving, r: await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec(), expect) };
+      // Two links of one file: the store changes nothing (POSIX), and no open moves.
+      const linksOfOne = victim?.id === moving.id;
+      return { moving, linksOfOne, r: await share.meta.rename(a.inode.id, fromName, b.inode.id, toName, nowTimespec(), expect) };
     });
     if (a.inode.id === b.inode.id) {
       this.changed(share, a.inode.id, fromName, ChangeAction.RENAMED_OLD_NAME, moving);
@@ -1101,14 +1103,15 @@ export class FileService {
       this.changed(share, b.inode.id, toName, ChangeAction.ADDED, moving);
     }
     // The opens of the file (of files beneath a directory) follow it, whichever protocol renamed it.
-    await this.opens.renamed(share.meta, {
-      fromDir: this.handleOf(share, a.inode),
-      fromName,
-      toDir: this.handleOf(share, b.inode),
-      toName,
-      inodeId: moving.id,
-      isDir: moving.type === FileType.DIR,
-    });
+    if (!linksOfOne)
+      await this.opens.renamed(share.meta, {
+        fromDir: this.handleOf(share, a.inode),
+        fromName,
+        toDir: this.handleOf(share, b.inode),
+        toName,
+        inodeId: moving.id,
+        isDir: moving.type === FileType.DIR,
+      });
     if (r.replaced?.freed && r.replaced.inode.type === FileType.REG) await share.data.free(r.replaced.inode.id);
     for (const s of r.replaced?.streams ?? []) await share.data.free(s);
     const fromAfter = await share.meta.getInode(a.inode.id);
