@@ -829,6 +829,19 @@ describe('SMB2 file commands over the file service', () => {
     await srv.close();
   });
 
+  it('an NFS rename of a directory moves the paths of the opens beneath it, not of those beneath a name differing only in case', async () => {
+    const { srv, open } = await setup();
+    const { rootFh, root } = await shareRoot(srv);
+    // Two directories NFS made, whose names differ only in case (the store is case-sensitive).
+    await srv.fs.mkdir(rootFh, Buffer.from('docs'), root, { mode: 0o777 });
+    await srv.fs.mkdir(rootFh, Buffer.from('Docs'), root, { mode: 0o777 });
+    const a = await open('docs\\a', CreateDisposition.CREATE);
+    const b = await open('Docs\\b', CreateDisposition.CREATE);
+    await srv.fs.rename(rootFh, Buffer.from('docs'), rootFh, Buffer.from('z'), root, null, true);
+    assert.deepEqual([a.path, b.path], ['z\\a', 'Docs\\b']);
+    await srv.close();
+  });
+
   it("delete on close and a rename act on the open's file, never on another that took its name since (a rename no open here follows)", async () => {
     const { srv, c, open } = await setup();
     const { rootFh, root, names } = await shareRoot(srv);
