@@ -1381,12 +1381,30 @@ export async function followRenamed(fs: FileService, meta: MetadataStore, e: Ren
     // Without a path found, the open keeps its old one for name queries; its actions go by parent and name.
     if (path !== null) for (const o of moved) o.path = o.stream === null ? path : `${path}${o.path.slice(o.path.lastIndexOf(':'))}`;
     if (!e.isDir || oldPath === null || path === null) continue;
+    // Paths compare without case (a client names a directory in any case), and the store's names
+    // with it (NFS may have made 'docs' and 'Docs'): an open is moved only if the renamed directory
+    // is among its parents.
     const prefix = (oldPath + '\\').toLowerCase();
+    const beneath: Open[] = [];
     for (const rec of fs.opens.opensOf(meta)) {
       const o = rec.owner;
-      if (o instanceof Open && o.share === share && o.path.toLowerCase().startsWith(prefix)) o.path = path + o.path.slice(oldPath.length);
+      if (o instanceof Open && o.share === share && o.parent !== null && o.path.toLowerCase().startsWith(prefix)) beneath.push(o);
     }
+    for (const o of beneath) if (await isBeneath(meta, share, o.parent!, e.inodeId)) o.path = path + o.path.slice(oldPath.length);
   }
+}
+
+/** Whether directory `dirId` is `parent` or one of its parents (at most MAX_PATH_DEPTH levels up). */
+async function isBeneath(meta: MetadataStore, share: Share, parent: Buffer, dirId: number): Promise<boolean> {
+  let id = decodeHandle(parent).inodeId;
+  for (let depth = 0; depth < MAX_PATH_DEPTH; depth++) {
+    if (id === dirId) return true;
+    if (id === share.rootId) return false;
+    const inode = await meta.getInode(id);
+    if (!inode || inode.parent === id) return false;
+    id = inode.parent;
+  }
+  return false;
 }
 
 const following = new WeakSet<FileService>();
