@@ -31,13 +31,14 @@ const BS = 1 << 20;
 const REC = 256 * 1024;
 
 /** A block service over a FileWal whose uploads are counted; one empty file. Uploads only on flush. */
-async function setup() {
+async function setup(putGate?: () => Promise<void>) {
   const meta = new MemoryMetadataStore();
   const store = new MemoryBlockStore();
   let puts = 0;
   const counting = Object.assign(Object.create(store) as MemoryBlockStore, {
-    put: (key: string, data: Buffer) => {
+    put: async (key: string, data: Buffer) => {
       puts++;
+      if (putGate) await putGate();
       return store.put(key, data);
     },
   });
@@ -178,6 +179,37 @@ describe('WAL data read back is checked against its CRC32C', () => {
     assert.deepEqual(await svc.read(ino, 0, want.length, want.length), want);
     await svc.close();
     await wal.close();
+  });
+
+  it('bytes of a changed record that a later write hides read while the older version is being uploaded', async () => {
+    // The upload of the first version is held in the block store (it read the record before the
+    // change); the client writes the record's range again; a READ across both versions must serve
+    // the new bytes and the untouched record, as it would without the changed byte.
+    let putStarted!: () => void;
+    const putting = new Promise<void>((r) => (putStarted = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const { svc, wal, walDir, ino } = await setup(() => {
+      putStarted();
+      return released;
+    });
+    const data = bytes(2 * REC);
+    await svc.write(ino, 0, data.subarray(0, REC));
+    await svc.write(ino, REC, data.subarray(REC));
+    const uploading = svc.flush(ino);
+    await putting;
+    corrupt(walDir, data, 1);
+    const over = bytes(REC);
+    await svc.write(ino, 0, over);
+    const want = Buffer.concat([over, data.subarray(REC)]);
+    try {
+      assert.deepEqual(await svc.read(ino, 0, want.length, want.length), want);
+    } finally {
+      release();
+      await uploading.catch(() => undefined);
+      await svc.close();
+      await wal.close();
+    }
   });
 
   it('bytes of a changed record that later writes hide read and upload', async () => {
