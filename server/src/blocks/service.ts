@@ -285,6 +285,23 @@ function hiddenBy(exts: readonly Extent[], i: number, a: number, b: number): boo
   return at >= b;
 }
 
+const NO_VERSIONS: readonly BlockVersion[] = [];
+
+/** Whether the written ranges of `versions` together cover [a, b) of the block. */
+function writtenOver(versions: readonly BlockVersion[], a: number, b: number): boolean {
+  if (versions.length === 0) return false;
+  const parts: Range[] = [];
+  for (const v of versions) for (const r of v.ranges) if (r[0] < b && r[1] > a) parts.push(r);
+  parts.sort((x, y) => x[0] - y[0]);
+  let at = a;
+  for (const [s, e] of parts) {
+    if (s > at) return false;
+    at = Math.max(at, e);
+    if (at >= b) return true;
+  }
+  return at >= b;
+}
+
 /** Bytes read back from a WAL record that do not match the CRC32C it was logged with. */
 export class WalRecordCorrupt extends DataCorrupt {
   constructor(readonly rec: LoggedRecord) {
@@ -906,7 +923,15 @@ export class BlockService {
    * read back from the WAL are checked against their record's CRC32C first: WalRecordCorrupt when
    * they do not match, unless later extents of `v` hide every one of them (they are not wanted).
    */
-  private async materialize(v: BlockVersion, from: number, to: number, target: Buffer, targetStart: number): Promise<void> {
+  private async materialize(
+    v: BlockVersion,
+    from: number,
+    to: number,
+    target: Buffer,
+    targetStart: number,
+    /** Newer versions a READ lays over this one's bytes after it (their written ranges win). */
+    above: readonly BlockVersion[] = NO_VERSIONS,
+  ): Promise<void> {
     const exts = v.extents;
     for (let i = 0; i < exts.length; i++) {
       const e = exts[i]!;
@@ -920,7 +945,7 @@ export class BlockService {
         try {
           await this.readLogged(e, e.pos + (a - e.start), b - a, target, t);
         } catch (err) {
-          if (!(err instanceof WalRecordCorrupt) || !hiddenBy(exts, i, a, b)) throw err;
+          if (!(err instanceof WalRecordCorrupt) || !(hiddenBy(exts, i, a, b) || writtenOver(above, a, b))) throw err;
         }
       }
     }
@@ -1598,7 +1623,9 @@ export class BlockService {
       } else {
         out.fill(0, at, at + (to - from));
       }
-      if (vs) for (const v of vs) await this.materialize(v, from, to, out, at);
+      if (vs)
+        for (let k = 0; k < vs.length; k++)
+          await this.materialize(vs[k]!, from, to, out, at, k + 1 < vs.length ? vs.slice(k + 1) : NO_VERSIONS);
     }
     return out;
   }
