@@ -275,9 +275,14 @@ function hiddenBy(exts: readonly Extent[], i: number, a: number, b: number): boo
     const e = exts[j]!;
     if (e.start < b && e.end > a) later.push([e.start, e.end]);
   }
-  later.sort((x, y) => x[0] - y[0]);
+  return coveredTogether(later, a, b);
+}
+
+/** Whether `parts` (sorted here, in place) together cover [a, b) (`covers`: one of them alone). */
+function coveredTogether(parts: Range[], a: number, b: number): boolean {
+  parts.sort((x, y) => x[0] - y[0]);
   let at = a;
-  for (const [s, e] of later) {
+  for (const [s, e] of parts) {
     if (s > at) return false;
     at = Math.max(at, e);
     if (at >= b) return true;
@@ -292,14 +297,7 @@ function writtenOver(versions: readonly BlockVersion[], a: number, b: number): b
   if (versions.length === 0) return false;
   const parts: Range[] = [];
   for (const v of versions) for (const r of v.ranges) if (r[0] < b && r[1] > a) parts.push(r);
-  parts.sort((x, y) => x[0] - y[0]);
-  let at = a;
-  for (const [s, e] of parts) {
-    if (s > at) return false;
-    at = Math.max(at, e);
-    if (at >= b) return true;
-  }
-  return at >= b;
+  return coveredTogether(parts, a, b);
 }
 
 /** Bytes read back from a WAL record that do not match the CRC32C it was logged with. */
