@@ -780,6 +780,36 @@ describe("a share's file count (FSSTAT)", () => {
     await srv.close();
   });
 
+  it('a failed recount is not tried again before a fresh count would be (a failing store is not asked at every FSSTAT)', async () => {
+    let now = 0;
+    const srv = await memoryServer({}, 4096, { usageMinAgeMs: 1000, usageAgePerCost: 0, usageClock: () => now });
+    const share = srv.fs.shares()[0]!;
+    const rootFh = srv.fs.handleOf(share, await srv.fs.root(share));
+    let calls = 0;
+    let fail = false;
+    share.meta.usage = () => {
+      calls++;
+      return fail ? Promise.reject(new Error('the store is unreachable')) : Promise.resolve({ files: 3, bytes: 0 });
+    };
+    const files = async () => (await srv.fs.fsstat(rootFh, root)).files;
+    assert.equal(await files(), 3);
+    fail = true;
+    now = 2000;
+    // Old: answered, and one recount starts behind it, which fails.
+    assert.equal(await files(), 3);
+    assert.equal(calls, 2);
+    await new Promise((r) => setImmediate(r));
+    // Asks at once after the failure answer the old count and ask the store nothing.
+    for (let i = 0; i < 5; i++) assert.equal(await files(), 3);
+    assert.equal(calls, 2);
+    // A fresh count's age later, it is tried again.
+    now = 3001;
+    fail = false;
+    assert.equal(await files(), 3);
+    assert.equal(calls, 3);
+    await srv.close();
+  });
+
   it('the first count failing fails the FSSTAT that waits for it', async () => {
     const { srv, files, next } = await counted(0);
     const first = files();

@@ -143,6 +143,8 @@ export interface FileServiceOptions {
   /** USAGE_MIN_AGE_MS and USAGE_AGE_PER_COST by default. */
   usageMinAgeMs?: number;
   usageAgePerCost?: number;
+  /** The clock of the counts' ages, in ms (tests); performance.now by default. */
+  usageClock?: () => number;
 }
 
 export function checkName(name: Buffer, purpose: 'lookup' | 'create' | 'remove'): void {
@@ -182,6 +184,7 @@ export class FileService {
   private readonly usageCounts = new WeakMap<Share, UsageCount>();
   private readonly usageMinAgeMs: number;
   private readonly usageAgePerCost: number;
+  private readonly usageClock: () => number;
 
   constructor(
     private readonly log?: Logger,
@@ -191,6 +194,7 @@ export class FileService {
     this.opens = new OpenTable({ log });
     this.usageMinAgeMs = opts.usageMinAgeMs ?? USAGE_MIN_AGE_MS;
     this.usageAgePerCost = opts.usageAgePerCost ?? USAGE_AGE_PER_COST;
+    this.usageClock = opts.usageClock ?? (() => performance.now());
   }
 
   /** Publishes a namespace change when somebody watches the store (one Map lookup otherwise). */
@@ -1171,7 +1175,7 @@ export class FileService {
   private filesIn(share: Share): number | Promise<number> {
     let u = this.usageCounts.get(share);
     if (!u) this.usageCounts.set(share, (u = { files: -1, at: -Infinity, tookMs: 0, counting: null }));
-    if (performance.now() - u.at < Math.max(this.usageMinAgeMs, u.tookMs * this.usageAgePerCost)) return u.files;
+    if (this.usageClock() - u.at < Math.max(this.usageMinAgeMs, u.tookMs * this.usageAgePerCost)) return u.files;
     if (u.counting === null) {
       const counting = this.count(share, u);
       u.counting = counting;
@@ -1182,15 +1186,18 @@ export class FileService {
   }
 
   private async count(share: Share, u: UsageCount): Promise<number> {
-    const t0 = performance.now();
+    const t0 = this.usageClock();
     try {
       const { files } = await share.meta.usage(share.id);
       u.files = files;
-      u.at = performance.now();
+      u.at = this.usageClock();
       u.tookMs = u.at - t0;
       return files;
     } catch (err) {
       this.log?.warn({ err, share: share.name }, 'counting the files of a share failed');
+      // With an old count to answer, the next try waits as a fresh count would: a store that keeps
+      // failing is not asked (nor its failure logged) once per FSSTAT.
+      if (u.files >= 0) u.at = this.usageClock();
       throw err;
     } finally {
       u.counting = null;
