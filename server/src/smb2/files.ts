@@ -1370,7 +1370,7 @@ export async function followRenamed(fs: FileService, meta: MetadataStore, e: Ren
   }
   const newName = e.toName.toString();
   // Each share's paths separately (shares of one store have different roots).
-  for (const share of new Set([...shares.keys(), ...(e.isDir ? shareOpensOf(fs, meta, decodeHandle(e.fromDir).shareId) : [])])) {
+  for (const share of new Set([...shares.keys(), ...(e.isDir ? shareWithOpens(fs, meta, decodeHandle(e.fromDir).shareId) : [])])) {
     const moved = shares.get(share) ?? [];
     const from = moved.length > 0 ? dirPartOf(filePathOf(moved[0]!)) : null;
     const oldPath = from !== null ? joinPath(from, e.fromName.toString()) : e.isDir ? await oldDirPath(fs, share, e) : null;
@@ -1420,11 +1420,9 @@ export function followRenames(fs: FileService): void {
  * The share `shareId` when it has SMB opens of the store: a renamed directory may have opens beneath
  * only in its own share (an inode belongs to one share; another share's root never lies beneath it).
  */
-function shareOpensOf(fs: FileService, meta: MetadataStore, shareId: number): Set<Share> {
-  const out = new Set<Share>();
-  for (const rec of fs.opens.opensOf(meta))
-    if (rec.owner instanceof Open && rec.owner.share.id === shareId) return out.add(rec.owner.share);
-  return out;
+function shareWithOpens(fs: FileService, meta: MetadataStore, shareId: number): Share[] {
+  for (const rec of fs.opens.opensOf(meta)) if (rec.owner instanceof Open && rec.owner.share.id === shareId) return [rec.owner.share];
+  return [];
 }
 
 /** A renamed directory's path before the rename, in `share`: its old parent's path (unchanged by it) and old name. */
